@@ -1,0 +1,149 @@
+//! The error type of the whole tool and the exit codes it maps to.
+//!
+//! Every error reads as one line that names what is at fault (file and line, table and column, tile,
+//! host and port) and never carries a password.
+
+use std::path::PathBuf;
+
+use crate::tile::TileCoord;
+
+/// The process exit codes oar-tiles documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    /// The job did everything it was asked.
+    Success = 0,
+    /// The job failed while running (database, rendering, output).
+    Failure = 1,
+    /// The command line or the configuration is wrong; nothing was done.
+    Usage = 2,
+}
+
+/// Everything that can go wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A command-line value that cannot be used.
+    #[error("{0}")]
+    Usage(String),
+
+    /// A configuration file that cannot be read or is invalid.
+    #[error("{}: {message}", location(path, *line, *column))]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// 1-based line, when known.
+        line: Option<usize>,
+        /// 1-based column, when known.
+        column: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// A configured source (table, column, filter) that the database does not have or refuses.
+    #[error("tileset `{tileset}`, layer `{layer}`: {message}")]
+    Source {
+        /// The tileset's name.
+        tileset: String,
+        /// The layer's name.
+        layer: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// The database could not be reached or refused us.
+    #[error("cannot connect to PostgreSQL at {target}: {message}")]
+    Connect {
+        /// host:port/database and user, never the password.
+        target: String,
+        /// The reason.
+        message: String,
+    },
+
+    /// A query failed outside of any tile.
+    #[error("database error: {0}")]
+    Database(String),
+
+    /// Rendering one tile failed.
+    #[error("tile {tile} of tileset `{tileset}`: {message}")]
+    Render {
+        /// The tileset's name.
+        tileset: String,
+        /// The tile at fault.
+        tile: TileCoord,
+        /// The reason.
+        message: String,
+    },
+
+    /// The output could not be created, written or finished.
+    #[error("output {}: {message}", path.display())]
+    Output {
+        /// The output's path or URL.
+        path: PathBuf,
+        /// The reason.
+        message: String,
+    },
+
+    /// The output is fine but writing an auxiliary file (summary, list) failed.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The reason.
+        message: String,
+    },
+}
+
+fn location(path: &std::path::Path, line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(line), Some(column)) => format!("{}:{line}:{column}", path.display()),
+        (Some(line), None) => format!("{}:{line}", path.display()),
+        _ => path.display().to_string(),
+    }
+}
+
+impl Error {
+    /// The exit code this error ends the process with.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Usage(_) | Error::Config { .. } | Error::Source { .. } => ExitCode::Usage,
+            Error::Connect { .. }
+            | Error::Database(_)
+            | Error::Render { .. }
+            | Error::Output { .. }
+            | Error::File { .. } => ExitCode::Failure,
+        }
+    }
+
+    /// Builds an output error from anything displayable.
+    pub fn output(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Error::Output {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The result type of oar-tiles.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Flattens a PostgreSQL error into one line: the server's message and detail when there is one,
+/// the client's description otherwise.
+pub fn pg_message(err: &tokio_postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut message = db.message().to_string();
+        if let Some(detail) = db.detail() {
+            message.push_str(&format!(" ({detail})"));
+        }
+        return message;
+    }
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message.replace('\n', " ")
+}

@@ -1,0 +1,15 @@
+//! oar-tiles: pregenerates static vector tiles of the Open Apparel Registry from PostGIS and keeps them
+//! fresh. The pipeline is config → plan → render → encode → sink; `seed` wires it.
+
+pub mod config;
+pub mod encode;
+pub mod error;
+pub mod job;
+pub mod plan;
+pub mod render;
+pub mod report;
+pub mod seed;
+pub mod sink;
+pub mod tile;
+
+pub use error::{Error, ExitCode, Result};

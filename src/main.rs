@@ -1,0 +1,145 @@
+//! The `oar-tiles` command: parses the command line, runs the library, and turns the outcome into a
+//! message and an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode as ProcessExit;
+
+use clap::{Args, Parser, Subcommand};
+use oar_tiles::config::Config;
+use oar_tiles::job::{SeedJob, SeedOptions};
+use oar_tiles::report::ProgressKind;
+use oar_tiles::tile::{BBox, ZoomRange};
+use oar_tiles::{seed, Error, ExitCode};
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success
+  1  runtime failure (database, rendering, output)
+  2  usage or configuration error (nothing was done)
+
+Environment:
+  OAR_TILES_CONFIG  config file used when --config is not given (else ./oar-tiles.toml)
+  DATABASE_URL      overrides database.url of the config
+  PGPASSWORD        password used when the database URL has none
+  RUST_LOG          log filter, e.g. oar_tiles=debug";
+
+/// Pregenerates static vector tiles (MVT) of point data in PostGIS and keeps them fresh.
+#[derive(Debug, Parser)]
+#[command(name = "oar-tiles", version, after_help = AFTER_HELP)]
+struct Cli {
+    /// Only print warnings, errors and the summary.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Render every non-empty tile of the zoom pyramid over a bbox and write it to the output.
+    #[command(after_help = AFTER_HELP)]
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+struct SeedArgs {
+    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Seed only this tileset (repeatable) [default: every tileset of the config].
+    #[arg(short, long = "tileset", value_name = "NAME")]
+    tilesets: Vec<String>,
+
+    /// Zoom levels, `A-B` or `N`, within 0-24 [default: the tileset's minzoom-maxzoom].
+    #[arg(short, long, value_name = "A-B|N", value_parser = parse_zoom)]
+    zoom: Option<ZoomRange>,
+
+    /// Area in degrees `W,S,E,N`, not crossing the antimeridian [default: the tileset's bbox].
+    #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
+    bbox: Option<BBox>,
+
+    /// Output: a path ending in .mbtiles [default: the tileset's output]. Only with one tileset.
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<String>,
+
+    /// Tiles rendered at once; also the number of database connections [default: database.pool_size].
+    #[arg(short = 'j', long, value_name = "N")]
+    concurrency: Option<usize>,
+
+    /// Print how many tiles each zoom would query, without rendering or writing anything.
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Also write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+}
+
+fn parse_zoom(text: &str) -> Result<ZoomRange, String> {
+    text.parse()
+}
+
+fn parse_bbox(text: &str) -> Result<BBox, String> {
+    text.parse()
+}
+
+fn main() -> ProcessExit {
+    let cli = Cli::parse();
+    init_logging(cli.quiet);
+    let outcome = match cli.command {
+        Command::Seed(args) => run_seed(args, cli.quiet),
+    };
+    let code = match outcome {
+        Ok(()) => ExitCode::Success,
+        Err(err) => {
+            eprintln!("error: {err}");
+            err.exit_code()
+        }
+    };
+    ProcessExit::from(code as u8)
+}
+
+fn init_logging(quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
+    let path = Config::locate(args.config.as_deref())?;
+    let config = Config::load(&path)?;
+    let options = SeedOptions {
+        tilesets: args.tilesets,
+        zooms: args.zoom,
+        bbox: args.bbox,
+        output: args.output,
+        concurrency: args.concurrency,
+        dry_run: args.dry_run,
+        summary_json: args.summary_json,
+    };
+    let job = SeedJob::resolve(config, options)?;
+    let progress = if quiet { ProgressKind::Quiet } else { ProgressKind::detect() };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+    let summaries = runtime.block_on(seed::run(&job, progress))?;
+    for summary in &summaries {
+        print!("{}", summary.to_text());
+    }
+    if let Some(path) = &job.summary_json {
+        let json = serde_json::to_string_pretty(&summaries).expect("summaries serialize");
+        std::fs::write(path, json + "\n").map_err(|e| Error::File {
+            path: path.clone(),
+            message: format!("cannot write the summary: {e}"),
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,422 @@
+//! What a job tells its operator: a progress bar on a terminal, a plain log line every few seconds
+//! elsewhere (cron, CI), and a per-zoom summary at the end, for people and, as JSON, for machines.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::render::Mode;
+use crate::tile::TileCoord;
+
+const SLOWEST_KEPT: usize = 10;
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressKind {
+    /// An indicatif bar (stderr is a terminal).
+    Bar,
+    /// A log line every few seconds.
+    Log,
+    /// Nothing until the summary.
+    Quiet,
+}
+
+impl ProgressKind {
+    /// A bar on a terminal, log lines otherwise.
+    pub fn detect() -> Self {
+        if std::io::stderr().is_terminal() {
+            ProgressKind::Bar
+        } else {
+            ProgressKind::Log
+        }
+    }
+}
+
+/// Counts of one zoom level.
+#[derive(Debug, Default, Clone)]
+struct ZoomTally {
+    probed: u64,
+    queried: u64,
+    empty: u64,
+    written: u64,
+    bytes: u64,
+    largest: Option<(usize, TileCoord)>,
+    render_micros: Vec<u32>,
+}
+
+/// Collects per-zoom figures while a tileset is seeded.
+#[derive(Debug, Default)]
+pub struct Tally {
+    zooms: BTreeMap<u8, ZoomTally>,
+    slowest: BinaryHeap<Reverse<(Duration, TileCoord)>>,
+}
+
+impl Tally {
+    /// Records one statement's outcome; `stored_bytes` is the encoded size when the tile was written.
+    pub fn record(&mut self, tile: TileCoord, mode: Mode, elapsed: Duration, stored_bytes: Option<usize>) {
+        let zoom = self.zooms.entry(tile.z()).or_default();
+        match mode {
+            Mode::Probe => zoom.probed += 1,
+            Mode::Render => {
+                zoom.queried += 1;
+                zoom.render_micros.push(elapsed.as_micros().min(u128::from(u32::MAX)) as u32);
+                match stored_bytes {
+                    None => zoom.empty += 1,
+                    Some(bytes) => {
+                        zoom.written += 1;
+                        zoom.bytes += bytes as u64;
+                        if zoom.largest.is_none_or(|(largest, _)| bytes > largest) {
+                            zoom.largest = Some((bytes, tile));
+                        }
+                    }
+                }
+                self.slowest.push(Reverse((elapsed, tile)));
+                if self.slowest.len() > SLOWEST_KEPT {
+                    self.slowest.pop();
+                }
+            }
+        }
+    }
+
+    /// Tiles written so far.
+    pub fn written(&self) -> u64 {
+        self.zooms.values().map(|z| z.written).sum()
+    }
+
+    /// Statements run so far (renders and probes).
+    pub fn statements(&self) -> u64 {
+        self.zooms.values().map(|z| z.queried + z.probed).sum()
+    }
+
+    /// Freezes the figures into a summary.
+    pub fn summarize(self, header: SummaryHeader, elapsed: Duration) -> TilesetSummary {
+        let zooms: Vec<ZoomSummary> = self
+            .zooms
+            .into_iter()
+            .map(|(zoom, mut tally)| {
+                tally.render_micros.sort_unstable();
+                let ms = |q: f64| percentile(&tally.render_micros, q);
+                ZoomSummary {
+                    zoom,
+                    probed: tally.probed,
+                    queried: tally.queried,
+                    empty: tally.empty,
+                    written: tally.written,
+                    bytes: tally.bytes,
+                    largest_tile: tally.largest.map(|(bytes, tile)| TileSize {
+                        tile: tile.to_string(),
+                        bytes,
+                    }),
+                    render_ms_p50: ms(0.50),
+                    render_ms_p95: ms(0.95),
+                    render_ms_max: ms(1.0),
+                }
+            })
+            .collect();
+        let mut slowest: Vec<(Duration, TileCoord)> = self.slowest.into_iter().map(|Reverse(e)| e).collect();
+        slowest.sort_unstable_by(|a, b| b.cmp(a));
+        let written: u64 = zooms.iter().map(|z| z.written).sum();
+        let seconds = elapsed.as_secs_f64();
+        TilesetSummary {
+            tileset: header.tileset,
+            output: header.output,
+            zooms: header.zooms,
+            dry_run: header.dry_run,
+            seconds,
+            tiles_queried: zooms.iter().map(|z| z.queried).sum(),
+            tiles_probed: zooms.iter().map(|z| z.probed).sum(),
+            tiles_written: written,
+            bytes_written: zooms.iter().map(|z| z.bytes).sum(),
+            tiles_per_second: if seconds > 0.0 { written as f64 / seconds } else { 0.0 },
+            per_zoom: zooms,
+            slowest_tiles: slowest
+                .into_iter()
+                .map(|(elapsed, tile)| SlowTile {
+                    tile: tile.to_string(),
+                    ms: elapsed.as_secs_f64() * 1000.0,
+                })
+                .collect(),
+        }
+    }
+}
+
+fn percentile(sorted_micros: &[u32], q: f64) -> f64 {
+    if sorted_micros.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted_micros.len() - 1) as f64 * q).round() as usize;
+    f64::from(sorted_micros[index]) / 1000.0
+}
+
+/// What identifies a summary.
+#[derive(Debug, Clone)]
+pub struct SummaryHeader {
+    /// Tileset name.
+    pub tileset: String,
+    /// Output description.
+    pub output: String,
+    /// Zoom range as text.
+    pub zooms: String,
+    /// Whether it was a dry run.
+    pub dry_run: bool,
+}
+
+/// A tile and its stored size.
+#[derive(Debug, Clone, Serialize)]
+pub struct TileSize {
+    /// `z/x/y`.
+    pub tile: String,
+    /// Stored (compressed) bytes.
+    pub bytes: usize,
+}
+
+/// A tile and how long it took.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowTile {
+    /// `z/x/y`.
+    pub tile: String,
+    /// Milliseconds from asking for a connection to having the bytes.
+    pub ms: f64,
+}
+
+/// Figures of one zoom level.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZoomSummary {
+    /// Zoom level.
+    pub zoom: u8,
+    /// Tiles only probed on the way down to the first rendered zoom (or in a dry run).
+    pub probed: u64,
+    /// Tiles rendered.
+    pub queried: u64,
+    /// Rendered tiles that held nothing and were not written.
+    pub empty: u64,
+    /// Tiles written.
+    pub written: u64,
+    /// Stored bytes written.
+    pub bytes: u64,
+    /// The largest tile written.
+    pub largest_tile: Option<TileSize>,
+    /// Median render time.
+    pub render_ms_p50: f64,
+    /// 95th percentile render time.
+    pub render_ms_p95: f64,
+    /// Longest render time.
+    pub render_ms_max: f64,
+}
+
+/// Everything a seed of one tileset did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TilesetSummary {
+    /// Tileset name.
+    pub tileset: String,
+    /// Output description.
+    pub output: String,
+    /// Zoom range as text.
+    pub zooms: String,
+    /// Whether nothing was rendered.
+    pub dry_run: bool,
+    /// Wall time.
+    pub seconds: f64,
+    /// Tiles rendered.
+    pub tiles_queried: u64,
+    /// Tiles probed.
+    pub tiles_probed: u64,
+    /// Tiles written.
+    pub tiles_written: u64,
+    /// Stored bytes written.
+    pub bytes_written: u64,
+    /// Written tiles per second of wall time.
+    pub tiles_per_second: f64,
+    /// Per-zoom figures.
+    pub per_zoom: Vec<ZoomSummary>,
+    /// The slowest tiles, slowest first.
+    pub slowest_tiles: Vec<SlowTile>,
+}
+
+impl TilesetSummary {
+    /// The summary as an operator reads it.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if self.dry_run {
+            out.push_str(&format!(
+                "tileset {} (dry run), zoom {}: tiles each zoom would query\n",
+                self.tileset, self.zooms
+            ));
+            out.push_str(&format!("{:>5} {:>12}\n", "zoom", "would query"));
+            for zoom in &self.per_zoom {
+                out.push_str(&format!("{:>5} {:>12}\n", zoom.zoom, zoom.probed));
+            }
+            out.push_str(&format!("{:>5} {:>12}\n", "total", self.tiles_probed));
+            return out;
+        }
+        out.push_str(&format!(
+            "tileset {} -> {}, zoom {}: {} tiles written ({}) in {:.1} s, {:.0} tiles/s\n",
+            self.tileset,
+            self.output,
+            self.zooms,
+            self.tiles_written,
+            human_bytes(self.bytes_written),
+            self.seconds,
+            self.tiles_per_second
+        ));
+        out.push_str(&format!(
+            "{:>5} {:>9} {:>9} {:>9} {:>10} {:>24} {:>8} {:>8} {:>9}\n",
+            "zoom", "queried", "empty", "written", "bytes", "largest tile", "p50 ms", "p95 ms", "max ms"
+        ));
+        for z in &self.per_zoom {
+            if z.queried == 0 {
+                out.push_str(&format!("{:>5} {:>9} (probed {} on the way down)\n", z.zoom, 0, z.probed));
+                continue;
+            }
+            let largest = z
+                .largest_tile
+                .as_ref()
+                .map(|t| format!("{} {}", t.tile, human_bytes(t.bytes as u64)))
+                .unwrap_or_else(|| "-".into());
+            out.push_str(&format!(
+                "{:>5} {:>9} {:>9} {:>9} {:>10} {:>24} {:>8.1} {:>8.1} {:>9.1}\n",
+                z.zoom,
+                z.queried,
+                z.empty,
+                z.written,
+                human_bytes(z.bytes),
+                largest,
+                z.render_ms_p50,
+                z.render_ms_p95,
+                z.render_ms_max
+            ));
+        }
+        if !self.slowest_tiles.is_empty() {
+            let slowest: Vec<String> =
+                self.slowest_tiles.iter().map(|t| format!("{} ({:.0} ms)", t.tile, t.ms)).collect();
+            out.push_str(&format!("slowest tiles: {}\n", slowest.join(", ")));
+        }
+        out
+    }
+}
+
+/// `12.3 KiB` style sizes.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Live progress of one tileset.
+pub struct Progress {
+    kind: ProgressKind,
+    bar: Option<ProgressBar>,
+    tileset: String,
+    started: Instant,
+    last_log: Instant,
+    done: u64,
+    zoom: u8,
+}
+
+impl Progress {
+    /// Starts showing progress for a tileset.
+    pub fn start(kind: ProgressKind, tileset: &str) -> Self {
+        let bar = (kind == ProgressKind::Bar).then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} z{msg:>2} [{bar:30}] {human_pos}/{human_len} tiles {per_sec:>12} ETA {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(tileset.to_string());
+            bar
+        });
+        Self {
+            kind,
+            bar,
+            tileset: tileset.to_string(),
+            started: Instant::now(),
+            last_log: Instant::now(),
+            done: 0,
+            zoom: 0,
+        }
+    }
+
+    /// A zoom level with `tiles` tiles begins; the bar's length grows as the walk discovers work.
+    pub fn level(&mut self, zoom: u8, tiles: usize) {
+        self.zoom = zoom;
+        if let Some(bar) = &self.bar {
+            bar.inc_length(tiles as u64);
+            bar.set_message(zoom.to_string());
+        }
+    }
+
+    /// One tile is done.
+    pub fn tile_done(&mut self, tally: &Tally) {
+        self.done += 1;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        } else if self.kind == ProgressKind::Log && self.last_log.elapsed() >= LOG_EVERY {
+            self.last_log = Instant::now();
+            let rate = self.done as f64 / self.started.elapsed().as_secs_f64();
+            tracing::info!(
+                "{}: zoom {}, {} tiles done, {} written, {:.0} tiles/s",
+                self.tileset,
+                self.zoom,
+                self.done,
+                tally.written(),
+                rate
+            );
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tally_counts_per_zoom_and_keeps_the_slowest() {
+        let mut tally = Tally::default();
+        for i in 0..20u32 {
+            let tile = TileCoord::new(5, i, 0).unwrap();
+            let stored = (i % 2 == 0).then_some(100 + i as usize);
+            tally.record(tile, Mode::Render, Duration::from_millis(u64::from(i)), stored);
+        }
+        tally.record(TileCoord::new(1, 0, 0).unwrap(), Mode::Probe, Duration::ZERO, None);
+        let header = SummaryHeader {
+            tileset: "t".into(),
+            output: "o".into(),
+            zooms: "1-5".into(),
+            dry_run: false,
+        };
+        let summary = tally.summarize(header, Duration::from_secs(2));
+        assert_eq!(summary.tiles_written, 10);
+        assert_eq!(summary.tiles_probed, 1);
+        let z5 = summary.per_zoom.iter().find(|z| z.zoom == 5).unwrap();
+        assert_eq!((z5.queried, z5.empty, z5.written), (20, 10, 10));
+        assert_eq!(z5.largest_tile.as_ref().unwrap().tile, "5/18/0");
+        assert_eq!(z5.render_ms_max, 19.0);
+        assert_eq!(summary.slowest_tiles.len(), SLOWEST_KEPT);
+        assert_eq!(summary.slowest_tiles[0].tile, "5/19/0");
+        assert!(summary.to_text().contains("5/18/0 118 B"));
+    }
+}

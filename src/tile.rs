@@ -1,0 +1,411 @@
+//! Tile maths: XYZ coordinates, zoom ranges, bounding boxes and Web-Mercator envelopes.
+//!
+//! Everything in oar-tiles speaks XYZ (y grows southwards). The TMS row flip that MBTiles needs lives in
+//! the MBTiles sink and nowhere else.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Highest zoom level oar-tiles accepts.
+pub const MAX_ZOOM: u8 = 24;
+
+/// Half the width of the Web-Mercator world in metres (EPSG:3857).
+pub const MERCATOR_HALF_WORLD: f64 = 20_037_508.342_789_244;
+
+const EARTH_RADIUS: f64 = 6_378_137.0;
+
+/// Latitude at which the Web-Mercator square ends.
+pub const MAX_MERCATOR_LAT: f64 = 85.051_128_779_806_59;
+
+/// A validated tile address; it cannot hold x or y outside its zoom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TileCoord {
+    z: u8,
+    x: u32,
+    y: u32,
+}
+
+impl TileCoord {
+    /// Builds a tile coordinate, refusing zooms above [`MAX_ZOOM`] and x or y outside `0..2^z`.
+    pub fn new(z: u8, x: u32, y: u32) -> Result<Self, String> {
+        if z > MAX_ZOOM {
+            return Err(format!("zoom {z} is above the maximum {MAX_ZOOM}"));
+        }
+        let n = 1u64 << z;
+        if u64::from(x) >= n || u64::from(y) >= n {
+            return Err(format!("tile {z}/{x}/{y} is outside zoom {z} (x and y must be below {n})"));
+        }
+        Ok(Self { z, x, y })
+    }
+
+    /// The zoom level.
+    pub fn z(&self) -> u8 {
+        self.z
+    }
+
+    /// The column, counted from the antimeridian eastwards.
+    pub fn x(&self) -> u32 {
+        self.x
+    }
+
+    /// The row, counted from the north (XYZ convention).
+    pub fn y(&self) -> u32 {
+        self.y
+    }
+
+    /// The four tiles of the next zoom that this tile splits into; none at [`MAX_ZOOM`].
+    pub fn children(&self) -> impl Iterator<Item = TileCoord> {
+        let (z, x, y) = (self.z, self.x, self.y);
+        let children = (z < MAX_ZOOM).then(|| {
+            [(0, 0), (1, 0), (0, 1), (1, 1)].map(|(dx, dy)| TileCoord {
+                z: z + 1,
+                x: 2 * x + dx,
+                y: 2 * y + dy,
+            })
+        });
+        children.into_iter().flatten()
+    }
+
+    /// The tile's envelope in Web-Mercator metres, grown by `margin` tile widths on each side.
+    ///
+    /// This matches PostGIS' `ST_TileEnvelope(z, x, y, margin => margin)`; the margin is not wrapped
+    /// around the antimeridian, consistently with how tiles are rendered.
+    pub fn mercator_envelope(&self, margin: f64) -> Envelope {
+        let size = 2.0 * MERCATOR_HALF_WORLD / (1u64 << self.z) as f64;
+        let west = -MERCATOR_HALF_WORLD + f64::from(self.x) * size;
+        let north = MERCATOR_HALF_WORLD - f64::from(self.y) * size;
+        Envelope {
+            west: west - margin * size,
+            south: north - size - margin * size,
+            east: west + size + margin * size,
+            north: north + margin * size,
+        }
+    }
+}
+
+impl fmt::Display for TileCoord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.z, self.x, self.y)
+    }
+}
+
+impl FromStr for TileCoord {
+    type Err = String;
+
+    /// Parses `z/x/y`, the format of osm2pgsql expire lists and tegola tile lists.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.trim().split('/').collect();
+        let [z, x, y] = parts.as_slice() else {
+            return Err(format!("`{s}` is not a tile address of the form z/x/y"));
+        };
+        let z: u8 = z.parse().map_err(|_| format!("`{s}`: zoom `{z}` is not a number"))?;
+        let x: u32 = x.parse().map_err(|_| format!("`{s}`: x `{x}` is not a number"))?;
+        let y: u32 = y.parse().map_err(|_| format!("`{s}`: y `{y}` is not a number"))?;
+        TileCoord::new(z, x, y)
+    }
+}
+
+/// An axis-aligned rectangle: west, south, east, north.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Envelope {
+    /// Minimum x.
+    pub west: f64,
+    /// Minimum y.
+    pub south: f64,
+    /// Maximum x.
+    pub east: f64,
+    /// Maximum y.
+    pub north: f64,
+}
+
+impl Envelope {
+    /// Converts a Web-Mercator envelope to longitude/latitude degrees (EPSG:4326).
+    pub fn mercator_to_lonlat(&self) -> Envelope {
+        let lon = |x: f64| (x / EARTH_RADIUS).to_degrees();
+        let lat = |y: f64| (y / EARTH_RADIUS).sinh().atan().to_degrees();
+        Envelope {
+            west: lon(self.west),
+            south: lat(self.south),
+            east: lon(self.east),
+            north: lat(self.north),
+        }
+    }
+
+    /// Grows the envelope by `fraction` of its size on every side.
+    pub fn grown(&self, fraction: f64) -> Envelope {
+        let dx = (self.east - self.west) * fraction;
+        let dy = (self.north - self.south) * fraction;
+        Envelope {
+            west: self.west - dx,
+            south: self.south - dy,
+            east: self.east + dx,
+            north: self.north + dy,
+        }
+    }
+}
+
+/// An inclusive range of zoom levels, `min <= max <= MAX_ZOOM`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ZoomRange {
+    /// Lowest zoom, inclusive.
+    pub min: u8,
+    /// Highest zoom, inclusive.
+    pub max: u8,
+}
+
+impl ZoomRange {
+    /// Builds a range, refusing `min > max` and zooms above [`MAX_ZOOM`].
+    pub fn new(min: u8, max: u8) -> Result<Self, String> {
+        if max > MAX_ZOOM {
+            return Err(format!("zoom {max} is above the maximum {MAX_ZOOM}"));
+        }
+        if min > max {
+            return Err(format!("zoom range {min}-{max} starts above its end"));
+        }
+        Ok(Self { min, max })
+    }
+
+    /// Whether `z` lies in the range.
+    pub fn contains(&self, z: u8) -> bool {
+        (self.min..=self.max).contains(&z)
+    }
+
+    /// The zoom levels of the range, in ascending order.
+    pub fn levels(&self) -> std::ops::RangeInclusive<u8> {
+        self.min..=self.max
+    }
+}
+
+impl fmt::Display for ZoomRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+impl FromStr for ZoomRange {
+    type Err = String;
+
+    /// Parses `N` or `A-B`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |part: &str| -> Result<u8, String> {
+            let part = part.trim();
+            let value: i64 = part
+                .parse()
+                .map_err(|_| format!("`{s}` is not a zoom or zoom range (expected N or A-B, e.g. 0-14)"))?;
+            u8::try_from(value)
+                .ok()
+                .filter(|z| *z <= MAX_ZOOM)
+                .ok_or_else(|| format!("zoom {value} is outside 0..={MAX_ZOOM}"))
+        };
+        match s.split_once('-') {
+            Some((a, b)) => ZoomRange::new(parse(a)?, parse(b)?),
+            None => {
+                let z = parse(s)?;
+                ZoomRange::new(z, z)
+            }
+        }
+    }
+}
+
+/// A geographic bounding box in degrees; never crosses the antimeridian (west <= east).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct BBox {
+    /// Western longitude.
+    pub west: f64,
+    /// Southern latitude.
+    pub south: f64,
+    /// Eastern longitude.
+    pub east: f64,
+    /// Northern latitude.
+    pub north: f64,
+}
+
+impl BBox {
+    /// The whole Web-Mercator world.
+    pub const WORLD: BBox = BBox {
+        west: -180.0,
+        south: -MAX_MERCATOR_LAT,
+        east: 180.0,
+        north: MAX_MERCATOR_LAT,
+    };
+
+    /// Builds a bbox, refusing coordinates out of range, west > east and south > north.
+    pub fn new(west: f64, south: f64, east: f64, north: f64) -> Result<Self, String> {
+        let all = [west, south, east, north];
+        if all.iter().any(|v| !v.is_finite()) {
+            return Err("bbox values must be finite numbers".into());
+        }
+        if !(-180.0..=180.0).contains(&west) || !(-180.0..=180.0).contains(&east) {
+            return Err(format!("bbox longitudes must lie in -180..180 (got west {west}, east {east})"));
+        }
+        if !(-90.0..=90.0).contains(&south) || !(-90.0..=90.0).contains(&north) {
+            return Err(format!("bbox latitudes must lie in -90..90 (got south {south}, north {north})"));
+        }
+        if west > east {
+            return Err(format!(
+                "bbox west {west} is east of east {east}; a bbox across the antimeridian must be split in two"
+            ));
+        }
+        if south > north {
+            return Err(format!("bbox south {south} is north of north {north}"));
+        }
+        Ok(Self {
+            west,
+            south,
+            east,
+            north,
+        })
+    }
+
+    /// The tiles of zoom `z` that the bbox touches, edges included.
+    pub fn tile_range(&self, z: u8) -> TileRange {
+        let n = 1u64 << z;
+        let max_index = (n - 1) as f64;
+        let column = |lon: f64| ((lon + 180.0) / 360.0 * n as f64).floor().clamp(0.0, max_index) as u32;
+        let row = |lat: f64| {
+            let lat = lat.clamp(-MAX_MERCATOR_LAT, MAX_MERCATOR_LAT).to_radians();
+            let y = (1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0;
+            (y * n as f64).floor().clamp(0.0, max_index) as u32
+        };
+        TileRange {
+            z,
+            min_x: column(self.west),
+            max_x: column(self.east),
+            min_y: row(self.north),
+            max_y: row(self.south),
+        }
+    }
+
+    /// The centre of the bbox.
+    pub fn center(&self) -> (f64, f64) {
+        ((self.west + self.east) / 2.0, (self.south + self.north) / 2.0)
+    }
+}
+
+impl fmt::Display for BBox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},{},{},{}", self.west, self.south, self.east, self.north)
+    }
+}
+
+impl FromStr for BBox {
+    type Err = String;
+
+    /// Parses `W,S,E,N` in degrees.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let values: Result<Vec<f64>, _> = s.split(',').map(|v| v.trim().parse::<f64>()).collect();
+        match values.as_deref() {
+            Ok([w, so, e, n]) => BBox::new(*w, *so, *e, *n),
+            _ => Err(format!("`{s}` is not a bbox (expected four numbers W,S,E,N in degrees)")),
+        }
+    }
+}
+
+/// The rectangle of tiles of one zoom that a bbox covers, bounds inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileRange {
+    /// The zoom level.
+    pub z: u8,
+    /// Westernmost column.
+    pub min_x: u32,
+    /// Easternmost column.
+    pub max_x: u32,
+    /// Northernmost row.
+    pub min_y: u32,
+    /// Southernmost row.
+    pub max_y: u32,
+}
+
+impl TileRange {
+    /// Whether the tile lies in the range (its zoom must match).
+    pub fn contains(&self, tile: TileCoord) -> bool {
+        tile.z() == self.z
+            && (self.min_x..=self.max_x).contains(&tile.x())
+            && (self.min_y..=self.max_y).contains(&tile.y())
+    }
+
+    /// How many tiles the range holds.
+    pub fn len(&self) -> u64 {
+        u64::from(self.max_x - self.min_x + 1) * u64::from(self.max_y - self.min_y + 1)
+    }
+
+    /// Always false: a range holds at least one tile.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_coords_outside_their_zoom_are_refused() {
+        assert!(TileCoord::new(0, 0, 0).is_ok());
+        assert!(TileCoord::new(0, 1, 0).is_err());
+        assert!(TileCoord::new(3, 7, 8).is_err());
+        assert!(TileCoord::new(25, 0, 0).is_err());
+    }
+
+    #[test]
+    fn tile_coords_round_trip_through_text() {
+        let tile: TileCoord = "14/13105/7032".parse().unwrap();
+        assert_eq!((tile.z(), tile.x(), tile.y()), (14, 13105, 7032));
+        assert_eq!(tile.to_string(), "14/13105/7032");
+        assert!("14/13105".parse::<TileCoord>().is_err());
+        assert!("1/2/0".parse::<TileCoord>().is_err());
+    }
+
+    #[test]
+    fn children_cover_the_parent() {
+        let parent = TileCoord::new(3, 5, 2).unwrap();
+        let children: Vec<String> = parent.children().map(|c| c.to_string()).collect();
+        assert_eq!(children, ["4/10/4", "4/11/4", "4/10/5", "4/11/5"]);
+        assert_eq!(TileCoord::new(MAX_ZOOM, 0, 0).unwrap().children().count(), 0);
+    }
+
+    #[test]
+    fn a_childs_buffered_envelope_lies_inside_its_parents() {
+        let margin = 64.0 / 4096.0;
+        let parent = TileCoord::new(5, 0, 31).unwrap();
+        let outer = parent.mercator_envelope(margin);
+        for child in parent.children() {
+            let inner = child.mercator_envelope(margin);
+            assert!(inner.west > outer.west && inner.east < outer.east);
+            assert!(inner.south > outer.south && inner.north < outer.north);
+        }
+    }
+
+    #[test]
+    fn zoom_ranges_parse_and_validate() {
+        assert_eq!("0-14".parse::<ZoomRange>().unwrap(), ZoomRange { min: 0, max: 14 });
+        assert_eq!("7".parse::<ZoomRange>().unwrap(), ZoomRange { min: 7, max: 7 });
+        assert!("14-3".parse::<ZoomRange>().is_err());
+        assert!("0-25".parse::<ZoomRange>().is_err());
+        assert!("-1".parse::<ZoomRange>().is_err());
+        assert!("a-b".parse::<ZoomRange>().is_err());
+    }
+
+    #[test]
+    fn bboxes_validate_and_map_to_tile_ranges() {
+        assert!("10,0,-10,5".parse::<BBox>().is_err());
+        assert!("-200,0,10,5".parse::<BBox>().is_err());
+        assert!("0,0,1".parse::<BBox>().is_err());
+        let world = BBox::WORLD.tile_range(2);
+        assert_eq!((world.min_x, world.max_x, world.min_y, world.max_y), (0, 3, 0, 3));
+        let dhaka: BBox = "90.3,23.7,90.5,23.9".parse().unwrap();
+        let range = dhaka.tile_range(10);
+        assert_eq!((range.min_x, range.max_x), (768, 769));
+        assert_eq!((range.min_y, range.max_y), (441, 442));
+    }
+
+    #[test]
+    fn mercator_envelopes_match_postgis_tile_envelope() {
+        let env = TileCoord::new(1, 1, 0).unwrap().mercator_envelope(0.0);
+        assert_eq!((env.west, env.south), (0.0, 0.0));
+        assert!((env.east - MERCATOR_HALF_WORLD).abs() < 1e-6);
+        let lonlat = env.mercator_to_lonlat();
+        assert!((lonlat.north - MAX_MERCATOR_LAT).abs() < 1e-9);
+        assert!((lonlat.east - 180.0).abs() < 1e-9);
+    }
+}
