@@ -172,7 +172,9 @@ impl Config {
             column: None,
             message: format!("cannot read the config file: {err}"),
         })?;
-        let env_url = std::env::var(DATABASE_URL_ENV).ok().filter(|u| !u.is_empty());
+        let env_url = std::env::var(DATABASE_URL_ENV)
+            .ok()
+            .filter(|u| !u.is_empty());
         Self::parse(path, &text, env_url)
     }
 
@@ -187,7 +189,8 @@ impl Config {
                 message,
             }
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|err| at(err.span(), err.message().replace('\n', " ")))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|err| at(err.span(), err.message().replace('\n', " ")))?;
 
         let base_dir = path.parent().unwrap_or(Path::new(""));
         let database = resolve_database(raw.database, env_url, &at)?;
@@ -200,7 +203,10 @@ impl Config {
             let tileset = resolve_tileset(spanned.into_inner(), base_dir)
                 .map_err(|message| at(Some(span.clone()), message))?;
             if tilesets.iter().any(|t| t.name == tileset.name) {
-                return Err(at(Some(span), format!("tileset `{}` is defined twice", tileset.name)));
+                return Err(at(
+                    Some(span),
+                    format!("tileset `{}` is defined twice", tileset.name),
+                ));
             }
             tilesets.push(tileset);
         }
@@ -223,32 +229,49 @@ fn resolve_database(
             format!("no database: set `url` in [database] or the {DATABASE_URL_ENV} environment variable"),
         )
     })?;
-    let duration = |value: Option<Spanned<String>>, key: &str, default: Duration| -> Result<Duration> {
-        match value {
-            None => Ok(default),
-            Some(spanned) => humantime::parse_duration(spanned.get_ref()).map_err(|err| {
-                at(
-                    Some(spanned.span()),
-                    format!("database.{key} `{}` is not a duration like \"30s\" ({err})", spanned.get_ref()),
-                )
-            }),
-        }
-    };
+    let duration =
+        |value: Option<Spanned<String>>, key: &str, default: Duration| -> Result<Duration> {
+            match value {
+                None => Ok(default),
+                Some(spanned) => humantime::parse_duration(spanned.get_ref()).map_err(|err| {
+                    at(
+                        Some(spanned.span()),
+                        format!(
+                            "database.{key} `{}` is not a duration like \"30s\" ({err})",
+                            spanned.get_ref()
+                        ),
+                    )
+                }),
+            }
+        };
     let pool_size = raw.pool_size.unwrap_or_else(default_pool_size);
     if !(1..=256).contains(&pool_size) {
-        return Err(at(None, format!("database.pool_size {pool_size} must lie in 1..=256")));
+        return Err(at(
+            None,
+            format!("database.pool_size {pool_size} must lie in 1..=256"),
+        ));
     }
     Ok(DatabaseConfig {
         url,
         pool_size,
-        statement_timeout: duration(raw.statement_timeout, "statement_timeout", Duration::from_secs(60))?,
-        connect_timeout: duration(raw.connect_timeout, "connect_timeout", Duration::from_secs(10))?,
+        statement_timeout: duration(
+            raw.statement_timeout,
+            "statement_timeout",
+            Duration::from_secs(60),
+        )?,
+        connect_timeout: duration(
+            raw.connect_timeout,
+            "connect_timeout",
+            Duration::from_secs(10),
+        )?,
     })
 }
 
 /// One connection per core: rendering is CPU-bound on the database side.
 fn default_pool_size() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
 }
 
 fn zoom(value: Option<u32>, default: u8, key: &str) -> Result<u8, String> {
@@ -273,15 +296,24 @@ fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, St
     let bbox = match raw.bbox.as_deref() {
         None => BBox::WORLD,
         Some([w, s, e, n]) => BBox::new(*w, *s, *e, *n).map_err(context)?,
-        Some(_) => return Err(context("bbox must be four numbers [west, south, east, north]".into())),
+        Some(_) => {
+            return Err(context(
+                "bbox must be four numbers [west, south, east, north]".into(),
+            ))
+        }
     };
     let extent = raw.extent.unwrap_or(4096);
     if !(256..=65536).contains(&extent) || !extent.is_power_of_two() {
-        return Err(context(format!("extent {extent} must be a power of two in 256..=65536")));
+        return Err(context(format!(
+            "extent {extent} must be a power of two in 256..=65536"
+        )));
     }
     let buffer = raw.buffer.unwrap_or(64);
     if buffer > extent / 2 {
-        return Err(context(format!("buffer {buffer} must not exceed half the extent ({})", extent / 2)));
+        return Err(context(format!(
+            "buffer {buffer} must not exceed half the extent ({})",
+            extent / 2
+        )));
     }
     if raw.layer.is_empty() {
         return Err(context("no [[tileset.layer]] is defined".into()));
@@ -332,7 +364,10 @@ fn resolve_layer(raw: RawLayer, tileset_zooms: ZoomRange) -> Result<LayerConfig,
         None => (None, raw.table.clone()),
     };
     if table.is_empty() || schema.as_deref() == Some("") {
-        return Err(context(format!("table `{}` is not a table name", raw.table)));
+        return Err(context(format!(
+            "table `{}` is not a table name",
+            raw.table
+        )));
     }
     let zooms = match (raw.minzoom, raw.maxzoom) {
         (None, None) => None,
@@ -352,14 +387,20 @@ fn resolve_layer(raw: RawLayer, tileset_zooms: ZoomRange) -> Result<LayerConfig,
         }
     }
     if let Some(reserved) = raw.attributes.iter().find(|a| a.starts_with("__oar_")) {
-        return Err(context(format!("attribute `{reserved}`: names starting with __oar_ are reserved")));
+        return Err(context(format!(
+            "attribute `{reserved}`: names starting with __oar_ are reserved"
+        )));
     }
     if raw.attributes.contains(&geometry_column) {
-        return Err(context(format!("attribute `{geometry_column}` is the geometry column")));
+        return Err(context(format!(
+            "attribute `{geometry_column}` is the geometry column"
+        )));
     }
     if let Some(filter) = &raw.filter {
         if filter.contains(';') {
-            return Err(context("filter must be one SQL expression, without `;`".into()));
+            return Err(context(
+                "filter must be one SQL expression, without `;`".into(),
+            ));
         }
     }
     Ok(LayerConfig {
@@ -415,14 +456,22 @@ attributes = ["name"]
         assert_eq!(tileset.bbox, BBox::WORLD);
         assert_eq!(tileset.output.as_deref(), Some("conf/out.mbtiles"));
         let layer = &tileset.layers[0];
-        assert_eq!((layer.schema.as_deref(), layer.table.as_str()), (Some("public"), "facilities"));
+        assert_eq!(
+            (layer.schema.as_deref(), layer.table.as_str()),
+            (Some("public"), "facilities")
+        );
         assert_eq!(layer.id_column, "id");
         assert_eq!(config.database.statement_timeout, Duration::from_secs(60));
     }
 
     #[test]
     fn database_url_from_the_environment_wins() {
-        let config = Config::parse(Path::new("x.toml"), MINIMAL, Some("postgresql://other/db".into())).unwrap();
+        let config = Config::parse(
+            Path::new("x.toml"),
+            MINIMAL,
+            Some("postgresql://other/db".into()),
+        )
+        .unwrap();
         assert_eq!(config.database.url, "postgresql://other/db");
     }
 
@@ -439,9 +488,15 @@ attributes = ["name"]
         let text = MINIMAL.replace("output = ", "maxzoom = 30\noutput = ");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("conf/oar.toml:5:"), "{err}");
-        assert!(err.contains("tileset `facilities`: maxzoom 30 is outside 0..=24"), "{err}");
+        assert!(
+            err.contains("tileset `facilities`: maxzoom 30 is outside 0..=24"),
+            "{err}"
+        );
         let text = MINIMAL.replace("output = ", "bbox = [10, 0, -10, 5]\noutput = ");
-        assert!(parse(&text).unwrap_err().to_string().contains("antimeridian"));
+        assert!(parse(&text)
+            .unwrap_err()
+            .to_string()
+            .contains("antimeridian"));
     }
 
     #[test]

@@ -11,8 +11,13 @@ const LEVEL: u32 = 6;
 
 /// Gzip-compresses MVT bytes deterministically (no timestamp, no file name in the header).
 pub fn gzip(mvt: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(mvt.len() / 2 + 64), Compression::new(LEVEL));
-    encoder.write_all(mvt).expect("writing to a Vec cannot fail");
+    let mut encoder = GzEncoder::new(
+        Vec::with_capacity(mvt.len() / 2 + 64),
+        Compression::new(LEVEL),
+    );
+    encoder
+        .write_all(mvt)
+        .expect("writing to a Vec cannot fail");
     encoder.finish().expect("writing to a Vec cannot fail")
 }
 
@@ -26,7 +31,9 @@ mod tests {
         let data = b"a tile, a tile, a tile".repeat(20);
         assert_eq!(gzip(&data), gzip(&data));
         let mut decoded = Vec::new();
-        flate2::read::GzDecoder::new(&gzip(&data)[..]).read_to_end(&mut decoded).unwrap();
+        flate2::read::GzDecoder::new(&gzip(&data)[..])
+            .read_to_end(&mut decoded)
+            .unwrap();
         assert_eq!(decoded, data);
     }
 }

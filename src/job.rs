@@ -81,7 +81,9 @@ impl SeedJob {
         }
         let concurrency = options.concurrency.unwrap_or(config.database.pool_size);
         if !(1..=256).contains(&concurrency) {
-            return Err(Error::Usage(format!("--concurrency {concurrency} must lie in 1..=256")));
+            return Err(Error::Usage(format!(
+                "--concurrency {concurrency} must lie in 1..=256"
+            )));
         }
         let mut tilesets = Vec::new();
         for tileset in selected {
@@ -152,7 +154,10 @@ filter = "country_code = 'BD'"
         assert_eq!(job.concurrency, 3);
         assert_eq!(job.tilesets.len(), 1);
         assert_eq!(job.tilesets[0].zooms, ZoomRange::new(2, 5).unwrap());
-        assert_eq!(job.tilesets[0].output, Some(OutputTarget::Mbtiles("x.mbtiles".into())));
+        assert_eq!(
+            job.tilesets[0].output,
+            Some(OutputTarget::Mbtiles("x.mbtiles".into()))
+        );
     }
 
     #[test]
@@ -164,7 +169,10 @@ filter = "country_code = 'BD'"
         let err = SeedJob::resolve(config(), options).unwrap_err();
         assert!(err.to_string().contains("unknown tileset `nope`"), "{err}");
         let err = SeedJob::resolve(config(), SeedOptions::default()).unwrap_err();
-        assert!(err.to_string().contains("tileset `bd` has no output"), "{err}");
+        assert!(
+            err.to_string().contains("tileset `bd` has no output"),
+            "{err}"
+        );
         let dry = SeedOptions {
             dry_run: true,
             ..Default::default()

@@ -125,7 +125,11 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
         summary_json: args.summary_json,
     };
     let job = SeedJob::resolve(config, options)?;
-    let progress = if quiet { ProgressKind::Quiet } else { ProgressKind::detect() };
+    let progress = if quiet {
+        ProgressKind::Quiet
+    } else {
+        ProgressKind::detect()
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -100,6 +100,9 @@ mod tests {
             .collect();
         sort_for_locality(&mut tiles);
         let order: Vec<String> = tiles.iter().map(|t| t.to_string()).collect();
-        assert_eq!(order, ["2/0/0", "2/1/0", "2/0/1", "2/1/1", "2/2/0", "2/3/3"]);
+        assert_eq!(
+            order,
+            ["2/0/0", "2/1/0", "2/0/1", "2/1/1", "2/2/0", "2/3/3"]
+        );
     }
 }

@@ -58,13 +58,20 @@ pub struct Tally {
 
 impl Tally {
     /// Records one statement's outcome; `stored_bytes` is the encoded size when the tile was written.
-    pub fn record(&mut self, tile: TileCoord, mode: Mode, elapsed: Duration, stored_bytes: Option<usize>) {
+    pub fn record(
+        &mut self,
+        tile: TileCoord,
+        mode: Mode,
+        elapsed: Duration,
+        stored_bytes: Option<usize>,
+    ) {
         let zoom = self.zooms.entry(tile.z()).or_default();
         match mode {
             Mode::Probe => zoom.probed += 1,
             Mode::Render => {
                 zoom.queried += 1;
-                zoom.render_micros.push(elapsed.as_micros().min(u128::from(u32::MAX)) as u32);
+                zoom.render_micros
+                    .push(elapsed.as_micros().min(u128::from(u32::MAX)) as u32);
                 match stored_bytes {
                     None => zoom.empty += 1,
                     Some(bytes) => {
@@ -118,7 +125,8 @@ impl Tally {
                 }
             })
             .collect();
-        let mut slowest: Vec<(Duration, TileCoord)> = self.slowest.into_iter().map(|Reverse(e)| e).collect();
+        let mut slowest: Vec<(Duration, TileCoord)> =
+            self.slowest.into_iter().map(|Reverse(e)| e).collect();
         slowest.sort_unstable_by(|a, b| b.cmp(a));
         let written: u64 = zooms.iter().map(|z| z.written).sum();
         let seconds = elapsed.as_secs_f64();
@@ -132,7 +140,11 @@ impl Tally {
             tiles_probed: zooms.iter().map(|z| z.probed).sum(),
             tiles_written: written,
             bytes_written: zooms.iter().map(|z| z.bytes).sum(),
-            tiles_per_second: if seconds > 0.0 { written as f64 / seconds } else { 0.0 },
+            tiles_per_second: if seconds > 0.0 {
+                written as f64 / seconds
+            } else {
+                0.0
+            },
             per_zoom: zooms,
             slowest_tiles: slowest
                 .into_iter()
@@ -266,11 +278,22 @@ impl TilesetSummary {
         ));
         out.push_str(&format!(
             "{:>5} {:>9} {:>9} {:>9} {:>10} {:>24} {:>8} {:>8} {:>9}\n",
-            "zoom", "queried", "empty", "written", "bytes", "largest tile", "p50 ms", "p95 ms", "max ms"
+            "zoom",
+            "queried",
+            "empty",
+            "written",
+            "bytes",
+            "largest tile",
+            "p50 ms",
+            "p95 ms",
+            "max ms"
         ));
         for z in &self.per_zoom {
             if z.queried == 0 {
-                out.push_str(&format!("{:>5} {:>9} (probed {} on the way down)\n", z.zoom, 0, z.probed));
+                out.push_str(&format!(
+                    "{:>5} {:>9} (probed {} on the way down)\n",
+                    z.zoom, 0, z.probed
+                ));
                 continue;
             }
             let largest = z
@@ -292,8 +315,11 @@ impl TilesetSummary {
             ));
         }
         if !self.slowest_tiles.is_empty() {
-            let slowest: Vec<String> =
-                self.slowest_tiles.iter().map(|t| format!("{} ({:.0} ms)", t.tile, t.ms)).collect();
+            let slowest: Vec<String> = self
+                .slowest_tiles
+                .iter()
+                .map(|t| format!("{} ({:.0} ms)", t.tile, t.ms))
+                .collect();
             out.push_str(&format!("slowest tiles: {}\n", slowest.join(", ")));
         }
         out
@@ -399,9 +425,19 @@ mod tests {
         for i in 0..20u32 {
             let tile = TileCoord::new(5, i, 0).unwrap();
             let stored = (i % 2 == 0).then_some(100 + i as usize);
-            tally.record(tile, Mode::Render, Duration::from_millis(u64::from(i)), stored);
+            tally.record(
+                tile,
+                Mode::Render,
+                Duration::from_millis(u64::from(i)),
+                stored,
+            );
         }
-        tally.record(TileCoord::new(1, 0, 0).unwrap(), Mode::Probe, Duration::ZERO, None);
+        tally.record(
+            TileCoord::new(1, 0, 0).unwrap(),
+            Mode::Probe,
+            Duration::ZERO,
+            None,
+        );
         let header = SummaryHeader {
             tileset: "t".into(),
             output: "o".into(),

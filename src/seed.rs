@@ -98,7 +98,9 @@ async fn seed_tileset(
     progress.finish();
 
     if let Some(writer) = writer {
-        let sink = writer.await.map_err(|e| Error::output(name, format!("the writer stopped: {e}")))?;
+        let sink = writer
+            .await
+            .map_err(|e| Error::output(name, format!("the writer stopped: {e}")))?;
         match (walked, sink) {
             (Ok(()), Ok(sink)) => sink.finish(&metadata(tileset, layers))?,
             (Err(err), Ok(sink)) => {
@@ -134,7 +136,11 @@ async fn walk(
     let mut level = walk.roots();
     while !level.is_empty() {
         let z = level[0].z();
-        let mode = if job.dry_run { Mode::Probe } else { walk.mode(z) };
+        let mode = if job.dry_run {
+            Mode::Probe
+        } else {
+            walk.mode(z)
+        };
         progress.level(z, level.len());
         let mut next = Vec::new();
         let mut results = futures::stream::iter(std::mem::take(&mut level))

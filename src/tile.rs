@@ -33,7 +33,9 @@ impl TileCoord {
         }
         let n = 1u64 << z;
         if u64::from(x) >= n || u64::from(y) >= n {
-            return Err(format!("tile {z}/{x}/{y} is outside zoom {z} (x and y must be below {n})"));
+            return Err(format!(
+                "tile {z}/{x}/{y} is outside zoom {z} (x and y must be below {n})"
+            ));
         }
         Ok(Self { z, x, y })
     }
@@ -98,9 +100,15 @@ impl FromStr for TileCoord {
         let [z, x, y] = parts.as_slice() else {
             return Err(format!("`{s}` is not a tile address of the form z/x/y"));
         };
-        let z: u8 = z.parse().map_err(|_| format!("`{s}`: zoom `{z}` is not a number"))?;
-        let x: u32 = x.parse().map_err(|_| format!("`{s}`: x `{x}` is not a number"))?;
-        let y: u32 = y.parse().map_err(|_| format!("`{s}`: y `{y}` is not a number"))?;
+        let z: u8 = z
+            .parse()
+            .map_err(|_| format!("`{s}`: zoom `{z}` is not a number"))?;
+        let x: u32 = x
+            .parse()
+            .map_err(|_| format!("`{s}`: x `{x}` is not a number"))?;
+        let y: u32 = y
+            .parse()
+            .map_err(|_| format!("`{s}`: y `{y}` is not a number"))?;
         TileCoord::new(z, x, y)
     }
 }
@@ -189,9 +197,9 @@ impl FromStr for ZoomRange {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parse = |part: &str| -> Result<u8, String> {
             let part = part.trim();
-            let value: i64 = part
-                .parse()
-                .map_err(|_| format!("`{s}` is not a zoom or zoom range (expected N or A-B, e.g. 0-14)"))?;
+            let value: i64 = part.parse().map_err(|_| {
+                format!("`{s}` is not a zoom or zoom range (expected N or A-B, e.g. 0-14)")
+            })?;
             u8::try_from(value)
                 .ok()
                 .filter(|z| *z <= MAX_ZOOM)
@@ -236,10 +244,14 @@ impl BBox {
             return Err("bbox values must be finite numbers".into());
         }
         if !(-180.0..=180.0).contains(&west) || !(-180.0..=180.0).contains(&east) {
-            return Err(format!("bbox longitudes must lie in -180..180 (got west {west}, east {east})"));
+            return Err(format!(
+                "bbox longitudes must lie in -180..180 (got west {west}, east {east})"
+            ));
         }
         if !(-90.0..=90.0).contains(&south) || !(-90.0..=90.0).contains(&north) {
-            return Err(format!("bbox latitudes must lie in -90..90 (got south {south}, north {north})"));
+            return Err(format!(
+                "bbox latitudes must lie in -90..90 (got south {south}, north {north})"
+            ));
         }
         if west > east {
             return Err(format!(
@@ -261,7 +273,11 @@ impl BBox {
     pub fn tile_range(&self, z: u8) -> TileRange {
         let n = 1u64 << z;
         let max_index = (n - 1) as f64;
-        let column = |lon: f64| ((lon + 180.0) / 360.0 * n as f64).floor().clamp(0.0, max_index) as u32;
+        let column = |lon: f64| {
+            ((lon + 180.0) / 360.0 * n as f64)
+                .floor()
+                .clamp(0.0, max_index) as u32
+        };
         let row = |lat: f64| {
             let lat = lat.clamp(-MAX_MERCATOR_LAT, MAX_MERCATOR_LAT).to_radians();
             let y = (1.0 - (lat.tan() + 1.0 / lat.cos()).ln() / std::f64::consts::PI) / 2.0;
@@ -278,13 +294,20 @@ impl BBox {
 
     /// The centre of the bbox.
     pub fn center(&self) -> (f64, f64) {
-        ((self.west + self.east) / 2.0, (self.south + self.north) / 2.0)
+        (
+            (self.west + self.east) / 2.0,
+            (self.south + self.north) / 2.0,
+        )
     }
 }
 
 impl fmt::Display for BBox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{},{},{},{}", self.west, self.south, self.east, self.north)
+        write!(
+            f,
+            "{},{},{},{}",
+            self.west, self.south, self.east, self.north
+        )
     }
 }
 
@@ -296,7 +319,9 @@ impl FromStr for BBox {
         let values: Result<Vec<f64>, _> = s.split(',').map(|v| v.trim().parse::<f64>()).collect();
         match values.as_deref() {
             Ok([w, so, e, n]) => BBox::new(*w, *so, *e, *n),
-            _ => Err(format!("`{s}` is not a bbox (expected four numbers W,S,E,N in degrees)")),
+            _ => Err(format!(
+                "`{s}` is not a bbox (expected four numbers W,S,E,N in degrees)"
+            )),
         }
     }
 }
@@ -361,7 +386,10 @@ mod tests {
         let parent = TileCoord::new(3, 5, 2).unwrap();
         let children: Vec<String> = parent.children().map(|c| c.to_string()).collect();
         assert_eq!(children, ["4/10/4", "4/11/4", "4/10/5", "4/11/5"]);
-        assert_eq!(TileCoord::new(MAX_ZOOM, 0, 0).unwrap().children().count(), 0);
+        assert_eq!(
+            TileCoord::new(MAX_ZOOM, 0, 0).unwrap().children().count(),
+            0
+        );
     }
 
     #[test]
@@ -378,8 +406,14 @@ mod tests {
 
     #[test]
     fn zoom_ranges_parse_and_validate() {
-        assert_eq!("0-14".parse::<ZoomRange>().unwrap(), ZoomRange { min: 0, max: 14 });
-        assert_eq!("7".parse::<ZoomRange>().unwrap(), ZoomRange { min: 7, max: 7 });
+        assert_eq!(
+            "0-14".parse::<ZoomRange>().unwrap(),
+            ZoomRange { min: 0, max: 14 }
+        );
+        assert_eq!(
+            "7".parse::<ZoomRange>().unwrap(),
+            ZoomRange { min: 7, max: 7 }
+        );
         assert!("14-3".parse::<ZoomRange>().is_err());
         assert!("0-25".parse::<ZoomRange>().is_err());
         assert!("-1".parse::<ZoomRange>().is_err());
@@ -392,7 +426,10 @@ mod tests {
         assert!("-200,0,10,5".parse::<BBox>().is_err());
         assert!("0,0,1".parse::<BBox>().is_err());
         let world = BBox::WORLD.tile_range(2);
-        assert_eq!((world.min_x, world.max_x, world.min_y, world.max_y), (0, 3, 0, 3));
+        assert_eq!(
+            (world.min_x, world.max_x, world.min_y, world.max_y),
+            (0, 3, 0, 3)
+        );
         let dhaka: BBox = "90.3,23.7,90.5,23.9".parse().unwrap();
         let range = dhaka.tile_range(10);
         assert_eq!((range.min_x, range.max_x), (768, 769));

@@ -64,20 +64,30 @@ impl TilesetRenderer {
             pool,
             tileset: tileset.to_string(),
             margin: f64::from(buffer) / f64::from(extent),
-            render: levels.clone().map(|z| sql::render_query(layers, z, zooms, extent, buffer)).collect(),
+            render: levels
+                .clone()
+                .map(|z| sql::render_query(layers, z, zooms, extent, buffer))
+                .collect(),
             probe: levels.map(|z| sql::probe_query(layers, z, zooms)).collect(),
         }
     }
 
     /// Checks every statement with the server (syntax, filters, permissions) before the job starts.
     pub async fn check(&self) -> Result<()> {
-        let client = self.pool.get().await.map_err(|e| Error::Database(pool::pool_message(&e)))?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Error::Database(pool::pool_message(&e)))?;
         for query in self.render.iter().chain(&self.probe) {
-            client.prepare_typed_cached(&query.sql, &query.types).await.map_err(|err| Error::Source {
-                tileset: self.tileset.clone(),
-                layer: query.layer_names.join(", "),
-                message: format!("the tile statement is refused: {}", pg_message(&err)),
-            })?;
+            client
+                .prepare_typed_cached(&query.sql, &query.types)
+                .await
+                .map_err(|err| Error::Source {
+                    tileset: self.tileset.clone(),
+                    layer: query.layer_names.join(", "),
+                    message: format!("the tile statement is refused: {}", pg_message(&err)),
+                })?;
         }
         Ok(())
     }
@@ -112,12 +122,19 @@ impl TilesetRenderer {
         params.extend(envelope.iter().map(|v| v as &(dyn ToSql + Sync)));
         params.extend(query.layer_names.iter().map(|n| n as &(dyn ToSql + Sync)));
 
-        let client = self.pool.get().await.map_err(|e| fail(pool::pool_message(&e)))?;
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| fail(pool::pool_message(&e)))?;
         let statement = client
             .prepare_typed_cached(&query.sql, &query.types)
             .await
             .map_err(|e| fail(pg_message(&e)))?;
-        let row = client.query_one(&statement, &params).await.map_err(|e| fail(pg_message(&e)))?;
+        let row = client
+            .query_one(&statement, &params)
+            .await
+            .map_err(|e| fail(pg_message(&e)))?;
         Ok(Rendered {
             tile,
             mvt: row.get(0),

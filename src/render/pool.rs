@@ -18,7 +18,10 @@ pub fn redacted_target(config: &tokio_postgres::Config) -> String {
         None => "localhost".into(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
     let dbname = config.get_dbname().unwrap_or("");
     format!("{user}{host}:{port}/{dbname}")
 }
@@ -72,10 +75,13 @@ pub async fn connect(database: &DatabaseConfig, size: usize) -> Result<Pool> {
         target: target.clone(),
         message: pool_message(&err),
     })?;
-    client.simple_query("SELECT 1").await.map_err(|err| Error::Connect {
-        target,
-        message: pg_message(&err),
-    })?;
+    client
+        .simple_query("SELECT 1")
+        .await
+        .map_err(|err| Error::Connect {
+            target,
+            message: pg_message(&err),
+        })?;
     Ok(pool)
 }
 
@@ -102,7 +108,9 @@ mod tests {
 
     #[test]
     fn a_malformed_url_does_not_echo_the_password() {
-        let err = parse_url("postgresql://oar:s3cret@db:notaport/tiles").unwrap_err().to_string();
+        let err = parse_url("postgresql://oar:s3cret@db:notaport/tiles")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("s3cret"), "{err}");
     }
 }

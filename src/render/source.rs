@@ -39,7 +39,10 @@ pub struct Property {
 impl LayerSource {
     /// Property names and types for `vector_layers`.
     pub fn fields(&self) -> BTreeMap<String, FieldType> {
-        self.properties.iter().map(|p| (p.column.clone(), p.field_type)).collect()
+        self.properties
+            .iter()
+            .map(|p| (p.column.clone(), p.field_type))
+            .collect()
     }
 }
 
@@ -69,7 +72,10 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         layer: layer.name.clone(),
         message,
     };
-    let client = pool.get().await.map_err(|e| Error::Database(pool_message(&e)))?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Database(pool_message(&e)))?;
     let table = layer.qualified_table();
     let row = client
         .query_opt(
@@ -81,15 +87,24 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
     let row = match row {
         Ok(Some(row)) => row,
         Ok(None) => {
-            return Err(source_error(format!("table `{table}` does not exist (or is not on the search_path)")))
+            return Err(source_error(format!(
+                "table `{table}` does not exist (or is not on the search_path)"
+            )))
         }
-        Err(err) => return Err(source_error(format!("cannot look up table `{table}`: {}", pg_message(&err)))),
+        Err(err) => {
+            return Err(source_error(format!(
+                "cannot look up table `{table}`: {}",
+                pg_message(&err)
+            )))
+        }
     };
     let oid: u32 = row.get(0);
     let relkind: String = row.get(1);
     let can_select: bool = row.get(2);
     if !can_select {
-        return Err(source_error(format!("the database user may not SELECT from `{table}`")));
+        return Err(source_error(format!(
+            "the database user may not SELECT from `{table}`"
+        )));
     }
 
     let rows = client
@@ -102,7 +117,12 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
             &[&oid],
         )
         .await
-        .map_err(|e| source_error(format!("cannot read the columns of `{table}`: {}", pg_message(&e))))?;
+        .map_err(|e| {
+            source_error(format!(
+                "cannot read the columns of `{table}`: {}",
+                pg_message(&e)
+            ))
+        })?;
     let columns: BTreeMap<String, Column> = rows
         .iter()
         .map(|r| {
@@ -115,9 +135,9 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         })
         .collect();
     let column = |name: &str| {
-        columns
-            .get(name)
-            .ok_or_else(|| source_error(format!("column `{name}` does not exist in table `{table}`")))
+        columns.get(name).ok_or_else(|| {
+            source_error(format!("column `{name}` does not exist in table `{table}`"))
+        })
     };
 
     let geometry = column(&layer.geometry_column)?;
@@ -153,7 +173,9 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
     let mut properties = Vec::new();
     for name in property_columns {
         let (field_type, cast_to_text) = match column(name)?.type_name.as_str() {
-            "int2" | "int4" | "int8" | "float4" | "float8" | "numeric" => (FieldType::Number, false),
+            "int2" | "int4" | "int8" | "float4" | "float8" | "numeric" => {
+                (FieldType::Number, false)
+            }
             "bool" => (FieldType::Boolean, false),
             "text" | "varchar" => (FieldType::String, false),
             _ => (FieldType::String, true),

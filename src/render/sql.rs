@@ -80,7 +80,10 @@ fn layer_subquery(layer: &LayerSource, name_param: usize, extent: u32, buffer: u
         "ST_AsMVTGeom({projected}, ST_TileEnvelope($1, $2, $3), {extent}, {buffer}, true) AS {GEOM}"
     )];
     if layer.integer_id {
-        columns.push(format!("t.{} AS {FEATURE_ID}", quote_ident(&layer.config.id_column)));
+        columns.push(format!(
+            "t.{} AS {FEATURE_ID}",
+            quote_ident(&layer.config.id_column)
+        ));
     }
     for property in &layer.properties {
         let column = quote_ident(&property.column);
@@ -110,8 +113,16 @@ fn parameter_types(layer_names: usize) -> Vec<Type> {
 
 /// The statement that only says whether the tile's children hold anything (no rendering).
 pub fn probe_query(layers: &[LayerSource], z: u8, job: ZoomRange) -> TileQuery {
-    let deeper: Vec<String> = layers.iter().filter(|l| active_below(l, z, job)).map(exists).collect();
-    let descend = if deeper.is_empty() { "false".into() } else { deeper.join(" OR ") };
+    let deeper: Vec<String> = layers
+        .iter()
+        .filter(|l| active_below(l, z, job))
+        .map(exists)
+        .collect();
+    let descend = if deeper.is_empty() {
+        "false".into()
+    } else {
+        deeper.join(" OR ")
+    };
     TileQuery {
         sql: format!("SELECT ''::bytea AS mvt, ({descend}) AS descend"),
         types: parameter_types(0),
@@ -120,8 +131,18 @@ pub fn probe_query(layers: &[LayerSource], z: u8, job: ZoomRange) -> TileQuery {
 }
 
 /// The statement that renders a tile at zoom `z` and says whether its children hold anything.
-pub fn render_query(layers: &[LayerSource], z: u8, job: ZoomRange, extent: u32, buffer: u32) -> TileQuery {
-    let active: Vec<(usize, &LayerSource)> = layers.iter().enumerate().filter(|(_, l)| active_at(l, z)).collect();
+pub fn render_query(
+    layers: &[LayerSource],
+    z: u8,
+    job: ZoomRange,
+    extent: u32,
+    buffer: u32,
+) -> TileQuery {
+    let active: Vec<(usize, &LayerSource)> = layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| active_at(l, z))
+        .collect();
     if active.is_empty() {
         return probe_query(layers, z, job);
     }
@@ -134,7 +155,10 @@ pub fn render_query(layers: &[LayerSource], z: u8, job: ZoomRange, extent: u32, 
         ));
         layer_names.push(layer.config.name.clone());
     }
-    let mvt: Vec<String> = active.iter().map(|(index, _)| format!("l{index}.mvt")).collect();
+    let mvt: Vec<String> = active
+        .iter()
+        .map(|(index, _)| format!("l{index}.mvt"))
+        .collect();
     let descend: Vec<String> = layers
         .iter()
         .enumerate()
@@ -147,7 +171,11 @@ pub fn render_query(layers: &[LayerSource], z: u8, job: ZoomRange, extent: u32, 
             }
         })
         .collect();
-    let descend = if descend.is_empty() { "false".into() } else { descend.join(" OR ") };
+    let descend = if descend.is_empty() {
+        "false".into()
+    } else {
+        descend.join(" OR ")
+    };
     TileQuery {
         sql: format!(
             "SELECT {} AS mvt, ({descend}) AS descend FROM {}",
@@ -194,11 +222,24 @@ mod tests {
     fn identifiers_are_quoted_and_values_bound() {
         let job = ZoomRange::new(0, 14).unwrap();
         let query = render_query(&[layer("points", None)], 3, job, 4096, 64);
-        assert!(query.sql.contains("FROM \"my schema\".\"fac\"\"ilities\" t"), "{}", query.sql);
-        assert!(query.sql.contains("t.\"location\" && ST_MakeEnvelope($4, $5, $6, $7, 4326)"));
-        assert!(query.sql.contains("ST_AsMVT(q, $12, 4096, '__oar_geom', '__oar_fid' ORDER BY q.\"__oar_fid\")"));
+        assert!(
+            query
+                .sql
+                .contains("FROM \"my schema\".\"fac\"\"ilities\" t"),
+            "{}",
+            query.sql
+        );
+        assert!(query
+            .sql
+            .contains("t.\"location\" && ST_MakeEnvelope($4, $5, $6, $7, 4326)"));
+        assert!(query.sql.contains(
+            "ST_AsMVT(q, $12, 4096, '__oar_geom', '__oar_fid' ORDER BY q.\"__oar_fid\")"
+        ));
         assert!(query.sql.contains("AND (country_code = 'BD')"));
-        assert!(!query.sql.contains("points"), "layer names are bound, not inlined");
+        assert!(
+            !query.sql.contains("points"),
+            "layer names are bound, not inlined"
+        );
         assert_eq!(query.layer_names, ["points"]);
         assert_eq!(query.types.len(), 12);
     }
@@ -206,8 +247,12 @@ mod tests {
     #[test]
     fn the_deepest_zoom_never_descends() {
         let job = ZoomRange::new(0, 14).unwrap();
-        assert!(render_query(&[layer("p", None)], 14, job, 4096, 64).sql.contains("(false) AS descend"));
-        assert!(render_query(&[layer("p", None)], 13, job, 4096, 64).sql.contains("(l0.n > 0) AS descend"));
+        assert!(render_query(&[layer("p", None)], 14, job, 4096, 64)
+            .sql
+            .contains("(false) AS descend"));
+        assert!(render_query(&[layer("p", None)], 13, job, 4096, 64)
+            .sql
+            .contains("(l0.n > 0) AS descend"));
     }
 
     #[test]
@@ -219,7 +264,11 @@ mod tests {
         assert_eq!(query.layer_names, ["overview"]);
         assert!(query.sql.contains("l0.n > 0 OR EXISTS"), "{}", query.sql);
         let probe = probe_query(&[overview, detail], 12, job);
-        assert!(probe.sql.starts_with("SELECT ''::bytea AS mvt, (EXISTS"), "{}", probe.sql);
+        assert!(
+            probe.sql.starts_with("SELECT ''::bytea AS mvt, (EXISTS"),
+            "{}",
+            probe.sql
+        );
         assert!(probe.layer_names.is_empty());
     }
 }

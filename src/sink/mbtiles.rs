@@ -46,14 +46,22 @@ impl MbtilesSink {
         let partial = partial_path(target);
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
-                return Err(Error::output(target, format!("directory {} does not exist", dir.display())));
+                return Err(Error::output(
+                    target,
+                    format!("directory {} does not exist", dir.display()),
+                ));
             }
         }
         if target.is_dir() {
             return Err(Error::output(target, "is a directory"));
         }
         remove_sqlite_files(&partial);
-        let fail = |err: rusqlite::Error| Error::output(target, format!("cannot create {}: {err}", partial.display()));
+        let fail = |err: rusqlite::Error| {
+            Error::output(
+                target,
+                format!("cannot create {}: {err}", partial.display()),
+            )
+        };
         let connection = Connection::open(&partial).map_err(fail)?;
         let setup = format!(
             "PRAGMA application_id = {MBTILES_APPLICATION_ID};
@@ -77,7 +85,9 @@ impl MbtilesSink {
     }
 
     fn connection(&self) -> &Connection {
-        self.connection.as_ref().expect("the connection lives until finish or abort")
+        self.connection
+            .as_ref()
+            .expect("the connection lives until finish or abort")
     }
 
     fn fail(&self, err: impl std::fmt::Display) -> Error {
@@ -86,7 +96,9 @@ impl MbtilesSink {
 
     fn commit_batch(&mut self) -> Result<()> {
         if self.in_batch > 0 {
-            self.connection().execute_batch("COMMIT").map_err(|e| self.fail(e))?;
+            self.connection()
+                .execute_batch("COMMIT")
+                .map_err(|e| self.fail(e))?;
             self.in_batch = 0;
         }
         Ok(())
@@ -101,12 +113,21 @@ impl MbtilesSink {
             ("format", "pbf".into()),
             ("type", "overlay".into()),
             ("version", "1".into()),
-            ("bounds", format!("{},{},{},{}", bounds.west, bounds.south, bounds.east, bounds.north)),
+            (
+                "bounds",
+                format!(
+                    "{},{},{},{}",
+                    bounds.west, bounds.south, bounds.east, bounds.north
+                ),
+            ),
             ("center", format!("{lon},{lat},{zoom}")),
             ("minzoom", metadata.zooms.min.to_string()),
             ("maxzoom", metadata.zooms.max.to_string()),
             ("json", json.to_string()),
-            ("generator", format!("oar-tiles {}", env!("CARGO_PKG_VERSION"))),
+            (
+                "generator",
+                format!("oar-tiles {}", env!("CARGO_PKG_VERSION")),
+            ),
         ];
         if let Some(description) = &metadata.description {
             rows.push(("description", description.clone()));
@@ -119,7 +140,9 @@ impl MbtilesSink {
             .prepare("INSERT OR REPLACE INTO metadata (name, value) VALUES (?1, ?2)")
             .map_err(|e| self.fail(e))?;
         for (name, value) in rows {
-            insert.execute(params![name, value]).map_err(|e| self.fail(e))?;
+            insert
+                .execute(params![name, value])
+                .map_err(|e| self.fail(e))?;
         }
         Ok(())
     }
@@ -128,7 +151,9 @@ impl MbtilesSink {
 impl Sink for MbtilesSink {
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
         if self.in_batch == 0 {
-            self.connection().execute_batch("BEGIN").map_err(|e| self.fail(e))?;
+            self.connection()
+                .execute_batch("BEGIN")
+                .map_err(|e| self.fail(e))?;
             self.batch_started = Instant::now();
         }
         self.connection()
@@ -154,8 +179,12 @@ impl Sink for MbtilesSink {
                 .map_err(|e| self.fail(e))?;
             let connection = self.connection.take().expect("finish runs once");
             connection.close().map_err(|(_, e)| self.fail(e))?;
-            std::fs::rename(&self.partial, &self.target)
-                .map_err(|e| self.fail(format!("cannot move {} into place: {e}", self.partial.display())))
+            std::fs::rename(&self.partial, &self.target).map_err(|e| {
+                self.fail(format!(
+                    "cannot move {} into place: {e}",
+                    self.partial.display()
+                ))
+            })
         })();
         if result.is_err() {
             self.connection = None;
@@ -222,28 +251,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.mbtiles");
         let mut sink = Box::new(MbtilesSink::create(&target).unwrap());
-        sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"abc").unwrap();
+        sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"abc")
+            .unwrap();
         assert!(!target.exists());
         sink.finish(&metadata()).unwrap();
         let connection = Connection::open(&target).unwrap();
         let row: (u32, u32, u32) = connection
-            .query_row("SELECT zoom_level, tile_column, tile_row FROM tiles", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_row(
+                "SELECT zoom_level, tile_column, tile_row FROM tiles",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .unwrap();
         assert_eq!(row, (1, 0, 1));
         drop(connection);
 
         let mut sink = Box::new(MbtilesSink::create(&target).unwrap());
-        sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"x").unwrap();
+        sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"x")
+            .unwrap();
         sink.abort();
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out.mbtiles")]);
     }
 
     #[test]
     fn a_missing_directory_is_reported_before_anything_is_written() {
-        let err = MbtilesSink::create(Path::new("/nonexistent-dir/x.mbtiles")).err().unwrap();
+        let err = MbtilesSink::create(Path::new("/nonexistent-dir/x.mbtiles"))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

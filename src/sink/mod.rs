@@ -31,7 +31,9 @@ impl OutputTarget {
         if output.ends_with(".mbtiles") && !output.contains("://") {
             return Ok(OutputTarget::Mbtiles(PathBuf::from(output)));
         }
-        Err(Error::Usage(format!("output `{output}` is not supported: expected a path ending in .mbtiles")))
+        Err(Error::Usage(format!(
+            "output `{output}` is not supported: expected a path ending in .mbtiles"
+        )))
     }
 
     /// A short name for logs and summaries.

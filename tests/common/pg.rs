@@ -1,0 +1,163 @@
+//! A throwaway schema in the test PostGIS server, dropped when the test ends.
+//!
+//! The server comes from `scripts/test.sh`, which exports `OAR_TILES_TEST_DATABASE_URL`. Outside CI a
+//! test without that variable is skipped with a message; under `CI=true` it fails instead, so a broken
+//! set-up can never pass as green.
+
+use postgres::{Client, NoTls};
+
+/// Variable holding the test server's URL.
+pub const TEST_URL_ENV: &str = "OAR_TILES_TEST_DATABASE_URL";
+
+/// The test server's URL, or `None` (with a note) when tests may skip.
+pub fn test_url() -> Option<String> {
+    match std::env::var(TEST_URL_ENV) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{TEST_URL_ENV} is not set under CI=true: run the tests through scripts/test.sh")
+        }
+        _ => {
+            eprintln!("skipping: {TEST_URL_ENV} is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+/// A schema of its own for one test.
+pub struct TestSchema {
+    /// Server URL.
+    pub url: String,
+    /// Schema name, unique per test run.
+    pub name: String,
+    client: Client,
+}
+
+impl TestSchema {
+    /// Creates a fresh schema, or `None` when tests may skip.
+    pub fn create(label: &str) -> Option<TestSchema> {
+        let url = test_url()?;
+        let mut client = Client::connect(&url, NoTls).expect("connect to the test database");
+        let unique = format!(
+            "{}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+            rand_suffix()
+        );
+        let name = format!("t_{label}_{unique}").to_lowercase();
+        client
+            .batch_execute(&format!("CREATE SCHEMA \"{name}\""))
+            .expect("create the test schema");
+        Some(TestSchema { url, name, client })
+    }
+
+    /// Runs SQL with `{schema}` replaced by the quoted schema name.
+    pub fn execute(&mut self, sql: &str) {
+        let sql = sql.replace("{schema}", &format!("\"{}\"", self.name));
+        self.client
+            .batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    /// The client, for queries.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Creates `{schema}.<table>` with point rows `(id, lon, lat, name, kind, score)`.
+    pub fn point_table(&mut self, table: &str, points: &[Point]) {
+        self.execute(&format!(
+            "CREATE TABLE {{schema}}.{table} (
+                 site_id bigint PRIMARY KEY, label text NOT NULL, kind text, score integer,
+                 seen_at timestamptz DEFAULT '2024-01-02 03:04:05+00', pt geometry(Point, 4326) NOT NULL);
+             CREATE INDEX ON {{schema}}.{table} USING gist (pt);"
+        ));
+        let table = format!("\"{}\".{table}", self.name);
+        for chunk in points.chunks(500) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|p| {
+                    format!(
+                        "({}, '{}', {}, {}, ST_SetSRID(ST_MakePoint({:.9}, {:.9}), 4326))",
+                        p.id,
+                        p.label.replace('\'', "''"),
+                        p.kind.as_ref().map_or("NULL".into(), |k| format!("'{k}'")),
+                        p.score,
+                        p.lon,
+                        p.lat
+                    )
+                })
+                .collect();
+            self.client
+                .batch_execute(&format!(
+                    "INSERT INTO {table} (site_id, label, kind, score, pt) VALUES {}",
+                    values.join(",")
+                ))
+                .expect("insert points");
+        }
+        self.client
+            .batch_execute(&format!("ANALYZE {table}"))
+            .unwrap();
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let _ = self
+            .client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// One test facility.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub id: i64,
+    pub lon: f64,
+    pub lat: f64,
+    pub label: String,
+    pub kind: Option<String>,
+    pub score: i32,
+}
+
+impl Point {
+    /// A point with attributes derived from its id.
+    pub fn new(id: i64, lon: f64, lat: f64) -> Point {
+        Point {
+            id,
+            lon,
+            lat,
+            label: format!("Facility #{id} \"O'Brien\""),
+            kind: (id % 3 != 0).then(|| ["knit", "woven"][(id % 2) as usize].to_string()),
+            score: (id % 17) as i32,
+        }
+    }
+}
+
+/// A deterministic pseudo-random stream (xorshift), so failures can be replayed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    pub fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.next_f64()
+    }
+}

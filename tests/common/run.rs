@@ -1,0 +1,169 @@
+//! Running the real `oar-tiles` binary and reading what it wrote.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Command, Output};
+
+use super::mvt::{decode_tile, DecodedLayer};
+use super::pg::Point;
+
+/// The result of one run of the binary.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with both streams unless the run succeeded.
+    pub fn assert_success(&self) -> &Run {
+        assert_eq!(
+            self.code, 0,
+            "oar-tiles failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Runs `oar-tiles ARGS` with `DATABASE_URL` set to `url` (when given) and no config from the environment.
+pub fn oar_tiles(url: Option<&str>, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_oar-tiles"));
+    command
+        .args(args)
+        .env_remove("OAR_TILES_CONFIG")
+        .env_remove("RUST_LOG")
+        .env_remove("PGPASSWORD");
+    match url {
+        Some(url) => command.env("DATABASE_URL", url),
+        None => command.env_remove("DATABASE_URL"),
+    };
+    Run::from(command.output().expect("run oar-tiles"))
+}
+
+/// A config with one tileset `sites` of one layer `sites` over `{schema}.{table}`.
+pub fn single_layer_config(
+    schema: &str,
+    table: &str,
+    extra_tileset: &str,
+    extra_layer: &str,
+) -> String {
+    format!(
+        r#"[database]
+url = "postgresql://unused@127.0.0.1:1/unused"
+pool_size = 2
+
+[[tileset]]
+name = "sites"
+{extra_tileset}
+
+[[tileset.layer]]
+name = "sites"
+table = "{schema}.{table}"
+geometry_column = "pt"
+id_column = "site_id"
+attributes = ["label", "kind", "score", "seen_at"]
+{extra_layer}
+"#
+    )
+}
+
+/// Tiles of an MBTiles file, keyed by XYZ `(z, x, y)`, decoded.
+pub fn read_mbtiles(path: &Path) -> BTreeMap<(u8, u32, u32), Vec<DecodedLayer>> {
+    read_mbtiles_raw(path)
+        .into_iter()
+        .map(|(key, data)| {
+            let layers = decode_tile(&data).unwrap_or_else(|e| panic!("tile {key:?}: {e}"));
+            (key, layers)
+        })
+        .collect()
+}
+
+/// Raw stored bytes of an MBTiles file, keyed by XYZ `(z, x, y)` (the TMS row flipped back).
+pub fn read_mbtiles_raw(path: &Path) -> BTreeMap<(u8, u32, u32), Vec<u8>> {
+    let connection = rusqlite::Connection::open(path).expect("open mbtiles");
+    let mut statement = connection
+        .prepare("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")
+        .unwrap();
+    let rows = statement
+        .query_map([], |row| {
+            let z: u8 = row.get(0)?;
+            let x: u32 = row.get(1)?;
+            let tms_row: u32 = row.get(2)?;
+            let data: Vec<u8> = row.get(3)?;
+            Ok(((z, x, (1u32 << z) - 1 - tms_row), data))
+        })
+        .unwrap();
+    rows.map(|r| r.unwrap()).collect()
+}
+
+/// MBTiles metadata as a map.
+pub fn read_metadata(path: &Path) -> BTreeMap<String, String> {
+    let connection = rusqlite::Connection::open(path).expect("open mbtiles");
+    let mut statement = connection
+        .prepare("SELECT name, value FROM metadata")
+        .unwrap();
+    let rows = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .unwrap();
+    rows.map(|r| r.unwrap()).collect()
+}
+
+const R: f64 = 6_378_137.0;
+const HALF: f64 = 20_037_508.342_789_244;
+
+/// Where a point falls in a tile, in tile pixels (may lie outside 0..extent in the buffer).
+pub fn pixel(point: &Point, z: u8, x: u32, y: u32, extent: u32) -> (f64, f64) {
+    let mx = R * point.lon.to_radians();
+    let my = R
+        * (std::f64::consts::FRAC_PI_4 + point.lat.to_radians() / 2.0)
+            .tan()
+            .ln();
+    let size = 2.0 * HALF / (1u64 << z) as f64;
+    let west = -HALF + f64::from(x) * size;
+    let north = HALF - f64::from(y) * size;
+    (
+        (mx - west) / size * f64::from(extent),
+        (north - my) / size * f64::from(extent),
+    )
+}
+
+/// Whether a point must (Some(true)), must not (Some(false)) or may (None, on the buffer's edge)
+/// appear in a tile.
+pub fn membership(point: &Point, z: u8, x: u32, y: u32, extent: u32, buffer: u32) -> Option<bool> {
+    let (px, py) = pixel(point, z, x, y, extent);
+    let lo = -f64::from(buffer);
+    let hi = f64::from(extent + buffer);
+    let edge = |v: f64| (v - lo).abs() < 0.01 || (v - hi).abs() < 0.01;
+    if edge(px) || edge(py) {
+        return None;
+    }
+    Some((lo..=hi).contains(&px) && (lo..=hi).contains(&py))
+}
+
+/// Tiles of zoom `z` that may show the point: its own tile and the eight around it.
+pub fn candidate_tiles(point: &Point, z: u8) -> BTreeSet<(u32, u32)> {
+    let n = 1i64 << z;
+    let (px, py) = pixel(point, z, 0, 0, 1);
+    let (cx, cy) = (px.floor() as i64, py.floor() as i64);
+    let mut tiles = BTreeSet::new();
+    for dx in -1..=1 {
+        for dy in -1..=1 {
+            let (x, y) = (cx + dx, cy + dy);
+            if (0..n).contains(&x) && (0..n).contains(&y) {
+                tiles.insert((x as u32, y as u32));
+            }
+        }
+    }
+    tiles
+}

@@ -1,0 +1,510 @@
+//! The seed pipeline against a real PostGIS: every facility lands in exactly the tiles that show it,
+//! with its attributes; the walk stays proportional to the non-empty tiles; the MBTiles file is valid.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::mvt::{DecodedLayer, PropValue};
+use common::pg::{Point, Rng, TestSchema};
+use common::run::{
+    candidate_tiles, membership, oar_tiles, pixel, read_mbtiles, read_mbtiles_raw, read_metadata,
+    single_layer_config,
+};
+
+const EXTENT: u32 = 4096;
+const BUFFER: u32 = 64;
+
+/// Lon/lat of a tile pixel, for placing points exactly on borders and buffer edges.
+fn lonlat_of_pixel(z: u8, x: u32, y: u32, px: f64, py: f64) -> (f64, f64) {
+    let n = (1u64 << z) as f64;
+    let gx = (f64::from(x) + px / f64::from(EXTENT)) / n;
+    let gy = (f64::from(y) + py / f64::from(EXTENT)) / n;
+    let lon = gx * 360.0 - 180.0;
+    let lat = (std::f64::consts::PI * (1.0 - 2.0 * gy))
+        .sinh()
+        .atan()
+        .to_degrees();
+    (lon, lat)
+}
+
+/// Clusters, a world scatter, shared coordinates, and points on tile borders and buffer edges.
+fn awkward_points() -> Vec<Point> {
+    let mut rng = Rng::new(7);
+    let mut points = Vec::new();
+    let mut id = 1;
+    let mut push = |points: &mut Vec<Point>, lon: f64, lat: f64| {
+        points.push(Point::new(id, lon, lat));
+        id += 1;
+    };
+    for _ in 0..120 {
+        push(&mut points, rng.range(90.2, 90.6), rng.range(23.6, 24.0));
+    }
+    for _ in 0..40 {
+        push(
+            &mut points,
+            rng.range(-179.9, 179.9),
+            rng.range(-80.0, 80.0),
+        );
+    }
+    for i in 0..10 {
+        let shared = points[i * 7].clone();
+        push(&mut points, shared.lon, shared.lat);
+    }
+    for (lon, lat) in [
+        (0.0, 0.0),
+        (45.0, 10.0),
+        (90.0, 23.0),
+        (-180.0, 5.0),
+        (180.0, -5.0),
+        (179.99, 1.0),
+    ] {
+        push(&mut points, lon, lat);
+    }
+    for z in [4u8, 7, 10] {
+        let (x, y) = (3u32 << (z - 2), 1u32 << (z - 1));
+        for (px, py) in [
+            (0.0, 2000.0),
+            (-63.5, 100.0),
+            (-64.5, 100.0),
+            (4159.5, 3000.0),
+            (2000.0, -63.7),
+        ] {
+            let (lon, lat) = lonlat_of_pixel(z, x, y, px, py);
+            push(&mut points, lon, lat);
+        }
+    }
+    points
+}
+
+fn number(value: &PropValue) -> i64 {
+    match value {
+        PropValue::Int(v) => *v,
+        PropValue::UInt(v) => *v as i64,
+        other => panic!("not an integer: {other:?}"),
+    }
+}
+
+fn seed(schema: &TestSchema, dir: &Path, zoom: &str, extra_args: &[&str]) -> std::path::PathBuf {
+    let config = dir.join("oar.toml");
+    std::fs::write(&config, single_layer_config(&schema.name, "sites", "", "")).unwrap();
+    let output = dir.join(format!("out-{zoom}-{}.mbtiles", extra_args.len()));
+    let mut args = vec![
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        zoom,
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra_args);
+    oar_tiles(Some(&schema.url), &args).assert_success();
+    output
+}
+
+fn layer<'a>(
+    tiles: &'a BTreeMap<(u8, u32, u32), Vec<DecodedLayer>>,
+    key: (u8, u32, u32),
+) -> &'a DecodedLayer {
+    let layers = &tiles[&key];
+    assert_eq!(layers.len(), 1, "tile {key:?} has one layer");
+    &layers[0]
+}
+
+#[test]
+fn every_facility_appears_in_the_tiles_that_show_it_and_nowhere_else() {
+    let Some(mut schema) = TestSchema::create("membership") else {
+        return;
+    };
+    let points = awkward_points();
+    schema.point_table("sites", &points);
+    let dir = tempfile::tempdir().unwrap();
+    let output = seed(&schema, dir.path(), "0-12", &[]);
+    let tiles = read_mbtiles(&output);
+    let by_id: BTreeMap<i64, &Point> = points.iter().map(|p| (p.id, p)).collect();
+
+    for (&(z, x, y), _) in &tiles {
+        let layer = layer(&tiles, (z, x, y));
+        assert_eq!((layer.name.as_str(), layer.extent), ("sites", EXTENT));
+        assert!(
+            !layer.features.is_empty(),
+            "tile {z}/{x}/{y} is written but empty"
+        );
+        let mut seen = BTreeSet::new();
+        for feature in &layer.features {
+            let id = feature.id.expect("integer ids become feature ids") as i64;
+            assert!(seen.insert(id), "feature {id} twice in {z}/{x}/{y}");
+            let point = by_id[&id];
+            assert_ne!(
+                membership(point, z, x, y, EXTENT, BUFFER),
+                Some(false),
+                "{id} must not be in {z}/{x}/{y}"
+            );
+            let (px, py) = pixel(point, z, x, y, EXTENT);
+            let (fx, fy) = feature.points[0];
+            assert!(
+                (fx as f64 - px).abs() <= 1.0 && (fy as f64 - py).abs() <= 1.0,
+                "{id} at {fx},{fy} not {px},{py}"
+            );
+            assert_eq!(
+                feature.props["label"],
+                PropValue::String(point.label.clone())
+            );
+            assert_eq!(number(&feature.props["score"]), i64::from(point.score));
+            match &point.kind {
+                Some(kind) => assert_eq!(feature.props["kind"], PropValue::String(kind.clone())),
+                None => assert!(
+                    !feature.props.contains_key("kind"),
+                    "NULL attributes are left out"
+                ),
+            }
+            assert!(
+                matches!(&feature.props["seen_at"], PropValue::String(s) if s.starts_with("2024-01-0"))
+            );
+            assert!(
+                !feature.props.contains_key("site_id"),
+                "the feature id is not repeated as a property"
+            );
+        }
+    }
+
+    let mut checked = 0;
+    for point in &points {
+        for z in 0..=12u8 {
+            for (x, y) in candidate_tiles(point, z) {
+                if membership(point, z, x, y, EXTENT, BUFFER) == Some(true) {
+                    let present = tiles.contains_key(&(z, x, y))
+                        && layer(&tiles, (z, x, y))
+                            .features
+                            .iter()
+                            .any(|f| f.id == Some(point.id as u64));
+                    assert!(present, "facility {} missing from {z}/{x}/{y}", point.id);
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        checked > points.len() * 13,
+        "every point was checked at every zoom ({checked})"
+    );
+}
+
+#[test]
+fn a_handful_of_points_over_the_world_queries_a_handful_of_tiles() {
+    let Some(mut schema) = TestSchema::create("handful") else {
+        return;
+    };
+    let points: Vec<Point> = [
+        (-73.99, 40.73),
+        (2.35, 48.86),
+        (90.41, 23.81),
+        (151.2, -33.87),
+        (-58.38, -34.6),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (lon, lat))| Point::new(i as i64 + 1, *lon, *lat))
+    .collect();
+    schema.point_table("sites", &points);
+    let dir = tempfile::tempdir().unwrap();
+    let summary_path = dir.path().join("summary.json");
+    let output = seed(
+        &schema,
+        dir.path(),
+        "0-14",
+        &["--summary-json", summary_path.to_str().unwrap()],
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    let queried = summary[0]["tiles_queried"].as_u64().unwrap();
+    let written = summary[0]["tiles_written"].as_u64().unwrap();
+    let tiles = read_mbtiles_raw(&output);
+    assert_eq!(written, tiles.len() as u64);
+    // Five points at 15 zooms: about 75 tiles, each child of a non-empty parent queried at most once.
+    assert!(written >= 70 && written <= 5 * 15 * 4, "written {written}");
+    assert!(
+        queried <= 4 * written + 1,
+        "queried {queried} tiles for {written} written"
+    );
+    for zoom in summary[0]["per_zoom"].as_array().unwrap() {
+        let z = zoom["zoom"].as_u64().unwrap();
+        assert_eq!(
+            zoom["queried"].as_u64().unwrap(),
+            zoom["empty"].as_u64().unwrap() + zoom["written"].as_u64().unwrap(),
+            "zoom {z}"
+        );
+    }
+}
+
+#[test]
+fn mbtiles_metadata_and_tms_rows_follow_the_spec() {
+    let Some(mut schema) = TestSchema::create("metadata") else {
+        return;
+    };
+    schema.point_table(
+        "sites",
+        &[Point::new(1, 90.4, 23.8), Point::new(2, -0.1, 51.5)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let output = seed(&schema, dir.path(), "0-10", &[]);
+    let metadata = read_metadata(&output);
+    assert_eq!(metadata["name"], "sites");
+    assert_eq!(metadata["format"], "pbf");
+    assert_eq!(
+        (metadata["minzoom"].as_str(), metadata["maxzoom"].as_str()),
+        ("0", "10")
+    );
+    let bounds: Vec<f64> = metadata["bounds"]
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(bounds.len(), 4);
+    assert_eq!((bounds[0], bounds[2]), (-180.0, 180.0));
+    assert_eq!(metadata["center"].split(',').count(), 3);
+    let json: serde_json::Value = serde_json::from_str(&metadata["json"]).unwrap();
+    let layer = &json["vector_layers"][0];
+    assert_eq!(layer["id"], "sites");
+    assert_eq!(
+        (layer["minzoom"].as_u64(), layer["maxzoom"].as_u64()),
+        (Some(0), Some(10))
+    );
+    assert_eq!(layer["fields"]["label"], "String");
+    assert_eq!(layer["fields"]["score"], "Number");
+    assert_eq!(layer["fields"]["seen_at"], "String");
+
+    let connection = rusqlite::Connection::open(&output).unwrap();
+    // 90.4E 23.8N is XYZ tile 10/769/442, which MBTiles stores at TMS row 1023 - 442 = 581.
+    let data: Vec<u8> = connection
+        .query_row(
+            "SELECT tile_data FROM tiles WHERE zoom_level = 10 AND tile_column = 769 AND tile_row = 581",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(&data[..2], &[0x1f, 0x8b], "tiles are gzip-compressed");
+    let application_id: i64 = connection
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(application_id, 0x4d50_4258);
+    let indexes: i64 = connection
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tiles' AND sql LIKE '%UNIQUE%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(indexes, 1);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.contains("partial") && !n.ends_with("-wal")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn a_zoom_range_above_zero_gives_the_same_tiles_as_the_full_pyramid() {
+    let Some(mut schema) = TestSchema::create("zoomstart") else {
+        return;
+    };
+    let points = awkward_points();
+    schema.point_table("sites", &points);
+    let dir = tempfile::tempdir().unwrap();
+    let full = read_mbtiles_raw(&seed(&schema, dir.path(), "0-9", &[]));
+    let summary_path = dir.path().join("s.json");
+    let partial = read_mbtiles_raw(&seed(
+        &schema,
+        dir.path(),
+        "6-9",
+        &["--summary-json", summary_path.to_str().unwrap()],
+    ));
+    let expected: BTreeMap<_, _> = full.into_iter().filter(|((z, _, _), _)| *z >= 6).collect();
+    assert_eq!(partial.len(), expected.len());
+    assert!(
+        partial == expected,
+        "tiles of zooms 6-9 differ between the two runs"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    assert!(
+        summary[0]["tiles_probed"].as_u64().unwrap() > 0,
+        "zooms 0-5 are probed, not rendered"
+    );
+}
+
+#[test]
+fn a_bbox_limits_the_tiles_and_leaves_them_unchanged() {
+    let Some(mut schema) = TestSchema::create("bbox") else {
+        return;
+    };
+    let points = awkward_points();
+    schema.point_table("sites", &points);
+    let dir = tempfile::tempdir().unwrap();
+    let world = read_mbtiles_raw(&seed(&schema, dir.path(), "0-10", &[]));
+    let dhaka = read_mbtiles_raw(&seed(
+        &schema,
+        dir.path(),
+        "0-10",
+        &["--bbox", "90.3,23.7,90.5,23.9"],
+    ));
+    assert!(!dhaka.is_empty());
+    for (&(z, x, y), data) in &dhaka {
+        let n = f64::from(1u32 << z);
+        let (west, east) = ((90.3 + 180.0) / 360.0 * n, (90.5 + 180.0) / 360.0 * n);
+        assert!(
+            f64::from(x) + 1.0 >= west && f64::from(x) <= east,
+            "{z}/{x}/{y} outside the bbox"
+        );
+        assert_eq!(
+            Some(data),
+            world.get(&(z, x, y)),
+            "{z}/{x}/{y} differs from the world run"
+        );
+    }
+    let expected_z10 = world
+        .keys()
+        .filter(|(z, x, y)| *z == 10 && (768..=769).contains(x) && (441..=442).contains(y))
+        .count();
+    assert_eq!(
+        dhaka.keys().filter(|(z, _, _)| *z == 10).count(),
+        expected_z10
+    );
+}
+
+#[test]
+fn a_dry_run_counts_the_queries_a_real_run_makes_and_writes_nothing() {
+    let Some(mut schema) = TestSchema::create("dryrun") else {
+        return;
+    };
+    schema.point_table("sites", &awkward_points());
+    let dir = tempfile::tempdir().unwrap();
+    let real_summary = dir.path().join("real.json");
+    seed(
+        &schema,
+        dir.path(),
+        "0-8",
+        &["--summary-json", real_summary.to_str().unwrap()],
+    );
+    let config = dir.path().join("oar.toml");
+    let dry_summary = dir.path().join("dry.json");
+    let run = oar_tiles(
+        Some(&schema.url),
+        &[
+            "seed",
+            "--config",
+            config.to_str().unwrap(),
+            "--zoom",
+            "0-8",
+            "--dry-run",
+            "--summary-json",
+            dry_summary.to_str().unwrap(),
+        ],
+    );
+    run.assert_success();
+    assert!(run.stdout.contains("would query"), "{}", run.stdout);
+    let real: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&real_summary).unwrap()).unwrap();
+    let dry: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dry_summary).unwrap()).unwrap();
+    for (r, d) in real[0]["per_zoom"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(dry[0]["per_zoom"].as_array().unwrap())
+    {
+        assert_eq!(r["queried"], d["probed"], "zoom {}", r["zoom"]);
+    }
+    let outputs = std::fs::read_dir(dir.path()).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".mbtiles")
+    });
+    assert_eq!(outputs.count(), 1, "the dry run wrote no output");
+}
+
+#[test]
+fn the_same_data_seeds_to_the_same_bytes() {
+    let Some(mut schema) = TestSchema::create("determinism") else {
+        return;
+    };
+    schema.point_table("sites", &awkward_points());
+    let dir = tempfile::tempdir().unwrap();
+    let first = read_mbtiles_raw(&seed(&schema, dir.path(), "0-8", &[]));
+    let second = read_mbtiles_raw(&seed(&schema, dir.path(), "0-8", &["--concurrency", "1"]));
+    assert!(!first.is_empty());
+    assert!(first == second, "two seeds of the same rows differ");
+}
+
+#[test]
+fn layers_with_other_srids_text_ids_filters_and_zoom_ranges_render_as_configured() {
+    let Some(mut schema) = TestSchema::create("layers") else {
+        return;
+    };
+    schema.point_table("sites", &awkward_points());
+    schema.execute(
+        "CREATE TABLE {schema}.depots (code text PRIMARY KEY, open boolean, geom geometry(Point, 3857));
+         CREATE INDEX ON {schema}.depots USING gist (geom);
+         INSERT INTO {schema}.depots VALUES
+           ('A-1', true, ST_Transform(ST_SetSRID(ST_MakePoint(90.4, 23.8), 4326), 3857)),
+           ('B-2', false, ST_Transform(ST_SetSRID(ST_MakePoint(90.41, 23.81), 4326), 3857)),
+           ('C-3', true, ST_Transform(ST_SetSRID(ST_MakePoint(-3.7, 40.4), 4326), 3857));",
+    );
+    let config = format!(
+        "{}\n[[tileset.layer]]\nname = \"depots\"\ntable = \"{}.depots\"\nid_column = \"code\"\nattributes = [\"open\"]\nfilter = \"open\"\nminzoom = 5\n",
+        single_layer_config(&schema.name, "sites", "", "maxzoom = 6"),
+        schema.name
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("oar.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let output = dir.path().join("layers.mbtiles");
+    oar_tiles(
+        Some(&schema.url),
+        &[
+            "seed",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--zoom",
+            "0-8",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    )
+    .assert_success();
+    let tiles = read_mbtiles(&output);
+    for (&(z, x, y), layers) in &tiles {
+        let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+        assert!(z >= 5 || names == ["sites"], "{z}/{x}/{y}: {names:?}");
+        assert!(
+            z <= 6 || !names.contains(&"sites"),
+            "{z}/{x}/{y}: {names:?}"
+        );
+        if let Some(depots) = layers.iter().find(|l| l.name == "depots") {
+            for feature in &depots.features {
+                assert_eq!(feature.id, None, "text ids are properties, not feature ids");
+                assert_eq!(
+                    feature.props["open"],
+                    PropValue::Bool(true),
+                    "the filter keeps open depots only"
+                );
+                assert!(matches!(&feature.props["code"], PropValue::String(c) if c != "B-2"));
+            }
+        }
+    }
+    let depots_at_8: usize = tiles
+        .iter()
+        .filter(|((z, _, _), _)| *z == 8)
+        .flat_map(|(_, layers)| layers.iter().filter(|l| l.name == "depots"))
+        .map(|l| l.features.len())
+        .sum();
+    assert_eq!(depots_at_8, 2, "A-1 and C-3 at zoom 8");
+}
