@@ -104,10 +104,10 @@ fn seed(schema: &TestSchema, dir: &Path, zoom: &str, extra_args: &[&str]) -> std
     output
 }
 
-fn layer<'a>(
-    tiles: &'a BTreeMap<(u8, u32, u32), Vec<DecodedLayer>>,
+fn layer(
+    tiles: &BTreeMap<(u8, u32, u32), Vec<DecodedLayer>>,
     key: (u8, u32, u32),
-) -> &'a DecodedLayer {
+) -> &DecodedLayer {
     let layers = &tiles[&key];
     assert_eq!(layers.len(), 1, "tile {key:?} has one layer");
     &layers[0]
@@ -125,7 +125,7 @@ fn every_facility_appears_in_the_tiles_that_show_it_and_nowhere_else() {
     let tiles = read_mbtiles(&output);
     let by_id: BTreeMap<i64, &Point> = points.iter().map(|p| (p.id, p)).collect();
 
-    for (&(z, x, y), _) in &tiles {
+    for &(z, x, y) in tiles.keys() {
         let layer = layer(&tiles, (z, x, y));
         assert_eq!((layer.name.as_str(), layer.extent), ("sites", EXTENT));
         assert!(
@@ -224,7 +224,7 @@ fn a_handful_of_points_over_the_world_queries_a_handful_of_tiles() {
     let tiles = read_mbtiles_raw(&output);
     assert_eq!(written, tiles.len() as u64);
     // Five points at 15 zooms: about 75 tiles, each child of a non-empty parent queried at most once.
-    assert!(written >= 70 && written <= 5 * 15 * 4, "written {written}");
+    assert!((70..=5 * 15 * 4).contains(&written), "written {written}");
     assert!(
         queried <= 4 * written + 1,
         "queried {queried} tiles for {written} written"
