@@ -1,0 +1,460 @@
+//! Bad input of every kind gets one clear error line naming what is wrong, the documented exit code,
+//! no panic, and no output left behind.
+
+mod common;
+
+use common::pg::{Point, TestSchema};
+use common::run::{oar_tiles, single_layer_config};
+
+struct Case {
+    name: &'static str,
+    /// Replaces text in the default config: (from, to).
+    config_edit: Option<(&'static str, &'static str)>,
+    args: &'static [&'static str],
+    /// Whether DATABASE_URL points to the test server.
+    database: bool,
+    code: i32,
+    message: &'static str,
+}
+
+const fn case(
+    name: &'static str,
+    config_edit: Option<(&'static str, &'static str)>,
+    args: &'static [&'static str],
+    database: bool,
+    code: i32,
+    message: &'static str,
+) -> Case {
+    Case {
+        name,
+        config_edit,
+        args,
+        database,
+        code,
+        message,
+    }
+}
+
+const CASES: &[Case] = &[
+    case(
+        "zoom range reversed",
+        None,
+        &["--zoom", "15-3"],
+        false,
+        2,
+        "starts above its end",
+    ),
+    case(
+        "zoom above 24",
+        None,
+        &["--zoom", "0-25"],
+        false,
+        2,
+        "outside 0..=24",
+    ),
+    case(
+        "zoom not a number",
+        None,
+        &["--zoom", "abc"],
+        false,
+        2,
+        "is not a zoom",
+    ),
+    case(
+        "negative zoom",
+        None,
+        &["--zoom=-1"],
+        false,
+        2,
+        "`-1` is not a zoom",
+    ),
+    case(
+        "bbox across the antimeridian",
+        None,
+        &["--bbox", "170,0,-170,5"],
+        false,
+        2,
+        "antimeridian",
+    ),
+    case(
+        "bbox longitude out of range",
+        None,
+        &["--bbox", "0,0,200,5"],
+        false,
+        2,
+        "-180..180",
+    ),
+    case(
+        "bbox latitude out of range",
+        None,
+        &["--bbox", "0,-95,10,5"],
+        false,
+        2,
+        "-90..90",
+    ),
+    case(
+        "bbox with three numbers",
+        None,
+        &["--bbox", "1,2,3"],
+        false,
+        2,
+        "expected four numbers",
+    ),
+    case(
+        "bbox south above north",
+        None,
+        &["--bbox", "0,10,5,5"],
+        false,
+        2,
+        "north of north",
+    ),
+    case(
+        "unknown tileset",
+        None,
+        &["--tileset", "nope"],
+        false,
+        2,
+        "unknown tileset `nope`",
+    ),
+    case(
+        "unsupported output",
+        None,
+        &["--output", "out.txt"],
+        false,
+        2,
+        "not supported",
+    ),
+    case(
+        "zero concurrency",
+        None,
+        &["--concurrency", "0"],
+        false,
+        2,
+        "--concurrency 0",
+    ),
+    case(
+        "missing config file",
+        None,
+        &["--config", "/nonexistent/oar.toml"],
+        false,
+        2,
+        "/nonexistent/oar.toml",
+    ),
+    case(
+        "config syntax error",
+        Some(("pool_size = 2", "pool_size = = 2")),
+        &[],
+        false,
+        2,
+        "oar.toml:3:",
+    ),
+    case(
+        "unknown config key",
+        Some(("pool_size = 2", "pool_sise = 2")),
+        &[],
+        false,
+        2,
+        "unknown field `pool_sise`",
+    ),
+    case(
+        "config zoom above 24",
+        Some(("name = \"sites\"\n", "name = \"sites\"\nmaxzoom = 30\n")),
+        &[],
+        false,
+        2,
+        "maxzoom 30",
+    ),
+    case(
+        "config extent not a power of two",
+        Some(("name = \"sites\"\n", "name = \"sites\"\nextent = 1000\n")),
+        &[],
+        false,
+        2,
+        "extent 1000",
+    ),
+    case(
+        "config buffer too large",
+        Some(("name = \"sites\"\n", "name = \"sites\"\nbuffer = 3000\n")),
+        &[],
+        false,
+        2,
+        "buffer 3000",
+    ),
+    case(
+        "config bad duration",
+        Some(("pool_size = 2", "statement_timeout = \"soon\"")),
+        &[],
+        false,
+        2,
+        "statement_timeout `soon`",
+    ),
+    case(
+        "config without url nor DATABASE_URL",
+        Some(("url = \"postgresql://unused@127.0.0.1:1/unused\"", "")),
+        &[],
+        false,
+        2,
+        "DATABASE_URL",
+    ),
+    case(
+        "config attribute is reserved",
+        Some(("\"label\",", "\"__oar_x\",")),
+        &[],
+        false,
+        2,
+        "reserved",
+    ),
+    case("unreachable database", None, &[], false, 1, "127.0.0.1:1"),
+    case(
+        "unknown table",
+        Some(("sites\"\ngeometry", "nosuch\"\ngeometry")),
+        &[],
+        true,
+        2,
+        "nosuch` does not exist",
+    ),
+    case(
+        "unknown attribute column",
+        Some(("\"kind\",", "\"colour\",")),
+        &[],
+        true,
+        2,
+        "column `colour` does not exist",
+    ),
+    case(
+        "unknown geometry column",
+        Some(("geometry_column = \"pt\"", "geometry_column = \"shape\"")),
+        &[],
+        true,
+        2,
+        "column `shape`",
+    ),
+    case(
+        "geometry column of another type",
+        Some(("geometry_column = \"pt\"", "geometry_column = \"site_id\"")),
+        &[],
+        true,
+        2,
+        "not geometry",
+    ),
+    case(
+        "unknown id column",
+        Some(("id_column = \"site_id\"", "id_column = \"fid\"")),
+        &[],
+        true,
+        2,
+        "column `fid`",
+    ),
+    case(
+        "srid contradicting the column",
+        Some((
+            "geometry_column = \"pt\"",
+            "geometry_column = \"pt\"\nsrid = 3857",
+        )),
+        &[],
+        true,
+        2,
+        "holds SRID 4326",
+    ),
+    case(
+        "filter that is not SQL",
+        Some(("attributes", "filter = \"score >>> 3\"\nattributes")),
+        &[],
+        true,
+        2,
+        "tileset `sites`",
+    ),
+    case(
+        "filter on an unknown column",
+        Some(("attributes", "filter = \"colour = 'red'\"\nattributes")),
+        &[],
+        true,
+        2,
+        "colour",
+    ),
+    case(
+        "filter with two statements",
+        Some(("attributes", "filter = \"true; DROP TABLE x\"\nattributes")),
+        &[],
+        true,
+        2,
+        "without `;`",
+    ),
+    case(
+        "output directory missing",
+        None,
+        &["--output", "/nonexistent-dir/out.mbtiles"],
+        true,
+        1,
+        "does not exist",
+    ),
+];
+
+fn run_case(case: &Case, schema: Option<&TestSchema>) {
+    let dir = tempfile::tempdir().unwrap();
+    let schema_name = schema.map_or("public", |s| s.name.as_str());
+    let mut config = single_layer_config(schema_name, "sites", "", "");
+    if let Some((from, to)) = case.config_edit {
+        assert!(config.contains(from), "{}: the edit must apply", case.name);
+        config = config.replacen(from, to, 1);
+    }
+    let config_path = dir.path().join("oar.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let default_output = dir.path().join("out.mbtiles");
+    let mut args = vec!["seed"];
+    if !case.args.contains(&"--config") {
+        args.extend(["--config", config_path.to_str().unwrap()]);
+    }
+    if !case.args.iter().any(|a| a.starts_with("--zoom")) {
+        args.extend(["--zoom", "0-3"]);
+    }
+    if !case.args.contains(&"--output") {
+        args.extend(["--output", default_output.to_str().unwrap()]);
+    }
+    args.extend_from_slice(case.args);
+    let url = if case.database {
+        schema.map(|s| s.url.as_str())
+    } else {
+        None
+    };
+    let run = oar_tiles(url, &args);
+
+    assert_eq!(
+        run.code, case.code,
+        "{}: exit code\nstderr: {}",
+        case.name, run.stderr
+    );
+    assert!(
+        run.stderr.contains(case.message),
+        "{}: stderr lacks `{}`:\n{}",
+        case.name,
+        case.message,
+        run.stderr
+    );
+    let error_lines = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .count();
+    assert_eq!(
+        error_lines, 1,
+        "{}: one error line\n{}",
+        case.name, run.stderr
+    );
+    assert!(
+        !run.stderr.contains("panicked"),
+        "{}: panic\n{}",
+        case.name,
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("oar_tiles:oar_tiles@"),
+        "{}: password printed",
+        case.name
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "oar.toml")
+        .collect();
+    assert!(left.is_empty(), "{}: left behind {left:?}", case.name);
+}
+
+#[test]
+fn bad_command_lines_and_configs_are_refused_clearly() {
+    for case in CASES.iter().filter(|c| !c.database) {
+        run_case(case, None);
+    }
+}
+
+#[test]
+fn bad_sources_and_outputs_are_refused_clearly() {
+    let Some(mut schema) = TestSchema::create("badinput") else {
+        return;
+    };
+    schema.point_table("sites", &[Point::new(1, 90.4, 23.8)]);
+    for case in CASES.iter().filter(|c| c.database) {
+        run_case(case, Some(&schema));
+    }
+}
+
+#[test]
+fn a_wrong_password_is_reported_without_the_password() {
+    let Some(schema) = TestSchema::create("password") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("oar.toml");
+    std::fs::write(
+        &config_path,
+        single_layer_config(&schema.name, "sites", "", ""),
+    )
+    .unwrap();
+    let mut url: String = schema.url.clone();
+    let at = url.find('@').expect("the test URL has credentials");
+    let colon = url[..at].rfind(':').unwrap();
+    url.replace_range(colon + 1..at, "Wr0ngSecret");
+    let output = dir.path().join("out.mbtiles");
+    let run = oar_tiles(
+        Some(&url),
+        &[
+            "seed",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("cannot connect to PostgreSQL at oar_tiles@127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("password authentication failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("Wr0ngSecret"), "{}", run.stderr);
+    assert!(!output.exists());
+}
+
+#[test]
+fn a_missing_spatial_index_is_warned_about_and_the_seed_goes_on() {
+    let Some(mut schema) = TestSchema::create("noindex") else {
+        return;
+    };
+    schema.point_table("sites", &[Point::new(1, 90.4, 23.8)]);
+    schema.execute(
+        "DO $$ DECLARE i text; BEGIN
+           FOR i IN SELECT indexrelid::regclass::text FROM pg_index
+                    WHERE indrelid = '{schema}.sites'::regclass AND NOT indisprimary LOOP
+             EXECUTE 'DROP INDEX ' || i;
+           END LOOP; END $$;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("oar.toml");
+    std::fs::write(
+        &config_path,
+        single_layer_config(&schema.name, "sites", "", ""),
+    )
+    .unwrap();
+    let output = dir.path().join("out.mbtiles");
+    let run = oar_tiles(
+        Some(&schema.url),
+        &[
+            "seed",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--zoom",
+            "0-2",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    );
+    run.assert_success();
+    assert!(run.stderr.contains("no spatial index"), "{}", run.stderr);
+    assert!(output.exists());
+}
