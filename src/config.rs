@@ -8,6 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
+use crate::sink::OutputSettings;
 use crate::tile::{BBox, ZoomRange, MAX_ZOOM};
 
 /// Environment variable that names the config file when `--config` is not given.
@@ -58,6 +59,10 @@ struct RawTileset {
     bbox: Option<Vec<f64>>,
     extent: Option<u32>,
     buffer: Option<u32>,
+    tile_extension: Option<String>,
+    compress: Option<bool>,
+    cache_control: Option<String>,
+    tiles_url: Option<String>,
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
 }
@@ -109,6 +114,8 @@ pub struct TilesetConfig {
     pub extent: u32,
     /// Buffer around each tile in MVT units.
     pub buffer: u32,
+    /// How directory and S3 outputs store tiles.
+    pub output_settings: OutputSettings,
     /// The layers each tile holds.
     pub layers: Vec<LayerConfig>,
 }
@@ -327,6 +334,27 @@ fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, St
         layers.push(layer);
     }
     let output = raw.output.map(|output| resolve_output(&output, base_dir));
+    let defaults = OutputSettings::default();
+    let tile_extension = raw.tile_extension.unwrap_or(defaults.tile_extension);
+    if tile_extension.is_empty()
+        || !tile_extension
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.')
+    {
+        return Err(context(format!(
+            "tile_extension `{tile_extension}` must be letters and digits, like \"pbf\""
+        )));
+    }
+    let cache_control = raw.cache_control.unwrap_or(defaults.cache_control);
+    if cache_control.chars().any(|c| c.is_control()) {
+        return Err(context("cache_control must be one line".into()));
+    }
+    let output_settings = OutputSettings {
+        tile_extension,
+        compress: raw.compress.unwrap_or(defaults.compress),
+        cache_control,
+        tiles_url: raw.tiles_url,
+    };
     Ok(TilesetConfig {
         name,
         output,
@@ -336,6 +364,7 @@ fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, St
         bbox,
         extent,
         buffer,
+        output_settings,
         layers,
     })
 }

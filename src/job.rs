@@ -25,6 +25,8 @@ pub struct SeedOptions {
     pub dry_run: bool,
     /// Where to write the machine-readable summary.
     pub summary_json: Option<PathBuf>,
+    /// Where to list the tiles written with new bytes or deleted.
+    pub changed_list: Option<PathBuf>,
 }
 
 /// A seed job ready to run.
@@ -40,6 +42,8 @@ pub struct SeedJob {
     pub dry_run: bool,
     /// Where to write the machine-readable summary.
     pub summary_json: Option<PathBuf>,
+    /// Where to list the tiles written with new bytes or deleted.
+    pub changed_list: Option<PathBuf>,
 }
 
 /// One tileset's part of a job.
@@ -110,6 +114,7 @@ impl SeedJob {
             tilesets,
             dry_run: options.dry_run,
             summary_json: options.summary_json,
+            changed_list: options.changed_list,
         })
     }
 }

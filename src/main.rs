@@ -60,7 +60,8 @@ struct SeedArgs {
     #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
     bbox: Option<BBox>,
 
-    /// Output: a path ending in .mbtiles [default: the tileset's output]. Only with one tileset.
+    /// Output: path.mbtiles, dir:PATH or PATH/ (a z/x/y tree), or s3://bucket/prefix
+    /// [default: the tileset's output]. Only with one tileset.
     #[arg(short, long, value_name = "PATH")]
     output: Option<String>,
 
@@ -75,6 +76,10 @@ struct SeedArgs {
     /// Also write the summary as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
+
+    /// Write the tiles stored with new bytes or deleted to FILE, one z/x/y per line (for CDN invalidation).
+    #[arg(long, value_name = "FILE")]
+    changed_list: Option<PathBuf>,
 }
 
 fn parse_zoom(text: &str) -> Result<ZoomRange, String> {
@@ -123,6 +128,7 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
         concurrency: args.concurrency,
         dry_run: args.dry_run,
         summary_json: args.summary_json,
+        changed_list: args.changed_list,
     };
     let job = SeedJob::resolve(config, options)?;
     let progress = if quiet {

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::render::Mode;
+use crate::sink::SinkReport;
 use crate::tile::TileCoord;
 
 const SLOWEST_KEPT: usize = 10;
@@ -101,7 +102,12 @@ impl Tally {
     }
 
     /// Freezes the figures into a summary.
-    pub fn summarize(self, header: SummaryHeader, elapsed: Duration) -> TilesetSummary {
+    pub fn summarize(
+        self,
+        header: SummaryHeader,
+        stored: SinkReport,
+        elapsed: Duration,
+    ) -> TilesetSummary {
         let zooms: Vec<ZoomSummary> = self
             .zooms
             .into_iter()
@@ -145,6 +151,7 @@ impl Tally {
             } else {
                 0.0
             },
+            stored,
             per_zoom: zooms,
             slowest_tiles: slowest
                 .into_iter()
@@ -244,6 +251,8 @@ pub struct TilesetSummary {
     pub bytes_written: u64,
     /// Written tiles per second of wall time.
     pub tiles_per_second: f64,
+    /// What the output did with them: changed, unchanged (skipped), deleted.
+    pub stored: SinkReport,
     /// Per-zoom figures.
     pub per_zoom: Vec<ZoomSummary>,
     /// The slowest tiles, slowest first.
@@ -314,6 +323,10 @@ impl TilesetSummary {
                 z.render_ms_max
             ));
         }
+        out.push_str(&format!(
+            "output: {} changed, {} unchanged (not rewritten), {} deleted\n",
+            self.stored.changed, self.stored.unchanged, self.stored.deleted
+        ));
         if !self.slowest_tiles.is_empty() {
             let slowest: Vec<String> = self
                 .slowest_tiles
@@ -444,7 +457,7 @@ mod tests {
             zooms: "1-5".into(),
             dry_run: false,
         };
-        let summary = tally.summarize(header, Duration::from_secs(2));
+        let summary = tally.summarize(header, SinkReport::default(), Duration::from_secs(2));
         assert_eq!(summary.tiles_written, 10);
         assert_eq!(summary.tiles_probed, 1);
         let z5 = summary.per_zoom.iter().find(|z| z.zoom == 5).unwrap();

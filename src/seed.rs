@@ -20,7 +20,7 @@ use crate::plan::{sort_for_locality, PyramidWalk};
 use crate::render::source::{describe, LayerSource};
 use crate::render::{pool, Mode, TilesetRenderer};
 use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
-use crate::sink::{self, Sink, TilesetMetadata, VectorLayer};
+use crate::sink::{self, ChangeLog, Sink, SinkReport, TilesetMetadata, VectorLayer};
 use crate::tile::TileCoord;
 
 /// Encoded tiles waiting for the writer; small, so memory stays flat whatever the job's size.
@@ -59,11 +59,16 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
         renderer.check().await?;
         prepared.push((tileset, layers, renderer));
     }
+    let changes = match (&job.changed_list, job.dry_run) {
+        (Some(path), false) => ChangeLog::create(path)?,
+        _ => ChangeLog::disabled(),
+    };
     let mut summaries = Vec::new();
     for (tileset, layers, renderer) in prepared {
-        summaries.push(seed_tileset(job, tileset, &layers, &renderer, progress).await?);
+        summaries
+            .push(seed_tileset(job, tileset, &layers, &renderer, progress, changes.clone()).await?);
     }
-    drop(pool);
+    changes.close()?;
     Ok(summaries)
 }
 
@@ -73,6 +78,7 @@ async fn seed_tileset(
     layers: &[LayerSource],
     renderer: &TilesetRenderer,
     progress_kind: ProgressKind,
+    changes: ChangeLog,
 ) -> Result<TilesetSummary> {
     let started = Instant::now();
     let name = &tileset.tileset.name;
@@ -83,9 +89,11 @@ async fn seed_tileset(
         tileset.bbox,
         output.map_or("nothing (dry run)".into(), |o| o.describe())
     );
+    let settings = &tileset.tileset.output_settings;
+    let gzipped = output.is_some_and(|target| target.stores_gzip(settings));
     let (sender, writer) = match output {
         Some(target) => {
-            let sink = sink::open(target)?;
+            let sink = sink::open(target, settings, changes)?;
             let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
             (Some(sender), Some(spawn_writer(sink, receiver)))
         }
@@ -94,15 +102,25 @@ async fn seed_tileset(
 
     let mut tally = Tally::default();
     let mut progress = Progress::start(progress_kind, name);
-    let walked = walk(job, tileset, renderer, sender, &mut tally, &mut progress).await;
+    let walked = walk(
+        job,
+        tileset,
+        renderer,
+        sender,
+        gzipped,
+        &mut tally,
+        &mut progress,
+    )
+    .await;
     progress.finish();
 
+    let mut stored = SinkReport::default();
     if let Some(writer) = writer {
         let sink = writer
             .await
             .map_err(|e| Error::output(name, format!("the writer stopped: {e}")))?;
         match (walked, sink) {
-            (Ok(()), Ok(sink)) => sink.finish(&metadata(tileset, layers))?,
+            (Ok(()), Ok(sink)) => stored = sink.finish(&metadata(tileset, layers), true)?,
             (Err(err), Ok(sink)) => {
                 sink.abort();
                 return Err(err);
@@ -120,7 +138,7 @@ async fn seed_tileset(
         zooms: tileset.zooms.to_string(),
         dry_run: job.dry_run,
     };
-    Ok(tally.summarize(header, started.elapsed()))
+    Ok(tally.summarize(header, stored, started.elapsed()))
 }
 
 /// Walks the pyramid level by level, sending written tiles to the writer.
@@ -129,6 +147,7 @@ async fn walk(
     tileset: &TilesetJob,
     renderer: &TilesetRenderer,
     sender: Option<mpsc::Sender<(TileCoord, Vec<u8>)>>,
+    gzipped: bool,
     tally: &mut Tally,
     progress: &mut Progress,
 ) -> Result<()> {
@@ -150,7 +169,11 @@ async fn walk(
             let rendered = rendered?;
             let mut stored = None;
             if let (Some(sender), false) = (&sender, rendered.mvt.is_empty()) {
-                let data = gzip(&rendered.mvt);
+                let data = if gzipped {
+                    gzip(&rendered.mvt)
+                } else {
+                    rendered.mvt
+                };
                 stored = Some(data.len());
                 if sender.send((rendered.tile, data)).await.is_err() {
                     return Err(Error::output(&tileset.tileset.name, "the writer stopped"));

@@ -1,17 +1,19 @@
 //! MBTiles 1.3 output: one SQLite file, tiles in TMS row order, gzip-compressed PBF.
 //!
-//! The file is built under a `.partial` name beside the target and renamed into place by
-//! [`Sink::finish`], so a reader never sees half a tileset and a failed job leaves the previous file as
-//! it was. Inserts are batched into transactions so the single writer keeps up with the renderers.
+//! The file is built under a `.partial` name beside the target (starting from a copy of the existing
+//! file, if any) and renamed into place by [`Sink::finish`], so a reader never sees half a tileset and a
+//! failed job leaves the previous file as it was. Inserts are batched into transactions so the single
+//! writer keeps up with the renderers.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
-use super::{Sink, TilesetMetadata};
+use super::{in_scope, ChangeLog, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
+use crate::tile::{BBox, ZoomRange};
 
 /// MBTiles 1.3 says `application_id` is 0x4d504258 ("MPBX").
 const MBTILES_APPLICATION_ID: i32 = 0x4d50_4258;
@@ -36,13 +38,18 @@ pub struct MbtilesSink {
     target: PathBuf,
     partial: PathBuf,
     connection: Option<Connection>,
+    /// Whether the file started empty, so there is nothing to compare with or sweep.
+    fresh: bool,
+    changes: ChangeLog,
+    report: SinkReport,
     in_batch: usize,
     batch_started: Instant,
 }
 
 impl MbtilesSink {
-    /// Starts a new MBTiles file for `target`; the target itself is only replaced on finish.
-    pub fn create(target: &Path) -> Result<Self> {
+    /// Starts the new state of `target`: a copy of the existing file, or an empty one. The target itself
+    /// is only replaced on finish.
+    pub fn create(target: &Path, changes: ChangeLog) -> Result<Self> {
         let partial = partial_path(target);
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
@@ -56,29 +63,61 @@ impl MbtilesSink {
             return Err(Error::output(target, "is a directory"));
         }
         remove_sqlite_files(&partial);
+        let fresh = !target.exists();
+        if !fresh {
+            std::fs::copy(target, &partial).map_err(|e| {
+                Error::output(
+                    target,
+                    format!("cannot copy it to {}: {e}", partial.display()),
+                )
+            })?;
+        }
         let fail = |err: rusqlite::Error| {
+            remove_sqlite_files(&partial);
             Error::output(
                 target,
-                format!("cannot create {}: {err}", partial.display()),
+                format!("cannot prepare {}: {err}", partial.display()),
             )
         };
         let connection = Connection::open(&partial).map_err(fail)?;
+        let schema = if fresh { SCHEMA } else { "" };
         let setup = format!(
             "PRAGMA application_id = {MBTILES_APPLICATION_ID};
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
-             PRAGMA page_size = 4096;
-             {SCHEMA}"
+             {schema}
+             CREATE TEMP TABLE seen (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,
+                                     PRIMARY KEY (zoom_level, tile_column, tile_row)) WITHOUT ROWID;"
         );
         if let Err(err) = connection.execute_batch(&setup) {
             drop(connection);
-            remove_sqlite_files(&partial);
             return Err(fail(err));
+        }
+        if !fresh {
+            let is_mbtiles = connection
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name IN ('tiles', 'metadata')",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap_or(0)
+                == 2;
+            if !is_mbtiles {
+                drop(connection);
+                remove_sqlite_files(&partial);
+                return Err(Error::output(
+                    target,
+                    "exists but is not an MBTiles file (no tiles and metadata tables)",
+                ));
+            }
         }
         Ok(Self {
             target: target.to_path_buf(),
             partial,
             connection: Some(connection),
+            fresh,
+            changes,
+            report: SinkReport::default(),
             in_batch: 0,
             batch_started: Instant::now(),
         })
@@ -94,6 +133,24 @@ impl MbtilesSink {
         Error::output(&self.target, err)
     }
 
+    fn begin_batch(&mut self) -> Result<()> {
+        if self.in_batch == 0 {
+            self.connection()
+                .execute_batch("BEGIN")
+                .map_err(|e| self.fail(e))?;
+            self.batch_started = Instant::now();
+        }
+        self.in_batch += 1;
+        Ok(())
+    }
+
+    fn end_batch_if_due(&mut self) -> Result<()> {
+        if self.in_batch >= BATCH_TILES || self.batch_started.elapsed() >= BATCH_AGE {
+            self.commit_batch()?;
+        }
+        Ok(())
+    }
+
     fn commit_batch(&mut self) -> Result<()> {
         if self.in_batch > 0 {
             self.connection()
@@ -104,7 +161,82 @@ impl MbtilesSink {
         Ok(())
     }
 
+    /// The existing file's zooms and bounds, so that a seed of part of the pyramid does not shrink them.
+    fn widen(&self, metadata: &TilesetMetadata) -> TilesetMetadata {
+        let mut widened = metadata.clone();
+        if self.fresh {
+            return widened;
+        }
+        let value = |name: &str| -> Option<String> {
+            self.connection()
+                .query_row("SELECT value FROM metadata WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .ok()
+        };
+        let zoom = |name: &str| value(name).and_then(|v| v.parse::<u8>().ok());
+        if let (Some(min), Some(max)) = (zoom("minzoom"), zoom("maxzoom")) {
+            if let Ok(old) = ZoomRange::new(min, max) {
+                widened.zooms = ZoomRange::new(
+                    old.min.min(metadata.zooms.min),
+                    old.max.max(metadata.zooms.max),
+                )
+                .unwrap_or(metadata.zooms);
+            }
+        }
+        if let Some(Ok(old)) = value("bounds").map(|b| b.parse::<BBox>()) {
+            let new = metadata.bounds;
+            widened.bounds = BBox::new(
+                old.west.min(new.west),
+                old.south.min(new.south),
+                old.east.max(new.east),
+                old.north.max(new.north),
+            )
+            .unwrap_or(new);
+        }
+        widened
+    }
+
+    fn sweep(&mut self, metadata: &TilesetMetadata) -> Result<()> {
+        if self.fresh {
+            return Ok(());
+        }
+        let mut stale = Vec::new();
+        {
+            let mut select = self
+                .connection()
+                .prepare(
+                    "SELECT zoom_level, tile_column, tile_row FROM tiles t
+                     WHERE zoom_level BETWEEN ?1 AND ?2 AND NOT EXISTS (
+                       SELECT 1 FROM seen s WHERE s.zoom_level = t.zoom_level
+                         AND s.tile_column = t.tile_column AND s.tile_row = t.tile_row)",
+                )
+                .map_err(|e| self.fail(e))?;
+            let rows = select
+                .query_map(params![metadata.zooms.min, metadata.zooms.max], |r| {
+                    Ok((r.get::<_, u8>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?))
+                })
+                .map_err(|e| self.fail(e))?;
+            for row in rows {
+                let (z, x, tms) = row.map_err(|e| self.fail(e))?;
+                let Some(y) = (1u32 << z).checked_sub(1).and_then(|m| m.checked_sub(tms)) else {
+                    continue;
+                };
+                if let Ok(tile) = TileCoord::new(z, x, y) {
+                    if in_scope(tile, metadata.zooms, &metadata.bounds) {
+                        stale.push(tile);
+                    }
+                }
+            }
+        }
+        for tile in stale {
+            self.delete_tile(tile)?;
+        }
+        Ok(())
+    }
+
     fn write_metadata(&self, metadata: &TilesetMetadata) -> Result<()> {
+        let metadata = &self.widen(metadata);
         let bounds = metadata.bounds;
         let (lon, lat, zoom) = metadata.center();
         let json = serde_json::json!({ "vector_layers": metadata.vector_layers });
@@ -150,27 +282,60 @@ impl MbtilesSink {
 
 impl Sink for MbtilesSink {
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
-        if self.in_batch == 0 {
-            self.connection()
-                .execute_batch("BEGIN")
-                .map_err(|e| self.fail(e))?;
-            self.batch_started = Instant::now();
+        self.begin_batch()?;
+        let key = params![tile.z(), tile.x(), tms_row(tile)];
+        let connection = self.connection();
+        let fail =
+            |e: rusqlite::Error| Error::output(&self.target, format!("writing tile {tile}: {e}"));
+        let unchanged = !self.fresh
+            && {
+                connection
+                .prepare_cached("INSERT OR IGNORE INTO seen (zoom_level, tile_column, tile_row) VALUES (?1, ?2, ?3)")
+                .and_then(|mut insert| insert.execute(key))
+                .map_err(fail)?;
+                connection
+                .prepare_cached(
+                    "SELECT tile_data = ?4 FROM tiles WHERE zoom_level = ?1 AND tile_column = ?2 AND tile_row = ?3",
+                )
+                .and_then(|mut select| select.query_row(params![tile.z(), tile.x(), tms_row(tile), data], |r| r.get(0)))
+                .unwrap_or(false)
+            };
+        if unchanged {
+            self.report.unchanged += 1;
+        } else {
+            connection
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO tiles (zoom_level, tile_column, tile_row, tile_data) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut insert| insert.execute(params![tile.z(), tile.x(), tms_row(tile), data]))
+                .map_err(fail)?;
+            self.report.changed += 1;
+            self.changes.record(tile);
         }
-        self.connection()
-            .prepare_cached(
-                "INSERT OR REPLACE INTO tiles (zoom_level, tile_column, tile_row, tile_data) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut insert| insert.execute(params![tile.z(), tile.x(), tms_row(tile), data]))
-            .map_err(|e| self.fail(format!("writing tile {tile}: {e}")))?;
-        self.in_batch += 1;
-        if self.in_batch >= BATCH_TILES || self.batch_started.elapsed() >= BATCH_AGE {
-            self.commit_batch()?;
-        }
-        Ok(())
+        self.end_batch_if_due()
     }
 
-    fn finish(mut self: Box<Self>, metadata: &TilesetMetadata) -> Result<()> {
+    fn delete_tile(&mut self, tile: TileCoord) -> Result<()> {
+        self.begin_batch()?;
+        let deleted = self
+            .connection()
+            .prepare_cached(
+                "DELETE FROM tiles WHERE zoom_level = ?1 AND tile_column = ?2 AND tile_row = ?3",
+            )
+            .and_then(|mut delete| delete.execute(params![tile.z(), tile.x(), tms_row(tile)]))
+            .map_err(|e| self.fail(format!("deleting tile {tile}: {e}")))?;
+        if deleted > 0 {
+            self.report.deleted += 1;
+            self.changes.record(tile);
+        }
+        self.end_batch_if_due()
+    }
+
+    fn finish(mut self: Box<Self>, metadata: &TilesetMetadata, sweep: bool) -> Result<SinkReport> {
         let result = (|| {
+            if sweep {
+                self.sweep(metadata)?;
+            }
             self.commit_batch()?;
             self.write_metadata(metadata)?;
             // Fold the WAL back in so the output is one self-contained file.
@@ -184,7 +349,8 @@ impl Sink for MbtilesSink {
                     "cannot move {} into place: {e}",
                     self.partial.display()
                 ))
-            })
+            })?;
+            Ok(self.report)
         })();
         if result.is_err() {
             self.connection = None;
@@ -250,11 +416,11 @@ mod tests {
     fn a_finished_file_replaces_the_target_and_an_aborted_one_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.mbtiles");
-        let mut sink = Box::new(MbtilesSink::create(&target).unwrap());
+        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled()).unwrap());
         sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"abc")
             .unwrap();
         assert!(!target.exists());
-        sink.finish(&metadata()).unwrap();
+        sink.finish(&metadata(), true).unwrap();
         let connection = Connection::open(&target).unwrap();
         let row: (u32, u32, u32) = connection
             .query_row(
@@ -266,7 +432,7 @@ mod tests {
         assert_eq!(row, (1, 0, 1));
         drop(connection);
 
-        let mut sink = Box::new(MbtilesSink::create(&target).unwrap());
+        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled()).unwrap());
         sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"x")
             .unwrap();
         sink.abort();
@@ -279,9 +445,12 @@ mod tests {
 
     #[test]
     fn a_missing_directory_is_reported_before_anything_is_written() {
-        let err = MbtilesSink::create(Path::new("/nonexistent-dir/x.mbtiles"))
-            .err()
-            .unwrap();
+        let err = MbtilesSink::create(
+            Path::new("/nonexistent-dir/x.mbtiles"),
+            ChangeLog::disabled(),
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 }

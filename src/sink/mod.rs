@@ -5,9 +5,14 @@
 //! thread, then either [`Sink::finish`] with the tileset's metadata, which makes the output visible, or
 //! [`Sink::abort`], which leaves nothing half-written behind.
 
+pub mod changes;
+pub mod directory;
 pub mod mbtiles;
+pub mod tilejson;
 
-use std::path::PathBuf;
+pub use changes::ChangeLog;
+
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -19,20 +24,57 @@ use crate::tile::{BBox, TileCoord, ZoomRange};
 pub enum OutputTarget {
     /// A single MBTiles 1.3 file.
     Mbtiles(PathBuf),
+    /// A `{z}/{x}/{y}.ext` tree under a directory.
+    Directory(PathBuf),
+    /// `{prefix}/{z}/{x}/{y}.ext` objects in an S3 bucket.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix without leading or trailing slash; may be empty.
+        prefix: String,
+    },
 }
 
 impl OutputTarget {
-    /// Classifies an output string: `*.mbtiles` is an MBTiles file.
+    /// Classifies an output: `s3://bucket/prefix`, `dir:path` or `path/` (a directory tree), or
+    /// `path.mbtiles`.
     pub fn parse(output: &str) -> Result<Self> {
         let output = output.trim();
         if output.is_empty() {
             return Err(Error::Usage("the output is empty".into()));
         }
-        if output.ends_with(".mbtiles") && !output.contains("://") {
+        if let Some(rest) = output.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let valid_bucket = (3..=63).contains(&bucket.len())
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !valid_bucket {
+                return Err(Error::Usage(format!(
+                    "output `{output}`: `{bucket}` is not a valid S3 bucket name (3-63 lowercase letters, digits, `-`, `.`)"
+                )));
+            }
+            return Ok(OutputTarget::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        if output.contains("://") {
+            return Err(Error::Usage(format!(
+                "output `{output}` is not supported: expected path.mbtiles, dir:PATH, PATH/ or s3://bucket/prefix"
+            )));
+        }
+        if let Some(path) = output.strip_prefix("dir:") {
+            return Ok(OutputTarget::Directory(PathBuf::from(path)));
+        }
+        if output.ends_with('/') || Path::new(output).is_dir() {
+            return Ok(OutputTarget::Directory(PathBuf::from(output)));
+        }
+        if output.ends_with(".mbtiles") {
             return Ok(OutputTarget::Mbtiles(PathBuf::from(output)));
         }
         Err(Error::Usage(format!(
-            "output `{output}` is not supported: expected a path ending in .mbtiles"
+            "output `{output}` is not supported: expected path.mbtiles, dir:PATH, PATH/ or s3://bucket/prefix"
         )))
     }
 
@@ -40,6 +82,8 @@ impl OutputTarget {
     pub fn describe(&self) -> String {
         match self {
             OutputTarget::Mbtiles(path) => format!("{} (MBTiles)", path.display()),
+            OutputTarget::Directory(path) => format!("{} (directory)", path.display()),
+            OutputTarget::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
         }
     }
 }
@@ -93,21 +137,91 @@ impl TilesetMetadata {
     }
 }
 
+/// How a tileset's tiles are stored, beyond where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSettings {
+    /// File extension of directory and S3 tiles.
+    pub tile_extension: String,
+    /// Whether directory and S3 tiles are gzip-compressed (MBTiles tiles always are).
+    pub compress: bool,
+    /// `Cache-Control` of S3 tile objects.
+    pub cache_control: String,
+    /// Tile URL template for TileJSON; default relative `{z}/{x}/{y}.ext`.
+    pub tiles_url: Option<String>,
+}
+
+impl Default for OutputSettings {
+    fn default() -> Self {
+        Self {
+            tile_extension: "pbf".into(),
+            compress: true,
+            cache_control: DEFAULT_CACHE_CONTROL.into(),
+            tiles_url: None,
+        }
+    }
+}
+
+/// Suits tiles that get reseeded: caches revalidate hourly and may serve a stale tile for a day
+/// while they do.
+pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=3600, stale-while-revalidate=86400";
+
+impl OutputTarget {
+    /// Whether tiles for this target are stored gzip-compressed.
+    pub fn stores_gzip(&self, settings: &OutputSettings) -> bool {
+        matches!(self, OutputTarget::Mbtiles(_)) || settings.compress
+    }
+}
+
+/// What a sink did, counted when it finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SinkReport {
+    /// Tiles stored that were new or different.
+    pub changed: u64,
+    /// Tiles whose stored bytes already matched, so nothing was written.
+    pub unchanged: u64,
+    /// Tiles removed: emptied, or (after a full seed) no longer produced.
+    pub deleted: u64,
+}
+
 /// A destination for tiles. Implementations are driven from one thread.
 pub trait Sink: Send {
     /// Stores one tile's encoded bytes, replacing any tile already there.
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()>;
 
-    /// Writes the metadata and makes the output visible and complete.
-    fn finish(self: Box<Self>, metadata: &TilesetMetadata) -> Result<()>;
+    /// Removes a tile that has become empty; a tile that is not there is fine.
+    fn delete_tile(&mut self, tile: TileCoord) -> Result<()>;
 
-    /// Gives up: removes whatever this sink created and leaves any earlier output untouched.
+    /// Writes the metadata and makes the output complete. With `sweep`, tiles inside the metadata's
+    /// zoom range and bounds that this run did not write are deleted: a full seed leaves exactly its
+    /// own tiles there.
+    fn finish(self: Box<Self>, metadata: &TilesetMetadata, sweep: bool) -> Result<SinkReport>;
+
+    /// Gives up: removes whatever this sink created and leaves any earlier output untouched, or at
+    /// least readable with every tile it held before or was given since.
     fn abort(self: Box<Self>);
 }
 
 /// Opens a sink for a target; fails early when the target cannot be written.
-pub fn open(target: &OutputTarget) -> Result<Box<dyn Sink>> {
+pub fn open(
+    target: &OutputTarget,
+    settings: &OutputSettings,
+    changes: ChangeLog,
+) -> Result<Box<dyn Sink>> {
     match target {
-        OutputTarget::Mbtiles(path) => Ok(Box::new(mbtiles::MbtilesSink::create(path)?)),
+        OutputTarget::Mbtiles(path) => Ok(Box::new(mbtiles::MbtilesSink::create(path, changes)?)),
+        OutputTarget::Directory(path) => Ok(Box::new(directory::DirectorySink::create(
+            path, settings, changes,
+        )?)),
+        OutputTarget::S3 { .. } => Err(Error::Usage("S3 output is not available yet".into())),
     }
+}
+
+/// Packs a tile into one integer, for compact sets of tiles.
+pub fn tile_key(tile: TileCoord) -> u64 {
+    (u64::from(tile.z()) << 58) | (u64::from(tile.x()) << 29) | u64::from(tile.y())
+}
+
+/// Whether a tile lies within a zoom range and the tile ranges of a bbox.
+pub fn in_scope(tile: TileCoord, zooms: ZoomRange, bounds: &BBox) -> bool {
+    zooms.contains(tile.z()) && bounds.tile_range(tile.z()).contains(tile)
 }

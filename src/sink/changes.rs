@@ -1,0 +1,76 @@
+//! The changed-tile list (`--changed-list`): one `z/x/y` per line for every tile a sink wrote with new
+//! bytes or deleted, ready to hand to a CDN invalidation.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::tile::TileCoord;
+
+/// A shared, optional recorder of changed tiles; cloning shares the file.
+#[derive(Clone, Default)]
+pub struct ChangeLog {
+    inner: Option<Arc<Mutex<Recorder>>>,
+}
+
+struct Recorder {
+    path: PathBuf,
+    writer: BufWriter<File>,
+    error: Option<std::io::Error>,
+}
+
+impl ChangeLog {
+    /// A log that records nothing.
+    pub fn disabled() -> Self {
+        Self::default()
+    }
+
+    /// Creates (truncates) the list file.
+    pub fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).map_err(|e| Error::File {
+            path: path.to_path_buf(),
+            message: format!("cannot create the changed-tile list: {e}"),
+        })?;
+        Ok(Self {
+            inner: Some(Arc::new(Mutex::new(Recorder {
+                path: path.to_path_buf(),
+                writer: BufWriter::new(file),
+                error: None,
+            }))),
+        })
+    }
+
+    /// Records one changed tile; a write error is kept and reported by [`ChangeLog::close`].
+    pub fn record(&self, tile: TileCoord) {
+        if let Some(inner) = &self.inner {
+            let mut recorder = inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if recorder.error.is_none() {
+                if let Err(err) = writeln!(recorder.writer, "{tile}") {
+                    recorder.error = Some(err);
+                }
+            }
+        }
+    }
+
+    /// Flushes the list and reports any write error.
+    pub fn close(&self) -> Result<()> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        let mut recorder = inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let flushed = recorder.writer.flush();
+        match recorder.error.take().map_or(flushed, Err) {
+            Ok(()) => Ok(()),
+            Err(err) => Err(Error::File {
+                path: recorder.path.clone(),
+                message: format!("cannot write the changed-tile list: {err}"),
+            }),
+        }
+    }
+}
