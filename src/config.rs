@@ -25,6 +25,8 @@ pub struct Config {
     pub path: PathBuf,
     /// The `[database]` table, with `DATABASE_URL` applied.
     pub database: DatabaseConfig,
+    /// The `[s3]` table.
+    pub s3: S3Config,
     /// The `[[tileset]]` tables, in file order.
     pub tilesets: Vec<TilesetConfig>,
 }
@@ -35,7 +37,38 @@ struct RawConfig {
     #[serde(default)]
     database: RawDatabase,
     #[serde(default)]
+    s3: S3Config,
+    #[serde(default)]
     tileset: Vec<Spanned<RawTileset>>,
+}
+
+/// How to reach S3 (or an S3-compatible store). Credentials always come from the standard AWS chain
+/// (environment, profile, instance role), never from this file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, R2); `AWS_ENDPOINT_URL` also works.
+    pub endpoint: Option<String>,
+    /// Region; default from the AWS chain (`AWS_REGION`, profile), else us-east-1.
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores need.
+    pub force_path_style: bool,
+    /// Uploads in flight at once.
+    pub max_concurrent_uploads: usize,
+    /// Attempts per request before the job fails, with exponential backoff between them.
+    pub max_attempts: u32,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: None,
+            force_path_style: false,
+            max_concurrent_uploads: 16,
+            max_attempts: 6,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,6 +234,15 @@ impl Config {
 
         let base_dir = path.parent().unwrap_or(Path::new(""));
         let database = resolve_database(raw.database, env_url, &at)?;
+        if !(1..=256).contains(&raw.s3.max_concurrent_uploads)
+            || !(1..=20).contains(&raw.s3.max_attempts)
+        {
+            return Err(at(
+                None,
+                "s3.max_concurrent_uploads must lie in 1..=256 and s3.max_attempts in 1..=20"
+                    .into(),
+            ));
+        }
         if raw.tileset.is_empty() {
             return Err(at(None, "no [[tileset]] is defined".into()));
         }
@@ -220,6 +262,7 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             database,
+            s3: raw.s3,
             tilesets,
         })
     }

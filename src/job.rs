@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::{Config, DatabaseConfig, TilesetConfig};
+use crate::config::{Config, DatabaseConfig, S3Config, TilesetConfig};
 use crate::error::{Error, Result};
 use crate::sink::OutputTarget;
 use crate::tile::{BBox, ZoomRange};
@@ -34,6 +34,8 @@ pub struct SeedOptions {
 pub struct SeedJob {
     /// Database settings.
     pub database: DatabaseConfig,
+    /// S3 settings.
+    pub s3: S3Config,
     /// Tiles rendered at once (also the pool size).
     pub concurrency: usize,
     /// Tilesets in config order.
@@ -110,6 +112,7 @@ impl SeedJob {
         }
         Ok(SeedJob {
             database: config.database,
+            s3: config.s3,
             concurrency,
             tilesets,
             dry_run: options.dry_run,

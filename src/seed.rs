@@ -93,7 +93,7 @@ async fn seed_tileset(
     let gzipped = output.is_some_and(|target| target.stores_gzip(settings));
     let (sender, writer) = match output {
         Some(target) => {
-            let sink = sink::open(target, settings, changes)?;
+            let sink = sink::open(target, settings, &job.s3, changes).await?;
             let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
             (Some(sender), Some(spawn_writer(sink, receiver)))
         }

@@ -8,6 +8,7 @@
 pub mod changes;
 pub mod directory;
 pub mod mbtiles;
+pub mod s3;
 pub mod tilejson;
 
 pub use changes::ChangeLog;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
@@ -202,18 +204,21 @@ pub trait Sink: Send {
 }
 
 /// Opens a sink for a target; fails early when the target cannot be written.
-pub fn open(
+pub async fn open(
     target: &OutputTarget,
     settings: &OutputSettings,
+    s3: &S3Config,
     changes: ChangeLog,
 ) -> Result<Box<dyn Sink>> {
-    match target {
-        OutputTarget::Mbtiles(path) => Ok(Box::new(mbtiles::MbtilesSink::create(path, changes)?)),
-        OutputTarget::Directory(path) => Ok(Box::new(directory::DirectorySink::create(
-            path, settings, changes,
-        )?)),
-        OutputTarget::S3 { .. } => Err(Error::Usage("S3 output is not available yet".into())),
-    }
+    Ok(match target {
+        OutputTarget::Mbtiles(path) => Box::new(mbtiles::MbtilesSink::create(path, changes)?),
+        OutputTarget::Directory(path) => {
+            Box::new(directory::DirectorySink::create(path, settings, changes)?)
+        }
+        OutputTarget::S3 { bucket, prefix } => {
+            Box::new(s3::S3Sink::create(bucket, prefix, s3, settings, changes).await?)
+        }
+    })
 }
 
 /// Packs a tile into one integer, for compact sets of tiles.

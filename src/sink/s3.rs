@@ -1,0 +1,468 @@
+//! S3 (or S3-compatible) output: `{prefix}/{z}/{x}/{y}.ext` objects with the headers a CDN needs, and
+//! `tiles.json` beside them.
+//!
+//! At start the prefix is listed once; the listing's ETags (the MD5 of single-part objects) let a tile
+//! whose bytes the object already holds be skipped without a request, which avoids PUT costs and CDN
+//! churn. Uploads run concurrently, bounded by a semaphore, each retried with exponential backoff on
+//! throttling, 5xx and connection failures; a tile that still fails fails the job, naming the tile.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use md5::{Digest, Md5};
+use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::tilejson::{tilejson, TILEJSON_NAME};
+use super::{in_scope, tile_key, ChangeLog, OutputSettings, Sink, SinkReport, TilesetMetadata};
+use crate::config::S3Config;
+use crate::error::{Error, Result};
+use crate::tile::TileCoord;
+
+/// The media type of Mapbox Vector Tiles.
+pub const MVT_CONTENT_TYPE: &str = "application/vnd.mapbox-vector-tile";
+
+/// Builds an S3 client from the standard AWS chain and the `[s3]` settings.
+pub async fn client(config: &S3Config) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(endpoint) = &config.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some(region) = &config.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+        // Our own retry loop decides, so a tile's attempts and backoff are visible and bounded.
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .force_path_style(config.force_path_style);
+    if shared.region().is_none() {
+        builder = builder.region(aws_config::Region::new("us-east-1"));
+    }
+    Client::from_conf(builder.build())
+}
+
+/// Runs an S3 request up to `attempts` times, backing off exponentially while the failure is
+/// transient (connection, timeout, throttling, 5xx).
+pub async fn with_retries<T, E, F, Fut>(
+    attempts: u32,
+    what: &str,
+    mut request: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+    E: std::error::Error + 'static,
+{
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match request().await {
+            Ok(value) => return Ok(value),
+            Err(err) if attempt < attempts && is_transient(&err) => {
+                tracing::warn!(
+                    "{what}: attempt {attempt} of {attempts} failed, retrying in {delay:?}: {}",
+                    describe(&err)
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+            Err(err) => {
+                return Err(format!(
+                    "{what}: {} (after {attempt} attempt(s))",
+                    describe(&err)
+                ))
+            }
+        }
+    }
+}
+
+fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            status == 429 || status >= 500 || status == 408
+        }
+        _ => false,
+    }
+}
+
+fn describe<E: std::error::Error + 'static>(err: &SdkError<E, HttpResponse>) -> String {
+    DisplayErrorContext(err).to_string().replace('\n', " ")
+}
+
+/// The key of a tile under a prefix.
+pub fn tile_object_key(prefix: &str, tile: TileCoord, extension: &str) -> String {
+    let path = format!("{}/{}/{}.{extension}", tile.z(), tile.x(), tile.y());
+    if prefix.is_empty() {
+        path
+    } else {
+        format!("{prefix}/{path}")
+    }
+}
+
+/// The tile a key names, if it is a tile key under the prefix.
+fn parse_tile_key(prefix: &str, key: &str, extension: &str) -> Option<TileCoord> {
+    let rest = if prefix.is_empty() {
+        key
+    } else {
+        key.strip_prefix(prefix)?.strip_prefix('/')?
+    };
+    let rest = rest.strip_suffix(extension)?.strip_suffix('.')?;
+    rest.parse().ok()
+}
+
+/// An object's MD5 from its ETag, when the ETag is one (single-part uploads).
+fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+    let hex_digits = etag.trim_matches('"');
+    let mut md5 = [0u8; 16];
+    hex::decode_to_slice(hex_digits, &mut md5).ok()?;
+    Some(md5)
+}
+
+/// Lists the tile objects under a prefix with their MD5s.
+pub async fn list_tiles(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+    extension: &str,
+    attempts: u32,
+) -> Result<Vec<(TileCoord, Option<[u8; 16]>, i64)>, String> {
+    let list_prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    let mut tiles = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = with_retries(
+            attempts,
+            &format!("listing s3://{bucket}/{list_prefix}"),
+            || {
+                client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(&list_prefix)
+                    .set_continuation_token(token.clone())
+                    .send()
+            },
+        )
+        .await?;
+        for object in page.contents() {
+            let Some(key) = object.key() else { continue };
+            if let Some(tile) = parse_tile_key(prefix, key, extension) {
+                tiles.push((
+                    tile,
+                    object.e_tag().and_then(etag_md5),
+                    object.size().unwrap_or(0),
+                ));
+            }
+        }
+        match page.next_continuation_token() {
+            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+            _ => return Ok(tiles),
+        }
+    }
+}
+
+/// A sink uploading to S3.
+pub struct S3Sink {
+    client: Client,
+    bucket: String,
+    prefix: String,
+    settings: OutputSettings,
+    attempts: u32,
+    changes: ChangeLog,
+    handle: Handle,
+    slots: Arc<Semaphore>,
+    uploads: JoinSet<Result<Option<TileCoord>>>,
+    /// MD5 of every tile object that existed at start; entries are removed as tiles are produced, so
+    /// what remains at the end of a full seed is stale.
+    existing: HashMap<u64, (TileCoord, Option<[u8; 16]>)>,
+    report: SinkReport,
+}
+
+impl S3Sink {
+    /// Connects, checks the bucket can be listed, and reads what the prefix holds.
+    pub async fn create(
+        bucket: &str,
+        prefix: &str,
+        config: &S3Config,
+        settings: &OutputSettings,
+        changes: ChangeLog,
+    ) -> Result<Self> {
+        let client = client(config).await;
+        let target = format!("s3://{bucket}/{prefix}");
+        let listed = list_tiles(
+            &client,
+            bucket,
+            prefix,
+            &settings.tile_extension,
+            config.max_attempts,
+        )
+        .await
+        .map_err(|e| Error::output(&target, e))?;
+        let existing = listed
+            .into_iter()
+            .map(|(tile, md5, _)| (tile_key(tile), (tile, md5)))
+            .collect();
+        Ok(Self {
+            client,
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+            settings: settings.clone(),
+            attempts: config.max_attempts,
+            changes,
+            handle: Handle::current(),
+            slots: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
+            uploads: JoinSet::new(),
+            existing,
+            report: SinkReport::default(),
+        })
+    }
+
+    fn target(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    fn reap(
+        &mut self,
+        outcome: std::result::Result<Result<Option<TileCoord>>, tokio::task::JoinError>,
+    ) -> Result<()> {
+        match outcome {
+            Ok(Ok(Some(tile))) => {
+                self.report.changed += 1;
+                self.changes.record(tile);
+                Ok(())
+            }
+            Ok(Ok(None)) => Ok(()),
+            Ok(Err(err)) => Err(err),
+            Err(err) => Err(Error::output(
+                self.target(),
+                format!("an upload task failed: {err}"),
+            )),
+        }
+    }
+
+    /// Collects finished uploads without waiting; the first failure stops the job.
+    fn reap_finished(&mut self) -> Result<()> {
+        while let Some(outcome) = self.uploads.try_join_next() {
+            self.reap(outcome)?;
+        }
+        Ok(())
+    }
+
+    fn wait_all(&mut self) -> Result<()> {
+        while let Some(outcome) = self.handle.clone().block_on(self.uploads.join_next()) {
+            self.reap(outcome)?;
+        }
+        Ok(())
+    }
+
+    fn sweep(&mut self, metadata: &TilesetMetadata) -> Result<()> {
+        let stale: Vec<TileCoord> = self
+            .existing
+            .values()
+            .map(|(tile, _)| *tile)
+            .filter(|tile| in_scope(*tile, metadata.zooms, &metadata.bounds))
+            .collect();
+        for batch in stale.chunks(1000) {
+            let objects: Vec<ObjectIdentifier> = batch
+                .iter()
+                .map(|tile| {
+                    ObjectIdentifier::builder()
+                        .key(tile_object_key(
+                            &self.prefix,
+                            *tile,
+                            &self.settings.tile_extension,
+                        ))
+                        .build()
+                        .expect("a key is set")
+                })
+                .collect();
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .expect("objects are set");
+            let (client, bucket) = (&self.client, &self.bucket);
+            let result =
+                self.handle
+                    .block_on(with_retries(self.attempts, "deleting stale tiles", || {
+                        client
+                            .delete_objects()
+                            .bucket(bucket)
+                            .delete(delete.clone())
+                            .send()
+                    }));
+            let output = result.map_err(|e| Error::output(self.target(), e))?;
+            if let Some(failed) = output.errors().first() {
+                return Err(Error::output(
+                    self.target(),
+                    format!(
+                        "cannot delete {}: {}",
+                        failed.key().unwrap_or("?"),
+                        failed.message().unwrap_or("unknown error")
+                    ),
+                ));
+            }
+            for tile in batch {
+                self.report.deleted += 1;
+                self.changes.record(*tile);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for S3Sink {
+    fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
+        self.reap_finished()?;
+        let md5: [u8; 16] = Md5::digest(data).into();
+        if let Some((_, known)) = self.existing.remove(&tile_key(tile)) {
+            if known == Some(md5) {
+                self.report.unchanged += 1;
+                return Ok(());
+            }
+        }
+        let permit = self
+            .handle
+            .block_on(self.slots.clone().acquire_owned())
+            .expect("the semaphore is never closed");
+        let client = self.client.clone();
+        let bucket = self.bucket.clone();
+        let key = tile_object_key(&self.prefix, tile, &self.settings.tile_extension);
+        let encoding = self.settings.compress.then_some("gzip");
+        let cache_control = self.settings.cache_control.clone();
+        let attempts = self.attempts;
+        let body = data.to_vec();
+        let target = self.target();
+        self.uploads.spawn_on(
+            async move {
+                let _permit = permit;
+                with_retries(
+                    attempts,
+                    &format!("uploading tile {tile} to s3://{bucket}/{key}"),
+                    || {
+                        client
+                            .put_object()
+                            .bucket(&bucket)
+                            .key(&key)
+                            .body(ByteStream::from(body.clone()))
+                            .content_type(MVT_CONTENT_TYPE)
+                            .set_content_encoding(encoding.map(str::to_string))
+                            .cache_control(&cache_control)
+                            .send()
+                    },
+                )
+                .await
+                .map_err(|e| Error::output(&target, e))?;
+                Ok(Some(tile))
+            },
+            &self.handle,
+        );
+        Ok(())
+    }
+
+    fn delete_tile(&mut self, tile: TileCoord) -> Result<()> {
+        self.reap_finished()?;
+        let existed = self.existing.remove(&tile_key(tile)).is_some();
+        let key = tile_object_key(&self.prefix, tile, &self.settings.tile_extension);
+        let (client, bucket) = (&self.client, &self.bucket);
+        self.handle
+            .block_on(with_retries(
+                self.attempts,
+                &format!("deleting tile {tile}"),
+                || client.delete_object().bucket(bucket).key(&key).send(),
+            ))
+            .map_err(|e| Error::output(self.target(), e))?;
+        if existed {
+            self.report.deleted += 1;
+            self.changes.record(tile);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, metadata: &TilesetMetadata, sweep: bool) -> Result<SinkReport> {
+        self.wait_all()?;
+        if sweep {
+            self.sweep(metadata)?;
+        }
+        let document = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings))
+            .expect("JSON serializes");
+        let key = if self.prefix.is_empty() {
+            TILEJSON_NAME.to_string()
+        } else {
+            format!("{}/{TILEJSON_NAME}", self.prefix)
+        };
+        let (client, bucket) = (&self.client, &self.bucket);
+        self.handle
+            .block_on(with_retries(self.attempts, "uploading tiles.json", || {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(&key)
+                    .body(ByteStream::from(document.clone()))
+                    .content_type("application/json")
+                    .cache_control(&self.settings.cache_control)
+                    .send()
+            }))
+            .map_err(|e| Error::output(self.target(), e))?;
+        Ok(self.report)
+    }
+
+    fn abort(mut self: Box<Self>) {
+        // Each object is replaced atomically by S3; stop what is in flight and leave the rest as it is.
+        self.uploads.abort_all();
+        while self
+            .handle
+            .clone()
+            .block_on(self.uploads.join_next())
+            .is_some()
+        {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_keys_round_trip_under_a_prefix() {
+        let tile = TileCoord::new(14, 13105, 7032).unwrap();
+        assert_eq!(
+            tile_object_key("tiles/v1", tile, "pbf"),
+            "tiles/v1/14/13105/7032.pbf"
+        );
+        assert_eq!(tile_object_key("", tile, "pbf"), "14/13105/7032.pbf");
+        assert_eq!(
+            parse_tile_key("tiles/v1", "tiles/v1/14/13105/7032.pbf", "pbf"),
+            Some(tile)
+        );
+        assert_eq!(parse_tile_key("", "14/13105/7032.pbf", "pbf"), Some(tile));
+        assert_eq!(
+            parse_tile_key("tiles/v1", "tiles/v1/tiles.json", "pbf"),
+            None
+        );
+        assert_eq!(parse_tile_key("tiles", "tiles2/1/0/0.pbf", "pbf"), None);
+    }
+
+    #[test]
+    fn single_part_etags_are_md5s() {
+        let md5 = etag_md5("\"900150983cd24fb0d6963f7d28e17f72\"").unwrap();
+        assert_eq!(md5, <[u8; 16]>::from(Md5::digest(b"abc")));
+        assert_eq!(etag_md5("\"900150983cd24fb0d6963f7d28e17f72-3\""), None);
+    }
+}
