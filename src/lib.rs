@@ -4,6 +4,7 @@
 pub mod config;
 pub mod encode;
 pub mod error;
+pub mod inspect;
 pub mod job;
 pub mod plan;
 pub mod render;

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
 
 use clap::{Args, Parser, Subcommand};
-use oar_tiles::config::Config;
+use oar_tiles::config::{Config, S3Config};
+use oar_tiles::sink::OutputTarget;
 use oar_tiles::job::{SeedJob, SeedOptions};
 use oar_tiles::report::ProgressKind;
 use oar_tiles::tile::{BBox, ZoomRange};
-use oar_tiles::{seed, Error, ExitCode};
+use oar_tiles::{inspect, seed, Error, ExitCode};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -40,6 +41,28 @@ enum Command {
     /// Render every non-empty tile of the zoom pyramid over a bbox and write it to the output.
     #[command(after_help = AFTER_HELP)]
     Seed(SeedArgs),
+    /// Show what an output holds: metadata or TileJSON, tiles and bytes per zoom, bounds. Changes nothing.
+    #[command(after_help = AFTER_HELP)]
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The output: path.mbtiles, dir:PATH or PATH/, or s3://bucket/prefix.
+    #[arg(value_name = "OUTPUT")]
+    output: String,
+
+    /// Config whose [s3] settings (endpoint, region, path style) reach the bucket; optional.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// File extension of directory and S3 tiles.
+    #[arg(long, value_name = "EXT", default_value = "pbf")]
+    extension: String,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +118,7 @@ fn main() -> ProcessExit {
     init_logging(cli.quiet);
     let outcome = match cli.command {
         Command::Seed(args) => run_seed(args, cli.quiet),
+        Command::Inspect(args) => run_inspect(args),
     };
     let code = match outcome {
         Ok(()) => ExitCode::Success,
@@ -117,6 +141,28 @@ fn init_logging(quiet: bool) {
         .init();
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))
+}
+
+fn run_inspect(args: InspectArgs) -> Result<(), Error> {
+    let s3 = match &args.config {
+        Some(path) => Config::load(path)?.s3,
+        None => S3Config::default(),
+    };
+    let target = OutputTarget::parse(&args.output)?;
+    let inventory = runtime()?.block_on(inspect::inspect(&args.output, &target, &s3, &args.extension))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&inventory).expect("inventories serialize"));
+    } else {
+        print!("{}", inventory.to_text());
+    }
+    Ok(())
+}
+
 fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     let path = Config::locate(args.config.as_deref())?;
     let config = Config::load(&path)?;
@@ -136,11 +182,7 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     } else {
         ProgressKind::detect()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
-    let summaries = runtime.block_on(seed::run(&job, progress))?;
+    let summaries = runtime()?.block_on(seed::run(&job, progress))?;
     for summary in &summaries {
         print!("{}", summary.to_text());
     }
