@@ -67,7 +67,10 @@ impl Counter {
 
     fn into_inventory(self, output: &str, metadata: Value) -> Inventory {
         let bounds = match &metadata["bounds"] {
-            Value::Array(values) => values.iter().map(|v| v.as_f64()).collect::<Option<Vec<f64>>>(),
+            Value::Array(values) => values
+                .iter()
+                .map(|v| v.as_f64())
+                .collect::<Option<Vec<f64>>>(),
             Value::String(text) => text.split(',').map(|v| v.trim().parse().ok()).collect(),
             _ => None,
         };
@@ -84,11 +87,18 @@ impl Counter {
 }
 
 /// Reads an output's inventory.
-pub async fn inspect(output: &str, target: &OutputTarget, s3_config: &S3Config, extension: &str) -> Result<Inventory> {
+pub async fn inspect(
+    output: &str,
+    target: &OutputTarget,
+    s3_config: &S3Config,
+    extension: &str,
+) -> Result<Inventory> {
     match target {
         OutputTarget::Mbtiles(path) => inspect_mbtiles(output, path),
         OutputTarget::Directory(path) => inspect_directory(output, path, extension),
-        OutputTarget::S3 { bucket, prefix } => inspect_s3(output, bucket, prefix, s3_config, extension).await,
+        OutputTarget::S3 { bucket, prefix } => {
+            inspect_s3(output, bucket, prefix, s3_config, extension).await
+        }
     }
 }
 
@@ -98,11 +108,16 @@ fn inspect_mbtiles(output: &str, path: &Path) -> Result<Inventory> {
     }
     let fail = |e: rusqlite::Error| Error::output(path, format!("cannot read it as MBTiles: {e}"));
     let connection =
-        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(fail)?;
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(fail)?;
     let mut metadata = serde_json::Map::new();
-    let mut statement = connection.prepare("SELECT name, value FROM metadata").map_err(fail)?;
+    let mut statement = connection
+        .prepare("SELECT name, value FROM metadata")
+        .map_err(fail)?;
     let rows = statement
-        .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?)))
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+        })
         .map_err(fail)?;
     for row in rows {
         let (name, value) = row.map_err(fail)?;
@@ -120,7 +135,12 @@ fn inspect_mbtiles(output: &str, path: &Path) -> Result<Inventory> {
         .map_err(fail)?;
     let rows = statement
         .query_map([], |row| {
-            Ok((row.get::<_, u8>(0)?, row.get::<_, u32>(1)?, row.get::<_, u32>(2)?, row.get::<_, u64>(3)?))
+            Ok((
+                row.get::<_, u8>(0)?,
+                row.get::<_, u32>(1)?,
+                row.get::<_, u32>(2)?,
+                row.get::<_, u64>(3)?,
+            ))
         })
         .map_err(fail)?;
     for row in rows {
@@ -128,7 +148,12 @@ fn inspect_mbtiles(output: &str, path: &Path) -> Result<Inventory> {
         let tile = (1u32.checked_shl(u32::from(z)))
             .and_then(|n| n.checked_sub(1 + tms_row))
             .and_then(|y| TileCoord::new(z, x, y).ok())
-            .ok_or_else(|| Error::output(path, format!("invalid tile: zoom {z}, column {x}, row {tms_row}")))?;
+            .ok_or_else(|| {
+                Error::output(
+                    path,
+                    format!("invalid tile: zoom {z}, column {x}, row {tms_row}"),
+                )
+            })?;
         counter.add(tile, bytes);
     }
     Ok(counter.into_inventory(output, Value::Object(metadata)))
@@ -151,16 +176,33 @@ fn inspect_directory(output: &str, root: &Path, extension: &str) -> Result<Inven
     };
     let suffix = format!(".{extension}");
     for z_entry in list(root)? {
-        let Some(z) = z_entry.file_name().to_str().and_then(|n| n.parse::<u8>().ok()) else { continue };
+        let Some(z) = z_entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u8>().ok())
+        else {
+            continue;
+        };
         for x_entry in list(&z_entry.path())? {
-            let Some(x) = x_entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Some(x) = x_entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
             for y_entry in list(&x_entry.path())? {
                 let name = y_entry.file_name();
-                let Some(y) = name.to_str().and_then(|n| n.strip_suffix(&suffix)).and_then(|n| n.parse().ok())
+                let Some(y) = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(&suffix))
+                    .and_then(|n| n.parse().ok())
                 else {
                     continue;
                 };
-                let Ok(tile) = TileCoord::new(z, x, y) else { continue };
+                let Ok(tile) = TileCoord::new(z, x, y) else {
+                    continue;
+                };
                 let bytes = y_entry.metadata().map(|m| m.len()).unwrap_or(0);
                 counter.add(tile, bytes);
             }
@@ -169,7 +211,13 @@ fn inspect_directory(output: &str, root: &Path, extension: &str) -> Result<Inven
     Ok(counter.into_inventory(output, metadata))
 }
 
-async fn inspect_s3(output: &str, bucket: &str, prefix: &str, config: &S3Config, extension: &str) -> Result<Inventory> {
+async fn inspect_s3(
+    output: &str,
+    bucket: &str,
+    prefix: &str,
+    config: &S3Config,
+    extension: &str,
+) -> Result<Inventory> {
     let client = s3::client(config).await;
     let tiles = s3::list_tiles(&client, bucket, prefix, extension, config.max_attempts)
         .await
@@ -178,7 +226,11 @@ async fn inspect_s3(output: &str, bucket: &str, prefix: &str, config: &S3Config,
     for (tile, _, size) in tiles {
         counter.add(tile, size.max(0) as u64);
     }
-    let key = if prefix.is_empty() { TILEJSON_NAME.to_string() } else { format!("{prefix}/{TILEJSON_NAME}") };
+    let key = if prefix.is_empty() {
+        TILEJSON_NAME.to_string()
+    } else {
+        format!("{prefix}/{TILEJSON_NAME}")
+    };
     let metadata = match client.get_object().bucket(bucket).key(&key).send().await {
         Ok(object) => {
             let bytes = object
@@ -187,7 +239,8 @@ async fn inspect_s3(output: &str, bucket: &str, prefix: &str, config: &S3Config,
                 .await
                 .map_err(|e| Error::output(output, format!("reading {key}: {e}")))?
                 .into_bytes();
-            serde_json::from_slice(&bytes).map_err(|e| Error::output(output, format!("{key} is not valid JSON: {e}")))?
+            serde_json::from_slice(&bytes)
+                .map_err(|e| Error::output(output, format!("{key} is not valid JSON: {e}")))?
         }
         Err(_) => Value::Null,
     };
@@ -217,7 +270,11 @@ impl Inventory {
                     for layer in layers {
                         let fields: Vec<String> = layer["fields"]
                             .as_object()
-                            .map(|f| f.iter().map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("?"))).collect())
+                            .map(|f| {
+                                f.iter()
+                                    .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("?")))
+                                    .collect()
+                            })
                             .unwrap_or_default();
                         out.push_str(&format!(
                             "  layer {} (zoom {}-{}): {}\n",
@@ -231,7 +288,10 @@ impl Inventory {
             }
             _ => out.push_str("  (no metadata)\n"),
         }
-        out.push_str(&format!("{:>5} {:>10} {:>12} {:>24}\n", "zoom", "tiles", "bytes", "largest tile"));
+        out.push_str(&format!(
+            "{:>5} {:>10} {:>12} {:>24}\n",
+            "zoom", "tiles", "bytes", "largest tile"
+        ));
         for zoom in &self.zooms {
             out.push_str(&format!(
                 "{:>5} {:>10} {:>12} {:>24}\n",
@@ -241,7 +301,12 @@ impl Inventory {
                 format!("{} {}", zoom.largest_tile, human_bytes(zoom.largest_bytes))
             ));
         }
-        out.push_str(&format!("{:>5} {:>10} {:>12}\n", "total", self.tiles, human_bytes(self.bytes)));
+        out.push_str(&format!(
+            "{:>5} {:>10} {:>12}\n",
+            "total",
+            self.tiles,
+            human_bytes(self.bytes)
+        ));
         out
     }
 }

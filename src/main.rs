@@ -6,9 +6,9 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::{Args, Parser, Subcommand};
 use oar_tiles::config::{Config, S3Config};
-use oar_tiles::sink::OutputTarget;
 use oar_tiles::job::{SeedJob, SeedOptions};
 use oar_tiles::report::ProgressKind;
+use oar_tiles::sink::OutputTarget;
 use oar_tiles::tile::{BBox, ZoomRange};
 use oar_tiles::{inspect, seed, Error, ExitCode};
 
@@ -154,9 +154,17 @@ fn run_inspect(args: InspectArgs) -> Result<(), Error> {
         None => S3Config::default(),
     };
     let target = OutputTarget::parse(&args.output)?;
-    let inventory = runtime()?.block_on(inspect::inspect(&args.output, &target, &s3, &args.extension))?;
+    let inventory = runtime()?.block_on(inspect::inspect(
+        &args.output,
+        &target,
+        &s3,
+        &args.extension,
+    ))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&inventory).expect("inventories serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&inventory).expect("inventories serialize")
+        );
     } else {
         print!("{}", inventory.to_text());
     }

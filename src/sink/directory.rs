@@ -13,6 +13,9 @@ use super::{in_scope, tile_key, ChangeLog, OutputSettings, Sink, SinkReport, Til
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
 
+/// Name of tippecanoe's metadata document, which GDAL's MVT driver reads.
+pub const TIPPECANOE_METADATA_NAME: &str = "metadata.json";
+
 /// A sink writing a directory tree.
 pub struct DirectorySink {
     root: PathBuf,
@@ -157,11 +160,23 @@ impl Sink for DirectorySink {
         if sweep {
             self.sweep(metadata)?;
         }
-        let document = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings))
+        let tilejson = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings))
             .expect("JSON serializes");
-        let path = self.root.join(TILEJSON_NAME);
-        write_atomically(&path, &document)
-            .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;
+        // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.
+        let rows: serde_json::Map<String, serde_json::Value> = metadata
+            .mbtiles_rows()
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), value.into()))
+            .collect();
+        let legacy = serde_json::to_vec_pretty(&rows).expect("JSON serializes");
+        for (name, document) in [
+            (TILEJSON_NAME, tilejson),
+            (TIPPECANOE_METADATA_NAME, legacy),
+        ] {
+            let path = self.root.join(name);
+            write_atomically(&path, &document)
+                .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;
+        }
         Ok(self.report)
     }
 

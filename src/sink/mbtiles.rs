@@ -237,36 +237,7 @@ impl MbtilesSink {
 
     fn write_metadata(&self, metadata: &TilesetMetadata) -> Result<()> {
         let metadata = &self.widen(metadata);
-        let bounds = metadata.bounds;
-        let (lon, lat, zoom) = metadata.center();
-        let json = serde_json::json!({ "vector_layers": metadata.vector_layers });
-        let mut rows: Vec<(&str, String)> = vec![
-            ("name", metadata.name.clone()),
-            ("format", "pbf".into()),
-            ("type", "overlay".into()),
-            ("version", "1".into()),
-            (
-                "bounds",
-                format!(
-                    "{},{},{},{}",
-                    bounds.west, bounds.south, bounds.east, bounds.north
-                ),
-            ),
-            ("center", format!("{lon},{lat},{zoom}")),
-            ("minzoom", metadata.zooms.min.to_string()),
-            ("maxzoom", metadata.zooms.max.to_string()),
-            ("json", json.to_string()),
-            (
-                "generator",
-                format!("oar-tiles {}", env!("CARGO_PKG_VERSION")),
-            ),
-        ];
-        if let Some(description) = &metadata.description {
-            rows.push(("description", description.clone()));
-        }
-        if let Some(attribution) = &metadata.attribution {
-            rows.push(("attribution", attribution.clone()));
-        }
+        let rows = metadata.mbtiles_rows();
         let connection = self.connection();
         let mut insert = connection
             .prepare("INSERT OR REPLACE INTO metadata (name, value) VALUES (?1, ?2)")

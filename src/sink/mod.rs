@@ -132,6 +132,41 @@ pub struct TilesetMetadata {
 }
 
 impl TilesetMetadata {
+    /// The name/value pairs of an MBTiles `metadata` table (also tippecanoe's `metadata.json`).
+    pub fn mbtiles_rows(&self) -> Vec<(&'static str, String)> {
+        let bounds = self.bounds;
+        let (lon, lat, zoom) = self.center();
+        let json = serde_json::json!({ "vector_layers": self.vector_layers });
+        let mut rows = vec![
+            ("name", self.name.clone()),
+            ("format", "pbf".into()),
+            ("type", "overlay".into()),
+            ("version", "1".into()),
+            (
+                "bounds",
+                format!(
+                    "{},{},{},{}",
+                    bounds.west, bounds.south, bounds.east, bounds.north
+                ),
+            ),
+            ("center", format!("{lon},{lat},{zoom}")),
+            ("minzoom", self.zooms.min.to_string()),
+            ("maxzoom", self.zooms.max.to_string()),
+            ("json", json.to_string()),
+            (
+                "generator",
+                format!("oar-tiles {}", env!("CARGO_PKG_VERSION")),
+            ),
+        ];
+        if let Some(description) = &self.description {
+            rows.push(("description", description.clone()));
+        }
+        if let Some(attribution) = &self.attribution {
+            rows.push(("attribution", attribution.clone()));
+        }
+        rows
+    }
+
     /// A default view: the bbox centre at a zoom between min and max.
     pub fn center(&self) -> (f64, f64, u8) {
         let (lon, lat) = self.bounds.center();

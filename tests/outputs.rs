@@ -1,0 +1,349 @@
+//! Directory and MBTiles outputs: the same tiles either way, TileJSON beside the tree, tiles that
+//! became empty deleted, the changed-tile list exact, `inspect` truthful, and GDAL able to read both.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use common::mvt::decode_tile;
+use common::pg::{Point, Rng, TestSchema};
+use common::run::{oar_tiles, read_mbtiles_raw, single_layer_config};
+
+type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
+
+fn points(count: i64, seed: u64) -> Vec<Point> {
+    let mut rng = Rng::new(seed);
+    (1..=count)
+        .map(|id| {
+            if id % 4 == 0 {
+                Point::new(id, rng.range(-170.0, 170.0), rng.range(-60.0, 70.0))
+            } else {
+                Point::new(id, rng.range(106.5, 106.9), rng.range(10.6, 11.0))
+            }
+        })
+        .collect()
+}
+
+struct Setup {
+    schema: TestSchema,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    fn new(label: &str, extra_tileset: &str) -> Option<Setup> {
+        let mut schema = TestSchema::create(label)?;
+        schema.point_table("sites", &points(400, 11));
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("oar.toml");
+        std::fs::write(
+            &config,
+            single_layer_config(&schema.name, "sites", extra_tileset, ""),
+        )
+        .unwrap();
+        Some(Setup {
+            schema,
+            dir,
+            config,
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn seed(&self, output: &str, extra: &[&str]) -> common::run::Run {
+        let mut args = vec![
+            "seed",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--zoom",
+            "0-9",
+            "--output",
+            output,
+        ];
+        args.extend_from_slice(extra);
+        let run = oar_tiles(Some(&self.schema.url), &args);
+        run.assert_success();
+        run
+    }
+}
+
+/// Tiles of a `{z}/{x}/{y}.ext` tree.
+fn read_tree(root: &Path, extension: &str) -> Tiles {
+    let mut tiles = Tiles::new();
+    for z in std::fs::read_dir(root).unwrap().map(|e| e.unwrap()) {
+        let Ok(zoom) = z.file_name().to_string_lossy().parse::<u8>() else {
+            continue;
+        };
+        for x in std::fs::read_dir(z.path()).unwrap().map(|e| e.unwrap()) {
+            let column: u32 = x.file_name().to_string_lossy().parse().unwrap();
+            for y in std::fs::read_dir(x.path()).unwrap().map(|e| e.unwrap()) {
+                let name = y.file_name().to_string_lossy().into_owned();
+                assert!(!name.starts_with('.'), "temporary file {name} left behind");
+                let row: u32 = name
+                    .strip_suffix(&format!(".{extension}"))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                tiles.insert((zoom, column, row), std::fs::read(y.path()).unwrap());
+            }
+        }
+    }
+    tiles
+}
+
+fn changed_list(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn differences(before: &Tiles, after: &Tiles) -> BTreeSet<String> {
+    let keys: BTreeSet<_> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|key| before.get(key) != after.get(key))
+        .map(|(z, x, y)| format!("{z}/{x}/{y}"))
+        .collect()
+}
+
+#[test]
+fn directory_and_mbtiles_outputs_hold_the_same_tiles() {
+    let Some(setup) = Setup::new("sameoutputs", "") else {
+        return;
+    };
+    let mbtiles = setup.path("out.mbtiles");
+    let tree = setup.path("tree");
+    setup.seed(mbtiles.to_str().unwrap(), &[]);
+    setup.seed(&format!("dir:{}", tree.display()), &[]);
+    let from_mbtiles = read_mbtiles_raw(&mbtiles);
+    let from_tree = read_tree(&tree, "pbf");
+    assert!(from_mbtiles.len() > 20);
+    assert!(from_mbtiles == from_tree, "the two outputs differ");
+
+    let tilejson: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tree.join("tiles.json")).unwrap()).unwrap();
+    assert_eq!(tilejson["tilejson"], "3.0.0");
+    assert_eq!(tilejson["tiles"][0], "{z}/{x}/{y}.pbf");
+    assert_eq!(
+        (tilejson["minzoom"].as_u64(), tilejson["maxzoom"].as_u64()),
+        (Some(0), Some(9))
+    );
+    assert_eq!(tilejson["vector_layers"][0]["id"], "sites");
+    assert_eq!(tilejson["vector_layers"][0]["fields"]["score"], "Number");
+    assert_eq!(tilejson["bounds"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn uncompressed_tiles_with_another_extension_for_plain_web_servers() {
+    let Some(setup) = Setup::new("plain", "compress = false\ntile_extension = \"mvt\"\ntiles_url = \"https://cdn.example/t/{z}/{x}/{y}.mvt\"") else {
+        return;
+    };
+    let tree = setup.path("plain");
+    setup.seed(&format!("{}/", tree.display()), &[]);
+    let tiles = read_tree(&tree, "mvt");
+    assert!(!tiles.is_empty());
+    for (key, data) in &tiles {
+        assert_ne!(&data[..2], &[0x1f, 0x8b], "{key:?} is gzip-compressed");
+        assert!(!decode_tile(data).unwrap()[0].features.is_empty());
+    }
+    let tilejson: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tree.join("tiles.json")).unwrap()).unwrap();
+    assert_eq!(
+        tilejson["tiles"][0],
+        "https://cdn.example/t/{z}/{x}/{y}.mvt"
+    );
+}
+
+#[test]
+fn a_second_seed_deletes_emptied_tiles_and_lists_exactly_what_changed() {
+    let Some(mut setup) = Setup::new("changes", "") else {
+        return;
+    };
+    let tree = setup.path("tree");
+    let mbtiles = setup.path("out.mbtiles");
+    let tree_arg = format!("dir:{}", tree.display());
+    setup.seed(&tree_arg, &[]);
+    setup.seed(mbtiles.to_str().unwrap(), &[]);
+    let tree_before = read_tree(&tree, "pbf");
+    let mbtiles_before = read_mbtiles_raw(&mbtiles);
+
+    // Remove every scattered facility, move one clustered facility, rename another.
+    setup.schema.execute(
+        "DELETE FROM {schema}.sites WHERE site_id % 4 = 0;
+         UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(2.35, 48.85), 4326) WHERE site_id = 1;
+         UPDATE {schema}.sites SET label = 'Renamed' WHERE site_id = 2;",
+    );
+    let tree_list = setup.path("tree-changes.txt");
+    let mbtiles_list = setup.path("mbtiles-changes.txt");
+    let unchanged_run = setup.seed(&tree_arg, &["--changed-list", tree_list.to_str().unwrap()]);
+    setup.seed(
+        mbtiles.to_str().unwrap(),
+        &["--changed-list", mbtiles_list.to_str().unwrap()],
+    );
+    let tree_after = read_tree(&tree, "pbf");
+    let mbtiles_after = read_mbtiles_raw(&mbtiles);
+
+    assert!(
+        tree_after == mbtiles_after,
+        "the outputs agree after the second seed"
+    );
+    let expected = differences(&tree_before, &tree_after);
+    assert!(
+        tree_before.len() > tree_after.len(),
+        "emptied tiles are gone"
+    );
+    assert!(!expected.is_empty());
+    assert_eq!(changed_list(&tree_list), expected);
+    assert_eq!(
+        changed_list(&mbtiles_list),
+        differences(&mbtiles_before, &mbtiles_after)
+    );
+    assert!(
+        unchanged_run.stdout.contains("unchanged"),
+        "{}",
+        unchanged_run.stdout
+    );
+
+    // A third seed over unchanged data changes nothing.
+    let third = setup.path("third.txt");
+    setup.seed(&tree_arg, &["--changed-list", third.to_str().unwrap()]);
+    assert!(changed_list(&third).is_empty());
+    assert!(read_tree(&tree, "pbf") == tree_after);
+}
+
+#[test]
+fn inspect_reports_what_each_output_holds() {
+    let Some(setup) = Setup::new("inspect", "") else {
+        return;
+    };
+    let mbtiles = setup.path("out.mbtiles");
+    let tree = setup.path("tree");
+    setup.seed(mbtiles.to_str().unwrap(), &[]);
+    setup.seed(&format!("dir:{}", tree.display()), &[]);
+    let tiles = read_mbtiles_raw(&mbtiles);
+    for output in [
+        mbtiles.to_str().unwrap().to_string(),
+        format!("dir:{}", tree.display()),
+    ] {
+        let run = oar_tiles(None, &["inspect", &output, "--json"]);
+        run.assert_success();
+        let inventory: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        assert_eq!(
+            inventory["tiles"].as_u64().unwrap(),
+            tiles.len() as u64,
+            "{output}"
+        );
+        let bytes: usize = tiles.values().map(Vec::len).sum();
+        assert_eq!(
+            inventory["bytes"].as_u64().unwrap(),
+            bytes as u64,
+            "{output}"
+        );
+        for zoom in inventory["zooms"].as_array().unwrap() {
+            let z = zoom["zoom"].as_u64().unwrap() as u8;
+            let at_zoom: Vec<_> = tiles.iter().filter(|((tz, _, _), _)| *tz == z).collect();
+            assert_eq!(zoom["tiles"].as_u64().unwrap(), at_zoom.len() as u64);
+            let largest = at_zoom.iter().map(|(_, d)| d.len()).max().unwrap();
+            assert_eq!(zoom["largest_bytes"].as_u64().unwrap(), largest as u64);
+        }
+        assert_eq!(inventory["bounds"].as_array().unwrap().len(), 4, "{output}");
+        let text = oar_tiles(None, &["inspect", &output]);
+        text.assert_success();
+        assert!(
+            text.stdout.contains("layer sites (zoom 0-9)"),
+            "{}",
+            text.stdout
+        );
+    }
+    let before = std::fs::read(&mbtiles).unwrap();
+    oar_tiles(None, &["inspect", mbtiles.to_str().unwrap()]).assert_success();
+    assert_eq!(
+        std::fs::read(&mbtiles).unwrap(),
+        before,
+        "inspect changes nothing"
+    );
+    let missing = oar_tiles(
+        None,
+        &["inspect", setup.path("nope.mbtiles").to_str().unwrap()],
+    );
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("no such MBTiles file"),
+        "{}",
+        missing.stderr
+    );
+}
+
+/// `ogrinfo`, a reader nobody here wrote, or `None` (outside CI) when GDAL is not installed.
+fn ogrinfo(args: &[&str]) -> Option<String> {
+    match std::process::Command::new("ogrinfo").args(args).output() {
+        Ok(output) => {
+            assert!(
+                output.status.success(),
+                "ogrinfo {args:?} failed ({}): {}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr),
+                String::from_utf8_lossy(&output.stdout)
+            );
+            Some(String::from_utf8_lossy(&output.stdout).into_owned())
+        }
+        Err(_) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("ogrinfo is missing under CI=true")
+        }
+        Err(_) => {
+            eprintln!("skipping: ogrinfo (gdal-bin) is not installed");
+            None
+        }
+    }
+}
+
+fn feature_count(report: &str) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("Feature Count: "))
+        .expect("ogrinfo reports a feature count")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn gdal_reads_the_mbtiles_file_and_the_directory_tree() {
+    let Some(setup) = Setup::new("gdal", "") else {
+        return;
+    };
+    let mbtiles = setup.path("out.mbtiles");
+    let tree = setup.path("tree");
+    setup.seed(mbtiles.to_str().unwrap(), &[]);
+    setup.seed(&format!("dir:{}", tree.display()), &[]);
+    // GDAL reads the deepest zoom by default and counts each tile's features, buffers included.
+    let expected: usize = read_mbtiles_raw(&mbtiles)
+        .iter()
+        .filter(|((z, _, _), _)| *z == 9)
+        .map(|(_, data)| decode_tile(data).unwrap()[0].features.len())
+        .sum();
+    let Some(report) = ogrinfo(&["-ro", "-so", "-al", mbtiles.to_str().unwrap()]) else {
+        return;
+    };
+    assert!(report.contains("Layer name: sites"), "{report}");
+    assert_eq!(feature_count(&report), expected as u64, "{report}");
+    assert!(report.contains("label: String"), "{report}");
+    // GDAL opens one zoom level of a tree and reads its fields from ../metadata.json.
+    let report = ogrinfo(&[
+        "-ro",
+        "-so",
+        "-al",
+        &format!("MVT:{}", tree.join("9").display()),
+    ])
+    .unwrap();
+    assert!(report.contains("Layer name: sites"), "{report}");
+    assert_eq!(feature_count(&report), expected as u64, "{report}");
+    assert!(
+        report.contains("score: Real"),
+        "field types come from metadata.json: {report}"
+    );
+}
