@@ -15,7 +15,8 @@
 #   OAR_PG_PORT             TCP port of the cluster (default 5432)
 #   OAR_PG_DB               database name (default oar_tiles)
 #   OAR_PG_FAST=1           trade durability for speed (fsync etc. off);
-#                           without it those settings revert to the defaults
+#   OAR_PG_FAST=0           back to the durable defaults; when unset, keep
+#                           what the last run chose (durable on a new cluster)
 #   OAR_PG_MAX_CONNECTIONS  default 300 (tests open many pools in parallel)
 #   OAR_PG_WAIT_SECS        how long to wait for the server (default 60)
 #
@@ -31,13 +32,14 @@ readonly PASSWORD=oar_tiles
 readonly CLUSTER=main
 PORT=${OAR_PG_PORT:-5432}
 DB=${OAR_PG_DB:-oar_tiles}
-FAST=${OAR_PG_FAST:-0}
+FAST=${OAR_PG_FAST:-}
 MAX_CONNECTIONS=${OAR_PG_MAX_CONNECTIONS:-300}
 WAIT_SECS=${OAR_PG_WAIT_SECS:-60}
 
 log() { printf 'setup-postgis: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+[[ -z $FAST || $FAST == [01] ]] || die "OAR_PG_FAST must be 0 or 1, got '$FAST'"
 [[ $PORT =~ ^[0-9]+$ ]] || die "OAR_PG_PORT must be a number, got '$PORT'"
 if ! [[ $MAX_CONNECTIONS =~ ^[0-9]+$ ]] || ((MAX_CONNECTIONS < 200)); then
     die "OAR_PG_MAX_CONNECTIONS must be a number >= 200, got '$MAX_CONNECTIONS'"
@@ -149,6 +151,11 @@ fi
 # wins over postgresql.conf) that is rewritten on every run; removing a line
 # from here therefore reverts the setting.
 DROPIN=$CONF_DIR/conf.d/90-oar-tiles.conf
+# Unset OAR_PG_FAST keeps the current mode, so that a plain run (e.g. from
+# load-sample.sh) does not undo what the test harness asked for.
+if [[ -z $FAST ]]; then
+    if grep -qs '^fsync = off' "$DROPIN"; then FAST=1; else FAST=0; fi
+fi
 desired_conf() {
     printf '# Managed by oar-tiles scripts/setup-postgis.sh; rewritten on every run.\n'
     printf 'port = %s\n' "$PORT"
@@ -169,30 +176,71 @@ if [[ "$(cat "$DROPIN" 2>/dev/null || true)" != "$(desired_conf)" ]]; then
 fi
 
 PIDFILE=$DATA_DIR/postmaster.pid
-# A postmaster.pid left by a killed server can name a PID that some unrelated
-# process has since been given (common in containers, where PIDs restart low);
-# postgres would then refuse to start. Treat it as alive only if that PID is
-# really a postgres process.
-postmaster_running() {
-    local pid
-    [[ -f $PIDFILE ]] || return 1
-    pid=$(head -n1 "$PIDFILE" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == postgres ]]
+LOG_FILE=/var/log/postgresql/postgresql-$VER-$CLUSTER.log
+
+# Is $1 the PID of a live (not zombie) postgres process? Lock files left by a
+# killed server may name a PID that an unrelated process has since been given
+# (common in containers, where PIDs restart low); postgres then refuses to
+# start, so such files have to be recognised as stale.
+live_postgres() {
+    local state
+    [[ $1 =~ ^[0-9]+$ ]] || return 1
+    [[ $(cat "/proc/$1/comm" 2>/dev/null) == postgres ]] || return 1
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
 }
+lock_pid() { head -n1 "$1" 2>/dev/null || true; }
+postmaster_running() { [[ -f $PIDFILE ]] && live_postgres "$(lock_pid "$PIDFILE")"; }
 # Port and socket directory of the running server, from its pid file (the
 # config may already say something else if we just changed it).
 running_port() { sed -n 4p "$PIDFILE"; }
 running_socket_dir() { sed -n 5p "$PIDFILE"; }
 
-start_cluster() {
-    if [[ -f $PIDFILE ]] && ! postmaster_running; then
-        log "removing stale $PIDFILE"
-        as_root rm -f "$PIDFILE"
-    fi
-    log "starting cluster $VER/$CLUSTER"
-    as_root pg_ctlcluster "$VER" "$CLUSTER" start >&2 \
-        || { tail -n 20 "/var/log/postgresql/postgresql-$VER-$CLUSTER.log" >&2 || true
-             die "could not start cluster $VER/$CLUSTER (log above)"; }
+# The postmaster inherits every descriptor we have open. It must not keep the
+# URL pipe (fd 3: "$(setup-postgis.sh)" would wait for EOF forever), the lock
+# (fd 9) or whatever pipes our caller leaked to us.
+without_extra_fds() {
+    (
+        for fd in /proc/self/fd/*; do
+            fd=${fd##*/}
+            if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        "$@"
+    )
+}
+
+fail_with_log() {
+    tail -n 20 "$LOG_FILE" >&2 || true
+    die "$* (server log above: $LOG_FILE)"
+}
+
+# Remove lock files of a dead server: the data directory's postmaster.pid and
+# the Unix socket lock (which survives in /var/run/postgresql unless the
+# machine rebooted).
+clear_stale_locks() {
+    local dirs lock pid i
+    dirs=$(as_root pg_conftool -s "$VER" "$CLUSTER" show unix_socket_directories 2>/dev/null \
+        || echo /var/run/postgresql)
+    for lock in "$PIDFILE" ${dirs//,/ }; do
+        [[ $lock == "$PIDFILE" ]] || lock=$lock/.s.PGSQL.$PORT.lock
+        [[ -f $lock ]] || continue
+        pid=$(lock_pid "$lock")
+        # A just-killed postmaster may linger as a zombie until reaped; postgres
+        # counts that as alive, so give the reaper a moment.
+        for ((i = 0; i < 50; i++)); do
+            [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) == Z ]] || break
+            sleep 0.2
+        done
+        if ! live_postgres "$pid"; then
+            log "removing stale lock file $lock (PID $pid is not a running postgres)"
+            as_root rm -f "$lock"
+        fi
+    done
+}
+
+pg_ctl_cluster() {
+    without_extra_fds as_root pg_ctlcluster "$VER" "$CLUSTER" "$1" >&2 \
+        || fail_with_log "pg_ctlcluster $VER $CLUSTER $1 failed"
 }
 
 admin_psql() {
@@ -200,36 +248,40 @@ admin_psql() {
         -h "$(running_socket_dir)" -p "$(running_port)" "$@"
 }
 
+# Wait until the server accepts connections on host $1 port $2 (it may still be
+# in crash recovery after having been killed).
+wait_ready() {
+    local deadline=$((SECONDS + WAIT_SECS))
+    until "$BIN/pg_isready" -q -h "$1" -p "$2" -t 2; do
+        ((SECONDS < deadline)) \
+            || fail_with_log "server at $1:$2 not accepting connections after ${WAIT_SECS}s"
+        sleep 0.3
+    done
+}
+
 if ! postmaster_running; then
-    start_cluster
+    clear_stale_locks
+    log "starting cluster $VER/$CLUSTER"
+    pg_ctl_cluster start
 elif ((conf_changed)); then
-    # port and max_connections only take effect on restart; the rest on reload.
+    wait_ready "$(running_socket_dir)" "$(running_port)"
+    # port and max_connections only take effect on restart, the rest on reload.
     # Compare with the live values rather than trusting pending_restart, which
     # is only updated asynchronously after a reload.
     if [[ $(running_port) != "$PORT" ||
           $(admin_psql -d postgres -Atc 'show max_connections') != "$MAX_CONNECTIONS" ]]; then
         log "restarting cluster $VER/$CLUSTER to apply port/max_connections"
-        as_root pg_ctlcluster "$VER" "$CLUSTER" restart >&2
+        pg_ctl_cluster restart
     else
         log "reloading configuration"
         admin_psql -d postgres -Atc 'select pg_reload_conf()' >/dev/null
     fi
 fi
 
-wait_ready() {
-    local deadline=$((SECONDS + WAIT_SECS))
-    until "$BIN/pg_isready" -q -h 127.0.0.1 -p "$PORT" -t 2; do
-        if ((SECONDS >= deadline)); then
-            tail -n 20 "/var/log/postgresql/postgresql-$VER-$CLUSTER.log" >&2 || true
-            die "server on 127.0.0.1:$PORT not accepting connections after ${WAIT_SECS}s (log above)"
-        fi
-        sleep 0.5
-    done
-}
-wait_ready
-postmaster_running || die "a server answers on port $PORT but it is not cluster $VER/$CLUSTER"
+wait_ready 127.0.0.1 "$PORT"
+postmaster_running || die "something answers on port $PORT but cluster $VER/$CLUSTER is not running"
 [[ $(running_port) == "$PORT" ]] \
-    || die "cluster $VER/$CLUSTER runs on port $(running_port), expected $PORT"
+    || die "cluster $VER/$CLUSTER runs on port $(running_port), but another server holds port $PORT"
 
 # --- role, database, extension ----------------------------------------------
 

@@ -40,11 +40,20 @@ impl PyramidWalk {
         }
     }
 
-    /// The children of a tile that has content, limited to the bbox; none below the deepest zoom.
-    pub fn children(&self, tile: TileCoord) -> impl Iterator<Item = TileCoord> + '_ {
+    /// The children of a tile that have content (`has_content` in [`TileCoord::children`] order),
+    /// limited to the bbox; none below the deepest zoom.
+    pub fn children(
+        &self,
+        tile: TileCoord,
+        has_content: [bool; 4],
+    ) -> impl Iterator<Item = TileCoord> + '_ {
         let deeper = tile.z() < self.zooms.max;
         tile.children()
-            .filter(move |child| deeper && self.ranges[usize::from(child.z())].contains(*child))
+            .zip(has_content)
+            .filter(move |(child, content)| {
+                deeper && *content && self.ranges[usize::from(child.z())].contains(*child)
+            })
+            .map(|(child, _)| child)
     }
 
     /// The deepest zoom of the walk.
@@ -86,10 +95,16 @@ mod tests {
     fn children_stay_inside_the_bbox_and_the_zoom_range() {
         let bbox: BBox = "0.5,0.5,1,1".parse().unwrap();
         let walk = PyramidWalk::new(bbox, ZoomRange::new(0, 3).unwrap());
-        let z1: Vec<_> = walk.children(walk.roots()[0]).collect();
+        let z1: Vec<_> = walk.children(walk.roots()[0], [true; 4]).collect();
         assert_eq!(z1, [TileCoord::new(1, 1, 0).unwrap()]);
         let z3 = TileCoord::new(3, 4, 3).unwrap();
-        assert_eq!(walk.children(z3).count(), 0);
+        assert_eq!(walk.children(z3, [true; 4]).count(), 0);
+        let root = walk.roots()[0];
+        assert_eq!(
+            walk.children(root, [true, false, true, true]).count(),
+            0,
+            "1/1/0 has nothing"
+        );
     }
 
     #[test]

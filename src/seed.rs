@@ -181,9 +181,7 @@ async fn walk(
             }
             tally.record(rendered.tile, mode, rendered.elapsed, stored);
             progress.tile_done(tally);
-            if rendered.descend {
-                next.extend(walk.children(rendered.tile));
-            }
+            next.extend(walk.children(rendered.tile, rendered.children));
         }
         sort_for_locality(&mut next);
         level = next;

@@ -1,8 +1,9 @@
 //! Rendering: one prepared statement per zoom, executed per tile on a bounded pool of connections.
 //!
-//! A tile's statement returns its MVT bytes and whether any source row lies inside its buffered
-//! envelope for the layers of deeper zooms. That second answer, not the emptiness of the bytes, steers
-//! the pyramid walk: a geometry too small to survive `ST_AsMVTGeom` at one zoom may appear at the next.
+//! A tile's statement returns its MVT bytes and, per child, whether any source row lies inside the
+//! child's buffered envelope for the layers of deeper zooms. That answer, not the emptiness of the
+//! bytes, steers the pyramid walk: a geometry too small to survive `ST_AsMVTGeom` at one zoom may
+//! appear at the next.
 
 pub mod pool;
 pub mod source;
@@ -34,8 +35,8 @@ pub struct Rendered {
     pub tile: TileCoord,
     /// Uncompressed MVT bytes; empty when the tile holds nothing (or was only probed).
     pub mvt: Vec<u8>,
-    /// Whether the tile's children may hold features.
-    pub descend: bool,
+    /// Whether each child (in [`TileCoord::children`] order) may hold features.
+    pub children: [bool; 4],
     /// Time from asking for a connection to having the bytes.
     pub elapsed: Duration,
 }
@@ -104,22 +105,10 @@ impl TilesetRenderer {
             tile,
             message,
         };
-        // A hair of slack so float rounding never drops a row that ST_AsMVTGeom would keep.
-        let mercator = tile.mercator_envelope(self.margin).grown(1e-9);
-        let degrees = mercator.mercator_to_lonlat();
         let (z, x, y) = (i32::from(tile.z()), tile.x() as i32, tile.y() as i32);
-        let envelope = [
-            degrees.west,
-            degrees.south,
-            degrees.east,
-            degrees.north,
-            mercator.west,
-            mercator.south,
-            mercator.east,
-            mercator.north,
-        ];
+        let envelopes = self.envelopes(tile);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&z, &x, &y];
-        params.extend(envelope.iter().map(|v| v as &(dyn ToSql + Sync)));
+        params.extend(envelopes.iter().map(|v| v as &(dyn ToSql + Sync)));
         params.extend(query.layer_names.iter().map(|n| n as &(dyn ToSql + Sync)));
 
         let client = self
@@ -135,11 +124,37 @@ impl TilesetRenderer {
             .query_one(&statement, &params)
             .await
             .map_err(|e| fail(pg_message(&e)))?;
+        let flags: Vec<bool> = row.get(1);
+        let mut children = [false; 4];
+        for (slot, flag) in children.iter_mut().zip(flags) {
+            *slot = flag;
+        }
         Ok(Rendered {
             tile,
             mvt: row.get(0),
-            descend: row.get(1),
+            children,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// The buffered envelopes of a tile and its children, each in degrees then metres, as the
+    /// statement's `$4..$43` expect.
+    fn envelopes(&self, tile: TileCoord) -> Vec<f64> {
+        let children: Vec<TileCoord> = tile.children().collect();
+        let mut values = Vec::with_capacity(sql::ENVELOPES * 8);
+        for index in 0..sql::ENVELOPES {
+            // At the deepest zoom children are never asked about; any envelope fills their slots.
+            let which = if index == 0 {
+                tile
+            } else {
+                children.get(index - 1).copied().unwrap_or(tile)
+            };
+            // A hair of slack so float rounding never drops a row that ST_AsMVTGeom would keep.
+            let mercator = which.mercator_envelope(self.margin).grown(1e-9);
+            let degrees = mercator.mercator_to_lonlat();
+            values.extend([degrees.west, degrees.south, degrees.east, degrees.north]);
+            values.extend([mercator.west, mercator.south, mercator.east, mercator.north]);
+        }
+        values
     }
 }

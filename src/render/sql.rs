@@ -2,26 +2,35 @@
 //! `filter`, which is the operator's own SQL by design. Tile coordinates, envelopes and layer names are
 //! bound parameters, so one prepared statement per zoom serves every tile of it.
 //!
-//! Parameters: `$1..$3` z, x, y; `$4..$7` the buffered envelope in degrees (EPSG:4326); `$8..$11` the same
-//! in Web-Mercator metres; `$12..` the names of the layers rendered at that zoom.
+//! A statement returns the tile's MVT bytes and, for each of its four children, whether any source row
+//! lies in the child's buffered envelope. The rows already fetched for the tile answer that for the
+//! layers it renders, so the walk never queries an empty child at all.
+//!
+//! Parameters: `$1..$3` z, x, y; then five envelopes (the tile's, then its children's in
+//! [`crate::tile::TileCoord::children`] order), each as four degrees (EPSG:4326) followed by four
+//! Web-Mercator metres, from `$4` to `$43`; from `$44` the names of the layers rendered at that zoom.
 
 use tokio_postgres::types::Type;
 
 use crate::render::source::{quote_ident, quoted_table, LayerSource};
 use crate::tile::ZoomRange;
 
-const FIRST_LAYER_NAME_PARAM: usize = 12;
+/// Envelopes bound per statement: the tile's and its four children's.
+pub const ENVELOPES: usize = 5;
+const FIRST_ENVELOPE_PARAM: usize = 4;
+const FIRST_LAYER_NAME_PARAM: usize = FIRST_ENVELOPE_PARAM + ENVELOPES * 8;
 const GEOM: &str = "\"__oar_geom\"";
+const MERC: &str = "\"__oar_merc\"";
 const FEATURE_ID: &str = "\"__oar_fid\"";
 
 /// The SQL and parameter types of one zoom's statement.
 #[derive(Debug, Clone)]
 pub struct TileQuery {
-    /// Statement text; returns one row `(mvt bytea, descend bool)`.
+    /// Statement text; returns one row `(mvt bytea, children bool[4])`.
     pub sql: String,
     /// Types of its parameters, in order.
     pub types: Vec<Type>,
-    /// Names bound from `$12` on, one per rendered layer.
+    /// Names bound from `$44` on, one per rendered layer.
     pub layer_names: Vec<String>,
 }
 
@@ -39,24 +48,42 @@ fn active_below(layer: &LayerSource, z: u8, job: ZoomRange) -> bool {
     }
 }
 
-fn envelope(layer: &LayerSource) -> String {
+/// `$a, $b, $c, $d` of envelope `index` (0 the tile, 1-4 its children) in degrees or metres.
+fn envelope_params(index: usize, mercator: bool) -> String {
+    let first = FIRST_ENVELOPE_PARAM + index * 8 + if mercator { 4 } else { 0 };
+    (first..first + 4)
+        .map(|p| format!("${p}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Envelope `index` in the layer's own SRID, so the spatial index on the stored column is used.
+fn envelope(layer: &LayerSource, index: usize) -> String {
     match layer.srid {
-        4326 => "ST_MakeEnvelope($4, $5, $6, $7, 4326)".into(),
-        3857 => "ST_MakeEnvelope($8, $9, $10, $11, 3857)".into(),
-        // Segmentized so that a curved projection of the envelope still covers the tile.
-        srid => format!(
-            "ST_Transform(ST_Segmentize(ST_MakeEnvelope(greatest($4, -180), greatest($5, -89.999999), \
-             least($6, 180), least($7, 89.999999), 4326), 0.5), {srid})"
-        ),
+        4326 => format!("ST_MakeEnvelope({}, 4326)", envelope_params(index, false)),
+        3857 => format!("ST_MakeEnvelope({}, 3857)", envelope_params(index, true)),
+        // Clamped to where projections are defined, and segmentized so that a curved projection of
+        // the envelope still covers the tile.
+        srid => {
+            let first = FIRST_ENVELOPE_PARAM + index * 8;
+            format!(
+                "ST_Transform(ST_Segmentize(ST_MakeEnvelope(greatest(${}, -180), greatest(${}, -89.999999), \
+                 least(${}, 180), least(${}, 89.999999), 4326), 0.5), {srid})",
+                first,
+                first + 1,
+                first + 2,
+                first + 3
+            )
+        }
     }
 }
 
-fn source_predicate(layer: &LayerSource) -> String {
+fn source_predicate(layer: &LayerSource, index: usize) -> String {
     let mut sql = format!(
         "FROM {} t WHERE t.{} && {}",
         quoted_table(&layer.config),
         quote_ident(&layer.config.geometry_column),
-        envelope(layer)
+        envelope(layer, index)
     );
     if let Some(filter) = &layer.config.filter {
         sql.push_str(&format!(" AND ({filter})"));
@@ -64,21 +91,20 @@ fn source_predicate(layer: &LayerSource) -> String {
     sql
 }
 
-fn exists(layer: &LayerSource) -> String {
-    format!("EXISTS (SELECT 1 {})", source_predicate(layer))
+/// Whether the layer has rows in envelope `index`, straight from its table.
+fn exists(layer: &LayerSource, index: usize) -> String {
+    format!("EXISTS (SELECT 1 {})", source_predicate(layer, index))
 }
 
-/// The subquery rendering one layer: its MVT bytes and how many source rows touch the buffered tile.
-fn layer_subquery(layer: &LayerSource, name_param: usize, extent: u32, buffer: u32) -> String {
+/// The rows of one layer inside the tile's buffered envelope, projected once to Web Mercator.
+fn layer_rows(layer: &LayerSource, cte: &str) -> String {
     let geometry = quote_ident(&layer.config.geometry_column);
     let projected = if layer.srid == 3857 {
         format!("t.{geometry}")
     } else {
         format!("ST_Transform(t.{geometry}, 3857)")
     };
-    let mut columns = vec![format!(
-        "ST_AsMVTGeom({projected}, ST_TileEnvelope($1, $2, $3), {extent}, {buffer}, true) AS {GEOM}"
-    )];
+    let mut columns = vec![format!("{projected} AS {MERC}")];
     if layer.integer_id {
         columns.push(format!(
             "t.{} AS {FEATURE_ID}",
@@ -90,47 +116,96 @@ fn layer_subquery(layer: &LayerSource, name_param: usize, extent: u32, buffer: u
         let cast = if property.cast_to_text { "::text" } else { "" };
         columns.push(format!("t.{column}{cast} AS {column}"));
     }
+    format!(
+        "{cte} AS (SELECT {} {})",
+        columns.join(", "),
+        source_predicate(layer, 0)
+    )
+}
+
+/// The MVT bytes of one layer, features ordered by id so the same rows always give the same bytes.
+fn layer_mvt(
+    layer: &LayerSource,
+    cte: &str,
+    name_param: usize,
+    extent: u32,
+    buffer: u32,
+) -> String {
+    let mut columns = vec![format!(
+        "ST_AsMVTGeom({cte}.{MERC}, ST_TileEnvelope($1, $2, $3), {extent}, {buffer}, true) AS {GEOM}"
+    )];
+    if layer.integer_id {
+        columns.push(format!("{cte}.{FEATURE_ID}"));
+    }
+    for property in &layer.properties {
+        columns.push(format!("{cte}.{}", quote_ident(&property.column)));
+    }
     let (id_arg, order) = if layer.integer_id {
         (", '__oar_fid'", FEATURE_ID.to_string())
     } else {
         ("", quote_ident(&layer.config.id_column))
     };
     format!(
-        "(SELECT COALESCE(ST_AsMVT(q, ${name_param}, {extent}, '__oar_geom'{id_arg} ORDER BY q.{order}) \
-         FILTER (WHERE q.{GEOM} IS NOT NULL), ''::bytea) AS mvt, count(*) AS n \
-         FROM (SELECT {} {}) q)",
-        columns.join(", "),
-        source_predicate(layer)
+        "COALESCE((SELECT ST_AsMVT(q, ${name_param}, {extent}, '__oar_geom'{id_arg} ORDER BY q.{order}) \
+         FROM (SELECT {} FROM {cte}) q WHERE q.{GEOM} IS NOT NULL), ''::bytea)",
+        columns.join(", ")
     )
 }
 
 fn parameter_types(layer_names: usize) -> Vec<Type> {
     let mut types = vec![Type::INT4; 3];
-    types.extend(std::iter::repeat_n(Type::FLOAT8, 8));
+    types.extend(std::iter::repeat_n(Type::FLOAT8, ENVELOPES * 8));
     types.extend(std::iter::repeat_n(Type::TEXT, layer_names));
     types
 }
 
-/// The statement that only says whether the tile's children hold anything (no rendering).
-pub fn probe_query(layers: &[LayerSource], z: u8, job: ZoomRange) -> TileQuery {
-    let deeper: Vec<String> = layers
+/// `ARRAY[...]` saying, per child, whether any layer of deeper zooms has rows there. `rows_of` gives
+/// the CTE of a layer whose rows the statement already holds.
+fn children_array(
+    layers: &[LayerSource],
+    z: u8,
+    job: ZoomRange,
+    rows_of: impl Fn(usize) -> Option<String>,
+) -> String {
+    let deeper: Vec<(usize, &LayerSource)> = layers
         .iter()
-        .filter(|l| active_below(l, z, job))
-        .map(exists)
+        .enumerate()
+        .filter(|(_, l)| active_below(l, z, job))
         .collect();
-    let descend = if deeper.is_empty() {
-        "false".into()
-    } else {
-        deeper.join(" OR ")
-    };
+    let flags: Vec<String> = (1..ENVELOPES)
+        .map(|child| {
+            if deeper.is_empty() {
+                return "false".to_string();
+            }
+            let tests: Vec<String> = deeper
+                .iter()
+                .map(|(index, layer)| match rows_of(*index) {
+                    Some(cte) => format!(
+                        "EXISTS (SELECT 1 FROM {cte} WHERE {cte}.{MERC} && ST_MakeEnvelope({}, 3857))",
+                        envelope_params(child, true)
+                    ),
+                    None => exists(layer, child),
+                })
+                .collect();
+            tests.join(" OR ")
+        })
+        .collect();
+    format!("ARRAY[{}]", flags.join(", "))
+}
+
+/// The statement that only says which children hold anything (no rendering).
+pub fn probe_query(layers: &[LayerSource], z: u8, job: ZoomRange) -> TileQuery {
     TileQuery {
-        sql: format!("SELECT ''::bytea AS mvt, ({descend}) AS descend"),
+        sql: format!(
+            "SELECT ''::bytea AS mvt, {} AS children",
+            children_array(layers, z, job, |_| None)
+        ),
         types: parameter_types(0),
         layer_names: vec![],
     }
 }
 
-/// The statement that renders a tile at zoom `z` and says whether its children hold anything.
+/// The statement that renders a tile at zoom `z` and says which of its children hold anything.
 pub fn render_query(
     layers: &[LayerSource],
     z: u8,
@@ -138,49 +213,36 @@ pub fn render_query(
     extent: u32,
     buffer: u32,
 ) -> TileQuery {
-    let active: Vec<(usize, &LayerSource)> = layers
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| active_at(l, z))
+    let active: Vec<usize> = (0..layers.len())
+        .filter(|i| active_at(&layers[*i], z))
         .collect();
     if active.is_empty() {
         return probe_query(layers, z, job);
     }
-    let mut from = Vec::new();
+    let cte = |index: usize| format!("s{index}");
+    let mut ctes = Vec::new();
+    let mut mvts = Vec::new();
     let mut layer_names = Vec::new();
-    for (position, (index, layer)) in active.iter().enumerate() {
-        from.push(format!(
-            "{} AS l{index}",
-            layer_subquery(layer, FIRST_LAYER_NAME_PARAM + position, extent, buffer)
+    for (position, index) in active.iter().enumerate() {
+        let layer = &layers[*index];
+        ctes.push(layer_rows(layer, &cte(*index)));
+        mvts.push(layer_mvt(
+            layer,
+            &cte(*index),
+            FIRST_LAYER_NAME_PARAM + position,
+            extent,
+            buffer,
         ));
         layer_names.push(layer.config.name.clone());
     }
-    let mvt: Vec<String> = active
-        .iter()
-        .map(|(index, _)| format!("l{index}.mvt"))
-        .collect();
-    let descend: Vec<String> = layers
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| active_below(l, z, job))
-        .map(|(index, layer)| {
-            if active_at(layer, z) {
-                format!("l{index}.n > 0")
-            } else {
-                exists(layer)
-            }
-        })
-        .collect();
-    let descend = if descend.is_empty() {
-        "false".into()
-    } else {
-        descend.join(" OR ")
-    };
+    let children = children_array(layers, z, job, |index| {
+        active.contains(&index).then(|| cte(index))
+    });
     TileQuery {
         sql: format!(
-            "SELECT {} AS mvt, ({descend}) AS descend FROM {}",
-            mvt.join(" || "),
-            from.join(" CROSS JOIN ")
+            "WITH {} SELECT {} AS mvt, {children} AS children",
+            ctes.join(", "),
+            mvts.join(" || ")
         ),
         types: parameter_types(layer_names.len()),
         layer_names,
@@ -222,37 +284,48 @@ mod tests {
     fn identifiers_are_quoted_and_values_bound() {
         let job = ZoomRange::new(0, 14).unwrap();
         let query = render_query(&[layer("points", None)], 3, job, 4096, 64);
+        let sql = &query.sql;
         assert!(
-            query
-                .sql
-                .contains("FROM \"my schema\".\"fac\"\"ilities\" t"),
-            "{}",
-            query.sql
+            sql.contains("FROM \"my schema\".\"fac\"\"ilities\" t"),
+            "{sql}"
         );
-        assert!(query
-            .sql
-            .contains("t.\"location\" && ST_MakeEnvelope($4, $5, $6, $7, 4326)"));
-        assert!(query.sql.contains(
-            "ST_AsMVT(q, $12, 4096, '__oar_geom', '__oar_fid' ORDER BY q.\"__oar_fid\")"
-        ));
-        assert!(query.sql.contains("AND (country_code = 'BD')"));
         assert!(
-            !query.sql.contains("points"),
+            sql.contains("t.\"location\" && ST_MakeEnvelope($4, $5, $6, $7, 4326)"),
+            "{sql}"
+        );
+        let aggregate =
+            "ST_AsMVT(q, $44, 4096, '__oar_geom', '__oar_fid' ORDER BY q.\"__oar_fid\")";
+        assert!(sql.contains(aggregate), "{sql}");
+        assert!(sql.contains("AND (country_code = 'BD')"), "{sql}");
+        assert!(
+            sql.contains("s0.\"__oar_merc\" && ST_MakeEnvelope($40, $41, $42, $43, 3857)"),
+            "{sql}"
+        );
+        assert!(
+            !sql.contains("points"),
             "layer names are bound, not inlined"
         );
         assert_eq!(query.layer_names, ["points"]);
-        assert_eq!(query.types.len(), 12);
+        assert_eq!(query.types.len(), 44);
     }
 
     #[test]
     fn the_deepest_zoom_never_descends() {
         let job = ZoomRange::new(0, 14).unwrap();
-        assert!(render_query(&[layer("p", None)], 14, job, 4096, 64)
-            .sql
-            .contains("(false) AS descend"));
-        assert!(render_query(&[layer("p", None)], 13, job, 4096, 64)
-            .sql
-            .contains("(l0.n > 0) AS descend"));
+        let deepest = render_query(&[layer("p", None)], 14, job, 4096, 64);
+        assert!(
+            deepest
+                .sql
+                .ends_with("ARRAY[false, false, false, false] AS children"),
+            "{}",
+            deepest.sql
+        );
+        let above = render_query(&[layer("p", None)], 13, job, 4096, 64);
+        assert!(
+            above.sql.contains("ARRAY[EXISTS (SELECT 1 FROM s0 WHERE"),
+            "{}",
+            above.sql
+        );
     }
 
     #[test]
@@ -262,10 +335,18 @@ mod tests {
         let overview = layer("overview", Some(ZoomRange::new(0, 11).unwrap()));
         let query = render_query(&[overview.clone(), detail.clone()], 5, job, 4096, 64);
         assert_eq!(query.layer_names, ["overview"]);
-        assert!(query.sql.contains("l0.n > 0 OR EXISTS"), "{}", query.sql);
+        let from_rows = "EXISTS (SELECT 1 FROM s0 WHERE s0.\"__oar_merc\" && ST_MakeEnvelope($16, $17, $18, $19, 3857))";
+        let from_table = "OR EXISTS (SELECT 1 FROM \"my schema\".\"fac\"\"ilities\" t WHERE t.\"location\" && ST_MakeEnvelope($12, $13, $14, $15, 4326)";
+        assert!(
+            query.sql.contains(&format!("{from_rows} {from_table}")),
+            "{}",
+            query.sql
+        );
         let probe = probe_query(&[overview, detail], 12, job);
         assert!(
-            probe.sql.starts_with("SELECT ''::bytea AS mvt, (EXISTS"),
+            probe
+                .sql
+                .starts_with("SELECT ''::bytea AS mvt, ARRAY[EXISTS"),
             "{}",
             probe.sql
         );
