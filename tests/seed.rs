@@ -223,10 +223,11 @@ fn a_handful_of_points_over_the_world_queries_a_handful_of_tiles() {
     let written = summary[0]["tiles_written"].as_u64().unwrap();
     let tiles = read_mbtiles_raw(&output);
     assert_eq!(written, tiles.len() as u64);
-    // Five points at 15 zooms: about 75 tiles, each child of a non-empty parent queried at most once.
+    // Five points at 15 zooms: about 75 tiles. A child is only queried when its parent saw rows in
+    // the child's buffered envelope, so hardly any query comes back empty.
     assert!((70..=5 * 15 * 4).contains(&written), "written {written}");
     assert!(
-        queried <= 4 * written + 1,
+        queried <= written + written / 20 + 2,
         "queried {queried} tiles for {written} written"
     );
     for zoom in summary[0]["per_zoom"].as_array().unwrap() {
