@@ -17,7 +17,7 @@
 # S3_SERVER_WAIT_SECS, default 20; it normally takes < 0.1 s), and prints only
 # the server's own PID on stdout. Its log is appended to
 # $(dirname DATA_DIR)/s3-server-PORT.log, so a restart on the same port keeps one
-# log. The PORT must be free: `start` fails at once if something answers there.
+# log. The PORT must be free: `start` fails at once if something listens there.
 #
 # Client settings:
 #   endpoint      http://127.0.0.1:PORT, path-style (force_path_style(true))
@@ -112,11 +112,18 @@ cmd_install() {
 
 # Answers an HTTP request on 127.0.0.1:$1 (any status)?
 http_answers() {
+    # shellcheck disable=SC2016
     timeout 2 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         printf "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" >&3
         IFS= read -r -t 2 line <&3 || exit 1
         [[ $line == HTTP/* ]]' _ "$1" 2>/dev/null
+}
+
+# Does anything accept TCP connections on 127.0.0.1:$1?
+port_busy() {
+    # shellcheck disable=SC2016
+    timeout 1 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
 }
 
 # Is PID a live (not zombie) process?
@@ -131,8 +138,13 @@ cmd_start() {
     (($# >= 2)) || usage
     local port=$1 data=$2
     shift 2
-    [[ $port =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "PORT must be 1-65535, got '$port'"
+    if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+        die "PORT must be 1-65535, got '$port'"
+    fi
     [[ $WAIT_SECS =~ ^[0-9]+$ ]] || die "S3_SERVER_WAIT_SECS must be a number, got '$WAIT_SECS'"
+    if port_busy "$port"; then
+        die "127.0.0.1:$port is already in use (a server left running?)"
+    fi
     cmd_install
 
     mkdir -p "$data"
@@ -145,11 +157,7 @@ cmd_start() {
     local logfile
     logfile=$(dirname "$data")/s3-server-$port.log
 
-    if http_answers "$port"; then
-        die "something already answers on 127.0.0.1:$port (a server left running?)"
-    fi
-
-    printf '\n==== %s start pid=%s port=%s data=%s\n' "$(date -u +%FT%TZ)" "$$" "$port" "$data" >>"$logfile"
+    printf '\n==== %s s3-server.sh start: port=%s data=%s\n' "$(date -u +%FT%TZ)" "$port" "$data" >>"$logfile"
     # setsid: own session, so the caller's terminal/process-group signals do not
     # reach it; all fds redirected so a caller capturing our stdout is not held open.
     # In a non-interactive script the background child is not a group leader, so

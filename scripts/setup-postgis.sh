@@ -20,7 +20,8 @@
 #   OAR_PG_MAX_CONNECTIONS  default 300 (tests open many pools in parallel)
 #   OAR_PG_WAIT_SECS        how long to wait for the server (default 60)
 #
-# Only the URL line goes to stdout; all logs go to stderr.
+# Only the URL line goes to stdout; all logs go to stderr. Runs as root (as in
+# CI) or as a user with passwordless sudo.
 set -euo pipefail
 
 # Keep the real stdout on fd 3 for the final URL line so that nothing else
@@ -56,6 +57,7 @@ as_root() {
 }
 # Peer authentication over the Unix socket needs the postgres OS user. Run from
 # / so that psql does not complain about an unreadable working directory.
+# (Callers pass -U postgres explicitly: PGUSER may be set in the environment.)
 as_postgres() {
     if [[ $(id -un) == postgres ]]; then
         (cd / && "$@")
@@ -69,8 +71,8 @@ as_postgres() {
 # Serialise concurrent invocations (parallel test binaries may all call us):
 # CREATE DATABASE / CREATE EXTENSION / restarts must not race each other.
 LOCK_FILE=${TMPDIR:-/tmp}/oar-tiles-setup-postgis.lock
-if command -v flock >/dev/null; then
-    exec 9>>"$LOCK_FILE"
+if command -v flock >/dev/null && exec 9>>"$LOCK_FILE"; then
+    chmod a+rw "$LOCK_FILE" 2>/dev/null || true  # shared by root and users
     flock -w 300 9 || die "timed out waiting for $LOCK_FILE"
 fi
 
@@ -189,12 +191,15 @@ live_postgres() {
     state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
     [[ -n $state && $state != Z ]]
 }
-lock_pid() { head -n1 "$1" 2>/dev/null || true; }
-postmaster_running() { [[ -f $PIDFILE ]] && live_postgres "$(lock_pid "$PIDFILE")"; }
+# Line $2 of lock file $1, empty if there is none. The data directory is only
+# readable by postgres, hence as_root.
+lock_line() { as_root sed -n "$2p" "$1" 2>/dev/null || true; }
+lock_pid() { lock_line "$1" 1; }
+postmaster_running() { live_postgres "$(lock_pid "$PIDFILE")"; }
 # Port and socket directory of the running server, from its pid file (the
 # config may already say something else if we just changed it).
-running_port() { sed -n 4p "$PIDFILE"; }
-running_socket_dir() { sed -n 5p "$PIDFILE"; }
+running_port() { lock_line "$PIDFILE" 4; }
+running_socket_dir() { lock_line "$PIDFILE" 5; }
 
 # The postmaster inherits every descriptor we have open. It must not keep the
 # URL pipe (fd 3: "$(setup-postgis.sh)" would wait for EOF forever), the lock
@@ -223,8 +228,8 @@ clear_stale_locks() {
         || echo /var/run/postgresql)
     for lock in "$PIDFILE" ${dirs//,/ }; do
         [[ $lock == "$PIDFILE" ]] || lock=$lock/.s.PGSQL.$PORT.lock
-        [[ -f $lock ]] || continue
         pid=$(lock_pid "$lock")
+        [[ -n $pid ]] || continue
         # A just-killed postmaster may linger as a zombie until reaped; postgres
         # counts that as alive, so give the reaper a moment.
         for ((i = 0; i < 50; i++)); do
@@ -244,7 +249,7 @@ pg_ctl_cluster() {
 }
 
 admin_psql() {
-    as_postgres "$BIN/psql" -X -q -v ON_ERROR_STOP=1 \
+    as_postgres "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -U postgres \
         -h "$(running_socket_dir)" -p "$(running_port)" "$@"
 }
 

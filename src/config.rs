@@ -113,7 +113,40 @@ struct RawLayer {
     filter: Option<String>,
     minzoom: Option<u32>,
     maxzoom: Option<u32>,
+    cluster_maxzoom: Option<u32>,
+    cluster_cell: Option<u32>,
+    cluster_position: Option<ClusterPosition>,
 }
+
+/// Where a cluster's point goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterPosition {
+    /// The mean position of its members.
+    Centroid,
+    /// The centre of its grid cell.
+    CellCenter,
+}
+
+/// Grid clustering of a point layer at low zooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Zooms up to and including this one are clustered.
+    pub maxzoom: u8,
+    /// Cell size in tile units (a power of two dividing the extent).
+    pub cell: u32,
+    /// Where each cluster's point goes.
+    pub position: ClusterPosition,
+}
+
+/// Properties every cluster feature carries; layer attributes may not use these names.
+pub const CLUSTER_PROPERTIES: [&str; 5] = [
+    "count",
+    "extent_west",
+    "extent_south",
+    "extent_east",
+    "extent_north",
+];
 
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone)]
@@ -174,6 +207,15 @@ pub struct LayerConfig {
     pub filter: Option<String>,
     /// Zooms at which this layer appears; `None` means every zoom the job renders.
     pub zooms: Option<ZoomRange>,
+    /// Grid clustering at low zooms, if configured.
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl LayerConfig {
+    /// The clustering in force at zoom `z`, if any.
+    pub fn cluster_at(&self, z: u8) -> Option<&ClusterConfig> {
+        self.cluster.as_ref().filter(|c| z <= c.maxzoom)
+    }
 }
 
 impl LayerConfig {
@@ -370,7 +412,7 @@ fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, St
     }
     let mut layers: Vec<LayerConfig> = Vec::new();
     for layer in raw.layer {
-        let layer = resolve_layer(layer.into_inner(), zooms).map_err(context)?;
+        let layer = resolve_layer(layer.into_inner(), zooms, extent).map_err(context)?;
         if layers.iter().any(|l| l.name == layer.name) {
             return Err(context(format!("layer `{}` is defined twice", layer.name)));
         }
@@ -425,7 +467,11 @@ fn resolve_output(output: &str, base_dir: &Path) -> String {
     format!("{prefix}{}", base_dir.join(path).display())
 }
 
-fn resolve_layer(raw: RawLayer, tileset_zooms: ZoomRange) -> Result<LayerConfig, String> {
+fn resolve_layer(
+    raw: RawLayer,
+    tileset_zooms: ZoomRange,
+    extent: u32,
+) -> Result<LayerConfig, String> {
     let name = raw.name.trim().to_string();
     if name.is_empty() {
         return Err("a layer has an empty name".into());
@@ -475,6 +521,38 @@ fn resolve_layer(raw: RawLayer, tileset_zooms: ZoomRange) -> Result<LayerConfig,
             ));
         }
     }
+    let cluster = match raw.cluster_maxzoom {
+        None if raw.cluster_cell.is_some() || raw.cluster_position.is_some() => {
+            return Err(context(
+                "cluster_cell and cluster_position need cluster_maxzoom".into(),
+            ))
+        }
+        None => None,
+        Some(maxzoom) => {
+            let maxzoom = zoom(Some(maxzoom), 0, "cluster_maxzoom").map_err(context)?;
+            let cell = raw.cluster_cell.unwrap_or(512);
+            if !cell.is_power_of_two() || !(8..=extent).contains(&cell) {
+                return Err(context(format!(
+                    "cluster_cell {cell} must be a power of two between 8 and the extent ({extent})"
+                )));
+            }
+            if let Some(clash) = raw
+                .attributes
+                .iter()
+                .find(|a| CLUSTER_PROPERTIES.contains(&a.as_str()))
+            {
+                return Err(context(format!(
+                    "attribute `{clash}` clashes with a cluster property ({})",
+                    CLUSTER_PROPERTIES.join(", ")
+                )));
+            }
+            Some(ClusterConfig {
+                maxzoom,
+                cell,
+                position: raw.cluster_position.unwrap_or(ClusterPosition::Centroid),
+            })
+        }
+    };
     Ok(LayerConfig {
         name,
         schema,
@@ -485,6 +563,7 @@ fn resolve_layer(raw: RawLayer, tileset_zooms: ZoomRange) -> Result<LayerConfig,
         attributes: raw.attributes,
         filter: raw.filter.filter(|f| !f.trim().is_empty()),
         zooms,
+        cluster,
     })
 }
 

@@ -12,7 +12,8 @@ pub const MAX_ZOOM: u8 = 24;
 /// Half the width of the Web-Mercator world in metres (EPSG:3857).
 pub const MERCATOR_HALF_WORLD: f64 = 20_037_508.342_789_244;
 
-const EARTH_RADIUS: f64 = 6_378_137.0;
+/// The Web-Mercator sphere's radius in metres.
+pub const EARTH_RADIUS: f64 = 6_378_137.0;
 
 /// Latitude at which the Web-Mercator square ends.
 pub const MAX_MERCATOR_LAT: f64 = 85.051_128_779_806_59;

@@ -41,11 +41,25 @@ pub struct Rendered {
     pub elapsed: Duration,
 }
 
+/// How far beyond a tile its rows are fetched at zoom `z`, in tile widths: the buffer, or, where a
+/// layer is clustered, whole grid cells around the tile, so every cell reaching into the buffer is
+/// aggregated from all of its members. Never larger at a deeper zoom, so a child's fetch envelope stays
+/// inside its parent's and pruning stays sound.
+pub fn fetch_margin(layers: &[LayerSource], z: u8, extent: u32, buffer: u32) -> f64 {
+    let pixels = layers
+        .iter()
+        .filter_map(|layer| layer.config.cluster_at(z))
+        .map(|cluster| buffer.div_ceil(cluster.cell) * cluster.cell)
+        .fold(buffer, u32::max);
+    f64::from(pixels) / f64::from(extent)
+}
+
 /// Renders the tiles of one tileset.
 pub struct TilesetRenderer {
     pool: Pool,
     tileset: String,
-    margin: f64,
+    /// Per zoom, how far beyond a tile (in tile widths) its rows are fetched.
+    margins: Vec<f64>,
     render: Vec<TileQuery>,
     probe: Vec<TileQuery>,
 }
@@ -64,7 +78,9 @@ impl TilesetRenderer {
         Self {
             pool,
             tileset: tileset.to_string(),
-            margin: f64::from(buffer) / f64::from(extent),
+            margins: (0..=zooms.max + 1)
+                .map(|z| fetch_margin(layers, z, extent, buffer))
+                .collect(),
             render: levels
                 .clone()
                 .map(|z| sql::render_query(layers, z, zooms, extent, buffer))
@@ -150,7 +166,8 @@ impl TilesetRenderer {
                 children.get(index - 1).copied().unwrap_or(tile)
             };
             // A hair of slack so float rounding never drops a row that ST_AsMVTGeom would keep.
-            let mercator = which.mercator_envelope(self.margin).grown(1e-9);
+            let margin = self.margins[usize::from(which.z())];
+            let mercator = which.mercator_envelope(margin).grown(1e-9);
             let degrees = mercator.mercator_to_lonlat();
             values.extend([degrees.west, degrees.south, degrees.east, degrees.north]);
             values.extend([mercator.west, mercator.south, mercator.east, mercator.north]);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
 
-use crate::config::LayerConfig;
+use crate::config::{LayerConfig, CLUSTER_PROPERTIES};
 use crate::error::{pg_message, Error, Result};
 use crate::render::pool::pool_message;
 use crate::sink::FieldType;
@@ -39,10 +39,25 @@ pub struct Property {
 impl LayerSource {
     /// Property names and types for `vector_layers`.
     pub fn fields(&self) -> BTreeMap<String, FieldType> {
-        self.properties
+        let mut fields: BTreeMap<String, FieldType> = self
+            .properties
             .iter()
             .map(|p| (p.column.clone(), p.field_type))
-            .collect()
+            .collect();
+        if self.config.cluster.is_some() {
+            for name in CLUSTER_PROPERTIES {
+                fields.insert(name.to_string(), FieldType::Number);
+            }
+            let id_type = if self.integer_id {
+                FieldType::Number
+            } else {
+                FieldType::String
+            };
+            fields
+                .entry(self.config.id_column.clone())
+                .or_insert(id_type);
+        }
+        fields
     }
 }
 

@@ -12,8 +12,9 @@
 
 use tokio_postgres::types::Type;
 
+use crate::config::{ClusterConfig, ClusterPosition};
 use crate::render::source::{quote_ident, quoted_table, LayerSource};
-use crate::tile::ZoomRange;
+use crate::tile::{ZoomRange, EARTH_RADIUS, MERCATOR_HALF_WORLD};
 
 /// Envelopes bound per statement: the tile's and its four children's.
 pub const ENVELOPES: usize = 5;
@@ -152,6 +153,98 @@ fn layer_mvt(
     )
 }
 
+/// The MVT bytes of one clustered layer: one feature per grid cell, aggregated in PostGIS.
+///
+/// Cells are aligned to the tile pixel grid of the zoom, so each lies in exactly one tile; the rows
+/// fetched cover every cell that reaches into the tile's buffer, so a cluster is computed from all of
+/// its members in every tile that shows it, and comes out the same everywhere.
+#[allow(clippy::too_many_arguments)]
+fn cluster_mvt(
+    layer: &LayerSource,
+    cluster: &ClusterConfig,
+    rows: &str,
+    cells: &str,
+    z: u8,
+    name_param: usize,
+    extent: u32,
+    buffer: u32,
+) -> (String, String) {
+    let cells_per_row = (1u64 << z) * u64::from(extent / cluster.cell);
+    let cell_metres = 2.0 * MERCATOR_HALF_WORLD / cells_per_row as f64;
+    let half = MERCATOR_HALF_WORLD;
+    let order = if layer.integer_id {
+        FEATURE_ID.to_string()
+    } else {
+        quote_ident(&layer.config.id_column)
+    };
+    let first = |column: &str| format!("(array_agg({rows}.{column} ORDER BY {rows}.{order}))[1]");
+    let mut aggregates = vec![
+        format!("floor((ST_X({rows}.{MERC}) + {half:?}) / {cell_metres:?})::bigint AS cx"),
+        format!("floor(({half:?} - ST_Y({rows}.{MERC})) / {cell_metres:?})::bigint AS cy"),
+        "count(*) AS n".to_string(),
+        format!("avg(ST_X({rows}.{MERC}) ORDER BY {rows}.{order}) AS mx"),
+        format!("avg(ST_Y({rows}.{MERC}) ORDER BY {rows}.{order}) AS my"),
+        format!("min(ST_X({rows}.{MERC})) AS x0, min(ST_Y({rows}.{MERC})) AS y0"),
+        format!("max(ST_X({rows}.{MERC})) AS x1, max(ST_Y({rows}.{MERC})) AS y1"),
+    ];
+    let id = quote_ident(&layer.config.id_column);
+    let id_source = if layer.integer_id {
+        FEATURE_ID.to_string()
+    } else {
+        id.clone()
+    };
+    aggregates.push(format!("{} AS {id}", first(&id_source)));
+    let attributes: Vec<String> = layer
+        .properties
+        .iter()
+        .map(|p| quote_ident(&p.column))
+        .filter(|column| *column != id)
+        .collect();
+    for column in &attributes {
+        aggregates.push(format!("{} AS {column}", first(column)));
+    }
+    let cells_cte = format!(
+        "{cells} AS (SELECT {} FROM {rows} GROUP BY 1, 2)",
+        aggregates.join(", ")
+    );
+
+    let point = match cluster.position {
+        ClusterPosition::Centroid => {
+            format!("ST_SetSRID(ST_MakePoint({cells}.mx, {cells}.my), 3857)")
+        }
+        ClusterPosition::CellCenter => format!(
+            "ST_SetSRID(ST_MakePoint(({cells}.cx + 0.5) * {cell_metres:?} - {half:?}, \
+             {half:?} - ({cells}.cy + 0.5) * {cell_metres:?}), 3857)"
+        ),
+    };
+    let lon =
+        |x: &str| format!("round(degrees({cells}.{x} / {EARTH_RADIUS:?})::numeric, 6)::float8");
+    let lat = |y: &str| {
+        format!("round(degrees(atan(sinh({cells}.{y} / {EARTH_RADIUS:?})))::numeric, 6)::float8")
+    };
+    let mut columns = vec![
+        format!("ST_AsMVTGeom({point}, ST_TileEnvelope($1, $2, $3), {extent}, {buffer}, true) AS {GEOM}"),
+        format!("{cells}.cy * {cells_per_row} + {cells}.cx AS {FEATURE_ID}"),
+        format!("{cells}.n AS \"count\""),
+        format!("{} AS \"extent_west\"", lon("x0")),
+        format!("{} AS \"extent_south\"", lat("y0")),
+        format!("{} AS \"extent_east\"", lon("x1")),
+        format!("{} AS \"extent_north\"", lat("y1")),
+        format!("CASE WHEN {cells}.n = 1 THEN {cells}.{id} END AS {id}"),
+    ];
+    for column in &attributes {
+        columns.push(format!(
+            "CASE WHEN {cells}.n = 1 THEN {cells}.{column} END AS {column}"
+        ));
+    }
+    let mvt = format!(
+        "COALESCE((SELECT ST_AsMVT(q, ${name_param}, {extent}, '__oar_geom', '__oar_fid' ORDER BY q.{FEATURE_ID}) \
+         FROM (SELECT {} FROM {cells}) q WHERE q.{GEOM} IS NOT NULL), ''::bytea)",
+        columns.join(", ")
+    );
+    (cells_cte, mvt)
+}
+
 fn parameter_types(layer_names: usize) -> Vec<Type> {
     let mut types = vec![Type::INT4; 3];
     types.extend(std::iter::repeat_n(Type::FLOAT8, ENVELOPES * 8));
@@ -225,14 +318,26 @@ pub fn render_query(
     let mut layer_names = Vec::new();
     for (position, index) in active.iter().enumerate() {
         let layer = &layers[*index];
+        let name_param = FIRST_LAYER_NAME_PARAM + position;
         ctes.push(layer_rows(layer, &cte(*index)));
-        mvts.push(layer_mvt(
-            layer,
-            &cte(*index),
-            FIRST_LAYER_NAME_PARAM + position,
-            extent,
-            buffer,
-        ));
+        match layer.config.cluster_at(z) {
+            Some(cluster) => {
+                let cells = format!("c{index}");
+                let (cells_cte, mvt) = cluster_mvt(
+                    layer,
+                    cluster,
+                    &cte(*index),
+                    &cells,
+                    z,
+                    name_param,
+                    extent,
+                    buffer,
+                );
+                ctes.push(cells_cte);
+                mvts.push(mvt);
+            }
+            None => mvts.push(layer_mvt(layer, &cte(*index), name_param, extent, buffer)),
+        }
         layer_names.push(layer.config.name.clone());
     }
     let children = children_array(layers, z, job, |index| {
@@ -268,6 +373,7 @@ mod tests {
                 attributes: vec!["name".into()],
                 filter: Some("country_code = 'BD'".into()),
                 zooms,
+                cluster: None,
             },
             srid: 4326,
             integer_id: true,
