@@ -251,6 +251,8 @@ wall = 0.0
 for part in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":"):
     wall = wall * 60 + float(part)
 rss_mb = int(field("Maximum resident set size (kbytes)")) / 1024
+# The tool's own CPU time tells whether the client side or the database limits throughput.
+cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
 rows = int(env["BENCH_ROWS"])
 written = s["tiles_written"]
 base_tiles, base_bytes = int(env["BASE_TILES"]), int(env["BASE_BYTES"])
@@ -262,8 +264,9 @@ sessions = int(env["BASE_SESSIONS"])
 print(f"oar-tiles benchmark: {rows} facilities, zoom {env['BENCH_ZOOM']}, "
       f"concurrency {env['BENCH_CONCURRENCY']}, {env['CORES']} cores")
 print(f"  end-to-end seed:   {written} tiles written in {wall:.2f} s = {e2e_rate:.0f} tiles/s"
-      f"  (queried {s['tiles_queried']}, probed {s['tiles_probed']}, peak RSS {rss_mb:.1f} MB;"
-      f" tool's own timer {s['seconds']:.2f} s)")
+      f"  (queried {s['tiles_queried']}, peak RSS {rss_mb:.1f} MB)")
+print(f"                     probed {s['tiles_probed']}; oar-tiles CPU {cpu:.2f} s ="
+      f" {cpu / wall:.0%} of one core; tool's own timer {s['seconds']:.2f} s")
 print(f"  PostGIS alone:     {base_tiles} tiles in {base_secs:.2f} s = {base_rate:.0f} tiles/s"
       f" (server-side, one statement in each of {sessions} concurrent session(s); faster of 2 runs)")
 print(f"  ratio end-to-end / server-side tiles/s: {e2e_rate / base_rate:.2f}   (target >= 0.85)")

@@ -96,6 +96,7 @@ struct RawTileset {
     compress: Option<bool>,
     cache_control: Option<String>,
     tiles_url: Option<String>,
+    size_budget: Option<u64>,
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
 }
@@ -148,6 +149,9 @@ pub const CLUSTER_PROPERTIES: [&str; 5] = [
     "extent_north",
 ];
 
+/// Default tile size budget: 500 KiB stored (compressed), what map clients load without strain.
+pub const DEFAULT_SIZE_BUDGET: u64 = 500 * 1024;
+
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
@@ -182,6 +186,8 @@ pub struct TilesetConfig {
     pub buffer: u32,
     /// How directory and S3 outputs store tiles.
     pub output_settings: OutputSettings,
+    /// Stored bytes above which a tile is reported (or, with `--strict-size`, fails the job).
+    pub size_budget: u64,
     /// The layers each tile holds.
     pub layers: Vec<LayerConfig>,
 }
@@ -450,6 +456,7 @@ fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, St
         extent,
         buffer,
         output_settings,
+        size_budget: raw.size_budget.unwrap_or(DEFAULT_SIZE_BUDGET),
         layers,
     })
 }

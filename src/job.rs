@@ -27,6 +27,8 @@ pub struct SeedOptions {
     pub summary_json: Option<PathBuf>,
     /// Where to list the tiles written with new bytes or deleted.
     pub changed_list: Option<PathBuf>,
+    /// Fail on the first tile over its tileset's size budget.
+    pub strict_size: bool,
 }
 
 /// A seed job ready to run.
@@ -46,6 +48,8 @@ pub struct SeedJob {
     pub summary_json: Option<PathBuf>,
     /// Where to list the tiles written with new bytes or deleted.
     pub changed_list: Option<PathBuf>,
+    /// Fail on the first tile over its tileset's size budget.
+    pub strict_size: bool,
 }
 
 /// One tileset's part of a job.
@@ -118,6 +122,7 @@ impl SeedJob {
             dry_run: options.dry_run,
             summary_json: options.summary_json,
             changed_list: options.changed_list,
+            strict_size: options.strict_size,
         })
     }
 }

@@ -103,6 +103,11 @@ struct SeedArgs {
     /// Write the tiles stored with new bytes or deleted to FILE, one z/x/y per line (for CDN invalidation).
     #[arg(long, value_name = "FILE")]
     changed_list: Option<PathBuf>,
+
+    /// Fail (exit 1, output left as it was) on the first tile over the tileset's size_budget,
+    /// instead of listing such tiles in the summary.
+    #[arg(long)]
+    strict_size: bool,
 }
 
 fn parse_zoom(text: &str) -> Result<ZoomRange, String> {
@@ -183,6 +188,7 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
         dry_run: args.dry_run,
         summary_json: args.summary_json,
         changed_list: args.changed_list,
+        strict_size: args.strict_size,
     };
     let job = SeedJob::resolve(config, options)?;
     let progress = if quiet {

@@ -54,6 +54,7 @@ struct ZoomTally {
 #[derive(Debug, Default)]
 pub struct Tally {
     zooms: BTreeMap<u8, ZoomTally>,
+    over_budget: Vec<(TileCoord, usize)>,
     slowest: BinaryHeap<Reverse<(Duration, TileCoord)>>,
 }
 
@@ -89,6 +90,11 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// Notes a tile whose stored size exceeds the budget.
+    pub fn over_budget(&mut self, tile: TileCoord, bytes: usize) {
+        self.over_budget.push((tile, bytes));
     }
 
     /// Tiles written so far.
@@ -152,6 +158,14 @@ impl Tally {
                 0.0
             },
             stored,
+            over_budget: self
+                .over_budget
+                .into_iter()
+                .map(|(tile, bytes)| TileSize {
+                    tile: tile.to_string(),
+                    bytes,
+                })
+                .collect(),
             per_zoom: zooms,
             slowest_tiles: slowest
                 .into_iter()
@@ -253,6 +267,8 @@ pub struct TilesetSummary {
     pub tiles_per_second: f64,
     /// What the output did with them: changed, unchanged (skipped), deleted.
     pub stored: SinkReport,
+    /// Every tile over the tileset's size budget, in the order rendered.
+    pub over_budget: Vec<TileSize>,
     /// Per-zoom figures.
     pub per_zoom: Vec<ZoomSummary>,
     /// The slowest tiles, slowest first.
@@ -327,6 +343,25 @@ impl TilesetSummary {
             "output: {} changed, {} unchanged (not rewritten), {} deleted\n",
             self.stored.changed, self.stored.unchanged, self.stored.deleted
         ));
+        if !self.over_budget.is_empty() {
+            let listed: Vec<String> = self
+                .over_budget
+                .iter()
+                .take(20)
+                .map(|t| format!("{} ({})", t.tile, human_bytes(t.bytes as u64)))
+                .collect();
+            let more = self.over_budget.len().saturating_sub(listed.len());
+            let more = if more > 0 {
+                format!(" and {more} more (see --summary-json)")
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "over the size budget: {} tile(s): {}{more}\n",
+                self.over_budget.len(),
+                listed.join(", ")
+            ));
+        }
         if !self.slowest_tiles.is_empty() {
             let slowest: Vec<String> = self
                 .slowest_tiles

@@ -19,7 +19,7 @@ use crate::job::{SeedJob, TilesetJob};
 use crate::plan::{sort_for_locality, PyramidWalk};
 use crate::render::source::{describe, LayerSource};
 use crate::render::{pool, Mode, TilesetRenderer};
-use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
+use crate::report::{human_bytes, Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::sink::{self, ChangeLog, Sink, SinkReport, TilesetMetadata, VectorLayer};
 use crate::tile::TileCoord;
 
@@ -175,6 +175,21 @@ async fn walk(
                     rendered.mvt
                 };
                 stored = Some(data.len());
+                let budget = tileset.tileset.size_budget;
+                if data.len() as u64 > budget {
+                    if job.strict_size {
+                        return Err(Error::Render {
+                            tileset: tileset.tileset.name.clone(),
+                            tile: rendered.tile,
+                            message: format!(
+                                "{} stored, over the size budget of {} (--strict-size)",
+                                human_bytes(data.len() as u64),
+                                human_bytes(budget)
+                            ),
+                        });
+                    }
+                    tally.over_budget(rendered.tile, data.len());
+                }
                 if sender.send((rendered.tile, data)).await.is_err() {
                     return Err(Error::output(&tileset.tileset.name, "the writer stopped"));
                 }
