@@ -107,7 +107,7 @@ fn clusters_count_every_facility_once_and_look_the_same_in_every_tile() {
         }
         let mut owned_total = 0;
         let mut seen: BTreeMap<u64, (i64, i64, BTreeMap<String, PropValue>)> = BTreeMap::new();
-        for (&(tz, tx, ty), layers) in tiles.iter().filter(|((tz, _, _), _)| *tz == z) {
+        for (&(_, tx, ty), layers) in tiles.iter().filter(|((tz, _, _), _)| *tz == z) {
             for feature in &layers[0].features {
                 let id = feature.id.expect("clusters carry their cell as feature id");
                 let count = number(&feature.props["count"]) as u64;
