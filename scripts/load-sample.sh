@@ -4,10 +4,11 @@
 #   scripts/load-sample.sh [--rows N] [--schema S] [--table T]
 #
 # Defaults: 100000 rows into public.facilities. The table is dropped and
-# recreated (in one transaction, so readers see the old or the new table).
+# recreated in one transaction (concurrent readers wait, then see the new one).
 # The data is generated inside the server by scripts/sample-facilities.sql and
-# depends only on N. Uses $DATABASE_URL, or starts the local test server with
-# scripts/setup-postgis.sh when it is unset. Logs go to stderr.
+# is identical on every run; row i does not even depend on N, so a smaller
+# table is a prefix of a bigger one. Uses $DATABASE_URL, or starts the local
+# test server with scripts/setup-postgis.sh when it is unset. Logs go to stderr.
 set -euo pipefail
 
 usage() {

@@ -7,7 +7,7 @@
 --
 -- Every pseudo-random value is a pure function of a row number and a salt
 -- (pg_temp.u below), never random(), so the same :rows gives identical data on
--- every run and machine. The hash is plain 64-bit integer arithmetic rather
+-- every run and machine (and row i is the same whatever :rows is). The hash is plain 64-bit integer arithmetic rather
 -- than md5(): it is ~10x cheaper per value, which is what makes a million rows
 -- take seconds, and it is defined entirely in this file. Likewise the float
 -- maths sticks to + - * / and rounding, which IEEE 754 defines exactly,
@@ -30,6 +30,7 @@
 SET client_min_messages = warning;
 
 BEGIN;
+CREATE EXTENSION IF NOT EXISTS postgis;
 -- JIT-compiling the big inlined expressions below costs far more than it
 -- saves (3x slower overall at 1M rows).
 SET LOCAL jit = off;

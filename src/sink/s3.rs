@@ -191,7 +191,50 @@ pub struct S3Sink {
     /// MD5 of every tile object that existed at start; entries are removed as tiles are produced, so
     /// what remains at the end of a full seed is stale.
     existing: HashMap<u64, (TileCoord, Option<[u8; 16]>)>,
+    /// MD5 of every tile the prefix holds once this run is done, saved as the manifest on finish.
+    hashes: HashMap<u64, [u8; 16]>,
     report: SinkReport,
+}
+
+/// Where, under the prefix, the tile hashes are kept for stores whose listings carry no ETag.
+const MANIFEST_NAME: &str = ".oar-tiles/tile-hashes";
+
+/// The manifest: for each tile, its packed key and MD5, gzip-compressed.
+fn encode_manifest(hashes: &HashMap<u64, [u8; 16]>) -> Vec<u8> {
+    let mut entries: Vec<(&u64, &[u8; 16])> = hashes.iter().collect();
+    entries.sort_unstable();
+    let mut raw = Vec::with_capacity(entries.len() * 24);
+    for (key, md5) in entries {
+        raw.extend_from_slice(&key.to_le_bytes());
+        raw.extend_from_slice(md5);
+    }
+    crate::encode::gzip(&raw)
+}
+
+fn decode_manifest(bytes: &[u8]) -> HashMap<u64, [u8; 16]> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    if flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut raw)
+        .is_err()
+    {
+        return HashMap::new();
+    }
+    raw.chunks_exact(24)
+        .map(|entry| {
+            let key = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
+            let md5: [u8; 16] = entry[8..].try_into().expect("16 bytes");
+            (key, md5)
+        })
+        .collect()
+}
+
+fn object_key(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
 }
 
 impl S3Sink {
@@ -214,9 +257,48 @@ impl S3Sink {
         )
         .await
         .map_err(|e| Error::output(&target, e))?;
-        let existing = listed
+        // Stores whose listings carry no ETag (some S3-compatible ones) fall back on the manifest the
+        // last finished run left. It is removed before anything is uploaded, so a run that dies
+        // midway cannot leave hashes that no longer match the objects.
+        let manifest_key = object_key(prefix, MANIFEST_NAME);
+        let manifest = match client
+            .get_object()
+            .bucket(bucket)
+            .key(&manifest_key)
+            .send()
+            .await
+        {
+            Ok(object) => match object.body.collect().await {
+                Ok(bytes) => decode_manifest(&bytes.into_bytes()),
+                Err(_) => HashMap::new(),
+            },
+            Err(_) => HashMap::new(),
+        };
+        if !manifest.is_empty() {
+            with_retries(
+                config.max_attempts,
+                "removing the old tile manifest",
+                || {
+                    client
+                        .delete_object()
+                        .bucket(bucket)
+                        .key(&manifest_key)
+                        .send()
+                },
+            )
+            .await
+            .map_err(|e| Error::output(&target, e))?;
+        }
+        let existing: HashMap<u64, (TileCoord, Option<[u8; 16]>)> = listed
             .into_iter()
-            .map(|(tile, md5, _)| (tile_key(tile), (tile, md5)))
+            .map(|(tile, etag, _)| {
+                let key = tile_key(tile);
+                (key, (tile, etag.or_else(|| manifest.get(&key).copied())))
+            })
+            .collect();
+        let hashes = existing
+            .iter()
+            .filter_map(|(key, (_, md5))| md5.map(|md5| (*key, md5)))
             .collect();
         Ok(Self {
             client,
@@ -229,8 +311,32 @@ impl S3Sink {
             slots: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
             uploads: JoinSet::new(),
             existing,
+            hashes,
             report: SinkReport::default(),
         })
+    }
+
+    /// Uploads a document (not a tile) under the prefix.
+    fn put(&self, name: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
+        let key = object_key(&self.prefix, name);
+        let (client, bucket) = (&self.client, &self.bucket);
+        self.handle
+            .block_on(with_retries(
+                self.attempts,
+                &format!("uploading {key}"),
+                || {
+                    client
+                        .put_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .body(ByteStream::from(body.clone()))
+                        .content_type(content_type)
+                        .cache_control(&self.settings.cache_control)
+                        .send()
+                },
+            ))
+            .map(|_| ())
+            .map_err(|e| Error::output(self.target(), e))
     }
 
     fn target(&self) -> String {
@@ -319,6 +425,7 @@ impl S3Sink {
                 ));
             }
             for tile in batch {
+                self.hashes.remove(&tile_key(*tile));
                 self.report.deleted += 1;
                 self.changes.record(*tile);
             }
@@ -331,6 +438,7 @@ impl Sink for S3Sink {
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
         self.reap_finished()?;
         let md5: [u8; 16] = Md5::digest(data).into();
+        self.hashes.insert(tile_key(tile), md5);
         if let Some((_, known)) = self.existing.remove(&tile_key(tile)) {
             if known == Some(md5) {
                 self.report.unchanged += 1;
@@ -379,6 +487,7 @@ impl Sink for S3Sink {
     fn delete_tile(&mut self, tile: TileCoord) -> Result<()> {
         self.reap_finished()?;
         let existed = self.existing.remove(&tile_key(tile)).is_some();
+        self.hashes.remove(&tile_key(tile));
         let key = tile_object_key(&self.prefix, tile, &self.settings.tile_extension);
         let (client, bucket) = (&self.client, &self.bucket);
         self.handle
@@ -402,24 +511,9 @@ impl Sink for S3Sink {
         }
         let document = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings))
             .expect("JSON serializes");
-        let key = if self.prefix.is_empty() {
-            TILEJSON_NAME.to_string()
-        } else {
-            format!("{}/{TILEJSON_NAME}", self.prefix)
-        };
-        let (client, bucket) = (&self.client, &self.bucket);
-        self.handle
-            .block_on(with_retries(self.attempts, "uploading tiles.json", || {
-                client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(&key)
-                    .body(ByteStream::from(document.clone()))
-                    .content_type("application/json")
-                    .cache_control(&self.settings.cache_control)
-                    .send()
-            }))
-            .map_err(|e| Error::output(self.target(), e))?;
+        self.put(TILEJSON_NAME, document, "application/json")?;
+        let manifest = encode_manifest(&self.hashes);
+        self.put(MANIFEST_NAME, manifest, "application/octet-stream")?;
         Ok(self.report)
     }
 
@@ -457,6 +551,14 @@ mod tests {
             None
         );
         assert_eq!(parse_tile_key("tiles", "tiles2/1/0/0.pbf", "pbf"), None);
+    }
+
+    #[test]
+    fn the_manifest_round_trips() {
+        let hashes: HashMap<u64, [u8; 16]> =
+            [(1, [7; 16]), (u64::MAX, [0; 16])].into_iter().collect();
+        assert_eq!(decode_manifest(&encode_manifest(&hashes)), hashes);
+        assert!(decode_manifest(b"not gzip").is_empty());
     }
 
     #[test]
