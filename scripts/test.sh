@@ -14,4 +14,7 @@ if ! command -v ogrinfo >/dev/null 2>&1; then
   apt-get install -y -qq gdal-bin >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq gdal-bin >/dev/null; }
 fi
 
+# The S3 tests talk to a real S3-compatible server process (s3s-fs, built from crates.io once).
+scripts/s3-server.sh install
+
 cargo test --locked "$@"

@@ -120,9 +120,17 @@ async fn seed_tileset(
             .await
             .map_err(|e| Error::output(name, format!("the writer stopped: {e}")))?;
         match (walked, sink) {
-            (Ok(()), Ok(sink)) => stored = sink.finish(&metadata(tileset, layers), true)?,
+            (Ok(()), Ok(sink)) => {
+                // Sinks block (SQLite, S3 round trips), so they finish off the async threads.
+                let metadata = metadata(tileset, layers);
+                stored = tokio::task::spawn_blocking(move || sink.finish(&metadata, true))
+                    .await
+                    .map_err(|e| {
+                        Error::output(name, format!("finishing the output failed: {e}"))
+                    })??;
+            }
             (Err(err), Ok(sink)) => {
-                sink.abort();
+                let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
                 return Err(err);
             }
             // The writer's own error explains why rendering could not hand it more tiles.

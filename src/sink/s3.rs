@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
@@ -59,7 +59,7 @@ pub async fn with_retries<T, E, F, Fut>(
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
-    E: std::error::Error + 'static,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
 {
     let mut delay = Duration::from_millis(250);
     let mut attempt = 1;
@@ -98,8 +98,30 @@ fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
     }
 }
 
-fn describe<E: std::error::Error + 'static>(err: &SdkError<E, HttpResponse>) -> String {
-    DisplayErrorContext(err).to_string().replace('\n', " ")
+/// One line: the service's code, message and status, or the chain of transport causes.
+fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    if let SdkError::ServiceError(context) = err {
+        let status = context.raw().status().as_u16();
+        let service = context.err();
+        let code = service.code().unwrap_or("error");
+        let message = service.message().unwrap_or_default();
+        return format!("HTTP {status} {code} {message}")
+            .trim_end()
+            .to_string();
+    }
+    let mut parts = vec![err.to_string()];
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 /// The key of a tile under a prefix.

@@ -2,3 +2,4 @@
 pub mod mvt;
 pub mod pg;
 pub mod run;
+pub mod s3;

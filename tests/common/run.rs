@@ -36,17 +36,37 @@ impl Run {
 
 /// Runs `oar-tiles ARGS` with `DATABASE_URL` set to `url` (when given) and no config from the environment.
 pub fn oar_tiles(url: Option<&str>, args: &[&str]) -> Run {
+    oar_tiles_with(url, args, &[])
+}
+
+/// The command `oar_tiles` runs, for tests that start it in the background.
+pub fn oar_tiles_command(url: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_oar-tiles"));
     command
         .args(args)
         .env_remove("OAR_TILES_CONFIG")
         .env_remove("RUST_LOG")
-        .env_remove("PGPASSWORD");
+        .env_remove("PGPASSWORD")
+        .envs(envs.iter().copied());
     match url {
         Some(url) => command.env("DATABASE_URL", url),
         None => command.env_remove("DATABASE_URL"),
     };
-    Run::from(command.output().expect("run oar-tiles"))
+    command
+}
+
+/// Runs `oar-tiles ARGS` as `oar_tiles` does, with extra environment variables.
+pub fn oar_tiles_with(url: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -> Run {
+    Run::from(
+        oar_tiles_command(url, args, envs)
+            .output()
+            .expect("run oar-tiles"),
+    )
+}
+
+/// Turns a finished process' output into a [`Run`].
+pub fn run_from(output: Output) -> Run {
+    Run::from(output)
 }
 
 /// A config with one tileset `sites` of one layer `sites` over `{schema}.{table}`.

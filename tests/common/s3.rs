@@ -1,0 +1,130 @@
+//! A real S3-compatible server (s3s-fs, started by `scripts/s3-server.sh`) on a free loopback port,
+//! stopped when the test ends, and a client to look inside it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::Client;
+
+/// Credentials the test server accepts.
+pub const ACCESS_KEY: &str = "oar-tiles-test";
+/// Secret of [`ACCESS_KEY`].
+pub const SECRET_KEY: &str = "oar-tiles-test-secret";
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3-server.sh")
+}
+
+/// One server process and its data directory.
+pub struct S3Server {
+    pub port: u16,
+    pub data: PathBuf,
+    pid: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    /// Starts a server holding an empty `bucket`.
+    pub fn start(bucket: &str) -> S3Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut server = S3Server {
+            port,
+            data,
+            pid: None,
+            _dir: dir,
+        };
+        server.restart(&[bucket]);
+        server
+    }
+
+    /// Starts the server (again) on the same port and data.
+    pub fn restart(&mut self, buckets: &[&str]) {
+        let output = Command::new(script())
+            .arg("start")
+            .arg(self.port.to_string())
+            .arg(&self.data)
+            .args(buckets)
+            .env("S3_SERVER_WATCH_PID", std::process::id().to_string())
+            .output()
+            .expect("run scripts/s3-server.sh");
+        assert!(
+            output.status.success(),
+            "s3-server start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.pid = Some(String::from_utf8_lossy(&output.stdout).trim().to_string());
+    }
+
+    /// Kills the server as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = Command::new(script()).args(["kill", &pid]).output();
+        }
+    }
+
+    /// The endpoint URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The `[s3]` table of a config that reaches this server.
+    pub fn config_table(&self, extra: &str) -> String {
+        format!(
+            "[s3]\nendpoint = \"{}\"\nforce_path_style = true\nregion = \"us-east-1\"\n{extra}\n",
+            self.endpoint()
+        )
+    }
+
+    /// Environment the binary needs for the server's credentials.
+    pub fn env(&self) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+    }
+
+    /// A client for looking at what the server holds.
+    pub fn client(&self) -> Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .force_path_style(true)
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY, SECRET_KEY, None, None, "tests",
+            ))
+            .build();
+        Client::from_conf(config)
+    }
+
+    /// Files the server has stored under `bucket/prefix` (its data is plain files).
+    pub fn stored_files(&self, bucket: &str, prefix: &str) -> usize {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .map(|e| e.unwrap().path())
+                        .map(|p| if p.is_dir() { count(&p) } else { 1 })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        count(&self.data.join(bucket).join(prefix))
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = Command::new(script()).args(["stop", &pid]).output();
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The S3 output against a real S3-compatible server process on loopback: keys, bodies and headers,
+//! unchanged tiles not uploaded again, emptied tiles deleted, uploads that survive a server restart,
+//! and a failed upload that fails the job naming its tile.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::pg::{Point, Rng, TestSchema};
+use common::run::{
+    oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from, single_layer_config,
+};
+use common::s3::S3Server;
+
+type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
+
+const BUCKET: &str = "tiles";
+const PREFIX: &str = "facilities/v1";
+
+fn points(count: i64) -> Vec<Point> {
+    let mut rng = Rng::new(5);
+    (1..=count)
+        .map(|id| match id % 5 {
+            0 => Point::new(id, rng.range(-170.0, 170.0), rng.range(-60.0, 70.0)),
+            _ => Point::new(id, rng.range(72.9, 73.3), rng.range(33.5, 33.8)),
+        })
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Every tile object under the prefix with its body.
+fn read_bucket(server: &S3Server) -> Tiles {
+    let client = server.client();
+    runtime().block_on(async {
+        let mut tiles = Tiles::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(format!("{PREFIX}/"))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for object in page.unwrap().contents() {
+                let key = object.key().unwrap();
+                let Some(path) = key
+                    .strip_prefix(&format!("{PREFIX}/"))
+                    .and_then(|k| k.strip_suffix(".pbf"))
+                else {
+                    continue;
+                };
+                let parts: Vec<u32> = path.split('/').map(|p| p.parse().unwrap()).collect();
+                let body = client
+                    .get_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .send()
+                    .await
+                    .unwrap();
+                let bytes = body.body.collect().await.unwrap().into_bytes().to_vec();
+                tiles.insert((parts[0] as u8, parts[1], parts[2]), bytes);
+            }
+        }
+        tiles
+    })
+}
+
+struct Setup {
+    schema: TestSchema,
+    server: S3Server,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+}
+
+impl Setup {
+    fn new(label: &str, count: i64, s3_extra: &str) -> Option<Setup> {
+        let mut schema = TestSchema::create(label)?;
+        schema.point_table("sites", &points(count));
+        let server = S3Server::start(BUCKET);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("s3.toml");
+        let text = format!(
+            "{}\n{}",
+            server.config_table(s3_extra),
+            single_layer_config(
+                &schema.name,
+                "sites",
+                "cache_control = \"public, max-age=60\"",
+                ""
+            )
+        );
+        std::fs::write(&config, text).unwrap();
+        Some(Setup {
+            schema,
+            server,
+            dir,
+            config,
+        })
+    }
+
+    fn args<'a>(&'a self, output: &'a str, zoom: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec![
+            "seed",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--zoom",
+            zoom,
+            "--output",
+            output,
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+
+    fn seed(&self, output: &str, zoom: &str, extra: &[&str]) -> common::run::Run {
+        let run = oar_tiles_with(
+            Some(&self.schema.url),
+            &self.args(output, zoom, extra),
+            &self.server.env(),
+        );
+        run.assert_success();
+        run
+    }
+
+    fn reference(&self, name: &str, zoom: &str) -> Tiles {
+        let path = self.dir.path().join(name);
+        self.seed(path.to_str().unwrap(), zoom, &[]);
+        read_mbtiles_raw(&path)
+    }
+}
+
+fn differences(before: &Tiles, after: &Tiles) -> BTreeSet<String> {
+    let keys: BTreeSet<_> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|key| before.get(key) != after.get(key))
+        .map(|(z, x, y)| format!("{z}/{x}/{y}"))
+        .collect()
+}
+
+fn lines(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn s3_output_holds_the_tiles_with_cdn_headers_and_uploads_only_what_changed() {
+    let Some(mut setup) = Setup::new("s3", 300, "") else {
+        return;
+    };
+    let target = format!("s3://{BUCKET}/{PREFIX}");
+    let reference = setup.reference("before.mbtiles", "0-8");
+    setup.seed(&target, "0-8", &[]);
+    assert!(
+        read_bucket(&setup.server) == reference,
+        "S3 holds exactly the MBTiles tiles"
+    );
+
+    let client = setup.server.client();
+    runtime().block_on(async {
+        let (z, x, y) = reference.keys().last().unwrap();
+        let head = client
+            .head_object()
+            .bucket(BUCKET)
+            .key(format!("{PREFIX}/{z}/{x}/{y}.pbf"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.content_type(),
+            Some("application/vnd.mapbox-vector-tile")
+        );
+        assert_eq!(head.content_encoding(), Some("gzip"));
+        assert_eq!(head.cache_control(), Some("public, max-age=60"));
+        let tilejson = client
+            .get_object()
+            .bucket(BUCKET)
+            .key(format!("{PREFIX}/tiles.json"))
+            .send()
+            .await
+            .unwrap();
+        let tilejson: serde_json::Value =
+            serde_json::from_slice(&tilejson.body.collect().await.unwrap().into_bytes()).unwrap();
+        assert_eq!(tilejson["tilejson"], "3.0.0");
+        assert_eq!(tilejson["vector_layers"][0]["id"], "sites");
+    });
+
+    // The same data again: nothing is uploaded, nothing listed as changed.
+    let unchanged = setup.dir.path().join("unchanged.txt");
+    let summary = setup.dir.path().join("summary.json");
+    setup.seed(
+        &target,
+        "0-8",
+        &[
+            "--changed-list",
+            unchanged.to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ],
+    );
+    assert!(lines(&unchanged).is_empty());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(
+        json[0]["stored"]["unchanged"].as_u64().unwrap(),
+        reference.len() as u64
+    );
+    assert_eq!(json[0]["stored"]["changed"].as_u64().unwrap(), 0);
+
+    // Scattered facilities gone, one moved: emptied tiles are deleted, the list names every change.
+    setup.schema.execute(
+        "DELETE FROM {schema}.sites WHERE site_id % 5 = 0;
+         UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(-46.6, -23.5), 4326) WHERE site_id = 1;",
+    );
+    let after = setup.reference("after.mbtiles", "0-8");
+    let changed = setup.dir.path().join("changed.txt");
+    setup.seed(
+        &target,
+        "0-8",
+        &["--changed-list", changed.to_str().unwrap()],
+    );
+    assert!(
+        read_bucket(&setup.server) == after,
+        "S3 holds exactly the new tiles"
+    );
+    assert_eq!(lines(&changed), differences(&reference, &after));
+
+    let inspect = oar_tiles_with(
+        None,
+        &[
+            "inspect",
+            &target,
+            "--config",
+            setup.config.to_str().unwrap(),
+            "--json",
+        ],
+        &setup.server.env(),
+    );
+    inspect.assert_success();
+    let inventory: serde_json::Value = serde_json::from_str(&inspect.stdout).unwrap();
+    assert_eq!(inventory["tiles"].as_u64().unwrap(), after.len() as u64);
+    assert_eq!(inventory["metadata"]["name"], "sites");
+}
+
+#[test]
+fn uploads_survive_the_server_being_killed_and_restarted_mid_job() {
+    let Some(mut setup) = Setup::new(
+        "s3restart",
+        1500,
+        "max_concurrent_uploads = 4\nmax_attempts = 10",
+    ) else {
+        return;
+    };
+    let target = format!("s3://{BUCKET}/{PREFIX}");
+    let reference = setup.reference("reference.mbtiles", "0-11");
+    let mut child = oar_tiles_command(
+        Some(&setup.schema.url),
+        &setup.args(&target, "0-11", &[]),
+        &setup.server.env(),
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    while setup.server.stored_files(BUCKET, PREFIX) < 50 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no uploads arrived"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before the server could be stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    setup.server.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    setup.server.restart(&[]);
+    let run = run_from(child.wait_with_output().unwrap());
+    run.assert_success();
+    assert!(
+        run.stderr.contains("retrying"),
+        "the outage was noticed: {}",
+        run.stderr
+    );
+    assert!(
+        read_bucket(&setup.server) == reference,
+        "every tile arrived intact"
+    );
+}
+
+#[test]
+fn an_upload_that_keeps_failing_fails_the_job_and_names_the_tile() {
+    let Some(setup) = Setup::new("s3fail", 50, "max_attempts = 2") else {
+        return;
+    };
+    // s3s-fs keeps objects as files: a directory where a tile's file belongs makes that PUT fail.
+    std::fs::create_dir_all(
+        setup
+            .server
+            .data
+            .join(BUCKET)
+            .join(PREFIX)
+            .join("0/0/0.pbf/blocker"),
+    )
+    .unwrap();
+    let target = format!("s3://{BUCKET}/{PREFIX}");
+    let run = oar_tiles_with(
+        Some(&setup.schema.url),
+        &setup.args(&target, "0-3", &[]),
+        &setup.server.env(),
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("uploading tile 0/0/0"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"));
+
+    let missing_bucket = oar_tiles_with(
+        Some(&setup.schema.url),
+        &setup.args("s3://no-such-bucket/x", "0-1", &[]),
+        &setup.server.env(),
+    );
+    assert_eq!(missing_bucket.code, 1, "{}", missing_bucket.stderr);
+    assert!(
+        missing_bucket.stderr.contains("s3://no-such-bucket/x"),
+        "{}",
+        missing_bucket.stderr
+    );
+    assert!(!missing_bucket.stderr.contains(common::s3::SECRET_KEY));
+}
