@@ -123,7 +123,7 @@ async fn seed_tileset(
             (Ok(()), Ok(sink)) => {
                 // Sinks block (SQLite, S3 round trips), so they finish off the async threads.
                 let metadata = metadata(tileset, layers);
-                stored = tokio::task::spawn_blocking(move || sink.finish(&metadata, true))
+                stored = tokio::task::spawn_blocking(move || sink.finish(&metadata, true, None))
                     .await
                     .map_err(|e| {
                         Error::output(name, format!("finishing the output failed: {e}"))

@@ -23,7 +23,11 @@ pub struct DirectorySink {
     changes: ChangeLog,
     seen: HashSet<u64>,
     report: SinkReport,
+    state: Option<String>,
 }
+
+/// The job state (change watermark) beside the tiles.
+pub const STATE_NAME: &str = ".oar-tiles-state.json";
 
 impl DirectorySink {
     /// Opens (creating if needed) the tree's root and checks that it can be written.
@@ -51,6 +55,7 @@ impl DirectorySink {
             changes,
             seen: HashSet::new(),
             report: SinkReport::default(),
+            state: std::fs::read_to_string(root.join(STATE_NAME)).ok(),
         })
     }
 
@@ -156,7 +161,16 @@ impl Sink for DirectorySink {
         }
     }
 
-    fn finish(mut self: Box<Self>, metadata: &TilesetMetadata, sweep: bool) -> Result<SinkReport> {
+    fn state(&self) -> Option<String> {
+        self.state.clone()
+    }
+
+    fn finish(
+        mut self: Box<Self>,
+        metadata: &TilesetMetadata,
+        sweep: bool,
+        state: Option<&str>,
+    ) -> Result<SinkReport> {
         if sweep {
             self.sweep(metadata)?;
         }
@@ -169,10 +183,11 @@ impl Sink for DirectorySink {
             .map(|(name, value)| (name.to_string(), value.into()))
             .collect();
         let legacy = serde_json::to_vec_pretty(&rows).expect("JSON serializes");
-        for (name, document) in [
-            (TILEJSON_NAME, tilejson),
-            (TIPPECANOE_METADATA_NAME, legacy),
-        ] {
+        let mut documents = vec![(TILEJSON_NAME, tilejson), (TIPPECANOE_METADATA_NAME, legacy)];
+        if let Some(state) = state {
+            documents.push((STATE_NAME, state.as_bytes().to_vec()));
+        }
+        for (name, document) in documents {
             let path = self.root.join(name);
             write_atomically(&path, &document)
                 .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;
@@ -218,7 +233,7 @@ mod tests {
         sink.write_tile(tile, b"abc").unwrap();
         sink.write_tile(tile, b"abc").unwrap();
         let report = sink
-            .finish(&metadata(ZoomRange::new(0, 3).unwrap()), true)
+            .finish(&metadata(ZoomRange::new(0, 3).unwrap()), true, None)
             .unwrap();
         assert_eq!(std::fs::read(root.join("3/5/2.pbf")).unwrap(), b"abc");
         assert_eq!((report.changed, report.unchanged), (1, 1));
@@ -239,7 +254,7 @@ mod tests {
                 .unwrap();
         }
         first
-            .finish(&metadata(ZoomRange::new(0, 2).unwrap()), true)
+            .finish(&metadata(ZoomRange::new(0, 2).unwrap()), true, None)
             .unwrap();
         let mut second =
             Box::new(DirectorySink::create(&root, &settings, changes.clone()).unwrap());
@@ -247,7 +262,7 @@ mod tests {
             .write_tile(TileCoord::new(1, 0, 0).unwrap(), b"x")
             .unwrap();
         let report = second
-            .finish(&metadata(ZoomRange::new(1, 1).unwrap()), true)
+            .finish(&metadata(ZoomRange::new(1, 1).unwrap()), true, None)
             .unwrap();
         changes.close().unwrap();
         assert_eq!(

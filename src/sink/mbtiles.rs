@@ -44,7 +44,11 @@ pub struct MbtilesSink {
     report: SinkReport,
     in_batch: usize,
     batch_started: Instant,
+    state: Option<String>,
 }
+
+/// The metadata key under which the job state (change watermark) is kept.
+const STATE_KEY: &str = "oar_tiles_state";
 
 impl MbtilesSink {
     /// Starts the new state of `target`: a copy of the existing file, or an empty one. The target itself
@@ -111,6 +115,9 @@ impl MbtilesSink {
                 ));
             }
         }
+        let state = connection
+            .query_row("SELECT value FROM metadata WHERE name = ?1", [STATE_KEY], |r| r.get(0))
+            .ok();
         Ok(Self {
             target: target.to_path_buf(),
             partial,
@@ -120,6 +127,7 @@ impl MbtilesSink {
             report: SinkReport::default(),
             in_batch: 0,
             batch_started: Instant::now(),
+            state,
         })
     }
 
@@ -302,13 +310,30 @@ impl Sink for MbtilesSink {
         self.end_batch_if_due()
     }
 
-    fn finish(mut self: Box<Self>, metadata: &TilesetMetadata, sweep: bool) -> Result<SinkReport> {
+    fn state(&self) -> Option<String> {
+        self.state.clone()
+    }
+
+    fn finish(
+        mut self: Box<Self>,
+        metadata: &TilesetMetadata,
+        sweep: bool,
+        state: Option<&str>,
+    ) -> Result<SinkReport> {
         let result = (|| {
             if sweep {
                 self.sweep(metadata)?;
             }
             self.commit_batch()?;
             self.write_metadata(metadata)?;
+            if let Some(state) = state {
+                self.connection()
+                    .execute(
+                        "INSERT OR REPLACE INTO metadata (name, value) VALUES (?1, ?2)",
+                        params![STATE_KEY, state],
+                    )
+                    .map_err(|e| self.fail(e))?;
+            }
             // Fold the WAL back in so the output is one self-contained file.
             self.connection()
                 .execute_batch("PRAGMA journal_mode = DELETE; PRAGMA optimize;")
@@ -391,7 +416,7 @@ mod tests {
         sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"abc")
             .unwrap();
         assert!(!target.exists());
-        sink.finish(&metadata(), true).unwrap();
+        sink.finish(&metadata(), true, None).unwrap();
         let connection = Connection::open(&target).unwrap();
         let row: (u32, u32, u32) = connection
             .query_row(

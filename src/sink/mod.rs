@@ -228,10 +228,18 @@ pub trait Sink: Send {
     /// Removes a tile that has become empty; a tile that is not there is fine.
     fn delete_tile(&mut self, tile: TileCoord) -> Result<()>;
 
+    /// The job state (change watermark) the output recorded when it was last finished.
+    fn state(&self) -> Option<String>;
+
     /// Writes the metadata and makes the output complete. With `sweep`, tiles inside the metadata's
     /// zoom range and bounds that this run did not write are deleted: a full seed leaves exactly its
-    /// own tiles there.
-    fn finish(self: Box<Self>, metadata: &TilesetMetadata, sweep: bool) -> Result<SinkReport>;
+    /// own tiles there. `state`, when given, is recorded last, once every tile is durable.
+    fn finish(
+        self: Box<Self>,
+        metadata: &TilesetMetadata,
+        sweep: bool,
+        state: Option<&str>,
+    ) -> Result<SinkReport>;
 
     /// Gives up: removes whatever this sink created and leaves any earlier output untouched, or at
     /// least readable with every tile it held before or was given since.

@@ -216,7 +216,11 @@ pub struct S3Sink {
     /// MD5 of every tile the prefix holds once this run is done, saved as the manifest on finish.
     hashes: HashMap<u64, [u8; 16]>,
     report: SinkReport,
+    state: Option<String>,
 }
+
+/// Where, under the prefix, the job state (change watermark) is kept.
+const STATE_NAME: &str = ".oar-tiles/state.json";
 
 /// Where, under the prefix, the tile hashes are kept for stores whose listings carry no ETag.
 const MANIFEST_NAME: &str = ".oar-tiles/tile-hashes";
@@ -282,6 +286,14 @@ impl S3Sink {
         // Stores whose listings carry no ETag (some S3-compatible ones) fall back on the manifest the
         // last finished run left. It is removed before anything is uploaded, so a run that dies
         // midway cannot leave hashes that no longer match the objects.
+        let state_key = object_key(prefix, STATE_NAME);
+        let state = match client.get_object().bucket(bucket).key(&state_key).send().await {
+            Ok(object) => match object.body.collect().await {
+                Ok(bytes) => String::from_utf8(bytes.into_bytes().to_vec()).ok(),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
         let manifest_key = object_key(prefix, MANIFEST_NAME);
         let manifest = match client
             .get_object()
@@ -335,6 +347,7 @@ impl S3Sink {
             existing,
             hashes,
             report: SinkReport::default(),
+            state,
         })
     }
 
@@ -526,7 +539,16 @@ impl Sink for S3Sink {
         Ok(())
     }
 
-    fn finish(mut self: Box<Self>, metadata: &TilesetMetadata, sweep: bool) -> Result<SinkReport> {
+    fn state(&self) -> Option<String> {
+        self.state.clone()
+    }
+
+    fn finish(
+        mut self: Box<Self>,
+        metadata: &TilesetMetadata,
+        sweep: bool,
+        state: Option<&str>,
+    ) -> Result<SinkReport> {
         self.wait_all()?;
         if sweep {
             self.sweep(metadata)?;
@@ -536,6 +558,9 @@ impl Sink for S3Sink {
         self.put(TILEJSON_NAME, document, "application/json")?;
         let manifest = encode_manifest(&self.hashes);
         self.put(MANIFEST_NAME, manifest, "application/octet-stream")?;
+        if let Some(state) = state {
+            self.put(STATE_NAME, state.as_bytes().to_vec(), "application/json")?;
+        }
         Ok(self.report)
     }
 
