@@ -183,7 +183,10 @@ impl Sink for DirectorySink {
             .map(|(name, value)| (name.to_string(), value.into()))
             .collect();
         let legacy = serde_json::to_vec_pretty(&rows).expect("JSON serializes");
-        let mut documents = vec![(TILEJSON_NAME, tilejson), (TIPPECANOE_METADATA_NAME, legacy)];
+        let mut documents = vec![
+            (TILEJSON_NAME, tilejson),
+            (TIPPECANOE_METADATA_NAME, legacy),
+        ];
         if let Some(state) = state {
             documents.push((STATE_NAME, state.as_bytes().to_vec()));
         }

@@ -116,7 +116,11 @@ impl MbtilesSink {
             }
         }
         let state = connection
-            .query_row("SELECT value FROM metadata WHERE name = ?1", [STATE_KEY], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM metadata WHERE name = ?1",
+                [STATE_KEY],
+                |r| r.get(0),
+            )
             .ok();
         Ok(Self {
             target: target.to_path_buf(),

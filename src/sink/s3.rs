@@ -287,7 +287,13 @@ impl S3Sink {
         // last finished run left. It is removed before anything is uploaded, so a run that dies
         // midway cannot leave hashes that no longer match the objects.
         let state_key = object_key(prefix, STATE_NAME);
-        let state = match client.get_object().bucket(bucket).key(&state_key).send().await {
+        let state = match client
+            .get_object()
+            .bucket(bucket)
+            .key(&state_key)
+            .send()
+            .await
+        {
             Ok(object) => match object.body.collect().await {
                 Ok(bytes) => String::from_utf8(bytes.into_bytes().to_vec()).ok(),
                 Err(_) => None,

@@ -1,0 +1,442 @@
+//! Change capture in PostGIS, for reseeds that re-render only what changed.
+//!
+//! `changes install` creates the schema `oar_tiles` with a change log and row triggers on every source
+//! table: INSERT, UPDATE and DELETE record the old and new geometry (an UPDATE only when the geometry,
+//! the id or a rendered attribute changed, or any column when a layer filters the table), and TRUNCATE
+//! marks that everything must be reseeded. Each change carries the id of the transaction that made it.
+//!
+//! The watermark an output keeps is the PostgreSQL snapshot taken when its last seed started. The next
+//! reseed reads, under a new snapshot, the changes that snapshot did not see: a change committed late
+//! with a smaller sequence number than ones already applied is still picked up, because visibility,
+//! not numbering, decides.
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::Pool;
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, LayerConfig};
+use crate::error::{pg_message, Error, Result};
+use crate::render::pool::pool_message;
+use crate::render::source::{quote_ident, quoted_table};
+
+/// The schema change capture lives in.
+pub const SCHEMA: &str = "oar_tiles";
+
+/// What an output records about the data it reflects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermark {
+    /// `pg_current_snapshot()` as text, taken before the seed read any row.
+    pub snapshot: String,
+}
+
+impl Watermark {
+    /// The JSON kept in the output.
+    pub fn to_state(&self) -> String {
+        serde_json::to_string(self).expect("watermarks serialize")
+    }
+
+    /// Reads the JSON kept in the output.
+    pub fn from_state(state: &str) -> Option<Watermark> {
+        serde_json::from_str(state).ok()
+    }
+}
+
+/// Takes the snapshot a seed starting now reflects at least.
+pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let row = client
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?;
+    Ok(Watermark {
+        snapshot: row.get(0),
+    })
+}
+
+/// Whether change capture is installed in the database.
+pub async fn installed(pool: &Pool) -> Result<bool> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let row = client
+        .query_one(
+            "SELECT to_regclass('oar_tiles.change_log') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?;
+    Ok(row.get(0))
+}
+
+/// A source table and what its trigger must watch.
+struct Watched {
+    table: String,
+    geometry: String,
+    columns: Vec<String>,
+    filtered: bool,
+}
+
+/// The source tables of a config, each once, with the union of what its layers render.
+fn watched_tables(config: &Config) -> Vec<Watched> {
+    let mut tables: BTreeMap<String, Watched> = BTreeMap::new();
+    for layer in config.tilesets.iter().flat_map(|t| &t.layers) {
+        let entry = tables
+            .entry(quoted_table(layer))
+            .or_insert_with(|| Watched {
+                table: quoted_table(layer),
+                geometry: layer.geometry_column.clone(),
+                columns: Vec::new(),
+                filtered: false,
+            });
+        for column in layer
+            .attributes
+            .iter()
+            .chain([&layer.id_column, &layer.geometry_column])
+        {
+            if !entry.columns.contains(column) {
+                entry.columns.push(column.clone());
+            }
+        }
+        entry.filtered |= layer.filter.is_some();
+    }
+    tables.into_values().collect()
+}
+
+fn function_name(table: &str) -> String {
+    let digest = Md5::digest(table.as_bytes());
+    format!("{SCHEMA}.capture_{}", hex::encode(&digest[..8]))
+}
+
+/// The DDL that installs change capture; running it twice is harmless.
+fn install_sql(config: &Config) -> String {
+    let mut sql = format!(
+        "CREATE SCHEMA IF NOT EXISTS {SCHEMA};
+         CREATE TABLE IF NOT EXISTS {SCHEMA}.change_log (
+             id bigserial PRIMARY KEY,
+             source oid NOT NULL,
+             xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
+             changed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+             old_geom geometry,
+             new_geom geometry,
+             everything boolean NOT NULL DEFAULT false);
+         CREATE INDEX IF NOT EXISTS change_log_source ON {SCHEMA}.change_log (source);
+         CREATE TABLE IF NOT EXISTS {SCHEMA}.consumers (
+             output text PRIMARY KEY,
+             snapshot pg_snapshot NOT NULL,
+             updated_at timestamptz NOT NULL DEFAULT now());
+         CREATE OR REPLACE FUNCTION {SCHEMA}.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $f$
+         BEGIN
+             INSERT INTO {SCHEMA}.change_log (source, everything) VALUES (TG_RELID, true);
+             RETURN NULL;
+         END $f$;
+"
+    );
+    for watched in watched_tables(config) {
+        let function = function_name(&watched.table);
+        let geometry = quote_ident(&watched.geometry);
+        let changed = if watched.filtered {
+            // A filter may use any column, so any change may move a row in or out of a layer.
+            "OLD IS DISTINCT FROM NEW".to_string()
+        } else {
+            let old: Vec<String> = watched
+                .columns
+                .iter()
+                .map(|c| format!("OLD.{}", quote_ident(c)))
+                .collect();
+            let new: Vec<String> = watched
+                .columns
+                .iter()
+                .map(|c| format!("NEW.{}", quote_ident(c)))
+                .collect();
+            format!("({}) IS DISTINCT FROM ({})", old.join(", "), new.join(", "))
+        };
+        sql.push_str(&format!(
+            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $f$
+             BEGIN
+                 IF TG_OP = 'INSERT' THEN
+                     INSERT INTO {SCHEMA}.change_log (source, new_geom) VALUES (TG_RELID, NEW.{geometry});
+                 ELSIF TG_OP = 'DELETE' THEN
+                     INSERT INTO {SCHEMA}.change_log (source, old_geom) VALUES (TG_RELID, OLD.{geometry});
+                 ELSIF {changed} THEN
+                     INSERT INTO {SCHEMA}.change_log (source, old_geom, new_geom)
+                     VALUES (TG_RELID, OLD.{geometry}, NEW.{geometry});
+                 END IF;
+                 RETURN NULL;
+             END $f$;
+             DROP TRIGGER IF EXISTS oar_tiles_capture ON {table};
+             CREATE TRIGGER oar_tiles_capture AFTER INSERT OR UPDATE OR DELETE ON {table}
+                 FOR EACH ROW EXECUTE FUNCTION {function}();
+             DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON {table};
+             CREATE TRIGGER oar_tiles_capture_truncate AFTER TRUNCATE ON {table}
+                 FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.capture_truncate();
+",
+            table = watched.table
+        ));
+    }
+    sql
+}
+
+/// Installs (or refreshes) change capture for every source table of the config.
+pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?;
+    transaction.batch_execute(&install_sql(config)).await.map_err(|e| {
+        Error::Database(format!(
+            "cannot install change capture (it needs CREATE rights on the database and ownership of the \
+             source tables): {}",
+            pg_message(&e)
+        ))
+    })?;
+    transaction
+        .commit()
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?;
+    Ok(watched_tables(config)
+        .into_iter()
+        .map(|w| w.table)
+        .collect())
+}
+
+/// Removes the triggers and the `oar_tiles` schema.
+pub async fn uninstall(pool: &Pool, config: &Config) -> Result<()> {
+    let mut sql = String::new();
+    for watched in watched_tables(config) {
+        sql.push_str(&format!(
+            "DROP TRIGGER IF EXISTS oar_tiles_capture ON {table};
+             DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON {table};\n",
+            table = watched.table
+        ));
+    }
+    sql.push_str(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;"));
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?;
+    transaction.batch_execute(&sql).await.map_err(|e| {
+        Error::Database(format!(
+            "cannot uninstall change capture: {}",
+            pg_message(&e)
+        ))
+    })?;
+    transaction
+        .commit()
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))
+}
+
+/// Pending changes per source table, and the outputs that consume them.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// `table: changes in the log`.
+    pub tables: Vec<(String, i64)>,
+    /// `output: snapshot, last update`.
+    pub consumers: Vec<(String, String, String)>,
+}
+
+/// What the change log holds.
+pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
+    if !installed(pool).await? {
+        return Err(Error::Usage(
+            "change capture is not installed: run `oar-tiles changes install`".into(),
+        ));
+    }
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let mut tables = Vec::new();
+    for watched in watched_tables(config) {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM oar_tiles.change_log WHERE source = to_regclass($1)::oid",
+                &[&watched.table],
+            )
+            .await
+            .map_err(|e| Error::Database(pg_message(&e)))?;
+        tables.push((watched.table, row.get(0)));
+    }
+    let rows = client
+        .query(
+            "SELECT output, snapshot::text, updated_at::text FROM oar_tiles.consumers ORDER BY output",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?;
+    let consumers = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    Ok(Status { tables, consumers })
+}
+
+/// The changes of a set of layers since a watermark, as geographic boxes.
+#[derive(Debug, Default)]
+pub struct ChangeSet {
+    /// Whether a TRUNCATE means everything must be reseeded.
+    pub everything: bool,
+    /// Boxes `[west, south, east, north]` in degrees of old and new geometries, per layer name.
+    pub boxes: BTreeMap<String, Vec<[f64; 4]>>,
+    /// Number of change rows read.
+    pub rows: u64,
+}
+
+/// Reads, under one snapshot, the changes to the layers' tables that `since` did not see, and
+/// returns them with the snapshot they were read under (the next watermark).
+pub async fn read_since(
+    pool: &Pool,
+    layers: &[LayerConfig],
+    since: &Watermark,
+) -> Result<(ChangeSet, Watermark)> {
+    if !installed(pool).await? {
+        return Err(Error::Usage(
+            "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
+        ));
+    }
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?;
+    let snapshot: String = transaction
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?
+        .get(0);
+    let mut changes = ChangeSet::default();
+    for layer in layers {
+        let rows = transaction
+            .query(
+                "SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)
+                 FROM oar_tiles.change_log c
+                 CROSS JOIN LATERAL (VALUES (c.old_geom), (c.new_geom)) AS v(g)
+                 CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
+                                                 WHEN ST_SRID(v.g) = 4326 THEN v.g::box2d
+                                                 ELSE ST_Transform(ST_Envelope(v.g), 4326)::box2d END AS b) e
+                 WHERE c.source = to_regclass($1)::oid
+                   AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
+                   AND (c.everything OR v.g IS NOT NULL)",
+                &[&quoted_table(layer), &since.snapshot],
+            )
+            .await
+            .map_err(|e| Error::Database(format!("reading the change log: {}", pg_message(&e))))?;
+        changes.rows += rows.len() as u64;
+        let boxes = changes.boxes.entry(layer.name.clone()).or_default();
+        for row in rows {
+            if row.get::<_, bool>(0) {
+                changes.everything = true;
+                continue;
+            }
+            let corner = |i: usize| row.get::<_, Option<f64>>(i);
+            if let (Some(w), Some(s), Some(e), Some(n)) =
+                (corner(1), corner(2), corner(3), corner(4))
+            {
+                boxes.push([w, s, e, n]);
+            }
+        }
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?;
+    Ok((changes, Watermark { snapshot }))
+}
+
+/// Records that `output` reflects everything up to `watermark`, then drops the changes every
+/// recorded output has seen. Needs write rights on the `oar_tiles` schema; without them the log is
+/// left as it is, with a warning.
+pub async fn advance_and_prune(pool: &Pool, output: &str, watermark: &Watermark) -> Result<u64> {
+    if !installed(pool).await? {
+        return Ok(0);
+    }
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let result = client
+        .execute(
+            "INSERT INTO oar_tiles.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
+             ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()",
+            &[&output, &watermark.snapshot],
+        )
+        .await;
+    if let Err(err) = result {
+        tracing::warn!("cannot record the watermark of {output} in oar_tiles.consumers, the change log is not pruned: {}", pg_message(&err));
+        return Ok(0);
+    }
+    let pruned = client
+        .execute(
+            "DELETE FROM oar_tiles.change_log c WHERE NOT EXISTS (
+                 SELECT 1 FROM oar_tiles.consumers k WHERE NOT pg_visible_in_snapshot(c.xid, k.snapshot))",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Database(format!("pruning the change log: {}", pg_message(&e))))?;
+    Ok(pruned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn triggers_watch_each_table_once_with_every_rendered_column() {
+        let text = r#"
+[database]
+url = "postgresql://x/y"
+[[tileset]]
+name = "a"
+[[tileset.layer]]
+name = "f"
+table = "public.facilities"
+geometry_column = "location"
+attributes = ["name"]
+[[tileset]]
+name = "b"
+[[tileset.layer]]
+name = "f"
+table = "public.facilities"
+geometry_column = "location"
+attributes = ["country_code"]
+"#;
+        let config = Config::parse(Path::new("c.toml"), text, None).unwrap();
+        let sql = install_sql(&config);
+        assert_eq!(
+            sql.matches("CREATE TRIGGER oar_tiles_capture AFTER INSERT")
+                .count(),
+            1
+        );
+        assert!(sql.contains(
+            "(OLD.\"name\", OLD.\"id\", OLD.\"location\", OLD.\"country_code\") IS DISTINCT FROM"
+        ));
+        assert!(Watermark::from_state(
+            &Watermark {
+                snapshot: "5:9:7".into()
+            }
+            .to_state()
+        )
+        .is_some());
+    }
+}
