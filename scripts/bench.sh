@@ -225,7 +225,7 @@ print(f"{min(d, float(b)) if b else d:.6f}")' "$t0" "$t1" "$best")
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 read -r baseline_tiles baseline_bytes < <(
-    awk -F'|' '{ t += $1; b += $2 } END { printf "%d %d\n", t, b }' "$WORK"/baseline.*)
+    awk -F'|' '{ t += $1; b += $2 } END { printf "%.0f %.0f\n", t, b }' "$WORK"/baseline.*)
 
 # --- report -----------------------------------------------------------------------------------
 

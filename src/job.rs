@@ -1,12 +1,13 @@
 //! Turns a config file and the command line's overrides into one resolved, validated seed job, so the
 //! engine never sees half-checked input.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config::{Config, DatabaseConfig, S3Config, TilesetConfig};
 use crate::error::{Error, Result};
 use crate::sink::OutputTarget;
-use crate::tile::{BBox, ZoomRange};
+use crate::tile::{BBox, TileCoord, ZoomRange};
 
 /// What the operator asked for on the command line; `None` means "as the config says".
 #[derive(Debug, Clone, Default)]
@@ -29,6 +30,23 @@ pub struct SeedOptions {
     pub changed_list: Option<PathBuf>,
     /// Fail on the first tile over its tileset's size budget.
     pub strict_size: bool,
+    /// Re-render only what changed since the output's watermark.
+    pub dirty: bool,
+    /// Render exactly the `z/x/y` tiles listed in this file.
+    pub tiles_from: Option<PathBuf>,
+    /// Stop a reseed cleanly after this long.
+    pub max_duration: Option<Duration>,
+}
+
+/// Which tiles a job renders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Every non-empty tile of the pyramid; tiles no longer produced are removed.
+    Pyramid,
+    /// The tiles touched by changes since the output's watermark.
+    Dirty,
+    /// Exactly these tiles.
+    List(Vec<TileCoord>),
 }
 
 /// A seed job ready to run.
@@ -50,6 +68,10 @@ pub struct SeedJob {
     pub changed_list: Option<PathBuf>,
     /// Fail on the first tile over its tileset's size budget.
     pub strict_size: bool,
+    /// Which tiles to render.
+    pub selection: Selection,
+    /// Stop a reseed cleanly after this long.
+    pub max_duration: Option<Duration>,
 }
 
 /// One tileset's part of a job.
@@ -63,6 +85,35 @@ pub struct TilesetJob {
     pub bbox: BBox,
     /// Where its tiles go; `None` only in a dry run.
     pub output: Option<OutputTarget>,
+}
+
+/// Reads a tile list: one `z/x/y` per line (osm2pgsql expire lists, tegola tile lists); blank lines
+/// and `#` comments are skipped; duplicates are rendered once, lowest zoom first.
+pub fn read_tile_list(path: &Path) -> Result<Vec<TileCoord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        line: None,
+        column: None,
+        message: format!("cannot read the tile list: {e}"),
+    })?;
+    let mut tiles = std::collections::BTreeSet::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let tile: TileCoord = line.parse().map_err(|message| Error::Config {
+            path: path.to_path_buf(),
+            line: Some(index + 1),
+            column: None,
+            message,
+        })?;
+        tiles.insert((tile.z(), tile.x(), tile.y()));
+    }
+    Ok(tiles
+        .into_iter()
+        .map(|(z, x, y)| TileCoord::new(z, x, y).expect("parsed tiles are valid"))
+        .collect())
 }
 
 impl SeedJob {
@@ -88,6 +139,27 @@ impl SeedJob {
                 "--output names one output but {} tilesets are selected; pick one with --tileset",
                 selected.len()
             )));
+        }
+        let selection = match (&options.tiles_from, options.dirty) {
+            (Some(_), true) => {
+                return Err(Error::Usage(
+                    "--dirty and --tiles-from cannot be combined".into(),
+                ))
+            }
+            (Some(path), false) => Selection::List(read_tile_list(path)?),
+            (None, true) => Selection::Dirty,
+            (None, false) => Selection::Pyramid,
+        };
+        if options.dry_run && selection != Selection::Pyramid {
+            return Err(Error::Usage(
+                "--dry-run counts a full seed; it cannot be combined with --dirty or --tiles-from"
+                    .into(),
+            ));
+        }
+        if options.max_duration.is_some() && selection == Selection::Pyramid {
+            return Err(Error::Usage(
+                "--max-duration applies to --dirty and --tiles-from runs".into(),
+            ));
         }
         let concurrency = options.concurrency.unwrap_or(config.database.pool_size);
         if !(1..=256).contains(&concurrency) {
@@ -123,6 +195,8 @@ impl SeedJob {
             summary_json: options.summary_json,
             changed_list: options.changed_list,
             strict_size: options.strict_size,
+            selection,
+            max_duration: options.max_duration,
         })
     }
 }

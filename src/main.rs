@@ -104,6 +104,21 @@ struct SeedArgs {
     #[arg(long, value_name = "FILE")]
     changed_list: Option<PathBuf>,
 
+    /// Re-render only the tiles touched by changes since the output's watermark (needs
+    /// `oar-tiles changes install`); tiles that became empty are deleted.
+    #[arg(long)]
+    dirty: bool,
+
+    /// Render exactly the tiles listed in FILE, one z/x/y per line (osm2pgsql expire lists, tegola
+    /// tile lists); empty ones are deleted from the output.
+    #[arg(long, value_name = "FILE")]
+    tiles_from: Option<PathBuf>,
+
+    /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); lower zooms go first and
+    /// the next run picks up the rest.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_duration: Option<std::time::Duration>,
+
     /// Fail (exit 1, output left as it was) on the first tile over the tileset's size_budget,
     /// instead of listing such tiles in the summary.
     #[arg(long)]
@@ -112,6 +127,11 @@ struct SeedArgs {
 
 fn parse_zoom(text: &str) -> Result<ZoomRange, String> {
     text.parse()
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 10m or 90s ({e})"))
 }
 
 fn parse_bbox(text: &str) -> Result<BBox, String> {
@@ -189,6 +209,9 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
         summary_json: args.summary_json,
         changed_list: args.changed_list,
         strict_size: args.strict_size,
+        dirty: args.dirty,
+        tiles_from: args.tiles_from,
+        max_duration: args.max_duration,
     };
     let job = SeedJob::resolve(config, options)?;
     let progress = if quiet {

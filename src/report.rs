@@ -53,6 +53,7 @@ struct ZoomTally {
 /// Collects per-zoom figures while a tileset is seeded.
 #[derive(Debug, Default)]
 pub struct Tally {
+    stored: SinkReport,
     zooms: BTreeMap<u8, ZoomTally>,
     over_budget: Vec<(TileCoord, usize)>,
     slowest: BinaryHeap<Reverse<(Duration, TileCoord)>>,
@@ -92,6 +93,11 @@ impl Tally {
         }
     }
 
+    /// Records what the output did with the tiles.
+    pub fn set_stored(&mut self, stored: SinkReport) {
+        self.stored = stored;
+    }
+
     /// Notes a tile whose stored size exceeds the budget.
     pub fn over_budget(&mut self, tile: TileCoord, bytes: usize) {
         self.over_budget.push((tile, bytes));
@@ -108,12 +114,8 @@ impl Tally {
     }
 
     /// Freezes the figures into a summary.
-    pub fn summarize(
-        self,
-        header: SummaryHeader,
-        stored: SinkReport,
-        elapsed: Duration,
-    ) -> TilesetSummary {
+    pub fn summarize(self, header: SummaryHeader, elapsed: Duration) -> TilesetSummary {
+        let stored = self.stored;
         let zooms: Vec<ZoomSummary> = self
             .zooms
             .into_iter()
@@ -147,6 +149,8 @@ impl Tally {
             output: header.output,
             zooms: header.zooms,
             dry_run: header.dry_run,
+            complete: header.complete,
+            changes_read: header.changes_read,
             seconds,
             tiles_queried: zooms.iter().map(|z| z.queried).sum(),
             tiles_probed: zooms.iter().map(|z| z.probed).sum(),
@@ -197,6 +201,10 @@ pub struct SummaryHeader {
     pub zooms: String,
     /// Whether it was a dry run.
     pub dry_run: bool,
+    /// Whether every planned tile was rendered (false after --max-duration ran out).
+    pub complete: bool,
+    /// Change-log rows read, for reseeds.
+    pub changes_read: Option<u64>,
 }
 
 /// A tile and its stored size.
@@ -253,6 +261,10 @@ pub struct TilesetSummary {
     pub zooms: String,
     /// Whether nothing was rendered.
     pub dry_run: bool,
+    /// Whether every planned tile was rendered (false after --max-duration ran out).
+    pub complete: bool,
+    /// Change-log rows read, for reseeds.
+    pub changes_read: Option<u64>,
     /// Wall time.
     pub seconds: f64,
     /// Tiles rendered.
@@ -491,8 +503,10 @@ mod tests {
             output: "o".into(),
             zooms: "1-5".into(),
             dry_run: false,
+            complete: true,
+            changes_read: None,
         };
-        let summary = tally.summarize(header, SinkReport::default(), Duration::from_secs(2));
+        let summary = tally.summarize(header, Duration::from_secs(2));
         assert_eq!(summary.tiles_written, 10);
         assert_eq!(summary.tiles_probed, 1);
         let z5 = summary.per_zoom.iter().find(|z| z.zoom == 5).unwrap();

@@ -13,15 +13,19 @@ use std::time::Instant;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
+use crate::changes::{self, Watermark};
+use crate::config::LayerConfig;
 use crate::encode::gzip;
 use crate::error::{Error, Result};
-use crate::job::{SeedJob, TilesetJob};
+use crate::job::{SeedJob, Selection, TilesetJob};
+use crate::plan;
 use crate::plan::{sort_for_locality, PyramidWalk};
 use crate::render::source::{describe, LayerSource};
 use crate::render::{pool, Mode, TilesetRenderer};
 use crate::report::{human_bytes, Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
-use crate::sink::{self, ChangeLog, Sink, SinkReport, TilesetMetadata, VectorLayer};
+use crate::sink::{self, ChangeLog, Sink, TilesetMetadata, VectorLayer};
 use crate::tile::TileCoord;
+use deadpool_postgres::Pool;
 
 /// Encoded tiles waiting for the writer; small, so memory stays flat whatever the job's size.
 const WRITE_QUEUE: usize = 256;
@@ -59,75 +63,117 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
         renderer.check().await?;
         prepared.push((tileset, layers, renderer));
     }
-    let changes = match (&job.changed_list, job.dry_run) {
+    let change_list = match (&job.changed_list, job.dry_run) {
         (Some(path), false) => ChangeLog::create(path)?,
         _ => ChangeLog::disabled(),
     };
     let mut summaries = Vec::new();
     for (tileset, layers, renderer) in prepared {
-        summaries
-            .push(seed_tileset(job, tileset, &layers, &renderer, progress, changes.clone()).await?);
+        let context = TilesetContext {
+            job,
+            tileset,
+            layers: &layers,
+            renderer: &renderer,
+            pool: &pool,
+        };
+        summaries.push(context.seed(progress, change_list.clone()).await?);
     }
-    changes.close()?;
+    change_list.close()?;
     Ok(summaries)
 }
 
-async fn seed_tileset(
-    job: &SeedJob,
-    tileset: &TilesetJob,
-    layers: &[LayerSource],
-    renderer: &TilesetRenderer,
-    progress_kind: ProgressKind,
-    changes: ChangeLog,
-) -> Result<TilesetSummary> {
-    let started = Instant::now();
-    let name = &tileset.tileset.name;
-    let output = tileset.output.as_ref().filter(|_| !job.dry_run);
-    tracing::info!(
-        "seeding tileset `{name}` zoom {} bbox {} -> {}",
-        tileset.zooms,
-        tileset.bbox,
-        output.map_or("nothing (dry run)".into(), |o| o.describe())
-    );
-    let settings = &tileset.tileset.output_settings;
-    let gzipped = output.is_some_and(|target| target.stores_gzip(settings));
-    let (sender, writer) = match output {
-        Some(target) => {
-            let sink = sink::open(target, settings, &job.s3, changes).await?;
-            let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
-            (Some(sender), Some(spawn_writer(sink, receiver)))
-        }
-        None => (None, None),
-    };
+/// What one tileset's seed works with.
+struct TilesetContext<'a> {
+    job: &'a SeedJob,
+    tileset: &'a TilesetJob,
+    layers: &'a [LayerSource],
+    renderer: &'a TilesetRenderer,
+    pool: &'a Pool,
+}
 
-    let mut tally = Tally::default();
-    let mut progress = Progress::start(progress_kind, name);
-    let walked = walk(
-        job,
-        tileset,
-        renderer,
-        sender,
-        gzipped,
-        &mut tally,
-        &mut progress,
-    )
-    .await;
-    progress.finish();
+/// The tiles a run renders.
+enum Work {
+    /// The pruned pyramid walk; afterwards tiles it did not produce are swept.
+    Pyramid,
+    /// Exactly these tiles: written when they hold something, deleted when they do not.
+    Tiles(Vec<TileCoord>),
+}
 
-    let mut stored = SinkReport::default();
-    if let Some(writer) = writer {
+/// What the writer thread is asked to do.
+enum WriterCommand {
+    Write(TileCoord, Vec<u8>),
+    Delete(TileCoord),
+}
+
+impl TilesetContext<'_> {
+    async fn seed(
+        &self,
+        progress_kind: ProgressKind,
+        change_list: ChangeLog,
+    ) -> Result<TilesetSummary> {
+        let started = Instant::now();
+        let name = &self.tileset.tileset.name;
+        let Some(target) = self.tileset.output.as_ref().filter(|_| !self.job.dry_run) else {
+            return self.dry_run(progress_kind, started).await;
+        };
+        tracing::info!(
+            "{} tileset `{name}` zoom {} bbox {} -> {}",
+            match self.job.selection {
+                Selection::Pyramid => "seeding",
+                Selection::Dirty => "reseeding what changed in",
+                Selection::List(_) => "rendering listed tiles of",
+            },
+            self.tileset.zooms,
+            self.tileset.bbox,
+            target.describe()
+        );
+        let settings = &self.tileset.tileset.output_settings;
+        let sink = sink::open(target, settings, &self.job.s3, change_list).await?;
+        let (work, next_watermark, changes_read) = match self.plan(sink.state()).await {
+            Ok(plan) => plan,
+            Err(err) => {
+                let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
+                return Err(err);
+            }
+        };
+        let sweep = matches!(work, Work::Pyramid);
+        let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
+        let writer = spawn_writer(sink, receiver);
+
+        let mut tally = Tally::default();
+        let mut progress = Progress::start(progress_kind, name);
+        let gzipped = target.stores_gzip(settings);
+        let rendered = match work {
+            Work::Pyramid => self
+                .walk(Some(sender), gzipped, &mut tally, &mut progress)
+                .await
+                .map(|()| true),
+            Work::Tiles(tiles) => {
+                self.render_tiles(tiles, sender, gzipped, &mut tally, &mut progress)
+                    .await
+            }
+        };
+        progress.finish();
+
         let sink = writer
             .await
             .map_err(|e| Error::output(name, format!("the writer stopped: {e}")))?;
-        match (walked, sink) {
-            (Ok(()), Ok(sink)) => {
+        let complete = match (rendered, sink) {
+            (Ok(complete), Ok(sink)) => {
+                // Only a complete run moves the watermark; an interrupted one leaves it for the next.
+                let state = next_watermark
+                    .as_ref()
+                    .filter(|_| complete)
+                    .map(Watermark::to_state);
                 // Sinks block (SQLite, S3 round trips), so they finish off the async threads.
-                let metadata = metadata(tileset, layers);
-                stored = tokio::task::spawn_blocking(move || sink.finish(&metadata, true, None))
-                    .await
-                    .map_err(|e| {
-                        Error::output(name, format!("finishing the output failed: {e}"))
-                    })??;
+                let metadata = metadata(self.tileset, self.layers);
+                let stored = tokio::task::spawn_blocking(move || {
+                    sink.finish(&metadata, sweep, state.as_deref())
+                })
+                .await
+                .map_err(|e| Error::output(name, format!("finishing the output failed: {e}")))??;
+                tally.set_stored(stored);
+                complete
             }
             (Err(err), Ok(sink)) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
@@ -135,92 +181,247 @@ async fn seed_tileset(
             }
             // The writer's own error explains why rendering could not hand it more tiles.
             (_, Err(err)) => return Err(err),
+        };
+        if let (true, Some(next)) = (complete, &next_watermark) {
+            let pruned = changes::advance_and_prune(self.pool, &target.describe(), next).await?;
+            if pruned > 0 {
+                tracing::info!("pruned {pruned} applied change(s) from the change log");
+            }
         }
-    } else {
-        walked?;
+        if !complete {
+            tracing::warn!(
+                "tileset `{name}`: stopped after --max-duration; the rest is left for the next run"
+            );
+        }
+        let header = SummaryHeader {
+            tileset: name.clone(),
+            output: target.describe(),
+            zooms: self.tileset.zooms.to_string(),
+            dry_run: false,
+            complete,
+            changes_read,
+        };
+        Ok(tally.summarize(header, started.elapsed()))
     }
 
-    let header = SummaryHeader {
-        tileset: name.clone(),
-        output: output.map_or("-".into(), |o| o.describe()),
-        zooms: tileset.zooms.to_string(),
-        dry_run: job.dry_run,
-    };
-    Ok(tally.summarize(header, stored, started.elapsed()))
-}
-
-/// Walks the pyramid level by level, sending written tiles to the writer.
-async fn walk(
-    job: &SeedJob,
-    tileset: &TilesetJob,
-    renderer: &TilesetRenderer,
-    sender: Option<mpsc::Sender<(TileCoord, Vec<u8>)>>,
-    gzipped: bool,
-    tally: &mut Tally,
-    progress: &mut Progress,
-) -> Result<()> {
-    let walk = PyramidWalk::new(tileset.bbox, tileset.zooms);
-    let mut level = walk.roots();
-    while !level.is_empty() {
-        let z = level[0].z();
-        let mode = if job.dry_run {
-            Mode::Probe
-        } else {
-            walk.mode(z)
-        };
-        progress.level(z, level.len());
-        let mut next = Vec::new();
-        let mut results = futures::stream::iter(std::mem::take(&mut level))
-            .map(|tile| renderer.render(tile, mode))
-            .buffer_unordered(job.concurrency);
-        while let Some(rendered) = results.next().await {
-            let rendered = rendered?;
-            let mut stored = None;
-            if let (Some(sender), false) = (&sender, rendered.mvt.is_empty()) {
-                let data = if gzipped {
-                    gzip(&rendered.mvt)
-                } else {
-                    rendered.mvt
-                };
-                stored = Some(data.len());
-                let budget = tileset.tileset.size_budget;
-                if data.len() as u64 > budget {
-                    if job.strict_size {
-                        return Err(Error::Render {
-                            tileset: tileset.tileset.name.clone(),
-                            tile: rendered.tile,
-                            message: format!(
-                                "{} stored, over the size budget of {} (--strict-size)",
-                                human_bytes(data.len() as u64),
-                                human_bytes(budget)
-                            ),
-                        });
-                    }
-                    tally.over_budget(rendered.tile, data.len());
+    /// Decides what to render, and the watermark the output will hold once it is done.
+    async fn plan(&self, state: Option<String>) -> Result<(Work, Option<Watermark>, Option<u64>)> {
+        let name = &self.tileset.tileset.name;
+        match &self.job.selection {
+            Selection::Pyramid => {
+                // Every tile query starts after this snapshot, so the output reflects at least
+                // every change it saw.
+                let watermark = changes::current_watermark(self.pool).await?;
+                Ok((Work::Pyramid, Some(watermark), None))
+            }
+            Selection::List(tiles) => {
+                let tiles = tiles
+                    .iter()
+                    .copied()
+                    .filter(|t| self.tileset.zooms.contains(t.z()))
+                    .collect();
+                Ok((Work::Tiles(tiles), None, None))
+            }
+            Selection::Dirty => {
+                let since = state
+                    .as_deref()
+                    .and_then(Watermark::from_state)
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                        "tileset `{name}`: the output records no watermark; run a full seed first"
+                    ))
+                    })?;
+                let configs: Vec<LayerConfig> =
+                    self.layers.iter().map(|l| l.config.clone()).collect();
+                let (changes, next) = changes::read_since(self.pool, &configs, &since).await?;
+                tracing::info!(
+                    "tileset `{name}`: {} change(s) since the last seed",
+                    changes.rows
+                );
+                if changes.everything {
+                    tracing::info!(
+                        "tileset `{name}`: a source was truncated; reseeding everything"
+                    );
+                    return Ok((Work::Pyramid, Some(next), Some(changes.rows)));
                 }
-                if sender.send((rendered.tile, data)).await.is_err() {
-                    return Err(Error::output(&tileset.tileset.name, "the writer stopped"));
+                let boxes: Vec<(&LayerConfig, &[[f64; 4]])> = configs
+                    .iter()
+                    .filter_map(|c| changes.boxes.get(&c.name).map(|b| (c, b.as_slice())))
+                    .collect();
+                let tileset = &self.tileset.tileset;
+                let dirty = plan::dirty_tiles(
+                    &boxes,
+                    self.tileset.bbox,
+                    self.tileset.zooms,
+                    tileset.extent,
+                    tileset.buffer,
+                    DIRTY_LIMIT,
+                );
+                match dirty {
+                    Some(tiles) => Ok((Work::Tiles(tiles), Some(next), Some(changes.rows))),
+                    None => {
+                        tracing::info!("tileset `{name}`: over {DIRTY_LIMIT} dirty tiles; reseeding everything");
+                        Ok((Work::Pyramid, Some(next), Some(changes.rows)))
+                    }
                 }
             }
-            tally.record(rendered.tile, mode, rendered.elapsed, stored);
-            progress.tile_done(tally);
-            next.extend(walk.children(rendered.tile, rendered.children));
         }
-        sort_for_locality(&mut next);
-        level = next;
     }
-    Ok(())
+
+    async fn dry_run(
+        &self,
+        progress_kind: ProgressKind,
+        started: Instant,
+    ) -> Result<TilesetSummary> {
+        let name = &self.tileset.tileset.name;
+        tracing::info!(
+            "counting the tiles of `{name}` zoom {} (dry run)",
+            self.tileset.zooms
+        );
+        let mut tally = Tally::default();
+        let mut progress = Progress::start(progress_kind, name);
+        let walked = self.walk(None, false, &mut tally, &mut progress).await;
+        progress.finish();
+        walked?;
+        let header = SummaryHeader {
+            tileset: name.clone(),
+            output: "-".into(),
+            zooms: self.tileset.zooms.to_string(),
+            dry_run: true,
+            complete: true,
+            changes_read: None,
+        };
+        Ok(tally.summarize(header, started.elapsed()))
+    }
+
+    /// Walks the pyramid level by level, sending non-empty tiles to the writer.
+    async fn walk(
+        &self,
+        sender: Option<mpsc::Sender<WriterCommand>>,
+        gzipped: bool,
+        tally: &mut Tally,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let walk = PyramidWalk::new(self.tileset.bbox, self.tileset.zooms);
+        let mut level = walk.roots();
+        while !level.is_empty() {
+            let z = level[0].z();
+            let mode = if self.job.dry_run {
+                Mode::Probe
+            } else {
+                walk.mode(z)
+            };
+            progress.level(z, level.len());
+            let mut next = Vec::new();
+            let mut results = futures::stream::iter(std::mem::take(&mut level))
+                .map(|tile| self.renderer.render(tile, mode))
+                .buffer_unordered(self.job.concurrency);
+            while let Some(rendered) = results.next().await {
+                let rendered = rendered?;
+                let stored = match &sender {
+                    Some(sender) if !rendered.mvt.is_empty() => Some(
+                        self.store(sender, rendered.tile, &rendered.mvt, gzipped, tally)
+                            .await?,
+                    ),
+                    _ => None,
+                };
+                tally.record(rendered.tile, mode, rendered.elapsed, stored);
+                progress.tile_done(tally);
+                next.extend(walk.children(rendered.tile, rendered.children));
+            }
+            sort_for_locality(&mut next);
+            level = next;
+        }
+        Ok(())
+    }
+
+    /// Renders a list of tiles; returns false when `--max-duration` ran out before the end.
+    async fn render_tiles(
+        &self,
+        tiles: Vec<TileCoord>,
+        sender: mpsc::Sender<WriterCommand>,
+        gzipped: bool,
+        tally: &mut Tally,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        let deadline = self.job.max_duration.map(|d| Instant::now() + d);
+        progress.level(tiles.first().map_or(0, |t| t.z()), tiles.len());
+        let mut results = futures::stream::iter(tiles)
+            .map(|tile| self.renderer.render(tile, Mode::Render))
+            .buffer_unordered(self.job.concurrency);
+        while let Some(rendered) = results.next().await {
+            let rendered = rendered?;
+            let stored = if rendered.mvt.is_empty() {
+                sender
+                    .send(WriterCommand::Delete(rendered.tile))
+                    .await
+                    .map_err(|_| Error::output(&self.tileset.tileset.name, "the writer stopped"))?;
+                None
+            } else {
+                Some(
+                    self.store(&sender, rendered.tile, &rendered.mvt, gzipped, tally)
+                        .await?,
+                )
+            };
+            tally.record(rendered.tile, Mode::Render, rendered.elapsed, stored);
+            progress.tile_done(tally);
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Encodes a non-empty tile, checks it against the size budget and hands it to the writer.
+    async fn store(
+        &self,
+        sender: &mpsc::Sender<WriterCommand>,
+        tile: TileCoord,
+        mvt: &[u8],
+        gzipped: bool,
+        tally: &mut Tally,
+    ) -> Result<usize> {
+        let data = if gzipped { gzip(mvt) } else { mvt.to_vec() };
+        let budget = self.tileset.tileset.size_budget;
+        if data.len() as u64 > budget {
+            if self.job.strict_size {
+                return Err(Error::Render {
+                    tileset: self.tileset.tileset.name.clone(),
+                    tile,
+                    message: format!(
+                        "{} stored, over the size budget of {} (--strict-size)",
+                        human_bytes(data.len() as u64),
+                        human_bytes(budget)
+                    ),
+                });
+            }
+            tally.over_budget(tile, data.len());
+        }
+        let size = data.len();
+        sender
+            .send(WriterCommand::Write(tile, data))
+            .await
+            .map_err(|_| Error::output(&self.tileset.tileset.name, "the writer stopped"))?;
+        Ok(size)
+    }
 }
+
+/// More dirty tiles than this and a reseed walks the whole pyramid instead of listing them.
+const DIRTY_LIMIT: usize = 2_000_000;
 
 /// Runs the sink on a thread of its own; returns it once the channel closes, so the caller decides
 /// between finishing and aborting.
 fn spawn_writer(
     mut sink: Box<dyn Sink>,
-    mut receiver: mpsc::Receiver<(TileCoord, Vec<u8>)>,
+    mut receiver: mpsc::Receiver<WriterCommand>,
 ) -> tokio::task::JoinHandle<Result<Box<dyn Sink>>> {
     tokio::task::spawn_blocking(move || {
-        while let Some((tile, data)) = receiver.blocking_recv() {
-            if let Err(err) = sink.write_tile(tile, &data) {
+        while let Some(command) = receiver.blocking_recv() {
+            let done = match command {
+                WriterCommand::Write(tile, data) => sink.write_tile(tile, &data),
+                WriterCommand::Delete(tile) => sink.delete_tile(tile),
+            };
+            if let Err(err) = done {
                 sink.abort();
                 return Err(err);
             }
