@@ -21,8 +21,8 @@ use crate::error::{pg_message, Error, Result};
 use crate::render::pool::pool_message;
 use crate::render::source::{quote_ident, quoted_table};
 
-/// The schema change capture lives in.
-pub const SCHEMA: &str = "oar_tiles";
+/// The schema change capture lives in unless the config's `[changes] schema` names another.
+pub const DEFAULT_SCHEMA: &str = "oar_tiles";
 
 /// What an output records about the data it reflects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,15 +59,15 @@ pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
 }
 
 /// Whether change capture is installed in the database.
-pub async fn installed(pool: &Pool) -> Result<bool> {
+pub async fn installed(pool: &Pool, schema: &str) -> Result<bool> {
     let client = pool
         .get()
         .await
         .map_err(|e| Error::Database(pool_message(&e)))?;
     let row = client
         .query_one(
-            "SELECT to_regclass('oar_tiles.change_log') IS NOT NULL",
-            &[],
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("{}.change_log", quote_ident(schema))],
         )
         .await
         .map_err(|e| Error::Database(pg_message(&e)))?;
@@ -108,16 +108,17 @@ fn watched_tables(config: &Config) -> Vec<Watched> {
     tables.into_values().collect()
 }
 
-fn function_name(table: &str) -> String {
+fn function_name(schema: &str, table: &str) -> String {
     let digest = Md5::digest(table.as_bytes());
-    format!("{SCHEMA}.capture_{}", hex::encode(&digest[..8]))
+    format!("{schema}.capture_{}", hex::encode(&digest[..8]))
 }
 
 /// The DDL that installs change capture; running it twice is harmless.
 fn install_sql(config: &Config) -> String {
+    let schema = &quote_ident(&config.change_schema);
     let mut sql = format!(
-        "CREATE SCHEMA IF NOT EXISTS {SCHEMA};
-         CREATE TABLE IF NOT EXISTS {SCHEMA}.change_log (
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.change_log (
              id bigserial PRIMARY KEY,
              source oid NOT NULL,
              xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
@@ -125,20 +126,20 @@ fn install_sql(config: &Config) -> String {
              old_geom geometry,
              new_geom geometry,
              everything boolean NOT NULL DEFAULT false);
-         CREATE INDEX IF NOT EXISTS change_log_source ON {SCHEMA}.change_log (source);
-         CREATE TABLE IF NOT EXISTS {SCHEMA}.consumers (
+         CREATE INDEX IF NOT EXISTS change_log_source ON {schema}.change_log (source);
+         CREATE TABLE IF NOT EXISTS {schema}.consumers (
              output text PRIMARY KEY,
              snapshot pg_snapshot NOT NULL,
              updated_at timestamptz NOT NULL DEFAULT now());
-         CREATE OR REPLACE FUNCTION {SCHEMA}.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $f$
+         CREATE OR REPLACE FUNCTION {schema}.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $f$
          BEGIN
-             INSERT INTO {SCHEMA}.change_log (source, everything) VALUES (TG_RELID, true);
+             INSERT INTO {schema}.change_log (source, everything) VALUES (TG_RELID, true);
              RETURN NULL;
          END $f$;
 "
     );
     for watched in watched_tables(config) {
-        let function = function_name(&watched.table);
+        let function = function_name(schema, &watched.table);
         let geometry = quote_ident(&watched.geometry);
         let changed = if watched.filtered {
             // A filter may use any column, so any change may move a row in or out of a layer.
@@ -160,11 +161,11 @@ fn install_sql(config: &Config) -> String {
             "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $f$
              BEGIN
                  IF TG_OP = 'INSERT' THEN
-                     INSERT INTO {SCHEMA}.change_log (source, new_geom) VALUES (TG_RELID, NEW.{geometry});
+                     INSERT INTO {schema}.change_log (source, new_geom) VALUES (TG_RELID, NEW.{geometry});
                  ELSIF TG_OP = 'DELETE' THEN
-                     INSERT INTO {SCHEMA}.change_log (source, old_geom) VALUES (TG_RELID, OLD.{geometry});
+                     INSERT INTO {schema}.change_log (source, old_geom) VALUES (TG_RELID, OLD.{geometry});
                  ELSIF {changed} THEN
-                     INSERT INTO {SCHEMA}.change_log (source, old_geom, new_geom)
+                     INSERT INTO {schema}.change_log (source, old_geom, new_geom)
                      VALUES (TG_RELID, OLD.{geometry}, NEW.{geometry});
                  END IF;
                  RETURN NULL;
@@ -174,7 +175,7 @@ fn install_sql(config: &Config) -> String {
                  FOR EACH ROW EXECUTE FUNCTION {function}();
              DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON {table};
              CREATE TRIGGER oar_tiles_capture_truncate AFTER TRUNCATE ON {table}
-                 FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.capture_truncate();
+                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.capture_truncate();
 ",
             table = watched.table
         ));
@@ -211,6 +212,7 @@ pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
 
 /// Removes the triggers and the `oar_tiles` schema.
 pub async fn uninstall(pool: &Pool, config: &Config) -> Result<()> {
+    let schema = quote_ident(&config.change_schema);
     let mut sql = String::new();
     for watched in watched_tables(config) {
         sql.push_str(&format!(
@@ -219,7 +221,7 @@ pub async fn uninstall(pool: &Pool, config: &Config) -> Result<()> {
             table = watched.table
         ));
     }
-    sql.push_str(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;"));
+    sql.push_str(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"));
     let mut client = pool
         .get()
         .await
@@ -251,11 +253,12 @@ pub struct Status {
 
 /// What the change log holds.
 pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
-    if !installed(pool).await? {
+    if !installed(pool, &config.change_schema).await? {
         return Err(Error::Usage(
             "change capture is not installed: run `oar-tiles changes install`".into(),
         ));
     }
+    let schema = quote_ident(&config.change_schema);
     let client = pool
         .get()
         .await
@@ -264,7 +267,9 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
     for watched in watched_tables(config) {
         let row = client
             .query_one(
-                "SELECT count(*) FROM oar_tiles.change_log WHERE source = to_regclass($1)::oid",
+                &format!(
+                    "SELECT count(*) FROM {schema}.change_log WHERE source = to_regclass($1)::oid"
+                ),
                 &[&watched.table],
             )
             .await
@@ -273,7 +278,7 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
     }
     let rows = client
         .query(
-            "SELECT output, snapshot::text, updated_at::text FROM oar_tiles.consumers ORDER BY output",
+            &format!("SELECT output, snapshot::text, updated_at::text FROM {schema}.consumers ORDER BY output"),
             &[],
         )
         .await
@@ -300,10 +305,11 @@ pub struct ChangeSet {
 /// returns them with the snapshot they were read under (the next watermark).
 pub async fn read_since(
     pool: &Pool,
+    schema: &str,
     layers: &[LayerConfig],
     since: &Watermark,
 ) -> Result<(ChangeSet, Watermark)> {
-    if !installed(pool).await? {
+    if !installed(pool, schema).await? {
         return Err(Error::Usage(
             "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
         ));
@@ -328,15 +334,15 @@ pub async fn read_since(
     for layer in layers {
         let rows = transaction
             .query(
-                "SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)
-                 FROM oar_tiles.change_log c
+                &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)
+                 FROM {}.change_log c
                  CROSS JOIN LATERAL (VALUES (c.old_geom), (c.new_geom)) AS v(g)
                  CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
                                                  WHEN ST_SRID(v.g) = 4326 THEN v.g::box2d
                                                  ELSE ST_Transform(ST_Envelope(v.g), 4326)::box2d END AS b) e
                  WHERE c.source = to_regclass($1)::oid
                    AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
-                   AND (c.everything OR v.g IS NOT NULL)",
+                   AND (c.everything OR v.g IS NOT NULL)", quote_ident(schema)),
                 &[&quoted_table(layer), &since.snapshot],
             )
             .await
@@ -366,29 +372,35 @@ pub async fn read_since(
 /// Records that `output` reflects everything up to `watermark`, then drops the changes every
 /// recorded output has seen. Needs write rights on the `oar_tiles` schema; without them the log is
 /// left as it is, with a warning.
-pub async fn advance_and_prune(pool: &Pool, output: &str, watermark: &Watermark) -> Result<u64> {
-    if !installed(pool).await? {
+pub async fn advance_and_prune(
+    pool: &Pool,
+    schema: &str,
+    output: &str,
+    watermark: &Watermark,
+) -> Result<u64> {
+    if !installed(pool, schema).await? {
         return Ok(0);
     }
+    let schema = quote_ident(schema);
     let client = pool
         .get()
         .await
         .map_err(|e| Error::Database(pool_message(&e)))?;
     let result = client
         .execute(
-            "INSERT INTO oar_tiles.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
-             ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()",
+            &format!("INSERT INTO {schema}.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
+             ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"),
             &[&output, &watermark.snapshot],
         )
         .await;
     if let Err(err) = result {
-        tracing::warn!("cannot record the watermark of {output} in oar_tiles.consumers, the change log is not pruned: {}", pg_message(&err));
+        tracing::warn!("cannot record the watermark of {output} in {schema}.consumers, the change log is not pruned: {}", pg_message(&err));
         return Ok(0);
     }
     let pruned = client
         .execute(
-            "DELETE FROM oar_tiles.change_log c WHERE NOT EXISTS (
-                 SELECT 1 FROM oar_tiles.consumers k WHERE NOT pg_visible_in_snapshot(c.xid, k.snapshot))",
+            &format!("DELETE FROM {schema}.change_log c WHERE NOT EXISTS (
+                 SELECT 1 FROM {schema}.consumers k WHERE NOT pg_visible_in_snapshot(c.xid, k.snapshot))"),
             &[],
         )
         .await

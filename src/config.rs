@@ -27,6 +27,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// The `[s3]` table.
     pub s3: S3Config,
+    /// Schema holding the change log and its triggers' functions (`[changes] schema`).
+    pub change_schema: String,
     /// The `[[tileset]]` tables, in file order.
     pub tilesets: Vec<TilesetConfig>,
 }
@@ -39,7 +41,15 @@ struct RawConfig {
     #[serde(default)]
     s3: S3Config,
     #[serde(default)]
+    changes: RawChanges,
+    #[serde(default)]
     tileset: Vec<Spanned<RawTileset>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChanges {
+    schema: Option<String>,
 }
 
 /// How to reach S3 (or an S3-compatible store). Credentials always come from the standard AWS chain
@@ -311,6 +321,11 @@ impl Config {
             path: path.to_path_buf(),
             database,
             s3: raw.s3,
+            change_schema: raw
+                .changes
+                .schema
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| crate::changes::DEFAULT_SCHEMA.to_string()),
             tilesets,
         })
     }

@@ -56,6 +56,8 @@ pub struct SeedJob {
     pub database: DatabaseConfig,
     /// S3 settings.
     pub s3: S3Config,
+    /// Schema of the change log.
+    pub change_schema: String,
     /// Tiles rendered at once (also the pool size).
     pub concurrency: usize,
     /// Tilesets in config order.
@@ -189,6 +191,7 @@ impl SeedJob {
         Ok(SeedJob {
             database: config.database,
             s3: config.s3,
+            change_schema: config.change_schema,
             concurrency,
             tilesets,
             dry_run: options.dry_run,

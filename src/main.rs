@@ -10,7 +10,7 @@ use oar_tiles::job::{SeedJob, SeedOptions};
 use oar_tiles::report::ProgressKind;
 use oar_tiles::sink::OutputTarget;
 use oar_tiles::tile::{BBox, ZoomRange};
-use oar_tiles::{inspect, seed, Error, ExitCode};
+use oar_tiles::{changes, inspect, seed, Error, ExitCode};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -41,9 +41,33 @@ enum Command {
     /// Render every non-empty tile of the zoom pyramid over a bbox and write it to the output.
     #[command(after_help = AFTER_HELP)]
     Seed(SeedArgs),
+    /// Manage change capture in PostGIS, which `seed --dirty` reads. Needs DDL rights; seeding does not.
+    #[command(after_help = AFTER_HELP)]
+    Changes(ChangesArgs),
     /// Show what an output holds: metadata or TileJSON, tiles and bytes per zoom, bounds. Changes nothing.
     #[command(after_help = AFTER_HELP)]
     Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct ChangesArgs {
+    #[command(subcommand)]
+    action: ChangesAction,
+
+    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
+    #[arg(short, long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ChangesAction {
+    /// Create the oar_tiles schema, its change log and the triggers on every source table of the
+    /// config. Running it again refreshes the triggers (e.g. after adding attributes).
+    Install,
+    /// Show the changes logged per source table and the outputs that consume them.
+    Status,
+    /// Remove the triggers and the oar_tiles schema with everything in it.
+    Uninstall,
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +168,7 @@ fn main() -> ProcessExit {
     let outcome = match cli.command {
         Command::Seed(args) => run_seed(args, cli.quiet),
         Command::Inspect(args) => run_inspect(args),
+        Command::Changes(args) => run_changes(args),
     };
     let code = match outcome {
         Ok(()) => ExitCode::Success,
@@ -171,6 +196,37 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .enable_all()
         .build()
         .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))
+}
+
+fn run_changes(args: ChangesArgs) -> Result<(), Error> {
+    let path = Config::locate(args.config.as_deref())?;
+    let config = Config::load(&path)?;
+    runtime()?.block_on(async {
+        let pool = oar_tiles::render::pool::connect(&config.database, 1).await?;
+        match args.action {
+            ChangesAction::Install => {
+                let tables = changes::install(&pool, &config).await?;
+                println!("change capture installed on {}", tables.join(", "));
+            }
+            ChangesAction::Uninstall => {
+                changes::uninstall(&pool, &config).await?;
+                println!("change capture removed");
+            }
+            ChangesAction::Status => {
+                let status = changes::status(&pool, &config).await?;
+                for (table, count) in &status.tables {
+                    println!("{table}: {count} change(s) in the log");
+                }
+                if status.consumers.is_empty() {
+                    println!("no output has recorded a watermark yet");
+                }
+                for (output, snapshot, updated) in &status.consumers {
+                    println!("output {output}: watermark {snapshot} (updated {updated})");
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 fn run_inspect(args: InspectArgs) -> Result<(), Error> {

@@ -183,7 +183,13 @@ impl TilesetContext<'_> {
             (_, Err(err)) => return Err(err),
         };
         if let (true, Some(next)) = (complete, &next_watermark) {
-            let pruned = changes::advance_and_prune(self.pool, &target.describe(), next).await?;
+            let pruned = changes::advance_and_prune(
+                self.pool,
+                &self.job.change_schema,
+                &target.describe(),
+                next,
+            )
+            .await?;
             if pruned > 0 {
                 tracing::info!("pruned {pruned} applied change(s) from the change log");
             }
@@ -233,7 +239,9 @@ impl TilesetContext<'_> {
                     })?;
                 let configs: Vec<LayerConfig> =
                     self.layers.iter().map(|l| l.config.clone()).collect();
-                let (changes, next) = changes::read_since(self.pool, &configs, &since).await?;
+                let (changes, next) =
+                    changes::read_since(self.pool, &self.job.change_schema, &configs, &since)
+                        .await?;
                 tracing::info!(
                     "tileset `{name}`: {} change(s) since the last seed",
                     changes.rows

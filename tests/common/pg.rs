@@ -30,6 +30,7 @@ pub struct TestSchema {
     /// Schema name, unique per test run.
     pub name: String,
     client: Client,
+    companions: Vec<String>,
 }
 
 impl TestSchema {
@@ -50,7 +51,19 @@ impl TestSchema {
         client
             .batch_execute(&format!("CREATE SCHEMA \"{name}\""))
             .expect("create the test schema");
-        Some(TestSchema { url, name, client })
+        Some(TestSchema {
+            url,
+            name,
+            client,
+            companions: Vec::new(),
+        })
+    }
+
+    /// The name of another schema of this test's own (e.g. for change capture), dropped with it.
+    pub fn companion(&mut self, suffix: &str) -> String {
+        let name = format!("{}_{suffix}", self.name);
+        self.companions.push(name.clone());
+        name
     }
 
     /// Runs SQL with `{schema}` replaced by the quoted schema name.
@@ -105,6 +118,11 @@ impl TestSchema {
 
 impl Drop for TestSchema {
     fn drop(&mut self) {
+        for companion in &self.companions {
+            let _ = self
+                .client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{companion}\" CASCADE"));
+        }
         let _ = self
             .client
             .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));

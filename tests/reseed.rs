@@ -1,0 +1,382 @@
+//! Incremental reseeds: change capture in PostGIS, dirty tiles, and results exactly equal to a full
+//! seed of the same data, including changes committed late and runs that were interrupted.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::pg::{Point, Rng, TestSchema};
+use common::run::{oar_tiles, oar_tiles_command, read_mbtiles_raw, single_layer_config};
+
+type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
+
+const ZOOMS: &str = "0-10";
+
+struct Setup {
+    schema: TestSchema,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn starting_points() -> Vec<Point> {
+    let mut rng = Rng::new(21);
+    let mut points: Vec<Point> = (1..=150)
+        .map(|id| match id % 3 {
+            0 => Point::new(id, rng.range(-170.0, 170.0), rng.range(-60.0, 70.0)),
+            _ => Point::new(id, rng.range(106.6, 106.8), rng.range(10.7, 10.9)),
+        })
+        .collect();
+    // On tile borders at several zooms, and sharing coordinates.
+    points.push(Point::new(151, 0.0, 0.0));
+    points.push(Point::new(152, 90.0, 10.0));
+    points.push(Point::new(153, points[3].lon, points[3].lat));
+    points
+}
+
+impl Setup {
+    fn new(label: &str, extra_layer: &str) -> Option<Setup> {
+        let mut schema = TestSchema::create(label)?;
+        schema.point_table("sites", &starting_points());
+        let changes_schema = schema.companion("cdc");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("reseed.toml");
+        let text = format!(
+            "[changes]\nschema = \"{changes_schema}\"\n{}",
+            single_layer_config(&schema.name, "sites", "", extra_layer)
+        );
+        std::fs::write(&config, text).unwrap();
+        let setup = Setup {
+            schema,
+            dir,
+            config,
+        };
+        setup.run(&["changes", "install"]).assert_success();
+        Some(setup)
+    }
+
+    fn run(&self, args: &[&str]) -> common::run::Run {
+        let mut full = vec![args[0]];
+        full.extend_from_slice(&["--config", self.config.to_str().unwrap()]);
+        full.extend_from_slice(&args[1..]);
+        oar_tiles(Some(&self.schema.url), &full)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn seed(&self, output: &Path, extra: &[&str]) -> common::run::Run {
+        let mut args = vec![
+            "seed",
+            "--zoom",
+            ZOOMS,
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let run = self.run(&args);
+        run.assert_success();
+        run
+    }
+
+    /// A full seed of the current data into a fresh file.
+    fn full(&self, name: &str) -> Tiles {
+        let path = self.path(name);
+        let _ = std::fs::remove_file(&path);
+        self.seed(&path, &[]);
+        read_mbtiles_raw(&path)
+    }
+}
+
+/// Random inserts, moves (some onto tile borders or onto another facility), attribute edits and deletes.
+fn random_changes(schema: &mut TestSchema, rng: &mut Rng, round: i64) {
+    let mut sql = String::new();
+    for step in 0..25 {
+        let id = 1 + (rng.next_f64() * 153.0) as i64;
+        match step % 5 {
+            0 => {
+                let new_id = 1000 * round + step;
+                sql.push_str(&format!(
+                    "INSERT INTO {{schema}}.sites (site_id, label, kind, score, pt)
+                     VALUES ({new_id}, 'new {new_id}', 'knit', {}, ST_SetSRID(ST_MakePoint({:.6}, {:.6}), 4326));",
+                    step % 17,
+                    rng.range(106.5, 106.9),
+                    rng.range(10.6, 11.0)
+                ));
+            }
+            1 => sql.push_str(&format!(
+                "UPDATE {{schema}}.sites SET pt = ST_SetSRID(ST_MakePoint({:.6}, {:.6}), 4326) WHERE site_id = {id};",
+                rng.range(-170.0, 170.0),
+                rng.range(-60.0, 70.0)
+            )),
+            2 => sql.push_str(&format!(
+                "UPDATE {{schema}}.sites SET pt = ST_SetSRID(ST_MakePoint(45.0, 0.0), 4326) WHERE site_id = {id};
+                 UPDATE {{schema}}.sites SET pt = (SELECT pt FROM {{schema}}.sites WHERE site_id = 2) WHERE site_id = {};",
+                id % 150 + 3
+            )),
+            3 => sql.push_str(&format!(
+                "UPDATE {{schema}}.sites SET label = 'edited {round}-{step}', score = score + 1 WHERE site_id = {id};"
+            )),
+            _ => sql.push_str(&format!("DELETE FROM {{schema}}.sites WHERE site_id = {id};")),
+        }
+    }
+    // An update that changes nothing rendered must not dirty anything.
+    sql.push_str("UPDATE {schema}.sites SET seen_at = seen_at WHERE site_id = 5;");
+    schema.execute(&sql);
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_reseeds_equal_full_seeds(setup: &mut Setup) {
+    let reseeded = setup.path("reseeded.mbtiles");
+    setup.seed(&reseeded, &[]);
+    let mut rng = Rng::new(3);
+    for round in 1..=4 {
+        random_changes(&mut setup.schema, &mut rng, round);
+        let summary_path = setup.path("summary.json");
+        let changed_list = setup.path("changed.txt");
+        let before = read_mbtiles_raw(&reseeded);
+        setup.seed(
+            &reseeded,
+            &[
+                "--dirty",
+                "--summary-json",
+                summary_path.to_str().unwrap(),
+                "--changed-list",
+                changed_list.to_str().unwrap(),
+            ],
+        );
+        let full = setup.full("full.mbtiles");
+        let after = read_mbtiles_raw(&reseeded);
+        assert!(
+            after == full,
+            "round {round}: the reseed differs from a full seed"
+        );
+        let json = summary(&summary_path);
+        let queried = json[0]["tiles_queried"].as_u64().unwrap();
+        assert!(
+            queried > 0 && queried < full.len() as u64 * 2,
+            "round {round}: {queried} tiles re-rendered"
+        );
+        assert!(json[0]["changes_read"].as_u64().unwrap() >= 25);
+        let listed: std::collections::BTreeSet<String> = std::fs::read_to_string(&changed_list)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let expected: std::collections::BTreeSet<String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|k| before.get(k) != after.get(k))
+            .map(|(z, x, y)| format!("{z}/{x}/{y}"))
+            .collect();
+        assert_eq!(
+            listed, expected,
+            "round {round}: the changed list names every changed tile"
+        );
+    }
+}
+
+#[test]
+fn reseeding_random_changes_gives_exactly_what_a_full_seed_gives() {
+    let Some(mut setup) = Setup::new("reseed", "") else {
+        return;
+    };
+    assert_reseeds_equal_full_seeds(&mut setup);
+    // Applied changes are pruned from the log once the only output has seen them.
+    let status = setup.run(&["changes", "status"]);
+    status.assert_success();
+    assert!(
+        status.stdout.contains(": 0 change(s) in the log"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn reseeding_clustered_zooms_gives_exactly_what_a_full_seed_gives() {
+    let Some(mut setup) = Setup::new("reseedcluster", "cluster_maxzoom = 6\ncluster_cell = 256")
+    else {
+        return;
+    };
+    assert_reseeds_equal_full_seeds(&mut setup);
+}
+
+#[test]
+fn a_change_committed_late_with_a_smaller_sequence_number_is_not_missed() {
+    let Some(mut setup) = Setup::new("latecommit", "") else {
+        return;
+    };
+    let output = setup.path("late.mbtiles");
+    setup.seed(&output, &[]);
+
+    // The slow transaction logs its change first (smaller id), but commits after a reseed ran.
+    let mut slow = postgres::Client::connect(&setup.schema.url, postgres::NoTls).unwrap();
+    let mut slow_tx = slow.transaction().unwrap();
+    slow_tx
+        .batch_execute(&format!(
+            "INSERT INTO \"{}\".sites (site_id, label, kind, score, pt)
+             VALUES (9001, 'late', 'knit', 1, ST_SetSRID(ST_MakePoint(-58.4, -34.6), 4326))",
+            setup.schema.name
+        ))
+        .unwrap();
+    setup.schema.execute(
+        "INSERT INTO {schema}.sites (site_id, label, kind, score, pt)
+         VALUES (9002, 'early', 'knit', 1, ST_SetSRID(ST_MakePoint(151.2, -33.9), 4326))",
+    );
+    setup.seed(&output, &["--dirty"]);
+    slow_tx.commit().unwrap();
+    setup.seed(&output, &["--dirty"]);
+    let full = setup.full("full.mbtiles");
+    assert!(
+        read_mbtiles_raw(&output) == full,
+        "the late change reached the output"
+    );
+}
+
+#[test]
+fn an_interrupted_reseed_is_completed_by_the_next_run() {
+    let Some(mut setup) = Setup::new("interrupted", "") else {
+        return;
+    };
+    let output = setup.path("out.mbtiles");
+    setup.seed(&output, &[]);
+    let mut rng = Rng::new(8);
+    random_changes(&mut setup.schema, &mut rng, 1);
+
+    // Out of time after the first tile: the watermark must stay where it was.
+    let stopped = setup.seed(&output, &["--dirty", "--max-duration", "1ns"]);
+    assert!(
+        stopped.stderr.contains("--max-duration"),
+        "{}",
+        stopped.stderr
+    );
+    // Killed at some point mid-run: the output must still open and hold a consistent state.
+    let mut child = oar_tiles_command(
+        Some(&setup.schema.url),
+        &[
+            "seed",
+            "--config",
+            setup.config.to_str().unwrap(),
+            "--zoom",
+            ZOOMS,
+            "--output",
+            output.to_str().unwrap(),
+            "--dirty",
+        ],
+        &[],
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let _ = child.kill();
+    let _ = child.wait();
+
+    setup.seed(&output, &["--dirty"]);
+    let full = setup.full("full.mbtiles");
+    assert!(
+        read_mbtiles_raw(&output) == full,
+        "the final output equals a full seed"
+    );
+}
+
+#[test]
+fn a_directory_output_reseeds_like_mbtiles() {
+    let Some(mut setup) = Setup::new("reseeddir", "") else {
+        return;
+    };
+    let tree = setup.path("tree");
+    let tree_arg = format!("dir:{}", tree.display());
+    let mut args = vec!["seed", "--zoom", ZOOMS, "--output", tree_arg.as_str()];
+    setup.run(&args).assert_success();
+    let mut rng = Rng::new(13);
+    random_changes(&mut setup.schema, &mut rng, 1);
+    args.push("--dirty");
+    setup.run(&args).assert_success();
+    let full = setup.full("full.mbtiles");
+    let mut tree_tiles = Tiles::new();
+    for (key, _) in &full {
+        let path = tree.join(format!("{}/{}/{}.pbf", key.0, key.1, key.2));
+        tree_tiles.insert(*key, std::fs::read(path).unwrap());
+    }
+    assert!(tree_tiles == full);
+    let files = walk_files(&tree);
+    assert_eq!(files, full.len(), "no stale tile remains in the tree");
+}
+
+fn walk_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            if p.is_dir() {
+                walk_files(&p)
+            } else if p.extension().is_some_and(|e| e == "pbf") {
+                1
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn truncating_a_source_reseeds_everything_and_tile_lists_render_just_their_tiles() {
+    let Some(mut setup) = Setup::new("truncate", "") else {
+        return;
+    };
+    let output = setup.path("out.mbtiles");
+    setup.seed(&output, &[]);
+    let before = read_mbtiles_raw(&output);
+
+    // A tile list re-renders only what it names, even when more changed.
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'renamed' WHERE site_id IN (1, 2, 3)");
+    let list = setup.path("tiles.txt");
+    std::fs::write(&list, "# expire list\n0/0/0\n\n0/0/0\n").unwrap();
+    setup.seed(&output, &["--tiles-from", list.to_str().unwrap()]);
+    let listed = read_mbtiles_raw(&output);
+    assert_ne!(listed[&(0, 0, 0)], before[&(0, 0, 0)]);
+    let others_unchanged = listed
+        .iter()
+        .filter(|(k, _)| **k != (0, 0, 0))
+        .all(|(k, v)| before.get(k) == Some(v));
+    assert!(others_unchanged);
+    std::fs::write(&list, "0/0/0\n3/9/1\n").unwrap();
+    let bad = setup.run(&[
+        "seed",
+        "--zoom",
+        ZOOMS,
+        "--output",
+        output.to_str().unwrap(),
+        "--tiles-from",
+        list.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("tiles.txt:2"), "{}", bad.stderr);
+
+    setup.schema.execute("TRUNCATE {schema}.sites");
+    setup.seed(&output, &["--dirty"]);
+    assert!(
+        read_mbtiles_raw(&output).is_empty(),
+        "every tile of a truncated source is gone"
+    );
+
+    setup.run(&["changes", "install"]).assert_success();
+    setup.run(&["changes", "uninstall"]).assert_success();
+    let gone = setup.run(&[
+        "seed",
+        "--zoom",
+        ZOOMS,
+        "--output",
+        output.to_str().unwrap(),
+        "--dirty",
+    ]);
+    assert_eq!(gone.code, 2, "{}", gone.stderr);
+    assert!(gone.stderr.contains("changes install"), "{}", gone.stderr);
+}
