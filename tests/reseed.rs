@@ -299,7 +299,7 @@ fn a_directory_output_reseeds_like_mbtiles() {
     setup.run(&args).assert_success();
     let full = setup.full("full.mbtiles");
     let mut tree_tiles = Tiles::new();
-    for (key, _) in &full {
+    for key in full.keys() {
         let path = tree.join(format!("{}/{}/{}.pbf", key.0, key.1, key.2));
         tree_tiles.insert(*key, std::fs::read(path).unwrap());
     }
