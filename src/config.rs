@@ -88,6 +88,7 @@ struct RawDatabase {
     pool_size: Option<usize>,
     statement_timeout: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
+    max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +174,8 @@ pub struct DatabaseConfig {
     pub statement_timeout: Duration,
     /// Longest a connection attempt may take.
     pub connect_timeout: Duration,
+    /// Attempts per tile before it is reported as failed (transient errors only).
+    pub max_attempts: u32,
 }
 
 /// One `[[tileset]]`: a pyramid of tiles written to one output.
@@ -357,6 +360,13 @@ fn resolve_database(
                 }),
             }
         };
+    let max_attempts = raw.max_attempts.unwrap_or(6);
+    if !(1..=20).contains(&max_attempts) {
+        return Err(at(
+            None,
+            format!("database.max_attempts {max_attempts} must lie in 1..=20"),
+        ));
+    }
     let pool_size = raw.pool_size.unwrap_or_else(default_pool_size);
     if !(1..=256).contains(&pool_size) {
         return Err(at(
@@ -377,6 +387,7 @@ fn resolve_database(
             "connect_timeout",
             Duration::from_secs(10),
         )?,
+        max_attempts,
     })
 }
 

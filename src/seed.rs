@@ -21,7 +21,7 @@ use crate::job::{SeedJob, Selection, TilesetJob};
 use crate::plan;
 use crate::plan::{sort_for_locality, PyramidWalk};
 use crate::render::source::{describe, LayerSource};
-use crate::render::{pool, Mode, TilesetRenderer};
+use crate::render::{pool, Connections, Mode, TilesetRenderer};
 use crate::report::{human_bytes, Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::sink::{self, ChangeLog, Sink, TilesetMetadata, VectorLayer};
 use crate::tile::TileCoord;
@@ -32,7 +32,8 @@ const WRITE_QUEUE: usize = 256;
 
 /// Runs a seed job and returns one summary per tileset.
 pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
-    let pool = pool::connect(&job.database, job.concurrency).await?;
+    // Headroom beyond the working connections, for replacing broken ones and for start-up checks.
+    let pool = pool::connect(&job.database, job.concurrency * 2).await?;
     let mut prepared = Vec::new();
     for tileset in &job.tilesets {
         let mut layers = Vec::new();
@@ -63,6 +64,7 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
         renderer.check().await?;
         prepared.push((tileset, layers, renderer));
     }
+    let connections = Connections::open(&pool, job.concurrency, job.database.max_attempts).await?;
     let change_list = match (&job.changed_list, job.dry_run) {
         (Some(path), false) => ChangeLog::create(path)?,
         _ => ChangeLog::disabled(),
@@ -75,6 +77,7 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
             layers: &layers,
             renderer: &renderer,
             pool: &pool,
+            connections: &connections,
         };
         summaries.push(context.seed(progress, change_list.clone()).await?);
     }
@@ -89,6 +92,7 @@ struct TilesetContext<'a> {
     layers: &'a [LayerSource],
     renderer: &'a TilesetRenderer,
     pool: &'a Pool,
+    connections: &'a Connections,
 }
 
 /// The tiles a run renders.
@@ -322,8 +326,8 @@ impl TilesetContext<'_> {
             progress.level(z, level.len());
             let mut next = Vec::new();
             let mut results = futures::stream::iter(std::mem::take(&mut level))
-                .map(|tile| self.renderer.render(tile, mode))
-                .buffer_unordered(self.job.concurrency);
+                .map(|tile| self.renderer.render(tile, mode, self.connections))
+                .buffer_unordered(self.job.concurrency * PIPELINE_DEPTH);
             while let Some(rendered) = results.next().await {
                 let rendered = rendered?;
                 let stored = match &sender {
@@ -355,8 +359,8 @@ impl TilesetContext<'_> {
         let deadline = self.job.max_duration.map(|d| Instant::now() + d);
         progress.level(tiles.first().map_or(0, |t| t.z()), tiles.len());
         let mut results = futures::stream::iter(tiles)
-            .map(|tile| self.renderer.render(tile, Mode::Render))
-            .buffer_unordered(self.job.concurrency);
+            .map(|tile| self.renderer.render(tile, Mode::Render, self.connections))
+            .buffer_unordered(self.job.concurrency * PIPELINE_DEPTH);
         while let Some(rendered) = results.next().await {
             let rendered = rendered?;
             let stored = if rendered.mvt.is_empty() {
@@ -413,6 +417,10 @@ impl TilesetContext<'_> {
         Ok(size)
     }
 }
+
+/// Statements in flight per connection: enough to hide the round trip, few enough that one slow
+/// tile holds up little behind it.
+const PIPELINE_DEPTH: usize = 4;
 
 /// More dirty tiles than this and a reseed walks the whole pyramid instead of listing them.
 const DIRTY_LIMIT: usize = 2_000_000;

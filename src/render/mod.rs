@@ -11,7 +11,10 @@ pub mod sql;
 
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::ToSql;
 
 use crate::error::{pg_message, Error, Result};
@@ -52,6 +55,116 @@ pub fn fetch_margin(layers: &[LayerSource], z: u8, extent: u32, buffer: u32) -> 
         .map(|cluster| buffer.div_ceil(cluster.cell) * cluster.cell)
         .fold(buffer, u32::max);
     f64::from(pixels) / f64::from(extent)
+}
+
+/// Whether a failed statement may succeed when tried again: the connection broke, the server is
+/// restarting or overloaded, or the statement ran out of time.
+fn is_transient(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") // connection exception
+                || code.starts_with("57") // operator intervention: shutdown, query_canceled (timeout)
+                || code.starts_with("53") // insufficient resources, too many connections
+                || code == "40001"
+                || code == "40P01"
+        }
+    }
+}
+
+/// A fixed set of pooled connections shared by all renders of a run. Each carries several
+/// statements at once: tokio-postgres pipelines them, so the network round trip no longer leaves the
+/// server idle between tiles. A broken connection is swapped for a fresh one from the pool.
+pub struct Connections {
+    pool: Pool,
+    slots: Vec<Slot>,
+    max_attempts: u32,
+}
+
+struct Slot {
+    client: std::sync::RwLock<Arc<Object>>,
+    busy: AtomicUsize,
+}
+
+/// Marks a slot busy while a statement runs on it.
+pub struct Busy<'a>(&'a AtomicUsize);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connections {
+    /// Takes `count` connections from the pool, waiting with backoff while the server is unreachable.
+    pub async fn open(pool: &Pool, count: usize, max_attempts: u32) -> Result<Connections> {
+        let mut slots = Vec::with_capacity(count);
+        for _ in 0..count {
+            let client = get_with_retries(pool, max_attempts).await?;
+            slots.push(Slot {
+                client: std::sync::RwLock::new(Arc::new(client)),
+                busy: AtomicUsize::new(0),
+            });
+        }
+        Ok(Connections {
+            pool: pool.clone(),
+            slots,
+            max_attempts,
+        })
+    }
+
+    /// The least busy connection, marked busy until the guard drops.
+    fn pick(&self) -> (Busy<'_>, Arc<Object>) {
+        let slot = self
+            .slots
+            .iter()
+            .min_by_key(|s| s.busy.load(Ordering::Relaxed))
+            .expect("a run has at least one connection");
+        slot.busy.fetch_add(1, Ordering::Relaxed);
+        let client = slot
+            .client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (Busy(&slot.busy), client)
+    }
+
+    /// Swaps a broken connection for a new one, once, whichever render noticed first.
+    async fn replace(&self, broken: &Arc<Object>) {
+        let Some(slot) = self
+            .slots
+            .iter()
+            .find(|s| Arc::ptr_eq(&s.client.read().unwrap_or_else(|p| p.into_inner()), broken))
+        else {
+            return;
+        };
+        if let Ok(fresh) = self.pool.get().await {
+            let mut current = slot.client.write().unwrap_or_else(|p| p.into_inner());
+            if Arc::ptr_eq(&current, broken) {
+                *current = Arc::new(fresh);
+            }
+        }
+    }
+}
+
+async fn get_with_retries(pool: &Pool, max_attempts: u32) -> Result<Object> {
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1.. {
+        match pool.get().await {
+            Ok(client) => return Ok(client),
+            Err(err) if attempt < max_attempts => {
+                tracing::warn!(
+                    "cannot get a database connection (attempt {attempt} of {max_attempts}), retrying in {delay:?}: {}",
+                    pool::pool_message(&err)
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+            Err(err) => return Err(Error::Database(pool::pool_message(&err))),
+        }
+    }
+    unreachable!("the loop returns")
 }
 
 /// Renders the tiles of one tileset.
@@ -109,17 +222,18 @@ impl TilesetRenderer {
         Ok(())
     }
 
-    /// Runs one tile's statement.
-    pub async fn render(&self, tile: TileCoord, mode: Mode) -> Result<Rendered> {
+    /// Runs one tile's statement on the least busy connection, retrying transient failures (a
+    /// dropped connection, a restarting server, a statement timeout) with exponential backoff.
+    pub async fn render(
+        &self,
+        tile: TileCoord,
+        mode: Mode,
+        connections: &Connections,
+    ) -> Result<Rendered> {
         let started = Instant::now();
         let query = match mode {
             Mode::Render => &self.render[usize::from(tile.z())],
             Mode::Probe => &self.probe[usize::from(tile.z())],
-        };
-        let fail = |message: String| Error::Render {
-            tileset: self.tileset.clone(),
-            tile,
-            message,
         };
         let (z, x, y) = (i32::from(tile.z()), tile.x() as i32, tile.y() as i32);
         let envelopes = self.envelopes(tile);
@@ -127,30 +241,53 @@ impl TilesetRenderer {
         params.extend(envelopes.iter().map(|v| v as &(dyn ToSql + Sync)));
         params.extend(query.layer_names.iter().map(|n| n as &(dyn ToSql + Sync)));
 
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| fail(pool::pool_message(&e)))?;
-        let statement = client
-            .prepare_typed_cached(&query.sql, &query.types)
-            .await
-            .map_err(|e| fail(pg_message(&e)))?;
-        let row = client
-            .query_one(&statement, &params)
-            .await
-            .map_err(|e| fail(pg_message(&e)))?;
-        let flags: Vec<bool> = row.get(1);
-        let mut children = [false; 4];
-        for (slot, flag) in children.iter_mut().zip(flags) {
-            *slot = flag;
+        let attempts = connections.max_attempts;
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1.. {
+            let (slot, client) = connections.pick();
+            let outcome = async {
+                let statement = client
+                    .prepare_typed_cached(&query.sql, &query.types)
+                    .await?;
+                client.query_one(&statement, &params).await
+            }
+            .await;
+            drop(slot);
+            match outcome {
+                Ok(row) => {
+                    let flags: Vec<bool> = row.get(1);
+                    let mut children = [false; 4];
+                    for (child, flag) in children.iter_mut().zip(flags) {
+                        *child = flag;
+                    }
+                    return Ok(Rendered {
+                        tile,
+                        mvt: row.get(0),
+                        children,
+                        elapsed: started.elapsed(),
+                    });
+                }
+                Err(err) if attempt < attempts && is_transient(&err) => {
+                    tracing::warn!(
+                        "tile {tile}: attempt {attempt} of {attempts} failed, retrying in {delay:?}: {}",
+                        pg_message(&err)
+                    );
+                    if client.is_closed() {
+                        connections.replace(&client).await;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(8));
+                }
+                Err(err) => {
+                    return Err(Error::Render {
+                        tileset: self.tileset.clone(),
+                        tile,
+                        message: format!("{} (after {attempt} attempt(s))", pg_message(&err)),
+                    })
+                }
+            }
         }
-        Ok(Rendered {
-            tile,
-            mvt: row.get(0),
-            children,
-            elapsed: started.elapsed(),
-        })
+        unreachable!("the loop returns")
     }
 
     /// The buffered envelopes of a tile and its children, each in degrees then metres, as the
