@@ -439,18 +439,22 @@ impl Progress {
         }
     }
 
-    /// A zoom level with `tiles` tiles begins; the bar's length grows as the walk discovers work.
-    pub fn level(&mut self, zoom: u8, tiles: usize) {
-        self.zoom = zoom;
+    /// `tiles` more tiles are queued; the bar's length grows as the walk discovers work.
+    pub fn discovered(&mut self, tiles: usize) {
         if let Some(bar) = &self.bar {
             bar.inc_length(tiles as u64);
-            bar.set_message(zoom.to_string());
         }
     }
 
     /// One tile is done.
-    pub fn tile_done(&mut self, tally: &Tally) {
+    pub fn tile_done(&mut self, zoom: u8, tally: &Tally) {
         self.done += 1;
+        if zoom != self.zoom {
+            self.zoom = zoom;
+            if let Some(bar) = &self.bar {
+                bar.set_message(zoom.to_string());
+            }
+        }
         if let Some(bar) = &self.bar {
             bar.inc(1);
         } else if self.kind == ProgressKind::Log && self.last_log.elapsed() >= LOG_EVERY {

@@ -8,8 +8,11 @@
 //! 5. Finish the sink with metadata, or abort it, leaving nothing half-written.
 //! 6. Summarize.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::Instant;
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
@@ -19,9 +22,9 @@ use crate::encode::gzip;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection, TilesetJob};
 use crate::plan;
-use crate::plan::{sort_for_locality, PyramidWalk};
+use crate::plan::{locality_key, PyramidWalk};
 use crate::render::source::{describe, LayerSource};
-use crate::render::{pool, Connections, Mode, TilesetRenderer};
+use crate::render::{pool, Connections, Mode, Rendered, TilesetRenderer};
 use crate::report::{human_bytes, Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::sink::{self, ChangeLog, Sink, TilesetMetadata, VectorLayer};
 use crate::tile::TileCoord;
@@ -306,7 +309,9 @@ impl TilesetContext<'_> {
         Ok(tally.summarize(header, started.elapsed()))
     }
 
-    /// Walks the pyramid level by level, sending non-empty tiles to the writer.
+    /// Walks the pyramid, lowest zoom first, sending non-empty tiles to the writer. A tile's
+    /// children are queued as soon as it is done, so no zoom level waits for the slowest tile of the
+    /// one above.
     async fn walk(
         &self,
         sender: Option<mpsc::Sender<WriterCommand>>,
@@ -315,36 +320,82 @@ impl TilesetContext<'_> {
         progress: &mut Progress,
     ) -> Result<()> {
         let walk = PyramidWalk::new(self.tileset.bbox, self.tileset.zooms);
-        let mut level = walk.roots();
-        while !level.is_empty() {
-            let z = level[0].z();
-            let mode = if self.job.dry_run {
-                Mode::Probe
-            } else {
-                walk.mode(z)
-            };
-            progress.level(z, level.len());
-            let mut next = Vec::new();
-            let mut results = futures::stream::iter(std::mem::take(&mut level))
-                .map(|tile| self.renderer.render(tile, mode, self.connections))
-                .buffer_unordered(self.job.concurrency * PIPELINE_DEPTH);
-            while let Some(rendered) = results.next().await {
-                let rendered = rendered?;
-                let stored = match &sender {
-                    Some(sender) if !rendered.mvt.is_empty() => Some(
-                        self.store(sender, rendered.tile, &rendered.mvt, gzipped, tally)
-                            .await?,
-                    ),
-                    _ => None,
+        let mut queue: BinaryHeap<Reverse<(u8, u64, TileCoord)>> = walk
+            .roots()
+            .into_iter()
+            .map(|t| Reverse((t.z(), locality_key(t), t)))
+            .collect();
+        progress.discovered(queue.len());
+        let mut in_flight = FuturesUnordered::new();
+        let capacity = self.job.concurrency * PIPELINE_DEPTH;
+        let writes = sender.is_some();
+        loop {
+            while in_flight.len() < capacity {
+                let Some(Reverse((_, _, tile))) = queue.pop() else {
+                    break;
                 };
-                tally.record(rendered.tile, mode, rendered.elapsed, stored);
-                progress.tile_done(tally);
-                next.extend(walk.children(rendered.tile, rendered.children));
+                let mode = if self.job.dry_run {
+                    Mode::Probe
+                } else {
+                    walk.mode(tile.z())
+                };
+                in_flight.push(async move {
+                    (
+                        mode,
+                        self.render_encoded(tile, mode, writes && gzipped, writes)
+                            .await,
+                    )
+                });
             }
-            sort_for_locality(&mut next);
-            level = next;
+            let Some((mode, result)) = in_flight.next().await else {
+                break;
+            };
+            let (rendered, data) = result?;
+            let stored = match (&sender, data) {
+                (Some(sender), Some(data)) => {
+                    Some(self.store(sender, rendered.tile, data, tally).await?)
+                }
+                _ => None,
+            };
+            tally.record(rendered.tile, mode, rendered.elapsed, stored);
+            progress.tile_done(rendered.tile.z(), tally);
+            for child in walk.children(rendered.tile, rendered.children) {
+                queue.push(Reverse((child.z(), locality_key(child), child)));
+                progress.discovered(1);
+            }
         }
         Ok(())
+    }
+
+    /// Renders a tile and, when it holds something and is to be written, encodes it; large tiles are
+    /// compressed on the blocking pool so the other renders keep flowing meanwhile.
+    async fn render_encoded(
+        &self,
+        tile: TileCoord,
+        mode: Mode,
+        gzipped: bool,
+        writes: bool,
+    ) -> Result<(Rendered, Option<Vec<u8>>)> {
+        let mut rendered = self.renderer.render(tile, mode, self.connections).await?;
+        if rendered.mvt.is_empty() || !writes {
+            return Ok((rendered, None));
+        }
+        let mvt = std::mem::take(&mut rendered.mvt);
+        let data = if !gzipped {
+            mvt
+        } else if mvt.len() < OFFLOAD_GZIP_BYTES {
+            gzip(&mvt)
+        } else {
+            tokio::task::spawn_blocking(move || gzip(&mvt))
+                .await
+                .map_err(|e| {
+                    Error::output(
+                        &self.tileset.tileset.name,
+                        format!("compressing tile {tile}: {e}"),
+                    )
+                })?
+        };
+        Ok((rendered, Some(data)))
     }
 
     /// Renders a list of tiles; returns false when `--max-duration` ran out before the end.
@@ -357,26 +408,26 @@ impl TilesetContext<'_> {
         progress: &mut Progress,
     ) -> Result<bool> {
         let deadline = self.job.max_duration.map(|d| Instant::now() + d);
-        progress.level(tiles.first().map_or(0, |t| t.z()), tiles.len());
+        progress.discovered(tiles.len());
         let mut results = futures::stream::iter(tiles)
-            .map(|tile| self.renderer.render(tile, Mode::Render, self.connections))
+            .map(|tile| self.render_encoded(tile, Mode::Render, gzipped, true))
             .buffer_unordered(self.job.concurrency * PIPELINE_DEPTH);
-        while let Some(rendered) = results.next().await {
-            let rendered = rendered?;
-            let stored = if rendered.mvt.is_empty() {
-                sender
-                    .send(WriterCommand::Delete(rendered.tile))
-                    .await
-                    .map_err(|_| Error::output(&self.tileset.tileset.name, "the writer stopped"))?;
-                None
-            } else {
-                Some(
-                    self.store(&sender, rendered.tile, &rendered.mvt, gzipped, tally)
-                        .await?,
-                )
+        while let Some(result) = results.next().await {
+            let (rendered, data) = result?;
+            let stored = match data {
+                None => {
+                    sender
+                        .send(WriterCommand::Delete(rendered.tile))
+                        .await
+                        .map_err(|_| {
+                            Error::output(&self.tileset.tileset.name, "the writer stopped")
+                        })?;
+                    None
+                }
+                Some(data) => Some(self.store(&sender, rendered.tile, data, tally).await?),
             };
             tally.record(rendered.tile, Mode::Render, rendered.elapsed, stored);
-            progress.tile_done(tally);
+            progress.tile_done(rendered.tile.z(), tally);
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
@@ -384,16 +435,14 @@ impl TilesetContext<'_> {
         Ok(true)
     }
 
-    /// Encodes a non-empty tile, checks it against the size budget and hands it to the writer.
+    /// Checks an encoded tile against the size budget and hands it to the writer.
     async fn store(
         &self,
         sender: &mpsc::Sender<WriterCommand>,
         tile: TileCoord,
-        mvt: &[u8],
-        gzipped: bool,
+        data: Vec<u8>,
         tally: &mut Tally,
     ) -> Result<usize> {
-        let data = if gzipped { gzip(mvt) } else { mvt.to_vec() };
         let budget = self.tileset.tileset.size_budget;
         if data.len() as u64 > budget {
             if self.job.strict_size {
@@ -417,6 +466,9 @@ impl TilesetContext<'_> {
         Ok(size)
     }
 }
+
+/// Tiles at least this large are compressed off the task that drives the renders.
+const OFFLOAD_GZIP_BYTES: usize = 64 * 1024;
 
 /// Statements in flight per connection: enough to hide the round trip, few enough that one slow
 /// tile holds up little behind it.

@@ -209,6 +209,13 @@ impl TilesetRenderer {
             .get()
             .await
             .map_err(|e| Error::Database(pool::pool_message(&e)))?;
+        for (z, query) in self.render.iter().enumerate() {
+            tracing::debug!(
+                "tileset `{}` zoom {z} statement: {}",
+                self.tileset,
+                query.sql
+            );
+        }
         for query in self.render.iter().chain(&self.probe) {
             client
                 .prepare_typed_cached(&query.sql, &query.types)
