@@ -16,6 +16,10 @@ pub enum ExitCode {
     Failure = 1,
     /// The command line or the configuration is wrong; nothing was done.
     Usage = 2,
+    /// Stopped by SIGINT (128 + 2); the output was left as it was before the run.
+    Interrupted = 130,
+    /// Stopped by SIGTERM (128 + 15); the output was left as it was before the run.
+    Terminated = 143,
 }
 
 /// Everything that can go wrong.
@@ -82,6 +86,31 @@ pub enum Error {
         message: String,
     },
 
+    /// Another job holds the output.
+    #[error("output {output} is in use by another oar-tiles job ({holder}); pass --wait-lock to wait for it")]
+    Locked {
+        /// The output.
+        output: String,
+        /// Who holds the lock, as it recorded itself.
+        holder: String,
+    },
+
+    /// A signal asked the job to stop.
+    #[error("stopped by {signal}; the output was left as it was before this run")]
+    Stopped {
+        /// `SIGINT` or `SIGTERM`.
+        signal: &'static str,
+    },
+
+    /// Some tiles failed even after retries (`--keep-going`).
+    #[error("{count} tile(s) failed; they are listed in {} (feed it to --tiles-from)", list.display())]
+    TilesFailed {
+        /// How many.
+        count: usize,
+        /// The file listing them.
+        list: PathBuf,
+    },
+
     /// The output is fine but writing an auxiliary file (summary, list) failed.
     #[error("{}: {message}", path.display())]
     File {
@@ -109,7 +138,11 @@ impl Error {
             | Error::Database(_)
             | Error::Render { .. }
             | Error::Output { .. }
-            | Error::File { .. } => ExitCode::Failure,
+            | Error::File { .. }
+            | Error::Locked { .. }
+            | Error::TilesFailed { .. } => ExitCode::Failure,
+            Error::Stopped { signal: "SIGINT" } => ExitCode::Interrupted,
+            Error::Stopped { .. } => ExitCode::Terminated,
         }
     }
 

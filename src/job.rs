@@ -36,6 +36,10 @@ pub struct SeedOptions {
     pub tiles_from: Option<PathBuf>,
     /// Stop a reseed cleanly after this long.
     pub max_duration: Option<Duration>,
+    /// Wait for another job's lock on an output instead of refusing.
+    pub wait_lock: bool,
+    /// Finish the other tiles when some fail, and list the failed ones here.
+    pub keep_going: Option<PathBuf>,
 }
 
 /// Which tiles a job renders.
@@ -74,6 +78,10 @@ pub struct SeedJob {
     pub selection: Selection,
     /// Stop a reseed cleanly after this long.
     pub max_duration: Option<Duration>,
+    /// Wait for another job's lock on an output instead of refusing.
+    pub wait_lock: bool,
+    /// Finish the other tiles when some fail, and list the failed ones here.
+    pub keep_going: Option<PathBuf>,
 }
 
 /// One tileset's part of a job.
@@ -200,6 +208,8 @@ impl SeedJob {
             strict_size: options.strict_size,
             selection,
             max_duration: options.max_duration,
+            wait_lock: options.wait_lock,
+            keep_going: options.keep_going,
         })
     }
 }

@@ -143,6 +143,15 @@ struct SeedArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_duration: Option<std::time::Duration>,
 
+    /// If another job holds the output, wait for it instead of refusing.
+    #[arg(long)]
+    wait_lock: bool,
+
+    /// When a tile still fails after its retries, finish the others, list the failed tiles in FILE
+    /// (a --tiles-from list; their subtrees are not walked) and exit 1.
+    #[arg(long, value_name = "FILE")]
+    keep_going: Option<PathBuf>,
+
     /// Fail (exit 1, output left as it was) on the first tile over the tileset's size_budget,
     /// instead of listing such tiles in the summary.
     #[arg(long)]
@@ -268,6 +277,8 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
         dirty: args.dirty,
         tiles_from: args.tiles_from,
         max_duration: args.max_duration,
+        wait_lock: args.wait_lock,
+        keep_going: args.keep_going,
     };
     let job = SeedJob::resolve(config, options)?;
     let progress = if quiet {
@@ -285,6 +296,22 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
             path: path.clone(),
             message: format!("cannot write the summary: {e}"),
         })?;
+    }
+    let failed: Vec<&str> = summaries
+        .iter()
+        .flat_map(|s| &s.failed_tiles)
+        .map(|f| f.tile.as_str())
+        .collect();
+    if let (Some(list), false) = (&job.keep_going, failed.is_empty()) {
+        let text: String = failed.iter().map(|tile| format!("{tile}\n")).collect();
+        std::fs::write(list, text).map_err(|e| Error::File {
+            path: list.clone(),
+            message: format!("cannot write the failed-tile list: {e}"),
+        })?;
+        return Err(Error::TilesFailed {
+            count: failed.len(),
+            list: list.clone(),
+        });
     }
     Ok(())
 }

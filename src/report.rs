@@ -54,6 +54,7 @@ struct ZoomTally {
 #[derive(Debug, Default)]
 pub struct Tally {
     stored: SinkReport,
+    failed: Vec<(TileCoord, String)>,
     zooms: BTreeMap<u8, ZoomTally>,
     over_budget: Vec<(TileCoord, usize)>,
     slowest: BinaryHeap<Reverse<(Duration, TileCoord)>>,
@@ -91,6 +92,16 @@ impl Tally {
                 }
             }
         }
+    }
+
+    /// Notes a tile that failed after its retries.
+    pub fn failed_tile(&mut self, tile: TileCoord, message: String) {
+        self.failed.push((tile, message));
+    }
+
+    /// Tiles that failed after their retries.
+    pub fn failed(&self) -> &[(TileCoord, String)] {
+        &self.failed
     }
 
     /// Records what the output did with the tiles.
@@ -162,6 +173,14 @@ impl Tally {
                 0.0
             },
             stored,
+            failed_tiles: self
+                .failed
+                .into_iter()
+                .map(|(tile, error)| FailedTile {
+                    tile: tile.to_string(),
+                    error,
+                })
+                .collect(),
             over_budget: self
                 .over_budget
                 .into_iter()
@@ -214,6 +233,15 @@ pub struct TileSize {
     pub tile: String,
     /// Stored (compressed) bytes.
     pub bytes: usize,
+}
+
+/// A tile that could not be rendered.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedTile {
+    /// `z/x/y`.
+    pub tile: String,
+    /// The last error.
+    pub error: String,
 }
 
 /// A tile and how long it took.
@@ -279,6 +307,8 @@ pub struct TilesetSummary {
     pub tiles_per_second: f64,
     /// What the output did with them: changed, unchanged (skipped), deleted.
     pub stored: SinkReport,
+    /// Tiles that failed after their retries (`--keep-going`).
+    pub failed_tiles: Vec<FailedTile>,
     /// Every tile over the tileset's size budget, in the order rendered.
     pub over_budget: Vec<TileSize>,
     /// Per-zoom figures.
@@ -355,6 +385,24 @@ impl TilesetSummary {
             "output: {} changed, {} unchanged (not rewritten), {} deleted\n",
             self.stored.changed, self.stored.unchanged, self.stored.deleted
         ));
+        if !self.failed_tiles.is_empty() {
+            let listed: Vec<&str> = self
+                .failed_tiles
+                .iter()
+                .take(20)
+                .map(|t| t.tile.as_str())
+                .collect();
+            out.push_str(&format!(
+                "FAILED: {} tile(s) after retries: {}\n",
+                self.failed_tiles.len(),
+                listed.join(", ")
+            ));
+        }
+        if !self.complete {
+            out.push_str(
+                "incomplete: the watermark was not advanced; the next run picks up the rest\n",
+            );
+        }
         if !self.over_budget.is_empty() {
             let listed: Vec<String> = self
                 .over_budget

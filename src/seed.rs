@@ -26,7 +26,7 @@ use crate::plan::{locality_key, PyramidWalk};
 use crate::render::source::{describe, LayerSource};
 use crate::render::{pool, Connections, Mode, Rendered, TilesetRenderer};
 use crate::report::{human_bytes, Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
-use crate::sink::{self, ChangeLog, Sink, TilesetMetadata, VectorLayer};
+use crate::sink::{self, lock, ChangeLog, Sink, TilesetMetadata, VectorLayer};
 use crate::tile::TileCoord;
 use deadpool_postgres::Pool;
 
@@ -68,6 +68,7 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
         prepared.push((tileset, layers, renderer));
     }
     let connections = Connections::open(&pool, job.concurrency, job.database.max_attempts).await?;
+    let stop = Stop::on_signals();
     let change_list = match (&job.changed_list, job.dry_run) {
         (Some(path), false) => ChangeLog::create(path)?,
         _ => ChangeLog::disabled(),
@@ -81,6 +82,7 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
             renderer: &renderer,
             pool: &pool,
             connections: &connections,
+            stop: &stop,
         };
         summaries.push(context.seed(progress, change_list.clone()).await?);
     }
@@ -96,6 +98,7 @@ struct TilesetContext<'a> {
     renderer: &'a TilesetRenderer,
     pool: &'a Pool,
     connections: &'a Connections,
+    stop: &'a Stop,
 }
 
 /// The tiles a run renders.
@@ -104,6 +107,47 @@ enum Work {
     Pyramid,
     /// Exactly these tiles: written when they hold something, deleted when they do not.
     Tiles(Vec<TileCoord>),
+}
+
+/// Turns SIGINT and SIGTERM into a request to stop, which every render loop watches.
+struct Stop(tokio::sync::watch::Receiver<Option<&'static str>>);
+
+impl Stop {
+    fn on_signals() -> Stop {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (sender, receiver) = tokio::sync::watch::channel(None);
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        if let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) {
+            tokio::spawn(async move {
+                let name = tokio::select! {
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                tracing::warn!("{name} received: stopping; the output keeps its previous state");
+                let _ = sender.send(Some(name));
+                // A second signal means now.
+                tokio::select! {
+                    _ = interrupt.recv() => std::process::exit(130),
+                    _ = terminate.recv() => std::process::exit(143),
+                }
+            });
+        }
+        Stop(receiver)
+    }
+
+    /// Resolves with the signal's name once one arrived.
+    async fn stopped(&self) -> &'static str {
+        let mut receiver = self.0.clone();
+        let signal = match receiver.wait_for(Option::is_some).await {
+            Ok(value) => *value,
+            Err(_) => None,
+        };
+        match signal {
+            Some(name) => name,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// What the writer thread is asked to do.
@@ -135,6 +179,7 @@ impl TilesetContext<'_> {
             target.describe()
         );
         let settings = &self.tileset.tileset.output_settings;
+        let _lock = lock::acquire(target, self.job.wait_lock).await?;
         let sink = sink::open(target, settings, &self.job.s3, change_list).await?;
         let (work, next_watermark, changes_read) = match self.plan(sink.state()).await {
             Ok(plan) => plan,
@@ -143,7 +188,7 @@ impl TilesetContext<'_> {
                 return Err(err);
             }
         };
-        let sweep = matches!(work, Work::Pyramid);
+        let pyramid = matches!(work, Work::Pyramid);
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer = spawn_writer(sink, receiver);
 
@@ -166,7 +211,11 @@ impl TilesetContext<'_> {
             .await
             .map_err(|e| Error::output(name, format!("the writer stopped: {e}")))?;
         let complete = match (rendered, sink) {
-            (Ok(complete), Ok(sink)) => {
+            (Ok(finished), Ok(sink)) => {
+                // Tiles that failed (--keep-going) leave their subtrees unknown: nothing is swept,
+                // and the watermark stays so the next reseed covers them too.
+                let complete = finished && tally.failed().is_empty();
+                let sweep = pyramid && complete;
                 // Only a complete run moves the watermark; an interrupted one leaves it for the next.
                 let state = next_watermark
                     .as_ref()
@@ -347,10 +396,17 @@ impl TilesetContext<'_> {
                     )
                 });
             }
-            let Some((mode, result)) = in_flight.next().await else {
+            let next = tokio::select! {
+                biased;
+                signal = self.stop.stopped() => return Err(Error::Stopped { signal }),
+                next = in_flight.next() => next,
+            };
+            let Some((mode, result)) = next else {
                 break;
             };
-            let (rendered, data) = result?;
+            let Some((rendered, data)) = self.keep_going(result, tally)? else {
+                continue;
+            };
             let stored = match (&sender, data) {
                 (Some(sender), Some(data)) => {
                     Some(self.store(sender, rendered.tile, data, tally).await?)
@@ -412,8 +468,16 @@ impl TilesetContext<'_> {
         let mut results = futures::stream::iter(tiles)
             .map(|tile| self.render_encoded(tile, Mode::Render, gzipped, true))
             .buffer_unordered(self.job.concurrency * PIPELINE_DEPTH);
-        while let Some(result) = results.next().await {
-            let (rendered, data) = result?;
+        loop {
+            let next = tokio::select! {
+                biased;
+                signal = self.stop.stopped() => return Err(Error::Stopped { signal }),
+                next = results.next() => next,
+            };
+            let Some(result) = next else { break };
+            let Some((rendered, data)) = self.keep_going(result, tally)? else {
+                continue;
+            };
             let stored = match data {
                 None => {
                     sender
@@ -433,6 +497,20 @@ impl TilesetContext<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// With `--keep-going`, a tile that failed after its retries is noted and skipped (`None`);
+    /// otherwise its error ends the run.
+    fn keep_going<T>(&self, result: Result<T>, tally: &mut Tally) -> Result<Option<T>> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(Error::Render { tile, message, .. }) if self.job.keep_going.is_some() => {
+                tracing::error!("tile {tile} failed: {message}");
+                tally.failed_tile(tile, message);
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// Checks an encoded tile against the size budget and hands it to the writer.

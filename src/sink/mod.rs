@@ -7,6 +7,7 @@
 
 pub mod changes;
 pub mod directory;
+pub mod lock;
 pub mod mbtiles;
 pub mod s3;
 pub mod tilejson;

@@ -1,0 +1,167 @@
+//! One job per output at a time: an exclusive lock on a file beside the output (for S3 outputs, in
+//! this machine's cache directory, so it guards against jobs on the same machine only).
+//!
+//! The lock file records who holds it, so a second job can say whom it is waiting for. The holder
+//! removes the file when it is done; a job that locked a file which was removed meanwhile notices (the
+//! path no longer leads to its file) and locks again.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+
+use super::OutputTarget;
+use crate::error::{Error, Result};
+
+/// A held lock; released (and its file removed) on drop.
+pub struct OutputLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Where the lock of an output lives.
+pub fn lock_path(target: &OutputTarget) -> PathBuf {
+    let beside = |path: &Path| {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".oar-tiles.lock");
+        path.with_file_name(name)
+    };
+    match target {
+        OutputTarget::Mbtiles(path) => beside(path),
+        OutputTarget::Directory(root) => beside(&root.components().collect::<PathBuf>()),
+        OutputTarget::S3 { bucket, prefix } => {
+            let digest = Md5::digest(format!("{bucket}/{prefix}").as_bytes());
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir);
+            cache
+                .join("oar-tiles")
+                .join("locks")
+                .join(format!("s3-{bucket}-{}.lock", hex::encode(&digest[..8])))
+        }
+    }
+}
+
+/// Takes the output's lock; without `wait`, fails at once naming the holder.
+pub async fn acquire(target: &OutputTarget, wait: bool) -> Result<OutputLock> {
+    let path = lock_path(target);
+    let output = target.describe();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if matches!(target, OutputTarget::S3 { .. }) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::output(&path, format!("cannot create it: {e}")))?;
+        } else if !dir.is_dir() {
+            return Err(Error::output(
+                &output,
+                format!("directory {} does not exist", dir.display()),
+            ));
+        }
+    }
+    let mut announced = false;
+    loop {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| {
+                Error::output(
+                    &output,
+                    format!("cannot create the lock file {}: {e}", path.display()),
+                )
+            })?;
+        match file.try_lock() {
+            Ok(()) => {
+                let still_there = std::fs::metadata(&path)
+                    .ok()
+                    .zip(file.metadata().ok())
+                    .is_some_and(|(on_disk, ours)| {
+                        on_disk.ino() == ours.ino() && on_disk.dev() == ours.dev()
+                    });
+                if !still_there {
+                    continue;
+                }
+                let holder = format!(
+                    "pid {} on {} since {}",
+                    std::process::id(),
+                    hostname(),
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                );
+                file.set_len(0)
+                    .and_then(|()| file.write_all(holder.as_bytes()))
+                    .map_err(|e| {
+                        Error::output(
+                            &output,
+                            format!("cannot write the lock file {}: {e}", path.display()),
+                        )
+                    })?;
+                return Ok(OutputLock { path, _file: file });
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = if holder.trim().is_empty() {
+                    "holder unknown".into()
+                } else {
+                    holder
+                };
+                if !wait {
+                    return Err(Error::Locked { output, holder });
+                }
+                if !announced {
+                    tracing::info!("waiting for {output}, locked by {holder}");
+                    announced = true;
+                }
+                drop(file);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(TryLockError::Error(err)) => {
+                return Err(Error::output(
+                    &output,
+                    format!("cannot lock {}: {err}", path.display()),
+                ))
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "this host".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_job_is_refused_while_the_first_holds_the_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = OutputTarget::Mbtiles(dir.path().join("out.mbtiles"));
+        let first = acquire(&target, false).await.unwrap();
+        let err = acquire(&target, false).await.err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(err.contains("--wait-lock"), "{err}");
+        drop(first);
+        assert!(
+            !lock_path(&target).exists(),
+            "the holder removes its lock file"
+        );
+        let _again = acquire(&target, false).await.unwrap();
+    }
+}
