@@ -288,6 +288,23 @@ const CASES: &[Case] = &[
         1,
         "does not exist",
     ),
+    case("max-duration on a full seed", None, &["--max-duration", "10m"], false, 2, "--max-duration applies"),
+    case("max-duration not a duration", None, &["--dirty", "--max-duration", "soon"], false, 2, "not a duration"),
+    case("dirty with a tile list", None, &["--dirty", "--tiles-from", "/dev/null"], false, 2, "cannot be combined"),
+    case("dry run of a reseed", None, &["--dry-run", "--dirty"], false, 2, "--dry-run counts a full seed"),
+    case("tile list missing", None, &["--tiles-from", "/nonexistent/tiles.txt"], false, 2, "/nonexistent/tiles.txt"),
+    case("too much concurrency", None, &["--concurrency", "1000"], false, 2, "--concurrency 1000"),
+    case("invalid bucket name", None, &["--output", "s3://UPPER/x"], false, 2, "not a valid S3 bucket name"),
+    case("unsupported URL output", None, &["--output", "ftp://host/x"], false, 2, "not supported"),
+    case("cluster cell not a power of two", Some(("attributes", "cluster_maxzoom = 5\ncluster_cell = 100\nattributes")), &[], false, 2, "cluster_cell 100"),
+    case("cluster cell without cluster zooms", Some(("attributes", "cluster_cell = 64\nattributes")), &[], false, 2, "need cluster_maxzoom"),
+    case("attribute named like a cluster property", Some(("attributes = [", "cluster_maxzoom = 3\nattributes = [\"count\", ")), &[], false, 2, "clashes with a cluster property"),
+    case("tile extension with a slash", Some(("name = \"sites\"\n", "name = \"sites\"\ntile_extension = \"p/bf\"\n")), &[], false, 2, "tile_extension"),
+    case("tileset defined twice", Some(("[[tileset]]", "[[tileset]]\nname = \"sites\"\n[[tileset.layer]]\nname = \"a\"\ntable = \"a\"\n[[tileset]]")), &[], false, 2, "defined twice"),
+    case("s3 attempts out of range", Some(("pool_size = 2", "pool_size = 2\n[s3]\nmax_attempts = 0")), &[], false, 2, "s3.max_attempts"),
+    case("database attempts out of range", Some(("pool_size = 2", "pool_size = 2\nmax_attempts = 99")), &[], false, 2, "database.max_attempts 99"),
+    case("table name trying SQL injection", Some(("sites\"\ngeometry", "sites; DROP TABLE sites; --\"\ngeometry")), &[], true, 2, "does not exist"),
+    case("column name trying SQL injection", Some(("\"kind\",", "\"kind\\\"; DROP TABLE sites; --\",")), &[], true, 2, "does not exist"),
 ];
 
 fn run_case(case: &Case, schema: Option<&TestSchema>) {
