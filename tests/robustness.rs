@@ -1,0 +1,491 @@
+//! Unattended-job robustness with real processes: signals, locks, a database restarted mid-seed,
+//! pathological tiles with --keep-going, a seeder killed with SIGKILL, and a read-only role.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pg::{Point, Rng, TestSchema};
+use common::run::{oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, single_layer_config};
+
+fn many_points(count: i64) -> Vec<Point> {
+    let mut rng = Rng::new(77);
+    (1..=count)
+        .map(|id| match id % 4 {
+            0 => Point::new(id, rng.range(-170.0, 170.0), rng.range(-60.0, 70.0)),
+            _ => Point::new(id, rng.range(-0.3, 0.3), rng.range(51.3, 51.7)),
+        })
+        .collect()
+}
+
+fn config(dir: &Path, schema: &str, database: &str, extra_layer: &str) -> PathBuf {
+    let path = dir.join("robust.toml");
+    let text = single_layer_config(schema, "sites", "", extra_layer).replace(
+        "pool_size = 2",
+        &format!("pool_size = 2\nmax_attempts = 8\nstatement_timeout = \"2s\"\n{database}"),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn signal(pid: u32, name: &str) {
+    Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+/// Waits until the seeder has rendered something (its progress log), so a signal lands mid-job.
+fn wait_for_progress(child: &mut std::process::Child, output: &Path) {
+    let started = Instant::now();
+    let partial = PathBuf::from(format!("{}.partial", output.display()));
+    while !partial.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the seed never started writing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the seed ended too soon"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn sigterm_and_sigint_stop_the_seed_cleanly_with_their_exit_codes() {
+    let Some(mut schema) = TestSchema::create("signals") else {
+        return;
+    };
+    schema.point_table("sites", &many_points(3000));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &schema.name, "", "");
+    let output = dir.path().join("out.mbtiles");
+    oar_tiles(
+        Some(&schema.url),
+        &[
+            "seed",
+            "--config",
+            config.to_str().unwrap(),
+            "--zoom",
+            "0-6",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    )
+    .assert_success();
+    let before = std::fs::read(&output).unwrap();
+    for (name, code) in [("TERM", 143), ("INT", 130)] {
+        let args = [
+            "seed",
+            "--config",
+            config.to_str().unwrap(),
+            "--zoom",
+            "0-16",
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        let mut child = oar_tiles_command(Some(&schema.url), &args, &[])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_progress(&mut child, &output);
+        signal(child.id(), name);
+        let run = run_from(child.wait_with_output().unwrap());
+        assert_eq!(run.code, code, "SIG{name}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("stopped by SIG{name}")),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            std::fs::read(&output).unwrap(),
+            before,
+            "the previous output is untouched"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("partial") || n.contains("lock"))
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+#[test]
+fn a_second_job_on_the_same_output_refuses_or_waits() {
+    let Some(mut schema) = TestSchema::create("locks") else {
+        return;
+    };
+    schema.point_table("sites", &many_points(50));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &schema.name, "", "");
+    let output = dir.path().join("out.mbtiles");
+    let lock_path = dir.path().join("out.mbtiles.oar-tiles.lock");
+    let holder = std::fs::File::create(&lock_path).unwrap();
+    holder.lock().unwrap();
+    std::fs::write(&lock_path, "pid 4242 on testhost since now").unwrap();
+    let args = [
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        "0-4",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    let refused = oar_tiles(Some(&schema.url), &args);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("pid 4242 on testhost"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!output.exists());
+
+    let mut waiting_args = args.to_vec();
+    waiting_args.push("--wait-lock");
+    let waiting = oar_tiles_command(Some(&schema.url), &waiting_args, &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(!output.exists(), "the waiting job has not started");
+    std::fs::remove_file(&lock_path).unwrap();
+    drop(holder);
+    let run = run_from(waiting.wait_with_output().unwrap());
+    run.assert_success();
+    assert!(run.stderr.contains("waiting for"), "{}", run.stderr);
+    assert!(output.exists());
+}
+
+#[test]
+fn a_pathological_tile_times_out_and_keep_going_lists_it_for_tiles_from() {
+    let Some(mut schema) = TestSchema::create("keepgoing") else {
+        return;
+    };
+    let mut points = many_points(200);
+    points.push(Point::new(7777, 120.0, -10.0));
+    schema.point_table("sites", &points);
+    let dir = tempfile::tempdir().unwrap();
+    // Rows of facility 7777 take longer than the statement timeout to read.
+    let slow = "filter = \"(site_id <> 7777 OR pg_sleep(3) IS NOT NULL)\"";
+    let config = config(dir.path(), &schema.name, "", slow);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_attempts = 8", "max_attempts = 2");
+    std::fs::write(&config, text).unwrap();
+    let output = dir.path().join("out.mbtiles");
+    let failed = dir.path().join("failed.txt");
+    let args = [
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        "0-5",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    let strict = oar_tiles(Some(&schema.url), &args);
+    assert_eq!(strict.code, 1, "{}", strict.stderr);
+    assert!(
+        strict.stderr.contains("statement timeout"),
+        "{}",
+        strict.stderr
+    );
+    assert!(
+        strict.stderr.contains("tile 0/0/0"),
+        "the first tile showing 7777 is named: {}",
+        strict.stderr
+    );
+
+    // From zoom 2 on, 7777 lies in one tile (2/3/2): that one fails, the rest are finished.
+    let mut keep = args.to_vec();
+    keep[4] = "2-5";
+    keep.extend(["--keep-going", failed.to_str().unwrap()]);
+    let run = oar_tiles(Some(&schema.url), &keep);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("failed.txt"), "{}", run.stderr);
+    let listed = std::fs::read_to_string(&failed).unwrap();
+    assert_eq!(
+        listed.trim(),
+        "2/3/2",
+        "the tile holding 7777 is listed: {listed}"
+    );
+    let tiles = read_mbtiles_raw(&output);
+    assert!(
+        tiles.keys().any(|(z, _, _)| *z == 5),
+        "the other tiles were finished"
+    );
+
+    let fixed = std::fs::read_to_string(&config).unwrap().replace(slow, "");
+    std::fs::write(&config, fixed).unwrap();
+    let retry = [
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        "2-5",
+        "--output",
+        output.to_str().unwrap(),
+        "--tiles-from",
+        failed.to_str().unwrap(),
+    ];
+    oar_tiles(Some(&schema.url), &retry).assert_success();
+    assert!(read_mbtiles_raw(&output).contains_key(&(2, 3, 2)));
+}
+
+#[test]
+fn a_seed_killed_at_random_points_is_finished_by_the_next_run_with_identical_tiles() {
+    let Some(mut schema) = TestSchema::create("sigkill") else {
+        return;
+    };
+    schema.point_table("sites", &many_points(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &schema.name, "", "");
+    let clean = dir.path().join("clean.mbtiles");
+    let base = |output: &Path| -> Vec<String> {
+        [
+            "seed",
+            "--config",
+            config.to_str().unwrap(),
+            "--zoom",
+            "0-11",
+            "--output",
+            output.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let args: Vec<String> = base(&clean);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    oar_tiles(Some(&schema.url), &args).assert_success();
+    let expected = read_mbtiles_raw(&clean);
+
+    let output = dir.path().join("killed.mbtiles");
+    let owned = base(&output);
+    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    for delay_ms in [50u64, 300, 900] {
+        let mut child = oar_tiles_command(Some(&schema.url), &args, &[])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        if output.exists() {
+            // Whatever moment the kill hit, the file in place is a complete, readable seed.
+            assert!(read_mbtiles_raw(&output) == expected);
+        }
+    }
+    oar_tiles(Some(&schema.url), &args).assert_success();
+    assert!(
+        read_mbtiles_raw(&output) == expected,
+        "the finished output equals a clean run"
+    );
+}
+
+#[test]
+fn a_read_only_role_can_seed() {
+    let Some(mut schema) = TestSchema::create("readonly") else {
+        return;
+    };
+    schema.point_table("sites", &many_points(100));
+    let role = format!("{}_reader", schema.name);
+    schema.execute(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'reader-secret';
+         GRANT USAGE ON SCHEMA {{schema}} TO {role};
+         GRANT SELECT ON {{schema}}.sites TO {role};"
+    ));
+    let url = schema
+        .url
+        .replacen("oar_tiles:oar_tiles@", &format!("{role}:reader-secret@"), 1);
+    assert_ne!(url, schema.url, "the test URL names the oar_tiles user");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &schema.name, "", "");
+    let output = dir.path().join("out.mbtiles");
+    let run = oar_tiles(
+        Some(&url),
+        &[
+            "seed",
+            "--config",
+            config.to_str().unwrap(),
+            "--zoom",
+            "0-6",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+    );
+    schema.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"));
+    run.assert_success();
+    assert!(!run.stderr.contains("reader-secret"));
+    assert!(!read_mbtiles_raw(&output).is_empty());
+}
+
+/// A PostgreSQL server of this test's own, so it can be restarted without disturbing other tests.
+struct PrivateServer {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    fn start() -> PrivateServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed under /usr/lib/postgresql")
+            .map(|e| e.unwrap().path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Command::new("chown")
+            .args(["-R", "postgres:postgres", dir.path().to_str().unwrap()])
+            .status()
+            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = PrivateServer {
+            bin,
+            data,
+            port,
+            _dir: dir,
+        };
+        server.as_postgres(&[
+            "initdb",
+            "-D",
+            server.data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ]);
+        server.pg_ctl("start");
+        server
+    }
+
+    fn as_postgres(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let status = Command::new("runuser")
+            .args(["-u", "postgres", "--", program.to_str().unwrap()])
+            .args(&args[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{args:?}");
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let options = format!(
+            "-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
+        self.as_postgres(&[
+            "pg_ctl",
+            action,
+            "-D",
+            self.data.to_str().unwrap(),
+            "-w",
+            "-m",
+            "fast",
+            "-o",
+            &options,
+        ]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args([
+                "-u",
+                "postgres",
+                "--",
+                self.bin.join("pg_ctl").to_str().unwrap(),
+                "stop",
+                "-D",
+            ])
+            .arg(&self.data)
+            .args(["-m", "immediate"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn a_database_restart_mid_seed_is_ridden_out_and_every_tile_arrives() {
+    if common::pg::test_url().is_none() {
+        return;
+    }
+    let server = PrivateServer::start();
+    let mut client = postgres::Client::connect(&server.url(), postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "CREATE EXTENSION postgis; CREATE SCHEMA restart;
+             CREATE TABLE restart.sites (site_id bigint PRIMARY KEY, label text NOT NULL, kind text, score integer,
+                 seen_at timestamptz DEFAULT '2024-01-02 03:04:05+00', pt geometry(Point, 4326) NOT NULL);
+             CREATE INDEX ON restart.sites USING gist (pt);
+             INSERT INTO restart.sites (site_id, label, kind, score, pt)
+               SELECT i, 'F' || i, 'knit', i % 17,
+                      ST_SetSRID(ST_MakePoint(-0.3 + (i * 7919 % 1000) / 1666.0, 51.3 + (i * 104729 % 1000) / 2500.0), 4326)
+               FROM generate_series(1, 4000) i;
+             ANALYZE restart.sites;",
+        )
+        .unwrap();
+    drop(client);
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "restart", "", "");
+    let reference = dir.path().join("reference.mbtiles");
+    let output = dir.path().join("restarted.mbtiles");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "seed",
+            "--config",
+            config.to_str().unwrap(),
+            "--zoom",
+            "0-15",
+            "--output",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let reference_args = args(&reference);
+    let reference_args: Vec<&str> = reference_args.iter().map(String::as_str).collect();
+    oar_tiles(Some(&server.url()), &reference_args).assert_success();
+
+    let owned = args(&output);
+    let seed_args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let mut child = oar_tiles_command(Some(&server.url()), &seed_args, &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_progress(&mut child, &output);
+    server.pg_ctl("stop");
+    std::thread::sleep(Duration::from_millis(1000));
+    server.pg_ctl("start");
+    let run = run_from(child.wait_with_output().unwrap());
+    run.assert_success();
+    assert!(
+        run.stderr.contains("retrying"),
+        "the restart was noticed: {}",
+        run.stderr
+    );
+    assert!(
+        read_mbtiles_raw(&output) == read_mbtiles_raw(&reference),
+        "every tile arrived, identical"
+    );
+}
