@@ -1,28 +1,74 @@
 #!/usr/bin/env bash
 # Benchmark `oar-tiles seed` end to end against what PostGIS alone needs to
-# render the same tiles, and report throughput and peak memory.
+# render the same tiles, an incremental reseed against a full seed, and
+# clustered against unclustered low zooms.
 #
-#   scripts/bench.sh [--rows N] [--zoom A-B] [--concurrency N] [--reload]
-#                    [--baseline-sessions N]
+#   scripts/bench.sh [--sections LIST] [--rows N] [--zoom A-B] [--concurrency N]
+#                    [--reload] [--baseline-sessions N]
+#                    [--reseed-rows N] [--reseed-changes N]
+#                    [--cluster-rows LIST] [--cluster-zoom A-B]
+#                    [--cluster-position centroid|cell-center]
 #
-#   --rows N         facilities in the sample (default 100000; 1000000 is the
-#                    stress figure behind the 256 MB peak RSS target)
-#   --zoom A-B       zoom levels to seed (default 0-14)
-#   --concurrency N  passed to `seed --concurrency` (default: the tool's own,
-#                    i.e. database.pool_size of sample-config.toml)
-#   --reload         reload the sample even if it looks current
+#   --sections LIST  comma-separated sections to run, in this order (default
+#                    all): main, reseed, cluster
+#   --rows N         facilities in the sample of the main section (default
+#                    100000; 1000000 is the stress figure behind the 256 MB
+#                    peak RSS target); also the default of --cluster-rows
+#   --zoom A-B       zoom levels the main section seeds (default 0-14)
+#   --concurrency N  passed to every `seed --concurrency` (default: the tool's
+#                    own, i.e. database.pool_size of sample-config.toml)
+#   --reload         reload the samples even if they look current
 #   --baseline-sessions N
 #                    database sessions the server-side baseline renders in,
 #                    one statement each (default: the seed's concurrency,
 #                    capped at the number of cores)
+#   --reseed-rows N  facilities in the sample of the reseed section (default
+#                    100000)
+#   --reseed-changes N
+#                    changes applied before `seed --dirty` (default 100)
+#   --cluster-rows LIST
+#                    comma-separated sample sizes of the clustering section,
+#                    e.g. 100000,1000000 (default: --rows)
+#   --cluster-zoom A-B
+#                    zooms the clustering section seeds (default 0-11: the
+#                    layer is clustered up to zoom 11 and deeper tiles are the
+#                    same either way)
+#   --cluster-position P
+#                    cluster_position of the clustered variant (default
+#                    centroid)
 #
-# The sample lives in its own schema, bench_<rows>, so benchmarking never
-# touches public.facilities that tests and demos use; it is (re)loaded only when
-# missing or of the wrong size. This is a benchmark, not a test: it reports
-# timings and asserts nothing about them. It fails only if something breaks or
-# the baseline does not render the same set of tiles (then the ratio would be
-# meaningless). Other work on the machine skews the figures, so the report
-# shows the load average around the measurements.
+# Sections:
+#   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
+#            the same tiles server-side (the baseline renders points, so the
+#            layer must be unclustered for the tiles to match); throughput,
+#            peak RSS, ratio.
+#   reseed   on the --reseed-rows sample with the layer clustered
+#            (cluster_maxzoom 11, cluster_cell 512): installs change capture in
+#            its own schema (bench_changes), full seed z0-14, applies
+#            --reseed-changes deterministic changes in one transaction
+#            (scripts/bench_reseed_changes.sql), `seed --dirty`, and a full
+#            seed of the changed data to check the reseed against; then
+#            uninstalls change capture and reloads the sample.
+#   cluster  per --cluster-rows size, seeds --cluster-zoom clustered and
+#            unclustered and prints per zoom the stored tile sizes (median,
+#            p99, max), render times and tiles over the size budget.
+#
+# Every config is derived from sample-config.toml, pointed at the benchmark
+# schema, with clustering set explicitly per variant whatever the sample config
+# says, and with `[changes] schema = "bench_changes"`.
+#
+# The samples live in schemas of their own, bench_<rows>, so benchmarking never
+# touches public.facilities that tests and demos use; each is (re)loaded only
+# when missing, of the wrong size, or marked as modified by an unfinished
+# reseed section. This is a benchmark, not a test: it reports timings and
+# asserts nothing about them. It fails (exit 3, after all sections) only if
+# something breaks or a cross-check fails: the baseline does not render the
+# same set of tiles (the ratio would be meaningless), the reseeded output
+# differs from a full seed of the same data, or the tiles over budget disagree
+# with the summary. Other work on the machine skews the figures, so the main
+# report shows the load average around the measurements. A run with the reseed
+# section (which rewrites a sample) waits for other benchmark runs and they
+# wait for it; other runs may overlap.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,13 +80,21 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
+sections=main,reseed,cluster
 rows=100000
 zoom=0-14
 concurrency=
 reload=0
 sessions=
+reseed_rows=100000
+reseed_changes=100
+cluster_rows=
+cluster_zoom=0-11
+cluster_position=centroid
 while (($#)); do
     case $1 in
+        --sections) sections=${2:?--sections needs a value}; shift 2 ;;
+        --sections=*) sections=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
         --rows=*) rows=${1#*=}; shift ;;
         --zoom) zoom=${2:?--zoom needs a value}; shift 2 ;;
@@ -50,16 +104,54 @@ while (($#)); do
         --baseline-sessions) sessions=${2:?--baseline-sessions needs a value}; shift 2 ;;
         --baseline-sessions=*) sessions=${1#*=}; shift ;;
         --reload) reload=1; shift ;;
+        --reseed-rows) reseed_rows=${2:?--reseed-rows needs a value}; shift 2 ;;
+        --reseed-rows=*) reseed_rows=${1#*=}; shift ;;
+        --reseed-changes) reseed_changes=${2:?--reseed-changes needs a value}; shift 2 ;;
+        --reseed-changes=*) reseed_changes=${1#*=}; shift ;;
+        --cluster-rows) cluster_rows=${2:?--cluster-rows needs a value}; shift 2 ;;
+        --cluster-rows=*) cluster_rows=${1#*=}; shift ;;
+        --cluster-zoom) cluster_zoom=${2:?--cluster-zoom needs a value}; shift 2 ;;
+        --cluster-zoom=*) cluster_zoom=${1#*=}; shift ;;
+        --cluster-position) cluster_position=${2:?--cluster-position needs a value}; shift 2 ;;
+        --cluster-position=*) cluster_position=${1#*=}; shift ;;
         -h | --help) usage 0 ;;
         *) log "unknown argument: $1"; usage ;;
     esac
 done
-[[ $rows =~ ^[1-9][0-9]*$ ]] || die "--rows must be a positive integer, got '$rows'"
+cluster_rows=${cluster_rows:-$rows}
+positive='^[1-9][0-9]*$'
+[[ $rows =~ $positive ]] || die "--rows must be a positive integer, got '$rows'"
 [[ $zoom =~ ^[0-9]+(-[0-9]+)?$ ]] || die "--zoom must be A-B or N, got '$zoom'"
-[[ -z $concurrency || $concurrency =~ ^[1-9][0-9]*$ ]] \
+[[ -z $concurrency || $concurrency =~ $positive ]] \
     || die "--concurrency must be a positive integer, got '$concurrency'"
-[[ -z $sessions || $sessions =~ ^[1-9][0-9]*$ ]] \
+[[ -z $sessions || $sessions =~ $positive ]] \
     || die "--baseline-sessions must be a positive integer, got '$sessions'"
+[[ $reseed_rows =~ $positive ]] || die "--reseed-rows must be a positive integer, got '$reseed_rows'"
+[[ $reseed_changes =~ $positive ]] && ((reseed_changes >= 4)) \
+    || die "--reseed-changes must be an integer >= 4, got '$reseed_changes'"
+[[ $cluster_rows =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] \
+    || die "--cluster-rows must be a comma-separated list of positive integers, got '$cluster_rows'"
+[[ $cluster_zoom =~ ^[0-9]+-[0-9]+$ ]] || die "--cluster-zoom must be A-B, got '$cluster_zoom'"
+[[ $cluster_position == centroid || $cluster_position == cell-center ]] \
+    || die "--cluster-position must be centroid or cell-center, got '$cluster_position'"
+run_main=0 run_reseed=0 run_cluster=0
+IFS=, read -r -a section_list <<<"$sections"
+((${#section_list[@]})) || die "--sections is empty"
+for s in "${section_list[@]}"; do
+    case $s in
+        main) run_main=1 ;;
+        reseed) run_reseed=1 ;;
+        cluster) run_cluster=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster)" ;;
+    esac
+done
+
+# Clustering as sample-config.toml is meant to use it.
+readonly CLUSTER_MAXZOOM=11 CLUSTER_CELL=512
+# Change capture of the benchmark's configs, apart from whatever the sample config names.
+readonly CHANGES_SCHEMA=bench_changes
+readonly RESEED_ZOOM=0-14 RESEED_SEED=0.42
+cluster_spec=$CLUSTER_MAXZOOM,$CLUSTER_CELL,$cluster_position
 
 # --- environment ----------------------------------------------------------------------------
 
@@ -73,60 +165,102 @@ if [[ ! -x /usr/bin/time ]]; then
         || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >&2; }
 fi
 
+# The reseed section rewrites its sample (and reloads it): it runs alone.
+LOCK_FILE=${TMPDIR:-/tmp}/oar-tiles-bench.lock
+exec 8>>"$LOCK_FILE"
+lock_mode=-s
+if ((run_reseed)); then lock_mode=-x; fi
+if ! flock -n "$lock_mode" 8; then
+    log "waiting for another benchmark run ($LOCK_FILE)"
+    flock "$lock_mode" 8
+fi
+
 log "building the release binary"
 (cd "$ROOT" && cargo build --release --locked -q)
 BIN=$ROOT/target/release/oar-tiles
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/oar-tiles-bench.XXXXXX")
-schema=bench_$rows
-# Unique per run so that concurrent benchmarks of the same size cannot collide.
-tiles_table="$schema.bench_tiles_$$"
 psql_() { (cd / && psql -X -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" "$@"); }
+tiles_table=
+reseed_pending=0 # the reseed sample is modified or change capture is installed
+reseed_config=
 cleanup() {
-    psql_ -c "DROP TABLE IF EXISTS $tiles_table" >/dev/null 2>&1 || true
+    if [[ -n $tiles_table ]]; then
+        psql_ -c "DROP TABLE IF EXISTS $tiles_table" >/dev/null 2>&1 || true
+    fi
+    if ((reseed_pending)); then
+        log "restoring bench_$reseed_rows after an unfinished reseed section"
+        "$BIN" -q changes uninstall --config "$reseed_config" >/dev/null 2>&1 \
+            || psql_ -c "DROP TRIGGER IF EXISTS oar_tiles_capture ON bench_$reseed_rows.facilities;
+                         DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON bench_$reseed_rows.facilities;
+                         DROP SCHEMA IF EXISTS $CHANGES_SCHEMA CASCADE" >/dev/null 2>&1 || true
+        # If this fails too, the table's comment makes the next run reload it.
+        "$ROOT/scripts/load-sample.sh" --rows "$reseed_rows" --schema "bench_$reseed_rows" \
+            --table facilities || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+status=0
+failed() { if (($1 > status)); then status=$1; fi; }
 
-# --- sample data ----------------------------------------------------------------------------
-
-count=none
-if [[ $(psql_ -Atc "SELECT to_regclass('$schema.facilities') IS NOT NULL") == t ]]; then
-    count=$(psql_ -Atc "SELECT count(*) FROM $schema.facilities")
-fi
-if ((reload)) || [[ $count != "$rows" ]]; then
-    log "loading $rows facilities into $schema.facilities (found: $count)"
-    "$ROOT/scripts/load-sample.sh" --rows "$rows" --schema "$schema" --table facilities
-else
-    log "reusing $schema.facilities ($count rows)"
-fi
-
-# Same config as the sample, pointed at the benchmark schema. Also reads back what the report and
-# the baseline need to agree with the tool: extent, buffer, layer name and default concurrency.
-config=$WORK/bench-config.toml
-read -r extent buffer layer pool_size < <(
-    python3 - "$ROOT/sample-config.toml" "$config" "$schema.facilities" <<'PY'
-import os, re, sys, tomllib
-src, dst, table = sys.argv[1:]
-text = open(src, encoding="utf-8").read()
-new, n = re.subn(r'(?m)^(\s*table\s*=\s*)"[^"]*"', lambda m: f'{m.group(1)}"{table}"', text)
-if n != 1:
-    sys.exit(f"bench: expected exactly one `table = ...` line in {src}, found {n}")
-open(dst, "w", encoding="utf-8").write(new)
-cfg = tomllib.loads(new)
-ts = cfg["tileset"][0]
-print(ts.get("extent", 4096), ts.get("buffer", 64), ts["layer"][0]["name"],
-      cfg.get("database", {}).get("pool_size", os.cpu_count()))
-PY
-)
-[[ -n ${pool_size:-} ]] || die "could not read $ROOT/sample-config.toml"
-effective_concurrency=${concurrency:-$pool_size}
 cores=$(nproc)
-sessions=${sessions:-$((effective_concurrency < cores ? effective_concurrency : cores))}
 concurrency_args=()
 if [[ -n $concurrency ]]; then concurrency_args=(--concurrency "$concurrency"); fi
 
-# --- end-to-end seed --------------------------------------------------------------------------
+# --- sample data ----------------------------------------------------------------------------
+
+# Loads bench_<rows>.facilities unless it holds the unmodified sample of that size.
+declare -A loaded=()
+ensure_sample() {
+    local n=$1 schema=bench_$1 count=none mark=
+    if [[ $(psql_ -Atc "SELECT to_regclass('$schema.facilities') IS NOT NULL") == t ]]; then
+        count=$(psql_ -Atc "SELECT count(*) FROM $schema.facilities")
+        mark=$(psql_ -Atc "SELECT coalesce(obj_description('$schema.facilities'::regclass, 'pg_class'), '')")
+    fi
+    if { ((reload)) && [[ -z ${loaded[$schema]:-} ]]; } || [[ $count != "$n" || -n $mark ]]; then
+        log "loading $n facilities into $schema.facilities (found: $count${mark:+, \"$mark\"})"
+        "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
+    else
+        log "reusing $schema.facilities ($count rows)"
+    fi
+    loaded[$schema]=1
+}
+
+# make_config ROWS clustered|unclustered FILE: sample-config.toml pointed at bench_<rows>, with
+# clustering as asked. Sets extent, buffer, layer, pool_size and size_budget from it.
+make_config() {
+    local variant
+    if [[ $2 == clustered ]]; then variant=(--cluster "$cluster_spec"); else variant=(--unclustered); fi
+    read -r extent buffer layer pool_size size_budget < <(
+        python3 "$ROOT/scripts/bench_helpers.py" config "$ROOT/sample-config.toml" "$3" \
+            "bench_$1.facilities" --changes-schema "$CHANGES_SCHEMA" "${variant[@]}"
+    )
+    [[ -n ${size_budget:-} ]] || die "could not derive a config from $ROOT/sample-config.toml"
+}
+
+# timed_seed NAME ARGS...: `seed -q ARGS`, with /usr/bin/time -v in NAME.time and the summary in
+# NAME.json.
+timed_seed() {
+    local name=$1
+    shift
+    /usr/bin/time -v -o "$WORK/$name.time" "$BIN" -q seed "${concurrency_args[@]}" "$@" \
+        --summary-json "$WORK/$name.json" >/dev/null
+}
+
+# --- main: end-to-end seed against PostGIS alone ---------------------------------------------
+
+section_main() {
+    local schema=bench_$rows
+    ensure_sample "$rows"
+    # Unique per run so that concurrent benchmarks of the same size cannot collide.
+    tiles_table="$schema.bench_tiles_$$"
+    config=$WORK/bench-config.toml
+    make_config "$rows" unclustered "$config"
+    effective_concurrency=${concurrency:-$pool_size}
+    sessions=${sessions:-$((effective_concurrency < cores ? effective_concurrency : cores))}
 
 seed_args=(-q seed --config "$config" --zoom "$zoom" "${concurrency_args[@]}")
 # The first pass pays for cold shared buffers and page cache; only the second is measured.
@@ -137,8 +271,7 @@ log "measured seed"
 /usr/bin/time -v -o "$WORK/time.txt" "$BIN" "${seed_args[@]}" \
     --output "$WORK/bench.mbtiles" --summary-json "$WORK/summary.json" >/dev/null
 
-# --- server-side baseline ---------------------------------------------------------------------
-
+# The server-side baseline.
 # The written tiles, each with the buffered envelope in degrees that the tool binds as $4..$7,
 # computed as src/tile.rs and src/render/mod.rs do. PostGIS cannot produce it directly:
 # ST_TileEnvelope(margin => ...) clamps y to the Mercator square and ST_Transform wraps x at the
@@ -227,12 +360,11 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 read -r baseline_tiles baseline_bytes < <(
     awk -F'|' '{ t += $1; b += $2 } END { printf "%.0f %.0f\n", t, b }' "$WORK"/baseline.*)
 
-# --- report -----------------------------------------------------------------------------------
-
+# The report.
 BENCH_ROWS=$rows BENCH_ZOOM=$zoom BENCH_CONCURRENCY=${concurrency:-"$pool_size (tool default)"} \
 BASE_TILES=$baseline_tiles BASE_BYTES=$baseline_bytes BASE_SECS=$best BASE_SESSIONS=$sessions \
 SEED_MVT_BYTES=$mvt_bytes LOAD_BEFORE=$load_before LOAD_AFTER=$load_after CORES=$cores \
-python3 - "$WORK/summary.json" "$WORK/time.txt" <<'PY'
+python3 - "$WORK/summary.json" "$WORK/time.txt" <<'PY' || failed $?
 import json, os, re, sys
 summary = json.load(open(sys.argv[1]))
 time_v = open(sys.argv[2]).read()
@@ -261,8 +393,8 @@ e2e_rate = written / wall
 base_rate = base_tiles / base_secs
 sessions = int(env["BASE_SESSIONS"])
 
-print(f"oar-tiles benchmark: {rows} facilities, zoom {env['BENCH_ZOOM']}, "
-      f"concurrency {env['BENCH_CONCURRENCY']}, {env['CORES']} cores")
+print(f"== main: oar-tiles benchmark: {rows} facilities, zoom {env['BENCH_ZOOM']}, "
+      f"concurrency {env['BENCH_CONCURRENCY']}, {env['CORES']} cores, layer unclustered ==")
 print(f"  end-to-end seed:   {written} tiles written in {wall:.2f} s = {e2e_rate:.0f} tiles/s"
       f"  (queried {s['tiles_queried']}, peak RSS {rss_mb:.1f} MB)")
 print(f"                     probed {s['tiles_probed']}; oar-tiles CPU {cpu:.2f} s ="
@@ -290,3 +422,82 @@ print(f"  slowest tiles: {slow or '-'}")
 # A different tile set makes the ratio meaningless: say so through the exit status too.
 sys.exit(0 if same_tiles else 3)
 PY
+}
+
+# --- reseed: seed --dirty after a burst of changes, against a full seed ----------------------
+
+section_reseed() {
+    local n=$reseed_rows schema=bench_$reseed_rows applied logged
+    ensure_sample "$n"
+    reseed_config=$WORK/reseed.toml
+    make_config "$n" clustered "$reseed_config"
+    # Leftovers of an earlier run that could not clean up.
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    reseed_pending=1
+    log "reseed: installing change capture in schema $CHANGES_SCHEMA"
+    "$BIN" -q changes install --config "$reseed_config" >&2
+    log "reseed: full seed, zoom $RESEED_ZOOM (clustered)"
+    timed_seed reseed-full --config "$reseed_config" --zoom "$RESEED_ZOOM" \
+        --output "$WORK/reseed.mbtiles"
+    log "reseed: applying $reseed_changes changes in one transaction"
+    applied=$(psql_ -At -v schema="$schema" -v n="$reseed_changes" -v seed="$RESEED_SEED" \
+        -f "$ROOT/scripts/bench_reseed_changes.sql")
+    logged=$(psql_ -Atc "SELECT count(*) FROM $CHANGES_SCHEMA.change_log")
+    log "reseed: seed --dirty"
+    timed_seed reseed-dirty --config "$reseed_config" --zoom "$RESEED_ZOOM" --dirty \
+        --output "$WORK/reseed.mbtiles" --changed-list "$WORK/reseed-changed.txt"
+    log "reseed: full seed of the changed data, to check the reseed against"
+    timed_seed reseed-fresh --config "$reseed_config" --zoom "$RESEED_ZOOM" \
+        --output "$WORK/reseed-fresh.mbtiles"
+    log "reseed: uninstalling change capture and reloading the sample"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
+    reseed_pending=0
+    cat >"$WORK/reseed-info.txt" <<INFO
+rows=$n
+zoom=$RESEED_ZOOM
+cluster=clustered (cluster_maxzoom $CLUSTER_MAXZOOM, cluster_cell $CLUSTER_CELL, $cluster_position)
+concurrency=${concurrency:-$pool_size (tool default)}
+applied=$applied
+logged=$logged
+seed=$RESEED_SEED
+INFO
+    python3 "$ROOT/scripts/bench_helpers.py" reseed-report "$WORK" || failed $?
+}
+
+# --- cluster: clustered against unclustered low zooms ----------------------------------------
+
+section_cluster() {
+    local n
+    IFS=, read -r -a sizes <<<"$cluster_rows"
+    for n in "${sizes[@]}"; do
+        ensure_sample "$n"
+        make_config "$n" unclustered "$WORK/cluster-$n-unclustered.toml"
+        make_config "$n" clustered "$WORK/cluster-$n-clustered.toml"
+        # Reads every row once (clustered low zooms are cheap), so neither measured seed pays for
+        # a cold cache.
+        log "cluster: $n facilities, warm-up seed z0-2 clustered (discarded)"
+        "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/cluster-$n-clustered.toml" \
+            --zoom 0-2 --output "$WORK/cluster-warmup.mbtiles" >/dev/null
+        for variant in clustered unclustered; do
+            log "cluster: $n facilities, $variant seed, zoom $cluster_zoom"
+            timed_seed "cluster-$n-$variant" --config "$WORK/cluster-$n-$variant.toml" \
+                --zoom "$cluster_zoom" --output "$WORK/cluster-$n-$variant.mbtiles"
+        done
+        ((n == ${sizes[0]})) || echo
+        python3 "$ROOT/scripts/bench_helpers.py" cluster-report "$WORK" "$n" "$cluster_zoom" \
+            "$size_budget" "cluster_maxzoom $CLUSTER_MAXZOOM, cluster_cell $CLUSTER_CELL/$extent, $cluster_position" \
+            || failed $?
+        rm -f "$WORK"/cluster-"$n"-*.mbtiles "$WORK/cluster-warmup.mbtiles"
+    done
+}
+
+# --- run ------------------------------------------------------------------------------------
+
+first=1
+for s in "${section_list[@]}"; do
+    ((first)) || echo
+    first=0
+    "section_$s"
+done
+exit "$status"

@@ -96,7 +96,7 @@ pub enum Error {
     },
 
     /// A signal asked the job to stop.
-    #[error("stopped by {signal}; the output was left as it was before this run")]
+    #[error("stopped by {signal}; the output is as it was before this run, and a full seed's progress is kept for the same command to resume")]
     Stopped {
         /// `SIGINT` or `SIGTERM`.
         signal: &'static str,

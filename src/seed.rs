@@ -9,11 +9,12 @@
 //! 6. Summarize.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Instant;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use md5::Digest;
 use tokio::sync::mpsc;
 
 use crate::changes::{self, Watermark};
@@ -26,7 +27,7 @@ use crate::plan::{locality_key, PyramidWalk};
 use crate::render::source::{describe, LayerSource};
 use crate::render::{pool, Connections, Mode, Rendered, TilesetRenderer};
 use crate::report::{human_bytes, Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
-use crate::sink::{self, lock, ChangeLog, Sink, TilesetMetadata, VectorLayer};
+use crate::sink::{self, lock, tile_key, ChangeLog, Sink, TilesetMetadata, VectorLayer};
 use crate::tile::TileCoord;
 use deadpool_postgres::Pool;
 
@@ -152,8 +153,11 @@ impl Stop {
 
 /// What the writer thread is asked to do.
 enum WriterCommand {
-    Write(TileCoord, Vec<u8>),
+    /// Store a tile; with the children it found, when a walk journals its progress.
+    Write(TileCoord, Vec<u8>, Option<[bool; 4]>),
     Delete(TileCoord),
+    /// A walked tile held nothing; journal it with the children it found.
+    Visited(TileCoord, [bool; 4]),
 }
 
 impl TilesetContext<'_> {
@@ -180,14 +184,41 @@ impl TilesetContext<'_> {
         );
         let settings = &self.tileset.tileset.output_settings;
         let _lock = lock::acquire(target, self.job.wait_lock).await?;
-        let sink = sink::open(target, settings, &self.job.s3, change_list).await?;
-        let (work, next_watermark, changes_read) = match self.plan(sink.state()).await {
+        // A full seed journals its walk, so an interrupted run can be picked up where it stopped.
+        let fingerprint = (self.job.selection == Selection::Pyramid).then(|| self.fingerprint());
+        let mut sink = sink::open(
+            target,
+            settings,
+            &self.job.s3,
+            change_list,
+            fingerprint.as_deref(),
+        )
+        .await?;
+        let (work, mut next_watermark, changes_read) = match self.plan(sink.state()).await {
             Ok(plan) => plan,
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
                 return Err(err);
             }
         };
+        let state = next_watermark.as_ref().map(Watermark::to_state);
+        let resume = match sink.begin_journal(state.as_deref()) {
+            Ok(resume) => resume.unwrap_or_default(),
+            Err(err) => {
+                let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
+                return Err(err);
+            }
+        };
+        if !resume.done.is_empty() {
+            tracing::info!(
+                "resuming: {} tile(s) were finished by an interrupted run of this job",
+                resume.done.len()
+            );
+            // The output must not claim more than the oldest tiles in it reflect.
+            if let Some(earlier) = resume.watermark.as_deref().and_then(Watermark::from_state) {
+                next_watermark = Some(earlier);
+            }
+        }
         let pyramid = matches!(work, Work::Pyramid);
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer = spawn_writer(sink, receiver);
@@ -197,7 +228,13 @@ impl TilesetContext<'_> {
         let gzipped = target.stores_gzip(settings);
         let rendered = match work {
             Work::Pyramid => self
-                .walk(Some(sender), gzipped, &mut tally, &mut progress)
+                .walk(
+                    Some(sender),
+                    gzipped,
+                    resume.done,
+                    &mut tally,
+                    &mut progress,
+                )
                 .await
                 .map(|()| true),
             Work::Tiles(tiles) => {
@@ -264,6 +301,24 @@ impl TilesetContext<'_> {
             changes_read,
         };
         Ok(tally.summarize(header, started.elapsed()))
+    }
+
+    /// Identifies the job, so a journal is only resumed by a run that would render the same tiles.
+    fn fingerprint(&self) -> String {
+        let tileset = &self.tileset.tileset;
+        let layers: Vec<&LayerConfig> = self.layers.iter().map(|l| &l.config).collect();
+        let text = format!(
+            "{:?}",
+            (
+                &tileset.name,
+                self.tileset.zooms,
+                self.tileset.bbox,
+                tileset.extent,
+                tileset.buffer,
+                layers
+            )
+        );
+        hex::encode(md5::Md5::digest(text.as_bytes()))
     }
 
     /// Decides what to render, and the watermark the output will hold once it is done.
@@ -344,7 +399,9 @@ impl TilesetContext<'_> {
         );
         let mut tally = Tally::default();
         let mut progress = Progress::start(progress_kind, name);
-        let walked = self.walk(None, false, &mut tally, &mut progress).await;
+        let walked = self
+            .walk(None, false, HashMap::new(), &mut tally, &mut progress)
+            .await;
         progress.finish();
         walked?;
         let header = SummaryHeader {
@@ -365,6 +422,7 @@ impl TilesetContext<'_> {
         &self,
         sender: Option<mpsc::Sender<WriterCommand>>,
         gzipped: bool,
+        mut done: HashMap<u64, [bool; 4]>,
         tally: &mut Tally,
         progress: &mut Progress,
     ) -> Result<()> {
@@ -383,6 +441,13 @@ impl TilesetContext<'_> {
                 let Some(Reverse((_, _, tile))) = queue.pop() else {
                     break;
                 };
+                if let Some(children) = done.remove(&tile_key(tile)) {
+                    // Finished by an interrupted run: its children are known without rendering it.
+                    for child in walk.children(tile, children) {
+                        queue.push(Reverse((child.z(), locality_key(child), child)));
+                    }
+                    continue;
+                }
                 let mode = if self.job.dry_run {
                     Mode::Probe
                 } else {
@@ -408,10 +473,20 @@ impl TilesetContext<'_> {
                 continue;
             };
             let stored = match (&sender, data) {
-                (Some(sender), Some(data)) => {
-                    Some(self.store(sender, rendered.tile, data, tally).await?)
+                (Some(sender), Some(data)) => Some(
+                    self.store(sender, rendered.tile, data, tally, Some(rendered.children))
+                        .await?,
+                ),
+                (Some(sender), None) => {
+                    sender
+                        .send(WriterCommand::Visited(rendered.tile, rendered.children))
+                        .await
+                        .map_err(|_| {
+                            Error::output(&self.tileset.tileset.name, "the writer stopped")
+                        })?;
+                    None
                 }
-                _ => None,
+                (None, _) => None,
             };
             tally.record(rendered.tile, mode, rendered.elapsed, stored);
             progress.tile_done(rendered.tile.z(), tally);
@@ -488,7 +563,10 @@ impl TilesetContext<'_> {
                         })?;
                     None
                 }
-                Some(data) => Some(self.store(&sender, rendered.tile, data, tally).await?),
+                Some(data) => Some(
+                    self.store(&sender, rendered.tile, data, tally, None)
+                        .await?,
+                ),
             };
             tally.record(rendered.tile, Mode::Render, rendered.elapsed, stored);
             progress.tile_done(rendered.tile.z(), tally);
@@ -520,6 +598,7 @@ impl TilesetContext<'_> {
         tile: TileCoord,
         data: Vec<u8>,
         tally: &mut Tally,
+        children: Option<[bool; 4]>,
     ) -> Result<usize> {
         let budget = self.tileset.tileset.size_budget;
         if data.len() as u64 > budget {
@@ -538,7 +617,7 @@ impl TilesetContext<'_> {
         }
         let size = data.len();
         sender
-            .send(WriterCommand::Write(tile, data))
+            .send(WriterCommand::Write(tile, data, children))
             .await
             .map_err(|_| Error::output(&self.tileset.tileset.name, "the writer stopped"))?;
         Ok(size)
@@ -564,8 +643,11 @@ fn spawn_writer(
     tokio::task::spawn_blocking(move || {
         while let Some(command) = receiver.blocking_recv() {
             let done = match command {
-                WriterCommand::Write(tile, data) => sink.write_tile(tile, &data),
+                WriterCommand::Write(tile, data, children) => sink
+                    .write_tile(tile, &data)
+                    .and_then(|()| children.map_or(Ok(()), |c| sink.journal(tile, c, true))),
                 WriterCommand::Delete(tile) => sink.delete_tile(tile),
+                WriterCommand::Visited(tile, children) => sink.journal(tile, children, false),
             };
             if let Err(err) = done {
                 sink.abort();

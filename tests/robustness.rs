@@ -37,11 +37,12 @@ fn signal(pid: u32, name: &str) {
         .unwrap();
 }
 
-/// Waits until the seeder has rendered something (its progress log), so a signal lands mid-job.
+/// Waits until the seeder is well into its walk (its `.partial` file exists and it has run a while),
+/// so a signal lands mid-job rather than before its handlers are installed.
 fn wait_for_progress(child: &mut std::process::Child, output: &Path) {
     let started = Instant::now();
     let partial = PathBuf::from(format!("{}.partial", output.display()));
-    while !partial.exists() {
+    while !partial.exists() || started.elapsed() < Duration::from_millis(700) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the seed never started writing"
@@ -52,7 +53,6 @@ fn wait_for_progress(child: &mut std::process::Child, output: &Path) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(100));
 }
 
 #[test]
@@ -106,13 +106,44 @@ fn sigterm_and_sigint_stop_the_seed_cleanly_with_their_exit_codes() {
             before,
             "the previous output is untouched"
         );
-        let left: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains("partial") || n.contains("lock"))
-            .collect();
-        assert!(left.is_empty(), "left behind: {left:?}");
+        assert!(
+            !dir.path().join("out.mbtiles.oar-tiles.lock").exists(),
+            "the lock is released"
+        );
+        assert!(
+            dir.path().join("out.mbtiles.partial").exists(),
+            "progress is kept for a resume"
+        );
     }
+    // The same command picks up where the stopped run left off and ends as a clean run would.
+    let args = [
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        "0-16",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    let resumed = oar_tiles(Some(&schema.url), &args);
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
+    let clean = dir.path().join("clean.mbtiles");
+    let clean_args = [
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        "0-16",
+        "--output",
+        clean.to_str().unwrap(),
+    ];
+    oar_tiles(Some(&schema.url), &clean_args).assert_success();
+    assert!(
+        read_mbtiles_raw(&output) == read_mbtiles_raw(&clean),
+        "resumed equals clean"
+    );
+    assert!(!dir.path().join("out.mbtiles.partial").exists());
 }
 
 #[test]

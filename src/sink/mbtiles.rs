@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
-use super::{in_scope, ChangeLog, Sink, SinkReport, TilesetMetadata};
+use super::{in_scope, ChangeLog, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
 use crate::tile::{BBox, ZoomRange};
@@ -45,7 +45,17 @@ pub struct MbtilesSink {
     in_batch: usize,
     batch_started: Instant,
     state: Option<String>,
+    /// Whether the file keeps a journal, and so survives an interruption to be resumed.
+    journaled: bool,
 }
+
+/// The walk's journal, kept inside the `.partial` file so it commits together with the tiles.
+const JOURNAL_SCHEMA: &str = "
+    CREATE TABLE oar_tiles_job (key TEXT PRIMARY KEY, value TEXT);
+    CREATE TABLE oar_tiles_journal (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,
+                                    children INTEGER NOT NULL, written INTEGER NOT NULL,
+                                    PRIMARY KEY (zoom_level, tile_column, tile_row)) WITHOUT ROWID;
+";
 
 /// The metadata key under which the job state (change watermark) is kept.
 const STATE_KEY: &str = "oar_tiles_state";
@@ -53,7 +63,10 @@ const STATE_KEY: &str = "oar_tiles_state";
 impl MbtilesSink {
     /// Starts the new state of `target`: a copy of the existing file, or an empty one. The target itself
     /// is only replaced on finish.
-    pub fn create(target: &Path, changes: ChangeLog) -> Result<Self> {
+    ///
+    /// With `journal` (a fingerprint of the job), the file also keeps a journal of the walk, and a
+    /// `.partial` file left by an interrupted run of the same job is picked up instead of started anew.
+    pub fn create(target: &Path, changes: ChangeLog, journal: Option<&str>) -> Result<Self> {
         let partial = partial_path(target);
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
@@ -65,6 +78,9 @@ impl MbtilesSink {
         }
         if target.is_dir() {
             return Err(Error::output(target, "is a directory"));
+        }
+        if let Some(sink) = Self::resume_partial(target, &partial, &changes, journal) {
+            return Ok(sink);
         }
         remove_sqlite_files(&partial);
         let fresh = !target.exists();
@@ -115,6 +131,18 @@ impl MbtilesSink {
                 ));
             }
         }
+        if let Some(fingerprint) = journal {
+            let created = connection.execute_batch(JOURNAL_SCHEMA).and_then(|()| {
+                connection.execute(
+                    "INSERT INTO oar_tiles_job (key, value) VALUES ('fingerprint', ?1), ('fresh', ?2)",
+                    params![fingerprint, if fresh { "1" } else { "0" }],
+                )
+            });
+            if let Err(err) = created {
+                drop(connection);
+                return Err(fail(err));
+            }
+        }
         let state = connection
             .query_row(
                 "SELECT value FROM metadata WHERE name = ?1",
@@ -132,7 +160,74 @@ impl MbtilesSink {
             in_batch: 0,
             batch_started: Instant::now(),
             state,
+            journaled: journal.is_some(),
         })
+    }
+
+    /// Opens the `.partial` file an interrupted run of the same job left, if there is one.
+    fn resume_partial(
+        target: &Path,
+        partial: &Path,
+        changes: &ChangeLog,
+        journal: Option<&str>,
+    ) -> Option<Self> {
+        let fingerprint = journal?;
+        if !partial.exists() {
+            return None;
+        }
+        let connection = Connection::open(partial).ok()?;
+        let job = |key: &str| -> Option<String> {
+            connection
+                .query_row(
+                    "SELECT value FROM oar_tiles_job WHERE key = ?1",
+                    [key],
+                    |r| r.get(0),
+                )
+                .ok()
+        };
+        if job("fingerprint").as_deref() != Some(fingerprint) {
+            tracing::info!("{} is from another job; starting over", partial.display());
+            return None;
+        }
+        let fresh = job("fresh").as_deref() == Some("1");
+        let setup = "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TEMP TABLE seen (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,
+                                     PRIMARY KEY (zoom_level, tile_column, tile_row)) WITHOUT ROWID;
+             INSERT INTO seen SELECT zoom_level, tile_column, tile_row FROM oar_tiles_journal WHERE written = 1;";
+        connection.execute_batch(setup).ok()?;
+        let state = connection
+            .query_row(
+                "SELECT value FROM metadata WHERE name = ?1",
+                [STATE_KEY],
+                |r| r.get(0),
+            )
+            .ok();
+        Some(Self {
+            target: target.to_path_buf(),
+            partial: partial.to_path_buf(),
+            connection: Some(connection),
+            fresh,
+            changes: changes.clone(),
+            report: SinkReport::default(),
+            in_batch: 0,
+            batch_started: Instant::now(),
+            state,
+            journaled: true,
+        })
+    }
+
+    /// Commits what was written and closes the file, keeping it for the next run to resume.
+    fn keep_for_resume(&mut self) {
+        if self.commit_batch().is_err() {
+            tracing::warn!(
+                "could not save the last tiles of {}",
+                self.partial.display()
+            );
+        }
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.close();
+        }
     }
 
     fn connection(&self) -> &Connection {
@@ -329,6 +424,11 @@ impl Sink for MbtilesSink {
                 self.sweep(metadata)?;
             }
             self.commit_batch()?;
+            if self.journaled {
+                self.connection()
+                    .execute_batch("DROP TABLE IF EXISTS oar_tiles_journal; DROP TABLE IF EXISTS oar_tiles_job;")
+                    .map_err(|e| self.fail(e))?;
+            }
             self.write_metadata(metadata)?;
             if let Some(state) = state {
                 self.connection()
@@ -360,16 +460,100 @@ impl Sink for MbtilesSink {
     }
 
     fn abort(mut self: Box<Self>) {
+        if self.journaled {
+            self.keep_for_resume();
+            return;
+        }
         self.connection = None;
         remove_sqlite_files(&self.partial);
+    }
+
+    fn begin_journal(&mut self, watermark: Option<&str>) -> Result<Option<Resume>> {
+        if !self.journaled {
+            return Ok(None);
+        }
+        let fail =
+            |e: rusqlite::Error| Error::output(&self.target, format!("reading the journal: {e}"));
+        let connection = self.connection();
+        let stored: Option<String> = connection
+            .query_row(
+                "SELECT value FROM oar_tiles_job WHERE key = 'watermark'",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        if stored.is_none() {
+            if let Some(watermark) = watermark {
+                connection
+                    .execute(
+                        "INSERT OR REPLACE INTO oar_tiles_job (key, value) VALUES ('watermark', ?1)",
+                        [watermark],
+                    )
+                    .map_err(fail)?;
+            }
+        }
+        let mut done = std::collections::HashMap::new();
+        let mut select = connection
+            .prepare("SELECT zoom_level, tile_column, tile_row, children FROM oar_tiles_journal")
+            .map_err(fail)?;
+        let rows = select
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u8>(3)?,
+                ))
+            })
+            .map_err(fail)?;
+        for row in rows {
+            let (z, x, tms, mask) = row.map_err(fail)?;
+            let y = (1u32 << z) - 1 - tms;
+            if let Ok(tile) = TileCoord::new(z, x, y) {
+                done.insert(
+                    super::tile_key(tile),
+                    [0, 1, 2, 3].map(|bit| mask & (1 << bit) != 0),
+                );
+            }
+        }
+        Ok(Some(Resume {
+            done,
+            watermark: stored.or(watermark.map(str::to_string)),
+        }))
+    }
+
+    fn journal(&mut self, tile: TileCoord, children: [bool; 4], written: bool) -> Result<()> {
+        if !self.journaled {
+            return Ok(());
+        }
+        self.begin_batch()?;
+        let mask: u8 = children
+            .iter()
+            .enumerate()
+            .map(|(bit, has)| u8::from(*has) << bit)
+            .sum();
+        self.connection()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO oar_tiles_journal (zoom_level, tile_column, tile_row, children, written)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut insert| insert.execute(params![tile.z(), tile.x(), tms_row(tile), mask, written]))
+            .map_err(|e| self.fail(format!("journaling tile {tile}: {e}")))?;
+        self.end_batch_if_due()
     }
 }
 
 impl Drop for MbtilesSink {
     fn drop(&mut self) {
-        // Neither finished nor aborted (a panic, an early return): leave nothing half-written.
-        if self.connection.take().is_some() {
-            remove_sqlite_files(&self.partial);
+        // Neither finished nor aborted (a panic, an early return): keep what a journal can resume,
+        // leave nothing half-written otherwise.
+        if self.connection.is_some() {
+            if self.journaled {
+                self.keep_for_resume();
+            } else {
+                self.connection = None;
+                remove_sqlite_files(&self.partial);
+            }
         }
     }
 }
@@ -416,7 +600,7 @@ mod tests {
     fn a_finished_file_replaces_the_target_and_an_aborted_one_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.mbtiles");
-        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled()).unwrap());
+        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
         sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"abc")
             .unwrap();
         assert!(!target.exists());
@@ -432,7 +616,7 @@ mod tests {
         assert_eq!(row, (1, 0, 1));
         drop(connection);
 
-        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled()).unwrap());
+        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
         sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"x")
             .unwrap();
         sink.abort();
@@ -448,6 +632,7 @@ mod tests {
         let err = MbtilesSink::create(
             Path::new("/nonexistent-dir/x.mbtiles"),
             ChangeLog::disabled(),
+            None,
         )
         .err()
         .unwrap();

@@ -221,6 +221,15 @@ pub struct SinkReport {
     pub deleted: u64,
 }
 
+/// What an interrupted walk left for the next run of the same job.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// Finished tiles (by [`tile_key`]) and which of their children hold rows.
+    pub done: std::collections::HashMap<u64, [bool; 4]>,
+    /// The watermark the interrupted run started from.
+    pub watermark: Option<String>,
+}
+
 /// A destination for tiles. Implementations are driven from one thread.
 pub trait Sink: Send {
     /// Stores one tile's encoded bytes, replacing any tile already there.
@@ -231,6 +240,19 @@ pub trait Sink: Send {
 
     /// The job state (change watermark) the output recorded when it was last finished.
     fn state(&self) -> Option<String>;
+
+    /// Starts (or, after an interruption, picks up) the journal of a pyramid walk: returns the tiles
+    /// an interrupted run of the same job already finished and the watermark that run started from;
+    /// otherwise records `watermark` and returns nothing done. Sinks without a journal return `None`.
+    fn begin_journal(&mut self, _watermark: Option<&str>) -> Result<Option<Resume>> {
+        Ok(None)
+    }
+
+    /// Records that a walked tile is finished and which of its children hold rows; durable together
+    /// with the tile it wrote, if any.
+    fn journal(&mut self, _tile: TileCoord, _children: [bool; 4], _written: bool) -> Result<()> {
+        Ok(())
+    }
 
     /// Writes the metadata and makes the output complete. With `sweep`, tiles inside the metadata's
     /// zoom range and bounds that this run did not write are deleted: a full seed leaves exactly its
@@ -253,9 +275,12 @@ pub async fn open(
     settings: &OutputSettings,
     s3: &S3Config,
     changes: ChangeLog,
+    journal: Option<&str>,
 ) -> Result<Box<dyn Sink>> {
     Ok(match target {
-        OutputTarget::Mbtiles(path) => Box::new(mbtiles::MbtilesSink::create(path, changes)?),
+        OutputTarget::Mbtiles(path) => {
+            Box::new(mbtiles::MbtilesSink::create(path, changes, journal)?)
+        }
         OutputTarget::Directory(path) => {
             Box::new(directory::DirectorySink::create(path, settings, changes)?)
         }

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Helpers of scripts/bench.sh (not meant to be run by hand).
+
+  bench_helpers.py config SRC DST TABLE --changes-schema S (--unclustered | --cluster MAXZOOM,CELL,POSITION)
+      Writes DST: SRC pointed at TABLE, with clustering set exactly as asked whatever SRC says, and
+      `[changes] schema = S`. Prints "extent buffer layer pool_size size_budget".
+  bench_helpers.py compare A.mbtiles B.mbtiles
+      Prints "only_a only_b different same": tiles by z/x/y and stored bytes.
+  bench_helpers.py reseed-report DIR
+      The reseed section's report, from the files bench.sh leaves in DIR.
+  bench_helpers.py cluster-report DIR ROWS ZOOMS BUDGET CLUSTER_DESC
+      The clustering section's report, from the files bench.sh leaves in DIR.
+"""
+import json
+import math
+import re
+import sqlite3
+import statistics
+import sys
+import tomllib
+
+DEFAULT_SIZE_BUDGET = 500 * 1024  # src/config.rs
+
+
+def fail(message):
+    sys.exit(f"bench: {message}")
+
+
+# --- config -------------------------------------------------------------------------------------
+
+HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(#.*)?$")
+
+
+def cmd_config(args):
+    src, dst, table = args[:3]
+    rest = args[3:]
+    changes_schema = None
+    cluster = None
+    unclustered = False
+    while rest:
+        opt = rest.pop(0)
+        if opt == "--changes-schema":
+            changes_schema = rest.pop(0)
+        elif opt == "--cluster":
+            maxzoom, cell, position = rest.pop(0).split(",")
+            cluster = (int(maxzoom), int(cell), position)
+        elif opt == "--unclustered":
+            unclustered = True
+        else:
+            fail(f"bench_helpers config: unknown option {opt}")
+    if not changes_schema or (cluster is None) == (not unclustered):
+        fail("bench_helpers config: needs --changes-schema and one of --cluster/--unclustered")
+
+    text = open(src, encoding="utf-8").read()
+    out = []
+    section = None
+    tables = 0
+    has_changes = False
+    for line in text.splitlines(keepends=True):
+        m = HEADER.match(line)
+        if m:
+            section = m.group(1)
+            out.append(line)
+            if section == "changes":
+                has_changes = True
+                out.append(f'schema = "{changes_schema}"\n')
+            continue
+        if section == "tileset.layer" and re.match(r"\s*cluster_[A-Za-z_]*\s*=", line):
+            continue  # set below, exactly as asked
+        if section == "changes" and re.match(r"\s*schema\s*=", line):
+            continue
+        m = re.match(r'(\s*table\s*=\s*)"[^"]*"', line)
+        if m and section == "tileset.layer":
+            tables += 1
+            out.append(f'{m.group(1)}"{table}"\n')
+            if cluster:
+                out.append(f"cluster_maxzoom = {cluster[0]}\n")
+                out.append(f"cluster_cell = {cluster[1]}\n")
+                out.append(f'cluster_position = "{cluster[2]}"\n')
+            continue
+        out.append(line)
+    if tables != 1:
+        fail(f"expected exactly one `table = ...` line in a [[tileset.layer]] of {src}, found {tables}")
+    new = "".join(out)
+    if not has_changes:
+        new += f'\n[changes]\nschema = "{changes_schema}"\n'
+    open(dst, "w", encoding="utf-8").write(new)
+
+    # Check that the result says what was meant.
+    cfg = tomllib.loads(new)
+    if len(cfg.get("tileset", [])) != 1 or len(cfg["tileset"][0].get("layer", [])) != 1:
+        fail(f"{src}: the benchmark expects one tileset with one layer")
+    ts = cfg["tileset"][0]
+    layer = ts["layer"][0]
+    got = {k: v for k, v in layer.items() if k.startswith("cluster_")}
+    want = {} if unclustered else {
+        "cluster_maxzoom": cluster[0], "cluster_cell": cluster[1], "cluster_position": cluster[2]}
+    if got != want or layer["table"] != table or cfg["changes"]["schema"] != changes_schema:
+        fail(f"generated config {dst} is not what was meant ({got} vs {want})")
+    import os
+    print(ts.get("extent", 4096), ts.get("buffer", 64), layer["name"],
+          cfg.get("database", {}).get("pool_size", os.cpu_count()),
+          ts.get("size_budget", DEFAULT_SIZE_BUDGET))
+
+
+# --- shared -------------------------------------------------------------------------------------
+
+def time_v(path):
+    """Wall seconds, CPU seconds and peak RSS (MB) from a `/usr/bin/time -v` report."""
+    text = open(path).read()
+
+    def field(label):
+        m = re.search(r"^\s*" + re.escape(label) + r": (.+)$", text, re.M)
+        if not m:
+            fail(f"/usr/bin/time -v printed no '{label}' in {path}")
+        return m.group(1).strip()
+
+    wall = 0.0
+    for part in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":"):
+        wall = wall * 60 + float(part)
+    cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+    rss = int(field("Maximum resident set size (kbytes)")) / 1024
+    return wall, cpu, rss
+
+
+def summary(path):
+    s = json.load(open(path))
+    if len(s) != 1:
+        fail(f"expected one tileset in {path}, got {len(s)}")
+    return s[0]
+
+
+def tiles(path):
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return {(z, x, y): bytes(d) for z, x, y, d in db.execute(
+            "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")}
+
+
+def sizes_per_zoom(path):
+    per = {}
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        for z, n in db.execute("SELECT zoom_level, length(tile_data) FROM tiles"):
+            per.setdefault(z, []).append(n)
+    for v in per.values():
+        v.sort()
+    return per
+
+
+def nearest_rank(sorted_values, q):
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
+
+
+def kib(n):
+    return f"{n / 1024:.1f}"
+
+
+# --- compare ------------------------------------------------------------------------------------
+
+def compare(a, b):
+    ta, tb = tiles(a), tiles(b)
+    only_a = len(ta.keys() - tb.keys())
+    only_b = len(tb.keys() - ta.keys())
+    common = ta.keys() & tb.keys()
+    different = sum(1 for k in common if ta[k] != tb[k])
+    return only_a, only_b, different, len(common) - different
+
+
+def cmd_compare(args):
+    print(*compare(*args))
+
+
+# --- reseed -------------------------------------------------------------------------------------
+
+def cmd_reseed_report(args):
+    d = args[0]
+    full, dirty, fresh = (summary(f"{d}/reseed-{k}.json") for k in ("full", "dirty", "fresh"))
+    full_wall, _, full_rss = time_v(f"{d}/reseed-full.time")
+    dirty_wall, dirty_cpu, dirty_rss = time_v(f"{d}/reseed-dirty.time")
+    fresh_wall, _, _ = time_v(f"{d}/reseed-fresh.time")
+    info = dict(line.strip().split("=", 1) for line in open(f"{d}/reseed-info.txt") if "=" in line)
+    applied = dict(kv.split("=") for kv in info["applied"].split())
+    only_a, only_b, different, same = compare(f"{d}/reseed.mbtiles", f"{d}/reseed-fresh.mbtiles")
+    changed_list = sum(1 for line in open(f"{d}/reseed-changed.txt") if line.strip())
+    stored = dirty["stored"]
+    total_changes = sum(int(v) for v in applied.values())
+    best_full = min(full_wall, fresh_wall)
+
+    print(f"== reseed: {info['rows']} facilities, zoom {info['zoom']}, {info['cluster']}, "
+          f"concurrency {info['concurrency']} ==")
+    print(f"  full seed (records the watermark): {full['tiles_written']} tiles written"
+          f" ({full['tiles_queried']} queried) in {full_wall:.2f} s wall"
+          f" (tool's timer {full['seconds']:.2f} s, peak RSS {full_rss:.1f} MB)")
+    print(f"  changes applied in one transaction: {total_changes} ="
+          f" {applied['moves']} moves within hub areas, {applied['edits']} name edits,"
+          f" {applied['inserts']} inserts, {applied['deletes']} deletes"
+          f" (setseed({info['seed']}); change log rows: {info['logged']})")
+    print(f"  seed --dirty:  changes read {dirty['changes_read']}, tiles re-rendered (queried)"
+          f" {dirty['tiles_queried']}, written {dirty['tiles_written']}")
+    print(f"                 stored: {stored['changed']} changed, {stored['unchanged']} unchanged"
+          f" (bytes identical, not rewritten), {stored['deleted']} deleted;"
+          f" --changed-list lines {changed_list}")
+    print(f"                 {dirty_wall:.2f} s wall (tool's timer {dirty['seconds']:.2f} s,"
+          f" oar-tiles CPU {dirty_cpu:.2f} s, peak RSS {dirty_rss:.1f} MB)")
+    print(f"  reseed / full seed wall time: {dirty_wall:.2f} / {full_wall:.2f} s ="
+          f" {dirty_wall / full_wall:.2%}   (target < 2%)")
+    print(f"  full seed of the changed data (check): {fresh['tiles_written']} tiles in {fresh_wall:.2f} s"
+          f" wall; against the faster full seed the ratio is {dirty_wall / best_full:.2%}")
+    verdict = "IDENTICAL to" if only_a == only_b == different == 0 else "DIFFERENT FROM"
+    print(f"  reseeded output {verdict} the full seed of the changed data: {same} tiles equal,"
+          f" {different} with other bytes, {only_a} only in the reseed, {only_b} only in the full seed")
+    per = {z["zoom"]: z for z in dirty["per_zoom"]}
+    print("  zoom  re-rendered  written  p50 ms  p95 ms  max ms")
+    for z in sorted(per):
+        row = per[z]
+        print(f"  {z:>4} {row['queried']:>12} {row['written']:>8} {row['render_ms_p50']:>7.1f}"
+              f" {row['render_ms_p95']:>7.1f} {row['render_ms_max']:>7.1f}")
+    slow = ", ".join(f"{t['tile']} {t['ms']:.0f} ms" for t in dirty["slowest_tiles"][:5])
+    print(f"  slowest re-rendered tiles: {slow or '-'}")
+    sys.exit(0 if verdict.startswith("IDENTICAL") else 3)
+
+
+# --- clustering ---------------------------------------------------------------------------------
+
+def cmd_cluster_report(args):
+    d, rows, zooms, budget, desc = args
+    budget = int(budget)
+    runs = {}
+    for variant in ("clustered", "unclustered"):
+        runs[variant] = {
+            "summary": summary(f"{d}/cluster-{rows}-{variant}.json"),
+            "time": time_v(f"{d}/cluster-{rows}-{variant}.time"),
+            "sizes": sizes_per_zoom(f"{d}/cluster-{rows}-{variant}.mbtiles"),
+        }
+    lo, hi = (int(z) for z in zooms.split("-"))
+    print(f"== clustering: {rows} facilities, zoom {zooms} seeded (zooms above 11 are identical"
+          f" in both variants and were not seeded), {desc} ==")
+    print("  stored tile size in KiB (gzip, length(tile_data) in the MBTiles; p99 by nearest rank);"
+          " render ms from the summary")
+    head = "tiles  median     p99     max   p50ms   p95ms   maxms"
+    print(f"  {'':4} | {'clustered':^{len(head)}} | {'unclustered':^{len(head)}}")
+    print(f"  zoom | {head} | {head}")
+    for z in range(lo, hi + 1):
+        cells = []
+        for variant in ("clustered", "unclustered"):
+            r = runs[variant]
+            s = r["sizes"].get(z, [])
+            pz = next((p for p in r["summary"]["per_zoom"] if p["zoom"] == z), None)
+            if s:
+                sizes = (f"{len(s):>5} {kib(statistics.median(s)):>7} {kib(nearest_rank(s, 0.99)):>7}"
+                         f" {kib(s[-1]):>7}")
+            else:
+                sizes = f"{0:>5} {'-':>7} {'-':>7} {'-':>7}"
+            if pz and pz["queried"]:
+                ms = f"{pz['render_ms_p50']:>7.1f} {pz['render_ms_p95']:>7.1f} {pz['render_ms_max']:>7.1f}"
+            else:
+                ms = f"{'-':>7} {'-':>7} {'-':>7}"
+            cells.append(f"{sizes} {ms}")
+        print(f"  {z:>4} | {cells[0]} | {cells[1]}")
+    status = 0
+    for variant in ("clustered", "unclustered"):
+        r = runs[variant]
+        s = r["summary"]
+        wall, cpu, rss = r["time"]
+        all_sizes = [n for v in r["sizes"].values() for n in v]
+        over = sum(1 for n in all_sizes if n > budget)
+        reported = len(s["over_budget"])
+        largest = max(all_sizes) if all_sizes else 0
+        print(f"  {variant:>11}: {s['tiles_written']} tiles, {s['bytes_written'] / 2**20:.1f} MiB stored,"
+              f" {wall:.2f} s wall (tool's timer {s['seconds']:.2f} s, oar-tiles CPU {cpu:.2f} s,"
+              f" peak RSS {rss:.1f} MB)")
+        print(f"  {'':>11}  tiles over the {budget / 1024:.0f} KiB budget: {over}"
+              f" (summary's over_budget lists {reported}); largest {kib(largest)} KiB")
+        if over != reported:
+            status = 3
+        if sum(len(v) for v in r["sizes"].values()) != s["tiles_written"]:
+            print(f"  {'':>11}  WARNING: the MBTiles holds {len(all_sizes)} tiles, the summary says"
+                  f" {s['tiles_written']} written")
+            status = 3
+    sys.exit(status)
+
+
+COMMANDS = {
+    "config": cmd_config,
+    "compare": cmd_compare,
+    "reseed-report": cmd_reseed_report,
+    "cluster-report": cmd_cluster_report,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        fail(f"bench_helpers.py: expected one of {', '.join(COMMANDS)}")
+    COMMANDS[sys.argv[1]](sys.argv[2:])
