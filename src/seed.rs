@@ -183,7 +183,8 @@ impl TilesetContext<'_> {
             target.describe()
         );
         let settings = &self.tileset.tileset.output_settings;
-        let _lock = lock::acquire(target, self.job.wait_lock).await?;
+        let _lock =
+            lock::acquire(target, self.job.s3.endpoint.as_deref(), self.job.wait_lock).await?;
         // A full seed journals its walk, so an interrupted run can be picked up where it stopped.
         let fingerprint = (self.job.selection == Selection::Pyramid).then(|| self.fingerprint());
         let mut sink = sink::open(

@@ -28,8 +28,8 @@ impl Drop for OutputLock {
     }
 }
 
-/// Where the lock of an output lives.
-pub fn lock_path(target: &OutputTarget) -> PathBuf {
+/// Where the lock of an output lives; an S3 output is told apart by its store's endpoint too.
+pub fn lock_path(target: &OutputTarget, endpoint: Option<&str>) -> PathBuf {
     let beside = |path: &Path| {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".oar-tiles.lock");
@@ -39,7 +39,8 @@ pub fn lock_path(target: &OutputTarget) -> PathBuf {
         OutputTarget::Mbtiles(path) => beside(path),
         OutputTarget::Directory(root) => beside(&root.components().collect::<PathBuf>()),
         OutputTarget::S3 { bucket, prefix } => {
-            let digest = Md5::digest(format!("{bucket}/{prefix}").as_bytes());
+            let store = endpoint.unwrap_or("aws");
+            let digest = Md5::digest(format!("{store} {bucket}/{prefix}").as_bytes());
             let cache = std::env::var_os("XDG_CACHE_HOME")
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
@@ -53,8 +54,12 @@ pub fn lock_path(target: &OutputTarget) -> PathBuf {
 }
 
 /// Takes the output's lock; without `wait`, fails at once naming the holder.
-pub async fn acquire(target: &OutputTarget, wait: bool) -> Result<OutputLock> {
-    let path = lock_path(target);
+pub async fn acquire(
+    target: &OutputTarget,
+    endpoint: Option<&str>,
+    wait: bool,
+) -> Result<OutputLock> {
+    let path = lock_path(target, endpoint);
     let output = target.describe();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if matches!(target, OutputTarget::S3 { .. }) {
@@ -150,8 +155,12 @@ mod tests {
     async fn a_second_job_is_refused_while_the_first_holds_the_output() {
         let dir = tempfile::tempdir().unwrap();
         let target = OutputTarget::Mbtiles(dir.path().join("out.mbtiles"));
-        let first = acquire(&target, false).await.unwrap();
-        let err = acquire(&target, false).await.err().unwrap().to_string();
+        let first = acquire(&target, None, false).await.unwrap();
+        let err = acquire(&target, None, false)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
@@ -159,9 +168,9 @@ mod tests {
         assert!(err.contains("--wait-lock"), "{err}");
         drop(first);
         assert!(
-            !lock_path(&target).exists(),
+            !lock_path(&target, None).exists(),
             "the holder removes its lock file"
         );
-        let _again = acquire(&target, false).await.unwrap();
+        let _again = acquire(&target, None, false).await.unwrap();
     }
 }
