@@ -194,8 +194,10 @@ def cmd_reseed_report(args):
           f" {applied['moves']} moves within hub areas, {applied['edits']} name edits,"
           f" {applied['inserts']} inserts, {applied['deletes']} deletes"
           f" (setseed({info['seed']}); change log rows: {info['logged']})")
-    print(f"  seed --dirty:  changes read {dirty['changes_read']}, tiles re-rendered (queried)"
-          f" {dirty['tiles_queried']}, written {dirty['tiles_written']}")
+    print(f"  seed --dirty:  changes read {dirty['changes_read']} (the summary's changes_read counts"
+          f" geometries: old and new of each UPDATE, one per INSERT or DELETE)")
+    print(f"                 tiles re-rendered (queried) {dirty['tiles_queried']},"
+          f" written {dirty['tiles_written']} (the rest came out empty)")
     print(f"                 stored: {stored['changed']} changed, {stored['unchanged']} unchanged"
           f" (bytes identical, not rewritten), {stored['deleted']} deleted;"
           f" --changed-list lines {changed_list}")
@@ -205,10 +207,19 @@ def cmd_reseed_report(args):
           f" {dirty_wall / full_wall:.2%}   (target < 2%)")
     print(f"  full seed of the changed data (check): {fresh['tiles_written']} tiles in {fresh_wall:.2f} s"
           f" wall; against the faster full seed the ratio is {dirty_wall / best_full:.2%}")
+    bands = []
+    for band in info["bands"].split():
+        b = summary(f"{d}/reseed-z{band}.json")
+        wall, _, _ = time_v(f"{d}/reseed-z{band}.time")
+        bands.append(f"z{band}: {b['tiles_queried']} tiles in {wall:.2f} s")
+    print(f"  by zoom band (copies of the full seed's output, each reseeded over one band alone):"
+          f" {'; '.join(bands)}")
     verdict = "IDENTICAL to" if only_a == only_b == different == 0 else "DIFFERENT FROM"
     print(f"  reseeded output {verdict} the full seed of the changed data: {same} tiles equal,"
           f" {different} with other bytes, {only_a} only in the reseed, {only_b} only in the full seed")
     per = {z["zoom"]: z for z in dirty["per_zoom"]}
+    print("  per zoom of the measured reseed; ms are the summary's render_ms: per-tile statement latency,"
+          " which includes\n  queueing behind the other pipelined statements on its connection")
     print("  zoom  re-rendered  written  p50 ms  p95 ms  max ms")
     for z in sorted(per):
         row = per[z]
@@ -235,7 +246,8 @@ def cmd_cluster_report(args):
     print(f"== clustering: {rows} facilities, zoom {zooms} seeded (zooms above 11 are identical"
           f" in both variants and were not seeded), {desc} ==")
     print("  stored tile size in KiB (gzip, length(tile_data) in the MBTiles; p99 by nearest rank);"
-          " render ms from the summary")
+          " render ms from the summary\n  (per-tile statement latency, including queueing behind other"
+          " pipelined statements on the connection)")
     head = "tiles  median     p99     max   p50ms   p95ms   maxms"
     print(f"  {'':4} | {'clustered':^{len(head)}} | {'unclustered':^{len(head)}}")
     print(f"  zoom | {head} | {head}")
