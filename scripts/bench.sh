@@ -427,13 +427,14 @@ PY
 # --- reseed: seed --dirty after a burst of changes, against a full seed ----------------------
 
 section_reseed() {
-    local n=$reseed_rows schema=bench_$reseed_rows applied logged
+    local n=$reseed_rows schema=bench_$reseed_rows applied logged load_before
     ensure_sample "$n"
     reseed_config=$WORK/reseed.toml
     make_config "$n" clustered "$reseed_config"
     # Leftovers of an earlier run that could not clean up.
     "$BIN" -q changes uninstall --config "$reseed_config" >&2
     reseed_pending=1
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
     log "reseed: installing change capture in schema $CHANGES_SCHEMA"
     "$BIN" -q changes install --config "$reseed_config" >&2
     log "reseed: full seed, zoom $RESEED_ZOOM (clustered)"
@@ -462,6 +463,7 @@ section_reseed() {
     log "reseed: full seed of the changed data, to check the reseed against"
     timed_seed reseed-fresh --config "$reseed_config" --zoom "$RESEED_ZOOM" \
         --output "$WORK/reseed-fresh.mbtiles"
+    echo "load=$load_before / $(cut -d' ' -f1-3 /proc/loadavg)" >"$WORK/reseed-load.txt"
     log "reseed: uninstalling change capture and reloading the sample"
     "$BIN" -q changes uninstall --config "$reseed_config" >&2
     "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
@@ -475,6 +477,7 @@ applied=$applied
 logged=$logged
 seed=$RESEED_SEED
 bands=$RESEED_BANDS
+$(cat "$WORK/reseed-load.txt")
 INFO
     python3 "$ROOT/scripts/bench_helpers.py" reseed-report "$WORK" || failed $?
 }
@@ -482,7 +485,7 @@ INFO
 # --- cluster: clustered against unclustered low zooms ----------------------------------------
 
 section_cluster() {
-    local n
+    local n variant load_before sizes
     IFS=, read -r -a sizes <<<"$cluster_rows"
     for n in "${sizes[@]}"; do
         ensure_sample "$n"
@@ -493,12 +496,14 @@ section_cluster() {
         log "cluster: $n facilities, warm-up seed z0-2 clustered (discarded)"
         "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/cluster-$n-clustered.toml" \
             --zoom 0-2 --output "$WORK/cluster-warmup.mbtiles" >/dev/null
+        load_before=$(cut -d' ' -f1-3 /proc/loadavg)
         for variant in clustered unclustered; do
             log "cluster: $n facilities, $variant seed, zoom $cluster_zoom"
             timed_seed "cluster-$n-$variant" --config "$WORK/cluster-$n-$variant.toml" \
                 --zoom "$cluster_zoom" --output "$WORK/cluster-$n-$variant.mbtiles"
         done
         ((n == ${sizes[0]})) || echo
+        BENCH_LOAD="$load_before / $(cut -d' ' -f1-3 /proc/loadavg)" \
         python3 "$ROOT/scripts/bench_helpers.py" cluster-report "$WORK" "$n" "$cluster_zoom" \
             "$size_budget" "cluster_maxzoom $CLUSTER_MAXZOOM, cluster_cell $CLUSTER_CELL/$extent, $cluster_position" \
             || failed $?

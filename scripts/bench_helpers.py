@@ -13,6 +13,7 @@
 """
 import json
 import math
+import os
 import re
 import sqlite3
 import statistics
@@ -97,7 +98,6 @@ def cmd_config(args):
         "cluster_maxzoom": cluster[0], "cluster_cell": cluster[1], "cluster_position": cluster[2]}
     if got != want or layer["table"] != table or cfg["changes"]["schema"] != changes_schema:
         fail(f"generated config {dst} is not what was meant ({got} vs {want})")
-    import os
     print(ts.get("extent", 4096), ts.get("buffer", 64), layer["name"],
           cfg.get("database", {}).get("pool_size", os.cpu_count()),
           ts.get("size_budget", DEFAULT_SIZE_BUDGET))
@@ -217,6 +217,7 @@ def cmd_reseed_report(args):
     verdict = "IDENTICAL to" if only_a == only_b == different == 0 else "DIFFERENT FROM"
     print(f"  reseeded output {verdict} the full seed of the changed data: {same} tiles equal,"
           f" {different} with other bytes, {only_a} only in the reseed, {only_b} only in the full seed")
+    print(f"  load average at the start / end of the measurements: {info['load']}")
     per = {z["zoom"]: z for z in dirty["per_zoom"]}
     print("  per zoom of the measured reseed; ms are the summary's render_ms: per-tile statement latency,"
           " which includes\n  queueing behind the other pipelined statements on its connection")
@@ -269,6 +270,7 @@ def cmd_cluster_report(args):
             cells.append(f"{sizes} {ms}")
         print(f"  {z:>4} | {cells[0]} | {cells[1]}")
     status = 0
+    print(f"  load average before / after the two seeds: {os.environ.get('BENCH_LOAD', '?')}")
     for variant in ("clustered", "unclustered"):
         r = runs[variant]
         s = r["summary"]

@@ -183,8 +183,8 @@ fn install_sql(config: &Config) -> String {
     sql
 }
 
-/// Installs (or refreshes) change capture for every source table of the config.
-pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
+/// Runs DDL in one transaction, so a failure leaves nothing half-installed.
+async fn run_ddl(pool: &Pool, sql: &str, what: &str) -> Result<()> {
     let mut client = pool
         .get()
         .await
@@ -193,24 +193,31 @@ pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
         .transaction()
         .await
         .map_err(|e| Error::Database(pg_message(&e)))?;
-    transaction.batch_execute(&install_sql(config)).await.map_err(|e| {
-        Error::Database(format!(
-            "cannot install change capture (it needs CREATE rights on the database and ownership of the \
-             source tables): {}",
-            pg_message(&e)
-        ))
-    })?;
+    transaction
+        .batch_execute(sql)
+        .await
+        .map_err(|e| Error::Database(format!("cannot {what}: {}", pg_message(&e))))?;
     transaction
         .commit()
         .await
-        .map_err(|e| Error::Database(pg_message(&e)))?;
+        .map_err(|e| Error::Database(pg_message(&e)))
+}
+
+/// Installs (or refreshes) change capture for every source table of the config.
+pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
+    run_ddl(
+        pool,
+        &install_sql(config),
+        "install change capture (it needs rights to create a schema and ownership of the source tables)",
+    )
+    .await?;
     Ok(watched_tables(config)
         .into_iter()
         .map(|w| w.table)
         .collect())
 }
 
-/// Removes the triggers and the `oar_tiles` schema.
+/// Removes the triggers and the change schema.
 pub async fn uninstall(pool: &Pool, config: &Config) -> Result<()> {
     let schema = quote_ident(&config.change_schema);
     let mut sql = String::new();
@@ -222,24 +229,7 @@ pub async fn uninstall(pool: &Pool, config: &Config) -> Result<()> {
         ));
     }
     sql.push_str(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"));
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| Error::Database(pool_message(&e)))?;
-    let transaction = client
-        .transaction()
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))?;
-    transaction.batch_execute(&sql).await.map_err(|e| {
-        Error::Database(format!(
-            "cannot uninstall change capture: {}",
-            pg_message(&e)
-        ))
-    })?;
-    transaction
-        .commit()
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))
+    run_ddl(pool, &sql, "uninstall change capture").await
 }
 
 /// Pending changes per source table, and the outputs that consume them.

@@ -231,18 +231,13 @@ async fn inspect_s3(
     } else {
         format!("{prefix}/{TILEJSON_NAME}")
     };
-    let metadata = match client.get_object().bucket(bucket).key(&key).send().await {
-        Ok(object) => {
-            let bytes = object
-                .body
-                .collect()
-                .await
-                .map_err(|e| Error::output(output, format!("reading {key}: {e}")))?
-                .into_bytes();
-            serde_json::from_slice(&bytes)
-                .map_err(|e| Error::output(output, format!("{key} is not valid JSON: {e}")))?
-        }
-        Err(_) => Value::Null,
+    let metadata = match s3::get_if_exists(&client, bucket, &key, config.max_attempts)
+        .await
+        .map_err(|e| Error::output(output, e))?
+    {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::output(output, format!("{key} is not valid JSON: {e}")))?,
+        None => Value::Null,
     };
     Ok(counter.into_inventory(output, metadata))
 }

@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::mvt::decode_tile;
 use common::pg::{Point, Rng, TestSchema};
-use common::run::{oar_tiles, read_mbtiles_raw, single_layer_config};
-
-type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
+use common::run::{differences, oar_tiles, read_mbtiles_raw, single_layer_config, Tiles};
 
 fn points(count: i64, seed: u64) -> Vec<Point> {
     let mut rng = Rng::new(seed);
@@ -99,14 +97,6 @@ fn changed_list(path: &Path) -> BTreeSet<String> {
         .unwrap()
         .lines()
         .map(str::to_string)
-        .collect()
-}
-
-fn differences(before: &Tiles, after: &Tiles) -> BTreeSet<String> {
-    let keys: BTreeSet<_> = before.keys().chain(after.keys()).collect();
-    keys.into_iter()
-        .filter(|key| before.get(key) != after.get(key))
-        .map(|(z, x, y)| format!("{z}/{x}/{y}"))
         .collect()
 }
 

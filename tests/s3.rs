@@ -4,17 +4,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::pg::{Point, Rng, TestSchema};
 use common::run::{
-    oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from, single_layer_config,
+    differences, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from,
+    single_layer_config, Tiles,
 };
 use common::s3::S3Server;
-
-type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
 
 const BUCKET: &str = "tiles";
 const PREFIX: &str = "facilities/v1";
@@ -134,14 +133,6 @@ impl Setup {
         self.seed(path.to_str().unwrap(), zoom, &[]);
         read_mbtiles_raw(&path)
     }
-}
-
-fn differences(before: &Tiles, after: &Tiles) -> BTreeSet<String> {
-    let keys: BTreeSet<_> = before.keys().chain(after.keys()).collect();
-    keys.into_iter()
-        .filter(|key| before.get(key) != after.get(key))
-        .map(|(z, x, y)| format!("{z}/{x}/{y}"))
-        .collect()
 }
 
 fn lines(path: &Path) -> BTreeSet<String> {

@@ -49,6 +49,14 @@ pub struct MbtilesSink {
     journaled: bool,
 }
 
+/// Per-connection set-up: WAL for batched writers, and the tiles this run produced (for the sweep).
+const SESSION: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = NORMAL;
+    CREATE TEMP TABLE seen (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,
+                            PRIMARY KEY (zoom_level, tile_column, tile_row)) WITHOUT ROWID;
+";
+
 /// The walk's journal, kept inside the `.partial` file so it commits together with the tiles.
 const JOURNAL_SCHEMA: &str = "
     CREATE TABLE oar_tiles_job (key TEXT PRIMARY KEY, value TEXT);
@@ -103,11 +111,8 @@ impl MbtilesSink {
         let schema = if fresh { SCHEMA } else { "" };
         let setup = format!(
             "PRAGMA application_id = {MBTILES_APPLICATION_ID};
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             {schema}
-             CREATE TEMP TABLE seen (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,
-                                     PRIMARY KEY (zoom_level, tile_column, tile_row)) WITHOUT ROWID;"
+             {SESSION}
+             {schema}"
         );
         if let Err(err) = connection.execute_batch(&setup) {
             drop(connection);
@@ -190,12 +195,11 @@ impl MbtilesSink {
             return None;
         }
         let fresh = job("fresh").as_deref() == Some("1");
-        let setup = "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             CREATE TEMP TABLE seen (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,
-                                     PRIMARY KEY (zoom_level, tile_column, tile_row)) WITHOUT ROWID;
-             INSERT INTO seen SELECT zoom_level, tile_column, tile_row FROM oar_tiles_journal WHERE written = 1;";
-        connection.execute_batch(setup).ok()?;
+        let setup = format!(
+            "{SESSION}
+             INSERT INTO seen SELECT zoom_level, tile_column, tile_row FROM oar_tiles_journal WHERE written = 1;"
+        );
+        connection.execute_batch(&setup).ok()?;
         let state = connection
             .query_row(
                 "SELECT value FROM metadata WHERE name = ?1",

@@ -124,6 +124,35 @@ where
     parts.join(": ").replace('\n', " ")
 }
 
+/// An object's bytes, or `None` when there is no such key; other failures are retried, then reported.
+pub async fn get_if_exists(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    attempts: u32,
+) -> Result<Option<Vec<u8>>, String> {
+    let what = format!("reading s3://{bucket}/{key}");
+    let object = with_retries(attempts, &what, || async {
+        match client.get_object().bucket(bucket).key(key).send().await {
+            Ok(object) => Ok(Some(object)),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+            Err(err) => Err(err),
+        }
+    })
+    .await?;
+    match object {
+        None => Ok(None),
+        Some(object) => {
+            let bytes = object
+                .body
+                .collect()
+                .await
+                .map_err(|e| format!("{what}: {e}"))?;
+            Ok(Some(bytes.into_bytes().to_vec()))
+        }
+    }
+}
+
 /// The key of a tile under a prefix.
 pub fn tile_object_key(prefix: &str, tile: TileCoord, extension: &str) -> String {
     let path = format!("{}/{}/{}.{extension}", tile.z(), tile.x(), tile.y());
@@ -286,34 +315,17 @@ impl S3Sink {
         // Stores whose listings carry no ETag (some S3-compatible ones) fall back on the manifest the
         // last finished run left. It is removed before anything is uploaded, so a run that dies
         // midway cannot leave hashes that no longer match the objects.
-        let state_key = object_key(prefix, STATE_NAME);
-        let state = match client
-            .get_object()
-            .bucket(bucket)
-            .key(&state_key)
-            .send()
+        let attempts = config.max_attempts;
+        let state = get_if_exists(&client, bucket, &object_key(prefix, STATE_NAME), attempts)
             .await
-        {
-            Ok(object) => match object.body.collect().await {
-                Ok(bytes) => String::from_utf8(bytes.into_bytes().to_vec()).ok(),
-                Err(_) => None,
-            },
-            Err(_) => None,
-        };
+            .map_err(|e| Error::output(&target, e))?
+            .and_then(|bytes| String::from_utf8(bytes).ok());
         let manifest_key = object_key(prefix, MANIFEST_NAME);
-        let manifest = match client
-            .get_object()
-            .bucket(bucket)
-            .key(&manifest_key)
-            .send()
+        let manifest = get_if_exists(&client, bucket, &manifest_key, attempts)
             .await
-        {
-            Ok(object) => match object.body.collect().await {
-                Ok(bytes) => decode_manifest(&bytes.into_bytes()),
-                Err(_) => HashMap::new(),
-            },
-            Err(_) => HashMap::new(),
-        };
+            .map_err(|e| Error::output(&target, e))?
+            .map(|bytes| decode_manifest(&bytes))
+            .unwrap_or_default();
         if !manifest.is_empty() {
             with_retries(
                 config.max_attempts,

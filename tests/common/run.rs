@@ -187,3 +187,15 @@ pub fn candidate_tiles(point: &Point, z: u8) -> BTreeSet<(u32, u32)> {
     }
     tiles
 }
+
+/// Stored tiles keyed by XYZ `(z, x, y)`.
+pub type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
+
+/// `z/x/y` of every tile whose bytes differ between two states of an output (added, removed, changed).
+pub fn differences(before: &Tiles, after: &Tiles) -> BTreeSet<String> {
+    let keys: BTreeSet<_> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|key| before.get(key) != after.get(key))
+        .map(|(z, x, y)| format!("{z}/{x}/{y}"))
+        .collect()
+}
