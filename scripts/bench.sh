@@ -46,9 +46,11 @@
 #            (cluster_maxzoom 11, cluster_cell 512): installs change capture in
 #            its own schema (bench_changes), full seed z0-14, applies
 #            --reseed-changes deterministic changes in one transaction
-#            (scripts/bench_reseed_changes.sql), `seed --dirty`, and a full
-#            seed of the changed data to check the reseed against; then
-#            uninstalls change capture and reloads the sample.
+#            (scripts/bench_reseed_changes.sql), `seed --dirty` (timed), the
+#            same reseed of copies of the output over z0-5 and z6-14 alone
+#            (where the time goes), and a full seed of the changed data to
+#            check the reseed against; then uninstalls change capture and
+#            reloads the sample.
 #   cluster  per --cluster-rows size, seeds --cluster-zoom clustered and
 #            unclustered and prints per zoom the stored tile sizes (median,
 #            p99, max), render times and tiles over the size budget.
@@ -65,8 +67,8 @@
 # something breaks or a cross-check fails: the baseline does not render the
 # same set of tiles (the ratio would be meaningless), the reseeded output
 # differs from a full seed of the same data, or the tiles over budget disagree
-# with the summary. Other work on the machine skews the figures, so the main
-# report shows the load average around the measurements. A run with the reseed
+# with the summary. Other work on the machine skews the figures, so each
+# section shows the load average around its measurements. A run with the reseed
 # section (which rewrites a sample) waits for other benchmark runs and they
 # wait for it; other runs may overlap.
 set -euo pipefail
@@ -131,7 +133,8 @@ positive='^[1-9][0-9]*$'
     || die "--reseed-changes must be an integer >= 4, got '$reseed_changes'"
 [[ $cluster_rows =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] \
     || die "--cluster-rows must be a comma-separated list of positive integers, got '$cluster_rows'"
-[[ $cluster_zoom =~ ^[0-9]+-[0-9]+$ ]] || die "--cluster-zoom must be A-B, got '$cluster_zoom'"
+[[ $cluster_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
+    || die "--cluster-zoom must be A-B with A <= B, got '$cluster_zoom'"
 [[ $cluster_position == centroid || $cluster_position == cell-center ]] \
     || die "--cluster-position must be centroid or cell-center, got '$cluster_position'"
 run_main=0 run_reseed=0 run_cluster=0

@@ -150,6 +150,10 @@ def nearest_rank(sorted_values, q):
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
+def human(n):
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB"
+
+
 def kib(n):
     return f"{n / 1024:.1f}"
 
@@ -244,8 +248,8 @@ def cmd_cluster_report(args):
             "sizes": sizes_per_zoom(f"{d}/cluster-{rows}-{variant}.mbtiles"),
         }
     lo, hi = (int(z) for z in zooms.split("-"))
-    print(f"== clustering: {rows} facilities, zoom {zooms} seeded (zooms above 11 are identical"
-          f" in both variants and were not seeded), {desc} ==")
+    print(f"== clustering: {rows} facilities, zoom {zooms} seeded (zooms past cluster_maxzoom"
+          f" render the same either way), {desc} ==")
     print("  stored tile size in KiB (gzip, length(tile_data) in the MBTiles; p99 by nearest rank);"
           " render ms from the summary\n  (per-tile statement latency, including queueing behind other"
           " pipelined statements on the connection)")
@@ -279,7 +283,7 @@ def cmd_cluster_report(args):
         over = sum(1 for n in all_sizes if n > budget)
         reported = len(s["over_budget"])
         largest = max(all_sizes) if all_sizes else 0
-        print(f"  {variant:>11}: {s['tiles_written']} tiles, {s['bytes_written'] / 2**20:.1f} MiB stored,"
+        print(f"  {variant:>11}: {s['tiles_written']} tiles, {human(s['bytes_written'])} stored,"
               f" {wall:.2f} s wall (tool's timer {s['seconds']:.2f} s, oar-tiles CPU {cpu:.2f} s,"
               f" peak RSS {rss:.1f} MB)")
         print(f"  {'':>11}  tiles over the {budget / 1024:.0f} KiB budget: {over}"

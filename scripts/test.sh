@@ -17,4 +17,10 @@ fi
 # The S3 tests talk to a real S3-compatible server process (s3s-fs, built from crates.io once).
 scripts/s3-server.sh install
 
-cargo test --locked "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+# One closing line over all test binaries, for people and CI logs alike.
+awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"
