@@ -172,18 +172,19 @@ fn cluster_mvt(
     let cells_per_row = (1u64 << z) * u64::from(extent / cluster.cell);
     let cell_metres = 2.0 * MERCATOR_HALF_WORLD / cells_per_row as f64;
     let half = MERCATOR_HALF_WORLD;
-    let order = if layer.integer_id {
-        FEATURE_ID.to_string()
-    } else {
-        quote_ident(&layer.config.id_column)
-    };
-    let first = |column: &str| format!("(array_agg({rows}.{column} ORDER BY {rows}.{order}))[1]");
+    // Attributes are only shown for cells of one member, where any aggregate picks that member, so
+    // no aggregate needs an ORDER BY (which would sort all rows beneath a low-zoom tile once per
+    // column). The centroid is averaged in whole centimetres, exactly, so the row order the plan
+    // happens to use cannot change its last bits.
+    let first = |column: &str| format!("(array_agg({rows}.{column}))[1]");
+    let centimetres =
+        |axis: &str| format!("(avg(round(ST_{axis}({rows}.{MERC}) * 100)::bigint) / 100)::float8");
     let mut aggregates = vec![
         format!("floor((ST_X({rows}.{MERC}) + {half:?}) / {cell_metres:?})::bigint AS cx"),
         format!("floor(({half:?} - ST_Y({rows}.{MERC})) / {cell_metres:?})::bigint AS cy"),
         "count(*) AS n".to_string(),
-        format!("avg(ST_X({rows}.{MERC}) ORDER BY {rows}.{order}) AS mx"),
-        format!("avg(ST_Y({rows}.{MERC}) ORDER BY {rows}.{order}) AS my"),
+        format!("{} AS mx", centimetres("X")),
+        format!("{} AS my", centimetres("Y")),
         format!("min(ST_X({rows}.{MERC})) AS x0, min(ST_Y({rows}.{MERC})) AS y0"),
         format!("max(ST_X({rows}.{MERC})) AS x1, max(ST_Y({rows}.{MERC})) AS y1"),
     ];
