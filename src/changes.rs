@@ -287,7 +287,7 @@ pub struct ChangeSet {
     pub everything: bool,
     /// Boxes `[west, south, east, north]` in degrees of old and new geometries, per layer name.
     pub boxes: BTreeMap<String, Vec<[f64; 4]>>,
-    /// Number of change rows read.
+    /// Changed geometries read (an update counts its old and its new position).
     pub rows: u64,
 }
 

@@ -222,7 +222,7 @@ pub struct SummaryHeader {
     pub dry_run: bool,
     /// Whether every planned tile was rendered (false after --max-duration ran out).
     pub complete: bool,
-    /// Change-log rows read, for reseeds.
+    /// Changed geometries read for a reseed (an update counts its old and its new position).
     pub changes_read: Option<u64>,
 }
 
@@ -291,7 +291,7 @@ pub struct TilesetSummary {
     pub dry_run: bool,
     /// Whether every planned tile was rendered (false after --max-duration ran out).
     pub complete: bool,
-    /// Change-log rows read, for reseeds.
+    /// Changed geometries read for a reseed (an update counts its old and its new position).
     pub changes_read: Option<u64>,
     /// Wall time.
     pub seconds: f64,

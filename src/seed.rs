@@ -355,7 +355,7 @@ impl TilesetContext<'_> {
                     changes::read_since(self.pool, &self.job.change_schema, &configs, &since)
                         .await?;
                 tracing::info!(
-                    "tileset `{name}`: {} change(s) since the last seed",
+                    "tileset `{name}`: {} changed geometries since the last seed",
                     changes.rows
                 );
                 if changes.everything {
