@@ -520,3 +520,73 @@ fn a_database_restart_mid_seed_is_ridden_out_and_every_tile_arrives() {
         "every tile arrived, identical"
     );
 }
+
+#[test]
+fn a_stopped_directory_seed_is_resumed_from_its_journal() {
+    let Some(mut schema) = TestSchema::create("dirresume") else {
+        return;
+    };
+    schema.point_table("sites", &many_points(3000));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &schema.name, "", "");
+    let tree = dir.path().join("tree");
+    let tree_arg = format!("dir:{}", tree.display());
+    let args = [
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        "0-16",
+        "--output",
+        tree_arg.as_str(),
+    ];
+    let mut child = oar_tiles_command(Some(&schema.url), &args, &[])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let journal = tree.join(".oar-tiles-journal.sqlite");
+    let started = Instant::now();
+    while !journal.exists() || started.elapsed() < Duration::from_millis(900) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the seed never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the seed ended too soon"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(child.id(), "TERM");
+    let stopped = run_from(child.wait_with_output().unwrap());
+    assert_eq!(stopped.code, 143, "{}", stopped.stderr);
+    assert!(journal.exists(), "the journal is kept for the next run");
+
+    let resumed = oar_tiles(Some(&schema.url), &args);
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
+    assert!(!journal.exists(), "a finished seed removes its journal");
+    let clean = dir.path().join("clean.mbtiles");
+    let clean_args = [
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        "0-16",
+        "--output",
+        clean.to_str().unwrap(),
+    ];
+    oar_tiles(Some(&schema.url), &clean_args).assert_success();
+    let expected = read_mbtiles_raw(&clean);
+    for ((z, x, y), data) in &expected {
+        let stored = std::fs::read(tree.join(format!("{z}/{x}/{y}.pbf"))).unwrap();
+        assert!(&stored == data, "{z}/{x}/{y} differs from a clean run");
+    }
+    let inventory = oar_tiles(None, &["inspect", &tree_arg, "--json"]);
+    let inventory: serde_json::Value = serde_json::from_str(&inventory.stdout).unwrap();
+    assert_eq!(
+        inventory["tiles"].as_u64().unwrap(),
+        expected.len() as u64,
+        "no extra tiles"
+    );
+}

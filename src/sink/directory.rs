@@ -8,8 +8,11 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::journal::FileJournal;
 use super::tilejson::{tilejson, TILEJSON_NAME};
-use super::{in_scope, tile_key, ChangeLog, OutputSettings, Sink, SinkReport, TilesetMetadata};
+use super::{
+    in_scope, tile_key, ChangeLog, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata,
+};
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
 
@@ -24,14 +27,26 @@ pub struct DirectorySink {
     seen: HashSet<u64>,
     report: SinkReport,
     state: Option<String>,
+    journal: Option<FileJournal>,
 }
+
+/// The walk's journal, beside the tiles while a full seed runs.
+pub const JOURNAL_NAME: &str = ".oar-tiles-journal.sqlite";
 
 /// The job state (change watermark) beside the tiles.
 pub const STATE_NAME: &str = ".oar-tiles-state.json";
 
 impl DirectorySink {
     /// Opens (creating if needed) the tree's root and checks that it can be written.
-    pub fn create(root: &Path, settings: &OutputSettings, changes: ChangeLog) -> Result<Self> {
+    ///
+    /// With `journal` (a fingerprint of the job), finished tiles are journaled beside the tree so an
+    /// interrupted full seed can be picked up.
+    pub fn create(
+        root: &Path,
+        settings: &OutputSettings,
+        changes: ChangeLog,
+        journal: Option<&str>,
+    ) -> Result<Self> {
         if root.exists() && !root.is_dir() {
             return Err(Error::output(root, "exists and is not a directory"));
         }
@@ -56,6 +71,9 @@ impl DirectorySink {
             seen: HashSet::new(),
             report: SinkReport::default(),
             state: std::fs::read_to_string(root.join(STATE_NAME)).ok(),
+            journal: journal
+                .map(|fingerprint| FileJournal::open(&root.join(JOURNAL_NAME), fingerprint))
+                .transpose()?,
         })
     }
 
@@ -165,6 +183,22 @@ impl Sink for DirectorySink {
         self.state.clone()
     }
 
+    fn begin_journal(&mut self, watermark: Option<&str>) -> Result<Option<Resume>> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Ok(None);
+        };
+        let (resume, written) = journal.begin(watermark)?;
+        self.seen.extend(written.into_iter().map(tile_key));
+        Ok(Some(resume))
+    }
+
+    fn journal(&mut self, tile: TileCoord, children: [bool; 4], written: bool) -> Result<()> {
+        match self.journal.as_mut() {
+            Some(journal) => journal.record(tile, children, written),
+            None => Ok(()),
+        }
+    }
+
     fn finish(
         mut self: Box<Self>,
         metadata: &TilesetMetadata,
@@ -195,11 +229,18 @@ impl Sink for DirectorySink {
             write_atomically(&path, &document)
                 .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;
         }
+        if let Some(journal) = self.journal.take() {
+            journal.remove();
+        }
         Ok(self.report)
     }
 
-    fn abort(self: Box<Self>) {
-        // Every tile already written is complete and correct; the tree stays readable as it is.
+    fn abort(mut self: Box<Self>) {
+        // Every tile already written is complete and correct; the tree stays readable as it is, and
+        // the journal keeps what the next run of the same job can skip.
+        if let Some(journal) = self.journal.as_mut() {
+            let _ = journal.commit();
+        }
     }
 }
 
@@ -230,6 +271,7 @@ mod tests {
                 &root,
                 &OutputSettings::default(),
                 ChangeLog::create(&list).unwrap(),
+                None,
             )
             .unwrap(),
         );
@@ -250,7 +292,7 @@ mod tests {
         let changes = ChangeLog::create(&dir.path().join("changed.txt")).unwrap();
         let settings = OutputSettings::default();
         let mut first =
-            Box::new(DirectorySink::create(&root, &settings, ChangeLog::disabled()).unwrap());
+            Box::new(DirectorySink::create(&root, &settings, ChangeLog::disabled(), None).unwrap());
         for (z, x, y) in [(1, 0, 0), (1, 1, 1), (2, 3, 3)] {
             first
                 .write_tile(TileCoord::new(z, x, y).unwrap(), b"x")
@@ -260,7 +302,7 @@ mod tests {
             .finish(&metadata(ZoomRange::new(0, 2).unwrap()), true, None)
             .unwrap();
         let mut second =
-            Box::new(DirectorySink::create(&root, &settings, changes.clone()).unwrap());
+            Box::new(DirectorySink::create(&root, &settings, changes.clone(), None).unwrap());
         second
             .write_tile(TileCoord::new(1, 0, 0).unwrap(), b"x")
             .unwrap();

@@ -7,6 +7,7 @@
 
 pub mod changes;
 pub mod directory;
+pub mod journal;
 pub mod lock;
 pub mod mbtiles;
 pub mod s3;
@@ -281,9 +282,9 @@ pub async fn open(
         OutputTarget::Mbtiles(path) => {
             Box::new(mbtiles::MbtilesSink::create(path, changes, journal)?)
         }
-        OutputTarget::Directory(path) => {
-            Box::new(directory::DirectorySink::create(path, settings, changes)?)
-        }
+        OutputTarget::Directory(path) => Box::new(directory::DirectorySink::create(
+            path, settings, changes, journal,
+        )?),
         OutputTarget::S3 { bucket, prefix } => {
             Box::new(s3::S3Sink::create(bucket, prefix, s3, settings, changes).await?)
         }
