@@ -332,3 +332,50 @@ fn an_upload_that_keeps_failing_fails_the_job_and_names_the_tile() {
     );
     assert!(!missing_bucket.stderr.contains(common::s3::SECRET_KEY));
 }
+
+#[test]
+fn a_stopped_s3_seed_resumes_from_its_journal_and_ends_like_a_clean_run() {
+    let Some(setup) = Setup::new("s3resume", 1500, "max_concurrent_uploads = 2") else {
+        return;
+    };
+    let target = format!("s3://{BUCKET}/{PREFIX}");
+    let reference = setup.reference("reference.mbtiles", "0-11");
+    let cache = tempfile::tempdir().unwrap();
+    let mut env = setup.server.env();
+    env.push(("XDG_CACHE_HOME", cache.path().to_str().unwrap()));
+    let args = setup.args(&target, "0-11", &[]);
+    let mut child = oar_tiles_command(Some(&setup.schema.url), &args, &env)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while setup.server.stored_files(BUCKET, PREFIX) < 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no uploads arrived"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it could be stopped"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let stopped = run_from(child.wait_with_output().unwrap());
+    assert_eq!(stopped.code, 143, "{}", stopped.stderr);
+
+    let resumed = oar_tiles_with(Some(&setup.schema.url), &args, &env);
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
+    assert!(
+        read_bucket(&setup.server) == reference,
+        "the resumed seed holds exactly the clean run's tiles"
+    );
+    let journals = std::fs::read_dir(cache.path().join("oar-tiles/journals"))
+        .unwrap()
+        .count();
+    assert_eq!(journals, 0, "a finished seed removes its journal");
+}

@@ -286,7 +286,7 @@ pub async fn open(
             path, settings, changes, journal,
         )?),
         OutputTarget::S3 { bucket, prefix } => {
-            Box::new(s3::S3Sink::create(bucket, prefix, s3, settings, changes).await?)
+            Box::new(s3::S3Sink::create(bucket, prefix, s3, settings, changes, journal).await?)
         }
     })
 }

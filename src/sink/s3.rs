@@ -7,6 +7,7 @@
 //! throttling, 5xx and connection failures; a tile that still fails fails the job, naming the tile.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +21,11 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::journal::FileJournal;
 use super::tilejson::{tilejson, TILEJSON_NAME};
-use super::{in_scope, tile_key, ChangeLog, OutputSettings, Sink, SinkReport, TilesetMetadata};
+use super::{
+    in_scope, tile_key, ChangeLog, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata,
+};
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
@@ -246,6 +250,23 @@ pub struct S3Sink {
     hashes: HashMap<u64, [u8; 16]>,
     report: SinkReport,
     state: Option<String>,
+    journal: Option<FileJournal>,
+    /// Tiles whose upload is in flight, with what the journal records once it has succeeded.
+    uploading: HashMap<u64, Option<(TileCoord, [bool; 4])>>,
+}
+
+/// Where this machine keeps the walk journal of a full seed into an S3 prefix.
+fn journal_path(config: &S3Config, bucket: &str, prefix: &str) -> PathBuf {
+    let store = config.endpoint.as_deref().unwrap_or("aws");
+    let digest = Md5::digest(format!("{store} {bucket}/{prefix}").as_bytes());
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache
+        .join("oar-tiles")
+        .join("journals")
+        .join(format!("s3-{bucket}-{}.sqlite", hex::encode(&digest[..8])))
 }
 
 /// Where, under the prefix, the job state (change watermark) is kept.
@@ -300,6 +321,7 @@ impl S3Sink {
         config: &S3Config,
         settings: &OutputSettings,
         changes: ChangeLog,
+        journal: Option<&str>,
     ) -> Result<Self> {
         let client = client(config).await;
         let target = format!("s3://{bucket}/{prefix}");
@@ -366,6 +388,18 @@ impl S3Sink {
             hashes,
             report: SinkReport::default(),
             state,
+            journal: match journal {
+                Some(fingerprint) => {
+                    let path = journal_path(config, bucket, prefix);
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir)
+                            .map_err(|e| Error::output(&path, format!("cannot create it: {e}")))?;
+                    }
+                    Some(FileJournal::open(&path, fingerprint)?)
+                }
+                None => None,
+            },
+            uploading: HashMap::new(),
         })
     }
 
@@ -404,6 +438,13 @@ impl S3Sink {
             Ok(Ok(Some(tile))) => {
                 self.report.changed += 1;
                 self.changes.record(tile);
+                // Only now is the tile stored, so only now may the journal say so.
+                if let (Some(Some((tile, children))), Some(journal)) = (
+                    self.uploading.remove(&tile_key(tile)),
+                    self.journal.as_mut(),
+                ) {
+                    journal.record(tile, children, true)?;
+                }
                 Ok(())
             }
             Ok(Ok(None)) => Ok(()),
@@ -498,6 +539,7 @@ impl Sink for S3Sink {
                 return Ok(());
             }
         }
+        self.uploading.insert(tile_key(tile), None);
         let permit = self
             .handle
             .block_on(self.slots.clone().acquire_owned())
@@ -579,18 +621,45 @@ impl Sink for S3Sink {
         if let Some(state) = state {
             self.put(STATE_NAME, state.as_bytes().to_vec(), "application/json")?;
         }
+        if let Some(journal) = self.journal.take() {
+            journal.remove();
+        }
         Ok(self.report)
     }
 
     fn abort(mut self: Box<Self>) {
         // Each object is replaced atomically by S3; stop what is in flight and leave the rest as it is.
         self.uploads.abort_all();
-        while self
-            .handle
-            .clone()
-            .block_on(self.uploads.join_next())
-            .is_some()
-        {}
+        while let Some(outcome) = self.handle.clone().block_on(self.uploads.join_next()) {
+            // Uploads that completed before the abort are still journaled.
+            let _ = self.reap(outcome);
+        }
+        if let Some(journal) = self.journal.as_mut() {
+            let _ = journal.commit();
+        }
+    }
+
+    fn begin_journal(&mut self, watermark: Option<&str>) -> Result<Option<Resume>> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Ok(None);
+        };
+        let (resume, written) = journal.begin(watermark)?;
+        for tile in written {
+            // Stored by the interrupted run: not stale, whatever the listing said.
+            self.existing.remove(&tile_key(tile));
+        }
+        Ok(Some(resume))
+    }
+
+    fn journal(&mut self, tile: TileCoord, children: [bool; 4], written: bool) -> Result<()> {
+        if let Some(pending) = self.uploading.get_mut(&tile_key(tile)) {
+            *pending = Some((tile, children));
+            return Ok(());
+        }
+        match self.journal.as_mut() {
+            Some(journal) => journal.record(tile, children, written),
+            None => Ok(()),
+        }
     }
 }
 
