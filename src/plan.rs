@@ -61,10 +61,6 @@ impl PyramidWalk {
             .map(|(child, _)| child)
     }
 
-    /// The deepest zoom of the walk.
-    pub fn max_zoom(&self) -> u8 {
-        self.zooms.max
-    }
 }
 
 /// The tiles a set of changes touches, per layer: at each zoom where the layer appears, every tile

@@ -350,15 +350,6 @@ impl TileRange {
             && (self.min_y..=self.max_y).contains(&tile.y())
     }
 
-    /// How many tiles the range holds.
-    pub fn len(&self) -> u64 {
-        u64::from(self.max_x - self.min_x + 1) * u64::from(self.max_y - self.min_y + 1)
-    }
-
-    /// Always false: a range holds at least one tile.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
 }
 
 #[cfg(test)]
