@@ -60,7 +60,6 @@ impl PyramidWalk {
             })
             .map(|(child, _)| child)
     }
-
 }
 
 /// The tiles a set of changes touches, per layer: at each zoom where the layer appears, every tile

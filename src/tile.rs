@@ -349,7 +349,6 @@ impl TileRange {
             && (self.min_x..=self.max_x).contains(&tile.x())
             && (self.min_y..=self.max_y).contains(&tile.y())
     }
-
 }
 
 #[cfg(test)]
