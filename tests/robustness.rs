@@ -590,3 +590,96 @@ fn a_stopped_directory_seed_is_resumed_from_its_journal() {
         "no extra tiles"
     );
 }
+
+/// A tiny file system of this test's own, unmounted when the test ends.
+struct TinyDisk {
+    dir: tempfile::TempDir,
+}
+
+impl TinyDisk {
+    fn mount(size: &str) -> Option<TinyDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                dir.path().to_str().unwrap(),
+            ])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipping: this machine does not let the test mount a small tmpfs");
+            return None;
+        }
+        Some(TinyDisk { dir })
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_readable_files() {
+    let Some(mut schema) = TestSchema::create("diskfull") else {
+        return;
+    };
+    schema.point_table("sites", &many_points(3000));
+    let Some(disk) = TinyDisk::mount("3m") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let config = config(work.path(), &schema.name, "", "");
+    let output = disk.dir.path().join("out.mbtiles");
+    let seed = |zoom: &str| {
+        oar_tiles(
+            Some(&schema.url),
+            &[
+                "seed",
+                "--config",
+                config.to_str().unwrap(),
+                "--zoom",
+                zoom,
+                "--output",
+                output.to_str().unwrap(),
+            ],
+        )
+    };
+    seed("0-1").assert_success();
+    let before = read_mbtiles_raw(&output);
+    assert!(!before.is_empty());
+
+    let run = seed("0-14");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let error = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("out.mbtiles") && error.contains("full"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panicked"));
+    assert!(
+        read_mbtiles_raw(&output) == before,
+        "the output still opens and holds what it held"
+    );
+    let partial = disk.dir.path().join("out.mbtiles.partial");
+    if partial.exists() {
+        // What the run committed before the disk filled up is readable (and is what a resume continues).
+        let connection = rusqlite::Connection::open(&partial).unwrap();
+        let count: i64 = connection
+            .query_row("SELECT count(*) FROM tiles", [], |r| r.get(0))
+            .unwrap();
+        assert!(count > 0);
+    }
+}
