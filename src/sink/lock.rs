@@ -11,8 +11,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use md5::{Digest, Md5};
-
 use super::OutputTarget;
 use crate::error::{Error, Result};
 
@@ -39,16 +37,7 @@ pub fn lock_path(target: &OutputTarget, endpoint: Option<&str>) -> PathBuf {
         OutputTarget::Mbtiles(path) => beside(path),
         OutputTarget::Directory(root) => beside(&root.components().collect::<PathBuf>()),
         OutputTarget::S3 { bucket, prefix } => {
-            let store = endpoint.unwrap_or("aws");
-            let digest = Md5::digest(format!("{store} {bucket}/{prefix}").as_bytes());
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-                .unwrap_or_else(std::env::temp_dir);
-            cache
-                .join("oar-tiles")
-                .join("locks")
-                .join(format!("s3-{bucket}-{}.lock", hex::encode(&digest[..8])))
+            super::s3::local_file(endpoint, bucket, prefix, "locks", "lock")
         }
     }
 }

@@ -255,18 +255,25 @@ pub struct S3Sink {
     uploading: HashMap<u64, Option<(TileCoord, [bool; 4])>>,
 }
 
-/// Where this machine keeps the walk journal of a full seed into an S3 prefix.
-fn journal_path(config: &S3Config, bucket: &str, prefix: &str) -> PathBuf {
-    let store = config.endpoint.as_deref().unwrap_or("aws");
+/// A file this machine keeps about an S3 prefix (its lock, a seed's journal), under
+/// `$XDG_CACHE_HOME/oar-tiles/KIND/`; prefixes of different stores (endpoints) get different files.
+pub fn local_file(
+    endpoint: Option<&str>,
+    bucket: &str,
+    prefix: &str,
+    kind: &str,
+    extension: &str,
+) -> PathBuf {
+    let store = endpoint.unwrap_or("aws");
     let digest = Md5::digest(format!("{store} {bucket}/{prefix}").as_bytes());
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    cache
-        .join("oar-tiles")
-        .join("journals")
-        .join(format!("s3-{bucket}-{}.sqlite", hex::encode(&digest[..8])))
+    cache.join("oar-tiles").join(kind).join(format!(
+        "s3-{bucket}-{}.{extension}",
+        hex::encode(&digest[..8])
+    ))
 }
 
 /// Where, under the prefix, the job state (change watermark) is kept.
@@ -390,7 +397,13 @@ impl S3Sink {
             state,
             journal: match journal {
                 Some(fingerprint) => {
-                    let path = journal_path(config, bucket, prefix);
+                    let path = local_file(
+                        config.endpoint.as_deref(),
+                        bucket,
+                        prefix,
+                        "journals",
+                        "sqlite",
+                    );
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)
                             .map_err(|e| Error::output(&path, format!("cannot create it: {e}")))?;
