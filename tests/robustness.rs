@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pg::{Point, Rng, TestSchema};
-use common::run::{oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, single_layer_config};
+use common::run::{
+    oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, seed_args, single_layer_config, strs,
+};
 
 fn many_points(count: i64) -> Vec<Point> {
     let mut rng = Rng::new(77);
@@ -66,28 +68,13 @@ fn sigterm_and_sigint_stop_the_seed_cleanly_with_their_exit_codes() {
     let output = dir.path().join("out.mbtiles");
     oar_tiles(
         Some(&schema.url),
-        &[
-            "seed",
-            "--config",
-            config.to_str().unwrap(),
-            "--zoom",
-            "0-6",
-            "--output",
-            output.to_str().unwrap(),
-        ],
+        &strs(&seed_args(&config, "0-6", output.to_str().unwrap())),
     )
     .assert_success();
     let before = std::fs::read(&output).unwrap();
     for (name, code) in [("TERM", 143), ("INT", 130)] {
-        let args = [
-            "seed",
-            "--config",
-            config.to_str().unwrap(),
-            "--zoom",
-            "0-16",
-            "--output",
-            output.to_str().unwrap(),
-        ];
+        let args_owned = seed_args(&config, "0-16", output.to_str().unwrap());
+        let args = strs(&args_owned);
         let mut child = oar_tiles_command(Some(&schema.url), &args, &[])
             .stderr(Stdio::piped())
             .spawn()
@@ -116,28 +103,14 @@ fn sigterm_and_sigint_stop_the_seed_cleanly_with_their_exit_codes() {
         );
     }
     // The same command picks up where the stopped run left off and ends as a clean run would.
-    let args = [
-        "seed",
-        "--config",
-        config.to_str().unwrap(),
-        "--zoom",
-        "0-16",
-        "--output",
-        output.to_str().unwrap(),
-    ];
+    let args_owned = seed_args(&config, "0-16", output.to_str().unwrap());
+    let args = strs(&args_owned);
     let resumed = oar_tiles(Some(&schema.url), &args);
     resumed.assert_success();
     assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
     let clean = dir.path().join("clean.mbtiles");
-    let clean_args = [
-        "seed",
-        "--config",
-        config.to_str().unwrap(),
-        "--zoom",
-        "0-16",
-        "--output",
-        clean.to_str().unwrap(),
-    ];
+    let clean_args_owned = seed_args(&config, "0-16", clean.to_str().unwrap());
+    let clean_args = strs(&clean_args_owned);
     oar_tiles(Some(&schema.url), &clean_args).assert_success();
     assert!(
         read_mbtiles_raw(&output) == read_mbtiles_raw(&clean),
@@ -159,15 +132,8 @@ fn a_second_job_on_the_same_output_refuses_or_waits() {
     let holder = std::fs::File::create(&lock_path).unwrap();
     holder.lock().unwrap();
     std::fs::write(&lock_path, "pid 4242 on testhost since now").unwrap();
-    let args = [
-        "seed",
-        "--config",
-        config.to_str().unwrap(),
-        "--zoom",
-        "0-4",
-        "--output",
-        output.to_str().unwrap(),
-    ];
+    let args_owned = seed_args(&config, "0-4", output.to_str().unwrap());
+    let args = strs(&args_owned);
     let refused = oar_tiles(Some(&schema.url), &args);
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(
@@ -211,15 +177,8 @@ fn a_pathological_tile_times_out_and_keep_going_lists_it_for_tiles_from() {
     std::fs::write(&config, text).unwrap();
     let output = dir.path().join("out.mbtiles");
     let failed = dir.path().join("failed.txt");
-    let args = [
-        "seed",
-        "--config",
-        config.to_str().unwrap(),
-        "--zoom",
-        "0-5",
-        "--output",
-        output.to_str().unwrap(),
-    ];
+    let args_owned = seed_args(&config, "0-5", output.to_str().unwrap());
+    let args = strs(&args_owned);
     let strict = oar_tiles(Some(&schema.url), &args);
     assert_eq!(strict.code, 1, "{}", strict.stderr);
     assert!(
@@ -278,27 +237,16 @@ fn a_seed_killed_at_random_points_is_finished_by_the_next_run_with_identical_til
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &schema.name, "", "");
     let clean = dir.path().join("clean.mbtiles");
-    let base = |output: &Path| -> Vec<String> {
-        [
-            "seed",
-            "--config",
-            config.to_str().unwrap(),
-            "--zoom",
-            "0-11",
-            "--output",
-            output.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let base =
+        |output: &Path| -> Vec<String> { seed_args(&config, "0-11", output.to_str().unwrap()) };
     let args: Vec<String> = base(&clean);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = strs(&args);
     oar_tiles(Some(&schema.url), &args).assert_success();
     let expected = read_mbtiles_raw(&clean);
 
     let output = dir.path().join("killed.mbtiles");
     let owned = base(&output);
-    let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let args = strs(&owned);
     for delay_ms in [50u64, 300, 900] {
         let mut child = oar_tiles_command(Some(&schema.url), &args, &[])
             .spawn()
@@ -339,15 +287,7 @@ fn a_read_only_role_can_seed() {
     let output = dir.path().join("out.mbtiles");
     let run = oar_tiles(
         Some(&url),
-        &[
-            "seed",
-            "--config",
-            config.to_str().unwrap(),
-            "--zoom",
-            "0-6",
-            "--output",
-            output.to_str().unwrap(),
-        ],
+        &strs(&seed_args(&config, "0-6", output.to_str().unwrap())),
     );
     schema.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role};"));
     run.assert_success();
@@ -481,26 +421,14 @@ fn a_database_restart_mid_seed_is_ridden_out_and_every_tile_arrives() {
     let config = config(dir.path(), "restart", "", "");
     let reference = dir.path().join("reference.mbtiles");
     let output = dir.path().join("restarted.mbtiles");
-    let args = |out: &Path| -> Vec<String> {
-        [
-            "seed",
-            "--config",
-            config.to_str().unwrap(),
-            "--zoom",
-            "0-15",
-            "--output",
-            out.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let args = |out: &Path| -> Vec<String> { seed_args(&config, "0-15", out.to_str().unwrap()) };
     let reference_args = args(&reference);
-    let reference_args: Vec<&str> = reference_args.iter().map(String::as_str).collect();
+    let reference_args = strs(&reference_args);
     oar_tiles(Some(&server.url()), &reference_args).assert_success();
 
     let owned = args(&output);
-    let seed_args: Vec<&str> = owned.iter().map(String::as_str).collect();
-    let mut child = oar_tiles_command(Some(&server.url()), &seed_args, &[])
+    let restarted_args = strs(&owned);
+    let mut child = oar_tiles_command(Some(&server.url()), &restarted_args, &[])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -531,15 +459,8 @@ fn a_stopped_directory_seed_is_resumed_from_its_journal() {
     let config = config(dir.path(), &schema.name, "", "");
     let tree = dir.path().join("tree");
     let tree_arg = format!("dir:{}", tree.display());
-    let args = [
-        "seed",
-        "--config",
-        config.to_str().unwrap(),
-        "--zoom",
-        "0-16",
-        "--output",
-        tree_arg.as_str(),
-    ];
+    let args_owned = seed_args(&config, "0-16", tree_arg.as_str());
+    let args = strs(&args_owned);
     let mut child = oar_tiles_command(Some(&schema.url), &args, &[])
         .stderr(Stdio::piped())
         .spawn()
@@ -567,15 +488,8 @@ fn a_stopped_directory_seed_is_resumed_from_its_journal() {
     assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
     assert!(!journal.exists(), "a finished seed removes its journal");
     let clean = dir.path().join("clean.mbtiles");
-    let clean_args = [
-        "seed",
-        "--config",
-        config.to_str().unwrap(),
-        "--zoom",
-        "0-16",
-        "--output",
-        clean.to_str().unwrap(),
-    ];
+    let clean_args_owned = seed_args(&config, "0-16", clean.to_str().unwrap());
+    let clean_args = strs(&clean_args_owned);
     oar_tiles(Some(&schema.url), &clean_args).assert_success();
     let expected = read_mbtiles_raw(&clean);
     for ((z, x, y), data) in &expected {
@@ -640,15 +554,7 @@ fn a_full_disk_is_a_clear_error_and_leaves_readable_files() {
     let seed = |zoom: &str| {
         oar_tiles(
             Some(&schema.url),
-            &[
-                "seed",
-                "--config",
-                config.to_str().unwrap(),
-                "--zoom",
-                zoom,
-                "--output",
-                output.to_str().unwrap(),
-            ],
+            &strs(&seed_args(&config, zoom, output.to_str().unwrap())),
         )
     };
     seed("0-1").assert_success();

@@ -69,6 +69,26 @@ pub fn run_from(output: Output) -> Run {
     Run::from(output)
 }
 
+/// `seed --config CONFIG --zoom ZOOM --output OUTPUT`, owned, for tests that build on it.
+pub fn seed_args(config: &Path, zoom: &str, output: &str) -> Vec<String> {
+    [
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        zoom,
+        "--output",
+        output,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Borrows owned arguments the way [`oar_tiles`] takes them.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// A config with one tileset `sites` of one layer `sites` over `{schema}.{table}`.
 pub fn single_layer_config(
     schema: &str,
