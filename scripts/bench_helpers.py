@@ -223,8 +223,8 @@ def cmd_reseed_report(args):
           f" {different} with other bytes, {only_a} only in the reseed, {only_b} only in the full seed")
     print(f"  load average at the start / end of the measurements: {info['load']}")
     per = {z["zoom"]: z for z in dirty["per_zoom"]}
-    print("  per zoom of the measured reseed; ms are the summary's render_ms: per-tile statement latency,"
-          " which includes\n  queueing behind the other pipelined statements on its connection")
+    print("  per zoom of the measured reseed; ms are the summary's render_ms: server time per tile"
+          " (clock_timestamp\n  between consecutive tiles of a batched statement)")
     print("  zoom  re-rendered  written  p50 ms  p95 ms  max ms")
     for z in sorted(per):
         row = per[z]
@@ -251,8 +251,7 @@ def cmd_cluster_report(args):
     print(f"== clustering: {rows} facilities, zoom {zooms} seeded (zooms past cluster_maxzoom"
           f" render the same either way), {desc} ==")
     print("  stored tile size in KiB (gzip, length(tile_data) in the MBTiles; p99 by nearest rank);"
-          " render ms from the summary\n  (per-tile statement latency, including queueing behind other"
-          " pipelined statements on the connection)")
+          " render ms from the summary\n  (server time per tile)")
     head = "tiles  median     p99     max   p50ms   p95ms   maxms"
     print(f"  {'':4} | {'clustered':^{len(head)}} | {'unclustered':^{len(head)}}")
     print(f"  zoom | {head} | {head}")

@@ -105,6 +105,7 @@ struct RawTileset {
     buffer: Option<u32>,
     tile_extension: Option<String>,
     compress: Option<bool>,
+    compression_level: Option<u32>,
     cache_control: Option<String>,
     tiles_url: Option<String>,
     size_budget: Option<u64>,
@@ -466,9 +467,16 @@ fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, St
     if cache_control.chars().any(|c| c.is_control()) {
         return Err(context("cache_control must be one line".into()));
     }
+    let compression_level = raw.compression_level.unwrap_or(defaults.compression_level);
+    if !(1..=9).contains(&compression_level) {
+        return Err(context(format!(
+            "compression_level must be 1 (fastest) to 9 (smallest), got {compression_level}"
+        )));
+    }
     let output_settings = OutputSettings {
         tile_extension,
         compress: raw.compress.unwrap_or(defaults.compress),
+        compression_level,
         cache_control,
         tiles_url: raw.tiles_url,
     };

@@ -439,25 +439,44 @@ impl TilesetContext<'_> {
         let writes = sender.is_some();
         loop {
             while in_flight.len() < capacity {
-                let Some(Reverse((_, _, tile))) = queue.pop() else {
-                    break;
-                };
-                if let Some(children) = done.remove(&tile_key(tile)) {
-                    // Finished by an interrupted run: its children are known without rendering it.
-                    for child in walk.children(tile, children) {
-                        queue.push(Reverse((child.z(), locality_key(child), child)));
+                let limit = batch_limit(queue.len(), capacity);
+                let mut batch: Vec<TileCoord> = Vec::new();
+                while batch.len() < limit {
+                    let same_zoom = match (queue.peek(), batch.first()) {
+                        (None, _) => false,
+                        (Some(_), None) => true,
+                        (Some(Reverse((z, _, _))), Some(first)) => *z == first.z(),
+                    };
+                    if !same_zoom {
+                        break;
+                    }
+                    let Some(Reverse((_, _, tile))) = queue.pop() else {
+                        break;
+                    };
+                    if let Some(children) = done.remove(&tile_key(tile)) {
+                        // Finished by an interrupted run: its children are known without rendering it.
+                        for child in walk.children(tile, children) {
+                            queue.push(Reverse((child.z(), locality_key(child), child)));
+                        }
+                        continue;
+                    }
+                    batch.push(tile);
+                }
+                let Some(first) = batch.first() else {
+                    if queue.is_empty() {
+                        break;
                     }
                     continue;
-                }
+                };
                 let mode = if self.job.dry_run {
                     Mode::Probe
                 } else {
-                    walk.mode(tile.z())
+                    walk.mode(first.z())
                 };
                 in_flight.push(async move {
                     (
                         mode,
-                        self.render_encoded(tile, mode, writes && gzipped, writes)
+                        self.render_encoded(&batch, mode, writes && gzipped, writes)
                             .await,
                     )
                 });
@@ -467,67 +486,89 @@ impl TilesetContext<'_> {
                 signal = self.stop.stopped() => return Err(Error::Stopped { signal }),
                 next = in_flight.next() => next,
             };
-            let Some((mode, result)) = next else {
+            let Some((mode, results)) = next else {
                 break;
             };
-            let Some((rendered, data)) = self.keep_going(result, tally)? else {
-                continue;
-            };
-            let stored = match (&sender, data) {
-                (Some(sender), Some(data)) => Some(
-                    self.store(sender, rendered.tile, data, tally, Some(rendered.children))
-                        .await?,
-                ),
-                (Some(sender), None) => {
-                    sender
-                        .send(WriterCommand::Visited(rendered.tile, rendered.children))
-                        .await
-                        .map_err(|_| {
-                            Error::output(&self.tileset.tileset.name, "the writer stopped")
-                        })?;
-                    None
+            for result in results {
+                let Some((rendered, data)) = self.keep_going(result, tally)? else {
+                    continue;
+                };
+                let stored = match (&sender, data) {
+                    (Some(sender), Some(data)) => Some(
+                        self.store(sender, rendered.tile, data, tally, Some(rendered.children))
+                            .await?,
+                    ),
+                    (Some(sender), None) => {
+                        sender
+                            .send(WriterCommand::Visited(rendered.tile, rendered.children))
+                            .await
+                            .map_err(|_| {
+                                Error::output(&self.tileset.tileset.name, "the writer stopped")
+                            })?;
+                        None
+                    }
+                    (None, _) => None,
+                };
+                tally.record(rendered.tile, mode, rendered.elapsed, stored);
+                progress.tile_done(rendered.tile.z(), tally);
+                for child in walk.children(rendered.tile, rendered.children) {
+                    queue.push(Reverse((child.z(), locality_key(child), child)));
+                    progress.discovered(1);
                 }
-                (None, _) => None,
-            };
-            tally.record(rendered.tile, mode, rendered.elapsed, stored);
-            progress.tile_done(rendered.tile.z(), tally);
-            for child in walk.children(rendered.tile, rendered.children) {
-                queue.push(Reverse((child.z(), locality_key(child), child)));
-                progress.discovered(1);
             }
         }
         Ok(())
     }
 
-    /// Renders a tile and, when it holds something and is to be written, encodes it; large tiles are
-    /// compressed on the blocking pool so the other renders keep flowing meanwhile.
+    /// Renders a batch of tiles and encodes those that hold something and are to be written; a
+    /// batch with large tiles is compressed on the blocking pool so the other renders keep flowing.
     async fn render_encoded(
         &self,
-        tile: TileCoord,
+        tiles: &[TileCoord],
         mode: Mode,
         gzipped: bool,
         writes: bool,
-    ) -> Result<(Rendered, Option<Vec<u8>>)> {
-        let mut rendered = self.renderer.render(tile, mode, self.connections).await?;
-        if rendered.mvt.is_empty() || !writes {
-            return Ok((rendered, None));
+    ) -> Vec<Result<(Rendered, Option<Vec<u8>>)>> {
+        let results = self
+            .renderer
+            .render_batch(tiles, mode, self.connections)
+            .await;
+        if !writes {
+            return results.into_iter().map(|r| r.map(|r| (r, None))).collect();
         }
-        let mvt = std::mem::take(&mut rendered.mvt);
-        let data = if !gzipped {
-            mvt
-        } else if mvt.len() < OFFLOAD_GZIP_BYTES {
-            gzip(&mvt)
-        } else {
-            tokio::task::spawn_blocking(move || gzip(&mvt))
-                .await
-                .map_err(|e| {
-                    Error::output(
-                        &self.tileset.tileset.name,
-                        format!("compressing tile {tile}: {e}"),
-                    )
-                })?
-        };
-        Ok((rendered, Some(data)))
+        let level = self.tileset.tileset.output_settings.compression_level;
+        let encode =
+            move |results: Vec<Result<Rendered>>| -> Vec<Result<(Rendered, Option<Vec<u8>>)>> {
+                results
+                    .into_iter()
+                    .map(|result| {
+                        result.map(|mut rendered| {
+                            if rendered.mvt.is_empty() {
+                                return (rendered, None);
+                            }
+                            let mvt = std::mem::take(&mut rendered.mvt);
+                            let data = if gzipped { gzip(&mvt, level) } else { mvt };
+                            (rendered, Some(data))
+                        })
+                    })
+                    .collect()
+            };
+        let bytes: usize = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| r.mvt.len())
+            .sum();
+        if !gzipped || bytes < OFFLOAD_GZIP_BYTES {
+            return encode(results);
+        }
+        let first = tiles[0];
+        match tokio::task::spawn_blocking(move || encode(results)).await {
+            Ok(encoded) => encoded,
+            Err(e) => vec![Err(Error::output(
+                &self.tileset.tileset.name,
+                format!("compressing tiles from {first}: {e}"),
+            ))],
+        }
     }
 
     /// Renders a list of tiles; returns false when `--max-duration` ran out before the end.
@@ -541,36 +582,40 @@ impl TilesetContext<'_> {
     ) -> Result<bool> {
         let deadline = self.job.max_duration.map(|d| Instant::now() + d);
         progress.discovered(tiles.len());
-        let mut results = futures::stream::iter(tiles)
-            .map(|tile| self.render_encoded(tile, Mode::Render, gzipped, true))
-            .buffer_unordered(self.job.concurrency * PIPELINE_DEPTH);
+        let capacity = self.job.concurrency * PIPELINE_DEPTH;
+        let batches = list_batches(&tiles, capacity);
+        let mut results = futures::stream::iter(batches)
+            .map(|batch| self.render_encoded(batch, Mode::Render, gzipped, true))
+            .buffer_unordered(capacity);
         loop {
             let next = tokio::select! {
                 biased;
                 signal = self.stop.stopped() => return Err(Error::Stopped { signal }),
                 next = results.next() => next,
             };
-            let Some(result) = next else { break };
-            let Some((rendered, data)) = self.keep_going(result, tally)? else {
-                continue;
-            };
-            let stored = match data {
-                None => {
-                    sender
-                        .send(WriterCommand::Delete(rendered.tile))
-                        .await
-                        .map_err(|_| {
-                            Error::output(&self.tileset.tileset.name, "the writer stopped")
-                        })?;
-                    None
-                }
-                Some(data) => Some(
-                    self.store(&sender, rendered.tile, data, tally, None)
-                        .await?,
-                ),
-            };
-            tally.record(rendered.tile, Mode::Render, rendered.elapsed, stored);
-            progress.tile_done(rendered.tile.z(), tally);
+            let Some(batch) = next else { break };
+            for result in batch {
+                let Some((rendered, data)) = self.keep_going(result, tally)? else {
+                    continue;
+                };
+                let stored = match data {
+                    None => {
+                        sender
+                            .send(WriterCommand::Delete(rendered.tile))
+                            .await
+                            .map_err(|_| {
+                                Error::output(&self.tileset.tileset.name, "the writer stopped")
+                            })?;
+                        None
+                    }
+                    Some(data) => Some(
+                        self.store(&sender, rendered.tile, data, tally, None)
+                            .await?,
+                    ),
+                };
+                tally.record(rendered.tile, Mode::Render, rendered.elapsed, stored);
+                progress.tile_done(rendered.tile.z(), tally);
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(false);
             }
@@ -627,6 +672,30 @@ impl TilesetContext<'_> {
 
 /// Tiles at least this large are compressed off the task that drives the renders.
 const OFFLOAD_GZIP_BYTES: usize = 64 * 1024;
+
+/// Most tiles one statement renders. Batches spread a statement's fixed cost over many small tiles;
+/// beyond a few dozen the gain is gone and a failed batch costs more to retry tile by tile.
+const MAX_BATCH: usize = 48;
+
+/// How many of `queued` tiles one statement takes: all statements in flight get a share, so no
+/// connection idles while another works through a long batch (a z0 tile goes alone).
+fn batch_limit(queued: usize, in_flight: usize) -> usize {
+    (queued / in_flight.max(1)).clamp(1, MAX_BATCH)
+}
+
+/// Splits a tile list into batches of one zoom each, sized as [`batch_limit`] says.
+fn list_batches(tiles: &[TileCoord], in_flight: usize) -> Vec<&[TileCoord]> {
+    let mut batches = Vec::new();
+    let mut rest = tiles;
+    while let Some(first) = rest.first() {
+        let same_zoom = rest.iter().take_while(|t| t.z() == first.z()).count();
+        let size = same_zoom.min(batch_limit(rest.len(), in_flight));
+        let (batch, tail) = rest.split_at(size);
+        batches.push(batch);
+        rest = tail;
+    }
+    batches
+}
 
 /// Statements in flight per connection: enough to hide the round trip, few enough that one slow
 /// tile holds up little behind it.

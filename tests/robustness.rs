@@ -32,6 +32,10 @@ fn config(dir: &Path, schema: &str, database: &str, extra_layer: &str) -> PathBu
     path
 }
 
+/// A layer filter that makes every tenth row cost the server about a millisecond, so a seed runs
+/// long enough to be interrupted mid-walk on any machine, however fast its rendering.
+const SLOW_ROWS: &str = "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"";
+
 fn signal(pid: u32, name: &str) {
     Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
@@ -64,7 +68,7 @@ fn sigterm_and_sigint_stop_the_seed_cleanly_with_their_exit_codes() {
     };
     schema.point_table("sites", &many_points(3000));
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &schema.name, "", "");
+    let config = config(dir.path(), &schema.name, "", SLOW_ROWS);
     let output = dir.path().join("out.mbtiles");
     oar_tiles(
         Some(&schema.url),
@@ -418,7 +422,7 @@ fn a_database_restart_mid_seed_is_ridden_out_and_every_tile_arrives() {
         .unwrap();
     drop(client);
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), "restart", "", "");
+    let config = config(dir.path(), "restart", "", SLOW_ROWS);
     let reference = dir.path().join("reference.mbtiles");
     let output = dir.path().join("restarted.mbtiles");
     let args = |out: &Path| -> Vec<String> { seed_args(&config, "0-15", out.to_str().unwrap()) };
@@ -456,7 +460,7 @@ fn a_stopped_directory_seed_is_resumed_from_its_journal() {
     };
     schema.point_table("sites", &many_points(3000));
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), &schema.name, "", "");
+    let config = config(dir.path(), &schema.name, "", SLOW_ROWS);
     let tree = dir.path().join("tree");
     let tree_arg = format!("dir:{}", tree.display());
     let args_owned = seed_args(&config, "0-16", tree_arg.as_str());

@@ -9,13 +9,15 @@ pub mod pool;
 pub mod source;
 pub mod sql;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 use crate::error::{pg_message, Error, Result};
 use crate::tile::{TileCoord, ZoomRange};
@@ -40,7 +42,7 @@ pub struct Rendered {
     pub mvt: Vec<u8>,
     /// Whether each child (in [`TileCoord::children`] order) may hold features.
     pub children: [bool; 4],
-    /// Time from asking for a connection to having the bytes.
+    /// Server time spent on the tile (for a batch, since the previous tile of it was done).
     pub elapsed: Duration,
 }
 
@@ -229,24 +231,65 @@ impl TilesetRenderer {
         Ok(())
     }
 
-    /// Runs one tile's statement on the least busy connection, retrying transient failures (a
-    /// dropped connection, a restarting server, a statement timeout) with exponential backoff.
-    pub async fn render(
+    /// Renders tiles of one zoom and mode, as one statement where possible. When a batch of several
+    /// fails, each of its tiles is tried alone, so an error (or `--keep-going`) names the tile at fault.
+    pub async fn render_batch(
         &self,
-        tile: TileCoord,
+        tiles: &[TileCoord],
         mode: Mode,
         connections: &Connections,
-    ) -> Result<Rendered> {
-        let started = Instant::now();
+    ) -> Vec<Result<Rendered>> {
+        match self.run_statement(tiles, mode, connections).await {
+            Ok(rendered) => rendered.into_iter().map(Ok).collect(),
+            Err(err) if tiles.len() == 1 => vec![Err(err)],
+            Err(err) => {
+                tracing::debug!(
+                    "a batch of {} tiles failed, trying each alone: {err}",
+                    tiles.len()
+                );
+                let mut results = Vec::with_capacity(tiles.len());
+                for tile in tiles {
+                    let alone = self.run_statement(&[*tile], mode, connections).await;
+                    results.push(alone.map(|mut rendered| rendered.remove(0)));
+                }
+                results
+            }
+        }
+    }
+
+    /// Runs one statement for `tiles` on the least busy connection, retrying transient failures (a
+    /// dropped connection, a restarting server, a statement timeout) with exponential backoff. A
+    /// batch that runs out of time is not retried whole: its tiles are better tried one by one.
+    async fn run_statement(
+        &self,
+        tiles: &[TileCoord],
+        mode: Mode,
+        connections: &Connections,
+    ) -> Result<Vec<Rendered>> {
+        let first = tiles[0];
         let query = match mode {
-            Mode::Render => &self.render[usize::from(tile.z())],
-            Mode::Probe => &self.probe[usize::from(tile.z())],
+            Mode::Render => &self.render[usize::from(first.z())],
+            Mode::Probe => &self.probe[usize::from(first.z())],
         };
-        let (z, x, y) = (i32::from(tile.z()), tile.x() as i32, tile.y() as i32);
-        let envelopes = self.envelopes(tile);
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&z, &x, &y];
+        let z = i32::from(first.z());
+        let xs: Vec<i32> = tiles.iter().map(|t| t.x() as i32).collect();
+        let ys: Vec<i32> = tiles.iter().map(|t| t.y() as i32).collect();
+        let mut envelopes: Vec<Vec<f64>> = (0..sql::ENVELOPES * 8)
+            .map(|_| Vec::with_capacity(tiles.len()))
+            .collect();
+        for tile in tiles {
+            for (column, value) in envelopes.iter_mut().zip(self.envelopes(*tile)) {
+                column.push(value);
+            }
+        }
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&z, &xs, &ys];
         params.extend(envelopes.iter().map(|v| v as &(dyn ToSql + Sync)));
         params.extend(query.layer_names.iter().map(|n| n as &(dyn ToSql + Sync)));
+        let place = if tiles.len() == 1 {
+            format!("tile {first}")
+        } else {
+            format!("a batch of {} tiles from {first}", tiles.len())
+        };
 
         let attempts = connections.max_attempts;
         let mut delay = Duration::from_millis(500);
@@ -256,27 +299,20 @@ impl TilesetRenderer {
                 let statement = client
                     .prepare_typed_cached(&query.sql, &query.types)
                     .await?;
-                client.query_one(&statement, &params).await
+                client.query(&statement, &params).await
             }
             .await;
             drop(slot);
+            let retry = |err: &tokio_postgres::Error| {
+                attempt < attempts
+                    && is_transient(err)
+                    && !(tiles.len() > 1 && err.code() == Some(&SqlState::QUERY_CANCELED))
+            };
             match outcome {
-                Ok(row) => {
-                    let flags: Vec<bool> = row.get(1);
-                    let mut children = [false; 4];
-                    for (child, flag) in children.iter_mut().zip(flags) {
-                        *child = flag;
-                    }
-                    return Ok(Rendered {
-                        tile,
-                        mvt: row.get(0),
-                        children,
-                        elapsed: started.elapsed(),
-                    });
-                }
-                Err(err) if attempt < attempts && is_transient(&err) => {
+                Ok(rows) => return self.rows_to_tiles(first.z(), tiles.len(), &rows),
+                Err(err) if retry(&err) => {
                     tracing::warn!(
-                        "tile {tile}: attempt {attempt} of {attempts} failed, retrying in {delay:?}: {}",
+                        "{place}: attempt {attempt} of {attempts} failed, retrying in {delay:?}: {}",
                         pg_message(&err)
                     );
                     if client.is_closed() {
@@ -288,13 +324,44 @@ impl TilesetRenderer {
                 Err(err) => {
                     return Err(Error::Render {
                         tileset: self.tileset.clone(),
-                        tile,
+                        tile: first,
                         message: format!("{} (after {attempt} attempt(s))", pg_message(&err)),
                     })
                 }
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// The tiles of a statement's rows, each with the server time since the previous one.
+    fn rows_to_tiles(&self, z: u8, expected: usize, rows: &[Row]) -> Result<Vec<Rendered>> {
+        let mut rendered = Vec::with_capacity(rows.len());
+        let mut previous = 0.0;
+        for row in rows {
+            let (x, y): (i32, i32) = (row.get(0), row.get(1));
+            let tile = TileCoord::new(z, x as u32, y as u32).map_err(Error::Database)?;
+            let flags: Vec<bool> = row.get(3);
+            let mut children = [false; 4];
+            for (child, flag) in children.iter_mut().zip(flags) {
+                *child = flag;
+            }
+            let done: f64 = row.get(4);
+            rendered.push(Rendered {
+                tile,
+                mvt: row.get(2),
+                children,
+                elapsed: Duration::from_secs_f64((done - previous).max(0.0)),
+            });
+            previous = done;
+        }
+        if rendered.len() != expected {
+            return Err(Error::Database(format!(
+                "tileset `{}`: a statement for {expected} tiles returned {} rows",
+                self.tileset,
+                rendered.len()
+            )));
+        }
+        Ok(rendered)
     }
 
     /// The buffered envelopes of a tile and its children, each in degrees then metres, as the

@@ -183,6 +183,8 @@ pub struct OutputSettings {
     pub tile_extension: String,
     /// Whether directory and S3 tiles are gzip-compressed (MBTiles tiles always are).
     pub compress: bool,
+    /// Gzip level, 1 (fastest) to 9 (smallest).
+    pub compression_level: u32,
     /// `Cache-Control` of S3 tile objects.
     pub cache_control: String,
     /// Tile URL template for TileJSON; default relative `{z}/{x}/{y}.ext`.
@@ -194,6 +196,7 @@ impl Default for OutputSettings {
         Self {
             tile_extension: "pbf".into(),
             compress: true,
+            compression_level: crate::encode::DEFAULT_LEVEL,
             cache_control: DEFAULT_CACHE_CONTROL.into(),
             tiles_url: None,
         }

@@ -291,7 +291,7 @@ fn encode_manifest(hashes: &HashMap<u64, [u8; 16]>) -> Vec<u8> {
         raw.extend_from_slice(&key.to_le_bytes());
         raw.extend_from_slice(md5);
     }
-    crate::encode::gzip(&raw)
+    crate::encode::gzip(&raw, crate::encode::DEFAULT_LEVEL)
 }
 
 fn decode_manifest(bytes: &[u8]) -> HashMap<u64, [u8; 16]> {
