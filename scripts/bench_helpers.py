@@ -209,7 +209,7 @@ def cmd_reseed_report(args):
           f" oar-tiles CPU {dirty_cpu:.2f} s, peak RSS {dirty_rss:.1f} MB)")
     print(f"  reseed / full seed wall time: {dirty_wall:.2f} / {full_wall:.2f} s ="
           f" {dirty_wall / full_wall:.2%}   (target < 2%)")
-    print(f"  full seed of the changed data (check): {fresh['tiles_written']} tiles in {fresh_wall:.2f} s"
+    print(f"  full seed of the changed data, clusters from rows (check): {fresh['tiles_written']} tiles in {fresh_wall:.2f} s"
           f" wall; against the faster full seed the ratio is {dirty_wall / best_full:.2%}")
     bands = []
     for band in info["bands"].split():

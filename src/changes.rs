@@ -322,41 +322,60 @@ pub async fn read_since(
         .get(0);
     let mut changes = ChangeSet::default();
     for layer in layers {
-        let rows = transaction
-            .query(
-                &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)
-                 FROM {}.change_log c
-                 CROSS JOIN LATERAL (VALUES (c.old_geom), (c.new_geom)) AS v(g)
-                 CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
-                                                 WHEN ST_SRID(v.g) = 4326 THEN v.g::box2d
-                                                 ELSE ST_Transform(ST_Envelope(v.g), 4326)::box2d END AS b) e
-                 WHERE c.source = to_regclass($1)::oid
-                   AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
-                   AND (c.everything OR v.g IS NOT NULL)", quote_ident(schema)),
-                &[&quoted_table(layer), &since.snapshot],
-            )
-            .await
-            .map_err(|e| Error::Database(format!("reading the change log: {}", pg_message(&e))))?;
-        changes.rows += rows.len() as u64;
-        let boxes = changes.boxes.entry(layer.name.clone()).or_default();
-        for row in rows {
-            if row.get::<_, bool>(0) {
-                changes.everything = true;
-                continue;
-            }
-            let corner = |i: usize| row.get::<_, Option<f64>>(i);
-            if let (Some(w), Some(s), Some(e), Some(n)) =
-                (corner(1), corner(2), corner(3), corner(4))
-            {
-                boxes.push([w, s, e, n]);
-            }
-        }
+        let (everything, boxes) =
+            changed_boxes(&transaction, schema, &quoted_table(layer), &since.snapshot).await?;
+        changes.rows += boxes.len() as u64 + u64::from(everything);
+        changes.everything |= everything;
+        changes
+            .boxes
+            .entry(layer.name.clone())
+            .or_default()
+            .extend(boxes);
     }
     transaction
         .commit()
         .await
         .map_err(|e| Error::Database(pg_message(&e)))?;
     Ok((changes, Watermark { snapshot }))
+}
+
+/// The changes to `table` (quoted) that the snapshot `since` did not see and the client's current
+/// snapshot does: whether it was truncated, and the boxes `[west, south, east, north]` in degrees
+/// of the old and new geometries.
+pub async fn changed_boxes(
+    client: &impl deadpool_postgres::GenericClient,
+    schema: &str,
+    table: &str,
+    since: &str,
+) -> Result<(bool, Vec<[f64; 4]>)> {
+    let rows = client
+        .query(
+            &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)
+             FROM {}.change_log c
+             CROSS JOIN LATERAL (VALUES (c.old_geom), (c.new_geom)) AS v(g)
+             CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
+                                             WHEN ST_SRID(v.g) = 4326 THEN v.g::box2d
+                                             ELSE ST_Transform(ST_Envelope(v.g), 4326)::box2d END AS b) e
+             WHERE c.source = to_regclass($1)::oid
+               AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
+               AND (c.everything OR v.g IS NOT NULL)", quote_ident(schema)),
+            &[&table, &since],
+        )
+        .await
+        .map_err(|e| Error::Database(format!("reading the change log: {}", pg_message(&e))))?;
+    let mut everything = false;
+    let mut boxes = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.get::<_, bool>(0) {
+            everything = true;
+            continue;
+        }
+        let corner = |i: usize| row.get::<_, Option<f64>>(i);
+        if let (Some(w), Some(s), Some(e), Some(n)) = (corner(1), corner(2), corner(3), corner(4)) {
+            boxes.push([w, s, e, n]);
+        }
+    }
+    Ok((everything, boxes))
 }
 
 /// Records that `output` reflects everything up to `watermark`, then drops the changes every

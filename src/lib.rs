@@ -1,6 +1,7 @@
 //! oar-tiles: pregenerates static vector tiles of the Open Apparel Registry from PostGIS and keeps them
 //! fresh. The pipeline is config → plan → render → encode → sink; `seed` wires it.
 
+pub mod cells;
 pub mod changes;
 pub mod config;
 pub mod encode;

@@ -124,7 +124,8 @@ pub fn dirty_tiles(
     Some(dirty.into_iter().map(|(_, _, tile)| tile).collect())
 }
 
-fn mercator(lon: f64, lat: f64) -> (f64, f64) {
+/// Longitude/latitude in degrees to Web-Mercator metres, latitude clamped to the Mercator square.
+pub fn mercator(lon: f64, lat: f64) -> (f64, f64) {
     let lat = lat.clamp(-MAX_MERCATOR_LAT, MAX_MERCATOR_LAT).to_radians();
     let x = EARTH_RADIUS * lon.clamp(-180.0, 180.0).to_radians();
     let y = EARTH_RADIUS * (std::f64::consts::FRAC_PI_4 + lat / 2.0).tan().ln();

@@ -17,6 +17,7 @@ use futures::StreamExt;
 use md5::Digest;
 use tokio::sync::mpsc;
 
+use crate::cells::{self, CellTable};
 use crate::changes::{self, Watermark};
 use crate::config::LayerConfig;
 use crate::encode::gzip;
@@ -57,16 +58,27 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
             }
             layers.push(source);
         }
+        let extent = tileset.tileset.extent;
+        // A dry run only probes rows, and creates nothing.
+        let cell_tables = if job.dry_run {
+            vec![None; layers.len()]
+        } else {
+            cells::ensure(&pool, &job.change_schema, &layers, extent).await?
+        };
+        let cell_names: Vec<Option<String>> = cell_tables
+            .iter()
+            .map(|t| t.as_ref().map(|t| t.qualified.clone()))
+            .collect();
         let renderer = TilesetRenderer::new(
             pool.clone(),
             &tileset.tileset.name,
             &layers,
+            &cell_names,
             tileset.zooms,
-            tileset.tileset.extent,
-            tileset.tileset.buffer,
+            (extent, tileset.tileset.buffer),
         );
         renderer.check().await?;
-        prepared.push((tileset, layers, renderer));
+        prepared.push((tileset, layers, cell_tables, renderer));
     }
     let connections = Connections::open(&pool, job.concurrency, job.database.max_attempts).await?;
     let stop = Stop::on_signals();
@@ -75,11 +87,12 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
         _ => ChangeLog::disabled(),
     };
     let mut summaries = Vec::new();
-    for (tileset, layers, renderer) in prepared {
+    for (tileset, layers, cell_tables, renderer) in prepared {
         let context = TilesetContext {
             job,
             tileset,
             layers: &layers,
+            cell_tables: &cell_tables,
             renderer: &renderer,
             pool: &pool,
             connections: &connections,
@@ -96,6 +109,8 @@ struct TilesetContext<'a> {
     job: &'a SeedJob,
     tileset: &'a TilesetJob,
     layers: &'a [LayerSource],
+    /// Per layer, the maintained cluster cells its clustered zooms read, if any.
+    cell_tables: &'a [Option<CellTable>],
     renderer: &'a TilesetRenderer,
     pool: &'a Pool,
     connections: &'a Connections,
@@ -195,7 +210,21 @@ impl TilesetContext<'_> {
             fingerprint.as_deref(),
         )
         .await?;
-        let (work, mut next_watermark, changes_read) = match self.plan(sink.state()).await {
+        // The cells are brought up to date after the watermark is taken, so they hold at least
+        // every change the output will claim to reflect.
+        let planned = match self.plan(sink.state()).await {
+            Ok(plan) => cells::refresh(
+                self.pool,
+                &self.job.change_schema,
+                self.layers,
+                self.cell_tables,
+                self.tileset.tileset.extent,
+            )
+            .await
+            .map(|()| plan),
+            Err(err) => Err(err),
+        };
+        let (work, mut next_watermark, changes_read) = match planned {
             Ok(plan) => plan,
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;

@@ -18,6 +18,9 @@ struct Setup {
     schema: TestSchema,
     dir: tempfile::TempDir,
     config: PathBuf,
+    /// The same tileset with clusters aggregated from rows, for reference seeds.
+    from_rows: PathBuf,
+    changes_schema: String,
 }
 
 fn starting_points() -> Vec<Point> {
@@ -46,11 +49,18 @@ impl Setup {
             "[changes]\nschema = \"{changes_schema}\"\n{}",
             single_layer_config(&schema.name, "sites", "", extra_layer)
         );
-        std::fs::write(&config, text).unwrap();
+        std::fs::write(&config, &text).unwrap();
+        // The same layer, aggregating clusters from rows: its change schema does not exist, so it
+        // shares nothing with the cluster cells that reseeds maintain.
+        let from_rows = dir.path().join("from-rows.toml");
+        let absent = format!("{changes_schema}_absent");
+        std::fs::write(&from_rows, text.replace(&changes_schema, &absent)).unwrap();
         let setup = Setup {
             schema,
             dir,
             config,
+            from_rows,
+            changes_schema,
         };
         setup.run(&["changes", "install"]).assert_success();
         Some(setup)
@@ -81,11 +91,15 @@ impl Setup {
         run
     }
 
-    /// A full seed of the current data into a fresh file.
+    /// A full seed of the current data into a fresh file, clusters aggregated from rows.
     fn full(&self, name: &str) -> Tiles {
         let path = self.path(name);
         let _ = std::fs::remove_file(&path);
-        self.seed(&path, &[]);
+        let config = self.from_rows.to_str().unwrap();
+        let args = ["seed", "--config", config, "--zoom", ZOOMS, "--output"];
+        let mut args = args.to_vec();
+        args.push(path.to_str().unwrap());
+        oar_tiles(Some(&self.schema.url), &args).assert_success();
         read_mbtiles_raw(&path)
     }
 }
@@ -204,6 +218,32 @@ fn reseeding_clustered_zooms_gives_exactly_what_a_full_seed_gives() {
         return;
     };
     assert_reseeds_equal_full_seeds(&mut setup);
+    // The reseeds read maintained cluster cells, one row per occupied cell at each zoom 0-6.
+    let changes_schema = setup.changes_schema.clone();
+    let tables = setup
+        .schema
+        .client()
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'cells\\_%'",
+            &[&changes_schema],
+        )
+        .unwrap();
+    assert_eq!(tables.len(), 1, "one cell table for the one clustered layer");
+    let table: String = tables[0].get(0);
+    let levels: i64 = setup
+        .schema
+        .client()
+        .query_one(
+            &format!("SELECT count(DISTINCT z) FROM \"{changes_schema}\".\"{table}\""),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(levels, 7);
+    // A full seed from the cells and one from rows agree byte for byte.
+    let from_cells = setup.path("from-cells.mbtiles");
+    setup.seed(&from_cells, &[]);
+    assert!(read_mbtiles_raw(&from_cells) == setup.full("from-rows.mbtiles"));
 }
 
 #[test]

@@ -180,14 +180,15 @@ pub struct TilesetRenderer {
 }
 
 impl TilesetRenderer {
-    /// Prepares the statements of every zoom in `zooms` for the described layers.
+    /// Prepares the statements of every zoom in `zooms` for the described layers; clustered layers
+    /// with a maintained cell table (`cell_tables`, per layer) read their cells from it.
     pub fn new(
         pool: Pool,
         tileset: &str,
         layers: &[LayerSource],
+        cell_tables: &[Option<String>],
         zooms: ZoomRange,
-        extent: u32,
-        buffer: u32,
+        (extent, buffer): (u32, u32),
     ) -> Self {
         let levels = 0..=zooms.max;
         Self {
@@ -198,7 +199,7 @@ impl TilesetRenderer {
                 .collect(),
             render: levels
                 .clone()
-                .map(|z| sql::render_query(layers, z, zooms, extent, buffer))
+                .map(|z| sql::render_query(layers, cell_tables, z, zooms, (extent, buffer)))
                 .collect(),
             probe: levels.map(|z| sql::probe_query(layers, z, zooms)).collect(),
         }

@@ -84,31 +84,42 @@ fn active_below(layer: &LayerSource, z: u8, job: ZoomRange) -> bool {
     }
 }
 
-/// `$a, $b, $c, $d` of envelope `index` (0 the tile, 1-4 its children) in degrees or metres.
-fn envelope_params(index: usize, mercator: bool) -> String {
+/// West, south, east, north of envelope `index` (0 the tile, 1-4 its children) in degrees or metres.
+fn envelope_values(index: usize, mercator: bool) -> [String; 4] {
     let first = FIRST_ENVELOPE_PARAM + index * 8 + if mercator { 4 } else { 0 };
-    (first..first + 4)
-        .map(tile_value)
-        .collect::<Vec<_>>()
-        .join(", ")
+    [0, 1, 2, 3].map(|i| tile_value(first + i))
+}
+
+/// `w, s, e, n` of envelope `index`, as `ST_MakeEnvelope` takes them.
+fn envelope_params(index: usize, mercator: bool) -> String {
+    envelope_values(index, mercator).join(", ")
 }
 
 /// Envelope `index` in the layer's own SRID, so the spatial index on the stored column is used.
 fn envelope(layer: &LayerSource, index: usize) -> String {
+    envelope_in_srid(
+        layer,
+        &envelope_values(index, false),
+        &envelope_values(index, true),
+    )
+}
+
+/// An envelope given as SQL expressions in degrees and in metres, in the layer's own SRID.
+pub fn envelope_in_srid(
+    layer: &LayerSource,
+    degrees: &[String; 4],
+    metres: &[String; 4],
+) -> String {
     match layer.srid {
-        4326 => format!("ST_MakeEnvelope({}, 4326)", envelope_params(index, false)),
-        3857 => format!("ST_MakeEnvelope({}, 3857)", envelope_params(index, true)),
+        4326 => format!("ST_MakeEnvelope({}, 4326)", degrees.join(", ")),
+        3857 => format!("ST_MakeEnvelope({}, 3857)", metres.join(", ")),
         // Clamped to where projections are defined, and segmentized so that a curved projection of
         // the envelope still covers the tile.
         srid => {
-            let first = FIRST_ENVELOPE_PARAM + index * 8;
+            let [w, s, e, n] = degrees;
             format!(
-                "ST_Transform(ST_Segmentize(ST_MakeEnvelope(greatest({}, -180), greatest({}, -89.999999), \
-                 least({}, 180), least({}, 89.999999), 4326), 0.5), {srid})",
-                tile_value(first),
-                tile_value(first + 1),
-                tile_value(first + 2),
-                tile_value(first + 3)
+                "ST_Transform(ST_Segmentize(ST_MakeEnvelope(greatest({w}, -180), greatest({s}, -89.999999), \
+                 least({e}, 180), least({n}, 89.999999), 4326), 0.5), {srid})"
             )
         }
     }
@@ -133,7 +144,7 @@ fn exists(layer: &LayerSource, index: usize) -> String {
 }
 
 /// The columns of one layer's rows inside the tile's buffered envelope, projected to Web Mercator.
-fn row_columns(layer: &LayerSource) -> Vec<String> {
+pub fn row_columns(layer: &LayerSource) -> Vec<String> {
     let geometry = quote_ident(&layer.config.geometry_column);
     let projected = if layer.srid == 3857 {
         format!("t.{geometry}")
@@ -212,69 +223,117 @@ fn layer_lateral(
     )
 }
 
-/// The MVT bytes of one clustered layer: one feature per grid cell, aggregated in PostGIS.
+/// The size of a clustered layer's grid cells at zoom `z`, in Web-Mercator metres. A cell at `z` is
+/// exactly four cells of `z + 1` (the sizes differ by a power of two, so even the floating-point
+/// cell indices agree), which lets coarser cells be summed from finer ones.
+pub fn cell_metres(cluster: &ClusterConfig, z: u8, extent: u32) -> f64 {
+    2.0 * MERCATOR_HALF_WORLD / cells_per_row(cluster, z, extent) as f64
+}
+
+fn cells_per_row(cluster: &ClusterConfig, z: u8, extent: u32) -> u64 {
+    (1u64 << z) * u64::from(extent / cluster.cell)
+}
+
+/// The id column and the other attribute columns a cell carries (shown when it has one member).
+fn cell_attributes(layer: &LayerSource) -> (String, Vec<String>) {
+    let id = quote_ident(&layer.config.id_column);
+    let attributes = layer
+        .properties
+        .iter()
+        .map(|p| quote_ident(&p.column))
+        .filter(|column| *column != id)
+        .collect();
+    (id, attributes)
+}
+
+/// The columns of the cells of zoom `z` aggregated from rows `rows` (as [`row_columns`] names
+/// them), for `GROUP BY 1, 2`: `cx, cy` (cell indices from the west and the north), `n` members,
+/// `sx, sy` the sums of their coordinates in whole centimetres, `x0, y0, x1, y1` their extent in
+/// metres, then the id and the attributes of one member.
 ///
-/// Cells are aligned to the tile pixel grid of the zoom, so each lies in exactly one tile; the rows
-/// fetched cover every cell that reaches into the tile's buffer, so a cluster is computed from all of
-/// its members in every tile that shows it, and comes out the same everywhere.
-#[allow(clippy::too_many_arguments)]
-fn cluster_mvt(
+/// Attributes are only shown for cells of one member, where any aggregate picks that member, so no
+/// aggregate needs an ORDER BY (which would sort all rows beneath a low-zoom tile once per column).
+/// Centimetre sums are exact integers, so neither the row order a plan happens to use nor summing
+/// finer cells instead of rows can change a centroid's last bits.
+pub fn cell_aggregates(
     layer: &LayerSource,
     cluster: &ClusterConfig,
     rows: &str,
-    cells: &str,
     z: u8,
-    name_param: usize,
     extent: u32,
-    buffer: u32,
-) -> (String, String) {
-    let cells_per_row = (1u64 << z) * u64::from(extent / cluster.cell);
-    let cell_metres = 2.0 * MERCATOR_HALF_WORLD / cells_per_row as f64;
+) -> Vec<String> {
+    let cell = cell_metres(cluster, z, extent);
     let half = MERCATOR_HALF_WORLD;
-    // Attributes are only shown for cells of one member, where any aggregate picks that member, so
-    // no aggregate needs an ORDER BY (which would sort all rows beneath a low-zoom tile once per
-    // column). The centroid is averaged in whole centimetres, exactly, so the row order the plan
-    // happens to use cannot change its last bits.
     let first = |column: &str| format!("(array_agg({rows}.{column}))[1]");
-    let centimetres =
-        |axis: &str| format!("(avg(round(ST_{axis}({rows}.{MERC}) * 100)::bigint) / 100)::float8");
+    let centimetres = |axis: &str| format!("sum(round(ST_{axis}({rows}.{MERC}) * 100)::bigint)");
     let mut aggregates = vec![
-        format!("floor((ST_X({rows}.{MERC}) + {half:?}) / {cell_metres:?})::bigint AS cx"),
-        format!("floor(({half:?} - ST_Y({rows}.{MERC})) / {cell_metres:?})::bigint AS cy"),
+        format!("floor((ST_X({rows}.{MERC}) + {half:?}) / {cell:?})::bigint AS cx"),
+        format!("floor(({half:?} - ST_Y({rows}.{MERC})) / {cell:?})::bigint AS cy"),
         "count(*) AS n".to_string(),
-        format!("{} AS mx", centimetres("X")),
-        format!("{} AS my", centimetres("Y")),
+        format!("{} AS sx", centimetres("X")),
+        format!("{} AS sy", centimetres("Y")),
         format!("min(ST_X({rows}.{MERC})) AS x0, min(ST_Y({rows}.{MERC})) AS y0"),
         format!("max(ST_X({rows}.{MERC})) AS x1, max(ST_Y({rows}.{MERC})) AS y1"),
     ];
-    let id = quote_ident(&layer.config.id_column);
+    let (id, attributes) = cell_attributes(layer);
     let id_source = if layer.integer_id {
         FEATURE_ID.to_string()
     } else {
         id.clone()
     };
     aggregates.push(format!("{} AS {id}", first(&id_source)));
-    let attributes: Vec<String> = layer
-        .properties
-        .iter()
-        .map(|p| quote_ident(&p.column))
-        .filter(|column| *column != id)
-        .collect();
     for column in &attributes {
         aggregates.push(format!("{} AS {column}", first(column)));
     }
-    let cells_cte = format!(
-        "{cells} AS (SELECT {} FROM {rows} GROUP BY 1, 2)",
-        aggregates.join(", ")
-    );
+    aggregates
+}
 
+/// The same columns as [`cell_aggregates`] for the cells of a zoom summed from the cells of the
+/// next deeper zoom in `finer`, for `GROUP BY 1, 2`.
+pub fn cell_rollup(layer: &LayerSource, finer: &str) -> Vec<String> {
+    let mut columns = vec![
+        format!("{finer}.cx >> 1 AS cx"),
+        format!("{finer}.cy >> 1 AS cy"),
+        format!("sum({finer}.n)::bigint AS n"),
+        format!("sum({finer}.sx) AS sx"),
+        format!("sum({finer}.sy) AS sy"),
+        format!("min({finer}.x0) AS x0, min({finer}.y0) AS y0"),
+        format!("max({finer}.x1) AS x1, max({finer}.y1) AS y1"),
+    ];
+    let (id, attributes) = cell_attributes(layer);
+    for column in std::iter::once(&id).chain(&attributes) {
+        columns.push(format!(
+            "(array_agg({finer}.{column}) FILTER (WHERE {finer}.n = 1))[1] AS {column}"
+        ));
+    }
+    columns
+}
+
+/// The MVT bytes of one clustered layer, one feature per cell of the relation `cells` (with the
+/// columns of [`cell_aggregates`]).
+///
+/// Cells are aligned to the tile pixel grid of the zoom, so each lies in exactly one tile; every
+/// cell reaching into the tile's buffer is complete, so a cluster comes out the same in every tile
+/// that shows it.
+fn cluster_mvt(
+    layer: &LayerSource,
+    cluster: &ClusterConfig,
+    cells: &str,
+    z: u8,
+    name_param: usize,
+    (extent, buffer): (u32, u32),
+) -> String {
+    let per_row = cells_per_row(cluster, z, extent);
+    let cell = cell_metres(cluster, z, extent);
+    let half = MERCATOR_HALF_WORLD;
     let point = match cluster.position {
-        ClusterPosition::Centroid => {
-            format!("ST_SetSRID(ST_MakePoint({cells}.mx, {cells}.my), 3857)")
-        }
+        ClusterPosition::Centroid => format!(
+            "ST_SetSRID(ST_MakePoint(({cells}.sx / {cells}.n / 100)::float8, \
+             ({cells}.sy / {cells}.n / 100)::float8), 3857)"
+        ),
         ClusterPosition::CellCenter => format!(
-            "ST_SetSRID(ST_MakePoint(({cells}.cx + 0.5) * {cell_metres:?} - {half:?}, \
-             {half:?} - ({cells}.cy + 0.5) * {cell_metres:?}), 3857)"
+            "ST_SetSRID(ST_MakePoint(({cells}.cx + 0.5) * {cell:?} - {half:?}, \
+             {half:?} - ({cells}.cy + 0.5) * {cell:?}), 3857)"
         ),
     };
     let lon =
@@ -282,9 +341,10 @@ fn cluster_mvt(
     let lat = |y: &str| {
         format!("round(degrees(atan(sinh({cells}.{y} / {EARTH_RADIUS:?})))::numeric, 6)::float8")
     };
+    let (id, attributes) = cell_attributes(layer);
     let mut columns = vec![
         format!("ST_AsMVTGeom({point}, ST_TileEnvelope($1, b.x, b.y), {extent}, {buffer}, true) AS {GEOM}"),
-        format!("{cells}.cy * {cells_per_row} + {cells}.cx AS {FEATURE_ID}"),
+        format!("{cells}.cy * {per_row} + {cells}.cx AS {FEATURE_ID}"),
         format!("{cells}.n AS \"count\""),
         format!("{} AS \"extent_west\"", lon("x0")),
         format!("{} AS \"extent_south\"", lat("y0")),
@@ -297,12 +357,37 @@ fn cluster_mvt(
             "CASE WHEN {cells}.n = 1 THEN {cells}.{column} END AS {column}"
         ));
     }
-    let mvt = format!(
+    format!(
         "COALESCE((SELECT ST_AsMVT(q, ${name_param}, {extent}, '__oar_geom', '__oar_fid' ORDER BY q.{FEATURE_ID}) \
          FROM (SELECT {} FROM {cells}) q WHERE q.{GEOM} IS NOT NULL), ''::bytea)",
         columns.join(", ")
-    );
-    (cells_cte, mvt)
+    )
+}
+
+/// A CTE `cells` holding the cells of zoom `z` that reach into the tile's fetch envelope
+/// (`margin_pixels` beyond it), read from a maintained cell table instead of aggregated from rows.
+fn cells_from_table(
+    table: &str,
+    cells: &str,
+    cluster: &ClusterConfig,
+    z: u8,
+    extent: u32,
+    margin_pixels: u32,
+) -> String {
+    let per_tile = i64::from(extent / cluster.cell);
+    let margin = i64::from(margin_pixels.div_ceil(cluster.cell));
+    let range = |axis: &str| {
+        format!(
+            "k.c{axis} BETWEEN b.{axis}::bigint * {per_tile} - {margin} \
+             AND b.{axis}::bigint * {per_tile} + {}",
+            per_tile - 1 + margin
+        )
+    };
+    format!(
+        "{cells} AS (SELECT * FROM {table} k WHERE k.z = {z} AND {} AND {})",
+        range("x"),
+        range("y")
+    )
 }
 
 fn parameter_types(layer_names: usize) -> Vec<Type> {
@@ -319,6 +404,8 @@ enum RowsAt<'a> {
     Table,
     /// Held in a CTE of that name.
     Cte(&'a str),
+    /// Summed into the cells of a CTE of that name, whose extents bound their members.
+    Cells(&'a str),
     /// Already reduced to flags `c1`..`c4` by the lateral subquery of that alias.
     Flags(&'a str),
 }
@@ -348,6 +435,13 @@ fn children_array<'a>(
                         "EXISTS (SELECT 1 FROM {cte} WHERE {cte}.{MERC} && ST_MakeEnvelope({}, 3857))",
                         envelope_params(child, true)
                     ),
+                    RowsAt::Cells(cells) => {
+                        let [w, s, e, n] = envelope_values(child, true);
+                        format!(
+                            "EXISTS (SELECT 1 FROM {cells} WHERE {cells}.x1 >= {w} AND {cells}.x0 <= {e} \
+                             AND {cells}.y1 >= {s} AND {cells}.y0 <= {n})"
+                        )
+                    }
                     RowsAt::Table => exists(layer, child),
                 })
                 .collect();
@@ -388,12 +482,14 @@ fn envelopes_row() -> String {
 }
 
 /// The statement that renders a tile at zoom `z` and says which of its children hold anything.
+/// `cell_tables` names, per layer, a maintained table of cluster cells to read at clustered zooms
+/// instead of aggregating rows (see [`crate::cells`]).
 pub fn render_query(
     layers: &[LayerSource],
+    cell_tables: &[Option<String>],
     z: u8,
     job: ZoomRange,
-    extent: u32,
-    buffer: u32,
+    (extent, buffer): (u32, u32),
 ) -> TileQuery {
     let active: Vec<usize> = (0..layers.len())
         .filter(|i| active_at(&layers[*i], z))
@@ -403,6 +499,10 @@ pub fn render_query(
     }
     let cte_names: Vec<String> = (0..layers.len()).map(|index| format!("s{index}")).collect();
     let lateral_names: Vec<String> = (0..layers.len()).map(|index| format!("l{index}")).collect();
+    let cell_names: Vec<String> = (0..layers.len()).map(|index| format!("c{index}")).collect();
+    // Whole pixels: fetch margins are whole cells or the buffer.
+    let margin_pixels =
+        (crate::render::fetch_margin(layers, z, extent, buffer) * f64::from(extent)).round() as u32;
     let mut ctes = Vec::new();
     let mut laterals = Vec::new();
     let mut mvts = Vec::new();
@@ -412,20 +512,33 @@ pub fn render_query(
         let name_param = FIRST_LAYER_NAME_PARAM + position;
         match layer.config.cluster_at(z) {
             Some(cluster) => {
-                let cells = format!("c{index}");
-                ctes.push(layer_rows(layer, &cte_names[*index]));
-                let (cells_cte, mvt) = cluster_mvt(
+                let cells = &cell_names[*index];
+                match cell_tables.get(*index).and_then(Option::as_ref) {
+                    Some(table) => ctes.push(cells_from_table(
+                        table,
+                        cells,
+                        cluster,
+                        z,
+                        extent,
+                        margin_pixels,
+                    )),
+                    None => {
+                        let rows = &cte_names[*index];
+                        ctes.push(layer_rows(layer, rows));
+                        ctes.push(format!(
+                            "{cells} AS (SELECT {} FROM {rows} GROUP BY 1, 2)",
+                            cell_aggregates(layer, cluster, rows, z, extent).join(", ")
+                        ));
+                    }
+                }
+                mvts.push(cluster_mvt(
                     layer,
                     cluster,
-                    &cte_names[*index],
-                    &cells,
+                    cells,
                     z,
                     name_param,
-                    extent,
-                    buffer,
-                );
-                ctes.push(cells_cte);
-                mvts.push(mvt);
+                    (extent, buffer),
+                ));
             }
             None => {
                 let alias = &lateral_names[*index];
@@ -446,7 +559,11 @@ pub fn render_query(
         if !active.contains(&index) {
             RowsAt::Table
         } else if layers[index].config.cluster_at(z).is_some() {
-            RowsAt::Cte(&cte_names[index])
+            if cell_tables.get(index).is_some_and(Option::is_some) {
+                RowsAt::Cells(&cell_names[index])
+            } else {
+                RowsAt::Cte(&cte_names[index])
+            }
         } else {
             RowsAt::Flags(&lateral_names[index])
         }
@@ -503,7 +620,7 @@ mod tests {
     #[test]
     fn identifiers_are_quoted_and_values_bound() {
         let job = ZoomRange::new(0, 14).unwrap();
-        let query = render_query(&[layer("points", None)], 3, job, 4096, 64);
+        let query = render_query(&[layer("points", None)], &[], 3, job, (4096, 64));
         let sql = &query.sql;
         assert!(
             sql.contains("FROM \"my schema\".\"fac\"\"ilities\" t"),
@@ -540,7 +657,7 @@ mod tests {
     #[test]
     fn the_deepest_zoom_never_descends() {
         let job = ZoomRange::new(0, 14).unwrap();
-        let deepest = render_query(&[layer("p", None)], 14, job, 4096, 64);
+        let deepest = render_query(&[layer("p", None)], &[], 14, job, (4096, 64));
         assert!(
             deepest
                 .sql
@@ -549,7 +666,7 @@ mod tests {
             deepest.sql
         );
         assert!(!deepest.sql.contains("bool_or"), "{}", deepest.sql);
-        let above = render_query(&[layer("p", None)], 13, job, 4096, 64);
+        let above = render_query(&[layer("p", None)], &[], 13, job, (4096, 64));
         assert!(
             above.sql.contains("ARRAY[coalesce(l0.c1, false), "),
             "{}",
@@ -562,7 +679,7 @@ mod tests {
         let job = ZoomRange::new(0, 14).unwrap();
         let detail = layer("detail", Some(ZoomRange::new(12, 14).unwrap()));
         let overview = layer("overview", Some(ZoomRange::new(0, 11).unwrap()));
-        let query = render_query(&[overview.clone(), detail.clone()], 5, job, 4096, 64);
+        let query = render_query(&[overview.clone(), detail.clone()], &[], 5, job, (4096, 64));
         assert_eq!(query.layer_names, ["overview"]);
         let from_rows = "coalesce(l0.c1, false)";
         let from_table = "OR EXISTS (SELECT 1 FROM \"my schema\".\"fac\"\"ilities\" t WHERE t.\"location\" && ST_MakeEnvelope(b.p12, b.p13, b.p14, b.p15, 4326)";

@@ -1,0 +1,454 @@
+//! Cluster cell pyramids: for each clustered layer, a table of its grid cells at every clustered
+//! zoom (member count, centimetre sums for the centroid, member extent, and the one member's id and
+//! attributes), kept in the change-capture schema.
+//!
+//! Without it a clustered tile aggregates every row beneath it, so the few low-zoom tiles a reseed
+//! touches cost as much as a large part of a full seed. With it a tile reads the few dozen cells it
+//! shows. Before each seed the table is brought up to date from the change log: only cells holding
+//! a changed geometry (old or new position) are summed again from their rows at the deepest
+//! clustered zoom, and from those cells upwards at the coarser zooms. Cell values are exact (integer
+//! sums, minima, maxima, counts), so tiles come out byte for byte as when aggregated from rows.
+//!
+//! The table's own watermark is a snapshot taken before it reads the change log, and it registers as
+//! a consumer of the log, so pruning keeps the changes it has not applied. A change committed while a
+//! refresh runs may be applied twice (harmless: cells are recomputed, not adjusted) but is never
+//! skipped. Change capture not installed, or no right to write its schema: clustered tiles are
+//! aggregated from rows as before.
+
+use std::collections::BTreeSet;
+
+use deadpool_postgres::Pool;
+use md5::{Digest, Md5};
+
+use crate::changes;
+use crate::config::ClusterConfig;
+use crate::error::{pg_message, Error, Result};
+use crate::render::pool::pool_message;
+use crate::render::source::{quote_ident, quoted_table, LayerSource};
+use crate::render::sql;
+use crate::tile::{Envelope, EARTH_RADIUS, MERCATOR_HALF_WORLD};
+
+/// Above this many changed geometries, summing every cell again is cheaper than finding them.
+const FULL_REBUILD_CHANGES: usize = 50_000;
+
+/// The maintained cell table of one clustered layer.
+#[derive(Debug, Clone)]
+pub struct CellTable {
+    /// Index of the layer in the tileset.
+    pub layer: usize,
+    /// Unquoted table name inside the schema.
+    pub name: String,
+    /// Schema-qualified, quoted name.
+    pub qualified: String,
+}
+
+/// The table a layer's cells live in: named after everything that decides their values (source,
+/// columns, filter, grid), so a changed config never reads cells built for another.
+fn table_name(layer: &LayerSource, extent: u32) -> String {
+    let config = &layer.config;
+    let key = format!(
+        "{:?}",
+        (
+            quoted_table(config),
+            &config.geometry_column,
+            layer.srid,
+            &config.id_column,
+            &config.attributes,
+            &config.filter,
+            config.cluster.as_ref().map(|c| (c.maxzoom, c.cell)),
+            extent
+        )
+    );
+    let digest = Md5::digest(key.as_bytes());
+    format!("cells_{}", hex::encode(&digest[..8]))
+}
+
+/// Creates the cell tables of the tileset's clustered layers where missing (empty; [`refresh`]
+/// fills them) and returns, per layer, the table its clustered zooms read. `None` everywhere when
+/// change capture is not installed in `schema` or its schema cannot be written.
+pub async fn ensure(
+    pool: &Pool,
+    schema: &str,
+    layers: &[LayerSource],
+    extent: u32,
+) -> Result<Vec<Option<CellTable>>> {
+    let mut tables = vec![None; layers.len()];
+    if !layers.iter().any(|l| l.config.cluster.is_some())
+        || !changes::installed(pool, schema).await?
+    {
+        return Ok(tables);
+    }
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let quoted_schema = quote_ident(schema);
+    for (index, layer) in layers.iter().enumerate() {
+        let Some(cluster) = &layer.config.cluster else {
+            continue;
+        };
+        let name = table_name(layer, extent);
+        let qualified = format!("{quoted_schema}.{}", quote_ident(&name));
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+            .await
+            .map_err(|e| Error::Database(pg_message(&e)))?
+            .get(0);
+        if !exists {
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {quoted_schema}.cell_state (
+                     cells text PRIMARY KEY, snapshot pg_snapshot NOT NULL,
+                     updated_at timestamptz NOT NULL DEFAULT now());
+                 CREATE TABLE {qualified} AS SELECT 0::int2 AS z, c.* FROM ({}) c WITH NO DATA;
+                 ALTER TABLE {qualified} ADD PRIMARY KEY (z, cx, cy);",
+                deepest_cells(layer, cluster, extent, false)
+            );
+            if let Err(err) = client.batch_execute(&ddl).await {
+                tracing::warn!(
+                    "layer `{}`: cannot create its cluster cell table in schema {quoted_schema}, so \
+                     clustered tiles aggregate rows (slower): {}",
+                    layer.config.name,
+                    pg_message(&err)
+                );
+                continue;
+            }
+        }
+        tables[index] = Some(CellTable {
+            layer: index,
+            name,
+            qualified,
+        });
+    }
+    Ok(tables)
+}
+
+/// The cells of the deepest clustered zoom from the layer's rows; with `dirty`, only rows inside the
+/// envelopes `$1..$8` (arrays: degrees w, s, e, n then metres) and only the cells `$9, $10` (arrays
+/// of cx, cy).
+fn deepest_cells(layer: &LayerSource, cluster: &ClusterConfig, extent: u32, dirty: bool) -> String {
+    let config = &layer.config;
+    let filter = config
+        .filter
+        .as_ref()
+        .map(|f| format!(" WHERE ({f})"))
+        .unwrap_or_default();
+    let rows = if dirty {
+        // The rows in the dirty cells' envelopes, each once (the envelopes overlap by a hair): an
+        // index scan per cell.
+        let degrees = ["e.w", "e.s", "e.e", "e.n"].map(String::from);
+        let metres = ["e.mw", "e.ms", "e.me", "e.mn"].map(String::from);
+        let id = quote_ident(&config.id_column);
+        format!(
+            "SELECT DISTINCT ON (t.{id}) {} FROM unnest($1::float8[], $2::float8[], $3::float8[], \
+             $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[]) \
+             AS e(w, s, e, n, mw, ms, me, mn) JOIN {} t ON t.{} && {}{filter} ORDER BY t.{id}",
+            sql::row_columns(layer).join(", "),
+            quoted_table(config),
+            quote_ident(&config.geometry_column),
+            sql::envelope_in_srid(layer, &degrees, &metres)
+        )
+    } else {
+        format!(
+            "SELECT {} FROM {} t{filter}",
+            sql::row_columns(layer).join(", "),
+            quoted_table(config)
+        )
+    };
+    let aggregates = sql::cell_aggregates(layer, cluster, "s", cluster.maxzoom, extent);
+    let grouped = format!(
+        "SELECT {} FROM ({rows}) s GROUP BY 1, 2",
+        aggregates.join(", ")
+    );
+    if dirty {
+        // Rows near a dirty cell's edge also group into its neighbours, which stay as they are.
+        format!(
+            "SELECT * FROM ({grouped}) g WHERE (g.cx, g.cy) IN \
+             (SELECT * FROM unnest($9::int8[], $10::int8[]))"
+        )
+    } else {
+        grouped
+    }
+}
+
+/// The cells of zoom `z` summed from those of `z + 1`; with `dirty`, only the cells `$1, $2`, each
+/// from its four children found through the primary key.
+fn coarser_cells(layer: &LayerSource, table: &str, z: u8, dirty: bool) -> String {
+    let finer = z + 1;
+    let from = if dirty {
+        format!(
+            "unnest($1::int8[], $2::int8[]) AS p(x, y) JOIN {table} f ON f.z = {finer} \
+             AND f.cx BETWEEN p.x * 2 AND p.x * 2 + 1 AND f.cy BETWEEN p.y * 2 AND p.y * 2 + 1"
+        )
+    } else {
+        format!("{table} f WHERE f.z = {finer}")
+    };
+    format!(
+        "INSERT INTO {table} SELECT {z}::int2 AS z, {} FROM {from} GROUP BY 2, 3",
+        sql::cell_rollup(layer, "f").join(", ")
+    )
+}
+
+/// Deletes the cells `$1, $2` (arrays of cx, cy) of zoom `z`.
+fn delete_cells(table: &str, z: u8) -> String {
+    format!(
+        "DELETE FROM {table} k USING unnest($1::int8[], $2::int8[]) AS d(x, y) \
+         WHERE k.z = {z} AND k.cx = d.x AND k.cy = d.y"
+    )
+}
+
+/// Brings the cell tables up to date with the source tables: cells of changed geometries since each
+/// table's watermark are summed again, or every cell when the table is new, a source was truncated or
+/// too much changed.
+pub async fn refresh(
+    pool: &Pool,
+    schema: &str,
+    layers: &[LayerSource],
+    tables: &[Option<CellTable>],
+    extent: u32,
+) -> Result<()> {
+    for table in tables.iter().flatten() {
+        let layer = &layers[table.layer];
+        let Some(cluster) = &layer.config.cluster else {
+            continue;
+        };
+        refresh_one(pool, schema, layer, cluster, table, extent)
+            .await
+            .map_err(|message| {
+                Error::Database(format!(
+                    "layer `{}`: updating its cluster cells in {}: {message}",
+                    layer.config.name, table.qualified
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+async fn refresh_one(
+    pool: &Pool,
+    schema: &str,
+    layer: &LayerSource,
+    cluster: &ClusterConfig,
+    table: &CellTable,
+    extent: u32,
+) -> std::result::Result<(), String> {
+    let quoted_schema = quote_ident(schema);
+    let mut client = pool.get().await.map_err(|e| pool_message(&e))?;
+    let pg = |e: tokio_postgres::Error| pg_message(&e);
+    let transaction = client.transaction().await.map_err(pg)?;
+    // One refresh at a time per table; the snapshot is taken once the lock is held, before the
+    // change log is read, so nothing committed later can be counted as applied.
+    transaction
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&table.qualified],
+        )
+        .await
+        .map_err(pg)?;
+    let snapshot: String = transaction
+        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    let since: Option<String> = transaction
+        .query_opt(
+            &format!("SELECT snapshot::text FROM {quoted_schema}.cell_state WHERE cells = $1"),
+            &[&table.name],
+        )
+        .await
+        .map_err(pg)?
+        .map(|row| row.get(0));
+    let dirty = match &since {
+        None => None,
+        Some(since) => {
+            let (everything, boxes) =
+                changes::changed_boxes(&transaction, schema, &quoted_table(&layer.config), since)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            (!everything && boxes.len() <= FULL_REBUILD_CHANGES).then_some(boxes)
+        }
+    };
+    let qualified = &table.qualified;
+    match dirty {
+        None => {
+            tracing::info!(
+                "layer `{}`: summing every cluster cell into {qualified}",
+                layer.config.name
+            );
+            transaction
+                .batch_execute(&format!(
+                    "DELETE FROM {qualified};
+                     INSERT INTO {qualified} SELECT {}::int2 AS z, c.* FROM ({}) c;",
+                    cluster.maxzoom,
+                    deepest_cells(layer, cluster, extent, false)
+                ))
+                .await
+                .map_err(pg)?;
+            for z in (0..cluster.maxzoom).rev() {
+                transaction
+                    .batch_execute(&coarser_cells(layer, qualified, z, false))
+                    .await
+                    .map_err(pg)?;
+            }
+        }
+        Some(boxes) if boxes.is_empty() => {}
+        Some(boxes) => {
+            let mut cells = changed_cells(&boxes, cluster, extent);
+            tracing::debug!(
+                "layer `{}`: {} changed geometries touch {} cells at zoom {}",
+                layer.config.name,
+                boxes.len(),
+                cells.len(),
+                cluster.maxzoom
+            );
+            let envelopes = cell_envelopes(&cells, cluster, extent);
+            let (xs, ys) = split(&cells);
+            transaction
+                .execute(&delete_cells(qualified, cluster.maxzoom), &[&xs, &ys])
+                .await
+                .map_err(pg)?;
+            let insert = format!(
+                "INSERT INTO {qualified} SELECT {}::int2 AS z, c.* FROM ({}) c",
+                cluster.maxzoom,
+                deepest_cells(layer, cluster, extent, true)
+            );
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                envelopes.iter().map(|v| v as _).collect();
+            params.push(&xs);
+            params.push(&ys);
+            transaction.execute(&insert, &params).await.map_err(pg)?;
+            for z in (0..cluster.maxzoom).rev() {
+                cells = cells.iter().map(|(x, y)| (x >> 1, y >> 1)).collect();
+                let (xs, ys) = split(&cells);
+                transaction
+                    .execute(&delete_cells(qualified, z), &[&xs, &ys])
+                    .await
+                    .map_err(pg)?;
+                transaction
+                    .execute(&coarser_cells(layer, qualified, z, true), &[&xs, &ys])
+                    .await
+                    .map_err(pg)?;
+            }
+        }
+    }
+    transaction
+        .execute(
+            &format!(
+                "INSERT INTO {quoted_schema}.cell_state (cells, snapshot) VALUES ($1, $2::text::pg_snapshot)
+                 ON CONFLICT (cells) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"
+            ),
+            &[&table.name, &snapshot],
+        )
+        .await
+        .map_err(pg)?;
+    // As a consumer of the change log, the table keeps the changes it has not applied from pruning.
+    transaction
+        .execute(
+            &format!(
+                "INSERT INTO {quoted_schema}.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
+                 ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"
+            ),
+            &[&format!("cluster cells {}", table.name), &snapshot],
+        )
+        .await
+        .map_err(pg)?;
+    transaction.commit().await.map_err(pg)
+}
+
+/// The cells at the deepest clustered zoom that hold a changed geometry's box, with a hair of slack
+/// on every side: summing a cell too many again costs little, missing one would be wrong.
+fn changed_cells(boxes: &[[f64; 4]], cluster: &ClusterConfig, extent: u32) -> BTreeSet<(i64, i64)> {
+    let cell = sql::cell_metres(cluster, cluster.maxzoom, extent);
+    let slack = 1.0 + cell * 1e-3;
+    let half = MERCATOR_HALF_WORLD;
+    let mut cells = BTreeSet::new();
+    // Not clamped to the Mercator square: rows beyond it still group into cells (rows outside it).
+    let mercator = |lon: f64, lat: f64| {
+        let lat = lat.clamp(-89.9999, 89.9999).to_radians();
+        (
+            EARTH_RADIUS * lon.to_radians(),
+            EARTH_RADIUS * (std::f64::consts::FRAC_PI_4 + lat / 2.0).tan().ln(),
+        )
+    };
+    for [west, south, east, north] in boxes {
+        let (x0, y0) = mercator(*west, *south);
+        let (x1, y1) = mercator(*east, *north);
+        let column = |x: f64| ((x + half) / cell).floor() as i64;
+        let row = |y: f64| ((half - y) / cell).floor() as i64;
+        for cx in column(x0 - slack)..=column(x1 + slack) {
+            for cy in row(y1 + slack)..=row(y0 - slack) {
+                cells.insert((cx, cy));
+            }
+        }
+    }
+    cells
+}
+
+/// Each cell's envelope, grown a little, as eight arrays: degrees west, south, east, north, then
+/// metres.
+fn cell_envelopes(
+    cells: &BTreeSet<(i64, i64)>,
+    cluster: &ClusterConfig,
+    extent: u32,
+) -> Vec<Vec<f64>> {
+    let cell = sql::cell_metres(cluster, cluster.maxzoom, extent);
+    let half = MERCATOR_HALF_WORLD;
+    let mut columns: Vec<Vec<f64>> = (0..8).map(|_| Vec::with_capacity(cells.len())).collect();
+    for (cx, cy) in cells {
+        let metres = Envelope {
+            west: *cx as f64 * cell - half,
+            south: half - (*cy + 1) as f64 * cell,
+            east: (*cx + 1) as f64 * cell - half,
+            north: half - *cy as f64 * cell,
+        }
+        .grown(1e-6);
+        let degrees = metres.mercator_to_lonlat();
+        let values = [
+            degrees.west,
+            degrees.south,
+            degrees.east,
+            degrees.north,
+            metres.west,
+            metres.south,
+            metres.east,
+            metres.north,
+        ];
+        for (column, value) in columns.iter_mut().zip(values) {
+            column.push(value);
+        }
+    }
+    columns
+}
+
+fn split(cells: &BTreeSet<(i64, i64)>) -> (Vec<i64>, Vec<i64>) {
+    cells.iter().copied().unzip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterPosition;
+
+    fn cluster() -> ClusterConfig {
+        ClusterConfig {
+            maxzoom: 11,
+            cell: 512,
+            position: ClusterPosition::Centroid,
+        }
+    }
+
+    #[test]
+    fn a_changed_point_dirties_its_cell_and_only_neighbours_it_nearly_touches() {
+        let cells = changed_cells(&[[90.4, 23.8, 90.4, 23.8]], &cluster(), 4096);
+        assert!(!cells.is_empty() && cells.len() <= 4, "{cells:?}");
+        let cell = sql::cell_metres(&cluster(), 11, 4096);
+        let (x, y) = crate::plan::mercator(90.4, 23.8);
+        let own = (
+            ((x + MERCATOR_HALF_WORLD) / cell).floor() as i64,
+            ((MERCATOR_HALF_WORLD - y) / cell).floor() as i64,
+        );
+        assert!(cells.contains(&own));
+        let envelopes = cell_envelopes(&cells, &cluster(), 4096);
+        assert_eq!(envelopes.len(), 8);
+        assert!(envelopes.iter().all(|c| c.len() == cells.len()));
+    }
+}
