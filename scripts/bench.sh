@@ -19,9 +19,11 @@
 #                    own, i.e. database.pool_size of sample-config.toml)
 #   --reload         reload the samples even if they look current
 #   --baseline-sessions N
-#                    database sessions the server-side baseline renders in,
-#                    one statement each (default: the seed's concurrency,
-#                    capped at the number of cores)
+#                    sessions the stricter server-side baseline splits the
+#                    tiles over, one statement each (default: the seed's
+#                    concurrency, capped at the number of cores); the target
+#                    ratio is against one statement in one session, as the
+#                    issue defines the baseline, and both are printed
 #   --reseed-rows N  facilities in the sample of the reseed section (default
 #                    100000)
 #   --reseed-changes N
@@ -341,32 +343,45 @@ CROSS JOIN LATERAL (
           FROM $schema.facilities t
           WHERE t.location && ST_MakeEnvelope(b.w, b.s, b.e, b.n, 4326)) q
 ) m
-WHERE b.session = $1;
+WHERE $1;
 SQL
 }
 now() { date +%s.%N; }
-# Twice, keeping the faster: the first run also warms the caches for this access pattern.
-best=
-for run in 1 2; do
-    log "server-side baseline, run $run of 2 ($sessions session(s))"
-    pids=()
-    t0=$(now)
-    for ((k = 0; k < sessions; k++)); do
-        psql_ -At -f <(baseline_sql "$k") >"$WORK/baseline.$k" &
-        pids+=("$!")
-    done
-    for pid in "${pids[@]}"; do wait "$pid"; done
-    t1=$(now)
-    best=$(python3 -c 'import sys; d = float(sys.argv[2]) - float(sys.argv[1]); b = sys.argv[3]
+# run_baseline N: the baseline split over N concurrent sessions (N = 1: the one statement over the
+# whole tile list that the issue defines); twice, printing the faster wall time: the first run also
+# warms the caches for this access pattern. Each session's counts land in baseline.N.K.
+run_baseline() {
+    local n=$1 best= run k t0 t1 pids
+    for run in 1 2; do
+        log "server-side baseline, run $run of 2 ($n session(s))"
+        pids=()
+        t0=$(now)
+        for ((k = 0; k < n; k++)); do
+            local condition="b.session = $k"
+            ((n > 1)) || condition=true
+            psql_ -At -f <(baseline_sql "$condition") >"$WORK/baseline.$n.$k" &
+            pids+=("$!")
+        done
+        for pid in "${pids[@]}"; do wait "$pid"; done
+        t1=$(now)
+        best=$(python3 -c 'import sys; d = float(sys.argv[2]) - float(sys.argv[1]); b = sys.argv[3]
 print(f"{min(d, float(b)) if b else d:.6f}")' "$t0" "$t1" "$best")
-done
+    done
+    echo "$best"
+}
+best_one=$(run_baseline 1)
+best=$(run_baseline "$sessions")
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 read -r baseline_tiles baseline_bytes < <(
-    awk -F'|' '{ t += $1; b += $2 } END { printf "%.0f %.0f\n", t, b }' "$WORK"/baseline.*)
+    awk -F'|' '{ t += $1; b += $2 } END { printf "%.0f %.0f\n", t, b }' "$WORK"/baseline."$sessions".*)
+read -r one_tiles one_bytes < <(awk -F'|' '{ print $1, $2 }' "$WORK"/baseline.1.0)
+[[ $one_tiles == "$baseline_tiles" && $one_bytes == "$baseline_bytes" ]] \
+    || die "the one-statement baseline rendered other tiles ($one_tiles, $one_bytes bytes) than the split one ($baseline_tiles, $baseline_bytes)"
 
 # The report.
 BENCH_ROWS=$rows BENCH_ZOOM=$zoom BENCH_CONCURRENCY=${concurrency:-"$pool_size (tool default)"} \
 BASE_TILES=$baseline_tiles BASE_BYTES=$baseline_bytes BASE_SECS=$best BASE_SESSIONS=$sessions \
+BASE_ONE_SECS=$best_one \
 SEED_MVT_BYTES=$mvt_bytes LOAD_BEFORE=$load_before LOAD_AFTER=$load_after CORES=$cores \
 python3 - "$WORK/summary.json" "$WORK/time.txt" <<'PY' || failed $?
 import json, os, re, sys
@@ -403,9 +418,14 @@ print(f"  end-to-end seed:   {written} tiles written in {wall:.2f} s = {e2e_rate
       f"  (queried {s['tiles_queried']}, peak RSS {rss_mb:.1f} MB)")
 print(f"                     probed {s['tiles_probed']}; oar-tiles CPU {cpu:.2f} s ="
       f" {cpu / wall:.0%} of one core; tool's own timer {s['seconds']:.2f} s")
-print(f"  PostGIS alone:     {base_tiles} tiles in {base_secs:.2f} s = {base_rate:.0f} tiles/s"
-      f" (server-side, one statement in each of {sessions} concurrent session(s); faster of 2 runs)")
-print(f"  ratio end-to-end / server-side tiles/s: {e2e_rate / base_rate:.2f}   (target >= 0.85)")
+one_secs = float(env["BASE_ONE_SECS"])
+one_rate = base_tiles / one_secs
+print(f"  PostGIS alone:     {base_tiles} tiles in {one_secs:.2f} s = {one_rate:.0f} tiles/s"
+      f" (server-side, one SQL statement over the tile list, as the issue defines it; faster of 2 runs)")
+print(f"  ratio end-to-end / server-side tiles/s: {e2e_rate / one_rate:.2f}   (target >= 0.85)")
+print(f"  stricter:          {base_tiles} tiles in {base_secs:.2f} s = {base_rate:.0f} tiles/s"
+      f" split over {sessions} concurrent sessions (all cores rendering, nothing left for the"
+      f" client); ratio {e2e_rate / base_rate:.2f}")
 print(f"  peak RSS target (< 256 MB at 1,000,000 facilities): {rss_mb:.1f} MB at {rows}")
 same_tiles = base_tiles == written
 seed_mvt = int(env["SEED_MVT_BYTES"])

@@ -148,13 +148,15 @@ fn deepest_cells(layer: &LayerSource, cluster: &ClusterConfig, extent: u32, dirt
             sql::envelope_in_srid(layer, &degrees, &metres)
         )
     } else {
+        // OFFSET 0: projected once per row, not once per aggregate that reads the projection.
         format!(
-            "SELECT {} FROM {} t{filter}",
+            "SELECT {} FROM {} t{filter} OFFSET 0",
             sql::row_columns(layer).join(", "),
             quoted_table(config)
         )
     };
-    let aggregates = sql::cell_aggregates(layer, cluster, "s", cluster.maxzoom, extent);
+    let aggregates =
+        sql::cell_aggregates(layer, cluster, "s", &cluster.maxzoom.to_string(), extent);
     let grouped = format!(
         "SELECT {} FROM ({rows}) s GROUP BY 1, 2",
         aggregates.join(", ")
@@ -211,6 +213,7 @@ pub async fn refresh(
         let Some(cluster) = &layer.config.cluster else {
             continue;
         };
+        let started = std::time::Instant::now();
         refresh_one(pool, schema, layer, cluster, table, extent)
             .await
             .map_err(|message| {
@@ -219,6 +222,11 @@ pub async fn refresh(
                     layer.config.name, table.qualified
                 ))
             })?;
+        tracing::debug!(
+            "layer `{}`: cluster cells up to date in {:.0?}",
+            layer.config.name,
+            started.elapsed()
+        );
     }
     Ok(())
 }

@@ -147,6 +147,12 @@ impl Tally {
                     render_ms_p50: ms(0.50),
                     render_ms_p95: ms(0.95),
                     render_ms_max: ms(1.0),
+                    render_ms_total: tally
+                        .render_micros
+                        .iter()
+                        .map(|&m| u64::from(m))
+                        .sum::<u64>() as f64
+                        / 1000.0,
                 }
             })
             .collect();
@@ -276,6 +282,8 @@ pub struct ZoomSummary {
     pub render_ms_p95: f64,
     /// Longest render time.
     pub render_ms_max: f64,
+    /// Server time spent rendering the zoom's tiles, summed over all connections.
+    pub render_ms_total: f64,
 }
 
 /// Everything a seed of one tileset did.

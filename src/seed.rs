@@ -273,6 +273,7 @@ impl TilesetContext<'_> {
             }
         };
         progress.finish();
+        tracing::debug!("tileset `{name}`: rendering done");
 
         let sink = writer
             .await
@@ -296,6 +297,7 @@ impl TilesetContext<'_> {
                 .await
                 .map_err(|e| Error::output(name, format!("finishing the output failed: {e}")))??;
                 tally.set_stored(stored);
+                tracing::debug!("tileset `{name}`: output finished");
                 complete
             }
             (Err(err), Ok(sink)) => {

@@ -349,6 +349,20 @@ impl TileRange {
             && (self.min_x..=self.max_x).contains(&tile.x())
             && (self.min_y..=self.max_y).contains(&tile.y())
     }
+
+    /// How many tiles the range holds.
+    pub fn count(&self) -> u64 {
+        u64::from(self.max_x - self.min_x + 1) * u64::from(self.max_y - self.min_y + 1)
+    }
+
+    /// The tiles of the range, row by row.
+    pub fn tiles(&self) -> impl Iterator<Item = TileCoord> + '_ {
+        (self.min_y..=self.max_y).flat_map(move |y| {
+            (self.min_x..=self.max_x).map(move |x| {
+                TileCoord::new(self.z, x, y).expect("a range holds tiles of its zoom")
+            })
+        })
+    }
 }
 
 #[cfg(test)]

@@ -228,7 +228,11 @@ fn reseeding_clustered_zooms_gives_exactly_what_a_full_seed_gives() {
             &[&changes_schema],
         )
         .unwrap();
-    assert_eq!(tables.len(), 1, "one cell table for the one clustered layer");
+    assert_eq!(
+        tables.len(),
+        1,
+        "one cell table for the one clustered layer"
+    );
     let table: String = tables[0].get(0);
     let levels: i64 = setup
         .schema

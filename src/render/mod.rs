@@ -219,7 +219,12 @@ impl TilesetRenderer {
                 query.sql
             );
         }
+        // Zooms that render alike share one statement text, and are checked (and planned) once.
+        let mut seen = std::collections::HashSet::new();
         for query in self.render.iter().chain(&self.probe) {
+            if !seen.insert(&query.sql) {
+                continue;
+            }
             client
                 .prepare_typed_cached(&query.sql, &query.types)
                 .await
@@ -229,6 +234,11 @@ impl TilesetRenderer {
                     message: format!("the tile statement is refused: {}", pg_message(&err)),
                 })?;
         }
+        tracing::debug!(
+            "tileset `{}`: {} distinct statements",
+            self.tileset,
+            seen.len()
+        );
         Ok(())
     }
 

@@ -166,10 +166,11 @@ pub fn row_columns(layer: &LayerSource) -> Vec<String> {
     columns
 }
 
-/// The rows of one clustered layer inside the tile's fetch envelope, as a CTE the cells group.
+/// The rows of one clustered layer inside the tile's fetch envelope, as a CTE the cells group;
+/// materialized, so each row is projected once however many aggregates read it.
 fn layer_rows(layer: &LayerSource, cte: &str) -> String {
     format!(
-        "{cte} AS (SELECT {} {})",
+        "{cte} AS MATERIALIZED (SELECT {} {})",
         row_columns(layer).join(", "),
         source_predicate(layer, 0)
     )
@@ -189,7 +190,9 @@ fn feature_order(layer: &LayerSource) -> (&'static str, String) {
 /// is drawn) and, per child envelope, whether any of its rows lies there (`c1`..`c4`).
 ///
 /// Rows stream from the index scan straight into the aggregates: no CTE holds them, and the
-/// envelopes are built once per tile in `env`, not once per row.
+/// envelopes are built once per tile in `env`, not once per row. `OFFSET 0` keeps the planner from
+/// pulling the rows' subquery up, which would copy `ST_Transform` into every use of its result and
+/// run it five times per row.
 fn layer_lateral(
     layer: &LayerSource,
     alias: &str,
@@ -215,7 +218,7 @@ fn layer_lateral(
     format!(
         "CROSS JOIN LATERAL (SELECT ST_AsMVT(r, ${name_param}, {extent}, '__oar_geom'{id_arg} ORDER BY r.{order}) \
          FILTER (WHERE r.{GEOM} IS NOT NULL) AS mvt{} \
-         FROM (SELECT {} {}) s CROSS JOIN LATERAL (SELECT {}) r) {alias}",
+         FROM (SELECT {} {} OFFSET 0) s CROSS JOIN LATERAL (SELECT {}) r) {alias}",
         flags,
         row_columns(layer).join(", "),
         source_predicate(layer, 0),
@@ -232,6 +235,21 @@ pub fn cell_metres(cluster: &ClusterConfig, z: u8, extent: u32) -> f64 {
 
 fn cells_per_row(cluster: &ClusterConfig, z: u8, extent: u32) -> u64 {
     (1u64 << z) * u64::from(extent / cluster.cell)
+}
+
+/// SQL for the cells across the world at the zoom `zoom` (an SQL expression: `$1` in tile
+/// statements, so every clustered zoom shares one statement and one plan).
+fn cells_per_row_sql(cluster: &ClusterConfig, zoom: &str, extent: u32) -> String {
+    format!("({}::bigint << {zoom})", extent / cluster.cell)
+}
+
+/// SQL for [`cell_metres`] at the zoom `zoom`; the same division as in Rust, so the same double.
+fn cell_metres_sql(cluster: &ClusterConfig, zoom: &str, extent: u32) -> String {
+    format!(
+        "({:?} / {}::float8)",
+        2.0 * MERCATOR_HALF_WORLD,
+        cells_per_row_sql(cluster, zoom, extent)
+    )
 }
 
 /// The id column and the other attribute columns a cell carries (shown when it has one member).
@@ -259,16 +277,16 @@ pub fn cell_aggregates(
     layer: &LayerSource,
     cluster: &ClusterConfig,
     rows: &str,
-    z: u8,
+    zoom: &str,
     extent: u32,
 ) -> Vec<String> {
-    let cell = cell_metres(cluster, z, extent);
+    let cell = cell_metres_sql(cluster, zoom, extent);
     let half = MERCATOR_HALF_WORLD;
     let first = |column: &str| format!("(array_agg({rows}.{column}))[1]");
     let centimetres = |axis: &str| format!("sum(round(ST_{axis}({rows}.{MERC}) * 100)::bigint)");
     let mut aggregates = vec![
-        format!("floor((ST_X({rows}.{MERC}) + {half:?}) / {cell:?})::bigint AS cx"),
-        format!("floor(({half:?} - ST_Y({rows}.{MERC})) / {cell:?})::bigint AS cy"),
+        format!("floor((ST_X({rows}.{MERC}) + {half:?}) / {cell})::bigint AS cx"),
+        format!("floor(({half:?} - ST_Y({rows}.{MERC})) / {cell})::bigint AS cy"),
         "count(*) AS n".to_string(),
         format!("{} AS sx", centimetres("X")),
         format!("{} AS sy", centimetres("Y")),
@@ -319,12 +337,11 @@ fn cluster_mvt(
     layer: &LayerSource,
     cluster: &ClusterConfig,
     cells: &str,
-    z: u8,
     name_param: usize,
     (extent, buffer): (u32, u32),
 ) -> String {
-    let per_row = cells_per_row(cluster, z, extent);
-    let cell = cell_metres(cluster, z, extent);
+    let per_row = cells_per_row_sql(cluster, "$1", extent);
+    let cell = cell_metres_sql(cluster, "$1", extent);
     let half = MERCATOR_HALF_WORLD;
     let point = match cluster.position {
         ClusterPosition::Centroid => format!(
@@ -332,8 +349,8 @@ fn cluster_mvt(
              ({cells}.sy / {cells}.n / 100)::float8), 3857)"
         ),
         ClusterPosition::CellCenter => format!(
-            "ST_SetSRID(ST_MakePoint(({cells}.cx + 0.5) * {cell:?} - {half:?}, \
-             {half:?} - ({cells}.cy + 0.5) * {cell:?}), 3857)"
+            "ST_SetSRID(ST_MakePoint(({cells}.cx + 0.5) * {cell} - {half:?}, \
+             {half:?} - ({cells}.cy + 0.5) * {cell}), 3857)"
         ),
     };
     let lon =
@@ -370,7 +387,6 @@ fn cells_from_table(
     table: &str,
     cells: &str,
     cluster: &ClusterConfig,
-    z: u8,
     extent: u32,
     margin_pixels: u32,
 ) -> String {
@@ -384,7 +400,7 @@ fn cells_from_table(
         )
     };
     format!(
-        "{cells} AS (SELECT * FROM {table} k WHERE k.z = {z} AND {} AND {})",
+        "{cells} AS (SELECT * FROM {table} k WHERE k.z = $1 AND {} AND {})",
         range("x"),
         range("y")
     )
@@ -518,7 +534,6 @@ pub fn render_query(
                         table,
                         cells,
                         cluster,
-                        z,
                         extent,
                         margin_pixels,
                     )),
@@ -527,7 +542,7 @@ pub fn render_query(
                         ctes.push(layer_rows(layer, rows));
                         ctes.push(format!(
                             "{cells} AS (SELECT {} FROM {rows} GROUP BY 1, 2)",
-                            cell_aggregates(layer, cluster, rows, z, extent).join(", ")
+                            cell_aggregates(layer, cluster, rows, "$1", extent).join(", ")
                         ));
                     }
                 }
@@ -535,7 +550,6 @@ pub fn render_query(
                     layer,
                     cluster,
                     cells,
-                    z,
                     name_param,
                     (extent, buffer),
                 ));
