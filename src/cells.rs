@@ -40,6 +40,8 @@ pub struct CellTable {
     pub name: String,
     /// Schema-qualified, quoted name.
     pub qualified: String,
+    /// `tileset/layer`: a table built for an earlier config of the same layer is dropped.
+    pub owner: String,
 }
 
 /// The table a layer's cells live in: named after everything that decides their values (source,
@@ -66,9 +68,13 @@ fn table_name(layer: &LayerSource, extent: u32) -> String {
 /// Creates the cell tables of the tileset's clustered layers where missing (empty; [`refresh`]
 /// fills them) and returns, per layer, the table its clustered zooms read. `None` everywhere when
 /// change capture is not installed in `schema` or its schema cannot be written.
+///
+/// A table left by an earlier config of the same tileset and layer is dropped, with its watermark
+/// and its place among the change log's consumers, so it does not hold back pruning forever.
 pub async fn ensure(
     pool: &Pool,
     schema: &str,
+    tileset: &str,
     layers: &[LayerSource],
     extent: u32,
 ) -> Result<Vec<Option<CellTable>>> {
@@ -89,6 +95,7 @@ pub async fn ensure(
         };
         let name = table_name(layer, extent);
         let qualified = format!("{quoted_schema}.{}", quote_ident(&name));
+        let owner = format!("{tileset}/{}", layer.config.name);
         let exists: bool = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
             .await
@@ -97,7 +104,7 @@ pub async fn ensure(
         if !exists {
             let ddl = format!(
                 "CREATE TABLE IF NOT EXISTS {quoted_schema}.cell_state (
-                     cells text PRIMARY KEY, snapshot pg_snapshot NOT NULL,
+                     cells text PRIMARY KEY, owner text NOT NULL, snapshot pg_snapshot NOT NULL,
                      updated_at timestamptz NOT NULL DEFAULT now());
                  CREATE TABLE {qualified} AS SELECT 0::int2 AS z, c.* FROM ({}) c WITH NO DATA;
                  ALTER TABLE {qualified} ADD PRIMARY KEY (z, cx, cy);",
@@ -113,13 +120,61 @@ pub async fn ensure(
                 continue;
             }
         }
+        drop_stale(&client, &quoted_schema, &owner, &name).await?;
         tables[index] = Some(CellTable {
             layer: index,
             name,
             qualified,
+            owner,
         });
     }
     Ok(tables)
+}
+
+/// Drops the cell tables `owner` had under earlier configs, all but `current`.
+async fn drop_stale(
+    client: &deadpool_postgres::Object,
+    quoted_schema: &str,
+    owner: &str,
+    current: &str,
+) -> Result<()> {
+    let stale = client
+        .query(
+            &format!(
+                "SELECT cells FROM {quoted_schema}.cell_state WHERE owner = $1 AND cells <> $2"
+            ),
+            &[&owner, &current],
+        )
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?;
+    for row in stale {
+        let name: String = row.get(0);
+        tracing::info!(
+            "dropping {quoted_schema}.{name}, the cluster cells of an earlier config of {owner}"
+        );
+        let sql = format!(
+            "DROP TABLE IF EXISTS {quoted_schema}.{table};
+             DELETE FROM {quoted_schema}.cell_state WHERE cells = {literal};
+             DELETE FROM {quoted_schema}.consumers WHERE output = {consumer};",
+            table = quote_ident(&name),
+            literal = quote_literal(&name),
+            consumer = quote_literal(&consumer_name(&name)),
+        );
+        if let Err(err) = client.batch_execute(&sql).await {
+            tracing::warn!("cannot drop {quoted_schema}.{name}: {}", pg_message(&err));
+        }
+    }
+    Ok(())
+}
+
+/// How a cell table appears among the change log's consumers.
+fn consumer_name(table: &str) -> String {
+    format!("cluster cells {table}")
+}
+
+/// A string as an SQL literal (table names here are generated: letters, digits, underscores).
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The cells of the deepest clustered zoom from the layer's rows; with `dirty`, only rows inside the
@@ -341,10 +396,12 @@ async fn refresh_one(
     transaction
         .execute(
             &format!(
-                "INSERT INTO {quoted_schema}.cell_state (cells, snapshot) VALUES ($1, $2::text::pg_snapshot)
-                 ON CONFLICT (cells) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"
+                "INSERT INTO {quoted_schema}.cell_state (cells, owner, snapshot)
+                 VALUES ($1, $2, $3::text::pg_snapshot)
+                 ON CONFLICT (cells) DO UPDATE SET owner = EXCLUDED.owner,
+                     snapshot = EXCLUDED.snapshot, updated_at = now()"
             ),
-            &[&table.name, &snapshot],
+            &[&table.name, &table.owner, &snapshot],
         )
         .await
         .map_err(pg)?;
@@ -355,7 +412,7 @@ async fn refresh_one(
                 "INSERT INTO {quoted_schema}.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
                  ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"
             ),
-            &[&format!("cluster cells {}", table.name), &snapshot],
+            &[&consumer_name(&table.name), &snapshot],
         )
         .await
         .map_err(pg)?;

@@ -63,7 +63,14 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
         let cell_tables = if job.dry_run {
             vec![None; layers.len()]
         } else {
-            cells::ensure(&pool, &job.change_schema, &layers, extent).await?
+            cells::ensure(
+                &pool,
+                &job.change_schema,
+                &tileset.tileset.name,
+                &layers,
+                extent,
+            )
+            .await?
         };
         let cell_names: Vec<Option<String>> = cell_tables
             .iter()
@@ -470,7 +477,12 @@ impl TilesetContext<'_> {
         let writes = sender.is_some();
         loop {
             while in_flight.len() < capacity {
-                let limit = batch_limit(queue.len(), capacity);
+                // The top zooms' tiles are the largest: each goes alone, so no statement holds
+                // several of them in memory at once.
+                let limit = match queue.peek() {
+                    Some(Reverse((z, _, _))) if *z <= walk.eager_depth() => 1,
+                    _ => batch_limit(queue.len(), capacity),
+                };
                 let mut batch: Vec<TileCoord> = Vec::new();
                 while batch.len() < limit {
                     let same_zoom = match (queue.peek(), batch.first()) {
@@ -577,8 +589,12 @@ impl TilesetContext<'_> {
                             if rendered.mvt.is_empty() {
                                 return (rendered, None);
                             }
-                            let mvt = std::mem::take(&mut rendered.mvt);
-                            let data = if gzipped { gzip(&mvt, level) } else { mvt };
+                            let mvt = rendered.mvt.take();
+                            let data = if gzipped {
+                                gzip(mvt.as_bytes(), level)
+                            } else {
+                                mvt.as_bytes().to_vec()
+                            };
                             (rendered, Some(data))
                         })
                     })
@@ -587,7 +603,7 @@ impl TilesetContext<'_> {
         let bytes: usize = results
             .iter()
             .filter_map(|r| r.as_ref().ok())
-            .map(|r| r.mvt.len())
+            .map(|r| r.mvt.as_bytes().len())
             .sum();
         if !gzipped || bytes < OFFLOAD_GZIP_BYTES {
             return encode(results);

@@ -248,6 +248,39 @@ fn reseeding_clustered_zooms_gives_exactly_what_a_full_seed_gives() {
     let from_cells = setup.path("from-cells.mbtiles");
     setup.seed(&from_cells, &[]);
     assert!(read_mbtiles_raw(&from_cells) == setup.full("from-rows.mbtiles"));
+    // Another grid makes another table; the old one goes, and no longer holds back pruning.
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        text.replace("cluster_cell = 256", "cluster_cell = 512"),
+    )
+    .unwrap();
+    setup.seed(&setup.path("regridded.mbtiles"), &[]);
+    let tables_now = setup
+        .schema
+        .client()
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'cells\\_%'",
+            &[&changes_schema],
+        )
+        .unwrap();
+    assert_eq!(tables_now.len(), 1);
+    assert_ne!(tables_now[0].get::<_, String>(0), table);
+    let consumers: Vec<String> = setup
+        .schema
+        .client()
+        .query(
+            &format!("SELECT output FROM \"{changes_schema}\".consumers"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        !consumers.iter().any(|c| c.contains(&table)),
+        "{consumers:?}"
+    );
 }
 
 #[test]

@@ -39,11 +39,36 @@ pub struct Rendered {
     /// The tile.
     pub tile: TileCoord,
     /// Uncompressed MVT bytes; empty when the tile holds nothing (or was only probed).
-    pub mvt: Vec<u8>,
+    pub mvt: Mvt,
     /// Whether each child (in [`TileCoord::children`] order) may hold features.
     pub children: [bool; 4],
     /// Server time spent on the tile (for a batch, since the previous tile of it was done).
     pub elapsed: Duration,
+}
+
+/// A tile's MVT bytes where they arrived: in the result row, so a tile of tens of megabytes is not
+/// copied before it is compressed.
+#[derive(Debug)]
+pub struct Mvt(Option<Row>);
+
+/// Column of the MVT bytes in a tile statement's rows.
+const MVT_COLUMN: usize = 2;
+
+impl Mvt {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_ref().map_or(&[], |row| row.get(MVT_COLUMN))
+    }
+
+    /// Whether the tile holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.as_bytes().is_empty()
+    }
+
+    /// Releases the bytes once they are encoded.
+    pub fn take(&mut self) -> Mvt {
+        Mvt(self.0.take())
+    }
 }
 
 /// How far beyond a tile its rows are fetched at zoom `z`, in tile widths: the buffer, or, where a
@@ -320,7 +345,7 @@ impl TilesetRenderer {
                     && !(tiles.len() > 1 && err.code() == Some(&SqlState::QUERY_CANCELED))
             };
             match outcome {
-                Ok(rows) => return self.rows_to_tiles(first.z(), tiles.len(), &rows),
+                Ok(rows) => return self.rows_to_tiles(first.z(), tiles.len(), rows),
                 Err(err) if retry(&err) => {
                     tracing::warn!(
                         "{place}: attempt {attempt} of {attempts} failed, retrying in {delay:?}: {}",
@@ -345,7 +370,7 @@ impl TilesetRenderer {
     }
 
     /// The tiles of a statement's rows, each with the server time since the previous one.
-    fn rows_to_tiles(&self, z: u8, expected: usize, rows: &[Row]) -> Result<Vec<Rendered>> {
+    fn rows_to_tiles(&self, z: u8, expected: usize, rows: Vec<Row>) -> Result<Vec<Rendered>> {
         let mut rendered = Vec::with_capacity(rows.len());
         let mut previous = 0.0;
         for row in rows {
@@ -359,7 +384,7 @@ impl TilesetRenderer {
             let done: f64 = row.get(4);
             rendered.push(Rendered {
                 tile,
-                mvt: row.get(2),
+                mvt: Mvt(Some(row)),
                 children,
                 elapsed: Duration::from_secs_f64((done - previous).max(0.0)),
             });
