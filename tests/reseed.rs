@@ -457,3 +457,53 @@ fn truncating_a_source_reseeds_everything_and_tile_lists_render_just_their_tiles
     assert_eq!(gone.code, 2, "{}", gone.stderr);
     assert!(gone.stderr.contains("changes install"), "{}", gone.stderr);
 }
+
+/// Facilities a hair outside a child tile's buffered envelope, far from Greenwich where the index's
+/// single-precision boxes are a metre wide: whether the walk visits the child must not depend on
+/// whether clusters come from maintained cells or from rows.
+#[test]
+fn cluster_cells_steer_the_walk_like_rows_at_tile_edges() {
+    let Some(mut setup) = Setup::new("celledge", "cluster_maxzoom = 8\ncluster_cell = 256") else {
+        return;
+    };
+    setup.schema.execute("DELETE FROM {schema}.sites");
+    let half = 20_037_508.342_789_244_f64;
+    let radius = 6_378_137.0_f64;
+    // The children of the deepest clustered zoom (8) are the first unclustered tiles, whose
+    // buffer is narrower than a cell: their flags come from the parent's cells.
+    let z = 9u32;
+    let size = 2.0 * half / f64::from(1u32 << z);
+    let margin = 64.0 / 4096.0 * size;
+    let mut points = Vec::new();
+    for (k, lon) in [100.0_f64, -120.0, 150.0, 60.0, -70.0].iter().enumerate() {
+        let column = ((lon.to_radians() * radius + half) / size).floor();
+        let west = -half + column * size - margin;
+        let y = half * (0.1 + 0.1 * k as f64);
+        let lat = (y / radius).sinh().atan().to_degrees();
+        for (i, outside) in [0.05, 0.2, 0.3, 0.45, 0.7, 1.5].iter().enumerate() {
+            let id = k as i64 * 10 + i as i64 + 1;
+            points.push(format!(
+                "({id}, 'edge {id}', ST_SetSRID(ST_MakePoint({:?}, {lat:?}), 4326))",
+                ((west - outside) / radius).to_degrees()
+            ));
+        }
+    }
+    setup.schema.execute(&format!(
+        "INSERT INTO {{schema}}.sites (site_id, label, pt) VALUES {}",
+        points.join(", ")
+    ));
+    let from_cells = setup.path("edges-cells.mbtiles");
+    setup.seed(&from_cells, &[]);
+    let from_cells = read_mbtiles_raw(&from_cells);
+    let from_rows = setup.full("edges-rows.mbtiles");
+    assert!(from_rows.len() > 30, "{} tiles", from_rows.len());
+    let missing: Vec<_> = from_rows
+        .keys()
+        .filter(|k| !from_cells.contains_key(k))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing from the cells' walk: {missing:?}"
+    );
+    assert!(from_cells == from_rows);
+}

@@ -451,13 +451,13 @@ fn children_array<'a>(
                         "EXISTS (SELECT 1 FROM {cte} WHERE {cte}.{MERC} && ST_MakeEnvelope({}, 3857))",
                         envelope_params(child, true)
                     ),
-                    RowsAt::Cells(cells) => {
-                        let [w, s, e, n] = envelope_values(child, true);
-                        format!(
-                            "EXISTS (SELECT 1 FROM {cells} WHERE {cells}.x1 >= {w} AND {cells}.x0 <= {e} \
-                             AND {cells}.y1 >= {s} AND {cells}.y0 <= {n})"
-                        )
-                    }
+                    // `&&` compares single-precision boxes rounded outwards, as the child's own
+                    // index condition does; an exact comparison of the extents would miss rows a
+                    // metre outside the envelope that the child's query still finds.
+                    RowsAt::Cells(cells) => format!(
+                        "EXISTS (SELECT 1 FROM {cells} WHERE ST_MakeEnvelope({cells}.x0, {cells}.y0, \
+                         {cells}.x1, {cells}.y1, 3857) && env.child{child})"
+                    ),
                     RowsAt::Table => exists(layer, child),
                 })
                 .collect();
