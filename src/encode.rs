@@ -23,8 +23,16 @@ thread_local! {
 
 /// Gzip-compresses MVT bytes deterministically at `level` (1 fastest to 9 smallest).
 pub fn gzip(mvt: &[u8], level: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(mvt.len() / 2 + 64);
+    gzip_chunks(std::iter::once(mvt), level)
+}
+
+/// Gzip-compresses MVT bytes that arrive in pieces, as one member, without joining them first.
+/// The same pieces always give the same bytes.
+pub fn gzip_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]> + Clone, level: u32) -> Vec<u8> {
+    let total: usize = chunks.clone().into_iter().map(<[u8]>::len).sum();
+    let mut out = Vec::with_capacity(total / 2 + 64);
     out.extend_from_slice(&GZIP_HEADER);
+    let mut crc = Crc::new();
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.0 != level {
@@ -32,21 +40,32 @@ pub fn gzip(mvt: &[u8], level: u32) -> Vec<u8> {
         }
         let compressor = &mut cell.1;
         compressor.reset();
+        let mut fed = 0usize;
+        for chunk in chunks {
+            crc.update(chunk);
+            let start = compressor.total_in() as usize;
+            while (compressor.total_in() as usize) - start < chunk.len() {
+                let consumed = compressor.total_in() as usize - start;
+                out.reserve((chunk.len() - consumed) / 2 + 1024);
+                compressor
+                    .compress_vec(&chunk[consumed..], &mut out, FlushCompress::None)
+                    .expect("deflating into a growable buffer cannot fail");
+            }
+            fed += chunk.len();
+        }
+        debug_assert_eq!(fed, total);
         loop {
-            let consumed = compressor.total_in() as usize;
-            out.reserve(mvt.len().saturating_sub(consumed) / 2 + 1024);
+            out.reserve(1024);
             let status = compressor
-                .compress_vec(&mvt[consumed..], &mut out, FlushCompress::Finish)
+                .compress_vec(&[], &mut out, FlushCompress::Finish)
                 .expect("deflating into a growable buffer cannot fail");
             if status == Status::StreamEnd {
                 break;
             }
         }
     });
-    let mut crc = Crc::new();
-    crc.update(mvt);
     out.extend_from_slice(&crc.sum().to_le_bytes());
-    out.extend_from_slice(&(mvt.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
     out
 }
 
@@ -72,6 +91,16 @@ mod tests {
             assert_eq!(gunzip(&gzip(b"", level)), b"");
         }
         assert!(gzip(&data, 9).len() <= gzip(&data, 1).len());
+    }
+
+    #[test]
+    fn pieces_compress_like_the_whole() {
+        let data = b"a tile in pieces, ".repeat(5000);
+        let pieces: Vec<&[u8]> = data.chunks(777).collect();
+        let joined = gzip_chunks(pieces.iter().copied(), DEFAULT_LEVEL);
+        assert_eq!(gunzip(&joined), data);
+        assert_eq!(joined, gzip_chunks(pieces.iter().copied(), DEFAULT_LEVEL));
+        assert_eq!(gunzip(&gzip_chunks(std::iter::empty(), 1)), b"");
     }
 
     #[test]

@@ -46,28 +46,38 @@ pub struct Rendered {
     pub elapsed: Duration,
 }
 
-/// A tile's MVT bytes where they arrived: in the result row, so a tile of tens of megabytes is not
-/// copied before it is compressed.
-#[derive(Debug)]
-pub struct Mvt(Option<Row>);
+/// A tile's MVT bytes where they arrived: in the result rows, piece by piece, so a tile of tens of
+/// megabytes is never copied into one buffer before it is compressed.
+#[derive(Debug, Default)]
+pub struct Mvt(Vec<Row>);
 
-/// Column of the MVT bytes in a tile statement's rows.
-const MVT_COLUMN: usize = 2;
+/// Column of the MVT piece in a tile statement's rows.
+const CHUNK_COLUMN: usize = 3;
 
 impl Mvt {
-    /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        self.0.as_ref().map_or(&[], |row| row.get(MVT_COLUMN))
+    /// The pieces, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + Clone {
+        self.0.iter().map(|row| row.get::<_, &[u8]>(CHUNK_COLUMN))
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.chunks().map(<[u8]>::len).sum()
     }
 
     /// Whether the tile holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.as_bytes().is_empty()
+        self.len() == 0
+    }
+
+    /// The bytes in one buffer (for outputs that store tiles uncompressed).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunks().flatten().copied().collect()
     }
 
     /// Releases the bytes once they are encoded.
     pub fn take(&mut self) -> Mvt {
-        Mvt(self.0.take())
+        Mvt(std::mem::take(&mut self.0))
     }
 }
 
@@ -369,22 +379,32 @@ impl TilesetRenderer {
         unreachable!("the loop returns")
     }
 
-    /// The tiles of a statement's rows, each with the server time since the previous one.
+    /// The tiles of a statement's rows (a tile's pieces are consecutive, the first numbered 0),
+    /// each with the server time since the previous tile was done.
     fn rows_to_tiles(&self, z: u8, expected: usize, rows: Vec<Row>) -> Result<Vec<Rendered>> {
-        let mut rendered = Vec::with_capacity(rows.len());
+        let mut rendered: Vec<Rendered> = Vec::with_capacity(expected);
         let mut previous = 0.0;
         for row in rows {
+            let done: f64 = row.get(5);
+            let part: i32 = row.get(2);
+            if part > 0 {
+                if let Some(last) = rendered.last_mut() {
+                    last.elapsed += Duration::from_secs_f64((done - previous).max(0.0));
+                    previous = done;
+                    last.mvt.0.push(row);
+                    continue;
+                }
+            }
             let (x, y): (i32, i32) = (row.get(0), row.get(1));
             let tile = TileCoord::new(z, x as u32, y as u32).map_err(Error::Database)?;
-            let flags: Vec<bool> = row.get(3);
+            let flags: Vec<bool> = row.get(4);
             let mut children = [false; 4];
             for (child, flag) in children.iter_mut().zip(flags) {
                 *child = flag;
             }
-            let done: f64 = row.get(4);
             rendered.push(Rendered {
                 tile,
-                mvt: Mvt(Some(row)),
+                mvt: Mvt(vec![row]),
                 children,
                 elapsed: Duration::from_secs_f64((done - previous).max(0.0)),
             });

@@ -23,6 +23,8 @@ pub struct LayerSource {
     pub properties: Vec<Property>,
     /// Whether a spatial index covers the geometry column (false for views, where it cannot be known).
     pub has_spatial_index: bool,
+    /// The planner's estimate of the table's rows (0 when unknown, as for views).
+    pub estimated_rows: f64,
 }
 
 /// One property column of a layer.
@@ -94,7 +96,8 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
     let table = layer.qualified_table();
     let row = client
         .query_opt(
-            "SELECT c.oid, c.relkind::text, has_table_privilege(c.oid, 'SELECT')
+            "SELECT c.oid, c.relkind::text, has_table_privilege(c.oid, 'SELECT'),
+                    c.reltuples::float8
              FROM pg_class c WHERE c.oid = to_regclass($1)",
             &[&quoted_table(layer)],
         )
@@ -116,6 +119,7 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
     let oid: u32 = row.get(0);
     let relkind: String = row.get(1);
     let can_select: bool = row.get(2);
+    let estimated_rows: f64 = row.get(3);
     if !can_select {
         return Err(source_error(format!(
             "the database user may not SELECT from `{table}`"
@@ -226,5 +230,7 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         integer_id,
         properties,
         has_spatial_index,
+        // Never analysed (-1) or a view (0): unknown, taken as small.
+        estimated_rows: estimated_rows.max(0.0),
     })
 }

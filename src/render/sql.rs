@@ -38,9 +38,14 @@ fn tile_value(n: usize) -> String {
     }
 }
 
+/// Bytes of MVT per row of a statement's result: a large tile arrives in pieces, so the client never
+/// needs one buffer of its whole size (tokio-postgres grows its read buffer by doubling).
+pub const MVT_CHUNK: usize = 1 << 20;
+
 /// Runs the per-tile query once per tile of a batch: `$2`, `$3` and `$4..$43` are arrays with one
-/// element per tile. Each row also carries the server's clock when that tile was done, so render
-/// times are the server's own and do not include waiting in the pipeline.
+/// element per tile. A tile's MVT comes as consecutive rows of [`MVT_CHUNK`] bytes (one row, maybe
+/// empty, for most). Each row also carries the server's clock when it was produced, so render times
+/// are the server's own and do not include waiting in the pipeline.
 fn batched(per_tile: &str) -> String {
     let columns: Vec<String> = (FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM)
         .map(|n| format!("p{n}"))
@@ -49,10 +54,12 @@ fn batched(per_tile: &str) -> String {
         .map(|n| format!("${n}::float8[]"))
         .collect();
     format!(
-        "SELECT b.x, b.y, t.mvt, t.children, \
+        "SELECT b.x, b.y, c.part, c.chunk, t.children, \
          extract(epoch FROM clock_timestamp() - statement_timestamp())::float8 AS done \
          FROM unnest($2::int4[], $3::int4[], {}) AS b(x, y, {}) \
-         CROSS JOIN LATERAL ({per_tile}) t",
+         CROSS JOIN LATERAL ({per_tile} OFFSET 0) t \
+         CROSS JOIN LATERAL (SELECT g AS part, substring(t.mvt FROM g * {MVT_CHUNK} + 1 FOR {MVT_CHUNK}) AS chunk \
+         FROM generate_series(0, greatest(length(t.mvt) - 1, 0) / {MVT_CHUNK}) g) c",
         arrays.join(", "),
         columns.join(", ")
     )
@@ -61,8 +68,8 @@ fn batched(per_tile: &str) -> String {
 /// The SQL and parameter types of one zoom's statement.
 #[derive(Debug, Clone)]
 pub struct TileQuery {
-    /// Statement text; returns per tile a row `(x int4, y int4, mvt bytea, children bool[4],
-    /// done float8)`, `done` being seconds since the statement started.
+    /// Statement text; returns per tile one or more rows `(x int4, y int4, part int4, chunk bytea,
+    /// children bool[4], done float8)`, `done` being seconds since the statement started.
     pub sql: String,
     /// Types of its parameters, in order.
     pub types: Vec<Type>,
@@ -628,6 +635,7 @@ mod tests {
                 cast_to_text: false,
             }],
             has_spatial_index: true,
+            estimated_rows: 0.0,
         }
     }
 
