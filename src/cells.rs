@@ -120,7 +120,31 @@ pub async fn ensure(
                 continue;
             }
         }
-        drop_stale(&client, &quoted_schema, &owner, &name).await?;
+        // Seeding needs only SELECT rights: a role that may not keep the cells up to date renders
+        // clustered tiles from rows instead of reading cells that could be stale.
+        let writable: bool = client
+            .query_one(
+                "SELECT has_table_privilege($1, 'INSERT, DELETE')
+                    AND has_table_privilege($2, 'INSERT, UPDATE')
+                    AND has_table_privilege($3, 'INSERT, UPDATE')",
+                &[
+                    &qualified,
+                    &format!("{quoted_schema}.cell_state"),
+                    &format!("{quoted_schema}.consumers"),
+                ],
+            )
+            .await
+            .map_err(|e| Error::Database(pg_message(&e)))?
+            .get(0);
+        if !writable {
+            tracing::warn!(
+                "layer `{}`: no right to update its cluster cells in {qualified}, so clustered \
+                 tiles aggregate rows (slower)",
+                layer.config.name
+            );
+            continue;
+        }
+        drop_stale(&client, &quoted_schema, &owner, &name).await;
         tables[index] = Some(CellTable {
             layer: index,
             name,
@@ -131,14 +155,15 @@ pub async fn ensure(
     Ok(tables)
 }
 
-/// Drops the cell tables `owner` had under earlier configs, all but `current`.
+/// Drops the cell tables `owner` had under earlier configs, all but `current`; a failure only
+/// warns, as such tables merely hold back pruning.
 async fn drop_stale(
     client: &deadpool_postgres::Object,
     quoted_schema: &str,
     owner: &str,
     current: &str,
-) -> Result<()> {
-    let stale = client
+) {
+    let stale = match client
         .query(
             &format!(
                 "SELECT cells FROM {quoted_schema}.cell_state WHERE owner = $1 AND cells <> $2"
@@ -146,7 +171,16 @@ async fn drop_stale(
             &[&owner, &current],
         )
         .await
-        .map_err(|e| Error::Database(pg_message(&e)))?;
+    {
+        Ok(stale) => stale,
+        Err(err) => {
+            tracing::warn!(
+                "cannot look for cell tables of earlier configs: {}",
+                pg_message(&err)
+            );
+            return;
+        }
+    };
     for row in stale {
         let name: String = row.get(0);
         tracing::info!(
@@ -164,7 +198,6 @@ async fn drop_stale(
             tracing::warn!("cannot drop {quoted_schema}.{name}: {}", pg_message(&err));
         }
     }
-    Ok(())
 }
 
 /// How a cell table appears among the change log's consumers.
