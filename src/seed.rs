@@ -475,30 +475,33 @@ impl TilesetContext<'_> {
         let mut in_flight = FuturesUnordered::new();
         let capacity = self.job.concurrency * PIPELINE_DEPTH;
         let writes = sender.is_some();
-        // The top zooms' tiles are the largest: each goes alone, one per connection, not pipelined.
-        // Where they hold more unclustered features than HUGE_TOP_ROWS (tiles of tens of
-        // megabytes), they go one at a time, so memory holds one of them rather than one per
-        // connection.
+        // Heavy tiles go alone, one per connection, not pipelined: the top zooms' tiles, and where
+        // the layers hold more unclustered features than HUGE_TOP_ROWS, the children of tiles that
+        // came out over BIG_TILE_BYTES. With such layers heavy tiles go one at a time, so memory
+        // holds one tile of tens of megabytes rather than one per connection.
         let top_rows: f64 = self
             .layers
             .iter()
             .filter(|layer| layer.config.cluster_at(0).is_none())
             .map(|layer| layer.estimated_rows)
             .sum();
-        let top_parallel = if top_rows > HUGE_TOP_ROWS {
-            1
-        } else {
-            self.job.concurrency
+        let huge = top_rows > HUGE_TOP_ROWS;
+        let heavy_parallel = if huge { 1 } else { self.job.concurrency };
+        let mut heavy_in_flight = 0;
+        let mut big_parents: std::collections::HashSet<u64> = std::collections::HashSet::new();
+        let is_heavy = |tile: TileCoord, big_parents: &std::collections::HashSet<u64>| {
+            tile.z() <= walk.eager_depth()
+                || tile
+                    .parent()
+                    .is_some_and(|parent| big_parents.contains(&tile_key(parent)))
         };
-        let mut top_in_flight = 0;
         loop {
             while in_flight.len() < capacity {
-                let top =
-                    matches!(queue.peek(), Some(Reverse((z, _, _))) if *z <= walk.eager_depth());
-                if top && top_in_flight >= top_parallel {
+                let heavy = matches!(queue.peek(), Some(Reverse((_, _, tile))) if is_heavy(*tile, &big_parents));
+                if heavy && heavy_in_flight >= heavy_parallel {
                     break;
                 }
-                let limit = if top {
+                let limit = if heavy {
                     1
                 } else {
                     batch_limit(queue.len(), capacity)
@@ -508,7 +511,9 @@ impl TilesetContext<'_> {
                     let same_zoom = match (queue.peek(), batch.first()) {
                         (None, _) => false,
                         (Some(_), None) => true,
-                        (Some(Reverse((z, _, _))), Some(first)) => *z == first.z(),
+                        (Some(Reverse((z, _, tile))), Some(first)) => {
+                            *z == first.z() && !is_heavy(*tile, &big_parents)
+                        }
                     };
                     if !same_zoom {
                         break;
@@ -536,12 +541,11 @@ impl TilesetContext<'_> {
                 } else {
                     walk.mode(first.z())
                 };
-                let top = first.z() <= walk.eager_depth();
-                top_in_flight += usize::from(top);
+                heavy_in_flight += usize::from(heavy);
                 in_flight.push(async move {
                     (
                         mode,
-                        top,
+                        heavy,
                         self.render_encoded(&batch, mode, writes && gzipped, writes)
                             .await,
                     )
@@ -552,14 +556,17 @@ impl TilesetContext<'_> {
                 signal = self.stop.stopped() => return Err(Error::Stopped { signal }),
                 next = in_flight.next() => next,
             };
-            let Some((mode, top, results)) = next else {
+            let Some((mode, heavy, results)) = next else {
                 break;
             };
-            top_in_flight -= usize::from(top);
+            heavy_in_flight -= usize::from(heavy);
             for result in results {
                 let Some((rendered, data)) = self.keep_going(result, tally)? else {
                     continue;
                 };
+                if huge && data.as_ref().is_some_and(|d| d.len() > BIG_TILE_BYTES) {
+                    big_parents.insert(tile_key(rendered.tile));
+                }
                 let stored = match (&sender, data) {
                     (Some(sender), Some(data)) => Some(
                         self.store(sender, rendered.tile, data, tally, Some(rendered.children))
@@ -748,6 +755,10 @@ const OFFLOAD_GZIP_BYTES: usize = 64 * 1024;
 /// at a time: at 1,000,000 facilities the z0 tile alone is 90 MB before compression, and two of
 /// that size at once took the peak RSS from 294 to 446 MB.
 const HUGE_TOP_ROWS: f64 = 300_000.0;
+
+/// Stored bytes above which a tile's children count as heavy where the layers are huge (see
+/// [`HUGE_TOP_ROWS`]).
+const BIG_TILE_BYTES: usize = 4 << 20;
 
 /// Most tiles one statement renders. Batches spread a statement's fixed cost over many small tiles;
 /// beyond a few dozen the gain is gone and a failed batch costs more to retry tile by tile.

@@ -56,6 +56,15 @@ impl TileCoord {
         self.y
     }
 
+    /// The tile of the previous zoom that covers this one; none above zoom 0.
+    pub fn parent(&self) -> Option<TileCoord> {
+        (self.z > 0).then(|| TileCoord {
+            z: self.z - 1,
+            x: self.x / 2,
+            y: self.y / 2,
+        })
+    }
+
     /// The four tiles of the next zoom that this tile splits into; none at [`MAX_ZOOM`].
     pub fn children(&self) -> impl Iterator<Item = TileCoord> {
         let (z, x, y) = (self.z, self.x, self.y);
@@ -391,6 +400,8 @@ mod tests {
         let parent = TileCoord::new(3, 5, 2).unwrap();
         let children: Vec<String> = parent.children().map(|c| c.to_string()).collect();
         assert_eq!(children, ["4/10/4", "4/11/4", "4/10/5", "4/11/5"]);
+        assert!(parent.children().all(|c| c.parent() == Some(parent)));
+        assert_eq!(TileCoord::new(0, 0, 0).unwrap().parent(), None);
         assert_eq!(
             TileCoord::new(MAX_ZOOM, 0, 0).unwrap().children().count(),
             0
