@@ -26,7 +26,7 @@ use crate::error::{pg_message, Error, Result};
 use crate::render::pool::pool_message;
 use crate::render::source::{quote_ident, quoted_table, LayerSource};
 use crate::render::sql;
-use crate::tile::{Envelope, EARTH_RADIUS, MERCATOR_HALF_WORLD};
+use crate::tile::{lonlat_to_mercator, Envelope, MERCATOR_HALF_WORLD};
 
 /// Above this many changed geometries, summing every cell again is cheaper than finding them.
 const FULL_REBUILD_CHANGES: usize = 50_000;
@@ -186,15 +186,27 @@ async fn drop_stale(
         tracing::info!(
             "dropping {quoted_schema}.{name}, the cluster cells of an earlier config of {owner}"
         );
-        let sql = format!(
-            "DROP TABLE IF EXISTS {quoted_schema}.{table};
-             DELETE FROM {quoted_schema}.cell_state WHERE cells = {literal};
-             DELETE FROM {quoted_schema}.consumers WHERE output = {consumer};",
-            table = quote_ident(&name),
-            literal = quote_literal(&name),
-            consumer = quote_literal(&consumer_name(&name)),
-        );
-        if let Err(err) = client.batch_execute(&sql).await {
+        let dropped = async {
+            client
+                .batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {quoted_schema}.{}",
+                    quote_ident(&name)
+                ))
+                .await?;
+            client
+                .execute(
+                    &format!("DELETE FROM {quoted_schema}.cell_state WHERE cells = $1"),
+                    &[&name],
+                )
+                .await?;
+            client
+                .execute(
+                    &format!("DELETE FROM {quoted_schema}.consumers WHERE output = $1"),
+                    &[&consumer_name(&name)],
+                )
+                .await
+        };
+        if let Err(err) = dropped.await {
             tracing::warn!("cannot drop {quoted_schema}.{name}: {}", pg_message(&err));
         }
     }
@@ -203,11 +215,6 @@ async fn drop_stale(
 /// How a cell table appears among the change log's consumers.
 fn consumer_name(table: &str) -> String {
     format!("cluster cells {table}")
-}
-
-/// A string as an SQL literal (table names here are generated: letters, digits, underscores).
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The cells of the deepest clustered zoom from the layer's rows; with `dirty`, only rows inside the
@@ -439,16 +446,14 @@ async fn refresh_one(
         .await
         .map_err(pg)?;
     // As a consumer of the change log, the table keeps the changes it has not applied from pruning.
-    transaction
-        .execute(
-            &format!(
-                "INSERT INTO {quoted_schema}.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
-                 ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"
-            ),
-            &[&consumer_name(&table.name), &snapshot],
-        )
-        .await
-        .map_err(pg)?;
+    changes::record_consumer(
+        &transaction,
+        &quoted_schema,
+        &consumer_name(&table.name),
+        &snapshot,
+    )
+    .await
+    .map_err(pg)?;
     transaction.commit().await.map_err(pg)
 }
 
@@ -460,13 +465,7 @@ fn changed_cells(boxes: &[[f64; 4]], cluster: &ClusterConfig, extent: u32) -> BT
     let half = MERCATOR_HALF_WORLD;
     let mut cells = BTreeSet::new();
     // Not clamped to the Mercator square: rows beyond it still group into cells (rows outside it).
-    let mercator = |lon: f64, lat: f64| {
-        let lat = lat.clamp(-89.9999, 89.9999).to_radians();
-        (
-            EARTH_RADIUS * lon.to_radians(),
-            EARTH_RADIUS * (std::f64::consts::FRAC_PI_4 + lat / 2.0).tan().ln(),
-        )
-    };
+    let mercator = |lon: f64, lat: f64| lonlat_to_mercator(lon, lat, 89.9999);
     for [west, south, east, north] in boxes {
         let (x0, y0) = mercator(*west, *south);
         let (x1, y1) = mercator(*east, *north);

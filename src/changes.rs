@@ -378,6 +378,23 @@ pub async fn changed_boxes(
     Ok((everything, boxes))
 }
 
+/// Records in the consumers table (`quoted_schema` already quoted) that `consumer` has applied
+/// every change `snapshot` saw, so pruning may drop those.
+pub async fn record_consumer(
+    client: &impl deadpool_postgres::GenericClient,
+    quoted_schema: &str,
+    consumer: &str,
+    snapshot: &str,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            &format!("INSERT INTO {quoted_schema}.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
+             ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"),
+            &[&consumer, &snapshot],
+        )
+        .await
+}
+
 /// Records that `output` reflects everything up to `watermark`, then drops the changes every
 /// recorded output has seen. Needs write rights on the `oar_tiles` schema; without them the log is
 /// left as it is, with a warning.
@@ -395,13 +412,7 @@ pub async fn advance_and_prune(
         .get()
         .await
         .map_err(|e| Error::Database(pool_message(&e)))?;
-    let result = client
-        .execute(
-            &format!("INSERT INTO {schema}.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
-             ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"),
-            &[&output, &watermark.snapshot],
-        )
-        .await;
+    let result = record_consumer(&client, &schema, output, &watermark.snapshot).await;
     if let Err(err) = result {
         tracing::warn!("cannot record the watermark of {output} in {schema}.consumers, the change log is not pruned: {}", pg_message(&err));
         return Ok(0);

@@ -8,9 +8,9 @@ use std::cell::RefCell;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
-/// The default gzip level. Measured on the 100k-facility sample at z0-14 (`scripts/bench.sh`):
-/// level 3 stores 4% more than level 6 for 40% less compression time; level 1 (a fixed Huffman
-/// table in zlib-rs) stores 26% more.
+/// The default gzip level. Measured with `/usr/bin/time oar-tiles seed` of the 100k-facility sample
+/// at z0-14, unclustered: 79.7 MiB stored at level 3 against 76.9 MiB at level 6, while the tool's
+/// user CPU time falls from 4.8 s to 3.6 s; level 1 (a fixed Huffman table in zlib-rs) stores 96.8 MiB.
 pub const DEFAULT_LEVEL: u32 = 3;
 
 /// A gzip member header: deflate, no name, no timestamp, unknown OS (so no machine leaves a trace).

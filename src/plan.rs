@@ -14,7 +14,8 @@ use std::collections::BTreeSet;
 use crate::config::LayerConfig;
 use crate::render::Mode;
 use crate::tile::{
-    BBox, TileCoord, TileRange, ZoomRange, EARTH_RADIUS, MAX_MERCATOR_LAT, MERCATOR_HALF_WORLD,
+    lonlat_to_mercator, BBox, TileCoord, TileRange, ZoomRange, MAX_MERCATOR_LAT,
+    MERCATOR_HALF_WORLD,
 };
 
 /// At most this many tiles, from zoom 0 down, are queued at the start of a walk.
@@ -153,10 +154,7 @@ pub fn dirty_tiles(
 
 /// Longitude/latitude in degrees to Web-Mercator metres, latitude clamped to the Mercator square.
 pub fn mercator(lon: f64, lat: f64) -> (f64, f64) {
-    let lat = lat.clamp(-MAX_MERCATOR_LAT, MAX_MERCATOR_LAT).to_radians();
-    let x = EARTH_RADIUS * lon.clamp(-180.0, 180.0).to_radians();
-    let y = EARTH_RADIUS * (std::f64::consts::FRAC_PI_4 + lat / 2.0).tan().ln();
-    (x, y)
+    lonlat_to_mercator(lon.clamp(-180.0, 180.0), lat, MAX_MERCATOR_LAT)
 }
 
 /// A tile's place along a Z-order curve within its zoom: rendering in this order keeps neighbours

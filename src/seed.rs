@@ -9,7 +9,7 @@
 //! 6. Summarize.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Instant;
 
 use futures::stream::FuturesUnordered;
@@ -219,18 +219,19 @@ impl TilesetContext<'_> {
         .await?;
         // The cells are brought up to date after the watermark is taken, so they hold at least
         // every change the output will claim to reflect.
-        let planned = match self.plan(sink.state()).await {
-            Ok(plan) => cells::refresh(
+        let planned = async {
+            let plan = self.plan(sink.state()).await?;
+            cells::refresh(
                 self.pool,
                 &self.job.change_schema,
                 self.layers,
                 self.cell_tables,
                 self.tileset.tileset.extent,
             )
-            .await
-            .map(|()| plan),
-            Err(err) => Err(err),
-        };
+            .await?;
+            Ok::<_, Error>(plan)
+        }
+        .await;
         let (work, mut next_watermark, changes_read) = match planned {
             Ok(plan) => plan,
             Err(err) => {
@@ -488,8 +489,8 @@ impl TilesetContext<'_> {
         let huge = top_rows > HUGE_TOP_ROWS;
         let heavy_parallel = if huge { 1 } else { self.job.concurrency };
         let mut heavy_in_flight = 0;
-        let mut big_parents: std::collections::HashSet<u64> = std::collections::HashSet::new();
-        let is_heavy = |tile: TileCoord, big_parents: &std::collections::HashSet<u64>| {
+        let mut big_parents: HashSet<u64> = HashSet::new();
+        let is_heavy = |tile: TileCoord, big_parents: &HashSet<u64>| {
             tile.z() <= walk.eager_depth()
                 || tile
                     .parent()

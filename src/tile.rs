@@ -162,6 +162,15 @@ impl Envelope {
     }
 }
 
+/// Longitude/latitude in degrees to Web-Mercator metres, latitude clamped to `±max_lat`.
+pub fn lonlat_to_mercator(lon: f64, lat: f64, max_lat: f64) -> (f64, f64) {
+    let lat = lat.clamp(-max_lat, max_lat).to_radians();
+    (
+        EARTH_RADIUS * lon.to_radians(),
+        EARTH_RADIUS * (std::f64::consts::FRAC_PI_4 + lat / 2.0).tan().ln(),
+    )
+}
+
 /// An inclusive range of zoom levels, `min <= max <= MAX_ZOOM`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ZoomRange {

@@ -67,10 +67,30 @@ impl Setup {
     }
 
     fn run(&self, args: &[&str]) -> common::run::Run {
+        self.run_with(&self.config, args)
+    }
+
+    /// `args` (a subcommand first) with `--config config`.
+    fn run_with(&self, config: &Path, args: &[&str]) -> common::run::Run {
         let mut full = vec![args[0]];
-        full.extend_from_slice(&["--config", self.config.to_str().unwrap()]);
+        full.extend_from_slice(&["--config", config.to_str().unwrap()]);
         full.extend_from_slice(&args[1..]);
         oar_tiles(Some(&self.schema.url), &full)
+    }
+
+    /// The cluster cell tables in the change schema.
+    fn cell_tables(&mut self) -> Vec<String> {
+        let schema = self.changes_schema.clone();
+        self.schema
+            .client()
+            .query(
+                "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'cells\\_%'",
+                &[&schema],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -95,11 +115,12 @@ impl Setup {
     fn full(&self, name: &str) -> Tiles {
         let path = self.path(name);
         let _ = std::fs::remove_file(&path);
-        let config = self.from_rows.to_str().unwrap();
-        let args = ["seed", "--config", config, "--zoom", ZOOMS, "--output"];
-        let mut args = args.to_vec();
-        args.push(path.to_str().unwrap());
-        oar_tiles(Some(&self.schema.url), &args).assert_success();
+        let output = path.to_str().unwrap();
+        self.run_with(
+            &self.from_rows,
+            &["seed", "--zoom", ZOOMS, "--output", output],
+        )
+        .assert_success();
         read_mbtiles_raw(&path)
     }
 }
@@ -220,20 +241,13 @@ fn reseeding_clustered_zooms_gives_exactly_what_a_full_seed_gives() {
     assert_reseeds_equal_full_seeds(&mut setup);
     // The reseeds read maintained cluster cells, one row per occupied cell at each zoom 0-6.
     let changes_schema = setup.changes_schema.clone();
-    let tables = setup
-        .schema
-        .client()
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'cells\\_%'",
-            &[&changes_schema],
-        )
-        .unwrap();
+    let tables = setup.cell_tables();
     assert_eq!(
         tables.len(),
         1,
         "one cell table for the one clustered layer"
     );
-    let table: String = tables[0].get(0);
+    let table = tables[0].clone();
     let levels: i64 = setup
         .schema
         .client()
@@ -256,16 +270,9 @@ fn reseeding_clustered_zooms_gives_exactly_what_a_full_seed_gives() {
     )
     .unwrap();
     setup.seed(&setup.path("regridded.mbtiles"), &[]);
-    let tables_now = setup
-        .schema
-        .client()
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'cells\\_%'",
-            &[&changes_schema],
-        )
-        .unwrap();
+    let tables_now = setup.cell_tables();
     assert_eq!(tables_now.len(), 1);
-    assert_ne!(tables_now[0].get::<_, String>(0), table);
+    assert_ne!(tables_now[0], table);
     let consumers: Vec<String> = setup
         .schema
         .client()

@@ -331,10 +331,12 @@ impl TilesetRenderer {
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&z, &xs, &ys];
         params.extend(envelopes.iter().map(|v| v as &(dyn ToSql + Sync)));
         params.extend(query.layer_names.iter().map(|n| n as &(dyn ToSql + Sync)));
-        let place = if tiles.len() == 1 {
-            format!("tile {first}")
-        } else {
-            format!("a batch of {} tiles from {first}", tiles.len())
+        let place = || {
+            if tiles.len() == 1 {
+                format!("tile {first}")
+            } else {
+                format!("a batch of {} tiles from {first}", tiles.len())
+            }
         };
 
         let attempts = connections.max_attempts;
@@ -358,7 +360,8 @@ impl TilesetRenderer {
                 Ok(rows) => return self.rows_to_tiles(first.z(), tiles.len(), rows),
                 Err(err) if retry(&err) => {
                     tracing::warn!(
-                        "{place}: attempt {attempt} of {attempts} failed, retrying in {delay:?}: {}",
+                        "{}: attempt {attempt} of {attempts} failed, retrying in {delay:?}: {}",
+                        place(),
                         pg_message(&err)
                     );
                     if client.is_closed() {
