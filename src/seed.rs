@@ -239,8 +239,15 @@ impl TilesetContext<'_> {
                 return Err(err);
             }
         };
+        let planned = match &work {
+            Work::Pyramid => None,
+            Work::Tiles(tiles) => Some(tiles.len()),
+        };
         let state = next_watermark.as_ref().map(Watermark::to_state);
-        let resume = match sink.begin_journal(state.as_deref()) {
+        let resume = match sink
+            .prepare(planned)
+            .and_then(|()| sink.begin_journal(state.as_deref()))
+        {
             Ok(resume) => resume.unwrap_or_default(),
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;

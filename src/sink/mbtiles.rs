@@ -1,9 +1,13 @@
 //! MBTiles 1.3 output: one SQLite file, tiles in TMS row order, gzip-compressed PBF.
 //!
-//! The file is built under a `.partial` name beside the target (starting from a copy of the existing
-//! file, if any) and renamed into place by [`Sink::finish`], so a reader never sees half a tileset and a
-//! failed job leaves the previous file as it was. Inserts are batched into transactions so the single
-//! writer keeps up with the renderers.
+//! A seed builds the file under a `.partial` name beside the target (starting from a copy of the
+//! existing file, if any) and renames it into place in [`Sink::finish`], so a reader never sees half a
+//! tileset and a failed job leaves the previous file as it was. Inserts are batched into transactions
+//! so the single writer keeps up with the renderers.
+//!
+//! A run that writes a known, small set of tiles into an existing file (a reseed, a tile list) instead
+//! changes the file in place in one SQLite transaction: copying a large file would cost more than the
+//! tiles, and the rollback journal gives the same all-or-nothing outcome.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,6 +23,9 @@ use crate::tile::{BBox, ZoomRange};
 const MBTILES_APPLICATION_ID: i32 = 0x4d50_4258;
 const BATCH_TILES: usize = 2_000;
 const BATCH_AGE: Duration = Duration::from_secs(2);
+/// Most tiles a run writes in place. Past SQLite's page cache a transaction holds readers off until
+/// it commits, so bigger runs build a copy instead.
+const IN_PLACE_TILES: usize = 20_000;
 
 const SCHEMA: &str = "
     CREATE TABLE metadata (name TEXT NOT NULL, value TEXT);
@@ -47,12 +54,23 @@ pub struct MbtilesSink {
     state: Option<String>,
     /// Whether the file keeps a journal, and so survives an interruption to be resumed.
     journaled: bool,
+    /// Whether the target itself is being changed, in one transaction, rather than a `.partial` copy.
+    in_place: bool,
 }
 
 /// Per-connection set-up: WAL for batched writers, and the tiles this run produced (for the sweep).
 const SESSION: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
+    CREATE TEMP TABLE seen (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,
+                            PRIMARY KEY (zoom_level, tile_column, tile_row)) WITHOUT ROWID;
+";
+
+/// Set-up for changing the target in place: the rollback journal it already has, a page cache big
+/// enough that a reseed's changes rarely spill before commit, and patience with readers at commit.
+const IN_PLACE_SESSION: &str = "
+    PRAGMA cache_size = -65536;
+    PRAGMA busy_timeout = 30000;
     CREATE TEMP TABLE seen (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER,
                             PRIMARY KEY (zoom_level, tile_column, tile_row)) WITHOUT ROWID;
 ";
@@ -74,6 +92,8 @@ impl MbtilesSink {
     ///
     /// With `journal` (a fingerprint of the job), the file also keeps a journal of the walk, and a
     /// `.partial` file left by an interrupted run of the same job is picked up instead of started anew.
+    /// Without one, an existing target is opened in place until [`Sink::prepare`] learns the run is
+    /// too big for that.
     pub fn create(target: &Path, changes: ChangeLog, journal: Option<&str>) -> Result<Self> {
         let partial = partial_path(target);
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -91,6 +111,43 @@ impl MbtilesSink {
             return Ok(sink);
         }
         remove_sqlite_files(&partial);
+        if journal.is_none() && target.exists() {
+            return Self::open_in_place(target, partial, changes);
+        }
+        Self::start_partial(target, partial, changes, journal)
+    }
+
+    /// Opens the target itself; nothing is written until the first tile begins the transaction.
+    fn open_in_place(target: &Path, partial: PathBuf, changes: ChangeLog) -> Result<Self> {
+        let fail = |err: rusqlite::Error| Error::output(target, format!("cannot open it: {err}"));
+        let connection = Connection::open(target).map_err(fail)?;
+        connection.execute_batch(IN_PLACE_SESSION).map_err(fail)?;
+        if !is_mbtiles(&connection) {
+            return Err(Error::output(target, NOT_MBTILES));
+        }
+        let state = read_state(&connection);
+        Ok(Self {
+            target: target.to_path_buf(),
+            partial,
+            connection: Some(connection),
+            fresh: false,
+            changes,
+            report: SinkReport::default(),
+            in_batch: 0,
+            batch_started: Instant::now(),
+            state,
+            journaled: false,
+            in_place: true,
+        })
+    }
+
+    /// Starts a `.partial` file: a copy of the target, or a new file.
+    fn start_partial(
+        target: &Path,
+        partial: PathBuf,
+        changes: ChangeLog,
+        journal: Option<&str>,
+    ) -> Result<Self> {
         let fresh = !target.exists();
         if !fresh {
             std::fs::copy(target, &partial).map_err(|e| {
@@ -118,23 +175,10 @@ impl MbtilesSink {
             drop(connection);
             return Err(fail(err));
         }
-        if !fresh {
-            let is_mbtiles = connection
-                .query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE name IN ('tiles', 'metadata')",
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .unwrap_or(0)
-                == 2;
-            if !is_mbtiles {
-                drop(connection);
-                remove_sqlite_files(&partial);
-                return Err(Error::output(
-                    target,
-                    "exists but is not an MBTiles file (no tiles and metadata tables)",
-                ));
-            }
+        if !fresh && !is_mbtiles(&connection) {
+            drop(connection);
+            remove_sqlite_files(&partial);
+            return Err(Error::output(target, NOT_MBTILES));
         }
         if let Some(fingerprint) = journal {
             let created = connection.execute_batch(JOURNAL_SCHEMA).and_then(|()| {
@@ -148,13 +192,7 @@ impl MbtilesSink {
                 return Err(fail(err));
             }
         }
-        let state = connection
-            .query_row(
-                "SELECT value FROM metadata WHERE name = ?1",
-                [STATE_KEY],
-                |r| r.get(0),
-            )
-            .ok();
+        let state = read_state(&connection);
         Ok(Self {
             target: target.to_path_buf(),
             partial,
@@ -166,6 +204,7 @@ impl MbtilesSink {
             batch_started: Instant::now(),
             state,
             journaled: journal.is_some(),
+            in_place: false,
         })
     }
 
@@ -200,13 +239,7 @@ impl MbtilesSink {
              INSERT INTO seen SELECT zoom_level, tile_column, tile_row FROM oar_tiles_journal WHERE written = 1;"
         );
         connection.execute_batch(&setup).ok()?;
-        let state = connection
-            .query_row(
-                "SELECT value FROM metadata WHERE name = ?1",
-                [STATE_KEY],
-                |r| r.get(0),
-            )
-            .ok();
+        let state = read_state(&connection);
         Some(Self {
             target: target.to_path_buf(),
             partial: partial.to_path_buf(),
@@ -218,6 +251,7 @@ impl MbtilesSink {
             batch_started: Instant::now(),
             state,
             journaled: true,
+            in_place: false,
         })
     }
 
@@ -240,6 +274,15 @@ impl MbtilesSink {
             .expect("the connection lives until finish or abort")
     }
 
+    /// Lets go of the file: an uncommitted transaction on the target rolls back; a `.partial` file
+    /// is removed.
+    fn discard(&mut self) {
+        self.connection = None;
+        if !self.in_place {
+            remove_sqlite_files(&self.partial);
+        }
+    }
+
     fn fail(&self, err: impl std::fmt::Display) -> Error {
         Error::output(&self.target, err)
     }
@@ -256,6 +299,9 @@ impl MbtilesSink {
     }
 
     fn end_batch_if_due(&mut self) -> Result<()> {
+        if self.in_place {
+            return Ok(());
+        }
         if self.in_batch >= BATCH_TILES || self.batch_started.elapsed() >= BATCH_AGE {
             self.commit_batch()?;
         }
@@ -424,10 +470,11 @@ impl Sink for MbtilesSink {
         state: Option<&str>,
     ) -> Result<SinkReport> {
         let result = (|| {
+            // The sweep, the metadata and the state commit together with the last tiles.
+            self.begin_batch()?;
             if sweep {
                 self.sweep(metadata)?;
             }
-            self.commit_batch()?;
             if self.journaled {
                 self.connection()
                     .execute_batch("DROP TABLE IF EXISTS oar_tiles_journal; DROP TABLE IF EXISTS oar_tiles_job;")
@@ -442,23 +489,27 @@ impl Sink for MbtilesSink {
                     )
                     .map_err(|e| self.fail(e))?;
             }
-            // Fold the WAL back in so the output is one self-contained file.
-            self.connection()
-                .execute_batch("PRAGMA journal_mode = DELETE; PRAGMA optimize;")
-                .map_err(|e| self.fail(e))?;
+            self.commit_batch()?;
+            if !self.in_place {
+                // Fold the WAL back in so the output is one self-contained file.
+                self.connection()
+                    .execute_batch("PRAGMA journal_mode = DELETE; PRAGMA optimize;")
+                    .map_err(|e| self.fail(e))?;
+            }
             let connection = self.connection.take().expect("finish runs once");
             connection.close().map_err(|(_, e)| self.fail(e))?;
-            std::fs::rename(&self.partial, &self.target).map_err(|e| {
-                self.fail(format!(
-                    "cannot move {} into place: {e}",
-                    self.partial.display()
-                ))
-            })?;
+            if !self.in_place {
+                std::fs::rename(&self.partial, &self.target).map_err(|e| {
+                    self.fail(format!(
+                        "cannot move {} into place: {e}",
+                        self.partial.display()
+                    ))
+                })?;
+            }
             Ok(self.report)
         })();
         if result.is_err() {
-            self.connection = None;
-            remove_sqlite_files(&self.partial);
+            self.discard();
         }
         result
     }
@@ -468,8 +519,17 @@ impl Sink for MbtilesSink {
             self.keep_for_resume();
             return;
         }
+        self.discard();
+    }
+
+    fn prepare(&mut self, planned: Option<usize>) -> Result<()> {
+        if !self.in_place || planned.is_some_and(|tiles| tiles <= IN_PLACE_TILES) {
+            return Ok(());
+        }
         self.connection = None;
-        remove_sqlite_files(&self.partial);
+        let partial = std::mem::take(&mut self.partial);
+        *self = Self::start_partial(&self.target, partial, self.changes.clone(), None)?;
+        Ok(())
     }
 
     fn begin_journal(&mut self, watermark: Option<&str>) -> Result<Option<Resume>> {
@@ -555,11 +615,33 @@ impl Drop for MbtilesSink {
             if self.journaled {
                 self.keep_for_resume();
             } else {
-                self.connection = None;
-                remove_sqlite_files(&self.partial);
+                self.discard();
             }
         }
     }
+}
+
+const NOT_MBTILES: &str = "exists but is not an MBTiles file (no tiles and metadata tables)";
+
+fn is_mbtiles(connection: &Connection) -> bool {
+    connection
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('tiles', 'metadata')",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .is_ok_and(|n| n == 2)
+}
+
+/// The job state the file's metadata recorded when it was last finished.
+fn read_state(connection: &Connection) -> Option<String> {
+    connection
+        .query_row(
+            "SELECT value FROM metadata WHERE name = ?1",
+            [STATE_KEY],
+            |r| r.get(0),
+        )
+        .ok()
 }
 
 /// The name a file is built under before it is moved into place.
@@ -629,6 +711,86 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("out.mbtiles")]);
+    }
+
+    fn tile_count(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM tiles", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_small_run_changes_the_file_in_place_and_readers_see_it_only_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.mbtiles");
+        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"old")
+            .unwrap();
+        sink.finish(&metadata(), true, Some("w1")).unwrap();
+
+        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        assert_eq!(sink.state().as_deref(), Some("w1"));
+        sink.prepare(Some(2)).unwrap();
+        sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"new")
+            .unwrap();
+        sink.delete_tile(TileCoord::new(0, 0, 0).unwrap()).unwrap();
+        assert!(
+            !files_in(dir.path()).iter().any(|f| f.ends_with(".partial")),
+            "{:?}",
+            files_in(dir.path())
+        );
+        assert_eq!(tile_count(&target), 1, "the uncommitted run is invisible");
+        let report = sink.finish(&metadata(), false, Some("w2")).unwrap();
+        assert_eq!((report.changed, report.deleted), (1, 1));
+        assert_eq!(files_in(dir.path()), vec!["out.mbtiles".to_string()]);
+        let connection = Connection::open(&target).unwrap();
+        assert_eq!(read_state(&connection).as_deref(), Some("w2"));
+        let tile: (u32, Vec<u8>) = connection
+            .query_row("SELECT zoom_level, tile_data FROM tiles", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(tile, (1, b"new".to_vec()));
+    }
+
+    #[test]
+    fn an_aborted_in_place_run_rolls_back_and_a_big_one_builds_a_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.mbtiles");
+        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"old")
+            .unwrap();
+        sink.finish(&metadata(), true, Some("w1")).unwrap();
+        let before = std::fs::read(&target).unwrap();
+
+        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        sink.prepare(Some(1)).unwrap();
+        sink.delete_tile(TileCoord::new(0, 0, 0).unwrap()).unwrap();
+        sink.write_tile(TileCoord::new(1, 1, 1).unwrap(), b"new")
+            .unwrap();
+        sink.abort();
+        assert_eq!(std::fs::read(&target).unwrap(), before);
+        assert_eq!(files_in(dir.path()), vec!["out.mbtiles".to_string()]);
+
+        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        sink.prepare(None).unwrap();
+        sink.write_tile(TileCoord::new(1, 1, 1).unwrap(), b"new")
+            .unwrap();
+        assert!(dir.path().join("out.mbtiles.partial").exists());
+        assert_eq!(std::fs::read(&target).unwrap(), before);
+        sink.finish(&metadata(), true, Some("w2")).unwrap();
+        assert_eq!(tile_count(&target), 1, "the sweep removed 0/0/0");
+        assert_eq!(files_in(dir.path()), vec!["out.mbtiles".to_string()]);
     }
 
     #[test]

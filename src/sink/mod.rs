@@ -252,6 +252,12 @@ pub trait Sink: Send {
         Ok(None)
     }
 
+    /// Learns, before the first tile, how many tiles the run may write at most (`None`: a walk of
+    /// the whole pyramid), so a sink can choose how to stage them.
+    fn prepare(&mut self, _planned: Option<usize>) -> Result<()> {
+        Ok(())
+    }
+
     /// Records that a walked tile is finished and which of its children hold rows; durable together
     /// with the tile it wrote, if any.
     fn journal(&mut self, _tile: TileCoord, _children: [bool; 4], _written: bool) -> Result<()> {
