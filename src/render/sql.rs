@@ -367,7 +367,7 @@ fn cluster_mvt(
     };
     let (id, attributes) = cell_attributes(layer);
     let mut columns = vec![
-        format!("ST_AsMVTGeom({point}, ST_TileEnvelope($1, b.x, b.y), {extent}, {buffer}, true) AS {GEOM}"),
+        format!("ST_AsMVTGeom({point}, env.tile, {extent}, {buffer}, true) AS {GEOM}"),
         format!("{cells}.cy * {per_row} + {cells}.cx AS {FEATURE_ID}"),
         format!("{cells}.n AS \"count\""),
         format!("{} AS \"extent_west\"", lon("x0")),
