@@ -50,7 +50,9 @@
 #            --reseed-changes deterministic changes in one transaction
 #            (scripts/bench_reseed_changes.sql), `seed --dirty` (timed), the
 #            same reseed of copies of the output over z0-5 and z6-14 alone
-#            (where the time goes), and a full seed of the changed data that
+#            (where the time goes), a floor (PostGIS alone rendering the
+#            changed tiles above cluster_maxzoom, and zlib compressing every
+#            changed tile: what any reseed must spend), and a full seed of the changed data that
 #            aggregates clusters from rows (not from the maintained cell
 #            tables) to check the reseed against; then uninstalls change
 #            capture and reloads the sample.
@@ -187,13 +189,15 @@ BIN=$ROOT/target/release/oar-tiles
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/oar-tiles-bench.XXXXXX")
 psql_() { (cd / && psql -X -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" "$@"); }
+now() { date +%s.%N; }
 tiles_table=
+floor_table=
 reseed_pending=0 # the reseed sample is modified or change capture is installed
 reseed_config=
 cleanup() {
-    if [[ -n $tiles_table ]]; then
-        psql_ -c "DROP TABLE IF EXISTS $tiles_table" >/dev/null 2>&1 || true
-    fi
+    for table in $tiles_table $floor_table; do
+        psql_ -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1 || true
+    done
     if ((reseed_pending)); then
         log "restoring bench_$reseed_rows after an unfinished reseed section"
         "$BIN" -q changes uninstall --config "$reseed_config" >/dev/null 2>&1 \
@@ -346,7 +350,6 @@ CROSS JOIN LATERAL (
 WHERE $1;
 SQL
 }
-now() { date +%s.%N; }
 # run_baseline N: the baseline split over N concurrent sessions (N = 1: the one statement over the
 # whole tile list that the issue defines); twice, printing the faster wall time: the first run also
 # warms the caches for this access pattern. Each session's counts land in baseline.N.K.
@@ -450,6 +453,71 @@ PY
 
 # --- reseed: seed --dirty after a burst of changes, against a full seed ----------------------
 
+# reseed_floor SCHEMA: what re-rendering the tiles the reseed changed costs with nothing around it.
+# The unclustered ones (above CLUSTER_MAXZOOM) are rendered by the main section's baseline
+# statement, split over as many sessions as the reseed had connections (at most the cores), best
+# of two runs; and zlib's CPU time for compressing every changed tile is measured. Both are lower
+# bounds: a reseed also starts up, reads changes, renders clustered tiles and writes.
+reseed_floor() {
+    local schema=$1 level s best= run k pids tiles mvt_bytes all_tiles all_bytes zlib_secs
+    level=$(sed -n 's/^compression_level *= *\([0-9]*\).*/\1/p' "$reseed_config" | head -1)
+    s=${concurrency:-$pool_size}
+    ((s < cores)) || s=$cores
+    read -r tiles mvt_bytes all_tiles all_bytes zlib_secs < <(
+        python3 "$ROOT/scripts/bench_helpers.py" reseed-floor "$WORK/reseed.mbtiles" \
+            "$WORK/reseed-changed.txt" "$CLUSTER_MAXZOOM" "$extent" "$buffer" "$s" "${level:-3}" \
+            "$WORK/floor.csv")
+    floor_table="$schema.bench_floor_$$"
+    psql_ <<SQL
+CREATE UNLOGGED TABLE $floor_table (z int, x int, y int, w float8, s float8, e float8, n float8, session int);
+\copy $floor_table FROM '$WORK/floor.csv' WITH (FORMAT csv)
+ANALYZE $floor_table;
+SQL
+    # Each session first loads PostGIS and PROJ (a new session's fixed cost, which the reseed pays
+    # too but a floor should not), then times its share server-side; the slowest share is the wall.
+    for run in 1 2; do
+        log "reseed: floor, PostGIS alone on the changed unclustered tiles, run $run of 2"
+        pids=()
+        for ((k = 0; k < s; k++)); do
+            psql_ -At >"$WORK/floor.$k" <<SQL &
+SET jit = off;
+SELECT ST_AsMVT(q, 'warm-up') FROM (SELECT ST_AsMVTGeom(
+    ST_Transform('SRID=4326;POINT(0 0)'::geometry, 3857), ST_TileEnvelope(0, 0, 0)) AS geom) q \\g /dev/null
+SELECT extract(epoch FROM clock_timestamp() - statement_timestamp()), count(*), sum(length(m.mvt))
+FROM $floor_table b
+CROSS JOIN LATERAL (
+    SELECT ST_AsMVT(q, '$layer', $extent, 'geom', 'id' ORDER BY q.id) AS mvt
+    FROM (SELECT ST_AsMVTGeom(ST_Transform(t.location, 3857), ST_TileEnvelope(b.z, b.x, b.y),
+                              $extent, $buffer, true) AS geom,
+                 t.id, t.os_id, t.name, t.address, t.country_code::text AS country_code,
+                 t.contributors
+          FROM $schema.facilities t
+          WHERE t.location && ST_MakeEnvelope(b.w, b.s, b.e, b.n, 4326)) q
+) m
+WHERE b.session = $k;
+SQL
+            pids+=("$!")
+        done
+        for pid in "${pids[@]}"; do wait "$pid"; done
+        best=$(cat "$WORK"/floor.[0-9]* | python3 -c 'import sys
+d = max(float(line.split("|")[0]) for line in sys.stdin if line.strip()); b = sys.argv[1]
+print(f"{min(d, float(b)) if b else d:.6f}")' "$best")
+    done
+    psql_ -c "DROP TABLE $floor_table"
+    floor_table=
+    cat >"$WORK/reseed-floor.txt" <<INFO
+tiles=$tiles
+mvt_bytes=$mvt_bytes
+all_tiles=$all_tiles
+all_mvt_bytes=$all_bytes
+zlib_seconds=$zlib_secs
+level=${level:-3}
+sessions=$s
+cluster_maxzoom=$CLUSTER_MAXZOOM
+postgis_seconds=$best
+INFO
+}
+
 section_reseed() {
     local n=$reseed_rows schema=bench_$reseed_rows applied logged load_before
     ensure_sample "$n"
@@ -484,6 +552,7 @@ section_reseed() {
         timed_seed "reseed-z$band" --config "$reseed_config" --zoom "$band" --dirty \
             --output "$WORK/reseed-z$band.mbtiles"
     done
+    reseed_floor "$schema"
     # The check aggregates clusters from rows: its config names a change schema that does not
     # exist, so it shares nothing with the reseed's maintained cluster cells.
     log "reseed: full seed of the changed data from rows, to check the reseed against"

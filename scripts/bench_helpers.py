@@ -8,9 +8,16 @@
       Prints "only_a only_b different same": tiles by z/x/y and stored bytes.
   bench_helpers.py reseed-report DIR
       The reseed section's report, from the files bench.sh leaves in DIR.
+  bench_helpers.py reseed-floor OUTPUT.mbtiles CHANGED_LIST CLUSTER_MAXZOOM EXTENT BUFFER SESSIONS LEVEL CSV
+      For the reseed's floor: writes CSV with the changed tiles the reseed stored above
+      CLUSTER_MAXZOOM (z, x, y, buffered envelope in degrees, session), and prints
+      "tiles mvt_bytes all_tiles all_mvt_bytes zlib_seconds": those tiles and their MVT bytes, all
+      changed tiles it stored and theirs, and the CPU seconds zlib takes to compress the latter at
+      LEVEL here, in one thread.
   bench_helpers.py cluster-report DIR ROWS ZOOMS BUDGET CLUSTER_DESC
       The clustering section's report, from the files bench.sh leaves in DIR.
 """
+import heapq
 import json
 import math
 import os
@@ -18,6 +25,8 @@ import re
 import sqlite3
 import statistics
 import sys
+import time
+import zlib
 import tomllib
 
 DEFAULT_SIZE_BUDGET = 500 * 1024  # src/config.rs
@@ -209,6 +218,19 @@ def cmd_reseed_report(args):
           f" oar-tiles CPU {dirty_cpu:.2f} s, peak RSS {dirty_rss:.1f} MB)")
     print(f"  reseed / full seed wall time: {dirty_wall:.2f} / {full_wall:.2f} s ="
           f" {dirty_wall / full_wall:.2%}   (target < 2%)")
+    floor = dict(line.strip().split("=", 1) for line in open(f"{d}/reseed-floor.txt") if "=" in line)
+    floor_secs, zlib_secs = float(floor["postgis_seconds"]), float(floor["zlib_seconds"])
+    sessions = int(floor["sessions"])
+    print(f"  floor, what re-rendering the changed tiles costs with nothing else (no start-up, cells,"
+          f" planning, writes):")
+    print(f"                 PostGIS alone renders the {floor['tiles']} changed tiles above zoom"
+          f" {floor['cluster_maxzoom']} ({int(floor['mvt_bytes']) / 2**20:.2f} MiB of MVT) in"
+          f" {floor_secs:.3f} s over {sessions} session(s) = {floor_secs / full_wall:.2%} of the full seed")
+    print(f"                 zlib level {floor['level']} of all {floor['all_tiles']} changed tiles"
+          f" ({int(floor['all_mvt_bytes']) / 2**20:.2f} MiB of MVT): {zlib_secs:.3f} s CPU in one thread"
+          f" = {zlib_secs / sessions / full_wall:.2%} of the full seed spread over {sessions} core(s)")
+    print(f"                 together at least {(floor_secs + zlib_secs / sessions) / full_wall:.2%}"
+          f" of the full seed, before any clustered tile")
     print(f"  full seed of the changed data, clusters from rows (check): {fresh['tiles_written']} tiles in {fresh_wall:.2f} s"
           f" wall; against the faster full seed the ratio is {dirty_wall / best_full:.2%}")
     bands = []
@@ -233,6 +255,52 @@ def cmd_reseed_report(args):
     slow = ", ".join(f"{t['tile']} {t['ms']:.0f} ms" for t in dirty["slowest_tiles"][:5])
     print(f"  slowest re-rendered tiles: {slow or '-'}")
     sys.exit(0 if verdict.startswith("IDENTICAL") else 3)
+
+
+def cmd_reseed_floor(args):
+    mbtiles, changed_list = args[:2]
+    maxzoom, extent, buffer, sessions, level = map(int, args[2:7])
+    out = args[7]
+    half, radius = 20_037_508.342_789_244, 6_378_137.0
+    margin = buffer / extent
+    listed = set()
+    for line in open(changed_list):
+        if line.strip():
+            listed.add(tuple(map(int, line.strip().split("/"))))
+    rows, raw = [], []
+    with sqlite3.connect(mbtiles) as db:
+        for z, col, row, data in db.execute(
+                "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"):
+            y = (1 << z) - 1 - row  # MBTiles rows count from the south (TMS)
+            if (z, col, y) not in listed:
+                continue
+            mvt = zlib.decompress(data, 31) if data[:2] == b"\x1f\x8b" else data
+            raw.append(mvt)
+            if z > maxzoom:
+                # The buffered envelope the tool binds, as in bench.sh's main section.
+                size = 2 * half / (1 << z)
+                west, north = -half + col * size, half - y * size
+                e = [west - margin * size, north - size - margin * size,
+                     west + size + margin * size, north + margin * size]
+                dx, dy = (e[2] - e[0]) * 1e-9, (e[3] - e[1]) * 1e-9
+                env = [math.degrees((e[0] - dx) / radius),
+                       math.degrees(math.atan(math.sinh((e[1] - dy) / radius))),
+                       math.degrees((e[2] + dx) / radius),
+                       math.degrees(math.atan(math.sinh((e[3] + dy) / radius)))]
+                rows.append((len(mvt), z, col, y, env))
+    load = [(0, k) for k in range(sessions)]
+    with open(out, "w") as f:
+        for n, z, col, y, env in sorted(rows, key=lambda r: -r[0]):
+            total, k = heapq.heappop(load)
+            heapq.heappush(load, (total + n + 512, k))
+            f.write(",".join([str(z), str(col), str(y), *map(repr, env), str(k)]) + "\n")
+    started = time.process_time()
+    for mvt in raw:
+        compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
+        compressor.compress(mvt)
+        compressor.flush()
+    zlib_seconds = time.process_time() - started
+    print(len(rows), sum(r[0] for r in rows), len(raw), sum(map(len, raw)), f"{zlib_seconds:.4f}")
 
 
 # --- clustering ---------------------------------------------------------------------------------
@@ -300,6 +368,7 @@ COMMANDS = {
     "config": cmd_config,
     "compare": cmd_compare,
     "reseed-report": cmd_reseed_report,
+    "reseed-floor": cmd_reseed_floor,
     "cluster-report": cmd_cluster_report,
 }
 
