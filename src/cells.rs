@@ -58,7 +58,9 @@ fn table_name(layer: &LayerSource, extent: u32) -> String {
             &config.attributes,
             &config.filter,
             config.cluster.as_ref().map(|c| (c.maxzoom, c.cell)),
-            extent
+            extent,
+            // The table's own layout: a new one gets a table of its own.
+            sql::cell_display_columns("c"),
         )
     );
     let digest = Md5::digest(key.as_bytes());
@@ -106,8 +108,9 @@ pub async fn ensure(
                 "CREATE TABLE IF NOT EXISTS {quoted_schema}.cell_state (
                      cells text PRIMARY KEY, owner text NOT NULL, snapshot pg_snapshot NOT NULL,
                      updated_at timestamptz NOT NULL DEFAULT now());
-                 CREATE TABLE {qualified} AS SELECT 0::int2 AS z, c.* FROM ({}) c WITH NO DATA;
+                 CREATE TABLE {qualified} AS SELECT 0::int2 AS z, c.*, {} FROM ({}) c WITH NO DATA;
                  ALTER TABLE {qualified} ADD PRIMARY KEY (z, cx, cy);",
+                sql::cell_display_columns("c"),
                 deepest_cells(layer, cluster, extent, false)
             );
             if let Err(err) = client.batch_execute(&ddl).await {
@@ -280,7 +283,9 @@ fn coarser_cells(layer: &LayerSource, table: &str, z: u8, dirty: bool) -> String
         format!("{table} f WHERE f.z = {finer}")
     };
     format!(
-        "INSERT INTO {table} SELECT {z}::int2 AS z, {} FROM {from} GROUP BY 2, 3",
+        "INSERT INTO {table} SELECT r.*, {} FROM \
+         (SELECT {z}::int2 AS z, {} FROM {from} GROUP BY 2, 3) r",
+        sql::cell_display_columns("r"),
         sql::cell_rollup(layer, "f").join(", ")
     )
 }
@@ -380,8 +385,9 @@ async fn refresh_one(
             transaction
                 .batch_execute(&format!(
                     "DELETE FROM {qualified};
-                     INSERT INTO {qualified} SELECT {}::int2 AS z, c.* FROM ({}) c;",
+                     INSERT INTO {qualified} SELECT {}::int2 AS z, c.*, {} FROM ({}) c;",
                     cluster.maxzoom,
+                    sql::cell_display_columns("c"),
                     deepest_cells(layer, cluster, extent, false)
                 ))
                 .await
@@ -410,8 +416,9 @@ async fn refresh_one(
                 .await
                 .map_err(pg)?;
             let insert = format!(
-                "INSERT INTO {qualified} SELECT {}::int2 AS z, c.* FROM ({}) c",
+                "INSERT INTO {qualified} SELECT {}::int2 AS z, c.*, {} FROM ({}) c",
                 cluster.maxzoom,
+                sql::cell_display_columns("c"),
                 deepest_cells(layer, cluster, extent, true)
             );
             let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
