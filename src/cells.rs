@@ -108,8 +108,8 @@ pub async fn ensure(
                 "CREATE TABLE IF NOT EXISTS {quoted_schema}.cell_state (
                      cells text PRIMARY KEY, owner text NOT NULL, snapshot pg_snapshot NOT NULL,
                      updated_at timestamptz NOT NULL DEFAULT now());
-                 CREATE TABLE {qualified} AS SELECT 0::int2 AS z, c.*, {} FROM ({}) c WITH NO DATA;
-                 ALTER TABLE {qualified} ADD PRIMARY KEY (z, cx, cy);",
+                 CREATE TABLE {qualified} AS SELECT 0::int2 AS __oar_z, c.*, {} FROM ({}) c WITH NO DATA;
+                 ALTER TABLE {qualified} ADD PRIMARY KEY (__oar_z, __oar_cx, __oar_cy);",
                 sql::cell_display_columns("c"),
                 deepest_cells(layer, cluster, extent, false)
             );
@@ -262,7 +262,7 @@ fn deepest_cells(layer: &LayerSource, cluster: &ClusterConfig, extent: u32, dirt
     if dirty {
         // Rows near a dirty cell's edge also group into its neighbours, which stay as they are.
         format!(
-            "SELECT * FROM ({grouped}) g WHERE (g.cx, g.cy) IN \
+            "SELECT * FROM ({grouped}) g WHERE (g.__oar_cx, g.__oar_cy) IN \
              (SELECT * FROM unnest($9::int8[], $10::int8[]))"
         )
     } else {
@@ -276,15 +276,15 @@ fn coarser_cells(layer: &LayerSource, table: &str, z: u8, dirty: bool) -> String
     let finer = z + 1;
     let from = if dirty {
         format!(
-            "unnest($1::int8[], $2::int8[]) AS p(x, y) JOIN {table} f ON f.z = {finer} \
-             AND f.cx BETWEEN p.x * 2 AND p.x * 2 + 1 AND f.cy BETWEEN p.y * 2 AND p.y * 2 + 1"
+            "unnest($1::int8[], $2::int8[]) AS p(x, y) JOIN {table} f ON f.__oar_z = {finer} \
+             AND f.__oar_cx BETWEEN p.x * 2 AND p.x * 2 + 1 AND f.__oar_cy BETWEEN p.y * 2 AND p.y * 2 + 1"
         )
     } else {
-        format!("{table} f WHERE f.z = {finer}")
+        format!("{table} f WHERE f.__oar_z = {finer}")
     };
     format!(
         "INSERT INTO {table} SELECT r.*, {} FROM \
-         (SELECT {z}::int2 AS z, {} FROM {from} GROUP BY 2, 3) r",
+         (SELECT {z}::int2 AS __oar_z, {} FROM {from} GROUP BY 2, 3) r",
         sql::cell_display_columns("r"),
         sql::cell_rollup(layer, "f").join(", ")
     )
@@ -294,7 +294,7 @@ fn coarser_cells(layer: &LayerSource, table: &str, z: u8, dirty: bool) -> String
 fn delete_cells(table: &str, z: u8) -> String {
     format!(
         "DELETE FROM {table} k USING unnest($1::int8[], $2::int8[]) AS d(x, y) \
-         WHERE k.z = {z} AND k.cx = d.x AND k.cy = d.y"
+         WHERE k.__oar_z = {z} AND k.__oar_cx = d.x AND k.__oar_cy = d.y"
     )
 }
 
@@ -385,7 +385,7 @@ async fn refresh_one(
             transaction
                 .batch_execute(&format!(
                     "DELETE FROM {qualified};
-                     INSERT INTO {qualified} SELECT {}::int2 AS z, c.*, {} FROM ({}) c;",
+                     INSERT INTO {qualified} SELECT {}::int2 AS __oar_z, c.*, {} FROM ({}) c;",
                     cluster.maxzoom,
                     sql::cell_display_columns("c"),
                     deepest_cells(layer, cluster, extent, false)
@@ -416,7 +416,7 @@ async fn refresh_one(
                 .await
                 .map_err(pg)?;
             let insert = format!(
-                "INSERT INTO {qualified} SELECT {}::int2 AS z, c.*, {} FROM ({}) c",
+                "INSERT INTO {qualified} SELECT {}::int2 AS __oar_z, c.*, {} FROM ({}) c",
                 cluster.maxzoom,
                 sql::cell_display_columns("c"),
                 deepest_cells(layer, cluster, extent, true)

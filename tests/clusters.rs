@@ -342,3 +342,88 @@ filter = "score >= 10"
         .collect();
     assert_eq!(high_ids, expected);
 }
+
+#[test]
+fn attributes_named_like_the_cell_sums_cluster_from_rows_and_from_cell_tables_alike() {
+    let Some(mut schema) = TestSchema::create("cellnames") else {
+        return;
+    };
+    let points = facilities();
+    schema.point_table("sites", &points);
+    // Names the cluster statements and cell tables once used for their own columns.
+    schema.execute(
+        "ALTER TABLE {schema}.sites RENAME label TO n;
+         ALTER TABLE {schema}.sites RENAME kind TO cx;
+         ALTER TABLE {schema}.sites RENAME score TO z;
+         ALTER TABLE {schema}.sites ADD COLUMN sx text DEFAULT 'sx';",
+    );
+    let changes_schema = schema.companion("cdc");
+    let dir = tempfile::tempdir().unwrap();
+    let layer = format!(
+        "cluster_maxzoom = 6\ncluster_cell = 512\nattributes = [\"n\", \"cx\", \"z\", \"sx\"]"
+    );
+    let text = single_layer_config(&schema.name, "sites", "", "").replace(
+        "attributes = [\"label\", \"kind\", \"score\", \"seen_at\"]",
+        &layer,
+    );
+    let from_rows = dir.path().join("rows.toml");
+    std::fs::write(&from_rows, &text).unwrap();
+    let with_cells = dir.path().join("cells.toml");
+    std::fs::write(
+        &with_cells,
+        format!("[changes]\nschema = \"{changes_schema}\"\n{text}"),
+    )
+    .unwrap();
+    let seed = |config: &std::path::Path, output: &str| {
+        let output = dir.path().join(output);
+        let args = [
+            "seed",
+            "--config",
+            config.to_str().unwrap(),
+            "--zoom",
+            "0-8",
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        let run = oar_tiles(Some(&schema.url), &args);
+        run.assert_success();
+        (output, run)
+    };
+    let (rows_output, _) = seed(&from_rows, "rows.mbtiles");
+    let install = [
+        "changes",
+        "install",
+        "--config",
+        with_cells.to_str().unwrap(),
+    ];
+    oar_tiles(Some(&schema.url), &install).assert_success();
+    let (cells_output, run) = seed(&with_cells, "cells.mbtiles");
+    assert!(
+        !run.stderr.contains("aggregate rows"),
+        "the cell table was not used: {}",
+        run.stderr
+    );
+    assert_eq!(
+        read_mbtiles_raw(&rows_output),
+        read_mbtiles_raw(&cells_output)
+    );
+
+    let by_id: BTreeMap<i64, &Point> = points.iter().map(|p| (p.id, p)).collect();
+    let tiles = read_mbtiles(&cells_output);
+    let mut singles = 0;
+    for layers in tiles.values() {
+        for feature in &layers[0].features {
+            let count = feature.props.get("count").map(number);
+            if count == Some(1.0) && feature.props.contains_key("site_id") {
+                let id = number(&feature.props["site_id"]) as i64;
+                assert_eq!(
+                    feature.props["n"],
+                    PropValue::String(by_id[&id].label.clone())
+                );
+                assert_eq!(feature.props["sx"], PropValue::String("sx".into()));
+                singles += 1;
+            }
+        }
+    }
+    assert!(singles > 0, "no cluster of one facility to check");
+}

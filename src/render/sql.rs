@@ -274,7 +274,8 @@ fn cell_attributes(layer: &LayerSource) -> (String, Vec<String>) {
 /// The columns of the cells of zoom `z` aggregated from rows `rows` (as [`row_columns`] names
 /// them), for `GROUP BY 1, 2`: `cx, cy` (cell indices from the west and the north), `n` members,
 /// `sx, sy` the sums of their coordinates in whole centimetres, `x0, y0, x1, y1` their extent in
-/// metres, then the id and the attributes of one member.
+/// metres, then the id and the attributes of one member. These own columns carry the `__oar_`
+/// prefix (`__oar_cx`, ...), so source columns of any name can sit beside them.
 ///
 /// Attributes are only shown for cells of one member, where any aggregate picks that member, so no
 /// aggregate needs an ORDER BY (which would sort all rows beneath a low-zoom tile once per column).
@@ -292,13 +293,13 @@ pub fn cell_aggregates(
     let first = |column: &str| format!("(array_agg({rows}.{column}))[1]");
     let centimetres = |axis: &str| format!("sum(round(ST_{axis}({rows}.{MERC}) * 100)::bigint)");
     let mut aggregates = vec![
-        format!("floor((ST_X({rows}.{MERC}) + {half:?}) / {cell})::bigint AS cx"),
-        format!("floor(({half:?} - ST_Y({rows}.{MERC})) / {cell})::bigint AS cy"),
-        "count(*) AS n".to_string(),
-        format!("{} AS sx", centimetres("X")),
-        format!("{} AS sy", centimetres("Y")),
-        format!("min(ST_X({rows}.{MERC})) AS x0, min(ST_Y({rows}.{MERC})) AS y0"),
-        format!("max(ST_X({rows}.{MERC})) AS x1, max(ST_Y({rows}.{MERC})) AS y1"),
+        format!("floor((ST_X({rows}.{MERC}) + {half:?}) / {cell})::bigint AS __oar_cx"),
+        format!("floor(({half:?} - ST_Y({rows}.{MERC})) / {cell})::bigint AS __oar_cy"),
+        "count(*) AS __oar_n".to_string(),
+        format!("{} AS __oar_sx", centimetres("X")),
+        format!("{} AS __oar_sy", centimetres("Y")),
+        format!("min(ST_X({rows}.{MERC})) AS __oar_x0, min(ST_Y({rows}.{MERC})) AS __oar_y0"),
+        format!("max(ST_X({rows}.{MERC})) AS __oar_x1, max(ST_Y({rows}.{MERC})) AS __oar_y1"),
     ];
     let (id, attributes) = cell_attributes(layer);
     let id_source = if layer.integer_id {
@@ -317,18 +318,18 @@ pub fn cell_aggregates(
 /// next deeper zoom in `finer`, for `GROUP BY 1, 2`.
 pub fn cell_rollup(layer: &LayerSource, finer: &str) -> Vec<String> {
     let mut columns = vec![
-        format!("{finer}.cx >> 1 AS cx"),
-        format!("{finer}.cy >> 1 AS cy"),
-        format!("sum({finer}.n)::bigint AS n"),
-        format!("sum({finer}.sx) AS sx"),
-        format!("sum({finer}.sy) AS sy"),
-        format!("min({finer}.x0) AS x0, min({finer}.y0) AS y0"),
-        format!("max({finer}.x1) AS x1, max({finer}.y1) AS y1"),
+        format!("{finer}.__oar_cx >> 1 AS __oar_cx"),
+        format!("{finer}.__oar_cy >> 1 AS __oar_cy"),
+        format!("sum({finer}.__oar_n)::bigint AS __oar_n"),
+        format!("sum({finer}.__oar_sx) AS __oar_sx"),
+        format!("sum({finer}.__oar_sy) AS __oar_sy"),
+        format!("min({finer}.__oar_x0) AS __oar_x0, min({finer}.__oar_y0) AS __oar_y0"),
+        format!("max({finer}.__oar_x1) AS __oar_x1, max({finer}.__oar_y1) AS __oar_y1"),
     ];
     let (id, attributes) = cell_attributes(layer);
     for column in std::iter::once(&id).chain(&attributes) {
         columns.push(format!(
-            "(array_agg({finer}.{column}) FILTER (WHERE {finer}.n = 1))[1] AS {column}"
+            "(array_agg({finer}.{column}) FILTER (WHERE {finer}.__oar_n = 1))[1] AS {column}"
         ));
     }
     columns
@@ -346,17 +347,17 @@ fn cell_display(cells: &str) -> [(String, &'static str); 6] {
     };
     [
         (
-            format!("({cells}.sx / {cells}.n / 100)::float8"),
+            format!("({cells}.__oar_sx / {cells}.__oar_n / 100)::float8"),
             "\"__oar_px\"",
         ),
         (
-            format!("({cells}.sy / {cells}.n / 100)::float8"),
+            format!("({cells}.__oar_sy / {cells}.__oar_n / 100)::float8"),
             "\"__oar_py\"",
         ),
-        (lon("x0"), "\"__oar_west\""),
-        (lat("y0"), "\"__oar_south\""),
-        (lon("x1"), "\"__oar_east\""),
-        (lat("y1"), "\"__oar_north\""),
+        (lon("__oar_x0"), "\"__oar_west\""),
+        (lat("__oar_y0"), "\"__oar_south\""),
+        (lon("__oar_x1"), "\"__oar_east\""),
+        (lat("__oar_y1"), "\"__oar_north\""),
     ]
 }
 
@@ -395,24 +396,24 @@ fn cluster_mvt(
     let point = match cluster.position {
         ClusterPosition::Centroid => format!("ST_SetSRID(ST_MakePoint({px}, {py}), 3857)"),
         ClusterPosition::CellCenter => format!(
-            "ST_SetSRID(ST_MakePoint(({cells}.cx + 0.5) * {cell} - {half:?}, \
-             {half:?} - ({cells}.cy + 0.5) * {cell}), 3857)"
+            "ST_SetSRID(ST_MakePoint(({cells}.__oar_cx + 0.5) * {cell} - {half:?}, \
+             {half:?} - ({cells}.__oar_cy + 0.5) * {cell}), 3857)"
         ),
     };
     let (id, attributes) = cell_attributes(layer);
     let mut columns = vec![
         format!("ST_AsMVTGeom({point}, env.tile, {extent}, {buffer}, true) AS {GEOM}"),
-        format!("{cells}.cy * {per_row} + {cells}.cx AS {FEATURE_ID}"),
-        format!("{cells}.n AS \"count\""),
+        format!("{cells}.__oar_cy * {per_row} + {cells}.__oar_cx AS {FEATURE_ID}"),
+        format!("{cells}.__oar_n AS \"count\""),
         format!("{west} AS \"extent_west\""),
         format!("{south} AS \"extent_south\""),
         format!("{east} AS \"extent_east\""),
         format!("{north} AS \"extent_north\""),
-        format!("CASE WHEN {cells}.n = 1 THEN {cells}.{id} END AS {id}"),
+        format!("CASE WHEN {cells}.__oar_n = 1 THEN {cells}.{id} END AS {id}"),
     ];
     for column in &attributes {
         columns.push(format!(
-            "CASE WHEN {cells}.n = 1 THEN {cells}.{column} END AS {column}"
+            "CASE WHEN {cells}.__oar_n = 1 THEN {cells}.{column} END AS {column}"
         ));
     }
     format!(
@@ -435,13 +436,13 @@ fn cells_from_table(
     let margin = i64::from(margin_pixels.div_ceil(cluster.cell));
     let range = |axis: &str| {
         format!(
-            "k.c{axis} BETWEEN b.{axis}::bigint * {per_tile} - {margin} \
+            "k.__oar_c{axis} BETWEEN b.{axis}::bigint * {per_tile} - {margin} \
              AND b.{axis}::bigint * {per_tile} + {}",
             per_tile - 1 + margin
         )
     };
     format!(
-        "{cells} AS (SELECT * FROM {table} k WHERE k.z = $1 AND {} AND {})",
+        "{cells} AS (SELECT * FROM {table} k WHERE k.__oar_z = $1 AND {} AND {})",
         range("x"),
         range("y")
     )
@@ -496,8 +497,8 @@ fn children_array<'a>(
                     // index condition does; an exact comparison of the extents would miss rows a
                     // metre outside the envelope that the child's query still finds.
                     RowsAt::Cells(cells) => format!(
-                        "EXISTS (SELECT 1 FROM {cells} WHERE ST_MakeEnvelope({cells}.x0, {cells}.y0, \
-                         {cells}.x1, {cells}.y1, 3857) && env.child{child})"
+                        "EXISTS (SELECT 1 FROM {cells} WHERE ST_MakeEnvelope({cells}.__oar_x0, {cells}.__oar_y0, \
+                         {cells}.__oar_x1, {cells}.__oar_y1, 3857) && env.child{child})"
                     ),
                     RowsAt::Table => exists(layer, child),
                 })
