@@ -359,12 +359,11 @@ fn attributes_named_like_the_cell_sums_cluster_from_rows_and_from_cell_tables_al
     );
     let changes_schema = schema.companion("cdc");
     let dir = tempfile::tempdir().unwrap();
-    let layer = format!(
-        "cluster_maxzoom = 6\ncluster_cell = 512\nattributes = [\"n\", \"cx\", \"z\", \"sx\"]"
-    );
+    let layer =
+        "cluster_maxzoom = 6\ncluster_cell = 512\nattributes = [\"n\", \"cx\", \"z\", \"sx\"]";
     let text = single_layer_config(&schema.name, "sites", "", "").replace(
         "attributes = [\"label\", \"kind\", \"score\", \"seen_at\"]",
-        &layer,
+        layer,
     );
     let from_rows = dir.path().join("rows.toml");
     std::fs::write(&from_rows, &text).unwrap();
