@@ -29,6 +29,10 @@ pub const DEFAULT_SCHEMA: &str = "oar_tiles";
 pub struct Watermark {
     /// `pg_current_snapshot()` as text, taken before the seed read any row.
     pub snapshot: String,
+    /// A digest of the settings that decide what tiles hold (layers, extent, buffer): a reseed
+    /// under other settings must redo every tile, not only the changed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<String>,
 }
 
 impl Watermark {
@@ -55,6 +59,7 @@ pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
         .map_err(|e| Error::Database(pg_message(&e)))?;
     Ok(Watermark {
         snapshot: row.get(0),
+        settings: None,
     })
 }
 
@@ -336,7 +341,13 @@ pub async fn read_since(
         .commit()
         .await
         .map_err(|e| Error::Database(pg_message(&e)))?;
-    Ok((changes, Watermark { snapshot }))
+    Ok((
+        changes,
+        Watermark {
+            snapshot,
+            settings: None,
+        },
+    ))
 }
 
 /// The changes to `table` (quoted) that the snapshot `since` did not see and the client's current
@@ -463,12 +474,18 @@ attributes = ["country_code"]
         assert!(sql.contains(
             "(OLD.\"name\", OLD.\"id\", OLD.\"location\", OLD.\"country_code\") IS DISTINCT FROM"
         ));
-        assert!(Watermark::from_state(
-            &Watermark {
-                snapshot: "5:9:7".into()
-            }
-            .to_state()
-        )
-        .is_some());
+        let watermark = Watermark {
+            snapshot: "5:9:7".into(),
+            settings: Some("abc".into()),
+        };
+        assert_eq!(
+            Watermark::from_state(&watermark.to_state()),
+            Some(watermark)
+        );
+        // Outputs of earlier versions recorded only the snapshot.
+        assert_eq!(
+            Watermark::from_state(r#"{"snapshot":"5:9:7"}"#).map(|w| w.settings),
+            Some(None)
+        );
     }
 }

@@ -368,8 +368,31 @@ impl TilesetContext<'_> {
         hex::encode(md5::Md5::digest(text.as_bytes()))
     }
 
+    /// A digest of the settings that decide what the tiles hold, whatever zooms and area a run
+    /// covers.
+    fn content_settings(&self) -> String {
+        let layers: Vec<&LayerConfig> = self.layers.iter().map(|l| &l.config).collect();
+        let tileset = &self.tileset.tileset;
+        let text = format!("{:?}", (tileset.extent, tileset.buffer, layers));
+        hex::encode(md5::Md5::digest(text.as_bytes()))
+    }
+
     /// Decides what to render, and the watermark the output will hold once it is done.
     async fn plan(&self, state: Option<String>) -> Result<(Work, Option<Watermark>, Option<u64>)> {
+        let settings = self.content_settings();
+        let (work, watermark, changes_read) = self.plan_work(state, &settings).await?;
+        let watermark = watermark.map(|w| Watermark {
+            settings: Some(settings),
+            ..w
+        });
+        Ok((work, watermark, changes_read))
+    }
+
+    async fn plan_work(
+        &self,
+        state: Option<String>,
+        settings: &str,
+    ) -> Result<(Work, Option<Watermark>, Option<u64>)> {
         let name = &self.tileset.tileset.name;
         match &self.job.selection {
             Selection::Pyramid => {
@@ -407,6 +430,13 @@ impl TilesetContext<'_> {
                 if changes.everything {
                     tracing::info!(
                         "tileset `{name}`: a source was truncated; reseeding everything"
+                    );
+                    return Ok((Work::Pyramid, Some(next), Some(changes.rows)));
+                }
+                if since.settings.as_deref() != Some(settings) {
+                    tracing::info!(
+                        "tileset `{name}`: the layers, extent or buffer differ from those of the \
+                         output's last seed; reseeding everything"
                     );
                     return Ok((Work::Pyramid, Some(next), Some(changes.rows)));
                 }

@@ -514,3 +514,39 @@ fn cluster_cells_steer_the_walk_like_rows_at_tile_edges() {
     );
     assert!(from_cells == from_rows);
 }
+
+#[test]
+fn a_reseed_under_changed_layer_settings_redoes_every_tile() {
+    let Some(mut setup) = Setup::new("reseed_settings", "") else {
+        return;
+    };
+    let reseeded = setup.path("reseeded.mbtiles");
+    setup.seed(&reseeded, &[]);
+    // The operator drops an attribute and moves one facility.
+    for config in [&setup.config, &setup.from_rows] {
+        let text = std::fs::read_to_string(config).unwrap();
+        let changed = text.replace(
+            r#"attributes = ["label", "kind", "score", "seen_at"]"#,
+            r#"attributes = ["label", "kind", "score"]"#,
+        );
+        assert_ne!(text, changed);
+        std::fs::write(config, changed).unwrap();
+    }
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(106.71, 10.81), 4326) WHERE site_id = 7;",
+    );
+    let run = setup.seed(&reseeded, &["--dirty"]);
+    assert!(
+        run.stderr.contains("reseeding everything"),
+        "{}",
+        run.stderr
+    );
+    assert!(read_mbtiles_raw(&reseeded) == setup.full("full.mbtiles"));
+    // Under unchanged settings, the next reseed is incremental again.
+    let run = setup.seed(&reseeded, &["--dirty"]);
+    assert!(
+        !run.stderr.contains("reseeding everything"),
+        "{}",
+        run.stderr
+    );
+}
