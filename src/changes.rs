@@ -33,6 +33,13 @@ pub struct Watermark {
     /// under other settings must redo every tile, not only the changed ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<String>,
+    /// The zooms (`A-B`) and bbox (`W,S,E,N`) whose tiles all reflect `snapshot`; `None` in states
+    /// of earlier versions, which meant the tileset's configured zooms and bbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zooms: Option<String>,
+    /// See `zooms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<String>,
 }
 
 impl Watermark {
@@ -60,6 +67,8 @@ pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
     Ok(Watermark {
         snapshot: row.get(0),
         settings: None,
+        zooms: None,
+        bbox: None,
     })
 }
 
@@ -346,6 +355,8 @@ pub async fn read_since(
         Watermark {
             snapshot,
             settings: None,
+            zooms: None,
+            bbox: None,
         },
     ))
 }
@@ -477,6 +488,8 @@ attributes = ["country_code"]
         let watermark = Watermark {
             snapshot: "5:9:7".into(),
             settings: Some("abc".into()),
+            zooms: Some("0-14".into()),
+            bbox: Some("-180,-85,180,85".into()),
         };
         assert_eq!(
             Watermark::from_state(&watermark.to_state()),

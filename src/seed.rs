@@ -29,7 +29,7 @@ use crate::render::source::{describe, LayerSource};
 use crate::render::{pool, Connections, Mode, Rendered, TilesetRenderer};
 use crate::report::{human_bytes, Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::sink::{self, lock, tile_key, ChangeLog, Sink, TilesetMetadata, VectorLayer};
-use crate::tile::TileCoord;
+use crate::tile::{BBox, TileCoord, ZoomRange};
 use deadpool_postgres::Pool;
 
 /// Encoded tiles waiting for the writer; small, so memory stays flat whatever the job's size.
@@ -380,12 +380,53 @@ impl TilesetContext<'_> {
     /// Decides what to render, and the watermark the output will hold once it is done.
     async fn plan(&self, state: Option<String>) -> Result<(Work, Option<Watermark>, Option<u64>)> {
         let settings = self.content_settings();
+        let previous = state.as_deref().and_then(Watermark::from_state);
         let (work, watermark, changes_read) = self.plan_work(state, &settings).await?;
-        let watermark = watermark.map(|w| Watermark {
-            settings: Some(settings),
-            ..w
+        let watermark = watermark.map(|w| {
+            let next = Watermark {
+                settings: Some(settings),
+                zooms: Some(self.tileset.zooms.to_string()),
+                bbox: Some(self.tileset.bbox.to_string()),
+                ..w
+            };
+            match previous {
+                Some(previous) if !self.covers(&previous) => {
+                    tracing::info!(
+                        "tileset `{}`: zooms {} and bbox {} are part of what the output's \
+                         watermark covers; it stays, so the next run over all of it renders these \
+                         changes again",
+                        self.tileset.tileset.name,
+                        self.tileset.zooms,
+                        self.tileset.bbox
+                    );
+                    previous
+                }
+                _ => next,
+            }
         });
         Ok((work, watermark, changes_read))
+    }
+
+    /// Whether this run renders every zoom and all the area whose tiles the watermark speaks for.
+    fn covers(&self, watermark: &Watermark) -> bool {
+        let configured = &self.tileset.tileset;
+        let zooms = watermark
+            .zooms
+            .as_deref()
+            .and_then(|z| z.parse::<ZoomRange>().ok())
+            .unwrap_or(configured.zooms);
+        let bbox = watermark
+            .bbox
+            .as_deref()
+            .and_then(|b| b.parse::<BBox>().ok())
+            .unwrap_or(configured.bbox);
+        let (run_zooms, run_bbox) = (self.tileset.zooms, self.tileset.bbox);
+        run_zooms.min <= zooms.min
+            && run_zooms.max >= zooms.max
+            && run_bbox.west <= bbox.west
+            && run_bbox.south <= bbox.south
+            && run_bbox.east >= bbox.east
+            && run_bbox.north >= bbox.north
     }
 
     async fn plan_work(
