@@ -25,7 +25,7 @@ use crate::render::source::{quote_ident, quoted_table};
 pub const DEFAULT_SCHEMA: &str = "oar_tiles";
 
 /// What an output records about the data it reflects.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
     /// `pg_current_snapshot()` as text, taken before the seed read any row.
     pub snapshot: String,
@@ -66,9 +66,7 @@ pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
         .map_err(|e| Error::Database(pg_message(&e)))?;
     Ok(Watermark {
         snapshot: row.get(0),
-        settings: None,
-        zooms: None,
-        bbox: None,
+        ..Watermark::default()
     })
 }
 
@@ -354,9 +352,7 @@ pub async fn read_since(
         changes,
         Watermark {
             snapshot,
-            settings: None,
-            zooms: None,
-            bbox: None,
+            ..Watermark::default()
         },
     ))
 }
