@@ -244,10 +244,17 @@ impl TilesetContext<'_> {
             Work::Tiles(tiles) => Some(tiles.len()),
         };
         let state = next_watermark.as_ref().map(Watermark::to_state);
-        let resume = match sink
-            .prepare(planned)
-            .and_then(|()| sink.begin_journal(state.as_deref()))
-        {
+        // Preparing may copy a file or list a bucket: off the async threads.
+        let journal_state = state.clone();
+        let (sink, started_journal) = tokio::task::spawn_blocking(move || {
+            let started = sink
+                .prepare(planned)
+                .and_then(|()| sink.begin_journal(journal_state.as_deref()));
+            (sink, started)
+        })
+        .await
+        .map_err(|e| Error::output(name, format!("preparing the output failed: {e}")))?;
+        let resume = match started_journal {
             Ok(resume) => resume.unwrap_or_default(),
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;

@@ -252,8 +252,8 @@ pub trait Sink: Send {
         Ok(None)
     }
 
-    /// Learns, before the first tile, how many tiles the run may write at most (`None`: a walk of
-    /// the whole pyramid), so a sink can choose how to stage them.
+    /// Learns, before the first tile and the journal, how many tiles the run may write at most
+    /// (`None`: a walk of the whole pyramid), so a sink can choose how to stage them. It may block.
     fn prepare(&mut self, _planned: Option<usize>) -> Result<()> {
         Ok(())
     }
@@ -305,7 +305,30 @@ pub fn tile_key(tile: TileCoord) -> u64 {
     (u64::from(tile.z()) << 58) | (u64::from(tile.x()) << 29) | u64::from(tile.y())
 }
 
+/// The tile a [`tile_key`] packs; `None` for a number no tile packs to.
+pub fn tile_from_key(key: u64) -> Option<TileCoord> {
+    let mask = (1u64 << 29) - 1;
+    let z = u8::try_from(key >> 58).ok()?;
+    let x = u32::try_from((key >> 29) & mask).ok()?;
+    let y = u32::try_from(key & mask).ok()?;
+    TileCoord::new(z, x, y).ok()
+}
+
 /// Whether a tile lies within a zoom range and the tile ranges of a bbox.
 pub fn in_scope(tile: TileCoord, zooms: ZoomRange, bounds: &BBox) -> bool {
     zooms.contains(tile.z()) && bounds.tile_range(tile.z()).contains(tile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_keys_unpack_to_their_tile() {
+        for tile in [(0, 0, 0), (14, 12307, 7075), (24, (1 << 24) - 1, 5)] {
+            let tile = TileCoord::new(tile.0, tile.1, tile.2).unwrap();
+            assert_eq!(tile_from_key(tile_key(tile)), Some(tile));
+        }
+        assert_eq!(tile_from_key(u64::MAX), None);
+    }
 }

@@ -24,7 +24,8 @@ use tokio::task::JoinSet;
 use super::journal::FileJournal;
 use super::tilejson::{tilejson, TILEJSON_NAME};
 use super::{
-    in_scope, tile_key, ChangeLog, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata,
+    in_scope, tile_from_key, tile_key, ChangeLog, OutputSettings, Resume, Sink, SinkReport,
+    TilesetMetadata,
 };
 use crate::config::S3Config;
 use crate::error::{Error, Result};
@@ -248,6 +249,10 @@ pub struct S3Sink {
     existing: HashMap<u64, (TileCoord, Option<[u8; 16]>)>,
     /// MD5 of every tile the prefix holds once this run is done, saved as the manifest on finish.
     hashes: HashMap<u64, [u8; 16]>,
+    /// The manifest the last finished run left (`None`: there is none), until [`Sink::prepare`].
+    manifest: Option<HashMap<u64, [u8; 16]>>,
+    /// Whether `existing` has been filled, which happens once, before the first tile.
+    prepared: bool,
     report: SinkReport,
     state: Option<String>,
     journal: Option<FileJournal>,
@@ -321,7 +326,7 @@ fn object_key(prefix: &str, name: &str) -> String {
 }
 
 impl S3Sink {
-    /// Connects, checks the bucket can be listed, and reads what the prefix holds.
+    /// Connects, and reads the job state and tile manifest the last finished run left.
     pub async fn create(
         bucket: &str,
         prefix: &str,
@@ -332,55 +337,22 @@ impl S3Sink {
     ) -> Result<Self> {
         let client = client(config).await;
         let target = format!("s3://{bucket}/{prefix}");
-        let listed = list_tiles(
-            &client,
-            bucket,
-            prefix,
-            &settings.tile_extension,
-            config.max_attempts,
-        )
-        .await
-        .map_err(|e| Error::output(&target, e))?;
-        // Stores whose listings carry no ETag (some S3-compatible ones) fall back on the manifest the
-        // last finished run left. It is removed before anything is uploaded, so a run that dies
-        // midway cannot leave hashes that no longer match the objects.
+        // Reading the state proves early that the bucket exists and the credentials work; what the
+        // prefix holds is only learnt in `prepare`, once it is known how much of it the run needs.
         let attempts = config.max_attempts;
         let state = get_if_exists(&client, bucket, &object_key(prefix, STATE_NAME), attempts)
             .await
             .map_err(|e| Error::output(&target, e))?
             .and_then(|bytes| String::from_utf8(bytes).ok());
-        let manifest_key = object_key(prefix, MANIFEST_NAME);
-        let manifest = get_if_exists(&client, bucket, &manifest_key, attempts)
-            .await
-            .map_err(|e| Error::output(&target, e))?
-            .map(|bytes| decode_manifest(&bytes))
-            .unwrap_or_default();
-        if !manifest.is_empty() {
-            with_retries(
-                config.max_attempts,
-                "removing the old tile manifest",
-                || {
-                    client
-                        .delete_object()
-                        .bucket(bucket)
-                        .key(&manifest_key)
-                        .send()
-                },
-            )
-            .await
-            .map_err(|e| Error::output(&target, e))?;
-        }
-        let existing: HashMap<u64, (TileCoord, Option<[u8; 16]>)> = listed
-            .into_iter()
-            .map(|(tile, etag, _)| {
-                let key = tile_key(tile);
-                (key, (tile, etag.or_else(|| manifest.get(&key).copied())))
-            })
-            .collect();
-        let hashes = existing
-            .iter()
-            .filter_map(|(key, (_, md5))| md5.map(|md5| (*key, md5)))
-            .collect();
+        let manifest = get_if_exists(
+            &client,
+            bucket,
+            &object_key(prefix, MANIFEST_NAME),
+            attempts,
+        )
+        .await
+        .map_err(|e| Error::output(&target, e))?
+        .map(|bytes| decode_manifest(&bytes));
         Ok(Self {
             client,
             bucket: bucket.to_string(),
@@ -391,8 +363,10 @@ impl S3Sink {
             handle: Handle::current(),
             slots: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
             uploads: JoinSet::new(),
-            existing,
-            hashes,
+            existing: HashMap::new(),
+            hashes: HashMap::new(),
+            manifest,
+            prepared: false,
             report: SinkReport::default(),
             state,
             journal: match journal {
@@ -543,6 +517,7 @@ impl S3Sink {
 
 impl Sink for S3Sink {
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
+        self.prepare(None)?;
         self.reap_finished()?;
         let md5: [u8; 16] = Md5::digest(data).into();
         self.hashes.insert(tile_key(tile), md5);
@@ -593,6 +568,7 @@ impl Sink for S3Sink {
     }
 
     fn delete_tile(&mut self, tile: TileCoord) -> Result<()> {
+        self.prepare(None)?;
         self.reap_finished()?;
         let existed = self.existing.remove(&tile_key(tile)).is_some();
         self.hashes.remove(&tile_key(tile));
@@ -622,6 +598,8 @@ impl Sink for S3Sink {
         sweep: bool,
         state: Option<&str>,
     ) -> Result<SinkReport> {
+        // A sink never prepared knows nothing of the prefix yet: listing keeps the sweep right.
+        self.prepare(None)?;
         self.wait_all()?;
         if sweep {
             self.sweep(metadata)?;
@@ -650,6 +628,64 @@ impl Sink for S3Sink {
         if let Some(journal) = self.journal.as_mut() {
             let _ = journal.commit();
         }
+    }
+
+    /// A run over a known list of tiles trusts the manifest the last finished run left for what the
+    /// prefix holds, instead of listing every object (a request per thousand tiles, on every cron
+    /// run); a walk of the pyramid, or a prefix without a manifest, is listed in full. The manifest
+    /// is removed before anything is uploaded, so a run that dies midway cannot leave hashes that no
+    /// longer match the objects.
+    fn prepare(&mut self, planned: Option<usize>) -> Result<()> {
+        if self.prepared {
+            return Ok(());
+        }
+        let manifest = self.manifest.take();
+        self.existing = match (&manifest, planned) {
+            (Some(manifest), Some(_)) => manifest
+                .iter()
+                .filter_map(|(key, md5)| Some((*key, (tile_from_key(*key)?, Some(*md5)))))
+                .collect(),
+            _ => {
+                let listed = self
+                    .handle
+                    .block_on(list_tiles(
+                        &self.client,
+                        &self.bucket,
+                        &self.prefix,
+                        &self.settings.tile_extension,
+                        self.attempts,
+                    ))
+                    .map_err(|e| Error::output(self.target(), e))?;
+                // Stores whose listings carry no ETag (some S3-compatible ones) fall back on the
+                // manifest's hashes.
+                listed
+                    .into_iter()
+                    .map(|(tile, etag, _)| {
+                        let key = tile_key(tile);
+                        let known = manifest.as_ref().and_then(|m| m.get(&key).copied());
+                        (key, (tile, etag.or(known)))
+                    })
+                    .collect()
+            }
+        };
+        self.hashes = self
+            .existing
+            .iter()
+            .filter_map(|(key, (_, md5))| md5.map(|md5| (*key, md5)))
+            .collect();
+        if manifest.is_some() {
+            let key = object_key(&self.prefix, MANIFEST_NAME);
+            let (client, bucket) = (&self.client, &self.bucket);
+            self.handle
+                .block_on(with_retries(
+                    self.attempts,
+                    "removing the old tile manifest",
+                    || client.delete_object().bucket(bucket).key(&key).send(),
+                ))
+                .map_err(|e| Error::output(self.target(), e))?;
+        }
+        self.prepared = true;
+        Ok(())
     }
 
     fn begin_journal(&mut self, watermark: Option<&str>) -> Result<Option<Resume>> {
