@@ -260,6 +260,39 @@ timed_seed() {
         --summary-json "$WORK/$name.json" >/dev/null
 }
 
+# load_tile_list TABLE CSV: a tile list written by bench_helpers.py into a new unlogged TABLE.
+load_tile_list() {
+    psql_ <<SQL
+CREATE UNLOGGED TABLE $1 (z int, x int, y int, w float8, s float8, e float8, n float8, session int);
+\copy $1 FROM '$2' WITH (FORMAT csv)
+ANALYZE $1;
+SQL
+}
+
+# tile_list_sql TABLE SCHEMA CONDITION COLUMNS: one statement rendering the tiles of TABLE that
+# meet CONDITION from SCHEMA.facilities, selecting COLUMNS over their MVTs `m.mvt`. The per-tile
+# work is the tool's render statement: same MVT layer, columns, feature ids and order, same index
+# predicate; only the tool's extra feature count and COALESCE are left out. LATERAL keeps
+# everything server-side; it also keeps PostgreSQL 15 from running the rendering in parallel
+# workers, hence one session per connection of the seed. Run it with JIT off: the tool's small
+# per-tile statements never reach the JIT threshold either.
+tile_list_sql() {
+    cat <<SQL
+SELECT $4
+FROM $1 b
+CROSS JOIN LATERAL (
+    SELECT ST_AsMVT(q, '$layer', $extent, 'geom', 'id' ORDER BY q.id) AS mvt
+    FROM (SELECT ST_AsMVTGeom(ST_Transform(t.location, 3857), ST_TileEnvelope(b.z, b.x, b.y),
+                              $extent, $buffer, true) AS geom,
+                 t.id, t.os_id, t.name, t.address, t.country_code::text AS country_code,
+                 t.contributors
+          FROM $2.facilities t
+          WHERE t.location && ST_MakeEnvelope(b.w, b.s, b.e, b.n, 4326)) q
+) m
+WHERE $3;
+SQL
+}
+
 # --- main: end-to-end seed against PostGIS alone ---------------------------------------------
 
 section_main() {
@@ -281,74 +314,18 @@ log "measured seed"
 /usr/bin/time -v -o "$WORK/time.txt" "$BIN" "${seed_args[@]}" \
     --output "$WORK/bench.mbtiles" --summary-json "$WORK/summary.json" >/dev/null
 
-# The server-side baseline.
-# The written tiles, each with the buffered envelope in degrees that the tool binds as $4..$7,
-# computed as src/tile.rs and src/render/mod.rs do. PostGIS cannot produce it directly:
-# ST_TileEnvelope(margin => ...) clamps y to the Mercator square and ST_Transform wraps x at the
-# antimeridian, both of which change edge tiles. Tiles are dealt to the baseline's sessions
-# largest first, each to the least loaded one, so no session idles while another finishes a z0
-# tile (uncompressed size stands in for render cost). Also prints the total uncompressed MVT
-# bytes, so that the baseline's output can be compared with the seed's.
-mvt_bytes=$(python3 - "$WORK/bench.mbtiles" "$WORK/tiles.csv" "$buffer" "$extent" "$sessions" <<'PY'
-import csv, gzip, heapq, math, sqlite3, sys
-mbtiles, out = sys.argv[1:3]
-buffer, extent, sessions = map(int, sys.argv[3:6])
-HALF, R = 20_037_508.342_789_244, 6_378_137.0
-margin = buffer / extent
-lon = lambda v: math.degrees(v / R)
-lat = lambda v: math.degrees(math.atan(math.sinh(v / R)))
-tiles = []
-with sqlite3.connect(mbtiles) as db:
-    for z, col, row, data in db.execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"):
-        y = (1 << z) - 1 - row  # MBTiles rows count from the south (TMS)
-        size = 2 * HALF / (1 << z)
-        west, north = -HALF + col * size, HALF - y * size
-        e = [west - margin * size, north - size - margin * size,
-             west + size + margin * size, north + margin * size]
-        dx, dy = (e[2] - e[0]) * 1e-9, (e[3] - e[1]) * 1e-9  # the tool's hair of slack
-        env = [lon(e[0] - dx), lat(e[1] - dy), lon(e[2] + dx), lat(e[3] + dy)]
-        n = len(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
-        tiles.append((n, z, col, y, env))
-# 512 bytes is a rough equivalent of a tile's fixed cost (statement, index descent).
-load = [(0, k) for k in range(sessions)]
-with open(out, "w", newline="") as f:
-    w = csv.writer(f)
-    for n, z, col, y, env in sorted(tiles, key=lambda t: -t[0]):
-        total, k = heapq.heappop(load)
-        heapq.heappush(load, (total + n + 512, k))
-        w.writerow([z, col, y, *map(repr, env), k])
-print(sum(t[0] for t in tiles))
-PY
-)
+# The server-side baseline, over the written tiles (bench_helpers.py write_tile_list says how the
+# list is built); also the total uncompressed MVT bytes, so that the baseline's output can be
+# compared with the seed's.
+mvt_bytes=$(python3 "$ROOT/scripts/bench_helpers.py" tile-list "$WORK/bench.mbtiles" \
+    "$buffer" "$extent" "$sessions" "$WORK/tiles.csv")
 
-psql_ <<SQL
-CREATE UNLOGGED TABLE $tiles_table
-    (z int, x int, y int, w float8, s float8, e float8, n float8, session int);
-\copy $tiles_table FROM '$WORK/tiles.csv' WITH (FORMAT csv)
-ANALYZE $tiles_table;
-SQL
+load_tile_list "$tiles_table" "$WORK/tiles.csv"
 
-# The per-tile work is the tool's render statement: same MVT layer, columns, feature ids and
-# order, same index predicate; only the tool's extra feature count and COALESCE are left out.
-# LATERAL keeps everything server-side; it also keeps PostgreSQL 15 from running the rendering in
-# parallel workers, hence one session per connection of the seed. JIT is off because the tool's
-# small per-tile statements never reach the JIT threshold either.
 baseline_sql() {
-    cat <<SQL
-SET jit = off;
-SELECT count(*) FILTER (WHERE length(m.mvt) > 0), coalesce(sum(length(m.mvt)), 0)
-FROM $tiles_table b
-CROSS JOIN LATERAL (
-    SELECT ST_AsMVT(q, '$layer', $extent, 'geom', 'id' ORDER BY q.id) AS mvt
-    FROM (SELECT ST_AsMVTGeom(ST_Transform(t.location, 3857), ST_TileEnvelope(b.z, b.x, b.y),
-                              $extent, $buffer, true) AS geom,
-                 t.id, t.os_id, t.name, t.address, t.country_code::text AS country_code,
-                 t.contributors
-          FROM $schema.facilities t
-          WHERE t.location && ST_MakeEnvelope(b.w, b.s, b.e, b.n, 4326)) q
-) m
-WHERE $1;
-SQL
+    echo "SET jit = off;"
+    tile_list_sql "$tiles_table" "$schema" "$1" \
+        "count(*) FILTER (WHERE length(m.mvt) > 0), coalesce(sum(length(m.mvt)), 0)"
 }
 # run_baseline N: the baseline split over N concurrent sessions (N = 1: the one statement over the
 # whole tile list that the issue defines); twice, printing the faster wall time: the first run also
@@ -454,7 +431,7 @@ PY
 # --- reseed: seed --dirty after a burst of changes, against a full seed ----------------------
 
 # reseed_floor SCHEMA: what re-rendering the tiles the reseed changed costs with nothing around it.
-# The unclustered ones (above CLUSTER_MAXZOOM) are rendered by the main section's baseline
+# The unclustered ones (above CLUSTER_MAXZOOM) are rendered by the baseline's tile_list_sql
 # statement, split over as many sessions as the reseed had connections (at most the cores), best
 # of two runs; and zlib's CPU time for compressing every changed tile is measured. Both are lower
 # bounds: a reseed also starts up, reads changes, renders clustered tiles and writes.
@@ -468,11 +445,7 @@ reseed_floor() {
             "$WORK/reseed-changed.txt" "$CLUSTER_MAXZOOM" "$extent" "$buffer" "$s" "${level:-3}" \
             "$WORK/floor.csv")
     floor_table="$schema.bench_floor_$$"
-    psql_ <<SQL
-CREATE UNLOGGED TABLE $floor_table (z int, x int, y int, w float8, s float8, e float8, n float8, session int);
-\copy $floor_table FROM '$WORK/floor.csv' WITH (FORMAT csv)
-ANALYZE $floor_table;
-SQL
+    load_tile_list "$floor_table" "$WORK/floor.csv"
     # Each session first loads PostGIS and PROJ (a new session's fixed cost, which the reseed pays
     # too but a floor should not), then times its share server-side; the slowest share is the wall.
     for run in 1 2; do
@@ -483,18 +456,8 @@ SQL
 SET jit = off;
 SELECT ST_AsMVT(q, 'warm-up') FROM (SELECT ST_AsMVTGeom(
     ST_Transform('SRID=4326;POINT(0 0)'::geometry, 3857), ST_TileEnvelope(0, 0, 0)) AS geom) q \\g /dev/null
-SELECT extract(epoch FROM clock_timestamp() - statement_timestamp()), count(*), sum(length(m.mvt))
-FROM $floor_table b
-CROSS JOIN LATERAL (
-    SELECT ST_AsMVT(q, '$layer', $extent, 'geom', 'id' ORDER BY q.id) AS mvt
-    FROM (SELECT ST_AsMVTGeom(ST_Transform(t.location, 3857), ST_TileEnvelope(b.z, b.x, b.y),
-                              $extent, $buffer, true) AS geom,
-                 t.id, t.os_id, t.name, t.address, t.country_code::text AS country_code,
-                 t.contributors
-          FROM $schema.facilities t
-          WHERE t.location && ST_MakeEnvelope(b.w, b.s, b.e, b.n, 4326)) q
-) m
-WHERE b.session = $k;
+$(tile_list_sql "$floor_table" "$schema" "b.session = $k" \
+    "extract(epoch FROM clock_timestamp() - statement_timestamp()), count(*), sum(length(m.mvt))")
 SQL
             pids+=("$!")
         done

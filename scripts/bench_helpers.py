@@ -8,6 +8,9 @@
       Prints "only_a only_b different same": tiles by z/x/y and stored bytes.
   bench_helpers.py reseed-report DIR
       The reseed section's report, from the files bench.sh leaves in DIR.
+  bench_helpers.py tile-list OUTPUT.mbtiles BUFFER EXTENT SESSIONS CSV
+      Writes CSV, the tile list of bench.sh's server-side baseline (see write_tile_list), for every
+      tile of OUTPUT, and prints their total MVT bytes.
   bench_helpers.py reseed-floor OUTPUT.mbtiles CHANGED_LIST CLUSTER_MAXZOOM EXTENT BUFFER SESSIONS LEVEL CSV
       For the reseed's floor: writes CSV with the changed tiles the reseed stored above
       CLUSTER_MAXZOOM (z, x, y, buffered envelope in degrees, session), and prints
@@ -257,50 +260,66 @@ def cmd_reseed_report(args):
     sys.exit(0 if verdict.startswith("IDENTICAL") else 3)
 
 
+def mbtiles_tiles(path):
+    """(z, x, y, MVT bytes) of every tile of an MBTiles file, in XYZ rows, gzip undone."""
+    with sqlite3.connect(path) as db:
+        for z, col, row, data in db.execute(
+                "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"):
+            mvt = zlib.decompress(data, 31) if data[:2] == b"\x1f\x8b" else data
+            yield z, col, (1 << z) - 1 - row, mvt  # MBTiles rows count from the south (TMS)
+
+
+def write_tile_list(tiles, out, buffer, extent, sessions):
+    """Writes the CSV bench.sh loads for its server-side statements: per tile z, x, y, the buffered
+    envelope in degrees that the tool binds as $4..$7 (computed as src/tile.rs and
+    src/render/mod.rs do; PostGIS cannot produce it directly: ST_TileEnvelope(margin => ...) clamps
+    y to the Mercator square and ST_Transform wraps x at the antimeridian, both of which change edge
+    tiles), and a session. Tiles are dealt to sessions largest first, each to the least loaded one,
+    so no session idles while another finishes a z0 tile (MVT size stands in for render cost, plus
+    512 bytes for a tile's fixed cost). `tiles` holds (z, x, y, mvt_size)."""
+    half, radius = 20_037_508.342_789_244, 6_378_137.0
+    margin = buffer / extent
+    lon = lambda v: math.degrees(v / radius)
+    lat = lambda v: math.degrees(math.atan(math.sinh(v / radius)))
+    load = [(0, k) for k in range(sessions)]
+    with open(out, "w") as f:
+        for z, col, y, size_bytes in sorted(tiles, key=lambda t: -t[3]):
+            size = 2 * half / (1 << z)
+            west, north = -half + col * size, half - y * size
+            e = [west - margin * size, north - size - margin * size,
+                 west + size + margin * size, north + margin * size]
+            dx, dy = (e[2] - e[0]) * 1e-9, (e[3] - e[1]) * 1e-9  # the tool's hair of slack
+            env = [lon(e[0] - dx), lat(e[1] - dy), lon(e[2] + dx), lat(e[3] + dy)]
+            total, k = heapq.heappop(load)
+            heapq.heappush(load, (total + size_bytes + 512, k))
+            f.write(",".join([str(z), str(col), str(y), *map(repr, env), str(k)]) + "\n")
+
+
+def cmd_tile_list(args):
+    mbtiles = args[0]
+    buffer, extent, sessions = map(int, args[1:4])
+    out = args[4]
+    tiles = [(z, x, y, len(mvt)) for z, x, y, mvt in mbtiles_tiles(mbtiles)]
+    write_tile_list(tiles, out, buffer, extent, sessions)
+    print(sum(t[3] for t in tiles))
+
+
 def cmd_reseed_floor(args):
     mbtiles, changed_list = args[:2]
     maxzoom, extent, buffer, sessions, level = map(int, args[2:7])
     out = args[7]
-    half, radius = 20_037_508.342_789_244, 6_378_137.0
-    margin = buffer / extent
-    listed = set()
-    for line in open(changed_list):
-        if line.strip():
-            listed.add(tuple(map(int, line.strip().split("/"))))
-    rows, raw = [], []
-    with sqlite3.connect(mbtiles) as db:
-        for z, col, row, data in db.execute(
-                "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"):
-            y = (1 << z) - 1 - row  # MBTiles rows count from the south (TMS)
-            if (z, col, y) not in listed:
-                continue
-            mvt = zlib.decompress(data, 31) if data[:2] == b"\x1f\x8b" else data
-            raw.append(mvt)
-            if z > maxzoom:
-                # The buffered envelope the tool binds, as in bench.sh's main section.
-                size = 2 * half / (1 << z)
-                west, north = -half + col * size, half - y * size
-                e = [west - margin * size, north - size - margin * size,
-                     west + size + margin * size, north + margin * size]
-                dx, dy = (e[2] - e[0]) * 1e-9, (e[3] - e[1]) * 1e-9
-                env = [math.degrees((e[0] - dx) / radius),
-                       math.degrees(math.atan(math.sinh((e[1] - dy) / radius))),
-                       math.degrees((e[2] + dx) / radius),
-                       math.degrees(math.atan(math.sinh((e[3] + dy) / radius)))]
-                rows.append((len(mvt), z, col, y, env))
-    load = [(0, k) for k in range(sessions)]
-    with open(out, "w") as f:
-        for n, z, col, y, env in sorted(rows, key=lambda r: -r[0]):
-            total, k = heapq.heappop(load)
-            heapq.heappush(load, (total + n + 512, k))
-            f.write(",".join([str(z), str(col), str(y), *map(repr, env), str(k)]) + "\n")
+    listed = {tuple(map(int, line.strip().split("/"))) for line in open(changed_list) if line.strip()}
+    changed = [(z, x, y, mvt) for z, x, y, mvt in mbtiles_tiles(mbtiles) if (z, x, y) in listed]
+    unclustered = [(z, x, y, len(mvt)) for z, x, y, mvt in changed if z > maxzoom]
+    write_tile_list(unclustered, out, buffer, extent, sessions)
     started = time.process_time()
-    for mvt in raw:
+    for *_, mvt in changed:
         compressor = zlib.compressobj(level, zlib.DEFLATED, 31)
         compressor.compress(mvt)
         compressor.flush()
     zlib_seconds = time.process_time() - started
-    print(len(rows), sum(r[0] for r in rows), len(raw), sum(map(len, raw)), f"{zlib_seconds:.4f}")
+    print(len(unclustered), sum(t[3] for t in unclustered), len(changed),
+          sum(len(t[3]) for t in changed), f"{zlib_seconds:.4f}")
 
 
 # --- clustering ---------------------------------------------------------------------------------
@@ -369,6 +388,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "reseed-report": cmd_reseed_report,
     "reseed-floor": cmd_reseed_floor,
+    "tile-list": cmd_tile_list,
     "cluster-report": cmd_cluster_report,
 }
 

