@@ -168,9 +168,9 @@ export DATABASE_URL=${url_line#DATABASE_URL=}
 
 if [[ ! -x /usr/bin/time ]]; then
     # Only GNU time reports peak RSS; the shell keyword does not.
-    log "installing the 'time' package for /usr/bin/time -v"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >&2 \
-        || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q time >&2; }
+    # shellcheck source=scripts/apt.sh
+    . "$ROOT/scripts/apt.sh"
+    apt_install time
 fi
 
 # The reseed section rewrites its sample (and reloads it): it runs alone.

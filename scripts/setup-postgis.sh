@@ -4,6 +4,8 @@
 #
 #   eval "$(scripts/setup-postgis.sh)"     # exports nothing, sets DATABASE_URL
 #   export DATABASE_URL; cargo test
+#   scripts/setup-postgis.sh --packages-only   # install the packages, start nothing
+#                                              # (an image build; the tests of this script)
 #
 # Idempotent and cheap when everything is already in place, so tests and CI can
 # call it unconditionally. It installs the Debian packages if needed, creates
@@ -19,10 +21,14 @@
 #                           what the last run chose (durable on a new cluster)
 #   OAR_PG_MAX_CONNECTIONS  default 300 (tests open many pools in parallel)
 #   OAR_PG_WAIT_SECS        how long to wait for the server (default 60)
+#   OAR_PG_ROOT             where installed server files are looked for
+#                           (default /; the tests point it at an empty tree)
 #
 # Only the URL line goes to stdout; all logs go to stderr. Runs as root (as in
-# CI) or as a user with passwordless sudo.
-set -euo pipefail
+# CI) or as a user with passwordless sudo. On a fresh image without package
+# lists it runs apt-get update first. Any failure ends with one line saying
+# what failed.
+set -Eeuo pipefail
 
 # Keep the real stdout on fd 3 for the final URL line so that nothing else
 # (apt, pg_ctlcluster, psql notices) can pollute what callers eval.
@@ -39,6 +45,17 @@ WAIT_SECS=${OAR_PG_WAIT_SECS:-60}
 
 log() { printf 'setup-postgis: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# Whatever set -e stops on says where, instead of ending the script silently.
+trap 'die "line $LINENO: \`$BASH_COMMAND\` failed with status $?"' ERR
+
+PACKAGES_ONLY=0
+case ${1:-} in
+    "") ;;
+    --packages-only) PACKAGES_ONLY=1 ;;
+    *) die "unknown argument '$1' (the only option is --packages-only)" ;;
+esac
+PG_ROOT=${OAR_PG_ROOT:-}
+PG_ROOT=${PG_ROOT%/}
 
 [[ -z $FAST || $FAST == [01] ]] || die "OAR_PG_FAST must be 0 or 1, got '$FAST'"
 [[ $PORT =~ ^[0-9]+$ ]] || die "OAR_PG_PORT must be a number, got '$PORT'"
@@ -50,11 +67,9 @@ fi
 [[ $DB =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "OAR_PG_DB must be a plain identifier, got '$DB'"
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
 
-# Root is the normal case (CI containers); fall back to sudo on a workstation.
-as_root() {
-    if ((EUID == 0)); then "$@"; else sudo "$@"; fi
-}
 # Peer authentication over the Unix socket needs the postgres OS user. Run from
 # / so that psql does not complain about an unreadable working directory.
 # (Callers pass -U postgres explicitly: PGUSER may be set in the environment.)
@@ -80,52 +95,35 @@ fi
 
 newest_server_version() {
     local d v best=
-    for d in /usr/lib/postgresql/*/bin/postgres; do
+    for d in "$PG_ROOT"/usr/lib/postgresql/*/bin/postgres; do
         [[ -x $d ]] || continue
-        v=${d#/usr/lib/postgresql/}
+        v=${d#"$PG_ROOT"/usr/lib/postgresql/}
         v=${v%%/*}
         if [[ -z $best ]] || ((v > best)); then best=$v; fi
     done
     printf '%s' "$best"
 }
 
-apt_updated=0
-apt_update_once() {
-    if ((apt_updated == 0)); then
-        log "running apt-get update"
-        as_root apt-get update -q
-        apt_updated=1
-    fi
-}
-
 # postgis for a major version is packaged as postgresql-<major>-postgis-3 (the
 # plain "postgis" package only holds the shp2pgsql etc. client tools and drags
 # in GDAL, so it is deliberately not installed).
-apt_install() {
-    log "installing: $*"
-    # LANG matters: the Debian postinst creates the first cluster with the
-    # locale of the environment, and we want UTF-8, not SQL_ASCII.
-    as_root env DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 LC_ALL=C.UTF-8 \
-        apt-get install -y -q --no-install-recommends "$@"
-}
-
 VER=$(newest_server_version)
 if [[ -z $VER ]] || ! command -v pg_ctlcluster >/dev/null; then
     # Ask apt which major version "postgresql" currently maps to, so postgis
     # can be installed in the same transaction.
-    candidate() { apt-cache depends postgresql 2>/dev/null \
-        | sed -n 's/^ *Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -n1; }
-    VER=$(candidate)
-    if [[ -z $VER ]]; then apt_update_once; VER=$(candidate); fi
-    [[ -n $VER ]] || die "cannot determine the PostgreSQL version provided by apt"
-    apt_install postgresql postgresql-contrib "postgresql-$VER-postgis-3" \
-        || { apt_update_once; apt_install postgresql postgresql-contrib "postgresql-$VER-postgis-3"; }
+    apt_depends_version postgresql postgresql
+    VER=$APT_VERSION
+    [[ -n $VER ]] || die "apt knows no package 'postgresql' (check /etc/apt/sources.list*)"
+    apt_install postgresql postgresql-contrib "postgresql-$VER-postgis-3"
     VER=$(newest_server_version)
     [[ -n $VER ]] || die "PostgreSQL server binaries missing after installation"
 fi
-if [[ ! -f /usr/share/postgresql/$VER/extension/postgis.control ]]; then
-    apt_install "postgresql-$VER-postgis-3" \
-        || { apt_update_once; apt_install "postgresql-$VER-postgis-3"; }
+if [[ ! -f $PG_ROOT/usr/share/postgresql/$VER/extension/postgis.control ]]; then
+    apt_install "postgresql-$VER-postgis-3"
+fi
+if ((PACKAGES_ONLY)); then
+    log "PostgreSQL $VER and PostGIS are installed (--packages-only: no cluster started)"
+    exit 0
 fi
 BIN=/usr/lib/postgresql/$VER/bin
 log "using PostgreSQL $VER"

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real PostgreSQL + PostGIS server, which it installs and starts
-# first when needed. Extra arguments go to `cargo test` (e.g. scripts/test.sh --test seed).
-set -euo pipefail
+# first when needed, then checks formatting and lints. Extra arguments go to `cargo test`
+# (e.g. scripts/test.sh --test seed). Every test binary runs even when an earlier one fails, and the
+# closing line counts the tests of all of them.
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+
+log() { printf 'test.sh: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+trap 'die "line $LINENO: \`$BASH_COMMAND\` failed with status $?"' ERR
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
+
+command -v cargo >/dev/null 2>&1 \
+    || die "cargo not found: install Rust (https://rustup.rs) and open a new shell, or run '. ~/.cargo/env'"
 
 # Durability is irrelevant for throwaway test schemas; speed is not.
 export OAR_PG_FAST=1
 url_line=$(scripts/setup-postgis.sh)
 export OAR_TILES_TEST_DATABASE_URL="${url_line#DATABASE_URL=}"
 
-if ! command -v ogrinfo >/dev/null 2>&1; then
-  echo "test.sh: installing gdal-bin (ogrinfo reads the outputs as an independent reader)" >&2
-  apt-get install -y -qq gdal-bin >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq gdal-bin >/dev/null; }
-fi
+# ogrinfo reads the outputs as an independent reader.
+command -v ogrinfo >/dev/null 2>&1 || apt_install gdal-bin
 
 # The S3 tests talk to a real S3-compatible server process (s3s-fs, built from crates.io once).
 scripts/s3-server.sh install
@@ -20,7 +29,12 @@ scripts/s3-server.sh install
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
 # One closing line over all test binaries, for people and CI logs alike.
-awk '/^test result:/ { passed += $4; failed += $6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "tests: %d passed, %d failed, %d ignored\n", passed, failed, ignored }' "$log"
+
+# Style and lints, as CI checks them; after the tests so a lint never hides a test result.
+cargo fmt --check || { log "cargo fmt --check: run 'cargo fmt'"; status=1; }
+cargo clippy --locked --all-targets --quiet -- -D warnings || { log "cargo clippy found problems"; status=1; }
 exit "$status"

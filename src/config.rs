@@ -63,6 +63,9 @@ pub struct S3Config {
     pub region: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores need.
     pub force_path_style: bool,
+    /// Public base URL that serves the bucket's objects (a CDN domain whose origin is the bucket);
+    /// TileJSON tile URLs are built on it. Default: the bucket's own URL.
+    pub public_url: Option<String>,
     /// Uploads in flight at once.
     pub max_concurrent_uploads: usize,
     /// Attempts per request before the job fails, with exponential backoff between them.
@@ -75,6 +78,7 @@ impl Default for S3Config {
             endpoint: None,
             region: None,
             force_path_style: false,
+            public_url: None,
             max_concurrent_uploads: 16,
             max_attempts: 6,
         }
@@ -305,6 +309,14 @@ impl Config {
                     .into(),
             ));
         }
+        if let Some(url) = &raw.s3.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('{') {
+                return Err(at(
+                    None,
+                    format!("s3.public_url `{url}` must be a base URL such as \"https://tiles.example.org\""),
+                ));
+            }
+        }
         if raw.tileset.is_empty() {
             return Err(at(None, "no [[tileset]] is defined".into()));
         }
@@ -473,6 +485,9 @@ fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, St
             "compression_level must be 1 (fastest) to 9 (smallest), got {compression_level}"
         )));
     }
+    if let Some(url) = &raw.tiles_url {
+        check_tiles_url(url).map_err(context)?;
+    }
     let output_settings = OutputSettings {
         tile_extension,
         compress: raw.compress.unwrap_or(defaults.compress),
@@ -493,6 +508,28 @@ fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, St
         size_budget: raw.size_budget.unwrap_or(DEFAULT_SIZE_BUDGET),
         layers,
     })
+}
+
+/// A TileJSON tile URL must be absolute: MapLibre GL JS resolves a relative one against the page
+/// that shows the map, not against the TileJSON's own address, and then finds no tiles.
+fn check_tiles_url(url: &str) -> Result<(), String> {
+    let absolute = url.starts_with("https://") || url.starts_with("http://");
+    if !absolute {
+        return Err(format!(
+            "tiles_url `{url}` must be an absolute URL such as \
+             \"https://tiles.example.org/facilities/{{z}}/{{x}}/{{y}}.pbf\": map clients resolve a \
+             relative one against their page, not against tiles.json"
+        ));
+    }
+    for part in ["{z}", "{x}", "{y}"] {
+        if !url.contains(part) {
+            return Err(format!("tiles_url `{url}` has no {part} placeholder"));
+        }
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("tiles_url `{url}` must not contain spaces"));
+    }
+    Ok(())
 }
 
 /// Relative file outputs are taken relative to the config file, so cron jobs need not `cd` first.

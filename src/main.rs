@@ -19,10 +19,12 @@ Exit status:
   2  usage or configuration error (nothing was done)
 
 Environment:
-  OAR_TILES_CONFIG  config file used when --config is not given (else ./oar-tiles.toml)
-  DATABASE_URL      overrides database.url of the config
-  PGPASSWORD        password used when the database URL has none
-  RUST_LOG          log filter, e.g. oar_tiles=debug";
+  OAR_TILES_CONFIG      config file used when --config is not given (else ./oar-tiles.toml)
+  DATABASE_URL          overrides database.url of the config
+  PGPASSWORD            password used when the database URL has none
+  RUST_LOG              log filter, e.g. oar_tiles=debug
+  OAR_TILES_LOG_FORMAT  text or json, as --log-format
+  NO_COLOR              set (to anything) to keep log lines uncoloured on a terminal too";
 
 /// Pregenerates static vector tiles (MVT) of point data in PostGIS and keeps them fresh.
 #[derive(Debug, Parser)]
@@ -32,8 +34,29 @@ struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
 
+    /// Log lines on stderr as plain text (coloured only on a terminal), or as one JSON object per
+    /// line for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        env = "OAR_TILES_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// `2026-11-22T10:00:00Z  INFO message key=value`
+    Text,
+    /// `{"timestamp":…,"level":"INFO","fields":{"message":…}}`
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,7 +196,7 @@ fn parse_bbox(text: &str) -> Result<BBox, String> {
 
 fn main() -> ProcessExit {
     let cli = Cli::parse();
-    init_logging(cli.quiet);
+    init_logging(cli.quiet, cli.log_format);
     let outcome = match cli.command {
         Command::Seed(args) => run_seed(args, cli.quiet),
         Command::Inspect(args) => run_inspect(args),
@@ -189,15 +212,26 @@ fn main() -> ProcessExit {
     ProcessExit::from(code as u8)
 }
 
-fn init_logging(quiet: bool) {
+fn init_logging(quiet: bool, format: LogFormat) {
     let default = if quiet { "warn" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        // Escape codes in cron mail, CI logs and log files are noise: colour is for people at a
+        // terminal who have not asked for none (https://no-color.org).
+        LogFormat::Text => builder.with_ansi(colour_wanted()).init(),
+    }
+}
+
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

@@ -204,6 +204,22 @@ const CASES: &[Case] = &[
         2,
         "reserved",
     ),
+    case(
+        "relative tile URL",
+        Some(("name = \"sites\"\n", "name = \"sites\"\ntiles_url = \"{z}/{x}/{y}.pbf\"\n")),
+        &[],
+        false,
+        2,
+        "must be an absolute URL",
+    ),
+    case(
+        "public URL of S3 is not a URL",
+        Some(("pool_size = 2\n", "pool_size = 2\n[s3]\npublic_url = \"cdn.example.org\"\n")),
+        &[],
+        false,
+        2,
+        "s3.public_url `cdn.example.org` must be a base URL",
+    ),
     case("unreachable database", None, &[], false, 1, "127.0.0.1:1"),
     case(
         "unknown table",

@@ -108,7 +108,12 @@ fn directory_and_mbtiles_outputs_hold_the_same_tiles() {
     let mbtiles = setup.path("out.mbtiles");
     let tree = setup.path("tree");
     setup.seed(mbtiles.to_str().unwrap(), &[]);
-    setup.seed(&format!("dir:{}", tree.display()), &[]);
+    let run = setup.seed(&format!("dir:{}", tree.display()), &[]);
+    assert!(
+        run.stderr.contains("names relative tile URLs") && run.stderr.contains("set tiles_url"),
+        "a tree that cannot know its address says how to give it one:\n{}",
+        run.stderr
+    );
     let from_mbtiles = read_mbtiles_raw(&mbtiles);
     let from_tree = read_tree(&tree, "pbf");
     assert!(from_mbtiles.len() > 20);

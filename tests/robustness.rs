@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::pg::{Point, Rng, TestSchema};
 use common::run::{
-    oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, seed_args, single_layer_config, strs,
+    oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, seed_args, send_signal,
+    single_layer_config, strs,
 };
 
 fn many_points(count: i64) -> Vec<Point> {
@@ -35,13 +36,6 @@ fn config(dir: &Path, schema: &str, database: &str, extra_layer: &str) -> PathBu
 /// A layer filter that makes every tenth row cost the server about a millisecond, so a seed runs
 /// long enough to be interrupted mid-walk on any machine, however fast its rendering.
 const SLOW_ROWS: &str = "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"";
-
-fn signal(pid: u32, name: &str) {
-    Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-}
 
 /// Waits until the seeder is well into its walk (its `.partial` file exists and it has run a while),
 /// so a signal lands mid-job rather than before its handlers are installed.
@@ -76,15 +70,14 @@ fn sigterm_and_sigint_stop_the_seed_cleanly_with_their_exit_codes() {
     )
     .assert_success();
     let before = std::fs::read(&output).unwrap();
-    for (name, code) in [("TERM", 143), ("INT", 130)] {
+    for (name, number, code) in [("TERM", libc::SIGTERM, 143), ("INT", libc::SIGINT, 130)] {
         let args_owned = seed_args(&config, "0-16", output.to_str().unwrap());
         let args = strs(&args_owned);
         let mut child = oar_tiles_command(Some(&schema.url), &args, &[])
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         wait_for_progress(&mut child, &output);
-        signal(child.id(), name);
+        send_signal(&child, number);
         let run = run_from(child.wait_with_output().unwrap());
         assert_eq!(run.code, code, "SIG{name}: {}", run.stderr);
         assert!(
@@ -150,7 +143,6 @@ fn a_second_job_on_the_same_output_refuses_or_waits() {
     let mut waiting_args = args.to_vec();
     waiting_args.push("--wait-lock");
     let waiting = oar_tiles_command(Some(&schema.url), &waiting_args, &[])
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(800));
@@ -470,7 +462,6 @@ fn a_database_restart_mid_seed_is_ridden_out_and_every_tile_arrives() {
     let owned = args(&output);
     let restarted_args = strs(&owned);
     let mut child = oar_tiles_command(Some(&server.url()), &restarted_args, &[])
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_for_progress(&mut child, &output);
@@ -503,7 +494,6 @@ fn a_stopped_directory_seed_is_resumed_from_its_journal() {
     let args_owned = seed_args(&config, "0-16", tree_arg.as_str());
     let args = strs(&args_owned);
     let mut child = oar_tiles_command(Some(&schema.url), &args, &[])
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let journal = tree.join(".oar-tiles-journal.sqlite");
@@ -519,7 +509,7 @@ fn a_stopped_directory_seed_is_resumed_from_its_journal() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    signal(child.id(), "TERM");
+    send_signal(&child, libc::SIGTERM);
     let stopped = run_from(child.wait_with_output().unwrap());
     assert_eq!(stopped.code, 143, "{}", stopped.stderr);
     assert!(journal.exists(), "the journal is kept for the next run");

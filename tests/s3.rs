@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::{Point, Rng, TestSchema};
 use common::run::{
-    differences, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from,
+    differences, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from, send_signal,
     single_layer_config, Tiles,
 };
 use common::s3::S3Server;
@@ -183,6 +183,14 @@ fn s3_output_holds_the_tiles_with_cdn_headers_and_uploads_only_what_changed() {
             serde_json::from_slice(&tilejson.body.collect().await.unwrap().into_bytes()).unwrap();
         assert_eq!(tilejson["tilejson"], "3.0.0");
         assert_eq!(tilejson["vector_layers"][0]["id"], "sites");
+        assert_eq!(
+            tilejson["tiles"][0],
+            format!(
+                "{}/{BUCKET}/{PREFIX}/{{z}}/{{x}}/{{y}}.pbf",
+                setup.server.endpoint()
+            ),
+            "an absolute tile URL at the bucket's path-style address"
+        );
     });
 
     // The same data again: nothing is uploaded, nothing listed as changed.
@@ -258,8 +266,6 @@ fn uploads_survive_the_server_being_killed_and_restarted_mid_job() {
         &setup.args(&target, "0-11", &[]),
         &setup.server.env(),
     )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
     .spawn()
     .unwrap();
     let started = Instant::now();
@@ -345,7 +351,6 @@ fn a_stopped_s3_seed_resumes_from_its_journal_and_ends_like_a_clean_run() {
     env.push(("XDG_CACHE_HOME", cache.path().to_str().unwrap()));
     let args = setup.args(&target, "0-11", &[]);
     let mut child = oar_tiles_command(Some(&setup.schema.url), &args, &env)
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -360,10 +365,7 @@ fn a_stopped_s3_seed_resumes_from_its_journal_and_ends_like_a_clean_run() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    send_signal(&child, libc::SIGTERM);
     let stopped = run_from(child.wait_with_output().unwrap());
     assert_eq!(stopped.code, 143, "{}", stopped.stderr);
 

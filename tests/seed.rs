@@ -522,3 +522,48 @@ fn layers_with_other_srids_text_ids_filters_and_zoom_ranges_render_as_configured
         .sum();
     assert_eq!(depots_at_8, 2, "A-1 and C-3 at zoom 8");
 }
+
+#[test]
+fn logs_written_to_a_pipe_are_plain_text_or_one_json_object_per_line() {
+    let Some(mut schema) = TestSchema::create("logformat") else {
+        return;
+    };
+    schema.point_table("sites", &awkward_points()[..20]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("oar.toml");
+    std::fs::write(&config, single_layer_config(&schema.name, "sites", "", "")).unwrap();
+    let output = dir.path().join("out.mbtiles");
+    let args = [
+        "seed",
+        "--config",
+        config.to_str().unwrap(),
+        "--zoom",
+        "0-3",
+        "--output",
+        output.to_str().unwrap(),
+    ];
+
+    let text = oar_tiles(Some(&schema.url), &args);
+    text.assert_success();
+    assert!(text.stderr.contains("INFO"), "{}", text.stderr);
+    assert!(
+        !text.stderr.contains('\x1b') && !text.stdout.contains('\x1b'),
+        "no escape codes in a pipe:\n{:?}",
+        text.stderr
+    );
+
+    let mut json_args = args.to_vec();
+    json_args.extend(["--log-format", "json"]);
+    let json = oar_tiles(Some(&schema.url), &json_args);
+    json.assert_success();
+    let lines: Vec<&str> = json.stderr.lines().collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            value["level"].is_string() && value["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+}

@@ -64,6 +64,17 @@ impl DirectorySink {
         std::fs::write(&probe, b"")
             .map_err(|e| Error::output(root, format!("cannot write into it: {e}")))?;
         let _ = std::fs::remove_file(&probe);
+        if settings.tiles_url.is_none() {
+            // A folder does not know the address it will be served from, and a relative tile URL
+            // only works for a map page in that very folder.
+            tracing::warn!(
+                "{} names relative tile URLs: a map elsewhere (MapLibre GL JS) finds no tiles \
+                 through it; set tiles_url = \"https://HOST/PATH/{{z}}/{{x}}/{{y}}.{}\" in the \
+                 tileset to where this folder is served",
+                root.join(TILEJSON_NAME).display(),
+                settings.tile_extension
+            );
+        }
         Ok(Self {
             root: root.to_path_buf(),
             settings: settings.clone(),
@@ -208,7 +219,7 @@ impl Sink for DirectorySink {
         if sweep {
             self.sweep(metadata)?;
         }
-        let tilejson = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings))
+        let tilejson = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings, None))
             .expect("JSON serializes");
         // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.
         let rows: serde_json::Map<String, serde_json::Value> = metadata

@@ -36,7 +36,14 @@ pub const MVT_CONTENT_TYPE: &str = "application/vnd.mapbox-vector-tile";
 
 /// Builds an S3 client from the standard AWS chain and the `[s3]` settings.
 pub async fn client(config: &S3Config) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    use aws_smithy_http_client::tls;
+    // The only TLS stack in the build: rustls on ring, with the platform's root certificates.
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https);
     if let Some(endpoint) = &config.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
@@ -52,6 +59,34 @@ pub async fn client(config: &S3Config) -> Client {
         builder = builder.region(aws_config::Region::new("us-east-1"));
     }
     Client::from_conf(builder.build())
+}
+
+/// The public URL of the objects under `bucket/prefix`: under `public_url` (a CDN in front of the
+/// bucket) when configured, else the bucket's own address at the endpoint (path style or virtual
+/// host, as the client addresses it) or at AWS in the bucket's region.
+pub fn public_base(config: &S3Config, region: Option<&str>, bucket: &str, prefix: &str) -> String {
+    let base = match (&config.public_url, &config.endpoint) {
+        (Some(public), _) => public.trim_end_matches('/').to_string(),
+        (None, Some(endpoint)) => {
+            let endpoint = endpoint.trim_end_matches('/');
+            match endpoint.split_once("://") {
+                Some((scheme, host)) if !config.force_path_style => {
+                    format!("{scheme}://{bucket}.{host}")
+                }
+                _ => format!("{endpoint}/{bucket}"),
+            }
+        }
+        (None, None) => {
+            let region = region.unwrap_or("us-east-1");
+            format!("https://{bucket}.s3.{region}.amazonaws.com")
+        }
+    };
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        base
+    } else {
+        format!("{base}/{prefix}")
+    }
 }
 
 /// Runs an S3 request up to `attempts` times, backing off exponentially while the failure is
@@ -238,6 +273,8 @@ pub struct S3Sink {
     client: Client,
     bucket: String,
     prefix: String,
+    /// The URL under which readers fetch the prefix's objects, for TileJSON.
+    public_base: String,
     settings: OutputSettings,
     attempts: u32,
     changes: ChangeLog,
@@ -353,10 +390,13 @@ impl S3Sink {
         .await
         .map_err(|e| Error::output(&target, e))?
         .map(|bytes| decode_manifest(&bytes));
+        let region = client.config().region().map(|r| r.to_string());
+        let public_base = public_base(config, region.as_deref(), bucket, prefix);
         Ok(Self {
             client,
             bucket: bucket.to_string(),
             prefix: prefix.to_string(),
+            public_base,
             settings: settings.clone(),
             attempts: config.max_attempts,
             changes,
@@ -604,8 +644,9 @@ impl Sink for S3Sink {
         if sweep {
             self.sweep(metadata)?;
         }
-        let document = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings))
-            .expect("JSON serializes");
+        let document =
+            serde_json::to_vec_pretty(&tilejson(metadata, &self.settings, Some(&self.public_base)))
+                .expect("JSON serializes");
         self.put(TILEJSON_NAME, document, "application/json")?;
         let manifest = encode_manifest(&self.hashes);
         self.put(MANIFEST_NAME, manifest, "application/octet-stream")?;
@@ -715,6 +756,40 @@ impl Sink for S3Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tilejson_points_at_the_bucket_or_the_cdn_in_front_of_it() {
+        let aws = S3Config::default();
+        assert_eq!(
+            public_base(&aws, Some("eu-west-1"), "tiles", "facilities/v3"),
+            "https://tiles.s3.eu-west-1.amazonaws.com/facilities/v3"
+        );
+        let minio = S3Config {
+            endpoint: Some("http://127.0.0.1:9000/".into()),
+            force_path_style: true,
+            ..S3Config::default()
+        };
+        assert_eq!(
+            public_base(&minio, None, "tiles", ""),
+            "http://127.0.0.1:9000/tiles"
+        );
+        let r2 = S3Config {
+            endpoint: Some("https://acct.r2.cloudflarestorage.com".into()),
+            ..S3Config::default()
+        };
+        assert_eq!(
+            public_base(&r2, None, "tiles", "f"),
+            "https://tiles.acct.r2.cloudflarestorage.com/f"
+        );
+        let cdn = S3Config {
+            public_url: Some("https://cdn.example.org/".into()),
+            ..minio
+        };
+        assert_eq!(
+            public_base(&cdn, None, "tiles", "/f/v3/"),
+            "https://cdn.example.org/f/v3"
+        );
+    }
 
     #[test]
     fn tile_keys_round_trip_under_a_prefix() {

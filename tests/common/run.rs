@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 use super::mvt::{decode_tile, DecodedLayer};
 use super::pg::Point;
@@ -39,11 +39,15 @@ pub fn oar_tiles(url: Option<&str>, args: &[&str]) -> Run {
     oar_tiles_with(url, args, &[])
 }
 
-/// The command `oar_tiles` runs, for tests that start it in the background.
+/// The command `oar_tiles` runs, for tests that start it in the background. Its output is captured
+/// (read it with `wait_with_output`), so child processes never write between test results.
 pub fn oar_tiles_command(url: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_oar-tiles"));
     command
         .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .env_remove("OAR_TILES_CONFIG")
         .env_remove("RUST_LOG")
         .env_remove("PGPASSWORD")
@@ -62,6 +66,20 @@ pub fn oar_tiles_with(url: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -
             .output()
             .expect("run oar-tiles"),
     )
+}
+
+/// Sends `signal` (such as `libc::SIGTERM`) to a child, as an operator's `kill` or a container
+/// runtime would; done here rather than with the `kill` program, which minimal images lack.
+pub fn send_signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    // SAFETY: kill(2) only reads its two integer arguments.
+    let result = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        result,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// Turns a finished process' output into a [`Run`].
