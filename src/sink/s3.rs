@@ -36,14 +36,8 @@ pub const MVT_CONTENT_TYPE: &str = "application/vnd.mapbox-vector-tile";
 
 /// Builds an S3 client from the standard AWS chain and the `[s3]` settings.
 pub async fn client(config: &S3Config) -> Client {
-    use aws_smithy_http_client::tls;
-    // The only TLS stack in the build: rustls on ring, with the platform's root certificates.
-    let https = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https);
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
     if let Some(endpoint) = &config.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
@@ -87,6 +81,17 @@ pub fn public_base(config: &S3Config, region: Option<&str>, bucket: &str, prefix
     } else {
         format!("{base}/{prefix}")
     }
+}
+
+/// The HTTP client of every S3 request: hyper with rustls on ring, the build's only TLS stack, with
+/// the platform's root certificates. (The SDK's own default would bring a second TLS stack.)
+pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }
 
 /// Runs an S3 request up to `attempts` times, backing off exponentially while the failure is
