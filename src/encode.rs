@@ -1,5 +1,6 @@
-//! Tile encoding for storage: gzip with fixed settings, so the same MVT always gives the same bytes
-//! at a given level (skipping unchanged uploads and comparing reseeds with full seeds rely on it).
+//! Encode: rendered tiles turned into the bytes an output stores (gzip with fixed settings, so the
+//! same MVT always gives the same bytes at a given level: skipping unchanged uploads and comparing
+//! reseeds with full seeds rely on it), checked against the tileset's size budget.
 //!
 //! Most tiles are a few kilobytes, where setting up a fresh compressor (and zeroing its tables) costs
 //! more than compressing; so each thread keeps one compressor and resets it between tiles.
@@ -8,10 +9,14 @@ use std::cell::RefCell;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 
+use crate::error::{Error, Result};
+use crate::render::Rendered;
+use crate::tile::TileCoord;
+
 /// The default gzip level. Measured with `/usr/bin/time oar-tiles seed` of the 100k-facility sample
 /// at z0-14, unclustered: 79.7 MiB stored at level 3 against 76.9 MiB at level 6, while the tool's
 /// user CPU time falls from 4.8 s to 3.6 s; level 1 (a fixed Huffman table in zlib-rs) stores 96.8 MiB.
-pub const DEFAULT_LEVEL: u32 = 3;
+pub const DEFAULT_LEVEL: u32 = crate::config::output::DEFAULT_COMPRESSION_LEVEL;
 
 /// A gzip member header: deflate, no name, no timestamp, unknown OS (so no machine leaves a trace).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -67,6 +72,100 @@ pub fn gzip_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]> + Clone, level
     out.extend_from_slice(&crc.sum().to_le_bytes());
     out.extend_from_slice(&(total as u32).to_le_bytes());
     out
+}
+
+/// How rendered tiles are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    /// Gzip-compress (MBTiles always; directory and S3 unless `compress = false`).
+    pub gzip: bool,
+    /// Gzip level.
+    pub level: u32,
+}
+
+/// A rendered tile with the bytes to store; `None` when it holds nothing.
+pub type Encoded = (Rendered, Option<Vec<u8>>);
+
+/// Tiles at least this large in a batch are compressed off the task that drives the renders.
+pub const OFFLOAD_BYTES: usize = 64 * 1024;
+
+impl Encoding {
+    /// Encodes each rendered tile that holds something, releasing its MVT bytes as it goes.
+    pub fn encode_all(self, results: Vec<Result<Rendered>>) -> Vec<Result<Encoded>> {
+        results
+            .into_iter()
+            .map(|result| result.map(|rendered| self.encode(rendered)))
+            .collect()
+    }
+
+    fn encode(self, mut rendered: Rendered) -> Encoded {
+        if rendered.mvt.is_empty() {
+            return (rendered, None);
+        }
+        let mvt = rendered.mvt.take();
+        let data = if self.gzip {
+            gzip_chunks(mvt.chunks(), self.level)
+        } else {
+            mvt.to_vec()
+        };
+        (rendered, Some(data))
+    }
+
+    /// Whether encoding these results is worth a blocking thread (large tiles, compressed).
+    pub fn is_heavy(self, results: &[Result<Rendered>]) -> bool {
+        let bytes: usize = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|r| r.mvt.len())
+            .sum();
+        self.gzip && bytes >= OFFLOAD_BYTES
+    }
+}
+
+/// Stored bytes above which a tile is reported, or with `strict` fails the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeBudget {
+    /// The budget in stored bytes.
+    pub bytes: u64,
+    /// Fail instead of reporting.
+    pub strict: bool,
+}
+
+impl SizeBudget {
+    /// `Ok(true)` when the tile is over budget and only to be reported; an error under `strict`.
+    pub fn check(&self, tileset: &str, tile: TileCoord, stored: usize) -> Result<bool> {
+        if stored as u64 <= self.bytes {
+            return Ok(false);
+        }
+        if self.strict {
+            return Err(Error::Render {
+                tileset: tileset.to_string(),
+                tile,
+                message: format!(
+                    "{} stored, over the size budget of {} (--strict-size)",
+                    human_bytes(stored as u64),
+                    human_bytes(self.bytes)
+                ),
+            });
+        }
+        Ok(true)
+    }
+}
+
+/// `12.3 KiB` style sizes.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]

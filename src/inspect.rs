@@ -136,24 +136,16 @@ fn inspect_mbtiles(output: &str, path: &Path) -> Result<Inventory> {
     let rows = statement
         .query_map([], |row| {
             Ok((
-                row.get::<_, u8>(0)?,
-                row.get::<_, u32>(1)?,
-                row.get::<_, u32>(2)?,
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
                 row.get::<_, u64>(3)?,
             ))
         })
         .map_err(fail)?;
     for row in rows {
         let (z, x, tms_row, bytes) = row.map_err(fail)?;
-        let tile = (1u32.checked_shl(u32::from(z)))
-            .and_then(|n| n.checked_sub(1 + tms_row))
-            .and_then(|y| TileCoord::new(z, x, y).ok())
-            .ok_or_else(|| {
-                Error::output(
-                    path,
-                    format!("invalid tile: zoom {z}, column {x}, row {tms_row}"),
-                )
-            })?;
+        let tile = TileCoord::from_tms(z, x, tms_row).map_err(|e| Error::output(path, e))?;
         counter.add(tile, bytes);
     }
     Ok(counter.into_inventory(output, Value::Object(metadata)))

@@ -6,40 +6,96 @@ use std::time::Duration;
 
 use crate::config::{Config, DatabaseConfig, S3Config, TilesetConfig};
 use crate::error::{Error, Result};
-use crate::sink::OutputTarget;
+use crate::config::OutputTarget;
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
-/// What the operator asked for on the command line; `None` means "as the config says".
-#[derive(Debug, Clone, Default)]
+/// What the operator asked for on the command line; `None` means "as the config says". The CLI
+/// flattens it into `oar-tiles seed`, so each flag is declared once; [`SeedJob::resolve`] checks it
+/// against the config.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct SeedOptions {
-    /// Tilesets to seed; empty means all.
+    /// Seed only this tileset (repeatable) [default: every tileset of the config].
+    #[arg(short, long = "tileset", value_name = "NAME")]
     pub tilesets: Vec<String>,
-    /// Zoom range override.
+
+    /// Zoom levels, `A-B` or `N`, within 0-24 [default: the tileset's minzoom-maxzoom].
+    #[arg(short, long = "zoom", value_name = "A-B|N", value_parser = parse_zoom)]
     pub zooms: Option<ZoomRange>,
-    /// Bbox override.
+
+    /// Area in degrees `W,S,E,N`, not crossing the antimeridian [default: the tileset's bbox].
+    #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
     pub bbox: Option<BBox>,
-    /// Output override (only with a single tileset).
+
+    /// Output: path.mbtiles, dir:PATH or PATH/ (a z/x/y tree), or s3://bucket/prefix
+    /// [default: the tileset's output]. Only with one tileset.
+    #[arg(short, long, value_name = "PATH")]
     pub output: Option<String>,
-    /// Tiles rendered at once, and connections in the pool.
+
+    /// Tiles rendered at once; also the number of database connections [default: database.pool_size].
+    #[arg(short = 'j', long, value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Count the tiles each zoom would query, render nothing.
-    pub dry_run: bool,
-    /// Where to write the machine-readable summary.
-    pub summary_json: Option<PathBuf>,
-    /// Where to list the tiles written with new bytes or deleted.
-    pub changed_list: Option<PathBuf>,
-    /// Fail on the first tile over its tileset's size budget.
-    pub strict_size: bool,
-    /// Re-render only what changed since the output's watermark.
+
+    /// Re-render only the tiles touched by changes since the output's watermark (needs
+    /// `oar-tiles changes install`); tiles that became empty are deleted.
+    #[arg(long)]
     pub dirty: bool,
-    /// Render exactly the `z/x/y` tiles listed in this file.
+
+    /// Render exactly the tiles listed in FILE, one z/x/y per line (osm2pgsql expire lists, tegola
+    /// tile lists); empty ones are deleted from the output.
+    #[arg(long, value_name = "FILE")]
     pub tiles_from: Option<PathBuf>,
-    /// Stop a reseed cleanly after this long.
+
+    /// How the run behaves, passed to the job as given.
+    #[command(flatten)]
+    pub run: RunSettings,
+}
+
+/// Command-line settings that need no resolving against the config.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunSettings {
+    /// Print how many tiles each zoom would query, without rendering or writing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Also write the summary as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+
+    /// Write the tiles stored with new bytes or deleted to FILE, one z/x/y per line (for CDN invalidation).
+    #[arg(long, value_name = "FILE")]
+    pub changed_list: Option<PathBuf>,
+
+    /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); lower zooms go first and
+    /// the next run picks up the rest.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
-    /// Wait for another job's lock on an output instead of refusing.
+
+    /// If another job holds the output, wait for it instead of refusing.
+    #[arg(long)]
     pub wait_lock: bool,
-    /// Finish the other tiles when some fail, and list the failed ones here.
+
+    /// When a tile still fails after its retries, finish the others, list the failed tiles in FILE
+    /// (a --tiles-from list; their subtrees are not walked) and exit 1.
+    #[arg(long, value_name = "FILE")]
     pub keep_going: Option<PathBuf>,
+
+    /// Fail (exit 1, output left as it was) on the first tile over the tileset's size_budget,
+    /// instead of listing such tiles in the summary.
+    #[arg(long)]
+    pub strict_size: bool,
+}
+
+fn parse_zoom(text: &str) -> std::result::Result<ZoomRange, String> {
+    text.parse().map_err(|e: crate::tile::TileError| e.to_string())
+}
+
+fn parse_bbox(text: &str) -> std::result::Result<BBox, String> {
+    text.parse().map_err(|e: crate::tile::TileError| e.to_string())
+}
+
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 10m or 90s ({e})"))
 }
 
 /// Which tiles a job renders.
@@ -66,22 +122,10 @@ pub struct SeedJob {
     pub concurrency: usize,
     /// Tilesets in config order.
     pub tilesets: Vec<TilesetJob>,
-    /// Whether nothing is rendered or written.
-    pub dry_run: bool,
-    /// Where to write the machine-readable summary.
-    pub summary_json: Option<PathBuf>,
-    /// Where to list the tiles written with new bytes or deleted.
-    pub changed_list: Option<PathBuf>,
-    /// Fail on the first tile over its tileset's size budget.
-    pub strict_size: bool,
     /// Which tiles to render.
     pub selection: Selection,
-    /// Stop a reseed cleanly after this long.
-    pub max_duration: Option<Duration>,
-    /// Wait for another job's lock on an output instead of refusing.
-    pub wait_lock: bool,
-    /// Finish the other tiles when some fail, and list the failed ones here.
-    pub keep_going: Option<PathBuf>,
+    /// How the run behaves.
+    pub run: RunSettings,
 }
 
 /// One tileset's part of a job.
@@ -112,11 +156,11 @@ pub fn read_tile_list(path: &Path) -> Result<Vec<TileCoord>> {
         if line.is_empty() {
             continue;
         }
-        let tile: TileCoord = line.parse().map_err(|message| Error::Config {
+        let tile: TileCoord = line.parse().map_err(|e: crate::tile::TileError| Error::Config {
             path: path.to_path_buf(),
             line: Some(index + 1),
             column: None,
-            message,
+            message: e.to_string(),
         })?;
         tiles.insert((tile.z(), tile.x(), tile.y()));
     }
@@ -160,13 +204,13 @@ impl SeedJob {
             (None, true) => Selection::Dirty,
             (None, false) => Selection::Pyramid,
         };
-        if options.dry_run && selection != Selection::Pyramid {
+        if options.run.dry_run && selection != Selection::Pyramid {
             return Err(Error::Usage(
                 "--dry-run counts a full seed; it cannot be combined with --dirty or --tiles-from"
                     .into(),
             ));
         }
-        if options.max_duration.is_some() && selection == Selection::Pyramid {
+        if options.run.max_duration.is_some() && selection == Selection::Pyramid {
             return Err(Error::Usage(
                 "--max-duration applies to --dirty and --tiles-from runs".into(),
             ));
@@ -181,7 +225,7 @@ impl SeedJob {
         for tileset in selected {
             let output = match options.output.as_deref().or(tileset.output.as_deref()) {
                 Some(output) => Some(OutputTarget::parse(output)?),
-                None if options.dry_run => None,
+                None if options.run.dry_run => None,
                 None => {
                     return Err(Error::Usage(format!(
                         "tileset `{}` has no output: pass --output or set `output` in the config",
@@ -202,14 +246,8 @@ impl SeedJob {
             change_schema: config.change_schema,
             concurrency,
             tilesets,
-            dry_run: options.dry_run,
-            summary_json: options.summary_json,
-            changed_list: options.changed_list,
-            strict_size: options.strict_size,
             selection,
-            max_duration: options.max_duration,
-            wait_lock: options.wait_lock,
-            keep_going: options.keep_going,
+            run: options.run,
         })
     }
 }
@@ -274,7 +312,10 @@ filter = "country_code = 'BD'"
             "{err}"
         );
         let dry = SeedOptions {
-            dry_run: true,
+            run: RunSettings {
+                dry_run: true,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(SeedJob::resolve(config(), dry).unwrap().tilesets.len(), 2);

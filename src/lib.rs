@@ -1,8 +1,7 @@
 //! oar-tiles: pregenerates static vector tiles of the Open Apparel Registry from PostGIS and keeps them
-//! fresh. The pipeline is config → plan → render → encode → sink; `seed` wires it.
+//! fresh. The pipeline is config → plan → render → encode → sink → state; [`seed`] wires it, and
+//! ARCHITECTURE.md draws it.
 
-pub mod cells;
-pub mod changes;
 pub mod config;
 pub mod encode;
 pub mod error;
@@ -11,8 +10,11 @@ pub mod job;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod schedule;
+pub mod retry;
 pub mod seed;
 pub mod sink;
+pub mod state;
 pub mod tile;
 
 pub use error::{Error, ExitCode, Result};

@@ -5,12 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
 
 use clap::{Args, Parser, Subcommand};
-use oar_tiles::config::{Config, S3Config};
+use oar_tiles::config::{Config, OutputTarget, S3Config};
 use oar_tiles::job::{SeedJob, SeedOptions};
 use oar_tiles::report::ProgressKind;
-use oar_tiles::sink::OutputTarget;
-use oar_tiles::tile::{BBox, ZoomRange};
-use oar_tiles::{changes, inspect, seed, Error, ExitCode};
+use oar_tiles::state::capture as changes;
+use oar_tiles::{inspect, seed, Error, ExitCode};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -118,80 +117,8 @@ struct SeedArgs {
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// Seed only this tileset (repeatable) [default: every tileset of the config].
-    #[arg(short, long = "tileset", value_name = "NAME")]
-    tilesets: Vec<String>,
-
-    /// Zoom levels, `A-B` or `N`, within 0-24 [default: the tileset's minzoom-maxzoom].
-    #[arg(short, long, value_name = "A-B|N", value_parser = parse_zoom)]
-    zoom: Option<ZoomRange>,
-
-    /// Area in degrees `W,S,E,N`, not crossing the antimeridian [default: the tileset's bbox].
-    #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
-    bbox: Option<BBox>,
-
-    /// Output: path.mbtiles, dir:PATH or PATH/ (a z/x/y tree), or s3://bucket/prefix
-    /// [default: the tileset's output]. Only with one tileset.
-    #[arg(short, long, value_name = "PATH")]
-    output: Option<String>,
-
-    /// Tiles rendered at once; also the number of database connections [default: database.pool_size].
-    #[arg(short = 'j', long, value_name = "N")]
-    concurrency: Option<usize>,
-
-    /// Print how many tiles each zoom would query, without rendering or writing anything.
-    #[arg(long)]
-    dry_run: bool,
-
-    /// Also write the summary as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
-    summary_json: Option<PathBuf>,
-
-    /// Write the tiles stored with new bytes or deleted to FILE, one z/x/y per line (for CDN invalidation).
-    #[arg(long, value_name = "FILE")]
-    changed_list: Option<PathBuf>,
-
-    /// Re-render only the tiles touched by changes since the output's watermark (needs
-    /// `oar-tiles changes install`); tiles that became empty are deleted.
-    #[arg(long)]
-    dirty: bool,
-
-    /// Render exactly the tiles listed in FILE, one z/x/y per line (osm2pgsql expire lists, tegola
-    /// tile lists); empty ones are deleted from the output.
-    #[arg(long, value_name = "FILE")]
-    tiles_from: Option<PathBuf>,
-
-    /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); lower zooms go first and
-    /// the next run picks up the rest.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    max_duration: Option<std::time::Duration>,
-
-    /// If another job holds the output, wait for it instead of refusing.
-    #[arg(long)]
-    wait_lock: bool,
-
-    /// When a tile still fails after its retries, finish the others, list the failed tiles in FILE
-    /// (a --tiles-from list; their subtrees are not walked) and exit 1.
-    #[arg(long, value_name = "FILE")]
-    keep_going: Option<PathBuf>,
-
-    /// Fail (exit 1, output left as it was) on the first tile over the tileset's size_budget,
-    /// instead of listing such tiles in the summary.
-    #[arg(long)]
-    strict_size: bool,
-}
-
-fn parse_zoom(text: &str) -> Result<ZoomRange, String> {
-    text.parse()
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration like 10m or 90s ({e})"))
-}
-
-fn parse_bbox(text: &str) -> Result<BBox, String> {
-    text.parse()
+    #[command(flatten)]
+    options: SeedOptions,
 }
 
 fn main() -> ProcessExit {
@@ -297,24 +224,7 @@ fn run_inspect(args: InspectArgs) -> Result<(), Error> {
 
 fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     let path = Config::locate(args.config.as_deref())?;
-    let config = Config::load(&path)?;
-    let options = SeedOptions {
-        tilesets: args.tilesets,
-        zooms: args.zoom,
-        bbox: args.bbox,
-        output: args.output,
-        concurrency: args.concurrency,
-        dry_run: args.dry_run,
-        summary_json: args.summary_json,
-        changed_list: args.changed_list,
-        strict_size: args.strict_size,
-        dirty: args.dirty,
-        tiles_from: args.tiles_from,
-        max_duration: args.max_duration,
-        wait_lock: args.wait_lock,
-        keep_going: args.keep_going,
-    };
-    let job = SeedJob::resolve(config, options)?;
+    let job = SeedJob::resolve(Config::load(&path)?, args.options)?;
     let progress = if quiet {
         ProgressKind::Quiet
     } else {
@@ -324,28 +234,5 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     for summary in &summaries {
         print!("{}", summary.to_text());
     }
-    if let Some(path) = &job.summary_json {
-        let json = serde_json::to_string_pretty(&summaries).expect("summaries serialize");
-        std::fs::write(path, json + "\n").map_err(|e| Error::File {
-            path: path.clone(),
-            message: format!("cannot write the summary: {e}"),
-        })?;
-    }
-    let failed: Vec<&str> = summaries
-        .iter()
-        .flat_map(|s| &s.failed_tiles)
-        .map(|f| f.tile.as_str())
-        .collect();
-    if let (Some(list), false) = (&job.keep_going, failed.is_empty()) {
-        let text: String = failed.iter().map(|tile| format!("{tile}\n")).collect();
-        std::fs::write(list, text).map_err(|e| Error::File {
-            path: list.clone(),
-            message: format!("cannot write the failed-tile list: {e}"),
-        })?;
-        return Err(Error::TilesFailed {
-            count: failed.len(),
-            list: list.clone(),
-        });
-    }
-    Ok(())
+    seed::write_reports(&job, &summaries)
 }

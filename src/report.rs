@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::render::Mode;
+pub use crate::encode::human_bytes;
+use crate::plan::Mode;
 use crate::sink::SinkReport;
 use crate::tile::TileCoord;
 
@@ -439,22 +440,6 @@ impl TilesetSummary {
             out.push_str(&format!("slowest tiles: {}\n", slowest.join(", ")));
         }
         out
-    }
-}
-
-/// `12.3 KiB` style sizes.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 

@@ -1,7 +1,8 @@
-//! Tile maths: XYZ coordinates, zoom ranges, bounding boxes and Web-Mercator envelopes.
+//! Tile maths: XYZ coordinates, zoom ranges, bounding boxes and Web-Mercator envelopes, plus the
+//! compact keys and orderings the other stages use to hold sets of tiles.
 //!
-//! Everything in oar-tiles speaks XYZ (y grows southwards). The TMS row flip that MBTiles needs lives in
-//! the MBTiles sink and nowhere else.
+//! Everything in oar-tiles speaks XYZ (y grows southwards). The TMS row flip that MBTiles needs is
+//! [`TileCoord::tms_row`] / [`TileCoord::from_tms`], written once here and used only for MBTiles.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +19,41 @@ pub const EARTH_RADIUS: f64 = 6_378_137.0;
 /// Latitude at which the Web-Mercator square ends.
 pub const MAX_MERCATOR_LAT: f64 = 85.051_128_779_806_59;
 
+/// Why a tile address, zoom range or bbox was refused; each reads as one line naming the value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TileError {
+    /// A zoom above [`MAX_ZOOM`].
+    #[error("zoom {0} is above the maximum {MAX_ZOOM}")]
+    ZoomTooHigh(u32),
+    /// A zoom that is not a number in `0..=MAX_ZOOM`.
+    #[error("zoom {0} is outside 0..={MAX_ZOOM}")]
+    ZoomOutOfRange(i64),
+    /// x or y at or beyond `2^z`.
+    #[error("tile {z}/{x}/{y} is outside zoom {z} (x and y must be below {})", 1u64 << z)]
+    OutsideZoom {
+        /// Zoom.
+        z: u8,
+        /// Column.
+        x: u32,
+        /// Row.
+        y: u32,
+    },
+    /// Text that is not `z/x/y`, `N`, `A-B` or `W,S,E,N`; the message says which was expected.
+    #[error("{0}")]
+    Syntax(String),
+    /// A zoom range whose start lies above its end.
+    #[error("zoom range {min}-{max} starts above its end")]
+    ZoomRangeReversed {
+        /// Start.
+        min: u8,
+        /// End.
+        max: u8,
+    },
+    /// A bbox with a value out of range or its sides the wrong way round.
+    #[error("{0}")]
+    BBox(String),
+}
+
 /// A validated tile address; it cannot hold x or y outside its zoom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TileCoord {
@@ -28,17 +64,36 @@ pub struct TileCoord {
 
 impl TileCoord {
     /// Builds a tile coordinate, refusing zooms above [`MAX_ZOOM`] and x or y outside `0..2^z`.
-    pub fn new(z: u8, x: u32, y: u32) -> Result<Self, String> {
+    pub fn new(z: u8, x: u32, y: u32) -> Result<Self, TileError> {
         if z > MAX_ZOOM {
-            return Err(format!("zoom {z} is above the maximum {MAX_ZOOM}"));
+            return Err(TileError::ZoomTooHigh(u32::from(z)));
         }
         let n = 1u64 << z;
         if u64::from(x) >= n || u64::from(y) >= n {
-            return Err(format!(
-                "tile {z}/{x}/{y} is outside zoom {z} (x and y must be below {n})"
-            ));
+            return Err(TileError::OutsideZoom { z, x, y });
         }
         Ok(Self { z, x, y })
+    }
+
+    /// The row MBTiles stores this tile under: TMS counts rows from the south. The one place the
+    /// flip is written; [`TileCoord::from_tms`] undoes it.
+    pub fn tms_row(&self) -> u32 {
+        (1u32 << self.z) - 1 - self.y
+    }
+
+    /// The tile MBTiles stores at `(zoom_level, tile_column, tile_row)`, refusing values no tile has.
+    pub fn from_tms(z: i64, x: i64, tms_row: i64) -> Result<Self, TileError> {
+        let z = u8::try_from(z)
+            .ok()
+            .filter(|z| *z <= MAX_ZOOM)
+            .ok_or(TileError::ZoomOutOfRange(z))?;
+        let rows = 1i64 << z;
+        let outside = || TileError::Syntax(format!("invalid tile: zoom {z}, column {x}, row {tms_row}"));
+        let x = u32::try_from(x).map_err(|_| outside())?;
+        if !(0..rows).contains(&tms_row) {
+            return Err(outside());
+        }
+        TileCoord::new(z, x, (rows - 1 - tms_row) as u32)
     }
 
     /// The zoom level.
@@ -102,24 +157,23 @@ impl fmt::Display for TileCoord {
 }
 
 impl FromStr for TileCoord {
-    type Err = String;
+    type Err = TileError;
 
     /// Parses `z/x/y`, the format of osm2pgsql expire lists and tegola tile lists.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = s.trim().split('/').collect();
         let [z, x, y] = parts.as_slice() else {
-            return Err(format!("`{s}` is not a tile address of the form z/x/y"));
+            return Err(TileError::Syntax(format!(
+                "`{s}` is not a tile address of the form z/x/y"
+            )));
         };
-        let z: u8 = z
-            .parse()
-            .map_err(|_| format!("`{s}`: zoom `{z}` is not a number"))?;
-        let x: u32 = x
-            .parse()
-            .map_err(|_| format!("`{s}`: x `{x}` is not a number"))?;
-        let y: u32 = y
-            .parse()
-            .map_err(|_| format!("`{s}`: y `{y}` is not a number"))?;
-        TileCoord::new(z, x, y)
+        let number = |name: &str, text: &str| {
+            text.parse::<u32>()
+                .map_err(|_| TileError::Syntax(format!("`{s}`: {name} `{text}` is not a number")))
+        };
+        let z = number("zoom", z)?;
+        let z = u8::try_from(z).map_err(|_| TileError::ZoomTooHigh(z))?;
+        TileCoord::new(z, number("x", x)?, number("y", y)?)
     }
 }
 
@@ -182,12 +236,12 @@ pub struct ZoomRange {
 
 impl ZoomRange {
     /// Builds a range, refusing `min > max` and zooms above [`MAX_ZOOM`].
-    pub fn new(min: u8, max: u8) -> Result<Self, String> {
+    pub fn new(min: u8, max: u8) -> Result<Self, TileError> {
         if max > MAX_ZOOM {
-            return Err(format!("zoom {max} is above the maximum {MAX_ZOOM}"));
+            return Err(TileError::ZoomTooHigh(u32::from(max)));
         }
         if min > max {
-            return Err(format!("zoom range {min}-{max} starts above its end"));
+            return Err(TileError::ZoomRangeReversed { min, max });
         }
         Ok(Self { min, max })
     }
@@ -210,19 +264,21 @@ impl fmt::Display for ZoomRange {
 }
 
 impl FromStr for ZoomRange {
-    type Err = String;
+    type Err = TileError;
 
     /// Parses `N` or `A-B`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parse = |part: &str| -> Result<u8, String> {
+        let parse = |part: &str| -> Result<u8, TileError> {
             let part = part.trim();
             let value: i64 = part.parse().map_err(|_| {
-                format!("`{s}` is not a zoom or zoom range (expected N or A-B, e.g. 0-14)")
+                TileError::Syntax(format!(
+                    "`{s}` is not a zoom or zoom range (expected N or A-B, e.g. 0-14)"
+                ))
             })?;
             u8::try_from(value)
                 .ok()
                 .filter(|z| *z <= MAX_ZOOM)
-                .ok_or_else(|| format!("zoom {value} is outside 0..={MAX_ZOOM}"))
+                .ok_or(TileError::ZoomOutOfRange(value))
         };
         match s.split_once('-') {
             Some((a, b)) => ZoomRange::new(parse(a)?, parse(b)?),
@@ -257,7 +313,11 @@ impl BBox {
     };
 
     /// Builds a bbox, refusing coordinates out of range, west > east and south > north.
-    pub fn new(west: f64, south: f64, east: f64, north: f64) -> Result<Self, String> {
+    pub fn new(west: f64, south: f64, east: f64, north: f64) -> Result<Self, TileError> {
+        Self::checked(west, south, east, north).map_err(TileError::BBox)
+    }
+
+    fn checked(west: f64, south: f64, east: f64, north: f64) -> Result<Self, String> {
         let all = [west, south, east, north];
         if all.iter().any(|v| !v.is_finite()) {
             return Err("bbox values must be finite numbers".into());
@@ -331,16 +391,16 @@ impl fmt::Display for BBox {
 }
 
 impl FromStr for BBox {
-    type Err = String;
+    type Err = TileError;
 
     /// Parses `W,S,E,N` in degrees.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let values: Result<Vec<f64>, _> = s.split(',').map(|v| v.trim().parse::<f64>()).collect();
         match values.as_deref() {
             Ok([w, so, e, n]) => BBox::new(*w, *so, *e, *n),
-            _ => Err(format!(
+            _ => Err(TileError::Syntax(format!(
                 "`{s}` is not a bbox (expected four numbers W,S,E,N in degrees)"
-            )),
+            ))),
         }
     }
 }
@@ -383,9 +443,73 @@ impl TileRange {
     }
 }
 
+/// Packs a tile into one integer, for compact sets of tiles.
+pub fn tile_key(tile: TileCoord) -> u64 {
+    (u64::from(tile.z()) << 58) | (u64::from(tile.x()) << 29) | u64::from(tile.y())
+}
+
+/// The tile a [`tile_key`] packs; `None` for a number no tile packs to.
+pub fn tile_from_key(key: u64) -> Option<TileCoord> {
+    let mask = (1u64 << 29) - 1;
+    let z = u8::try_from(key >> 58).ok()?;
+    let x = u32::try_from((key >> 29) & mask).ok()?;
+    let y = u32::try_from(key & mask).ok()?;
+    TileCoord::new(z, x, y).ok()
+}
+
+/// Whether a tile lies within a zoom range and the tile ranges of a bbox.
+pub fn in_scope(tile: TileCoord, zooms: ZoomRange, bounds: &BBox) -> bool {
+    zooms.contains(tile.z()) && bounds.tile_range(tile.z()).contains(tile)
+}
+
+/// Longitude/latitude in degrees to Web-Mercator metres, latitude clamped to the Mercator square.
+pub fn mercator(lon: f64, lat: f64) -> (f64, f64) {
+    lonlat_to_mercator(lon.clamp(-180.0, 180.0), lat, MAX_MERCATOR_LAT)
+}
+
+/// A tile's place along a Z-order curve within its zoom: rendering in this order keeps neighbours
+/// close in time, so the database finds their rows still in its cache.
+pub fn locality_key(tile: TileCoord) -> u64 {
+    morton(tile.x(), tile.y())
+}
+
+/// Interleaves the bits of x and y (Z-order).
+pub fn morton(x: u32, y: u32) -> u64 {
+    let spread = |v: u32| {
+        let mut v = u64::from(v);
+        v = (v | (v << 16)) & 0x0000_ffff_0000_ffff;
+        v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff;
+        v = (v | (v << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+        v = (v | (v << 2)) & 0x3333_3333_3333_3333;
+        (v | (v << 1)) & 0x5555_5555_5555_5555
+    };
+    spread(x) | (spread(y) << 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tile_keys_unpack_to_their_tile() {
+        for tile in [(0, 0, 0), (14, 12307, 7075), (24, (1 << 24) - 1, 5)] {
+            let tile = TileCoord::new(tile.0, tile.1, tile.2).unwrap();
+            assert_eq!(tile_from_key(tile_key(tile)), Some(tile));
+        }
+        assert_eq!(tile_from_key(u64::MAX), None);
+    }
+
+    #[test]
+    fn the_tms_row_flip_counts_from_the_south_and_undoes_itself() {
+        assert_eq!(TileCoord::new(0, 0, 0).unwrap().tms_row(), 0);
+        assert_eq!(TileCoord::new(3, 1, 0).unwrap().tms_row(), 7);
+        assert_eq!(TileCoord::new(3, 1, 6).unwrap().tms_row(), 1);
+        let tile = TileCoord::new(14, 12307, 7075).unwrap();
+        assert_eq!(TileCoord::from_tms(14, 12307, i64::from(tile.tms_row())), Ok(tile));
+        assert!(TileCoord::from_tms(3, 1, 8).is_err());
+        assert!(TileCoord::from_tms(3, 1, -1).is_err());
+        assert!(TileCoord::from_tms(30, 0, 0).is_err());
+    }
 
     #[test]
     fn tile_coords_outside_their_zoom_are_refused() {
@@ -469,5 +593,19 @@ mod tests {
         let lonlat = env.mercator_to_lonlat();
         assert!((lonlat.north - MAX_MERCATOR_LAT).abs() < 1e-9);
         assert!((lonlat.east - 180.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn locality_order_keeps_siblings_together() {
+        let mut tiles: Vec<TileCoord> = [(2, 0), (0, 0), (1, 1), (3, 3), (0, 1), (1, 0)]
+            .iter()
+            .map(|(x, y)| TileCoord::new(2, *x, *y).unwrap())
+            .collect();
+        tiles.sort_unstable_by_key(|t| locality_key(*t));
+        let order: Vec<String> = tiles.iter().map(|t| t.to_string()).collect();
+        assert_eq!(
+            order,
+            ["2/0/0", "2/1/0", "2/0/1", "2/1/1", "2/2/0", "2/3/3"]
+        );
     }
 }

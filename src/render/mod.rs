@@ -1,4 +1,5 @@
 //! Rendering: one prepared statement per zoom, executed per tile on a bounded pool of connections.
+//! The scheduler drives any [`Renderer`]; [`TilesetRenderer`] on its [`Connections`] is the PostGIS one.
 //!
 //! A tile's statement returns its MVT bytes and, per child, whether any source row lies inside the
 //! child's buffered envelope for the layers of deeper zooms. That answer, not the emptiness of the
@@ -20,17 +21,24 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::error::{pg_message, Error, Result};
+pub use crate::plan::Mode;
+use crate::retry::Policy;
 use crate::tile::{TileCoord, ZoomRange};
 use source::LayerSource;
 use sql::TileQuery;
 
-/// Whether a tile is rendered or only probed for content below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Produce the tile's bytes.
-    Render,
-    /// Only decide whether its children need visiting.
-    Probe,
+/// Renders batches of tiles of one zoom. The scheduler drives it and never learns how tiles are made,
+/// so its policies (batching, keep-going, deadlines, heavy tiles) can be tested with tiles from memory.
+pub trait Renderer {
+    /// Renders `tiles` (all of one zoom) in `mode`: one result per tile, in the same order.
+    fn render_batch(
+        &self,
+        tiles: &[TileCoord],
+        mode: Mode,
+    ) -> impl std::future::Future<Output = Vec<Result<Rendered>>>;
+
+    /// Estimated unclustered features at the top zoom, which decides how heavy tiles are scheduled.
+    fn unclustered_rows(&self) -> f64;
 }
 
 /// The outcome of one tile's statement.
@@ -49,15 +57,29 @@ pub struct Rendered {
 /// A tile's MVT bytes where they arrived: in the result rows, piece by piece, so a tile of tens of
 /// megabytes is never copied into one buffer before it is compressed.
 #[derive(Debug, Default)]
-pub struct Mvt(Vec<Row>);
+pub struct Mvt(Vec<Piece>);
+
+#[derive(Debug)]
+enum Piece {
+    Row(Row),
+    Bytes(Vec<u8>),
+}
 
 /// Column of the MVT piece in a tile statement's rows.
 const CHUNK_COLUMN: usize = 3;
 
 impl Mvt {
+    /// Bytes made elsewhere (a renderer that does not read rows, such as a test's).
+    pub fn from_bytes(bytes: Vec<u8>) -> Mvt {
+        Mvt(vec![Piece::Bytes(bytes)])
+    }
+
     /// The pieces, in order.
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + Clone {
-        self.0.iter().map(|row| row.get::<_, &[u8]>(CHUNK_COLUMN))
+        self.0.iter().map(|piece| match piece {
+            Piece::Row(row) => row.get::<_, &[u8]>(CHUNK_COLUMN),
+            Piece::Bytes(bytes) => bytes.as_slice(),
+        })
     }
 
     /// Length in bytes.
@@ -186,28 +208,41 @@ impl Connections {
 }
 
 async fn get_with_retries(pool: &Pool, max_attempts: u32) -> Result<Object> {
-    let mut delay = Duration::from_millis(500);
-    for attempt in 1.. {
-        match pool.get().await {
-            Ok(client) => return Ok(client),
-            Err(err) if attempt < max_attempts => {
-                tracing::warn!(
-                    "cannot get a database connection (attempt {attempt} of {max_attempts}), retrying in {delay:?}: {}",
-                    pool::pool_message(&err)
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(8));
-            }
-            Err(err) => return Err(Error::Database(pool::pool_message(&err))),
-        }
+    Policy::database(max_attempts)
+        .run(
+            || "cannot get a database connection".to_string(),
+            || pool.get(),
+            |_| true,
+            pool::pool_message,
+        )
+        .await
+        .map_err(|failed| Error::Database(pool::pool_message(&failed.error)))
+}
+
+/// A [`TilesetRenderer`] bound to the connections of a run.
+pub struct PostgisRenderer<'a> {
+    renderer: &'a TilesetRenderer,
+    connections: &'a Connections,
+}
+
+impl Renderer for PostgisRenderer<'_> {
+    async fn render_batch(&self, tiles: &[TileCoord], mode: Mode) -> Vec<Result<Rendered>> {
+        self.renderer
+            .render_batch(tiles, mode, self.connections)
+            .await
     }
-    unreachable!("the loop returns")
+
+    fn unclustered_rows(&self) -> f64 {
+        self.renderer.unclustered_rows
+    }
 }
 
 /// Renders the tiles of one tileset.
 pub struct TilesetRenderer {
     pool: Pool,
     tileset: String,
+    /// Row estimates of the layers rendered unclustered at zoom 0.
+    unclustered_rows: f64,
     /// Per zoom, how far beyond a tile (in tile widths) its rows are fetched.
     margins: Vec<f64>,
     render: Vec<TileQuery>,
@@ -229,6 +264,11 @@ impl TilesetRenderer {
         Self {
             pool,
             tileset: tileset.to_string(),
+            unclustered_rows: layers
+                .iter()
+                .filter(|layer| layer.config.cluster_at(0).is_none())
+                .map(|layer| layer.estimated_rows)
+                .sum(),
             margins: (0..=zooms.max + 1)
                 .map(|z| fetch_margin(layers, z, extent, buffer))
                 .collect(),
@@ -275,6 +315,14 @@ impl TilesetRenderer {
             seen.len()
         );
         Ok(())
+    }
+
+    /// This renderer on a run's connections, as the scheduler drives it.
+    pub fn on<'a>(&'a self, connections: &'a Connections) -> PostgisRenderer<'a> {
+        PostgisRenderer {
+            renderer: self,
+            connections,
+        }
     }
 
     /// Renders tiles of one zoom and mode, as one statement where possible. When a batch of several
@@ -339,47 +387,42 @@ impl TilesetRenderer {
             }
         };
 
-        let attempts = connections.max_attempts;
-        let mut delay = Duration::from_millis(500);
-        for attempt in 1.. {
-            let (slot, client) = connections.pick();
-            let outcome = async {
-                let statement = client
-                    .prepare_typed_cached(&query.sql, &query.types)
-                    .await?;
-                client.query(&statement, &params).await
-            }
-            .await;
-            drop(slot);
-            let retry = |err: &tokio_postgres::Error| {
-                attempt < attempts
-                    && is_transient(err)
-                    && !(tiles.len() > 1 && err.code() == Some(&SqlState::QUERY_CANCELED))
-            };
-            match outcome {
-                Ok(rows) => return self.rows_to_tiles(first.z(), tiles.len(), rows),
-                Err(err) if retry(&err) => {
-                    tracing::warn!(
-                        "{}: attempt {attempt} of {attempts} failed, retrying in {delay:?}: {}",
-                        place(),
-                        pg_message(&err)
-                    );
-                    if client.is_closed() {
+        let batch = tiles.len() > 1;
+        let outcome = Policy::database(connections.max_attempts)
+            .run(
+                place,
+                || async {
+                    let (slot, client) = connections.pick();
+                    let outcome = async {
+                        let statement = client
+                            .prepare_typed_cached(&query.sql, &query.types)
+                            .await?;
+                        client.query(&statement, &params).await
+                    }
+                    .await;
+                    drop(slot);
+                    if outcome.is_err() && client.is_closed() {
                         connections.replace(&client).await;
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(8));
-                }
-                Err(err) => {
-                    return Err(Error::Render {
-                        tileset: self.tileset.clone(),
-                        tile: first,
-                        message: format!("{} (after {attempt} attempt(s))", pg_message(&err)),
-                    })
-                }
-            }
+                    outcome
+                },
+                // A batch that ran out of time is not retried whole: its tiles go one by one.
+                |err| is_transient(err) && !(batch && err.code() == Some(&SqlState::QUERY_CANCELED)),
+                pg_message,
+            )
+            .await;
+        match outcome {
+            Ok(rows) => self.rows_to_tiles(first.z(), tiles.len(), rows),
+            Err(failed) => Err(Error::Render {
+                tileset: self.tileset.clone(),
+                tile: first,
+                message: format!(
+                    "{} (after {} attempt(s))",
+                    pg_message(&failed.error),
+                    failed.attempts
+                ),
+            }),
         }
-        unreachable!("the loop returns")
     }
 
     /// The tiles of a statement's rows (a tile's pieces are consecutive, the first numbered 0),
@@ -394,12 +437,13 @@ impl TilesetRenderer {
                 if let Some(last) = rendered.last_mut() {
                     last.elapsed += Duration::from_secs_f64((done - previous).max(0.0));
                     previous = done;
-                    last.mvt.0.push(row);
+                    last.mvt.0.push(Piece::Row(row));
                     continue;
                 }
             }
             let (x, y): (i32, i32) = (row.get(0), row.get(1));
-            let tile = TileCoord::new(z, x as u32, y as u32).map_err(Error::Database)?;
+            let tile = TileCoord::new(z, x as u32, y as u32)
+                .map_err(|e| Error::Database(format!("the tile statement returned {e}")))?;
             let flags: Vec<bool> = row.get(4);
             let mut children = [false; 4];
             for (child, flag) in children.iter_mut().zip(flags) {
@@ -407,7 +451,7 @@ impl TilesetRenderer {
             }
             rendered.push(Rendered {
                 tile,
-                mvt: Mvt(vec![row]),
+                mvt: Mvt(vec![Piece::Row(row)]),
                 children,
                 elapsed: Duration::from_secs_f64((done - previous).max(0.0)),
             });

@@ -5,10 +5,22 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
 
+use serde::Serialize;
+
 use crate::config::{LayerConfig, CLUSTER_PROPERTIES};
 use crate::error::{pg_message, Error, Result};
 use crate::render::pool::pool_message;
-use crate::sink::FieldType;
+
+/// The type of a feature property, as TileJSON's `vector_layers` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum FieldType {
+    /// Any numeric column.
+    Number,
+    /// A boolean column.
+    Boolean,
+    /// Text, and anything else (rendered as its text form).
+    String,
+}
 
 /// A layer whose source has been found and described by the database.
 #[derive(Debug, Clone)]

@@ -542,7 +542,7 @@ fn envelopes_row() -> String {
 
 /// The statement that renders a tile at zoom `z` and says which of its children hold anything.
 /// `cell_tables` names, per layer, a maintained table of cluster cells to read at clustered zooms
-/// instead of aggregating rows (see [`crate::cells`]).
+/// instead of aggregating rows (see [`crate::state::cells`]).
 pub fn render_query(
     layers: &[LayerSource],
     cell_tables: &[Option<String>],

@@ -8,13 +8,11 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::journal::FileJournal;
 use super::tilejson::{tilejson, TILEJSON_NAME};
-use super::{
-    in_scope, tile_key, ChangeLog, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata,
-};
+use super::{ChangedList, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
-use crate::tile::TileCoord;
+use crate::state::journal::FileJournal;
+use crate::tile::{in_scope, tile_key, TileCoord};
 
 /// Name of tippecanoe's metadata document, which GDAL's MVT driver reads.
 pub const TIPPECANOE_METADATA_NAME: &str = "metadata.json";
@@ -23,7 +21,7 @@ pub const TIPPECANOE_METADATA_NAME: &str = "metadata.json";
 pub struct DirectorySink {
     root: PathBuf,
     settings: OutputSettings,
-    changes: ChangeLog,
+    changes: ChangedList,
     seen: HashSet<u64>,
     report: SinkReport,
     state: Option<String>,
@@ -44,7 +42,7 @@ impl DirectorySink {
     pub fn create(
         root: &Path,
         settings: &OutputSettings,
-        changes: ChangeLog,
+        changes: ChangedList,
         journal: Option<&str>,
     ) -> Result<Self> {
         if root.exists() && !root.is_dir() {
@@ -281,7 +279,7 @@ mod tests {
             DirectorySink::create(
                 &root,
                 &OutputSettings::default(),
-                ChangeLog::create(&list).unwrap(),
+                ChangedList::create(&list).unwrap(),
                 None,
             )
             .unwrap(),
@@ -300,10 +298,10 @@ mod tests {
     fn a_full_seed_sweeps_tiles_it_no_longer_produces_within_its_zooms() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("tiles");
-        let changes = ChangeLog::create(&dir.path().join("changed.txt")).unwrap();
+        let changes = ChangedList::create(&dir.path().join("changed.txt")).unwrap();
         let settings = OutputSettings::default();
         let mut first =
-            Box::new(DirectorySink::create(&root, &settings, ChangeLog::disabled(), None).unwrap());
+            Box::new(DirectorySink::create(&root, &settings, ChangedList::disabled(), None).unwrap());
         for (z, x, y) in [(1, 0, 0), (1, 1, 1), (2, 3, 3)] {
             first
                 .write_tile(TileCoord::new(z, x, y).unwrap(), b"x")

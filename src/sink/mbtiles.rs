@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
-use super::{in_scope, ChangeLog, Resume, Sink, SinkReport, TilesetMetadata};
+use super::{ChangedList, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
-use crate::tile::TileCoord;
-use crate::tile::{BBox, ZoomRange};
+use crate::state::journal::{children_from_mask, children_mask};
+use crate::tile::{in_scope, tile_key, BBox, TileCoord, ZoomRange};
 
 /// MBTiles 1.3 says `application_id` is 0x4d504258 ("MPBX").
 const MBTILES_APPLICATION_ID: i32 = 0x4d50_4258;
@@ -35,11 +35,6 @@ const SCHEMA: &str = "
     CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row);
 ";
 
-/// MBTiles counts rows from the south (TMS); everything else in oar-tiles counts from the north.
-pub fn tms_row(tile: TileCoord) -> u32 {
-    (1u32 << tile.z()) - 1 - tile.y()
-}
-
 /// A sink writing one MBTiles file.
 pub struct MbtilesSink {
     target: PathBuf,
@@ -47,7 +42,7 @@ pub struct MbtilesSink {
     connection: Option<Connection>,
     /// Whether the file started empty, so there is nothing to compare with or sweep.
     fresh: bool,
-    changes: ChangeLog,
+    changes: ChangedList,
     report: SinkReport,
     in_batch: usize,
     batch_started: Instant,
@@ -94,7 +89,7 @@ impl MbtilesSink {
     /// `.partial` file left by an interrupted run of the same job is picked up instead of started anew.
     /// Without one, an existing target is opened in place until [`Sink::prepare`] learns the run is
     /// too big for that.
-    pub fn create(target: &Path, changes: ChangeLog, journal: Option<&str>) -> Result<Self> {
+    pub fn create(target: &Path, changes: ChangedList, journal: Option<&str>) -> Result<Self> {
         let partial = partial_path(target);
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
@@ -118,7 +113,7 @@ impl MbtilesSink {
     }
 
     /// Opens the target itself; nothing is written until the first tile begins the transaction.
-    fn open_in_place(target: &Path, partial: PathBuf, changes: ChangeLog) -> Result<Self> {
+    fn open_in_place(target: &Path, partial: PathBuf, changes: ChangedList) -> Result<Self> {
         let fail = |err: rusqlite::Error| Error::output(target, format!("cannot open it: {err}"));
         let connection = Connection::open(target).map_err(fail)?;
         connection.execute_batch(IN_PLACE_SESSION).map_err(fail)?;
@@ -145,7 +140,7 @@ impl MbtilesSink {
     fn start_partial(
         target: &Path,
         partial: PathBuf,
-        changes: ChangeLog,
+        changes: ChangedList,
         journal: Option<&str>,
     ) -> Result<Self> {
         let fresh = !target.exists();
@@ -212,7 +207,7 @@ impl MbtilesSink {
     fn resume_partial(
         target: &Path,
         partial: &Path,
-        changes: &ChangeLog,
+        changes: &ChangedList,
         journal: Option<&str>,
     ) -> Option<Self> {
         let fingerprint = journal?;
@@ -371,15 +366,12 @@ impl MbtilesSink {
                 .map_err(|e| self.fail(e))?;
             let rows = select
                 .query_map(params![metadata.zooms.min, metadata.zooms.max], |r| {
-                    Ok((r.get::<_, u8>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?))
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
                 })
                 .map_err(|e| self.fail(e))?;
             for row in rows {
                 let (z, x, tms) = row.map_err(|e| self.fail(e))?;
-                let Some(y) = (1u32 << z).checked_sub(1).and_then(|m| m.checked_sub(tms)) else {
-                    continue;
-                };
-                if let Ok(tile) = TileCoord::new(z, x, y) {
+                if let Ok(tile) = TileCoord::from_tms(z, x, tms) {
                     if in_scope(tile, metadata.zooms, &metadata.bounds) {
                         stale.push(tile);
                     }
@@ -411,7 +403,7 @@ impl MbtilesSink {
 impl Sink for MbtilesSink {
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
         self.begin_batch()?;
-        let key = params![tile.z(), tile.x(), tms_row(tile)];
+        let key = params![tile.z(), tile.x(), tile.tms_row()];
         let connection = self.connection();
         let fail =
             |e: rusqlite::Error| Error::output(&self.target, format!("writing tile {tile}: {e}"));
@@ -425,7 +417,7 @@ impl Sink for MbtilesSink {
                 .prepare_cached(
                     "SELECT tile_data = ?4 FROM tiles WHERE zoom_level = ?1 AND tile_column = ?2 AND tile_row = ?3",
                 )
-                .and_then(|mut select| select.query_row(params![tile.z(), tile.x(), tms_row(tile), data], |r| r.get(0)))
+                .and_then(|mut select| select.query_row(params![tile.z(), tile.x(), tile.tms_row(), data], |r| r.get(0)))
                 .unwrap_or(false)
             };
         if unchanged {
@@ -435,7 +427,7 @@ impl Sink for MbtilesSink {
                 .prepare_cached(
                     "INSERT OR REPLACE INTO tiles (zoom_level, tile_column, tile_row, tile_data) VALUES (?1, ?2, ?3, ?4)",
                 )
-                .and_then(|mut insert| insert.execute(params![tile.z(), tile.x(), tms_row(tile), data]))
+                .and_then(|mut insert| insert.execute(params![tile.z(), tile.x(), tile.tms_row(), data]))
                 .map_err(fail)?;
             self.report.changed += 1;
             self.changes.record(tile);
@@ -450,7 +442,7 @@ impl Sink for MbtilesSink {
             .prepare_cached(
                 "DELETE FROM tiles WHERE zoom_level = ?1 AND tile_column = ?2 AND tile_row = ?3",
             )
-            .and_then(|mut delete| delete.execute(params![tile.z(), tile.x(), tms_row(tile)]))
+            .and_then(|mut delete| delete.execute(params![tile.z(), tile.x(), tile.tms_row()]))
             .map_err(|e| self.fail(format!("deleting tile {tile}: {e}")))?;
         if deleted > 0 {
             self.report.deleted += 1;
@@ -563,21 +555,17 @@ impl Sink for MbtilesSink {
         let rows = select
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, u8>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, u32>(2)?,
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
                     r.get::<_, u8>(3)?,
                 ))
             })
             .map_err(fail)?;
         for row in rows {
             let (z, x, tms, mask) = row.map_err(fail)?;
-            let y = (1u32 << z) - 1 - tms;
-            if let Ok(tile) = TileCoord::new(z, x, y) {
-                done.insert(
-                    super::tile_key(tile),
-                    [0, 1, 2, 3].map(|bit| mask & (1 << bit) != 0),
-                );
+            if let Ok(tile) = TileCoord::from_tms(z, x, tms) {
+                done.insert(tile_key(tile), children_from_mask(mask));
             }
         }
         Ok(Some(Resume {
@@ -591,17 +579,13 @@ impl Sink for MbtilesSink {
             return Ok(());
         }
         self.begin_batch()?;
-        let mask: u8 = children
-            .iter()
-            .enumerate()
-            .map(|(bit, has)| u8::from(*has) << bit)
-            .sum();
+        let mask = children_mask(children);
         self.connection()
             .prepare_cached(
                 "INSERT OR REPLACE INTO oar_tiles_journal (zoom_level, tile_column, tile_row, children, written)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .and_then(|mut insert| insert.execute(params![tile.z(), tile.x(), tms_row(tile), mask, written]))
+            .and_then(|mut insert| insert.execute(params![tile.z(), tile.x(), tile.tms_row(), mask, written]))
             .map_err(|e| self.fail(format!("journaling tile {tile}: {e}")))?;
         self.end_batch_if_due()
     }
@@ -675,12 +659,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_tms_row_flip_counts_from_the_south() {
-        assert_eq!(tms_row(TileCoord::new(0, 0, 0).unwrap()), 0);
-        assert_eq!(tms_row(TileCoord::new(3, 1, 0).unwrap()), 7);
-        assert_eq!(tms_row(TileCoord::new(3, 1, 6).unwrap()), 1);
-    }
 
     #[test]
     fn a_finished_file_replaces_the_target_and_an_aborted_one_leaves_no_trace() {
@@ -742,7 +720,7 @@ mod tests {
 
     /// A sink without a journal, as a reseed or a tile list opens it.
     fn open(target: &Path) -> Box<MbtilesSink> {
-        Box::new(MbtilesSink::create(target, ChangeLog::disabled(), None).unwrap())
+        Box::new(MbtilesSink::create(target, ChangedList::disabled(), None).unwrap())
     }
 
     #[test]
@@ -803,7 +781,7 @@ mod tests {
     fn a_missing_directory_is_reported_before_anything_is_written() {
         let err = MbtilesSink::create(
             Path::new("/nonexistent-dir/x.mbtiles"),
-            ChangeLog::disabled(),
+            ChangedList::disabled(),
             None,
         )
         .err()

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -21,15 +20,13 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::journal::FileJournal;
 use super::tilejson::{tilejson, TILEJSON_NAME};
-use super::{
-    in_scope, tile_from_key, tile_key, ChangeLog, OutputSettings, Resume, Sink, SinkReport,
-    TilesetMetadata,
-};
+use super::{ChangedList, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::config::S3Config;
 use crate::error::{Error, Result};
-use crate::tile::TileCoord;
+use crate::retry::Policy;
+use crate::state::journal::FileJournal;
+use crate::tile::{in_scope, tile_from_key, tile_key, TileCoord};
 
 /// The media type of Mapbox Vector Tiles.
 pub const MVT_CONTENT_TYPE: &str = "application/vnd.mapbox-vector-tile";
@@ -96,38 +93,22 @@ pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
 
 /// Runs an S3 request up to `attempts` times, backing off exponentially while the failure is
 /// transient (connection, timeout, throttling, 5xx).
-pub async fn with_retries<T, E, F, Fut>(
-    attempts: u32,
-    what: &str,
-    mut request: F,
-) -> Result<T, String>
+pub async fn with_retries<T, E, F, Fut>(attempts: u32, what: &str, request: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
-    let mut delay = Duration::from_millis(250);
-    let mut attempt = 1;
-    loop {
-        match request().await {
-            Ok(value) => return Ok(value),
-            Err(err) if attempt < attempts && is_transient(&err) => {
-                tracing::warn!(
-                    "{what}: attempt {attempt} of {attempts} failed, retrying in {delay:?}: {}",
-                    describe(&err)
-                );
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-                attempt += 1;
-            }
-            Err(err) => {
-                return Err(format!(
-                    "{what}: {} (after {attempt} attempt(s))",
-                    describe(&err)
-                ))
-            }
-        }
-    }
+    Policy::s3(attempts)
+        .run(|| what.to_string(), request, is_transient, describe)
+        .await
+        .map_err(|failed| {
+            format!(
+                "{what}: {} (after {} attempt(s))",
+                describe(&failed.error),
+                failed.attempts
+            )
+        })
 }
 
 fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
@@ -282,7 +263,7 @@ pub struct S3Sink {
     public_base: String,
     settings: OutputSettings,
     attempts: u32,
-    changes: ChangeLog,
+    changes: ChangedList,
     handle: Handle,
     slots: Arc<Semaphore>,
     uploads: JoinSet<Result<Option<TileCoord>>>,
@@ -374,7 +355,7 @@ impl S3Sink {
         prefix: &str,
         config: &S3Config,
         settings: &OutputSettings,
-        changes: ChangeLog,
+        changes: ChangedList,
         journal: Option<&str>,
     ) -> Result<Self> {
         let client = client(config).await;

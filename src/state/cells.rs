@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use deadpool_postgres::Pool;
 use md5::{Digest, Md5};
 
-use crate::changes;
+use crate::state::capture;
 use crate::config::ClusterConfig;
 use crate::error::{pg_message, Error, Result};
 use crate::render::pool::pool_message;
@@ -82,7 +82,7 @@ pub async fn ensure(
 ) -> Result<Vec<Option<CellTable>>> {
     let mut tables = vec![None; layers.len()];
     if !layers.iter().any(|l| l.config.cluster.is_some())
-        || !changes::installed(pool, schema).await?
+        || !capture::installed(pool, schema).await?
     {
         return Ok(tables);
     }
@@ -369,7 +369,7 @@ async fn refresh_one(
         None => None,
         Some(since) => {
             let (everything, boxes) =
-                changes::changed_boxes(&transaction, schema, &quoted_table(&layer.config), since)
+                capture::changed_boxes(&transaction, schema, &quoted_table(&layer.config), since)
                     .await
                     .map_err(|e| e.to_string())?;
             (!everything && boxes.len() <= FULL_REBUILD_CHANGES).then_some(boxes)
@@ -453,7 +453,7 @@ async fn refresh_one(
         .await
         .map_err(pg)?;
     // As a consumer of the change log, the table keeps the changes it has not applied from pruning.
-    changes::record_consumer(
+    capture::record_consumer(
         &transaction,
         &quoted_schema,
         &consumer_name(&table.name),
@@ -545,7 +545,7 @@ mod tests {
         let cells = changed_cells(&[[90.4, 23.8, 90.4, 23.8]], &cluster(), 4096);
         assert!(!cells.is_empty() && cells.len() <= 4, "{cells:?}");
         let cell = sql::cell_metres(&cluster(), 11, 4096);
-        let (x, y) = crate::plan::mercator(90.4, 23.8);
+        let (x, y) = crate::tile::mercator(90.4, 23.8);
         let own = (
             ((x + MERCATOR_HALF_WORLD) / cell).floor() as i64,
             ((MERCATOR_HALF_WORLD - y) / cell).floor() as i64,

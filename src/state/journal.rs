@@ -8,9 +8,32 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
-use super::{tile_key, Resume};
 use crate::error::{Error, Result};
-use crate::tile::TileCoord;
+use crate::tile::{tile_key, TileCoord};
+
+/// What an interrupted walk left for the next run of the same job.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// Finished tiles (by [`tile_key`]) and which of their children hold rows.
+    pub done: HashMap<u64, [bool; 4]>,
+    /// The watermark the interrupted run started from.
+    pub watermark: Option<String>,
+}
+
+/// A tile's children flags as journals store them: bit `i` for child `i` in
+/// [`TileCoord::children`] order.
+pub fn children_mask(children: [bool; 4]) -> u8 {
+    children
+        .iter()
+        .enumerate()
+        .map(|(bit, has)| u8::from(*has) << bit)
+        .sum()
+}
+
+/// The children flags a [`children_mask`] packs.
+pub fn children_from_mask(mask: u8) -> [bool; 4] {
+    [0, 1, 2, 3].map(|bit| mask & (1 << bit) != 0)
+}
 
 const BATCH: usize = 2_000;
 const BATCH_AGE: Duration = Duration::from_secs(2);
@@ -104,10 +127,7 @@ impl FileJournal {
         for row in rows {
             let (z, x, y, mask, was_written) = row.map_err(|e| self.fail(e))?;
             if let Ok(tile) = TileCoord::new(z, x, y) {
-                done.insert(
-                    tile_key(tile),
-                    [0, 1, 2, 3].map(|bit| mask & (1 << bit) != 0),
-                );
+                done.insert(tile_key(tile), children_from_mask(mask));
                 if was_written {
                     written.push(tile);
                 }
@@ -129,11 +149,7 @@ impl FileJournal {
                 .map_err(|e| self.fail(e))?;
             self.batch_started = Instant::now();
         }
-        let mask: u8 = children
-            .iter()
-            .enumerate()
-            .map(|(bit, has)| u8::from(*has) << bit)
-            .sum();
+        let mask = children_mask(children);
         self.connection
             .prepare_cached("INSERT OR REPLACE INTO done (z, x, y, children, written) VALUES (?1, ?2, ?3, ?4, ?5)")
             .and_then(|mut insert| insert.execute(params![tile.z(), tile.x(), tile.y(), mask, written]))

@@ -11,7 +11,7 @@ use crate::tile::TileCoord;
 
 /// A shared, optional recorder of changed tiles; cloning shares the file.
 #[derive(Clone, Default)]
-pub struct ChangeLog {
+pub struct ChangedList {
     inner: Option<Arc<Mutex<Recorder>>>,
 }
 
@@ -21,7 +21,7 @@ struct Recorder {
     error: Option<std::io::Error>,
 }
 
-impl ChangeLog {
+impl ChangedList {
     /// A log that records nothing.
     pub fn disabled() -> Self {
         Self::default()
@@ -42,7 +42,7 @@ impl ChangeLog {
         })
     }
 
-    /// Records one changed tile; a write error is kept and reported by [`ChangeLog::close`].
+    /// Records one changed tile; a write error is kept and reported by [`ChangedList::close`].
     pub fn record(&self, tile: TileCoord) {
         if let Some(inner) = &self.inner {
             let mut recorder = inner

@@ -14,45 +14,13 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
 use md5::{Digest, Md5};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::watermark::Watermark;
 use crate::config::{Config, LayerConfig};
 use crate::error::{pg_message, Error, Result};
 use crate::render::pool::pool_message;
 use crate::render::source::{quote_ident, quoted_table};
-
-/// The schema change capture lives in unless the config's `[changes] schema` names another.
-pub const DEFAULT_SCHEMA: &str = "oar_tiles";
-
-/// What an output records about the data it reflects.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Watermark {
-    /// `pg_current_snapshot()` as text, taken before the seed read any row.
-    pub snapshot: String,
-    /// A digest of the settings that decide what tiles hold (layers, extent, buffer): a reseed
-    /// under other settings must redo every tile, not only the changed ones.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settings: Option<String>,
-    /// The zooms (`A-B`) and bbox (`W,S,E,N`) whose tiles all reflect `snapshot`; `None` in states
-    /// of earlier versions, which meant the tileset's configured zooms and bbox.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zooms: Option<String>,
-    /// See `zooms`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bbox: Option<String>,
-}
-
-impl Watermark {
-    /// The JSON kept in the output.
-    pub fn to_state(&self) -> String {
-        serde_json::to_string(self).expect("watermarks serialize")
-    }
-
-    /// Reads the JSON kept in the output.
-    pub fn from_state(state: &str) -> Option<Watermark> {
-        serde_json::from_str(state).ok()
-    }
-}
 
 /// Takes the snapshot a seed starting now reflects at least.
 pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {

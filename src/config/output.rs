@@ -1,0 +1,116 @@
+//! Where a tileset's tiles go and how they are stored there, as the operator configured it.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// An output location as the operator wrote it, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    /// A single MBTiles 1.3 file.
+    Mbtiles(PathBuf),
+    /// A `{z}/{x}/{y}.ext` tree under a directory.
+    Directory(PathBuf),
+    /// `{prefix}/{z}/{x}/{y}.ext` objects in an S3 bucket.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix without leading or trailing slash; may be empty.
+        prefix: String,
+    },
+}
+
+impl OutputTarget {
+    /// Classifies an output: `s3://bucket/prefix`, `dir:path` or `path/` (a directory tree), or
+    /// `path.mbtiles`.
+    pub fn parse(output: &str) -> Result<Self> {
+        let output = output.trim();
+        if output.is_empty() {
+            return Err(Error::Usage("the output is empty".into()));
+        }
+        if let Some(rest) = output.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let valid_bucket = (3..=63).contains(&bucket.len())
+                && bucket
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+            if !valid_bucket {
+                return Err(Error::Usage(format!(
+                    "output `{output}`: `{bucket}` is not a valid S3 bucket name (3-63 lowercase letters, digits, `-`, `.`)"
+                )));
+            }
+            return Ok(OutputTarget::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        if output.contains("://") {
+            return Err(Error::Usage(format!(
+                "output `{output}` is not supported: expected path.mbtiles, dir:PATH, PATH/ or s3://bucket/prefix"
+            )));
+        }
+        if let Some(path) = output.strip_prefix("dir:") {
+            return Ok(OutputTarget::Directory(PathBuf::from(path)));
+        }
+        if output.ends_with('/') || Path::new(output).is_dir() {
+            return Ok(OutputTarget::Directory(PathBuf::from(output)));
+        }
+        if output.ends_with(".mbtiles") {
+            return Ok(OutputTarget::Mbtiles(PathBuf::from(output)));
+        }
+        Err(Error::Usage(format!(
+            "output `{output}` is not supported: expected path.mbtiles, dir:PATH, PATH/ or s3://bucket/prefix"
+        )))
+    }
+
+    /// A short name for logs and summaries.
+    pub fn describe(&self) -> String {
+        match self {
+            OutputTarget::Mbtiles(path) => format!("{} (MBTiles)", path.display()),
+            OutputTarget::Directory(path) => format!("{} (directory)", path.display()),
+            OutputTarget::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// How a tileset's tiles are stored, beyond where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputSettings {
+    /// File extension of directory and S3 tiles.
+    pub tile_extension: String,
+    /// Whether directory and S3 tiles are gzip-compressed (MBTiles tiles always are).
+    pub compress: bool,
+    /// Gzip level, 1 (fastest) to 9 (smallest).
+    pub compression_level: u32,
+    /// `Cache-Control` of S3 tile objects.
+    pub cache_control: String,
+    /// Tile URL template for TileJSON; default relative `{z}/{x}/{y}.ext`.
+    pub tiles_url: Option<String>,
+}
+
+impl Default for OutputSettings {
+    fn default() -> Self {
+        Self {
+            tile_extension: "pbf".into(),
+            compress: true,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            cache_control: DEFAULT_CACHE_CONTROL.into(),
+            tiles_url: None,
+        }
+    }
+}
+
+/// Gzip level of stored tiles unless the tileset sets `compression_level`.
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
+
+/// Suits tiles that get reseeded: caches revalidate hourly and may serve a stale tile for a day
+/// while they do.
+pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=3600, stale-while-revalidate=86400";
+
+impl OutputTarget {
+    /// Whether tiles for this target are stored gzip-compressed.
+    pub fn stores_gzip(&self, settings: &OutputSettings) -> bool {
+        matches!(self, OutputTarget::Mbtiles(_)) || settings.compress
+    }
+}
+

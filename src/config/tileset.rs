@@ -1,0 +1,387 @@
+//! The `[[tileset]]` and `[[tileset.layer]]` tables: what each pyramid holds and how its layers are
+//! read, checked key by key.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::output::OutputSettings;
+use crate::tile::{BBox, ZoomRange, MAX_ZOOM};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTileset {
+    name: String,
+    output: Option<String>,
+    description: Option<String>,
+    attribution: Option<String>,
+    minzoom: Option<u32>,
+    maxzoom: Option<u32>,
+    bbox: Option<Vec<f64>>,
+    extent: Option<u32>,
+    buffer: Option<u32>,
+    tile_extension: Option<String>,
+    compress: Option<bool>,
+    compression_level: Option<u32>,
+    cache_control: Option<String>,
+    tiles_url: Option<String>,
+    size_budget: Option<u64>,
+    #[serde(default)]
+    layer: Vec<Spanned<RawLayer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    name: String,
+    table: String,
+    geometry_column: Option<String>,
+    srid: Option<i32>,
+    id_column: Option<String>,
+    #[serde(default)]
+    attributes: Vec<String>,
+    filter: Option<String>,
+    minzoom: Option<u32>,
+    maxzoom: Option<u32>,
+    cluster_maxzoom: Option<u32>,
+    cluster_cell: Option<u32>,
+    cluster_position: Option<ClusterPosition>,
+}
+
+/// Where a cluster's point goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClusterPosition {
+    /// The mean position of its members.
+    Centroid,
+    /// The centre of its grid cell.
+    CellCenter,
+}
+
+/// Grid clustering of a point layer at low zooms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Zooms up to and including this one are clustered.
+    pub maxzoom: u8,
+    /// Cell size in tile units (a power of two dividing the extent).
+    pub cell: u32,
+    /// Where each cluster's point goes.
+    pub position: ClusterPosition,
+}
+
+/// Properties every cluster feature carries; layer attributes may not use these names.
+pub const CLUSTER_PROPERTIES: [&str; 5] = [
+    "count",
+    "extent_west",
+    "extent_south",
+    "extent_east",
+    "extent_north",
+];
+
+/// Default tile size budget: 500 KiB stored (compressed), what map clients load without strain.
+pub const DEFAULT_SIZE_BUDGET: u64 = 500 * 1024;
+
+/// One `[[tileset]]`: a pyramid of tiles written to one output.
+#[derive(Debug, Clone)]
+pub struct TilesetConfig {
+    /// Name used on the command line (`--tileset`) and in metadata.
+    pub name: String,
+    /// Output location, already resolved against the config file's directory.
+    pub output: Option<String>,
+    /// Free text for the output's metadata.
+    pub description: Option<String>,
+    /// Attribution for the output's metadata.
+    pub attribution: Option<String>,
+    /// Default zoom range.
+    pub zooms: ZoomRange,
+    /// Default area.
+    pub bbox: BBox,
+    /// Tile extent in MVT units.
+    pub extent: u32,
+    /// Buffer around each tile in MVT units.
+    pub buffer: u32,
+    /// How directory and S3 outputs store tiles.
+    pub output_settings: OutputSettings,
+    /// Stored bytes above which a tile is reported (or, with `--strict-size`, fails the job).
+    pub size_budget: u64,
+    /// The layers each tile holds.
+    pub layers: Vec<LayerConfig>,
+}
+
+/// One `[[tileset.layer]]`: a source table rendered into one MVT layer.
+#[derive(Debug, Clone)]
+pub struct LayerConfig {
+    /// Layer name inside the tile.
+    pub name: String,
+    /// Schema (when given) of the source table.
+    pub schema: Option<String>,
+    /// Source table.
+    pub table: String,
+    /// Geometry column.
+    pub geometry_column: String,
+    /// SRID the geometry is stored in, when the config states it.
+    pub srid: Option<i32>,
+    /// Column that orders features and, when integer, becomes the MVT feature id.
+    pub id_column: String,
+    /// Columns carried as feature properties.
+    pub attributes: Vec<String>,
+    /// Operator-written SQL boolean expression; the one place config text becomes SQL.
+    pub filter: Option<String>,
+    /// Zooms at which this layer appears; `None` means every zoom the job renders.
+    pub zooms: Option<ZoomRange>,
+    /// Grid clustering at low zooms, if configured.
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl LayerConfig {
+    /// The clustering in force at zoom `z`, if any.
+    pub fn cluster_at(&self, z: u8) -> Option<&ClusterConfig> {
+        self.cluster.as_ref().filter(|c| z <= c.maxzoom)
+    }
+}
+
+impl LayerConfig {
+    /// `schema.table` as written, for messages.
+    pub fn qualified_table(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{schema}.{}", self.table),
+            None => self.table.clone(),
+        }
+    }
+}
+
+fn zoom(value: Option<u32>, default: u8, key: &str) -> Result<u8, String> {
+    match value {
+        None => Ok(default),
+        Some(z) if z <= u32::from(MAX_ZOOM) => Ok(z as u8),
+        Some(z) => Err(format!("{key} {z} is outside 0..={MAX_ZOOM}")),
+    }
+}
+
+pub(super) fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, String> {
+    let name = raw.name.trim().to_string();
+    if name.is_empty() {
+        return Err("tileset name is empty".into());
+    }
+    let context = |message: String| format!("tileset `{name}`: {message}");
+    let zooms = ZoomRange::new(
+        zoom(raw.minzoom, 0, "minzoom").map_err(context)?,
+        zoom(raw.maxzoom, 14, "maxzoom").map_err(context)?,
+    )
+    .map_err(|e| context(e.to_string()))?;
+    let bbox = match raw.bbox.as_deref() {
+        None => BBox::WORLD,
+        Some([w, s, e, n]) => BBox::new(*w, *s, *e, *n).map_err(|e| context(e.to_string()))?,
+        Some(_) => {
+            return Err(context(
+                "bbox must be four numbers [west, south, east, north]".into(),
+            ))
+        }
+    };
+    let extent = raw.extent.unwrap_or(4096);
+    if !(256..=65536).contains(&extent) || !extent.is_power_of_two() {
+        return Err(context(format!(
+            "extent {extent} must be a power of two in 256..=65536"
+        )));
+    }
+    let buffer = raw.buffer.unwrap_or(64);
+    if buffer > extent / 2 {
+        return Err(context(format!(
+            "buffer {buffer} must not exceed half the extent ({})",
+            extent / 2
+        )));
+    }
+    if raw.layer.is_empty() {
+        return Err(context("no [[tileset.layer]] is defined".into()));
+    }
+    let mut layers: Vec<LayerConfig> = Vec::new();
+    for layer in raw.layer {
+        let layer = resolve_layer(layer.into_inner(), zooms, extent).map_err(context)?;
+        if layers.iter().any(|l| l.name == layer.name) {
+            return Err(context(format!("layer `{}` is defined twice", layer.name)));
+        }
+        layers.push(layer);
+    }
+    let output = raw.output.map(|output| resolve_output(&output, base_dir));
+    let defaults = OutputSettings::default();
+    let tile_extension = raw.tile_extension.unwrap_or(defaults.tile_extension);
+    if tile_extension.is_empty()
+        || !tile_extension
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.')
+    {
+        return Err(context(format!(
+            "tile_extension `{tile_extension}` must be letters and digits, like \"pbf\""
+        )));
+    }
+    let cache_control = raw.cache_control.unwrap_or(defaults.cache_control);
+    if cache_control.chars().any(|c| c.is_control()) {
+        return Err(context("cache_control must be one line".into()));
+    }
+    let compression_level = raw.compression_level.unwrap_or(defaults.compression_level);
+    if !(1..=9).contains(&compression_level) {
+        return Err(context(format!(
+            "compression_level must be 1 (fastest) to 9 (smallest), got {compression_level}"
+        )));
+    }
+    if let Some(url) = &raw.tiles_url {
+        check_tiles_url(url).map_err(context)?;
+    }
+    let output_settings = OutputSettings {
+        tile_extension,
+        compress: raw.compress.unwrap_or(defaults.compress),
+        compression_level,
+        cache_control,
+        tiles_url: raw.tiles_url,
+    };
+    Ok(TilesetConfig {
+        name,
+        output,
+        description: raw.description,
+        attribution: raw.attribution,
+        zooms,
+        bbox,
+        extent,
+        buffer,
+        output_settings,
+        size_budget: raw.size_budget.unwrap_or(DEFAULT_SIZE_BUDGET),
+        layers,
+    })
+}
+
+/// A TileJSON tile URL must be absolute: MapLibre GL JS resolves a relative one against the page
+/// that shows the map, not against the TileJSON's own address, and then finds no tiles.
+fn check_tiles_url(url: &str) -> Result<(), String> {
+    let absolute = url.starts_with("https://") || url.starts_with("http://");
+    if !absolute {
+        return Err(format!(
+            "tiles_url `{url}` must be an absolute URL such as \
+             \"https://tiles.example.org/facilities/{{z}}/{{x}}/{{y}}.pbf\": map clients resolve a \
+             relative one against their page, not against tiles.json"
+        ));
+    }
+    for part in ["{z}", "{x}", "{y}"] {
+        if !url.contains(part) {
+            return Err(format!("tiles_url `{url}` has no {part} placeholder"));
+        }
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("tiles_url `{url}` must not contain spaces"));
+    }
+    Ok(())
+}
+
+/// Relative file outputs are taken relative to the config file, so cron jobs need not `cd` first.
+fn resolve_output(output: &str, base_dir: &Path) -> String {
+    let is_url = output.contains("://");
+    let (prefix, path) = match output.strip_prefix("dir:") {
+        Some(rest) => ("dir:", rest),
+        None => ("", output),
+    };
+    if is_url || Path::new(path).is_absolute() || base_dir.as_os_str().is_empty() {
+        return output.to_string();
+    }
+    format!("{prefix}{}", base_dir.join(path).display())
+}
+
+fn resolve_layer(
+    raw: RawLayer,
+    tileset_zooms: ZoomRange,
+    extent: u32,
+) -> Result<LayerConfig, String> {
+    let name = raw.name.trim().to_string();
+    if name.is_empty() {
+        return Err("a layer has an empty name".into());
+    }
+    let context = |message: String| format!("layer `{name}`: {message}");
+    let (schema, table) = match raw.table.split_once('.') {
+        Some((schema, table)) => (Some(schema.to_string()), table.to_string()),
+        None => (None, raw.table.clone()),
+    };
+    if table.is_empty() || schema.as_deref() == Some("") {
+        return Err(context(format!(
+            "table `{}` is not a table name",
+            raw.table
+        )));
+    }
+    let zooms = match (raw.minzoom, raw.maxzoom) {
+        (None, None) => None,
+        (min, max) => Some(
+            ZoomRange::new(
+                zoom(min, tileset_zooms.min, "minzoom").map_err(context)?,
+                zoom(max, tileset_zooms.max, "maxzoom").map_err(context)?,
+            )
+            .map_err(|e| context(e.to_string()))?,
+        ),
+    };
+    let geometry_column = raw.geometry_column.unwrap_or_else(|| "geom".into());
+    let id_column = raw.id_column.unwrap_or_else(|| "id".into());
+    for column in raw.attributes.iter().chain([&geometry_column, &id_column]) {
+        if column.is_empty() {
+            return Err(context("a column name is empty".into()));
+        }
+    }
+    if let Some(reserved) = raw.attributes.iter().find(|a| a.starts_with("__oar_")) {
+        return Err(context(format!(
+            "attribute `{reserved}`: names starting with __oar_ are reserved"
+        )));
+    }
+    if raw.attributes.contains(&geometry_column) {
+        return Err(context(format!(
+            "attribute `{geometry_column}` is the geometry column"
+        )));
+    }
+    if let Some(filter) = &raw.filter {
+        if filter.contains(';') {
+            return Err(context(
+                "filter must be one SQL expression, without `;`".into(),
+            ));
+        }
+    }
+    let cluster = match raw.cluster_maxzoom {
+        None if raw.cluster_cell.is_some() || raw.cluster_position.is_some() => {
+            return Err(context(
+                "cluster_cell and cluster_position need cluster_maxzoom".into(),
+            ))
+        }
+        None => None,
+        Some(maxzoom) => {
+            let maxzoom = zoom(Some(maxzoom), 0, "cluster_maxzoom").map_err(context)?;
+            let cell = raw.cluster_cell.unwrap_or(512);
+            if !cell.is_power_of_two() || !(8..=extent).contains(&cell) {
+                return Err(context(format!(
+                    "cluster_cell {cell} must be a power of two between 8 and the extent ({extent})"
+                )));
+            }
+            if let Some(clash) = raw
+                .attributes
+                .iter()
+                .find(|a| CLUSTER_PROPERTIES.contains(&a.as_str()))
+            {
+                return Err(context(format!(
+                    "attribute `{clash}` clashes with a cluster property ({})",
+                    CLUSTER_PROPERTIES.join(", ")
+                )));
+            }
+            Some(ClusterConfig {
+                maxzoom,
+                cell,
+                position: raw.cluster_position.unwrap_or(ClusterPosition::Centroid),
+            })
+        }
+    };
+    Ok(LayerConfig {
+        name,
+        schema,
+        table,
+        geometry_column,
+        srid: raw.srid,
+        id_column,
+        attributes: raw.attributes,
+        filter: raw.filter.filter(|f| !f.trim().is_empty()),
+        zooms,
+        cluster,
+    })
+}
+

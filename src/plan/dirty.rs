@@ -1,0 +1,145 @@
+//! Dirty tiles: the tiles a set of changed geometries touches, expanded over the zoom range and
+//! de-duplicated before anything is rendered.
+
+use std::collections::BTreeSet;
+
+use crate::config::LayerConfig;
+use crate::tile::{mercator, morton, BBox, TileCoord, ZoomRange, MERCATOR_HALF_WORLD};
+
+/// The tiles a set of changes touches, per layer: at each zoom where the layer appears, every tile
+/// whose buffered envelope covers a changed geometry's box (at clustered zooms, the box grown to whole
+/// grid cells, since a change moves its cell's cluster). Lowest zoom first; de-duplicated before
+/// anything is rendered. `None` when more than `limit` tiles are dirty: a full seed is then cheaper.
+pub fn dirty_tiles(
+    boxes: &[(&LayerConfig, &[[f64; 4]])],
+    bbox: BBox,
+    zooms: ZoomRange,
+    extent: u32,
+    buffer: u32,
+    limit: usize,
+) -> Option<Vec<TileCoord>> {
+    let mut dirty: BTreeSet<(u8, u64, TileCoord)> = BTreeSet::new();
+    for z in zooms.levels() {
+        let range = bbox.tile_range(z);
+        let n = 1u64 << z;
+        let size = 2.0 * MERCATOR_HALF_WORLD / n as f64;
+        // A hair of slack: a tile too many is re-rendered and found unchanged, one too few is wrong.
+        let margin = (f64::from(buffer) / f64::from(extent) + 1e-6) * size;
+        for (layer, layer_boxes) in boxes {
+            if !layer.zooms.is_none_or(|r| r.contains(z)) {
+                continue;
+            }
+            let cell = layer
+                .cluster_at(z)
+                .map(|c| size * f64::from(c.cell) / f64::from(extent));
+            for [west, south, east, north] in layer_boxes.iter() {
+                let (mut x0, mut y0) = mercator(*west, *south);
+                let (mut x1, mut y1) = mercator(*east, *north);
+                if let Some(cell) = cell {
+                    x0 = ((x0 + MERCATOR_HALF_WORLD) / cell).floor() * cell - MERCATOR_HALF_WORLD;
+                    x1 = (((x1 + MERCATOR_HALF_WORLD) / cell).floor() + 1.0) * cell
+                        - MERCATOR_HALF_WORLD;
+                    y1 = MERCATOR_HALF_WORLD - ((MERCATOR_HALF_WORLD - y1) / cell).floor() * cell;
+                    y0 = MERCATOR_HALF_WORLD
+                        - (((MERCATOR_HALF_WORLD - y0) / cell).floor() + 1.0) * cell;
+                }
+                let index = |v: f64| (v / size).floor().clamp(0.0, (n - 1) as f64) as u32;
+                let (min_x, max_x) = (
+                    index(x0 - margin + MERCATOR_HALF_WORLD),
+                    index(x1 + margin + MERCATOR_HALF_WORLD),
+                );
+                let (min_y, max_y) = (
+                    index(MERCATOR_HALF_WORLD - y1 - margin),
+                    index(MERCATOR_HALF_WORLD - y0 + margin),
+                );
+                for x in min_x.max(range.min_x)..=max_x.min(range.max_x) {
+                    for y in min_y.max(range.min_y)..=max_y.min(range.max_y) {
+                        let tile =
+                            TileCoord::new(z, x, y).expect("indices are clamped to the zoom");
+                        dirty.insert((z, morton(x, y), tile));
+                        if dirty.len() > limit {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Some(dirty.into_iter().map(|(_, _, tile)| tile).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(cluster: Option<crate::config::ClusterConfig>) -> LayerConfig {
+        LayerConfig {
+            name: "l".into(),
+            schema: None,
+            table: "t".into(),
+            geometry_column: "g".into(),
+            srid: None,
+            id_column: "id".into(),
+            attributes: vec![],
+            filter: None,
+            zooms: None,
+            cluster,
+        }
+    }
+
+    #[test]
+    fn a_change_dirties_the_tiles_whose_buffer_covers_it_at_every_zoom() {
+        let layer = layer(None);
+        let boxes = [[90.4, 23.8, 90.4, 23.8]];
+        let zooms = ZoomRange::new(0, 14).unwrap();
+        let dirty =
+            dirty_tiles(&[(&layer, &boxes[..])], BBox::WORLD, zooms, 4096, 64, 1000).unwrap();
+        for z in 0..=14 {
+            assert!(dirty.iter().filter(|t| t.z() == z).count() >= 1, "zoom {z}");
+        }
+        assert!(dirty.contains(&TileCoord::new(10, 769, 442).unwrap()));
+        assert!(
+            dirty.windows(2).all(|w| w[0].z() <= w[1].z()),
+            "lowest zoom first"
+        );
+        // Exactly on a tile corner at zoom 1, a point lies in the buffer of all four tiles.
+        let corner = [[0.0, 0.0, 0.0, 0.0]];
+        let dirty = dirty_tiles(
+            &[(&layer, &corner[..])],
+            BBox::WORLD,
+            ZoomRange::new(1, 1).unwrap(),
+            4096,
+            64,
+            10,
+        )
+        .unwrap();
+        assert_eq!(dirty.len(), 4);
+        assert!(
+            dirty_tiles(&[(&layer, &boxes[..])], BBox::WORLD, zooms, 4096, 64, 5).is_none(),
+            "over the limit"
+        );
+    }
+
+    #[test]
+    fn clustered_zooms_dirty_every_tile_that_can_show_the_cell() {
+        let cluster = crate::config::ClusterConfig {
+            maxzoom: 5,
+            cell: 2048,
+            position: crate::config::ClusterPosition::Centroid,
+        };
+        let layer = layer(Some(cluster));
+        // In the north-western cell of tile 1/1/0, whose west edge is 1/0/0's east edge.
+        let boxes = [[0.5, 70.0, 0.5, 70.0]];
+        let dirty = dirty_tiles(
+            &[(&layer, &boxes[..])],
+            BBox::WORLD,
+            ZoomRange::new(1, 1).unwrap(),
+            4096,
+            64,
+            10,
+        )
+        .unwrap();
+        let names: Vec<String> = dirty.iter().map(|t| t.to_string()).collect();
+        assert_eq!(names, ["1/0/0", "1/1/0"], "the cell touches 1/0/0's buffer");
+    }
+}

@@ -1,0 +1,20 @@
+//! Plan: which tiles a run visits. A full seed walks the pruned pyramid ([`walk`]); a reseed renders
+//! the tiles its changes touch ([`dirty`]); `--tiles-from` renders a list read by [`crate::job`].
+
+pub mod dirty;
+pub mod walk;
+
+pub use dirty::dirty_tiles;
+pub use walk::{Mode, PyramidWalk, EAGER_TILES};
+
+use crate::tile::TileCoord;
+
+/// The tiles a run renders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// The pruned pyramid walk; afterwards tiles it did not produce are swept.
+    Pyramid,
+    /// Exactly these tiles, lowest zoom first: written when they hold something, deleted when they
+    /// do not.
+    Tiles(Vec<TileCoord>),
+}

@@ -1,0 +1,153 @@
+//! The pruned pyramid walk over a bbox, which never enters a subtree without features.
+//!
+//! A child's buffered envelope lies inside its parent's (the buffer is a fixed share of a tile's
+//! width), so when no source row touches a parent's buffered envelope, no descendant can hold a
+//! feature. The walk therefore starts at the top and only descends below tiles that reported content;
+//! zooms above the requested minimum are only probed, never rendered. The few tiles of the top zooms
+//! (at most [`EAGER_TILES`]) are all queued at once instead of discovered: they are the heaviest
+//! tiles, and waiting for z0 before z1 can start would leave all but one connection idle. Below them a
+//! tile's children are queued as soon as it is done (the scheduler takes the lowest zoom first), so
+//! work grows with the non-empty tiles, whatever the bbox's area.
+
+use crate::tile::{BBox, TileCoord, TileRange, ZoomRange};
+
+/// Whether a tile is rendered or only probed for content below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Produce the tile's bytes.
+    Render,
+    /// Only decide whether its children need visiting.
+    Probe,
+}
+
+/// At most this many tiles, from zoom 0 down, are queued at the start of a walk.
+pub const EAGER_TILES: u64 = 32;
+
+/// The walk over one tileset's pyramid.
+#[derive(Debug, Clone)]
+pub struct PyramidWalk {
+    zooms: ZoomRange,
+    ranges: Vec<TileRange>,
+    /// Zooms `0..=eager` are queued whole at the start.
+    eager: u8,
+}
+
+impl PyramidWalk {
+    /// A walk over the tiles of `zooms` that touch `bbox`.
+    pub fn new(bbox: BBox, zooms: ZoomRange) -> Self {
+        let ranges: Vec<TileRange> = (0..=zooms.max).map(|z| bbox.tile_range(z)).collect();
+        let mut eager = 0;
+        let mut total = 0;
+        for range in &ranges {
+            total += range.count();
+            if total > EAGER_TILES {
+                break;
+            }
+            eager = range.z;
+        }
+        Self {
+            zooms,
+            ranges,
+            eager,
+        }
+    }
+
+    /// The deepest zoom whose tiles are all queued at the start.
+    pub fn eager_depth(&self) -> u8 {
+        self.eager
+    }
+
+    /// Where every walk starts: every tile of the eager zooms within the bbox.
+    pub fn roots(&self) -> Vec<TileCoord> {
+        self.ranges[..=usize::from(self.eager)]
+            .iter()
+            .flat_map(|range| range.tiles())
+            .collect()
+    }
+
+    /// Whether the tiles of zoom `z` are rendered or only probed on the way down.
+    pub fn mode(&self, z: u8) -> Mode {
+        if z < self.zooms.min {
+            Mode::Probe
+        } else {
+            Mode::Render
+        }
+    }
+
+    /// The children of a tile that have content (`has_content` in [`TileCoord::children`] order),
+    /// limited to the bbox; none below the deepest zoom.
+    pub fn children(
+        &self,
+        tile: TileCoord,
+        has_content: [bool; 4],
+    ) -> impl Iterator<Item = TileCoord> + '_ {
+        // The eager zooms' children are roots already.
+        let deeper = tile.z() < self.zooms.max && tile.z() >= self.eager;
+        tile.children()
+            .zip(has_content)
+            .filter(move |(child, content)| {
+                deeper && *content && self.ranges[usize::from(child.z())].contains(*child)
+            })
+            .map(|(child, _)| child)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn zooms_below_the_minimum_are_only_probed() {
+        let walk = PyramidWalk::new(BBox::WORLD, ZoomRange::new(5, 8).unwrap());
+        assert_eq!(walk.mode(4), Mode::Probe);
+        assert_eq!(walk.mode(5), Mode::Render);
+    }
+
+    #[test]
+    fn the_top_zooms_are_queued_whole_and_the_rest_discovered() {
+        let walk = PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, 4).unwrap());
+        assert_eq!(
+            walk.eager_depth(),
+            2,
+            "1 + 4 + 16 tiles fit, 64 more do not"
+        );
+        assert_eq!(walk.roots().len(), 21);
+        let z1 = TileCoord::new(1, 0, 0).unwrap();
+        assert_eq!(walk.children(z1, [true; 4]).count(), 0, "already queued");
+        let z2 = TileCoord::new(2, 1, 1).unwrap();
+        assert_eq!(walk.children(z2, [true; 4]).count(), 4);
+        let z4 = TileCoord::new(4, 4, 3).unwrap();
+        assert_eq!(walk.children(z4, [true; 4]).count(), 0, "the deepest zoom");
+    }
+
+    #[test]
+    fn children_stay_inside_the_bbox_and_the_zoom_range() {
+        let bbox: BBox = "0.5,0.5,1,1".parse().unwrap();
+        let walk = PyramidWalk::new(bbox, ZoomRange::new(0, 14).unwrap());
+        let depth = walk.eager_depth();
+        assert!(depth > 3 && depth < 14, "{depth}");
+        let edge: Vec<TileCoord> = walk
+            .roots()
+            .into_iter()
+            .filter(|t| t.z() == depth)
+            .collect();
+        let children: BTreeSet<TileCoord> = edge
+            .iter()
+            .flat_map(|t| walk.children(*t, [true; 4]))
+            .collect();
+        let next = bbox.tile_range(depth + 1);
+        assert!(children.iter().all(|c| next.contains(*c)));
+        assert_eq!(
+            children.len() as u64,
+            next.count(),
+            "exactly the bbox's tiles"
+        );
+        assert!(edge
+            .iter()
+            .all(|t| walk.children(*t, [false; 4]).count() == 0));
+        let deepest = TileCoord::new(14, 8214, 8146).unwrap();
+        assert_eq!(walk.children(deepest, [true; 4]).count(), 0);
+    }
+}

@@ -1,0 +1,369 @@
+//! The scheduler: drives a [`Renderer`] over a pyramid walk or a tile list with a bounded number of
+//! statements in flight, encodes what comes back, and feeds the single writer. Its policies live
+//! here and nowhere else: batching, lowest zoom first, heavy tiles alone, `--keep-going`,
+//! `--max-duration`, resuming a journaled walk, and stopping on a signal.
+//!
+//! It knows neither PostGIS nor the output: any [`Renderer`] works (the tests use one that makes
+//! tiles in memory), and tiles leave through a [`Writer`].
+
+pub mod stop;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::time::Instant;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+
+use crate::encode::{Encoded, Encoding, SizeBudget};
+use crate::error::{Error, Result};
+use crate::plan::{Mode, PyramidWalk};
+use crate::render::{Rendered, Renderer};
+use crate::report::{Progress, Tally};
+use crate::sink::writer::{Writer, WriterCommand};
+use crate::tile::{locality_key, tile_key, TileCoord};
+pub use stop::Stop;
+
+/// Statements in flight per connection: enough to hide the round trip, few enough that one slow
+/// tile holds up little behind it.
+pub const PIPELINE_DEPTH: usize = 4;
+
+/// Unclustered features (the tables' row estimates) above which the top zooms' tiles render one
+/// at a time: at 1,000,000 facilities the z0 tile alone is 90 MB before compression, and two of
+/// that size at once took the peak RSS from 294 to 446 MB.
+pub const HUGE_TOP_ROWS: f64 = 300_000.0;
+
+/// Stored bytes above which a tile's children count as heavy where the layers are huge (see
+/// [`HUGE_TOP_ROWS`]).
+pub const BIG_TILE_BYTES: usize = 4 << 20;
+
+/// Most tiles one statement renders. Batches spread a statement's fixed cost over many small tiles;
+/// beyond a few dozen the gain is gone and a failed batch costs more to retry tile by tile.
+const MAX_BATCH: usize = 48;
+
+/// How one tileset's tiles are rendered and stored.
+pub struct Scheduler<'a, R> {
+    /// Makes the tiles.
+    pub renderer: &'a R,
+    /// The tileset's name, for errors.
+    pub tileset: &'a str,
+    /// Connections the renderer works on; `PIPELINE_DEPTH` statements ride on each.
+    pub concurrency: usize,
+    /// How tiles are stored.
+    pub encoding: Encoding,
+    /// The size budget and what exceeding it means.
+    pub budget: SizeBudget,
+    /// Note a tile that fails after its retries and go on (`--keep-going`) instead of failing.
+    pub keep_going: bool,
+    /// Watched between batches.
+    pub stop: &'a Stop,
+}
+
+/// One finished statement: its mode, whether it held a heavy tile, and its tiles.
+type Finished = (Mode, bool, Vec<Result<Encoded>>);
+
+impl<R: Renderer> Scheduler<'_, R> {
+    /// Walks the pyramid, lowest zoom first, sending tiles to `writer` (none: a dry run, which only
+    /// probes). A tile's children are queued as soon as it is done, so no zoom level waits for the
+    /// slowest tile of the one above. Tiles in `done` were finished by an interrupted run: their
+    /// children are queued without rendering them again.
+    pub async fn walk(
+        &self,
+        walk: &PyramidWalk,
+        writer: Option<&Writer>,
+        done: HashMap<u64, [bool; 4]>,
+        tally: &mut Tally,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let mut queue = WalkQueue::new(walk, done, self.renderer.unclustered_rows());
+        progress.discovered(queue.heap.len());
+        let heavy_parallel = if queue.huge { 1 } else { self.concurrency };
+        let mut in_flight = FuturesUnordered::new();
+        let mut heavy_in_flight = 0;
+        loop {
+            while in_flight.len() < self.capacity() {
+                let heavy_allowed = heavy_in_flight < heavy_parallel;
+                let Some((batch, heavy)) = queue.next_batch(self.capacity(), heavy_allowed) else {
+                    break;
+                };
+                let mode = if writer.is_none() {
+                    Mode::Probe
+                } else {
+                    walk.mode(batch[0].z())
+                };
+                heavy_in_flight += usize::from(heavy);
+                let writes = writer.is_some();
+                in_flight.push(async move {
+                    (mode, heavy, self.render_encoded(&batch, mode, writes).await)
+                });
+            }
+            let Some((mode, heavy, results)) = self.next_finished(&mut in_flight).await? else {
+                break;
+            };
+            heavy_in_flight -= usize::from(heavy);
+            for result in results {
+                let Some((rendered, data)) = self.keep_going(result, tally)? else {
+                    continue;
+                };
+                queue.note_size(rendered.tile, data.as_ref().map_or(0, Vec::len));
+                let stored = match (writer, data) {
+                    (Some(writer), Some(data)) => {
+                        let children = Some(rendered.children);
+                        Some(self.store(writer, rendered.tile, data, tally, children).await?)
+                    }
+                    (Some(writer), None) => {
+                        let visited = WriterCommand::Visited(rendered.tile, rendered.children);
+                        writer.send(visited).await?;
+                        None
+                    }
+                    (None, _) => None,
+                };
+                tally.record(rendered.tile, mode, rendered.elapsed, stored);
+                progress.tile_done(rendered.tile.z(), tally);
+                progress.discovered(queue.push_children(&rendered));
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders a list of tiles (lowest zoom first): those that hold something are written, the
+    /// others deleted. Returns false when `deadline` passed before the end.
+    pub async fn render_list(
+        &self,
+        tiles: &[TileCoord],
+        writer: &Writer,
+        deadline: Option<Instant>,
+        tally: &mut Tally,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        progress.discovered(tiles.len());
+        let batches = list_batches(tiles, self.capacity());
+        let mut results = futures::stream::iter(batches)
+            .map(|batch| self.render_encoded(batch, Mode::Render, true))
+            .buffer_unordered(self.capacity());
+        loop {
+            let next = tokio::select! {
+                biased;
+                signal = self.stop.stopped() => return Err(Error::Stopped { signal }),
+                next = results.next() => next,
+            };
+            let Some(batch) = next else { break };
+            for result in batch {
+                let Some((rendered, data)) = self.keep_going(result, tally)? else {
+                    continue;
+                };
+                let stored = match data {
+                    None => {
+                        writer.send(WriterCommand::Delete(rendered.tile)).await?;
+                        None
+                    }
+                    Some(data) => Some(self.store(writer, rendered.tile, data, tally, None).await?),
+                };
+                tally.record(rendered.tile, Mode::Render, rendered.elapsed, stored);
+                progress.tile_done(rendered.tile.z(), tally);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn capacity(&self) -> usize {
+        self.concurrency * PIPELINE_DEPTH
+    }
+
+    /// The next finished statement, or an error once a stop was requested; `None` when none is left.
+    async fn next_finished(
+        &self,
+        in_flight: &mut FuturesUnordered<impl std::future::Future<Output = Finished>>,
+    ) -> Result<Option<Finished>> {
+        tokio::select! {
+            biased;
+            signal = self.stop.stopped() => Err(Error::Stopped { signal }),
+            next = in_flight.next() => Ok(next),
+        }
+    }
+
+    /// Renders a batch and encodes the tiles that hold something and are to be written; a batch with
+    /// large tiles is compressed on the blocking pool so the other renders keep flowing.
+    async fn render_encoded(
+        &self,
+        tiles: &[TileCoord],
+        mode: Mode,
+        writes: bool,
+    ) -> Vec<Result<Encoded>> {
+        let results = self.renderer.render_batch(tiles, mode).await;
+        if !writes {
+            return results.into_iter().map(|r| r.map(|r| (r, None))).collect();
+        }
+        let encoding = self.encoding;
+        if !encoding.is_heavy(&results) {
+            return encoding.encode_all(results);
+        }
+        let first = tiles[0];
+        match tokio::task::spawn_blocking(move || encoding.encode_all(results)).await {
+            Ok(encoded) => encoded,
+            Err(e) => vec![Err(Error::output(
+                self.tileset,
+                format!("compressing tiles from {first}: {e}"),
+            ))],
+        }
+    }
+
+    /// With `--keep-going`, a tile that failed after its retries is noted and skipped (`None`);
+    /// otherwise its error ends the run.
+    fn keep_going<T>(&self, result: Result<T>, tally: &mut Tally) -> Result<Option<T>> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(Error::Render { tile, message, .. }) if self.keep_going => {
+                tracing::error!("tile {tile} failed: {message}");
+                tally.failed_tile(tile, message);
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Checks an encoded tile against the size budget and hands it to the writer.
+    async fn store(
+        &self,
+        writer: &Writer,
+        tile: TileCoord,
+        data: Vec<u8>,
+        tally: &mut Tally,
+        children: Option<[bool; 4]>,
+    ) -> Result<usize> {
+        if self.budget.check(self.tileset, tile, data.len())? {
+            tally.over_budget(tile, data.len());
+        }
+        let size = data.len();
+        writer
+            .send(WriterCommand::Write(tile, data, children))
+            .await?;
+        Ok(size)
+    }
+}
+
+/// The tiles a walk still has to visit, lowest zoom first and neighbours together, and which of
+/// them are heavy: the top zooms' tiles always, and where the layers hold more unclustered features
+/// than [`HUGE_TOP_ROWS`], the children of tiles that came out over [`BIG_TILE_BYTES`]. Heavy tiles
+/// go alone, one per connection, and with huge layers one at a time, so memory holds one tile of
+/// tens of megabytes rather than one per connection.
+struct WalkQueue<'w> {
+    walk: &'w PyramidWalk,
+    heap: BinaryHeap<Reverse<(u8, u64, TileCoord)>>,
+    done: HashMap<u64, [bool; 4]>,
+    huge: bool,
+    big_parents: HashSet<u64>,
+}
+
+impl<'w> WalkQueue<'w> {
+    fn new(walk: &'w PyramidWalk, done: HashMap<u64, [bool; 4]>, unclustered_rows: f64) -> Self {
+        let mut queue = WalkQueue {
+            walk,
+            heap: BinaryHeap::new(),
+            done,
+            huge: unclustered_rows > HUGE_TOP_ROWS,
+            big_parents: HashSet::new(),
+        };
+        for root in walk.roots() {
+            queue.push(root);
+        }
+        queue
+    }
+
+    fn push(&mut self, tile: TileCoord) {
+        self.heap.push(Reverse((tile.z(), locality_key(tile), tile)));
+    }
+
+    /// Queues the children a rendered tile found content for; returns how many.
+    fn push_children(&mut self, rendered: &Rendered) -> usize {
+        let children: Vec<TileCoord> = self
+            .walk
+            .children(rendered.tile, rendered.children)
+            .collect();
+        for child in &children {
+            self.push(*child);
+        }
+        children.len()
+    }
+
+    fn is_heavy(&self, tile: TileCoord) -> bool {
+        tile.z() <= self.walk.eager_depth()
+            || tile
+                .parent()
+                .is_some_and(|parent| self.big_parents.contains(&tile_key(parent)))
+    }
+
+    /// Remembers a tile that came out big, so its children go alone.
+    fn note_size(&mut self, tile: TileCoord, stored: usize) {
+        if self.huge && stored > BIG_TILE_BYTES {
+            self.big_parents.insert(tile_key(tile));
+        }
+    }
+
+    /// The next statement's tiles (one zoom; a heavy tile alone) and whether it is heavy. `None`
+    /// when nothing is queued, or the next tile is heavy and `heavy_allowed` is false.
+    fn next_batch(&mut self, capacity: usize, heavy_allowed: bool) -> Option<(Vec<TileCoord>, bool)> {
+        loop {
+            let Reverse((_, _, next)) = *self.heap.peek()?;
+            let heavy = self.is_heavy(next);
+            if heavy && !heavy_allowed {
+                return None;
+            }
+            let limit = if heavy {
+                1
+            } else {
+                batch_limit(self.heap.len(), capacity)
+            };
+            let mut batch: Vec<TileCoord> = Vec::new();
+            while batch.len() < limit {
+                let same_zoom = match (self.heap.peek(), batch.first()) {
+                    (None, _) => false,
+                    (Some(_), None) => true,
+                    (Some(Reverse((z, _, tile))), Some(first)) => {
+                        *z == first.z() && !self.is_heavy(*tile)
+                    }
+                };
+                if !same_zoom {
+                    break;
+                }
+                let Some(Reverse((_, _, tile))) = self.heap.pop() else {
+                    break;
+                };
+                if let Some(children) = self.done.remove(&tile_key(tile)) {
+                    // Finished by an interrupted run: its children are known without rendering it.
+                    for child in self.walk.children(tile, children).collect::<Vec<_>>() {
+                        self.push(child);
+                    }
+                    continue;
+                }
+                batch.push(tile);
+            }
+            if !batch.is_empty() {
+                return Some((batch, heavy));
+            }
+        }
+    }
+}
+
+/// How many of `queued` tiles one statement takes: all statements in flight get a share, so no
+/// connection idles while another works through a long batch (a z0 tile goes alone).
+fn batch_limit(queued: usize, in_flight: usize) -> usize {
+    (queued / in_flight.max(1)).clamp(1, MAX_BATCH)
+}
+
+/// Splits a tile list into batches of one zoom each, sized as [`batch_limit`] says.
+fn list_batches(tiles: &[TileCoord], in_flight: usize) -> Vec<&[TileCoord]> {
+    let mut batches = Vec::new();
+    let mut rest = tiles;
+    while let Some(first) = rest.first() {
+        let same_zoom = rest.iter().take_while(|t| t.z() == first.z()).count();
+        let size = same_zoom.min(batch_limit(rest.len(), in_flight));
+        let (batch, tail) = rest.split_at(size);
+        batches.push(batch);
+        rest = tail;
+    }
+    batches
+}

@@ -1,0 +1,87 @@
+//! The `seed` command: the pipeline's wiring, in the order a job really runs.
+//!
+//! 1. Connect a bounded pool ([`crate::render::pool`]).
+//! 2. Per tileset, describe every layer's source, keep its cluster cells, and check its statements
+//!    with the server ([`prepare`]), so a bad config fails before any output is touched.
+//! 3. Take the run's connections and start watching for SIGINT and SIGTERM.
+//! 4. Per tileset ([`tileset`]): lock and open the output and read its state, decide the work
+//!    ([`crate::state::reseed`]), refresh the cluster cells, render → encode → write through the
+//!    scheduler ([`crate::schedule`]), finish the output, then advance the watermark.
+//! 5. Close the changed-tile list; write the JSON summary and the failed-tile list ([`write_reports`]).
+
+mod prepare;
+mod tileset;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::job::SeedJob;
+use crate::render::{pool, Connections};
+use crate::report::{ProgressKind, TilesetSummary};
+use crate::schedule::Stop;
+use crate::sink::ChangedList;
+use prepare::Prepared;
+use tileset::TilesetRun;
+
+/// Runs a seed job and returns one summary per tileset.
+pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
+    // 1. Headroom beyond the working connections, for replacing broken ones and start-up checks.
+    let pool = pool::connect(&job.database, job.concurrency * 2).await?;
+    // 2.
+    let mut prepared = Vec::new();
+    for tileset in &job.tilesets {
+        prepared.push(Prepared::new(&pool, job, tileset).await?);
+    }
+    // 3.
+    let connections = Connections::open(&pool, job.concurrency, job.database.max_attempts).await?;
+    let stop = Stop::on_signals();
+    let changed = match (&job.run.changed_list, job.run.dry_run) {
+        (Some(path), false) => ChangedList::create(path)?,
+        _ => ChangedList::disabled(),
+    };
+    // 4.
+    let mut summaries = Vec::new();
+    for prepared in &prepared {
+        let run = TilesetRun {
+            job,
+            prepared,
+            pool: &pool,
+            connections: &connections,
+            stop: &stop,
+        };
+        summaries.push(run.seed(progress, changed.clone()).await?);
+    }
+    // 5.
+    changed.close()?;
+    Ok(summaries)
+}
+
+/// Writes what a finished job promised besides the output: the JSON summary (`--summary-json`) and,
+/// with `--keep-going`, the list of failed tiles; the latter makes the job fail (exit 1).
+pub fn write_reports(job: &SeedJob, summaries: &[TilesetSummary]) -> Result<()> {
+    if let Some(path) = &job.run.summary_json {
+        let json = serde_json::to_string_pretty(summaries).expect("summaries serialize");
+        write_file(path, json + "\n", "the summary")?;
+    }
+    let failed: Vec<&str> = summaries
+        .iter()
+        .flat_map(|s| &s.failed_tiles)
+        .map(|f| f.tile.as_str())
+        .collect();
+    if let (Some(list), false) = (&job.run.keep_going, failed.is_empty()) {
+        let text: String = failed.iter().map(|tile| format!("{tile}\n")).collect();
+        write_file(list, text, "the failed-tile list")?;
+        return Err(Error::TilesFailed {
+            count: failed.len(),
+            list: list.clone(),
+        });
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, text: String, what: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        message: format!("cannot write {what}: {e}"),
+    })
+}

@@ -1,0 +1,64 @@
+//! Step 2 of a seed: everything about a tileset that can be checked before its output is touched.
+
+use deadpool_postgres::Pool;
+
+use crate::error::Result;
+use crate::job::{SeedJob, TilesetJob};
+use crate::render::source::{describe, LayerSource};
+use crate::render::TilesetRenderer;
+use crate::state::cells::{self, CellTable};
+
+/// A tileset whose sources are described, cluster cells in place and statements checked.
+pub(super) struct Prepared<'a> {
+    pub tileset: &'a TilesetJob,
+    pub layers: Vec<LayerSource>,
+    /// Per layer, the maintained cluster cells its clustered zooms read, if any.
+    pub cell_tables: Vec<Option<CellTable>>,
+    pub renderer: TilesetRenderer,
+}
+
+impl<'a> Prepared<'a> {
+    pub async fn new(pool: &Pool, job: &SeedJob, tileset: &'a TilesetJob) -> Result<Prepared<'a>> {
+        let config = &tileset.tileset;
+        let mut layers = Vec::new();
+        for layer in &config.layers {
+            let source = describe(pool, &config.name, layer).await?;
+            if !source.has_spatial_index {
+                let table = layer.qualified_table();
+                let column = &layer.geometry_column;
+                tracing::warn!(
+                    "tileset `{}`, layer `{}`: no spatial index on {table}.{column}; every tile will \
+                     scan the table (CREATE INDEX ON {table} USING gist ({column}))",
+                    config.name,
+                    layer.name,
+                );
+            }
+            layers.push(source);
+        }
+        // A dry run only probes rows, and creates nothing.
+        let cell_tables = if job.run.dry_run {
+            vec![None; layers.len()]
+        } else {
+            cells::ensure(pool, &job.change_schema, &config.name, &layers, config.extent).await?
+        };
+        let cell_names: Vec<Option<String>> = cell_tables
+            .iter()
+            .map(|t| t.as_ref().map(|t| t.qualified.clone()))
+            .collect();
+        let renderer = TilesetRenderer::new(
+            pool.clone(),
+            &config.name,
+            &layers,
+            &cell_names,
+            tileset.zooms,
+            (config.extent, config.buffer),
+        );
+        renderer.check().await?;
+        Ok(Prepared {
+            tileset,
+            layers,
+            cell_tables,
+            renderer,
+        })
+    }
+}

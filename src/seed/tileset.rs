@@ -1,0 +1,324 @@
+//! Step 4 of a seed, for one tileset: output state → plan → cells → render → encode → write →
+//! finish → watermark, with every failure leaving the output as it was.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use deadpool_postgres::Pool;
+
+use super::prepare::Prepared;
+use crate::config::{LayerConfig, OutputTarget};
+use crate::encode::{Encoding, SizeBudget};
+use crate::error::{Error, Result};
+use crate::job::{SeedJob, Selection};
+use crate::plan::{PyramidWalk, Work};
+use crate::render::Connections;
+use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
+use crate::schedule::{Scheduler, Stop};
+use crate::sink::writer::{self, Writer};
+use crate::sink::{self, lock, ChangedList, Resume, Sink, TilesetMetadata};
+use crate::state::capture;
+use crate::state::cells;
+use crate::state::digest::{job_fingerprint, TileSettings};
+use crate::state::reseed::{self, Decision};
+use crate::state::Watermark;
+
+/// What one tileset's seed works with.
+pub(super) struct TilesetRun<'a> {
+    pub job: &'a SeedJob,
+    pub prepared: &'a Prepared<'a>,
+    pub pool: &'a Pool,
+    pub connections: &'a Connections,
+    pub stop: &'a Stop,
+}
+
+/// The output once it is open, its state read and the run's work decided.
+struct Opened {
+    sink: Box<dyn Sink>,
+    decision: Decision,
+    resume: Resume,
+}
+
+impl TilesetRun<'_> {
+    /// Seeds the tileset into its output and summarizes what happened.
+    pub async fn seed(
+        &self,
+        progress_kind: ProgressKind,
+        changed: ChangedList,
+    ) -> Result<TilesetSummary> {
+        let started = Instant::now();
+        let tileset = self.prepared.tileset;
+        let name = &tileset.tileset.name;
+        let Some(target) = tileset.output.as_ref().filter(|_| !self.job.run.dry_run) else {
+            return self.dry_run(progress_kind, started).await;
+        };
+        tracing::info!(
+            "{} tileset `{name}` zoom {} bbox {} -> {}",
+            match self.job.selection {
+                Selection::Pyramid => "seeding",
+                Selection::Dirty => "reseeding what changed in",
+                Selection::List(_) => "rendering listed tiles of",
+            },
+            tileset.zooms,
+            tileset.bbox,
+            target.describe()
+        );
+        let _lock =
+            lock::acquire(target, self.job.s3.endpoint.as_deref(), self.job.run.wait_lock).await?;
+        let Opened {
+            sink,
+            decision,
+            resume,
+        } = self.open(target, changed).await?;
+        let mut watermark = decision.watermark;
+        if !resume.done.is_empty() {
+            tracing::info!(
+                "resuming: {} tile(s) were finished by an interrupted run of this job",
+                resume.done.len()
+            );
+            // The output must not claim more than the oldest tiles in it reflect.
+            if let Some(earlier) = resume.watermark.as_deref().and_then(Watermark::from_state) {
+                watermark = Some(earlier);
+            }
+        }
+        let sweep_allowed = matches!(decision.work, Work::Pyramid);
+        let (writer, written) = writer::spawn(sink, name);
+        let mut tally = Tally::default();
+        let mut progress = Progress::start(progress_kind, name);
+        let rendered = self
+            .render(target, decision.work, writer, resume.done, &mut tally, &mut progress)
+            .await;
+        progress.finish();
+        tracing::debug!("tileset `{name}`: rendering done");
+        let sink = written
+            .await
+            .map_err(|e| Error::output(name, format!("the writer stopped: {e}")))?;
+        let complete = match (rendered, sink) {
+            (Ok(finished), Ok(sink)) => {
+                // Tiles that failed (--keep-going) leave their subtrees unknown: nothing is swept,
+                // and the watermark stays so the next reseed covers them too.
+                let complete = finished && tally.failed().is_empty();
+                let state = watermark.as_ref().filter(|_| complete);
+                let stored = self.finish(sink, sweep_allowed && complete, state).await?;
+                tally.set_stored(stored);
+                complete
+            }
+            (Err(err), Ok(sink)) => {
+                let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
+                return Err(err);
+            }
+            // The writer's own error explains why rendering could not hand it more tiles.
+            (_, Err(err)) => return Err(err),
+        };
+        if let (true, Some(next)) = (complete, &watermark) {
+            self.advance(target, next).await?;
+        } else if !complete {
+            tracing::warn!(
+                "tileset `{name}`: stopped after --max-duration; the rest is left for the next run"
+            );
+        }
+        let header = self.header(target.describe(), complete, decision.changes_read);
+        Ok(tally.summarize(header, started.elapsed()))
+    }
+
+    /// Opens the output, reads its state, decides the work, brings the cluster cells up to date
+    /// and starts the journal; on any failure the output is left as it was.
+    async fn open(&self, target: &OutputTarget, changed: ChangedList) -> Result<Opened> {
+        let tileset = self.prepared.tileset;
+        let settings = &tileset.tileset.output_settings;
+        // A full seed journals its walk, so an interrupted run can be picked up where it stopped.
+        let fingerprint = (self.job.selection == Selection::Pyramid).then(|| {
+            job_fingerprint(
+                &tileset.tileset.name,
+                tileset.zooms,
+                tileset.bbox,
+                &self.settings_digest(),
+            )
+        });
+        let mut sink =
+            sink::open(target, settings, &self.job.s3, changed, fingerprint.as_deref()).await?;
+        // The cells are brought up to date after the watermark is taken, so they hold at least
+        // every change the output will claim to reflect.
+        let decided = async {
+            let state = sink.state();
+            let layers = self.layer_configs();
+            let decision = reseed::decide(
+                self.pool,
+                &self.job.change_schema,
+                tileset,
+                &layers,
+                &self.job.selection,
+                state.as_deref(),
+            )
+            .await?;
+            let prepared = self.prepared;
+            let extent = tileset.tileset.extent;
+            let schema = &self.job.change_schema;
+            cells::refresh(self.pool, schema, &prepared.layers, &prepared.cell_tables, extent)
+                .await?;
+            Ok::<_, Error>(decision)
+        }
+        .await;
+        let decision = match decided {
+            Ok(decision) => decision,
+            Err(err) => {
+                let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
+                return Err(err);
+            }
+        };
+        let planned = match &decision.work {
+            Work::Pyramid => None,
+            Work::Tiles(tiles) => Some(tiles.len()),
+        };
+        let state = decision.watermark.as_ref().map(Watermark::to_state);
+        // Preparing may copy a file or list a bucket: off the async threads.
+        let (sink, started) = tokio::task::spawn_blocking(move || {
+            let started = sink
+                .prepare(planned)
+                .and_then(|()| sink.begin_journal(state.as_deref()));
+            (sink, started)
+        })
+        .await
+        .map_err(|e| Error::output(&tileset.tileset.name, format!("preparing the output failed: {e}")))?;
+        match started {
+            Ok(resume) => Ok(Opened {
+                sink,
+                decision,
+                resume: resume.unwrap_or_default(),
+            }),
+            Err(err) => {
+                let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Renders the work through the scheduler into the writer; false when `--max-duration` ran out.
+    async fn render(
+        &self,
+        target: &OutputTarget,
+        work: Work,
+        writer: Writer,
+        done: HashMap<u64, [bool; 4]>,
+        tally: &mut Tally,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        let tileset = self.prepared.tileset;
+        let settings = &tileset.tileset.output_settings;
+        let encoding = Encoding {
+            gzip: target.stores_gzip(settings),
+            level: settings.compression_level,
+        };
+        let renderer = self.prepared.renderer.on(self.connections);
+        let scheduler = self.scheduler(&renderer, encoding);
+        match work {
+            Work::Pyramid => {
+                let walk = PyramidWalk::new(tileset.bbox, tileset.zooms);
+                let walked = scheduler.walk(&walk, Some(&writer), done, tally, progress);
+                walked.await.map(|()| true)
+            }
+            Work::Tiles(tiles) => {
+                let deadline = self.job.run.max_duration.map(|d| Instant::now() + d);
+                let listed = scheduler.render_list(&tiles, &writer, deadline, tally, progress);
+                listed.await
+            }
+        }
+    }
+
+    fn scheduler<'r, R>(&'r self, renderer: &'r R, encoding: Encoding) -> Scheduler<'r, R> {
+        let tileset = &self.prepared.tileset.tileset;
+        Scheduler {
+            renderer,
+            tileset: &tileset.name,
+            concurrency: self.job.concurrency,
+            encoding,
+            budget: SizeBudget {
+                bytes: tileset.size_budget,
+                strict: self.job.run.strict_size,
+            },
+            keep_going: self.job.run.keep_going.is_some(),
+            stop: self.stop,
+        }
+    }
+
+    /// Writes the metadata and completes the output; with `sweep`, tiles the run did not produce are
+    /// removed; `state` is recorded once every tile is durable.
+    async fn finish(
+        &self,
+        sink: Box<dyn Sink>,
+        sweep: bool,
+        state: Option<&Watermark>,
+    ) -> Result<sink::SinkReport> {
+        let name = self.prepared.tileset.tileset.name.clone();
+        let metadata = TilesetMetadata::for_job(self.prepared.tileset, &self.prepared.layers);
+        let state = state.map(Watermark::to_state);
+        // Sinks block (SQLite, S3 round trips), so they finish off the async threads.
+        let stored =
+            tokio::task::spawn_blocking(move || sink.finish(&metadata, sweep, state.as_deref()))
+                .await
+                .map_err(|e| Error::output(&name, format!("finishing the output failed: {e}")))??;
+        tracing::debug!("tileset `{name}`: output finished");
+        Ok(stored)
+    }
+
+    /// Records the output's new watermark in the change log and prunes what every consumer has.
+    async fn advance(&self, target: &OutputTarget, next: &Watermark) -> Result<()> {
+        let schema = &self.job.change_schema;
+        let pruned =
+            capture::advance_and_prune(self.pool, schema, &target.describe(), next).await?;
+        if pruned > 0 {
+            tracing::info!("pruned {pruned} applied change(s) from the change log");
+        }
+        Ok(())
+    }
+
+    /// `--dry-run`: walks the pyramid with probes only, counting the tiles each zoom would query.
+    async fn dry_run(
+        &self,
+        progress_kind: ProgressKind,
+        started: Instant,
+    ) -> Result<TilesetSummary> {
+        let tileset = self.prepared.tileset;
+        let name = &tileset.tileset.name;
+        tracing::info!("counting the tiles of `{name}` zoom {} (dry run)", tileset.zooms);
+        let mut tally = Tally::default();
+        let mut progress = Progress::start(progress_kind, name);
+        let renderer = self.prepared.renderer.on(self.connections);
+        let encoding = Encoding {
+            gzip: false,
+            level: tileset.tileset.output_settings.compression_level,
+        };
+        let walk = PyramidWalk::new(tileset.bbox, tileset.zooms);
+        let walked = self
+            .scheduler(&renderer, encoding)
+            .walk(&walk, None, HashMap::new(), &mut tally, &mut progress)
+            .await;
+        progress.finish();
+        walked?;
+        let mut header = self.header("-".into(), true, None);
+        header.dry_run = true;
+        Ok(tally.summarize(header, started.elapsed()))
+    }
+
+    fn header(&self, output: String, complete: bool, changes_read: Option<u64>) -> SummaryHeader {
+        let tileset = self.prepared.tileset;
+        SummaryHeader {
+            tileset: tileset.tileset.name.clone(),
+            output,
+            zooms: tileset.zooms.to_string(),
+            dry_run: false,
+            complete,
+            changes_read,
+        }
+    }
+
+    fn layer_configs(&self) -> Vec<LayerConfig> {
+        self.prepared.layers.iter().map(|l| l.config.clone()).collect()
+    }
+
+    fn settings_digest(&self) -> String {
+        let configured = &self.prepared.tileset.tileset;
+        let layers = self.prepared.layers.iter().map(|l| &l.config);
+        TileSettings::new(configured.extent, configured.buffer, layers).digest()
+    }
+}

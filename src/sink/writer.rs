@@ -1,0 +1,69 @@
+//! The single writer: one thread owns the sink and applies what the renderers send it through a
+//! bounded channel, so memory stays flat and SQLite sees one writer.
+
+use tokio::sync::mpsc;
+
+use super::Sink;
+use crate::error::{Error, Result};
+use crate::tile::TileCoord;
+
+/// Encoded tiles waiting for the writer; small, so memory stays flat whatever the job's size.
+pub const WRITE_QUEUE: usize = 256;
+
+/// What the writer thread is asked to do.
+#[derive(Debug)]
+pub enum WriterCommand {
+    /// Store a tile; with the children it found, when a walk journals its progress.
+    Write(TileCoord, Vec<u8>, Option<[bool; 4]>),
+    /// Remove a tile that became empty.
+    Delete(TileCoord),
+    /// A walked tile held nothing; journal it with the children it found.
+    Visited(TileCoord, [bool; 4]),
+}
+
+/// The sending side, which names the output when the writer has stopped.
+#[derive(Clone)]
+pub struct Writer {
+    sender: mpsc::Sender<WriterCommand>,
+    output: String,
+}
+
+impl Writer {
+    /// Hands a command to the writer thread, waiting while its queue is full.
+    pub async fn send(&self, command: WriterCommand) -> Result<()> {
+        self.sender
+            .send(command)
+            .await
+            .map_err(|_| Error::output(&self.output, "the writer stopped"))
+    }
+}
+
+/// Runs the sink on a thread of its own and returns the sender that feeds it; the handle yields the
+/// sink back once every sender is dropped, so the caller decides between finishing and aborting.
+pub fn spawn(
+    mut sink: Box<dyn Sink>,
+    output: &str,
+) -> (Writer, tokio::task::JoinHandle<Result<Box<dyn Sink>>>) {
+    let (sender, mut receiver) = mpsc::channel(WRITE_QUEUE);
+    let handle = tokio::task::spawn_blocking(move || {
+        while let Some(command) = receiver.blocking_recv() {
+            let done = match command {
+                WriterCommand::Write(tile, data, children) => sink
+                    .write_tile(tile, &data)
+                    .and_then(|()| children.map_or(Ok(()), |c| sink.journal(tile, c, true))),
+                WriterCommand::Delete(tile) => sink.delete_tile(tile),
+                WriterCommand::Visited(tile, children) => sink.journal(tile, children, false),
+            };
+            if let Err(err) = done {
+                sink.abort();
+                return Err(err);
+            }
+        }
+        Ok(sink)
+    });
+    let writer = Writer {
+        sender,
+        output: output.to_string(),
+    };
+    (writer, handle)
+}

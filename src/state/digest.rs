@@ -1,0 +1,145 @@
+//! Digests that identify what decides tile bytes, stored with an output so a later run can tell
+//! whether its tiles were made under the same settings.
+//!
+//! The digest is taken over an explicit, versioned description ([`TileSettings`]), never over
+//! `Debug` output: adding an option that does not change tile bytes (or a defaulted one) must not
+//! change every output's digest and force every `--dirty` run after an upgrade into a full reseed.
+//! When the meaning of a described setting changes, bump [`SETTINGS_VERSION`].
+
+use md5::{Digest, Md5};
+use serde::Serialize;
+
+use crate::config::{ClusterPosition, LayerConfig};
+use crate::tile::{BBox, ZoomRange};
+
+/// Version of [`TileSettings`]; part of every digest.
+pub const SETTINGS_VERSION: u32 = 1;
+
+/// Everything in a config that decides the bytes of a tileset's tiles, and nothing else.
+#[derive(Debug, Serialize)]
+pub struct TileSettings<'a> {
+    version: u32,
+    extent: u32,
+    buffer: u32,
+    layers: Vec<LayerSettings<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct LayerSettings<'a> {
+    name: &'a str,
+    schema: Option<&'a str>,
+    table: &'a str,
+    geometry_column: &'a str,
+    srid: Option<i32>,
+    id_column: &'a str,
+    attributes: &'a [String],
+    filter: Option<&'a str>,
+    zooms: Option<[u8; 2]>,
+    cluster: Option<ClusterSettings>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterSettings {
+    maxzoom: u8,
+    cell: u32,
+    position: &'static str,
+}
+
+impl<'a> TileSettings<'a> {
+    /// The description of a tileset's extent, buffer and layers.
+    pub fn new(extent: u32, buffer: u32, layers: impl IntoIterator<Item = &'a LayerConfig>) -> Self {
+        let layers = layers
+            .into_iter()
+            .map(|layer| LayerSettings {
+                name: &layer.name,
+                schema: layer.schema.as_deref(),
+                table: &layer.table,
+                geometry_column: &layer.geometry_column,
+                srid: layer.srid,
+                id_column: &layer.id_column,
+                attributes: &layer.attributes,
+                filter: layer.filter.as_deref(),
+                zooms: layer.zooms.map(|z| [z.min, z.max]),
+                cluster: layer.cluster.map(|c| ClusterSettings {
+                    maxzoom: c.maxzoom,
+                    cell: c.cell,
+                    position: match c.position {
+                        ClusterPosition::Centroid => "centroid",
+                        ClusterPosition::CellCenter => "cell-center",
+                    },
+                }),
+            })
+            .collect();
+        TileSettings {
+            version: SETTINGS_VERSION,
+            extent,
+            buffer,
+            layers,
+        }
+    }
+
+    /// The digest an output's watermark records: hex MD5 of the description as JSON.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_string(self).expect("settings serialize");
+        hex::encode(Md5::digest(json.as_bytes()))
+    }
+}
+
+/// Identifies a full seed job (tileset, zooms, area and tile settings), so a journal is only
+/// resumed by a run that would render the same tiles.
+pub fn job_fingerprint(tileset: &str, zooms: ZoomRange, bbox: BBox, settings_digest: &str) -> String {
+    let text = format!("{tileset}\n{zooms}\n{bbox}\n{settings_digest}");
+    hex::encode(Md5::digest(text.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterConfig;
+
+    fn layer() -> LayerConfig {
+        LayerConfig {
+            name: "facilities".into(),
+            schema: Some("public".into()),
+            table: "facilities".into(),
+            geometry_column: "location".into(),
+            srid: Some(4326),
+            id_column: "id".into(),
+            attributes: vec!["name".into(), "country_code".into()],
+            filter: None,
+            zooms: None,
+            cluster: Some(ClusterConfig {
+                maxzoom: 11,
+                cell: 512,
+                position: ClusterPosition::Centroid,
+            }),
+        }
+    }
+
+    /// Pinned: if this changes, every output's next `--dirty` run redoes every tile. Change it only
+    /// together with SETTINGS_VERSION, on purpose, and say so in the release notes.
+    #[test]
+    fn the_settings_digest_of_a_known_config_is_pinned() {
+        let layer = layer();
+        let digest = TileSettings::new(4096, 64, [&layer]).digest();
+        assert_eq!(digest, "9782ca2c2d5dc24166391f6aa6c8efe3");
+    }
+
+    #[test]
+    fn every_setting_that_decides_tile_bytes_changes_the_digest() {
+        let base = layer();
+        let digest = |layer: &LayerConfig| TileSettings::new(4096, 64, [layer]).digest();
+        let reference = digest(&base);
+        let mut variants: Vec<LayerConfig> = Vec::new();
+        variants.push(LayerConfig { filter: Some("x > 1".into()), ..base.clone() });
+        variants.push(LayerConfig { attributes: vec!["name".into()], ..base.clone() });
+        variants.push(LayerConfig { id_column: "os_id".into(), ..base.clone() });
+        variants.push(LayerConfig { zooms: Some(ZoomRange::new(2, 9).unwrap()), ..base.clone() });
+        variants.push(LayerConfig { cluster: None, ..base.clone() });
+        for variant in &variants {
+            assert_ne!(digest(variant), reference, "{variant:?}");
+        }
+        assert_ne!(TileSettings::new(4096, 128, [&base]).digest(), reference);
+        assert_ne!(TileSettings::new(8192, 64, [&base]).digest(), reference);
+    }
+}

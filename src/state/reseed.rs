@@ -1,0 +1,174 @@
+//! What a run over an output must render, given the state the output recorded, and the watermark
+//! the output will record once the run is done: the whole pyramid, the tiles its changes touched
+//! since its watermark, or a given list.
+
+use deadpool_postgres::Pool;
+
+use super::capture;
+use super::digest::TileSettings;
+use super::watermark::Watermark;
+use crate::config::LayerConfig;
+use crate::error::{Error, Result};
+use crate::job::{Selection, TilesetJob};
+use crate::plan::{dirty_tiles, Work};
+use crate::tile::{BBox, ZoomRange};
+
+/// More dirty tiles than this and a reseed walks the whole pyramid instead of listing them.
+pub const DIRTY_LIMIT: usize = 2_000_000;
+
+/// What a run does and what it records when it is done.
+#[derive(Debug)]
+pub struct Decision {
+    /// The tiles to render.
+    pub work: Work,
+    /// The watermark the output holds once the run is complete; `None` leaves it unchanged.
+    pub watermark: Option<Watermark>,
+    /// Changed geometries read from the change log (reseeds only).
+    pub changes_read: Option<u64>,
+}
+
+/// Decides what to render for `selection` over the output whose recorded state is `state`.
+pub async fn decide(
+    pool: &Pool,
+    change_schema: &str,
+    tileset: &TilesetJob,
+    layers: &[LayerConfig],
+    selection: &Selection,
+    state: Option<&str>,
+) -> Result<Decision> {
+    let configured = &tileset.tileset;
+    let settings = TileSettings::new(configured.extent, configured.buffer, layers).digest();
+    let previous = state.and_then(Watermark::from_state);
+    let mut decision = match selection {
+        // Every tile query starts after this snapshot, so the output reflects at least every
+        // change it saw.
+        Selection::Pyramid => Decision {
+            work: Work::Pyramid,
+            watermark: Some(capture::current_watermark(pool).await?),
+            changes_read: None,
+        },
+        Selection::List(tiles) => Decision {
+            work: Work::Tiles(
+                tiles
+                    .iter()
+                    .copied()
+                    .filter(|t| tileset.zooms.contains(t.z()))
+                    .collect(),
+            ),
+            watermark: None,
+            changes_read: None,
+        },
+        Selection::Dirty => {
+            let since = previous.as_ref().ok_or_else(|| {
+                Error::Usage(format!(
+                    "tileset `{}`: the output records no watermark; run a full seed first",
+                    configured.name
+                ))
+            })?;
+            dirty(pool, change_schema, tileset, layers, since, &settings).await?
+        }
+    };
+    decision.watermark = decision.watermark.map(|taken| {
+        let next = Watermark {
+            settings: Some(settings),
+            zooms: Some(tileset.zooms.to_string()),
+            bbox: Some(tileset.bbox.to_string()),
+            ..taken
+        };
+        match previous {
+            Some(previous) if !covers(tileset.zooms, tileset.bbox, configured, &previous) => {
+                tracing::info!(
+                    "tileset `{}`: zooms {} and bbox {} are part of what the output's watermark \
+                     covers; it stays, so the next run over all of it renders these changes again",
+                    configured.name,
+                    tileset.zooms,
+                    tileset.bbox
+                );
+                previous
+            }
+            _ => next,
+        }
+    });
+    Ok(decision)
+}
+
+/// A reseed: the tiles the changes since `since` touched, or the whole pyramid when a source was
+/// truncated, the settings changed, or too many tiles are dirty.
+async fn dirty(
+    pool: &Pool,
+    change_schema: &str,
+    tileset: &TilesetJob,
+    layers: &[LayerConfig],
+    since: &Watermark,
+    settings: &str,
+) -> Result<Decision> {
+    let name = &tileset.tileset.name;
+    let (changes, next) = capture::read_since(pool, change_schema, layers, since).await?;
+    tracing::info!(
+        "tileset `{name}`: {} changed geometries since the last seed",
+        changes.rows
+    );
+    let everything = |why: &str| {
+        tracing::info!("tileset `{name}`: {why}; reseeding everything");
+        Decision {
+            work: Work::Pyramid,
+            watermark: Some(next.clone()),
+            changes_read: Some(changes.rows),
+        }
+    };
+    if changes.everything {
+        return Ok(everything("a source was truncated"));
+    }
+    if since.settings.as_deref() != Some(settings) {
+        return Ok(everything(
+            "the layers, extent or buffer differ from those of the output's last seed",
+        ));
+    }
+    let boxes: Vec<(&LayerConfig, &[[f64; 4]])> = layers
+        .iter()
+        .filter_map(|c| changes.boxes.get(&c.name).map(|b| (c, b.as_slice())))
+        .collect();
+    let configured = &tileset.tileset;
+    let dirty = dirty_tiles(
+        &boxes,
+        tileset.bbox,
+        tileset.zooms,
+        configured.extent,
+        configured.buffer,
+        DIRTY_LIMIT,
+    );
+    Ok(match dirty {
+        Some(tiles) => Decision {
+            work: Work::Tiles(tiles),
+            watermark: Some(next),
+            changes_read: Some(changes.rows),
+        },
+        None => everything(&format!("over {DIRTY_LIMIT} dirty tiles")),
+    })
+}
+
+/// Whether a run over `zooms` and `bbox` renders every zoom and all the area whose tiles the
+/// watermark speaks for (a watermark of an earlier version speaks for the configured ones).
+fn covers(
+    zooms: ZoomRange,
+    bbox: BBox,
+    configured: &crate::config::TilesetConfig,
+    watermark: &Watermark,
+) -> bool {
+    let covered_zooms = watermark
+        .zooms
+        .as_deref()
+        .and_then(|z| z.parse::<ZoomRange>().ok())
+        .unwrap_or(configured.zooms);
+    let covered_bbox = watermark
+        .bbox
+        .as_deref()
+        .and_then(|b| b.parse::<BBox>().ok())
+        .unwrap_or(configured.bbox);
+    zooms.min <= covered_zooms.min
+        && zooms.max >= covered_zooms.max
+        && bbox.west <= covered_bbox.west
+        && bbox.south <= covered_bbox.south
+        && bbox.east >= covered_bbox.east
+        && bbox.north >= covered_bbox.north
+}
