@@ -166,37 +166,27 @@ fn inspect_directory(output: &str, root: &Path, extension: &str) -> Result<Inven
             .and_then(|entries| entries.collect())
             .map_err(|e| Error::output(dir, format!("cannot list it: {e}")))
     };
+    // Folders and files that are not numbers (tiles.json, a journal) are not tiles.
+    let number = |entry: &std::fs::DirEntry, suffix: &str| {
+        let name = entry.file_name();
+        name.to_str()
+            .and_then(|n| n.strip_suffix(suffix))
+            .and_then(|n| n.parse::<u32>().ok())
+    };
     let suffix = format!(".{extension}");
     for z_entry in list(root)? {
-        let Some(z) = z_entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u8>().ok())
-        else {
+        let Some(z) = number(&z_entry, "").and_then(|z| u8::try_from(z).ok()) else {
             continue;
         };
         for x_entry in list(&z_entry.path())? {
-            let Some(x) = x_entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(x) = number(&x_entry, "") else {
                 continue;
             };
             for y_entry in list(&x_entry.path())? {
-                let name = y_entry.file_name();
-                let Some(y) = name
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(&suffix))
-                    .and_then(|n| n.parse().ok())
-                else {
-                    continue;
-                };
-                let Ok(tile) = TileCoord::new(z, x, y) else {
-                    continue;
-                };
-                let bytes = y_entry.metadata().map(|m| m.len()).unwrap_or(0);
-                counter.add(tile, bytes);
+                let tile = number(&y_entry, &suffix).and_then(|y| TileCoord::new(z, x, y).ok());
+                if let Some(tile) = tile {
+                    counter.add(tile, y_entry.metadata().map(|m| m.len()).unwrap_or(0));
+                }
             }
         }
     }

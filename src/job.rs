@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::OutputTarget;
 use crate::config::{Config, DatabaseConfig, S3Config, TilesetConfig};
 use crate::error::{Error, Result};
-use crate::config::OutputTarget;
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
 /// What the operator asked for on the command line; `None` means "as the config says". The CLI
@@ -86,11 +86,13 @@ pub struct RunSettings {
 }
 
 fn parse_zoom(text: &str) -> std::result::Result<ZoomRange, String> {
-    text.parse().map_err(|e: crate::tile::TileError| e.to_string())
+    text.parse()
+        .map_err(|e: crate::tile::TileError| e.to_string())
 }
 
 fn parse_bbox(text: &str) -> std::result::Result<BBox, String> {
-    text.parse().map_err(|e: crate::tile::TileError| e.to_string())
+    text.parse()
+        .map_err(|e: crate::tile::TileError| e.to_string())
 }
 
 fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
@@ -156,12 +158,14 @@ pub fn read_tile_list(path: &Path) -> Result<Vec<TileCoord>> {
         if line.is_empty() {
             continue;
         }
-        let tile: TileCoord = line.parse().map_err(|e: crate::tile::TileError| Error::Config {
-            path: path.to_path_buf(),
-            line: Some(index + 1),
-            column: None,
-            message: e.to_string(),
-        })?;
+        let tile: TileCoord = line
+            .parse()
+            .map_err(|e: crate::tile::TileError| Error::Config {
+                path: path.to_path_buf(),
+                line: Some(index + 1),
+                column: None,
+                message: e.to_string(),
+            })?;
         tiles.insert((tile.z(), tile.x(), tile.y()));
     }
     Ok(tiles

@@ -10,11 +10,14 @@ pub mod job;
 pub mod plan;
 pub mod render;
 pub mod report;
-pub mod schedule;
 pub mod retry;
+pub mod schedule;
 pub mod seed;
 pub mod sink;
 pub mod state;
 pub mod tile;
 
 pub use error::{Error, ExitCode, Result};
+
+#[cfg(test)]
+mod architecture;

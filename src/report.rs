@@ -163,12 +163,7 @@ impl Tally {
         let written: u64 = zooms.iter().map(|z| z.written).sum();
         let seconds = elapsed.as_secs_f64();
         TilesetSummary {
-            tileset: header.tileset,
-            output: header.output,
-            zooms: header.zooms,
-            dry_run: header.dry_run,
-            complete: header.complete,
-            changes_read: header.changes_read,
+            header,
             seconds,
             tiles_queried: zooms.iter().map(|z| z.queried).sum(),
             tiles_probed: zooms.iter().map(|z| z.probed).sum(),
@@ -217,7 +212,7 @@ fn percentile(sorted_micros: &[u32], q: f64) -> f64 {
 }
 
 /// What identifies a summary.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SummaryHeader {
     /// Tileset name.
     pub tileset: String,
@@ -290,18 +285,9 @@ pub struct ZoomSummary {
 /// Everything a seed of one tileset did.
 #[derive(Debug, Clone, Serialize)]
 pub struct TilesetSummary {
-    /// Tileset name.
-    pub tileset: String,
-    /// Output description.
-    pub output: String,
-    /// Zoom range as text.
-    pub zooms: String,
-    /// Whether nothing was rendered.
-    pub dry_run: bool,
-    /// Whether every planned tile was rendered (false after --max-duration ran out).
-    pub complete: bool,
-    /// Changed geometries read for a reseed (an update counts its old and its new position).
-    pub changes_read: Option<u64>,
+    /// Which tileset, output and zooms, and how the run ended.
+    #[serde(flatten)]
+    pub header: SummaryHeader,
     /// Wall time.
     pub seconds: f64,
     /// Tiles rendered.
@@ -329,24 +315,35 @@ pub struct TilesetSummary {
 impl TilesetSummary {
     /// The summary as an operator reads it.
     pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        if self.dry_run {
-            out.push_str(&format!(
-                "tileset {} (dry run), zoom {}: tiles each zoom would query\n",
-                self.tileset, self.zooms
-            ));
-            out.push_str(&format!("{:>5} {:>12}\n", "zoom", "would query"));
-            for zoom in &self.per_zoom {
-                out.push_str(&format!("{:>5} {:>12}\n", zoom.zoom, zoom.probed));
-            }
-            out.push_str(&format!("{:>5} {:>12}\n", "total", self.tiles_probed));
-            return out;
+        if self.header.dry_run {
+            return self.dry_run_text();
         }
+        let mut out = self.zoom_table();
+        out.push_str(&self.notes());
+        out
+    }
+
+    fn dry_run_text(&self) -> String {
+        let mut out = format!(
+            "tileset {} (dry run), zoom {}: tiles each zoom would query\n",
+            self.header.tileset, self.header.zooms
+        );
+        out.push_str(&format!("{:>5} {:>12}\n", "zoom", "would query"));
+        for zoom in &self.per_zoom {
+            out.push_str(&format!("{:>5} {:>12}\n", zoom.zoom, zoom.probed));
+        }
+        out.push_str(&format!("{:>5} {:>12}\n", "total", self.tiles_probed));
+        out
+    }
+
+    /// The headline and one line per zoom.
+    fn zoom_table(&self) -> String {
+        let mut out = String::new();
         out.push_str(&format!(
             "tileset {} -> {}, zoom {}: {} tiles written ({}) in {:.1} s, {:.0} tiles/s\n",
-            self.tileset,
-            self.output,
-            self.zooms,
+            self.header.tileset,
+            self.header.output,
+            self.header.zooms,
             self.tiles_written,
             human_bytes(self.bytes_written),
             self.seconds,
@@ -390,6 +387,13 @@ impl TilesetSummary {
                 z.render_ms_max
             ));
         }
+        out
+    }
+
+    /// What the output did, and what needs attention: failures, an incomplete run, oversized and
+    /// slow tiles.
+    fn notes(&self) -> String {
+        let mut out = String::new();
         out.push_str(&format!(
             "output: {} changed, {} unchanged (not rewritten), {} deleted\n",
             self.stored.changed, self.stored.unchanged, self.stored.deleted
@@ -407,7 +411,7 @@ impl TilesetSummary {
                 listed.join(", ")
             ));
         }
-        if !self.complete {
+        if !self.header.complete {
             out.push_str(
                 "incomplete: the watermark was not advanced; the next run picks up the rest\n",
             );

@@ -2,8 +2,8 @@
 //! bounded attempts with exponential backoff, a log line per retry naming what failed, and the
 //! number of attempts in the final error. The backoff itself is `backon`'s.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -112,7 +112,13 @@ mod tests {
                 || {
                     calls.set(calls.get() + 1);
                     let n = calls.get();
-                    async move { if n < 3 { Err("busy") } else { Ok(n) } }
+                    async move {
+                        if n < 3 {
+                            Err("busy")
+                        } else {
+                            Ok(n)
+                        }
+                    }
                 },
                 |_| true,
                 |e| e.to_string(),
@@ -121,30 +127,27 @@ mod tests {
         assert_eq!(result.unwrap(), 3);
     }
 
-    #[tokio::test]
-    async fn attempts_are_bounded_and_counted() {
+    /// How a call that always fails with `error` ends, when `transient` says whether to retry.
+    async fn always_failing(error: &'static str, transient: bool) -> Failed<&'static str> {
         let result: Result<(), Failed<&str>> = quick(4)
             .run(
                 || "call".into(),
-                || async { Err("down") },
-                |_| true,
+                || async move { Err(error) },
+                |_| transient,
                 |e| e.to_string(),
             )
             .await;
-        let failed = result.unwrap_err();
+        result.unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn attempts_are_bounded_and_counted() {
+        let failed = always_failing("down", true).await;
         assert_eq!((failed.error, failed.attempts), ("down", 4));
     }
 
     #[tokio::test]
     async fn a_final_error_is_not_retried() {
-        let result: Result<(), Failed<&str>> = quick(4)
-            .run(
-                || "call".into(),
-                || async { Err("refused") },
-                |_| false,
-                |e| e.to_string(),
-            )
-            .await;
-        assert_eq!(result.unwrap_err().attempts, 1);
+        assert_eq!(always_failing("refused", false).await.attempts, 1);
     }
 }

@@ -13,11 +13,11 @@ pub mod output;
 pub mod tileset;
 
 pub use output::{OutputSettings, OutputTarget, DEFAULT_CACHE_CONTROL};
+use tileset::{resolve_tileset, RawTileset};
 pub use tileset::{
     ClusterConfig, ClusterPosition, LayerConfig, TilesetConfig, CLUSTER_PROPERTIES,
     DEFAULT_SIZE_BUDGET,
 };
-use tileset::{resolve_tileset, RawTileset};
 
 /// Environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "OAR_TILES_CONFIG";
@@ -339,42 +339,38 @@ attributes = ["name"]
         assert_eq!(config.database.url, "postgresql://other/db");
     }
 
+    /// The error of the minimal config with `from` replaced by `to`.
+    fn error_with(from: &str, to: &str) -> String {
+        parse(&MINIMAL.replace(from, to)).unwrap_err().to_string()
+    }
+
     #[test]
     fn an_unknown_key_is_reported_with_its_line() {
-        let text = MINIMAL.replace("attributes", "atributes");
-        let err = parse(&text).unwrap_err().to_string();
+        let err = error_with("attributes", "atributes");
         assert!(err.starts_with("conf/oar.toml:13:"), "{err}");
         assert!(err.contains("unknown field `atributes`"), "{err}");
     }
 
     #[test]
     fn semantic_errors_name_the_tileset_and_line() {
-        let text = MINIMAL.replace("output = ", "maxzoom = 30\noutput = ");
-        let err = parse(&text).unwrap_err().to_string();
+        let err = error_with("output = ", "maxzoom = 30\noutput = ");
         assert!(err.contains("conf/oar.toml:5:"), "{err}");
         assert!(
             err.contains("tileset `facilities`: maxzoom 30 is outside 0..=24"),
             "{err}"
         );
-        let text = MINIMAL.replace("output = ", "bbox = [10, 0, -10, 5]\noutput = ");
-        assert!(parse(&text)
-            .unwrap_err()
-            .to_string()
-            .contains("antimeridian"));
+        let err = error_with("output = ", "bbox = [10, 0, -10, 5]\noutput = ");
+        assert!(err.contains("antimeridian"), "{err}");
     }
 
     #[test]
-    fn a_bad_duration_is_reported_with_its_line() {
-        let text = MINIMAL.replace("[database]", "[database]\nstatement_timeout = \"soon\"");
-        let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("conf/oar.toml:3:"), "{err}");
-        assert!(err.contains("statement_timeout `soon`"), "{err}");
-    }
-
-    #[test]
-    fn a_missing_database_url_is_explained() {
-        let text = MINIMAL.replace("url = \"postgresql://u:secret@db:5432/oar\"", "");
-        let err = parse(&text).unwrap_err().to_string();
+    fn database_errors_say_where_and_what_to_do() {
+        let err = error_with("[database]", "[database]\nstatement_timeout = \"soon\"");
+        assert!(
+            err.contains("conf/oar.toml:3:") && err.contains("statement_timeout `soon`"),
+            "{err}"
+        );
+        let err = error_with("url = \"postgresql://u:secret@db:5432/oar\"", "");
         assert!(err.contains("DATABASE_URL"), "{err}");
     }
 }

@@ -113,4 +113,3 @@ impl OutputTarget {
         matches!(self, OutputTarget::Mbtiles(_)) || settings.compress
     }
 }
-

@@ -159,7 +159,10 @@ fn zoom(value: Option<u32>, default: u8, key: &str) -> Result<u8, String> {
     }
 }
 
-pub(super) fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<TilesetConfig, String> {
+pub(super) fn resolve_tileset(
+    mut raw: RawTileset,
+    base_dir: &Path,
+) -> Result<TilesetConfig, String> {
     let name = raw.name.trim().to_string();
     if name.is_empty() {
         return Err("tileset name is empty".into());
@@ -196,45 +199,15 @@ pub(super) fn resolve_tileset(raw: RawTileset, base_dir: &Path) -> Result<Tilese
         return Err(context("no [[tileset.layer]] is defined".into()));
     }
     let mut layers: Vec<LayerConfig> = Vec::new();
-    for layer in raw.layer {
+    for layer in std::mem::take(&mut raw.layer) {
         let layer = resolve_layer(layer.into_inner(), zooms, extent).map_err(context)?;
         if layers.iter().any(|l| l.name == layer.name) {
             return Err(context(format!("layer `{}` is defined twice", layer.name)));
         }
         layers.push(layer);
     }
+    let output_settings = resolve_output_settings(&mut raw).map_err(context)?;
     let output = raw.output.map(|output| resolve_output(&output, base_dir));
-    let defaults = OutputSettings::default();
-    let tile_extension = raw.tile_extension.unwrap_or(defaults.tile_extension);
-    if tile_extension.is_empty()
-        || !tile_extension
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.')
-    {
-        return Err(context(format!(
-            "tile_extension `{tile_extension}` must be letters and digits, like \"pbf\""
-        )));
-    }
-    let cache_control = raw.cache_control.unwrap_or(defaults.cache_control);
-    if cache_control.chars().any(|c| c.is_control()) {
-        return Err(context("cache_control must be one line".into()));
-    }
-    let compression_level = raw.compression_level.unwrap_or(defaults.compression_level);
-    if !(1..=9).contains(&compression_level) {
-        return Err(context(format!(
-            "compression_level must be 1 (fastest) to 9 (smallest), got {compression_level}"
-        )));
-    }
-    if let Some(url) = &raw.tiles_url {
-        check_tiles_url(url).map_err(context)?;
-    }
-    let output_settings = OutputSettings {
-        tile_extension,
-        compress: raw.compress.unwrap_or(defaults.compress),
-        compression_level,
-        cache_control,
-        tiles_url: raw.tiles_url,
-    };
     Ok(TilesetConfig {
         name,
         output,
@@ -285,6 +258,41 @@ fn resolve_output(output: &str, base_dir: &Path) -> String {
     format!("{prefix}{}", base_dir.join(path).display())
 }
 
+/// How directory and S3 tiles are stored, and the TileJSON tile URL.
+fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, String> {
+    let defaults = OutputSettings::default();
+    let tile_extension = raw.tile_extension.take().unwrap_or(defaults.tile_extension);
+    if tile_extension.is_empty()
+        || !tile_extension
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.')
+    {
+        return Err(format!(
+            "tile_extension `{tile_extension}` must be letters and digits, like \"pbf\""
+        ));
+    }
+    let cache_control = raw.cache_control.take().unwrap_or(defaults.cache_control);
+    if cache_control.chars().any(|c| c.is_control()) {
+        return Err("cache_control must be one line".into());
+    }
+    let compression_level = raw.compression_level.unwrap_or(defaults.compression_level);
+    if !(1..=9).contains(&compression_level) {
+        return Err(format!(
+            "compression_level must be 1 (fastest) to 9 (smallest), got {compression_level}"
+        ));
+    }
+    if let Some(url) = &raw.tiles_url {
+        check_tiles_url(url)?;
+    }
+    Ok(OutputSettings {
+        tile_extension,
+        compress: raw.compress.unwrap_or(defaults.compress),
+        compression_level,
+        cache_control,
+        tiles_url: raw.tiles_url.take(),
+    })
+}
+
 fn resolve_layer(
     raw: RawLayer,
     tileset_zooms: ZoomRange,
@@ -315,6 +323,7 @@ fn resolve_layer(
             .map_err(|e| context(e.to_string()))?,
         ),
     };
+    let cluster = resolve_cluster(&raw, extent).map_err(context)?;
     let geometry_column = raw.geometry_column.unwrap_or_else(|| "geom".into());
     let id_column = raw.id_column.unwrap_or_else(|| "id".into());
     for column in raw.attributes.iter().chain([&geometry_column, &id_column]) {
@@ -339,38 +348,6 @@ fn resolve_layer(
             ));
         }
     }
-    let cluster = match raw.cluster_maxzoom {
-        None if raw.cluster_cell.is_some() || raw.cluster_position.is_some() => {
-            return Err(context(
-                "cluster_cell and cluster_position need cluster_maxzoom".into(),
-            ))
-        }
-        None => None,
-        Some(maxzoom) => {
-            let maxzoom = zoom(Some(maxzoom), 0, "cluster_maxzoom").map_err(context)?;
-            let cell = raw.cluster_cell.unwrap_or(512);
-            if !cell.is_power_of_two() || !(8..=extent).contains(&cell) {
-                return Err(context(format!(
-                    "cluster_cell {cell} must be a power of two between 8 and the extent ({extent})"
-                )));
-            }
-            if let Some(clash) = raw
-                .attributes
-                .iter()
-                .find(|a| CLUSTER_PROPERTIES.contains(&a.as_str()))
-            {
-                return Err(context(format!(
-                    "attribute `{clash}` clashes with a cluster property ({})",
-                    CLUSTER_PROPERTIES.join(", ")
-                )));
-            }
-            Some(ClusterConfig {
-                maxzoom,
-                cell,
-                position: raw.cluster_position.unwrap_or(ClusterPosition::Centroid),
-            })
-        }
-    };
     Ok(LayerConfig {
         name,
         schema,
@@ -385,3 +362,36 @@ fn resolve_layer(
     })
 }
 
+/// The layer's grid clustering, if `cluster_maxzoom` asks for it.
+fn resolve_cluster(raw: &RawLayer, extent: u32) -> Result<Option<ClusterConfig>, String> {
+    Ok(match raw.cluster_maxzoom {
+        None if raw.cluster_cell.is_some() || raw.cluster_position.is_some() => {
+            return Err("cluster_cell and cluster_position need cluster_maxzoom".into())
+        }
+        None => None,
+        Some(maxzoom) => {
+            let maxzoom = zoom(Some(maxzoom), 0, "cluster_maxzoom")?;
+            let cell = raw.cluster_cell.unwrap_or(512);
+            if !cell.is_power_of_two() || !(8..=extent).contains(&cell) {
+                return Err(format!(
+                    "cluster_cell {cell} must be a power of two between 8 and the extent ({extent})"
+                ));
+            }
+            if let Some(clash) = raw
+                .attributes
+                .iter()
+                .find(|a| CLUSTER_PROPERTIES.contains(&a.as_str()))
+            {
+                return Err(format!(
+                    "attribute `{clash}` clashes with a cluster property ({})",
+                    CLUSTER_PROPERTIES.join(", ")
+                ));
+            }
+            Some(ClusterConfig {
+                maxzoom,
+                cell,
+                position: raw.cluster_position.unwrap_or(ClusterPosition::Centroid),
+            })
+        }
+    })
+}

@@ -87,6 +87,12 @@ mod tests {
         }
     }
 
+    /// The zoom-1 tiles one changed box dirties.
+    fn at_zoom_1(layer: &LayerConfig, changed: [f64; 4]) -> Vec<TileCoord> {
+        let zoom = ZoomRange::new(1, 1).unwrap();
+        dirty_tiles(&[(layer, &[changed][..])], BBox::WORLD, zoom, 4096, 64, 10).unwrap()
+    }
+
     #[test]
     fn a_change_dirties_the_tiles_whose_buffer_covers_it_at_every_zoom() {
         let layer = layer(None);
@@ -103,17 +109,7 @@ mod tests {
             "lowest zoom first"
         );
         // Exactly on a tile corner at zoom 1, a point lies in the buffer of all four tiles.
-        let corner = [[0.0, 0.0, 0.0, 0.0]];
-        let dirty = dirty_tiles(
-            &[(&layer, &corner[..])],
-            BBox::WORLD,
-            ZoomRange::new(1, 1).unwrap(),
-            4096,
-            64,
-            10,
-        )
-        .unwrap();
-        assert_eq!(dirty.len(), 4);
+        assert_eq!(at_zoom_1(&layer, [0.0, 0.0, 0.0, 0.0]).len(), 4);
         assert!(
             dirty_tiles(&[(&layer, &boxes[..])], BBox::WORLD, zooms, 4096, 64, 5).is_none(),
             "over the limit"
@@ -129,16 +125,7 @@ mod tests {
         };
         let layer = layer(Some(cluster));
         // In the north-western cell of tile 1/1/0, whose west edge is 1/0/0's east edge.
-        let boxes = [[0.5, 70.0, 0.5, 70.0]];
-        let dirty = dirty_tiles(
-            &[(&layer, &boxes[..])],
-            BBox::WORLD,
-            ZoomRange::new(1, 1).unwrap(),
-            4096,
-            64,
-            10,
-        )
-        .unwrap();
+        let dirty = at_zoom_1(&layer, [0.5, 70.0, 0.5, 70.0]);
         let names: Vec<String> = dirty.iter().map(|t| t.to_string()).collect();
         assert_eq!(names, ["1/0/0", "1/1/0"], "the cell touches 1/0/0's buffer");
     }

@@ -407,7 +407,9 @@ impl TilesetRenderer {
                     outcome
                 },
                 // A batch that ran out of time is not retried whole: its tiles go one by one.
-                |err| is_transient(err) && !(batch && err.code() == Some(&SqlState::QUERY_CANCELED)),
+                |err| {
+                    is_transient(err) && !(batch && err.code() == Some(&SqlState::QUERY_CANCELED))
+                },
                 pg_message,
             )
             .await;

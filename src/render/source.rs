@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Client, Pool};
 
 use serde::Serialize;
 
@@ -33,7 +33,8 @@ pub struct LayerSource {
     pub integer_id: bool,
     /// Property columns in output order, with their MVT types and whether they need a text cast.
     pub properties: Vec<Property>,
-    /// Whether a spatial index covers the geometry column (false for views, where it cannot be known).
+    /// Whether a spatial index covers the geometry column. Views count as indexed: whether their
+    /// base tables' indexes serve the view cannot be known here, and a warning would be noise.
     pub has_spatial_index: bool,
     /// The planner's estimate of the table's rows (0 when unknown, as for views).
     pub estimated_rows: f64,
@@ -105,7 +106,54 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         .get()
         .await
         .map_err(|e| Error::Database(pool_message(&e)))?;
-    let table = layer.qualified_table();
+    let table = look_up_table(&client, layer).await.map_err(source_error)?;
+    let columns = read_columns(&client, &table).await.map_err(source_error)?;
+    let column = |name: &str| {
+        columns.get(name).ok_or_else(|| {
+            source_error(format!(
+                "column `{name}` does not exist in table `{}`",
+                table.name
+            ))
+        })
+    };
+    let geometry = column(&layer.geometry_column)?;
+    let srid = geometry_srid(layer, &table.name, geometry).map_err(source_error)?;
+    let id = column(&layer.id_column)?;
+    let integer_id = matches!(id.type_name.as_str(), "int2" | "int4" | "int8");
+    let mut property_columns: Vec<&String> = layer.attributes.iter().collect();
+    if !integer_id && !layer.attributes.contains(&layer.id_column) {
+        property_columns.insert(0, &layer.id_column);
+    }
+    let mut properties = Vec::new();
+    for name in property_columns {
+        properties.push(property(name, column(name)?));
+    }
+    // Views count as indexed (see `LayerSource::has_spatial_index`).
+    let has_spatial_index = table.relkind == "v"
+        || spatial_index(&client, table.oid, geometry.attnum)
+            .await
+            .map_err(source_error)?;
+    Ok(LayerSource {
+        config: layer.clone(),
+        srid,
+        integer_id,
+        properties,
+        has_spatial_index,
+        // Never analysed (-1) or a view (0): unknown, taken as small.
+        estimated_rows: table.estimated_rows.max(0.0),
+    })
+}
+
+/// What the catalog says of a source table.
+struct Table {
+    name: String,
+    oid: u32,
+    relkind: String,
+    estimated_rows: f64,
+}
+
+async fn look_up_table(client: &Client, layer: &LayerConfig) -> Result<Table, String> {
+    let name = layer.qualified_table();
     let row = client
         .query_opt(
             "SELECT c.oid, c.relkind::text, has_table_privilege(c.oid, 'SELECT'),
@@ -113,31 +161,21 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
              FROM pg_class c WHERE c.oid = to_regclass($1)",
             &[&quoted_table(layer)],
         )
-        .await;
-    let row = match row {
-        Ok(Some(row)) => row,
-        Ok(None) => {
-            return Err(source_error(format!(
-                "table `{table}` does not exist (or is not on the search_path)"
-            )))
-        }
-        Err(err) => {
-            return Err(source_error(format!(
-                "cannot look up table `{table}`: {}",
-                pg_message(&err)
-            )))
-        }
-    };
-    let oid: u32 = row.get(0);
-    let relkind: String = row.get(1);
-    let can_select: bool = row.get(2);
-    let estimated_rows: f64 = row.get(3);
-    if !can_select {
-        return Err(source_error(format!(
-            "the database user may not SELECT from `{table}`"
-        )));
+        .await
+        .map_err(|err| format!("cannot look up table `{name}`: {}", pg_message(&err)))?
+        .ok_or_else(|| format!("table `{name}` does not exist (or is not on the search_path)"))?;
+    if !row.get::<_, bool>(2) {
+        return Err(format!("the database user may not SELECT from `{name}`"));
     }
+    Ok(Table {
+        oid: row.get(0),
+        relkind: row.get(1),
+        estimated_rows: row.get(3),
+        name,
+    })
+}
 
+async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String, Column>, String> {
     let rows = client
         .query(
             "SELECT a.attname::text, t.typname::text, a.attnum,
@@ -145,16 +183,17 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
                          THEN postgis_typmod_srid(a.atttypmod) END
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
-            &[&oid],
+            &[&table.oid],
         )
         .await
         .map_err(|e| {
-            source_error(format!(
-                "cannot read the columns of `{table}`: {}",
+            format!(
+                "cannot read the columns of `{}`: {}",
+                table.name,
                 pg_message(&e)
-            ))
+            )
         })?;
-    let columns: BTreeMap<String, Column> = rows
+    Ok(rows
         .iter()
         .map(|r| {
             let column = Column {
@@ -164,85 +203,57 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
             };
             (r.get::<_, String>(0), column)
         })
-        .collect();
-    let column = |name: &str| {
-        columns.get(name).ok_or_else(|| {
-            source_error(format!("column `{name}` does not exist in table `{table}`"))
-        })
-    };
+        .collect())
+}
 
-    let geometry = column(&layer.geometry_column)?;
+/// The SRID the layer's geometry column holds: its constraint, else the config's `srid`.
+fn geometry_srid(layer: &LayerConfig, table: &str, geometry: &Column) -> Result<i32, String> {
+    let name = &layer.geometry_column;
     if geometry.type_name != "geometry" {
-        return Err(source_error(format!(
-            "column `{}` of `{table}` is of type {}, not geometry",
-            layer.geometry_column, geometry.type_name
-        )));
+        return Err(format!(
+            "column `{name}` of `{table}` is of type {}, not geometry",
+            geometry.type_name
+        ));
     }
-    let srid = match (geometry.typmod_srid.filter(|s| *s > 0), layer.srid) {
-        (Some(actual), Some(configured)) if actual != configured => {
-            return Err(source_error(format!(
-                "srid {configured} in the config, but column `{}` holds SRID {actual}",
-                layer.geometry_column
-            )))
-        }
-        (Some(actual), _) => actual,
-        (None, Some(configured)) => configured,
-        (None, None) => {
-            return Err(source_error(format!(
-                "column `{}` has no SRID constraint: set `srid` in the layer",
-                layer.geometry_column
-            )))
-        }
+    match (geometry.typmod_srid.filter(|s| *s > 0), layer.srid) {
+        (Some(actual), Some(configured)) if actual != configured => Err(format!(
+            "srid {configured} in the config, but column `{name}` holds SRID {actual}"
+        )),
+        (Some(actual), _) => Ok(actual),
+        (None, Some(configured)) => Ok(configured),
+        (None, None) => Err(format!(
+            "column `{name}` has no SRID constraint: set `srid` in the layer"
+        )),
+    }
+}
+
+/// A property column with its `vector_layers` type; types MVT cannot hold travel as text.
+fn property(name: &str, column: &Column) -> Property {
+    let (field_type, cast_to_text) = match column.type_name.as_str() {
+        "int2" | "int4" | "int8" | "float4" | "float8" | "numeric" => (FieldType::Number, false),
+        "bool" => (FieldType::Boolean, false),
+        "text" | "varchar" => (FieldType::String, false),
+        _ => (FieldType::String, true),
     };
-
-    let id = column(&layer.id_column)?;
-    let integer_id = matches!(id.type_name.as_str(), "int2" | "int4" | "int8");
-    let mut property_columns: Vec<&String> = layer.attributes.iter().collect();
-    if !integer_id && !layer.attributes.contains(&layer.id_column) {
-        property_columns.insert(0, &layer.id_column);
+    Property {
+        column: name.to_string(),
+        field_type,
+        cast_to_text,
     }
-    let mut properties = Vec::new();
-    for name in property_columns {
-        let (field_type, cast_to_text) = match column(name)?.type_name.as_str() {
-            "int2" | "int4" | "int8" | "float4" | "float8" | "numeric" => {
-                (FieldType::Number, false)
-            }
-            "bool" => (FieldType::Boolean, false),
-            "text" | "varchar" => (FieldType::String, false),
-            _ => (FieldType::String, true),
-        };
-        properties.push(Property {
-            column: name.clone(),
-            field_type,
-            cast_to_text,
-        });
-    }
+}
 
-    let has_spatial_index = if relkind == "v" {
-        true
-    } else {
-        client
-            .query_one(
-                "SELECT EXISTS (
-                     SELECT 1 FROM pg_index i
-                     JOIN pg_class ic ON ic.oid = i.indexrelid
-                     JOIN pg_am am ON am.oid = ic.relam
-                     WHERE i.indrelid = $1 AND am.amname IN ('gist', 'spgist', 'brin')
-                       AND $2 = ANY (i.indkey::int2[]))",
-                &[&oid, &geometry.attnum],
-            )
-            .await
-            .map_err(|e| source_error(pg_message(&e)))?
-            .get(0)
-    };
-
-    Ok(LayerSource {
-        config: layer.clone(),
-        srid,
-        integer_id,
-        properties,
-        has_spatial_index,
-        // Never analysed (-1) or a view (0): unknown, taken as small.
-        estimated_rows: estimated_rows.max(0.0),
-    })
+async fn spatial_index(client: &Client, oid: u32, attnum: i16) -> Result<bool, String> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (
+                 SELECT 1 FROM pg_index i
+                 JOIN pg_class ic ON ic.oid = i.indexrelid
+                 JOIN pg_am am ON am.oid = ic.relam
+                 WHERE i.indrelid = $1 AND am.amname IN ('gist', 'spgist', 'brin')
+                   AND $2 = ANY (i.indkey::int2[]))",
+            &[&oid, &attnum],
+        )
+        .await
+        .map_err(|e| pg_message(&e))?;
+    Ok(row.get(0))
 }

@@ -7,6 +7,8 @@
 //! tiles in memory), and tiles leave through a [`Writer`].
 
 pub mod stop;
+#[cfg(test)]
+mod tests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -109,7 +111,10 @@ impl<R: Renderer> Scheduler<'_, R> {
                 let stored = match (writer, data) {
                     (Some(writer), Some(data)) => {
                         let children = Some(rendered.children);
-                        Some(self.store(writer, rendered.tile, data, tally, children).await?)
+                        Some(
+                            self.store(writer, rendered.tile, data, tally, children)
+                                .await?,
+                        )
                     }
                     (Some(writer), None) => {
                         let visited = WriterCommand::Visited(rendered.tile, rendered.children);
@@ -274,7 +279,8 @@ impl<'w> WalkQueue<'w> {
     }
 
     fn push(&mut self, tile: TileCoord) {
-        self.heap.push(Reverse((tile.z(), locality_key(tile), tile)));
+        self.heap
+            .push(Reverse((tile.z(), locality_key(tile), tile)));
     }
 
     /// Queues the children a rendered tile found content for; returns how many.
@@ -305,7 +311,11 @@ impl<'w> WalkQueue<'w> {
 
     /// The next statement's tiles (one zoom; a heavy tile alone) and whether it is heavy. `None`
     /// when nothing is queued, or the next tile is heavy and `heavy_allowed` is false.
-    fn next_batch(&mut self, capacity: usize, heavy_allowed: bool) -> Option<(Vec<TileCoord>, bool)> {
+    fn next_batch(
+        &mut self,
+        capacity: usize,
+        heavy_allowed: bool,
+    ) -> Option<(Vec<TileCoord>, bool)> {
         loop {
             let Reverse((_, _, next)) = *self.heap.peek()?;
             let heavy = self.is_heavy(next);

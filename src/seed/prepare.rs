@@ -39,7 +39,14 @@ impl<'a> Prepared<'a> {
         let cell_tables = if job.run.dry_run {
             vec![None; layers.len()]
         } else {
-            cells::ensure(pool, &job.change_schema, &config.name, &layers, config.extent).await?
+            cells::ensure(
+                pool,
+                &job.change_schema,
+                &config.name,
+                &layers,
+                config.extent,
+            )
+            .await?
         };
         let cell_names: Vec<Option<String>> = cell_tables
             .iter()

@@ -16,7 +16,7 @@ use crate::render::Connections;
 use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::schedule::{Scheduler, Stop};
 use crate::sink::writer::{self, Writer};
-use crate::sink::{self, lock, ChangedList, Resume, Sink, TilesetMetadata};
+use crate::sink::{self, lock, ChangedList, Finish, Resume, Sink, TilesetMetadata};
 use crate::state::capture;
 use crate::state::cells;
 use crate::state::digest::{job_fingerprint, TileSettings};
@@ -63,8 +63,12 @@ impl TilesetRun<'_> {
             tileset.bbox,
             target.describe()
         );
-        let _lock =
-            lock::acquire(target, self.job.s3.endpoint.as_deref(), self.job.run.wait_lock).await?;
+        let _lock = lock::acquire(
+            target,
+            self.job.s3.endpoint.as_deref(),
+            self.job.run.wait_lock,
+        )
+        .await?;
         let Opened {
             sink,
             decision,
@@ -86,30 +90,26 @@ impl TilesetRun<'_> {
         let mut tally = Tally::default();
         let mut progress = Progress::start(progress_kind, name);
         let rendered = self
-            .render(target, decision.work, writer, resume.done, &mut tally, &mut progress)
+            .render(
+                target,
+                decision.work,
+                writer,
+                resume.done,
+                &mut tally,
+                &mut progress,
+            )
             .await;
         progress.finish();
         tracing::debug!("tileset `{name}`: rendering done");
-        let sink = written
-            .await
-            .map_err(|e| Error::output(name, format!("the writer stopped: {e}")))?;
-        let complete = match (rendered, sink) {
-            (Ok(finished), Ok(sink)) => {
-                // Tiles that failed (--keep-going) leave their subtrees unknown: nothing is swept,
-                // and the watermark stays so the next reseed covers them too.
-                let complete = finished && tally.failed().is_empty();
-                let state = watermark.as_ref().filter(|_| complete);
-                let stored = self.finish(sink, sweep_allowed && complete, state).await?;
-                tally.set_stored(stored);
-                complete
-            }
-            (Err(err), Ok(sink)) => {
-                let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
-                return Err(err);
-            }
-            // The writer's own error explains why rendering could not hand it more tiles.
-            (_, Err(err)) => return Err(err),
-        };
+        let complete = self
+            .complete(
+                written,
+                rendered,
+                &mut tally,
+                sweep_allowed,
+                watermark.as_ref(),
+            )
+            .await?;
         if let (true, Some(next)) = (complete, &watermark) {
             self.advance(target, next).await?;
         } else if !complete {
@@ -119,6 +119,39 @@ impl TilesetRun<'_> {
         }
         let header = self.header(target.describe(), complete, decision.changes_read);
         Ok(tally.summarize(header, started.elapsed()))
+    }
+
+    /// Finishes the output once rendering ended well (sweeping and recording the watermark only when
+    /// the run is complete), or aborts it; returns whether the run was complete.
+    async fn complete(
+        &self,
+        written: tokio::task::JoinHandle<Result<Box<dyn Sink>>>,
+        rendered: Result<bool>,
+        tally: &mut Tally,
+        sweep_allowed: bool,
+        watermark: Option<&Watermark>,
+    ) -> Result<bool> {
+        let name = &self.prepared.tileset.tileset.name;
+        let sink = written
+            .await
+            .map_err(|e| Error::output(name, format!("the writer stopped: {e}")))?;
+        match (rendered, sink) {
+            (Ok(finished), Ok(sink)) => {
+                // Tiles that failed (--keep-going) leave their subtrees unknown: nothing is swept,
+                // and the watermark stays so the next reseed covers them too.
+                let complete = finished && tally.failed().is_empty();
+                let state = watermark.filter(|_| complete);
+                let stored = self.finish(sink, sweep_allowed && complete, state).await?;
+                tally.set_stored(stored);
+                Ok(complete)
+            }
+            (Err(err), Ok(sink)) => {
+                let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
+                Err(err)
+            }
+            // The writer's own error explains why rendering could not hand it more tiles.
+            (_, Err(err)) => Err(err),
+        }
     }
 
     /// Opens the output, reads its state, decides the work, brings the cluster cells up to date
@@ -135,30 +168,15 @@ impl TilesetRun<'_> {
                 &self.settings_digest(),
             )
         });
-        let mut sink =
-            sink::open(target, settings, &self.job.s3, changed, fingerprint.as_deref()).await?;
-        // The cells are brought up to date after the watermark is taken, so they hold at least
-        // every change the output will claim to reflect.
-        let decided = async {
-            let state = sink.state();
-            let layers = self.layer_configs();
-            let decision = reseed::decide(
-                self.pool,
-                &self.job.change_schema,
-                tileset,
-                &layers,
-                &self.job.selection,
-                state.as_deref(),
-            )
-            .await?;
-            let prepared = self.prepared;
-            let extent = tileset.tileset.extent;
-            let schema = &self.job.change_schema;
-            cells::refresh(self.pool, schema, &prepared.layers, &prepared.cell_tables, extent)
-                .await?;
-            Ok::<_, Error>(decision)
-        }
-        .await;
+        let mut sink = sink::open(
+            target,
+            settings,
+            &self.job.s3,
+            changed,
+            fingerprint.as_deref(),
+        )
+        .await?;
+        let decided = self.decide(sink.state()).await;
         let decision = match decided {
             Ok(decision) => decision,
             Err(err) => {
@@ -179,7 +197,12 @@ impl TilesetRun<'_> {
             (sink, started)
         })
         .await
-        .map_err(|e| Error::output(&tileset.tileset.name, format!("preparing the output failed: {e}")))?;
+        .map_err(|e| {
+            Error::output(
+                &tileset.tileset.name,
+                format!("preparing the output failed: {e}"),
+            )
+        })?;
         match started {
             Ok(resume) => Ok(Opened {
                 sink,
@@ -191,6 +214,35 @@ impl TilesetRun<'_> {
                 Err(err)
             }
         }
+    }
+
+    /// Decides the work from the output's state, then brings the cluster cells up to date: after
+    /// the watermark is taken, so they hold at least every change the output will claim to reflect.
+    async fn decide(&self, state: Option<String>) -> Result<Decision> {
+        let prepared = self.prepared;
+        let tileset = prepared.tileset;
+        let schema = &self.job.change_schema;
+        let layers = self.layer_configs();
+        let selection = &self.job.selection;
+        let decision = reseed::decide(
+            self.pool,
+            schema,
+            tileset,
+            &layers,
+            selection,
+            state.as_deref(),
+        )
+        .await?;
+        let extent = tileset.tileset.extent;
+        cells::refresh(
+            self.pool,
+            schema,
+            &prepared.layers,
+            &prepared.cell_tables,
+            extent,
+        )
+        .await?;
+        Ok(decision)
     }
 
     /// Renders the work through the scheduler into the writer; false when `--max-duration` ran out.
@@ -253,10 +305,15 @@ impl TilesetRun<'_> {
         let metadata = TilesetMetadata::for_job(self.prepared.tileset, &self.prepared.layers);
         let state = state.map(Watermark::to_state);
         // Sinks block (SQLite, S3 round trips), so they finish off the async threads.
-        let stored =
-            tokio::task::spawn_blocking(move || sink.finish(&metadata, sweep, state.as_deref()))
-                .await
-                .map_err(|e| Error::output(&name, format!("finishing the output failed: {e}")))??;
+        let stored = tokio::task::spawn_blocking(move || {
+            sink.finish(Finish {
+                metadata: &metadata,
+                sweep,
+                state: state.as_deref(),
+            })
+        })
+        .await
+        .map_err(|e| Error::output(&name, format!("finishing the output failed: {e}")))??;
         tracing::debug!("tileset `{name}`: output finished");
         Ok(stored)
     }
@@ -280,7 +337,10 @@ impl TilesetRun<'_> {
     ) -> Result<TilesetSummary> {
         let tileset = self.prepared.tileset;
         let name = &tileset.tileset.name;
-        tracing::info!("counting the tiles of `{name}` zoom {} (dry run)", tileset.zooms);
+        tracing::info!(
+            "counting the tiles of `{name}` zoom {} (dry run)",
+            tileset.zooms
+        );
         let mut tally = Tally::default();
         let mut progress = Progress::start(progress_kind, name);
         let renderer = self.prepared.renderer.on(self.connections);
@@ -313,7 +373,11 @@ impl TilesetRun<'_> {
     }
 
     fn layer_configs(&self) -> Vec<LayerConfig> {
-        self.prepared.layers.iter().map(|l| l.config.clone()).collect()
+        self.prepared
+            .layers
+            .iter()
+            .map(|l| l.config.clone())
+            .collect()
     }
 
     fn settings_digest(&self) -> String {

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::tilejson::{tilejson, TILEJSON_NAME};
-use super::{ChangedList, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
+use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
 use crate::tile::{in_scope, tile_key, TileCoord};
@@ -156,6 +156,10 @@ pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
 }
 
 impl Sink for DirectorySink {
+    fn state(&self) -> Option<String> {
+        self.state.clone()
+    }
+
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
         self.seen.insert(tile_key(tile));
         let path = self.tile_path(tile);
@@ -188,10 +192,6 @@ impl Sink for DirectorySink {
         }
     }
 
-    fn state(&self) -> Option<String> {
-        self.state.clone()
-    }
-
     fn begin_journal(&mut self, watermark: Option<&str>) -> Result<Option<Resume>> {
         let Some(journal) = self.journal.as_mut() else {
             return Ok(None);
@@ -208,12 +208,8 @@ impl Sink for DirectorySink {
         }
     }
 
-    fn finish(
-        mut self: Box<Self>,
-        metadata: &TilesetMetadata,
-        sweep: bool,
-        state: Option<&str>,
-    ) -> Result<SinkReport> {
+    fn finish(mut self: Box<Self>, end: Finish<'_>) -> Result<SinkReport> {
+        let (metadata, sweep, state) = (end.metadata, end.sweep, end.state);
         if sweep {
             self.sweep(metadata)?;
         }
@@ -287,7 +283,11 @@ mod tests {
         sink.write_tile(tile, b"abc").unwrap();
         sink.write_tile(tile, b"abc").unwrap();
         let report = sink
-            .finish(&metadata(ZoomRange::new(0, 3).unwrap()), true, None)
+            .finish(Finish {
+                metadata: &metadata(ZoomRange::new(0, 3).unwrap()),
+                sweep: true,
+                state: None,
+            })
             .unwrap();
         assert_eq!(std::fs::read(root.join("3/5/2.pbf")).unwrap(), b"abc");
         assert_eq!((report.changed, report.unchanged), (1, 1));
@@ -300,15 +300,20 @@ mod tests {
         let root = dir.path().join("tiles");
         let changes = ChangedList::create(&dir.path().join("changed.txt")).unwrap();
         let settings = OutputSettings::default();
-        let mut first =
-            Box::new(DirectorySink::create(&root, &settings, ChangedList::disabled(), None).unwrap());
+        let mut first = Box::new(
+            DirectorySink::create(&root, &settings, ChangedList::disabled(), None).unwrap(),
+        );
         for (z, x, y) in [(1, 0, 0), (1, 1, 1), (2, 3, 3)] {
             first
                 .write_tile(TileCoord::new(z, x, y).unwrap(), b"x")
                 .unwrap();
         }
         first
-            .finish(&metadata(ZoomRange::new(0, 2).unwrap()), true, None)
+            .finish(Finish {
+                metadata: &metadata(ZoomRange::new(0, 2).unwrap()),
+                sweep: true,
+                state: None,
+            })
             .unwrap();
         let mut second =
             Box::new(DirectorySink::create(&root, &settings, changes.clone(), None).unwrap());
@@ -316,7 +321,11 @@ mod tests {
             .write_tile(TileCoord::new(1, 0, 0).unwrap(), b"x")
             .unwrap();
         let report = second
-            .finish(&metadata(ZoomRange::new(1, 1).unwrap()), true, None)
+            .finish(Finish {
+                metadata: &metadata(ZoomRange::new(1, 1).unwrap()),
+                sweep: true,
+                state: None,
+            })
             .unwrap();
         changes.close().unwrap();
         assert_eq!(

@@ -77,29 +77,10 @@ pub async fn acquire(
             })?;
         match file.try_lock() {
             Ok(()) => {
-                let still_there = std::fs::metadata(&path)
-                    .ok()
-                    .zip(file.metadata().ok())
-                    .is_some_and(|(on_disk, ours)| {
-                        on_disk.ino() == ours.ino() && on_disk.dev() == ours.dev()
-                    });
-                if !still_there {
+                if !still_at(&path, &file) {
                     continue;
                 }
-                let holder = format!(
-                    "pid {} on {} since {}",
-                    std::process::id(),
-                    hostname(),
-                    humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                );
-                file.set_len(0)
-                    .and_then(|()| file.write_all(holder.as_bytes()))
-                    .map_err(|e| {
-                        Error::output(
-                            &output,
-                            format!("cannot write the lock file {}: {e}", path.display()),
-                        )
-                    })?;
+                record_holder(&mut file, &path, &output)?;
                 return Ok(OutputLock { path, _file: file });
             }
             Err(TryLockError::WouldBlock) => {
@@ -128,6 +109,33 @@ pub async fn acquire(
             }
         }
     }
+}
+
+/// Whether `path` still leads to the file we locked: a holder that finished removed its file, and a
+/// lock on a removed file guards nothing.
+fn still_at(path: &Path, file: &File) -> bool {
+    std::fs::metadata(path)
+        .ok()
+        .zip(file.metadata().ok())
+        .is_some_and(|(on_disk, ours)| on_disk.ino() == ours.ino() && on_disk.dev() == ours.dev())
+}
+
+/// Writes who holds the lock into its file, so a waiting job can say whom it waits for.
+fn record_holder(file: &mut File, path: &Path, output: &str) -> Result<()> {
+    let holder = format!(
+        "pid {} on {} since {}",
+        std::process::id(),
+        hostname(),
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+    );
+    file.set_len(0)
+        .and_then(|()| file.write_all(holder.as_bytes()))
+        .map_err(|e| {
+            Error::output(
+                output,
+                format!("cannot write the lock file {}: {e}", path.display()),
+            )
+        })
 }
 
 fn hostname() -> String {

@@ -13,11 +13,10 @@ pub mod s3;
 pub mod tilejson;
 pub mod writer;
 
-pub use changed_list::ChangedList;
 pub use crate::config::{OutputSettings, OutputTarget};
 pub use crate::render::source::FieldType;
 pub use crate::state::journal::Resume;
-
+pub use changed_list::ChangedList;
 
 use serde::Serialize;
 
@@ -135,6 +134,18 @@ pub struct SinkReport {
     pub deleted: u64,
 }
 
+/// How a run ends its output.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    /// What the output records about its tileset.
+    pub metadata: &'a TilesetMetadata,
+    /// Delete the tiles inside the metadata's zoom range and bounds that this run did not write: a
+    /// full seed leaves exactly its own tiles there.
+    pub sweep: bool,
+    /// The job state (watermark) to record, last, once every tile is durable.
+    pub state: Option<&'a str>,
+}
+
 /// A destination for tiles. Implementations are driven from one thread.
 pub trait Sink: Send {
     /// Stores one tile's encoded bytes, replacing any tile already there.
@@ -165,15 +176,8 @@ pub trait Sink: Send {
         Ok(())
     }
 
-    /// Writes the metadata and makes the output complete. With `sweep`, tiles inside the metadata's
-    /// zoom range and bounds that this run did not write are deleted: a full seed leaves exactly its
-    /// own tiles there. `state`, when given, is recorded last, once every tile is durable.
-    fn finish(
-        self: Box<Self>,
-        metadata: &TilesetMetadata,
-        sweep: bool,
-        state: Option<&str>,
-    ) -> Result<SinkReport>;
+    /// Writes the metadata and makes the output complete, as [`Finish`] says.
+    fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport>;
 
     /// Gives up: removes whatever this sink created and leaves any earlier output untouched, or at
     /// least readable with every tile it held before or was given since.

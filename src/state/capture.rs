@@ -426,18 +426,10 @@ mod tests {
 url = "postgresql://x/y"
 [[tileset]]
 name = "a"
-[[tileset.layer]]
-name = "f"
-table = "public.facilities"
-geometry_column = "location"
-attributes = ["name"]
+layer = [{ name = "f", table = "public.facilities", geometry_column = "location", attributes = ["name"] }]
 [[tileset]]
 name = "b"
-[[tileset.layer]]
-name = "f"
-table = "public.facilities"
-geometry_column = "location"
-attributes = ["country_code"]
+layer = [{ name = "f", table = "public.facilities", geometry_column = "location", attributes = ["country_code"] }]
 "#;
         let config = Config::parse(Path::new("c.toml"), text, None).unwrap();
         let sql = install_sql(&config);

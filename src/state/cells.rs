@@ -17,15 +17,15 @@
 
 use std::collections::BTreeSet;
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{GenericClient, Pool};
 use md5::{Digest, Md5};
 
-use crate::state::capture;
 use crate::config::ClusterConfig;
 use crate::error::{pg_message, Error, Result};
 use crate::render::pool::pool_message;
 use crate::render::source::{quote_ident, quoted_table, LayerSource};
 use crate::render::sql;
+use crate::state::capture;
 use crate::tile::{lonlat_to_mercator, Envelope, MERCATOR_HALF_WORLD};
 
 /// Above this many changed geometries, summing every cell again is cheaper than finding them.
@@ -98,53 +98,7 @@ pub async fn ensure(
         let name = table_name(layer, extent);
         let qualified = format!("{quoted_schema}.{}", quote_ident(&name));
         let owner = format!("{tileset}/{}", layer.config.name);
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
-            .await
-            .map_err(|e| Error::Database(pg_message(&e)))?
-            .get(0);
-        if !exists {
-            let ddl = format!(
-                "CREATE TABLE IF NOT EXISTS {quoted_schema}.cell_state (
-                     cells text PRIMARY KEY, owner text NOT NULL, snapshot pg_snapshot NOT NULL,
-                     updated_at timestamptz NOT NULL DEFAULT now());
-                 CREATE TABLE {qualified} AS SELECT 0::int2 AS __oar_z, c.*, {} FROM ({}) c WITH NO DATA;
-                 ALTER TABLE {qualified} ADD PRIMARY KEY (__oar_z, __oar_cx, __oar_cy);",
-                sql::cell_display_columns("c"),
-                deepest_cells(layer, cluster, extent, false)
-            );
-            if let Err(err) = client.batch_execute(&ddl).await {
-                tracing::warn!(
-                    "layer `{}`: cannot create its cluster cell table in schema {quoted_schema}, so \
-                     clustered tiles aggregate rows (slower): {}",
-                    layer.config.name,
-                    pg_message(&err)
-                );
-                continue;
-            }
-        }
-        // Seeding needs only SELECT rights: a role that may not keep the cells up to date renders
-        // clustered tiles from rows instead of reading cells that could be stale.
-        let writable: bool = client
-            .query_one(
-                "SELECT has_table_privilege($1, 'INSERT, DELETE')
-                    AND has_table_privilege($2, 'INSERT, UPDATE')
-                    AND has_table_privilege($3, 'INSERT, UPDATE')",
-                &[
-                    &qualified,
-                    &format!("{quoted_schema}.cell_state"),
-                    &format!("{quoted_schema}.consumers"),
-                ],
-            )
-            .await
-            .map_err(|e| Error::Database(pg_message(&e)))?
-            .get(0);
-        if !writable {
-            tracing::warn!(
-                "layer `{}`: no right to update its cluster cells in {qualified}, so clustered \
-                 tiles aggregate rows (slower)",
-                layer.config.name
-            );
+        if !usable(&client, &quoted_schema, layer, cluster, &qualified, extent).await? {
             continue;
         }
         drop_stale(&client, &quoted_schema, &owner, &name).await;
@@ -156,6 +110,68 @@ pub async fn ensure(
         });
     }
     Ok(tables)
+}
+
+/// Creates the layer's cell table where missing and says whether this role may keep it up to date;
+/// when not, clustered tiles aggregate rows instead, and a warning says why.
+async fn usable(
+    client: &impl GenericClient,
+    quoted_schema: &str,
+    layer: &LayerSource,
+    cluster: &ClusterConfig,
+    qualified: &str,
+    extent: u32,
+) -> Result<bool> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?
+        .get(0);
+    if !exists {
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {quoted_schema}.cell_state (
+                 cells text PRIMARY KEY, owner text NOT NULL, snapshot pg_snapshot NOT NULL,
+                 updated_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE {qualified} AS SELECT 0::int2 AS __oar_z, c.*, {} FROM ({}) c WITH NO DATA;
+             ALTER TABLE {qualified} ADD PRIMARY KEY (__oar_z, __oar_cx, __oar_cy);",
+            sql::cell_display_columns("c"),
+            deepest_cells(layer, cluster, extent, false)
+        );
+        if let Err(err) = client.batch_execute(&ddl).await {
+            tracing::warn!(
+                "layer `{}`: cannot create its cluster cell table in schema {quoted_schema}, so \
+                 clustered tiles aggregate rows (slower): {}",
+                layer.config.name,
+                pg_message(&err)
+            );
+            return Ok(false);
+        }
+    }
+    // Seeding needs only SELECT rights: a role that may not keep the cells up to date renders
+    // clustered tiles from rows instead of reading cells that could be stale.
+    let writable: bool = client
+        .query_one(
+            "SELECT has_table_privilege($1, 'INSERT, DELETE')
+                AND has_table_privilege($2, 'INSERT, UPDATE')
+                AND has_table_privilege($3, 'INSERT, UPDATE')",
+            &[
+                &qualified,
+                &format!("{quoted_schema}.cell_state"),
+                &format!("{quoted_schema}.consumers"),
+            ],
+        )
+        .await
+        .map_err(|e| Error::Database(pg_message(&e)))?
+        .get(0);
+    if !writable {
+        tracing::warn!(
+            "layer `{}`: no right to update its cluster cells in {qualified}, so clustered \
+             tiles aggregate rows (slower)",
+            layer.config.name
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Drops the cell tables `owner` had under earlier configs, all but `current`; a failure only
@@ -375,69 +391,11 @@ async fn refresh_one(
             (!everything && boxes.len() <= FULL_REBUILD_CHANGES).then_some(boxes)
         }
     };
-    let qualified = &table.qualified;
     match dirty {
-        None => {
-            tracing::info!(
-                "layer `{}`: summing every cluster cell into {qualified}",
-                layer.config.name
-            );
-            transaction
-                .batch_execute(&format!(
-                    "DELETE FROM {qualified};
-                     INSERT INTO {qualified} SELECT {}::int2 AS __oar_z, c.*, {} FROM ({}) c;",
-                    cluster.maxzoom,
-                    sql::cell_display_columns("c"),
-                    deepest_cells(layer, cluster, extent, false)
-                ))
-                .await
-                .map_err(pg)?;
-            for z in (0..cluster.maxzoom).rev() {
-                transaction
-                    .batch_execute(&coarser_cells(layer, qualified, z, false))
-                    .await
-                    .map_err(pg)?;
-            }
-        }
+        None => sum_all_cells(&transaction, layer, cluster, table, extent).await?,
         Some(boxes) if boxes.is_empty() => {}
         Some(boxes) => {
-            let mut cells = changed_cells(&boxes, cluster, extent);
-            tracing::debug!(
-                "layer `{}`: {} changed geometries touch {} cells at zoom {}",
-                layer.config.name,
-                boxes.len(),
-                cells.len(),
-                cluster.maxzoom
-            );
-            let envelopes = cell_envelopes(&cells, cluster, extent);
-            let (xs, ys) = split(&cells);
-            transaction
-                .execute(&delete_cells(qualified, cluster.maxzoom), &[&xs, &ys])
-                .await
-                .map_err(pg)?;
-            let insert = format!(
-                "INSERT INTO {qualified} SELECT {}::int2 AS __oar_z, c.*, {} FROM ({}) c",
-                cluster.maxzoom,
-                sql::cell_display_columns("c"),
-                deepest_cells(layer, cluster, extent, true)
-            );
-            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                envelopes.iter().map(|v| v as _).collect();
-            params.push(&xs);
-            params.push(&ys);
-            transaction.execute(&insert, &params).await.map_err(pg)?;
-            for z in (0..cluster.maxzoom).rev() {
-                cells = cells.iter().map(|(x, y)| (x >> 1, y >> 1)).collect();
-                let (xs, ys) = split(&cells);
-                transaction
-                    .execute(&delete_cells(qualified, z), &[&xs, &ys])
-                    .await
-                    .map_err(pg)?;
-                transaction
-                    .execute(&coarser_cells(layer, qualified, z, true), &[&xs, &ys])
-                    .await
-                    .map_err(pg)?;
-            }
+            sum_changed_cells(&transaction, layer, cluster, table, extent, &boxes).await?
         }
     }
     transaction
@@ -462,6 +420,91 @@ async fn refresh_one(
     .await
     .map_err(pg)?;
     transaction.commit().await.map_err(pg)
+}
+
+/// Sums every cell again from the rows, deepest clustered zoom first.
+async fn sum_all_cells(
+    transaction: &impl GenericClient,
+    layer: &LayerSource,
+    cluster: &ClusterConfig,
+    table: &CellTable,
+    extent: u32,
+) -> std::result::Result<(), String> {
+    let pg = |e: tokio_postgres::Error| pg_message(&e);
+    let qualified = &table.qualified;
+    tracing::info!(
+        "layer `{}`: summing every cluster cell into {qualified}",
+        layer.config.name
+    );
+    transaction
+        .batch_execute(&format!(
+            "DELETE FROM {qualified};
+             INSERT INTO {qualified} SELECT {}::int2 AS __oar_z, c.*, {} FROM ({}) c;",
+            cluster.maxzoom,
+            sql::cell_display_columns("c"),
+            deepest_cells(layer, cluster, extent, false)
+        ))
+        .await
+        .map_err(pg)?;
+    for z in (0..cluster.maxzoom).rev() {
+        transaction
+            .batch_execute(&coarser_cells(layer, qualified, z, false))
+            .await
+            .map_err(pg)?;
+    }
+    Ok(())
+}
+
+/// Sums again only the cells holding a changed geometry (`boxes`, old and new positions), at the
+/// deepest clustered zoom from rows and at each coarser zoom from the finer cells.
+async fn sum_changed_cells(
+    transaction: &impl GenericClient,
+    layer: &LayerSource,
+    cluster: &ClusterConfig,
+    table: &CellTable,
+    extent: u32,
+    boxes: &[[f64; 4]],
+) -> std::result::Result<(), String> {
+    let pg = |e: tokio_postgres::Error| pg_message(&e);
+    let qualified = &table.qualified;
+    let mut cells = changed_cells(boxes, cluster, extent);
+    tracing::debug!(
+        "layer `{}`: {} changed geometries touch {} cells at zoom {}",
+        layer.config.name,
+        boxes.len(),
+        cells.len(),
+        cluster.maxzoom
+    );
+    let envelopes = cell_envelopes(&cells, cluster, extent);
+    let (xs, ys) = split(&cells);
+    transaction
+        .execute(&delete_cells(qualified, cluster.maxzoom), &[&xs, &ys])
+        .await
+        .map_err(pg)?;
+    let insert = format!(
+        "INSERT INTO {qualified} SELECT {}::int2 AS __oar_z, c.*, {} FROM ({}) c",
+        cluster.maxzoom,
+        sql::cell_display_columns("c"),
+        deepest_cells(layer, cluster, extent, true)
+    );
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        envelopes.iter().map(|v| v as _).collect();
+    params.push(&xs);
+    params.push(&ys);
+    transaction.execute(&insert, &params).await.map_err(pg)?;
+    for z in (0..cluster.maxzoom).rev() {
+        cells = cells.iter().map(|(x, y)| (x >> 1, y >> 1)).collect();
+        let (xs, ys) = split(&cells);
+        transaction
+            .execute(&delete_cells(qualified, z), &[&xs, &ys])
+            .await
+            .map_err(pg)?;
+        transaction
+            .execute(&coarser_cells(layer, qualified, z, true), &[&xs, &ys])
+            .await
+            .map_err(pg)?;
+    }
+    Ok(())
 }
 
 /// The cells at the deepest clustered zoom that hold a changed geometry's box, with a hair of slack

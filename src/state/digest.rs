@@ -47,7 +47,11 @@ struct ClusterSettings {
 
 impl<'a> TileSettings<'a> {
     /// The description of a tileset's extent, buffer and layers.
-    pub fn new(extent: u32, buffer: u32, layers: impl IntoIterator<Item = &'a LayerConfig>) -> Self {
+    pub fn new(
+        extent: u32,
+        buffer: u32,
+        layers: impl IntoIterator<Item = &'a LayerConfig>,
+    ) -> Self {
         let layers = layers
             .into_iter()
             .map(|layer| LayerSettings {
@@ -87,7 +91,12 @@ impl<'a> TileSettings<'a> {
 
 /// Identifies a full seed job (tileset, zooms, area and tile settings), so a journal is only
 /// resumed by a run that would render the same tiles.
-pub fn job_fingerprint(tileset: &str, zooms: ZoomRange, bbox: BBox, settings_digest: &str) -> String {
+pub fn job_fingerprint(
+    tileset: &str,
+    zooms: ZoomRange,
+    bbox: BBox,
+    settings_digest: &str,
+) -> String {
     let text = format!("{tileset}\n{zooms}\n{bbox}\n{settings_digest}");
     hex::encode(Md5::digest(text.as_bytes()))
 }
@@ -130,12 +139,28 @@ mod tests {
         let base = layer();
         let digest = |layer: &LayerConfig| TileSettings::new(4096, 64, [layer]).digest();
         let reference = digest(&base);
-        let mut variants: Vec<LayerConfig> = Vec::new();
-        variants.push(LayerConfig { filter: Some("x > 1".into()), ..base.clone() });
-        variants.push(LayerConfig { attributes: vec!["name".into()], ..base.clone() });
-        variants.push(LayerConfig { id_column: "os_id".into(), ..base.clone() });
-        variants.push(LayerConfig { zooms: Some(ZoomRange::new(2, 9).unwrap()), ..base.clone() });
-        variants.push(LayerConfig { cluster: None, ..base.clone() });
+        let variants = [
+            LayerConfig {
+                filter: Some("x > 1".into()),
+                ..base.clone()
+            },
+            LayerConfig {
+                attributes: vec!["name".into()],
+                ..base.clone()
+            },
+            LayerConfig {
+                id_column: "os_id".into(),
+                ..base.clone()
+            },
+            LayerConfig {
+                zooms: Some(ZoomRange::new(2, 9).unwrap()),
+                ..base.clone()
+            },
+            LayerConfig {
+                cluster: None,
+                ..base.clone()
+            },
+        ];
         for variant in &variants {
             assert_ne!(digest(variant), reference, "{variant:?}");
         }

@@ -32,4 +32,3 @@ impl Watermark {
         serde_json::from_str(state).ok()
     }
 }
-

@@ -14,7 +14,12 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
-use super::{ChangedList, Resume, Sink, SinkReport, TilesetMetadata};
+mod staging;
+
+pub use staging::partial_path;
+use staging::remove_sqlite_files;
+
+use super::{ChangedList, Finish, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::state::journal::{children_from_mask, children_mask};
 use crate::tile::{in_scope, tile_key, BBox, TileCoord, ZoomRange};
@@ -82,187 +87,6 @@ const JOURNAL_SCHEMA: &str = "
 const STATE_KEY: &str = "oar_tiles_state";
 
 impl MbtilesSink {
-    /// Starts the new state of `target`: a copy of the existing file, or an empty one. The target itself
-    /// is only replaced on finish.
-    ///
-    /// With `journal` (a fingerprint of the job), the file also keeps a journal of the walk, and a
-    /// `.partial` file left by an interrupted run of the same job is picked up instead of started anew.
-    /// Without one, an existing target is opened in place until [`Sink::prepare`] learns the run is
-    /// too big for that.
-    pub fn create(target: &Path, changes: ChangedList, journal: Option<&str>) -> Result<Self> {
-        let partial = partial_path(target);
-        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                return Err(Error::output(
-                    target,
-                    format!("directory {} does not exist", dir.display()),
-                ));
-            }
-        }
-        if target.is_dir() {
-            return Err(Error::output(target, "is a directory"));
-        }
-        if let Some(sink) = Self::resume_partial(target, &partial, &changes, journal) {
-            return Ok(sink);
-        }
-        remove_sqlite_files(&partial);
-        if journal.is_none() && target.exists() {
-            return Self::open_in_place(target, partial, changes);
-        }
-        Self::start_partial(target, partial, changes, journal)
-    }
-
-    /// Opens the target itself; nothing is written until the first tile begins the transaction.
-    fn open_in_place(target: &Path, partial: PathBuf, changes: ChangedList) -> Result<Self> {
-        let fail = |err: rusqlite::Error| Error::output(target, format!("cannot open it: {err}"));
-        let connection = Connection::open(target).map_err(fail)?;
-        connection.execute_batch(IN_PLACE_SESSION).map_err(fail)?;
-        if !is_mbtiles(&connection) {
-            return Err(Error::output(target, NOT_MBTILES));
-        }
-        let state = read_state(&connection);
-        Ok(Self {
-            target: target.to_path_buf(),
-            partial,
-            connection: Some(connection),
-            fresh: false,
-            changes,
-            report: SinkReport::default(),
-            in_batch: 0,
-            batch_started: Instant::now(),
-            state,
-            journaled: false,
-            in_place: true,
-        })
-    }
-
-    /// Starts a `.partial` file: a copy of the target, or a new file.
-    fn start_partial(
-        target: &Path,
-        partial: PathBuf,
-        changes: ChangedList,
-        journal: Option<&str>,
-    ) -> Result<Self> {
-        let fresh = !target.exists();
-        if !fresh {
-            std::fs::copy(target, &partial).map_err(|e| {
-                Error::output(
-                    target,
-                    format!("cannot copy it to {}: {e}", partial.display()),
-                )
-            })?;
-        }
-        let fail = |err: rusqlite::Error| {
-            remove_sqlite_files(&partial);
-            Error::output(
-                target,
-                format!("cannot prepare {}: {err}", partial.display()),
-            )
-        };
-        let connection = Connection::open(&partial).map_err(fail)?;
-        let schema = if fresh { SCHEMA } else { "" };
-        let setup = format!(
-            "PRAGMA application_id = {MBTILES_APPLICATION_ID};
-             {SESSION}
-             {schema}"
-        );
-        if let Err(err) = connection.execute_batch(&setup) {
-            drop(connection);
-            return Err(fail(err));
-        }
-        if !fresh && !is_mbtiles(&connection) {
-            drop(connection);
-            remove_sqlite_files(&partial);
-            return Err(Error::output(target, NOT_MBTILES));
-        }
-        if let Some(fingerprint) = journal {
-            let created = connection.execute_batch(JOURNAL_SCHEMA).and_then(|()| {
-                connection.execute(
-                    "INSERT INTO oar_tiles_job (key, value) VALUES ('fingerprint', ?1), ('fresh', ?2)",
-                    params![fingerprint, if fresh { "1" } else { "0" }],
-                )
-            });
-            if let Err(err) = created {
-                drop(connection);
-                return Err(fail(err));
-            }
-        }
-        let state = read_state(&connection);
-        Ok(Self {
-            target: target.to_path_buf(),
-            partial,
-            connection: Some(connection),
-            fresh,
-            changes,
-            report: SinkReport::default(),
-            in_batch: 0,
-            batch_started: Instant::now(),
-            state,
-            journaled: journal.is_some(),
-            in_place: false,
-        })
-    }
-
-    /// Opens the `.partial` file an interrupted run of the same job left, if there is one.
-    fn resume_partial(
-        target: &Path,
-        partial: &Path,
-        changes: &ChangedList,
-        journal: Option<&str>,
-    ) -> Option<Self> {
-        let fingerprint = journal?;
-        if !partial.exists() {
-            return None;
-        }
-        let connection = Connection::open(partial).ok()?;
-        let job = |key: &str| -> Option<String> {
-            connection
-                .query_row(
-                    "SELECT value FROM oar_tiles_job WHERE key = ?1",
-                    [key],
-                    |r| r.get(0),
-                )
-                .ok()
-        };
-        if job("fingerprint").as_deref() != Some(fingerprint) {
-            tracing::info!("{} is from another job; starting over", partial.display());
-            return None;
-        }
-        let fresh = job("fresh").as_deref() == Some("1");
-        let setup = format!(
-            "{SESSION}
-             INSERT INTO seen SELECT zoom_level, tile_column, tile_row FROM oar_tiles_journal WHERE written = 1;"
-        );
-        connection.execute_batch(&setup).ok()?;
-        let state = read_state(&connection);
-        Some(Self {
-            target: target.to_path_buf(),
-            partial: partial.to_path_buf(),
-            connection: Some(connection),
-            fresh,
-            changes: changes.clone(),
-            report: SinkReport::default(),
-            in_batch: 0,
-            batch_started: Instant::now(),
-            state,
-            journaled: true,
-            in_place: false,
-        })
-    }
-
-    /// Commits what was written and closes the file, keeping it for the next run to resume.
-    fn keep_for_resume(&mut self) {
-        if self.commit_batch().is_err() {
-            tracing::warn!(
-                "could not save the last tiles of {}",
-                self.partial.display()
-            );
-        }
-        if let Some(connection) = self.connection.take() {
-            let _ = connection.close();
-        }
-    }
-
     fn connection(&self) -> &Connection {
         self.connection
             .as_ref()
@@ -366,7 +190,11 @@ impl MbtilesSink {
                 .map_err(|e| self.fail(e))?;
             let rows = select
                 .query_map(params![metadata.zooms.min, metadata.zooms.max], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
                 })
                 .map_err(|e| self.fail(e))?;
             for row in rows {
@@ -401,6 +229,10 @@ impl MbtilesSink {
 }
 
 impl Sink for MbtilesSink {
+    fn state(&self) -> Option<String> {
+        self.state.clone()
+    }
+
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
         self.begin_batch()?;
         let key = params![tile.z(), tile.x(), tile.tms_row()];
@@ -451,16 +283,8 @@ impl Sink for MbtilesSink {
         self.end_batch_if_due()
     }
 
-    fn state(&self) -> Option<String> {
-        self.state.clone()
-    }
-
-    fn finish(
-        mut self: Box<Self>,
-        metadata: &TilesetMetadata,
-        sweep: bool,
-        state: Option<&str>,
-    ) -> Result<SinkReport> {
+    fn finish(mut self: Box<Self>, end: Finish<'_>) -> Result<SinkReport> {
+        let (metadata, sweep, state) = (end.metadata, end.sweep, end.state);
         let result = (|| {
             // The sweep, the metadata and the state commit together with the last tiles.
             self.begin_batch()?;
@@ -605,187 +429,5 @@ impl Drop for MbtilesSink {
     }
 }
 
-const NOT_MBTILES: &str = "exists but is not an MBTiles file (no tiles and metadata tables)";
-
-fn is_mbtiles(connection: &Connection) -> bool {
-    connection
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name IN ('tiles', 'metadata')",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .is_ok_and(|n| n == 2)
-}
-
-/// The job state the file's metadata recorded when it was last finished.
-fn read_state(connection: &Connection) -> Option<String> {
-    connection
-        .query_row(
-            "SELECT value FROM metadata WHERE name = ?1",
-            [STATE_KEY],
-            |r| r.get(0),
-        )
-        .ok()
-}
-
-/// The name a file is built under before it is moved into place.
-pub fn partial_path(target: &Path) -> PathBuf {
-    let mut name = target.file_name().unwrap_or_default().to_os_string();
-    name.push(".partial");
-    target.with_file_name(name)
-}
-
-fn remove_sqlite_files(path: &Path) {
-    for suffix in ["", "-wal", "-shm", "-journal"] {
-        let mut name = path.as_os_str().to_os_string();
-        name.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(name));
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tile::{BBox, ZoomRange};
-
-    fn metadata() -> TilesetMetadata {
-        TilesetMetadata {
-            name: "t".into(),
-            description: None,
-            attribution: None,
-            bounds: BBox::WORLD,
-            zooms: ZoomRange::new(0, 3).unwrap(),
-            vector_layers: vec![],
-        }
-    }
-
-
-    #[test]
-    fn a_finished_file_replaces_the_target_and_an_aborted_one_leaves_no_trace() {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out.mbtiles");
-        let mut sink = open(&target);
-        sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"abc")
-            .unwrap();
-        assert!(!target.exists());
-        sink.finish(&metadata(), true, None).unwrap();
-        let connection = Connection::open(&target).unwrap();
-        let row: (u32, u32, u32) = connection
-            .query_row(
-                "SELECT zoom_level, tile_column, tile_row FROM tiles",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .unwrap();
-        assert_eq!(row, (1, 0, 1));
-        drop(connection);
-
-        let mut sink = open(&target);
-        sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"x")
-            .unwrap();
-        sink.abort();
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("out.mbtiles")]);
-    }
-
-    fn tile_count(path: &Path) -> i64 {
-        Connection::open(path)
-            .unwrap()
-            .query_row("SELECT count(*) FROM tiles", [], |r| r.get(0))
-            .unwrap()
-    }
-
-    fn files_in(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// A finished file holding tile 0/0/0 and the state `w1`, in a directory of its own.
-    fn file_holding_one_tile() -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let target = dir.path().join("out.mbtiles");
-        let mut sink = open(&target);
-        sink.write_tile(TileCoord::new(0, 0, 0).unwrap(), b"old")
-            .unwrap();
-        sink.finish(&metadata(), true, Some("w1")).unwrap();
-        (dir, target)
-    }
-
-    /// A sink without a journal, as a reseed or a tile list opens it.
-    fn open(target: &Path) -> Box<MbtilesSink> {
-        Box::new(MbtilesSink::create(target, ChangedList::disabled(), None).unwrap())
-    }
-
-    #[test]
-    fn a_small_run_changes_the_file_in_place_and_readers_see_it_only_once_committed() {
-        let (dir, target) = file_holding_one_tile();
-
-        let mut sink = open(&target);
-        assert_eq!(sink.state().as_deref(), Some("w1"));
-        sink.prepare(Some(2)).unwrap();
-        sink.write_tile(TileCoord::new(1, 0, 0).unwrap(), b"new")
-            .unwrap();
-        sink.delete_tile(TileCoord::new(0, 0, 0).unwrap()).unwrap();
-        assert!(
-            !files_in(dir.path()).iter().any(|f| f.ends_with(".partial")),
-            "{:?}",
-            files_in(dir.path())
-        );
-        assert_eq!(tile_count(&target), 1, "the uncommitted run is invisible");
-        let report = sink.finish(&metadata(), false, Some("w2")).unwrap();
-        assert_eq!((report.changed, report.deleted), (1, 1));
-        assert_eq!(files_in(dir.path()), vec!["out.mbtiles".to_string()]);
-        let connection = Connection::open(&target).unwrap();
-        assert_eq!(read_state(&connection).as_deref(), Some("w2"));
-        let tile: (u32, Vec<u8>) = connection
-            .query_row("SELECT zoom_level, tile_data FROM tiles", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .unwrap();
-        assert_eq!(tile, (1, b"new".to_vec()));
-    }
-
-    #[test]
-    fn an_aborted_in_place_run_rolls_back_and_a_big_one_builds_a_copy() {
-        let (dir, target) = file_holding_one_tile();
-        let before = std::fs::read(&target).unwrap();
-
-        let mut sink = open(&target);
-        sink.prepare(Some(1)).unwrap();
-        sink.delete_tile(TileCoord::new(0, 0, 0).unwrap()).unwrap();
-        sink.write_tile(TileCoord::new(1, 1, 1).unwrap(), b"new")
-            .unwrap();
-        sink.abort();
-        assert_eq!(std::fs::read(&target).unwrap(), before);
-        assert_eq!(files_in(dir.path()), vec!["out.mbtiles".to_string()]);
-
-        let mut sink = open(&target);
-        sink.prepare(None).unwrap();
-        sink.write_tile(TileCoord::new(1, 1, 1).unwrap(), b"new")
-            .unwrap();
-        assert!(dir.path().join("out.mbtiles.partial").exists());
-        assert_eq!(std::fs::read(&target).unwrap(), before);
-        sink.finish(&metadata(), true, Some("w2")).unwrap();
-        assert_eq!(tile_count(&target), 1, "the sweep removed 0/0/0");
-        assert_eq!(files_in(dir.path()), vec!["out.mbtiles".to_string()]);
-    }
-
-    #[test]
-    fn a_missing_directory_is_reported_before_anything_is_written() {
-        let err = MbtilesSink::create(
-            Path::new("/nonexistent-dir/x.mbtiles"),
-            ChangedList::disabled(),
-            None,
-        )
-        .err()
-        .unwrap();
-        assert!(err.to_string().contains("does not exist"), "{err}");
-    }
-}
+mod tests;

@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use aws_sdk_s3::Client;
@@ -20,239 +18,19 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+mod store;
+
+pub use store::{
+    client, get_if_exists, https_client, list_tiles, public_base, tile_object_key, with_retries,
+    MVT_CONTENT_TYPE,
+};
+
 use super::tilejson::{tilejson, TILEJSON_NAME};
-use super::{ChangedList, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
+use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::config::S3Config;
 use crate::error::{Error, Result};
-use crate::retry::Policy;
 use crate::state::journal::FileJournal;
 use crate::tile::{in_scope, tile_from_key, tile_key, TileCoord};
-
-/// The media type of Mapbox Vector Tiles.
-pub const MVT_CONTENT_TYPE: &str = "application/vnd.mapbox-vector-tile";
-
-/// Builds an S3 client from the standard AWS chain and the `[s3]` settings.
-pub async fn client(config: &S3Config) -> Client {
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
-    if let Some(endpoint) = &config.endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    if let Some(region) = &config.region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
-    }
-    let shared = loader.load().await;
-    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
-        // Our own retry loop decides, so a tile's attempts and backoff are visible and bounded.
-        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
-        .force_path_style(config.force_path_style);
-    if shared.region().is_none() {
-        builder = builder.region(aws_config::Region::new("us-east-1"));
-    }
-    Client::from_conf(builder.build())
-}
-
-/// The public URL of the objects under `bucket/prefix`: under `public_url` (a CDN in front of the
-/// bucket) when configured, else the bucket's own address at the endpoint (path style or virtual
-/// host, as the client addresses it) or at AWS in the bucket's region.
-pub fn public_base(config: &S3Config, region: Option<&str>, bucket: &str, prefix: &str) -> String {
-    let base = match (&config.public_url, &config.endpoint) {
-        (Some(public), _) => public.trim_end_matches('/').to_string(),
-        (None, Some(endpoint)) => {
-            let endpoint = endpoint.trim_end_matches('/');
-            match endpoint.split_once("://") {
-                Some((scheme, host)) if !config.force_path_style => {
-                    format!("{scheme}://{bucket}.{host}")
-                }
-                _ => format!("{endpoint}/{bucket}"),
-            }
-        }
-        (None, None) => {
-            let region = region.unwrap_or("us-east-1");
-            format!("https://{bucket}.s3.{region}.amazonaws.com")
-        }
-    };
-    let prefix = prefix.trim_matches('/');
-    if prefix.is_empty() {
-        base
-    } else {
-        format!("{base}/{prefix}")
-    }
-}
-
-/// The HTTP client of every S3 request: hyper with rustls on ring, the build's only TLS stack, with
-/// the platform's root certificates. (The SDK's own default would bring a second TLS stack.)
-pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
-    use aws_smithy_http_client::tls;
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
-}
-
-/// Runs an S3 request up to `attempts` times, backing off exponentially while the failure is
-/// transient (connection, timeout, throttling, 5xx).
-pub async fn with_retries<T, E, F, Fut>(attempts: u32, what: &str, request: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-{
-    Policy::s3(attempts)
-        .run(|| what.to_string(), request, is_transient, describe)
-        .await
-        .map_err(|failed| {
-            format!(
-                "{what}: {} (after {} attempt(s))",
-                describe(&failed.error),
-                failed.attempts
-            )
-        })
-}
-
-fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
-    match err {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(context) => {
-            let status = context.raw().status().as_u16();
-            status == 429 || status >= 500 || status == 408
-        }
-        _ => false,
-    }
-}
-
-/// One line: the service's code, message and status, or the chain of transport causes.
-fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-{
-    if let SdkError::ServiceError(context) = err {
-        let status = context.raw().status().as_u16();
-        let service = context.err();
-        let code = service.code().unwrap_or("error");
-        let message = service.message().unwrap_or_default();
-        return format!("HTTP {status} {code} {message}")
-            .trim_end()
-            .to_string();
-    }
-    let mut parts = vec![err.to_string()];
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ").replace('\n', " ")
-}
-
-/// An object's bytes, or `None` when there is no such key; other failures are retried, then reported.
-pub async fn get_if_exists(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-    attempts: u32,
-) -> Result<Option<Vec<u8>>, String> {
-    let what = format!("reading s3://{bucket}/{key}");
-    let object = with_retries(attempts, &what, || async {
-        match client.get_object().bucket(bucket).key(key).send().await {
-            Ok(object) => Ok(Some(object)),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
-            Err(err) => Err(err),
-        }
-    })
-    .await?;
-    match object {
-        None => Ok(None),
-        Some(object) => {
-            let bytes = object
-                .body
-                .collect()
-                .await
-                .map_err(|e| format!("{what}: {e}"))?;
-            Ok(Some(bytes.into_bytes().to_vec()))
-        }
-    }
-}
-
-/// The key of a tile under a prefix.
-pub fn tile_object_key(prefix: &str, tile: TileCoord, extension: &str) -> String {
-    let path = format!("{}/{}/{}.{extension}", tile.z(), tile.x(), tile.y());
-    if prefix.is_empty() {
-        path
-    } else {
-        format!("{prefix}/{path}")
-    }
-}
-
-/// The tile a key names, if it is a tile key under the prefix.
-fn parse_tile_key(prefix: &str, key: &str, extension: &str) -> Option<TileCoord> {
-    let rest = if prefix.is_empty() {
-        key
-    } else {
-        key.strip_prefix(prefix)?.strip_prefix('/')?
-    };
-    let rest = rest.strip_suffix(extension)?.strip_suffix('.')?;
-    rest.parse().ok()
-}
-
-/// An object's MD5 from its ETag, when the ETag is one (single-part uploads).
-fn etag_md5(etag: &str) -> Option<[u8; 16]> {
-    let hex_digits = etag.trim_matches('"');
-    let mut md5 = [0u8; 16];
-    hex::decode_to_slice(hex_digits, &mut md5).ok()?;
-    Some(md5)
-}
-
-/// Lists the tile objects under a prefix with their MD5s.
-pub async fn list_tiles(
-    client: &Client,
-    bucket: &str,
-    prefix: &str,
-    extension: &str,
-    attempts: u32,
-) -> Result<Vec<(TileCoord, Option<[u8; 16]>, i64)>, String> {
-    let list_prefix = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
-    let mut tiles = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let page = with_retries(
-            attempts,
-            &format!("listing s3://{bucket}/{list_prefix}"),
-            || {
-                client
-                    .list_objects_v2()
-                    .bucket(bucket)
-                    .prefix(&list_prefix)
-                    .set_continuation_token(token.clone())
-                    .send()
-            },
-        )
-        .await?;
-        for object in page.contents() {
-            let Some(key) = object.key() else { continue };
-            if let Some(tile) = parse_tile_key(prefix, key, extension) {
-                tiles.push((
-                    tile,
-                    object.e_tag().and_then(etag_md5),
-                    object.size().unwrap_or(0),
-                ));
-            }
-        }
-        match page.next_continuation_token() {
-            Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-            _ => return Ok(tiles),
-        }
-    }
-}
 
 /// A sink uploading to S3.
 pub struct S3Sink {
@@ -542,6 +320,10 @@ impl S3Sink {
 }
 
 impl Sink for S3Sink {
+    fn state(&self) -> Option<String> {
+        self.state.clone()
+    }
+
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
         self.prepare(None)?;
         self.reap_finished()?;
@@ -614,16 +396,8 @@ impl Sink for S3Sink {
         Ok(())
     }
 
-    fn state(&self) -> Option<String> {
-        self.state.clone()
-    }
-
-    fn finish(
-        mut self: Box<Self>,
-        metadata: &TilesetMetadata,
-        sweep: bool,
-        state: Option<&str>,
-    ) -> Result<SinkReport> {
+    fn finish(mut self: Box<Self>, end: Finish<'_>) -> Result<SinkReport> {
+        let (metadata, sweep, state) = (end.metadata, end.sweep, end.state);
         // A sink never prepared knows nothing of the prefix yet: listing keeps the sweep right.
         self.prepare(None)?;
         self.wait_all()?;
@@ -744,71 +518,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tilejson_points_at_the_bucket_or_the_cdn_in_front_of_it() {
-        let aws = S3Config::default();
-        assert_eq!(
-            public_base(&aws, Some("eu-west-1"), "tiles", "facilities/v3"),
-            "https://tiles.s3.eu-west-1.amazonaws.com/facilities/v3"
-        );
-        let minio = S3Config {
-            endpoint: Some("http://127.0.0.1:9000/".into()),
-            force_path_style: true,
-            ..S3Config::default()
-        };
-        assert_eq!(
-            public_base(&minio, None, "tiles", ""),
-            "http://127.0.0.1:9000/tiles"
-        );
-        let r2 = S3Config {
-            endpoint: Some("https://acct.r2.cloudflarestorage.com".into()),
-            ..S3Config::default()
-        };
-        assert_eq!(
-            public_base(&r2, None, "tiles", "f"),
-            "https://tiles.acct.r2.cloudflarestorage.com/f"
-        );
-        let cdn = S3Config {
-            public_url: Some("https://cdn.example.org/".into()),
-            ..minio
-        };
-        assert_eq!(
-            public_base(&cdn, None, "tiles", "/f/v3/"),
-            "https://cdn.example.org/f/v3"
-        );
-    }
-
-    #[test]
-    fn tile_keys_round_trip_under_a_prefix() {
-        let tile = TileCoord::new(14, 13105, 7032).unwrap();
-        assert_eq!(
-            tile_object_key("tiles/v1", tile, "pbf"),
-            "tiles/v1/14/13105/7032.pbf"
-        );
-        assert_eq!(tile_object_key("", tile, "pbf"), "14/13105/7032.pbf");
-        assert_eq!(
-            parse_tile_key("tiles/v1", "tiles/v1/14/13105/7032.pbf", "pbf"),
-            Some(tile)
-        );
-        assert_eq!(parse_tile_key("", "14/13105/7032.pbf", "pbf"), Some(tile));
-        assert_eq!(
-            parse_tile_key("tiles/v1", "tiles/v1/tiles.json", "pbf"),
-            None
-        );
-        assert_eq!(parse_tile_key("tiles", "tiles2/1/0/0.pbf", "pbf"), None);
-    }
-
-    #[test]
     fn the_manifest_round_trips() {
         let hashes: HashMap<u64, [u8; 16]> =
             [(1, [7; 16]), (u64::MAX, [0; 16])].into_iter().collect();
         assert_eq!(decode_manifest(&encode_manifest(&hashes)), hashes);
         assert!(decode_manifest(b"not gzip").is_empty());
-    }
-
-    #[test]
-    fn single_part_etags_are_md5s() {
-        let md5 = etag_md5("\"900150983cd24fb0d6963f7d28e17f72\"").unwrap();
-        assert_eq!(md5, <[u8; 16]>::from(Md5::digest(b"abc")));
-        assert_eq!(etag_md5("\"900150983cd24fb0d6963f7d28e17f72-3\""), None);
     }
 }

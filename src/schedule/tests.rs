@@ -1,0 +1,369 @@
+//! The scheduler's policies, exercised without PostGIS: tiles come from an in-memory renderer whose
+//! world is a set of "facility" tiles at the deepest zoom, and go to an in-memory sink.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::render::Mvt;
+use crate::report::ProgressKind;
+use crate::sink::{writer, Finish, Resume, Sink, SinkReport};
+use crate::tile::{BBox, ZoomRange};
+
+/// Tiles hold content where a facility tile lies beneath them.
+struct MemoryRenderer {
+    facilities: BTreeSet<TileCoord>,
+    failing: HashSet<TileCoord>,
+    unclustered_rows: f64,
+    calls: Mutex<Vec<(Vec<TileCoord>, Mode)>>,
+    heavy_in_flight: AtomicUsize,
+    most_heavy_in_flight: AtomicUsize,
+    eager_depth: u8,
+}
+
+impl MemoryRenderer {
+    fn new(facilities: &[(u8, u32, u32)]) -> Self {
+        MemoryRenderer {
+            facilities: facilities
+                .iter()
+                .map(|(z, x, y)| TileCoord::new(*z, *x, *y).unwrap())
+                .collect(),
+            failing: HashSet::new(),
+            unclustered_rows: 10.0,
+            calls: Mutex::new(Vec::new()),
+            heavy_in_flight: AtomicUsize::new(0),
+            most_heavy_in_flight: AtomicUsize::new(0),
+            eager_depth: 0,
+        }
+    }
+
+    fn holds(&self, tile: TileCoord) -> bool {
+        self.facilities.iter().any(|f| {
+            f.z() >= tile.z()
+                && f.x() >> (f.z() - tile.z()) == tile.x()
+                && f.y() >> (f.z() - tile.z()) == tile.y()
+        })
+    }
+
+    fn rendered(&self) -> Vec<TileCoord> {
+        let calls = self.calls.lock().unwrap();
+        calls
+            .iter()
+            .filter(|(_, mode)| *mode == Mode::Render)
+            .flat_map(|(tiles, _)| tiles.iter().copied())
+            .collect()
+    }
+}
+
+impl Renderer for MemoryRenderer {
+    async fn render_batch(&self, tiles: &[TileCoord], mode: Mode) -> Vec<Result<Rendered>> {
+        self.calls.lock().unwrap().push((tiles.to_vec(), mode));
+        let heavy = tiles[0].z() <= self.eager_depth;
+        if heavy {
+            let now = self.heavy_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_heavy_in_flight.fetch_max(now, Ordering::SeqCst);
+        }
+        // Yield so that other statements really are in flight at the same time.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if heavy {
+            self.heavy_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        tiles
+            .iter()
+            .map(|tile| {
+                if self.failing.contains(tile) {
+                    return Err(Error::Render {
+                        tileset: "memory".into(),
+                        tile: *tile,
+                        message: "refused".into(),
+                    });
+                }
+                let mut children = [false; 4];
+                for (flag, child) in children.iter_mut().zip(tile.children()) {
+                    *flag = self.holds(child);
+                }
+                let mvt = if mode == Mode::Render && self.holds(*tile) {
+                    Mvt::from_bytes(tile.to_string().into_bytes())
+                } else {
+                    Mvt::default()
+                };
+                Ok(Rendered {
+                    tile: *tile,
+                    mvt,
+                    children,
+                    elapsed: Duration::ZERO,
+                })
+            })
+            .collect()
+    }
+
+    fn unclustered_rows(&self) -> f64 {
+        self.unclustered_rows
+    }
+}
+
+/// Keeps what it is given: tiles by coordinate, deletions, and the walk's journal.
+#[derive(Default, Clone)]
+struct MemorySink(Arc<Mutex<Stored>>);
+
+#[derive(Default)]
+struct Stored {
+    tiles: BTreeMap<TileCoord, Vec<u8>>,
+    deleted: Vec<TileCoord>,
+    journaled: Vec<TileCoord>,
+}
+
+impl Sink for MemorySink {
+    fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
+        self.0.lock().unwrap().tiles.insert(tile, data.to_vec());
+        Ok(())
+    }
+
+    fn delete_tile(&mut self, tile: TileCoord) -> Result<()> {
+        self.0.lock().unwrap().deleted.push(tile);
+        Ok(())
+    }
+
+    fn state(&self) -> Option<String> {
+        None
+    }
+
+    fn begin_journal(&mut self, _watermark: Option<&str>) -> Result<Option<Resume>> {
+        Ok(None)
+    }
+
+    fn journal(&mut self, tile: TileCoord, _children: [bool; 4], _written: bool) -> Result<()> {
+        self.0.lock().unwrap().journaled.push(tile);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, _finish: Finish<'_>) -> Result<SinkReport> {
+        Ok(SinkReport::default())
+    }
+
+    fn abort(self: Box<Self>) {}
+}
+
+struct Run {
+    result: Result<bool>,
+    tally: Tally,
+    stored: MemorySink,
+}
+
+fn scheduler<'a>(
+    renderer: &'a MemoryRenderer,
+    stop: &'a Stop,
+    keep_going: bool,
+) -> Scheduler<'a, MemoryRenderer> {
+    Scheduler {
+        renderer,
+        tileset: "memory",
+        concurrency: 2,
+        encoding: Encoding {
+            gzip: false,
+            level: 3,
+        },
+        budget: SizeBudget {
+            bytes: 1 << 20,
+            strict: false,
+        },
+        keep_going,
+        stop,
+    }
+}
+
+/// Walks zooms 0..=`max` of the world, resuming after the tiles in `done`.
+async fn walk(
+    renderer: &MemoryRenderer,
+    max: u8,
+    keep_going: bool,
+    done: HashMap<u64, [bool; 4]>,
+) -> Run {
+    let (stop, _never) = Stop::manual();
+    let stored = MemorySink::default();
+    let (writer, written) = writer::spawn(Box::new(stored.clone()), "memory");
+    let walk = PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, max).unwrap());
+    let mut tally = Tally::default();
+    let mut progress = Progress::start(ProgressKind::Quiet, "memory");
+    let result = scheduler(renderer, &stop, keep_going)
+        .walk(&walk, Some(&writer), done, &mut tally, &mut progress)
+        .await
+        .map(|()| true);
+    drop(writer);
+    written.await.unwrap().ok().unwrap();
+    Run {
+        result,
+        tally,
+        stored,
+    }
+}
+
+fn stored_tiles(run: &Run) -> BTreeSet<TileCoord> {
+    run.stored.0.lock().unwrap().tiles.keys().copied().collect()
+}
+
+#[tokio::test]
+async fn a_walk_writes_exactly_the_tiles_above_the_facilities_and_queries_nothing_else() {
+    let renderer = MemoryRenderer::new(&[(6, 40, 20), (6, 41, 20), (6, 3, 60)]);
+    let run = walk(&renderer, 6, false, HashMap::new()).await;
+    assert!(*run.result.as_ref().unwrap());
+    let expected: BTreeSet<TileCoord> = (0..=6u8)
+        .flat_map(|z| {
+            [(40u32, 20u32), (41, 20), (3, 60)]
+                .map(|(x, y)| TileCoord::new(z, x >> (6 - z), y >> (6 - z)).unwrap())
+        })
+        .collect();
+    assert_eq!(stored_tiles(&run), expected);
+    let rendered = renderer.rendered();
+    let rendered_set: BTreeSet<TileCoord> = rendered.iter().copied().collect();
+    assert_eq!(
+        rendered.len(),
+        rendered_set.len(),
+        "no tile is rendered twice"
+    );
+    let walk = PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, 6).unwrap());
+    let queried: BTreeSet<TileCoord> = walk.roots().into_iter().chain(expected.clone()).collect();
+    assert_eq!(
+        rendered_set, queried,
+        "the eager top tiles, then only tiles with facilities beneath them"
+    );
+    let store = &run.stored.0.lock().unwrap();
+    assert_eq!(store.tiles[&"6/40/20".parse().unwrap()], b"6/40/20");
+}
+
+#[tokio::test]
+async fn keep_going_lists_a_failed_tile_and_finishes_the_rest_without_its_subtree() {
+    let mut renderer = MemoryRenderer::new(&[(5, 1, 1), (5, 30, 30)]);
+    renderer.failing.insert("3/0/0".parse().unwrap());
+    let run = walk(&renderer, 5, true, HashMap::new()).await;
+    assert!(*run.result.as_ref().unwrap());
+    let failed: Vec<String> = run
+        .tally
+        .failed()
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
+    assert_eq!(failed, ["3/0/0"]);
+    let stored = stored_tiles(&run);
+    assert!(
+        stored.contains(&"5/30/30".parse().unwrap()),
+        "the rest is finished"
+    );
+    assert!(
+        !stored
+            .iter()
+            .any(|t| t.z() > 3 && t.x() >> (t.z() - 3) == 0 && t.y() >> (t.z() - 3) == 0),
+        "nothing below the failed tile is walked: {stored:?}"
+    );
+
+    let without = walk(&renderer, 5, false, HashMap::new()).await;
+    let err = without.result.unwrap_err();
+    assert!(err.to_string().contains("tile 3/0/0"), "{err}");
+}
+
+#[tokio::test]
+async fn a_resumed_walk_skips_journaled_tiles_but_still_descends_below_them() {
+    let renderer = MemoryRenderer::new(&[(5, 9, 9)]);
+    let journaled: TileCoord = "3/2/2".parse().unwrap();
+    let mut done = HashMap::new();
+    done.insert(tile_key(journaled), [true, false, false, false]);
+    let run = walk(&renderer, 5, false, done).await;
+    assert!(*run.result.as_ref().unwrap());
+    assert!(
+        !renderer.rendered().contains(&journaled),
+        "not rendered again"
+    );
+    let stored = stored_tiles(&run);
+    assert!(
+        !stored.contains(&journaled),
+        "its bytes are already in the output"
+    );
+    assert!(
+        stored.contains(&"4/4/4".parse().unwrap()) && stored.contains(&"5/9/9".parse().unwrap())
+    );
+}
+
+#[tokio::test]
+async fn with_huge_layers_heavy_tiles_render_alone_and_one_at_a_time() {
+    let mut renderer = MemoryRenderer::new(&[(4, 1, 1), (4, 14, 14), (4, 7, 8)]);
+    renderer.unclustered_rows = HUGE_TOP_ROWS * 2.0;
+    renderer.eager_depth =
+        PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, 4).unwrap()).eager_depth();
+    let run = walk(&renderer, 4, false, HashMap::new()).await;
+    assert!(*run.result.as_ref().unwrap());
+    assert_eq!(renderer.most_heavy_in_flight.load(Ordering::SeqCst), 1);
+    let heavy_alone = renderer
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(tiles, _)| tiles[0].z() <= renderer.eager_depth)
+        .all(|(tiles, _)| tiles.len() == 1);
+    assert!(heavy_alone);
+
+    let mut light = MemoryRenderer::new(&[(4, 1, 1), (4, 14, 14), (4, 7, 8)]);
+    light.eager_depth = renderer.eager_depth;
+    walk(&light, 4, false, HashMap::new()).await.result.unwrap();
+    assert!(
+        light.most_heavy_in_flight.load(Ordering::SeqCst) > 1,
+        "without huge layers, heavy tiles share the connections"
+    );
+}
+
+#[tokio::test]
+async fn a_list_run_stops_at_its_deadline_and_says_it_is_incomplete() {
+    let renderer = MemoryRenderer::new(&[(8, 1, 1)]);
+    let (stop, _never) = Stop::manual();
+    let stored = MemorySink::default();
+    let (writer, written) = writer::spawn(Box::new(stored.clone()), "memory");
+    let list: Vec<TileCoord> = (0..200).map(|x| TileCoord::new(8, x, 1).unwrap()).collect();
+    let mut tally = Tally::default();
+    let mut progress = Progress::start(ProgressKind::Quiet, "memory");
+    let past = Instant::now();
+    let finished = scheduler(&renderer, &stop, false)
+        .render_list(&list, &writer, Some(past), &mut tally, &mut progress)
+        .await
+        .unwrap();
+    drop(writer);
+    written.await.unwrap().ok().unwrap();
+    assert!(!finished);
+    let store = stored.0.lock().unwrap();
+    let handled = store.tiles.len() + store.deleted.len();
+    assert!(
+        handled > 0 && handled < list.len(),
+        "{handled} of {}",
+        list.len()
+    );
+    assert_eq!(
+        store.tiles.keys().copied().collect::<Vec<_>>(),
+        ["8/1/1".parse().unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn a_stop_request_ends_the_walk_with_the_signal_named() {
+    let renderer = MemoryRenderer::new(&[(6, 1, 1)]);
+    let (stop, request) = Stop::manual();
+    request("SIGTERM");
+    let (writer, written) = writer::spawn(Box::new(MemorySink::default()), "memory");
+    let walk = PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, 6).unwrap());
+    let mut tally = Tally::default();
+    let mut progress = Progress::start(ProgressKind::Quiet, "memory");
+    let result = scheduler(&renderer, &stop, false)
+        .walk(
+            &walk,
+            Some(&writer),
+            HashMap::new(),
+            &mut tally,
+            &mut progress,
+        )
+        .await;
+    drop(writer);
+    written.await.unwrap().ok().unwrap();
+    assert!(
+        matches!(result, Err(Error::Stopped { signal: "SIGTERM" })),
+        "{result:?}"
+    );
+}
