@@ -62,9 +62,9 @@ pub enum Error {
         message: String,
     },
 
-    /// A query failed outside of any tile.
+    /// A query or a connection failed outside of any tile.
     #[error("database error: {0}")]
-    Database(String),
+    Database(#[from] DbError),
 
     /// Rendering one tile failed.
     #[error("tile {tile} of tileset `{tileset}`: {message}")]
@@ -157,6 +157,57 @@ impl Error {
 
 /// The result type of oar-tiles.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong talking to PostgreSQL, with the driver's error as its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A statement failed or the connection broke.
+    #[error("{}", pg_message(.0))]
+    Query(#[from] tokio_postgres::Error),
+    /// A statement failed while doing `what`.
+    #[error("{what}: {}", pg_message(.source))]
+    During {
+        /// What the statement was for.
+        what: String,
+        /// The driver's error.
+        source: tokio_postgres::Error,
+    },
+    /// No connection could be had from the pool.
+    #[error("{}", pool_message(.0))]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// The server answered something the tool cannot use.
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(err: tokio_postgres::Error) -> Self {
+        Error::Database(DbError::Query(err))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(err: deadpool_postgres::PoolError) -> Self {
+        Error::Database(DbError::Pool(err))
+    }
+}
+
+impl DbError {
+    /// Wraps a driver error with what the statement was for.
+    pub fn during(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Database(DbError::During { what, source })
+    }
+}
+
+/// One line for a failure to get a connection from the pool.
+pub fn pool_message(err: &deadpool_postgres::PoolError) -> String {
+    match err {
+        deadpool_postgres::PoolError::Backend(err) => pg_message(err),
+        deadpool_postgres::PoolError::Timeout(_) => "timed out while connecting".into(),
+        other => other.to_string(),
+    }
+}
 
 /// Flattens a PostgreSQL error into one line: the server's message and detail when there is one,
 /// the client's description otherwise.

@@ -20,7 +20,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::error::{pg_message, Error, Result};
+use crate::error::{pg_message, pool_message, DbError, Error, Result};
 pub use crate::plan::Mode;
 use crate::retry::Policy;
 use crate::tile::{TileCoord, ZoomRange};
@@ -213,10 +213,10 @@ async fn get_with_retries(pool: &Pool, max_attempts: u32) -> Result<Object> {
             || "cannot get a database connection".to_string(),
             || pool.get(),
             |_| true,
-            pool::pool_message,
+            pool_message,
         )
         .await
-        .map_err(|failed| Error::Database(pool::pool_message(&failed.error)))
+        .map_err(|failed| Error::from(failed.error))
 }
 
 /// A [`TilesetRenderer`] bound to the connections of a run.
@@ -282,11 +282,7 @@ impl TilesetRenderer {
 
     /// Checks every statement with the server (syntax, filters, permissions) before the job starts.
     pub async fn check(&self) -> Result<()> {
-        let client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| Error::Database(pool::pool_message(&e)))?;
+        let client = self.pool.get().await?;
         for (z, query) in self.render.iter().enumerate() {
             tracing::debug!(
                 "tileset `{}` zoom {z} statement: {}",
@@ -444,8 +440,11 @@ impl TilesetRenderer {
                 }
             }
             let (x, y): (i32, i32) = (row.get(0), row.get(1));
-            let tile = TileCoord::new(z, x as u32, y as u32)
-                .map_err(|e| Error::Database(format!("the tile statement returned {e}")))?;
+            let tile = TileCoord::new(z, x as u32, y as u32).map_err(|e| {
+                Error::Database(DbError::Unexpected(format!(
+                    "the tile statement returned {e}"
+                )))
+            })?;
             let flags: Vec<bool> = row.get(4);
             let mut children = [false; 4];
             for (child, flag) in children.iter_mut().zip(flags) {
@@ -460,11 +459,11 @@ impl TilesetRenderer {
             previous = done;
         }
         if rendered.len() != expected {
-            return Err(Error::Database(format!(
+            return Err(Error::Database(DbError::Unexpected(format!(
                 "tileset `{}`: a statement for {expected} tiles returned {} rows",
                 self.tileset,
                 rendered.len()
-            )));
+            ))));
         }
         Ok(rendered)
     }

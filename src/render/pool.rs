@@ -8,7 +8,7 @@ use tokio_postgres::config::Host;
 use tokio_postgres::NoTls;
 
 use crate::config::DatabaseConfig;
-use crate::error::{pg_message, Error, Result};
+use crate::error::{pg_message, pool_message, Error, Result};
 
 /// `user@host:port/database` of a connection URL: everything but the password.
 pub fn redacted_target(config: &tokio_postgres::Config) -> String {
@@ -83,15 +83,6 @@ pub async fn connect(database: &DatabaseConfig, size: usize) -> Result<Pool> {
             message: pg_message(&err),
         })?;
     Ok(pool)
-}
-
-/// One line for a failure to get a connection from the pool.
-pub fn pool_message(err: &deadpool_postgres::PoolError) -> String {
-    match err {
-        deadpool_postgres::PoolError::Backend(err) => pg_message(err),
-        deadpool_postgres::PoolError::Timeout(_) => "timed out while connecting".into(),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

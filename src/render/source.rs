@@ -9,7 +9,6 @@ use serde::Serialize;
 
 use crate::config::{LayerConfig, CLUSTER_PROPERTIES};
 use crate::error::{pg_message, Error, Result};
-use crate::render::pool::pool_message;
 
 /// The type of a feature property, as TileJSON's `vector_layers` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -102,10 +101,7 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         layer: layer.name.clone(),
         message,
     };
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let client = pool.get().await?;
     let table = look_up_table(&client, layer).await.map_err(source_error)?;
     let columns = read_columns(&client, &table).await.map_err(source_error)?;
     let column = |name: &str| {

@@ -18,20 +18,15 @@ use serde::Serialize;
 
 use super::watermark::Watermark;
 use crate::config::{Config, LayerConfig};
-use crate::error::{pg_message, Error, Result};
-use crate::render::pool::pool_message;
+use crate::error::{pg_message, DbError, Error, Result};
 use crate::render::source::{quote_ident, quoted_table};
 
 /// Takes the snapshot a seed starting now reflects at least.
 pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let client = pool.get().await?;
     let row = client
         .query_one("SELECT pg_current_snapshot()::text", &[])
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))?;
+        .await?;
     Ok(Watermark {
         snapshot: row.get(0),
         ..Watermark::default()
@@ -40,17 +35,13 @@ pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
 
 /// Whether change capture is installed in the database.
 pub async fn installed(pool: &Pool, schema: &str) -> Result<bool> {
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let client = pool.get().await?;
     let row = client
         .query_one(
             "SELECT to_regclass($1) IS NOT NULL",
             &[&format!("{}.change_log", quote_ident(schema))],
         )
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))?;
+        .await?;
     Ok(row.get(0))
 }
 
@@ -165,22 +156,13 @@ fn install_sql(config: &Config) -> String {
 
 /// Runs DDL in one transaction, so a failure leaves nothing half-installed.
 async fn run_ddl(pool: &Pool, sql: &str, what: &str) -> Result<()> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| Error::Database(pool_message(&e)))?;
-    let transaction = client
-        .transaction()
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))?;
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
     transaction
         .batch_execute(sql)
         .await
-        .map_err(|e| Error::Database(format!("cannot {what}: {}", pg_message(&e))))?;
-    transaction
-        .commit()
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))
+        .map_err(DbError::during(format!("cannot {what}")))?;
+    transaction.commit().await.map_err(Error::from)
 }
 
 /// Installs (or refreshes) change capture for every source table of the config.
@@ -229,10 +211,7 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
         ));
     }
     let schema = quote_ident(&config.change_schema);
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let client = pool.get().await?;
     let mut tables = Vec::new();
     for watched in watched_tables(config) {
         let row = client
@@ -242,8 +221,7 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
                 ),
                 &[&watched.table],
             )
-            .await
-            .map_err(|e| Error::Database(pg_message(&e)))?;
+            .await?;
         tables.push((watched.table, row.get(0)));
     }
     let rows = client
@@ -252,7 +230,7 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
             &[],
         )
         .await
-        .map_err(|e| Error::Database(pg_message(&e)))?;
+        ?;
     let consumers = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
@@ -284,21 +262,16 @@ pub async fn read_since(
             "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
         ));
     }
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let mut client = pool.get().await?;
     let transaction = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))?;
+        .await?;
     let snapshot: String = transaction
         .query_one("SELECT pg_current_snapshot()::text", &[])
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))?
+        .await?
         .get(0);
     let mut changes = ChangeSet::default();
     for layer in layers {
@@ -312,10 +285,7 @@ pub async fn read_since(
             .or_default()
             .extend(boxes);
     }
-    transaction
-        .commit()
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))?;
+    transaction.commit().await?;
     Ok((
         changes,
         Watermark {
@@ -348,7 +318,7 @@ pub async fn changed_boxes(
             &[&table, &since],
         )
         .await
-        .map_err(|e| Error::Database(format!("reading the change log: {}", pg_message(&e))))?;
+        .map_err(DbError::during("reading the change log"))?;
     let mut everything = false;
     let mut boxes = Vec::with_capacity(rows.len());
     for row in rows {
@@ -394,10 +364,7 @@ pub async fn advance_and_prune(
         return Ok(0);
     }
     let schema = quote_ident(schema);
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let client = pool.get().await?;
     let result = record_consumer(&client, &schema, output, &watermark.snapshot).await;
     if let Err(err) = result {
         tracing::warn!("cannot record the watermark of {output} in {schema}.consumers, the change log is not pruned: {}", pg_message(&err));
@@ -410,7 +377,7 @@ pub async fn advance_and_prune(
             &[],
         )
         .await
-        .map_err(|e| Error::Database(format!("pruning the change log: {}", pg_message(&e))))?;
+        .map_err(DbError::during("pruning the change log"))?;
     Ok(pruned)
 }
 

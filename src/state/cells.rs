@@ -21,8 +21,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use md5::{Digest, Md5};
 
 use crate::config::ClusterConfig;
-use crate::error::{pg_message, Error, Result};
-use crate::render::pool::pool_message;
+use crate::error::{pg_message, pool_message, DbError, Error, Result};
 use crate::render::source::{quote_ident, quoted_table, LayerSource};
 use crate::render::sql;
 use crate::state::capture;
@@ -86,10 +85,7 @@ pub async fn ensure(
     {
         return Ok(tables);
     }
-    let client = pool
-        .get()
-        .await
-        .map_err(|e| Error::Database(pool_message(&e)))?;
+    let client = pool.get().await?;
     let quoted_schema = quote_ident(schema);
     for (index, layer) in layers.iter().enumerate() {
         let Some(cluster) = &layer.config.cluster else {
@@ -124,8 +120,7 @@ async fn usable(
 ) -> Result<bool> {
     let exists: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))?
+        .await?
         .get(0);
     if !exists {
         let ddl = format!(
@@ -160,8 +155,7 @@ async fn usable(
                 &format!("{quoted_schema}.consumers"),
             ],
         )
-        .await
-        .map_err(|e| Error::Database(pg_message(&e)))?
+        .await?
         .get(0);
     if !writable {
         tracing::warn!(
@@ -333,10 +327,10 @@ pub async fn refresh(
         refresh_one(pool, schema, layer, cluster, table, extent)
             .await
             .map_err(|message| {
-                Error::Database(format!(
+                Error::Database(DbError::Unexpected(format!(
                     "layer `{}`: updating its cluster cells in {}: {message}",
                     layer.config.name, table.qualified
-                ))
+                )))
             })?;
         tracing::debug!(
             "layer `{}`: cluster cells up to date in {:.0?}",
