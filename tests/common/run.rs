@@ -70,6 +70,7 @@ pub fn oar_tiles_with(url: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -
 
 /// Sends `signal` (such as `libc::SIGTERM`) to a child, as an operator's `kill` or a container
 /// runtime would; done here rather than with the `kill` program, which minimal images lack.
+#[allow(unsafe_code)] // kill(2) has no safe wrapper in libc; the crate itself forbids unsafe code.
 pub fn send_signal(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
     // SAFETY: kill(2) only reads its two integer arguments.
