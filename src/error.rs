@@ -84,6 +84,9 @@ pub enum Error {
         path: PathBuf,
         /// The reason.
         message: String,
+        /// The error underneath, when there is one (an S3 request's, say).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
     /// Another job holds the output.
@@ -151,6 +154,19 @@ impl Error {
         Error::Output {
             path: path.into(),
             message: message.to_string(),
+            source: None,
+        }
+    }
+
+    /// Builds an output error whose reason is another error, kept as its cause.
+    pub fn output_caused(
+        path: impl Into<PathBuf>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Output {
+            path: path.into(),
+            message: cause.to_string(),
+            source: Some(Box::new(cause)),
         }
     }
 }

@@ -145,7 +145,7 @@ fn inspect_mbtiles(output: &str, path: &Path) -> Result<Inventory> {
         .map_err(fail)?;
     for row in rows {
         let (z, x, tms_row, bytes) = row.map_err(fail)?;
-        let tile = TileCoord::from_tms(z, x, tms_row).map_err(|e| Error::output(path, e))?;
+        let tile = TileCoord::from_tms(z, x, tms_row).map_err(|e| Error::output_caused(path, e))?;
         counter.add(tile, bytes);
     }
     Ok(counter.into_inventory(output, Value::Object(metadata)))
@@ -203,7 +203,7 @@ async fn inspect_s3(
     let client = s3::client(config).await;
     let tiles = s3::list_tiles(&client, bucket, prefix, extension, config.max_attempts)
         .await
-        .map_err(|e| Error::output(output, e))?;
+        .map_err(|e| Error::output_caused(output, e))?;
     let mut counter = Counter::default();
     for (tile, _, size) in tiles {
         counter.add(tile, size.max(0) as u64);
@@ -215,7 +215,7 @@ async fn inspect_s3(
     };
     let metadata = match s3::get_if_exists(&client, bucket, &key, config.max_attempts)
         .await
-        .map_err(|e| Error::output(output, e))?
+        .map_err(|e| Error::output_caused(output, e))?
     {
         Some(bytes) => serde_json::from_slice(&bytes)
             .map_err(|e| Error::output(output, format!("{key} is not valid JSON: {e}")))?,

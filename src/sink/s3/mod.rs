@@ -22,7 +22,7 @@ mod store;
 
 pub use store::{
     client, get_if_exists, https_client, list_tiles, public_base, tile_object_key, with_retries,
-    MVT_CONTENT_TYPE,
+    S3Error, MVT_CONTENT_TYPE,
 };
 
 use super::tilejson::{tilejson, TILEJSON_NAME};
@@ -143,7 +143,7 @@ impl S3Sink {
         let attempts = config.max_attempts;
         let state = get_if_exists(&client, bucket, &object_key(prefix, STATE_NAME), attempts)
             .await
-            .map_err(|e| Error::output(&target, e))?
+            .map_err(|e| Error::output_caused(&target, e))?
             .and_then(|bytes| String::from_utf8(bytes).ok());
         let manifest = get_if_exists(
             &client,
@@ -152,7 +152,7 @@ impl S3Sink {
             attempts,
         )
         .await
-        .map_err(|e| Error::output(&target, e))?
+        .map_err(|e| Error::output_caused(&target, e))?
         .map(|bytes| decode_manifest(&bytes));
         let region = client.config().region().map(|r| r.to_string());
         let public_base = public_base(config, region.as_deref(), bucket, prefix);
@@ -214,7 +214,7 @@ impl S3Sink {
                 },
             ))
             .map(|_| ())
-            .map_err(|e| Error::output(self.target(), e))
+            .map_err(|e| Error::output_caused(self.target(), e))
     }
 
     fn target(&self) -> String {
@@ -298,7 +298,7 @@ impl S3Sink {
                             .delete(delete.clone())
                             .send()
                     }));
-            let output = result.map_err(|e| Error::output(self.target(), e))?;
+            let output = result.map_err(|e| Error::output_caused(self.target(), e))?;
             if let Some(failed) = output.errors().first() {
                 return Err(Error::output(
                     self.target(),
@@ -367,7 +367,7 @@ impl Sink for S3Sink {
                     },
                 )
                 .await
-                .map_err(|e| Error::output(&target, e))?;
+                .map_err(|e| Error::output_caused(&target, e))?;
                 Ok(Some(tile))
             },
             &self.handle,
@@ -388,7 +388,7 @@ impl Sink for S3Sink {
                 &format!("deleting tile {tile}"),
                 || client.delete_object().bucket(bucket).key(&key).send(),
             ))
-            .map_err(|e| Error::output(self.target(), e))?;
+            .map_err(|e| Error::output_caused(self.target(), e))?;
         if existed {
             self.report.deleted += 1;
             self.changes.record(tile);
@@ -456,7 +456,7 @@ impl Sink for S3Sink {
                         &self.settings.tile_extension,
                         self.attempts,
                     ))
-                    .map_err(|e| Error::output(self.target(), e))?;
+                    .map_err(|e| Error::output_caused(self.target(), e))?;
                 // Stores whose listings carry no ETag (some S3-compatible ones) fall back on the
                 // manifest's hashes.
                 listed
@@ -483,7 +483,7 @@ impl Sink for S3Sink {
                     "removing the old tile manifest",
                     || client.delete_object().bucket(bucket).key(&key).send(),
                 ))
-                .map_err(|e| Error::output(self.target(), e))?;
+                .map_err(|e| Error::output_caused(self.target(), e))?;
         }
         self.prepared = true;
         Ok(())

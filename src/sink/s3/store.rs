@@ -72,23 +72,45 @@ pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
         .build_https()
 }
 
+/// A request to the store that failed for good, after its retries.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}{}", attempts_note(*.attempts))]
+pub struct S3Error {
+    /// What the request was for (`uploading tile 3/1/2 to s3://…`).
+    pub what: String,
+    /// One line: the service's code, message and status, or the transport's causes.
+    pub message: String,
+    /// Attempts made; 0 when the request itself succeeded and reading its body failed.
+    pub attempts: u32,
+    /// The SDK's error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn attempts_note(attempts: u32) -> String {
+    if attempts == 0 {
+        String::new()
+    } else {
+        format!(" (after {attempts} attempt(s))")
+    }
+}
+
 /// Runs an S3 request up to `attempts` times, backing off exponentially while the failure is
 /// transient (connection, timeout, throttling, 5xx).
-pub async fn with_retries<T, E, F, Fut>(attempts: u32, what: &str, request: F) -> Result<T, String>
+pub async fn with_retries<T, E, F, Fut>(attempts: u32, what: &str, request: F) -> Result<T, S3Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
-    E: std::error::Error + ProvideErrorMetadata + 'static,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
     Policy::s3(attempts)
         .run(|| what.to_string(), request, is_transient, describe)
         .await
-        .map_err(|failed| {
-            format!(
-                "{what}: {} (after {} attempt(s))",
-                describe(&failed.error),
-                failed.attempts
-            )
+        .map_err(|failed| S3Error {
+            what: what.to_string(),
+            message: describe(&failed.error),
+            attempts: failed.attempts,
+            source: Box::new(failed.error),
         })
 }
 
@@ -137,7 +159,7 @@ pub async fn get_if_exists(
     bucket: &str,
     key: &str,
     attempts: u32,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, S3Error> {
     let what = format!("reading s3://{bucket}/{key}");
     let object = with_retries(attempts, &what, || async {
         match client.get_object().bucket(bucket).key(key).send().await {
@@ -150,11 +172,12 @@ pub async fn get_if_exists(
     match object {
         None => Ok(None),
         Some(object) => {
-            let bytes = object
-                .body
-                .collect()
-                .await
-                .map_err(|e| format!("{what}: {e}"))?;
+            let bytes = object.body.collect().await.map_err(|e| S3Error {
+                message: e.to_string(),
+                what,
+                attempts: 0,
+                source: Box::new(e),
+            })?;
             Ok(Some(bytes.into_bytes().to_vec()))
         }
     }
@@ -196,7 +219,7 @@ pub async fn list_tiles(
     prefix: &str,
     extension: &str,
     attempts: u32,
-) -> Result<Vec<(TileCoord, Option<[u8; 16]>, i64)>, String> {
+) -> Result<Vec<(TileCoord, Option<[u8; 16]>, i64)>, S3Error> {
     let list_prefix = if prefix.is_empty() {
         String::new()
     } else {
