@@ -2,9 +2,9 @@
 //!
 //! 1. Connect a bounded pool ([`crate::render::pool`]).
 //! 2. Per tileset, describe every layer's source, keep its cluster cells, and check its statements
-//!    with the server ([`prepare`]), so a bad config fails before any output is touched.
+//!    with the server (`prepare.rs`), so a bad config fails before any output is touched.
 //! 3. Take the run's connections and start watching for SIGINT and SIGTERM.
-//! 4. Per tileset ([`tileset`]): lock and open the output and read its state, decide the work
+//! 4. Per tileset (`tileset.rs`): lock and open the output and read its state, decide the work
 //!    ([`crate::state::reseed`]), refresh the cluster cells, render → encode → write through the
 //!    scheduler ([`crate::schedule`]), finish the output, then advance the watermark.
 //! 5. Close the changed-tile list; write the JSON summary and the failed-tile list ([`write_reports`]).
