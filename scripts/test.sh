@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real PostgreSQL + PostGIS server, which it installs and starts
 # first when needed, then checks formatting and lints. Extra arguments go to `cargo test`
-# (e.g. scripts/test.sh --test seed). Every test binary runs even when an earlier one fails, and the
-# closing line counts the tests of all of them.
+# (e.g. scripts/test.sh reseed, or scripts/test.sh -- --test-threads 1). The database tests are
+# #[ignore]d for a plain `cargo test`; here they run (--include-ignored). Every test binary runs even
+# when an earlier one fails, and the closing line counts the tests of all of them.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,10 @@ scripts/s3-server.sh install
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+# Everything after a `--` goes to the test binaries; --include-ignored joins it there.
+args=("$@")
+if [[ " ${args[*]-} " == *" -- "* ]]; then args+=(--include-ignored); else args+=(-- --include-ignored); fi
+cargo test --locked --no-fail-fast "${args[@]}" 2>&1 | tee "$log" || status=$?
 # One closing line over all test binaries, for people and CI logs alike.
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
      END { printf "tests: %d passed, %d failed, %d ignored\n", passed, failed, ignored }' "$log"

@@ -1,11 +1,9 @@
 //! Tests of the MVT test-support decoder in `tests/common/mvt.rs`.
 
-mod common;
-
 use std::io::Write;
 
-use common::mvt::tile::{Feature, GeomType, Layer, Value};
-use common::mvt::*;
+use crate::common::mvt::tile::{Feature, GeomType, Layer, Value};
+use crate::common::mvt::*;
 use prost::Message;
 
 /// MoveTo/LineTo/ClosePath command integer.

@@ -1,14 +1,14 @@
 //! Incremental reseeds: change capture in PostGIS, dirty tiles, and results exactly equal to a full
 //! seed of the same data, including changes committed late and runs that were interrupted.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::pg::{Point, Rng, TestSchema};
-use common::run::{oar_tiles, oar_tiles_command, read_mbtiles_raw, single_layer_config};
+use crate::common::pg::{Point, Rng, TestSchema};
+use crate::common::run::{
+    assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, single_layer_config,
+};
 
 type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
 
@@ -39,8 +39,8 @@ fn starting_points() -> Vec<Point> {
 }
 
 impl Setup {
-    fn new(label: &str, extra_layer: &str) -> Option<Setup> {
-        let mut schema = TestSchema::create(label)?;
+    fn new(label: &str, extra_layer: &str) -> Setup {
+        let mut schema = TestSchema::create(label);
         schema.point_table("sites", &starting_points());
         let changes_schema = schema.companion("cdc");
         let dir = tempfile::tempdir().unwrap();
@@ -63,15 +63,15 @@ impl Setup {
             changes_schema,
         };
         setup.run(&["changes", "install"]).assert_success();
-        Some(setup)
+        setup
     }
 
-    fn run(&self, args: &[&str]) -> common::run::Run {
+    fn run(&self, args: &[&str]) -> crate::common::run::Run {
         self.run_with(&self.config, args)
     }
 
     /// `args` (a subcommand first) with `--config config`.
-    fn run_with(&self, config: &Path, args: &[&str]) -> common::run::Run {
+    fn run_with(&self, config: &Path, args: &[&str]) -> crate::common::run::Run {
         let mut full = vec![args[0]];
         full.extend_from_slice(&["--config", config.to_str().unwrap()]);
         full.extend_from_slice(&args[1..]);
@@ -97,7 +97,7 @@ impl Setup {
         self.dir.path().join(name)
     }
 
-    fn seed(&self, output: &Path, extra: &[&str]) -> common::run::Run {
+    fn seed(&self, output: &Path, extra: &[&str]) -> crate::common::run::Run {
         let mut args = vec![
             "seed",
             "--zoom",
@@ -187,9 +187,10 @@ fn assert_reseeds_equal_full_seeds(setup: &mut Setup) {
         );
         let full = setup.full("full.mbtiles");
         let after = read_mbtiles_raw(&reseeded);
-        assert!(
-            after == full,
-            "round {round}: the reseed differs from a full seed"
+        assert_same_tiles(
+            &full,
+            &after,
+            &format!("round {round}: the reseed against a full seed"),
         );
         let json = summary(&summary_path);
         let queried = json[0]["tiles_queried"].as_u64().unwrap();
@@ -217,10 +218,9 @@ fn assert_reseeds_equal_full_seeds(setup: &mut Setup) {
 }
 
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn reseeding_random_changes_gives_exactly_what_a_full_seed_gives() {
-    let Some(mut setup) = Setup::new("reseed", "") else {
-        return;
-    };
+    let mut setup = Setup::new("reseed", "");
     assert_reseeds_equal_full_seeds(&mut setup);
     // Applied changes are pruned from the log once the only output has seen them.
     let status = setup.run(&["changes", "status"]);
@@ -233,11 +233,9 @@ fn reseeding_random_changes_gives_exactly_what_a_full_seed_gives() {
 }
 
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn reseeding_clustered_zooms_gives_exactly_what_a_full_seed_gives() {
-    let Some(mut setup) = Setup::new("reseedcluster", "cluster_maxzoom = 6\ncluster_cell = 256")
-    else {
-        return;
-    };
+    let mut setup = Setup::new("reseedcluster", "cluster_maxzoom = 6\ncluster_cell = 256");
     assert_reseeds_equal_full_seeds(&mut setup);
     // The reseeds read maintained cluster cells, one row per occupied cell at each zoom 0-6.
     let changes_schema = setup.changes_schema.clone();
@@ -261,7 +259,11 @@ fn reseeding_clustered_zooms_gives_exactly_what_a_full_seed_gives() {
     // A full seed from the cells and one from rows agree byte for byte.
     let from_cells = setup.path("from-cells.mbtiles");
     setup.seed(&from_cells, &[]);
-    assert!(read_mbtiles_raw(&from_cells) == setup.full("from-rows.mbtiles"));
+    assert_same_tiles(
+        &setup.full("from-rows.mbtiles"),
+        &read_mbtiles_raw(&from_cells),
+        "tiles from cell tables against tiles from rows",
+    );
     // Another grid makes another table; the old one goes, and no longer holds back pruning.
     let text = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(
@@ -291,10 +293,9 @@ fn reseeding_clustered_zooms_gives_exactly_what_a_full_seed_gives() {
 }
 
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn a_change_committed_late_with_a_smaller_sequence_number_is_not_missed() {
-    let Some(mut setup) = Setup::new("latecommit", "") else {
-        return;
-    };
+    let mut setup = Setup::new("latecommit", "");
     let output = setup.path("late.mbtiles");
     setup.seed(&output, &[]);
 
@@ -316,17 +317,17 @@ fn a_change_committed_late_with_a_smaller_sequence_number_is_not_missed() {
     slow_tx.commit().unwrap();
     setup.seed(&output, &["--dirty"]);
     let full = setup.full("full.mbtiles");
-    assert!(
-        read_mbtiles_raw(&output) == full,
-        "the late change reached the output"
+    assert_same_tiles(
+        &read_mbtiles_raw(&output),
+        &full,
+        "the late change reached the output",
     );
 }
 
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn an_interrupted_reseed_is_completed_by_the_next_run() {
-    let Some(mut setup) = Setup::new("interrupted", "") else {
-        return;
-    };
+    let mut setup = Setup::new("interrupted", "");
     let output = setup.path("out.mbtiles");
     setup.seed(&output, &[]);
     let mut rng = Rng::new(8);
@@ -362,17 +363,17 @@ fn an_interrupted_reseed_is_completed_by_the_next_run() {
 
     setup.seed(&output, &["--dirty"]);
     let full = setup.full("full.mbtiles");
-    assert!(
-        read_mbtiles_raw(&output) == full,
-        "the final output equals a full seed"
+    assert_same_tiles(
+        &read_mbtiles_raw(&output),
+        &full,
+        "the final output equals a full seed",
     );
 }
 
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn a_directory_output_reseeds_like_mbtiles() {
-    let Some(mut setup) = Setup::new("reseeddir", "") else {
-        return;
-    };
+    let mut setup = Setup::new("reseeddir", "");
     let tree = setup.path("tree");
     let tree_arg = format!("dir:{}", tree.display());
     let mut args = vec!["seed", "--zoom", ZOOMS, "--output", tree_arg.as_str()];
@@ -387,7 +388,7 @@ fn a_directory_output_reseeds_like_mbtiles() {
         let path = tree.join(format!("{}/{}/{}.pbf", key.0, key.1, key.2));
         tree_tiles.insert(*key, std::fs::read(path).unwrap());
     }
-    assert!(tree_tiles == full);
+    assert_same_tiles(&full, &tree_tiles, "the reseeded tree against a full seed");
     let files = walk_files(&tree);
     assert_eq!(files, full.len(), "no stale tile remains in the tree");
 }
@@ -409,10 +410,9 @@ fn walk_files(dir: &Path) -> usize {
 }
 
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn truncating_a_source_reseeds_everything_and_tile_lists_render_just_their_tiles() {
-    let Some(mut setup) = Setup::new("truncate", "") else {
-        return;
-    };
+    let mut setup = Setup::new("truncate", "");
     let output = setup.path("out.mbtiles");
     setup.seed(&output, &[]);
     let before = read_mbtiles_raw(&output);
@@ -469,10 +469,9 @@ fn truncating_a_source_reseeds_everything_and_tile_lists_render_just_their_tiles
 /// single-precision boxes are a metre wide: whether the walk visits the child must not depend on
 /// whether clusters come from maintained cells or from rows.
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn cluster_cells_steer_the_walk_like_rows_at_tile_edges() {
-    let Some(mut setup) = Setup::new("celledge", "cluster_maxzoom = 8\ncluster_cell = 256") else {
-        return;
-    };
+    let mut setup = Setup::new("celledge", "cluster_maxzoom = 8\ncluster_cell = 256");
     setup.schema.execute("DELETE FROM {schema}.sites");
     let half = 20_037_508.342_789_244_f64;
     let radius = 6_378_137.0_f64;
@@ -512,14 +511,17 @@ fn cluster_cells_steer_the_walk_like_rows_at_tile_edges() {
         missing.is_empty(),
         "missing from the cells' walk: {missing:?}"
     );
-    assert!(from_cells == from_rows);
+    assert_same_tiles(
+        &from_rows,
+        &from_cells,
+        "clusters from cells against clusters from rows",
+    );
 }
 
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn a_reseed_under_changed_layer_settings_redoes_every_tile() {
-    let Some(mut setup) = Setup::new("reseed_settings", "") else {
-        return;
-    };
+    let mut setup = Setup::new("reseed_settings", "");
     let reseeded = setup.path("reseeded.mbtiles");
     setup.seed(&reseeded, &[]);
     // The operator drops an attribute and moves one facility.
@@ -541,7 +543,11 @@ fn a_reseed_under_changed_layer_settings_redoes_every_tile() {
         "{}",
         run.stderr
     );
-    assert!(read_mbtiles_raw(&reseeded) == setup.full("full.mbtiles"));
+    assert_same_tiles(
+        &setup.full("full.mbtiles"),
+        &read_mbtiles_raw(&reseeded),
+        "the reseed against a full seed",
+    );
     // Under unchanged settings, the next reseed is incremental again.
     let run = setup.seed(&reseeded, &["--dirty"]);
     assert!(
@@ -552,10 +558,9 @@ fn a_reseed_under_changed_layer_settings_redoes_every_tile() {
 }
 
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn a_reseed_of_some_zooms_leaves_the_changes_for_the_others_to_the_next_run() {
-    let Some(mut setup) = Setup::new("reseed_band", "") else {
-        return;
-    };
+    let mut setup = Setup::new("reseed_band", "");
     let reseeded = setup.path("reseeded.mbtiles");
     setup.seed(&reseeded, &[]);
     setup.schema.execute(
@@ -574,5 +579,9 @@ fn a_reseed_of_some_zooms_leaves_the_changes_for_the_others_to_the_next_run() {
         status.stdout
     );
     setup.seed(&reseeded, &["--dirty"]);
-    assert!(read_mbtiles_raw(&reseeded) == setup.full("full.mbtiles"));
+    assert_same_tiles(
+        &setup.full("full.mbtiles"),
+        &read_mbtiles_raw(&reseeded),
+        "the reseed against a full seed",
+    );
 }

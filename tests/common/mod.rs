@@ -1,4 +1,6 @@
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: the test database, running the binary, reading MVT
+//! and the S3 test server.
+
 pub mod mvt;
 pub mod pg;
 pub mod run;

@@ -230,6 +230,42 @@ pub fn candidate_tiles(point: &Point, z: u8) -> BTreeSet<(u32, u32)> {
 /// Stored tiles keyed by XYZ `(z, x, y)`.
 pub type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
 
+/// Asserts that two sets of tiles are the same tiles with the same bytes. Tile maps are too big to
+/// print, so a mismatch names the tiles only one side has and the first tiles whose bytes differ,
+/// with their sizes.
+#[track_caller]
+pub fn assert_same_tiles(expected: &Tiles, actual: &Tiles, what: &str) {
+    if expected == actual {
+        return;
+    }
+    let name = |(z, x, y): &(u8, u32, u32)| format!("{z}/{x}/{y}");
+    let only = |a: &Tiles, b: &Tiles| -> Vec<String> {
+        a.keys()
+            .filter(|k| !b.contains_key(k))
+            .take(10)
+            .map(name)
+            .collect()
+    };
+    let changed: Vec<String> = expected
+        .iter()
+        .filter_map(|(key, bytes)| {
+            let other = actual.get(key)?;
+            (other != bytes)
+                .then(|| format!("{} ({} vs {} bytes)", name(key), bytes.len(), other.len()))
+        })
+        .take(10)
+        .collect();
+    panic!(
+        "{what}: {} tiles expected, {} found\n  only expected: {:?}\n  only found: {:?}\n  \
+         other bytes: {:?}",
+        expected.len(),
+        actual.len(),
+        only(expected, actual),
+        only(actual, expected),
+        changed
+    );
+}
+
 /// `z/x/y` of every tile whose bytes differ between two states of an output (added, removed, changed).
 pub fn differences(before: &Tiles, after: &Tiles) -> BTreeSet<String> {
     let keys: BTreeSet<_> = before.keys().chain(after.keys()).collect();

@@ -1,0 +1,16 @@
+//! The integration tests, one binary (ripgrep's layout): each module runs the real `oar-tiles`
+//! binary against real PostgreSQL + PostGIS, S3-compatible and GDAL processes, or checks the
+//! project's scripts. Tests that need the database are `#[ignore]`d so that a plain `cargo test`
+//! reports them as ignored; `scripts/test.sh` starts the servers and runs them all.
+
+mod common;
+
+mod bad_input;
+mod clusters;
+mod mvt_decoder;
+mod outputs;
+mod reseed;
+mod robustness;
+mod s3;
+mod seed;
+mod setup_scripts;
