@@ -5,22 +5,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::common::mvt::decode_tile;
-use crate::common::pg::{Point, Rng, TestSchema};
+use crate::common::pg::{hub_with_scatter, Point, TestSchema};
 use crate::common::run::{
     assert_same_tiles, differences, oar_tiles, read_mbtiles_raw, single_layer_config, Tiles,
 };
 
 fn points(count: i64, seed: u64) -> Vec<Point> {
-    let mut rng = Rng::new(seed);
-    (1..=count)
-        .map(|id| {
-            if id % 4 == 0 {
-                Point::new(id, rng.range(-170.0, 170.0), rng.range(-60.0, 70.0))
-            } else {
-                Point::new(id, rng.range(106.5, 106.9), rng.range(10.6, 11.0))
-            }
-        })
-        .collect()
+    hub_with_scatter(count, seed, 4, [106.5, 10.6, 106.9, 11.0])
 }
 
 struct Setup {

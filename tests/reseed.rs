@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::pg::{Point, Rng, TestSchema};
+use crate::common::pg::{hub_with_scatter, Point, Rng, TestSchema};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, single_layer_config,
 };
@@ -24,13 +24,7 @@ struct Setup {
 }
 
 fn starting_points() -> Vec<Point> {
-    let mut rng = Rng::new(21);
-    let mut points: Vec<Point> = (1..=150)
-        .map(|id| match id % 3 {
-            0 => Point::new(id, rng.range(-170.0, 170.0), rng.range(-60.0, 70.0)),
-            _ => Point::new(id, rng.range(106.6, 106.8), rng.range(10.7, 10.9)),
-        })
-        .collect();
+    let mut points = hub_with_scatter(150, 21, 3, [106.6, 10.7, 106.8, 10.9]);
     // On tile borders at several zooms, and sharing coordinates.
     points.push(Point::new(151, 0.0, 0.0));
     points.push(Point::new(152, 90.0, 10.0));

@@ -5,20 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::pg::{Point, Rng, TestSchema};
+use crate::common::pg::{hub_with_scatter, Point, TestSchema};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, seed_args,
     send_signal, single_layer_config, strs,
 };
 
 fn many_points(count: i64) -> Vec<Point> {
-    let mut rng = Rng::new(77);
-    (1..=count)
-        .map(|id| match id % 4 {
-            0 => Point::new(id, rng.range(-170.0, 170.0), rng.range(-60.0, 70.0)),
-            _ => Point::new(id, rng.range(-0.3, 0.3), rng.range(51.3, 51.7)),
-        })
-        .collect()
+    hub_with_scatter(count, 77, 4, [-0.3, 51.3, 0.3, 51.7])
 }
 
 fn config(dir: &Path, schema: &str, database: &str, extra_layer: &str) -> PathBuf {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::pg::{Point, Rng, TestSchema};
+use crate::common::pg::{hub_with_scatter, Point, TestSchema};
 use crate::common::run::{
     assert_same_tiles, differences, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from,
     send_signal, single_layer_config, Tiles,
@@ -17,13 +17,7 @@ const BUCKET: &str = "tiles";
 const PREFIX: &str = "facilities/v1";
 
 fn points(count: i64) -> Vec<Point> {
-    let mut rng = Rng::new(5);
-    (1..=count)
-        .map(|id| match id % 5 {
-            0 => Point::new(id, rng.range(-170.0, 170.0), rng.range(-60.0, 70.0)),
-            _ => Point::new(id, rng.range(72.9, 73.3), rng.range(33.5, 33.8)),
-        })
-        .collect()
+    hub_with_scatter(count, 5, 5, [72.9, 33.5, 73.3, 33.8])
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -157,6 +157,22 @@ impl Point {
     }
 }
 
+/// `count` points with ids from 1, every `scatter_every`-th anywhere in the world and the others in
+/// one dense hub `[west, south, east, north]`, as facility data looks; the same for the same seed.
+pub fn hub_with_scatter(count: i64, seed: u64, scatter_every: i64, hub: [f64; 4]) -> Vec<Point> {
+    let mut rng = Rng::new(seed);
+    (1..=count)
+        .map(|id| {
+            let [west, south, east, north] = if id % scatter_every == 0 {
+                [-170.0, -60.0, 170.0, 70.0]
+            } else {
+                hub
+            };
+            Point::new(id, rng.range(west, east), rng.range(south, north))
+        })
+        .collect()
+}
+
 /// A deterministic pseudo-random stream (xorshift), so failures can be replayed.
 pub struct Rng(u64);
 
