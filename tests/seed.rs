@@ -8,7 +8,7 @@ use crate::common::mvt::{DecodedLayer, PropValue};
 use crate::common::pg::{Point, Rng, TestSchema};
 use crate::common::run::{
     assert_same_tiles, candidate_tiles, membership, oar_tiles, pixel, read_mbtiles,
-    read_mbtiles_raw, read_metadata, single_layer_config,
+    read_mbtiles_raw, read_metadata, seed_args, single_layer_config, strs,
 };
 
 const EXTENT: u32 = 4096;
@@ -523,15 +523,8 @@ fn logs_written_to_a_pipe_are_plain_text_or_one_json_object_per_line() {
     let config = dir.path().join("oar.toml");
     std::fs::write(&config, single_layer_config(&schema.name, "sites", "", "")).unwrap();
     let output = dir.path().join("out.mbtiles");
-    let args = [
-        "seed",
-        "--config",
-        config.to_str().unwrap(),
-        "--zoom",
-        "0-3",
-        "--output",
-        output.to_str().unwrap(),
-    ];
+    let owned = seed_args(&config, "0-3", output.to_str().unwrap());
+    let args = strs(&owned);
 
     let text = oar_tiles(Some(&schema.url), &args);
     text.assert_success();
@@ -542,7 +535,7 @@ fn logs_written_to_a_pipe_are_plain_text_or_one_json_object_per_line() {
         text.stderr
     );
 
-    let mut json_args = args.to_vec();
+    let mut json_args = args.clone();
     json_args.extend(["--log-format", "json"]);
     let json = oar_tiles(Some(&schema.url), &json_args);
     json.assert_success();
