@@ -2,10 +2,11 @@
 //! became empty deleted, the changed-tile list exact, `inspect` truthful, and GDAL able to read both.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use crate::common::fixture::Fixture;
 use crate::common::mvt::decode_tile;
-use crate::common::pg::{hub_with_scatter, Point, TestSchema};
+use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     assert_same_tiles, differences, oar_tiles, read_mbtiles_raw, single_layer_config, Tiles,
 };
@@ -14,46 +15,37 @@ fn points(count: i64, seed: u64) -> Vec<Point> {
     hub_with_scatter(count, seed, 4, [106.5, 10.6, 106.9, 11.0])
 }
 
-struct Setup {
-    schema: TestSchema,
-    dir: tempfile::TempDir,
-    config: PathBuf,
+/// The shared fixture over 400 points, seeded at zooms 0-9.
+struct Setup(Fixture);
+
+impl std::ops::Deref for Setup {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Setup {
+    fn deref_mut(&mut self) -> &mut Fixture {
+        &mut self.0
+    }
 }
 
 impl Setup {
     fn new(label: &str, extra_tileset: &str) -> Setup {
-        let mut schema = TestSchema::create(label);
-        schema.point_table("sites", &points(400, 11));
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("oar.toml");
-        std::fs::write(
-            &config,
-            single_layer_config(&schema.name, "sites", extra_tileset, ""),
-        )
-        .unwrap();
-        Setup {
-            schema,
-            dir,
-            config,
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        Setup(Fixture::new(
+            label,
+            &points(400, 11),
+            "oar.toml",
+            |schema| single_layer_config(&schema.name, "sites", extra_tileset, ""),
+        ))
     }
 
     fn seed(&self, output: &str, extra: &[&str]) -> crate::common::run::Run {
-        let mut args = vec![
-            "seed",
-            "--config",
-            self.config.to_str().unwrap(),
-            "--zoom",
-            "0-9",
-            "--output",
-            output,
-        ];
-        args.extend_from_slice(extra);
-        let run = oar_tiles(Some(&self.schema.url), &args);
+        let run = oar_tiles(
+            Some(&self.schema.url),
+            &self.seed_args(output, "0-9", extra),
+        );
         run.assert_success();
         run
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point, Rng, TestSchema};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, single_layer_config,
@@ -13,15 +14,6 @@ use crate::common::run::{
 type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
 
 const ZOOMS: &str = "0-10";
-
-struct Setup {
-    schema: TestSchema,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    /// The same tileset with clusters aggregated from rows, for reference seeds.
-    from_rows: PathBuf,
-    changes_schema: String,
-}
 
 fn starting_points() -> Vec<Point> {
     let mut points = hub_with_scatter(150, 21, 3, [106.6, 10.7, 106.8, 10.9]);
@@ -32,27 +24,46 @@ fn starting_points() -> Vec<Point> {
     points
 }
 
+/// The shared fixture with change capture installed in a schema of its own, and a second config of
+/// the same layer that aggregates clusters from rows, for reference seeds.
+struct Setup {
+    base: Fixture,
+    /// The same tileset with clusters aggregated from rows, for reference seeds.
+    from_rows: PathBuf,
+    changes_schema: String,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for Setup {
+    fn deref_mut(&mut self) -> &mut Fixture {
+        &mut self.base
+    }
+}
+
 impl Setup {
     fn new(label: &str, extra_layer: &str) -> Setup {
-        let mut schema = TestSchema::create(label);
-        schema.point_table("sites", &starting_points());
-        let changes_schema = schema.companion("cdc");
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("reseed.toml");
-        let text = format!(
-            "[changes]\nschema = \"{changes_schema}\"\n{}",
-            single_layer_config(&schema.name, "sites", "", extra_layer)
-        );
-        std::fs::write(&config, &text).unwrap();
+        let mut changes_schema = String::new();
+        let base = Fixture::new(label, &starting_points(), "reseed.toml", |schema| {
+            changes_schema = schema.companion("cdc");
+            format!(
+                "[changes]\nschema = \"{changes_schema}\"\n{}",
+                single_layer_config(&schema.name, "sites", "", extra_layer)
+            )
+        });
         // The same layer, aggregating clusters from rows: its change schema does not exist, so it
         // shares nothing with the cluster cells that reseeds maintain.
-        let from_rows = dir.path().join("from-rows.toml");
+        let from_rows = base.path("from-rows.toml");
+        let text = std::fs::read_to_string(&base.config).unwrap();
         let absent = format!("{changes_schema}_absent");
         std::fs::write(&from_rows, text.replace(&changes_schema, &absent)).unwrap();
         let setup = Setup {
-            schema,
-            dir,
-            config,
+            base,
             from_rows,
             changes_schema,
         };
@@ -85,10 +96,6 @@ impl Setup {
             .iter()
             .map(|row| row.get(0))
             .collect()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
     }
 
     fn seed(&self, output: &Path, extra: &[&str]) -> crate::common::run::Run {

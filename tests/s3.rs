@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::pg::{hub_with_scatter, Point, TestSchema};
+use crate::common::fixture::Fixture;
+use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     assert_same_tiles, differences, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from,
     send_signal, single_layer_config, Tiles,
@@ -63,51 +64,41 @@ fn read_bucket(server: &S3Server) -> Tiles {
     })
 }
 
+/// The shared fixture with an S3 server of its own.
 struct Setup {
-    schema: TestSchema,
+    base: Fixture,
     server: S3Server,
-    dir: tempfile::TempDir,
-    config: std::path::PathBuf,
+}
+
+impl std::ops::Deref for Setup {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for Setup {
+    fn deref_mut(&mut self) -> &mut Fixture {
+        &mut self.base
+    }
 }
 
 impl Setup {
     fn new(label: &str, count: i64, s3_extra: &str) -> Setup {
-        let mut schema = TestSchema::create(label);
-        schema.point_table("sites", &points(count));
         let server = S3Server::start(BUCKET);
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("s3.toml");
-        let text = format!(
-            "{}\n{}",
-            server.config_table(s3_extra),
-            single_layer_config(
-                &schema.name,
-                "sites",
-                "cache_control = \"public, max-age=60\"",
-                ""
+        let base = Fixture::new(label, &points(count), "s3.toml", |schema| {
+            let tileset = "cache_control = \"public, max-age=60\"";
+            format!(
+                "{}\n{}",
+                server.config_table(s3_extra),
+                single_layer_config(&schema.name, "sites", tileset, "")
             )
-        );
-        std::fs::write(&config, text).unwrap();
-        Setup {
-            schema,
-            server,
-            dir,
-            config,
-        }
+        });
+        Setup { base, server }
     }
 
     fn args<'a>(&'a self, output: &'a str, zoom: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec![
-            "seed",
-            "--config",
-            self.config.to_str().unwrap(),
-            "--zoom",
-            zoom,
-            "--output",
-            output,
-        ];
-        args.extend_from_slice(extra);
-        args
+        self.seed_args(output, zoom, extra)
     }
 
     fn seed(&self, output: &str, zoom: &str, extra: &[&str]) -> crate::common::run::Run {

@@ -1,0 +1,64 @@
+//! One database test's world: a schema holding a `sites` point table, a temporary directory, and a
+//! config file pointing at them. Test modules wrap it with what they add (an S3 server, change
+//! capture) and reach its fields through `Deref`.
+
+use std::path::PathBuf;
+
+use super::pg::{Point, TestSchema};
+
+/// A schema, a directory and a config for one test.
+pub struct Fixture {
+    /// The test's schema, with the `sites` table.
+    pub schema: TestSchema,
+    /// Where outputs and configs go; removed with the fixture.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config: PathBuf,
+}
+
+impl Fixture {
+    /// A schema named after `label` holding `points` as `sites`, and a config `config_name` in a new
+    /// directory, written from `config_text` (which may create companion schemas).
+    pub fn new(
+        label: &str,
+        points: &[Point],
+        config_name: &str,
+        config_text: impl FnOnce(&mut TestSchema) -> String,
+    ) -> Fixture {
+        let mut schema = TestSchema::create(label);
+        schema.point_table("sites", points);
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join(config_name);
+        std::fs::write(&config, config_text(&mut schema)).unwrap();
+        Fixture {
+            schema,
+            dir,
+            config,
+        }
+    }
+
+    /// A path in the test's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `seed --config CONFIG --zoom ZOOM --output OUTPUT EXTRA…`.
+    pub fn seed_args<'a>(
+        &'a self,
+        output: &'a str,
+        zoom: &'a str,
+        extra: &[&'a str],
+    ) -> Vec<&'a str> {
+        let mut args = vec![
+            "seed",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--zoom",
+            zoom,
+            "--output",
+            output,
+        ];
+        args.extend_from_slice(extra);
+        args
+    }
+}
