@@ -285,14 +285,13 @@ impl<'w> WalkQueue<'w> {
 
     /// Queues the children a rendered tile found content for; returns how many.
     fn push_children(&mut self, rendered: &Rendered) -> usize {
-        let children: Vec<TileCoord> = self
-            .walk
-            .children(rendered.tile, rendered.children)
-            .collect();
-        for child in &children {
-            self.push(*child);
+        let walk = self.walk;
+        let mut pushed = 0;
+        for child in walk.children(rendered.tile, rendered.children) {
+            self.push(child);
+            pushed += 1;
         }
-        children.len()
+        pushed
     }
 
     fn is_heavy(&self, tile: TileCoord) -> bool {
@@ -344,7 +343,8 @@ impl<'w> WalkQueue<'w> {
                 };
                 if let Some(children) = self.done.remove(&tile_key(tile)) {
                     // Finished by an interrupted run: its children are known without rendering it.
-                    for child in self.walk.children(tile, children).collect::<Vec<_>>() {
+                    let walk = self.walk;
+                    for child in walk.children(tile, children) {
                         self.push(child);
                     }
                     continue;

@@ -158,25 +158,26 @@ impl TilesetRun<'_> {
     /// and starts the journal; on any failure the output is left as it was.
     async fn open(&self, target: &OutputTarget, changed: ChangedList) -> Result<Opened> {
         let tileset = self.prepared.tileset;
-        let settings = &tileset.tileset.output_settings;
+        let stored_as = &tileset.tileset.output_settings;
         // A full seed journals its walk, so an interrupted run can be picked up where it stopped.
+        let settings = self.settings_digest();
         let fingerprint = (self.job.selection == Selection::Pyramid).then(|| {
             job_fingerprint(
                 &tileset.tileset.name,
                 tileset.zooms,
                 tileset.bbox,
-                &self.settings_digest(),
+                &settings,
             )
         });
         let mut sink = sink::open(
             target,
-            settings,
+            stored_as,
             &self.job.s3,
             changed,
             fingerprint.as_deref(),
         )
         .await?;
-        let decided = self.decide(sink.state()).await;
+        let decided = self.decide(sink.state(), settings).await;
         let decision = match decided {
             Ok(decision) => decision,
             Err(err) => {
@@ -218,7 +219,7 @@ impl TilesetRun<'_> {
 
     /// Decides the work from the output's state, then brings the cluster cells up to date: after
     /// the watermark is taken, so they hold at least every change the output will claim to reflect.
-    async fn decide(&self, state: Option<String>) -> Result<Decision> {
+    async fn decide(&self, state: Option<String>, settings: String) -> Result<Decision> {
         let prepared = self.prepared;
         let tileset = prepared.tileset;
         let schema = &self.job.change_schema;
@@ -230,7 +231,7 @@ impl TilesetRun<'_> {
             tileset,
             &layers,
             selection,
-            state.as_deref(),
+            (state.as_deref(), settings),
         )
         .await?;
         let extent = tileset.tileset.extent;

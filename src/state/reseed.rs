@@ -5,7 +5,6 @@
 use deadpool_postgres::Pool;
 
 use super::capture;
-use super::digest::TileSettings;
 use super::watermark::Watermark;
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
@@ -27,17 +26,17 @@ pub struct Decision {
     pub changes_read: Option<u64>,
 }
 
-/// Decides what to render for `selection` over the output whose recorded state is `state`.
+/// Decides what to render for `selection` over the output whose recorded state is `state`; `settings`
+/// is the digest of the run's tile settings (see [`super::digest::TileSettings`]).
 pub async fn decide(
     pool: &Pool,
     change_schema: &str,
     tileset: &TilesetJob,
     layers: &[LayerConfig],
     selection: &Selection,
-    state: Option<&str>,
+    (state, settings): (Option<&str>, String),
 ) -> Result<Decision> {
     let configured = &tileset.tileset;
-    let settings = TileSettings::new(configured.extent, configured.buffer, layers).digest();
     let previous = state.and_then(Watermark::from_state);
     let mut decision = match selection {
         // Every tile query starts after this snapshot, so the output reflects at least every
