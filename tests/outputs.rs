@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::common::fixture::Fixture;
+use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::mvt::decode_tile;
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
@@ -18,18 +18,7 @@ fn points(count: i64, seed: u64) -> Vec<Point> {
 /// The shared fixture over 400 points, seeded at zooms 0-9.
 struct Setup(Fixture);
 
-impl std::ops::Deref for Setup {
-    type Target = Fixture;
-    fn deref(&self) -> &Fixture {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Setup {
-    fn deref_mut(&mut self) -> &mut Fixture {
-        &mut self.0
-    }
-}
+wraps_fixture!(Setup, 0);
 
 impl Setup {
     fn new(label: &str, extra_tileset: &str) -> Setup {

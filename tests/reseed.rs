@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::fixture::Fixture;
+use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::pg::{hub_with_scatter, Point, Rng, TestSchema};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, single_layer_config,
@@ -33,18 +33,7 @@ struct Setup {
     changes_schema: String,
 }
 
-impl std::ops::Deref for Setup {
-    type Target = Fixture;
-    fn deref(&self) -> &Fixture {
-        &self.base
-    }
-}
-
-impl std::ops::DerefMut for Setup {
-    fn deref_mut(&mut self) -> &mut Fixture {
-        &mut self.base
-    }
-}
+wraps_fixture!(Setup, base);
 
 impl Setup {
     fn new(label: &str, extra_layer: &str) -> Setup {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::fixture::Fixture;
+use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     assert_same_tiles, differences, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from,
@@ -70,18 +70,7 @@ struct Setup {
     server: S3Server,
 }
 
-impl std::ops::Deref for Setup {
-    type Target = Fixture;
-    fn deref(&self) -> &Fixture {
-        &self.base
-    }
-}
-
-impl std::ops::DerefMut for Setup {
-    fn deref_mut(&mut self) -> &mut Fixture {
-        &mut self.base
-    }
-}
+wraps_fixture!(Setup, base);
 
 impl Setup {
     fn new(label: &str, count: i64, s3_extra: &str) -> Setup {

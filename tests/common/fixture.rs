@@ -62,3 +62,23 @@ impl Fixture {
         args
     }
 }
+
+/// Lets a test module's setup type, which wraps a [`Fixture`] in `$field`, be used as the fixture
+/// itself (`setup.schema`, `setup.path(..)`).
+macro_rules! wraps_fixture {
+    ($setup:ty, $field:tt) => {
+        impl std::ops::Deref for $setup {
+            type Target = $crate::common::fixture::Fixture;
+            fn deref(&self) -> &Self::Target {
+                &self.$field
+            }
+        }
+
+        impl std::ops::DerefMut for $setup {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.$field
+            }
+        }
+    };
+}
+pub(crate) use wraps_fixture;
