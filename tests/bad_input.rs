@@ -187,12 +187,15 @@ const CASES: &[Case] = &[
         "statement_timeout `soon`",
     ),
     case(
-        "config without url nor DATABASE_URL",
-        Some(("url = \"postgresql://unused@127.0.0.1:1/unused\"", "")),
+        "sslmode libpq does not know",
+        Some((
+            "url = \"postgresql://unused@127.0.0.1:1/unused\"",
+            "url = \"postgresql://unused@127.0.0.1:1/unused?sslmode=sure\"",
+        )),
         &[],
         false,
         2,
-        "DATABASE_URL",
+        "sslmode `sure` is not one of",
     ),
     case(
         "config attribute is reserved",

@@ -103,13 +103,30 @@ struct RawDatabase {
     statement_timeout: Option<Spanned<String>>,
     connect_timeout: Option<Spanned<String>>,
     max_attempts: Option<u32>,
+    pool_mode: Option<PoolMode>,
+}
+
+/// How the server side pools connections, which decides where session settings and statements live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// A connection is one server session (direct, or PgBouncer in session mode): settings are sent
+    /// once at connection time and tile statements are prepared once per zoom.
+    #[default]
+    Session,
+    /// A transaction pooler (PgBouncer `pool_mode = transaction`): consecutive transactions may run
+    /// in different server sessions, so no named statement or session setting is relied upon.
+    Transaction,
 }
 
 /// How to reach PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
-    /// Connection URL; may hold a password, so it is never printed as is.
+    /// Connection URL or libpq `key=value` string; empty when the `PG*` environment alone says where
+    /// to connect. May hold a password, so it is never printed as is.
     pub url: String,
+    /// Whether a transaction pooler stands between us and the server.
+    pub pool_mode: PoolMode,
     /// Connections in the pool; also the default number of tiles rendered at once.
     pub pool_size: usize,
     /// Longest one tile's statement may run before it is cancelled.
@@ -220,12 +237,8 @@ fn resolve_database(
     env_url: Option<String>,
     at: &impl Fn(Option<std::ops::Range<usize>>, String) -> Error,
 ) -> Result<DatabaseConfig> {
-    let url = env_url.or(raw.url).ok_or_else(|| {
-        at(
-            None,
-            format!("no database: set `url` in [database] or the {DATABASE_URL_ENV} environment variable"),
-        )
-    })?;
+    // Without a URL, libpq's environment (PGHOST, PGUSER, ...) says where to connect, as for psql.
+    let url = env_url.or(raw.url).unwrap_or_default();
     let duration =
         |value: Option<Spanned<String>>, key: &str, default: Duration| -> Result<Duration> {
             match value {
@@ -257,6 +270,7 @@ fn resolve_database(
     }
     Ok(DatabaseConfig {
         url,
+        pool_mode: raw.pool_mode.unwrap_or_default(),
         pool_size,
         statement_timeout: duration(
             raw.statement_timeout,
@@ -370,7 +384,17 @@ attributes = ["name"]
             err.contains("conf/oar.toml:3:") && err.contains("statement_timeout `soon`"),
             "{err}"
         );
-        let err = error_with("url = \"postgresql://u:secret@db:5432/oar\"", "");
-        assert!(err.contains("DATABASE_URL"), "{err}");
+        let err = error_with("[database]", "[database]\npool_mode = \"statement\"");
+        assert!(
+            err.contains("conf/oar.toml:3:") && err.contains("expected `session` or `transaction`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_a_url_the_environment_says_where_to_connect() {
+        let config = parse(&MINIMAL.replace("url = \"postgresql://u:secret@db:5432/oar\"", "")).unwrap();
+        assert_eq!(config.database.url, "");
+        assert_eq!(config.database.pool_mode, PoolMode::Session);
     }
 }

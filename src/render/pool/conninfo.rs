@@ -1,0 +1,544 @@
+//! Where and how to connect, with libpq's conventions: a URL or a `key=value` string, completed by
+//! `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGAPPNAME`, `PGSSLMODE`, … and
+//! `~/.pgpass`, so oar-tiles connects wherever `psql` does with the same settings.
+//!
+//! tokio-postgres parses most keys itself but knows only three sslmodes and none of the certificate
+//! keys, so those are taken out first and handled by [`super::tls`].
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use percent_encoding::percent_decode_str;
+use tokio_postgres::config::Host;
+
+use super::pgpass;
+use crate::error::{Error, Result};
+
+/// libpq's `sslmode`, all six of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// Plain first; TLS when the server refuses a plain connection.
+    Allow,
+    /// TLS when the server offers it, plain otherwise (libpq's default).
+    Prefer,
+    /// TLS always; the certificate is checked only when a root certificate is at hand.
+    Require,
+    /// TLS, and the server's chain must lead to a trusted root; any host name.
+    VerifyCa,
+    /// TLS, a trusted chain, and a certificate for the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<SslMode> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(Error::Usage(format!(
+                    "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
+                )))
+            }
+        })
+    }
+
+    /// The name libpq uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Which roots the server's certificate must lead to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCert {
+    /// No root at hand: the certificate cannot be checked.
+    None,
+    /// The certificates of a PEM file.
+    File(PathBuf),
+    /// The platform's trusted roots (`sslrootcert=system`).
+    System,
+}
+
+/// Everything the TLS layer needs to know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The sslmode asked for.
+    pub mode: SslMode,
+    /// The roots to check the server against.
+    pub root_cert: RootCert,
+    /// A client certificate and its key, when one is configured or found in `~/.postgresql`.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// A fully resolved connection target.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// What tokio-postgres connects with (its sslmode is set from [`TlsSettings::mode`]).
+    pub config: tokio_postgres::Config,
+    /// TLS settings.
+    pub tls: TlsSettings,
+}
+
+/// The keys taken out before tokio-postgres sees the string.
+const TLS_KEYS: [&str; 6] = [
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "passfile",
+];
+
+/// Reads the process's environment.
+pub fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+impl ConnInfo {
+    /// Resolves a connection string (URL, `key=value` list, or empty for the environment alone),
+    /// with `env` standing for the process environment.
+    pub fn resolve(conninfo: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ConnInfo> {
+        let (rest, ours) = split_tls_keys(conninfo)?;
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(|err| {
+            // The parser's message never repeats the string, so no password can leak through it.
+            Error::Usage(format!("the database URL is not valid: {err}"))
+        })?;
+        let ours = |key: &str| {
+            ours.iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let setting = |key: &str, var: &str| ours(key).or_else(|| env(var));
+
+        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+            match env("PGHOST") {
+                Some(hosts) => hosts.split(',').for_each(|h| {
+                    config.host(h);
+                }),
+                None => {
+                    let port = config.get_ports().first().copied().or_else(|| {
+                        env("PGPORT").and_then(|p| p.split(',').next()?.parse().ok())
+                    });
+                    config.host(default_host(port.unwrap_or(5432)));
+                }
+            }
+        }
+        if config.get_ports().is_empty() {
+            if let Some(ports) = env("PGPORT") {
+                for port in ports.split(',') {
+                    let port = port.trim().parse().map_err(|_| {
+                        Error::Usage(format!("PGPORT `{ports}` is not a port number"))
+                    })?;
+                    config.port(port);
+                }
+            }
+        }
+        if config.get_user().is_none() {
+            match env("PGUSER") {
+                Some(user) => config.user(user),
+                None => config.user(whoami::username().unwrap_or_else(|_| "postgres".into())),
+            };
+        }
+        if config.get_dbname().is_none() {
+            if let Some(dbname) = env("PGDATABASE") {
+                config.dbname(dbname);
+            }
+        }
+        if config.get_application_name().is_none() {
+            config.application_name(env("PGAPPNAME").unwrap_or_else(|| "oar-tiles".into()));
+        }
+        if config.get_options().is_none() {
+            if let Some(options) = env("PGOPTIONS") {
+                config.options(options);
+            }
+        }
+        if config.get_password().is_none() {
+            if let Some(password) = env("PGPASSWORD") {
+                config.password(password);
+            } else if let Some(file) = setting("passfile", "PGPASSFILE")
+                .map(PathBuf::from)
+                .or_else(|| home(env).map(|h| h.join(".pgpass")))
+            {
+                if let Some(password) = pgpass::lookup(&file, &config)? {
+                    config.password(password);
+                }
+            }
+        }
+
+        let tls = tls_settings(&setting, env)?;
+        let all_sockets = config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, Host::Unix(_)))
+            && config.get_hostaddrs().is_empty();
+        // PostgreSQL never speaks TLS on a Unix socket; libpq ignores sslmode there, and so do we.
+        config.ssl_mode(match tls.mode {
+            _ if all_sockets => tokio_postgres::config::SslMode::Disable,
+            SslMode::Disable | SslMode::Allow => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+            _ => tokio_postgres::config::SslMode::Require,
+        });
+        Ok(ConnInfo { config, tls })
+    }
+
+    /// `user@host:port/database`: everything but the password.
+    pub fn target(&self) -> String {
+        redacted_target(&self.config)
+    }
+}
+
+/// `user@host:port/database` of a config: everything but the password.
+pub fn redacted_target(config: &tokio_postgres::Config) -> String {
+    let user = config
+        .get_user()
+        .map(|u| format!("{u}@"))
+        .unwrap_or_default();
+    let dbname = config.get_dbname().unwrap_or("");
+    format!("{user}{}/{dbname}", host_port(config))
+}
+
+/// `host:port` of the first host, as errors name it.
+pub fn host_port(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => config
+            .get_hostaddrs()
+            .first()
+            .map_or_else(|| "localhost".into(), ToString::to_string),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+fn tls_settings(
+    setting: &dyn Fn(&str, &str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TlsSettings> {
+    if setting("sslpassword", "PGSSLPASSWORD").is_some() {
+        return Err(Error::Usage(
+            "sslpassword is not supported: oar-tiles reads only unencrypted client keys (decrypt \
+             it with `openssl pkey -in KEY -out KEY.plain` and keep it mode 0600)"
+                .into(),
+        ));
+    }
+    let postgresql_dir = home(env).map(|h| h.join(".postgresql"));
+    let root_cert = match setting("sslrootcert", "PGSSLROOTCERT") {
+        Some(value) if value == "system" => RootCert::System,
+        Some(path) => RootCert::File(PathBuf::from(path)),
+        None => postgresql_dir
+            .as_ref()
+            .map(|dir| dir.join("root.crt"))
+            .map_or(RootCert::None, |default| {
+                if default.exists() {
+                    RootCert::File(default)
+                } else {
+                    RootCert::None
+                }
+            }),
+    };
+    let mode = match setting("sslmode", "PGSSLMODE") {
+        Some(value) => SslMode::parse(&value)?,
+        // As libpq: trusting the platform's roots only makes sense with a name to check.
+        None if root_cert == RootCert::System => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+    };
+    if root_cert == RootCert::System && mode != SslMode::VerifyFull {
+        return Err(Error::Usage(format!(
+            "weak sslmode `{}` may not be used with sslrootcert=system (use verify-full)",
+            mode.name()
+        )));
+    }
+    if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert == RootCert::None {
+        let default = postgresql_dir.map_or_else(
+            || "~/.postgresql/root.crt".into(),
+            |d| d.join("root.crt").display().to_string(),
+        );
+        return Err(Error::Usage(format!(
+            "sslmode={} needs a root certificate, and `{default}` does not exist: set sslrootcert \
+             (a file, or `system` for the platform's roots) or PGSSLROOTCERT",
+            mode.name()
+        )));
+    }
+    let explicit_cert = setting("sslcert", "PGSSLCERT").map(PathBuf::from);
+    let explicit_key = setting("sslkey", "PGSSLKEY").map(PathBuf::from);
+    let cert = explicit_cert.clone().or_else(|| {
+        postgresql_dir
+            .as_ref()
+            .map(|d| d.join("postgresql.crt"))
+            .filter(|p| p.exists())
+    });
+    let client_cert = match cert {
+        None if explicit_key.is_some() => {
+            return Err(Error::Usage(
+                "sslkey is set but sslcert is not: a client key needs its certificate".into(),
+            ))
+        }
+        None => None,
+        Some(cert) => {
+            let key = explicit_key
+                .or_else(|| postgresql_dir.as_ref().map(|d| d.join("postgresql.key")))
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "client certificate `{}` has no key: set sslkey or PGSSLKEY",
+                        cert.display()
+                    ))
+                })?;
+            Some((cert, key))
+        }
+    };
+    Ok(TlsSettings {
+        mode,
+        root_cert,
+        client_cert,
+    })
+}
+
+fn home(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    env("HOME").map(PathBuf::from)
+}
+
+/// libpq's default host: the local socket directory when a server listens there, else TCP on
+/// localhost. Debian's libpq looks in /var/run/postgresql, upstream's in /tmp.
+fn default_host(port: u16) -> String {
+    ["/var/run/postgresql", "/tmp"]
+        .into_iter()
+        .find(|dir| Path::new(dir).join(format!(".s.PGSQL.{port}")).exists())
+        .unwrap_or("localhost")
+        .to_string()
+}
+
+/// Takes the keys tokio-postgres does not know out of a URL or `key=value` string: the rest, and
+/// the removed pairs (decoded) in order.
+fn split_tls_keys(conninfo: &str) -> Result<(String, Vec<(String, String)>)> {
+    let is_ours = |key: &str| TLS_KEYS.contains(&key);
+    let mut ours = Vec::new();
+    if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
+        let Some((base, query)) = conninfo.split_once('?') else {
+            return Ok((conninfo.to_string(), ours));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let key_decoded = decode(key)?;
+            if is_ours(&key_decoded) {
+                ours.push((key_decoded, decode(value)?));
+            } else {
+                kept.push(pair);
+            }
+        }
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return Ok((rest, ours));
+    }
+    let mut kept = Vec::new();
+    for (key, value) in parse_key_values(conninfo)? {
+        if is_ours(&key) {
+            ours.push((key, value));
+        } else {
+            kept.push(format!(
+                "{key}='{}'",
+                value.replace('\\', "\\\\").replace('\'', "\\'")
+            ));
+        }
+    }
+    Ok((kept.join(" "), ours))
+}
+
+fn decode(text: &str) -> Result<String> {
+    percent_decode_str(text)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| Error::Usage("the database URL is not valid: bad percent-encoding".into()))
+}
+
+/// libpq's `key = value` syntax: values bare or single-quoted, with backslash escapes.
+fn parse_key_values(text: &str) -> Result<Vec<(String, String)>> {
+    let invalid = |what: &str| Error::Usage(format!("the database URL is not valid: {what}"));
+    let mut pairs = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            // The word may be a mistyped secret, so it is not repeated.
+            return Err(invalid(&format!("missing `=` after word {}", pairs.len() + 1)));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    None => return Err(invalid(&format!("unterminated quote in `{key}`"))),
+                    Some('\'') => break,
+                    Some('\\') => value.extend(chars.next()),
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        pairs.push((key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with_env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| vars.get(key).cloned()
+    }
+
+    #[test]
+    fn url_keeps_its_parts_and_takes_the_tls_keys_out() {
+        let info = ConnInfo::resolve(
+            "postgresql://oar:s3cret@db.example.org:6543/tiles?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&application_name=job",
+            &with_env(&[]),
+        )
+        .unwrap();
+        assert_eq!(info.target(), "oar@db.example.org:6543/tiles");
+        assert_eq!(info.config.get_application_name(), Some("job"));
+        assert_eq!(info.tls.mode, SslMode::VerifyFull);
+        assert_eq!(info.tls.root_cert, RootCert::File("/etc/ca.pem".into()));
+    }
+
+    #[test]
+    fn key_values_take_quotes_and_escapes() {
+        let info = ConnInfo::resolve(
+            "host=db port=5433 dbname='my db' user=o\\'k password='it''s' sslmode = verify-ca sslrootcert='/a b/ca.pem'",
+            &with_env(&[]),
+        );
+        // `'it''s'` is not libpq syntax either (the quote ends the value, then `s'` starts a key).
+        assert!(info.is_err());
+        let info = ConnInfo::resolve(
+            "host=db port=5433 dbname='my db' user=o\\'k password='it\\'s' sslmode = verify-ca sslrootcert='/a b/ca.pem'",
+            &with_env(&[]),
+        )
+        .unwrap();
+        assert_eq!(info.config.get_dbname(), Some("my db"));
+        assert_eq!(info.config.get_user(), Some("o'k"));
+        assert_eq!(info.config.get_password(), Some(&b"it's"[..]));
+        assert_eq!(info.tls.mode, SslMode::VerifyCa);
+        assert_eq!(info.tls.root_cert, RootCert::File("/a b/ca.pem".into()));
+    }
+
+    #[test]
+    fn the_environment_fills_in_what_the_string_leaves_out() {
+        let env = with_env(&[
+            ("PGHOST", "envhost"),
+            ("PGPORT", "6000"),
+            ("PGUSER", "envuser"),
+            ("PGPASSWORD", "envpass"),
+            ("PGDATABASE", "envdb"),
+            ("PGAPPNAME", "nightly"),
+            ("PGSSLMODE", "require"),
+        ]);
+        let info = ConnInfo::resolve("", &env).unwrap();
+        assert_eq!(info.target(), "envuser@envhost:6000/envdb");
+        assert_eq!(info.config.get_password(), Some(&b"envpass"[..]));
+        assert_eq!(info.config.get_application_name(), Some("nightly"));
+        assert_eq!(info.tls.mode, SslMode::Require);
+        // What the string says wins over the environment.
+        let info = ConnInfo::resolve("postgresql://u:p@h:1/d?sslmode=disable", &env).unwrap();
+        assert_eq!(info.target(), "u@h:1/d");
+        assert_eq!(info.config.get_password(), Some(&b"p"[..]));
+        assert_eq!(info.tls.mode, SslMode::Disable);
+        assert_eq!(info.config.get_application_name(), Some("nightly"));
+    }
+
+    #[test]
+    fn defaults_follow_libpq() {
+        let info = ConnInfo::resolve("postgresql://u@h/d", &with_env(&[])).unwrap();
+        assert_eq!(info.tls.mode, SslMode::Prefer);
+        assert_eq!(info.config.get_application_name(), Some("oar-tiles"));
+        assert_eq!(
+            info.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Prefer
+        );
+        let info = ConnInfo::resolve("host=/var/run/postgresql sslmode=require", &with_env(&[]))
+            .unwrap();
+        assert!(matches!(info.config.get_hosts()[0], Host::Unix(_)));
+        assert_eq!(
+            info.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable,
+            "no TLS over a Unix socket"
+        );
+    }
+
+    #[test]
+    fn verifying_modes_need_a_root() {
+        let err = ConnInfo::resolve(
+            "postgresql://u@h/d?sslmode=verify-full",
+            &with_env(&[("HOME", "/nonexistent")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("/nonexistent/.postgresql/root.crt") && err.contains("sslrootcert"),
+            "{err}"
+        );
+        let info =
+            ConnInfo::resolve("postgresql://u@h/d?sslrootcert=system", &with_env(&[])).unwrap();
+        assert_eq!(info.tls.mode, SslMode::VerifyFull);
+        let err = ConnInfo::resolve(
+            "postgresql://u@h/d?sslrootcert=system&sslmode=require",
+            &with_env(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("weak sslmode `require`"), "{err}");
+        let err = ConnInfo::resolve("postgresql://u@h/d?sslmode=sure", &with_env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sslmode `sure`"), "{err}");
+    }
+
+    #[test]
+    fn malformed_strings_never_echo_the_password() {
+        for bad in [
+            "postgresql://oar:s3cret@db:notaport/tiles",
+            "host=db password=s3cret port=x",
+            "host=db password='s3cret",
+            "host=db password=s3cret bogus",
+        ] {
+            let err = ConnInfo::resolve(bad, &with_env(&[])).unwrap_err().to_string();
+            assert!(!err.contains("s3cret"), "{bad}: {err}");
+        }
+    }
+}

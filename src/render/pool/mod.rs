@@ -1,0 +1,135 @@
+//! The bounded pool of PostgreSQL connections every renderer shares, reached the way libpq reaches
+//! a server: [`conninfo`] resolves the target (URL, `key=value`, environment, `~/.pgpass`),
+//! [`tls`] secures it with libpq's sslmodes.
+
+pub mod conninfo;
+mod pgpass;
+pub mod tls;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+
+use crate::config::{DatabaseConfig, PoolMode};
+use crate::error::{pool_message, Error, Result};
+use conninfo::{ConnInfo, SslMode};
+
+/// The session settings of a tile statement: generic plans (one plan per prepared statement, not
+/// one per tile), no JIT (it costs more than it saves on small tile queries), and the configured
+/// statement timeout. Sent once per connection, or per transaction behind a transaction pooler.
+pub fn session_settings(database: &DatabaseConfig) -> [(&'static str, String); 3] {
+    [
+        (
+            "statement_timeout",
+            database.statement_timeout.as_millis().to_string(),
+        ),
+        ("plan_cache_mode", "force_generic_plan".to_string()),
+        ("jit", "off".to_string()),
+    ]
+}
+
+/// Opens a pool of at most `size` connections and checks that one can be made.
+pub async fn connect(database: &DatabaseConfig, size: usize) -> Result<Pool> {
+    let info = ConnInfo::resolve(&database.url, &conninfo::process_env)?;
+    let mut config = info.config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(database.connect_timeout);
+    }
+    if database.pool_mode == PoolMode::Session {
+        // A transaction pooler refuses startup options; there they are set per transaction.
+        let ours: Vec<String> = session_settings(database)
+            .iter()
+            .map(|(name, value)| format!("-c {name}={value}"))
+            .collect();
+        let options = match config.get_options() {
+            Some(theirs) => format!("{theirs} {}", ours.join(" ")),
+            None => ours.join(" "),
+        };
+        config.options(&options);
+    }
+    let connector = tls::connector(&info.tls)?;
+    let pool = build(config.clone(), connector.clone(), size, database)?;
+    match check(&pool).await {
+        Ok(()) => Ok(pool),
+        // `allow`: plain first, and TLS when the server turns a plain connection away.
+        Err(PoolError::Backend(err)) if info.tls.mode == SslMode::Allow && err.code().is_some() => {
+            tracing::debug!("a plain connection was refused, trying TLS (sslmode=allow)");
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let pool = build(config, connector, size, database)?;
+            check(&pool)
+                .await
+                .map_err(|err| connect_error(&info, database, &err))?;
+            Ok(pool)
+        }
+        Err(err) => Err(connect_error(&info, database, &err)),
+    }
+}
+
+fn build(
+    config: tokio_postgres::Config,
+    connector: tokio_postgres_rustls::MakeRustlsConnect,
+    size: usize,
+    database: &DatabaseConfig,
+) -> Result<Pool> {
+    let target = conninfo::redacted_target(&config);
+    let manager = Manager::from_config(
+        config,
+        connector,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .create_timeout(Some(database.connect_timeout + Duration::from_secs(1)))
+        .build()
+        .map_err(|err| Error::Connect {
+            target,
+            message: err.to_string(),
+        })
+}
+
+async fn check(pool: &Pool) -> std::result::Result<(), PoolError> {
+    let client = pool.get().await?;
+    client
+        .simple_query("SELECT 1")
+        .await
+        .map_err(PoolError::Backend)?;
+    Ok(())
+}
+
+/// One line naming the server and what failed, with a hint where the cause is a known one.
+fn connect_error(info: &ConnInfo, database: &DatabaseConfig, err: &PoolError) -> Error {
+    let host_port = conninfo::host_port(&info.config);
+    let mut message = match err {
+        PoolError::Backend(pg) => tls::describe_failure(pg, &host_port, info.tls.mode)
+            .unwrap_or_else(|| pool_message(err)),
+        other => pool_message(other),
+    };
+    if message.contains("unsupported startup parameter") && database.pool_mode == PoolMode::Session
+    {
+        message.push_str(
+            " (a connection pooler such as PgBouncer in transaction mode? set pool_mode = \
+             \"transaction\" in [database])",
+        );
+    }
+    Error::Connect {
+        target: info.target(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_never_shows_the_password() {
+        let info = ConnInfo::resolve("postgresql://oar:s3cret@db.example:6543/tiles", &|_| None)
+            .unwrap();
+        let target = info.target();
+        assert_eq!(target, "oar@db.example:6543/tiles");
+        assert!(!target.contains("s3cret"));
+    }
+}
