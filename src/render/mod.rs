@@ -17,9 +17,10 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::Row;
 
+use crate::config::{DatabaseConfig, PoolMode};
 use crate::error::{pg_message, pool_message, DbError, Error, Result};
 pub use crate::plan::Mode;
 use crate::retry::Policy;
@@ -135,15 +136,22 @@ fn is_transient(err: &tokio_postgres::Error) -> bool {
 /// A fixed set of pooled connections shared by all renders of a run. Each carries several
 /// statements at once: tokio-postgres pipelines them, so the network round trip no longer leaves the
 /// server idle between tiles. A broken connection is swapped for a fresh one from the pool.
+///
+/// Behind a transaction pooler a tile's statement runs in its own transaction that first sets the
+/// session settings locally, and a connection carries one such transaction at a time.
 pub struct Connections {
     pool: Pool,
     slots: Vec<Slot>,
     max_attempts: u32,
+    /// `BEGIN; SET LOCAL …` when statements go through a transaction pooler.
+    begin: Option<String>,
 }
 
 struct Slot {
     client: std::sync::RwLock<Arc<Object>>,
     busy: AtomicUsize,
+    /// Held for a whole transaction behind a transaction pooler, so two never interleave.
+    transaction: tokio::sync::Mutex<()>,
 }
 
 /// Marks a slot busy while a statement runs on it.
@@ -157,24 +165,34 @@ impl Drop for Busy<'_> {
 
 impl Connections {
     /// Takes `count` connections from the pool, waiting with backoff while the server is unreachable.
-    pub async fn open(pool: &Pool, count: usize, max_attempts: u32) -> Result<Connections> {
+    pub async fn open(pool: &Pool, count: usize, database: &DatabaseConfig) -> Result<Connections> {
+        let max_attempts = database.max_attempts;
         let mut slots = Vec::with_capacity(count);
         for _ in 0..count {
             let client = get_with_retries(pool, max_attempts).await?;
             slots.push(Slot {
                 client: std::sync::RwLock::new(Arc::new(client)),
                 busy: AtomicUsize::new(0),
+                transaction: tokio::sync::Mutex::new(()),
             });
         }
+        let begin = (database.pool_mode == PoolMode::Transaction).then(|| {
+            let settings: String = pool::session_settings(database)
+                .iter()
+                .map(|(name, value)| format!("; SET LOCAL {name} = '{value}'"))
+                .collect();
+            format!("BEGIN{settings}")
+        });
         Ok(Connections {
             pool: pool.clone(),
             slots,
             max_attempts,
+            begin,
         })
     }
 
     /// The least busy connection, marked busy until the guard drops.
-    fn pick(&self) -> (Busy<'_>, Arc<Object>) {
+    fn pick(&self) -> (Busy<'_>, &Slot, Arc<Object>) {
         let slot = self
             .slots
             .iter()
@@ -186,7 +204,40 @@ impl Connections {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        (Busy(&slot.busy), client)
+        (Busy(&slot.busy), slot, client)
+    }
+
+    /// Runs a tile statement on `client`: prepared once per connection and zoom, or, behind a
+    /// transaction pooler, unnamed inside a transaction of its own (BEGIN, statement and COMMIT are
+    /// pipelined, so the transaction costs no extra round trip).
+    async fn query(
+        &self,
+        slot: &Slot,
+        client: &Object,
+        query: &TileQuery,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        let Some(begin) = &self.begin else {
+            let statement = client
+                .prepare_typed_cached(&query.sql, &query.types)
+                .await?;
+            return client.query(&statement, params).await;
+        };
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+            .iter()
+            .copied()
+            .zip(query.types.iter().cloned())
+            .collect();
+        let _alone = slot.transaction.lock().await;
+        let (began, rows, committed) = tokio::join!(
+            client.batch_execute(begin),
+            client.query_typed(&query.sql, &typed),
+            client.batch_execute("COMMIT"),
+        );
+        began?;
+        let rows = rows?;
+        committed?;
+        Ok(rows)
     }
 
     /// Swaps a broken connection for a new one, once, whichever render noticed first.
@@ -240,6 +291,7 @@ impl Renderer for PostgisRenderer<'_> {
 /// Renders the tiles of one tileset.
 pub struct TilesetRenderer {
     pool: Pool,
+    pool_mode: PoolMode,
     tileset: String,
     /// Row estimates of the layers rendered unclustered at zoom 0.
     unclustered_rows: f64,
@@ -253,7 +305,7 @@ impl TilesetRenderer {
     /// Prepares the statements of every zoom in `zooms` for the described layers; clustered layers
     /// with a maintained cell table (`cell_tables`, per layer) read their cells from it.
     pub fn new(
-        pool: Pool,
+        (pool, pool_mode): (Pool, PoolMode),
         tileset: &str,
         layers: &[LayerSource],
         cell_tables: &[Option<String>],
@@ -263,6 +315,7 @@ impl TilesetRenderer {
         let levels = 0..=zooms.max;
         Self {
             pool,
+            pool_mode,
             tileset: tileset.to_string(),
             unclustered_rows: layers
                 .iter()
@@ -282,7 +335,7 @@ impl TilesetRenderer {
 
     /// Checks every statement with the server (syntax, filters, permissions) before the job starts.
     pub async fn check(&self) -> Result<()> {
-        let client = self.pool.get().await?;
+        let mut client = self.pool.get().await?;
         for (z, query) in self.render.iter().enumerate() {
             tracing::debug!(
                 "tileset `{}` zoom {z} statement: {}",
@@ -292,18 +345,33 @@ impl TilesetRenderer {
         }
         // Zooms that render alike share one statement text, and are checked (and planned) once.
         let mut seen = std::collections::HashSet::new();
-        for query in self.render.iter().chain(&self.probe) {
-            if !seen.insert(&query.sql) {
-                continue;
+        let refused = |query: &TileQuery, err: tokio_postgres::Error| Error::Source {
+            tileset: self.tileset.clone(),
+            layer: query.layer_names.join(", "),
+            message: format!("the tile statement is refused: {}", pg_message(&err)),
+        };
+        let distinct: Vec<&TileQuery> = self
+            .render
+            .iter()
+            .chain(&self.probe)
+            .filter(|query| seen.insert(&query.sql))
+            .collect();
+        if self.pool_mode == PoolMode::Transaction {
+            // Behind a transaction pooler a named statement exists only inside the transaction
+            // that made it, so each is checked there and closed before it ends.
+            let transaction = client.transaction().await?;
+            for query in &distinct {
+                let statement = transaction.prepare_typed(&query.sql, &query.types).await;
+                drop(statement.map_err(|err| refused(query, err))?);
             }
-            client
-                .prepare_typed_cached(&query.sql, &query.types)
-                .await
-                .map_err(|err| Error::Source {
-                    tileset: self.tileset.clone(),
-                    layer: query.layer_names.join(", "),
-                    message: format!("the tile statement is refused: {}", pg_message(&err)),
-                })?;
+            transaction.rollback().await?;
+        } else {
+            for query in &distinct {
+                client
+                    .prepare_typed_cached(&query.sql, &query.types)
+                    .await
+                    .map_err(|err| refused(query, err))?;
+            }
         }
         tracing::debug!(
             "tileset `{}`: {} distinct statements",
@@ -388,15 +456,9 @@ impl TilesetRenderer {
             .run(
                 place,
                 || async {
-                    let (slot, client) = connections.pick();
-                    let outcome = async {
-                        let statement = client
-                            .prepare_typed_cached(&query.sql, &query.types)
-                            .await?;
-                        client.query(&statement, &params).await
-                    }
-                    .await;
-                    drop(slot);
+                    let (busy, slot, client) = connections.pick();
+                    let outcome = connections.query(slot, &client, query, &params).await;
+                    drop(busy);
                     if outcome.is_err() && client.is_closed() {
                         connections.replace(&client).await;
                     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use deadpool_postgres::{Client, Pool};
+use tokio_postgres::types::Type;
 
 use serde::Serialize;
 
@@ -151,11 +152,11 @@ struct Table {
 async fn look_up_table(client: &Client, layer: &LayerConfig) -> Result<Table, String> {
     let name = layer.qualified_table();
     let row = client
-        .query_opt(
+        .query_typed_opt(
             "SELECT c.oid, c.relkind::text, has_table_privilege(c.oid, 'SELECT'),
                     c.reltuples::float8
              FROM pg_class c WHERE c.oid = to_regclass($1)",
-            &[&quoted_table(layer)],
+            &[(&quoted_table(layer), Type::TEXT)],
         )
         .await
         .map_err(|err| format!("cannot look up table `{name}`: {}", pg_message(&err)))?
@@ -173,13 +174,13 @@ async fn look_up_table(client: &Client, layer: &LayerConfig) -> Result<Table, St
 
 async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String, Column>, String> {
     let rows = client
-        .query(
+        .query_typed(
             "SELECT a.attname::text, t.typname::text, a.attnum,
                     CASE WHEN t.typname = 'geometry' AND a.atttypmod >= 0
                          THEN postgis_typmod_srid(a.atttypmod) END
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
-            &[&table.oid],
+            &[(&table.oid, Type::OID)],
         )
         .await
         .map_err(|e| {
@@ -240,14 +241,14 @@ fn property(name: &str, column: &Column) -> Property {
 
 async fn spatial_index(client: &Client, oid: u32, attnum: i16) -> Result<bool, String> {
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT EXISTS (
                  SELECT 1 FROM pg_index i
                  JOIN pg_class ic ON ic.oid = i.indexrelid
                  JOIN pg_am am ON am.oid = ic.relam
                  WHERE i.indrelid = $1 AND am.amname IN ('gist', 'spgist', 'brin')
                    AND $2 = ANY (i.indkey::int2[]))",
-            &[&oid, &attnum],
+            &[(&oid, Type::OID), (&attnum, Type::INT2)],
         )
         .await
         .map_err(|e| pg_message(&e))?;

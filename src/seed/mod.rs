@@ -33,7 +33,7 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
         prepared.push(Prepared::new(&pool, job, tileset).await?);
     }
     // 3.
-    let connections = Connections::open(&pool, job.concurrency, job.database.max_attempts).await?;
+    let connections = Connections::open(&pool, job.concurrency, &job.database).await?;
     let stop = Stop::on_signals();
     let changed = match (&job.run.changed_list, job.run.dry_run) {
         (Some(path), false) => ChangedList::create(path)?,

@@ -53,7 +53,7 @@ impl<'a> Prepared<'a> {
             .map(|t| t.as_ref().map(|t| t.qualified.clone()))
             .collect();
         let renderer = TilesetRenderer::new(
-            pool.clone(),
+            (pool.clone(), job.database.pool_mode),
             &config.name,
             &layers,
             &cell_names,

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
 use md5::{Digest, Md5};
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
 use serde::Serialize;
 
 use super::watermark::Watermark;
@@ -25,7 +27,7 @@ use crate::render::source::{quote_ident, quoted_table};
 pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
     let client = pool.get().await?;
     let row = client
-        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .query_typed_one("SELECT pg_current_snapshot()::text", &[])
         .await?;
     Ok(Watermark {
         snapshot: row.get(0),
@@ -33,13 +35,23 @@ pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
     })
 }
 
+/// Whether the server is a read-only standby, where nothing may be written: the watermark then
+/// lives in the output alone, and the change log is pruned by runs against the primary.
+pub async fn read_only_standby(pool: &Pool) -> Result<bool> {
+    let client = pool.get().await?;
+    let row = client
+        .query_typed_one("SELECT pg_is_in_recovery()", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Whether change capture is installed in the database.
 pub async fn installed(pool: &Pool, schema: &str) -> Result<bool> {
     let client = pool.get().await?;
     let row = client
-        .query_one(
+        .query_typed_one(
             "SELECT to_regclass($1) IS NOT NULL",
-            &[&format!("{}.change_log", quote_ident(schema))],
+            &[(&format!("{}.change_log", quote_ident(schema)), Type::TEXT)],
         )
         .await?;
     Ok(row.get(0))
@@ -215,17 +227,17 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
     let mut tables = Vec::new();
     for watched in watched_tables(config) {
         let row = client
-            .query_one(
+            .query_typed_one(
                 &format!(
                     "SELECT count(*) FROM {schema}.change_log WHERE source = to_regclass($1)::oid"
                 ),
-                &[&watched.table],
+                &[(&watched.table, Type::TEXT)],
             )
             .await?;
         tables.push((watched.table, row.get(0)));
     }
     let rows = client
-        .query(
+        .query_typed(
             &format!("SELECT output, snapshot::text, updated_at::text FROM {schema}.consumers ORDER BY output"),
             &[],
         )
@@ -270,13 +282,13 @@ pub async fn read_since(
         .start()
         .await?;
     let snapshot: String = transaction
-        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .query_typed_one("SELECT pg_current_snapshot()::text", &[])
         .await?
         .get(0);
     let mut changes = ChangeSet::default();
     for layer in layers {
         let (everything, boxes) =
-            changed_boxes(&transaction, schema, &quoted_table(layer), &since.snapshot).await?;
+            changed_boxes(&*transaction, schema, &quoted_table(layer), &since.snapshot).await?;
         changes.rows += boxes.len() as u64 + u64::from(everything);
         changes.everything |= everything;
         changes
@@ -299,13 +311,13 @@ pub async fn read_since(
 /// snapshot does: whether it was truncated, and the boxes `[west, south, east, north]` in degrees
 /// of the old and new geometries.
 pub async fn changed_boxes(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &impl GenericClient,
     schema: &str,
     table: &str,
     since: &str,
 ) -> Result<(bool, Vec<[f64; 4]>)> {
     let rows = client
-        .query(
+        .query_typed(
             &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)
              FROM {}.change_log c
              CROSS JOIN LATERAL (VALUES (c.old_geom), (c.new_geom)) AS v(g)
@@ -315,7 +327,7 @@ pub async fn changed_boxes(
              WHERE c.source = to_regclass($1)::oid
                AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
                AND (c.everything OR v.g IS NOT NULL)", quote_ident(schema)),
-            &[&table, &since],
+            &[(&table, Type::TEXT), (&since, Type::TEXT)],
         )
         .await
         .map_err(DbError::during("reading the change log"))?;
@@ -337,16 +349,16 @@ pub async fn changed_boxes(
 /// Records in the consumers table (`quoted_schema` already quoted) that `consumer` has applied
 /// every change `snapshot` saw, so pruning may drop those.
 pub async fn record_consumer(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &impl GenericClient,
     quoted_schema: &str,
     consumer: &str,
     snapshot: &str,
 ) -> std::result::Result<u64, tokio_postgres::Error> {
     client
-        .execute(
+        .execute_typed(
             &format!("INSERT INTO {quoted_schema}.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
              ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"),
-            &[&consumer, &snapshot],
+            &[(&consumer, Type::TEXT), (&snapshot, Type::TEXT)],
         )
         .await
 }
@@ -363,15 +375,22 @@ pub async fn advance_and_prune(
     if !installed(pool, schema).await? {
         return Ok(0);
     }
+    if read_only_standby(pool).await? {
+        tracing::info!(
+            "{output}: the server is a read-only standby, so the watermark is kept in the output \
+             only and the change log is left for a run against the primary to prune"
+        );
+        return Ok(0);
+    }
     let schema = quote_ident(schema);
     let client = pool.get().await?;
-    let result = record_consumer(&client, &schema, output, &watermark.snapshot).await;
+    let result = record_consumer(&**client, &schema, output, &watermark.snapshot).await;
     if let Err(err) = result {
         tracing::warn!("cannot record the watermark of {output} in {schema}.consumers, the change log is not pruned: {}", pg_message(&err));
         return Ok(0);
     }
     let pruned = client
-        .execute(
+        .execute_typed(
             &format!("DELETE FROM {schema}.change_log c WHERE NOT EXISTS (
                  SELECT 1 FROM {schema}.consumers k WHERE NOT pg_visible_in_snapshot(c.xid, k.snapshot))"),
             &[],

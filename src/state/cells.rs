@@ -17,7 +17,9 @@
 
 use std::collections::BTreeSet;
 
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::Pool;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::GenericClient;
 use md5::{Digest, Md5};
 
 use crate::config::ClusterConfig;
@@ -85,6 +87,14 @@ pub async fn ensure(
     {
         return Ok(tables);
     }
+    if capture::read_only_standby(pool).await? {
+        // Cells replayed from the primary may lag the rows this standby shows; rows are the truth.
+        tracing::info!(
+            "tileset `{tileset}`: the server is a read-only standby, so clustered tiles aggregate \
+             rows instead of reading maintained cluster cells"
+        );
+        return Ok(tables);
+    }
     let client = pool.get().await?;
     let quoted_schema = quote_ident(schema);
     for (index, layer) in layers.iter().enumerate() {
@@ -94,10 +104,10 @@ pub async fn ensure(
         let name = table_name(layer, extent);
         let qualified = format!("{quoted_schema}.{}", quote_ident(&name));
         let owner = format!("{tileset}/{}", layer.config.name);
-        if !usable(&client, &quoted_schema, layer, cluster, &qualified, extent).await? {
+        if !usable(&**client, &quoted_schema, layer, cluster, &qualified, extent).await? {
             continue;
         }
-        drop_stale(&client, &quoted_schema, &owner, &name).await;
+        drop_stale(&**client, &quoted_schema, &owner, &name).await;
         tables[index] = Some(CellTable {
             layer: index,
             name,
@@ -119,7 +129,7 @@ async fn usable(
     extent: u32,
 ) -> Result<bool> {
     let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified])
+        .query_typed_one("SELECT to_regclass($1) IS NOT NULL", &[(&qualified, Type::TEXT)])
         .await?
         .get(0);
     if !exists {
@@ -145,14 +155,14 @@ async fn usable(
     // Seeding needs only SELECT rights: a role that may not keep the cells up to date renders
     // clustered tiles from rows instead of reading cells that could be stale.
     let writable: bool = client
-        .query_one(
+        .query_typed_one(
             "SELECT has_table_privilege($1, 'INSERT, DELETE')
                 AND has_table_privilege($2, 'INSERT, UPDATE')
                 AND has_table_privilege($3, 'INSERT, UPDATE')",
             &[
-                &qualified,
-                &format!("{quoted_schema}.cell_state"),
-                &format!("{quoted_schema}.consumers"),
+                (&qualified, Type::TEXT),
+                (&format!("{quoted_schema}.cell_state"), Type::TEXT),
+                (&format!("{quoted_schema}.consumers"), Type::TEXT),
             ],
         )
         .await?
@@ -171,17 +181,17 @@ async fn usable(
 /// Drops the cell tables `owner` had under earlier configs, all but `current`; a failure only
 /// warns, as such tables merely hold back pruning.
 async fn drop_stale(
-    client: &deadpool_postgres::Object,
+    client: &impl GenericClient,
     quoted_schema: &str,
     owner: &str,
     current: &str,
 ) {
     let stale = match client
-        .query(
+        .query_typed(
             &format!(
                 "SELECT cells FROM {quoted_schema}.cell_state WHERE owner = $1 AND cells <> $2"
             ),
-            &[&owner, &current],
+            &[(&owner, Type::TEXT), (&current, Type::TEXT)],
         )
         .await
     {
@@ -207,15 +217,15 @@ async fn drop_stale(
                 ))
                 .await?;
             client
-                .execute(
+                .execute_typed(
                     &format!("DELETE FROM {quoted_schema}.cell_state WHERE cells = $1"),
-                    &[&name],
+                    &[(&name, Type::TEXT)],
                 )
                 .await?;
             client
-                .execute(
+                .execute_typed(
                     &format!("DELETE FROM {quoted_schema}.consumers WHERE output = $1"),
-                    &[&consumer_name(&name)],
+                    &[(&consumer_name(&name), Type::TEXT)],
                 )
                 .await
         };
@@ -356,21 +366,21 @@ async fn refresh_one(
     // One refresh at a time per table; the snapshot is taken once the lock is held, before the
     // change log is read, so nothing committed later can be counted as applied.
     transaction
-        .execute(
+        .execute_typed(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&table.qualified],
+            &[(&table.qualified, Type::TEXT)],
         )
         .await
         .map_err(pg)?;
     let snapshot: String = transaction
-        .query_one("SELECT pg_current_snapshot()::text", &[])
+        .query_typed_one("SELECT pg_current_snapshot()::text", &[])
         .await
         .map_err(pg)?
         .get(0);
     let since: Option<String> = transaction
-        .query_opt(
+        .query_typed_opt(
             &format!("SELECT snapshot::text FROM {quoted_schema}.cell_state WHERE cells = $1"),
-            &[&table.name],
+            &[(&table.name, Type::TEXT)],
         )
         .await
         .map_err(pg)?
@@ -379,34 +389,38 @@ async fn refresh_one(
         None => None,
         Some(since) => {
             let (everything, boxes) =
-                capture::changed_boxes(&transaction, schema, &quoted_table(&layer.config), since)
+                capture::changed_boxes(&*transaction, schema, &quoted_table(&layer.config), since)
                     .await
                     .map_err(|e| e.to_string())?;
             (!everything && boxes.len() <= FULL_REBUILD_CHANGES).then_some(boxes)
         }
     };
     match dirty {
-        None => sum_all_cells(&transaction, layer, cluster, table, extent).await?,
+        None => sum_all_cells(&*transaction, layer, cluster, table, extent).await?,
         Some(boxes) if boxes.is_empty() => {}
         Some(boxes) => {
-            sum_changed_cells(&transaction, layer, cluster, table, extent, &boxes).await?
+            sum_changed_cells(&*transaction, layer, cluster, table, extent, &boxes).await?
         }
     }
     transaction
-        .execute(
+        .execute_typed(
             &format!(
                 "INSERT INTO {quoted_schema}.cell_state (cells, owner, snapshot)
                  VALUES ($1, $2, $3::text::pg_snapshot)
                  ON CONFLICT (cells) DO UPDATE SET owner = EXCLUDED.owner,
                      snapshot = EXCLUDED.snapshot, updated_at = now()"
             ),
-            &[&table.name, &table.owner, &snapshot],
+            &[
+                (&table.name, Type::TEXT),
+                (&table.owner, Type::TEXT),
+                (&snapshot, Type::TEXT),
+            ],
         )
         .await
         .map_err(pg)?;
     // As a consumer of the change log, the table keeps the changes it has not applied from pruning.
     capture::record_consumer(
-        &transaction,
+        &*transaction,
         &quoted_schema,
         &consumer_name(&table.name),
         &snapshot,
@@ -472,7 +486,7 @@ async fn sum_changed_cells(
     let envelopes = cell_envelopes(&cells, cluster, extent);
     let (xs, ys) = split(&cells);
     transaction
-        .execute(&delete_cells(qualified, cluster.maxzoom), &[&xs, &ys])
+        .execute_typed(&delete_cells(qualified, cluster.maxzoom), &cell_params(&xs, &ys))
         .await
         .map_err(pg)?;
     let insert = format!(
@@ -481,20 +495,27 @@ async fn sum_changed_cells(
         sql::cell_display_columns("c"),
         deepest_cells(layer, cluster, extent, true)
     );
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        envelopes.iter().map(|v| v as _).collect();
-    params.push(&xs);
-    params.push(&ys);
-    transaction.execute(&insert, &params).await.map_err(pg)?;
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = envelopes
+        .iter()
+        .map(|v| (v as _, Type::FLOAT8_ARRAY))
+        .collect();
+    params.extend(cell_params(&xs, &ys));
+    transaction
+        .execute_typed(&insert, &params)
+        .await
+        .map_err(pg)?;
     for z in (0..cluster.maxzoom).rev() {
         cells = cells.iter().map(|(x, y)| (x >> 1, y >> 1)).collect();
         let (xs, ys) = split(&cells);
         transaction
-            .execute(&delete_cells(qualified, z), &[&xs, &ys])
+            .execute_typed(&delete_cells(qualified, z), &cell_params(&xs, &ys))
             .await
             .map_err(pg)?;
         transaction
-            .execute(&coarser_cells(layer, qualified, z, true), &[&xs, &ys])
+            .execute_typed(
+                &coarser_cells(layer, qualified, z, true),
+                &cell_params(&xs, &ys),
+            )
             .await
             .map_err(pg)?;
     }
@@ -562,6 +583,11 @@ fn cell_envelopes(
 
 fn split(cells: &BTreeSet<(i64, i64)>) -> (Vec<i64>, Vec<i64>) {
     cells.iter().copied().unzip()
+}
+
+/// The cell columns `xs`, `ys` as typed statement parameters.
+fn cell_params<'a>(xs: &'a Vec<i64>, ys: &'a Vec<i64>) -> [(&'a (dyn ToSql + Sync), Type); 2] {
+    [(xs, Type::INT8_ARRAY), (ys, Type::INT8_ARRAY)]
 }
 
 #[cfg(test)]
