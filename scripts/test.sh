@@ -20,6 +20,11 @@ command -v cargo >/dev/null 2>&1 \
 export OAR_PG_FAST=1
 url_line=$(scripts/setup-postgis.sh)
 export OAR_TILES_TEST_DATABASE_URL="${url_line#DATABASE_URL=}"
+# TLS on that cluster, PgBouncer and a hot standby, for the production-PostgreSQL tests.
+while IFS= read -r line; do
+    [[ $line =~ ^OAR_TILES_TEST_[A-Z_]+=[^[:space:]]+$ ]] || die "unexpected line from pg-test-servers.sh: $line"
+    export "${line?}"
+done < <(scripts/pg-test-servers.sh || echo "FAILED")
 
 # ogrinfo reads the outputs as an independent reader.
 command -v ogrinfo >/dev/null 2>&1 || apt_install gdal-bin

@@ -31,7 +31,7 @@ const SLOW_ROWS: &str = "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT
 
 /// Tiles an MBTiles seed has durably journaled so far in its `.partial` file (0 when there is none
 /// yet, or it is being committed at this moment).
-fn journaled_tiles(output: &Path) -> u64 {
+pub(crate) fn journaled_tiles(output: &Path) -> u64 {
     let partial = PathBuf::from(format!("{}.partial", output.display()));
     rusqlite::Connection::open_with_flags(&partial, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .and_then(|c| c.query_row("SELECT count(*) FROM oar_tiles_journal", [], |r| r.get(0)))
@@ -40,7 +40,7 @@ fn journaled_tiles(output: &Path) -> u64 {
 
 /// Waits until this run of the seeder has journaled tiles of its own, so an interruption lands
 /// mid-walk with progress to resume from, however slow or loaded the machine.
-fn wait_for_progress(child: &mut std::process::Child, output: &Path) {
+pub(crate) fn wait_for_progress(child: &mut std::process::Child, output: &Path) {
     let before = journaled_tiles(output);
     let started = Instant::now();
     while journaled_tiles(output) <= before {

@@ -9,6 +9,7 @@ mod bad_input;
 mod clusters;
 mod mvt_decoder;
 mod outputs;
+mod production;
 mod reseed;
 mod robustness;
 mod s3;

@@ -393,7 +393,8 @@ attributes = ["name"]
 
     #[test]
     fn without_a_url_the_environment_says_where_to_connect() {
-        let config = parse(&MINIMAL.replace("url = \"postgresql://u:secret@db:5432/oar\"", "")).unwrap();
+        let config =
+            parse(&MINIMAL.replace("url = \"postgresql://u:secret@db:5432/oar\"", "")).unwrap();
         assert_eq!(config.database.url, "");
         assert_eq!(config.database.pool_mode, PoolMode::Session);
     }

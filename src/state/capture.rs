@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
 use md5::{Digest, Md5};
+use serde::Serialize;
 use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
-use serde::Serialize;
 
 use super::watermark::Watermark;
 use crate::config::{Config, LayerConfig};

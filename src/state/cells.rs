@@ -18,9 +18,9 @@
 use std::collections::BTreeSet;
 
 use deadpool_postgres::Pool;
+use md5::{Digest, Md5};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::GenericClient;
-use md5::{Digest, Md5};
 
 use crate::config::ClusterConfig;
 use crate::error::{pg_message, pool_message, DbError, Error, Result};
@@ -104,7 +104,16 @@ pub async fn ensure(
         let name = table_name(layer, extent);
         let qualified = format!("{quoted_schema}.{}", quote_ident(&name));
         let owner = format!("{tileset}/{}", layer.config.name);
-        if !usable(&**client, &quoted_schema, layer, cluster, &qualified, extent).await? {
+        if !usable(
+            &**client,
+            &quoted_schema,
+            layer,
+            cluster,
+            &qualified,
+            extent,
+        )
+        .await?
+        {
             continue;
         }
         drop_stale(&**client, &quoted_schema, &owner, &name).await;
@@ -129,7 +138,10 @@ async fn usable(
     extent: u32,
 ) -> Result<bool> {
     let exists: bool = client
-        .query_typed_one("SELECT to_regclass($1) IS NOT NULL", &[(&qualified, Type::TEXT)])
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(&qualified, Type::TEXT)],
+        )
         .await?
         .get(0);
     if !exists {
@@ -180,12 +192,7 @@ async fn usable(
 
 /// Drops the cell tables `owner` had under earlier configs, all but `current`; a failure only
 /// warns, as such tables merely hold back pruning.
-async fn drop_stale(
-    client: &impl GenericClient,
-    quoted_schema: &str,
-    owner: &str,
-    current: &str,
-) {
+async fn drop_stale(client: &impl GenericClient, quoted_schema: &str, owner: &str, current: &str) {
     let stale = match client
         .query_typed(
             &format!(
@@ -486,7 +493,10 @@ async fn sum_changed_cells(
     let envelopes = cell_envelopes(&cells, cluster, extent);
     let (xs, ys) = split(&cells);
     transaction
-        .execute_typed(&delete_cells(qualified, cluster.maxzoom), &cell_params(&xs, &ys))
+        .execute_typed(
+            &delete_cells(qualified, cluster.maxzoom),
+            &cell_params(&xs, &ys),
+        )
         .await
         .map_err(pg)?;
     let insert = format!(

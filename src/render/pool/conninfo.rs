@@ -130,9 +130,10 @@ impl ConnInfo {
                     config.host(h);
                 }),
                 None => {
-                    let port = config.get_ports().first().copied().or_else(|| {
-                        env("PGPORT").and_then(|p| p.split(',').next()?.parse().ok())
-                    });
+                    let port =
+                        config.get_ports().first().copied().or_else(|| {
+                            env("PGPORT").and_then(|p| p.split(',').next()?.parse().ok())
+                        });
                     config.host(default_host(port.unwrap_or(5432)));
                 }
             }
@@ -386,7 +387,10 @@ fn parse_key_values(text: &str) -> Result<Vec<(String, String)>> {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
             // The word may be a mistyped secret, so it is not repeated.
-            return Err(invalid(&format!("missing `=` after word {}", pairs.len() + 1)));
+            return Err(invalid(&format!(
+                "missing `=` after word {}",
+                pairs.len() + 1
+            )));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -491,8 +495,8 @@ mod tests {
             info.config.get_ssl_mode(),
             tokio_postgres::config::SslMode::Prefer
         );
-        let info = ConnInfo::resolve("host=/var/run/postgresql sslmode=require", &with_env(&[]))
-            .unwrap();
+        let info =
+            ConnInfo::resolve("host=/var/run/postgresql sslmode=require", &with_env(&[])).unwrap();
         assert!(matches!(info.config.get_hosts()[0], Host::Unix(_)));
         assert_eq!(
             info.config.get_ssl_mode(),
@@ -537,7 +541,9 @@ mod tests {
             "host=db password='s3cret",
             "host=db password=s3cret bogus",
         ] {
-            let err = ConnInfo::resolve(bad, &with_env(&[])).unwrap_err().to_string();
+            let err = ConnInfo::resolve(bad, &with_env(&[]))
+                .unwrap_err()
+                .to_string();
             assert!(!err.contains("s3cret"), "{bad}: {err}");
         }
     }

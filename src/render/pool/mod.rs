@@ -126,8 +126,8 @@ mod tests {
 
     #[test]
     fn the_target_never_shows_the_password() {
-        let info = ConnInfo::resolve("postgresql://oar:s3cret@db.example:6543/tiles", &|_| None)
-            .unwrap();
+        let info =
+            ConnInfo::resolve("postgresql://oar:s3cret@db.example:6543/tiles", &|_| None).unwrap();
         let target = info.target();
         assert_eq!(target, "oar@db.example:6543/tiles");
         assert!(!target.contains("s3cret"));

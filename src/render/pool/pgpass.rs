@@ -33,7 +33,12 @@ pub fn lookup(path: &Path, config: &tokio_postgres::Config) -> Result<Option<Str
         Some(Host::Tcp(host)) => host.clone(),
         Some(Host::Unix(_)) | None => "localhost".to_string(),
     };
-    let port = config.get_ports().first().copied().unwrap_or(5432).to_string();
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
     let user = config.get_user().unwrap_or_default();
     let dbname = config.get_dbname().unwrap_or(user);
     let wanted = [host.as_str(), port.as_str(), dbname, user];

@@ -13,7 +13,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::conninfo::{RootCert, SslMode, TlsSettings};
@@ -52,14 +54,12 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect> {
         Some((cert, key)) => {
             let chain = certificates(cert)?;
             let key = private_key(key)?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|err| {
-                    Error::Usage(format!(
-                        "client certificate {} and key do not go together: {err}",
-                        cert.display()
-                    ))
-                })?
+            builder.with_client_auth_cert(chain, key).map_err(|err| {
+                Error::Usage(format!(
+                    "client certificate {} and key do not go together: {err}",
+                    cert.display()
+                ))
+            })?
         }
     };
     Ok(MakeRustlsConnect::new(config))
@@ -69,10 +69,7 @@ fn roots_from_file(path: &Path) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(path)? {
         roots.add(cert).map_err(|err| {
-            Error::Usage(format!(
-                "root certificate file {}: {err}",
-                path.display()
-            ))
+            Error::Usage(format!("root certificate file {}: {err}", path.display()))
         })?;
     }
     Ok(roots)
@@ -114,7 +111,10 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let text = std::fs::read_to_string(path).map_err(|err| {
-        Error::Usage(format!("cannot read private key file {}: {err}", path.display()))
+        Error::Usage(format!(
+            "cannot read private key file {}: {err}",
+            path.display()
+        ))
     })?;
     if text.contains("ENCRYPTED") {
         return Err(Error::Usage(format!(
@@ -221,13 +221,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
