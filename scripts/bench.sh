@@ -10,7 +10,7 @@
 #                    [--cluster-position centroid|cell-center]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
-#                    all): main, reseed, cluster
+#                    all): main, reseed, cluster, tls
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -87,7 +87,7 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster
+sections=main,reseed,cluster,tls
 rows=100000
 zoom=0-14
 concurrency=
@@ -142,7 +142,7 @@ positive='^[1-9][0-9]*$'
     || die "--cluster-zoom must be A-B with A <= B, got '$cluster_zoom'"
 [[ $cluster_position == centroid || $cluster_position == cell-center ]] \
     || die "--cluster-position must be centroid or cell-center, got '$cluster_position'"
-run_main=0 run_reseed=0 run_cluster=0
+run_main=0 run_reseed=0 run_cluster=0 run_tls=0
 IFS=, read -r -a section_list <<<"$sections"
 ((${#section_list[@]})) || die "--sections is empty"
 for s in "${section_list[@]}"; do
@@ -150,7 +150,8 @@ for s in "${section_list[@]}"; do
         main) run_main=1 ;;
         reseed) run_reseed=1 ;;
         cluster) run_cluster=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster)" ;;
+        tls) run_tls=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls)" ;;
     esac
 done
 
@@ -568,6 +569,51 @@ section_cluster() {
             || failed $?
         rm -f "$WORK"/cluster-"$n"-*.mbtiles "$WORK/cluster-warmup.mbtiles"
     done
+}
+
+# --- tls: the same seed over TLS (verify-full) and in plain text -------------------------------
+
+# The seed of the main section (--rows, --zoom, unclustered), alternately in plain text and over
+# TLS with full verification against the test CA of scripts/pg-test-servers.sh, three rounds each,
+# on the same server; prints the median wall time of each and their ratio (target: <= 1.05).
+section_tls() {
+    local certs base mode round
+    ensure_sample "$rows"
+    make_config "$rows" unclustered "$WORK/tls.toml"
+    certs=$("$ROOT/scripts/pg-test-servers.sh" | sed -n 's/^OAR_TILES_TEST_TLS_DIR=//p')
+    [[ -n $certs ]] || die "scripts/pg-test-servers.sh printed no certificate directory"
+    # The server certificate names localhost.
+    base=${DATABASE_URL/@127.0.0.1:/@localhost:}
+    declare -A url=(
+        [plain]="$base?sslmode=disable"
+        [tls]="$base?sslmode=verify-full&sslrootcert=$certs/ca.crt"
+    )
+    log "tls: warm-up seed (discarded)"
+    DATABASE_URL=${url[plain]} "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/tls.toml" \
+        --zoom "$zoom" --output "$WORK/tls-warmup.mbtiles" >/dev/null
+    for round in 1 2 3; do
+        for mode in plain tls; do
+            log "tls: round $round, $mode"
+            DATABASE_URL=${url[$mode]} timed_seed "tls-$mode-$round" --config "$WORK/tls.toml" \
+                --zoom "$zoom" --output "$WORK/tls-$mode-$round.mbtiles"
+        done
+    done
+    python3 - "$WORK" "$rows" "$zoom" <<'PY' || failed $?
+import re, statistics, sys
+work, rows, zoom = sys.argv[1:]
+def wall(path):
+    text = open(path).read()
+    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
+    hours, minutes, seconds = clock.groups()
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+median = {m: statistics.median(wall(f"{work}/tls-{m}-{r}.time") for r in (1, 2, 3)) for m in ("plain", "tls")}
+print(f"tls: seed of {rows} facilities, zoom {zoom}, unclustered; median of 3 runs each")
+print(f"  plain (sslmode=disable)            {median['plain']:8.2f} s")
+print(f"  TLS (sslmode=verify-full)          {median['tls']:8.2f} s")
+ratio = median["tls"] / median["plain"]
+print(f"  TLS / plain                        {ratio:8.3f}   (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
+PY
+    rm -f "$WORK"/tls-*.mbtiles
 }
 
 # --- run ------------------------------------------------------------------------------------
