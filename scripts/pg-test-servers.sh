@@ -28,6 +28,8 @@ trap 'die "line $LINENO: \`$BASH_COMMAND\` failed with status $?"' ERR
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/apt.sh
 . scripts/apt.sh
+# shellcheck source=scripts/proc.sh
+. scripts/proc.sh
 
 DIR=${OAR_PG_EXTRAS_DIR:-/var/tmp/oar-tiles-pg}
 STANDBY_PORT=${OAR_PG_STANDBY_PORT:-5434}
@@ -56,21 +58,6 @@ as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 admin_psql() {
     as_postgres "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -U postgres -h "$SOCKET_DIR" -p "${2:-$PORT}" \
         -d postgres -Atc "$1"
-}
-# A server must not inherit our stdout pipe (callers wait for its EOF) or the lock.
-without_extra_fds() {
-    (
-        for fd in /proc/self/fd/*; do
-            fd=${fd##*/}
-            if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
-        done
-        "$@"
-    )
-}
-# Whether $1 is the PID of a live process named $2.
-alive() {
-    [[ $1 =~ ^[0-9]+$ && $(cat "/proc/$1/comm" 2>/dev/null) == "$2" ]] || return 1
-    [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]
 }
 # Writes stdin to $1 (owned by $2, mode $3) when it differs; returns 0 when it changed.
 update_file() {
@@ -221,11 +208,11 @@ logfile = $BOUNCER_DIR/$name.log
 $extra
 EOF
     pid=$(cat "$BOUNCER_DIR/$name.pid" 2>/dev/null || true)
-    if alive "$pid" pgbouncer; then
+    if live_process "$pid" pgbouncer; then
         ((changed)) || return 0
         log "restarting PgBouncer $name (config changed)"
         kill "$pid"
-        for _ in $(seq 50); do alive "$pid" pgbouncer || break; sleep 0.1; done
+        for _ in $(seq 50); do live_process "$pid" pgbouncer || break; sleep 0.1; done
     fi
     rm -f "$BOUNCER_DIR/$name.pid"
     log "starting PgBouncer $name on 127.0.0.1:$port"
@@ -256,8 +243,8 @@ standby_ready() {
 start_standby() {
     local pid
     pid=$(sed -n 1p "$STANDBY_DATA/postmaster.pid" 2>/dev/null || true)
-    if [[ -n $pid ]] && ! alive "$pid" postgres; then rm -f "$STANDBY_DATA/postmaster.pid"; fi
-    alive "$pid" postgres || without_extra_fds pg_ctlcluster "$VER" standby start
+    if [[ -n $pid ]] && ! live_process "$pid" postgres; then rm -f "$STANDBY_DATA/postmaster.pid"; fi
+    live_process "$pid" postgres || without_extra_fds pg_ctlcluster "$VER" standby start
     for _ in $(seq 300); do standby_ready && return 0; sleep 0.2; done
     return 1
 }

@@ -69,6 +69,8 @@ fi
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/apt.sh
 . scripts/apt.sh
+# shellcheck source=scripts/proc.sh
+. scripts/proc.sh
 
 # Peer authentication over the Unix socket needs the postgres OS user. Run from
 # / so that psql does not complain about an unreadable working directory.
@@ -178,17 +180,8 @@ fi
 PIDFILE=$DATA_DIR/postmaster.pid
 LOG_FILE=/var/log/postgresql/postgresql-$VER-$CLUSTER.log
 
-# Is $1 the PID of a live (not zombie) postgres process? Lock files left by a
-# killed server may name a PID that an unrelated process has since been given
-# (common in containers, where PIDs restart low); postgres then refuses to
-# start, so such files have to be recognised as stale.
-live_postgres() {
-    local state
-    [[ $1 =~ ^[0-9]+$ ]] || return 1
-    [[ $(cat "/proc/$1/comm" 2>/dev/null) == postgres ]] || return 1
-    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $state && $state != Z ]]
-}
+# A stale lock file naming a recycled PID would make postgres refuse to start.
+live_postgres() { live_process "$1" postgres; }
 # Line $2 of lock file $1, empty if there is none. The data directory is only
 # readable by postgres, hence as_root.
 lock_line() { as_root sed -n "$2p" "$1" 2>/dev/null || true; }
@@ -198,19 +191,6 @@ postmaster_running() { live_postgres "$(lock_pid "$PIDFILE")"; }
 # config may already say something else if we just changed it).
 running_port() { lock_line "$PIDFILE" 4; }
 running_socket_dir() { lock_line "$PIDFILE" 5; }
-
-# The postmaster inherits every descriptor we have open. It must not keep the
-# URL pipe (fd 3: "$(setup-postgis.sh)" would wait for EOF forever), the lock
-# (fd 9) or whatever pipes our caller leaked to us.
-without_extra_fds() {
-    (
-        for fd in /proc/self/fd/*; do
-            fd=${fd##*/}
-            if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
-        done
-        "$@"
-    )
-}
 
 fail_with_log() {
     tail -n 20 "$LOG_FILE" >&2 || true

@@ -426,6 +426,32 @@ fn direct_seed(setup: &Fixture, config: &Path, name: &str, zoom: &str) -> PathBu
     output
 }
 
+/// Seeds zooms 0-9 (with `extra`) into `output` through `url`, then checks that a direct seed with
+/// `direct` (the same config, no pooler) gives the same tiles.
+fn seed_through_matches_direct(
+    setup: &Fixture,
+    url: &str,
+    direct: &Path,
+    output: &Path,
+    extra: &str,
+    what: &str,
+) {
+    let mut args = setup.seed_args(output.to_str().unwrap(), "0-9", &[]);
+    args.extend(Some(extra).filter(|e| !e.is_empty()));
+    oar_tiles_with(Some(url), &args, &[]).assert_success();
+    let reference = direct_seed(
+        setup,
+        direct,
+        &format!("direct-{}.mbtiles", extra.len()),
+        "0-9",
+    );
+    assert_same_tiles(
+        &read_mbtiles_raw(&reference),
+        &read_mbtiles_raw(output),
+        what,
+    );
+}
+
 #[test]
 #[ignore = "needs PgBouncer: run scripts/test.sh, which sets OAR_TILES_TEST_PGBOUNCER_URL"]
 fn seeds_and_reseeds_through_pgbouncer_in_transaction_mode_equal_direct_runs() {
@@ -444,27 +470,22 @@ fn seeds_and_reseeds_through_pgbouncer_in_transaction_mode_equal_direct_runs() {
     let direct = setup.path("direct.toml");
     let text = std::fs::read_to_string(&setup.config).unwrap();
     std::fs::write(&direct, text.replace("pool_mode = \"transaction\"\n", "")).unwrap();
-    let through = |args: &[&str]| {
-        let mut full = vec![args[0], "--config", setup.config.to_str().unwrap()];
-        full.extend_from_slice(&args[1..]);
-        oar_tiles_with(Some(&bouncer), &full, &[])
-    };
     // Change capture, cluster cells (refreshed under an advisory transaction lock) and the
     // consumer records all go through the pooler.
-    through(&["changes", "install"]).assert_success();
-    let pooled = setup.path("pooled.mbtiles");
-    through(&[
-        "seed",
-        "--zoom",
-        "0-9",
-        "--output",
-        pooled.to_str().unwrap(),
-    ])
+    let config = setup.config.to_str().unwrap();
+    oar_tiles_with(
+        Some(&bouncer),
+        &["changes", "install", "--config", config],
+        &[],
+    )
     .assert_success();
-    let reference = direct_seed(&setup, &direct, "direct.mbtiles", "0-9");
-    assert_same_tiles(
-        &read_mbtiles_raw(&reference),
-        &read_mbtiles_raw(&pooled),
+    let pooled = setup.path("pooled.mbtiles");
+    seed_through_matches_direct(
+        &setup,
+        &bouncer,
+        &direct,
+        &pooled,
+        "",
         "seed through PgBouncer",
     );
 
@@ -473,19 +494,12 @@ fn seeds_and_reseeds_through_pgbouncer_in_transaction_mode_equal_direct_runs() {
          DELETE FROM {schema}.sites WHERE site_id % 11 = 0;
          INSERT INTO {schema}.sites (site_id, label, pt) VALUES (9001, 'new', ST_SetSRID(ST_MakePoint(2.35, 48.85), 4326));",
     );
-    through(&[
-        "seed",
+    seed_through_matches_direct(
+        &setup,
+        &bouncer,
+        &direct,
+        &pooled,
         "--dirty",
-        "--zoom",
-        "0-9",
-        "--output",
-        pooled.to_str().unwrap(),
-    ])
-    .assert_success();
-    let reference = direct_seed(&setup, &direct, "direct-after.mbtiles", "0-9");
-    assert_same_tiles(
-        &read_mbtiles_raw(&reference),
-        &read_mbtiles_raw(&pooled),
         "reseed through PgBouncer",
     );
 
