@@ -5,7 +5,9 @@
 #   - TLS on that cluster, with certificates from a throw-away CA made here (a server certificate
 #     for `localhost` only, a client certificate, and an unrelated CA for "wrong certificate"
 #     cases), and pg_hba.conf lines with hostssl, cert and clientcert=verify-full;
-#   - PgBouncer (Debian's package) in transaction pooling mode on loopback, without TLS;
+#   - PgBouncer in transaction pooling mode on loopback, without TLS: Debian's package with
+#     max_prepared_statements = 0, and one keeping prepared statements (built from Debian 13's
+#     source package when the installed one is older than 1.21);
 #   - a hot standby made with pg_basebackup -R.
 #
 #   scripts/pg-test-servers.sh    # prints OAR_TILES_TEST_*=… lines for scripts/test.sh
@@ -16,8 +18,8 @@
 # Environment:
 #   OAR_PG_EXTRAS_DIR      where certificates and PgBouncer's files live (default /var/tmp/oar-tiles-pg)
 #   OAR_PG_STANDBY_PORT    port of the standby (default 5434)
-#   OAR_PG_BOUNCER_PORT    port of PgBouncer (default 6432; 6433 for the one keeping prepared
-#                          statements, where the installed PgBouncer supports that)
+#   OAR_PG_BOUNCER_PORT    port of PgBouncer with max_prepared_statements = 0 (default 6432); the
+#                          one keeping prepared statements (100) listens on the next port
 set -Eeuo pipefail
 exec 3>&1 1>&2
 
@@ -185,10 +187,12 @@ printf '"%s" "%s"\n' "$ROLE" "$PASSWORD" | update_file "$BOUNCER_DIR/userlist.tx
 bouncer_version=$(/usr/sbin/pgbouncer --version | awk 'NR == 1 { print $2 }')
 log "PgBouncer $bouncer_version"
 
-# Starts (or restarts when its config changed) a PgBouncer named $1 on port $2 with extra settings $3.
+# Starts (or restarts when its config changed) a PgBouncer named $1 on port $2 with extra settings $3,
+# from binary $4 (default: the package's).
 bouncer() {
-    local name=$1 port=$2 extra=$3 ini=$BOUNCER_DIR/$1.ini pid changed=0
+    local name=$1 port=$2 extra=$3 binary=${4:-/usr/sbin/pgbouncer} ini=$BOUNCER_DIR/$1.ini pid changed=0
     update_file "$ini" postgres 600 <<EOF && changed=1
+; $binary
 [databases]
 * = host=127.0.0.1 port=$PORT
 
@@ -216,7 +220,7 @@ EOF
     fi
     rm -f "$BOUNCER_DIR/$name.pid"
     log "starting PgBouncer $name on 127.0.0.1:$port"
-    without_extra_fds as_postgres /usr/sbin/pgbouncer -d "$ini"
+    without_extra_fds as_postgres "$binary" -d "$ini"
     for _ in $(seq 100); do
         (cd / && "$BIN/psql" -X -Atc 'select 1' "postgresql://$ROLE:$PASSWORD@127.0.0.1:$port/$DB") \
             >/dev/null 2>&1 && return 0
@@ -225,13 +229,45 @@ EOF
     tail -n 20 "$BOUNCER_DIR/$name.log" >&2 || true
     die "PgBouncer $name does not answer on 127.0.0.1:$port"
 }
+# A PgBouncer that keeps prepared statements (max_prepared_statements, new in 1.21). Debian 12 ships
+# 1.18, so there the source package of Debian 13 is fetched with apt (checked against its signed
+# index, through apt's own proxy settings) and built once, without TLS or c-ares (loopback only).
+newer_bouncer() {
+    local src=$DIR/pgbouncer-src build=$DIR/pgbouncer-build tarball version
+    NEWER_BOUNCER=$(compgen -G "$build/*/bin/pgbouncer" | sort -V | tail -n 1 || true)
+    [[ -z $NEWER_BOUNCER ]] || return 0
+    log "building PgBouncer with max_prepared_statements from Debian 13's source package"
+    command -v cc >/dev/null || apt_install gcc
+    command -v make >/dev/null || apt_install make
+    command -v pkg-config >/dev/null || apt_install pkg-config
+    dpkg -s libevent-dev >/dev/null 2>&1 || apt_install libevent-dev
+    rm -rf "$src"
+    mkdir -p "$src/lists/partial"
+    echo "deb-src http://deb.debian.org/debian trixie main" >"$src/sources.list"
+    local apt_src=(-o "Dir::Etc::SourceList=$src/sources.list" -o Dir::Etc::SourceParts=-
+                   -o "Dir::State::Lists=$src/lists" -o APT::Get::List-Cleanup=0)
+    apt-get "${apt_src[@]}" -q update >&2
+    (cd "$src" && apt-get "${apt_src[@]}" -q source --download-only pgbouncer >&2)
+    tarball=$(compgen -G "$src/pgbouncer_*.orig.tar.gz" | head -n 1)
+    [[ -n $tarball ]] || die "apt-get source pgbouncer fetched no source tarball"
+    version=${tarball##*/pgbouncer_}; version=${version%.orig.tar.gz}
+    tar -xzf "$tarball" -C "$src"
+    (cd "$src/pgbouncer-$version" \
+        && ./configure --prefix="$build/$version" --without-openssl --without-cares >/dev/null \
+        && make -j"$(nproc)" >/dev/null && make install >/dev/null) \
+        || die "building PgBouncer $version failed"
+    rm -rf "$src"
+    NEWER_BOUNCER=$build/$version/bin/pgbouncer
+}
+
 bouncer pgbouncer "$BOUNCER_PORT" ""
-prepared_port=
-# max_prepared_statements arrived in PgBouncer 1.21 (Debian 12 ships 1.18, Ubuntu 24.04 1.22).
+prepared_port=$((BOUNCER_PORT + 1))
 if printf '1.21\n%s\n' "$bouncer_version" | sort -V -C; then
-    prepared_port=$((BOUNCER_PORT + 1))
-    bouncer pgbouncer-prepared "$prepared_port" "max_prepared_statements = 100"
+    NEWER_BOUNCER=/usr/sbin/pgbouncer
+else
+    newer_bouncer
 fi
+bouncer pgbouncer-prepared "$prepared_port" "max_prepared_statements = 100" "$NEWER_BOUNCER"
 
 # --- hot standby ----------------------------------------------------------------------------------
 
@@ -269,8 +305,6 @@ fi
 
 printf 'OAR_TILES_TEST_TLS_DIR=%s\n' "$CERTS" >&3
 printf 'OAR_TILES_TEST_PGBOUNCER_URL=postgresql://%s:%s@127.0.0.1:%s/%s\n' "$ROLE" "$PASSWORD" "$BOUNCER_PORT" "$DB" >&3
-if [[ -n $prepared_port ]]; then
-    printf 'OAR_TILES_TEST_PGBOUNCER_PREPARED_URL=postgresql://%s:%s@127.0.0.1:%s/%s\n' \
-        "$ROLE" "$PASSWORD" "$prepared_port" "$DB" >&3
-fi
+printf 'OAR_TILES_TEST_PGBOUNCER_PREPARED_URL=postgresql://%s:%s@127.0.0.1:%s/%s\n' \
+    "$ROLE" "$PASSWORD" "$prepared_port" "$DB" >&3
 printf 'OAR_TILES_TEST_STANDBY_URL=postgresql://%s:%s@127.0.0.1:%s/%s\n' "$ROLE" "$PASSWORD" "$STANDBY_PORT" "$DB" >&3

@@ -454,8 +454,20 @@ fn seed_through_matches_direct(
 
 #[test]
 #[ignore = "needs PgBouncer: run scripts/test.sh, which sets OAR_TILES_TEST_PGBOUNCER_URL"]
-fn seeds_and_reseeds_through_pgbouncer_in_transaction_mode_equal_direct_runs() {
-    let bouncer = required_env("OAR_TILES_TEST_PGBOUNCER_URL");
+fn seeds_and_reseeds_through_pgbouncer_without_prepared_statements_equal_direct_runs() {
+    seeds_and_reseeds_through("OAR_TILES_TEST_PGBOUNCER_URL");
+}
+
+#[test]
+#[ignore = "needs PgBouncer: run scripts/test.sh, which sets OAR_TILES_TEST_PGBOUNCER_PREPARED_URL"]
+fn seeds_and_reseeds_through_pgbouncer_keeping_prepared_statements_equal_direct_runs() {
+    seeds_and_reseeds_through("OAR_TILES_TEST_PGBOUNCER_PREPARED_URL");
+}
+
+/// Change capture, a seed, a reseed after changes and a `--keep-going` run with a timed-out tile,
+/// all through the transaction pooler at `$url_env`, each compared with a direct run.
+fn seeds_and_reseeds_through(url_env: &str) {
+    let bouncer = required_env(url_env);
     let mut changes = String::new();
     let mut setup = Fixture::new("bouncer", &points(), "prod.toml", |schema| {
         changes = schema.companion("cdc");
