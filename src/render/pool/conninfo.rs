@@ -275,6 +275,14 @@ fn tls_settings(
             mode.name()
         )));
     }
+    if mode == SslMode::Disable {
+        // Never TLS: no certificate file is read, so a broken one cannot stop a plain connection.
+        return Ok(TlsSettings {
+            mode,
+            root_cert: RootCert::None,
+            client_cert: None,
+        });
+    }
     let explicit_cert = setting("sslcert", "PGSSLCERT").map(PathBuf::from);
     let explicit_key = setting("sslkey", "PGSSLKEY").map(PathBuf::from);
     let cert = explicit_cert.clone().or_else(|| {
@@ -531,6 +539,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sslmode `sure`"), "{err}");
+    }
+
+    #[test]
+    fn disable_reads_no_certificate() {
+        let info = ConnInfo::resolve(
+            "postgresql://u@h/d?sslmode=disable&sslcert=/missing.crt&sslrootcert=/missing.pem",
+            &with_env(&[]),
+        )
+        .unwrap();
+        assert_eq!(info.tls.root_cert, RootCert::None);
+        assert_eq!(info.tls.client_cert, None);
+        assert!(super::super::tls::connector(&info.tls).is_ok());
     }
 
     #[test]
