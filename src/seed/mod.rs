@@ -1,6 +1,6 @@
 //! The `seed` command: the pipeline's wiring, in the order a job really runs.
 //!
-//! 1. Connect a bounded pool ([`crate::render::pool`]).
+//! 1. Connect a bounded pool ([`crate::render::pool`]), as libpq would (URL, environment, TLS).
 //! 2. Per tileset, describe every layer's source, keep its cluster cells, and check its statements
 //!    with the server (`prepare.rs`), so a bad config fails before any output is touched.
 //! 3. Take the run's connections and start watching for SIGINT and SIGTERM.
