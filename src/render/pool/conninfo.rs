@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use percent_encoding::percent_decode_str;
-use tokio_postgres::config::Host;
+use tokio_postgres::config::{Host, TargetSessionAttrs};
 
 use super::pgpass;
 use crate::error::{Error, Result};
@@ -92,14 +92,17 @@ pub struct ConnInfo {
     pub tls: TlsSettings,
 }
 
-/// The keys taken out before tokio-postgres sees the string.
-const TLS_KEYS: [&str; 6] = [
+/// The keys taken out before tokio-postgres sees the string: those it does not know, and those
+/// whose environment variable must apply when the string leaves them out.
+const OWN_KEYS: [&str; 8] = [
     "sslmode",
     "sslrootcert",
     "sslcert",
     "sslkey",
     "sslpassword",
     "passfile",
+    "target_session_attrs",
+    "connect_timeout",
 ];
 
 /// Reads the process's environment.
@@ -165,6 +168,29 @@ impl ConnInfo {
         if config.get_options().is_none() {
             if let Some(options) = env("PGOPTIONS") {
                 config.options(options);
+            }
+        }
+        if let Some(attrs) = setting("target_session_attrs", "PGTARGETSESSIONATTRS") {
+            config.target_session_attrs(match attrs.as_str() {
+                "any" => TargetSessionAttrs::Any,
+                "read-write" => TargetSessionAttrs::ReadWrite,
+                "read-only" => TargetSessionAttrs::ReadOnly,
+                other => {
+                    return Err(Error::Usage(format!(
+                        "target_session_attrs `{other}` is not one of any, read-write, read-only"
+                    )))
+                }
+            });
+        }
+        if let Some(seconds) = setting("connect_timeout", "PGCONNECT_TIMEOUT") {
+            let seconds: u64 = seconds.trim().parse().map_err(|_| {
+                Error::Usage(format!(
+                    "connect_timeout `{seconds}` is not a number of seconds"
+                ))
+            })?;
+            // As libpq: 0 means wait forever, which the config's own timeout then bounds.
+            if seconds > 0 {
+                config.connect_timeout(std::time::Duration::from_secs(seconds.max(2)));
             }
         }
         if config.get_password().is_none() {
@@ -334,7 +360,7 @@ fn default_host(port: u16) -> String {
 /// Takes the keys tokio-postgres does not know out of a URL or `key=value` string: the rest, and
 /// the removed pairs (decoded) in order.
 fn split_tls_keys(conninfo: &str) -> Result<(String, Vec<(String, String)>)> {
-    let is_ours = |key: &str| TLS_KEYS.contains(&key);
+    let is_ours = |key: &str| OWN_KEYS.contains(&key);
     let mut ours = Vec::new();
     if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
         let Some((base, query)) = conninfo.split_once('?') else {
@@ -486,6 +512,24 @@ mod tests {
         assert_eq!(info.config.get_password(), Some(&b"envpass"[..]));
         assert_eq!(info.config.get_application_name(), Some("nightly"));
         assert_eq!(info.tls.mode, SslMode::Require);
+        let env_attrs = with_env(&[
+            ("PGTARGETSESSIONATTRS", "read-only"),
+            ("PGCONNECT_TIMEOUT", "7"),
+        ]);
+        let info = ConnInfo::resolve("host=h", &env_attrs).unwrap();
+        assert_eq!(
+            info.config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadOnly
+        );
+        assert_eq!(
+            info.config.get_connect_timeout(),
+            Some(&std::time::Duration::from_secs(7))
+        );
+        let info = ConnInfo::resolve("host=h target_session_attrs=read-write", &env_attrs).unwrap();
+        assert_eq!(
+            info.config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
         // What the string says wins over the environment.
         let info = ConnInfo::resolve("postgresql://u:p@h:1/d?sslmode=disable", &env).unwrap();
         assert_eq!(info.target(), "u@h:1/d");
