@@ -652,8 +652,14 @@ fn a_hot_standby_seeds_and_reseeds_like_the_primary_without_writing() {
     .assert_success();
     wait_for_replay(&mut setup, &standby);
     let replica = setup.path("replica.mbtiles");
+    // Primary first in the host list: target_session_attrs picks the standby, as libpq does.
+    let (port, db) = server();
+    let standby_port = postgres::Config::from_str(&standby).unwrap().get_ports()[0];
+    let either = format!(
+        "postgresql://oar_tiles:oar_tiles@127.0.0.1:{port},127.0.0.1:{standby_port}/{db}?target_session_attrs=read-only"
+    );
     let run = oar_tiles_with(
-        Some(&standby),
+        Some(&either),
         &setup.seed_args(replica.to_str().unwrap(), "0-9", &[]),
         &[],
     );
