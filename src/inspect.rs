@@ -95,11 +95,66 @@ pub async fn inspect(
 ) -> Result<Inventory> {
     match target {
         OutputTarget::Mbtiles(path) => inspect_mbtiles(output, path),
+        OutputTarget::Pmtiles(path) => inspect_pmtiles(output, path).await,
         OutputTarget::Directory(path) => inspect_directory(output, path, extension),
         OutputTarget::S3 { bucket, prefix } => {
             inspect_s3(output, bucket, prefix, s3_config, extension).await
         }
     }
+}
+
+/// A PMTiles archive, read with the `pmtiles` crate: its JSON metadata, with the header's bounds,
+/// zooms, tile type, compression and clustering under `pmtiles`.
+async fn inspect_pmtiles(output: &str, path: &Path) -> Result<Inventory> {
+    use futures::StreamExt;
+    if !path.is_file() {
+        return Err(Error::output(path, "no such PMTiles file"));
+    }
+    let fail =
+        |e: pmtiles::PmtError| Error::output(path, format!("cannot read it as PMTiles: {e}"));
+    let reader = std::sync::Arc::new(
+        pmtiles::AsyncPmTilesReader::new_with_path(path)
+            .await
+            .map_err(fail)?,
+    );
+    let header = reader.get_header();
+    let mut metadata: Value =
+        serde_json::from_str(&reader.get_metadata().await.map_err(fail)?).unwrap_or(Value::Null);
+    if !metadata.is_object() {
+        metadata = serde_json::json!({});
+    }
+    metadata["bounds"] = serde_json::json!([
+        header.min_longitude,
+        header.min_latitude,
+        header.max_longitude,
+        header.max_latitude
+    ]);
+    metadata["pmtiles"] = serde_json::json!({
+        "clustered": header.clustered(),
+        "tile_type": format!("{:?}", header.tile_type).to_lowercase(),
+        "tile_compression": format!("{:?}", header.tile_compression).to_lowercase(),
+        "minzoom": header.min_zoom,
+        "maxzoom": header.max_zoom,
+        "addressed_tiles": header.n_addressed_tiles().map(|n| n.get()),
+        "tile_contents": header.n_tile_contents().map(|n| n.get()),
+    });
+    let mut counter = Counter::default();
+    let mut entries = reader.clone().entries();
+    while let Some(entry) = entries.next().await {
+        let entry = entry.map_err(fail)?;
+        for id in entry.iter_coords() {
+            let coord = pmtiles::TileCoord::from(id);
+            let tile = TileCoord::new(coord.z(), coord.x(), coord.y())
+                .map_err(|e| Error::output(path, format!("the archive holds {e}")))?;
+            let bytes = reader
+                .get_tile(id)
+                .await
+                .map_err(fail)?
+                .map_or(0, |b| b.len());
+            counter.add(tile, bytes as u64);
+        }
+    }
+    Ok(counter.into_inventory(output, metadata))
 }
 
 fn inspect_mbtiles(output: &str, path: &Path) -> Result<Inventory> {

@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 pub enum OutputTarget {
     /// A single MBTiles 1.3 file.
     Mbtiles(PathBuf),
+    /// A single PMTiles v3 archive, with its MBTiles store beside it.
+    Pmtiles(PathBuf),
     /// A `{z}/{x}/{y}.ext` tree under a directory.
     Directory(PathBuf),
     /// `{prefix}/{z}/{x}/{y}.ext` objects in an S3 bucket.
@@ -22,7 +24,7 @@ pub enum OutputTarget {
 
 impl OutputTarget {
     /// Classifies an output: `s3://bucket/prefix`, `dir:path` or `path/` (a directory tree), or
-    /// `path.mbtiles`.
+    /// `path.mbtiles`, or `path.pmtiles` / `pmtiles:path`.
     pub fn parse(output: &str) -> Result<Self> {
         let output = output.trim();
         if output.is_empty() {
@@ -46,11 +48,17 @@ impl OutputTarget {
         }
         if output.contains("://") {
             return Err(Error::Usage(format!(
-                "output `{output}` is not supported: expected path.mbtiles, dir:PATH, PATH/ or s3://bucket/prefix"
+                "output `{output}` is not supported: expected path.mbtiles, path.pmtiles, dir:PATH, PATH/ or s3://bucket/prefix"
             )));
         }
         if let Some(path) = output.strip_prefix("dir:") {
             return Ok(OutputTarget::Directory(PathBuf::from(path)));
+        }
+        if let Some(path) = output.strip_prefix("pmtiles:") {
+            return Ok(OutputTarget::Pmtiles(PathBuf::from(path)));
+        }
+        if output.ends_with(".pmtiles") {
+            return Ok(OutputTarget::Pmtiles(PathBuf::from(output)));
         }
         if output.ends_with('/') || Path::new(output).is_dir() {
             return Ok(OutputTarget::Directory(PathBuf::from(output)));
@@ -59,7 +67,7 @@ impl OutputTarget {
             return Ok(OutputTarget::Mbtiles(PathBuf::from(output)));
         }
         Err(Error::Usage(format!(
-            "output `{output}` is not supported: expected path.mbtiles, dir:PATH, PATH/ or s3://bucket/prefix"
+            "output `{output}` is not supported: expected path.mbtiles, path.pmtiles, dir:PATH, PATH/ or s3://bucket/prefix"
         )))
     }
 
@@ -67,6 +75,7 @@ impl OutputTarget {
     pub fn describe(&self) -> String {
         match self {
             OutputTarget::Mbtiles(path) => format!("{} (MBTiles)", path.display()),
+            OutputTarget::Pmtiles(path) => format!("{} (PMTiles)", path.display()),
             OutputTarget::Directory(path) => format!("{} (directory)", path.display()),
             OutputTarget::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
         }
@@ -110,6 +119,6 @@ pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=3600, stale-while-reval
 impl OutputTarget {
     /// Whether tiles for this target are stored gzip-compressed.
     pub fn stores_gzip(&self, settings: &OutputSettings) -> bool {
-        matches!(self, OutputTarget::Mbtiles(_)) || settings.compress
+        matches!(self, OutputTarget::Mbtiles(_) | OutputTarget::Pmtiles(_)) || settings.compress
     }
 }

@@ -34,7 +34,7 @@ pub fn lock_path(target: &OutputTarget, endpoint: Option<&str>) -> PathBuf {
         path.with_file_name(name)
     };
     match target {
-        OutputTarget::Mbtiles(path) => beside(path),
+        OutputTarget::Mbtiles(path) | OutputTarget::Pmtiles(path) => beside(path),
         OutputTarget::Directory(root) => beside(&root.components().collect::<PathBuf>()),
         OutputTarget::S3 { bucket, prefix } => {
             super::s3::local_file(endpoint, bucket, prefix, "locks", "lock")

@@ -9,6 +9,7 @@ pub mod changed_list;
 pub mod directory;
 pub mod lock;
 pub mod mbtiles;
+pub mod pmtiles;
 pub mod s3;
 pub mod tilejson;
 pub mod writer;
@@ -89,6 +90,8 @@ impl TilesetMetadata {
         let mut rows = vec![
             ("name", self.name.clone()),
             ("format", "pbf".into()),
+            // Converters such as `pmtiles convert` read it to label the tiles' compression.
+            ("compression", "gzip".into()),
             ("type", "overlay".into()),
             ("version", "1".into()),
             (
@@ -195,6 +198,9 @@ pub async fn open(
     Ok(match target {
         OutputTarget::Mbtiles(path) => {
             Box::new(mbtiles::MbtilesSink::create(path, changes, journal)?)
+        }
+        OutputTarget::Pmtiles(path) => {
+            Box::new(pmtiles::PmtilesSink::create(path, changes, journal)?)
         }
         OutputTarget::Directory(path) => Box::new(directory::DirectorySink::create(
             path, settings, changes, journal,

@@ -1,0 +1,241 @@
+//! PMTiles v3 output: one clustered archive per tileset, for a CDN origin or a static host.
+//!
+//! An archive is written once, front to back, in tile-id (Hilbert) order, while a walk produces
+//! tiles in another order and a reseed touches a few of them. So the tiles go into an MBTiles
+//! *store* beside the archive (`NAME.pmtiles.store.mbtiles`), which is what the MBTiles output
+//! already is: the journal an interrupted run resumes from, and the place a reseed updates in
+//! place. When a run finishes, the archive is written again from the store in tile-id order (the
+//! stored gzip bytes are copied as they are, never compressed twice), into `NAME.pmtiles.partial`,
+//! and renamed into place. The store is the output's state: keep it beside the archive.
+
+use std::path::{Path, PathBuf};
+
+use pmtiles::{Compression, PmTilesWriter, TileType};
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::mbtiles::MbtilesSink;
+use super::{ChangedList, Finish, Resume, Sink, SinkReport, TilesetMetadata};
+use crate::error::{Error, Result};
+use crate::tile::TileCoord;
+
+/// Store metadata key naming the state the archive was last written at.
+const EXPORTED_KEY: &str = "oar_tiles_pmtiles_exported";
+
+/// The MBTiles store that backs an archive.
+pub fn store_path(archive: &Path) -> PathBuf {
+    let mut name = archive.file_name().unwrap_or_default().to_os_string();
+    name.push(".store.mbtiles");
+    archive.with_file_name(name)
+}
+
+/// Writes one PMTiles archive through its MBTiles store.
+pub struct PmtilesSink {
+    store: Box<MbtilesSink>,
+    archive: PathBuf,
+}
+
+impl PmtilesSink {
+    /// Opens (or starts) the archive's store; the archive itself is written when the run finishes.
+    pub fn create(archive: &Path, changes: ChangedList, journal: Option<&str>) -> Result<Self> {
+        let store = MbtilesSink::create(&store_path(archive), changes, journal)?;
+        Ok(PmtilesSink {
+            store: Box::new(store),
+            archive: archive.to_path_buf(),
+        })
+    }
+}
+
+impl Sink for PmtilesSink {
+    fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
+        self.store.write_tile(tile, data)
+    }
+
+    fn delete_tile(&mut self, tile: TileCoord) -> Result<()> {
+        self.store.delete_tile(tile)
+    }
+
+    fn state(&self) -> Option<String> {
+        // Without its archive, a store would let a reseed skip tiles that exist nowhere else.
+        self.archive.exists().then(|| self.store.state()).flatten()
+    }
+
+    fn begin_journal(&mut self, watermark: Option<&str>) -> Result<Option<Resume>> {
+        self.store.begin_journal(watermark)
+    }
+
+    fn prepare(&mut self, planned: Option<usize>) -> Result<()> {
+        self.store.prepare(planned)
+    }
+
+    fn journal(&mut self, tile: TileCoord, children: [bool; 4], written: bool) -> Result<()> {
+        self.store.journal(tile, children, written)
+    }
+
+    fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport> {
+        let PmtilesSink { store, archive } = *self;
+        let report = store.finish(finish)?;
+        let store = store_path(&archive);
+        let marker = finish.state.unwrap_or("");
+        let unchanged = report.changed == 0
+            && report.deleted == 0
+            && archive.exists()
+            && exported_state(&store)?.as_deref() == Some(marker);
+        if !unchanged {
+            export(&store, &archive, finish.metadata, finish.state)?;
+            record_export(&store, marker)?;
+        }
+        Ok(report)
+    }
+
+    fn abort(self: Box<Self>) {
+        let PmtilesSink { store, .. } = *self;
+        store.abort();
+    }
+}
+
+fn open_store(store: &Path, flags: OpenFlags) -> Result<Connection> {
+    Connection::open_with_flags(store, flags)
+        .map_err(|e| Error::output(store, format!("cannot open the tile store: {e}")))
+}
+
+fn exported_state(store: &Path) -> Result<Option<String>> {
+    let connection = open_store(store, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let value = connection
+        .query_row(
+            "SELECT value FROM metadata WHERE name = ?1",
+            params![EXPORTED_KEY],
+            |row| row.get(0),
+        )
+        .ok();
+    Ok(value)
+}
+
+fn record_export(store: &Path, state: &str) -> Result<()> {
+    open_store(store, OpenFlags::SQLITE_OPEN_READ_WRITE)?
+        .execute(
+            "INSERT OR REPLACE INTO metadata (name, value) VALUES (?1, ?2)",
+            params![EXPORTED_KEY, state],
+        )
+        .map_err(|e| Error::output(store, e))?;
+    Ok(())
+}
+
+/// The archive's JSON metadata: what TileJSON and MBTiles record, plus the job state.
+fn metadata_json(metadata: &TilesetMetadata, state: Option<&str>) -> String {
+    let mut json = serde_json::json!({
+        "name": metadata.name,
+        "format": "pbf",
+        "type": "overlay",
+        "vector_layers": metadata.vector_layers,
+        "generator": format!("oar-tiles {}", env!("CARGO_PKG_VERSION")),
+    });
+    for (key, value) in [
+        ("description", &metadata.description),
+        ("attribution", &metadata.attribution),
+    ] {
+        if let Some(value) = value {
+            json[key] = value.clone().into();
+        }
+    }
+    if let Some(state) = state {
+        json["oar_tiles_state"] = state.into();
+    }
+    json.to_string()
+}
+
+/// Writes the archive from the store: tiles in tile-id order, identical tiles stored once.
+fn export(
+    store: &Path,
+    archive: &Path,
+    metadata: &TilesetMetadata,
+    state: Option<&str>,
+) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::output(archive, e.to_string());
+    let connection = open_store(store, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    // One entry per tile (id and row), never the tiles themselves: memory stays flat.
+    let mut order: Vec<(u64, i64)> = Vec::new();
+    {
+        let mut statement = connection
+            .prepare("SELECT rowid, zoom_level, tile_column, tile_row FROM tiles")
+            .map_err(|e| fail(&e))?;
+        let mut rows = statement.query([]).map_err(|e| fail(&e))?;
+        while let Some(row) = rows.next().map_err(|e| fail(&e))? {
+            let (rowid, z, x, tms): (i64, i64, i64, i64) = (
+                row.get(0).map_err(|e| fail(&e))?,
+                row.get(1).map_err(|e| fail(&e))?,
+                row.get(2).map_err(|e| fail(&e))?,
+                row.get(3).map_err(|e| fail(&e))?,
+            );
+            let tile = TileCoord::from_tms(z, x, tms).map_err(|e| fail(&e))?;
+            order.push((pmtiles_id(tile)?, rowid));
+        }
+    }
+    order.sort_unstable();
+
+    let partial = {
+        let mut name = archive.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        archive.with_file_name(name)
+    };
+    let file = std::fs::File::create(&partial)
+        .map_err(|e| Error::output(&partial, format!("cannot create it: {e}")))?;
+    let (lon, lat, zoom) = metadata.center();
+    let bounds = metadata.bounds;
+    let written = (|| -> Result<()> {
+        let mut writer = PmTilesWriter::new(TileType::Mvt)
+            .precompressed(Compression::Gzip)
+            .min_zoom(metadata.zooms.min)
+            .max_zoom(metadata.zooms.max)
+            .bounds(bounds.west, bounds.south, bounds.east, bounds.north)
+            .center(lon, lat)
+            .center_zoom(zoom)
+            .metadata(metadata_json(metadata, state))
+            .create(std::io::BufWriter::new(file))
+            .map_err(|e| fail(&e))?;
+        let mut read = connection
+            .prepare(
+                "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles WHERE rowid = ?1",
+            )
+            .map_err(|e| fail(&e))?;
+        for (_, rowid) in &order {
+            let (tile, data) = read
+                .query_row(params![rowid], |row| {
+                    Ok((
+                        (
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, i64>(2)?,
+                        ),
+                        row.get::<_, Vec<u8>>(3)?,
+                    ))
+                })
+                .map_err(|e| fail(&e))?;
+            let tile = TileCoord::from_tms(tile.0, tile.1, tile.2).map_err(|e| fail(&e))?;
+            let coord =
+                pmtiles::TileCoord::new(tile.z(), tile.x(), tile.y()).map_err(|e| fail(&e))?;
+            writer.add_tile(coord, &data).map_err(|e| fail(&e))?;
+        }
+        writer.finalize().map_err(|e| fail(&e))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&partial)
+            .map_err(|e| fail(&e))?;
+        file.sync_all().map_err(|e| fail(&e))?;
+        std::fs::rename(&partial, archive).map_err(|e| {
+            fail(&format!(
+                "cannot move {} into place: {e}",
+                partial.display()
+            ))
+        })
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+fn pmtiles_id(tile: TileCoord) -> Result<u64> {
+    let coord = pmtiles::TileCoord::new(tile.z(), tile.x(), tile.y())
+        .map_err(|e| Error::Usage(format!("tile {tile} cannot be stored in PMTiles: {e}")))?;
+    Ok(pmtiles::TileId::from(coord).value())
+}
