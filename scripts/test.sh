@@ -29,6 +29,17 @@ done < <(scripts/pg-test-servers.sh || echo "FAILED")
 # ogrinfo reads the outputs as an independent reader.
 command -v ogrinfo >/dev/null 2>&1 || apt_install gdal-bin
 
+# The PMTiles tests read archives with an independent reader: the PyPI `pmtiles` package, in a venv.
+venv=${XDG_CACHE_HOME:-$HOME/.cache}/oar-tiles/pmtiles-venv
+if ! "$venv/bin/python" -c 'import pmtiles.reader' >/dev/null 2>&1; then
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    rm -rf "$venv"
+    python3 -m venv "$venv" >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv "$venv"; }
+    "$venv/bin/pip" install -q --disable-pip-version-check pmtiles \
+        || die "cannot install the PyPI pmtiles package into $venv"
+fi
+export OAR_TILES_TEST_PYTHON=$venv/bin/python
+
 # The S3 tests talk to a real S3-compatible server process (s3s-fs, built from crates.io once).
 scripts/s3-server.sh install
 

@@ -9,6 +9,7 @@ mod bad_input;
 mod clusters;
 mod mvt_decoder;
 mod outputs;
+mod pmtiles;
 mod production;
 mod reseed;
 mod robustness;

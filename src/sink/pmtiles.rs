@@ -32,17 +32,32 @@ pub fn store_path(archive: &Path) -> PathBuf {
 pub struct PmtilesSink {
     store: Box<MbtilesSink>,
     archive: PathBuf,
+    /// What the archive was last written from: the store's state then and the metadata, when
+    /// that write completed and the archive is still there.
+    written_from: Option<String>,
 }
 
 impl PmtilesSink {
     /// Opens (or starts) the archive's store; the archive itself is written when the run finishes.
     pub fn create(archive: &Path, changes: ChangedList, journal: Option<&str>) -> Result<Self> {
-        let store = MbtilesSink::create(&store_path(archive), changes, journal)?;
+        let store_file = store_path(archive);
+        let written_from = if archive.exists() && store_file.exists() {
+            exported_state(&store_file)?
+        } else {
+            None
+        };
+        let store = MbtilesSink::create(&store_file, changes, journal)?;
         Ok(PmtilesSink {
             store: Box::new(store),
             archive: archive.to_path_buf(),
+            written_from,
         })
     }
+}
+
+/// The marker of an archive written from the store at `state` with `metadata`.
+fn export_marker(state: Option<&str>, metadata: &TilesetMetadata) -> String {
+    format!("{}\n{}", state.unwrap_or(""), metadata_json(metadata, None))
 }
 
 impl Sink for PmtilesSink {
@@ -72,18 +87,24 @@ impl Sink for PmtilesSink {
     }
 
     fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport> {
-        let PmtilesSink { store, archive } = *self;
+        let PmtilesSink {
+            store,
+            archive,
+            written_from,
+        } = *self;
+        let previous = export_marker(store.state().as_deref(), finish.metadata);
         let report = store.finish(finish)?;
         let store = store_path(&archive);
-        let marker = finish.state.unwrap_or("");
-        let unchanged = report.changed == 0
+        // The archive is current when its last write saw the store as this run found it (a crash
+        // between the store's commit and the archive's rename leaves another marker) and this run
+        // changed no tile: then it is not written (nor, on a CDN, invalidated) again.
+        let current = report.changed == 0
             && report.deleted == 0
-            && archive.exists()
-            && exported_state(&store)?.as_deref() == Some(marker);
-        if !unchanged {
+            && written_from.as_deref() == Some(previous.as_str());
+        if !current {
             export(&store, &archive, finish.metadata, finish.state)?;
-            record_export(&store, marker)?;
         }
+        record_export(&store, &export_marker(finish.state, finish.metadata))?;
         Ok(report)
     }
 

@@ -1,0 +1,284 @@
+//! PMTiles output, read back by an independent reader: the PyPI `pmtiles` package (pure Python),
+//! which `scripts/test.sh` installs into a venv and names in `OAR_TILES_TEST_PYTHON`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use md5::{Digest, Md5};
+use serde_json::Value;
+
+use crate::common::fixture::Fixture;
+use crate::common::pg::{hub_with_scatter, Point};
+use crate::common::run::{
+    oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, send_signal, single_layer_config,
+};
+use crate::robustness::{journaled_tiles, wait_for_progress};
+
+/// Tiles keyed by XYZ `(z, x, y)`, as the MD5 of their stored bytes.
+type Digests = BTreeMap<(u8, u32, u32), String>;
+
+/// What the Python reader finds in an archive.
+struct Archive {
+    header: Value,
+    metadata: Value,
+    tiles: Digests,
+}
+
+const READER: &str = r#"
+import hashlib, json, sys
+from pmtiles.reader import Reader, MmapSource, all_tiles
+with open(sys.argv[1], "rb") as f:
+    reader = Reader(MmapSource(f))
+    header = {k: (v if isinstance(v, (int, float, bool)) else str(v)) for k, v in reader.header().items()}
+    tiles = {"%d/%d/%d" % zxy: hashlib.md5(data).hexdigest() for zxy, data in all_tiles(reader.get_bytes)}
+    json.dump({"header": header, "metadata": reader.metadata(), "tiles": tiles}, sys.stdout)
+"#;
+
+fn read_archive(path: &Path) -> Archive {
+    let python = match std::env::var("OAR_TILES_TEST_PYTHON") {
+        Ok(python) if !python.is_empty() => python,
+        _ => panic!(
+            "OAR_TILES_TEST_PYTHON is not set: run scripts/test.sh, which installs the PyPI \
+             pmtiles reader into a venv"
+        ),
+    };
+    let output = Command::new(python)
+        .args(["-c", READER])
+        .arg(path)
+        .output()
+        .expect("run the Python pmtiles reader");
+    assert!(
+        output.status.success(),
+        "the Python reader failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tiles = json["tiles"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, digest)| {
+            let mut parts = key.split('/').map(|p| p.parse::<u32>().unwrap());
+            let (z, x, y) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            ((z as u8, x, y), digest.as_str().unwrap().to_string())
+        })
+        .collect();
+    Archive {
+        header: json["header"].take(),
+        metadata: json["metadata"].take(),
+        tiles,
+    }
+}
+
+fn digests_of_mbtiles(path: &Path) -> Digests {
+    read_mbtiles_raw(path)
+        .into_iter()
+        .map(|(key, data)| (key, hex::encode(Md5::digest(&data))))
+        .collect()
+}
+
+#[track_caller]
+fn assert_same_digests(expected: &Digests, actual: &Digests, what: &str) {
+    if expected == actual {
+        return;
+    }
+    let differing: Vec<_> = expected
+        .iter()
+        .filter(|(key, digest)| actual.get(*key) != Some(digest))
+        .map(|(key, _)| *key)
+        .chain(
+            actual
+                .keys()
+                .filter(|key| !expected.contains_key(key))
+                .copied(),
+        )
+        .take(10)
+        .collect();
+    panic!(
+        "{what}: {} tiles expected, {} found; first differing: {differing:?}",
+        expected.len(),
+        actual.len()
+    );
+}
+
+fn points() -> Vec<Point> {
+    let mut points = hub_with_scatter(400, 31, 3, [90.3, 23.7, 90.5, 23.9]);
+    points.push(Point::new(9000, -0.1, 51.5));
+    points
+}
+
+/// A fixture with change capture in a schema of its own and clusters up to zoom 5.
+fn setup(label: &str) -> Fixture {
+    let setup = Fixture::new(label, &points(), "pmtiles.toml", |schema| {
+        let changes = schema.companion("cdc");
+        format!(
+            "[changes]\nschema = \"{changes}\"\n{}",
+            single_layer_config(&schema.name, "sites", "", "cluster_maxzoom = 5")
+        )
+    });
+    let config = setup.config.to_str().unwrap();
+    oar_tiles(
+        Some(&setup.schema.url),
+        &["changes", "install", "--config", config],
+    )
+    .assert_success();
+    setup
+}
+
+fn seed(setup: &Fixture, output: &Path, extra: &[&str]) {
+    let args = setup.seed_args(output.to_str().unwrap(), "0-10", extra);
+    oar_tiles(Some(&setup.schema.url), &args).assert_success();
+}
+
+fn store_of(archive: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.store.mbtiles", archive.display()))
+}
+
+#[test]
+#[ignore = "needs PostGIS and the Python pmtiles reader: run scripts/test.sh"]
+fn a_pmtiles_archive_holds_the_mbtiles_tiles_byte_for_byte_clustered_and_described() {
+    let setup = setup("pmseed");
+    let mbtiles = setup.path("out.mbtiles");
+    let pmtiles = setup.path("out.pmtiles");
+    seed(&setup, &mbtiles, &[]);
+    seed(&setup, &pmtiles, &[]);
+    let archive = read_archive(&pmtiles);
+    assert_same_digests(
+        &digests_of_mbtiles(&mbtiles),
+        &archive.tiles,
+        "PMTiles against MBTiles",
+    );
+    assert!(
+        archive.tiles.keys().any(|(z, _, _)| *z == 10),
+        "the deepest zoom is there"
+    );
+
+    let header = &archive.header;
+    assert_eq!(header["clustered"], true, "{header}");
+    assert_eq!(header["tile_type"], "TileType.MVT", "{header}");
+    assert_eq!(header["tile_compression"], "Compression.GZIP", "{header}");
+    assert_eq!(
+        (header["min_zoom"].as_u64(), header["max_zoom"].as_u64()),
+        (Some(0), Some(10))
+    );
+    assert_eq!(header["min_lon_e7"], -1_800_000_000i64, "{header}");
+    assert_eq!(header["max_lat_e7"], 850_511_288i64, "{header}");
+    let layers = &archive.metadata["vector_layers"];
+    assert_eq!(layers[0]["id"], "sites", "{}", archive.metadata);
+    assert_eq!(
+        layers[0]["fields"]["label"], "String",
+        "{}",
+        archive.metadata
+    );
+    assert_eq!(archive.metadata["name"], "sites");
+
+    // The MBTiles output names its compression for converters.
+    let connection = rusqlite::Connection::open(&mbtiles).unwrap();
+    let compression: String = connection
+        .query_row(
+            "SELECT value FROM metadata WHERE name = 'compression'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(compression, "gzip");
+
+    // inspect reads the archive itself.
+    let run = oar_tiles(None, &["inspect", pmtiles.to_str().unwrap(), "--json"]);
+    run.assert_success();
+    let inventory: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        inventory["tiles"].as_u64(),
+        Some(archive.tiles.len() as u64)
+    );
+    assert_eq!(inventory["metadata"]["pmtiles"]["clustered"], true);
+}
+
+#[test]
+#[ignore = "needs PostGIS and the Python pmtiles reader: run scripts/test.sh"]
+fn a_pmtiles_reseed_equals_a_full_seed_and_an_unchanged_archive_is_not_rewritten() {
+    let mut setup = setup("pmreseed");
+    let reseeded = setup.path("reseeded.pmtiles");
+    seed(&setup, &reseeded, &[]);
+    let before = read_archive(&reseeded).tiles;
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(90.41, 23.81), 4326) WHERE site_id % 9 = 0;
+         DELETE FROM {schema}.sites WHERE site_id = 9000;
+         INSERT INTO {schema}.sites (site_id, label, pt) VALUES (9100, 'new', ST_SetSRID(ST_MakePoint(13.4, 52.5), 4326));",
+    );
+    seed(&setup, &reseeded, &["--dirty"]);
+    let full = setup.path("full.pmtiles");
+    seed(&setup, &full, &[]);
+    let after = read_archive(&reseeded).tiles;
+    assert_same_digests(
+        &read_archive(&full).tiles,
+        &after,
+        "reseeded archive against a full seed",
+    );
+    assert_ne!(before, after, "the changes reached the archive");
+
+    // Nothing changed since: the archive is left as it is.
+    let modified = std::fs::metadata(&reseeded).unwrap().modified().unwrap();
+    seed(&setup, &reseeded, &["--dirty"]);
+    assert_eq!(
+        std::fs::metadata(&reseeded).unwrap().modified().unwrap(),
+        modified
+    );
+    // Without its archive the store is no watermark: a reseed asks for a full seed first.
+    std::fs::remove_file(&reseeded).unwrap();
+    let args = setup.seed_args(reseeded.to_str().unwrap(), "0-10", &["--dirty"]);
+    let run = oar_tiles(Some(&setup.schema.url), &args);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("no watermark"), "{}", run.stderr);
+    seed(&setup, &reseeded, &[]);
+    assert_same_digests(
+        &read_archive(&full).tiles,
+        &read_archive(&reseeded).tiles,
+        "re-created archive",
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS and the Python pmtiles reader: run scripts/test.sh"]
+fn an_interrupted_pmtiles_seed_resumes_to_the_same_archive() {
+    let mut setup = setup("pmresume");
+    setup.schema.execute(
+        "INSERT INTO {schema}.sites (site_id, label, pt)
+         SELECT 20000 + g, 'extra', ST_SetSRID(ST_MakePoint(90.3 + (g % 97) * 0.002, 23.7 + (g % 89) * 0.002), 4326)
+         FROM generate_series(1, 3000) g; ANALYZE {schema}.sites;",
+    );
+    let slow = setup.path("slow.toml");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "cluster_maxzoom = 5",
+        "cluster_maxzoom = 5\nfilter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"",
+    );
+    std::fs::write(&slow, text).unwrap();
+    let archive = setup.path("out.pmtiles");
+    let mut args = setup.seed_args(archive.to_str().unwrap(), "0-12", &[]);
+    args[2] = slow.to_str().unwrap();
+    let mut child = oar_tiles_command(Some(&setup.schema.url), &args, &[])
+        .spawn()
+        .unwrap();
+    wait_for_progress(&mut child, &store_of(&archive));
+    send_signal(&child, libc::SIGINT);
+    let stopped = run_from(child.wait_with_output().unwrap());
+    assert_eq!(stopped.code, 130, "{}", stopped.stderr);
+    assert!(!archive.exists(), "no archive before the run is complete");
+    assert!(journaled_tiles(&store_of(&archive)) > 0);
+    oar_tiles(Some(&setup.schema.url), &args).assert_success();
+    let reference = setup.path("reference.pmtiles");
+    let mut args = setup.seed_args(reference.to_str().unwrap(), "0-12", &[]);
+    args[2] = slow.to_str().unwrap();
+    oar_tiles(Some(&setup.schema.url), &args).assert_success();
+    assert_same_digests(
+        &read_archive(&reference).tiles,
+        &read_archive(&archive).tiles,
+        "resumed archive",
+    );
+}
