@@ -94,7 +94,7 @@ enum ChangesAction {
 
 #[derive(Debug, Args)]
 struct InspectArgs {
-    /// The output: path.mbtiles, dir:PATH or PATH/, or s3://bucket/prefix.
+    /// The output: path.mbtiles, path.pmtiles, dir:PATH or PATH/, or s3://bucket/prefix.
     #[arg(value_name = "OUTPUT")]
     output: String,
 
