@@ -10,7 +10,7 @@
 #                    [--cluster-position centroid|cell-center]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
-#                    all): main, reseed, cluster, tls
+#                    all): main, reseed, cluster, tls, pmtiles
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -87,7 +87,7 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls
+sections=main,reseed,cluster,tls,pmtiles
 rows=100000
 zoom=0-14
 concurrency=
@@ -142,7 +142,7 @@ positive='^[1-9][0-9]*$'
     || die "--cluster-zoom must be A-B with A <= B, got '$cluster_zoom'"
 [[ $cluster_position == centroid || $cluster_position == cell-center ]] \
     || die "--cluster-position must be centroid or cell-center, got '$cluster_position'"
-run_main=0 run_reseed=0 run_cluster=0 run_tls=0
+run_main=0 run_reseed=0 run_cluster=0 run_tls=0 run_pmtiles=0
 IFS=, read -r -a section_list <<<"$sections"
 ((${#section_list[@]})) || die "--sections is empty"
 for s in "${section_list[@]}"; do
@@ -151,7 +151,8 @@ for s in "${section_list[@]}"; do
         reseed) run_reseed=1 ;;
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls)" ;;
+        pmtiles) run_pmtiles=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles)" ;;
     esac
 done
 
@@ -571,6 +572,31 @@ section_cluster() {
     done
 }
 
+# compare_runs TITLE TARGET NAME_A LABEL_A NAME_B LABEL_B: the median wall time and peak RSS of
+# rounds 1-3 of two timed_seed variants (NAME_A-1 … NAME_B-3), and B's time as a ratio of A's
+# against TARGET.
+compare_runs() {
+    python3 - "$WORK" "$@" <<'PY'
+import re, statistics, sys
+work, title, target, name_a, label_a, name_b, label_b = sys.argv[1:]
+def measure(path):
+    text = open(path).read()
+    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
+    hours, minutes, seconds = clock.groups()
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds), rss / 1024
+def medians(name):
+    runs = [measure(f"{work}/{name}-{r}.time") for r in (1, 2, 3)]
+    return statistics.median(w for w, _ in runs), max(r for _, r in runs)
+a, b = medians(name_a), medians(name_b)
+print(f"{title}; median wall of 3 runs each, peak RSS")
+for label, (wall, rss) in ((label_a, a), (label_b, b)):
+    print(f"  {label:<34} {wall:8.2f} s  {rss:8.1f} MB")
+ratio = b[0] / a[0]
+print(f"  {label_b} / {label_a.split(' ')[0]:<12} {ratio:8.3f}   (target <= {target}: {'met' if ratio <= float(target) else 'NOT met'})")
+PY
+}
+
 # --- tls: the same seed over TLS (verify-full) and in plain text -------------------------------
 
 # The seed of the main section (--rows, --zoom, unclustered), alternately in plain text and over
@@ -598,22 +624,34 @@ section_tls() {
                 --zoom "$zoom" --output "$WORK/tls-$mode-$round.mbtiles"
         done
     done
-    python3 - "$WORK" "$rows" "$zoom" <<'PY' || failed $?
-import re, statistics, sys
-work, rows, zoom = sys.argv[1:]
-def wall(path):
-    text = open(path).read()
-    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
-    hours, minutes, seconds = clock.groups()
-    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
-median = {m: statistics.median(wall(f"{work}/tls-{m}-{r}.time") for r in (1, 2, 3)) for m in ("plain", "tls")}
-print(f"tls: seed of {rows} facilities, zoom {zoom}, unclustered; median of 3 runs each")
-print(f"  plain (sslmode=disable)            {median['plain']:8.2f} s")
-print(f"  TLS (sslmode=verify-full)          {median['tls']:8.2f} s")
-ratio = median["tls"] / median["plain"]
-print(f"  TLS / plain                        {ratio:8.3f}   (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
-PY
+    compare_runs "tls: seed of $rows facilities, zoom $zoom, unclustered" 1.05 \
+        tls-plain "plain (sslmode=disable)" tls-tls "TLS (sslmode=verify-full)" || failed $?
     rm -f "$WORK"/tls-*.mbtiles
+}
+
+# --- pmtiles: the same seed into PMTiles and into MBTiles ---------------------------------------
+
+# The seed of the main section (--rows, --zoom, unclustered), alternately into MBTiles and into a
+# PMTiles archive (store plus archive), three rounds each; prints the median wall time, peak RSS
+# and their ratio (target: <= 1.10).
+section_pmtiles() {
+    local round format
+    ensure_sample "$rows"
+    make_config "$rows" unclustered "$WORK/pmtiles.toml"
+    log "pmtiles: warm-up seed (discarded)"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/pmtiles.toml" --zoom "$zoom" \
+        --output "$WORK/pm-warmup.mbtiles" >/dev/null
+    for round in 1 2 3; do
+        for format in mbtiles pmtiles; do
+            log "pmtiles: round $round, $format"
+            rm -f "$WORK"/pm-out.*
+            timed_seed "pm-$format-$round" --config "$WORK/pmtiles.toml" --zoom "$zoom" \
+                --output "$WORK/pm-out.$format"
+        done
+    done
+    compare_runs "pmtiles: seed of $rows facilities, zoom $zoom, unclustered" 1.10 \
+        pm-mbtiles "MBTiles" pm-pmtiles "PMTiles" || failed $?
+    rm -f "$WORK"/pm-out.* "$WORK"/pm-warmup.*
 }
 
 # --- run ------------------------------------------------------------------------------------
