@@ -212,7 +212,21 @@ fn a_pmtiles_reseed_equals_a_full_seed_and_an_unchanged_archive_is_not_rewritten
          DELETE FROM {schema}.sites WHERE site_id = 9000;
          INSERT INTO {schema}.sites (site_id, label, pt) VALUES (9100, 'new', ST_SetSRID(ST_MakePoint(13.4, 52.5), 4326));",
     );
-    seed(&setup, &reseeded, &["--dirty"]);
+    let changed = setup.path("changed.txt");
+    seed(
+        &setup,
+        &reseeded,
+        &["--dirty", "--changed-list", changed.to_str().unwrap()],
+    );
+    let listed = std::fs::read_to_string(&changed).unwrap();
+    assert!(
+        listed.lines().any(|l| l == reseeded.to_str().unwrap()),
+        "the archive is named: {listed}"
+    );
+    assert!(
+        listed.lines().any(|l| l.starts_with("10/")),
+        "and the changed tiles: {listed}"
+    );
     let full = setup.path("full.pmtiles");
     seed(&setup, &full, &[]);
     let after = read_archive(&reseeded).tiles;
@@ -225,10 +239,31 @@ fn a_pmtiles_reseed_equals_a_full_seed_and_an_unchanged_archive_is_not_rewritten
 
     // Nothing changed since: the archive is left as it is.
     let modified = std::fs::metadata(&reseeded).unwrap().modified().unwrap();
-    seed(&setup, &reseeded, &["--dirty"]);
+    seed(
+        &setup,
+        &reseeded,
+        &["--dirty", "--changed-list", changed.to_str().unwrap()],
+    );
     assert_eq!(
         std::fs::metadata(&reseeded).unwrap().modified().unwrap(),
         modified
+    );
+    assert_eq!(
+        std::fs::read_to_string(&changed).unwrap(),
+        "",
+        "nothing to invalidate"
+    );
+    // The archive is among the change log's consumers, with its watermark.
+    let config = setup.config.to_str().unwrap();
+    let status = oar_tiles(
+        Some(&setup.schema.url),
+        &["changes", "status", "--config", config],
+    );
+    status.assert_success();
+    assert!(
+        status.stdout.contains("reseeded.pmtiles"),
+        "{}",
+        status.stdout
     );
     // Without its archive the store is no watermark: a reseed asks for a full seed first.
     std::fs::remove_file(&reseeded).unwrap();

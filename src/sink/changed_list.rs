@@ -1,5 +1,6 @@
 //! The changed-tile list (`--changed-list`): one `z/x/y` per line for every tile a sink wrote with new
-//! bytes or deleted, ready to hand to a CDN invalidation.
+//! bytes or deleted, and the path of every archive rewritten as a whole, ready to hand to a CDN
+//! invalidation.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -44,12 +45,21 @@ impl ChangedList {
 
     /// Records one changed tile; a write error is kept and reported by [`ChangedList::close`].
     pub fn record(&self, tile: TileCoord) {
+        self.record_line(&tile);
+    }
+
+    /// Records an object rewritten as a whole (a PMTiles archive), which CDNs invalidate per object.
+    pub fn record_object(&self, name: &str) {
+        self.record_line(&name);
+    }
+
+    fn record_line(&self, line: &dyn std::fmt::Display) {
         if let Some(inner) = &self.inner {
             let mut recorder = inner
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if recorder.error.is_none() {
-                if let Err(err) = writeln!(recorder.writer, "{tile}") {
+                if let Err(err) = writeln!(recorder.writer, "{line}") {
                     recorder.error = Some(err);
                 }
             }

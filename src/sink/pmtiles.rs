@@ -32,6 +32,7 @@ pub fn store_path(archive: &Path) -> PathBuf {
 pub struct PmtilesSink {
     store: Box<MbtilesSink>,
     archive: PathBuf,
+    changes: ChangedList,
     /// What the archive was last written from: the store's state then and the metadata, when
     /// that write completed and the archive is still there.
     written_from: Option<String>,
@@ -46,10 +47,11 @@ impl PmtilesSink {
         } else {
             None
         };
-        let store = MbtilesSink::create(&store_file, changes, journal)?;
+        let store = MbtilesSink::create(&store_file, changes.clone(), journal)?;
         Ok(PmtilesSink {
             store: Box::new(store),
             archive: archive.to_path_buf(),
+            changes,
             written_from,
         })
     }
@@ -90,6 +92,7 @@ impl Sink for PmtilesSink {
         let PmtilesSink {
             store,
             archive,
+            changes,
             written_from,
         } = *self;
         let previous = export_marker(store.state().as_deref(), finish.metadata);
@@ -103,6 +106,7 @@ impl Sink for PmtilesSink {
             && written_from.as_deref() == Some(previous.as_str());
         if !current {
             export(&store, &archive, finish.metadata, finish.state)?;
+            changes.record_object(&archive.display().to_string());
         }
         record_export(&store, &export_marker(finish.state, finish.metadata))?;
         Ok(report)
