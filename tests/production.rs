@@ -340,37 +340,55 @@ fn libpq_environment_and_password_file_fill_in_what_the_config_leaves_out() {
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn the_job_names_itself_in_pg_stat_activity() {
-    let mut setup = fixture(
-        "appname",
-        "",
-        "filter = \"site_id % 30 <> 0 OR pg_sleep(0.02) IS NOT NULL\"",
-    );
+    let mut setup = fixture("appname", "", "");
+    // The run's first statement on the table waits behind this lock, so its session can be found
+    // as the one this lock blocks (other tests' runs are named oar-tiles too).
+    let mut locker = postgres::Client::connect(&setup.schema.url, postgres::NoTls).unwrap();
+    let locker_pid: i32 = locker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let mut lock = locker.transaction().unwrap();
+    let table = format!("\"{}\".sites", setup.schema.name);
+    lock.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .unwrap();
     let out = setup.path("out.mbtiles").display().to_string();
-    let args = setup.seed_args(&out, "0-6", &[]);
+    let args = setup.seed_args(&out, "0-3", &[]);
     let mut child = oar_tiles_command(Some(&setup.schema.url), &args, &[])
         .spawn()
         .unwrap();
     let started = Instant::now();
-    let seen = loop {
+    let names: Vec<String> = loop {
         let rows = setup
             .schema
             .client()
             .query(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'oar-tiles'",
-                &[],
+                "SELECT application_name FROM pg_stat_activity
+                 WHERE $1 = ANY (pg_blocking_pids(pid))",
+                &[&locker_pid],
             )
             .unwrap();
-        if rows[0].get::<_, i64>(0) > 0 {
-            break true;
+        if !rows.is_empty() {
+            break rows.iter().map(|r| r.get(0)).collect();
         }
-        if child.try_wait().unwrap().is_some() || started.elapsed() > Duration::from_secs(60) {
-            break false;
-        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it queried the table"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the run never queried the table"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
+    lock.rollback().unwrap();
     let run = run_from(child.wait_with_output().unwrap());
     run.assert_success();
-    assert!(seen, "no session named oar-tiles in pg_stat_activity");
+    assert_eq!(
+        names,
+        ["oar-tiles"],
+        "the waiting session's application_name"
+    );
 }
 
 #[test]

@@ -209,7 +209,7 @@ impl Connections {
 
     /// Runs a tile statement on `client`: prepared once per connection and zoom, or, behind a
     /// transaction pooler, unnamed inside a transaction of its own (BEGIN, statement and COMMIT are
-    /// pipelined, so the transaction costs no extra round trip).
+    /// sent together, so the transaction waits for no extra round trip).
     async fn query(
         &self,
         slot: &Slot,

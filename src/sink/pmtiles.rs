@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use pmtiles::{Compression, PmTilesWriter, TileType};
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::mbtiles::MbtilesSink;
+use super::mbtiles::{partial_path, MbtilesSink};
 use super::{ChangedList, Finish, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
@@ -197,11 +197,7 @@ fn export(
     }
     order.sort_unstable();
 
-    let partial = {
-        let mut name = archive.file_name().unwrap_or_default().to_os_string();
-        name.push(".partial");
-        archive.with_file_name(name)
-    };
+    let partial = partial_path(archive);
     let file = std::fs::File::create(&partial)
         .map_err(|e| Error::output(&partial, format!("cannot create it: {e}")))?;
     let (lon, lat, zoom) = metadata.center();
