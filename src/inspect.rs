@@ -100,7 +100,34 @@ pub async fn inspect(
         OutputTarget::S3 { bucket, prefix } => {
             inspect_s3(output, bucket, prefix, s3_config, extension).await
         }
+        OutputTarget::S3Pmtiles { bucket, key } => {
+            inspect_s3_pmtiles(output, bucket, key, s3_config).await
+        }
     }
+}
+
+/// A PMTiles archive on S3, downloaded to a temporary file and read as a local one.
+async fn inspect_s3_pmtiles(
+    output: &str,
+    bucket: &str,
+    key: &str,
+    config: &S3Config,
+) -> Result<Inventory> {
+    let client = s3::client(config).await;
+    let file = std::env::temp_dir().join(format!(
+        "oar-tiles-inspect-{}-{}.pmtiles",
+        std::process::id(),
+        key.rsplit('/').next().unwrap_or("archive")
+    ));
+    let downloaded = s3::download(&client, bucket, key, &file, config.max_attempts)
+        .await
+        .map_err(|e| Error::output_caused(output, e));
+    let inventory = match downloaded {
+        Ok(_) => inspect_pmtiles(output, &file).await,
+        Err(err) => Err(err),
+    };
+    let _ = std::fs::remove_file(&file);
+    inventory
 }
 
 /// A PMTiles archive, read with the `pmtiles` crate: its JSON metadata, with the header's bounds,

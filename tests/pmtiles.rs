@@ -16,13 +16,13 @@ use crate::common::run::{
 use crate::robustness::{journaled_tiles, wait_for_progress};
 
 /// Tiles keyed by XYZ `(z, x, y)`, as the MD5 of their stored bytes.
-type Digests = BTreeMap<(u8, u32, u32), String>;
+pub(crate) type Digests = BTreeMap<(u8, u32, u32), String>;
 
 /// What the Python reader finds in an archive.
-struct Archive {
-    header: Value,
-    metadata: Value,
-    tiles: Digests,
+pub(crate) struct Archive {
+    pub header: Value,
+    pub metadata: Value,
+    pub tiles: Digests,
 }
 
 const READER: &str = r#"
@@ -35,7 +35,7 @@ with open(sys.argv[1], "rb") as f:
     json.dump({"header": header, "metadata": reader.metadata(), "tiles": tiles}, sys.stdout)
 "#;
 
-fn read_archive(path: &Path) -> Archive {
+pub(crate) fn read_archive(path: &Path) -> Archive {
     let python = match std::env::var("OAR_TILES_TEST_PYTHON") {
         Ok(python) if !python.is_empty() => python,
         _ => panic!(
@@ -76,7 +76,7 @@ fn read_archive(path: &Path) -> Archive {
     }
 }
 
-fn digests_of_mbtiles(path: &Path) -> Digests {
+pub(crate) fn digests_of_mbtiles(path: &Path) -> Digests {
     read_mbtiles_raw(path)
         .into_iter()
         .map(|(key, data)| (key, hex::encode(Md5::digest(&data))))
@@ -84,7 +84,7 @@ fn digests_of_mbtiles(path: &Path) -> Digests {
 }
 
 #[track_caller]
-fn assert_same_digests(expected: &Digests, actual: &Digests, what: &str) {
+pub(crate) fn assert_same_digests(expected: &Digests, actual: &Digests, what: &str) {
     if expected == actual {
         return;
     }
@@ -115,11 +115,16 @@ fn points() -> Vec<Point> {
 
 /// A fixture with change capture in a schema of its own and clusters up to zoom 5.
 fn setup(label: &str) -> Fixture {
+    setup_with(label, "", "")
+}
+
+/// [`setup`] with more top-level tables (`[s3]`) and tileset keys.
+pub(crate) fn setup_with(label: &str, tables: &str, tileset: &str) -> Fixture {
     let setup = Fixture::new(label, &points(), "pmtiles.toml", |schema| {
         let changes = schema.companion("cdc");
         format!(
-            "[changes]\nschema = \"{changes}\"\n{}",
-            single_layer_config(&schema.name, "sites", "", "cluster_maxzoom = 5")
+            "[changes]\nschema = \"{changes}\"\n{tables}\n{}",
+            single_layer_config(&schema.name, "sites", tileset, "cluster_maxzoom = 5")
         )
     });
     let config = setup.config.to_str().unwrap();
@@ -131,7 +136,7 @@ fn setup(label: &str) -> Fixture {
     setup
 }
 
-fn seed(setup: &Fixture, output: &Path, extra: &[&str]) {
+pub(crate) fn seed(setup: &Fixture, output: &Path, extra: &[&str]) {
     let args = setup.seed_args(output.to_str().unwrap(), "0-10", extra);
     oar_tiles(Some(&setup.schema.url), &args).assert_success();
 }

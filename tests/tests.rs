@@ -10,6 +10,7 @@ mod clusters;
 mod mvt_decoder;
 mod outputs;
 mod pmtiles;
+mod pmtiles_s3;
 mod production;
 mod reseed;
 mod robustness;

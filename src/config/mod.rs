@@ -80,6 +80,9 @@ pub struct S3Config {
     pub max_concurrent_uploads: usize,
     /// Attempts per request before the job fails, with exponential backoff between them.
     pub max_attempts: u32,
+    /// Size in MiB of the parts of a multipart upload: a PMTiles archive larger than one part is
+    /// uploaded in parts of this size (S3 needs at least 5).
+    pub part_size_mib: u64,
 }
 
 impl Default for S3Config {
@@ -91,6 +94,7 @@ impl Default for S3Config {
             public_url: None,
             max_concurrent_uploads: 16,
             max_attempts: 6,
+            part_size_mib: 8,
         }
     }
 }
@@ -192,6 +196,13 @@ impl Config {
                 None,
                 "s3.max_concurrent_uploads must lie in 1..=256 and s3.max_attempts in 1..=20"
                     .into(),
+            ));
+        }
+        // S3 refuses parts under 5 MiB (but the last) and uploads of over 10,000 parts.
+        if !(5..=5120).contains(&raw.s3.part_size_mib) {
+            return Err(at(
+                None,
+                "s3.part_size_mib must lie in 5..=5120 (S3 refuses smaller parts)".into(),
             ));
         }
         if let Some(url) = &raw.s3.public_url {

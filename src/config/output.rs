@@ -13,6 +13,13 @@ pub enum OutputTarget {
     Pmtiles(PathBuf),
     /// A `{z}/{x}/{y}.ext` tree under a directory.
     Directory(PathBuf),
+    /// A single PMTiles v3 archive as one S3 object, with its working copy and store on this machine.
+    S3Pmtiles {
+        /// Bucket name.
+        bucket: String,
+        /// The archive's object key.
+        key: String,
+    },
     /// `{prefix}/{z}/{x}/{y}.ext` objects in an S3 bucket.
     S3 {
         /// Bucket name.
@@ -24,12 +31,17 @@ pub enum OutputTarget {
 
 impl OutputTarget {
     /// Classifies an output: `s3://bucket/prefix`, `dir:path` or `path/` (a directory tree), or
-    /// `path.mbtiles`, or `path.pmtiles` / `pmtiles:path`.
+    /// `path.mbtiles`, or `path.pmtiles` / `pmtiles:path`, or `s3://bucket/key.pmtiles` /
+    /// `pmtiles:s3://bucket/key`.
     pub fn parse(output: &str) -> Result<Self> {
         let output = output.trim();
         if output.is_empty() {
             return Err(Error::Usage("the output is empty".into()));
         }
+        let (archive, output) = match output.strip_prefix("pmtiles:") {
+            Some(rest) if rest.starts_with("s3://") => (true, rest),
+            _ => (false, output),
+        };
         if let Some(rest) = output.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let valid_bucket = (3..=63).contains(&bucket.len())
@@ -41,6 +53,18 @@ impl OutputTarget {
                     "output `{output}`: `{bucket}` is not a valid S3 bucket name (3-63 lowercase letters, digits, `-`, `.`)"
                 )));
             }
+            if archive || prefix.ends_with(".pmtiles") {
+                let key = prefix.trim_start_matches('/');
+                if key.is_empty() || key.ends_with('/') {
+                    return Err(Error::Usage(format!(
+                        "output `{output}`: a PMTiles archive needs an object key, as in s3://{bucket}/tiles/name.pmtiles"
+                    )));
+                }
+                return Ok(OutputTarget::S3Pmtiles {
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                });
+            }
             return Ok(OutputTarget::S3 {
                 bucket: bucket.to_string(),
                 prefix: prefix.trim_matches('/').to_string(),
@@ -48,7 +72,7 @@ impl OutputTarget {
         }
         if output.contains("://") {
             return Err(Error::Usage(format!(
-                "output `{output}` is not supported: expected path.mbtiles, path.pmtiles, dir:PATH, PATH/ or s3://bucket/prefix"
+                "output `{output}` is not supported: expected path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix or s3://bucket/key.pmtiles"
             )));
         }
         if let Some(path) = output.strip_prefix("dir:") {
@@ -67,7 +91,7 @@ impl OutputTarget {
             return Ok(OutputTarget::Mbtiles(PathBuf::from(output)));
         }
         Err(Error::Usage(format!(
-            "output `{output}` is not supported: expected path.mbtiles, path.pmtiles, dir:PATH, PATH/ or s3://bucket/prefix"
+            "output `{output}` is not supported: expected path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix or s3://bucket/key.pmtiles"
         )))
     }
 
@@ -77,6 +101,7 @@ impl OutputTarget {
             OutputTarget::Mbtiles(path) => format!("{} (MBTiles)", path.display()),
             OutputTarget::Pmtiles(path) => format!("{} (PMTiles)", path.display()),
             OutputTarget::Directory(path) => format!("{} (directory)", path.display()),
+            OutputTarget::S3Pmtiles { bucket, key } => format!("s3://{bucket}/{key} (PMTiles)"),
             OutputTarget::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
         }
     }
@@ -119,6 +144,48 @@ pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=3600, stale-while-reval
 impl OutputTarget {
     /// Whether tiles for this target are stored gzip-compressed.
     pub fn stores_gzip(&self, settings: &OutputSettings) -> bool {
-        matches!(self, OutputTarget::Mbtiles(_) | OutputTarget::Pmtiles(_)) || settings.compress
+        matches!(
+            self,
+            OutputTarget::Mbtiles(_) | OutputTarget::Pmtiles(_) | OutputTarget::S3Pmtiles { .. }
+        ) || settings.compress
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_keys_ending_in_pmtiles_are_archives_and_other_s3_outputs_are_prefixes() {
+        let archive = |bucket: &str, key: &str| OutputTarget::S3Pmtiles {
+            bucket: bucket.into(),
+            key: key.into(),
+        };
+        assert_eq!(
+            OutputTarget::parse("s3://tiles/v1/facilities.pmtiles").unwrap(),
+            archive("tiles", "v1/facilities.pmtiles")
+        );
+        assert_eq!(
+            OutputTarget::parse("pmtiles:s3://tiles/facilities").unwrap(),
+            archive("tiles", "facilities")
+        );
+        assert_eq!(
+            OutputTarget::parse("s3://tiles/v1/").unwrap(),
+            OutputTarget::S3 {
+                bucket: "tiles".into(),
+                prefix: "v1".into()
+            }
+        );
+        assert_eq!(
+            OutputTarget::parse("pmtiles:local/f.pmtiles").unwrap(),
+            OutputTarget::Pmtiles("local/f.pmtiles".into())
+        );
+        for bad in [
+            "pmtiles:s3://tiles",
+            "pmtiles:s3://tiles/dir/",
+            "s3://Bad/x.pmtiles",
+        ] {
+            assert!(OutputTarget::parse(bad).is_err(), "{bad}");
+        }
     }
 }

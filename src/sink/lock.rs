@@ -39,6 +39,9 @@ pub fn lock_path(target: &OutputTarget, endpoint: Option<&str>) -> PathBuf {
         OutputTarget::S3 { bucket, prefix } => {
             super::s3::local_file(endpoint, bucket, prefix, "locks", "lock")
         }
+        OutputTarget::S3Pmtiles { bucket, key } => {
+            super::s3::local_file(endpoint, bucket, key, "locks", "lock")
+        }
     }
 }
 
@@ -51,7 +54,10 @@ pub async fn acquire(
     let path = lock_path(target, endpoint);
     let output = target.describe();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if matches!(target, OutputTarget::S3 { .. }) {
+        if matches!(
+            target,
+            OutputTarget::S3 { .. } | OutputTarget::S3Pmtiles { .. }
+        ) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::output(&path, format!("cannot create it: {e}")))?;
         } else if !dir.is_dir() {

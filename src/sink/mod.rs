@@ -205,6 +205,9 @@ pub async fn open(
         OutputTarget::Directory(path) => Box::new(directory::DirectorySink::create(
             path, settings, changes, journal,
         )?),
+        OutputTarget::S3Pmtiles { bucket, key } => Box::new(
+            pmtiles::s3::S3PmtilesSink::create(bucket, key, s3, settings, changes, journal).await?,
+        ),
         OutputTarget::S3 { bucket, prefix } => {
             Box::new(s3::S3Sink::create(bucket, prefix, s3, settings, changes, journal).await?)
         }

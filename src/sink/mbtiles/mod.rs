@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
+mod import;
 mod staging;
 
+pub use import::Import;
 pub use staging::partial_path;
 use staging::remove_sqlite_files;
 

@@ -18,8 +18,10 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+mod object;
 mod store;
 
+pub use object::{download, etag, upload, ObjectHeaders};
 pub use store::{
     client, get_if_exists, https_client, list_tiles, public_base, tile_object_key, with_retries,
     S3Error, MVT_CONTENT_TYPE,
@@ -118,7 +120,8 @@ fn decode_manifest(bytes: &[u8]) -> HashMap<u64, [u8; 16]> {
         .collect()
 }
 
-fn object_key(prefix: &str, name: &str) -> String {
+/// The key of `name` under `prefix`.
+pub fn object_key(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
         name.to_string()
     } else {

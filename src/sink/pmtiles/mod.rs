@@ -7,13 +7,17 @@
 //! place. When a run finishes, the archive is written again from the store in tile-id order (the
 //! stored gzip bytes are copied as they are, never compressed twice), into `NAME.pmtiles.partial`,
 //! and renamed into place. The store is the output's state: keep it beside the archive.
+//!
+//! An archive on S3 ([`s3`]) is the same thing on this machine, uploaded when it changed.
 
 use std::path::{Path, PathBuf};
 
 use pmtiles::{Compression, PmTilesWriter, TileType};
 use rusqlite::{params, Connection, OpenFlags};
 
-use super::mbtiles::{partial_path, MbtilesSink};
+pub mod s3;
+
+use super::mbtiles::{partial_path, Import, MbtilesSink};
 use super::{ChangedList, Finish, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
@@ -36,6 +40,9 @@ pub struct PmtilesSink {
     /// What the archive was last written from: the store's state then and the metadata, when
     /// that write completed and the archive is still there.
     written_from: Option<String>,
+    /// Whether a rewritten archive is named in the changed list (not when it is a working copy
+    /// that another sink uploads).
+    announce: bool,
 }
 
 impl PmtilesSink {
@@ -53,7 +60,36 @@ impl PmtilesSink {
             archive: archive.to_path_buf(),
             changes,
             written_from,
+            announce: true,
         })
+    }
+
+    /// Finishes the store and, unless it is current, writes the archive again; says whether it did.
+    pub fn finish_archive(self, finish: Finish<'_>) -> Result<(SinkReport, bool)> {
+        let PmtilesSink {
+            store,
+            archive,
+            changes,
+            written_from,
+            announce,
+        } = self;
+        let previous = export_marker(store.state().as_deref(), finish.metadata);
+        let report = store.finish(finish)?;
+        let store = store_path(&archive);
+        // The archive is current when its last write saw the store as this run found it (a crash
+        // between the store's commit and the archive's rename leaves another marker) and this run
+        // changed no tile: then it is not written (nor, on a CDN, invalidated) again.
+        let current = report.changed == 0
+            && report.deleted == 0
+            && written_from.as_deref() == Some(previous.as_str());
+        if !current {
+            export(&store, &archive, finish.metadata, finish.state)?;
+            if announce {
+                changes.record_object(&archive.display().to_string());
+            }
+        }
+        record_export(&store, &export_marker(finish.state, finish.metadata))?;
+        Ok((report, !current))
     }
 }
 
@@ -89,27 +125,7 @@ impl Sink for PmtilesSink {
     }
 
     fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport> {
-        let PmtilesSink {
-            store,
-            archive,
-            changes,
-            written_from,
-        } = *self;
-        let previous = export_marker(store.state().as_deref(), finish.metadata);
-        let report = store.finish(finish)?;
-        let store = store_path(&archive);
-        // The archive is current when its last write saw the store as this run found it (a crash
-        // between the store's commit and the archive's rename leaves another marker) and this run
-        // changed no tile: then it is not written (nor, on a CDN, invalidated) again.
-        let current = report.changed == 0
-            && report.deleted == 0
-            && written_from.as_deref() == Some(previous.as_str());
-        if !current {
-            export(&store, &archive, finish.metadata, finish.state)?;
-            changes.record_object(&archive.display().to_string());
-        }
-        record_export(&store, &export_marker(finish.state, finish.metadata))?;
-        Ok(report)
+        self.finish_archive(finish).map(|(report, _)| report)
     }
 
     fn abort(self: Box<Self>) {
@@ -145,6 +161,49 @@ fn record_export(store: &Path, state: &str) -> Result<()> {
     Ok(())
 }
 
+/// The JSON metadata key of the job state the archive was written at.
+const ARCHIVE_STATE_KEY: &str = "oar_tiles_state";
+
+/// Builds the store of `archive` from the archive itself (downloaded from S3 onto a machine that
+/// has no store), so that a reseed renders only what changed. The store records `state` (the
+/// archive's own when `None`) and that the archive is current. Returns the state recorded.
+pub async fn rebuild_store(archive: &Path, state: Option<String>) -> Result<Option<String>> {
+    use futures::StreamExt;
+    let fail = |e: &dyn std::fmt::Display| Error::output(archive, format!("reading it: {e}"));
+    let reader = std::sync::Arc::new(
+        pmtiles::AsyncPmTilesReader::new_with_path(archive)
+            .await
+            .map_err(|e| fail(&e))?,
+    );
+    let mut metadata: serde_json::Value =
+        serde_json::from_str(&reader.get_metadata().await.map_err(|e| fail(&e))?)
+            .map_err(|e| fail(&e))?;
+    let own_state = metadata
+        .as_object_mut()
+        .and_then(|object| object.remove(ARCHIVE_STATE_KEY))
+        .and_then(|value| value.as_str().map(str::to_string));
+    let state = state.or(own_state);
+    let store = store_path(archive);
+    let mut import = Import::create(&store)?;
+    let mut entries = reader.clone().entries();
+    while let Some(entry) = entries.next().await {
+        let entry = entry.map_err(|e| fail(&e))?;
+        for id in entry.iter_coords() {
+            let coord = pmtiles::TileCoord::from(id);
+            let tile = TileCoord::new(coord.z(), coord.x(), coord.y())
+                .map_err(|e| fail(&format!("the archive holds {e}")))?;
+            if let Some(data) = reader.get_tile(id).await.map_err(|e| fail(&e))? {
+                import.add(tile, &data)?;
+            }
+        }
+    }
+    // The marker `export_marker` would give for this archive's metadata, so that a run that
+    // changes nothing leaves the archive (and its upload) alone.
+    let marker = format!("{}\n{metadata}", state.as_deref().unwrap_or(""));
+    import.finish(state.as_deref(), &[(EXPORTED_KEY, marker.as_str())])?;
+    Ok(state)
+}
+
 /// The archive's JSON metadata: what TileJSON and MBTiles record, plus the job state.
 fn metadata_json(metadata: &TilesetMetadata, state: Option<&str>) -> String {
     let mut json = serde_json::json!({
@@ -163,7 +222,7 @@ fn metadata_json(metadata: &TilesetMetadata, state: Option<&str>) -> String {
         }
     }
     if let Some(state) = state {
-        json["oar_tiles_state"] = state.into();
+        json[ARCHIVE_STATE_KEY] = state.into();
     }
     json.to_string()
 }

@@ -1,0 +1,335 @@
+//! A PMTiles archive kept as one S3 object (`s3://bucket/prefix/name.pmtiles`).
+//!
+//! The run itself is a local PMTiles run on a working copy in this machine's cache (its store is the
+//! journal an interrupted run resumes from, and the place a reseed updates), and the archive is
+//! uploaded only when its bytes differ from what the object holds. A machine whose working copy is
+//! not the object's current version (a new pod, another host, an object replaced by someone else)
+//! downloads the object and rebuilds the store from it, so a reseed still renders only what changed.
+//!
+//! Beside the archive, `.oar-tiles/NAME.state.json` under the same prefix records the job state and
+//! the ETag of the archive it describes; it is written after the archive, so it never describes
+//! tiles the object does not hold yet.
+
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::Client;
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
+
+use super::{rebuild_store, store_path, PmtilesSink};
+use crate::config::S3Config;
+use crate::error::{Error, Result};
+use crate::sink::s3::{
+    self as store, client, get_if_exists, local_file, object_key, ObjectHeaders,
+};
+use crate::sink::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport};
+use crate::tile::TileCoord;
+
+/// The media type of PMTiles archives.
+pub const PMTILES_CONTENT_TYPE: &str = "application/vnd.pmtiles";
+
+/// What the state object under the prefix records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RemoteState {
+    /// The job state (watermark) the archive's tiles reflect.
+    state: Option<String>,
+    /// The ETag of the archive this state describes.
+    archive_etag: String,
+}
+
+/// What this machine knows about its working copy: the object version it matches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Synced {
+    /// The object's ETag when the working copy last matched it.
+    etag: Option<String>,
+    /// MD5 of the archive file that the object then held.
+    md5: Option<String>,
+}
+
+/// An archive on S3, written through a working copy on this machine.
+pub struct S3PmtilesSink {
+    local: PmtilesSink,
+    remote: Remote,
+}
+
+/// The object, and what this run knows of it.
+struct Remote {
+    client: Client,
+    bucket: String,
+    key: String,
+    working_copy: PathBuf,
+    attempts: u32,
+    part_size: u64,
+    cache_control: String,
+    changes: ChangedList,
+    handle: Handle,
+    etag: Option<String>,
+    state: Option<RemoteState>,
+    synced: Synced,
+}
+
+fn synced_path(working_copy: &Path) -> PathBuf {
+    let mut name = working_copy.as_os_str().to_os_string();
+    name.push(".synced.json");
+    PathBuf::from(name)
+}
+
+fn read_synced(working_copy: &Path) -> Option<Synced> {
+    let text = std::fs::read_to_string(synced_path(working_copy)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_synced(working_copy: &Path, synced: &Synced) -> Result<()> {
+    let path = synced_path(working_copy);
+    let partial = path.with_extension("json.partial");
+    std::fs::write(
+        &partial,
+        serde_json::to_vec(synced).expect("JSON serializes"),
+    )
+    .and_then(|()| std::fs::rename(&partial, &path))
+    .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))
+}
+
+fn md5_of_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::output(path, format!("cannot read it: {e}")))?;
+    let mut hasher = Md5::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|e| Error::output(path, format!("cannot read it: {e}")))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Removes the working copy, its store (with any journal) and what this machine knew of them.
+fn forget(working_copy: &Path) {
+    let store = store_path(working_copy);
+    for path in [working_copy.to_path_buf(), synced_path(working_copy)] {
+        let _ = std::fs::remove_file(path);
+    }
+    for suffix in ["", "-wal", "-shm", "-journal", ".partial"] {
+        let mut name = store.as_os_str().to_os_string();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+}
+
+/// Where, under the archive's prefix, its state object lives.
+fn state_key(key: &str) -> String {
+    let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+    object_key(prefix, &format!(".oar-tiles/{name}.state.json"))
+}
+
+impl S3PmtilesSink {
+    /// Reads what the object and its state hold, brings the working copy up to date with them, and
+    /// opens its store.
+    pub async fn create(
+        bucket: &str,
+        key: &str,
+        config: &S3Config,
+        settings: &OutputSettings,
+        changes: ChangedList,
+        journal: Option<&str>,
+    ) -> Result<Self> {
+        let client = client(config).await;
+        let target = format!("s3://{bucket}/{key}");
+        let attempts = config.max_attempts;
+        let remote_etag = store::etag(&client, bucket, key, attempts)
+            .await
+            .map_err(|e| Error::output_caused(&target, e))?;
+        let remote_state = get_if_exists(&client, bucket, &state_key(key), attempts)
+            .await
+            .map_err(|e| Error::output_caused(&target, e))?
+            .and_then(|bytes| serde_json::from_slice::<RemoteState>(&bytes).ok());
+        let working_copy = local_file(
+            config.endpoint.as_deref(),
+            bucket,
+            key,
+            "pmtiles",
+            "pmtiles",
+        );
+        if let Some(dir) = working_copy.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::output(dir, format!("cannot create it: {e}")))?;
+        }
+        let known = read_synced(&working_copy);
+        let synced = match (&remote_etag, known) {
+            // The working copy is the object's current version (or a newer one whose upload did
+            // not happen yet): use it as it is, with any journal it keeps.
+            (Some(etag), Some(known)) if known.etag.as_ref() == Some(etag) => known,
+            (Some(_), _) => {
+                tracing::info!("{target}: downloading the archive to update it");
+                forget(&working_copy);
+                let downloaded = store::download(&client, bucket, key, &working_copy, attempts)
+                    .await
+                    .map_err(|e| Error::output_caused(&target, e))?;
+                // A state written for another version of the object is not this archive's.
+                let state = remote_state
+                    .as_ref()
+                    .filter(|remote| remote.archive_etag == downloaded)
+                    .and_then(|remote| remote.state.clone());
+                rebuild_store(&working_copy, state).await?;
+                let synced = Synced {
+                    etag: Some(downloaded),
+                    md5: Some(md5_of_file(&working_copy)?),
+                };
+                write_synced(&working_copy, &synced)?;
+                synced
+            }
+            // The object is gone since this machine uploaded it: start again.
+            (None, Some(known)) if known.etag.is_some() => {
+                forget(&working_copy);
+                Synced::default()
+            }
+            // Nothing uploaded yet: a working copy here is an interrupted first run's.
+            (None, _) => Synced::default(),
+        };
+        let local = PmtilesSink {
+            announce: false,
+            ..PmtilesSink::create(&working_copy, changes.clone(), journal)?
+        };
+        Ok(S3PmtilesSink {
+            local,
+            remote: Remote {
+                client,
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                working_copy,
+                attempts,
+                part_size: config.part_size_mib * 1024 * 1024,
+                cache_control: settings.cache_control.clone(),
+                changes,
+                handle: Handle::current(),
+                etag: synced.etag.clone().or(remote_etag),
+                state: remote_state,
+                synced,
+            },
+        })
+    }
+}
+
+impl Remote {
+    fn target(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+
+    /// Uploads the working copy unless the object already holds these bytes; returns the ETag.
+    fn upload_if_changed(&mut self) -> Result<Option<String>> {
+        let md5 = md5_of_file(&self.working_copy)?;
+        let current = self.etag.is_some()
+            && self.synced.etag == self.etag
+            && self.synced.md5.as_deref() == Some(md5.as_str());
+        if current {
+            return Ok(self.etag.clone());
+        }
+        let headers = ObjectHeaders {
+            content_type: PMTILES_CONTENT_TYPE,
+            cache_control: &self.cache_control,
+        };
+        let etag = self
+            .handle
+            .block_on(store::upload(
+                &self.client,
+                (&self.bucket, &self.key),
+                &self.working_copy,
+                headers,
+                self.attempts,
+                self.part_size,
+            ))
+            .map_err(|e| Error::output_caused(self.target(), e))?;
+        self.changes.record_object(&self.target());
+        self.synced = Synced {
+            etag: Some(etag.clone()),
+            md5: Some(md5),
+        };
+        write_synced(&self.working_copy, &self.synced)?;
+        self.etag = Some(etag.clone());
+        Ok(Some(etag))
+    }
+
+    fn put_state(&self, state: &RemoteState) -> Result<()> {
+        let key = state_key(&self.key);
+        let body = serde_json::to_vec(state).expect("JSON serializes");
+        let (client, bucket) = (&self.client, &self.bucket);
+        self.handle
+            .block_on(store::with_retries(
+                self.attempts,
+                &format!("uploading s3://{bucket}/{key}"),
+                || {
+                    client
+                        .put_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .body(body.clone().into())
+                        .content_type("application/json")
+                        .cache_control("no-cache")
+                        .send()
+                },
+            ))
+            .map(|_| ())
+            .map_err(|e| Error::output_caused(self.target(), e))
+    }
+}
+
+impl Sink for S3PmtilesSink {
+    fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
+        self.local.write_tile(tile, data)
+    }
+
+    fn delete_tile(&mut self, tile: TileCoord) -> Result<()> {
+        self.local.delete_tile(tile)
+    }
+
+    fn state(&self) -> Option<String> {
+        self.local.state()
+    }
+
+    fn begin_journal(&mut self, watermark: Option<&str>) -> Result<Option<Resume>> {
+        self.local.begin_journal(watermark)
+    }
+
+    fn prepare(&mut self, planned: Option<usize>) -> Result<()> {
+        self.local.prepare(planned)
+    }
+
+    fn journal(&mut self, tile: TileCoord, children: [bool; 4], written: bool) -> Result<()> {
+        self.local.journal(tile, children, written)
+    }
+
+    fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport> {
+        let S3PmtilesSink { local, mut remote } = *self;
+        let kept = local.state();
+        let (report, _) = local.finish_archive(finish)?;
+        let etag = remote.upload_if_changed()?.unwrap_or_default();
+        // The state names the archive version it describes, and follows it: a crash in between
+        // leaves a state that a new machine does not trust, so it falls back on the archive's own.
+        let state = RemoteState {
+            state: finish.state.map(str::to_string).or(kept),
+            archive_etag: etag,
+        };
+        if remote.state.as_ref() != Some(&state) {
+            remote.put_state(&state)?;
+        }
+        Ok(report)
+    }
+
+    fn abort(self: Box<Self>) {
+        Box::new(self.local).abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_object_sits_under_the_archives_prefix() {
+        assert_eq!(
+            state_key("tiles/v1/facilities.pmtiles"),
+            "tiles/v1/.oar-tiles/facilities.pmtiles.state.json"
+        );
+        assert_eq!(
+            state_key("facilities.pmtiles"),
+            ".oar-tiles/facilities.pmtiles.state.json"
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! A PMTiles archive as one object on a real S3-compatible server: read back by the PyPI reader,
+//! uploaded only when its bytes change, reseeded from a machine that has never seen it (a new pod)
+//! without rendering every tile, and large archives uploaded in parts.
+
+use std::path::Path;
+
+use crate::common::fixture::Fixture;
+use crate::common::run::{oar_tiles_with, Run};
+use crate::common::s3::S3Server;
+use crate::pmtiles::{assert_same_digests, digests_of_mbtiles, read_archive, seed, setup_with};
+
+const BUCKET: &str = "tiles";
+const KEY: &str = "maps/facilities.pmtiles";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A fixture whose config reaches its own S3 server.
+struct Setup {
+    base: Fixture,
+    server: S3Server,
+}
+
+crate::common::fixture::wraps_fixture!(Setup, base);
+
+impl Setup {
+    fn new(label: &str) -> Setup {
+        let server = S3Server::start(BUCKET);
+        let base = setup_with(
+            label,
+            &server.config_table(""),
+            "cache_control = \"public, max-age=60\"",
+        );
+        Setup { base, server }
+    }
+
+    /// Seeds into the archive from a machine whose cache is `machine` (a directory of the test).
+    fn seed_s3(&self, machine: &str, extra: &[&str]) -> Run {
+        let cache = self.path(machine);
+        std::fs::create_dir_all(&cache).unwrap();
+        let mut env = self.server.env();
+        env.push(("XDG_CACHE_HOME", cache.to_str().unwrap()));
+        let target = format!("s3://{BUCKET}/{KEY}");
+        let args = self.seed_args(&target, "0-10", extra);
+        let run = oar_tiles_with(Some(&self.schema.url), &args, &env);
+        run.assert_success();
+        run
+    }
+
+    /// Downloads the archive object to `name` in the test directory.
+    fn download(&self, name: &str) -> std::path::PathBuf {
+        let path = self.path(name);
+        let client = self.server.client();
+        let bytes = runtime().block_on(async {
+            let object = client
+                .get_object()
+                .bucket(BUCKET)
+                .key(KEY)
+                .send()
+                .await
+                .unwrap();
+            object.body.collect().await.unwrap().into_bytes()
+        });
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// The object's ETag and the modification time of the file the server keeps it in, which
+    /// changes with every upload.
+    fn version(&self) -> (String, std::time::SystemTime) {
+        let client = self.server.client();
+        let etag = runtime().block_on(async {
+            let head = client
+                .head_object()
+                .bucket(BUCKET)
+                .key(KEY)
+                .send()
+                .await
+                .unwrap();
+            head.e_tag().unwrap().to_string()
+        });
+        let stored = self.server.data.join(BUCKET).join(KEY);
+        (etag, std::fs::metadata(stored).unwrap().modified().unwrap())
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostGIS, the S3 test server and the Python pmtiles reader: run scripts/test.sh"]
+fn an_s3_archive_is_uploaded_when_it_changes_and_reseeded_from_a_new_machine() {
+    let mut setup = Setup::new("pms3");
+    let object = format!("s3://{BUCKET}/{KEY}");
+    setup.seed_s3("machine-a", &[]);
+    let mbtiles = setup.path("reference.mbtiles");
+    seed(&setup, &mbtiles, &[]);
+    let archive = read_archive(&setup.download("first.pmtiles"));
+    assert_same_digests(
+        &digests_of_mbtiles(&mbtiles),
+        &archive.tiles,
+        "the S3 archive against MBTiles",
+    );
+    assert_eq!(archive.header["clustered"], true, "{}", archive.header);
+    assert_eq!(archive.metadata["vector_layers"][0]["id"], "sites");
+    let client = setup.server.client();
+    runtime().block_on(async {
+        let head = client
+            .head_object()
+            .bucket(BUCKET)
+            .key(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.content_type(), Some("application/vnd.pmtiles"));
+        assert_eq!(head.cache_control(), Some("public, max-age=60"));
+    });
+
+    // Nothing changed: nothing uploaded, nothing to invalidate.
+    let changed = setup.path("changed.txt");
+    let changed_arg = changed.to_str().unwrap().to_string();
+    let uploaded = setup.version();
+    setup.seed_s3("machine-a", &["--dirty", "--changed-list", &changed_arg]);
+    assert_eq!(
+        setup.version(),
+        uploaded,
+        "an unchanged archive is not uploaded"
+    );
+    assert!(lines(&changed).is_empty(), "{:?}", lines(&changed));
+
+    // A new machine (an empty cache) reseeds the changes: it starts from the object, renders only
+    // the dirty tiles, and the result equals a full seed.
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(90.41, 23.81), 4326) WHERE site_id % 9 = 0;
+         DELETE FROM {schema}.sites WHERE site_id = 9000;
+         INSERT INTO {schema}.sites (site_id, label, pt) VALUES (9100, 'new', ST_SetSRID(ST_MakePoint(13.4, 52.5), 4326));",
+    );
+    let reseed = setup.seed_s3("machine-b", &["--dirty", "--changed-list", &changed_arg]);
+    assert!(
+        reseed.stderr.contains("downloading the archive"),
+        "{}",
+        reseed.stderr
+    );
+    let listed = lines(&changed);
+    assert!(listed.contains(&object), "the object is named: {listed:?}");
+    assert!(
+        listed.iter().any(|line| line.starts_with("10/")),
+        "and the changed tiles: {listed:?}"
+    );
+    assert!(
+        listed.len() < archive.tiles.len() / 2,
+        "a reseed renders the changes, not the pyramid: {} of {} tiles",
+        listed.len(),
+        archive.tiles.len()
+    );
+    let full = setup.path("full.pmtiles");
+    seed(&setup, &full, &[]);
+    assert_same_digests(
+        &read_archive(&full).tiles,
+        &read_archive(&setup.download("reseeded.pmtiles")).tiles,
+        "the reseeded S3 archive against a full seed",
+    );
+
+    // Another new machine with nothing to do uploads nothing either.
+    let uploaded = setup.version();
+    setup.seed_s3("machine-c", &["--dirty", "--changed-list", &changed_arg]);
+    assert_eq!(
+        setup.version(),
+        uploaded,
+        "an unchanged archive is not uploaded"
+    );
+    assert!(lines(&changed).is_empty(), "{:?}", lines(&changed));
+
+    // inspect reads the object; changes status lists it with its watermark.
+    let mut env = setup.server.env();
+    let config = setup.config.to_str().unwrap().to_string();
+    let inspected = oar_tiles_with(
+        None,
+        &["inspect", &object, "--config", &config, "--json"],
+        &env,
+    );
+    inspected.assert_success();
+    let inventory: serde_json::Value = serde_json::from_str(&inspected.stdout).unwrap();
+    assert_eq!(
+        inventory["tiles"].as_u64(),
+        Some(read_archive(&full).tiles.len() as u64)
+    );
+    assert_eq!(inventory["metadata"]["pmtiles"]["clustered"], true);
+    env.clear();
+    let status = oar_tiles_with(
+        Some(&setup.schema.url),
+        &["changes", "status", "--config", &config],
+        &env,
+    );
+    status.assert_success();
+    assert!(status.stdout.contains(&object), "{}", status.stdout);
+}
+
+#[test]
+#[ignore = "needs the S3 test server: run scripts/test.sh"]
+fn an_archive_larger_than_a_part_is_uploaded_in_parts_and_arrives_whole() {
+    let server = S3Server::start(BUCKET);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.pmtiles");
+    // 11 MiB of bytes that repeat nowhere: three parts of 5, 5 and 1 MiB.
+    let body: Vec<u8> = (0u32..11 * 1024 * 1024 / 4)
+        .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+        .collect();
+    std::fs::write(&file, &body).unwrap();
+    let client = server.client();
+    runtime().block_on(async {
+        let headers = oar_tiles::sink::s3::ObjectHeaders {
+            content_type: "application/vnd.pmtiles",
+            cache_control: "no-cache",
+        };
+        let etag = oar_tiles::sink::s3::upload(
+            &client,
+            (BUCKET, "big/archive.pmtiles"),
+            &file,
+            headers,
+            3,
+            5 * 1024 * 1024,
+        )
+        .await
+        .unwrap();
+        assert!(
+            etag.trim_matches('"').ends_with("-3"),
+            "three parts: {etag}"
+        );
+        let back = client
+            .get_object()
+            .bucket(BUCKET)
+            .key("big/archive.pmtiles")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(back.content_type(), Some("application/vnd.pmtiles"));
+        let stored = back.body.collect().await.unwrap().into_bytes();
+        assert!(stored.as_ref() == body.as_slice(), "the object is the file");
+    });
+}
