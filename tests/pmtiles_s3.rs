@@ -2,12 +2,14 @@
 //! uploaded only when its bytes change, reseeded from a machine that has never seen it (a new pod)
 //! without rendering every tile, and large archives uploaded in parts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::common::fixture::Fixture;
-use crate::common::run::{oar_tiles_with, Run};
+use crate::common::run::{oar_tiles_command, oar_tiles_with, run_from, send_signal, Run};
 use crate::common::s3::S3Server;
 use crate::pmtiles::{assert_same_digests, digests_of_mbtiles, read_archive, seed, setup_with};
+use crate::robustness::wait_for_progress;
 
 const BUCKET: &str = "tiles";
 const KEY: &str = "maps/facilities.pmtiles";
@@ -38,15 +40,21 @@ impl Setup {
         Setup { base, server }
     }
 
-    /// Seeds into the archive from a machine whose cache is `machine` (a directory of the test).
-    fn seed_s3(&self, machine: &str, extra: &[&str]) -> Run {
+    /// The seed command into the archive from a machine whose cache is `machine` (a directory of
+    /// the test).
+    fn seed_command(&self, machine: &str, zoom: &str, extra: &[&str]) -> std::process::Command {
         let cache = self.path(machine);
         std::fs::create_dir_all(&cache).unwrap();
         let mut env = self.server.env();
         env.push(("XDG_CACHE_HOME", cache.to_str().unwrap()));
         let target = format!("s3://{BUCKET}/{KEY}");
-        let args = self.seed_args(&target, "0-10", extra);
-        let run = oar_tiles_with(Some(&self.schema.url), &args, &env);
+        let args = self.seed_args(&target, zoom, extra);
+        oar_tiles_command(Some(&self.schema.url), &args, &env)
+    }
+
+    /// Seeds into the archive from `machine`, which must succeed.
+    fn seed_s3(&self, machine: &str, extra: &[&str]) -> Run {
+        let run = run_from(self.seed_command(machine, "0-10", extra).output().unwrap());
         run.assert_success();
         run
     }
@@ -247,4 +255,77 @@ fn an_archive_larger_than_a_part_is_uploaded_in_parts_and_arrives_whole() {
         let stored = back.body.collect().await.unwrap().into_bytes();
         assert!(stored.as_ref() == body.as_slice(), "the object is the file");
     });
+}
+
+/// The store of the working copy in `machine`'s cache, once a seed has started one.
+fn working_store(setup: &Setup, machine: &str, child: &mut std::process::Child) -> PathBuf {
+    let dir = setup.path(machine).join("oar-tiles/pmtiles");
+    let started = Instant::now();
+    loop {
+        let found = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .find_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                let store = name.strip_suffix(".partial")?;
+                store.ends_with(".store.mbtiles").then(|| dir.join(store))
+            });
+        if let Some(store) = found {
+            return store;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no working store in {} after two minutes",
+            dir.display()
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the seed ended before it could be interrupted"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+#[ignore = "needs PostGIS, the S3 test server and the Python pmtiles reader: run scripts/test.sh"]
+fn an_interrupted_s3_archive_seed_uploads_nothing_and_resumes_to_the_same_archive() {
+    let mut setup = Setup::new("pms3resume");
+    setup.schema.execute(
+        "INSERT INTO {schema}.sites (site_id, label, pt)
+         SELECT 20000 + g, 'extra', ST_SetSRID(ST_MakePoint(90.3 + (g % 97) * 0.002, 23.7 + (g % 89) * 0.002), 4326)
+         FROM generate_series(1, 3000) g; ANALYZE {schema}.sites;",
+    );
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "cluster_maxzoom = 5",
+        "cluster_maxzoom = 5\nfilter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"",
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let mut child = setup.seed_command("machine", "0-12", &[]).spawn().unwrap();
+    let store = working_store(&setup, "machine", &mut child);
+    wait_for_progress(&mut child, &store);
+    send_signal(&child, libc::SIGINT);
+    let stopped = run_from(child.wait_with_output().unwrap());
+    assert_eq!(stopped.code, 130, "{}", stopped.stderr);
+    let client = setup.server.client();
+    let listed = runtime().block_on(async {
+        let listing = client
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .send()
+            .await
+            .unwrap();
+        listing.contents().len()
+    });
+    assert_eq!(listed, 0, "nothing is uploaded before the run is complete");
+    let resumed = run_from(setup.seed_command("machine", "0-12", &[]).output().unwrap());
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resum"), "{}", resumed.stderr);
+    let reference = setup.path("reference.pmtiles");
+    let args = setup.seed_args(reference.to_str().unwrap(), "0-12", &[]);
+    oar_tiles_with(Some(&setup.schema.url), &args, &[]).assert_success();
+    assert_same_digests(
+        &read_archive(&reference).tiles,
+        &read_archive(&setup.download("resumed.pmtiles")).tiles,
+        "the resumed S3 archive",
+    );
 }
