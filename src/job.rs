@@ -26,7 +26,8 @@ pub struct SeedOptions {
     #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
     pub bbox: Option<BBox>,
 
-    /// Output: path.mbtiles, path.pmtiles, dir:PATH or PATH/ (a z/x/y tree), or s3://bucket/prefix
+    /// Output: path.mbtiles, path.pmtiles, dir:PATH or PATH/ (a z/x/y tree), s3://bucket/prefix, or
+    /// s3://bucket/key.pmtiles (one PMTiles object)
     /// [default: the tileset's output]. Only with one tileset.
     #[arg(short, long, value_name = "PATH")]
     pub output: Option<String>,

@@ -94,7 +94,8 @@ enum ChangesAction {
 
 #[derive(Debug, Args)]
 struct InspectArgs {
-    /// The output: path.mbtiles, path.pmtiles, dir:PATH or PATH/, or s3://bucket/prefix.
+    /// The output: path.mbtiles, path.pmtiles, dir:PATH or PATH/, s3://bucket/prefix, or
+    /// s3://bucket/key.pmtiles.
     #[arg(value_name = "OUTPUT")]
     output: String,
 
