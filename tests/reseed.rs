@@ -575,3 +575,100 @@ fn a_reseed_of_some_zooms_leaves_the_changes_for_the_others_to_the_next_run() {
         "the reseed against a full seed",
     );
 }
+
+/// What the change log holds now: `(old positions, new positions)` as `x y` text, sorted.
+fn logged(setup: &mut Setup) -> (Vec<String>, Vec<String>) {
+    let schema = setup.changes_schema.clone();
+    let rows = setup
+        .schema
+        .client()
+        .query(
+            &format!(
+                "SELECT ST_X(old_geom) || ' ' || ST_Y(old_geom), ST_X(new_geom) || ' ' || ST_Y(new_geom)
+                 FROM \"{schema}\".change_log WHERE NOT everything"
+            ),
+            &[],
+        )
+        .unwrap();
+    let mut old: Vec<String> = rows.iter().filter_map(|r| r.get(0)).collect();
+    let mut new: Vec<String> = rows.iter().filter_map(|r| r.get(1)).collect();
+    old.sort();
+    new.sort();
+    (old, new)
+}
+
+fn clear_log(setup: &mut Setup) {
+    let schema = setup.changes_schema.clone();
+    setup
+        .schema
+        .execute(&format!("DELETE FROM \"{schema}\".change_log"));
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn change_capture_logs_exactly_the_rows_whose_rendered_columns_changed() {
+    let mut setup = Setup::new("capturelog", "");
+    setup
+        .schema
+        .execute("ALTER TABLE {schema}.sites ADD COLUMN note text");
+    clear_log(&mut setup);
+
+    // Columns no layer renders: nothing to reseed.
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET note = 'x' WHERE site_id <= 50");
+    // Rendered columns set to the values they had: nothing either.
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label, pt = pt WHERE site_id <= 50");
+    assert_eq!(logged(&mut setup), (vec![], vec![]));
+
+    // One statement over many rows, of which only some change what is rendered: each of those is
+    // logged at its old and its new position, the others not at all.
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET label = CASE WHEN site_id % 2 = 0 THEN 'renamed' ELSE label END,
+                                    pt = CASE WHEN site_id = 3 THEN ST_SetSRID(ST_MakePoint(1.5, 2.5), 4326) ELSE pt END
+         WHERE site_id <= 10",
+    );
+    let (old, new) = logged(&mut setup);
+    assert_eq!(old.len(), 6, "ids 2, 3, 4, 6, 8, 10: {old:?}");
+    assert_eq!(new.len(), 6, "{new:?}");
+    assert!(new.contains(&"1.5 2.5".to_string()), "{new:?}");
+    assert!(!old.contains(&"1.5 2.5".to_string()), "{old:?}");
+    clear_log(&mut setup);
+
+    // Inserts log the new rows, deletes the old ones, in a single statement each.
+    setup.schema.execute(
+        "INSERT INTO {schema}.sites (site_id, label, pt)
+         SELECT 1000 + g, 'n', ST_SetSRID(ST_MakePoint(g, -g), 4326) FROM generate_series(1, 4) g;
+         DELETE FROM {schema}.sites WHERE site_id IN (1001, 1002)",
+    );
+    assert_eq!(
+        logged(&mut setup),
+        (
+            vec!["1 -1".to_string(), "2 -2".to_string()],
+            vec![
+                "1 -1".to_string(),
+                "2 -2".to_string(),
+                "3 -3".to_string(),
+                "4 -4".to_string()
+            ]
+        )
+    );
+    clear_log(&mut setup);
+
+    // A layer with a filter may depend on any column, so then any change counts.
+    let filtered = setup.path("filtered.toml");
+    let text = std::fs::read_to_string(&setup.config)
+        .unwrap()
+        .replace("seen_at\"]", "seen_at\"]\nfilter = \"note IS NULL\"");
+    std::fs::write(&filtered, text).unwrap();
+    setup
+        .run_with(&filtered, &["changes", "install"])
+        .assert_success();
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET note = 'y' WHERE site_id IN (5, 7)");
+    let (old, new) = logged(&mut setup);
+    assert_eq!((old.len(), new.len()), (2, 2), "{old:?} {new:?}");
+}

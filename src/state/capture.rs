@@ -1,9 +1,11 @@
 //! Change capture in PostGIS, for reseeds that re-render only what changed.
 //!
-//! `changes install` creates the schema `oar_tiles` with a change log and row triggers on every source
-//! table: INSERT, UPDATE and DELETE record the old and new geometry (an UPDATE only when the geometry,
-//! the id or a rendered attribute changed, or any column when a layer filters the table), and TRUNCATE
-//! marks that everything must be reseeded. Each change carries the id of the transaction that made it.
+//! `changes install` creates the schema `oar_tiles` with a change log and statement triggers on every
+//! source table: INSERT, UPDATE and DELETE record the old and new geometries of the rows they touched
+//! (an UPDATE only of rows whose geometry, id or a rendered attribute changed, or any column when a
+//! layer filters the table), and TRUNCATE marks that everything must be reseeded. Each trigger reads
+//! the statement's transition tables and writes the log in one set-based INSERT, so a bulk statement
+//! pays once, not once per row. Each change carries the id of the transaction that made it.
 //!
 //! The watermark an output keeps is the PostgreSQL snapshot taken when its last seed started. The next
 //! reseed reads, under a new snapshot, the changes that snapshot did not see: a change committed late
@@ -91,6 +93,14 @@ fn watched_tables(config: &Config) -> Vec<Watched> {
     tables.into_values().collect()
 }
 
+/// The triggers `changes install` puts on each source table.
+const TRIGGERS: [&str; 4] = [
+    "oar_tiles_capture_insert",
+    "oar_tiles_capture_update",
+    "oar_tiles_capture_delete",
+    "oar_tiles_capture_truncate",
+];
+
 fn function_name(schema: &str, table: &str) -> String {
     let digest = Md5::digest(table.as_bytes());
     format!("{schema}.capture_{}", hex::encode(&digest[..8]))
@@ -124,38 +134,57 @@ fn install_sql(config: &Config) -> String {
     for watched in watched_tables(config) {
         let function = function_name(schema, &watched.table);
         let geometry = quote_ident(&watched.geometry);
-        let changed = if watched.filtered {
+        // An UPDATE is recorded by the rows whose watched columns changed: the old version of
+        // such a row is in the old rows and not (as it was) in the new ones, and its new version
+        // the other way round. Rows that changed nothing watched cancel out.
+        let watched_columns = if watched.filtered {
             // A filter may use any column, so any change may move a row in or out of a layer.
-            "OLD IS DISTINCT FROM NEW".to_string()
+            "*".to_string()
         } else {
-            let old: Vec<String> = watched
+            watched
                 .columns
                 .iter()
-                .map(|c| format!("OLD.{}", quote_ident(c)))
-                .collect();
-            let new: Vec<String> = watched
-                .columns
-                .iter()
-                .map(|c| format!("NEW.{}", quote_ident(c)))
-                .collect();
-            format!("({}) IS DISTINCT FROM ({})", old.join(", "), new.join(", "))
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ")
         };
         sql.push_str(&format!(
-            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $f$
+            "DROP TRIGGER IF EXISTS oar_tiles_capture ON {table};
+             DROP FUNCTION IF EXISTS {function}();
+             CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
              BEGIN
-                 IF TG_OP = 'INSERT' THEN
-                     INSERT INTO {schema}.change_log (source, new_geom) VALUES (TG_RELID, NEW.{geometry});
-                 ELSIF TG_OP = 'DELETE' THEN
-                     INSERT INTO {schema}.change_log (source, old_geom) VALUES (TG_RELID, OLD.{geometry});
-                 ELSIF {changed} THEN
-                     INSERT INTO {schema}.change_log (source, old_geom, new_geom)
-                     VALUES (TG_RELID, OLD.{geometry}, NEW.{geometry});
-                 END IF;
+                 INSERT INTO {schema}.change_log (source, new_geom)
+                 SELECT TG_RELID, n.{geometry} FROM oar_new n;
                  RETURN NULL;
              END $f$;
-             DROP TRIGGER IF EXISTS oar_tiles_capture ON {table};
-             CREATE TRIGGER oar_tiles_capture AFTER INSERT OR UPDATE OR DELETE ON {table}
-                 FOR EACH ROW EXECUTE FUNCTION {function}();
+             CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql AS $f$
+             BEGIN
+                 INSERT INTO {schema}.change_log (source, old_geom)
+                 SELECT TG_RELID, o.{geometry} FROM oar_old o;
+                 RETURN NULL;
+             END $f$;
+             CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql AS $f$
+             BEGIN
+                 INSERT INTO {schema}.change_log (source, old_geom, new_geom)
+                 SELECT TG_RELID, d.{geometry}, NULL
+                 FROM (SELECT {watched_columns} FROM oar_old EXCEPT ALL SELECT {watched_columns} FROM oar_new) d
+                 UNION ALL
+                 SELECT TG_RELID, NULL, d.{geometry}
+                 FROM (SELECT {watched_columns} FROM oar_new EXCEPT ALL SELECT {watched_columns} FROM oar_old) d;
+                 RETURN NULL;
+             END $f$;
+             DROP TRIGGER IF EXISTS oar_tiles_capture_insert ON {table};
+             CREATE TRIGGER oar_tiles_capture_insert AFTER INSERT ON {table}
+                 REFERENCING NEW TABLE AS oar_new
+                 FOR EACH STATEMENT EXECUTE FUNCTION {function}_insert();
+             DROP TRIGGER IF EXISTS oar_tiles_capture_update ON {table};
+             CREATE TRIGGER oar_tiles_capture_update AFTER UPDATE ON {table}
+                 REFERENCING OLD TABLE AS oar_old NEW TABLE AS oar_new
+                 FOR EACH STATEMENT EXECUTE FUNCTION {function}_update();
+             DROP TRIGGER IF EXISTS oar_tiles_capture_delete ON {table};
+             CREATE TRIGGER oar_tiles_capture_delete AFTER DELETE ON {table}
+                 REFERENCING OLD TABLE AS oar_old
+                 FOR EACH STATEMENT EXECUTE FUNCTION {function}_delete();
              DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON {table};
              CREATE TRIGGER oar_tiles_capture_truncate AFTER TRUNCATE ON {table}
                  FOR EACH STATEMENT EXECUTE FUNCTION {schema}.capture_truncate();
@@ -196,11 +225,13 @@ pub async fn uninstall(pool: &Pool, config: &Config) -> Result<()> {
     let schema = quote_ident(&config.change_schema);
     let mut sql = String::new();
     for watched in watched_tables(config) {
-        sql.push_str(&format!(
-            "DROP TRIGGER IF EXISTS oar_tiles_capture ON {table};
-             DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON {table};\n",
-            table = watched.table
-        ));
+        // The row trigger of earlier versions too.
+        for trigger in TRIGGERS.iter().chain(&["oar_tiles_capture"]) {
+            sql.push_str(&format!(
+                "DROP TRIGGER IF EXISTS {trigger} ON {};\n",
+                watched.table
+            ));
+        }
     }
     sql.push_str(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"));
     run_ddl(pool, &sql, "uninstall change capture").await
@@ -420,12 +451,12 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
         let config = Config::parse(Path::new("c.toml"), text, None).unwrap();
         let sql = install_sql(&config);
         assert_eq!(
-            sql.matches("CREATE TRIGGER oar_tiles_capture AFTER INSERT")
+            sql.matches("CREATE TRIGGER oar_tiles_capture_update AFTER UPDATE")
                 .count(),
             1
         );
         assert!(sql.contains(
-            "(OLD.\"name\", OLD.\"id\", OLD.\"location\", OLD.\"country_code\") IS DISTINCT FROM"
+            "SELECT \"name\", \"id\", \"location\", \"country_code\" FROM oar_old EXCEPT ALL"
         ));
         let watermark = Watermark {
             snapshot: "5:9:7".into(),
