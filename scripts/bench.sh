@@ -8,9 +8,10 @@
 #                    [--reseed-rows N] [--reseed-changes N]
 #                    [--cluster-rows LIST] [--cluster-zoom A-B]
 #                    [--cluster-position centroid|cell-center]
+#                    [--capture-rounds N]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
-#                    all): main, reseed, cluster, tls, pmtiles
+#                    all): main, reseed, cluster, tls, pmtiles, capture
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -38,6 +39,8 @@
 #   --cluster-position P
 #                    cluster_position of the clustered variant (default
 #                    centroid)
+#   --capture-rounds N
+#                    rounds of each write in the capture section (default 5)
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
@@ -59,6 +62,14 @@
 #   cluster  per --cluster-rows size, seeds --cluster-zoom clustered and
 #            unclustered and prints per zoom the stored tile sizes (median,
 #            p99, max), render times and tiles over the size budget.
+#   capture  what change capture costs the application that writes the data:
+#            on a copy of the 100k sample (bench_capture.facilities) with
+#            `changes install`ed, 20,000-row UPDATEs (geometry moved, name,
+#            a rendered integer, a column no layer renders), a 20,000-row
+#            INSERT and DELETE, and 2,000 single-row UPDATEs, each timed inside
+#            the server with the triggers disabled and enabled (alternating,
+#            median of --capture-rounds, every write rolled back); prints the
+#            overhead (target: <= +25% on bulk statements).
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -87,7 +98,8 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles
+sections=main,reseed,cluster,tls,pmtiles,capture
+capture_rounds=5
 rows=100000
 zoom=0-14
 concurrency=
@@ -101,6 +113,7 @@ cluster_position=centroid
 while (($#)); do
     case $1 in
         --sections) sections=${2:?--sections needs a value}; shift 2 ;;
+        --capture-rounds) capture_rounds=${2:?--capture-rounds needs a value}; shift 2 ;;
         --sections=*) sections=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
         --rows=*) rows=${1#*=}; shift ;;
@@ -152,7 +165,8 @@ for s in "${section_list[@]}"; do
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles)" ;;
+        capture) ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture)" ;;
     esac
 done
 
@@ -652,6 +666,52 @@ section_pmtiles() {
     compare_runs "pmtiles: seed of $rows facilities, zoom $zoom, unclustered" 1.10 \
         pm-mbtiles "MBTiles" pm-pmtiles "PMTiles" || failed $?
     rm -f "$WORK"/pm-out.* "$WORK"/pm-warmup.*
+}
+
+# --- capture: what the change-capture triggers cost the writes --------------------------------
+
+section_capture() {
+    local schema=bench_capture load_before
+    ensure_sample 100000
+    log "capture: copying bench_100000.facilities to $schema.facilities"
+    psql_ -c "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema;
+              CREATE TABLE $schema.facilities (LIKE bench_100000.facilities INCLUDING ALL);
+              INSERT INTO $schema.facilities SELECT * FROM bench_100000.facilities;" >/dev/null
+    psql_ -c "VACUUM ANALYZE $schema.facilities" >/dev/null
+    make_config capture unclustered "$WORK/capture.toml"
+    sed -i "s/\"$CHANGES_SCHEMA\"/\"${CHANGES_SCHEMA}_capture\"/" "$WORK/capture.toml"
+    "$BIN" -q changes install --config "$WORK/capture.toml" >&2
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    log "capture: $capture_rounds rounds of each write, triggers off and on"
+    psql_ -v table="$schema.facilities" -v rounds="$capture_rounds" -v singles=2000 \
+        -f "$ROOT/scripts/bench_capture.sql" 2>&1 | sed -n 's/^.*NOTICE:  capture //p' >"$WORK/capture.txt"
+    "$BIN" -q changes uninstall --config "$WORK/capture.toml" >&2
+    psql_ -c "DROP SCHEMA $schema CASCADE" >/dev/null
+    python3 - "$WORK/capture.txt" "$load_before / $(cut -d' ' -f1-3 /proc/loadavg)" <<'PY' || failed $?
+import collections, statistics, sys
+times = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    case, variant, _, ms = line.split()
+    times[case, variant].append(float(ms))
+if not times:
+    sys.exit("capture: the server printed no timings")
+print("capture: writes to a copy of the 100k sample, triggers off and on; median of "
+      f"{len(times[next(iter(times))])} rounds, each rolled back (load {sys.argv[2]})")
+print(f"  {'write':<44} {'off ms':>9} {'on ms':>9} {'overhead':>9}")
+labels = {"move": "UPDATE 20,000 rows, geometry moved", "rename": "UPDATE 20,000 rows, name",
+          "integer": "UPDATE 20,000 rows, rendered integer",
+          "unrendered": "UPDATE 20,000 rows, column no layer renders",
+          "insert": "INSERT 20,000 rows", "delete": "DELETE 20,000 rows",
+          "single-row": "2,000 single-row UPDATEs (name)"}
+worst = 0.0
+for case, label in labels.items():
+    off, on = statistics.median(times[case, "off"]), statistics.median(times[case, "on"])
+    overhead = on / off - 1
+    if case != "single-row":
+        worst = max(worst, overhead)
+    print(f"  {label:<44} {off:9.1f} {on:9.1f} {overhead:+9.1%}")
+print(f"  worst bulk overhead {worst:+.1%}   (target <= +25%: {'met' if worst <= 0.25 else 'NOT met'})")
+PY
 }
 
 # --- run ------------------------------------------------------------------------------------

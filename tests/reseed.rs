@@ -584,8 +584,9 @@ fn logged(setup: &mut Setup) -> (Vec<String>, Vec<String>) {
         .client()
         .query(
             &format!(
-                "SELECT ST_X(old_geom) || ' ' || ST_Y(old_geom), ST_X(new_geom) || ' ' || ST_Y(new_geom)
-                 FROM \"{schema}\".change_log WHERE NOT everything"
+                "SELECT ST_X(g) || ' ' || ST_Y(g), NULL FROM \"{schema}\".change_log, unnest(old_geoms) g
+                 UNION ALL
+                 SELECT NULL, ST_X(g) || ' ' || ST_Y(g) FROM \"{schema}\".change_log, unnest(new_geoms) g"
             ),
             &[],
         )
@@ -635,6 +636,17 @@ fn change_capture_logs_exactly_the_rows_whose_rendered_columns_changed() {
     assert_eq!(new.len(), 6, "{new:?}");
     assert!(new.contains(&"1.5 2.5".to_string()), "{new:?}");
     assert!(!old.contains(&"1.5 2.5".to_string()), "{old:?}");
+    let schema = setup.changes_schema.clone();
+    let rows: i64 = setup
+        .schema
+        .client()
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".change_log"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "one log row for the statement, not one per row");
     clear_log(&mut setup);
 
     // Inserts log the new rows, deletes the old ones, in a single statement each.

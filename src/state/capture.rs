@@ -4,8 +4,9 @@
 //! source table: INSERT, UPDATE and DELETE record the old and new geometries of the rows they touched
 //! (an UPDATE only of rows whose geometry, id or a rendered attribute changed, or any column when a
 //! layer filters the table), and TRUNCATE marks that everything must be reseeded. Each trigger reads
-//! the statement's transition tables and writes the log in one set-based INSERT, so a bulk statement
-//! pays once, not once per row. Each change carries the id of the transaction that made it.
+//! the statement's transition tables and writes one log row holding the arrays of old and new
+//! geometries, so a bulk statement pays for one insert into the log, not one per row. Each change
+//! carries the id of the transaction that made it.
 //!
 //! The watermark an output keeps is the PostgreSQL snapshot taken when its last seed started. The next
 //! reseed reads, under a new snapshot, the changes that snapshot did not see: a change committed late
@@ -63,6 +64,7 @@ pub async fn installed(pool: &Pool, schema: &str) -> Result<bool> {
 struct Watched {
     table: String,
     geometry: String,
+    id: String,
     columns: Vec<String>,
     filtered: bool,
 }
@@ -76,6 +78,7 @@ fn watched_tables(config: &Config) -> Vec<Watched> {
             .or_insert_with(|| Watched {
                 table: quoted_table(layer),
                 geometry: layer.geometry_column.clone(),
+                id: layer.id_column.clone(),
                 columns: Vec::new(),
                 filtered: false,
             });
@@ -119,6 +122,10 @@ fn install_sql(config: &Config) -> String {
              old_geom geometry,
              new_geom geometry,
              everything boolean NOT NULL DEFAULT false);
+         -- One row per statement: the old and new geometries of every row it changed. (old_geom
+         -- and new_geom, one row per changed row, are what earlier versions wrote.)
+         ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS old_geoms geometry[];
+         ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS new_geoms geometry[];
          CREATE INDEX IF NOT EXISTS change_log_source ON {schema}.change_log (source);
          CREATE TABLE IF NOT EXISTS {schema}.consumers (
              output text PRIMARY KEY,
@@ -134,43 +141,47 @@ fn install_sql(config: &Config) -> String {
     for watched in watched_tables(config) {
         let function = function_name(schema, &watched.table);
         let geometry = quote_ident(&watched.geometry);
-        // An UPDATE is recorded by the rows whose watched columns changed: the old version of
-        // such a row is in the old rows and not (as it was) in the new ones, and its new version
-        // the other way round. Rows that changed nothing watched cancel out.
-        let watched_columns = if watched.filtered {
+        let id = quote_ident(&watched.id);
+        // An UPDATE is recorded by the rows whose watched columns changed, found by pairing old
+        // and new rows on the id column: a row whose id changed, or an id that is not unique,
+        // pairs with nothing or with more than its own version, which logs more positions than
+        // needed but never fewer.
+        let watched_row = if watched.filtered {
             // A filter may use any column, so any change may move a row in or out of a layer.
-            "*".to_string()
+            "t".to_string()
         } else {
-            watched
+            let columns: Vec<String> = watched
                 .columns
                 .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
+                .map(|c| format!("t.{}", quote_ident(c)))
+                .collect();
+            format!("ROW({})", columns.join(", "))
         };
         sql.push_str(&format!(
             "DROP TRIGGER IF EXISTS oar_tiles_capture ON {table};
              DROP FUNCTION IF EXISTS {function}();
              CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
              BEGIN
-                 INSERT INTO {schema}.change_log (source, new_geom)
-                 SELECT TG_RELID, n.{geometry} FROM oar_new n;
+                 INSERT INTO {schema}.change_log (source, new_geoms)
+                 SELECT TG_RELID, array_agg(t.{geometry}) FROM oar_new t HAVING count(*) > 0;
                  RETURN NULL;
              END $f$;
              CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql AS $f$
              BEGIN
-                 INSERT INTO {schema}.change_log (source, old_geom)
-                 SELECT TG_RELID, o.{geometry} FROM oar_old o;
+                 INSERT INTO {schema}.change_log (source, old_geoms)
+                 SELECT TG_RELID, array_agg(t.{geometry}) FROM oar_old t HAVING count(*) > 0;
                  RETURN NULL;
              END $f$;
              CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql AS $f$
              BEGIN
-                 INSERT INTO {schema}.change_log (source, old_geom, new_geom)
-                 SELECT TG_RELID, d.{geometry}, NULL
-                 FROM (SELECT {watched_columns} FROM oar_old EXCEPT ALL SELECT {watched_columns} FROM oar_new) d
-                 UNION ALL
-                 SELECT TG_RELID, NULL, d.{geometry}
-                 FROM (SELECT {watched_columns} FROM oar_new EXCEPT ALL SELECT {watched_columns} FROM oar_old) d;
+                 INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
+                 SELECT TG_RELID, array_agg(o.g) FILTER (WHERE o.g IS NOT NULL),
+                        array_agg(n.g) FILTER (WHERE n.g IS NOT NULL)
+                 FROM (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r FROM oar_old t) o
+                 FULL JOIN (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r FROM oar_new t) n
+                   ON o.k = n.k
+                 WHERE o.r IS DISTINCT FROM n.r
+                 HAVING count(*) > 0;
                  RETURN NULL;
              END $f$;
              DROP TRIGGER IF EXISTS oar_tiles_capture_insert ON {table};
@@ -351,7 +362,8 @@ pub async fn changed_boxes(
         .query_typed(
             &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)
              FROM {}.change_log c
-             CROSS JOIN LATERAL (VALUES (c.old_geom), (c.new_geom)) AS v(g)
+             CROSS JOIN LATERAL (SELECT c.old_geom UNION ALL SELECT c.new_geom
+                                 UNION ALL SELECT unnest(c.old_geoms) UNION ALL SELECT unnest(c.new_geoms)) AS v(g)
              CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
                                              WHEN ST_SRID(v.g) = 4326 THEN v.g::box2d
                                              ELSE ST_Transform(ST_Envelope(v.g), 4326)::box2d END AS b) e
@@ -456,7 +468,7 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
             1
         );
         assert!(sql.contains(
-            "SELECT \"name\", \"id\", \"location\", \"country_code\" FROM oar_old EXCEPT ALL"
+            "ROW(t.\"name\", t.\"id\", t.\"location\", t.\"country_code\") AS r FROM oar_old t"
         ));
         let watermark = Watermark {
             snapshot: "5:9:7".into(),

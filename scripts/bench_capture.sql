@@ -1,0 +1,56 @@
+-- Times writes to a copy of a sample table with change capture's triggers disabled ("off") and
+-- enabled ("on"), each write in its own transaction that is rolled back, so every round starts
+-- from the same table. Run by `scripts/bench.sh --sections capture` with psql variables
+--   table   the table, schema-qualified and quoted (bench_capture.facilities)
+--   rounds  rounds per case and variant (the report takes the median)
+--   singles single-row UPDATEs timed together in the `single-row` case
+-- Prints one NOTICE line per measurement: `capture <case> <off|on> <round> <ms>`.
+SET bench.target_table = :'table';
+SET bench.round_count = :'rounds';
+SET bench.single_count = :'singles';
+DO $bench$
+DECLARE
+    tbl text := current_setting('bench.target_table');
+    rounds int := current_setting('bench.round_count')::int;
+    singles int := current_setting('bench.single_count')::int;
+    -- 20,000 of the 100,000 rows of the sample (every fifth id), as the issue's figures were taken.
+    cases text[] := ARRAY[
+        'move',     'UPDATE %1$s SET location = ST_SetSRID(ST_MakePoint(ST_X(location) + 0.001, ST_Y(location)), 4326) WHERE id %% 5 = 0',
+        'rename',   'UPDATE %1$s SET name = name || '' (renamed)'' WHERE id %% 5 = 0',
+        'integer',  'UPDATE %1$s SET contributors = contributors + 1 WHERE id %% 5 = 0',
+        'unrendered', 'UPDATE %1$s SET updated_at = updated_at + interval ''1 second'' WHERE id %% 5 = 0',
+        'insert',   'INSERT INTO %1$s SELECT id + 100000000, os_id || ''-copy'', name, address, country_code, contributors, created_at, updated_at, location FROM %1$s WHERE id %% 5 = 0',
+        'delete',   'DELETE FROM %1$s WHERE id %% 5 = 0',
+        'single-row', NULL];
+    first_id bigint;
+    variant text;
+    started timestamptz;
+    i int;
+    c int;
+    r int;
+BEGIN
+    EXECUTE format('SELECT min(id) FROM %s', tbl) INTO first_id;
+    FOR r IN 1..rounds LOOP
+        FOR c IN 0..(array_length(cases, 1) / 2 - 1) LOOP
+            -- Alternate which variant goes first, so neither always meets a warmer cache.
+            FOREACH variant IN ARRAY CASE WHEN r % 2 = 0 THEN ARRAY['on', 'off'] ELSE ARRAY['off', 'on'] END LOOP
+                IF variant = 'off' THEN
+                    EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', tbl);
+                END IF;
+                started := clock_timestamp();
+                IF cases[2 * c + 2] IS NULL THEN
+                    FOR i IN 0..singles - 1 LOOP
+                        EXECUTE format('UPDATE %s SET name = name || ''.'' WHERE id = $1', tbl)
+                            USING first_id + i;
+                    END LOOP;
+                ELSE
+                    EXECUTE format(cases[2 * c + 2], tbl);
+                END IF;
+                RAISE NOTICE 'capture % % % %', cases[2 * c + 1], variant, r,
+                    round((extract(epoch FROM clock_timestamp() - started) * 1000)::numeric, 2);
+                ROLLBACK;
+            END LOOP;
+        END LOOP;
+    END LOOP;
+END
+$bench$;
