@@ -1,10 +1,31 @@
--- Times writes to a copy of a sample table with change capture's triggers disabled ("off") and
--- enabled ("on"), each write in its own transaction that is rolled back, so every round starts
--- from the same table. Run by `scripts/bench.sh --sections capture` with psql variables
+-- Times writes to a copy of a sample table with change capture's triggers disabled ("off"),
+-- enabled ("on"), and replaced by the row trigger of oar-tiles 0.1's first design ("row", written
+-- out below for the sample's columns, as a reference), each write in its own transaction that is
+-- rolled back, so every round starts from the same table. Run by `scripts/bench.sh --sections capture` with psql variables
 --   table   the table, schema-qualified and quoted (bench_capture.facilities)
 --   rounds  rounds per case and variant (the report takes the median)
 --   singles single-row UPDATEs timed together in the `single-row` case
--- Prints one NOTICE line per measurement: `capture <case> <off|on> <round> <ms>`.
+--   log     the change log table (schema-qualified) the row trigger writes to
+-- Prints one NOTICE line per measurement: `capture <case> <off|on|row> <round> <ms>`.
+SET bench.change_log = :'log';
+DO $make$
+BEGIN
+    EXECUTE format($f$
+        CREATE OR REPLACE FUNCTION pg_temp.bench_row_capture() RETURNS trigger LANGUAGE plpgsql AS $body$
+        BEGIN
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO %1$s (source, new_geom) VALUES (TG_RELID, NEW.location);
+            ELSIF TG_OP = 'DELETE' THEN
+                INSERT INTO %1$s (source, old_geom) VALUES (TG_RELID, OLD.location);
+            ELSIF (OLD.os_id, OLD.name, OLD.address, OLD.country_code, OLD.contributors, OLD.id, OLD.location)
+                  IS DISTINCT FROM
+                  (NEW.os_id, NEW.name, NEW.address, NEW.country_code, NEW.contributors, NEW.id, NEW.location) THEN
+                INSERT INTO %1$s (source, old_geom, new_geom) VALUES (TG_RELID, OLD.location, NEW.location);
+            END IF;
+            RETURN NULL;
+        END $body$$f$, current_setting('bench.change_log'));
+END
+$make$;
 SET bench.target_table = :'table';
 SET bench.round_count = :'rounds';
 SET bench.single_count = :'singles';
@@ -33,9 +54,13 @@ BEGIN
     FOR r IN 1..rounds LOOP
         FOR c IN 0..(array_length(cases, 1) / 2 - 1) LOOP
             -- Alternate which variant goes first, so neither always meets a warmer cache.
-            FOREACH variant IN ARRAY CASE WHEN r % 2 = 0 THEN ARRAY['on', 'off'] ELSE ARRAY['off', 'on'] END LOOP
-                IF variant = 'off' THEN
+            FOREACH variant IN ARRAY (ARRAY[['off', 'row', 'on'], ['on', 'off', 'row'], ['row', 'on', 'off']])[r % 3 + 1:r % 3 + 1] LOOP
+                IF variant <> 'on' THEN
                     EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', tbl);
+                END IF;
+                IF variant = 'row' THEN
+                    EXECUTE format('CREATE TRIGGER bench_row_capture AFTER INSERT OR UPDATE OR DELETE ON %s
+                                    FOR EACH ROW EXECUTE FUNCTION pg_temp.bench_row_capture()', tbl);
                 END IF;
                 started := clock_timestamp();
                 IF cases[2 * c + 2] IS NULL THEN
