@@ -8,10 +8,10 @@
 #                    [--reseed-rows N] [--reseed-changes N]
 #                    [--cluster-rows LIST] [--cluster-zoom A-B]
 #                    [--cluster-position centroid|cell-center]
-#                    [--capture-rounds N]
+#                    [--capture-rounds N] [--growth-rows LIST]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
-#                    all): main, reseed, cluster, tls, pmtiles, capture
+#                    all): main, reseed, cluster, tls, pmtiles, capture, growth
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -41,6 +41,10 @@
 #                    centroid)
 #   --capture-rounds N
 #                    rounds of each write in the capture section (default 5)
+#   --growth-rows LIST
+#                    comma-separated sample sizes of the growth section
+#                    (default 100000,1000000; add 10000000 for the 10M figure,
+#                    which loads a 10M-row sample with set-based SQL first)
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
@@ -70,6 +74,12 @@
 #            the server with the triggers disabled and enabled (alternating,
 #            median of --capture-rounds, every write rolled back); prints the
 #            overhead (target: <= +25% on bulk statements).
+#   growth   how cost grows with the data: per --growth-rows size, the time to
+#            load the sample (set-based SQL), then a seed of the sample config
+#            (clustered), z0-14; prints wall time, non-empty tiles, tiles/s,
+#            wall time per tile relative to the smallest size (growth no faster
+#            than the tiles: <= about 1), peak RSS (target <= 256 MB) and the
+#            table's size with its indexes.
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -98,8 +108,9 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture
+sections=main,reseed,cluster,tls,pmtiles,capture,growth
 capture_rounds=5
+growth_rows=100000,1000000
 rows=100000
 zoom=0-14
 concurrency=
@@ -114,6 +125,7 @@ while (($#)); do
     case $1 in
         --sections) sections=${2:?--sections needs a value}; shift 2 ;;
         --capture-rounds) capture_rounds=${2:?--capture-rounds needs a value}; shift 2 ;;
+        --growth-rows) growth_rows=${2:?--growth-rows needs a value}; shift 2 ;;
         --sections=*) sections=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
         --rows=*) rows=${1#*=}; shift ;;
@@ -165,8 +177,8 @@ for s in "${section_list[@]}"; do
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
-        capture) ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture)" ;;
+        capture | growth) ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth)" ;;
     esac
 done
 
@@ -714,6 +726,49 @@ for case, label in labels.items():
     print(f"  {label:<44} {off:9.1f} {row:9.1f} {on:9.1f} {row / off - 1:+8.1%} {overhead:+8.1%}")
 print(f"  worst bulk overhead {worst:+.1%}   (target <= +25%: {'met' if worst <= 0.25 else 'NOT met'}); "
       "single-row writes: compare the row and on columns (target: on no worse than row)")
+PY
+}
+
+# --- growth: cost against the size of the data -------------------------------------------------
+
+section_growth() {
+    local n sizes started
+    IFS=, read -r -a sizes <<<"$growth_rows"
+    : >"$WORK/growth.txt"
+    for n in "${sizes[@]}"; do
+        started=$(now)
+        ensure_sample "$n"
+        make_config "$n" clustered "$WORK/growth-$n.toml"
+        echo "$n load $(awk -v a="$started" -v b="$(now)" 'BEGIN { print b - a }')" >>"$WORK/growth.txt"
+        log "growth: $n facilities, seed z0-14 clustered"
+        echo "$n load-avg $(cut -d' ' -f1 /proc/loadavg)" >>"$WORK/growth.txt"
+        timed_seed "growth-$n" --config "$WORK/growth-$n.toml" --zoom 0-14 \
+            --output "$WORK/growth-$n.mbtiles"
+        echo "$n bytes $(psql_ -Atc "SELECT pg_total_relation_size('bench_$n.facilities')")" >>"$WORK/growth.txt"
+        rm -f "$WORK/growth-$n.mbtiles"
+    done
+    python3 - "$ROOT/scripts" "$WORK" "${sizes[@]}" <<'PY' || failed $?
+import sys
+sys.path.insert(0, sys.argv[1])
+import bench_helpers as h
+work, sizes = sys.argv[2], [int(n) for n in sys.argv[3:]]
+facts = {}
+for line in open(f"{work}/growth.txt"):
+    n, key, value = line.split()
+    facts[int(n), key] = float(value)
+print("growth: the sample config (clustered), z0-14, per sample size")
+print(f"  {'rows':>10} {'load s':>8} {'seed s':>8} {'tiles':>9} {'tiles/s':>9} {'s/tile vs first':>16} {'peak RSS':>10} {'table+indexes':>14}")
+first = None
+worst_rss = 0.0
+for n in sizes:
+    wall, _, rss = h.time_v(f"{work}/growth-{n}.time")
+    tiles = h.summary(f"{work}/growth-{n}.json")["tiles_written"]
+    per_tile = wall / max(tiles, 1)
+    first = first or per_tile
+    worst_rss = max(worst_rss, rss)
+    print(f"  {n:>10} {facts[n, 'load']:8.1f} {wall:8.1f} {tiles:>9} {tiles / wall:9.0f} {per_tile / first:16.2f} "
+          f"{rss:8.1f} MB {facts[n, 'bytes'] / 2**20:11.1f} MB")
+print(f"  peak RSS {worst_rss:.1f} MB (target <= 256 MB: {'met' if worst_rss <= 256 else 'NOT met'})")
 PY
 }
 
