@@ -2,7 +2,7 @@
 //! uploaded only when its bytes change, reseeded from a machine that has never seen it (a new pod)
 //! without rendering every tile, and large archives uploaded in parts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::common::fixture::Fixture;
@@ -10,6 +10,7 @@ use crate::common::run::{oar_tiles_command, oar_tiles_with, run_from, send_signa
 use crate::common::s3::S3Server;
 use crate::pmtiles::{assert_same_digests, digests_of_mbtiles, read_archive, seed, setup_with};
 use crate::robustness::wait_for_progress;
+use crate::s3::lines;
 
 const BUCKET: &str = "tiles";
 const KEY: &str = "maps/facilities.pmtiles";
@@ -94,14 +95,6 @@ impl Setup {
         let stored = self.server.data.join(BUCKET).join(KEY);
         (etag, std::fs::metadata(stored).unwrap().modified().unwrap())
     }
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]

@@ -107,7 +107,8 @@ impl Setup {
     }
 }
 
-fn lines(path: &Path) -> BTreeSet<String> {
+/// The lines of a file (a changed-tile list), as a set.
+pub(crate) fn lines(path: &Path) -> BTreeSet<String> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
