@@ -550,3 +550,87 @@ fn logs_written_to_a_pipe_are_plain_text_or_one_json_object_per_line() {
         );
     }
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn array_attributes_travel_as_delimited_lists_a_map_client_can_test_for_membership() {
+    let mut schema = TestSchema::create("lists");
+    schema.execute(
+        "CREATE TABLE {schema}.makers (id bigint PRIMARY KEY, contributor_ids int[], tags text[],
+                                       pt geometry(Point, 4326) NOT NULL);
+         CREATE INDEX ON {schema}.makers USING gist (pt);
+         INSERT INTO {schema}.makers VALUES
+           (1, '{12,34}', '{\"a,b\",\"50%\"}', ST_SetSRID(ST_MakePoint(10, 10), 4326)),
+           (2, '{}', NULL, ST_SetSRID(ST_MakePoint(12, 10), 4326)),
+           (3, NULL, '{x,NULL}', ST_SetSRID(ST_MakePoint(14, 10), 4326)),
+           (4, '{123}', '{}', ST_SetSRID(ST_MakePoint(16, 10), 4326));",
+    );
+    let config = format!(
+        "[database]\nurl = \"postgresql://unused@127.0.0.1:1/unused\"\n[[tileset]]\nname = \"makers\"\n\
+         [[tileset.layer]]\nname = \"makers\"\ntable = \"{}.makers\"\ngeometry_column = \"pt\"\n\
+         attributes = [\"contributor_ids\", \"tags\"]\ncluster_maxzoom = 5\n",
+        schema.name
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("oar.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let output = dir.path().join("lists.mbtiles");
+    let config_arg = config_path.to_str().unwrap();
+    let output_arg = output.to_str().unwrap();
+    oar_tiles(
+        Some(&schema.url),
+        &[
+            "seed", "--config", config_arg, "--zoom", "0-6", "--output", output_arg,
+        ],
+    )
+    .assert_success();
+    let tiles = read_mbtiles(&output);
+    let text = |value: &str| Some(PropValue::String(value.to_string()));
+    let expected = [
+        (1, text(",12,34,"), text(",a%2Cb,50%25,")),
+        (2, text(""), None),
+        (3, None, text(",x,")),
+        (4, text(",123,"), text("")),
+    ];
+    // Unclustered zooms, and a clustered zoom where each maker is a cluster of one.
+    for zoom in [5, 6] {
+        let mut found = 0;
+        for ((z, _, _), layers) in &tiles {
+            if *z != zoom {
+                continue;
+            }
+            for feature in layers.iter().flat_map(|l| &l.features) {
+                let id = match zoom {
+                    6 => feature.id.unwrap() as i64,
+                    _ => match feature.props.get("id") {
+                        Some(PropValue::Int(id)) => *id,
+                        Some(PropValue::UInt(id)) => *id as i64,
+                        other => panic!("a cluster of one names its member: {other:?}"),
+                    },
+                };
+                let (_, contributors, tags) = &expected[id as usize - 1];
+                assert_eq!(
+                    &feature.props.get("contributor_ids").cloned(),
+                    contributors,
+                    "{id} at {zoom}"
+                );
+                assert_eq!(&feature.props.get("tags").cloned(), tags, "{id} at {zoom}");
+                found += 1;
+            }
+        }
+        assert_eq!(found, 4, "every maker at zoom {zoom}");
+    }
+    // ",12," finds contributor 12 in maker 1 and not in maker 4's ",123,".
+    assert!(",12,34,".contains(",12,") && !",123,".contains(",12,"));
+    let connection = rusqlite::Connection::open(&output).unwrap();
+    let json: String = connection
+        .query_row("SELECT value FROM metadata WHERE name = 'json'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        json["vector_layers"][0]["fields"]["contributor_ids"],
+        "String"
+    );
+}

@@ -47,11 +47,36 @@ pub struct Property {
     pub column: String,
     /// Its type in `vector_layers`.
     pub field_type: FieldType,
-    /// Whether it is cast to text because MVT has no value type for it.
-    pub cast_to_text: bool,
+    /// How its values travel in a tile.
+    pub encoding: Encoding,
 }
 
+/// How a property's values become MVT values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// As they are: numbers, booleans, text.
+    Native,
+    /// As their text form, because MVT has no value type for them.
+    Text,
+    /// An array as one string, each element followed and the first preceded by [`LIST_SEPARATOR`]
+    /// (`,12,34,`), so a map client tests membership with a substring (`",12,"`) that cannot
+    /// match part of another element. Separators and `%` inside elements are percent-encoded.
+    List,
+}
+
+/// The separator of [`Encoding::List`] properties.
+pub const LIST_SEPARATOR: char = ',';
+
 impl LayerSource {
+    /// The properties sent as delimited lists.
+    pub fn list_properties(&self) -> Vec<&str> {
+        self.properties
+            .iter()
+            .filter(|p| p.encoding == Encoding::List)
+            .map(|p| p.column.as_str())
+            .collect()
+    }
+
     /// Property names and types for `vector_layers`.
     pub fn fields(&self) -> BTreeMap<String, FieldType> {
         let mut fields: BTreeMap<String, FieldType> = self
@@ -224,18 +249,23 @@ fn geometry_srid(layer: &LayerConfig, table: &str, geometry: &Column) -> Result<
     }
 }
 
-/// A property column with its `vector_layers` type; types MVT cannot hold travel as text.
+/// A property column with its `vector_layers` type; arrays travel as delimited lists, other types
+/// MVT cannot hold as text.
 fn property(name: &str, column: &Column) -> Property {
-    let (field_type, cast_to_text) = match column.type_name.as_str() {
-        "int2" | "int4" | "int8" | "float4" | "float8" | "numeric" => (FieldType::Number, false),
-        "bool" => (FieldType::Boolean, false),
-        "text" | "varchar" => (FieldType::String, false),
-        _ => (FieldType::String, true),
+    let (field_type, encoding) = match column.type_name.as_str() {
+        "int2" | "int4" | "int8" | "float4" | "float8" | "numeric" => {
+            (FieldType::Number, Encoding::Native)
+        }
+        "bool" => (FieldType::Boolean, Encoding::Native),
+        "text" | "varchar" => (FieldType::String, Encoding::Native),
+        // PostgreSQL names an array type after its element type with a leading underscore.
+        array if array.starts_with('_') => (FieldType::String, Encoding::List),
+        _ => (FieldType::String, Encoding::Text),
     };
     Property {
         column: name.to_string(),
         field_type,
-        cast_to_text,
+        encoding,
     }
 }
 

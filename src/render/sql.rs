@@ -21,7 +21,7 @@ use cluster::*;
 pub use cluster::{cell_aggregates, cell_display_columns, cell_metres, cell_rollup};
 
 use crate::config::{ClusterConfig, ClusterPosition};
-use crate::render::source::{quote_ident, quoted_table, LayerSource};
+use crate::render::source::{quote_ident, quoted_table, Encoding, LayerSource, LIST_SEPARATOR};
 use crate::tile::{ZoomRange, EARTH_RADIUS, MERCATOR_HALF_WORLD};
 
 /// Envelopes bound per statement: the tile's and its four children's.
@@ -172,10 +172,26 @@ pub fn row_columns(layer: &LayerSource) -> Vec<String> {
     }
     for property in &layer.properties {
         let column = quote_ident(&property.column);
-        let cast = if property.cast_to_text { "::text" } else { "" };
-        columns.push(format!("t.{column}{cast} AS {column}"));
+        let value = match property.encoding {
+            Encoding::Native => format!("t.{column}"),
+            Encoding::Text => format!("t.{column}::text"),
+            Encoding::List => list_value(&format!("t.{column}")),
+        };
+        columns.push(format!("{value} AS {column}"));
     }
     columns
+}
+
+/// An array as [`Encoding::List`] text: NULL stays NULL, an empty array is an empty string.
+fn list_value(array: &str) -> String {
+    let separator = LIST_SEPARATOR;
+    let escaped = format!("%{:02X}", u32::from(separator));
+    format!(
+        "(SELECT CASE WHEN {array} IS NULL THEN NULL WHEN count(e.v) = 0 THEN '' ELSE \
+         '{separator}' || string_agg(replace(replace(e.v::text, '%', '%25'), '{separator}', '{escaped}'), \
+         '{separator}' ORDER BY e.o) || '{separator}' END \
+         FROM unnest({array}) WITH ORDINALITY AS e(v, o))"
+    )
 }
 
 /// The rows of one clustered layer inside the tile's fetch envelope, as a CTE the cells group;
@@ -449,7 +465,7 @@ mod tests {
             properties: vec![Property {
                 column: "name".into(),
                 field_type: FieldType::String,
-                cast_to_text: false,
+                encoding: Encoding::Native,
             }],
             has_spatial_index: true,
             estimated_rows: 0.0,

@@ -383,7 +383,13 @@ impl TilesetRun<'_> {
 
     fn settings_digest(&self) -> String {
         let configured = &self.prepared.tileset.tileset;
-        let layers = self.prepared.layers.iter().map(|l| &l.config);
-        TileSettings::new(configured.extent, configured.buffer, layers).digest()
+        let layers = &self.prepared.layers;
+        TileSettings::new(
+            configured.extent,
+            configured.buffer,
+            layers.iter().map(|l| &l.config),
+        )
+        .with_lists(layers.iter().map(|l| l.list_properties()))
+        .digest()
     }
 }

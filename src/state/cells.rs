@@ -64,6 +64,14 @@ fn table_name(layer: &LayerSource, extent: u32) -> String {
             sql::cell_display_columns("c"),
         )
     );
+    // Cells store attributes as tiles show them; arrays became lists later, and cells of layers
+    // with array attributes made before then must not be read.
+    let lists = layer.list_properties();
+    let key = if lists.is_empty() {
+        key
+    } else {
+        format!("{key} lists {lists:?}")
+    };
     let digest = Md5::digest(key.as_bytes());
     format!("cells_{}", hex::encode(&digest[..8]))
 }

@@ -36,6 +36,10 @@ struct LayerSettings<'a> {
     filter: Option<&'a str>,
     zooms: Option<[u8; 2]>,
     cluster: Option<ClusterSettings>,
+    /// Array properties sent as delimited lists; left out when there are none, so the digests of
+    /// outputs made before lists existed stay the same.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    lists: Vec<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +76,7 @@ impl<'a> TileSettings<'a> {
                         ClusterPosition::CellCenter => "cell-center",
                     },
                 }),
+                lists: Vec::new(),
             })
             .collect();
         TileSettings {
@@ -80,6 +85,15 @@ impl<'a> TileSettings<'a> {
             buffer,
             layers,
         }
+    }
+
+    /// Records, layer by layer, which properties are arrays sent as delimited lists: the source's
+    /// column types decide that, not the config.
+    pub fn with_lists(mut self, lists: impl IntoIterator<Item = Vec<&'a str>>) -> Self {
+        for (layer, lists) in self.layers.iter_mut().zip(lists) {
+            layer.lists = lists;
+        }
+        self
     }
 
     /// The digest an output's watermark records: hex MD5 of the description as JSON.
@@ -165,6 +179,10 @@ mod tests {
             assert_ne!(digest(variant), reference, "{variant:?}");
         }
         assert_ne!(TileSettings::new(4096, 128, [&base]).digest(), reference);
+        let listed = TileSettings::new(4096, 64, [&base]).with_lists([vec!["name"]]);
+        assert_ne!(listed.digest(), reference);
+        let unlisted = TileSettings::new(4096, 64, [&base]).with_lists([vec![]]);
+        assert_eq!(unlisted.digest(), reference);
         assert_ne!(TileSettings::new(8192, 64, [&base]).digest(), reference);
     }
 }
