@@ -115,7 +115,7 @@ async fn inspect_s3_pmtiles(
 ) -> Result<Inventory> {
     let client = s3::client(config).await;
     let file = std::env::temp_dir().join(format!(
-        "oar-tiles-inspect-{}-{}.pmtiles",
+        "oar-tiles-inspect-{}-{}",
         std::process::id(),
         key.rsplit('/').next().unwrap_or("archive")
     ));
