@@ -684,3 +684,90 @@ fn change_capture_logs_exactly_the_rows_whose_rendered_columns_changed() {
     let (old, new) = logged(&mut setup);
     assert_eq!((old.len(), new.len()), (2, 2), "{old:?} {new:?}");
 }
+
+/// Sums the `value:count` pairs of a breakdown property into `totals`; returns their sum.
+fn add_breakdown(text: &str, totals: &mut BTreeMap<String, i64>) -> i64 {
+    text.split(',')
+        .map(|pair| {
+            let (value, count) = pair.rsplit_once(':').expect("value:count");
+            let count: i64 = count.parse().unwrap();
+            *totals.entry(value.to_string()).or_default() += count;
+            count
+        })
+        .sum()
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn cluster_breakdowns_count_every_member_by_value_and_reseed_like_full_seeds() {
+    use crate::common::mvt::PropValue;
+    let mut setup = Setup::new(
+        "breakdown",
+        "cluster_maxzoom = 6\ncluster_breakdown = \"kind\"",
+    );
+    // Reseeds read the maintained cells; the full seeds they are held to aggregate rows.
+    assert_reseeds_equal_full_seeds(&mut setup);
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET kind = 'weave' WHERE site_id % 7 = 0");
+    let reseeded = setup.path("reseeded.mbtiles");
+    setup.seed(&reseeded, &["--dirty"]);
+    let full_path = setup.path("full-kinds.mbtiles");
+    let full = setup.full("full-kinds.mbtiles");
+    assert_same_tiles(
+        &full,
+        &read_mbtiles_raw(&reseeded),
+        "a reseed after kinds changed",
+    );
+
+    let decoded = crate::common::run::read_mbtiles(&full_path);
+    let mut clusters = 0;
+    let mut world = BTreeMap::new();
+    for (&(z, x, y), layers) in &decoded {
+        if z > 6 {
+            continue;
+        }
+        for feature in layers.iter().flat_map(|l| &l.features) {
+            let count = match &feature.props["count"] {
+                PropValue::Int(n) => *n,
+                PropValue::UInt(n) => *n as i64,
+                other => panic!("count {other:?}"),
+            };
+            let PropValue::String(breakdown) = &feature.props["count_by_kind"] else {
+                panic!("{z}/{x}/{y}: no breakdown in {:?}", feature.props);
+            };
+            let mut totals = BTreeMap::new();
+            let summed = add_breakdown(breakdown, &mut totals);
+            assert_eq!(
+                summed, count,
+                "{z}/{x}/{y}: {breakdown} against count {count}"
+            );
+            if z == 0 {
+                for (value, n) in totals {
+                    *world.entry(value).or_insert(0) += n;
+                }
+            }
+            clusters += 1;
+        }
+    }
+    assert!(clusters > 50, "{clusters} clusters checked");
+    // Zoom 0 shows every row once: its breakdowns add up to the table's counts per kind (NULL
+    // counted under the empty value).
+    let sites = format!("\"{}\".sites", setup.schema.name);
+    let expected: BTreeMap<String, i64> = setup
+        .schema
+        .client()
+        .query(
+            &format!("SELECT coalesce(kind, ''), count(*) FROM {sites} GROUP BY 1"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(world, expected);
+    assert!(
+        expected.len() >= 3,
+        "several kinds, NULL among them: {expected:?}"
+    );
+}

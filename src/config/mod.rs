@@ -13,11 +13,11 @@ pub mod output;
 pub mod tileset;
 
 pub use output::{OutputSettings, OutputTarget, DEFAULT_CACHE_CONTROL};
-use tileset::{resolve_tileset, RawTileset};
 pub use tileset::{
-    ClusterConfig, ClusterPosition, LayerConfig, TilesetConfig, CLUSTER_PROPERTIES,
-    DEFAULT_SIZE_BUDGET,
+    breakdown_property, ClusterConfig, ClusterPosition, LayerConfig, TilesetConfig,
+    CLUSTER_PROPERTIES, DEFAULT_SIZE_BUDGET,
 };
+use tileset::{resolve_tileset, RawTileset};
 
 /// Environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "OAR_TILES_CONFIG";

@@ -47,6 +47,7 @@ struct RawLayer {
     cluster_maxzoom: Option<u32>,
     cluster_cell: Option<u32>,
     cluster_position: Option<ClusterPosition>,
+    cluster_breakdown: Option<String>,
 }
 
 /// Where a cluster's point goes.
@@ -132,6 +133,14 @@ pub struct LayerConfig {
     pub zooms: Option<ZoomRange>,
     /// Grid clustering at low zooms, if configured.
     pub cluster: Option<ClusterConfig>,
+    /// An attribute whose per-value member counts each cluster carries, as [`breakdown_property`]
+    /// names it.
+    pub cluster_breakdown: Option<String>,
+}
+
+/// The cluster property holding the per-value member counts of `column`.
+pub fn breakdown_property(column: &str) -> String {
+    format!("count_by_{column}")
 }
 
 impl LayerConfig {
@@ -324,6 +333,22 @@ fn resolve_layer(
         ),
     };
     let cluster = resolve_cluster(&raw, extent).map_err(context)?;
+    if let Some(column) = &raw.cluster_breakdown {
+        if cluster.is_none() {
+            return Err(context("cluster_breakdown needs cluster_maxzoom".into()));
+        }
+        if !raw.attributes.contains(column) {
+            return Err(context(format!(
+                "cluster_breakdown `{column}` must be one of the layer's attributes"
+            )));
+        }
+        let property = breakdown_property(column);
+        if raw.attributes.contains(&property) {
+            return Err(context(format!(
+                "attribute `{property}` clashes with the cluster breakdown's property"
+            )));
+        }
+    }
     let geometry_column = raw.geometry_column.unwrap_or_else(|| "geom".into());
     let id_column = raw.id_column.unwrap_or_else(|| "id".into());
     for column in raw.attributes.iter().chain([&geometry_column, &id_column]) {
@@ -359,6 +384,7 @@ fn resolve_layer(
         filter: raw.filter.filter(|f| !f.trim().is_empty()),
         zooms,
         cluster,
+        cluster_breakdown: raw.cluster_breakdown,
     })
 }
 

@@ -84,6 +84,7 @@ mod tests {
             filter: None,
             zooms: None,
             cluster,
+            cluster_breakdown: None,
         }
     }
 

@@ -8,7 +8,7 @@ use tokio_postgres::types::Type;
 
 use serde::Serialize;
 
-use crate::config::{LayerConfig, CLUSTER_PROPERTIES};
+use crate::config::{breakdown_property, LayerConfig, CLUSTER_PROPERTIES};
 use crate::error::{pg_message, Error, Result};
 
 /// The type of a feature property, as TileJSON's `vector_layers` names it.
@@ -96,6 +96,9 @@ impl LayerSource {
             fields
                 .entry(self.config.id_column.clone())
                 .or_insert(id_type);
+            if let Some(column) = &self.config.cluster_breakdown {
+                fields.insert(breakdown_property(column), FieldType::String);
+            }
         }
         fields
     }
@@ -149,6 +152,15 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
     let mut properties = Vec::new();
     for name in property_columns {
         properties.push(property(name, column(name)?));
+    }
+    let list_breakdown = properties.iter().find(|p| {
+        p.encoding == Encoding::List && layer.cluster_breakdown.as_ref() == Some(&p.column)
+    });
+    if let Some(list) = list_breakdown {
+        return Err(source_error(format!(
+            "cluster_breakdown `{}` is an array column; counts per value need a column of single values",
+            list.column
+        )));
     }
     // Views count as indexed (see `LayerSource::has_spatial_index`).
     let has_spatial_index = table.relkind == "v"

@@ -18,9 +18,12 @@ use tokio_postgres::types::Type;
 mod cluster;
 
 use cluster::*;
-pub use cluster::{cell_aggregates, cell_display_columns, cell_metres, cell_rollup};
+pub use cluster::{
+    breakdown_rollup, cell_aggregates, cell_display_columns, cell_metres, cell_rollup,
+    cells_from_rows, BREAKDOWN_COLUMNS,
+};
 
-use crate::config::{ClusterConfig, ClusterPosition};
+use crate::config::{breakdown_property, ClusterConfig, ClusterPosition};
 use crate::render::source::{quote_ident, quoted_table, Encoding, LayerSource, LIST_SEPARATOR};
 use crate::tile::{ZoomRange, EARTH_RADIUS, MERCATOR_HALF_WORLD};
 
@@ -459,6 +462,7 @@ mod tests {
                 filter: Some("country_code = 'BD'".into()),
                 zooms,
                 cluster: None,
+                cluster_breakdown: None,
             },
             srid: 4326,
             integer_id: true,

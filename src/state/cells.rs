@@ -59,6 +59,7 @@ fn table_name(layer: &LayerSource, extent: u32) -> String {
             &config.attributes,
             &config.filter,
             config.cluster.as_ref().map(|c| (c.maxzoom, c.cell)),
+            &config.cluster_breakdown,
             extent,
             // The table's own layout: a new one gets a table of its own.
             sql::cell_display_columns("c"),
@@ -288,11 +289,9 @@ fn deepest_cells(layer: &LayerSource, cluster: &ClusterConfig, extent: u32, dirt
             quoted_table(config)
         )
     };
-    let aggregates =
-        sql::cell_aggregates(layer, cluster, "s", &cluster.maxzoom.to_string(), extent);
     let grouped = format!(
-        "SELECT {} FROM ({rows}) s GROUP BY 1, 2",
-        aggregates.join(", ")
+        "WITH s AS ({rows}) {}",
+        sql::cells_from_rows(layer, cluster, "s", &cluster.maxzoom.to_string(), extent)
     );
     if dirty {
         // Rows near a dirty cell's edge also group into its neighbours, which stay as they are.
@@ -317,11 +316,24 @@ fn coarser_cells(layer: &LayerSource, table: &str, z: u8, dirty: bool) -> String
     } else {
         format!("{table} f WHERE f.__oar_z = {finer}")
     };
-    format!(
-        "INSERT INTO {table} SELECT r.*, {} FROM \
-         (SELECT {z}::int2 AS __oar_z, {} FROM {from} GROUP BY 2, 3) r",
-        sql::cell_display_columns("r"),
+    let summed = format!(
+        "SELECT {z}::int2 AS __oar_z, {} FROM {from} GROUP BY 2, 3",
         sql::cell_rollup(layer, "f").join(", ")
+    );
+    let summed = if layer.config.cluster_breakdown.is_some() {
+        // The breakdown sums per value, so it is summed apart and joined to its cell.
+        let [values, counts] = sql::BREAKDOWN_COLUMNS;
+        format!(
+            "SELECT s.*, b.{values}, b.{counts} FROM ({summed}) s JOIN ({}) b \
+             ON b.cx = s.__oar_cx AND b.cy = s.__oar_cy",
+            sql::breakdown_rollup(&from, "f")
+        )
+    } else {
+        summed
+    };
+    format!(
+        "INSERT INTO {table} SELECT r.*, {} FROM ({summed}) r",
+        sql::cell_display_columns("r"),
     )
 }
 

@@ -40,6 +40,9 @@ struct LayerSettings<'a> {
     /// outputs made before lists existed stay the same.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     lists: Vec<&'a str>,
+    /// Left out when not set, like `lists`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_breakdown: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +80,7 @@ impl<'a> TileSettings<'a> {
                     },
                 }),
                 lists: Vec::new(),
+                cluster_breakdown: layer.cluster_breakdown.as_deref(),
             })
             .collect();
         TileSettings {
@@ -131,6 +135,7 @@ mod tests {
             attributes: vec!["name".into(), "country_code".into()],
             filter: None,
             zooms: None,
+            cluster_breakdown: None,
             cluster: Some(ClusterConfig {
                 maxzoom: 11,
                 cell: 512,
@@ -172,6 +177,10 @@ mod tests {
             },
             LayerConfig {
                 cluster: None,
+                ..base.clone()
+            },
+            LayerConfig {
+                cluster_breakdown: Some("country_code".into()),
                 ..base.clone()
             },
         ];

@@ -85,11 +85,19 @@ pub fn cell_aggregates(
 }
 
 /// The same columns as [`cell_aggregates`] for the cells of a zoom summed from the cells of the
-/// next deeper zoom in `finer`, for `GROUP BY 1, 2`.
+/// next deeper zoom in `finer`, for `GROUP BY 1, 2` (without the breakdown: see
+/// [`breakdown_rollup`]).
 pub fn cell_rollup(layer: &LayerSource, finer: &str) -> Vec<String> {
+    summed_cells(layer, finer, 1)
+}
+
+/// Cells summed from parts in `parts`: the cells of the next deeper zoom (`shift` 1), or the
+/// per-value parts of the same cells (`shift` 0).
+fn summed_cells(layer: &LayerSource, parts: &str, shift: u8) -> Vec<String> {
+    let finer = parts;
     let mut columns = vec![
-        format!("{finer}.__oar_cx >> 1 AS __oar_cx"),
-        format!("{finer}.__oar_cy >> 1 AS __oar_cy"),
+        format!("{finer}.__oar_cx >> {shift} AS __oar_cx"),
+        format!("{finer}.__oar_cy >> {shift} AS __oar_cy"),
         format!("sum({finer}.__oar_n)::bigint AS __oar_n"),
         format!("sum({finer}.__oar_sx) AS __oar_sx"),
         format!("sum({finer}.__oar_sy) AS __oar_sy"),
@@ -103,6 +111,60 @@ pub fn cell_rollup(layer: &LayerSource, finer: &str) -> Vec<String> {
         ));
     }
     columns
+}
+
+/// The breakdown columns a cell carries after those of [`cell_aggregates`] when its layer has a
+/// `cluster_breakdown`: the values (text; NULL counted as `''`) and their member counts, sorted by
+/// value.
+pub const BREAKDOWN_COLUMNS: [&str; 2] = ["__oar_bvs", "__oar_bns"];
+
+/// The cells of zoom `zoom` aggregated from the rows of relation `rows` (as [`row_columns`] names
+/// them), with the columns of [`cell_aggregates`] and, for a layer with a `cluster_breakdown`, the
+/// [`BREAKDOWN_COLUMNS`]: the rows are first grouped by cell and value, and those parts then
+/// summed per cell as finer cells are summed into coarser ones.
+pub fn cells_from_rows(
+    layer: &LayerSource,
+    cluster: &ClusterConfig,
+    rows: &str,
+    zoom: &str,
+    extent: u32,
+) -> String {
+    let aggregates = cell_aggregates(layer, cluster, rows, zoom, extent);
+    let Some(column) = &layer.config.cluster_breakdown else {
+        return format!("SELECT {} FROM {rows} GROUP BY 1, 2", aggregates.join(", "));
+    };
+    let value = format!("coalesce({rows}.{}::text, '')", quote_ident(column));
+    let [values, counts] = BREAKDOWN_COLUMNS;
+    format!(
+        "SELECT {}, array_agg(p.__oar_bv ORDER BY p.__oar_bv) AS {values}, \
+         array_agg(p.__oar_n ORDER BY p.__oar_bv) AS {counts} \
+         FROM (SELECT {}, {value} AS __oar_bv FROM {rows} GROUP BY 1, 2, {value}) p GROUP BY 1, 2",
+        summed_cells(layer, "p", 0).join(", "),
+        aggregates.join(", ")
+    )
+}
+
+/// The breakdown of the cells of a zoom summed from those of the next deeper zoom in `finer`
+/// (rows of a FROM clause `from`), as `(cx, cy, values, counts)` for a join on the cell.
+pub fn breakdown_rollup(from: &str, finer: &str) -> String {
+    let [values, counts] = BREAKDOWN_COLUMNS;
+    format!(
+        "SELECT s.cx, s.cy, array_agg(s.v ORDER BY s.v) AS {values}, array_agg(s.n ORDER BY s.v) AS {counts} \
+         FROM (SELECT {finer}.__oar_cx >> 1 AS cx, {finer}.__oar_cy >> 1 AS cy, u.v, sum(u.n)::bigint AS n \
+         FROM (SELECT {finer}.* FROM {from}) {finer} \
+         CROSS JOIN LATERAL unnest({finer}.{values}, {finer}.{counts}) AS u(v, n) \
+         GROUP BY 1, 2, 3) s GROUP BY 1, 2"
+    )
+}
+
+/// A cluster's breakdown as one property: `value:count` pairs in value order, joined by `,`, with
+/// `%`, `,` and `:` inside values percent-encoded (`BD:3,CN:5`).
+fn breakdown_text(cells: &str) -> String {
+    let [values, counts] = BREAKDOWN_COLUMNS;
+    format!(
+        "(SELECT string_agg(replace(replace(replace(u.v, '%', '%25'), ',', '%2C'), ':', '%3A') || ':' || u.n, \
+         ',' ORDER BY u.o) FROM unnest({cells}.{values}, {cells}.{counts}) WITH ORDINALITY AS u(v, n, o))"
+    )
 }
 
 /// What a clustered feature shows that is derived from a cell's sums, as `(expression, stored
@@ -187,6 +249,13 @@ pub(super) fn cluster_mvt(
             "CASE WHEN {cells}.__oar_n = 1 THEN {cells}.{column} END AS {column}"
         ));
     }
+    if let Some(column) = &layer.config.cluster_breakdown {
+        columns.push(format!(
+            "{} AS {}",
+            breakdown_text(cells),
+            quote_ident(&breakdown_property(column))
+        ));
+    }
     format!(
         "COALESCE((SELECT ST_AsMVT(q, ${name_param}, {extent}, '__oar_geom', '__oar_fid' ORDER BY q.{FEATURE_ID}) \
          FROM (SELECT {} FROM {cells}) q WHERE q.{GEOM} IS NOT NULL), ''::bytea)",
@@ -241,8 +310,8 @@ pub(super) fn clustered_layer(
         None => vec![
             layer_rows(layer, rows),
             format!(
-                "{cells} AS (SELECT {} FROM {rows} GROUP BY 1, 2)",
-                cell_aggregates(layer, cluster, rows, "$1", extent).join(", ")
+                "{cells} AS ({})",
+                cells_from_rows(layer, cluster, rows, "$1", extent)
             ),
         ],
     };
