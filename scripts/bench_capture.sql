@@ -1,9 +1,10 @@
 -- Times writes to a copy of a sample table with change capture's triggers disabled ("off"),
 -- enabled ("on"), and replaced by the row trigger of oar-tiles 0.1's first design ("row", written
 -- out below for the sample's columns, as a reference), each write in its own transaction that is
--- rolled back, so every round starts from the same table. Run by `scripts/bench.sh --sections capture` with psql variables
+-- rolled back, so every round starts from the same table. Run by
+-- `scripts/bench.sh --sections capture` with psql variables
 --   table   the table, schema-qualified and quoted (bench_capture.facilities)
---   rounds  rounds per case and variant (the report takes the median)
+--   rounds  rounds per write and variant (the report takes the median)
 --   singles single-row UPDATEs timed together in the `single-row` case
 --   log     the change log table (schema-qualified) the row trigger writes to
 -- Prints one NOTICE line per measurement: `capture <case> <off|on|row> <round> <ms>`.
@@ -27,55 +28,53 @@ BEGIN
 END
 $make$;
 SET bench.target_table = :'table';
-SET bench.round_count = :'rounds';
 SET bench.single_count = :'singles';
-DO $bench$
+-- One measurement: `write` with the triggers as `variant` says, in the caller's transaction (which
+-- the caller rolls back). Prints `capture <write> <variant> <round> <ms>`.
+CREATE OR REPLACE FUNCTION pg_temp.bench_measure(write text, variant text, round int) RETURNS void
+LANGUAGE plpgsql AS $bench$
 DECLARE
     tbl text := current_setting('bench.target_table');
-    rounds int := current_setting('bench.round_count')::int;
     singles int := current_setting('bench.single_count')::int;
-    -- 20,000 of the 100,000 rows of the sample (every fifth id), as the issue's figures were taken.
-    cases text[] := ARRAY[
-        'move',     'UPDATE %1$s SET location = ST_SetSRID(ST_MakePoint(ST_X(location) + 0.001, ST_Y(location)), 4326) WHERE id %% 5 = 0',
-        'rename',   'UPDATE %1$s SET name = name || '' (renamed)'' WHERE id %% 5 = 0',
-        'integer',  'UPDATE %1$s SET contributors = contributors + 1 WHERE id %% 5 = 0',
-        'unrendered', 'UPDATE %1$s SET updated_at = updated_at + interval ''1 second'' WHERE id %% 5 = 0',
-        'insert',   'INSERT INTO %1$s SELECT id + 100000000, os_id || ''-copy'', name, address, country_code, contributors, created_at, updated_at, location FROM %1$s WHERE id %% 5 = 0',
-        'delete',   'DELETE FROM %1$s WHERE id %% 5 = 0',
-        'single-row', NULL];
     first_id bigint;
-    variant text;
     started timestamptz;
-    i int;
-    c int;
-    r int;
+    -- 20,000 of the 100,000 rows of the sample (every fifth id), as the issue's figures were taken.
+    statement text := CASE write
+        WHEN 'move' THEN 'UPDATE %1$s SET location = ST_SetSRID(ST_MakePoint(ST_X(location) + 0.001, ST_Y(location)), 4326) WHERE id %% 5 = 0'
+        WHEN 'rename' THEN 'UPDATE %1$s SET name = name || '' (renamed)'' WHERE id %% 5 = 0'
+        WHEN 'integer' THEN 'UPDATE %1$s SET contributors = contributors + 1 WHERE id %% 5 = 0'
+        WHEN 'unrendered' THEN 'UPDATE %1$s SET updated_at = updated_at + interval ''1 second'' WHERE id %% 5 = 0'
+        WHEN 'insert' THEN 'INSERT INTO %1$s SELECT id + 100000000, os_id || ''-copy'', name, address, country_code, contributors, created_at, updated_at, location FROM %1$s WHERE id %% 5 = 0'
+        WHEN 'delete' THEN 'DELETE FROM %1$s WHERE id %% 5 = 0'
+    END;
 BEGIN
+    IF variant <> 'on' THEN
+        EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', tbl);
+    END IF;
+    IF variant = 'row' THEN
+        EXECUTE format('CREATE TRIGGER bench_row_capture AFTER INSERT OR UPDATE OR DELETE ON %s
+                        FOR EACH ROW EXECUTE FUNCTION pg_temp.bench_row_capture()', tbl);
+    END IF;
     EXECUTE format('SELECT min(id) FROM %s', tbl) INTO first_id;
-    FOR r IN 1..rounds LOOP
-        FOR c IN 0..(array_length(cases, 1) / 2 - 1) LOOP
-            -- Alternate which variant goes first, so neither always meets a warmer cache.
-            FOREACH variant IN ARRAY (ARRAY[['off', 'row', 'on'], ['on', 'off', 'row'], ['row', 'on', 'off']])[r % 3 + 1:r % 3 + 1] LOOP
-                IF variant <> 'on' THEN
-                    EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', tbl);
-                END IF;
-                IF variant = 'row' THEN
-                    EXECUTE format('CREATE TRIGGER bench_row_capture AFTER INSERT OR UPDATE OR DELETE ON %s
-                                    FOR EACH ROW EXECUTE FUNCTION pg_temp.bench_row_capture()', tbl);
-                END IF;
-                started := clock_timestamp();
-                IF cases[2 * c + 2] IS NULL THEN
-                    FOR i IN 0..singles - 1 LOOP
-                        EXECUTE format('UPDATE %s SET name = name || ''.'' WHERE id = $1', tbl)
-                            USING first_id + i;
-                    END LOOP;
-                ELSE
-                    EXECUTE format(cases[2 * c + 2], tbl);
-                END IF;
-                RAISE NOTICE 'capture % % % %', cases[2 * c + 1], variant, r,
-                    round((extract(epoch FROM clock_timestamp() - started) * 1000)::numeric, 2);
-                ROLLBACK;
-            END LOOP;
+    started := clock_timestamp();
+    IF write = 'single-row' THEN
+        FOR i IN 0..singles - 1 LOOP
+            EXECUTE format('UPDATE %s SET name = name || ''.'' WHERE id = $1', tbl) USING first_id + i;
         END LOOP;
-    END LOOP;
+    ELSE
+        EXECUTE format(statement, tbl);
+    END IF;
+    RAISE NOTICE 'capture % % % %', write, variant, round,
+        round((extract(epoch FROM clock_timestamp() - started) * 1000)::numeric, 2);
 END
 $bench$;
+-- Each measurement in its own transaction, rolled back, as an application's statements would run;
+-- the order of the variants rotates from round to round, so none always meets a warmer cache.
+SELECT format('BEGIN; SELECT pg_temp.bench_measure(%L, %L, %s); ROLLBACK;', w, v, r)
+FROM generate_series(1, :rounds) r,
+     unnest(ARRAY['move', 'rename', 'integer', 'unrendered', 'insert', 'delete', 'single-row'])
+         WITH ORDINALITY AS c(w, wi),
+     unnest((ARRAY[['off', 'row', 'on'], ['on', 'off', 'row'], ['row', 'on', 'off']])[r % 3 + 1:r % 3 + 1])
+         WITH ORDINALITY AS o(v, vi)
+ORDER BY r, wi, vi
+\gexec
