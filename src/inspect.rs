@@ -200,14 +200,12 @@ impl OutputReader {
         match self {
             OutputReader::Mbtiles(path) => mbtiles_metadata(path),
             OutputReader::Pmtiles { path, reader } => pmtiles_metadata(path, reader).await,
-            OutputReader::Directory { root, .. } => {
-                match std::fs::read(root.join(TILEJSON_NAME)) {
-                    Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                        Error::output(root.join(TILEJSON_NAME), format!("not valid JSON: {e}"))
-                    }),
-                    Err(_) => Ok(Value::Null),
-                }
-            }
+            OutputReader::Directory { root, .. } => match std::fs::read(root.join(TILEJSON_NAME)) {
+                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::output(root.join(TILEJSON_NAME), format!("not valid JSON: {e}"))
+                }),
+                Err(_) => Ok(Value::Null),
+            },
             OutputReader::S3 { prefix, output, .. } => {
                 let key = if prefix.is_empty() {
                     TILEJSON_NAME.to_string()

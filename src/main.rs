@@ -263,11 +263,11 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
         let address = listener
             .local_addr()
             .map_err(|e| Error::Usage(format!("cannot read the listening address: {e}")))?;
-        // The first line is the URL, so scripts and tests can read where to go.
-        println!("serving at http://{address}/");
         for line in server.describe() {
-            println!("  {line}");
+            println!("{line}");
         }
+        // The URL comes last, so a script that reads up to it has read everything printed.
+        println!("serving at http://{address}/");
         serve::run(server, listener).await
     })
 }

@@ -118,7 +118,10 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
     ] {
         let reply = served.get(traversal);
         assert_eq!(reply.status, 400, "{traversal}: {}", reply.text());
-        assert!(reply.text().contains("path traversal refused"), "{traversal}");
+        assert!(
+            reply.text().contains("path traversal refused"),
+            "{traversal}"
+        );
     }
     assert_eq!(served.get("/nowhere/0/0/0.pbf").status, 404);
     assert_eq!(served.get("/sites/0/0").status, 404);
@@ -133,19 +136,26 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
         json!(["http://tiles.example.test:8443/sites/{z}/{x}/{y}.pbf"])
     );
     assert_eq!(tilejson["vector_layers"][0]["id"], "sites");
-    assert_eq!((tilejson["minzoom"].clone(), tilejson["maxzoom"].clone()), (json!(0), json!(12)));
+    assert_eq!(
+        (tilejson["minzoom"].clone(), tilejson["maxzoom"].clone()),
+        (json!(0), json!(12))
+    );
     let directory = served.get("/sites-2/tiles.json").json();
     assert_eq!(
         directory["tiles"],
         json!([format!("{}/sites-2/{{z}}/{{x}}/{{y}}.pbf", served.base)]),
         "the directory's own tiles.json names relative URLs; the served one names the server's"
     );
-    let url = directory["tiles"][0].as_str().unwrap().replace(
-        "{z}/{x}/{y}",
-        "0/0/0",
-    );
+    let url = directory["tiles"][0]
+        .as_str()
+        .unwrap()
+        .replace("{z}/{x}/{y}", "0/0/0");
     let reply = served.get(url.strip_prefix(&served.base).unwrap());
-    assert_eq!(reply.body, stored[&(0, 0, 0)], "the URL TileJSON names serves the tile");
+    assert_eq!(
+        reply.body,
+        stored[&(0, 0, 0)],
+        "the URL TileJSON names serves the tile"
+    );
     assert_eq!(
         get(served.port, "/sites/tiles.json", "not a host").status,
         400,
@@ -208,7 +218,11 @@ fn serve_reads_pmtiles_and_s3_outputs_byte_for_byte() {
     check_tiles(&served, "sites-2", &stored);
     for tileset in ["sites", "sites-2"] {
         let stats = served.get(&format!("/{tileset}/stats.json")).json();
-        assert_eq!(stats["inventory"]["tiles"], json!(stored.len()), "{tileset}");
+        assert_eq!(
+            stats["inventory"]["tiles"],
+            json!(stored.len()),
+            "{tileset}"
+        );
         let tilejson = served.get(&format!("/{tileset}/tiles.json")).json();
         assert_eq!(tilejson["vector_layers"][0]["id"], "sites", "{tileset}");
     }
@@ -335,7 +349,11 @@ fn the_page_shows_the_clusters_in_view_their_properties_and_the_tile_figures() {
         .collect();
     assert!(!over.is_empty() && over.len() < stored.len());
     let served = Served::start(
-        &[mbtiles.to_str().unwrap(), "--size-budget", &budget.to_string()],
+        &[
+            mbtiles.to_str().unwrap(),
+            "--size-budget",
+            &budget.to_string(),
+        ],
         &[],
     );
 
@@ -464,6 +482,14 @@ fn the_page_shows_the_clusters_in_view_their_properties_and_the_tile_figures() {
         "SELECT label FROM \"{}\".sites WHERE site_id = $1",
         setup.schema.name
     );
-    let row = setup.schema.client().query_one(&sql, &[&clicked.0]).unwrap();
-    assert_eq!(row.get::<_, String>(0), clicked.1, "the properties shown are the row's");
+    let row = setup
+        .schema
+        .client()
+        .query_one(&sql, &[&clicked.0])
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        clicked.1,
+        "the properties shown are the row's"
+    );
 }

@@ -87,11 +87,11 @@ impl Server {
         })
     }
 
-    /// `name ← output` for each tileset, for the start-up message.
+    /// `tileset /NAME/ ← OUTPUT` for each tileset, for the start-up message.
     pub fn describe(&self) -> Vec<String> {
         self.tilesets
             .iter()
-            .map(|t| format!("/{}/ ← {}", t.name, t.output))
+            .map(|t| format!("tileset /{}/ ← {}", t.name, t.output))
             .collect()
     }
 
@@ -104,12 +104,15 @@ impl Server {
 /// limited to characters that need no escaping and kept clear of the page's own routes.
 fn url_name(metadata_name: &str, target: &OutputTarget) -> String {
     let fallback = match target {
-        OutputTarget::Mbtiles(path) | OutputTarget::Pmtiles(path) | OutputTarget::Directory(path) => {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
+        OutputTarget::Mbtiles(path)
+        | OutputTarget::Pmtiles(path)
+        | OutputTarget::Directory(path) => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        OutputTarget::S3 { bucket, prefix } => {
+            prefix.rsplit('/').next().unwrap_or(bucket).to_string()
         }
-        OutputTarget::S3 { bucket, prefix } => prefix.rsplit('/').next().unwrap_or(bucket).to_string(),
     };
     let raw = if metadata_name.trim().is_empty() {
         fallback
@@ -224,11 +227,7 @@ fn json_response(value: &Value) -> Response {
 }
 
 async fn page() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        PAGE,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -308,7 +307,10 @@ fn tilejson_document(name: &str, metadata: &Value, url: &str) -> Value {
         .unwrap_or_else(|| vec![-180.0, -85.051_128_78, 180.0, 85.051_128_78]);
     let center: Vec<f64> = match &metadata["center"] {
         Value::Array(values) => values.iter().filter_map(number).collect(),
-        Value::String(text) => text.split(',').filter_map(|v| v.trim().parse().ok()).collect(),
+        Value::String(text) => text
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect(),
         _ => Vec::new(),
     };
     let center = if center.len() == 3 {
@@ -428,7 +430,9 @@ async fn tile(
 
 /// The tile a `z/x/y.pbf` request names, or what is wrong with it.
 fn parse_tile(z: &str, x: &str, y: &str) -> std::result::Result<TileCoord, String> {
-    let bad = || format!("`{z}/{x}/{y}` is not a tile: expected /{{tileset}}/z/x/y.pbf with whole numbers");
+    let bad = || {
+        format!("`{z}/{x}/{y}` is not a tile: expected /{{tileset}}/z/x/y.pbf with whole numbers")
+    };
     let y = y.strip_suffix(".pbf").ok_or_else(bad)?;
     let number = |text: &str| -> std::result::Result<u32, String> {
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {

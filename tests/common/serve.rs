@@ -37,20 +37,30 @@ impl Served {
             .spawn()
             .expect("start oar-tiles serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        let Some(base) = first
-            .trim()
-            .strip_prefix("serving at ")
-            .map(|url| url.trim_end_matches('/').to_string())
-        else {
-            let mut stderr = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut stderr).ok();
-            panic!("oar-tiles serve did not print its URL; stdout: {first:?}; stderr: {stderr}");
+        // The URL is the last line of the start-up message.
+        let mut printed = String::new();
+        let base = loop {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let mut stderr = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .ok();
+                panic!(
+                    "oar-tiles serve did not print its URL; stdout: {printed:?}; stderr: {stderr}"
+                );
+            }
+            printed.push_str(&line);
+            if let Some(url) = line.trim().strip_prefix("serving at ") {
+                break url.trim_end_matches('/').to_string();
+            }
         };
         let port = base.rsplit(':').next().unwrap().parse().unwrap();
         // Keep draining both pipes: a server whose pipe is full or closed would block or fail.
-        let text = Arc::new(Mutex::new(first));
+        let text = Arc::new(Mutex::new(printed));
         let sink = text.clone();
         std::thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
