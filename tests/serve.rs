@@ -435,6 +435,38 @@ fn the_page_shows_the_clusters_in_view_their_properties_and_the_tile_figures() {
                 over.iter().map(|t| t.split('/').next().unwrap()).collect();
             assert_eq!(marked_rows, zooms_over.len(), "zooms with tiles over budget are marked");
 
+            // A listed tile's link takes the map there, outlined in red.
+            let largest = browser
+                .client
+                .find(Locator::Css("#over a.tile"))
+                .await
+                .unwrap();
+            let tile = largest.text().await.unwrap();
+            largest.click().await.unwrap();
+            map_idle(&browser).await;
+            let outlined = browser
+                .client
+                .execute(
+                    "return window.__map.queryRenderedFeatures({ layers: ['over-budget/fill'] })
+                         .map((f) => f.properties.tile);",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            assert!(
+                outlined.as_array().unwrap().contains(&json!(tile)),
+                "{tile} is outlined on the map: {outlined}"
+            );
+            browser
+                .client
+                .execute(
+                    "window.__map.jumpTo({ zoom: arguments[0], center: arguments[1] });",
+                    vec![json!(view_zoom), json!([center_lon, center_lat])],
+                )
+                .await
+                .unwrap();
+            map_idle(&browser).await;
+
             // The tile-boundary toggle, then the picture a person looks at.
             browser
                 .client

@@ -364,7 +364,7 @@ async fn stats(State(server): State<Arc<Server>>, Path(name): Path<String>) -> R
             for (tile, _) in &over {
                 *per_zoom.entry(tile.z()).or_default() += 1;
             }
-            over.sort_by(|a, b| b.1.cmp(&a.1));
+            over.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
             let total = over.len();
             over.truncate(OVER_BUDGET_LISTED);
             let inventory = inspect::inventory(&tileset.output, tileset.metadata.clone(), sizes);
