@@ -32,8 +32,9 @@ const MAPLIBRE_JS: &[u8] = include_bytes!("assets/maplibre-gl.js");
 const MAPLIBRE_CSS: &[u8] = include_bytes!("assets/maplibre-gl.css");
 const MAPLIBRE_LICENSE: &[u8] = include_bytes!("assets/maplibre-gl-LICENSE.txt");
 
-/// Over-budget tiles listed per tileset: enough to find the hot spots, bounded for a huge output.
-const OVER_BUDGET_LISTED: usize = 500;
+/// Over-budget tiles listed per zoom, the largest first: enough to find every zoom's hot spots,
+/// bounded for a huge output.
+const OVER_BUDGET_LISTED: u64 = 100;
 
 /// One output being served.
 struct Tileset {
@@ -360,13 +361,14 @@ async fn stats(State(server): State<Arc<Server>>, Path(name): Path<String>) -> R
                 .filter(|(_, bytes)| *bytes > budget)
                 .copied()
                 .collect();
-            let mut per_zoom: BTreeMap<u8, u64> = BTreeMap::new();
-            for (tile, _) in &over {
-                *per_zoom.entry(tile.z()).or_default() += 1;
-            }
-            over.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
             let total = over.len();
-            over.truncate(OVER_BUDGET_LISTED);
+            over.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+            let mut per_zoom: BTreeMap<u8, u64> = BTreeMap::new();
+            over.retain(|(tile, _)| {
+                let seen = per_zoom.entry(tile.z()).or_default();
+                *seen += 1;
+                *seen <= OVER_BUDGET_LISTED
+            });
             let inventory = inspect::inventory(&tileset.output, tileset.metadata.clone(), sizes);
             Ok::<_, Error>(json!({
                 "inventory": inventory,
