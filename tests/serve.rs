@@ -97,6 +97,7 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
     check_tiles(&served, "sites", &stored);
     check_tiles(&served, "sites-2", &stored);
 
+    // Bad coordinates, then path traversal (raw, percent-encoded, backslashed), all refused.
     for bad in [
         "/sites/12/4096/0.pbf",
         "/sites/25/0/0.pbf",
@@ -104,11 +105,6 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
         "/sites/3/-1/0.pbf",
         "/sites/3/0/0.png",
         "/sites/3/0/.pbf",
-    ] {
-        let reply = served.get(bad);
-        assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
-    }
-    for traversal in [
         "/../../../../etc/passwd",
         "/sites/../../../../etc/passwd",
         "/sites/0/0/..%2f..%2f..%2f..%2fetc%2fpasswd",
@@ -116,11 +112,14 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
         "/sites-2/%2e%2e/%2e%2e/tiles.json",
         "/sites/0/..\\..\\Cargo.toml/0.pbf",
     ] {
-        let reply = served.get(traversal);
-        assert_eq!(reply.status, 400, "{traversal}: {}", reply.text());
-        assert!(
+        let reply = served.get(bad);
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text());
+        let traversal = bad.to_lowercase().contains("..") || bad.contains("%2e");
+        assert_eq!(
             reply.text().contains("path traversal refused"),
-            "{traversal}"
+            traversal,
+            "{bad}: {}",
+            reply.text()
         );
     }
     assert_eq!(served.get("/nowhere/0/0/0.pbf").status, 404);
