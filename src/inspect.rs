@@ -1,5 +1,6 @@
 //! `oar-tiles inspect`: what an output holds — metadata or TileJSON, tiles and bytes per zoom, the
-//! largest tiles, bounds — read without changing anything.
+//! largest tiles, bounds — read without changing anything, through [`OutputReader`], which `serve`
+//! reads outputs with too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
