@@ -35,6 +35,10 @@ fn imports() -> Vec<(String, String, String)> {
                 pending.push(path);
                 continue;
             }
+            // Only Rust files import; assets (a page, images) sit beside them.
+            if path.extension().is_none_or(|ext| ext != "rs") {
+                continue;
+            }
             let relative = path
                 .strip_prefix(&root)
                 .unwrap()
