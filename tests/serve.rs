@@ -155,11 +155,13 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
         stored[&(0, 0, 0)],
         "the URL TileJSON names serves the tile"
     );
-    assert_eq!(
-        get(served.port, "/sites/tiles.json", "not a host").status,
-        400,
-        "a Host header that names no host is refused"
-    );
+    for host in ["not a host", "user@tiles.example.test"] {
+        assert_eq!(
+            get(served.port, "/sites/tiles.json", host).status,
+            400,
+            "a Host header that names no plain host[:port] is refused: {host}"
+        );
+    }
 
     // The per-zoom figures are inspect's.
     let stats = served.get("/sites/stats.json").json();

@@ -277,7 +277,9 @@ async fn tilejson(
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<Authority>().ok());
+        .and_then(|h| h.parse::<Authority>().ok())
+        // user@host would put credentials into every tile URL.
+        .filter(|authority| !authority.as_str().contains('@'));
     let Some(host) = host else {
         return problem(
             StatusCode::BAD_REQUEST,
