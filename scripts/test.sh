@@ -40,6 +40,12 @@ if ! "$venv/bin/python" -c 'import pmtiles.reader' >/dev/null 2>&1; then
 fi
 export OAR_TILES_TEST_PYTHON=$venv/bin/python
 
+# The serve tests drive Debian's Chromium headless through its WebDriver server, chromedriver.
+{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || apt_install chromium chromium-driver
+OAR_TILES_TEST_CHROMIUM=$(command -v chromium)
+OAR_TILES_TEST_CHROMEDRIVER=$(command -v chromedriver)
+export OAR_TILES_TEST_CHROMIUM OAR_TILES_TEST_CHROMEDRIVER
+
 # The S3 tests talk to a real S3-compatible server process (s3s-fs, built from crates.io once).
 scripts/s3-server.sh install
 

@@ -15,6 +15,8 @@ const LAYERS: &[&[&str]] = &[
     &["report"],
     &["schedule"],
     &["seed", "inspect"],
+    // `serve` shows what `inspect` reads, through its reader and inventory.
+    &["serve"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
@@ -31,6 +33,10 @@ fn imports() -> Vec<(String, String, String)> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
+                continue;
+            }
+            // Only Rust files import; assets (a page, images) sit beside them.
+            if path.extension().is_none_or(|ext| ext != "rs") {
                 continue;
             }
             let relative = path

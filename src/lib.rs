@@ -13,6 +13,7 @@ pub mod report;
 pub mod retry;
 pub mod schedule;
 pub mod seed;
+pub mod serve;
 pub mod sink;
 pub mod state;
 pub mod tile;

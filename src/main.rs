@@ -9,7 +9,7 @@ use oar_tiles::config::{Config, OutputTarget, S3Config};
 use oar_tiles::job::{SeedJob, SeedOptions};
 use oar_tiles::report::ProgressKind;
 use oar_tiles::state::capture as changes;
-use oar_tiles::{inspect, seed, Error, ExitCode};
+use oar_tiles::{inspect, seed, serve, Error, ExitCode};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -69,6 +69,34 @@ enum Command {
     /// Show what an output holds: metadata or TileJSON, tiles and bytes per zoom, bounds. Changes nothing.
     #[command(after_help = AFTER_HELP)]
     Inspect(InspectArgs),
+    /// Show outputs in a browser: a map of every layer, the tiles and their sizes per zoom. Reads
+    /// only; runs until SIGINT or SIGTERM, then exits 0.
+    #[command(after_help = AFTER_HELP)]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The outputs, one tileset each: path.mbtiles, path.pmtiles, dir:PATH or PATH/, or
+    /// s3://bucket/prefix.
+    #[arg(value_name = "OUTPUT", required = true)]
+    outputs: Vec<String>,
+
+    /// Address and port to listen on; port 0 takes a free one. The URL is printed on stdout.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+
+    /// Config whose [s3] settings (endpoint, region, path style) reach the bucket; optional.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// File extension of directory and S3 tiles.
+    #[arg(long, value_name = "EXT", default_value = "pbf")]
+    extension: String,
+
+    /// Stored bytes above which the page marks a tile as over budget (the tilesets' size_budget).
+    #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::config::DEFAULT_SIZE_BUDGET)]
+    size_budget: u64,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +156,7 @@ fn main() -> ProcessExit {
     let outcome = match cli.command {
         Command::Seed(args) => run_seed(args, cli.quiet),
         Command::Inspect(args) => run_inspect(args),
+        Command::Serve(args) => run_serve(args),
         Command::Changes(args) => run_changes(args),
     };
     let code = match outcome {
@@ -221,6 +250,27 @@ fn run_inspect(args: InspectArgs) -> Result<(), Error> {
         print!("{}", inventory.to_text());
     }
     Ok(())
+}
+
+fn run_serve(args: ServeArgs) -> Result<(), Error> {
+    let s3 = match &args.config {
+        Some(path) => Config::load(path)?.s3,
+        None => S3Config::default(),
+    };
+    runtime()?.block_on(async {
+        let server =
+            serve::Server::open(&args.outputs, &s3, &args.extension, args.size_budget).await?;
+        let listener = serve::bind(args.listen).await?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::Usage(format!("cannot read the listening address: {e}")))?;
+        for line in server.describe() {
+            println!("{line}");
+        }
+        // The URL comes last, so a script that reads up to it has read everything printed.
+        println!("serving at http://{address}/");
+        serve::run(server, listener).await
+    })
 }
 
 fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {

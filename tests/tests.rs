@@ -16,4 +16,5 @@ mod reseed;
 mod robustness;
 mod s3;
 mod seed;
+mod serve;
 mod setup_scripts;

@@ -6,3 +6,4 @@ pub mod mvt;
 pub mod pg;
 pub mod run;
 pub mod s3;
+pub mod serve;

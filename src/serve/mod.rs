@@ -1,0 +1,504 @@
+//! `oar-tiles serve`: shows outputs in a browser before they go to a CDN. Each output is one tileset,
+//! read through [`OutputReader`] (the reader `inspect` uses), never written. The page is MapLibre GL
+//! JS, vendored into the binary so that it works with no network at all.
+//!
+//! Routes: `/` the page, `/index.json` the tilesets, `/{tileset}/tiles.json` a TileJSON whose tile
+//! URLs are absolute under the request's `Host`, `/{tileset}/stats.json` the per-zoom figures of
+//! `inspect` with the tiles over the size budget, `/{tileset}/{z}/{x}/{y}.pbf` the stored bytes
+//! (204 when the output holds no such tile), `/assets/…` the vendored files.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, uri::Authority, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use tokio::sync::OnceCell;
+
+use crate::config::S3Config;
+use crate::error::{Error, Result};
+use crate::inspect::{self, OutputReader};
+use crate::sink::s3::MVT_CONTENT_TYPE;
+use crate::sink::OutputTarget;
+use crate::tile::TileCoord;
+
+const PAGE: &str = include_str!("page.html");
+const MAPLIBRE_JS: &[u8] = include_bytes!("assets/maplibre-gl.js");
+const MAPLIBRE_CSS: &[u8] = include_bytes!("assets/maplibre-gl.css");
+const MAPLIBRE_LICENSE: &[u8] = include_bytes!("assets/maplibre-gl-LICENSE.txt");
+
+/// Over-budget tiles listed per zoom, the largest first: enough to find every zoom's hot spots,
+/// bounded for a huge output.
+const OVER_BUDGET_LISTED: u64 = 100;
+
+/// One output being served.
+struct Tileset {
+    /// The name in URLs.
+    name: String,
+    /// The output as given.
+    output: String,
+    reader: OutputReader,
+    metadata: Value,
+    /// The inventory, read on first request: listing a large S3 prefix must not delay start-up.
+    stats: OnceCell<Value>,
+}
+
+/// The outputs being served and what the page needs to judge them.
+pub struct Server {
+    tilesets: Vec<Tileset>,
+    size_budget: u64,
+}
+
+impl Server {
+    /// Opens every output read-only and reads its metadata; fails naming the output at fault.
+    pub async fn open(
+        outputs: &[String],
+        s3_config: &S3Config,
+        extension: &str,
+        size_budget: u64,
+    ) -> Result<Server> {
+        let mut tilesets: Vec<Tileset> = Vec::new();
+        for output in outputs {
+            let target = OutputTarget::parse(output)?;
+            let reader = OutputReader::open(output, &target, s3_config, extension).await?;
+            let metadata = reader.metadata().await?;
+            let mut name = url_name(metadata["name"].as_str().unwrap_or_default(), &target);
+            let base = name.clone();
+            let mut n = 1;
+            while tilesets.iter().any(|t| t.name == name) {
+                n += 1;
+                name = format!("{base}-{n}");
+            }
+            tilesets.push(Tileset {
+                name,
+                output: output.clone(),
+                reader,
+                metadata,
+                stats: OnceCell::new(),
+            });
+        }
+        Ok(Server {
+            tilesets,
+            size_budget,
+        })
+    }
+
+    /// `tileset /NAME/ ← OUTPUT` for each tileset, for the start-up message.
+    pub fn describe(&self) -> Vec<String> {
+        self.tilesets
+            .iter()
+            .map(|t| format!("tileset /{}/ ← {}", t.name, t.output))
+            .collect()
+    }
+
+    fn find(&self, name: &str) -> Option<&Tileset> {
+        self.tilesets.iter().find(|t| t.name == name)
+    }
+}
+
+/// A URL path segment for a tileset: its metadata name, else the output's file or prefix name,
+/// limited to characters that need no escaping and kept clear of the page's own routes.
+fn url_name(metadata_name: &str, target: &OutputTarget) -> String {
+    let fallback = match target {
+        OutputTarget::Mbtiles(path)
+        | OutputTarget::Pmtiles(path)
+        | OutputTarget::Directory(path) => path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        OutputTarget::S3 { bucket, prefix } => {
+            prefix.rsplit('/').next().unwrap_or(bucket).to_string()
+        }
+        OutputTarget::S3Pmtiles { key, .. } => {
+            let name = key.rsplit('/').next().unwrap_or(key);
+            name.strip_suffix(".pmtiles").unwrap_or(name).to_string()
+        }
+    };
+    let raw = if metadata_name.trim().is_empty() {
+        fallback
+    } else {
+        metadata_name.to_string()
+    };
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_matches('-').to_string();
+    match cleaned.as_str() {
+        "" => "tileset".into(),
+        "assets" | "index" => format!("{cleaned}-tiles"),
+        _ => cleaned,
+    }
+}
+
+/// Binds the listening socket; a port of 0 takes any free port.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::File {
+            path: listen.to_string().into(),
+            message: format!("cannot listen there: {e}"),
+        })
+}
+
+/// Serves until SIGINT or SIGTERM.
+pub async fn run(server: Server, listener: tokio::net::TcpListener) -> Result<()> {
+    let address = listener.local_addr().ok();
+    axum::serve(listener, router(Arc::new(server)))
+        .with_graceful_shutdown(stopped())
+        .await
+        .map_err(|e| Error::File {
+            path: address.map(|a| a.to_string()).unwrap_or_default().into(),
+            message: format!("serving failed: {e}"),
+        })
+}
+
+async fn stopped() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/index.json", get(index))
+        .route("/assets/{file}", get(asset))
+        .route("/{tileset}/tiles.json", get(tilejson))
+        .route("/{tileset}/stats.json", get(stats))
+        .route("/{tileset}/{z}/{x}/{y}", get(tile))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such page") })
+        .layer(axum::middleware::from_fn(refuse_traversal))
+        .with_state(server)
+}
+
+/// Refuses any path with a `..` segment, raw or percent-encoded, before routing: no route reads a
+/// file by a name from the URL, and none ever should through a path like that.
+async fn refuse_traversal(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    if decoded.split(['/', '\\']).any(|segment| segment == "..") {
+        return problem(StatusCode::BAD_REQUEST, "path traversal refused");
+    }
+    next.run(request).await
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut message = message.into();
+    message.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}
+
+fn json_response(value: &Value) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+async fn page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, content_type) = match file.as_str() {
+        "maplibre-gl.js" => (MAPLIBRE_JS, "text/javascript; charset=utf-8"),
+        "maplibre-gl.css" => (MAPLIBRE_CSS, "text/css; charset=utf-8"),
+        "maplibre-gl-LICENSE.txt" => (MAPLIBRE_LICENSE, "text/plain; charset=utf-8"),
+        _ => return problem(StatusCode::NOT_FOUND, format!("no asset `{file}`")),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index(State(server): State<Arc<Server>>) -> Response {
+    let tilesets: Vec<Value> = server
+        .tilesets
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "output": t.output,
+                "tilejson": format!("/{}/tiles.json", t.name),
+                "stats": format!("/{}/stats.json", t.name),
+            })
+        })
+        .collect();
+    json_response(&json!({ "tilesets": tilesets, "size_budget": server.size_budget }))
+}
+
+async fn tilejson(
+    State(server): State<Arc<Server>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(tileset) = server.find(&name) else {
+        return problem(StatusCode::NOT_FOUND, format!("no tileset `{name}`"));
+    };
+    // Map clients resolve tile URLs against the page, so they must be absolute, and only the
+    // request knows the address the browser reached us at (a forwarded port, a host name).
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<Authority>().ok())
+        // user@host would put credentials into every tile URL.
+        .filter(|authority| !authority.as_str().contains('@'));
+    let Some(host) = host else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "a Host header naming host[:port] is needed to build the tile URLs",
+        );
+    };
+    let url = format!("http://{host}/{}/{{z}}/{{x}}/{{y}}.pbf", tileset.name);
+    json_response(&tilejson_document(&tileset.name, &tileset.metadata, &url))
+}
+
+/// A TileJSON 3.0 document from whatever metadata the output has (MBTiles rows, a TileJSON file,
+/// PMTiles metadata and header).
+fn tilejson_document(name: &str, metadata: &Value, url: &str) -> Value {
+    let number = |value: &Value| match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    let zoom = |key: &str, default: u8| {
+        number(&metadata[key])
+            .or_else(|| number(&metadata["pmtiles"][key]))
+            .filter(|z| (0.0..=f64::from(crate::tile::MAX_ZOOM)).contains(z))
+            .map_or(default, |z| z as u8)
+    };
+    let (minzoom, maxzoom) = (zoom("minzoom", 0), zoom("maxzoom", 14));
+    let bounds = inspect::bounds(metadata)
+        .filter(|b| b.len() == 4)
+        .unwrap_or_else(|| vec![-180.0, -85.051_128_78, 180.0, 85.051_128_78]);
+    let center: Vec<f64> = match &metadata["center"] {
+        Value::Array(values) => values.iter().filter_map(number).collect(),
+        Value::String(text) => text
+            .split(',')
+            .filter_map(|v| v.trim().parse().ok())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let center = if center.len() == 3 {
+        center
+    } else {
+        vec![
+            (bounds[0] + bounds[2]) / 2.0,
+            (bounds[1] + bounds[3]) / 2.0,
+            f64::from(minzoom.max(maxzoom.min(2))),
+        ]
+    };
+    let layers = metadata
+        .get("vector_layers")
+        .or_else(|| metadata.get("json").and_then(|j| j.get("vector_layers")))
+        .cloned()
+        .unwrap_or_else(|| json!([]));
+    let mut document = json!({
+        "tilejson": "3.0.0",
+        "name": metadata["name"].as_str().unwrap_or(name),
+        "scheme": "xyz",
+        "tiles": [url],
+        "minzoom": minzoom,
+        "maxzoom": maxzoom,
+        "bounds": bounds,
+        "center": center,
+        "vector_layers": layers,
+    });
+    for key in ["description", "attribution"] {
+        if let Some(text) = metadata[key].as_str() {
+            document[key] = json!(text);
+        }
+    }
+    document
+}
+
+async fn stats(State(server): State<Arc<Server>>, Path(name): Path<String>) -> Response {
+    let Some(tileset) = server.find(&name) else {
+        return problem(StatusCode::NOT_FOUND, format!("no tileset `{name}`"));
+    };
+    let budget = server.size_budget;
+    let stats = tileset
+        .stats
+        .get_or_try_init(|| async {
+            let sizes = tileset.reader.tile_sizes().await?;
+            let mut over: Vec<(TileCoord, u64)> = sizes
+                .iter()
+                .filter(|(_, bytes)| *bytes > budget)
+                .copied()
+                .collect();
+            let total = over.len();
+            over.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+            let mut per_zoom: BTreeMap<u8, u64> = BTreeMap::new();
+            over.retain(|(tile, _)| {
+                let seen = per_zoom.entry(tile.z()).or_default();
+                *seen += 1;
+                *seen <= OVER_BUDGET_LISTED
+            });
+            let inventory = inspect::inventory(&tileset.output, tileset.metadata.clone(), sizes);
+            Ok::<_, Error>(json!({
+                "inventory": inventory,
+                "size_budget": budget,
+                "over_budget_total": total,
+                "over_budget_per_zoom": per_zoom,
+                "over_budget": over
+                    .iter()
+                    .map(|(tile, bytes)| json!({ "tile": tile.to_string(), "bytes": bytes }))
+                    .collect::<Vec<_>>(),
+            }))
+        })
+        .await;
+    match stats {
+        Ok(stats) => json_response(stats),
+        Err(e) => failed(&e),
+    }
+}
+
+fn failed(error: &Error) -> Response {
+    tracing::warn!("{error}");
+    problem(StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
+}
+
+async fn tile(
+    State(server): State<Arc<Server>>,
+    Path((name, z, x, y)): Path<(String, String, String, String)>,
+) -> Response {
+    let Some(tileset) = server.find(&name) else {
+        return problem(StatusCode::NOT_FOUND, format!("no tileset `{name}`"));
+    };
+    let coord = match parse_tile(&z, &x, &y) {
+        Ok(coord) => coord,
+        Err(message) => return problem(StatusCode::BAD_REQUEST, message),
+    };
+    match tileset.reader.tile(coord).await {
+        Ok(Some(bytes)) => {
+            // Directory and S3 tiles may be stored plain (`compress = false`): say gzip only when
+            // the bytes are gzip.
+            let gzip = bytes.starts_with(&[0x1f, 0x8b]);
+            let mut response = (
+                [
+                    (header::CONTENT_TYPE, MVT_CONTENT_TYPE),
+                    // A reseed may change the tile under the same URL while the page is open.
+                    (header::CACHE_CONTROL, "no-cache"),
+                ],
+                bytes,
+            )
+                .into_response();
+            if gzip {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            response
+        }
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => failed(&e),
+    }
+}
+
+/// The tile a `z/x/y.pbf` request names, or what is wrong with it.
+fn parse_tile(z: &str, x: &str, y: &str) -> std::result::Result<TileCoord, String> {
+    let bad = || {
+        format!("`{z}/{x}/{y}` is not a tile: expected /{{tileset}}/z/x/y.pbf with whole numbers")
+    };
+    let y = y.strip_suffix(".pbf").ok_or_else(bad)?;
+    let number = |text: &str| -> std::result::Result<u32, String> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        text.parse().map_err(|_| bad())
+    };
+    let z = u8::try_from(number(z)?).map_err(|_| bad())?;
+    TileCoord::new(z, number(x)?, number(y)?).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_paths_are_validated_numbers() {
+        assert_eq!(parse_tile("3", "2", "5.pbf").unwrap().to_string(), "3/2/5");
+        for (z, x, y) in [
+            ("3", "8", "0.pbf"),
+            ("25", "0", "0.pbf"),
+            ("a", "0", "0.pbf"),
+            ("3", "-1", "0.pbf"),
+            ("3", "0", "0"),
+            ("3", "0", "0.png"),
+            ("3", "+1", "0.pbf"),
+            ("999", "0", "0.pbf"),
+        ] {
+            assert!(parse_tile(z, x, y).is_err(), "{z}/{x}/{y}");
+        }
+    }
+
+    #[test]
+    fn tileset_names_fit_in_a_url_and_miss_the_pages_routes() {
+        let mbtiles = OutputTarget::parse("/tmp/a b.mbtiles").unwrap();
+        assert_eq!(url_name("", &mbtiles), "a-b");
+        assert_eq!(url_name("Facilities (v3)", &mbtiles), "Facilities--v3");
+        assert_eq!(url_name("assets", &mbtiles), "assets-tiles");
+        assert_eq!(url_name("../..", &mbtiles), "tileset");
+        let s3 = OutputTarget::parse("s3://bucket/f/v3").unwrap();
+        assert_eq!(url_name("", &s3), "v3");
+    }
+
+    #[test]
+    fn tilejson_comes_from_mbtiles_rows_or_a_tilejson_file() {
+        let mbtiles = json!({
+            "name": "facilities", "minzoom": "0", "maxzoom": "9",
+            "bounds": "-10,-20,30,40", "center": "10,10,2",
+            "json": { "vector_layers": [{ "id": "sites" }] },
+        });
+        let document = tilejson_document("f", &mbtiles, "http://h:1/f/{z}/{x}/{y}.pbf");
+        assert_eq!(document["tiles"][0], "http://h:1/f/{z}/{x}/{y}.pbf");
+        assert_eq!(document["maxzoom"], 9);
+        assert_eq!(document["bounds"], json!([-10.0, -20.0, 30.0, 40.0]));
+        assert_eq!(document["center"], json!([10.0, 10.0, 2.0]));
+        assert_eq!(document["vector_layers"][0]["id"], "sites");
+        let none = tilejson_document("f", &Value::Null, "u");
+        assert_eq!(none["name"], "f");
+        assert_eq!(none["center"][2], 2.0);
+    }
+}
