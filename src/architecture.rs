@@ -13,8 +13,9 @@ const LAYERS: &[&[&str]] = &[
     &["encode"],
     &["sink"],
     &["report"],
-    &["schedule"],
+    &["schedule", "metrics"],
     &["seed", "inspect"],
+    &["watch"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -7,6 +7,7 @@ pub mod encode;
 pub mod error;
 pub mod inspect;
 pub mod job;
+pub mod metrics;
 pub mod plan;
 pub mod render;
 pub mod report;
@@ -16,6 +17,7 @@ pub mod seed;
 pub mod sink;
 pub mod state;
 pub mod tile;
+pub mod watch;
 
 pub use error::{Error, ExitCode, Result};
 

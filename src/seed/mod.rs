@@ -18,6 +18,7 @@ use deadpool_postgres::Pool;
 
 use crate::error::{Error, Result};
 use crate::job::SeedJob;
+use crate::metrics::Metrics;
 use crate::render::{pool, Connections};
 use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
@@ -130,6 +131,26 @@ pub fn write_reports(job: &SeedJob, summaries: &[TilesetSummary]) -> Result<()> 
         });
     }
     Ok(())
+}
+
+/// With `--metrics-file`, writes the run's metrics (or its failure) for node_exporter's textfile
+/// collector.
+pub fn write_metrics(job: &SeedJob, outcome: &Result<Vec<TilesetSummary>>) -> Result<()> {
+    let Some(path) = &job.run.metrics_file else {
+        return Ok(());
+    };
+    let metrics = Metrics::new();
+    match outcome {
+        Ok(summaries) => {
+            let now = std::time::SystemTime::now();
+            for summary in summaries {
+                metrics.record(summary, now);
+            }
+            metrics.succeeded(now);
+        }
+        Err(err) => metrics.failed(err),
+    }
+    metrics.write_textfile(path)
 }
 
 fn write_file(path: &Path, text: String, what: &str) -> Result<()> {
