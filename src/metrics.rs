@@ -59,7 +59,7 @@ impl Metrics {
             vec
         };
         let by_zoom = ["output", "zoom"];
-        let metrics = Metrics {
+        Metrics {
             rendered: counter(
                 "oar_tiles_tiles_rendered_total",
                 "Tiles rendered, by output and zoom.",
@@ -123,8 +123,7 @@ impl Metrics {
                 gauge
             },
             registry,
-        };
-        metrics
+        }
     }
 
     /// Adds what one run over an output did; its changes' latencies end `now`, when the output

@@ -16,3 +16,4 @@ mod robustness;
 mod s3;
 mod seed;
 mod setup_scripts;
+mod watch;

@@ -73,7 +73,12 @@ pub async fn run(job: &WatchJob) -> Result<()> {
         let mut connected_once = false;
         let Err(err) = watch_connected(job, &watched, &shared, &stop, &mut connected_once).await;
         shared.database_up.store(false, Ordering::Relaxed);
-        if matches!(err, Error::Stopped { .. }) || err.exit_code() != ExitCode::Failure {
+        if matches!(err, Error::Stopped { .. }) {
+            return Err(err);
+        }
+        // A failed cycle, a lost connection and a failed reconnection each count once.
+        shared.metrics.failed(&err);
+        if err.exit_code() != ExitCode::Failure {
             return Err(err);
         }
         if connected_once {
@@ -200,9 +205,6 @@ async fn cycle(session: &Session<'_>, shared: &Shared, stop: &Stop) -> Result<()
         Ok(summaries) => summaries,
         Err(err) => {
             shared.cycle_ok.store(false, Ordering::Relaxed);
-            if !matches!(err, Error::Stopped { .. }) {
-                shared.metrics.failed(&err);
-            }
             return Err(err);
         }
     };
