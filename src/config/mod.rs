@@ -48,9 +48,11 @@ pub struct Config {
 /// How `watch` paces its cycles and where it serves its metrics (`[watch]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchConfig {
-    /// Quiet time after a notification before a cycle starts, so a burst makes one cycle.
+    /// How long after the first notification a cycle starts: changes notified within that window
+    /// make one cycle.
     pub debounce: Duration,
-    /// Longest a notified change waits for its cycle, however long the burst.
+    /// A change that waited longer than this for its cycle (cycles slower than the commits) is
+    /// warned about.
     pub max_delay: Duration,
     /// A cycle runs at least this often, covering a notification that never arrived.
     pub poll_interval: Duration,

@@ -1,9 +1,9 @@
 //! `oar-tiles watch`: keeps every output fresh within seconds of a commit.
 //!
 //! The change-capture triggers notify a channel once per statement; the watcher LISTENs on a
-//! session connection of its own and, after a quiet `debounce` (a burst makes one cycle, but no
-//! change waits longer than `max_delay`), runs a cycle that is exactly `seed --dirty` through the
-//! seed's own [`Session`], lowest zooms first. Notifications only say *when* to look: the output's
+//! session connection of its own and, `debounce` after the first notification (a burst within that
+//! window makes one cycle; a change that waits longer than `max_delay` is warned about), runs a
+//! cycle that is exactly `seed --dirty` through the seed's own [`Session`], lowest zooms first. Notifications only say *when* to look: the output's
 //! watermark says *what* to render, so the watcher catches up from it on start and after every
 //! reconnection, and a poll every `poll_interval` covers a notification that never came.
 //!
@@ -156,14 +156,25 @@ async fn wait_for_changes(
             signal = stop.stopped() => return Err(Error::Stopped { signal }),
         };
         if let Some(first) = first {
-            let mut last = first;
+            // The first notification opens the window; everything notified within it (or while
+            // the previous cycle ran) goes into one cycle. A window that only closed after quiet
+            // would never close under a steady stream of commits.
+            let deadline = first + settings.debounce;
             loop {
-                let deadline = (last + settings.debounce).min(first + settings.max_delay);
                 tokio::select! {
-                    arrived = listener.notifications.recv() => last = last.max(arrived.ok_or_else(lost)?),
+                    arrived = listener.notifications.recv() => { arrived.ok_or_else(lost)?; }
                     () = tokio::time::sleep_until(deadline.into()) => break,
                     signal = stop.stopped() => return Err(Error::Stopped { signal }),
                 }
+            }
+            let waited = first.elapsed();
+            if waited > settings.max_delay {
+                tracing::warn!(
+                    "a change waited {:.1} s for its cycle, over max_delay ({:.1} s): cycles take \
+                     longer than changes arrive (more --concurrency, or fewer zooms, would help)",
+                    waited.as_secs_f64(),
+                    settings.max_delay.as_secs_f64()
+                );
             }
         }
         if count_pending(job, watched, session, shared).await? > 0 {
