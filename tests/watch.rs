@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use postgres::fallible_iterator::FallibleIterator;
+
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::pg::{hub_with_scatter, Point, Rng, TestSchema};
 use crate::common::run::{
@@ -517,4 +519,123 @@ fn sigterm_mid_cycle_leaves_a_consistent_output_and_a_second_watcher_is_refused(
         &read_mbtiles_raw(&setup.output()),
         "the output after a restarted watcher caught up",
     );
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_statement_notifies_once_however_many_rows_and_reinstalling_upgrades_an_old_install() {
+    let mut setup = Setup::new(TestSchema::create("watchnotify"), &points(), "");
+    let changes = setup.schema.companion("cdc");
+    let triggers = |setup: &mut Setup| -> i64 {
+        let table = format!("\"{}\".sites", setup.schema.name);
+        setup
+            .schema
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_trigger WHERE tgname = 'oar_tiles_notify'
+                   AND tgrelid = to_regclass($1)",
+                &[&table],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // An install of an earlier version had no notify trigger; installing again adds it, once.
+    setup
+        .schema
+        .execute("DROP TRIGGER oar_tiles_notify ON {schema}.sites");
+    assert_eq!(triggers(&mut setup), 0);
+    setup.run(&["changes", "install"]).assert_success();
+    setup.run(&["changes", "install"]).assert_success();
+    assert_eq!(triggers(&mut setup), 1);
+
+    let mut listener = postgres::Client::connect(&setup.schema.url, postgres::NoTls).unwrap();
+    listener
+        .batch_execute(&format!("LISTEN \"{changes}\""))
+        .unwrap();
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label || '!' WHERE site_id <= 50");
+    setup
+        .schema
+        .execute("DELETE FROM {schema}.sites WHERE site_id > 190");
+    // A notification is delivered between statements; an empty query collects what is pending.
+    listener.batch_execute("").unwrap();
+    let mut received = Vec::new();
+    let mut notifications = listener.notifications();
+    let mut pending = notifications.iter();
+    while let Some(notification) = pending.next().unwrap() {
+        received.push(notification.payload().to_string());
+    }
+    let table = format!("{}.sites", setup.schema.name);
+    assert_eq!(
+        received,
+        vec![table.clone(), table],
+        "one notification per statement"
+    );
+    let logged: i64 = setup
+        .schema
+        .client()
+        .query_one(
+            &format!("SELECT count(*) FROM \"{changes}\".change_log"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 60, "one logged change per row");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn seed_writes_its_metrics_for_the_textfile_collector_and_a_failed_run_keeps_the_last_success() {
+    let mut setup = Setup::new(TestSchema::create("watchtextfile"), &points(), "");
+    let mut rng = Rng::new(2);
+    let mut alive: Vec<i64> = (1..=200).collect();
+    for step in 0..5 {
+        one_change(&mut setup.schema, &mut rng, &mut alive, step);
+    }
+    let prom = setup.path("oar-tiles.prom");
+    let file = prom.to_str().unwrap();
+    setup
+        .run(&["seed", "--dirty", "--metrics-file", file])
+        .assert_success();
+    let metrics = parse_prometheus(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(metrics.sum("oar_tiles_changes_applied_total"), 5.0);
+    assert_eq!(metrics.sum("oar_tiles_change_to_tile_seconds_count"), 5.0);
+    assert!(metrics.sum("oar_tiles_tiles_rendered_total") > 0.0);
+    let success = metrics.sum("oar_tiles_last_success_timestamp_seconds");
+    assert!(success > 1.6e9);
+
+    // A run that fails records its error and keeps the previous success time.
+    let failed = oar_tiles(
+        Some("postgresql://nobody@127.0.0.1:1/none"),
+        &[
+            "seed",
+            "--config",
+            setup.config.to_str().unwrap(),
+            "--dirty",
+            "--metrics-file",
+            file,
+        ],
+    );
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let metrics = parse_prometheus(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(
+        metrics.with("oar_tiles_errors_total", "kind=\"connect\""),
+        1.0
+    );
+    assert_eq!(
+        metrics.sum("oar_tiles_last_success_timestamp_seconds"),
+        success
+    );
+    let leftovers = std::fs::read_dir(setup.dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "the temporary file was renamed");
 }
