@@ -494,22 +494,26 @@ fn sigterm_mid_cycle_leaves_a_consistent_output_and_a_second_watcher_is_refused(
         "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(ST_X(pt) + 0.01, ST_Y(pt)), 4326)
          WHERE site_id % 3 = 0",
     );
-    // Pending changes are counted just before a cycle starts.
-    watcher.wait_until("a cycle to start", |w| {
-        w.metrics().sum("oar_tiles_pending_changes") > 0.0
-    });
+    // The cycle changes the MBTiles in place, in one transaction: its rollback journal exists
+    // from the first tile written until the commit, so SIGTERM now lands mid-cycle.
+    let journal = setup.path(&format!("{OUTPUT}-journal"));
+    watcher.wait_until("the cycle to write its first tiles", |_| journal.exists());
     let run = watcher.stop(libc::SIGTERM);
     assert_eq!(run.code, 143, "{}", run.stderr);
     assert!(run.stderr.contains("stopped by SIGTERM"), "{}", run.stderr);
     assert!(!setup.path(&format!("{OUTPUT}.oar-tiles.lock")).exists());
-
-    // Either the cycle was rolled back or it had finished: never anything in between.
-    let stopped = read_mbtiles_raw(&setup.output());
-    let full = setup.full("full.mbtiles");
-    assert!(
-        stopped == before || stopped == full,
-        "the output after SIGTERM is neither its state before the cycle nor a full seed"
+    assert_eq!(
+        run.stderr.matches("INFO cycle: ").count(),
+        1,
+        "only the catch-up cycle finished, the interrupted one did not: {}",
+        run.stderr
     );
+    assert_same_tiles(
+        &before,
+        &read_mbtiles_raw(&setup.output()),
+        "the output after SIGTERM mid-cycle against its state before the cycle",
+    );
+    let full = setup.full("full.mbtiles");
     let mut again = Watcher::start(&setup);
     again.wait_until("the restarted watcher to catch up", |w| {
         w.health() == Some(200) && w.metrics().sum("oar_tiles_pending_changes") == 0.0
