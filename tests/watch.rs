@@ -96,6 +96,11 @@ fn free_port() -> u16 {
 
 impl Watcher {
     fn start(setup: &Setup) -> Watcher {
+        Self::start_on(setup, &setup.schema.url)
+    }
+
+    /// Starts a watcher whose `DATABASE_URL` is `url`.
+    fn start_on(setup: &Setup, url: &str) -> Watcher {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = setup.path(&format!("watch-{port}.log"));
@@ -107,7 +112,7 @@ impl Watcher {
             &listen,
         ];
         // Logs go to a file: a pipe nobody reads could fill and stall the watcher.
-        let child = oar_tiles_command(Some(&setup.schema.url), &args, &[])
+        let child = oar_tiles_command(Some(url), &args, &[])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -642,4 +647,36 @@ fn seed_writes_its_metrics_for_the_textfile_collector_and_a_failed_run_keeps_the
         })
         .count();
     assert_eq!(leftovers, 0, "the temporary file was renamed");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn behind_pgbouncer_in_transaction_mode_the_watcher_listens_on_listen_url() {
+    let bouncer = std::env::var("OAR_TILES_TEST_PGBOUNCER_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .expect("OAR_TILES_TEST_PGBOUNCER_URL is not set: run scripts/test.sh");
+    let mut setup = Setup::new(TestSchema::create("watchbouncer"), &points(), "");
+    // Cycles go through PgBouncer; only the LISTEN session connects to the server directly.
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "pool_size = 2",
+        &format!(
+            "pool_size = 2\npool_mode = \"transaction\"\nlisten_url = \"{}\"",
+            setup.schema.url
+        ),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let mut watcher = Watcher::start_on(&setup, &bouncer);
+    watcher.wait_until("/health 200", |w| w.health() == Some(200));
+    let mut rng = Rng::new(12);
+    let mut alive: Vec<i64> = (1..=200).collect();
+    for step in 0..8 {
+        one_change(&mut setup.schema, &mut rng, &mut alive, step);
+    }
+    watcher.wait_for_applied(8.0);
+    assert_same_tiles(
+        &setup.full("full.mbtiles"),
+        &read_mbtiles_raw(&setup.output()),
+        "the output watched through PgBouncer against a full seed",
+    );
 }
