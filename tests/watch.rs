@@ -17,6 +17,7 @@ use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, send_signal,
     single_layer_config, Run,
 };
+use crate::production::required_env;
 
 const OUTPUT: &str = "watched.mbtiles";
 const ZOOMS: &str = "0-10";
@@ -405,10 +406,7 @@ struct Cluster {
 
 impl Cluster {
     fn from_env() -> Cluster {
-        let value = std::env::var("OAR_TILES_TEST_WATCH_CLUSTER")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .expect("OAR_TILES_TEST_WATCH_CLUSTER is not set: run scripts/test.sh");
+        let value = required_env("OAR_TILES_TEST_WATCH_CLUSTER");
         let (version, name) = value.split_once('/').expect("VERSION/NAME");
         Cluster {
             version: version.into(),
@@ -439,10 +437,7 @@ impl Drop for Cluster {
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn health_is_503_while_postgres_is_down_and_200_once_the_watcher_caught_up_again() {
-    let url = std::env::var("OAR_TILES_TEST_WATCH_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .expect("OAR_TILES_TEST_WATCH_URL is not set: run scripts/test.sh");
+    let url = required_env("OAR_TILES_TEST_WATCH_URL");
     let cluster = Cluster::from_env();
     let mut setup = Setup::new(TestSchema::create_on(url, "watchdown"), &points(), "");
     let mut watcher = Watcher::start(&setup);
@@ -652,10 +647,7 @@ fn seed_writes_its_metrics_for_the_textfile_collector_and_a_failed_run_keeps_the
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn behind_pgbouncer_in_transaction_mode_the_watcher_listens_on_listen_url() {
-    let bouncer = std::env::var("OAR_TILES_TEST_PGBOUNCER_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-        .expect("OAR_TILES_TEST_PGBOUNCER_URL is not set: run scripts/test.sh");
+    let bouncer = required_env("OAR_TILES_TEST_PGBOUNCER_URL");
     let mut setup = Setup::new(TestSchema::create("watchbouncer"), &points(), "");
     // Cycles go through PgBouncer; only the LISTEN session connects to the server directly.
     let text = std::fs::read_to_string(&setup.config).unwrap().replace(
