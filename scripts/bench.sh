@@ -11,7 +11,8 @@
 #                    [--capture-rounds N] [--growth-rows LIST]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
-#                    all): main, reseed, cluster, tls, pmtiles, capture, growth
+#                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
+#                    watch
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -80,6 +81,13 @@
 #            wall time per tile relative to the smallest size (growth no faster
 #            than the tiles: <= about 1), peak RSS (target <= 256 MB) and the
 #            table's size with its indexes.
+#   watch    on the --reseed-rows sample, clustered: change capture, a full
+#            seed, then `oar-tiles watch` with its default settings while
+#            300 single-row changes are committed at 10 per second (one
+#            transaction each); prints the change-to-tile latency p50, p95
+#            and max (from each change's commit to its cycle's output being
+#            complete), checks the output against a full seed of the changed
+#            data, and reloads the sample.
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -108,7 +116,7 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch
 capture_rounds=5
 growth_rows=100000,1000000
 rows=100000
@@ -167,7 +175,7 @@ positive='^[1-9][0-9]*$'
     || die "--cluster-zoom must be A-B with A <= B, got '$cluster_zoom'"
 [[ $cluster_position == centroid || $cluster_position == cell-center ]] \
     || die "--cluster-position must be centroid or cell-center, got '$cluster_position'"
-run_main=0 run_reseed=0 run_cluster=0 run_tls=0 run_pmtiles=0
+run_main=0 run_reseed=0 run_cluster=0 run_tls=0 run_pmtiles=0 run_watch=0
 IFS=, read -r -a section_list <<<"$sections"
 ((${#section_list[@]})) || die "--sections is empty"
 for s in "${section_list[@]}"; do
@@ -178,7 +186,8 @@ for s in "${section_list[@]}"; do
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
         capture | growth) ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth)" ;;
+        watch) run_watch=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch)" ;;
     esac
 done
 
@@ -205,7 +214,7 @@ fi
 LOCK_FILE=${TMPDIR:-/tmp}/oar-tiles-bench.lock
 exec 8>>"$LOCK_FILE"
 lock_mode=-s
-if ((run_reseed)); then lock_mode=-x; fi
+if ((run_reseed || run_watch)); then lock_mode=-x; fi
 if ! flock -n "$lock_mode" 8; then
     log "waiting for another benchmark run ($LOCK_FILE)"
     flock "$lock_mode" 8
@@ -222,7 +231,9 @@ tiles_table=
 floor_table=
 reseed_pending=0 # the reseed sample is modified or change capture is installed
 reseed_config=
+watch_pid=
 cleanup() {
+    if [[ -n $watch_pid ]]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch_pid" 2>/dev/null || true; fi
     for table in $tiles_table $floor_table; do
         psql_ -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1 || true
     done
@@ -231,6 +242,7 @@ cleanup() {
         "$BIN" -q changes uninstall --config "$reseed_config" >/dev/null 2>&1 \
             || psql_ -c "DROP TRIGGER IF EXISTS oar_tiles_capture ON bench_$reseed_rows.facilities;
                          DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON bench_$reseed_rows.facilities;
+                         DROP TRIGGER IF EXISTS oar_tiles_notify ON bench_$reseed_rows.facilities;
                          DROP SCHEMA IF EXISTS $CHANGES_SCHEMA CASCADE" >/dev/null 2>&1 || true
         # If this fails too, the table's comment makes the next run reload it.
         "$ROOT/scripts/load-sample.sh" --rows "$reseed_rows" --schema "bench_$reseed_rows" \
@@ -770,6 +782,56 @@ for n in sizes:
           f"{rss:8.1f} MB {facts[n, 'bytes'] / 2**20:11.1f} MB")
 print(f"  peak RSS {worst_rss:.1f} MB (target <= 256 MB: {'met' if worst_rss <= 256 else 'NOT met'})")
 PY
+}
+
+# --- watch: change-to-tile latency at a steady rate of commits ----------------------------------
+
+readonly WATCH_CHANGES=300 WATCH_RATE=10
+section_watch() {
+    local n=$reseed_rows schema=bench_$reseed_rows port base range load_before code
+    ensure_sample "$n"
+    reseed_config=$WORK/watch.toml
+    make_config "$n" clustered "$reseed_config"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    reseed_pending=1
+    range=$(psql_ -Atc "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM $schema.facilities")
+    read -r lo hi count <<<"$range"
+    ((hi - lo + 1 == count)) || die "watch: $schema.facilities ids are not contiguous"
+    "$BIN" -q changes install --config "$reseed_config" >&2
+    log "watch: full seed of the configured zooms (clustered)"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    base=http://127.0.0.1:$port
+    log "watch: starting oar-tiles watch (default debounce, max_delay, poll_interval) on $base"
+    RUST_LOG=info,oar_tiles::seed=warn,oar_tiles::state=warn,oar_tiles::watch=debug \
+        "$BIN" --log-format json watch "${concurrency_args[@]}" --config "$reseed_config" \
+        --listen "127.0.0.1:$port" 2>"$WORK/watch.log" &
+    watch_pid=$!
+    python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" health
+    python3 "$ROOT/scripts/bench_helpers.py" watch-changes "$schema" "$WATCH_CHANGES" "$WATCH_RATE" \
+        "$RESEED_SEED" "$lo" "$hi" >"$WORK/watch-changes.sql"
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    log "watch: committing $WATCH_CHANGES changes at $WATCH_RATE per second"
+    psql_ -f "$WORK/watch-changes.sql" >/dev/null
+    python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" applied "$WATCH_CHANGES" \
+        "$WORK/watch-metrics.txt"
+    kill -TERM "$watch_pid"
+    code=0
+    wait "$watch_pid" || code=$?
+    watch_pid=
+    ((code == 143)) || { log "watch: the watcher exited $code on SIGTERM, not 143"; failed 3; }
+    python3 "$ROOT/scripts/bench_helpers.py" watch-report "$WORK/watch.log" "$WORK/watch-metrics.txt" \
+        "$WATCH_CHANGES" "$WATCH_RATE" || failed $?
+    echo "  load=$load_before / $(cut -d' ' -f1-3 /proc/loadavg), concurrency ${concurrency:-$pool_size}"
+    sed "s/\"$CHANGES_SCHEMA\"/\"${CHANGES_SCHEMA}_absent\"/" "$reseed_config" >"$WORK/watch-rows.toml"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/watch-rows.toml" \
+        --output "$WORK/watch-fresh.mbtiles" >/dev/null
+    python3 "$ROOT/scripts/bench_helpers.py" same-tiles "$WORK/facilities.mbtiles" \
+        "$WORK/watch-fresh.mbtiles" || failed $?
+    log "watch: uninstalling change capture and reloading the sample"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
+    reseed_pending=0
 }
 
 # --- run ------------------------------------------------------------------------------------

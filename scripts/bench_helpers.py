@@ -24,11 +24,14 @@ import heapq
 import json
 import math
 import os
+import random
 import re
 import sqlite3
 import statistics
 import sys
 import time
+import urllib.error
+import urllib.request
 import zlib
 import tomllib
 
@@ -383,7 +386,122 @@ def cmd_cluster_report(args):
     sys.exit(status)
 
 
+# --- watch: change-to-tile latency ---------------------------------------------------------------
+
+def cmd_watch_changes(args):
+    """An SQL script of N single-row changes to SCHEMA.facilities (ids LO..HI), each its own
+    transaction, committed at RATE per second on a fixed schedule (pg_sleep_until, so the rate
+    does not drift): 40% moves by up to 0.01 degrees, 30% name edits, 15% inserts, 15% deletes."""
+    schema, n, rate, seed, lo, hi = args[0], int(args[1]), float(args[2]), args[3], int(args[4]), int(args[5])
+    rng = random.Random(seed)
+    ids = rng.sample(range(lo, hi + 1), n)
+    t = f'"{schema}".facilities'
+    out = ["\\set ON_ERROR_STOP on",
+           f"COMMENT ON TABLE {t} IS 'modified by the watch benchmark';",
+           "CREATE TEMP TABLE watch_start AS SELECT clock_timestamp() AS t0;"]
+    for i, fid in enumerate(ids):
+        out.append(f"SELECT pg_sleep_until((SELECT t0 FROM watch_start) + interval '1 second' * {i / rate:.3f}) \\g /dev/null")
+        kind = rng.random()
+        if kind < 0.40:
+            dx, dy = rng.uniform(-0.01, 0.01), rng.uniform(-0.01, 0.01)
+            out.append(f"UPDATE {t} SET location = ST_Translate(location, {dx:.6f}, {dy:.6f}) WHERE id = {fid};")
+        elif kind < 0.70:
+            out.append(f"UPDATE {t} SET name = name || ' (edited)' WHERE id = {fid};")
+        elif kind < 0.85:
+            out.append(f"INSERT INTO {t} SELECT id + 100000000, os_id || '-w', name, address, country_code,"
+                       f" contributors, created_at, updated_at, ST_Translate(location, 0.001, 0.001)"
+                       f" FROM {t} WHERE id = {fid};")
+        else:
+            out.append(f"DELETE FROM {t} WHERE id = {fid};")
+    print("\n".join(out))
+
+
+def http_get(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+    except OSError:
+        return None, ""
+
+
+def prom_sum(text, name):
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        series, value = line.rsplit(" ", 1)
+        if series.split("{")[0] == name:
+            total += float(value)
+    return total
+
+
+def cmd_watch_wait(args):
+    """Waits (at most 600 s) until the watcher at BASE answers /health 200 (`health`), or has
+    applied at least N changes with none pending (`applied N`); saves /metrics to OUT if given."""
+    base, what = args[0], args[1]
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if what == "health":
+            if http_get(base + "/health")[0] == 200:
+                return
+        else:
+            status, text = http_get(base + "/metrics")
+            if status == 200 and prom_sum(text, "oar_tiles_changes_applied_total") >= int(args[2]) \
+                    and prom_sum(text, "oar_tiles_pending_changes") == 0:
+                if len(args) > 3:
+                    open(args[3], "w", encoding="utf-8").write(text)
+                return
+        time.sleep(0.2)
+    fail(f"watch: gave up waiting for {what} at {base}")
+
+
+def cmd_watch_report(args):
+    """Change-to-tile latency percentiles from the watcher's JSON log (its debug line per cycle)."""
+    log, metrics, n, rate = args[0], args[1], int(args[2]), float(args[3])
+    latencies, cycles = [], 0
+    for line in open(log, encoding="utf-8"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        fields = event.get("fields", {})
+        if "latencies" in fields:
+            latencies.extend(json.loads(fields["latencies"]))
+        if str(fields.get("message", "")).startswith("cycle:"):
+            cycles += 1
+    text = open(metrics, encoding="utf-8").read()
+    applied = prom_sum(text, "oar_tiles_changes_applied_total")
+    latencies.sort()
+    if not latencies:
+        fail("watch: the log holds no latencies")
+    p = lambda q: nearest_rank(latencies, q)
+    print(f"watch: {n} single-row changes at {rate:g}/s, default debounce 1 s / max_delay 10 s")
+    print(f"  changes applied {applied:.0f} (latencies measured {len(latencies)}), cycles {cycles},"
+          f" tiles rendered {prom_sum(text, 'oar_tiles_tiles_rendered_total'):.0f}")
+    print(f"  change-to-tile latency: p50 {p(0.50):.2f} s, p95 {p(0.95):.2f} s, max {latencies[-1]:.2f} s"
+          f" (target p95 <= 3 s)")
+    if len(latencies) != n or applied != n:
+        print(f"  WARNING: expected {n} changes")
+        sys.exit(3)
+
+
+def cmd_same_tiles(args):
+    """Exit 3 unless two MBTiles hold the same tiles with the same bytes."""
+    a = {(z, x, y): mvt for z, x, y, mvt in mbtiles_tiles(args[0])}
+    b = {(z, x, y): mvt for z, x, y, mvt in mbtiles_tiles(args[1])}
+    if a != b:
+        print(f"  WARNING: {args[0]} and {args[1]} differ ({len(a)} against {len(b)} tiles)")
+        sys.exit(3)
+    print(f"  the watched output equals a full seed of the changed data ({len(a)} tiles)")
+
+
 COMMANDS = {
+    "watch-changes": cmd_watch_changes,
+    "watch-wait": cmd_watch_wait,
+    "watch-report": cmd_watch_report,
+    "same-tiles": cmd_same_tiles,
     "config": cmd_config,
     "compare": cmd_compare,
     "reseed-report": cmd_reseed_report,

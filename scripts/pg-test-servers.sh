@@ -8,7 +8,9 @@
 #   - PgBouncer in transaction pooling mode on loopback, without TLS: Debian's package with
 #     max_prepared_statements = 0, and one keeping prepared statements (built from Debian 13's
 #     source package when the installed one is older than 1.21);
-#   - a hot standby made with pg_basebackup -R.
+#   - a hot standby made with pg_basebackup -R;
+#   - a cluster of its own for the watch test that stops and restarts PostgreSQL (never the
+#     shared one), with PostGIS and the oar_tiles role.
 #
 #   scripts/pg-test-servers.sh    # prints OAR_TILES_TEST_*=… lines for scripts/test.sh
 #
@@ -18,6 +20,7 @@
 # Environment:
 #   OAR_PG_EXTRAS_DIR      where certificates and PgBouncer's files live (default /var/tmp/oar-tiles-pg)
 #   OAR_PG_STANDBY_PORT    port of the standby (default 5434)
+#   OAR_PG_WATCH_PORT      port of the watch test's cluster (default 5435)
 #   OAR_PG_BOUNCER_PORT    port of PgBouncer with max_prepared_statements = 0 (default 6432); the
 #                          one keeping prepared statements (100) listens on the next port
 set -Eeuo pipefail
@@ -35,6 +38,7 @@ cd "$(dirname "$0")/.."
 
 DIR=${OAR_PG_EXTRAS_DIR:-/var/tmp/oar-tiles-pg}
 STANDBY_PORT=${OAR_PG_STANDBY_PORT:-5434}
+WATCH_PORT=${OAR_PG_WATCH_PORT:-5435}
 BOUNCER_PORT=${OAR_PG_BOUNCER_PORT:-6432}
 readonly ROLE=oar_tiles PASSWORD=oar_tiles
 
@@ -303,8 +307,44 @@ EOF
     fi
 fi
 
+# --- the watch test's own cluster ----------------------------------------------------------------
+
+# The test stops and starts it (pg_ctlcluster VER watch stop|start) to see /health turn 503 and back.
+WATCH_CONF=/etc/postgresql/$VER/watch
+watch_ready() { admin_psql 'select 1' "$WATCH_PORT" >/dev/null 2>&1; }
+if ! watch_ready; then
+    if [[ ! -f $WATCH_CONF/postgresql.conf ]]; then
+        log "making the watch test's cluster $VER/watch on port $WATCH_PORT"
+        pg_createcluster --port="$WATCH_PORT" "$VER" watch >/dev/null
+        update_file "$WATCH_CONF/conf.d/90-oar-tiles-watch.conf" postgres 644 <<EOF || true
+# Managed by oar-tiles scripts/pg-test-servers.sh.
+listen_addresses = '127.0.0.1'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+EOF
+    fi
+    pid=$(sed -n 1p "/var/lib/postgresql/$VER/watch/postmaster.pid" 2>/dev/null || true)
+    if [[ -n $pid ]] && ! live_process "$pid" postgres; then rm -f "/var/lib/postgresql/$VER/watch/postmaster.pid"; fi
+    without_extra_fds pg_ctlcluster "$VER" watch start
+    for _ in $(seq 100); do watch_ready && break; sleep 0.1; done
+    watch_ready || die "the watch test's cluster on port $WATCH_PORT does not come up"
+fi
+admin_psql "do \$\$ begin
+  if not exists (select from pg_roles where rolname = '$ROLE') then
+    create role $ROLE login superuser password '$PASSWORD';
+  end if;
+end \$\$" "$WATCH_PORT" >/dev/null
+if [[ $(admin_psql "select 1 from pg_database where datname = '$DB'" "$WATCH_PORT") != 1 ]]; then
+    admin_psql "create database $DB owner $ROLE" "$WATCH_PORT" >/dev/null
+fi
+as_postgres "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -U postgres -h "$SOCKET_DIR" -p "$WATCH_PORT" -d "$DB" \
+    -c 'create extension if not exists postgis' >/dev/null
+
 printf 'OAR_TILES_TEST_TLS_DIR=%s\n' "$CERTS" >&3
 printf 'OAR_TILES_TEST_PGBOUNCER_URL=postgresql://%s:%s@127.0.0.1:%s/%s\n' "$ROLE" "$PASSWORD" "$BOUNCER_PORT" "$DB" >&3
 printf 'OAR_TILES_TEST_PGBOUNCER_PREPARED_URL=postgresql://%s:%s@127.0.0.1:%s/%s\n' \
     "$ROLE" "$PASSWORD" "$prepared_port" "$DB" >&3
 printf 'OAR_TILES_TEST_STANDBY_URL=postgresql://%s:%s@127.0.0.1:%s/%s\n' "$ROLE" "$PASSWORD" "$STANDBY_PORT" "$DB" >&3
+printf 'OAR_TILES_TEST_WATCH_URL=postgresql://%s:%s@127.0.0.1:%s/%s\n' "$ROLE" "$PASSWORD" "$WATCH_PORT" "$DB" >&3
+printf 'OAR_TILES_TEST_WATCH_CLUSTER=%s/watch\n' "$VER" >&3

@@ -13,10 +13,10 @@ const LAYERS: &[&[&str]] = &[
     &["encode"],
     &["sink"],
     &["report"],
-    &["schedule"],
+    &["schedule", "metrics"],
     &["seed", "inspect"],
-    // `serve` shows what `inspect` reads, through its reader and inventory.
-    &["serve"],
+    // `serve` shows what `inspect` reads, through its reader and inventory; `watch` repeats `seed`.
+    &["serve", "watch"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::OutputTarget;
-use crate::config::{Config, DatabaseConfig, S3Config, TilesetConfig};
+use crate::config::{Config, DatabaseConfig, S3Config, TilesetConfig, WatchConfig};
 use crate::error::{Error, Result};
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
@@ -84,6 +84,57 @@ pub struct RunSettings {
     /// instead of listing such tiles in the summary.
     #[arg(long)]
     pub strict_size: bool,
+
+    /// Also write the run's Prometheus metrics to FILE in node_exporter's textfile format
+    /// (replaced atomically; on failure too, keeping the last success time).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+/// What `oar-tiles watch` takes on the command line; the rest is the config's `[watch]`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct WatchOptions {
+    /// Keep only this tileset fresh (repeatable) [default: every tileset of the config].
+    #[arg(short, long = "tileset", value_name = "NAME")]
+    pub tilesets: Vec<String>,
+
+    /// Tiles rendered at once in a cycle; also the number of database connections
+    /// [default: database.pool_size].
+    #[arg(short = 'j', long, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Address serving /metrics and /health [default: watch.listen, else 127.0.0.1:9187].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// A watch ready to run: the `seed --dirty` job each cycle runs, and the pacing of cycles.
+#[derive(Debug, Clone)]
+pub struct WatchJob {
+    /// What one cycle runs.
+    pub seed: SeedJob,
+    /// Debounce, maximum delay, poll interval and the metrics address.
+    pub settings: WatchConfig,
+}
+
+impl WatchJob {
+    /// Resolves the options against the config, as `seed --dirty` over the same tilesets would.
+    pub fn resolve(config: Config, options: WatchOptions) -> Result<WatchJob> {
+        let mut settings = config.watch.clone();
+        if let Some(listen) = options.listen {
+            settings.listen = listen;
+        }
+        let seed = SeedJob::resolve(
+            config,
+            SeedOptions {
+                tilesets: options.tilesets,
+                concurrency: options.concurrency,
+                dirty: true,
+                ..SeedOptions::default()
+            },
+        )?;
+        Ok(WatchJob { seed, settings })
+    }
 }
 
 fn parse_zoom(text: &str) -> std::result::Result<ZoomRange, String> {

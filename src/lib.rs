@@ -7,6 +7,7 @@ pub mod encode;
 pub mod error;
 pub mod inspect;
 pub mod job;
+pub mod metrics;
 pub mod plan;
 pub mod render;
 pub mod report;
@@ -17,6 +18,7 @@ pub mod serve;
 pub mod sink;
 pub mod state;
 pub mod tile;
+pub mod watch;
 
 pub use error::{Error, ExitCode, Result};
 

@@ -6,16 +6,17 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::{Args, Parser, Subcommand};
 use oar_tiles::config::{Config, OutputTarget, S3Config};
-use oar_tiles::job::{SeedJob, SeedOptions};
+use oar_tiles::job::{SeedJob, SeedOptions, WatchJob, WatchOptions};
 use oar_tiles::report::ProgressKind;
 use oar_tiles::state::capture as changes;
-use oar_tiles::{inspect, seed, serve, Error, ExitCode};
+use oar_tiles::{inspect, seed, serve, watch, Error, ExitCode};
 
 const AFTER_HELP: &str = "\
 Exit status:
   0  success
   1  runtime failure (database, rendering, output)
   2  usage or configuration error (nothing was done)
+  130, 143  stopped by SIGINT, SIGTERM (the output keeps its state before the run or cycle)
 
 Environment:
   OAR_TILES_CONFIG      config file used when --config is not given (else ./oar-tiles.toml)
@@ -73,12 +74,16 @@ enum Command {
     /// only; runs until SIGINT or SIGTERM, then exits 0.
     #[command(after_help = AFTER_HELP)]
     Serve(ServeArgs),
+    /// Keep every output fresh: after each burst of committed changes (and every poll_interval),
+    /// run what `seed --dirty` runs; serve /metrics and /health. Runs until SIGTERM or SIGINT.
+    #[command(after_help = AFTER_HELP)]
+    Watch(WatchArgs),
 }
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// The outputs, one tileset each: path.mbtiles, path.pmtiles, dir:PATH or PATH/, or
-    /// s3://bucket/prefix.
+    /// The outputs, one tileset each: path.mbtiles, path.pmtiles, dir:PATH or PATH/,
+    /// s3://bucket/prefix, or s3://bucket/key.pmtiles.
     #[arg(value_name = "OUTPUT", required = true)]
     outputs: Vec<String>,
 
@@ -97,6 +102,16 @@ struct ServeArgs {
     /// Stored bytes above which the page marks a tile as over budget (the tilesets' size_budget).
     #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::config::DEFAULT_SIZE_BUDGET)]
     size_budget: u64,
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    options: WatchOptions,
 }
 
 #[derive(Debug, Args)]
@@ -152,12 +167,15 @@ struct SeedArgs {
 
 fn main() -> ProcessExit {
     let cli = Cli::parse();
-    init_logging(cli.quiet, cli.log_format);
+    // A watcher logs one line per cycle: the seed's own per-run lines would repeat every cycle.
+    let quiet_modules = matches!(cli.command, Command::Watch(_));
+    init_logging(cli.quiet, quiet_modules, cli.log_format);
     let outcome = match cli.command {
         Command::Seed(args) => run_seed(args, cli.quiet),
         Command::Inspect(args) => run_inspect(args),
         Command::Serve(args) => run_serve(args),
         Command::Changes(args) => run_changes(args),
+        Command::Watch(args) => run_watch(args),
     };
     let code = match outcome {
         Ok(()) => ExitCode::Success,
@@ -169,8 +187,12 @@ fn main() -> ProcessExit {
     ProcessExit::from(code as u8)
 }
 
-fn init_logging(quiet: bool, format: LogFormat) {
-    let default = if quiet { "warn" } else { "info" };
+fn init_logging(quiet: bool, quiet_modules: bool, format: LogFormat) {
+    let default = match (quiet, quiet_modules) {
+        (true, _) => "warn",
+        (false, true) => "info,oar_tiles::seed=warn,oar_tiles::state=warn",
+        (false, false) => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
@@ -281,9 +303,17 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     } else {
         ProgressKind::detect()
     };
-    let summaries = runtime()?.block_on(seed::run(&job, progress))?;
+    let outcome = runtime()?.block_on(seed::run(&job, progress));
+    seed::write_metrics(&job, &outcome)?;
+    let summaries = outcome?;
     for summary in &summaries {
         print!("{}", summary.to_text());
     }
     seed::write_reports(&job, &summaries)
+}
+
+fn run_watch(args: WatchArgs) -> Result<(), Error> {
+    let path = Config::locate(args.config.as_deref())?;
+    let job = WatchJob::resolve(Config::load(&path)?, args.options)?;
+    runtime()?.block_on(watch::run(&job))
 }

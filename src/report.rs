@@ -154,6 +154,7 @@ impl Tally {
                         .map(|&m| u64::from(m))
                         .sum::<u64>() as f64
                         / 1000.0,
+                    render_micros: tally.render_micros,
                 }
             })
             .collect();
@@ -226,6 +227,10 @@ pub struct SummaryHeader {
     pub complete: bool,
     /// Changed geometries read for a reseed (an update counts its old and its new position).
     pub changes_read: Option<u64>,
+    /// When the changes a complete reseed applied were committed (seconds since the Unix epoch),
+    /// for change-to-tile latencies; not part of the JSON summary.
+    #[serde(skip)]
+    pub committed: Vec<f64>,
 }
 
 /// A tile and its stored size.
@@ -280,6 +285,9 @@ pub struct ZoomSummary {
     pub render_ms_max: f64,
     /// Server time spent rendering the zoom's tiles, summed over all connections.
     pub render_ms_total: f64,
+    /// Every render time in microseconds, ascending, for histograms; not part of the JSON summary.
+    #[serde(skip)]
+    pub render_micros: Vec<u32>,
 }
 
 /// Everything a seed of one tileset did.
@@ -554,6 +562,7 @@ mod tests {
             dry_run: false,
             complete: true,
             changes_read: None,
+            committed: Vec::new(),
         };
         let summary = tally.summarize(header, Duration::from_secs(2));
         assert_eq!(summary.tiles_written, 10);

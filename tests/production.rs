@@ -18,7 +18,7 @@ use crate::robustness::{journaled_tiles, wait_for_progress};
 
 const NEEDS: &str = "run scripts/test.sh, which starts the servers and sets OAR_TILES_TEST_*";
 
-fn required_env(name: &str) -> String {
+pub(crate) fn required_env(name: &str) -> String {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => value,
         _ => panic!("{name} is not set: {NEEDS}"),

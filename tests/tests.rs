@@ -18,3 +18,4 @@ mod s3;
 mod seed;
 mod serve;
 mod setup_scripts;
+mod watch;

@@ -41,6 +41,43 @@ pub struct Config {
     pub change_schema: String,
     /// The `[[tileset]]` tables, in file order.
     pub tilesets: Vec<TilesetConfig>,
+    /// The `[watch]` table.
+    pub watch: WatchConfig,
+}
+
+/// How `watch` paces its cycles and where it serves its metrics (`[watch]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchConfig {
+    /// How long after the first notification a cycle starts: changes notified within that window
+    /// make one cycle.
+    pub debounce: Duration,
+    /// A change that waited longer than this for its cycle (cycles slower than the commits) is
+    /// warned about.
+    pub max_delay: Duration,
+    /// A cycle runs at least this often, covering a notification that never arrived.
+    pub poll_interval: Duration,
+    /// Address of `/metrics` and `/health`.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            debounce: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(60),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9187)),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatch {
+    debounce: Option<Spanned<String>>,
+    max_delay: Option<Spanned<String>>,
+    poll_interval: Option<Spanned<String>>,
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,6 +89,8 @@ struct RawConfig {
     s3: S3Config,
     #[serde(default)]
     changes: RawChanges,
+    #[serde(default)]
+    watch: RawWatch,
     #[serde(default)]
     tileset: Vec<Spanned<RawTileset>>,
 }
@@ -108,6 +147,7 @@ struct RawDatabase {
     connect_timeout: Option<Spanned<String>>,
     max_attempts: Option<u32>,
     pool_mode: Option<PoolMode>,
+    listen_url: Option<String>,
 }
 
 /// How the server side pools connections, which decides where session settings and statements live.
@@ -139,6 +179,9 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
     /// Attempts per tile before it is reported as failed (transient errors only).
     pub max_attempts: u32,
+    /// Where `watch` holds its LISTEN session when `url` goes through a transaction pooler, which
+    /// cannot deliver notifications; `None`: a connection of its own to `url`.
+    pub listen_url: Option<String>,
 }
 
 impl Config {
@@ -189,6 +232,7 @@ impl Config {
 
         let base_dir = path.parent().unwrap_or(Path::new(""));
         let database = resolve_database(raw.database, env_url, &at)?;
+        let watch = resolve_watch(raw.watch, &at)?;
         if !(1..=256).contains(&raw.s3.max_concurrent_uploads)
             || !(1..=20).contains(&raw.s3.max_attempts)
         {
@@ -239,6 +283,7 @@ impl Config {
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_CHANGE_SCHEMA.to_string()),
             tilesets,
+            watch,
         })
     }
 }
@@ -250,21 +295,9 @@ fn resolve_database(
 ) -> Result<DatabaseConfig> {
     // Without a URL, libpq's environment (PGHOST, PGUSER, ...) says where to connect, as for psql.
     let url = env_url.or(raw.url).unwrap_or_default();
-    let duration =
-        |value: Option<Spanned<String>>, key: &str, default: Duration| -> Result<Duration> {
-            match value {
-                None => Ok(default),
-                Some(spanned) => humantime::parse_duration(spanned.get_ref()).map_err(|err| {
-                    at(
-                        Some(spanned.span()),
-                        format!(
-                            "database.{key} `{}` is not a duration like \"30s\" ({err})",
-                            spanned.get_ref()
-                        ),
-                    )
-                }),
-            }
-        };
+    let duration = |value: Option<Spanned<String>>, key: &str, default: Duration| {
+        duration_key(value, &format!("database.{key}"), default, at)
+    };
     let max_attempts = raw.max_attempts.unwrap_or(6);
     if !(1..=20).contains(&max_attempts) {
         return Err(at(
@@ -294,7 +327,67 @@ fn resolve_database(
             Duration::from_secs(10),
         )?,
         max_attempts,
+        listen_url: raw.listen_url.filter(|u| !u.is_empty()),
     })
+}
+
+/// A `key = "30s"` duration of a table, with the key's line and column when it is not one.
+fn duration_key(
+    value: Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    at: &impl Fn(Option<std::ops::Range<usize>>, String) -> Error,
+) -> Result<Duration> {
+    match value {
+        None => Ok(default),
+        Some(spanned) => humantime::parse_duration(spanned.get_ref()).map_err(|err| {
+            at(
+                Some(spanned.span()),
+                format!(
+                    "{key} `{}` is not a duration like \"30s\" ({err})",
+                    spanned.get_ref()
+                ),
+            )
+        }),
+    }
+}
+
+fn resolve_watch(
+    raw: RawWatch,
+    at: &impl Fn(Option<std::ops::Range<usize>>, String) -> Error,
+) -> Result<WatchConfig> {
+    let default = WatchConfig::default();
+    let listen = match raw.listen {
+        None => default.listen,
+        Some(spanned) => spanned.get_ref().parse().map_err(|_| {
+            at(
+                Some(spanned.span()),
+                format!(
+                    "watch.listen `{}` is not an address like \"127.0.0.1:9187\"",
+                    spanned.get_ref()
+                ),
+            )
+        })?,
+    };
+    let watch = WatchConfig {
+        debounce: duration_key(raw.debounce, "watch.debounce", default.debounce, at)?,
+        max_delay: duration_key(raw.max_delay, "watch.max_delay", default.max_delay, at)?,
+        poll_interval: duration_key(
+            raw.poll_interval,
+            "watch.poll_interval",
+            default.poll_interval,
+            at,
+        )?,
+        listen,
+    };
+    if watch.debounce > watch.max_delay || watch.poll_interval < Duration::from_secs(1) {
+        return Err(at(
+            None,
+            "watch.debounce must not exceed watch.max_delay, and watch.poll_interval must be at least 1s"
+                .into(),
+        ));
+    }
+    Ok(watch)
 }
 
 /// One connection per core: rendering is CPU-bound on the database side.

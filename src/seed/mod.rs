@@ -14,8 +14,11 @@ mod tileset;
 
 use std::path::Path;
 
+use deadpool_postgres::Pool;
+
 use crate::error::{Error, Result};
 use crate::job::SeedJob;
+use crate::metrics::Metrics;
 use crate::render::{pool, Connections};
 use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
@@ -25,35 +28,86 @@ use tileset::TilesetRun;
 
 /// Runs a seed job and returns one summary per tileset.
 pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
-    // 1. Headroom beyond the working connections, for replacing broken ones and start-up checks.
-    let pool = pool::connect(&job.database, job.concurrency * 2).await?;
-    // 2.
-    let mut prepared = Vec::new();
-    for tileset in &job.tilesets {
-        prepared.push(Prepared::new(&pool, job, tileset).await?);
-    }
-    // 3.
-    let connections = Connections::open(&pool, job.concurrency, &job.database).await?;
+    let session = Session::open(job).await?;
     let stop = Stop::on_signals();
     let changed = match (&job.run.changed_list, job.run.dry_run) {
         (Some(path), false) => ChangedList::create(path)?,
         _ => ChangedList::disabled(),
     };
-    // 4.
-    let mut summaries = Vec::new();
-    for prepared in &prepared {
-        let run = TilesetRun {
-            job,
-            prepared,
-            pool: &pool,
-            connections: &connections,
-            stop: &stop,
-        };
-        summaries.push(run.seed(progress, changed.clone()).await?);
-    }
+    let summaries = session
+        .seed(progress, &stop, changed.clone(), Locks::Take)
+        .await?;
     // 5.
     changed.close()?;
     Ok(summaries)
+}
+
+/// Whether a run takes each output's lock itself, or runs under locks its caller holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locks {
+    /// Lock each output for the time of its run (`seed`).
+    Take,
+    /// The caller holds every output's lock for longer than one run (`watch`).
+    Held,
+}
+
+/// Steps 1-3 done: a pool, the tilesets prepared and the run's connections taken. `seed` runs it
+/// once; `watch` runs it once per cycle, so every cycle is exactly a `seed --dirty`.
+pub struct Session<'a> {
+    job: &'a SeedJob,
+    pool: Pool,
+    prepared: Vec<Prepared<'a>>,
+    connections: Connections,
+}
+
+impl<'a> Session<'a> {
+    /// Connects and prepares every tileset of the job; a bad config fails here, before any output
+    /// is touched.
+    pub async fn open(job: &'a SeedJob) -> Result<Session<'a>> {
+        // 1. Headroom beyond the working connections, for replacing broken ones and start-up checks.
+        let pool = pool::connect(&job.database, job.concurrency * 2).await?;
+        // 2.
+        let mut prepared = Vec::new();
+        for tileset in &job.tilesets {
+            prepared.push(Prepared::new(&pool, job, tileset).await?);
+        }
+        // 3.
+        let connections = Connections::open(&pool, job.concurrency, &job.database).await?;
+        Ok(Session {
+            job,
+            pool,
+            prepared,
+            connections,
+        })
+    }
+
+    /// The session's pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Step 4: seeds every tileset into its output, one after the other.
+    pub async fn seed(
+        &self,
+        progress: ProgressKind,
+        stop: &Stop,
+        changed: ChangedList,
+        locks: Locks,
+    ) -> Result<Vec<TilesetSummary>> {
+        let mut summaries = Vec::new();
+        for prepared in &self.prepared {
+            let run = TilesetRun {
+                job: self.job,
+                prepared,
+                pool: &self.pool,
+                connections: &self.connections,
+                stop,
+                locks,
+            };
+            summaries.push(run.seed(progress, changed.clone()).await?);
+        }
+        Ok(summaries)
+    }
 }
 
 /// Writes what a finished job promised besides the output: the JSON summary (`--summary-json`) and,
@@ -77,6 +131,26 @@ pub fn write_reports(job: &SeedJob, summaries: &[TilesetSummary]) -> Result<()> 
         });
     }
     Ok(())
+}
+
+/// With `--metrics-file`, writes the run's metrics (or its failure) for node_exporter's textfile
+/// collector.
+pub fn write_metrics(job: &SeedJob, outcome: &Result<Vec<TilesetSummary>>) -> Result<()> {
+    let Some(path) = &job.run.metrics_file else {
+        return Ok(());
+    };
+    let metrics = Metrics::new();
+    match outcome {
+        Ok(summaries) => {
+            let now = std::time::SystemTime::now();
+            for summary in summaries {
+                metrics.record(summary, now);
+            }
+            metrics.succeeded(now);
+        }
+        Err(err) => metrics.failed(err),
+    }
+    metrics.write_textfile(path)
 }
 
 fn write_file(path: &Path, text: String, what: &str) -> Result<()> {

@@ -30,6 +30,7 @@ pub(super) struct TilesetRun<'a> {
     pub pool: &'a Pool,
     pub connections: &'a Connections,
     pub stop: &'a Stop,
+    pub locks: super::Locks,
 }
 
 /// The output once it is open, its state read and the run's work decided.
@@ -63,12 +64,17 @@ impl TilesetRun<'_> {
             tileset.bbox,
             target.describe()
         );
-        let _lock = lock::acquire(
-            target,
-            self.job.s3.endpoint.as_deref(),
-            self.job.run.wait_lock,
-        )
-        .await?;
+        let _lock = match self.locks {
+            super::Locks::Take => Some(
+                lock::acquire(
+                    target,
+                    self.job.s3.endpoint.as_deref(),
+                    self.job.run.wait_lock,
+                )
+                .await?,
+            ),
+            super::Locks::Held => None,
+        };
         let Opened {
             sink,
             decision,
@@ -117,7 +123,11 @@ impl TilesetRun<'_> {
                 "tileset `{name}`: stopped after --max-duration; the rest is left for the next run"
             );
         }
-        let header = self.header(target.describe(), complete, decision.changes_read);
+        let mut header = self.header(target.describe(), complete, decision.changes_read);
+        // Only a complete run applied its changes: the others are read again by the next one.
+        if complete {
+            header.committed = decision.committed;
+        }
         Ok(tally.summarize(header, started.elapsed()))
     }
 
@@ -370,6 +380,7 @@ impl TilesetRun<'_> {
             dry_run: false,
             complete,
             changes_read,
+            committed: Vec::new(),
         }
     }
 

@@ -7,6 +7,8 @@
 //! the statement's transition tables and writes one log row holding the arrays of old and new
 //! geometries, so a bulk statement pays for one insert into the log, not one per row. Each change
 //! carries the id of the transaction that made it.
+//! A statement-level trigger also sends one `pg_notify` per statement on the channel [`channel`], so
+//! `watch` wakes within a moment of a commit; the log, not the notification, remains the truth.
 //!
 //! The watermark an output keeps is the PostgreSQL snapshot taken when its last seed started. The next
 //! reseed reads, under a new snapshot, the changes that snapshot did not see: a change committed late
@@ -97,12 +99,23 @@ fn watched_tables(config: &Config) -> Vec<Watched> {
 }
 
 /// The triggers `changes install` puts on each source table.
-const TRIGGERS: [&str; 4] = [
+const TRIGGERS: [&str; 5] = [
     "oar_tiles_capture_insert",
     "oar_tiles_capture_update",
     "oar_tiles_capture_delete",
     "oar_tiles_capture_truncate",
+    "oar_tiles_notify",
 ];
+
+/// The channel the triggers notify after each changing statement: the change schema's name, so
+/// several installs in one database never wake each other's watchers.
+pub fn channel(change_schema: &str) -> String {
+    change_schema.to_string()
+}
+
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
 
 fn function_name(schema: &str, table: &str) -> String {
     let digest = Md5::digest(table.as_bytes());
@@ -136,7 +149,13 @@ fn install_sql(config: &Config) -> String {
              INSERT INTO {schema}.change_log (source, everything) VALUES (TG_RELID, true);
              RETURN NULL;
          END $f$;
-"
+         CREATE OR REPLACE FUNCTION {schema}.notify_change() RETURNS trigger LANGUAGE plpgsql AS $f$
+         BEGIN
+             PERFORM pg_notify({channel}, TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+             RETURN NULL;
+         END $f$;
+",
+        channel = quote_literal(&channel(&config.change_schema)),
     );
     for watched in watched_tables(config) {
         let function = function_name(schema, &watched.table);
@@ -199,6 +218,9 @@ fn install_sql(config: &Config) -> String {
              DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON {table};
              CREATE TRIGGER oar_tiles_capture_truncate AFTER TRUNCATE ON {table}
                  FOR EACH STATEMENT EXECUTE FUNCTION {schema}.capture_truncate();
+             DROP TRIGGER IF EXISTS oar_tiles_notify ON {table};
+             CREATE TRIGGER oar_tiles_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.notify_change();
 ",
             table = watched.table
         ));
@@ -302,6 +324,9 @@ pub struct ChangeSet {
     pub boxes: BTreeMap<String, Vec<[f64; 4]>>,
     /// Changed geometries read (an update counts its old and its new position).
     pub rows: u64,
+    /// When each change read was committed, in seconds since the Unix epoch: the commit timestamp
+    /// when the server tracks them (`track_commit_timestamp`), else the time the row changed.
+    pub committed: Vec<f64>,
 }
 
 /// Reads, under one snapshot, the changes to the layers' tables that `since` did not see, and
@@ -340,6 +365,9 @@ pub async fn read_since(
             .or_default()
             .extend(boxes);
     }
+    let tables: std::collections::BTreeSet<String> = layers.iter().map(quoted_table).collect();
+    let tables: Vec<String> = tables.into_iter().collect();
+    changes.committed = commit_times(&*transaction, schema, &tables, &since.snapshot).await?;
     transaction.commit().await?;
     Ok((
         changes,
@@ -388,6 +416,53 @@ pub async fn changed_boxes(
         }
     }
     Ok((everything, boxes))
+}
+
+/// When each change to `tables` (quoted) that `since` did not see was committed, in seconds since
+/// the Unix epoch. Without `track_commit_timestamp` the row's own clock stands in: at most the
+/// transaction's length earlier than its commit, so latencies measured from it err on the long side.
+async fn commit_times(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &[String],
+    since: &str,
+) -> Result<Vec<f64>> {
+    let rows = client
+        .query_typed(
+            &format!(
+                "SELECT extract(epoch FROM CASE WHEN current_setting('track_commit_timestamp')::bool
+                     THEN coalesce(pg_xact_commit_timestamp(c.xid::xid), c.changed_at)
+                     ELSE c.changed_at END)::float8
+                 FROM {}.change_log c
+                 WHERE c.source IN (SELECT to_regclass(t)::oid FROM unnest($1::text[]) t)
+                   AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)",
+                quote_ident(schema)
+            ),
+            &[(&tables, Type::TEXT_ARRAY), (&since, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("reading the change log's commit times"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// How many changes to `tables` (quoted) the output `consumer` has not applied yet, by the
+/// snapshot it last recorded in the consumers table; every logged change when it recorded none.
+pub async fn pending(pool: &Pool, schema: &str, consumer: &str, tables: &[String]) -> Result<i64> {
+    let client = pool.get().await?;
+    let row = client
+        .query_typed_one(
+            &format!(
+                "SELECT count(*) FROM {schema}.change_log c
+                 WHERE c.source IN (SELECT to_regclass(t)::oid FROM unnest($1::text[]) t)
+                   AND NOT coalesce((SELECT pg_visible_in_snapshot(c.xid, k.snapshot)
+                                     FROM {schema}.consumers k WHERE k.output = $2), false)",
+                schema = quote_ident(schema)
+            ),
+            &[(&tables, Type::TEXT_ARRAY), (&consumer, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("counting pending changes"))?;
+    Ok(row.get(0))
 }
 
 /// Records in the consumers table (`quoted_schema` already quoted) that `consumer` has applied
@@ -468,6 +543,9 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
                 .count(),
             1
         );
+        // One notification per statement, not per row, on the change schema's channel.
+        assert!(sql.contains("CREATE TRIGGER oar_tiles_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON \"public\".\"facilities\"\n                 FOR EACH STATEMENT"));
+        assert!(sql.contains("pg_notify('oar_tiles', TG_TABLE_SCHEMA"));
         assert!(sql.contains(
             "ROW(t.\"name\", t.\"id\", t.\"location\", t.\"country_code\") AS r FROM oar_old t"
         ));

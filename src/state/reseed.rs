@@ -24,6 +24,8 @@ pub struct Decision {
     pub watermark: Option<Watermark>,
     /// Changed geometries read from the change log (reseeds only).
     pub changes_read: Option<u64>,
+    /// When the changes read were committed, in seconds since the Unix epoch (reseeds only).
+    pub committed: Vec<f64>,
 }
 
 /// Decides what to render for `selection` over the output whose recorded state is `state`; `settings`
@@ -45,6 +47,7 @@ pub async fn decide(
             work: Work::Pyramid,
             watermark: Some(capture::current_watermark(pool).await?),
             changes_read: None,
+            committed: Vec::new(),
         },
         Selection::List(tiles) => Decision {
             work: Work::Tiles(
@@ -56,6 +59,7 @@ pub async fn decide(
             ),
             watermark: None,
             changes_read: None,
+            committed: Vec::new(),
         },
         Selection::Dirty => {
             let since = previous.as_ref().ok_or_else(|| {
@@ -113,6 +117,7 @@ async fn dirty(
             work: Work::Pyramid,
             watermark: Some(next.clone()),
             changes_read: Some(changes.rows),
+            committed: changes.committed.clone(),
         }
     };
     if changes.everything {
@@ -141,6 +146,7 @@ async fn dirty(
             work: Work::Tiles(tiles),
             watermark: Some(next),
             changes_read: Some(changes.rows),
+            committed: changes.committed,
         },
         None => everything(&format!("over {DIRTY_LIMIT} dirty tiles")),
     })

@@ -33,7 +33,11 @@ pub struct TestSchema {
 impl TestSchema {
     /// Creates a fresh schema on the test server.
     pub fn create(label: &str) -> TestSchema {
-        let url = test_url();
+        Self::create_on(test_url(), label)
+    }
+
+    /// Creates a fresh schema on the server at `url` (another test server than the shared one).
+    pub fn create_on(url: String, label: &str) -> TestSchema {
         let mut client = Client::connect(&url, NoTls).expect("connect to the test database");
         let unique = format!(
             "{}_{}_{}",
@@ -69,6 +73,11 @@ impl TestSchema {
         self.client
             .batch_execute(&sql)
             .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    /// Connects again, after the server was restarted under the old connection.
+    pub fn reconnect(&mut self) {
+        self.client = Client::connect(&self.url, NoTls).expect("reconnect to the test database");
     }
 
     /// The client, for queries.

@@ -120,6 +120,64 @@ fn connect_error(info: &ConnInfo, database: &DatabaseConfig, err: &PoolError) ->
     }
 }
 
+/// A session connection of its own that LISTENs on a channel: notifications need a session, which
+/// neither a pooled connection nor a transaction pooler keeps.
+pub struct Listener {
+    _client: tokio_postgres::Client,
+    /// When each notification arrived; closed once the connection is gone.
+    pub notifications: tokio::sync::mpsc::UnboundedReceiver<std::time::Instant>,
+}
+
+impl Listener {
+    /// Connects to `database.listen_url` (else `database.url`) as libpq would, and LISTENs on
+    /// `channel`.
+    pub async fn connect(database: &DatabaseConfig, channel: &str) -> Result<Listener> {
+        use futures::StreamExt;
+        let url = database.listen_url.as_deref().unwrap_or(&database.url);
+        let info = ConnInfo::resolve(url, &conninfo::process_env)?;
+        let mut config = info.config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(database.connect_timeout);
+        }
+        let connector = tls::connector(&info.tls)?;
+        let (client, mut connection) = config
+            .connect(connector)
+            .await
+            .map_err(|err| connect_error(&info, database, &PoolError::Backend(err)))?;
+        let (sender, notifications) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                        if sender.send(std::time::Instant::now()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(
+                            "the LISTEN connection ended: {}",
+                            crate::error::pg_message(&err)
+                        );
+                        break;
+                    }
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {}", super::source::quote_ident(channel)))
+            .await
+            .map_err(crate::error::DbError::during(format!(
+                "LISTEN on {channel}"
+            )))?;
+        Ok(Listener {
+            _client: client,
+            notifications,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

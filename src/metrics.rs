@@ -1,0 +1,287 @@
+//! Prometheus metrics of seeds and `watch` cycles, taken from the summaries a run returns, so a
+//! cron `seed --metrics-file` and a long-running `watch` are monitored with the same series.
+//!
+//! The text format is the `prometheus` crate's; `watch` serves it at `/metrics`, `seed` writes it
+//! for node_exporter's textfile collector.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::error::{Error, Result};
+use crate::report::TilesetSummary;
+
+/// The name of the gauge a textfile keeps across failed runs.
+const LAST_SUCCESS: &str = "oar_tiles_last_success_timestamp_seconds";
+
+/// Every series oar-tiles exports.
+pub struct Metrics {
+    registry: Registry,
+    rendered: IntCounterVec,
+    written: IntCounterVec,
+    deleted: IntCounterVec,
+    render_seconds: HistogramVec,
+    cycle_seconds: HistogramVec,
+    latency_seconds: HistogramVec,
+    changes: IntCounterVec,
+    pending: IntGaugeVec,
+    errors: IntCounterVec,
+    last_success: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry holding every series, all at zero.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("registered once");
+            vec
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let opts = HistogramOpts::new(name, help).buckets(buckets);
+            let vec = HistogramVec::new(opts, &["output"]).expect("valid metric");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("registered once");
+            vec
+        };
+        let by_zoom = ["output", "zoom"];
+        Metrics {
+            rendered: counter(
+                "oar_tiles_tiles_rendered_total",
+                "Tiles rendered, by output and zoom.",
+                &by_zoom,
+            ),
+            written: counter(
+                "oar_tiles_tiles_written_total",
+                "Non-empty tiles handed to the output (stored unless their bytes were already there).",
+                &by_zoom,
+            ),
+            deleted: counter(
+                "oar_tiles_tiles_deleted_total",
+                "Tiles that rendered empty and so were deleted from the output (when it held them).",
+                &by_zoom,
+            ),
+            render_seconds: histogram(
+                "oar_tiles_render_seconds",
+                "Time to render one tile, from asking for a connection to having its bytes.",
+                prometheus::exponential_buckets(0.001, 2.5, 12).expect("valid buckets"),
+            ),
+            cycle_seconds: histogram(
+                "oar_tiles_cycle_seconds",
+                "Wall time of one run over an output (a seed, or one watch cycle).",
+                prometheus::exponential_buckets(0.05, 2.0, 14).expect("valid buckets"),
+            ),
+            latency_seconds: histogram(
+                "oar_tiles_change_to_tile_seconds",
+                "From a change's commit to the output holding its tiles, per change applied.",
+                vec![0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0],
+            ),
+            changes: counter(
+                "oar_tiles_changes_applied_total",
+                "Changes from the change log that complete runs applied to the output.",
+                &["output"],
+            ),
+            pending: {
+                let opts = Opts::new(
+                    "oar_tiles_pending_changes",
+                    "Changes in the change log the output has not applied yet, as last counted.",
+                );
+                let vec = IntGaugeVec::new(opts, &["output"]).expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("registered once");
+                vec
+            },
+            errors: counter(
+                "oar_tiles_errors_total",
+                "Runs or cycles that failed, by kind of error.",
+                &["kind"],
+            ),
+            last_success: {
+                let gauge = Gauge::new(
+                    LAST_SUCCESS,
+                    "When the last run or cycle over every output succeeded (Unix time).",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(gauge.clone()))
+                    .expect("registered once");
+                gauge
+            },
+            registry,
+        }
+    }
+
+    /// Adds what one run over an output did; its changes' latencies end `now`, when the output
+    /// holds their tiles.
+    pub fn record(&self, summary: &TilesetSummary, now: SystemTime) {
+        let output = summary.header.output.as_str();
+        for zoom in &summary.per_zoom {
+            let labels = [output, &zoom.zoom.to_string()];
+            self.rendered
+                .with_label_values(&labels)
+                .inc_by(zoom.queried);
+            self.written.with_label_values(&labels).inc_by(zoom.written);
+            self.deleted.with_label_values(&labels).inc_by(zoom.empty);
+            let render = self.render_seconds.with_label_values(&[output]);
+            for micros in &zoom.render_micros {
+                render.observe(f64::from(*micros) / 1e6);
+            }
+        }
+        self.cycle_seconds
+            .with_label_values(&[output])
+            .observe(summary.seconds);
+        let now = unix_seconds(now);
+        let latency = self.latency_seconds.with_label_values(&[output]);
+        for committed in &summary.header.committed {
+            latency.observe((now - committed).max(0.0));
+        }
+        self.changes
+            .with_label_values(&[output])
+            .inc_by(summary.header.committed.len() as u64);
+    }
+
+    /// Sets the count of changes an output has not applied yet.
+    pub fn set_pending(&self, output: &str, count: i64) {
+        self.pending.with_label_values(&[output]).set(count);
+    }
+
+    /// Counts a failed run or cycle under the kind of its error.
+    pub fn failed(&self, err: &Error) {
+        self.errors.with_label_values(&[error_kind(err)]).inc();
+    }
+
+    /// Notes that a run or cycle over every output succeeded at `now`.
+    pub fn succeeded(&self, now: SystemTime) {
+        self.last_success.set(unix_seconds(now));
+    }
+
+    /// Every series in the Prometheus text format.
+    pub fn text(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("metrics encode to memory");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    /// Writes the series for node_exporter's textfile collector: to a temporary file beside
+    /// `path`, then renamed, so the collector never reads half a file. A failed run keeps the
+    /// last success time the previous file recorded, so an alert on its age still fires.
+    pub fn write_textfile(&self, path: &Path) -> Result<()> {
+        if self.last_success.get() == 0.0 {
+            if let Some(previous) = previous_last_success(path) {
+                self.last_success.set(previous);
+            }
+        }
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(format!(".{}.tmp", std::process::id()));
+        let temporary = std::path::PathBuf::from(temporary);
+        let file_error = |e: std::io::Error| Error::File {
+            path: path.to_path_buf(),
+            message: format!("cannot write the metrics file: {e}"),
+        };
+        std::fs::write(&temporary, self.text()).map_err(file_error)?;
+        std::fs::rename(&temporary, path).map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            file_error(e)
+        })
+    }
+}
+
+fn previous_last_success(path: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(LAST_SUCCESS)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+fn unix_seconds(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A short, stable label for what kind of error failed a run.
+pub fn error_kind(err: &Error) -> &'static str {
+    match err {
+        Error::Usage(_) | Error::Config { .. } | Error::Source { .. } => "config",
+        Error::Connect { .. } => "connect",
+        Error::Database(_) => "database",
+        Error::Render { .. } | Error::TilesFailed { .. } => "render",
+        Error::Output { .. } | Error::File { .. } => "output",
+        Error::Locked { .. } => "locked",
+        Error::Stopped { .. } => "stopped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{SummaryHeader, Tally};
+    use crate::tile::TileCoord;
+    use std::time::Duration;
+
+    #[test]
+    fn a_summary_becomes_counters_and_histograms_and_a_failed_run_keeps_the_last_success() {
+        let mut tally = Tally::default();
+        for x in 0..4 {
+            let tile = TileCoord::new(3, x, 0).unwrap();
+            let stored = (x != 0).then_some(10);
+            tally.record(
+                tile,
+                crate::plan::Mode::Render,
+                Duration::from_millis(5),
+                stored,
+            );
+        }
+        let header = SummaryHeader {
+            tileset: "t".into(),
+            output: "out.mbtiles".into(),
+            zooms: "0-3".into(),
+            dry_run: false,
+            complete: true,
+            changes_read: Some(2),
+            committed: vec![100.0, 101.0],
+        };
+        let summary = tally.summarize(header, Duration::from_secs(1));
+        let metrics = Metrics::new();
+        metrics.record(&summary, UNIX_EPOCH + Duration::from_secs(103));
+        metrics.succeeded(UNIX_EPOCH + Duration::from_secs(103));
+        let text = metrics.text();
+        for line in [
+            "oar_tiles_tiles_rendered_total{output=\"out.mbtiles\",zoom=\"3\"} 4",
+            "oar_tiles_tiles_written_total{output=\"out.mbtiles\",zoom=\"3\"} 3",
+            "oar_tiles_tiles_deleted_total{output=\"out.mbtiles\",zoom=\"3\"} 1",
+            "oar_tiles_change_to_tile_seconds_count{output=\"out.mbtiles\"} 2",
+            "oar_tiles_change_to_tile_seconds_sum{output=\"out.mbtiles\"} 5",
+            "oar_tiles_render_seconds_count{output=\"out.mbtiles\"} 4",
+            "oar_tiles_last_success_timestamp_seconds 103",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oar.prom");
+        metrics.write_textfile(&path).unwrap();
+        let failed = Metrics::new();
+        failed.failed(&Error::Usage("x".into()));
+        failed.write_textfile(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("oar_tiles_last_success_timestamp_seconds 103"));
+        assert!(text.contains("oar_tiles_errors_total{kind=\"config\"} 1"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

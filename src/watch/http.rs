@@ -1,0 +1,65 @@
+//! `/metrics` (Prometheus text) and `/health` for a running watcher, on axum.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::Shared;
+use crate::error::{Error, Result};
+
+/// The server task; it stops when this is dropped.
+pub(super) struct Server(tokio::task::JoinHandle<()>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Binds `address` and serves the endpoints in the background.
+pub(super) async fn serve(address: SocketAddr, shared: Arc<Shared>) -> Result<Server> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| {
+            Error::Usage(format!(
+                "cannot listen on {address} for /metrics and /health: {e} (set --listen or watch.listen)"
+            ))
+        })?;
+    tracing::info!("serving /metrics and /health on http://{address}");
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .with_state(shared);
+    Ok(Server(tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            tracing::warn!("the /metrics server stopped: {err}");
+        }
+    })))
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        shared.metrics.text(),
+    )
+}
+
+/// 200 when the database is reachable and the last cycle succeeded, 503 otherwise.
+async fn health(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
+    let database = shared.database_up.load(Ordering::Relaxed);
+    let cycle = shared.cycle_ok.load(Ordering::Relaxed);
+    if database && cycle {
+        (StatusCode::OK, "ok\n".into())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database reachable: {database}, last cycle succeeded: {cycle}\n"),
+        )
+    }
+}

@@ -1,0 +1,674 @@
+//! `oar-tiles watch` as an operator runs it: a real process LISTENing on real PostGIS, changes
+//! committed at a steady rate, `/metrics` and `/health` read over real HTTP, PostgreSQL stopped
+//! and started under it, SIGTERM mid-cycle, and a second watcher on the same output refused.
+//! Waits are bounded but generous; no test asserts how fast anything is.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+
+use crate::common::fixture::{wraps_fixture, Fixture};
+use crate::common::pg::{hub_with_scatter, Point, Rng, TestSchema};
+use crate::common::run::{
+    assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, send_signal,
+    single_layer_config, Run,
+};
+use crate::production::required_env;
+
+const OUTPUT: &str = "watched.mbtiles";
+const ZOOMS: &str = "0-10";
+/// Short pacing, so a test spends its time on changes rather than on waiting.
+const PACING: &str = "[watch]\ndebounce = \"300ms\"\nmax_delay = \"2s\"\npoll_interval = \"3s\"\n";
+/// Longest any wait for the watcher may take before the test gives up.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+/// A schema with `sites`, change capture installed in a schema of its own, a config whose tileset
+/// writes `watched.mbtiles`, and that output seeded in full.
+struct Setup {
+    base: Fixture,
+}
+
+wraps_fixture!(Setup, base);
+
+impl Setup {
+    fn new(schema: TestSchema, points: &[Point], extra_layer: &str) -> Setup {
+        let mut schema = schema;
+        schema.point_table("sites", points);
+        let changes = schema.companion("cdc");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("watch.toml");
+        let tileset = format!("maxzoom = 10\noutput = \"{OUTPUT}\"");
+        let text = format!(
+            "[changes]\nschema = \"{changes}\"\n{PACING}{}",
+            single_layer_config(&schema.name, "sites", &tileset, extra_layer)
+        );
+        std::fs::write(&config, text).unwrap();
+        let setup = Setup {
+            base: Fixture {
+                schema,
+                dir,
+                config,
+            },
+        };
+        setup.run(&["changes", "install"]).assert_success();
+        setup.run(&["seed"]).assert_success();
+        setup
+    }
+
+    /// `args` (a subcommand first) with `--config`, against the schema's server.
+    fn run(&self, args: &[&str]) -> Run {
+        let mut full = vec![args[0], "--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(&args[1..]);
+        oar_tiles(Some(&self.schema.url), &full)
+    }
+
+    fn output(&self) -> PathBuf {
+        self.path(OUTPUT)
+    }
+
+    /// A full seed of the current data into a fresh file.
+    fn full(&self, name: &str) -> BTreeMap<(u8, u32, u32), Vec<u8>> {
+        let path = self.path(name);
+        let _ = std::fs::remove_file(&path);
+        self.run(&["seed", "--zoom", ZOOMS, "--output", path.to_str().unwrap()])
+            .assert_success();
+        read_mbtiles_raw(&path)
+    }
+}
+
+/// A running `oar-tiles watch`, killed if the test ends without stopping it.
+struct Watcher {
+    child: Option<Child>,
+    port: u16,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Watcher {
+    fn start(setup: &Setup) -> Watcher {
+        Self::start_on(setup, &setup.schema.url)
+    }
+
+    /// Starts a watcher whose `DATABASE_URL` is `url`.
+    fn start_on(setup: &Setup, url: &str) -> Watcher {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = setup.path(&format!("watch-{port}.log"));
+        let args = [
+            "watch",
+            "--config",
+            setup.config.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ];
+        // Logs go to a file: a pipe nobody reads could fill and stall the watcher.
+        let child = oar_tiles_command(Some(url), &args, &[])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Watcher {
+            child: Some(child),
+            port,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `GET path` over HTTP/1.1: the status code and the body; `None` while nothing listens.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let (head, body) = response.split_once("\r\n\r\n")?;
+        let status = head.split(' ').nth(1)?.parse().ok()?;
+        assert!(
+            !head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked"),
+            "{head}"
+        );
+        Some((status, body.to_string()))
+    }
+
+    fn metrics(&self) -> Metrics {
+        let (status, body) = self.get("/metrics").expect("/metrics answers");
+        assert_eq!(status, 200, "{body}");
+        parse_prometheus(&body)
+    }
+
+    fn health(&self) -> Option<u16> {
+        self.get("/health").map(|(status, _)| status)
+    }
+
+    /// Polls until `done` holds, failing with the watcher's log after [`PATIENCE`].
+    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Watcher) -> bool) {
+        let started = Instant::now();
+        while !done(self) {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!(
+                    "the watcher exited ({status}) waiting for {what}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "waited {PATIENCE:?} for {what}; the watcher's log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the watcher has applied `count` changes in all and nothing is pending.
+    fn wait_for_applied(&mut self, count: f64) {
+        self.wait_until(&format!("{count} applied changes"), |w| {
+            let metrics = w.metrics();
+            metrics.sum("oar_tiles_changes_applied_total") >= count
+                && metrics.sum("oar_tiles_pending_changes") == 0.0
+        });
+    }
+
+    /// Sends `signal` and waits for the process to end.
+    fn stop(&mut self, signal: libc::c_int) -> Run {
+        let child = self.child.take().unwrap();
+        send_signal(&child, signal);
+        let mut run = run_from(child.wait_with_output().unwrap());
+        run.stderr = std::fs::read_to_string(&self.log).unwrap_or_default();
+        run
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Samples of a Prometheus text exposition, keyed by `name{labels}` as written.
+struct Metrics(BTreeMap<String, f64>);
+
+impl Metrics {
+    /// The sum of every sample of the series `name`, whatever its labels.
+    fn sum(&self, name: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(key, _)| key.split('{').next() == Some(name))
+            .map(|(_, value)| value)
+            .sum()
+    }
+
+    /// The samples of `name` whose labels contain `label` (such as `le="+Inf"`).
+    fn with(&self, name: &str, label: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|(key, _)| key.split('{').next() == Some(name) && key.contains(label))
+            .map(|(_, value)| value)
+            .sum()
+    }
+}
+
+/// Parses the Prometheus text format (version 0.0.4) strictly: every line is a `# HELP`, a
+/// `# TYPE` or a sample `name{label="value",…} number` whose family was typed before it.
+fn parse_prometheus(text: &str) -> Metrics {
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(valid_name(name), "{line}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            assert!(valid_name(rest.split(' ').next().unwrap()), "{line}");
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unknown comment: {line}");
+        let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            other => other
+                .parse()
+                .unwrap_or_else(|_| panic!("not a number: {line}")),
+        };
+        let name = series.split('{').next().unwrap();
+        assert!(valid_name(name), "{line}");
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("labels in braces: {line}"));
+            for pair in inner.split("\",").filter(|p| !p.is_empty()) {
+                let (key, quoted) = pair.split_once('=').expect("label=value");
+                assert!(valid_name(key) && quoted.starts_with('"'), "{line}");
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| types.get(*base).map(String::as_str) == Some("histogram"))
+            })
+            .unwrap_or(name);
+        assert!(types.contains_key(family), "no # TYPE before {line}");
+        samples.insert(series.to_string(), value);
+    }
+    Metrics(samples)
+}
+
+/// One committed change to one row: an insert, a move, an attribute edit or a delete.
+fn one_change(schema: &mut TestSchema, rng: &mut Rng, alive: &mut Vec<i64>, step: i64) {
+    let pick = |rng: &mut Rng, alive: &[i64]| {
+        alive[((rng.next_f64() * alive.len() as f64) as usize).min(alive.len() - 1)]
+    };
+    let sql = match step % 4 {
+        0 => {
+            let id = 10_000 + step;
+            alive.push(id);
+            format!(
+                "INSERT INTO {{schema}}.sites (site_id, label, kind, score, pt)
+                 VALUES ({id}, 'new {id}', 'knit', 3, ST_SetSRID(ST_MakePoint({:.6}, {:.6}), 4326))",
+                rng.range(106.5, 106.9),
+                rng.range(10.6, 11.0)
+            )
+        }
+        1 => format!(
+            "UPDATE {{schema}}.sites SET pt = ST_SetSRID(ST_MakePoint({:.6}, {:.6}), 4326) WHERE site_id = {}",
+            rng.range(-170.0, 170.0),
+            rng.range(-60.0, 70.0),
+            pick(rng, alive)
+        ),
+        2 => format!(
+            "UPDATE {{schema}}.sites SET label = 'edited {step}' WHERE site_id = {}",
+            pick(rng, alive)
+        ),
+        _ => {
+            let id = pick(rng, alive);
+            alive.retain(|&a| a != id);
+            format!("DELETE FROM {{schema}}.sites WHERE site_id = {id}")
+        }
+    };
+    schema.execute(&sql);
+}
+
+fn points() -> Vec<Point> {
+    hub_with_scatter(200, 31, 3, [106.6, 10.7, 106.8, 10.9])
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_watcher_keeps_its_output_equal_to_a_full_seed_and_its_metrics_count_the_changes() {
+    let mut setup = Setup::new(TestSchema::create("watch"), &points(), "");
+    let mut watcher = Watcher::start(&setup);
+    watcher.wait_until("/health 200 after the catch-up", |w| {
+        w.health() == Some(200)
+    });
+
+    // 60 single-row changes at about 10 per second, then nothing.
+    let mut rng = Rng::new(5);
+    let mut alive: Vec<i64> = (1..=200).collect();
+    let changes = 60;
+    for step in 0..changes {
+        one_change(&mut setup.schema, &mut rng, &mut alive, step);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    watcher.wait_for_applied(changes as f64);
+
+    let full = setup.full("full.mbtiles");
+    assert_same_tiles(
+        &full,
+        &read_mbtiles_raw(&setup.output()),
+        "the watched output against a full seed",
+    );
+    let metrics = watcher.metrics();
+    let output = format!("output=\"{} (MBTiles)\"", setup.output().display());
+    assert_eq!(
+        metrics.with("oar_tiles_changes_applied_total", &output),
+        changes as f64
+    );
+    assert_eq!(
+        metrics.with("oar_tiles_change_to_tile_seconds_count", &output),
+        changes as f64,
+        "one latency per change"
+    );
+    assert_eq!(
+        metrics.with("oar_tiles_change_to_tile_seconds_bucket", "le=\"+Inf\""),
+        changes as f64
+    );
+    let rendered = metrics.with("oar_tiles_tiles_rendered_total", &output);
+    assert!(rendered > 0.0);
+    assert_eq!(
+        metrics.with("oar_tiles_tiles_written_total", &output)
+            + metrics.with("oar_tiles_tiles_deleted_total", &output),
+        rendered,
+        "every rendered tile was written or deleted"
+    );
+    assert_eq!(
+        metrics.with("oar_tiles_render_seconds_count", &output),
+        rendered
+    );
+    assert!(metrics.with("oar_tiles_cycle_seconds_count", &output) >= 2.0);
+    assert_eq!(metrics.sum("oar_tiles_errors_total"), 0.0);
+    assert!(metrics.sum("oar_tiles_last_success_timestamp_seconds") > 1.6e9);
+    assert_eq!(watcher.health(), Some(200));
+    let log = watcher.log();
+    assert!(log.contains("change-to-tile latency p50"), "{log}");
+
+    let run = watcher.stop(libc::SIGINT);
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    assert!(!setup.path(&format!("{OUTPUT}.oar-tiles.lock")).exists());
+}
+
+/// Stops and starts the watch test's own cluster (never the shared one); starts it again if the
+/// test ends while it is stopped.
+struct Cluster {
+    version: String,
+    name: String,
+}
+
+impl Cluster {
+    fn from_env() -> Cluster {
+        let value = required_env("OAR_TILES_TEST_WATCH_CLUSTER");
+        let (version, name) = value.split_once('/').expect("VERSION/NAME");
+        Cluster {
+            version: version.into(),
+            name: name.into(),
+        }
+    }
+
+    fn ctl(&self, action: &str) -> bool {
+        Command::new("pg_ctlcluster")
+            .args([&self.version, &self.name, action, "-m", "fast"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("pg_ctlcluster")
+            .args([&self.version, &self.name, "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn health_is_503_while_postgres_is_down_and_200_once_the_watcher_caught_up_again() {
+    let url = required_env("OAR_TILES_TEST_WATCH_URL");
+    let cluster = Cluster::from_env();
+    let mut setup = Setup::new(TestSchema::create_on(url, "watchdown"), &points(), "");
+    let mut watcher = Watcher::start(&setup);
+    watcher.wait_until("/health 200", |w| w.health() == Some(200));
+
+    assert!(cluster.ctl("stop"), "pg_ctlcluster stop");
+    watcher.wait_until("/health 503 with the server down", |w| {
+        w.health() == Some(503)
+    });
+    assert!(cluster.ctl("start"), "pg_ctlcluster start");
+    setup.schema.reconnect();
+    let mut rng = Rng::new(9);
+    let mut alive: Vec<i64> = (1..=200).collect();
+    for step in 0..4 {
+        one_change(&mut setup.schema, &mut rng, &mut alive, step);
+    }
+    watcher.wait_for_applied(4.0);
+    watcher.wait_until("/health 200 after the restart", |w| w.health() == Some(200));
+    assert_same_tiles(
+        &setup.full("full.mbtiles"),
+        &read_mbtiles_raw(&setup.output()),
+        "the output after the restart against a full seed",
+    );
+    let metrics = watcher.metrics();
+    assert!(
+        metrics.sum("oar_tiles_errors_total") >= 1.0,
+        "the outage is counted"
+    );
+    let log = watcher.log();
+    assert!(log.contains("reconnecting in"), "{log}");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn sigterm_mid_cycle_leaves_a_consistent_output_and_a_second_watcher_is_refused() {
+    // Every tenth row costs the server a millisecond, so a cycle over many moved rows takes a while.
+    let slow = "filter = \"site_id % 10 <> 0 OR pg_sleep(0.001) IS NOT NULL\"";
+    let many = hub_with_scatter(3000, 44, 4, [106.6, 10.7, 106.8, 10.9]);
+    let mut setup = Setup::new(TestSchema::create("watchterm"), &many, slow);
+    let mut watcher = Watcher::start(&setup);
+    watcher.wait_until("/health 200", |w| w.health() == Some(200));
+
+    let second_listen = format!("127.0.0.1:{}", free_port());
+    let second = setup.run(&["watch", "--listen", &second_listen]);
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("in use by another oar-tiles job"),
+        "{}",
+        second.stderr
+    );
+
+    let before = read_mbtiles_raw(&setup.output());
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(ST_X(pt) + 0.01, ST_Y(pt)), 4326)
+         WHERE site_id % 3 = 0",
+    );
+    // The cycle changes the MBTiles in place, in one transaction: its rollback journal exists
+    // from the first tile written until the commit, so SIGTERM now lands mid-cycle.
+    let journal = setup.path(&format!("{OUTPUT}-journal"));
+    watcher.wait_until("the cycle to write its first tiles", |_| journal.exists());
+    let run = watcher.stop(libc::SIGTERM);
+    assert_eq!(run.code, 143, "{}", run.stderr);
+    assert!(run.stderr.contains("stopped by SIGTERM"), "{}", run.stderr);
+    assert!(!setup.path(&format!("{OUTPUT}.oar-tiles.lock")).exists());
+    assert_eq!(
+        run.stderr.matches("INFO cycle: ").count(),
+        1,
+        "only the catch-up cycle finished, the interrupted one did not: {}",
+        run.stderr
+    );
+    assert_same_tiles(
+        &before,
+        &read_mbtiles_raw(&setup.output()),
+        "the output after SIGTERM mid-cycle against its state before the cycle",
+    );
+    let full = setup.full("full.mbtiles");
+    let mut again = Watcher::start(&setup);
+    again.wait_until("the restarted watcher to catch up", |w| {
+        w.health() == Some(200) && w.metrics().sum("oar_tiles_pending_changes") == 0.0
+    });
+    assert_same_tiles(
+        &full,
+        &read_mbtiles_raw(&setup.output()),
+        "the output after a restarted watcher caught up",
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_statement_notifies_once_however_many_rows_and_reinstalling_upgrades_an_old_install() {
+    let mut setup = Setup::new(TestSchema::create("watchnotify"), &points(), "");
+    let changes = setup.schema.companion("cdc");
+    let triggers = |setup: &mut Setup| -> i64 {
+        let table = format!("\"{}\".sites", setup.schema.name);
+        setup
+            .schema
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_trigger WHERE tgname = 'oar_tiles_notify'
+                   AND tgrelid = to_regclass($1)",
+                &[&table],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // An install of an earlier version had no notify trigger; installing again adds it, once.
+    setup
+        .schema
+        .execute("DROP TRIGGER oar_tiles_notify ON {schema}.sites");
+    assert_eq!(triggers(&mut setup), 0);
+    setup.run(&["changes", "install"]).assert_success();
+    setup.run(&["changes", "install"]).assert_success();
+    assert_eq!(triggers(&mut setup), 1);
+
+    let mut listener = postgres::Client::connect(&setup.schema.url, postgres::NoTls).unwrap();
+    listener
+        .batch_execute(&format!("LISTEN \"{changes}\""))
+        .unwrap();
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label || '!' WHERE site_id <= 50");
+    setup
+        .schema
+        .execute("DELETE FROM {schema}.sites WHERE site_id > 190");
+    // A notification is delivered between statements; an empty query collects what is pending.
+    listener.batch_execute("").unwrap();
+    let mut received = Vec::new();
+    let mut notifications = listener.notifications();
+    let mut pending = notifications.iter();
+    while let Some(notification) = pending.next().unwrap() {
+        received.push(notification.payload().to_string());
+    }
+    let table = format!("{}.sites", setup.schema.name);
+    assert_eq!(
+        received,
+        vec![table.clone(), table],
+        "one notification per statement"
+    );
+    let logged: i64 = setup
+        .schema
+        .client()
+        .query_one(
+            &format!("SELECT count(*) FROM \"{changes}\".change_log"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 60, "one logged change per row");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn seed_writes_its_metrics_for_the_textfile_collector_and_a_failed_run_keeps_the_last_success() {
+    let mut setup = Setup::new(TestSchema::create("watchtextfile"), &points(), "");
+    let mut rng = Rng::new(2);
+    let mut alive: Vec<i64> = (1..=200).collect();
+    for step in 0..5 {
+        one_change(&mut setup.schema, &mut rng, &mut alive, step);
+    }
+    let prom = setup.path("oar-tiles.prom");
+    let file = prom.to_str().unwrap();
+    setup
+        .run(&["seed", "--dirty", "--metrics-file", file])
+        .assert_success();
+    let metrics = parse_prometheus(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(metrics.sum("oar_tiles_changes_applied_total"), 5.0);
+    assert_eq!(metrics.sum("oar_tiles_change_to_tile_seconds_count"), 5.0);
+    assert!(metrics.sum("oar_tiles_tiles_rendered_total") > 0.0);
+    let success = metrics.sum("oar_tiles_last_success_timestamp_seconds");
+    assert!(success > 1.6e9);
+
+    // A run that fails records its error and keeps the previous success time.
+    let failed = oar_tiles(
+        Some("postgresql://nobody@127.0.0.1:1/none"),
+        &[
+            "seed",
+            "--config",
+            setup.config.to_str().unwrap(),
+            "--dirty",
+            "--metrics-file",
+            file,
+        ],
+    );
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    let metrics = parse_prometheus(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(
+        metrics.with("oar_tiles_errors_total", "kind=\"connect\""),
+        1.0
+    );
+    assert_eq!(
+        metrics.sum("oar_tiles_last_success_timestamp_seconds"),
+        success
+    );
+    let leftovers = std::fs::read_dir(setup.dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "the temporary file was renamed");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn behind_pgbouncer_in_transaction_mode_the_watcher_listens_on_listen_url() {
+    let bouncer = required_env("OAR_TILES_TEST_PGBOUNCER_URL");
+    let mut setup = Setup::new(TestSchema::create("watchbouncer"), &points(), "");
+    // Cycles go through PgBouncer; only the LISTEN session connects to the server directly.
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "pool_size = 2",
+        &format!(
+            "pool_size = 2\npool_mode = \"transaction\"\nlisten_url = \"{}\"",
+            setup.schema.url
+        ),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let mut watcher = Watcher::start_on(&setup, &bouncer);
+    watcher.wait_until("/health 200", |w| w.health() == Some(200));
+    let mut rng = Rng::new(12);
+    let mut alive: Vec<i64> = (1..=200).collect();
+    for step in 0..8 {
+        one_change(&mut setup.schema, &mut rng, &mut alive, step);
+    }
+    watcher.wait_for_applied(8.0);
+    assert_same_tiles(
+        &setup.full("full.mbtiles"),
+        &read_mbtiles_raw(&setup.output()),
+        "the output watched through PgBouncer against a full seed",
+    );
+}
