@@ -576,16 +576,24 @@ fn a_statement_notifies_once_however_many_rows_and_reinstalling_upgrades_an_old_
         vec![table.clone(), table],
         "one notification per statement"
     );
-    let logged: i64 = setup
+    let row = setup
         .schema
         .client()
         .query_one(
-            &format!("SELECT count(*) FROM \"{changes}\".change_log"),
+            &format!(
+                "SELECT count(*), sum(coalesce(cardinality(old_geoms), 0) + coalesce(cardinality(new_geoms), 0))
+                 FROM \"{changes}\".change_log"
+            ),
             &[],
         )
-        .unwrap()
-        .get(0);
-    assert_eq!(logged, 60, "one logged change per row");
+        .unwrap();
+    let (logged, positions): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(logged, 2, "one log row per statement");
+    assert_eq!(
+        positions,
+        50 * 2 + 10,
+        "old and new positions of the 50 updates, and 10 deleted"
+    );
 }
 
 #[test]
