@@ -78,20 +78,18 @@ impl Setup {
         path
     }
 
+    /// The archive object's headers.
+    fn head(&self) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+        let client = self.server.client();
+        runtime()
+            .block_on(client.head_object().bucket(BUCKET).key(KEY).send())
+            .unwrap()
+    }
+
     /// The object's ETag and the modification time of the file the server keeps it in, which
     /// changes with every upload.
     fn version(&self) -> (String, std::time::SystemTime) {
-        let client = self.server.client();
-        let etag = runtime().block_on(async {
-            let head = client
-                .head_object()
-                .bucket(BUCKET)
-                .key(KEY)
-                .send()
-                .await
-                .unwrap();
-            head.e_tag().unwrap().to_string()
-        });
+        let etag = self.head().e_tag().unwrap().to_string();
         let stored = self.server.data.join(BUCKET).join(KEY);
         (etag, std::fs::metadata(stored).unwrap().modified().unwrap())
     }
@@ -113,18 +111,9 @@ fn an_s3_archive_is_uploaded_when_it_changes_and_reseeded_from_a_new_machine() {
     );
     assert_eq!(archive.header["clustered"], true, "{}", archive.header);
     assert_eq!(archive.metadata["vector_layers"][0]["id"], "sites");
-    let client = setup.server.client();
-    runtime().block_on(async {
-        let head = client
-            .head_object()
-            .bucket(BUCKET)
-            .key(KEY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(head.content_type(), Some("application/vnd.pmtiles"));
-        assert_eq!(head.cache_control(), Some("public, max-age=60"));
-    });
+    let head = setup.head();
+    assert_eq!(head.content_type(), Some("application/vnd.pmtiles"));
+    assert_eq!(head.cache_control(), Some("public, max-age=60"));
 
     // Nothing changed: nothing uploaded, nothing to invalidate.
     let changed = setup.path("changed.txt");
