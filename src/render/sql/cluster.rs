@@ -91,10 +91,9 @@ pub fn cell_rollup(layer: &LayerSource, finer: &str) -> Vec<String> {
     summed_cells(layer, finer, 1)
 }
 
-/// Cells summed from parts in `parts`: the cells of the next deeper zoom (`shift` 1), or the
+/// Cells summed from parts in `finer`: the cells of the next deeper zoom (`shift` 1), or the
 /// per-value parts of the same cells (`shift` 0).
-fn summed_cells(layer: &LayerSource, parts: &str, shift: u8) -> Vec<String> {
-    let finer = parts;
+fn summed_cells(layer: &LayerSource, finer: &str, shift: u8) -> Vec<String> {
     let mut columns = vec![
         format!("{finer}.__oar_cx >> {shift} AS __oar_cx"),
         format!("{finer}.__oar_cy >> {shift} AS __oar_cy"),

@@ -18,8 +18,7 @@ mod import;
 mod staging;
 
 pub use import::Import;
-pub use staging::partial_path;
-use staging::remove_sqlite_files;
+pub use staging::{partial_path, remove_sqlite_files};
 
 use super::{ChangedList, Finish, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};

@@ -222,7 +222,8 @@ pub fn partial_path(target: &Path) -> PathBuf {
     target.with_file_name(name)
 }
 
-pub(super) fn remove_sqlite_files(path: &Path) {
+/// Removes an SQLite file with its WAL, shared-memory and rollback journal files, if there are any.
+pub fn remove_sqlite_files(path: &Path) {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut name = path.as_os_str().to_os_string();
         name.push(suffix);

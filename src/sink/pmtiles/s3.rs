@@ -20,6 +20,7 @@ use tokio::runtime::Handle;
 use super::{rebuild_store, store_path, PmtilesSink};
 use crate::config::S3Config;
 use crate::error::{Error, Result};
+use crate::sink::mbtiles::{partial_path, remove_sqlite_files};
 use crate::sink::s3::{
     self as store, client, get_if_exists, local_file, object_key, ObjectHeaders,
 };
@@ -106,11 +107,8 @@ fn forget(working_copy: &Path) {
     for path in [working_copy.to_path_buf(), synced_path(working_copy)] {
         let _ = std::fs::remove_file(path);
     }
-    for suffix in ["", "-wal", "-shm", "-journal", ".partial"] {
-        let mut name = store.as_os_str().to_os_string();
-        name.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(name));
-    }
+    remove_sqlite_files(&store);
+    remove_sqlite_files(&partial_path(&store));
 }
 
 /// Where, under the archive's prefix, its state object lives.
