@@ -4,8 +4,9 @@
 //! session connection of its own and, `debounce` after the first notification (a burst within that
 //! window makes one cycle; a change that waits longer than `max_delay` is warned about), runs a
 //! cycle that is exactly `seed --dirty` through the seed's own [`Session`], lowest zooms first.
-//! Notifications only say *when* to look: the output's watermark says *what* to render, so the watcher catches up from it on start and after every
-//! reconnection, and a poll every `poll_interval` covers a notification that never came.
+//! Notifications only say *when* to look: the output's watermark says *what* to render, so the
+//! watcher catches up from it on start and after every reconnection, and a poll every
+//! `poll_interval` covers a notification that never came.
 //!
 //! It holds every output's lock for as long as it runs, so a second watcher or a cron seed on the
 //! same output refuses. A signal stops the current cycle as it stops a seed (the output keeps its
