@@ -15,8 +15,9 @@ const LAYERS: &[&[&str]] = &[
     &["report"],
     &["schedule", "metrics"],
     &["seed", "inspect"],
-    // `serve` shows what `inspect` reads, through its reader and inventory; `watch` repeats `seed`.
-    &["serve", "watch"],
+    // `serve` shows what `inspect` reads, through its reader and inventory; `watch` repeats `seed`;
+    // `partition` expands a job for `seed` and counts each partition's tiles with `inspect`'s reader.
+    &["serve", "watch", "partition"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -41,6 +41,11 @@ pub struct SeedOptions {
     #[arg(long)]
     pub dirty: bool,
 
+    /// Of a partitioned tileset (`partition_by`), seed only this value (repeatable)
+    /// [default: every value the rows hold].
+    #[arg(long = "partition", value_name = "VALUE")]
+    pub partitions: Vec<String>,
+
     /// Render exactly the tiles listed in FILE, one z/x/y per line (osm2pgsql expire lists, tegola
     /// tile lists); empty ones are deleted from the output.
     #[arg(long, value_name = "FILE")]
@@ -178,6 +183,8 @@ pub struct SeedJob {
     pub tilesets: Vec<TilesetJob>,
     /// Which tiles to render.
     pub selection: Selection,
+    /// Of partitioned tilesets, only these values; empty means every value.
+    pub partitions: Vec<String>,
     /// How the run behaves.
     pub run: RunSettings,
 }
@@ -193,6 +200,20 @@ pub struct TilesetJob {
     pub bbox: BBox,
     /// Where its tiles go; `None` only in a dry run.
     pub output: Option<OutputTarget>,
+    /// Seeded in full whatever the job's selection: a partition whose value is new since the last
+    /// run, or whose value vanished (the full seed then empties its output).
+    pub full_seed: bool,
+}
+
+impl TilesetJob {
+    /// Which tiles this tileset's run renders.
+    pub fn selection<'a>(&self, job: &'a Selection) -> &'a Selection {
+        if self.full_seed {
+            &Selection::Pyramid
+        } else {
+            job
+        }
+    }
 }
 
 /// Reads a tile list: one `z/x/y` per line (osm2pgsql expire lists, tegola tile lists); blank lines
@@ -271,6 +292,12 @@ impl SeedJob {
                 "--max-duration applies to --dirty and --tiles-from runs".into(),
             ));
         }
+        if !options.partitions.is_empty() && !selected.iter().any(|t| t.partition_by.is_some()) {
+            return Err(Error::Usage(
+                "--partition needs a tileset with `partition_by`; none of the selected ones has it"
+                    .into(),
+            ));
+        }
         let concurrency = options.concurrency.unwrap_or(config.database.pool_size);
         if !(1..=256).contains(&concurrency) {
             return Err(Error::Usage(format!(
@@ -294,6 +321,7 @@ impl SeedJob {
                 bbox: options.bbox.unwrap_or(tileset.bbox),
                 output,
                 tileset,
+                full_seed: false,
             });
         }
         Ok(SeedJob {
@@ -303,6 +331,7 @@ impl SeedJob {
             concurrency,
             tilesets,
             selection,
+            partitions: options.partitions,
             run: options.run,
         })
     }

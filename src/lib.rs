@@ -8,6 +8,7 @@ pub mod error;
 pub mod inspect;
 pub mod job;
 pub mod metrics;
+pub mod partition;
 pub mod plan;
 pub mod render;
 pub mod report;

@@ -9,7 +9,7 @@ use oar_tiles::config::{Config, OutputTarget, S3Config};
 use oar_tiles::job::{SeedJob, SeedOptions, WatchJob, WatchOptions};
 use oar_tiles::report::ProgressKind;
 use oar_tiles::state::capture as changes;
-use oar_tiles::{inspect, seed, serve, watch, Error, ExitCode};
+use oar_tiles::{inspect, partition, seed, serve, watch, Error, ExitCode};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -303,11 +303,14 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     } else {
         ProgressKind::detect()
     };
-    let outcome = runtime()?.block_on(seed::run(&job, progress));
+    let outcome = runtime()?.block_on(partition::seed(&job, progress));
     seed::write_metrics(&job, &outcome)?;
     let summaries = outcome?;
     for summary in &summaries {
         print!("{}", summary.to_text());
+    }
+    for line in partition::totals(&job, &summaries) {
+        println!("{line}");
     }
     seed::write_reports(&job, &summaries)
 }

@@ -12,9 +12,12 @@ use crate::error::{Error, Result};
 pub mod output;
 pub mod tileset;
 
-pub use output::{OutputSettings, OutputTarget, DEFAULT_CACHE_CONTROL};
+pub use output::{
+    partition_segment, IndexLocation, OutputSettings, OutputTarget, DEFAULT_CACHE_CONTROL,
+    PARTITION_INDEX,
+};
 pub use tileset::{
-    breakdown_property, ClusterConfig, ClusterPosition, LayerConfig, TilesetConfig,
+    breakdown_property, ClusterConfig, ClusterPosition, LayerConfig, Partition, TilesetConfig,
     CLUSTER_PROPERTIES, DEFAULT_SIZE_BUDGET,
 };
 use tileset::{resolve_tileset, RawTileset};

@@ -107,6 +107,110 @@ impl OutputTarget {
     }
 }
 
+/// The longest partition value a name or key may carry, escaped: file systems allow 255 bytes.
+const MAX_SEGMENT: usize = 200;
+
+/// A partition value as one path segment and key part: ASCII letters, digits, `-` and `_` stay,
+/// every other byte becomes `~XX` (hex). The mapping is one-to-one, the result never contains `/`,
+/// `.` or `%`, so `../x` cannot leave the output, and a URL needs no further escaping (`~` is
+/// unreserved, so CDNs and S3 see the same key the file system holds).
+pub fn partition_segment(value: &str) -> Result<String> {
+    let mut segment = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            segment.push(byte as char);
+        } else {
+            segment.push_str(&format!("~{byte:02X}"));
+        }
+    }
+    if segment.is_empty() || segment.len() > MAX_SEGMENT {
+        return Err(Error::Usage(format!(
+            "partition value {value:?} cannot name an output: it must be 1 to {MAX_SEGMENT} bytes once escaped"
+        )));
+    }
+    Ok(segment)
+}
+
+impl OutputTarget {
+    /// Where the partition whose escaped value is `segment` goes: a subdirectory or key prefix of
+    /// a tree, or a file (object) named after the value beside a single-file output.
+    pub fn for_partition(&self, segment: &str) -> OutputTarget {
+        let beside = |path: &Path| {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let extension = path.extension().unwrap_or_default().to_string_lossy();
+            path.with_file_name(format!("{stem}.{segment}.{extension}"))
+        };
+        let beside_key = |key: &str| {
+            let (stem, extension) = key.rsplit_once('.').unwrap_or((key, "pmtiles"));
+            format!("{stem}.{segment}.{extension}")
+        };
+        match self {
+            OutputTarget::Mbtiles(path) => OutputTarget::Mbtiles(beside(path)),
+            OutputTarget::Pmtiles(path) => OutputTarget::Pmtiles(beside(path)),
+            OutputTarget::Directory(path) => OutputTarget::Directory(path.join(segment)),
+            OutputTarget::S3Pmtiles { bucket, key } => OutputTarget::S3Pmtiles {
+                bucket: bucket.clone(),
+                key: beside_key(key),
+            },
+            OutputTarget::S3 { bucket, prefix } => OutputTarget::S3 {
+                bucket: bucket.clone(),
+                prefix: if prefix.is_empty() {
+                    segment.to_string()
+                } else {
+                    format!("{prefix}/{segment}")
+                },
+            },
+        }
+    }
+
+    /// Where a partitioned tileset's index (`partitions.json`) goes: inside a tree, or beside a
+    /// single-file output as `NAME.partitions.json`. A path for files, a bucket and key for S3.
+    pub fn partition_index(&self) -> IndexLocation {
+        let beside = |path: &Path| {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            path.with_file_name(format!("{stem}.{PARTITION_INDEX}"))
+        };
+        match self {
+            OutputTarget::Mbtiles(path) | OutputTarget::Pmtiles(path) => {
+                IndexLocation::File(beside(path))
+            }
+            OutputTarget::Directory(path) => IndexLocation::File(path.join(PARTITION_INDEX)),
+            OutputTarget::S3Pmtiles { bucket, key } => IndexLocation::S3 {
+                bucket: bucket.clone(),
+                key: match key.rsplit_once('.') {
+                    Some((stem, _)) => format!("{stem}.{PARTITION_INDEX}"),
+                    None => format!("{key}.{PARTITION_INDEX}"),
+                },
+            },
+            OutputTarget::S3 { bucket, prefix } => IndexLocation::S3 {
+                bucket: bucket.clone(),
+                key: if prefix.is_empty() {
+                    PARTITION_INDEX.to_string()
+                } else {
+                    format!("{prefix}/{PARTITION_INDEX}")
+                },
+            },
+        }
+    }
+}
+
+/// The name of a partitioned tileset's index.
+pub const PARTITION_INDEX: &str = "partitions.json";
+
+/// Where a partitioned tileset's index is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexLocation {
+    /// A local file.
+    File(PathBuf),
+    /// An S3 object.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Object key.
+        key: String,
+    },
+}
+
 /// How a tileset's tiles are stored, beyond where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputSettings {
@@ -187,5 +291,54 @@ mod tests {
         ] {
             assert!(OutputTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn partition_values_become_one_safe_segment_each() {
+        assert_eq!(partition_segment("BD").unwrap(), "BD");
+        assert_eq!(partition_segment("12").unwrap(), "12");
+        assert_eq!(partition_segment("../x").unwrap(), "~2E~2E~2Fx");
+        assert_eq!(partition_segment("a/b c").unwrap(), "a~2Fb~20c");
+        assert_eq!(partition_segment("Côte").unwrap(), "C~C3~B4te");
+        // One-to-one: an escape sequence typed as a value is escaped again.
+        assert_ne!(
+            partition_segment("~2F").unwrap(),
+            partition_segment("/").unwrap()
+        );
+        assert!(partition_segment("").is_err());
+        assert!(partition_segment(&"x".repeat(201)).is_err());
+        let directory = OutputTarget::parse("dir:/out/tiles").unwrap();
+        assert_eq!(
+            directory.for_partition("BD"),
+            OutputTarget::Directory("/out/tiles/BD".into())
+        );
+        assert_eq!(
+            OutputTarget::parse("/out/f.mbtiles")
+                .unwrap()
+                .for_partition("~2E~2E"),
+            OutputTarget::Mbtiles("/out/f.~2E~2E.mbtiles".into())
+        );
+        assert_eq!(
+            OutputTarget::parse("s3://b/v1/f.pmtiles")
+                .unwrap()
+                .for_partition("BD"),
+            OutputTarget::S3Pmtiles {
+                bucket: "b".into(),
+                key: "v1/f.BD.pmtiles".into()
+            }
+        );
+        assert_eq!(
+            OutputTarget::parse("s3://b").unwrap().partition_index(),
+            IndexLocation::S3 {
+                bucket: "b".into(),
+                key: "partitions.json".into()
+            }
+        );
+        assert_eq!(
+            OutputTarget::parse("/out/f.mbtiles")
+                .unwrap()
+                .partition_index(),
+            IndexLocation::File("/out/f.partitions.json".into())
+        );
     }
 }

@@ -27,6 +27,7 @@ pub(super) struct RawTileset {
     cache_control: Option<String>,
     tiles_url: Option<String>,
     size_budget: Option<u64>,
+    partition_by: Option<String>,
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
 }
@@ -108,6 +109,19 @@ pub struct TilesetConfig {
     pub size_budget: u64,
     /// The layers each tile holds.
     pub layers: Vec<LayerConfig>,
+    /// A column (or array column) whose every value gets a pyramid of its own, with only its rows.
+    pub partition_by: Option<String>,
+}
+
+/// One value of a partitioned tileset: its layers render only the rows holding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// The column the tileset is partitioned by.
+    pub column: String,
+    /// The value, as the column's text form (`column::text`, or an element's for an array).
+    pub value: String,
+    /// Whether the column is an array, whose rows belong to the partition of each element.
+    pub array: bool,
 }
 
 /// One `[[tileset.layer]]`: a source table rendered into one MVT layer.
@@ -136,6 +150,8 @@ pub struct LayerConfig {
     /// An attribute whose per-value member counts each cluster carries, as [`breakdown_property`]
     /// names it.
     pub cluster_breakdown: Option<String>,
+    /// Set on the layers of one partition of a partitioned tileset; never by the config itself.
+    pub partition: Option<Partition>,
 }
 
 /// The cluster property holding the per-value member counts of `column`.
@@ -215,6 +231,21 @@ pub(super) fn resolve_tileset(
         }
         layers.push(layer);
     }
+    let partition_by = match raw.partition_by.take() {
+        Some(column) if column.trim().is_empty() => {
+            return Err(context("partition_by is empty".into()))
+        }
+        Some(column) => {
+            if let Some(layer) = layers.iter().find(|l| l.geometry_column == column) {
+                return Err(context(format!(
+                    "partition_by `{column}` is the geometry column of layer `{}`",
+                    layer.name
+                )));
+            }
+            Some(column)
+        }
+        None => None,
+    };
     let output_settings = resolve_output_settings(&mut raw).map_err(context)?;
     let output = raw.output.map(|output| resolve_output(&output, base_dir));
     Ok(TilesetConfig {
@@ -229,6 +260,7 @@ pub(super) fn resolve_tileset(
         output_settings,
         size_budget: raw.size_budget.unwrap_or(DEFAULT_SIZE_BUDGET),
         layers,
+        partition_by,
     })
 }
 
@@ -385,6 +417,7 @@ fn resolve_layer(
         zooms,
         cluster,
         cluster_breakdown: raw.cluster_breakdown,
+        partition: None,
     })
 }
 

@@ -85,6 +85,7 @@ mod tests {
             zooms: None,
             cluster,
             cluster_breakdown: None,
+            partition: None,
         }
     }
 

@@ -240,6 +240,103 @@ async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String,
         .collect())
 }
 
+/// What one value of a partition column holds in one layer: its rows and their extent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionValue {
+    /// The value's text form (`column::text`, or an element's for an array column).
+    pub value: String,
+    /// Rows holding it.
+    pub features: i64,
+    /// Their extent `[west, south, east, north]` in degrees.
+    pub bounds: Option<[f64; 4]>,
+}
+
+/// Whether the layer's table has the partition column, and whether it is an array.
+pub async fn partition_column(
+    pool: &Pool,
+    tileset: &str,
+    layer: &LayerConfig,
+    column: &str,
+) -> Result<bool> {
+    let source_error = |message: String| Error::Source {
+        tileset: tileset.to_string(),
+        layer: layer.name.clone(),
+        message,
+    };
+    let client = pool.get().await?;
+    let table = look_up_table(&client, layer).await.map_err(source_error)?;
+    let columns = read_columns(&client, &table).await.map_err(source_error)?;
+    let found = columns.get(column).ok_or_else(|| {
+        source_error(format!(
+            "partition_by column `{column}` does not exist in table `{}`",
+            table.name
+        ))
+    })?;
+    Ok(found.type_name.starts_with('_'))
+}
+
+/// Every value of the partition column among the layer's rows (within its filter), with their
+/// row counts and extents. NULL and empty values belong to no partition.
+pub async fn partition_values(
+    pool: &Pool,
+    tileset: &str,
+    layer: &LayerSource,
+    column: &str,
+    array: bool,
+) -> Result<Vec<PartitionValue>> {
+    let config = &layer.config;
+    let quoted = format!("t.{}", quote_ident(column));
+    let value = if array {
+        format!("unnest({quoted})::text")
+    } else {
+        format!("{quoted}::text")
+    };
+    let geometry = format!("t.{}", quote_ident(&config.geometry_column));
+    let filter = config
+        .filter
+        .as_ref()
+        .map(|f| format!(" AND ({f})"))
+        .unwrap_or_default();
+    // The extent is taken in the source SRID and its corners projected, not every row.
+    let sql = format!(
+        "SELECT v, n, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b) FROM (
+             SELECT v, count(*) AS n,
+                    ST_Transform(ST_SetSRID(ST_Extent(g)::geometry, {srid}), 4326)::box2d AS b
+             FROM (SELECT {value} AS v, {geometry} AS g FROM {table} t
+                   WHERE {geometry} IS NOT NULL{filter}) s
+             WHERE v IS NOT NULL AND v <> '' GROUP BY v) c
+         ORDER BY v",
+        srid = layer.srid,
+        table = quoted_table(config),
+    );
+    let client = pool.get().await?;
+    let rows = client
+        .query_typed(&sql, &[])
+        .await
+        .map_err(|e| Error::Source {
+            tileset: tileset.to_string(),
+            layer: config.name.clone(),
+            message: format!(
+                "cannot read the values of partition_by `{column}`: {}",
+                pg_message(&e)
+            ),
+        })?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let corner = |i: usize| r.get::<_, Option<f64>>(i);
+            PartitionValue {
+                value: r.get(0),
+                features: r.get(1),
+                bounds: match (corner(2), corner(3), corner(4), corner(5)) {
+                    (Some(w), Some(s), Some(e), Some(n)) => Some([w, s, e, n]),
+                    _ => None,
+                },
+            }
+        })
+        .collect())
+}
+
 /// The SRID the layer's geometry column holds: its constraint, else the config's `srid`.
 fn geometry_srid(layer: &LayerConfig, table: &str, geometry: &Column) -> Result<i32, String> {
     let name = &layer.geometry_column;

@@ -23,7 +23,7 @@ pub use cluster::{
     cells_from_rows, BREAKDOWN_COLUMNS,
 };
 
-use crate::config::{breakdown_property, ClusterConfig, ClusterPosition};
+use crate::config::{breakdown_property, ClusterConfig, ClusterPosition, Partition};
 use crate::render::source::{quote_ident, quoted_table, Encoding, LayerSource, LIST_SEPARATOR};
 use crate::tile::{ZoomRange, EARTH_RADIUS, MERCATOR_HALF_WORLD};
 
@@ -150,7 +150,27 @@ fn source_predicate(layer: &LayerSource, index: usize) -> String {
     if let Some(filter) = &layer.config.filter {
         sql.push_str(&format!(" AND ({filter})"));
     }
+    if let Some(partition) = &layer.config.partition {
+        sql.push_str(&format!(" AND {}", partition_predicate(partition)));
+    }
     sql
+}
+
+/// The rows of one partition: the value as a literal the column's type parses, so an index on the
+/// column serves it.
+pub fn partition_predicate(partition: &Partition) -> String {
+    let column = format!("t.{}", quote_ident(&partition.column));
+    let value = quote_literal(&partition.value);
+    if partition.array {
+        format!("{value} = ANY({column})")
+    } else {
+        format!("{column} = {value}")
+    }
+}
+
+/// A string literal that means the same under any `standard_conforming_strings`.
+pub fn quote_literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Whether the layer has rows in envelope `index`, straight from its table.
@@ -463,6 +483,7 @@ mod tests {
                 zooms,
                 cluster: None,
                 cluster_breakdown: None,
+                partition: None,
             },
             srid: 4326,
             integer_id: true,

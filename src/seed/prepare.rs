@@ -35,8 +35,10 @@ impl<'a> Prepared<'a> {
             }
             layers.push(source);
         }
-        // A dry run only probes rows, and creates nothing.
-        let cell_tables = if job.run.dry_run {
+        // A dry run only probes rows, and creates nothing. A partition aggregates its own rows:
+        // maintained cells per value would mean one table per value, each refreshed every run.
+        let partitioned = config.layers.iter().any(|l| l.partition.is_some());
+        let cell_tables = if job.run.dry_run || partitioned {
             vec![None; layers.len()]
         } else {
             cells::ensure(

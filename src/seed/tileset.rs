@@ -55,7 +55,7 @@ impl TilesetRun<'_> {
         };
         tracing::info!(
             "{} tileset `{name}` zoom {} bbox {} -> {}",
-            match self.job.selection {
+            match self.selection() {
                 Selection::Pyramid => "seeding",
                 Selection::Dirty => "reseeding what changed in",
                 Selection::List(_) => "rendering listed tiles of",
@@ -171,7 +171,7 @@ impl TilesetRun<'_> {
         let stored_as = &tileset.tileset.output_settings;
         // A full seed journals its walk, so an interrupted run can be picked up where it stopped.
         let settings = self.settings_digest();
-        let fingerprint = (self.job.selection == Selection::Pyramid).then(|| {
+        let fingerprint = (*self.selection() == Selection::Pyramid).then(|| {
             job_fingerprint(
                 &tileset.tileset.name,
                 tileset.zooms,
@@ -234,7 +234,7 @@ impl TilesetRun<'_> {
         let tileset = prepared.tileset;
         let schema = &self.job.change_schema;
         let layers = self.layer_configs();
-        let selection = &self.job.selection;
+        let selection = self.selection();
         let decision = reseed::decide(
             self.pool,
             schema,
@@ -382,6 +382,10 @@ impl TilesetRun<'_> {
             changes_read,
             committed: Vec::new(),
         }
+    }
+
+    fn selection(&self) -> &Selection {
+        self.prepared.tileset.selection(&self.job.selection)
     }
 
     fn layer_configs(&self) -> Vec<LayerConfig> {

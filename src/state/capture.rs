@@ -69,12 +69,18 @@ struct Watched {
     id: String,
     columns: Vec<String>,
     filtered: bool,
+    /// Columns some tileset is partitioned by, each with whether it is an array (read at install).
+    partitions: Vec<(String, bool)>,
 }
 
 /// The source tables of a config, each once, with the union of what its layers render.
 fn watched_tables(config: &Config) -> Vec<Watched> {
     let mut tables: BTreeMap<String, Watched> = BTreeMap::new();
-    for layer in config.tilesets.iter().flat_map(|t| &t.layers) {
+    for (tileset, layer) in config
+        .tilesets
+        .iter()
+        .flat_map(|t| t.layers.iter().map(move |l| (t, l)))
+    {
         let entry = tables
             .entry(quoted_table(layer))
             .or_insert_with(|| Watched {
@@ -83,6 +89,7 @@ fn watched_tables(config: &Config) -> Vec<Watched> {
                 id: layer.id_column.clone(),
                 columns: Vec::new(),
                 filtered: false,
+                partitions: Vec::new(),
             });
         for column in layer
             .attributes
@@ -94,6 +101,16 @@ fn watched_tables(config: &Config) -> Vec<Watched> {
             }
         }
         entry.filtered |= layer.filter.is_some();
+        // A row whose partition value changed moves between pyramids: the change must be logged,
+        // with the values it left and joined.
+        if let Some(column) = &tileset.partition_by {
+            if !entry.columns.contains(column) {
+                entry.columns.push(column.clone());
+            }
+            if !entry.partitions.iter().any(|(c, _)| c == column) {
+                entry.partitions.push((column.clone(), false));
+            }
+        }
     }
     tables.into_values().collect()
 }
@@ -123,7 +140,7 @@ fn function_name(schema: &str, table: &str) -> String {
 }
 
 /// The DDL that installs change capture; running it twice is harmless.
-fn install_sql(config: &Config) -> String {
+fn install_sql(config: &Config, tables: &[Watched]) -> String {
     let schema = &quote_ident(&config.change_schema);
     let mut sql = format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
@@ -139,6 +156,9 @@ fn install_sql(config: &Config) -> String {
          -- and new_geom, one row per changed row, are what earlier versions wrote.)
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS old_geoms geometry[];
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS new_geoms geometry[];
+         -- Per partition column of the table, the values of the rows the statement changed, as
+         -- {{\"column\": [values]}}; NULL where no tileset was partitioned when it was logged.
+         ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS partitions jsonb;
          CREATE INDEX IF NOT EXISTS change_log_source ON {schema}.change_log (source);
          CREATE TABLE IF NOT EXISTS {schema}.consumers (
              output text PRIMARY KEY,
@@ -157,10 +177,9 @@ fn install_sql(config: &Config) -> String {
 ",
         channel = quote_literal(&channel(&config.change_schema)),
     );
-    for watched in watched_tables(config) {
+    for watched in tables {
         let function = function_name(schema, &watched.table);
         let geometry = quote_ident(&watched.geometry);
-        let id = quote_ident(&watched.id);
         // An UPDATE is recorded by the rows whose watched columns changed, found by pairing old
         // and new rows on the id column: a row whose id changed, or an id that is not unique,
         // pairs with nothing or with more than its own version, which logs more positions than
@@ -181,26 +200,19 @@ fn install_sql(config: &Config) -> String {
              DROP FUNCTION IF EXISTS {function}();
              CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
              BEGIN
-                 INSERT INTO {schema}.change_log (source, new_geoms)
-                 SELECT TG_RELID, array_agg(t.{geometry}) FROM oar_new t HAVING count(*) > 0;
+                 INSERT INTO {schema}.change_log (source, new_geoms{partition_column})
+                 SELECT TG_RELID, array_agg(t.{geometry}){new_partitions} FROM oar_new t HAVING count(*) > 0;
                  RETURN NULL;
              END $f$;
              CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql AS $f$
              BEGIN
-                 INSERT INTO {schema}.change_log (source, old_geoms)
-                 SELECT TG_RELID, array_agg(t.{geometry}) FROM oar_old t HAVING count(*) > 0;
+                 INSERT INTO {schema}.change_log (source, old_geoms{partition_column})
+                 SELECT TG_RELID, array_agg(t.{geometry}){old_partitions} FROM oar_old t HAVING count(*) > 0;
                  RETURN NULL;
              END $f$;
              CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql AS $f$
              BEGIN
-                 INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
-                 SELECT TG_RELID, array_agg(o.g) FILTER (WHERE o.g IS NOT NULL),
-                        array_agg(n.g) FILTER (WHERE n.g IS NOT NULL)
-                 FROM (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r FROM oar_old t) o
-                 FULL JOIN (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r FROM oar_new t) n
-                   ON o.k = n.k
-                 WHERE o.r IS DISTINCT FROM n.r
-                 HAVING count(*) > 0;
+{update}
                  RETURN NULL;
              END $f$;
              DROP TRIGGER IF EXISTS oar_tiles_capture_insert ON {table};
@@ -222,10 +234,96 @@ fn install_sql(config: &Config) -> String {
              CREATE TRIGGER oar_tiles_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
                  FOR EACH STATEMENT EXECUTE FUNCTION {schema}.notify_change();
 ",
-            table = watched.table
+            table = watched.table,
+            partition_column = if watched.partitions.is_empty() { "" } else { ", partitions" },
+            new_partitions = partition_values_sql(&watched.partitions, "oar_new"),
+            old_partitions = partition_values_sql(&watched.partitions, "oar_old"),
+            update = update_sql(schema, watched, &watched_row),
         ));
     }
     sql
+}
+
+/// `, <jsonb>` of the values each partition column holds in the transition table `rows`, for the
+/// log row's `partitions`; empty when the table has no partition column.
+fn partition_values_sql(partitions: &[(String, bool)], rows: &str) -> String {
+    if partitions.is_empty() {
+        return String::new();
+    }
+    let objects: Vec<String> = partitions
+        .iter()
+        .map(|(column, array)| {
+            let values = value_sql(&format!("t.{}", quote_ident(column)), *array);
+            format!(
+                "jsonb_build_object({}, ARRAY(SELECT DISTINCT x.v FROM {rows} t, \
+                 LATERAL (SELECT {values}) x(v) WHERE x.v IS NOT NULL))",
+                quote_literal(column)
+            )
+        })
+        .collect();
+    format!(", {}", objects.join(" || "))
+}
+
+/// The text form of a partition column's value (an array's elements, one row each).
+fn value_sql(column: &str, array: bool) -> String {
+    if array {
+        format!("unnest({column})::text")
+    } else {
+        format!("{column}::text")
+    }
+}
+
+/// The body of a table's UPDATE trigger: the old and new positions of the rows whose watched
+/// columns changed and, for partitioned tables, the partition values those rows left and joined.
+fn update_sql(schema: &str, watched: &Watched, watched_row: &str) -> String {
+    let geometry = quote_ident(&watched.geometry);
+    let id = quote_ident(&watched.id);
+    if watched.partitions.is_empty() {
+        return format!(
+            "                 INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
+                 SELECT TG_RELID, array_agg(o.g) FILTER (WHERE o.g IS NOT NULL),
+                        array_agg(n.g) FILTER (WHERE n.g IS NOT NULL)
+                 FROM (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r FROM oar_old t) o
+                 FULL JOIN (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r FROM oar_new t) n
+                   ON o.k = n.k
+                 WHERE o.r IS DISTINCT FROM n.r
+                 HAVING count(*) > 0;"
+        );
+    }
+    let carried: String = (0..watched.partitions.len())
+        .zip(&watched.partitions)
+        .map(|(i, (column, _))| format!(", t.{} AS p{i}", quote_ident(column)))
+        .collect();
+    let paired: String = (0..watched.partitions.len())
+        .map(|i| format!(", o.p{i} AS op{i}, n.p{i} AS np{i}"))
+        .collect();
+    let objects: Vec<String> = watched
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, (column, array))| {
+            format!(
+                "jsonb_build_object({}, ARRAY(SELECT DISTINCT x.v FROM d, \
+                 LATERAL (SELECT {} UNION ALL SELECT {}) x(v) WHERE x.v IS NOT NULL))",
+                quote_literal(column),
+                value_sql(&format!("d.op{i}"), *array),
+                value_sql(&format!("d.np{i}"), *array),
+            )
+        })
+        .collect();
+    format!(
+        "                 WITH d AS MATERIALIZED (
+                     SELECT o.g AS og, n.g AS ng{paired}
+                     FROM (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r{carried} FROM oar_old t) o
+                     FULL JOIN (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r{carried} FROM oar_new t) n
+                       ON o.k = n.k
+                     WHERE o.r IS DISTINCT FROM n.r)
+                 INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, partitions)
+                 SELECT TG_RELID, array_agg(d.og) FILTER (WHERE d.og IS NOT NULL),
+                        array_agg(d.ng) FILTER (WHERE d.ng IS NOT NULL), {}
+                 FROM d HAVING count(*) > 0;",
+        objects.join(" || ")
+    )
 }
 
 /// Runs DDL in one transaction, so a failure leaves nothing half-installed.
@@ -242,9 +340,10 @@ async fn run_ddl(pool: &Pool, sql: &str, what: &str) -> Result<()> {
 
 /// Installs (or refreshes) change capture for every source table of the config.
 pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
+    let tables = with_partition_types(pool, watched_tables(config)).await?;
     run_ddl(
         pool,
-        &install_sql(config),
+        &install_sql(config, &tables),
         "install change capture (it needs rights to create a schema and ownership of the source tables)",
     )
     .await?;
@@ -252,6 +351,32 @@ pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
         .into_iter()
         .map(|w| w.table)
         .collect())
+}
+
+/// Reads whether each partition column is an array, whose elements are the values.
+async fn with_partition_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<Watched>> {
+    let client = pool.get().await?;
+    for watched in &mut tables {
+        for (column, array) in &mut watched.partitions {
+            let row = client
+                .query_typed_opt(
+                    "SELECT t.typname LIKE '\\_%' FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                     WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
+                    &[(&watched.table, Type::TEXT), (&column.as_str(), Type::TEXT)],
+                )
+                .await
+                .map_err(DbError::during(format!("reading the columns of {}", watched.table)))?;
+            *array = row
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "partition_by column `{column}` does not exist in table {} (or the table does not)",
+                        watched.table
+                    ))
+                })?
+                .get(0);
+        }
+    }
+    Ok(tables)
 }
 
 /// Removes the triggers and the change schema.
@@ -356,7 +481,7 @@ pub async fn read_since(
     let mut changes = ChangeSet::default();
     for layer in layers {
         let (everything, boxes) =
-            changed_boxes(&*transaction, schema, &quoted_table(layer), &since.snapshot).await?;
+            changed_boxes(&*transaction, schema, layer, &since.snapshot).await?;
         changes.rows += boxes.len() as u64 + u64::from(everything);
         changes.everything |= everything;
         changes
@@ -378,15 +503,19 @@ pub async fn read_since(
     ))
 }
 
-/// The changes to `table` (quoted) that the snapshot `since` did not see and the client's current
+/// The changes to the layer's table that the snapshot `since` did not see and the client's current
 /// snapshot does: whether it was truncated, and the boxes `[west, south, east, north]` in degrees
-/// of the old and new geometries.
+/// of the old and new geometries. A layer of one partition reads only the statements that touched
+/// rows of its value, and those logged before its column's values were (`partitions` lacks it).
 pub async fn changed_boxes(
     client: &impl GenericClient,
     schema: &str,
-    table: &str,
+    layer: &LayerConfig,
     since: &str,
 ) -> Result<(bool, Vec<[f64; 4]>)> {
+    let table = quoted_table(layer);
+    let column = layer.partition.as_ref().map(|p| p.column.as_str());
+    let value = layer.partition.as_ref().map(|p| p.value.as_str());
     let rows = client
         .query_typed(
             &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)
@@ -398,8 +527,10 @@ pub async fn changed_boxes(
                                              ELSE ST_Transform(ST_Envelope(v.g), 4326)::box2d END AS b) e
              WHERE c.source = to_regclass($1)::oid
                AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
-               AND (c.everything OR v.g IS NOT NULL)", quote_ident(schema)),
-            &[(&table, Type::TEXT), (&since, Type::TEXT)],
+               AND (c.everything OR v.g IS NOT NULL)
+               AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
+                    OR c.partitions -> $3 ? $4)", quote_ident(schema)),
+            &[(&table, Type::TEXT), (&since, Type::TEXT), (&column, Type::TEXT), (&value, Type::TEXT)],
         )
         .await
         .map_err(DbError::during("reading the change log"))?;
@@ -463,6 +594,26 @@ pub async fn pending(pool: &Pool, schema: &str, consumer: &str, tables: &[String
         .await
         .map_err(DbError::during("counting pending changes"))?;
     Ok(row.get(0))
+}
+
+/// Drops an output that no longer exists from the change log's consumers, so it no longer holds
+/// back pruning; nothing to do when change capture is not installed.
+pub async fn forget_consumer(pool: &Pool, schema: &str, consumer: &str) -> Result<()> {
+    if !installed(pool, schema).await? || read_only_standby(pool).await? {
+        return Ok(());
+    }
+    let client = pool.get().await?;
+    client
+        .execute_typed(
+            &format!(
+                "DELETE FROM {}.consumers WHERE output = $1",
+                quote_ident(schema)
+            ),
+            &[(&consumer, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("forgetting an output in the change log"))?;
+    Ok(())
 }
 
 /// Records in the consumers table (`quoted_schema` already quoted) that `consumer` has applied
@@ -537,7 +688,7 @@ name = "b"
 layer = [{ name = "f", table = "public.facilities", geometry_column = "location", attributes = ["country_code"] }]
 "#;
         let config = Config::parse(Path::new("c.toml"), text, None).unwrap();
-        let sql = install_sql(&config);
+        let sql = install_sql(&config, &watched_tables(&config));
         assert_eq!(
             sql.matches("CREATE TRIGGER oar_tiles_capture_update AFTER UPDATE")
                 .count(),

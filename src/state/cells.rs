@@ -416,7 +416,7 @@ async fn refresh_one(
         None => None,
         Some(since) => {
             let (everything, boxes) =
-                capture::changed_boxes(&*transaction, schema, &quoted_table(&layer.config), since)
+                capture::changed_boxes(&*transaction, schema, &layer.config, since)
                     .await
                     .map_err(|e| e.to_string())?;
             (!everything && boxes.len() <= FULL_REBUILD_CHANGES).then_some(boxes)

@@ -43,6 +43,9 @@ struct LayerSettings<'a> {
     /// Left out when not set, like `lists`.
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster_breakdown: Option<&'a str>,
+    /// `[column, value]` of a partition's layer; left out when not set, like `lists`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<[&'a str; 2]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,6 +84,10 @@ impl<'a> TileSettings<'a> {
                 }),
                 lists: Vec::new(),
                 cluster_breakdown: layer.cluster_breakdown.as_deref(),
+                partition: layer
+                    .partition
+                    .as_ref()
+                    .map(|p| [p.column.as_str(), p.value.as_str()]),
             })
             .collect();
         TileSettings {
@@ -136,6 +143,7 @@ mod tests {
             filter: None,
             zooms: None,
             cluster_breakdown: None,
+            partition: None,
             cluster: Some(ClusterConfig {
                 maxzoom: 11,
                 cell: 512,

@@ -51,6 +51,19 @@ struct Watched {
 /// Runs until a signal stops it (an `Error::Stopped`) or an error that retrying cannot mend.
 pub async fn run(job: &WatchJob) -> Result<()> {
     let seed = &job.seed;
+    // Its values change as rows do, and each is an output of its own: cron's `seed --dirty` keeps
+    // a partitioned tileset fresh, new and vanished values included.
+    if let Some(tileset) = seed
+        .tilesets
+        .iter()
+        .find(|t| t.tileset.partition_by.is_some())
+    {
+        return Err(Error::Usage(format!(
+            "tileset `{}` is partitioned (partition_by), which `watch` does not keep fresh yet: \
+             run `oar-tiles seed --dirty` for it, or leave it out with --tileset",
+            tileset.tileset.name
+        )));
+    }
     // One watcher per output, for as long as it runs: taken before anything else is done.
     let mut _locks = Vec::new();
     let mut watched = Vec::new();

@@ -1,0 +1,120 @@
+//! The index of a partitioned tileset (`partitions.json`): one entry per value with its own
+//! pyramid, so a client can list them; read before a run (to know which values are new or gone)
+//! and written after it. Also removes what a vanished value's emptied output leaves behind.
+
+use std::path::Path;
+
+use aws_sdk_s3::primitives::ByteStream;
+use serde::{Deserialize, Serialize};
+
+use super::directory::write_atomically;
+use super::s3::{client, get_if_exists, with_retries};
+use crate::config::{IndexLocation, OutputTarget, S3Config};
+use crate::error::{Error, Result};
+
+/// `partitions.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionIndex {
+    /// The tileset's name.
+    pub tileset: String,
+    /// The column it is partitioned by.
+    pub partition_by: String,
+    /// One entry per value, ordered by value.
+    pub partitions: Vec<PartitionEntry>,
+}
+
+/// One value of a partitioned tileset and its pyramid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartitionEntry {
+    /// The value, as the column's text form.
+    pub value: String,
+    /// The value escaped for paths and keys: the subdirectory or key prefix of a tree, the part
+    /// between the name and the extension of a file (`facilities.BD.mbtiles`).
+    pub path: String,
+    /// Features holding the value, over all layers.
+    pub features: i64,
+    /// Their extent `[west, south, east, north]` in degrees.
+    pub bounds: Option<[f64; 4]>,
+    /// Tiles the partition's output holds.
+    pub tiles: u64,
+}
+
+/// Reads the index at `location`; `None` when there is none yet.
+pub async fn read_index(location: &IndexLocation, s3: &S3Config) -> Result<Option<PartitionIndex>> {
+    let (bytes, name) = match location {
+        IndexLocation::File(path) => match std::fs::read(path) {
+            Ok(bytes) => (bytes, path.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::output(path, format!("cannot read it: {e}"))),
+        },
+        IndexLocation::S3 { bucket, key } => {
+            let client = client(s3).await;
+            match get_if_exists(&client, bucket, key, s3.max_attempts)
+                .await
+                .map_err(|e| Error::output_caused(format!("s3://{bucket}/{key}"), e))?
+            {
+                Some(bytes) => (bytes, format!("s3://{bucket}/{key}")),
+                None => return Ok(None),
+            }
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::output(name, format!("is not a partition index: {e}")))
+}
+
+/// Writes the index to `location`, replacing it whole (by rename, or one PUT).
+pub async fn write_index(
+    location: &IndexLocation,
+    s3: &S3Config,
+    cache_control: &str,
+    index: &PartitionIndex,
+) -> Result<()> {
+    let json = serde_json::to_vec_pretty(index).expect("the index serializes");
+    match location {
+        IndexLocation::File(path) => write_atomically(path, &json)
+            .map_err(|e| Error::output(path, format!("cannot write it: {e}"))),
+        IndexLocation::S3 { bucket, key } => {
+            let client = client(s3).await;
+            let what = format!("writing s3://{bucket}/{key}");
+            with_retries(s3.max_attempts, &what, || {
+                client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(ByteStream::from(json.clone()))
+                    .content_type("application/json")
+                    .cache_control(cache_control)
+                    .send()
+            })
+            .await
+            .map_err(|e| Error::output_caused(format!("s3://{bucket}/{key}"), e))?;
+            Ok(())
+        }
+    }
+}
+
+/// Removes the files a local partition output left once a full seed emptied it: the MBTiles or
+/// PMTiles file (and its store), or the subdirectory. An S3 prefix keeps its metadata objects,
+/// which describe an empty tileset.
+pub fn remove_emptied(target: &OutputTarget) -> Result<()> {
+    let gone = |path: &Path, result: std::io::Result<()>| match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::output(path, format!("cannot remove it: {e}")))
+        }
+        _ => Ok(()),
+    };
+    match target {
+        OutputTarget::Mbtiles(path) => {
+            super::mbtiles::remove_sqlite_files(path);
+            Ok(())
+        }
+        OutputTarget::Pmtiles(path) => {
+            gone(path, std::fs::remove_file(path))?;
+            super::mbtiles::remove_sqlite_files(&super::pmtiles::store_path(path));
+            Ok(())
+        }
+        OutputTarget::Directory(path) => gone(path, std::fs::remove_dir_all(path)),
+        OutputTarget::S3 { .. } | OutputTarget::S3Pmtiles { .. } => Ok(()),
+    }
+}
