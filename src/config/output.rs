@@ -319,18 +319,18 @@ mod tests {
             OutputTarget::Mbtiles("/out/f.~2E~2E.mbtiles".into())
         );
         assert_eq!(
-            OutputTarget::parse("s3://b/v1/f.pmtiles")
+            OutputTarget::parse("s3://bkt/v1/f.pmtiles")
                 .unwrap()
                 .for_partition("BD"),
             OutputTarget::S3Pmtiles {
-                bucket: "b".into(),
+                bucket: "bkt".into(),
                 key: "v1/f.BD.pmtiles".into()
             }
         );
         assert_eq!(
-            OutputTarget::parse("s3://b").unwrap().partition_index(),
+            OutputTarget::parse("s3://bkt").unwrap().partition_index(),
             IndexLocation::S3 {
-                bucket: "b".into(),
+                bucket: "bkt".into(),
                 key: "partitions.json".into()
             }
         );
