@@ -8,11 +8,12 @@
 //! Everything else is an ordinary `seed` of the expanded job.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use deadpool_postgres::Pool;
 
 use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::inspect::OutputReader;
 use crate::job::{SeedJob, TilesetJob};
 use crate::render::pool;
@@ -128,6 +129,13 @@ impl Plan {
             }
         }
         let target = tileset.output.clone().filter(|_| !job.run.dry_run);
+        if let Some(OutputTarget::Directory(root)) = &target {
+            // Partitions are trees inside the configured one; its parent must exist, as for any tree.
+            if !root.exists() && root.parent().is_some_and(Path::is_dir) {
+                std::fs::create_dir(root)
+                    .map_err(|e| Error::output(root, format!("cannot create it: {e}")))?;
+            }
+        }
         let previous = match &target {
             Some(target) => read_index(&target.partition_index(), &job.s3).await?,
             None => None,

@@ -8,7 +8,7 @@ use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::mvt::decode_tile;
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
-    assert_same_tiles, differences, oar_tiles, read_mbtiles_raw, single_layer_config, Tiles,
+    assert_same_tiles, differences, oar_tiles, read_mbtiles_raw, read_tree, single_layer_config,
 };
 
 fn points(count: i64, seed: u64) -> Vec<Point> {
@@ -38,30 +38,6 @@ impl Setup {
         run.assert_success();
         run
     }
-}
-
-/// Tiles of a `{z}/{x}/{y}.ext` tree.
-fn read_tree(root: &Path, extension: &str) -> Tiles {
-    let mut tiles = Tiles::new();
-    for z in std::fs::read_dir(root).unwrap().map(|e| e.unwrap()) {
-        let Ok(zoom) = z.file_name().to_string_lossy().parse::<u8>() else {
-            continue;
-        };
-        for x in std::fs::read_dir(z.path()).unwrap().map(|e| e.unwrap()) {
-            let column: u32 = x.file_name().to_string_lossy().parse().unwrap();
-            for y in std::fs::read_dir(x.path()).unwrap().map(|e| e.unwrap()) {
-                let name = y.file_name().to_string_lossy().into_owned();
-                assert!(!name.starts_with('.'), "temporary file {name} left behind");
-                let row: u32 = name
-                    .strip_suffix(&format!(".{extension}"))
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                tiles.insert((zoom, column, row), std::fs::read(y.path()).unwrap());
-            }
-        }
-    }
-    tiles
 }
 
 fn changed_list(path: &Path) -> BTreeSet<String> {

@@ -9,6 +9,7 @@ mod bad_input;
 mod clusters;
 mod mvt_decoder;
 mod outputs;
+mod partitions;
 mod pmtiles;
 mod pmtiles_s3;
 mod production;

@@ -274,3 +274,27 @@ pub fn differences(before: &Tiles, after: &Tiles) -> BTreeSet<String> {
         .map(|(z, x, y)| format!("{z}/{x}/{y}"))
         .collect()
 }
+
+/// Tiles of a `{z}/{x}/{y}.ext` tree.
+pub fn read_tree(root: &Path, extension: &str) -> Tiles {
+    let mut tiles = Tiles::new();
+    for z in std::fs::read_dir(root).unwrap().map(|e| e.unwrap()) {
+        let Ok(zoom) = z.file_name().to_string_lossy().parse::<u8>() else {
+            continue;
+        };
+        for x in std::fs::read_dir(z.path()).unwrap().map(|e| e.unwrap()) {
+            let column: u32 = x.file_name().to_string_lossy().parse().unwrap();
+            for y in std::fs::read_dir(x.path()).unwrap().map(|e| e.unwrap()) {
+                let name = y.file_name().to_string_lossy().into_owned();
+                assert!(!name.starts_with('.'), "temporary file {name} left behind");
+                let row: u32 = name
+                    .strip_suffix(&format!(".{extension}"))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                tiles.insert((zoom, column, row), std::fs::read(y.path()).unwrap());
+            }
+        }
+    }
+    tiles
+}
