@@ -9,10 +9,11 @@
 #                    [--cluster-rows LIST] [--cluster-zoom A-B]
 #                    [--cluster-position centroid|cell-center]
 #                    [--capture-rounds N] [--growth-rows LIST]
+#                    [--partition-by COLUMN]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
-#                    watch
+#                    watch, partitions
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -46,6 +47,9 @@
 #                    comma-separated sample sizes of the growth section
 #                    (default 100000,1000000; add 10000000 for the 10M figure,
 #                    which loads a 10M-row sample with set-based SQL first)
+#   --partition-by COLUMN
+#                    column the partitions section partitions the sample by
+#                    (default country_code; contributors is an array column)
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
@@ -88,6 +92,11 @@
 #            and max (from each change's commit to its cycle's output being
 #            complete), checks the output against a full seed of the changed
 #            data, and reloads the sample.
+#   partitions
+#            the sample config (clustered, --rows, --zoom) seeded whole and
+#            partitioned by --partition-by (one MBTiles per value), alternately,
+#            three rounds each; prints the number of partitions, the median
+#            wall time and peak RSS of each, and their ratio (target <= 1.5).
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -116,7 +125,8 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,partitions
+partition_by=country_code
 capture_rounds=5
 growth_rows=100000,1000000
 rows=100000
@@ -135,6 +145,7 @@ while (($#)); do
         --capture-rounds) capture_rounds=${2:?--capture-rounds needs a value}; shift 2 ;;
         --growth-rows) growth_rows=${2:?--growth-rows needs a value}; shift 2 ;;
         --sections=*) sections=${1#*=}; shift ;;
+        --partition-by) partition_by=${2:?--partition-by needs a value}; shift 2 ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
         --rows=*) rows=${1#*=}; shift ;;
         --zoom) zoom=${2:?--zoom needs a value}; shift 2 ;;
@@ -185,9 +196,9 @@ for s in "${section_list[@]}"; do
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
-        capture | growth) ;;
+        capture | growth | partitions) ;;
         watch) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch)" ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, partitions)" ;;
     esac
 done
 
@@ -832,6 +843,34 @@ section_watch() {
     "$BIN" -q changes uninstall --config "$reseed_config" >&2
     "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
     reseed_pending=0
+}
+
+# --- partitions: one pyramid per value against the whole tileset -------------------------------
+
+section_partitions() {
+    local round variant values
+    ensure_sample "$rows"
+    make_config "$rows" clustered "$WORK/whole.toml"
+    # The same tileset, partitioned: the key goes right under the tileset's header.
+    sed "0,/^\[\[tileset\]\]\s*$/s//[[tileset]]\npartition_by = \"$partition_by\"/" \
+        "$WORK/whole.toml" >"$WORK/partitioned.toml"
+    grep -q "^partition_by" "$WORK/partitioned.toml" || die "could not partition $WORK/whole.toml"
+    log "partitions: warm-up seed (discarded)"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/whole.toml" --zoom "$zoom" \
+        --output "$WORK/part-warmup.mbtiles" >/dev/null
+    for round in 1 2 3; do
+        for variant in whole partitioned; do
+            log "partitions: round $round, $variant"
+            rm -rf "$WORK"/part-out.* "$WORK"/part-out
+            timed_seed "part-$variant-$round" --config "$WORK/$variant.toml" --zoom "$zoom" \
+                --output "$WORK/part-out.mbtiles"
+        done
+    done
+    values=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["partitions"]))' \
+        "$WORK/part-out.partitions.json")
+    compare_runs "partitions: seed of $rows facilities, zoom $zoom, clustered, $values partitions by $partition_by" \
+        1.5 part-whole "whole tileset" part-partitioned "partitioned" || failed $?
+    rm -rf "$WORK"/part-*
 }
 
 # --- run ------------------------------------------------------------------------------------
