@@ -325,6 +325,9 @@ const CASES: &[Case] = &[
     case("s3 attempts out of range", Some(("pool_size = 2", "pool_size = 2\n[s3]\nmax_attempts = 0")), &[], false, 2, "s3.max_attempts"),
     case("database attempts out of range", Some(("pool_size = 2", "pool_size = 2\nmax_attempts = 99")), &[], false, 2, "database.max_attempts 99"),
     case("table name trying SQL injection", Some(("sites\"\ngeometry", "sites; DROP TABLE sites; --\"\ngeometry")), &[], true, 2, "does not exist"),
+    case("partition column missing from the table", Some(("name = \"sites\"\n", "name = \"sites\"\npartition_by = \"nation\"\n")), &[], true, 2, "partition_by column `nation` does not exist"),
+    case("partition by the geometry", Some(("name = \"sites\"\n", "name = \"sites\"\npartition_by = \"pt\"\n")), &[], false, 2, "partition_by `pt` is the geometry column"),
+    case("a partition without partition_by", None, &["--partition", "BD"], false, 2, "--partition needs a tileset with `partition_by`"),
     case("column name trying SQL injection", Some(("\"kind\",", "\"kind\\\"; DROP TABLE sites; --\",")), &[], true, 2, "does not exist"),
 ];
 

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::common::pg::TestSchema;
-use crate::common::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, read_tree, Run, Tiles};
+use crate::common::run::{
+    assert_same_tiles, oar_tiles, oar_tiles_with, read_mbtiles_raw, read_tree, Run, Tiles,
+};
+use crate::common::s3::S3Server;
 
 /// Countries include values that would leave the output as paths, and NULL and '' (no partition).
 const MAKERS: &str = "
@@ -369,4 +372,101 @@ fn a_reseed_that_moves_rows_between_partitions_empties_one_and_creates_another_e
     for run in runs.as_array().unwrap() {
         assert_eq!(run["tiles_queried"], 0, "{run}");
     }
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn partitions_on_s3_are_prefixes_holding_the_same_tiles_as_a_tree_with_the_index_beside_them() {
+    let world = World::new("partitions_s3");
+    let server = S3Server::start("tiles");
+    let tree = world.path("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let config = world.config(
+        "s3.toml",
+        "partition_by = \"country\"\noutput = \"s3://tiles/makers\"",
+        None,
+    );
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&server.config_table(""));
+    std::fs::write(&config, text).unwrap();
+    let config_arg = config.to_str().unwrap();
+    let env = server.env();
+    for output in [None, Some(format!("dir:{}", tree.display()))] {
+        let mut args = vec!["seed", "--config", config_arg, "--zoom", ZOOMS];
+        if let Some(output) = &output {
+            args.extend(["--output", output.as_str()]);
+        }
+        oar_tiles_with(Some(&world.schema.url), &args, &env).assert_success();
+    }
+    let objects = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let client = server.client();
+            let mut objects = BTreeMap::new();
+            let mut pages = client
+                .list_objects_v2()
+                .bucket("tiles")
+                .prefix("makers/")
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for object in page.unwrap().contents() {
+                    let key = object.key().unwrap().to_string();
+                    let body = client
+                        .get_object()
+                        .bucket("tiles")
+                        .key(&key)
+                        .send()
+                        .await
+                        .unwrap();
+                    let bytes = body.body.collect().await.unwrap().into_bytes().to_vec();
+                    objects.insert(key, bytes);
+                }
+            }
+            objects
+        });
+    let index: Value = serde_json::from_slice(&objects["makers/partitions.json"]).unwrap();
+    assert_eq!(
+        indexed(&index),
+        indexed(&read_index(&tree.join("partitions.json")))
+    );
+    assert!(objects.contains_key("makers/~2E~2E~2Fx/tiles.json"));
+    // Every tile object is the tree's file of the same path, and every tree tile has its object.
+    let tiles: BTreeMap<String, Vec<u8>> = objects
+        .iter()
+        .filter(|(key, _)| key.ends_with(".pbf"))
+        .map(|(key, bytes)| (key["makers/".len()..].to_string(), bytes.clone()))
+        .collect();
+    let files: BTreeMap<String, Vec<u8>> = files_under(&tree)
+        .into_iter()
+        .filter(|path| path.ends_with(".pbf"))
+        .map(|path| {
+            let bytes = std::fs::read(tree.join(&path)).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    assert!(files.len() > 100, "{} tiles", files.len());
+    assert!(tiles == files, "S3 and tree partitions differ");
+}
+
+#[test]
+fn watch_refuses_a_partitioned_tileset_and_says_what_to_run_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("oar.toml");
+    std::fs::write(
+        &config,
+        "[database]\nurl = \"postgresql://unused@127.0.0.1:1/unused\"\n[[tileset]]\nname = \"makers\"\n\
+         partition_by = \"country\"\noutput = \"makers.mbtiles\"\n[[tileset.layer]]\nname = \"makers\"\n\
+         table = \"makers\"\n",
+    )
+    .unwrap();
+    let run = oar_tiles(None, &["watch", "--config", config.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is partitioned") && run.stderr.contains("seed --dirty"),
+        "{}",
+        run.stderr
+    );
 }
