@@ -49,7 +49,7 @@
 #                    which loads a 10M-row sample with set-based SQL first)
 #   --partition-by COLUMN
 #                    column the partitions section partitions the sample by
-#                    (default country_code; contributors is an array column)
+#                    (default country_code)
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
