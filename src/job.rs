@@ -203,6 +203,8 @@ pub struct TilesetJob {
     /// Seeded in full whatever the job's selection: a partition whose value is new since the last
     /// run, or whose value vanished (the full seed then empties its output).
     pub full_seed: bool,
+    /// A partition's path inside the configured output, before its tiles in `--changed-list`.
+    pub list_prefix: Option<String>,
 }
 
 impl TilesetJob {
@@ -322,6 +324,7 @@ impl SeedJob {
                 output,
                 tileset,
                 full_seed: false,
+                list_prefix: None,
             });
         }
         Ok(SeedJob {

@@ -266,6 +266,7 @@ fn partition_job(
     let segment = partition_segment(value)?;
     let mut job = tileset.clone();
     job.full_seed = full_seed;
+    job.list_prefix = Some(segment.clone());
     job.output = tileset.output.as_ref().map(|t| t.for_partition(&segment));
     let config = &mut job.tileset;
     config.name = partition_name(&config.name, value);

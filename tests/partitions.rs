@@ -293,6 +293,7 @@ fn a_reseed_that_moves_rows_between_partitions_empties_one_and_creates_another_e
          FROM generate_series(1, 20) g;",
     );
     let summary = world.path("summary.json");
+    let changed = world.path("changed.txt");
     world
         .run(
             &live,
@@ -303,9 +304,28 @@ fn a_reseed_that_moves_rows_between_partitions_empties_one_and_creates_another_e
                 "--dirty",
                 "--summary-json",
                 summary.to_str().unwrap(),
+                "--changed-list",
+                changed.to_str().unwrap(),
             ],
         )
         .assert_success();
+    // The changed-tile list names each tile under its partition's path.
+    let listed = std::fs::read_to_string(&changed).unwrap();
+    let partitions_listed: std::collections::BTreeSet<&str> = listed
+        .lines()
+        .map(|line| {
+            let (partition, tile) = line.split_once('/').unwrap();
+            assert_eq!(tile.split('/').count(), 3, "{line}");
+            partition
+        })
+        .collect();
+    assert!(
+        ["BD", "CN", "VN", "KH"]
+            .iter()
+            .all(|p| partitions_listed.contains(p)),
+        "{partitions_listed:?}"
+    );
+    assert!(!partitions_listed.contains("PK"), "{partitions_listed:?}");
 
     // The same data seeded in full, into other files.
     let fresh = world.path("fresh.mbtiles");

@@ -75,6 +75,10 @@ impl TilesetRun<'_> {
             ),
             super::Locks::Held => None,
         };
+        let changed = match &tileset.list_prefix {
+            Some(prefix) => changed.under(prefix),
+            None => changed,
+        };
         let Opened {
             sink,
             decision,

@@ -14,6 +14,8 @@ use crate::tile::TileCoord;
 #[derive(Clone, Default)]
 pub struct ChangedList {
     inner: Option<Arc<Mutex<Recorder>>>,
+    /// Written before each tile's `z/x/y`, with a `/`: a partition's path inside the output.
+    prefix: Option<Arc<str>>,
 }
 
 struct Recorder {
@@ -40,12 +42,24 @@ impl ChangedList {
                 writer: BufWriter::new(file),
                 error: None,
             }))),
+            prefix: None,
         })
+    }
+
+    /// The same list, naming tiles as `PREFIX/z/x/y`: those of a partition, under its path.
+    pub fn under(&self, prefix: &str) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            prefix: Some(prefix.into()),
+        }
     }
 
     /// Records one changed tile; a write error is kept and reported by [`ChangedList::close`].
     pub fn record(&self, tile: TileCoord) {
-        self.record_line(&tile);
+        match &self.prefix {
+            Some(prefix) => self.record_line(&format_args!("{prefix}/{tile}")),
+            None => self.record_line(&tile),
+        }
     }
 
     /// Records an object rewritten as a whole (a PMTiles archive), which CDNs invalidate per object.
