@@ -69,6 +69,15 @@ impl World {
         path
     }
 
+    /// A config partitioning the tileset by `column` into `output`, written to `name`.
+    fn partitioned(&self, name: &str, column: &str, output: &str) -> PathBuf {
+        let extra = format!(
+            "partition_by = \"{column}\"\noutput = {}",
+            toml_string(output)
+        );
+        self.config(name, &extra, None)
+    }
+
     fn run(&self, config: &Path, args: &[&str]) -> Run {
         let mut full = vec![args[0], "--config", config.to_str().unwrap()];
         full.extend_from_slice(&args[1..]);
@@ -221,13 +230,10 @@ fn each_partition_holds_exactly_its_rows_and_hostile_values_stay_inside_the_outp
 
     // By contributor, an array: a row is in the pyramid of each of its contributors.
     let file = world.path("makers.mbtiles");
-    let by_contributor = world.config(
+    let by_contributor = world.partitioned(
         "by-contributor.toml",
-        &format!(
-            "partition_by = \"contributors\"\noutput = {}",
-            toml_string(file.to_str().unwrap())
-        ),
-        None,
+        "contributors",
+        file.to_str().unwrap(),
     );
     world
         .run(&by_contributor, &["seed", "--zoom", ZOOMS])
@@ -268,14 +274,7 @@ fn a_reseed_that_moves_rows_between_partitions_empties_one_and_creates_another_e
 {
     let mut world = World::new("partitions_reseed");
     let file = world.path("live.mbtiles");
-    let live = world.config(
-        "live.toml",
-        &format!(
-            "partition_by = \"country\"\noutput = {}",
-            toml_string(file.to_str().unwrap())
-        ),
-        None,
-    );
+    let live = world.partitioned("live.toml", "country", file.to_str().unwrap());
     world.run(&live, &["changes", "install"]).assert_success();
     world
         .run(&live, &["seed", "--zoom", ZOOMS])
@@ -294,21 +293,15 @@ fn a_reseed_that_moves_rows_between_partitions_empties_one_and_creates_another_e
     );
     let summary = world.path("summary.json");
     let changed = world.path("changed.txt");
-    world
-        .run(
-            &live,
-            &[
-                "seed",
-                "--zoom",
-                ZOOMS,
-                "--dirty",
-                "--summary-json",
-                summary.to_str().unwrap(),
-                "--changed-list",
-                changed.to_str().unwrap(),
-            ],
-        )
-        .assert_success();
+    // `seed --dirty` with its summary (and extra arguments), returning the summary.
+    let reseed = |extra: &[&str]| -> Value {
+        let mut args = vec!["seed", "--zoom", ZOOMS, "--dirty"];
+        args.extend(["--summary-json", summary.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        world.run(&live, &args).assert_success();
+        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap()
+    };
+    let runs = reseed(&["--changed-list", changed.to_str().unwrap()]);
     // The changed-tile list names each tile under its partition's path.
     let listed = std::fs::read_to_string(&changed).unwrap();
     let partitions_listed: std::collections::BTreeSet<&str> = listed
@@ -329,14 +322,7 @@ fn a_reseed_that_moves_rows_between_partitions_empties_one_and_creates_another_e
 
     // The same data seeded in full, into other files.
     let fresh = world.path("fresh.mbtiles");
-    let full = world.config(
-        "full.toml",
-        &format!(
-            "partition_by = \"country\"\noutput = {}",
-            toml_string(fresh.to_str().unwrap())
-        ),
-        None,
-    );
+    let full = world.partitioned("full.toml", "country", fresh.to_str().unwrap());
     world
         .run(&full, &["seed", "--zoom", ZOOMS])
         .assert_success();
@@ -357,7 +343,6 @@ fn a_reseed_that_moves_rows_between_partitions_empties_one_and_creates_another_e
     );
 
     // Only partitions whose rows changed rendered anything: PK's rows were never touched.
-    let runs: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     let queried = |name: &str| {
         runs.as_array()
             .unwrap()
@@ -375,21 +360,7 @@ fn a_reseed_that_moves_rows_between_partitions_empties_one_and_creates_another_e
     assert!(queried("makers[BD]") > 0 && queried("makers[CN]") > 0);
 
     // Nothing changed since: a second reseed renders nothing at all.
-    world
-        .run(
-            &live,
-            &[
-                "seed",
-                "--zoom",
-                ZOOMS,
-                "--dirty",
-                "--summary-json",
-                summary.to_str().unwrap(),
-            ],
-        )
-        .assert_success();
-    let runs: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
-    for run in runs.as_array().unwrap() {
+    for run in reseed(&[]).as_array().unwrap() {
         assert_eq!(run["tiles_queried"], 0, "{run}");
     }
 }

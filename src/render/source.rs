@@ -117,6 +117,7 @@ pub fn quoted_table(layer: &LayerConfig) -> String {
     }
 }
 
+#[derive(Clone)]
 struct Column {
     type_name: String,
     attnum: i16,
@@ -131,8 +132,9 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         message,
     };
     let client = pool.get().await?;
-    let table = look_up_table(&client, layer).await.map_err(source_error)?;
-    let columns = read_columns(&client, &table).await.map_err(source_error)?;
+    let (table, columns) = table_and_columns(&client, layer)
+        .await
+        .map_err(source_error)?;
     let column = |name: &str| {
         columns.get(name).ok_or_else(|| {
             source_error(format!(
@@ -258,21 +260,33 @@ pub async fn partition_column(
     layer: &LayerConfig,
     column: &str,
 ) -> Result<bool> {
-    let source_error = |message: String| Error::Source {
-        tileset: tileset.to_string(),
-        layer: layer.name.clone(),
-        message,
-    };
     let client = pool.get().await?;
-    let table = look_up_table(&client, layer).await.map_err(source_error)?;
-    let columns = read_columns(&client, &table).await.map_err(source_error)?;
-    let found = columns.get(column).ok_or_else(|| {
-        source_error(format!(
-            "partition_by column `{column}` does not exist in table `{}`",
-            table.name
-        ))
-    })?;
+    let found = table_and_columns(&client, layer)
+        .await
+        .and_then(|(table, columns)| {
+            columns.get(column).cloned().ok_or_else(|| {
+                format!(
+                    "partition_by column `{column}` does not exist in table `{}`",
+                    table.name
+                )
+            })
+        })
+        .map_err(|message| Error::Source {
+            tileset: tileset.to_string(),
+            layer: layer.name.clone(),
+            message,
+        })?;
     Ok(found.type_name.starts_with('_'))
+}
+
+/// The layer's table and its columns by name.
+async fn table_and_columns(
+    client: &Client,
+    layer: &LayerConfig,
+) -> Result<(Table, BTreeMap<String, Column>), String> {
+    let table = look_up_table(client, layer).await?;
+    let columns = read_columns(client, &table).await?;
+    Ok((table, columns))
 }
 
 /// Every value of the partition column among the layer's rows (within its filter), with their
