@@ -75,6 +75,32 @@ impl Mvt {
         Mvt(vec![Piece::Bytes(bytes)])
     }
 
+    /// Pieces made elsewhere, in order (a test's).
+    pub fn from_pieces(pieces: Vec<Vec<u8>>) -> Mvt {
+        Mvt(pieces.into_iter().map(Piece::Bytes).collect())
+    }
+
+    /// The bytes, when they arrived in one piece: compressed from where they lie, with no copy.
+    pub fn single(&self) -> Option<&[u8]> {
+        match self.0.as_slice() {
+            [_] => self.chunks().next(),
+            _ => None,
+        }
+    }
+
+    /// The bytes in one buffer, each piece released once copied, so a tile of tens of megabytes
+    /// is never held twice.
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.len());
+        for piece in self.0 {
+            match piece {
+                Piece::Row(row) => bytes.extend_from_slice(row.get::<_, &[u8]>(CHUNK_COLUMN)),
+                Piece::Bytes(piece) => bytes.extend_from_slice(&piece),
+            }
+        }
+        bytes
+    }
+
     /// The pieces, in order.
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + Clone {
         self.0.iter().map(|piece| match piece {
@@ -91,11 +117,6 @@ impl Mvt {
     /// Whether the tile holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The bytes in one buffer (for outputs that store tiles uncompressed).
-    pub fn to_vec(&self) -> Vec<u8> {
-        self.chunks().flatten().copied().collect()
     }
 
     /// Releases the bytes once they are encoded.
