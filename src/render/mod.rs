@@ -188,15 +188,19 @@ impl Connections {
     /// Takes `count` connections from the pool, waiting with backoff while the server is unreachable.
     pub async fn open(pool: &Pool, count: usize, database: &DatabaseConfig) -> Result<Connections> {
         let max_attempts = database.max_attempts;
-        let mut slots = Vec::with_capacity(count);
-        for _ in 0..count {
-            let client = get_with_retries(pool, max_attempts).await?;
-            slots.push(Slot {
+        // Together: each new connection waits for its TLS handshake, authentication and a backend
+        // to start, a few milliseconds that a run with little to do notices.
+        let clients =
+            futures::future::try_join_all((0..count).map(|_| get_with_retries(pool, max_attempts)))
+                .await?;
+        let slots = clients
+            .into_iter()
+            .map(|client| Slot {
                 client: std::sync::RwLock::new(Arc::new(client)),
                 busy: AtomicUsize::new(0),
                 transaction: tokio::sync::Mutex::new(()),
-            });
-        }
+            })
+            .collect();
         let begin = (database.pool_mode == PoolMode::Transaction).then(|| {
             let settings: String = pool::session_settings(database)
                 .iter()
