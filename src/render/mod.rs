@@ -88,8 +88,7 @@ impl Mvt {
         }
     }
 
-    /// The bytes in one buffer, each piece released once copied, so a tile of tens of megabytes
-    /// is never held twice.
+    /// The bytes in one buffer (for outputs that store tiles uncompressed).
     pub fn into_bytes(self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.len());
         for piece in self.0 {
