@@ -19,6 +19,10 @@
       LEVEL here, in one thread.
   bench_helpers.py cluster-report DIR ROWS ZOOMS BUDGET CLUSTER_DESC
       The clustering section's report, from the files bench.sh leaves in DIR.
+  bench_helpers.py backend-cpu PID
+      While process PID runs, follows the PostgreSQL backends serving its (or its children's) TCP
+      connections and, once
+      it has exited, prints their user+sys CPU seconds and how many backends there were.
 """
 import heapq
 import json
@@ -235,8 +239,15 @@ def cmd_reseed_report(args):
     print(f"                 zlib level {floor['level']} of all {floor['all_tiles']} changed tiles"
           f" ({int(floor['all_mvt_bytes']) / 2**20:.2f} MiB of MVT): {zlib_secs:.3f} s CPU in one thread"
           f" = {zlib_secs / sessions / full_wall:.2%} of the full seed spread over {sessions} core(s)")
-    print(f"                 together at least {(floor_secs + zlib_secs / sessions) / full_wall:.2%}"
+    floor_total = floor_secs + zlib_secs / sessions
+    print(f"                 together at least {floor_total / full_wall:.2%}"
           f" of the full seed, before any clustered tile")
+    print(f"  reseed / floor: {dirty_wall:.3f} / {floor_total:.3f} s = {dirty_wall / floor_total:.2f}"
+          f"   (target <= 1.5)")
+    noop = sorted(time_v(f"{d}/reseed-noop-{r}.time")[:2] for r in range(1, 6))
+    print(f"  seed --dirty with no changes: median {statistics.median(w for w, _ in noop) * 1000:.0f} ms"
+          f" wall (min {noop[0][0] * 1000:.0f}, max {noop[-1][0] * 1000:.0f} ms of 5 runs), median"
+          f" oar-tiles CPU {statistics.median(c for _, c in noop) * 1000:.0f} ms   (target <= 50 ms)")
     print(f"  full seed of the changed data, clusters from rows (check): {fresh['tiles_written']} tiles in {fresh_wall:.2f} s"
           f" wall; against the faster full seed the ratio is {dirty_wall / best_full:.2%}")
     bands = []
@@ -497,7 +508,91 @@ def cmd_same_tiles(args):
     print(f"  the watched output equals a full seed of the changed data ({len(a)} tiles)")
 
 
+# --- the server's CPU beside the tool's -----------------------------------------------------------
+
+def with_children(pid):
+    """PID and its children (the tool under /usr/bin/time)."""
+    pids = [pid]
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            pids += [int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
+    except OSError:
+        pass
+    return pids
+
+
+def socket_ports(pid):
+    """Local TCP ports of the sockets of process PID and its children (IPv4 and IPv6)."""
+    inodes = set()
+    for p in with_children(pid):
+        try:
+            fds = os.listdir(f"/proc/{p}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{p}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def backend_of(port):
+    """The pid of the PostgreSQL backend whose client is 127.0.0.1(PORT) (its process title)."""
+    needle = f"({port})".encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                title = open(f"/proc/{entry}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if title.startswith(b"postgres:") and needle in title:
+                return int(entry)
+    return None
+
+
+def cpu_seconds(pid):
+    """utime + stime of PID in seconds, or None once it is gone."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cmd_backend_cpu(args):
+    """Polls every 20 ms, so a backend's CPU after the last poll (the idle end of a session) is
+    missed; a new connection is found within a poll."""
+    pid = int(args[0])
+    backends, seen_ports, last = {}, set(), {}
+    while os.path.exists(f"/proc/{pid}"):
+        for port in socket_ports(pid) - seen_ports:
+            backend = backend_of(port)
+            if backend is not None:
+                seen_ports.add(port)
+                backends[port] = backend
+        for backend in backends.values():
+            cpu = cpu_seconds(backend)
+            if cpu is not None:
+                last[backend] = cpu
+        time.sleep(0.02)
+    print(f"{sum(last.values()):.2f} {len(last)}")
+
+
 COMMANDS = {
+    "backend-cpu": cmd_backend_cpu,
     "watch-changes": cmd_watch_changes,
     "watch-wait": cmd_watch_wait,
     "watch-report": cmd_watch_report,

@@ -2,43 +2,75 @@
 //! same MVT always gives the same bytes at a given level: skipping unchanged uploads and comparing
 //! reseeds with full seeds rely on it), checked against the tileset's size budget.
 //!
-//! Most tiles are a few kilobytes, where setting up a fresh compressor (and zeroing its tables) costs
-//! more than compressing; so each thread keeps one compressor and resets it between tiles.
+//! Compression is libdeflate's, on whole buffers: at the same level it compresses MVT smaller than
+//! zlib and in about half the CPU time (measured in the README's benchmark section), and the tool's
+//! CPU beside PostgreSQL's is what limits a seed on a small machine; only tiles that arrive in pieces
+//! (over a megabyte) are streamed through zlib-rs (see [`gzip_chunks`]). Most tiles are a few kilobytes,
+//! where setting up a fresh compressor costs more than compressing; so each thread keeps one.
 
 use std::cell::RefCell;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use libdeflater::{CompressionLvl, Compressor};
 
 use crate::error::{Error, Result};
 use crate::render::Rendered;
 use crate::tile::TileCoord;
 
-/// The default gzip level. Measured with `/usr/bin/time oar-tiles seed` of the 100k-facility sample
-/// at z0-14, unclustered: 79.7 MiB stored at level 3 against 76.9 MiB at level 6, while the tool's
-/// user CPU time falls from 4.8 s to 3.6 s; level 1 (a fixed Huffman table in zlib-rs) stores 96.8 MiB.
+/// The default gzip level. Measured with zlib (before libdeflate) on the 100k-facility sample at
+/// z0-14, unclustered: 79.7 MiB stored at level 3 against 76.9 MiB at level 6, while the tool's user
+/// CPU time fell from 4.8 s to 3.6 s.
 pub const DEFAULT_LEVEL: u32 = crate::config::output::DEFAULT_COMPRESSION_LEVEL;
 
 /// A gzip member header: deflate, no name, no timestamp, unknown OS (so no machine leaves a trace).
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 thread_local! {
-    static COMPRESSOR: RefCell<(u32, Compress)> =
+    static COMPRESSOR: RefCell<Option<(u32, Compressor)>> = const { RefCell::new(None) };
+    static STREAM: RefCell<(u32, Compress)> =
         RefCell::new((DEFAULT_LEVEL, Compress::new(Compression::new(DEFAULT_LEVEL), false)));
 }
 
 /// Gzip-compresses MVT bytes deterministically at `level` (1 fastest to 9 smallest).
 pub fn gzip(mvt: &[u8], level: u32) -> Vec<u8> {
-    gzip_chunks(std::iter::once(mvt), level)
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(current, _)| *current != level) {
+            let lvl = CompressionLvl::new(level.clamp(1, 12) as i32)
+                .expect("levels 1 to 12 are libdeflate's");
+            *cell = Some((level, Compressor::new(lvl)));
+        }
+        let (_, compressor) = cell.as_mut().expect("set above");
+        let mut out = Vec::new();
+        out.extend_from_slice(&GZIP_HEADER);
+        // Tiles compress to well under half their size: trying with that much room first keeps a
+        // tile of tens of megabytes from reserving its whole size again. The outcome does not
+        // depend on the room given, only whether it fits.
+        let fits = deflate_into(compressor, mvt, &mut out, mvt.len() / 2 + 1024);
+        if !fits {
+            let bound = compressor.deflate_compress_bound(mvt.len());
+            assert!(
+                deflate_into(compressor, mvt, &mut out, bound),
+                "libdeflate's bound always fits"
+            );
+        }
+        out.extend_from_slice(&libdeflater::crc32(mvt).to_le_bytes());
+        out.extend_from_slice(&(mvt.len() as u32).to_le_bytes());
+        out
+    })
 }
 
-/// Gzip-compresses MVT bytes that arrive in pieces, as one member, without joining them first.
-/// The same pieces always give the same bytes.
+/// Gzip-compresses MVT bytes that arrive in pieces (tiles over [`crate::render::sql::MVT_CHUNK`]),
+/// as one member, with zlib-rs's streaming compressor: libdeflate needs the whole tile in one
+/// buffer, and joining the pieces of a z0 tile of 90 MB (1M facilities) took the peak RSS from 228
+/// to 269 MB, since the rows' buffers are only freed together. The same pieces always give the
+/// same bytes.
 pub fn gzip_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]> + Clone, level: u32) -> Vec<u8> {
     let total: usize = chunks.clone().into_iter().map(<[u8]>::len).sum();
     let mut out = Vec::with_capacity(total / 2 + 64);
     out.extend_from_slice(&GZIP_HEADER);
     let mut crc = Crc::new();
-    COMPRESSOR.with(|cell| {
+    STREAM.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.0 != level {
             *cell = (level, Compress::new(Compression::new(level), false));
@@ -74,6 +106,23 @@ pub fn gzip_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]> + Clone, level
     out
 }
 
+/// Deflates `data` after the header already in `out`, with `room` bytes for it; false when it
+/// does not fit (and `out` holds only the header again).
+fn deflate_into(compressor: &mut Compressor, data: &[u8], out: &mut Vec<u8>, room: usize) -> bool {
+    let header = out.len();
+    out.resize(header + room, 0);
+    match compressor.deflate_compress(data, &mut out[header..]) {
+        Ok(written) => {
+            out.truncate(header + written);
+            true
+        }
+        Err(_) => {
+            out.truncate(header);
+            false
+        }
+    }
+}
+
 /// How rendered tiles are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Encoding {
@@ -103,10 +152,10 @@ impl Encoding {
             return (rendered, None);
         }
         let mvt = rendered.mvt.take();
-        let data = if self.gzip {
-            gzip_chunks(mvt.chunks(), self.level)
-        } else {
-            mvt.to_vec()
+        let data = match (self.gzip, mvt.single()) {
+            (true, Some(bytes)) => gzip(bytes, self.level),
+            (true, None) => gzip_chunks(mvt.chunks(), self.level),
+            (false, _) => mvt.into_bytes(),
         };
         (rendered, Some(data))
     }
@@ -195,13 +244,26 @@ mod tests {
     #[test]
     fn pieces_compress_like_the_whole() {
         let data = b"a tile in pieces, ".repeat(5000);
-        let pieces: Vec<&[u8]> = data.chunks(777).collect();
-        let joined = gzip_chunks(pieces.iter().copied(), DEFAULT_LEVEL);
-        assert_eq!(gunzip(&joined), data);
-        assert_eq!(joined, gzip_chunks(pieces.iter().copied(), DEFAULT_LEVEL));
+        let encoded = || {
+            let pieces = data.chunks(777).map(<[u8]>::to_vec).collect();
+            let rendered = Rendered {
+                tile: TileCoord::new(0, 0, 0).unwrap(),
+                mvt: crate::render::Mvt::from_pieces(pieces),
+                children: [false; 4],
+                elapsed: std::time::Duration::ZERO,
+            };
+            let encoding = Encoding {
+                gzip: true,
+                level: DEFAULT_LEVEL,
+            };
+            encoding.encode(rendered).1.unwrap()
+        };
+        assert_eq!(gunzip(&encoded()), data);
+        assert_eq!(encoded(), encoded());
         assert_eq!(gunzip(&gzip_chunks(std::iter::empty(), 1)), b"");
     }
 
+    /// Also the path where the first try's room (half the size) is too small.
     #[test]
     fn large_incompressible_tiles_round_trip() {
         let mut state = 1u64;

@@ -75,6 +75,31 @@ impl Mvt {
         Mvt(vec![Piece::Bytes(bytes)])
     }
 
+    /// Pieces made elsewhere, in order (a test's).
+    pub fn from_pieces(pieces: Vec<Vec<u8>>) -> Mvt {
+        Mvt(pieces.into_iter().map(Piece::Bytes).collect())
+    }
+
+    /// The bytes, when they arrived in one piece: compressed from where they lie, with no copy.
+    pub fn single(&self) -> Option<&[u8]> {
+        match self.0.as_slice() {
+            [_] => self.chunks().next(),
+            _ => None,
+        }
+    }
+
+    /// The bytes in one buffer (for outputs that store tiles uncompressed).
+    pub fn into_bytes(self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.len());
+        for piece in self.0 {
+            match piece {
+                Piece::Row(row) => bytes.extend_from_slice(row.get::<_, &[u8]>(CHUNK_COLUMN)),
+                Piece::Bytes(piece) => bytes.extend_from_slice(&piece),
+            }
+        }
+        bytes
+    }
+
     /// The pieces, in order.
     pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + Clone {
         self.0.iter().map(|piece| match piece {
@@ -91,11 +116,6 @@ impl Mvt {
     /// Whether the tile holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// The bytes in one buffer (for outputs that store tiles uncompressed).
-    pub fn to_vec(&self) -> Vec<u8> {
-        self.chunks().flatten().copied().collect()
     }
 
     /// Releases the bytes once they are encoded.
@@ -167,15 +187,19 @@ impl Connections {
     /// Takes `count` connections from the pool, waiting with backoff while the server is unreachable.
     pub async fn open(pool: &Pool, count: usize, database: &DatabaseConfig) -> Result<Connections> {
         let max_attempts = database.max_attempts;
-        let mut slots = Vec::with_capacity(count);
-        for _ in 0..count {
-            let client = get_with_retries(pool, max_attempts).await?;
-            slots.push(Slot {
+        // Together: each new connection waits for its TLS handshake, authentication and a backend
+        // to start, a few milliseconds that a run with little to do notices.
+        let clients =
+            futures::future::try_join_all((0..count).map(|_| get_with_retries(pool, max_attempts)))
+                .await?;
+        let slots = clients
+            .into_iter()
+            .map(|client| Slot {
                 client: std::sync::RwLock::new(Arc::new(client)),
                 busy: AtomicUsize::new(0),
                 transaction: tokio::sync::Mutex::new(()),
-            });
-        }
+            })
+            .collect();
         let begin = (database.pool_mode == PoolMode::Transaction).then(|| {
             let settings: String = pool::session_settings(database)
                 .iter()

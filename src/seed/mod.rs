@@ -66,13 +66,18 @@ impl<'a> Session<'a> {
     pub async fn open(job: &'a SeedJob) -> Result<Session<'a>> {
         // 1. Headroom beyond the working connections, for replacing broken ones and start-up checks.
         let pool = pool::connect(&job.database, job.concurrency * 2).await?;
-        // 2.
-        let mut prepared = Vec::new();
-        for tileset in &job.tilesets {
-            prepared.push(Prepared::new(&pool, job, tileset).await?);
-        }
-        // 3.
-        let connections = Connections::open(&pool, job.concurrency, &job.database).await?;
+        // 2, while the run's connections of 3 are set up (each a TLS handshake, authentication and a
+        // new backend): a reseed with little to do would otherwise wait for them one after the other.
+        let prepare = async {
+            let mut prepared = Vec::new();
+            for tileset in &job.tilesets {
+                prepared.push(Prepared::new(&pool, job, tileset).await?);
+            }
+            Ok::<_, Error>(prepared)
+        };
+        let connect = Connections::open(&pool, job.concurrency, &job.database);
+        let (prepared, connections) = tokio::join!(prepare, connect);
+        let (prepared, connections) = (prepared?, connections?);
         Ok(Session {
             job,
             pool,
