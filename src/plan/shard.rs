@@ -389,6 +389,13 @@ impl ShardPlan {
         position.min(self.ranges.len().saturating_sub(1)) as u32
     }
 
+    /// The Hilbert indices of the split zoom a tile at or above it covers, `start..end`.
+    pub fn block(&self, tile: TileCoord) -> (u64, u64) {
+        let depth = 2 * u32::from(self.split_zoom.saturating_sub(tile.z()));
+        let start = block_start(tile, self.split_zoom.max(tile.z()));
+        (start, start + (1u64 << depth))
+    }
+
     /// Whether a shard may run into an output planned with this plan: same number of shards, same
     /// settings digest, a known plan version.
     pub fn check(&self, shard: ShardSpec, settings_digest: &str) -> Result<()> {
