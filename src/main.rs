@@ -74,6 +74,10 @@ enum Command {
     /// only; runs until SIGINT or SIGTERM, then exits 0.
     #[command(after_help = AFTER_HELP)]
     Serve(ServeArgs),
+    /// Combine the MBTiles part files of a sharded seed into one MBTiles file; refuses overlapping
+    /// tiles, unfinished parts and parts of different settings.
+    #[command(after_help = AFTER_HELP)]
+    Merge(MergeArgs),
     /// Keep every output fresh: after each burst of committed changes (and every poll_interval),
     /// run what `seed --dirty` runs; serve /metrics and /health. Runs until SIGTERM or SIGINT.
     #[command(after_help = AFTER_HELP)]
@@ -102,6 +106,17 @@ struct ServeArgs {
     /// Stored bytes above which the page marks a tile as over budget (the tilesets' size_budget).
     #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::config::DEFAULT_SIZE_BUDGET)]
     size_budget: u64,
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// The merged MBTiles file to create (replaced if it exists).
+    #[arg(value_name = "OUT")]
+    out: PathBuf,
+
+    /// The shards' MBTiles part files.
+    #[arg(value_name = "PART", required = true)]
+    parts: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +191,7 @@ fn main() -> ProcessExit {
         Command::Serve(args) => run_serve(args),
         Command::Changes(args) => run_changes(args),
         Command::Watch(args) => run_watch(args),
+        Command::Merge(args) => run_merge(args),
     };
     let code = match outcome {
         Ok(()) => ExitCode::Success,
@@ -310,6 +326,18 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
         print!("{}", summary.to_text());
     }
     seed::write_reports(&job, &summaries)
+}
+
+fn run_merge(args: MergeArgs) -> Result<(), Error> {
+    let report = oar_tiles::sink::merge::merge_mbtiles(&args.out, &args.parts)?;
+    println!(
+        "merged {} part(s), {} tiles, into {} (watermark {})",
+        args.parts.len(),
+        report.tiles,
+        args.out.display(),
+        report.snapshot
+    );
+    Ok(())
 }
 
 fn run_watch(args: WatchArgs) -> Result<(), Error> {
