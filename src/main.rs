@@ -74,6 +74,10 @@ enum Command {
     /// only; runs until SIGINT or SIGTERM, then exits 0.
     #[command(after_help = AFTER_HELP)]
     Serve(ServeArgs),
+    /// Weigh the data per tile and cut each tileset into N shards of near-equal work; print the cut
+    /// and store it beside the (MBTiles) output, unless --dry-run.
+    #[command(name = "shard-plan", after_help = AFTER_HELP)]
+    ShardPlan(ShardPlanArgs),
     /// Combine the MBTiles part files of a sharded seed into one MBTiles file; refuses overlapping
     /// tiles, unfinished parts and parts of different settings.
     #[command(after_help = AFTER_HELP)]
@@ -106,6 +110,20 @@ struct ServeArgs {
     /// Stored bytes above which the page marks a tile as over budget (the tilesets' size_budget).
     #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::config::DEFAULT_SIZE_BUDGET)]
     size_budget: u64,
+}
+
+#[derive(Debug, Args)]
+struct ShardPlanArgs {
+    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// How many shards.
+    #[arg(long, value_name = "N", env = "OAR_TILES_SHARDS")]
+    shards: u32,
+
+    #[command(flatten)]
+    options: SeedOptions,
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +210,7 @@ fn main() -> ProcessExit {
         Command::Changes(args) => run_changes(args),
         Command::Watch(args) => run_watch(args),
         Command::Merge(args) => run_merge(args),
+        Command::ShardPlan(args) => run_shard_plan(args),
     };
     let code = match outcome {
         Ok(()) => ExitCode::Success,
@@ -326,6 +345,41 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
         print!("{}", summary.to_text());
     }
     seed::write_reports(&job, &summaries)
+}
+
+fn run_shard_plan(args: ShardPlanArgs) -> Result<(), Error> {
+    if args.shards == 0 {
+        return Err(Error::Usage("--shards must be at least 1".into()));
+    }
+    let path = Config::locate(args.config.as_deref())?;
+    let job = SeedJob::resolve(Config::load(&path)?, args.options)?;
+    let planned = runtime()?.block_on(async {
+        let session = seed::Session::open(&job).await?;
+        session.shard_plans(args.shards).await
+    })?;
+    for tileset in &planned {
+        let plan = &tileset.plan;
+        let total: u64 = plan.ranges.iter().map(|r| r.weight).sum();
+        println!(
+            "tileset {}: {} shards, split zoom {}, heaviest shard {:.3} x mean",
+            tileset.tileset,
+            plan.shards(),
+            plan.split_zoom,
+            plan.imbalance()
+        );
+        for (index, range) in plan.ranges.iter().enumerate() {
+            let share = if total == 0 {
+                0.0
+            } else {
+                100.0 * range.weight as f64 / total as f64
+            };
+            println!("shard {index}: weight {} ({share:.1}%)", range.weight);
+        }
+        if let Some(stored) = &tileset.stored {
+            println!("plan stored in {}", stored.display());
+        }
+    }
+    Ok(())
 }
 
 fn run_merge(args: MergeArgs) -> Result<(), Error> {

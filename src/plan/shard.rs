@@ -22,8 +22,12 @@ use crate::tile::{TileCoord, ZoomRange};
 /// The version of the stored plan format; a plan of another version is refused, not guessed at.
 pub const PLAN_VERSION: u32 = 1;
 
-/// The heaviest shard may carry at most this multiple of the mean estimated work.
+/// The heaviest shard may carry at most this multiple of the mean work.
 pub const BALANCE_LIMIT: f64 = 1.25;
+
+/// What a plan aims for on its estimates: tighter than [`BALANCE_LIMIT`], because the subtree
+/// estimates spread rows evenly and real data is lumpier, so the rendered work strays from them.
+pub const BALANCE_TARGET: f64 = 1.10;
 
 /// Which shard of how many a process runs, 0-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -326,7 +330,7 @@ impl ShardPlan {
 
     /// Picks the split zoom and cuts it: for each candidate zoom from the top of the model's zooms
     /// down to `deepest`, `count(z)` gives the rows per non-empty tile of zoom `z`; the first zoom
-    /// whose heaviest shard is within [`BALANCE_LIMIT`] of the mean wins, else the most balanced.
+    /// whose heaviest shard is within [`BALANCE_TARGET`] of the mean wins, else the most balanced.
     pub fn choose(
         model: &CostModel,
         deepest: u8,
@@ -338,15 +342,8 @@ impl ShardPlan {
         let deepest = deepest.clamp(zooms.min, zooms.max);
         let mut best: Option<ShardPlan> = None;
         for split in zooms.min..=deepest {
-            let rows = count(split)?;
-            let weights: Vec<(TileCoord, u64)> = rows
-                .iter()
-                .map(|(tile, n)| (*tile, model.subtree(split, *n)))
-                .collect();
-            let mut weights = weights;
-            weights.extend(model.above(split, &rows));
-            let plan = Self::cut(split, &weights, shards, settings_digest)?;
-            if plan.imbalance() <= BALANCE_LIMIT {
+            let plan = Self::at_split(model, split, &count(split)?, shards, settings_digest)?;
+            if plan.imbalance() <= BALANCE_TARGET {
                 return Ok(plan);
             }
             if best
@@ -357,6 +354,22 @@ impl ShardPlan {
             }
         }
         best.ok_or_else(|| Error::Usage("shard plan: no zoom to split at".into()))
+    }
+
+    /// The cut at one split zoom, from the rows per non-empty tile of that zoom.
+    pub fn at_split(
+        model: &CostModel,
+        split: u8,
+        rows: &[(TileCoord, u64)],
+        shards: u32,
+        settings_digest: &str,
+    ) -> Result<ShardPlan> {
+        let mut weights: Vec<(TileCoord, u64)> = rows
+            .iter()
+            .map(|(tile, n)| (*tile, model.subtree(split, *n)))
+            .collect();
+        weights.extend(model.above(split, rows));
+        Self::cut(split, &weights, shards, settings_digest)
     }
 
     /// The number of shards.

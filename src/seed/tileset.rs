@@ -393,14 +393,19 @@ impl TilesetRun<'_> {
     }
 
     fn settings_digest(&self) -> String {
-        let configured = &self.prepared.tileset.tileset;
-        let layers = &self.prepared.layers;
-        TileSettings::new(
-            configured.extent,
-            configured.buffer,
-            layers.iter().map(|l| &l.config),
-        )
-        .with_lists(layers.iter().map(|l| l.list_properties()))
-        .digest()
+        settings_digest(self.prepared)
     }
+}
+
+/// The digest of the settings that decide a prepared tileset's tile bytes.
+pub(super) fn settings_digest(prepared: &Prepared) -> String {
+    let configured = &prepared.tileset.tileset;
+    let layers = &prepared.layers;
+    TileSettings::new(
+        configured.extent,
+        configured.buffer,
+        layers.iter().map(|l| &l.config),
+    )
+    .with_lists(layers.iter().map(|l| l.list_properties()))
+    .digest()
 }

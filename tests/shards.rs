@@ -1,0 +1,130 @@
+//! Sharded runs: the shard plan a real PostGIS table yields, balanced by data on a skewed data set.
+
+use std::collections::BTreeMap;
+
+use oar_tiles::plan::shard::ShardPlan;
+use oar_tiles::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
+
+use crate::common::fixture::Fixture;
+use crate::common::pg::{hub_with_scatter, Point};
+use crate::common::run::{oar_tiles, single_layer_config};
+
+/// Each shard's render work under a stored plan, measured from the points themselves: every
+/// non-empty tile of every zoom costs one plus its rows (the layer is not clustered), charged to the
+/// shard the plan says renders it.
+fn measured_work(plan: &ShardPlan, points: &[Point], max_zoom: u8) -> Vec<u64> {
+    let mut work = vec![0u64; plan.shards() as usize];
+    for z in 0..=max_zoom {
+        let side = 1u32 << z;
+        let size = 2.0 * MERCATOR_HALF_WORLD / f64::from(side);
+        let mut rows: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for point in points {
+            let (mx, my) = mercator(point.lon, point.lat);
+            let x = (((mx + MERCATOR_HALF_WORLD) / size) as u32).min(side - 1);
+            let y = (((MERCATOR_HALF_WORLD - my) / size) as u32).min(side - 1);
+            *rows.entry((x, y)).or_default() += 1;
+        }
+        for ((x, y), n) in rows {
+            let tile = TileCoord::new(z, x, y).unwrap();
+            work[plan.owner(tile) as usize] += n + 1;
+        }
+    }
+    work
+}
+
+/// The shards' weights as `shard-plan` prints them.
+fn weights(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("shard "))
+        .map(|rest| {
+            let weight = rest.split("weight ").nth(1).unwrap();
+            weight.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_shard_plan_of_skewed_data_is_balanced_and_stored_beside_the_output() {
+    // Nine of ten points in one small hub, the rest anywhere: area-based cuts would put nearly all
+    // the work on one shard.
+    let points = hub_with_scatter(4_000, 5, 10, [8.30, 47.10, 8.80, 47.60]);
+    let fixture = Fixture::new("shard_plan", &points, "oar.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", "")
+    });
+    let output = fixture.path("out.mbtiles");
+    let config = fixture.config.to_str().unwrap();
+    for shards in [1u32, 3, 4, 16] {
+        let count = shards.to_string();
+        let args = [
+            "shard-plan",
+            "--config",
+            config,
+            "--zoom",
+            "0-14",
+            "--output",
+            output.to_str().unwrap(),
+            "--shards",
+            &count,
+            "--dry-run",
+        ];
+        let run = oar_tiles(Some(&fixture.schema.url), &args);
+        run.assert_success();
+        let weights = weights(&run.stdout);
+        assert_eq!(weights.len(), shards as usize, "{}", run.stdout);
+        let mean = weights.iter().sum::<u64>() as f64 / f64::from(shards);
+        let heaviest = *weights.iter().max().unwrap() as f64;
+        assert!(
+            heaviest <= 1.25 * mean,
+            "{shards} shards: heaviest {heaviest} > 1.25 × mean {mean}\n{}",
+            run.stdout
+        );
+    }
+    let plan_file = format!("{}.shard-plan.json", output.display());
+    assert!(
+        !std::path::Path::new(&plan_file).exists(),
+        "a dry run stores nothing"
+    );
+    for shards in ["3", "4", "16"] {
+        let args = [
+            "shard-plan",
+            "--config",
+            config,
+            "--zoom",
+            "0-14",
+            "--output",
+            output.to_str().unwrap(),
+            "--shards",
+            shards,
+        ];
+        let run = oar_tiles(Some(&fixture.schema.url), &args);
+        run.assert_success();
+        let stored = std::fs::read_to_string(&plan_file).unwrap();
+        let plan = ShardPlan::from_json(&stored, &plan_file).unwrap();
+        assert_eq!(plan.shards().to_string(), shards);
+        assert!(!plan.settings_digest.is_empty());
+        // The real work, not the plan's own estimate, is what must be balanced.
+        let work = measured_work(&plan, &points, 14);
+        let mean = work.iter().sum::<u64>() as f64 / work.len() as f64;
+        let heaviest = *work.iter().max().unwrap() as f64;
+        assert!(
+            heaviest <= 1.25 * mean,
+            "{shards} shards: measured work {work:?}, split zoom {}",
+            plan.split_zoom
+        );
+    }
+    let directory = format!("dir:{}", fixture.path("tiles").display());
+    let args = [
+        "shard-plan",
+        "--config",
+        config,
+        "--output",
+        &directory,
+        "--shards",
+        "2",
+    ];
+    let run = oar_tiles(Some(&fixture.schema.url), &args);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not supported yet"), "{}", run.stderr);
+}
