@@ -118,10 +118,6 @@ struct ShardPlanArgs {
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
 
-    /// How many shards.
-    #[arg(long, value_name = "N", env = "OAR_TILES_SHARDS")]
-    shards: u32,
-
     #[command(flatten)]
     options: SeedOptions,
 }
@@ -347,15 +343,24 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     seed::write_reports(&job, &summaries)
 }
 
-fn run_shard_plan(args: ShardPlanArgs) -> Result<(), Error> {
-    if args.shards == 0 {
+fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
+    let from_env = std::env::var("OAR_TILES_SHARDS").ok();
+    // The count is the plan's, not a shard's: the job resolves as a whole run.
+    let shards = match (args.options.shards.take(), from_env.as_deref()) {
+        (Some(shards), _) => shards,
+        (None, Some(text)) => text.trim().parse().map_err(|_| {
+            Error::Usage(format!("OAR_TILES_SHARDS={text} is not a number of shards"))
+        })?,
+        (None, None) => return Err(Error::Usage("shard-plan needs --shards N".into())),
+    };
+    if shards == 0 {
         return Err(Error::Usage("--shards must be at least 1".into()));
     }
     let path = Config::locate(args.config.as_deref())?;
     let job = SeedJob::resolve(Config::load(&path)?, args.options)?;
     let planned = runtime()?.block_on(async {
         let session = seed::Session::open(&job).await?;
-        session.shard_plans(args.shards).await
+        session.shard_plans(shards).await
     })?;
     for tileset in &planned {
         let plan = &tileset.plan;

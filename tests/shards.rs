@@ -7,7 +7,9 @@ use oar_tiles::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
 
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
-use crate::common::run::{oar_tiles, single_layer_config};
+use crate::common::run::{
+    assert_same_tiles, oar_tiles, oar_tiles_with, read_mbtiles_raw, single_layer_config,
+};
 
 /// Each shard's render work under a stored plan, measured from the points themselves: every
 /// non-empty tile of every zoom costs one plus its rows (the layer is not clustered), charged to the
@@ -127,4 +129,67 @@ fn a_shard_plan_of_skewed_data_is_balanced_and_stored_beside_the_output() {
     let run = oar_tiles(Some(&fixture.schema.url), &args);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("not supported yet"), "{}", run.stderr);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn shards_run_as_separate_processes_and_merge_into_exactly_the_single_run() {
+    let points = hub_with_scatter(1_500, 9, 7, [2.20, 48.70, 2.60, 49.00]);
+    let fixture = Fixture::new("shard_runs", &points, "oar.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", "")
+    });
+    let config = fixture.config.to_str().unwrap();
+    let url = fixture.schema.url.clone();
+    let single = fixture.path("single.mbtiles");
+    let args = fixture.seed_args(single.to_str().unwrap(), "0-12", &[]);
+    oar_tiles(Some(&url), &args).assert_success();
+    let expected = read_mbtiles_raw(&single);
+    for shards in [1u32, 3, 4] {
+        let out = fixture.path(&format!("sharded-{shards}.mbtiles"));
+        let out_text = out.to_str().unwrap().to_string();
+        let count = shards.to_string();
+        let mut parts = Vec::new();
+        for index in 0..shards {
+            let index_text = index.to_string();
+            // As a Kubernetes Indexed Job starts each pod: the same command, the index in the
+            // environment.
+            let args = fixture.seed_args(&out_text, "0-12", &[]);
+            let run = oar_tiles_with(
+                Some(&url),
+                &args,
+                &[
+                    ("JOB_COMPLETION_INDEX", index_text.as_str()),
+                    ("OAR_TILES_SHARDS", count.as_str()),
+                ],
+            );
+            run.assert_success();
+            parts.push(fixture.path(&format!(
+                "sharded-{shards}.part-{index}-of-{shards}.mbtiles"
+            )));
+        }
+        let mut merge = vec!["merge", out_text.as_str()];
+        merge.extend(parts.iter().map(|p| p.to_str().unwrap()));
+        oar_tiles(None, &merge).assert_success();
+        assert_same_tiles(
+            &expected,
+            &read_mbtiles_raw(&out),
+            &format!("{shards} shards"),
+        );
+        if shards == 3 {
+            // A shard of another number of shards does not run into this plan.
+            let args = fixture.seed_args(&out_text, "0-12", &["--shard", "0/4"]);
+            let run = oar_tiles(Some(&url), &args);
+            assert_eq!(run.code, 2, "{}", run.stderr);
+            assert!(run.stderr.contains("plan of 3 shards"), "{}", run.stderr);
+            // Two copies of one part overlap.
+            let twice = [
+                "merge",
+                config,
+                parts[0].to_str().unwrap(),
+                parts[0].to_str().unwrap(),
+            ];
+            let run = oar_tiles(None, &twice);
+            assert_ne!(run.code, 0, "{}", run.stderr);
+        }
+    }
 }

@@ -11,12 +11,10 @@
 //! Weights are estimates the caller measures (row counts per split-zoom tile are a good proxy):
 //! a row is drawn once per zoom, so a tile's subtree costs its rows times the zooms it spans.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::job::ShardSpec;
 use crate::tile::{TileCoord, ZoomRange};
 
 /// The version of the stored plan format; a plan of another version is refused, not guessed at.
@@ -28,101 +26,6 @@ pub const BALANCE_LIMIT: f64 = 1.25;
 /// What a plan aims for on its estimates: tighter than [`BALANCE_LIMIT`], because the subtree
 /// estimates spread rows evenly and real data is lumpier, so the rendered work strays from them.
 pub const BALANCE_TARGET: f64 = 1.10;
-
-/// Which shard of how many a process runs, 0-based.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShardSpec {
-    /// This shard's index, `0..count`.
-    pub index: u32,
-    /// How many shards the run has.
-    pub count: u32,
-}
-
-impl ShardSpec {
-    /// A shard spec, refusing an index outside `0..count` and a count of zero.
-    pub fn new(index: u32, count: u32) -> Result<Self> {
-        if count == 0 {
-            return Err(Error::Usage(
-                "the number of shards must be at least 1".into(),
-            ));
-        }
-        if index >= count {
-            return Err(Error::Usage(format!(
-                "shard index {index} is outside 0..{count} (indices are 0-based)"
-            )));
-        }
-        Ok(Self { index, count })
-    }
-
-    /// The shard a process runs: `--shard I/N` if given; else the index from
-    /// `JOB_COMPLETION_INDEX` (Kubernetes Indexed Job) or `AWS_BATCH_JOB_ARRAY_INDEX` (AWS Batch),
-    /// with the count from `--shards`, `OAR_TILES_SHARDS` or `AWS_BATCH_JOB_ARRAY_SIZE`. `None` when
-    /// nothing asks for sharding. `env` reads a variable, so tests need not touch the process's.
-    pub fn resolve(
-        flag: Option<ShardSpec>,
-        shards: Option<u32>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Option<ShardSpec>> {
-        let number = |name: &str| -> Result<Option<u32>> {
-            match env(name) {
-                None => Ok(None),
-                Some(text) if text.trim().is_empty() => Ok(None),
-                Some(text) => text.trim().parse().map(Some).map_err(|_| {
-                    Error::Usage(format!("{name}={text} is not a non-negative integer"))
-                }),
-            }
-        };
-        if let Some(spec) = flag {
-            if let Some(count) = shards.filter(|count| *count != spec.count) {
-                return Err(Error::Usage(format!(
-                    "--shard {spec} contradicts --shards {count}"
-                )));
-            }
-            return Ok(Some(spec));
-        }
-        let index = match number("JOB_COMPLETION_INDEX")? {
-            Some(index) => Some(index),
-            None => number("AWS_BATCH_JOB_ARRAY_INDEX")?,
-        };
-        let count = match shards {
-            Some(count) => Some(count),
-            None => match number("OAR_TILES_SHARDS")? {
-                Some(count) => Some(count),
-                None => number("AWS_BATCH_JOB_ARRAY_SIZE")?,
-            },
-        };
-        match (index, count) {
-            (None, None) => Ok(None),
-            (Some(index), Some(count)) => ShardSpec::new(index, count).map(Some),
-            (Some(index), None) => Err(Error::Usage(format!(
-                "shard index {index} is set by the environment but not the number of shards: \
-                 pass --shards N or set OAR_TILES_SHARDS"
-            ))),
-            (None, Some(count)) => Err(Error::Usage(format!(
-                "{count} shards were asked for but not which one this is: pass --shard I/{count} \
-                 or set JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for ShardSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.index, self.count)
-    }
-}
-
-impl FromStr for ShardSpec {
-    type Err = Error;
-
-    fn from_str(text: &str) -> Result<Self> {
-        let wrong = || Error::Usage(format!("`{text}` is not a shard like 0/4 (index/count)"));
-        let (index, count) = text.split_once('/').ok_or_else(wrong)?;
-        let index = index.trim().parse().map_err(|_| wrong())?;
-        let count = count.trim().parse().map_err(|_| wrong())?;
-        ShardSpec::new(index, count)
-    }
-}
 
 /// A tile's place along the Hilbert curve of its zoom, the order PMTiles also uses within a zoom.
 pub fn hilbert_index(tile: TileCoord) -> u64 {

@@ -1,14 +1,18 @@
 //! `oar-tiles shard-plan`: weighs each tileset's data per tile and cuts it into shards, printing the
 //! cut and storing it beside an MBTiles output, where every shard of the run will read it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use deadpool_postgres::Pool;
 
 use super::prepare::Prepared;
 use super::tileset::settings_digest;
 use super::Session;
 use crate::config::OutputTarget;
 use crate::error::{Error, Result};
+use crate::job::ShardJob;
 use crate::plan::shard::{CostModel, ShardPlan, BALANCE_TARGET};
+use crate::plan::PyramidWalk;
 use crate::render::count::rows_per_tile;
 use crate::tile::in_scope;
 
@@ -44,11 +48,15 @@ impl Session<'_> {
     pub async fn shard_plans(&self, shards: u32) -> Result<Vec<PlannedTileset>> {
         let mut planned = Vec::new();
         for prepared in &self.prepared {
-            let plan = plan_tileset(self, prepared, shards).await?;
+            let plan = plan_tileset(&self.pool, prepared, shards).await?;
             let tileset = prepared.tileset;
             let stored = match (&tileset.output, self.job.run.dry_run) {
                 (Some(target), false) => {
-                    let path = plan_path(target)?;
+                    // Under a batch engine's index the output is already the shard's part file.
+                    let path = match &tileset.shard {
+                        Some(shard) => shard.plan_file.clone(),
+                        None => plan_path(target)?,
+                    };
                     write_atomically(&path, &plan.to_json())?;
                     Some(path)
                 }
@@ -64,11 +72,7 @@ impl Session<'_> {
     }
 }
 
-async fn plan_tileset(
-    session: &Session<'_>,
-    prepared: &Prepared<'_>,
-    shards: u32,
-) -> Result<ShardPlan> {
+async fn plan_tileset(pool: &Pool, prepared: &Prepared<'_>, shards: u32) -> Result<ShardPlan> {
     let tileset = prepared.tileset;
     let layers = &prepared.layers;
     let extent = tileset.tileset.extent;
@@ -98,7 +102,7 @@ async fn plan_tileset(
     // finer but put more of the work above the split.
     let mut best: Option<ShardPlan> = None;
     for split in zooms.levels() {
-        let rows: Vec<_> = rows_per_tile(&session.pool, layers, split)
+        let rows: Vec<_> = rows_per_tile(pool, layers, split)
             .await?
             .into_iter()
             .filter(|(tile, _)| in_scope(*tile, zooms, &bbox))
@@ -120,6 +124,67 @@ async fn plan_tileset(
             tileset.tileset.name
         ))
     })
+}
+
+/// A shard's walk: the plan stored beside the output, made now by the first shard that finds none
+/// (later shards read that one, so all use the same cut), checked against the shard and settings.
+pub(super) async fn shard_walk(
+    pool: &Pool,
+    prepared: &Prepared<'_>,
+    shard: &ShardJob,
+) -> Result<PyramidWalk> {
+    let path = &shard.plan_file;
+    let read = |path: &Path| -> Result<Option<ShardPlan>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => ShardPlan::from_json(&text, &path.display().to_string()).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::File {
+                path: path.to_path_buf(),
+                message: format!("cannot read the shard plan: {e}"),
+            }),
+        }
+    };
+    let plan = match read(path)? {
+        Some(plan) => plan,
+        None => {
+            let plan = plan_tileset(pool, prepared, shard.spec.count).await?;
+            if store_if_absent(path, &plan.to_json())? {
+                tracing::info!("shard plan stored in {}", path.display());
+                plan
+            } else {
+                // Another shard stored its plan first: that one is the run's partition.
+                read(path)?.ok_or_else(|| Error::File {
+                    path: path.clone(),
+                    message: "the shard plan vanished while it was read".into(),
+                })?
+            }
+        }
+    };
+    plan.check(shard.spec, &settings_digest(prepared))
+        .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let tileset = prepared.tileset;
+    PyramidWalk::for_shard(tileset.bbox, tileset.zooms, plan, shard.spec)
+}
+
+/// Writes `text` to `path` unless it exists; false when another process stored one first. The
+/// file appears whole: written under a private name, then linked into place, which fails rather
+/// than replaces.
+fn store_if_absent(path: &Path, text: &str) -> Result<bool> {
+    let mut private = path.as_os_str().to_os_string();
+    private.push(format!(".{}.partial", std::process::id()));
+    let private = PathBuf::from(private);
+    let fail = |e: std::io::Error| Error::File {
+        path: path.to_path_buf(),
+        message: format!("cannot store the shard plan: {e}"),
+    };
+    std::fs::write(&private, text).map_err(fail)?;
+    let linked = std::fs::hard_link(&private, path);
+    let _ = std::fs::remove_file(&private);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(fail(e)),
+    }
 }
 
 fn write_atomically(path: &std::path::Path, text: &str) -> Result<()> {

@@ -276,7 +276,12 @@ impl TilesetRun<'_> {
         let scheduler = self.scheduler(&renderer, encoding);
         match work {
             Work::Pyramid => {
-                let walk = PyramidWalk::new(tileset.bbox, tileset.zooms);
+                let walk = match &tileset.shard {
+                    Some(shard) => {
+                        super::shard::shard_walk(self.pool, self.prepared, shard).await?
+                    }
+                    None => PyramidWalk::new(tileset.bbox, tileset.zooms),
+                };
                 let walked = scheduler.walk(&walk, Some(&writer), done, tally, progress);
                 walked.await.map(|()| true)
             }
