@@ -193,3 +193,48 @@ fn shards_run_as_separate_processes_and_merge_into_exactly_the_single_run() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_merged_output_takes_a_dirty_reseed_of_what_changed_after_the_shards() {
+    let points = hub_with_scatter(600, 13, 5, [13.30, 52.40, 13.50, 52.60]);
+    let mut fixture = Fixture::new("shard_dirty", &points, "oar.toml", |schema| {
+        let changes = schema.companion("cdc");
+        format!(
+            "[changes]\nschema = \"{changes}\"\n{}",
+            single_layer_config(&schema.name, "sites", "", "")
+        )
+    });
+    let url = fixture.schema.url.clone();
+    let config = fixture.config.to_str().unwrap();
+    oar_tiles(Some(&url), &["changes", "install", "--config", config]).assert_success();
+    let out = fixture.path("merged.mbtiles");
+    let out_text = out.to_str().unwrap().to_string();
+    let mut parts = Vec::new();
+    for index in 0..3 {
+        let shard = format!("{index}/3");
+        let args = fixture.seed_args(&out_text, "0-10", &["--shard", &shard]);
+        oar_tiles(Some(&url), &args).assert_success();
+        parts.push(fixture.path(&format!("merged.part-{index}-of-3.mbtiles")));
+    }
+    let mut merge = vec!["merge", out_text.as_str()];
+    merge.extend(parts.iter().map(|p| p.to_str().unwrap()));
+    oar_tiles(None, &merge).assert_success();
+    // Changes after the shards: a moved point, a new one far away, a deleted one.
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(-70.5, -33.4), 4326) WHERE site_id = 7;
+         INSERT INTO {schema}.sites (site_id, label, kind, score, pt)
+             VALUES (9001, 'new', 'mill', 3, ST_SetSRID(ST_MakePoint(151.2, -33.9), 4326));
+         DELETE FROM {schema}.sites WHERE site_id = 11;",
+    );
+    let dirty = fixture.seed_args(&out_text, "0-10", &["--dirty"]);
+    oar_tiles(Some(&url), &dirty).assert_success();
+    let fresh = fixture.path("fresh.mbtiles");
+    let args = fixture.seed_args(fresh.to_str().unwrap(), "0-10", &[]);
+    oar_tiles(Some(&url), &args).assert_success();
+    assert_same_tiles(
+        &read_mbtiles_raw(&fresh),
+        &read_mbtiles_raw(&out),
+        "the merged output after --dirty",
+    );
+}

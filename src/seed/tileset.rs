@@ -116,7 +116,11 @@ impl TilesetRun<'_> {
                 watermark.as_ref(),
             )
             .await?;
-        if let (true, Some(next)) = (complete, &watermark) {
+        if tileset.shard.is_some() {
+            // A part is not a consumer of the change log: pruning what one shard saw could drop
+            // changes a shard with an earlier snapshot did not see, which the merged output's
+            // first `seed --dirty` must still read.
+        } else if let (true, Some(next)) = (complete, &watermark) {
             self.advance(target, next).await?;
         } else if !complete {
             tracing::warn!(
