@@ -238,3 +238,57 @@ fn a_merged_output_takes_a_dirty_reseed_of_what_changed_after_the_shards() {
         "the merged output after --dirty",
     );
 }
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_killed_shard_resumes_and_an_unfinished_part_is_not_merged() {
+    use crate::common::run::{oar_tiles_command, send_signal};
+    use crate::robustness::wait_for_progress;
+
+    let points = hub_with_scatter(3_000, 31, 4, [-0.3, 51.3, 0.3, 51.7]);
+    let fixture = Fixture::new("shard_kill", &points, "oar.toml", |schema| {
+        // Slow rows, so the shard is still walking when it is killed.
+        single_layer_config(
+            &schema.name,
+            "sites",
+            "",
+            "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"",
+        )
+    });
+    let url = fixture.schema.url.clone();
+    let single = fixture.path("single.mbtiles");
+    let args = fixture.seed_args(single.to_str().unwrap(), "0-13", &[]);
+    oar_tiles(Some(&url), &args).assert_success();
+    let out = fixture.path("out.mbtiles");
+    let out_text = out.to_str().unwrap().to_string();
+    let part = |index: u32| fixture.path(&format!("out.part-{index}-of-2.mbtiles"));
+    let args = fixture.seed_args(&out_text, "0-13", &["--shard", "0/2"]);
+    oar_tiles(Some(&url), &args).assert_success();
+    let args = fixture.seed_args(&out_text, "0-13", &["--shard", "1/2"]);
+    let mut child = oar_tiles_command(Some(&url), &args, &[]).spawn().unwrap();
+    wait_for_progress(&mut child, &part(1));
+    send_signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    // The killed shard left no finished part: merging now refuses and names it.
+    let (p0, p1) = (part(0), part(1));
+    let merge = [
+        "merge",
+        out_text.as_str(),
+        p0.to_str().unwrap(),
+        p1.to_str().unwrap(),
+    ];
+    let run = oar_tiles(None, &merge);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("part-1-of-2"), "{}", run.stderr);
+    assert!(!out.exists());
+    // The engine starts the same index again: it resumes from its journal.
+    let resumed = oar_tiles(Some(&url), &args);
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
+    oar_tiles(None, &merge).assert_success();
+    assert_same_tiles(
+        &read_mbtiles_raw(&single),
+        &read_mbtiles_raw(&out),
+        "2 shards, one killed and resumed",
+    );
+}
