@@ -1,7 +1,9 @@
 //! Turns a config file and the command line's overrides into one resolved, validated seed job, so the
 //! engine never sees half-checked input.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::OutputTarget;
@@ -51,9 +53,128 @@ pub struct SeedOptions {
     #[arg(long, value_name = "FILE")]
     pub tiles_from: Option<PathBuf>,
 
+    /// Run shard I of N (0-based) of a sharded seed into an MBTiles part file
+    /// [default: the index from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX].
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<ShardSpec>,
+
+    /// The number of shards when the index comes from the environment [default: OAR_TILES_SHARDS,
+    /// else AWS_BATCH_JOB_ARRAY_SIZE].
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+
     /// How the run behaves, passed to the job as given.
     #[command(flatten)]
     pub run: RunSettings,
+}
+
+/// Which shard of how many a process runs, 0-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSpec {
+    /// This shard's index, `0..count`.
+    pub index: u32,
+    /// How many shards the run has.
+    pub count: u32,
+}
+
+impl ShardSpec {
+    /// A shard spec, refusing an index outside `0..count` and a count of zero.
+    pub fn new(index: u32, count: u32) -> Result<Self> {
+        if count == 0 {
+            return Err(Error::Usage(
+                "the number of shards must be at least 1".into(),
+            ));
+        }
+        if index >= count {
+            return Err(Error::Usage(format!(
+                "shard index {index} is outside 0..{count} (indices are 0-based)"
+            )));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// The shard a process runs: `--shard I/N` if given; else the index from
+    /// `JOB_COMPLETION_INDEX` (Kubernetes Indexed Job) or `AWS_BATCH_JOB_ARRAY_INDEX` (AWS Batch),
+    /// with the count from `--shards`, `OAR_TILES_SHARDS` or `AWS_BATCH_JOB_ARRAY_SIZE`. `None` when
+    /// nothing asks for sharding. `env` reads a variable, so tests need not touch the process's.
+    pub fn resolve(
+        flag: Option<ShardSpec>,
+        shards: Option<u32>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<ShardSpec>> {
+        let number = |name: &str| -> Result<Option<u32>> {
+            match env(name) {
+                None => Ok(None),
+                Some(text) if text.trim().is_empty() => Ok(None),
+                Some(text) => text.trim().parse().map(Some).map_err(|_| {
+                    Error::Usage(format!("{name}={text} is not a non-negative integer"))
+                }),
+            }
+        };
+        if let Some(spec) = flag {
+            if let Some(count) = shards.filter(|count| *count != spec.count) {
+                return Err(Error::Usage(format!(
+                    "--shard {spec} contradicts --shards {count}"
+                )));
+            }
+            return Ok(Some(spec));
+        }
+        let index = match number("JOB_COMPLETION_INDEX")? {
+            Some(index) => Some(index),
+            None => number("AWS_BATCH_JOB_ARRAY_INDEX")?,
+        };
+        let count = match shards {
+            Some(count) => Some(count),
+            None => match number("OAR_TILES_SHARDS")? {
+                Some(count) => Some(count),
+                None => number("AWS_BATCH_JOB_ARRAY_SIZE")?,
+            },
+        };
+        match (index, count) {
+            (None, None) => Ok(None),
+            (Some(index), Some(count)) => ShardSpec::new(index, count).map(Some),
+            (Some(index), None) => Err(Error::Usage(format!(
+                "shard index {index} is set by the environment but not the number of shards: \
+                 pass --shards N or set OAR_TILES_SHARDS"
+            ))),
+            (None, Some(count)) => Err(Error::Usage(format!(
+                "{count} shards were asked for but not which one this is: pass --shard I/{count} \
+                 or set JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for ShardSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl FromStr for ShardSpec {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let wrong = || Error::Usage(format!("`{text}` is not a shard like 0/4 (index/count)"));
+        let (index, count) = text.split_once('/').ok_or_else(wrong)?;
+        let index = index.trim().parse().map_err(|_| wrong())?;
+        let count = count.trim().parse().map_err(|_| wrong())?;
+        ShardSpec::new(index, count)
+    }
+}
+
+fn parse_shard(text: &str) -> std::result::Result<ShardSpec, String> {
+    text.parse().map_err(|e: Error| e.to_string())
+}
+
+/// One shard's part of a tileset: which shard, the plan file every shard shares, and the output
+/// the whole run stands for (the part file is the tileset's output).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardJob {
+    /// Which shard of how many.
+    pub spec: ShardSpec,
+    /// The shard plan beside the final output.
+    pub plan_file: PathBuf,
 }
 
 /// Command-line settings that need no resolving against the config.
@@ -198,13 +319,15 @@ pub struct TilesetJob {
     pub zooms: ZoomRange,
     /// Area to cover.
     pub bbox: BBox,
-    /// Where its tiles go; `None` only in a dry run.
+    /// Where its tiles go; `None` only in a dry run. A shard's part file in a sharded run.
     pub output: Option<OutputTarget>,
     /// Seeded in full whatever the job's selection: a partition whose value is new since the last
     /// run, or whose value vanished (the full seed then empties its output).
     pub full_seed: bool,
     /// A partition's path inside the configured output, before its tiles in `--changed-list`.
     pub list_prefix: Option<String>,
+    /// The shard this job runs, in a sharded run.
+    pub shard: Option<ShardJob>,
 }
 
 impl TilesetJob {
@@ -306,6 +429,25 @@ impl SeedJob {
                 "--concurrency {concurrency} must lie in 1..=256"
             )));
         }
+        let shard = ShardSpec::resolve(options.shard, options.shards, |name| {
+            std::env::var(name).ok()
+        })?;
+        if shard.is_some() && (selection != Selection::Pyramid || options.run.dry_run) {
+            return Err(Error::Usage(
+                "a shard runs a full seed: --shard cannot be combined with --dirty, --tiles-from or \
+                 --dry-run (reseed the merged output instead)"
+                    .into(),
+            ));
+        }
+        if let (Some(_), Some(partitioned)) =
+            (shard, selected.iter().find(|t| t.partition_by.is_some()))
+        {
+            return Err(Error::Usage(format!(
+                "tileset `{}` is partitioned (partition_by), which sharded runs do not support yet: \
+                 seed it without --shard, or leave it out with --tileset",
+                partitioned.name
+            )));
+        }
         let mut tilesets = Vec::new();
         for tileset in selected {
             let output = match options.output.as_deref().or(tileset.output.as_deref()) {
@@ -318,10 +460,25 @@ impl SeedJob {
                     )))
                 }
             };
+            let (output, shard) = match (shard, output) {
+                (Some(spec), Some(OutputTarget::Mbtiles(path))) => {
+                    let (part, plan_file) = shard_files(&path, spec);
+                    let job = ShardJob { spec, plan_file };
+                    (Some(OutputTarget::Mbtiles(part)), Some(job))
+                }
+                (Some(_), Some(other)) => {
+                    return Err(Error::Usage(format!(
+                        "sharded runs write MBTiles part files for now; {} is not supported yet",
+                        other.describe()
+                    )))
+                }
+                (_, output) => (output, None),
+            };
             tilesets.push(TilesetJob {
                 zooms: options.zooms.unwrap_or(tileset.zooms),
                 bbox: options.bbox.unwrap_or(tileset.bbox),
                 output,
+                shard,
                 tileset,
                 full_seed: false,
                 list_prefix: None,
@@ -338,6 +495,17 @@ impl SeedJob {
             run: options.run,
         })
     }
+}
+
+/// A shard's part file and the shared plan file of an MBTiles output `OUT.mbtiles`:
+/// `OUT.part-I-of-N.mbtiles` and `OUT.mbtiles.shard-plan.json`.
+pub fn shard_files(output: &Path, spec: ShardSpec) -> (PathBuf, PathBuf) {
+    let stem = output.with_extension("");
+    let mut part = stem.into_os_string();
+    part.push(format!(".part-{}-of-{}.mbtiles", spec.index, spec.count));
+    let mut plan = output.as_os_str().to_os_string();
+    plan.push(".shard-plan.json");
+    (PathBuf::from(part), PathBuf::from(plan))
 }
 
 #[cfg(test)]

@@ -74,6 +74,14 @@ enum Command {
     /// only; runs until SIGINT or SIGTERM, then exits 0.
     #[command(after_help = AFTER_HELP)]
     Serve(ServeArgs),
+    /// Weigh the data per tile and cut each tileset into N shards of near-equal work; print the cut
+    /// and store it beside the (MBTiles) output, unless --dry-run.
+    #[command(name = "shard-plan", after_help = AFTER_HELP)]
+    ShardPlan(ShardPlanArgs),
+    /// Combine the MBTiles part files of a sharded seed into one MBTiles file; refuses overlapping
+    /// tiles, unfinished parts and parts of different settings.
+    #[command(after_help = AFTER_HELP)]
+    Merge(MergeArgs),
     /// Keep every output fresh: after each burst of committed changes (and every poll_interval),
     /// run what `seed --dirty` runs; serve /metrics and /health. Runs until SIGTERM or SIGINT.
     #[command(after_help = AFTER_HELP)]
@@ -102,6 +110,27 @@ struct ServeArgs {
     /// Stored bytes above which the page marks a tile as over budget (the tilesets' size_budget).
     #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::config::DEFAULT_SIZE_BUDGET)]
     size_budget: u64,
+}
+
+#[derive(Debug, Args)]
+struct ShardPlanArgs {
+    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    options: SeedOptions,
+}
+
+#[derive(Debug, Args)]
+struct MergeArgs {
+    /// The merged MBTiles file to create (replaced if it exists).
+    #[arg(value_name = "OUT")]
+    out: PathBuf,
+
+    /// The shards' MBTiles part files.
+    #[arg(value_name = "PART", required = true)]
+    parts: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +205,8 @@ fn main() -> ProcessExit {
         Command::Serve(args) => run_serve(args),
         Command::Changes(args) => run_changes(args),
         Command::Watch(args) => run_watch(args),
+        Command::Merge(args) => run_merge(args),
+        Command::ShardPlan(args) => run_shard_plan(args),
     };
     let code = match outcome {
         Ok(()) => ExitCode::Success,
@@ -313,6 +344,62 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
         println!("{line}");
     }
     seed::write_reports(&job, &summaries)
+}
+
+fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
+    let from_env = std::env::var("OAR_TILES_SHARDS").ok();
+    // The count is the plan's, not a shard's: the job resolves as a whole run.
+    let shards = match (args.options.shards.take(), from_env.as_deref()) {
+        (Some(shards), _) => shards,
+        (None, Some(text)) => text.trim().parse().map_err(|_| {
+            Error::Usage(format!("OAR_TILES_SHARDS={text} is not a number of shards"))
+        })?,
+        (None, None) => return Err(Error::Usage("shard-plan needs --shards N".into())),
+    };
+    if shards == 0 {
+        return Err(Error::Usage("--shards must be at least 1".into()));
+    }
+    let path = Config::locate(args.config.as_deref())?;
+    let job = SeedJob::resolve(Config::load(&path)?, args.options)?;
+    let planned = runtime()?.block_on(async {
+        let session = seed::Session::open(&job).await?;
+        session.shard_plans(shards).await
+    })?;
+    for tileset in &planned {
+        let plan = &tileset.plan;
+        let total: u64 = plan.ranges.iter().map(|r| r.weight).sum();
+        println!(
+            "tileset {}: {} shards, split zoom {}, heaviest shard {:.3} x mean",
+            tileset.tileset,
+            plan.shards(),
+            plan.split_zoom,
+            plan.imbalance()
+        );
+        for (index, range) in plan.ranges.iter().enumerate() {
+            let share = if total == 0 {
+                0.0
+            } else {
+                100.0 * range.weight as f64 / total as f64
+            };
+            println!("shard {index}: weight {} ({share:.1}%)", range.weight);
+        }
+        if let Some(stored) = &tileset.stored {
+            println!("plan stored in {}", stored.display());
+        }
+    }
+    Ok(())
+}
+
+fn run_merge(args: MergeArgs) -> Result<(), Error> {
+    let report = oar_tiles::sink::merge::merge_mbtiles(&args.out, &args.parts)?;
+    println!(
+        "merged {} part(s), {} tiles, into {} (watermark {})",
+        args.parts.len(),
+        report.tiles,
+        args.out.display(),
+        report.snapshot
+    );
+    Ok(())
 }
 
 fn run_watch(args: WatchArgs) -> Result<(), Error> {

@@ -19,4 +19,5 @@ mod s3;
 mod seed;
 mod serve;
 mod setup_scripts;
+mod shards;
 mod watch;

@@ -1,10 +1,13 @@
 //! Plan: which tiles a run visits. A full seed walks the pruned pyramid ([`walk`]); a reseed renders
 //! the tiles its changes touch ([`dirty`]); `--tiles-from` renders a list read by [`crate::job`].
+//! [`shard`] splits one seed into shards balanced by data.
 
 pub mod dirty;
+pub mod shard;
 pub mod walk;
 
 pub use dirty::dirty_tiles;
+pub use shard::{ShardPlan, ShardSpec};
 pub use walk::{Mode, PyramidWalk, EAGER_TILES};
 
 use crate::tile::TileCoord;

@@ -8,7 +8,12 @@
 //! tiles, and waiting for z0 before z1 can start would leave all but one connection idle. Below them a
 //! tile's children are queued as soon as it is done (the scheduler takes the lowest zoom first), so
 //! work grows with the non-empty tiles, whatever the bbox's area.
+//!
+//! A shard's walk ([`PyramidWalk::for_shard`]) enters only subtrees that hold some of the shard's
+//! tiles and renders only those; the others it passes through are probed.
 
+use super::shard::{ShardPlan, ShardSpec};
+use crate::error::{Error, Result};
 use crate::tile::{BBox, TileCoord, TileRange, ZoomRange};
 
 /// Whether a tile is rendered or only probed for content below it.
@@ -30,6 +35,8 @@ pub struct PyramidWalk {
     ranges: Vec<TileRange>,
     /// Zooms `0..=eager` are queued whole at the start.
     eager: u8,
+    /// The plan and shard index when this walk is one shard of a sharded run.
+    shard: Option<(ShardPlan, u32)>,
 }
 
 impl PyramidWalk {
@@ -49,7 +56,41 @@ impl PyramidWalk {
             zooms,
             ranges,
             eager,
+            shard: None,
         }
+    }
+
+    /// The walk of one shard of `plan`: the same pyramid, restricted to the shard's tiles.
+    pub fn for_shard(
+        bbox: BBox,
+        zooms: ZoomRange,
+        plan: ShardPlan,
+        shard: ShardSpec,
+    ) -> Result<Self> {
+        if shard.count != plan.shards() {
+            return Err(Error::Usage(format!(
+                "shard {shard} does not belong to a plan of {} shards",
+                plan.shards()
+            )));
+        }
+        let mut walk = Self::new(bbox, zooms);
+        walk.shard = Some((plan, shard.index));
+        Ok(walk)
+    }
+
+    /// Whether the walk may enter a tile: always, unless it is a shard's walk and no tile of the
+    /// shard lies in the tile's subtree.
+    fn enters(&self, tile: TileCoord) -> bool {
+        let Some((plan, index)) = &self.shard else {
+            return true;
+        };
+        if tile.z() > plan.split_zoom {
+            return plan.owner(tile) == *index;
+        }
+        let range = &plan.ranges[*index as usize];
+        let (start, end) = plan.block(tile);
+        // The block holds the shard's tiles when it overlaps the shard's range.
+        start < range.end && range.start < end
     }
 
     /// The deepest zoom whose tiles are all queued at the start.
@@ -62,12 +103,18 @@ impl PyramidWalk {
         self.ranges[..=usize::from(self.eager)]
             .iter()
             .flat_map(|range| range.tiles())
+            .filter(|tile| self.enters(*tile))
             .collect()
     }
 
-    /// Whether the tiles of zoom `z` are rendered or only probed on the way down.
-    pub fn mode(&self, z: u8) -> Mode {
-        if z < self.zooms.min {
+    /// Whether a tile is rendered, or only probed on the way down: tiles above the minimum zoom and,
+    /// in a shard's walk, tiles of other shards.
+    pub fn mode(&self, tile: TileCoord) -> Mode {
+        let other_shard = self
+            .shard
+            .as_ref()
+            .is_some_and(|(plan, index)| plan.owner(tile) != *index);
+        if tile.z() < self.zooms.min || other_shard {
             Mode::Probe
         } else {
             Mode::Render
@@ -86,7 +133,10 @@ impl PyramidWalk {
         tile.children()
             .zip(has_content)
             .filter(move |(child, content)| {
-                deeper && *content && self.ranges[usize::from(child.z())].contains(*child)
+                deeper
+                    && *content
+                    && self.ranges[usize::from(child.z())].contains(*child)
+                    && self.enters(*child)
             })
             .map(|(child, _)| child)
     }
@@ -101,8 +151,8 @@ mod tests {
     #[test]
     fn zooms_below_the_minimum_are_only_probed() {
         let walk = PyramidWalk::new(BBox::WORLD, ZoomRange::new(5, 8).unwrap());
-        assert_eq!(walk.mode(4), Mode::Probe);
-        assert_eq!(walk.mode(5), Mode::Render);
+        assert_eq!(walk.mode(TileCoord::new(4, 0, 0).unwrap()), Mode::Probe);
+        assert_eq!(walk.mode(TileCoord::new(5, 0, 0).unwrap()), Mode::Render);
     }
 
     #[test]

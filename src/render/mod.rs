@@ -6,6 +6,7 @@
 //! bytes, steers the pyramid walk: a geometry too small to survive `ST_AsMVTGeom` at one zoom may
 //! appear at the next.
 
+pub mod count;
 pub mod pool;
 pub mod source;
 pub mod sql;

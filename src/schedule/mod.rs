@@ -91,7 +91,7 @@ impl<R: Renderer> Scheduler<'_, R> {
                 let mode = if writer.is_none() {
                     Mode::Probe
                 } else {
-                    walk.mode(batch[0].z())
+                    walk.mode(batch[0])
                 };
                 heavy_in_flight += usize::from(heavy);
                 let writes = writer.is_some();
@@ -332,7 +332,11 @@ impl<'w> WalkQueue<'w> {
                     (None, _) => false,
                     (Some(_), None) => true,
                     (Some(Reverse((z, _, tile))), Some(first)) => {
-                        *z == first.z() && !self.is_heavy(*tile)
+                        // One statement renders or probes all its tiles, so a shard's walk keeps
+                        // the tiles it renders apart from those it only passes through.
+                        *z == first.z()
+                            && !self.is_heavy(*tile)
+                            && self.walk.mode(*tile) == self.walk.mode(*first)
                     }
                 };
                 if !same_zoom {

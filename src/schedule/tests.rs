@@ -181,14 +181,23 @@ async fn walk(
     keep_going: bool,
     done: HashMap<u64, [bool; 4]>,
 ) -> Run {
+    let walk = PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, max).unwrap());
+    walk_with(renderer, &walk, keep_going, done).await
+}
+
+async fn walk_with(
+    renderer: &MemoryRenderer,
+    walk: &PyramidWalk,
+    keep_going: bool,
+    done: HashMap<u64, [bool; 4]>,
+) -> Run {
     let (stop, _never) = Stop::manual();
     let stored = MemorySink::default();
     let (writer, written) = writer::spawn(Box::new(stored.clone()), "memory");
-    let walk = PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, max).unwrap());
     let mut tally = Tally::default();
     let mut progress = Progress::start(ProgressKind::Quiet, "memory");
     let result = scheduler(renderer, &stop, keep_going)
-        .walk(&walk, Some(&writer), done, &mut tally, &mut progress)
+        .walk(walk, Some(&writer), done, &mut tally, &mut progress)
         .await
         .map(|()| true);
     drop(writer);
@@ -231,6 +240,51 @@ async fn a_walk_writes_exactly_the_tiles_above_the_facilities_and_queries_nothin
     );
     let store = &run.stored.0.lock().unwrap();
     assert_eq!(store.tiles[&"6/40/20".parse().unwrap()], b"6/40/20");
+}
+
+#[tokio::test]
+async fn shard_walks_render_disjoint_parts_that_together_are_the_single_walk() {
+    use crate::plan::shard::{CostModel, ShardPlan, ShardSpec};
+    let facilities: Vec<(u8, u32, u32)> = (0..60u32)
+        .map(|i| (7, (i * 37 + i * i) % 128, (i * 11 + 5 * i * i) % 128))
+        .collect();
+    let zooms = ZoomRange::new(0, 7).unwrap();
+    let single = walk(&MemoryRenderer::new(&facilities), 7, false, HashMap::new()).await;
+    let expected = stored_tiles(&single);
+    for shards in [1u32, 3, 4] {
+        let model = CostModel {
+            zooms,
+            cluster: None,
+        };
+        let plan = ShardPlan::choose(&model, 5, shards, "d", |z| {
+            let mut counts: BTreeMap<TileCoord, u64> = BTreeMap::new();
+            for (fz, x, y) in &facilities {
+                let shift = fz - z;
+                *counts
+                    .entry(TileCoord::new(z, x >> shift, y >> shift).unwrap())
+                    .or_default() += 1;
+            }
+            Ok(counts.into_iter().collect())
+        })
+        .unwrap();
+        let mut union = BTreeSet::new();
+        let mut rendered = BTreeSet::new();
+        for index in 0..shards {
+            let spec = ShardSpec::new(index, shards).unwrap();
+            let walk = PyramidWalk::for_shard(BBox::WORLD, zooms, plan.clone(), spec).unwrap();
+            let renderer = MemoryRenderer::new(&facilities);
+            let run = walk_with(&renderer, &walk, false, HashMap::new()).await;
+            assert!(*run.result.as_ref().unwrap());
+            for tile in stored_tiles(&run) {
+                assert_eq!(plan.owner(tile), index, "{tile} written by shard {spec}");
+                assert!(union.insert(tile), "{tile} written by two shards");
+            }
+            for tile in renderer.rendered() {
+                assert!(rendered.insert(tile), "{tile} rendered by two shards");
+            }
+        }
+        assert_eq!(union, expected, "{shards} shards write what one run writes");
+    }
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! 5. Close the changed-tile list; write the JSON summary and the failed-tile list ([`write_reports`]).
 
 mod prepare;
+mod shard;
 mod tileset;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
 use crate::sink::ChangedList;
 use prepare::Prepared;
+pub use shard::{plan_path, PlannedTileset};
 use tileset::TilesetRun;
 
 /// Runs a seed job and returns one summary per tileset.

@@ -120,7 +120,11 @@ impl TilesetRun<'_> {
                 watermark.as_ref(),
             )
             .await?;
-        if let (true, Some(next)) = (complete, &watermark) {
+        if tileset.shard.is_some() {
+            // A part is not a consumer of the change log: pruning what one shard saw could drop
+            // changes a shard with an earlier snapshot did not see, which the merged output's
+            // first `seed --dirty` must still read.
+        } else if let (true, Some(next)) = (complete, &watermark) {
             self.advance(target, next).await?;
         } else if !complete {
             tracing::warn!(
@@ -280,7 +284,12 @@ impl TilesetRun<'_> {
         let scheduler = self.scheduler(&renderer, encoding);
         match work {
             Work::Pyramid => {
-                let walk = PyramidWalk::new(tileset.bbox, tileset.zooms);
+                let walk = match &tileset.shard {
+                    Some(shard) => {
+                        super::shard::shard_walk(self.pool, self.prepared, shard).await?
+                    }
+                    None => PyramidWalk::new(tileset.bbox, tileset.zooms),
+                };
                 let walked = scheduler.walk(&walk, Some(&writer), done, tally, progress);
                 walked.await.map(|()| true)
             }
@@ -401,14 +410,19 @@ impl TilesetRun<'_> {
     }
 
     fn settings_digest(&self) -> String {
-        let configured = &self.prepared.tileset.tileset;
-        let layers = &self.prepared.layers;
-        TileSettings::new(
-            configured.extent,
-            configured.buffer,
-            layers.iter().map(|l| &l.config),
-        )
-        .with_lists(layers.iter().map(|l| l.list_properties()))
-        .digest()
+        settings_digest(self.prepared)
     }
+}
+
+/// The digest of the settings that decide a prepared tileset's tile bytes.
+pub(super) fn settings_digest(prepared: &Prepared) -> String {
+    let configured = &prepared.tileset.tileset;
+    let layers = &prepared.layers;
+    TileSettings::new(
+        configured.extent,
+        configured.buffer,
+        layers.iter().map(|l| &l.config),
+    )
+    .with_lists(layers.iter().map(|l| l.list_properties()))
+    .digest()
 }

@@ -9,6 +9,7 @@ pub mod changed_list;
 pub mod directory;
 pub mod lock;
 pub mod mbtiles;
+pub mod merge;
 pub mod partitions;
 pub mod pmtiles;
 pub mod s3;

@@ -32,3 +32,46 @@ impl Watermark {
         serde_json::from_str(state).ok()
     }
 }
+
+/// The snapshot that sees only what every one of `snapshots` sees (`pg_snapshot` text,
+/// `xmin:xmax:xip,…`): a transaction counts as seen when it is below every `xmax` and in progress
+/// in none. A sharded output records it, so a later `seed --dirty` re-renders every change one shard
+/// saw and another did not. `None` when a snapshot is not in that form.
+pub fn earliest_snapshot<'a>(snapshots: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut xmax: Option<u64> = None;
+    let mut in_progress = std::collections::BTreeSet::new();
+    for text in snapshots {
+        let mut parts = text.trim().splitn(3, ':');
+        let min: u64 = parts.next()?.parse().ok()?;
+        let max: u64 = parts.next()?.parse().ok()?;
+        let xip = parts.next()?;
+        if min > max {
+            return None;
+        }
+        for id in xip.split(',').filter(|id| !id.is_empty()) {
+            in_progress.insert(id.parse::<u64>().ok()?);
+        }
+        xmax = Some(xmax.map_or(max, |current: u64| current.min(max)));
+    }
+    let xmax = xmax?;
+    let xip: Vec<String> = in_progress.range(..xmax).map(|id| id.to_string()).collect();
+    let xmin = in_progress.range(..xmax).next().copied().unwrap_or(xmax);
+    Some(format!("{xmin}:{xmax}:{}", xip.join(",")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_combined_snapshot_sees_only_what_every_shard_saw() {
+        assert_eq!(earliest_snapshot(["12:20:12,15"]).unwrap(), "12:20:12,15");
+        // Shard B started later (sees 12 and 20..25) but 22 was still running for it.
+        let combined = earliest_snapshot(["12:20:12,15", "18:25:18,22"]).unwrap();
+        assert_eq!(combined, "12:20:12,15,18");
+        assert_eq!(earliest_snapshot(["30:30:", "40:41:40"]).unwrap(), "30:30:");
+        assert!(earliest_snapshot(["x"]).is_none());
+        assert!(earliest_snapshot(["5:4:"]).is_none());
+        assert!(earliest_snapshot(std::iter::empty()).is_none());
+    }
+}

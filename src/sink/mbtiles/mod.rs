@@ -90,7 +90,7 @@ const JOURNAL_SCHEMA: &str = "
 ";
 
 /// The metadata key under which the job state (change watermark) is kept.
-const STATE_KEY: &str = "oar_tiles_state";
+pub const STATE_KEY: &str = "oar_tiles_state";
 
 impl MbtilesSink {
     fn connection(&self) -> &Connection {

@@ -1,0 +1,294 @@
+//! Sharded runs: the shard plan a real PostGIS table yields, balanced by data on a skewed data set.
+
+use std::collections::BTreeMap;
+
+use oar_tiles::plan::shard::ShardPlan;
+use oar_tiles::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
+
+use crate::common::fixture::Fixture;
+use crate::common::pg::{hub_with_scatter, Point};
+use crate::common::run::{
+    assert_same_tiles, oar_tiles, oar_tiles_with, read_mbtiles_raw, single_layer_config,
+};
+
+/// Each shard's render work under a stored plan, measured from the points themselves: every
+/// non-empty tile of every zoom costs one plus its rows (the layer is not clustered), charged to the
+/// shard the plan says renders it.
+fn measured_work(plan: &ShardPlan, points: &[Point], max_zoom: u8) -> Vec<u64> {
+    let mut work = vec![0u64; plan.shards() as usize];
+    for z in 0..=max_zoom {
+        let side = 1u32 << z;
+        let size = 2.0 * MERCATOR_HALF_WORLD / f64::from(side);
+        let mut rows: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        for point in points {
+            let (mx, my) = mercator(point.lon, point.lat);
+            let x = (((mx + MERCATOR_HALF_WORLD) / size) as u32).min(side - 1);
+            let y = (((MERCATOR_HALF_WORLD - my) / size) as u32).min(side - 1);
+            *rows.entry((x, y)).or_default() += 1;
+        }
+        for ((x, y), n) in rows {
+            let tile = TileCoord::new(z, x, y).unwrap();
+            work[plan.owner(tile) as usize] += n + 1;
+        }
+    }
+    work
+}
+
+/// The shards' weights as `shard-plan` prints them.
+fn weights(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("shard "))
+        .map(|rest| {
+            let weight = rest.split("weight ").nth(1).unwrap();
+            weight.split_whitespace().next().unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_shard_plan_of_skewed_data_is_balanced_and_stored_beside_the_output() {
+    // Nine of ten points in one small hub, the rest anywhere: area-based cuts would put nearly all
+    // the work on one shard.
+    let points = hub_with_scatter(4_000, 5, 10, [8.30, 47.10, 8.80, 47.60]);
+    let fixture = Fixture::new("shard_plan", &points, "oar.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", "")
+    });
+    let output = fixture.path("out.mbtiles");
+    let config = fixture.config.to_str().unwrap();
+    for shards in [1u32, 3, 4, 16] {
+        let count = shards.to_string();
+        let args = [
+            "shard-plan",
+            "--config",
+            config,
+            "--zoom",
+            "0-14",
+            "--output",
+            output.to_str().unwrap(),
+            "--shards",
+            &count,
+            "--dry-run",
+        ];
+        let run = oar_tiles(Some(&fixture.schema.url), &args);
+        run.assert_success();
+        let weights = weights(&run.stdout);
+        assert_eq!(weights.len(), shards as usize, "{}", run.stdout);
+        let mean = weights.iter().sum::<u64>() as f64 / f64::from(shards);
+        let heaviest = *weights.iter().max().unwrap() as f64;
+        assert!(
+            heaviest <= 1.25 * mean,
+            "{shards} shards: heaviest {heaviest} > 1.25 × mean {mean}\n{}",
+            run.stdout
+        );
+    }
+    let plan_file = format!("{}.shard-plan.json", output.display());
+    assert!(
+        !std::path::Path::new(&plan_file).exists(),
+        "a dry run stores nothing"
+    );
+    for shards in ["3", "4", "16"] {
+        let args = [
+            "shard-plan",
+            "--config",
+            config,
+            "--zoom",
+            "0-14",
+            "--output",
+            output.to_str().unwrap(),
+            "--shards",
+            shards,
+        ];
+        let run = oar_tiles(Some(&fixture.schema.url), &args);
+        run.assert_success();
+        let stored = std::fs::read_to_string(&plan_file).unwrap();
+        let plan = ShardPlan::from_json(&stored, &plan_file).unwrap();
+        assert_eq!(plan.shards().to_string(), shards);
+        assert!(!plan.settings_digest.is_empty());
+        // The real work, not the plan's own estimate, is what must be balanced.
+        let work = measured_work(&plan, &points, 14);
+        let mean = work.iter().sum::<u64>() as f64 / work.len() as f64;
+        let heaviest = *work.iter().max().unwrap() as f64;
+        assert!(
+            heaviest <= 1.25 * mean,
+            "{shards} shards: measured work {work:?}, split zoom {}",
+            plan.split_zoom
+        );
+    }
+    let directory = format!("dir:{}", fixture.path("tiles").display());
+    let args = [
+        "shard-plan",
+        "--config",
+        config,
+        "--output",
+        &directory,
+        "--shards",
+        "2",
+    ];
+    let run = oar_tiles(Some(&fixture.schema.url), &args);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not supported yet"), "{}", run.stderr);
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn shards_run_as_separate_processes_and_merge_into_exactly_the_single_run() {
+    let points = hub_with_scatter(1_500, 9, 7, [2.20, 48.70, 2.60, 49.00]);
+    let fixture = Fixture::new("shard_runs", &points, "oar.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", "")
+    });
+    let config = fixture.config.to_str().unwrap();
+    let url = fixture.schema.url.clone();
+    let single = fixture.path("single.mbtiles");
+    let args = fixture.seed_args(single.to_str().unwrap(), "0-12", &[]);
+    oar_tiles(Some(&url), &args).assert_success();
+    let expected = read_mbtiles_raw(&single);
+    for shards in [1u32, 3, 4] {
+        let out = fixture.path(&format!("sharded-{shards}.mbtiles"));
+        let out_text = out.to_str().unwrap().to_string();
+        let count = shards.to_string();
+        let mut parts = Vec::new();
+        for index in 0..shards {
+            let index_text = index.to_string();
+            // As a Kubernetes Indexed Job starts each pod: the same command, the index in the
+            // environment.
+            let args = fixture.seed_args(&out_text, "0-12", &[]);
+            let run = oar_tiles_with(
+                Some(&url),
+                &args,
+                &[
+                    ("JOB_COMPLETION_INDEX", index_text.as_str()),
+                    ("OAR_TILES_SHARDS", count.as_str()),
+                ],
+            );
+            run.assert_success();
+            parts.push(fixture.path(&format!(
+                "sharded-{shards}.part-{index}-of-{shards}.mbtiles"
+            )));
+        }
+        let mut merge = vec!["merge", out_text.as_str()];
+        merge.extend(parts.iter().map(|p| p.to_str().unwrap()));
+        oar_tiles(None, &merge).assert_success();
+        assert_same_tiles(
+            &expected,
+            &read_mbtiles_raw(&out),
+            &format!("{shards} shards"),
+        );
+        if shards == 3 {
+            // A shard of another number of shards does not run into this plan.
+            let args = fixture.seed_args(&out_text, "0-12", &["--shard", "0/4"]);
+            let run = oar_tiles(Some(&url), &args);
+            assert_eq!(run.code, 2, "{}", run.stderr);
+            assert!(run.stderr.contains("plan of 3 shards"), "{}", run.stderr);
+            // Two copies of one part overlap.
+            let twice = [
+                "merge",
+                config,
+                parts[0].to_str().unwrap(),
+                parts[0].to_str().unwrap(),
+            ];
+            let run = oar_tiles(None, &twice);
+            assert_ne!(run.code, 0, "{}", run.stderr);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_merged_output_takes_a_dirty_reseed_of_what_changed_after_the_shards() {
+    let points = hub_with_scatter(600, 13, 5, [13.30, 52.40, 13.50, 52.60]);
+    let mut fixture = Fixture::new("shard_dirty", &points, "oar.toml", |schema| {
+        let changes = schema.companion("cdc");
+        format!(
+            "[changes]\nschema = \"{changes}\"\n{}",
+            single_layer_config(&schema.name, "sites", "", "")
+        )
+    });
+    let url = fixture.schema.url.clone();
+    let config = fixture.config.to_str().unwrap();
+    oar_tiles(Some(&url), &["changes", "install", "--config", config]).assert_success();
+    let out = fixture.path("merged.mbtiles");
+    let out_text = out.to_str().unwrap().to_string();
+    let mut parts = Vec::new();
+    for index in 0..3 {
+        let shard = format!("{index}/3");
+        let args = fixture.seed_args(&out_text, "0-10", &["--shard", &shard]);
+        oar_tiles(Some(&url), &args).assert_success();
+        parts.push(fixture.path(&format!("merged.part-{index}-of-3.mbtiles")));
+    }
+    let mut merge = vec!["merge", out_text.as_str()];
+    merge.extend(parts.iter().map(|p| p.to_str().unwrap()));
+    oar_tiles(None, &merge).assert_success();
+    // Changes after the shards: a moved point, a new one far away, a deleted one.
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(-70.5, -33.4), 4326) WHERE site_id = 7;
+         INSERT INTO {schema}.sites (site_id, label, kind, score, pt)
+             VALUES (9001, 'new', 'mill', 3, ST_SetSRID(ST_MakePoint(151.2, -33.9), 4326));
+         DELETE FROM {schema}.sites WHERE site_id = 11;",
+    );
+    let dirty = fixture.seed_args(&out_text, "0-10", &["--dirty"]);
+    oar_tiles(Some(&url), &dirty).assert_success();
+    let fresh = fixture.path("fresh.mbtiles");
+    let args = fixture.seed_args(fresh.to_str().unwrap(), "0-10", &[]);
+    oar_tiles(Some(&url), &args).assert_success();
+    assert_same_tiles(
+        &read_mbtiles_raw(&fresh),
+        &read_mbtiles_raw(&out),
+        "the merged output after --dirty",
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_killed_shard_resumes_and_an_unfinished_part_is_not_merged() {
+    use crate::common::run::{oar_tiles_command, send_signal};
+    use crate::robustness::wait_for_progress;
+
+    let points = hub_with_scatter(3_000, 31, 4, [-0.3, 51.3, 0.3, 51.7]);
+    let fixture = Fixture::new("shard_kill", &points, "oar.toml", |schema| {
+        // Slow rows, so the shard is still walking when it is killed.
+        single_layer_config(
+            &schema.name,
+            "sites",
+            "",
+            "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"",
+        )
+    });
+    let url = fixture.schema.url.clone();
+    let single = fixture.path("single.mbtiles");
+    let args = fixture.seed_args(single.to_str().unwrap(), "0-13", &[]);
+    oar_tiles(Some(&url), &args).assert_success();
+    let out = fixture.path("out.mbtiles");
+    let out_text = out.to_str().unwrap().to_string();
+    let part = |index: u32| fixture.path(&format!("out.part-{index}-of-2.mbtiles"));
+    let args = fixture.seed_args(&out_text, "0-13", &["--shard", "0/2"]);
+    oar_tiles(Some(&url), &args).assert_success();
+    let args = fixture.seed_args(&out_text, "0-13", &["--shard", "1/2"]);
+    let mut child = oar_tiles_command(Some(&url), &args, &[]).spawn().unwrap();
+    wait_for_progress(&mut child, &part(1));
+    send_signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    // The killed shard left no finished part: merging now refuses and names it.
+    let (p0, p1) = (part(0), part(1));
+    let merge = [
+        "merge",
+        out_text.as_str(),
+        p0.to_str().unwrap(),
+        p1.to_str().unwrap(),
+    ];
+    let run = oar_tiles(None, &merge);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    assert!(run.stderr.contains("part-1-of-2"), "{}", run.stderr);
+    assert!(!out.exists());
+    // The engine starts the same index again: it resumes from its journal.
+    let resumed = oar_tiles(Some(&url), &args);
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
+    oar_tiles(None, &merge).assert_success();
+    assert_same_tiles(
+        &read_mbtiles_raw(&single),
+        &read_mbtiles_raw(&out),
+        "2 shards, one killed and resumed",
+    );
+}
