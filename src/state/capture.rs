@@ -254,14 +254,19 @@ fn partition_values_sql(partitions: &[(String, bool)], rows: &str) -> String {
         .iter()
         .map(|(column, array)| {
             let values = value_sql(&format!("t.{}", quote_ident(column)), *array);
-            format!(
-                "jsonb_build_object({}, ARRAY(SELECT DISTINCT x.v FROM {rows} t, \
-                 LATERAL (SELECT {values}) x(v) WHERE x.v IS NOT NULL))",
-                quote_literal(column)
-            )
+            values_object(column, &format!("{rows} t"), &values)
         })
         .collect();
     format!(", {}", objects.join(" || "))
+}
+
+/// `{"column": [the distinct non-NULL values of SELECT values over from]}`.
+fn values_object(column: &str, from: &str, values: &str) -> String {
+    format!(
+        "jsonb_build_object({}, ARRAY(SELECT DISTINCT x.v FROM {from}, \
+         LATERAL (SELECT {values}) x(v) WHERE x.v IS NOT NULL))",
+        quote_literal(column)
+    )
 }
 
 /// The text form of a partition column's value (an array's elements, one row each).
@@ -302,13 +307,12 @@ fn update_sql(schema: &str, watched: &Watched, watched_row: &str) -> String {
         .iter()
         .enumerate()
         .map(|(i, (column, array))| {
-            format!(
-                "jsonb_build_object({}, ARRAY(SELECT DISTINCT x.v FROM d, \
-                 LATERAL (SELECT {} UNION ALL SELECT {}) x(v) WHERE x.v IS NOT NULL))",
-                quote_literal(column),
+            let values = format!(
+                "{} UNION ALL SELECT {}",
                 value_sql(&format!("d.op{i}"), *array),
                 value_sql(&format!("d.np{i}"), *array),
-            )
+            );
+            values_object(column, "d", &values)
         })
         .collect();
     format!(
