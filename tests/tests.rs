@@ -19,5 +19,6 @@ mod s3;
 mod seed;
 mod serve;
 mod setup_scripts;
+mod shard_outputs;
 mod shards;
 mod watch;

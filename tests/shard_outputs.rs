@@ -1,0 +1,233 @@
+//! Sharded runs into one tree or S3 prefix: shards as separate processes (the index in the
+//! environment, as Kubernetes gives it), `finalize` refusing while a shard is unfinished, and the
+//! finalized output equal to a single run, stale tiles swept, and ready for `seed --dirty`.
+
+use crate::common::fixture::Fixture;
+use crate::common::pg::hub_with_scatter;
+use crate::common::run::{
+    assert_same_tiles, oar_tiles, oar_tiles_with, read_mbtiles_raw, read_tree, single_layer_config,
+    Run,
+};
+use crate::common::s3::S3Server;
+
+/// Runs shard `index` of `count` as a Kubernetes Indexed Job's pod would: the same command, the
+/// index and count in the environment.
+fn run_shard(fixture: &Fixture, output: &str, index: u32, count: u32, env: &[(&str, &str)]) {
+    let (index, count) = (index.to_string(), count.to_string());
+    let mut env = env.to_vec();
+    env.push(("JOB_COMPLETION_INDEX", &index));
+    env.push(("OAR_TILES_SHARDS", &count));
+    let args = fixture.seed_args(output, "0-12", &[]);
+    oar_tiles_with(Some(&fixture.schema.url), &args, &env).assert_success();
+}
+
+fn finalize(fixture: &Fixture, output: &str, env: &[(&str, &str)]) -> Run {
+    let config = fixture.config.to_str().unwrap();
+    let args = ["finalize", "--config", config, "--output", output];
+    oar_tiles_with(Some(&fixture.schema.url), &args, env)
+}
+
+/// A full single run of the fixture's data at z0-12 into a new MBTiles file.
+fn single_run(fixture: &Fixture, name: &str, env: &[(&str, &str)]) -> crate::common::run::Tiles {
+    let path = fixture.path(name);
+    let args = fixture.seed_args(path.to_str().unwrap(), "0-12", &[]);
+    oar_tiles_with(Some(&fixture.schema.url), &args, env).assert_success();
+    read_mbtiles_raw(&path)
+}
+
+/// Moves, adds and deletes rows, so that some tiles change, appear and empty.
+fn change_data(fixture: &mut Fixture, round: u32) {
+    fixture.schema.execute(&format!(
+        "UPDATE {{schema}}.sites SET pt = ST_SetSRID(ST_MakePoint(-70.5 + {round}, -33.4), 4326)
+             WHERE site_id = {};
+         INSERT INTO {{schema}}.sites (site_id, label, kind, score, pt)
+             VALUES ({}, 'new', 'mill', 3, ST_SetSRID(ST_MakePoint(151.2, -33.9 + {round}), 4326));
+         DELETE FROM {{schema}}.sites WHERE site_id % 17 = {round};",
+        7 + round,
+        9000 + round
+    ));
+}
+
+fn changes_config(schema: &mut crate::common::pg::TestSchema, extra: &str) -> String {
+    let changes = schema.companion("cdc");
+    format!(
+        "{extra}\n[changes]\nschema = \"{changes}\"\n{}",
+        single_layer_config(&schema.name, "sites", "", "")
+    )
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn tree_shards_finalize_into_exactly_the_single_run_and_take_a_dirty_reseed() {
+    let points = hub_with_scatter(1_200, 9, 7, [2.20, 48.70, 2.60, 49.00]);
+    let mut fixture = Fixture::new("shard_tree", &points, "oar.toml", |schema| {
+        changes_config(schema, "")
+    });
+    let config = fixture.config.to_str().unwrap();
+    let url = fixture.schema.url.clone();
+    oar_tiles(Some(&url), &["changes", "install", "--config", config]).assert_success();
+    let tree = fixture.path("tree");
+    let output = format!("dir:{}", tree.display());
+    // An earlier single run leaves tiles that the data no longer has once it changes.
+    oar_tiles(Some(&url), &fixture.seed_args(&output, "0-12", &[])).assert_success();
+    let earlier = read_tree(&tree, "pbf");
+    change_data(&mut fixture, 1);
+
+    run_shard(&fixture, &output, 0, 3, &[]);
+    run_shard(&fixture, &output, 1, 3, &[]);
+    let early = finalize(&fixture, &output, &[]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("shard(s) 2/3 have not finished"),
+        "{}",
+        early.stderr
+    );
+    run_shard(&fixture, &output, 2, 3, &[]);
+    let done = finalize(&fixture, &output, &[]);
+    done.assert_success();
+    let expected = single_run(&fixture, "single.mbtiles", &[]);
+    let stale = earlier.keys().filter(|k| !expected.contains_key(k)).count();
+    assert!(stale > 0, "the change must empty some tiles");
+    assert!(
+        done.stdout.contains(&format!(
+            "3 shard(s), {} tiles, {stale} stale",
+            expected.len()
+        )),
+        "{}",
+        done.stdout
+    );
+    assert_same_tiles(&expected, &read_tree(&tree, "pbf"), "the finalized tree");
+    for document in ["tiles.json", "metadata.json", ".oar-tiles-state.json"] {
+        assert!(tree.join(document).is_file(), "{document} is written");
+    }
+    assert!(
+        !tree.join(".oar-tiles-shards").exists(),
+        "the plan and parts are removed"
+    );
+    let again = finalize(&fixture, &output, &[]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("no shard plan"), "{}", again.stderr);
+
+    change_data(&mut fixture, 2);
+    oar_tiles(
+        Some(&url),
+        &fixture.seed_args(&output, "0-12", &["--dirty"]),
+    )
+    .assert_success();
+    assert_same_tiles(
+        &single_run(&fixture, "fresh.mbtiles", &[]),
+        &read_tree(&tree, "pbf"),
+        "the finalized tree after --dirty",
+    );
+}
+
+/// Every object under `bucket/prefix` (tiles and documents) with its body, by key below the prefix.
+fn read_prefix(server: &S3Server, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let client = server.client();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut objects = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(format!("{prefix}/"))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for object in page.unwrap().contents() {
+                let key = object.key().unwrap();
+                let got = client.get_object().bucket(bucket).key(key).send().await;
+                let bytes = got.unwrap().body.collect().await.unwrap().into_bytes();
+                let name = key.strip_prefix(&format!("{prefix}/")).unwrap();
+                objects.push((name.to_string(), bytes.to_vec()));
+            }
+        }
+        objects.sort();
+        objects
+    })
+}
+
+/// The tiles among the objects of [`read_prefix`].
+fn tiles_of(objects: &[(String, Vec<u8>)]) -> crate::common::run::Tiles {
+    objects
+        .iter()
+        .filter_map(|(name, bytes)| {
+            let path = name.strip_suffix(".pbf")?;
+            let parts: Vec<u32> = path.split('/').map(|p| p.parse().unwrap()).collect();
+            Some(((parts[0] as u8, parts[1], parts[2]), bytes.clone()))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn s3_shards_finalize_into_exactly_the_single_run() {
+    let server = S3Server::start("tiles");
+    let points = hub_with_scatter(1_000, 7, 9, [72.9, 33.5, 73.3, 33.8]);
+    let mut fixture = Fixture::new("shard_s3", &points, "oar.toml", |schema| {
+        changes_config(schema, &server.config_table(""))
+    });
+    let env = server.env();
+    let config = fixture.config.to_str().unwrap();
+    let url = fixture.schema.url.clone();
+    oar_tiles_with(
+        Some(&url),
+        &["changes", "install", "--config", config],
+        &env,
+    )
+    .assert_success();
+    let output = "s3://tiles/facilities/v1";
+    oar_tiles_with(Some(&url), &fixture.seed_args(output, "0-12", &[]), &env).assert_success();
+    let earlier = tiles_of(&read_prefix(&server, "tiles", "facilities/v1"));
+    change_data(&mut fixture, 3);
+
+    for index in 0..4 {
+        run_shard(&fixture, output, index, 4, &env);
+        let finalized = finalize(&fixture, output, &env);
+        if index < 3 {
+            assert_eq!(finalized.code, 2, "{}", finalized.stderr);
+            assert!(
+                finalized.stderr.contains("have not finished"),
+                "{}",
+                finalized.stderr
+            );
+        } else {
+            finalized.assert_success();
+        }
+    }
+    let expected = single_run(&fixture, "single.mbtiles", &env);
+    assert!(earlier.keys().any(|k| !expected.contains_key(k)));
+    let objects = read_prefix(&server, "tiles", "facilities/v1");
+    assert_same_tiles(&expected, &tiles_of(&objects), "the finalized prefix");
+    let names: Vec<&str> = objects
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| !name.ends_with(".pbf"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ".oar-tiles/state.json",
+            ".oar-tiles/tile-hashes",
+            "tiles.json"
+        ],
+        "TileJSON, state and tile hashes written; the plan and parts removed"
+    );
+    // The finalized output is a seed's: a second full seed finds every tile already uploaded.
+    let summary = fixture.path("summary.json");
+    let args = fixture.seed_args(
+        output,
+        "0-12",
+        &["--summary-json", summary.to_str().unwrap()],
+    );
+    oar_tiles_with(Some(&url), &args, &env).assert_success();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let stored = &json[0]["stored"];
+    assert_eq!(stored["changed"].as_u64(), Some(0), "{json}");
+    assert_eq!(stored["deleted"].as_u64(), Some(0), "{json}");
+    assert_eq!(stored["unchanged"].as_u64(), Some(expected.len() as u64));
+}
