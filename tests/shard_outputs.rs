@@ -1,6 +1,7 @@
 //! Sharded runs into one tree or S3 prefix: shards as separate processes (the index in the
 //! environment, as Kubernetes gives it), `finalize` refusing while a shard is unfinished, and the
-//! finalized output equal to a single run, stale tiles swept, and ready for `seed --dirty`.
+//! finalized output equal to a single run, stale tiles swept, and ready for `seed --dirty` even when
+//! the data changed while the shards ran.
 
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
@@ -108,7 +109,14 @@ fn tree_shards_finalize_into_exactly_the_single_run_and_take_a_dirty_reseed() {
     assert_eq!(again.code, 2, "{}", again.stderr);
     assert!(again.stderr.contains("no shard plan"), "{}", again.stderr);
 
+    // A second sharded run into the finalized tree plans afresh, and data changes while it runs:
+    // shard 0 renders before the change, shards 1 and 2 after it. The finalized watermark sees
+    // only what every shard saw, so `seed --dirty` re-renders what shard 0 missed.
+    run_shard(&fixture, &output, 0, 3, &[]);
     change_data(&mut fixture, 2);
+    run_shard(&fixture, &output, 1, 3, &[]);
+    run_shard(&fixture, &output, 2, 3, &[]);
+    finalize(&fixture, &output, &[]).assert_success();
     oar_tiles(
         Some(&url),
         &fixture.seed_args(&output, "0-12", &["--dirty"]),
