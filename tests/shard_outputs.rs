@@ -239,3 +239,40 @@ fn s3_shards_finalize_into_exactly_the_single_run() {
     assert_eq!(stored["deleted"].as_u64(), Some(0), "{json}");
     assert_eq!(stored["unchanged"].as_u64(), Some(expected.len() as u64));
 }
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn mbtiles_shards_finalize_by_merging_their_part_files() {
+    let points = hub_with_scatter(600, 5, 5, [13.30, 52.40, 13.50, 52.60]);
+    let fixture = Fixture::new("shard_mbtiles", &points, "oar.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", "")
+    });
+    let out = fixture.path("merged.mbtiles");
+    let output = out.to_str().unwrap();
+    run_shard(&fixture, output, 1, 2, &[]);
+    let early = finalize(&fixture, output, &[]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("shard(s) 0/2 have not finished"),
+        "{}",
+        early.stderr
+    );
+    run_shard(&fixture, output, 0, 2, &[]);
+    finalize(&fixture, output, &[]).assert_success();
+    assert_same_tiles(
+        &single_run(&fixture, "single.mbtiles", &[]),
+        &read_mbtiles_raw(&out),
+        "the finalized MBTiles file",
+    );
+    let mut left: Vec<String> = std::fs::read_dir(fixture.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("merged"))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["merged.mbtiles"],
+        "the part files and the plan are removed"
+    );
+}
