@@ -205,3 +205,94 @@ fn combine(
 fn path_of(target: &OutputTarget) -> std::path::PathBuf {
     std::path::PathBuf::from(target.describe())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::shard::{ShardRange, PLAN_VERSION};
+    use crate::sink::shards::{PartRecord, PART_VERSION};
+    use crate::sink::TilesetMetadata;
+    use crate::tile::{BBox, ZoomRange};
+
+    fn plan() -> ShardPlan {
+        let range = |start, end| ShardRange {
+            start,
+            end,
+            weight: 1,
+        };
+        ShardPlan {
+            version: PLAN_VERSION,
+            settings_digest: "s".into(),
+            split_zoom: 1,
+            ranges: vec![range(0, 2), range(2, 4)],
+        }
+    }
+
+    fn part(index: u32, plan: &str, settings: &str, snapshot: &str, tiles: &[u64]) -> Part {
+        let watermark = Watermark {
+            snapshot: snapshot.into(),
+            settings: Some(settings.into()),
+            ..Watermark::default()
+        };
+        Part {
+            record: PartRecord {
+                version: PART_VERSION,
+                shard: format!("{index}/2"),
+                plan: plan.into(),
+                state: watermark.to_state(),
+                metadata: TilesetMetadata {
+                    name: "t".into(),
+                    description: None,
+                    attribution: None,
+                    bounds: BBox::WORLD,
+                    zooms: ZoomRange::new(0, 3).unwrap(),
+                    vector_layers: Vec::new(),
+                },
+                tiles: tiles.len() as u64,
+            },
+            tiles: tiles.iter().map(|key| (*key, [*key as u8; 16])).collect(),
+        }
+    }
+
+    fn spec(index: u32) -> ShardSpec {
+        ShardSpec::new(index, 2).unwrap()
+    }
+
+    #[test]
+    fn parts_of_one_run_combine_into_every_tile_and_the_earliest_snapshot() {
+        let parts = [
+            (spec(0), part(0, "p", "s", "10:20:12", &[1, 2])),
+            (spec(1), part(1, "p", "s", "15:18:15", &[3])),
+        ];
+        let (tiles, watermark) = combine("out", &plan(), "p", &parts).unwrap();
+        assert_eq!(tiles.len(), 3);
+        assert_eq!(tiles[&3], [3; 16]);
+        assert_eq!(watermark.snapshot, "12:18:12,15");
+        assert_eq!(watermark.settings.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn parts_of_another_plan_other_settings_or_overlapping_tiles_are_refused() {
+        let good = (spec(0), part(0, "p", "s", "10:20:", &[1, 2]));
+        let cases = [
+            (part(1, "q", "s", "10:20:", &[3]), "another shard plan"),
+            (part(0, "p", "s", "10:20:", &[3]), "another shard plan"),
+            (part(1, "p", "t", "10:20:", &[3]), "other settings"),
+            (
+                part(1, "p", "s", "10:20:", &[2]),
+                "holds a tile another shard holds",
+            ),
+            (
+                part(1, "p", "s", "garbage", &[3]),
+                "snapshot is not readable",
+            ),
+        ];
+        for (bad, why) in cases {
+            let parts = [good.clone(), (spec(1), bad)];
+            let err = combine("out", &plan(), "p", &parts)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
+}
