@@ -276,3 +276,88 @@ fn mbtiles_shards_finalize_by_merging_their_part_files() {
         "the part files and the plan are removed"
     );
 }
+
+/// Tiles a tree shard has durably journaled so far (0 before its journal exists).
+fn journaled(journal: &std::path::Path) -> u64 {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    rusqlite::Connection::open_with_flags(journal, flags)
+        .and_then(|c| c.query_row("SELECT count(*) FROM done", [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_killed_tree_shard_resumes_from_its_own_journal() {
+    use crate::common::run::{oar_tiles_command, send_signal};
+    use std::time::{Duration, Instant};
+
+    let points = hub_with_scatter(3_000, 31, 4, [-0.3, 51.3, 0.3, 51.7]);
+    let fixture = Fixture::new("shard_tree_kill", &points, "oar.toml", |schema| {
+        // Slow rows, so the shard is still walking when it is killed.
+        single_layer_config(
+            &schema.name,
+            "sites",
+            "",
+            "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"",
+        )
+    });
+    let url = fixture.schema.url.clone();
+    let tree = fixture.path("tree");
+    let output = format!("dir:{}", tree.display());
+    run_shard(&fixture, &output, 0, 2, &[]);
+    let args = fixture.seed_args(&output, "0-12", &["--shard", "1/2"]);
+    let mut child = oar_tiles_command(Some(&url), &args, &[]).spawn().unwrap();
+    let journal = tree.join(".oar-tiles-journal.part-1-of-2.sqlite");
+    let started = Instant::now();
+    while journaled(&journal) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "nothing journaled"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the shard ended too soon"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    send_signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    let early = finalize(&fixture, &output, &[]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("1/2 have not finished"),
+        "{}",
+        early.stderr
+    );
+    // The engine starts the same index again: it resumes from its own journal, not shard 0's.
+    let resumed = oar_tiles(Some(&url), &args);
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
+    assert!(!journal.exists(), "a finished shard removes its journal");
+    finalize(&fixture, &output, &[]).assert_success();
+    assert_same_tiles(
+        &single_run(&fixture, "single.mbtiles", &[]),
+        &read_tree(&tree, "pbf"),
+        "2 tree shards, one killed and resumed",
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn one_and_four_tree_shards_finalize_into_exactly_the_single_run() {
+    let points = hub_with_scatter(800, 11, 6, [-58.6, -34.8, -58.3, -34.5]);
+    let fixture = Fixture::new("shard_tree_counts", &points, "oar.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", "")
+    });
+    let expected = single_run(&fixture, "single.mbtiles", &[]);
+    for count in [1, 4] {
+        let tree = fixture.path(&format!("tree-{count}"));
+        let output = format!("dir:{}", tree.display());
+        for index in 0..count {
+            run_shard(&fixture, &output, index, count, &[]);
+        }
+        finalize(&fixture, &output, &[]).assert_success();
+        let what = format!("{count} tree shard(s)");
+        assert_same_tiles(&expected, &read_tree(&tree, "pbf"), &what);
+    }
+}
