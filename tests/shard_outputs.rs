@@ -238,6 +238,16 @@ fn s3_shards_finalize_into_exactly_the_single_run() {
     assert_eq!(stored["changed"].as_u64(), Some(0), "{json}");
     assert_eq!(stored["deleted"].as_u64(), Some(0), "{json}");
     assert_eq!(stored["unchanged"].as_u64(), Some(expected.len() as u64));
+    for count in [1, 3] {
+        let prefix = format!("facilities/by-{count}");
+        let output = format!("s3://tiles/{prefix}");
+        for index in 0..count {
+            run_shard(&fixture, &output, index, count, &env);
+        }
+        finalize(&fixture, &output, &env).assert_success();
+        let tiles = tiles_of(&read_prefix(&server, "tiles", &prefix));
+        assert_same_tiles(&expected, &tiles, &format!("{count} S3 shard(s)"));
+    }
 }
 
 #[test]
