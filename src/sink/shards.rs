@@ -167,16 +167,75 @@ pub enum ShardStore {
         folder: PathBuf,
     },
     /// Objects under an S3 prefix.
-    S3 {
-        /// The client.
-        client: Client,
-        /// The bucket.
-        bucket: String,
-        /// The folder's key prefix.
-        folder: String,
-        /// Attempts per request.
-        attempts: u32,
-    },
+    S3(ObjectFolder),
+}
+
+/// A folder of objects under an S3 prefix.
+pub struct ObjectFolder {
+    client: Client,
+    bucket: String,
+    folder: String,
+    attempts: u32,
+}
+
+impl ObjectFolder {
+    fn key(&self, name: &str) -> String {
+        object_key(&self.folder, name)
+    }
+
+    fn location(&self, name: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(name))
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        get_if_exists(&self.client, &self.bucket, &self.key(name), self.attempts)
+            .await
+            .map_err(|e| Error::output_caused(self.location(name), e))
+    }
+
+    /// Uploads `body` as `name`; with `only_new`, the store refuses (412) when `name` exists,
+    /// and the answer is false.
+    async fn put(&self, name: &str, body: &[u8], only_new: bool) -> Result<bool> {
+        let (client, bucket, key) = (&self.client, &self.bucket, self.key(name));
+        let what = format!("uploading {}", self.location(name));
+        with_retries(self.attempts, &what, || async {
+            let request = client
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .body(ByteStream::from(body.to_vec()));
+            let request = if only_new {
+                request.if_none_match("*")
+            } else {
+                request
+            };
+            match request.send().await {
+                Ok(_) => Ok(true),
+                Err(err)
+                    if only_new
+                        && err
+                            .raw_response()
+                            .is_some_and(|r| r.status().as_u16() == 412) =>
+                {
+                    Ok(false)
+                }
+                Err(err) => Err(err),
+            }
+        })
+        .await
+        .map_err(|e| Error::output_caused(self.location(name), e))
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        let (client, bucket, key) = (&self.client, &self.bucket, self.key(name));
+        let what = format!("removing {}", self.location(name));
+        with_retries(self.attempts, &what, || {
+            client.delete_object().bucket(bucket).key(&key).send()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::output_caused(self.location(name), e))
+    }
 }
 
 impl ShardStore {
@@ -196,12 +255,12 @@ impl ShardStore {
                 plan: root.join(TREE_FOLDER).join(PLAN_NAME),
                 folder: root.join(TREE_FOLDER),
             }),
-            OutputTarget::S3 { bucket, prefix } => Ok(ShardStore::S3 {
+            OutputTarget::S3 { bucket, prefix } => Ok(ShardStore::S3(ObjectFolder {
                 client: super::s3::client(s3).await,
                 bucket: bucket.clone(),
                 folder: object_key(prefix, S3_FOLDER),
                 attempts: s3.max_attempts,
-            }),
+            })),
             other => Err(Error::Usage(format!(
                 "sharded runs write MBTiles, directory or S3 outputs; {} is not supported",
                 other.describe()
@@ -211,12 +270,7 @@ impl ShardStore {
 
     /// The plan's file or object, for messages.
     pub fn plan_location(&self) -> String {
-        match self {
-            ShardStore::Files { plan, .. } => plan.display().to_string(),
-            ShardStore::S3 { bucket, folder, .. } => {
-                format!("s3://{bucket}/{}", object_key(folder, PLAN_NAME))
-            }
-        }
+        self.location(PLAN_NAME)
     }
 
     /// The stored plan's text, if there is one.
@@ -252,40 +306,7 @@ impl ShardStore {
                     Err(e) => Err(fail(e)),
                 }
             }
-            ShardStore::S3 {
-                client,
-                bucket,
-                folder,
-                attempts,
-            } => {
-                let key = object_key(folder, PLAN_NAME);
-                let what = format!("storing the shard plan s3://{bucket}/{key}");
-                // If-None-Match: * makes the store refuse (412) when the plan exists already.
-                with_retries(*attempts, &what, || async {
-                    let sent = client
-                        .put_object()
-                        .bucket(bucket)
-                        .key(&key)
-                        .if_none_match("*")
-                        .content_type("application/json")
-                        .body(ByteStream::from(text.as_bytes().to_vec()))
-                        .send()
-                        .await;
-                    match sent {
-                        Ok(_) => Ok(true),
-                        Err(err)
-                            if err
-                                .raw_response()
-                                .is_some_and(|r| r.status().as_u16() == 412) =>
-                        {
-                            Ok(false)
-                        }
-                        Err(err) => Err(err),
-                    }
-                })
-                .await
-                .map_err(|e| Error::output_caused(self.plan_location(), e))
-            }
+            ShardStore::S3(objects) => objects.put(PLAN_NAME, text.as_bytes(), true).await,
         }
     }
 
@@ -297,7 +318,10 @@ impl ShardStore {
                 super::directory::write_atomically(plan, text.as_bytes())
                     .map_err(|e| Error::output(plan, format!("cannot write the shard plan: {e}")))
             }
-            ShardStore::S3 { .. } => self.put(PLAN_NAME, text.as_bytes().to_vec()).await,
+            ShardStore::S3(objects) => objects
+                .put(PLAN_NAME, text.as_bytes(), false)
+                .await
+                .map(|_| ()),
         }
     }
 
@@ -362,9 +386,7 @@ impl ShardStore {
         match self {
             ShardStore::Files { plan, .. } if name == PLAN_NAME => plan.display().to_string(),
             ShardStore::Files { folder, .. } => folder.join(name).display().to_string(),
-            ShardStore::S3 { bucket, folder, .. } => {
-                format!("s3://{bucket}/{}", object_key(folder, name))
-            }
+            ShardStore::S3(objects) => objects.location(name),
         }
     }
 
@@ -378,39 +400,8 @@ impl ShardStore {
                     Err(e) => Err(Error::output(&path, format!("cannot read it: {e}"))),
                 }
             }
-            ShardStore::S3 {
-                client,
-                bucket,
-                folder,
-                attempts,
-            } => get_if_exists(client, bucket, &object_key(folder, name), *attempts)
-                .await
-                .map_err(|e| Error::output_caused(self.location(name), e)),
+            ShardStore::S3(objects) => objects.get(name).await,
         }
-    }
-
-    async fn put(&self, name: &str, body: Vec<u8>) -> Result<()> {
-        let ShardStore::S3 {
-            client,
-            bucket,
-            folder,
-            attempts,
-        } = self
-        else {
-            unreachable!("only S3 stores upload");
-        };
-        let key = object_key(folder, name);
-        with_retries(*attempts, &format!("uploading s3://{bucket}/{key}"), || {
-            client
-                .put_object()
-                .bucket(bucket)
-                .key(&key)
-                .body(ByteStream::from(body.clone()))
-                .send()
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::output_caused(self.location(name), e))
     }
 
     async fn remove(&self, name: &str) -> Result<()> {
@@ -423,20 +414,7 @@ impl ShardStore {
                     Err(e) => Err(Error::output(&path, format!("cannot remove it: {e}"))),
                 }
             }
-            ShardStore::S3 {
-                client,
-                bucket,
-                folder,
-                attempts,
-            } => {
-                let key = object_key(folder, name);
-                with_retries(*attempts, &format!("removing s3://{bucket}/{key}"), || {
-                    client.delete_object().bucket(bucket).key(&key).send()
-                })
-                .await
-                .map(|_| ())
-                .map_err(|e| Error::output_caused(self.location(name), e))
-            }
+            ShardStore::S3(objects) => objects.delete(name).await,
         }
     }
 }
