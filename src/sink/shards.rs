@@ -431,6 +431,62 @@ fn create_parent(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
+    fn spec(index: u32) -> ShardSpec {
+        ShardSpec::new(index, 2).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_tree_keeps_one_plan_and_reads_back_parts_refusing_damaged_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        let store = ShardStore::open(&OutputTarget::Directory(root.clone()), &S3Config::default())
+            .await
+            .unwrap();
+        assert_eq!(store.read_plan().await.unwrap(), None);
+        assert!(store.store_plan_if_absent("first").await.unwrap());
+        assert!(!store.store_plan_if_absent("second").await.unwrap());
+        assert_eq!(store.read_plan().await.unwrap().as_deref(), Some("first"));
+        assert!(store.read_part(spec(1)).await.unwrap().is_none());
+
+        let folder = root.join(TREE_FOLDER);
+        let part = PartOf {
+            spec: spec(1),
+            plan: plan_id("first"),
+        };
+        let metadata = TilesetMetadata {
+            name: "t".into(),
+            description: None,
+            attribution: None,
+            bounds: crate::tile::BBox::WORLD,
+            zooms: crate::tile::ZoomRange::new(0, 2).unwrap(),
+            vector_layers: Vec::new(),
+        };
+        let tiles: HashMap<u64, [u8; 16]> = [(5, [1; 16])].into_iter().collect();
+        let record = PartRecord::new(&part, "{}", &metadata, 1);
+        std::fs::write(folder.join(part.name("tiles")), encode_tiles(&tiles)).unwrap();
+        std::fs::write(folder.join(part.name("json")), record.to_json()).unwrap();
+        let read = store.read_part(spec(1)).await.unwrap().unwrap();
+        assert_eq!(read.tiles, tiles);
+        assert_eq!(read.record.shard, "1/2");
+
+        let wrong_count = PartRecord::new(&part, "{}", &metadata, 2);
+        std::fs::write(folder.join(part.name("json")), wrong_count.to_json()).unwrap();
+        let err = store.read_part(spec(1)).await.unwrap_err().to_string();
+        assert!(err.contains("holds 1 tiles, its record says 2"), "{err}");
+        std::fs::write(folder.join(part.name("json")), b"{not json").unwrap();
+        let err = store.read_part(spec(1)).await.unwrap_err().to_string();
+        assert!(
+            err.contains("part-1-of-2.json") && err.contains("not a shard's part record"),
+            "{err}"
+        );
+
+        store.clear(2).await.unwrap();
+        assert!(
+            !folder.exists(),
+            "the plan, the parts and their folder are gone"
+        );
+    }
+
     #[test]
     fn tile_lists_round_trip_and_garbage_is_no_list() {
         let tiles: HashMap<u64, [u8; 16]> =
