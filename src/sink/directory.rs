@@ -138,6 +138,13 @@ impl DirectorySink {
                     continue;
                 };
                 for y_entry in read_dir_if_exists(&x_entry.path())? {
+                    if is_leftover_temporary(&y_entry.file_name()) {
+                        // A writer killed mid-tile left it; the tile itself is whole or absent.
+                        let path = y_entry.path();
+                        std::fs::remove_file(&path)
+                            .map_err(|e| Error::output(&path, format!("cannot remove it: {e}")))?;
+                        continue;
+                    }
                     let Some(y) = parse_name::<u32>(&y_entry.file_name(), &suffix) else {
                         continue;
                     };
@@ -164,6 +171,20 @@ fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(err) => Err(Error::output(dir, format!("cannot list it: {err}"))),
     }
+}
+
+/// Whether `name` is a temporary tile file of [`write_atomically`] left by another process (a
+/// killed run); the sweep runs when no other writer may be at work in its scope.
+fn is_leftover_temporary(name: &std::ffi::OsStr) -> bool {
+    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix('.')) else {
+        return false;
+    };
+    let Some(rest) = rest.strip_suffix(".tmp") else {
+        return false;
+    };
+    rest.rsplit_once('.')
+        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| pid != std::process::id())
 }
 
 fn parse_name<T: std::str::FromStr>(name: &std::ffi::OsStr, suffix: &str) -> Option<T> {
@@ -363,6 +384,11 @@ mod tests {
                 state: None,
             })
             .unwrap();
+        // What a writer killed mid-tile leaves beside the tiles.
+        let leftover = root.join("1/1/.0.pbf.4194305.tmp");
+        std::fs::write(&leftover, b"half").unwrap();
+        let ours = root.join(format!("1/1/.0.pbf.{}.tmp", std::process::id()));
+        std::fs::write(&ours, b"in flight").unwrap();
         let mut second =
             Box::new(DirectorySink::create(&root, &settings, changes.clone(), None, None).unwrap());
         second
@@ -385,6 +411,14 @@ mod tests {
             }
         );
         assert!(!root.join("1/1/1.pbf").exists());
+        assert!(
+            !leftover.exists(),
+            "a killed writer's temporary file is swept"
+        );
+        assert!(
+            ours.exists(),
+            "this process's own temporary files are left alone"
+        );
         assert!(
             root.join("2/3/3.pbf").exists(),
             "zoom 2 was outside the second run"
