@@ -497,6 +497,17 @@ impl SeedJob {
     }
 }
 
+impl SeedJob {
+    /// The replica a sharded run renders from, with its index in `[database] replicas`: shard I
+    /// of a run takes replica I mod R. `None` for an unsharded run or an empty list (the primary).
+    pub fn replica(&self) -> Option<(usize, &str)> {
+        let spec = self.tilesets.iter().find_map(|t| t.shard.as_ref())?.spec;
+        let count = self.database.replicas.len();
+        let index = usize::try_from(spec.index).ok()?.checked_rem(count)?;
+        Some((index, self.database.replicas[index].as_str()))
+    }
+}
+
 /// A shard's part file and the shared plan file of an MBTiles output `OUT.mbtiles`:
 /// `OUT.part-I-of-N.mbtiles` and `OUT.mbtiles.shard-plan.json`.
 pub fn shard_files(output: &Path, spec: ShardSpec) -> (PathBuf, PathBuf) {

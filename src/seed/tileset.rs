@@ -12,6 +12,7 @@ use crate::encode::{Encoding, SizeBudget};
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
 use crate::plan::{PyramidWalk, Work};
+use crate::render::pool::Replica;
 use crate::render::Connections;
 use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::schedule::{Scheduler, Stop};
@@ -28,6 +29,8 @@ pub(super) struct TilesetRun<'a> {
     pub job: &'a SeedJob,
     pub prepared: &'a Prepared<'a>,
     pub pool: &'a Pool,
+    /// A shard's replica, which renders; `None`: `pool` does.
+    pub replica: Option<&'a Replica>,
     pub connections: &'a Connections,
     pub stop: &'a Stop,
     pub locks: super::Locks,
@@ -244,7 +247,7 @@ impl TilesetRun<'_> {
         let layers = self.layer_configs();
         let selection = self.selection();
         let decision = reseed::decide(
-            self.pool,
+            (self.pool, self.render_pool()),
             schema,
             tileset,
             &layers,
@@ -261,6 +264,13 @@ impl TilesetRun<'_> {
             extent,
         )
         .await?;
+        if let Some(replica) = self.replica {
+            // The cells just refreshed on the primary, and every commit the snapshot taken on the
+            // replica counts as seen, must be visible to the replica's tile queries.
+            replica
+                .catch_up(self.pool, self.job.database.statement_timeout)
+                .await?;
+        }
         Ok(decision)
     }
 
@@ -286,7 +296,7 @@ impl TilesetRun<'_> {
             Work::Pyramid => {
                 let walk = match &tileset.shard {
                     Some(shard) => {
-                        super::shard::shard_walk(self.pool, self.prepared, shard).await?
+                        super::shard::shard_walk(self.render_pool(), self.prepared, shard).await?
                     }
                     None => PyramidWalk::new(tileset.bbox, tileset.zooms),
                 };
@@ -395,6 +405,11 @@ impl TilesetRun<'_> {
             changes_read,
             committed: Vec::new(),
         }
+    }
+
+    /// Where tiles are rendered from: a shard's replica, else the primary.
+    fn render_pool(&self) -> &Pool {
+        self.replica.map_or(self.pool, |r| &r.pool)
     }
 
     fn selection(&self) -> &Selection {
