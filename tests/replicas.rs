@@ -96,10 +96,13 @@ impl Drop for PausedReplay {
     }
 }
 
-/// Runs a shard while the standby's replay is paused, and resumes replay once the shard waits for
-/// the standby to catch up (its query on the standby shows it), or when it ended without waiting.
-fn shard_on_a_lagging_standby(standby: &str, args: &[&str], url: &str) -> Run {
+/// Pauses the standby's replay, runs `lagging` (SQL) on the primary, then runs a shard and resumes
+/// replay once the shard waits for the standby to catch up (its query on the standby shows it), or
+/// when it ended without waiting.
+fn shard_on_a_lagging_standby(standby: &str, lagging: &str, args: &[&str], url: &str) -> Run {
     let paused = PausedReplay::start(standby);
+    let mut primary = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    primary.batch_execute(lagging).unwrap();
     let mut child: Child = oar_tiles_command(Some(url), args, &[]).spawn().unwrap();
     let mut watcher = standby_client(standby);
     let started = Instant::now();
@@ -127,15 +130,16 @@ fn shard_on_a_lagging_standby(standby: &str, args: &[&str], url: &str) -> Run {
     run
 }
 
-/// Runs the 3 shards of `out`, merges their parts into it and returns the merge's output path.
-fn shards_then_merge(fixture: &Fixture, out: &str, zoom: &str, first: Option<&str>) {
+/// Runs the 3 shards of `out` and merges their parts into it; with `lag` = (standby, SQL), shard 0
+/// runs while the standby has not replayed that SQL, run on the primary after pausing replay.
+fn shards_then_merge(fixture: &Fixture, out: &str, zoom: &str, lag: Option<(&str, &str)>) {
     let url = fixture.schema.url.clone();
     let mut parts = Vec::new();
     for index in 0..3 {
         let shard = format!("{index}/3");
         let args = fixture.seed_args(out, zoom, &["--shard", &shard]);
-        match (index, first) {
-            (0, Some(standby)) => shard_on_a_lagging_standby(standby, &args, &url),
+        match (index, lag) {
+            (0, Some((standby, sql))) => shard_on_a_lagging_standby(standby, sql, &args, &url),
             _ => oar_tiles(Some(&url), &args),
         }
         .assert_success();
@@ -252,21 +256,29 @@ fn a_dirty_reseed_after_shards_on_a_lagging_standby_equals_a_full_seed() {
     fixture
         .schema
         .execute("INSERT INTO {schema}.other VALUES (1)");
+    wait_for_replay(&mut fixture, &standby);
     // A change committed on the primary that the standby has not replayed when shard 0 starts.
-    fixture.schema.execute(
+    let lagging = format!(
         "INSERT INTO {schema}.sites (site_id, label, kind, score, pt)
-             VALUES (9001, 'lagging', 'mill', 3, ST_SetSRID(ST_MakePoint(100.5, 13.7), 4326))",
+             VALUES (9001, 'lagging', 'mill', 3, ST_SetSRID(ST_MakePoint(100.5, 13.7), 4326))"
     );
     let out = fixture.path("merged.mbtiles");
     let out = out.to_str().unwrap();
-    shards_then_merge(&fixture, out, "0-10", Some(&standby));
+    shards_then_merge(&fixture, out, "0-10", Some((&standby, &lagging)));
     running.commit().unwrap();
     fixture.schema.execute(
         "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(-70.5, -33.4), 4326) WHERE site_id = 7;
          DELETE FROM {schema}.sites WHERE site_id = 11;",
     );
     // The reseed reads the change log on the primary, against the watermarks taken on the standby.
-    oar_tiles(Some(&url), &fixture.seed_args(out, "0-10", &["--dirty"])).assert_success();
+    let run = oar_tiles(Some(&url), &fixture.seed_args(out, "0-10", &["--dirty"]));
+    run.assert_success();
+    // Exactness must come from the watermark, not from a reseed of everything.
+    assert!(
+        !run.stderr.contains("reseeding everything"),
+        "{}",
+        run.stderr
+    );
     let fresh = fixture.path("fresh.mbtiles");
     oar_tiles(
         Some(&url),
@@ -294,7 +306,7 @@ fn shards_of_a_clustered_tileset_read_the_cells_refreshed_on_the_primary() {
     // wait for them to arrive there before its statements and tiles read them.
     let out = fixture.path("merged.mbtiles");
     let out = out.to_str().unwrap();
-    shards_then_merge(&fixture, out, "0-9", Some(&standby));
+    shards_then_merge(&fixture, out, "0-9", Some((&standby, "")));
     let tables: i64 = fixture
         .schema
         .client()
@@ -324,7 +336,7 @@ fn shards_of_a_clustered_tileset_read_the_cells_refreshed_on_the_primary() {
     );
     let again = fixture.path("again.mbtiles");
     let again = again.to_str().unwrap();
-    shards_then_merge(&fixture, again, "0-9", Some(&standby));
+    shards_then_merge(&fixture, again, "0-9", Some((&standby, "")));
     let fresh = fixture.path("fresh.mbtiles");
     oar_tiles(
         Some(&url),
