@@ -55,12 +55,13 @@ fn standby_client(standby: &str) -> postgres::Client {
     postgres::Client::connect(standby, postgres::NoTls).unwrap()
 }
 
-/// Waits until the standby has replayed everything the primary has written so far.
+/// Waits until the standby has replayed everything the primary has written so far (its insert
+/// position: the test server runs with `synchronous_commit = off`).
 fn wait_for_replay(fixture: &mut Fixture, standby: &str) {
     let lsn: String = fixture
         .schema
         .client()
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
         .unwrap()
         .get(0);
     let mut replica = standby_client(standby);
@@ -103,9 +104,14 @@ fn shard_on_a_lagging_standby(standby: &str, lagging: &str, args: &[&str], url: 
     let paused = PausedReplay::start(standby);
     let mut primary = postgres::Client::connect(url, postgres::NoTls).unwrap();
     primary.batch_execute(lagging).unwrap();
-    let mut child: Child = oar_tiles_command(Some(url), args, &[]).spawn().unwrap();
+    // Its own application name, so another test's shard waiting on the same standby is not taken
+    // for this one.
+    let name = format!("oar-tiles-lag-{}", std::process::id() ^ started_nanos());
+    let envs = [("PGAPPNAME", name.as_str())];
+    let mut child: Child = oar_tiles_command(Some(url), args, &envs).spawn().unwrap();
     let mut watcher = standby_client(standby);
     let started = Instant::now();
+    let mut waited = false;
     loop {
         if child.try_wait().unwrap().is_some() {
             break;
@@ -114,12 +120,13 @@ fn shard_on_a_lagging_standby(standby: &str, lagging: &str, args: &[&str], url: 
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
                  WHERE query LIKE '%pg_last_wal_replay_lsn() >=%' AND pid <> pg_backend_pid()
-                   AND application_name = 'oar-tiles'",
-                &[],
+                   AND application_name = $1",
+                &[&name],
             )
             .unwrap()
             .get(0);
         if waiting > 0 {
+            waited = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -127,7 +134,20 @@ fn shard_on_a_lagging_standby(standby: &str, lagging: &str, args: &[&str], url: 
     drop(paused);
     let run = run_from(child.wait_with_output().unwrap());
     eprintln!("shard on a lagging standby took {:?}", started.elapsed());
+    // Ending without waiting would mean it rendered from a standby that lacks what it wrote.
+    assert!(
+        waited || run.code != 0,
+        "the shard never waited for the standby:\n{}",
+        run.stderr
+    );
     run
+}
+
+fn started_nanos() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
 }
 
 /// Runs the 3 shards of `out` and merges their parts into it; with `lag` = (standby, SQL), shard 0

@@ -119,10 +119,13 @@ impl Replica {
         if !self.standby {
             return Ok(());
         }
+        // The insert position, not the write position `pg_current_wal_lsn()`: with
+        // `synchronous_commit = off` a commit returns before its record is written, and waiting
+        // for the write position could then pass before the standby has that commit.
         let at_primary: String = {
             let client = primary.get().await?;
             client
-                .query_typed_one("SELECT pg_current_wal_lsn()::text", &[])
+                .query_typed_one("SELECT pg_current_wal_insert_lsn()::text", &[])
                 .await?
                 .get(0)
         };
