@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
-    assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from,
+    assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, read_metadata, run_from,
     single_layer_config, Run,
 };
 use crate::production::required_env;
@@ -285,6 +285,30 @@ fn a_dirty_reseed_after_shards_on_a_lagging_standby_equals_a_full_seed() {
     let out = fixture.path("merged.mbtiles");
     let out = out.to_str().unwrap();
     shards_then_merge(&fixture, out, "0-10", Some((&standby, &lagging)));
+    // Shard 0's watermark was taken on the standby, which had not replayed the lagging insert: it
+    // must not count it as seen (a snapshot of the primary would).
+    let part = out.replace(".mbtiles", ".part-0-of-3.mbtiles");
+    let state = read_metadata(std::path::Path::new(&part))["oar_tiles_state"].clone();
+    let snapshot = serde_json::from_str::<serde_json::Value>(&state).unwrap()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seen: bool = fixture
+        .schema
+        .client()
+        .query_one(
+            &format!(
+                "SELECT pg_visible_in_snapshot(xmin::text::xid8, $1::text::pg_snapshot)
+                 FROM {schema}.sites WHERE site_id = 9001"
+            ),
+            &[&snapshot],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        !seen,
+        "shard 0's snapshot {snapshot} sees what its standby had not replayed"
+    );
     running.commit().unwrap();
     fixture.schema.execute(
         "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(-70.5, -33.4), 4326) WHERE site_id = 7;
