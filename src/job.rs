@@ -168,14 +168,14 @@ fn parse_shard(text: &str) -> std::result::Result<ShardSpec, String> {
     text.parse().map_err(|e: Error| e.to_string())
 }
 
-/// One shard's part of a tileset: which shard, the plan file every shard shares, and the output
-/// the whole run stands for (the part file is the tileset's output).
+/// One shard's part of a tileset: which shard, and the output the whole run stands for, which
+/// keeps the plan every shard shares (an MBTiles shard's own output is its part file).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardJob {
     /// Which shard of how many.
     pub spec: ShardSpec,
-    /// The shard plan beside the final output.
-    pub plan_file: PathBuf,
+    /// The whole run's output.
+    pub output: OutputTarget,
 }
 
 /// Command-line settings that need no resolving against the config.
@@ -376,6 +376,16 @@ pub fn read_tile_list(path: &Path) -> Result<Vec<TileCoord>> {
 impl SeedJob {
     /// Resolves the options against the config; every error here is a usage or config error.
     pub fn resolve(config: Config, options: SeedOptions) -> Result<SeedJob> {
+        Self::resolve_with(config, options, |name| std::env::var(name).ok())
+    }
+
+    /// [`SeedJob::resolve`], with the batch engines' shard variables read through `env` (`finalize`
+    /// acts on the whole output, whatever index its container was given).
+    pub fn resolve_with(
+        config: Config,
+        options: SeedOptions,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<SeedJob> {
         for name in &options.tilesets {
             if !config.tilesets.iter().any(|t| &t.name == name) {
                 let known: Vec<&str> = config.tilesets.iter().map(|t| t.name.as_str()).collect();
@@ -430,9 +440,7 @@ impl SeedJob {
                 "--concurrency {concurrency} must lie in 1..=256"
             )));
         }
-        let shard = ShardSpec::resolve(options.shard, options.shards, |name| {
-            std::env::var(name).ok()
-        })?;
+        let shard = ShardSpec::resolve(options.shard, options.shards, env)?;
         if shard.is_some() && (selection != Selection::Pyramid || options.run.dry_run) {
             return Err(Error::Usage(
                 "a shard runs a full seed: --shard cannot be combined with --dirty, --tiles-from or \
@@ -463,13 +471,28 @@ impl SeedJob {
             };
             let (output, shard) = match (shard, output) {
                 (Some(spec), Some(OutputTarget::Mbtiles(path))) => {
-                    let (part, plan_file) = shard_files(&path, spec);
-                    let job = ShardJob { spec, plan_file };
-                    (Some(OutputTarget::Mbtiles(part)), Some(job))
+                    let part = shard_part_file(&path, spec);
+                    let output = OutputTarget::Mbtiles(path);
+                    (
+                        Some(OutputTarget::Mbtiles(part)),
+                        Some(ShardJob { spec, output }),
+                    )
+                }
+                // Shards write their disjoint tiles straight into one tree or prefix.
+                (
+                    Some(spec),
+                    Some(output @ (OutputTarget::Directory(_) | OutputTarget::S3 { .. })),
+                ) => {
+                    let job = ShardJob {
+                        spec,
+                        output: output.clone(),
+                    };
+                    (Some(output), Some(job))
                 }
                 (Some(_), Some(other)) => {
                     return Err(Error::Usage(format!(
-                        "sharded runs write MBTiles part files for now; {} is not supported yet",
+                        "sharded runs write MBTiles, directory or S3 outputs; {} is not supported \
+                         (seed it whole, or shard into MBTiles and convert the merged file)",
                         other.describe()
                     )))
                 }
@@ -509,15 +532,11 @@ impl SeedJob {
     }
 }
 
-/// A shard's part file and the shared plan file of an MBTiles output `OUT.mbtiles`:
-/// `OUT.part-I-of-N.mbtiles` and `OUT.mbtiles.shard-plan.json`.
-pub fn shard_files(output: &Path, spec: ShardSpec) -> (PathBuf, PathBuf) {
-    let stem = output.with_extension("");
-    let mut part = stem.into_os_string();
+/// A shard's part file of an MBTiles output `OUT.mbtiles`: `OUT.part-I-of-N.mbtiles`.
+pub fn shard_part_file(output: &Path, spec: ShardSpec) -> PathBuf {
+    let mut part = output.with_extension("").into_os_string();
     part.push(format!(".part-{}-of-{}.mbtiles", spec.index, spec.count));
-    let mut plan = output.as_os_str().to_os_string();
-    plan.push(".shard-plan.json");
-    (PathBuf::from(part), PathBuf::from(plan))
+    PathBuf::from(part)
 }
 
 #[cfg(test)]

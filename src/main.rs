@@ -82,6 +82,10 @@ enum Command {
     /// tiles, unfinished parts and parts of different settings.
     #[command(after_help = AFTER_HELP)]
     Merge(MergeArgs),
+    /// End a sharded seed once every shard is done: merge MBTiles parts, or (trees, S3) delete
+    /// stale tiles and write TileJSON and state; refuses while a shard is unfinished.
+    #[command(after_help = AFTER_HELP)]
+    Finalize(FinalizeArgs),
     /// Keep every output fresh: after each burst of committed changes (and every poll_interval),
     /// run what `seed --dirty` runs; serve /metrics and /health. Runs until SIGTERM or SIGINT.
     #[command(after_help = AFTER_HELP)]
@@ -120,6 +124,29 @@ struct ShardPlanArgs {
 
     #[command(flatten)]
     options: SeedOptions,
+}
+
+#[derive(Debug, Args)]
+struct FinalizeArgs {
+    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Finalize only this tileset (repeatable) [default: all].
+    #[arg(short, long = "tileset", value_name = "NAME")]
+    tilesets: Vec<String>,
+
+    /// The output the shards wrote, instead of the tileset's configured one.
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<String>,
+
+    /// Write the tiles deleted as stale to FILE, one z/x/y per line (for CDN invalidation).
+    #[arg(long, value_name = "FILE")]
+    changed_list: Option<PathBuf>,
+
+    /// If another job holds the output, wait for it instead of refusing.
+    #[arg(long)]
+    wait_lock: bool,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +233,7 @@ fn main() -> ProcessExit {
         Command::Changes(args) => run_changes(args),
         Command::Watch(args) => run_watch(args),
         Command::Merge(args) => run_merge(args),
+        Command::Finalize(args) => run_finalize(args),
         Command::ShardPlan(args) => run_shard_plan(args),
     };
     let code = match outcome {
@@ -384,7 +412,7 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
             println!("shard {index}: weight {} ({share:.1}%)", range.weight);
         }
         if let Some(stored) = &tileset.stored {
-            println!("plan stored in {}", stored.display());
+            println!("plan stored in {stored}");
         }
     }
     Ok(())
@@ -399,6 +427,40 @@ fn run_merge(args: MergeArgs) -> Result<(), Error> {
         args.out.display(),
         report.snapshot
     );
+    Ok(())
+}
+
+fn run_finalize(args: FinalizeArgs) -> Result<(), Error> {
+    let path = Config::locate(args.config.as_deref())?;
+    let options = SeedOptions {
+        tilesets: args.tilesets,
+        output: args.output,
+        run: oar_tiles::job::RunSettings {
+            wait_lock: args.wait_lock,
+            ..Default::default()
+        },
+        ..SeedOptions::default()
+    };
+    // The whole output is finalized, whatever shard index the container was started with.
+    let job = SeedJob::resolve_with(Config::load(&path)?, options, |_| None)?;
+    let changed = match &args.changed_list {
+        Some(path) => oar_tiles::sink::ChangedList::create(path)?,
+        None => oar_tiles::sink::ChangedList::disabled(),
+    };
+    let done = runtime()?.block_on(seed::finalize(&job, changed.clone()))?;
+    changed.close()?;
+    for output in &done {
+        println!(
+            "finalized tileset {}: {} shard(s), {} tiles, {} stale tile(s) deleted, into {} \
+             (watermark {})",
+            output.tileset,
+            output.shards,
+            output.tiles,
+            output.deleted,
+            output.output,
+            output.snapshot
+        );
+    }
     Ok(())
 }
 

@@ -116,19 +116,19 @@ fn a_shard_plan_of_skewed_data_is_balanced_and_stored_beside_the_output() {
             plan.split_zoom
         );
     }
-    let directory = format!("dir:{}", fixture.path("tiles").display());
+    let pmtiles = fixture.path("tiles.pmtiles").display().to_string();
     let args = [
         "shard-plan",
         "--config",
         config,
         "--output",
-        &directory,
+        &pmtiles,
         "--shards",
         "2",
     ];
     let run = oar_tiles(Some(&fixture.schema.url), &args);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("not supported yet"), "{}", run.stderr);
+    assert!(run.stderr.contains("is not supported"), "{}", run.stderr);
 }
 
 #[test]

@@ -20,5 +20,6 @@ mod s3;
 mod seed;
 mod serve;
 mod setup_scripts;
+mod shard_outputs;
 mod shards;
 mod watch;

@@ -12,7 +12,7 @@ use crate::config::{breakdown_property, LayerConfig, CLUSTER_PROPERTIES};
 use crate::error::{pg_message, Error, Result};
 
 /// The type of a feature property, as TileJSON's `vector_layers` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub enum FieldType {
     /// Any numeric column.
     Number,

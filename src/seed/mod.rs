@@ -11,6 +11,7 @@
 //!    scheduler ([`crate::schedule`]), finish the output, then advance the watermark.
 //! 5. Close the changed-tile list; write the JSON summary and the failed-tile list ([`write_reports`]).
 
+mod finalize;
 mod prepare;
 mod shard;
 mod tileset;
@@ -27,8 +28,9 @@ use crate::render::Connections;
 use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
 use crate::sink::ChangedList;
+pub use finalize::{finalize, Finalized};
 use prepare::Prepared;
-pub use shard::{plan_path, PlannedTileset};
+pub use shard::PlannedTileset;
 use tileset::TilesetRun;
 
 /// Runs a seed job and returns one summary per tileset.

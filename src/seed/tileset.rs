@@ -16,8 +16,9 @@ use crate::render::pool::Replica;
 use crate::render::Connections;
 use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::schedule::{Scheduler, Stop};
+use crate::sink::shards::ShardStore;
 use crate::sink::writer::{self, Writer};
-use crate::sink::{self, lock, ChangedList, Finish, Resume, Sink, TilesetMetadata};
+use crate::sink::{self, lock, ChangedList, Finish, PartOf, Resume, Sink, TilesetMetadata};
 use crate::state::capture;
 use crate::state::cells;
 use crate::state::digest::{job_fingerprint, TileSettings};
@@ -34,6 +35,15 @@ pub(super) struct TilesetRun<'a> {
     pub connections: &'a Connections,
     pub stop: &'a Stop,
     pub locks: super::Locks,
+}
+
+/// What a tileset's run renders.
+enum Todo {
+    /// The pyramid along a walk (a shard's, or the whole), skipping the tiles an interrupted run
+    /// of the same job finished.
+    Walk(PyramidWalk, HashMap<u64, [bool; 4]>),
+    /// Exactly these tiles.
+    Tiles(Vec<crate::tile::TileCoord>),
 }
 
 /// The output once it is open, its state read and the run's work decided.
@@ -67,17 +77,44 @@ impl TilesetRun<'_> {
             tileset.bbox,
             target.describe()
         );
+        // A shard walks the run's plan, read (or made) before its output is opened: a tree or S3
+        // shard records in its part which plan it ran under.
+        let (walk, part) = match &tileset.shard {
+            Some(shard) => {
+                let (walk, plan) = super::shard::shard_walk(
+                    self.render_pool(),
+                    self.prepared,
+                    shard,
+                    &self.job.s3,
+                )
+                .await?;
+                let writes_into_output = !matches!(shard.output, OutputTarget::Mbtiles(_));
+                let part = writes_into_output.then_some(PartOf {
+                    spec: shard.spec,
+                    plan,
+                });
+                (Some(walk), part)
+            }
+            None => (None, None),
+        };
         let _lock = match self.locks {
             super::Locks::Take => Some(
                 lock::acquire(
                     target,
                     self.job.s3.endpoint.as_deref(),
                     self.job.run.wait_lock,
+                    part.as_ref().map(|part| part.name("lock")).as_deref(),
                 )
                 .await?,
             ),
             super::Locks::Held => None,
         };
+        if let (Some(shard), Some(part)) = (&tileset.shard, &part) {
+            // A part record means the shard finished in this run: one left by an earlier run or
+            // attempt must not outlive this attempt's start.
+            let store = ShardStore::open(&shard.output, &self.job.s3).await?;
+            store.forget_part(part.spec).await?;
+        }
         let changed = match &tileset.list_prefix {
             Some(prefix) => changed.under(prefix),
             None => changed,
@@ -86,7 +123,7 @@ impl TilesetRun<'_> {
             sink,
             decision,
             resume,
-        } = self.open(target, changed).await?;
+        } = self.open(target, changed, part).await?;
         let mut watermark = decision.watermark;
         if !resume.done.is_empty() {
             tracing::info!(
@@ -102,15 +139,15 @@ impl TilesetRun<'_> {
         let (writer, written) = writer::spawn(sink, name);
         let mut tally = Tally::default();
         let mut progress = Progress::start(progress_kind, name);
-        let rendered = self
-            .render(
-                target,
-                decision.work,
-                writer,
+        let todo = match decision.work {
+            Work::Pyramid => Todo::Walk(
+                walk.unwrap_or_else(|| PyramidWalk::new(tileset.bbox, tileset.zooms)),
                 resume.done,
-                &mut tally,
-                &mut progress,
-            )
+            ),
+            Work::Tiles(tiles) => Todo::Tiles(tiles),
+        };
+        let rendered = self
+            .render(target, todo, writer, &mut tally, &mut progress)
             .await;
         progress.finish();
         tracing::debug!("tileset `{name}`: rendering done");
@@ -177,7 +214,12 @@ impl TilesetRun<'_> {
 
     /// Opens the output, reads its state, decides the work, brings the cluster cells up to date
     /// and starts the journal; on any failure the output is left as it was.
-    async fn open(&self, target: &OutputTarget, changed: ChangedList) -> Result<Opened> {
+    async fn open(
+        &self,
+        target: &OutputTarget,
+        changed: ChangedList,
+        part: Option<PartOf>,
+    ) -> Result<Opened> {
         let tileset = self.prepared.tileset;
         let stored_as = &tileset.tileset.output_settings;
         // A full seed journals its walk, so an interrupted run can be picked up where it stopped.
@@ -196,6 +238,7 @@ impl TilesetRun<'_> {
             &self.job.s3,
             changed,
             fingerprint.as_deref(),
+            part,
         )
         .await?;
         let decided = self.decide(sink.state(), settings).await;
@@ -278,9 +321,8 @@ impl TilesetRun<'_> {
     async fn render(
         &self,
         target: &OutputTarget,
-        work: Work,
+        todo: Todo,
         writer: Writer,
-        done: HashMap<u64, [bool; 4]>,
         tally: &mut Tally,
         progress: &mut Progress,
     ) -> Result<bool> {
@@ -292,18 +334,12 @@ impl TilesetRun<'_> {
         };
         let renderer = self.prepared.renderer.on(self.connections);
         let scheduler = self.scheduler(&renderer, encoding);
-        match work {
-            Work::Pyramid => {
-                let walk = match &tileset.shard {
-                    Some(shard) => {
-                        super::shard::shard_walk(self.render_pool(), self.prepared, shard).await?
-                    }
-                    None => PyramidWalk::new(tileset.bbox, tileset.zooms),
-                };
+        match todo {
+            Todo::Walk(walk, done) => {
                 let walked = scheduler.walk(&walk, Some(&writer), done, tally, progress);
                 walked.await.map(|()| true)
             }
-            Work::Tiles(tiles) => {
+            Todo::Tiles(tiles) => {
                 let deadline = self.job.run.max_duration.map(|d| Instant::now() + d);
                 let listed = scheduler.render_list(&tiles, &writer, deadline, tally, progress);
                 listed.await

@@ -4,10 +4,11 @@
 //! reader or a crash never sees half a tile. A tile whose bytes are already on disk is not rewritten,
 //! which keeps modification times (and CDN caches) of unchanged tiles intact.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::shards::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{tilejson, TILEJSON_NAME};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
@@ -26,6 +27,8 @@ pub struct DirectorySink {
     report: SinkReport,
     state: Option<String>,
     journal: Option<FileJournal>,
+    /// Set when the sink writes one shard's part of the tree.
+    part: Option<PartOf>,
 }
 
 /// The walk's journal, beside the tiles while a full seed runs.
@@ -38,12 +41,14 @@ impl DirectorySink {
     /// Opens (creating if needed) the tree's root and checks that it can be written.
     ///
     /// With `journal` (a fingerprint of the job), finished tiles are journaled beside the tree so an
-    /// interrupted full seed can be picked up.
+    /// interrupted full seed can be picked up. With `part`, the sink writes that shard's part: it
+    /// journals apart from the other shards and finishes with a part record.
     pub fn create(
         root: &Path,
         settings: &OutputSettings,
         changes: ChangedList,
         journal: Option<&str>,
+        part: Option<PartOf>,
     ) -> Result<Self> {
         if root.exists() && !root.is_dir() {
             return Err(Error::output(root, "exists and is not a directory"));
@@ -62,7 +67,7 @@ impl DirectorySink {
         std::fs::write(&probe, b"")
             .map_err(|e| Error::output(root, format!("cannot write into it: {e}")))?;
         let _ = std::fs::remove_file(&probe);
-        if settings.tiles_url.is_none() {
+        if settings.tiles_url.is_none() && part.is_none() {
             // A folder does not know the address it will be served from, and a relative tile URL
             // only works for a map page in that very folder.
             tracing::warn!(
@@ -81,9 +86,39 @@ impl DirectorySink {
             report: SinkReport::default(),
             state: std::fs::read_to_string(root.join(STATE_NAME)).ok(),
             journal: journal
-                .map(|fingerprint| FileJournal::open(&root.join(JOURNAL_NAME), fingerprint))
+                .map(|fingerprint| {
+                    let name = match &part {
+                        Some(part) => format!(".oar-tiles-journal.{}", part.name("sqlite")),
+                        None => JOURNAL_NAME.to_string(),
+                    };
+                    FileJournal::open(&root.join(name), fingerprint)
+                })
                 .transpose()?,
+            part,
         })
+    }
+
+    /// Ends a shard's part: its tile list, then (which marks the part finished) its record.
+    fn finish_part(&self, part: &PartOf, end: &Finish<'_>) -> Result<()> {
+        let Some(state) = end.state else {
+            // An incomplete shard leaves no record, so `finalize` waits for its retry.
+            return Ok(());
+        };
+        let folder = self.root.join(TREE_FOLDER);
+        std::fs::create_dir_all(&folder)
+            .map_err(|e| Error::output(&folder, format!("cannot create it: {e}")))?;
+        // A tree keeps no hashes of its tiles: the list needs only which tiles the part holds.
+        let tiles: HashMap<u64, [u8; 16]> = self.seen.iter().map(|key| (*key, [0; 16])).collect();
+        let record = PartRecord::new(part, state, end.metadata, tiles.len() as u64);
+        for (name, bytes) in [
+            (part.name("tiles"), encode_tiles(&tiles)),
+            (part.name("json"), record.to_json()),
+        ] {
+            let path = folder.join(name);
+            write_atomically(&path, &bytes)
+                .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;
+        }
+        Ok(())
     }
 
     fn tile_path(&self, tile: TileCoord) -> PathBuf {
@@ -209,6 +244,13 @@ impl Sink for DirectorySink {
     }
 
     fn finish(mut self: Box<Self>, end: Finish<'_>) -> Result<SinkReport> {
+        if let Some(part) = self.part.clone() {
+            self.finish_part(&part, &end)?;
+            if let Some(journal) = self.journal.take() {
+                journal.remove();
+            }
+            return Ok(self.report);
+        }
         let (metadata, sweep, state) = (end.metadata, end.sweep, end.state);
         if sweep {
             self.sweep(metadata)?;
@@ -238,6 +280,11 @@ impl Sink for DirectorySink {
             journal.remove();
         }
         Ok(self.report)
+    }
+
+    fn adopt(&mut self, tiles: &HashMap<u64, [u8; 16]>) -> Result<()> {
+        self.seen.extend(tiles.keys());
+        Ok(())
     }
 
     fn abort(mut self: Box<Self>) {
@@ -277,6 +324,7 @@ mod tests {
                 &OutputSettings::default(),
                 ChangedList::create(&list).unwrap(),
                 None,
+                None,
             )
             .unwrap(),
         );
@@ -301,7 +349,7 @@ mod tests {
         let changes = ChangedList::create(&dir.path().join("changed.txt")).unwrap();
         let settings = OutputSettings::default();
         let mut first = Box::new(
-            DirectorySink::create(&root, &settings, ChangedList::disabled(), None).unwrap(),
+            DirectorySink::create(&root, &settings, ChangedList::disabled(), None, None).unwrap(),
         );
         for (z, x, y) in [(1, 0, 0), (1, 1, 1), (2, 3, 3)] {
             first
@@ -316,7 +364,7 @@ mod tests {
             })
             .unwrap();
         let mut second =
-            Box::new(DirectorySink::create(&root, &settings, changes.clone(), None).unwrap());
+            Box::new(DirectorySink::create(&root, &settings, changes.clone(), None, None).unwrap());
         second
             .write_tile(TileCoord::new(1, 0, 0).unwrap(), b"x")
             .unwrap();

@@ -45,14 +45,23 @@ pub fn lock_path(target: &OutputTarget, endpoint: Option<&str>) -> PathBuf {
     }
 }
 
-/// Takes the output's lock; without `wait`, fails at once naming the holder.
+/// Takes the output's lock; without `wait`, fails at once naming the holder. With `part` (a
+/// shard's part name), only that part of the output is locked: shards writing into one tree or
+/// prefix run side by side, but not twice each.
 pub async fn acquire(
     target: &OutputTarget,
     endpoint: Option<&str>,
     wait: bool,
+    part: Option<&str>,
 ) -> Result<OutputLock> {
-    let path = lock_path(target, endpoint);
-    let output = target.describe();
+    let mut path = lock_path(target, endpoint);
+    let mut output = target.describe();
+    if let Some(part) = part {
+        let mut name = path.into_os_string();
+        name.push(format!(".{part}"));
+        path = PathBuf::from(name);
+        output = format!("{output} ({part})");
+    }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if matches!(
             target,
@@ -158,8 +167,8 @@ mod tests {
     async fn a_second_job_is_refused_while_the_first_holds_the_output() {
         let dir = tempfile::tempdir().unwrap();
         let target = OutputTarget::Mbtiles(dir.path().join("out.mbtiles"));
-        let first = acquire(&target, None, false).await.unwrap();
-        let err = acquire(&target, None, false)
+        let first = acquire(&target, None, false, None).await.unwrap();
+        let err = acquire(&target, None, false, None)
             .await
             .err()
             .unwrap()
@@ -174,6 +183,6 @@ mod tests {
             !lock_path(&target, None).exists(),
             "the holder removes its lock file"
         );
-        let _again = acquire(&target, None, false).await.unwrap();
+        let _again = acquire(&target, None, false, None).await.unwrap();
     }
 }

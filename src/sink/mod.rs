@@ -13,6 +13,7 @@ pub mod merge;
 pub mod partitions;
 pub mod pmtiles;
 pub mod s3;
+pub mod shards;
 pub mod tilejson;
 pub mod writer;
 
@@ -20,8 +21,9 @@ pub use crate::config::{OutputSettings, OutputTarget};
 pub use crate::render::source::FieldType;
 pub use crate::state::journal::Resume;
 pub use changed_list::ChangedList;
+pub use shards::PartOf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::S3Config;
 use crate::error::Result;
@@ -30,7 +32,7 @@ use crate::render::source::LayerSource;
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
 /// One entry of `vector_layers`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VectorLayer {
     /// Layer name inside the tiles.
     pub id: String,
@@ -43,7 +45,7 @@ pub struct VectorLayer {
 }
 
 /// What a finished output records about its tileset.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TilesetMetadata {
     /// Tileset name.
     pub name: String,
@@ -184,19 +186,42 @@ pub trait Sink: Send {
     /// Writes the metadata and makes the output complete, as [`Finish`] says.
     fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport>;
 
+    /// Takes the tiles that the shards of a sharded run wrote as this run's own (`finalize`), so
+    /// the sweep keeps exactly them and the output's tile hashes list them. Only outputs that
+    /// shards write into directly (trees, S3 prefixes) can.
+    fn adopt(&mut self, _tiles: &std::collections::HashMap<u64, [u8; 16]>) -> Result<()> {
+        Err(crate::error::Error::Usage(
+            "only directory and S3 outputs are finalized from shard parts".into(),
+        ))
+    }
+
     /// Gives up: removes whatever this sink created and leaves any earlier output untouched, or at
     /// least readable with every tile it held before or was given since.
     fn abort(self: Box<Self>);
 }
 
-/// Opens a sink for a target; fails early when the target cannot be written.
+/// Opens a sink for a target; fails early when the target cannot be written. With `part`, a
+/// directory or S3 sink writes one shard's part: its own journal, and a part record instead of
+/// the whole output's documents on finish.
 pub async fn open(
     target: &OutputTarget,
     settings: &OutputSettings,
     s3: &S3Config,
     changes: ChangedList,
     journal: Option<&str>,
+    part: Option<PartOf>,
 ) -> Result<Box<dyn Sink>> {
+    if let (
+        Some(part),
+        OutputTarget::Mbtiles(_) | OutputTarget::Pmtiles(_) | OutputTarget::S3Pmtiles { .. },
+    ) = (&part, target)
+    {
+        return Err(crate::error::Error::Usage(format!(
+            "shard {} cannot write a part into {}: single-file outputs get part files of their own",
+            part.spec,
+            target.describe()
+        )));
+    }
     Ok(match target {
         OutputTarget::Mbtiles(path) => {
             Box::new(mbtiles::MbtilesSink::create(path, changes, journal)?)
@@ -205,13 +230,13 @@ pub async fn open(
             Box::new(pmtiles::PmtilesSink::create(path, changes, journal)?)
         }
         OutputTarget::Directory(path) => Box::new(directory::DirectorySink::create(
-            path, settings, changes, journal,
+            path, settings, changes, journal, part,
         )?),
         OutputTarget::S3Pmtiles { bucket, key } => Box::new(
             pmtiles::s3::S3PmtilesSink::create(bucket, key, s3, settings, changes, journal).await?,
         ),
-        OutputTarget::S3 { bucket, prefix } => {
-            Box::new(s3::S3Sink::create(bucket, prefix, s3, settings, changes, journal).await?)
-        }
+        OutputTarget::S3 { bucket, prefix } => Box::new(
+            s3::S3Sink::create(bucket, prefix, s3, settings, changes, journal, part).await?,
+        ),
     })
 }

@@ -227,12 +227,28 @@ pub fn lonlat_to_mercator(lon: f64, lat: f64, max_lat: f64) -> (f64, f64) {
 }
 
 /// An inclusive range of zoom levels, `min <= max <= MAX_ZOOM`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "ZoomBounds")]
 pub struct ZoomRange {
     /// Lowest zoom, inclusive.
     pub min: u8,
     /// Highest zoom, inclusive.
     pub max: u8,
+}
+
+/// A zoom range as read, before [`ZoomRange::new`] checks it.
+#[derive(serde::Deserialize)]
+struct ZoomBounds {
+    min: u8,
+    max: u8,
+}
+
+impl TryFrom<ZoomBounds> for ZoomRange {
+    type Error = TileError;
+
+    fn try_from(bounds: ZoomBounds) -> Result<Self, TileError> {
+        ZoomRange::new(bounds.min, bounds.max)
+    }
 }
 
 impl ZoomRange {
@@ -292,7 +308,7 @@ impl FromStr for ZoomRange {
 }
 
 /// A geographic bounding box in degrees; never crosses the antimeridian (west <= east).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BBox {
     /// Western longitude.
     pub west: f64,

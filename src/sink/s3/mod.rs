@@ -6,7 +6,7 @@
 //! churn. Uploads run concurrently, bounded by a semaphore, each retried with exponential backoff on
 //! throttling, 5xx and connection failures; a tile that still fails fails the job, naming the tile.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,6 +27,7 @@ pub use store::{
     S3Error, MVT_CONTENT_TYPE,
 };
 
+use super::shards::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
 use super::tilejson::{tilejson, TILEJSON_NAME};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::config::S3Config;
@@ -61,6 +62,10 @@ pub struct S3Sink {
     journal: Option<FileJournal>,
     /// Tiles whose upload is in flight, with what the journal records once it has succeeded.
     uploading: HashMap<u64, Option<(TileCoord, [bool; 4])>>,
+    /// Set when the sink writes one shard's part of the prefix.
+    part: Option<PartOf>,
+    /// The tiles this shard's part holds (only kept for a part).
+    produced: HashSet<u64>,
 }
 
 /// A file this machine keeps about an S3 prefix (its lock, a seed's journal), under
@@ -90,36 +95,6 @@ const STATE_NAME: &str = ".oar-tiles/state.json";
 /// Where, under the prefix, the tile hashes are kept for stores whose listings carry no ETag.
 const MANIFEST_NAME: &str = ".oar-tiles/tile-hashes";
 
-/// The manifest: for each tile, its packed key and MD5, gzip-compressed.
-fn encode_manifest(hashes: &HashMap<u64, [u8; 16]>) -> Vec<u8> {
-    let mut entries: Vec<(&u64, &[u8; 16])> = hashes.iter().collect();
-    entries.sort_unstable();
-    let mut raw = Vec::with_capacity(entries.len() * 24);
-    for (key, md5) in entries {
-        raw.extend_from_slice(&key.to_le_bytes());
-        raw.extend_from_slice(md5);
-    }
-    crate::encode::gzip(&raw, crate::encode::DEFAULT_LEVEL)
-}
-
-fn decode_manifest(bytes: &[u8]) -> HashMap<u64, [u8; 16]> {
-    use std::io::Read;
-    let mut raw = Vec::new();
-    if flate2::read::GzDecoder::new(bytes)
-        .read_to_end(&mut raw)
-        .is_err()
-    {
-        return HashMap::new();
-    }
-    raw.chunks_exact(24)
-        .map(|entry| {
-            let key = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
-            let md5: [u8; 16] = entry[8..].try_into().expect("16 bytes");
-            (key, md5)
-        })
-        .collect()
-}
-
 /// The key of `name` under `prefix`.
 pub fn object_key(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {
@@ -138,6 +113,7 @@ impl S3Sink {
         settings: &OutputSettings,
         changes: ChangedList,
         journal: Option<&str>,
+        part: Option<PartOf>,
     ) -> Result<Self> {
         let client = client(config).await;
         let target = format!("s3://{bucket}/{prefix}");
@@ -156,7 +132,7 @@ impl S3Sink {
         )
         .await
         .map_err(|e| Error::output_caused(&target, e))?
-        .map(|bytes| decode_manifest(&bytes));
+        .map(|bytes| decode_tiles(&bytes).unwrap_or_default());
         let region = client.config().region().map(|r| r.to_string());
         let public_base = public_base(config, region.as_deref(), bucket, prefix);
         Ok(Self {
@@ -178,10 +154,15 @@ impl S3Sink {
             state,
             journal: match journal {
                 Some(fingerprint) => {
+                    // Shards writing into one prefix each journal their own walk.
+                    let journaled = match &part {
+                        Some(part) => format!("{prefix}#{}", part.name("journal")),
+                        None => prefix.to_string(),
+                    };
                     let path = local_file(
                         config.endpoint.as_deref(),
                         bucket,
-                        prefix,
+                        &journaled,
                         "journals",
                         "sqlite",
                     );
@@ -194,7 +175,35 @@ impl S3Sink {
                 None => None,
             },
             uploading: HashMap::new(),
+            part,
+            produced: HashSet::new(),
         })
+    }
+
+    /// Ends a shard's part: its tile list with their hashes, then (which marks the part finished)
+    /// its record.
+    fn finish_part(&mut self, part: &PartOf, end: &Finish<'_>) -> Result<()> {
+        let Some(state) = end.state else {
+            // An incomplete shard leaves no record, so `finalize` waits for its retry.
+            return Ok(());
+        };
+        let tiles: HashMap<u64, [u8; 16]> = self
+            .produced
+            .iter()
+            .map(|key| (*key, self.hashes.get(key).copied().unwrap_or_default()))
+            .collect();
+        let record = PartRecord::new(part, state, end.metadata, tiles.len() as u64);
+        let folder = |name: String| format!("{S3_FOLDER}/{name}");
+        self.put(
+            &folder(part.name("tiles")),
+            encode_tiles(&tiles),
+            "application/octet-stream",
+        )?;
+        self.put(
+            &folder(part.name("json")),
+            record.to_json(),
+            "application/json",
+        )
     }
 
     /// Uploads a document (not a tile) under the prefix.
@@ -332,6 +341,9 @@ impl Sink for S3Sink {
         self.reap_finished()?;
         let md5: [u8; 16] = Md5::digest(data).into();
         self.hashes.insert(tile_key(tile), md5);
+        if self.part.is_some() {
+            self.produced.insert(tile_key(tile));
+        }
         if let Some((_, known)) = self.existing.remove(&tile_key(tile)) {
             if known == Some(md5) {
                 self.report.unchanged += 1;
@@ -383,6 +395,7 @@ impl Sink for S3Sink {
         self.reap_finished()?;
         let existed = self.existing.remove(&tile_key(tile)).is_some();
         self.hashes.remove(&tile_key(tile));
+        self.produced.remove(&tile_key(tile));
         let key = tile_object_key(&self.prefix, tile, &self.settings.tile_extension);
         let (client, bucket) = (&self.client, &self.bucket);
         self.handle
@@ -404,6 +417,13 @@ impl Sink for S3Sink {
         // A sink never prepared knows nothing of the prefix yet: listing keeps the sweep right.
         self.prepare(None)?;
         self.wait_all()?;
+        if let Some(part) = self.part.clone() {
+            self.finish_part(&part, &end)?;
+            if let Some(journal) = self.journal.take() {
+                journal.remove();
+            }
+            return Ok(self.report);
+        }
         if sweep {
             self.sweep(metadata)?;
         }
@@ -411,7 +431,7 @@ impl Sink for S3Sink {
             serde_json::to_vec_pretty(&tilejson(metadata, &self.settings, Some(&self.public_base)))
                 .expect("JSON serializes");
         self.put(TILEJSON_NAME, document, "application/json")?;
-        let manifest = encode_manifest(&self.hashes);
+        let manifest = encode_tiles(&self.hashes);
         self.put(MANIFEST_NAME, manifest, "application/octet-stream")?;
         if let Some(state) = state {
             self.put(STATE_NAME, state.as_bytes().to_vec(), "application/json")?;
@@ -420,6 +440,18 @@ impl Sink for S3Sink {
             journal.remove();
         }
         Ok(self.report)
+    }
+
+    fn adopt(&mut self, tiles: &HashMap<u64, [u8; 16]>) -> Result<()> {
+        self.prepare(None)?;
+        for (key, md5) in tiles {
+            self.existing.remove(key);
+            // A hash the shard did not know stays as the listing gave it, or unknown.
+            if *md5 != [0; 16] {
+                self.hashes.insert(*key, *md5);
+            }
+        }
+        Ok(())
     }
 
     fn abort(mut self: Box<Self>) {
@@ -500,6 +532,9 @@ impl Sink for S3Sink {
         for tile in written {
             // Stored by the interrupted run: not stale, whatever the listing said.
             self.existing.remove(&tile_key(tile));
+            if self.part.is_some() {
+                self.produced.insert(tile_key(tile));
+            }
         }
         Ok(Some(resume))
     }
@@ -513,18 +548,5 @@ impl Sink for S3Sink {
             Some(journal) => journal.record(tile, children, written),
             None => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_manifest_round_trips() {
-        let hashes: HashMap<u64, [u8; 16]> =
-            [(1, [7; 16]), (u64::MAX, [0; 16])].into_iter().collect();
-        assert_eq!(decode_manifest(&encode_manifest(&hashes)), hashes);
-        assert!(decode_manifest(b"not gzip").is_empty());
     }
 }

@@ -1,0 +1,298 @@
+//! `oar-tiles finalize`: ends a sharded run once every shard is done, leaving exactly the output one
+//! run would have written.
+//!
+//! MBTiles part files are merged ([`merge_mbtiles`]). Tree and S3 shards wrote their tiles into the
+//! output already; finalize checks that every shard of the plan left a part record and that all ran
+//! under that plan, then finishes the output as a single run would: it deletes the tiles in scope
+//! that no shard produced, writes TileJSON, the tile hashes and the state. The recorded snapshot is
+//! the one that sees only what every shard saw. Last, the plan and the parts are removed, so the next
+//! sharded run plans afresh, and the watermark is recorded in the change log like a seed's.
+//! Until then every step can be repeated: a finalize that dies is simply run again.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::job::{shard_part_file, SeedJob, ShardSpec, TilesetJob};
+use crate::plan::shard::ShardPlan;
+use crate::render::pool;
+use crate::sink::merge::merge_mbtiles;
+use crate::sink::shards::{plan_id, Part, ShardStore};
+use crate::sink::{self, lock, ChangedList, Finish, OutputTarget};
+use crate::state::capture;
+use crate::state::watermark::earliest_snapshot;
+use crate::state::Watermark;
+
+/// What finalizing one tileset's output did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finalized {
+    /// The tileset.
+    pub tileset: String,
+    /// The output, described.
+    pub output: String,
+    /// Shards combined.
+    pub shards: u32,
+    /// Tiles the output holds.
+    pub tiles: u64,
+    /// Tiles deleted because no shard produced them (trees and S3).
+    pub deleted: u64,
+    /// The snapshot the output now records.
+    pub snapshot: String,
+}
+
+/// Finalizes every tileset of the job, one after the other.
+pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finalized>> {
+    let mut done = Vec::new();
+    let mut pool = None;
+    for tileset in &job.tilesets {
+        let Some(target) = &tileset.output else {
+            return Err(Error::Usage(format!(
+                "tileset `{}` has no output to finalize",
+                tileset.tileset.name
+            )));
+        };
+        let _lock =
+            lock::acquire(target, job.s3.endpoint.as_deref(), job.run.wait_lock, None).await?;
+        let finalized = finalize_output(job, tileset, target, changed.clone()).await?;
+        // Like a seed, the finished output holds back the change log's pruning at its watermark.
+        let pool = match &mut pool {
+            Some(pool) => pool,
+            None => pool.insert(pool::connect(&job.database, 2).await?),
+        };
+        let watermark = Watermark {
+            snapshot: finalized.snapshot.clone(),
+            ..Watermark::default()
+        };
+        capture::advance_and_prune(pool, &job.change_schema, &finalized.output, &watermark).await?;
+        done.push(finalized);
+    }
+    Ok(done)
+}
+
+async fn finalize_output(
+    job: &SeedJob,
+    tileset: &TilesetJob,
+    target: &OutputTarget,
+    changed: ChangedList,
+) -> Result<Finalized> {
+    let store = ShardStore::open(target, &job.s3).await?;
+    let location = store.plan_location();
+    let text = store.read_plan().await?.ok_or_else(|| {
+        Error::Usage(format!(
+            "{}: no shard plan at {location}, so no sharded run to finalize",
+            target.describe()
+        ))
+    })?;
+    let plan = ShardPlan::from_json(&text, &location)?;
+    let specs: Vec<ShardSpec> = (0..plan.shards())
+        .map(|index| ShardSpec::new(index, plan.shards()))
+        .collect::<Result<_>>()?;
+    let name = tileset.tileset.name.clone();
+    let output = target.describe();
+    let finalized = |tiles, deleted, snapshot| Finalized {
+        tileset: name.clone(),
+        output: output.clone(),
+        shards: plan.shards(),
+        tiles,
+        deleted,
+        snapshot,
+    };
+    if let OutputTarget::Mbtiles(path) = target {
+        let parts: Vec<_> = specs.iter().map(|s| shard_part_file(path, *s)).collect();
+        let missing: Vec<String> = specs
+            .iter()
+            .zip(&parts)
+            .filter(|(_, part)| !part.is_file())
+            .map(|(spec, _)| spec.to_string())
+            .collect();
+        refuse_missing(&output, &missing)?;
+        let merged = {
+            let (path, parts) = (path.clone(), parts.clone());
+            tokio::task::spawn_blocking(move || merge_mbtiles(&path, &parts))
+                .await
+                .map_err(|e| Error::output(path_of(target), format!("merging failed: {e}")))??
+        };
+        store.clear(0).await?;
+        for part in &parts {
+            std::fs::remove_file(part)
+                .map_err(|e| Error::output(part, format!("cannot remove the part: {e}")))?;
+        }
+        return Ok(finalized(merged.tiles, 0, merged.snapshot));
+    }
+    let mut parts = Vec::new();
+    let mut missing = Vec::new();
+    for spec in &specs {
+        match store.read_part(*spec).await? {
+            Some(part) => parts.push((*spec, part)),
+            None => missing.push(spec.to_string()),
+        }
+    }
+    refuse_missing(&output, &missing)?;
+    let (tiles, watermark) = combine(&output, &plan, &plan_id(&text), &parts)?;
+    let metadata = parts[0].1.record.metadata.clone();
+    let settings = &tileset.tileset.output_settings;
+    let mut sink = sink::open(target, settings, &job.s3, changed, None, None).await?;
+    let state = watermark.to_state();
+    let count = tiles.len() as u64;
+    let report = tokio::task::spawn_blocking(move || {
+        sink.adopt(&tiles)?;
+        sink.finish(Finish {
+            metadata: &metadata,
+            sweep: true,
+            state: Some(&state),
+        })
+    })
+    .await
+    .map_err(|e| Error::output(path_of(target), format!("finishing failed: {e}")))??;
+    store.clear(plan.shards()).await?;
+    Ok(finalized(count, report.deleted, watermark.snapshot))
+}
+
+fn refuse_missing(output: &str, missing: &[String]) -> Result<()> {
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{output}: shard(s) {} have not finished; finalize once every shard is done",
+        missing.join(", ")
+    )))
+}
+
+/// Checks that the parts belong to one run of the plan and combines them: every tile with its
+/// hash, and the watermark whose snapshot sees only what every shard saw.
+fn combine(
+    output: &str,
+    plan: &ShardPlan,
+    plan_id: &str,
+    parts: &[(ShardSpec, Part)],
+) -> Result<(HashMap<u64, [u8; 16]>, Watermark)> {
+    let refuse = |spec: &ShardSpec, why: String| {
+        Err(Error::Usage(format!(
+            "{output}: the part of shard {spec} {why}; run that shard again"
+        )))
+    };
+    let mut tiles: HashMap<u64, [u8; 16]> = HashMap::new();
+    let mut watermarks = Vec::new();
+    for (spec, part) in parts {
+        let record = &part.record;
+        if record.plan != plan_id || record.shard != spec.to_string() {
+            return refuse(spec, "was written under another shard plan".into());
+        }
+        let Some(watermark) = Watermark::from_state(&record.state) else {
+            return refuse(spec, "holds no readable watermark".into());
+        };
+        if watermark.settings.as_deref() != Some(plan.settings_digest.as_str()) {
+            return refuse(
+                spec,
+                "was rendered with other settings than the plan's".into(),
+            );
+        }
+        for (key, md5) in &part.tiles {
+            if tiles.insert(*key, *md5).is_some() {
+                return refuse(spec, "holds a tile another shard holds too".into());
+            }
+        }
+        watermarks.push(watermark);
+    }
+    let snapshot = earliest_snapshot(watermarks.iter().map(|w| w.snapshot.as_str()))
+        .ok_or_else(|| Error::Usage(format!("{output}: a part's snapshot is not readable")))?;
+    let watermark = Watermark {
+        snapshot,
+        ..watermarks[0].clone()
+    };
+    Ok((tiles, watermark))
+}
+
+fn path_of(target: &OutputTarget) -> std::path::PathBuf {
+    std::path::PathBuf::from(target.describe())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::shard::{ShardRange, PLAN_VERSION};
+    use crate::sink::shards::{PartRecord, PART_VERSION};
+    use crate::sink::TilesetMetadata;
+    use crate::tile::{BBox, ZoomRange};
+
+    fn plan() -> ShardPlan {
+        let range = |start, end| ShardRange {
+            start,
+            end,
+            weight: 1,
+        };
+        ShardPlan {
+            version: PLAN_VERSION,
+            settings_digest: "s".into(),
+            split_zoom: 1,
+            ranges: vec![range(0, 2), range(2, 4)],
+        }
+    }
+
+    fn part(index: u32, plan: &str, settings: &str, snapshot: &str, tiles: &[u64]) -> Part {
+        let watermark = Watermark {
+            snapshot: snapshot.into(),
+            settings: Some(settings.into()),
+            ..Watermark::default()
+        };
+        Part {
+            record: PartRecord {
+                version: PART_VERSION,
+                shard: format!("{index}/2"),
+                plan: plan.into(),
+                state: watermark.to_state(),
+                metadata: TilesetMetadata {
+                    name: "t".into(),
+                    description: None,
+                    attribution: None,
+                    bounds: BBox::WORLD,
+                    zooms: ZoomRange::new(0, 3).unwrap(),
+                    vector_layers: Vec::new(),
+                },
+                tiles: tiles.len() as u64,
+            },
+            tiles: tiles.iter().map(|key| (*key, [*key as u8; 16])).collect(),
+        }
+    }
+
+    fn spec(index: u32) -> ShardSpec {
+        ShardSpec::new(index, 2).unwrap()
+    }
+
+    #[test]
+    fn parts_of_one_run_combine_into_every_tile_and_the_earliest_snapshot() {
+        let parts = [
+            (spec(0), part(0, "p", "s", "10:20:12", &[1, 2])),
+            (spec(1), part(1, "p", "s", "15:18:15", &[3])),
+        ];
+        let (tiles, watermark) = combine("out", &plan(), "p", &parts).unwrap();
+        assert_eq!(tiles.len(), 3);
+        assert_eq!(tiles[&3], [3; 16]);
+        assert_eq!(watermark.snapshot, "12:18:12,15");
+        assert_eq!(watermark.settings.as_deref(), Some("s"));
+    }
+
+    #[test]
+    fn parts_of_another_plan_other_settings_or_overlapping_tiles_are_refused() {
+        let good = (spec(0), part(0, "p", "s", "10:20:", &[1, 2]));
+        let cases = [
+            (part(1, "q", "s", "10:20:", &[3]), "another shard plan"),
+            (part(0, "p", "s", "10:20:", &[3]), "another shard plan"),
+            (part(1, "p", "t", "10:20:", &[3]), "other settings"),
+            (
+                part(1, "p", "s", "10:20:", &[2]),
+                "holds a tile another shard holds",
+            ),
+            (
+                part(1, "p", "s", "garbage", &[3]),
+                "snapshot is not readable",
+            ),
+        ];
+        for (bad, why) in cases {
+            let parts = [good.clone(), (spec(1), bad)];
+            let err = combine("out", &plan(), "p", &parts)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{why}: {err}");
+        }
+    }
+}

@@ -1,0 +1,443 @@
+//! What the shards of one sharded run share inside their output: the shard plan, and a part
+//! record from each shard that finished.
+//!
+//! Directory and S3 shards write their tiles straight into the one tree or prefix (the plan gives
+//! them disjoint tiles) but nothing that describes the whole output: no TileJSON, no state, no
+//! sweep of stale tiles. Instead each finished shard leaves a part record (its watermark, the
+//! tileset's metadata, the plan it ran under) and the list of tiles it holds. `finalize` reads
+//! every part, refuses unless all are there and agree, and then finishes the output as one run
+//! would have. MBTiles shards write part files beside the output instead, and only the plan lives
+//! here.
+//!
+//! Layout: `ROOT/.oar-tiles-shards/{plan.json, part-I-of-N.json, part-I-of-N.tiles}` in a tree,
+//! `PREFIX/.oar-tiles/shards/…` on S3, and `OUT.mbtiles.shard-plan.json` beside an MBTiles file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::Client;
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use super::s3::{get_if_exists, object_key, with_retries};
+use super::{OutputTarget, TilesetMetadata};
+use crate::config::S3Config;
+use crate::error::{Error, Result};
+use crate::job::ShardSpec;
+
+/// The folder of a tree's shard files.
+pub const TREE_FOLDER: &str = ".oar-tiles-shards";
+
+/// The folder, under an S3 prefix, of its shard objects.
+pub const S3_FOLDER: &str = ".oar-tiles/shards";
+
+const PLAN_NAME: &str = "plan.json";
+
+/// The version of the part record's format.
+pub const PART_VERSION: u32 = 1;
+
+/// Which shard a sink writes for, under which plan: set when a directory or S3 sink writes a part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartOf {
+    /// The shard.
+    pub spec: ShardSpec,
+    /// The identity of the plan the shard ran under ([`plan_id`]).
+    pub plan: String,
+}
+
+impl PartOf {
+    /// The part's file or object name, with `extension`.
+    pub fn name(&self, extension: &str) -> String {
+        part_name(self.spec, extension)
+    }
+}
+
+/// `part-I-of-N.EXT`.
+pub fn part_name(spec: ShardSpec, extension: &str) -> String {
+    format!("part-{}-of-{}.{extension}", spec.index, spec.count)
+}
+
+/// The identity of a stored plan: the MD5 of its text, so parts of another plan are told apart.
+pub fn plan_id(text: &str) -> String {
+    hex::encode(Md5::digest(text.as_bytes()))
+}
+
+/// What a finished shard records about its part of the output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// Format version, [`PART_VERSION`].
+    pub version: u32,
+    /// `I/N`.
+    pub shard: String,
+    /// The plan the shard ran under ([`plan_id`]).
+    pub plan: String,
+    /// The shard's watermark, as an output's state records it.
+    pub state: String,
+    /// The tileset's metadata, for the TileJSON and the sweep that `finalize` writes and does.
+    pub metadata: TilesetMetadata,
+    /// How many tiles the part's tile list holds.
+    pub tiles: u64,
+}
+
+impl PartRecord {
+    /// The record of a finished shard.
+    pub fn new(part: &PartOf, state: &str, metadata: &TilesetMetadata, tiles: u64) -> Self {
+        PartRecord {
+            version: PART_VERSION,
+            shard: part.spec.to_string(),
+            plan: part.plan.clone(),
+            state: state.to_string(),
+            metadata: metadata.clone(),
+            tiles,
+        }
+    }
+
+    /// The record as stored.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("part records serialize")
+    }
+
+    fn from_json(bytes: &[u8], source: &str) -> Result<PartRecord> {
+        let record: PartRecord = serde_json::from_slice(bytes)
+            .map_err(|e| Error::output(source, format!("not a shard's part record: {e}")))?;
+        if record.version != PART_VERSION {
+            return Err(Error::output(
+                source,
+                format!(
+                    "part record format version {}, this oar-tiles reads version {PART_VERSION}",
+                    record.version
+                ),
+            ));
+        }
+        Ok(record)
+    }
+}
+
+/// A tile list: each tile's packed key and the MD5 of its bytes (zeros when unknown),
+/// gzip-compressed. S3 outputs keep their tile manifest in the same form.
+pub fn encode_tiles(tiles: &HashMap<u64, [u8; 16]>) -> Vec<u8> {
+    let mut entries: Vec<(&u64, &[u8; 16])> = tiles.iter().collect();
+    entries.sort_unstable();
+    let mut raw = Vec::with_capacity(entries.len() * 24);
+    for (key, md5) in entries {
+        raw.extend_from_slice(&key.to_le_bytes());
+        raw.extend_from_slice(md5);
+    }
+    crate::encode::gzip(&raw, crate::encode::DEFAULT_LEVEL)
+}
+
+/// Reads a tile list; `None` when the bytes are not one.
+pub fn decode_tiles(bytes: &[u8]) -> Option<HashMap<u64, [u8; 16]>> {
+    use std::io::Read;
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut raw)
+        .ok()?;
+    if raw.len() % 24 != 0 {
+        return None;
+    }
+    Some(
+        raw.chunks_exact(24)
+            .map(|entry| {
+                let key = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
+                let md5: [u8; 16] = entry[8..].try_into().expect("16 bytes");
+                (key, md5)
+            })
+            .collect(),
+    )
+}
+
+/// A finished shard's part: its record and the tiles it holds.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The record.
+    pub record: PartRecord,
+    /// The tiles, with the MD5 of their bytes where known.
+    pub tiles: HashMap<u64, [u8; 16]>,
+}
+
+/// Where an output's shard files live.
+pub enum ShardStore {
+    /// On this file system: the plan file and the folder of part records.
+    Files {
+        /// The plan.
+        plan: PathBuf,
+        /// Part records (trees only).
+        folder: PathBuf,
+    },
+    /// Objects under an S3 prefix.
+    S3(ObjectFolder),
+}
+
+/// A folder of objects under an S3 prefix.
+pub struct ObjectFolder {
+    client: Client,
+    bucket: String,
+    folder: String,
+    attempts: u32,
+}
+
+impl ObjectFolder {
+    fn key(&self, name: &str) -> String {
+        object_key(&self.folder, name)
+    }
+
+    fn location(&self, name: &str) -> String {
+        format!("s3://{}/{}", self.bucket, self.key(name))
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        get_if_exists(&self.client, &self.bucket, &self.key(name), self.attempts)
+            .await
+            .map_err(|e| Error::output_caused(self.location(name), e))
+    }
+
+    /// Uploads `body` as `name`; with `only_new`, the store refuses (412) when `name` exists,
+    /// and the answer is false.
+    async fn put(&self, name: &str, body: &[u8], only_new: bool) -> Result<bool> {
+        let (client, bucket, key) = (&self.client, &self.bucket, self.key(name));
+        let what = format!("uploading {}", self.location(name));
+        with_retries(self.attempts, &what, || async {
+            let request = client
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .body(ByteStream::from(body.to_vec()));
+            let request = if only_new {
+                request.if_none_match("*")
+            } else {
+                request
+            };
+            match request.send().await {
+                Ok(_) => Ok(true),
+                Err(err)
+                    if only_new
+                        && err
+                            .raw_response()
+                            .is_some_and(|r| r.status().as_u16() == 412) =>
+                {
+                    Ok(false)
+                }
+                Err(err) => Err(err),
+            }
+        })
+        .await
+        .map_err(|e| Error::output_caused(self.location(name), e))
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        let (client, bucket, key) = (&self.client, &self.bucket, self.key(name));
+        let what = format!("removing {}", self.location(name));
+        with_retries(self.attempts, &what, || {
+            client.delete_object().bucket(bucket).key(&key).send()
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::output_caused(self.location(name), e))
+    }
+}
+
+impl ShardStore {
+    /// The shard files of `target`, the whole run's output. PMTiles outputs cannot be sharded.
+    pub async fn open(target: &OutputTarget, s3: &S3Config) -> Result<ShardStore> {
+        match target {
+            OutputTarget::Mbtiles(path) => {
+                let mut plan = path.as_os_str().to_os_string();
+                plan.push(".shard-plan.json");
+                let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                Ok(ShardStore::Files {
+                    plan: PathBuf::from(plan),
+                    folder,
+                })
+            }
+            OutputTarget::Directory(root) => Ok(ShardStore::Files {
+                plan: root.join(TREE_FOLDER).join(PLAN_NAME),
+                folder: root.join(TREE_FOLDER),
+            }),
+            OutputTarget::S3 { bucket, prefix } => Ok(ShardStore::S3(ObjectFolder {
+                client: super::s3::client(s3).await,
+                bucket: bucket.clone(),
+                folder: object_key(prefix, S3_FOLDER),
+                attempts: s3.max_attempts,
+            })),
+            other => Err(Error::Usage(format!(
+                "sharded runs write MBTiles, directory or S3 outputs; {} is not supported",
+                other.describe()
+            ))),
+        }
+    }
+
+    /// The plan's file or object, for messages.
+    pub fn plan_location(&self) -> String {
+        self.location(PLAN_NAME)
+    }
+
+    /// The stored plan's text, if there is one.
+    pub async fn read_plan(&self) -> Result<Option<String>> {
+        let bytes = self.read(PLAN_NAME).await?;
+        bytes
+            .map(|bytes| {
+                String::from_utf8(bytes)
+                    .map_err(|_| Error::output(self.plan_location(), "the shard plan is not text"))
+            })
+            .transpose()
+    }
+
+    /// Stores `text` as the plan unless one is there already: false when another shard stored
+    /// its plan first (that one is the run's).
+    pub async fn store_plan_if_absent(&self, text: &str) -> Result<bool> {
+        match self {
+            ShardStore::Files { plan, .. } => {
+                create_parent(plan)?;
+                let mut private = plan.as_os_str().to_os_string();
+                private.push(format!(".{}.partial", std::process::id()));
+                let private = PathBuf::from(private);
+                let fail = |e: std::io::Error| {
+                    Error::output(plan, format!("cannot store the shard plan: {e}"))
+                };
+                std::fs::write(&private, text).map_err(fail)?;
+                // A hard link fails rather than replaces, so the plan appears whole, once.
+                let linked = std::fs::hard_link(&private, plan);
+                let _ = std::fs::remove_file(&private);
+                match linked {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(fail(e)),
+                }
+            }
+            ShardStore::S3(objects) => objects.put(PLAN_NAME, text.as_bytes(), true).await,
+        }
+    }
+
+    /// Stores `text` as the plan, replacing any (`shard-plan`, before the shards start).
+    pub async fn replace_plan(&self, text: &str) -> Result<()> {
+        match self {
+            ShardStore::Files { plan, .. } => {
+                create_parent(plan)?;
+                super::directory::write_atomically(plan, text.as_bytes())
+                    .map_err(|e| Error::output(plan, format!("cannot write the shard plan: {e}")))
+            }
+            ShardStore::S3(objects) => objects
+                .put(PLAN_NAME, text.as_bytes(), false)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// Shard `spec`'s part, if that shard finished.
+    pub async fn read_part(&self, spec: ShardSpec) -> Result<Option<Part>> {
+        let name = part_name(spec, "json");
+        let Some(bytes) = self.read(&name).await? else {
+            return Ok(None);
+        };
+        let source = self.location(&name);
+        let record = PartRecord::from_json(&bytes, &source)?;
+        let list = part_name(spec, "tiles");
+        let tiles = self
+            .read(&list)
+            .await?
+            .and_then(|bytes| decode_tiles(&bytes))
+            .ok_or_else(|| Error::output(self.location(&list), "missing or not a tile list"))?;
+        if tiles.len() as u64 != record.tiles {
+            return Err(Error::output(
+                self.location(&list),
+                format!(
+                    "holds {} tiles, its record says {}",
+                    tiles.len(),
+                    record.tiles
+                ),
+            ));
+        }
+        Ok(Some(Part { record, tiles }))
+    }
+
+    /// Removes the plan and the part records of a run of `count` shards, once it is finalized, so
+    /// the next sharded run plans afresh.
+    ///
+    /// A shard removes its own record with [`ShardStore::forget_part`] before it starts, so a
+    /// record always means the shard finished in this run.
+    pub async fn clear(&self, count: u32) -> Result<()> {
+        let mut names = vec![PLAN_NAME.to_string()];
+        for index in 0..count {
+            let spec = ShardSpec::new(index, count)?;
+            names.push(part_name(spec, "json"));
+            names.push(part_name(spec, "tiles"));
+        }
+        // The plan goes first: without it nothing is taken for an unfinished run, and a shard of
+        // the next run removes its own stale part record before it starts.
+        for name in &names {
+            self.remove(name).await?;
+        }
+        if let ShardStore::Files { folder, .. } = self {
+            if folder.file_name().is_some_and(|name| name == TREE_FOLDER) {
+                let _ = std::fs::remove_dir(folder);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes shard `spec`'s part record, left by an earlier run or an earlier attempt.
+    pub async fn forget_part(&self, spec: ShardSpec) -> Result<()> {
+        self.remove(&part_name(spec, "json")).await
+    }
+
+    fn location(&self, name: &str) -> String {
+        match self {
+            ShardStore::Files { plan, .. } if name == PLAN_NAME => plan.display().to_string(),
+            ShardStore::Files { folder, .. } => folder.join(name).display().to_string(),
+            ShardStore::S3(objects) => objects.location(name),
+        }
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self {
+            ShardStore::Files { .. } => {
+                let path = PathBuf::from(self.location(name));
+                match std::fs::read(&path) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(Error::output(&path, format!("cannot read it: {e}"))),
+                }
+            }
+            ShardStore::S3(objects) => objects.get(name).await,
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        match self {
+            ShardStore::Files { .. } => {
+                let path = PathBuf::from(self.location(name));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::output(&path, format!("cannot remove it: {e}"))),
+                }
+            }
+            ShardStore::S3(objects) => objects.delete(name).await,
+        }
+    }
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .map_err(|e| Error::output(dir, format!("cannot create it: {e}"))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_lists_round_trip_and_garbage_is_no_list() {
+        let tiles: HashMap<u64, [u8; 16]> =
+            [(1, [7; 16]), (u64::MAX, [0; 16])].into_iter().collect();
+        assert_eq!(decode_tiles(&encode_tiles(&tiles)), Some(tiles));
+        assert_eq!(decode_tiles(b"not gzip"), None);
+        let short = crate::encode::gzip(&[1, 2, 3], crate::encode::DEFAULT_LEVEL);
+        assert_eq!(decode_tiles(&short), None);
+    }
+}

@@ -1,0 +1,373 @@
+//! Sharded runs into one tree or S3 prefix: shards as separate processes (the index in the
+//! environment, as Kubernetes gives it), `finalize` refusing while a shard is unfinished, and the
+//! finalized output equal to a single run, stale tiles swept, and ready for `seed --dirty` even when
+//! the data changed while the shards ran.
+
+use crate::common::fixture::Fixture;
+use crate::common::pg::hub_with_scatter;
+use crate::common::run::{
+    assert_same_tiles, oar_tiles, oar_tiles_with, read_mbtiles_raw, read_tree, single_layer_config,
+    Run,
+};
+use crate::common::s3::S3Server;
+
+/// Runs shard `index` of `count` as a Kubernetes Indexed Job's pod would: the same command, the
+/// index and count in the environment.
+fn run_shard(fixture: &Fixture, output: &str, index: u32, count: u32, env: &[(&str, &str)]) {
+    let (index, count) = (index.to_string(), count.to_string());
+    let mut env = env.to_vec();
+    env.push(("JOB_COMPLETION_INDEX", &index));
+    env.push(("OAR_TILES_SHARDS", &count));
+    let args = fixture.seed_args(output, "0-12", &[]);
+    oar_tiles_with(Some(&fixture.schema.url), &args, &env).assert_success();
+}
+
+fn finalize(fixture: &Fixture, output: &str, env: &[(&str, &str)]) -> Run {
+    let config = fixture.config.to_str().unwrap();
+    let args = ["finalize", "--config", config, "--output", output];
+    oar_tiles_with(Some(&fixture.schema.url), &args, env)
+}
+
+/// A full single run of the fixture's data at z0-12 into a new MBTiles file.
+fn single_run(fixture: &Fixture, name: &str, env: &[(&str, &str)]) -> crate::common::run::Tiles {
+    let path = fixture.path(name);
+    let args = fixture.seed_args(path.to_str().unwrap(), "0-12", &[]);
+    oar_tiles_with(Some(&fixture.schema.url), &args, env).assert_success();
+    read_mbtiles_raw(&path)
+}
+
+/// Moves, adds and deletes rows, so that some tiles change, appear and empty.
+fn change_data(fixture: &mut Fixture, round: u32) {
+    fixture.schema.execute(&format!(
+        "UPDATE {{schema}}.sites SET pt = ST_SetSRID(ST_MakePoint(-70.5 + {round}, -33.4), 4326)
+             WHERE site_id = {};
+         INSERT INTO {{schema}}.sites (site_id, label, kind, score, pt)
+             VALUES ({}, 'new', 'mill', 3, ST_SetSRID(ST_MakePoint(151.2, -33.9 + {round}), 4326));
+         DELETE FROM {{schema}}.sites WHERE site_id % 17 = {round};",
+        7 + round,
+        9000 + round
+    ));
+}
+
+fn changes_config(schema: &mut crate::common::pg::TestSchema, extra: &str) -> String {
+    let changes = schema.companion("cdc");
+    format!(
+        "{extra}\n[changes]\nschema = \"{changes}\"\n{}",
+        single_layer_config(&schema.name, "sites", "", "")
+    )
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn tree_shards_finalize_into_exactly_the_single_run_and_take_a_dirty_reseed() {
+    let points = hub_with_scatter(1_200, 9, 7, [2.20, 48.70, 2.60, 49.00]);
+    let mut fixture = Fixture::new("shard_tree", &points, "oar.toml", |schema| {
+        changes_config(schema, "")
+    });
+    let config = fixture.config.to_str().unwrap();
+    let url = fixture.schema.url.clone();
+    oar_tiles(Some(&url), &["changes", "install", "--config", config]).assert_success();
+    let tree = fixture.path("tree");
+    let output = format!("dir:{}", tree.display());
+    // An earlier single run leaves tiles that the data no longer has once it changes.
+    oar_tiles(Some(&url), &fixture.seed_args(&output, "0-12", &[])).assert_success();
+    let earlier = read_tree(&tree, "pbf");
+    change_data(&mut fixture, 1);
+
+    run_shard(&fixture, &output, 0, 3, &[]);
+    run_shard(&fixture, &output, 1, 3, &[]);
+    let early = finalize(&fixture, &output, &[]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("shard(s) 2/3 have not finished"),
+        "{}",
+        early.stderr
+    );
+    run_shard(&fixture, &output, 2, 3, &[]);
+    let done = finalize(&fixture, &output, &[]);
+    done.assert_success();
+    let expected = single_run(&fixture, "single.mbtiles", &[]);
+    let stale = earlier.keys().filter(|k| !expected.contains_key(k)).count();
+    assert!(stale > 0, "the change must empty some tiles");
+    assert!(
+        done.stdout.contains(&format!(
+            "3 shard(s), {} tiles, {stale} stale",
+            expected.len()
+        )),
+        "{}",
+        done.stdout
+    );
+    assert_same_tiles(&expected, &read_tree(&tree, "pbf"), "the finalized tree");
+    for document in ["tiles.json", "metadata.json", ".oar-tiles-state.json"] {
+        assert!(tree.join(document).is_file(), "{document} is written");
+    }
+    assert!(
+        !tree.join(".oar-tiles-shards").exists(),
+        "the plan and parts are removed"
+    );
+    let again = finalize(&fixture, &output, &[]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("no shard plan"), "{}", again.stderr);
+
+    // A second sharded run into the finalized tree plans afresh, and data changes while it runs:
+    // shard 0 renders before the change, shards 1 and 2 after it. The finalized watermark sees
+    // only what every shard saw, so `seed --dirty` re-renders what shard 0 missed.
+    run_shard(&fixture, &output, 0, 3, &[]);
+    change_data(&mut fixture, 2);
+    run_shard(&fixture, &output, 1, 3, &[]);
+    run_shard(&fixture, &output, 2, 3, &[]);
+    finalize(&fixture, &output, &[]).assert_success();
+    oar_tiles(
+        Some(&url),
+        &fixture.seed_args(&output, "0-12", &["--dirty"]),
+    )
+    .assert_success();
+    assert_same_tiles(
+        &single_run(&fixture, "fresh.mbtiles", &[]),
+        &read_tree(&tree, "pbf"),
+        "the finalized tree after --dirty",
+    );
+}
+
+/// Every object under `bucket/prefix` (tiles and documents) with its body, by key below the prefix.
+fn read_prefix(server: &S3Server, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let client = server.client();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut objects = Vec::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(format!("{prefix}/"))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for object in page.unwrap().contents() {
+                let key = object.key().unwrap();
+                let got = client.get_object().bucket(bucket).key(key).send().await;
+                let bytes = got.unwrap().body.collect().await.unwrap().into_bytes();
+                let name = key.strip_prefix(&format!("{prefix}/")).unwrap();
+                objects.push((name.to_string(), bytes.to_vec()));
+            }
+        }
+        objects.sort();
+        objects
+    })
+}
+
+/// The tiles among the objects of [`read_prefix`].
+fn tiles_of(objects: &[(String, Vec<u8>)]) -> crate::common::run::Tiles {
+    objects
+        .iter()
+        .filter_map(|(name, bytes)| {
+            let path = name.strip_suffix(".pbf")?;
+            let parts: Vec<u32> = path.split('/').map(|p| p.parse().unwrap()).collect();
+            Some(((parts[0] as u8, parts[1], parts[2]), bytes.clone()))
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn s3_shards_finalize_into_exactly_the_single_run() {
+    let server = S3Server::start("tiles");
+    let points = hub_with_scatter(1_000, 7, 9, [72.9, 33.5, 73.3, 33.8]);
+    let mut fixture = Fixture::new("shard_s3", &points, "oar.toml", |schema| {
+        changes_config(schema, &server.config_table(""))
+    });
+    let env = server.env();
+    let config = fixture.config.to_str().unwrap();
+    let url = fixture.schema.url.clone();
+    oar_tiles_with(
+        Some(&url),
+        &["changes", "install", "--config", config],
+        &env,
+    )
+    .assert_success();
+    let output = "s3://tiles/facilities/v1";
+    oar_tiles_with(Some(&url), &fixture.seed_args(output, "0-12", &[]), &env).assert_success();
+    let earlier = tiles_of(&read_prefix(&server, "tiles", "facilities/v1"));
+    change_data(&mut fixture, 3);
+
+    for index in 0..4 {
+        run_shard(&fixture, output, index, 4, &env);
+        let finalized = finalize(&fixture, output, &env);
+        if index < 3 {
+            assert_eq!(finalized.code, 2, "{}", finalized.stderr);
+            assert!(
+                finalized.stderr.contains("have not finished"),
+                "{}",
+                finalized.stderr
+            );
+        } else {
+            finalized.assert_success();
+        }
+    }
+    let expected = single_run(&fixture, "single.mbtiles", &env);
+    assert!(earlier.keys().any(|k| !expected.contains_key(k)));
+    let objects = read_prefix(&server, "tiles", "facilities/v1");
+    assert_same_tiles(&expected, &tiles_of(&objects), "the finalized prefix");
+    let names: Vec<&str> = objects
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| !name.ends_with(".pbf"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ".oar-tiles/state.json",
+            ".oar-tiles/tile-hashes",
+            "tiles.json"
+        ],
+        "TileJSON, state and tile hashes written; the plan and parts removed"
+    );
+    // The finalized output is a seed's: a second full seed finds every tile already uploaded.
+    let summary = fixture.path("summary.json");
+    let args = fixture.seed_args(
+        output,
+        "0-12",
+        &["--summary-json", summary.to_str().unwrap()],
+    );
+    oar_tiles_with(Some(&url), &args, &env).assert_success();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let stored = &json[0]["stored"];
+    assert_eq!(stored["changed"].as_u64(), Some(0), "{json}");
+    assert_eq!(stored["deleted"].as_u64(), Some(0), "{json}");
+    assert_eq!(stored["unchanged"].as_u64(), Some(expected.len() as u64));
+    for count in [1, 3] {
+        let prefix = format!("facilities/by-{count}");
+        let output = format!("s3://tiles/{prefix}");
+        for index in 0..count {
+            run_shard(&fixture, &output, index, count, &env);
+        }
+        finalize(&fixture, &output, &env).assert_success();
+        let tiles = tiles_of(&read_prefix(&server, "tiles", &prefix));
+        assert_same_tiles(&expected, &tiles, &format!("{count} S3 shard(s)"));
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn mbtiles_shards_finalize_by_merging_their_part_files() {
+    let points = hub_with_scatter(600, 5, 5, [13.30, 52.40, 13.50, 52.60]);
+    let fixture = Fixture::new("shard_mbtiles", &points, "oar.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", "")
+    });
+    let out = fixture.path("merged.mbtiles");
+    let output = out.to_str().unwrap();
+    run_shard(&fixture, output, 1, 2, &[]);
+    let early = finalize(&fixture, output, &[]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("shard(s) 0/2 have not finished"),
+        "{}",
+        early.stderr
+    );
+    run_shard(&fixture, output, 0, 2, &[]);
+    finalize(&fixture, output, &[]).assert_success();
+    assert_same_tiles(
+        &single_run(&fixture, "single.mbtiles", &[]),
+        &read_mbtiles_raw(&out),
+        "the finalized MBTiles file",
+    );
+    let mut left: Vec<String> = std::fs::read_dir(fixture.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("merged"))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["merged.mbtiles"],
+        "the part files and the plan are removed"
+    );
+}
+
+/// Tiles a tree shard has durably journaled so far (0 before its journal exists).
+fn journaled(journal: &std::path::Path) -> u64 {
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+    rusqlite::Connection::open_with_flags(journal, flags)
+        .and_then(|c| c.query_row("SELECT count(*) FROM done", [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_killed_tree_shard_resumes_from_its_own_journal() {
+    use crate::common::run::{oar_tiles_command, send_signal};
+    use std::time::{Duration, Instant};
+
+    let points = hub_with_scatter(3_000, 31, 4, [-0.3, 51.3, 0.3, 51.7]);
+    let fixture = Fixture::new("shard_tree_kill", &points, "oar.toml", |schema| {
+        // Slow rows, so the shard is still walking when it is killed.
+        single_layer_config(
+            &schema.name,
+            "sites",
+            "",
+            "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"",
+        )
+    });
+    let url = fixture.schema.url.clone();
+    let tree = fixture.path("tree");
+    let output = format!("dir:{}", tree.display());
+    run_shard(&fixture, &output, 0, 2, &[]);
+    let args = fixture.seed_args(&output, "0-12", &["--shard", "1/2"]);
+    let mut child = oar_tiles_command(Some(&url), &args, &[]).spawn().unwrap();
+    let journal = tree.join(".oar-tiles-journal.part-1-of-2.sqlite");
+    let started = Instant::now();
+    while journaled(&journal) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "nothing journaled"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the shard ended too soon"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    send_signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    let early = finalize(&fixture, &output, &[]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("1/2 have not finished"),
+        "{}",
+        early.stderr
+    );
+    // The engine starts the same index again: it resumes from its own journal, not shard 0's.
+    let resumed = oar_tiles(Some(&url), &args);
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
+    assert!(!journal.exists(), "a finished shard removes its journal");
+    finalize(&fixture, &output, &[]).assert_success();
+    assert_same_tiles(
+        &single_run(&fixture, "single.mbtiles", &[]),
+        &read_tree(&tree, "pbf"),
+        "2 tree shards, one killed and resumed",
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn one_and_four_tree_shards_finalize_into_exactly_the_single_run() {
+    let points = hub_with_scatter(800, 11, 6, [-58.6, -34.8, -58.3, -34.5]);
+    let fixture = Fixture::new("shard_tree_counts", &points, "oar.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", "")
+    });
+    let expected = single_run(&fixture, "single.mbtiles", &[]);
+    for count in [1, 4] {
+        let tree = fixture.path(&format!("tree-{count}"));
+        let output = format!("dir:{}", tree.display());
+        for index in 0..count {
+            run_shard(&fixture, &output, index, count, &[]);
+        }
+        finalize(&fixture, &output, &[]).assert_success();
+        let what = format!("{count} tree shard(s)");
+        assert_same_tiles(&expected, &read_tree(&tree, "pbf"), &what);
+    }
+}
