@@ -53,7 +53,8 @@ pub struct SeedOptions {
     #[arg(long, value_name = "FILE")]
     pub tiles_from: Option<PathBuf>,
 
-    /// Run shard I of N (0-based) of a sharded seed into an MBTiles part file
+    /// Run shard I of N (0-based) of a sharded seed (into an MBTiles part file, or straight into a
+    /// tree or S3 prefix), rendering from replica I mod R of `[database] replicas` when it lists some
     /// [default: the index from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX].
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<ShardSpec>,
@@ -520,6 +521,17 @@ impl SeedJob {
     }
 }
 
+impl SeedJob {
+    /// The replica a sharded run renders from, with its index in `[database] replicas`: shard I
+    /// of a run takes replica I mod R. `None` for an unsharded run or an empty list (the primary).
+    pub fn replica(&self) -> Option<(usize, &str)> {
+        let spec = self.tilesets.iter().find_map(|t| t.shard.as_ref())?.spec;
+        let count = self.database.replicas.len();
+        let index = usize::try_from(spec.index).ok()?.checked_rem(count)?;
+        Some((index, self.database.replicas[index].as_str()))
+    }
+}
+
 /// A shard's part file of an MBTiles output `OUT.mbtiles`: `OUT.part-I-of-N.mbtiles`.
 pub fn shard_part_file(output: &Path, spec: ShardSpec) -> PathBuf {
     let mut part = output.with_extension("").into_os_string();
@@ -570,6 +582,43 @@ filter = "country_code = 'BD'"
         assert_eq!(
             job.tilesets[0].output,
             Some(OutputTarget::Mbtiles("x.mbtiles".into()))
+        );
+    }
+
+    #[test]
+    fn shard_i_renders_from_replica_i_mod_r_and_unsharded_runs_from_the_primary() {
+        let with_replicas = |list: &str| {
+            let text = TWO_TILESETS.replace(
+                "pool_size = 3",
+                &format!("pool_size = 3\nreplicas = {list}"),
+            );
+            Config::parse(Path::new("c.toml"), &text, None).unwrap()
+        };
+        let shard = |index| SeedOptions {
+            tilesets: vec!["all".into()],
+            shard: Some(ShardSpec::new(index, 5).unwrap()),
+            ..Default::default()
+        };
+        let two = r#"["postgresql://r0/oar", "postgresql://r1/oar"]"#;
+        for (index, replica) in [(0, 0), (1, 1), (2, 0), (3, 1), (4, 0)] {
+            let job = SeedJob::resolve(with_replicas(two), shard(index)).unwrap();
+            assert_eq!(
+                job.replica().map(|(i, _)| i),
+                Some(replica),
+                "shard {index}"
+            );
+        }
+        let job = SeedJob::resolve(with_replicas("[]"), shard(3)).unwrap();
+        assert_eq!(job.replica(), None);
+        let unsharded = SeedOptions {
+            tilesets: vec!["all".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            SeedJob::resolve(with_replicas(two), unsharded)
+                .unwrap()
+                .replica(),
+            None
         );
     }
 

@@ -13,6 +13,7 @@ mod partitions;
 mod pmtiles;
 mod pmtiles_s3;
 mod production;
+mod replicas;
 mod reseed;
 mod robustness;
 mod s3;

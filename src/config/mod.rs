@@ -151,6 +151,7 @@ struct RawDatabase {
     max_attempts: Option<u32>,
     pool_mode: Option<PoolMode>,
     listen_url: Option<String>,
+    replicas: Option<Vec<String>>,
 }
 
 /// How the server side pools connections, which decides where session settings and statements live.
@@ -185,6 +186,10 @@ pub struct DatabaseConfig {
     /// Where `watch` holds its LISTEN session when `url` goes through a transaction pooler, which
     /// cannot deliver notifications; `None`: a connection of its own to `url`.
     pub listen_url: Option<String>,
+    /// Servers a sharded run renders from, as URLs or `key=value` strings like `url` (so they may
+    /// hold a password too, and are never printed as is): shard I reads from replica I mod R.
+    /// Empty: every shard renders from `url`.
+    pub replicas: Vec<String>,
 }
 
 impl Config {
@@ -308,6 +313,16 @@ fn resolve_database(
             format!("database.max_attempts {max_attempts} must lie in 1..=20"),
         ));
     }
+    let replicas = raw.replicas.unwrap_or_default();
+    if let Some(index) = replicas.iter().position(|r| r.trim().is_empty()) {
+        // `url` may be empty to mean the PG* environment; a replica so given would be the primary.
+        return Err(at(
+            None,
+            format!(
+                "database.replicas[{index}] is empty: give each replica a URL or key=value string"
+            ),
+        ));
+    }
     let pool_size = raw.pool_size.unwrap_or_else(default_pool_size);
     if !(1..=256).contains(&pool_size) {
         return Err(at(
@@ -331,6 +346,7 @@ fn resolve_database(
         )?,
         max_attempts,
         listen_url: raw.listen_url.filter(|u| !u.is_empty()),
+        replicas,
     })
 }
 
@@ -447,6 +463,27 @@ attributes = ["name"]
         );
         assert_eq!(layer.id_column, "id");
         assert_eq!(config.database.statement_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn replicas_are_a_list_of_non_empty_urls() {
+        assert!(parse(MINIMAL).unwrap().database.replicas.is_empty());
+        let with = |list: &str| {
+            MINIMAL.replace(
+                "url = \"postgresql://u:secret@db:5432/oar\"",
+                &format!("url = \"postgresql://db/oar\"\nreplicas = {list}"),
+            )
+        };
+        let config = parse(&with(r#"["postgresql://r1/oar", "host=r2 dbname=oar"]"#)).unwrap();
+        assert_eq!(
+            config.database.replicas,
+            ["postgresql://r1/oar", "host=r2 dbname=oar"]
+        );
+        let err = parse(&with(r#"["postgresql://r1/oar", " "]"#)).unwrap_err();
+        assert!(
+            err.to_string().contains("database.replicas[1] is empty"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The `seed` command: the pipeline's wiring, in the order a job really runs.
 //!
-//! 1. Connect a bounded pool ([`crate::render::pool`]), as libpq would (URL, environment, TLS).
+//! 1. Connect a bounded pool ([`crate::render::pool`]), as libpq would (URL, environment, TLS); a
+//!    shard with `[database] replicas` also connects its replica, which it renders from, while
+//!    everything that writes (cluster cells, the change log) stays on the primary.
 //! 2. Per tileset, describe every layer's source, keep its cluster cells, and check its statements
 //!    with the server (`prepare.rs`), so a bad config fails before any output is touched.
 //! 3. Take the run's connections and start watching for SIGINT and SIGTERM.
@@ -21,7 +23,8 @@ use deadpool_postgres::Pool;
 use crate::error::{Error, Result};
 use crate::job::SeedJob;
 use crate::metrics::Metrics;
-use crate::render::{pool, Connections};
+use crate::render::pool::{self, Replica};
+use crate::render::Connections;
 use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
 use crate::sink::ChangedList;
@@ -60,6 +63,8 @@ pub enum Locks {
 pub struct Session<'a> {
     job: &'a SeedJob,
     pool: Pool,
+    /// The replica a shard renders from; `None`: it renders from `pool`.
+    replica: Option<Replica>,
     prepared: Vec<Prepared<'a>>,
     connections: Connections,
 }
@@ -70,21 +75,30 @@ impl<'a> Session<'a> {
     pub async fn open(job: &'a SeedJob) -> Result<Session<'a>> {
         // 1. Headroom beyond the working connections, for replacing broken ones and start-up checks.
         let pool = pool::connect(&job.database, job.concurrency * 2).await?;
+        pool::check_replicas(&job.database)?;
+        let replica = match job.replica() {
+            Some((index, _)) => {
+                Some(Replica::connect(&job.database, index, job.concurrency * 2, &pool).await?)
+            }
+            None => None,
+        };
+        let render_pool = replica.as_ref().map_or(&pool, |r| &r.pool);
         // 2, while the run's connections of 3 are set up (each a TLS handshake, authentication and a
         // new backend): a reseed with little to do would otherwise wait for them one after the other.
         let prepare = async {
             let mut prepared = Vec::new();
             for tileset in &job.tilesets {
-                prepared.push(Prepared::new(&pool, job, tileset).await?);
+                prepared.push(Prepared::new(&pool, replica.as_ref(), job, tileset).await?);
             }
             Ok::<_, Error>(prepared)
         };
-        let connect = Connections::open(&pool, job.concurrency, &job.database);
+        let connect = Connections::open(render_pool, job.concurrency, &job.database);
         let (prepared, connections) = tokio::join!(prepare, connect);
         let (prepared, connections) = (prepared?, connections?);
         Ok(Session {
             job,
             pool,
+            replica,
             prepared,
             connections,
         })
@@ -109,6 +123,7 @@ impl<'a> Session<'a> {
                 job: self.job,
                 prepared,
                 pool: &self.pool,
+                replica: self.replica.as_ref(),
                 connections: &self.connections,
                 stop,
                 locks,

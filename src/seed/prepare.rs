@@ -4,6 +4,7 @@ use deadpool_postgres::Pool;
 
 use crate::error::Result;
 use crate::job::{SeedJob, TilesetJob};
+use crate::render::pool::Replica;
 use crate::render::source::{describe, LayerSource};
 use crate::render::TilesetRenderer;
 use crate::state::cells::{self, CellTable};
@@ -18,7 +19,14 @@ pub(super) struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    pub async fn new(pool: &Pool, job: &SeedJob, tileset: &'a TilesetJob) -> Result<Prepared<'a>> {
+    /// Describes the sources and keeps the cells on the primary `pool`; the renderer reads from
+    /// `replica` when there is one.
+    pub async fn new(
+        pool: &Pool,
+        replica: Option<&Replica>,
+        job: &SeedJob,
+        tileset: &'a TilesetJob,
+    ) -> Result<Prepared<'a>> {
         let config = &tileset.tileset;
         let mut layers = Vec::new();
         for layer in &config.layers {
@@ -50,12 +58,23 @@ impl<'a> Prepared<'a> {
             )
             .await?
         };
+        let render_pool = match replica {
+            // The renderer's statements read the cell tables just created on the primary.
+            Some(replica) if cell_tables.iter().any(Option::is_some) => {
+                replica
+                    .catch_up(pool, job.database.statement_timeout)
+                    .await?;
+                &replica.pool
+            }
+            Some(replica) => &replica.pool,
+            None => pool,
+        };
         let cell_names: Vec<Option<String>> = cell_tables
             .iter()
             .map(|t| t.as_ref().map(|t| t.qualified.clone()))
             .collect();
         let renderer = TilesetRenderer::new(
-            (pool.clone(), job.database.pool_mode),
+            (render_pool.clone(), job.database.pool_mode),
             &config.name,
             &layers,
             &cell_names,

@@ -12,6 +12,7 @@ use crate::encode::{Encoding, SizeBudget};
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
 use crate::plan::{PyramidWalk, Work};
+use crate::render::pool::Replica;
 use crate::render::Connections;
 use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::schedule::{Scheduler, Stop};
@@ -29,6 +30,8 @@ pub(super) struct TilesetRun<'a> {
     pub job: &'a SeedJob,
     pub prepared: &'a Prepared<'a>,
     pub pool: &'a Pool,
+    /// A shard's replica, which renders; `None`: `pool` does.
+    pub replica: Option<&'a Replica>,
     pub connections: &'a Connections,
     pub stop: &'a Stop,
     pub locks: super::Locks,
@@ -78,8 +81,13 @@ impl TilesetRun<'_> {
         // shard records in its part which plan it ran under.
         let (walk, part) = match &tileset.shard {
             Some(shard) => {
-                let (walk, plan) =
-                    super::shard::shard_walk(self.pool, self.prepared, shard, &self.job.s3).await?;
+                let (walk, plan) = super::shard::shard_walk(
+                    self.render_pool(),
+                    self.prepared,
+                    shard,
+                    &self.job.s3,
+                )
+                .await?;
                 let writes_into_output = !matches!(shard.output, OutputTarget::Mbtiles(_));
                 let part = writes_into_output.then_some(PartOf {
                     spec: shard.spec,
@@ -282,7 +290,7 @@ impl TilesetRun<'_> {
         let layers = self.layer_configs();
         let selection = self.selection();
         let decision = reseed::decide(
-            self.pool,
+            (self.pool, self.render_pool()),
             schema,
             tileset,
             &layers,
@@ -299,6 +307,13 @@ impl TilesetRun<'_> {
             extent,
         )
         .await?;
+        if let Some(replica) = self.replica {
+            // The cells just refreshed on the primary, and every commit the snapshot taken on the
+            // replica counts as seen, must be visible to the replica's tile queries.
+            replica
+                .catch_up(self.pool, self.job.database.statement_timeout)
+                .await?;
+        }
         Ok(decision)
     }
 
@@ -426,6 +441,11 @@ impl TilesetRun<'_> {
             changes_read,
             committed: Vec::new(),
         }
+    }
+
+    /// Where tiles are rendered from: a shard's replica, else the primary.
+    fn render_pool(&self) -> &Pool {
+        self.replica.map_or(self.pool, |r| &r.pool)
     }
 
     fn selection(&self) -> &Selection {

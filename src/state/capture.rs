@@ -28,11 +28,40 @@ use crate::config::{Config, LayerConfig};
 use crate::error::{pg_message, DbError, Error, Result};
 use crate::render::source::{quote_ident, quoted_table};
 
-/// Takes the snapshot a seed starting now reflects at least.
+/// Takes the snapshot a seed starting now reflects at least, on the server the seed renders from.
+///
+/// A hot standby's snapshots are made of the primary's transaction ids, so the primary's change log
+/// can be tested against one; but `pg_current_snapshot()` there leaves out the transactions still
+/// running (the standby keeps them where that function does not look), which would make a later
+/// reseed skip their changes. On a standby the running ones are therefore listed from the commit
+/// log: every id between the snapshot's bounds that is not committed.
 pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
     let client = pool.get().await?;
     let row = client
-        .query_typed_one("SELECT pg_current_snapshot()::text", &[])
+        .query_typed_one(
+            "SELECT pg_current_snapshot()::text, pg_is_in_recovery()",
+            &[],
+        )
+        .await?;
+    let (snapshot, standby): (String, bool) = (row.get(0), row.get(1));
+    if !standby {
+        return Ok(Watermark {
+            snapshot,
+            ..Watermark::default()
+        });
+    }
+    // A transaction that commits while this runs counts as seen: every tile query starts later and
+    // sees it too, once the standby has replayed its commit (see `pool::Replica::catch_up`).
+    let row = client
+        .query_typed_one(
+            "SELECT format('%s:%s:%s', pg_snapshot_xmin(s), pg_snapshot_xmax(s),
+                    coalesce((SELECT string_agg(x::text, ',' ORDER BY x)
+                              FROM generate_series(pg_snapshot_xmin(s)::text::bigint,
+                                                   pg_snapshot_xmax(s)::text::bigint - 1) x
+                              WHERE pg_xact_status(x::text::xid8) IS DISTINCT FROM 'committed'), ''))
+             FROM (SELECT $1::text::pg_snapshot AS s) taken",
+            &[(&snapshot, Type::TEXT)],
+        )
         .await?;
     Ok(Watermark {
         snapshot: row.get(0),

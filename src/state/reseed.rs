@@ -29,9 +29,11 @@ pub struct Decision {
 }
 
 /// Decides what to render for `selection` over the output whose recorded state is `state`; `settings`
-/// is the digest of the run's tile settings (see [`super::digest::TileSettings`]).
+/// is the digest of the run's tile settings (see [`super::digest::TileSettings`]). `pool` holds the
+/// change log; `render` is the server the tiles are rendered from (a shard's replica, else `pool`),
+/// where a full seed's snapshot is taken, as the snapshot must be one its tile queries come after.
 pub async fn decide(
-    pool: &Pool,
+    (pool, render): (&Pool, &Pool),
     change_schema: &str,
     tileset: &TilesetJob,
     layers: &[LayerConfig],
@@ -45,7 +47,7 @@ pub async fn decide(
         // change it saw.
         Selection::Pyramid => Decision {
             work: Work::Pyramid,
-            watermark: Some(capture::current_watermark(pool).await?),
+            watermark: Some(capture::current_watermark(render).await?),
             changes_read: None,
             committed: Vec::new(),
         },

@@ -1,9 +1,10 @@
 //! The bounded pool of PostgreSQL connections every renderer shares, reached the way libpq reaches
 //! a server: [`conninfo`] resolves the target (URL, `key=value`, environment, `~/.pgpass`),
-//! [`tls`] secures it with libpq's sslmodes.
+//! [`tls`] secures it with libpq's sslmodes; a sharded run's read replica is a [`Replica`].
 
 pub mod conninfo;
 mod pgpass;
+mod replica;
 pub mod tls;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use crate::config::{DatabaseConfig, PoolMode};
 use crate::error::{pool_message, Error, Result};
 use conninfo::{ConnInfo, SslMode};
+pub use replica::{check_all as check_replicas, Replica};
 
 /// The session settings of a tile statement: generic plans (one plan per prepared statement, not
 /// one per tile), no JIT (it costs more than it saves on small tile queries), and the configured
