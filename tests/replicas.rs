@@ -150,11 +150,10 @@ fn started_nanos() -> u32 {
         .subsec_nanos()
 }
 
-/// Runs the 3 shards of `out` and merges their parts into it; with `lag` = (standby, SQL), shard 0
-/// runs while the standby has not replayed that SQL, run on the primary after pausing replay.
-fn shards_then_merge(fixture: &Fixture, out: &str, zoom: &str, lag: Option<(&str, &str)>) {
+/// Runs the 3 shards of `out`; with `lag` = (standby, SQL), shard 0 runs while the standby has not
+/// replayed that SQL, run on the primary after pausing replay.
+fn run_shards(fixture: &Fixture, out: &str, zoom: &str, lag: Option<(&str, &str)>) {
     let url = fixture.schema.url.clone();
-    let mut parts = Vec::new();
     for index in 0..3 {
         let shard = format!("{index}/3");
         let args = fixture.seed_args(out, zoom, &["--shard", &shard]);
@@ -163,14 +162,22 @@ fn shards_then_merge(fixture: &Fixture, out: &str, zoom: &str, lag: Option<(&str
             _ => oar_tiles(Some(&url), &args),
         }
         .assert_success();
-        parts.push(out.replace(".mbtiles", &format!(".part-{index}-of-3.mbtiles")));
     }
-    let mut merge = vec!["merge", out];
-    merge.extend(parts.iter().map(String::as_str));
-    oar_tiles(None, &merge).assert_success();
 }
 
-/// A URL of the standby's server whose port nothing listens on, with the standby's password.
+/// `finalize` of `out`, which merges the shards' part files into it.
+fn finalize(fixture: &Fixture, out: &str) {
+    let config = fixture.config.to_str().unwrap();
+    let args = ["finalize", "--config", config, "--output", out];
+    oar_tiles(Some(&fixture.schema.url), &args).assert_success();
+}
+
+/// [`run_shards`], then [`finalize`].
+fn shards_then_finalize(fixture: &Fixture, out: &str, zoom: &str, lag: Option<(&str, &str)>) {
+    run_shards(fixture, out, zoom, lag);
+    finalize(fixture, out);
+}
+
 fn dead_replica(standby: &str) -> String {
     let config = postgres::Config::from_str(standby).unwrap();
     assert!(
@@ -284,7 +291,7 @@ fn a_dirty_reseed_after_shards_on_a_lagging_standby_equals_a_full_seed() {
     );
     let out = fixture.path("merged.mbtiles");
     let out = out.to_str().unwrap();
-    shards_then_merge(&fixture, out, "0-10", Some((&standby, &lagging)));
+    run_shards(&fixture, out, "0-10", Some((&standby, &lagging)));
     // Shard 0's watermark was taken on the standby, which had not replayed the lagging insert: it
     // must not count it as seen (a snapshot of the primary would).
     let part = out.replace(".mbtiles", ".part-0-of-3.mbtiles");
@@ -309,6 +316,7 @@ fn a_dirty_reseed_after_shards_on_a_lagging_standby_equals_a_full_seed() {
         !seen,
         "shard 0's snapshot {snapshot} sees what its standby had not replayed"
     );
+    finalize(&fixture, out);
     running.commit().unwrap();
     fixture.schema.execute(
         "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(-70.5, -33.4), 4326) WHERE site_id = 7;
@@ -350,7 +358,7 @@ fn shards_of_a_clustered_tileset_read_the_cells_refreshed_on_the_primary() {
     // wait for them to arrive there before its statements and tiles read them.
     let out = fixture.path("merged.mbtiles");
     let out = out.to_str().unwrap();
-    shards_then_merge(&fixture, out, "0-9", Some((&standby, "")));
+    shards_then_finalize(&fixture, out, "0-9", Some((&standby, "")));
     let tables: i64 = fixture
         .schema
         .client()
@@ -380,7 +388,7 @@ fn shards_of_a_clustered_tileset_read_the_cells_refreshed_on_the_primary() {
     );
     let again = fixture.path("again.mbtiles");
     let again = again.to_str().unwrap();
-    shards_then_merge(&fixture, again, "0-9", Some((&standby, "")));
+    shards_then_finalize(&fixture, again, "0-9", Some((&standby, "")));
     let fresh = fixture.path("fresh.mbtiles");
     oar_tiles(
         Some(&url),
