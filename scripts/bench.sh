@@ -12,8 +12,8 @@
 #                    [--partition-by COLUMN] [--shard-rows N]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
-#                    all but shards): main, reseed, cluster, tls, pmtiles,
-#                    capture, growth, watch, partitions, shards (opt-in)
+#                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
+#                    watch, partitions, shards
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -101,7 +101,8 @@
 #            partitioned by --partition-by (one MBTiles per value), alternately,
 #            three rounds each; prints the number of partitions, the median
 #            wall time and peak RSS of each, and their ratio (target <= 1.5).
-#   shards   opt-in (about 4-5 minutes at 1M rows on 2 cores): on the
+#   shards   (about 3 minutes at 1M rows on 2 cores when idle, 5 at load
+#            5-7): on the
 #            --shard-rows sample with the sample config (clustered), z0-14,
 #            `shard-plan --shards N --dry-run` for N = 4, 16 and 64: the time
 #            the plan took, the split zoom, each shard's estimated weight
@@ -149,7 +150,7 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,partitions
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,partitions,shards
 partition_by=country_code
 shard_rows=1000000
 capture_rounds=5
