@@ -9,11 +9,11 @@
 #                    [--cluster-rows LIST] [--cluster-zoom A-B]
 #                    [--cluster-position centroid|cell-center]
 #                    [--capture-rounds N] [--growth-rows LIST]
-#                    [--partition-by COLUMN]
+#                    [--partition-by COLUMN] [--shard-rows N]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
-#                    watch, partitions
+#                    watch, partitions, shards
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -51,6 +51,8 @@
 #   --partition-by COLUMN
 #                    column the partitions section partitions the sample by
 #                    (default country_code)
+#   --shard-rows N   facilities in the sample of the shards section (default
+#                    1000000)
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
@@ -99,6 +101,27 @@
 #            partitioned by --partition-by (one MBTiles per value), alternately,
 #            three rounds each; prints the number of partitions, the median
 #            wall time and peak RSS of each, and their ratio (target <= 1.5).
+#   shards   (about 3 minutes at 1M rows on 2 cores when idle, 5 at load
+#            5-7): on the
+#            --shard-rows sample with the sample config (clustered), z0-14,
+#            `shard-plan --shards N --dry-run` for N = 4, 16 and 64: the time
+#            the plan took, the split zoom, each shard's estimated weight
+#            (min / mean / max and max/mean; every weight for 4, weight/mean in
+#            rows of 16 for 16 and 64) and the estimated speed-up with N
+#            replicas, total work / heaviest shard's work. The zooms above the
+#            split zoom need no extra term: the plan weighs each such tile into
+#            the cut at the start of its Hilbert block and the shard owning that
+#            place renders it (the z0 tile goes to shard 0), so the shard
+#            weights already hold all the work and sum to the total. The
+#            estimate leaves out planning, starting up and merging, and assumes
+#            each shard has a database (replica) and seeder of its own, as fast
+#            as this one. Then a real run as a sanity check: a full seed (the
+#            baseline, after a discarded z0-2 warm-up) and the N = 4 plan's
+#            shards one after another (`seed --shard I/4`), then `merge`; prints
+#            each shard's wall time and tiles, the max/mean of the real shard
+#            times beside the plan's max/mean, the shards' total and the
+#            heaviest shard against the full seed, and checks that the merged
+#            file equals the full seed tile for tile (exit 3 if not).
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -127,8 +150,9 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,partitions
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,partitions,shards
 partition_by=country_code
+shard_rows=1000000
 capture_rounds=5
 growth_rows=100000,1000000
 rows=100000
@@ -148,6 +172,8 @@ while (($#)); do
         --growth-rows) growth_rows=${2:?--growth-rows needs a value}; shift 2 ;;
         --sections=*) sections=${1#*=}; shift ;;
         --partition-by) partition_by=${2:?--partition-by needs a value}; shift 2 ;;
+        --shard-rows) shard_rows=${2:?--shard-rows needs a value}; shift 2 ;;
+        --shard-rows=*) shard_rows=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
         --rows=*) rows=${1#*=}; shift ;;
         --zoom) zoom=${2:?--zoom needs a value}; shift 2 ;;
@@ -179,6 +205,7 @@ positive='^[1-9][0-9]*$'
     || die "--concurrency must be a positive integer, got '$concurrency'"
 [[ -z $sessions || $sessions =~ $positive ]] \
     || die "--baseline-sessions must be a positive integer, got '$sessions'"
+[[ $shard_rows =~ $positive ]] || die "--shard-rows must be a positive integer, got '$shard_rows'"
 [[ $reseed_rows =~ $positive ]] || die "--reseed-rows must be a positive integer, got '$reseed_rows'"
 [[ $reseed_changes =~ $positive ]] && ((reseed_changes >= 4)) \
     || die "--reseed-changes must be an integer >= 4, got '$reseed_changes'"
@@ -198,9 +225,9 @@ for s in "${section_list[@]}"; do
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
-        capture | growth | partitions) ;;
+        capture | growth | partitions | shards) ;;
         watch) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, partitions)" ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, partitions, shards)" ;;
     esac
 done
 
@@ -890,6 +917,48 @@ section_partitions() {
     compare_runs "partitions: seed of $rows facilities, zoom $zoom, clustered, $values partitions by $partition_by" \
         1.5 part-whole "whole tileset" part-partitioned "partitioned" || failed $?
     rm -rf "$WORK"/part-*
+}
+
+# --- shards: shard plans on paper, and one sharded run for real --------------------------------
+
+readonly SHARD_COUNTS="4 16 64" SHARD_REAL=4 SHARD_ZOOM=0-14
+section_shards() {
+    local n=$shard_rows count k load_before load_plans load_full parts=()
+    ensure_sample "$n"
+    make_config "$n" clustered "$WORK/shards.toml"
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    for count in $SHARD_COUNTS; do
+        log "shards: shard-plan --shards $count --dry-run"
+        /usr/bin/time -v -o "$WORK/shards-plan-$count.time" "$BIN" -q shard-plan \
+            --config "$WORK/shards.toml" --zoom "$SHARD_ZOOM" --output "$WORK/shards.mbtiles" \
+            --shards "$count" --dry-run >"$WORK/shards-plan-$count.txt"
+    done
+    load_plans=$(cut -d' ' -f1-3 /proc/loadavg)
+    # Reads every row once (clustered low zooms are cheap), so the full seed does not pay for a
+    # cold cache that the shards after it would not.
+    log "shards: warm-up seed z0-2 (discarded)"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/shards.toml" --zoom 0-2 \
+        --output "$WORK/shards-warmup.mbtiles" >/dev/null
+    log "shards: full seed, zoom $SHARD_ZOOM (the baseline)"
+    timed_seed shards-full --config "$WORK/shards.toml" --zoom "$SHARD_ZOOM" \
+        --output "$WORK/shards-full.mbtiles"
+    load_full=$(cut -d' ' -f1-3 /proc/loadavg)
+    # The plan is stored first, so the shards run the plan printed above (none of them plans).
+    "$BIN" -q shard-plan --config "$WORK/shards.toml" --zoom "$SHARD_ZOOM" \
+        --output "$WORK/shards.mbtiles" --shards "$SHARD_REAL" >"$WORK/shards-real-plan.txt"
+    for ((k = 0; k < SHARD_REAL; k++)); do
+        log "shards: seed --shard $k/$SHARD_REAL"
+        timed_seed "shards-part-$k" --config "$WORK/shards.toml" --zoom "$SHARD_ZOOM" \
+            --output "$WORK/shards.mbtiles" --shard "$k/$SHARD_REAL"
+        parts+=("$WORK/shards.part-$k-of-$SHARD_REAL.mbtiles")
+    done
+    log "shards: merge"
+    /usr/bin/time -v -o "$WORK/shards-merge.time" "$BIN" -q merge "$WORK/shards.mbtiles" \
+        "${parts[@]}" >/dev/null
+    BENCH_LOAD="$load_before / $load_plans / $load_full / $(cut -d' ' -f1-3 /proc/loadavg)" \
+    python3 "$ROOT/scripts/bench_helpers.py" shards-report "$WORK" "$n" "$SHARD_ZOOM" \
+        "$SHARD_REAL" $SHARD_COUNTS || failed $?
+    rm -f "$WORK"/shards*.mbtiles*
 }
 
 # --- run ------------------------------------------------------------------------------------

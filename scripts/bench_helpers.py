@@ -19,6 +19,8 @@
       LEVEL here, in one thread.
   bench_helpers.py cluster-report DIR ROWS ZOOMS BUDGET CLUSTER_DESC
       The clustering section's report, from the files bench.sh leaves in DIR.
+  bench_helpers.py shards-report DIR ROWS ZOOMS REAL_SHARDS COUNTS...
+      The shards section's report, from the files bench.sh leaves in DIR.
   bench_helpers.py backend-cpu PID
       While process PID runs, follows the PostgreSQL backends serving its (or its children's) TCP
       connections and, once
@@ -508,6 +510,98 @@ def cmd_same_tiles(args):
     print(f"  the watched output equals a full seed of the changed data ({len(a)} tiles)")
 
 
+# --- shards -------------------------------------------------------------------------------------
+
+PLAN_HEAD = re.compile(r"^tileset (\S+): (\d+) shards, split zoom (\d+), heaviest shard ([\d.]+) x mean$")
+PLAN_SHARD = re.compile(r"^shard (\d+): weight (\d+) ")
+
+
+def shard_plan(path):
+    """(split zoom, weights) from `shard-plan` output of one tileset."""
+    split, weights = None, []
+    for line in open(path):
+        if m := PLAN_HEAD.match(line.strip()):
+            if split is not None:
+                fail(f"{path}: expected one tileset")
+            split = int(m.group(3))
+        elif m := PLAN_SHARD.match(line.strip()):
+            weights.append(int(m.group(2)))
+    if split is None or not weights:
+        fail(f"{path}: no shard plan printed")
+    return split, weights
+
+
+def tile_digests(path):
+    """Every tile of an MBTiles file as (z, x, y) -> a digest of its stored bytes."""
+    import hashlib
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return {(z, x, y): hashlib.blake2b(d, digest_size=16).digest() for z, x, y, d in db.execute(
+            "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")}
+
+
+def cmd_shards_report(args):
+    d, rows, zooms, real = args[0], int(args[1]), args[2], int(args[3])
+    counts = [int(c) for c in args[4:]]
+    print(f"shards: shard plans of {rows} facilities, sample config (clustered), z{zooms} "
+          f"(load {os.environ.get('BENCH_LOAD', '?')}: start / after the plans / after the full "
+          "seed / end)")
+    print("  weights are the plan's estimated render work; speed-up with N replicas = total / heaviest "
+          "shard (zooms above the split are weighed into the shards that render them)")
+    print(f"  {'N':>3} {'plan s':>7} {'split z':>7} {'min':>10} {'mean':>10} {'max':>10} {'max/mean':>9} "
+          f"{'speed-up':>9} {'/N':>6}")
+    details = []
+    for n in counts:
+        plan_wall, _, _ = time_v(f"{d}/shards-plan-{n}.time")
+        split, weights = shard_plan(f"{d}/shards-plan-{n}.txt")
+        if len(weights) != n:
+            fail(f"shard-plan --shards {n} printed {len(weights)} shards")
+        total = sum(weights)
+        mean = total / n
+        heaviest = max(weights)
+        speedup = total / heaviest if heaviest else float("nan")
+        print(f"  {n:>3} {plan_wall:7.2f} {split:>7} {min(weights):>10} {mean:>10.0f} {heaviest:>10} "
+              f"{heaviest / mean:9.3f} {speedup:9.2f} {speedup / n:6.1%}")
+        if n <= 4:
+            details.append(f"  N={n} weights: " + ", ".join(
+                f"{w} ({w / total:.1%})" for w in weights))
+        else:
+            details.append(f"  N={n} weight / mean, in shard order:")
+            for i in range(0, n, 16):
+                details.append(f"    {i:>3}-{min(i + 16, n) - 1:<3} " + " ".join(
+                    f"{w / mean:4.2f}" for w in weights[i:i + 16]))
+    print("\n".join(details))
+
+    full_wall, full_cpu, full_rss = time_v(f"{d}/shards-full.time")
+    full_tiles = summary(f"{d}/shards-full.json")["tiles_written"]
+    _, planned = shard_plan(f"{d}/shards-real-plan.txt")
+    planned_mean = sum(planned) / len(planned)
+    print(f"  real run, {real} shards one after another on this machine, against the full seed "
+          f"(measured in this run):")
+    print(f"  {'':<10} {'wall s':>8} {'tiles':>9} {'peak RSS':>10} {'planned share':>14}")
+    print(f"  {'full seed':<10} {full_wall:8.2f} {full_tiles:>9} {full_rss:7.1f} MB")
+    walls, shard_tiles = [], 0
+    for k in range(real):
+        wall, _, rss = time_v(f"{d}/shards-part-{k}.time")
+        t = summary(f"{d}/shards-part-{k}.json")["tiles_written"]
+        walls.append(wall)
+        shard_tiles += t
+        print(f"  {'shard ' + str(k):<10} {wall:8.2f} {t:>9} {rss:7.1f} MB {planned[k] / sum(planned):14.1%}")
+    merge_wall, _, _ = time_v(f"{d}/shards-merge.time")
+    print(f"  {'merge':<10} {merge_wall:8.2f}")
+    real_mean = sum(walls) / real
+    print(f"  shard wall max/mean {max(walls) / real_mean:.3f} (planned max/mean {max(planned) / planned_mean:.3f})")
+    print(f"  shards' total / full seed {sum(walls) / full_wall:.3f}; full seed / heaviest shard "
+          f"{full_wall / max(walls):.2f} (the speed-up {real} machines would give, merge left out; "
+          f"planned {sum(planned) / max(planned):.2f})")
+    a, b = tile_digests(f"{d}/shards-full.mbtiles"), tile_digests(f"{d}/shards.mbtiles")
+    if a != b or shard_tiles != full_tiles:
+        print(f"  WARNING: the merged shards differ from the full seed ({len(b)} against {len(a)} tiles, "
+              f"{sum(1 for k in a.keys() & b.keys() if a[k] != b[k])} with other bytes; "
+              f"{shard_tiles} tiles written by the shards against {full_tiles})")
+        sys.exit(3)
+    print(f"  the merged shards equal the full seed tile for tile ({len(a)} tiles)")
+
+
 # --- the server's CPU beside the tool's -----------------------------------------------------------
 
 def with_children(pid):
@@ -603,6 +697,7 @@ COMMANDS = {
     "reseed-floor": cmd_reseed_floor,
     "tile-list": cmd_tile_list,
     "cluster-report": cmd_cluster_report,
+    "shards-report": cmd_shards_report,
 }
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-//! Sharded runs: the shard plan a real PostGIS table yields, balanced by data on a skewed data set.
+//! Sharded runs: the shard plan a real PostGIS table yields, balanced by data on a skewed data set
+//! and on the project's sample facilities.
 
 use std::collections::BTreeMap;
 
@@ -6,18 +7,28 @@ use oar_tiles::plan::shard::ShardPlan;
 use oar_tiles::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
 
 use crate::common::fixture::Fixture;
-use crate::common::pg::{hub_with_scatter, Point};
+use crate::common::pg::{hub_with_scatter, Point, TestSchema};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_with, read_mbtiles_raw, single_layer_config,
 };
 
 /// Each shard's render work under a stored plan, measured from the points themselves: every
-/// non-empty tile of every zoom costs one plus its rows (the layer is not clustered), charged to the
-/// shard the plan says renders it.
-fn measured_work(plan: &ShardPlan, points: &[Point], max_zoom: u8) -> Vec<u64> {
+/// non-empty tile of every zoom costs one plus the features it carries, charged to the shard the plan
+/// says renders it. A feature is a row, or, up to `cluster`'s maxzoom, a non-empty cell of its grid
+/// of `cells` × `cells` per tile.
+fn measured_work(
+    plan: &ShardPlan,
+    points: &[Point],
+    max_zoom: u8,
+    cluster: Option<(u8, u32)>,
+) -> Vec<u64> {
     let mut work = vec![0u64; plan.shards() as usize];
     for z in 0..=max_zoom {
-        let side = 1u32 << z;
+        let (clustered, cells) = match cluster {
+            Some((maxzoom, cells)) if z <= maxzoom => (true, cells),
+            _ => (false, 1),
+        };
+        let side = (1u32 << z) * cells;
         let size = 2.0 * MERCATOR_HALF_WORLD / f64::from(side);
         let mut rows: BTreeMap<(u32, u32), u64> = BTreeMap::new();
         for point in points {
@@ -26,7 +37,11 @@ fn measured_work(plan: &ShardPlan, points: &[Point], max_zoom: u8) -> Vec<u64> {
             let y = (((MERCATOR_HALF_WORLD - my) / size) as u32).min(side - 1);
             *rows.entry((x, y)).or_default() += 1;
         }
+        let mut features: BTreeMap<(u32, u32), u64> = BTreeMap::new();
         for ((x, y), n) in rows {
+            *features.entry((x / cells, y / cells)).or_default() += if clustered { 1 } else { n };
+        }
+        for ((x, y), n) in features {
             let tile = TileCoord::new(z, x, y).unwrap();
             work[plan.owner(tile) as usize] += n + 1;
         }
@@ -107,7 +122,7 @@ fn a_shard_plan_of_skewed_data_is_balanced_and_stored_beside_the_output() {
         assert_eq!(plan.shards().to_string(), shards);
         assert!(!plan.settings_digest.is_empty());
         // The real work, not the plan's own estimate, is what must be balanced.
-        let work = measured_work(&plan, &points, 14);
+        let work = measured_work(&plan, &points, 14, None);
         let mean = work.iter().sum::<u64>() as f64 / work.len() as f64;
         let heaviest = *work.iter().max().unwrap() as f64;
         assert!(
@@ -129,6 +144,105 @@ fn a_shard_plan_of_skewed_data_is_balanced_and_stored_beside_the_output() {
     let run = oar_tiles(Some(&fixture.schema.url), &args);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("is not supported"), "{}", run.stderr);
+}
+
+/// The project's sample facilities, as `scripts/load-sample.sh` generates them (its default size),
+/// loaded into `schema` as `facilities`; returns their points.
+fn load_sample(schema: &mut TestSchema) -> Vec<Point> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/load-sample.sh");
+    let output = std::process::Command::new(script)
+        .args(["--schema", &schema.name, "--table", "facilities"])
+        .env("DATABASE_URL", &schema.url)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run scripts/load-sample.sh");
+    assert!(
+        output.status.success(),
+        "scripts/load-sample.sh failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let query = format!(
+        "SELECT id, ST_X(location), ST_Y(location) FROM \"{}\".facilities ORDER BY id",
+        schema.name
+    );
+    schema
+        .client()
+        .query(&query, &[])
+        .unwrap()
+        .iter()
+        .map(|row| Point::new(row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+/// `sample-config.toml` pointed at the sample in `schema`, and its clustering as `measured_work`
+/// takes it: `(cluster_maxzoom, cells across a tile)`.
+fn sample_config(schema: &str) -> (String, Option<(u8, u32)>) {
+    let text = include_str!("../sample-config.toml");
+    let table = "table = \"public.facilities\"";
+    assert_eq!(
+        text.matches(table).count(),
+        1,
+        "sample-config.toml names its table once"
+    );
+    let config: toml::Value = toml::from_str(text).unwrap();
+    let tileset = &config["tileset"][0];
+    let layers = tileset["layer"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "the sample config has one layer");
+    let extent = tileset
+        .get("extent")
+        .map_or(4096, |e| e.as_integer().unwrap());
+    let cluster = layers[0].get("cluster_maxzoom").map(|maxzoom| {
+        let cell = layers[0]["cluster_cell"].as_integer().unwrap();
+        (
+            u8::try_from(maxzoom.as_integer().unwrap()).unwrap(),
+            u32::try_from(extent / cell).unwrap(),
+        )
+    });
+    let text = text.replace(table, &format!("table = \"{schema}.facilities\""));
+    (text, cluster)
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_shard_plan_of_the_sample_facilities_balances_the_measured_work() {
+    let mut schema = TestSchema::create("shard_sample");
+    let points = load_sample(&mut schema);
+    assert!(!points.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sample.toml");
+    let (text, cluster) = sample_config(&schema.name);
+    std::fs::write(&config, text).unwrap();
+    let output = dir.path().join("facilities.mbtiles");
+    let plan_file = format!("{}.shard-plan.json", output.display());
+    for shards in ["3", "4", "16"] {
+        let args = [
+            "shard-plan",
+            "--config",
+            config.to_str().unwrap(),
+            "--zoom",
+            "0-14",
+            "--output",
+            output.to_str().unwrap(),
+            "--shards",
+            shards,
+        ];
+        let run = oar_tiles(Some(&schema.url), &args);
+        run.assert_success();
+        let stored = std::fs::read_to_string(&plan_file).unwrap();
+        let plan = ShardPlan::from_json(&stored, &plan_file).unwrap();
+        assert_eq!(plan.shards().to_string(), shards);
+        // The work the points really cause at every zoom, charged by the stored plan.
+        let work = measured_work(&plan, &points, 14, cluster);
+        let mean = work.iter().sum::<u64>() as f64 / work.len() as f64;
+        let heaviest = *work.iter().max().unwrap() as f64;
+        assert!(
+            heaviest <= 1.25 * mean,
+            "{shards} shards: heaviest {:.3} × mean; measured work {work:?}, split zoom {}\n{}",
+            heaviest / mean,
+            plan.split_zoom,
+            run.stdout
+        );
+    }
 }
 
 #[test]
