@@ -39,7 +39,8 @@ pub struct Finalized {
     pub snapshot: String,
 }
 
-/// Finalizes every tileset of the job, one after the other.
+/// Finalizes every tileset of the job whose output holds a shard plan, one after the other; fails
+/// when none does.
 pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finalized>> {
     let mut done = Vec::new();
     let mut pool = None;
@@ -52,7 +53,15 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
         };
         let _lock =
             lock::acquire(target, job.s3.endpoint.as_deref(), job.run.wait_lock, None).await?;
-        let finalized = finalize_output(job, tileset, target, changed.clone()).await?;
+        let Some(finalized) = finalize_output(job, tileset, target, changed.clone()).await? else {
+            // A config's other tilesets need not have been sharded.
+            tracing::info!(
+                "tileset `{}`: no shard plan in {}, nothing to finalize",
+                tileset.tileset.name,
+                target.describe()
+            );
+            continue;
+        };
         // Like a seed, the finished output holds back the change log's pruning at its watermark.
         let pool = match &mut pool {
             Some(pool) => pool,
@@ -65,6 +74,17 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
         capture::advance_and_prune(pool, &job.change_schema, &finalized.output, &watermark).await?;
         done.push(finalized);
     }
+    if done.is_empty() {
+        let outputs: Vec<String> = job
+            .tilesets
+            .iter()
+            .filter_map(|t| t.output.as_ref().map(OutputTarget::describe))
+            .collect();
+        return Err(Error::Usage(format!(
+            "no shard plan in {}, so no sharded run to finalize",
+            outputs.join(", ")
+        )));
+    }
     Ok(done)
 }
 
@@ -73,15 +93,12 @@ async fn finalize_output(
     tileset: &TilesetJob,
     target: &OutputTarget,
     changed: ChangedList,
-) -> Result<Finalized> {
+) -> Result<Option<Finalized>> {
     let store = ShardStore::open(target, &job.s3).await?;
     let location = store.plan_location();
-    let text = store.read_plan().await?.ok_or_else(|| {
-        Error::Usage(format!(
-            "{}: no shard plan at {location}, so no sharded run to finalize",
-            target.describe()
-        ))
-    })?;
+    let Some(text) = store.read_plan().await? else {
+        return Ok(None);
+    };
     let plan = ShardPlan::from_json(&text, &location)?;
     let specs: Vec<ShardSpec> = (0..plan.shards())
         .map(|index| ShardSpec::new(index, plan.shards()))
@@ -116,7 +133,7 @@ async fn finalize_output(
             std::fs::remove_file(part)
                 .map_err(|e| Error::output(part, format!("cannot remove the part: {e}")))?;
         }
-        return Ok(finalized(merged.tiles, 0, merged.snapshot));
+        return Ok(Some(finalized(merged.tiles, 0, merged.snapshot)));
     }
     let mut parts = Vec::new();
     let mut missing = Vec::new();
@@ -144,7 +161,7 @@ async fn finalize_output(
     .await
     .map_err(|e| Error::output(path_of(target), format!("finishing failed: {e}")))??;
     store.clear(plan.shards()).await?;
-    Ok(finalized(count, report.deleted, watermark.snapshot))
+    Ok(Some(finalized(count, report.deleted, watermark.snapshot)))
 }
 
 fn refuse_missing(output: &str, missing: &[String]) -> Result<()> {
