@@ -27,7 +27,7 @@ fn config(dir: &Path, schema: &str, database: &str, extra_layer: &str) -> PathBu
 
 /// A layer filter that makes every tenth row cost the server about a millisecond, so a seed runs
 /// long enough to be interrupted mid-walk on any machine, however fast its rendering.
-const SLOW_ROWS: &str = "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"";
+pub(crate) const SLOW_ROWS: &str = "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"";
 
 /// Tiles an MBTiles seed has durably journaled so far in its `.partial` file (0 when there is none
 /// yet, or it is being committed at this moment).

@@ -301,16 +301,7 @@ fn a_killed_tree_shard_resumes_from_its_own_journal() {
     use crate::common::run::{oar_tiles_command, send_signal};
     use std::time::{Duration, Instant};
 
-    let points = hub_with_scatter(3_000, 31, 4, [-0.3, 51.3, 0.3, 51.7]);
-    let fixture = Fixture::new("shard_tree_kill", &points, "oar.toml", |schema| {
-        // Slow rows, so the shard is still walking when it is killed.
-        single_layer_config(
-            &schema.name,
-            "sites",
-            "",
-            "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"",
-        )
-    });
+    let fixture = crate::shards::slow_fixture("shard_tree_kill");
     let url = fixture.schema.url.clone();
     let tree = fixture.path("tree");
     let output = format!("dir:{}", tree.display());

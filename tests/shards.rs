@@ -353,22 +353,21 @@ fn a_merged_output_takes_a_dirty_reseed_of_what_changed_after_the_shards() {
     );
 }
 
+/// A fixture whose rows are slow to render, so a shard is still walking when a test kills it.
+pub(crate) fn slow_fixture(label: &str) -> Fixture {
+    let points = hub_with_scatter(3_000, 31, 4, [-0.3, 51.3, 0.3, 51.7]);
+    Fixture::new(label, &points, "oar.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", crate::robustness::SLOW_ROWS)
+    })
+}
+
 #[test]
 #[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
 fn a_killed_shard_resumes_and_an_unfinished_part_is_not_merged() {
     use crate::common::run::{oar_tiles_command, send_signal};
     use crate::robustness::wait_for_progress;
 
-    let points = hub_with_scatter(3_000, 31, 4, [-0.3, 51.3, 0.3, 51.7]);
-    let fixture = Fixture::new("shard_kill", &points, "oar.toml", |schema| {
-        // Slow rows, so the shard is still walking when it is killed.
-        single_layer_config(
-            &schema.name,
-            "sites",
-            "",
-            "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"",
-        )
-    });
+    let fixture = slow_fixture("shard_kill");
     let url = fixture.schema.url.clone();
     let single = fixture.path("single.mbtiles");
     let args = fixture.seed_args(single.to_str().unwrap(), "0-13", &[]);

@@ -112,6 +112,36 @@ fn block_start(tile: TileCoord, split_zoom: u8) -> u64 {
     hilbert_index(tile) << (2 * u32::from(split_zoom - tile.z()))
 }
 
+/// The search for a split zoom, from the top down: the first cut within [`BALANCE_TARGET`] ends
+/// it, else the most balanced cut seen wins. Shared by [`ShardPlan::choose`] and planners whose
+/// row counts arrive one zoom at a time from the database.
+#[derive(Debug, Default)]
+pub struct SplitSearch {
+    best: Option<ShardPlan>,
+}
+
+impl SplitSearch {
+    /// Weighs the cut at one more zoom; returns it when it is balanced enough to stop searching.
+    pub fn offer(&mut self, plan: ShardPlan) -> Option<ShardPlan> {
+        if plan.imbalance() <= BALANCE_TARGET {
+            return Some(plan);
+        }
+        if self
+            .best
+            .as_ref()
+            .is_none_or(|best| plan.imbalance() < best.imbalance())
+        {
+            self.best = Some(plan);
+        }
+        None
+    }
+
+    /// The most balanced cut offered, if any.
+    pub fn best(self) -> Option<ShardPlan> {
+        self.best
+    }
+}
+
 /// One shard's part of the split zoom: Hilbert indices `start..end` and their estimated work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardRange {
@@ -243,20 +273,16 @@ impl ShardPlan {
     ) -> Result<ShardPlan> {
         let zooms = model.zooms;
         let deepest = deepest.clamp(zooms.min, zooms.max);
-        let mut best: Option<ShardPlan> = None;
+        let mut search = SplitSearch::default();
         for split in zooms.min..=deepest {
             let plan = Self::at_split(model, split, &count(split)?, shards, settings_digest)?;
-            if plan.imbalance() <= BALANCE_TARGET {
-                return Ok(plan);
-            }
-            if best
-                .as_ref()
-                .is_none_or(|b| plan.imbalance() < b.imbalance())
-            {
-                best = Some(plan);
+            if let Some(balanced) = search.offer(plan) {
+                return Ok(balanced);
             }
         }
-        best.ok_or_else(|| Error::Usage("shard plan: no zoom to split at".into()))
+        search
+            .best()
+            .ok_or_else(|| Error::Usage("shard plan: no zoom to split at".into()))
     }
 
     /// The cut at one split zoom, from the rows per non-empty tile of that zoom.

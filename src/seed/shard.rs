@@ -6,10 +6,9 @@ use deadpool_postgres::Pool;
 use super::prepare::Prepared;
 use super::tileset::settings_digest;
 use super::Session;
-use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::job::ShardJob;
-use crate::plan::shard::{CostModel, ShardPlan, BALANCE_TARGET};
+use crate::plan::shard::{CostModel, ShardPlan, SplitSearch};
 use crate::plan::PyramidWalk;
 use crate::render::count::rows_per_tile;
 use crate::sink::shards::{plan_id, ShardStore};
@@ -86,7 +85,7 @@ async fn plan_tileset(pool: &Pool, prepared: &Prepared<'_>, shards: u32) -> Resu
     let zooms = tileset.zooms;
     // One counting query per zoom, from the top down, until a cut is balanced: deeper zooms weigh
     // finer but put more of the work above the split.
-    let mut best: Option<ShardPlan> = None;
+    let mut search = SplitSearch::default();
     for split in zooms.levels() {
         let rows: Vec<_> = rows_per_tile(pool, layers, split)
             .await?
@@ -94,17 +93,11 @@ async fn plan_tileset(pool: &Pool, prepared: &Prepared<'_>, shards: u32) -> Resu
             .filter(|(tile, _)| in_scope(*tile, zooms, &bbox))
             .collect();
         let plan = ShardPlan::at_split(&model, split, &rows, shards, &digest)?;
-        if plan.imbalance() <= BALANCE_TARGET {
-            return Ok(plan);
-        }
-        if best
-            .as_ref()
-            .is_none_or(|b| plan.imbalance() < b.imbalance())
-        {
-            best = Some(plan);
+        if let Some(balanced) = search.offer(plan) {
+            return Ok(balanced);
         }
     }
-    best.ok_or_else(|| {
+    search.best().ok_or_else(|| {
         Error::Usage(format!(
             "tileset `{}` has no zoom to split at",
             tileset.tileset.name
@@ -119,9 +112,8 @@ pub(super) async fn shard_walk(
     pool: &Pool,
     prepared: &Prepared<'_>,
     shard: &ShardJob,
-    s3: &S3Config,
+    store: &ShardStore,
 ) -> Result<(PyramidWalk, String)> {
-    let store = ShardStore::open(&shard.output, s3).await?;
     let location = store.plan_location();
     let text = match store.read_plan().await? {
         Some(text) => text,

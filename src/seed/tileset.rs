@@ -81,19 +81,16 @@ impl TilesetRun<'_> {
         // shard records in its part which plan it ran under.
         let (walk, part) = match &tileset.shard {
             Some(shard) => {
-                let (walk, plan) = super::shard::shard_walk(
-                    self.render_pool(),
-                    self.prepared,
-                    shard,
-                    &self.job.s3,
-                )
-                .await?;
+                let store = ShardStore::open(&shard.output, &self.job.s3).await?;
+                let (walk, plan) =
+                    super::shard::shard_walk(self.render_pool(), self.prepared, shard, &store)
+                        .await?;
                 let writes_into_output = !matches!(shard.output, OutputTarget::Mbtiles(_));
                 let part = writes_into_output.then_some(PartOf {
                     spec: shard.spec,
                     plan,
                 });
-                (Some(walk), part)
+                (Some(walk), part.map(|part| (part, store)))
             }
             None => (None, None),
         };
@@ -103,18 +100,21 @@ impl TilesetRun<'_> {
                     target,
                     self.job.s3.endpoint.as_deref(),
                     self.job.run.wait_lock,
-                    part.as_ref().map(|part| part.name("lock")).as_deref(),
+                    part.as_ref().map(|(part, _)| part.name("lock")).as_deref(),
                 )
                 .await?,
             ),
             super::Locks::Held => None,
         };
-        if let (Some(shard), Some(part)) = (&tileset.shard, &part) {
-            // A part record means the shard finished in this run: one left by an earlier run or
-            // attempt must not outlive this attempt's start.
-            let store = ShardStore::open(&shard.output, &self.job.s3).await?;
-            store.forget_part(part.spec).await?;
-        }
+        let part = match part {
+            Some((part, store)) => {
+                // A part record means the shard finished in this run: one left by an earlier run
+                // or attempt must not outlive this attempt's start.
+                store.forget_part(part.spec).await?;
+                Some(part)
+            }
+            None => None,
+        };
         let changed = match &tileset.list_prefix {
             Some(prefix) => changed.under(prefix),
             None => changed,
