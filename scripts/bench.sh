@@ -88,7 +88,8 @@
 #            (clustered), z0-14; prints wall time, non-empty tiles, tiles/s,
 #            wall time per tile relative to the smallest size (growth no faster
 #            than the tiles: <= about 1), peak RSS (target <= 256 MB) and the
-#            table's size with its indexes.
+#            table's size with its indexes; then, per tile, the stored bytes and
+#            the CPU time of the tool and of PostgreSQL's backends.
 #   watch    on the --reseed-rows sample, clustered: change capture, a full
 #            seed, then `oar-tiles watch` with its default settings while
 #            300 single-row changes are committed at 10 per second (one
@@ -801,7 +802,7 @@ PY
 # --- growth: cost against the size of the data -------------------------------------------------
 
 section_growth() {
-    local n sizes started
+    local n sizes started seed_pid server_cpu
     IFS=, read -r -a sizes <<<"$growth_rows"
     : >"$WORK/growth.txt"
     for n in "${sizes[@]}"; do
@@ -812,7 +813,12 @@ section_growth() {
         log "growth: $n facilities, seed z0-14 clustered"
         echo "$n load-avg $(cut -d' ' -f1 /proc/loadavg)" >>"$WORK/growth.txt"
         timed_seed "growth-$n" --config "$WORK/growth-$n.toml" --zoom 0-14 \
-            --output "$WORK/growth-$n.mbtiles"
+            --output "$WORK/growth-$n.mbtiles" &
+        seed_pid=$!
+        # PostgreSQL's CPU beside the tool's shows whose work grows with the data.
+        read -r server_cpu _ < <(python3 "$ROOT/scripts/bench_helpers.py" backend-cpu "$seed_pid")
+        wait "$seed_pid" || die "growth: the seed of $n facilities failed"
+        echo "$n server-cpu $server_cpu" >>"$WORK/growth.txt"
         echo "$n bytes $(psql_ -Atc "SELECT pg_total_relation_size('bench_$n.facilities')")" >>"$WORK/growth.txt"
         rm -f "$WORK/growth-$n.mbtiles"
     done
@@ -829,14 +835,23 @@ print("growth: the sample config (clustered), z0-14, per sample size")
 print(f"  {'rows':>10} {'load s':>8} {'seed s':>8} {'tiles':>9} {'tiles/s':>9} {'s/tile vs first':>16} {'peak RSS':>10} {'table+indexes':>14}")
 first = None
 worst_rss = 0.0
+costs = []
 for n in sizes:
-    wall, _, rss = h.time_v(f"{work}/growth-{n}.time")
-    tiles = h.summary(f"{work}/growth-{n}.json")["tiles_written"]
+    wall, cpu, rss = h.time_v(f"{work}/growth-{n}.time")
+    summary = h.summary(f"{work}/growth-{n}.json")
+    tiles = summary["tiles_written"]
     per_tile = wall / max(tiles, 1)
     first = first or per_tile
     worst_rss = max(worst_rss, rss)
+    costs.append((n, tiles, summary["bytes_written"], cpu, facts[n, "server-cpu"]))
     print(f"  {n:>10} {facts[n, 'load']:8.1f} {wall:8.1f} {tiles:>9} {tiles / wall:9.0f} {per_tile / first:16.2f} "
           f"{rss:8.1f} MB {facts[n, 'bytes'] / 2**20:11.1f} MB")
+# Where the time per tile goes: a tile holds more features as the rows grow, which costs PostGIS
+# (per feature) more than the tool (per tile and per stored byte).
+print(f"  {'rows':>10} {'stored B/tile':>14} {'tool CPU s':>11} {'µs/tile':>8} {'PostgreSQL CPU s':>17} {'µs/tile':>8}")
+for n, tiles, stored, cpu, server in costs:
+    t = max(tiles, 1)
+    print(f"  {n:>10} {stored / t:14.0f} {cpu:11.1f} {cpu / t * 1e6:8.1f} {server:17.1f} {server / t * 1e6:8.1f}")
 print(f"  peak RSS {worst_rss:.1f} MB (target <= 256 MB: {'met' if worst_rss <= 256 else 'NOT met'})")
 PY
 }

@@ -23,7 +23,7 @@ use crate::plan::{Mode, PyramidWalk};
 use crate::render::{Rendered, Renderer};
 use crate::report::{Progress, Tally};
 use crate::sink::writer::{Writer, WriterCommand};
-use crate::tile::{locality_key, tile_key, TileCoord};
+use crate::tile::{tile_from_walk_order_key, tile_key, walk_order_key, TileCoord};
 pub use stop::Stop;
 
 /// Statements in flight per connection: enough to hide the round trip, few enough that one slow
@@ -257,7 +257,7 @@ impl<R: Renderer> Scheduler<'_, R> {
 /// tens of megabytes rather than one per connection.
 struct WalkQueue<'w> {
     walk: &'w PyramidWalk,
-    heap: BinaryHeap<Reverse<(u8, u64, TileCoord)>>,
+    heap: BinaryHeap<Reverse<u64>>,
     done: HashMap<u64, [bool; 4]>,
     huge: bool,
     big_parents: HashSet<u64>,
@@ -279,8 +279,7 @@ impl<'w> WalkQueue<'w> {
     }
 
     fn push(&mut self, tile: TileCoord) {
-        self.heap
-            .push(Reverse((tile.z(), locality_key(tile), tile)));
+        self.heap.push(Reverse(walk_order_key(tile)));
     }
 
     /// Queues the children a rendered tile found content for; returns how many.
@@ -316,7 +315,7 @@ impl<'w> WalkQueue<'w> {
         heavy_allowed: bool,
     ) -> Option<(Vec<TileCoord>, bool)> {
         loop {
-            let Reverse((_, _, next)) = *self.heap.peek()?;
+            let next = tile_from_walk_order_key(self.heap.peek()?.0);
             let heavy = self.is_heavy(next);
             if heavy && !heavy_allowed {
                 return None;
@@ -328,23 +327,25 @@ impl<'w> WalkQueue<'w> {
             };
             let mut batch: Vec<TileCoord> = Vec::new();
             while batch.len() < limit {
-                let same_zoom = match (self.heap.peek(), batch.first()) {
+                let peeked = self.heap.peek().map(|key| tile_from_walk_order_key(key.0));
+                let same_zoom = match (peeked, batch.first()) {
                     (None, _) => false,
                     (Some(_), None) => true,
-                    (Some(Reverse((z, _, tile))), Some(first)) => {
+                    (Some(tile), Some(first)) => {
                         // One statement renders or probes all its tiles, so a shard's walk keeps
                         // the tiles it renders apart from those it only passes through.
-                        *z == first.z()
-                            && !self.is_heavy(*tile)
-                            && self.walk.mode(*tile) == self.walk.mode(*first)
+                        tile.z() == first.z()
+                            && !self.is_heavy(tile)
+                            && self.walk.mode(tile) == self.walk.mode(*first)
                     }
                 };
                 if !same_zoom {
                     break;
                 }
-                let Some(Reverse((_, _, tile))) = self.heap.pop() else {
+                let Some(Reverse(key)) = self.heap.pop() else {
                     break;
                 };
+                let tile = tile_from_walk_order_key(key);
                 if let Some(children) = self.done.remove(&tile_key(tile)) {
                     // Finished by an interrupted run: its children are known without rendering it.
                     let walk = self.walk;

@@ -490,6 +490,28 @@ pub fn locality_key(tile: TileCoord) -> u64 {
     morton(tile.x(), tile.y())
 }
 
+/// Packs a tile into one integer that sorts lowest zoom first, then along the Z-order curve: a
+/// walk's queue of millions of tiles holds 8 bytes per tile instead of the 24 of a tuple.
+pub fn walk_order_key(tile: TileCoord) -> u64 {
+    (u64::from(tile.z()) << 58) | morton(tile.x(), tile.y())
+}
+
+/// The tile a [`walk_order_key`] packs.
+pub fn tile_from_walk_order_key(key: u64) -> TileCoord {
+    let z = (key >> 58) as u8;
+    let code = key & ((1u64 << 58) - 1);
+    let gather = |v: u64| {
+        let mut v = v & 0x5555_5555_5555_5555;
+        v = (v | (v >> 1)) & 0x3333_3333_3333_3333;
+        v = (v | (v >> 2)) & 0x0f0f_0f0f_0f0f_0f0f;
+        v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
+        v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
+        ((v | (v >> 16)) & 0x0000_0000_ffff_ffff) as u32
+    };
+    TileCoord::new(z, gather(code), gather(code >> 1))
+        .expect("walk order keys are only made from tiles")
+}
+
 /// Interleaves the bits of x and y (Z-order).
 pub fn morton(x: u32, y: u32) -> u64 {
     let spread = |v: u32| {

@@ -123,3 +123,25 @@ fn locality_order_keeps_siblings_together() {
         ["2/0/0", "2/1/0", "2/0/1", "2/1/1", "2/2/0", "2/3/3"]
     );
 }
+
+#[test]
+fn walk_order_keys_sort_by_zoom_then_locality_and_unpack() {
+    let tiles: Vec<TileCoord> = [
+        (24, (1 << 24) - 1, (1 << 24) - 1),
+        (0, 0, 0),
+        (3, 5, 2),
+        (3, 2, 5),
+        (24, 12_345, 6_789_012),
+    ]
+    .iter()
+    .map(|(z, x, y)| TileCoord::new(*z, *x, *y).unwrap())
+    .collect();
+    for tile in &tiles {
+        assert_eq!(tile_from_walk_order_key(walk_order_key(*tile)), *tile);
+    }
+    let mut sorted = tiles.clone();
+    sorted.sort_unstable_by_key(|t| walk_order_key(*t));
+    let mut expected = tiles;
+    expected.sort_unstable_by_key(|t| (t.z(), locality_key(*t)));
+    assert_eq!(sorted, expected);
+}
