@@ -135,19 +135,13 @@ pub struct Encoding {
 /// A rendered tile with the bytes to store; `None` when it holds nothing.
 pub type Encoded = (Rendered, Option<Vec<u8>>);
 
-/// Tiles at least this large in a batch are compressed off the task that drives the renders.
+/// Tiles at least this large are compressed off the task that drives the renders.
 pub const OFFLOAD_BYTES: usize = 64 * 1024;
 
 impl Encoding {
-    /// Encodes each rendered tile that holds something, releasing its MVT bytes as it goes.
-    pub fn encode_all(self, results: Vec<Result<Rendered>>) -> Vec<Result<Encoded>> {
-        results
-            .into_iter()
-            .map(|result| result.map(|rendered| self.encode(rendered)))
-            .collect()
-    }
-
-    fn encode(self, mut rendered: Rendered) -> Encoded {
+    /// The bytes to store for a rendered tile (`None` when it holds nothing), releasing its MVT
+    /// bytes.
+    pub fn encode(self, mut rendered: Rendered) -> Encoded {
         if rendered.mvt.is_empty() {
             return (rendered, None);
         }
@@ -160,14 +154,9 @@ impl Encoding {
         (rendered, Some(data))
     }
 
-    /// Whether encoding these results is worth a blocking thread (large tiles, compressed).
-    pub fn is_heavy(self, results: &[Result<Rendered>]) -> bool {
-        let bytes: usize = results
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .map(|r| r.mvt.len())
-            .sum();
-        self.gzip && bytes >= OFFLOAD_BYTES
+    /// Whether encoding this tile is worth a blocking thread (a large tile, compressed).
+    pub fn is_heavy(self, rendered: &Rendered) -> bool {
+        self.gzip && rendered.mvt.len() >= OFFLOAD_BYTES
     }
 }
 

@@ -11,15 +11,17 @@ pub mod pool;
 pub mod source;
 pub mod sql;
 
+use std::future::Future;
 use std::time::Duration;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
+use futures::TryStreamExt;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::Row;
+use tokio_postgres::{Row, RowStream};
 
 use crate::config::{DatabaseConfig, PoolMode};
 use crate::error::{pg_message, pool_message, DbError, Error, Result};
@@ -32,12 +34,19 @@ use sql::TileQuery;
 /// Renders batches of tiles of one zoom. The scheduler drives it and never learns how tiles are made,
 /// so its policies (batching, keep-going, deadlines, heavy tiles) can be tested with tiles from memory.
 pub trait Renderer {
-    /// Renders `tiles` (all of one zoom) in `mode`: one result per tile, in the same order.
-    fn render_batch(
+    /// Renders `tiles` (all of one zoom) in `mode`: one result per tile, in the same order. Each
+    /// tile goes through `finish` as soon as it is complete, before the rest of its statement has
+    /// arrived: the scheduler compresses it there, so a batch in flight holds its tiles' stored
+    /// bytes rather than all of their result rows.
+    fn render_batch<T, F, Fut>(
         &self,
         tiles: &[TileCoord],
         mode: Mode,
-    ) -> impl std::future::Future<Output = Vec<Result<Rendered>>>;
+        finish: &F,
+    ) -> impl Future<Output = Vec<Result<T>>>
+    where
+        F: Fn(Rendered) -> Fut,
+        Fut: Future<Output = T>;
 
     /// Estimated unclustered features at the top zoom, which decides how heavy tiles are scheduled.
     fn unclustered_rows(&self) -> f64;
@@ -117,6 +126,19 @@ impl Mvt {
     /// Whether the tile holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Adds a piece of a large tile, copied out of its row: a row keeps the whole read buffer it
+    /// arrived in, which for megabyte pieces was about twice the piece (a z0 tile of 90 MB held
+    /// 169 MB of buffers at 1M facilities).
+    fn push_owned(&mut self, row: Row) {
+        for piece in &mut self.0 {
+            if let Piece::Row(first) = piece {
+                *piece = Piece::Bytes(first.get::<_, &[u8]>(CHUNK_COLUMN).to_vec());
+            }
+        }
+        self.0
+            .push(Piece::Bytes(row.get::<_, &[u8]>(CHUNK_COLUMN).to_vec()));
     }
 
     /// Releases the bytes once they are encoded.
@@ -232,21 +254,28 @@ impl Connections {
         (Busy(&slot.busy), slot, client)
     }
 
-    /// Runs a tile statement on `client`: prepared once per connection and zoom, or, behind a
-    /// transaction pooler, unnamed inside a transaction of its own (BEGIN, statement and COMMIT are
-    /// sent together, so the transaction waits for no extra round trip).
-    async fn query(
+    /// Runs a tile statement on `client` and hands its rows to `consume` as they arrive: prepared
+    /// once per connection and zoom, or, behind a transaction pooler, unnamed inside a transaction
+    /// of its own (BEGIN, statement and COMMIT are sent together, so the transaction waits for no
+    /// extra round trip).
+    async fn query<T, C, Fut>(
         &self,
         slot: &Slot,
         client: &Object,
         query: &TileQuery,
         params: &[&(dyn ToSql + Sync)],
-    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        consume: C,
+    ) -> std::result::Result<T, tokio_postgres::Error>
+    where
+        C: FnOnce(RowStream) -> Fut,
+        Fut: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
         let Some(begin) = &self.begin else {
             let statement = client
                 .prepare_typed_cached(&query.sql, &query.types)
                 .await?;
-            return client.query(&statement, params).await;
+            let rows = client.query_raw(&statement, params.iter().copied()).await?;
+            return consume(rows).await;
         };
         let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
             .iter()
@@ -254,15 +283,18 @@ impl Connections {
             .zip(query.types.iter().cloned())
             .collect();
         let _alone = slot.transaction.lock().await;
-        let (began, rows, committed) = tokio::join!(
+        let (began, consumed, committed) = tokio::join!(
             client.batch_execute(begin),
-            client.query_typed(&query.sql, &typed),
+            async {
+                let rows = client.query_typed_raw(&query.sql, typed).await?;
+                consume(rows).await
+            },
             client.batch_execute("COMMIT"),
         );
         began?;
-        let rows = rows?;
+        let consumed = consumed?;
         committed?;
-        Ok(rows)
+        Ok(consumed)
     }
 
     /// Swaps a broken connection for a new one, once, whichever render noticed first.
@@ -302,9 +334,18 @@ pub struct PostgisRenderer<'a> {
 }
 
 impl Renderer for PostgisRenderer<'_> {
-    async fn render_batch(&self, tiles: &[TileCoord], mode: Mode) -> Vec<Result<Rendered>> {
+    async fn render_batch<T, F, Fut>(
+        &self,
+        tiles: &[TileCoord],
+        mode: Mode,
+        finish: &F,
+    ) -> Vec<Result<T>>
+    where
+        F: Fn(Rendered) -> Fut,
+        Fut: Future<Output = T>,
+    {
         self.renderer
-            .render_batch(tiles, mode, self.connections)
+            .render_batch(tiles, mode, self.connections, finish)
             .await
     }
 
@@ -416,14 +457,19 @@ impl TilesetRenderer {
 
     /// Renders tiles of one zoom and mode, as one statement where possible. When a batch of several
     /// fails, each of its tiles is tried alone, so an error (or `--keep-going`) names the tile at fault.
-    pub async fn render_batch(
+    pub async fn render_batch<T, F, Fut>(
         &self,
         tiles: &[TileCoord],
         mode: Mode,
         connections: &Connections,
-    ) -> Vec<Result<Rendered>> {
-        match self.run_statement(tiles, mode, connections).await {
-            Ok(rendered) => rendered.into_iter().map(Ok).collect(),
+        finish: &F,
+    ) -> Vec<Result<T>>
+    where
+        F: Fn(Rendered) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        match self.run_statement(tiles, mode, connections, finish).await {
+            Ok(finished) => finished.into_iter().map(Ok).collect(),
             Err(err) if tiles.len() == 1 => vec![Err(err)],
             Err(err) => {
                 tracing::debug!(
@@ -432,8 +478,10 @@ impl TilesetRenderer {
                 );
                 let mut results = Vec::with_capacity(tiles.len());
                 for tile in tiles {
-                    let alone = self.run_statement(&[*tile], mode, connections).await;
-                    results.push(alone.map(|mut rendered| rendered.remove(0)));
+                    let alone = self
+                        .run_statement(&[*tile], mode, connections, finish)
+                        .await;
+                    results.push(alone.map(|mut finished| finished.remove(0)));
                 }
                 results
             }
@@ -443,12 +491,17 @@ impl TilesetRenderer {
     /// Runs one statement for `tiles` on the least busy connection, retrying transient failures (a
     /// dropped connection, a restarting server, a statement timeout) with exponential backoff. A
     /// batch that runs out of time is not retried whole: its tiles are better tried one by one.
-    async fn run_statement(
+    async fn run_statement<T, F, Fut>(
         &self,
         tiles: &[TileCoord],
         mode: Mode,
         connections: &Connections,
-    ) -> Result<Vec<Rendered>> {
+        finish: &F,
+    ) -> Result<Vec<T>>
+    where
+        F: Fn(Rendered) -> Fut,
+        Fut: Future<Output = T>,
+    {
         let first = tiles[0];
         let query = match mode {
             Mode::Render => &self.render[usize::from(first.z())],
@@ -482,7 +535,10 @@ impl TilesetRenderer {
                 place,
                 || async {
                     let (busy, slot, client) = connections.pick();
-                    let outcome = connections.query(slot, &client, query, &params).await;
+                    let consume = |rows| self.finish_rows(first.z(), tiles.len(), rows, finish);
+                    let outcome = connections
+                        .query(slot, &client, query, &params, consume)
+                        .await;
                     drop(busy);
                     if outcome.is_err() && client.is_closed() {
                         connections.replace(&client).await;
@@ -497,7 +553,7 @@ impl TilesetRenderer {
             )
             .await;
         match outcome {
-            Ok(rows) => self.rows_to_tiles(first.z(), tiles.len(), rows),
+            Ok(finished) => finished,
             Err(failed) => Err(Error::Render {
                 tileset: self.tileset.clone(),
                 tile: first,
@@ -510,34 +566,54 @@ impl TilesetRenderer {
         }
     }
 
-    /// The tiles of a statement's rows (a tile's pieces are consecutive, the first numbered 0),
-    /// each with the server time since the previous tile was done.
-    fn rows_to_tiles(&self, z: u8, expected: usize, rows: Vec<Row>) -> Result<Vec<Rendered>> {
-        let mut rendered: Vec<Rendered> = Vec::with_capacity(expected);
+    /// The tiles of a statement's rows as they arrive (a tile's pieces are consecutive, the first
+    /// numbered 0), each with the server time since the previous tile was done, put through
+    /// `finish` as soon as the next tile starts. The outer error is the database's (retried as
+    /// such); the inner one, rows no tile statement returns.
+    async fn finish_rows<T, F, Fut>(
+        &self,
+        z: u8,
+        expected: usize,
+        rows: RowStream,
+        finish: &F,
+    ) -> std::result::Result<Result<Vec<T>>, tokio_postgres::Error>
+    where
+        F: Fn(Rendered) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let mut rows = std::pin::pin!(rows);
+        let mut finished: Vec<T> = Vec::with_capacity(expected);
+        let mut current: Option<Rendered> = None;
         let mut previous = 0.0;
-        for row in rows {
+        while let Some(row) = rows.try_next().await? {
             let done: f64 = row.get(5);
             let part: i32 = row.get(2);
             if part > 0 {
-                if let Some(last) = rendered.last_mut() {
+                if let Some(last) = current.as_mut() {
                     last.elapsed += Duration::from_secs_f64((done - previous).max(0.0));
                     previous = done;
-                    last.mvt.0.push(Piece::Row(row));
+                    last.mvt.push_owned(row);
                     continue;
                 }
             }
+            if let Some(complete) = current.take() {
+                finished.push(finish(complete).await);
+            }
             let (x, y): (i32, i32) = (row.get(0), row.get(1));
-            let tile = TileCoord::new(z, x as u32, y as u32).map_err(|e| {
-                Error::Database(DbError::Unexpected(format!(
-                    "the tile statement returned {e}"
-                )))
-            })?;
+            let tile = match TileCoord::new(z, x as u32, y as u32) {
+                Ok(tile) => tile,
+                Err(e) => {
+                    return Ok(Err(Error::Database(DbError::Unexpected(format!(
+                        "the tile statement returned {e}"
+                    )))))
+                }
+            };
             let flags: Vec<bool> = row.get(4);
             let mut children = [false; 4];
             for (child, flag) in children.iter_mut().zip(flags) {
                 *child = flag;
             }
-            rendered.push(Rendered {
+            current = Some(Rendered {
                 tile,
                 mvt: Mvt(vec![Piece::Row(row)]),
                 children,
@@ -545,14 +621,17 @@ impl TilesetRenderer {
             });
             previous = done;
         }
-        if rendered.len() != expected {
-            return Err(Error::Database(DbError::Unexpected(format!(
+        if let Some(complete) = current.take() {
+            finished.push(finish(complete).await);
+        }
+        if finished.len() != expected {
+            return Ok(Err(Error::Database(DbError::Unexpected(format!(
                 "tileset `{}`: a statement for {expected} tiles returned {} rows",
                 self.tileset,
-                rendered.len()
-            ))));
+                finished.len()
+            )))));
         }
-        Ok(rendered)
+        Ok(Ok(finished))
     }
 
     /// The buffered envelopes of a tile and its children, each in degrees then metres, as the

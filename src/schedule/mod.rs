@@ -190,30 +190,33 @@ impl<R: Renderer> Scheduler<'_, R> {
         }
     }
 
-    /// Renders a batch and encodes the tiles that hold something and are to be written; a batch with
-    /// large tiles is compressed on the blocking pool so the other renders keep flowing.
+    /// Renders a batch and encodes each tile that holds something and is to be written as soon as
+    /// it arrives; a large tile is compressed on the blocking pool so the other renders keep flowing.
     async fn render_encoded(
         &self,
         tiles: &[TileCoord],
         mode: Mode,
         writes: bool,
     ) -> Vec<Result<Encoded>> {
-        let results = self.renderer.render_batch(tiles, mode).await;
-        if !writes {
-            return results.into_iter().map(|r| r.map(|r| (r, None))).collect();
-        }
         let encoding = self.encoding;
-        if !encoding.is_heavy(&results) {
-            return encoding.encode_all(results);
-        }
-        let first = tiles[0];
-        match tokio::task::spawn_blocking(move || encoding.encode_all(results)).await {
-            Ok(encoded) => encoded,
-            Err(e) => vec![Err(Error::output(
-                self.tileset,
-                format!("compressing tiles from {first}: {e}"),
-            ))],
-        }
+        let finish = |rendered: Rendered| async move {
+            if !writes {
+                return Ok((rendered, None));
+            }
+            if !encoding.is_heavy(&rendered) {
+                return Ok(encoding.encode(rendered));
+            }
+            let tile = rendered.tile;
+            tokio::task::spawn_blocking(move || encoding.encode(rendered))
+                .await
+                .map_err(|e| Error::output(self.tileset, format!("compressing tile {tile}: {e}")))
+        };
+        self.renderer
+            .render_batch(tiles, mode, &finish)
+            .await
+            .into_iter()
+            .map(|result| result.and_then(|encoded| encoded))
+            .collect()
     }
 
     /// With `--keep-going`, a tile that failed after its retries is noted and skipped (`None`);

@@ -58,7 +58,16 @@ impl MemoryRenderer {
 }
 
 impl Renderer for MemoryRenderer {
-    async fn render_batch(&self, tiles: &[TileCoord], mode: Mode) -> Vec<Result<Rendered>> {
+    async fn render_batch<T, F, Fut>(
+        &self,
+        tiles: &[TileCoord],
+        mode: Mode,
+        finish: &F,
+    ) -> Vec<Result<T>>
+    where
+        F: Fn(Rendered) -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
         self.calls.lock().unwrap().push((tiles.to_vec(), mode));
         let heavy = tiles[0].z() <= self.eager_depth;
         if heavy {
@@ -70,33 +79,34 @@ impl Renderer for MemoryRenderer {
         if heavy {
             self.heavy_in_flight.fetch_sub(1, Ordering::SeqCst);
         }
-        tiles
-            .iter()
-            .map(|tile| {
-                if self.failing.contains(tile) {
-                    return Err(Error::Render {
-                        tileset: "memory".into(),
-                        tile: *tile,
-                        message: "refused".into(),
-                    });
-                }
-                let mut children = [false; 4];
-                for (flag, child) in children.iter_mut().zip(tile.children()) {
-                    *flag = self.holds(child);
-                }
-                let mvt = if mode == Mode::Render && self.holds(*tile) {
-                    Mvt::from_bytes(tile.to_string().into_bytes())
-                } else {
-                    Mvt::default()
-                };
-                Ok(Rendered {
+        let mut finished = Vec::with_capacity(tiles.len());
+        for tile in tiles {
+            if self.failing.contains(tile) {
+                finished.push(Err(Error::Render {
+                    tileset: "memory".into(),
                     tile: *tile,
-                    mvt,
-                    children,
-                    elapsed: Duration::ZERO,
-                })
-            })
-            .collect()
+                    message: "refused".into(),
+                }));
+                continue;
+            }
+            let mut children = [false; 4];
+            for (flag, child) in children.iter_mut().zip(tile.children()) {
+                *flag = self.holds(child);
+            }
+            let mvt = if mode == Mode::Render && self.holds(*tile) {
+                Mvt::from_bytes(tile.to_string().into_bytes())
+            } else {
+                Mvt::default()
+            };
+            let rendered = Rendered {
+                tile: *tile,
+                mvt,
+                children,
+                elapsed: Duration::ZERO,
+            };
+            finished.push(Ok(finish(rendered).await));
+        }
+        finished
     }
 
     fn unclustered_rows(&self) -> f64 {
