@@ -288,23 +288,47 @@ start_standby() {
     for _ in $(seq 300); do standby_ready && return 0; sleep 0.2; done
     return 1
 }
-if ! standby_ready; then
-    if [[ ! -f $STANDBY_CONF/postgresql.conf ]] || ! start_standby; then
-        log "making the standby $VER/standby on port $STANDBY_PORT with pg_basebackup"
-        pg_ctlcluster "$VER" standby stop -m immediate >/dev/null 2>&1 || true
-        pg_dropcluster "$VER" standby >/dev/null 2>&1 || true
-        pg_createcluster --port="$STANDBY_PORT" "$VER" standby >/dev/null
-        update_file "$STANDBY_CONF/conf.d/90-oar-tiles-standby.conf" postgres 644 <<EOF || true
+make_standby() {
+    log "making the standby $VER/standby on port $STANDBY_PORT with pg_basebackup"
+    pg_ctlcluster "$VER" standby stop -m immediate >/dev/null 2>&1 || true
+    pg_dropcluster "$VER" standby >/dev/null 2>&1 || true
+    pg_createcluster --port="$STANDBY_PORT" "$VER" standby >/dev/null
+    update_file "$STANDBY_CONF/conf.d/90-oar-tiles-standby.conf" postgres 644 <<EOF || true
 # Managed by oar-tiles scripts/pg-test-servers.sh.
 hot_standby = on
 max_connections = $(admin_psql 'show max_connections')
 fsync = off
 EOF
-        rm -rf "${STANDBY_DATA:?}"
-        as_postgres "$BIN/pg_basebackup" -h "$SOCKET_DIR" -p "$PORT" -U postgres -D "$STANDBY_DATA" \
-            -R -X stream -c fast
-        start_standby || die "the standby on port $STANDBY_PORT does not come up (see /var/log/postgresql/postgresql-$VER-standby.log)"
+    rm -rf "${STANDBY_DATA:?}"
+    as_postgres "$BIN/pg_basebackup" -h "$SOCKET_DIR" -p "$PORT" -U postgres -D "$STANDBY_DATA" \
+        -R -X stream -c fast
+    start_standby || die "the standby on port $STANDBY_PORT does not come up (see /var/log/postgresql/postgresql-$VER-standby.log)"
+}
+# A standby can be up and yet stuck: once the primary has recycled WAL it still needs (a bulk load
+# of more than wal_keep_size while it lagged), it never streams again, and the tests that wait for
+# replay time out. Streaming (or catching up) is what the tests need.
+standby_streaming() {
+    local state
+    for _ in $(seq 50); do
+        state=$(admin_psql "select string_agg(state, ',') from pg_stat_replication" 2>/dev/null || true)
+        [[ $state == *streaming* || $state == *catchup* ]] && return 0
+        sleep 0.2
+    done
+    return 1
+}
+if ! standby_ready; then
+    if [[ ! -f $STANDBY_CONF/postgresql.conf ]] || ! start_standby; then
+        make_standby
     fi
+fi
+if ! standby_streaming; then
+    log "the standby on port $STANDBY_PORT does not stream from the primary (see /var/log/postgresql/postgresql-$VER-standby.log)"
+    make_standby
+    standby_streaming || die "the standby on port $STANDBY_PORT does not stream from the primary (see /var/log/postgresql/postgresql-$VER-standby.log)"
+fi
+# A test that paused replay and died before resuming it would leave every later run waiting.
+if [[ $(admin_psql 'select pg_is_wal_replay_paused()' "$STANDBY_PORT") == t ]]; then
+    admin_psql 'select pg_wal_replay_resume()' "$STANDBY_PORT" >/dev/null
 fi
 
 # --- the watch test's own cluster ----------------------------------------------------------------
