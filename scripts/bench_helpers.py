@@ -22,7 +22,7 @@
   bench_helpers.py shards-report DIR ROWS ZOOMS REAL_SHARDS COUNTS...
       The shards section's report, from the files bench.sh leaves in DIR.
   bench_helpers.py backend-cpu PID
-      While process PID runs, follows the PostgreSQL backends serving its (or its children's) TCP
+      While process PID runs, follows the PostgreSQL backends serving its (or its descendants') TCP
       connections and, once
       it has exited, prints their user+sys CPU seconds and how many backends there were.
 """
@@ -605,18 +605,21 @@ def cmd_shards_report(args):
 # --- the server's CPU beside the tool's -----------------------------------------------------------
 
 def with_children(pid):
-    """PID and its children (the tool under /usr/bin/time)."""
-    pids = [pid]
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            pids += [int(c) for c in open(f"/proc/{pid}/task/{task}/children").read().split()]
-    except OSError:
-        pass
+    """PID and its descendants (the tool under /usr/bin/time, maybe under a subshell)."""
+    pids, queue = [], [pid]
+    while queue:
+        p = queue.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                queue += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
+        except OSError:
+            pass
     return pids
 
 
 def socket_ports(pid):
-    """Local TCP ports of the sockets of process PID and its children (IPv4 and IPv6)."""
+    """Local TCP ports of the sockets of process PID and its descendants (IPv4 and IPv6)."""
     inodes = set()
     for p in with_children(pid):
         try:
