@@ -7,7 +7,9 @@
 --   rounds  rounds per write and variant (the report takes the median)
 --   singles single-row UPDATEs timed together in the `single-row` case
 --   log     the change log table (schema-qualified) the row trigger writes to
--- Prints one NOTICE line per measurement: `capture <case> <off|on|row> <round> <ms>`.
+-- Prints one NOTICE line per measurement: `capture <case> <off|on|row> <round> <ms> <cpu ms>`, the
+-- second the CPU time of the server process (Linux schedstat, readable by a superuser; `-` where it
+-- cannot be read): on a machine shared with other work it varies far less than the wall time.
 SET bench.change_log = :'log';
 DO $make$
 BEGIN
@@ -27,6 +29,14 @@ BEGIN
         END $body$$f$, current_setting('bench.change_log'));
 END
 $make$;
+-- Nanoseconds this server process has run on a CPU, or NULL where that cannot be read.
+CREATE OR REPLACE FUNCTION pg_temp.bench_cpu_ns() RETURNS bigint LANGUAGE plpgsql AS $cpu$
+BEGIN
+    RETURN split_part(pg_read_file('/proc/' || pg_backend_pid() || '/schedstat'), ' ', 1)::bigint;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$cpu$;
 SET bench.target_table = :'table';
 SET bench.single_count = :'singles';
 -- One measurement: `write` with the triggers as `variant` says, in the caller's transaction (which
@@ -38,6 +48,7 @@ DECLARE
     singles int := current_setting('bench.single_count')::int;
     first_id bigint;
     started timestamptz;
+    cpu_started bigint;
     -- 20,000 of the 100,000 rows of the sample (every fifth id), as the issue's figures were taken.
     statement text := CASE write
         WHEN 'move' THEN 'UPDATE %1$s SET location = ST_SetSRID(ST_MakePoint(ST_X(location) + 0.001, ST_Y(location)), 4326) WHERE id %% 5 = 0'
@@ -56,6 +67,7 @@ BEGIN
                         FOR EACH ROW EXECUTE FUNCTION pg_temp.bench_row_capture()', tbl);
     END IF;
     EXECUTE format('SELECT min(id) FROM %s', tbl) INTO first_id;
+    cpu_started := pg_temp.bench_cpu_ns();
     started := clock_timestamp();
     IF write = 'single-row' THEN
         FOR i IN 0..singles - 1 LOOP
@@ -64,8 +76,9 @@ BEGIN
     ELSE
         EXECUTE format(statement, tbl);
     END IF;
-    RAISE NOTICE 'capture % % % %', write, variant, round,
-        round((extract(epoch FROM clock_timestamp() - started) * 1000)::numeric, 2);
+    RAISE NOTICE 'capture % % % % %', write, variant, round,
+        round((extract(epoch FROM clock_timestamp() - started) * 1000)::numeric, 2),
+        coalesce(round((pg_temp.bench_cpu_ns() - cpu_started) / 1e6, 2)::text, '-');
 END
 $bench$;
 -- Each measurement in its own transaction, rolled back, as an application's statements would run;

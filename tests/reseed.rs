@@ -576,7 +576,8 @@ fn a_reseed_of_some_zooms_leaves_the_changes_for_the_others_to_the_next_run() {
     );
 }
 
-/// What the change log holds now: `(old positions, new positions)` as `x y` text, sorted.
+/// What the change log holds now: `(old positions, new positions)` as `x y` text, sorted. A
+/// statement of many rows logs arrays, one of a single row `old_geom` and `new_geom`.
 fn logged(setup: &mut Setup) -> (Vec<String>, Vec<String>) {
     let schema = setup.changes_schema.clone();
     let rows = setup
@@ -584,9 +585,11 @@ fn logged(setup: &mut Setup) -> (Vec<String>, Vec<String>) {
         .client()
         .query(
             &format!(
-                "SELECT ST_X(g) || ' ' || ST_Y(g), NULL FROM \"{schema}\".change_log, unnest(old_geoms) g
+                "SELECT ST_X(g) || ' ' || ST_Y(g), NULL
+                 FROM \"{schema}\".change_log, unnest(array_append(old_geoms, old_geom)) g
                  UNION ALL
-                 SELECT NULL, ST_X(g) || ' ' || ST_Y(g) FROM \"{schema}\".change_log, unnest(new_geoms) g"
+                 SELECT NULL, ST_X(g) || ' ' || ST_Y(g)
+                 FROM \"{schema}\".change_log, unnest(array_append(new_geoms, new_geom)) g"
             ),
             &[],
         )
@@ -649,6 +652,36 @@ fn change_capture_logs_exactly_the_rows_whose_rendered_columns_changed() {
     assert_eq!(rows, 1, "one log row for the statement, not one per row");
     clear_log(&mut setup);
 
+    // Statements of one row take a path of their own, by the same rule: an unrendered column or
+    // a rendered one set to its value logs nothing; a moved or renamed row, or one whose id
+    // changed, its old and new position.
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET note = 'z' WHERE site_id = 20");
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label, pt = pt WHERE site_id = 20");
+    assert_eq!(logged(&mut setup), (vec![], vec![]));
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(3.5, 4.5), 4326) WHERE site_id = 20;
+         UPDATE {schema}.sites SET label = 'single' WHERE site_id = 21;
+         UPDATE {schema}.sites SET site_id = 3000 WHERE site_id = 22",
+    );
+    let (old, new) = logged(&mut setup);
+    assert_eq!((old.len(), new.len()), (3, 3), "{old:?} {new:?}");
+    assert!(new.contains(&"3.5 4.5".to_string()), "{new:?}");
+    assert!(!old.contains(&"3.5 4.5".to_string()), "{old:?}");
+    clear_log(&mut setup);
+    setup.schema.execute(
+        "INSERT INTO {schema}.sites (site_id, label, pt) VALUES (2000, 'n', ST_SetSRID(ST_MakePoint(7, -7), 4326));
+         DELETE FROM {schema}.sites WHERE site_id = 2000",
+    );
+    assert_eq!(
+        logged(&mut setup),
+        (vec!["7 -7".to_string()], vec!["7 -7".to_string()])
+    );
+    clear_log(&mut setup);
+
     // Inserts log the new rows, deletes the old ones, in a single statement each.
     setup.schema.execute(
         "INSERT INTO {schema}.sites (site_id, label, pt)
@@ -683,6 +716,15 @@ fn change_capture_logs_exactly_the_rows_whose_rendered_columns_changed() {
         .execute("UPDATE {schema}.sites SET note = 'y' WHERE site_id IN (5, 7)");
     let (old, new) = logged(&mut setup);
     assert_eq!((old.len(), new.len()), (2, 2), "{old:?} {new:?}");
+    clear_log(&mut setup);
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET note = 'w' WHERE site_id = 9");
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET note = note WHERE site_id = 9");
+    let (old, new) = logged(&mut setup);
+    assert_eq!((old.len(), new.len()), (1, 1), "{old:?} {new:?}");
 }
 
 /// Sums the `value:count` pairs of a breakdown property into `totals`; returns their sum.

@@ -5,8 +5,9 @@
 //! (an UPDATE only of rows whose geometry, id or a rendered attribute changed, or any column when a
 //! layer filters the table), and TRUNCATE marks that everything must be reseeded. Each trigger reads
 //! the statement's transition tables and writes one log row holding the arrays of old and new
-//! geometries, so a bulk statement pays for one insert into the log, not one per row. Each change
-//! carries the id of the transaction that made it.
+//! geometries, so a bulk statement pays for one insert into the log, not one per row; a statement
+//! of one row takes a path of its own that costs about what a row trigger did (see [`dispatch`]).
+//! Each change carries the id of the transaction that made it.
 //! A statement-level trigger also sends one `pg_notify` per statement on the channel [`channel`], so
 //! `watch` wakes within a moment of a commit; the log, not the notification, remains the truth.
 //!
@@ -182,7 +183,8 @@ fn install_sql(config: &Config, tables: &[Watched]) -> String {
              new_geom geometry,
              everything boolean NOT NULL DEFAULT false);
          -- One row per statement: the old and new geometries of every row it changed. (old_geom
-         -- and new_geom, one row per changed row, are what earlier versions wrote.)
+         -- and new_geom, one row per changed row, are what earlier versions wrote, and what a
+         -- statement of one row writes.)
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS old_geoms geometry[];
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS new_geoms geometry[];
          -- Per partition column of the table, the values of the rows the statement changed, as
@@ -208,42 +210,18 @@ fn install_sql(config: &Config, tables: &[Watched]) -> String {
     );
     for watched in tables {
         let function = function_name(schema, &watched.table);
-        let geometry = quote_ident(&watched.geometry);
-        // An UPDATE is recorded by the rows whose watched columns changed, found by pairing old
-        // and new rows on the id column: a row whose id changed, or an id that is not unique,
-        // pairs with nothing or with more than its own version, which logs more positions than
-        // needed but never fewer.
-        let watched_row = if watched.filtered {
-            // A filter may use any column, so any change may move a row in or out of a layer.
-            "t".to_string()
-        } else {
-            let columns: Vec<String> = watched
-                .columns
-                .iter()
-                .map(|c| format!("t.{}", quote_ident(c)))
-                .collect();
-            format!("ROW({})", columns.join(", "))
-        };
         sql.push_str(&format!(
             "DROP TRIGGER IF EXISTS oar_tiles_capture ON {table};
              DROP FUNCTION IF EXISTS {function}();
              CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
-             BEGIN
-                 INSERT INTO {schema}.change_log (source, new_geoms{partition_column})
-                 SELECT TG_RELID, array_agg(t.{geometry}){new_partitions} FROM oar_new t HAVING count(*) > 0;
-                 RETURN NULL;
-             END $f$;
+{insert}
+             $f$;
              CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql AS $f$
-             BEGIN
-                 INSERT INTO {schema}.change_log (source, old_geoms{partition_column})
-                 SELECT TG_RELID, array_agg(t.{geometry}){old_partitions} FROM oar_old t HAVING count(*) > 0;
-                 RETURN NULL;
-             END $f$;
+{delete}
+             $f$;
              CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql AS $f$
-             BEGIN
 {update}
-                 RETURN NULL;
-             END $f$;
+             $f$;
              DROP TRIGGER IF EXISTS oar_tiles_capture_insert ON {table};
              CREATE TRIGGER oar_tiles_capture_insert AFTER INSERT ON {table}
                  REFERENCING NEW TABLE AS oar_new
@@ -264,13 +242,211 @@ fn install_sql(config: &Config, tables: &[Watched]) -> String {
                  FOR EACH STATEMENT EXECUTE FUNCTION {schema}.notify_change();
 ",
             table = watched.table,
-            partition_column = if watched.partitions.is_empty() { "" } else { ", partitions" },
-            new_partitions = partition_values_sql(&watched.partitions, "oar_new"),
-            old_partitions = partition_values_sql(&watched.partitions, "oar_old"),
-            update = update_sql(schema, watched, &watched_row),
+            insert = one_side_body(schema, watched, "oar_new", "new_geoms"),
+            delete = one_side_body(schema, watched, "oar_old", "old_geoms"),
+            update = update_body(schema, watched),
         ));
     }
     sql
+}
+
+/// A trigger function's body: `single` when the statement changed at most one row, with that row
+/// in the record `o` (from `oar_old`) or `n` (from `oar_new`) as `rows` name them, else `bulk`
+/// (whose `$1` is the table's oid).
+///
+/// PL/pgSQL keeps the plan of a static statement for the session, planned once for the size of
+/// the transition tables at its first run; a plan made for a bulk statement then served every
+/// single-row write after it (JIT-compiled on each call once the estimate passed `jit_above_cost`,
+/// about 30,000 rows), and the generic-or-custom choice could settle on planning the statement
+/// anew on every call. Even a plan made for one row costs a single-row statement about twice
+/// what a row trigger did when it inserts into the log from a query over the transition tables.
+/// So a single row is read into a record, compared and logged with `INSERT ... VALUES`, as the
+/// row trigger of the first design did, into the columns `old_geom` and `new_geom` it wrote; a
+/// bulk statement is planned for its own size each time (`EXECUTE`), which costs little next to
+/// its rows.
+fn dispatch(rows: &[&str], single: &str, bulk: &str) -> String {
+    let declare: String = rows
+        .iter()
+        .map(|table| format!(" {} record;", record(table)))
+        .collect();
+    let read: String = rows
+        .iter()
+        .map(|table| {
+            format!(
+                "                     SELECT * INTO {} FROM {table};\n",
+                record(table)
+            )
+        })
+        .collect();
+    format!(
+        "             DECLARE{declare}
+             BEGIN
+                 PERFORM FROM {first} LIMIT 1 OFFSET 1;
+                 IF NOT FOUND THEN
+{read}                     IF FOUND THEN
+{single};
+                     END IF;
+                 ELSE
+                     EXECUTE $q$
+{bulk}$q$ USING TG_RELID;
+                 END IF;
+                 RETURN NULL;
+             END",
+        first = rows[0],
+    )
+}
+
+/// The record a single row of the transition table `rows` is read into.
+fn record(rows: &str) -> &'static str {
+    if rows == "oar_old" {
+        "o"
+    } else {
+        "n"
+    }
+}
+
+/// The body of the INSERT (`rows` = `oar_new`, into `column` `new_geoms`) or DELETE (`oar_old`,
+/// `old_geoms`) trigger.
+fn one_side_body(schema: &str, watched: &Watched, rows: &str, column: &str) -> String {
+    let geometry = quote_ident(&watched.geometry);
+    let record = record(rows);
+    let partition_column = if watched.partitions.is_empty() {
+        ""
+    } else {
+        ", partitions"
+    };
+    let single_partitions: String = if watched.partitions.is_empty() {
+        String::new()
+    } else {
+        let objects: Vec<String> = watched
+            .partitions
+            .iter()
+            .map(|(name, array)| {
+                single_row_object(
+                    name,
+                    &value_sql(&format!("{record}.{}", quote_ident(name)), *array),
+                )
+            })
+            .collect();
+        format!(", {}", objects.join(" || "))
+    };
+    let single = format!(
+        "                         INSERT INTO {schema}.change_log (source, {single_column}{partition_column})
+                         VALUES (TG_RELID, {record}.{geometry}{single_partitions})",
+        single_column = column.trim_end_matches('s'),
+    );
+    let bulk = format!(
+        "                     INSERT INTO {schema}.change_log (source, {column}{partition_column})
+                     SELECT $1, array_agg(t.{geometry}){partitions} FROM {rows} t HAVING count(*) > 0",
+        partitions = partition_values_sql(&watched.partitions, rows),
+    );
+    dispatch(&[rows], &single, &bulk)
+}
+
+/// The body of a table's UPDATE trigger: the old and new positions of the rows whose watched
+/// columns changed and, for partitioned tables, the partition values those rows left and joined.
+///
+/// In a bulk statement old and new rows are paired on the id column: a row whose id changed, or an
+/// id that is not unique, pairs with nothing or with more than its own version, which logs more
+/// positions than needed but never fewer. The watched columns are compared one by one rather than
+/// as `ROW(...)` values built in subqueries, which cost more to set up on every statement.
+fn update_body(schema: &str, watched: &Watched) -> String {
+    let geometry = quote_ident(&watched.geometry);
+    let id = quote_ident(&watched.id);
+    let changed = if watched.filtered {
+        // A filter may use any column, so any change may move a row in or out of a layer.
+        "ROW(o.*) IS DISTINCT FROM ROW(n.*)".to_string()
+    } else {
+        let side = |t: &str| {
+            let columns: Vec<String> = watched
+                .columns
+                .iter()
+                .map(|c| format!("{t}.{}", quote_ident(c)))
+                .collect();
+            format!("({})", columns.join(", "))
+        };
+        format!("{} IS DISTINCT FROM {}", side("o"), side("n"))
+    };
+    let paired = format!("oar_old o FULL JOIN oar_new n ON o.{id} = n.{id} WHERE {changed}");
+    let partition_column = if watched.partitions.is_empty() {
+        ""
+    } else {
+        ", partitions"
+    };
+    let single_partitions: String = if watched.partitions.is_empty() {
+        String::new()
+    } else {
+        let objects: Vec<String> = watched
+            .partitions
+            .iter()
+            .map(|(name, array)| {
+                let column = quote_ident(name);
+                let values = format!(
+                    "{} UNION ALL SELECT {}",
+                    value_sql(&format!("o.{column}"), *array),
+                    value_sql(&format!("n.{column}"), *array)
+                );
+                single_row_object(name, &values)
+            })
+            .collect();
+        format!(", {}", objects.join(" || "))
+    };
+    // One row: its old and new version, whatever its id, are compared directly (a changed id is
+    // a changed watched column).
+    let single = format!(
+        "                         IF {single_changed} THEN
+                             INSERT INTO {schema}.change_log (source, old_geom, new_geom{partition_column})
+                             VALUES (TG_RELID, o.{geometry}, n.{geometry}{single_partitions});
+                         END IF",
+        single_changed = if watched.filtered {
+            "o IS DISTINCT FROM n"
+        } else {
+            &changed
+        },
+    );
+    if watched.partitions.is_empty() {
+        let bulk = format!(
+            "                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
+                     SELECT $1, array_agg(o.{geometry}) FILTER (WHERE o.{geometry} IS NOT NULL),
+                            array_agg(n.{geometry}) FILTER (WHERE n.{geometry} IS NOT NULL)
+                     FROM {paired}
+                     HAVING count(*) > 0"
+        );
+        return dispatch(&["oar_old", "oar_new"], &single, &bulk);
+    }
+    let carried: String = watched
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, (column, _))| {
+            let column = quote_ident(column);
+            format!(", o.{column} AS op{i}, n.{column} AS np{i}")
+        })
+        .collect();
+    let objects: Vec<String> = watched
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, (column, array))| {
+            let values = format!(
+                "{} UNION ALL SELECT {}",
+                value_sql(&format!("d.op{i}"), *array),
+                value_sql(&format!("d.np{i}"), *array),
+            );
+            values_object(column, "d", &values)
+        })
+        .collect();
+    let bulk = format!(
+        "                     WITH d AS MATERIALIZED (
+                         SELECT o.{geometry} AS og, n.{geometry} AS ng{carried}
+                         FROM {paired})
+                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, partitions)
+                     SELECT $1, array_agg(d.og) FILTER (WHERE d.og IS NOT NULL),
+                            array_agg(d.ng) FILTER (WHERE d.ng IS NOT NULL), {}
+                     FROM d HAVING count(*) > 0",
+        objects.join(" || ")
+    );
+    dispatch(&["oar_old", "oar_new"], &single, &bulk)
 }
 
 /// `, <jsonb>` of the values each partition column holds in the transition table `rows`, for the
@@ -298,6 +474,15 @@ fn values_object(column: &str, from: &str, values: &str) -> String {
     )
 }
 
+/// `{"column": [the distinct non-NULL values of SELECT values]}`, `values` reading the columns of
+/// the one row (or pair) the query is at.
+fn single_row_object(column: &str, values: &str) -> String {
+    format!(
+        "jsonb_build_object({}, ARRAY(SELECT DISTINCT x.v FROM (SELECT {values}) x(v) WHERE x.v IS NOT NULL))",
+        quote_literal(column)
+    )
+}
+
 /// The text form of a partition column's value (an array's elements, one row each).
 fn value_sql(column: &str, array: bool) -> String {
     if array {
@@ -305,58 +490,6 @@ fn value_sql(column: &str, array: bool) -> String {
     } else {
         format!("{column}::text")
     }
-}
-
-/// The body of a table's UPDATE trigger: the old and new positions of the rows whose watched
-/// columns changed and, for partitioned tables, the partition values those rows left and joined.
-fn update_sql(schema: &str, watched: &Watched, watched_row: &str) -> String {
-    let geometry = quote_ident(&watched.geometry);
-    let id = quote_ident(&watched.id);
-    if watched.partitions.is_empty() {
-        return format!(
-            "                 INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
-                 SELECT TG_RELID, array_agg(o.g) FILTER (WHERE o.g IS NOT NULL),
-                        array_agg(n.g) FILTER (WHERE n.g IS NOT NULL)
-                 FROM (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r FROM oar_old t) o
-                 FULL JOIN (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r FROM oar_new t) n
-                   ON o.k = n.k
-                 WHERE o.r IS DISTINCT FROM n.r
-                 HAVING count(*) > 0;"
-        );
-    }
-    let carried: String = (0..watched.partitions.len())
-        .zip(&watched.partitions)
-        .map(|(i, (column, _))| format!(", t.{} AS p{i}", quote_ident(column)))
-        .collect();
-    let paired: String = (0..watched.partitions.len())
-        .map(|i| format!(", o.p{i} AS op{i}, n.p{i} AS np{i}"))
-        .collect();
-    let objects: Vec<String> = watched
-        .partitions
-        .iter()
-        .enumerate()
-        .map(|(i, (column, array))| {
-            let values = format!(
-                "{} UNION ALL SELECT {}",
-                value_sql(&format!("d.op{i}"), *array),
-                value_sql(&format!("d.np{i}"), *array),
-            );
-            values_object(column, "d", &values)
-        })
-        .collect();
-    format!(
-        "                 WITH d AS MATERIALIZED (
-                     SELECT o.g AS og, n.g AS ng{paired}
-                     FROM (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r{carried} FROM oar_old t) o
-                     FULL JOIN (SELECT t.{id} AS k, t.{geometry} AS g, {watched_row} AS r{carried} FROM oar_new t) n
-                       ON o.k = n.k
-                     WHERE o.r IS DISTINCT FROM n.r)
-                 INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, partitions)
-                 SELECT TG_RELID, array_agg(d.og) FILTER (WHERE d.og IS NOT NULL),
-                        array_agg(d.ng) FILTER (WHERE d.ng IS NOT NULL), {}
-                 FROM d HAVING count(*) > 0;",
-        objects.join(" || ")
-    )
 }
 
 /// Runs DDL in one transaction, so a failure leaves nothing half-installed.
@@ -748,8 +881,17 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
         assert!(sql.contains("CREATE TRIGGER oar_tiles_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON \"public\".\"facilities\"\n                 FOR EACH STATEMENT"));
         assert!(sql.contains("pg_notify('oar_tiles', TG_TABLE_SCHEMA"));
         assert!(sql.contains(
-            "ROW(t.\"name\", t.\"id\", t.\"location\", t.\"country_code\") AS r FROM oar_old t"
+            "(o.\"name\", o.\"id\", o.\"location\", o.\"country_code\") IS DISTINCT FROM (n.\"name\", n.\"id\", n.\"location\", n.\"country_code\")"
         ));
+        // A single row is never aggregated; a bulk statement is planned for its own size.
+        assert_eq!(
+            sql.matches("PERFORM FROM oar_old LIMIT 1 OFFSET 1").count(),
+            2
+        );
+        assert!(sql.contains(
+            "IF (o.\"name\", o.\"id\", o.\"location\", o.\"country_code\") IS DISTINCT FROM"
+        ));
+        assert_eq!(sql.matches("EXECUTE $q$").count(), 3);
         let watermark = Watermark {
             snapshot: "5:9:7".into(),
             settings: Some("abc".into()),
