@@ -195,33 +195,33 @@ fn install_sql(config: &Config, tables: &[Watched]) -> String {
              output text PRIMARY KEY,
              snapshot pg_snapshot NOT NULL,
              updated_at timestamptz NOT NULL DEFAULT now());
-         CREATE OR REPLACE FUNCTION {schema}.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS $f$
+         CREATE OR REPLACE FUNCTION {schema}.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS {truncate};
+         CREATE OR REPLACE FUNCTION {schema}.notify_change() RETURNS trigger LANGUAGE plpgsql AS {notify};
+",
+        truncate = dollar_quote(&format!(
+            "
          BEGIN
              INSERT INTO {schema}.change_log (source, everything) VALUES (TG_RELID, true);
              RETURN NULL;
-         END $f$;
-         CREATE OR REPLACE FUNCTION {schema}.notify_change() RETURNS trigger LANGUAGE plpgsql AS $f$
+         END"
+        )),
+        notify = dollar_quote(&format!(
+            "
          BEGIN
              PERFORM pg_notify({channel}, TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
              RETURN NULL;
-         END $f$;
-",
-        channel = quote_literal(&channel(&config.change_schema)),
+         END",
+            channel = quote_literal(&channel(&config.change_schema)),
+        )),
     );
     for watched in tables {
         let function = function_name(schema, &watched.table);
         sql.push_str(&format!(
             "DROP TRIGGER IF EXISTS oar_tiles_capture ON {table};
              DROP FUNCTION IF EXISTS {function}();
-             CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql AS $f$
-{insert}
-             $f$;
-             CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql AS $f$
-{delete}
-             $f$;
-             CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql AS $f$
-{update}
-             $f$;
+             CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql AS {insert};
+             CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql AS {delete};
+             CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql AS {update};
              DROP TRIGGER IF EXISTS oar_tiles_capture_insert ON {table};
              CREATE TRIGGER oar_tiles_capture_insert AFTER INSERT ON {table}
                  REFERENCING NEW TABLE AS oar_new
@@ -242,9 +242,9 @@ fn install_sql(config: &Config, tables: &[Watched]) -> String {
                  FOR EACH STATEMENT EXECUTE FUNCTION {schema}.notify_change();
 ",
             table = watched.table,
-            insert = one_side_body(schema, watched, "oar_new", "new_geoms"),
-            delete = one_side_body(schema, watched, "oar_old", "old_geoms"),
-            update = update_body(schema, watched),
+            insert = dollar_quote(&one_side_body(schema, watched, "oar_new", "new_geoms")),
+            delete = dollar_quote(&one_side_body(schema, watched, "oar_old", "old_geoms")),
+            update = dollar_quote(&update_body(schema, watched)),
         ));
     }
     sql
@@ -287,13 +287,29 @@ fn dispatch(rows: &[&str], single: &str, bulk: &str) -> String {
 {single};
                      END IF;
                  ELSE
-                     EXECUTE $q$
-{bulk}$q$ USING TG_RELID;
+                     EXECUTE {bulk} USING TG_RELID;
                  END IF;
                  RETURN NULL;
              END",
         first = rows[0],
+        bulk = dollar_quote(&format!("\n{bulk}")),
     )
+}
+
+/// `body` as a dollar-quoted string whose tag occurs nowhere in it: the bodies hold schema, table
+/// and column names, which may contain any text, `$f$` included.
+fn dollar_quote(body: &str) -> String {
+    let tag = (0..)
+        .map(|n| {
+            if n == 0 {
+                "$f$".to_string()
+            } else {
+                format!("$f{n}$")
+            }
+        })
+        .find(|tag| !body.contains(tag.as_str()))
+        .expect("some tag is not in the body");
+    format!("{tag}{body}\n{tag}")
 }
 
 /// The record a single row of the transition table `rows` is read into.
