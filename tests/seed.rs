@@ -644,3 +644,41 @@ fn array_attributes_travel_as_delimited_lists_a_map_client_can_test_for_membersh
         "String"
     );
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_tile_of_several_megabytes_arrives_in_pieces_and_is_stored_whole() {
+    // About 3.5 MB of MVT at zoom 0, which the tile statement returns in 1 MiB pieces over several
+    // rows: the stored tile must be all of them, in order.
+    let mut rng = Rng::new(7);
+    let points: Vec<Point> = (1..=4000)
+        .map(|id| {
+            let mut point = Point::new(id, rng.range(10.0, 12.0), rng.range(40.0, 42.0));
+            let filler: String = (0..80)
+                .map(|_| char::from(b'a' + (rng.next_f64() * 26.0) as u8))
+                .collect();
+            point.label = format!("{id}:{}", filler.repeat(10));
+            point
+        })
+        .collect();
+    let mut schema = TestSchema::create("pieces");
+    schema.point_table("sites", &points);
+    let dir = tempfile::tempdir().unwrap();
+    let output = seed(&schema, dir.path(), "0-1", &[]);
+    let raw = read_mbtiles_raw(&output);
+    let mvt_bytes = crate::common::mvt::gunzip_if_needed(&raw[&(0, 0, 0)]).len();
+    assert!(mvt_bytes > 3 << 20, "the z0 tile is {mvt_bytes} bytes");
+    let tiles = read_mbtiles(&output);
+    for key in [(0, 0, 0), (1, 1, 0)] {
+        let features = &layer(&tiles, key).features;
+        assert_eq!(features.len(), points.len(), "tile {key:?}");
+        for feature in features {
+            let id = feature.id.expect("every feature has its id") as usize;
+            assert_eq!(
+                feature.props.get("label"),
+                Some(&PropValue::String(points[id - 1].label.clone())),
+                "feature {id} of tile {key:?}"
+            );
+        }
+    }
+}
