@@ -907,7 +907,9 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
         assert!(sql.contains(
             "IF (o.\"name\", o.\"id\", o.\"location\", o.\"country_code\") IS DISTINCT FROM"
         ));
-        assert_eq!(sql.matches("EXECUTE $q$").count(), 3);
+        assert_eq!(sql.matches("EXECUTE $f$").count(), 3);
+        // A body holding the tags quotes itself with one it does not hold.
+        assert_eq!(dollar_quote("a $f$ b $f1$"), "$f2$a $f$ b $f1$\n$f2$");
         let watermark = Watermark {
             snapshot: "5:9:7".into(),
             settings: Some("abc".into()),
