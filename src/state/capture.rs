@@ -321,16 +321,21 @@ fn record(rows: &str) -> &'static str {
     }
 }
 
+/// `, partitions` when the table's log rows carry partition values, else nothing.
+fn partition_column(watched: &Watched) -> &'static str {
+    if watched.partitions.is_empty() {
+        ""
+    } else {
+        ", partitions"
+    }
+}
+
 /// The body of the INSERT (`rows` = `oar_new`, into `column` `new_geoms`) or DELETE (`oar_old`,
 /// `old_geoms`) trigger.
 fn one_side_body(schema: &str, watched: &Watched, rows: &str, column: &str) -> String {
     let geometry = quote_ident(&watched.geometry);
     let record = record(rows);
-    let partition_column = if watched.partitions.is_empty() {
-        ""
-    } else {
-        ", partitions"
-    };
+    let partition_column = partition_column(watched);
     let single_partitions: String = if watched.partitions.is_empty() {
         String::new()
     } else {
@@ -384,11 +389,7 @@ fn update_body(schema: &str, watched: &Watched) -> String {
         format!("{} IS DISTINCT FROM {}", side("o"), side("n"))
     };
     let paired = format!("oar_old o FULL JOIN oar_new n ON o.{id} = n.{id} WHERE {changed}");
-    let partition_column = if watched.partitions.is_empty() {
-        ""
-    } else {
-        ", partitions"
-    };
+    let partition_column = partition_column(watched);
     let single_partitions: String = if watched.partitions.is_empty() {
         String::new()
     } else {
