@@ -336,21 +336,9 @@ fn one_side_body(schema: &str, watched: &Watched, rows: &str, column: &str) -> S
     let geometry = quote_ident(&watched.geometry);
     let record = record(rows);
     let partition_column = partition_column(watched);
-    let single_partitions: String = if watched.partitions.is_empty() {
-        String::new()
-    } else {
-        let objects: Vec<String> = watched
-            .partitions
-            .iter()
-            .map(|(name, array)| {
-                single_row_object(
-                    name,
-                    &value_sql(&format!("{record}.{}", quote_ident(name)), *array),
-                )
-            })
-            .collect();
-        format!(", {}", objects.join(" || "))
-    };
+    let single_partitions = single_row_partitions(watched, |column, array| {
+        value_sql(&format!("{record}.{column}"), array)
+    });
     let single = format!(
         "                         INSERT INTO {schema}.change_log (source, {single_column}{partition_column})
                          VALUES (TG_RELID, {record}.{geometry}{single_partitions})",
@@ -390,24 +378,13 @@ fn update_body(schema: &str, watched: &Watched) -> String {
     };
     let paired = format!("oar_old o FULL JOIN oar_new n ON o.{id} = n.{id} WHERE {changed}");
     let partition_column = partition_column(watched);
-    let single_partitions: String = if watched.partitions.is_empty() {
-        String::new()
-    } else {
-        let objects: Vec<String> = watched
-            .partitions
-            .iter()
-            .map(|(name, array)| {
-                let column = quote_ident(name);
-                let values = format!(
-                    "{} UNION ALL SELECT {}",
-                    value_sql(&format!("o.{column}"), *array),
-                    value_sql(&format!("n.{column}"), *array)
-                );
-                single_row_object(name, &values)
-            })
-            .collect();
-        format!(", {}", objects.join(" || "))
-    };
+    let single_partitions = single_row_partitions(watched, |column, array| {
+        format!(
+            "{} UNION ALL SELECT {}",
+            value_sql(&format!("o.{column}"), array),
+            value_sql(&format!("n.{column}"), array)
+        )
+    });
     // One row: its old and new version, whatever its id, are compared directly (a changed id is
     // a changed watched column).
     let single = format!(
@@ -489,6 +466,20 @@ fn values_object(column: &str, from: &str, values: &str) -> String {
          LATERAL (SELECT {values}) x(v) WHERE x.v IS NOT NULL))",
         quote_literal(column)
     )
+}
+
+/// `, <jsonb>` of a single row's partition values for its log row, each column's from `values`
+/// (given the quoted column and whether it is an array); empty when the table has none.
+fn single_row_partitions(watched: &Watched, values: impl Fn(&str, bool) -> String) -> String {
+    if watched.partitions.is_empty() {
+        return String::new();
+    }
+    let objects: Vec<String> = watched
+        .partitions
+        .iter()
+        .map(|(name, array)| single_row_object(name, &values(&quote_ident(name), *array)))
+        .collect();
+    format!(", {}", objects.join(" || "))
 }
 
 /// `{"column": [the distinct non-NULL values of SELECT values]}`, `values` reading the columns of
