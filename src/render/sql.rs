@@ -61,13 +61,17 @@ fn batched(per_tile: &str) -> String {
     let arrays: Vec<String> = (FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM)
         .map(|n| format!("${n}::float8[]"))
         .collect();
+    // The chunks come from a set-returning function in the select list (a ProjectSet), not from a
+    // lateral `generate_series`: the planner puts a Memoize keyed by the whole MVT in front of the
+    // latter, which hashed every tile's bytes. `date_part` gives float8 directly; `extract` would
+    // compute a numeric first, on every row.
     format!(
-        "SELECT b.x, b.y, c.part, c.chunk, t.children, \
-         extract(epoch FROM clock_timestamp() - statement_timestamp())::float8 AS done \
+        "SELECT q.x, q.y, q.part, substring(q.mvt FROM q.part * {MVT_CHUNK} + 1 FOR {MVT_CHUNK}) AS chunk, \
+         q.children, date_part('epoch', clock_timestamp() - statement_timestamp()) AS done \
+         FROM (SELECT b.x, b.y, t.mvt, t.children, \
+         generate_series(0, greatest(length(t.mvt) - 1, 0) / {MVT_CHUNK}) AS part \
          FROM unnest($2::int4[], $3::int4[], {}) AS b(x, y, {}) \
-         CROSS JOIN LATERAL ({per_tile} OFFSET 0) t \
-         CROSS JOIN LATERAL (SELECT g AS part, substring(t.mvt FROM g * {MVT_CHUNK} + 1 FOR {MVT_CHUNK}) AS chunk \
-         FROM generate_series(0, greatest(length(t.mvt) - 1, 0) / {MVT_CHUNK}) g) c",
+         CROSS JOIN LATERAL ({per_tile} OFFSET 0) t) q",
         arrays.join(", "),
         columns.join(", ")
     )
