@@ -21,10 +21,10 @@
       The clustering section's report, from the files bench.sh leaves in DIR.
   bench_helpers.py shards-report DIR ROWS ZOOMS REAL_SHARDS COUNTS...
       The shards section's report, from the files bench.sh leaves in DIR.
-  bench_helpers.py backend-cpu PID
-      While process PID runs, follows the PostgreSQL backends serving its (or its descendants') TCP
-      connections and, once
-      it has exited, prints their user+sys CPU seconds and how many backends there were.
+  bench_helpers.py reaped-cpu POSTMASTER_PID
+      Prints the user+sys CPU seconds of the postmaster's exited children (its backends).
+  bench_helpers.py parent-pid PID
+      Prints the parent of process PID.
 """
 import heapq
 import json
@@ -604,92 +604,22 @@ def cmd_shards_report(args):
 
 # --- the server's CPU beside the tool's -----------------------------------------------------------
 
-def with_children(pid):
-    """PID and its descendants (the tool under /usr/bin/time, maybe under a subshell)."""
-    pids, queue = [], [pid]
-    while queue:
-        p = queue.pop()
-        pids.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                queue += [int(c) for c in open(f"/proc/{p}/task/{task}/children").read().split()]
-        except OSError:
-            pass
-    return pids
+def cmd_reaped_cpu(args):
+    """The CPU of the postmaster's exited children (cutime + cstime of PID, the postmaster): the
+    difference over a run is what the backends that ended within it used, counted by the kernel
+    to the last tick, with no poller beside them competing for the cores."""
+    fields = open(f"/proc/{int(args[0])}/stat").read().rsplit(")", 1)[1].split()
+    print(f"{(int(fields[13]) + int(fields[14])) / os.sysconf('SC_CLK_TCK'):.2f}")
 
 
-def socket_ports(pid):
-    """Local TCP ports of the sockets of process PID and its descendants (IPv4 and IPv6)."""
-    inodes = set()
-    for p in with_children(pid):
-        try:
-            fds = os.listdir(f"/proc/{p}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                link = os.readlink(f"/proc/{p}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = open(table).read().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if fields[9] in inodes:
-                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
-def backend_of(port):
-    """The pid of the PostgreSQL backend whose client is 127.0.0.1(PORT) (its process title)."""
-    needle = f"({port})".encode()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                title = open(f"/proc/{entry}/cmdline", "rb").read()
-            except OSError:
-                continue
-            if title.startswith(b"postgres:") and needle in title:
-                return int(entry)
-    return None
-
-
-def cpu_seconds(pid):
-    """utime + stime of PID in seconds, or None once it is gone."""
-    try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cmd_backend_cpu(args):
-    """Polls every 20 ms, so a backend's CPU after the last poll (the idle end of a session) is
-    missed; a new connection is found within a poll."""
-    pid = int(args[0])
-    backends, seen_ports, last = {}, set(), {}
-    while os.path.exists(f"/proc/{pid}"):
-        for port in socket_ports(pid) - seen_ports:
-            backend = backend_of(port)
-            if backend is not None:
-                seen_ports.add(port)
-                backends[port] = backend
-        for backend in backends.values():
-            cpu = cpu_seconds(backend)
-            if cpu is not None:
-                last[backend] = cpu
-        time.sleep(0.02)
-    print(f"{sum(last.values()):.2f} {len(last)}")
+def cmd_parent_pid(args):
+    """The parent of process PID."""
+    print(open(f"/proc/{int(args[0])}/stat").read().rsplit(")", 1)[1].split()[1])
 
 
 COMMANDS = {
-    "backend-cpu": cmd_backend_cpu,
+    "reaped-cpu": cmd_reaped_cpu,
+    "parent-pid": cmd_parent_pid,
     "watch-changes": cmd_watch_changes,
     "watch-wait": cmd_watch_wait,
     "watch-report": cmd_watch_report,
