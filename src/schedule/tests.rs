@@ -2,7 +2,7 @@
 //! world is a set of "facility" tiles at the deepest zoom, and go to an in-memory sink.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,9 @@ struct MemoryRenderer {
     calls: Mutex<Vec<(Vec<TileCoord>, Mode)>>,
     heavy_in_flight: AtomicUsize,
     most_heavy_in_flight: AtomicUsize,
+    /// Whether a z0 tile is in flight, and the most heavy tiles in flight while one was.
+    top_in_flight: AtomicBool,
+    most_heavy_beside_top: AtomicUsize,
     eager_depth: u8,
 }
 
@@ -35,6 +38,8 @@ impl MemoryRenderer {
             calls: Mutex::new(Vec::new()),
             heavy_in_flight: AtomicUsize::new(0),
             most_heavy_in_flight: AtomicUsize::new(0),
+            top_in_flight: AtomicBool::new(false),
+            most_heavy_beside_top: AtomicUsize::new(0),
             eager_depth: 0,
         }
     }
@@ -70,14 +75,24 @@ impl Renderer for MemoryRenderer {
     {
         self.calls.lock().unwrap().push((tiles.to_vec(), mode));
         let heavy = tiles[0].z() <= self.eager_depth;
+        let top = tiles[0].z() == 0;
         if heavy {
             let now = self.heavy_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             self.most_heavy_in_flight.fetch_max(now, Ordering::SeqCst);
+            if top {
+                self.top_in_flight.store(true, Ordering::SeqCst);
+            }
+            if self.top_in_flight.load(Ordering::SeqCst) {
+                self.most_heavy_beside_top.fetch_max(now, Ordering::SeqCst);
+            }
         }
         // Yield so that other statements really are in flight at the same time.
         tokio::time::sleep(Duration::from_millis(1)).await;
         if heavy {
             self.heavy_in_flight.fetch_sub(1, Ordering::SeqCst);
+            if top {
+                self.top_in_flight.store(false, Ordering::SeqCst);
+            }
         }
         let mut finished = Vec::with_capacity(tiles.len());
         for tile in tiles {
@@ -350,14 +365,18 @@ async fn a_resumed_walk_skips_journaled_tiles_but_still_descends_below_them() {
 }
 
 #[tokio::test]
-async fn with_huge_layers_heavy_tiles_render_alone_and_one_at_a_time() {
+async fn with_huge_layers_the_z0_tile_renders_with_no_other_heavy_tile_beside_it() {
     let mut renderer = MemoryRenderer::new(&[(4, 1, 1), (4, 14, 14), (4, 7, 8)]);
     renderer.unclustered_rows = HUGE_TOP_ROWS * 2.0;
     renderer.eager_depth =
         PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, 4).unwrap()).eager_depth();
     let run = walk(&renderer, 4, false, HashMap::new()).await;
     assert!(*run.result.as_ref().unwrap());
-    assert_eq!(renderer.most_heavy_in_flight.load(Ordering::SeqCst), 1);
+    assert_eq!(renderer.most_heavy_beside_top.load(Ordering::SeqCst), 1);
+    assert!(
+        renderer.most_heavy_in_flight.load(Ordering::SeqCst) > 1,
+        "the other heavy tiles share the connections"
+    );
     let heavy_alone = renderer
         .calls
         .lock()
