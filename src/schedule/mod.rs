@@ -273,9 +273,9 @@ impl<R: Renderer> Scheduler<'_, R> {
 /// with no other heavy tile beside it. Two other heavy tiles in flight hold no more features than
 /// it does when they do not overlap (tiles of one zoom never do, and below the eager zooms a tile's
 /// children are queued only once it is done), and at most twice as many otherwise (a tile of the
-/// eager zooms beside one of its descendants). A 1M-row z0-14 seed peaked at 184 MB this way
-/// against 178 MB with every heavy tile rendered one at a time, which left a core idle for its
-/// first 45 s (78 against 102 s of wall time).
+/// eager zooms beside one of its descendants). Three 1M-row z0-14 seeds peaked at 170-214 MB this
+/// way against 178 MB with every heavy tile rendered one at a time, which left a core idle for the
+/// first 45 s (78-82 against 102 s of wall time).
 struct WalkQueue<'w> {
     walk: &'w PyramidWalk,
     heap: BinaryHeap<Reverse<u64>>,
