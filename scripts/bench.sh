@@ -286,7 +286,7 @@ reaped_cpu() {
     sleep 0.2 # lets the postmaster reap the backends of a client that just exited
     python3 "$ROOT/scripts/bench_helpers.py" reaped-cpu "$postmaster"
 }
-cpu_since() { python3 -c 'import sys; print(f"{float(sys.argv[2]) - float(sys.argv[1]):.2f}")' "$1" "$(reaped_cpu)"; }
+cpu_since() { awk -v a="$1" -v b="$(reaped_cpu)" 'BEGIN { printf "%.2f\n", b - a }'; }
 tiles_table=
 floor_table=
 reseed_pending=0 # the reseed sample is modified or change capture is installed
@@ -443,11 +443,11 @@ baseline_copy_sql() {
 # server CPU of its backends: the first run also warms the caches for this access pattern. Each
 # session's counts land in baseline.N.K (not with `copy`, whose bytes go to /dev/null).
 run_baseline() {
-    local n=$1 how=${2:-count} best= best_cpu= run k t0 t1 pids cpu
+    local n=$1 how=${2:-count} best= best_cpu= run k t0 pids cpu_before secs cpu
     for run in 1 2; do
         log "server-side baseline ($how), run $run of 2 ($n session(s))"
         pids=()
-        cpu=$(reaped_cpu)
+        cpu_before=$(reaped_cpu)
         t0=$(now)
         for ((k = 0; k < n; k++)); do
             local condition="b.session = $k"
@@ -460,11 +460,11 @@ run_baseline() {
             pids+=("$!")
         done
         for pid in "${pids[@]}"; do wait "$pid"; done
-        t1=$(now)
-        cpu=$(cpu_since "$cpu")
-        read -r best best_cpu < <(python3 -c 'import sys; d = float(sys.argv[2]) - float(sys.argv[1])
-b, c = sys.argv[3], sys.argv[4]
-print(f"{d:.6f} {sys.argv[5]}" if not b or d < float(b) else f"{b} {c}")' "$t0" "$t1" "$best" "$best_cpu" "$cpu")
+        secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.6f", b - a }')
+        cpu=$(cpu_since "$cpu_before")
+        if [[ -z $best ]] || awk -v d="$secs" -v b="$best" 'BEGIN { exit !(d < b) }'; then
+            best=$secs best_cpu=$cpu
+        fi
     done
     echo "$best $best_cpu"
 }
