@@ -32,7 +32,7 @@ pub const PIPELINE_DEPTH: usize = 4;
 
 /// Unclustered features (the tables' row estimates) above which the z0 tile renders with no other
 /// heavy tile beside it: at 1,000,000 facilities it alone is 90 MB before compression, and two
-/// tiles of that size at once took the peak RSS from 294 to 446 MB.
+/// tiles of that size at once took the peak RSS from 294 to 446 MB. See [`WalkQueue`].
 pub const HUGE_TOP_ROWS: f64 = 300_000.0;
 
 /// Stored bytes above which a tile's children count as heavy where the layers are huge (see
@@ -81,7 +81,7 @@ impl<R: Renderer> Scheduler<'_, R> {
         progress: &mut Progress,
     ) -> Result<()> {
         let mut queue = WalkQueue::new(walk, done, self.renderer.unclustered_rows());
-        progress.discovered(queue.heap.len());
+        progress.discovered(queue.len());
         let mut in_flight = FuturesUnordered::new();
         let mut heavy_in_flight = 0;
         // With huge layers the z0 tile, which holds every feature, renders with no other heavy
@@ -89,6 +89,7 @@ impl<R: Renderer> Scheduler<'_, R> {
         let mut alone_in_flight = false;
         loop {
             while in_flight.len() < self.capacity() {
+                queue.release_top(heavy_in_flight);
                 let heavy_allowed = if alone_in_flight {
                     false
                 } else if queue.next_goes_alone() {
@@ -269,19 +270,29 @@ impl<R: Renderer> Scheduler<'_, R> {
 /// The tiles a walk still has to visit, lowest zoom first and neighbours together, and which of
 /// them are heavy: the top zooms' tiles always, and where the layers hold more unclustered features
 /// than [`HUGE_TOP_ROWS`], the children of tiles that came out over [`BIG_TILE_BYTES`]. Heavy tiles
-/// go alone, one per connection. With huge layers the z0 tile, which holds every feature, renders
-/// with no other heavy tile beside it. Two other heavy tiles in flight hold no more features than
-/// it does when they do not overlap (tiles of one zoom never do, and below the eager zooms a tile's
-/// children are queued only once it is done), and at most twice as many otherwise (a tile of the
-/// eager zooms beside one of its descendants). Three 1M-row z0-14 seeds peaked at 170-214 MB this
-/// way against 178 MB with every heavy tile rendered one at a time, which left a core idle for the
-/// first 45 s (78-82 against 102 s of wall time).
+/// go alone, one per connection; one that may not start yet waits aside, so the light tiles queued
+/// behind it keep the connections busy.
+///
+/// With huge layers the z0 tile, which holds every feature, renders with no other heavy tile beside
+/// it. Two other heavy tiles in flight hold no more features than it does when they do not overlap
+/// (tiles of one zoom never do, and below the eager zooms a tile's children are queued only once it
+/// is done), and at most twice as many otherwise (a tile of the eager zooms beside one of its
+/// descendants). Its children are queued from the start (the eager zooms), so nothing waits for
+/// it: it is held back until no other heavy tile is queued or in flight, and then renders beside
+/// the light tiles of deeper zooms. Rendered first, it left a core idle for its whole render (7.2 s
+/// of a 1M-row z0-14 seed), since every other tile queued then was heavy.
 struct WalkQueue<'w> {
     walk: &'w PyramidWalk,
     heap: BinaryHeap<Reverse<u64>>,
     done: HashMap<u64, [bool; 4]>,
     huge: bool,
     big_parents: HashSet<u64>,
+    /// Heavy tiles set aside while no heavy tile may start.
+    waiting: Vec<Reverse<u64>>,
+    /// Heavy tiles in the heap or waiting.
+    heavy_queued: usize,
+    /// With huge layers, the z0 tile until [`WalkQueue::release_top`] queues it.
+    held_top: Option<TileCoord>,
 }
 
 impl<'w> WalkQueue<'w> {
@@ -292,15 +303,39 @@ impl<'w> WalkQueue<'w> {
             done,
             huge: unclustered_rows > HUGE_TOP_ROWS,
             big_parents: HashSet::new(),
+            waiting: Vec::new(),
+            heavy_queued: 0,
+            held_top: None,
         };
         for root in walk.roots() {
-            queue.push(root);
+            if queue.goes_alone(root) {
+                queue.held_top = Some(root);
+            } else {
+                queue.push(root);
+            }
         }
         queue
     }
 
+    /// Tiles queued, held or waiting.
+    fn len(&self) -> usize {
+        self.heap.len() + self.waiting.len() + usize::from(self.held_top.is_some())
+    }
+
     fn push(&mut self, tile: TileCoord) {
+        // A tile's heaviness is fixed when it is queued: its parent's size is noted before its
+        // children are pushed, and nothing unnotes it.
+        self.heavy_queued += usize::from(self.is_heavy(tile));
         self.heap.push(Reverse(walk_order_key(tile)));
+    }
+
+    /// Queues the held z0 tile once no other heavy tile is queued or in flight.
+    fn release_top(&mut self, heavy_in_flight: usize) {
+        if heavy_in_flight == 0 && self.heavy_queued == 0 {
+            if let Some(top) = self.held_top.take() {
+                self.push(top);
+            }
+        }
     }
 
     /// Whether `tile` must render with no other heavy tile in flight.
@@ -340,18 +375,23 @@ impl<'w> WalkQueue<'w> {
         }
     }
 
-    /// The next statement's tiles (one zoom; a heavy tile alone) and whether it is heavy. `None`
-    /// when nothing is queued, or the next tile is heavy and `heavy_allowed` is false.
+    /// The next statement's tiles (one zoom; a heavy tile alone) and whether it is heavy. While
+    /// `heavy_allowed` is false, heavy tiles wait aside and the light ones behind them are taken.
+    /// `None` when nothing is queued that may start.
     fn next_batch(
         &mut self,
         capacity: usize,
         heavy_allowed: bool,
     ) -> Option<(Vec<TileCoord>, bool)> {
+        if heavy_allowed {
+            self.heap.extend(self.waiting.drain(..));
+        }
         loop {
             let next = tile_from_walk_order_key(self.heap.peek()?.0);
             let heavy = self.is_heavy(next);
             if heavy && !heavy_allowed {
-                return None;
+                self.waiting.extend(self.heap.pop());
+                continue;
             }
             let limit = if heavy {
                 1
@@ -363,7 +403,9 @@ impl<'w> WalkQueue<'w> {
                 let peeked = self.heap.peek().map(|key| tile_from_walk_order_key(key.0));
                 let same_zoom = match (peeked, batch.first()) {
                     (None, _) => false,
-                    (Some(_), None) => true,
+                    // The first tile may have been finished by an interrupted run: the next one
+                    // must be as heavy as the one the batch was started for.
+                    (Some(tile), None) => self.is_heavy(tile) == heavy,
                     (Some(tile), Some(first)) => {
                         // One statement renders or probes all its tiles, so a shard's walk keeps
                         // the tiles it renders apart from those it only passes through.
@@ -379,6 +421,7 @@ impl<'w> WalkQueue<'w> {
                     break;
                 };
                 let tile = tile_from_walk_order_key(key);
+                self.heavy_queued -= usize::from(self.is_heavy(tile));
                 if let Some(children) = self.done.remove(&tile_key(tile)) {
                     // Finished by an interrupted run: its children are known without rendering it.
                     let walk = self.walk;

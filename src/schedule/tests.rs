@@ -24,6 +24,9 @@ struct MemoryRenderer {
     top_in_flight: AtomicBool,
     most_heavy_beside_top: AtomicUsize,
     eager_depth: u8,
+    /// Per statement, its first tile and when it started and ended on `clock`.
+    spans: Mutex<Vec<(TileCoord, usize, usize)>>,
+    clock: AtomicUsize,
 }
 
 impl MemoryRenderer {
@@ -41,6 +44,8 @@ impl MemoryRenderer {
             top_in_flight: AtomicBool::new(false),
             most_heavy_beside_top: AtomicUsize::new(0),
             eager_depth: 0,
+            spans: Mutex::new(Vec::new()),
+            clock: AtomicUsize::new(0),
         }
     }
 
@@ -50,6 +55,16 @@ impl MemoryRenderer {
                 && f.x() >> (f.z() - tile.z()) == tile.x()
                 && f.y() >> (f.z() - tile.z()) == tile.y()
         })
+    }
+
+    /// The statements whose first tile `which` accepts, as (start, end) on `clock`.
+    fn spans_of(&self, which: impl Fn(TileCoord) -> bool) -> Vec<(usize, usize)> {
+        let spans = self.spans.lock().unwrap();
+        spans
+            .iter()
+            .filter(|(tile, _, _)| which(*tile))
+            .map(|(_, start, end)| (*start, *end))
+            .collect()
     }
 
     fn rendered(&self) -> Vec<TileCoord> {
@@ -74,6 +89,7 @@ impl Renderer for MemoryRenderer {
         Fut: std::future::Future<Output = T>,
     {
         self.calls.lock().unwrap().push((tiles.to_vec(), mode));
+        let started = self.clock.fetch_add(1, Ordering::SeqCst);
         let heavy = tiles[0].z() <= self.eager_depth;
         let top = tiles[0].z() == 0;
         if heavy {
@@ -88,6 +104,8 @@ impl Renderer for MemoryRenderer {
         }
         // Yield so that other statements really are in flight at the same time.
         tokio::time::sleep(Duration::from_millis(1)).await;
+        let ended = self.clock.fetch_add(1, Ordering::SeqCst);
+        self.spans.lock().unwrap().push((tiles[0], started, ended));
         if heavy {
             self.heavy_in_flight.fetch_sub(1, Ordering::SeqCst);
             if top {
@@ -232,6 +250,19 @@ async fn walk_with(
         tally,
         stored,
     }
+}
+
+/// Every tile that holds one of `facilities`, from z0 down to theirs.
+fn tiles_above(facilities: &[(u8, u32, u32)]) -> BTreeSet<TileCoord> {
+    let mut tiles = BTreeSet::new();
+    for (z, x, y) in facilities {
+        let mut tile = Some(TileCoord::new(*z, *x, *y).unwrap());
+        while let Some(t) = tile {
+            tiles.insert(t);
+            tile = t.parent();
+        }
+    }
+    tiles
 }
 
 fn stored_tiles(run: &Run) -> BTreeSet<TileCoord> {
@@ -393,6 +424,70 @@ async fn with_huge_layers_the_z0_tile_renders_with_no_other_heavy_tile_beside_it
         light.most_heavy_in_flight.load(Ordering::SeqCst) > 1,
         "without huge layers, heavy tiles share the connections"
     );
+}
+
+#[tokio::test]
+async fn with_huge_layers_the_z0_tile_renders_after_the_other_heavy_tiles_beside_light_ones() {
+    // Facilities under z2 tiles early and late in the walk, twelve zooms deep: light tiles are
+    // still being found when the last heavy root is done.
+    let facilities = [(12, 1, 1), (12, 4000, 4000), (12, 2047, 2049)];
+    let mut renderer = MemoryRenderer::new(&facilities);
+    renderer.unclustered_rows = HUGE_TOP_ROWS * 2.0;
+    renderer.eager_depth =
+        PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, 12).unwrap()).eager_depth();
+    let eager = renderer.eager_depth;
+    assert!(eager >= 1, "z0's children are queued without it");
+    let run = walk(&renderer, 12, false, HashMap::new()).await;
+    assert!(*run.result.as_ref().unwrap());
+    assert_eq!(stored_tiles(&run), tiles_above(&facilities));
+
+    let top = renderer.spans_of(|t| t.z() == 0);
+    assert_eq!(top.len(), 1);
+    let (top_start, top_end) = top[0];
+    let other_heavy = renderer.spans_of(|t| t.z() > 0 && t.z() <= eager);
+    assert!(
+        other_heavy.iter().all(|(_, end)| *end < top_start),
+        "z0 starts once every other heavy tile is done: z0 {top:?}, others {other_heavy:?}"
+    );
+    let light = renderer.spans_of(|t| t.z() > eager);
+    assert!(
+        light
+            .iter()
+            .any(|(start, end)| *start < top_end && top_start < *end),
+        "light tiles render beside z0: z0 {top:?}, light {light:?}"
+    );
+}
+
+#[tokio::test]
+async fn light_tiles_pass_heavy_tiles_that_have_to_wait() {
+    let facilities = [(6, 1, 1), (6, 60, 60), (6, 31, 33)];
+    let mut renderer = MemoryRenderer::new(&facilities);
+    renderer.eager_depth =
+        PyramidWalk::new(BBox::WORLD, ZoomRange::new(0, 6).unwrap()).eager_depth();
+    let eager = renderer.eager_depth;
+    let run = walk(&renderer, 6, false, HashMap::new()).await;
+    assert!(*run.result.as_ref().unwrap());
+    assert_eq!(stored_tiles(&run), tiles_above(&facilities));
+
+    // Heavy tiles go one per connection (two here): the third heavy root waits, and the children
+    // of the first z2 tile, which are light, start before the last heavy root does.
+    let last_heavy_start = renderer
+        .spans_of(|t| t.z() <= eager)
+        .iter()
+        .map(|(start, _)| *start)
+        .max()
+        .unwrap();
+    let first_light_start = renderer
+        .spans_of(|t| t.z() > eager)
+        .iter()
+        .map(|(start, _)| *start)
+        .min()
+        .unwrap();
+    assert!(
+        first_light_start < last_heavy_start,
+        "light tiles waited behind heavy ones: first light at {first_light_start}, last heavy at {last_heavy_start}"
+    );
+    assert!(renderer.most_heavy_in_flight.load(Ordering::SeqCst) <= 2);
 }
 
 #[tokio::test]
