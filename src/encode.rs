@@ -61,49 +61,78 @@ pub fn gzip(mvt: &[u8], level: u32) -> Vec<u8> {
 }
 
 /// Gzip-compresses MVT bytes that arrive in pieces (tiles over [`crate::render::sql::MVT_CHUNK`]),
-/// as one member, with zlib-rs's streaming compressor: libdeflate needs the whole tile in one
-/// buffer, and joining the pieces of a z0 tile of 90 MB (1M facilities) took the peak RSS from 228
-/// to 269 MB, since the rows' buffers are only freed together. The same pieces always give the
-/// same bytes.
-pub fn gzip_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]> + Clone, level: u32) -> Vec<u8> {
-    let total: usize = chunks.clone().into_iter().map(<[u8]>::len).sum();
-    let mut out = Vec::with_capacity(total / 2 + 64);
-    out.extend_from_slice(&GZIP_HEADER);
-    let mut crc = Crc::new();
-    STREAM.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.0 != level {
-            *cell = (level, Compress::new(Compression::new(level), false));
+/// as one member, with zlib-rs's streaming compressor, each piece as it comes: libdeflate needs the
+/// whole tile in one buffer, and joining the pieces of a z0 tile of 90 MB (1M facilities) took the
+/// peak RSS from 228 to 269 MB. The same pieces always give the same bytes, however long each took
+/// to arrive.
+pub fn gzip_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, level: u32) -> Vec<u8> {
+    let mut stream = GzipStream::new(level);
+    for chunk in chunks {
+        stream.write(chunk);
+    }
+    stream.finish()
+}
+
+/// A gzip member written piece by piece on the thread's zlib-rs compressor.
+struct GzipStream {
+    out: Vec<u8>,
+    crc: Crc,
+    level: u32,
+}
+
+impl GzipStream {
+    fn new(level: u32) -> Self {
+        STREAM.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            if cell.0 != level {
+                *cell = (level, Compress::new(Compression::new(level), false));
+            }
+            cell.1.reset();
+        });
+        GzipStream {
+            out: GZIP_HEADER.to_vec(),
+            crc: Crc::new(),
+            level,
         }
-        let compressor = &mut cell.1;
-        compressor.reset();
-        let mut fed = 0usize;
-        for chunk in chunks {
-            crc.update(chunk);
+    }
+
+    fn write(&mut self, chunk: &[u8]) {
+        self.crc.update(chunk);
+        let out = &mut self.out;
+        STREAM.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            debug_assert_eq!(cell.0, self.level, "one stream at a time per thread");
+            let compressor = &mut cell.1;
             let start = compressor.total_in() as usize;
             while (compressor.total_in() as usize) - start < chunk.len() {
                 let consumed = compressor.total_in() as usize - start;
                 out.reserve((chunk.len() - consumed) / 2 + 1024);
                 compressor
-                    .compress_vec(&chunk[consumed..], &mut out, FlushCompress::None)
+                    .compress_vec(&chunk[consumed..], out, FlushCompress::None)
                     .expect("deflating into a growable buffer cannot fail");
             }
-            fed += chunk.len();
-        }
-        debug_assert_eq!(fed, total);
-        loop {
-            out.reserve(1024);
-            let status = compressor
-                .compress_vec(&[], &mut out, FlushCompress::Finish)
-                .expect("deflating into a growable buffer cannot fail");
-            if status == Status::StreamEnd {
-                break;
+        });
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let out = &mut self.out;
+        STREAM.with(|cell| {
+            let compressor = &mut cell.borrow_mut().1;
+            loop {
+                out.reserve(1024);
+                let status = compressor
+                    .compress_vec(&[], out, FlushCompress::Finish)
+                    .expect("deflating into a growable buffer cannot fail");
+                if status == Status::StreamEnd {
+                    break;
+                }
             }
-        }
-    });
-    out.extend_from_slice(&crc.sum().to_le_bytes());
-    out.extend_from_slice(&(total as u32).to_le_bytes());
-    out
+        });
+        let total = self.crc.amount();
+        self.out.extend_from_slice(&self.crc.sum().to_le_bytes());
+        self.out.extend_from_slice(&total.to_le_bytes());
+        self.out
+    }
 }
 
 /// Deflates `data` after the header already in `out`, with `room` bytes for it; false when it
@@ -148,15 +177,20 @@ impl Encoding {
         let mvt = rendered.mvt.take();
         let data = match (self.gzip, mvt.single()) {
             (true, Some(bytes)) => gzip(bytes, self.level),
-            (true, None) => gzip_chunks(mvt.chunks(), self.level),
+            (true, None) => {
+                let mut stream = GzipStream::new(self.level);
+                mvt.for_each_piece(|piece| stream.write(piece));
+                stream.finish()
+            }
             (false, _) => mvt.into_bytes(),
         };
         (rendered, Some(data))
     }
 
-    /// Whether encoding this tile is worth a blocking thread (a large tile, compressed).
+    /// Whether encoding this tile must run on a blocking thread: its pieces are still arriving, or
+    /// it is large and compressed.
     pub fn is_heavy(self, rendered: &Rendered) -> bool {
-        self.gzip && rendered.mvt.len() >= OFFLOAD_BYTES
+        rendered.mvt.is_arriving() || (self.gzip && rendered.mvt.len() >= OFFLOAD_BYTES)
     }
 }
 
@@ -250,6 +284,62 @@ mod tests {
         assert_eq!(gunzip(&encoded()), data);
         assert_eq!(encoded(), encoded());
         assert_eq!(gunzip(&gzip_chunks(std::iter::empty(), 1)), b"");
+    }
+
+    #[test]
+    fn pieces_still_arriving_compress_like_pieces_held() {
+        let data = b"a tile arriving in pieces, ".repeat(4000);
+        let pieces: Vec<Vec<u8>> = data.chunks(1000).map(<[u8]>::to_vec).collect();
+        let encoding = Encoding {
+            gzip: true,
+            level: DEFAULT_LEVEL,
+        };
+        let rendered = |mvt| Rendered {
+            tile: TileCoord::new(0, 0, 0).unwrap(),
+            mvt,
+            children: [false; 4],
+            elapsed: std::time::Duration::ZERO,
+        };
+        // The first piece is held, the others come over a channel one at a time, as a statement's
+        // rows do, while the encoder already works on a thread of its own.
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let arriving = rendered(crate::render::Mvt::arriving(
+            vec![pieces[0].clone()],
+            receiver,
+        ));
+        assert!(encoding.is_heavy(&arriving), "taking pieces blocks");
+        let encoder = std::thread::spawn(move || encoding.encode(arriving).1.unwrap());
+        for piece in &pieces[1..] {
+            sender.blocking_send(piece.clone()).unwrap();
+        }
+        drop(sender);
+        let streamed = encoder.join().unwrap();
+        let held = encoding
+            .encode(rendered(crate::render::Mvt::from_pieces(pieces.clone())))
+            .1
+            .unwrap();
+        assert_eq!(streamed, held);
+        assert_eq!(gunzip(&streamed), data);
+
+        let plain = Encoding {
+            gzip: false,
+            ..encoding
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let arriving = rendered(crate::render::Mvt::arriving(
+            vec![pieces[0].clone()],
+            receiver,
+        ));
+        assert!(
+            plain.is_heavy(&arriving),
+            "joining pieces that arrive blocks too"
+        );
+        let joiner = std::thread::spawn(move || plain.encode(arriving).1.unwrap());
+        for piece in &pieces[1..] {
+            sender.blocking_send(piece.clone()).unwrap();
+        }
+        drop(sender);
+        assert_eq!(joiner.join().unwrap(), data);
     }
 
     /// Also the path where the first try's room (half the size) is too small.

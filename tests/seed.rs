@@ -8,7 +8,7 @@ use crate::common::mvt::{DecodedLayer, PropValue};
 use crate::common::pg::{Point, Rng, TestSchema};
 use crate::common::run::{
     assert_same_tiles, candidate_tiles, membership, oar_tiles, pixel, read_mbtiles,
-    read_mbtiles_raw, read_metadata, seed_args, single_layer_config, strs,
+    read_mbtiles_raw, read_metadata, read_tree, seed_args, single_layer_config, strs,
 };
 
 const EXTENT: u32 = 4096;
@@ -680,5 +680,22 @@ fn a_tile_of_several_megabytes_arrives_in_pieces_and_is_stored_whole() {
                 "feature {id} of tile {key:?}"
             );
         }
+    }
+
+    // Uncompressed, the pieces are joined rather than compressed as they arrive.
+    let config = dir.path().join("plain.toml");
+    let plain = single_layer_config(&schema.name, "sites", "compress = false", "");
+    std::fs::write(&config, plain).unwrap();
+    let tree = dir.path().join("plain");
+    let tree_arg = format!("dir:{}", tree.display());
+    let args = seed_args(&config, "0-1", &tree_arg);
+    oar_tiles(Some(&schema.url), &strs(&args)).assert_success();
+    let plain_tiles = read_tree(&tree, "pbf");
+    assert_eq!(plain_tiles.len(), raw.len());
+    for (key, data) in &raw {
+        assert!(
+            plain_tiles[key] == crate::common::mvt::gunzip_if_needed(data),
+            "tile {key:?}: the uncompressed tree differs from the MBTiles"
+        );
     }
 }

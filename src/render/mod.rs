@@ -66,9 +66,14 @@ pub struct Rendered {
 }
 
 /// A tile's MVT bytes where they arrived: in the result rows, piece by piece, so a tile of tens of
-/// megabytes is never copied into one buffer before it is compressed.
+/// megabytes is never copied into one buffer before it is compressed. A large tile's later pieces
+/// may still be arriving when it is handed on (see [`Mvt::for_each_piece`]).
 #[derive(Debug, Default)]
-pub struct Mvt(Vec<Piece>);
+pub struct Mvt {
+    held: Vec<Piece>,
+    /// The pieces after the held ones, in order, while they arrive; closed after the last.
+    arriving: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
+}
 
 #[derive(Debug)]
 enum Piece {
@@ -79,71 +84,89 @@ enum Piece {
 /// Column of the MVT piece in a tile statement's rows.
 const CHUNK_COLUMN: usize = 3;
 
+/// Pieces of a large tile that may wait between the statement's rows and whoever takes them:
+/// enough that reading rows and compressing overlap, few enough that a tile of 100 MB is never
+/// held whole.
+const ARRIVING_PIECES: usize = 2;
+
+impl Piece {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Piece::Row(row) => row.get::<_, &[u8]>(CHUNK_COLUMN),
+            Piece::Bytes(bytes) => bytes.as_slice(),
+        }
+    }
+}
+
 impl Mvt {
     /// Bytes made elsewhere (a renderer that does not read rows, such as a test's).
     pub fn from_bytes(bytes: Vec<u8>) -> Mvt {
-        Mvt(vec![Piece::Bytes(bytes)])
+        Mvt::from_pieces(vec![bytes])
     }
 
     /// Pieces made elsewhere, in order (a test's).
     pub fn from_pieces(pieces: Vec<Vec<u8>>) -> Mvt {
-        Mvt(pieces.into_iter().map(Piece::Bytes).collect())
+        Mvt {
+            held: pieces.into_iter().map(Piece::Bytes).collect(),
+            arriving: None,
+        }
+    }
+
+    /// Held pieces followed by the pieces `arriving` will bring (a test's, or a large tile's).
+    pub fn arriving(pieces: Vec<Vec<u8>>, arriving: tokio::sync::mpsc::Receiver<Vec<u8>>) -> Mvt {
+        Mvt {
+            arriving: Some(arriving),
+            ..Mvt::from_pieces(pieces)
+        }
     }
 
     /// The bytes, when they arrived in one piece: compressed from where they lie, with no copy.
     pub fn single(&self) -> Option<&[u8]> {
-        match self.0.as_slice() {
-            [_] => self.chunks().next(),
+        match (self.held.as_slice(), &self.arriving) {
+            ([piece], None) => Some(piece.bytes()),
             _ => None,
+        }
+    }
+
+    /// Whether more pieces are still to arrive: taking them blocks (see [`Mvt::for_each_piece`]).
+    pub fn is_arriving(&self) -> bool {
+        self.arriving.is_some()
+    }
+
+    /// Hands every piece to `take`, in order, releasing each before the next arrives. Waits for
+    /// arriving pieces, so it must not run on an async task when [`Mvt::is_arriving`].
+    pub fn for_each_piece(self, mut take: impl FnMut(&[u8])) {
+        for piece in &self.held {
+            take(piece.bytes());
+        }
+        drop(self.held);
+        if let Some(mut arriving) = self.arriving {
+            while let Some(piece) = arriving.blocking_recv() {
+                take(&piece);
+            }
         }
     }
 
     /// The bytes in one buffer (for outputs that store tiles uncompressed).
     pub fn into_bytes(self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(self.len());
-        for piece in self.0 {
-            match piece {
-                Piece::Row(row) => bytes.extend_from_slice(row.get::<_, &[u8]>(CHUNK_COLUMN)),
-                Piece::Bytes(piece) => bytes.extend_from_slice(&piece),
-            }
-        }
+        self.for_each_piece(|piece| bytes.extend_from_slice(piece));
         bytes
     }
 
-    /// The pieces, in order.
-    pub fn chunks(&self) -> impl Iterator<Item = &[u8]> + Clone {
-        self.0.iter().map(|piece| match piece {
-            Piece::Row(row) => row.get::<_, &[u8]>(CHUNK_COLUMN),
-            Piece::Bytes(bytes) => bytes.as_slice(),
-        })
-    }
-
-    /// Length in bytes.
+    /// Length in bytes of the pieces held (all of them unless [`Mvt::is_arriving`]).
     pub fn len(&self) -> usize {
-        self.chunks().map(<[u8]>::len).sum()
+        self.held.iter().map(|piece| piece.bytes().len()).sum()
     }
 
     /// Whether the tile holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Adds a piece of a large tile, copied out of its row: a row keeps the whole read buffer it
-    /// arrived in, which for megabyte pieces was about twice the piece (a z0 tile of 90 MB held
-    /// 169 MB of buffers at 1M facilities).
-    fn push_owned(&mut self, row: Row) {
-        for piece in &mut self.0 {
-            if let Piece::Row(first) = piece {
-                *piece = Piece::Bytes(first.get::<_, &[u8]>(CHUNK_COLUMN).to_vec());
-            }
-        }
-        self.0
-            .push(Piece::Bytes(row.get::<_, &[u8]>(CHUNK_COLUMN).to_vec()));
+        self.len() == 0 && !self.is_arriving()
     }
 
     /// Releases the bytes once they are encoded.
     pub fn take(&mut self) -> Mvt {
-        Mvt(std::mem::take(&mut self.0))
+        std::mem::take(self)
     }
 }
 
@@ -311,6 +334,29 @@ impl Connections {
             if Arc::ptr_eq(&current, broken) {
                 *current = Arc::new(fresh);
             }
+        }
+    }
+}
+
+/// Sends a large tile's pieces, from `second` on, to whoever takes them as they arrive; returns the
+/// first row of the next tile (or the end) and the server's clock at the last piece. The pieces are
+/// copied out of their rows: a row keeps the whole read buffer it arrived in, about twice the piece.
+/// When the taker is gone (it failed, or only probes), the pieces are read and dropped.
+async fn pass_pieces(
+    second: Row,
+    mut rows: std::pin::Pin<&mut RowStream>,
+    sender: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> std::result::Result<(Option<Row>, f64), tokio_postgres::Error> {
+    let mut row = second;
+    loop {
+        let done: f64 = row.get(5);
+        // An error only means the taker is gone; the rows must still be read to the end.
+        let _ = sender
+            .send(row.get::<_, &[u8]>(CHUNK_COLUMN).to_vec())
+            .await;
+        match rows.try_next().await? {
+            Some(next) if next.get::<_, i32>(2) > 0 => row = next,
+            after => return Ok((after, done)),
         }
     }
 }
@@ -568,8 +614,10 @@ impl TilesetRenderer {
 
     /// The tiles of a statement's rows as they arrive (a tile's pieces are consecutive, the first
     /// numbered 0), each with the server time since the previous tile was done, put through
-    /// `finish` as soon as the next tile starts. The outer error is the database's (retried as
-    /// such); the inner one, rows no tile statement returns.
+    /// `finish` as soon as the next tile starts. A tile in several pieces is put through `finish`
+    /// at its second piece, and the rest follow while `finish` runs, so it is never held whole.
+    /// The outer error is the database's (retried as such); the inner one, rows no tile statement
+    /// returns.
     async fn finish_rows<T, F, Fut>(
         &self,
         z: u8,
@@ -585,16 +633,26 @@ impl TilesetRenderer {
         let mut finished: Vec<T> = Vec::with_capacity(expected);
         let mut current: Option<Rendered> = None;
         let mut previous = 0.0;
-        while let Some(row) = rows.try_next().await? {
+        let mut next = rows.try_next().await?;
+        while let Some(row) = next.take() {
             let done: f64 = row.get(5);
             let part: i32 = row.get(2);
-            if part > 0 {
-                if let Some(last) = current.as_mut() {
-                    last.elapsed += Duration::from_secs_f64((done - previous).max(0.0));
-                    previous = done;
-                    last.mvt.push_owned(row);
-                    continue;
-                }
+            if let (true, Some(mut large)) = (part > 0, current.take()) {
+                large.elapsed += Duration::from_secs_f64((done - previous).max(0.0));
+                let first = large
+                    .mvt
+                    .held
+                    .pop()
+                    .map_or_else(Vec::new, |piece| piece.bytes().to_vec());
+                let (sender, receiver) = tokio::sync::mpsc::channel(ARRIVING_PIECES);
+                large.mvt = Mvt::arriving(vec![first], receiver);
+                let rest = pass_pieces(row, rows.as_mut(), sender);
+                let (output, passed) = tokio::join!(finish(large), rest);
+                finished.push(output);
+                let (after, last_done) = passed?;
+                previous = last_done;
+                next = after;
+                continue;
             }
             if let Some(complete) = current.take() {
                 finished.push(finish(complete).await);
@@ -615,11 +673,15 @@ impl TilesetRenderer {
             }
             current = Some(Rendered {
                 tile,
-                mvt: Mvt(vec![Piece::Row(row)]),
+                mvt: Mvt {
+                    held: vec![Piece::Row(row)],
+                    arriving: None,
+                },
                 children,
                 elapsed: Duration::from_secs_f64((done - previous).max(0.0)),
             });
             previous = done;
+            next = rows.try_next().await?;
         }
         if let Some(complete) = current.take() {
             finished.push(finish(complete).await);
