@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::common::mvt::{DecodedLayer, PropValue};
 use crate::common::pg::{Point, Rng, TestSchema};
 use crate::common::run::{
-    assert_same_tiles, candidate_tiles, membership, oar_tiles, pixel, read_mbtiles,
+    assert_same_tiles, candidate_tiles, membership, oar_tiles, oar_tiles_with, pixel, read_mbtiles,
     read_mbtiles_raw, read_metadata, read_tree, seed_args, single_layer_config, strs,
 };
 
@@ -697,5 +697,85 @@ fn a_tile_of_several_megabytes_arrives_in_pieces_and_is_stored_whole() {
             plain_tiles[key] == crate::common::mvt::gunzip_if_needed(data),
             "tile {key:?}: the uncompressed tree differs from the MBTiles"
         );
+    }
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_tile_in_pieces_between_other_tiles_of_its_statement_keeps_the_batch_whole() {
+    // Small points all over the world fill statements of many tiles each below the eager zooms;
+    // a dense patch of long labels makes one of their tiles several 1 MiB pieces long. A statement
+    // whose rows a renderer miscounts is retried tile by tile, which the stored tiles would not
+    // show: the debug log does.
+    let mut rng = Rng::new(11);
+    let mut points: Vec<Point> = (1..=3000)
+        .map(|id| {
+            let mut point = Point::new(id, rng.range(10.0, 11.0), rng.range(42.0, 43.0));
+            let filler: String = (0..80)
+                .map(|_| char::from(b'a' + (rng.next_f64() * 26.0) as u8))
+                .collect();
+            point.label = format!("{id}:{}", filler.repeat(10));
+            point
+        })
+        .collect();
+    points.extend(
+        (3001..=4000).map(|id| Point::new(id, rng.range(-179.0, 179.0), rng.range(-80.0, 80.0))),
+    );
+    let mut schema = TestSchema::create("piecebatch");
+    schema.point_table("sites", &points);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("oar.toml");
+    std::fs::write(&config, single_layer_config(&schema.name, "sites", "", "")).unwrap();
+    let output = dir.path().join("out.mbtiles");
+    let args = seed_args(&config, "0-5", output.to_str().unwrap());
+    let run = oar_tiles_with(
+        Some(&schema.url),
+        &strs(&args),
+        &[("RUST_LOG", "oar_tiles=debug")],
+    );
+    run.assert_success();
+    assert!(
+        !run.stderr.contains("trying each alone"),
+        "a statement was retried tile by tile:\n{}",
+        run.stderr
+            .lines()
+            .filter(|line| line.contains("trying each alone"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    let raw = read_mbtiles_raw(&output);
+    let in_pieces: Vec<(u8, u32, u32)> = raw
+        .iter()
+        .filter(|(key, data)| {
+            key.0 >= 3 && crate::common::mvt::gunzip_if_needed(data).len() > 1 << 20
+        })
+        .map(|(key, _)| *key)
+        .collect();
+    assert!(
+        !in_pieces.is_empty(),
+        "no tile below the eager zooms arrived in pieces"
+    );
+    assert!(
+        raw.keys().filter(|key| key.0 == in_pieces[0].0).count() > 8,
+        "the tile in pieces shares its zoom with enough tiles for statements of several"
+    );
+    let tiles = read_mbtiles(&output);
+    for (key, layers) in &tiles {
+        for feature in &layers[0].features {
+            let id = feature.id.expect("every feature has its id") as usize;
+            assert_eq!(
+                feature.props.get("label"),
+                Some(&PropValue::String(points[id - 1].label.clone())),
+                "feature {id} of tile {key:?}"
+            );
+        }
+    }
+    for key in &in_pieces {
+        let patch = tiles[key][0]
+            .features
+            .iter()
+            .filter(|f| f.id.unwrap() <= 3000);
+        assert_eq!(patch.count(), 3000, "tile {key:?} holds the whole patch");
     }
 }
