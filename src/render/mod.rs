@@ -37,7 +37,8 @@ pub trait Renderer {
     /// Renders `tiles` (all of one zoom) in `mode`: one result per tile, in the same order. Each
     /// tile goes through `finish` as soon as it is complete, before the rest of its statement has
     /// arrived: the scheduler compresses it there, so a batch in flight holds its tiles' stored
-    /// bytes rather than all of their result rows.
+    /// bytes rather than all of their result rows. A tile in several pieces goes through `finish`
+    /// while its later pieces still arrive ([`Mvt::is_arriving`]), so it is never held whole.
     fn render_batch<T, F, Fut>(
         &self,
         tiles: &[TileCoord],
