@@ -30,9 +30,8 @@ pub use stop::Stop;
 /// tile holds up little behind it.
 pub const PIPELINE_DEPTH: usize = 4;
 
-/// Unclustered features (the tables' row estimates) above which the z0 tile renders with no other
-/// heavy tile beside it: at 1,000,000 facilities it alone is 90 MB before compression, and two
-/// tiles of that size at once took the peak RSS from 294 to 446 MB. See [`WalkQueue`].
+/// Unclustered features (the tables' row estimates) above which tiles deeper than the eager zooms
+/// can be heavy too (see [`BIG_TILE_BYTES`]).
 pub const HUGE_TOP_ROWS: f64 = 300_000.0;
 
 /// Stored bytes above which a tile's children count as heavy where the layers are huge (see
@@ -84,23 +83,12 @@ impl<R: Renderer> Scheduler<'_, R> {
         progress.discovered(queue.len());
         let mut in_flight = FuturesUnordered::new();
         let mut heavy_in_flight = 0;
-        // With huge layers the z0 tile, which holds every feature, renders with no other heavy
-        // tile beside it.
-        let mut alone_in_flight = false;
         loop {
             while in_flight.len() < self.capacity() {
-                queue.release_top(heavy_in_flight);
-                let heavy_allowed = if alone_in_flight {
-                    false
-                } else if queue.next_goes_alone() {
-                    heavy_in_flight == 0
-                } else {
-                    heavy_in_flight < self.concurrency
-                };
+                let heavy_allowed = heavy_in_flight < self.concurrency;
                 let Some((batch, heavy)) = queue.next_batch(self.capacity(), heavy_allowed) else {
                     break;
                 };
-                alone_in_flight |= heavy && queue.goes_alone(batch[0]);
                 let mode = if writer.is_none() {
                     Mode::Probe
                 } else {
@@ -116,7 +104,6 @@ impl<R: Renderer> Scheduler<'_, R> {
                 break;
             };
             heavy_in_flight -= usize::from(heavy);
-            alone_in_flight &= heavy_in_flight > 0;
             for result in results {
                 let Some((rendered, data)) = self.keep_going(result, tally)? else {
                     continue;
@@ -273,14 +260,13 @@ impl<R: Renderer> Scheduler<'_, R> {
 /// go alone, one per connection; one that may not start yet waits aside, so the light tiles queued
 /// behind it keep the connections busy.
 ///
-/// With huge layers the z0 tile, which holds every feature, renders with no other heavy tile beside
-/// it. Two other heavy tiles in flight hold no more features than it does when they do not overlap
-/// (tiles of one zoom never do, and below the eager zooms a tile's children are queued only once it
-/// is done), and at most twice as many otherwise (a tile of the eager zooms beside one of its
-/// descendants). Its children are queued from the start (the eager zooms), so nothing waits for
-/// it: it is held back until no other heavy tile is queued or in flight, and then renders beside
-/// the light tiles of deeper zooms. Rendered first, it left a core idle for its whole render (7.2 s
-/// of a 1M-row z0-14 seed), since every other tile queued then was heavy.
+/// The z0 tile, which holds every feature, is one of them. It once rendered with no other heavy
+/// tile beside it where the layers are huge, since its 90 MB of MVT (1M facilities) were held
+/// until the last piece arrived; every other tile queued then was heavy too, so a core idled for
+/// its whole render (10.8-11.2 s of idle CPU in a 1M-row z0-14 seed). Now that pieces are
+/// compressed as they arrive, a tile in flight holds about its compressed size, and the z0 tile
+/// shares the connections: idle CPU 1.1 s, peak RSS 158-164 MB against 194-207 MB (README,
+/// Benchmark).
 struct WalkQueue<'w> {
     walk: &'w PyramidWalk,
     heap: BinaryHeap<Reverse<u64>>,
@@ -289,10 +275,6 @@ struct WalkQueue<'w> {
     big_parents: HashSet<u64>,
     /// Heavy tiles set aside while no heavy tile may start.
     waiting: Vec<Reverse<u64>>,
-    /// Heavy tiles in the heap or waiting.
-    heavy_queued: usize,
-    /// With huge layers, the z0 tile until [`WalkQueue::release_top`] queues it.
-    held_top: Option<TileCoord>,
 }
 
 impl<'w> WalkQueue<'w> {
@@ -304,50 +286,20 @@ impl<'w> WalkQueue<'w> {
             huge: unclustered_rows > HUGE_TOP_ROWS,
             big_parents: HashSet::new(),
             waiting: Vec::new(),
-            heavy_queued: 0,
-            held_top: None,
         };
         for root in walk.roots() {
-            if queue.goes_alone(root) {
-                queue.held_top = Some(root);
-            } else {
-                queue.push(root);
-            }
+            queue.push(root);
         }
         queue
     }
 
-    /// Tiles queued, held or waiting.
+    /// Tiles queued or waiting.
     fn len(&self) -> usize {
-        self.heap.len() + self.waiting.len() + usize::from(self.held_top.is_some())
+        self.heap.len() + self.waiting.len()
     }
 
     fn push(&mut self, tile: TileCoord) {
-        // A tile's heaviness is fixed when it is queued: its parent's size is noted before its
-        // children are pushed, and nothing unnotes it.
-        self.heavy_queued += usize::from(self.is_heavy(tile));
         self.heap.push(Reverse(walk_order_key(tile)));
-    }
-
-    /// Queues the held z0 tile once no other heavy tile is queued or in flight.
-    fn release_top(&mut self, heavy_in_flight: usize) {
-        if heavy_in_flight == 0 && self.heavy_queued == 0 {
-            if let Some(top) = self.held_top.take() {
-                self.push(top);
-            }
-        }
-    }
-
-    /// Whether `tile` must render with no other heavy tile in flight.
-    fn goes_alone(&self, tile: TileCoord) -> bool {
-        self.huge && tile.z() == 0
-    }
-
-    /// Whether the next tile must render with no other heavy tile in flight.
-    fn next_goes_alone(&self) -> bool {
-        self.heap
-            .peek()
-            .is_some_and(|Reverse(key)| self.goes_alone(tile_from_walk_order_key(*key)))
     }
 
     /// Queues the children a rendered tile found content for; returns how many.
@@ -421,7 +373,6 @@ impl<'w> WalkQueue<'w> {
                     break;
                 };
                 let tile = tile_from_walk_order_key(key);
-                self.heavy_queued -= usize::from(self.is_heavy(tile));
                 if let Some(children) = self.done.remove(&tile_key(tile)) {
                     // Finished by an interrupted run: its children are known without rendering it.
                     let walk = self.walk;
