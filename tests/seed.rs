@@ -645,22 +645,28 @@ fn array_attributes_travel_as_delimited_lists_a_map_client_can_test_for_membersh
     );
 }
 
-#[test]
-#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
-fn a_tile_of_several_megabytes_arrives_in_pieces_and_is_stored_whole() {
-    // About 3.5 MB of MVT at zoom 0, which the tile statement returns in 1 MiB pieces over several
-    // rows: the stored tile must be all of them, in order.
-    let mut rng = Rng::new(7);
-    let points: Vec<Point> = (1..=4000)
+/// `count` points with ids from 1 in a lon/lat box, each with an 800-character label: a few
+/// thousand make a tile of megabytes.
+fn long_labelled_points(rng: &mut Rng, count: i64, lon: (f64, f64), lat: (f64, f64)) -> Vec<Point> {
+    (1..=count)
         .map(|id| {
-            let mut point = Point::new(id, rng.range(10.0, 12.0), rng.range(40.0, 42.0));
+            let mut point = Point::new(id, rng.range(lon.0, lon.1), rng.range(lat.0, lat.1));
             let filler: String = (0..80)
                 .map(|_| char::from(b'a' + (rng.next_f64() * 26.0) as u8))
                 .collect();
             point.label = format!("{id}:{}", filler.repeat(10));
             point
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_tile_of_several_megabytes_arrives_in_pieces_and_is_stored_whole() {
+    // About 3.5 MB of MVT at zoom 0, which the tile statement returns in 1 MiB pieces over several
+    // rows: the stored tile must be all of them, in order.
+    let mut rng = Rng::new(7);
+    let points: Vec<Point> = long_labelled_points(&mut rng, 4000, (10.0, 12.0), (40.0, 42.0));
     let mut schema = TestSchema::create("pieces");
     schema.point_table("sites", &points);
     let dir = tempfile::tempdir().unwrap();
@@ -708,16 +714,7 @@ fn a_tile_in_pieces_between_other_tiles_of_its_statement_keeps_the_batch_whole()
     // whose rows a renderer miscounts is retried tile by tile, which the stored tiles would not
     // show: the debug log does.
     let mut rng = Rng::new(11);
-    let mut points: Vec<Point> = (1..=3000)
-        .map(|id| {
-            let mut point = Point::new(id, rng.range(10.0, 11.0), rng.range(42.0, 43.0));
-            let filler: String = (0..80)
-                .map(|_| char::from(b'a' + (rng.next_f64() * 26.0) as u8))
-                .collect();
-            point.label = format!("{id}:{}", filler.repeat(10));
-            point
-        })
-        .collect();
+    let mut points: Vec<Point> = long_labelled_points(&mut rng, 3000, (10.0, 11.0), (42.0, 43.0));
     points.extend(
         (3001..=4000).map(|id| Point::new(id, rng.range(-179.0, 179.0), rng.range(-80.0, 80.0))),
     );

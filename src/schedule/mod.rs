@@ -1,6 +1,6 @@
 //! The scheduler: drives a [`Renderer`] over a pyramid walk or a tile list with a bounded number of
 //! statements in flight, encodes what comes back, and feeds the single writer. Its policies live
-//! here and nowhere else: batching, lowest zoom first, heavy tiles alone, `--keep-going`,
+//! here and nowhere else: batching, lowest zoom first, heavy tiles one per connection, `--keep-going`,
 //! `--max-duration`, resuming a journaled walk, and stopping on a signal.
 //!
 //! It knows neither PostGIS nor the output: any [`Renderer`] works (the tests use one that makes
