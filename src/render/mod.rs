@@ -638,8 +638,8 @@ impl TilesetRenderer {
         while let Some(row) = next.take() {
             let done: f64 = row.get(5);
             let part: i32 = row.get(2);
-            let continues = part > 0 && current.is_some();
-            if let Some(mut large) = current.take_if(|_| continues) {
+            // A later piece of the tile before it: that tile is large.
+            if let Some(mut large) = current.take_if(|_| part > 0) {
                 large.elapsed += Duration::from_secs_f64((done - previous).max(0.0));
                 let first = large
                     .mvt
