@@ -5,7 +5,7 @@
 //! Compression is libdeflate's, on whole buffers: at the same level it compresses MVT smaller than
 //! zlib and in about half the CPU time (measured in the README's benchmark section), and the tool's
 //! CPU beside PostgreSQL's is what limits a seed on a small machine; only tiles that arrive in pieces
-//! (over a megabyte) are streamed through zlib-rs (see [`gzip_chunks`]). Most tiles are a few kilobytes,
+//! (over a megabyte) are streamed through zlib-rs as their pieces arrive. Most tiles are a few kilobytes,
 //! where setting up a fresh compressor costs more than compressing; so each thread keeps one.
 
 use std::cell::RefCell;
@@ -60,24 +60,14 @@ pub fn gzip(mvt: &[u8], level: u32) -> Vec<u8> {
     })
 }
 
-/// Gzip-compresses MVT bytes that arrive in pieces (tiles over [`crate::render::sql::MVT_CHUNK`]),
-/// as one member, with zlib-rs's streaming compressor, each piece as it comes: libdeflate needs the
-/// whole tile in one buffer, and joining the pieces of a z0 tile of 90 MB (1M facilities) took the
-/// peak RSS from 228 to 269 MB. The same pieces always give the same bytes, however long each took
-/// to arrive.
-pub fn gzip_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, level: u32) -> Vec<u8> {
-    let mut stream = GzipStream::new(level);
-    for chunk in chunks {
-        stream.write(chunk);
-    }
-    stream.finish()
-}
-
-/// A gzip member written piece by piece on the thread's zlib-rs compressor.
+/// A gzip member of MVT bytes that arrive in pieces (tiles over
+/// [`crate::render::sql::MVT_CHUNK`]), written piece by piece as they come on the thread's zlib-rs
+/// compressor: libdeflate needs the whole tile in one buffer, and joining the pieces of a z0 tile of
+/// 90 MB (1M facilities) took the peak RSS from 228 to 269 MB. The same pieces always give the same
+/// bytes, however long each took to arrive. One stream at a time per thread.
 struct GzipStream {
     out: Vec<u8>,
     crc: Crc,
-    level: u32,
 }
 
 impl GzipStream {
@@ -92,7 +82,6 @@ impl GzipStream {
         GzipStream {
             out: GZIP_HEADER.to_vec(),
             crc: Crc::new(),
-            level,
         }
     }
 
@@ -100,9 +89,7 @@ impl GzipStream {
         self.crc.update(chunk);
         let out = &mut self.out;
         STREAM.with(|cell| {
-            let mut cell = cell.borrow_mut();
-            debug_assert_eq!(cell.0, self.level, "one stream at a time per thread");
-            let compressor = &mut cell.1;
+            let compressor = &mut cell.borrow_mut().1;
             let start = compressor.total_in() as usize;
             while (compressor.total_in() as usize) - start < chunk.len() {
                 let consumed = compressor.total_in() as usize - start;
@@ -269,21 +256,47 @@ mod tests {
         let data = b"a tile in pieces, ".repeat(5000);
         let encoded = || {
             let pieces = data.chunks(777).map(<[u8]>::to_vec).collect();
-            let rendered = Rendered {
-                tile: TileCoord::new(0, 0, 0).unwrap(),
-                mvt: crate::render::Mvt::from_pieces(pieces),
-                children: [false; 4],
-                elapsed: std::time::Duration::ZERO,
-            };
             let encoding = Encoding {
                 gzip: true,
                 level: DEFAULT_LEVEL,
             };
-            encoding.encode(rendered).1.unwrap()
+            encoding
+                .encode(rendered(crate::render::Mvt::from_pieces(pieces)))
+                .1
+                .unwrap()
         };
         assert_eq!(gunzip(&encoded()), data);
         assert_eq!(encoded(), encoded());
-        assert_eq!(gunzip(&gzip_chunks(std::iter::empty(), 1)), b"");
+        assert_eq!(gunzip(&GzipStream::new(1).finish()), b"");
+    }
+
+    /// Encodes `pieces` as a statement's rows bring them: the first held, the others sent over a
+    /// channel one at a time while the encoder already works on a thread of its own.
+    fn encode_arriving(encoding: Encoding, pieces: &[Vec<u8>]) -> Vec<u8> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let arriving = rendered(crate::render::Mvt::arriving(
+            vec![pieces[0].clone()],
+            receiver,
+        ));
+        assert!(
+            encoding.is_heavy(&arriving),
+            "taking pieces that arrive blocks"
+        );
+        let encoder = std::thread::spawn(move || encoding.encode(arriving).1.unwrap());
+        for piece in &pieces[1..] {
+            sender.blocking_send(piece.clone()).unwrap();
+        }
+        drop(sender);
+        encoder.join().unwrap()
+    }
+
+    fn rendered(mvt: crate::render::Mvt) -> Rendered {
+        Rendered {
+            tile: TileCoord::new(0, 0, 0).unwrap(),
+            mvt,
+            children: [false; 4],
+            elapsed: std::time::Duration::ZERO,
+        }
     }
 
     #[test]
@@ -294,52 +307,18 @@ mod tests {
             gzip: true,
             level: DEFAULT_LEVEL,
         };
-        let rendered = |mvt| Rendered {
-            tile: TileCoord::new(0, 0, 0).unwrap(),
-            mvt,
-            children: [false; 4],
-            elapsed: std::time::Duration::ZERO,
-        };
-        // The first piece is held, the others come over a channel one at a time, as a statement's
-        // rows do, while the encoder already works on a thread of its own.
-        let (sender, receiver) = tokio::sync::mpsc::channel(1);
-        let arriving = rendered(crate::render::Mvt::arriving(
-            vec![pieces[0].clone()],
-            receiver,
-        ));
-        assert!(encoding.is_heavy(&arriving), "taking pieces blocks");
-        let encoder = std::thread::spawn(move || encoding.encode(arriving).1.unwrap());
-        for piece in &pieces[1..] {
-            sender.blocking_send(piece.clone()).unwrap();
-        }
-        drop(sender);
-        let streamed = encoder.join().unwrap();
+        let streamed = encode_arriving(encoding, &pieces);
         let held = encoding
             .encode(rendered(crate::render::Mvt::from_pieces(pieces.clone())))
             .1
             .unwrap();
         assert_eq!(streamed, held);
         assert_eq!(gunzip(&streamed), data);
-
         let plain = Encoding {
             gzip: false,
             ..encoding
         };
-        let (sender, receiver) = tokio::sync::mpsc::channel(1);
-        let arriving = rendered(crate::render::Mvt::arriving(
-            vec![pieces[0].clone()],
-            receiver,
-        ));
-        assert!(
-            plain.is_heavy(&arriving),
-            "joining pieces that arrive blocks too"
-        );
-        let joiner = std::thread::spawn(move || plain.encode(arriving).1.unwrap());
-        for piece in &pieces[1..] {
-            sender.blocking_send(piece.clone()).unwrap();
-        }
-        drop(sender);
-        assert_eq!(joiner.join().unwrap(), data);
+        assert_eq!(encode_arriving(plain, &pieces), data);
     }
 
     /// Also the path where the first try's room (half the size) is too small.
