@@ -145,7 +145,7 @@ impl<R: Renderer> Scheduler<'_, R> {
         progress.discovered(tiles.len());
         let batches = list_batches(tiles, self.capacity());
         let mut results = futures::stream::iter(batches)
-            .map(|batch| self.render_encoded(batch, Mode::Render, true))
+            .map(|batch| async move { self.render_encoded(&batch, Mode::Render, true).await })
             .buffer_unordered(self.capacity());
         loop {
             let next = tokio::select! {
@@ -396,15 +396,27 @@ fn batch_limit(queued: usize, in_flight: usize) -> usize {
     (queued / in_flight.max(1)).clamp(1, MAX_BATCH)
 }
 
-/// Splits a tile list into batches of one zoom each, sized as [`batch_limit`] says.
-fn list_batches(tiles: &[TileCoord], in_flight: usize) -> Vec<&[TileCoord]> {
+/// Splits a tile list into batches of one zoom each, as many per zoom as [`batch_limit`] sizes
+/// them, with the zoom's tiles dealt to its batches in turn. Neighbouring tiles cost alike (a
+/// city's tiles are all slow), and a list holds them side by side: dealt apart, they spread over
+/// the statements instead of making one statement the run's slowest, which its connection's
+/// pipelined statements would wait behind.
+fn list_batches(tiles: &[TileCoord], in_flight: usize) -> Vec<Vec<TileCoord>> {
     let mut batches = Vec::new();
     let mut rest = tiles;
     while let Some(first) = rest.first() {
         let same_zoom = rest.iter().take_while(|t| t.z() == first.z()).count();
-        let size = same_zoom.min(batch_limit(rest.len(), in_flight));
-        let (batch, tail) = rest.split_at(size);
-        batches.push(batch);
+        let (mut count, mut left, mut queued) = (0, same_zoom, rest.len());
+        while left > 0 {
+            let size = left.min(batch_limit(queued, in_flight));
+            (count, left, queued) = (count + 1, left - size, queued - size);
+        }
+        let (zoom, tail) = rest.split_at(same_zoom);
+        let mut dealt = vec![Vec::with_capacity(same_zoom.div_ceil(count)); count];
+        for (i, &tile) in zoom.iter().enumerate() {
+            dealt[i % count].push(tile);
+        }
+        batches.extend(dealt);
         rest = tail;
     }
     batches

@@ -459,7 +459,7 @@ async fn light_tiles_pass_heavy_tiles_that_have_to_wait() {
 
 #[tokio::test]
 async fn a_list_run_stops_at_its_deadline_and_says_it_is_incomplete() {
-    let renderer = MemoryRenderer::new(&[(8, 1, 1)]);
+    let renderer = MemoryRenderer::new(&[(8, 0, 1)]);
     let (stop, _never) = Stop::manual();
     let stored = MemorySink::default();
     let (writer, written) = writer::spawn(Box::new(stored.clone()), "memory");
@@ -483,7 +483,7 @@ async fn a_list_run_stops_at_its_deadline_and_says_it_is_incomplete() {
     );
     assert_eq!(
         store.tiles.keys().copied().collect::<Vec<_>>(),
-        ["8/1/1".parse().unwrap()]
+        ["8/0/1".parse().unwrap()]
     );
 }
 
@@ -510,5 +510,35 @@ async fn a_stop_request_ends_the_walk_with_the_signal_named() {
     assert!(
         matches!(result, Err(Error::Stopped { signal: "SIGTERM" })),
         "{result:?}"
+    );
+}
+
+#[test]
+fn a_list_deals_neighbouring_tiles_of_a_zoom_to_different_statements() {
+    // As a reseed lists them: lowest zoom first, neighbours side by side (a hot spot's tiles).
+    let mut list = vec![TileCoord::new(11, 500, 900).unwrap()];
+    list.extend((0..64).map(|i| TileCoord::new(12, 1000 + i % 8, 1800 + i / 8).unwrap()));
+    let batches = list_batches(&list, 8);
+
+    let mut dealt: Vec<TileCoord> = batches.iter().flat_map(|b| b.iter()).copied().collect();
+    dealt.sort();
+    let mut expected = list.clone();
+    expected.sort();
+    assert_eq!(dealt, expected, "every tile once");
+    assert!(batches.iter().all(|b| b.iter().all(|t| t.z() == b[0].z())));
+    assert!(batches.windows(2).all(|w| w[0][0].z() <= w[1][0].z()));
+
+    let at_12: Vec<_> = batches.iter().filter(|b| b[0].z() == 12).collect();
+    let statement_of = |tile: &TileCoord| at_12.iter().position(|b| b.contains(tile));
+    let neighbours: HashSet<Option<usize>> = list[1..9].iter().map(statement_of).collect();
+    assert_eq!(
+        neighbours.len(),
+        8,
+        "eight neighbours share statements: {batches:?}"
+    );
+    let sizes: Vec<usize> = at_12.iter().map(|b| b.len()).collect();
+    assert!(
+        sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+        "{sizes:?}"
     );
 }
