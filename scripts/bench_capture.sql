@@ -1,6 +1,8 @@
 -- Times writes to a copy of a sample table with change capture's triggers disabled ("off"),
 -- enabled ("on"), and replaced by the row trigger of oar-tiles 0.1's first design ("row", written
--- out below for the sample's columns, as a reference), each write in its own transaction that is
+-- out below for the sample's columns, as a reference) alone and together with the statement
+-- trigger that notified `watch` in the versions before the capture triggers notified themselves
+-- ("rownotify": the row design with the notification every design now owes), each write in its own transaction that is
 -- rolled back, so every round starts from the same table. Run by
 -- `scripts/bench.sh --sections capture` with psql variables
 --   table   the table, schema-qualified and quoted (bench_capture.facilities)
@@ -29,6 +31,11 @@ BEGIN
         END $body$$f$, current_setting('bench.change_log'));
 END
 $make$;
+CREATE OR REPLACE FUNCTION pg_temp.bench_notify() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    PERFORM pg_notify('bench_capture_reference', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+    RETURN NULL;
+END $body$;
 -- Nanoseconds this server process has run on a CPU, or NULL where that cannot be read.
 CREATE OR REPLACE FUNCTION pg_temp.bench_cpu_ns() RETURNS bigint LANGUAGE plpgsql AS $cpu$
 BEGIN
@@ -62,9 +69,13 @@ BEGIN
     IF variant <> 'on' THEN
         EXECUTE format('ALTER TABLE %s DISABLE TRIGGER USER', tbl);
     END IF;
-    IF variant = 'row' THEN
+    IF variant IN ('row', 'rownotify') THEN
         EXECUTE format('CREATE TRIGGER bench_row_capture AFTER INSERT OR UPDATE OR DELETE ON %s
                         FOR EACH ROW EXECUTE FUNCTION pg_temp.bench_row_capture()', tbl);
+    END IF;
+    IF variant = 'rownotify' THEN
+        EXECUTE format('CREATE TRIGGER bench_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
+                        FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.bench_notify()', tbl);
     END IF;
     EXECUTE format('SELECT min(id) FROM %s', tbl) INTO first_id;
     cpu_started := pg_temp.bench_cpu_ns();
@@ -87,7 +98,8 @@ SELECT format('BEGIN; SELECT pg_temp.bench_measure(%L, %L, %s); ROLLBACK;', w, v
 FROM generate_series(1, :rounds) r,
      unnest(ARRAY['move', 'rename', 'integer', 'unrendered', 'insert', 'delete', 'single-row'])
          WITH ORDINALITY AS c(w, wi),
-     unnest((ARRAY[['off', 'row', 'on'], ['on', 'off', 'row'], ['row', 'on', 'off']])[r % 3 + 1:r % 3 + 1])
+     unnest((ARRAY[['off', 'row', 'rownotify', 'on'], ['on', 'off', 'row', 'rownotify'],
+                   ['rownotify', 'on', 'off', 'row'], ['row', 'rownotify', 'on', 'off']])[r % 4 + 1:r % 4 + 1])
          WITH ORDINALITY AS o(v, vi)
 ORDER BY r, wi, vi
 \gexec

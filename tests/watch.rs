@@ -527,30 +527,37 @@ fn sigterm_mid_cycle_leaves_a_consistent_output_and_a_second_watcher_is_refused(
 
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
-fn a_statement_notifies_once_however_many_rows_and_reinstalling_upgrades_an_old_install() {
+fn a_statement_that_logs_notifies_once_however_many_rows_and_reinstalling_upgrades_an_old_install()
+{
     let mut setup = Setup::new(TestSchema::create("watchnotify"), &points(), "");
     let changes = setup.schema.companion("cdc");
-    let triggers = |setup: &mut Setup| -> i64 {
+    let old_notifier = |setup: &mut Setup| -> (i64, bool) {
         let table = format!("\"{}\".sites", setup.schema.name);
-        setup
+        let row = setup
             .schema
             .client()
             .query_one(
-                "SELECT count(*) FROM pg_trigger WHERE tgname = 'oar_tiles_notify'
-                   AND tgrelid = to_regclass($1)",
-                &[&table],
+                "SELECT (SELECT count(*) FROM pg_trigger WHERE tgname = 'oar_tiles_notify'
+                           AND tgrelid = to_regclass($1)),
+                        to_regprocedure($2) IS NOT NULL",
+                &[&table, &format!("\"{changes}\".notify_change()")],
             )
-            .unwrap()
-            .get(0)
+            .unwrap();
+        (row.get(0), row.get(1))
     };
-    // An install of an earlier version had no notify trigger; installing again adds it, once.
-    setup
-        .schema
-        .execute("DROP TRIGGER oar_tiles_notify ON {schema}.sites");
-    assert_eq!(triggers(&mut setup), 0);
+    // Earlier versions notified from a trigger of their own, on every statement; installing
+    // again removes it and its function, and the capture triggers notify instead.
+    setup.schema.execute(&format!(
+        "CREATE OR REPLACE FUNCTION \"{changes}\".notify_change() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_notify('{changes}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME); RETURN NULL; END $$;
+         DROP TRIGGER IF EXISTS oar_tiles_notify ON {{schema}}.sites;
+         CREATE TRIGGER oar_tiles_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {{schema}}.sites
+             FOR EACH STATEMENT EXECUTE FUNCTION \"{changes}\".notify_change();"
+    ));
+    assert_eq!(old_notifier(&mut setup), (1, true));
     setup.run(&["changes", "install"]).assert_success();
     setup.run(&["changes", "install"]).assert_success();
-    assert_eq!(triggers(&mut setup), 1);
+    assert_eq!(old_notifier(&mut setup), (0, false));
 
     let mut listener = postgres::Client::connect(&setup.schema.url, postgres::NoTls).unwrap();
     listener
@@ -559,6 +566,17 @@ fn a_statement_notifies_once_however_many_rows_and_reinstalling_upgrades_an_old_
     setup
         .schema
         .execute("UPDATE {schema}.sites SET label = label || '!' WHERE site_id <= 50");
+    // Nothing rendered changes: nothing is logged, and no watcher is woken for it.
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label WHERE site_id <= 50");
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label WHERE site_id = 7");
+    // A single row takes a path of its own, which notifies too.
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label || '?' WHERE site_id = 7");
     setup
         .schema
         .execute("DELETE FROM {schema}.sites WHERE site_id > 190");
@@ -573,26 +591,30 @@ fn a_statement_notifies_once_however_many_rows_and_reinstalling_upgrades_an_old_
     let table = format!("{}.sites", setup.schema.name);
     assert_eq!(
         received,
-        vec![table.clone(), table],
-        "one notification per statement"
+        vec![table.clone(), table.clone(), table],
+        "one notification per statement that logged a change"
     );
     let row = setup
         .schema
         .client()
         .query_one(
             &format!(
-                "SELECT count(*), sum(coalesce(cardinality(old_geoms), 0) + coalesce(cardinality(new_geoms), 0))
+                "SELECT count(*), sum(coalesce(cardinality(old_geoms), 0) + coalesce(cardinality(new_geoms), 0)
+                                      + (old_geom IS NOT NULL)::int + (new_geom IS NOT NULL)::int)
                  FROM \"{changes}\".change_log"
             ),
             &[],
         )
         .unwrap();
     let (logged, positions): (i64, i64) = (row.get(0), row.get(1));
-    assert_eq!(logged, 2, "one log row per statement");
+    assert_eq!(
+        logged, 3,
+        "one log row per statement that changed something rendered"
+    );
     assert_eq!(
         positions,
-        50 * 2 + 10,
-        "old and new positions of the 50 updates, and 10 deleted"
+        50 * 2 + 2 + 10,
+        "old and new positions of the 50 updates and of the single one, and 10 deleted"
     );
 }
 
