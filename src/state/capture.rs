@@ -6,7 +6,8 @@
 //! layer filters the table), and TRUNCATE marks that everything must be reseeded. Each trigger reads
 //! the statement's transition tables and writes one log row holding the arrays of old and new
 //! geometries, so a bulk statement pays for one insert into the log, not one per row; a statement
-//! of one row takes a path of its own that costs about what a row trigger did (see [`dispatch`]).
+//! of one row takes a path of its own, which costs a little more than a row trigger did (see
+//! [`dispatch`], and the README's Benchmark).
 //! Each change carries the id of the transaction that made it.
 //! A trigger that logs a change also sends one `pg_notify` on the channel [`channel`], so `watch`
 //! wakes within a moment of a commit (a statement that changes nothing rendered wakes nobody); the
@@ -158,8 +159,8 @@ const TRIGGERS: [&str; 4] = [
 /// trigger of the first design, and the statement trigger that only notified.
 const EARLIER_TRIGGERS: [&str; 2] = ["oar_tiles_capture", "oar_tiles_notify"];
 
-/// The channel the triggers notify after each statement that logged a change: the change schema's name, so
-/// several installs in one database never wake each other's watchers.
+/// The channel the triggers notify after each statement that logged a change: the change schema's
+/// name, so several installs in one database never wake each other's watchers.
 pub fn channel(change_schema: &str) -> String {
     change_schema.to_string()
 }
@@ -250,13 +251,13 @@ fn install_sql(config: &Config, tables: &[Watched]) -> String {
     }
     // The earlier notify trigger's function, unless a table this config no longer names still
     // uses it (its next install or uninstall drops that trigger).
-    sql.push_str(&format!(
-        "DO $drop$ BEGIN
+    let drop_notifier = dollar_quote(&format!(
+        " BEGIN
              DROP FUNCTION IF EXISTS {schema}.notify_change();
          EXCEPTION WHEN dependent_objects_still_exist THEN NULL;
-         END $drop$;
-"
+         END"
     ));
+    sql.push_str(&format!("DO {drop_notifier};\n"));
     sql
 }
 
