@@ -2,8 +2,8 @@
 -- enabled ("on"), and replaced by the row trigger of oar-tiles 0.1's first design ("row", written
 -- out below for the sample's columns, as a reference) alone and together with the statement
 -- trigger that notified `watch` in the versions before the capture triggers notified themselves
--- ("rownotify": the row design with the notification every design now owes), each write in its own transaction that is
--- rolled back, so every round starts from the same table. Run by
+-- ("rownotify": the row design with the notification every design now owes), each write in its
+-- own transaction that is rolled back, so every round starts from the same table. Run by
 -- `scripts/bench.sh --sections capture` with psql variables
 --   table   the table, schema-qualified and quoted (bench_capture.facilities)
 --   rounds  rounds per write and variant (the report takes the median)
