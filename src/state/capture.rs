@@ -159,6 +159,14 @@ const TRIGGERS: [&str; 4] = [
 /// trigger of the first design, and the statement trigger that only notified.
 const EARLIER_TRIGGERS: [&str; 2] = ["oar_tiles_capture", "oar_tiles_notify"];
 
+/// `DROP TRIGGER IF EXISTS` for each of `triggers` on `table`.
+fn drop_triggers(triggers: &[&str], table: &str) -> String {
+    triggers
+        .iter()
+        .map(|trigger| format!("DROP TRIGGER IF EXISTS {trigger} ON {table};\n"))
+        .collect()
+}
+
 /// The channel the triggers notify after each statement that logged a change: the change schema's
 /// name, so several installs in one database never wake each other's watchers.
 pub fn channel(change_schema: &str) -> String {
@@ -220,9 +228,9 @@ fn install_sql(config: &Config, tables: &[Watched]) -> String {
     );
     for watched in tables {
         let function = function_name(schema, &watched.table);
+        sql.push_str(&drop_triggers(&EARLIER_TRIGGERS, &watched.table));
         sql.push_str(&format!(
-            "DROP TRIGGER IF EXISTS oar_tiles_capture ON {table};
-             DROP FUNCTION IF EXISTS {function}();
+            "DROP FUNCTION IF EXISTS {function}();
              CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql AS {insert};
              CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql AS {delete};
              CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql AS {update};
@@ -241,7 +249,6 @@ fn install_sql(config: &Config, tables: &[Watched]) -> String {
              DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON {table};
              CREATE TRIGGER oar_tiles_capture_truncate AFTER TRUNCATE ON {table}
                  FOR EACH STATEMENT EXECUTE FUNCTION {schema}.capture_truncate();
-             DROP TRIGGER IF EXISTS oar_tiles_notify ON {table};
 ",
             table = watched.table,
             insert = dollar_quote(&one_side_body(schema, watched, "oar_new", "new_geoms", notify)),
@@ -582,12 +589,8 @@ pub async fn uninstall(pool: &Pool, config: &Config) -> Result<()> {
     let schema = quote_ident(&config.change_schema);
     let mut sql = String::new();
     for watched in watched_tables(config) {
-        for trigger in TRIGGERS.iter().chain(&EARLIER_TRIGGERS) {
-            sql.push_str(&format!(
-                "DROP TRIGGER IF EXISTS {trigger} ON {};\n",
-                watched.table
-            ));
-        }
+        sql.push_str(&drop_triggers(&TRIGGERS, &watched.table));
+        sql.push_str(&drop_triggers(&EARLIER_TRIGGERS, &watched.table));
     }
     sql.push_str(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"));
     run_ddl(pool, &sql, "uninstall change capture").await
