@@ -131,7 +131,15 @@ impl Plan {
         let target = tileset.output.clone().filter(|_| !job.run.dry_run);
         if let Some(OutputTarget::Directory(root)) = &target {
             // Partitions are trees inside the configured one; its parent must exist, as for any tree.
-            if !root.exists() && root.parent().is_some_and(Path::is_dir) {
+            // A bare relative name's parent is the empty path, which is the working directory.
+            let parent = root.parent().map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            });
+            if !root.exists() && parent.is_some_and(Path::is_dir) {
                 std::fs::create_dir(root)
                     .map_err(|e| Error::output(root, format!("cannot create it: {e}")))?;
             }

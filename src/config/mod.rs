@@ -28,6 +28,8 @@ pub const CONFIG_ENV: &str = "OAR_TILES_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "oar-tiles.toml";
 /// The schema change capture lives in unless the config's `[changes] schema` names another.
 pub const DEFAULT_CHANGE_SCHEMA: &str = "oar_tiles";
+/// The longest name a PostgreSQL server built with the default `NAMEDATALEN` keeps whole.
+const MAX_IDENTIFIER_BYTES: usize = 63;
 /// Environment variable that overrides `database.url`.
 pub const DATABASE_URL_ENV: &str = "DATABASE_URL";
 
@@ -267,6 +269,21 @@ impl Config {
         }
         if raw.tileset.is_empty() {
             return Err(at(None, "no [[tileset]] is defined".into()));
+        }
+        if let Some(schema) = &raw.changes.schema {
+            // PostgreSQL cuts longer names (NAMEDATALEN - 1) but refuses notification channels of
+            // that length, and the schema's name is the channel: writes to the source tables would
+            // fail. `changes install` checks the server's own limit too.
+            if schema.len() > MAX_IDENTIFIER_BYTES {
+                return Err(at(
+                    None,
+                    format!(
+                        "[changes] schema `{schema}` is {} bytes long; PostgreSQL names and \
+                         notification channels hold at most {MAX_IDENTIFIER_BYTES} bytes",
+                        schema.len()
+                    ),
+                ));
+            }
         }
         let mut tilesets: Vec<TilesetConfig> = Vec::new();
         for spanned in raw.tileset {

@@ -30,6 +30,7 @@ use super::watermark::Watermark;
 use crate::config::{Config, LayerConfig};
 use crate::error::{pg_message, DbError, Error, Result};
 use crate::render::source::{quote_ident, quoted_table};
+use crate::render::sql::quote_literal;
 
 /// Takes the snapshot a seed starting now reflects at least, on the server the seed renders from.
 ///
@@ -171,10 +172,6 @@ fn drop_triggers(triggers: &[&str], table: &str) -> String {
 /// name, so several installs in one database never wake each other's watchers.
 pub fn channel(change_schema: &str) -> String {
     change_schema.to_string()
-}
-
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 fn function_name(schema: &str, table: &str) -> String {
@@ -545,6 +542,7 @@ async fn run_ddl(pool: &Pool, sql: &str, what: &str) -> Result<()> {
 
 /// Installs (or refreshes) change capture for every source table of the config.
 pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
+    within_name_limit(pool, &config.change_schema).await?;
     let tables = with_partition_types(pool, watched_tables(config)).await?;
     run_ddl(
         pool,
@@ -558,14 +556,37 @@ pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Reads whether each partition column is an array, whose elements are the values.
+/// Refuses, before any DDL, a change schema whose name the server would cut: the schema would be
+/// created under the cut name while the triggers notify the whole name as a channel, which
+/// PostgreSQL rejects, failing every write to the source tables. Every other name the install
+/// derives (functions, triggers, indexes) is of a fixed, short length.
+async fn within_name_limit(pool: &Pool, schema: &str) -> Result<()> {
+    let client = pool.get().await?;
+    let limit: i32 = client
+        .query_one("SELECT current_setting('max_identifier_length')::int", &[])
+        .await
+        .map_err(DbError::during("reading max_identifier_length"))?
+        .get(0);
+    if schema.len() > usize::try_from(limit).unwrap_or(0) {
+        return Err(Error::Usage(format!(
+            "[changes] schema `{schema}` is {} bytes long; this server allows names (and \
+             notification channels) of at most {limit} bytes: choose a shorter name",
+            schema.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads whether each partition column is an array, whose elements are the values: an array type's
+/// name starts with an underscore, the test `render::source` makes too. (A `LIKE '\\_%'` pattern
+/// read every type as an array in a session with `standard_conforming_strings = off`.)
 async fn with_partition_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<Watched>> {
     let client = pool.get().await?;
     for watched in &mut tables {
         for (column, array) in &mut watched.partitions {
             let row = client
                 .query_typed_opt(
-                    "SELECT t.typname LIKE '\\_%' FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                    "SELECT left(t.typname::text, 1) = '_' FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                      WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
                     &[(&watched.table, Type::TEXT), (&column.as_str(), Type::TEXT)],
                 )

@@ -10,7 +10,7 @@ use crate::config::LayerConfig;
 use crate::error::{Error, Result};
 use crate::job::{Selection, TilesetJob};
 use crate::plan::{dirty_tiles, Work};
-use crate::tile::{BBox, ZoomRange};
+use crate::tile::{BBox, TileCoord, ZoomRange};
 
 /// More dirty tiles than this and a reseed walks the whole pyramid instead of listing them.
 pub const DIRTY_LIMIT: usize = 2_000_000;
@@ -52,13 +52,7 @@ pub async fn decide(
             committed: Vec::new(),
         },
         Selection::List(tiles) => Decision {
-            work: Work::Tiles(
-                tiles
-                    .iter()
-                    .copied()
-                    .filter(|t| tileset.zooms.contains(t.z()))
-                    .collect(),
-            ),
+            work: Work::Tiles(within_zooms(tiles, tileset)),
             watermark: None,
             changes_read: None,
             committed: Vec::new(),
@@ -178,4 +172,21 @@ fn covers(
         && bbox.south <= covered_bbox.south
         && bbox.east >= covered_bbox.east
         && bbox.north >= covered_bbox.north
+}
+
+/// The listed tiles at the tileset's zooms; the others are left out, and said to be.
+fn within_zooms(tiles: &[TileCoord], tileset: &TilesetJob) -> Vec<TileCoord> {
+    let (kept, outside): (Vec<TileCoord>, Vec<TileCoord>) = tiles
+        .iter()
+        .copied()
+        .partition(|t| tileset.zooms.contains(t.z()));
+    if let Some(first) = outside.first() {
+        tracing::warn!(
+            "tileset `{}`: {} listed tile(s) lie outside its zooms {} and are not rendered (first: {first})",
+            tileset.tileset.name,
+            outside.len(),
+            tileset.zooms
+        );
+    }
+    kept
 }

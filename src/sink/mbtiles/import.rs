@@ -75,7 +75,7 @@ impl Import {
         connection.close().map_err(|(_, e)| fail(&e))?;
         let file = std::fs::File::open(partial).map_err(|e| fail(&e))?;
         file.sync_all().map_err(|e| fail(&e))?;
-        std::fs::rename(partial, target).map_err(|e| fail(&e))
+        staging::move_into_place(partial, target).map_err(|e| fail(&e))
     }
 }
 

@@ -47,6 +47,11 @@ impl MbtilesSink {
         if !is_mbtiles(&connection) {
             return Err(Error::output(target, NOT_MBTILES));
         }
+        if !tiles_are_unique(&connection).map_err(|e| Error::output(target, e))? {
+            // Repairing the index is a rewrite of the table: the copy does it, not the live file.
+            drop(connection);
+            return Self::start_partial(target, partial, changes, None);
+        }
         let state = read_state(&connection);
         Ok(Self {
             target: target.to_path_buf(),
@@ -72,12 +77,7 @@ impl MbtilesSink {
     ) -> Result<Self> {
         let fresh = !target.exists();
         if !fresh {
-            std::fs::copy(target, &partial).map_err(|e| {
-                Error::output(
-                    target,
-                    format!("cannot copy it to {}: {e}", partial.display()),
-                )
-            })?;
+            copy_settled(target, &partial)?;
         }
         let fail = |err: rusqlite::Error| {
             remove_sqlite_files(&partial);
@@ -101,6 +101,22 @@ impl MbtilesSink {
             drop(connection);
             remove_sqlite_files(&partial);
             return Err(Error::output(target, NOT_MBTILES));
+        }
+        if !fresh {
+            let repaired = tiles_are_unique(&connection)
+                .and_then(|unique| {
+                    if unique {
+                        Ok(())
+                    } else {
+                        make_tiles_unique(&connection)
+                    }
+                })
+                .map_err(|e| Error::output(target, e));
+            if let Err(err) = repaired {
+                drop(connection);
+                remove_sqlite_files(&partial);
+                return Err(err);
+            }
         }
         if let Some(fingerprint) = journal {
             let created = connection.execute_batch(JOURNAL_SCHEMA).and_then(|()| {
@@ -202,6 +218,119 @@ pub(super) fn is_mbtiles(connection: &Connection) -> bool {
             |r| r.get::<_, i64>(0),
         )
         .is_ok_and(|n| n == 2)
+}
+
+/// Whether `tiles` is a table with a unique index on a tile's coordinates, which every
+/// `INSERT OR REPLACE` of a tile relies on: without it a reseed would add a second copy of each tile
+/// it writes. An error says what `tiles` is when it cannot be written at all (a view over the
+/// deduplicated layout some tools write).
+pub(super) fn tiles_are_unique(connection: &Connection) -> std::result::Result<bool, String> {
+    let kind: String = connection
+        .query_row(
+            "SELECT type FROM sqlite_master WHERE name = 'tiles'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| format!("cannot read its schema: {e}"))?;
+    if kind != "table" {
+        return Err(format!(
+            "its `tiles` is a {kind}, not a table; oar-tiles updates only MBTiles files with a \
+             `tiles` table (seed into a new file instead)"
+        ));
+    }
+    connection
+        .query_row(
+            "SELECT EXISTS (
+                 SELECT 1 FROM pragma_index_list('tiles') AS l
+                 WHERE l.\"unique\"
+                   AND (SELECT count(*) FROM pragma_index_info(l.name)) = 3
+                   AND (SELECT count(*) FROM pragma_index_info(l.name)
+                        WHERE name IN ('zoom_level', 'tile_column', 'tile_row')) = 3)",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| format!("cannot read the indexes of its `tiles` table: {e}"))
+}
+
+/// Gives a copy's `tiles` table the unique index it lacks, keeping the last stored copy of a tile
+/// that is there more than once (the one a reader that takes the first row from the index sees).
+fn make_tiles_unique(connection: &Connection) -> std::result::Result<(), String> {
+    tracing::warn!(
+        "the tiles table has no unique index on (zoom_level, tile_column, tile_row); adding one \
+         to the new file, keeping one copy of each tile"
+    );
+    connection
+        .execute_batch(
+            "BEGIN;
+             DELETE FROM tiles WHERE rowid NOT IN
+                 (SELECT max(rowid) FROM tiles GROUP BY zoom_level, tile_column, tile_row);
+             DROP INDEX IF EXISTS tile_index;
+             CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row);
+             COMMIT;",
+        )
+        .map_err(|e| format!("cannot add a unique tile index: {e}"))
+}
+
+/// Brings `target` to what SQLite itself would read, by opening it as SQLite: a hot rollback
+/// journal left by a writer that died is played back, and a WAL is checkpointed into the file. A
+/// byte copy of the file alone would otherwise hold half a transaction, and a file renamed over
+/// `target` would be paired with the journal, which SQLite would then play into it.
+///
+/// The returned connection holds a read transaction, so no writer commits while the file is
+/// copied.
+fn settle(target: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(target)?;
+    connection.busy_timeout(Duration::from_secs(30))?;
+    let mode: String = connection.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+    if mode.eq_ignore_ascii_case("wal") {
+        connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    // The first read takes the shared lock, and taking it rolls a hot journal back.
+    connection.execute_batch("BEGIN; SELECT count(*) FROM sqlite_master;")?;
+    Ok(connection)
+}
+
+/// Copies the database `target` holds (not merely its file) to `partial`.
+fn copy_settled(target: &Path, partial: &Path) -> Result<()> {
+    let reading = settle(target).map_err(|e| {
+        Error::output(
+            target,
+            format!("cannot open it to copy it (is a hot journal beside it that it may not roll back?): {e}"),
+        )
+    })?;
+    let copied = std::fs::copy(target, partial);
+    drop(reading);
+    copied.map_err(|e| {
+        remove_sqlite_files(partial);
+        Error::output(
+            target,
+            format!("cannot copy it to {}: {e}", partial.display()),
+        )
+    })?;
+    Ok(())
+}
+
+/// Moves a finished `partial` file over `target`. Whatever journal, WAL or shared-memory file the
+/// old `target` has beside it is settled first and then removed, since SQLite would take any of
+/// them for the new file's.
+pub(super) fn move_into_place(partial: &Path, target: &Path) -> std::io::Result<()> {
+    if target.exists() {
+        if let Err(err) = settle(target) {
+            tracing::warn!(
+                "{}: could not settle the file being replaced ({err}); removing its journal files",
+                target.display()
+            );
+        }
+        for suffix in ["-journal", "-wal", "-shm"] {
+            let mut name = target.as_os_str().to_os_string();
+            name.push(suffix);
+            match std::fs::remove_file(PathBuf::from(name)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+                _ => {}
+            }
+        }
+    }
+    std::fs::rename(partial, target)
 }
 
 /// The job state the file's metadata recorded when it was last finished.

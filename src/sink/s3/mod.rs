@@ -53,8 +53,11 @@ pub struct S3Sink {
     existing: HashMap<u64, (TileCoord, Option<[u8; 16]>)>,
     /// MD5 of every tile the prefix holds once this run is done, saved as the manifest on finish.
     hashes: HashMap<u64, [u8; 16]>,
-    /// The manifest the last finished run left (`None`: there is none), until [`Sink::prepare`].
+    /// The manifest the last finished run left (`None`: there is none, or it cannot be read, so the
+    /// prefix is listed), until [`Sink::prepare`].
     manifest: Option<HashMap<u64, [u8; 16]>>,
+    /// Whether a manifest object is stored, readable or not: it is removed before the first upload.
+    manifest_stored: bool,
     /// Whether `existing` has been filled, which happens once, before the first tile.
     prepared: bool,
     report: SinkReport,
@@ -131,8 +134,19 @@ impl S3Sink {
             attempts,
         )
         .await
-        .map_err(|e| Error::output_caused(&target, e))?
-        .map(|bytes| decode_tiles(&bytes).unwrap_or_default());
+        .map_err(|e| Error::output_caused(&target, e))?;
+        let manifest_stored = manifest.is_some();
+        // Taken as empty, an unreadable manifest would hide every stored tile from a run over a
+        // tile list: its deletions would go uncounted and unlisted.
+        let manifest = manifest.and_then(|bytes| {
+            let read = decode_tiles(&bytes);
+            if read.is_none() {
+                tracing::warn!(
+                    "{target}: the tile manifest {MANIFEST_NAME} cannot be read; listing the prefix instead"
+                );
+            }
+            read
+        });
         let region = client.config().region().map(|r| r.to_string());
         let public_base = public_base(config, region.as_deref(), bucket, prefix);
         Ok(Self {
@@ -149,6 +163,7 @@ impl S3Sink {
             existing: HashMap::new(),
             hashes: HashMap::new(),
             manifest,
+            manifest_stored,
             prepared: false,
             report: SinkReport::default(),
             state,
@@ -509,7 +524,7 @@ impl Sink for S3Sink {
             .iter()
             .filter_map(|(key, (_, md5))| md5.map(|md5| (*key, md5)))
             .collect();
-        if manifest.is_some() {
+        if self.manifest_stored {
             let key = object_key(&self.prefix, MANIFEST_NAME);
             let (client, bucket) = (&self.client, &self.bucket);
             self.handle

@@ -1,0 +1,308 @@
+//! Hostile conditions around the outputs and the database: a file a killed SQLite writer left
+//! behind, an MBTiles file without a unique tile index, sessions with unusual string settings,
+//! names PostgreSQL would cut, tile lists beyond the zooms and relative tree paths.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::Connection;
+
+use crate::common::fixture::Fixture;
+use crate::common::pg::{hub_with_scatter, Point};
+use crate::common::run::{
+    assert_same_tiles, oar_tiles, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from,
+    single_layer_config, Run,
+};
+
+const ZOOMS: &str = "0-6";
+
+fn points() -> Vec<Point> {
+    hub_with_scatter(400, 32, 3, [5.8, 45.7, 6.4, 46.3])
+}
+
+fn fixture(label: &str) -> Fixture {
+    Fixture::new(label, &points(), "hostile.toml", |schema| {
+        single_layer_config(&schema.name, "sites", "", "")
+    })
+}
+
+fn seed(fixture: &Fixture, output: &Path, extra: &[&str]) -> Run {
+    let run = oar_tiles(
+        Some(&fixture.schema.url),
+        &fixture.seed_args(output.to_str().unwrap(), ZOOMS, extra),
+    );
+    run.assert_success();
+    run
+}
+
+fn companion(path: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", path.display()))
+}
+
+/// Leaves `target` as a writer killed in the middle of a large transaction leaves it: pages of the
+/// transaction already in the file, and the hot rollback journal that undoes them beside it. The
+/// writer works on a copy, whose file and journal are copied over `target` while it is still in
+/// its transaction: the bytes a SIGKILL at that moment would leave on disk, with no process holding
+/// a lock on them.
+fn leave_a_killed_writers_journal(target: &Path) {
+    let work = companion(target, ".writer");
+    std::fs::copy(target, &work).unwrap();
+    let writer = Connection::open(&work).unwrap();
+    // A tiny page cache makes SQLite spill changed pages into the file before the commit.
+    writer
+        .execute_batch(
+            "PRAGMA cache_size = 1; BEGIN;
+             UPDATE tiles SET tile_data = randomblob(length(tile_data) + 700);
+             DELETE FROM metadata;",
+        )
+        .unwrap();
+    let journal = companion(&work, "-journal");
+    assert!(journal.exists(), "the writer has a rollback journal");
+    std::fs::copy(&work, target).unwrap();
+    std::fs::copy(&journal, companion(target, "-journal")).unwrap();
+    drop(writer);
+    let _ = std::fs::remove_file(&work);
+}
+
+/// Whether SQLite reads the file as a sound database, opened read-only as a tile server would.
+fn integrity(path: &Path) -> Result<String, String> {
+    let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| e.to_string())?;
+    reader
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_seed_over_a_file_a_killed_writer_left_rolls_its_journal_back_and_leaves_none() {
+    let setup = fixture("hot_journal");
+    let output = setup.path("out.mbtiles");
+    seed(&setup, &output, &[]);
+    let clean = read_mbtiles_raw(&output);
+
+    // A full seed builds a copy of the file and moves it into place.
+    leave_a_killed_writers_journal(&output);
+    seed(&setup, &output, &[]);
+    assert!(
+        !companion(&output, "-journal").exists(),
+        "the killed writer's journal is left beside the new file"
+    );
+    assert_eq!(integrity(&output).as_deref(), Ok("ok"));
+    assert_same_tiles(&clean, &read_mbtiles_raw(&output), "after a full seed");
+
+    // A tile list changes the file in place; SQLite itself rolls the journal back first.
+    leave_a_killed_writers_journal(&output);
+    let list = setup.path("tiles.txt");
+    std::fs::write(&list, "0/0/0\n").unwrap();
+    seed(&setup, &output, &["--tiles-from", list.to_str().unwrap()]);
+    assert_eq!(integrity(&output).as_deref(), Ok("ok"));
+    assert_same_tiles(&clean, &read_mbtiles_raw(&output), "after a tile list");
+}
+
+/// Rows of `tiles` beyond one per tile.
+fn duplicate_rows(path: &Path) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) - (SELECT count(*) FROM (SELECT DISTINCT zoom_level, tile_column, tile_row FROM tiles)) FROM tiles",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn an_mbtiles_file_without_a_unique_tile_index_ends_with_each_tile_once() {
+    let setup = fixture("tile_index");
+    let output = setup.path("out.mbtiles");
+    seed(&setup, &output, &[]);
+    let clean = read_mbtiles_raw(&output);
+    let without_index = || {
+        Connection::open(&output)
+            .unwrap()
+            .execute_batch(
+                "DROP INDEX tile_index;
+                 INSERT INTO tiles SELECT * FROM tiles WHERE zoom_level <= 2;",
+            )
+            .unwrap();
+        assert!(duplicate_rows(&output) > 0);
+    };
+
+    without_index();
+    seed(&setup, &output, &[]);
+    assert_eq!(duplicate_rows(&output), 0, "after a full seed");
+    assert_same_tiles(&clean, &read_mbtiles_raw(&output), "after a full seed");
+
+    without_index();
+    let list = setup.path("tiles.txt");
+    std::fs::write(&list, "0/0/0\n1/1/0\n").unwrap();
+    seed(&setup, &output, &["--tiles-from", list.to_str().unwrap()]);
+    assert_eq!(duplicate_rows(&output), 0, "after a tile list");
+    // The index is back, so the next writer cannot add a second copy either.
+    Connection::open(&output)
+        .unwrap()
+        .execute_batch("INSERT OR REPLACE INTO tiles SELECT * FROM tiles WHERE zoom_level = 0;")
+        .unwrap();
+    assert_eq!(duplicate_rows(&output), 0, "the unique index is there");
+
+    // A `tiles` view (the deduplicated layout) cannot be written: a clear error, the file unchanged.
+    let view = setup.path("view.mbtiles");
+    Connection::open(&view)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE metadata (name TEXT, value TEXT);
+             CREATE TABLE map (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER, tile_id TEXT);
+             CREATE TABLE images (tile_id TEXT, tile_data BLOB);
+             CREATE VIEW tiles AS SELECT zoom_level, tile_column, tile_row, tile_data
+                 FROM map JOIN images USING (tile_id);",
+        )
+        .unwrap();
+    let before = std::fs::read(&view).unwrap();
+    let refused = oar_tiles(
+        Some(&setup.schema.url),
+        &setup.seed_args(view.to_str().unwrap(), ZOOMS, &[]),
+    );
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("view.mbtiles") && refused.stderr.contains("is a view"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(std::fs::read(&view).unwrap(), before);
+}
+
+/// A source partitioned by a text column, with change capture in `changes`.
+fn partitioned_fixture(label: &str, changes: impl FnOnce(&str) -> String) -> Fixture {
+    Fixture::new(label, &points(), "hostile.toml", |schema| {
+        schema.execute("ALTER TABLE {schema}.sites ADD COLUMN country text DEFAULT 'CH'");
+        let changes = changes(&schema.companion("cdc"));
+        format!(
+            "[changes]\nschema = \"{changes}\"\n{}",
+            single_layer_config(&schema.name, "sites", "partition_by = \"country\"", "")
+        )
+    })
+}
+
+/// An INSERT of facility `id` as the application sends it, in a session with `options`.
+fn application_insert(fixture: &Fixture, id: i64, options: &str) -> Result<u64, String> {
+    let url = &fixture.schema.url;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let options = options.replace(' ', "%20").replace('=', "%3D");
+    let url = format!("{url}{separator}options={options}");
+    let mut client =
+        postgres::Client::connect(&url, postgres::NoTls).map_err(|e| format!("connect: {e}"))?;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO \"{}\".sites (site_id, label, kind, score, pt)
+                 VALUES ($1, 'new', 'mill', 1, ST_SetSRID(ST_MakePoint(6, 46), 4326))",
+                fixture.schema.name
+            ),
+            &[&id],
+        )
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn change_capture_installed_without_standard_conforming_strings_keeps_the_applications_writes_working(
+) {
+    let setup = partitioned_fixture("nonstandard_strings", str::to_string);
+    let off = "-c standard_conforming_strings=off";
+    let install = oar_tiles_with(
+        Some(&setup.schema.url),
+        &[
+            "changes",
+            "install",
+            "--config",
+            setup.config.to_str().unwrap(),
+        ],
+        &[("PGOPTIONS", off)],
+    );
+    install.assert_success();
+    assert_eq!(application_insert(&setup, 100_001, off), Ok(1));
+    assert_eq!(application_insert(&setup, 100_002, ""), Ok(1));
+    // The change log holds the partition value as text, not split into characters.
+    let mut schema = setup.schema;
+    let changes = format!("{}_cdc", schema.name);
+    let logged: Vec<String> = schema
+        .client()
+        .query(
+            &format!("SELECT partitions::text FROM \"{changes}\".change_log WHERE partitions IS NOT NULL"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert!(logged.iter().all(|p| p.contains("\"CH\"")), "{logged:?}");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_change_schema_postgresql_would_cut_is_refused_before_any_ddl() {
+    let long = |base: &str| format!("{base}_{}", "x".repeat(70usize.saturating_sub(base.len())));
+    let setup = partitioned_fixture("long_schema", long);
+    let install = oar_tiles(
+        Some(&setup.schema.url),
+        &[
+            "changes",
+            "install",
+            "--config",
+            setup.config.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(install.code, 2, "{}", install.stderr);
+    assert!(
+        install.stderr.contains("hostile.toml") && install.stderr.contains("63 bytes"),
+        "{}",
+        install.stderr
+    );
+    assert_eq!(application_insert(&setup, 100_001, ""), Ok(1));
+    let mut schema = setup.schema;
+    let table = format!("\"{}\".sites", schema.name);
+    let triggers: i64 = schema
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1)",
+            &[&table],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(triggers, 0, "no trigger was installed");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn listed_tiles_outside_the_tilesets_zooms_are_named_in_a_warning() {
+    let setup = fixture("list_zooms");
+    let output = setup.path("out.mbtiles");
+    seed(&setup, &output, &[]);
+    let list = setup.path("tiles.txt");
+    std::fs::write(&list, "0/0/0\n9/266/180\n12/2130/1445\n").unwrap();
+    let run = seed(&setup, &output, &["--tiles-from", list.to_str().unwrap()]);
+    assert!(
+        run.stderr.contains("2 listed tile(s)") && run.stderr.contains("9/266/180"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_partitioned_tree_given_as_a_bare_relative_path_is_seeded_in_the_working_directory() {
+    let setup = partitioned_fixture("relative_tree", str::to_string);
+    let mut command = oar_tiles_command(
+        Some(&setup.schema.url),
+        &setup.seed_args("dir:out", ZOOMS, &[]),
+        &[],
+    );
+    let run = run_from(command.current_dir(setup.dir.path()).output().unwrap());
+    run.assert_success();
+    assert!(
+        setup.path("out").join("CH").join("0").join("0").is_dir(),
+        "the partition CH's tree is under the working directory"
+    );
+}
