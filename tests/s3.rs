@@ -425,3 +425,69 @@ fn a_reseed_to_s3_uploads_and_deletes_only_what_changed_and_ends_like_a_full_see
     assert!(lines(&nothing).is_empty());
     assert_same_tiles(&after, &read_bucket(&setup.server), "S3 after the run");
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn an_unreadable_tile_manifest_is_listed_around_so_a_tile_lists_deletions_are_counted_and_listed() {
+    let mut setup = Setup::new("s3manifest", 300, "");
+    let target = format!("s3://{BUCKET}/{PREFIX}");
+    let before = setup.reference("before.mbtiles", "0-8");
+    setup.seed(&target, "0-8", &[]);
+    let client = setup.server.client();
+    runtime().block_on(async {
+        client
+            .put_object()
+            .bucket(BUCKET)
+            .key(format!("{PREFIX}/.oar-tiles/tile-hashes"))
+            .body(b"not a manifest".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    });
+
+    setup
+        .schema
+        .execute("DELETE FROM {schema}.sites WHERE site_id % 5 = 0");
+    let after = setup.reference("after.mbtiles", "0-8");
+    let emptied: Vec<String> = before
+        .keys()
+        .filter(|key| !after.contains_key(key))
+        .map(|(z, x, y)| format!("{z}/{x}/{y}"))
+        .collect();
+    assert!(!emptied.is_empty(), "the deletion empties some tiles");
+    let touched = differences(&before, &after);
+    let list = setup.path("tiles.txt");
+    std::fs::write(
+        &list,
+        touched.iter().cloned().collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let changed = setup.path("changed.txt");
+    let summary = setup.path("summary.json");
+    let run = setup.seed(
+        &target,
+        "0-8",
+        &[
+            "--tiles-from",
+            list.to_str().unwrap(),
+            "--changed-list",
+            changed.to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ],
+    );
+    assert_same_tiles(
+        &read_bucket(&setup.server),
+        &after,
+        "the emptied tiles are gone",
+    );
+    assert_eq!(lines(&changed), touched);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(
+        json[0]["stored"]["deleted"].as_u64(),
+        Some(emptied.len() as u64),
+        "{json}"
+    );
+    assert!(run.stderr.contains("cannot be read"), "{}", run.stderr);
+}
