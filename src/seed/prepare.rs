@@ -8,6 +8,7 @@ use crate::render::pool::Replica;
 use crate::render::source::{describe, LayerSource};
 use crate::render::TilesetRenderer;
 use crate::state::cells::{self, CellTable};
+use crate::state::digest::TileSettings;
 
 /// A tileset whose sources are described, cluster cells in place and statements checked.
 pub(super) struct Prepared<'a> {
@@ -19,6 +20,18 @@ pub(super) struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
+    /// The digest of the settings that decide the tileset's tile bytes.
+    pub fn settings_digest(&self) -> String {
+        let configured = &self.tileset.tileset;
+        TileSettings::new(
+            configured.extent,
+            configured.buffer,
+            self.layers.iter().map(|l| &l.config),
+        )
+        .with_lists(self.layers.iter().map(|l| l.list_properties()))
+        .digest()
+    }
+
     /// Describes the sources and keeps the cells on the primary `pool`; the renderer reads from
     /// `replica` when there is one.
     pub async fn new(

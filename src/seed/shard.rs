@@ -4,7 +4,6 @@
 use deadpool_postgres::Pool;
 
 use super::prepare::Prepared;
-use super::tileset::settings_digest;
 use super::Session;
 use crate::error::{Error, Result};
 use crate::job::ShardJob;
@@ -80,7 +79,7 @@ async fn plan_tileset(pool: &Pool, prepared: &Prepared<'_>, shards: u32) -> Resu
         zooms: tileset.zooms,
         cluster,
     };
-    let digest = settings_digest(prepared);
+    let digest = prepared.settings_digest();
     let bbox = tileset.bbox;
     let zooms = tileset.zooms;
     // One counting query per zoom, from the top down, until a cut is balanced: deeper zooms weigh
@@ -132,7 +131,7 @@ pub(super) async fn shard_walk(
         }
     };
     let plan = ShardPlan::from_json(&text, &location)?;
-    plan.check(shard.spec, &settings_digest(prepared))
+    plan.check(shard.spec, &prepared.settings_digest())
         .map_err(|e| Error::Usage(format!("{location}: {e}")))?;
     let tileset = prepared.tileset;
     let walk = PyramidWalk::for_shard(tileset.bbox, tileset.zooms, plan, shard.spec)?;

@@ -21,7 +21,7 @@ use crate::sink::writer::{self, Writer};
 use crate::sink::{self, lock, ChangedList, Finish, PartOf, Resume, Sink, TilesetMetadata};
 use crate::state::capture;
 use crate::state::cells;
-use crate::state::digest::{job_fingerprint, TileSettings};
+use crate::state::digest::job_fingerprint;
 use crate::state::reseed::{self, Decision};
 use crate::state::Watermark;
 
@@ -461,19 +461,6 @@ impl TilesetRun<'_> {
     }
 
     fn settings_digest(&self) -> String {
-        settings_digest(self.prepared)
+        self.prepared.settings_digest()
     }
-}
-
-/// The digest of the settings that decide a prepared tileset's tile bytes.
-pub(super) fn settings_digest(prepared: &Prepared) -> String {
-    let configured = &prepared.tileset.tileset;
-    let layers = &prepared.layers;
-    TileSettings::new(
-        configured.extent,
-        configured.buffer,
-        layers.iter().map(|l| &l.config),
-    )
-    .with_lists(layers.iter().map(|l| l.list_properties()))
-    .digest()
 }
