@@ -13,7 +13,8 @@ use crate::common::run::{
 
 type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
 
-const ZOOMS: &str = "0-10";
+/// The zooms every seed of these tests covers.
+pub(crate) const ZOOMS: &str = "0-10";
 
 fn starting_points() -> Vec<Point> {
     let mut points = hub_with_scatter(150, 21, 3, [106.6, 10.7, 106.8, 10.9]);
@@ -26,17 +27,18 @@ fn starting_points() -> Vec<Point> {
 
 /// The shared fixture with change capture installed in a schema of its own, and a second config of
 /// the same layer that aggregates clusters from rows, for reference seeds.
-struct Setup {
+pub(crate) struct Setup {
     base: Fixture,
     /// The same tileset with clusters aggregated from rows, for reference seeds.
     from_rows: PathBuf,
-    changes_schema: String,
+    pub(crate) changes_schema: String,
 }
 
 wraps_fixture!(Setup, base);
 
 impl Setup {
-    fn new(label: &str, extra_layer: &str) -> Setup {
+    /// The shared starting points under change capture, in a layer with `extra_layer`'s settings.
+    pub(crate) fn new(label: &str, extra_layer: &str) -> Setup {
         let mut changes_schema = String::new();
         let base = Fixture::new(label, &starting_points(), "reseed.toml", |schema| {
             changes_schema = schema.companion("cdc");
@@ -60,7 +62,8 @@ impl Setup {
         setup
     }
 
-    fn run(&self, args: &[&str]) -> crate::common::run::Run {
+    /// `args` (a subcommand first) with the fixture's config.
+    pub(crate) fn run(&self, args: &[&str]) -> crate::common::run::Run {
         self.run_with(&self.config, args)
     }
 
@@ -87,7 +90,8 @@ impl Setup {
             .collect()
     }
 
-    fn seed(&self, output: &Path, extra: &[&str]) -> crate::common::run::Run {
+    /// A seed of [`ZOOMS`] into `output` with `extra` arguments, which must succeed.
+    pub(crate) fn seed(&self, output: &Path, extra: &[&str]) -> crate::common::run::Run {
         let mut args = vec![
             "seed",
             "--zoom",
@@ -102,7 +106,7 @@ impl Setup {
     }
 
     /// A full seed of the current data into a fresh file, clusters aggregated from rows.
-    fn full(&self, name: &str) -> Tiles {
+    pub(crate) fn full(&self, name: &str) -> Tiles {
         let path = self.path(name);
         let _ = std::fs::remove_file(&path);
         let output = path.to_str().unwrap();

@@ -24,3 +24,4 @@ mod setup_scripts;
 mod shard_outputs;
 mod shards;
 mod watch;
+mod wide_geometries;

@@ -61,7 +61,11 @@ pub enum ClusterPosition {
     CellCenter,
 }
 
-/// Grid clustering of a point layer at low zooms.
+/// Grid clustering of a layer at low zooms. Each row counts at one representative point: a point
+/// as it is, any other geometry (a line, a polygon, a collection) at `ST_PointOnSurface` of it, a
+/// point on it that is the same wherever the row is read; rows of NULL or empty geometry are left
+/// out. The cluster's extent is that of its members' points. Above `maxzoom` the layer's rows are
+/// drawn whole, whatever their kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterConfig {
     /// Zooms up to and including this one are clustered.
@@ -145,7 +149,8 @@ pub struct LayerConfig {
     pub filter: Option<String>,
     /// Zooms at which this layer appears; `None` means every zoom the job renders.
     pub zooms: Option<ZoomRange>,
-    /// Grid clustering at low zooms, if configured.
+    /// Grid clustering at low zooms, if configured: every row clustered at a representative point
+    /// (see [`ClusterConfig`]), and drawn whole above the clustered zooms.
     pub cluster: Option<ClusterConfig>,
     /// An attribute whose per-value member counts each cluster carries, as [`breakdown_property`]
     /// names it.

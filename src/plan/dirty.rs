@@ -6,12 +6,34 @@ use std::collections::BTreeSet;
 use crate::config::LayerConfig;
 use crate::tile::{mercator, morton, BBox, TileCoord, ZoomRange, MERCATOR_HALF_WORLD};
 
+/// One changed geometry (an old or a new position of a row), as boxes `[west, south, east, north]`
+/// in degrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChangedBox {
+    /// The geometry's box.
+    pub whole: [f64; 4],
+    /// The box of its representative point, where clustered zooms place it (a point's own box).
+    pub point: [f64; 4],
+}
+
+impl ChangedBox {
+    /// A changed point.
+    pub fn point(lon: f64, lat: f64) -> ChangedBox {
+        let at = [lon, lat, lon, lat];
+        ChangedBox {
+            whole: at,
+            point: at,
+        }
+    }
+}
+
 /// The tiles a set of changes touches, per layer: at each zoom where the layer appears, every tile
-/// whose buffered envelope covers a changed geometry's box (at clustered zooms, the box grown to whole
-/// grid cells, since a change moves its cell's cluster). Lowest zoom first; de-duplicated before
-/// anything is rendered. `None` when more than `limit` tiles are dirty: a full seed is then cheaper.
+/// whose buffered envelope covers a changed geometry's box; at clustered zooms, its representative
+/// point's box grown to whole grid cells, since a change moves only the clusters of the cells its
+/// points lie in. Lowest zoom first; de-duplicated before anything is rendered. `None` when more
+/// than `limit` tiles are dirty: a full seed is then cheaper.
 pub fn dirty_tiles(
-    boxes: &[(&LayerConfig, &[[f64; 4]])],
+    boxes: &[(&LayerConfig, &[ChangedBox])],
     bbox: BBox,
     zooms: ZoomRange,
     extent: u32,
@@ -32,7 +54,11 @@ pub fn dirty_tiles(
             let cell = layer
                 .cluster_at(z)
                 .map(|c| size * f64::from(c.cell) / f64::from(extent));
-            for [west, south, east, north] in layer_boxes.iter() {
+            for changed in layer_boxes.iter() {
+                let [west, south, east, north] = match cell {
+                    Some(_) => &changed.point,
+                    None => &changed.whole,
+                };
                 let (mut x0, mut y0) = mercator(*west, *south);
                 let (mut x1, mut y1) = mercator(*east, *north);
                 if let Some(cell) = cell {
@@ -90,7 +116,7 @@ mod tests {
     }
 
     /// The zoom-1 tiles one changed box dirties.
-    fn at_zoom_1(layer: &LayerConfig, changed: [f64; 4]) -> Vec<TileCoord> {
+    fn at_zoom_1(layer: &LayerConfig, changed: ChangedBox) -> Vec<TileCoord> {
         let zoom = ZoomRange::new(1, 1).unwrap();
         dirty_tiles(&[(layer, &[changed][..])], BBox::WORLD, zoom, 4096, 64, 10).unwrap()
     }
@@ -98,7 +124,7 @@ mod tests {
     #[test]
     fn a_change_dirties_the_tiles_whose_buffer_covers_it_at_every_zoom() {
         let layer = layer(None);
-        let boxes = [[90.4, 23.8, 90.4, 23.8]];
+        let boxes = [ChangedBox::point(90.4, 23.8)];
         let zooms = ZoomRange::new(0, 14).unwrap();
         let dirty =
             dirty_tiles(&[(&layer, &boxes[..])], BBox::WORLD, zooms, 4096, 64, 1000).unwrap();
@@ -111,7 +137,7 @@ mod tests {
             "lowest zoom first"
         );
         // Exactly on a tile corner at zoom 1, a point lies in the buffer of all four tiles.
-        assert_eq!(at_zoom_1(&layer, [0.0, 0.0, 0.0, 0.0]).len(), 4);
+        assert_eq!(at_zoom_1(&layer, ChangedBox::point(0.0, 0.0)).len(), 4);
         assert!(
             dirty_tiles(&[(&layer, &boxes[..])], BBox::WORLD, zooms, 4096, 64, 5).is_none(),
             "over the limit"
@@ -127,8 +153,29 @@ mod tests {
         };
         let layer = layer(Some(cluster));
         // In the north-western cell of tile 1/1/0, whose west edge is 1/0/0's east edge.
-        let dirty = at_zoom_1(&layer, [0.5, 70.0, 0.5, 70.0]);
+        let dirty = at_zoom_1(&layer, ChangedBox::point(0.5, 70.0));
         let names: Vec<String> = dirty.iter().map(|t| t.to_string()).collect();
         assert_eq!(names, ["1/0/0", "1/1/0"], "the cell touches 1/0/0's buffer");
+    }
+
+    #[test]
+    fn a_wide_geometry_dirties_clustered_zooms_only_where_its_point_is() {
+        let cluster = crate::config::ClusterConfig {
+            maxzoom: 3,
+            cell: 512,
+            position: crate::config::ClusterPosition::Centroid,
+        };
+        let layer = layer(Some(cluster));
+        let line = ChangedBox {
+            whole: [-179.0, -80.0, 179.0, 80.0],
+            point: [-179.0, -80.0, -179.0, -80.0],
+        };
+        let zooms = ZoomRange::new(3, 4).unwrap();
+        let dirty =
+            dirty_tiles(&[(&layer, &[line][..])], BBox::WORLD, zooms, 4096, 64, 1000).unwrap();
+        let at = |z: u8| dirty.iter().filter(|t| t.z() == z).count();
+        // The point's cell and the buffer of the tile beside it, not the 8 × 7 tiles of the box.
+        assert_eq!(at(3), 2, "clustered at zoom 3");
+        assert_eq!(at(4), 16 * 14, "drawn whole at zoom 4");
     }
 }

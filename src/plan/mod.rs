@@ -6,7 +6,7 @@ pub mod dirty;
 pub mod shard;
 pub mod walk;
 
-pub use dirty::dirty_tiles;
+pub use dirty::{dirty_tiles, ChangedBox};
 pub use shard::{ShardPlan, ShardSpec};
 pub use walk::{Mode, PyramidWalk, EAGER_TILES};
 

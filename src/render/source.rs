@@ -38,6 +38,11 @@ pub struct LayerSource {
     pub has_spatial_index: bool,
     /// The planner's estimate of the table's rows (0 when unknown, as for views).
     pub estimated_rows: f64,
+    /// Whether the geometry column's type admits only points (`geometry(Point, …)`). A clustered
+    /// layer of any other column places each row at a representative point (see
+    /// [`crate::render::sql::representative_point`]); one of points only takes them as they are,
+    /// without testing each row's kind.
+    pub points_only: bool,
 }
 
 /// One property column of a layer.
@@ -122,6 +127,8 @@ struct Column {
     type_name: String,
     attnum: i16,
     typmod_srid: Option<i32>,
+    /// The geometry kind a `geometry(Kind, …)` column admits (`Point`, `PointZ`, `Geometry`, …).
+    typmod_kind: Option<String>,
 }
 
 /// Looks a layer's source up in the database; `tileset` only names it in errors.
@@ -177,6 +184,11 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         has_spatial_index,
         // Never analysed (-1) or a view (0): unknown, taken as small.
         estimated_rows: table.estimated_rows.max(0.0),
+        // `Point`, `PointZ`, `PointM`, `PointZM`; `MultiPoint` has no single X and Y.
+        points_only: geometry
+            .typmod_kind
+            .as_deref()
+            .is_some_and(|kind| kind.starts_with("Point")),
     })
 }
 
@@ -216,7 +228,9 @@ async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String,
         .query_typed(
             "SELECT a.attname::text, t.typname::text, a.attnum,
                     CASE WHEN t.typname = 'geometry' AND a.atttypmod >= 0
-                         THEN postgis_typmod_srid(a.atttypmod) END
+                         THEN postgis_typmod_srid(a.atttypmod) END,
+                    CASE WHEN t.typname = 'geometry' AND a.atttypmod >= 0
+                         THEN postgis_typmod_type(a.atttypmod) END
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
             &[(&table.oid, Type::OID)],
@@ -236,6 +250,7 @@ async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String,
                 type_name: r.get(1),
                 attnum: r.get(2),
                 typmod_srid: r.get(3),
+                typmod_kind: r.get(4),
             };
             (r.get::<_, String>(0), column)
         })

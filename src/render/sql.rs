@@ -20,7 +20,7 @@ mod cluster;
 use cluster::*;
 pub use cluster::{
     breakdown_rollup, cell_aggregates, cell_display_columns, cell_metres, cell_rollup,
-    cells_from_rows, BREAKDOWN_COLUMNS,
+    cells_from_rows, cluster_row_columns, representative_point, BREAKDOWN_COLUMNS,
 };
 
 use crate::config::{breakdown_property, ClusterConfig, ClusterPosition, Partition};
@@ -182,13 +182,12 @@ fn exists(layer: &LayerSource, index: usize) -> String {
     format!("EXISTS (SELECT 1 {})", source_predicate(layer, index))
 }
 
-/// The columns of one layer's rows inside the tile's buffered envelope, projected to Web Mercator.
-pub fn row_columns(layer: &LayerSource) -> Vec<String> {
-    let geometry = quote_ident(&layer.config.geometry_column);
+/// A row's columns with the geometry `geometry` (an expression in the layer's SRID).
+fn columns_with(layer: &LayerSource, geometry: &str) -> Vec<String> {
     let projected = if layer.srid == 3857 {
-        format!("t.{geometry}")
+        geometry.to_string()
     } else {
-        format!("ST_Transform(t.{geometry}, 3857)")
+        format!("ST_Transform({geometry}, 3857)")
     };
     let mut columns = vec![format!("{projected} AS {MERC}")];
     if layer.integer_id {
@@ -226,7 +225,7 @@ fn list_value(array: &str) -> String {
 fn layer_rows(layer: &LayerSource, cte: &str) -> String {
     format!(
         "{cte} AS MATERIALIZED (SELECT {} {})",
-        row_columns(layer).join(", "),
+        cluster_row_columns(layer).join(", "),
         source_predicate(layer, 0)
     )
 }
@@ -320,7 +319,28 @@ fn children_array<'a>(
             }
             let tests: Vec<String> = deeper
                 .iter()
-                .map(|(index, layer)| match rows_of(*index) {
+                .map(|(index, layer)| {
+                    let rows = rows_of(*index);
+                    let points_stand_in = matches!(rows, RowsAt::Cte(_) | RowsAt::Cells(_))
+                        && !layer.points_only
+                        && drawn_whole_below(layer, z, job);
+                    let test = rows_test(layer, rows, child);
+                    if points_stand_in {
+                        format!("{test} OR {}", other_kinds_in(layer, child))
+                    } else {
+                        test
+                    }
+                })
+                .collect();
+            tests.join(" OR ")
+        })
+        .collect();
+    format!("ARRAY[{}]", flags.join(", "))
+}
+
+/// Whether rows of `layer`, found where `rows` says, lie in child envelope `child`.
+fn rows_test(layer: &LayerSource, rows: RowsAt, child: usize) -> String {
+    match rows {
                     RowsAt::Flags(alias) => format!("coalesce({alias}.c{child}, false)"),
                     RowsAt::Cte(cte) => format!(
                         "EXISTS (SELECT 1 FROM {cte} WHERE {cte}.{MERC} && ST_MakeEnvelope({}, 3857))",
@@ -334,12 +354,7 @@ fn children_array<'a>(
                          {cells}.__oar_x1, {cells}.__oar_y1, 3857) && env.child{child})"
                     ),
                     RowsAt::Table => exists(layer, child),
-                })
-                .collect();
-            tests.join(" OR ")
-        })
-        .collect();
-    format!("ARRAY[{}]", flags.join(", "))
+    }
 }
 
 /// The statement that only says which children hold anything (no rendering).
@@ -473,7 +488,7 @@ mod tests {
     use crate::render::source::FieldType;
     use crate::render::source::Property;
 
-    fn layer(name: &str, zooms: Option<ZoomRange>) -> LayerSource {
+    pub(super) fn layer(name: &str, zooms: Option<ZoomRange>) -> LayerSource {
         LayerSource {
             config: LayerConfig {
                 name: name.into(),
@@ -498,6 +513,7 @@ mod tests {
             }],
             has_spatial_index: true,
             estimated_rows: 0.0,
+            points_only: true,
         }
     }
 

@@ -29,8 +29,9 @@ use tokio_postgres::GenericClient;
 use super::watermark::Watermark;
 use crate::config::{Config, LayerConfig};
 use crate::error::{pg_message, DbError, Error, Result};
+use crate::plan::ChangedBox;
 use crate::render::source::{quote_ident, quoted_table};
-use crate::render::sql::quote_literal;
+use crate::render::sql::{self, quote_literal};
 
 /// Takes the snapshot a seed starting now reflects at least, on the server the seed renders from.
 ///
@@ -666,8 +667,8 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
 pub struct ChangeSet {
     /// Whether a TRUNCATE means everything must be reseeded.
     pub everything: bool,
-    /// Boxes `[west, south, east, north]` in degrees of old and new geometries, per layer name.
-    pub boxes: BTreeMap<String, Vec<[f64; 4]>>,
+    /// Old and new geometries, per layer name.
+    pub boxes: BTreeMap<String, Vec<ChangedBox>>,
     /// Changed geometries read (an update counts its old and its new position).
     pub rows: u64,
     /// When each change read was committed, in seconds since the Unix epoch: the commit timestamp
@@ -725,15 +726,15 @@ pub async fn read_since(
 }
 
 /// The changes to the layer's table that the snapshot `since` did not see and the client's current
-/// snapshot does: whether it was truncated, and the boxes `[west, south, east, north]` in degrees
-/// of the old and new geometries. A layer of one partition reads only the statements that touched
+/// snapshot does: whether it was truncated, and the boxes of the old and new geometries and of
+/// their representative points (where clustered zooms place them). A layer of one partition reads only the statements that touched
 /// rows of its value, and those logged before its column's values were (`partitions` lacks it).
 pub async fn changed_boxes(
     client: &impl GenericClient,
     schema: &str,
     layer: &LayerConfig,
     since: &str,
-) -> Result<(bool, Vec<[f64; 4]>)> {
+) -> Result<(bool, Vec<ChangedBox>)> {
     let table = quoted_table(layer);
     let column = layer.partition.as_ref().map(|p| p.column.as_str());
     let value = layer.partition.as_ref().map(|p| p.value.as_str());
@@ -756,18 +757,22 @@ pub async fn changed_boxes(
     }
     let rows = client
         .query_typed(
-            &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b)
+            &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b),
+                    ST_XMin(p), ST_YMin(p), ST_XMax(p), ST_YMax(p)
              FROM {}.change_log c
              CROSS JOIN LATERAL (SELECT c.old_geom UNION ALL SELECT c.new_geom
                                  UNION ALL SELECT unnest(c.old_geoms) UNION ALL SELECT unnest(c.new_geoms)) AS v(g)
              CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
                                              WHEN ST_SRID(v.g) = 4326 THEN v.g::box2d
                                              ELSE ST_Transform(ST_Envelope(v.g), 4326)::box2d END AS b) e
+             CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
+                                             WHEN ST_SRID(v.g) = 4326 THEN ({point})::box2d
+                                             ELSE ST_Transform({point}, 4326)::box2d END AS p) r
              WHERE c.source = to_regclass($1)::oid
                AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
                AND (c.everything OR v.g IS NOT NULL)
                AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
-                    OR c.partitions -> $3 ? $4)", quote_ident(schema)),
+                    OR c.partitions -> $3 ? $4)", quote_ident(schema), point = sql::representative_point("v.g")),
             &[(&table, Type::TEXT), (&since, Type::TEXT), (&column, Type::TEXT), (&value, Type::TEXT)],
         )
         .await
@@ -779,9 +784,14 @@ pub async fn changed_boxes(
             everything = true;
             continue;
         }
-        let corner = |i: usize| row.get::<_, Option<f64>>(i);
-        if let (Some(w), Some(s), Some(e), Some(n)) = (corner(1), corner(2), corner(3), corner(4)) {
-            boxes.push([w, s, e, n]);
+        let corners = |first: usize| -> Option<[f64; 4]> {
+            let corner = |i: usize| row.get::<_, Option<f64>>(first + i);
+            Some([corner(0)?, corner(1)?, corner(2)?, corner(3)?])
+        };
+        if let Some(whole) = corners(1) {
+            // A geometry with a box has a point on it; its box stands in should PostGIS find none.
+            let point = corners(5).unwrap_or(whole);
+            boxes.push(ChangedBox { whole, point });
         }
     }
     Ok((everything, boxes))

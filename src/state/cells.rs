@@ -5,8 +5,11 @@
 //! Without it a clustered tile aggregates every row beneath it, so the few low-zoom tiles a reseed
 //! touches cost as much as a large part of a full seed. With it a tile reads the few dozen cells it
 //! shows. Before each seed the table is brought up to date from the change log: only cells holding
-//! a changed geometry (old or new position) are summed again from their rows at the deepest
-//! clustered zoom, and from those cells upwards at the coarser zooms. Cell values are exact (integer
+//! a changed geometry's representative point (old or new position; see
+//! [`crate::render::sql::representative_point`]) are summed again from their rows at the deepest
+//! clustered zoom, and from those cells upwards at the coarser zooms. Too many changes, or changes
+//! whose cells would be too many to list, sum every cell again instead, so neither memory nor work
+//! grows with a geometry's width. Cell values are exact (integer
 //! sums, minima, maxima, counts), so tiles come out byte for byte as when aggregated from rows.
 //!
 //! The table's own watermark is a snapshot taken before it reads the change log, and it registers as
@@ -15,7 +18,7 @@
 //! skipped. Change capture not installed, or no right to write its schema: clustered tiles are
 //! aggregated from rows as before.
 
-use std::collections::BTreeSet;
+mod changed;
 
 use deadpool_postgres::Pool;
 use md5::{Digest, Md5};
@@ -27,7 +30,7 @@ use crate::error::{pg_message, pool_message, DbError, Error, Result};
 use crate::render::source::{quote_ident, quoted_table, LayerSource};
 use crate::render::sql;
 use crate::state::capture;
-use crate::tile::{lonlat_to_mercator, Envelope, MERCATOR_HALF_WORLD};
+use changed::{cell_envelopes, cell_params, changed_cells, split};
 
 /// Above this many changed geometries, summing every cell again is cheaper than finding them.
 const FULL_REBUILD_CHANGES: usize = 50_000;
@@ -276,7 +279,7 @@ fn deepest_cells(layer: &LayerSource, cluster: &ClusterConfig, extent: u32, dirt
             "SELECT DISTINCT ON (t.{id}) {} FROM unnest($1::float8[], $2::float8[], $3::float8[], \
              $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[]) \
              AS e(w, s, e, n, mw, ms, me, mn) JOIN {} t ON t.{} && {}{filter} ORDER BY t.{id}",
-            sql::row_columns(layer).join(", "),
+            sql::cluster_row_columns(layer).join(", "),
             quoted_table(config),
             quote_ident(&config.geometry_column),
             sql::envelope_in_srid(layer, &degrees, &metres)
@@ -285,7 +288,7 @@ fn deepest_cells(layer: &LayerSource, cluster: &ClusterConfig, extent: u32, dirt
         // OFFSET 0: projected once per row, not once per aggregate that reads the projection.
         format!(
             "SELECT {} FROM {} t{filter} OFFSET 0",
-            sql::row_columns(layer).join(", "),
+            sql::cluster_row_columns(layer).join(", "),
             quoted_table(config)
         )
     };
@@ -300,7 +303,8 @@ fn deepest_cells(layer: &LayerSource, cluster: &ClusterConfig, extent: u32, dirt
              (SELECT * FROM unnest($9::int8[], $10::int8[]))"
         )
     } else {
-        grouped
+        // NULL and empty geometries have no point, so no cell; tiles never fetch them either.
+        format!("SELECT * FROM ({grouped}) g WHERE g.__oar_cx IS NOT NULL")
     }
 }
 
@@ -419,14 +423,27 @@ async fn refresh_one(
                 capture::changed_boxes(&*transaction, schema, &layer.config, since)
                     .await
                     .map_err(|e| e.to_string())?;
-            (!everything && boxes.len() <= FULL_REBUILD_CHANGES).then_some(boxes)
+            // A row's cells are those of its old and new representative points, however wide
+            // the geometry.
+            let points: Vec<[f64; 4]> = boxes.iter().map(|b| b.point).collect();
+            if everything || points.len() > FULL_REBUILD_CHANGES {
+                None
+            } else {
+                changed_cells(&points, cluster, extent).map(|cells| (points.len(), cells))
+            }
         }
     };
     match dirty {
         None => sum_all_cells(&*transaction, layer, cluster, table, extent).await?,
-        Some(boxes) if boxes.is_empty() => {}
-        Some(boxes) => {
-            sum_changed_cells(&*transaction, layer, cluster, table, extent, &boxes).await?
+        Some((_, cells)) if cells.is_empty() => {}
+        Some((changes, cells)) => {
+            tracing::debug!(
+                "layer `{}`: {changes} changed geometries touch {} cells at zoom {}",
+                layer.config.name,
+                cells.len(),
+                cluster.maxzoom
+            );
+            sum_changed_cells(&*transaction, layer, cluster, table, extent, cells).await?
         }
     }
     transaction
@@ -490,26 +507,19 @@ async fn sum_all_cells(
     Ok(())
 }
 
-/// Sums again only the cells holding a changed geometry (`boxes`, old and new positions), at the
-/// deepest clustered zoom from rows and at each coarser zoom from the finer cells.
+/// Sums again only `cells` of the deepest clustered zoom (those holding a changed geometry's old or
+/// new representative point) from rows, and at each coarser zoom the cells above them from the
+/// finer cells.
 async fn sum_changed_cells(
     transaction: &impl GenericClient,
     layer: &LayerSource,
     cluster: &ClusterConfig,
     table: &CellTable,
     extent: u32,
-    boxes: &[[f64; 4]],
+    mut cells: std::collections::BTreeSet<(i64, i64)>,
 ) -> std::result::Result<(), String> {
     let pg = |e: tokio_postgres::Error| pg_message(&e);
     let qualified = &table.qualified;
-    let mut cells = changed_cells(boxes, cluster, extent);
-    tracing::debug!(
-        "layer `{}`: {} changed geometries touch {} cells at zoom {}",
-        layer.config.name,
-        boxes.len(),
-        cells.len(),
-        cluster.maxzoom
-    );
     let envelopes = cell_envelopes(&cells, cluster, extent);
     let (xs, ys) = split(&cells);
     transaction
@@ -550,102 +560,4 @@ async fn sum_changed_cells(
             .map_err(pg)?;
     }
     Ok(())
-}
-
-/// The cells at the deepest clustered zoom that hold a changed geometry's box, with a hair of slack
-/// on every side: summing a cell too many again costs little, missing one would be wrong.
-fn changed_cells(boxes: &[[f64; 4]], cluster: &ClusterConfig, extent: u32) -> BTreeSet<(i64, i64)> {
-    let cell = sql::cell_metres(cluster, cluster.maxzoom, extent);
-    let slack = 1.0 + cell * 1e-3;
-    let half = MERCATOR_HALF_WORLD;
-    let mut cells = BTreeSet::new();
-    // Not clamped to the Mercator square: rows beyond it still group into cells (rows outside it).
-    let mercator = |lon: f64, lat: f64| lonlat_to_mercator(lon, lat, 89.9999);
-    for [west, south, east, north] in boxes {
-        let (x0, y0) = mercator(*west, *south);
-        let (x1, y1) = mercator(*east, *north);
-        let column = |x: f64| ((x + half) / cell).floor() as i64;
-        let row = |y: f64| ((half - y) / cell).floor() as i64;
-        for cx in column(x0 - slack)..=column(x1 + slack) {
-            for cy in row(y1 + slack)..=row(y0 - slack) {
-                cells.insert((cx, cy));
-            }
-        }
-    }
-    cells
-}
-
-/// Each cell's envelope, grown a little, as eight arrays: degrees west, south, east, north, then
-/// metres.
-fn cell_envelopes(
-    cells: &BTreeSet<(i64, i64)>,
-    cluster: &ClusterConfig,
-    extent: u32,
-) -> Vec<Vec<f64>> {
-    let cell = sql::cell_metres(cluster, cluster.maxzoom, extent);
-    let half = MERCATOR_HALF_WORLD;
-    let mut columns: Vec<Vec<f64>> = (0..8).map(|_| Vec::with_capacity(cells.len())).collect();
-    for (cx, cy) in cells {
-        let metres = Envelope {
-            west: *cx as f64 * cell - half,
-            south: half - (*cy + 1) as f64 * cell,
-            east: (*cx + 1) as f64 * cell - half,
-            north: half - *cy as f64 * cell,
-        }
-        .grown(1e-6);
-        let degrees = metres.mercator_to_lonlat();
-        let values = [
-            degrees.west,
-            degrees.south,
-            degrees.east,
-            degrees.north,
-            metres.west,
-            metres.south,
-            metres.east,
-            metres.north,
-        ];
-        for (column, value) in columns.iter_mut().zip(values) {
-            column.push(value);
-        }
-    }
-    columns
-}
-
-fn split(cells: &BTreeSet<(i64, i64)>) -> (Vec<i64>, Vec<i64>) {
-    cells.iter().copied().unzip()
-}
-
-/// The cell columns `xs`, `ys` as typed statement parameters.
-fn cell_params<'a>(xs: &'a Vec<i64>, ys: &'a Vec<i64>) -> [(&'a (dyn ToSql + Sync), Type); 2] {
-    [(xs, Type::INT8_ARRAY), (ys, Type::INT8_ARRAY)]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::ClusterPosition;
-
-    fn cluster() -> ClusterConfig {
-        ClusterConfig {
-            maxzoom: 11,
-            cell: 512,
-            position: ClusterPosition::Centroid,
-        }
-    }
-
-    #[test]
-    fn a_changed_point_dirties_its_cell_and_only_neighbours_it_nearly_touches() {
-        let cells = changed_cells(&[[90.4, 23.8, 90.4, 23.8]], &cluster(), 4096);
-        assert!(!cells.is_empty() && cells.len() <= 4, "{cells:?}");
-        let cell = sql::cell_metres(&cluster(), 11, 4096);
-        let (x, y) = crate::tile::mercator(90.4, 23.8);
-        let own = (
-            ((x + MERCATOR_HALF_WORLD) / cell).floor() as i64,
-            ((MERCATOR_HALF_WORLD - y) / cell).floor() as i64,
-        );
-        assert!(cells.contains(&own));
-        let envelopes = cell_envelopes(&cells, &cluster(), 4096);
-        assert_eq!(envelopes.len(), 8);
-        assert!(envelopes.iter().all(|c| c.len() == cells.len()));
-    }
 }

@@ -9,7 +9,7 @@ use super::watermark::Watermark;
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
 use crate::job::{Selection, TilesetJob};
-use crate::plan::{dirty_tiles, Work};
+use crate::plan::{dirty_tiles, ChangedBox, Work};
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
 /// More dirty tiles than this and a reseed walks the whole pyramid instead of listing them.
@@ -124,7 +124,7 @@ async fn dirty(
             "the layers, extent or buffer differ from those of the output's last seed",
         ));
     }
-    let boxes: Vec<(&LayerConfig, &[[f64; 4]])> = layers
+    let boxes: Vec<(&LayerConfig, &[ChangedBox])> = layers
         .iter()
         .filter_map(|c| changes.boxes.get(&c.name).map(|b| (c, b.as_slice())))
         .collect();

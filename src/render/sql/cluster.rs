@@ -1,7 +1,53 @@
-//! SQL of clustered zooms: grid cells of a fixed number of tile pixels, aggregated from rows or read
-//! from a maintained cell table, and turned into one cluster feature per cell.
+//! SQL of clustered zooms: each row at a representative point, in grid cells of a fixed number of
+//! tile pixels, aggregated from rows or read from a maintained cell table, and turned into one
+//! cluster feature per cell.
 
 use super::*;
+
+/// SQL for the point a clustered layer places a row at, given its geometry `geometry`: a point as
+/// it is, any other kind at `ST_PointOnSurface` of it (a point on the line or inside the polygon,
+/// so within the geometry's box). NULL stays NULL and an empty geometry gives an empty point, and
+/// clustering skips both, as it skips them among points.
+pub fn representative_point(geometry: &str) -> String {
+    format!(
+        "CASE WHEN ST_GeometryType({geometry}) = 'ST_Point' THEN {geometry} \
+         ELSE ST_PointOnSurface({geometry}) END"
+    )
+}
+
+/// The columns of one layer's rows inside the tile's buffered envelope, projected to Web Mercator.
+pub fn row_columns(layer: &LayerSource) -> Vec<String> {
+    let geometry = format!("t.{}", quote_ident(&layer.config.geometry_column));
+    columns_with(layer, &geometry)
+}
+
+/// The columns of one clustered layer's rows, as [`row_columns`] but with each row's
+/// [`representative_point`] for its geometry, which is what clusters group and count. A column of
+/// points only keeps its geometry as it is, so point layers pay nothing for other kinds.
+pub fn cluster_row_columns(layer: &LayerSource) -> Vec<String> {
+    let geometry = format!("t.{}", quote_ident(&layer.config.geometry_column));
+    if layer.points_only {
+        columns_with(layer, &geometry)
+    } else {
+        columns_with(layer, &representative_point(&geometry))
+    }
+}
+
+/// Whether a zoom deeper than `z` in the job draws the layer's geometries whole (unclustered).
+pub(super) fn drawn_whole_below(layer: &LayerSource, z: u8, job: ZoomRange) -> bool {
+    (z + 1..=job.max).any(|d| active_at(layer, d) && layer.config.cluster_at(d).is_none())
+}
+
+/// Whether a row of a kind other than a point lies in child envelope `child`. A clustered zoom's
+/// cells or rows hold only representative points, but the deeper zooms that draw a line or a
+/// polygon whole must be reached wherever it passes.
+pub(super) fn other_kinds_in(layer: &LayerSource, child: usize) -> String {
+    format!(
+        "EXISTS (SELECT 1 {} AND ST_GeometryType(t.{}) <> 'ST_Point')",
+        source_predicate(layer, child),
+        quote_ident(&layer.config.geometry_column)
+    )
+}
 
 /// The size of a clustered layer's grid cells at zoom `z`, in Web-Mercator metres. A cell at `z` is
 /// exactly four cells of `z + 1` (the sizes differ by a power of two, so even the floating-point
@@ -323,4 +369,42 @@ pub(super) fn clustered_layer(
         (extent, buffer),
     );
     (ctes, mvt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::layer;
+    use super::*;
+
+    #[test]
+    fn only_columns_of_any_geometry_kind_cluster_at_representative_points() {
+        let job = ZoomRange::new(0, 10).unwrap();
+        let mut points = layer("p", None);
+        points.config.cluster = Some(ClusterConfig {
+            maxzoom: 6,
+            cell: 256,
+            position: ClusterPosition::Centroid,
+        });
+        let any = LayerSource {
+            points_only: false,
+            ..points.clone()
+        };
+        let other_kinds = "AND ST_GeometryType(t.\"location\") <> 'ST_Point')";
+        for z in [3, 6] {
+            let typed = render_query(std::slice::from_ref(&points), &[], z, job, (4096, 64)).sql;
+            assert!(!typed.contains("ST_PointOnSurface"), "{typed}");
+            assert!(!typed.contains(other_kinds), "{typed}");
+            let generic = render_query(std::slice::from_ref(&any), &[], z, job, (4096, 64)).sql;
+            assert!(
+                generic.contains(&representative_point("t.\"location\"")),
+                "{generic}"
+            );
+            // Zooms 7-10 draw lines whole: the walk must reach every tile they cross.
+            assert!(generic.contains(other_kinds), "{generic}");
+        }
+        // Every zoom clustered: the walk follows the representative points alone.
+        let clustered = ZoomRange::new(0, 6).unwrap();
+        let generic = render_query(&[any], &[], 3, clustered, (4096, 64)).sql;
+        assert!(!generic.contains(other_kinds), "{generic}");
+    }
 }
