@@ -6,6 +6,8 @@ const LAYERS: &[&[&str]] = &[
     &["tile"],
     &["error", "retry"],
     &["config"],
+    // Connections, as libpq makes them: every stage that talks to PostgreSQL builds on it.
+    &["db"],
     &["job"],
     &["plan"],
     &["render"],

@@ -3,6 +3,7 @@
 //! ARCHITECTURE.md draws it.
 
 pub mod config;
+pub mod db;
 pub mod encode;
 pub mod error;
 pub mod inspect;

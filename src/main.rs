@@ -283,7 +283,7 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
     let path = Config::locate(args.config.as_deref())?;
     let config = Config::load(&path)?;
     runtime()?.block_on(async {
-        let pool = oar_tiles::render::pool::connect(&config.database, 1).await?;
+        let pool = oar_tiles::db::connect(&config.database, 1).await?;
         match args.action {
             ChangesAction::Install => {
                 let tables = changes::install(&pool, &config).await?;

@@ -13,10 +13,10 @@ use std::path::Path;
 use deadpool_postgres::Pool;
 
 use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
+use crate::db;
 use crate::error::{Error, Result};
 use crate::inspect::OutputReader;
 use crate::job::{SeedJob, TilesetJob};
-use crate::render::pool;
 use crate::render::source::{describe, partition_column, partition_values};
 use crate::report::{ProgressKind, TilesetSummary};
 use crate::seed;
@@ -35,7 +35,7 @@ pub async fn seed(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSu
     {
         return seed::run(job, progress).await;
     }
-    let pool = pool::connect(&job.database, 2).await?;
+    let pool = db::connect(&job.database, 2).await?;
     let mut expanded = job.clone();
     expanded.tilesets.clear();
     let mut plans = Vec::new();

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
 
-use super::source::{quote_ident, quoted_table, LayerSource};
+use super::source::{quoted_table, LayerSource};
+use crate::db::quote_ident;
 use crate::error::{DbError, Result};
 use crate::tile::{TileCoord, MERCATOR_HALF_WORLD};
 

@@ -7,7 +7,6 @@
 //! appear at the next.
 
 pub mod count;
-pub mod pool;
 pub mod source;
 pub mod sql;
 
@@ -248,7 +247,7 @@ impl Connections {
             })
             .collect();
         let begin = (database.pool_mode == PoolMode::Transaction).then(|| {
-            let settings: String = pool::session_settings(database)
+            let settings: String = crate::db::session_settings(database)
                 .iter()
                 .map(|(name, value)| format!("; SET LOCAL {name} = '{value}'"))
                 .collect();

@@ -9,6 +9,7 @@ use tokio_postgres::types::Type;
 use serde::Serialize;
 
 use crate::config::{breakdown_property, LayerConfig, CLUSTER_PROPERTIES};
+use crate::db::quote_ident;
 use crate::error::{pg_message, Error, Result};
 
 /// The type of a feature property, as TileJSON's `vector_layers` names it.
@@ -107,11 +108,6 @@ impl LayerSource {
         }
         fields
     }
-}
-
-/// Quotes an identifier for SQL, doubling embedded quotes.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `"schema"."table"` or `"table"`.

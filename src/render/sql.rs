@@ -24,7 +24,8 @@ pub use cluster::{
 };
 
 use crate::config::{breakdown_property, ClusterConfig, ClusterPosition, Partition};
-use crate::render::source::{quote_ident, quoted_table, Encoding, LayerSource, LIST_SEPARATOR};
+use crate::db::{quote_ident, quote_literal};
+use crate::render::source::{quoted_table, Encoding, LayerSource, LIST_SEPARATOR};
 use crate::tile::{ZoomRange, EARTH_RADIUS, MERCATOR_HALF_WORLD};
 
 /// Envelopes bound per statement: the tile's and its four children's.
@@ -170,11 +171,6 @@ pub fn partition_predicate(partition: &Partition) -> String {
     } else {
         format!("{column} = {value}")
     }
-}
-
-/// A string literal that means the same under any `standard_conforming_strings`.
-pub fn quote_literal(text: &str) -> String {
-    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// Whether the layer has rows in envelope `index`, straight from its table.

@@ -11,10 +11,10 @@
 
 use std::collections::HashMap;
 
+use crate::db;
 use crate::error::{Error, Result};
 use crate::job::{shard_part_file, SeedJob, ShardSpec, TilesetJob};
 use crate::plan::shard::ShardPlan;
-use crate::render::pool;
 use crate::sink::merge::merge_mbtiles;
 use crate::sink::shards::{plan_id, Part, ShardStore};
 use crate::sink::{self, lock, ChangedList, Finish, OutputTarget};
@@ -65,7 +65,7 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
         // Like a seed, the finished output holds back the change log's pruning at its watermark.
         let pool = match &mut pool {
             Some(pool) => pool,
-            None => pool.insert(pool::connect(&job.database, 2).await?),
+            None => pool.insert(db::connect(&job.database, 2).await?),
         };
         let watermark = Watermark {
             snapshot: finalized.snapshot.clone(),

@@ -1,6 +1,6 @@
 //! The `seed` command: the pipeline's wiring, in the order a job really runs.
 //!
-//! 1. Connect a bounded pool ([`crate::render::pool`]), as libpq would (URL, environment, TLS); a
+//! 1. Connect a bounded pool ([`crate::db`]), as libpq would (URL, environment, TLS); a
 //!    shard with `[database] replicas` also connects its replica, which it renders from, while
 //!    everything that writes (cluster cells, the change log) stays on the primary.
 //! 2. Per tileset, describe every layer's source, keep its cluster cells, and check its statements
@@ -20,10 +20,10 @@ use std::path::Path;
 
 use deadpool_postgres::Pool;
 
+use crate::db::{self, Replica};
 use crate::error::{Error, Result};
 use crate::job::SeedJob;
 use crate::metrics::Metrics;
-use crate::render::pool::{self, Replica};
 use crate::render::Connections;
 use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
@@ -74,8 +74,8 @@ impl<'a> Session<'a> {
     /// is touched.
     pub async fn open(job: &'a SeedJob) -> Result<Session<'a>> {
         // 1. Headroom beyond the working connections, for replacing broken ones and start-up checks.
-        let pool = pool::connect(&job.database, job.concurrency * 2).await?;
-        pool::check_replicas(&job.database)?;
+        let pool = db::connect(&job.database, job.concurrency * 2).await?;
+        db::check_replicas(&job.database)?;
         let replica = match job.replica() {
             Some((index, _)) => {
                 Some(Replica::connect(&job.database, index, job.concurrency * 2, &pool).await?)

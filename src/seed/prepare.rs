@@ -2,9 +2,9 @@
 
 use deadpool_postgres::Pool;
 
+use crate::db::Replica;
 use crate::error::Result;
 use crate::job::{SeedJob, TilesetJob};
-use crate::render::pool::Replica;
 use crate::render::source::{describe, LayerSource};
 use crate::render::TilesetRenderer;
 use crate::state::cells::{self, CellTable};

@@ -8,11 +8,11 @@ use deadpool_postgres::Pool;
 
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
+use crate::db::Replica;
 use crate::encode::{Encoding, SizeBudget};
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
 use crate::plan::{PyramidWalk, Work};
-use crate::render::pool::Replica;
 use crate::render::Connections;
 use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::schedule::{Scheduler, Stop};

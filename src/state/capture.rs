@@ -28,10 +28,11 @@ use tokio_postgres::GenericClient;
 
 use super::watermark::Watermark;
 use crate::config::{Config, LayerConfig};
+use crate::db::{quote_ident, quote_literal};
 use crate::error::{pg_message, DbError, Error, Result};
 use crate::plan::ChangedBox;
-use crate::render::source::{quote_ident, quoted_table};
-use crate::render::sql::{self, quote_literal};
+use crate::render::source::quoted_table;
+use crate::render::sql;
 
 /// Takes the snapshot a seed starting now reflects at least, on the server the seed renders from.
 ///
@@ -56,7 +57,7 @@ pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
         });
     }
     // A transaction that commits while this runs counts as seen: every tile query starts later and
-    // sees it too, once the standby has replayed its commit (see `pool::Replica::catch_up`).
+    // sees it too, once the standby has replayed its commit (see `crate::db::Replica::catch_up`).
     let row = client
         .query_typed_one(
             "SELECT format('%s:%s:%s', pg_snapshot_xmin(s), pg_snapshot_xmax(s),
@@ -946,7 +947,7 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
         // the capture functions (each path of insert, update and delete, and truncate); the
         // earlier trigger that only notified is dropped.
         assert_eq!(
-            sql.matches("PERFORM pg_notify('oar_tiles', TG_TABLE_SCHEMA")
+            sql.matches("PERFORM pg_notify(E'oar_tiles', TG_TABLE_SCHEMA")
                 .count(),
             7
         );

@@ -26,8 +26,9 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::GenericClient;
 
 use crate::config::ClusterConfig;
+use crate::db::quote_ident;
 use crate::error::{pg_message, pool_message, DbError, Error, Result};
-use crate::render::source::{quote_ident, quoted_table, LayerSource};
+use crate::render::source::{quoted_table, LayerSource};
 use crate::render::sql;
 use crate::state::capture;
 use changed::{cell_envelopes, cell_params, changed_cells, split};

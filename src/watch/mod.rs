@@ -21,10 +21,10 @@ use std::time::{Instant, SystemTime};
 
 use backon::BackoffBuilder;
 
+use crate::db::Listener;
 use crate::error::{DbError, Error, ExitCode, Result};
 use crate::job::WatchJob;
 use crate::metrics::Metrics;
-use crate::render::pool::Listener;
 use crate::render::source::quoted_table;
 use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;

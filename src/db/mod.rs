@@ -4,8 +4,10 @@
 
 pub mod conninfo;
 mod pgpass;
+mod quote;
 mod replica;
 pub mod tls;
+pub use quote::{quote_ident, quote_literal};
 
 use std::time::Duration;
 
@@ -168,7 +170,7 @@ impl Listener {
             }
         });
         client
-            .batch_execute(&format!("LISTEN {}", super::source::quote_ident(channel)))
+            .batch_execute(&format!("LISTEN {}", quote_ident(channel)))
             .await
             .map_err(crate::error::DbError::during(format!(
                 "LISTEN on {channel}"
