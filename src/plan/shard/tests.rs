@@ -1,0 +1,261 @@
+//! Unit tests of `shard`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::*;
+
+fn tile(z: u8, x: u32, y: u32) -> TileCoord {
+    TileCoord::new(z, x, y).unwrap()
+}
+
+/// Row counts per tile of zoom `z` for a set of points in tile coordinates of zoom 16.
+fn counts(points: &[(u32, u32)], z: u8) -> Vec<(TileCoord, u64)> {
+    let mut counts: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+    for (x, y) in points {
+        *counts.entry((x >> (16 - z), y >> (16 - z))).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((x, y), n)| (tile(z, x, y), n))
+        .collect()
+}
+
+/// A deterministic pseudo-random sequence, so the data sets need no extra crate.
+fn lcg(seed: &mut u64) -> u32 {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    (*seed >> 33) as u32
+}
+
+/// Most points in three small dense regions, the rest spread thin: the shape of facility data.
+fn skewed(points: usize) -> Vec<(u32, u32)> {
+    let mut seed = 7;
+    let centres = [(20_000u32, 24_000u32), (34_000, 22_000), (51_000, 40_000)];
+    (0..points)
+        .map(|i| {
+            if i % 10 < 9 {
+                let (cx, cy) = centres[i % 3];
+                (cx + lcg(&mut seed) % 400, cy + lcg(&mut seed) % 300)
+            } else {
+                (lcg(&mut seed) % 65_536, lcg(&mut seed) % 65_536)
+            }
+        })
+        .collect()
+}
+
+fn uniform(points: usize) -> Vec<(u32, u32)> {
+    let mut seed = 11;
+    (0..points)
+        .map(|_| (lcg(&mut seed) % 65_536, lcg(&mut seed) % 65_536))
+        .collect()
+}
+
+#[test]
+fn the_hilbert_index_visits_every_tile_once_through_neighbours() {
+    for z in 0..=5u8 {
+        let side = 1u32 << z;
+        let mut by_index = HashMap::new();
+        for x in 0..side {
+            for y in 0..side {
+                assert!(by_index
+                    .insert(hilbert_index(tile(z, x, y)), (x, y))
+                    .is_none());
+            }
+        }
+        for index in 1..u64::from(side * side) {
+            let (ax, ay) = by_index[&(index - 1)];
+            let (bx, by) = by_index[&index];
+            assert_eq!(ax.abs_diff(bx) + ay.abs_diff(by), 1, "z{z} step {index}");
+        }
+    }
+}
+
+#[test]
+fn shard_specs_come_from_the_flag_or_the_batch_engines_environment() {
+    let none = |_: &str| None;
+    assert_eq!(ShardSpec::resolve(None, None, none).unwrap(), None);
+    let flag: ShardSpec = "2/4".parse().unwrap();
+    assert_eq!(
+        ShardSpec::resolve(Some(flag), None, none).unwrap(),
+        Some(flag)
+    );
+    assert!(ShardSpec::resolve(Some(flag), Some(3), none).is_err());
+    let k8s = |name: &str| (name == "JOB_COMPLETION_INDEX").then(|| "3".to_string());
+    assert_eq!(
+        ShardSpec::resolve(None, Some(4), k8s).unwrap(),
+        Some(ShardSpec::new(3, 4).unwrap())
+    );
+    let err = ShardSpec::resolve(None, None, k8s).unwrap_err().to_string();
+    assert!(err.contains("OAR_TILES_SHARDS"), "{err}");
+    let batch = |name: &str| match name {
+        "AWS_BATCH_JOB_ARRAY_INDEX" => Some("1".to_string()),
+        "AWS_BATCH_JOB_ARRAY_SIZE" => Some("2".to_string()),
+        _ => None,
+    };
+    assert_eq!(
+        ShardSpec::resolve(None, None, batch).unwrap(),
+        Some(ShardSpec::new(1, 2).unwrap())
+    );
+    let bad = |name: &str| (name == "JOB_COMPLETION_INDEX").then(|| "x".to_string());
+    assert!(ShardSpec::resolve(None, Some(2), bad).is_err());
+    for text in ["4/4", "1", "a/2", "0/0"] {
+        assert!(text.parse::<ShardSpec>().is_err(), "{text}");
+    }
+}
+
+fn check_partition(plan: &ShardPlan, zooms: ZoomRange) {
+    // Every tile of the split zoom and below has exactly one owner, and descendants follow
+    // their ancestor.
+    let split = plan.split_zoom;
+    let side = 1u32 << split;
+    for x in (0..side).step_by((side as usize / 16).max(1)) {
+        for y in 0..side {
+            let owner = plan.owner(tile(split, x, y));
+            assert!(owner < plan.shards());
+            if split < zooms.max {
+                for child in tile(split, x, y).children() {
+                    assert_eq!(plan.owner(child), owner);
+                }
+            }
+        }
+    }
+}
+
+/// Each shard's work as the model prices every tile the run really renders, measured from the
+/// points at every zoom rather than from the plan's own estimate.
+fn rendered_work(
+    plan: &ShardPlan,
+    model: &CostModel,
+    per_zoom: &[Vec<(TileCoord, u64)>],
+) -> Vec<u64> {
+    let mut work = vec![0u64; plan.shards() as usize];
+    for tiles in per_zoom {
+        for (tile, rows) in tiles {
+            work[plan.owner(*tile) as usize] += model.tile(tile.z(), *rows);
+        }
+    }
+    work
+}
+
+#[test]
+fn skewed_and_uniform_data_are_cut_within_the_balance_limit() {
+    let zooms = ZoomRange::new(0, 14).unwrap();
+    // Clustered up to z11 with 8 × 8 cells per tile, as the sample config does.
+    let model = CostModel {
+        zooms,
+        cluster: Some((11, 64)),
+    };
+    for (name, points) in [("skewed", skewed(200_000)), ("uniform", uniform(200_000))] {
+        let per_zoom: Vec<Vec<(TileCoord, u64)>> =
+            zooms.levels().map(|z| counts(&points, z)).collect();
+        for shards in [1u32, 3, 4, 16, 64] {
+            let plan = ShardPlan::choose(&model, 12, shards, "d", |z| {
+                Ok(per_zoom[usize::from(z)].clone())
+            })
+            .unwrap();
+            assert_eq!(plan.shards(), shards);
+            let work = rendered_work(&plan, &model, &per_zoom);
+            let mean = work.iter().sum::<u64>() as f64 / f64::from(shards);
+            let heaviest = *work.iter().max().unwrap() as f64;
+            assert!(
+                heaviest <= BALANCE_LIMIT * mean,
+                "{name}, {shards} shards: heaviest {:.3} × mean at split zoom {} \
+                 (the plan estimated {:.3})",
+                heaviest / mean,
+                plan.split_zoom,
+                plan.imbalance()
+            );
+            check_partition(&plan, zooms);
+        }
+    }
+}
+
+#[test]
+fn equal_areas_would_not_balance_skewed_data() {
+    // The reason for weighing: the same data cut into equal Hilbert spans is far off balance.
+    let points = skewed(200_000);
+    let split = 6;
+    let rows = counts(&points, split);
+    let spans = 16u64;
+    let side_tiles = 1u64 << (2 * split);
+    let mut loads = vec![0u64; spans as usize];
+    for (t, n) in &rows {
+        loads[(hilbert_index(*t) * spans / side_tiles) as usize] += n;
+    }
+    let mean = loads.iter().sum::<u64>() as f64 / spans as f64;
+    let heaviest = *loads.iter().max().unwrap() as f64;
+    assert!(heaviest > 2.0 * mean, "{loads:?}");
+}
+
+#[test]
+fn the_cut_is_contiguous_and_covers_the_zoom() {
+    let rows = counts(&uniform(5_000), 4);
+    let plan = ShardPlan::cut(4, &rows, 5, "d").unwrap();
+    assert_eq!(plan.ranges.first().unwrap().start, 0);
+    assert_eq!(plan.ranges.last().unwrap().end, 256);
+    assert!(plan.ranges.windows(2).all(|w| w[0].end == w[1].start));
+    let total: u64 = rows.iter().map(|(_, n)| n).sum();
+    assert_eq!(plan.ranges.iter().map(|r| r.weight).sum::<u64>(), total);
+    // More shards than weighed tiles: the surplus shards get empty ranges, not an error.
+    let few = [(tile(3, 1, 1), 5), (tile(3, 6, 6), 5)];
+    let plan = ShardPlan::cut(3, &few, 4, "d").unwrap();
+    assert_eq!(plan.shards(), 4);
+    assert_eq!(plan.ranges[3].weight, 0);
+    assert!(ShardPlan::cut(3, &[(tile(4, 0, 0), 1)], 2, "d").is_err());
+}
+
+#[test]
+fn a_tile_above_the_split_zoom_goes_with_the_start_of_its_block() {
+    for z in 1..=6u8 {
+        let side = 1u32 << z;
+        for x in 0..side {
+            for y in 0..side {
+                let child = tile(z, x, y);
+                let parent = child.parent().unwrap();
+                assert_eq!(hilbert_index(child) >> 2, hilbert_index(parent), "{child}");
+            }
+        }
+    }
+    let rows: Vec<(TileCoord, u64)> = (0..16u32).map(|x| (tile(4, x, 0), 10)).collect();
+    let mut weights = rows.clone();
+    weights.push((tile(0, 0, 0), 40));
+    let plan = ShardPlan::cut(4, &weights, 4, "d").unwrap();
+    assert_eq!(plan.owner(tile(0, 0, 0)), 0);
+    let total: u64 = plan.ranges.iter().map(|r| r.weight).sum();
+    assert_eq!(total, 200);
+    // Every z1 tile renders on the shard that holds the first of its descendants.
+    for t in tile(0, 0, 0).children() {
+        let first = (0..4u32)
+            .flat_map(|x| (0..4u32).map(move |y| tile(2, x, y)))
+            .filter(|d| d.parent().unwrap() == t)
+            .min_by_key(|d| hilbert_index(*d))
+            .unwrap();
+        assert_eq!(plan.owner(t), plan.owner(first));
+    }
+}
+
+#[test]
+fn a_stored_plan_refuses_shards_of_other_plans_and_settings() {
+    let plan = ShardPlan::cut(2, &[(tile(2, 0, 0), 3), (tile(2, 3, 3), 3)], 2, "abc").unwrap();
+    let read = ShardPlan::from_json(&plan.to_json(), "plan.json").unwrap();
+    assert_eq!(read, plan);
+    assert!(read.check(ShardSpec::new(1, 2).unwrap(), "abc").is_ok());
+    let err = read
+        .check(ShardSpec::new(1, 3).unwrap(), "abc")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("plan of 2 shards"), "{err}");
+    let err = read
+        .check(ShardSpec::new(1, 2).unwrap(), "other")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("settings digest"), "{err}");
+    let mut gap = plan.clone();
+    gap.ranges[1].start += 1;
+    let err = ShardPlan::from_json(&gap.to_json(), "plan.json")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("plan.json:"), "{err}");
+    assert!(ShardPlan::from_json("{}", "plan.json").is_err());
+}
