@@ -1,0 +1,273 @@
+//! Reading the change log since a watermark, and the bookkeeping of the outputs that consume it
+//! (their snapshots, what is pending, pruning what every consumer has seen).
+
+use std::collections::BTreeMap;
+
+use deadpool_postgres::Pool;
+use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
+
+use super::{installed, read_only_standby};
+use crate::config::LayerConfig;
+use crate::db::quote_ident;
+use crate::error::{pg_message, DbError, Error, Result};
+use crate::plan::ChangedBox;
+use crate::render::source::quoted_table;
+use crate::render::sql;
+use crate::state::watermark::Watermark;
+
+/// The changes of a set of layers since a watermark, as geographic boxes.
+#[derive(Debug, Default)]
+pub struct ChangeSet {
+    /// Whether a TRUNCATE means everything must be reseeded.
+    pub everything: bool,
+    /// Old and new geometries, per layer name.
+    pub boxes: BTreeMap<String, Vec<ChangedBox>>,
+    /// Changed geometries read (an update counts its old and its new position).
+    pub rows: u64,
+    /// When each change read was committed, in seconds since the Unix epoch: the commit timestamp
+    /// when the server tracks them (`track_commit_timestamp`), else the time the row changed.
+    pub committed: Vec<f64>,
+}
+
+/// Reads, under one snapshot, the changes to the layers' tables that `since` did not see, and
+/// returns them with the snapshot they were read under (the next watermark).
+pub async fn read_since(
+    pool: &Pool,
+    schema: &str,
+    layers: &[LayerConfig],
+    since: &Watermark,
+) -> Result<(ChangeSet, Watermark)> {
+    if !installed(pool, schema).await? {
+        return Err(Error::Usage(
+            "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
+        ));
+    }
+    let mut client = pool.get().await?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let snapshot: String = transaction
+        .query_typed_one("SELECT pg_current_snapshot()::text", &[])
+        .await?
+        .get(0);
+    let mut changes = ChangeSet::default();
+    for layer in layers {
+        let (everything, boxes) =
+            changed_boxes(&*transaction, schema, layer, &since.snapshot).await?;
+        changes.rows += boxes.len() as u64 + u64::from(everything);
+        changes.everything |= everything;
+        changes
+            .boxes
+            .entry(layer.name.clone())
+            .or_default()
+            .extend(boxes);
+    }
+    let tables: std::collections::BTreeSet<String> = layers.iter().map(quoted_table).collect();
+    let tables: Vec<String> = tables.into_iter().collect();
+    changes.committed = commit_times(&*transaction, schema, &tables, &since.snapshot).await?;
+    transaction.commit().await?;
+    Ok((
+        changes,
+        Watermark {
+            snapshot,
+            ..Watermark::default()
+        },
+    ))
+}
+
+/// The changes to the layer's table that the snapshot `since` did not see and the client's current
+/// snapshot does: whether it was truncated, and the boxes of the old and new geometries and of
+/// their representative points (where clustered zooms place them). A layer of one partition reads only the statements that touched
+/// rows of its value, and those logged before its column's values were (`partitions` lacks it).
+pub async fn changed_boxes(
+    client: &impl GenericClient,
+    schema: &str,
+    layer: &LayerConfig,
+    since: &str,
+) -> Result<(bool, Vec<ChangedBox>)> {
+    let table = quoted_table(layer);
+    let column = layer.partition.as_ref().map(|p| p.column.as_str());
+    let value = layer.partition.as_ref().map(|p| p.value.as_str());
+    // Most reads find nothing (a reseed or watch cycle with no change to this table). Asking first
+    // without PostGIS spares such a run loading PostGIS into a fresh backend (about 15 ms).
+    let any = client
+        .query_typed_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {}.change_log c
+                 WHERE c.source = to_regclass($1)::oid
+                   AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot))",
+                quote_ident(schema)
+            ),
+            &[(&table, Type::TEXT), (&since, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("reading the change log"))?;
+    if !any.get::<_, bool>(0) {
+        return Ok((false, Vec::new()));
+    }
+    let rows = client
+        .query_typed(
+            &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b),
+                    ST_XMin(p), ST_YMin(p), ST_XMax(p), ST_YMax(p)
+             FROM {}.change_log c
+             CROSS JOIN LATERAL (SELECT c.old_geom UNION ALL SELECT c.new_geom
+                                 UNION ALL SELECT unnest(c.old_geoms) UNION ALL SELECT unnest(c.new_geoms)) AS v(g)
+             CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
+                                             WHEN ST_SRID(v.g) = 4326 THEN v.g::box2d
+                                             ELSE ST_Transform(ST_Envelope(v.g), 4326)::box2d END AS b) e
+             CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
+                                             WHEN ST_SRID(v.g) = 4326 THEN ({point})::box2d
+                                             ELSE ST_Transform({point}, 4326)::box2d END AS p) r
+             WHERE c.source = to_regclass($1)::oid
+               AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
+               AND (c.everything OR v.g IS NOT NULL)
+               AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
+                    OR c.partitions -> $3 ? $4)", quote_ident(schema), point = sql::representative_point("v.g")),
+            &[(&table, Type::TEXT), (&since, Type::TEXT), (&column, Type::TEXT), (&value, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("reading the change log"))?;
+    let mut everything = false;
+    let mut boxes = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.get::<_, bool>(0) {
+            everything = true;
+            continue;
+        }
+        let corners = |first: usize| -> Option<[f64; 4]> {
+            let corner = |i: usize| row.get::<_, Option<f64>>(first + i);
+            Some([corner(0)?, corner(1)?, corner(2)?, corner(3)?])
+        };
+        if let Some(whole) = corners(1) {
+            // A geometry with a box has a point on it; its box stands in should PostGIS find none.
+            let point = corners(5).unwrap_or(whole);
+            boxes.push(ChangedBox { whole, point });
+        }
+    }
+    Ok((everything, boxes))
+}
+
+/// When each change to `tables` (quoted) that `since` did not see was committed, in seconds since
+/// the Unix epoch. Without `track_commit_timestamp` the row's own clock stands in: at most the
+/// transaction's length earlier than its commit, so latencies measured from it err on the long side.
+async fn commit_times(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &[String],
+    since: &str,
+) -> Result<Vec<f64>> {
+    let rows = client
+        .query_typed(
+            &format!(
+                "SELECT extract(epoch FROM CASE WHEN current_setting('track_commit_timestamp')::bool
+                     THEN coalesce(pg_xact_commit_timestamp(c.xid::xid), c.changed_at)
+                     ELSE c.changed_at END)::float8
+                 FROM {}.change_log c
+                 WHERE c.source IN (SELECT to_regclass(t)::oid FROM unnest($1::text[]) t)
+                   AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)",
+                quote_ident(schema)
+            ),
+            &[(&tables, Type::TEXT_ARRAY), (&since, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("reading the change log's commit times"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// How many changes to `tables` (quoted) the output `consumer` has not applied yet, by the
+/// snapshot it last recorded in the consumers table; every logged change when it recorded none.
+pub async fn pending(pool: &Pool, schema: &str, consumer: &str, tables: &[String]) -> Result<i64> {
+    let client = pool.get().await?;
+    let row = client
+        .query_typed_one(
+            &format!(
+                "SELECT count(*) FROM {schema}.change_log c
+                 WHERE c.source IN (SELECT to_regclass(t)::oid FROM unnest($1::text[]) t)
+                   AND NOT coalesce((SELECT pg_visible_in_snapshot(c.xid, k.snapshot)
+                                     FROM {schema}.consumers k WHERE k.output = $2), false)",
+                schema = quote_ident(schema)
+            ),
+            &[(&tables, Type::TEXT_ARRAY), (&consumer, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("counting pending changes"))?;
+    Ok(row.get(0))
+}
+
+/// Drops an output that no longer exists from the change log's consumers, so it no longer holds
+/// back pruning; nothing to do when change capture is not installed.
+pub async fn forget_consumer(pool: &Pool, schema: &str, consumer: &str) -> Result<()> {
+    if !installed(pool, schema).await? || read_only_standby(pool).await? {
+        return Ok(());
+    }
+    let client = pool.get().await?;
+    client
+        .execute_typed(
+            &format!(
+                "DELETE FROM {}.consumers WHERE output = $1",
+                quote_ident(schema)
+            ),
+            &[(&consumer, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("forgetting an output in the change log"))?;
+    Ok(())
+}
+
+/// Records in the consumers table (`quoted_schema` already quoted) that `consumer` has applied
+/// every change `snapshot` saw, so pruning may drop those.
+pub async fn record_consumer(
+    client: &impl GenericClient,
+    quoted_schema: &str,
+    consumer: &str,
+    snapshot: &str,
+) -> std::result::Result<u64, tokio_postgres::Error> {
+    client
+        .execute_typed(
+            &format!("INSERT INTO {quoted_schema}.consumers (output, snapshot) VALUES ($1, $2::text::pg_snapshot)
+             ON CONFLICT (output) DO UPDATE SET snapshot = EXCLUDED.snapshot, updated_at = now()"),
+            &[(&consumer, Type::TEXT), (&snapshot, Type::TEXT)],
+        )
+        .await
+}
+
+/// Records that `output` reflects everything up to `watermark`, then drops the changes every
+/// recorded output has seen. Needs write rights on the `oar_tiles` schema; without them the log is
+/// left as it is, with a warning.
+pub async fn advance_and_prune(
+    pool: &Pool,
+    schema: &str,
+    output: &str,
+    watermark: &Watermark,
+) -> Result<u64> {
+    if !installed(pool, schema).await? {
+        return Ok(0);
+    }
+    if read_only_standby(pool).await? {
+        tracing::info!(
+            "{output}: the server is a read-only standby, so the watermark is kept in the output \
+             only and the change log is left for a run against the primary to prune"
+        );
+        return Ok(0);
+    }
+    let schema = quote_ident(schema);
+    let client = pool.get().await?;
+    let result = record_consumer(&**client, &schema, output, &watermark.snapshot).await;
+    if let Err(err) = result {
+        tracing::warn!("cannot record the watermark of {output} in {schema}.consumers, the change log is not pruned: {}", pg_message(&err));
+        return Ok(0);
+    }
+    let pruned = client
+        .execute_typed(
+            &format!("DELETE FROM {schema}.change_log c WHERE NOT EXISTS (
+                 SELECT 1 FROM {schema}.consumers k WHERE NOT pg_visible_in_snapshot(c.xid, k.snapshot))"),
+            &[],
+        )
+        .await
+        .map_err(DbError::during("pruning the change log"))?;
+    Ok(pruned)
+}

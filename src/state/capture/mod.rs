@@ -1,0 +1,237 @@
+//! Change capture in PostGIS, for reseeds that re-render only what changed.
+//!
+//! `changes install` creates the schema `oar_tiles` with a change log and statement triggers on every
+//! source table: INSERT, UPDATE and DELETE record the old and new geometries of the rows they touched
+//! (an UPDATE only of rows whose geometry, id or a rendered attribute changed, or any column when a
+//! layer filters the table), and TRUNCATE marks that everything must be reseeded. Each trigger reads
+//! the statement's transition tables and writes one log row holding the arrays of old and new
+//! geometries, so a bulk statement pays for one insert into the log, not one per row; a statement
+//! of one row takes a path of its own, which costs a little more than a row trigger did (see
+//! `dispatch`, and the README's Benchmark).
+//! Each change carries the id of the transaction that made it.
+//! A trigger that logs a change also sends one `pg_notify` on the channel [`channel`], so `watch`
+//! wakes within a moment of a commit (a statement that changes nothing rendered wakes nobody); the
+//! log, not the notification, remains the truth.
+//!
+//! The watermark an output keeps is the PostgreSQL snapshot taken when its last seed started. The next
+//! reseed reads, under a new snapshot, the changes that snapshot did not see: a change committed late
+//! with a smaller sequence number than ones already applied is still picked up, because visibility,
+//! not numbering, decides.
+//!
+//! The trigger DDL is built in `triggers.rs`; reading the log and the consumers' bookkeeping are in
+//! `log.rs`.
+
+mod log;
+mod triggers;
+
+pub use log::{
+    advance_and_prune, changed_boxes, forget_consumer, pending, read_since, record_consumer,
+    ChangeSet,
+};
+pub use triggers::channel;
+use triggers::{drop_triggers, install_sql, watched_tables, Watched, EARLIER_TRIGGERS, TRIGGERS};
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use tokio_postgres::types::Type;
+
+use super::watermark::Watermark;
+use crate::config::Config;
+use crate::db::quote_ident;
+use crate::error::{DbError, Error, Result};
+
+/// Takes the snapshot a seed starting now reflects at least, on the server the seed renders from.
+///
+/// A hot standby's snapshots are made of the primary's transaction ids, so the primary's change log
+/// can be tested against one; but `pg_current_snapshot()` there leaves out the transactions still
+/// running (the standby keeps them where that function does not look), which would make a later
+/// reseed skip their changes. On a standby the running ones are therefore listed from the commit
+/// log: every id between the snapshot's bounds that is not committed.
+pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
+    let client = pool.get().await?;
+    let row = client
+        .query_typed_one(
+            "SELECT pg_current_snapshot()::text, pg_is_in_recovery()",
+            &[],
+        )
+        .await?;
+    let (snapshot, standby): (String, bool) = (row.get(0), row.get(1));
+    if !standby {
+        return Ok(Watermark {
+            snapshot,
+            ..Watermark::default()
+        });
+    }
+    // A transaction that commits while this runs counts as seen: every tile query starts later and
+    // sees it too, once the standby has replayed its commit (see `crate::db::Replica::catch_up`).
+    let row = client
+        .query_typed_one(
+            "SELECT format('%s:%s:%s', pg_snapshot_xmin(s), pg_snapshot_xmax(s),
+                    coalesce((SELECT string_agg(x::text, ',' ORDER BY x)
+                              FROM generate_series(pg_snapshot_xmin(s)::text::bigint,
+                                                   pg_snapshot_xmax(s)::text::bigint - 1) x
+                              WHERE pg_xact_status(x::text::xid8) IS DISTINCT FROM 'committed'), ''))
+             FROM (SELECT $1::text::pg_snapshot AS s) taken",
+            &[(&snapshot, Type::TEXT)],
+        )
+        .await?;
+    Ok(Watermark {
+        snapshot: row.get(0),
+        ..Watermark::default()
+    })
+}
+
+/// Whether the server is a read-only standby, where nothing may be written: the watermark then
+/// lives in the output alone, and the change log is pruned by runs against the primary.
+pub async fn read_only_standby(pool: &Pool) -> Result<bool> {
+    let client = pool.get().await?;
+    let row = client
+        .query_typed_one("SELECT pg_is_in_recovery()", &[])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Whether change capture is installed in the database.
+pub async fn installed(pool: &Pool, schema: &str) -> Result<bool> {
+    let client = pool.get().await?;
+    let row = client
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(&format!("{}.change_log", quote_ident(schema)), Type::TEXT)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Runs DDL in one transaction, so a failure leaves nothing half-installed.
+async fn run_ddl(pool: &Pool, sql: &str, what: &str) -> Result<()> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    // `IF NOT EXISTS` and `IF EXISTS` each say they skipped something: noise for whoever installs.
+    transaction
+        .batch_execute(&format!("SET LOCAL client_min_messages = warning; {sql}"))
+        .await
+        .map_err(DbError::during(format!("cannot {what}")))?;
+    transaction.commit().await.map_err(Error::from)
+}
+
+/// Installs (or refreshes) change capture for every source table of the config.
+pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
+    within_name_limit(pool, &config.change_schema).await?;
+    let tables = with_partition_types(pool, watched_tables(config)).await?;
+    run_ddl(
+        pool,
+        &install_sql(config, &tables),
+        "install change capture (it needs rights to create a schema and ownership of the source tables)",
+    )
+    .await?;
+    Ok(watched_tables(config)
+        .into_iter()
+        .map(|w| w.table)
+        .collect())
+}
+
+/// Refuses, before any DDL, a change schema whose name the server would cut: the schema would be
+/// created under the cut name while the triggers notify the whole name as a channel, which
+/// PostgreSQL rejects, failing every write to the source tables. Every other name the install
+/// derives (functions, triggers, indexes) is of a fixed, short length.
+async fn within_name_limit(pool: &Pool, schema: &str) -> Result<()> {
+    let client = pool.get().await?;
+    let limit: i32 = client
+        .query_one("SELECT current_setting('max_identifier_length')::int", &[])
+        .await
+        .map_err(DbError::during("reading max_identifier_length"))?
+        .get(0);
+    if schema.len() > usize::try_from(limit).unwrap_or(0) {
+        return Err(Error::Usage(format!(
+            "[changes] schema `{schema}` is {} bytes long; this server allows names (and \
+             notification channels) of at most {limit} bytes: choose a shorter name",
+            schema.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Reads whether each partition column is an array, whose elements are the values: an array type's
+/// name starts with an underscore, the test `render::source` makes too. (A `LIKE '\\_%'` pattern
+/// read every type as an array in a session with `standard_conforming_strings = off`.)
+async fn with_partition_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<Watched>> {
+    let client = pool.get().await?;
+    for watched in &mut tables {
+        for (column, array) in &mut watched.partitions {
+            let row = client
+                .query_typed_opt(
+                    "SELECT left(t.typname::text, 1) = '_' FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                     WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
+                    &[(&watched.table, Type::TEXT), (&column.as_str(), Type::TEXT)],
+                )
+                .await
+                .map_err(DbError::during(format!("reading the columns of {}", watched.table)))?;
+            *array = row
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "partition_by column `{column}` does not exist in table {} (or the table does not)",
+                        watched.table
+                    ))
+                })?
+                .get(0);
+        }
+    }
+    Ok(tables)
+}
+
+/// Removes the triggers and the change schema.
+pub async fn uninstall(pool: &Pool, config: &Config) -> Result<()> {
+    let schema = quote_ident(&config.change_schema);
+    let mut sql = String::new();
+    for watched in watched_tables(config) {
+        sql.push_str(&drop_triggers(&TRIGGERS, &watched.table));
+        sql.push_str(&drop_triggers(&EARLIER_TRIGGERS, &watched.table));
+    }
+    sql.push_str(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"));
+    run_ddl(pool, &sql, "uninstall change capture").await
+}
+
+/// Pending changes per source table, and the outputs that consume them.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// `table: changes in the log`.
+    pub tables: Vec<(String, i64)>,
+    /// `output: snapshot, last update`.
+    pub consumers: Vec<(String, String, String)>,
+}
+
+/// What the change log holds.
+pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
+    if !installed(pool, &config.change_schema).await? {
+        return Err(Error::Usage(
+            "change capture is not installed: run `oar-tiles changes install`".into(),
+        ));
+    }
+    let schema = quote_ident(&config.change_schema);
+    let client = pool.get().await?;
+    let mut tables = Vec::new();
+    for watched in watched_tables(config) {
+        let row = client
+            .query_typed_one(
+                &format!(
+                    "SELECT count(*) FROM {schema}.change_log WHERE source = to_regclass($1)::oid"
+                ),
+                &[(&watched.table, Type::TEXT)],
+            )
+            .await?;
+        tables.push((watched.table, row.get(0)));
+    }
+    let rows = client
+        .query_typed(
+            &format!("SELECT output, snapshot::text, updated_at::text FROM {schema}.consumers ORDER BY output"),
+            &[],
+        )
+        .await
+        ?;
+    let consumers = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    Ok(Status { tables, consumers })
+}

@@ -1,0 +1,65 @@
+//! Unit tests of the capture DDL.
+
+use super::*;
+use crate::state::watermark::Watermark;
+use std::path::Path;
+
+#[test]
+fn triggers_watch_each_table_once_with_every_rendered_column() {
+    let text = r#"
+[database]
+url = "postgresql://x/y"
+[[tileset]]
+name = "a"
+layer = [{ name = "f", table = "public.facilities", geometry_column = "location", attributes = ["name"] }]
+[[tileset]]
+name = "b"
+layer = [{ name = "f", table = "public.facilities", geometry_column = "location", attributes = ["country_code"] }]
+"#;
+    let config = Config::parse(Path::new("c.toml"), text, None).unwrap();
+    let sql = install_sql(&config, &watched_tables(&config));
+    assert_eq!(
+        sql.matches("CREATE TRIGGER oar_tiles_capture_update AFTER UPDATE")
+            .count(),
+        1
+    );
+    // One notification per statement that logged, on the change schema's channel, sent by
+    // the capture functions (each path of insert, update and delete, and truncate); the
+    // earlier trigger that only notified is dropped.
+    assert_eq!(
+        sql.matches("PERFORM pg_notify(E'oar_tiles', TG_TABLE_SCHEMA")
+            .count(),
+        7
+    );
+    assert!(!sql.contains("CREATE TRIGGER oar_tiles_notify"));
+    assert!(sql.contains("DROP TRIGGER IF EXISTS oar_tiles_notify ON \"public\".\"facilities\""));
+    assert!(sql.contains(
+        "(o.\"name\", o.\"id\", o.\"location\", o.\"country_code\") IS DISTINCT FROM (n.\"name\", n.\"id\", n.\"location\", n.\"country_code\")"
+    ));
+    // A single row is never aggregated; a bulk statement is planned for its own size.
+    assert_eq!(
+        sql.matches("PERFORM FROM oar_old LIMIT 1 OFFSET 1").count(),
+        2
+    );
+    assert!(sql.contains(
+        "IF (o.\"name\", o.\"id\", o.\"location\", o.\"country_code\") IS DISTINCT FROM"
+    ));
+    assert_eq!(sql.matches("EXECUTE $f$").count(), 3);
+    // A body holding the tags quotes itself with one it does not hold.
+    assert_eq!(dollar_quote("a $f$ b $f1$"), "$f2$a $f$ b $f1$\n$f2$");
+    let watermark = Watermark {
+        snapshot: "5:9:7".into(),
+        settings: Some("abc".into()),
+        zooms: Some("0-14".into()),
+        bbox: Some("-180,-85,180,85".into()),
+    };
+    assert_eq!(
+        Watermark::from_state(&watermark.to_state()),
+        Some(watermark)
+    );
+    // Outputs of earlier versions recorded only the snapshot.
+    assert_eq!(
+        Watermark::from_state(r#"{"snapshot":"5:9:7"}"#).map(|w| w.settings),
+        Some(None)
+    );
+}
