@@ -3,7 +3,7 @@
 //! reseeds with full seeds rely on it), checked against the tileset's size budget.
 //!
 //! Compression is libdeflate's, on whole buffers: at the same level it compresses MVT smaller than
-//! zlib and in about half the CPU time (measured in the README's benchmark section), and the tool's
+//! zlib and in about half the CPU time (measured on the sample when it was chosen), and the tool's
 //! CPU beside PostgreSQL's is what limits a seed on a small machine; only tiles that arrive in pieces
 //! (over a megabyte) are streamed through zlib-rs as their pieces arrive. Most tiles are a few kilobytes,
 //! where setting up a fresh compressor costs more than compressing; so each thread keeps one.

@@ -41,7 +41,7 @@ pub const BIG_TILE_BYTES: usize = 4 << 20;
 /// Most tiles one statement renders. Batches spread a statement's fixed cost over many small tiles:
 /// besides bind and executor start-up, each statement's memory is mapped, faulted in and unmapped
 /// again by the backend. Raising this from 48 to 192 took a z0-14 seed of the 100k sample from
-/// about 10.1 to 9.5 s of PostgreSQL CPU (README, Benchmark); a failed batch is retried tile by
+/// about 10.1 to 9.5 s of PostgreSQL CPU; a failed batch is retried tile by
 /// tile, so larger batches cost more only when something fails.
 const MAX_BATCH: usize = 192;
 
@@ -265,8 +265,8 @@ impl<R: Renderer> Scheduler<'_, R> {
 /// until the last piece arrived; every other tile queued then was heavy too, so a core idled for
 /// its whole render (10.8-11.2 s of idle CPU in a 1M-row z0-14 seed). Now that pieces are
 /// compressed as they arrive, a tile in flight holds about its compressed size, and the z0 tile
-/// shares the connections: idle CPU 1.1 s, peak RSS 158-164 MB against 194-207 MB (README,
-/// Benchmark).
+/// shares the connections: idle CPU 1.1 s, peak RSS 158-164 MB against 194-207 MB (a 1M-row
+/// seed).
 struct WalkQueue<'w> {
     walk: &'w PyramidWalk,
     heap: BinaryHeap<Reverse<u64>>,

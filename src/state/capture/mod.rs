@@ -7,7 +7,7 @@
 //! the statement's transition tables and writes one log row holding the arrays of old and new
 //! geometries, so a bulk statement pays for one insert into the log, not one per row; a statement
 //! of one row takes a path of its own, which costs a little more than a row trigger did (see
-//! `dispatch`, and the README's Benchmark).
+//! `dispatch`; `scripts/bench.sh --sections capture` measures it).
 //! Each change carries the id of the transaction that made it.
 //! A trigger that logs a change also sends one `pg_notify` on the channel [`channel`], so `watch`
 //! wakes within a moment of a commit (a statement that changes nothing rendered wakes nobody); the
