@@ -311,3 +311,61 @@ fn an_interrupted_s3_archive_seed_uploads_nothing_and_resumes_to_the_same_archiv
         "the resumed S3 archive",
     );
 }
+
+/// A seed number for a test's random moments: new each run, printed with every failure so that a
+/// failure can be replayed by setting `OAR_TILES_TEST_SEED`.
+pub(crate) fn fault_seed() -> u64 {
+    std::env::var("OAR_TILES_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos(),
+            ) | 1
+        })
+}
+
+#[test]
+#[ignore = "needs PostGIS, the S3 test server and the Python pmtiles reader: run scripts/test.sh"]
+fn an_s3_archive_seed_through_a_server_killed_at_a_random_moment_never_shows_half_an_archive() {
+    let mut setup = Setup::new("pms3fault");
+    let started = Instant::now();
+    setup.seed_s3("machine", &[]);
+    let first_run = started.elapsed();
+    let before = read_archive(&setup.download("before.pmtiles")).tiles;
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(-70.6, -33.4), 4326) WHERE site_id % 7 = 0;
+         DELETE FROM {schema}.sites WHERE site_id % 11 = 0;",
+    );
+    let reference = setup.path("after.mbtiles");
+    seed(&setup, &reference, &[]);
+    let after = digests_of_mbtiles(&reference);
+
+    let seed_number = fault_seed();
+    let mut rng = crate::common::pg::Rng::new(seed_number);
+    let moment = Duration::from_secs_f64(rng.range(0.0, first_run.as_secs_f64()));
+    let child = setup.seed_command("machine", "0-10", &[]).spawn().unwrap();
+    std::thread::sleep(moment);
+    setup.server.kill();
+    std::thread::sleep(Duration::from_millis(1500));
+    setup.server.restart(&[]);
+    let interrupted = run_from(child.wait_with_output().unwrap());
+    let context = format!(
+        "OAR_TILES_TEST_SEED={seed_number}: the server killed {moment:?} into the reseed, which exited {}\n{}",
+        interrupted.code, interrupted.stderr
+    );
+    eprintln!("{context}");
+    // Whatever the run did, the object is one whole archive: the old one or the new one.
+    let visible = read_archive(&setup.download("visible.pmtiles")).tiles;
+    assert!(visible == before || visible == after, "{context}");
+
+    setup.seed_s3("machine", &[]);
+    assert_same_digests(
+        &after,
+        &read_archive(&setup.download("rerun.pmtiles")).tiles,
+        &context,
+    );
+}

@@ -6,8 +6,8 @@
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
 use crate::common::run::{
-    assert_same_tiles, oar_tiles, oar_tiles_with, read_mbtiles_raw, read_tree, single_layer_config,
-    Run,
+    assert_same_tiles, oar_tiles, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, read_tree,
+    send_signal, single_layer_config, Run,
 };
 use crate::common::s3::S3Server;
 
@@ -360,5 +360,114 @@ fn one_and_four_tree_shards_finalize_into_exactly_the_single_run() {
         finalize(&fixture, &output, &[]).assert_success();
         let what = format!("{count} tree shard(s)");
         assert_same_tiles(&expected, &read_tree(&tree, "pbf"), &what);
+    }
+}
+
+/// Runs `finalize` and kills it with SIGKILL after a random moment, up to three times, then once
+/// more to the end; returns what was killed, for failure messages.
+fn finalize_through_kills(
+    fixture: &Fixture,
+    output: &str,
+    env: &[(&str, &str)],
+    rng: &mut crate::common::pg::Rng,
+) -> String {
+    let config = fixture.config.to_str().unwrap();
+    let args = ["finalize", "--config", config, "--output", output];
+    let mut story = String::new();
+    for _ in 0..3 {
+        let moment = std::time::Duration::from_secs_f64(rng.range(0.0, 0.2));
+        let child = oar_tiles_command(Some(&fixture.schema.url), &args, env)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(moment);
+        send_signal(&child, libc::SIGKILL);
+        let ended = child.wait_with_output().unwrap();
+        story.push_str(&format!("killed after {moment:?}: {:?}; ", ended.status));
+        if ended.status.success() {
+            return story;
+        }
+    }
+    let last = finalize(fixture, output, env);
+    story.push_str(&format!("then exit {}", last.code));
+    // A finalize killed after it finished its work leaves nothing for the next one to do.
+    assert!(
+        last.code == 0 || last.stderr.contains("no shard plan"),
+        "{story}\n{}",
+        last.stderr
+    );
+    story
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn finalize_and_an_s3_shard_killed_at_random_moments_end_equal_to_a_single_run() {
+    let server = S3Server::start("tiles");
+    let points = hub_with_scatter(1_000, 11, 9, [-58.6, -34.8, -58.2, -34.4]);
+    let fixture = Fixture::new("shard_faults", &points, "oar.toml", |schema| {
+        changes_config(schema, &server.config_table(""))
+    });
+    let env = server.env();
+    let config = fixture.config.to_str().unwrap();
+    oar_tiles_with(
+        Some(&fixture.schema.url),
+        &["changes", "install", "--config", config],
+        &env,
+    )
+    .assert_success();
+    let expected = single_run(&fixture, "single.mbtiles", &env);
+    let seed_number = crate::pmtiles_s3::fault_seed();
+    let mut rng = crate::common::pg::Rng::new(seed_number);
+
+    let tree = fixture.path("tree");
+    let merged = fixture.path("merged.mbtiles");
+    let outputs = [
+        format!("dir:{}", tree.display()),
+        "s3://tiles/killed/v1".to_string(),
+        merged.to_str().unwrap().to_string(),
+    ];
+    for output in &outputs {
+        if output.starts_with("s3://") {
+            // A shard killed mid-upload resumes from its journal on the rerun.
+            let moment = std::time::Duration::from_secs_f64(rng.range(0.0, 1.5));
+            let args = fixture.seed_args(output, "0-12", &[]);
+            let mut shard_env = env.clone();
+            shard_env.push(("JOB_COMPLETION_INDEX", "0"));
+            shard_env.push(("OAR_TILES_SHARDS", "3"));
+            let mut child = oar_tiles_command(Some(&fixture.schema.url), &args, &shard_env)
+                .spawn()
+                .unwrap();
+            std::thread::sleep(moment);
+            send_signal(&child, libc::SIGKILL);
+            child.wait().unwrap();
+        }
+        for index in 0..3 {
+            run_shard(&fixture, output, index, 3, &env);
+        }
+        let story = finalize_through_kills(&fixture, output, &env, &mut rng);
+        let context = format!("{output}, OAR_TILES_TEST_SEED={seed_number}: {story}");
+        eprintln!("{context}");
+        let finished = if output.starts_with("dir:") {
+            read_tree(&tree, "pbf")
+        } else if output.starts_with("s3://") {
+            tiles_of(&read_prefix(&server, "tiles", "killed/v1"))
+        } else {
+            read_mbtiles_raw(&merged)
+        };
+        assert_same_tiles(&expected, &finished, &context);
+        // Finished like any seed: a --dirty reseed is accepted and changes nothing.
+        let summary = fixture.path("summary.json");
+        let args = fixture.seed_args(
+            output,
+            "0-12",
+            &["--dirty", "--summary-json", summary.to_str().unwrap()],
+        );
+        oar_tiles_with(Some(&fixture.schema.url), &args, &env).assert_success();
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+        assert_eq!(
+            json[0]["stored"]["changed"].as_u64(),
+            Some(0),
+            "{context}: {json}"
+        );
     }
 }
