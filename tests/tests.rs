@@ -22,4 +22,5 @@ mod serve;
 mod setup_scripts;
 mod shard_outputs;
 mod shards;
+mod tree_safety;
 mod watch;
