@@ -73,9 +73,7 @@ impl Import {
             .execute_batch("COMMIT; PRAGMA journal_mode = DELETE;")
             .map_err(|e| fail(&e))?;
         connection.close().map_err(|(_, e)| fail(&e))?;
-        let file = std::fs::File::open(partial).map_err(|e| fail(&e))?;
-        file.sync_all().map_err(|e| fail(&e))?;
-        std::fs::rename(partial, target).map_err(|e| fail(&e))
+        crate::sink::durable::rename(partial, target).map_err(|e| fail(&e))
     }
 }
 

@@ -321,7 +321,7 @@ impl Sink for MbtilesSink {
             let connection = self.connection.take().expect("finish runs once");
             connection.close().map_err(|(_, e)| self.fail(e))?;
             if !self.in_place {
-                std::fs::rename(&self.partial, &self.target).map_err(|e| {
+                crate::sink::durable::rename(&self.partial, &self.target).map_err(|e| {
                     self.fail(format!(
                         "cannot move {} into place: {e}",
                         self.partial.display()
