@@ -29,6 +29,11 @@ done < <(scripts/pg-test-servers.sh || echo "FAILED")
 # ogrinfo reads the outputs as an independent reader.
 command -v ogrinfo >/dev/null 2>&1 || apt_install gdal-bin
 
+# The durability test watches the tool's fsync and rename calls through strace.
+command -v strace >/dev/null 2>&1 || apt_install strace
+OAR_TILES_TEST_STRACE=$(command -v strace)
+export OAR_TILES_TEST_STRACE
+
 # The PMTiles tests read archives with an independent reader: the PyPI `pmtiles` package, in a venv.
 venv=${XDG_CACHE_HOME:-$HOME/.cache}/oar-tiles/pmtiles-venv
 if ! "$venv/bin/python" -c 'import pmtiles.reader' >/dev/null 2>&1; then

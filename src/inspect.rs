@@ -308,7 +308,8 @@ impl OutputReader {
     }
 }
 
-/// A PMTiles archive on S3, downloaded to a temporary file and read as a local one. The file is
+/// A PMTiles archive on S3, downloaded to a private temporary file (a name no other user can
+/// guess or plant a link at, readable by this user alone) and read as a local one. The file is
 /// removed once mapped: the mapping keeps its pages until the reader goes.
 async fn s3_archive(
     output: &str,
@@ -317,21 +318,33 @@ async fn s3_archive(
     config: &S3Config,
 ) -> Result<OutputReader> {
     let client = s3::client(config).await;
-    let path = std::env::temp_dir().join(format!(
-        "oar-tiles-read-{}-{}",
-        std::process::id(),
-        key.rsplit('/').next().unwrap_or("archive")
-    ));
-    let downloaded = s3::download(&client, bucket, key, &path, config.max_attempts)
-        .await
-        .map_err(|e| Error::output_caused(output, e));
+    let mut file = tempfile::Builder::new()
+        .prefix("oar-tiles-read-")
+        .suffix(".pmtiles")
+        .tempfile()
+        .map_err(|e| {
+            Error::output(
+                std::env::temp_dir(),
+                format!("cannot create a temporary file to download {output} into: {e}"),
+            )
+        })?;
+    let path = file.path().to_path_buf();
+    let downloaded = s3::download_into(
+        &client,
+        bucket,
+        key,
+        file.as_file_mut(),
+        config.max_attempts,
+    )
+    .await
+    .map_err(|e| Error::output_caused(output, e));
     let opened = match downloaded {
         Ok(_) => pmtiles::AsyncPmTilesReader::new_with_path(&path)
             .await
             .map_err(pmtiles_error(&path)),
         Err(err) => Err(err),
     };
-    let _ = std::fs::remove_file(&path);
+    drop(file);
     Ok(OutputReader::Pmtiles {
         path: PathBuf::from(output),
         reader: Arc::new(opened?),

@@ -111,6 +111,12 @@ struct ServeArgs {
     #[arg(long, value_name = "EXT", default_value = "pbf")]
     extension: String,
 
+    /// A host name the server is also reached by (through a proxy or DNS): NAME on any port, or
+    /// NAME:PORT; repeatable. Requests whose Host is neither this, the listening address nor
+    /// localhost on its port get 421, so a web page cannot read the server by DNS rebinding.
+    #[arg(long = "public-host", value_name = "NAME")]
+    public_host: Vec<serve::PublicHost>,
+
     /// Stored bytes above which the page marks a tile as over budget (the tilesets' size_budget).
     #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::config::DEFAULT_SIZE_BUDGET)]
     size_budget: u64,
@@ -350,7 +356,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
         }
         // The URL comes last, so a script that reads up to it has read everything printed.
         println!("serving at http://{address}/");
-        serve::run(server, listener).await
+        serve::run(server, listener, &args.public_host).await
     })
 }
 

@@ -188,17 +188,9 @@ impl Metrics {
                 self.last_success.set(previous);
             }
         }
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(format!(".{}.tmp", std::process::id()));
-        let temporary = std::path::PathBuf::from(temporary);
-        let file_error = |e: std::io::Error| Error::File {
+        crate::sink::durable::replace(path, self.text().as_bytes()).map_err(|e| Error::File {
             path: path.to_path_buf(),
             message: format!("cannot write the metrics file: {e}"),
-        };
-        std::fs::write(&temporary, self.text()).map_err(file_error)?;
-        std::fs::rename(&temporary, path).map_err(|e| {
-            let _ = std::fs::remove_file(&temporary);
-            file_error(e)
         })
     }
 }

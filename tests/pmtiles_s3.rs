@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::common::fixture::Fixture;
-use crate::common::run::{oar_tiles_command, oar_tiles_with, run_from, send_signal, Run};
+use crate::common::run::{
+    oar_tiles_command, oar_tiles_with, run_from, send_signal, wrapped_command, Run,
+};
 use crate::common::s3::S3Server;
 use crate::pmtiles::{assert_same_digests, digests_of_mbtiles, read_archive, seed, setup_with};
 use crate::robustness::wait_for_progress;
@@ -193,6 +195,49 @@ fn an_s3_archive_is_uploaded_when_it_changes_and_reseeded_from_a_new_machine() {
     );
     status.assert_success();
     assert!(status.stdout.contains(&object), "{}", status.stdout);
+}
+
+#[test]
+#[ignore = "needs PostGIS, the S3 test server and the Python pmtiles reader: run scripts/test.sh"]
+fn inspect_downloads_an_s3_archive_to_a_private_file_not_through_a_planted_link() {
+    let setup = Setup::new("pms3tmp");
+    setup.seed_s3("machine-a", &[]);
+    let temporary = setup.path("shared-tmp");
+    std::fs::create_dir_all(&temporary).unwrap();
+    let victim = setup.path("victim.txt");
+    std::fs::write(&victim, b"the victim's own bytes").unwrap();
+    // Another user plants a link where a run with a predictable name would write: the shell's
+    // pid is the inspect's, through exec.
+    let plant = r#"ln -s "$VICTIM" "$TMPDIR/oar-tiles-read-$$-facilities.pmtiles.download" && exec "$0" "$@""#;
+    let mut env = setup.server.env();
+    env.extend([
+        ("TMPDIR", temporary.to_str().unwrap()),
+        ("VICTIM", victim.to_str().unwrap()),
+    ]);
+    let object = format!("s3://{BUCKET}/{KEY}");
+    let config = setup.config.to_str().unwrap();
+    let args = ["inspect", &object, "--config", config, "--json"];
+    let inspected = run_from(
+        wrapped_command(&["sh", "-c", plant], None, &args, &env)
+            .output()
+            .unwrap(),
+    );
+    let now = std::fs::read(&victim).unwrap();
+    assert!(
+        now == b"the victim's own bytes",
+        "the planted link was followed: its target now holds {} bytes starting {:?}",
+        now.len(),
+        String::from_utf8_lossy(&now[..now.len().min(7)])
+    );
+    inspected.assert_success();
+    let inventory: serde_json::Value = serde_json::from_str(&inspected.stdout).unwrap();
+    assert!(inventory["tiles"].as_u64().unwrap() > 0, "{inventory}");
+    let left: Vec<_> = std::fs::read_dir(&temporary)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| !name.to_string_lossy().ends_with(".download"))
+        .collect();
+    assert!(left.is_empty(), "the private file is removed: {left:?}");
 }
 
 #[test]

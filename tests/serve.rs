@@ -77,6 +77,82 @@ fn check_tiles(served: &Served, tileset: &str, stored: &BTreeMap<(u8, u32, u32),
 
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn serve_answers_only_its_own_address_localhost_and_public_hosts() {
+    let setup = Setup::new("servehost", 40, None);
+    let mbtiles = setup.path("out.mbtiles");
+    let mbtiles = mbtiles.to_str().unwrap();
+    setup.seed(mbtiles, &[]);
+    let served = Served::start(
+        &[
+            mbtiles,
+            "--public-host",
+            "tiles.example.test",
+            "--public-host",
+            "proxy.example.test:8443",
+        ],
+        &[],
+    );
+    let port = served.port;
+    let answered = [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        "tiles.example.test".into(),
+        "tiles.example.test:9000".into(),
+        "proxy.example.test:8443".into(),
+    ];
+    for host in &answered {
+        for target in ["/", "/index.json", "/sites/tiles.json", "/sites/0/0/0.pbf"] {
+            let reply = get(port, target, host);
+            assert!(
+                reply.status == 200,
+                "{target} with Host {host}: {} {}",
+                reply.status,
+                reply.text()
+            );
+        }
+    }
+    let tilejson = get(port, "/sites/tiles.json", "proxy.example.test:8443").json();
+    assert_eq!(
+        tilejson["tiles"],
+        json!(["http://proxy.example.test:8443/sites/{z}/{x}/{y}.pbf"])
+    );
+    // A page that rebinds its own name to this address, or reaches it by another name or port.
+    for host in [
+        format!("rebind.attacker.example:{port}"),
+        "rebind.attacker.example".into(),
+        format!("127.0.0.1.nip.io:{port}"),
+        format!("127.0.0.2:{port}"),
+        "127.0.0.1".into(),
+        "localhost".into(),
+        format!("proxy.example.test:{port}"),
+    ] {
+        for target in ["/", "/index.json", "/sites/tiles.json", "/sites/0/0/0.pbf"] {
+            let reply = get(port, target, &host);
+            assert!(
+                reply.status == 421 && reply.text().contains("--public-host"),
+                "{target} with Host {host} must be refused: {} {}",
+                reply.status,
+                reply.text()
+            );
+            assert!(
+                !reply.text().contains(mbtiles),
+                "no local path in a refusal: {}",
+                reply.text()
+            );
+        }
+    }
+    let help = oar_tiles(None, &["serve", "--help"]);
+    help.assert_success();
+    assert!(
+        help.stdout.contains("--public-host <NAME>"),
+        "--help names the flag: {}",
+        help.stdout
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs() {
     let setup = Setup::new("servehttp", 300, None);
     let mbtiles = setup.path("out.mbtiles");
@@ -87,7 +163,10 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
     let stored = read_mbtiles_raw(std::path::Path::new(mbtiles));
     assert!(stored.len() > 20, "the fixture holds tiles at every zoom");
 
-    let served = Served::start(&[mbtiles, &tree], &[]);
+    let served = Served::start(
+        &[mbtiles, &tree, "--public-host", "tiles.example.test:8443"],
+        &[],
+    );
     assert!(
         served.stdout().contains("/sites/ ← ") && served.stdout().contains("/sites-2/ ← "),
         "both outputs are named, the second after the first: {}",
@@ -125,7 +204,7 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
     assert_eq!(served.get("/nowhere/0/0/0.pbf").status, 404);
     assert_eq!(served.get("/sites/0/0").status, 404);
 
-    // TileJSON: absolute tile URLs under whatever host the client reached the server by.
+    // TileJSON: absolute tile URLs under the host the client reached the server by.
     let reply = get(served.port, "/sites/tiles.json", "tiles.example.test:8443");
     assert_eq!(reply.status, 200);
     assert_eq!(reply.header("content-type"), "application/json");

@@ -23,5 +23,6 @@ mod serve;
 mod setup_scripts;
 mod shard_outputs;
 mod shards;
+mod tree_safety;
 mod watch;
 mod wide_geometries;

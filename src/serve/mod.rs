@@ -5,7 +5,10 @@
 //! Routes: `/` the page, `/index.json` the tilesets, `/{tileset}/tiles.json` a TileJSON whose tile
 //! URLs are absolute under the request's `Host`, `/{tileset}/stats.json` the per-zoom figures of
 //! `inspect` with the tiles over the size budget, `/{tileset}/{z}/{x}/{y}.pbf` the stored bytes
-//! (204 when the output holds no such tile), `/assets/…` the vendored files.
+//! (204 when the output holds no such tile), `/assets/…` the vendored files. Every route answers
+//! only requests naming an allowed `Host` ([`host`]).
+
+mod host;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use crate::inspect::{self, OutputReader};
 use crate::sink::s3::MVT_CONTENT_TYPE;
 use crate::sink::OutputTarget;
 use crate::tile::TileCoord;
+pub use host::{AllowedHosts, PublicHost};
 
 const PAGE: &str = include_str!("page.html");
 const MAPLIBRE_JS: &[u8] = include_bytes!("assets/maplibre-gl.js");
@@ -152,14 +156,23 @@ pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
         })
 }
 
-/// Serves until SIGINT or SIGTERM.
-pub async fn run(server: Server, listener: tokio::net::TcpListener) -> Result<()> {
-    let address = listener.local_addr().ok();
-    axum::serve(listener, router(Arc::new(server)))
+/// Serves until SIGINT or SIGTERM, answering requests that name its listening address,
+/// `localhost` or one of the `public` hosts.
+pub async fn run(
+    server: Server,
+    listener: tokio::net::TcpListener,
+    public: &[PublicHost],
+) -> Result<()> {
+    let address = listener.local_addr().map_err(|e| Error::File {
+        path: "serve".into(),
+        message: format!("cannot read the listening address: {e}"),
+    })?;
+    let hosts = AllowedHosts::new(address, public);
+    axum::serve(listener, router(Arc::new(server), Arc::new(hosts)))
         .with_graceful_shutdown(stopped())
         .await
         .map_err(|e| Error::File {
-            path: address.map(|a| a.to_string()).unwrap_or_default().into(),
+            path: address.to_string().into(),
             message: format!("serving failed: {e}"),
         })
 }
@@ -185,7 +198,7 @@ async fn stopped() {
     let _ = interrupt.await;
 }
 
-fn router(server: Arc<Server>) -> Router {
+fn router(server: Arc<Server>, hosts: Arc<AllowedHosts>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/index.json", get(index))
@@ -195,7 +208,39 @@ fn router(server: Arc<Server>) -> Router {
         .route("/{tileset}/{z}/{x}/{y}", get(tile))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such page") })
         .layer(axum::middleware::from_fn(refuse_traversal))
+        .layer(axum::middleware::from_fn_with_state(
+            hosts,
+            refuse_other_hosts,
+        ))
         .with_state(server)
+}
+
+/// Answers only requests naming a host the server is reached by: a page elsewhere that rebinds its
+/// own name to this address gets nothing (not the local paths `/index.json` shows).
+async fn refuse_other_hosts(
+    State(hosts): State<Arc<AllowedHosts>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    match host {
+        Some(host) if hosts.allows(&host) => next.run(request).await,
+        Some(host) if host::is_host(&host) => problem(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this server does not answer for host `{}`; start it with --public-host NAME to \
+                 allow a name",
+                host.escape_default()
+            ),
+        ),
+        _ => problem(
+            StatusCode::BAD_REQUEST,
+            "a Host header naming host[:port] is needed",
+        ),
+    }
 }
 
 /// Refuses any path with a `..` segment, raw or percent-encoded, before routing: no route reads a

@@ -80,7 +80,13 @@ impl ChangedList {
         }
     }
 
-    /// Flushes the list and reports any write error.
+    /// Flushes the list to disk and reports any write error; an output calls it before its
+    /// state claims the tiles listed, so a power loss never loses a line a later run will not write.
+    pub fn sync(&self) -> Result<()> {
+        self.close()
+    }
+
+    /// Flushes the list to disk and reports any write error.
     pub fn close(&self) -> Result<()> {
         let Some(inner) = &self.inner else {
             return Ok(());
@@ -88,7 +94,10 @@ impl ChangedList {
         let mut recorder = inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let flushed = recorder.writer.flush();
+        let flushed = recorder
+            .writer
+            .flush()
+            .and_then(|()| recorder.writer.get_ref().sync_data());
         match recorder.error.take().map_or(flushed, Err) {
             Ok(()) => Ok(()),
             Err(err) => Err(Error::File {

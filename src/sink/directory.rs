@@ -1,13 +1,19 @@
 //! A `{z}/{x}/{y}.ext` tree, as a web server or CDN origin serves it, with `tiles.json` beside it.
 //!
-//! Each tile is written to a temporary file in its own directory and renamed over the old one, so a
-//! reader or a crash never sees half a tile. A tile whose bytes are already on disk is not rewritten,
-//! which keeps modification times (and CDN caches) of unchanged tiles intact.
+//! Each tile is written to a temporary file in its own directory, synced and renamed over the old
+//! one, so a reader, a crash or a power loss never sees half a tile. The directories those renames
+//! changed are synced together before the journal or the state claims their tiles. A tile whose
+//! bytes are already on disk is not rewritten, which keeps modification times (and CDN caches) of
+//! unchanged tiles intact.
+//!
+//! Only the root may be a symbolic link (the operator's choice): a link where a zoom or column
+//! directory goes is refused, naming it, so no tile is written or deleted outside the tree; a link
+//! where a tile file goes is replaced (or, swept, removed) like any file, never followed.
 
-use std::collections::{HashMap, HashSet};
-use std::io::Write;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use super::durable;
 use super::shards::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{tilejson, TILEJSON_NAME};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
@@ -29,7 +35,17 @@ pub struct DirectorySink {
     journal: Option<FileJournal>,
     /// Set when the sink writes one shard's part of the tree.
     part: Option<PartOf>,
+    /// `(z, x)` of the column directories found to be the tree's own directories, not links.
+    checked: HashSet<(u8, u32)>,
+    /// Directories whose entries changed (tiles renamed in or removed, directories created) since
+    /// they were last synced.
+    unsynced: BTreeSet<PathBuf>,
 }
+
+/// What a link inside the tree is told.
+const LINK_REFUSED: &str = "is a symbolic link: oar-tiles writes and deletes tiles only in the \
+    tree's own directories, never through a link (only the output's root may be one); replace it \
+    with a directory";
 
 /// The walk's journal, beside the tiles while a full seed runs.
 pub const JOURNAL_NAME: &str = ".oar-tiles-journal.sqlite";
@@ -64,7 +80,7 @@ impl DirectorySink {
         std::fs::create_dir_all(root)
             .map_err(|e| Error::output(root, format!("cannot create it: {e}")))?;
         let probe = root.join(format!(".oar-tiles-write-test.{}", std::process::id()));
-        std::fs::write(&probe, b"")
+        durable::create_new(&probe)
             .map_err(|e| Error::output(root, format!("cannot write into it: {e}")))?;
         let _ = std::fs::remove_file(&probe);
         if settings.tiles_url.is_none() && part.is_none() {
@@ -91,22 +107,66 @@ impl DirectorySink {
                         Some(part) => format!(".oar-tiles-journal.{}", part.name("sqlite")),
                         None => JOURNAL_NAME.to_string(),
                     };
-                    FileJournal::open(&root.join(name), fingerprint)
+                    let path = root.join(name);
+                    // SQLite would write through links at the journal's names.
+                    for suffix in ["", "-wal", "-shm"] {
+                        let mut name = path.as_os_str().to_os_string();
+                        name.push(suffix);
+                        remove_if_link(Path::new(&name))?;
+                    }
+                    FileJournal::open(&path, fingerprint)
                 })
                 .transpose()?,
             part,
+            checked: HashSet::new(),
+            unsynced: BTreeSet::new(),
         })
     }
 
+    /// The directory of `tile`'s column, checked to be the tree's own (no link on the way below
+    /// the root); created when `create`, else `None` when it does not exist.
+    fn column_dir(&mut self, tile: TileCoord, create: bool) -> Result<Option<PathBuf>> {
+        let zoom = self.root.join(tile.z().to_string());
+        let column = zoom.join(tile.x().to_string());
+        if self.checked.contains(&(tile.z(), tile.x())) {
+            return Ok(Some(column));
+        }
+        for (dir, parent) in [(&zoom, &self.root), (&column, &zoom)] {
+            match tree_dir(dir, create)? {
+                None => return Ok(None),
+                // A new directory is durable once its parent is synced.
+                Some(true) => {
+                    self.unsynced.insert(parent.clone());
+                }
+                Some(false) => {}
+            }
+        }
+        self.checked.insert((tile.z(), tile.x()));
+        Ok(Some(column))
+    }
+
+    /// Syncs every directory whose entries changed, so the tiles written (and removed) so far
+    /// stay so after a power loss; due before anything claims them.
+    fn sync_directories(&mut self) -> Result<()> {
+        for dir in std::mem::take(&mut self.unsynced) {
+            durable::sync_dir(&dir)
+                .map_err(|e| Error::output(&dir, format!("cannot sync it to disk: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Ends a shard's part: its tile list, then (which marks the part finished) its record.
-    fn finish_part(&self, part: &PartOf, end: &Finish<'_>) -> Result<()> {
+    fn finish_part(&mut self, part: &PartOf, end: &Finish<'_>) -> Result<()> {
         let Some(state) = end.state else {
             // An incomplete shard leaves no record, so `finalize` waits for its retry.
             return Ok(());
         };
+        self.sync_directories()?;
         let folder = self.root.join(TREE_FOLDER);
-        std::fs::create_dir_all(&folder)
-            .map_err(|e| Error::output(&folder, format!("cannot create it: {e}")))?;
+        if tree_dir(&folder, true)? == Some(true) {
+            durable::sync_dir(&self.root)
+                .map_err(|e| Error::output(&self.root, format!("cannot sync it to disk: {e}")))?;
+        }
         // A tree keeps no hashes of its tiles: the list needs only which tiles the part holds.
         let tiles: HashMap<u64, [u8; 16]> = self.seen.iter().map(|key| (*key, [0; 16])).collect();
         let record = PartRecord::new(part, state, end.metadata, tiles.len() as u64);
@@ -115,17 +175,14 @@ impl DirectorySink {
             (part.name("json"), record.to_json()),
         ] {
             let path = folder.join(name);
-            write_atomically(&path, &bytes)
+            durable::replace(&path, &bytes)
                 .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;
         }
         Ok(())
     }
 
-    fn tile_path(&self, tile: TileCoord) -> PathBuf {
-        self.root
-            .join(tile.z().to_string())
-            .join(tile.x().to_string())
-            .join(format!("{}.{}", tile.y(), self.settings.tile_extension))
+    fn tile_name(&self, tile: TileCoord) -> String {
+        format!("{}.{}", tile.y(), self.settings.tile_extension)
     }
 
     /// Deletes tiles in the finished job's scope that this run did not produce.
@@ -133,16 +190,24 @@ impl DirectorySink {
         let suffix = format!(".{}", self.settings.tile_extension);
         for z in metadata.zooms.levels() {
             let zoom_dir = self.root.join(z.to_string());
+            if tree_dir(&zoom_dir, false)?.is_none() {
+                continue;
+            }
             for x_entry in read_dir_if_exists(&zoom_dir)? {
                 let Some(x) = parse_name::<u32>(&x_entry.file_name(), "") else {
                     continue;
                 };
+                if x_entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                    return Err(Error::output(x_entry.path(), LINK_REFUSED));
+                }
                 for y_entry in read_dir_if_exists(&x_entry.path())? {
-                    if is_leftover_temporary(&y_entry.file_name()) {
-                        // A writer killed mid-tile left it; the tile itself is whole or absent.
+                    if durable::is_leftover_temporary(&y_entry.file_name()) {
+                        // A writer killed mid-tile left it (no other writer works in the sweep's
+                        // scope); the tile itself is whole or absent.
                         let path = y_entry.path();
                         std::fs::remove_file(&path)
                             .map_err(|e| Error::output(&path, format!("cannot remove it: {e}")))?;
+                        self.unsynced.insert(x_entry.path());
                         continue;
                     }
                     let Some(y) = parse_name::<u32>(&y_entry.file_name(), &suffix) else {
@@ -173,42 +238,46 @@ fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     }
 }
 
-/// Whether `name` is a temporary tile file of [`write_atomically`] left by another process (a
-/// killed run); the sweep runs when no other writer may be at work in its scope.
-fn is_leftover_temporary(name: &std::ffi::OsStr) -> bool {
-    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix('.')) else {
-        return false;
-    };
-    let Some(rest) = rest.strip_suffix(".tmp") else {
-        return false;
-    };
-    rest.rsplit_once('.')
-        .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        .is_some_and(|pid| pid != std::process::id())
+/// Checks that `dir`, inside the tree, is a directory of the tree's own and not a link; creates it
+/// when missing and `create`. `Some(created)`, or `None` when it is missing and not created.
+fn tree_dir(dir: &Path, create: bool) -> Result<Option<bool>> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(Some(false)),
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::output(dir, LINK_REFUSED)),
+        Ok(_) => Err(Error::output(dir, "exists and is not a directory")),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && create => {
+            match std::fs::create_dir(dir) {
+                Ok(()) => Ok(Some(true)),
+                // Made by someone else meanwhile: check what it is.
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => tree_dir(dir, false),
+                Err(err) => Err(Error::output(dir, format!("cannot create it: {err}"))),
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(Error::output(dir, format!("cannot read it: {err}"))),
+    }
+}
+
+/// Removes a symbolic link at `path` (never its target), so the file can be made there anew.
+fn remove_if_link(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(path)
+            .map_err(|e| Error::output(path, format!("cannot remove this link: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` is a file (not a link) holding exactly `data`.
+fn holds(path: &Path, data: &[u8]) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| {
+        meta.is_file()
+            && meta.len() == data.len() as u64
+            && std::fs::read(path).is_ok_and(|existing| existing == data)
+    })
 }
 
 fn parse_name<T: std::str::FromStr>(name: &std::ffi::OsStr, suffix: &str) -> Option<T> {
     name.to_str()?.strip_suffix(suffix)?.parse().ok()
-}
-
-/// Writes `data` to `path` through a temporary file in the same directory and a rename.
-pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("tile paths have a parent");
-    let name = path
-        .file_name()
-        .expect("tile paths have a file name")
-        .to_string_lossy();
-    let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(data)?;
-        file.flush()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
 }
 
 impl Sink for DirectorySink {
@@ -218,24 +287,32 @@ impl Sink for DirectorySink {
 
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
         self.seen.insert(tile_key(tile));
-        let path = self.tile_path(tile);
-        if std::fs::read(&path).is_ok_and(|existing| existing == data) {
+        let column = self
+            .column_dir(tile, true)?
+            .expect("a column directory is created when missing");
+        let path = column.join(self.tile_name(tile));
+        if holds(&path, data) {
             self.report.unchanged += 1;
             return Ok(());
         }
-        let fail =
-            |e: std::io::Error| Error::output(&path, format!("cannot write tile {tile}: {e}"));
-        std::fs::create_dir_all(path.parent().expect("tile paths have a parent")).map_err(fail)?;
-        write_atomically(&path, data).map_err(fail)?;
+        // The rename replaces a link at the tile's name, never writing through it.
+        durable::place(&path, data)
+            .map_err(|e| Error::output(&path, format!("cannot write tile {tile}: {e}")))?;
+        self.unsynced.insert(column);
         self.report.changed += 1;
         self.changes.record(tile);
         Ok(())
     }
 
     fn delete_tile(&mut self, tile: TileCoord) -> Result<()> {
-        let path = self.tile_path(tile);
+        let Some(column) = self.column_dir(tile, false)? else {
+            return Ok(());
+        };
+        let path = column.join(self.tile_name(tile));
+        // Removes a link at the tile's name itself, not its target.
         match std::fs::remove_file(&path) {
             Ok(()) => {
+                self.unsynced.insert(column);
                 self.report.deleted += 1;
                 self.changes.record(tile);
                 Ok(())
@@ -258,6 +335,10 @@ impl Sink for DirectorySink {
     }
 
     fn journal(&mut self, tile: TileCoord, children: [bool; 4], written: bool) -> Result<()> {
+        if self.journal.as_ref().is_some_and(FileJournal::commit_due) {
+            // A resumed run skips what the journal holds: those tiles must be on disk first.
+            self.sync_directories()?;
+        }
         match self.journal.as_mut() {
             Some(journal) => journal.record(tile, children, written),
             None => Ok(()),
@@ -276,6 +357,9 @@ impl Sink for DirectorySink {
         if sweep {
             self.sweep(metadata)?;
         }
+        // The state claims every tile: they, and the changed-tile list naming them, go to disk first.
+        self.sync_directories()?;
+        self.changes.sync()?;
         let tilejson = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings, None))
             .expect("JSON serializes");
         // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.
@@ -294,9 +378,11 @@ impl Sink for DirectorySink {
         }
         for (name, document) in documents {
             let path = self.root.join(name);
-            write_atomically(&path, &document)
+            durable::place(&path, &document)
                 .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;
         }
+        durable::sync_dir(&self.root)
+            .map_err(|e| Error::output(&self.root, format!("cannot sync it to disk: {e}")))?;
         if let Some(journal) = self.journal.take() {
             journal.remove();
         }
@@ -310,9 +396,11 @@ impl Sink for DirectorySink {
 
     fn abort(mut self: Box<Self>) {
         // Every tile already written is complete and correct; the tree stays readable as it is, and
-        // the journal keeps what the next run of the same job can skip.
-        if let Some(journal) = self.journal.as_mut() {
-            let _ = journal.commit();
+        // the journal keeps what the next run of the same job can skip, once it is on disk.
+        if self.sync_directories().is_ok() {
+            if let Some(journal) = self.journal.as_mut() {
+                let _ = journal.commit();
+            }
         }
     }
 }

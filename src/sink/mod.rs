@@ -7,6 +7,7 @@
 
 pub mod changed_list;
 pub mod directory;
+pub mod durable;
 pub mod lock;
 pub mod mbtiles;
 pub mod merge;

@@ -7,7 +7,7 @@ use std::path::Path;
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
-use super::directory::write_atomically;
+use super::durable;
 use super::s3::{client, get_if_exists, with_retries};
 use crate::config::{IndexLocation, OutputTarget, S3Config};
 use crate::error::{Error, Result};
@@ -72,7 +72,7 @@ pub async fn write_index(
 ) -> Result<()> {
     let json = serde_json::to_vec_pretty(index).expect("the index serializes");
     match location {
-        IndexLocation::File(path) => write_atomically(path, &json)
+        IndexLocation::File(path) => durable::replace(path, &json)
             .map_err(|e| Error::output(path, format!("cannot write it: {e}"))),
         IndexLocation::S3 { bucket, key } => {
             let client = client(s3).await;

@@ -315,7 +315,7 @@ impl ShardStore {
         match self {
             ShardStore::Files { plan, .. } => {
                 create_parent(plan)?;
-                super::directory::write_atomically(plan, text.as_bytes())
+                super::durable::replace(plan, text.as_bytes())
                     .map_err(|e| Error::output(plan, format!("cannot write the shard plan: {e}")))
             }
             ShardStore::S3(objects) => objects

@@ -143,6 +143,8 @@ impl FileJournal {
 
     /// Records a finished tile; call only once its bytes are stored.
     pub fn record(&mut self, tile: TileCoord, children: [bool; 4], written: bool) -> Result<()> {
+        // Decided before the insert, so it is exactly what `commit_due` told the caller.
+        let due = self.commit_due();
         if self.in_batch == 0 {
             self.connection
                 .execute_batch("BEGIN")
@@ -155,10 +157,17 @@ impl FileJournal {
             .and_then(|mut insert| insert.execute(params![tile.z(), tile.x(), tile.y(), mask, written]))
             .map_err(|e| self.fail(e))?;
         self.in_batch += 1;
-        if self.in_batch >= BATCH || self.batch_started.elapsed() >= BATCH_AGE {
+        if due {
             self.commit()?;
         }
         Ok(())
+    }
+
+    /// Whether the next [`FileJournal::record`] commits its batch: a caller whose tiles are not yet
+    /// on disk syncs them first, since a resumed run skips every tile a commit holds.
+    pub fn commit_due(&self) -> bool {
+        self.in_batch + 1 >= BATCH
+            || (self.in_batch > 0 && self.batch_started.elapsed() >= BATCH_AGE)
     }
 
     /// Makes every record so far durable.

@@ -59,6 +59,33 @@ pub fn oar_tiles_command(url: Option<&str>, args: &[&str], envs: &[(&str, &str)]
     command
 }
 
+/// The command [`oar_tiles_command`] builds, started by `wrapper` (a program and its first
+/// arguments, such as `strace` and its options, or `sh -c SCRIPT` that ends in `exec "$0" "$@"`)
+/// with the binary and its arguments after them, in the same environment.
+pub fn wrapped_command(
+    wrapper: &[&str],
+    url: Option<&str>,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Command {
+    let inner = oar_tiles_command(url, args, envs);
+    let mut command = Command::new(wrapper[0]);
+    command
+        .args(&wrapper[1..])
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    command
+}
+
 /// Runs `oar-tiles ARGS` as `oar_tiles` does, with extra environment variables.
 pub fn oar_tiles_with(url: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -> Run {
     Run::from(

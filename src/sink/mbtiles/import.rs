@@ -73,8 +73,6 @@ impl Import {
             .execute_batch("COMMIT; PRAGMA journal_mode = DELETE;")
             .map_err(|e| fail(&e))?;
         connection.close().map_err(|(_, e)| fail(&e))?;
-        let file = std::fs::File::open(partial).map_err(|e| fail(&e))?;
-        file.sync_all().map_err(|e| fail(&e))?;
         staging::move_into_place(partial, target).map_err(|e| fail(&e))
     }
 }

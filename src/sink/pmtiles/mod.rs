@@ -296,12 +296,7 @@ fn export(
             writer.add_tile(coord, &data).map_err(|e| fail(&e))?;
         }
         writer.finalize().map_err(|e| fail(&e))?;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .open(&partial)
-            .map_err(|e| fail(&e))?;
-        file.sync_all().map_err(|e| fail(&e))?;
-        std::fs::rename(&partial, archive).map_err(|e| {
+        crate::sink::durable::rename(&partial, archive).map_err(|e| {
             fail(&format!(
                 "cannot move {} into place: {e}",
                 partial.display()

@@ -83,13 +83,9 @@ fn read_synced(working_copy: &Path) -> Option<Synced> {
 
 fn write_synced(working_copy: &Path, synced: &Synced) -> Result<()> {
     let path = synced_path(working_copy);
-    let partial = path.with_extension("json.partial");
-    std::fs::write(
-        &partial,
-        serde_json::to_vec(synced).expect("JSON serializes"),
-    )
-    .and_then(|()| std::fs::rename(&partial, &path))
-    .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))
+    let json = serde_json::to_vec(synced).expect("JSON serializes");
+    crate::sink::durable::replace(&path, &json)
+        .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))
 }
 
 fn md5_of_file(path: &Path) -> Result<String> {

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 mod object;
 mod store;
 
-pub use object::{download, etag, upload, ObjectHeaders};
+pub use object::{download, download_into, etag, upload, ObjectHeaders};
 pub use store::{
     client, get_if_exists, https_client, list_tiles, public_base, tile_object_key, with_retries,
     S3Error, MVT_CONTENT_TYPE,

@@ -10,6 +10,7 @@ use aws_sdk_s3::Client;
 use futures::{StreamExt, TryStreamExt};
 
 use super::store::{with_retries, S3Error};
+use crate::sink::durable;
 
 /// Parts of one multipart upload in flight at once; with the part size, this bounds the memory.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -50,8 +51,8 @@ pub async fn etag(
     .await
 }
 
-/// Downloads the object into `path` (through a temporary file beside it, renamed when complete);
-/// returns its ETag.
+/// Downloads the object into `path` (through a temporary file beside it, moved into place durably
+/// when complete); returns its ETag.
 pub async fn download(
     client: &Client,
     bucket: &str,
@@ -60,33 +61,58 @@ pub async fn download(
     attempts: u32,
 ) -> Result<String, S3Error> {
     let what = format!("downloading s3://{bucket}/{key} to {}", path.display());
-    let object = with_retries(attempts, &what, || {
-        client.get_object().bucket(bucket).key(key).send()
-    })
-    .await?;
-    let etag = object.e_tag().unwrap_or_default().to_string();
     let mut partial = path.as_os_str().to_os_string();
     partial.push(".download");
     let partial = std::path::PathBuf::from(partial);
     let written = async {
-        let mut file = std::fs::File::create(&partial).map_err(|e| local_error(&what, e))?;
-        let mut body = object.body;
-        while let Some(chunk) = body.try_next().await.map_err(|e| S3Error {
-            what: what.clone(),
-            message: e.to_string(),
-            attempts: 0,
-            source: Box::new(e),
-        })? {
-            file.write_all(&chunk).map_err(|e| local_error(&what, e))?;
-        }
-        file.sync_all().map_err(|e| local_error(&what, e))?;
-        std::fs::rename(&partial, path).map_err(|e| local_error(&what, e))
+        let mut file = durable::create_new(&partial).map_err(|e| local_error(&what, e))?;
+        let etag = fetch(client, (bucket, key), &mut file, attempts, &what).await?;
+        durable::rename(&partial, path).map_err(|e| local_error(&what, e))?;
+        Ok(etag)
     }
     .await;
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
-    written.map(|()| etag)
+    written
+}
+
+/// Downloads the object into `file`, an open file of the caller's (a private temporary file);
+/// returns its ETag.
+pub async fn download_into(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    file: &mut std::fs::File,
+    attempts: u32,
+) -> Result<String, S3Error> {
+    let what = format!("downloading s3://{bucket}/{key}");
+    fetch(client, (bucket, key), file, attempts, &what).await
+}
+
+async fn fetch(
+    client: &Client,
+    (bucket, key): (&str, &str),
+    file: &mut std::fs::File,
+    attempts: u32,
+    what: &str,
+) -> Result<String, S3Error> {
+    let object = with_retries(attempts, what, || {
+        client.get_object().bucket(bucket).key(key).send()
+    })
+    .await?;
+    let etag = object.e_tag().unwrap_or_default().to_string();
+    let mut body = object.body;
+    while let Some(chunk) = body.try_next().await.map_err(|e| S3Error {
+        what: what.to_string(),
+        message: e.to_string(),
+        attempts: 0,
+        source: Box::new(e),
+    })? {
+        file.write_all(&chunk).map_err(|e| local_error(what, e))?;
+    }
+    file.flush().map_err(|e| local_error(what, e))?;
+    Ok(etag)
 }
 
 /// Uploads a file as the object, in one request up to `part_size` bytes and as a multipart upload

@@ -1,0 +1,114 @@
+//! Replacing a file so that it survives a power loss: the new bytes go to a temporary file beside
+//! it, which is synced, renamed over the old file, and the directory is synced so the rename itself
+//! is on disk. A rename alone orders nothing: after a power loss the new name may point at a file
+//! whose bytes never reached the disk, or the old file may be back.
+//!
+//! Temporary files are created exclusively (`O_CREAT | O_EXCL`), so a symbolic link planted at
+//! their name is replaced rather than followed.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Replaces `path` with `data` durably: temporary file, sync, rename, sync of the directory.
+pub fn replace(path: &Path, data: &[u8]) -> io::Result<()> {
+    place(path, data)?;
+    sync_dir(parent(path))
+}
+
+/// Replaces `path` with `data` through a synced temporary file and a rename, leaving the directory
+/// unsynced: for a caller that writes many files and syncs their directories once ([`sync_dir`])
+/// before anything that claims them is written.
+pub fn place(path: &Path, data: &[u8]) -> io::Result<()> {
+    let temporary = temporary_name(path);
+    let result = (|| {
+        let mut file = create_new(&temporary)?;
+        file.write_all(data)?;
+        file.sync_data()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+/// Moves a finished file into place durably: syncs it, renames it over `to`, syncs `to`'s
+/// directory.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    File::open(from)?.sync_all()?;
+    std::fs::rename(from, to)?;
+    sync_dir(parent(to))
+}
+
+/// Makes the entries of `dir` (files renamed into it, created or removed) durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Creates `path` for writing, never through what is already there: a file or a symbolic link
+/// at that name (a process killed before it removed its temporary file, or a planted link) is
+/// removed first, and the creation is exclusive.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    let open = || OpenOptions::new().write(true).create_new(true).open(path);
+    match open() {
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(path)?;
+            open()
+        }
+        other => other,
+    }
+}
+
+/// The temporary file [`place`] writes before renaming it to `path`: `.NAME.PID.tmp` beside it.
+pub fn temporary_name(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    parent(path).join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Whether `name` is a temporary file of [`place`] left by another process (a killed run).
+pub fn is_leftover_temporary(name: &std::ffi::OsStr) -> bool {
+    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix('.')) else {
+        return false;
+    };
+    let Some(rest) = rest.strip_suffix(".tmp") else {
+        return false;
+    };
+    rest.rsplit_once('.')
+        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| pid != std::process::id())
+}
+
+/// The directory holding `path`; `.` for a bare file name.
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_at_the_temporary_name_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let target = dir.path().join("doc.json");
+        std::os::unix::fs::symlink(&victim, temporary_name(&target)).unwrap();
+        replace(&target, b"new").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!temporary_name(&target).exists());
+    }
+
+    #[test]
+    fn leftovers_are_other_processes_temporary_files() {
+        assert!(is_leftover_temporary(".0.pbf.4194305.tmp".as_ref()));
+        let ours = format!(".0.pbf.{}.tmp", std::process::id());
+        assert!(!is_leftover_temporary(ours.as_ref()));
+        assert!(!is_leftover_temporary("0.pbf".as_ref()));
+    }
+}
