@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::job::{shard_part_file, SeedJob, ShardSpec, TilesetJob};
 use crate::plan::shard::ShardPlan;
 use crate::sink::merge::merge_mbtiles;
-use crate::sink::shards::{plan_id, Part, ShardStore};
+use crate::sink::parts::plan_id;
+use crate::sink::shards::{Part, ShardStore};
 use crate::sink::{self, lock, ChangedList, Finish, OutputTarget};
 use crate::state::capture;
 use crate::state::watermark::earliest_snapshot;
@@ -227,7 +228,7 @@ fn path_of(target: &OutputTarget) -> std::path::PathBuf {
 mod tests {
     use super::*;
     use crate::plan::shard::{ShardRange, PLAN_VERSION};
-    use crate::sink::shards::{PartRecord, PART_VERSION};
+    use crate::sink::parts::{PartRecord, PART_VERSION};
     use crate::sink::TilesetMetadata;
     use crate::tile::{BBox, ZoomRange};
 

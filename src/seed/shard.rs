@@ -10,7 +10,8 @@ use crate::job::ShardJob;
 use crate::plan::shard::{CostModel, ShardPlan, SplitSearch};
 use crate::plan::PyramidWalk;
 use crate::render::count::rows_per_tile;
-use crate::sink::shards::{plan_id, ShardStore};
+use crate::sink::parts::plan_id;
+use crate::sink::shards::ShardStore;
 use crate::tile::in_scope;
 
 /// One tileset's plan and where it was stored (`None` in a dry run).

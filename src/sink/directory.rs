@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::durable;
-use super::shards::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
+use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{tilejson, TILEJSON_NAME};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};

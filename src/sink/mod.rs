@@ -12,6 +12,7 @@ pub mod lock;
 pub mod mbtiles;
 pub mod merge;
 pub mod partitions;
+pub mod parts;
 pub mod pmtiles;
 pub mod s3;
 pub mod shards;
@@ -22,7 +23,7 @@ pub use crate::config::{OutputSettings, OutputTarget};
 pub use crate::render::source::FieldType;
 pub use crate::state::journal::Resume;
 pub use changed_list::ChangedList;
-pub use shards::PartOf;
+pub use parts::PartOf;
 
 use serde::{Deserialize, Serialize};
 

@@ -27,7 +27,7 @@ pub use store::{
     S3Error, MVT_CONTENT_TYPE,
 };
 
-use super::shards::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
+use super::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
 use super::tilejson::{tilejson, TILEJSON_NAME};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::config::S3Config;
