@@ -16,9 +16,9 @@ pub enum ExitCode {
     Failure = 1,
     /// The command line or the configuration is wrong; nothing was done.
     Usage = 2,
-    /// Stopped by SIGINT (128 + 2); the output was left as it was before the run.
+    /// Stopped by SIGINT (128 + 2); the output's state is as it was before the run.
     Interrupted = 130,
-    /// Stopped by SIGTERM (128 + 15); the output was left as it was before the run.
+    /// Stopped by SIGTERM (128 + 15); the output's state is as it was before the run.
     Terminated = 143,
 }
 
@@ -99,7 +99,7 @@ pub enum Error {
     },
 
     /// A signal asked the job to stop.
-    #[error("stopped by {signal}; the output is as it was before this run, and a full seed's progress is kept for the same command to resume")]
+    #[error("stopped by {signal}; an MBTiles or PMTiles output is as it was before this run, a tree or S3 prefix may already hold some of its tiles under its old state; a full seed's progress is kept for the same command to resume")]
     Stopped {
         /// `SIGINT` or `SIGTERM`.
         signal: &'static str,
