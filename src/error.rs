@@ -122,6 +122,16 @@ pub enum Error {
         /// The reason.
         message: String,
     },
+
+    /// The operating system refused what the process itself needs (threads, timers, sockets).
+    #[error("{what}: {source}")]
+    System {
+        /// What could not be done.
+        what: String,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 fn location(path: &std::path::Path, line: Option<usize>, column: Option<usize>) -> String {
@@ -143,7 +153,8 @@ impl Error {
             | Error::Output { .. }
             | Error::File { .. }
             | Error::Locked { .. }
-            | Error::TilesFailed { .. } => ExitCode::Failure,
+            | Error::TilesFailed { .. }
+            | Error::System { .. } => ExitCode::Failure,
             Error::Stopped { signal: "SIGINT" } => ExitCode::Interrupted,
             Error::Stopped { .. } => ExitCode::Terminated,
         }

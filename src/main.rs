@@ -282,7 +282,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))
+        .map_err(|source| Error::System {
+            what: "cannot start the async runtime".into(),
+            source,
+        })
 }
 
 fn run_changes(args: ChangesArgs) -> Result<(), Error> {

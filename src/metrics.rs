@@ -217,6 +217,7 @@ pub fn error_kind(err: &Error) -> &'static str {
         Error::Output { .. } | Error::File { .. } => "output",
         Error::Locked { .. } => "locked",
         Error::Stopped { .. } => "stopped",
+        Error::System { .. } => "system",
     }
 }
 

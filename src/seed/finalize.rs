@@ -183,10 +183,12 @@ fn combine(
     plan_id: &str,
     parts: &[(ShardSpec, Part)],
 ) -> Result<(HashMap<u64, [u8; 16]>, Watermark)> {
+    // The output's parts disagree: a runtime failure of the output (exit 1), not a usage error.
     let refuse = |spec: &ShardSpec, why: String| {
-        Err(Error::Usage(format!(
-            "{output}: the part of shard {spec} {why}; run that shard again"
-        )))
+        Err(Error::output(
+            output,
+            format!("the part of shard {spec} {why}; run that shard again"),
+        ))
     };
     let mut tiles: HashMap<u64, [u8; 16]> = HashMap::new();
     let mut watermarks = Vec::new();
@@ -212,7 +214,7 @@ fn combine(
         watermarks.push(watermark);
     }
     let snapshot = earliest_snapshot(watermarks.iter().map(|w| w.snapshot.as_str()))
-        .ok_or_else(|| Error::Usage(format!("{output}: a part's snapshot is not readable")))?;
+        .ok_or_else(|| Error::output(output, "a part's snapshot is not readable"))?;
     let watermark = Watermark {
         snapshot,
         ..watermarks[0].clone()

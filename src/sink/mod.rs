@@ -192,8 +192,9 @@ pub trait Sink: Send {
     /// the sweep keeps exactly them and the output's tile hashes list them. Only outputs that
     /// shards write into directly (trees, S3 prefixes) can.
     fn adopt(&mut self, _tiles: &std::collections::HashMap<u64, [u8; 16]>) -> Result<()> {
-        Err(crate::error::Error::Usage(
-            "only directory and S3 outputs are finalized from shard parts".into(),
+        Err(crate::error::Error::output(
+            "(an MBTiles or PMTiles output)",
+            "only directory and S3 outputs are finalized from shard parts",
         ))
     }
 
