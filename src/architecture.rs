@@ -32,47 +32,22 @@ fn layer_of(module: &str) -> Option<usize> {
 
 /// `(importing module, imported module, file)` for every `crate::` path outside comments.
 fn imports() -> Vec<(String, String, String)> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut found = Vec::new();
-    let mut pending = vec![root.clone()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
+    for (module, path) in module_files() {
+        let relative = path.strip_prefix(&root).unwrap().display().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
                 continue;
             }
-            // Only Rust files import; assets (a page, images) sit beside them.
-            if path.extension().is_none_or(|ext| ext != "rs") {
-                continue;
-            }
-            let relative = path
-                .strip_prefix(&root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let module = relative
-                .split(['/', '.'])
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            if ["main", "lib", "architecture"].contains(&module.as_str()) {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            for line in text.lines() {
-                let code = line.trim_start();
-                if code.starts_with("//") {
-                    continue;
-                }
-                for (index, _) in code.match_indices("crate::") {
-                    let rest = &code[index + "crate::".len()..];
-                    let target: String = rest
-                        .chars()
-                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                        .collect();
-                    found.push((module.clone(), target, relative.clone()));
-                }
+            for (index, _) in code.match_indices("crate::") {
+                let target: String = code[index + "crate::".len()..]
+                    .chars()
+                    .take_while(|c| is_ident(*c))
+                    .collect();
+                found.push((module[0].clone(), target, relative.clone()));
             }
         }
     }
