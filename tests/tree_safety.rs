@@ -202,11 +202,12 @@ fn calls(log: &str) -> Vec<Call> {
             .split_once(' ')
             .map_or(line, |(_, rest)| rest.trim_start());
         if call.starts_with("fsync(") || call.starts_with("fdatasync(") {
-            // fsync(5</path/to/file>) = 0
+            // fsync(5</path/to/file>) = 0, or cut short by another thread's call:
+            // fsync(5</path/to/file> <unfinished ...>
             let Some((_, rest)) = call.split_once('<') else {
                 continue;
             };
-            let Some((path, _)) = rest.rsplit_once('>') else {
+            let Some((path, _)) = rest.split_once('>') else {
                 continue;
             };
             calls.push(Call::Sync(PathBuf::from(path)));

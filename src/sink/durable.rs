@@ -20,11 +20,29 @@ pub fn replace(path: &Path, data: &[u8]) -> io::Result<()> {
 /// unsynced: for a caller that writes many files and syncs their directories once ([`sync_dir`])
 /// before anything that claims them is written.
 pub fn place(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_and_rename(path, data, true)
+}
+
+/// Replaces `path` with `data` through a temporary file and a rename, syncing nothing: a crash
+/// never shows half a file, but after a power loss it may hold nothing until the caller has synced
+/// it ([`sync_file`]) and its directory.
+pub fn place_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_and_rename(path, data, false)
+}
+
+/// Syncs the bytes of a file written earlier.
+pub fn sync_file(path: &Path) -> io::Result<()> {
+    File::open(path)?.sync_data()
+}
+
+fn write_and_rename(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
     let temporary = temporary_name(path);
     let result = (|| {
         let mut file = create_new(&temporary)?;
         file.write_all(data)?;
-        file.sync_data()?;
+        if sync {
+            file.sync_data()?;
+        }
         std::fs::rename(&temporary, path)
     })();
     if result.is_err() {
