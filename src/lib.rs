@@ -1,28 +1,62 @@
 //! oar-tiles: pregenerates static vector tiles of the Open Apparel Registry from PostGIS and keeps them
-//! fresh. The pipeline is config → plan → render → encode → sink → state; [`seed`] wires it, and
+//! fresh. The pipeline is config → plan → render → encode → sink → state; `seed` wires it, and
 //! ARCHITECTURE.md draws it.
 
-pub mod config;
-pub mod db;
-pub mod encode;
-pub mod error;
-pub mod inspect;
-pub mod job;
-pub mod metrics;
-pub mod partition;
-pub mod plan;
-pub mod render;
-pub mod report;
-pub mod retry;
-pub mod schedule;
-pub mod seed;
-pub mod serve;
-pub mod sink;
-pub mod state;
-pub mod tile;
-pub mod watch;
+mod config;
+mod db;
+mod encode;
+mod error;
+mod inspect;
+mod job;
+mod metrics;
+mod partition;
+mod plan;
+mod render;
+mod report;
+mod retry;
+mod schedule;
+mod seed;
+mod serve;
+mod sink;
+mod state;
+mod tile;
+mod watch;
 
 pub use error::{Error, ExitCode, Result};
+
+// What the command (`main.rs`) and the integration tests use; everything else is the crate's own.
+pub use config::{Config, OutputTarget, S3Config, DEFAULT_SIZE_BUDGET};
+pub use job::{RunSettings, SeedJob, SeedOptions, WatchJob, WatchOptions};
+pub use report::ProgressKind;
+pub use sink::merge::merge_mbtiles;
+pub use sink::ChangedList;
+
+/// Change capture in the source database: `oar-tiles changes install|uninstall|status`.
+pub mod changes {
+    pub use crate::state::capture::{install, status, uninstall};
+}
+
+/// Connecting to PostgreSQL as libpq would.
+pub mod database {
+    pub use crate::db::connect;
+}
+
+/// The commands.
+pub mod commands {
+    pub use crate::inspect::inspect;
+    pub use crate::partition::{seed as seed_partitions, totals as partition_totals};
+    pub use crate::seed::{finalize, write_metrics, write_reports, Session};
+    pub use crate::serve::{bind as bind_server, run as serve, PublicHost, Server};
+    pub use crate::watch::run as watch;
+}
+
+/// Tile maths and the pieces of the pipeline the integration tests check directly.
+pub mod testing {
+    pub use crate::plan::shard::ShardPlan;
+    pub use crate::plan::EAGER_TILES;
+    pub use crate::sink::s3::{https_client, upload, ObjectHeaders};
+    pub use crate::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
+}
 
 #[cfg(test)]
 mod architecture;

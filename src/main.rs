@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
 
 use clap::{Args, Parser, Subcommand};
-use oar_tiles::config::{Config, OutputTarget, S3Config};
-use oar_tiles::job::{SeedJob, SeedOptions, WatchJob, WatchOptions};
-use oar_tiles::report::ProgressKind;
-use oar_tiles::state::capture as changes;
-use oar_tiles::{inspect, partition, seed, serve, watch, Error, ExitCode};
+use oar_tiles::commands::{self, PublicHost, Server, Session};
+use oar_tiles::{changes, database};
+use oar_tiles::{
+    ChangedList, Config, Error, ExitCode, OutputTarget, ProgressKind, RunSettings, S3Config,
+    SeedJob, SeedOptions, WatchJob, WatchOptions,
+};
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -115,10 +116,10 @@ struct ServeArgs {
     /// NAME:PORT; repeatable. Requests whose Host is neither this, the listening address nor
     /// localhost on its port get 421, so a web page cannot read the server by DNS rebinding.
     #[arg(long = "public-host", value_name = "NAME")]
-    public_host: Vec<serve::PublicHost>,
+    public_host: Vec<PublicHost>,
 
     /// Stored bytes above which the page marks a tile as over budget (the tilesets' size_budget).
-    #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::config::DEFAULT_SIZE_BUDGET)]
+    #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::DEFAULT_SIZE_BUDGET)]
     size_budget: u64,
 }
 
@@ -292,7 +293,7 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
     let path = Config::locate(args.config.as_deref())?;
     let config = Config::load(&path)?;
     runtime()?.block_on(async {
-        let pool = oar_tiles::db::connect(&config.database, 1).await?;
+        let pool = database::connect(&config.database, 1).await?;
         match args.action {
             ChangesAction::Install => {
                 let tables = changes::install(&pool, &config).await?;
@@ -325,7 +326,7 @@ fn run_inspect(args: InspectArgs) -> Result<(), Error> {
         None => S3Config::default(),
     };
     let target = OutputTarget::parse(&args.output)?;
-    let inventory = runtime()?.block_on(inspect::inspect(
+    let inventory = runtime()?.block_on(commands::inspect(
         &args.output,
         &target,
         &s3,
@@ -348,9 +349,8 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
         None => S3Config::default(),
     };
     runtime()?.block_on(async {
-        let server =
-            serve::Server::open(&args.outputs, &s3, &args.extension, args.size_budget).await?;
-        let listener = serve::bind(args.listen).await?;
+        let server = Server::open(&args.outputs, &s3, &args.extension, args.size_budget).await?;
+        let listener = commands::bind_server(args.listen).await?;
         let address = listener
             .local_addr()
             .map_err(|e| Error::Usage(format!("cannot read the listening address: {e}")))?;
@@ -359,7 +359,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
         }
         // The URL comes last, so a script that reads up to it has read everything printed.
         println!("serving at http://{address}/");
-        serve::run(server, listener, &args.public_host).await
+        commands::serve(server, listener, &args.public_host).await
     })
 }
 
@@ -371,16 +371,16 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     } else {
         ProgressKind::detect()
     };
-    let outcome = runtime()?.block_on(partition::seed(&job, progress));
-    seed::write_metrics(&job, &outcome)?;
+    let outcome = runtime()?.block_on(commands::seed_partitions(&job, progress));
+    commands::write_metrics(&job, &outcome)?;
     let summaries = outcome?;
     for summary in &summaries {
         print!("{}", summary.to_text());
     }
-    for line in partition::totals(&job, &summaries) {
+    for line in commands::partition_totals(&job, &summaries) {
         println!("{line}");
     }
-    seed::write_reports(&job, &summaries)
+    commands::write_reports(&job, &summaries)
 }
 
 fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
@@ -399,7 +399,7 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
     let path = Config::locate(args.config.as_deref())?;
     let job = SeedJob::resolve(Config::load(&path)?, args.options)?;
     let planned = runtime()?.block_on(async {
-        let session = seed::Session::open(&job).await?;
+        let session = Session::open(&job).await?;
         session.shard_plans(shards).await
     })?;
     for tileset in &planned {
@@ -428,7 +428,7 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
 }
 
 fn run_merge(args: MergeArgs) -> Result<(), Error> {
-    let report = oar_tiles::sink::merge::merge_mbtiles(&args.out, &args.parts)?;
+    let report = oar_tiles::merge_mbtiles(&args.out, &args.parts)?;
     println!(
         "merged {} part(s), {} tiles, into {} (watermark {})",
         args.parts.len(),
@@ -444,7 +444,7 @@ fn run_finalize(args: FinalizeArgs) -> Result<(), Error> {
     let options = SeedOptions {
         tilesets: args.tilesets,
         output: args.output,
-        run: oar_tiles::job::RunSettings {
+        run: RunSettings {
             wait_lock: args.wait_lock,
             ..Default::default()
         },
@@ -453,10 +453,10 @@ fn run_finalize(args: FinalizeArgs) -> Result<(), Error> {
     // The whole output is finalized, whatever shard index the container was started with.
     let job = SeedJob::resolve_with(Config::load(&path)?, options, |_| None)?;
     let changed = match &args.changed_list {
-        Some(path) => oar_tiles::sink::ChangedList::create(path)?,
-        None => oar_tiles::sink::ChangedList::disabled(),
+        Some(path) => ChangedList::create(path)?,
+        None => ChangedList::disabled(),
     };
-    let done = runtime()?.block_on(seed::finalize(&job, changed.clone()))?;
+    let done = runtime()?.block_on(commands::finalize(&job, changed.clone()))?;
     changed.close()?;
     for output in &done {
         println!(
@@ -476,5 +476,5 @@ fn run_finalize(args: FinalizeArgs) -> Result<(), Error> {
 fn run_watch(args: WatchArgs) -> Result<(), Error> {
     let path = Config::locate(args.config.as_deref())?;
     let job = WatchJob::resolve(Config::load(&path)?, args.options)?;
-    runtime()?.block_on(watch::run(&job))
+    runtime()?.block_on(commands::watch(&job))
 }

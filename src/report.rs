@@ -120,11 +120,6 @@ impl Tally {
         self.zooms.values().map(|z| z.written).sum()
     }
 
-    /// Statements run so far (renders and probes).
-    pub fn statements(&self) -> u64 {
-        self.zooms.values().map(|z| z.queried + z.probed).sum()
-    }
-
     /// Freezes the figures into a summary.
     pub fn summarize(self, header: SummaryHeader, elapsed: Duration) -> TilesetSummary {
         let stored = self.stored;

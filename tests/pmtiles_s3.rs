@@ -253,11 +253,11 @@ fn an_archive_larger_than_a_part_is_uploaded_in_parts_and_arrives_whole() {
     std::fs::write(&file, &body).unwrap();
     let client = server.client();
     runtime().block_on(async {
-        let headers = oar_tiles::sink::s3::ObjectHeaders {
+        let headers = oar_tiles::testing::ObjectHeaders {
             content_type: "application/vnd.pmtiles",
             cache_control: "no-cache",
         };
-        let etag = oar_tiles::sink::s3::upload(
+        let etag = oar_tiles::testing::upload(
             &client,
             (BUCKET, "big/archive.pmtiles"),
             &file,

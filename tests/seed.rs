@@ -223,7 +223,7 @@ fn a_handful_of_points_over_the_world_queries_a_handful_of_tiles() {
     // the child's buffered envelope, so hardly any query comes back empty, except among the few
     // top tiles every walk queues at once.
     assert!((70..=5 * 15 * 4).contains(&written), "written {written}");
-    let eager = oar_tiles::plan::EAGER_TILES;
+    let eager = oar_tiles::testing::EAGER_TILES;
     assert!(
         queried <= written + written / 20 + 2 + eager,
         "queried {queried} tiles for {written} written"

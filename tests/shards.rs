@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use oar_tiles::plan::shard::ShardPlan;
-use oar_tiles::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
+use oar_tiles::testing::ShardPlan;
+use oar_tiles::testing::{mercator, TileCoord, MERCATOR_HALF_WORLD};
 
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point, TestSchema};

@@ -12,10 +12,7 @@ use crate::error::{Error, Result};
 pub mod output;
 pub mod tileset;
 
-pub use output::{
-    partition_segment, IndexLocation, OutputSettings, OutputTarget, DEFAULT_CACHE_CONTROL,
-    PARTITION_INDEX,
-};
+pub use output::{partition_segment, IndexLocation, OutputSettings, OutputTarget};
 pub use tileset::{
     breakdown_property, ClusterConfig, ClusterPosition, LayerConfig, Partition, TilesetConfig,
     CLUSTER_PROPERTIES, DEFAULT_SIZE_BUDGET,

@@ -18,6 +18,7 @@ pub struct ChangedBox {
 
 impl ChangedBox {
     /// A changed point.
+    #[cfg(test)]
     pub fn point(lon: f64, lat: f64) -> ChangedBox {
         let at = [lon, lat, lon, lat];
         ChangedBox {

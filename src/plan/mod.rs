@@ -7,7 +7,6 @@ pub mod shard;
 pub mod walk;
 
 pub use dirty::{dirty_tiles, ChangedBox};
-pub use shard::{ShardPlan, ShardSpec};
 pub use walk::{Mode, PyramidWalk, EAGER_TILES};
 
 use crate::tile::TileCoord;

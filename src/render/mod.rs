@@ -17,7 +17,7 @@ pub mod source;
 pub mod sql;
 mod tileset;
 
-pub use connections::{Busy, Connections};
+pub use connections::Connections;
 pub use mvt::Mvt;
 pub use tileset::TilesetRenderer;
 

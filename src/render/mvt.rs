@@ -38,6 +38,7 @@ impl Piece {
 
 impl Mvt {
     /// Bytes made elsewhere (a renderer that does not read rows, such as a test's).
+    #[cfg(test)]
     pub fn from_bytes(bytes: Vec<u8>) -> Mvt {
         Mvt::from_pieces(vec![bytes])
     }

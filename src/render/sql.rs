@@ -19,8 +19,8 @@ mod cluster;
 
 use cluster::*;
 pub use cluster::{
-    breakdown_rollup, cell_aggregates, cell_display_columns, cell_metres, cell_rollup,
-    cells_from_rows, cluster_row_columns, representative_point, BREAKDOWN_COLUMNS,
+    breakdown_rollup, cell_display_columns, cell_metres, cell_rollup, cells_from_rows,
+    cluster_row_columns, representative_point, BREAKDOWN_COLUMNS,
 };
 
 use crate::config::{breakdown_property, ClusterConfig, ClusterPosition, Partition};

@@ -28,9 +28,8 @@ use crate::render::Connections;
 use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
 use crate::sink::ChangedList;
-pub use finalize::{finalize, Finalized};
+pub use finalize::finalize;
 use prepare::Prepared;
-pub use shard::PlannedTileset;
 use tileset::TilesetRun;
 
 /// Runs a seed job and returns one summary per tileset.

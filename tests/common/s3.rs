@@ -98,7 +98,7 @@ impl S3Server {
             .region(Region::new("us-east-1"))
             .endpoint_url(self.endpoint())
             .force_path_style(true)
-            .http_client(oar_tiles::sink::s3::https_client())
+            .http_client(oar_tiles::testing::https_client())
             .credentials_provider(Credentials::new(
                 ACCESS_KEY, SECRET_KEY, None, None, "tests",
             ))

@@ -24,7 +24,7 @@ mod store;
 pub use object::{download, download_into, etag, upload, ObjectHeaders};
 pub use store::{
     client, get_if_exists, https_client, list_tiles, public_base, tile_object_key, with_retries,
-    S3Error, MVT_CONTENT_TYPE,
+    MVT_CONTENT_TYPE,
 };
 
 use super::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};

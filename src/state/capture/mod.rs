@@ -26,7 +26,6 @@ mod triggers;
 
 pub use log::{
     advance_and_prune, changed_boxes, forget_consumer, pending, read_since, record_consumer,
-    ChangeSet,
 };
 pub use triggers::channel;
 use triggers::{drop_triggers, install_sql, watched_tables, Watched, EARLIER_TRIGGERS, TRIGGERS};
