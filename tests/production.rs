@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::common::fixture::Fixture;
-use crate::common::pg::{hub_with_scatter, test_url, Point};
+use crate::common::pg::{hub_with_scatter, test_url, wait_for_replay, Point};
 use crate::common::run::{
     assert_same_tiles, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from, send_signal,
     single_layer_config, Run,
@@ -624,31 +624,6 @@ fn session_settings_through_a_transaction_pooler_get_a_hint() {
 }
 
 /// Waits until the standby has replayed everything the primary has written so far.
-fn wait_for_replay(setup: &mut Fixture, standby: &str) {
-    let lsn: String = setup
-        .schema
-        .client()
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .unwrap()
-        .get(0);
-    let mut replica = postgres::Client::connect(standby, postgres::NoTls).unwrap();
-    let started = Instant::now();
-    while !replica
-        .query_one(
-            "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-            &[&lsn],
-        )
-        .unwrap()
-        .get::<_, bool>(0)
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the standby did not catch up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 #[ignore = "needs a standby: run scripts/test.sh, which sets OAR_TILES_TEST_STANDBY_URL"]
 fn a_hot_standby_seeds_and_reseeds_like_the_primary_without_writing() {
@@ -668,7 +643,7 @@ fn a_hot_standby_seeds_and_reseeds_like_the_primary_without_writing() {
         &[],
     )
     .assert_success();
-    wait_for_replay(&mut setup, &standby);
+    wait_for_replay(&mut setup.schema, &standby);
     let replica = setup.path("replica.mbtiles");
     // Primary first in the host list: target_session_attrs picks the standby, as libpq does.
     let (port, db) = server();
@@ -694,7 +669,7 @@ fn a_hot_standby_seeds_and_reseeds_like_the_primary_without_writing() {
         "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(-73.9, 40.8), 4326) WHERE site_id % 5 = 0;
          INSERT INTO {schema}.sites (site_id, label, pt) VALUES (9002, 'new', ST_SetSRID(ST_MakePoint(13.4, 52.5), 4326));",
     );
-    wait_for_replay(&mut setup, &standby);
+    wait_for_replay(&mut setup.schema, &standby);
     let run = oar_tiles_with(
         Some(&standby),
         &setup.seed_args(replica.to_str().unwrap(), "0-9", &["--dirty"]),

@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use crate::common::fixture::Fixture;
-use crate::common::pg::{hub_with_scatter, Point};
+use crate::common::pg::{hub_with_scatter, wait_for_replay, Point};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, read_metadata, run_from,
     single_layer_config, Run,
@@ -53,28 +53,6 @@ fn set_replicas(fixture: &Fixture, replicas: &[&str]) {
 /// The standby's client, for its replay position and its activity.
 fn standby_client(standby: &str) -> postgres::Client {
     postgres::Client::connect(standby, postgres::NoTls).unwrap()
-}
-
-/// Waits until the standby has replayed everything the primary has written so far (its insert
-/// position: the test server runs with `synchronous_commit = off`).
-fn wait_for_replay(fixture: &mut Fixture, standby: &str) {
-    let lsn: String = fixture
-        .schema
-        .client()
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .unwrap()
-        .get(0);
-    let mut replica = standby_client(standby);
-    while !replica
-        .query_one(
-            "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-            &[&lsn],
-        )
-        .unwrap()
-        .get::<_, bool>(0)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Replay paused on the standby for as long as it lives, so the standby lags the primary; resumed
@@ -193,7 +171,7 @@ fn each_shard_renders_from_its_replica_and_the_merge_equals_a_single_run() {
     let standby = required_env(STANDBY);
     let dead = dead_replica(&standby);
     let mut fixture = fixture("replica_shards", &[&standby, &dead], "");
-    wait_for_replay(&mut fixture, &standby);
+    wait_for_replay(&mut fixture.schema, &standby);
     let url = fixture.schema.url.clone();
     let single = fixture.path("single.mbtiles");
     oar_tiles(
@@ -267,7 +245,7 @@ fn a_dirty_reseed_after_shards_on_a_lagging_standby_equals_a_full_seed() {
     fixture
         .schema
         .execute("CREATE TABLE {schema}.other (n int)");
-    wait_for_replay(&mut fixture, &standby);
+    wait_for_replay(&mut fixture.schema, &standby);
     // A transaction still running on the primary while every shard takes its snapshot: the standby
     // must count it as not seen, though it commits only after the shards.
     let mut running = postgres::Client::connect(&url, postgres::NoTls).unwrap();
@@ -283,7 +261,7 @@ fn a_dirty_reseed_after_shards_on_a_lagging_standby_equals_a_full_seed() {
     fixture
         .schema
         .execute("INSERT INTO {schema}.other VALUES (1)");
-    wait_for_replay(&mut fixture, &standby);
+    wait_for_replay(&mut fixture.schema, &standby);
     // A change committed on the primary that the standby has not replayed when shard 0 starts.
     let lagging = format!(
         "INSERT INTO {schema}.sites (site_id, label, kind, score, pt)
@@ -352,7 +330,7 @@ fn shards_of_a_clustered_tileset_read_the_cells_refreshed_on_the_primary() {
     let url = fixture.schema.url.clone();
     let config = fixture.config.to_str().unwrap().to_string();
     oar_tiles(Some(&url), &["changes", "install", "--config", &config]).assert_success();
-    wait_for_replay(&mut fixture, &standby);
+    wait_for_replay(&mut fixture.schema, &standby);
     let cells = format!("{}_cdc", fixture.schema.name);
     // Shard 0 creates and fills the cell tables on the primary while the standby lags: it must
     // wait for them to arrive there before its statements and tiles read them.

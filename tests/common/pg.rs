@@ -201,3 +201,31 @@ impl Rng {
         lo + (hi - lo) * self.next_f64()
     }
 }
+
+/// Waits until the hot standby at `standby` has replayed everything `primary`'s server has written
+/// so far: its WAL insert position, since the test server commits with `synchronous_commit = off`
+/// and a commit's record may not be flushed yet when it returns.
+pub fn wait_for_replay(primary: &mut TestSchema, standby: &str) {
+    let lsn: String = primary
+        .client()
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    let mut replica = Client::connect(standby, NoTls).expect("connect to the standby");
+    let started = std::time::Instant::now();
+    while !replica
+        .query_one(
+            "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+            &[&lsn],
+        )
+        .unwrap()
+        .get::<_, bool>(0)
+    {
+        // Not a time limit on the tool: a guard against a standby that stopped replaying.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the standby did not replay up to {lsn} in two minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
