@@ -180,10 +180,12 @@ fn strace() -> String {
     }
 }
 
-/// One traced call: a file synced (by the path its descriptor had), or a rename.
+/// One traced call: a file synced (by the path its descriptor had), the whole file system of a
+/// path synced (`syncfs`), or a rename.
 #[derive(Debug)]
 enum Call {
     Sync(PathBuf),
+    SyncAll(PathBuf),
     Rename(PathBuf, PathBuf),
 }
 
@@ -201,7 +203,8 @@ fn calls(log: &str) -> Vec<Call> {
         let call = line
             .split_once(' ')
             .map_or(line, |(_, rest)| rest.trim_start());
-        if call.starts_with("fsync(") || call.starts_with("fdatasync(") {
+        let whole = call.starts_with("syncfs(");
+        if whole || call.starts_with("fsync(") || call.starts_with("fdatasync(") {
             // fsync(5</path/to/file>) = 0, or cut short by another thread's call:
             // fsync(5</path/to/file> <unfinished ...>
             let Some((_, rest)) = call.split_once('<') else {
@@ -210,7 +213,12 @@ fn calls(log: &str) -> Vec<Call> {
             let Some((path, _)) = rest.split_once('>') else {
                 continue;
             };
-            calls.push(Call::Sync(PathBuf::from(path)));
+            let path = PathBuf::from(path);
+            calls.push(if whole {
+                Call::SyncAll(path)
+            } else {
+                Call::Sync(path)
+            });
         } else if call.starts_with("rename") && !call.contains("= -1") {
             let paths = quoted(call);
             if paths.len() >= 2 {
@@ -240,7 +248,7 @@ fn every_tile_and_its_directory_are_synced_before_the_state_that_claims_them() {
         "-o",
         &log_arg,
         "-e",
-        "trace=fsync,fdatasync,rename,renameat,renameat2",
+        "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2",
     ];
     let args = setup.seed_args(&tree_arg, "0-6", &[]);
     let traced = wrapped_command(&wrapper, Some(&setup.schema.url), &args, &[]).output();
@@ -258,10 +266,17 @@ fn every_tile_and_its_directory_are_synced_before_the_state_that_claims_them() {
     let mut synced: HashMap<&Path, usize> = HashMap::new();
     let mut renamed: HashMap<&Path, &Path> = HashMap::new();
     let mut arrived: HashMap<&Path, usize> = HashMap::new();
+    // The last syncfs of the tree's file system, which syncs every file and directory in it.
+    let mut synced_all: Option<usize> = None;
     for (i, call) in before.iter().enumerate() {
         match call {
             Call::Sync(path) => {
                 synced.insert(path, i);
+            }
+            Call::SyncAll(path) => {
+                if tree.starts_with(path) || path.starts_with(&tree) {
+                    synced_all = Some(i);
+                }
             }
             Call::Rename(from, to) => {
                 renamed.insert(from, to);
@@ -279,13 +294,14 @@ fn every_tile_and_its_directory_are_synced_before_the_state_that_claims_them() {
     let mut unsynced_dirs = BTreeSet::new();
     for (z, x, y) in tiles.keys() {
         let file = tree.join(format!("{z}/{x}/{y}.pbf"));
-        if !file_synced.contains(file.as_path()) {
-            unsynced.push(file.clone());
-        }
         // Its directory, its zoom's and the root must each be synced after the tile arrived there.
         let arrival = arrived.get(file.as_path()).copied().unwrap_or(0);
+        let all_after_arrival = synced_all.is_some_and(|i| i > arrival);
+        if !file_synced.contains(file.as_path()) && !all_after_arrival {
+            unsynced.push(file.clone());
+        }
         for dir in [file.parent().unwrap(), &tree.join(z.to_string()), &tree] {
-            if synced.get(dir).is_none_or(|&i| i <= arrival) {
+            if !all_after_arrival && synced.get(dir).is_none_or(|&i| i <= arrival) {
                 unsynced_dirs.insert(dir.to_path_buf());
             }
         }

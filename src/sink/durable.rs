@@ -30,6 +30,23 @@ pub fn place_unsynced(path: &Path, data: &[u8]) -> io::Result<()> {
     write_and_rename(path, data, false)
 }
 
+/// Flushes every file and directory of the file system holding `path` to disk in one call
+/// (`syncfs`), which for a writer of thousands of small files costs far less than syncing each of
+/// them and their directories. Where the system has no `syncfs`, an error, and the caller syncs
+/// each.
+pub fn sync_filesystem(path: &Path) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let dir = File::open(path)?;
+        rustix::fs::syncfs(&dir).map_err(io::Error::from)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let _ = path;
+        Err(io::Error::new(io::ErrorKind::Unsupported, "no syncfs here"))
+    }
+}
+
 /// Syncs the bytes of a file written earlier.
 pub fn sync_file(path: &Path) -> io::Result<()> {
     File::open(path)?.sync_data()
