@@ -54,7 +54,8 @@ struct Opened {
 }
 
 impl TilesetRun<'_> {
-    /// Seeds the tileset into its output and summarizes what happened.
+    /// Seeds the tileset into its output and summarizes what happened: step 4 of a run, in the
+    /// sub-steps 4a-4h marked below.
     pub async fn seed(
         &self,
         progress_kind: ProgressKind,
@@ -77,8 +78,8 @@ impl TilesetRun<'_> {
             tileset.bbox,
             target.describe()
         );
-        // A shard walks the run's plan, read (or made) before its output is opened: a tree or S3
-        // shard records in its part which plan it ran under.
+        // 4a. A shard walks the run's plan, read (or made) before its output is opened: a tree or
+        // S3 shard records in its part which plan it ran under.
         let (walk, part) = match &tileset.shard {
             Some(shard) => {
                 let store = ShardStore::open(&shard.output, &self.job.s3).await?;
@@ -94,6 +95,7 @@ impl TilesetRun<'_> {
             }
             None => (None, None),
         };
+        // 4b. Lock the output (`watch` holds its locks already).
         let _lock = match self.locks {
             super::Locks::Take => Some(
                 lock::acquire(
@@ -119,11 +121,13 @@ impl TilesetRun<'_> {
             Some(prefix) => changed.under(prefix),
             None => changed,
         };
+        // 4c. Open the output, read its state and decide the work (plan), refreshing the cells.
         let Opened {
             sink,
             decision,
             resume,
         } = self.open(target, changed, part).await?;
+        // 4d. Resume what an interrupted run of the same job finished.
         let mut watermark = decision.watermark;
         if !resume.done.is_empty() {
             tracing::info!(
@@ -135,6 +139,7 @@ impl TilesetRun<'_> {
                 watermark = Some(earlier);
             }
         }
+        // 4e. Render, encode and store through the scheduler and the one writer.
         let sweep_allowed = matches!(decision.work, Work::Pyramid);
         let (writer, written) = writer::spawn(sink, name);
         let mut tally = Tally::default();
@@ -151,6 +156,7 @@ impl TilesetRun<'_> {
             .await;
         progress.finish();
         tracing::debug!("tileset `{name}`: rendering done");
+        // 4f. Finish the output (sweep, metadata, state) or abort it.
         let complete = self
             .complete(
                 written,
@@ -160,6 +166,7 @@ impl TilesetRun<'_> {
                 watermark.as_ref(),
             )
             .await?;
+        // 4g. Advance the change log's consumer (watermark, pruning).
         if tileset.shard.is_some() {
             // A part is not a consumer of the change log: pruning what one shard saw could drop
             // changes a shard with an earlier snapshot did not see, which the merged output's
@@ -171,6 +178,7 @@ impl TilesetRun<'_> {
                 "tileset `{name}`: stopped after --max-duration; the rest is left for the next run"
             );
         }
+        // 4h. Summarize.
         let mut header = self.header(target.describe(), complete, decision.changes_read);
         // Only a complete run applied its changes: the others are read again by the next one.
         if complete {
