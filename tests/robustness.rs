@@ -643,3 +643,66 @@ fn a_full_disk_is_a_clear_error_and_leaves_readable_files() {
         assert!(count > 0);
     }
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_run_refused_for_the_lock_leaves_the_running_jobs_changed_list_whole() {
+    let mut schema = TestSchema::create("overlap");
+    schema.point_table("sites", &many_points(3000));
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &schema.name, "", SLOW_ROWS);
+    let output = dir.path().join("out.mbtiles");
+    let list = dir.path().join("changed.txt");
+    let summary = dir.path().join("summary.json");
+    let mut args_owned = seed_args(&config, "0-12", output.to_str().unwrap());
+    args_owned.extend(
+        [
+            "--changed-list",
+            list.to_str().unwrap(),
+            "--summary-json",
+            summary.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let mut first = oar_tiles_command(Some(&schema.url), &strs(&args_owned), &[])
+        .spawn()
+        .unwrap();
+    wait_for_progress(&mut first, &output);
+    // The same cron line again while the first still runs: refused for the output's lock.
+    let mut second_args = seed_args(&config, "0-12", output.to_str().unwrap());
+    second_args.extend(["--changed-list", list.to_str().unwrap()].map(String::from));
+    let second = oar_tiles(Some(&schema.url), &strs(&second_args));
+    assert_eq!(second.code, 1, "{}", second.stderr);
+    assert!(second.stderr.contains("in use"), "{}", second.stderr);
+    run_from(first.wait_with_output().unwrap()).assert_success();
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let changed = json[0]["stored"]["changed"].as_u64().unwrap();
+    let text = std::fs::read(&list).unwrap();
+    assert!(!text.contains(&0), "the list holds NUL bytes");
+    let lines = String::from_utf8(text).unwrap();
+    let listed: std::collections::BTreeSet<&str> = lines.lines().collect();
+    assert_eq!(
+        listed.len() as u64,
+        changed,
+        "every changed tile listed once"
+    );
+    assert_eq!(
+        listed,
+        read_mbtiles_raw(&output)
+            .keys()
+            .map(|(z, x, y)| format!("{z}/{x}/{y}"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+        "a first seed changes every tile it stores"
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("writing"))
+        .collect();
+    assert!(left.is_empty(), "temporary lists left: {left:?}");
+}

@@ -20,8 +20,30 @@ pub struct ChangedList {
 
 struct Recorder {
     path: PathBuf,
+    /// Where the lines go until the list is closed and moved to `path`.
+    temporary: PathBuf,
     writer: BufWriter<File>,
     error: Option<std::io::Error>,
+    /// Lines recorded so far.
+    lines: u64,
+    /// Whether `temporary` has been moved to `path` (or removed).
+    published: bool,
+}
+
+impl Drop for Recorder {
+    /// A run that ends without closing the list (it failed) still publishes the tiles it changed,
+    /// for whoever invalidates them; one that changed nothing (a run refused for the output's
+    /// lock, say) leaves the list another run may be writing as it is.
+    fn drop(&mut self) {
+        if self.published {
+            return;
+        }
+        if self.lines > 0 && self.writer.flush().is_ok() {
+            let _ = super::durable::rename(&self.temporary, &self.path);
+        } else {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
 }
 
 impl ChangedList {
@@ -30,17 +52,28 @@ impl ChangedList {
         Self::default()
     }
 
-    /// Creates (truncates) the list file.
+    /// Starts the list. Its lines go to a new file beside `path`, which replaces `path` when the
+    /// list is closed: a run refused for the output's lock never truncates the list the running
+    /// job writes, and a reader never sees half a list.
     pub fn create(path: &Path) -> Result<Self> {
-        let file = File::create(path).map_err(|e| Error::File {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.writing", std::process::id()));
+        let temporary = path.with_file_name(name);
+        let file = super::durable::create_new(&temporary).map_err(|e| Error::File {
             path: path.to_path_buf(),
-            message: format!("cannot create the changed-tile list: {e}"),
+            message: format!(
+                "cannot create the changed-tile list (as {}): {e}",
+                temporary.display()
+            ),
         })?;
         Ok(Self {
             inner: Some(Arc::new(Mutex::new(Recorder {
                 path: path.to_path_buf(),
+                temporary,
                 writer: BufWriter::new(file),
                 error: None,
+                lines: 0,
+                published: false,
             }))),
             prefix: None,
         })
@@ -73,31 +106,40 @@ impl ChangedList {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if recorder.error.is_none() {
-                if let Err(err) = writeln!(recorder.writer, "{line}") {
-                    recorder.error = Some(err);
+                match writeln!(recorder.writer, "{line}") {
+                    Ok(()) => recorder.lines += 1,
+                    Err(err) => recorder.error = Some(err),
                 }
             }
         }
     }
 
-    /// Flushes the list to disk and reports any write error; an output calls it before its
-    /// state claims the tiles listed, so a power loss never loses a line a later run will not write.
+    /// Flushes the lines so far to disk (under the list's temporary name) and reports any write
+    /// error; an output calls it before its state claims the tiles listed.
     pub fn sync(&self) -> Result<()> {
-        self.close()
+        self.flush(false)
     }
 
-    /// Flushes the list to disk and reports any write error.
+    /// Flushes the list to disk, moves it into place and reports any write error.
     pub fn close(&self) -> Result<()> {
+        self.flush(true)
+    }
+
+    fn flush(&self, publish: bool) -> Result<()> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
         let mut recorder = inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let flushed = recorder
+        let mut flushed = recorder
             .writer
             .flush()
             .and_then(|()| recorder.writer.get_ref().sync_data());
+        if publish && !recorder.published && flushed.is_ok() && recorder.error.is_none() {
+            flushed = super::durable::rename(&recorder.temporary, &recorder.path);
+            recorder.published = flushed.is_ok();
+        }
         match recorder.error.take().map_or(flushed, Err) {
             Ok(()) => Ok(()),
             Err(err) => Err(Error::File {
