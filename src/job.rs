@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::config::OutputTarget;
 use crate::config::{Config, DatabaseConfig, S3Config, TilesetConfig, WatchConfig};
+use crate::config::{OutputTarget, Sharding};
 use crate::error::{Error, Result};
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
@@ -470,32 +470,23 @@ impl SeedJob {
                 }
             };
             let (output, shard) = match (shard, output) {
-                (Some(spec), Some(OutputTarget::Mbtiles(path))) => {
-                    let part = shard_part_file(&path, spec);
-                    let output = OutputTarget::Mbtiles(path);
-                    (
-                        Some(OutputTarget::Mbtiles(part)),
-                        Some(ShardJob { spec, output }),
-                    )
-                }
-                // Shards write their disjoint tiles straight into one tree or prefix.
-                (
-                    Some(spec),
-                    Some(output @ (OutputTarget::Directory(_) | OutputTarget::S3 { .. })),
-                ) => {
-                    let job = ShardJob {
-                        spec,
-                        output: output.clone(),
-                    };
-                    (Some(output), Some(job))
-                }
-                (Some(_), Some(other)) => {
-                    return Err(Error::Usage(format!(
+                (Some(spec), Some(output)) => match output.sharding() {
+                    // An MBTiles shard writes a part file of its own; tree and S3 shards write
+                    // their disjoint tiles straight into the output.
+                    Sharding::PartFiles | Sharding::IntoOutput => {
+                        let written = output.shard_part(spec.index, spec.count);
+                        let job = ShardJob { spec, output };
+                        (
+                            Some(written.unwrap_or_else(|| job.output.clone())),
+                            Some(job),
+                        )
+                    }
+                    Sharding::Unsupported => return Err(Error::Usage(format!(
                         "sharded runs write MBTiles, directory or S3 outputs; {} is not supported \
-                         (seed it whole, or shard into MBTiles and convert the merged file)",
-                        other.describe()
-                    )))
-                }
+                             (seed it whole, or shard into MBTiles and convert the merged file)",
+                        output.describe()
+                    ))),
+                },
                 (_, output) => (output, None),
             };
             tilesets.push(TilesetJob {
@@ -530,13 +521,6 @@ impl SeedJob {
         let index = usize::try_from(spec.index).ok()?.checked_rem(count)?;
         Some((index, self.database.replicas[index].as_str()))
     }
-}
-
-/// A shard's part file of an MBTiles output `OUT.mbtiles`: `OUT.part-I-of-N.mbtiles`.
-pub fn shard_part_file(output: &Path, spec: ShardSpec) -> PathBuf {
-    let mut part = output.with_extension("").into_os_string();
-    part.push(format!(".part-{}-of-{}.mbtiles", spec.index, spec.count));
-    PathBuf::from(part)
 }
 
 #[cfg(test)]

@@ -8,14 +8,12 @@
 //! Everything else is an ordinary `seed` of the expanded job.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use deadpool_postgres::Pool;
 
 use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
 use crate::db;
-use crate::error::{Error, Result};
-use crate::inspect::OutputReader;
+use crate::error::Result;
 use crate::job::{SeedJob, TilesetJob};
 use crate::render::source::{describe, partition_column, partition_values};
 use crate::report::{ProgressKind, TilesetSummary};
@@ -23,6 +21,7 @@ use crate::seed;
 use crate::sink::partitions::{
     read_index, remove_emptied, write_index, PartitionEntry, PartitionIndex,
 };
+use crate::sink::{self, OutputReader};
 use crate::state::capture;
 
 /// Runs a seed job, expanding each partitioned tileset into one tileset per value; returns one
@@ -129,20 +128,8 @@ impl Plan {
             }
         }
         let target = tileset.output.clone().filter(|_| !job.run.dry_run);
-        if let Some(OutputTarget::Directory(root)) = &target {
-            // Partitions are trees inside the configured one; its parent must exist, as for any tree.
-            // A bare relative name's parent is the empty path, which is the working directory.
-            let parent = root.parent().map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            });
-            if !root.exists() && parent.is_some_and(Path::is_dir) {
-                std::fs::create_dir(root)
-                    .map_err(|e| Error::output(root, format!("cannot create it: {e}")))?;
-            }
+        if let Some(target) = &target {
+            sink::kind_of(target).prepare_partitions()?;
         }
         let previous = match &target {
             Some(target) => read_index(&target.partition_index(), &job.s3).await?,

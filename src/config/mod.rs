@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 pub mod output;
 pub mod tileset;
 
-pub use output::{partition_segment, IndexLocation, OutputSettings, OutputTarget};
+pub use output::{partition_segment, IndexLocation, OutputSettings, OutputTarget, Sharding};
 pub use tileset::{
     breakdown_property, ClusterConfig, ClusterPosition, LayerConfig, Partition, TilesetConfig,
     CLUSTER_PROPERTIES, DEFAULT_SIZE_BUDGET,

@@ -107,6 +107,76 @@ impl OutputTarget {
     }
 }
 
+/// How the shards of a sharded run write an output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharding {
+    /// Each shard writes a part file of its own ([`OutputTarget::shard_part`]), and `finalize`
+    /// merges the parts into the output.
+    PartFiles,
+    /// Shards write their disjoint tiles straight into the output, each with a part record, and
+    /// `finalize` adopts the records.
+    IntoOutput,
+    /// The output is one archive built whole: it cannot be sharded.
+    Unsupported,
+}
+
+impl OutputTarget {
+    /// How the shards of a sharded run write this output.
+    pub fn sharding(&self) -> Sharding {
+        match self {
+            OutputTarget::Mbtiles(_) => Sharding::PartFiles,
+            OutputTarget::Directory(_) | OutputTarget::S3 { .. } => Sharding::IntoOutput,
+            OutputTarget::Pmtiles(_) | OutputTarget::S3Pmtiles { .. } => Sharding::Unsupported,
+        }
+    }
+
+    /// The file or folder on this machine that holds the output; `None` for outputs on S3.
+    pub fn local_path(&self) -> Option<&Path> {
+        match self {
+            OutputTarget::Mbtiles(path)
+            | OutputTarget::Pmtiles(path)
+            | OutputTarget::Directory(path) => Some(path),
+            OutputTarget::S3 { .. } | OutputTarget::S3Pmtiles { .. } => None,
+        }
+    }
+
+    /// A short name for the output: a file's stem, a folder's or prefix's last segment (the
+    /// bucket for a bare bucket), an archive key's name without `.pmtiles`.
+    pub fn short_name(&self) -> String {
+        match self {
+            OutputTarget::Mbtiles(path)
+            | OutputTarget::Pmtiles(path)
+            | OutputTarget::Directory(path) => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            OutputTarget::S3 { bucket, prefix } => {
+                prefix.rsplit('/').next().unwrap_or(bucket).to_string()
+            }
+            OutputTarget::S3Pmtiles { key, .. } => {
+                let name = key.rsplit('/').next().unwrap_or(key);
+                name.strip_suffix(".pmtiles").unwrap_or(name).to_string()
+            }
+        }
+    }
+
+    /// The part file shard `index` of `count` writes instead of the output, where shards write
+    /// part files: `OUT.part-I-of-N.mbtiles` beside `OUT.mbtiles`.
+    pub fn shard_part(&self, index: u32, count: u32) -> Option<OutputTarget> {
+        match self {
+            OutputTarget::Mbtiles(path) => {
+                let mut part = path.with_extension("").into_os_string();
+                part.push(format!(".part-{index}-of-{count}.mbtiles"));
+                Some(OutputTarget::Mbtiles(PathBuf::from(part)))
+            }
+            OutputTarget::Pmtiles(_)
+            | OutputTarget::Directory(_)
+            | OutputTarget::S3 { .. }
+            | OutputTarget::S3Pmtiles { .. } => None,
+        }
+    }
+}
+
 /// The longest partition value a name or key may carry, escaped: file systems allow 255 bytes.
 const MAX_SEGMENT: usize = 200;
 
@@ -244,16 +314,6 @@ pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
 /// Suits tiles that get reseeded: caches revalidate hourly and may serve a stale tile for a day
 /// while they do.
 pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=3600, stale-while-revalidate=86400";
-
-impl OutputTarget {
-    /// Whether tiles for this target are stored gzip-compressed.
-    pub fn stores_gzip(&self, settings: &OutputSettings) -> bool {
-        matches!(
-            self,
-            OutputTarget::Mbtiles(_) | OutputTarget::Pmtiles(_) | OutputTarget::S3Pmtiles { .. }
-        ) || settings.compress
-    }
-}
 
 #[cfg(test)]
 mod tests {

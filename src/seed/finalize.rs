@@ -10,15 +10,15 @@
 //! Until then every step can be repeated: a finalize that dies is simply run again.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::job::{shard_part_file, SeedJob, ShardSpec, TilesetJob};
+use crate::job::{SeedJob, ShardSpec, TilesetJob};
 use crate::plan::shard::ShardPlan;
-use crate::sink::merge::merge_mbtiles;
 use crate::sink::parts::plan_id;
-use crate::sink::shards::{Part, ShardStore};
-use crate::sink::{self, lock, ChangedList, Finish, OutputTarget};
+use crate::sink::shards::Part;
+use crate::sink::{self, lock, ChangedList, Finish, OutputTarget, Sharding};
 use crate::state::capture;
 use crate::state::watermark::earliest_snapshot;
 use crate::state::Watermark;
@@ -95,7 +95,7 @@ async fn finalize_output(
     target: &OutputTarget,
     changed: ChangedList,
 ) -> Result<Option<Finalized>> {
-    let store = ShardStore::open(target, &job.s3).await?;
+    let store = sink::kind_of(target).shard_store(&job.s3).await?;
     let location = store.plan_location();
     let Some(text) = store.read_plan().await? else {
         return Ok(None);
@@ -114,8 +114,12 @@ async fn finalize_output(
         deleted,
         snapshot,
     };
-    if let OutputTarget::Mbtiles(path) = target {
-        let parts: Vec<_> = specs.iter().map(|s| shard_part_file(path, *s)).collect();
+    if target.sharding() == Sharding::PartFiles {
+        let parts: Vec<_> = specs
+            .iter()
+            .filter_map(|s| target.shard_part(s.index, s.count))
+            .filter_map(|part| part.local_path().map(Path::to_path_buf))
+            .collect();
         let missing: Vec<String> = specs
             .iter()
             .zip(&parts)
@@ -124,8 +128,8 @@ async fn finalize_output(
             .collect();
         refuse_missing(&output, &missing)?;
         let merged = {
-            let (path, parts) = (path.clone(), parts.clone());
-            tokio::task::spawn_blocking(move || merge_mbtiles(&path, &parts))
+            let (owned, parts) = (target.clone(), parts.clone());
+            tokio::task::spawn_blocking(move || sink::kind_of(&owned).merge_parts(&parts))
                 .await
                 .map_err(|e| Error::output(path_of(target), format!("merging failed: {e}")))??
         };

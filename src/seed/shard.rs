@@ -41,7 +41,9 @@ impl Session<'_> {
                 .or(tileset.output.as_ref());
             let stored = match (whole, self.job.run.dry_run) {
                 (Some(target), false) => {
-                    let store = ShardStore::open(target, &self.job.s3).await?;
+                    let store = crate::sink::kind_of(target)
+                        .shard_store(&self.job.s3)
+                        .await?;
                     store.replace_plan(&plan.to_json()).await?;
                     Some(store.plan_location())
                 }

@@ -16,9 +16,10 @@ use crate::plan::{PyramidWalk, Work};
 use crate::render::Connections;
 use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::schedule::{Scheduler, Stop};
-use crate::sink::shards::ShardStore;
 use crate::sink::writer::{self, Writer};
-use crate::sink::{self, lock, ChangedList, Finish, PartOf, Resume, Sink, TilesetMetadata};
+use crate::sink::{
+    self, lock, ChangedList, Finish, PartOf, Resume, Sharding, Sink, TilesetMetadata,
+};
 use crate::state::capture;
 use crate::state::cells;
 use crate::state::digest::job_fingerprint;
@@ -82,11 +83,13 @@ impl TilesetRun<'_> {
         // S3 shard records in its part which plan it ran under.
         let (walk, part) = match &tileset.shard {
             Some(shard) => {
-                let store = ShardStore::open(&shard.output, &self.job.s3).await?;
+                let store = sink::kind_of(&shard.output)
+                    .shard_store(&self.job.s3)
+                    .await?;
                 let (walk, plan) =
                     super::shard::shard_walk(self.render_pool(), self.prepared, shard, &store)
                         .await?;
-                let writes_into_output = !matches!(shard.output, OutputTarget::Mbtiles(_));
+                let writes_into_output = shard.output.sharding() == Sharding::IntoOutput;
                 let part = writes_into_output.then_some(PartOf {
                     spec: shard.spec,
                     plan,
@@ -337,7 +340,7 @@ impl TilesetRun<'_> {
         let tileset = self.prepared.tileset;
         let settings = &tileset.tileset.output_settings;
         let encoding = Encoding {
-            gzip: target.stores_gzip(settings),
+            gzip: sink::kind_of(target).stores_gzip(settings),
             level: settings.compression_level,
         };
         let renderer = self.prepared.renderer.on(self.connections);

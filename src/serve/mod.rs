@@ -25,8 +25,9 @@ use tokio::sync::OnceCell;
 
 use crate::config::S3Config;
 use crate::error::{Error, Result};
-use crate::inspect::{self, OutputReader};
+use crate::inspect;
 use crate::sink::s3::MVT_CONTENT_TYPE;
+use crate::sink::OutputReader;
 use crate::sink::OutputTarget;
 use crate::tile::TileCoord;
 pub use host::{AllowedHosts, PublicHost};
@@ -108,21 +109,7 @@ impl Server {
 /// A URL path segment for a tileset: its metadata name, else the output's file or prefix name,
 /// limited to characters that need no escaping and kept clear of the page's own routes.
 fn url_name(metadata_name: &str, target: &OutputTarget) -> String {
-    let fallback = match target {
-        OutputTarget::Mbtiles(path)
-        | OutputTarget::Pmtiles(path)
-        | OutputTarget::Directory(path) => path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        OutputTarget::S3 { bucket, prefix } => {
-            prefix.rsplit('/').next().unwrap_or(bucket).to_string()
-        }
-        OutputTarget::S3Pmtiles { key, .. } => {
-            let name = key.rsplit('/').next().unwrap_or(key);
-            name.strip_suffix(".pmtiles").unwrap_or(name).to_string()
-        }
-    };
+    let fallback = target.short_name();
     let raw = if metadata_name.trim().is_empty() {
         fallback
     } else {

@@ -28,21 +28,7 @@ impl Drop for OutputLock {
 
 /// Where the lock of an output lives; an S3 output is told apart by its store's endpoint too.
 pub fn lock_path(target: &OutputTarget, endpoint: Option<&str>) -> PathBuf {
-    let beside = |path: &Path| {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".oar-tiles.lock");
-        path.with_file_name(name)
-    };
-    match target {
-        OutputTarget::Mbtiles(path) | OutputTarget::Pmtiles(path) => beside(path),
-        OutputTarget::Directory(root) => beside(&root.components().collect::<PathBuf>()),
-        OutputTarget::S3 { bucket, prefix } => {
-            super::s3::local_file(endpoint, bucket, prefix, "locks", "lock")
-        }
-        OutputTarget::S3Pmtiles { bucket, key } => {
-            super::s3::local_file(endpoint, bucket, key, "locks", "lock")
-        }
-    }
+    super::kind_of(target).lock_path(endpoint)
 }
 
 /// Takes the output's lock; without `wait`, fails at once naming the holder. With `part` (a
@@ -63,10 +49,7 @@ pub async fn acquire(
         output = format!("{output} ({part})");
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if matches!(
-            target,
-            OutputTarget::S3 { .. } | OutputTarget::S3Pmtiles { .. }
-        ) {
+        if super::kind_of(target).is_remote() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::output(&path, format!("cannot create it: {e}")))?;
         } else if !dir.is_dir() {

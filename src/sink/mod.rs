@@ -8,22 +8,27 @@
 pub mod changed_list;
 pub mod directory;
 pub mod durable;
+pub mod kind;
 pub mod lock;
 pub mod mbtiles;
 pub mod merge;
 pub mod partitions;
 pub mod parts;
 pub mod pmtiles;
+pub mod read;
 pub mod s3;
 pub mod shards;
 pub mod tilejson;
 pub mod writer;
 
+pub use crate::config::Sharding;
 pub use crate::config::{OutputSettings, OutputTarget};
 pub use crate::render::source::FieldType;
 pub use crate::state::journal::Resume;
 pub use changed_list::ChangedList;
+pub use kind::OutputKind;
 pub use parts::PartOf;
+pub use read::OutputReader;
 
 use serde::{Deserialize, Serialize};
 
@@ -203,6 +208,20 @@ pub trait Sink: Send {
     fn abort(self: Box<Self>);
 }
 
+/// The kind of an output: the one place that names every kind. Adding a kind is a variant of
+/// [`OutputTarget`] (its address), a folder here implementing [`OutputKind`], and a line below.
+pub fn kind_of(target: &OutputTarget) -> Box<dyn OutputKind + '_> {
+    match target {
+        OutputTarget::Mbtiles(path) => Box::new(mbtiles::kind::MbtilesFile(path)),
+        OutputTarget::Pmtiles(path) => Box::new(pmtiles::kind::PmtilesFile(path)),
+        OutputTarget::Directory(root) => Box::new(directory::kind::Tree(root)),
+        OutputTarget::S3 { bucket, prefix } => Box::new(s3::kind::S3Prefix { bucket, prefix }),
+        OutputTarget::S3Pmtiles { bucket, key } => {
+            Box::new(pmtiles::kind::S3Archive { bucket, key })
+        }
+    }
+}
+
 /// Opens a sink for a target; fails early when the target cannot be written. With `part`, a
 /// directory or S3 sink writes one shard's part: its own journal, and a part record instead of
 /// the whole output's documents on finish.
@@ -214,32 +233,13 @@ pub async fn open(
     journal: Option<&str>,
     part: Option<PartOf>,
 ) -> Result<Box<dyn Sink>> {
-    if let (
-        Some(part),
-        OutputTarget::Mbtiles(_) | OutputTarget::Pmtiles(_) | OutputTarget::S3Pmtiles { .. },
-    ) = (&part, target)
-    {
-        return Err(crate::error::Error::Usage(format!(
-            "shard {} cannot write a part into {}: single-file outputs get part files of their own",
-            part.spec,
-            target.describe()
-        )));
-    }
-    Ok(match target {
-        OutputTarget::Mbtiles(path) => {
-            Box::new(mbtiles::MbtilesSink::create(path, changes, journal)?)
-        }
-        OutputTarget::Pmtiles(path) => {
-            Box::new(pmtiles::PmtilesSink::create(path, changes, journal)?)
-        }
-        OutputTarget::Directory(path) => Box::new(directory::DirectorySink::create(
-            path, settings, changes, journal, part,
-        )?),
-        OutputTarget::S3Pmtiles { bucket, key } => Box::new(
-            pmtiles::s3::S3PmtilesSink::create(bucket, key, s3, settings, changes, journal).await?,
-        ),
-        OutputTarget::S3 { bucket, prefix } => Box::new(
-            s3::S3Sink::create(bucket, prefix, s3, settings, changes, journal, part).await?,
-        ),
-    })
+    kind_of(target)
+        .open_writer(kind::WriterOptions {
+            settings,
+            s3,
+            changes,
+            journal,
+            part,
+        })
+        .await
 }

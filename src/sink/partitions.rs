@@ -2,8 +2,6 @@
 //! pyramid, so a client can list them; read before a run (to know which values are new or gone)
 //! and written after it. Also removes what a vanished value's emptied output leaves behind.
 
-use std::path::Path;
-
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
@@ -98,23 +96,5 @@ pub async fn write_index(
 /// PMTiles file (and its store), or the subdirectory. An S3 prefix keeps its metadata objects,
 /// which describe an empty tileset.
 pub fn remove_emptied(target: &OutputTarget) -> Result<()> {
-    let gone = |path: &Path, result: std::io::Result<()>| match result {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::output(path, format!("cannot remove it: {e}")))
-        }
-        _ => Ok(()),
-    };
-    match target {
-        OutputTarget::Mbtiles(path) => {
-            super::mbtiles::remove_sqlite_files(path);
-            Ok(())
-        }
-        OutputTarget::Pmtiles(path) => {
-            gone(path, std::fs::remove_file(path))?;
-            super::mbtiles::remove_sqlite_files(&super::pmtiles::store_path(path));
-            Ok(())
-        }
-        OutputTarget::Directory(path) => gone(path, std::fs::remove_dir_all(path)),
-        OutputTarget::S3 { .. } | OutputTarget::S3Pmtiles { .. } => Ok(()),
-    }
+    super::kind_of(target).remove_emptied()
 }

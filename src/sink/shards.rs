@@ -20,7 +20,6 @@ use aws_sdk_s3::Client;
 
 use super::parts::{decode_tiles, part_name, PartRecord, S3_FOLDER, TREE_FOLDER};
 use super::s3::{get_if_exists, object_key, with_retries};
-use super::OutputTarget;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::job::ShardSpec;
@@ -118,33 +117,22 @@ impl ObjectFolder {
 }
 
 impl ShardStore {
-    /// The shard files of `target`, the whole run's output. PMTiles outputs cannot be sharded.
-    pub async fn open(target: &OutputTarget, s3: &S3Config) -> Result<ShardStore> {
-        match target {
-            OutputTarget::Mbtiles(path) => {
-                let mut plan = path.as_os_str().to_os_string();
-                plan.push(".shard-plan.json");
-                let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                Ok(ShardStore::Files {
-                    plan: PathBuf::from(plan),
-                    folder,
-                })
-            }
-            OutputTarget::Directory(root) => Ok(ShardStore::Files {
-                plan: root.join(TREE_FOLDER).join(PLAN_NAME),
-                folder: root.join(TREE_FOLDER),
-            }),
-            OutputTarget::S3 { bucket, prefix } => Ok(ShardStore::S3(ObjectFolder {
-                client: super::s3::client(s3).await,
-                bucket: bucket.clone(),
-                folder: object_key(prefix, S3_FOLDER),
-                attempts: s3.max_attempts,
-            })),
-            other => Err(Error::Usage(format!(
-                "sharded runs write MBTiles, directory or S3 outputs; {} is not supported",
-                other.describe()
-            ))),
+    /// The shard files of a tree: `ROOT/.oar-tiles-shards/`.
+    pub fn in_tree(root: &Path) -> ShardStore {
+        ShardStore::Files {
+            plan: root.join(TREE_FOLDER).join(PLAN_NAME),
+            folder: root.join(TREE_FOLDER),
         }
+    }
+
+    /// The shard objects of an S3 prefix: `PREFIX/.oar-tiles/shards/`.
+    pub async fn on_s3(s3: &S3Config, bucket: &str, prefix: &str) -> ShardStore {
+        ShardStore::S3(ObjectFolder {
+            client: super::s3::client(s3).await,
+            bucket: bucket.to_string(),
+            folder: object_key(prefix, S3_FOLDER),
+            attempts: s3.max_attempts,
+        })
     }
 
     /// The plan's file or object, for messages.
@@ -320,9 +308,7 @@ mod tests {
     async fn a_tree_keeps_one_plan_and_reads_back_parts_refusing_damaged_ones() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("tree");
-        let store = ShardStore::open(&OutputTarget::Directory(root.clone()), &S3Config::default())
-            .await
-            .unwrap();
+        let store = ShardStore::in_tree(&root);
         assert_eq!(store.read_plan().await.unwrap(), None);
         assert!(store.store_plan_if_absent("first").await.unwrap());
         assert!(!store.store_plan_if_absent("second").await.unwrap());

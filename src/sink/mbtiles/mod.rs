@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection};
 
 mod import;
+pub mod kind;
+pub mod read;
 mod staging;
 
 pub use import::Import;
@@ -33,13 +35,22 @@ const BATCH_AGE: Duration = Duration::from_secs(2);
 /// it commits, so bigger runs build a copy instead.
 const IN_PLACE_TILES: usize = 20_000;
 
-const SCHEMA: &str = "
-    CREATE TABLE metadata (name TEXT NOT NULL, value TEXT);
-    CREATE UNIQUE INDEX name ON metadata (name);
-    CREATE TABLE tiles (zoom_level INTEGER NOT NULL, tile_column INTEGER NOT NULL,
-                        tile_row INTEGER NOT NULL, tile_data BLOB NOT NULL);
-    CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row);
-";
+/// The MBTiles 1.3 tables, as every file this tool creates holds them.
+const SCHEMA: &str = concat!(
+    "CREATE TABLE metadata (name TEXT NOT NULL, value TEXT);
+     CREATE UNIQUE INDEX name ON metadata (name);
+     CREATE TABLE tiles (zoom_level INTEGER NOT NULL, tile_column INTEGER NOT NULL,
+                         tile_row INTEGER NOT NULL, tile_data BLOB NOT NULL);",
+    tile_index!(),
+);
+
+/// The unique index readers look tiles up by (also added to copies of files that lack it).
+macro_rules! tile_index {
+    () => {
+        "CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row);"
+    };
+}
+use tile_index;
 
 /// A sink writing one MBTiles file.
 pub struct MbtilesSink {

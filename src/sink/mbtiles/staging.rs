@@ -260,14 +260,14 @@ fn make_tiles_unique(connection: &Connection) -> std::result::Result<(), String>
          to the new file, keeping one copy of each tile"
     );
     connection
-        .execute_batch(
+        .execute_batch(concat!(
             "BEGIN;
              DELETE FROM tiles WHERE rowid NOT IN
                  (SELECT max(rowid) FROM tiles GROUP BY zoom_level, tile_column, tile_row);
-             DROP INDEX IF EXISTS tile_index;
-             CREATE UNIQUE INDEX tile_index ON tiles (zoom_level, tile_column, tile_row);
-             COMMIT;",
-        )
+             DROP INDEX IF EXISTS tile_index;",
+            super::tile_index!(),
+            "COMMIT;"
+        ))
         .map_err(|e| format!("cannot add a unique tile index: {e}"))
 }
 

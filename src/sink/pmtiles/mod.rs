@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use pmtiles::{Compression, PmTilesWriter, TileType};
 use rusqlite::{params, Connection, OpenFlags};
 
+pub mod kind;
+pub mod read;
 pub mod s3;
 
 use super::mbtiles::{partial_path, Import, MbtilesSink};

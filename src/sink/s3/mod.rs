@@ -18,7 +18,9 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+pub mod kind;
 mod object;
+pub mod read;
 mod store;
 
 pub use object::{download, download_into, etag, upload, ObjectHeaders};

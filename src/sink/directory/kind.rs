@@ -1,0 +1,96 @@
+//! A tree's capabilities.
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::read::TreeReader;
+use crate::config::S3Config;
+use crate::error::{Error, Result};
+use crate::sink::kind::{lock_beside, remove_if_there, OutputKind, WriterOptions};
+use crate::sink::merge::MergeReport;
+use crate::sink::read::{OutputReader, ReaderOptions};
+use crate::sink::shards::ShardStore;
+use crate::sink::{OutputSettings, Sink};
+
+/// A `{z}/{x}/{y}.ext` tree under a directory.
+pub struct Tree<'a>(pub &'a Path);
+
+impl OutputKind for Tree<'_> {
+    fn lock_path(&self, _endpoint: Option<&str>) -> PathBuf {
+        // `out/` and `out` are one tree: the lock goes beside its normalised path.
+        lock_beside(&self.0.components().collect::<PathBuf>())
+    }
+
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    fn stores_gzip(&self, settings: &OutputSettings) -> bool {
+        settings.compress
+    }
+
+    fn shard_store<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
+        std::future::ready(Ok(ShardStore::in_tree(self.0))).boxed()
+    }
+
+    fn merge_parts(&self, _parts: &[PathBuf]) -> Result<MergeReport> {
+        Err(Error::output(
+            self.0,
+            "shards write into a tree directly; there are no part files to merge",
+        ))
+    }
+
+    fn open_writer<'a>(
+        &'a self,
+        options: WriterOptions<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
+        let sink = super::DirectorySink::create(
+            self.0,
+            options.settings,
+            options.changes,
+            options.journal,
+            options.part,
+        )
+        .map(|sink| Box::new(sink) as Box<dyn Sink>);
+        std::future::ready(sink).boxed()
+    }
+
+    fn open_reader<'a>(
+        &'a self,
+        options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<OutputReader>> {
+        let reader = if self.0.is_dir() {
+            Ok(OutputReader::new(TreeReader {
+                root: self.0.to_path_buf(),
+                extension: options.extension.to_string(),
+            }))
+        } else {
+            Err(Error::output(self.0, "no such directory"))
+        };
+        std::future::ready(reader).boxed()
+    }
+
+    /// Partitions are trees inside this one; its parent must exist, as for any tree. A bare
+    /// relative name's parent is the empty path, which is the working directory.
+    fn prepare_partitions(&self) -> Result<()> {
+        let root = self.0;
+        let parent = root.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        });
+        if !root.exists() && parent.is_some_and(Path::is_dir) {
+            std::fs::create_dir(root)
+                .map_err(|e| Error::output(root, format!("cannot create it: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn remove_emptied(&self) -> Result<()> {
+        remove_if_there(self.0, std::fs::remove_dir_all(self.0))
+    }
+}

@@ -1,0 +1,87 @@
+//! Reading a `{z}/{x}/{y}.ext` tree and the TileJSON beside its tiles.
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::sink::read::ReadTiles;
+use crate::sink::tilejson::TILEJSON_NAME;
+use crate::tile::TileCoord;
+
+/// A tree opened for reading.
+pub struct TreeReader {
+    /// The tree's root.
+    pub root: PathBuf,
+    /// Tile file extension.
+    pub extension: String,
+}
+
+impl ReadTiles for TreeReader {
+    fn metadata(&self) -> BoxFuture<'_, Result<Value>> {
+        let path = self.root.join(TILEJSON_NAME);
+        let metadata = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::output(&path, format!("not valid JSON: {e}"))),
+            Err(_) => Ok(Value::Null),
+        };
+        std::future::ready(metadata).boxed()
+    }
+
+    fn tile_sizes(&self) -> BoxFuture<'_, Result<Vec<(TileCoord, u64)>>> {
+        std::future::ready(sizes(&self.root, &self.extension)).boxed()
+    }
+
+    fn tile(&self, tile: TileCoord) -> BoxFuture<'_, Result<Option<Vec<u8>>>> {
+        async move {
+            // The path is built from validated numbers only, so it cannot leave the tree.
+            let path = self
+                .root
+                .join(tile.z().to_string())
+                .join(tile.x().to_string())
+                .join(format!("{}.{}", tile.y(), self.extension));
+            match tokio::fs::read(&path).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::output(path, format!("cannot read it: {e}"))),
+            }
+        }
+        .boxed()
+    }
+}
+
+fn sizes(root: &Path, extension: &str) -> Result<Vec<(TileCoord, u64)>> {
+    let mut sizes = Vec::new();
+    let list = |dir: &Path| -> Result<Vec<std::fs::DirEntry>> {
+        std::fs::read_dir(dir)
+            .and_then(|entries| entries.collect())
+            .map_err(|e| Error::output(dir, format!("cannot list it: {e}")))
+    };
+    // Folders and files that are not numbers (tiles.json, a journal) are not tiles.
+    let number = |entry: &std::fs::DirEntry, suffix: &str| {
+        let name = entry.file_name();
+        name.to_str()
+            .and_then(|n| n.strip_suffix(suffix))
+            .and_then(|n| n.parse::<u32>().ok())
+    };
+    let suffix = format!(".{extension}");
+    for z_entry in list(root)? {
+        let Some(z) = number(&z_entry, "").and_then(|z| u8::try_from(z).ok()) else {
+            continue;
+        };
+        for x_entry in list(&z_entry.path())? {
+            let Some(x) = number(&x_entry, "") else {
+                continue;
+            };
+            for y_entry in list(&x_entry.path())? {
+                let tile = number(&y_entry, &suffix).and_then(|y| TileCoord::new(z, x, y).ok());
+                if let Some(tile) = tile {
+                    sizes.push((tile, y_entry.metadata().map(|m| m.len()).unwrap_or(0)));
+                }
+            }
+        }
+    }
+    Ok(sizes)
+}

@@ -1,0 +1,90 @@
+//! What differs between kinds of output, one implementation per kind.
+//!
+//! `config::OutputTarget` is an output's *address* as the operator wrote it (parsing, naming,
+//! where its partitions, partition index and shard parts go, and so whether it can be sharded). Everything an output kind *does* is an
+//! [`OutputKind`] method, implemented in the kind's own folder (`mbtiles/kind.rs`,
+//! `pmtiles/kind.rs`, `directory/kind.rs`, `s3/kind.rs`) beside its writer and reader. No method
+//! has a default, so a kind that forgets a capability does not compile, and `sink::kind_of` is
+//! the one place that maps an address to its kind.
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+
+use super::read::{OutputReader, ReaderOptions};
+use super::shards::ShardStore;
+use super::{ChangedList, OutputSettings, PartOf, Sink};
+use crate::config::S3Config;
+use crate::error::Result;
+
+/// What a writer needs besides the output's address.
+pub struct WriterOptions<'a> {
+    /// How tiles are stored.
+    pub settings: &'a OutputSettings,
+    /// The S3 connection settings, for outputs on S3.
+    pub s3: &'a S3Config,
+    /// Where changed tiles are listed.
+    pub changes: ChangedList,
+    /// The journal of a full seed's pyramid walk, keyed by the job's settings digest.
+    pub journal: Option<&'a str>,
+    /// The shard part this writer writes, for outputs shards write into.
+    pub part: Option<PartOf>,
+}
+
+/// One kind of output's capabilities.
+pub trait OutputKind: Send + Sync {
+    /// The file that locks the output against a second job; an S3 output's lock is told apart by
+    /// the store's endpoint too.
+    fn lock_path(&self, endpoint: Option<&str>) -> PathBuf;
+
+    /// Whether the output lives on a remote store. Its lock and working files then live in this
+    /// machine's state folder, which the tool creates; a local output's folder must exist.
+    fn is_remote(&self) -> bool;
+
+    /// Whether stored tiles are gzip-compressed under these settings.
+    fn stores_gzip(&self, settings: &OutputSettings) -> bool;
+
+    /// Where a sharded run keeps its plan and the shards' records.
+    fn shard_store<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>>;
+
+    /// Merges finished shard part files into the output (`finalize` of kinds whose
+    /// `OutputTarget::sharding` is `PartFiles`); returns the tiles merged and the parts' common
+    /// snapshot.
+    fn merge_parts(&self, parts: &[PathBuf]) -> Result<super::merge::MergeReport>;
+
+    /// Opens a writer; fails early when the output cannot be written.
+    fn open_writer<'a>(
+        &'a self,
+        options: WriterOptions<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>>>;
+
+    /// Opens the output for reading; fails when it is not there or is not of its kind.
+    fn open_reader<'a>(&'a self, options: ReaderOptions<'a>)
+        -> BoxFuture<'a, Result<OutputReader>>;
+
+    /// Makes the place partitions of this output go into, where they need one (a tree's
+    /// partitions are trees inside it).
+    fn prepare_partitions(&self) -> Result<()>;
+
+    /// Removes a partition's output that a full seed emptied; a remote output keeps its
+    /// documents, which describe an empty tileset.
+    fn remove_emptied(&self) -> Result<()>;
+}
+
+/// The lock file beside a local file or tree: `NAME.oar-tiles.lock`.
+pub(super) fn lock_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".oar-tiles.lock");
+    path.with_file_name(name)
+}
+
+/// Removes a file, where a missing file is fine.
+pub(super) fn remove_if_there(path: &Path, result: std::io::Result<()>) -> Result<()> {
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::error::Error::output(
+            path,
+            format!("cannot remove it: {e}"),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,91 @@
+//! An MBTiles file's capabilities.
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::read::MbtilesReader;
+use crate::config::S3Config;
+use crate::error::{Error, Result};
+use crate::sink::kind::{lock_beside, OutputKind, WriterOptions};
+use crate::sink::merge::{merge_mbtiles, MergeReport};
+use crate::sink::read::{OutputReader, ReaderOptions};
+use crate::sink::shards::ShardStore;
+use crate::sink::{OutputSettings, PartOf, Sink};
+
+/// A single MBTiles 1.3 file.
+pub struct MbtilesFile<'a>(pub &'a Path);
+
+impl OutputKind for MbtilesFile<'_> {
+    fn lock_path(&self, _endpoint: Option<&str>) -> PathBuf {
+        lock_beside(self.0)
+    }
+
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    fn stores_gzip(&self, _settings: &OutputSettings) -> bool {
+        true
+    }
+
+    fn shard_store<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
+        let mut plan = self.0.as_os_str().to_os_string();
+        plan.push(".shard-plan.json");
+        let folder = self.0.parent().map(Path::to_path_buf).unwrap_or_default();
+        std::future::ready(Ok(ShardStore::Files {
+            plan: PathBuf::from(plan),
+            folder,
+        }))
+        .boxed()
+    }
+
+    fn merge_parts(&self, parts: &[PathBuf]) -> Result<MergeReport> {
+        merge_mbtiles(self.0, parts)
+    }
+
+    fn open_writer<'a>(
+        &'a self,
+        options: WriterOptions<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
+        let sink = match options.part {
+            Some(part) => Err(refuse_part(
+                &format!("{} (MBTiles)", self.0.display()),
+                &part,
+            )),
+            None => super::MbtilesSink::create(self.0, options.changes, options.journal)
+                .map(|sink| Box::new(sink) as Box<dyn Sink>),
+        };
+        std::future::ready(sink).boxed()
+    }
+
+    fn open_reader<'a>(
+        &'a self,
+        _options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<OutputReader>> {
+        let reader = if self.0.is_file() {
+            Ok(OutputReader::new(MbtilesReader(self.0.to_path_buf())))
+        } else {
+            Err(Error::output(self.0, "no such MBTiles file"))
+        };
+        std::future::ready(reader).boxed()
+    }
+
+    fn prepare_partitions(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn remove_emptied(&self) -> Result<()> {
+        super::remove_sqlite_files(self.0);
+        Ok(())
+    }
+}
+
+/// Single-file outputs are never written by shards directly: each shard gets a part file.
+pub(crate) fn refuse_part(output: &str, part: &PartOf) -> Error {
+    Error::Usage(format!(
+        "shard {} cannot write a part into {output}: single-file outputs get part files of their own",
+        part.spec
+    ))
+}

@@ -1,0 +1,107 @@
+//! Reading an MBTiles file: opened read-only for each read, so a reseed's rename is seen at once.
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::sink::read::ReadTiles;
+use crate::tile::TileCoord;
+
+/// An MBTiles file opened for reading.
+pub struct MbtilesReader(pub PathBuf);
+
+impl ReadTiles for MbtilesReader {
+    fn metadata(&self) -> BoxFuture<'_, Result<Value>> {
+        std::future::ready(metadata(&self.0)).boxed()
+    }
+
+    fn tile_sizes(&self) -> BoxFuture<'_, Result<Vec<(TileCoord, u64)>>> {
+        std::future::ready(sizes(&self.0)).boxed()
+    }
+
+    fn tile(&self, tile: TileCoord) -> BoxFuture<'_, Result<Option<Vec<u8>>>> {
+        async move {
+            let owned = self.0.clone();
+            // SQLite blocks; a server keeps answering other requests meanwhile.
+            tokio::task::spawn_blocking(move || read_tile(&owned, tile))
+                .await
+                .map_err(|e| Error::output(&self.0, format!("reading {tile}: {e}")))?
+        }
+        .boxed()
+    }
+}
+
+fn connection(path: &Path) -> Result<rusqlite::Connection> {
+    rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(read_error(path))
+}
+
+fn read_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
+    move |e| Error::output(path, format!("cannot read it as MBTiles: {e}"))
+}
+
+fn metadata(path: &Path) -> Result<Value> {
+    let fail = read_error(path);
+    let connection = connection(path)?;
+    let mut metadata = serde_json::Map::new();
+    let mut statement = connection
+        .prepare("SELECT name, value FROM metadata")
+        .map_err(&fail)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Option<String>>(1)?))
+        })
+        .map_err(&fail)?;
+    for row in rows {
+        let (name, value) = row.map_err(&fail)?;
+        let value = value.unwrap_or_default();
+        let parsed = if name == "json" {
+            serde_json::from_str(&value).unwrap_or(Value::String(value))
+        } else {
+            Value::String(value)
+        };
+        metadata.insert(name, parsed);
+    }
+    Ok(Value::Object(metadata))
+}
+
+fn sizes(path: &Path) -> Result<Vec<(TileCoord, u64)>> {
+    let fail = read_error(path);
+    let connection = connection(path)?;
+    let mut statement = connection
+        .prepare("SELECT zoom_level, tile_column, tile_row, length(tile_data) FROM tiles")
+        .map_err(&fail)?;
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, u64>(3)?,
+            ))
+        })
+        .map_err(&fail)?;
+    let mut sizes = Vec::new();
+    for row in rows {
+        let (z, x, tms_row, bytes) = row.map_err(&fail)?;
+        let tile = TileCoord::from_tms(z, x, tms_row).map_err(|e| Error::output_caused(path, e))?;
+        sizes.push((tile, bytes));
+    }
+    Ok(sizes)
+}
+
+fn read_tile(path: &Path, tile: TileCoord) -> Result<Option<Vec<u8>>> {
+    use rusqlite::OptionalExtension;
+    let connection = connection(path)?;
+    connection
+        .query_row(
+            "SELECT tile_data FROM tiles WHERE zoom_level = ?1 AND tile_column = ?2 AND tile_row = ?3",
+            (tile.z(), tile.x(), tile.tms_row()),
+            |row| row.get::<_, Vec<u8>>(0),
+        )
+        .optional()
+        .map_err(read_error(path))
+}

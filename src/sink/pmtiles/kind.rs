@@ -1,0 +1,160 @@
+//! The capabilities of a PMTiles archive, local or one S3 object. Both are written whole from a
+//! local MBTiles store, so neither can be sharded.
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::read::PmtilesReader;
+use crate::config::S3Config;
+use crate::error::{Error, Result};
+use crate::sink::kind::{lock_beside, remove_if_there, OutputKind, WriterOptions};
+use crate::sink::mbtiles::kind::refuse_part;
+use crate::sink::mbtiles::remove_sqlite_files;
+use crate::sink::merge::MergeReport;
+use crate::sink::read::{OutputReader, ReaderOptions};
+use crate::sink::shards::ShardStore;
+use crate::sink::{OutputSettings, Sink};
+
+/// A PMTiles v3 archive on this machine, with its MBTiles store beside it.
+pub struct PmtilesFile<'a>(pub &'a Path);
+
+/// A PMTiles v3 archive as one S3 object, with its working copy and store on this machine.
+pub struct S3Archive<'a> {
+    /// Bucket name.
+    pub bucket: &'a str,
+    /// The archive's object key.
+    pub key: &'a str,
+}
+
+fn unsharded(output: String) -> Error {
+    Error::Usage(format!(
+        "sharded runs write MBTiles, directory or S3 outputs; {output} is not supported"
+    ))
+}
+
+impl OutputKind for PmtilesFile<'_> {
+    fn lock_path(&self, _endpoint: Option<&str>) -> PathBuf {
+        lock_beside(self.0)
+    }
+
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    fn stores_gzip(&self, _settings: &OutputSettings) -> bool {
+        true
+    }
+
+    fn shard_store<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
+        let output = format!("{} (PMTiles)", self.0.display());
+        std::future::ready(Err(unsharded(output))).boxed()
+    }
+
+    fn merge_parts(&self, _parts: &[PathBuf]) -> Result<MergeReport> {
+        Err(unsharded(format!("{} (PMTiles)", self.0.display())))
+    }
+
+    fn open_writer<'a>(
+        &'a self,
+        options: WriterOptions<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
+        let sink = match &options.part {
+            Some(part) => Err(refuse_part(
+                &format!("{} (PMTiles)", self.0.display()),
+                part,
+            )),
+            None => super::PmtilesSink::create(self.0, options.changes, options.journal)
+                .map(|sink| Box::new(sink) as Box<dyn Sink>),
+        };
+        std::future::ready(sink).boxed()
+    }
+
+    fn open_reader<'a>(
+        &'a self,
+        _options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<OutputReader>> {
+        async move { Ok(OutputReader::new(PmtilesReader::open(self.0).await?)) }.boxed()
+    }
+
+    fn prepare_partitions(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn remove_emptied(&self) -> Result<()> {
+        remove_if_there(self.0, std::fs::remove_file(self.0))?;
+        remove_sqlite_files(&super::store_path(self.0));
+        Ok(())
+    }
+}
+
+impl S3Archive<'_> {
+    fn describe(&self) -> String {
+        format!("s3://{}/{} (PMTiles)", self.bucket, self.key)
+    }
+}
+
+impl OutputKind for S3Archive<'_> {
+    fn lock_path(&self, endpoint: Option<&str>) -> PathBuf {
+        crate::sink::s3::local_file(endpoint, self.bucket, self.key, "locks", "lock")
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn stores_gzip(&self, _settings: &OutputSettings) -> bool {
+        true
+    }
+
+    fn shard_store<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
+        std::future::ready(Err(unsharded(self.describe()))).boxed()
+    }
+
+    fn merge_parts(&self, _parts: &[PathBuf]) -> Result<MergeReport> {
+        Err(unsharded(self.describe()))
+    }
+
+    fn open_writer<'a>(
+        &'a self,
+        options: WriterOptions<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
+        async move {
+            if let Some(part) = &options.part {
+                return Err(refuse_part(&self.describe(), part));
+            }
+            let sink = super::s3::S3PmtilesSink::create(
+                self.bucket,
+                self.key,
+                options.s3,
+                options.settings,
+                options.changes,
+                options.journal,
+            )
+            .await?;
+            Ok(Box::new(sink) as Box<dyn Sink>)
+        }
+        .boxed()
+    }
+
+    fn open_reader<'a>(
+        &'a self,
+        options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<OutputReader>> {
+        async move {
+            let reader =
+                PmtilesReader::download(options.output, self.bucket, self.key, options.s3).await?;
+            Ok(OutputReader::new(reader))
+        }
+        .boxed()
+    }
+
+    fn prepare_partitions(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn remove_emptied(&self) -> Result<()> {
+        Ok(())
+    }
+}

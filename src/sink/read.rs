@@ -1,0 +1,77 @@
+//! Outputs opened for reading only: `inspect` and `serve` read every kind through [`OutputReader`];
+//! each kind's reader lives in its folder beside its writer.
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use super::kind_of;
+use super::OutputTarget;
+use crate::config::S3Config;
+use crate::error::Result;
+use crate::tile::TileCoord;
+
+/// What a reader needs besides the output's address.
+pub struct ReaderOptions<'a> {
+    /// The output as the user gave it, for messages.
+    pub output: &'a str,
+    /// The S3 connection settings, for outputs on S3.
+    pub s3: &'a S3Config,
+    /// The tile file extension of trees and S3 prefixes.
+    pub extension: &'a str,
+}
+
+/// What reading one kind of output takes.
+pub trait ReadTiles: Send + Sync {
+    /// MBTiles metadata (with `json` expanded), the PMTiles metadata and header, or the TileJSON
+    /// document beside tree and S3 tiles; null when there is none.
+    fn metadata(&self) -> BoxFuture<'_, Result<Value>>;
+
+    /// Every stored tile with its size in bytes.
+    fn tile_sizes(&self) -> BoxFuture<'_, Result<Vec<(TileCoord, u64)>>>;
+
+    /// One tile's stored bytes, or `None` when the output does not hold it.
+    fn tile(&self, tile: TileCoord) -> BoxFuture<'_, Result<Option<Vec<u8>>>>;
+}
+
+/// An output opened for reading only: its metadata, the size of every tile, one tile's bytes.
+pub struct OutputReader(Box<dyn ReadTiles>);
+
+impl OutputReader {
+    /// Wraps one kind's reader.
+    pub fn new(reader: impl ReadTiles + 'static) -> OutputReader {
+        OutputReader(Box::new(reader))
+    }
+
+    /// Opens an output for reading; fails when it is not there or is not of its kind. `output` is
+    /// the output as the user gave it, for messages; `extension` the tile file extension of trees
+    /// and S3 prefixes.
+    pub async fn open(
+        output: &str,
+        target: &OutputTarget,
+        s3: &S3Config,
+        extension: &str,
+    ) -> Result<OutputReader> {
+        kind_of(target)
+            .open_reader(ReaderOptions {
+                output,
+                s3,
+                extension,
+            })
+            .await
+    }
+
+    /// See [`ReadTiles::metadata`].
+    pub async fn metadata(&self) -> Result<Value> {
+        self.0.metadata().await
+    }
+
+    /// See [`ReadTiles::tile_sizes`].
+    pub async fn tile_sizes(&self) -> Result<Vec<(TileCoord, u64)>> {
+        self.0.tile_sizes().await
+    }
+
+    /// See [`ReadTiles::tile`].
+    pub async fn tile(&self, tile: TileCoord) -> Result<Option<Vec<u8>>> {
+        self.0.tile(tile).await
+    }
+}

@@ -1,0 +1,94 @@
+//! An S3 prefix's capabilities.
+
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::read::S3Reader;
+use crate::config::S3Config;
+use crate::error::{Error, Result};
+use crate::sink::kind::{OutputKind, WriterOptions};
+use crate::sink::merge::MergeReport;
+use crate::sink::read::{OutputReader, ReaderOptions};
+use crate::sink::shards::ShardStore;
+use crate::sink::{OutputSettings, Sink};
+
+/// `{prefix}/{z}/{x}/{y}.ext` objects in an S3 bucket.
+pub struct S3Prefix<'a> {
+    /// Bucket name.
+    pub bucket: &'a str,
+    /// Key prefix without leading or trailing slash; may be empty.
+    pub prefix: &'a str,
+}
+
+impl OutputKind for S3Prefix<'_> {
+    fn lock_path(&self, endpoint: Option<&str>) -> PathBuf {
+        super::local_file(endpoint, self.bucket, self.prefix, "locks", "lock")
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn stores_gzip(&self, settings: &OutputSettings) -> bool {
+        settings.compress
+    }
+
+    fn shard_store<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
+        async move { Ok(ShardStore::on_s3(s3, self.bucket, self.prefix).await) }.boxed()
+    }
+
+    fn merge_parts(&self, _parts: &[PathBuf]) -> Result<MergeReport> {
+        Err(Error::output(
+            format!("s3://{}/{}", self.bucket, self.prefix),
+            "shards write into an S3 prefix directly; there are no part files to merge",
+        ))
+    }
+
+    fn open_writer<'a>(
+        &'a self,
+        options: WriterOptions<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
+        async move {
+            let sink = super::S3Sink::create(
+                self.bucket,
+                self.prefix,
+                options.s3,
+                options.settings,
+                options.changes,
+                options.journal,
+                options.part,
+            )
+            .await?;
+            Ok(Box::new(sink) as Box<dyn Sink>)
+        }
+        .boxed()
+    }
+
+    fn open_reader<'a>(
+        &'a self,
+        options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<OutputReader>> {
+        async move {
+            Ok(OutputReader::new(S3Reader {
+                output: options.output.to_string(),
+                client: super::client(options.s3).await,
+                bucket: self.bucket.to_string(),
+                prefix: self.prefix.to_string(),
+                extension: options.extension.to_string(),
+                attempts: options.s3.max_attempts,
+            }))
+        }
+        .boxed()
+    }
+
+    fn prepare_partitions(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// The prefix keeps its metadata objects, which describe an empty tileset.
+    fn remove_emptied(&self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! Reading `{prefix}/{z}/{x}/{y}.ext` objects and the TileJSON beside them.
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::sink::read::ReadTiles;
+use crate::sink::tilejson::TILEJSON_NAME;
+use crate::tile::TileCoord;
+
+/// An S3 prefix opened for reading.
+pub struct S3Reader {
+    /// The output as given, for errors.
+    pub output: String,
+    /// The client.
+    pub client: aws_sdk_s3::Client,
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Tile object extension.
+    pub extension: String,
+    /// Attempts per request.
+    pub attempts: u32,
+}
+
+impl S3Reader {
+    async fn object(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        super::get_if_exists(&self.client, &self.bucket, key, self.attempts)
+            .await
+            .map_err(|e| Error::output_caused(&self.output, e))
+    }
+}
+
+impl ReadTiles for S3Reader {
+    fn metadata(&self) -> BoxFuture<'_, Result<Value>> {
+        async move {
+            let key = super::object_key(&self.prefix, TILEJSON_NAME);
+            match self.object(&key).await? {
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::output(&self.output, format!("{key} is not valid JSON: {e}"))
+                }),
+                None => Ok(Value::Null),
+            }
+        }
+        .boxed()
+    }
+
+    fn tile_sizes(&self) -> BoxFuture<'_, Result<Vec<(TileCoord, u64)>>> {
+        async move {
+            let tiles = super::list_tiles(
+                &self.client,
+                &self.bucket,
+                &self.prefix,
+                &self.extension,
+                self.attempts,
+            )
+            .await
+            .map_err(|e| Error::output_caused(&self.output, e))?;
+            Ok(tiles
+                .into_iter()
+                .map(|(tile, _, size)| (tile, size.max(0) as u64))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn tile(&self, tile: TileCoord) -> BoxFuture<'_, Result<Option<Vec<u8>>>> {
+        async move {
+            self.object(&super::tile_object_key(&self.prefix, tile, &self.extension))
+                .await
+        }
+        .boxed()
+    }
+}
