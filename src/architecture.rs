@@ -19,11 +19,12 @@ const LAYERS: &[&[&str]] = &[
     &["encode"],
     &["sink"],
     &["report"],
-    &["schedule", "metrics"],
+    // `partition` expands a job into one tileset per value before `seed` runs it, and writes the
+    // partition index after.
+    &["schedule", "metrics", "partition"],
     &["seed", "inspect"],
-    // `serve` shows what `inspect` reads, through its reader and inventory; `watch` repeats `seed`;
-    // `partition` expands a job for `seed` and counts each partition's tiles with `inspect`'s reader.
-    &["serve", "watch", "partition"],
+    // `serve` shows what `inspect` reads, through its reader and inventory; `watch` repeats `seed`.
+    &["serve", "watch"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -481,11 +481,13 @@ impl SeedJob {
                             Some(job),
                         )
                     }
-                    Sharding::Unsupported => return Err(Error::Usage(format!(
+                    Sharding::Unsupported => {
+                        return Err(Error::Usage(format!(
                         "sharded runs write MBTiles, directory or S3 outputs; {} is not supported \
                              (seed it whole, or shard into MBTiles and convert the merged file)",
                         output.describe()
-                    ))),
+                    )))
+                    }
                 },
                 (_, output) => (output, None),
             };

@@ -44,8 +44,8 @@ pub mod database {
 /// The commands.
 pub mod commands {
     pub use crate::inspect::inspect;
-    pub use crate::partition::{seed as seed_partitions, totals as partition_totals};
-    pub use crate::seed::{finalize, write_metrics, write_reports, Session};
+    pub use crate::partition::totals as partition_totals;
+    pub use crate::seed::{finalize, run as seed, write_metrics, write_reports, Session};
     pub use crate::serve::{bind as bind_server, run as serve, PublicHost, Server};
     pub use crate::watch::run as watch;
 }

@@ -371,7 +371,7 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     } else {
         ProgressKind::detect()
     };
-    let outcome = runtime()?.block_on(commands::seed_partitions(&job, progress));
+    let outcome = runtime()?.block_on(commands::seed(&job, progress));
     commands::write_metrics(&job, &outcome)?;
     let summaries = outcome?;
     for summary in &summaries {

@@ -16,23 +16,32 @@ use crate::db;
 use crate::error::Result;
 use crate::job::{SeedJob, TilesetJob};
 use crate::render::source::{describe, partition_column, partition_values};
-use crate::report::{ProgressKind, TilesetSummary};
-use crate::seed;
+use crate::report::TilesetSummary;
 use crate::sink::partitions::{
     read_index, remove_emptied, write_index, PartitionEntry, PartitionIndex,
 };
 use crate::sink::{self, OutputReader};
 use crate::state::capture;
 
-/// Runs a seed job, expanding each partitioned tileset into one tileset per value; returns one
-/// summary per tileset run (per partition, for partitioned ones).
-pub async fn seed(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
+/// A seed job with each partitioned tileset expanded into one tileset per value, and what to do
+/// once the expanded job has run.
+pub struct Expansion {
+    /// The job to run; `None`: the job had no partitioned tileset and runs as it is.
+    expanded: Option<(SeedJob, Pool)>,
+    plans: Vec<Plan>,
+}
+
+/// Expands each partitioned tileset of `job` into one tileset per value (step 0 of a seed).
+pub async fn expand(job: &SeedJob) -> Result<Expansion> {
     if !job
         .tilesets
         .iter()
         .any(|t| t.tileset.partition_by.is_some())
     {
-        return seed::run(job, progress).await;
+        return Ok(Expansion {
+            expanded: None,
+            plans: Vec::new(),
+        });
     }
     let pool = db::connect(&job.database, 2).await?;
     let mut expanded = job.clone();
@@ -48,11 +57,29 @@ pub async fn seed(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSu
             }
         }
     }
-    let summaries = seed::run(&expanded, progress).await?;
-    for plan in &plans {
-        plan.finish(&pool, job, &summaries).await?;
+    Ok(Expansion {
+        expanded: Some((expanded, pool)),
+        plans,
+    })
+}
+
+impl Expansion {
+    /// The job to run: the expanded one, or `job` itself when nothing was partitioned.
+    pub fn job<'a>(&'a self, job: &'a SeedJob) -> &'a SeedJob {
+        self.expanded.as_ref().map_or(job, |(expanded, _)| expanded)
     }
-    Ok(summaries)
+
+    /// Removes vanished partitions and writes each partitioned tileset's index, once the
+    /// expanded job ran and returned `summaries` (one per tileset run, per partition for
+    /// partitioned ones).
+    pub async fn finish(&self, job: &SeedJob, summaries: &[TilesetSummary]) -> Result<()> {
+        if let Some((_, pool)) = &self.expanded {
+            for plan in &self.plans {
+                plan.finish(pool, job, summaries).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One line per partitioned tileset totalling its partitions' summaries.

@@ -1,5 +1,7 @@
 //! The `seed` command: the pipeline's wiring, in the order a job really runs.
 //!
+//! 0. Expand each partitioned tileset into one tileset per value ([`crate::partition`]); after
+//!    step 5, remove vanished partitions and write the partition indexes.
 //! 1. Connect a bounded pool ([`crate::db`]), as libpq would (URL, environment, TLS); a
 //!    shard with `[database] replicas` also connects its replica, which it renders from, while
 //!    everything that writes (cluster cells, the change log) stays on the primary.
@@ -24,6 +26,7 @@ use crate::db::{self, Replica};
 use crate::error::{Error, Result};
 use crate::job::SeedJob;
 use crate::metrics::Metrics;
+use crate::partition;
 use crate::render::Connections;
 use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
@@ -32,8 +35,17 @@ pub use finalize::finalize;
 use prepare::Prepared;
 use tileset::TilesetRun;
 
-/// Runs a seed job and returns one summary per tileset.
+/// Runs a seed job and returns one summary per tileset run (per partition, for partitioned
+/// tilesets).
 pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
+    // 0.
+    let partitions = partition::expand(job).await?;
+    let summaries = run_expanded(partitions.job(job), progress).await?;
+    partitions.finish(job, &summaries).await?;
+    Ok(summaries)
+}
+
+async fn run_expanded(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
     let session = Session::open(job).await?;
     let stop = Stop::on_signals();
     let changed = match (&job.run.changed_list, job.run.dry_run) {
