@@ -102,7 +102,7 @@ fn module_files() -> BTreeMap<Vec<String>, PathBuf> {
                 if module.last().is_some_and(|last| last == "mod") {
                     module.pop();
                 }
-                if !matches!(module.as_slice(), [one] if ["main", "lib", "architecture"].contains(&one.as_str()))
+                if !matches!(module.as_slice(), [one] if ["main", "cli", "lib", "architecture"].contains(&one.as_str()))
                 {
                     files.insert(module, path);
                 }

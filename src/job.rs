@@ -11,61 +11,50 @@ use crate::config::{OutputTarget, Sharding};
 use crate::error::{Error, Result};
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
-/// What the operator asked for on the command line; `None` means "as the config says". The CLI
-/// flattens it into `oar-tiles seed`, so each flag is declared once; [`SeedJob::resolve`] checks it
-/// against the config.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// What the operator asked for on the command line; `None` means "as the config says". The
+/// command line's flags (the binary's `cli.rs`) become these; [`SeedJob::resolve`] checks them against
+/// the config.
+#[derive(Debug, Clone, Default)]
 pub struct SeedOptions {
     /// Seed only this tileset (repeatable) [default: every tileset of the config].
-    #[arg(short, long = "tileset", value_name = "NAME")]
     pub tilesets: Vec<String>,
 
     /// Zoom levels, `A-B` or `N`, within 0-24 [default: the tileset's minzoom-maxzoom].
-    #[arg(short, long = "zoom", value_name = "A-B|N", value_parser = parse_zoom)]
     pub zooms: Option<ZoomRange>,
 
     /// Area in degrees `W,S,E,N`, not crossing the antimeridian [default: the tileset's bbox].
-    #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
     pub bbox: Option<BBox>,
 
     /// Output: path.mbtiles, path.pmtiles, dir:PATH or PATH/ (a z/x/y tree), s3://bucket/prefix, or
     /// s3://bucket/key.pmtiles (one PMTiles object)
     /// [default: the tileset's output]. Only with one tileset.
-    #[arg(short, long, value_name = "PATH")]
     pub output: Option<String>,
 
     /// Tiles rendered at once; also the number of database connections [default: database.pool_size].
-    #[arg(short = 'j', long, value_name = "N")]
     pub concurrency: Option<usize>,
 
     /// Re-render only the tiles touched by changes since the output's watermark (needs
     /// `oar-tiles changes install`); tiles that became empty are deleted.
-    #[arg(long)]
     pub dirty: bool,
 
     /// Of a partitioned tileset (`partition_by`), seed only this value (repeatable)
     /// [default: every value the rows hold].
-    #[arg(long = "partition", value_name = "VALUE")]
     pub partitions: Vec<String>,
 
     /// Render exactly the tiles listed in FILE, one z/x/y per line (osm2pgsql expire lists, tegola
     /// tile lists); empty ones are deleted from the output.
-    #[arg(long, value_name = "FILE")]
     pub tiles_from: Option<PathBuf>,
 
     /// Run shard I of N (0-based) of a sharded seed (into an MBTiles part file, or straight into a
     /// tree or S3 prefix), rendering from replica I mod R of `[database] replicas` when it lists some
     /// [default: the index from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX].
-    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<ShardSpec>,
 
     /// The number of shards when the index comes from the environment [default: OAR_TILES_SHARDS,
     /// else AWS_BATCH_JOB_ARRAY_SIZE].
-    #[arg(long, value_name = "N")]
     pub shards: Option<u32>,
 
     /// How the run behaves, passed to the job as given.
-    #[command(flatten)]
     pub run: RunSettings,
 }
 
@@ -164,10 +153,6 @@ impl FromStr for ShardSpec {
     }
 }
 
-fn parse_shard(text: &str) -> std::result::Result<ShardSpec, String> {
-    text.parse().map_err(|e: Error| e.to_string())
-}
-
 /// One shard's part of a tileset: which shard, and the output the whole run stands for, which
 /// keeps the plan every shard shares (an MBTiles shard's own output is its part file).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,59 +164,48 @@ pub struct ShardJob {
 }
 
 /// Command-line settings that need no resolving against the config.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default)]
 pub struct RunSettings {
     /// Print how many tiles each zoom would query, without rendering or writing anything.
-    #[arg(long)]
     pub dry_run: bool,
 
     /// Also write the summary as JSON to FILE.
-    #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
 
     /// Write the tiles stored with new bytes or deleted to FILE, one z/x/y per line (for CDN invalidation).
-    #[arg(long, value_name = "FILE")]
     pub changed_list: Option<PathBuf>,
 
     /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); lower zooms go first and
     /// the next run picks up the rest.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub max_duration: Option<Duration>,
 
     /// If another job holds the output, wait for it instead of refusing.
-    #[arg(long)]
     pub wait_lock: bool,
 
     /// When a tile still fails after its retries, finish the others, list the failed tiles in FILE
     /// (a --tiles-from list; their subtrees are not walked) and exit 1.
-    #[arg(long, value_name = "FILE")]
     pub keep_going: Option<PathBuf>,
 
     /// Fail (exit 1, output left as it was) on the first tile over the tileset's size_budget,
     /// instead of listing such tiles in the summary.
-    #[arg(long)]
     pub strict_size: bool,
 
     /// Also write the run's Prometheus metrics to FILE in node_exporter's textfile format
     /// (replaced atomically; on failure too, keeping the last success time).
-    #[arg(long, value_name = "FILE")]
     pub metrics_file: Option<PathBuf>,
 }
 
 /// What `oar-tiles watch` takes on the command line; the rest is the config's `[watch]`.
-#[derive(Debug, Clone, Default, clap::Args)]
+#[derive(Debug, Clone, Default)]
 pub struct WatchOptions {
     /// Keep only this tileset fresh (repeatable) [default: every tileset of the config].
-    #[arg(short, long = "tileset", value_name = "NAME")]
     pub tilesets: Vec<String>,
 
     /// Tiles rendered at once in a cycle; also the number of database connections
     /// [default: database.pool_size].
-    #[arg(short = 'j', long, value_name = "N")]
     pub concurrency: Option<usize>,
 
     /// Address serving /metrics and /health [default: watch.listen, else 127.0.0.1:9187].
-    #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 }
 
@@ -262,21 +236,6 @@ impl WatchJob {
         )?;
         Ok(WatchJob { seed, settings })
     }
-}
-
-fn parse_zoom(text: &str) -> std::result::Result<ZoomRange, String> {
-    text.parse()
-        .map_err(|e: crate::tile::TileError| e.to_string())
-}
-
-fn parse_bbox(text: &str) -> std::result::Result<BBox, String> {
-    text.parse()
-        .map_err(|e: crate::tile::TileError| e.to_string())
-}
-
-fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("`{text}` is not a duration like 10m or 90s ({e})"))
 }
 
 /// Which tiles a job renders.

@@ -26,10 +26,11 @@ pub use error::{Error, ExitCode, Result};
 
 // What the command (`main.rs`) and the integration tests use; everything else is the crate's own.
 pub use config::{Config, OutputTarget, S3Config, DEFAULT_SIZE_BUDGET};
-pub use job::{RunSettings, SeedJob, SeedOptions, WatchJob, WatchOptions};
+pub use job::{RunSettings, SeedJob, SeedOptions, ShardSpec, WatchJob, WatchOptions};
 pub use report::ProgressKind;
 pub use sink::merge::merge_mbtiles;
 pub use sink::ChangedList;
+pub use tile::{BBox, TileError, ZoomRange};
 
 /// Change capture in the source database: `oar-tiles changes install|uninstall|status`.
 pub mod changes {

@@ -1,232 +1,19 @@
 //! The `oar-tiles` command: parses the command line, runs the library, and turns the outcome into a
 //! message and an exit code.
 
-use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
 
-use clap::{Args, Parser, Subcommand};
-use oar_tiles::commands::{self, PublicHost, Server, Session};
+mod cli;
+
+use cli::*;
+
+use clap::Parser;
+use oar_tiles::commands::{self, Server, Session};
 use oar_tiles::{changes, database};
 use oar_tiles::{
     ChangedList, Config, Error, ExitCode, OutputTarget, ProgressKind, RunSettings, S3Config,
-    SeedJob, SeedOptions, WatchJob, WatchOptions,
+    SeedJob, SeedOptions, WatchJob,
 };
-
-const AFTER_HELP: &str = "\
-Exit status:
-  0  success
-  1  runtime failure (database, rendering, output)
-  2  usage or configuration error (nothing was done)
-  130, 143  stopped by SIGINT, SIGTERM (the output keeps its state before the run or cycle)
-
-Environment:
-  OAR_TILES_CONFIG      config file used when --config is not given (else ./oar-tiles.toml)
-  DATABASE_URL          overrides database.url of the config
-  PGPASSWORD            password used when the database URL has none
-  RUST_LOG              log filter, e.g. oar_tiles=debug
-  OAR_TILES_LOG_FORMAT  text or json, as --log-format
-  NO_COLOR              set (to anything) to keep log lines uncoloured on a terminal too";
-
-/// Pregenerates static vector tiles (MVT) of point data in PostGIS and keeps them fresh.
-#[derive(Debug, Parser)]
-#[command(name = "oar-tiles", version, after_help = AFTER_HELP)]
-struct Cli {
-    /// Only print warnings, errors and the summary.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-
-    /// Log lines on stderr as plain text (coloured only on a terminal), or as one JSON object per
-    /// line for log collectors.
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        value_name = "FORMAT",
-        env = "OAR_TILES_LOG_FORMAT",
-        default_value_t = LogFormat::Text
-    )]
-    log_format: LogFormat,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum LogFormat {
-    /// `2026-11-22T10:00:00Z  INFO message key=value`
-    Text,
-    /// `{"timestamp":…,"level":"INFO","fields":{"message":…}}`
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Render every non-empty tile of the zoom pyramid over a bbox and write it to the output.
-    #[command(after_help = AFTER_HELP)]
-    Seed(SeedArgs),
-    /// Manage change capture in PostGIS, which `seed --dirty` reads. Needs DDL rights; seeding does not.
-    #[command(after_help = AFTER_HELP)]
-    Changes(ChangesArgs),
-    /// Show what an output holds: metadata or TileJSON, tiles and bytes per zoom, bounds. Changes nothing.
-    #[command(after_help = AFTER_HELP)]
-    Inspect(InspectArgs),
-    /// Show outputs in a browser: a map of every layer, the tiles and their sizes per zoom. Reads
-    /// only; runs until SIGINT or SIGTERM, then exits 0.
-    #[command(after_help = AFTER_HELP)]
-    Serve(ServeArgs),
-    /// Weigh the data per tile and cut each tileset into N shards of near-equal work; print the cut
-    /// and store it beside the (MBTiles) output, unless --dry-run.
-    #[command(name = "shard-plan", after_help = AFTER_HELP)]
-    ShardPlan(ShardPlanArgs),
-    /// Combine the MBTiles part files of a sharded seed into one MBTiles file; refuses overlapping
-    /// tiles, unfinished parts and parts of different settings.
-    #[command(after_help = AFTER_HELP)]
-    Merge(MergeArgs),
-    /// End a sharded seed once every shard is done: merge MBTiles parts, or (trees, S3) delete
-    /// stale tiles and write TileJSON and state; refuses while a shard is unfinished.
-    #[command(after_help = AFTER_HELP)]
-    Finalize(FinalizeArgs),
-    /// Keep every output fresh: after each burst of committed changes (and every poll_interval),
-    /// run what `seed --dirty` runs; serve /metrics and /health. Runs until SIGTERM or SIGINT.
-    #[command(after_help = AFTER_HELP)]
-    Watch(WatchArgs),
-}
-
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// The outputs, one tileset each: path.mbtiles, path.pmtiles, dir:PATH or PATH/,
-    /// s3://bucket/prefix, or s3://bucket/key.pmtiles.
-    #[arg(value_name = "OUTPUT", required = true)]
-    outputs: Vec<String>,
-
-    /// Address and port to listen on; port 0 takes a free one. The URL is printed on stdout.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
-    listen: std::net::SocketAddr,
-
-    /// Config whose [s3] settings (endpoint, region, path style) reach the bucket; optional.
-    #[arg(short, long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// File extension of directory and S3 tiles.
-    #[arg(long, value_name = "EXT", default_value = "pbf")]
-    extension: String,
-
-    /// A host name the server is also reached by (through a proxy or DNS): NAME on any port, or
-    /// NAME:PORT; repeatable. Requests whose Host is neither this, the listening address nor
-    /// localhost on its port get 421, so a web page cannot read the server by DNS rebinding.
-    #[arg(long = "public-host", value_name = "NAME")]
-    public_host: Vec<PublicHost>,
-
-    /// Stored bytes above which the page marks a tile as over budget (the tilesets' size_budget).
-    #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::DEFAULT_SIZE_BUDGET)]
-    size_budget: u64,
-}
-
-#[derive(Debug, Args)]
-struct ShardPlanArgs {
-    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
-    #[arg(short, long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    #[command(flatten)]
-    options: SeedOptions,
-}
-
-#[derive(Debug, Args)]
-struct FinalizeArgs {
-    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
-    #[arg(short, long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// Finalize only this tileset (repeatable) [default: all].
-    #[arg(short, long = "tileset", value_name = "NAME")]
-    tilesets: Vec<String>,
-
-    /// The output the shards wrote, instead of the tileset's configured one.
-    #[arg(short, long, value_name = "PATH")]
-    output: Option<String>,
-
-    /// Write the tiles deleted as stale to FILE, one z/x/y per line (for CDN invalidation).
-    #[arg(long, value_name = "FILE")]
-    changed_list: Option<PathBuf>,
-
-    /// If another job holds the output, wait for it instead of refusing.
-    #[arg(long)]
-    wait_lock: bool,
-}
-
-#[derive(Debug, Args)]
-struct MergeArgs {
-    /// The merged MBTiles file to create (replaced if it exists).
-    #[arg(value_name = "OUT")]
-    out: PathBuf,
-
-    /// The shards' MBTiles part files.
-    #[arg(value_name = "PART", required = true)]
-    parts: Vec<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-struct WatchArgs {
-    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
-    #[arg(short, long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    #[command(flatten)]
-    options: WatchOptions,
-}
-
-#[derive(Debug, Args)]
-struct ChangesArgs {
-    #[command(subcommand)]
-    action: ChangesAction,
-
-    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
-    #[arg(short, long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-enum ChangesAction {
-    /// Create the oar_tiles schema, its change log and the triggers on every source table of the
-    /// config. Running it again refreshes the triggers (e.g. after adding attributes).
-    Install,
-    /// Show the changes logged per source table and the outputs that consume them.
-    Status,
-    /// Remove the triggers and the oar_tiles schema with everything in it.
-    Uninstall,
-}
-
-#[derive(Debug, Args)]
-struct InspectArgs {
-    /// The output: path.mbtiles, path.pmtiles, dir:PATH or PATH/, s3://bucket/prefix, or
-    /// s3://bucket/key.pmtiles.
-    #[arg(value_name = "OUTPUT")]
-    output: String,
-
-    /// Config whose [s3] settings (endpoint, region, path style) reach the bucket; optional.
-    #[arg(short, long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// File extension of directory and S3 tiles.
-    #[arg(long, value_name = "EXT", default_value = "pbf")]
-    extension: String,
-
-    /// Print JSON instead of text.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, Args)]
-struct SeedArgs {
-    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
-    #[arg(short, long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    #[command(flatten)]
-    options: SeedOptions,
-}
 
 fn main() -> ProcessExit {
     let cli = Cli::parse();
@@ -365,7 +152,7 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
 
 fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     let path = Config::locate(args.config.as_deref())?;
-    let job = SeedJob::resolve(Config::load(&path)?, args.options)?;
+    let job = SeedJob::resolve(Config::load(&path)?, args.options.into())?;
     let progress = if quiet {
         ProgressKind::Quiet
     } else {
@@ -397,7 +184,7 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
         return Err(Error::Usage("--shards must be at least 1".into()));
     }
     let path = Config::locate(args.config.as_deref())?;
-    let job = SeedJob::resolve(Config::load(&path)?, args.options)?;
+    let job = SeedJob::resolve(Config::load(&path)?, args.options.into())?;
     let planned = runtime()?.block_on(async {
         let session = Session::open(&job).await?;
         session.shard_plans(shards).await
@@ -475,6 +262,6 @@ fn run_finalize(args: FinalizeArgs) -> Result<(), Error> {
 
 fn run_watch(args: WatchArgs) -> Result<(), Error> {
     let path = Config::locate(args.config.as_deref())?;
-    let job = WatchJob::resolve(Config::load(&path)?, args.options)?;
+    let job = WatchJob::resolve(Config::load(&path)?, args.options.into())?;
     runtime()?.block_on(commands::watch(&job))
 }
