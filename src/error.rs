@@ -42,6 +42,37 @@ pub enum Error {
         message: String,
     },
 
+    /// A connection setting that cannot be used: the database URL, a `PG*` variable, a TLS
+    /// certificate or key file, a replica's entry, the change schema's name.
+    #[error("{message}")]
+    Setting {
+        /// The setting at fault (`database.url`, `PGPORT`, `sslrootcert`, `database.replicas[1]`),
+        /// or the file it names.
+        setting: String,
+        /// What is wrong, naming the setting.
+        message: String,
+    },
+
+    /// A shard plan that cannot be used: malformed, of another version, or made for other
+    /// settings or another number of shards.
+    #[error("{message}")]
+    Plan {
+        /// Where the plan is (file or object), or `shard plan` when it is being made.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+
+    /// The state a run needs is not there: change capture not installed, no watermark to
+    /// reseed from.
+    #[error("{message}")]
+    State {
+        /// What is missing, for whom (`tileset facilities`, the change schema).
+        missing: String,
+        /// What to do about it.
+        message: String,
+    },
+
     /// A configured source (table, column, filter) that the database does not have or refuses.
     #[error("tileset `{tileset}`, layer `{layer}`: {message}")]
     Source {
@@ -146,7 +177,12 @@ impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Usage(_) | Error::Config { .. } | Error::Source { .. } => ExitCode::Usage,
+            Error::Usage(_)
+            | Error::Config { .. }
+            | Error::Setting { .. }
+            | Error::Plan { .. }
+            | Error::State { .. }
+            | Error::Source { .. } => ExitCode::Usage,
             Error::Connect { .. }
             | Error::Database(_)
             | Error::Render { .. }
@@ -157,6 +193,14 @@ impl Error {
             | Error::System { .. } => ExitCode::Failure,
             Error::Stopped { signal: "SIGINT" } => ExitCode::Interrupted,
             Error::Stopped { .. } => ExitCode::Terminated,
+        }
+    }
+
+    /// Builds a setting error: `setting` names what is at fault, `message` says so in full.
+    pub fn setting(setting: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Error::Setting {
+            setting: setting.into(),
+            message: message.to_string(),
         }
     }
 

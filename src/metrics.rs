@@ -210,7 +210,12 @@ fn unix_seconds(time: SystemTime) -> f64 {
 /// A short, stable label for what kind of error failed a run.
 pub fn error_kind(err: &Error) -> &'static str {
     match err {
-        Error::Usage(_) | Error::Config { .. } | Error::Source { .. } => "config",
+        Error::Usage(_)
+        | Error::Config { .. }
+        | Error::Setting { .. }
+        | Error::Plan { .. }
+        | Error::Source { .. } => "config",
+        Error::State { .. } => "state",
         Error::Connect { .. } => "connect",
         Error::Database(_) => "database",
         Error::Render { .. } | Error::TilesFailed { .. } => "render",

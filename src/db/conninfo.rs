@@ -41,7 +41,7 @@ impl SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             other => {
-                return Err(Error::Usage(format!(
+                return Err(Error::setting("sslmode", format!(
                     "sslmode `{other}` is not one of disable, allow, prefer, require, verify-ca, verify-full"
                 )))
             }
@@ -117,7 +117,10 @@ impl ConnInfo {
         let (rest, ours) = split_tls_keys(conninfo)?;
         let mut config = tokio_postgres::Config::from_str(&rest).map_err(|err| {
             // The parser's message never repeats the string, so no password can leak through it.
-            Error::Usage(format!("the database URL is not valid: {err}"))
+            Error::setting(
+                "database.url",
+                format!("the database URL is not valid: {err}"),
+            )
         })?;
         let ours = |key: &str| {
             ours.iter()
@@ -145,7 +148,7 @@ impl ConnInfo {
             if let Some(ports) = env("PGPORT") {
                 for port in ports.split(',') {
                     let port = port.trim().parse().map_err(|_| {
-                        Error::Usage(format!("PGPORT `{ports}` is not a port number"))
+                        Error::setting("PGPORT", format!("PGPORT `{ports}` is not a port number"))
                     })?;
                     config.port(port);
                 }
@@ -176,17 +179,21 @@ impl ConnInfo {
                 "read-write" => TargetSessionAttrs::ReadWrite,
                 "read-only" => TargetSessionAttrs::ReadOnly,
                 other => {
-                    return Err(Error::Usage(format!(
+                    return Err(Error::setting(
+                        "target_session_attrs",
+                        format!(
                         "target_session_attrs `{other}` is not one of any, read-write, read-only"
-                    )))
+                    ),
+                    ))
                 }
             });
         }
         if let Some(seconds) = setting("connect_timeout", "PGCONNECT_TIMEOUT") {
             let seconds: u64 = seconds.trim().parse().map_err(|_| {
-                Error::Usage(format!(
-                    "connect_timeout `{seconds}` is not a number of seconds"
-                ))
+                Error::setting(
+                    "connect_timeout",
+                    format!("connect_timeout `{seconds}` is not a number of seconds"),
+                )
             })?;
             // As libpq: 0 means wait forever, which the config's own timeout then bounds.
             if seconds > 0 {
@@ -257,10 +264,10 @@ fn tls_settings(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<TlsSettings> {
     if setting("sslpassword", "PGSSLPASSWORD").is_some() {
-        return Err(Error::Usage(
+        return Err(Error::setting(
+            "sslpassword",
             "sslpassword is not supported: oar-tiles reads only unencrypted client keys (decrypt \
-             it with `openssl pkey -in KEY -out KEY.plain` and keep it mode 0600)"
-                .into(),
+             it with `openssl pkey -in KEY -out KEY.plain` and keep it mode 0600)",
         ));
     }
     let postgresql_dir = home(env).map(|h| h.join(".postgresql"));
@@ -285,21 +292,27 @@ fn tls_settings(
         None => SslMode::Prefer,
     };
     if root_cert == RootCert::System && mode != SslMode::VerifyFull {
-        return Err(Error::Usage(format!(
-            "weak sslmode `{}` may not be used with sslrootcert=system (use verify-full)",
-            mode.name()
-        )));
+        return Err(Error::setting(
+            "sslrootcert",
+            format!(
+                "weak sslmode `{}` may not be used with sslrootcert=system (use verify-full)",
+                mode.name()
+            ),
+        ));
     }
     if matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull) && root_cert == RootCert::None {
         let default = postgresql_dir.map_or_else(
             || "~/.postgresql/root.crt".into(),
             |d| d.join("root.crt").display().to_string(),
         );
-        return Err(Error::Usage(format!(
+        return Err(Error::setting(
+            "sslrootcert",
+            format!(
             "sslmode={} needs a root certificate, and `{default}` does not exist: set sslrootcert \
              (a file, or `system` for the platform's roots) or PGSSLROOTCERT",
             mode.name()
-        )));
+        ),
+        ));
     }
     if mode == SslMode::Disable {
         // Never TLS: no certificate file is read, so a broken one cannot stop a plain connection.
@@ -319,8 +332,9 @@ fn tls_settings(
     });
     let client_cert = match cert {
         None if explicit_key.is_some() => {
-            return Err(Error::Usage(
-                "sslkey is set but sslcert is not: a client key needs its certificate".into(),
+            return Err(Error::setting(
+                "sslkey",
+                "sslkey is set but sslcert is not: a client key needs its certificate",
             ))
         }
         None => None,
@@ -328,10 +342,13 @@ fn tls_settings(
             let key = explicit_key
                 .or_else(|| postgresql_dir.as_ref().map(|d| d.join("postgresql.key")))
                 .ok_or_else(|| {
-                    Error::Usage(format!(
-                        "client certificate `{}` has no key: set sslkey or PGSSLKEY",
-                        cert.display()
-                    ))
+                    Error::setting(
+                        "sslkey",
+                        format!(
+                            "client certificate `{}` has no key: set sslkey or PGSSLKEY",
+                            cert.display()
+                        ),
+                    )
                 })?;
             Some((cert, key))
         }
@@ -401,12 +418,22 @@ fn decode(text: &str) -> Result<String> {
     percent_decode_str(text)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| Error::Usage("the database URL is not valid: bad percent-encoding".into()))
+        .map_err(|_| {
+            Error::setting(
+                "database.url",
+                "the database URL is not valid: bad percent-encoding",
+            )
+        })
 }
 
 /// libpq's `key = value` syntax: values bare or single-quoted, with backslash escapes.
 fn parse_key_values(text: &str) -> Result<Vec<(String, String)>> {
-    let invalid = |what: &str| Error::Usage(format!("the database URL is not valid: {what}"));
+    let invalid = |what: &str| {
+        Error::setting(
+            "database.url",
+            format!("the database URL is not valid: {what}"),
+        )
+    };
     let mut pairs = Vec::new();
     let mut chars = text.chars().peekable();
     loop {

@@ -15,10 +15,10 @@ pub fn lookup(path: &Path, config: &tokio_postgres::Config) -> Result<Option<Str
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => {
-            return Err(Error::Usage(format!(
-                "cannot read the password file {}: {err}",
-                path.display()
-            )))
+            return Err(Error::setting(
+                path.display().to_string(),
+                format!("cannot read the password file {}: {err}", path.display()),
+            ))
         }
     };
     if readable_by_others(path) {

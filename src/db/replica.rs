@@ -29,7 +29,7 @@ pub struct Replica {
 pub fn check_all(database: &DatabaseConfig) -> Result<()> {
     for (index, url) in database.replicas.iter().enumerate() {
         ConnInfo::resolve(url, &conninfo::process_env)
-            .map_err(|err| Error::Usage(format!("database.replicas[{index}]: {err}")))?;
+            .map_err(|err| replica_setting(index, err))?;
     }
     Ok(())
 }
@@ -45,12 +45,14 @@ impl Replica {
         size: usize,
         primary: &Pool,
     ) -> Result<Replica> {
-        let url = database
-            .replicas
-            .get(index)
-            .ok_or_else(|| Error::Usage(format!("database.replicas has no entry {index}")))?;
+        let url = database.replicas.get(index).ok_or_else(|| {
+            Error::setting(
+                "database.replicas",
+                format!("database.replicas has no entry {index}"),
+            )
+        })?;
         let target = ConnInfo::resolve(url, &conninfo::process_env)
-            .map_err(|err| Error::Usage(format!("database.replicas[{index}]: {err}")))?
+            .map_err(|err| replica_setting(index, err))?
             .target();
         let name = format!("replica {index} ({target})");
         let config = DatabaseConfig {
@@ -64,9 +66,7 @@ impl Replica {
                     target: name.clone(),
                     message,
                 },
-                Error::Usage(message) => {
-                    Error::Usage(format!("database.replicas[{index}]: {message}"))
-                }
+                err @ (Error::Usage(_) | Error::Setting { .. }) => replica_setting(index, err),
                 other => other,
             })?;
         let failed = |what: &str, err: tokio_postgres::Error| Error::Connect {
@@ -89,11 +89,14 @@ impl Replica {
         };
         if let (Some(theirs), Some(ours)) = (theirs, ours) {
             if theirs != ours {
-                return Err(Error::Usage(format!(
-                    "{name} is not a copy of the primary (system identifier {theirs}, the \
+                return Err(Error::setting(
+                    format!("database.replicas[{index}]"),
+                    format!(
+                        "{name} is not a copy of the primary (system identifier {theirs}, the \
                      primary's is {ours}): a replica must be a physical standby of `url`, or \
                      the primary itself"
-                )));
+                    ),
+                ));
             }
         }
         tracing::info!(
@@ -182,4 +185,10 @@ async fn system_identifier(client: &deadpool_postgres::Client) -> Option<i64> {
             None
         }
     }
+}
+
+/// A replica entry's setting error, naming the entry.
+fn replica_setting(index: usize, err: Error) -> Error {
+    let setting = format!("database.replicas[{index}]");
+    Error::setting(&setting, format!("{setting}: {err}"))
 }

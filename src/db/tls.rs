@@ -27,7 +27,7 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|err| Error::Usage(format!("TLS setup failed: {err}")))?;
+        .map_err(|err| Error::setting("TLS", format!("TLS setup failed: {err}")))?;
     let roots = match &settings.root_cert {
         RootCert::None => None,
         RootCert::File(path) => Some(roots_from_file(path)?),
@@ -38,7 +38,7 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect> {
         Some(roots) => {
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .map_err(|err| Error::Usage(format!("TLS setup failed: {err}")))?;
+                .map_err(|err| Error::setting("TLS", format!("TLS setup failed: {err}")))?;
             if settings.mode == SslMode::VerifyFull {
                 webpki
             } else {
@@ -55,10 +55,13 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect> {
             let chain = certificates(cert)?;
             let key = private_key(key)?;
             builder.with_client_auth_cert(chain, key).map_err(|err| {
-                Error::Usage(format!(
-                    "client certificate {} and key do not go together: {err}",
-                    cert.display()
-                ))
+                Error::setting(
+                    cert.display().to_string(),
+                    format!(
+                        "client certificate {} and key do not go together: {err}",
+                        cert.display()
+                    ),
+                )
             })?
         }
     };
@@ -69,7 +72,10 @@ fn roots_from_file(path: &Path) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(path)? {
         roots.add(cert).map_err(|err| {
-            Error::Usage(format!("root certificate file {}: {err}", path.display()))
+            Error::setting(
+                path.display().to_string(),
+                format!("root certificate file {}: {err}", path.display()),
+            )
         })?;
     }
     Ok(roots)
@@ -84,20 +90,23 @@ fn system_roots() -> Result<RootCertStore> {
             .errors
             .first()
             .map_or_else(|| "none found".to_string(), ToString::to_string);
-        return Err(Error::Usage(format!(
+        return Err(Error::setting(
+            "sslrootcert",
+            format!(
             "sslrootcert=system: cannot load the platform's trusted roots ({why}); install the \
              ca-certificates package or name a root certificate file"
-        )));
+        ),
+        ));
     }
     Ok(roots)
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let unreadable = |err: &dyn std::fmt::Display| {
-        Error::Usage(format!(
-            "cannot read certificate file {}: {err}",
-            path.display()
-        ))
+        Error::setting(
+            path.display().to_string(),
+            format!("cannot read certificate file {}: {err}", path.display()),
+        )
     };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| unreadable(&e))?
@@ -111,24 +120,30 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let text = std::fs::read_to_string(path).map_err(|err| {
-        Error::Usage(format!(
-            "cannot read private key file {}: {err}",
-            path.display()
-        ))
+        Error::setting(
+            path.display().to_string(),
+            format!("cannot read private key file {}: {err}", path.display()),
+        )
     })?;
     if text.contains("ENCRYPTED") {
-        return Err(Error::Usage(format!(
+        return Err(Error::setting(
+            path.display().to_string(),
+            format!(
             "private key file {} is encrypted; oar-tiles reads only unencrypted keys (decrypt it \
              with `openssl pkey -in KEY -out KEY.plain` and keep it mode 0600)",
             path.display()
-        )));
+        ),
+        ));
     }
     check_key_permissions(path)?;
     PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|err| {
-        Error::Usage(format!(
-            "private key file {} holds no usable PEM key: {err}",
-            path.display()
-        ))
+        Error::setting(
+            path.display().to_string(),
+            format!(
+                "private key file {} holds no usable PEM key: {err}",
+                path.display()
+            ),
+        )
     })
 }
 
@@ -143,7 +158,9 @@ fn check_key_permissions(path: &Path) -> Result<()> {
     let mode = meta.permissions().mode();
     let forbidden = if meta.uid() == 0 { 0o037 } else { 0o077 };
     if mode & forbidden != 0 {
-        return Err(Error::Usage(format!(
+        return Err(Error::setting(
+            path.display().to_string(),
+            format!(
             "private key file {} has group or world access; permissions should be u=rw (0600) or less",
             path.display()
         )));

@@ -21,6 +21,14 @@ use crate::tile::{TileCoord, ZoomRange};
 pub const PLAN_VERSION: u32 = 1;
 
 /// The heaviest shard may carry at most this multiple of the mean work (the tests hold plans to it).
+/// A shard plan that cannot be used; `location` is its file or object.
+fn plan_error(location: &str, message: impl std::fmt::Display) -> Error {
+    Error::Plan {
+        location: location.to_string(),
+        message: message.to_string(),
+    }
+}
+
 #[cfg(test)]
 pub const BALANCE_LIMIT: f64 = 1.25;
 
@@ -183,9 +191,10 @@ impl ShardPlan {
             ));
         }
         if let Some((tile, _)) = weights.iter().find(|(t, _)| t.z() > split_zoom) {
-            return Err(Error::Usage(format!(
-                "shard plan: tile {tile} lies below the split zoom {split_zoom}"
-            )));
+            return Err(plan_error(
+                "shard plan",
+                format!("shard plan: tile {tile} lies below the split zoom {split_zoom}"),
+            ));
         }
         let mut sorted: Vec<(u64, u64)> = weights
             .iter()
@@ -283,7 +292,7 @@ impl ShardPlan {
         }
         search
             .best()
-            .ok_or_else(|| Error::Usage("shard plan: no zoom to split at".into()))
+            .ok_or_else(|| plan_error("shard plan", "shard plan: no zoom to split at"))
     }
 
     /// The cut at one split zoom, from the rows per non-empty tile of that zoom.
@@ -343,24 +352,30 @@ impl ShardPlan {
     /// settings digest, a known plan version.
     pub fn check(&self, shard: ShardSpec, settings_digest: &str) -> Result<()> {
         if self.version != PLAN_VERSION {
-            return Err(Error::Usage(format!(
+            return Err(plan_error("the output's shard plan", format!(
                 "the shard plan has format version {}, this oar-tiles reads version {PLAN_VERSION}; \
                  make a new plan with `oar-tiles shard-plan`",
                 self.version
             )));
         }
         if shard.count != self.shards() {
-            return Err(Error::Usage(format!(
-                "shard {shard} does not belong to the output's plan of {} shards",
-                self.shards()
-            )));
+            return Err(plan_error(
+                "the output's shard plan",
+                format!(
+                    "shard {shard} does not belong to the output's plan of {} shards",
+                    self.shards()
+                ),
+            ));
         }
         if self.settings_digest != settings_digest {
-            return Err(Error::Usage(format!(
+            return Err(plan_error(
+                "the output's shard plan",
+                format!(
                 "shard {shard} has settings digest {settings_digest}, the output's shard plan was \
                  made for {}; make a new plan or run the shard with the plan's settings",
                 self.settings_digest
-            )));
+            ),
+            ));
         }
         Ok(())
     }
@@ -373,16 +388,19 @@ impl ShardPlan {
     /// Reads a stored plan; `source` names the file or object in the error.
     pub fn from_json(text: &str, source: &str) -> Result<ShardPlan> {
         let plan: ShardPlan = serde_json::from_str(text)
-            .map_err(|e| Error::Usage(format!("{source}: not a shard plan: {e}")))?;
+            .map_err(|e| plan_error(source, format!("{source}: not a shard plan: {e}")))?;
         let contiguous = plan.ranges.windows(2).all(|w| w[0].end == w[1].start);
         let side_tiles = 1u64 << (2 * u32::from(plan.split_zoom.min(30)));
         let covers = plan.ranges.first().is_some_and(|r| r.start == 0)
             && plan.ranges.last().is_some_and(|r| r.end == side_tiles);
         if !contiguous || !covers || plan.ranges.iter().any(|r| r.start > r.end) {
-            return Err(Error::Usage(format!(
-                "{source}: the shard plan's ranges do not cover zoom {} once",
-                plan.split_zoom
-            )));
+            return Err(plan_error(
+                source,
+                format!(
+                    "{source}: the shard plan's ranges do not cover zoom {} once",
+                    plan.split_zoom
+                ),
+            ));
         }
         Ok(plan)
     }

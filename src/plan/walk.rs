@@ -68,10 +68,13 @@ impl PyramidWalk {
         shard: ShardSpec,
     ) -> Result<Self> {
         if shard.count != plan.shards() {
-            return Err(Error::Usage(format!(
-                "shard {shard} does not belong to a plan of {} shards",
-                plan.shards()
-            )));
+            return Err(Error::Plan {
+                location: "shard plan".into(),
+                message: format!(
+                    "shard {shard} does not belong to a plan of {} shards",
+                    plan.shards()
+                ),
+            });
         }
         let mut walk = Self::new(bbox, zooms);
         walk.shard = Some((plan, shard.index));

@@ -81,10 +81,13 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
             .iter()
             .filter_map(|t| t.output.as_ref().map(OutputTarget::describe))
             .collect();
-        return Err(Error::Usage(format!(
-            "no shard plan in {}, so no sharded run to finalize",
-            outputs.join(", ")
-        )));
+        return Err(Error::Plan {
+            location: outputs.join(", "),
+            message: format!(
+                "no shard plan in {}, so no sharded run to finalize",
+                outputs.join(", ")
+            ),
+        });
     }
     Ok(done)
 }
@@ -173,10 +176,13 @@ fn refuse_missing(output: &str, missing: &[String]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::Usage(format!(
-        "{output}: shard(s) {} have not finished; finalize once every shard is done",
-        missing.join(", ")
-    )))
+    Err(Error::Plan {
+        location: output.to_string(),
+        message: format!(
+            "{output}: shard(s) {} have not finished; finalize once every shard is done",
+            missing.join(", ")
+        ),
+    })
 }
 
 /// Checks that the parts belong to one run of the plan and combines them: every tile with its

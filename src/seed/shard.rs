@@ -99,11 +99,9 @@ async fn plan_tileset(pool: &Pool, prepared: &Prepared<'_>, shards: u32) -> Resu
             return Ok(balanced);
         }
     }
-    search.best().ok_or_else(|| {
-        Error::Usage(format!(
-            "tileset `{}` has no zoom to split at",
-            tileset.tileset.name
-        ))
+    search.best().ok_or_else(|| Error::Plan {
+        location: "shard plan".into(),
+        message: format!("tileset `{}` has no zoom to split at", tileset.tileset.name),
     })
 }
 
@@ -135,7 +133,10 @@ pub(super) async fn shard_walk(
     };
     let plan = ShardPlan::from_json(&text, &location)?;
     plan.check(shard.spec, &prepared.settings_digest())
-        .map_err(|e| Error::Usage(format!("{location}: {e}")))?;
+        .map_err(|e| Error::Plan {
+            message: format!("{location}: {e}"),
+            location,
+        })?;
     let tileset = prepared.tileset;
     let walk = PyramidWalk::for_shard(tileset.bbox, tileset.zooms, plan, shard.spec)?;
     Ok((walk, plan_id(&text)))

@@ -58,11 +58,12 @@ pub async fn decide(
             committed: Vec::new(),
         },
         Selection::Dirty => {
-            let since = previous.as_ref().ok_or_else(|| {
-                Error::Usage(format!(
+            let since = previous.as_ref().ok_or_else(|| Error::State {
+                missing: format!("tileset `{}`: the output's watermark", configured.name),
+                message: format!(
                     "tileset `{}`: the output records no watermark; run a full seed first",
                     configured.name
-                ))
+                ),
             })?;
             dirty(pool, change_schema, tileset, layers, since, &settings).await?
         }

@@ -27,9 +27,12 @@ pub(super) async fn serve(address: SocketAddr, shared: Arc<Shared>) -> Result<Se
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|e| {
-            Error::Usage(format!(
-                "cannot listen on {address} for /metrics and /health: {e} (set --listen or watch.listen)"
-            ))
+            Error::setting(
+                "watch.listen",
+                format!(
+                    "cannot listen on {address} for /metrics and /health: {e} (set --listen or watch.listen)"
+                ),
+            )
         })?;
     tracing::info!("serving /metrics and /health on http://{address}");
     let app = Router::new()

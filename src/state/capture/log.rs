@@ -39,9 +39,10 @@ pub async fn read_since(
     since: &Watermark,
 ) -> Result<(ChangeSet, Watermark)> {
     if !installed(pool, schema).await? {
-        return Err(Error::Usage(
-            "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
-        ));
+        return Err(Error::State {
+            missing: format!("change capture (schema `{schema}`)"),
+            message: "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
+        });
     }
     let mut client = pool.get().await?;
     let transaction = client

@@ -142,11 +142,14 @@ async fn within_name_limit(pool: &Pool, schema: &str) -> Result<()> {
         .map_err(DbError::during("reading max_identifier_length"))?
         .get(0);
     if schema.len() > usize::try_from(limit).unwrap_or(0) {
-        return Err(Error::Usage(format!(
-            "[changes] schema `{schema}` is {} bytes long; this server allows names (and \
+        return Err(Error::setting(
+            "[changes] schema",
+            format!(
+                "[changes] schema `{schema}` is {} bytes long; this server allows names (and \
              notification channels) of at most {limit} bytes: choose a shorter name",
-            schema.len()
-        )));
+                schema.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -168,7 +171,7 @@ async fn with_partition_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<V
                 .map_err(DbError::during(format!("reading the columns of {}", watched.table)))?;
             *array = row
                 .ok_or_else(|| {
-                    Error::Usage(format!(
+                    Error::setting("partition_by", format!(
                         "partition_by column `{column}` does not exist in table {} (or the table does not)",
                         watched.table
                     ))
@@ -203,9 +206,10 @@ pub struct Status {
 /// What the change log holds.
 pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
     if !installed(pool, &config.change_schema).await? {
-        return Err(Error::Usage(
-            "change capture is not installed: run `oar-tiles changes install`".into(),
-        ));
+        return Err(Error::State {
+            missing: format!("change capture (schema `{}`)", config.change_schema),
+            message: "change capture is not installed: run `oar-tiles changes install`".into(),
+        });
     }
     let schema = quote_ident(&config.change_schema);
     let client = pool.get().await?;
