@@ -15,11 +15,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::Client;
-
 use super::parts::{decode_tiles, part_name, PartRecord, S3_FOLDER, TREE_FOLDER};
-use super::s3::{get_if_exists, object_key, with_retries};
+use super::s3::folder::ObjectFolder;
+use super::s3::object_key;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::job::ShardSpec;
@@ -48,74 +46,6 @@ pub enum ShardStore {
     S3(ObjectFolder),
 }
 
-/// A folder of objects under an S3 prefix.
-pub struct ObjectFolder {
-    client: Client,
-    bucket: String,
-    folder: String,
-    attempts: u32,
-}
-
-impl ObjectFolder {
-    fn key(&self, name: &str) -> String {
-        object_key(&self.folder, name)
-    }
-
-    fn location(&self, name: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.key(name))
-    }
-
-    async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        get_if_exists(&self.client, &self.bucket, &self.key(name), self.attempts)
-            .await
-            .map_err(|e| Error::output_caused(self.location(name), e))
-    }
-
-    /// Uploads `body` as `name`; with `only_new`, the store refuses (412) when `name` exists,
-    /// and the answer is false.
-    async fn put(&self, name: &str, body: &[u8], only_new: bool) -> Result<bool> {
-        let (client, bucket, key) = (&self.client, &self.bucket, self.key(name));
-        let what = format!("uploading {}", self.location(name));
-        with_retries(self.attempts, &what, || async {
-            let request = client
-                .put_object()
-                .bucket(bucket)
-                .key(&key)
-                .body(ByteStream::from(body.to_vec()));
-            let request = if only_new {
-                request.if_none_match("*")
-            } else {
-                request
-            };
-            match request.send().await {
-                Ok(_) => Ok(true),
-                Err(err)
-                    if only_new
-                        && err
-                            .raw_response()
-                            .is_some_and(|r| r.status().as_u16() == 412) =>
-                {
-                    Ok(false)
-                }
-                Err(err) => Err(err),
-            }
-        })
-        .await
-        .map_err(|e| Error::output_caused(self.location(name), e))
-    }
-
-    async fn delete(&self, name: &str) -> Result<()> {
-        let (client, bucket, key) = (&self.client, &self.bucket, self.key(name));
-        let what = format!("removing {}", self.location(name));
-        with_retries(self.attempts, &what, || {
-            client.delete_object().bucket(bucket).key(&key).send()
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::output_caused(self.location(name), e))
-    }
-}
-
 impl ShardStore {
     /// The shard files of a tree: `ROOT/.oar-tiles-shards/`.
     pub fn in_tree(root: &Path) -> ShardStore {
@@ -127,12 +57,12 @@ impl ShardStore {
 
     /// The shard objects of an S3 prefix: `PREFIX/.oar-tiles/shards/`.
     pub async fn on_s3(s3: &S3Config, bucket: &str, prefix: &str) -> ShardStore {
-        ShardStore::S3(ObjectFolder {
-            client: super::s3::client(s3).await,
-            bucket: bucket.to_string(),
-            folder: object_key(prefix, S3_FOLDER),
-            attempts: s3.max_attempts,
-        })
+        ShardStore::S3(ObjectFolder::new(
+            super::s3::client(s3).await,
+            bucket,
+            &object_key(prefix, S3_FOLDER),
+            s3.max_attempts,
+        ))
     }
 
     /// The plan's file or object, for messages.

@@ -18,6 +18,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+pub mod folder;
 pub mod kind;
 mod object;
 pub mod read;
