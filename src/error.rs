@@ -130,7 +130,7 @@ pub enum Error {
     },
 
     /// A signal asked the job to stop.
-    #[error("stopped by {signal}; an MBTiles or PMTiles output is as it was before this run, a tree or S3 prefix may already hold some of its tiles under its old state; a full seed's progress is kept for the same command to resume")]
+    #[error("stopped by {signal}; an MBTiles or PMTiles output is as it was before this run; a tree or S3 prefix may already hold some of its tiles under its old state, and its outbox lists them for the next run's --changed-list and CDN purges; a full seed's progress is kept for the same command to resume")]
     Stopped {
         /// `SIGINT` or `SIGTERM`.
         signal: &'static str,

@@ -29,6 +29,8 @@ pub struct Metrics {
     latency_seconds: HistogramVec,
     changes: IntCounterVec,
     pending: IntGaugeVec,
+    outbox_entries: IntGaugeVec,
+    outbox_oldest: prometheus::GaugeVec,
     errors: IntCounterVec,
     last_success: Gauge,
 }
@@ -106,6 +108,28 @@ impl Metrics {
                     .expect("registered once");
                 vec
             },
+            outbox_entries: {
+                let opts = Opts::new(
+                    "oar_tiles_outbox_entries",
+                    "Changed tiles and documents in the output's outbox that a consumer (--changed-list, a CDN) has not taken.",
+                );
+                let vec = IntGaugeVec::new(opts, &["output"]).expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("registered once");
+                vec
+            },
+            outbox_oldest: {
+                let opts = Opts::new(
+                    "oar_tiles_outbox_oldest_seconds",
+                    "Age of the oldest change in the output's outbox that a consumer has not taken (0 when empty).",
+                );
+                let vec = prometheus::GaugeVec::new(opts, &["output"]).expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("registered once");
+                vec
+            },
             errors: counter(
                 "oar_tiles_errors_total",
                 "Runs or cycles that failed, by kind of error.",
@@ -153,6 +177,12 @@ impl Metrics {
         self.changes
             .with_label_values(&[output])
             .inc_by(summary.header.committed.len() as u64);
+        self.outbox_entries
+            .with_label_values(&[output])
+            .set(i64::try_from(summary.outbox.entries).unwrap_or(i64::MAX));
+        self.outbox_oldest
+            .with_label_values(&[output])
+            .set(summary.outbox.oldest_seconds.unwrap_or(0.0));
     }
 
     /// Sets the count of changes an output has not applied yet.

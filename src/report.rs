@@ -11,6 +11,7 @@ use serde::Serialize;
 
 pub use crate::encode::human_bytes;
 use crate::plan::Mode;
+use crate::sink::outbox::Backlog;
 use crate::sink::SinkReport;
 use crate::tile::TileCoord;
 
@@ -195,6 +196,7 @@ impl Tally {
                     ms: elapsed.as_secs_f64() * 1000.0,
                 })
                 .collect(),
+            outbox: Backlog::default(),
         }
     }
 }
@@ -313,6 +315,8 @@ pub struct TilesetSummary {
     pub per_zoom: Vec<ZoomSummary>,
     /// The slowest tiles, slowest first.
     pub slowest_tiles: Vec<SlowTile>,
+    /// What the output's outbox holds for its consumers after the run.
+    pub outbox: Backlog,
 }
 
 impl TilesetSummary {

@@ -559,12 +559,12 @@ fn a_stopped_directory_seed_is_resumed_from_its_journal() {
 }
 
 /// A tiny file system of this test's own, unmounted when the test ends.
-struct TinyDisk {
-    dir: tempfile::TempDir,
+pub(crate) struct TinyDisk {
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl TinyDisk {
-    fn mount(size: &str) -> TinyDisk {
+    pub(crate) fn mount(size: &str) -> TinyDisk {
         let dir = tempfile::tempdir().unwrap();
         let mounted = Command::new("mount")
             .args([

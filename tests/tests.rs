@@ -9,6 +9,7 @@ mod bad_input;
 mod clusters;
 mod hostile;
 mod mvt_decoder;
+mod outbox;
 mod outputs;
 mod partitions;
 mod pmtiles;

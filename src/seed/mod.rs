@@ -14,6 +14,7 @@
 //! 5. Close the changed-tile list; write the JSON summary and the failed-tile list ([`write_reports`]).
 
 mod finalize;
+mod outbox;
 mod prepare;
 mod shard;
 mod tileset;
@@ -56,7 +57,7 @@ async fn run_expanded(job: &SeedJob, progress: ProgressKind) -> Result<Vec<Tiles
         .seed(progress, &stop, changed.clone(), Locks::Take)
         .await?;
     // 5.
-    changed.close()?;
+    changed.close_and_acknowledge().await?;
     Ok(summaries)
 }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use deadpool_postgres::Pool;
 
+use super::outbox::RunOutbox;
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
 use crate::db::Replica;
@@ -124,12 +125,17 @@ impl TilesetRun<'_> {
             Some(prefix) => changed.under(prefix),
             None => changed,
         };
-        // 4c. Open the output, read its state and decide the work (plan), refreshing the cells.
+        // 4c. Open the output, read its state and decide the work (plan), refreshing the cells;
+        // record in its outbox what the run may change before it changes anything.
+        let part_tag = part
+            .as_ref()
+            .map(|part| format!("part-{}-of-{}", part.spec.index, part.spec.count));
+        let mut outbox = RunOutbox::open(target, &self.job.s3, part_tag, &changed).await?;
         let Opened {
             sink,
             decision,
             resume,
-        } = self.open(target, changed, part).await?;
+        } = self.open(target, &outbox, part).await?;
         // 4d. Resume what an interrupted run of the same job finished.
         let mut watermark = decision.watermark;
         if !resume.done.is_empty() {
@@ -159,7 +165,8 @@ impl TilesetRun<'_> {
             .await;
         progress.finish();
         tracing::debug!("tileset `{name}`: rendering done");
-        // 4f. Finish the output (sweep, metadata, state) or abort it.
+        // 4f. Finish the output (sweep, metadata, state) or abort it; store what changed in the
+        // outbox and hand it to the consumers.
         let complete = self
             .complete(
                 written,
@@ -168,7 +175,10 @@ impl TilesetRun<'_> {
                 sweep_allowed,
                 watermark.as_ref(),
             )
-            .await?;
+            .await;
+        let delivered = outbox.commit_and_deliver(&changed, complete.is_err()).await;
+        let complete = complete?;
+        delivered?;
         // 4g. Advance the change log's consumer (watermark, pruning).
         if tileset.shard.is_some() {
             // A part is not a consumer of the change log: pruning what one shard saw could drop
@@ -187,7 +197,9 @@ impl TilesetRun<'_> {
         if complete {
             header.committed = decision.committed;
         }
-        Ok(tally.summarize(header, started.elapsed()))
+        let mut summary = tally.summarize(header, started.elapsed());
+        summary.outbox = outbox.backlog().await?;
+        Ok(summary)
     }
 
     /// Finishes the output once rendering ended well (sweeping and recording the watermark only when
@@ -228,7 +240,7 @@ impl TilesetRun<'_> {
     async fn open(
         &self,
         target: &OutputTarget,
-        changed: ChangedList,
+        outbox: &RunOutbox,
         part: Option<PartOf>,
     ) -> Result<Opened> {
         let tileset = self.prepared.tileset;
@@ -247,12 +259,19 @@ impl TilesetRun<'_> {
             target,
             stored_as,
             &self.job.s3,
-            changed,
+            outbox.recorder(),
             fingerprint.as_deref(),
             part,
         )
         .await?;
-        let decided = self.decide(sink.state(), settings).await;
+        let state = sink.state();
+        let decided = match self.decide(state.clone(), settings).await {
+            Ok(decision) => outbox
+                .intend(state.as_deref(), &decision.work)
+                .await
+                .map(|()| decision),
+            Err(err) => Err(err),
+        };
         let decision = match decided {
             Ok(decision) => decision,
             Err(err) => {

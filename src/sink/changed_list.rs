@@ -14,15 +14,24 @@ use crate::tile::TileCoord;
 #[derive(Clone, Default)]
 pub struct ChangedList {
     inner: Option<Arc<Mutex<Recorder>>>,
+    /// Outbox batches whose lines went into this list, marked taken once it is in place.
+    taken: Arc<Mutex<Vec<Acknowledge>>>,
     /// Written before each tile's `z/x/y`, with a `/`: a partition's path inside the output.
     prefix: Option<Arc<str>>,
 }
+
+/// What marks lines the list took (from an outbox) as taken, once the list is in place.
+pub type Acknowledge = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, Result<()>> + Send>;
+
+/// The name under which `--changed-list` takes batches from the outboxes.
+pub const CHANGED_LIST_CONSUMER: &str = "changed-list";
 
 struct Recorder {
     path: PathBuf,
     /// Where the lines go until the list is closed and moved to `path`.
     temporary: PathBuf,
-    writer: BufWriter<File>,
+    /// `None` until the first line, for a recording made lazily.
+    writer: Option<BufWriter<File>>,
     error: Option<std::io::Error>,
     /// Lines recorded so far.
     lines: u64,
@@ -38,7 +47,8 @@ impl Drop for Recorder {
         if self.published {
             return;
         }
-        if self.lines > 0 && self.writer.flush().is_ok() {
+        let flushed = self.writer.as_mut().is_some_and(|w| w.flush().is_ok());
+        if self.lines > 0 && flushed {
             let _ = super::durable::rename(&self.temporary, &self.path);
         } else {
             let _ = std::fs::remove_file(&self.temporary);
@@ -70,13 +80,106 @@ impl ChangedList {
             inner: Some(Arc::new(Mutex::new(Recorder {
                 path: path.to_path_buf(),
                 temporary,
-                writer: BufWriter::new(file),
+                writer: Some(BufWriter::new(file)),
                 error: None,
                 lines: 0,
                 published: false,
             }))),
             prefix: None,
+            taken: Arc::default(),
         })
+    }
+
+    /// A recording (an outbox batch) whose file, and the one folder it goes into, are made only
+    /// when the first line comes: a run that changes nothing leaves nothing behind.
+    pub fn create_lazily(path: &Path) -> Self {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.writing", std::process::id()));
+        Self {
+            inner: Some(Arc::new(Mutex::new(Recorder {
+                path: path.to_path_buf(),
+                temporary: path.with_file_name(name),
+                writer: None,
+                error: None,
+                lines: 0,
+                published: false,
+            }))),
+            prefix: None,
+            taken: Arc::default(),
+        }
+    }
+
+    /// Whether it records anything (a disabled list does not).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Adds lines an outbox holds (a tile's `z/x/y`, under this list's prefix, or an object's
+    /// name) and keeps `acknowledge`, which marks them taken, for when the list is in place
+    /// ([`ChangedList::close_and_acknowledge`]).
+    pub fn take_lines(&self, lines: impl IntoIterator<Item = String>, acknowledge: Acknowledge) {
+        if self.inner.is_none() {
+            return;
+        }
+        for line in lines {
+            match line.parse::<TileCoord>() {
+                Ok(tile) => self.record(tile),
+                Err(_) => self.record_object(&line),
+            }
+        }
+        self.taken
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(acknowledge);
+    }
+
+    /// Closes the list (see [`ChangedList::close`]) and then marks the outbox batches it took as
+    /// taken: when the list cannot be written, they stay for the next run's list.
+    pub async fn close_and_acknowledge(&self) -> Result<()> {
+        self.close()?;
+        let taken = std::mem::take(
+            &mut *self
+                .taken
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for acknowledge in taken {
+            acknowledge().await?;
+        }
+        Ok(())
+    }
+
+    /// Drops a recording: what it holds was never kept by the output.
+    pub fn discard_recording(&self) {
+        if let Some(inner) = &self.inner {
+            let mut recorder = inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            recorder.published = true;
+            recorder.writer = None;
+            let _ = std::fs::remove_file(&recorder.temporary);
+        }
+    }
+
+    /// Closes a recording (an outbox batch): moves it into place when it holds lines, removes it
+    /// otherwise, and returns how many lines it holds.
+    pub fn close_recording(&self) -> Result<u64> {
+        let Some(inner) = &self.inner else {
+            return Ok(0);
+        };
+        let lines = {
+            let mut recorder = inner
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if recorder.lines == 0 && recorder.error.is_none() {
+                recorder.published = true;
+                let _ = std::fs::remove_file(&recorder.temporary);
+                return Ok(0);
+            }
+            recorder.lines
+        };
+        self.close()?;
+        Ok(lines)
     }
 
     /// The same list, naming tiles as `PREFIX/z/x/y`: those of a partition, under its path.
@@ -84,6 +187,7 @@ impl ChangedList {
         Self {
             inner: self.inner.clone(),
             prefix: Some(prefix.into()),
+            taken: self.taken.clone(),
         }
     }
 
@@ -105,8 +209,26 @@ impl ChangedList {
             let mut recorder = inner
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if recorder.error.is_none() && recorder.writer.is_none() {
+                let opened = recorder
+                    .temporary
+                    .parent()
+                    .map_or(Ok(()), |folder| match std::fs::create_dir(folder) {
+                        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+                        _ => Ok(()),
+                    })
+                    .and_then(|()| super::durable::create_new(&recorder.temporary));
+                match opened {
+                    Ok(file) => recorder.writer = Some(BufWriter::new(file)),
+                    Err(err) => recorder.error = Some(err),
+                }
+            }
             if recorder.error.is_none() {
-                match writeln!(recorder.writer, "{line}") {
+                let written = match recorder.writer.as_mut() {
+                    Some(writer) => writeln!(writer, "{line}"),
+                    None => Ok(()),
+                };
+                match written {
                     Ok(()) => recorder.lines += 1,
                     Err(err) => recorder.error = Some(err),
                 }
@@ -132,11 +254,13 @@ impl ChangedList {
         let mut recorder = inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut flushed = recorder
-            .writer
-            .flush()
-            .and_then(|()| recorder.writer.get_ref().sync_data());
-        if publish && !recorder.published && flushed.is_ok() && recorder.error.is_none() {
+        let mut flushed = match recorder.writer.as_mut() {
+            Some(writer) => writer.flush().and_then(|()| writer.get_ref().sync_data()),
+            None => Ok(()),
+        };
+        let has_file = recorder.writer.is_some();
+        if publish && has_file && !recorder.published && flushed.is_ok() && recorder.error.is_none()
+        {
             flushed = super::durable::rename(&recorder.temporary, &recorder.path);
             recorder.published = flushed.is_ok();
         }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
 
+use super::outbox::OutboxStore;
 use super::read::{OutputReader, ReaderOptions};
 use super::shards::ShardStore;
 use super::{ChangedList, OutputSettings, PartOf, Sink};
@@ -62,6 +63,13 @@ pub trait OutputKind: Send + Sync {
     fn open_reader<'a>(&'a self, options: ReaderOptions<'a>)
         -> BoxFuture<'a, Result<OutputReader>>;
 
+    /// Whether tiles a stopped run already stored stay in the output (they do in a tree or S3
+    /// prefix, written tile by tile; a single file is replaced whole or not at all).
+    fn keeps_stopped_tiles(&self) -> bool;
+
+    /// Where the output keeps its outbox of changes for CDNs and `--changed-list`.
+    fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>>;
+
     /// Makes the place partitions of this output go into, where they need one (a tree's
     /// partitions are trees inside it).
     fn prepare_partitions(&self) -> Result<()>;
@@ -76,6 +84,36 @@ pub(super) fn lock_beside(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".oar-tiles.lock");
     path.with_file_name(name)
+}
+
+/// The outbox folder beside a local file: `NAME.oar-tiles-outbox`.
+pub(super) fn outbox_beside(path: &Path) -> OutboxStore {
+    OutboxStore::Folder(outbox_folder_beside(path))
+}
+
+fn outbox_folder_beside(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".oar-tiles-outbox");
+    path.with_file_name(name)
+}
+
+/// Removes the outbox folder beside a local file that is gone.
+pub(super) fn remove_outbox_beside(path: &Path) -> Result<()> {
+    let folder = outbox_folder_beside(path);
+    remove_if_there(&folder, std::fs::remove_dir_all(&folder))
+}
+
+/// The outbox of an S3 output: objects under `folder`, written through this machine's state.
+pub(super) async fn outbox_on_s3(s3: &S3Config, bucket: &str, folder: &str) -> OutboxStore {
+    OutboxStore::Objects {
+        folder: super::s3::folder::ObjectFolder::new(
+            super::s3::client(s3).await,
+            bucket,
+            folder,
+            s3.max_attempts,
+        ),
+        local: super::s3::local_file(s3.endpoint.as_deref(), bucket, folder, "outbox", "d"),
+    }
 }
 
 /// Removes a file, where a missing file is fine.

@@ -12,6 +12,7 @@ pub mod kind;
 pub mod lock;
 pub mod mbtiles;
 pub mod merge;
+pub mod outbox;
 pub mod partitions;
 pub mod parts;
 pub mod pmtiles;

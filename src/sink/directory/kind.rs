@@ -10,6 +10,7 @@ use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::sink::kind::{lock_beside, remove_if_there, OutputKind, WriterOptions};
 use crate::sink::merge::MergeReport;
+use crate::sink::outbox::OutboxStore;
 use crate::sink::read::{OutputReader, ReaderOptions};
 use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, Sink};
@@ -70,6 +71,14 @@ impl OutputKind for Tree<'_> {
             Err(Error::output(self.0, "no such directory"))
         };
         std::future::ready(reader).boxed()
+    }
+
+    fn keeps_stopped_tiles(&self) -> bool {
+        true
+    }
+
+    fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
+        std::future::ready(Ok(OutboxStore::Folder(self.0.join(".oar-tiles-outbox")))).boxed()
     }
 
     /// Partitions are trees inside this one; its parent must exist, as for any tree. A bare

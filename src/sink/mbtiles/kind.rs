@@ -8,8 +8,11 @@ use futures::FutureExt;
 use super::read::MbtilesReader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
-use crate::sink::kind::{lock_beside, OutputKind, WriterOptions};
+use crate::sink::kind::{
+    lock_beside, outbox_beside, remove_outbox_beside, OutputKind, WriterOptions,
+};
 use crate::sink::merge::{merge_mbtiles, MergeReport};
+use crate::sink::outbox::OutboxStore;
 use crate::sink::read::{OutputReader, ReaderOptions};
 use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, PartOf, Sink};
@@ -72,13 +75,21 @@ impl OutputKind for MbtilesFile<'_> {
         std::future::ready(reader).boxed()
     }
 
+    fn keeps_stopped_tiles(&self) -> bool {
+        false
+    }
+
+    fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
+        std::future::ready(Ok(outbox_beside(self.0))).boxed()
+    }
+
     fn prepare_partitions(&self) -> Result<()> {
         Ok(())
     }
 
     fn remove_emptied(&self) -> Result<()> {
         super::remove_sqlite_files(self.0);
-        Ok(())
+        remove_outbox_beside(self.0)
     }
 }
 

@@ -9,10 +9,14 @@ use futures::FutureExt;
 use super::read::PmtilesReader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
-use crate::sink::kind::{lock_beside, remove_if_there, OutputKind, WriterOptions};
+use crate::sink::kind::{
+    lock_beside, outbox_beside, outbox_on_s3, remove_if_there, remove_outbox_beside, OutputKind,
+    WriterOptions,
+};
 use crate::sink::mbtiles::kind::refuse_part;
 use crate::sink::mbtiles::remove_sqlite_files;
 use crate::sink::merge::MergeReport;
+use crate::sink::outbox::OutboxStore;
 use crate::sink::read::{OutputReader, ReaderOptions};
 use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, Sink};
@@ -78,6 +82,14 @@ impl OutputKind for PmtilesFile<'_> {
         async move { Ok(OutputReader::new(PmtilesReader::open(self.0).await?)) }.boxed()
     }
 
+    fn keeps_stopped_tiles(&self) -> bool {
+        false
+    }
+
+    fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
+        std::future::ready(Ok(outbox_beside(self.0))).boxed()
+    }
+
     fn prepare_partitions(&self) -> Result<()> {
         Ok(())
     }
@@ -85,7 +97,7 @@ impl OutputKind for PmtilesFile<'_> {
     fn remove_emptied(&self) -> Result<()> {
         remove_if_there(self.0, std::fs::remove_file(self.0))?;
         remove_sqlite_files(&super::store_path(self.0));
-        Ok(())
+        remove_outbox_beside(self.0)
     }
 }
 
@@ -148,6 +160,15 @@ impl OutputKind for S3Archive<'_> {
             Ok(OutputReader::new(reader))
         }
         .boxed()
+    }
+
+    fn keeps_stopped_tiles(&self) -> bool {
+        false
+    }
+
+    fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
+        let folder = format!("{}.oar-tiles-outbox", self.key);
+        async move { Ok(outbox_on_s3(s3, self.bucket, &folder).await) }.boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {

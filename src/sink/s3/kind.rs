@@ -8,8 +8,9 @@ use futures::FutureExt;
 use super::read::S3Reader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
-use crate::sink::kind::{OutputKind, WriterOptions};
+use crate::sink::kind::{outbox_on_s3, OutputKind, WriterOptions};
 use crate::sink::merge::MergeReport;
+use crate::sink::outbox::OutboxStore;
 use crate::sink::read::{OutputReader, ReaderOptions};
 use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, Sink};
@@ -81,6 +82,15 @@ impl OutputKind for S3Prefix<'_> {
             }))
         }
         .boxed()
+    }
+
+    fn keeps_stopped_tiles(&self) -> bool {
+        true
+    }
+
+    fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
+        let folder = super::object_key(self.prefix, ".oar-tiles/outbox");
+        async move { Ok(outbox_on_s3(s3, self.bucket, &folder).await) }.boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {

@@ -1,0 +1,411 @@
+//! The outbox: what a run changed in an output, kept durably in the output's own state until every
+//! consumer (the `--changed-list` file, each CDN purge target) has taken it.
+//!
+//! A run writes, in order:
+//! 1. an *intent* (`ID.intent`) before its first tile: the output's state at the start and the
+//!    tiles it may change (the dirty or listed tiles, or `*`, everything, for a pyramid walk);
+//! 2. a *batch* (`ID.batch`), one line per tile stored with new bytes or deleted and per document
+//!    or archive rewritten, once the output is finished (or the run failed);
+//! 3. then it removes the intent.
+//!
+//! A run that was killed leaves its intent. The next run (under the same lock) turns it into a
+//! batch of everything the intent names when the killed run may have changed the output: when the
+//! output's state moved since the intent (the run finished) or the kind keeps the tiles of a
+//! stopped run (trees, S3 prefixes). Otherwise (an MBTiles or PMTiles output left as it was) it
+//! drops the intent. So delivery is at least once, and only a crash makes it more than once.
+//!
+//! A consumer takes a batch by leaving a marker beside it (`ID.batch.taken.CONSUMER`); a batch
+//! every configured consumer has taken is removed with its markers. An output without consumers
+//! keeps nothing.
+//!
+//! The folder is `NAME.oar-tiles-outbox/` beside an MBTiles or PMTiles file, `.oar-tiles-outbox/`
+//! inside a tree, and `PREFIX/.oar-tiles/outbox/` on S3.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::s3::folder::ObjectFolder;
+use super::ChangedList;
+use crate::error::{Error, Result};
+use crate::tile::TileCoord;
+
+/// The line that stands for every tile of the output.
+pub const EVERYTHING: &str = "*";
+
+const INTENT: &str = ".intent";
+const BATCH: &str = ".batch";
+const TAKEN: &str = ".taken.";
+
+/// Where an output keeps its outbox.
+pub enum OutboxStore {
+    /// A folder on this machine.
+    Folder(PathBuf),
+    /// A folder of objects under an S3 prefix; batches are written locally first, under `local`.
+    Objects {
+        /// The objects.
+        folder: ObjectFolder,
+        /// This machine's working folder for the batch being written.
+        local: PathBuf,
+    },
+}
+
+impl OutboxStore {
+    /// Where it is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            OutboxStore::Folder(path) => path.display().to_string(),
+            OutboxStore::Objects { folder, .. } => folder.location(""),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        match self {
+            OutboxStore::Folder(path) => match std::fs::read_dir(path) {
+                Ok(entries) => {
+                    let mut names: Vec<String> = entries
+                        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                        .collect();
+                    names.sort();
+                    Ok(names)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(Error::output(path, format!("cannot list the outbox: {e}"))),
+            },
+            OutboxStore::Objects { folder, .. } => folder.list().await,
+        }
+    }
+
+    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self {
+            OutboxStore::Folder(path) => match std::fs::read(path.join(name)) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::output(
+                    path.join(name),
+                    format!("cannot read it: {e}"),
+                )),
+            },
+            OutboxStore::Objects { folder, .. } => folder.get(name).await,
+        }
+    }
+
+    /// Writes `name` durably: on return it survives a crash (or is stored by S3).
+    async fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        match self {
+            OutboxStore::Folder(path) => {
+                self.ensure_folder()?;
+                super::durable::replace(&path.join(name), bytes)
+                    .map_err(|e| Error::output(path.join(name), format!("cannot write it: {e}")))
+            }
+            OutboxStore::Objects { folder, .. } => folder.put(name, bytes, false).await.map(|_| ()),
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        match self {
+            OutboxStore::Folder(path) => match std::fs::remove_file(path.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::output(
+                    path.join(name),
+                    format!("cannot remove it: {e}"),
+                )),
+                _ => Ok(()),
+            },
+            OutboxStore::Objects { folder, .. } => folder.delete(name).await,
+        }
+    }
+
+    /// Makes the folder: only its last level beside or inside an output (whose own folder must
+    /// exist), the whole path of this machine's working folder for an S3 outbox.
+    fn ensure_folder(&self) -> Result<()> {
+        let (path, made) = match self {
+            OutboxStore::Folder(path) => (path, std::fs::create_dir(path)),
+            OutboxStore::Objects { local, .. } => (local, std::fs::create_dir_all(local)),
+        };
+        match made {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(Error::output(
+                path,
+                format!("cannot create the outbox: {e}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Where the batch `name` is written while the run records it.
+    fn recording_path(&self, name: &str) -> PathBuf {
+        match self {
+            OutboxStore::Folder(path) => path.join(name),
+            OutboxStore::Objects { local, .. } => local.join(name),
+        }
+    }
+}
+
+/// What a run may change, recorded before it changes anything.
+pub enum Planned<'a> {
+    /// Any tile (a pyramid walk).
+    Everything,
+    /// These tiles.
+    Tiles(&'a [TileCoord]),
+}
+
+/// An output's outbox.
+pub struct Outbox {
+    store: OutboxStore,
+    /// The part of a sharded output this run writes (`part-I-of-N`), which tags its files so
+    /// shards running side by side recover only their own.
+    part: Option<String>,
+}
+
+/// A run's open entry in the outbox: its intent is written, its batch is being recorded.
+pub struct OutboxRun {
+    id: String,
+    recorder: ChangedList,
+}
+
+impl OutboxRun {
+    /// The recorder the output's sink writes its changes to.
+    pub fn recorder(&self) -> ChangedList {
+        self.recorder.clone()
+    }
+}
+
+/// What an outbox holds that some consumer has not taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Backlog {
+    /// Batches waiting.
+    pub batches: u64,
+    /// Their lines (tiles and documents).
+    pub entries: u64,
+    /// How long the oldest batch has waited, in seconds.
+    pub oldest_seconds: Option<f64>,
+}
+
+impl Outbox {
+    /// The outbox in `store`; `part` for a shard's run.
+    pub fn new(store: OutboxStore, part: Option<String>) -> Outbox {
+        Outbox { store, part }
+    }
+
+    /// Where it is, for messages.
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    fn tag(&self) -> String {
+        self.part
+            .as_deref()
+            .map_or_else(String::new, |part| format!(".{part}"))
+    }
+
+    /// Turns the intents a stopped run left into batches, or drops them, as the module explains.
+    /// `state` is the output's state now; `keeps_stopped_tiles` whether its kind keeps the tiles
+    /// of a stopped run.
+    pub async fn recover(&self, state: Option<&str>, keeps_stopped_tiles: bool) -> Result<()> {
+        let names = self.store.list().await?;
+        let tag = self.tag();
+        for intent in names
+            .iter()
+            .filter(|n| n.ends_with(&format!("{tag}{INTENT}")))
+        {
+            let id = intent.trim_end_matches(INTENT);
+            // Another shard's intent (or, for a shard, the whole output's) is not ours to judge.
+            if self.part.is_none() && id.contains(".part-") {
+                continue;
+            }
+            let batch = format!("{id}{BATCH}");
+            let Some(bytes) = self.store.read(intent).await? else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            let mut lines = text.lines();
+            let recorded_state = lines.next().unwrap_or_default();
+            let moved = recorded_state != state.unwrap_or("-");
+            if !names.contains(&batch) && (moved || keeps_stopped_tiles) {
+                let planned: Vec<&str> = lines.collect();
+                tracing::warn!(
+                    "{}: a stopped run left {} planned change(s); they are delivered as changed",
+                    self.describe(),
+                    planned.len()
+                );
+                let mut body = planned.join("\n");
+                body.push('\n');
+                self.store.write(&batch, body.as_bytes()).await?;
+            }
+            if let OutboxStore::Folder(path) = &self.store {
+                remove_recordings(path, &batch);
+            }
+            self.store.remove(intent).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts recording a run's batch; the sink writes its changes to [`OutboxRun::recorder`].
+    pub fn start(&self) -> Result<OutboxRun> {
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let id = format!("{millis:015}-{}{}", std::process::id(), self.tag());
+        if let OutboxStore::Objects { .. } = self.store {
+            self.store.ensure_folder()?;
+        }
+        let recorder =
+            ChangedList::create_lazily(&self.store.recording_path(&format!("{id}{BATCH}")));
+        Ok(OutboxRun { id, recorder })
+    }
+
+    /// Records, durably and before the run changes anything, the output's state now and what
+    /// the run may change.
+    pub async fn intend(
+        &self,
+        run: &OutboxRun,
+        state: Option<&str>,
+        planned: Planned<'_>,
+    ) -> Result<()> {
+        let mut body = String::new();
+        body.push_str(state.unwrap_or("-"));
+        body.push('\n');
+        match planned {
+            Planned::Everything => body.push_str(EVERYTHING),
+            Planned::Tiles(tiles) => {
+                for tile in tiles {
+                    body.push_str(&tile.to_string());
+                    body.push('\n');
+                }
+            }
+        }
+        self.store
+            .write(&format!("{}{INTENT}", run.id), body.as_bytes())
+            .await
+    }
+
+    /// Ends a run's entry: its batch (if it changed anything) is stored durably, then its intent
+    /// is removed. Called when the run finished and when it failed; a killed run leaves its intent.
+    pub async fn commit(&self, run: OutboxRun) -> Result<()> {
+        let batch = format!("{}{BATCH}", run.id);
+        let recorded = run.recorder.close_recording()?;
+        if recorded > 0 {
+            if let OutboxStore::Objects { local, .. } = &self.store {
+                let path = local.join(&batch);
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    Error::output(&path, format!("cannot read the recorded batch: {e}"))
+                })?;
+                self.store.write(&batch, &bytes).await?;
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        self.store.remove(&format!("{}{INTENT}", run.id)).await
+    }
+
+    /// Ends a failed run's entry whose output kept nothing of it (a single file left as it was):
+    /// its recording and intent are removed.
+    pub async fn discard(&self, run: OutboxRun) -> Result<()> {
+        run.recorder.discard_recording();
+        self.store.remove(&format!("{}{INTENT}", run.id)).await
+    }
+
+    /// The batches `consumer` has not taken, oldest first, with their lines.
+    pub async fn pending(&self, consumer: &str) -> Result<Vec<(String, Vec<String>)>> {
+        let names = self.store.list().await?;
+        let taken: BTreeSet<&str> = names
+            .iter()
+            .filter_map(|n| {
+                let (batch, who) = n.split_once(TAKEN)?;
+                (who == consumer).then_some(batch)
+            })
+            .collect();
+        let mut pending = Vec::new();
+        for batch in names.iter().filter(|n| n.ends_with(BATCH)) {
+            if taken.contains(batch.as_str()) {
+                continue;
+            }
+            if let Some(bytes) = self.store.read(batch).await? {
+                let lines = String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                pending.push((batch.clone(), lines));
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Marks `batches` taken by `consumer`, then removes every batch all of `consumers` took.
+    pub async fn taken(
+        &self,
+        consumer: &str,
+        batches: &[String],
+        consumers: &[String],
+    ) -> Result<()> {
+        for batch in batches {
+            self.store
+                .write(&format!("{batch}{TAKEN}{consumer}"), b"")
+                .await?;
+        }
+        self.prune(consumers).await
+    }
+
+    /// Removes every batch all of `consumers` have taken (every batch, without consumers).
+    pub async fn prune(&self, consumers: &[String]) -> Result<()> {
+        let names = self.store.list().await?;
+        let mut takers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for name in &names {
+            if let Some((batch, who)) = name.split_once(TAKEN) {
+                takers.entry(batch).or_default().insert(who);
+            }
+        }
+        for batch in names.iter().filter(|n| n.ends_with(BATCH)) {
+            let took = takers.get(batch.as_str());
+            if consumers
+                .iter()
+                .all(|c| took.is_some_and(|t| t.contains(c.as_str())))
+            {
+                self.store.remove(batch).await?;
+                for who in took.into_iter().flatten() {
+                    self.store.remove(&format!("{batch}{TAKEN}{who}")).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What waits for some consumer.
+    pub async fn backlog(&self) -> Result<Backlog> {
+        let mut backlog = Backlog::default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        for name in self.store.list().await? {
+            if !name.ends_with(BATCH) {
+                continue;
+            }
+            backlog.batches += 1;
+            if let Some(bytes) = self.store.read(&name).await? {
+                backlog.entries += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+            }
+            let created = name
+                .split('-')
+                .next()
+                .and_then(|millis| millis.parse::<u64>().ok())
+                .map(Duration::from_millis);
+            if let Some(created) = created {
+                let age = now.saturating_sub(created).as_secs_f64();
+                backlog.oldest_seconds = Some(backlog.oldest_seconds.map_or(age, |o| o.max(age)));
+            }
+        }
+        Ok(backlog)
+    }
+}
+
+/// Removes the files a killed run's recorder left for `batch` (`BATCH.PID.writing`).
+fn remove_recordings(folder: &Path, batch: &str) {
+    if let Ok(entries) = std::fs::read_dir(folder) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&format!("{batch}.")) && name.ends_with(".writing") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
