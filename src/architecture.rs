@@ -18,6 +18,8 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     &["encode"],
     &["sink"],
+    // Purging CDNs of what the outputs' outboxes hand over.
+    &["edge"],
     &["report"],
     // `partition` expands a job into one tileset per value before `seed` runs it, and writes the
     // partition index after.

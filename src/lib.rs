@@ -4,6 +4,7 @@
 
 mod config;
 mod db;
+mod edge;
 mod encode;
 mod error;
 mod inspect;

@@ -197,6 +197,7 @@ impl Tally {
                 })
                 .collect(),
             outbox: Backlog::default(),
+            purges: Vec::new(),
         }
     }
 }
@@ -317,6 +318,23 @@ pub struct TilesetSummary {
     pub slowest_tiles: Vec<SlowTile>,
     /// What the output's outbox holds for its consumers after the run.
     pub outbox: Backlog,
+    /// What each CDN purge target was sent.
+    pub purges: Vec<PurgeSummary>,
+}
+
+/// One purge target's share of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PurgeSummary {
+    /// The target's name.
+    pub target: String,
+    /// Requests (calls, invalidations) sent.
+    pub requests: u64,
+    /// Paths or keys purged, a wildcard counting one.
+    pub paths: u64,
+    /// What they cost where the CDN charges per path (CloudFront).
+    pub price_usd: Option<f64>,
+    /// Why it failed, when it did; its changes stay in the outbox for the next run.
+    pub failed: Option<String>,
 }
 
 impl TilesetSummary {

@@ -9,9 +9,11 @@ use toml::Spanned;
 
 use crate::error::{Error, Result};
 
+pub mod cdn;
 pub mod output;
 pub mod tileset;
 
+pub use cdn::{CdnConfig, CdnTarget, PurgeMethod};
 pub use output::{partition_segment, IndexLocation, OutputSettings, OutputTarget, Sharding};
 pub use tileset::{
     breakdown_property, ClusterConfig, ClusterPosition, LayerConfig, Partition, TilesetConfig,

@@ -30,6 +30,8 @@ pub(super) struct RawTileset {
     partition_by: Option<String>,
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
+    #[serde(default)]
+    cdn: Vec<super::cdn::RawCdn>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -115,6 +117,8 @@ pub struct TilesetConfig {
     pub layers: Vec<LayerConfig>,
     /// A column (or array column) whose every value gets a pyramid of its own, with only its rows.
     pub partition_by: Option<String>,
+    /// The caches purged of the tiles runs change (`[[tileset.cdn]]`).
+    pub cdn: Vec<super::cdn::CdnConfig>,
 }
 
 /// One value of a partitioned tileset: its layers render only the rows holding it.
@@ -251,6 +255,17 @@ pub(super) fn resolve_tileset(
         }
         None => None,
     };
+    let mut cdn: Vec<super::cdn::CdnConfig> = Vec::new();
+    for raw_cdn in std::mem::take(&mut raw.cdn) {
+        let target = super::cdn::resolve_cdn(raw_cdn).map_err(context)?;
+        if cdn.iter().any(|c| c.name == target.name) {
+            return Err(context(format!(
+                "cdn `{}` is defined twice (give each a `name`)",
+                target.name
+            )));
+        }
+        cdn.push(target);
+    }
     let output_settings = resolve_output_settings(&mut raw).map_err(context)?;
     let output = raw.output.map(|output| resolve_output(&output, base_dir));
     Ok(TilesetConfig {
@@ -266,6 +281,7 @@ pub(super) fn resolve_tileset(
         size_budget: raw.size_budget.unwrap_or(DEFAULT_SIZE_BUDGET),
         layers,
         partition_by,
+        cdn,
     })
 }
 

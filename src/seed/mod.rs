@@ -166,6 +166,18 @@ pub fn write_reports(job: &SeedJob, summaries: &[TilesetSummary]) -> Result<()> 
             list: list.clone(),
         });
     }
+    if let Some((summary, purge)) = summaries
+        .iter()
+        .find_map(|s| s.purges.iter().find(|p| p.failed.is_some()).map(|p| (s, p)))
+    {
+        return Err(Error::output(
+            format!("cdn `{}` of {}", purge.target, summary.header.output),
+            format!(
+                "{}; the tiles are stored, and the changes stay in the outbox for the next run to purge",
+                purge.failed.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
     Ok(())
 }
 

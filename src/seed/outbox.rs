@@ -5,19 +5,30 @@
 use std::sync::Arc;
 
 use crate::config::S3Config;
+use crate::edge::{Client, PurgeTarget};
 use crate::error::Result;
+use crate::job::TilesetJob;
 use crate::plan::Work;
+use crate::report::PurgeSummary;
 use crate::sink::changed_list::CHANGED_LIST_CONSUMER;
-use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned};
+use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::sink::{self, ChangedList, OutputTarget};
+use crate::tile::TileCoord;
 
 /// One output's outbox during a run.
 pub(super) struct RunOutbox {
     outbox: Arc<Outbox>,
     run: Option<OutboxRun>,
     keeps_stopped_tiles: bool,
-    /// Who takes this output's changes: `--changed-list` when the command writes one.
+    /// The tileset's CDNs.
+    targets: Vec<PurgeTarget>,
+    /// Who takes this output's changes: `--changed-list` when the command writes one, and each
+    /// CDN.
     consumers: Vec<String>,
+    /// Where the output's paths go under the tileset's root (a partition's), and the tiles'
+    /// file extension.
+    prefix: Option<String>,
+    extension: String,
 }
 
 impl RunOutbox {
@@ -25,14 +36,22 @@ impl RunOutbox {
     /// files.
     pub async fn open(
         target: &OutputTarget,
+        tileset: &TilesetJob,
         s3: &S3Config,
         part: Option<String>,
         changed: &ChangedList,
     ) -> Result<RunOutbox> {
         let kind = sink::kind_of(target);
+        let mut targets = Vec::new();
+        if !tileset.tileset.cdn.is_empty() {
+            let client = Client::new()?;
+            for cdn in &tileset.tileset.cdn {
+                targets.push(PurgeTarget::build(cdn, tileset.bbox, &client).await?);
+            }
+        }
         let outbox = Outbox::new(kind.outbox(s3).await?, part);
         let run = outbox.start()?;
-        let mut consumers = Vec::new();
+        let mut consumers: Vec<String> = targets.iter().map(PurgeTarget::consumer).collect();
         if changed.is_enabled() {
             consumers.push(CHANGED_LIST_CONSUMER.to_string());
         }
@@ -40,8 +59,30 @@ impl RunOutbox {
             outbox: Arc::new(outbox),
             run: Some(run),
             keeps_stopped_tiles: kind.keeps_stopped_tiles(),
+            targets,
             consumers,
+            prefix: tileset.list_prefix.clone(),
+            extension: tileset.tileset.output_settings.tile_extension.clone(),
         })
+    }
+
+    /// The path a line of the outbox purges: a tile's `[PREFIX/]z/x/y.ext`, a document's or an
+    /// archive's name in its folder, `*` for everything.
+    fn purge_path(&self, line: &str) -> String {
+        if line == EVERYTHING {
+            return match &self.prefix {
+                Some(prefix) => format!("{prefix}/{EVERYTHING}"),
+                None => EVERYTHING.to_string(),
+            };
+        }
+        let path = match line.parse::<TileCoord>() {
+            Ok(tile) => format!("{tile}.{}", self.extension),
+            Err(_) => line.rsplit('/').next().unwrap_or(line).to_string(),
+        };
+        match &self.prefix {
+            Some(prefix) => format!("{prefix}/{path}"),
+            None => path,
+        }
     }
 
     /// What the output's sink records its changes to.
@@ -68,7 +109,11 @@ impl RunOutbox {
     /// Ends the run's entry (its batch stored, its intent removed; after a failure, when the output
     /// kept nothing of the run, only its intent removed), then hands every pending batch to the consumers. The command's `--changed-list`
     /// marks what it took once the list is in place.
-    pub async fn commit_and_deliver(&mut self, changed: &ChangedList, failed: bool) -> Result<()> {
+    pub async fn commit_and_deliver(
+        &mut self,
+        changed: &ChangedList,
+        failed: bool,
+    ) -> Result<Vec<PurgeSummary>> {
         match self.run.take() {
             Some(run) if failed && !self.keeps_stopped_tiles => self.outbox.discard(run).await?,
             Some(run) => self.outbox.commit(run).await?,
@@ -92,7 +137,41 @@ impl RunOutbox {
                 );
             }
         }
-        self.outbox.prune(&self.consumers).await
+        let mut purges = Vec::new();
+        for target in &self.targets {
+            let consumer = target.consumer();
+            let pending = self.outbox.pending(&consumer).await?;
+            let mut summary = PurgeSummary {
+                target: target.name().to_string(),
+                ..PurgeSummary::default()
+            };
+            if !pending.is_empty() {
+                let mut paths: Vec<String> = pending
+                    .iter()
+                    .flat_map(|(_, lines)| lines.iter().map(|l| self.purge_path(l)))
+                    .collect();
+                paths.sort();
+                paths.dedup();
+                match target.purge(&paths).await {
+                    Ok(report) => {
+                        summary.requests = report.requests;
+                        summary.paths = report.paths;
+                        summary.price_usd = report.price_usd;
+                        let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
+                        self.outbox
+                            .taken(&consumer, &names, &self.consumers)
+                            .await?;
+                    }
+                    Err(err) => {
+                        tracing::warn!("{err}; the changes stay in the outbox for the next run");
+                        summary.failed = Some(err.to_string());
+                    }
+                }
+            }
+            purges.push(summary);
+        }
+        self.outbox.prune(&self.consumers).await?;
+        Ok(purges)
     }
 
     /// What the outbox holds for consumers now.

@@ -130,7 +130,7 @@ impl TilesetRun<'_> {
         let part_tag = part
             .as_ref()
             .map(|part| format!("part-{}-of-{}", part.spec.index, part.spec.count));
-        let mut outbox = RunOutbox::open(target, &self.job.s3, part_tag, &changed).await?;
+        let mut outbox = RunOutbox::open(target, tileset, &self.job.s3, part_tag, &changed).await?;
         let Opened {
             sink,
             decision,
@@ -178,7 +178,7 @@ impl TilesetRun<'_> {
             .await;
         let delivered = outbox.commit_and_deliver(&changed, complete.is_err()).await;
         let complete = complete?;
-        delivered?;
+        let purges = delivered?;
         // 4g. Advance the change log's consumer (watermark, pruning).
         if tileset.shard.is_some() {
             // A part is not a consumer of the change log: pruning what one shard saw could drop
@@ -199,6 +199,7 @@ impl TilesetRun<'_> {
         }
         let mut summary = tally.summarize(header, started.elapsed());
         summary.outbox = outbox.backlog().await?;
+        summary.purges = purges;
         Ok(summary)
     }
 

@@ -1,0 +1,191 @@
+//! Cloudflare's and Fastly's purge APIs. No server of theirs runs here: the tests check the
+//! requests against a local server that records them and answers as the APIs document.
+
+use super::fold::{fold, Purge};
+use super::{send_with_retries, Client, PurgeReport};
+use crate::tile::BBox;
+
+/// Cloudflare takes at most this many URLs (or prefixes) per purge call.
+const CLOUDFLARE_PER_CALL: usize = 100;
+/// Fastly takes at most this many surrogate keys per batch purge.
+const FASTLY_KEYS_PER_CALL: usize = 256;
+
+/// One API call: method, URL, body, and how many paths or keys it purges.
+struct Call {
+    method: &'static str,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    count: usize,
+}
+
+async fn send_all(
+    client: &Client,
+    calls: Vec<Call>,
+    check: fn(&str) -> bool,
+) -> Result<PurgeReport, String> {
+    let mut report = PurgeReport::default();
+    for call in calls {
+        let answer =
+            send_with_retries(client, call.method, &call.url, &call.headers, &call.body).await?;
+        if !(200..300).contains(&answer.status) || !check(&answer.body) {
+            return Err(format!(
+                "{} {}: answered {}: {}",
+                call.method,
+                call.url,
+                answer.status,
+                super::one_line(&answer.body)
+            ));
+        }
+        report.requests += 1;
+        report.paths += call.count as u64;
+    }
+    Ok(report)
+}
+
+/// Cloudflare's purge-cache API for one zone.
+pub(super) struct Cloudflare {
+    pub zone_id: String,
+    pub token: String,
+    pub api_url: String,
+    pub public_url: String,
+    pub prefixes: bool,
+    pub bbox: BBox,
+    pub client: Client,
+}
+
+impl Cloudflare {
+    fn call(&self, body: serde_json::Value, count: usize) -> Call {
+        Call {
+            method: "POST",
+            url: format!("{}/zones/{}/purge_cache", self.api_url, self.zone_id),
+            headers: vec![
+                ("authorization".into(), format!("Bearer {}", self.token)),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body: body.to_string().into_bytes(),
+            count,
+        }
+    }
+
+    fn calls_for(&self, paths: &[String]) -> Vec<Call> {
+        if paths.iter().any(|p| p == "*") {
+            return vec![self.call(serde_json::json!({ "purge_everything": true }), 1)];
+        }
+        let (mut files, mut prefixes) = (Vec::new(), Vec::new());
+        if self.prefixes {
+            for purge in fold(paths, self.bbox, 0.5, usize::MAX) {
+                match purge {
+                    Purge::Path(path) => files.push(format!("{}/{path}", self.public_url)),
+                    // Prefixes are written without the scheme.
+                    Purge::Folder(folder) => prefixes.push(format!(
+                        "{}/{folder}",
+                        self.public_url
+                            .split_once("://")
+                            .map_or(self.public_url.as_str(), |p| p.1)
+                    )),
+                }
+            }
+        } else {
+            files = paths
+                .iter()
+                .map(|path| format!("{}/{path}", self.public_url))
+                .collect();
+        }
+        let mut calls: Vec<Call> = files
+            .chunks(CLOUDFLARE_PER_CALL)
+            .map(|chunk| self.call(serde_json::json!({ "files": chunk }), chunk.len()))
+            .collect();
+        calls.extend(
+            prefixes
+                .chunks(CLOUDFLARE_PER_CALL)
+                .map(|chunk| self.call(serde_json::json!({ "prefixes": chunk }), chunk.len())),
+        );
+        calls
+    }
+
+    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, String> {
+        // The API answers 200 with `"success": false` when it refused part of a call.
+        fn succeeded(body: &str) -> bool {
+            serde_json::from_str::<serde_json::Value>(body)
+                .is_ok_and(|v| v["success"] == serde_json::Value::Bool(true))
+        }
+        send_all(&self.client, self.calls_for(paths), succeeded).await
+    }
+}
+
+/// Fastly's purge API for one service.
+pub(super) struct Fastly {
+    pub service_id: String,
+    pub token: String,
+    pub api_url: String,
+    pub public_url: String,
+    pub surrogate_keys: bool,
+    pub client: Client,
+}
+
+/// The surrogate key of a path: its `/`s as `-` (`v1-3-4-2.pbf`), as the origin or VCL must tag
+/// each response with (`Surrogate-Key`).
+pub fn surrogate_key(path: &str) -> String {
+    path.replace('/', "-")
+}
+
+impl Fastly {
+    fn headers(&self) -> Vec<(String, String)> {
+        vec![
+            ("fastly-key".into(), self.token.clone()),
+            ("accept".into(), "application/json".into()),
+        ]
+    }
+
+    fn calls_for(&self, paths: &[String]) -> Vec<Call> {
+        if paths.iter().any(|p| p == "*") {
+            return vec![Call {
+                method: "POST",
+                url: format!("{}/service/{}/purge_all", self.api_url, self.service_id),
+                headers: self.headers(),
+                body: Vec::new(),
+                count: 1,
+            }];
+        }
+        if self.surrogate_keys {
+            let keys: Vec<String> = paths.iter().map(|p| surrogate_key(p)).collect();
+            return keys
+                .chunks(FASTLY_KEYS_PER_CALL)
+                .map(|chunk| {
+                    let mut headers = self.headers();
+                    headers.push(("surrogate-key".into(), chunk.join(" ")));
+                    Call {
+                        method: "POST",
+                        url: format!("{}/service/{}/purge", self.api_url, self.service_id),
+                        headers,
+                        body: Vec::new(),
+                        count: chunk.len(),
+                    }
+                })
+                .collect();
+        }
+        let host_path = self
+            .public_url
+            .split_once("://")
+            .map_or(self.public_url.as_str(), |p| p.1);
+        paths
+            .iter()
+            .map(|path| Call {
+                method: "POST",
+                url: format!("{}/purge/{host_path}/{path}", self.api_url),
+                headers: self.headers(),
+                body: Vec::new(),
+                count: 1,
+            })
+            .collect()
+    }
+
+    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, String> {
+        fn succeeded(body: &str) -> bool {
+            // Single purges answer {"status": "ok", ...}; batch purges a map of keys to ids.
+            serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
+        }
+        send_all(&self.client, self.calls_for(paths), succeeded).await
+    }
+}
