@@ -54,6 +54,11 @@ export OAR_TILES_TEST_CHROMIUM OAR_TILES_TEST_CHROMEDRIVER
 # The S3 tests talk to a real S3-compatible server process (s3s-fs, built from crates.io once).
 scripts/s3-server.sh install
 
+# The CDN tests put Debian's Varnish in front of it.
+scripts/varnish.sh install
+OAR_TILES_TEST_VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
+export OAR_TILES_TEST_VARNISHD
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

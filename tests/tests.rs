@@ -7,6 +7,7 @@ mod common;
 
 mod bad_input;
 mod clusters;
+mod edge;
 mod hostile;
 mod mvt_decoder;
 mod outbox;

@@ -7,3 +7,4 @@ pub mod pg;
 pub mod run;
 pub mod s3;
 pub mod serve;
+pub mod varnish;

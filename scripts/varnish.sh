@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# A real HTTP cache for the CDN tests: Debian's Varnish in front of the S3 test server.
+#
+#   scripts/varnish.sh install                     # apt-get install varnish, if missing
+#   pid=$(scripts/varnish.sh start PORT S3_PORT)   # varnishd on 127.0.0.1:PORT
+#   scripts/varnish.sh stop PID                    # stop it and remove its working folder
+#
+# The cache behaves as a CDN in front of a bucket does: it keeps each object as long as its
+# Cache-Control says (tiles are stored with max-age=86400 in the tests, so only a purge makes a
+# change visible), accepts PURGE (one URL) and BAN (every URL under a path) from loopback only, and
+# answers X-Cache: HIT or MISS. The S3 test server accepts only signed requests, so clients fetch
+# through the cache with presigned URLs: the cache keys objects by path alone (the query string
+# only authenticates the fetch from S3) and forwards the S3 server's Host, which the signature
+# covers.
+#
+# Environment:
+#   VARNISH_WAIT_SECS   start timeout (default 30; the VCL is compiled with cc first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'varnish: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
+
+readonly WAIT_SECS=${VARNISH_WAIT_SECS:-30}
+
+install() {
+    command -v varnishd >/dev/null 2>&1 || PATH=$PATH:/usr/sbin
+    if ! command -v varnishd >/dev/null 2>&1; then
+        apt_install varnish
+    fi
+}
+
+vcl() {
+    local s3_port=$1
+    cat <<VCL
+vcl 4.1;
+
+backend origin {
+    .host = "127.0.0.1";
+    .port = "$s3_port";
+}
+
+acl purgers {
+    "127.0.0.1";
+    "::1";
+}
+
+sub vcl_recv {
+    if (req.method == "PURGE") {
+        if (client.ip !~ purgers) {
+            return (synth(405, "PURGE not allowed"));
+        }
+        return (purge);
+    }
+    if (req.method == "BAN") {
+        if (client.ip !~ purgers) {
+            return (synth(405, "BAN not allowed"));
+        }
+        ban("obj.http.x-path ~ ^" + regsub(req.url, "\?.*$", ""));
+        return (synth(200, "Banned"));
+    }
+    if (req.method != "GET" && req.method != "HEAD") {
+        return (pass);
+    }
+    return (hash);
+}
+
+sub vcl_hash {
+    hash_data(regsub(req.url, "\?.*$", ""));
+    return (lookup);
+}
+
+sub vcl_backend_fetch {
+    set bereq.http.host = "127.0.0.1:$s3_port";
+}
+
+sub vcl_backend_response {
+    set beresp.http.x-path = regsub(bereq.url, "\?.*$", "");
+}
+
+sub vcl_deliver {
+    if (obj.hits > 0) {
+        set resp.http.X-Cache = "HIT";
+    } else {
+        set resp.http.X-Cache = "MISS";
+    }
+    unset resp.http.x-path;
+}
+VCL
+}
+
+start() {
+    local port=$1 s3_port=$2
+    install
+    local work=/tmp/oar-tiles-varnish-$port
+    rm -rf "$work"
+    mkdir -p "$work"
+    vcl "$s3_port" >"$work/default.vcl"
+    # Stored bytes as they are (tiles are gzip already); a small store; no ban lurker delay.
+    /usr/sbin/varnishd -a "127.0.0.1:$port" -f "$work/default.vcl" -n "$work/n" -P "$work/pid" \
+        -s malloc,64m -p http_gzip_support=off -p ban_lurker_sleep=0.01 \
+        >"$work/varnishd.log" 2>&1 || die "varnishd did not start: $(cat "$work/varnishd.log")"
+    local waited=0
+    until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        ((waited < WAIT_SECS * 10)) || die "varnishd does not answer on port $port"
+        sleep 0.1
+        waited=$((waited + 1))
+    done
+    log "varnishd $(cat "$work/pid") on http://127.0.0.1:$port in front of 127.0.0.1:$s3_port"
+    cat "$work/pid"
+}
+
+stop() {
+    local pid=$1
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    local work
+    for work in /tmp/oar-tiles-varnish-*; do
+        [[ -f $work/pid && $(cat "$work/pid") == "$pid" ]] && rm -rf "$work"
+    done
+    true
+}
+
+case ${1:-} in
+    install) install ;;
+    start) (($# == 3)) || die "usage: $0 start PORT S3_PORT"; start "$2" "$3" ;;
+    stop) (($# == 2)) || die "usage: $0 stop PID"; stop "$2" ;;
+    *) die "usage: $0 install | start PORT S3_PORT | stop PID" ;;
+esac

@@ -1,0 +1,67 @@
+//! Debian's Varnish as the CDN in front of a test's S3 server (`scripts/varnish.sh`), on a free
+//! loopback port, stopped when the test ends.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::serve::{get, Reply};
+
+/// Variable naming the `varnishd` executable, which `scripts/test.sh` installs.
+pub const VARNISHD_ENV: &str = "OAR_TILES_TEST_VARNISHD";
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/varnish.sh")
+}
+
+/// One varnishd.
+pub struct Varnish {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    pid: String,
+}
+
+impl Varnish {
+    /// Starts a cache in front of the S3 server on `s3_port`.
+    pub fn start(s3_port: u16) -> Varnish {
+        match std::env::var(VARNISHD_ENV) {
+            Ok(path) if Path::new(&path).exists() => {}
+            _ => panic!(
+                "{VARNISHD_ENV} is not set: the CDN tests run through scripts/test.sh, which \
+                 installs Debian's varnish and sets it"
+            ),
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let output = Command::new(script())
+            .args(["start", &port.to_string(), &s3_port.to_string()])
+            .output()
+            .expect("run scripts/varnish.sh");
+        assert!(
+            output.status.success(),
+            "varnish start: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Varnish {
+            port,
+            pid: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+        }
+    }
+
+    /// `GET` of a presigned S3 URL through the cache (the path and query of `presigned`).
+    pub fn get(&self, presigned: &str) -> Reply {
+        let target = presigned
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+            .expect("an absolute URL");
+        get(self.port, target, &format!("127.0.0.1:{}", self.port))
+    }
+}
+
+impl Drop for Varnish {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).args(["stop", &self.pid]).output();
+    }
+}
