@@ -54,13 +54,18 @@ export OAR_TILES_TEST_CHROMIUM OAR_TILES_TEST_CHROMEDRIVER
 # The S3 tests talk to a real S3-compatible server process (s3s-fs, built from crates.io once).
 scripts/s3-server.sh install
 
-# The CDN tests put Debian's Varnish in front of it.
+# The CDN tests put Debian's Varnish in front of it, and send CloudFront's API to moto's server,
+# one for the whole run (each test makes a distribution of its own).
 scripts/varnish.sh install
 OAR_TILES_TEST_VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
 export OAR_TILES_TEST_VARNISHD
+moto=$(scripts/moto-server.sh start) || die "cannot start moto's server"
+OAR_TILES_TEST_MOTO=$(head -1 <<<"$moto")
+moto_pid=$(tail -1 <<<"$moto")
+export OAR_TILES_TEST_MOTO
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log"; scripts/moto-server.sh stop "$moto_pid"' EXIT
 status=0
 # Everything after a `--` goes to the test binaries; --include-ignored joins it there.
 args=("$@")

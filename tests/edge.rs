@@ -10,6 +10,7 @@ use aws_sdk_s3::presigning::PresigningConfig;
 
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
+use crate::common::recorder::Recorder;
 use crate::common::run::{oar_tiles_with, single_layer_config, Run};
 use crate::common::s3::S3Server;
 use crate::common::varnish::Varnish;
@@ -263,4 +264,276 @@ fn a_purge_target_that_is_down_keeps_the_changes_until_it_is_back() {
         summary(&report)[0]["purges"][0]["paths"].as_u64().unwrap(),
         0
     );
+}
+
+/// A fixture seeding a tree, purged through `cdn`.
+fn tree_world(label: &str, cdn: &str) -> (Fixture, std::path::PathBuf) {
+    let mut tree = None;
+    let fixture = Fixture::new(label, &points(), "edge.toml", |schema| {
+        let changes = schema.companion("cdc");
+        format!(
+            "[changes]\nschema = \"{changes}\"\n{}",
+            single_layer_config(&schema.name, "sites", cdn, "")
+        )
+    });
+    tree.get_or_insert(fixture.path("tree"));
+    let tree = tree.unwrap();
+    let config = fixture.config.to_str().unwrap().to_string();
+    crate::common::run::oar_tiles(
+        Some(&fixture.schema.url),
+        &["changes", "install", "--config", &config],
+    )
+    .assert_success();
+    (fixture, tree)
+}
+
+fn seed_tree(
+    fixture: &Fixture,
+    tree: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
+    let output = format!("dir:{}", tree.display());
+    let mut args = fixture.seed_args(&output, ZOOMS, &[]);
+    args.extend_from_slice(extra);
+    oar_tiles_with(Some(&fixture.schema.url), &args, env)
+}
+
+/// `z/x/y.pbf` of every tile that differs between two states of a tree.
+fn changed_paths(
+    before: &crate::common::run::Tiles,
+    after: &crate::common::run::Tiles,
+) -> BTreeSet<String> {
+    crate::common::run::differences(before, after)
+        .into_iter()
+        .map(|tile| format!("{tile}.pbf"))
+        .collect()
+}
+
+fn moto_url() -> String {
+    match std::env::var("OAR_TILES_TEST_MOTO") {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "OAR_TILES_TEST_MOTO is not set: the CloudFront tests run through scripts/test.sh, \
+             which starts moto's server and sets it"
+        ),
+    }
+}
+
+fn cloudfront_client(endpoint: &str) -> aws_sdk_cloudfront::Client {
+    let config = aws_sdk_cloudfront::Config::builder()
+        .behavior_version(aws_sdk_cloudfront::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudfront::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .http_client(oar_tiles::testing::https_client())
+        .credentials_provider(aws_sdk_cloudfront::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .build();
+    aws_sdk_cloudfront::Client::from_conf(config)
+}
+
+/// A distribution of the test's own on moto's server (made by `scripts/moto-server.sh`).
+fn distribution(endpoint: &str, name: &str) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.sh");
+    let output = std::process::Command::new(script)
+        .args(["distribution", endpoint, name])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// Every invalidation's paths, oldest first.
+fn invalidations(client: &aws_sdk_cloudfront::Client, id: &str) -> Vec<Vec<String>> {
+    block_on(async {
+        let listed = client
+            .list_invalidations()
+            .distribution_id(id)
+            .send()
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        for summary in listed.invalidation_list().unwrap().items() {
+            let detail = client
+                .get_invalidation()
+                .distribution_id(id)
+                .id(summary.id())
+                .send()
+                .await
+                .unwrap();
+            let invalidation = detail.invalidation().unwrap();
+            let paths = invalidation
+                .invalidation_batch()
+                .unwrap()
+                .paths()
+                .unwrap()
+                .items()
+                .to_vec();
+            // The caller reference ends in the time it was made.
+            let reference = invalidation
+                .invalidation_batch()
+                .unwrap()
+                .caller_reference();
+            all.push((reference.to_string(), paths));
+        }
+        all.sort();
+        all.into_iter().map(|(_, paths)| paths).collect()
+    })
+}
+
+fn covered(path: &str, purged: &[String]) -> bool {
+    purged.iter().any(|p| match p.strip_suffix('*') {
+        Some(folder) => path.starts_with(folder),
+        None => p == path,
+    })
+}
+
+#[test]
+#[ignore = "needs PostGIS and moto's server: run scripts/test.sh"]
+fn cloudfront_gets_folded_invalidations_within_its_limits_and_a_price() {
+    let endpoint = moto_url();
+    let client = cloudfront_client(&endpoint);
+    let id = distribution(&endpoint, &format!("oar-tiles-test-{}", std::process::id()));
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"cloudfront\"\ndistribution_id = \"{id}\"\npath_prefix = \"/v1\""
+    );
+    let (mut fixture, tree) = tree_world("edge_cloudfront", &cdn);
+    let env = [
+        ("AWS_ENDPOINT_URL_CLOUDFRONT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let report = fixture.path("summary.json");
+    let report_arg = report.to_str().unwrap().to_string();
+    seed_tree(&fixture, &tree, &["--summary-json", &report_arg], &env).assert_success();
+    let first = crate::common::run::read_tree(&tree, "pbf");
+    let sent = invalidations(&client, &id);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let paths = &sent[0];
+    assert!(paths.len() <= 3000);
+    let wildcards = paths.iter().filter(|p| p.ends_with('*')).count();
+    assert!((1..=15).contains(&wildcards), "dense zooms fold: {paths:?}");
+    assert!(
+        paths.len() < first.len(),
+        "{} paths for {} tiles",
+        paths.len(),
+        first.len()
+    );
+    for (z, x, y) in first.keys() {
+        let path = format!("/v1/{z}/{x}/{y}.pbf");
+        assert!(covered(&path, paths), "{path} is invalidated");
+    }
+    let purge = &summary(&report)[0]["purges"][0];
+    assert_eq!(purge["paths"].as_u64().unwrap(), paths.len() as u64);
+    let price = purge["price_usd"].as_f64().unwrap();
+    assert!((price - paths.len() as f64 * 0.005).abs() < 1e-9, "{purge}");
+
+    // A few moved facilities: a sparse change is invalidated tile by tile.
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.02) WHERE site_id % 97 = 1",
+    );
+    seed_tree(&fixture, &tree, &["--dirty"], &env).assert_success();
+    let changed = changed_paths(&first, &crate::common::run::read_tree(&tree, "pbf"));
+    let sent = invalidations(&client, &id);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    let second: BTreeSet<String> = sent[1].iter().cloned().collect();
+    for path in &changed {
+        assert!(
+            covered(&format!("/v1/{path}"), &sent[1]),
+            "/v1/{path} is invalidated"
+        );
+    }
+    assert!(second.len() <= changed.len(), "{second:?}");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn cloudflare_gets_batches_of_at_most_100_urls_with_its_token_and_retries_a_503() {
+    let api = Recorder::start(
+        r#"{"success": true, "errors": [], "result": {"id": "x"}}"#,
+        1,
+    );
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"cloudflare\"\nzone_id = \"zone1\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"",
+        api.port
+    );
+    let (fixture, tree) = tree_world("edge_cloudflare", &cdn);
+    // Without its token the run refuses before writing anything.
+    let refused = seed_tree(&fixture, &tree, &[], &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("OAR_TEST_CF_TOKEN"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!tree.join("0").exists());
+
+    seed_tree(
+        &fixture,
+        &tree,
+        &[],
+        &[("OAR_TEST_CF_TOKEN", "secret-token")],
+    )
+    .assert_success();
+    let tiles = crate::common::run::read_tree(&tree, "pbf");
+    let calls = api.answered(1);
+    let mut urls = BTreeSet::new();
+    for call in &calls {
+        assert_eq!(call.method, "POST");
+        assert_eq!(call.target, "/client/v4/zones/zone1/purge_cache");
+        assert_eq!(call.header("authorization"), "Bearer secret-token");
+        let files = call.json()["files"].as_array().unwrap().clone();
+        assert!(
+            !files.is_empty() && files.len() <= 100,
+            "{} files",
+            files.len()
+        );
+        urls.extend(files.iter().map(|f| f.as_str().unwrap().to_string()));
+    }
+    let expected: BTreeSet<String> = tiles
+        .keys()
+        .map(|(z, x, y)| format!("https://tiles.example.org/v1/{z}/{x}/{y}.pbf"))
+        .collect();
+    assert_eq!(urls, expected);
+    assert!(calls.len() >= 2, "more than 100 tiles take several calls");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn fastly_gets_surrogate_keys_in_batches_of_at_most_256_with_its_key() {
+    let api = Recorder::start(r#"{"status": "ok"}"#, 0);
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"fastly\"\nservice_id = \"svc1\"\napi_url = \"http://127.0.0.1:{}\"\npublic_url = \"https://tiles.example.org\"\nsurrogate_keys = true\ntoken_env = \"OAR_TEST_FASTLY_TOKEN\"",
+        api.port
+    );
+    let (fixture, tree) = tree_world("edge_fastly", &cdn);
+    seed_tree(
+        &fixture,
+        &tree,
+        &[],
+        &[("OAR_TEST_FASTLY_TOKEN", "fastly-secret")],
+    )
+    .assert_success();
+    let tiles = crate::common::run::read_tree(&tree, "pbf");
+    let mut keys = BTreeSet::new();
+    for call in api.answered(0) {
+        assert_eq!(call.method, "POST");
+        assert_eq!(call.target, "/service/svc1/purge");
+        assert_eq!(call.header("fastly-key"), "fastly-secret");
+        let batch: Vec<&str> = call.header("surrogate-key").split(' ').collect();
+        assert!(batch.len() <= 256);
+        keys.extend(batch.into_iter().map(str::to_string));
+    }
+    let expected: BTreeSet<String> = tiles
+        .keys()
+        .map(|(z, x, y)| format!("{z}-{x}-{y}.pbf"))
+        .collect();
+    assert_eq!(keys, expected);
 }

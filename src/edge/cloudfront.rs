@@ -165,7 +165,7 @@ impl CloudFront {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let reference = format!("oar-tiles-{millis}-{}-{index}", std::process::id());
+        let reference = format!("oar-tiles-{millis:015}-{}-{index}", std::process::id());
         let paths = Paths::builder()
             .quantity(batch.len() as i32)
             .set_items(Some(batch.to_vec()))

@@ -4,6 +4,7 @@
 pub mod fixture;
 pub mod mvt;
 pub mod pg;
+pub mod recorder;
 pub mod run;
 pub mod s3;
 pub mod serve;

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# moto's server (PyPI `moto[server]`), the local implementation of AWS APIs the CloudFront tests
+# talk to: CreateDistribution, CreateInvalidation, ListInvalidations and GetInvalidation work as
+# AWS documents them; nothing is ever invalidated, and every invalidation is reported complete.
+#
+#   scripts/moto-server.sh install        # a venv with moto[server], if missing
+#   scripts/moto-server.sh start          # on a free loopback port; prints its URL, then its PID
+#   scripts/moto-server.sh stop PID
+#   scripts/moto-server.sh distribution URL NAME   # creates a distribution, prints its id
+#
+# `distribution` goes through boto3: moto's CreateDistribution answer is not one the Rust SDK
+# parses (its root element and booleans differ from AWS's), while its invalidation calls are.
+#
+# Environment:
+#   MOTO_VERSION   the moto release (default 5.1.*)
+#   MOTO_VENV      the venv (default ~/.cache/oar-tiles/moto-venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'moto-server: %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
+
+readonly VERSION=${MOTO_VERSION:-5.1.*}
+readonly VENV=${MOTO_VENV:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/oar-tiles/moto-venv}
+
+install() {
+    if "$VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
+        return
+    fi
+    command -v python3 >/dev/null 2>&1 || apt_install python3
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" >/dev/null 2>&1 || { apt_install python3-venv; python3 -m venv "$VENV"; }
+    "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$VERSION" \
+        || die "cannot install moto[server] into $VENV"
+}
+
+start() {
+    install
+    local port
+    port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    local logfile
+    logfile=$(mktemp /tmp/oar-tiles-moto-XXXXXX.log)
+    setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 </dev/null &
+    local pid=$!
+    for _ in $(seq 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            log "moto_server $pid on http://127.0.0.1:$port (log $logfile)"
+            printf 'http://127.0.0.1:%s\n%s\n' "$port" "$pid"
+            return
+        fi
+        kill -0 "$pid" 2>/dev/null || die "moto_server exited: $(cat "$logfile")"
+        sleep 0.1
+    done
+    die "moto_server does not answer on port $port"
+}
+
+distribution() {
+    local url=$1 name=$2
+    "$VENV/bin/python" - "$url" "$name" <<'PY'
+import sys, boto3
+cf = boto3.client("cloudfront", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+origin = {"Id": "tiles", "DomainName": "tiles.example.org",
+          "CustomOriginConfig": {"HTTPPort": 80, "HTTPSPort": 443,
+                                 "OriginProtocolPolicy": "https-only"}}
+behavior = {"TargetOriginId": "tiles", "ViewerProtocolPolicy": "allow-all",
+            "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
+            "MinTTL": 0, "TrustedSigners": {"Enabled": False, "Quantity": 0}}
+config = {"CallerReference": sys.argv[2], "Comment": sys.argv[2], "Enabled": True,
+          "Origins": {"Quantity": 1, "Items": [origin]}, "DefaultCacheBehavior": behavior}
+print(cf.create_distribution(DistributionConfig=config)["Distribution"]["Id"])
+PY
+}
+
+case ${1:-} in
+    install) install ;;
+    start) start ;;
+    distribution) (($# == 3)) || die "usage: $0 distribution URL NAME"; distribution "$2" "$3" ;;
+    stop) (($# == 2)) || die "usage: $0 stop PID"; kill "$2" 2>/dev/null || true ;;
+    *) die "usage: $0 install | start | stop PID" ;;
+esac
