@@ -30,6 +30,9 @@ pub struct Metrics {
     changes: IntCounterVec,
     pending: IntGaugeVec,
     outbox_entries: IntGaugeVec,
+    purge_requests: IntCounterVec,
+    purge_paths: IntCounterVec,
+    purge_failures: IntCounterVec,
     outbox_oldest: prometheus::GaugeVec,
     errors: IntCounterVec,
     last_success: Gauge,
@@ -130,6 +133,21 @@ impl Metrics {
                     .expect("registered once");
                 vec
             },
+            purge_requests: counter(
+                "oar_tiles_purge_requests_total",
+                "Purge requests (calls, invalidations) a CDN accepted, by output and target.",
+                &["output", "target"],
+            ),
+            purge_paths: counter(
+                "oar_tiles_purge_paths_total",
+                "Paths or keys purged at a CDN (a wildcard counts one), by output and target.",
+                &["output", "target"],
+            ),
+            purge_failures: counter(
+                "oar_tiles_purge_failures_total",
+                "Runs whose purge at a CDN failed after its retries (the changes stay in the outbox).",
+                &["output", "target"],
+            ),
             errors: counter(
                 "oar_tiles_errors_total",
                 "Runs or cycles that failed, by kind of error.",
@@ -183,6 +201,18 @@ impl Metrics {
         self.outbox_oldest
             .with_label_values(&[output])
             .set(summary.outbox.oldest_seconds.unwrap_or(0.0));
+        for purge in &summary.purges {
+            let labels = [output, purge.target.as_str()];
+            self.purge_requests
+                .with_label_values(&labels)
+                .inc_by(purge.requests);
+            self.purge_paths
+                .with_label_values(&labels)
+                .inc_by(purge.paths);
+            if purge.failed.is_some() {
+                self.purge_failures.with_label_values(&labels).inc();
+            }
+        }
     }
 
     /// Sets the count of changes an output has not applied yet.

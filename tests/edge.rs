@@ -537,3 +537,181 @@ fn fastly_gets_surrogate_keys_in_batches_of_at_most_256_with_its_key() {
         .collect();
     assert_eq!(keys, expected);
 }
+
+/// `oar-tiles watch` on a free port, its log in a file; killed when dropped.
+struct Watching {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Watching {
+    fn start(fixture: &Fixture, env: &[(&str, &str)]) -> Watching {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = fixture.path(&format!("watch-{port}.log"));
+        let listen = format!("127.0.0.1:{port}");
+        let args = [
+            "watch",
+            "--config",
+            fixture.config.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ];
+        let child = crate::common::run::oar_tiles_command(Some(&fixture.schema.url), &args, env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Watching { child, port, log }
+    }
+
+    fn get(&self, path: &str) -> crate::common::serve::Reply {
+        crate::common::serve::get(self.port, path, "127.0.0.1")
+    }
+
+    /// Polls until `done` holds, failing with the watcher's log after two minutes.
+    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Watching) -> bool) {
+        let started = std::time::Instant::now();
+        while !done(self) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the watcher exited ({status}) waiting for {what}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "waited 2 minutes for {what}; the watcher's log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn listening(&self) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+#[ignore = "needs PostGIS, the S3 test server and Varnish: run scripts/test.sh"]
+fn watch_purges_each_cycles_changes_so_varnish_serves_them_fresh() {
+    let bucket = "edge-watch";
+    let s3 = S3Server::start(bucket);
+    let varnish = Varnish::start(s3.port);
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"http\"\nname = \"varnish\"\nurl = \"http://127.0.0.1:{}/{bucket}/{PREFIX}/{{path}}\"",
+        varnish.port
+    );
+    let mut fixture = world("edge_watch", &s3, bucket, &cdn);
+    run(&fixture, &s3, &["seed", "--zoom", ZOOMS]).assert_success();
+    let before = stored_tiles(&s3, bucket);
+    let keys: BTreeSet<String> = before.keys().cloned().collect();
+    let urls = presigned(&s3, bucket, &keys);
+    for url in urls.values() {
+        varnish.get(url);
+    }
+    let mut watching = Watching::start(&fixture, &s3.env());
+    watching.wait_until("/health 200", |w| {
+        w.listening() && w.get("/health").status == 200
+    });
+
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.02) WHERE site_id % 40 = 3",
+    );
+    // Every tile the watcher stores anew comes fresh through the cache, without waiting a day.
+    watching.wait_until("the changed tiles fresh at the edge", |w| {
+        let purged = metric(&w.get("/metrics").text(), "oar_tiles_purge_paths_total");
+        if purged == 0.0 {
+            return false;
+        }
+        let now = stored_tiles(&s3, bucket);
+        let changed: Vec<&String> = now
+            .keys()
+            .filter(|k| before.get(*k) != now.get(*k))
+            .collect();
+        let keys: BTreeSet<String> = changed.iter().map(|k| (*k).clone()).collect();
+        let fresh = presigned(&s3, bucket, &keys);
+        !changed.is_empty()
+            && changed
+                .iter()
+                .all(|key| varnish.get(&fresh[*key]).body == now[*key])
+    });
+    let metrics = watching.get("/metrics").text();
+    assert_eq!(
+        metric(&metrics, "oar_tiles_purge_failures_total"),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "oar_tiles_outbox_entries"),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(watching.get("/health").status, 200);
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn health_fails_while_changes_wait_for_a_cdn_longer_than_max_outbox_age() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cdn =
+        format!("[[tileset.cdn]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{closed}/{{path}}\"");
+    let (mut fixture, tree) = tree_world("edge_health", &cdn);
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
+    let output = format!("output = \"dir:{}\"\n", tree.display());
+    let text = text
+        .replacen(
+            "[[tileset]]\nname = \"sites\"\n",
+            &format!("[[tileset]]\nname = \"sites\"\n{output}"),
+            1,
+        )
+        .replacen(
+            "[database]",
+            "[watch]\nmax_outbox_age = \"2s\"\npoll_interval = \"1s\"\n\n[database]",
+            1,
+        );
+    std::fs::write(&fixture.config, text).unwrap();
+    // The first seed's purge fails: its tiles wait in the outbox.
+    let first = seed_tree(&fixture, &tree, &[], &[]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let mut watching = Watching::start(&fixture, &[]);
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label || '!' WHERE site_id = 5");
+    watching.wait_until("/health 503 naming the output", |w| {
+        if !w.listening() {
+            return false;
+        }
+        let reply = w.get("/health");
+        reply.status == 503 && reply.text().contains("tree (directory)")
+    });
+    let metrics = watching.get("/metrics").text();
+    assert!(
+        metric(&metrics, "oar_tiles_outbox_entries") > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "oar_tiles_purge_failures_total") > 0.0,
+        "{metrics}"
+    );
+}

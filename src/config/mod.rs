@@ -62,6 +62,9 @@ pub struct WatchConfig {
     pub poll_interval: Duration,
     /// Address of `/metrics` and `/health`.
     pub listen: std::net::SocketAddr,
+    /// `/health` answers 503 once a change has waited this long in an outbox for a consumer (a
+    /// CDN that keeps failing).
+    pub max_outbox_age: Duration,
 }
 
 impl Default for WatchConfig {
@@ -71,6 +74,7 @@ impl Default for WatchConfig {
             max_delay: Duration::from_secs(10),
             poll_interval: Duration::from_secs(60),
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9187)),
+            max_outbox_age: Duration::from_secs(300),
         }
     }
 }
@@ -82,6 +86,7 @@ struct RawWatch {
     max_delay: Option<Spanned<String>>,
     poll_interval: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
+    max_outbox_age: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -414,6 +419,12 @@ fn resolve_watch(
             at,
         )?,
         listen,
+        max_outbox_age: duration_key(
+            raw.max_outbox_age,
+            "watch.max_outbox_age",
+            default.max_outbox_age,
+            at,
+        )?,
     };
     if watch.debounce > watch.max_delay || watch.poll_interval < Duration::from_secs(1) {
         return Err(at(

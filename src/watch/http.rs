@@ -53,16 +53,32 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-/// 200 when the database is reachable and the last cycle succeeded, 503 otherwise.
+/// 200 when the database is reachable, the last cycle succeeded and no change has waited in an
+/// outbox longer than `watch.max_outbox_age`; 503 otherwise.
 async fn health(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     let database = shared.database_up.load(Ordering::Relaxed);
     let cycle = shared.cycle_ok.load(Ordering::Relaxed);
-    if database && cycle {
+    let now = std::time::SystemTime::now();
+    let stale: Vec<String> = shared
+        .outbox_oldest
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .filter_map(|(output, made)| {
+            let age = now.duration_since(*made).unwrap_or_default();
+            (age > shared.max_outbox_age).then(|| format!("{output} ({} s)", age.as_secs()))
+        })
+        .collect();
+    if database && cycle && stale.is_empty() {
         (StatusCode::OK, "ok\n".into())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("database reachable: {database}, last cycle succeeded: {cycle}\n"),
+            format!(
+                "database reachable: {database}, last cycle succeeded: {cycle}, changes waiting for a CDN longer than {} s: {}\n",
+                shared.max_outbox_age.as_secs(),
+                if stale.is_empty() { "none".to_string() } else { stale.join(", ") }
+            ),
         )
     }
 }

@@ -40,6 +40,10 @@ struct Shared {
     database_up: AtomicBool,
     /// Whether the last cycle succeeded.
     cycle_ok: AtomicBool,
+    /// When the oldest change that waits in an outbox for a consumer was made, per output.
+    outbox_oldest: std::sync::Mutex<std::collections::BTreeMap<String, SystemTime>>,
+    /// How old that change may get before `/health` fails.
+    max_outbox_age: std::time::Duration,
 }
 
 /// An output the watcher keeps fresh, and the tables its changes come from.
@@ -79,7 +83,10 @@ pub async fn run(job: &WatchJob) -> Result<()> {
             });
         }
     }
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        max_outbox_age: job.settings.max_outbox_age,
+        ..Shared::default()
+    });
     let _server = http::serve(job.settings.listen, shared.clone()).await?;
     let stop = Stop::on_signals();
     let mut backoff = reconnect_backoff();
@@ -236,6 +243,20 @@ async fn cycle(session: &Session<'_>, shared: &Shared, stop: &Stop) -> Result<()
     let now = SystemTime::now();
     for summary in &summaries {
         shared.metrics.record(summary, now);
+        let mut oldest = shared
+            .outbox_oldest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match summary.outbox.oldest_seconds {
+            Some(age) => {
+                let made = now - std::time::Duration::from_secs_f64(age.max(0.0));
+                oldest.insert(summary.header.output.clone(), made);
+            }
+            None => {
+                oldest.remove(&summary.header.output);
+            }
+        }
+        drop(oldest);
         // A complete cycle applied everything it read; what came since is counted at the next wake.
         shared.metrics.set_pending(&summary.header.output, 0);
     }
