@@ -497,10 +497,13 @@ fn cloudflare_gets_batches_of_at_most_100_urls_with_its_token_and_retries_a_503(
         );
         urls.extend(files.iter().map(|f| f.as_str().unwrap().to_string()));
     }
-    let expected: BTreeSet<String> = tiles
+    // Every tile, and the two documents beside them, new in a first seed.
+    let mut expected: BTreeSet<String> = tiles
         .keys()
         .map(|(z, x, y)| format!("https://tiles.example.org/v1/{z}/{x}/{y}.pbf"))
         .collect();
+    expected.insert("https://tiles.example.org/v1/tiles.json".into());
+    expected.insert("https://tiles.example.org/v1/metadata.json".into());
     assert_eq!(urls, expected);
     assert!(calls.len() >= 2, "more than 100 tiles take several calls");
 }
@@ -531,10 +534,12 @@ fn fastly_gets_surrogate_keys_in_batches_of_at_most_256_with_its_key() {
         assert!(batch.len() <= 256);
         keys.extend(batch.into_iter().map(str::to_string));
     }
-    let expected: BTreeSet<String> = tiles
+    let mut expected: BTreeSet<String> = tiles
         .keys()
         .map(|(z, x, y)| format!("{z}-{x}-{y}.pbf"))
         .collect();
+    expected.insert("tiles.json".into());
+    expected.insert("metadata.json".into());
     assert_eq!(keys, expected);
 }
 

@@ -199,9 +199,15 @@ impl ChangedList {
         }
     }
 
-    /// Records an object rewritten as a whole (a PMTiles archive), which CDNs invalidate per object.
+    /// Records an object rewritten as a whole, which CDNs invalidate per object: an archive by its
+    /// path or URL, a document (`tiles.json`) by its name in the output, under the list's prefix.
     pub fn record_object(&self, name: &str) {
-        self.record_line(&name);
+        match &self.prefix {
+            Some(prefix) if !name.contains(['/', ':']) => {
+                self.record_line(&format_args!("{prefix}/{name}"))
+            }
+            _ => self.record_line(&name),
+        }
     }
 
     fn record_line(&self, line: &dyn std::fmt::Display) {

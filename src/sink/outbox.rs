@@ -366,6 +366,11 @@ impl Outbox {
                 }
             }
         }
+        // An empty outbox leaves no folder beside or inside the output; one in use stays (the
+        // removal fails on a folder that is not empty, which is what it should do).
+        if let OutboxStore::Folder(path) = &self.store {
+            let _ = std::fs::remove_dir(path);
+        }
         Ok(())
     }
 

@@ -410,6 +410,10 @@ impl Sink for DirectorySink {
         }
         for (name, document) in documents {
             let path = self.root.join(name);
+            // A document a CDN serves goes to the outbox when its bytes change, as tiles do.
+            if name != STATE_NAME && !holds(&path, &document) {
+                self.changes.record_object(name);
+            }
             durable::place(&path, &document)
                 .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;
         }

@@ -448,6 +448,20 @@ impl Sink for S3Sink {
         let document =
             serde_json::to_vec_pretty(&tilejson(metadata, &self.settings, Some(&self.public_base)))
                 .expect("JSON serializes");
+        let key = object_key(&self.prefix, TILEJSON_NAME);
+        let previous = self
+            .handle
+            .block_on(get_if_exists(
+                &self.client,
+                &self.bucket,
+                &key,
+                self.attempts,
+            ))
+            .map_err(|e| Error::output_caused(format!("s3://{}/{key}", self.bucket), e))?;
+        // The TileJSON a CDN serves goes to the outbox when its bytes change, as tiles do.
+        if previous.as_deref() != Some(document.as_slice()) {
+            self.changes.record_object(TILEJSON_NAME);
+        }
         self.put(TILEJSON_NAME, document, "application/json")?;
         let manifest = encode_tiles(&self.hashes);
         self.put(MANIFEST_NAME, manifest, "application/octet-stream")?;
