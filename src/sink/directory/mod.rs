@@ -547,9 +547,10 @@ mod tests {
             root.join("2/3/3.pbf").exists(),
             "zoom 2 was outside the second run"
         );
+        // The documents changed too: they name the second run's zoom range.
         assert_eq!(
             std::fs::read_to_string(dir.path().join("changed.txt")).unwrap(),
-            "1/1/1\n"
+            "1/1/1\ntiles.json\nmetadata.json\n"
         );
     }
 }
