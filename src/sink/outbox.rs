@@ -231,8 +231,9 @@ impl Outbox {
                 body.push('\n');
                 self.store.write(&batch, body.as_bytes()).await?;
             }
-            if let OutboxStore::Folder(path) = &self.store {
-                remove_recordings(path, &batch);
+            match &self.store {
+                OutboxStore::Folder(path) => remove_recordings(path, &batch),
+                OutboxStore::Objects { local, .. } => remove_recordings(local, &batch),
             }
             self.store.remove(intent).await?;
         }
