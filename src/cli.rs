@@ -11,7 +11,7 @@ use oar_tiles::{BBox, RunSettings, SeedOptions, ShardSpec, TileError, WatchOptio
 pub(crate) const AFTER_HELP: &str = "\
 Exit status:
   0  success
-  1  runtime failure (database, rendering, output)
+  1  runtime failure (database, rendering, output, a CDN purge; purges left undone are retried by the next run)
   2  usage or configuration error (nothing was done)
   130, 143  stopped by SIGINT, SIGTERM (the output keeps its state before the run or cycle)
 
@@ -291,7 +291,9 @@ pub(crate) struct RunFlags {
     #[arg(long, value_name = "FILE")]
     pub(crate) summary_json: Option<PathBuf>,
 
-    /// Write the tiles stored with new bytes or deleted to FILE, one z/x/y per line (for CDN invalidation).
+    /// Write the tiles stored with new bytes or deleted to FILE, one z/x/y per line (for CDN
+    /// invalidation), with those an earlier run changed but could not list (its list failed, it was
+    /// stopped or killed): each output keeps them in its outbox until a list takes them.
     #[arg(long, value_name = "FILE")]
     pub(crate) changed_list: Option<PathBuf>,
 
