@@ -3,6 +3,10 @@
 #
 #   scripts/varnish.sh install                     # apt-get install varnish, if missing
 #   pid=$(scripts/varnish.sh start PORT S3_PORT)   # varnishd on 127.0.0.1:PORT
+#   pid=$(scripts/varnish.sh start PORT ORIGIN_PORT TTL)
+#                                                  # the same in front of any HTTP origin, keeping
+#                                                  # every answer (a 204 too) for TTL (e.g. 1d),
+#                                                  # whatever its Cache-Control says
 #   scripts/varnish.sh stop PID                    # stop it and remove its working folder
 #
 # The cache behaves as a CDN in front of a bucket does: it keeps each object as long as its
@@ -33,7 +37,10 @@ install() {
 }
 
 vcl() {
-    local s3_port=$1
+    local s3_port=$1 ttl=${2:-}
+    local keep=""
+    # A CDN configured to keep an origin's answers for TTL, as one in front of a static origin is.
+    [[ -n $ttl ]] && keep="set beresp.ttl = $ttl; set beresp.grace = 0s; return (deliver);"
     cat <<VCL
 vcl 4.1;
 
@@ -64,6 +71,9 @@ sub vcl_recv {
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
     }
+    # Tiles are stored gzip and served as stored: one variant per path, as CDNs normalise
+    # Accept-Encoding (an origin's Vary would otherwise split a browser's and a client's copies).
+    unset req.http.Accept-Encoding;
     return (hash);
 }
 
@@ -78,6 +88,7 @@ sub vcl_backend_fetch {
 
 sub vcl_backend_response {
     set beresp.http.x-path = regsub(bereq.url, "\?.*$", "");
+    $keep
 }
 
 sub vcl_deliver {
@@ -92,12 +103,13 @@ VCL
 }
 
 start() {
-    local port=$1 s3_port=$2
+    local port=$1 s3_port=$2 ttl=${3:-}
+    [[ -z $ttl || $ttl =~ ^[0-9]+[smhd]$ ]] || die "TTL '$ttl' is not like 1d or 300s"
     install
     local work=/tmp/oar-tiles-varnish-$port
     rm -rf "$work"
     mkdir -p "$work"
-    vcl "$s3_port" >"$work/default.vcl"
+    vcl "$s3_port" "$ttl" >"$work/default.vcl"
     # Stored bytes as they are (tiles are gzip already); a small store; no ban lurker delay.
     /usr/sbin/varnishd -a "127.0.0.1:$port" -f "$work/default.vcl" -n "$work/n" -P "$work/pid" \
         -s malloc,64m -p http_gzip_support=off -p ban_lurker_sleep=0.01 \
@@ -128,7 +140,7 @@ stop() {
 
 case ${1:-} in
     install) install ;;
-    start) (($# == 3)) || die "usage: $0 start PORT S3_PORT"; start "$2" "$3" ;;
+    start) (($# == 3 || $# == 4)) || die "usage: $0 start PORT ORIGIN_PORT [TTL]"; start "$2" "$3" "${4:-}" ;;
     stop) (($# == 2)) || die "usage: $0 stop PID"; stop "$2" ;;
-    *) die "usage: $0 install | start PORT S3_PORT | stop PID" ;;
+    *) die "usage: $0 install | start PORT ORIGIN_PORT [TTL] | stop PID" ;;
 esac

@@ -283,7 +283,9 @@ pub(crate) struct SeedFlags {
 /// Flags that need no resolving against the config: the library's `RunSettings`.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct RunFlags {
-    /// Print how many tiles each zoom would query, without rendering or writing anything.
+    /// Print how many tiles each zoom would query, without rendering or writing anything; with
+    /// --dirty, the dirty tiles per zoom, the writes, and each CDN target's purge after folding
+    /// with its price, without a lock, a write or a purge.
     #[arg(long)]
     pub(crate) dry_run: bool,
 
@@ -320,6 +322,16 @@ pub(crate) struct RunFlags {
     /// (replaced atomically; on failure too, keeping the last success time).
     #[arg(long, value_name = "FILE")]
     pub(crate) metrics_file: Option<PathBuf>,
+
+    /// After purging each CDN target that has a public_url, fetch up to N of the tiles it purged
+    /// through that URL and compare them with the output's; the summary and metrics say how long
+    /// they took to turn fresh and how many answers were stale.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) check_edge: usize,
+
+    /// How long a tile checked by --check-edge may stay stale before it counts as unconfirmed.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    pub(crate) check_edge_within: Duration,
 }
 
 /// What `oar-tiles watch` takes on the command line (the library's `WatchOptions`); the rest is the
@@ -369,6 +381,10 @@ impl From<RunFlags> for RunSettings {
             keep_going: flags.keep_going,
             strict_size: flags.strict_size,
             metrics_file: flags.metrics_file,
+            check_edge: oar_tiles::EdgeCheckSettings {
+                sample: flags.check_edge,
+                within: flags.check_edge_within,
+            },
         }
     }
 }

@@ -166,7 +166,8 @@ pub struct ShardJob {
 /// Command-line settings that need no resolving against the config.
 #[derive(Debug, Clone, Default)]
 pub struct RunSettings {
-    /// Print how many tiles each zoom would query, without rendering or writing anything.
+    /// Print how many tiles each zoom would query, without rendering or writing anything; with
+    /// --dirty, what the reseed would render, write and purge.
     pub dry_run: bool,
 
     /// Also write the summary as JSON to FILE.
@@ -193,6 +194,10 @@ pub struct RunSettings {
     /// Also write the run's Prometheus metrics to FILE in node_exporter's textfile format
     /// (replaced atomically; on failure too, keeping the last success time).
     pub metrics_file: Option<PathBuf>,
+
+    /// After each purge, fetch this many changed tiles through each CDN target's `public_url` and
+    /// compare them with the output's (0: no check).
+    pub check_edge: crate::config::EdgeCheckSettings,
 }
 
 /// What `oar-tiles watch` takes on the command line; the rest is the config's `[watch]`.
@@ -225,7 +230,7 @@ impl WatchJob {
         if let Some(listen) = options.listen {
             settings.listen = listen;
         }
-        let seed = SeedJob::resolve(
+        let mut seed = SeedJob::resolve(
             config,
             SeedOptions {
                 tilesets: options.tilesets,
@@ -234,6 +239,8 @@ impl WatchJob {
                 ..SeedOptions::default()
             },
         )?;
+        // A cycle samples its purged tiles; the watcher checks them at the edge off the cycle.
+        seed.run.check_edge = settings.check_edge;
         Ok(WatchJob { seed, settings })
     }
 }
@@ -376,11 +383,23 @@ impl SeedJob {
             (None, true) => Selection::Dirty,
             (None, false) => Selection::Pyramid,
         };
-        if options.run.dry_run && selection != Selection::Pyramid {
+        if options.run.dry_run && matches!(selection, Selection::List(_)) {
             return Err(Error::Usage(
-                "--dry-run counts a full seed; it cannot be combined with --dirty or --tiles-from"
+                "--dry-run counts a full seed or plans a --dirty reseed; it cannot be combined \
+                 with --tiles-from"
                     .into(),
             ));
+        }
+        if let (true, Selection::Dirty, Some(partitioned)) = (
+            options.run.dry_run,
+            &selection,
+            selected.iter().find(|t| t.partition_by.is_some()),
+        ) {
+            return Err(Error::Usage(format!(
+                "tileset `{}` is partitioned (partition_by), whose --dirty reseed --dry-run cannot \
+                 plan yet: leave it out with --tileset",
+                partitioned.name
+            )));
         }
         if options.run.max_duration.is_some() && selection == Selection::Pyramid {
             return Err(Error::Usage(
@@ -420,7 +439,7 @@ impl SeedJob {
         for tileset in selected {
             let output = match options.output.as_deref().or(tileset.output.as_deref()) {
                 Some(output) => Some(OutputTarget::parse(output)?),
-                None if options.run.dry_run => None,
+                None if options.run.dry_run && selection == Selection::Pyramid => None,
                 None => {
                     return Err(Error::Usage(format!(
                         "tileset `{}` has no output: pass --output or set `output` in the config",

@@ -12,11 +12,17 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::edge::check::EdgeCheck;
 use crate::error::{Error, Result};
 use crate::report::TilesetSummary;
 
 /// The name of the gauge a textfile keeps across failed runs.
 const LAST_SUCCESS: &str = "oar_tiles_last_success_timestamp_seconds";
+
+/// Buckets of the change-to-tile and change-to-edge latencies, in seconds.
+const LATENCY_BUCKETS: [f64; 13] = [
+    0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 /// Every series oar-tiles exports.
 pub struct Metrics {
@@ -33,6 +39,10 @@ pub struct Metrics {
     purge_requests: IntCounterVec,
     purge_paths: IntCounterVec,
     purge_failures: IntCounterVec,
+    edge_requests: IntCounterVec,
+    edge_stale: IntCounterVec,
+    edge_unconfirmed: IntCounterVec,
+    edge_latency: HistogramVec,
     outbox_oldest: prometheus::GaugeVec,
     errors: IntCounterVec,
     last_success: Gauge,
@@ -93,7 +103,7 @@ impl Metrics {
             latency_seconds: histogram(
                 "oar_tiles_change_to_tile_seconds",
                 "From a change's commit to the output holding its tiles, per change applied.",
-                vec![0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0],
+                LATENCY_BUCKETS.to_vec(),
             ),
             changes: counter(
                 "oar_tiles_changes_applied_total",
@@ -148,6 +158,33 @@ impl Metrics {
                 "Runs whose purge at a CDN failed after its retries (the changes stay in the outbox).",
                 &["output", "target"],
             ),
+            edge_requests: counter(
+                "oar_tiles_edge_requests_total",
+                "Changed tiles fetched through a CDN target's public_url after its purge, by output and target.",
+                &["output", "target"],
+            ),
+            edge_stale: counter(
+                "oar_tiles_edge_stale_answers_total",
+                "Answers through a CDN target's public_url that were not the output's tile (old bytes, an error).",
+                &["output", "target"],
+            ),
+            edge_unconfirmed: counter(
+                "oar_tiles_edge_unconfirmed_total",
+                "Sampled tiles still not served fresh through a CDN target when the edge check gave up.",
+                &["output", "target"],
+            ),
+            edge_latency: {
+                let opts = HistogramOpts::new(
+                    "oar_tiles_change_to_edge_seconds",
+                    "From a change's commit to a CDN target serving its sampled tiles fresh, per change.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec());
+                let vec = HistogramVec::new(opts, &["output", "target"]).expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("registered once");
+                vec
+            },
             errors: counter(
                 "oar_tiles_errors_total",
                 "Runs or cycles that failed, by kind of error.",
@@ -211,6 +248,31 @@ impl Metrics {
                 .inc_by(purge.paths);
             if purge.failed.is_some() {
                 self.purge_failures.with_label_values(&labels).inc();
+            }
+        }
+        for check in &summary.edge {
+            self.record_edge(output, check, &summary.header.committed);
+        }
+    }
+
+    /// Adds what an edge check of `output` found; `committed` are the commit times of the changes
+    /// whose tiles it checked (seconds since the Unix epoch).
+    pub fn record_edge(&self, output: &str, check: &EdgeCheck, committed: &[f64]) {
+        let labels = [output, check.target.as_str()];
+        self.edge_requests
+            .with_label_values(&labels)
+            .inc_by(check.requests);
+        self.edge_stale
+            .with_label_values(&labels)
+            .inc_by(check.stale_answers);
+        self.edge_unconfirmed
+            .with_label_values(&labels)
+            .inc_by(check.unconfirmed);
+        if let Some(fresh) = check.fresh_at {
+            let fresh = unix_seconds(fresh);
+            let latency = self.edge_latency.with_label_values(&labels);
+            for committed in committed {
+                latency.observe((fresh - committed).max(0.0));
             }
         }
     }

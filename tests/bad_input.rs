@@ -308,7 +308,7 @@ const CASES: &[Case] = &[
     case("max-duration on a full seed", None, &["--max-duration", "10m"], false, 2, "--max-duration applies"),
     case("max-duration not a duration", None, &["--dirty", "--max-duration", "soon"], false, 2, "not a duration"),
     case("dirty with a tile list", None, &["--dirty", "--tiles-from", "/dev/null"], false, 2, "cannot be combined"),
-    case("dry run of a reseed", None, &["--dry-run", "--dirty"], false, 2, "--dry-run counts a full seed"),
+    case("dry run of a tile list", None, &["--dry-run", "--tiles-from", "/dev/null"], false, 2, "cannot be combined with --tiles-from"),
     case("tile list missing", None, &["--tiles-from", "/nonexistent/tiles.txt"], false, 2, "/nonexistent/tiles.txt"),
     case("too much concurrency", None, &["--concurrency", "1000"], false, 2, "--concurrency 1000"),
     case("invalid bucket name", None, &["--output", "s3://UPPER/x"], false, 2, "not a valid S3 bucket name"),

@@ -45,7 +45,7 @@ fn run(fixture: &Fixture, s3: &S3Server, args: &[&str]) -> Run {
     oar_tiles_with(Some(&fixture.schema.url), &full, &s3.env())
 }
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,7 +101,7 @@ fn presigned(s3: &S3Server, bucket: &str, keys: &BTreeSet<String>) -> BTreeMap<S
     })
 }
 
-fn summary(path: &std::path::Path) -> serde_json::Value {
+pub(crate) fn summary(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -261,7 +261,7 @@ fn a_purge_target_that_is_down_keeps_the_changes_until_it_is_back() {
 }
 
 /// A fixture seeding a tree, purged through `cdn`.
-fn tree_world(label: &str, cdn: &str) -> (Fixture, std::path::PathBuf) {
+pub(crate) fn tree_world(label: &str, cdn: &str) -> (Fixture, std::path::PathBuf) {
     let mut tree = None;
     let fixture = Fixture::new(label, &points(), "edge.toml", |schema| {
         let changes = schema.companion("cdc");
@@ -281,7 +281,7 @@ fn tree_world(label: &str, cdn: &str) -> (Fixture, std::path::PathBuf) {
     (fixture, tree)
 }
 
-fn seed_tree(
+pub(crate) fn seed_tree(
     fixture: &Fixture,
     tree: &std::path::Path,
     extra: &[&str],
@@ -304,7 +304,7 @@ fn changed_paths(
         .collect()
 }
 
-fn moto_url() -> String {
+pub(crate) fn moto_url() -> String {
     match std::env::var("OAR_TILES_TEST_MOTO") {
         Ok(url) if !url.is_empty() => url,
         _ => panic!(
@@ -314,7 +314,7 @@ fn moto_url() -> String {
     }
 }
 
-fn cloudfront_client(endpoint: &str) -> aws_sdk_cloudfront::Client {
+pub(crate) fn cloudfront_client(endpoint: &str) -> aws_sdk_cloudfront::Client {
     let config = aws_sdk_cloudfront::Config::builder()
         .behavior_version(aws_sdk_cloudfront::config::BehaviorVersion::latest())
         .region(aws_sdk_cloudfront::config::Region::new("us-east-1"))
@@ -328,7 +328,7 @@ fn cloudfront_client(endpoint: &str) -> aws_sdk_cloudfront::Client {
 }
 
 /// A distribution of the test's own on moto's server (made by `scripts/moto-server.sh`).
-fn distribution(endpoint: &str, name: &str) -> String {
+pub(crate) fn distribution(endpoint: &str, name: &str) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.sh");
     let output = std::process::Command::new(script)
         .args(["distribution", endpoint, name])
@@ -343,7 +343,7 @@ fn distribution(endpoint: &str, name: &str) -> String {
 }
 
 /// Every invalidation's paths, oldest first.
-fn invalidations(client: &aws_sdk_cloudfront::Client, id: &str) -> Vec<Vec<String>> {
+pub(crate) fn invalidations(client: &aws_sdk_cloudfront::Client, id: &str) -> Vec<Vec<String>> {
     block_on(async {
         let listed = client
             .list_invalidations()
@@ -380,7 +380,7 @@ fn invalidations(client: &aws_sdk_cloudfront::Client, id: &str) -> Vec<Vec<Strin
     })
 }
 
-fn covered(path: &str, purged: &[String]) -> bool {
+pub(crate) fn covered(path: &str, purged: &[String]) -> bool {
     purged.iter().any(|p| match p.strip_suffix('*') {
         Some(folder) => path.starts_with(folder),
         None => p == path,
@@ -538,14 +538,14 @@ fn fastly_gets_surrogate_keys_in_batches_of_at_most_256_with_its_key() {
 }
 
 /// `oar-tiles watch` on a free port, its log in a file; killed when dropped.
-struct Watching {
+pub(crate) struct Watching {
     child: std::process::Child,
     port: u16,
     log: std::path::PathBuf,
 }
 
 impl Watching {
-    fn start(fixture: &Fixture, env: &[(&str, &str)]) -> Watching {
+    pub(crate) fn start(fixture: &Fixture, env: &[(&str, &str)]) -> Watching {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -568,13 +568,13 @@ impl Watching {
         Watching { child, port, log }
     }
 
-    fn get(&self, path: &str) -> crate::common::serve::Reply {
+    pub(crate) fn get(&self, path: &str) -> crate::common::serve::Reply {
         crate::common::serve::get(self.port, path, "127.0.0.1")
     }
 
     /// Polls until `done` holds; after five minutes (a hang, not a slow machine) it fails with the
     /// watcher's log.
-    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Watching) -> bool) {
+    pub(crate) fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Watching) -> bool) {
         let started = std::time::Instant::now();
         while !done(self) {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -589,7 +589,7 @@ impl Watching {
         }
     }
 
-    fn listening(&self) -> bool {
+    pub(crate) fn listening(&self) -> bool {
         std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
     }
 }
@@ -601,7 +601,7 @@ impl Drop for Watching {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|line| line.starts_with(name))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())

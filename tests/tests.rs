@@ -8,6 +8,8 @@ mod common;
 mod bad_input;
 mod clusters;
 mod edge;
+mod edge_check;
+mod edge_plan;
 mod hostile;
 mod mvt_decoder;
 mod outbox;

@@ -2,6 +2,8 @@
 //! the tiles they change. Secrets (API tokens, purge keys) are named here by their environment
 //! variable and read from the environment only.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 /// The operator's table, checked by [`resolve_cdn`].
@@ -35,6 +37,9 @@ pub struct CdnConfig {
     pub name: String,
     /// What it is and how to reach it.
     pub target: CdnTarget,
+    /// The public URL the output is served under through this cache, with no trailing `/`: the
+    /// absolute URLs Cloudflare and Fastly purge, and where the edge check fetches changed tiles.
+    pub public_url: Option<String>,
 }
 
 /// How a purge request is sent to an HTTP cache.
@@ -86,8 +91,6 @@ pub enum CdnTarget {
         token_env: String,
         /// The API's base URL.
         api_url: String,
-        /// The public URL the output is served under (purges name absolute URLs).
-        public_url: Option<String>,
         /// Purge a folded column or zoom by prefix (Cloudflare Enterprise) instead of URL by URL.
         prefixes: bool,
     },
@@ -99,11 +102,27 @@ pub enum CdnTarget {
         token_env: String,
         /// The API's base URL.
         api_url: String,
-        /// The public URL the output is served under.
-        public_url: Option<String>,
         /// Purge by surrogate key (`z{z}x{x}`, `z{z}`) rather than URL by URL.
         surrogate_keys: bool,
     },
+}
+
+/// How many tiles to check and how long each may take to turn fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeCheckSettings {
+    /// Tiles sampled per target and run (0: no check).
+    pub sample: usize,
+    /// How long a sampled tile may stay stale after the purge before it counts as unconfirmed.
+    pub within: Duration,
+}
+
+impl Default for EdgeCheckSettings {
+    fn default() -> Self {
+        EdgeCheckSettings {
+            sample: 0,
+            within: Duration::from_secs(60),
+        }
+    }
 }
 
 fn http_url(key: &str, url: &str) -> Result<String, String> {
@@ -202,7 +221,6 @@ pub(super) fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, String> {
                     .unwrap_or("https://api.cloudflare.com/client/v4"),
             )
             .map_err(context)?,
-            public_url,
             prefixes: raw.prefixes,
         },
         "fastly" => CdnTarget::Fastly {
@@ -213,7 +231,6 @@ pub(super) fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, String> {
                 raw.api_url.as_deref().unwrap_or("https://api.fastly.com"),
             )
             .map_err(context)?,
-            public_url,
             surrogate_keys: raw.surrogate_keys,
         },
         other => {
@@ -222,7 +239,11 @@ pub(super) fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, String> {
             ))
         }
     };
-    Ok(CdnConfig { name, target })
+    Ok(CdnConfig {
+        name,
+        target,
+        public_url,
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ pub mod cdn;
 pub mod output;
 pub mod tileset;
 
-pub use cdn::{CdnConfig, CdnTarget, PurgeMethod};
+pub use cdn::{CdnConfig, CdnTarget, EdgeCheckSettings, PurgeMethod};
 pub use output::{partition_segment, IndexLocation, OutputSettings, OutputTarget, Sharding};
 pub use tileset::{
     breakdown_property, ClusterConfig, ClusterPosition, LayerConfig, Partition, TilesetConfig,
@@ -65,6 +65,9 @@ pub struct WatchConfig {
     /// `/health` answers 503 once a change has waited this long in an outbox for a consumer (a
     /// CDN that keeps failing).
     pub max_outbox_age: Duration,
+    /// After each cycle's purge, how many changed tiles are fetched through each CDN target's
+    /// `public_url` (`check_edge`), and how long they may take to turn fresh (`check_edge_within`).
+    pub check_edge: EdgeCheckSettings,
 }
 
 impl Default for WatchConfig {
@@ -75,6 +78,10 @@ impl Default for WatchConfig {
             poll_interval: Duration::from_secs(60),
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9187)),
             max_outbox_age: Duration::from_secs(300),
+            check_edge: EdgeCheckSettings {
+                sample: 8,
+                ..EdgeCheckSettings::default()
+            },
         }
     }
 }
@@ -87,6 +94,8 @@ struct RawWatch {
     poll_interval: Option<Spanned<String>>,
     listen: Option<Spanned<String>>,
     max_outbox_age: Option<Spanned<String>>,
+    check_edge: Option<usize>,
+    check_edge_within: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,6 +434,15 @@ fn resolve_watch(
             default.max_outbox_age,
             at,
         )?,
+        check_edge: EdgeCheckSettings {
+            sample: raw.check_edge.unwrap_or(default.check_edge.sample),
+            within: duration_key(
+                raw.check_edge_within,
+                "watch.check_edge_within",
+                default.check_edge.within,
+                at,
+            )?,
+        },
     };
     if watch.debounce > watch.max_delay || watch.poll_interval < Duration::from_secs(1) {
         return Err(at(

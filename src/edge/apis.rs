@@ -2,7 +2,7 @@
 //! requests against a local server that records them and answers as the APIs document.
 
 use super::fold::{fold, Purge};
-use super::{send_with_retries, Client, PurgeReport};
+use super::{send_with_retries, Client, PurgePlan, PurgeReport};
 use crate::tile::BBox;
 
 /// Cloudflare takes at most this many URLs (or prefixes) per purge call.
@@ -10,13 +10,22 @@ const CLOUDFLARE_PER_CALL: usize = 100;
 /// Fastly takes at most this many surrogate keys per batch purge.
 const FASTLY_KEYS_PER_CALL: usize = 256;
 
-/// One API call: method, URL, body, and how many paths or keys it purges.
+/// One API call: method, URL, body, and the URLs, prefixes or keys it purges.
 struct Call {
     method: &'static str,
     url: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
-    count: usize,
+    items: Vec<String>,
+}
+
+/// What `calls` would purge, without sending them.
+fn plan(calls: &[Call]) -> PurgePlan {
+    PurgePlan {
+        requests: calls.len() as u64,
+        paths: calls.iter().flat_map(|c| c.items.clone()).collect(),
+        price_usd: None,
+    }
 }
 
 async fn send_all(
@@ -38,7 +47,7 @@ async fn send_all(
             ));
         }
         report.requests += 1;
-        report.paths += call.count as u64;
+        report.paths += call.items.len() as u64;
     }
     Ok(report)
 }
@@ -55,7 +64,7 @@ pub(super) struct Cloudflare {
 }
 
 impl Cloudflare {
-    fn call(&self, body: serde_json::Value, count: usize) -> Call {
+    fn call(&self, body: serde_json::Value, items: Vec<String>) -> Call {
         Call {
             method: "POST",
             url: format!("{}/zones/{}/purge_cache", self.api_url, self.zone_id),
@@ -64,13 +73,14 @@ impl Cloudflare {
                 ("content-type".into(), "application/json".into()),
             ],
             body: body.to_string().into_bytes(),
-            count,
+            items,
         }
     }
 
     fn calls_for(&self, paths: &[String]) -> Vec<Call> {
         if paths.iter().any(|p| p == "*") {
-            return vec![self.call(serde_json::json!({ "purge_everything": true }), 1)];
+            let everything = vec![format!("{}/*", self.public_url)];
+            return vec![self.call(serde_json::json!({ "purge_everything": true }), everything)];
         }
         let (mut files, mut prefixes) = (Vec::new(), Vec::new());
         if self.prefixes {
@@ -94,12 +104,12 @@ impl Cloudflare {
         }
         let mut calls: Vec<Call> = files
             .chunks(CLOUDFLARE_PER_CALL)
-            .map(|chunk| self.call(serde_json::json!({ "files": chunk }), chunk.len()))
+            .map(|chunk| self.call(serde_json::json!({ "files": chunk }), chunk.to_vec()))
             .collect();
         calls.extend(
             prefixes
                 .chunks(CLOUDFLARE_PER_CALL)
-                .map(|chunk| self.call(serde_json::json!({ "prefixes": chunk }), chunk.len())),
+                .map(|chunk| self.call(serde_json::json!({ "prefixes": chunk }), chunk.to_vec())),
         );
         calls
     }
@@ -111,6 +121,10 @@ impl Cloudflare {
                 .is_ok_and(|v| v["success"] == serde_json::Value::Bool(true))
         }
         send_all(&self.client, self.calls_for(paths), succeeded).await
+    }
+
+    pub fn plan(&self, paths: &[String]) -> PurgePlan {
+        plan(&self.calls_for(paths))
     }
 }
 
@@ -145,7 +159,7 @@ impl Fastly {
                 url: format!("{}/service/{}/purge_all", self.api_url, self.service_id),
                 headers: self.headers(),
                 body: Vec::new(),
-                count: 1,
+                items: vec![format!("{}/*", self.public_url)],
             }];
         }
         if self.surrogate_keys {
@@ -160,7 +174,7 @@ impl Fastly {
                         url: format!("{}/service/{}/purge", self.api_url, self.service_id),
                         headers,
                         body: Vec::new(),
-                        count: chunk.len(),
+                        items: chunk.to_vec(),
                     }
                 })
                 .collect();
@@ -176,7 +190,7 @@ impl Fastly {
                 url: format!("{}/purge/{host_path}/{path}", self.api_url),
                 headers: self.headers(),
                 body: Vec::new(),
-                count: 1,
+                items: vec![format!("{}/{path}", self.public_url)],
             })
             .collect()
     }
@@ -187,5 +201,8 @@ impl Fastly {
             serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
         }
         send_all(&self.client, self.calls_for(paths), succeeded).await
+    }
+    pub fn plan(&self, paths: &[String]) -> PurgePlan {
+        plan(&self.calls_for(paths))
     }
 }

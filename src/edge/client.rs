@@ -63,6 +63,29 @@ impl Client {
         headers: &[(String, String)],
         body: Vec<u8>,
     ) -> std::result::Result<Answer, String> {
+        let (status, body) = self.exchange(method, url, headers, body).await?;
+        Ok(Answer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// `GET url`: the status and the body's bytes as they came (a gzip body stays gzip).
+    pub async fn get(
+        &self,
+        url: &str,
+        headers: &[(String, String)],
+    ) -> std::result::Result<(u16, Bytes), String> {
+        self.exchange("GET", url, headers, Vec::new()).await
+    }
+
+    async fn exchange(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> std::result::Result<(u16, Bytes), String> {
         let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
         let mut request = hyper::Request::builder().method(method).uri(url);
         for (name, value) in headers {
@@ -88,10 +111,7 @@ impl Client {
                 .await
                 .map_err(|e| format!("reading the answer: {e}"))?
                 .to_bytes();
-            Ok(Answer {
-                status,
-                body: String::from_utf8_lossy(&body).into_owned(),
-            })
+            Ok((status, body))
         };
         tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await

@@ -10,7 +10,7 @@ use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 
 use super::fold::{fold, Purge};
-use super::PurgeReport;
+use super::{PurgePlan, PurgeReport};
 use crate::retry::Policy;
 use crate::tile::BBox;
 
@@ -114,6 +114,16 @@ impl CloudFront {
             totals.1 += items.iter().filter(|p| p.ends_with('*')).count();
         }
         Ok(totals)
+    }
+
+    pub fn plan(&self, paths: &[String]) -> PurgePlan {
+        let (batches, _) = self.batches(paths);
+        let paths: Vec<String> = batches.into_iter().flatten().collect();
+        PurgePlan {
+            requests: paths.len().div_ceil(MAX_PATHS) as u64,
+            price_usd: Some(paths.len() as f64 * super::CLOUDFRONT_PRICE_PER_PATH),
+            paths,
+        }
     }
 
     pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, String> {

@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 
-use super::{send_with_retries, Client, PurgeReport};
+use super::{send_with_retries, Client, PurgePlan, PurgeReport};
 use crate::config::PurgeMethod;
 
 /// A cache purged by URL.
@@ -27,6 +27,18 @@ impl HttpCache {
             .iter()
             .map(|path| (self.method.as_str(), self.url.replace("{path}", path)))
             .collect()
+    }
+
+    pub fn plan(&self, paths: &[String]) -> PurgePlan {
+        let requests = self.requests(paths);
+        PurgePlan {
+            requests: requests.len() as u64,
+            paths: requests
+                .into_iter()
+                .map(|(method, url)| format!("{method} {url}"))
+                .collect(),
+            price_usd: None,
+        }
     }
 
     pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, String> {

@@ -8,6 +8,7 @@
 //! the others are not asked again.
 
 mod apis;
+pub mod check;
 mod client;
 mod cloudfront;
 pub mod fold;
@@ -30,6 +31,7 @@ const ATTEMPTS: u32 = 5;
 pub struct PurgeTarget {
     name: String,
     target: Target,
+    public_url: Option<String>,
 }
 
 enum Target {
@@ -48,6 +50,18 @@ pub struct PurgeReport {
     pub paths: u64,
     /// What the paths cost where the CDN charges per path (CloudFront: $0.005 each past the
     /// first 1,000 a month, counted here as if the free ones were used up).
+    pub price_usd: Option<f64>,
+}
+
+/// What a purge would send, worked out without sending it (`seed --dirty --dry-run`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct PurgePlan {
+    /// Requests (API calls, invalidations) it takes.
+    pub requests: u64,
+    /// What is purged after folding: CloudFront paths, Cloudflare URLs or prefixes, Fastly URLs
+    /// or surrogate keys, an HTTP cache's `METHOD URL`s.
+    pub paths: Vec<String>,
+    /// Their price where the CDN charges per path (CloudFront).
     pub price_usd: Option<f64>,
 }
 
@@ -104,13 +118,12 @@ impl PurgeTarget {
                 zone_id,
                 token_env,
                 api_url,
-                public_url,
                 prefixes,
             } => Target::Cloudflare(apis::Cloudflare {
                 zone_id: zone_id.clone(),
                 token: secret(token_env, &name)?,
                 api_url: api_url.clone(),
-                public_url: public_url.clone().ok_or_else(|| {
+                public_url: config.public_url.clone().ok_or_else(|| {
                     Error::setting(
                         "public_url",
                         format!("cdn `{name}`: Cloudflare purges absolute URLs: set public_url"),
@@ -124,13 +137,12 @@ impl PurgeTarget {
                 service_id,
                 token_env,
                 api_url,
-                public_url,
                 surrogate_keys,
             } => Target::Fastly(apis::Fastly {
                 service_id: service_id.clone(),
                 token: secret(token_env, &name)?,
                 api_url: api_url.clone(),
-                public_url: public_url.clone().ok_or_else(|| {
+                public_url: config.public_url.clone().ok_or_else(|| {
                     Error::setting(
                         "public_url",
                         format!("cdn `{name}`: Fastly purges absolute URLs: set public_url"),
@@ -140,7 +152,11 @@ impl PurgeTarget {
                 client: client.clone(),
             }),
         };
-        Ok(PurgeTarget { name, target })
+        Ok(PurgeTarget {
+            name,
+            target,
+            public_url: config.public_url.clone(),
+        })
     }
 
     /// The target's name.
@@ -148,9 +164,27 @@ impl PurgeTarget {
         &self.name
     }
 
+    /// The public URL the output is served under through this cache, where the edge check fetches.
+    pub fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
+    }
+
     /// The name it takes batches from an outbox under.
     pub fn consumer(&self) -> String {
         format!("cdn-{}", self.name)
+    }
+
+    /// What purging `paths` would send.
+    pub fn plan(&self, paths: &[String]) -> PurgePlan {
+        if paths.is_empty() {
+            return PurgePlan::default();
+        }
+        match &self.target {
+            Target::Http(cache) => cache.plan(paths),
+            Target::CloudFront(cloudfront) => cloudfront.plan(paths),
+            Target::Cloudflare(api) => api.plan(paths),
+            Target::Fastly(api) => api.plan(paths),
+        }
     }
 
     /// Purges `paths`; `Ok` when every one was purged.

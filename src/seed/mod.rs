@@ -24,6 +24,7 @@ use std::path::Path;
 use deadpool_postgres::Pool;
 
 use crate::db::{self, Replica};
+use crate::edge::check;
 use crate::error::{Error, Result};
 use crate::job::SeedJob;
 use crate::metrics::Metrics;
@@ -53,12 +54,23 @@ async fn run_expanded(job: &SeedJob, progress: ProgressKind) -> Result<Vec<Tiles
         (Some(path), false) => ChangedList::create(path)?,
         _ => ChangedList::disabled(),
     };
-    let summaries = session
+    let mut summaries = session
         .seed(progress, &stop, changed.clone(), Locks::Take)
         .await?;
+    check_edges(job, &mut summaries).await;
     // 5.
     changed.close_and_acknowledge().await?;
     Ok(summaries)
+}
+
+/// `--check-edge`: fetches each summary's sampled tiles through the CDN targets that purged them.
+async fn check_edges(job: &SeedJob, summaries: &mut [TilesetSummary]) {
+    for summary in summaries {
+        for probe in std::mem::take(&mut summary.edge_probes) {
+            let check = check::check(&probe, &job.s3, job.run.check_edge.within).await;
+            summary.edge.push(check);
+        }
+    }
 }
 
 /// Whether a run takes each output's lock itself, or runs under locks its caller holds.

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use crate::config::S3Config;
+use crate::edge::check::{self, EdgeProbe};
 use crate::edge::{Client, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
-use crate::report::PurgeSummary;
+use crate::report::{PurgeSummary, TargetPlan};
 use crate::sink::changed_list::CHANGED_LIST_CONSUMER;
 use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::sink::{self, ChangedList, OutputTarget};
@@ -29,6 +30,18 @@ pub(super) struct RunOutbox {
     /// file extension.
     prefix: Option<String>,
     extension: String,
+    /// The output, for the edge check's probes.
+    target: OutputTarget,
+    /// Tiles per target the edge check samples (0: none).
+    check_sample: usize,
+}
+
+/// What the consumers took after a run.
+pub(super) struct Delivered {
+    /// Each CDN target's purge.
+    pub purges: Vec<PurgeSummary>,
+    /// What the edge check fetches, per target that purged and has a public URL.
+    pub probes: Vec<EdgeProbe>,
 }
 
 impl RunOutbox {
@@ -40,6 +53,7 @@ impl RunOutbox {
         s3: &S3Config,
         part: Option<String>,
         changed: &ChangedList,
+        check_sample: usize,
     ) -> Result<RunOutbox> {
         let kind = sink::kind_of(target);
         let mut targets = Vec::new();
@@ -63,26 +77,13 @@ impl RunOutbox {
             consumers,
             prefix: tileset.list_prefix.clone(),
             extension: tileset.tileset.output_settings.tile_extension.clone(),
+            target: target.clone(),
+            check_sample,
         })
     }
 
-    /// The path a line of the outbox purges: a tile's `[PREFIX/]z/x/y.ext`, a document's or an
-    /// archive's name in its folder, `*` for everything.
     fn purge_path(&self, line: &str) -> String {
-        if line == EVERYTHING {
-            return match &self.prefix {
-                Some(prefix) => format!("{prefix}/{EVERYTHING}"),
-                None => EVERYTHING.to_string(),
-            };
-        }
-        let path = match line.parse::<TileCoord>() {
-            Ok(tile) => format!("{tile}.{}", self.extension),
-            Err(_) => line.rsplit('/').next().unwrap_or(line).to_string(),
-        };
-        match &self.prefix {
-            Some(prefix) => format!("{prefix}/{path}"),
-            None => path,
-        }
+        purge_path(self.prefix.as_deref(), &self.extension, line)
     }
 
     /// What the output's sink records its changes to.
@@ -113,7 +114,7 @@ impl RunOutbox {
         &mut self,
         changed: &ChangedList,
         failed: bool,
-    ) -> Result<Vec<PurgeSummary>> {
+    ) -> Result<Delivered> {
         match self.run.take() {
             Some(run) if failed && !self.keeps_stopped_tiles => self.outbox.discard(run).await?,
             Some(run) => self.outbox.commit(run).await?,
@@ -138,6 +139,7 @@ impl RunOutbox {
             }
         }
         let mut purges = Vec::new();
+        let mut probes = Vec::new();
         for target in &self.targets {
             let consumer = target.consumer();
             let pending = self.outbox.pending(&consumer).await?;
@@ -154,6 +156,9 @@ impl RunOutbox {
                 paths.dedup();
                 match target.purge(&paths).await {
                     Ok(report) => {
+                        if let Some(probe) = self.probe(target, &pending) {
+                            probes.push(probe);
+                        }
                         summary.requests = report.requests;
                         summary.paths = report.paths;
                         summary.price_usd = report.price_usd;
@@ -171,11 +176,97 @@ impl RunOutbox {
             purges.push(summary);
         }
         self.outbox.prune(&self.consumers).await?;
-        Ok(purges)
+        Ok(Delivered { purges, probes })
+    }
+
+    /// A sample of the tiles `target` just purged, for the edge check, when it has a public URL.
+    fn probe(&self, target: &PurgeTarget, pending: &[(String, Vec<String>)]) -> Option<EdgeProbe> {
+        let public_url = target.public_url().filter(|_| self.check_sample > 0)?;
+        let tiles = pending
+            .iter()
+            .flat_map(|(_, lines)| lines)
+            .filter_map(|line| Some((line.parse::<TileCoord>().ok()?, self.purge_path(line))))
+            .collect();
+        let tiles = check::sample(tiles, self.check_sample);
+        (!tiles.is_empty()).then(|| EdgeProbe {
+            output: self.target.clone(),
+            extension: self.extension.clone(),
+            target: target.name().to_string(),
+            public_url: public_url.to_string(),
+            tiles,
+            purged_at: std::time::SystemTime::now(),
+        })
     }
 
     /// What the outbox holds for consumers now.
     pub async fn backlog(&self) -> Result<Backlog> {
         self.outbox.backlog().await
     }
+}
+
+/// The path a line of the outbox purges: a tile's `[PREFIX/]z/x/y.ext`, a document's or an
+/// archive's name in its folder, `*` for everything.
+fn purge_path(prefix: Option<&str>, extension: &str, line: &str) -> String {
+    if line == EVERYTHING {
+        return match prefix {
+            Some(prefix) => format!("{prefix}/{EVERYTHING}"),
+            None => EVERYTHING.to_string(),
+        };
+    }
+    let path = match line.parse::<TileCoord>() {
+        Ok(tile) => format!("{tile}.{extension}"),
+        Err(_) => line.rsplit('/').next().unwrap_or(line).to_string(),
+    };
+    match prefix {
+        Some(prefix) => format!("{prefix}/{path}"),
+        None => path,
+    }
+}
+
+/// `seed --dirty --dry-run`: what each CDN target of the tileset would be sent for the changes
+/// waiting in the output's outbox and the planned `work`, folded as its purge folds them. Reads
+/// only; returns the outbox's backlog too.
+pub(super) async fn purge_plans(
+    target: &OutputTarget,
+    tileset: &TilesetJob,
+    s3: &S3Config,
+    work: &Work,
+) -> Result<(Backlog, Vec<TargetPlan>)> {
+    let outbox = Outbox::new(sink::kind_of(target).outbox(s3).await?, None);
+    let prefix = tileset.list_prefix.as_deref();
+    let extension = &tileset.tileset.output_settings.tile_extension;
+    let planned: Vec<String> = match work {
+        Work::Pyramid => vec![purge_path(prefix, extension, EVERYTHING)],
+        Work::Tiles(tiles) => tiles
+            .iter()
+            .map(|tile| purge_path(prefix, extension, &tile.to_string()))
+            .collect(),
+    };
+    let mut plans = Vec::new();
+    if !tileset.tileset.cdn.is_empty() {
+        let client = Client::new()?;
+        for cdn in &tileset.tileset.cdn {
+            let target = PurgeTarget::build(cdn, tileset.bbox, &client).await?;
+            let waiting: Vec<String> = outbox
+                .pending(&target.consumer())
+                .await?
+                .into_iter()
+                .flat_map(|(_, lines)| lines)
+                .collect();
+            let mut paths: Vec<String> = waiting
+                .iter()
+                .map(|line| purge_path(prefix, extension, line))
+                .chain(planned.iter().cloned())
+                .collect();
+            paths.sort();
+            paths.dedup();
+            plans.push(TargetPlan {
+                target: target.name().to_string(),
+                waiting: waiting.len() as u64,
+                changed: paths.len() as u64,
+                plan: target.plan(&paths),
+            });
+        }
+    }
+    Ok((outbox.backlog().await?, plans))
 }

@@ -15,7 +15,9 @@ use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
 use crate::plan::{PyramidWalk, Work};
 use crate::render::Connections;
-use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
+use crate::report::{
+    Progress, ProgressKind, ReseedPlan, SummaryHeader, Tally, TilesetSummary, ZoomCount,
+};
 use crate::schedule::{Scheduler, Stop};
 use crate::sink::writer::{self, Writer};
 use crate::sink::{
@@ -66,8 +68,14 @@ impl TilesetRun<'_> {
         let started = Instant::now();
         let tileset = self.prepared.tileset;
         let name = &tileset.tileset.name;
-        let Some(target) = tileset.output.as_ref().filter(|_| !self.job.run.dry_run) else {
-            return self.dry_run(progress_kind, started).await;
+        if self.job.run.dry_run {
+            return match (tileset.output.as_ref(), self.selection()) {
+                (Some(target), Selection::Dirty) => self.dry_run_dirty(target, started).await,
+                _ => self.dry_run(progress_kind, started).await,
+            };
+        }
+        let Some(target) = tileset.output.as_ref() else {
+            return Err(Error::Usage(format!("tileset `{name}` has no output")));
         };
         tracing::info!(
             "{} tileset `{name}` zoom {} bbox {} -> {}",
@@ -130,7 +138,15 @@ impl TilesetRun<'_> {
         let part_tag = part
             .as_ref()
             .map(|part| format!("part-{}-of-{}", part.spec.index, part.spec.count));
-        let mut outbox = RunOutbox::open(target, tileset, &self.job.s3, part_tag, &changed).await?;
+        let mut outbox = RunOutbox::open(
+            target,
+            tileset,
+            &self.job.s3,
+            part_tag,
+            &changed,
+            self.job.run.check_edge.sample,
+        )
+        .await?;
         let Opened {
             sink,
             decision,
@@ -178,7 +194,7 @@ impl TilesetRun<'_> {
             .await;
         let delivered = outbox.commit_and_deliver(&changed, complete.is_err()).await;
         let complete = complete?;
-        let purges = delivered?;
+        let delivered = delivered?;
         // 4g. Advance the change log's consumer (watermark, pruning).
         if tileset.shard.is_some() {
             // A part is not a consumer of the change log: pruning what one shard saw could drop
@@ -199,7 +215,8 @@ impl TilesetRun<'_> {
         }
         let mut summary = tally.summarize(header, started.elapsed());
         summary.outbox = outbox.backlog().await?;
-        summary.purges = purges;
+        summary.purges = delivered.purges;
+        summary.edge_probes = delivered.probes;
         Ok(summary)
     }
 
@@ -459,6 +476,56 @@ impl TilesetRun<'_> {
         let mut header = self.header("-".into(), true, None);
         header.dry_run = true;
         Ok(tally.summarize(header, started.elapsed()))
+    }
+
+    /// `--dirty --dry-run`: reads the output's state and the change log as a reseed would, and
+    /// says what it would render, write and purge, without a lock, a rendered tile or a write.
+    async fn dry_run_dirty(
+        &self,
+        target: &OutputTarget,
+        started: Instant,
+    ) -> Result<TilesetSummary> {
+        let tileset = self.prepared.tileset;
+        let extension = &tileset.tileset.output_settings.tile_extension;
+        let reader =
+            sink::OutputReader::open(&target.describe(), target, &self.job.s3, extension).await?;
+        let state = reader.state().await?;
+        let decision = reseed::decide(
+            (self.pool, self.render_pool()),
+            &self.job.change_schema,
+            tileset,
+            &self.layer_configs(),
+            self.selection(),
+            (state.as_deref(), self.settings_digest()),
+        )
+        .await?;
+        let (dirty_tiles, count) = match &decision.work {
+            Work::Pyramid => (Vec::new(), None),
+            Work::Tiles(tiles) => {
+                let mut per_zoom = std::collections::BTreeMap::<u8, u64>::new();
+                for tile in tiles {
+                    *per_zoom.entry(tile.z()).or_default() += 1;
+                }
+                let per_zoom = per_zoom
+                    .into_iter()
+                    .map(|(zoom, tiles)| ZoomCount { zoom, tiles })
+                    .collect();
+                (per_zoom, Some(tiles.len() as u64))
+            }
+        };
+        let (backlog, purges) =
+            super::outbox::purge_plans(target, tileset, &self.job.s3, &decision.work).await?;
+        let mut header = self.header(target.describe(), true, decision.changes_read);
+        header.dry_run = true;
+        let mut summary = Tally::default().summarize(header, started.elapsed());
+        summary.outbox = backlog;
+        summary.plan = Some(ReseedPlan {
+            everything: count.is_none(),
+            dirty_tiles,
+            writes: sink::kind_of(target).expected_writes(count),
+            purges,
+        });
+        Ok(summary)
     }
 
     fn header(&self, output: String, complete: bool, changes_read: Option<u64>) -> SummaryHeader {

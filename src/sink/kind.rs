@@ -67,6 +67,10 @@ pub trait OutputKind: Send + Sync {
     /// prefix, written tile by tile; a single file is replaced whole or not at all).
     fn keeps_stopped_tiles(&self) -> bool;
 
+    /// The writes a run that stores `tiles` tiles makes (`None`: every tile of a full seed), as
+    /// `seed --dirty --dry-run` prints them: requests where the output is remote.
+    fn expected_writes(&self, tiles: Option<u64>) -> String;
+
     /// Where the output keeps its outbox of changes for CDNs and `--changed-list`.
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>>;
 

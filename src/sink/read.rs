@@ -31,6 +31,10 @@ pub trait ReadTiles: Send + Sync {
 
     /// One tile's stored bytes, or `None` when the output does not hold it.
     fn tile(&self, tile: TileCoord) -> BoxFuture<'_, Result<Option<Vec<u8>>>>;
+
+    /// The job state (watermark) the output's last complete run recorded, read without taking
+    /// the output's lock: what `seed --dirty --dry-run` plans from.
+    fn state(&self) -> BoxFuture<'_, Result<Option<String>>>;
 }
 
 /// An output opened for reading only: its metadata, the size of every tile, one tile's bytes.
@@ -73,5 +77,10 @@ impl OutputReader {
     /// See [`ReadTiles::tile`].
     pub async fn tile(&self, tile: TileCoord) -> Result<Option<Vec<u8>>> {
         self.0.tile(tile).await
+    }
+
+    /// See [`ReadTiles::state`].
+    pub async fn state(&self) -> Result<Option<String>> {
+        self.0.state().await
     }
 }

@@ -33,7 +33,6 @@ use crate::sink::{lock, ChangedList};
 use crate::state::capture;
 
 /// What the HTTP endpoints read while the watcher works.
-#[derive(Default)]
 struct Shared {
     metrics: Metrics,
     /// Whether the watcher's connections to PostgreSQL are up.
@@ -44,7 +43,13 @@ struct Shared {
     outbox_oldest: std::sync::Mutex<std::collections::BTreeMap<String, SystemTime>>,
     /// How old that change may get before `/health` fails.
     max_outbox_age: std::time::Duration,
+    /// Edge checks in flight: a cycle's check that finds none free is skipped, so checks of a CDN
+    /// that stays stale cannot pile up.
+    edge_checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Edge checks running at once, each over one target's sample of one cycle.
+const EDGE_CHECKS_IN_FLIGHT: usize = 4;
 
 /// An output the watcher keeps fresh, and the tables its changes come from.
 struct Watched {
@@ -84,8 +89,12 @@ pub async fn run(job: &WatchJob) -> Result<()> {
         }
     }
     let shared = Arc::new(Shared {
+        metrics: Metrics::default(),
+        database_up: AtomicBool::default(),
+        cycle_ok: AtomicBool::default(),
+        outbox_oldest: std::sync::Mutex::default(),
         max_outbox_age: job.settings.max_outbox_age,
-        ..Shared::default()
+        edge_checks: Arc::new(tokio::sync::Semaphore::new(EDGE_CHECKS_IN_FLIGHT)),
     });
     let _server = http::serve(job.settings.listen, shared.clone()).await?;
     let stop = Stop::on_signals();
@@ -131,7 +140,7 @@ fn reconnect_backoff() -> impl Iterator<Item = std::time::Duration> {
 async fn watch_connected(
     job: &WatchJob,
     watched: &[Watched],
-    shared: &Shared,
+    shared: &Arc<Shared>,
     stop: &Stop,
     connected_once: &mut bool,
 ) -> Result<Infallible> {
@@ -147,7 +156,7 @@ async fn watch_connected(
         watched.len()
     );
     loop {
-        cycle(&session, shared, stop).await?;
+        cycle(job, &session, shared, stop).await?;
         wait_for_changes(job, watched, &mut listener, &session, shared, stop).await?;
     }
 }
@@ -222,8 +231,14 @@ async fn count_pending(
     Ok(total)
 }
 
-/// One `seed --dirty` over every output, recorded in the metrics and one log line.
-async fn cycle(session: &Session<'_>, shared: &Shared, stop: &Stop) -> Result<()> {
+/// One `seed --dirty` over every output, recorded in the metrics and one log line; its edge checks
+/// go on in the background.
+async fn cycle(
+    job: &WatchJob,
+    session: &Session<'_>,
+    shared: &Arc<Shared>,
+    stop: &Stop,
+) -> Result<()> {
     let started = Instant::now();
     let outcome = session
         .seed(
@@ -233,7 +248,7 @@ async fn cycle(session: &Session<'_>, shared: &Shared, stop: &Stop) -> Result<()
             Locks::Held,
         )
         .await;
-    let summaries = match outcome {
+    let mut summaries = match outcome {
         Ok(summaries) => summaries,
         Err(err) => {
             shared.cycle_ok.store(false, Ordering::Relaxed);
@@ -241,7 +256,8 @@ async fn cycle(session: &Session<'_>, shared: &Shared, stop: &Stop) -> Result<()
         }
     };
     let now = SystemTime::now();
-    for summary in &summaries {
+    for summary in &mut summaries {
+        check_edge(job, shared, summary);
         shared.metrics.record(summary, now);
         let mut oldest = shared
             .outbox_oldest
@@ -264,6 +280,53 @@ async fn cycle(session: &Session<'_>, shared: &Shared, stop: &Stop) -> Result<()
     shared.cycle_ok.store(true, Ordering::Relaxed);
     tracing::info!("{}", cycle_line(&summaries, started.elapsed(), now));
     Ok(())
+}
+
+/// Starts the edge checks of a cycle's purges, which record into the metrics when they end.
+fn check_edge(job: &WatchJob, shared: &Arc<Shared>, summary: &mut TilesetSummary) {
+    for probe in std::mem::take(&mut summary.edge_probes) {
+        let Ok(permit) = shared.edge_checks.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "edge check of `{}` skipped: {EDGE_CHECKS_IN_FLIGHT} earlier checks are still waiting for their tiles to turn fresh",
+                probe.target
+            );
+            continue;
+        };
+        let shared = shared.clone();
+        let s3 = job.seed.s3.clone();
+        let within = job.settings.check_edge.within;
+        let output = summary.header.output.clone();
+        let committed = summary.header.committed.clone();
+        tokio::spawn(async move {
+            let check = crate::edge::check::check(&probe, &s3, within).await;
+            shared.metrics.record_edge(&output, &check, &committed);
+            match check.fresh_at {
+                Some(fresh) => {
+                    let fresh = fresh
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64());
+                    let latencies: Vec<f64> =
+                        committed.iter().map(|c| (fresh - c).max(0.0)).collect();
+                    // Every latency, for benchmarks that need exact percentiles over many cycles.
+                    tracing::debug!(
+                        target_name = check.target.as_str(),
+                        edge_latencies = ?latencies,
+                        "change-to-edge latencies of a cycle's purge at `{}`",
+                        check.target
+                    );
+                }
+                None => tracing::warn!(
+                    "edge check: {} of {} tile(s) sampled from a cycle still differ at `{}` after {:.0} s ({} stale answer(s))",
+                    check.unconfirmed,
+                    check.sampled,
+                    check.target,
+                    within.as_secs_f64(),
+                    check.stale_answers
+                ),
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// `cycle: 12 changes, 40 tiles rendered (31 written, 2 deleted) in 0.41 s; latency p50 1.2 s, max 1.9 s`.

@@ -23,6 +23,16 @@ pub struct Varnish {
 impl Varnish {
     /// Starts a cache in front of the S3 server on `s3_port`.
     pub fn start(s3_port: u16) -> Varnish {
+        Varnish::launch(s3_port, None)
+    }
+
+    /// Starts a cache in front of the HTTP origin on `origin_port` that keeps every answer for
+    /// `ttl` (`1d`), as a CDN set up for a static origin does.
+    pub fn keeping(origin_port: u16, ttl: &str) -> Varnish {
+        Varnish::launch(origin_port, Some(ttl))
+    }
+
+    fn launch(origin_port: u16, ttl: Option<&str>) -> Varnish {
         match std::env::var(VARNISHD_ENV) {
             Ok(path) if Path::new(&path).exists() => {}
             _ => panic!(
@@ -35,8 +45,14 @@ impl Varnish {
             .local_addr()
             .unwrap()
             .port();
+        let mut args = vec![
+            "start".to_string(),
+            port.to_string(),
+            origin_port.to_string(),
+        ];
+        args.extend(ttl.map(str::to_string));
         let output = Command::new(script())
-            .args(["start", &port.to_string(), &s3_port.to_string()])
+            .args(&args)
             .output()
             .expect("run scripts/varnish.sh");
         assert!(
@@ -48,6 +64,11 @@ impl Varnish {
             port,
             pid: String::from_utf8_lossy(&output.stdout).trim().to_string(),
         }
+    }
+
+    /// `GET path` through the cache.
+    pub fn get_path(&self, path: &str) -> Reply {
+        get(self.port, path, &format!("127.0.0.1:{}", self.port))
     }
 
     /// `GET` of a presigned S3 URL through the cache (the path and query of `presigned`).

@@ -73,6 +73,13 @@ impl OutputKind for Tree<'_> {
         std::future::ready(reader).boxed()
     }
 
+    fn expected_writes(&self, tiles: Option<u64>) -> String {
+        match tiles {
+            Some(n) => format!("at most {n} tile file(s) replaced or removed, then tiles.json and metadata.json when they change"),
+            None => "every tile file, then tiles.json and metadata.json".into(),
+        }
+    }
+
     fn keeps_stopped_tiles(&self) -> bool {
         true
     }

@@ -50,6 +50,16 @@ impl ReadTiles for TreeReader {
         }
         .boxed()
     }
+
+    fn state(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        let path = self.root.join(super::STATE_NAME);
+        let state = match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::output(path, format!("cannot read it: {e}"))),
+        };
+        std::future::ready(state).boxed()
+    }
 }
 
 fn sizes(root: &Path, extension: &str) -> Result<Vec<(TileCoord, u64)>> {

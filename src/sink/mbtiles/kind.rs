@@ -75,6 +75,13 @@ impl OutputKind for MbtilesFile<'_> {
         std::future::ready(reader).boxed()
     }
 
+    fn expected_writes(&self, tiles: Option<u64>) -> String {
+        match tiles {
+            Some(n) => format!("at most {n} tile row(s) replaced or deleted in one transaction"),
+            None => "a new file built beside it and renamed into place".into(),
+        }
+    }
+
     fn keeps_stopped_tiles(&self) -> bool {
         false
     }

@@ -32,6 +32,11 @@ impl ReadTiles for MbtilesReader {
         }
         .boxed()
     }
+
+    fn state(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        let state = metadata(&self.0).map(|m| m[super::STATE_KEY].as_str().map(str::to_string));
+        std::future::ready(state).boxed()
+    }
 }
 
 fn connection(path: &Path) -> Result<rusqlite::Connection> {

@@ -82,6 +82,11 @@ impl OutputKind for PmtilesFile<'_> {
         async move { Ok(OutputReader::new(PmtilesReader::open(self.0).await?)) }.boxed()
     }
 
+    fn expected_writes(&self, tiles: Option<u64>) -> String {
+        let store = tiles.map_or("every tile".to_string(), |n| format!("at most {n} tile(s)"));
+        format!("{store} in the store, then the archive rewritten once if any changed")
+    }
+
     fn keeps_stopped_tiles(&self) -> bool {
         false
     }
@@ -160,6 +165,13 @@ impl OutputKind for S3Archive<'_> {
             Ok(OutputReader::new(reader))
         }
         .boxed()
+    }
+
+    fn expected_writes(&self, tiles: Option<u64>) -> String {
+        let store = tiles.map_or("every tile".to_string(), |n| format!("at most {n} tile(s)"));
+        format!(
+            "{store} in the working copy's store, then one upload of the archive (in parts above s3.part_size_mib) if any changed, and its state object"
+        )
     }
 
     fn keeps_stopped_tiles(&self) -> bool {

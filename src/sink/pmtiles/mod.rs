@@ -164,7 +164,7 @@ fn record_export(store: &Path, state: &str) -> Result<()> {
 }
 
 /// The JSON metadata key of the job state the archive was written at.
-const ARCHIVE_STATE_KEY: &str = "oar_tiles_state";
+pub(super) const ARCHIVE_STATE_KEY: &str = "oar_tiles_state";
 
 /// Builds the store of `archive` from the archive itself (downloaded from S3 onto a machine that
 /// has no store), so that a reseed renders only what changed. The store records `state` (the

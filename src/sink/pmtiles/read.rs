@@ -157,4 +157,13 @@ impl ReadTiles for PmtilesReader {
         }
         .boxed()
     }
+    fn state(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        async move {
+            let metadata = self.metadata().await?;
+            Ok(metadata[super::ARCHIVE_STATE_KEY]
+                .as_str()
+                .map(str::to_string))
+        }
+        .boxed()
+    }
 }

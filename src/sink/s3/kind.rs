@@ -84,6 +84,13 @@ impl OutputKind for S3Prefix<'_> {
         .boxed()
     }
 
+    fn expected_writes(&self, tiles: Option<u64>) -> String {
+        match tiles {
+            Some(n) => format!("at most {n} PUT or DELETE request(s) (only tiles whose bytes change are sent), then tiles.json, metadata.json and the state"),
+            None => "a PUT per tile whose bytes change, a DELETE per tile no longer there, then tiles.json, metadata.json and the state".into(),
+        }
+    }
+
     fn keeps_stopped_tiles(&self) -> bool {
         true
     }

@@ -96,7 +96,7 @@ pub fn local_file(
 }
 
 /// Where, under the prefix, the job state (change watermark) is kept.
-const STATE_NAME: &str = ".oar-tiles/state.json";
+pub(super) const STATE_NAME: &str = ".oar-tiles/state.json";
 
 /// Where, under the prefix, the tile hashes are kept for stores whose listings carry no ETag.
 const MANIFEST_NAME: &str = ".oar-tiles/tile-hashes";

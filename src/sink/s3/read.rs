@@ -73,4 +73,12 @@ impl ReadTiles for S3Reader {
         }
         .boxed()
     }
+    fn state(&self) -> BoxFuture<'_, Result<Option<String>>> {
+        async move {
+            let key = super::object_key(&self.prefix, super::STATE_NAME);
+            let bytes = self.object(&key).await?;
+            Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        .boxed()
+    }
 }

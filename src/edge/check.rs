@@ -1,0 +1,260 @@
+//! Freshness measured at the edge, not at the origin: after a target purged, a sample of the tiles
+//! it purged is fetched through the target's `public_url` and compared with what the output holds.
+//! A purge the API accepted but the cache did not apply (a wrong path, a prefix served elsewhere,
+//! an invalidation still propagating) shows as stale answers instead of passing as a success.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::future::join_all;
+
+use super::Client;
+use crate::config::S3Config;
+use crate::sink::{OutputReader, OutputTarget};
+use crate::tile::TileCoord;
+
+/// First wait before fetching a stale tile again; doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// What to check after one target's purge.
+#[derive(Debug, Clone)]
+pub struct EdgeProbe {
+    /// The output whose tiles were purged, read as the origin.
+    pub output: OutputTarget,
+    /// Its tile file extension (trees, S3 prefixes).
+    pub extension: String,
+    /// The target's name.
+    pub target: String,
+    /// Its public URL, without trailing `/`.
+    pub public_url: String,
+    /// The sampled tiles and their paths under the public URL.
+    pub tiles: Vec<(TileCoord, String)>,
+    /// When the purge that covered them ended.
+    pub purged_at: SystemTime,
+}
+
+/// What a check found for one target.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EdgeCheck {
+    /// The target's name.
+    pub target: String,
+    /// Tiles sampled.
+    pub sampled: u64,
+    /// `GET`s sent through the edge.
+    pub requests: u64,
+    /// Answers that were not what the output holds (old bytes, an error, no answer).
+    pub stale_answers: u64,
+    /// Sampled tiles still stale when the check gave up.
+    pub unconfirmed: u64,
+    /// From the purge's end to the last sampled tile served fresh; `None` when one never was.
+    pub seconds_after_purge: Option<f64>,
+    /// When every sampled tile was served fresh.
+    #[serde(skip)]
+    pub fresh_at: Option<SystemTime>,
+}
+
+/// Up to `count` tiles spread evenly over `tiles` (sorted, so a sample covers every zoom).
+pub fn sample(mut tiles: Vec<(TileCoord, String)>, count: usize) -> Vec<(TileCoord, String)> {
+    tiles.sort();
+    tiles.dedup();
+    if count == 0 || tiles.len() <= count {
+        return if count == 0 { Vec::new() } else { tiles };
+    }
+    let step = tiles.len() as f64 / count as f64;
+    (0..count)
+        .map(|i| tiles[(i as f64 * step) as usize].clone())
+        .collect()
+}
+
+/// Fetches each sampled tile through the edge until it is served as the output holds it, or
+/// `within` has passed since the check began.
+pub async fn check(probe: &EdgeProbe, s3: &S3Config, within: Duration) -> EdgeCheck {
+    let mut result = EdgeCheck {
+        target: probe.target.clone(),
+        sampled: probe.tiles.len() as u64,
+        ..EdgeCheck::default()
+    };
+    let output = probe.output.describe();
+    let opened = match Client::new() {
+        Ok(client) => OutputReader::open(&output, &probe.output, s3, &probe.extension)
+            .await
+            .map(|origin| (client, origin)),
+        Err(err) => Err(err),
+    };
+    let (client, origin) = match opened {
+        Ok(opened) => opened,
+        Err(err) => {
+            tracing::warn!("edge check of `{}`: {err}", probe.target);
+            result.unconfirmed = result.sampled;
+            return result;
+        }
+    };
+    tracing::debug!(
+        "edge check of `{}`: {:?}",
+        probe.target,
+        probe.tiles.iter().map(|(_, path)| path).collect::<Vec<_>>()
+    );
+    let deadline = Instant::now() + within;
+    let outcomes = join_all(
+        probe
+            .tiles
+            .iter()
+            .map(|(tile, path)| one_tile(probe, *tile, path, &origin, &client, deadline)),
+    )
+    .await;
+    let mut last_fresh = Some(probe.purged_at);
+    for outcome in outcomes {
+        result.requests += outcome.requests;
+        result.stale_answers += outcome.stale;
+        match (outcome.fresh_at, last_fresh) {
+            (Some(at), Some(last)) => last_fresh = Some(at.max(last)),
+            _ => {
+                result.unconfirmed += u64::from(outcome.fresh_at.is_none());
+                last_fresh = None;
+            }
+        }
+    }
+    if result.sampled > 0 {
+        result.fresh_at = last_fresh;
+        result.seconds_after_purge = last_fresh.map(|at| {
+            at.duration_since(probe.purged_at)
+                .unwrap_or_default()
+                .as_secs_f64()
+        });
+    }
+    result
+}
+
+struct Outcome {
+    requests: u64,
+    stale: u64,
+    fresh_at: Option<SystemTime>,
+}
+
+async fn one_tile(
+    probe: &EdgeProbe,
+    tile: TileCoord,
+    path: &str,
+    origin: &OutputReader,
+    client: &Client,
+    deadline: Instant,
+) -> Outcome {
+    let url = format!("{}/{path}", probe.public_url);
+    let headers = [("accept-encoding".to_string(), "gzip".to_string())];
+    let mut outcome = Outcome {
+        requests: 0,
+        stale: 0,
+        fresh_at: None,
+    };
+    let mut wait = FIRST_RETRY;
+    loop {
+        // The origin is read again each time: under `watch` a later cycle may change the tile.
+        let held = match origin.tile(tile).await {
+            Ok(held) => held,
+            Err(err) => {
+                tracing::warn!("edge check of {url}: reading tile {tile} at the origin: {err}");
+                return outcome;
+            }
+        };
+        outcome.requests += 1;
+        match client.get(&url, &headers).await {
+            Ok((status, body)) if is_fresh(held.as_deref(), status, &body) => {
+                outcome.fresh_at = Some(SystemTime::now());
+                return outcome;
+            }
+            Ok((status, _)) => {
+                tracing::debug!(
+                    "edge check: {url} answered {status} with other bytes than the origin's"
+                );
+                outcome.stale += 1;
+            }
+            Err(err) => {
+                tracing::debug!("edge check: {url}: {err}");
+                outcome.stale += 1;
+            }
+        }
+        if Instant::now() + wait > deadline {
+            tracing::warn!(
+                "edge check: {url} (target `{}`) still differs from the origin's tile {tile}",
+                probe.target
+            );
+            return outcome;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_RETRY);
+    }
+}
+
+/// Whether an answer serves what the origin holds: the same bytes (or the same bytes once both are
+/// decompressed, for a CDN that re-encodes), or no tile where the origin has none.
+fn is_fresh(origin: Option<&[u8]>, status: u16, body: &[u8]) -> bool {
+    match origin {
+        Some(held) => {
+            status == 200
+                && (body == held
+                    || matches!((decoded(body), decoded(held)), (Some(a), Some(b)) if a == b))
+        }
+        // 204 is what a static origin should answer for a missing tile; 403 and 404 are what
+        // buckets answer.
+        None => matches!(status, 204 | 403 | 404 | 410) || (status == 200 && body.is_empty()),
+    }
+}
+
+fn decoded(bytes: &[u8]) -> Option<Vec<u8>> {
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Some(bytes.to_vec());
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gzip(bytes: &[u8], level: u32) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn an_answer_is_fresh_when_it_serves_the_origins_tile_or_its_absence() {
+        let tile = gzip(b"layer bytes", 3);
+        assert!(is_fresh(Some(&tile), 200, &tile));
+        // A CDN that recompressed the tile serves the same tile.
+        assert!(is_fresh(Some(&tile), 200, &gzip(b"layer bytes", 9)));
+        assert!(is_fresh(Some(&tile), 200, b"layer bytes"));
+        assert!(!is_fresh(Some(&tile), 200, &gzip(b"old bytes", 3)));
+        assert!(!is_fresh(Some(&tile), 304, &tile));
+        assert!(!is_fresh(Some(&tile), 204, b""));
+        assert!(!is_fresh(Some(&tile), 200, &[0x1f, 0x8b, 0, 1]));
+        for status in [204, 403, 404, 410] {
+            assert!(is_fresh(None, status, b""));
+        }
+        assert!(is_fresh(None, 200, b""));
+        assert!(!is_fresh(None, 200, &tile));
+        assert!(!is_fresh(None, 503, b""));
+    }
+
+    #[test]
+    fn a_sample_spreads_over_every_zoom_and_never_repeats() {
+        let tiles: Vec<(TileCoord, String)> = (0..8u8)
+            .flat_map(|z| {
+                (0..(1u32 << z).min(50))
+                    .map(move |x| (TileCoord::new(z, x, 0).unwrap(), format!("{z}/{x}/0.pbf")))
+            })
+            .collect();
+        let picked = sample(tiles.clone(), 8);
+        assert_eq!(picked.len(), 8);
+        let zooms: std::collections::BTreeSet<u8> = picked.iter().map(|(t, _)| t.z()).collect();
+        assert!(zooms.len() >= 3, "{picked:?}");
+        let unique: std::collections::BTreeSet<_> = picked.iter().collect();
+        assert_eq!(unique.len(), 8);
+        assert_eq!(sample(tiles.clone(), 0), Vec::new());
+        assert_eq!(sample(tiles[..3].to_vec(), 8).len(), 3);
+    }
+}

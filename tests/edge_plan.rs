@@ -1,0 +1,118 @@
+//! `seed --dirty --dry-run` plans a reseed without making it: the dirty tiles per zoom, the writes,
+//! and what each CDN target would be sent after folding, with its price. The plan is then held
+//! against the real reseed: the same tiles rendered, every path it invalidated covered by the plan.
+
+use crate::common::run::read_tree;
+use crate::edge::{
+    cloudfront_client, covered, distribution, invalidations, moto_url, seed_tree, summary,
+    tree_world,
+};
+
+#[test]
+#[ignore = "needs PostGIS and moto's server: run scripts/test.sh"]
+fn a_dirty_dry_run_plans_the_tiles_writes_and_folded_invalidations_the_reseed_then_makes() {
+    let endpoint = moto_url();
+    let client = cloudfront_client(&endpoint);
+    let id = distribution(&endpoint, &format!("oar-tiles-plan-{}", std::process::id()));
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"cloudfront\"\nname = \"cf\"\ndistribution_id = \"{id}\"\npath_prefix = \"/v1\""
+    );
+    let (mut fixture, tree) = tree_world("edge_plan", &cdn);
+    let env = [
+        ("AWS_ENDPOINT_URL_CLOUDFRONT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    seed_tree(&fixture, &tree, &[], &env).assert_success();
+    let seeded = read_tree(&tree, "pbf");
+    let state = std::fs::read(tree.join(".oar-tiles-state.json")).unwrap();
+    assert_eq!(invalidations(&client, &id).len(), 1);
+
+    // A dense change (every site of one kind moves) and a sparse one.
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.01, 0.01) WHERE site_id % 3 = 0",
+    );
+    fixture
+        .schema
+        .execute("DELETE FROM {schema}.sites WHERE site_id % 97 = 5");
+    let plan_path = fixture.path("plan.json");
+    let plan_arg = plan_path.to_str().unwrap().to_string();
+    let planned = seed_tree(
+        &fixture,
+        &tree,
+        &["--dirty", "--dry-run", "--summary-json", &plan_arg],
+        &env,
+    );
+    planned.assert_success();
+    // Nothing written, nothing sent.
+    assert_eq!(
+        read_tree(&tree, "pbf"),
+        seeded,
+        "the dry run changed the tree"
+    );
+    assert_eq!(
+        std::fs::read(tree.join(".oar-tiles-state.json")).unwrap(),
+        state,
+        "the dry run moved the watermark"
+    );
+    assert_eq!(
+        invalidations(&client, &id).len(),
+        1,
+        "the dry run invalidated"
+    );
+    assert!(
+        planned.stdout.contains("dirty tile(s) would be rendered")
+            && planned.stdout.contains("cdn `cf`"),
+        "{}",
+        planned.stdout
+    );
+
+    let plan = summary(&plan_path)[0]["plan"].clone();
+    assert_eq!(plan["everything"], false, "{plan}");
+    let dirty: u64 = plan["dirty_tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["tiles"].as_u64().unwrap())
+        .sum();
+    assert!(dirty > 0, "{plan}");
+    let cf = &plan["purges"][0];
+    assert_eq!(cf["target"], "cf");
+    let paths: Vec<String> = cf["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert!(paths.len() <= 3000 && !paths.is_empty(), "{cf}");
+    assert!(paths.iter().all(|p| p.starts_with("/v1/")), "{cf}");
+    assert!(
+        paths.len() as u64 <= cf["changed"].as_u64().unwrap(),
+        "folding never adds paths: {cf}"
+    );
+    let price = cf["price_usd"].as_f64().unwrap();
+    assert!((price - paths.len() as f64 * 0.005).abs() < 1e-9, "{cf}");
+
+    // The reseed renders exactly the planned tiles, and invalidates nothing the plan did not name.
+    let real_path = fixture.path("real.json");
+    let real_arg = real_path.to_str().unwrap().to_string();
+    seed_tree(
+        &fixture,
+        &tree,
+        &["--dirty", "--summary-json", &real_arg],
+        &env,
+    )
+    .assert_success();
+    let real = summary(&real_path)[0].clone();
+    assert_eq!(real["tiles_queried"].as_u64().unwrap(), dirty, "{real}");
+    let sent = invalidations(&client, &id);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    for path in &sent[1] {
+        assert!(
+            covered(path, &paths),
+            "{path} was invalidated but not planned: {paths:?}"
+        );
+    }
+}
