@@ -13,7 +13,7 @@
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
-#                    watch, partitions, shards
+#                    watch, edge, partitions, shards
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -103,6 +103,18 @@
 #            and max (from each change's commit to its cycle's output being
 #            complete), checks the output against a full seed of the changed
 #            data, and reloads the sample.
+#   edge     on the --reseed-rows sample, clustered: a full seed into a tree,
+#            `oar-tiles serve` over it as the origin and Debian's Varnish in
+#            front keeping every tile for a day (scripts/varnish.sh), warmed
+#            with the whole pyramid; then `watch` purging Varnish (PURGE per
+#            tile) and checking 8 purged tiles per cycle through it, while 300
+#            single-row changes are committed at 10 per second; prints the
+#            commit-to-edge latency p50, p95 and max (from each change's commit
+#            to the cache serving its cycle's sampled tiles as the origin holds
+#            them; target p95 <= 3 s) beside the commit-to-origin one, and purge
+#            requests per change. Then 40 facilities moved in one transaction
+#            and `seed --dirty --dry-run` with a CloudFront target: the paths
+#            before and after folding, and their price (no request is sent).
 #   partitions
 #            the sample config (clustered, --rows, --zoom) seeded whole and
 #            partitioned by --partition-by (one MBTiles per value), alternately,
@@ -157,7 +169,7 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,partitions,shards
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,shards
 partition_by=country_code
 shard_rows=1000000
 capture_rounds=5
@@ -233,8 +245,8 @@ for s in "${section_list[@]}"; do
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
         capture | growth | partitions | shards) ;;
-        watch) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, partitions, shards)" ;;
+        watch | edge) run_watch=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, shards)" ;;
     esac
 done
 
@@ -294,8 +306,12 @@ floor_table=
 reseed_pending=0 # the reseed sample is modified or change capture is installed
 reseed_config=
 watch_pid=
+serve_pid=
+varnish_pid=
 cleanup() {
     if [[ -n $watch_pid ]]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch_pid" 2>/dev/null || true; fi
+    if [[ -n $serve_pid ]]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
+    if [[ -n $varnish_pid ]]; then "$ROOT/scripts/varnish.sh" stop "$varnish_pid" || true; fi
     for table in $tiles_table $floor_table; do
         psql_ -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1 || true
     done
@@ -967,6 +983,90 @@ section_watch() {
     "$BIN" -q changes uninstall --config "$reseed_config" >&2
     "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
     reseed_pending=0
+}
+
+# --- edge: commit-to-edge latency through a real cache ----------------------------------------
+
+readonly EDGE_CHANGES=300 EDGE_RATE=10 EDGE_CHECK=8 EDGE_MOVES=40
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+section_edge() {
+    local n=$reseed_rows schema=bench_$reseed_rows tree=$WORK/edge-tree range lo hi count
+    local port sport vport base name cache load_before code warmed
+    ensure_sample "$n"
+    "$ROOT/scripts/varnish.sh" install
+    reseed_config=$WORK/edge.toml
+    make_config "$n" clustered "$reseed_config"
+    # The tileset goes to a tree, and each watch cycle checks what it purged at the edge.
+    sed -i "s|^output = .*|output = \"dir:$tree\"|; s|^\[watch\]\s*$|[watch]\ncheck_edge = $EDGE_CHECK|" \
+        "$reseed_config"
+    grep -q "^check_edge = $EDGE_CHECK" "$reseed_config" || die "edge: no [watch] table in $reseed_config"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    reseed_pending=1
+    range=$(psql_ -Atc "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM $schema.facilities")
+    read -r lo hi count <<<"$range"
+    ((hi - lo + 1 == count)) || die "edge: $schema.facilities ids are not contiguous"
+    "$BIN" -q changes install --config "$reseed_config" >&2
+    log "edge: full seed into a tree (clustered)"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
+    sport=$(free_port)
+    "$BIN" -q serve "dir:$tree" --listen "127.0.0.1:$sport" >"$WORK/edge-serve.log" 2>&1 &
+    serve_pid=$!
+    python3 "$ROOT/scripts/bench_helpers.py" watch-wait "http://127.0.0.1:$sport" health-path /index.json
+    name=$(python3 -c 'import json, sys, urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]))["tilesets"][0]["name"])' \
+        "http://127.0.0.1:$sport/index.json")
+    vport=$(free_port)
+    varnish_pid=$(VARNISH_STORAGE=1g "$ROOT/scripts/varnish.sh" start "$vport" "$sport" 1d)
+    cache=http://127.0.0.1:$vport/$name
+    printf '\n[[tileset.cdn]]\nkind = "http"\nname = "varnish"\nurl = "%s/{path}"\npublic_url = "%s"\n' \
+        "$cache" "$cache" >>"$reseed_config"
+    log "edge: warming Varnish with every tile of the tree"
+    warmed=$(python3 "$ROOT/scripts/bench_helpers.py" edge-warm "$tree" pbf "$cache")
+    port=$(free_port)
+    base=http://127.0.0.1:$port
+    log "edge: starting oar-tiles watch on $base (check_edge = $EDGE_CHECK)"
+    RUST_LOG=info,oar_tiles::seed=warn,oar_tiles::state=warn,oar_tiles::watch=debug \
+        "$BIN" --log-format json watch "${concurrency_args[@]}" --config "$reseed_config" \
+        --listen "127.0.0.1:$port" 2>"$WORK/edge-watch.log" &
+    watch_pid=$!
+    python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" health
+    python3 "$ROOT/scripts/bench_helpers.py" watch-changes "$schema" "$EDGE_CHANGES" "$EDGE_RATE" \
+        "$RESEED_SEED-edge" "$lo" "$hi" >"$WORK/edge-changes.sql"
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    log "edge: committing $EDGE_CHANGES changes at $EDGE_RATE per second"
+    psql_ -f "$WORK/edge-changes.sql" >/dev/null
+    python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" applied "$EDGE_CHANGES"
+    python3 "$ROOT/scripts/bench_helpers.py" edge-wait "$base" "$EDGE_CHANGES" "$WORK/edge-metrics.txt"
+    kill -TERM "$watch_pid"
+    code=0
+    wait "$watch_pid" || code=$?
+    watch_pid=
+    ((code == 143)) || { log "edge: the watcher exited $code on SIGTERM, not 143"; failed 3; }
+    python3 "$ROOT/scripts/bench_helpers.py" edge-report "$WORK/edge-watch.log" "$WORK/edge-metrics.txt" \
+        "$EDGE_CHANGES" "$EDGE_RATE" || failed $?
+    echo "  $warmed tiles cached before the changes; load=$load_before / $(cut -d' ' -f1-3 /proc/loadavg), concurrency ${concurrency:-$pool_size}"
+    # Folding: a reseed of a few dozen moved facilities, planned for CloudFront (nothing is sent).
+    python3 "$ROOT/scripts/bench_helpers.py" edge-moves "$schema" "$EDGE_MOVES" "$RESEED_SEED" "$lo" "$hi" \
+        >"$WORK/edge-moves.sql"
+    psql_ -f "$WORK/edge-moves.sql" >/dev/null
+    sed -i '/^\[\[tileset.cdn\]\]$/,$d' "$reseed_config"
+    printf '[[tileset.cdn]]\nkind = "cloudfront"\nname = "cloudfront"\ndistribution_id = "EBENCH"\n' \
+        >>"$reseed_config"
+    AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_EC2_METADATA_DISABLED=true \
+        "$BIN" -q seed --dirty --dry-run "${concurrency_args[@]}" --config "$reseed_config" \
+        --summary-json "$WORK/edge-plan.json" >/dev/null
+    python3 "$ROOT/scripts/bench_helpers.py" edge-plan "$WORK/edge-plan.json" || failed $?
+    kill "$serve_pid" 2>/dev/null || true
+    wait "$serve_pid" 2>/dev/null || true
+    serve_pid=
+    "$ROOT/scripts/varnish.sh" stop "$varnish_pid"
+    varnish_pid=
+    log "edge: uninstalling change capture and reloading the sample"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
+    reseed_pending=0
+    rm -rf "$tree"
 }
 
 # --- partitions: one pyramid per value against the whole tileset -------------------------------

@@ -459,6 +459,9 @@ def cmd_watch_wait(args):
         if what == "health":
             if http_get(base + "/health")[0] == 200:
                 return
+        elif what == "health-path":
+            if http_get(base + args[2])[0] == 200:
+                return
         else:
             status, text = http_get(base + "/metrics")
             if status == 200 and prom_sum(text, "oar_tiles_changes_applied_total") >= int(args[2]) \
@@ -498,6 +501,118 @@ def cmd_watch_report(args):
     if len(latencies) != n or applied != n:
         print(f"  WARNING: expected {n} changes")
         sys.exit(3)
+
+
+# --- edge: commit-to-edge latency through a real cache -------------------------------------------
+
+def cmd_edge_warm(args):
+    """Fetches every tile of the tree ROOT (z/x/y.EXT) through BASE (the cache, with the tileset's
+    path), 8 at a time, so the cache holds the whole pyramid before the changes start."""
+    import concurrent.futures
+    root, ext, base = args[0], args[1], args[2]
+    paths = []
+    for z in os.listdir(root):
+        if not z.isdigit():
+            continue
+        for x in os.listdir(os.path.join(root, z)):
+            for name in os.listdir(os.path.join(root, z, x)):
+                if name.endswith("." + ext):
+                    paths.append(f"{z}/{x}/{name}")
+
+    def fetch(path):
+        return http_get(f"{base}/{path}")[0]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(fetch, paths))
+    bad = sum(1 for s in statuses if s != 200)
+    if bad:
+        fail(f"edge: {bad} of {len(paths)} tiles did not come through {base}")
+    print(len(paths))
+
+
+def cmd_edge_wait(args):
+    """After the changes are applied, waits (at most 120 s) until the watcher at BASE has measured
+    N changes at the edge or given up on some (unconfirmed tiles); saves /metrics to OUT."""
+    base, n, out = args[0], int(args[1]), args[2]
+    deadline = time.monotonic() + 120
+    text = ""
+    while time.monotonic() < deadline:
+        status, text = http_get(base + "/metrics")
+        if status == 200 and (prom_sum(text, "oar_tiles_change_to_edge_seconds_count") >= n
+                              or prom_sum(text, "oar_tiles_edge_unconfirmed_total") > 0):
+            break
+        time.sleep(0.5)
+    open(out, "w", encoding="utf-8").write(text)
+
+
+def cmd_edge_report(args):
+    """Commit-to-edge latencies from the watcher's JSON log (its debug line per edge check), beside
+    the commit-to-origin ones of the same run, and the purges per change from its metrics."""
+    log, metrics, n, rate = args[0], args[1], int(args[2]), float(args[3])
+    edge, origin, cycles = [], [], 0
+    for line in open(log, encoding="utf-8"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        fields = event.get("fields", {})
+        if "edge_latencies" in fields:
+            edge.extend(json.loads(fields["edge_latencies"]))
+        if "latencies" in fields:
+            origin.extend(json.loads(fields["latencies"]))
+        if str(fields.get("message", "")).startswith("cycle:"):
+            cycles += 1
+    text = open(metrics, encoding="utf-8").read()
+    applied = prom_sum(text, "oar_tiles_changes_applied_total")
+    requests = prom_sum(text, "oar_tiles_purge_requests_total")
+    paths = prom_sum(text, "oar_tiles_purge_paths_total")
+    if not edge or not origin:
+        fail("edge: the log holds no latencies")
+    edge.sort()
+    origin.sort()
+    print(f"edge: {n} single-row changes at {rate:g}/s through `watch` to a tree served by"
+          f" `oar-tiles serve` behind Varnish (every tile cached for a day, purged by PURGE)")
+    print(f"  changes applied {applied:.0f}, cycles {cycles}, measured at the edge {len(edge)},"
+          f" at the origin {len(origin)}")
+    for what, values in (("commit-to-origin", origin), ("commit-to-edge", edge)):
+        p = lambda q: nearest_rank(values, q)
+        print(f"  {what} latency: p50 {p(0.50):.2f} s, p95 {p(0.95):.2f} s, max {values[-1]:.2f} s"
+              + (" (target p95 <= 3 s)" if what == "commit-to-edge" else ""))
+    per_change = requests / applied if applied else float("nan")
+    print(f"  purge requests {requests:.0f} ({paths:.0f} paths): {per_change:.1f} per change;"
+          f" edge requests {prom_sum(text, 'oar_tiles_edge_requests_total'):.0f},"
+          f" stale answers {prom_sum(text, 'oar_tiles_edge_stale_answers_total'):.0f},"
+          f" unconfirmed {prom_sum(text, 'oar_tiles_edge_unconfirmed_total'):.0f}")
+    if applied != n:
+        print(f"  WARNING: expected {n} changes")
+        sys.exit(3)
+
+
+def cmd_edge_moves(args):
+    """One transaction moving K facilities of SCHEMA (ids LO..HI, seeded) by up to 0.05 degrees."""
+    schema, k, seed, lo, hi = args[0], int(args[1]), args[2], int(args[3]), int(args[4])
+    rng = random.Random(seed + "-edge")
+    t = f'"{schema}".facilities'
+    out = ["BEGIN;", f"COMMENT ON TABLE {t} IS 'modified by the edge benchmark';"]
+    for fid in rng.sample(range(lo, hi + 1), k):
+        dx, dy = rng.uniform(-0.05, 0.05), rng.uniform(-0.05, 0.05)
+        out.append(f"UPDATE {t} SET location = ST_Translate(location, {dx:.6f}, {dy:.6f}) WHERE id = {fid};")
+    out.append("COMMIT;")
+    print("\n".join(out))
+
+
+def cmd_edge_plan(args):
+    """The CloudFront paths of a `seed --dirty --dry-run` summary: before and after folding."""
+    summary = json.load(open(args[0], encoding="utf-8"))[0]
+    plan = summary["plan"]
+    dirty = sum(z["tiles"] for z in plan["dirty_tiles"])
+    for target in plan["purges"]:
+        folded = target["paths"]
+        wildcards = sum(1 for p in folded if p.endswith("*"))
+        print(f"  reseed of {summary.get('changes_read')} moved facilities: {dirty} dirty tiles;"
+              f" CloudFront `{target['target']}`: {target['changed']} paths before folding,"
+              f" {len(folded)} after ({wildcards} wildcards), {target['requests']} invalidation(s),"
+              f" ${target['price_usd']:.2f} at $0.005 a path")
 
 
 def cmd_same_tiles(args):
@@ -624,6 +739,11 @@ COMMANDS = {
     "watch-wait": cmd_watch_wait,
     "watch-report": cmd_watch_report,
     "same-tiles": cmd_same_tiles,
+    "edge-warm": cmd_edge_warm,
+    "edge-wait": cmd_edge_wait,
+    "edge-report": cmd_edge_report,
+    "edge-moves": cmd_edge_moves,
+    "edge-plan": cmd_edge_plan,
     "config": cmd_config,
     "compare": cmd_compare,
     "reseed-report": cmd_reseed_report,

@@ -19,6 +19,7 @@
 #
 # Environment:
 #   VARNISH_WAIT_SECS   start timeout (default 30; the VCL is compiled with cc first)
+#   VARNISH_STORAGE     the cache's memory (default 64m; a benchmark's whole pyramid needs more)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,8 @@ die() { log "ERROR: $*"; exit 1; }
 . scripts/apt.sh
 
 readonly WAIT_SECS=${VARNISH_WAIT_SECS:-30}
+readonly STORAGE=${VARNISH_STORAGE:-64m}
+[[ $STORAGE =~ ^[0-9]+[kmg]$ ]] || die "VARNISH_STORAGE '$STORAGE' is not like 64m or 1g"
 
 install() {
     command -v varnishd >/dev/null 2>&1 || PATH=$PATH:/usr/sbin
@@ -112,7 +115,7 @@ start() {
     vcl "$s3_port" "$ttl" >"$work/default.vcl"
     # Stored bytes as they are (tiles are gzip already); a small store; no ban lurker delay.
     /usr/sbin/varnishd -a "127.0.0.1:$port" -f "$work/default.vcl" -n "$work/n" -P "$work/pid" \
-        -s malloc,64m -p http_gzip_support=off -p ban_lurker_sleep=0.01 \
+        -s "malloc,$STORAGE" -p http_gzip_support=off -p ban_lurker_sleep=0.01 \
         >"$work/varnishd.log" 2>&1 || die "varnishd did not start: $(cat "$work/varnishd.log")"
     local waited=0
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
