@@ -243,8 +243,12 @@ fn run_finalize(args: FinalizeArgs) -> Result<(), Error> {
         Some(path) => ChangedList::create(path)?,
         None => ChangedList::disabled(),
     };
-    let done = runtime()?.block_on(commands::finalize(&job, changed.clone()))?;
-    changed.close()?;
+    let done = runtime()?.block_on(async {
+        let done = commands::finalize(&job, changed.clone()).await?;
+        // The list takes what the outboxes hold for it once it is in place.
+        changed.close_and_acknowledge().await?;
+        Ok::<_, Error>(done)
+    })?;
     for output in &done {
         println!(
             "finalized tileset {}: {} shard(s), {} tiles, {} stale tile(s) deleted, into {} \
@@ -256,6 +260,22 @@ fn run_finalize(args: FinalizeArgs) -> Result<(), Error> {
             output.output,
             output.snapshot
         );
+        for purge in &output.purges {
+            match &purge.failed {
+                None => println!(
+                    "  cdn `{}`: {} request(s), {} path(s)",
+                    purge.target, purge.requests, purge.paths
+                ),
+                Some(failed) => {
+                    return Err(Error::output(
+                        format!("cdn `{}` of {}", purge.target, output.output),
+                        format!(
+                            "{failed}; the output is finalized, and the changes stay in its outbox for the next run to purge"
+                        ),
+                    ))
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -130,6 +130,61 @@ fn tree_shards_finalize_into_exactly_the_single_run_and_take_a_dirty_reseed() {
 }
 
 /// Every object under `bucket/prefix` (tiles and documents) with its body, by key below the prefix.
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_cdn_is_purged_of_every_tile_a_sharded_run_changed_the_swept_ones_included() {
+    let cache = crate::common::recorder::Recorder::start("purged", 0);
+    let points = hub_with_scatter(1_200, 9, 7, [2.20, 48.70, 2.60, 49.00]);
+    let mut fixture = Fixture::new("shard_purge", &points, "oar.toml", |schema| {
+        let config = changes_config(schema, "");
+        let cdn = format!(
+            "\n[[tileset.cdn]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/t/{{path}}\"\n",
+            cache.port
+        );
+        config + &cdn
+    });
+    let config = fixture.config.to_str().unwrap();
+    let url = fixture.schema.url.clone();
+    oar_tiles(Some(&url), &["changes", "install", "--config", config]).assert_success();
+    let tree = fixture.path("tree");
+    let output = format!("dir:{}", tree.display());
+    oar_tiles(Some(&url), &fixture.seed_args(&output, "0-12", &[])).assert_success();
+    let earlier = read_tree(&tree, "pbf");
+    change_data(&mut fixture, 1);
+    cache.requests.lock().unwrap().clear();
+
+    for index in 0..3 {
+        run_shard(&fixture, &output, index, 3, &[]);
+    }
+    let done = finalize(&fixture, &output, &[]);
+    done.assert_success();
+    let now = read_tree(&tree, "pbf");
+    let purged: std::collections::BTreeSet<String> = cache
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.target.trim_start_matches("/t/").to_string())
+        .collect();
+    let swept: Vec<_> = earlier.keys().filter(|k| !now.contains_key(k)).collect();
+    assert!(!swept.is_empty(), "the change must empty some tiles");
+    for key in earlier.keys().chain(now.keys()) {
+        if earlier.get(key) != now.get(key) {
+            let (z, x, y) = key;
+            let path = format!("{z}/{x}/{y}.pbf");
+            assert!(
+                purged.contains(&path),
+                "{path} changed and was never purged"
+            );
+        }
+    }
+    assert!(
+        done.stdout.contains("cdn `http`"),
+        "finalize names its purge: {}",
+        done.stdout
+    );
+}
+
 fn read_prefix(server: &S3Server, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
     let client = server.client();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -12,10 +12,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use super::outbox::RunOutbox;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, ShardSpec, TilesetJob};
 use crate::plan::shard::ShardPlan;
+use crate::plan::Work;
+use crate::report::PurgeSummary;
 use crate::sink::parts::plan_id;
 use crate::sink::shards::Part;
 use crate::sink::{self, lock, ChangedList, Finish, OutputTarget, Sharding};
@@ -24,7 +27,7 @@ use crate::state::watermark::earliest_snapshot;
 use crate::state::Watermark;
 
 /// What finalizing one tileset's output did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Finalized {
     /// The tileset.
     pub tileset: String,
@@ -38,6 +41,8 @@ pub struct Finalized {
     pub deleted: u64,
     /// The snapshot the output now records.
     pub snapshot: String,
+    /// What each CDN target was sent of the sweep's changes.
+    pub purges: Vec<PurgeSummary>,
 }
 
 /// Finalizes every tileset of the job whose output holds a shard plan, one after the other; fails
@@ -116,6 +121,7 @@ async fn finalize_output(
         tiles,
         deleted,
         snapshot,
+        purges: Vec::new(),
     };
     if target.sharding() == Sharding::PartFiles {
         let parts: Vec<_> = specs
@@ -155,21 +161,39 @@ async fn finalize_output(
     let (tiles, watermark) = combine(&output, &plan, &plan_id(&text), &parts)?;
     let metadata = parts[0].1.record.metadata.clone();
     let settings = &tileset.tileset.output_settings;
-    let mut sink = sink::open(target, settings, &job.s3, changed, None, None).await?;
+    // What the sweep deletes and the documents it rewrites go through the output's outbox, as a
+    // seed's changes do, so the CDNs are purged of them and nothing is lost to a kill.
+    let mut outbox = RunOutbox::open(target, tileset, &job.s3, None, &changed, 0).await?;
+    let sink = sink::open(target, settings, &job.s3, outbox.recorder(), None, None).await?;
     let state = watermark.to_state();
     let count = tiles.len() as u64;
-    let report = tokio::task::spawn_blocking(move || {
-        sink.adopt(&tiles)?;
-        sink.finish(Finish {
-            metadata: &metadata,
-            sweep: true,
-            state: Some(&state),
+    let intended = outbox.intend(sink.state().as_deref(), &Work::Pyramid).await;
+    let finished = match intended {
+        Ok(()) => tokio::task::spawn_blocking(move || {
+            let mut sink = sink;
+            sink.adopt(&tiles)?;
+            sink.finish(Finish {
+                metadata: &metadata,
+                sweep: true,
+                state: Some(&state),
+            })
         })
-    })
-    .await
-    .map_err(|e| Error::output(path_of(target), format!("finishing failed: {e}")))??;
+        .await
+        .map_err(|e| Error::output(path_of(target), format!("finishing failed: {e}")))
+        .and_then(|finished| finished),
+        Err(err) => {
+            let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
+            Err(err)
+        }
+    };
+    let delivered = outbox.commit_and_deliver(&changed, finished.is_err()).await;
+    let report = finished?;
+    let purges = delivered?.purges;
     store.clear(plan.shards()).await?;
-    Ok(Some(finalized(count, report.deleted, watermark.snapshot)))
+    Ok(Some(Finalized {
+        purges,
+        ..finalized(count, report.deleted, watermark.snapshot)
+    }))
 }
 
 fn refuse_missing(output: &str, missing: &[String]) -> Result<()> {
