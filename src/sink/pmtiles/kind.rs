@@ -70,7 +70,7 @@ impl OutputKind for PmtilesFile<'_> {
                 part,
             )),
             None => super::PmtilesSink::create(self.0, options.changes, options.journal)
-                .map(|sink| Box::new(sink) as Box<dyn Sink>),
+                .map(|sink| Box::new(sink.versioned(options.settings)) as Box<dyn Sink>),
         };
         std::future::ready(sink).boxed()
     }
