@@ -322,3 +322,164 @@ fn an_interrupted_pmtiles_seed_resumes_to_the_same_archive() {
         "resumed archive",
     );
 }
+
+/// A JSON document on disk.
+fn json_file(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The versions `NAME.HASH.pmtiles` in a folder, by name.
+fn versions_in(folder: &Path, stem: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .filter_map(|entry| entry.unwrap().file_name().into_string().ok())
+        .filter(|name| {
+            name.strip_prefix(&format!("{stem}."))
+                .and_then(|rest| rest.strip_suffix(".pmtiles"))
+                .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .collect()
+}
+
+/// The changed list's lines.
+fn listed_lines(path: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostGIS and the Python pmtiles reader: run scripts/test.sh"]
+fn a_versioned_pmtiles_archive_is_published_under_its_hash_before_the_pointer_names_it() {
+    let mut setup = setup_with("pmversions", "", "pmtiles_versions = true");
+    let archive = setup.path("sites.pmtiles");
+    let pointer = setup.path("sites.latest.json");
+    let tilejson = setup.path("sites.json");
+    let changed = setup.path("changed.txt");
+    let changed_arg = changed.to_str().unwrap().to_string();
+    let documents = [
+        pointer.display().to_string(),
+        tilejson.display().to_string(),
+    ];
+    seed(&setup, &archive, &["--changed-list", &changed_arg]);
+
+    let first = json_file(&pointer);
+    let first_name = first["archive"].as_str().unwrap().to_string();
+    assert_eq!(
+        versions_in(setup.dir.path(), "sites"),
+        [first_name.clone()].into(),
+        "{first}"
+    );
+    let first_bytes = std::fs::read(setup.path(&first_name)).unwrap();
+    assert!(
+        first_bytes == std::fs::read(&archive).unwrap(),
+        "the version is the archive byte for byte"
+    );
+    assert_eq!(first["superseded"], serde_json::json!([]), "{first}");
+    assert!(
+        first["published"].as_u64().unwrap() > 1_700_000_000,
+        "{first}"
+    );
+    let document = json_file(&tilejson);
+    assert_eq!(document["tilejson"], "3.0.0", "{document}");
+    assert_eq!(document["name"], "sites", "{document}");
+    assert_eq!(
+        document["tiles"],
+        serde_json::json!([format!("pmtiles://{first_name}")]),
+        "{document}"
+    );
+    assert_eq!(document["vector_layers"][0]["id"], "sites", "{document}");
+    assert_eq!(
+        (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
+        (Some(0), Some(10))
+    );
+    assert_eq!(document["bounds"].as_array().map(Vec::len), Some(4));
+    assert_eq!(document["center"].as_array().map(Vec::len), Some(3));
+    let listed = listed_lines(&changed);
+    for name in &documents {
+        assert!(listed.contains(name), "{name} goes to the CDNs: {listed:?}");
+    }
+    assert!(
+        !listed.iter().any(|line| line.ends_with(&first_name)),
+        "a new version is no purge: {listed:?}"
+    );
+
+    // A change: a new version, the pointer on it, the first still there and listed.
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(90.41, 23.81), 4326) WHERE site_id % 9 = 0;",
+    );
+    seed(
+        &setup,
+        &archive,
+        &["--dirty", "--changed-list", &changed_arg],
+    );
+    let second = json_file(&pointer);
+    let second_name = second["archive"].as_str().unwrap().to_string();
+    assert_ne!(second_name, first_name, "{second}");
+    assert!(
+        std::fs::read(setup.path(&second_name)).unwrap() == std::fs::read(&archive).unwrap(),
+        "the new version is the archive byte for byte"
+    );
+    assert!(
+        std::fs::read(setup.path(&first_name)).unwrap() == first_bytes,
+        "the superseded version is kept as it was"
+    );
+    let superseded = second["superseded"].as_array().unwrap();
+    assert_eq!(superseded.len(), 1, "{second}");
+    assert_eq!(superseded[0]["archive"], first_name.as_str(), "{second}");
+    assert_eq!(
+        json_file(&tilejson)["tiles"][0],
+        format!("pmtiles://{second_name}")
+    );
+    let listed = listed_lines(&changed);
+    for name in &documents {
+        assert!(listed.contains(name), "{name} goes to the CDNs: {listed:?}");
+    }
+
+    // Nothing changed: the same version, the pointer not written.
+    let written = std::fs::metadata(&pointer).unwrap().modified().unwrap();
+    let bytes = std::fs::read(&pointer).unwrap();
+    seed(
+        &setup,
+        &archive,
+        &["--dirty", "--changed-list", &changed_arg],
+    );
+    assert_eq!(std::fs::read(&pointer).unwrap(), bytes);
+    assert_eq!(
+        std::fs::metadata(&pointer).unwrap().modified().unwrap(),
+        written,
+        "the pointer is not rewritten"
+    );
+    assert!(listed_lines(&changed).is_empty());
+
+    // With no retention, the next change deletes every superseded version.
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "pmtiles_versions = true",
+        "pmtiles_versions = true\npmtiles_keep_versions = \"0s\"",
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    setup
+        .schema
+        .execute("DELETE FROM {schema}.sites WHERE site_id = 9000;");
+    seed(
+        &setup,
+        &archive,
+        &["--dirty", "--changed-list", &changed_arg],
+    );
+    let third = json_file(&pointer);
+    let third_name = third["archive"].as_str().unwrap().to_string();
+    assert_eq!(
+        versions_in(setup.dir.path(), "sites"),
+        [third_name.clone()].into(),
+        "{third}"
+    );
+    assert_eq!(third["superseded"], serde_json::json!([]), "{third}");
+    assert!(std::fs::read(setup.path(&third_name)).unwrap() == std::fs::read(&archive).unwrap());
+    assert_eq!(
+        read_archive(&setup.path(&third_name)).tiles,
+        read_archive(&archive).tiles
+    );
+}
