@@ -95,6 +95,7 @@ impl OutputKind for PmtilesFile<'_> {
     }
 
     fn remove_emptied(&self) -> Result<()> {
+        super::versions::remove_local(self.0)?;
         remove_if_there(self.0, std::fs::remove_file(self.0))?;
         remove_sqlite_files(&super::store_path(self.0));
         remove_outbox_beside(self.0)

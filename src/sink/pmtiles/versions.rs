@@ -279,6 +279,31 @@ pub fn publish_local(
     Ok(())
 }
 
+/// Removes the pointer documents and versions beside `archive` (a partition whose value vanished),
+/// the pointer first, so that nothing names a version once it is gone.
+pub fn remove_local(archive: &Path) -> Result<()> {
+    let names = Names::of(&archive.file_name().unwrap_or_default().to_string_lossy());
+    let shelf = LocalShelf { archive };
+    let Some(bytes) = shelf.read(&names.pointer())? else {
+        return Ok(());
+    };
+    let listed = serde_json::from_slice::<Pointer>(&bytes)
+        .map(|pointer| {
+            let mut listed: Vec<String> =
+                pointer.superseded.into_iter().map(|s| s.archive).collect();
+            listed.push(pointer.archive);
+            listed
+        })
+        .unwrap_or_default();
+    for name in [names.pointer(), names.tilejson()] {
+        shelf.remove(&name)?;
+    }
+    for name in listed.iter().filter(|name| names.is_version(name)) {
+        shelf.remove(name)?;
+    }
+    Ok(())
+}
+
 /// Whether the pointer beside `archive` names a version that is the archive itself (a hard link to
 /// it), which saves reading the whole archive for its hash after a run that changed nothing.
 fn points_at(archive: &Path, names: &Names) -> bool {
@@ -511,6 +536,24 @@ mod tests {
         assert_eq!(back.archive, second.archive);
         assert_eq!(back.superseded.len(), 1);
         assert_eq!(back.superseded[0].archive, third.archive);
+    }
+
+    #[test]
+    fn removing_a_versioned_archive_removes_its_versions_and_pointer_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path();
+        assert!(run(folder, b"first", 100, 1000));
+        assert!(run(folder, b"second", 100, 1010));
+        remove_local(&folder.join("f.pmtiles")).unwrap();
+        let left: Vec<_> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            ["f.pmtiles"],
+            "the archive itself is its kind's to remove"
+        );
     }
 
     #[test]
