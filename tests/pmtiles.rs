@@ -12,6 +12,7 @@ use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, send_signal, single_layer_config,
+    wrapped_command,
 };
 use crate::robustness::{journaled_tiles, wait_for_progress};
 
@@ -495,5 +496,97 @@ fn a_versioned_pmtiles_archive_is_published_under_its_hash_before_the_pointer_na
     assert_eq!(
         read_archive(&setup.path(&third_name)).tiles,
         read_archive(&archive).tiles
+    );
+}
+
+/// A traced call: its name, its quoted paths and the path of its descriptor (`strace -y`).
+type Traced = (String, Vec<PathBuf>, Option<PathBuf>);
+
+/// The quoted paths of a traced call, in order.
+fn quoted_paths(call: &str) -> Vec<PathBuf> {
+    call.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(PathBuf::from)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostGIS and strace: run scripts/test.sh"]
+fn a_version_is_linked_and_its_folder_synced_before_a_pointer_document_names_it() {
+    let setup = setup_with("pmvorder", "", "pmtiles_versions = true");
+    let folder = setup.dir.path().canonicalize().unwrap();
+    let archive = folder.join("sites.pmtiles");
+    let log = setup.path("strace.log");
+    let strace = crate::tree_safety::strace();
+    let log_arg = log.display().to_string();
+    let wrapper = [
+        strace.as_str(),
+        "-f",
+        "-y",
+        "-qq",
+        "-s",
+        "4096",
+        "-o",
+        &log_arg,
+        "-e",
+        "trace=fsync,fdatasync,rename,renameat,renameat2,link,linkat",
+    ];
+    let args = setup.seed_args(archive.to_str().unwrap(), "0-6", &[]);
+    let traced = wrapped_command(&wrapper, Some(&setup.schema.url), &args, &[]).output();
+    run_from(traced.expect("run strace")).assert_success();
+    let pointer = folder.join("sites.latest.json");
+    let version = folder.join(json_file(&pointer)["archive"].as_str().unwrap());
+
+    // Each successful call, in the order they started: (name, quoted paths, descriptor path).
+    let calls: Vec<Traced> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.contains("= -1"))
+        .filter_map(|line| {
+            let call = line
+                .split_once(' ')
+                .map_or(line, |(_, rest)| rest.trim_start());
+            let (name, rest) = call.split_once('(')?;
+            let descriptor = rest
+                .split_once('<')
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map(|(path, _)| PathBuf::from(path));
+            Some((name.to_string(), quoted_paths(rest), descriptor))
+        })
+        .collect();
+    let position = |what: &str, test: &dyn Fn(&Traced) -> bool| {
+        calls
+            .iter()
+            .position(test)
+            .unwrap_or_else(|| panic!("no {what} traced in {}", log.display()))
+    };
+    let linked = position("link to the version", &|(name, paths, _)| {
+        name.starts_with("link") && paths.last() == Some(&version)
+    });
+    let tilejson = folder.join("sites.json");
+    // Both documents name the version: the first of them to arrive.
+    let switched = position("rename to the pointer or the TileJSON", &|(
+        name,
+        paths,
+        _,
+    )| {
+        name.starts_with("rename")
+            && (paths.last() == Some(&pointer) || paths.last() == Some(&tilejson))
+    });
+    let folder_synced = calls[linked..]
+        .iter()
+        .position(|(name, _, descriptor)| {
+            name.starts_with("fsync") && descriptor.as_deref() == Some(folder.as_path())
+        })
+        .map(|offset| linked + offset);
+    assert!(
+        linked < switched,
+        "the version ({linked}) is there before a document names it ({switched})"
+    );
+    assert!(
+        folder_synced.is_some_and(|synced| synced < switched),
+        "the version's name is on disk (folder synced: {folder_synced:?}) before a document \
+         names it ({switched})"
     );
 }
