@@ -491,6 +491,12 @@ fn an_s3_archive_in_versions_is_copied_under_its_hash_before_the_pointer_names_i
         "the version is the archive byte for byte"
     );
     assert_eq!(first["superseded"], serde_json::json!([]), "{first}");
+    for key in [pointer, tilejson] {
+        assert!(
+            setup.stored_at(&first_key) <= setup.stored_at(key),
+            "the version is stored before {key} names it"
+        );
+    }
     let head = setup.head_of(&first_key);
     assert_eq!(head.content_type(), Some("application/vnd.pmtiles"));
     assert_eq!(
@@ -545,6 +551,12 @@ fn an_s3_archive_in_versions_is_copied_under_its_hash_before_the_pointer_names_i
         setup.get(&first_key) == Some(first_bytes),
         "the superseded version is kept as it was"
     );
+    for key in [pointer, tilejson] {
+        assert!(
+            setup.stored_at(&second_key) <= setup.stored_at(key),
+            "the version is stored before {key} names it"
+        );
+    }
     let superseded = second["superseded"].as_array().unwrap();
     assert_eq!(superseded.len(), 1, "{second}");
     assert_eq!(
