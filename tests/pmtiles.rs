@@ -389,7 +389,7 @@ fn a_versioned_pmtiles_archive_is_published_under_its_hash_before_the_pointer_na
     assert_eq!(document["name"], "sites", "{document}");
     assert_eq!(
         document["tiles"],
-        serde_json::json!([format!("pmtiles://{first_name}")]),
+        serde_json::json!([format!("pmtiles://{first_name}/{{z}}/{{x}}/{{y}}")]),
         "{document}"
     );
     assert_eq!(document["vector_layers"][0]["id"], "sites", "{document}");
@@ -440,7 +440,7 @@ fn a_versioned_pmtiles_archive_is_published_under_its_hash_before_the_pointer_na
     assert_eq!(superseded[0]["archive"], first_name.as_str(), "{second}");
     assert_eq!(
         json_file(&tilejson)["tiles"][0],
-        format!("pmtiles://{second_name}")
+        format!("pmtiles://{second_name}/{{z}}/{{x}}/{{y}}")
     );
     let listed = listed_lines(&changed);
     for name in &documents {

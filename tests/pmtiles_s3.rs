@@ -513,7 +513,7 @@ fn an_s3_archive_in_versions_is_copied_under_its_hash_before_the_pointer_names_i
     assert_eq!(
         document["tiles"],
         serde_json::json!([format!(
-            "pmtiles://{}/{BUCKET}/{first_key}",
+            "pmtiles://{}/{BUCKET}/{first_key}/{{z}}/{{x}}/{{y}}",
             setup.server.endpoint()
         )]),
         "the bucket's own address, without public_url"

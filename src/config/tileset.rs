@@ -391,7 +391,8 @@ fn resolve_pmtiles_versions(raw: &RawTileset) -> Result<Option<PmtilesVersions>,
 }
 
 /// With `pmtiles_versions`, `tiles_url` is where the archive's folder is served: TileJSON names
-/// `pmtiles://URL/NAME.HASH.pmtiles`, which map clients resolve against their page when relative.
+/// `pmtiles://URL/NAME.HASH.pmtiles/{z}/{x}/{y}`, which map clients resolve against their page when
+/// relative.
 fn check_folder_url(url: &str) -> Result<(), String> {
     let absolute = url.starts_with("https://") || url.starts_with("http://");
     if !absolute

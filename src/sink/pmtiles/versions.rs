@@ -223,7 +223,9 @@ pub fn publish(
             version.clone()
         }
     };
-    let tilejson = tilejson_with_tiles(metadata, &format!("pmtiles://{url}"));
+    // The tile template the pmtiles protocol itself hands MapLibre for an archive.
+    let template = format!("pmtiles://{url}/{{z}}/{{x}}/{{y}}");
+    let tilejson = tilejson_with_tiles(metadata, &template);
     let tilejson = serde_json::to_vec_pretty(&tilejson).expect("JSON serializes");
     shelf.put_document(&names.tilejson(), &tilejson)?;
     changes.record_object(&shelf.address(&names.tilejson()));
@@ -493,7 +495,7 @@ mod tests {
             serde_json::from_slice(&std::fs::read(folder.join("f.json")).unwrap()).unwrap();
         assert_eq!(
             tilejson["tiles"][0],
-            format!("pmtiles://{}", first.archive),
+            format!("pmtiles://{}/{{z}}/{{x}}/{{y}}", first.archive),
             "{tilejson}"
         );
 
