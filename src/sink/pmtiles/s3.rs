@@ -313,10 +313,11 @@ impl Sink for S3PmtilesSink {
                 remote: &remote,
                 prefix,
             };
+            let names = Names::of(name);
             versions::publish(
                 &shelf,
-                &Names::of(name),
-                &hash,
+                &names,
+                &names.version(&hash),
                 publication,
                 finish.metadata,
                 &remote.changes,

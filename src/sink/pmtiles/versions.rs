@@ -153,20 +153,21 @@ pub fn md5_of_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Makes the archive whose hex hash is `hash` the current version: publishes it unless it is
-/// there, then switches the TileJSON and the pointer to it (recording both in the outbox), then
-/// deletes the versions superseded longer ago than the retention. Says whether the pointer moved;
-/// it does not when it already names this version and the version is there.
+/// Makes `version` (named by [`Names::version`] after the archive's hash) the current version:
+/// publishes it unless it is there, then switches the TileJSON and the pointer to it (recording
+/// both in the outbox), then deletes the versions superseded longer ago than the retention. Says
+/// whether the pointer moved; it does not when it already names this version and the version is
+/// there (the TileJSON is still brought up to date: `tiles_url` may have changed).
 pub fn publish(
     shelf: &dyn Shelf,
     names: &Names,
-    hash: &str,
+    version: &str,
     publication: &Publication,
     metadata: &TilesetMetadata,
     changes: &ChangedList,
     now: u64,
 ) -> Result<bool> {
-    let version = names.version(hash);
+    let version = version.to_string();
     let pointer_name = names.pointer();
     let previous = match shelf.read(&pointer_name)? {
         None => None,
@@ -182,8 +183,12 @@ pub fn publish(
             }
         },
     };
+    let tilejson = tilejson_of(shelf, &version, publication, metadata);
     let there = shelf.holds(&version)?;
     if there && previous.as_ref().is_some_and(|p| p.archive == version) {
+        if shelf.read(&names.tilejson())?.as_deref() != Some(tilejson.bytes.as_slice()) {
+            write_tilejson(shelf, names, &tilejson, changes)?;
+        }
         return Ok(false);
     }
     // The version is whole before anything names it.
@@ -210,25 +215,7 @@ pub fn publish(
         superseded,
     };
 
-    let url = match (&publication.folder_url, shelf.public_url(&version)) {
-        (Some(folder), _) => format!("{}/{version}", folder.trim_end_matches('/')),
-        (None, Some(url)) => url,
-        (None, None) => {
-            tracing::warn!(
-                "{} names the archive by a relative URL, which map clients resolve against their \
-                 page: set tiles_url = \"https://HOST/PATH\" in the tileset to where this folder is \
-                 served",
-                shelf.address(&names.tilejson())
-            );
-            version.clone()
-        }
-    };
-    // The tile template the pmtiles protocol itself hands MapLibre for an archive.
-    let template = format!("pmtiles://{url}/{{z}}/{{x}}/{{y}}");
-    let tilejson = tilejson_with_tiles(metadata, &template);
-    let tilejson = serde_json::to_vec_pretty(&tilejson).expect("JSON serializes");
-    shelf.put_document(&names.tilejson(), &tilejson)?;
-    changes.record_object(&shelf.address(&names.tilejson()));
+    write_tilejson(shelf, names, &tilejson, changes)?;
     write_pointer(shelf, &pointer_name, &pointer)?;
     changes.record_object(&shelf.address(&pointer_name));
 
@@ -249,6 +236,53 @@ pub fn publish(
     Ok(true)
 }
 
+/// The TileJSON of a version.
+struct TileJson {
+    bytes: Vec<u8>,
+    /// Whether it names the archive by a relative URL, for want of an address to build on.
+    relative: bool,
+}
+
+/// The TileJSON of `version`, whose `tiles` is the template the pmtiles protocol itself hands
+/// MapLibre for an archive.
+fn tilejson_of(
+    shelf: &dyn Shelf,
+    version: &str,
+    publication: &Publication,
+    metadata: &TilesetMetadata,
+) -> TileJson {
+    let (url, relative) = match (&publication.folder_url, shelf.public_url(version)) {
+        (Some(folder), _) => (format!("{}/{version}", folder.trim_end_matches('/')), false),
+        (None, Some(url)) => (url, false),
+        (None, None) => (version.to_string(), true),
+    };
+    let template = format!("pmtiles://{url}/{{z}}/{{x}}/{{y}}");
+    let document = tilejson_with_tiles(metadata, &template);
+    TileJson {
+        bytes: serde_json::to_vec_pretty(&document).expect("JSON serializes"),
+        relative,
+    }
+}
+
+fn write_tilejson(
+    shelf: &dyn Shelf,
+    names: &Names,
+    tilejson: &TileJson,
+    changes: &ChangedList,
+) -> Result<()> {
+    let name = names.tilejson();
+    if tilejson.relative {
+        tracing::warn!(
+            "{} names the archive by a relative URL, which map clients resolve against their page: \
+             set tiles_url = \"https://HOST/PATH\" in the tileset to where this folder is served",
+            shelf.address(&name)
+        );
+    }
+    shelf.put_document(&name, &tilejson.bytes)?;
+    changes.record_object(&shelf.address(&name));
+    Ok(())
+}
+
 fn write_pointer(shelf: &dyn Shelf, name: &str, pointer: &Pointer) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(pointer).expect("JSON serializes");
     shelf.put_document(name, &bytes)
@@ -265,14 +299,14 @@ pub fn publish_local(
     rewrote: bool,
 ) -> Result<()> {
     let names = Names::of(&archive.file_name().unwrap_or_default().to_string_lossy());
-    if !rewrote && points_at(archive, &names) {
-        return Ok(());
-    }
-    let hash = md5_of_file(archive)?;
+    let version = match points_at(archive, &names) {
+        Some(version) if !rewrote => version,
+        _ => names.version(&md5_of_file(archive)?),
+    };
     publish(
         &LocalShelf { archive },
         &names,
-        &hash,
+        &version,
         publication,
         metadata,
         changes,
@@ -306,19 +340,14 @@ pub fn remove_local(archive: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether the pointer beside `archive` names a version that is the archive itself (a hard link to
-/// it), which saves reading the whole archive for its hash after a run that changed nothing.
-fn points_at(archive: &Path, names: &Names) -> bool {
-    let Ok(bytes) = std::fs::read(archive.with_file_name(names.pointer())) else {
-        return false;
-    };
-    let Ok(pointer) = serde_json::from_slice::<Pointer>(&bytes) else {
-        return false;
-    };
-    if !names.is_version(&pointer.archive) {
-        return false;
-    }
-    same_file(archive, &archive.with_file_name(&pointer.archive))
+/// The version the pointer beside `archive` names, when it is the archive itself (a hard link to
+/// it): after a run that changed nothing, that saves reading the whole archive for its hash.
+fn points_at(archive: &Path, names: &Names) -> Option<String> {
+    let bytes = std::fs::read(archive.with_file_name(names.pointer())).ok()?;
+    let pointer = serde_json::from_slice::<Pointer>(&bytes).ok()?;
+    (names.is_version(&pointer.archive)
+        && same_file(archive, &archive.with_file_name(&pointer.archive)))
+    .then_some(pointer.archive)
 }
 
 #[cfg(unix)]
@@ -416,168 +445,4 @@ impl Shelf for LocalShelf<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tile::{BBox, ZoomRange};
-
-    fn metadata() -> TilesetMetadata {
-        TilesetMetadata {
-            name: "f".into(),
-            description: None,
-            attribution: None,
-            bounds: BBox::WORLD,
-            zooms: ZoomRange::new(0, 5).unwrap(),
-            vector_layers: vec![],
-        }
-    }
-
-    fn publication(keep: u64) -> Publication {
-        Publication {
-            keep: Duration::from_secs(keep),
-            folder_url: None,
-        }
-    }
-
-    fn pointer(folder: &Path) -> Pointer {
-        serde_json::from_slice(&std::fs::read(folder.join("f.latest.json")).unwrap()).unwrap()
-    }
-
-    /// Writes `bytes` as the archive and publishes it at `now`.
-    fn run(folder: &Path, bytes: &[u8], keep: u64, now: u64) -> bool {
-        let archive = folder.join("f.pmtiles");
-        // As the sink does: a new file renamed over the archive.
-        durable::replace(&archive, bytes).unwrap();
-        let hash = md5_of_file(&archive).unwrap();
-        publish(
-            &LocalShelf { archive: &archive },
-            &Names::of("f.pmtiles"),
-            &hash,
-            &publication(keep),
-            &metadata(),
-            &ChangedList::disabled(),
-            now,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn versions_are_named_by_their_hash_and_nothing_else_passes_for_one() {
-        let names = Names::of("facilities.pmtiles");
-        let version = names.version("0123456789abcdef0123456789abcdef");
-        assert_eq!(version, "facilities.0123456789abcdef.pmtiles");
-        assert!(names.is_version(&version));
-        for other in [
-            "facilities.pmtiles",
-            "../facilities.0123456789abcdef.pmtiles",
-            "facilities.0123456789ABCDEF.pmtiles",
-            "facilities.0123456789abcde.pmtiles",
-            "other.0123456789abcdef.pmtiles",
-            "facilities.latest.json",
-        ] {
-            assert!(!names.is_version(other), "{other}");
-        }
-        assert_eq!(names.pointer(), "facilities.latest.json");
-        assert_eq!(names.tilejson(), "facilities.json");
-    }
-
-    #[test]
-    fn the_pointer_switches_after_the_version_is_whole_and_old_versions_go_after_their_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path();
-        assert!(run(folder, b"first", 100, 1000));
-        let first = pointer(folder);
-        assert_eq!(
-            std::fs::read(folder.join(&first.archive)).unwrap(),
-            b"first"
-        );
-        assert!(first.superseded.is_empty());
-        let tilejson: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(folder.join("f.json")).unwrap()).unwrap();
-        assert_eq!(
-            tilejson["tiles"][0],
-            format!("pmtiles://{}/{{z}}/{{x}}/{{y}}", first.archive),
-            "{tilejson}"
-        );
-
-        // The same bytes again: the same version, the pointer untouched.
-        assert!(!run(folder, b"first", 100, 1010));
-        assert_eq!(pointer(folder), first);
-
-        assert!(run(folder, b"second", 100, 1050));
-        let second = pointer(folder);
-        assert_ne!(second.archive, first.archive);
-        assert_eq!(
-            second.superseded,
-            [Superseded {
-                archive: first.archive.clone(),
-                at: 1050
-            }]
-        );
-        assert_eq!(
-            std::fs::read(folder.join(&first.archive)).unwrap(),
-            b"first",
-            "a version stays what it was when the archive is replaced"
-        );
-
-        // 100 s after it was superseded, the first version goes; the second stays listed.
-        assert!(run(folder, b"third", 100, 1150));
-        let third = pointer(folder);
-        assert!(!folder.join(&first.archive).exists());
-        assert!(folder.join(&second.archive).exists());
-        assert_eq!(
-            third.superseded,
-            [Superseded {
-                archive: second.archive.clone(),
-                at: 1150
-            }]
-        );
-
-        // Back to the bytes of the second: current again, so no longer superseded.
-        assert!(run(folder, b"second", 100, 1160));
-        let back = pointer(folder);
-        assert_eq!(back.archive, second.archive);
-        assert_eq!(back.superseded.len(), 1);
-        assert_eq!(back.superseded[0].archive, third.archive);
-    }
-
-    #[test]
-    fn removing_a_versioned_archive_removes_its_versions_and_pointer_documents() {
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path();
-        assert!(run(folder, b"first", 100, 1000));
-        assert!(run(folder, b"second", 100, 1010));
-        remove_local(&folder.join("f.pmtiles")).unwrap();
-        let left: Vec<_> = std::fs::read_dir(folder)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            left,
-            ["f.pmtiles"],
-            "the archive itself is its kind's to remove"
-        );
-    }
-
-    #[test]
-    fn a_pointer_naming_another_file_never_gets_it_deleted() {
-        let dir = tempfile::tempdir().unwrap();
-        let folder = dir.path();
-        let victim = folder.join("victim");
-        std::fs::write(&victim, b"keep").unwrap();
-        let planted = Pointer {
-            archive: "f.0123456789abcdef.pmtiles".into(),
-            published: 0,
-            superseded: vec![Superseded {
-                archive: "victim".into(),
-                at: 0,
-            }],
-        };
-        std::fs::write(
-            folder.join("f.latest.json"),
-            serde_json::to_vec(&planted).unwrap(),
-        )
-        .unwrap();
-        assert!(run(folder, b"x", 0, 1000));
-        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
-    }
-}
+mod tests;
