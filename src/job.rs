@@ -447,6 +447,16 @@ impl SeedJob {
                     )))
                 }
             };
+            if let Some(output) = &output {
+                if tileset.output_settings.pmtiles_versions.is_some() && !output.is_pmtiles() {
+                    return Err(Error::Usage(format!(
+                        "tileset `{}` sets pmtiles_versions, which applies to PMTiles outputs; \
+                         {} is not one",
+                        tileset.name,
+                        output.describe()
+                    )));
+                }
+            }
             let (output, shard) = match (shard, output) {
                 (Some(spec), Some(output)) => match output.sharding() {
                     // An MBTiles shard writes a part file of its own; tree and S3 shards write

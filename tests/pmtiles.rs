@@ -12,6 +12,7 @@ use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, send_signal, single_layer_config,
+    wrapped_command,
 };
 use crate::robustness::{journaled_tiles, wait_for_progress};
 
@@ -320,5 +321,272 @@ fn an_interrupted_pmtiles_seed_resumes_to_the_same_archive() {
         &read_archive(&reference).tiles,
         &read_archive(&archive).tiles,
         "resumed archive",
+    );
+}
+
+/// A JSON document on disk.
+fn json_file(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The versions `NAME.HASH.pmtiles` in a folder, by name.
+fn versions_in(folder: &Path, stem: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .filter_map(|entry| entry.unwrap().file_name().into_string().ok())
+        .filter(|name| {
+            name.strip_prefix(&format!("{stem}."))
+                .and_then(|rest| rest.strip_suffix(".pmtiles"))
+                .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .collect()
+}
+
+/// The changed list's lines.
+fn listed_lines(path: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostGIS and the Python pmtiles reader: run scripts/test.sh"]
+fn a_versioned_pmtiles_archive_is_published_under_its_hash_before_the_pointer_names_it() {
+    let mut setup = setup_with("pmversions", "", "pmtiles_versions = true");
+    let archive = setup.path("sites.pmtiles");
+    let pointer = setup.path("sites.latest.json");
+    let tilejson = setup.path("sites.json");
+    let changed = setup.path("changed.txt");
+    let changed_arg = changed.to_str().unwrap().to_string();
+    let documents = [
+        pointer.display().to_string(),
+        tilejson.display().to_string(),
+    ];
+    seed(&setup, &archive, &["--changed-list", &changed_arg]);
+
+    let first = json_file(&pointer);
+    let first_name = first["archive"].as_str().unwrap().to_string();
+    assert_eq!(
+        versions_in(setup.dir.path(), "sites"),
+        [first_name.clone()].into(),
+        "{first}"
+    );
+    let first_bytes = std::fs::read(setup.path(&first_name)).unwrap();
+    assert!(
+        first_bytes == std::fs::read(&archive).unwrap(),
+        "the version is the archive byte for byte"
+    );
+    assert_eq!(first["superseded"], serde_json::json!([]), "{first}");
+    assert!(
+        first["published"].as_u64().unwrap() > 1_700_000_000,
+        "{first}"
+    );
+    let document = json_file(&tilejson);
+    assert_eq!(document["tilejson"], "3.0.0", "{document}");
+    assert_eq!(document["name"], "sites", "{document}");
+    assert_eq!(
+        document["tiles"],
+        serde_json::json!([format!("pmtiles://{first_name}/{{z}}/{{x}}/{{y}}")]),
+        "{document}"
+    );
+    assert_eq!(document["vector_layers"][0]["id"], "sites", "{document}");
+    assert_eq!(
+        (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
+        (Some(0), Some(10))
+    );
+    assert_eq!(document["bounds"].as_array().map(Vec::len), Some(4));
+    assert_eq!(document["center"].as_array().map(Vec::len), Some(3));
+    let listed = listed_lines(&changed);
+    for name in &documents {
+        assert!(
+            listed.contains(name),
+            "{name} goes to the CDNs; listed besides tiles: {:?}",
+            listed
+                .iter()
+                .filter(|l| l.contains('.'))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        !listed.iter().any(|line| line.ends_with(&first_name)),
+        "a new version is no purge: {listed:?}"
+    );
+
+    // A change: a new version, the pointer on it, the first still there and listed.
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(90.41, 23.81), 4326) WHERE site_id % 9 = 0;",
+    );
+    seed(
+        &setup,
+        &archive,
+        &["--dirty", "--changed-list", &changed_arg],
+    );
+    let second = json_file(&pointer);
+    let second_name = second["archive"].as_str().unwrap().to_string();
+    assert_ne!(second_name, first_name, "{second}");
+    assert!(
+        std::fs::read(setup.path(&second_name)).unwrap() == std::fs::read(&archive).unwrap(),
+        "the new version is the archive byte for byte"
+    );
+    assert!(
+        std::fs::read(setup.path(&first_name)).unwrap() == first_bytes,
+        "the superseded version is kept as it was"
+    );
+    let superseded = second["superseded"].as_array().unwrap();
+    assert_eq!(superseded.len(), 1, "{second}");
+    assert_eq!(superseded[0]["archive"], first_name.as_str(), "{second}");
+    assert_eq!(
+        json_file(&tilejson)["tiles"][0],
+        format!("pmtiles://{second_name}/{{z}}/{{x}}/{{y}}")
+    );
+    let listed = listed_lines(&changed);
+    for name in &documents {
+        assert!(
+            listed.contains(name),
+            "{name} goes to the CDNs; listed besides tiles: {:?}",
+            listed
+                .iter()
+                .filter(|l| l.contains('.'))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // Nothing changed: the same version, the pointer not written.
+    let written = std::fs::metadata(&pointer).unwrap().modified().unwrap();
+    let bytes = std::fs::read(&pointer).unwrap();
+    seed(
+        &setup,
+        &archive,
+        &["--dirty", "--changed-list", &changed_arg],
+    );
+    assert_eq!(std::fs::read(&pointer).unwrap(), bytes);
+    assert_eq!(
+        std::fs::metadata(&pointer).unwrap().modified().unwrap(),
+        written,
+        "the pointer is not rewritten"
+    );
+    assert!(listed_lines(&changed).is_empty());
+
+    // With no retention, the next change deletes every superseded version.
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "pmtiles_versions = true",
+        "pmtiles_versions = true\npmtiles_keep_versions = \"0s\"",
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    setup
+        .schema
+        .execute("DELETE FROM {schema}.sites WHERE site_id = 9000;");
+    seed(
+        &setup,
+        &archive,
+        &["--dirty", "--changed-list", &changed_arg],
+    );
+    let third = json_file(&pointer);
+    let third_name = third["archive"].as_str().unwrap().to_string();
+    assert_eq!(
+        versions_in(setup.dir.path(), "sites"),
+        [third_name.clone()].into(),
+        "{third}"
+    );
+    assert_eq!(third["superseded"], serde_json::json!([]), "{third}");
+    assert!(std::fs::read(setup.path(&third_name)).unwrap() == std::fs::read(&archive).unwrap());
+    assert_eq!(
+        read_archive(&setup.path(&third_name)).tiles,
+        read_archive(&archive).tiles
+    );
+}
+
+/// A traced call: its name, its quoted paths and the path of its descriptor (`strace -y`).
+type Traced = (String, Vec<PathBuf>, Option<PathBuf>);
+
+/// The quoted paths of a traced call, in order.
+fn quoted_paths(call: &str) -> Vec<PathBuf> {
+    call.split('"')
+        .skip(1)
+        .step_by(2)
+        .map(PathBuf::from)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostGIS and strace: run scripts/test.sh"]
+fn a_version_is_linked_and_its_folder_synced_before_a_pointer_document_names_it() {
+    let setup = setup_with("pmvorder", "", "pmtiles_versions = true");
+    let folder = setup.dir.path().canonicalize().unwrap();
+    let archive = folder.join("sites.pmtiles");
+    let log = setup.path("strace.log");
+    let strace = crate::tree_safety::strace();
+    let log_arg = log.display().to_string();
+    let wrapper = [
+        strace.as_str(),
+        "-f",
+        "-y",
+        "-qq",
+        "-s",
+        "4096",
+        "-o",
+        &log_arg,
+        "-e",
+        "trace=fsync,fdatasync,rename,renameat,renameat2,link,linkat",
+    ];
+    let args = setup.seed_args(archive.to_str().unwrap(), "0-6", &[]);
+    let traced = wrapped_command(&wrapper, Some(&setup.schema.url), &args, &[]).output();
+    run_from(traced.expect("run strace")).assert_success();
+    let pointer = folder.join("sites.latest.json");
+    let version = folder.join(json_file(&pointer)["archive"].as_str().unwrap());
+
+    // Each successful call, in the order they started: (name, quoted paths, descriptor path).
+    let calls: Vec<Traced> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.contains("= -1"))
+        .filter_map(|line| {
+            let call = line
+                .split_once(' ')
+                .map_or(line, |(_, rest)| rest.trim_start());
+            let (name, rest) = call.split_once('(')?;
+            let descriptor = rest
+                .split_once('<')
+                .and_then(|(_, rest)| rest.split_once('>'))
+                .map(|(path, _)| PathBuf::from(path));
+            Some((name.to_string(), quoted_paths(rest), descriptor))
+        })
+        .collect();
+    let position = |what: &str, test: &dyn Fn(&Traced) -> bool| {
+        calls
+            .iter()
+            .position(test)
+            .unwrap_or_else(|| panic!("no {what} traced in {}", log.display()))
+    };
+    let linked = position("link to the version", &|(name, paths, _)| {
+        name.starts_with("link") && paths.last() == Some(&version)
+    });
+    let tilejson = folder.join("sites.json");
+    // Both documents name the version: the first of them to arrive.
+    let switched = position("rename to the pointer or the TileJSON", &|(
+        name,
+        paths,
+        _,
+    )| {
+        name.starts_with("rename")
+            && (paths.last() == Some(&pointer) || paths.last() == Some(&tilejson))
+    });
+    let folder_synced = calls[linked..]
+        .iter()
+        .position(|(name, _, descriptor)| {
+            name.starts_with("fsync") && descriptor.as_deref() == Some(folder.as_path())
+        })
+        .map(|offset| linked + offset);
+    assert!(
+        linked < switched,
+        "the version ({linked}) is there before a document names it ({switched})"
+    );
+    assert!(
+        folder_synced.is_some_and(|synced| synced < switched),
+        "the version's name is on disk (folder synced: {folder_synced:?}) before a document \
+         names it ({switched})"
     );
 }

@@ -34,13 +34,50 @@ crate::common::fixture::wraps_fixture!(Setup, base);
 
 impl Setup {
     fn new(label: &str) -> Setup {
+        Setup::with(label, "")
+    }
+
+    /// [`Setup::new`] with more tileset keys.
+    fn with(label: &str, tileset: &str) -> Setup {
         let server = S3Server::start(BUCKET);
         let base = setup_with(
             label,
             &server.config_table(""),
-            "cache_control = \"public, max-age=60\"",
+            &format!("cache_control = \"public, max-age=60\"\n{tileset}"),
         );
         Setup { base, server }
+    }
+
+    /// The bytes of object `key`, `None` when there is none.
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let client = self.server.client();
+        runtime().block_on(async {
+            match client.get_object().bucket(BUCKET).key(key).send().await {
+                Ok(object) => Some(object.body.collect().await.unwrap().into_bytes().to_vec()),
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => None,
+                Err(err) => panic!("reading {key}: {err:?}"),
+            }
+        })
+    }
+
+    /// Object `key` as JSON.
+    fn json(&self, key: &str) -> serde_json::Value {
+        let bytes = self.get(key).unwrap_or_else(|| panic!("no object {key}"));
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The headers of object `key`.
+    fn head_of(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+        let client = self.server.client();
+        runtime()
+            .block_on(client.head_object().bucket(BUCKET).key(key).send())
+            .unwrap_or_else(|e| panic!("{key}: {e:?}"))
+    }
+
+    /// The modification time of the file the server keeps object `key` in.
+    fn stored_at(&self, key: &str) -> std::time::SystemTime {
+        let stored = self.server.data.join(BUCKET).join(key);
+        std::fs::metadata(stored).unwrap().modified().unwrap()
     }
 
     /// The seed command into the archive from a machine whose cache is `machine` (a directory of
@@ -412,5 +449,171 @@ fn an_s3_archive_seed_through_a_server_killed_at_a_random_moment_never_shows_hal
         &after,
         &read_archive(&setup.download("rerun.pmtiles")).tiles,
         &context,
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS, the S3 test server and the Python pmtiles reader: run scripts/test.sh"]
+fn an_s3_archive_in_versions_is_copied_under_its_hash_before_the_pointer_names_it() {
+    let mut setup = Setup::with("pms3versions", "pmtiles_versions = true");
+    let pointer = "maps/facilities.latest.json";
+    let tilejson = "maps/facilities.json";
+    let changed = setup.path("changed.txt");
+    let changed_arg = changed.to_str().unwrap().to_string();
+    let documents = [
+        format!("s3://{BUCKET}/{pointer}"),
+        format!("s3://{BUCKET}/{tilejson}"),
+    ];
+    let version_key = |pointer: &serde_json::Value| {
+        let name = pointer["archive"].as_str().unwrap();
+        let hash = name
+            .strip_prefix("facilities.")
+            .and_then(|rest| rest.strip_suffix(".pmtiles"))
+            .unwrap_or_else(|| panic!("not a version: {pointer}"));
+        assert!(
+            hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{pointer}"
+        );
+        format!("maps/{name}")
+    };
+    let seeded = setup.seed_s3("machine-a", &["--changed-list", &changed_arg]);
+    assert!(
+        !seeded.stderr.contains("uploading the version instead"),
+        "the version is a copy inside the store: {}",
+        seeded.stderr
+    );
+
+    let first = setup.json(pointer);
+    let first_key = version_key(&first);
+    let first_bytes = setup.get(&first_key).unwrap();
+    assert!(
+        Some(&first_bytes) == setup.get(KEY).as_ref(),
+        "the version is the archive byte for byte"
+    );
+    assert_eq!(first["superseded"], serde_json::json!([]), "{first}");
+    for key in [pointer, tilejson] {
+        assert!(
+            setup.stored_at(&first_key) <= setup.stored_at(key),
+            "the version is stored before {key} names it"
+        );
+    }
+    let head = setup.head_of(&first_key);
+    assert_eq!(head.content_type(), Some("application/vnd.pmtiles"));
+    assert_eq!(
+        head.cache_control(),
+        Some("public, max-age=31536000, immutable")
+    );
+    for key in [pointer, tilejson] {
+        let head = setup.head_of(key);
+        assert_eq!(head.cache_control(), Some("public, max-age=60"), "{key}");
+        assert_eq!(head.content_type(), Some("application/json"), "{key}");
+    }
+    let document = setup.json(tilejson);
+    assert_eq!(document["tilejson"], "3.0.0", "{document}");
+    assert_eq!(
+        document["tiles"],
+        serde_json::json!([format!(
+            "pmtiles://{}/{BUCKET}/{first_key}/{{z}}/{{x}}/{{y}}",
+            setup.server.endpoint()
+        )]),
+        "the bucket's own address, without public_url"
+    );
+    assert_eq!(document["vector_layers"][0]["id"], "sites", "{document}");
+    let listed = lines(&changed);
+    for name in &documents {
+        assert!(
+            listed.contains(name),
+            "{name} goes to the CDNs; listed besides tiles: {:?}",
+            listed
+                .iter()
+                .filter(|l| l.contains('.'))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        !listed.iter().any(|line| line.ends_with(&first_key)),
+        "a new version is no purge: {listed:?}"
+    );
+
+    // A change, reseeded from a new machine: a new version, the pointer on it, the first kept.
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_SetSRID(ST_MakePoint(90.41, 23.81), 4326) WHERE site_id % 9 = 0;",
+    );
+    setup.seed_s3("machine-b", &["--dirty", "--changed-list", &changed_arg]);
+    let second = setup.json(pointer);
+    let second_key = version_key(&second);
+    assert_ne!(second_key, first_key);
+    assert!(
+        setup.get(&second_key) == setup.get(KEY),
+        "the new version is the archive byte for byte"
+    );
+    assert!(
+        setup.get(&first_key) == Some(first_bytes),
+        "the superseded version is kept as it was"
+    );
+    for key in [pointer, tilejson] {
+        assert!(
+            setup.stored_at(&second_key) <= setup.stored_at(key),
+            "the version is stored before {key} names it"
+        );
+    }
+    let superseded = second["superseded"].as_array().unwrap();
+    assert_eq!(superseded.len(), 1, "{second}");
+    assert_eq!(
+        format!("maps/{}", superseded[0]["archive"].as_str().unwrap()),
+        first_key
+    );
+    let listed = lines(&changed);
+    for name in &documents {
+        assert!(
+            listed.contains(name),
+            "{name} goes to the CDNs; listed besides tiles: {:?}",
+            listed
+                .iter()
+                .filter(|l| l.contains('.'))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    // Nothing changed: the same version, the pointer not written.
+    let written = (
+        setup.head_of(pointer).e_tag().map(str::to_string),
+        setup.stored_at(pointer),
+    );
+    setup.seed_s3("machine-b", &["--dirty", "--changed-list", &changed_arg]);
+    assert_eq!(
+        (
+            setup.head_of(pointer).e_tag().map(str::to_string),
+            setup.stored_at(pointer)
+        ),
+        written,
+        "the pointer is not rewritten"
+    );
+    assert!(lines(&changed).is_empty(), "{:?}", lines(&changed));
+
+    // With no retention, the next change deletes every superseded version.
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "pmtiles_versions = true",
+        "pmtiles_versions = true\npmtiles_keep_versions = \"0s\"",
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    setup
+        .schema
+        .execute("DELETE FROM {schema}.sites WHERE site_id = 9000;");
+    setup.seed_s3("machine-b", &["--dirty", "--changed-list", &changed_arg]);
+    let third = setup.json(pointer);
+    let third_key = version_key(&third);
+    assert_eq!(third["superseded"], serde_json::json!([]), "{third}");
+    assert!(setup.get(&first_key).is_none(), "{first_key} is deleted");
+    assert!(setup.get(&second_key).is_none(), "{second_key} is deleted");
+    assert!(setup.get(&third_key) == setup.get(KEY));
+    assert_same_digests(
+        &read_archive(&setup.download("third.pmtiles")).tiles,
+        &{
+            let path = setup.path("third-version.pmtiles");
+            std::fs::write(&path, setup.get(&third_key).unwrap()).unwrap();
+            read_archive(&path).tiles
+        },
+        "the current version against the archive",
     );
 }

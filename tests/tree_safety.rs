@@ -169,7 +169,7 @@ fn symlinks_inside_the_tree_never_let_a_seed_write_or_delete_outside_it() {
 }
 
 /// The `strace` executable, from `scripts/test.sh`.
-fn strace() -> String {
+pub(crate) fn strace() -> String {
     const VARIABLE: &str = "OAR_TILES_TEST_STRACE";
     match std::env::var(VARIABLE) {
         Ok(path) if !path.is_empty() => path,

@@ -14,7 +14,10 @@ pub mod output;
 pub mod tileset;
 
 pub use cdn::{CdnConfig, CdnTarget, EdgeCheckSettings, PurgeMethod};
-pub use output::{partition_segment, IndexLocation, OutputSettings, OutputTarget, Sharding};
+pub use output::{
+    partition_segment, IndexLocation, OutputSettings, OutputTarget, Sharding,
+    POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
+};
 pub use tileset::{
     breakdown_property, ClusterConfig, ClusterPosition, LayerConfig, Partition, TilesetConfig,
     CLUSTER_PROPERTIES, DEFAULT_SIZE_BUDGET,

@@ -1,6 +1,7 @@
 //! Where a tileset's tiles go and how they are stored there, as the operator configured it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -137,6 +138,17 @@ impl OutputTarget {
             | OutputTarget::Pmtiles(path)
             | OutputTarget::Directory(path) => Some(path),
             OutputTarget::S3 { .. } | OutputTarget::S3Pmtiles { .. } => None,
+        }
+    }
+
+    /// Whether the output is one PMTiles archive (a file or an S3 object), which alone can be
+    /// published in versions (`pmtiles_versions`).
+    pub fn is_pmtiles(&self) -> bool {
+        match self {
+            OutputTarget::Pmtiles(_) | OutputTarget::S3Pmtiles { .. } => true,
+            OutputTarget::Mbtiles(_) | OutputTarget::Directory(_) | OutputTarget::S3 { .. } => {
+                false
+            }
         }
     }
 
@@ -292,8 +304,50 @@ pub struct OutputSettings {
     pub compression_level: u32,
     /// `Cache-Control` of S3 tile objects.
     pub cache_control: String,
-    /// Tile URL template for TileJSON; default relative `{z}/{x}/{y}.ext`.
+    /// Tile URL template for TileJSON; default relative `{z}/{x}/{y}.ext`. With
+    /// `pmtiles_versions`, the URL of the folder serving the archive's versions instead.
     pub tiles_url: Option<String>,
+    /// A PMTiles archive is also published under content-derived names with a pointer to the
+    /// current one (`pmtiles_versions = true`); `None` when it is not.
+    pub pmtiles_versions: Option<PmtilesVersions>,
+}
+
+/// How a PMTiles archive is published in versions: `NAME.HASH.pmtiles` beside `NAME.pmtiles`, and
+/// the pointer `NAME.latest.json` (with the TileJSON `NAME.json`) naming the current one, so a
+/// client behind a CDN never reads ranges of one archive with another's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmtilesVersions {
+    /// How long a version stays after the pointer moved on from it (`pmtiles_keep_versions`).
+    pub keep: Duration,
+}
+
+/// `Cache-Control` of a versioned archive's pointer documents (`NAME.latest.json`, `NAME.json`):
+/// short, so that clients and CDNs learn of a new version within a minute, without a purge.
+pub const POINTER_CACHE_CONTROL: &str = "public, max-age=60";
+
+/// `Cache-Control` of a published version: its name changes whenever its bytes do, so a cache may
+/// keep it as long as it likes.
+pub const VERSION_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+
+/// How long a superseded version stays unless the tileset says (`pmtiles_keep_versions`): as long
+/// as a cache may still hand out the pointer that named it (its max-age plus its
+/// stale-while-revalidate), plus an hour for a map that read that pointer to go on reading ranges.
+pub fn default_keep_versions() -> Duration {
+    cache_lifetime(POINTER_CACHE_CONTROL) + Duration::from_secs(3600)
+}
+
+/// How long caches may serve a response with this `Cache-Control`: its `max-age` plus its
+/// `stale-while-revalidate`, each 0 when absent.
+fn cache_lifetime(cache_control: &str) -> Duration {
+    let seconds = |directive: &str| {
+        cache_control
+            .split(',')
+            .filter_map(|part| part.trim().split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case(directive))
+            .and_then(|(_, value)| value.trim().trim_matches('"').parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Duration::from_secs(seconds("max-age") + seconds("stale-while-revalidate"))
 }
 
 impl Default for OutputSettings {
@@ -304,6 +358,7 @@ impl Default for OutputSettings {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             cache_control: DEFAULT_CACHE_CONTROL.into(),
             tiles_url: None,
+            pmtiles_versions: None,
         }
     }
 }
@@ -351,6 +406,16 @@ mod tests {
         ] {
             assert!(OutputTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn superseded_versions_outlive_every_cached_pointer_by_an_hour() {
+        assert_eq!(default_keep_versions(), Duration::from_secs(60 + 3600));
+        assert_eq!(
+            cache_lifetime("public, max-age=3600, stale-while-revalidate=86400"),
+            Duration::from_secs(3600 + 86400)
+        );
+        assert_eq!(cache_lifetime("no-cache"), Duration::ZERO);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::output::OutputSettings;
+use super::output::{default_keep_versions, OutputSettings, OutputTarget, PmtilesVersions};
 use crate::tile::{BBox, ZoomRange, MAX_ZOOM};
 
 #[derive(Debug, Deserialize)]
@@ -26,6 +26,8 @@ pub(super) struct RawTileset {
     compression_level: Option<u32>,
     cache_control: Option<String>,
     tiles_url: Option<String>,
+    pmtiles_versions: Option<bool>,
+    pmtiles_keep_versions: Option<String>,
     size_budget: Option<u64>,
     partition_by: Option<String>,
     #[serde(default)]
@@ -268,6 +270,18 @@ pub(super) fn resolve_tileset(
     }
     let output_settings = resolve_output_settings(&mut raw).map_err(context)?;
     let output = raw.output.map(|output| resolve_output(&output, base_dir));
+    if let (Some(_), Some(output)) = (output_settings.pmtiles_versions, &output) {
+        // An output the config cannot parse is the job's to report, with --output's own errors.
+        if let Ok(target) = OutputTarget::parse(output) {
+            if !target.is_pmtiles() {
+                return Err(context(format!(
+                    "pmtiles_versions and pmtiles_keep_versions apply to PMTiles outputs; \
+                     output `{output}` is {}",
+                    target.describe()
+                )));
+            }
+        }
+    }
     Ok(TilesetConfig {
         name,
         output,
@@ -343,8 +357,11 @@ fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Strin
             "compression_level must be 1 (fastest) to 9 (smallest), got {compression_level}"
         ));
     }
-    if let Some(url) = &raw.tiles_url {
-        check_tiles_url(url)?;
+    let pmtiles_versions = resolve_pmtiles_versions(raw)?;
+    match (&raw.tiles_url, pmtiles_versions) {
+        (Some(url), None) => check_tiles_url(url)?,
+        (Some(url), Some(_)) => check_folder_url(url)?,
+        (None, _) => {}
     }
     Ok(OutputSettings {
         tile_extension,
@@ -352,7 +369,43 @@ fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Strin
         compression_level,
         cache_control,
         tiles_url: raw.tiles_url.take(),
+        pmtiles_versions,
     })
+}
+
+/// `pmtiles_versions` and how long superseded versions stay (`pmtiles_keep_versions`).
+fn resolve_pmtiles_versions(raw: &RawTileset) -> Result<Option<PmtilesVersions>, String> {
+    let keep = match &raw.pmtiles_keep_versions {
+        None => default_keep_versions(),
+        Some(text) => humantime::parse_duration(text).map_err(|err| {
+            format!("pmtiles_keep_versions `{text}` is not a duration like \"2h\" ({err})")
+        })?,
+    };
+    match raw.pmtiles_versions {
+        Some(true) => Ok(Some(PmtilesVersions { keep })),
+        _ if raw.pmtiles_keep_versions.is_some() => {
+            Err("pmtiles_keep_versions needs pmtiles_versions = true".into())
+        }
+        _ => Ok(None),
+    }
+}
+
+/// With `pmtiles_versions`, `tiles_url` is where the archive's folder is served: TileJSON names
+/// `pmtiles://URL/NAME.HASH.pmtiles/{z}/{x}/{y}`, which map clients resolve against their page when
+/// relative.
+fn check_folder_url(url: &str) -> Result<(), String> {
+    let absolute = url.starts_with("https://") || url.starts_with("http://");
+    if !absolute
+        || url.contains(['{', '}'])
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "tiles_url `{url}`: with pmtiles_versions it is the absolute URL of the folder that \
+             serves the archive's versions, such as \"https://tiles.example.org/maps\", without \
+             {{z}}/{{x}}/{{y}}"
+        ));
+    }
+    Ok(())
 }
 
 fn resolve_layer(
@@ -474,4 +527,93 @@ fn resolve_cluster(raw: &RawLayer, extent: u32) -> Result<Option<ClusterConfig>,
             })
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::PmtilesVersions;
+    use crate::config::Config;
+
+    const MINIMAL: &str = r#"
+[[tileset]]
+name = "facilities"
+output = "out.mbtiles"
+[[tileset.layer]]
+name = "facilities"
+table = "facilities"
+"#;
+
+    fn parse_config(text: &str) -> crate::error::Result<Config> {
+        Config::parse(std::path::Path::new("conf/oar.toml"), text, None)
+    }
+
+    #[test]
+    fn pmtiles_versions_apply_to_pmtiles_outputs_only() {
+        let versioned = |output: &str, keys: &str| {
+            MINIMAL.replace(
+                "output = \"out.mbtiles\"",
+                &format!("output = \"{output}\"\n{keys}"),
+            )
+        };
+        let config = parse_config(&versioned("out.pmtiles", "pmtiles_versions = true")).unwrap();
+        assert_eq!(
+            config.tilesets[0].output_settings.pmtiles_versions,
+            Some(PmtilesVersions {
+                keep: Duration::from_secs(3660)
+            })
+        );
+        let config = parse_config(&versioned(
+            "s3://bkt/maps/f.pmtiles",
+            "pmtiles_versions = true\npmtiles_keep_versions = \"0s\"\n\
+             tiles_url = \"https://cdn.example.org/maps\"",
+        ))
+        .unwrap();
+        assert_eq!(
+            config.tilesets[0].output_settings.pmtiles_versions,
+            Some(PmtilesVersions {
+                keep: Duration::ZERO
+            })
+        );
+        assert_eq!(
+            parse_config(MINIMAL).unwrap().tilesets[0]
+                .output_settings
+                .pmtiles_versions,
+            None
+        );
+        for (output, keys, message) in [
+            (
+                "out.mbtiles",
+                "pmtiles_versions = true",
+                "apply to PMTiles outputs; output `conf/out.mbtiles` is conf/out.mbtiles (MBTiles)",
+            ),
+            (
+                "s3://bkt/tiles",
+                "pmtiles_versions = true",
+                "apply to PMTiles outputs",
+            ),
+            (
+                "out.pmtiles",
+                "pmtiles_keep_versions = \"1h\"",
+                "pmtiles_keep_versions needs pmtiles_versions = true",
+            ),
+            (
+                "out.pmtiles",
+                "pmtiles_versions = true\npmtiles_keep_versions = \"soon\"",
+                "pmtiles_keep_versions `soon` is not a duration",
+            ),
+            (
+                "out.pmtiles",
+                "pmtiles_versions = true\ntiles_url = \"https://cdn/{z}/{x}/{y}.pbf\"",
+                "the folder that serves the archive's versions",
+            ),
+        ] {
+            let err = parse_config(&versioned(output, keys))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("tileset `facilities`"), "{err}");
+            assert!(err.contains(message), "{output} {keys}: {err}");
+        }
+    }
 }

@@ -103,3 +103,24 @@ fn unknown_tilesets_and_missing_outputs_are_usage_errors() {
     };
     assert_eq!(SeedJob::resolve(config(), dry).unwrap().tilesets.len(), 2);
 }
+
+#[test]
+fn pmtiles_versions_refuse_an_output_from_the_command_line_that_is_not_pmtiles() {
+    let text = TWO_TILESETS.replace(
+        "name = \"bd\"\n",
+        "name = \"bd\"\npmtiles_versions = true\n",
+    );
+    let config = || Config::parse(Path::new("c.toml"), &text, None).unwrap();
+    let with_output = |output: &str| SeedOptions {
+        tilesets: vec!["bd".into()],
+        output: Some(output.into()),
+        ..Default::default()
+    };
+    let err = SeedJob::resolve(config(), with_output("bd.mbtiles")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("tileset `bd` sets pmtiles_versions, which applies to PMTiles outputs"),
+        "{err}"
+    );
+    assert!(SeedJob::resolve(config(), with_output("bd.pmtiles")).is_ok());
+}

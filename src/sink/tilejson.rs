@@ -16,9 +16,14 @@ pub fn tilejson(
     settings: &OutputSettings,
     public_base: Option<&str>,
 ) -> Value {
+    tilejson_with_tiles(metadata, &tiles_url(settings, public_base))
+}
+
+/// The TileJSON 3.0 document of a tileset whose tiles are at `url`: a `{z}/{x}/{y}` template, or a
+/// PMTiles archive's `pmtiles://` address.
+pub fn tilejson_with_tiles(metadata: &TilesetMetadata, url: &str) -> Value {
     let bounds = metadata.bounds;
     let (lon, lat, zoom) = metadata.center();
-    let url = tiles_url(settings, public_base);
     let mut document = json!({
         "tilejson": "3.0.0",
         "name": metadata.name,

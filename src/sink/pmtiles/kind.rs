@@ -70,7 +70,7 @@ impl OutputKind for PmtilesFile<'_> {
                 part,
             )),
             None => super::PmtilesSink::create(self.0, options.changes, options.journal)
-                .map(|sink| Box::new(sink) as Box<dyn Sink>),
+                .map(|sink| Box::new(sink.versioned(options.settings)) as Box<dyn Sink>),
         };
         std::future::ready(sink).boxed()
     }
@@ -100,6 +100,7 @@ impl OutputKind for PmtilesFile<'_> {
     }
 
     fn remove_emptied(&self) -> Result<()> {
+        super::versions::remove_local(self.0)?;
         remove_if_there(self.0, std::fs::remove_file(self.0))?;
         remove_sqlite_files(&super::store_path(self.0));
         remove_outbox_beside(self.0)

@@ -18,9 +18,10 @@ use rusqlite::{params, Connection, OpenFlags};
 pub mod kind;
 pub mod read;
 pub mod s3;
+pub mod versions;
 
 use super::mbtiles::{partial_path, Import, MbtilesSink};
-use super::{ChangedList, Finish, Resume, Sink, SinkReport, TilesetMetadata};
+use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
 
@@ -45,6 +46,9 @@ pub struct PmtilesSink {
     /// Whether a rewritten archive is named in the changed list (not when it is a working copy
     /// that another sink uploads).
     announce: bool,
+    /// Whether each archive written is also published as a version (`pmtiles_versions`), with a
+    /// pointer to it.
+    versions: Option<versions::Publication>,
 }
 
 impl PmtilesSink {
@@ -63,7 +67,16 @@ impl PmtilesSink {
             changes,
             written_from,
             announce: true,
+            versions: None,
         })
+    }
+
+    /// Publishes each archive written as a version too, if the tileset asks for it.
+    pub fn versioned(self, settings: &OutputSettings) -> Self {
+        PmtilesSink {
+            versions: versions::Publication::of(settings),
+            ..self
+        }
     }
 
     /// Finishes the store and, unless it is current, writes the archive again; says whether it did.
@@ -74,6 +87,7 @@ impl PmtilesSink {
             changes,
             written_from,
             announce,
+            versions,
         } = self;
         let previous = export_marker(store.state().as_deref(), finish.metadata);
         let report = store.finish(finish)?;
@@ -89,6 +103,11 @@ impl PmtilesSink {
             if announce {
                 changes.record_object(&archive.display().to_string());
             }
+        }
+        // Before the marker: a crash in between makes the next run write the archive and
+        // publish it again.
+        if let Some(publication) = &versions {
+            versions::publish_local(&archive, publication, finish.metadata, &changes, !current)?;
         }
         record_export(&store, &export_marker(finish.state, finish.metadata))?;
         Ok((report, !current))

@@ -12,17 +12,18 @@
 
 use std::path::{Path, PathBuf};
 
+use aws_sdk_s3::types::MetadataDirective;
 use aws_sdk_s3::Client;
-use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
+use super::versions::{self, md5_of_file, Names, Publication, Shelf};
 use super::{rebuild_store, store_path, PmtilesSink};
-use crate::config::S3Config;
+use crate::config::{S3Config, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::{partial_path, remove_sqlite_files};
 use crate::sink::s3::{
-    self as store, client, get_if_exists, local_file, object_key, ObjectHeaders,
+    self as store, client, get_if_exists, local_file, object_key, public_base, ObjectHeaders,
 };
 use crate::sink::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport};
 use crate::tile::TileCoord;
@@ -68,6 +69,10 @@ struct Remote {
     etag: Option<String>,
     state: Option<RemoteState>,
     synced: Synced,
+    /// Whether the archive is also published as a version with a pointer (`pmtiles_versions`).
+    versions: Option<Publication>,
+    /// Where the archive's prefix is served from, for the versions' URLs in TileJSON.
+    public_base: String,
 }
 
 fn synced_path(working_copy: &Path) -> PathBuf {
@@ -86,15 +91,6 @@ fn write_synced(working_copy: &Path, synced: &Synced) -> Result<()> {
     let json = serde_json::to_vec(synced).expect("JSON serializes");
     crate::sink::durable::replace(&path, &json)
         .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))
-}
-
-fn md5_of_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| Error::output(path, format!("cannot read it: {e}")))?;
-    let mut hasher = Md5::new();
-    std::io::copy(&mut file, &mut hasher)
-        .map_err(|e| Error::output(path, format!("cannot read it: {e}")))?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Removes the working copy, its store (with any journal) and what this machine knew of them.
@@ -177,6 +173,8 @@ impl S3PmtilesSink {
             // Nothing uploaded yet: a working copy here is an interrupted first run's.
             (None, _) => Synced::default(),
         };
+        let region = client.config().region().map(|r| r.to_string());
+        let public_base = public_base(config, region.as_deref(), bucket, folder_of(key).0);
         let local = PmtilesSink {
             announce: false,
             ..PmtilesSink::create(&working_copy, changes.clone(), journal)?
@@ -196,6 +194,8 @@ impl S3PmtilesSink {
                 etag: synced.etag.clone().or(remote_etag),
                 state: remote_state,
                 synced,
+                versions: Publication::of(settings),
+                public_base,
             },
         })
     }
@@ -303,11 +303,184 @@ impl Sink for S3PmtilesSink {
         if remote.state.as_ref() != Some(&state) {
             remote.put_state(&state)?;
         }
+        if let Some(publication) = &remote.versions {
+            let hash = match &remote.synced.md5 {
+                Some(md5) => md5.clone(),
+                None => md5_of_file(&remote.working_copy)?,
+            };
+            let (prefix, name) = folder_of(&remote.key);
+            let shelf = S3Shelf {
+                remote: &remote,
+                prefix,
+            };
+            let names = Names::of(name);
+            versions::publish(
+                &shelf,
+                &names,
+                &names.version(&hash),
+                publication,
+                finish.metadata,
+                &remote.changes,
+                versions::unix_now(),
+            )?;
+        }
         Ok(report)
     }
 
     fn abort(self: Box<Self>) {
         Box::new(self.local).abort();
+    }
+}
+
+/// The prefix (`""` at the bucket's root) and name of an object key.
+fn folder_of(key: &str) -> (&str, &str) {
+    key.rsplit_once('/').unwrap_or(("", key))
+}
+
+/// What a copy source may hold as it is; every other byte of the key is percent-encoded.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The archive's prefix, where its versions and pointer documents go beside it.
+struct S3Shelf<'a> {
+    remote: &'a Remote,
+    prefix: &'a str,
+}
+
+impl S3Shelf<'_> {
+    fn key(&self, name: &str) -> String {
+        object_key(self.prefix, name)
+    }
+
+    fn fail(&self, name: &str, err: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::output_caused(self.address(name), err)
+    }
+}
+
+impl Shelf for S3Shelf<'_> {
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let remote = self.remote;
+        remote
+            .handle
+            .block_on(get_if_exists(
+                &remote.client,
+                &remote.bucket,
+                &self.key(name),
+                remote.attempts,
+            ))
+            .map_err(|e| self.fail(name, e))
+    }
+
+    fn holds(&self, name: &str) -> Result<bool> {
+        let remote = self.remote;
+        remote
+            .handle
+            .block_on(store::etag(
+                &remote.client,
+                &remote.bucket,
+                &self.key(name),
+                remote.attempts,
+            ))
+            .map(|etag| etag.is_some())
+            .map_err(|e| self.fail(name, e))
+    }
+
+    fn add_version(&self, name: &str) -> Result<()> {
+        let remote = self.remote;
+        let (client, bucket, key) = (&remote.client, &remote.bucket, self.key(name));
+        // A copy inside the store, of exactly the bytes this run uploaded (If-Match).
+        if let Some(etag) = &remote.etag {
+            let source = format!(
+                "{bucket}/{}",
+                percent_encoding::utf8_percent_encode(&remote.key, COPY_SOURCE)
+            );
+            let copied = remote.handle.block_on(store::with_retries(
+                remote.attempts,
+                &format!("copying {} to s3://{bucket}/{key}", remote.target()),
+                || {
+                    client
+                        .copy_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .copy_source(&source)
+                        .copy_source_if_match(etag)
+                        .metadata_directive(MetadataDirective::Replace)
+                        .content_type(PMTILES_CONTENT_TYPE)
+                        .cache_control(VERSION_CACHE_CONTROL)
+                        .send()
+                },
+            ));
+            match copied {
+                Ok(_) => return Ok(()),
+                // Over 5 GiB, or an object replaced since: the working copy is these bytes.
+                Err(err) => tracing::info!("{err}; uploading the version instead"),
+            }
+        }
+        let headers = ObjectHeaders {
+            content_type: PMTILES_CONTENT_TYPE,
+            cache_control: VERSION_CACHE_CONTROL,
+        };
+        remote
+            .handle
+            .block_on(store::upload(
+                client,
+                (bucket, &key),
+                &remote.working_copy,
+                headers,
+                remote.attempts,
+                remote.part_size,
+            ))
+            .map(|_| ())
+            .map_err(|e| self.fail(name, e))
+    }
+
+    fn put_document(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let remote = self.remote;
+        let (client, bucket, key) = (&remote.client, &remote.bucket, self.key(name));
+        remote
+            .handle
+            .block_on(store::with_retries(
+                remote.attempts,
+                &format!("uploading s3://{bucket}/{key}"),
+                || {
+                    client
+                        .put_object()
+                        .bucket(bucket)
+                        .key(&key)
+                        .body(bytes.to_vec().into())
+                        .content_type("application/json")
+                        .cache_control(POINTER_CACHE_CONTROL)
+                        .send()
+                },
+            ))
+            .map(|_| ())
+            .map_err(|e| self.fail(name, e))
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let remote = self.remote;
+        let (client, bucket, key) = (&remote.client, &remote.bucket, self.key(name));
+        remote
+            .handle
+            .block_on(store::with_retries(
+                remote.attempts,
+                &format!("deleting s3://{bucket}/{key}"),
+                || client.delete_object().bucket(bucket).key(&key).send(),
+            ))
+            .map(|_| ())
+            .map_err(|e| self.fail(name, e))
+    }
+
+    fn address(&self, name: &str) -> String {
+        format!("s3://{}/{}", self.remote.bucket, self.key(name))
+    }
+
+    fn public_url(&self, name: &str) -> Option<String> {
+        Some(format!("{}/{name}", self.remote.public_base))
     }
 }
 
