@@ -473,10 +473,10 @@ def cmd_watch_wait(args):
     fail(f"watch: gave up waiting for {what} at {base}")
 
 
-def cmd_watch_report(args):
-    """Change-to-tile latency percentiles from the watcher's JSON log (its debug line per cycle)."""
-    log, metrics, n, rate = args[0], args[1], int(args[2]), float(args[3])
-    latencies, cycles = [], 0
+def watch_log(log):
+    """From a watcher's JSON log: every change-to-tile latency (its debug line per cycle), every
+    change-to-edge latency (its debug line per edge check) and the number of cycles."""
+    origin, edge, cycles = [], [], 0
     for line in open(log, encoding="utf-8"):
         try:
             event = json.loads(line)
@@ -484,9 +484,18 @@ def cmd_watch_report(args):
             continue
         fields = event.get("fields", {})
         if "latencies" in fields:
-            latencies.extend(json.loads(fields["latencies"]))
+            origin.extend(json.loads(fields["latencies"]))
+        if "edge_latencies" in fields:
+            edge.extend(json.loads(fields["edge_latencies"]))
         if str(fields.get("message", "")).startswith("cycle:"):
             cycles += 1
+    return origin, edge, cycles
+
+
+def cmd_watch_report(args):
+    """Change-to-tile latency percentiles from the watcher's JSON log (its debug line per cycle)."""
+    log, metrics, n, rate = args[0], args[1], int(args[2]), float(args[3])
+    latencies, _, cycles = watch_log(log)
     text = open(metrics, encoding="utf-8").read()
     applied = prom_sum(text, "oar_tiles_changes_applied_total")
     latencies.sort()
@@ -549,19 +558,7 @@ def cmd_edge_report(args):
     """Commit-to-edge latencies from the watcher's JSON log (its debug line per edge check), beside
     the commit-to-origin ones of the same run, and the purges per change from its metrics."""
     log, metrics, n, rate = args[0], args[1], int(args[2]), float(args[3])
-    edge, origin, cycles = [], [], 0
-    for line in open(log, encoding="utf-8"):
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        fields = event.get("fields", {})
-        if "edge_latencies" in fields:
-            edge.extend(json.loads(fields["edge_latencies"]))
-        if "latencies" in fields:
-            origin.extend(json.loads(fields["latencies"]))
-        if str(fields.get("message", "")).startswith("cycle:"):
-            cycles += 1
+    origin, edge, cycles = watch_log(log)
     text = open(metrics, encoding="utf-8").read()
     applied = prom_sum(text, "oar_tiles_changes_applied_total")
     requests = prom_sum(text, "oar_tiles_purge_requests_total")

@@ -314,6 +314,17 @@ pub(crate) fn moto_url() -> String {
     }
 }
 
+/// The environment that sends the tool's CloudFront calls to moto's server at `endpoint`.
+pub(crate) fn moto_env(endpoint: &str) -> [(&'static str, &str); 5] {
+    [
+        ("AWS_ENDPOINT_URL_CLOUDFRONT", endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ]
+}
+
 pub(crate) fn cloudfront_client(endpoint: &str) -> aws_sdk_cloudfront::Client {
     let config = aws_sdk_cloudfront::Config::builder()
         .behavior_version(aws_sdk_cloudfront::config::BehaviorVersion::latest())
@@ -397,13 +408,7 @@ fn cloudfront_gets_folded_invalidations_within_its_limits_and_a_price() {
         "[[tileset.cdn]]\nkind = \"cloudfront\"\ndistribution_id = \"{id}\"\npath_prefix = \"/v1\""
     );
     let (mut fixture, tree) = tree_world("edge_cloudfront", &cdn);
-    let env = [
-        ("AWS_ENDPOINT_URL_CLOUDFRONT", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
+    let env = moto_env(&endpoint);
     let report = fixture.path("summary.json");
     let report_arg = report.to_str().unwrap().to_string();
     seed_tree(&fixture, &tree, &["--summary-json", &report_arg], &env).assert_success();

@@ -4,8 +4,8 @@
 
 use crate::common::run::read_tree;
 use crate::edge::{
-    cloudfront_client, covered, distribution, invalidations, moto_url, seed_tree, summary,
-    tree_world,
+    cloudfront_client, covered, distribution, invalidations, moto_env, moto_url, seed_tree,
+    summary, tree_world,
 };
 
 #[test]
@@ -18,13 +18,7 @@ fn a_dirty_dry_run_plans_the_tiles_writes_and_folded_invalidations_the_reseed_th
         "[[tileset.cdn]]\nkind = \"cloudfront\"\nname = \"cf\"\ndistribution_id = \"{id}\"\npath_prefix = \"/v1\""
     );
     let (mut fixture, tree) = tree_world("edge_plan", &cdn);
-    let env = [
-        ("AWS_ENDPOINT_URL_CLOUDFRONT", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
+    let env = moto_env(&endpoint);
     seed_tree(&fixture, &tree, &[], &env).assert_success();
     let seeded = read_tree(&tree, "pbf");
     let state = std::fs::read(tree.join(".oar-tiles-state.json")).unwrap();
