@@ -594,6 +594,11 @@ impl Watching {
         }
     }
 
+    /// The watcher's process.
+    pub(crate) fn child(&mut self) -> &mut std::process::Child {
+        &mut self.child
+    }
+
     pub(crate) fn listening(&self) -> bool {
         std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
     }

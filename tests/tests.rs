@@ -9,6 +9,7 @@ mod bad_input;
 mod clusters;
 mod edge;
 mod edge_check;
+mod edge_faults;
 mod edge_plan;
 mod hostile;
 mod mvt_decoder;
