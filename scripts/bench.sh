@@ -112,7 +112,7 @@
 #            commit-to-edge latency p50, p95 and max (from each change's commit
 #            to the cache serving its cycle's sampled tiles as the origin holds
 #            them; target p95 <= 3 s) beside the commit-to-origin one, and purge
-#            requests per change. Then 40 facilities moved in one transaction
+#            requests per change. Then 90 facilities moved in one transaction
 #            and `seed --dirty --dry-run` with a CloudFront target: the paths
 #            before and after folding, and their price (no request is sent).
 #   partitions
@@ -987,7 +987,7 @@ section_watch() {
 
 # --- edge: commit-to-edge latency through a real cache ----------------------------------------
 
-readonly EDGE_CHANGES=300 EDGE_RATE=10 EDGE_CHECK=8 EDGE_MOVES=40
+readonly EDGE_CHANGES=300 EDGE_RATE=10 EDGE_CHECK=8 EDGE_MOVES=90
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -999,7 +999,7 @@ section_edge() {
     reseed_config=$WORK/edge.toml
     make_config "$n" clustered "$reseed_config"
     # The tileset goes to a tree, and each watch cycle checks what it purged at the edge.
-    sed -i "s|^output = .*|output = \"dir:$tree\"|; s|^\[watch\]\s*$|[watch]\ncheck_edge = $EDGE_CHECK|" \
+    sed -i "s|^output = .*|output = \"dir:$tree\"|; /^check_edge\s*=/d; s|^\[watch\]\s*$|[watch]\ncheck_edge = $EDGE_CHECK|" \
         "$reseed_config"
     grep -q "^check_edge = $EDGE_CHECK" "$reseed_config" || die "edge: no [watch] table in $reseed_config"
     "$BIN" -q changes uninstall --config "$reseed_config" >&2

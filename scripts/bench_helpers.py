@@ -529,7 +529,14 @@ def cmd_edge_warm(args):
                     paths.append(f"{z}/{x}/{name}")
 
     def fetch(path):
-        return http_get(f"{base}/{path}")[0]
+        try:
+            with urllib.request.urlopen(f"{base}/{path}", timeout=30) as r:
+                r.read()
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return None
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(fetch, paths))
@@ -606,7 +613,7 @@ def cmd_edge_plan(args):
     for target in plan["purges"]:
         folded = target["paths"]
         wildcards = sum(1 for p in folded if p.endswith("*"))
-        print(f"  reseed of {summary.get('changes_read')} moved facilities: {dirty} dirty tiles;"
+        print(f"  reseed after moving facilities ({summary.get('changes_read')} changes read): {dirty} dirty tiles;"
               f" CloudFront `{target['target']}`: {target['changed']} paths before folding,"
               f" {len(folded)} after ({wildcards} wildcards), {target['requests']} invalidation(s),"
               f" ${target['price_usd']:.2f} at $0.005 a path")
