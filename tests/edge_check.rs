@@ -73,14 +73,13 @@ fn seed(fixture: &Fixture, extra: &[&str]) -> Run {
     oar_tiles_with(Some(&fixture.schema.url), &args, &[])
 }
 
-/// Moves every 40th site and deletes one: tiles change, and some become empty.
+/// Moves every 40th site and deletes one, in one transaction (one watch cycle): tiles change, and
+/// some become empty.
 fn change(fixture: &mut Fixture) {
     fixture.schema.execute(
-        "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.02) WHERE site_id % 40 = 3",
+        "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.02) WHERE site_id % 40 = 3;
+         DELETE FROM {schema}.sites WHERE site_id = 7;",
     );
-    fixture
-        .schema
-        .execute("DELETE FROM {schema}.sites WHERE site_id = 7");
 }
 
 #[test]
@@ -152,21 +151,23 @@ fn watch_measures_commit_to_edge_latency_per_change_and_counts_stale_answers() {
         w.listening() && w.get("/health").status == 200
     });
     change(&mut world.fixture);
-    // Every change the cycle applied is measured once per target whose samples all turned fresh.
-    watching.wait_until("the edge checks of the cycle", |w| {
-        let text = w.get("/metrics").text();
-        metric(&text, "oar_tiles_edge_unconfirmed_total") > 0.0
-            && metric(&text, "oar_tiles_change_to_edge_seconds_count") > 0.0
-    });
-    let text = watching.get("/metrics").text();
-    let applied = metric(&text, "oar_tiles_change_to_tile_seconds_count");
-    assert!(applied > 0.0, "{text}");
-    let lines = |prefix: &str, target: &str| -> f64 {
+    let sum = |text: &str, prefix: &str, target: &str| -> f64 {
         text.lines()
             .filter(|l| l.starts_with(prefix) && l.contains(&format!("target=\"{target}\"")))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     };
+    // Every change the cycle applied is measured once per target whose samples all turned fresh.
+    watching.wait_until("the edge checks of the cycle", |w| {
+        let text = w.get("/metrics").text();
+        let applied = metric(&text, "oar_tiles_change_to_tile_seconds_count");
+        applied > 0.0
+            && sum(&text, "oar_tiles_change_to_edge_seconds_count", "good") == applied
+            && sum(&text, "oar_tiles_edge_unconfirmed_total", "missing") > 0.0
+    });
+    let text = watching.get("/metrics").text();
+    let applied = metric(&text, "oar_tiles_change_to_tile_seconds_count");
+    let lines = |prefix: &str, target: &str| sum(&text, prefix, target);
     assert_eq!(
         lines("oar_tiles_change_to_edge_seconds_count", "good"),
         applied,
