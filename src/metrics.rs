@@ -39,6 +39,7 @@ pub struct Metrics {
     purge_requests: IntCounterVec,
     purge_paths: IntCounterVec,
     purge_failures: IntCounterVec,
+    purge_deferred: IntCounterVec,
     edge_requests: IntCounterVec,
     edge_stale: IntCounterVec,
     edge_unconfirmed: IntCounterVec,
@@ -158,6 +159,11 @@ impl Metrics {
                 "Runs whose purge at a CDN failed after its retries (the changes stay in the outbox).",
                 &["output", "target"],
             ),
+            purge_deferred: counter(
+                "oar_tiles_purge_deferred_total",
+                "Cycles that did not ask a CDN target because it failed recently (its changes wait in the outbox).",
+                &["output", "target"],
+            ),
             edge_requests: counter(
                 "oar_tiles_edge_requests_total",
                 "Changed tiles fetched through a CDN target's public_url after its purge, by output and target.",
@@ -248,6 +254,9 @@ impl Metrics {
                 .inc_by(purge.paths);
             if purge.failed.is_some() {
                 self.purge_failures.with_label_values(&labels).inc();
+            }
+            if purge.deferred {
+                self.purge_deferred.with_label_values(&labels).inc();
             }
         }
         for check in &summary.edge {

@@ -385,6 +385,9 @@ pub struct PurgeSummary {
     pub price_usd: Option<f64>,
     /// Why it failed, when it did; its changes stay in the outbox for the next run.
     pub failed: Option<String>,
+    /// Not asked this time: it failed recently and is held back (`watch`); its changes wait in the
+    /// outbox.
+    pub deferred: bool,
 }
 
 impl TilesetSummary {
@@ -599,6 +602,12 @@ impl PurgeSummary {
         if let Some(failed) = &self.failed {
             return format!(
                 "cdn `{}`: FAILED: {failed}; its changes stay in the outbox\n",
+                self.target
+            );
+        }
+        if self.deferred {
+            return format!(
+                "cdn `{}`: not asked (it failed recently); its changes wait in the outbox\n",
                 self.target
             );
         }

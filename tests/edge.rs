@@ -722,8 +722,20 @@ fn health_fails_while_changes_wait_for_a_cdn_longer_than_max_outbox_age() {
         metric(&metrics, "oar_tiles_outbox_entries") > 0.0,
         "{metrics}"
     );
+    watching.wait_until("a failed purge in the watcher", |w| {
+        metric(&w.get("/metrics").text(), "oar_tiles_purge_failures_total") > 0.0
+    });
+    // A target that just failed is held back: the next cycle does not spend its retries on it,
+    // and the change waits in the outbox with the others.
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label || '?' WHERE site_id = 6");
+    watching.wait_until("a cycle that deferred to the failed target", |w| {
+        metric(&w.get("/metrics").text(), "oar_tiles_purge_deferred_total") > 0.0
+    });
+    let metrics = watching.get("/metrics").text();
     assert!(
-        metric(&metrics, "oar_tiles_purge_failures_total") > 0.0,
+        metric(&metrics, "oar_tiles_outbox_entries") > 0.0,
         "{metrics}"
     );
 }

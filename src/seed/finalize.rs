@@ -14,6 +14,7 @@ use std::path::Path;
 
 use super::outbox::RunOutbox;
 use crate::db;
+use crate::edge::Holds;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, ShardSpec, TilesetJob};
 use crate::plan::shard::ShardPlan;
@@ -186,7 +187,9 @@ async fn finalize_output(
             Err(err)
         }
     };
-    let delivered = outbox.commit_and_deliver(&changed, finished.is_err()).await;
+    let delivered = outbox
+        .commit_and_deliver(&changed, finished.is_err(), &Holds::default())
+        .await;
     let report = finished?;
     let purges = delivered?.purges;
     store.clear(plan.shards()).await?;

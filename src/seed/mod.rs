@@ -25,6 +25,7 @@ use deadpool_postgres::Pool;
 
 use crate::db::{self, Replica};
 use crate::edge::check;
+use crate::edge::Holds;
 use crate::error::{Error, Result};
 use crate::job::SeedJob;
 use crate::metrics::Metrics;
@@ -91,6 +92,8 @@ pub struct Session<'a> {
     replica: Option<Replica>,
     prepared: Vec<Prepared<'a>>,
     connections: Connections,
+    /// CDN targets that failed, held back across the session's runs (`watch`'s cycles).
+    holds: Holds,
 }
 
 impl<'a> Session<'a> {
@@ -125,6 +128,7 @@ impl<'a> Session<'a> {
             replica,
             prepared,
             connections,
+            holds: Holds::default(),
         })
     }
 
@@ -149,6 +153,7 @@ impl<'a> Session<'a> {
                 pool: &self.pool,
                 replica: self.replica.as_ref(),
                 connections: &self.connections,
+                holds: &self.holds,
                 stop,
                 locks,
             };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::S3Config;
 use crate::edge::check::{self, EdgeProbe};
-use crate::edge::{Client, PurgeTarget};
+use crate::edge::{Client, Holds, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
@@ -114,6 +114,7 @@ impl RunOutbox {
         &mut self,
         changed: &ChangedList,
         failed: bool,
+        holds: &Holds,
     ) -> Result<Delivered> {
         match self.run.take() {
             Some(run) if failed && !self.keeps_stopped_tiles => self.outbox.discard(run).await?,
@@ -154,8 +155,21 @@ impl RunOutbox {
                     .collect();
                 paths.sort();
                 paths.dedup();
+                let key = format!("{}\n{}", self.target.describe(), target.name());
+                if let Some(left) = holds.held(&key) {
+                    tracing::info!(
+                        "cdn `{}` failed recently: its {} change(s) wait in the outbox; next attempt in {:.0} s",
+                        target.name(),
+                        paths.len(),
+                        left.as_secs_f64()
+                    );
+                    summary.deferred = true;
+                    purges.push(summary);
+                    continue;
+                }
                 match target.purge(&paths).await {
                     Ok(report) => {
+                        holds.succeeded(&key);
                         if let Some(probe) = self.probe(target, &pending) {
                             probes.push(probe);
                         }
@@ -168,6 +182,7 @@ impl RunOutbox {
                             .await?;
                     }
                     Err(err) => {
+                        holds.failed(&key);
                         tracing::warn!("{err}; the changes stay in the outbox for the next run");
                         summary.failed = Some(err.to_string());
                     }

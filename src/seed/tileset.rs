@@ -10,6 +10,7 @@ use super::outbox::RunOutbox;
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
 use crate::db::Replica;
+use crate::edge::Holds;
 use crate::encode::{Encoding, SizeBudget};
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
@@ -37,6 +38,8 @@ pub(super) struct TilesetRun<'a> {
     /// A shard's replica, which renders; `None`: `pool` does.
     pub replica: Option<&'a Replica>,
     pub connections: &'a Connections,
+    /// CDN targets held back after failing, across the session's runs.
+    pub holds: &'a Holds,
     pub stop: &'a Stop,
     pub locks: super::Locks,
 }
@@ -192,7 +195,9 @@ impl TilesetRun<'_> {
                 watermark.as_ref(),
             )
             .await;
-        let delivered = outbox.commit_and_deliver(&changed, complete.is_err()).await;
+        let delivered = outbox
+            .commit_and_deliver(&changed, complete.is_err(), self.holds)
+            .await;
         let complete = complete?;
         let delivered = delivered?;
         // 4g. Advance the change log's consumer (watermark, pruning).
