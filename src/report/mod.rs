@@ -1,16 +1,19 @@
 //! What a job tells its operator: a progress bar on a terminal, a plain log line every few seconds
 //! elsewhere (cron, CI), and a per-zoom summary at the end, for people and, as JSON, for machines.
 
+mod cdn;
+mod progress;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+pub use cdn::{PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
+pub use progress::{Progress, ProgressKind};
+
 use crate::edge::check::{EdgeCheck, EdgeProbe};
-use crate::edge::PurgePlan;
 pub use crate::encode::human_bytes;
 use crate::plan::Mode;
 use crate::sink::outbox::Backlog;
@@ -18,29 +21,6 @@ use crate::sink::SinkReport;
 use crate::tile::TileCoord;
 
 const SLOWEST_KEPT: usize = 10;
-const LOG_EVERY: Duration = Duration::from_secs(5);
-
-/// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressKind {
-    /// An indicatif bar (stderr is a terminal).
-    Bar,
-    /// A log line every few seconds.
-    Log,
-    /// Nothing until the summary.
-    Quiet,
-}
-
-impl ProgressKind {
-    /// A bar on a terminal, log lines otherwise.
-    pub fn detect() -> Self {
-        if std::io::stderr().is_terminal() {
-            ProgressKind::Bar
-        } else {
-            ProgressKind::Log
-        }
-    }
-}
 
 /// Counts of one zoom level.
 #[derive(Debug, Default, Clone)]
@@ -335,61 +315,6 @@ pub struct TilesetSummary {
     pub plan: Option<ReseedPlan>,
 }
 
-/// What a `--dirty` reseed would do, worked out without rendering or writing (`--dry-run`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ReseedPlan {
-    /// Whether it reseeds the whole pyramid (settings, zooms or bbox changed, a table was
-    /// truncated), rather than the dirty tiles below.
-    pub everything: bool,
-    /// Dirty tiles per zoom, lowest first.
-    pub dirty_tiles: Vec<ZoomCount>,
-    /// The writes it makes to the output.
-    pub writes: String,
-    /// Each CDN target's purge of the changes that wait in the outbox and the dirty tiles.
-    pub purges: Vec<TargetPlan>,
-}
-
-/// A count of tiles at one zoom.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct ZoomCount {
-    /// The zoom.
-    pub zoom: u8,
-    /// Its tiles.
-    pub tiles: u64,
-}
-
-/// What one CDN target would be sent.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TargetPlan {
-    /// The target's name.
-    pub target: String,
-    /// Changes an earlier run left in the outbox for it.
-    pub waiting: u64,
-    /// Changed paths before folding (those waiting and the dirty tiles).
-    pub changed: u64,
-    /// Requests, paths after folding, price.
-    #[serde(flatten)]
-    pub plan: PurgePlan,
-}
-
-/// One purge target's share of a run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PurgeSummary {
-    /// The target's name.
-    pub target: String,
-    /// Requests (calls, invalidations) sent.
-    pub requests: u64,
-    /// Paths or keys purged, a wildcard counting one.
-    pub paths: u64,
-    /// What they cost where the CDN charges per path (CloudFront).
-    pub price_usd: Option<f64>,
-    /// Why it failed, when it did; its changes stay in the outbox for the next run.
-    pub failed: Option<String>,
-    /// Not asked this time: it failed recently and is held back (`watch`); its changes wait in the
-    /// outbox.
-    pub deferred: bool,
-}
-
 impl TilesetSummary {
     /// The summary as an operator reads it.
     pub fn to_text(&self) -> String {
@@ -403,7 +328,7 @@ impl TilesetSummary {
 
     fn dry_run_text(&self) -> String {
         if let Some(plan) = &self.plan {
-            return self.plan_text(plan);
+            return cdn::plan_text(&self.header, &self.outbox, plan);
         }
         let mut out = format!(
             "tileset {} (dry run), zoom {}: tiles each zoom would query\n",
@@ -414,62 +339,6 @@ impl TilesetSummary {
             out.push_str(&format!("{:>5} {:>12}\n", zoom.zoom, zoom.probed));
         }
         out.push_str(&format!("{:>5} {:>12}\n", "total", self.tiles_probed));
-        out
-    }
-
-    /// `seed --dirty --dry-run`: dirty tiles per zoom, the writes, the outbox and each purge.
-    fn plan_text(&self, plan: &ReseedPlan) -> String {
-        let changes = self
-            .header
-            .changes_read
-            .map_or(String::new(), |n| format!("{n} change(s) read; "));
-        let mut out = format!(
-            "tileset {} -> {} (dry run of --dirty), zoom {}: {changes}",
-            self.header.tileset, self.header.output, self.header.zooms
-        );
-        if plan.everything {
-            out.push_str("the whole pyramid would be reseeded\n");
-        } else {
-            let total: u64 = plan.dirty_tiles.iter().map(|z| z.tiles).sum();
-            out.push_str(&format!("{total} dirty tile(s) would be rendered\n"));
-            out.push_str(&format!("{:>5} {:>12}\n", "zoom", "dirty tiles"));
-            for zoom in &plan.dirty_tiles {
-                out.push_str(&format!("{:>5} {:>12}\n", zoom.zoom, zoom.tiles));
-            }
-        }
-        out.push_str(&format!("writes: {}\n", plan.writes));
-        if self.outbox.entries > 0 {
-            out.push_str(&format!(
-                "outbox: {} change(s) from earlier runs wait for a consumer\n",
-                self.outbox.entries
-            ));
-        }
-        for target in &plan.purges {
-            let price = target.plan.price_usd.map_or(String::new(), |usd| {
-                format!(
-                    ", ${usd:.3} at ${} a path",
-                    crate::edge::CLOUDFRONT_PRICE_PER_PATH
-                )
-            });
-            out.push_str(&format!(
-                "cdn `{}`: {} changed path(s) ({} waiting from earlier runs) -> {} request(s), {} path(s) after folding{price}\n",
-                target.target,
-                target.changed,
-                target.waiting,
-                target.plan.requests,
-                target.plan.paths.len()
-            ));
-            const SHOWN: usize = 20;
-            for path in target.plan.paths.iter().take(SHOWN) {
-                out.push_str(&format!("  {path}\n"));
-            }
-            if target.plan.paths.len() > SHOWN {
-                out.push_str(&format!(
-                    "  … and {} more (see --summary-json)\n",
-                    target.plan.paths.len() - SHOWN
-                ));
-            }
-        }
         out
     }
 
@@ -584,7 +453,7 @@ impl TilesetSummary {
             out.push_str(&purge.line());
         }
         for check in &self.edge {
-            out.push_str(&edge_line(check));
+            out.push_str(&cdn::edge_line(check));
         }
         if self.outbox.entries > 0 {
             out.push_str(&format!(
@@ -593,125 +462,6 @@ impl TilesetSummary {
             ));
         }
         out
-    }
-}
-
-impl PurgeSummary {
-    /// `cdn `cloudfront`: 2 request(s), 37 path(s), $0.185 at $0.005 a path`.
-    fn line(&self) -> String {
-        if let Some(failed) = &self.failed {
-            return format!(
-                "cdn `{}`: FAILED: {failed}; its changes stay in the outbox\n",
-                self.target
-            );
-        }
-        if self.deferred {
-            return format!(
-                "cdn `{}`: not asked (it failed recently); its changes wait in the outbox\n",
-                self.target
-            );
-        }
-        let price = self.price_usd.map_or(String::new(), |usd| {
-            format!(
-                ", ${usd:.3} at ${} a path",
-                crate::edge::CLOUDFRONT_PRICE_PER_PATH
-            )
-        });
-        format!(
-            "cdn `{}`: {} request(s), {} path(s){price}\n",
-            self.target, self.requests, self.paths
-        )
-    }
-}
-
-/// `edge `varnish`: 8 tile(s) fresh 0.04 s after the purge (0 stale answers)`.
-fn edge_line(check: &EdgeCheck) -> String {
-    match check.seconds_after_purge {
-        Some(seconds) => format!(
-            "edge `{}`: {} tile(s) fetched fresh through its public URL {seconds:.2} s after the purge ({} stale answer(s) before)\n",
-            check.target, check.sampled, check.stale_answers
-        ),
-        None => format!(
-            "edge `{}`: {} of {} tile(s) fetched through its public URL still differ from the output ({} stale answer(s))\n",
-            check.target, check.unconfirmed, check.sampled, check.stale_answers
-        ),
-    }
-}
-
-/// Live progress of one tileset.
-pub struct Progress {
-    kind: ProgressKind,
-    bar: Option<ProgressBar>,
-    tileset: String,
-    started: Instant,
-    last_log: Instant,
-    done: u64,
-    zoom: u8,
-}
-
-impl Progress {
-    /// Starts showing progress for a tileset.
-    pub fn start(kind: ProgressKind, tileset: &str) -> Self {
-        let bar = (kind == ProgressKind::Bar).then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} z{msg:>2} [{bar:30}] {human_pos}/{human_len} tiles {per_sec:>12} ETA {eta}",
-                )
-                .expect("the template is valid")
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(tileset.to_string());
-            bar
-        });
-        Self {
-            kind,
-            bar,
-            tileset: tileset.to_string(),
-            started: Instant::now(),
-            last_log: Instant::now(),
-            done: 0,
-            zoom: 0,
-        }
-    }
-
-    /// `tiles` more tiles are queued; the bar's length grows as the walk discovers work.
-    pub fn discovered(&mut self, tiles: usize) {
-        if let Some(bar) = &self.bar {
-            bar.inc_length(tiles as u64);
-        }
-    }
-
-    /// One tile is done.
-    pub fn tile_done(&mut self, zoom: u8, tally: &Tally) {
-        self.done += 1;
-        if zoom != self.zoom {
-            self.zoom = zoom;
-            if let Some(bar) = &self.bar {
-                bar.set_message(zoom.to_string());
-            }
-        }
-        if let Some(bar) = &self.bar {
-            bar.inc(1);
-        } else if self.kind == ProgressKind::Log && self.last_log.elapsed() >= LOG_EVERY {
-            self.last_log = Instant::now();
-            let rate = self.done as f64 / self.started.elapsed().as_secs_f64();
-            tracing::info!(
-                "{}: zoom {}, {} tiles done, {} written, {:.0} tiles/s",
-                self.tileset,
-                self.zoom,
-                self.done,
-                tally.written(),
-                rate
-            );
-        }
-    }
-
-    /// Removes the bar.
-    pub fn finish(self) {
-        if let Some(bar) = self.bar {
-            bar.finish_and_clear();
-        }
     }
 }
 

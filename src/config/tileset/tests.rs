@@ -1,0 +1,85 @@
+use std::time::Duration;
+
+use super::PmtilesVersions;
+use crate::config::Config;
+
+const MINIMAL: &str = r#"
+[[tileset]]
+name = "facilities"
+output = "out.mbtiles"
+[[tileset.layer]]
+name = "facilities"
+table = "facilities"
+"#;
+
+fn parse_config(text: &str) -> crate::error::Result<Config> {
+    Config::parse(std::path::Path::new("conf/oar.toml"), text, None)
+}
+
+#[test]
+fn pmtiles_versions_apply_to_pmtiles_outputs_only() {
+    let versioned = |output: &str, keys: &str| {
+        MINIMAL.replace(
+            "output = \"out.mbtiles\"",
+            &format!("output = \"{output}\"\n{keys}"),
+        )
+    };
+    let config = parse_config(&versioned("out.pmtiles", "pmtiles_versions = true")).unwrap();
+    assert_eq!(
+        config.tilesets[0].output_settings.pmtiles_versions,
+        Some(PmtilesVersions {
+            keep: Duration::from_secs(3660)
+        })
+    );
+    let config = parse_config(&versioned(
+        "s3://bkt/maps/f.pmtiles",
+        "pmtiles_versions = true\npmtiles_keep_versions = \"0s\"\n\
+         tiles_url = \"https://cdn.example.org/maps\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.tilesets[0].output_settings.pmtiles_versions,
+        Some(PmtilesVersions {
+            keep: Duration::ZERO
+        })
+    );
+    assert_eq!(
+        parse_config(MINIMAL).unwrap().tilesets[0]
+            .output_settings
+            .pmtiles_versions,
+        None
+    );
+    for (output, keys, message) in [
+        (
+            "out.mbtiles",
+            "pmtiles_versions = true",
+            "apply to PMTiles outputs; output `conf/out.mbtiles` is conf/out.mbtiles (MBTiles)",
+        ),
+        (
+            "s3://bkt/tiles",
+            "pmtiles_versions = true",
+            "apply to PMTiles outputs",
+        ),
+        (
+            "out.pmtiles",
+            "pmtiles_keep_versions = \"1h\"",
+            "pmtiles_keep_versions needs pmtiles_versions = true",
+        ),
+        (
+            "out.pmtiles",
+            "pmtiles_versions = true\npmtiles_keep_versions = \"soon\"",
+            "pmtiles_keep_versions `soon` is not a duration",
+        ),
+        (
+            "out.pmtiles",
+            "pmtiles_versions = true\ntiles_url = \"https://cdn/{z}/{x}/{y}.pbf\"",
+            "the folder that serves the archive's versions",
+        ),
+    ] {
+        let err = parse_config(&versioned(output, keys))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tileset `facilities`"), "{err}");
+        assert!(err.contains(message), "{output} {keys}: {err}");
+    }
+}

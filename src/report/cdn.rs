@@ -1,0 +1,161 @@
+//! The CDN side of a summary: what each purge target was sent, what the edge check found, and
+//! what a `seed --dirty --dry-run` plans to render, write and purge.
+
+use serde::Serialize;
+
+use super::SummaryHeader;
+use crate::edge::check::EdgeCheck;
+use crate::edge::PurgePlan;
+use crate::sink::outbox::Backlog;
+
+/// What a `--dirty` reseed would do, worked out without rendering or writing (`--dry-run`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReseedPlan {
+    /// Whether it reseeds the whole pyramid (settings, zooms or bbox changed, a table was
+    /// truncated), rather than the dirty tiles below.
+    pub everything: bool,
+    /// Dirty tiles per zoom, lowest first.
+    pub dirty_tiles: Vec<ZoomCount>,
+    /// The writes it makes to the output.
+    pub writes: String,
+    /// Each CDN target's purge of the changes that wait in the outbox and the dirty tiles.
+    pub purges: Vec<TargetPlan>,
+}
+
+/// A count of tiles at one zoom.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ZoomCount {
+    /// The zoom.
+    pub zoom: u8,
+    /// Its tiles.
+    pub tiles: u64,
+}
+
+/// What one CDN target would be sent.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TargetPlan {
+    /// The target's name.
+    pub target: String,
+    /// Changes an earlier run left in the outbox for it.
+    pub waiting: u64,
+    /// Changed paths before folding (those waiting and the dirty tiles).
+    pub changed: u64,
+    /// Requests, paths after folding, price.
+    #[serde(flatten)]
+    pub plan: PurgePlan,
+}
+
+/// One purge target's share of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PurgeSummary {
+    /// The target's name.
+    pub target: String,
+    /// Requests (calls, invalidations) sent.
+    pub requests: u64,
+    /// Paths or keys purged, a wildcard counting one.
+    pub paths: u64,
+    /// What they cost where the CDN charges per path (CloudFront).
+    pub price_usd: Option<f64>,
+    /// Why it failed, when it did; its changes stay in the outbox for the next run.
+    pub failed: Option<String>,
+    /// Not asked this time: it failed recently and is held back (`watch`); its changes wait in the
+    /// outbox.
+    pub deferred: bool,
+}
+
+impl PurgeSummary {
+    /// `cdn `cloudfront`: 2 request(s), 37 path(s), $0.185 at $0.005 a path`.
+    pub(super) fn line(&self) -> String {
+        if let Some(failed) = &self.failed {
+            return format!(
+                "cdn `{}`: FAILED: {failed}; its changes stay in the outbox\n",
+                self.target
+            );
+        }
+        if self.deferred {
+            return format!(
+                "cdn `{}`: not asked (it failed recently); its changes wait in the outbox\n",
+                self.target
+            );
+        }
+        let price = self.price_usd.map_or(String::new(), |usd| {
+            format!(
+                ", ${usd:.3} at ${} a path",
+                crate::edge::CLOUDFRONT_PRICE_PER_PATH
+            )
+        });
+        format!(
+            "cdn `{}`: {} request(s), {} path(s){price}\n",
+            self.target, self.requests, self.paths
+        )
+    }
+}
+
+/// `edge `varnish`: 8 tile(s) fresh 0.04 s after the purge (0 stale answers)`.
+pub(super) fn edge_line(check: &EdgeCheck) -> String {
+    match check.seconds_after_purge {
+        Some(seconds) => format!(
+            "edge `{}`: {} tile(s) fetched fresh through its public URL {seconds:.2} s after the purge ({} stale answer(s) before)\n",
+            check.target, check.sampled, check.stale_answers
+        ),
+        None => format!(
+            "edge `{}`: {} of {} tile(s) fetched through its public URL still differ from the output ({} stale answer(s))\n",
+            check.target, check.unconfirmed, check.sampled, check.stale_answers
+        ),
+    }
+}
+
+/// `seed --dirty --dry-run`: dirty tiles per zoom, the writes, the outbox and each purge.
+pub(super) fn plan_text(header: &SummaryHeader, outbox: &Backlog, plan: &ReseedPlan) -> String {
+    let changes = header
+        .changes_read
+        .map_or(String::new(), |n| format!("{n} change(s) read; "));
+    let mut out = format!(
+        "tileset {} -> {} (dry run of --dirty), zoom {}: {changes}",
+        header.tileset, header.output, header.zooms
+    );
+    if plan.everything {
+        out.push_str("the whole pyramid would be reseeded\n");
+    } else {
+        let total: u64 = plan.dirty_tiles.iter().map(|z| z.tiles).sum();
+        out.push_str(&format!("{total} dirty tile(s) would be rendered\n"));
+        out.push_str(&format!("{:>5} {:>12}\n", "zoom", "dirty tiles"));
+        for zoom in &plan.dirty_tiles {
+            out.push_str(&format!("{:>5} {:>12}\n", zoom.zoom, zoom.tiles));
+        }
+    }
+    out.push_str(&format!("writes: {}\n", plan.writes));
+    if outbox.entries > 0 {
+        out.push_str(&format!(
+            "outbox: {} change(s) from earlier runs wait for a consumer\n",
+            outbox.entries
+        ));
+    }
+    for target in &plan.purges {
+        let price = target.plan.price_usd.map_or(String::new(), |usd| {
+            format!(
+                ", ${usd:.3} at ${} a path",
+                crate::edge::CLOUDFRONT_PRICE_PER_PATH
+            )
+        });
+        out.push_str(&format!(
+            "cdn `{}`: {} changed path(s) ({} waiting from earlier runs) -> {} request(s), {} path(s) after folding{price}\n",
+            target.target,
+            target.changed,
+            target.waiting,
+            target.plan.requests,
+            target.plan.paths.len()
+        ));
+        const SHOWN: usize = 20;
+        for path in target.plan.paths.iter().take(SHOWN) {
+            out.push_str(&format!("  {path}\n"));
+        }
+        if target.plan.paths.len() > SHOWN {
+            out.push_str(&format!(
+                "  … and {} more (see --summary-json)\n",
+                target.plan.paths.len() - SHOWN
+            ));
+        }
+    }
+    out
+}
