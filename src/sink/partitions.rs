@@ -2,11 +2,10 @@
 //! pyramid, so a client can list them; read before a run (to know which values are new or gone)
 //! and written after it. Also removes what a vanished value's emptied output leaves behind.
 
-use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 
 use super::durable;
-use super::s3::{client, get_if_exists, with_retries};
+use super::s3::{client, get_if_exists, put_bytes, ObjectHeaders};
 use crate::config::{IndexLocation, OutputTarget, S3Config};
 use crate::error::{Error, Result};
 
@@ -74,19 +73,13 @@ pub async fn write_index(
             .map_err(|e| Error::output(path, format!("cannot write it: {e}"))),
         IndexLocation::S3 { bucket, key } => {
             let client = client(s3).await;
-            let what = format!("writing s3://{bucket}/{key}");
-            with_retries(s3.max_attempts, &what, || {
-                client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .body(ByteStream::from(json.clone()))
-                    .content_type("application/json")
-                    .cache_control(cache_control)
-                    .send()
-            })
-            .await
-            .map_err(|e| Error::output_caused(format!("s3://{bucket}/{key}"), e))?;
+            let headers = ObjectHeaders {
+                content_type: "application/json",
+                cache_control,
+            };
+            put_bytes(&client, (bucket, key), &json, headers, s3.max_attempts)
+                .await
+                .map_err(|e| Error::output_caused(format!("s3://{bucket}/{key}"), e))?;
             Ok(())
         }
     }

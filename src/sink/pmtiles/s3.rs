@@ -440,22 +440,18 @@ impl Shelf for S3Shelf<'_> {
 
     fn put_document(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let remote = self.remote;
-        let (client, bucket, key) = (&remote.client, &remote.bucket, self.key(name));
+        let headers = ObjectHeaders {
+            content_type: "application/json",
+            cache_control: POINTER_CACHE_CONTROL,
+        };
         remote
             .handle
-            .block_on(store::with_retries(
+            .block_on(store::put_bytes(
+                &remote.client,
+                (&remote.bucket, &self.key(name)),
+                bytes,
+                headers,
                 remote.attempts,
-                &format!("uploading s3://{bucket}/{key}"),
-                || {
-                    client
-                        .put_object()
-                        .bucket(bucket)
-                        .key(&key)
-                        .body(bytes.to_vec().into())
-                        .content_type("application/json")
-                        .cache_control(POINTER_CACHE_CONTROL)
-                        .send()
-                },
             ))
             .map(|_| ())
             .map_err(|e| self.fail(name, e))

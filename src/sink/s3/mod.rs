@@ -24,7 +24,7 @@ mod object;
 pub mod read;
 mod store;
 
-pub use object::{download, download_into, etag, upload, ObjectHeaders};
+pub use object::{download, download_into, etag, put_bytes, upload, ObjectHeaders};
 pub use store::{
     client, get_if_exists, https_client, list_tiles, public_base, tile_object_key, with_retries,
     MVT_CONTENT_TYPE,

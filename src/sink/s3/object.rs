@@ -115,6 +115,29 @@ async fn fetch(
     Ok(etag)
 }
 
+/// Uploads `body` as the object in one request, with retries; returns the new ETag.
+pub async fn put_bytes(
+    client: &Client,
+    (bucket, key): (&str, &str),
+    body: &[u8],
+    headers: ObjectHeaders<'_>,
+    attempts: u32,
+) -> Result<String, S3Error> {
+    let what = format!("uploading s3://{bucket}/{key}");
+    let put = with_retries(attempts, &what, || {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(ByteStream::from(body.to_vec()))
+            .content_type(headers.content_type)
+            .cache_control(headers.cache_control)
+            .send()
+    })
+    .await?;
+    Ok(put.e_tag().unwrap_or_default().to_string())
+}
+
 /// Uploads a file as the object, in one request up to `part_size` bytes and as a multipart upload
 /// above it (aborted if any part fails for good); returns the new ETag.
 pub async fn upload(
@@ -131,18 +154,7 @@ pub async fn upload(
         .len();
     if size <= part_size {
         let body = std::fs::read(path).map_err(|e| local_error(&what, e))?;
-        let put = with_retries(attempts, &what, || {
-            client
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(ByteStream::from(body.clone()))
-                .content_type(headers.content_type)
-                .cache_control(headers.cache_control)
-                .send()
-        })
-        .await?;
-        return Ok(put.e_tag().unwrap_or_default().to_string());
+        return put_bytes(client, (bucket, key), &body, headers, attempts).await;
     }
     let started = with_retries(attempts, &what, || {
         client
