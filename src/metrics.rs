@@ -45,6 +45,8 @@ pub struct Metrics {
     edge_unconfirmed: IntCounterVec,
     edge_latency: HistogramVec,
     outbox_oldest: prometheus::GaugeVec,
+    partitions_rendered: IntCounterVec,
+    partitions: IntGaugeVec,
     errors: IntCounterVec,
     last_success: Gauge,
 }
@@ -191,6 +193,22 @@ impl Metrics {
                     .expect("registered once");
                 vec
             },
+            partitions_rendered: counter(
+                "oar_tiles_partitions_rendered_total",
+                "Partitions of a partitioned tileset that runs rendered (their values touched, new or vanished), by the tileset's output.",
+                &["output"],
+            ),
+            partitions: {
+                let opts = Opts::new(
+                    "oar_tiles_partitions",
+                    "Values a partitioned tileset's index lists, as of its last run.",
+                );
+                let vec = IntGaugeVec::new(opts, &["output"]).expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("registered once");
+                vec
+            },
             errors: counter(
                 "oar_tiles_errors_total",
                 "Runs or cycles that failed, by kind of error.",
@@ -289,6 +307,17 @@ impl Metrics {
     /// Sets the count of changes an output has not applied yet.
     pub fn set_pending(&self, output: &str, count: i64) {
         self.pending.with_label_values(&[output]).set(count);
+    }
+
+    /// Records a partitioned tileset's run: partitions rendered, and values listed. Per-value
+    /// labels would make thousands of series; the tileset's output is the label.
+    pub fn record_partitions(&self, output: &str, rendered: usize, total: usize) {
+        self.partitions_rendered
+            .with_label_values(&[output])
+            .inc_by(rendered as u64);
+        self.partitions
+            .with_label_values(&[output])
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
     }
 
     /// Counts a failed run or cycle under the kind of its error.

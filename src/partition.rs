@@ -6,6 +6,12 @@
 //! touched its rows), a new value is seeded in full, and a value that vanished is seeded in full
 //! once more, which empties its output, and is then removed. After the run the index is written.
 //! Everything else is an ordinary `seed` of the expanded job.
+//!
+//! A `--dirty` run (and every `watch` cycle) of a tileset whose index records a watermark reads
+//! the change log once, since that watermark, for the values its changes touched, and expands only
+//! those: its work grows with the values a change touches, not with the values there are. The
+//! tileset, not each partition, is the change log's consumer, so thousands of partitions do not
+//! hold back its pruning; a partition's own watermark (in its output) still decides its tiles.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,14 +20,16 @@ use deadpool_postgres::Pool;
 use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
 use crate::db;
 use crate::error::Result;
-use crate::job::{SeedJob, TilesetJob};
-use crate::render::source::{describe, partition_column, partition_values};
+use crate::job::{SeedJob, Selection, TilesetJob};
+use crate::render::source::{describe, partition_column, partition_values, quoted_table};
 use crate::report::TilesetSummary;
+use crate::sink::lock::{self, OutputLock};
 use crate::sink::partitions::{
     read_index, remove_emptied, write_index, PartitionEntry, PartitionIndex,
 };
 use crate::sink::{self, OutputReader};
 use crate::state::capture;
+use crate::state::Watermark;
 
 /// A seed job with each partitioned tileset expanded into one tileset per value, and what to do
 /// once the expanded job has run.
@@ -29,10 +37,22 @@ pub struct Expansion {
     /// The job to run; `None`: the job had no partitioned tileset and runs as it is.
     expanded: Option<(SeedJob, Pool)>,
     plans: Vec<Plan>,
+    /// Each partitioned tileset's own lock, held from its expansion until its index is written.
+    _locks: Vec<OutputLock>,
+}
+
+/// Whether an expansion locks each partitioned tileset (`seed`), or runs under the locks its
+/// caller holds for longer (`watch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TilesetLocks {
+    /// Lock each partitioned tileset until its index is written.
+    Take,
+    /// The caller holds them.
+    Held,
 }
 
 /// Expands each partitioned tileset of `job` into one tileset per value (step 0 of a seed).
-pub async fn expand(job: &SeedJob) -> Result<Expansion> {
+pub async fn expand(job: &SeedJob, locks: TilesetLocks) -> Result<Expansion> {
     if !job
         .tilesets
         .iter()
@@ -41,16 +61,28 @@ pub async fn expand(job: &SeedJob) -> Result<Expansion> {
         return Ok(Expansion {
             expanded: None,
             plans: Vec::new(),
+            _locks: Vec::new(),
         });
     }
     let pool = db::connect(&job.database, 2).await?;
     let mut expanded = job.clone();
     expanded.tilesets.clear();
     let mut plans = Vec::new();
+    let mut held = Vec::new();
     for tileset in &job.tilesets {
         match &tileset.tileset.partition_by {
             None => expanded.tilesets.push(tileset.clone()),
             Some(column) => {
+                // Two runs of one partitioned tileset would each read its index and write their
+                // own: the tileset is locked as a whole, its partitions each as they run.
+                if let (TilesetLocks::Take, Some(target), false) =
+                    (locks, &tileset.output, job.run.dry_run)
+                {
+                    held.push(
+                        lock::acquire(target, job.s3.endpoint.as_deref(), job.run.wait_lock, None)
+                            .await?,
+                    );
+                }
                 let plan = Plan::new(&pool, job, tileset, column).await?;
                 expanded.tilesets.extend(plan.jobs.iter().cloned());
                 plans.push(plan);
@@ -60,6 +92,7 @@ pub async fn expand(job: &SeedJob) -> Result<Expansion> {
     Ok(Expansion {
         expanded: Some((expanded, pool)),
         plans,
+        _locks: held,
     })
 }
 
@@ -67,6 +100,21 @@ impl Expansion {
     /// The job to run: the expanded one, or `job` itself when nothing was partitioned.
     pub fn job<'a>(&'a self, job: &'a SeedJob) -> &'a SeedJob {
         self.expanded.as_ref().map_or(job, |(expanded, _)| expanded)
+    }
+
+    /// Per partitioned tileset: its name, the partitions the run renders and the values its index
+    /// lists, and when the changes its tileset-wide read found were committed.
+    pub fn scope(&self) -> Vec<PartitionScope> {
+        self.plans
+            .iter()
+            .map(|plan| PartitionScope {
+                tileset: plan.name.clone(),
+                rendered: plan.jobs.len(),
+                total: plan.total_after(),
+                committed: plan.committed.clone(),
+                changes_read: plan.changes_read,
+            })
+            .collect()
     }
 
     /// Removes vanished partitions and writes each partitioned tileset's index, once the
@@ -107,6 +155,22 @@ pub fn totals(job: &SeedJob, summaries: &[TilesetSummary]) -> Vec<String> {
         .collect()
 }
 
+/// What a run does with one partitioned tileset, for `watch`'s metrics and cycle line.
+#[derive(Debug, Clone)]
+pub struct PartitionScope {
+    /// The partitioned tileset's name.
+    pub tileset: String,
+    /// Partitions rendered (touched, new or vanished values).
+    pub rendered: usize,
+    /// Values the index lists once the run is done.
+    pub total: usize,
+    /// When each change the tileset-wide read found was committed (seconds since the epoch);
+    /// empty when no such read was made (a full seed, or the first reseed).
+    pub committed: Vec<f64>,
+    /// Log rows that read found.
+    pub changes_read: Option<u64>,
+}
+
 /// What a value holds over all layers.
 #[derive(Debug, Clone, Default)]
 struct Holding {
@@ -127,17 +191,41 @@ struct Plan {
     /// Values of the previous index the rows no longer hold, seeded empty and then removed.
     vanished: Vec<String>,
     jobs: Vec<TilesetJob>,
+    /// The snapshot the index records once every partition of the run is complete; `None` when
+    /// the run does not apply every change to every value (`--partition`, `--tiles-from`, a dry
+    /// run), which leaves the previous one.
+    next_watermark: Option<Watermark>,
+    /// See [`PartitionScope::committed`].
+    committed: Vec<f64>,
+    /// See [`PartitionScope::changes_read`].
+    changes_read: Option<u64>,
 }
 
 impl Plan {
     async fn new(pool: &Pool, job: &SeedJob, tileset: &TilesetJob, column: &str) -> Result<Plan> {
         let config = &tileset.tileset;
+        let target = tileset.output.clone().filter(|_| !job.run.dry_run);
+        if let Some(target) = &target {
+            sink::kind_of(target).prepare_partitions()?;
+        }
+        let previous = match &target {
+            Some(target) => read_index(&target.partition_index(), &job.s3).await?,
+            None => None,
+        };
+        let (scope, next_watermark) = Scope::decide(pool, job, tileset, column, &previous).await?;
         let mut current: BTreeMap<String, Holding> = BTreeMap::new();
         let mut arrays = Vec::new();
+        let only = match &scope {
+            Scope::Touched(touched) => Some(touched.values.iter().cloned().collect::<Vec<_>>()),
+            Scope::Every | Scope::EveryNow(_) => None,
+        };
         for layer in &config.layers {
             let array = partition_column(pool, &config.name, layer, column).await?;
             let source = describe(pool, &config.name, layer).await?;
-            for found in partition_values(pool, &config.name, &source, column, array).await? {
+            for found in
+                partition_values(pool, &config.name, &source, column, array, only.as_deref())
+                    .await?
+            {
                 let holding = current.entry(found.value).or_default();
                 holding.features += found.features;
                 holding.bounds = union(holding.bounds, found.bounds);
@@ -154,14 +242,6 @@ impl Plan {
                 );
             }
         }
-        let target = tileset.output.clone().filter(|_| !job.run.dry_run);
-        if let Some(target) = &target {
-            sink::kind_of(target).prepare_partitions()?;
-        }
-        let previous = match &target {
-            Some(target) => read_index(&target.partition_index(), &job.s3).await?,
-            None => None,
-        };
         let known: BTreeSet<&str> = previous
             .iter()
             .flat_map(|index| index.partitions.iter().map(|p| p.value.as_str()))
@@ -170,6 +250,7 @@ impl Plan {
             .iter()
             .filter(|v| !current.contains_key(**v))
             .filter(|v| wanted.is_empty() || wanted.contains(&v.to_string()))
+            .filter(|v| scope.covers(v))
             .map(|v| v.to_string())
             .collect();
         let mut jobs = Vec::new();
@@ -177,8 +258,13 @@ impl Plan {
             let fresh = !known.contains(value.as_str()) || vanished.contains(value);
             jobs.push(partition_job(tileset, column, value, &arrays, fresh)?);
         }
+        let (committed, changes_read) = match scope {
+            Scope::Touched(touched) => (touched.committed, Some(touched.changes)),
+            Scope::EveryNow(touched) => (touched.committed, Some(touched.changes)),
+            Scope::Every => (Vec::new(), None),
+        };
         tracing::info!(
-            "tileset `{}`: {} partition(s) by {column}{}",
+            "tileset `{}`: {} partition(s) by {column} to render{}",
             config.name,
             current.len(),
             if vanished.is_empty() {
@@ -197,7 +283,24 @@ impl Plan {
             current,
             vanished,
             jobs,
+            next_watermark,
+            committed,
+            changes_read,
         })
+    }
+
+    /// Values the index lists once the run is done.
+    fn total_after(&self) -> usize {
+        let mut values: BTreeSet<&str> = self
+            .previous
+            .iter()
+            .flat_map(|index| index.partitions.iter().map(|p| p.value.as_str()))
+            .collect();
+        for value in &self.vanished {
+            values.remove(value.as_str());
+        }
+        values.extend(self.current.keys().map(String::as_str));
+        values.len()
     }
 
     /// Removes vanished partitions and writes the index, once their runs are complete.
@@ -205,6 +308,10 @@ impl Plan {
         let Some(target) = &self.target else {
             return Ok(());
         };
+        if self.jobs.is_empty() && self.changes_read == Some(0) {
+            // Nothing changed since the index's watermark: it stays as it is.
+            return Ok(());
+        }
         let summary_of = |value: &str| {
             let name = partition_name(&self.name, value);
             summaries.iter().find(|s| s.header.tileset == name)
@@ -252,13 +359,41 @@ impl Plan {
                 },
             );
         }
+        // The tileset's watermark moves only when every partition the run planned is complete.
+        let complete = self.jobs.iter().all(|j| {
+            summaries
+                .iter()
+                .any(|s| s.header.tileset == j.tileset.name && s.header.complete)
+        });
+        let previous_watermark = self.previous.as_ref().and_then(|i| i.watermark.clone());
+        let advanced = self.next_watermark.as_ref().filter(|_| complete);
         let index = PartitionIndex {
             tileset: self.name.clone(),
             partition_by: self.column.clone(),
             partitions: entries.into_values().collect(),
+            watermark: advanced
+                .map(|w| w.snapshot.clone())
+                .or(previous_watermark.clone()),
         };
         let location = target.partition_index();
         write_index(&location, &job.s3, &self.cache_control, &index).await?;
+        if let Some(watermark) = advanced {
+            let schema = &job.change_schema;
+            let pruned =
+                capture::advance_and_prune(pool, schema, &target.describe(), watermark).await?;
+            if pruned > 0 {
+                tracing::info!("pruned {pruned} applied change(s) from the change log");
+            }
+            if previous_watermark.is_none() {
+                // Partitions of earlier versions consumed the log each: the tileset does now.
+                let outputs: Vec<String> = index
+                    .partitions
+                    .iter()
+                    .map(|p| target.for_partition(&p.path).describe())
+                    .collect();
+                capture::forget_consumers(pool, schema, &outputs).await?;
+            }
+        }
         tracing::info!(
             "tileset `{}`: index of {} partition(s) written to {}",
             self.name,
@@ -269,6 +404,79 @@ impl Plan {
             }
         );
         Ok(())
+    }
+}
+
+/// Which values a run of a partitioned tileset renders.
+enum Scope {
+    /// Every value, each as the job asks.
+    Every,
+    /// Every value: the tileset-wide read of the change log found changes it cannot attribute
+    /// (a TRUNCATE, or changes logged before the column's values were).
+    EveryNow(capture::Touched),
+    /// Only the values the changes since the index's watermark touched.
+    Touched(capture::Touched),
+}
+
+impl Scope {
+    /// Decides the scope, and the watermark the index records if the run completes.
+    async fn decide(
+        pool: &Pool,
+        job: &SeedJob,
+        tileset: &TilesetJob,
+        column: &str,
+        previous: &Option<PartitionIndex>,
+    ) -> Result<(Scope, Option<Watermark>)> {
+        let applies_everything = job.partitions.is_empty()
+            && tileset.output.is_some()
+            && !job.run.dry_run
+            && matches!(job.selection, Selection::Pyramid | Selection::Dirty);
+        if !applies_everything {
+            return Ok((Scope::Every, None));
+        }
+        let since = previous
+            .as_ref()
+            .and_then(|index| index.watermark.clone())
+            .filter(|_| job.selection == Selection::Dirty);
+        let Some(since) = since else {
+            // Taken before any partition runs: each partition's own, later snapshot sees at least
+            // as much, so the next tileset-wide read misses nothing.
+            let now = capture::current_watermark(pool).await?;
+            return Ok((Scope::Every, Some(now)));
+        };
+        let mut tables: Vec<String> = tileset.tileset.layers.iter().map(quoted_table).collect();
+        tables.sort();
+        tables.dedup();
+        let since = Watermark {
+            snapshot: since,
+            ..Watermark::default()
+        };
+        let (touched, next) =
+            capture::read_touched(pool, &job.change_schema, &tables, column, &since).await?;
+        tracing::info!(
+            "tileset `{}`: {} change(s) since the index's watermark touched {}",
+            tileset.tileset.name,
+            touched.changes,
+            if touched.every_value {
+                "every value".to_string()
+            } else {
+                format!("{} value(s)", touched.values.len())
+            }
+        );
+        let scope = if touched.every_value {
+            Scope::EveryNow(touched)
+        } else {
+            Scope::Touched(touched)
+        };
+        Ok((scope, Some(next)))
+    }
+
+    /// Whether the run looks at `value`.
+    fn covers(&self, value: &str) -> bool {
+        match self {
+            Scope::Every | Scope::EveryNow(_) => true,
+            Scope::Touched(touched) => touched.values.contains(value),
+        }
     }
 }
 

@@ -30,4 +30,5 @@ mod shard_outputs;
 mod shards;
 mod tree_safety;
 mod watch;
+mod watch_partitions;
 mod wide_geometries;

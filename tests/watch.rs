@@ -22,7 +22,8 @@ use crate::production::required_env;
 const OUTPUT: &str = "watched.mbtiles";
 const ZOOMS: &str = "0-10";
 /// Short pacing, so a test spends its time on changes rather than on waiting.
-const PACING: &str = "[watch]\ndebounce = \"300ms\"\nmax_delay = \"2s\"\npoll_interval = \"3s\"\n";
+pub(crate) const PACING: &str =
+    "[watch]\ndebounce = \"300ms\"\nmax_delay = \"2s\"\npoll_interval = \"3s\"\n";
 /// Longest any wait for the watcher may take before the test gives up.
 const PATIENCE: Duration = Duration::from_secs(180);
 
@@ -81,7 +82,7 @@ impl Setup {
 }
 
 /// A running `oar-tiles watch`, killed if the test ends without stopping it.
-struct Watcher {
+pub(crate) struct Watcher {
     child: Option<Child>,
     port: u16,
     log: PathBuf,
@@ -96,12 +97,13 @@ fn free_port() -> u16 {
 }
 
 impl Watcher {
-    fn start(setup: &Setup) -> Watcher {
+    /// Starts a watcher of the fixture's config against its schema's server.
+    pub(crate) fn start(setup: &Fixture) -> Watcher {
         Self::start_on(setup, &setup.schema.url)
     }
 
     /// Starts a watcher whose `DATABASE_URL` is `url`.
-    fn start_on(setup: &Setup, url: &str) -> Watcher {
+    fn start_on(setup: &Fixture, url: &str) -> Watcher {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = setup.path(&format!("watch-{port}.log"));
@@ -125,7 +127,7 @@ impl Watcher {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -153,18 +155,18 @@ impl Watcher {
         Some((status, body.to_string()))
     }
 
-    fn metrics(&self) -> Metrics {
+    pub(crate) fn metrics(&self) -> Metrics {
         let (status, body) = self.get("/metrics").expect("/metrics answers");
         assert_eq!(status, 200, "{body}");
         parse_prometheus(&body)
     }
 
-    fn health(&self) -> Option<u16> {
+    pub(crate) fn health(&self) -> Option<u16> {
         self.get("/health").map(|(status, _)| status)
     }
 
     /// Polls until `done` holds, failing with the watcher's log after [`PATIENCE`].
-    fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Watcher) -> bool) {
+    pub(crate) fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Watcher) -> bool) {
         let started = Instant::now();
         while !done(self) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -183,7 +185,7 @@ impl Watcher {
     }
 
     /// Waits until the watcher has applied `count` changes in all and nothing is pending.
-    fn wait_for_applied(&mut self, count: f64) {
+    pub(crate) fn wait_for_applied(&mut self, count: f64) {
         self.wait_until(&format!("{count} applied changes"), |w| {
             let metrics = w.metrics();
             metrics.sum("oar_tiles_changes_applied_total") >= count
@@ -192,7 +194,7 @@ impl Watcher {
     }
 
     /// Sends `signal` and waits for the process to end.
-    fn stop(&mut self, signal: libc::c_int) -> Run {
+    pub(crate) fn stop(&mut self, signal: libc::c_int) -> Run {
         let child = self.child.take().unwrap();
         send_signal(&child, signal);
         let mut run = run_from(child.wait_with_output().unwrap());
@@ -211,11 +213,11 @@ impl Drop for Watcher {
 }
 
 /// Samples of a Prometheus text exposition, keyed by `name{labels}` as written.
-struct Metrics(BTreeMap<String, f64>);
+pub(crate) struct Metrics(BTreeMap<String, f64>);
 
 impl Metrics {
     /// The sum of every sample of the series `name`, whatever its labels.
-    fn sum(&self, name: &str) -> f64 {
+    pub(crate) fn sum(&self, name: &str) -> f64 {
         self.0
             .iter()
             .filter(|(key, _)| key.split('{').next() == Some(name))
@@ -399,13 +401,13 @@ fn a_watcher_keeps_its_output_equal_to_a_full_seed_and_its_metrics_count_the_cha
 
 /// Stops and starts the watch test's own cluster (never the shared one); starts it again if the
 /// test ends while it is stopped.
-struct Cluster {
+pub(crate) struct Cluster {
     version: String,
     name: String,
 }
 
 impl Cluster {
-    fn from_env() -> Cluster {
+    pub(crate) fn from_env() -> Cluster {
         let value = required_env("OAR_TILES_TEST_WATCH_CLUSTER");
         let (version, name) = value.split_once('/').expect("VERSION/NAME");
         Cluster {
@@ -414,7 +416,7 @@ impl Cluster {
         }
     }
 
-    fn ctl(&self, action: &str) -> bool {
+    pub(crate) fn ctl(&self, action: &str) -> bool {
         Command::new("pg_ctlcluster")
             .args([&self.version, &self.name, action, "-m", "fast"])
             .stdout(Stdio::null())

@@ -300,14 +300,15 @@ async fn table_and_columns(
     Ok((table, columns))
 }
 
-/// Every value of the partition column among the layer's rows (within its filter), with their
-/// row counts and extents. NULL and empty values belong to no partition.
+/// Every value of the partition column among the layer's rows (within its filter), or of those
+/// `only` lists, with their row counts and extents. NULL and empty values belong to no partition.
 pub async fn partition_values(
     pool: &Pool,
     tileset: &str,
     layer: &LayerSource,
     column: &str,
     array: bool,
+    only: Option<&[String]>,
 ) -> Result<Vec<PartitionValue>> {
     let config = &layer.config;
     let quoted = format!("t.{}", quote_ident(column));
@@ -329,14 +330,14 @@ pub async fn partition_values(
                     ST_Transform(ST_SetSRID(ST_Extent(g)::geometry, {srid}), 4326)::box2d AS b
              FROM (SELECT {value} AS v, {geometry} AS g FROM {table} t
                    WHERE {geometry} IS NOT NULL{filter}) s
-             WHERE v IS NOT NULL AND v <> '' GROUP BY v) c
+             WHERE v IS NOT NULL AND v <> '' AND ($1::text[] IS NULL OR v = ANY($1)) GROUP BY v) c
          ORDER BY v",
         srid = layer.srid,
         table = quoted_table(config),
     );
     let client = pool.get().await?;
     let rows = client
-        .query_typed(&sql, &[])
+        .query_typed(&sql, &[(&only, Type::TEXT_ARRAY)])
         .await
         .map_err(|e| Error::Source {
             tileset: tileset.to_string(),

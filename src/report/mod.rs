@@ -187,6 +187,87 @@ impl Tally {
     }
 }
 
+impl TilesetSummary {
+    /// One summary of several runs under `header` (a partitioned tileset's partitions, as `watch`
+    /// reports them): counts add up, render times are pooled per zoom, outbox backlogs add up
+    /// with the oldest entry's age, and `elapsed` is the wall time of them all.
+    pub fn merged(
+        header: SummaryHeader,
+        parts: Vec<TilesetSummary>,
+        elapsed: Duration,
+    ) -> TilesetSummary {
+        let mut zooms: BTreeMap<u8, ZoomSummary> = BTreeMap::new();
+        let mut merged = Tally::default().summarize(header, elapsed);
+        for part in parts {
+            merged.tiles_queried += part.tiles_queried;
+            merged.tiles_probed += part.tiles_probed;
+            merged.tiles_written += part.tiles_written;
+            merged.bytes_written += part.bytes_written;
+            merged.stored.changed += part.stored.changed;
+            merged.stored.unchanged += part.stored.unchanged;
+            merged.stored.deleted += part.stored.deleted;
+            merged.failed_tiles.extend(part.failed_tiles);
+            merged.over_budget.extend(part.over_budget);
+            merged.slowest_tiles.extend(part.slowest_tiles);
+            merged.outbox.batches += part.outbox.batches;
+            merged.outbox.entries += part.outbox.entries;
+            merged.outbox.oldest_seconds =
+                match (merged.outbox.oldest_seconds, part.outbox.oldest_seconds) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
+            merged.purges.extend(part.purges);
+            merged.edge.extend(part.edge);
+            merged.edge_probes.extend(part.edge_probes);
+            for zoom in part.per_zoom {
+                let into = zooms.entry(zoom.zoom).or_insert_with(|| ZoomSummary {
+                    zoom: zoom.zoom,
+                    probed: 0,
+                    queried: 0,
+                    empty: 0,
+                    written: 0,
+                    bytes: 0,
+                    largest_tile: None,
+                    render_ms_p50: 0.0,
+                    render_ms_p95: 0.0,
+                    render_ms_max: 0.0,
+                    render_ms_total: 0.0,
+                    render_micros: Vec::new(),
+                });
+                into.probed += zoom.probed;
+                into.queried += zoom.queried;
+                into.empty += zoom.empty;
+                into.written += zoom.written;
+                into.bytes += zoom.bytes;
+                into.render_ms_total += zoom.render_ms_total;
+                into.render_micros.extend(zoom.render_micros);
+                if zoom.largest_tile.as_ref().map(|t| t.bytes)
+                    > into.largest_tile.as_ref().map(|t| t.bytes)
+                {
+                    into.largest_tile = zoom.largest_tile;
+                }
+            }
+        }
+        for zoom in zooms.values_mut() {
+            zoom.render_micros.sort_unstable();
+            zoom.render_ms_p50 = percentile(&zoom.render_micros, 0.50);
+            zoom.render_ms_p95 = percentile(&zoom.render_micros, 0.95);
+            zoom.render_ms_max = percentile(&zoom.render_micros, 1.0);
+        }
+        merged.per_zoom = zooms.into_values().collect();
+        merged
+            .slowest_tiles
+            .sort_unstable_by(|a, b| b.ms.total_cmp(&a.ms));
+        merged.slowest_tiles.truncate(SLOWEST_KEPT);
+        merged.tiles_per_second = if merged.seconds > 0.0 {
+            merged.tiles_written as f64 / merged.seconds
+        } else {
+            0.0
+        };
+        merged
+    }
+}
+
 fn percentile(sorted_micros: &[u32], q: f64) -> f64 {
     if sorted_micros.is_empty() {
         return 0.0;

@@ -42,7 +42,7 @@ use tileset::TilesetRun;
 /// tilesets).
 pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
     // 0.
-    let partitions = partition::expand(job).await?;
+    let partitions = partition::expand(job, partition::TilesetLocks::Take).await?;
     let summaries = run_expanded(partitions.job(job), progress).await?;
     partitions.finish(job, &summaries).await?;
     Ok(summaries)
@@ -62,6 +62,33 @@ async fn run_expanded(job: &SeedJob, progress: ProgressKind) -> Result<Vec<Tiles
     // 5.
     changed.close_and_acknowledge().await?;
     Ok(summaries)
+}
+
+/// One `watch` cycle of a job of partitioned tilesets, whose locks the watcher holds: reads each
+/// tileset's changes once, reseeds the partitions they touched (new and vanished values
+/// included) under their own locks, and writes the indexes. Returns one summary per partition
+/// rendered, and what each tileset's run covered.
+pub async fn partitioned_cycle(
+    job: &SeedJob,
+    stop: &Stop,
+) -> Result<(Vec<TilesetSummary>, Vec<partition::PartitionScope>)> {
+    let partitions = partition::expand(job, partition::TilesetLocks::Held).await?;
+    let expanded = partitions.job(job);
+    let summaries = if expanded.tilesets.is_empty() {
+        Vec::new()
+    } else {
+        let session = Session::open(expanded).await?;
+        session
+            .seed(
+                ProgressKind::Quiet,
+                stop,
+                ChangedList::disabled(),
+                Locks::Take,
+            )
+            .await?
+    };
+    partitions.finish(job, &summaries).await?;
+    Ok((summaries, partitions.scope()))
 }
 
 /// `--check-edge`: fetches each summary's sampled tiles through the CDN targets that purged them.

@@ -205,6 +205,9 @@ impl TilesetRun<'_> {
             // A part is not a consumer of the change log: pruning what one shard saw could drop
             // changes a shard with an earlier snapshot did not see, which the merged output's
             // first `seed --dirty` must still read.
+        } else if tileset.list_prefix.is_some() {
+            // A partition: its partitioned tileset consumes the log for all of them
+            // (`crate::partition`), once every partition of the run is complete.
         } else if let (true, Some(next)) = (complete, &watermark) {
             self.advance(target, next).await?;
         } else if !complete {

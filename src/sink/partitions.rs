@@ -18,6 +18,11 @@ pub struct PartitionIndex {
     pub partition_by: String,
     /// One entry per value, ordered by value.
     pub partitions: Vec<PartitionEntry>,
+    /// The snapshot (`pg_snapshot` text) whose changes every partition reflects: the next
+    /// `seed --dirty` or `watch` cycle reads the change log since it once, and reseeds only the
+    /// values those changes touched. `None` in indexes of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
 }
 
 /// One value of a partitioned tileset and its pyramid.

@@ -23,10 +23,10 @@ use backon::BackoffBuilder;
 
 use crate::db::Listener;
 use crate::error::{DbError, Error, ExitCode, Result};
-use crate::job::WatchJob;
+use crate::job::{SeedJob, TilesetJob, WatchJob};
 use crate::metrics::Metrics;
 use crate::render::source::quoted_table;
-use crate::report::{ProgressKind, TilesetSummary};
+use crate::report::{ProgressKind, SummaryHeader, TilesetSummary};
 use crate::schedule::Stop;
 use crate::seed::{Locks, Session};
 use crate::sink::{lock, ChangedList};
@@ -51,6 +51,33 @@ struct Shared {
 /// Edge checks running at once, each over one target's sample of one cycle.
 const EDGE_CHECKS_IN_FLIGHT: usize = 4;
 
+/// The watched job, split: plain tilesets run in one long-lived session, and each partitioned
+/// tileset runs its own cycle, which expands only the values its changes touched.
+struct Jobs {
+    /// The plain tilesets; `None` when every tileset is partitioned.
+    plain: Option<SeedJob>,
+    /// One job per partitioned tileset.
+    partitioned: Vec<SeedJob>,
+}
+
+impl Jobs {
+    fn split(seed: &SeedJob) -> Jobs {
+        let (partitioned, plain): (Vec<_>, Vec<_>) = seed
+            .tilesets
+            .iter()
+            .cloned()
+            .partition(|t| t.tileset.partition_by.is_some());
+        let with = |tilesets: Vec<TilesetJob>| SeedJob {
+            tilesets,
+            ..seed.clone()
+        };
+        Jobs {
+            plain: (!plain.is_empty()).then(|| with(plain)),
+            partitioned: partitioned.into_iter().map(|t| with(vec![t])).collect(),
+        }
+    }
+}
+
 /// An output the watcher keeps fresh, and the tables its changes come from.
 struct Watched {
     output: String,
@@ -60,19 +87,6 @@ struct Watched {
 /// Runs until a signal stops it (an `Error::Stopped`) or an error that retrying cannot mend.
 pub async fn run(job: &WatchJob) -> Result<()> {
     let seed = &job.seed;
-    // Its values change as rows do, and each is an output of its own: cron's `seed --dirty` keeps
-    // a partitioned tileset fresh, new and vanished values included.
-    if let Some(tileset) = seed
-        .tilesets
-        .iter()
-        .find(|t| t.tileset.partition_by.is_some())
-    {
-        return Err(Error::Usage(format!(
-            "tileset `{}` is partitioned (partition_by), which `watch` does not keep fresh yet: \
-             run `oar-tiles seed --dirty` for it, or leave it out with --tileset",
-            tileset.tileset.name
-        )));
-    }
     // One watcher per output, for as long as it runs: taken before anything else is done.
     let mut _locks = Vec::new();
     let mut watched = Vec::new();
@@ -88,6 +102,7 @@ pub async fn run(job: &WatchJob) -> Result<()> {
             });
         }
     }
+    let jobs = Jobs::split(seed);
     let shared = Arc::new(Shared {
         metrics: Metrics::default(),
         database_up: AtomicBool::default(),
@@ -101,7 +116,8 @@ pub async fn run(job: &WatchJob) -> Result<()> {
     let mut backoff = reconnect_backoff();
     loop {
         let mut connected_once = false;
-        let Err(err) = watch_connected(job, &watched, &shared, &stop, &mut connected_once).await;
+        let Err(err) =
+            watch_connected(job, &jobs, &watched, &shared, &stop, &mut connected_once).await;
         shared.database_up.store(false, Ordering::Relaxed);
         if matches!(err, Error::Stopped { .. }) {
             return Err(err);
@@ -139,6 +155,7 @@ fn reconnect_backoff() -> impl Iterator<Item = std::time::Duration> {
 /// only with the error that ended it.
 async fn watch_connected(
     job: &WatchJob,
+    jobs: &Jobs,
     watched: &[Watched],
     shared: &Arc<Shared>,
     stop: &Stop,
@@ -148,7 +165,14 @@ async fn watch_connected(
     let channel = capture::channel(&seed.change_schema);
     // Listening before the catch-up, so nothing committed during it goes unnoticed.
     let mut listener = Listener::connect(&seed.database, &channel).await?;
-    let session = Session::open(seed).await?;
+    let session = match &jobs.plain {
+        Some(plain) => Some(Session::open(plain).await?),
+        None => None,
+    };
+    let pool = match &session {
+        Some(session) => session.pool().clone(),
+        None => crate::db::connect(&seed.database, 2).await?,
+    };
     shared.database_up.store(true, Ordering::Relaxed);
     *connected_once = true;
     tracing::info!(
@@ -156,8 +180,8 @@ async fn watch_connected(
         watched.len()
     );
     loop {
-        cycle(job, &session, shared, stop).await?;
-        wait_for_changes(job, watched, &mut listener, &session, shared, stop).await?;
+        cycle(job, jobs, session.as_ref(), shared, stop).await?;
+        wait_for_changes(job, watched, &mut listener, &pool, shared, stop).await?;
     }
 }
 
@@ -167,7 +191,7 @@ async fn wait_for_changes(
     job: &WatchJob,
     watched: &[Watched],
     listener: &mut Listener,
-    session: &Session<'_>,
+    pool: &deadpool_postgres::Pool,
     shared: &Shared,
     stop: &Stop,
 ) -> Result<()> {
@@ -207,7 +231,7 @@ async fn wait_for_changes(
                 );
             }
         }
-        if count_pending(job, watched, session, shared).await? > 0 {
+        if count_pending(job, watched, pool, shared).await? > 0 {
             return Ok(());
         }
     }
@@ -217,14 +241,13 @@ async fn wait_for_changes(
 async fn count_pending(
     job: &WatchJob,
     watched: &[Watched],
-    session: &Session<'_>,
+    pool: &deadpool_postgres::Pool,
     shared: &Shared,
 ) -> Result<i64> {
     let mut total = 0;
     for output in watched {
         let schema = &job.seed.change_schema;
-        let count =
-            capture::pending(session.pool(), schema, &output.output, &output.tables).await?;
+        let count = capture::pending(pool, schema, &output.output, &output.tables).await?;
         shared.metrics.set_pending(&output.output, count);
         total += count;
     }
@@ -232,22 +255,16 @@ async fn count_pending(
 }
 
 /// One `seed --dirty` over every output, recorded in the metrics and one log line; its edge checks
-/// go on in the background.
+/// go on in the background. A partitioned tileset's partitions are reported as the tileset.
 async fn cycle(
     job: &WatchJob,
-    session: &Session<'_>,
+    jobs: &Jobs,
+    session: Option<&Session<'_>>,
     shared: &Arc<Shared>,
     stop: &Stop,
 ) -> Result<()> {
     let started = Instant::now();
-    let outcome = session
-        .seed(
-            ProgressKind::Quiet,
-            stop,
-            ChangedList::disabled(),
-            Locks::Held,
-        )
-        .await;
+    let outcome = run_cycle(jobs, session, shared, stop).await;
     let mut summaries = match outcome {
         Ok(summaries) => summaries,
         Err(err) => {
@@ -280,6 +297,66 @@ async fn cycle(
     shared.cycle_ok.store(true, Ordering::Relaxed);
     tracing::info!("{}", cycle_line(&summaries, started.elapsed(), now));
     Ok(())
+}
+
+/// Runs the plain tilesets in the session, then each partitioned tileset's cycle.
+async fn run_cycle(
+    jobs: &Jobs,
+    session: Option<&Session<'_>>,
+    shared: &Shared,
+    stop: &Stop,
+) -> Result<Vec<TilesetSummary>> {
+    let mut summaries = match session {
+        Some(session) => {
+            session
+                .seed(
+                    ProgressKind::Quiet,
+                    stop,
+                    ChangedList::disabled(),
+                    Locks::Held,
+                )
+                .await?
+        }
+        None => Vec::new(),
+    };
+    for job in &jobs.partitioned {
+        let started = Instant::now();
+        let (parts, scopes) = crate::seed::partitioned_cycle(job, stop).await?;
+        let (Some(tileset), Some(scope)) = (job.tilesets.first(), scopes.into_iter().next()) else {
+            continue;
+        };
+        let Some(output) = &tileset.output else {
+            continue;
+        };
+        let output = output.describe();
+        shared
+            .metrics
+            .record_partitions(&output, scope.rendered, scope.total);
+        tracing::info!(
+            partitions_rendered = scope.rendered,
+            partitions_total = scope.total,
+            "tileset `{}`: {} of {} partition(s) rendered",
+            scope.tileset,
+            scope.rendered,
+            scope.total
+        );
+        let complete = parts.iter().all(|p| p.header.complete);
+        let header = SummaryHeader {
+            tileset: scope.tileset,
+            output,
+            zooms: tileset.zooms.to_string(),
+            dry_run: false,
+            complete,
+            changes_read: scope.changes_read,
+            committed: if complete {
+                scope.committed
+            } else {
+                Vec::new()
+            },
+        };
+        summaries.push(TilesetSummary::merged(header, parts, started.elapsed()));
+    }
+    Ok(summaries)
 }
 
 /// Starts the edge checks of a cycle's purges, which record into the metrics when they end.

@@ -80,6 +80,111 @@ pub async fn read_since(
     ))
 }
 
+/// The partition values a set of changes touched: what a partitioned tileset's cycle reads once,
+/// before it reseeds only those values' pyramids.
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// Whether every value must be reseeded: a TRUNCATE, or a change logged before the column's
+    /// values were (its log row does not say which values it touched).
+    pub every_value: bool,
+    /// The values the changes' rows held before or after them (text forms).
+    pub values: std::collections::BTreeSet<String>,
+    /// Log rows read.
+    pub changes: u64,
+    /// When each was committed, as in [`ChangeSet::committed`].
+    pub committed: Vec<f64>,
+}
+
+/// Reads, under one snapshot, which values of the partition `column` the changes to `tables`
+/// (quoted) that `since` did not see touched, and returns them with that snapshot: one read of the
+/// log whatever the number of values.
+pub async fn read_touched(
+    pool: &Pool,
+    schema: &str,
+    tables: &[String],
+    column: &str,
+    since: &Watermark,
+) -> Result<(Touched, Watermark)> {
+    if !installed(pool, schema).await? {
+        return Err(Error::State {
+            missing: format!("change capture (schema `{schema}`)"),
+            message: "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
+        });
+    }
+    let mut client = pool.get().await?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let snapshot: String = transaction
+        .query_typed_one("SELECT pg_current_snapshot()::text", &[])
+        .await?
+        .get(0);
+    let row = transaction
+        .query_typed_one(
+            &format!(
+                "SELECT count(*), coalesce(bool_or(c.everything OR c.partitions IS NULL
+                                                 OR NOT c.partitions ? $3), false),
+                        coalesce((SELECT array_agg(DISTINCT v) FROM {schema}.change_log d,
+                                         jsonb_array_elements_text(d.partitions -> $3) v
+                                  WHERE d.source IN (SELECT to_regclass(t)::oid FROM unnest($1::text[]) t)
+                                    AND NOT pg_visible_in_snapshot(d.xid, $2::text::pg_snapshot)
+                                    AND jsonb_typeof(d.partitions -> $3) = 'array'), '{{}}')
+                 FROM {schema}.change_log c
+                 WHERE c.source IN (SELECT to_regclass(t)::oid FROM unnest($1::text[]) t)
+                   AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)",
+                schema = quote_ident(schema)
+            ),
+            &[
+                (&tables, Type::TEXT_ARRAY),
+                (&since.snapshot, Type::TEXT),
+                (&column, Type::TEXT),
+            ],
+        )
+        .await
+        .map_err(DbError::during("reading the partition values the change log touched"))?;
+    let changes: i64 = row.get(0);
+    let values: Vec<String> = row.get(2);
+    let mut touched = Touched {
+        every_value: row.get(1),
+        values: values.into_iter().collect(),
+        changes: u64::try_from(changes).unwrap_or(0),
+        committed: Vec::new(),
+    };
+    touched.committed = commit_times(&*transaction, schema, tables, &since.snapshot).await?;
+    transaction.commit().await?;
+    Ok((
+        touched,
+        Watermark {
+            snapshot,
+            ..Watermark::default()
+        },
+    ))
+}
+
+/// Drops outputs that no longer consume the change log themselves (a partitioned tileset's
+/// partitions, whose tileset consumes it for them) from its consumers, so they no longer hold
+/// back pruning.
+pub async fn forget_consumers(pool: &Pool, schema: &str, consumers: &[String]) -> Result<()> {
+    if consumers.is_empty() || !installed(pool, schema).await? || read_only_standby(pool).await? {
+        return Ok(());
+    }
+    let client = pool.get().await?;
+    client
+        .execute_typed(
+            &format!(
+                "DELETE FROM {}.consumers WHERE output = ANY($1)",
+                quote_ident(schema)
+            ),
+            &[(&consumers, Type::TEXT_ARRAY)],
+        )
+        .await
+        .map_err(DbError::during("forgetting outputs in the change log"))?;
+    Ok(())
+}
+
 /// The changes to the layer's table that the snapshot `since` did not see and the client's current
 /// snapshot does: whether it was truncated, and the boxes of the old and new geometries and of
 /// their representative points (where clustered zooms place them). A layer of one partition reads only the statements that touched
@@ -202,21 +307,7 @@ pub async fn pending(pool: &Pool, schema: &str, consumer: &str, tables: &[String
 /// Drops an output that no longer exists from the change log's consumers, so it no longer holds
 /// back pruning; nothing to do when change capture is not installed.
 pub async fn forget_consumer(pool: &Pool, schema: &str, consumer: &str) -> Result<()> {
-    if !installed(pool, schema).await? || read_only_standby(pool).await? {
-        return Ok(());
-    }
-    let client = pool.get().await?;
-    client
-        .execute_typed(
-            &format!(
-                "DELETE FROM {}.consumers WHERE output = $1",
-                quote_ident(schema)
-            ),
-            &[(&consumer, Type::TEXT)],
-        )
-        .await
-        .map_err(DbError::during("forgetting an output in the change log"))?;
-    Ok(())
+    forget_consumers(pool, schema, &[consumer.to_string()]).await
 }
 
 /// Records in the consumers table (`quoted_schema` already quoted) that `consumer` has applied
