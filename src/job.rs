@@ -293,6 +293,9 @@ pub struct TilesetJob {
     pub full_seed: bool,
     /// A partition's path inside the configured output, before its tiles in `--changed-list`.
     pub list_prefix: Option<String>,
+    /// The partitioned tileset this job is one partition of: partitions of one tileset share its
+    /// described sources and statements.
+    pub partition_of: Option<String>,
     /// The shard this job runs, in a sharded run.
     pub shard: Option<ShardJob>,
 }
@@ -487,6 +490,7 @@ impl SeedJob {
                 tileset,
                 full_seed: false,
                 list_prefix: None,
+                partition_of: None,
             });
         }
         Ok(SeedJob {

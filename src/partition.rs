@@ -21,7 +21,9 @@ use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
 use crate::db;
 use crate::error::Result;
 use crate::job::{SeedJob, Selection, TilesetJob};
-use crate::render::source::{describe, partition_column, partition_values, quoted_table};
+use crate::render::source::{
+    describe, partition_column, partition_values, quoted_table, PartitionColumn,
+};
 use crate::report::TilesetSummary;
 use crate::sink::lock::{self, OutputLock};
 use crate::sink::partitions::{
@@ -220,17 +222,23 @@ impl Plan {
             Scope::Every | Scope::EveryNow(_) => None,
         };
         for layer in &config.layers {
-            let array = partition_column(pool, &config.name, layer, column).await?;
+            let held = partition_column(pool, &config.name, layer, column).await?;
             let source = describe(pool, &config.name, layer).await?;
-            for found in
-                partition_values(pool, &config.name, &source, column, array, only.as_deref())
-                    .await?
+            for found in partition_values(
+                pool,
+                &config.name,
+                &source,
+                column,
+                held.array,
+                only.as_deref(),
+            )
+            .await?
             {
                 let holding = current.entry(found.value).or_default();
                 holding.features += found.features;
                 holding.bounds = union(holding.bounds, found.bounds);
             }
-            arrays.push(array);
+            arrays.push(held);
         }
         let wanted: BTreeSet<&String> = job.partitions.iter().collect();
         if !wanted.is_empty() {
@@ -490,13 +498,14 @@ fn partition_job(
     tileset: &TilesetJob,
     column: &str,
     value: &str,
-    arrays: &[bool],
+    arrays: &[PartitionColumn],
     full_seed: bool,
 ) -> Result<TilesetJob> {
     let segment = partition_segment(value)?;
     let mut job = tileset.clone();
     job.full_seed = full_seed;
     job.list_prefix = Some(segment.clone());
+    job.partition_of = Some(tileset.tileset.name.clone());
     job.output = tileset.output.as_ref().map(|t| t.for_partition(&segment));
     let config = &mut job.tileset;
     config.name = partition_name(&config.name, value);
@@ -509,7 +518,8 @@ fn partition_job(
         layer.partition = Some(Partition {
             column: column.to_string(),
             value: value.to_string(),
-            array: *array,
+            array: array.array,
+            value_type: array.value_type.clone(),
         });
     }
     Ok(job)

@@ -281,9 +281,9 @@ fn a_watched_partitioned_tileset_equals_a_full_seed_and_untouched_partitions_are
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn sigterm_mid_cycle_of_a_partitioned_tileset_keeps_its_index_and_a_restarted_watcher_catches_up() {
-    // Every tenth row costs the server a few milliseconds, so a cycle over many partitions takes
+    // Every tenth row costs the server a millisecond, so a cycle over many partitions takes
     // a while.
-    let slow = "filter = \"id % 10 <> 0 OR pg_sleep(0.003) IS NOT NULL\"";
+    let slow = "filter = \"id % 10 <> 0 OR pg_sleep(0.001) IS NOT NULL\"";
     let mut world = World::new(TestSchema::create("watchpartsterm"), slow);
     let index_path = world.path("watched.partitions.json");
     let mut watcher = Watcher::start(&world.base);

@@ -132,6 +132,9 @@ pub struct Partition {
     pub value: String,
     /// Whether the column is an array, whose rows belong to the partition of each element.
     pub array: bool,
+    /// The SQL type the value is cast to (an element's for an array): tile statements take the
+    /// value as a parameter, so every partition of a tileset shares one set of statements.
+    pub value_type: String,
 }
 
 /// One `[[tileset.layer]]`: a source table rendered into one MVT layer.

@@ -121,6 +121,9 @@ pub fn quoted_table(layer: &LayerConfig) -> String {
 #[derive(Clone)]
 struct Column {
     type_name: String,
+    /// The SQL name of its type, or of its elements' for an array (`integer`, `text`, a
+    /// qualified enum where the search path does not reach it).
+    element_type: String,
     attnum: i16,
     typmod_srid: Option<i32>,
     /// The geometry kind a `geometry(Kind, …)` column admits (`Point`, `PointZ`, `Geometry`, …).
@@ -223,6 +226,7 @@ async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String,
     let rows = client
         .query_typed(
             "SELECT a.attname::text, t.typname::text, a.attnum,
+                    format_type(CASE WHEN left(t.typname::text, 1) = '_' THEN t.typelem ELSE t.oid END, NULL),
                     CASE WHEN t.typname = 'geometry' AND a.atttypmod >= 0
                          THEN postgis_typmod_srid(a.atttypmod) END,
                     CASE WHEN t.typname = 'geometry' AND a.atttypmod >= 0
@@ -245,8 +249,9 @@ async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String,
             let column = Column {
                 type_name: r.get(1),
                 attnum: r.get(2),
-                typmod_srid: r.get(3),
-                typmod_kind: r.get(4),
+                element_type: r.get(3),
+                typmod_srid: r.get(4),
+                typmod_kind: r.get(5),
             };
             (r.get::<_, String>(0), column)
         })
@@ -264,13 +269,23 @@ pub struct PartitionValue {
     pub bounds: Option<[f64; 4]>,
 }
 
-/// Whether the layer's table has the partition column, and whether it is an array.
+/// How a layer's table holds the partition column: whether it is an array, and the SQL type of
+/// a value (an element's, for an array).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionColumn {
+    /// Whether the column is an array, whose rows belong to the partition of each element.
+    pub array: bool,
+    /// The type a value's text form is cast to in tile statements.
+    pub value_type: String,
+}
+
+/// Whether the layer's table has the partition column, and how it holds it.
 pub async fn partition_column(
     pool: &Pool,
     tileset: &str,
     layer: &LayerConfig,
     column: &str,
-) -> Result<bool> {
+) -> Result<PartitionColumn> {
     let client = pool.get().await?;
     let found = table_and_columns(&client, layer)
         .await
@@ -287,7 +302,10 @@ pub async fn partition_column(
             layer: layer.name.clone(),
             message,
         })?;
-    Ok(found.type_name.starts_with('_'))
+    Ok(PartitionColumn {
+        array: found.type_name.starts_with('_'),
+        value_type: found.element_type,
+    })
 }
 
 /// The layer's table and its columns by name.

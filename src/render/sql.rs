@@ -11,7 +11,8 @@
 //! the tiles' x and y; then five envelopes per tile (the tile's, then its children's in
 //! [`crate::tile::TileCoord::children`] order), each as four degrees (EPSG:4326) followed by four
 //! Web-Mercator metres, from `$4` to `$43`, each an array with one element per tile; from `$44` the
-//! names of the layers rendered at that zoom.
+//! names of the layers rendered at that zoom; after them, in a partition's statements, the
+//! partition's value as text, so all partitions of a tileset share their statements.
 
 use tokio_postgres::types::Type;
 
@@ -24,7 +25,7 @@ pub use cluster::{
 };
 
 use crate::config::{breakdown_property, ClusterConfig, ClusterPosition, Partition};
-use crate::db::{quote_ident, quote_literal};
+use crate::db::quote_ident;
 use crate::render::source::{quoted_table, Encoding, LayerSource, LIST_SEPARATOR};
 use crate::tile::{ZoomRange, EARTH_RADIUS, MERCATOR_HALF_WORLD};
 
@@ -88,6 +89,8 @@ pub struct TileQuery {
     pub types: Vec<Type>,
     /// Names bound from `$44` on, one per rendered layer.
     pub layer_names: Vec<String>,
+    /// A partition's value, bound after the names.
+    pub partition_value: Option<String>,
 }
 
 /// What a layer contributes to a tile at a given zoom.
@@ -161,15 +164,43 @@ fn source_predicate(layer: &LayerSource, index: usize) -> String {
     sql
 }
 
-/// The rows of one partition: the value as a literal the column's type parses, so an index on the
-/// column serves it.
-pub fn partition_predicate(partition: &Partition) -> String {
+/// Stands for the partition value's parameter until the statement's parameters are counted. SQL
+/// text cannot hold a NUL byte, so no filter can contain it.
+const PARTITION_VALUE: &str = "\u{0}partition value\u{0}";
+
+/// The rows of one partition: the value's parameter cast to the column's type (an element's for
+/// an array), so an index on the column serves it.
+fn partition_predicate(partition: &Partition) -> String {
     let column = format!("t.{}", quote_ident(&partition.column));
-    let value = quote_literal(&partition.value);
+    let value = format!("CAST({PARTITION_VALUE}::text AS {})", partition.value_type);
     if partition.array {
         format!("{value} = ANY({column})")
     } else {
         format!("{column} = {value}")
+    }
+}
+
+/// A statement with its parameters: the partition value's placeholder, if any layer has one, is
+/// numbered after the others and its value kept to be bound.
+fn tile_query(sql: String, layers: &[LayerSource], layer_names: Vec<String>) -> TileQuery {
+    let mut types = parameter_types(layer_names.len());
+    let partition_value = layers
+        .iter()
+        .find_map(|layer| layer.config.partition.as_ref())
+        .filter(|_| sql.contains(PARTITION_VALUE))
+        .map(|partition| partition.value.clone());
+    let sql = match partition_value {
+        Some(_) => {
+            types.push(Type::TEXT);
+            sql.replace(PARTITION_VALUE, &format!("${}", types.len()))
+        }
+        None => sql,
+    };
+    TileQuery {
+        sql,
+        types,
+        layer_names,
+        partition_value,
     }
 }
 
@@ -355,14 +386,11 @@ fn rows_test(layer: &LayerSource, rows: RowsAt, child: usize) -> String {
 
 /// The statement that only says which children hold anything (no rendering).
 pub fn probe_query(layers: &[LayerSource], z: u8, job: ZoomRange) -> TileQuery {
-    TileQuery {
-        sql: batched(&format!(
-            "SELECT ''::bytea AS mvt, {} AS children",
-            children_array(layers, z, job, |_| RowsAt::Table)
-        )),
-        types: parameter_types(0),
-        layer_names: vec![],
-    }
+    let sql = batched(&format!(
+        "SELECT ''::bytea AS mvt, {} AS children",
+        children_array(layers, z, job, |_| RowsAt::Table)
+    ));
+    tile_query(sql, layers, Vec::new())
 }
 
 /// The one-row `env` every lateral layer reads: the tile's envelope and its children's fetch
@@ -465,16 +493,13 @@ pub fn render_query(
     } else {
         format!("WITH {} ", ctes.join(", "))
     };
-    TileQuery {
-        sql: batched(&format!(
-            "{with}SELECT {} AS mvt, {children} AS children FROM {} {}",
-            mvts.join(" || "),
-            envelopes_row(),
-            laterals.join(" ")
-        )),
-        types: parameter_types(layer_names.len()),
-        layer_names,
-    }
+    let sql = batched(&format!(
+        "{with}SELECT {} AS mvt, {children} AS children FROM {} {}",
+        mvts.join(" || "),
+        envelopes_row(),
+        laterals.join(" ")
+    ));
+    tile_query(sql, layers, layer_names)
 }
 
 #[cfg(test)]

@@ -187,6 +187,9 @@ impl TilesetRenderer {
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&z, &xs, &ys];
         params.extend(envelopes.iter().map(|v| v as &(dyn ToSql + Sync)));
         params.extend(query.layer_names.iter().map(|n| n as &(dyn ToSql + Sync)));
+        if let Some(value) = &query.partition_value {
+            params.push(value);
+        }
         let place = || {
             if tiles.len() == 1 {
                 format!("tile {first}")

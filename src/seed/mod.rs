@@ -27,7 +27,7 @@ use crate::db::{self, Replica};
 use crate::edge::check;
 use crate::edge::Holds;
 use crate::error::{Error, Result};
-use crate::job::SeedJob;
+use crate::job::{SeedJob, TilesetJob};
 use crate::metrics::Metrics;
 use crate::partition;
 use crate::render::Connections;
@@ -101,6 +101,25 @@ async fn check_edges(job: &SeedJob, summaries: &mut [TilesetSummary]) {
     }
 }
 
+/// A tileset of a session, ready to run.
+enum Ready<'a> {
+    /// Described and checked with the server.
+    Own(Prepared<'a>),
+    /// A later partition of the tileset the `of`th entry is a partition of: prepared from it when
+    /// it runs, and dropped after.
+    Sibling { of: usize, tileset: &'a TilesetJob },
+}
+
+impl<'a> Ready<'a> {
+    /// The prepared tileset, unless it is prepared only when it runs.
+    fn own(&self) -> Option<&Prepared<'a>> {
+        match self {
+            Ready::Own(prepared) => Some(prepared),
+            Ready::Sibling { .. } => None,
+        }
+    }
+}
+
 /// Whether a run takes each output's lock itself, or runs under locks its caller holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Locks {
@@ -117,7 +136,7 @@ pub struct Session<'a> {
     pool: Pool,
     /// The replica a shard renders from; `None`: it renders from `pool`.
     replica: Option<Replica>,
-    prepared: Vec<Prepared<'a>>,
+    prepared: Vec<Ready<'a>>,
     connections: Connections,
     /// CDN targets that failed, held back across the session's runs (`watch`'s cycles).
     holds: Holds,
@@ -141,8 +160,17 @@ impl<'a> Session<'a> {
         // new backend): a reseed with little to do would otherwise wait for them one after the other.
         let prepare = async {
             let mut prepared = Vec::new();
+            let mut first_partition = std::collections::HashMap::new();
             for tileset in &job.tilesets {
-                prepared.push(Prepared::new(&pool, replica.as_ref(), job, tileset).await?);
+                if let Some(family) = &tileset.partition_of {
+                    if let Some(&of) = first_partition.get(family) {
+                        prepared.push(Ready::Sibling { of, tileset });
+                        continue;
+                    }
+                    first_partition.insert(family.clone(), prepared.len());
+                }
+                let ready = Prepared::new(&pool, replica.as_ref(), job, tileset).await?;
+                prepared.push(Ready::Own(ready));
             }
             Ok::<_, Error>(prepared)
         };
@@ -173,7 +201,18 @@ impl<'a> Session<'a> {
         locks: Locks,
     ) -> Result<Vec<TilesetSummary>> {
         let mut summaries = Vec::new();
-        for prepared in &self.prepared {
+        for ready in &self.prepared {
+            let sibling;
+            let prepared = match ready {
+                Ready::Own(prepared) => prepared,
+                Ready::Sibling { of, tileset } => {
+                    let Ready::Own(first) = &self.prepared[*of] else {
+                        unreachable!("a sibling refers to a prepared partition");
+                    };
+                    sibling = first.sibling(tileset);
+                    &sibling
+                }
+            };
             let run = TilesetRun {
                 job: self.job,
                 prepared,

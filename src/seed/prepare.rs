@@ -2,6 +2,7 @@
 
 use deadpool_postgres::Pool;
 
+use crate::config::PoolMode;
 use crate::db::Replica;
 use crate::error::Result;
 use crate::job::{SeedJob, TilesetJob};
@@ -17,6 +18,8 @@ pub(super) struct Prepared<'a> {
     /// Per layer, the maintained cluster cells its clustered zooms read, if any.
     pub cell_tables: Vec<Option<CellTable>>,
     pub renderer: TilesetRenderer,
+    /// The pool the renderer reads from, and how it is pooled.
+    render_pool: (Pool, PoolMode),
 }
 
 impl<'a> Prepared<'a> {
@@ -86,8 +89,9 @@ impl<'a> Prepared<'a> {
             .iter()
             .map(|t| t.as_ref().map(|t| t.qualified.clone()))
             .collect();
+        let render_pool = (render_pool.clone(), job.database.pool_mode);
         let renderer = TilesetRenderer::new(
-            (render_pool.clone(), job.database.pool_mode),
+            render_pool.clone(),
             &config.name,
             &layers,
             &cell_names,
@@ -100,6 +104,40 @@ impl<'a> Prepared<'a> {
             layers,
             cell_tables,
             renderer,
+            render_pool,
         })
+    }
+
+    /// Another partition of the same partitioned tileset, prepared from this one without asking
+    /// the server: the sources are the same tables, and the statements, which take the value as
+    /// a parameter, the same text. A run prepares each partition just before it runs and drops it
+    /// after, so memory does not grow with the number of values.
+    pub fn sibling<'b>(&self, tileset: &'b TilesetJob) -> Prepared<'b> {
+        let config = &tileset.tileset;
+        let layers: Vec<LayerSource> = self
+            .layers
+            .iter()
+            .zip(&config.layers)
+            .map(|(source, layer)| LayerSource {
+                config: layer.clone(),
+                ..source.clone()
+            })
+            .collect();
+        let cell_names = vec![None; layers.len()];
+        let renderer = TilesetRenderer::new(
+            self.render_pool.clone(),
+            &config.name,
+            &layers,
+            &cell_names,
+            tileset.zooms,
+            (config.extent, config.buffer),
+        );
+        Prepared {
+            tileset,
+            layers,
+            cell_tables: vec![None; cell_names.len()],
+            renderer,
+            render_pool: self.render_pool.clone(),
+        }
     }
 }

@@ -4,7 +4,7 @@
 use deadpool_postgres::Pool;
 
 use super::prepare::Prepared;
-use super::Session;
+use super::{Ready, Session};
 use crate::error::{Error, Result};
 use crate::job::ShardJob;
 use crate::plan::shard::{CostModel, ShardPlan, SplitSearch};
@@ -30,7 +30,7 @@ impl Session<'_> {
     /// the job is a dry run.
     pub async fn shard_plans(&self, shards: u32) -> Result<Vec<PlannedTileset>> {
         let mut planned = Vec::new();
-        for prepared in &self.prepared {
+        for prepared in self.prepared.iter().filter_map(Ready::own) {
             let plan = plan_tileset(&self.pool, prepared, shards).await?;
             let tileset = prepared.tileset;
             // Under a batch engine's index an MBTiles output is already the shard's part file.
