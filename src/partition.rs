@@ -223,6 +223,18 @@ impl Plan {
         };
         for layer in &config.layers {
             let held = partition_column(pool, &config.name, layer, column).await?;
+            // Said once per seed, not on every `watch` cycle.
+            if !held.indexed && only.is_none() {
+                let table = layer.qualified_table();
+                tracing::warn!(
+                    "tileset `{}`, layer `{}`: no index on {table}.{column}; each partition's tiles \
+                     filter every row they cover, which at thousands of values costs more than the \
+                     tiles (CREATE INDEX ON {table} USING {} ({column}))",
+                    config.name,
+                    layer.name,
+                    if held.array { "gin" } else { "btree" }
+                );
+            }
             let source = describe(pool, &config.name, layer).await?;
             for found in partition_values(
                 pool,

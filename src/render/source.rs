@@ -277,6 +277,9 @@ pub struct PartitionColumn {
     pub array: bool,
     /// The type a value's text form is cast to in tile statements.
     pub value_type: String,
+    /// Whether an index covers the column, so a small value's tiles do not filter every row
+    /// the tile holds.
+    pub indexed: bool,
 }
 
 /// Whether the layer's table has the partition column, and how it holds it.
@@ -287,24 +290,38 @@ pub async fn partition_column(
     column: &str,
 ) -> Result<PartitionColumn> {
     let client = pool.get().await?;
-    let found = table_and_columns(&client, layer)
+    let (table_oid, found) = table_and_columns(&client, layer)
         .await
         .and_then(|(table, columns)| {
-            columns.get(column).cloned().ok_or_else(|| {
+            let found = columns.get(column).cloned().ok_or_else(|| {
                 format!(
                     "partition_by column `{column}` does not exist in table `{}`",
                     table.name
                 )
-            })
+            })?;
+            Ok((table.oid, found))
         })
         .map_err(|message| Error::Source {
             tileset: tileset.to_string(),
             layer: layer.name.clone(),
             message,
         })?;
+    let indexed = client
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1 AND $2 = ANY (i.indkey::int2[]))",
+            &[(&table_oid, Type::OID), (&found.attnum, Type::INT2)],
+        )
+        .await
+        .map_err(|e| Error::Source {
+            tileset: tileset.to_string(),
+            layer: layer.name.clone(),
+            message: format!("cannot read the indexes of its table: {}", pg_message(&e)),
+        })?
+        .get(0);
     Ok(PartitionColumn {
         array: found.type_name.starts_with('_'),
         value_type: found.element_type,
+        indexed,
     })
 }
 
