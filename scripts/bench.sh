@@ -281,7 +281,11 @@ fi
 
 log "building the release binary"
 (cd "$ROOT" && cargo build --release --locked -q)
-BIN=$ROOT/target/release/oar-tiles
+# Where cargo put it: CARGO_TARGET_DIR (relative to the repository, as cargo takes it there) or
+# target/.
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$ROOT/$target_dir
+BIN=$target_dir/release/oar-tiles
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/oar-tiles-bench.XXXXXX")
 psql_() { (cd / && psql -X -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" "$@"); }
