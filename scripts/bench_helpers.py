@@ -21,6 +21,8 @@
       The clustering section's report, from the files bench.sh leaves in DIR.
   bench_helpers.py shards-report DIR ROWS ZOOMS REAL_SHARDS COUNTS...
       The shards section's report, from the files bench.sh leaves in DIR.
+  bench_helpers.py partitions-report DIR ROWS ZOOMS COLUMN PARTITIONED_ROUNDS
+      The partitions section's report, from the files bench.sh leaves in DIR.
   bench_helpers.py reaped-cpu POSTMASTER_PID
       Prints the user+sys CPU seconds of the postmaster's exited children (its backends).
   bench_helpers.py parent-pid PID
@@ -629,6 +631,65 @@ def cmd_same_tiles(args):
     print(f"  the watched output equals a full seed of the changed data ({len(a)} tiles)")
 
 
+# --- partitions ---------------------------------------------------------------------------------
+
+def seed_totals(path):
+    """Tiles written and summed tool seconds over every tileset of a seed's summary (a partitioned
+    tileset's summary holds one entry per partition), and the entries."""
+    entries = json.load(open(path))
+    return sum(e["tiles_written"] for e in entries), sum(e["seconds"] for e in entries), entries
+
+
+def cmd_partitions_report(args):
+    """The partitions section's report, from the files bench.sh leaves in DIR: per variant the
+    rounds' median wall time, tiles written, wall time per tile and peak RSS."""
+    d, rows, zooms, column, part_rounds = args[0], int(args[1]), args[2], args[3], int(args[4])
+    runs = {}
+    for variant, rounds in (("whole", 3), ("partitioned", part_rounds)):
+        measured = [time_v(f"{d}/part-{variant}-{r}.time") for r in range(1, rounds + 1)]
+        tiles, _, entries = seed_totals(f"{d}/part-{variant}-{rounds}.json")
+        counts = {seed_totals(f"{d}/part-{variant}-{r}.json")[0] for r in range(1, rounds + 1)}
+        if len(counts) != 1:
+            fail(f"partitions: the {variant} rounds wrote different numbers of tiles: {sorted(counts)}")
+        wall = statistics.median(w for w, _, _ in measured)
+        runs[variant] = dict(rounds=rounds, wall=wall, cpu=statistics.median(c for _, c, _ in measured),
+                             rss=max(r for _, _, r in measured), tiles=tiles, entries=entries)
+    index = json.load(open(f"{d}/part-index.json"))["partitions"]
+    whole, part = runs["whole"], runs["partitioned"]
+    print(f"partitions: {rows} facilities (bench_{rows}_contributors), zoom {zooms}, clustered;"
+          f" {len(index)} partitions by {column}")
+    print(f"  {'':12} {'rounds':>6} {'tiles written':>14} {'wall s':>9} {'µs/tile':>9} {'tool CPU s':>11}"
+          f" {'peak RSS':>10}")
+    for name, r in (("whole", whole), ("partitioned", part)):
+        print(f"  {name:12} {r['rounds']:>6} {r['tiles']:>14} {r['wall']:9.2f}"
+              f" {r['wall'] / max(r['tiles'], 1) * 1e6:9.1f} {r['cpu']:11.2f} {r['rss']:7.1f} MB")
+    print("  (wall and CPU: the median of the rounds; peak RSS: the largest)")
+    ratio = (part["wall"] / max(part["tiles"], 1)) / (whole["wall"] / max(whole["tiles"], 1))
+    status = 0
+    print(f"  wall time per tile written, partitioned / whole: {ratio:.2f}"
+          f" (target <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'})")
+    print(f"  peak RSS of the partitioned seed: {part['rss']:.1f} MB"
+          f" (target <= 256 MB: {'met' if part['rss'] <= 256 else 'NOT met'})")
+    features = sorted(p["features"] for p in index)
+    tiles = sorted(p["tiles"] for p in index)
+    members = sum(features)
+    print(f"  partitions: rows per partition min {features[0]}, median {statistics.median(features):.0f},"
+          f" max {features[-1]} ({members} memberships of {rows} rows, {members / rows:.2f} a row);"
+          f" tiles per partition min {tiles[0]}, median {statistics.median(tiles):.0f}, max {tiles[-1]}")
+    if sum(tiles) != part["tiles"]:
+        print(f"  WARNING: the index counts {sum(tiles)} tiles, the summary {part['tiles']} written")
+        status = 3
+    # What a partition costs beyond its tiles at the whole tileset's rate: its fixed cost.
+    seconds = sorted(e["seconds"] for e in part["entries"])
+    excess = (part["wall"] - part["tiles"] * whole["wall"] / whole["tiles"]) / max(len(index), 1)
+    print(f"  per partition (the tool's timer): median {statistics.median(seconds) * 1000:.0f} ms,"
+          f" max {seconds[-1] * 1000:.0f} ms, sum {sum(seconds):.1f} s of {part['wall']:.1f} s wall;"
+          f" beyond the whole tileset's time per tile: {excess * 1000:.0f} ms a partition")
+    print(f"  load average before / after the measured seeds: {os.environ.get('BENCH_LOAD', '?')};"
+          f" the section took {os.environ.get('BENCH_SECONDS', '?')} s")
+    sys.exit(status)
+
+
 # --- shards -------------------------------------------------------------------------------------
 
 PLAN_HEAD = re.compile(r"^tileset (\S+): (\d+) shards, split zoom (\d+), heaviest shard ([\d.]+) x mean$")
@@ -755,6 +816,7 @@ COMMANDS = {
     "tile-list": cmd_tile_list,
     "cluster-report": cmd_cluster_report,
     "shards-report": cmd_shards_report,
+    "partitions-report": cmd_partitions_report,
 }
 
 if __name__ == "__main__":
