@@ -14,7 +14,7 @@
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
-#                    watch, edge, partitions, shards
+#                    watch, edge, partitions, watch-partitions, shards
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -57,7 +57,7 @@
 #                    (default contributor_ids: 2,000 overlapping values;
 #                    country_code: 42 values, one a row)
 #   --partition-zoom A-B
-#                    zooms of the partitions section
+#                    zooms of the partitions and watch-partitions sections
 #                    (default 0-14, the sample config's; on 2,000 values
 #                    nearly all of a partition's cost is in its clustered
 #                    zooms 0-11, so fewer zooms barely shorten it)
@@ -140,6 +140,17 @@
 #            partition costs beyond the whole tileset's per-tile time. About
 #            14 minutes at 0-14 with the code of issue 31's start (13 of them
 #            the partitioned seed), well under 3 once the target is met.
+#   watch-partitions
+#            on the same copy, partitioned by --partition-by, --partition-zoom:
+#            change capture, a full partitioned seed, then `oar-tiles watch`
+#            while 300 single-row changes are committed at 10 per second
+#            (moves, inserts, deletes, and facilities gaining or losing a
+#            contributor); prints the change-to-tile latency p50, p95 and max
+#            (target p95 <= 3 s) and the partitions rendered per cycle (from
+#            the watcher's debug log), checks each partition against a fresh
+#            partitioned seed of the changed data, and drops the modified
+#            copy. Fails at the watch start (exit 3, the watcher's error
+#            shown) while `watch` refuses partitioned tilesets.
 #   shards   (about 3 minutes at 1M rows on 2 cores when idle, 5 at load
 #            5-7): on the
 #            --shard-rows sample with the sample config (clustered), z0-14,
@@ -189,7 +200,7 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,shards
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,watch-partitions,shards
 partition_by=contributor_ids
 partition_zoom=0-14
 partition_rounds=1
@@ -277,8 +288,8 @@ for s in "${section_list[@]}"; do
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
         capture | growth | partitions | shards) ;;
-        watch | edge) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, shards)" ;;
+        watch | edge | watch-partitions) run_watch=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards)" ;;
     esac
 done
 
@@ -341,6 +352,8 @@ tiles_table=
 floor_table=
 reseed_pending=0 # the reseed sample is modified or change capture is installed
 reseed_config=
+parts_pending=0 # the contributors copy has change capture installed or is modified
+parts_config=
 watch_pid=
 serve_pid=
 varnish_pid=
@@ -351,6 +364,10 @@ cleanup() {
     for table in $tiles_table $floor_table; do
         psql_ -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1 || true
     done
+    if ((parts_pending)); then
+        log "dropping bench_${rows}_contributors after an unfinished watch-partitions section"
+        restore_contributors || true
+    fi
     if ((reseed_pending)); then
         log "restoring bench_$reseed_rows after an unfinished reseed section"
         "$BIN" -q changes uninstall --config "$reseed_config" >/dev/null 2>&1 \
@@ -1202,6 +1219,88 @@ section_partitions() {
     python3 "$ROOT/scripts/bench_helpers.py" partitions-report "$WORK" "$rows" "$partition_zoom" \
         "$partition_by" "$partition_rounds" || failed $?
     rm -rf "$WORK"/part-*
+}
+
+# --- watch-partitions: watch keeping a partitioned tileset fresh -------------------------------
+
+readonly WATCH_PARTS_CHANGES=300 WATCH_PARTS_RATE=10
+# restore_contributors: change capture off the contributors copy, and the copy dropped (the next
+# ensure_contributors rebuilds it).
+restore_contributors() {
+    "$BIN" -q changes uninstall --config "$parts_config" >&2 \
+        || psql_ -c "DROP SCHEMA IF EXISTS $CHANGES_SCHEMA CASCADE" >/dev/null
+    psql_ -c "DROP TABLE IF EXISTS bench_${rows}_contributors.facilities" >/dev/null
+    parts_pending=0
+}
+
+section_watch_partitions() {
+    local n=$rows schema=bench_${rows}_contributors port base range lo hi count load_before code
+    ensure_contributors "$n"
+    partition_configs "$n"
+    # The watched outputs (facilities.VALUE.mbtiles and their index) in a folder of their own.
+    parts_config=$WORK/watch-partitioned.toml
+    mkdir -p "$WORK/wp-watched" "$WORK/wp-fresh"
+    sed "s|^output = .*|output = \"$WORK/wp-watched/facilities.mbtiles\"|" "$WORK/partitioned.toml" \
+        >"$parts_config"
+    grep -q "^output = \"$WORK/wp-watched/" "$parts_config" || die "could not set the output of $parts_config"
+    "$BIN" -q changes uninstall --config "$parts_config" >&2
+    parts_pending=1
+    range=$(psql_ -Atc "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM $schema.facilities")
+    read -r lo hi count <<<"$range"
+    ((hi - lo + 1 == count)) || die "watch-partitions: $schema.facilities ids are not contiguous"
+    "$BIN" -q changes install --config "$parts_config" >&2
+    log "watch-partitions: full seed partitioned by $partition_by, zoom $partition_zoom (clustered)"
+    timed_seed wp-full --config "$parts_config"
+    port=$(free_port)
+    base=http://127.0.0.1:$port
+    log "watch-partitions: starting oar-tiles watch on the partitioned tileset ($base)"
+    RUST_LOG=info,oar_tiles::seed=warn,oar_tiles::state=warn,oar_tiles::watch=debug \
+        "$BIN" --log-format json watch "${concurrency_args[@]}" --config "$parts_config" \
+        --listen "127.0.0.1:$port" 2>"$WORK/wp-watch.log" &
+    watch_pid=$!
+    # Fails at once when the watcher exits instead (today's refusal of partitioned tilesets).
+    if ! WATCH_PID=$watch_pid python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" health; then
+        code=0
+        wait "$watch_pid" || code=$?
+        watch_pid=
+        log "watch-partitions: ERROR: oar-tiles watch did not start on the partitioned tileset" \
+            "(exit $code); the end of its log:"
+        tail -n 5 "$WORK/wp-watch.log" >&2
+        failed 3
+        restore_contributors
+        rm -rf "$WORK"/wp-*
+        return 0
+    fi
+    python3 "$ROOT/scripts/bench_helpers.py" watch-partition-changes "$schema" "$WATCH_PARTS_CHANGES" \
+        "$WATCH_PARTS_RATE" "$RESEED_SEED-partitions" "$lo" "$hi" >"$WORK/wp-changes.sql"
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    log "watch-partitions: committing $WATCH_PARTS_CHANGES changes at $WATCH_PARTS_RATE per second"
+    psql_ -f "$WORK/wp-changes.sql" >/dev/null
+    WATCH_PID=$watch_pid python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" applied \
+        "$WATCH_PARTS_CHANGES" "$WORK/wp-metrics.txt" || failed 3
+    kill -TERM "$watch_pid" 2>/dev/null || true
+    code=0
+    wait "$watch_pid" || code=$?
+    watch_pid=
+    ((code == 143)) || { log "watch-partitions: the watcher exited $code on SIGTERM, not 143"; failed 3; }
+    if [[ -s $WORK/wp-metrics.txt ]]; then
+        python3 "$ROOT/scripts/bench_helpers.py" watch-partitions-report "$WORK/wp-watch.log" \
+            "$WORK/wp-metrics.txt" "$WATCH_PARTS_CHANGES" "$WATCH_PARTS_RATE" "$WORK/wp-full.json" \
+            "$WORK/wp-full.time" "$partition_zoom" || failed $?
+        echo "  load=$load_before / $(cut -d' ' -f1-3 /proc/loadavg), concurrency ${concurrency:-$pool_size}"
+    fi
+    # The check: a fresh partitioned seed of the changed data that shares nothing with the
+    # watcher's state (its change schema does not exist), compared partition by partition.
+    log "watch-partitions: fresh partitioned seed of the changed data, to check the watched outputs"
+    sed "s/\"$CHANGES_SCHEMA\"/\"${CHANGES_SCHEMA}_absent\"/; s|^output = .*|output = \"$WORK/wp-fresh/facilities.mbtiles\"|" \
+        "$parts_config" >"$WORK/wp-rows.toml"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/wp-rows.toml" >/dev/null
+    python3 "$ROOT/scripts/bench_helpers.py" same-partitions \
+        "$WORK/wp-watched/facilities.partitions.json" "$WORK/wp-fresh/facilities.partitions.json" \
+        || failed $?
+    log "watch-partitions: uninstalling change capture and dropping the modified copy"
+    restore_contributors
+    rm -rf "$WORK"/wp-*
 }
 
 # --- shards: shard plans on paper, and one sharded run for real --------------------------------
