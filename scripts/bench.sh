@@ -59,8 +59,9 @@
 #   --partition-zoom A-B
 #                    zooms of the partitions and watch-partitions sections
 #                    (default 0-14, the sample config's; on 2,000 values
-#                    nearly all of a partition's cost is in its clustered
-#                    zooms 0-11, so fewer zooms barely shorten it)
+#                    most of a small partition's cost is in its lowest zooms,
+#                    each of whose tiles reads every row under it: fewer
+#                    zooms barely shorten it, 0-8 not at all, z0 alone to 40%)
 #   --partition-rounds N
 #                    rounds of the partitioned seed in the partitions section
 #                    (default 1; the whole tileset always runs 3)
@@ -138,8 +139,9 @@
 #            (target <= 1.5) and the partitioned seed's peak RSS (target <=
 #            256 MB), the partitions and their sizes, and the time each
 #            partition costs beyond the whole tileset's per-tile time. About
-#            14 minutes at 0-14 with the code of issue 31's start (13 of them
-#            the partitioned seed), well under 3 once the target is met.
+#            14-17 minutes at 0-14 with the code of issue 31's start (the
+#            partitioned seed 13-16 of them, by the machine's load), about 3
+#            once the per-tile target is met.
 #   watch-partitions
 #            on the same copy, partitioned by --partition-by, --partition-zoom:
 #            change capture, a full partitioned seed, then `oar-tiles watch`
