@@ -9,11 +9,12 @@
 #                    [--cluster-rows LIST] [--cluster-zoom A-B]
 #                    [--cluster-position centroid|cell-center]
 #                    [--capture-rounds N] [--growth-rows LIST]
-#                    [--partition-by COLUMN] [--shard-rows N]
+#                    [--partition-by COLUMN] [--partition-zoom A-B]
+#                    [--partition-rounds N] [--shard-rows N]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
-#                    watch, edge, partitions, shards
+#                    watch, edge, partitions, watch-partitions, shards
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -53,7 +54,17 @@
 #                    which loads a 10M-row sample with set-based SQL first)
 #   --partition-by COLUMN
 #                    column the partitions section partitions the sample by
-#                    (default country_code)
+#                    (default contributor_ids: 2,000 overlapping values;
+#                    country_code: 42 values, one a row)
+#   --partition-zoom A-B
+#                    zooms of the partitions and watch-partitions sections
+#                    (default 0-14, the sample config's; on 2,000 values
+#                    most of a small partition's cost is in its lowest zooms,
+#                    each of whose tiles reads every row under it: fewer
+#                    zooms barely shorten it, 0-8 not at all, z0 alone to 40%)
+#   --partition-rounds N
+#                    rounds of the partitioned seed in the partitions section
+#                    (default 1; the whole tileset always runs 3)
 #   --shard-rows N   facilities in the sample of the shards section (default
 #                    1000000)
 #
@@ -116,10 +127,32 @@
 #            and `seed --dirty --dry-run` with a CloudFront target: the paths
 #            before and after folding, and their price (no request is sent).
 #   partitions
-#            the sample config (clustered, --rows, --zoom) seeded whole and
-#            partitioned by --partition-by (one MBTiles per value), alternately,
-#            three rounds each; prints the number of partitions, the median
-#            wall time and peak RSS of each, and their ratio (target <= 1.5).
+#            on a copy of the --rows sample with a column contributor_ids int[]
+#            (bench_<rows>_contributors.facilities: each row belongs to 1-4 of
+#            2,000 contributors, Zipf-like by a hash of its id, from about
+#            15,000 rows for the largest to a few for the smallest; a GIN index
+#            on it), the sample config (clustered, --partition-zoom) seeded
+#            whole (three rounds) and partitioned by --partition-by (one
+#            MBTiles per value; --partition-rounds rounds), alternately;
+#            prints for each the tiles written, median wall time, wall time
+#            per tile written and peak RSS, the ratio of the per-tile times
+#            (target <= 1.5) and the partitioned seed's peak RSS (target <=
+#            256 MB), the partitions and their sizes, and the time each
+#            partition costs beyond the whole tileset's per-tile time. About
+#            14-17 minutes at 0-14 with the code of issue 31's start (the
+#            partitioned seed 13-16 of them, by the machine's load), about 3
+#            once the per-tile target is met.
+#   watch-partitions
+#            on the same copy, partitioned by --partition-by, --partition-zoom:
+#            change capture, a full partitioned seed, then `oar-tiles watch`
+#            while 300 single-row changes are committed at 10 per second
+#            (moves, inserts, deletes, and facilities gaining or losing a
+#            contributor); prints the change-to-tile latency p50, p95 and max
+#            (target p95 <= 3 s) and the partitions rendered per cycle (from
+#            the watcher's debug log), checks each partition against a fresh
+#            partitioned seed of the changed data, and drops the modified
+#            copy. Fails at the watch start (exit 3, the watcher's error
+#            shown) while `watch` refuses partitioned tilesets.
 #   shards   (about 3 minutes at 1M rows on 2 cores when idle, 5 at load
 #            5-7): on the
 #            --shard-rows sample with the sample config (clustered), z0-14,
@@ -169,8 +202,10 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,shards
-partition_by=country_code
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,watch-partitions,shards
+partition_by=contributor_ids
+partition_zoom=0-14
+partition_rounds=1
 shard_rows=1000000
 capture_rounds=5
 growth_rows=100000,1000000
@@ -191,6 +226,11 @@ while (($#)); do
         --growth-rows) growth_rows=${2:?--growth-rows needs a value}; shift 2 ;;
         --sections=*) sections=${1#*=}; shift ;;
         --partition-by) partition_by=${2:?--partition-by needs a value}; shift 2 ;;
+        --partition-by=*) partition_by=${1#*=}; shift ;;
+        --partition-zoom) partition_zoom=${2:?--partition-zoom needs a value}; shift 2 ;;
+        --partition-zoom=*) partition_zoom=${1#*=}; shift ;;
+        --partition-rounds) partition_rounds=${2:?--partition-rounds needs a value}; shift 2 ;;
+        --partition-rounds=*) partition_rounds=${1#*=}; shift ;;
         --shard-rows) shard_rows=${2:?--shard-rows needs a value}; shift 2 ;;
         --shard-rows=*) shard_rows=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
@@ -234,6 +274,11 @@ positive='^[1-9][0-9]*$'
     || die "--cluster-zoom must be A-B with A <= B, got '$cluster_zoom'"
 [[ $cluster_position == centroid || $cluster_position == cell-center ]] \
     || die "--cluster-position must be centroid or cell-center, got '$cluster_position'"
+[[ $partition_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
+    || die "--partition-zoom must be A-B with A <= B, got '$partition_zoom'"
+[[ $partition_rounds =~ $positive ]] && ((partition_rounds <= 3)) \
+    || die "--partition-rounds must be 1, 2 or 3, got '$partition_rounds'"
+[[ $partition_by =~ ^[a-z_][a-z0-9_]*$ ]] || die "--partition-by must be a column name, got '$partition_by'"
 run_main=0 run_reseed=0 run_cluster=0 run_tls=0 run_pmtiles=0 run_watch=0
 IFS=, read -r -a section_list <<<"$sections"
 ((${#section_list[@]})) || die "--sections is empty"
@@ -245,8 +290,8 @@ for s in "${section_list[@]}"; do
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
         capture | growth | partitions | shards) ;;
-        watch | edge) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, shards)" ;;
+        watch | edge | watch-partitions) run_watch=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards)" ;;
     esac
 done
 
@@ -281,7 +326,11 @@ fi
 
 log "building the release binary"
 (cd "$ROOT" && cargo build --release --locked -q)
-BIN=$ROOT/target/release/oar-tiles
+# Where cargo put it: CARGO_TARGET_DIR (relative to the repository, as cargo takes it there) or
+# target/.
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$ROOT/$target_dir
+BIN=$target_dir/release/oar-tiles
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/oar-tiles-bench.XXXXXX")
 psql_() { (cd / && psql -X -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" "$@"); }
@@ -305,6 +354,8 @@ tiles_table=
 floor_table=
 reseed_pending=0 # the reseed sample is modified or change capture is installed
 reseed_config=
+parts_pending=0 # the contributors copy has change capture installed or is modified
+parts_config=
 watch_pid=
 serve_pid=
 varnish_pid=
@@ -315,6 +366,10 @@ cleanup() {
     for table in $tiles_table $floor_table; do
         psql_ -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1 || true
     done
+    if ((parts_pending)); then
+        log "dropping bench_${rows}_contributors after an unfinished watch-partitions section"
+        restore_contributors || true
+    fi
     if ((reseed_pending)); then
         log "restoring bench_$reseed_rows after an unfinished reseed section"
         "$BIN" -q changes uninstall --config "$reseed_config" >/dev/null 2>&1 \
@@ -355,6 +410,62 @@ ensure_sample() {
         log "reusing $schema.facilities ($count rows)"
     fi
     loaded[$schema]=1
+}
+
+# ensure_contributors ROWS: bench_<rows>_contributors.facilities, a copy of the unmodified
+# bench_<rows> sample with a column contributor_ids int[] (and a GIN index on it) that no other
+# section sees. Each row belongs to 1 (55%), 2 (25%), 3 (13%) or 4 (7%) of 2,000 contributors; each
+# draw takes contributor r with probability about 1/r (floor(2001^u), u uniform: Zipf with s = 1),
+# so contributor 1 holds about 15% of the 100k rows and the smallest hold a handful. The draws come
+# from md5 of the id (a 24-bit slice per draw), so the column is the same on every run and row i's
+# value does not depend on the size; one row in 50 takes the contributor of its own number (id / 50
+# modulo 2,000) as its first, so at 100k rows every one of the 2,000 holds rows. Rebuilt (about a
+# second at 100k rows) when missing, of the wrong size, of another recipe or marked as modified.
+readonly CONTRIBUTORS_RECIPE="bench contributors 1: 1-4 of 2000, floor(2001^u) from md5(id)"
+ensure_contributors() {
+    local n=$1 schema=bench_$1_contributors state
+    ensure_sample "$n"
+    state=missing
+    if [[ $(psql_ -Atc "SELECT to_regclass('$schema.facilities') IS NOT NULL") == t ]]; then
+        state=$(psql_ -Atc "SELECT (SELECT count(*) FROM $schema.facilities)::text || '|'
+            || coalesce(obj_description('$schema.facilities'::regclass, 'pg_class'), '') || '|'
+            || coalesce((SELECT col_description(attrelid, attnum) FROM pg_attribute
+                         WHERE attrelid = '$schema.facilities'::regclass
+                           AND attname = 'contributor_ids'), '')")
+    fi
+    if [[ $state == "$n||$CONTRIBUTORS_RECIPE" ]] && ! ((reload)); then
+        log "reusing $schema.facilities ($n rows with contributor_ids)"
+        return
+    fi
+    log "copying bench_$n.facilities to $schema.facilities with contributor_ids (found: $state)"
+    psql_ <<SQL
+SET client_min_messages = warning;
+BEGIN;
+CREATE SCHEMA IF NOT EXISTS $schema;
+DROP TABLE IF EXISTS $schema.facilities;
+CREATE TABLE $schema.facilities (LIKE bench_$n.facilities INCLUDING ALL);
+ALTER TABLE $schema.facilities ADD COLUMN contributor_ids int[];
+INSERT INTO $schema.facilities
+SELECT f.*, ARRAY(SELECT DISTINCT c FROM unnest(ARRAY[
+           CASE WHEN f.id % 50 = 0 THEN (f.id / 50 - 1) % 2000 + 1 ELSE floor(2001 ^ u.u1) END,
+           CASE WHEN u.u0 >= 0.55 THEN floor(2001 ^ u.u2) END,
+           CASE WHEN u.u0 >= 0.80 THEN floor(2001 ^ u.u3) END,
+           CASE WHEN u.u0 >= 0.93 THEN floor(2001 ^ u.u4) END]::int[]) c
+       WHERE c IS NOT NULL ORDER BY c)
+FROM bench_$n.facilities f
+CROSS JOIN LATERAL (
+    SELECT ('x' || substr(h, 1, 6))::bit(24)::int / 16777216.0::float8 AS u0,
+           ('x' || substr(h, 7, 6))::bit(24)::int / 16777216.0::float8 AS u1,
+           ('x' || substr(h, 13, 6))::bit(24)::int / 16777216.0::float8 AS u2,
+           ('x' || substr(h, 19, 6))::bit(24)::int / 16777216.0::float8 AS u3,
+           ('x' || substr(h, 25, 6))::bit(24)::int / 16777216.0::float8 AS u4
+    FROM md5(f.id::text) h
+) u;
+CREATE INDEX ON $schema.facilities USING gin (contributor_ids);
+COMMENT ON COLUMN $schema.facilities.contributor_ids IS '$CONTRIBUTORS_RECIPE';
+COMMIT;
+VACUUM ANALYZE $schema.facilities;
+SQL
 }
 
 # make_config ROWS clustered|unclustered FILE: sample-config.toml pointed at bench_<rows>, with
@@ -1071,30 +1182,127 @@ section_edge() {
 
 # --- partitions: one pyramid per value against the whole tileset -------------------------------
 
-section_partitions() {
-    local round variant values
-    ensure_sample "$rows"
-    make_config "$rows" clustered "$WORK/whole.toml"
+# partition_configs N: whole.toml and partitioned.toml in WORK, the sample config (clustered) on
+# bench_<n>_contributors.facilities with its zooms set to --partition-zoom, the second partitioned
+# by --partition-by.
+partition_configs() {
+    local n=$1 lo=${partition_zoom%-*} hi=${partition_zoom#*-}
+    make_config "${n}_contributors" clustered "$WORK/whole.toml"
+    sed -i "s/^minzoom = .*/minzoom = $lo/; s/^maxzoom = .*/maxzoom = $hi/" "$WORK/whole.toml"
+    grep -q "^maxzoom = $hi\$" "$WORK/whole.toml" || die "could not set the zooms of $WORK/whole.toml"
     # The same tileset, partitioned: the key goes right under the tileset's header.
     sed "0,/^\[\[tileset\]\]\s*$/s//[[tileset]]\npartition_by = \"$partition_by\"/" \
         "$WORK/whole.toml" >"$WORK/partitioned.toml"
     grep -q "^partition_by" "$WORK/partitioned.toml" || die "could not partition $WORK/whole.toml"
+}
+
+section_partitions() {
+    local round variant started load_before
+    started=$(now)
+    ensure_contributors "$rows"
+    partition_configs "$rows"
     log "partitions: warm-up seed (discarded)"
-    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/whole.toml" --zoom "$zoom" \
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/whole.toml" \
         --output "$WORK/part-warmup.mbtiles" >/dev/null
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    # The whole tileset three times, the partitioned one --partition-rounds times, alternately.
     for round in 1 2 3; do
         for variant in whole partitioned; do
-            log "partitions: round $round, $variant"
+            [[ $variant == whole ]] || ((round <= partition_rounds)) || continue
+            log "partitions: round $round, $variant, zoom $partition_zoom"
             rm -rf "$WORK"/part-out.* "$WORK"/part-out
-            timed_seed "part-$variant-$round" --config "$WORK/$variant.toml" --zoom "$zoom" \
+            timed_seed "part-$variant-$round" --config "$WORK/$variant.toml" \
                 --output "$WORK/part-out.mbtiles"
+            [[ $variant == whole ]] || cp "$WORK/part-out.partitions.json" "$WORK/part-index.json"
         done
     done
-    values=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["partitions"]))' \
-        "$WORK/part-out.partitions.json")
-    compare_runs "partitions: seed of $rows facilities, zoom $zoom, clustered, $values partitions by $partition_by" \
-        1.5 part-whole "whole tileset" part-partitioned "partitioned" || failed $?
+    BENCH_LOAD="$load_before / $(cut -d' ' -f1-3 /proc/loadavg)" \
+    BENCH_SECONDS=$(awk -v a="$started" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }') \
+    python3 "$ROOT/scripts/bench_helpers.py" partitions-report "$WORK" "$rows" "$partition_zoom" \
+        "$partition_by" "$partition_rounds" || failed $?
     rm -rf "$WORK"/part-*
+}
+
+# --- watch-partitions: watch keeping a partitioned tileset fresh -------------------------------
+
+readonly WATCH_PARTS_CHANGES=300 WATCH_PARTS_RATE=10
+# restore_contributors: change capture off the contributors copy, and the copy dropped (the next
+# ensure_contributors rebuilds it).
+restore_contributors() {
+    "$BIN" -q changes uninstall --config "$parts_config" >&2 \
+        || psql_ -c "DROP SCHEMA IF EXISTS $CHANGES_SCHEMA CASCADE" >/dev/null
+    psql_ -c "DROP TABLE IF EXISTS bench_${rows}_contributors.facilities" >/dev/null
+    parts_pending=0
+}
+
+section_watch_partitions() {
+    local n=$rows schema=bench_${rows}_contributors port base range lo hi count load_before code
+    ensure_contributors "$n"
+    partition_configs "$n"
+    # The watched outputs (facilities.VALUE.mbtiles and their index) in a folder of their own.
+    parts_config=$WORK/watch-partitioned.toml
+    mkdir -p "$WORK/wp-watched" "$WORK/wp-fresh"
+    sed "s|^output = .*|output = \"$WORK/wp-watched/facilities.mbtiles\"|" "$WORK/partitioned.toml" \
+        >"$parts_config"
+    grep -q "^output = \"$WORK/wp-watched/" "$parts_config" || die "could not set the output of $parts_config"
+    "$BIN" -q changes uninstall --config "$parts_config" >&2
+    parts_pending=1
+    range=$(psql_ -Atc "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM $schema.facilities")
+    read -r lo hi count <<<"$range"
+    ((hi - lo + 1 == count)) || die "watch-partitions: $schema.facilities ids are not contiguous"
+    "$BIN" -q changes install --config "$parts_config" >&2
+    log "watch-partitions: full seed partitioned by $partition_by, zoom $partition_zoom (clustered)"
+    timed_seed wp-full --config "$parts_config"
+    port=$(free_port)
+    base=http://127.0.0.1:$port
+    log "watch-partitions: starting oar-tiles watch on the partitioned tileset ($base)"
+    RUST_LOG=info,oar_tiles::seed=warn,oar_tiles::state=warn,oar_tiles::watch=debug \
+        "$BIN" --log-format json watch "${concurrency_args[@]}" --config "$parts_config" \
+        --listen "127.0.0.1:$port" 2>"$WORK/wp-watch.log" &
+    watch_pid=$!
+    # Fails at once when the watcher exits instead (today's refusal of partitioned tilesets).
+    if ! WATCH_PID=$watch_pid python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" health; then
+        code=0
+        wait "$watch_pid" || code=$?
+        watch_pid=
+        log "watch-partitions: ERROR: oar-tiles watch did not start on the partitioned tileset" \
+            "(exit $code); the end of its log:"
+        tail -n 5 "$WORK/wp-watch.log" >&2
+        failed 3
+        restore_contributors
+        rm -rf "$WORK"/wp-*
+        return 0
+    fi
+    python3 "$ROOT/scripts/bench_helpers.py" watch-partition-changes "$schema" "$WATCH_PARTS_CHANGES" \
+        "$WATCH_PARTS_RATE" "$RESEED_SEED-partitions" "$lo" "$hi" >"$WORK/wp-changes.sql"
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    log "watch-partitions: committing $WATCH_PARTS_CHANGES changes at $WATCH_PARTS_RATE per second"
+    psql_ -f "$WORK/wp-changes.sql" >/dev/null
+    WATCH_PID=$watch_pid python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" applied \
+        "$WATCH_PARTS_CHANGES" "$WORK/wp-metrics.txt" || failed 3
+    kill -TERM "$watch_pid" 2>/dev/null || true
+    code=0
+    wait "$watch_pid" || code=$?
+    watch_pid=
+    ((code == 143)) || { log "watch-partitions: the watcher exited $code on SIGTERM, not 143"; failed 3; }
+    if [[ -s $WORK/wp-metrics.txt ]]; then
+        python3 "$ROOT/scripts/bench_helpers.py" watch-partitions-report "$WORK/wp-watch.log" \
+            "$WORK/wp-metrics.txt" "$WATCH_PARTS_CHANGES" "$WATCH_PARTS_RATE" "$WORK/wp-full.json" \
+            "$WORK/wp-full.time" "$partition_zoom" || failed $?
+        echo "  load=$load_before / $(cut -d' ' -f1-3 /proc/loadavg), concurrency ${concurrency:-$pool_size}"
+    fi
+    # The check: a fresh partitioned seed of the changed data that shares nothing with the
+    # watcher's state (its change schema does not exist), compared partition by partition.
+    log "watch-partitions: fresh partitioned seed of the changed data, to check the watched outputs"
+    sed "s/\"$CHANGES_SCHEMA\"/\"${CHANGES_SCHEMA}_absent\"/; s|^output = .*|output = \"$WORK/wp-fresh/facilities.mbtiles\"|" \
+        "$parts_config" >"$WORK/wp-rows.toml"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/wp-rows.toml" >/dev/null
+    python3 "$ROOT/scripts/bench_helpers.py" same-partitions \
+        "$WORK/wp-watched/facilities.partitions.json" "$WORK/wp-fresh/facilities.partitions.json" \
+        || failed $?
+    log "watch-partitions: uninstalling change capture and dropping the modified copy"
+    restore_contributors
+    rm -rf "$WORK"/wp-*
 }
 
 # --- shards: shard plans on paper, and one sharded run for real --------------------------------
@@ -1145,6 +1353,6 @@ first=1
 for s in "${section_list[@]}"; do
     ((first)) || echo
     first=0
-    "section_$s"
+    "section_${s//-/_}"
 done
 exit "$status"

@@ -21,6 +21,14 @@
       The clustering section's report, from the files bench.sh leaves in DIR.
   bench_helpers.py shards-report DIR ROWS ZOOMS REAL_SHARDS COUNTS...
       The shards section's report, from the files bench.sh leaves in DIR.
+  bench_helpers.py partitions-report DIR ROWS ZOOMS COLUMN PARTITIONED_ROUNDS
+      The partitions section's report, from the files bench.sh leaves in DIR.
+  bench_helpers.py watch-partition-changes SCHEMA N RATE SEED LO HI
+      The watch-partitions section's changes, an SQL script (see the function).
+  bench_helpers.py watch-partitions-report LOG METRICS N RATE SEED_JSON SEED_TIME ZOOMS
+      The watch-partitions section's report, from the watcher's log and metrics.
+  bench_helpers.py same-partitions WATCHED.partitions.json FRESH.partitions.json
+      Exit 3 unless both indexes and every partition's tiles are equal.
   bench_helpers.py reaped-cpu POSTMASTER_PID
       Prints the user+sys CPU seconds of the postmaster's exited children (its backends).
   bench_helpers.py parent-pid PID
@@ -450,12 +458,24 @@ def prom_sum(text, name):
     return total
 
 
+def alive(pid):
+    """Whether process PID runs (an exited child that its parent has not reaped yet does not)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def cmd_watch_wait(args):
     """Waits (at most 600 s) until the watcher at BASE answers /health 200 (`health`), or has
-    applied at least N changes with none pending (`applied N`); saves /metrics to OUT if given."""
+    applied at least N changes with none pending (`applied N`); saves /metrics to OUT if given.
+    With WATCH_PID in the environment, fails as soon as that process has exited."""
     base, what = args[0], args[1]
     deadline = time.monotonic() + 600
+    watcher = os.environ.get("WATCH_PID")
     while time.monotonic() < deadline:
+        if watcher and not alive(int(watcher)):
+            fail(f"watch: the watcher (pid {watcher}) exited while waiting for {what} at {base}")
         if what == "health":
             if http_get(base + "/health")[0] == 200:
                 return
@@ -629,6 +649,196 @@ def cmd_same_tiles(args):
     print(f"  the watched output equals a full seed of the changed data ({len(a)} tiles)")
 
 
+# --- watch-partitions: watch keeping a partitioned tileset fresh -----------------------------------
+
+def cmd_watch_partition_changes(args):
+    """An SQL script of N single-row changes to SCHEMA.facilities (ids LO..HI, with contributor_ids),
+    each its own transaction, committed at RATE per second on a fixed schedule as watch-changes
+    does: 35% moves by up to 0.01 degrees, 15% inserts (a copy of a row beside it, with its
+    contributors), 15% deletes, 20% a facility gaining a contributor (drawn as the sample draws
+    them: floor(2001^u), so mostly large ones) and 15% losing its last one in id order (usually its
+    smallest; a facility of one contributor then belongs to no partition)."""
+    schema, n, rate, seed, lo, hi = args[0], int(args[1]), float(args[2]), args[3], int(args[4]), int(args[5])
+    rng = random.Random(seed)
+    ids = rng.sample(range(lo, hi + 1), n)
+    t = f'"{schema}".facilities'
+    out = ["\\set ON_ERROR_STOP on",
+           f"COMMENT ON TABLE {t} IS 'modified by the watch-partitions benchmark';",
+           "CREATE TEMP TABLE watch_start AS SELECT clock_timestamp() AS t0;"]
+    for i, fid in enumerate(ids):
+        out.append(f"SELECT pg_sleep_until((SELECT t0 FROM watch_start) + interval '1 second' * {i / rate:.3f}) \\g /dev/null")
+        kind = rng.random()
+        if kind < 0.35:
+            dx, dy = rng.uniform(-0.01, 0.01), rng.uniform(-0.01, 0.01)
+            out.append(f"UPDATE {t} SET location = ST_Translate(location, {dx:.6f}, {dy:.6f}) WHERE id = {fid};")
+        elif kind < 0.50:
+            out.append(f"INSERT INTO {t} (id, os_id, name, address, country_code, contributors, created_at,"
+                       f" updated_at, location, contributor_ids) SELECT id + 100000000, os_id || '-w', name,"
+                       f" address, country_code, contributors, created_at, updated_at,"
+                       f" ST_Translate(location, 0.001, 0.001), contributor_ids FROM {t} WHERE id = {fid};")
+        elif kind < 0.65:
+            out.append(f"DELETE FROM {t} WHERE id = {fid};")
+        elif kind < 0.85:
+            gained = min(2000, math.floor(2001 ** rng.random()))
+            out.append(f"UPDATE {t} SET contributor_ids = ARRAY(SELECT DISTINCT c FROM"
+                       f" unnest(contributor_ids || {gained}) c ORDER BY c) WHERE id = {fid};")
+        else:
+            out.append(f"UPDATE {t} SET contributor_ids = contributor_ids[1:cardinality(contributor_ids) - 1]"
+                       f" WHERE id = {fid};")
+    print("\n".join(out))
+
+
+def partitions_log(log):
+    """From a watcher's JSON log: (partitions_rendered, partitions_total) of each cycle's debug
+    event per partitioned tileset."""
+    cycles = []
+    for line in open(log, encoding="utf-8"):
+        try:
+            fields = json.loads(line).get("fields", {})
+        except ValueError:
+            continue
+        if "partitions_rendered" in fields:
+            cycles.append((int(fields["partitions_rendered"]), int(fields.get("partitions_total", 0))))
+    return cycles
+
+
+def cmd_watch_partitions_report(args):
+    """Change-to-tile latency percentiles and partitions rendered per cycle from the watcher's JSON
+    log, the metrics saved once every change was applied, and the full seed before the watcher."""
+    log, metrics, n, rate, seed_json, seed_time, zooms = args[0], args[1], int(args[2]), float(args[3]), \
+        args[4], args[5], args[6]
+    latencies, _, cycles = watch_log(log)
+    parts = partitions_log(log)
+    text = open(metrics, encoding="utf-8").read()
+    applied = prom_sum(text, "oar_tiles_changes_applied_total")
+    tiles, _, entries = seed_totals(seed_json)
+    wall, _, rss = time_v(seed_time)
+    print(f"watch-partitions: {n} single-row changes at {rate:g}/s (moves, inserts, deletes, contributors"
+          f" gained and lost), zoom {zooms}, default debounce 1 s / max_delay 10 s")
+    print(f"  full seed before the watcher: {len(entries)} partitions, {tiles} tiles written in {wall:.1f} s"
+          f" (peak RSS {rss:.1f} MB)")
+    print(f"  changes applied {applied:.0f} (latencies measured {len(latencies)}), cycles {cycles},"
+          f" tiles rendered {prom_sum(text, 'oar_tiles_tiles_rendered_total'):.0f}, partitions rendered"
+          f" {prom_sum(text, 'oar_tiles_partitions_rendered_total'):.0f} (oar_tiles_partitions_rendered_total)")
+    status = 0
+    if parts:
+        rendered = sorted(r for r, _ in parts)
+        print(f"  partitions rendered per cycle ({len(parts)} cycle events): median"
+              f" {statistics.median(rendered):.0f}, p95 {nearest_rank(rendered, 0.95)}, max {rendered[-1]},"
+              f" of {max(t for _, t in parts)}")
+    else:
+        print("  WARNING: the log holds no partitions_rendered events")
+        status = 3
+    if latencies:
+        latencies.sort()
+        p = lambda q: nearest_rank(latencies, q)
+        print(f"  change-to-tile latency: p50 {p(0.50):.2f} s, p95 {p(0.95):.2f} s, max {latencies[-1]:.2f} s"
+              f" (target p95 <= 3 s: {'met' if p(0.95) <= 3 else 'NOT met'})")
+    else:
+        print("  WARNING: the log holds no latencies")
+        status = 3
+    if applied != n or len(latencies) < n:
+        print(f"  WARNING: expected {n} changes applied and measured")
+        status = 3
+    sys.exit(status)
+
+
+def partition_files(index_path):
+    """value -> (index entry, MBTiles path) of a partition index beside NAME.mbtiles files."""
+    base = index_path[:-len(".partitions.json")]
+    index = json.load(open(index_path, encoding="utf-8"))
+    return {p["value"]: (p, f"{base}.{p['path']}.mbtiles") for p in index["partitions"]}
+
+
+def cmd_same_partitions(args):
+    """Exit 3 unless two partition indexes list the same values with the same entries, and each
+    value's two MBTiles hold the same tiles with the same bytes (same-tiles per partition)."""
+    a, b = partition_files(args[0]), partition_files(args[1])
+    problems = []
+    for value in sorted(a.keys() - b.keys()):
+        problems.append(f"{value!r} only in the watched index")
+    for value in sorted(b.keys() - a.keys()):
+        problems.append(f"{value!r} only in the fresh index")
+    tiles = 0
+    for value in sorted(a.keys() & b.keys()):
+        (entry_a, path_a), (entry_b, path_b) = a[value], b[value]
+        if entry_a != entry_b:
+            problems.append(f"{value!r}: index entries differ ({entry_a} against {entry_b})")
+        ta = {(z, x, y): mvt for z, x, y, mvt in mbtiles_tiles(path_a)}
+        tb = {(z, x, y): mvt for z, x, y, mvt in mbtiles_tiles(path_b)}
+        if ta != tb:
+            different = sum(1 for k in ta.keys() & tb.keys() if ta[k] != tb[k])
+            problems.append(f"{value!r}: {len(ta)} against {len(tb)} tiles, {different} with other bytes")
+        tiles += len(ta)
+    if problems:
+        print(f"  WARNING: the watched partitions differ from a fresh partitioned seed of the changed data"
+              f" in {len(problems)} way(s):")
+        for line in problems[:10]:
+            print(f"    {line}")
+        sys.exit(3)
+    print(f"  the watched partitions equal a fresh partitioned seed of the changed data"
+          f" ({len(a)} partitions, {tiles} tiles, index entries equal)")
+
+
+# --- partitions ---------------------------------------------------------------------------------
+
+def seed_totals(path):
+    """Tiles written and summed tool seconds over every tileset of a seed's summary (a partitioned
+    tileset's summary holds one entry per partition), and the entries."""
+    entries = json.load(open(path))
+    return sum(e["tiles_written"] for e in entries), sum(e["seconds"] for e in entries), entries
+
+
+def cmd_partitions_report(args):
+    """The partitions section's report, from the files bench.sh leaves in DIR: per variant the
+    rounds' median wall time, tiles written, wall time per tile and peak RSS."""
+    d, rows, zooms, column, part_rounds = args[0], int(args[1]), args[2], args[3], int(args[4])
+    runs = {}
+    for variant, rounds in (("whole", 3), ("partitioned", part_rounds)):
+        measured = [time_v(f"{d}/part-{variant}-{r}.time") for r in range(1, rounds + 1)]
+        tiles, _, entries = seed_totals(f"{d}/part-{variant}-{rounds}.json")
+        counts = {seed_totals(f"{d}/part-{variant}-{r}.json")[0] for r in range(1, rounds + 1)}
+        if len(counts) != 1:
+            fail(f"partitions: the {variant} rounds wrote different numbers of tiles: {sorted(counts)}")
+        wall = statistics.median(w for w, _, _ in measured)
+        runs[variant] = dict(rounds=rounds, wall=wall, cpu=statistics.median(c for _, c, _ in measured),
+                             rss=max(r for _, _, r in measured), tiles=tiles, entries=entries)
+    index = json.load(open(f"{d}/part-index.json"))["partitions"]
+    whole, part = runs["whole"], runs["partitioned"]
+    print(f"partitions: {rows} facilities (bench_{rows}_contributors), zoom {zooms}, clustered;"
+          f" {len(index)} partitions by {column}")
+    print(f"  {'':12} {'rounds':>6} {'tiles written':>14} {'wall s':>9} {'µs/tile':>9} {'tool CPU s':>11}"
+          f" {'peak RSS':>10}")
+    for name, r in (("whole", whole), ("partitioned", part)):
+        print(f"  {name:12} {r['rounds']:>6} {r['tiles']:>14} {r['wall']:9.2f}"
+              f" {r['wall'] / max(r['tiles'], 1) * 1e6:9.1f} {r['cpu']:11.2f} {r['rss']:7.1f} MB")
+    print("  (wall and CPU: the median of the rounds; peak RSS: the largest)")
+    ratio = (part["wall"] / max(part["tiles"], 1)) / (whole["wall"] / max(whole["tiles"], 1))
+    status = 0
+    print(f"  wall time per tile written, partitioned / whole: {ratio:.2f}"
+          f" (target <= 1.5: {'met' if ratio <= 1.5 else 'NOT met'})")
+    print(f"  peak RSS of the partitioned seed: {part['rss']:.1f} MB"
+          f" (target <= 256 MB: {'met' if part['rss'] <= 256 else 'NOT met'})")
+    features = sorted(p["features"] for p in index)
+    tiles = sorted(p["tiles"] for p in index)
+    members = sum(features)
+    print(f"  partitions: rows per partition min {features[0]}, median {statistics.median(features):.0f},"
+          f" max {features[-1]} ({members} memberships of {rows} rows, {members / rows:.2f} a row);"
+          f" tiles per partition min {tiles[0]}, median {statistics.median(tiles):.0f}, max {tiles[-1]}")
+    if sum(tiles) != part["tiles"]:
+        print(f"  WARNING: the index counts {sum(tiles)} tiles, the summary {part['tiles']} written")
+        status = 3
+    # What a partition costs beyond its tiles at the whole tileset's rate: its fixed cost.
+    seconds = sorted(e["seconds"] for e in part["entries"])
+    excess = (part["wall"] - part["tiles"] * whole["wall"] / whole["tiles"]) / max(len(index), 1)
+    print(f"  per partition (the tool's timer): median {statistics.median(seconds) * 1000:.0f} ms,"
+          f" max {seconds[-1] * 1000:.0f} ms, sum {sum(seconds):.1f} s of {part['wall']:.1f} s wall;"
+          f" beyond the whole tileset's time per tile: {excess * 1000:.0f} ms a partition")
+    print(f"  load average before / after the measured seeds: {os.environ.get('BENCH_LOAD', '?')};"
+          f" the section took {os.environ.get('BENCH_SECONDS', '?')} s")
+    sys.exit(status)
+
+
 # --- shards -------------------------------------------------------------------------------------
 
 PLAN_HEAD = re.compile(r"^tileset (\S+): (\d+) shards, split zoom (\d+), heaviest shard ([\d.]+) x mean$")
@@ -743,6 +953,9 @@ COMMANDS = {
     "watch-wait": cmd_watch_wait,
     "watch-report": cmd_watch_report,
     "same-tiles": cmd_same_tiles,
+    "watch-partition-changes": cmd_watch_partition_changes,
+    "watch-partitions-report": cmd_watch_partitions_report,
+    "same-partitions": cmd_same_partitions,
     "edge-warm": cmd_edge_warm,
     "edge-wait": cmd_edge_wait,
     "edge-report": cmd_edge_report,
@@ -755,6 +968,7 @@ COMMANDS = {
     "tile-list": cmd_tile_list,
     "cluster-report": cmd_cluster_report,
     "shards-report": cmd_shards_report,
+    "partitions-report": cmd_partitions_report,
 }
 
 if __name__ == "__main__":
