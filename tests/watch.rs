@@ -103,7 +103,7 @@ impl Watcher {
     }
 
     /// Starts a watcher whose `DATABASE_URL` is `url`.
-    fn start_on(setup: &Fixture, url: &str) -> Watcher {
+    pub(crate) fn start_on(setup: &Fixture, url: &str) -> Watcher {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = setup.path(&format!("watch-{port}.log"));
