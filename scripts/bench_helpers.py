@@ -657,7 +657,8 @@ def cmd_watch_partition_changes(args):
     does: 35% moves by up to 0.01 degrees, 15% inserts (a copy of a row beside it, with its
     contributors), 15% deletes, 20% a facility gaining a contributor (drawn as the sample draws
     them: floor(2001^u), so mostly large ones) and 15% losing its last one in id order (usually its
-    smallest; a facility of one contributor then belongs to no partition)."""
+    smallest; a facility of one contributor then belongs to no partition). Every change changes
+    its row, so each logs once and the watcher's applied count reaches N."""
     schema, n, rate, seed, lo, hi = args[0], int(args[1]), float(args[2]), args[3], int(args[4]), int(args[5])
     rng = random.Random(seed)
     ids = rng.sample(range(lo, hi + 1), n)
@@ -679,12 +680,17 @@ def cmd_watch_partition_changes(args):
         elif kind < 0.65:
             out.append(f"DELETE FROM {t} WHERE id = {fid};")
         elif kind < 0.85:
+            # A facility that holds the contributor drawn gains one of its own instead (a new
+            # value, so a new partition), so that every change logs and counts.
             gained = min(2000, math.floor(2001 ** rng.random()))
             out.append(f"UPDATE {t} SET contributor_ids = ARRAY(SELECT DISTINCT c FROM"
-                       f" unnest(contributor_ids || {gained}) c ORDER BY c) WHERE id = {fid};")
+                       f" unnest(contributor_ids || CASE WHEN {gained} = ANY(contributor_ids)"
+                       f" THEN {2001 + fid} ELSE {gained} END) c ORDER BY c) WHERE id = {fid};")
         else:
-            out.append(f"UPDATE {t} SET contributor_ids = contributor_ids[1:cardinality(contributor_ids) - 1]"
-                       f" WHERE id = {fid};")
+            # A facility of no contributor gains its own instead, for the same reason.
+            out.append(f"UPDATE {t} SET contributor_ids = CASE WHEN cardinality(contributor_ids) > 0"
+                       f" THEN contributor_ids[1:cardinality(contributor_ids) - 1]"
+                       f" ELSE ARRAY[{2001 + fid}] END WHERE id = {fid};")
     print("\n".join(out))
 
 

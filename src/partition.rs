@@ -236,15 +236,9 @@ impl Plan {
                 );
             }
             let source = describe(pool, &config.name, layer).await?;
-            for found in partition_values(
-                pool,
-                &config.name,
-                &source,
-                column,
-                held.array,
-                only.as_deref(),
-            )
-            .await?
+            for found in
+                partition_values(pool, &config.name, &source, column, &held, only.as_deref())
+                    .await?
             {
                 let holding = current.entry(found.value).or_default();
                 holding.features += found.features;

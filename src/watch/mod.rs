@@ -221,6 +221,11 @@ async fn wait_for_changes(
                     signal = stop.stopped() => return Err(Error::Stopped { signal }),
                 }
             }
+            // What is queued now arrived before the cycle reads the log, which covers it: left in
+            // the queue, it would open the next window at once and count as waiting since then.
+            while let Ok(arrived) = listener.notifications.try_recv() {
+                drop(arrived);
+            }
             let waited = first.elapsed();
             if waited > settings.max_delay {
                 tracing::warn!(
