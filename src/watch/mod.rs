@@ -223,9 +223,7 @@ async fn wait_for_changes(
             }
             // What is queued now arrived before the cycle reads the log, which covers it: left in
             // the queue, it would open the next window at once and count as waiting since then.
-            while let Ok(arrived) = listener.notifications.try_recv() {
-                drop(arrived);
-            }
+            while listener.notifications.try_recv().is_ok() {}
             let waited = first.elapsed();
             if waited > settings.max_delay {
                 tracing::warn!(
