@@ -8,6 +8,10 @@
 //! watcher catches up from it on start and after every reconnection, and a poll every
 //! `poll_interval` covers a notification that never came.
 //!
+//! A partitioned tileset runs a cycle of its own ([`crate::seed::partitioned_cycle`]): it reads
+//! the change log once for the values its changes touched and opens only those partitions; its
+//! partitions are reported (metrics, cycle line) as the tileset, never by value.
+//!
 //! It holds every output's lock for as long as it runs, so a second watcher or a cron seed on the
 //! same output refuses. A signal stops the current cycle as it stops a seed (the output keeps its
 //! previous state) and ends the process with 130 or 143.
