@@ -399,20 +399,31 @@ fn a_watcher_keeps_its_output_equal_to_a_full_seed_and_its_metrics_count_the_cha
     assert!(!setup.path(&format!("{OUTPUT}.oar-tiles.lock")).exists());
 }
 
+/// Tests that stop the watch tests' cluster take turns: one test's stop would otherwise land in
+/// another's outage.
+static CLUSTER_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Stops and starts the watch test's own cluster (never the shared one); starts it again if the
-/// test ends while it is stopped.
+/// test ends while it is stopped. Held by one test at a time.
 pub(crate) struct Cluster {
     version: String,
     name: String,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Cluster {
     pub(crate) fn from_env() -> Cluster {
         let value = required_env("OAR_TILES_TEST_WATCH_CLUSTER");
         let (version, name) = value.split_once('/').expect("VERSION/NAME");
+        // A test that failed while holding the turn leaves the cluster started (Drop), so the
+        // next may go on.
+        let turn = CLUSTER_TURN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         Cluster {
             version: version.into(),
             name: name.into(),
+            _turn: turn,
         }
     }
 

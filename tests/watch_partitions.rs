@@ -182,6 +182,30 @@ impl World {
     }
 }
 
+/// Every tenth row costs the server a millisecond, but only in sessions that set `oar.slow`: a
+/// watcher's started with [`slow_url`], whose cycles over many partitions then take a while, and
+/// not the seeds'.
+const SLOW_FILTER: &str = "filter = \"id % 10 <> 0 OR current_setting('oar.slow', true) IS NULL \
+                           OR pg_sleep(0.001) IS NOT NULL\"";
+
+/// The world's database URL with `oar.slow` set in every session.
+fn slow_url(world: &World) -> String {
+    let url = &world.base.schema.url;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20oar.slow%3D1")
+}
+
+/// Whether a partition is being changed in place: it keeps a rollback journal from its first
+/// tile to its commit.
+fn journals(world: &World) -> bool {
+    std::fs::read_dir(world.base.dir.path()).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with("-journal")
+    })
+}
+
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn a_watched_partitioned_tileset_equals_a_full_seed_and_untouched_partitions_are_never_opened() {
@@ -281,22 +305,9 @@ fn a_watched_partitioned_tileset_equals_a_full_seed_and_untouched_partitions_are
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn sigterm_mid_cycle_of_a_partitioned_tileset_keeps_its_index_and_a_restarted_watcher_catches_up() {
-    // Every tenth row costs the server a millisecond, but only in sessions that set `oar.slow`:
-    // the watcher's, whose cycle over many partitions then takes a while, and not the seeds'.
-    let slow = "filter = \"id % 10 <> 0 OR current_setting('oar.slow', true) IS NULL \
-                OR pg_sleep(0.001) IS NOT NULL\"";
-    let mut world = World::new(TestSchema::create("watchpartsterm"), slow);
+    let mut world = World::new(TestSchema::create("watchpartsterm"), SLOW_FILTER);
     let index_path = world.path("watched.partitions.json");
-    let separator = if world.base.schema.url.contains('?') {
-        '&'
-    } else {
-        '?'
-    };
-    let slow_url = format!(
-        "{}{separator}options=-c%20oar.slow%3D1",
-        world.base.schema.url
-    );
-    let mut watcher = Watcher::start_on(&world.base, &slow_url);
+    let mut watcher = Watcher::start_on(&world.base, &slow_url(&world));
     watcher.wait_until("/health 200", |w| w.health() == Some(200));
     let index_before = std::fs::read(&index_path).unwrap();
     let mut touched = BTreeSet::new();
@@ -307,15 +318,6 @@ fn sigterm_mid_cycle_of_a_partitioned_tileset_keeps_its_index_and_a_restarted_wa
         "UPDATE {schema}.facilities SET pt = ST_SetSRID(ST_MakePoint(ST_X(pt) + 0.3, ST_Y(pt)), 4326)
          WHERE id = ANY($1)",
     );
-    // A partition changed in place keeps a rollback journal from its first tile to its commit.
-    let journals = |w: &World| {
-        std::fs::read_dir(w.base.dir.path()).unwrap().any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with("-journal")
-        })
-    };
     watcher.wait_until("a partition's first tiles", |_| journals(&world));
     let run = watcher.stop(libc::SIGTERM);
     assert_eq!(run.code, 143, "{}", run.stderr);
@@ -333,26 +335,35 @@ fn sigterm_mid_cycle_of_a_partitioned_tileset_keeps_its_index_and_a_restarted_wa
 
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
-fn a_partitioned_watcher_catches_up_after_postgres_restarts() {
+fn a_partitioned_watcher_catches_up_after_postgres_restarts_mid_cycle() {
     let url = required_env("OAR_TILES_TEST_WATCH_URL");
     let cluster = crate::watch::Cluster::from_env();
-    let mut world = World::new(TestSchema::create_on(url, "watchpartsdown"), "");
-    let mut watcher = Watcher::start(&world.base);
+    let mut world = World::new(TestSchema::create_on(url, "watchpartsdown"), SLOW_FILTER);
+    let mut watcher = Watcher::start_on(&world.base, &slow_url(&world));
     watcher.wait_until("/health 200", |w| w.health() == Some(200));
+    let mut touched = BTreeSet::new();
+    let half: Vec<i64> = (1..=900).filter(|id| id % 2 == 0).collect();
+    world.change(
+        &mut touched,
+        &half,
+        "UPDATE {schema}.facilities SET pt = ST_SetSRID(ST_MakePoint(ST_X(pt), ST_Y(pt) + 0.2), 4326)
+         WHERE id = ANY($1)",
+    );
+    watcher.wait_until("a partition's first tiles", |_| journals(&world));
     assert!(cluster.ctl("stop"), "pg_ctlcluster stop");
     watcher.wait_until("/health 503 with the server down", |w| {
         w.health() == Some(503)
     });
     assert!(cluster.ctl("start"), "pg_ctlcluster start");
     world.base.schema.reconnect();
-    let mut touched = BTreeSet::new();
     let some = world.holding(5);
     world.change(
         &mut touched,
         &some,
         "UPDATE {schema}.facilities SET contributor_ids = contributor_ids || 600 WHERE id = ANY($1)",
     );
-    watcher.wait_for_applied(1.0);
+    // The interrupted cycle applied nothing: the catch-up applies both changes.
+    watcher.wait_for_applied(2.0);
     watcher.wait_until("/health 200 after the restart", |w| w.health() == Some(200));
     drop(watcher);
     world.assert_equal_to_a_full_seed();
