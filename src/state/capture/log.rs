@@ -30,21 +30,19 @@ pub struct ChangeSet {
     pub committed: Vec<f64>,
 }
 
-/// Reads, under one snapshot, the changes to the layers' tables that `since` did not see, and
-/// returns them with the snapshot they were read under (the next watermark).
-pub async fn read_since(
+/// Starts the read-only, repeatable-read transaction a reseed reads the log in, once change
+/// capture is known to be installed, and returns it with its snapshot (the next watermark).
+async fn read_under_one_snapshot<'a>(
     pool: &Pool,
     schema: &str,
-    layers: &[LayerConfig],
-    since: &Watermark,
-) -> Result<(ChangeSet, Watermark)> {
+    client: &'a mut deadpool_postgres::Object,
+) -> Result<(deadpool_postgres::Transaction<'a>, String)> {
     if !installed(pool, schema).await? {
         return Err(Error::State {
             missing: format!("change capture (schema `{schema}`)"),
             message: "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
         });
     }
-    let mut client = pool.get().await?;
     let transaction = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -55,6 +53,19 @@ pub async fn read_since(
         .query_typed_one("SELECT pg_current_snapshot()::text", &[])
         .await?
         .get(0);
+    Ok((transaction, snapshot))
+}
+
+/// Reads, under one snapshot, the changes to the layers' tables that `since` did not see, and
+/// returns them with the snapshot they were read under (the next watermark).
+pub async fn read_since(
+    pool: &Pool,
+    schema: &str,
+    layers: &[LayerConfig],
+    since: &Watermark,
+) -> Result<(ChangeSet, Watermark)> {
+    let mut client = pool.get().await?;
+    let (transaction, snapshot) = read_under_one_snapshot(pool, schema, &mut client).await?;
     let mut changes = ChangeSet::default();
     for layer in layers {
         let (everything, boxes) =
@@ -105,23 +116,8 @@ pub async fn read_touched(
     column: &str,
     since: &Watermark,
 ) -> Result<(Touched, Watermark)> {
-    if !installed(pool, schema).await? {
-        return Err(Error::State {
-            missing: format!("change capture (schema `{schema}`)"),
-            message: "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
-        });
-    }
     let mut client = pool.get().await?;
-    let transaction = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let snapshot: String = transaction
-        .query_typed_one("SELECT pg_current_snapshot()::text", &[])
-        .await?
-        .get(0);
+    let (transaction, snapshot) = read_under_one_snapshot(pool, schema, &mut client).await?;
     let row = transaction
         .query_typed_one(
             &format!(

@@ -1,0 +1,114 @@
+//! The statements' shapes: parameters, layer names and what each zoom renders.
+
+use super::*;
+use crate::config::LayerConfig;
+use crate::render::source::FieldType;
+use crate::render::source::Property;
+
+pub(super) fn layer(name: &str, zooms: Option<ZoomRange>) -> LayerSource {
+    LayerSource {
+        config: LayerConfig {
+            name: name.into(),
+            schema: Some("my schema".into()),
+            table: "fac\"ilities".into(),
+            geometry_column: "location".into(),
+            srid: None,
+            id_column: "id".into(),
+            attributes: vec!["name".into()],
+            filter: Some("country_code = 'BD'".into()),
+            zooms,
+            cluster: None,
+            cluster_breakdown: None,
+            partition: None,
+        },
+        srid: 4326,
+        integer_id: true,
+        properties: vec![Property {
+            column: "name".into(),
+            field_type: FieldType::String,
+            encoding: Encoding::Native,
+        }],
+        has_spatial_index: true,
+        estimated_rows: 0.0,
+        points_only: true,
+    }
+}
+
+#[test]
+fn identifiers_are_quoted_and_values_bound() {
+    let job = ZoomRange::new(0, 14).unwrap();
+    let query = render_query(&[layer("points", None)], &[], 3, job, (4096, 64));
+    let sql = &query.sql;
+    assert!(
+        sql.contains("FROM \"my schema\".\"fac\"\"ilities\" t"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("t.\"location\" && ST_MakeEnvelope(b.p4, b.p5, b.p6, b.p7, 4326)"),
+        "{sql}"
+    );
+    let aggregate = "ST_AsMVT(r, $44, 4096, '__oar_geom', '__oar_fid' ORDER BY r.\"__oar_fid\")";
+    assert!(sql.contains(aggregate), "{sql}");
+    assert!(sql.contains("AND (country_code = 'BD')"), "{sql}");
+    assert!(
+        sql.contains("ST_MakeEnvelope(b.p40, b.p41, b.p42, b.p43, 3857) AS child4"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("bool_or(s.\"__oar_merc\" && env.child4) AS c4"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("FROM unnest($2::int4[], $3::int4[], $4::float8[], $5::float8[]"),
+        "tiles arrive as arrays: {sql}"
+    );
+    assert!(
+        !sql.contains("points"),
+        "layer names are bound, not inlined"
+    );
+    assert_eq!(query.layer_names, ["points"]);
+    assert_eq!(query.types.len(), 44);
+}
+
+#[test]
+fn the_deepest_zoom_never_descends() {
+    let job = ZoomRange::new(0, 14).unwrap();
+    let deepest = render_query(&[layer("p", None)], &[], 14, job, (4096, 64));
+    assert!(
+        deepest
+            .sql
+            .contains("ARRAY[false, false, false, false] AS children"),
+        "{}",
+        deepest.sql
+    );
+    assert!(!deepest.sql.contains("bool_or"), "{}", deepest.sql);
+    let above = render_query(&[layer("p", None)], &[], 13, job, (4096, 64));
+    assert!(
+        above.sql.contains("ARRAY[coalesce(l0.c1, false), "),
+        "{}",
+        above.sql
+    );
+}
+
+#[test]
+fn layers_outside_a_zoom_only_steer_the_walk() {
+    let job = ZoomRange::new(0, 14).unwrap();
+    let detail = layer("detail", Some(ZoomRange::new(12, 14).unwrap()));
+    let overview = layer("overview", Some(ZoomRange::new(0, 11).unwrap()));
+    let query = render_query(&[overview.clone(), detail.clone()], &[], 5, job, (4096, 64));
+    assert_eq!(query.layer_names, ["overview"]);
+    let from_rows = "coalesce(l0.c1, false)";
+    let from_table = "OR EXISTS (SELECT 1 FROM \"my schema\".\"fac\"\"ilities\" t WHERE t.\"location\" && ST_MakeEnvelope(b.p12, b.p13, b.p14, b.p15, 4326)";
+    assert!(
+        query.sql.contains(&format!("{from_rows} {from_table}")),
+        "{}",
+        query.sql
+    );
+    let probe = probe_query(&[overview, detail], 12, job);
+    assert!(
+        probe.sql.contains("(SELECT ''::bytea AS mvt, ARRAY[EXISTS"),
+        "{}",
+        probe.sql
+    );
+    assert!(probe.layer_names.is_empty());
+}
