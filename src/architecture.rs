@@ -25,6 +25,8 @@ const LAYERS: &[&[&str]] = &[
     // partition index after.
     &["schedule", "metrics", "partition"],
     &["seed", "inspect"],
+    // `validate` reads outputs as `inspect` does, and checks each tile it reads.
+    &["validate"],
     // `serve` shows what `inspect` reads, through its reader and inventory; `watch` repeats `seed`.
     &["serve", "watch"],
 ];

@@ -21,6 +21,7 @@ mod serve;
 mod sink;
 mod state;
 mod tile;
+mod validate;
 mod watch;
 
 pub use error::{Error, ExitCode, Result};
@@ -58,6 +59,7 @@ pub mod testing {
     pub use crate::plan::EAGER_TILES;
     pub use crate::sink::s3::{https_client, upload, ObjectHeaders};
     pub use crate::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
+    pub use crate::validate::mvt::{check_tile, LayerSummary, TileReport};
 }
 
 #[cfg(test)]
