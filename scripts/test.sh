@@ -45,6 +45,18 @@ if ! "$venv/bin/python" -c 'import pmtiles.reader' >/dev/null 2>&1; then
 fi
 export OAR_TILES_TEST_PYTHON=$venv/bin/python
 
+# The MVT checker is held to an independent corpus of valid and invalid tiles: npm's
+# @mapbox/mvt-fixtures, installed once (pinned, so its verdicts cannot change under the tests).
+fixtures=${XDG_CACHE_HOME:-$HOME/.cache}/oar-tiles/mvt-fixtures
+OAR_TILES_TEST_MVT_FIXTURES=$fixtures/node_modules/@mapbox/mvt-fixtures/fixtures
+if [[ ! -f $OAR_TILES_TEST_MVT_FIXTURES/001/info.json ]]; then
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    mkdir -p "$fixtures"
+    npm install --prefix "$fixtures" --no-audit --no-fund --silent @mapbox/mvt-fixtures@4.0.0 \
+        || die "cannot install the npm package @mapbox/mvt-fixtures into $fixtures"
+fi
+export OAR_TILES_TEST_MVT_FIXTURES
+
 # The serve tests drive Debian's Chromium headless through its WebDriver server, chromedriver.
 { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || apt_install chromium chromium-driver
 OAR_TILES_TEST_CHROMIUM=$(command -v chromium)
