@@ -28,6 +28,10 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// The extent proto2 readers assume when a layer does not write one.
 const DEFAULT_EXTENT: u32 = 4096;
 
+/// A gzip tile may inflate to at most this: MVT readers give up far below it, and a gzip bomb
+/// in an output must not take the machine's memory.
+const MAX_INFLATED: u64 = 256 << 20;
+
 /// Past this many, a tile's problems are counted rather than listed: a broken encoder repeats
 /// one mistake in every feature, and the first ones say what it is.
 const MAX_PROBLEMS: usize = 100;
@@ -71,14 +75,13 @@ pub fn check_tile(bytes: &[u8]) -> TileReport {
     let mut problems = Problems::default();
     let inflated;
     let mvt = if gzipped {
-        let mut out = Vec::new();
-        if let Err(e) = flate2::read::MultiGzDecoder::new(bytes).read_to_end(&mut out) {
-            problems.push(format!(
-                "the tile is gzip but does not inflate (cut or corrupt): {e}"
-            ));
-            return problems.into_report(Vec::new(), gzipped);
+        match inflate(bytes, MAX_INFLATED) {
+            Ok(out) => inflated = out,
+            Err(problem) => {
+                problems.push(problem);
+                return problems.into_report(Vec::new(), gzipped);
+            }
         }
-        inflated = out;
         &inflated[..]
     } else {
         bytes
@@ -98,6 +101,22 @@ pub fn check_tile(bytes: &[u8]) -> TileReport {
         .map(|(index, layer)| check_layer(index, layer, &mut names, &mut problems))
         .collect();
     problems.into_report(layers, gzipped)
+}
+
+/// The inflated bytes of a gzip tile, or what is wrong with its stream.
+fn inflate(bytes: &[u8], limit: u64) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("the tile is gzip but does not inflate (cut or corrupt): {e}"))?;
+    if out.len() as u64 > limit {
+        return Err(format!(
+            "the tile inflates to more than {} MiB",
+            limit >> 20
+        ));
+    }
+    Ok(out)
 }
 
 /// The problems found so far, listed up to [`MAX_PROBLEMS`] and counted past it.

@@ -237,6 +237,19 @@ fn gzip_is_inflated_and_a_cut_or_corrupt_stream_is_a_problem() {
 }
 
 #[test]
+fn a_tile_that_inflates_past_the_limit_is_a_problem() {
+    let bytes = gzip(&vec![0; (3 << 20) + 1]);
+    assert_eq!(
+        inflate(&bytes, (3 << 20) + 1).map(|out| out.len()),
+        Ok((3 << 20) + 1)
+    );
+    assert_eq!(
+        inflate(&bytes, 3 << 20),
+        Err("the tile inflates to more than 3 MiB".to_string())
+    );
+}
+
+#[test]
 fn bytes_that_are_not_a_protobuf_are_a_problem() {
     let report = check_tile(b"<html>not found</html>");
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
