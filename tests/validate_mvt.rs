@@ -7,7 +7,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use oar_tiles::testing::check_tile;
+use prost::Message;
 use serde_json::Value;
+
+use crate::common::mvt::Tile;
+use crate::common::run::read_mbtiles_raw;
+use crate::reseed::Setup;
 
 /// The corpus's encoder leaves out every field that equals its proto2 default, so the layers of
 /// all its fixtures but these four have no `extent` written (a raw scan of the bytes, made when
@@ -231,6 +236,103 @@ fn real_world_tiles_break_no_rule_but_unique_ids() {
         geometry_types,
         ["LineString", "Point", "Polygon"].into(),
         "every geometry type is checked"
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// The tile mirrored top to bottom (every dY negated), which turns each ring's winding around.
+fn mirrored(bytes: &[u8]) -> Vec<u8> {
+    let mut tile = Tile::decode(bytes).unwrap();
+    for feature in tile.layers.iter_mut().flat_map(|layer| &mut layer.features) {
+        let geometry = &mut feature.geometry;
+        let mut at = 0;
+        while at < geometry.len() {
+            let (id, count) = (geometry[at] & 0x7, (geometry[at] >> 3) as usize);
+            at += 1;
+            if id == 1 || id == 2 {
+                for y in (at + 1..at + 2 * count).step_by(2) {
+                    let dy = i64::from(geometry[y] >> 1) ^ -i64::from(geometry[y] & 1);
+                    geometry[y] = ((-dy << 1) ^ (-dy >> 63)) as u32;
+                }
+                at += 2 * count;
+            }
+        }
+    }
+    tile.encode_to_vec()
+}
+
+/// The corpus has no polygon wound the wrong way, so its valid polygons are mirrored into some.
+#[test]
+#[ignore = "needs @mapbox/mvt-fixtures: run scripts/test.sh, which sets OAR_TILES_TEST_MVT_FIXTURES"]
+fn the_corpus_valid_polygons_mirrored_wind_the_wrong_way() {
+    let mut polygons = Vec::new();
+    for fixture in fixtures() {
+        let report = check_tile(&fixture.tile);
+        let has_polygons = report
+            .layers
+            .iter()
+            .any(|layer| layer.geometry_types.contains("Polygon"));
+        if !fixture.valid || !has_polygons {
+            continue;
+        }
+        let mirrored = check_tile(&mirrored(&fixture.tile));
+        assert!(
+            mirrored
+                .problems
+                .iter()
+                .any(|problem| problem.contains("ring 1 winds counter-clockwise")),
+            "fixture {} mirrored: {:?}",
+            fixture.name,
+            mirrored.problems
+        );
+        polygons.push(fixture.name);
+    }
+    assert!(polygons.len() >= 6, "valid polygon fixtures: {polygons:?}");
+}
+
+/// What the tool itself writes must pass: points, clusters, lines, multilines, polygons with
+/// holes and multipolygons from PostGIS, at every zoom of a seed.
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn every_tile_a_seed_writes_passes_the_check() {
+    let mut setup = Setup::new("validmvt", "cluster_maxzoom = 4\ncluster_cell = 256");
+    setup.schema.execute(
+        "ALTER TABLE {schema}.sites ALTER COLUMN pt TYPE geometry(Geometry, 4326);
+         INSERT INTO {schema}.sites (site_id, label, kind, score, pt) VALUES
+         (9001, 'estate', 'woven', 4, 'SRID=4326;POLYGON((106.5 10.5, 107.5 10.5, 107.5 11.5,
+             106.5 11.5, 106.5 10.5), (106.8 10.8, 106.8 11.2, 107.2 11.2, 107.2 10.8, 106.8 10.8))'),
+         (9002, 'islands', 'knit', 3, 'SRID=4326;MULTIPOLYGON(((105 9, 105.4 9, 105.4 9.4, 105 9.4,
+             105 9)), ((105.6 9.6, 106 9.6, 105.8 10, 105.6 9.6)))'),
+         (9003, 'canal', 'knit', 2, 'SRID=4326;LINESTRING(105 9, 106.75 10.8, 108 12)'),
+         (9004, 'roads', NULL, 1, 'SRID=4326;MULTILINESTRING((106.6 10.6, 106.9 10.9),
+             (106.9 10.6, 106.6 10.9, 106.62 10.95))'),
+         (9005, 'speck', NULL, 5, 'SRID=4326;POLYGON((106.70 10.70, 106.7001 10.70,
+             106.7001 10.7001, 106.70 10.70))'),
+         (9006, 'multipoint', NULL, 6, 'SRID=4326;MULTIPOINT((106.61 10.61), (106.62 10.63))')",
+    );
+    let output = setup.path("seeded.mbtiles");
+    setup.seed(&output, &[]);
+    let tiles = read_mbtiles_raw(&output);
+    assert!(tiles.len() > 20, "the seed wrote tiles ({})", tiles.len());
+    let mut geometry_types = std::collections::BTreeSet::new();
+    let mut wrong = Vec::new();
+    for ((z, x, y), bytes) in &tiles {
+        let report = check_tile(bytes);
+        assert!(report.gzipped, "{z}/{x}/{y} is stored gzip");
+        for layer in &report.layers {
+            geometry_types.extend(layer.geometry_types.iter().copied());
+        }
+        wrong.extend(
+            report
+                .problems
+                .iter()
+                .map(|problem| format!("{z}/{x}/{y}: {problem}")),
+        );
+    }
+    assert_eq!(
+        geometry_types,
+        ["LineString", "Point", "Polygon"].into(),
+        "every geometry type was written"
     );
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
