@@ -15,8 +15,9 @@ use crate::common::run::read_mbtiles_raw;
 use crate::reseed::Setup;
 
 /// The corpus's encoder leaves out every field that equals its proto2 default, so the layers of
-/// all its fixtures but these four have no `extent` written (a raw scan of the bytes, made when
-/// this test was written, found it in 008 as a string, and in 039 and 041): the corpus judges
+/// all its fixtures but these four have no `extent` written (001 has no layer; a raw scan of the
+/// bytes, made when this test was written, found extent in 008, as a string, and in 039 and 041):
+/// the corpus judges
 /// other things and takes the default 4096. The spec says a layer MUST contain an extent, and
 /// issue 33 asks `validate` to report a layer without one; so the test requires that problem for
 /// exactly the layers that lack it, sets it aside, and compares the rest with the corpus.
