@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
 
+use super::check::Finding;
 use super::outbox::OutboxStore;
 use super::read::{OutputReader, ReaderOptions};
 use super::shards::ShardStore;
@@ -62,6 +63,13 @@ pub trait OutputKind: Send + Sync {
     /// Opens the output for reading; fails when it is not there or is not of its kind.
     fn open_reader<'a>(&'a self, options: ReaderOptions<'a>)
         -> BoxFuture<'a, Result<OutputReader>>;
+
+    /// Checks the output's container against its format's rules; each finding names what is at
+    /// fault. Fails only when the output cannot be read at all.
+    fn check_container<'a>(
+        &'a self,
+        options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Finding>>>;
 
     /// Whether tiles a stopped run already stored stay in the output (they do in a tree or S3
     /// prefix, written tile by tile; a single file is replaced whole or not at all).

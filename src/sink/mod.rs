@@ -6,6 +6,7 @@
 //! [`Sink::abort`], which leaves nothing half-written behind.
 
 pub mod changed_list;
+pub mod check;
 pub mod directory;
 pub mod durable;
 pub mod kind;
@@ -27,6 +28,7 @@ pub use crate::config::{OutputSettings, OutputTarget};
 pub use crate::render::source::FieldType;
 pub use crate::state::journal::Resume;
 pub use changed_list::ChangedList;
+pub use check::{check_container, Finding};
 pub use kind::OutputKind;
 pub use parts::PartOf;
 pub use read::OutputReader;

@@ -1,7 +1,12 @@
-//! TileJSON 3.0 documents describing a directory or S3 tileset, written beside its tiles.
+//! TileJSON 3.0 documents describing a directory or S3 tileset, written beside its tiles, and
+//! the check of such a document against the TileJSON 3.0.0 spec
+//! (<https://github.com/mapbox/tilejson-spec/tree/master/3.0.0>).
 
 use serde_json::{json, Value};
 
+use super::check::{
+    check_bounds, check_center, check_vector_layers, check_zooms, Finding, Findings, MAX_SPEC_ZOOM,
+};
 use super::{OutputSettings, TilesetMetadata};
 
 /// Name of the TileJSON document beside the tiles.
@@ -56,6 +61,156 @@ pub fn tiles_url(settings: &OutputSettings, public_base: Option<&str>) -> String
     }
 }
 
+/// Checks the TileJSON document beside a tree's or S3 prefix's tiles (`None`: there is none)
+/// against TileJSON 3.0.0: the version, absolute tile URLs with their placeholders, the vector
+/// layers, zooms, bounds and centre.
+pub fn check_tilejson(document: Option<&[u8]>) -> Vec<Finding> {
+    let mut findings = Findings::default();
+    let name = TILEJSON_NAME;
+    let Some(bytes) = document else {
+        findings.add(format!(
+            "there is no {name} beside the tiles: map clients learn the tile URLs, zooms and \
+             layers from it"
+        ));
+        return findings.finish();
+    };
+    let document: Value = match serde_json::from_slice(bytes) {
+        Ok(Value::Object(object)) => Value::Object(object),
+        Ok(_) => {
+            findings.add(format!("{name} is not a JSON object"));
+            return findings.finish();
+        }
+        Err(e) => {
+            findings.add(format!("{name} is not valid JSON: {e}"));
+            return findings.finish();
+        }
+    };
+    match &document["tilejson"] {
+        Value::String(version) if version == "3.0.0" => {}
+        Value::Null => findings.add(format!("{name} has no `tilejson` version (it is required)")),
+        other => findings.add(format!("{name} `tilejson` is {other}, not \"3.0.0\"")),
+    }
+    check_tiles(&mut findings, &document["tiles"]);
+    let zoom = |key: &str, default: u8, findings: &mut Findings| match &document[key] {
+        Value::Null => default,
+        value => match value.as_u64().and_then(|z| u8::try_from(z).ok()) {
+            Some(z) => z,
+            None => {
+                findings.add(format!("{name} `{key}` {value} is not a zoom level"));
+                default
+            }
+        },
+    };
+    let (min, max) = (
+        zoom("minzoom", 0, &mut findings),
+        zoom("maxzoom", MAX_SPEC_ZOOM, &mut findings),
+    );
+    check_zooms(&mut findings, name, min, max);
+    check_vector_layers(
+        &mut findings,
+        name,
+        &document["vector_layers"],
+        Some((min, max)),
+    );
+    let bounds = match numbers(&document["bounds"]) {
+        None => None,
+        Some(Ok([west, south, east, north])) => {
+            check_bounds(&mut findings, name, [west, south, east, north])
+        }
+        Some(_) => {
+            findings.add(format!(
+                "{name} `bounds` {} is not four numbers (west, south, east, north)",
+                document["bounds"]
+            ));
+            None
+        }
+    };
+    match numbers(&document["center"]) {
+        None => {}
+        Some(Ok([lon, lat, zoom])) => {
+            check_center(&mut findings, name, (lon, lat, zoom), bounds, (min, max));
+        }
+        Some(_) => findings.add(format!(
+            "{name} `center` {} is not three numbers (longitude, latitude, zoom)",
+            document["center"]
+        )),
+    }
+    match &document["scheme"] {
+        Value::Null => {}
+        Value::String(scheme) if scheme == "xyz" || scheme == "tms" => {}
+        other => findings.add(format!(
+            "{name} `scheme` is {other}, not \"xyz\" or \"tms\""
+        )),
+    }
+    findings.finish()
+}
+
+/// `tiles`: required, a non-empty array of absolute URLs, each with `{z}`, `{x}` and `{y}`.
+fn check_tiles(findings: &mut Findings, tiles: &Value) {
+    let name = TILEJSON_NAME;
+    let urls = match tiles {
+        Value::Null => {
+            findings.add(format!(
+                "{name} has no `tiles` (it is required: the tile URLs map clients fetch)"
+            ));
+            return;
+        }
+        Value::Array(urls) if urls.is_empty() => {
+            findings.add(format!(
+                "{name} `tiles` is empty: it needs at least one tile URL"
+            ));
+            return;
+        }
+        Value::Array(urls) => urls,
+        other => {
+            findings.add(format!("{name} `tiles` is {other}, not an array of URLs"));
+            return;
+        }
+    };
+    for (i, url) in urls.iter().enumerate() {
+        let Some(url) = url.as_str() else {
+            findings.add(format!("{name} `tiles[{i}]` is {url}, not a URL"));
+            continue;
+        };
+        // TileJSON 3.0.0, 3.2: "All endpoint urls MUST be absolute".
+        if url::Url::parse(url).is_err() {
+            findings.add(format!(
+                "{name} `tiles[{i}]` `{url}` is not an absolute URL, which TileJSON 3.0 requires: \
+                 map clients (MapLibre GL JS) resolve a relative one against their page, not \
+                 against {name}; set tiles_url in the tileset to where the tiles are served"
+            ));
+        }
+        let missing: Vec<&str> = ["{z}", "{x}", "{y}"]
+            .into_iter()
+            .filter(|part| !url.contains(part))
+            .collect();
+        if !missing.is_empty() {
+            findings.add(format!(
+                "{name} `tiles[{i}]` `{url}` has no {} placeholder: it cannot address a tile",
+                missing.join(", ")
+            ));
+        }
+    }
+}
+
+/// An array of exactly `N` numbers: `None` when the key is absent, `Some(Err)` when malformed.
+fn numbers<const N: usize>(value: &Value) -> Option<Result<[f64; N], ()>> {
+    match value {
+        Value::Null => None,
+        Value::Array(items) if items.len() == N => {
+            let mut out = [0.0; N];
+            for (slot, item) in out.iter_mut().zip(items) {
+                match item.as_f64() {
+                    Some(number) => *slot = number,
+                    None => return Some(Err(())),
+                }
+            }
+            Some(Ok(out))
+        }
+        _ => Some(Err(())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +256,63 @@ mod tests {
             "{z}/{x}/{y}.pbf",
             "only an output that cannot know its address falls back to a relative URL"
         );
+    }
+
+    fn messages(document: &Value) -> Vec<String> {
+        check_tilejson(Some(&serde_json::to_vec(document).unwrap()))
+            .into_iter()
+            .map(|f| f.message)
+            .collect()
+    }
+
+    fn written(public_base: Option<&str>) -> Value {
+        let metadata = TilesetMetadata {
+            name: "f".into(),
+            description: None,
+            attribution: None,
+            bounds: BBox::new(10.0, 20.0, 11.0, 21.0).unwrap(),
+            zooms: ZoomRange::new(0, 9).unwrap(),
+            vector_layers: vec![],
+        };
+        tilejson(&metadata, &OutputSettings::default(), public_base)
+    }
+
+    #[test]
+    fn the_document_written_with_an_address_passes_its_check() {
+        let document = written(Some("https://tiles.example.org/f"));
+        assert_eq!(messages(&document), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_relative_missing_or_empty_tile_url_is_found() {
+        let relative = messages(&written(None));
+        assert_eq!(relative.len(), 1, "{relative:?}");
+        assert!(relative[0].contains("not an absolute URL"), "{relative:?}");
+        let mut document = written(Some("https://t.example.org"));
+        document["tiles"] = json!([]);
+        assert!(messages(&document)[0].contains("`tiles` is empty"));
+        document["tiles"] = json!(["https://t.example.org/{z}/{x}.pbf"]);
+        assert!(messages(&document)[0].contains("no {y} placeholder"));
+        document.as_object_mut().unwrap().remove("tiles");
+        assert!(messages(&document)[0].contains("has no `tiles`"));
+    }
+
+    #[test]
+    fn layers_zooms_and_centre_are_checked() {
+        let mut document = written(Some("https://t.example.org"));
+        document["vector_layers"] =
+            json!([{"id": "a", "fields": {"n": 1}, "maxzoom": 12}, {"fields": {}}]);
+        document["center"] = json!([0.0, 0.0, 3]);
+        document["tilejson"] = json!("2.2.0");
+        let found = messages(&document);
+        assert_eq!(found.len(), 5, "{found:?}");
+        document.as_object_mut().unwrap().remove("vector_layers");
+        assert!(messages(&document)
+            .iter()
+            .any(|m| m.contains("has no `vector_layers`")));
+        assert!(check_tilejson(None)[0].message.contains("no tiles.json"));
+        assert!(check_tilejson(Some(b"{"))[0]
+            .message
+            .contains("not valid JSON"));
     }
 }

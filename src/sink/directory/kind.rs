@@ -8,6 +8,7 @@ use futures::FutureExt;
 use super::read::TreeReader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
+use crate::sink::check::Finding;
 use crate::sink::kind::{lock_beside, remove_if_there, OutputKind, WriterOptions};
 use crate::sink::merge::MergeReport;
 use crate::sink::outbox::OutboxStore;
@@ -71,6 +72,26 @@ impl OutputKind for Tree<'_> {
             Err(Error::output(self.0, "no such directory"))
         };
         std::future::ready(reader).boxed()
+    }
+
+    /// The TileJSON beside the tiles; no tiles.json is a finding, no tree an error.
+    fn check_container<'a>(
+        &'a self,
+        _options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Finding>>> {
+        let checked = if self.0.is_dir() {
+            let path = self.0.join(crate::sink::tilejson::TILEJSON_NAME);
+            match std::fs::read(&path) {
+                Ok(bytes) => Ok(crate::sink::tilejson::check_tilejson(Some(&bytes))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Ok(crate::sink::tilejson::check_tilejson(None))
+                }
+                Err(e) => Err(Error::output(path, format!("cannot read it: {e}"))),
+            }
+        } else {
+            Err(Error::output(self.0, "no such directory"))
+        };
+        std::future::ready(checked).boxed()
     }
 
     fn expected_writes(&self, tiles: Option<u64>) -> String {

@@ -8,6 +8,7 @@ use futures::FutureExt;
 use super::read::MbtilesReader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
+use crate::sink::check::Finding;
 use crate::sink::kind::{
     lock_beside, outbox_beside, remove_outbox_beside, OutputKind, WriterOptions,
 };
@@ -73,6 +74,20 @@ impl OutputKind for MbtilesFile<'_> {
             Err(Error::output(self.0, "no such MBTiles file"))
         };
         std::future::ready(reader).boxed()
+    }
+
+    fn check_container<'a>(
+        &'a self,
+        _options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Finding>>> {
+        async move {
+            let path = self.0.to_path_buf();
+            // SQLite blocks, and an integrity check reads the whole file.
+            tokio::task::spawn_blocking(move || super::check::check_mbtiles(&path))
+                .await
+                .map_err(|e| Error::output(self.0, format!("checking it: {e}")))?
+        }
+        .boxed()
     }
 
     fn expected_writes(&self, tiles: Option<u64>) -> String {

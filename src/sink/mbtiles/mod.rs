@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
+pub mod check;
 mod import;
 pub mod kind;
 pub mod read;

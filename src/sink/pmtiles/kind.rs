@@ -9,6 +9,7 @@ use futures::FutureExt;
 use super::read::PmtilesReader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
+use crate::sink::check::Finding;
 use crate::sink::kind::{
     lock_beside, outbox_beside, outbox_on_s3, remove_if_there, remove_outbox_beside, OutputKind,
     WriterOptions,
@@ -80,6 +81,13 @@ impl OutputKind for PmtilesFile<'_> {
         _options: ReaderOptions<'a>,
     ) -> BoxFuture<'a, Result<OutputReader>> {
         async move { Ok(OutputReader::new(PmtilesReader::open(self.0).await?)) }.boxed()
+    }
+
+    fn check_container<'a>(
+        &'a self,
+        _options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Finding>>> {
+        super::check::check_local(self.0).boxed()
     }
 
     fn expected_writes(&self, tiles: Option<u64>) -> String {
@@ -166,6 +174,13 @@ impl OutputKind for S3Archive<'_> {
             Ok(OutputReader::new(reader))
         }
         .boxed()
+    }
+
+    fn check_container<'a>(
+        &'a self,
+        options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Finding>>> {
+        super::check::check_on_s3(options.output, self.bucket, self.key, options.s3).boxed()
     }
 
     fn expected_writes(&self, tiles: Option<u64>) -> String {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use pmtiles::{Compression, PmTilesWriter, TileType};
 use rusqlite::{params, Connection, OpenFlags};
 
+pub mod check;
 pub mod kind;
 pub mod read;
 pub mod s3;

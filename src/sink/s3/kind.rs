@@ -8,6 +8,7 @@ use futures::FutureExt;
 use super::read::S3Reader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
+use crate::sink::check::Finding;
 use crate::sink::kind::{outbox_on_s3, OutputKind, WriterOptions};
 use crate::sink::merge::MergeReport;
 use crate::sink::outbox::OutboxStore;
@@ -80,6 +81,23 @@ impl OutputKind for S3Prefix<'_> {
                 extension: options.extension.to_string(),
                 attempts: options.s3.max_attempts,
             }))
+        }
+        .boxed()
+    }
+
+    /// The TileJSON beside the tiles; no tiles.json is a finding, an unreachable bucket an error.
+    fn check_container<'a>(
+        &'a self,
+        options: ReaderOptions<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Finding>>> {
+        async move {
+            let client = super::client(options.s3).await;
+            let key = super::object_key(self.prefix, crate::sink::tilejson::TILEJSON_NAME);
+            let document =
+                super::get_if_exists(&client, self.bucket, &key, options.s3.max_attempts)
+                    .await
+                    .map_err(|e| Error::output_caused(options.output, e))?;
+            Ok(crate::sink::tilejson::check_tilejson(document.as_deref()))
         }
         .boxed()
     }
