@@ -29,6 +29,7 @@ mod setup_scripts;
 mod shard_outputs;
 mod shards;
 mod tree_safety;
+mod validate_container;
 mod validate_mvt;
 mod watch;
 mod watch_partitions;

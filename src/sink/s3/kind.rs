@@ -85,18 +85,41 @@ impl OutputKind for S3Prefix<'_> {
         .boxed()
     }
 
-    /// The TileJSON beside the tiles; no tiles.json is a finding, an unreachable bucket an error.
+    /// The TileJSON beside the tiles. No tiles.json beside tiles is a finding; nothing at all
+    /// under the prefix (which is also what some S3-compatible stores answer for a bucket that
+    /// is not there) or an unreachable bucket is an error, as a missing tree is.
     fn check_container<'a>(
         &'a self,
         options: ReaderOptions<'a>,
     ) -> BoxFuture<'a, Result<Vec<Finding>>> {
         async move {
             let client = super::client(options.s3).await;
+            let fail = |e| Error::output_caused(options.output, e);
+            let attempts = options.s3.max_attempts;
             let key = super::object_key(self.prefix, crate::sink::tilejson::TILEJSON_NAME);
-            let document =
-                super::get_if_exists(&client, self.bucket, &key, options.s3.max_attempts)
-                    .await
-                    .map_err(|e| Error::output_caused(options.output, e))?;
+            let document = super::get_if_exists(&client, self.bucket, &key, attempts)
+                .await
+                .map_err(fail)?;
+            if document.is_none() {
+                let folder = super::object_key(self.prefix, "");
+                let what = format!("listing s3://{}/{folder}", self.bucket);
+                let listed = super::with_retries(attempts, &what, || {
+                    client
+                        .list_objects_v2()
+                        .bucket(self.bucket)
+                        .prefix(&folder)
+                        .max_keys(1)
+                        .send()
+                })
+                .await
+                .map_err(fail)?;
+                if listed.contents().is_empty() {
+                    return Err(Error::output(
+                        options.output,
+                        format!("there is no object under s3://{}/{folder}", self.bucket),
+                    ));
+                }
+            }
             Ok(crate::sink::tilejson::check_tilejson(document.as_deref()))
         }
         .boxed()
