@@ -292,7 +292,7 @@ impl Magic {
             Magic::Png => "PNG",
             Magic::Jpeg => "JPEG",
             Magic::Webp => "WebP",
-            Magic::Other => "uncompressed data",
+            Magic::Other => "uncompressed (or unrecognised) data",
         }
     }
 }
