@@ -15,7 +15,6 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use integer_encoding::VarInt;
 use serde_json::Value;
 
 use crate::config::S3Config;
@@ -26,9 +25,10 @@ use crate::sink::check::{
 };
 use crate::sink::s3;
 use crate::tile::{in_scope, BBox, TileCoord, ZoomRange};
+mod layout;
 
-/// A v3 header's size.
-const HEADER_LEN: usize = 127;
+use layout::{decode_directory, tile_of, zoom_of, Entry, Header, HEADER_LEN};
+
 /// The header and root directory fit in this many bytes, so a reader gets both in one request.
 const ROOT_LIMIT: u64 = 16_384;
 /// Directories deeper than this are refused: readers stop at a few levels, and a leaf that points
@@ -101,153 +101,6 @@ fn check_file(file: &File) -> std::io::Result<Vec<Finding>> {
     };
     check.archive()?;
     Ok(check.findings.finish())
-}
-
-/// A section of the archive as the header places it.
-#[derive(Clone, Copy)]
-struct Section {
-    name: &'static str,
-    offset: u64,
-    length: u64,
-}
-
-/// The header's fields (spec v3, section 3).
-struct Header {
-    version: u8,
-    root: Section,
-    metadata: Section,
-    leaves: Section,
-    data: Section,
-    addressed: u64,
-    entries: u64,
-    contents: u64,
-    clustered: u8,
-    internal_compression: u8,
-    tile_compression: u8,
-    tile_type: u8,
-    min_zoom: u8,
-    max_zoom: u8,
-    bounds: [f64; 4],
-    center_zoom: u8,
-    center: (f64, f64),
-}
-
-impl Header {
-    fn parse(b: &[u8; HEADER_LEN]) -> Header {
-        let u64_at = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
-        let e7_at = |at: usize| {
-            f64::from(i32::from_le_bytes(
-                b[at..at + 4].try_into().expect("4 bytes"),
-            )) / 1e7
-        };
-        let section = |name, at| Section {
-            name,
-            offset: u64_at(at),
-            length: u64_at(at + 8),
-        };
-        Header {
-            version: b[7],
-            root: section("root directory", 8),
-            metadata: section("metadata", 24),
-            leaves: section("leaf directories", 40),
-            data: section("tile data", 56),
-            addressed: u64_at(72),
-            entries: u64_at(80),
-            contents: u64_at(88),
-            clustered: b[96],
-            internal_compression: b[97],
-            tile_compression: b[98],
-            tile_type: b[99],
-            min_zoom: b[100],
-            max_zoom: b[101],
-            bounds: [e7_at(102), e7_at(106), e7_at(110), e7_at(114)],
-            center_zoom: b[118],
-            center: (e7_at(119), e7_at(123)),
-        }
-    }
-}
-
-/// One directory entry (spec v3, section 4): a run of tiles, or a leaf directory when the run
-/// length is 0.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Entry {
-    tile_id: u64,
-    run_length: u64,
-    length: u64,
-    offset: u64,
-}
-
-/// Decodes a directory: the entry count, then the tile ids delta-encoded, the run lengths, the
-/// lengths and the offsets, each a column of varints.
-fn decode_directory(bytes: &[u8]) -> std::result::Result<Vec<Entry>, String> {
-    let mut rest = bytes;
-    let mut next = |what: &str| -> std::result::Result<u64, String> {
-        let (value, used) = u64::decode_var(rest).ok_or_else(|| {
-            format!(
-                "its {what} varint at byte {} is cut short or overlong",
-                bytes.len() - rest.len()
-            )
-        })?;
-        rest = &rest[used..];
-        Ok(value)
-    };
-    let count = next("entry count")?;
-    // Every entry takes at least one byte in each of its four columns.
-    let room = (bytes.len() as u64).saturating_sub(1) / 4;
-    if count > room {
-        return Err(format!(
-            "it claims {count} entries but its {} bytes hold at most {room}",
-            bytes.len()
-        ));
-    }
-    let mut entries = vec![
-        Entry {
-            tile_id: 0,
-            run_length: 0,
-            length: 0,
-            offset: 0,
-        };
-        count as usize
-    ];
-    let mut id = 0u64;
-    for entry in &mut entries {
-        // Added as the reference Go reader adds them, in wrapping u64: an entry written out of
-        // order then decodes as the tile it is, and the order check names it.
-        id = id.wrapping_add(next("tile id")?);
-        entry.tile_id = id;
-    }
-    for entry in &mut entries {
-        entry.run_length = next("run length")?;
-    }
-    for entry in &mut entries {
-        entry.length = next("length")?;
-    }
-    for i in 0..entries.len() {
-        let offset = next("offset")?;
-        entries[i].offset = match (offset, i) {
-            (0, 0) => {
-                return Err("its first entry's offset says \"right after the previous one\"".into())
-            }
-            (0, _) => entries[i - 1].offset.saturating_add(entries[i - 1].length),
-            (offset, _) => offset - 1,
-        };
-    }
-    if !rest.is_empty() {
-        return Err(format!("{} bytes follow its last entry", rest.len()));
-    }
-    Ok(entries)
-}
-
-/// The tile a tile id names, when it is one this tool can address.
-fn tile_of(id: u64) -> Option<TileCoord> {
-    let coord = pmtiles::TileCoord::from(pmtiles::TileId::new(id).ok()?);
-    TileCoord::new(coord.z(), coord.x(), coord.y()).ok()
-}
-
-fn zoom_of(id: u64) -> Option<u8> {
-    pmtiles::TileId::new(id)
-        .ok()
-        .map(|id| pmtiles::TileCoord::from(id).z())
 }
 
 /// What the walk over the directories has seen so far.
