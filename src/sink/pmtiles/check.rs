@@ -328,14 +328,15 @@ impl Check<'_> {
             let id = entry.tile_id;
             if id < walk.next_id {
                 let due = walk.next_id;
-                self.findings
-                    .under("tile ids out of order", tile_of(id), || {
-                        format!(
-                        "{name} holds an entry for tile id {id} where tile id {due} or higher was \
-                         due: tile ids must increase across all entries (runs included), or \
-                         readers' search misses tiles"
+                let message = || {
+                    format!(
+                        "{name} holds an entry for tile id {id} where tile id {due} or higher \
+                         was due: tile ids must increase across all entries (runs included), \
+                         or readers' search misses tiles"
                     )
-                    });
+                };
+                self.findings
+                    .under("tile ids out of order", tile_of(id), message);
             }
             if entry.length == 0 {
                 self.findings.under("entries of length 0", tile_of(id), || {
@@ -372,6 +373,16 @@ impl Check<'_> {
                     "{name} points to a leaf directory at offset {} (length {}) outside the leaf \
                      directories section ({} bytes)",
                     entry.offset, entry.length, leaves.length
+                )
+            });
+            return Ok(());
+        }
+        if entry.length > MAX_SECTION {
+            self.findings.under("leaf pointers out of range", None, || {
+                format!(
+                    "{name} points to a leaf directory of {} bytes, more than any reader should \
+                     fetch: it is not read",
+                    entry.length
                 )
             });
             return Ok(());
