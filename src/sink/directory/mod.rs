@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 pub mod kind;
 pub mod read;
 
+use super::agg_hash::{hash_order, AggHasher, AGG_TILES_HASH_KEY};
 use super::durable;
 use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{tilejson, TILEJSON_NAME};
@@ -256,6 +257,28 @@ impl DirectorySink {
     }
 }
 
+impl DirectorySink {
+    /// The tree's `agg_tiles_hash`, over every tile it holds as the reader lists them (not only
+    /// this run's: a stopped run may have left tiles no later run rewrites). Reading the tiles
+    /// back costs a fraction of writing them; the page cache usually still holds them.
+    fn agg_tiles_hash(&self) -> Result<String> {
+        let mut tiles: Vec<TileCoord> = read::sizes(&self.root, &self.settings.tile_extension)?
+            .into_iter()
+            .map(|(tile, _)| tile)
+            .collect();
+        tiles.sort_unstable_by_key(hash_order);
+        let mut hasher = AggHasher::new();
+        for tile in tiles {
+            let path = self.root.join(format!("{}/{}", tile.z(), tile.x()));
+            let path = path.join(self.tile_name(tile));
+            let data = std::fs::read(&path)
+                .map_err(|e| Error::output(&path, format!("cannot read it to hash it: {e}")))?;
+            hasher.add(tile, &data);
+        }
+        Ok(hasher.finish())
+    }
+}
+
 fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -392,8 +415,9 @@ impl Sink for DirectorySink {
         // The state claims every tile: they, and the changed-tile list naming them, go to disk first.
         self.sync_directories()?;
         self.changes.sync()?;
-        let tilejson = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings, None))
-            .expect("JSON serializes");
+        let mut document = tilejson(metadata, &self.settings, None);
+        document[AGG_TILES_HASH_KEY] = self.agg_tiles_hash()?.into();
+        let tilejson = serde_json::to_vec_pretty(&document).expect("JSON serializes");
         // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.
         let rows: serde_json::Map<String, serde_json::Value> = metadata
             .mbtiles_rows()
