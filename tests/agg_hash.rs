@@ -91,11 +91,17 @@ impl Setup {
     /// `args` with the config, on `machine` (its own cache folder, where S3 outputs keep their
     /// journals and tile cache).
     fn run(&self, machine: &str, args: &[&str]) -> Run {
+        self.run_env(machine, args, &[])
+    }
+
+    /// [`Setup::run`] with more environment.
+    fn run_env(&self, machine: &str, args: &[&str], extra: &[(&str, &str)]) -> Run {
         let mut full = vec![args[0], "--config", self.config.to_str().unwrap()];
         full.extend_from_slice(&args[1..]);
         let cache = self.path(machine);
         let mut env = self.server.env();
         env.push(("XDG_CACHE_HOME", cache.to_str().unwrap()));
+        env.extend_from_slice(extra);
         oar_tiles_with(Some(&self.schema.url), &full, &env)
     }
 
@@ -345,4 +351,37 @@ fn martins_mbtiles_validate_accepts_our_files_and_refuses_one_with_a_changed_til
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+#[ignore = "needs PostGIS, the S3 test server, the Python pmtiles reader and martin's mbtiles CLI: run scripts/test.sh"]
+fn sharded_runs_finalize_into_the_hash_of_a_single_run() {
+    let setup = Setup::new("aggshards");
+    let outputs = setup.outputs();
+    let single = setup.path("single.mbtiles");
+    setup.seed("a", single.to_str().unwrap(), &[]);
+    let expected = read_metadata(&single)["agg_tiles_hash"].clone();
+    let tree = format!("dir:{}", outputs.tree.display());
+    let mbtiles = outputs.mbtiles.to_str().unwrap();
+    for output in [mbtiles, tree.as_str(), outputs.s3.as_str()] {
+        // Each shard on a machine of its own, as pods are; finalize on a third.
+        for index in 0..2 {
+            let machine = format!("shard{index}");
+            let index = index.to_string();
+            let env = [
+                ("JOB_COMPLETION_INDEX", index.as_str()),
+                ("OAR_TILES_SHARDS", "2"),
+            ];
+            let args = ["seed", "--zoom", ZOOMS, "--output", output];
+            setup.run_env(&machine, &args, &env).assert_success();
+        }
+        setup
+            .run("finalizer", &["finalize", "--output", output])
+            .assert_success();
+    }
+    // The PMTiles output is not sharded; a single run stands in for it.
+    setup.seed("a", outputs.pmtiles.to_str().unwrap(), &[]);
+    let hash = assert_one_right_hash(&setup.hashes(&outputs), "after finalize");
+    assert_eq!(hash, expected, "the sharded outputs hash as the single run");
+    assert_validates(&outputs.mbtiles, "a merged file");
 }
