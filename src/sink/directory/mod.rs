@@ -17,10 +17,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod agg;
 pub mod kind;
 pub mod read;
 
-use super::agg_hash::{hash_order, AggHasher, AGG_TILES_HASH_KEY};
+use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::durable;
 use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{tilejson, TILEJSON_NAME};
@@ -50,6 +51,8 @@ pub struct DirectorySink {
     unsynced: BTreeSet<PathBuf>,
     /// Tiles written since the last sync, whose bytes may not be on disk yet.
     unsynced_files: Vec<PathBuf>,
+    /// Whether this run marked the tree's hash stale (it changed, or is changing, a tile).
+    hash_marked: bool,
 }
 
 /// Tiles written between two syncs at most, so the list of them stays small.
@@ -134,6 +137,7 @@ impl DirectorySink {
             checked: HashSet::new(),
             unsynced: BTreeSet::new(),
             unsynced_files: Vec::new(),
+            hash_marked: false,
         })
     }
 
@@ -257,28 +261,6 @@ impl DirectorySink {
     }
 }
 
-impl DirectorySink {
-    /// The tree's `agg_tiles_hash`, over every tile it holds as the reader lists them (not only
-    /// this run's: a stopped run may have left tiles no later run rewrites). Reading the tiles
-    /// back costs a fraction of writing them; the page cache usually still holds them.
-    fn agg_tiles_hash(&self) -> Result<String> {
-        let mut tiles: Vec<TileCoord> = read::sizes(&self.root, &self.settings.tile_extension)?
-            .into_iter()
-            .map(|(tile, _)| tile)
-            .collect();
-        tiles.sort_unstable_by_key(hash_order);
-        let mut hasher = AggHasher::new();
-        for tile in tiles {
-            let path = self.root.join(format!("{}/{}", tile.z(), tile.x()));
-            let path = path.join(self.tile_name(tile));
-            let data = std::fs::read(&path)
-                .map_err(|e| Error::output(&path, format!("cannot read it to hash it: {e}")))?;
-            hasher.add(tile, &data);
-        }
-        Ok(hasher.finish())
-    }
-}
-
 fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -346,6 +328,7 @@ impl Sink for DirectorySink {
             self.report.unchanged += 1;
             return Ok(());
         }
+        self.mark_hash_stale()?;
         // The rename replaces a link at the tile's name, never writing through it.
         durable::place_unsynced(&path, data)
             .map_err(|e| Error::output(&path, format!("cannot write tile {tile}: {e}")))?;
@@ -364,6 +347,9 @@ impl Sink for DirectorySink {
             return Ok(());
         };
         let path = column.join(self.tile_name(tile));
+        if std::fs::symlink_metadata(&path).is_ok() {
+            self.mark_hash_stale()?;
+        }
         // Removes a link at the tile's name itself, not its target.
         match std::fs::remove_file(&path) {
             Ok(()) => {
@@ -443,6 +429,7 @@ impl Sink for DirectorySink {
         }
         durable::sync_dir(&self.root)
             .map_err(|e| Error::output(&self.root, format!("cannot sync it to disk: {e}")))?;
+        self.clear_hash_stale()?;
         if let Some(journal) = self.journal.take() {
             journal.remove();
         }
