@@ -57,6 +57,16 @@ if [[ ! -f $OAR_TILES_TEST_MVT_FIXTURES/001/info.json ]]; then
 fi
 export OAR_TILES_TEST_MVT_FIXTURES
 
+# The agg_tiles_hash tests check MBTiles files with martin's own `mbtiles validate` (0.19.1: the
+# last release whose rust-version is not above this toolchain's), built from crates.io once.
+mbtiles_cli=${XDG_CACHE_HOME:-$HOME/.cache}/oar-tiles/mbtiles-cli
+if ! "$mbtiles_cli/bin/mbtiles" --version >/dev/null 2>&1; then
+    log "building martin's mbtiles CLI into $mbtiles_cli (once; a few minutes)"
+    nice cargo install mbtiles --locked --version 0.19.1 --root "$mbtiles_cli" >&2 \
+        || die "cannot install the mbtiles CLI into $mbtiles_cli"
+fi
+export OAR_TILES_TEST_MBTILES_CLI=$mbtiles_cli/bin/mbtiles
+
 # The serve tests drive Debian's Chromium headless through its WebDriver server, chromedriver.
 { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || apt_install chromium chromium-driver
 OAR_TILES_TEST_CHROMIUM=$(command -v chromium)

@@ -57,8 +57,10 @@ pub mod commands {
 pub mod testing {
     pub use crate::plan::shard::ShardPlan;
     pub use crate::plan::EAGER_TILES;
+    pub use crate::sink::agg_hash::{agg_tiles_hash, AggHasher};
     pub use crate::sink::s3::{https_client, upload, ObjectHeaders};
     pub use crate::sink::{check_container, Finding};
+    pub use crate::sink::OutputReader;
     pub use crate::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
     pub use crate::validate::mvt::{check_tile, LayerSummary, TileReport};
 }

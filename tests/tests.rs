@@ -5,6 +5,7 @@
 
 mod common;
 
+mod agg_hash;
 mod bad_input;
 mod clusters;
 mod edge;

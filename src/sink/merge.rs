@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
+use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::mbtiles::{Import, STATE_KEY};
 use crate::error::{Error, Result};
 use crate::state::watermark::earliest_snapshot;
@@ -168,7 +169,8 @@ impl Part {
                     "the part has no finished seed's state: is its shard done?",
                 )
             })?;
-        metadata.retain(|(name, _)| name != STATE_KEY);
+        // Each part hashes only its own tiles; the merged file's hash is computed afresh.
+        metadata.retain(|(name, _)| name != STATE_KEY && name != AGG_TILES_HASH_KEY);
         metadata.sort();
         Ok(Part {
             path: path.to_path_buf(),
@@ -265,6 +267,23 @@ mod tests {
             )
             .unwrap();
         assert_eq!(name, "t");
+        let hash: String = connection
+            .query_row(
+                "SELECT value FROM metadata WHERE name = 'agg_tiles_hash'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let mut expected = crate::sink::agg_hash::AggHasher::new();
+        // Already in hash order: by zoom, then column.
+        for tile in ["0/0/0", "3/1/2", "3/7/7", "4/15/0"] {
+            expected.add(tile.parse().unwrap(), tile.as_bytes());
+        }
+        assert_eq!(
+            hash,
+            expected.finish(),
+            "the merged file hashes all its tiles"
+        );
     }
 
     #[test]

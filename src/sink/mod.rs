@@ -5,6 +5,7 @@
 //! thread, then either [`Sink::finish`] with the tileset's metadata, which makes the output visible, or
 //! [`Sink::abort`], which leaves nothing half-written behind.
 
+pub mod agg_hash;
 pub mod changed_list;
 pub mod check;
 pub mod directory;

@@ -17,9 +17,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod agg;
 pub mod kind;
 pub mod read;
 
+use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::durable;
 use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{tilejson, TILEJSON_NAME};
@@ -49,6 +51,8 @@ pub struct DirectorySink {
     unsynced: BTreeSet<PathBuf>,
     /// Tiles written since the last sync, whose bytes may not be on disk yet.
     unsynced_files: Vec<PathBuf>,
+    /// Whether this run marked the tree's hash stale (it changed, or is changing, a tile).
+    hash_marked: bool,
 }
 
 /// Tiles written between two syncs at most, so the list of them stays small.
@@ -133,6 +137,7 @@ impl DirectorySink {
             checked: HashSet::new(),
             unsynced: BTreeSet::new(),
             unsynced_files: Vec::new(),
+            hash_marked: false,
         })
     }
 
@@ -323,6 +328,7 @@ impl Sink for DirectorySink {
             self.report.unchanged += 1;
             return Ok(());
         }
+        self.mark_hash_stale()?;
         // The rename replaces a link at the tile's name, never writing through it.
         durable::place_unsynced(&path, data)
             .map_err(|e| Error::output(&path, format!("cannot write tile {tile}: {e}")))?;
@@ -341,6 +347,9 @@ impl Sink for DirectorySink {
             return Ok(());
         };
         let path = column.join(self.tile_name(tile));
+        if std::fs::symlink_metadata(&path).is_ok() {
+            self.mark_hash_stale()?;
+        }
         // Removes a link at the tile's name itself, not its target.
         match std::fs::remove_file(&path) {
             Ok(()) => {
@@ -392,8 +401,9 @@ impl Sink for DirectorySink {
         // The state claims every tile: they, and the changed-tile list naming them, go to disk first.
         self.sync_directories()?;
         self.changes.sync()?;
-        let tilejson = serde_json::to_vec_pretty(&tilejson(metadata, &self.settings, None))
-            .expect("JSON serializes");
+        let mut document = tilejson(metadata, &self.settings, None);
+        document[AGG_TILES_HASH_KEY] = self.agg_tiles_hash()?.into();
+        let tilejson = serde_json::to_vec_pretty(&document).expect("JSON serializes");
         // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.
         let rows: serde_json::Map<String, serde_json::Value> = metadata
             .mbtiles_rows()
@@ -419,6 +429,7 @@ impl Sink for DirectorySink {
         }
         durable::sync_dir(&self.root)
             .map_err(|e| Error::output(&self.root, format!("cannot sync it to disk: {e}")))?;
+        self.clear_hash_stale()?;
         if let Some(journal) = self.journal.take() {
             journal.remove();
         }

@@ -62,7 +62,8 @@ impl ReadTiles for TreeReader {
     }
 }
 
-fn sizes(root: &Path, extension: &str) -> Result<Vec<(TileCoord, u64)>> {
+/// Every tile file under `root` with its size.
+pub(super) fn sizes(root: &Path, extension: &str) -> Result<Vec<(TileCoord, u64)>> {
     let mut sizes = Vec::new();
     let list = |dir: &Path| -> Result<Vec<std::fs::DirEntry>> {
         std::fs::read_dir(dir)

@@ -69,6 +69,8 @@ impl Import {
                 )
                 .map_err(|e| fail(&e))?;
         }
+        // Last, over the rows just added: a merge copies a part's metadata, hash included.
+        record_agg_hash(&connection).map_err(|e| fail(&e))?;
         connection
             .execute_batch("COMMIT; PRAGMA journal_mode = DELETE;")
             .map_err(|e| fail(&e))?;

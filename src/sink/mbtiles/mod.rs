@@ -23,6 +23,7 @@ mod staging;
 pub use import::Import;
 pub use staging::{partial_path, remove_sqlite_files};
 
+use super::agg_hash::{AggHasher, AGG_TILES_HASH_KEY};
 use super::{ChangedList, Finish, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::state::journal::{children_from_mask, children_mask};
@@ -103,6 +104,45 @@ const JOURNAL_SCHEMA: &str = "
 
 /// The metadata key under which the job state (change watermark) is kept.
 pub const STATE_KEY: &str = "oar_tiles_state";
+
+/// Computes the file's `agg_tiles_hash` over its `tiles` table and records it in `metadata`, on
+/// the caller's connection, so inside the transaction that changed the tiles the hash is never
+/// stale in a committed file.
+pub(crate) fn record_agg_hash(connection: &Connection) -> rusqlite::Result<String> {
+    let mut hasher = AggHasher::new();
+    let mut select = connection.prepare(
+        "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles
+         ORDER BY zoom_level, tile_column, tile_row",
+    )?;
+    let mut rows = select.query([])?;
+    while let Some(row) = rows.next()? {
+        let data = row.get_ref(3)?;
+        let bytes = match data {
+            rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => {
+                bytes
+            }
+            _ => &[],
+        };
+        hasher.add_row(row.get(0)?, row.get(1)?, row.get(2)?, bytes);
+    }
+    let hash = hasher.finish();
+    connection.execute(
+        "INSERT OR REPLACE INTO metadata (name, value) VALUES (?1, ?2)",
+        params![AGG_TILES_HASH_KEY, hash],
+    )?;
+    Ok(hash)
+}
+
+/// The `agg_tiles_hash` a file records, if any.
+pub(crate) fn stored_agg_hash(connection: &Connection) -> Option<String> {
+    connection
+        .query_row(
+            "SELECT value FROM metadata WHERE name = ?1",
+            [AGG_TILES_HASH_KEY],
+            |row| row.get(0),
+        )
+        .ok()
+}
 
 impl MbtilesSink {
     fn connection(&self) -> &Connection {
@@ -315,6 +355,14 @@ impl Sink for MbtilesSink {
                     .map_err(|e| self.fail(e))?;
             }
             self.write_metadata(metadata)?;
+            // A run in place that changed nothing leaves the tiles, and so their hash, as the
+            // last finish recorded it; otherwise (a copy may hold an interrupted run's tiles) the
+            // hash is computed afresh.
+            let unchanged = self.in_place && self.report.changed == 0 && self.report.deleted == 0;
+            if !unchanged || stored_agg_hash(self.connection()).is_none() {
+                record_agg_hash(self.connection())
+                    .map_err(|e| self.fail(format!("computing agg_tiles_hash: {e}")))?;
+            }
             if let Some(state) = state {
                 self.connection()
                     .execute(

@@ -21,7 +21,8 @@ pub mod read;
 pub mod s3;
 pub mod versions;
 
-use super::mbtiles::{partial_path, Import, MbtilesSink};
+use super::agg_hash::AGG_TILES_HASH_KEY;
+use super::mbtiles::{partial_path, stored_agg_hash, Import, MbtilesSink};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
@@ -90,9 +91,13 @@ impl PmtilesSink {
             announce,
             versions,
         } = self;
-        let previous = export_marker(store.state().as_deref(), finish.metadata);
+        let before = store.state();
         let report = store.finish(finish)?;
         let store = store_path(&archive);
+        // The store's hash as this run leaves it: an archive written before archives carried the
+        // hash has another marker, so it is written again, now with it.
+        let hash = stored_hash(&store)?;
+        let previous = export_marker(before.as_deref(), finish.metadata, hash.as_deref());
         // The archive is current when its last write saw the store as this run found it (a crash
         // between the store's commit and the archive's rename leaves another marker) and this run
         // changed no tile: then it is not written (nor, on a CDN, invalidated) again.
@@ -100,7 +105,13 @@ impl PmtilesSink {
             && report.deleted == 0
             && written_from.as_deref() == Some(previous.as_str());
         if !current {
-            export(&store, &archive, finish.metadata, finish.state)?;
+            export(
+                &store,
+                &archive,
+                finish.metadata,
+                finish.state,
+                hash.as_deref(),
+            )?;
             if announce {
                 changes.record_object(&archive.display().to_string());
             }
@@ -110,14 +121,26 @@ impl PmtilesSink {
         if let Some(publication) = &versions {
             versions::publish_local(&archive, publication, finish.metadata, &changes, !current)?;
         }
-        record_export(&store, &export_marker(finish.state, finish.metadata))?;
+        let marker = export_marker(finish.state, finish.metadata, hash.as_deref());
+        record_export(&store, &marker)?;
         Ok((report, !current))
     }
 }
 
-/// The marker of an archive written from the store at `state` with `metadata`.
-fn export_marker(state: Option<&str>, metadata: &TilesetMetadata) -> String {
-    format!("{}\n{}", state.unwrap_or(""), metadata_json(metadata, None))
+/// The marker of an archive written from the store at `state` with `metadata` and tiles hashing
+/// to `hash`.
+fn export_marker(state: Option<&str>, metadata: &TilesetMetadata, hash: Option<&str>) -> String {
+    format!(
+        "{}\n{}",
+        state.unwrap_or(""),
+        metadata_json(metadata, None, hash)
+    )
+}
+
+/// The `agg_tiles_hash` the store recorded when it finished.
+fn stored_hash(store: &Path) -> Result<Option<String>> {
+    let connection = open_store(store, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    Ok(stored_agg_hash(&connection))
 }
 
 impl Sink for PmtilesSink {
@@ -226,8 +249,9 @@ pub async fn rebuild_store(archive: &Path, state: Option<String>) -> Result<Opti
     Ok(state)
 }
 
-/// The archive's JSON metadata: what TileJSON and MBTiles record, plus the job state.
-fn metadata_json(metadata: &TilesetMetadata, state: Option<&str>) -> String {
+/// The archive's JSON metadata: what TileJSON and MBTiles record, plus the job state and the
+/// tiles' `agg_tiles_hash` (the archive's tiles are the store's, byte for byte).
+fn metadata_json(metadata: &TilesetMetadata, state: Option<&str>, hash: Option<&str>) -> String {
     let mut json = serde_json::json!({
         "name": metadata.name,
         "format": "pbf",
@@ -246,6 +270,9 @@ fn metadata_json(metadata: &TilesetMetadata, state: Option<&str>) -> String {
     if let Some(state) = state {
         json[ARCHIVE_STATE_KEY] = state.into();
     }
+    if let Some(hash) = hash {
+        json[AGG_TILES_HASH_KEY] = hash.into();
+    }
     json.to_string()
 }
 
@@ -255,6 +282,7 @@ fn export(
     archive: &Path,
     metadata: &TilesetMetadata,
     state: Option<&str>,
+    hash: Option<&str>,
 ) -> Result<()> {
     let fail = |e: &dyn std::fmt::Display| Error::output(archive, e.to_string());
     let connection = open_store(store, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -291,7 +319,7 @@ fn export(
             .bounds(bounds.west, bounds.south, bounds.east, bounds.north)
             .center(lon, lat)
             .center_zoom(zoom)
-            .metadata(metadata_json(metadata, state))
+            .metadata(metadata_json(metadata, state, hash))
             .create(std::io::BufWriter::new(file))
             .map_err(|e| fail(&e))?;
         let mut read = connection

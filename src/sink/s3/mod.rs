@@ -7,7 +7,6 @@
 //! throttling, 5xx and connection failures; a tile that still fails fails the job, naming the tile.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -18,6 +17,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+mod agg;
 pub mod folder;
 pub mod kind;
 mod object;
@@ -26,10 +26,11 @@ mod store;
 
 pub use object::{download, download_into, etag, put_bytes, upload, ObjectHeaders};
 pub use store::{
-    client, get_if_exists, https_client, list_tiles, public_base, tile_object_key, with_retries,
-    MVT_CONTENT_TYPE,
+    client, get_if_exists, https_client, list_tiles, local_file, public_base, tile_object_key,
+    with_retries, MVT_CONTENT_TYPE,
 };
 
+use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
 use super::tilejson::{tilejson, TILEJSON_NAME};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
@@ -72,27 +73,10 @@ pub struct S3Sink {
     part: Option<PartOf>,
     /// The tiles this shard's part holds (only kept for a part).
     produced: HashSet<u64>,
-}
-
-/// A file this machine keeps about an S3 prefix (its lock, a seed's journal), under
-/// `$XDG_CACHE_HOME/oar-tiles/KIND/`; prefixes of different stores (endpoints) get different files.
-pub fn local_file(
-    endpoint: Option<&str>,
-    bucket: &str,
-    prefix: &str,
-    kind: &str,
-    extension: &str,
-) -> PathBuf {
-    let store = endpoint.unwrap_or("aws");
-    let digest = Md5::digest(format!("{store} {bucket}/{prefix}").as_bytes());
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    cache.join("oar-tiles").join(kind).join(format!(
-        "s3-{bucket}-{}.{extension}",
-        hex::encode(&digest[..8])
-    ))
+    /// This machine's copy of the tiles, for the `agg_tiles_hash` (not kept by a part).
+    cache: Option<agg::TileCache>,
+    /// Whether some tile the prefix holds is missing from `hashes` (its MD5 is unknown).
+    unhashed: bool,
 }
 
 /// Where, under the prefix, the job state (change watermark) is kept.
@@ -193,8 +177,22 @@ impl S3Sink {
                 None => None,
             },
             uploading: HashMap::new(),
+            cache: part
+                .is_none()
+                .then(|| {
+                    let path = local_file(
+                        config.endpoint.as_deref(),
+                        bucket,
+                        prefix,
+                        "tile-cache",
+                        "sqlite",
+                    );
+                    agg::TileCache::open(&path)
+                })
+                .flatten(),
             part,
             produced: HashSet::new(),
+            unhashed: false,
         })
     }
 
@@ -359,6 +357,9 @@ impl Sink for S3Sink {
         self.reap_finished()?;
         let md5: [u8; 16] = Md5::digest(data).into();
         self.hashes.insert(tile_key(tile), md5);
+        if let Some(cache) = &self.cache {
+            cache.put(tile, &md5, data);
+        }
         if self.part.is_some() {
             self.produced.insert(tile_key(tile));
         }
@@ -445,9 +446,9 @@ impl Sink for S3Sink {
         if sweep {
             self.sweep(metadata)?;
         }
-        let document =
-            serde_json::to_vec_pretty(&tilejson(metadata, &self.settings, Some(&self.public_base)))
-                .expect("JSON serializes");
+        let mut document = tilejson(metadata, &self.settings, Some(&self.public_base));
+        document[AGG_TILES_HASH_KEY] = self.agg_tiles_hash()?.into();
+        let document = serde_json::to_vec_pretty(&document).expect("JSON serializes");
         let key = object_key(&self.prefix, TILEJSON_NAME);
         let previous = self
             .handle
@@ -482,6 +483,7 @@ impl Sink for S3Sink {
             if *md5 != [0; 16] {
                 self.hashes.insert(*key, *md5);
             }
+            self.unhashed |= !self.hashes.contains_key(key);
         }
         Ok(())
     }
@@ -541,6 +543,7 @@ impl Sink for S3Sink {
             .iter()
             .filter_map(|(key, (_, md5))| md5.map(|md5| (*key, md5)))
             .collect();
+        self.unhashed = self.hashes.len() < self.existing.len();
         if self.manifest_stored {
             let key = object_key(&self.prefix, MANIFEST_NAME);
             let (client, bucket) = (&self.client, &self.bucket);

@@ -4,6 +4,8 @@
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::Client;
+use md5::{Digest, Md5};
+use std::path::PathBuf;
 
 use crate::config::S3Config;
 use crate::retry::Policy;
@@ -256,6 +258,27 @@ pub async fn list_tiles(
             _ => return Ok(tiles),
         }
     }
+}
+
+/// A file this machine keeps about an S3 prefix (its lock, a seed's journal), under
+/// `$XDG_CACHE_HOME/oar-tiles/KIND/`; prefixes of different stores (endpoints) get different files.
+pub fn local_file(
+    endpoint: Option<&str>,
+    bucket: &str,
+    prefix: &str,
+    kind: &str,
+    extension: &str,
+) -> PathBuf {
+    let store = endpoint.unwrap_or("aws");
+    let digest = Md5::digest(format!("{store} {bucket}/{prefix}").as_bytes());
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("oar-tiles").join(kind).join(format!(
+        "s3-{bucket}-{}.{extension}",
+        hex::encode(&digest[..8])
+    ))
 }
 
 #[cfg(test)]

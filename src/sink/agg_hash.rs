@@ -1,0 +1,130 @@
+//! `agg_tiles_hash`: one digest of every tile an output holds, computed exactly as martin's
+//! `mbtiles` crate computes it (`calc_agg_tiles_hash`), so `mbtiles validate --agg-hash check`
+//! accepts our MBTiles files and two outputs of any kinds can be compared by one string.
+//!
+//! It is the MD5 of, for every tile in (zoom, column, TMS row) order, the decimal text of the
+//! zoom, the column and the TMS row followed by the tile's stored bytes, with no separators; in
+//! upper-case hex, as sqlite-hashes' `md5_concat_hex` writes it. No tiles hash as `md5('')`. The
+//! bytes are those stored (gzip where the output stores gzip), so outputs agree exactly when they
+//! hold the same bytes at the same tiles.
+
+use futures::StreamExt;
+use md5::{Digest, Md5};
+
+use super::read::OutputReader;
+use crate::error::{Error, Result};
+use crate::tile::TileCoord;
+
+/// The metadata key (MBTiles row, TileJSON field, PMTiles JSON metadata field) holding the hash.
+pub const AGG_TILES_HASH_KEY: &str = "agg_tiles_hash";
+
+/// Tiles read at once when an output is hashed through its reader: S3 reads overlap their
+/// latency, and memory holds at most this many tiles.
+const READ_AHEAD: usize = 32;
+
+/// Hashes tiles fed in (zoom, column, TMS row) order; [`hash_order`] sorts them so.
+#[derive(Clone, Default)]
+pub struct AggHasher {
+    md5: Md5,
+}
+
+impl AggHasher {
+    /// A hasher that has seen no tile.
+    pub fn new() -> AggHasher {
+        AggHasher::default()
+    }
+
+    /// Adds the next tile in hash order with its stored bytes.
+    pub fn add(&mut self, tile: TileCoord, data: &[u8]) {
+        self.add_row(
+            tile.z().into(),
+            tile.x().into(),
+            tile.tms_row().into(),
+            data,
+        );
+    }
+
+    /// Adds an MBTiles row as SQLite holds it: the numbers are hashed as stored, even in a file
+    /// whose rows are no valid tiles, as martin's SQL does.
+    pub(crate) fn add_row(&mut self, zoom: i64, column: i64, row: i64, data: &[u8]) {
+        self.md5.update(zoom.to_string());
+        self.md5.update(column.to_string());
+        self.md5.update(row.to_string());
+        self.md5.update(data);
+    }
+
+    /// The hash, in upper-case hex.
+    pub fn finish(self) -> String {
+        hex::encode_upper(self.md5.finalize())
+    }
+}
+
+/// The sort key of the hash's order: zoom, column, TMS row, compared as numbers.
+pub fn hash_order(tile: &TileCoord) -> (u8, u32, u32) {
+    (tile.z(), tile.x(), tile.tms_row())
+}
+
+/// Recomputes an output's `agg_tiles_hash` from what its reader lists and reads; fails when a
+/// listed tile vanishes before it is read (the output changed meanwhile).
+pub async fn agg_tiles_hash(reader: &OutputReader) -> Result<String> {
+    let mut tiles: Vec<TileCoord> = reader
+        .tile_sizes()
+        .await?
+        .into_iter()
+        .map(|(tile, _)| tile)
+        .collect();
+    tiles.sort_unstable_by_key(hash_order);
+    tiles.dedup();
+    // `buffered` keeps the order while up to READ_AHEAD reads are in flight.
+    let mut reads = futures::stream::iter(tiles)
+        .map(|tile| async move { (tile, reader.tile(tile).await) })
+        .buffered(READ_AHEAD);
+    let mut hasher = AggHasher::new();
+    while let Some((tile, read)) = reads.next().await {
+        match read? {
+            Some(data) => hasher.add(tile, &data),
+            None => {
+                return Err(Error::output(
+                    format!("tile {tile}"),
+                    "was listed but is gone: the output changed while it was hashed; try again",
+                ))
+            }
+        }
+    }
+    Ok(hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tile(text: &str) -> TileCoord {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn no_tiles_hash_as_the_md5_of_nothing_in_upper_case() {
+        assert_eq!(
+            AggHasher::new().finish(),
+            "D41D8CD98F00B204E9800998ECF8427E"
+        );
+    }
+
+    #[test]
+    fn tiles_hash_as_their_tms_address_text_followed_by_their_bytes() {
+        let mut hasher = AggHasher::new();
+        // 3/1/6 in XYZ is TMS row 1; 10/512/300 is TMS row 723.
+        hasher.add(tile("3/1/6"), b"ab");
+        hasher.add(tile("10/512/300"), b"c");
+        let expected = hex::encode_upper(Md5::digest(b"311ab10512723c"));
+        assert_eq!(hasher.finish(), expected);
+    }
+
+    #[test]
+    fn the_order_is_numeric_by_zoom_column_then_tms_row() {
+        let mut tiles = [tile("10/2/0"), tile("2/3/0"), tile("2/3/3"), tile("1/0/0")];
+        tiles.sort_by_key(hash_order);
+        let names: Vec<String> = tiles.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["1/0/0", "2/3/3", "2/3/0", "10/2/0"]);
+    }
+}
