@@ -14,7 +14,8 @@
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
-#                    watch, edge, partitions, watch-partitions, shards
+#                    watch, edge, partitions, watch-partitions, shards,
+#                    validate
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -202,7 +203,7 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,watch-partitions,shards
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,watch-partitions,shards,validate
 partition_by=contributor_ids
 partition_zoom=0-14
 partition_rounds=1
@@ -289,9 +290,9 @@ for s in "${section_list[@]}"; do
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
-        capture | growth | partitions | shards) ;;
+        capture | growth | partitions | shards | validate) ;;
         watch | edge | watch-partitions) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards)" ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards, validate)" ;;
     esac
 done
 
@@ -1345,6 +1346,74 @@ section_shards() {
     python3 "$ROOT/scripts/bench_helpers.py" shards-report "$WORK" "$n" "$SHARD_ZOOM" \
         "$SHARD_REAL" $SHARD_COUNTS || failed $?
     rm -f "$WORK"/shards*.mbtiles*
+}
+
+# --- validate: how long checking an output takes, beside the seed that wrote it ---------------
+
+# The sample (--rows) seeded as sample-config.toml ships it (clustered, --zoom) into MBTiles, then:
+# `validate` (container, every tile, metadata, agg_tiles_hash), `validate --against-db --all` (the
+# whole pyramid rendered again and compared), and, when martin's `mbtiles` CLI is installed
+# ($OAR_TILES_TEST_MBTILES_CLI or `mbtiles` on PATH), `mbtiles validate --agg-hash check` on the same
+# file, whose verdict should agree. The seed's own wall time is the baseline.
+section_validate() {
+    local mbtiles_cli=${OAR_TILES_TEST_MBTILES_CLI:-$(command -v mbtiles || true)} code
+    ensure_sample "$rows"
+    make_config "$rows" clustered "$WORK/validate.toml"
+    rm -f "$WORK"/validate.mbtiles*
+    log "validate: seed (the baseline)"
+    timed_seed validate-seed --config "$WORK/validate.toml" --zoom "$zoom" \
+        --output "$WORK/validate.mbtiles"
+    log "validate: validate"
+    code=0
+    /usr/bin/time -v -o "$WORK/validate-plain.time" "$BIN" -q validate --json \
+        "$WORK/validate.mbtiles" >"$WORK/validate-plain.json" || code=$?
+    echo "$code" >"$WORK/validate-plain.code"
+    log "validate: validate --against-db --all"
+    code=0
+    /usr/bin/time -v -o "$WORK/validate-db.time" "$BIN" -q validate --json \
+        --config "$WORK/validate.toml" --against-db --all "$WORK/validate.mbtiles" \
+        >"$WORK/validate-db.json" || code=$?
+    echo "$code" >"$WORK/validate-db.code"
+    rm -f "$WORK/validate-mbtiles.code"
+    if [[ -n $mbtiles_cli ]]; then
+        log "validate: $mbtiles_cli validate --agg-hash check"
+        code=0
+        /usr/bin/time -v -o "$WORK/validate-martin.time" "$mbtiles_cli" validate \
+            --agg-hash check "$WORK/validate.mbtiles" >"$WORK/validate-martin.out" 2>&1 || code=$?
+        echo "$code" >"$WORK/validate-mbtiles.code"
+    fi
+    python3 - "$WORK" "$rows" "$zoom" <<'PY' || failed $?
+import json, os, re, sys
+work, rows, zoom = sys.argv[1:]
+def measure(name):
+    text = open(f"{work}/{name}.time").read()
+    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
+    hours, minutes, seconds = clock.groups()
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds), rss / 1024
+seed_wall, seed_rss = measure("validate-seed")
+tiles = json.load(open(f"{work}/validate-seed.json"))[0]["tiles_written"]
+print(f"validate: {rows} facilities, zoom {zoom}, clustered, MBTiles of {tiles} tiles")
+print(f"  {'seed (baseline)':<40} {seed_wall:8.2f} s  {seed_rss:8.1f} MB")
+for name, label in (("validate-plain", "validate"), ("validate-db", "validate --against-db --all")):
+    wall, rss = measure(name)
+    report = json.load(open(f"{work}/{name}.json"))
+    code = open(f"{work}/{name}.code").read().strip()
+    problems = report["problems"]
+    print(f"  {label:<40} {wall:8.2f} s  {rss:8.1f} MB  {wall / seed_wall:6.2f} x seed  exit {code}, {problems} problem(s)")
+if os.path.exists(f"{work}/validate-mbtiles.code"):
+    wall, rss = measure("validate-martin")
+    code = open(f"{work}/validate-mbtiles.code").read().strip()
+    ours = open(f"{work}/validate-plain.code").read().strip()
+    agree = (code == "0") == (ours == "0")
+    print(f"  {'mbtiles validate --agg-hash check':<40} {wall:8.2f} s  {rss:8.1f} MB  exit {code}: {'agrees' if agree else 'DISAGREES'} with validate (exit {ours})")
+    if not agree:
+        print(open(f"{work}/validate-martin.out").read())
+        sys.exit(3)
+else:
+    print("  mbtiles validate: not installed (scripts/test.sh installs it; set OAR_TILES_TEST_MBTILES_CLI)")
+PY
+    rm -f "$WORK"/validate.mbtiles*
 }
 
 # --- run ------------------------------------------------------------------------------------

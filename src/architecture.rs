@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     // partition index after.
     &["schedule", "metrics", "partition"],
     &["seed", "inspect"],
-    // `validate` reads outputs as `inspect` does, and checks each tile it reads.
+    // `validate` renders through `seed` (`--against-db`); `watch` runs its sample check.
     &["validate"],
     // `serve` shows what `inspect` reads, through its reader and inventory; `watch` repeats `seed`.
     &["serve", "watch"],

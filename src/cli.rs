@@ -67,6 +67,12 @@ pub(crate) enum Command {
     /// Show what an output holds: metadata or TileJSON, tiles and bytes per zoom, bounds. Changes nothing.
     #[command(after_help = AFTER_HELP)]
     Inspect(InspectArgs),
+    /// Check outputs: the container (MBTiles 1.3, TileJSON 3.0, PMTiles v3), every tile (MVT 2.1,
+    /// gzip), the metadata against the tiles (zooms, bounds, vector_layers, agg_tiles_hash), a
+    /// partitioned output's index; with --against-db, tiles rendered again from the database.
+    /// Changes nothing. Exit 0: valid; 1: problems found (listed); 2: usage.
+    #[command(after_help = AFTER_HELP)]
+    Validate(ValidateArgs),
     /// Show outputs in a browser: a map of every layer, the tiles and their sizes per zoom. Reads
     /// only; runs until SIGINT or SIGTERM, then exits 0.
     #[command(after_help = AFTER_HELP)]
@@ -192,6 +198,50 @@ pub(crate) enum ChangesAction {
     Status,
     /// Remove the triggers and the oar_tiles schema with everything in it.
     Uninstall,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// The outputs: path.mbtiles, path.pmtiles, dir:PATH or PATH/, s3://bucket/prefix, or
+    /// s3://bucket/key.pmtiles; a partitioned tileset's configured output checks every partition
+    /// its index lists.
+    #[arg(value_name = "OUTPUT", required = true)]
+    pub(crate) outputs: Vec<String>,
+
+    /// Config file: its [s3] settings reach buckets; --against-db renders with its database and
+    /// tilesets [default with --against-db: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
+    #[arg(short, long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// The tileset that wrote the outputs, when the config does not name them as its output.
+    #[arg(short, long, value_name = "NAME")]
+    pub(crate) tileset: Option<String>,
+
+    /// Render tiles again from the database, with the zooms, bbox and settings the output
+    /// recorded, and compare: tiles that differ, are missing or should not exist. Tiles that
+    /// changes since the output's watermark touched count as pending, not wrong.
+    #[arg(long)]
+    pub(crate) against_db: bool,
+
+    /// With --against-db: compare N random tiles and their empty neighbours.
+    #[arg(long, value_name = "N", default_value_t = 200, conflicts_with = "all")]
+    pub(crate) sample: u64,
+
+    /// With --against-db: compare every tile of the pyramid (a full render).
+    #[arg(long, requires = "against_db")]
+    pub(crate) all: bool,
+
+    /// Write the tiles found wrong to FILE, one z/x/y per line, for `seed --tiles-from FILE`.
+    #[arg(long, value_name = "FILE", requires = "against_db")]
+    pub(crate) repair_list: Option<PathBuf>,
+
+    /// File extension of directory and S3 tiles.
+    #[arg(long, value_name = "EXT", default_value = "pbf")]
+    pub(crate) extension: String,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +382,17 @@ pub(crate) struct RunFlags {
     /// How long a tile checked by --check-edge may stay stale before it counts as unconfirmed.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub(crate) check_edge_within: Duration,
+
+    /// Sum every cluster cell again from the rows before rendering: the repair after changes the
+    /// change log never saw (triggers disabled for a bulk load, a restore from backup).
+    #[arg(long)]
+    pub(crate) rebuild_cells: bool,
+
+    /// After the run, re-render N random tiles of each output (and their empty neighbours) and
+    /// compare them with what it stores, as `validate --against-db --sample N` does; tiles found
+    /// wrong fail the run (exit 1) and are counted in the metrics.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) verify_sample: u64,
 }
 
 /// What `oar-tiles watch` takes on the command line (the library's `WatchOptions`); the rest is the
@@ -350,6 +411,12 @@ pub(crate) struct WatchFlags {
     /// Address serving /metrics and /health [default: watch.listen, else 127.0.0.1:9187].
     #[arg(long, value_name = "ADDR")]
     pub(crate) listen: Option<std::net::SocketAddr>,
+
+    /// After each cycle that changed an output, re-render N random tiles of it (and their empty
+    /// neighbours) and compare them with what it stores; tiles found wrong are logged and counted
+    /// in oar_tiles_verify_wrong_tiles.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) verify_sample: u64,
 }
 
 impl From<SeedFlags> for SeedOptions {
@@ -385,6 +452,9 @@ impl From<RunFlags> for RunSettings {
                 sample: flags.check_edge,
                 within: flags.check_edge_within,
             },
+            rebuild_cells: flags.rebuild_cells,
+            verify_sample: flags.verify_sample,
+            scratch: false,
         }
     }
 }
@@ -395,6 +465,7 @@ impl From<WatchFlags> for WatchOptions {
             tilesets: flags.tilesets,
             concurrency: flags.concurrency,
             listen: flags.listen,
+            verify_sample: flags.verify_sample,
         }
     }
 }

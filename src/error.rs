@@ -145,6 +145,15 @@ pub enum Error {
         list: PathBuf,
     },
 
+    /// `validate` (or a seed's `--verify-sample`) found problems in outputs.
+    #[error("{problems} problem(s) found in {outputs} output(s)")]
+    Invalid {
+        /// Problems found.
+        problems: u64,
+        /// Outputs with problems.
+        outputs: usize,
+    },
+
     /// The output is fine but writing an auxiliary file (summary, list) failed.
     #[error("{}: {message}", path.display())]
     File {
@@ -190,6 +199,7 @@ impl Error {
             | Error::File { .. }
             | Error::Locked { .. }
             | Error::TilesFailed { .. }
+            | Error::Invalid { .. }
             | Error::System { .. } => ExitCode::Failure,
             Error::Stopped { signal: "SIGINT" } => ExitCode::Interrupted,
             Error::Stopped { .. } => ExitCode::Terminated,

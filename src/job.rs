@@ -198,6 +198,20 @@ pub struct RunSettings {
     /// After each purge, fetch this many changed tiles through each CDN target's `public_url` and
     /// compare them with the output's (0: no check).
     pub check_edge: crate::config::EdgeCheckSettings,
+
+    /// Sum every cluster cell again from the rows before rendering, instead of only the cells the
+    /// change log says changed: the repair after changes the log never saw (triggers disabled for a
+    /// bulk load, a restore from backup).
+    pub rebuild_cells: bool,
+
+    /// After the run, re-render this many of each output's tiles (and their empty neighbours) and
+    /// compare them with what it stores (`validate --against-db --sample N`); 0: no check.
+    pub verify_sample: u64,
+
+    /// A verification render into a throwaway output (`validate --against-db`): clustered layers
+    /// aggregate rows instead of reading the maintained cells, which could share the drift being
+    /// looked for, and the run is no consumer of the change log.
+    pub scratch: bool,
 }
 
 /// What `oar-tiles watch` takes on the command line; the rest is the config's `[watch]`.
@@ -212,6 +226,10 @@ pub struct WatchOptions {
 
     /// Address serving /metrics and /health [default: watch.listen, else 127.0.0.1:9187].
     pub listen: Option<std::net::SocketAddr>,
+
+    /// After each cycle, re-render this many random tiles of each output it changed (and their
+    /// empty neighbours) and compare; 0: no check.
+    pub verify_sample: u64,
 }
 
 /// A watch ready to run: the `seed --dirty` job each cycle runs, and the pacing of cycles.
@@ -241,6 +259,7 @@ impl WatchJob {
         )?;
         // A cycle samples its purged tiles; the watcher checks them at the edge off the cycle.
         seed.run.check_edge = settings.check_edge;
+        seed.run.verify_sample = options.verify_sample;
         Ok(WatchJob { seed, settings })
     }
 }

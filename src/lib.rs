@@ -50,6 +50,9 @@ pub mod commands {
     pub use crate::partition::totals as partition_totals;
     pub use crate::seed::{finalize, run as seed, write_metrics, write_reports, Session};
     pub use crate::serve::{bind as bind_server, run as serve, PublicHost, Server};
+    pub use crate::validate::{
+        validate, verify_sample, DbCheck, ValidateOptions, ValidationReport,
+    };
     pub use crate::watch::run as watch;
 }
 
@@ -59,8 +62,8 @@ pub mod testing {
     pub use crate::plan::EAGER_TILES;
     pub use crate::sink::agg_hash::{agg_tiles_hash, AggHasher};
     pub use crate::sink::s3::{https_client, upload, ObjectHeaders};
-    pub use crate::sink::{check_container, Finding};
     pub use crate::sink::OutputReader;
+    pub use crate::sink::{check_container, Finding};
     pub use crate::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
     pub use crate::validate::mvt::{check_tile, LayerSummary, TileReport};
 }

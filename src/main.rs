@@ -23,6 +23,7 @@ fn main() -> ProcessExit {
     let outcome = match cli.command {
         Command::Seed(args) => run_seed(args, cli.quiet),
         Command::Inspect(args) => run_inspect(args),
+        Command::Validate(args) => run_validate(args),
         Command::Serve(args) => run_serve(args),
         Command::Changes(args) => run_changes(args),
         Command::Watch(args) => run_watch(args),
@@ -120,14 +121,54 @@ fn run_inspect(args: InspectArgs) -> Result<(), Error> {
         &args.extension,
     ))?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&inventory).expect("inventories serialize")
-        );
+        emit(&(serde_json::to_string_pretty(&inventory).expect("inventories serialize") + "\n"));
     } else {
-        print!("{}", inventory.to_text());
+        emit(&inventory.to_text());
     }
     Ok(())
+}
+
+fn run_validate(args: ValidateArgs) -> Result<(), Error> {
+    let config = match (&args.config, args.against_db) {
+        (Some(path), _) => Some(Config::load(path)?),
+        (None, true) => Some(Config::load(&Config::locate(None)?)?),
+        (None, false) => None,
+    };
+    let options = commands::ValidateOptions {
+        outputs: args.outputs,
+        extension: args.extension,
+        tileset: args.tileset,
+        against_db: args.against_db.then_some(if args.all {
+            commands::DbCheck::All
+        } else {
+            commands::DbCheck::Sample(args.sample)
+        }),
+        repair_list: args.repair_list,
+    };
+    let report = runtime()?.block_on(commands::validate(&options, config.as_ref()))?;
+    if args.json {
+        emit(&(serde_json::to_string_pretty(&report).expect("reports serialize") + "\n"));
+    } else {
+        emit(&report.to_text());
+    }
+    match report.problems {
+        0 => Ok(()),
+        problems => Err(Error::Invalid {
+            problems,
+            outputs: report
+                .outputs
+                .iter()
+                .filter(|o| o.problems.count > 0)
+                .count(),
+        }),
+    }
+}
+
+/// Writes a report to stdout; a reader that went away (`| head`) is no error, and no panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), Error> {
@@ -158,7 +199,13 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     } else {
         ProgressKind::detect()
     };
-    let outcome = runtime()?.block_on(commands::seed(&job, progress));
+    let outcome = runtime()?.block_on(async {
+        let mut summaries = commands::seed(&job, progress).await?;
+        if job.run.verify_sample > 0 && !job.run.dry_run {
+            commands::verify_sample(&job, job.run.verify_sample, &mut summaries).await?;
+        }
+        Ok(summaries)
+    });
     commands::write_metrics(&job, &outcome)?;
     let summaries = outcome?;
     for summary in &summaries {

@@ -47,6 +47,9 @@ pub struct Metrics {
     outbox_oldest: prometheus::GaugeVec,
     partitions_rendered: IntCounterVec,
     partitions: IntGaugeVec,
+    verify_compared: IntCounterVec,
+    verify_wrong: IntCounterVec,
+    verify_wrong_last: IntGaugeVec,
     errors: IntCounterVec,
     last_success: Gauge,
 }
@@ -209,6 +212,27 @@ impl Metrics {
                     .expect("registered once");
                 vec
             },
+            verify_compared: counter(
+                "oar_tiles_verify_compared_tiles_total",
+                "Tiles --verify-sample rendered again and compared with the output's, by output.",
+                &["output"],
+            ),
+            verify_wrong: counter(
+                "oar_tiles_verify_wrong_tiles_total",
+                "Tiles --verify-sample found wrong (differing from the database, missing, or that should not exist), by output.",
+                &["output"],
+            ),
+            verify_wrong_last: {
+                let opts = Opts::new(
+                    "oar_tiles_verify_wrong_tiles",
+                    "Tiles the last --verify-sample of an output found wrong.",
+                );
+                let vec = IntGaugeVec::new(opts, &["output"]).expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("registered once");
+                vec
+            },
             errors: counter(
                 "oar_tiles_errors_total",
                 "Runs or cycles that failed, by kind of error.",
@@ -262,6 +286,16 @@ impl Metrics {
         self.outbox_oldest
             .with_label_values(&[output])
             .set(summary.outbox.oldest_seconds.unwrap_or(0.0));
+        if let Some(check) = &summary.verified {
+            let wrong = check.wrong.len() as u64;
+            self.verify_compared
+                .with_label_values(&[output])
+                .inc_by(check.compared);
+            self.verify_wrong.with_label_values(&[output]).inc_by(wrong);
+            self.verify_wrong_last
+                .with_label_values(&[output])
+                .set(i64::try_from(wrong).unwrap_or(i64::MAX));
+        }
         for purge in &summary.purges {
             let labels = [output, purge.target.as_str()];
             self.purge_requests
@@ -381,6 +415,7 @@ pub fn error_kind(err: &Error) -> &'static str {
         Error::Render { .. } | Error::TilesFailed { .. } => "render",
         Error::Output { .. } | Error::File { .. } => "output",
         Error::Locked { .. } => "locked",
+        Error::Invalid { .. } => "invalid",
         Error::Stopped { .. } => "stopped",
         Error::System { .. } => "system",
     }
@@ -414,6 +449,7 @@ mod tests {
             complete: true,
             changes_read: Some(2),
             committed: vec![100.0, 101.0],
+            settings: None,
         };
         let summary = tally.summarize(header, Duration::from_secs(1));
         let metrics = Metrics::new();

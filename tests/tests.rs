@@ -30,6 +30,7 @@ mod setup_scripts;
 mod shard_outputs;
 mod shards;
 mod tree_safety;
+mod validate;
 mod validate_container;
 mod validate_mvt;
 mod watch;

@@ -183,6 +183,7 @@ impl Tally {
             edge: Vec::new(),
             edge_probes: Vec::new(),
             plan: None,
+            verified: None,
         }
     }
 }
@@ -295,6 +296,10 @@ pub struct SummaryHeader {
     /// for change-to-tile latencies; not part of the JSON summary.
     #[serde(skip)]
     pub committed: Vec<f64>,
+    /// The digest of the tile settings the run rendered with, which `validate --against-db`
+    /// compares with the one the output recorded; not part of the JSON summary.
+    #[serde(skip)]
+    pub settings: Option<String>,
 }
 
 /// A tile and its stored size.
@@ -394,6 +399,20 @@ pub struct TilesetSummary {
     /// What `seed --dirty --dry-run` found a reseed would do.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<ReseedPlan>,
+    /// What `--verify-sample` found after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<SampleCheck>,
+}
+
+/// `--verify-sample`: stored tiles rendered again and compared after a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SampleCheck {
+    /// Tiles compared (the sample and its empty neighbours).
+    pub compared: u64,
+    /// Tiles whose stored bytes differ from the database's, missing or that should not exist.
+    pub wrong: Vec<String>,
+    /// Differing tiles that changes committed since the run touched (the next run renders them).
+    pub pending: u64,
 }
 
 impl TilesetSummary {
@@ -498,6 +517,20 @@ impl TilesetSummary {
                 listed.join(", ")
             ));
         }
+        if let Some(check) = &self.verified {
+            let listed: Vec<&str> = check.wrong.iter().take(20).map(String::as_str).collect();
+            out.push_str(&format!(
+                "verified: {} tile(s) rendered again, {} wrong{}, {} pending\n",
+                check.compared,
+                check.wrong.len(),
+                if listed.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", listed.join(", "))
+                },
+                check.pending
+            ));
+        }
         if !self.header.complete {
             out.push_str(
                 "incomplete: the watermark was not advanced; the next run picks up the rest\n",
@@ -577,6 +610,7 @@ mod tests {
             complete: true,
             changes_read: None,
             committed: Vec::new(),
+            settings: None,
         };
         let summary = tally.summarize(header, Duration::from_secs(2));
         assert_eq!(summary.tiles_written, 10);

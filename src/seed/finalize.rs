@@ -302,6 +302,8 @@ mod tests {
                     description: None,
                     attribution: None,
                     bounds: BBox::WORLD,
+                    covered: None,
+                    covered_zooms: None,
                     zooms: ZoomRange::new(0, 3).unwrap(),
                     vector_layers: Vec::new(),
                 },

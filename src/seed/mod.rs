@@ -249,6 +249,28 @@ pub fn write_reports(job: &SeedJob, summaries: &[TilesetSummary]) -> Result<()> 
             list: list.clone(),
         });
     }
+    let wrong: Vec<&TilesetSummary> = summaries
+        .iter()
+        .filter(|s| s.verified.as_ref().is_some_and(|v| !v.wrong.is_empty()))
+        .collect();
+    if !wrong.is_empty() {
+        for summary in &wrong {
+            let check = summary.verified.as_ref().expect("filtered on it");
+            tracing::error!(
+                "{}: --verify-sample found {} wrong tile(s): {}",
+                summary.header.output,
+                check.wrong.len(),
+                check.wrong.join(" ")
+            );
+        }
+        return Err(Error::Invalid {
+            problems: wrong
+                .iter()
+                .map(|s| s.verified.as_ref().map_or(0, |v| v.wrong.len() as u64))
+                .sum(),
+            outputs: wrong.len(),
+        });
+    }
     if let Some((summary, purge)) = summaries
         .iter()
         .find_map(|s| s.purges.iter().find(|p| p.failed.is_some()).map(|p| (s, p)))

@@ -62,7 +62,7 @@ impl<'a> Prepared<'a> {
         // A dry run only probes rows, and creates nothing. A partition aggregates its own rows:
         // maintained cells per value would mean one table per value, each refreshed every run.
         let partitioned = config.layers.iter().any(|l| l.partition.is_some());
-        let cell_tables = if job.run.dry_run || partitioned {
+        let cell_tables = if job.run.dry_run || job.run.scratch || partitioned {
             vec![None; layers.len()]
         } else {
             cells::ensure(

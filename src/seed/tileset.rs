@@ -208,6 +208,8 @@ impl TilesetRun<'_> {
         } else if tileset.list_prefix.is_some() {
             // A partition: its partitioned tileset consumes the log for all of them
             // (`crate::partition`), once every partition of the run is complete.
+        } else if self.job.run.scratch {
+            // A throwaway output: recording it as a consumer would hold back pruning for good.
         } else if let (true, Some(next)) = (complete, &watermark) {
             self.advance(target, next).await?;
         } else if !complete {
@@ -361,6 +363,7 @@ impl TilesetRun<'_> {
             &prepared.layers,
             &prepared.cell_tables,
             extent,
+            self.job.run.rebuild_cells,
         )
         .await?;
         if let Some(replica) = self.replica {
@@ -546,6 +549,7 @@ impl TilesetRun<'_> {
             complete,
             changes_read,
             committed: Vec::new(),
+            settings: Some(self.prepared.settings_digest()),
         }
     }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags};
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
+use super::mbtiles::COVERAGE_KEYS;
 use super::mbtiles::{Import, STATE_KEY};
 use crate::error::{Error, Result};
 use crate::state::watermark::earliest_snapshot;
@@ -169,8 +170,13 @@ impl Part {
                     "the part has no finished seed's state: is its shard done?",
                 )
             })?;
-        // Each part hashes only its own tiles; the merged file's hash is computed afresh.
-        metadata.retain(|(name, _)| name != STATE_KEY && name != AGG_TILES_HASH_KEY);
+        // Each part hashes, and declares the zooms and bounds of, only its own tiles; the merged
+        // file's are computed afresh from all of them.
+        metadata.retain(|(name, _)| {
+            name != STATE_KEY
+                && name != AGG_TILES_HASH_KEY
+                && !COVERAGE_KEYS.contains(&name.as_str())
+        });
         metadata.sort();
         Ok(Part {
             path: path.to_path_buf(),

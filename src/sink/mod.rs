@@ -40,7 +40,7 @@ use crate::config::S3Config;
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::render::source::LayerSource;
-use crate::tile::{BBox, TileCoord, ZoomRange};
+use crate::tile::{BBox, Coverage, TileCoord, ZoomRange};
 
 /// One entry of `vector_layers`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,8 +64,16 @@ pub struct TilesetMetadata {
     pub description: Option<String>,
     /// Attribution text.
     pub attribution: Option<String>,
-    /// Area covered.
+    /// The area the run was given: where it may sweep stale tiles.
     pub bounds: BBox,
+    /// What the stored tiles cover (see [`Coverage`]), once the sink knows: written as the
+    /// output's `bounds` instead of the area walked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered: Option<BBox>,
+    /// The zooms the stored tiles are at, once the sink knows: written as the output's
+    /// `minzoom` and `maxzoom` instead of the zooms walked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_zooms: Option<ZoomRange>,
     /// Zooms rendered.
     pub zooms: ZoomRange,
     /// Layers and their fields.
@@ -81,6 +89,8 @@ impl TilesetMetadata {
             description: tileset.tileset.description.clone(),
             attribution: tileset.tileset.attribution.clone(),
             bounds: tileset.bbox,
+            covered: None,
+            covered_zooms: None,
             zooms: tileset.zooms,
             vector_layers: layers
                 .iter()
@@ -99,7 +109,7 @@ impl TilesetMetadata {
 
     /// The name/value pairs of an MBTiles `metadata` table (also tippecanoe's `metadata.json`).
     pub fn mbtiles_rows(&self) -> Vec<(&'static str, String)> {
-        let bounds = self.bounds;
+        let bounds = self.shown_bounds();
         let (lon, lat, zoom) = self.center();
         let json = serde_json::json!({ "vector_layers": self.vector_layers });
         let mut rows = vec![
@@ -117,8 +127,8 @@ impl TilesetMetadata {
                 ),
             ),
             ("center", format!("{lon},{lat},{zoom}")),
-            ("minzoom", self.zooms.min.to_string()),
-            ("maxzoom", self.zooms.max.to_string()),
+            ("minzoom", self.shown_zooms().min.to_string()),
+            ("maxzoom", self.shown_zooms().max.to_string()),
             ("json", json.to_string()),
             (
                 "generator",
@@ -134,10 +144,27 @@ impl TilesetMetadata {
         rows
     }
 
-    /// A default view: the bbox centre at a zoom between min and max.
+    /// The bounds an output declares: what its tiles cover, else the area walked.
+    pub fn shown_bounds(&self) -> BBox {
+        self.covered.unwrap_or(self.bounds)
+    }
+
+    /// The zooms an output declares: those its tiles are at, else the zooms walked.
+    pub fn shown_zooms(&self) -> ZoomRange {
+        self.covered_zooms.unwrap_or(self.zooms)
+    }
+
+    /// Records what the tiles `coverage` counted cover, within the area walked.
+    pub fn cover(&mut self, coverage: &Coverage) {
+        self.covered = coverage.bbox(&self.bounds);
+        self.covered_zooms = coverage.zooms();
+    }
+
+    /// A default view: the centre of the bounds at a zoom between min and max.
     pub fn center(&self) -> (f64, f64, u8) {
-        let (lon, lat) = self.bounds.center();
-        (lon, lat, self.zooms.min.max(self.zooms.max.min(2)))
+        let (lon, lat) = self.shown_bounds().center();
+        let zooms = self.shown_zooms();
+        (lon, lat, zooms.min.max(zooms.max.min(2)))
     }
 }
 

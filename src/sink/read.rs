@@ -2,6 +2,7 @@
 //! each kind's reader lives in its folder beside its writer.
 
 use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
 use serde_json::Value;
 
 use super::kind_of;
@@ -35,7 +36,23 @@ pub trait ReadTiles: Send + Sync {
     /// The job state (watermark) the output's last complete run recorded, read without taking
     /// the output's lock: what `seed --dirty --dry-run` plans from.
     fn state(&self) -> BoxFuture<'_, Result<Option<String>>>;
+
+    /// Many tiles' stored bytes, in the order given: by default a few reads in flight at once
+    /// (requests, for remote outputs); a kind that reads faster in one pass overrides it.
+    fn read_many(
+        &self,
+        tiles: Vec<TileCoord>,
+    ) -> BoxStream<'_, Result<(TileCoord, Option<Vec<u8>>)>> {
+        futures::stream::iter(tiles)
+            .map(move |tile| async move { Ok((tile, self.tile(tile).await?)) })
+            .buffered(READS_IN_FLIGHT)
+            .boxed()
+    }
 }
+
+/// Tile reads in flight at once in [`ReadTiles::read_many`]: enough to hide an S3 request's round
+/// trip, few enough not to be throttled.
+const READS_IN_FLIGHT: usize = 16;
 
 /// An output opened for reading only: its metadata, the size of every tile, one tile's bytes.
 pub struct OutputReader(Box<dyn ReadTiles>);
@@ -77,6 +94,14 @@ impl OutputReader {
     /// See [`ReadTiles::tile`].
     pub async fn tile(&self, tile: TileCoord) -> Result<Option<Vec<u8>>> {
         self.0.tile(tile).await
+    }
+
+    /// See [`ReadTiles::read_many`].
+    pub fn read_many(
+        &self,
+        tiles: Vec<TileCoord>,
+    ) -> BoxStream<'_, Result<(TileCoord, Option<Vec<u8>>)>> {
+        self.0.read_many(tiles)
     }
 
     /// See [`ReadTiles::state`].

@@ -255,6 +255,8 @@ mod tests {
             description: None,
             attribution: None,
             bounds: crate::tile::BBox::WORLD,
+            covered: None,
+            covered_zooms: None,
             zooms: crate::tile::ZoomRange::new(0, 2).unwrap(),
             vector_layers: Vec::new(),
         };

@@ -27,15 +27,15 @@ pub fn tilejson(
 /// The TileJSON 3.0 document of a tileset whose tiles are at `url`: a `{z}/{x}/{y}` template, or a
 /// PMTiles archive's `pmtiles://` address.
 pub fn tilejson_with_tiles(metadata: &TilesetMetadata, url: &str) -> Value {
-    let bounds = metadata.bounds;
+    let bounds = metadata.shown_bounds();
     let (lon, lat, zoom) = metadata.center();
     let mut document = json!({
         "tilejson": "3.0.0",
         "name": metadata.name,
         "scheme": "xyz",
         "tiles": [url],
-        "minzoom": metadata.zooms.min,
-        "maxzoom": metadata.zooms.max,
+        "minzoom": metadata.shown_zooms().min,
+        "maxzoom": metadata.shown_zooms().max,
         "bounds": [bounds.west, bounds.south, bounds.east, bounds.north],
         "center": [lon, lat, zoom],
         "vector_layers": metadata.vector_layers,
@@ -223,6 +223,8 @@ mod tests {
             description: None,
             attribution: Some("OAR".into()),
             bounds: BBox::WORLD,
+            covered: None,
+            covered_zooms: None,
             zooms: ZoomRange::new(0, 14).unwrap(),
             vector_layers: vec![],
         };
@@ -271,6 +273,8 @@ mod tests {
             description: None,
             attribution: None,
             bounds: BBox::new(10.0, 20.0, 11.0, 21.0).unwrap(),
+            covered: None,
+            covered_zooms: None,
             zooms: ZoomRange::new(0, 9).unwrap(),
             vector_layers: vec![],
         };

@@ -359,6 +359,7 @@ pub async fn refresh(
     layers: &[LayerSource],
     tables: &[Option<CellTable>],
     extent: u32,
+    rebuild: bool,
 ) -> Result<()> {
     for table in tables.iter().flatten() {
         let layer = &layers[table.layer];
@@ -366,7 +367,7 @@ pub async fn refresh(
             continue;
         };
         let started = std::time::Instant::now();
-        refresh_one(pool, schema, layer, cluster, table, extent)
+        refresh_one(pool, schema, layer, cluster, table, extent, rebuild)
             .await
             .map_err(|message| {
                 Error::Database(DbError::Unexpected(format!(
@@ -390,6 +391,7 @@ async fn refresh_one(
     cluster: &ClusterConfig,
     table: &CellTable,
     extent: u32,
+    rebuild: bool,
 ) -> std::result::Result<(), String> {
     let quoted_schema = quote_ident(schema);
     let mut client = pool.get().await.map_err(|e| pool_message(&e))?;
@@ -418,6 +420,7 @@ async fn refresh_one(
         .map_err(pg)?
         .map(|row| row.get(0));
     let dirty = match &since {
+        _ if rebuild => None,
         None => None,
         Some(since) => {
             let (everything, boxes) =

@@ -145,3 +145,32 @@ fn walk_order_keys_sort_by_zoom_then_locality_and_unpack() {
     expected.sort_unstable_by_key(|t| (t.z(), locality_key(*t)));
     assert_eq!(sorted, expected);
 }
+
+#[test]
+fn coverage_is_the_deepest_zooms_tiles_as_a_box_within_the_area() {
+    let mut coverage = Coverage::default();
+    assert_eq!(coverage.bbox(&BBox::WORLD), None);
+    for tile in ["0/0/0", "2/1/1", "2/2/1", "2/1/2", "1/0/0"] {
+        coverage.add(tile.parse().unwrap());
+    }
+    let bbox = coverage.bbox(&BBox::WORLD).unwrap();
+    assert_eq!((bbox.west, bbox.east), (-90.0, 90.0));
+    assert!(bbox.north > 66.5 && bbox.north < 66.52, "{bbox}");
+    assert!(bbox.south < -66.5 && bbox.south > -66.52, "{bbox}");
+    // Its tiles at that zoom are exactly the ones counted.
+    let hair = 1e-9;
+    let inner = BBox::new(
+        bbox.west + hair,
+        bbox.south + hair,
+        bbox.east - hair,
+        bbox.north - hair,
+    )
+    .unwrap();
+    let range = inner.tile_range(2);
+    assert_eq!(
+        (range.min_x, range.max_x, range.min_y, range.max_y),
+        (1, 2, 1, 2)
+    );
+    let within = BBox::new(0.0, 0.0, 10.0, 10.0).unwrap();
+    assert_eq!(coverage.bbox(&within), Some(within));
+}

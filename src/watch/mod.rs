@@ -279,6 +279,26 @@ async fn cycle(
             return Err(err);
         }
     };
+    let verify = job.seed.run.verify_sample;
+    if verify > 0 {
+        // Only outputs the cycle changed: an idle output was checked after its last change.
+        let changed: Vec<String> = summaries
+            .iter()
+            .filter(|s| s.stored.changed + s.stored.deleted > 0)
+            .map(|s| s.header.output.clone())
+            .collect();
+        let mut seed = job.seed.clone();
+        seed.tilesets.retain(|t| {
+            t.output
+                .as_ref()
+                .is_some_and(|o| changed.contains(&o.describe()))
+        });
+        if !seed.tilesets.is_empty() {
+            if let Err(e) = crate::validate::verify_sample(&seed, verify, &mut summaries).await {
+                tracing::warn!("--verify-sample could not run: {e}");
+            }
+        }
+    }
     let now = SystemTime::now();
     for summary in &mut summaries {
         check_edge(job, shared, summary);
@@ -360,6 +380,7 @@ async fn run_cycle(
             } else {
                 Vec::new()
             },
+            settings: None,
         };
         summaries.push(TilesetSummary::merged(header, parts, started.elapsed()));
     }

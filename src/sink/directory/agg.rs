@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::sink::agg_hash::{hash_order, AggHasher, AGG_TILES_HASH_KEY};
 use crate::sink::durable;
 use crate::sink::tilejson::TILEJSON_NAME;
-use crate::tile::TileCoord;
+use crate::tile::{Coverage, TileCoord};
 
 /// The marker saying tiles may have changed since `tiles.json` named their hash.
 pub const STALE_NAME: &str = ".oar-tiles-hash-stale";
@@ -31,15 +31,17 @@ impl DirectorySink {
     }
 
     /// The tree's hash once this run's tiles are all in place: the one `tiles.json` names when
-    /// no run changed a tile since, else computed from the tiles.
-    pub(super) fn agg_tiles_hash(&self) -> Result<String> {
+    /// no run changed a tile since, else computed from the tiles, with what they cover (`None`
+    /// when the hash was named: the zooms and bounds `tiles.json` declares then still hold, as
+    /// the run that wrote the hash wrote them from the same tiles).
+    pub(super) fn agg_tiles_hash(&self) -> Result<(String, Option<Coverage>)> {
         if !self.hash_marked && !self.root.join(STALE_NAME).exists() {
             let named = std::fs::read(self.root.join(TILEJSON_NAME))
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
                 .and_then(|document| document[AGG_TILES_HASH_KEY].as_str().map(str::to_string));
             if let Some(hash) = named {
-                return Ok(hash);
+                return Ok((hash, None));
             }
         }
         let mut tiles: Vec<TileCoord> = sizes(&self.root, &self.settings.tile_extension)?
@@ -48,7 +50,9 @@ impl DirectorySink {
             .collect();
         tiles.sort_unstable_by_key(hash_order);
         let mut hasher = AggHasher::new();
+        let mut coverage = Coverage::default();
         for tile in tiles {
+            coverage.add(tile);
             let path = self
                 .root
                 .join(tile.z().to_string())
@@ -58,7 +62,33 @@ impl DirectorySink {
                 .map_err(|e| Error::output(&path, format!("cannot read it to hash it: {e}")))?;
             hasher.add(tile, &data);
         }
-        Ok(hasher.finish())
+        Ok((hasher.finish(), Some(coverage)))
+    }
+
+    /// Takes the zooms and bounds `tiles.json` declares, for a run whose tiles hash as named
+    /// there (so they cover what they covered).
+    pub(super) fn keep_coverage(&self, metadata: &mut crate::sink::TilesetMetadata) {
+        let Some(document) = std::fs::read(self.root.join(TILEJSON_NAME))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        else {
+            return;
+        };
+        let zoom = |key: &str| document[key].as_u64().and_then(|z| u8::try_from(z).ok());
+        if let (Some(min), Some(max)) = (zoom("minzoom"), zoom("maxzoom")) {
+            metadata.covered_zooms = crate::tile::ZoomRange::new(min, max).ok();
+        }
+        if let Some([west, south, east, north]) = document["bounds"]
+            .as_array()
+            .and_then(|b| {
+                b.iter()
+                    .map(serde_json::Value::as_f64)
+                    .collect::<Option<Vec<f64>>>()
+            })
+            .and_then(|b| <[f64; 4]>::try_from(b).ok())
+        {
+            metadata.covered = crate::tile::BBox::new(west, south, east, north).ok();
+        }
     }
 
     /// Removes the marker once `tiles.json` names the fresh hash durably.
@@ -85,6 +115,8 @@ mod tests {
             description: None,
             attribution: None,
             bounds: BBox::WORLD,
+            covered: None,
+            covered_zooms: None,
             zooms: ZoomRange::new(0, 3).unwrap(),
             vector_layers: vec![],
         };

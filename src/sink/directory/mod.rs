@@ -401,8 +401,15 @@ impl Sink for DirectorySink {
         // The state claims every tile: they, and the changed-tile list naming them, go to disk first.
         self.sync_directories()?;
         self.changes.sync()?;
+        let (hash, coverage) = self.agg_tiles_hash()?;
+        let mut metadata = metadata.clone();
+        match coverage {
+            Some(coverage) => metadata.cover(&coverage),
+            None => self.keep_coverage(&mut metadata),
+        }
+        let metadata = &metadata;
         let mut document = tilejson(metadata, &self.settings, None);
-        document[AGG_TILES_HASH_KEY] = self.agg_tiles_hash()?.into();
+        document[AGG_TILES_HASH_KEY] = hash.into();
         let tilejson = serde_json::to_vec_pretty(&document).expect("JSON serializes");
         // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.
         let rows: serde_json::Map<String, serde_json::Value> = metadata
@@ -463,6 +470,8 @@ mod tests {
             description: None,
             attribution: None,
             bounds: BBox::WORLD,
+            covered: None,
+            covered_zooms: None,
             zooms,
             vector_layers: vec![],
         }
@@ -558,10 +567,11 @@ mod tests {
             root.join("2/3/3.pbf").exists(),
             "zoom 2 was outside the second run"
         );
-        // The documents changed too: they name the second run's zoom range.
+        // tiles.json changed with the tiles' hash; both documents still declare the zooms and
+        // bounds of the tiles the tree holds, which zoom 2 keeps as they were.
         assert_eq!(
             std::fs::read_to_string(dir.path().join("changed.txt")).unwrap(),
-            "1/1/1\ntiles.json\nmetadata.json\n"
+            "1/1/1\ntiles.json\n"
         );
     }
 }

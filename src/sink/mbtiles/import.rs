@@ -69,7 +69,9 @@ impl Import {
                 )
                 .map_err(|e| fail(&e))?;
         }
-        // Last, over the rows just added: a merge copies a part's metadata, hash included.
+        // Last, over the rows just added: a merge copies a part's metadata, which declares the
+        // zooms and bounds of the part's tiles only, and its hash.
+        record_coverage(&connection).map_err(|e| fail(&e))?;
         record_agg_hash(&connection).map_err(|e| fail(&e))?;
         connection
             .execute_batch("COMMIT; PRAGMA journal_mode = DELETE;")

@@ -27,7 +27,7 @@ use super::agg_hash::{AggHasher, AGG_TILES_HASH_KEY};
 use super::{ChangedList, Finish, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::state::journal::{children_from_mask, children_mask};
-use crate::tile::{in_scope, tile_key, BBox, TileCoord, ZoomRange};
+use crate::tile::{in_scope, tile_key, BBox, Coverage, TileCoord, ZoomRange};
 
 /// MBTiles 1.3 says `application_id` is 0x4d504258 ("MPBX").
 const MBTILES_APPLICATION_ID: i32 = 0x4d50_4258;
@@ -131,6 +131,71 @@ pub(crate) fn record_agg_hash(connection: &Connection) -> rusqlite::Result<Strin
         params![AGG_TILES_HASH_KEY, hash],
     )?;
     Ok(hash)
+}
+
+/// The zooms and box a file's tiles cover: its shallowest zoom, and the column and row ranges of
+/// its deepest (an index range scan of that zoom).
+pub(crate) fn tile_coverage(connection: &Connection) -> rusqlite::Result<Coverage> {
+    let mut coverage = Coverage::default();
+    let zooms: (Option<i64>, Option<i64>) = connection.query_row(
+        "SELECT min(zoom_level), max(zoom_level) FROM tiles",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let (Some(shallowest), Some(deepest)) = zooms else {
+        return Ok(coverage);
+    };
+    let corners: (i64, i64, i64, i64) = connection.query_row(
+        "SELECT min(tile_column), max(tile_column), min(tile_row), max(tile_row) FROM tiles
+         WHERE zoom_level = ?1",
+        [deepest],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    let (min_x, max_x, min_row, max_row) = corners;
+    // Rows out of range are the container check's to report; they cover nothing here.
+    for (x, row) in [(min_x, max_row), (max_x, min_row)] {
+        if let Ok(tile) = TileCoord::from_tms(deepest, x, row) {
+            coverage.add(tile);
+        }
+    }
+    if shallowest < deepest {
+        // Only its zoom counts: the box is the deepest zoom's.
+        if let Ok(tile) = TileCoord::from_tms(shallowest, 0, 0) {
+            coverage.add(tile);
+        }
+    }
+    Ok(coverage)
+}
+
+/// The metadata rows that declare what a file's tiles cover.
+pub(crate) const COVERAGE_KEYS: [&str; 4] = ["bounds", "center", "minzoom", "maxzoom"];
+
+/// Rewrites the [`COVERAGE_KEYS`] rows from the file's tiles (of a file whose tiles came from
+/// elsewhere: merged parts, an imported store).
+pub(crate) fn record_coverage(connection: &Connection) -> rusqlite::Result<()> {
+    let coverage = tile_coverage(connection)?;
+    let (Some(zooms), Some(bounds)) = (coverage.zooms(), coverage.bbox(&BBox::WORLD)) else {
+        return Ok(());
+    };
+    let metadata = TilesetMetadata {
+        name: String::new(),
+        description: None,
+        attribution: None,
+        bounds,
+        covered: Some(bounds),
+        covered_zooms: Some(zooms),
+        zooms,
+        vector_layers: Vec::new(),
+    };
+    for (name, value) in metadata.mbtiles_rows() {
+        if COVERAGE_KEYS.contains(&name) {
+            connection.execute(
+                "INSERT OR REPLACE INTO metadata (name, value) VALUES (?1, ?2)",
+                params![name, value],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The `agg_tiles_hash` a file records, if any.
@@ -271,7 +336,11 @@ impl MbtilesSink {
     }
 
     fn write_metadata(&self, metadata: &TilesetMetadata) -> Result<()> {
-        let metadata = &self.widen(metadata);
+        let mut metadata = self.widen(metadata);
+        let coverage = tile_coverage(self.connection())
+            .map_err(|e| self.fail(format!("reading what the tiles cover: {e}")))?;
+        metadata.cover(&coverage);
+        let metadata = &metadata;
         let rows = metadata.mbtiles_rows();
         let connection = self.connection();
         let mut insert = connection

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
-use futures::FutureExt;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -37,7 +39,46 @@ impl ReadTiles for MbtilesReader {
         let state = metadata(&self.0).map(|m| m[super::STATE_KEY].as_str().map(str::to_string));
         std::future::ready(state).boxed()
     }
+
+    /// One connection and one prepared statement for all of them, on a blocking thread that
+    /// stays a few tiles ahead of the reader.
+    fn read_many(
+        &self,
+        tiles: Vec<TileCoord>,
+    ) -> BoxStream<'_, Result<(TileCoord, Option<Vec<u8>>)>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(64);
+        let path = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = || -> Result<()> {
+                let connection = connection(&path)?;
+                let mut statement = connection.prepare(TILE_QUERY).map_err(read_error(&path))?;
+                for tile in tiles {
+                    let bytes = statement
+                        .query_row((tile.z(), tile.x(), tile.tms_row()), |row| {
+                            row.get::<_, Vec<u8>>(0)
+                        })
+                        .optional()
+                        .map_err(read_error(&path))?;
+                    if sender.blocking_send(Ok((tile, bytes))).is_err() {
+                        // The reader stopped listening.
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = read() {
+                let _ = sender.blocking_send(Err(e));
+            }
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|next| (next, receiver))
+        })
+        .boxed()
+    }
 }
+
+const TILE_QUERY: &str =
+    "SELECT tile_data FROM tiles WHERE zoom_level = ?1 AND tile_column = ?2 AND tile_row = ?3";
 
 fn connection(path: &Path) -> Result<rusqlite::Connection> {
     rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -99,14 +140,11 @@ fn sizes(path: &Path) -> Result<Vec<(TileCoord, u64)>> {
 }
 
 fn read_tile(path: &Path, tile: TileCoord) -> Result<Option<Vec<u8>>> {
-    use rusqlite::OptionalExtension;
     let connection = connection(path)?;
     connection
-        .query_row(
-            "SELECT tile_data FROM tiles WHERE zoom_level = ?1 AND tile_column = ?2 AND tile_row = ?3",
-            (tile.z(), tile.x(), tile.tms_row()),
-            |row| row.get::<_, Vec<u8>>(0),
-        )
+        .query_row(TILE_QUERY, (tile.z(), tile.x(), tile.tms_row()), |row| {
+            row.get::<_, Vec<u8>>(0)
+        })
         .optional()
         .map_err(read_error(path))
 }

@@ -25,7 +25,7 @@ use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::mbtiles::{partial_path, stored_agg_hash, Import, MbtilesSink};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
-use crate::tile::TileCoord;
+use crate::tile::{Coverage, TileCoord};
 
 /// Store metadata key naming the state the archive was last written at.
 const EXPORTED_KEY: &str = "oar_tiles_pmtiles_exported";
@@ -288,6 +288,9 @@ fn export(
     let connection = open_store(store, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     // One entry per tile (id and row), never the tiles themselves: memory stays flat.
     let mut order: Vec<(u64, i64)> = Vec::new();
+    // The header's zooms and bounds are what the store holds, which a run over fewer zooms or a
+    // smaller area than an earlier one does not shrink.
+    let mut coverage = Coverage::default();
     {
         let mut statement = connection
             .prepare("SELECT rowid, zoom_level, tile_column, tile_row FROM tiles")
@@ -301,21 +304,25 @@ fn export(
                 row.get(3).map_err(|e| fail(&e))?,
             );
             let tile = TileCoord::from_tms(z, x, tms).map_err(|e| fail(&e))?;
+            coverage.add(tile);
             order.push((pmtiles_id(tile)?, rowid));
         }
     }
     order.sort_unstable();
+    let mut metadata = metadata.clone();
+    metadata.cover(&coverage);
+    let metadata = &metadata;
 
     let partial = partial_path(archive);
     let file = std::fs::File::create(&partial)
         .map_err(|e| Error::output(&partial, format!("cannot create it: {e}")))?;
     let (lon, lat, zoom) = metadata.center();
-    let bounds = metadata.bounds;
+    let (bounds, zooms) = (metadata.shown_bounds(), metadata.shown_zooms());
     let written = (|| -> Result<()> {
         let mut writer = PmTilesWriter::new(TileType::Mvt)
             .precompressed(Compression::Gzip)
-            .min_zoom(metadata.zooms.min)
-            .max_zoom(metadata.zooms.max)
+            .min_zoom(zooms.min)
+            .max_zoom(zooms.max)
             .bounds(bounds.west, bounds.south, bounds.east, bounds.north)
             .center(lon, lat)
             .center_zoom(zoom)

@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::{get_if_exists, list_tiles, tile_object_key, S3Sink};
 use crate::error::{Error, Result};
 use crate::sink::agg_hash::{hash_order, AggHasher};
-use crate::tile::{tile_from_key, tile_key, TileCoord};
+use crate::tile::{tile_from_key, tile_key, Coverage, TileCoord};
 
 /// Tiles cached between two commits of the cache.
 const CACHE_BATCH: usize = 2_000;
@@ -154,8 +154,9 @@ fn inventory_digest(tiles: &[(TileCoord, [u8; 16])]) -> String {
 }
 
 impl S3Sink {
-    /// The prefix's `agg_tiles_hash` once this run's uploads and deletions are done.
-    pub(super) fn agg_tiles_hash(&mut self) -> Result<String> {
+    /// The prefix's `agg_tiles_hash` once this run's uploads and deletions are done, and what its
+    /// tiles cover.
+    pub(super) fn agg_tiles_hash(&mut self) -> Result<(String, Coverage)> {
         let mut tiles: Vec<(TileCoord, Option<[u8; 16]>)> = if self.unhashed {
             // Some tile's MD5 is unknown (a store without ETags, no manifest): only a listing
             // says which tiles there are.
@@ -180,6 +181,10 @@ impl S3Sink {
                 .collect()
         };
         tiles.sort_unstable_by_key(|(tile, _)| hash_order(tile));
+        let mut coverage = Coverage::default();
+        for (tile, _) in &tiles {
+            coverage.add(*tile);
+        }
         let known: Option<Vec<(TileCoord, [u8; 16])>> = tiles
             .iter()
             .map(|(tile, md5)| md5.map(|md5| (*tile, md5)))
@@ -189,7 +194,7 @@ impl S3Sink {
         if let (Some(cache), Some(inventory)) = (cache, &inventory) {
             if cache.remembered("inventory").as_ref() == Some(inventory) {
                 if let Some(hash) = cache.remembered("hash") {
-                    return Ok(hash);
+                    return Ok((hash, coverage));
                 }
             }
         }
@@ -230,6 +235,6 @@ impl S3Sink {
         if let (Some(cache), Some(inventory)) = (cache, &inventory) {
             cache.remember(inventory, &hash);
         }
-        Ok(hash)
+        Ok((hash, coverage))
     }
 }

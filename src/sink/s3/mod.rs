@@ -446,8 +446,12 @@ impl Sink for S3Sink {
         if sweep {
             self.sweep(metadata)?;
         }
+        let (hash, coverage) = self.agg_tiles_hash()?;
+        let mut metadata = metadata.clone();
+        metadata.cover(&coverage);
+        let metadata = &metadata;
         let mut document = tilejson(metadata, &self.settings, Some(&self.public_base));
-        document[AGG_TILES_HASH_KEY] = self.agg_tiles_hash()?.into();
+        document[AGG_TILES_HASH_KEY] = hash.into();
         let document = serde_json::to_vec_pretty(&document).expect("JSON serializes");
         let key = object_key(&self.prefix, TILEJSON_NAME);
         let previous = self

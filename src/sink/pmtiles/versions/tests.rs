@@ -9,6 +9,8 @@ fn metadata() -> TilesetMetadata {
         description: None,
         attribution: None,
         bounds: BBox::WORLD,
+        covered: None,
+        covered_zooms: None,
         zooms: ZoomRange::new(0, 5).unwrap(),
         vector_layers: vec![],
     }
