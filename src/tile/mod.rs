@@ -579,11 +579,15 @@ impl Coverage {
                 .atan()
                 .to_degrees()
         };
+        // Rounded outwards to 1e-7 degrees, the precision PMTiles headers keep, so a tile on the
+        // edge stays inside the bounds an archive declares.
+        let down = |v: f64| (v * 1e7).floor() / 1e7;
+        let up = |v: f64| (v * 1e7).ceil() / 1e7;
         BBox::new(
-            lon(range.min_x).max(within.west),
-            lat(range.max_y + 1).max(within.south),
-            lon(range.max_x + 1).min(within.east),
-            lat(range.min_y).min(within.north),
+            down(lon(range.min_x)).max(within.west),
+            down(lat(range.max_y + 1)).max(within.south),
+            up(lon(range.max_x + 1)).min(within.east),
+            up(lat(range.min_y)).min(within.north),
         )
         .ok()
     }

@@ -338,7 +338,8 @@ impl Prepared {
 
     /// The tiles a `seed --dirty` of the output would render now.
     async fn dirty_since(&self, recorded: &Watermark) -> Result<Work> {
-        let pool = crate::db::connect(&self.job.database, 1).await?;
+        // Reading the change log holds one connection while it checks another out.
+        let pool = crate::db::connect(&self.job.database, 4).await?;
         let tileset = self.tileset();
         let decision = reseed::decide(
             (&pool, &pool),

@@ -221,8 +221,9 @@ impl TileScan {
                 ),
             ));
         }
-        // Shrunk by a hair, so bounds on a tile edge do not count the next tile as touched.
-        let hair = 1e-9;
+        // Shrunk by a hair, so bounds on a tile edge (rounded outwards to 1e-7 degrees, as PMTiles
+        // keeps them) do not count the next tile as touched; a zoom-24 tile is 2e-5 degrees wide.
+        let hair = 1e-6;
         let Ok(inner) = BBox::new(west + hair, south + hair, east - hair, north - hair) else {
             return;
         };
