@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::check::{
     check_bounds, check_center, check_vector_layers, check_zooms, Finding, Findings, MAX_SPEC_ZOOM,
 };
@@ -47,6 +48,24 @@ pub fn tilejson_with_tiles(metadata: &TilesetMetadata, url: &str) -> Value {
         document["attribution"] = json!(attribution);
     }
     document
+}
+
+/// Whether a new TileJSON document says more than `previous` (the stored one, if any) with its
+/// `agg_tiles_hash` aside. Only then is it announced to CDNs and the changed-tile list: map
+/// clients ignore the hash, and purging it whenever a tile changes would add a path to every
+/// purge; the origin's copy is always current.
+pub fn changes_beyond_hash(previous: Option<&[u8]>, document: &Value) -> bool {
+    let without_hash = |value: &Value| {
+        let mut value = value.clone();
+        if let Some(object) = value.as_object_mut() {
+            object.remove(AGG_TILES_HASH_KEY);
+        }
+        value
+    };
+    match previous.and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok()) {
+        Some(previous) => without_hash(&previous) != without_hash(document),
+        None => true,
+    }
 }
 
 /// The tile URL template TileJSON names. Map clients (MapLibre GL JS among them) resolve a relative
@@ -241,6 +260,18 @@ mod tests {
         assert_eq!(document["maxzoom"], 14);
         assert_eq!(document["attribution"], "OAR");
         assert!(document["vector_layers"].is_array());
+    }
+
+    #[test]
+    fn a_document_that_differs_only_in_its_hash_is_not_announced() {
+        let document = json!({"tilejson": "3.0.0", "agg_tiles_hash": "A"});
+        let stored = |value: Value| serde_json::to_vec_pretty(&value).unwrap();
+        let same = stored(json!({"agg_tiles_hash": "B", "tilejson": "3.0.0"}));
+        assert!(!changes_beyond_hash(Some(&same), &document));
+        let other = stored(json!({"tilejson": "2.2.0", "agg_tiles_hash": "A"}));
+        assert!(changes_beyond_hash(Some(&other), &document));
+        assert!(changes_beyond_hash(None, &document));
+        assert!(changes_beyond_hash(Some(b"not json"), &document));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod read;
 use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::durable;
 use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
-use super::tilejson::{tilejson, TILEJSON_NAME};
+use super::tilejson::{changes_beyond_hash, tilejson, TILEJSON_NAME};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
@@ -410,6 +410,8 @@ impl Sink for DirectorySink {
         let metadata = &metadata;
         let mut document = tilejson(metadata, &self.settings, None);
         document[AGG_TILES_HASH_KEY] = hash.into();
+        let previous = std::fs::read(self.root.join(TILEJSON_NAME)).ok();
+        let tilejson_changed = changes_beyond_hash(previous.as_deref(), &document);
         let tilejson = serde_json::to_vec_pretty(&document).expect("JSON serializes");
         // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.
         let rows: serde_json::Map<String, serde_json::Value> = metadata
@@ -427,8 +429,14 @@ impl Sink for DirectorySink {
         }
         for (name, document) in documents {
             let path = self.root.join(name);
-            // A document a CDN serves goes to the outbox when its bytes change, as tiles do.
-            if name != STATE_NAME && !holds(&path, &document) {
+            // A document a CDN serves goes to the outbox when its bytes change, as tiles do (the
+            // TileJSON when it says more than a new `agg_tiles_hash`).
+            let changed = match name {
+                STATE_NAME => false,
+                TILEJSON_NAME => tilejson_changed,
+                _ => !holds(&path, &document),
+            };
+            if changed {
                 self.changes.record_object(name);
             }
             durable::place(&path, &document)
@@ -567,11 +575,12 @@ mod tests {
             root.join("2/3/3.pbf").exists(),
             "zoom 2 was outside the second run"
         );
-        // tiles.json changed with the tiles' hash; both documents still declare the zooms and
-        // bounds of the tiles the tree holds, which zoom 2 keeps as they were.
+        // tiles.json was rewritten with the tiles' new hash, which alone is not announced; both
+        // documents still declare the zooms and bounds of the tiles the tree holds, which zoom 2
+        // keeps as they were.
         assert_eq!(
             std::fs::read_to_string(dir.path().join("changed.txt")).unwrap(),
-            "1/1/1\ntiles.json\n"
+            "1/1/1\n"
         );
     }
 }

@@ -8,6 +8,11 @@
 //! one the prefix holds, and only the others are fetched (then cached). A run whose tiles hash
 //! the same per-tile MD5s as the run that last computed the hash reuses it without reading a tile.
 //! The cache is only ever a shortcut: lost, stale or unwritable, the hash is still right, from GETs.
+//!
+//! On the 100k-row sample (95,000 tiles, a 51 MB cache), against s3s-fs on loopback: a reseed of
+//! 100 changes took 1.23 s against 0.80 s without the hash, one with nothing to do 0.27-0.31 s
+//! against 0.16-0.26 s; on a machine without the cache a reseed fetched every tile, 261 s (16 GETs
+//! at once, `max_concurrent_uploads`), once.
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};

@@ -32,7 +32,7 @@ pub use store::{
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
-use super::tilejson::{tilejson, TILEJSON_NAME};
+use super::tilejson::{changes_beyond_hash, tilejson, TILEJSON_NAME};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::config::S3Config;
 use crate::error::{Error, Result};
@@ -450,9 +450,9 @@ impl Sink for S3Sink {
         let mut metadata = metadata.clone();
         metadata.cover(&coverage);
         let metadata = &metadata;
-        let mut document = tilejson(metadata, &self.settings, Some(&self.public_base));
-        document[AGG_TILES_HASH_KEY] = hash.into();
-        let document = serde_json::to_vec_pretty(&document).expect("JSON serializes");
+        let mut tilejson_document = tilejson(metadata, &self.settings, Some(&self.public_base));
+        tilejson_document[AGG_TILES_HASH_KEY] = hash.into();
+        let document = serde_json::to_vec_pretty(&tilejson_document).expect("JSON serializes");
         let key = object_key(&self.prefix, TILEJSON_NAME);
         let previous = self
             .handle
@@ -463,8 +463,9 @@ impl Sink for S3Sink {
                 self.attempts,
             ))
             .map_err(|e| Error::output_caused(format!("s3://{}/{key}", self.bucket), e))?;
-        // The TileJSON a CDN serves goes to the outbox when its bytes change, as tiles do.
-        if previous.as_deref() != Some(document.as_slice()) {
+        // The TileJSON a CDN serves goes to the outbox when it says something new, as tiles do
+        // (a new `agg_tiles_hash` alone is not news to a map).
+        if changes_beyond_hash(previous.as_deref(), &tilejson_document) {
             self.changes.record_object(TILEJSON_NAME);
         }
         self.put(TILEJSON_NAME, document, "application/json")?;
