@@ -1353,10 +1353,13 @@ section_shards() {
 # The sample (--rows) seeded as sample-config.toml ships it (clustered, --zoom) into MBTiles, then:
 # `validate` (container, every tile, metadata, agg_tiles_hash), `validate --against-db --all` (the
 # whole pyramid rendered again and compared), and, when martin's `mbtiles` CLI is installed
-# ($OAR_TILES_TEST_MBTILES_CLI or `mbtiles` on PATH), `mbtiles validate --agg-hash check` on the same
-# file, whose verdict should agree. The seed's own wall time is the baseline.
+# ($OAR_TILES_TEST_MBTILES_CLI, `mbtiles` on PATH, or where scripts/test.sh builds it),
+# `mbtiles validate --agg-hash verify` on the same file, whose verdict should agree. The seed's own
+# wall time is the baseline.
 section_validate() {
     local mbtiles_cli=${OAR_TILES_TEST_MBTILES_CLI:-$(command -v mbtiles || true)} code
+    local built=${XDG_CACHE_HOME:-$HOME/.cache}/oar-tiles/mbtiles-cli/bin/mbtiles
+    [[ -n $mbtiles_cli || ! -x $built ]] || mbtiles_cli=$built
     ensure_sample "$rows"
     make_config "$rows" clustered "$WORK/validate.toml"
     rm -f "$WORK"/validate.mbtiles*
@@ -1376,10 +1379,10 @@ section_validate() {
     echo "$code" >"$WORK/validate-db.code"
     rm -f "$WORK/validate-mbtiles.code"
     if [[ -n $mbtiles_cli ]]; then
-        log "validate: $mbtiles_cli validate --agg-hash check"
+        log "validate: $mbtiles_cli validate --agg-hash verify"
         code=0
         /usr/bin/time -v -o "$WORK/validate-martin.time" "$mbtiles_cli" validate \
-            --agg-hash check "$WORK/validate.mbtiles" >"$WORK/validate-martin.out" 2>&1 || code=$?
+            --agg-hash verify "$WORK/validate.mbtiles" >"$WORK/validate-martin.out" 2>&1 || code=$?
         echo "$code" >"$WORK/validate-mbtiles.code"
     fi
     python3 - "$WORK" "$rows" "$zoom" <<'PY' || failed $?
@@ -1406,7 +1409,7 @@ if os.path.exists(f"{work}/validate-mbtiles.code"):
     code = open(f"{work}/validate-mbtiles.code").read().strip()
     ours = open(f"{work}/validate-plain.code").read().strip()
     agree = (code == "0") == (ours == "0")
-    print(f"  {'mbtiles validate --agg-hash check':<40} {wall:8.2f} s  {rss:8.1f} MB  exit {code}: {'agrees' if agree else 'DISAGREES'} with validate (exit {ours})")
+    print(f"  {'mbtiles validate --agg-hash verify':<40} {wall:8.2f} s  {rss:8.1f} MB  exit {code}: {'agrees' if agree else 'DISAGREES'} with validate (exit {ours})")
     if not agree:
         print(open(f"{work}/validate-martin.out").read())
         sys.exit(3)

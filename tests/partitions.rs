@@ -460,3 +460,78 @@ fn partitions_on_s3_are_prefixes_holding_the_same_tiles_as_a_tree_with_the_index
     assert!(files.len() > 100, "{} tiles", files.len());
     assert!(tiles == files, "S3 and tree partitions differ");
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn validate_checks_every_partition_through_its_index_and_against_the_database() {
+    let world = World::new("partvalidate");
+    let output = world.path("makers.mbtiles");
+    let output_arg = output.to_str().unwrap().to_string();
+    let config = world.partitioned("partitioned.toml", "country", &output_arg);
+    world
+        .run(&config, &["seed", "--zoom", ZOOMS])
+        .assert_success();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(world.path("makers.partitions.json")).unwrap())
+            .unwrap();
+    let partitions = index["partitions"].as_array().unwrap().len();
+    assert!(partitions >= 4, "{index}");
+    let validate = |extra: &[&str]| {
+        let mut args = vec!["validate", "--json", output_arg.as_str()];
+        args.extend_from_slice(extra);
+        let run = world.run(&config, &args);
+        let report: Value = serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("{e}\n{}\n{}", run.stdout, run.stderr));
+        (run, report)
+    };
+    let (run, report) = validate(&["--against-db", "--all"]);
+    assert_eq!(run.code, 0, "{report:#}\n{}", run.stderr);
+    // Every partition the index lists, and the index itself.
+    assert_eq!(
+        report["outputs"].as_array().unwrap().len(),
+        partitions + 1,
+        "{report:#}"
+    );
+
+    // One partition loses a tile behind the index's back.
+    let entry = index["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["value"] == "BD")
+        .unwrap();
+    let file = world.path(&format!(
+        "makers.{}.mbtiles",
+        entry["path"].as_str().unwrap()
+    ));
+    let db = rusqlite::Connection::open(&file).unwrap();
+    let (z, x, row): (u32, u32, u32) = db
+        .query_row(
+            "SELECT zoom_level, tile_column, tile_row FROM tiles ORDER BY zoom_level DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    db.execute(
+        "DELETE FROM tiles WHERE zoom_level = ?1 AND tile_column = ?2 AND tile_row = ?3",
+        [z, x, row],
+    )
+    .unwrap();
+    drop(db);
+    let (run, report) = validate(&["--against-db", "--all"]);
+    assert_eq!(run.code, 1, "{report:#}");
+    let problems = crate::validate::problems(&report);
+    let tile = format!("{z}/{x}/{}", (1u32 << z) - 1 - row);
+    assert!(
+        problems
+            .iter()
+            .any(|(t, _, m)| t == &tile && m.contains("missing")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|(_, _, m)| m.contains("partition `BD`") && m.contains("the index says")),
+        "{problems:#?}"
+    );
+}

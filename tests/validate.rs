@@ -106,7 +106,7 @@ impl Setup {
 }
 
 /// Every problem of a report as `(tile or "-", check, message)`.
-fn problems(report: &serde_json::Value) -> Vec<(String, String, String)> {
+pub(crate) fn problems(report: &serde_json::Value) -> Vec<(String, String, String)> {
     report["outputs"]
         .as_array()
         .unwrap()

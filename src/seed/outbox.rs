@@ -252,10 +252,18 @@ pub(super) async fn purge_plans(
     let extension = &tileset.tileset.output_settings.tile_extension;
     let planned: Vec<String> = match work {
         Work::Pyramid => vec![purge_path(prefix, extension, EVERYTHING)],
-        Work::Tiles(tiles) => tiles
+        // What the tiles cover, and so the documents declaring it, may change with any of them.
+        Work::Tiles(tiles) if !tiles.is_empty() => tiles
             .iter()
             .map(|tile| purge_path(prefix, extension, &tile.to_string()))
+            .chain(
+                sink::kind_of(target)
+                    .documents()
+                    .iter()
+                    .map(|name| purge_path(prefix, extension, name)),
+            )
             .collect(),
+        Work::Tiles(_) => Vec::new(),
     };
     let mut plans = Vec::new();
     if !tileset.tileset.cdn.is_empty() {

@@ -75,6 +75,10 @@ pub trait OutputKind: Send + Sync {
     /// prefix, written tile by tile; a single file is replaced whole or not at all).
     fn keeps_stopped_tiles(&self) -> bool;
 
+    /// The documents beside the tiles that a run rewrites when what its tiles cover changes (the
+    /// zooms and bounds they declare), which a reseed's dry run plans to purge with the tiles.
+    fn documents(&self) -> &'static [&'static str];
+
     /// The writes a run that stores `tiles` tiles makes (`None`: every tile of a full seed), as
     /// `seed --dirty --dry-run` prints them: requests where the output is remote.
     fn expected_writes(&self, tiles: Option<u64>) -> String;

@@ -198,11 +198,23 @@ impl Prepared {
     }
 
     /// Renders every partition of a partitioned tileset in full into a throwaway folder, once
-    /// for all of its partitions' comparisons.
-    pub(super) async fn render_partitions(&self) -> Result<RenderedPartitions> {
+    /// for all of its partitions' comparisons, with the zooms and bbox a partition (read by
+    /// `reader`) recorded: one run wrote them all.
+    pub(super) async fn render_partitions(
+        &self,
+        reader: &OutputReader,
+    ) -> Result<RenderedPartitions> {
         let folder = scratch_folder()?;
-        let (rendered, summaries) = self.render(folder.path(), None, None).await?;
-        let settings = summaries.first().and_then(|s| s.header.settings.clone());
+        let recorded = reader
+            .state()
+            .await?
+            .as_deref()
+            .and_then(Watermark::from_state);
+        let (rendered, summaries) = self.render(folder.path(), recorded.as_ref(), None).await?;
+        let settings = summaries
+            .into_iter()
+            .filter_map(|s| Some((s.header.output, s.header.settings?)))
+            .collect();
         Ok(RenderedPartitions {
             _folder: folder,
             rendered,
@@ -224,6 +236,7 @@ impl Prepared {
             .as_deref()
             .and_then(Watermark::from_state);
         let partition = rendered.rendered.for_partition(segment);
+        let settings = rendered.settings.get(&partition.describe()).cloned();
         let mut comparison = self
             .compare_with(
                 &partition,
@@ -231,7 +244,7 @@ impl Prepared {
                 stored,
                 None,
                 recorded.as_ref(),
-                rendered.settings.clone(),
+                settings,
             )
             .await?;
         comparison.repair = self.repair(&comparison, Some(value));
@@ -448,8 +461,8 @@ pub(super) struct RenderedPartitions {
     _folder: tempfile::TempDir,
     /// The rendering's base output; each partition's is beside it.
     rendered: OutputTarget,
-    /// The digest of the settings it rendered with.
-    settings: Option<String>,
+    /// The digest of the settings each partition rendered with, by its rendering's output.
+    settings: std::collections::HashMap<String, String>,
 }
 
 fn scratch_folder() -> Result<tempfile::TempDir> {

@@ -157,10 +157,8 @@ pub async fn validate(
             continue;
         };
         // A partitioned output: every partition the index lists, and the index against them.
-        let rendered = match &database {
-            Some(database) if database.partitioned() => Some(database.render_partitions().await?),
-            _ => None,
-        };
+        // Rendered once, with the zooms and bbox the first readable partition recorded.
+        let mut rendered = None;
         let mut index_problems = Problems::default();
         for entry in &index.partitions {
             let partition = target.for_partition(&entry.path);
@@ -192,6 +190,11 @@ pub async fn validate(
                     "index",
                     format!("partition `{}` is listed with no features", entry.value),
                 ));
+            }
+            if let (Some(database), Some(reader)) = (&database, &validated.reader) {
+                if rendered.is_none() && database.partitioned() {
+                    rendered = Some(database.render_partitions(reader).await?);
+                }
             }
             if let (Some(database), Some(rendered), Some(reader)) =
                 (&database, &rendered, &validated.reader)

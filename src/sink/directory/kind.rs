@@ -105,6 +105,13 @@ impl OutputKind for Tree<'_> {
         true
     }
 
+    fn documents(&self) -> &'static [&'static str] {
+        &[
+            super::super::tilejson::TILEJSON_NAME,
+            super::TIPPECANOE_METADATA_NAME,
+        ]
+    }
+
     fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
         std::future::ready(Ok(OutboxStore::Folder(self.0.join(".oar-tiles-outbox")))).boxed()
     }

@@ -101,6 +101,11 @@ impl OutputKind for MbtilesFile<'_> {
         false
     }
 
+    fn documents(&self) -> &'static [&'static str] {
+        // A single file: its metadata travels inside it.
+        &[]
+    }
+
     fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
         std::future::ready(Ok(outbox_beside(self.0))).boxed()
     }

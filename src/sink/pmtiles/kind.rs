@@ -99,6 +99,11 @@ impl OutputKind for PmtilesFile<'_> {
         false
     }
 
+    fn documents(&self) -> &'static [&'static str] {
+        // A single file: its metadata travels inside it.
+        &[]
+    }
+
     fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
         std::future::ready(Ok(outbox_beside(self.0))).boxed()
     }
@@ -192,6 +197,11 @@ impl OutputKind for S3Archive<'_> {
 
     fn keeps_stopped_tiles(&self) -> bool {
         false
+    }
+
+    fn documents(&self) -> &'static [&'static str] {
+        // A single file: its metadata travels inside it.
+        &[]
     }
 
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {

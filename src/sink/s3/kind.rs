@@ -136,6 +136,10 @@ impl OutputKind for S3Prefix<'_> {
         true
     }
 
+    fn documents(&self) -> &'static [&'static str] {
+        &[super::super::tilejson::TILEJSON_NAME]
+    }
+
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
         let folder = super::object_key(self.prefix, ".oar-tiles/outbox");
         async move { Ok(outbox_on_s3(s3, self.bucket, &folder).await) }.boxed()
