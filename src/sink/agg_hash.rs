@@ -18,10 +18,6 @@ use crate::tile::TileCoord;
 /// The metadata key (MBTiles row, TileJSON field, PMTiles JSON metadata field) holding the hash.
 pub const AGG_TILES_HASH_KEY: &str = "agg_tiles_hash";
 
-/// Tiles read at once when an output is hashed through its reader: S3 reads overlap their
-/// latency, and memory holds at most this many tiles.
-const READ_AHEAD: usize = 32;
-
 /// Hashes tiles fed in (zoom, column, TMS row) order; [`hash_order`] sorts them so.
 #[derive(Clone, Default)]
 pub struct AggHasher {
@@ -64,7 +60,8 @@ pub fn hash_order(tile: &TileCoord) -> (u8, u32, u32) {
     (tile.z(), tile.x(), tile.tms_row())
 }
 
-/// Recomputes an output's `agg_tiles_hash` from what its reader lists and reads; fails when a
+/// Recomputes an output's `agg_tiles_hash` from what its reader lists and reads (in order,
+/// through [`OutputReader::read_many`]); fails when a
 /// listed tile vanishes before it is read (the output changed meanwhile).
 pub async fn agg_tiles_hash(reader: &OutputReader) -> Result<String> {
     let mut tiles: Vec<TileCoord> = reader
@@ -75,15 +72,12 @@ pub async fn agg_tiles_hash(reader: &OutputReader) -> Result<String> {
         .collect();
     tiles.sort_unstable_by_key(hash_order);
     tiles.dedup();
-    // `buffered` keeps the order while up to READ_AHEAD reads are in flight.
-    let mut reads = futures::stream::iter(tiles)
-        .map(|tile| async move { (tile, reader.tile(tile).await) })
-        .buffered(READ_AHEAD);
+    let mut reads = reader.read_many(tiles);
     let mut hasher = AggHasher::new();
-    while let Some((tile, read)) = reads.next().await {
+    while let Some(read) = reads.next().await {
         match read? {
-            Some(data) => hasher.add(tile, &data),
-            None => {
+            (tile, Some(data)) => hasher.add(tile, &data),
+            (tile, None) => {
                 return Err(Error::output(
                     format!("tile {tile}"),
                     "was listed but is gone: the output changed while it was hashed; try again",

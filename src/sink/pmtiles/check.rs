@@ -23,7 +23,6 @@ use crate::sink::check::{
     check_bounds, check_center, check_vector_layers, check_zooms, gzip_holds_mvt, Finding,
     Findings, Magic,
 };
-use crate::sink::s3;
 use crate::tile::{in_scope, BBox, TileCoord, ZoomRange};
 mod layout;
 
@@ -61,26 +60,7 @@ pub async fn check_on_s3(
     key: &str,
     config: &S3Config,
 ) -> Result<Vec<Finding>> {
-    let client = s3::client(config).await;
-    let mut file = tempfile::Builder::new()
-        .prefix("oar-tiles-check-")
-        .suffix(".pmtiles")
-        .tempfile()
-        .map_err(|e| {
-            Error::output(
-                std::env::temp_dir(),
-                format!("cannot create a temporary file to download {output} into: {e}"),
-            )
-        })?;
-    s3::download_into(
-        &client,
-        bucket,
-        key,
-        file.as_file_mut(),
-        config.max_attempts,
-    )
-    .await
-    .map_err(|e| Error::output_caused(output, e))?;
+    let file = super::read::download_to_private_file(output, bucket, key, config).await?;
     let output = output.to_string();
     tokio::task::spawn_blocking(move || {
         check_file(file.as_file())

@@ -47,39 +47,49 @@ impl PmtilesReader {
         key: &str,
         config: &S3Config,
     ) -> Result<PmtilesReader> {
-        let client = s3::client(config).await;
-        let mut file = tempfile::Builder::new()
-            .prefix("oar-tiles-read-")
-            .suffix(".pmtiles")
-            .tempfile()
-            .map_err(|e| {
-                Error::output(
-                    std::env::temp_dir(),
-                    format!("cannot create a temporary file to download {output} into: {e}"),
-                )
-            })?;
+        let downloaded = download_to_private_file(output, bucket, key, config).await;
+        let file = downloaded?;
         let path = file.path().to_path_buf();
-        let downloaded = s3::download_into(
-            &client,
-            bucket,
-            key,
-            file.as_file_mut(),
-            config.max_attempts,
-        )
-        .await
-        .map_err(|e| Error::output_caused(output, e));
-        let opened = match downloaded {
-            Ok(_) => Archive::new_with_path(&path)
-                .await
-                .map_err(read_error(&path)),
-            Err(err) => Err(err),
-        };
+        let opened = Archive::new_with_path(&path)
+            .await
+            .map_err(read_error(&path));
         drop(file);
         Ok(PmtilesReader {
             path: PathBuf::from(output),
             reader: Arc::new(opened?),
         })
     }
+}
+
+/// Downloads an archive on S3 into a private temporary file (a name no other user can guess or
+/// plant a link at, readable by this user alone), removed when the handle is dropped.
+pub(super) async fn download_to_private_file(
+    output: &str,
+    bucket: &str,
+    key: &str,
+    config: &S3Config,
+) -> Result<tempfile::NamedTempFile> {
+    let client = s3::client(config).await;
+    let mut file = tempfile::Builder::new()
+        .prefix("oar-tiles-")
+        .suffix(".pmtiles")
+        .tempfile()
+        .map_err(|e| {
+            Error::output(
+                std::env::temp_dir(),
+                format!("cannot create a temporary file to download {output} into: {e}"),
+            )
+        })?;
+    s3::download_into(
+        &client,
+        bucket,
+        key,
+        file.as_file_mut(),
+        config.max_attempts,
+    )
+    .await
+    .map_err(|e| Error::output_caused(output, e))?;
+    Ok(file)
 }
 
 fn read_error(path: &Path) -> impl Fn(pmtiles::PmtError) -> Error + '_ {
