@@ -11,11 +11,12 @@
 #                    [--capture-rounds N] [--growth-rows LIST]
 #                    [--partition-by COLUMN] [--partition-zoom A-B]
 #                    [--partition-rounds N] [--shard-rows N]
+#                    [--capacity-rows LIST] [--baseline-bin PATH]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
 #                    watch, edge, partitions, watch-partitions, shards,
-#                    validate
+#                    validate, capacity
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -68,6 +69,13 @@
 #                    (default 1; the whole tileset always runs 3)
 #   --shard-rows N   facilities in the sample of the shards section (default
 #                    1000000)
+#   --capacity-rows LIST
+#                    comma-separated sample sizes of the capacity section
+#                    (default 100000,1000000)
+#   --baseline-bin PATH
+#                    another oar-tiles binary (an earlier release, say) the
+#                    capacity section also measures, alternating with this
+#                    one, as the baseline of the tool's own CPU per tile
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
@@ -175,6 +183,20 @@
 #            times beside the plan's max/mean, the shards' total and the
 #            heaviest shard against the full seed, and checks that the merged
 #            file equals the full seed tile for tile (exit 3 if not).
+#   capacity how many database cores one oar-tiles process can keep busy: per
+#            --capacity-rows size, the sample unclustered (--zoom), a
+#            discarded warm-up seed, then the measured seed run by
+#            scripts/thread_cpu.py, which reads every thread's CPU from
+#            /proc/PID/task; the CPU of PostgreSQL's backends that served it;
+#            and the shipped baseline (the same tiles rendered server-side and
+#            copied to a client, split over as many sessions as main's) for
+#            PostgreSQL's own CPU per tile. Prints per thread role (render
+#            driver, connections, writer, blocking pool) the CPU per tile, the
+#            capacity (PostgreSQL's CPU / the busiest thread's; target >= 16),
+#            PostgreSQL's CPU per tile against the baseline's (target <= 1.10)
+#            and, with --baseline-bin, the tool's CPU per tile against that
+#            binary's (target <= +10%), checking both wrote the same tiles.
+#            About 2 minutes at 100k, 12 at 1M (2 cores).
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -203,13 +225,15 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,watch-partitions,shards,validate
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,watch-partitions,shards,validate,capacity
 partition_by=contributor_ids
 partition_zoom=0-14
 partition_rounds=1
 shard_rows=1000000
 capture_rounds=5
 growth_rows=100000,1000000
+capacity_rows=100000,1000000
+baseline_bin=
 rows=100000
 zoom=0-14
 concurrency=
@@ -232,6 +256,10 @@ while (($#)); do
         --partition-zoom=*) partition_zoom=${1#*=}; shift ;;
         --partition-rounds) partition_rounds=${2:?--partition-rounds needs a value}; shift 2 ;;
         --partition-rounds=*) partition_rounds=${1#*=}; shift ;;
+        --capacity-rows) capacity_rows=${2:?--capacity-rows needs a value}; shift 2 ;;
+        --capacity-rows=*) capacity_rows=${1#*=}; shift ;;
+        --baseline-bin) baseline_bin=${2:?--baseline-bin needs a value}; shift 2 ;;
+        --baseline-bin=*) baseline_bin=${1#*=}; shift ;;
         --shard-rows) shard_rows=${2:?--shard-rows needs a value}; shift 2 ;;
         --shard-rows=*) shard_rows=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
@@ -265,6 +293,9 @@ positive='^[1-9][0-9]*$'
     || die "--concurrency must be a positive integer, got '$concurrency'"
 [[ -z $sessions || $sessions =~ $positive ]] \
     || die "--baseline-sessions must be a positive integer, got '$sessions'"
+[[ $capacity_rows =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] \
+    || die "--capacity-rows must be a comma-separated list of positive integers, got '$capacity_rows'"
+[[ -z $baseline_bin || -x $baseline_bin ]] || die "--baseline-bin: $baseline_bin is not an executable"
 [[ $shard_rows =~ $positive ]] || die "--shard-rows must be a positive integer, got '$shard_rows'"
 [[ $reseed_rows =~ $positive ]] || die "--reseed-rows must be a positive integer, got '$reseed_rows'"
 [[ $reseed_changes =~ $positive ]] && ((reseed_changes >= 4)) \
@@ -290,9 +321,9 @@ for s in "${section_list[@]}"; do
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
-        capture | growth | partitions | shards | validate) ;;
+        capture | growth | partitions | shards | validate | capacity) ;;
         watch | edge | watch-partitions) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards, validate)" ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards, validate, capacity)" ;;
     esac
 done
 
@@ -335,6 +366,14 @@ BIN=$target_dir/release/oar-tiles
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/oar-tiles-bench.XXXXXX")
 psql_() { (cd / && psql -X -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" "$@"); }
+# psql_measured OUT.json ARGS...: psql_ ARGS under scripts/thread_cpu.py, which writes the CPU of the
+# backend serving it to OUT.json.
+psql_measured() {
+    local out=$1
+    shift
+    (cd / && python3 "$ROOT/scripts/thread_cpu.py" "$out" -- \
+        psql -X -q -v ON_ERROR_STOP=1 -d "$DATABASE_URL" "$@")
+}
 now() { date +%s.%N; }
 # The server's CPU over a run: what the backends that ended within it used, from the postmaster's
 # count of its exited children (so every backend of a run must have ended when it is read; a
@@ -523,38 +562,7 @@ WHERE $3;
 SQL
 }
 
-# --- main: end-to-end seed against PostGIS alone ---------------------------------------------
-
-section_main() {
-    local schema=bench_$rows
-    ensure_sample "$rows"
-    # Unique per run so that concurrent benchmarks of the same size cannot collide.
-    tiles_table="$schema.bench_tiles_$$"
-    config=$WORK/bench-config.toml
-    make_config "$rows" unclustered "$config"
-    effective_concurrency=${concurrency:-$pool_size}
-    sessions=${sessions:-$((effective_concurrency < cores ? effective_concurrency : cores))}
-
-seed_args=(-q seed --config "$config" --zoom "$zoom" "${concurrency_args[@]}")
-# The first pass pays for cold shared buffers and page cache; only the second is measured.
-log "warm-up seed (discarded)"
-"$BIN" "${seed_args[@]}" --output "$WORK/warmup.mbtiles" >/dev/null
-load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-log "measured seed"
-# The server's side of the same seed: the CPU of the backends that served it.
-cpu_before=$(reaped_cpu)
-/usr/bin/time -v -o "$WORK/time.txt" "$BIN" "${seed_args[@]}" \
-    --output "$WORK/bench.mbtiles" --summary-json "$WORK/summary.json" >/dev/null
-server_cpu=$(cpu_since "$cpu_before")
-
-# The server-side baseline, over the written tiles (bench_helpers.py write_tile_list says how the
-# list is built); also the total uncompressed MVT bytes, so that the baseline's output can be
-# compared with the seed's.
-mvt_bytes=$(python3 "$ROOT/scripts/bench_helpers.py" tile-list "$WORK/bench.mbtiles" \
-    "$buffer" "$extent" "$sessions" "$WORK/tiles.csv")
-
-load_tile_list "$tiles_table" "$WORK/tiles.csv"
-
+# The server-side baseline over the tile list in $tiles_table (of $schema), split by session.
 baseline_sql() {
     echo "SET jit = off;"
     tile_list_sql "$tiles_table" "$schema" "$1" \
@@ -573,31 +581,72 @@ baseline_copy_sql() {
 # server CPU of its backends: the first run also warms the caches for this access pattern. Each
 # session's counts land in baseline.N.K (not with `copy`, whose bytes go to /dev/null).
 run_baseline() {
-    local n=$1 how=${2:-count} best= best_cpu= run k t0 pids cpu_before secs cpu
+    local n=$1 how=${2:-count} best= best_cpu= run k t0 pids secs cpu sql
     for run in 1 2; do
         log "server-side baseline ($how), run $run of 2 ($n session(s))"
         pids=()
-        cpu_before=$(reaped_cpu)
         t0=$(now)
         for ((k = 0; k < n; k++)); do
             local condition="b.session = $k"
             ((n > 1)) || condition=true
+            sql=$WORK/baseline-session.$k.sql
             if [[ $how == copy ]]; then
-                psql_ -At -f <(baseline_copy_sql "$condition") >/dev/null &
+                baseline_copy_sql "$condition" >"$sql"
+                psql_measured "$WORK/baseline-session.$k.json" -At -f "$sql" >/dev/null &
             else
-                psql_ -At -f <(baseline_sql "$condition") >"$WORK/baseline.$n.$k" &
+                baseline_sql "$condition" >"$sql"
+                psql_measured "$WORK/baseline-session.$k.json" -At -f "$sql" >"$WORK/baseline.$n.$k" &
             fi
             pids+=("$!")
         done
         for pid in "${pids[@]}"; do wait "$pid"; done
         secs=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.6f", b - a }')
-        cpu=$(cpu_since "$cpu_before")
+        # The CPU of the sessions' own backends, whatever else the server serves meanwhile.
+        cpu=$(python3 -c 'import json, sys
+print(round(sum(json.load(open(p))["backends"] for p in sys.argv[1:]), 2))' \
+            "$WORK"/baseline-session.*.json)
+        rm -f "$WORK"/baseline-session.*
         if [[ -z $best ]] || awk -v d="$secs" -v b="$best" 'BEGIN { exit !(d < b) }'; then
             best=$secs best_cpu=$cpu
         fi
     done
     echo "$best $best_cpu"
 }
+
+# --- main: end-to-end seed against PostGIS alone ---------------------------------------------
+
+section_main() {
+    local schema=bench_$rows
+    ensure_sample "$rows"
+    # Unique per run so that concurrent benchmarks of the same size cannot collide.
+    tiles_table="$schema.bench_tiles_$$"
+    config=$WORK/bench-config.toml
+    make_config "$rows" unclustered "$config"
+    effective_concurrency=${concurrency:-$pool_size}
+    sessions=${sessions:-$((effective_concurrency < cores ? effective_concurrency : cores))}
+
+seed_args=(-q seed --config "$config" --zoom "$zoom" "${concurrency_args[@]}")
+# The first pass pays for cold shared buffers and page cache; only the second is measured.
+log "warm-up seed (discarded)"
+"$BIN" "${seed_args[@]}" --output "$WORK/warmup.mbtiles" >/dev/null
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+log "measured seed"
+# The server's side of the same seed: the CPU of the backends that served it, read by
+# thread_cpu.py; the tool's CPU is the seed's own (time -v would add the reader's).
+/usr/bin/time -v -o "$WORK/time.txt" python3 "$ROOT/scripts/thread_cpu.py" "$WORK/threads.json" -- \
+    "$BIN" "${seed_args[@]}" --output "$WORK/bench.mbtiles" --summary-json "$WORK/summary.json" \
+    >/dev/null
+read -r server_cpu tool_cpu < <(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1])); print(round(d["backends"], 2), round(d["total"], 2))' "$WORK/threads.json")
+
+# The server-side baseline, over the written tiles (bench_helpers.py write_tile_list says how the
+# list is built); also the total uncompressed MVT bytes, so that the baseline's output can be
+# compared with the seed's.
+mvt_bytes=$(python3 "$ROOT/scripts/bench_helpers.py" tile-list "$WORK/bench.mbtiles" \
+    "$buffer" "$extent" "$sessions" "$WORK/tiles.csv")
+
+load_tile_list "$tiles_table" "$WORK/tiles.csv"
+
 read -r best_one _ < <(run_baseline 1)
 read -r best best_cpu < <(run_baseline "$sessions")
 read -r best_copy best_copy_cpu < <(run_baseline "$sessions" copy)
@@ -612,7 +661,7 @@ read -r one_tiles one_bytes < <(awk -F'|' '{ print $1, $2 }' "$WORK"/baseline.1.
 BENCH_ROWS=$rows BENCH_ZOOM=$zoom BENCH_CONCURRENCY=${concurrency:-"$pool_size (tool default)"} \
 BASE_TILES=$baseline_tiles BASE_BYTES=$baseline_bytes BASE_SECS=$best BASE_SESSIONS=$sessions \
 BASE_ONE_SECS=$best_one BASE_CPU=$best_cpu BASE_COPY_SECS=$best_copy BASE_COPY_CPU=$best_copy_cpu \
-SERVER_CPU=$server_cpu \
+SERVER_CPU=$server_cpu TOOL_CPU=$tool_cpu \
 SEED_MVT_BYTES=$mvt_bytes LOAD_BEFORE=$load_before LOAD_AFTER=$load_after CORES=$cores \
 python3 - "$WORK/summary.json" "$WORK/time.txt" <<'PY' || failed $?
 import json, os, re, sys
@@ -634,7 +683,7 @@ for part in field("Elapsed (wall clock) time (h:mm:ss or m:ss)").split(":"):
     wall = wall * 60 + float(part)
 rss_mb = int(field("Maximum resident set size (kbytes)")) / 1024
 # The tool's own CPU time tells whether the client side or the database limits throughput.
-cpu = float(field("User time (seconds)")) + float(field("System time (seconds)"))
+cpu = float(env["TOOL_CPU"])
 rows = int(env["BENCH_ROWS"])
 written = s["tiles_written"]
 base_tiles, base_bytes = int(env["BASE_TILES"]), int(env["BASE_BYTES"])
@@ -1346,6 +1395,59 @@ section_shards() {
     python3 "$ROOT/scripts/bench_helpers.py" shards-report "$WORK" "$n" "$SHARD_ZOOM" \
         "$SHARD_REAL" $SHARD_COUNTS || failed $?
     rm -f "$WORK"/shards*.mbtiles*
+}
+
+# --- capacity: database cores one process can keep busy ----------------------------------------
+
+section_capacity() {
+    local n schema label labels load_before args bin best_copy best_copy_cpu
+    labels=(ours)
+    [[ -z $baseline_bin ]] || labels+=(baseline-bin)
+    for n in ${capacity_rows//,/ }; do
+        schema=bench_$n
+        ensure_sample "$n"
+        make_config "$n" unclustered "$WORK/capacity.toml"
+        sessions=${sessions:-$(( ${concurrency:-$pool_size} < cores ? ${concurrency:-$pool_size} : cores ))}
+        args=(-q seed --config "$WORK/capacity.toml" --zoom "$zoom" "${concurrency_args[@]}")
+        log "capacity: warm-up seed of $n rows (discarded)"
+        "$BIN" "${args[@]}" --output "$WORK/capacity-warmup.mbtiles" >/dev/null
+        rm -f "$WORK/capacity-warmup.mbtiles"
+        mkdir -p "$WORK/capacity-$n"
+        load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+        for label in "${labels[@]}"; do
+            bin=$BIN
+            [[ $label == ours ]] || bin=$baseline_bin
+            log "capacity: measured seed of $n rows ($label)"
+            python3 "$ROOT/scripts/thread_cpu.py" "$WORK/capacity-$n/$label.threads.json" -- \
+                "$bin" "${args[@]}" --output "$WORK/capacity-$label.mbtiles" \
+                --summary-json "$WORK/capacity-$n/$label.summary.json" >/dev/null
+        done
+        python3 "$ROOT/scripts/bench_helpers.py" tile-list "$WORK/capacity-ours.mbtiles" \
+            "$buffer" "$extent" "$sessions" "$WORK/tiles.csv" >/dev/null
+        tiles_table="$schema.bench_tiles_$$"
+        load_tile_list "$tiles_table" "$WORK/tiles.csv"
+        read -r best_copy best_copy_cpu < <(run_baseline "$sessions" copy)
+        echo "$best_copy_cpu" >"$WORK/capacity-$n/baseline.pg"
+        wc -l <"$WORK/tiles.csv" >"$WORK/capacity-$n/baseline.tiles"
+        psql_ -c "DROP TABLE $tiles_table" >/dev/null
+        tiles_table=
+        BENCH_LOAD="$load_before / $(cut -d' ' -f1-3 /proc/loadavg)" BENCH_ZOOM="z$zoom" \
+            python3 "$ROOT/scripts/bench_capacity.py" "$WORK/capacity-$n" "$n" "${labels[@]}" \
+            || failed $?
+        if [[ -n $baseline_bin ]]; then
+            local only_ours only_theirs differ same
+            read -r only_ours only_theirs differ same < <(python3 "$ROOT/scripts/bench_helpers.py" \
+                compare "$WORK/capacity-ours.mbtiles" "$WORK/capacity-baseline-bin.mbtiles")
+            if ((only_ours + only_theirs + differ)); then
+                echo "  WARNING: the tiles differ from --baseline-bin's: $only_ours only here," \
+                    "$only_theirs only there, $differ with other bytes"
+                failed 3
+            else
+                echo "  both binaries wrote the same $same tiles, byte for byte"
+            fi
+        fi
+        rm -f "$WORK"/capacity-*.mbtiles*
+    done
 }
 
 # --- validate: how long checking an output takes, beside the seed that wrote it ---------------

@@ -69,6 +69,9 @@ fn colour_wanted() -> bool {
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_current_thread()
+        // The blocking pool compresses tiles (and does the other blocking work): named, so a
+        // profile or the benchmark tells its CPU from the thread that drives the renders.
+        .thread_name("oar-tiles-pool")
         .enable_all()
         .build()
         .map_err(|source| Error::System {

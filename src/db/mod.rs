@@ -3,6 +3,7 @@
 //! [`tls`] secures it with libpq's sslmodes; a sharded run's read replica is a [`Replica`].
 
 pub mod conninfo;
+mod io;
 mod pgpass;
 mod quote;
 mod replica;
@@ -76,9 +77,13 @@ fn build(
     database: &DatabaseConfig,
 ) -> Result<Pool> {
     let target = conninfo::redacted_target(&config);
-    let manager = Manager::from_config(
+    let connect = io::OffThreadConnect {
+        tls: connector,
+        runtime: io::connection_runtime()?,
+    };
+    let manager = Manager::from_connect(
         config,
-        connector,
+        connect,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

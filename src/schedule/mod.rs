@@ -6,6 +6,7 @@
 //! It knows neither PostGIS nor the output: any [`Renderer`] works (the tests use one that makes
 //! tiles in memory), and tiles leave through a [`Writer`].
 
+mod offload;
 pub mod stop;
 #[cfg(test)]
 mod tests;
@@ -64,7 +65,13 @@ pub struct Scheduler<'a, R> {
 }
 
 /// One finished statement: its mode, whether it held a heavy tile, and its tiles.
-type Finished = (Mode, bool, Vec<Result<Encoded>>);
+type Statement = (Mode, bool, Vec<Result<Encoded>>);
+
+/// A tile through the render's `finish`: encoded, or gathered into a chunk compressed later.
+enum Finished {
+    Done(Encoded),
+    Chunked(TileCoord),
+}
 
 impl<R: Renderer> Scheduler<'_, R> {
     /// Walks the pyramid, lowest zoom first, sending tiles to `writer` (none: a dry run, which only
@@ -182,8 +189,8 @@ impl<R: Renderer> Scheduler<'_, R> {
     /// The next finished statement, or an error once a stop was requested; `None` when none is left.
     async fn next_finished(
         &self,
-        in_flight: &mut FuturesUnordered<impl std::future::Future<Output = Finished>>,
-    ) -> Result<Option<Finished>> {
+        in_flight: &mut FuturesUnordered<impl std::future::Future<Output = Statement>>,
+    ) -> Result<Option<Statement>> {
         tokio::select! {
             biased;
             signal = self.stop.stopped() => Err(Error::Stopped { signal }),
@@ -191,8 +198,10 @@ impl<R: Renderer> Scheduler<'_, R> {
         }
     }
 
-    /// Renders a batch and encodes each tile that holds something and is to be written as soon as
-    /// it arrives; a large tile is compressed on the blocking pool so the other renders keep flowing.
+    /// Renders a batch and encodes each tile that holds something and is to be written: light
+    /// tiles in chunks on the blocking pool as they arrive (see [`offload`]), a large one alone
+    /// there as soon as it starts arriving, so this task only routes bytes and the renders keep
+    /// flowing.
     async fn render_encoded(
         &self,
         tiles: &[TileCoord],
@@ -200,23 +209,42 @@ impl<R: Renderer> Scheduler<'_, R> {
         writes: bool,
     ) -> Vec<Result<Encoded>> {
         let encoding = self.encoding;
+        let gathered = offload::Chunks::new(encoding);
+        let chunks = &gathered;
         let finish = |rendered: Rendered| async move {
             if !writes {
-                return Ok((rendered, None));
+                return Ok(Finished::Done((rendered, None)));
+            }
+            if rendered.mvt.is_empty() {
+                return Ok(Finished::Done(encoding.encode(rendered)));
             }
             if !encoding.is_heavy(&rendered) {
-                return Ok(encoding.encode(rendered));
+                let tile = rendered.tile;
+                chunks.push(rendered);
+                return Ok(Finished::Chunked(tile));
             }
             let tile = rendered.tile;
             tokio::task::spawn_blocking(move || encoding.encode(rendered))
                 .await
+                .map(Finished::Done)
                 .map_err(|e| Error::output(self.tileset, format!("compressing tile {tile}: {e}")))
         };
-        self.renderer
-            .render_batch(tiles, mode, &finish)
-            .await
+        let results = self.renderer.render_batch(tiles, mode, &finish).await;
+        let mut compressed = gathered.finish().await;
+        results
             .into_iter()
-            .map(|result| result.and_then(|encoded| encoded))
+            .map(|result| match result.and_then(|finished| finished)? {
+                Finished::Done(encoded) => Ok(encoded),
+                Finished::Chunked(tile) => match &mut compressed {
+                    Ok(done) => offload::take(done, tile).ok_or_else(|| {
+                        Error::output(self.tileset, format!("tile {tile} was not compressed"))
+                    }),
+                    Err(e) => Err(Error::output(
+                        self.tileset,
+                        format!("compressing tile {tile}: {e}"),
+                    )),
+                },
+            })
             .collect()
     }
 

@@ -481,10 +481,10 @@ async fn a_list_run_stops_at_its_deadline_and_says_it_is_incomplete() {
         "{handled} of {}",
         list.len()
     );
-    assert_eq!(
-        store.tiles.keys().copied().collect::<Vec<_>>(),
-        ["8/0/1".parse().unwrap()]
-    );
+    // Which statement finishes first is not fixed (a statement with a tile to compress waits for
+    // its chunk), so only what may be stored is.
+    let holding: TileCoord = "8/0/1".parse().unwrap();
+    assert!(store.tiles.keys().all(|tile| *tile == holding));
 }
 
 #[tokio::test]

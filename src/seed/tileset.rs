@@ -234,7 +234,7 @@ impl TilesetRun<'_> {
     /// the run is complete), or aborts it; returns whether the run was complete.
     async fn complete(
         &self,
-        written: tokio::task::JoinHandle<Result<Box<dyn Sink>>>,
+        written: writer::Written,
         rendered: Result<bool>,
         tally: &mut Tally,
         sweep_allowed: bool,

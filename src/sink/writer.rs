@@ -38,32 +38,47 @@ impl Writer {
     }
 }
 
-/// Runs the sink on a thread of its own and returns the sender that feeds it; the handle yields the
-/// sink back once every sender is dropped, so the caller decides between finishing and aborting.
-pub fn spawn(
-    mut sink: Box<dyn Sink>,
-    output: &str,
-) -> (Writer, tokio::task::JoinHandle<Result<Box<dyn Sink>>>) {
+/// The writer's sink once every sender is dropped, or the error that stopped it; the channel
+/// closes without a value only when the thread died.
+pub type Written = tokio::sync::oneshot::Receiver<Result<Box<dyn Sink>>>;
+
+/// Runs the sink on a thread of its own, named `oar-tiles-writer` (so a profile or the benchmark
+/// tells its CPU apart: it is one of the two threads a run cannot spread), and returns the sender
+/// that feeds it; [`Written`] yields the sink back once every sender is dropped, so the caller
+/// decides between finishing and aborting.
+pub fn spawn(mut sink: Box<dyn Sink>, output: &str) -> (Writer, Written) {
     let (sender, mut receiver) = mpsc::channel(WRITE_QUEUE);
-    let handle = tokio::task::spawn_blocking(move || {
-        while let Some(command) = receiver.blocking_recv() {
-            let done = match command {
-                WriterCommand::Write(tile, data, children) => sink
-                    .write_tile(tile, &data)
-                    .and_then(|()| children.map_or(Ok(()), |c| sink.journal(tile, c, true))),
-                WriterCommand::Delete(tile) => sink.delete_tile(tile),
-                WriterCommand::Visited(tile, children) => sink.journal(tile, children, false),
-            };
-            if let Err(err) = done {
-                sink.abort();
-                return Err(err);
+    let (done, written) = tokio::sync::oneshot::channel();
+    let work = move || {
+        let outcome = (|| {
+            while let Some(command) = receiver.blocking_recv() {
+                let done = match command {
+                    WriterCommand::Write(tile, data, children) => sink
+                        .write_tile(tile, &data)
+                        .and_then(|()| children.map_or(Ok(()), |c| sink.journal(tile, c, true))),
+                    WriterCommand::Delete(tile) => sink.delete_tile(tile),
+                    WriterCommand::Visited(tile, children) => sink.journal(tile, children, false),
+                };
+                if let Err(err) = done {
+                    sink.abort();
+                    return Err(err);
+                }
             }
-        }
-        Ok(sink)
-    });
+            Ok(sink)
+        })();
+        let _ = done.send(outcome);
+    };
+    if let Err(err) = std::thread::Builder::new()
+        .name("oar-tiles-writer".into())
+        .spawn(work)
+    {
+        // The closure and its sender are gone with the thread that never ran: `Written` says the
+        // writer stopped.
+        tracing::error!("cannot start the writer thread of `{output}`: {err}");
+    }
     let writer = Writer {
         sender,
         output: output.to_string(),
     };
-    (writer, handle)
+    (writer, written)
 }
