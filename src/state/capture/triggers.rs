@@ -13,7 +13,10 @@ use crate::render::source::quoted_table;
 pub(super) struct Watched {
     pub(super) table: String,
     geometry: String,
-    id: String,
+    pub(super) id: String,
+    /// Whether the id column's type has a collation (text ids): their pairing then compares bytes
+    /// (read at install).
+    pub(super) id_collatable: bool,
     columns: Vec<String>,
     filtered: bool,
     /// Columns some tileset is partitioned by, each with whether it is an array (read at install).
@@ -34,6 +37,7 @@ pub(super) fn watched_tables(config: &Config) -> Vec<Watched> {
                 table: quoted_table(layer),
                 geometry: layer.geometry_column.clone(),
                 id: layer.id_column.clone(),
+                id_collatable: false,
                 columns: Vec::new(),
                 filtered: false,
                 partitions: Vec::new(),
@@ -63,11 +67,12 @@ pub(super) fn watched_tables(config: &Config) -> Vec<Watched> {
 }
 
 /// The triggers `changes install` puts on each source table.
-pub(super) const TRIGGERS: [&str; 4] = [
+pub(super) const TRIGGERS: [&str; 5] = [
     "oar_tiles_capture_insert",
     "oar_tiles_capture_update",
     "oar_tiles_capture_delete",
     "oar_tiles_capture_truncate",
+    "oar_tiles_capture_changed",
 ];
 
 /// Triggers of earlier versions, removed by `changes install` and `changes uninstall`: the row
@@ -88,10 +93,30 @@ pub fn channel(change_schema: &str) -> String {
     change_schema.to_string()
 }
 
-fn function_name(schema: &str, table: &str) -> String {
+fn table_hash(table: &str) -> String {
     let digest = Md5::digest(table.as_bytes());
-    format!("{schema}.capture_{}", hex::encode(&digest[..8]))
+    hex::encode(&digest[..8])
 }
+
+fn function_name(schema: &str, table: &str) -> String {
+    format!("{schema}.capture_{}", table_hash(table))
+}
+
+/// The session settings in which the row trigger of `table`'s UPDATEs marks that the statement
+/// changed a watched column of some row (`changed`) and kept them all in some row (`kept`).
+fn flags(table: &str) -> (String, String) {
+    let hash = table_hash(table);
+    (
+        format!("oar_tiles.changed_{hash}"),
+        format!("oar_tiles.kept_{hash}"),
+    )
+}
+
+/// The client statement running, as text: the same for every statement it runs (those of
+/// functions and triggers too) and for no other statement in the session, whatever the session's
+/// time zone or formats (microseconds since 1970).
+const STATEMENT_MARK: &str =
+    "(tstzrange_subdiff(statement_timestamp(), 'epoch') * 1000000)::int8::text";
 
 /// The DDL that installs change capture; running it twice is harmless.
 pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
@@ -118,6 +143,7 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
          -- statement of one row writes.)
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS old_geoms geometry[];
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS new_geoms geometry[];
+         DO {compression};
          -- Per partition column of the table, the values of the rows the statement changed, as
          -- {{\"column\": [values]}}; NULL where no tileset was partitioned when it was logged.
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS partitions jsonb;
@@ -127,7 +153,14 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
              snapshot pg_snapshot NOT NULL,
              updated_at timestamptz NOT NULL DEFAULT now());
          CREATE OR REPLACE FUNCTION {schema}.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS {truncate};
+         -- Never called: the WHEN of the trigger that runs it does the work, and is never true.
+         CREATE OR REPLACE FUNCTION {schema}.capture_flag() RETURNS trigger LANGUAGE plpgsql AS $f$
+         BEGIN
+             RETURN NULL;
+         END
+         $f$;
 ",
+        compression = dollar_quote(&compression_sql(schema)),
         truncate = dollar_quote(&format!(
             "
          BEGIN
@@ -153,6 +186,10 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
              CREATE TRIGGER oar_tiles_capture_update AFTER UPDATE ON {table}
                  REFERENCING OLD TABLE AS oar_old NEW TABLE AS oar_new
                  FOR EACH STATEMENT EXECUTE FUNCTION {function}_update();
+             DROP TRIGGER IF EXISTS oar_tiles_capture_changed ON {table};
+             CREATE TRIGGER oar_tiles_capture_changed AFTER UPDATE ON {table}
+                 FOR EACH ROW WHEN ({when})
+                 EXECUTE FUNCTION {schema}.capture_flag();
              DROP TRIGGER IF EXISTS oar_tiles_capture_delete ON {table};
              CREATE TRIGGER oar_tiles_capture_delete AFTER DELETE ON {table}
                  REFERENCING OLD TABLE AS oar_old
@@ -165,6 +202,7 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
             insert = dollar_quote(&one_side_body(schema, watched, "oar_new", "new_geoms", notify)),
             delete = dollar_quote(&one_side_body(schema, watched, "oar_old", "old_geoms", notify)),
             update = dollar_quote(&update_body(schema, watched, notify)),
+            when = flag_condition(watched),
         ));
     }
     // The earlier notify trigger's function, unless a table this config no longer names still
@@ -180,8 +218,9 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
 }
 
 /// A trigger function's body: `single` when the statement changed at most one row, with that row
-/// in the record `o` (from `oar_old`) or `n` (from `oar_new`) as `rows` name them, else `bulk`
-/// (whose `$1` is the table's oid) and `notify` when it logged a row; `single` notifies itself.
+/// in the record `o` (from `oar_old`) or `n` (from `oar_new`) as `rows` name them, else the
+/// statements `bulk` (see [`execute`]; they set `logged`, which starts at 0) and `notify` when they
+/// logged a row; `single` notifies itself.
 ///
 /// PL/pgSQL keeps the plan of a static statement for the session, planned once for the size of
 /// the transition tables at its first run; a plan made for a bulk statement then served every
@@ -208,7 +247,7 @@ fn dispatch(rows: &[&str], single: &str, bulk: &str, notify: &str) -> String {
         })
         .collect();
     format!(
-        "             DECLARE{declare} logged bigint;
+        "             DECLARE{declare} logged bigint := 0;
              BEGIN
                  PERFORM FROM {first} LIMIT 1 OFFSET 1;
                  IF NOT FOUND THEN
@@ -216,8 +255,7 @@ fn dispatch(rows: &[&str], single: &str, bulk: &str, notify: &str) -> String {
 {single};
                      END IF;
                  ELSE
-                     EXECUTE {bulk} USING TG_RELID;
-                     GET DIAGNOSTICS logged = ROW_COUNT;
+{bulk}
                      IF logged > 0 THEN
                          {notify};
                      END IF;
@@ -225,7 +263,37 @@ fn dispatch(rows: &[&str], single: &str, bulk: &str, notify: &str) -> String {
                  RETURN NULL;
              END",
         first = rows[0],
-        bulk = dollar_quote(&format!("\n{bulk}")),
+    )
+}
+
+/// Statements running the query `sql` (whose `$1` is the table's oid) planned for this call, and
+/// setting `logged` to the rows it wrote.
+fn execute(sql: &str) -> String {
+    format!(
+        "                     EXECUTE {} USING TG_RELID;
+                     GET DIAGNOSTICS logged = ROW_COUNT;",
+        dollar_quote(&format!("\n{sql}"))
+    )
+}
+
+/// The DDL that stores the change log's arrays of geometries compressed with LZ4 where the server
+/// has it, else uncompressed: pglz took about 15 ms of the 20 ms a 20,000-row statement's log row
+/// cost to write, LZ4 about 1 ms (PostgreSQL 15; `scripts/bench.sh --sections capture`).
+fn compression_sql(schema: &str) -> String {
+    let columns = |how: &str| {
+        format!(
+            "ALTER TABLE {schema}.change_log ALTER COLUMN old_geoms SET {how}, ALTER COLUMN new_geoms SET {how}"
+        )
+    };
+    format!(
+        "
+         BEGIN
+             EXECUTE {};
+         EXCEPTION WHEN feature_not_supported OR invalid_parameter_value OR syntax_error THEN
+             EXECUTE {};
+         END",
+        quote_literal(&columns("COMPRESSION lz4")),
+        quote_literal(&columns("STORAGE EXTERNAL")),
     )
 }
 
@@ -289,35 +357,80 @@ fn one_side_body(
                      SELECT $1, array_agg(t.{geometry}){partitions} FROM {rows} t HAVING count(*) > 0",
         partitions = partition_values_sql(&watched.partitions, rows),
     );
-    dispatch(&[rows], &single, &bulk, notify)
+    dispatch(&[rows], &single, &execute(&bulk), notify)
+}
+
+/// The watched columns of the rows `old` and `new` differ (any column when a layer filters the
+/// table, since a filter may use any column to move a row in or out of a layer).
+fn changed(watched: &Watched, old: &str, new: &str) -> String {
+    if watched.filtered {
+        return format!("ROW({old}.*) IS DISTINCT FROM ROW({new}.*)");
+    }
+    let side = |t: &str| {
+        let columns: Vec<String> = watched
+            .columns
+            .iter()
+            .map(|c| format!("{t}.{}", quote_ident(c)))
+            .collect();
+        format!("({})", columns.join(", "))
+    };
+    format!("{} IS DISTINCT FROM {}", side(old), side(new))
+}
+
+/// The WHEN of the row trigger on UPDATE, which is never true: for the first row of a statement
+/// whose watched columns changed it sets the session's `changed` flag to the statement's mark,
+/// and for the first whose watched columns stayed the `kept` flag, each with `set_config` local
+/// to the transaction. PostgreSQL evaluates it in the executor for each row without calling a
+/// function, so a statement that changes nothing watched pays for a comparison per row (and the
+/// transition tables) instead of pairing its old and new rows.
+fn flag_condition(watched: &Watched) -> String {
+    let (changed_flag, kept_flag) = flags(&watched.table);
+    let mark = |flag: &str| {
+        let flag = quote_literal(flag);
+        format!(
+            "current_setting({flag}, true) IS DISTINCT FROM {STATEMENT_MARK}
+                       AND set_config({flag}, {STATEMENT_MARK}, true) IS NULL"
+        )
+    };
+    format!(
+        "CASE WHEN {} THEN {} ELSE {} END",
+        changed(watched, "OLD", "NEW"),
+        mark(&changed_flag),
+        mark(&kept_flag)
+    )
 }
 
 /// The body of a table's UPDATE trigger: the old and new positions of the rows whose watched
 /// columns changed and, for partitioned tables, the partition values those rows left and joined;
 /// it runs `notify` when it logged.
 ///
-/// In a bulk statement old and new rows are paired on the id column: a row whose id changed, or an
-/// id that is not unique, pairs with nothing or with more than its own version, which logs more
-/// positions than needed but never fewer. The watched columns are compared one by one rather than
-/// as `ROW(...)` values built in subqueries, which cost more to set up on every statement.
+/// A bulk statement reads the flags [`flag_condition`] set: none of its rows changed a watched
+/// column unless `changed` holds its mark, and all of them did unless `kept` does, when the log
+/// takes every old and new position without pairing the rows. The flags hold the mark of the
+/// client statement, which the statements it nests (in functions or triggers) share: one of them
+/// may set a flag another reads, which only makes that one pair its rows, or pair them in vain.
+/// Rows of child tables (inheritance or partitions, `relhassubclass`) never pass the row trigger
+/// of this table (a row moved to another partition fires no UPDATE row trigger either), so such
+/// a table's statements always pair.
+///
+/// Old and new rows are paired on the id column: a row whose id changed, or an id that is not
+/// unique, pairs with nothing or with more than its own version, which logs more positions than
+/// needed but never fewer. Text ids are paired by their bytes (`COLLATE "C"`): sorting them by a
+/// linguistic collation for the merge join cost more than the rest of the pairing. The watched
+/// columns are compared one by one rather than as `ROW(...)` values built in subqueries, which
+/// cost more to set up on every statement.
 fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
     let geometry = quote_ident(&watched.geometry);
     let id = quote_ident(&watched.id);
-    let changed = if watched.filtered {
-        // A filter may use any column, so any change may move a row in or out of a layer.
-        "ROW(o.*) IS DISTINCT FROM ROW(n.*)".to_string()
+    let collate = if watched.id_collatable {
+        " COLLATE \"C\""
     } else {
-        let side = |t: &str| {
-            let columns: Vec<String> = watched
-                .columns
-                .iter()
-                .map(|c| format!("{t}.{}", quote_ident(c)))
-                .collect();
-            format!("({})", columns.join(", "))
-        };
-        format!("{} IS DISTINCT FROM {}", side("o"), side("n"))
+        ""
     };
-    let paired = format!("oar_old o FULL JOIN oar_new n ON o.{id} = n.{id} WHERE {changed}");
+    let paired = format!(
+        "oar_old o FULL JOIN oar_new n ON o.{id}{collate} = n.{id}{collate} WHERE {}",
+        changed(watched, "o", "n")
+    );
     let partition_column = partition_column(watched);
     let single_partitions = single_row_partitions(watched, |column, array| {
         format!(
@@ -329,17 +442,47 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
     // One row: its old and new version, whatever its id, are compared directly (a changed id is
     // a changed watched column).
     let single = format!(
-        "                         IF {single_changed} THEN
+        "                         IF {} THEN
                              INSERT INTO {schema}.change_log (source, old_geom, new_geom{partition_column})
                              VALUES (TG_RELID, o.{geometry}, n.{geometry}{single_partitions});
                              {notify};
                          END IF",
-        single_changed = if watched.filtered {
-            "o IS DISTINCT FROM n"
+        if watched.filtered {
+            "o IS DISTINCT FROM n".to_string()
         } else {
-            &changed
+            changed(watched, "o", "n")
         },
     );
+    let (changed_flag, kept_flag) = flags(&watched.table);
+    let (changed_flag, kept_flag) = (quote_literal(&changed_flag), quote_literal(&kept_flag));
+    // `every`, when given, logs a statement all of whose rows changed, without pairing them.
+    let flagged = |paired: &str, every: Option<&str>| {
+        let log = match every {
+            Some(every) => format!(
+                "                     IF inherited OR current_setting({kept_flag}, true) = {STATEMENT_MARK} THEN
+{}
+                     ELSE
+{}
+                     END IF;",
+                execute(paired),
+                execute(every)
+            ),
+            None => execute(paired),
+        };
+        format!(
+            "                     SELECT c.relhassubclass INTO inherited FROM pg_class c WHERE c.oid = TG_RELID;
+                     IF inherited OR current_setting({changed_flag}, true) = {STATEMENT_MARK} THEN
+{log}
+                     END IF;"
+        )
+    };
+    let body = |bulk: String| {
+        dispatch(&["oar_old", "oar_new"], &single, &bulk, notify).replacen(
+            " logged bigint := 0;",
+            " logged bigint := 0; inherited boolean;",
+            1,
+        )
+    };
     if watched.partitions.is_empty() {
         let bulk = format!(
             "                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
@@ -348,7 +491,13 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
                      FROM {paired}
                      HAVING count(*) > 0"
         );
-        return dispatch(&["oar_old", "oar_new"], &single, &bulk, notify);
+        // Every row changed: every position, old and new, without pairing.
+        let every = format!(
+            "                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
+                     SELECT $1, (SELECT array_agg(t.{geometry}) FROM oar_old t WHERE t.{geometry} IS NOT NULL),
+                            (SELECT array_agg(t.{geometry}) FROM oar_new t WHERE t.{geometry} IS NOT NULL)"
+        );
+        return body(flagged(&bulk, Some(&every)));
     }
     let carried: String = watched
         .partitions
@@ -382,7 +531,8 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
                      FROM d HAVING count(*) > 0",
         objects.join(" || ")
     );
-    dispatch(&["oar_old", "oar_new"], &single, &bulk, notify)
+    // The partition values of every row would need reading both tables once more: these pair.
+    body(flagged(&bulk, None))
 }
 
 /// `, <jsonb>` of the values each partition column holds in the transition table `rows`, for the
