@@ -656,9 +656,8 @@ fn change_capture_logs_exactly_the_rows_whose_rendered_columns_changed() {
     assert_eq!(rows, 1, "one log row for the statement, not one per row");
     clear_log(&mut setup);
 
-    // A statement that changes every row it updates logs every old and new position; statements
-    // sent together share what flags their changes, so one that changes nothing rendered after one
-    // that did, or before it, logs nothing of its own.
+    // Statements sent together are logged each by its own rows: those that change nothing
+    // rendered, before or after one that does, log nothing.
     setup.schema.execute(
         "UPDATE {schema}.sites SET note = 'v' WHERE site_id <= 50;
          UPDATE {schema}.sites SET label = label || '!' WHERE site_id IN (11, 12, 13);
@@ -743,9 +742,8 @@ fn change_capture_logs_exactly_the_rows_whose_rendered_columns_changed() {
     assert_eq!((old.len(), new.len()), (1, 1), "{old:?} {new:?}");
     clear_log(&mut setup);
 
-    // Rows of a child table pass through none of the parent's row triggers, yet the parent's
-    // statements change them: they are compared row by row (with the filter still installed, any
-    // changed column counts).
+    // Rows of a child table changed through the parent are compared like the parent's own (with
+    // the filter still installed, any changed column counts).
     setup.schema.execute(
         "CREATE TABLE {schema}.child_sites () INHERITS ({schema}.sites);
          INSERT INTO {schema}.child_sites (site_id, label, pt)

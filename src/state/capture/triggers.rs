@@ -67,12 +67,11 @@ pub(super) fn watched_tables(config: &Config) -> Vec<Watched> {
 }
 
 /// The triggers `changes install` puts on each source table.
-pub(super) const TRIGGERS: [&str; 5] = [
+pub(super) const TRIGGERS: [&str; 4] = [
     "oar_tiles_capture_insert",
     "oar_tiles_capture_update",
     "oar_tiles_capture_delete",
     "oar_tiles_capture_truncate",
-    "oar_tiles_capture_changed",
 ];
 
 /// Triggers of earlier versions, removed by `changes install` and `changes uninstall`: the row
@@ -93,30 +92,10 @@ pub fn channel(change_schema: &str) -> String {
     change_schema.to_string()
 }
 
-fn table_hash(table: &str) -> String {
-    let digest = Md5::digest(table.as_bytes());
-    hex::encode(&digest[..8])
-}
-
 fn function_name(schema: &str, table: &str) -> String {
-    format!("{schema}.capture_{}", table_hash(table))
+    let digest = Md5::digest(table.as_bytes());
+    format!("{schema}.capture_{}", hex::encode(&digest[..8]))
 }
-
-/// The session settings in which the row trigger of `table`'s UPDATEs marks that the statement
-/// changed a watched column of some row (`changed`) and kept them all in some row (`kept`).
-fn flags(table: &str) -> (String, String) {
-    let hash = table_hash(table);
-    (
-        format!("oar_tiles.changed_{hash}"),
-        format!("oar_tiles.kept_{hash}"),
-    )
-}
-
-/// The client statement running, as text: the same for every statement it runs (those of
-/// functions and triggers too) and for no other statement in the session, whatever the session's
-/// time zone or formats (microseconds since 1970).
-const STATEMENT_MARK: &str =
-    "(tstzrange_subdiff(statement_timestamp(), 'epoch') * 1000000)::int8::text";
 
 /// The DDL that installs change capture; running it twice is harmless.
 pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
@@ -153,12 +132,6 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
              snapshot pg_snapshot NOT NULL,
              updated_at timestamptz NOT NULL DEFAULT now());
          CREATE OR REPLACE FUNCTION {schema}.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS {truncate};
-         -- Never called: the WHEN of the trigger that runs it does the work, and is never true.
-         CREATE OR REPLACE FUNCTION {schema}.capture_flag() RETURNS trigger LANGUAGE plpgsql AS $f$
-         BEGIN
-             RETURN NULL;
-         END
-         $f$;
 ",
         compression = dollar_quote(&compression_sql(schema)),
         truncate = dollar_quote(&format!(
@@ -186,10 +159,6 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
              CREATE TRIGGER oar_tiles_capture_update AFTER UPDATE ON {table}
                  REFERENCING OLD TABLE AS oar_old NEW TABLE AS oar_new
                  FOR EACH STATEMENT EXECUTE FUNCTION {function}_update();
-             DROP TRIGGER IF EXISTS oar_tiles_capture_changed ON {table};
-             CREATE TRIGGER oar_tiles_capture_changed AFTER UPDATE ON {table}
-                 FOR EACH ROW WHEN ({when})
-                 EXECUTE FUNCTION {schema}.capture_flag();
              DROP TRIGGER IF EXISTS oar_tiles_capture_delete ON {table};
              CREATE TRIGGER oar_tiles_capture_delete AFTER DELETE ON {table}
                  REFERENCING OLD TABLE AS oar_old
@@ -202,7 +171,6 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
             insert = dollar_quote(&one_side_body(schema, watched, "oar_new", "new_geoms", notify)),
             delete = dollar_quote(&one_side_body(schema, watched, "oar_old", "old_geoms", notify)),
             update = dollar_quote(&update_body(schema, watched, notify)),
-            when = flag_condition(watched),
         ));
     }
     // The earlier notify trigger's function, unless a table this config no longer names still
@@ -218,9 +186,8 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
 }
 
 /// A trigger function's body: `single` when the statement changed at most one row, with that row
-/// in the record `o` (from `oar_old`) or `n` (from `oar_new`) as `rows` name them, else the
-/// statements `bulk` (see [`execute`]; they set `logged`, which starts at 0) and `notify` when they
-/// logged a row; `single` notifies itself.
+/// in the record `o` (from `oar_old`) or `n` (from `oar_new`) as `rows` name them, else `bulk`
+/// (whose `$1` is the table's oid) and `notify` when it logged a row; `single` notifies itself.
 ///
 /// PL/pgSQL keeps the plan of a static statement for the session, planned once for the size of
 /// the transition tables at its first run; a plan made for a bulk statement then served every
@@ -247,7 +214,7 @@ fn dispatch(rows: &[&str], single: &str, bulk: &str, notify: &str) -> String {
         })
         .collect();
     format!(
-        "             DECLARE{declare} logged bigint := 0;
+        "             DECLARE{declare} logged bigint;
              BEGIN
                  PERFORM FROM {first} LIMIT 1 OFFSET 1;
                  IF NOT FOUND THEN
@@ -255,7 +222,8 @@ fn dispatch(rows: &[&str], single: &str, bulk: &str, notify: &str) -> String {
 {single};
                      END IF;
                  ELSE
-{bulk}
+                     EXECUTE {bulk} USING TG_RELID;
+                     GET DIAGNOSTICS logged = ROW_COUNT;
                      IF logged > 0 THEN
                          {notify};
                      END IF;
@@ -263,16 +231,7 @@ fn dispatch(rows: &[&str], single: &str, bulk: &str, notify: &str) -> String {
                  RETURN NULL;
              END",
         first = rows[0],
-    )
-}
-
-/// Statements running the query `sql` (whose `$1` is the table's oid) planned for this call, and
-/// setting `logged` to the rows it wrote.
-fn execute(sql: &str) -> String {
-    format!(
-        "                     EXECUTE {} USING TG_RELID;
-                     GET DIAGNOSTICS logged = ROW_COUNT;",
-        dollar_quote(&format!("\n{sql}"))
+        bulk = dollar_quote(&format!("\n{bulk}")),
     )
 }
 
@@ -357,7 +316,7 @@ fn one_side_body(
                      SELECT $1, array_agg(t.{geometry}){partitions} FROM {rows} t HAVING count(*) > 0",
         partitions = partition_values_sql(&watched.partitions, rows),
     );
-    dispatch(&[rows], &single, &execute(&bulk), notify)
+    dispatch(&[rows], &single, &bulk, notify)
 }
 
 /// The watched columns of the rows `old` and `new` differ (any column when a layer filters the
@@ -377,41 +336,9 @@ fn changed(watched: &Watched, old: &str, new: &str) -> String {
     format!("{} IS DISTINCT FROM {}", side(old), side(new))
 }
 
-/// The WHEN of the row trigger on UPDATE, which is never true: for the first row of a statement
-/// whose watched columns changed it sets the session's `changed` flag to the statement's mark,
-/// and for the first whose watched columns stayed the `kept` flag, each with `set_config` local
-/// to the transaction. PostgreSQL evaluates it in the executor for each row without calling a
-/// function, so a statement that changes nothing watched pays for a comparison per row (and the
-/// transition tables) instead of pairing its old and new rows.
-fn flag_condition(watched: &Watched) -> String {
-    let (changed_flag, kept_flag) = flags(&watched.table);
-    let mark = |flag: &str| {
-        let flag = quote_literal(flag);
-        format!(
-            "current_setting({flag}, true) IS DISTINCT FROM {STATEMENT_MARK}
-                       AND set_config({flag}, {STATEMENT_MARK}, true) IS NULL"
-        )
-    };
-    format!(
-        "CASE WHEN {} THEN {} ELSE {} END",
-        changed(watched, "OLD", "NEW"),
-        mark(&changed_flag),
-        mark(&kept_flag)
-    )
-}
-
 /// The body of a table's UPDATE trigger: the old and new positions of the rows whose watched
 /// columns changed and, for partitioned tables, the partition values those rows left and joined;
 /// it runs `notify` when it logged.
-///
-/// A bulk statement reads the flags [`flag_condition`] set: none of its rows changed a watched
-/// column unless `changed` holds its mark, and all of them did unless `kept` does, when the log
-/// takes every old and new position without pairing the rows. The flags hold the mark of the
-/// client statement, which the statements it nests (in functions or triggers) share: one of them
-/// may set a flag another reads, which only makes that one pair its rows, or pair them in vain.
-/// Rows of child tables (inheritance or partitions, `relhassubclass`) never pass the row trigger
-/// of this table (a row moved to another partition fires no UPDATE row trigger either), so such
-/// a table's statements always pair.
 ///
 /// Old and new rows are paired on the id column: a row whose id changed, or an id that is not
 /// unique, pairs with nothing or with more than its own version, which logs more positions than
@@ -453,36 +380,6 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
             changed(watched, "o", "n")
         },
     );
-    let (changed_flag, kept_flag) = flags(&watched.table);
-    let (changed_flag, kept_flag) = (quote_literal(&changed_flag), quote_literal(&kept_flag));
-    // `every`, when given, logs a statement all of whose rows changed, without pairing them.
-    let flagged = |paired: &str, every: Option<&str>| {
-        let log = match every {
-            Some(every) => format!(
-                "                     IF inherited OR current_setting({kept_flag}, true) = {STATEMENT_MARK} THEN
-{}
-                     ELSE
-{}
-                     END IF;",
-                execute(paired),
-                execute(every)
-            ),
-            None => execute(paired),
-        };
-        format!(
-            "                     SELECT c.relhassubclass INTO inherited FROM pg_class c WHERE c.oid = TG_RELID;
-                     IF inherited OR current_setting({changed_flag}, true) = {STATEMENT_MARK} THEN
-{log}
-                     END IF;"
-        )
-    };
-    let body = |bulk: String| {
-        dispatch(&["oar_old", "oar_new"], &single, &bulk, notify).replacen(
-            " logged bigint := 0;",
-            " logged bigint := 0; inherited boolean;",
-            1,
-        )
-    };
     if watched.partitions.is_empty() {
         let bulk = format!(
             "                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
@@ -491,13 +388,7 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
                      FROM {paired}
                      HAVING count(*) > 0"
         );
-        // Every row changed: every position, old and new, without pairing.
-        let every = format!(
-            "                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
-                     SELECT $1, (SELECT array_agg(t.{geometry}) FROM oar_old t WHERE t.{geometry} IS NOT NULL),
-                            (SELECT array_agg(t.{geometry}) FROM oar_new t WHERE t.{geometry} IS NOT NULL)"
-        );
-        return body(flagged(&bulk, Some(&every)));
+        return dispatch(&["oar_old", "oar_new"], &single, &bulk, notify);
     }
     let carried: String = watched
         .partitions
@@ -531,8 +422,7 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
                      FROM d HAVING count(*) > 0",
         objects.join(" || ")
     );
-    // The partition values of every row would need reading both tables once more: these pair.
-    body(flagged(&bulk, None))
+    dispatch(&["oar_old", "oar_new"], &single, &bulk, notify)
 }
 
 /// `, <jsonb>` of the values each partition column holds in the transition table `rows`, for the
