@@ -976,9 +976,10 @@ for line in open(sys.argv[1]):
         cpu[table, case, variant].append(float(rest[0]))
 if not times:
     sys.exit("capture: the server printed no timings")
-print("capture: writes without triggers (off), with change capture's statement triggers (on), and "
+print("capture: writes without triggers (off), with change capture's statement triggers (on), "
       "with the row triggers of the first design alone (row) and with the statement trigger that "
-      "notified watch before the capture triggers did (row+n); median of "
+      "notified watch before the capture triggers did (row+n), and with empty statement triggers "
+      "reading the same transition tables (floor: PostgreSQL's cost of capturing them); median of "
       f"{len(times[next(iter(times))])} rounds, each rolled back (load {sys.argv[2]})")
 tables = {"facilities": "the 100k sample's table (bigint ids, primary key, unique os_id, GiST index)",
           "lean": "the same rows in a lean table (text ids, primary key and one GiST index only)"}
@@ -987,7 +988,7 @@ labels = {"move": "UPDATE 20,000 rows, geometry moved", "rename": "UPDATE 20,000
           "unrendered": "UPDATE 20,000 rows, column no layer renders",
           "insert": "INSERT 20,000 rows", "delete": "DELETE 20,000 rows",
           "single-row": "2,000 single-row UPDATEs (name)"}
-variants = ("off", "row", "rownotify", "on")
+variants = ("off", "row", "rownotify", "floor", "on")
 # Wall time, and the server process's CPU time where it could be read: with other work on the
 # machine the CPU time scatters far less.
 for table, described in tables.items():
@@ -995,17 +996,18 @@ for table, described in tables.items():
     for kind, measured in (("wall", times), ("server CPU", cpu)):
         if not all((table, case, v) in measured for case in labels for v in variants):
             continue
-        print(f"  {'write (' + kind + ')':<44} {'off ms':>9} {'row ms':>9} {'row+n ms':>9} {'on ms':>9}"
-              f" {'row':>8} {'row+n':>8} {'on':>8}")
-        worst = 0.0
+        print(f"  {'write (' + kind + ')':<44} {'off ms':>9} {'row ms':>9} {'row+n ms':>9} {'floor ms':>9}"
+              f" {'on ms':>9} {'row':>8} {'row+n':>8} {'floor':>8} {'on':>8}")
+        worst, worst_floor = 0.0, 0.0
         for case, label in labels.items():
-            off, row, notified, on = (statistics.median(measured[table, case, v]) for v in variants)
+            off, row, notified, floor, on = (statistics.median(measured[table, case, v]) for v in variants)
             overhead = on / off - 1
-            if case != "single-row":
-                worst = max(worst, overhead)
-            print(f"  {label:<44} {off:9.1f} {row:9.1f} {notified:9.1f} {on:9.1f}"
-                  f" {row / off - 1:+8.1%} {notified / off - 1:+8.1%} {overhead:+8.1%}")
-        print(f"  worst bulk overhead {worst:+.1%}   (target <= +25%: {'met' if worst <= 0.25 else 'NOT met'}); "
+            if case != "single-row" and overhead >= worst:
+                worst, worst_floor = overhead, floor / off - 1
+            print(f"  {label:<44} {off:9.1f} {row:9.1f} {notified:9.1f} {floor:9.1f} {on:9.1f}"
+                  f" {row / off - 1:+8.1%} {notified / off - 1:+8.1%} {floor / off - 1:+8.1%} {overhead:+8.1%}")
+        print(f"  worst bulk overhead {worst:+.1%}, of which the transition tables' floor {worst_floor:+.1%}   "
+              f"(target <= +25%: {'met' if worst <= 0.25 else 'NOT met'}); "
               "single-row writes: compare the row, row+n and on columns (target: on no worse than row)")
 PY
 }

@@ -2,8 +2,10 @@
 -- enabled ("on"), and replaced by the row trigger of oar-tiles 0.1's first design ("row", written
 -- out below for the sample's columns, as a reference) alone and together with the statement
 -- trigger that notified `watch` in the versions before the capture triggers notified themselves
--- ("rownotify": the row design with the notification every design now owes), each write in its
--- own transaction that is rolled back, so every round starts from the same table. Run by
+-- ("rownotify": the row design with the notification every design now owes), and replaced by
+-- statement triggers with the same transition tables and an empty body ("floor": what PostgreSQL
+-- charges for capturing the transition tables, which any design reading them pays), each write in
+-- its own transaction that is rolled back, so every round starts from the same table. Run by
 -- `scripts/bench.sh --sections capture` with psql variables
 --   table   the table, schema-qualified and quoted (bench_capture.facilities, or bench_capture.lean:
 --           the same rows with text ids, a primary key and one GiST index only)
@@ -32,6 +34,10 @@ BEGIN
         END $body$$f$, current_setting('bench.change_log'));
 END
 $make$;
+CREATE OR REPLACE FUNCTION pg_temp.bench_empty() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    RETURN NULL;
+END $body$;
 CREATE OR REPLACE FUNCTION pg_temp.bench_notify() RETURNS trigger LANGUAGE plpgsql AS $body$
 BEGIN
     PERFORM pg_notify('bench_capture_reference', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
@@ -79,6 +85,15 @@ BEGIN
         EXECUTE format('CREATE TRIGGER bench_row_capture AFTER INSERT OR UPDATE OR DELETE ON %s
                         FOR EACH ROW EXECUTE FUNCTION pg_temp.bench_row_capture()', tbl);
     END IF;
+    IF variant = 'floor' THEN
+        EXECUTE format('CREATE TRIGGER bench_floor_insert AFTER INSERT ON %1$s REFERENCING NEW TABLE AS oar_new
+                            FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.bench_empty();
+                        CREATE TRIGGER bench_floor_update AFTER UPDATE ON %1$s
+                            REFERENCING OLD TABLE AS oar_old NEW TABLE AS oar_new
+                            FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.bench_empty();
+                        CREATE TRIGGER bench_floor_delete AFTER DELETE ON %1$s REFERENCING OLD TABLE AS oar_old
+                            FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.bench_empty()', tbl);
+    END IF;
     IF variant = 'rownotify' THEN
         EXECUTE format('CREATE TRIGGER bench_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
                         FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.bench_notify()', tbl);
@@ -106,8 +121,9 @@ SELECT format('BEGIN; SELECT pg_temp.bench_measure(%L, %L, %s); ROLLBACK;', w, v
 FROM generate_series(1, :rounds) r,
      unnest(ARRAY['move', 'rename', 'integer', 'unrendered', 'insert', 'delete', 'single-row'])
          WITH ORDINALITY AS c(w, wi),
-     unnest((ARRAY[['off', 'row', 'rownotify', 'on'], ['on', 'off', 'row', 'rownotify'],
-                   ['rownotify', 'on', 'off', 'row'], ['row', 'rownotify', 'on', 'off']])[r % 4 + 1:r % 4 + 1])
+     unnest((ARRAY[['off', 'row', 'rownotify', 'floor', 'on'], ['on', 'off', 'row', 'rownotify', 'floor'],
+                   ['floor', 'on', 'off', 'row', 'rownotify'], ['rownotify', 'floor', 'on', 'off', 'row'],
+                   ['row', 'rownotify', 'floor', 'on', 'off']])[r % 5 + 1:r % 5 + 1])
          WITH ORDINALITY AS o(v, vi)
 ORDER BY r, wi, vi
 \gexec
