@@ -969,18 +969,30 @@ section_capture() {
 import collections, statistics, sys
 times = collections.defaultdict(list)
 cpu = collections.defaultdict(list)
+# Per round, each variant's figure against the off figure of the same round, measured moments
+# apart: on a machine whose load drifts these scatter less than the ratio of the medians.
+by_round = {"wall": {}, "server CPU": {}}
 for line in open(sys.argv[1]):
-    table, case, variant, _, ms, *rest = line.split()
+    table, case, variant, rnd, ms, *rest = line.split()
     times[table, case, variant].append(float(ms))
+    by_round["wall"][table, case, variant, rnd] = float(ms)
     if rest and rest[0] != "-":
         cpu[table, case, variant].append(float(rest[0]))
+        by_round["server CPU"][table, case, variant, rnd] = float(rest[0])
+
+
+def paired(kind, table, case, variant):
+    runs = by_round[kind]
+    return statistics.median(value / runs[t, c, "off", r] - 1 for (t, c, v, r), value in runs.items()
+                             if (t, c, v) == (table, case, variant) and runs.get((t, c, "off", r)))
 if not times:
     sys.exit("capture: the server printed no timings")
 print("capture: writes without triggers (off), with change capture's statement triggers (on), "
       "with the row triggers of the first design alone (row) and with the statement trigger that "
       "notified watch before the capture triggers did (row+n), and with empty statement triggers "
       "reading the same transition tables (floor: PostgreSQL's cost of capturing them); median of "
-      f"{len(times[next(iter(times))])} rounds, each rolled back (load {sys.argv[2]})")
+      f"{len(times[next(iter(times))])} rounds, each rolled back, and (/rnd) the median of each round's "
+      f"ratio to that round's off (load {sys.argv[2]})")
 tables = {"facilities": "the 100k sample's table (bigint ids, primary key, unique os_id, GiST index)",
           "lean": "the same rows in a lean table (text ids, primary key and one GiST index only)"}
 labels = {"move": "UPDATE 20,000 rows, geometry moved", "rename": "UPDATE 20,000 rows, name",
@@ -997,7 +1009,7 @@ for table, described in tables.items():
         if not all((table, case, v) in measured for case in labels for v in variants):
             continue
         print(f"  {'write (' + kind + ')':<44} {'off ms':>9} {'row ms':>9} {'row+n ms':>9} {'floor ms':>9}"
-              f" {'on ms':>9} {'row':>8} {'row+n':>8} {'floor':>8} {'on':>8}")
+              f" {'on ms':>9} {'row':>8} {'row+n':>8} {'floor':>8} {'on':>8} {'floor/rnd':>9} {'on/rnd':>8}")
         worst, worst_floor = 0.0, 0.0
         for case, label in labels.items():
             off, row, notified, floor, on = (statistics.median(measured[table, case, v]) for v in variants)
@@ -1005,7 +1017,8 @@ for table, described in tables.items():
             if case != "single-row" and overhead >= worst:
                 worst, worst_floor = overhead, floor / off - 1
             print(f"  {label:<44} {off:9.1f} {row:9.1f} {notified:9.1f} {floor:9.1f} {on:9.1f}"
-                  f" {row / off - 1:+8.1%} {notified / off - 1:+8.1%} {floor / off - 1:+8.1%} {overhead:+8.1%}")
+                  f" {row / off - 1:+8.1%} {notified / off - 1:+8.1%} {floor / off - 1:+8.1%} {overhead:+8.1%}"
+                  f" {paired(kind, table, case, 'floor'):+9.1%} {paired(kind, table, case, 'on'):+8.1%}")
         print(f"  worst bulk overhead {worst:+.1%}, of which the transition tables' floor {worst_floor:+.1%}   "
               f"(target <= +25%: {'met' if worst <= 0.25 else 'NOT met'}); "
               "single-row writes: compare the row, row+n and on columns (target: on no worse than row)")
