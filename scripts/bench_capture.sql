@@ -2,10 +2,13 @@
 -- enabled ("on"), and replaced by the row trigger of oar-tiles 0.1's first design ("row", written
 -- out below for the sample's columns, as a reference) alone and together with the statement
 -- trigger that notified `watch` in the versions before the capture triggers notified themselves
--- ("rownotify": the row design with the notification every design now owes), each write in its
--- own transaction that is rolled back, so every round starts from the same table. Run by
+-- ("rownotify": the row design with the notification every design now owes), and replaced by
+-- statement triggers with the same transition tables and an empty body ("floor": what PostgreSQL
+-- charges for capturing the transition tables, which any design reading them pays), each write in
+-- its own transaction that is rolled back, so every round starts from the same table. Run by
 -- `scripts/bench.sh --sections capture` with psql variables
---   table   the table, schema-qualified and quoted (bench_capture.facilities)
+--   table   the table, schema-qualified and quoted (bench_capture.facilities, or bench_capture.lean:
+--           the same rows with text ids, a primary key and one GiST index only)
 --   rounds  rounds per write and variant (the report takes the median)
 --   singles single-row UPDATEs timed together in the `single-row` case
 --   log     the change log table (schema-qualified) the row trigger writes to
@@ -31,6 +34,10 @@ BEGIN
         END $body$$f$, current_setting('bench.change_log'));
 END
 $make$;
+CREATE OR REPLACE FUNCTION pg_temp.bench_empty() RETURNS trigger LANGUAGE plpgsql AS $body$
+BEGIN
+    RETURN NULL;
+END $body$;
 CREATE OR REPLACE FUNCTION pg_temp.bench_notify() RETURNS trigger LANGUAGE plpgsql AS $body$
 BEGIN
     PERFORM pg_notify('bench_capture_reference', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
@@ -53,17 +60,22 @@ LANGUAGE plpgsql AS $bench$
 DECLARE
     tbl text := current_setting('bench.target_table');
     singles int := current_setting('bench.single_count')::int;
-    first_id bigint;
+    id_type text := (SELECT format_type(atttypid, NULL) FROM pg_attribute
+                     WHERE attrelid = tbl::regclass AND attname = 'id');
+    -- 20,000 of the 100,000 rows of the sample (every fifth id), as the issue's figures were taken;
+    -- a text id ends in 0 or 5 where the number did.
+    pick text := CASE WHEN id_type = 'text' THEN 'right(id, 1) IN (''0'', ''5'')' ELSE 'id % 5 = 0' END;
+    copied_id text := CASE WHEN id_type = 'text' THEN 'id || ''-copy''' ELSE 'id + 100000000' END;
+    ids text[];
     started timestamptz;
     cpu_started bigint;
-    -- 20,000 of the 100,000 rows of the sample (every fifth id), as the issue's figures were taken.
     statement text := CASE write
-        WHEN 'move' THEN 'UPDATE %1$s SET location = ST_SetSRID(ST_MakePoint(ST_X(location) + 0.001, ST_Y(location)), 4326) WHERE id %% 5 = 0'
-        WHEN 'rename' THEN 'UPDATE %1$s SET name = name || '' (renamed)'' WHERE id %% 5 = 0'
-        WHEN 'integer' THEN 'UPDATE %1$s SET contributors = contributors + 1 WHERE id %% 5 = 0'
-        WHEN 'unrendered' THEN 'UPDATE %1$s SET updated_at = updated_at + interval ''1 second'' WHERE id %% 5 = 0'
-        WHEN 'insert' THEN 'INSERT INTO %1$s SELECT id + 100000000, os_id || ''-copy'', name, address, country_code, contributors, created_at, updated_at, location FROM %1$s WHERE id %% 5 = 0'
-        WHEN 'delete' THEN 'DELETE FROM %1$s WHERE id %% 5 = 0'
+        WHEN 'move' THEN 'UPDATE %1$s SET location = ST_SetSRID(ST_MakePoint(ST_X(location) + 0.001, ST_Y(location)), 4326) WHERE %2$s'
+        WHEN 'rename' THEN 'UPDATE %1$s SET name = name || '' (renamed)'' WHERE %2$s'
+        WHEN 'integer' THEN 'UPDATE %1$s SET contributors = contributors + 1 WHERE %2$s'
+        WHEN 'unrendered' THEN 'UPDATE %1$s SET updated_at = updated_at + interval ''1 second'' WHERE %2$s'
+        WHEN 'insert' THEN 'INSERT INTO %1$s SELECT %3$s, os_id || ''-copy'', name, address, country_code, contributors, created_at, updated_at, location FROM %1$s WHERE %2$s'
+        WHEN 'delete' THEN 'DELETE FROM %1$s WHERE %2$s'
     END;
 BEGIN
     IF variant <> 'on' THEN
@@ -73,19 +85,30 @@ BEGIN
         EXECUTE format('CREATE TRIGGER bench_row_capture AFTER INSERT OR UPDATE OR DELETE ON %s
                         FOR EACH ROW EXECUTE FUNCTION pg_temp.bench_row_capture()', tbl);
     END IF;
+    IF variant = 'floor' THEN
+        EXECUTE format('CREATE TRIGGER bench_floor_insert AFTER INSERT ON %1$s REFERENCING NEW TABLE AS oar_new
+                            FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.bench_empty();
+                        CREATE TRIGGER bench_floor_update AFTER UPDATE ON %1$s
+                            REFERENCING OLD TABLE AS oar_old NEW TABLE AS oar_new
+                            FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.bench_empty();
+                        CREATE TRIGGER bench_floor_delete AFTER DELETE ON %1$s REFERENCING OLD TABLE AS oar_old
+                            FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.bench_empty()', tbl);
+    END IF;
     IF variant = 'rownotify' THEN
         EXECUTE format('CREATE TRIGGER bench_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON %s
                         FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.bench_notify()', tbl);
     END IF;
-    EXECUTE format('SELECT min(id) FROM %s', tbl) INTO first_id;
+    -- The first ids in the id's order (the sample's are consecutive numbers).
+    EXECUTE format('SELECT array_agg(id::text ORDER BY id) FROM (SELECT id FROM %s ORDER BY id LIMIT %s) f',
+                   tbl, singles) INTO ids;
     cpu_started := pg_temp.bench_cpu_ns();
     started := clock_timestamp();
     IF write = 'single-row' THEN
-        FOR i IN 0..singles - 1 LOOP
-            EXECUTE format('UPDATE %s SET name = name || ''.'' WHERE id = $1', tbl) USING first_id + i;
+        FOR i IN 1..singles LOOP
+            EXECUTE format('UPDATE %s SET name = name || ''.'' WHERE id = $1::%s', tbl, id_type) USING ids[i];
         END LOOP;
     ELSE
-        EXECUTE format(statement, tbl);
+        EXECUTE format(statement, tbl, pick, copied_id);
     END IF;
     RAISE NOTICE 'capture % % % % %', write, variant, round,
         round((extract(epoch FROM clock_timestamp() - started) * 1000)::numeric, 2),
@@ -98,8 +121,9 @@ SELECT format('BEGIN; SELECT pg_temp.bench_measure(%L, %L, %s); ROLLBACK;', w, v
 FROM generate_series(1, :rounds) r,
      unnest(ARRAY['move', 'rename', 'integer', 'unrendered', 'insert', 'delete', 'single-row'])
          WITH ORDINALITY AS c(w, wi),
-     unnest((ARRAY[['off', 'row', 'rownotify', 'on'], ['on', 'off', 'row', 'rownotify'],
-                   ['rownotify', 'on', 'off', 'row'], ['row', 'rownotify', 'on', 'off']])[r % 4 + 1:r % 4 + 1])
+     unnest((ARRAY[['off', 'row', 'rownotify', 'floor', 'on'], ['on', 'off', 'row', 'rownotify', 'floor'],
+                   ['floor', 'on', 'off', 'row', 'rownotify'], ['rownotify', 'floor', 'on', 'off', 'row'],
+                   ['row', 'rownotify', 'floor', 'on', 'off']])[r % 5 + 1:r % 5 + 1])
          WITH ORDINALITY AS o(v, vi)
 ORDER BY r, wi, vi
 \gexec

@@ -656,6 +656,17 @@ fn change_capture_logs_exactly_the_rows_whose_rendered_columns_changed() {
     assert_eq!(rows, 1, "one log row for the statement, not one per row");
     clear_log(&mut setup);
 
+    // Statements sent together are logged each by its own rows: those that change nothing
+    // rendered, before or after one that does, log nothing.
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET note = 'v' WHERE site_id <= 50;
+         UPDATE {schema}.sites SET label = label || '!' WHERE site_id IN (11, 12, 13);
+         UPDATE {schema}.sites SET note = 'u' WHERE site_id <= 50",
+    );
+    let (old, new) = logged(&mut setup);
+    assert_eq!((old.len(), new.len()), (3, 3), "{old:?} {new:?}");
+    clear_log(&mut setup);
+
     // Statements of one row take a path of their own, by the same rule: an unrendered column or
     // a rendered one set to its value logs nothing; a moved or renamed row, or one whose id
     // changed, its old and new position.
@@ -729,6 +740,25 @@ fn change_capture_logs_exactly_the_rows_whose_rendered_columns_changed() {
         .execute("UPDATE {schema}.sites SET note = note WHERE site_id = 9");
     let (old, new) = logged(&mut setup);
     assert_eq!((old.len(), new.len()), (1, 1), "{old:?} {new:?}");
+    clear_log(&mut setup);
+
+    // Rows of a child table changed through the parent are compared like the parent's own (with
+    // the filter still installed, any changed column counts).
+    setup.schema.execute(
+        "CREATE TABLE {schema}.child_sites () INHERITS ({schema}.sites);
+         INSERT INTO {schema}.child_sites (site_id, label, pt)
+         SELECT 5000 + g, 'c', ST_SetSRID(ST_MakePoint(g, 50), 4326) FROM generate_series(1, 3) g",
+    );
+    clear_log(&mut setup);
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET note = note WHERE site_id > 5000");
+    assert_eq!(logged(&mut setup), (vec![], vec![]));
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET note = 'c' WHERE site_id IN (5001, 5002)");
+    let (old, new) = logged(&mut setup);
+    assert_eq!((old.len(), new.len()), (2, 2), "{old:?} {new:?}");
 }
 
 /// Sums the `value:count` pairs of a breakdown property into `totals`; returns their sum.

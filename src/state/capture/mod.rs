@@ -118,7 +118,7 @@ async fn run_ddl(pool: &Pool, sql: &str, what: &str) -> Result<()> {
 /// Installs (or refreshes) change capture for every source table of the config.
 pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
     within_name_limit(pool, &config.change_schema).await?;
-    let tables = with_partition_types(pool, watched_tables(config)).await?;
+    let tables = with_column_types(pool, watched_tables(config)).await?;
     run_ddl(
         pool,
         &install_sql(config, &tables),
@@ -157,24 +157,35 @@ async fn within_name_limit(pool: &Pool, schema: &str) -> Result<()> {
 
 /// Reads whether each partition column is an array, whose elements are the values: an array type's
 /// name starts with an underscore, the test `render::source` makes too. (A `LIKE '\\_%'` pattern
-/// read every type as an array in a session with `standard_conforming_strings = off`.)
-async fn with_partition_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<Watched>> {
+/// read every type as an array in a session with `standard_conforming_strings = off`.) Reads too
+/// whether the id column's type has a collation.
+async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<Watched>> {
+    const COLUMN: &str = "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+                          WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped";
     let client = pool.get().await?;
     for watched in &mut tables {
+        let table = watched.table.clone();
+        let reading = || DbError::during(format!("reading the columns of {table}"));
+        let id = client
+            .query_typed_opt(
+                &format!("SELECT a.attcollation <> 0 {COLUMN}"),
+                &[(&table, Type::TEXT), (&watched.id.as_str(), Type::TEXT)],
+            )
+            .await
+            .map_err(reading())?;
+        watched.id_collatable = id.is_some_and(|row| row.get(0));
         for (column, array) in &mut watched.partitions {
             let row = client
                 .query_typed_opt(
-                    "SELECT left(t.typname::text, 1) = '_' FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-                     WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
-                    &[(&watched.table, Type::TEXT), (&column.as_str(), Type::TEXT)],
+                    &format!("SELECT left(t.typname::text, 1) = '_' {COLUMN}"),
+                    &[(&table, Type::TEXT), (&column.as_str(), Type::TEXT)],
                 )
                 .await
-                .map_err(DbError::during(format!("reading the columns of {}", watched.table)))?;
+                .map_err(reading())?;
             *array = row
                 .ok_or_else(|| {
                     Error::setting("partition_by", format!(
-                        "partition_by column `{column}` does not exist in table {} (or the table does not)",
-                        watched.table
+                        "partition_by column `{column}` does not exist in table {table} (or the table does not)"
                     ))
                 })?
                 .get(0);

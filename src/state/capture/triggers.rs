@@ -13,7 +13,10 @@ use crate::render::source::quoted_table;
 pub(super) struct Watched {
     pub(super) table: String,
     geometry: String,
-    id: String,
+    pub(super) id: String,
+    /// Whether the id column's type has a collation (text ids): their pairing then compares bytes
+    /// (read at install).
+    pub(super) id_collatable: bool,
     columns: Vec<String>,
     filtered: bool,
     /// Columns some tileset is partitioned by, each with whether it is an array (read at install).
@@ -34,6 +37,7 @@ pub(super) fn watched_tables(config: &Config) -> Vec<Watched> {
                 table: quoted_table(layer),
                 geometry: layer.geometry_column.clone(),
                 id: layer.id_column.clone(),
+                id_collatable: false,
                 columns: Vec::new(),
                 filtered: false,
                 partitions: Vec::new(),
@@ -118,6 +122,7 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
          -- statement of one row writes.)
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS old_geoms geometry[];
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS new_geoms geometry[];
+         DO {compression};
          -- Per partition column of the table, the values of the rows the statement changed, as
          -- {{\"column\": [values]}}; NULL where no tileset was partitioned when it was logged.
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS partitions jsonb;
@@ -128,6 +133,7 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
              updated_at timestamptz NOT NULL DEFAULT now());
          CREATE OR REPLACE FUNCTION {schema}.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS {truncate};
 ",
+        compression = dollar_quote(&compression_sql(schema)),
         truncate = dollar_quote(&format!(
             "
          BEGIN
@@ -229,6 +235,28 @@ fn dispatch(rows: &[&str], single: &str, bulk: &str, notify: &str) -> String {
     )
 }
 
+/// The DDL that stores the change log's arrays of geometries compressed with LZ4 where the server
+/// has it, else uncompressed: aggregating and inserting the log row of a 20,000-point statement
+/// took about 26 ms of server CPU with pglz, 11 with LZ4 and 13 uncompressed (PostgreSQL 15,
+/// timed inside an UPDATE's trigger, three runs, load 4.5).
+fn compression_sql(schema: &str) -> String {
+    let columns = |how: &str| {
+        format!(
+            "ALTER TABLE {schema}.change_log ALTER COLUMN old_geoms SET {how}, ALTER COLUMN new_geoms SET {how}"
+        )
+    };
+    format!(
+        "
+         BEGIN
+             EXECUTE {};
+         EXCEPTION WHEN feature_not_supported OR invalid_parameter_value OR syntax_error THEN
+             EXECUTE {};
+         END",
+        quote_literal(&columns("COMPRESSION lz4")),
+        quote_literal(&columns("STORAGE EXTERNAL")),
+    )
+}
+
 /// `body` as a dollar-quoted string whose tag occurs nowhere in it: the bodies hold schema, table
 /// and column names, which may contain any text, `$f$` included.
 fn dollar_quote(body: &str) -> String {
@@ -292,32 +320,45 @@ fn one_side_body(
     dispatch(&[rows], &single, &bulk, notify)
 }
 
+/// The watched columns of the rows `old` and `new` differ (any column when a layer filters the
+/// table, since a filter may use any column to move a row in or out of a layer).
+fn changed(watched: &Watched, old: &str, new: &str) -> String {
+    if watched.filtered {
+        return format!("ROW({old}.*) IS DISTINCT FROM ROW({new}.*)");
+    }
+    let side = |t: &str| {
+        let columns: Vec<String> = watched
+            .columns
+            .iter()
+            .map(|c| format!("{t}.{}", quote_ident(c)))
+            .collect();
+        format!("({})", columns.join(", "))
+    };
+    format!("{} IS DISTINCT FROM {}", side(old), side(new))
+}
+
 /// The body of a table's UPDATE trigger: the old and new positions of the rows whose watched
 /// columns changed and, for partitioned tables, the partition values those rows left and joined;
 /// it runs `notify` when it logged.
 ///
-/// In a bulk statement old and new rows are paired on the id column: a row whose id changed, or an
-/// id that is not unique, pairs with nothing or with more than its own version, which logs more
-/// positions than needed but never fewer. The watched columns are compared one by one rather than
-/// as `ROW(...)` values built in subqueries, which cost more to set up on every statement.
+/// Old and new rows are paired on the id column: a row whose id changed, or an id that is not
+/// unique, pairs with nothing or with more than its own version, which logs more positions than
+/// needed but never fewer. Text ids are paired by their bytes (`COLLATE "C"`): sorting them by a
+/// linguistic collation for the merge join cost more than the rest of the pairing. The watched
+/// columns are compared one by one rather than as `ROW(...)` values built in subqueries, which
+/// cost more to set up on every statement.
 fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
     let geometry = quote_ident(&watched.geometry);
     let id = quote_ident(&watched.id);
-    let changed = if watched.filtered {
-        // A filter may use any column, so any change may move a row in or out of a layer.
-        "ROW(o.*) IS DISTINCT FROM ROW(n.*)".to_string()
+    let collate = if watched.id_collatable {
+        " COLLATE \"C\""
     } else {
-        let side = |t: &str| {
-            let columns: Vec<String> = watched
-                .columns
-                .iter()
-                .map(|c| format!("{t}.{}", quote_ident(c)))
-                .collect();
-            format!("({})", columns.join(", "))
-        };
-        format!("{} IS DISTINCT FROM {}", side("o"), side("n"))
+        ""
     };
-    let paired = format!("oar_old o FULL JOIN oar_new n ON o.{id} = n.{id} WHERE {changed}");
+    let paired = format!(
+        "oar_old o FULL JOIN oar_new n ON o.{id}{collate} = n.{id}{collate} WHERE {}",
+        changed(watched, "o", "n")
+    );
     let partition_column = partition_column(watched);
     let single_partitions = single_row_partitions(watched, |column, array| {
         format!(
@@ -329,15 +370,15 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
     // One row: its old and new version, whatever its id, are compared directly (a changed id is
     // a changed watched column).
     let single = format!(
-        "                         IF {single_changed} THEN
+        "                         IF {} THEN
                              INSERT INTO {schema}.change_log (source, old_geom, new_geom{partition_column})
                              VALUES (TG_RELID, o.{geometry}, n.{geometry}{single_partitions});
                              {notify};
                          END IF",
-        single_changed = if watched.filtered {
-            "o IS DISTINCT FROM n"
+        if watched.filtered {
+            "o IS DISTINCT FROM n".to_string()
         } else {
-            &changed
+            changed(watched, "o", "n")
         },
     );
     if watched.partitions.is_empty() {

@@ -45,6 +45,12 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
         "IF (o.\"name\", o.\"id\", o.\"location\", o.\"country_code\") IS DISTINCT FROM"
     ));
     assert_eq!(sql.matches("EXECUTE $f$").count(), 3);
+    assert!(sql.contains("FULL JOIN oar_new n ON o.\"id\" = n.\"id\" WHERE"));
+    assert!(sql.contains("SET COMPRESSION lz4"));
+    let mut text_ids = watched_tables(&config);
+    text_ids[0].id_collatable = true;
+    assert!(install_sql(&config, &text_ids)
+        .contains("ON o.\"id\" COLLATE \"C\" = n.\"id\" COLLATE \"C\" WHERE"));
     // A body holding the tags quotes itself with one it does not hold.
     assert_eq!(dollar_quote("a $f$ b $f1$"), "$f2$a $f$ b $f1$\n$f2$");
     let watermark = Watermark {
