@@ -170,13 +170,14 @@ impl ShardPlan {
             }
             same
         });
-        let all = sorted
+        let total = sorted
             .iter()
-            .fold(Pack::default(), |all, (_, pack)| all.with(*pack));
-        let heaviest = sorted.iter().map(|(_, p)| p.load()).max().unwrap_or(0);
-        // The smallest capacity a greedy left-to-right packing fits into `shards` ranges is the
-        // best contiguous cut's heaviest shard; it lies between the heaviest tile and the total.
-        let (mut low, mut high) = (heaviest, all.load().max(heaviest));
+            .fold(0u64, |sum, (_, pack)| sum.saturating_add(pack.sum));
+        // The smallest capacity a greedy left-to-right packing fits into `shards` ranges gives the
+        // best contiguous cut. A range may hold up to its dearest tile's floor whatever the
+        // capacity (the other connections render that much while the dear tile runs), so where a
+        // floor is above the mean the other ranges still share the rest evenly.
+        let (mut low, mut high) = (0u64, total);
         while low < high {
             let mid = low + (high - low) / 2;
             if Self::pack(&sorted, mid, usize::MAX).len() <= shards as usize {
@@ -215,14 +216,20 @@ impl ShardPlan {
         })
     }
 
-    /// Greedy left-to-right packing into ranges whose load stays within `capacity` (at most
-    /// `limit` ranges, the last taking the rest): each range's first Hilbert index and load.
+    /// Greedy left-to-right packing into ranges whose summed work stays within `capacity`, or
+    /// within the range's floor where that is more (at most `limit` ranges, the last taking the
+    /// rest): each range's first Hilbert index and load.
     fn pack(sorted: &[(u64, Pack)], capacity: u64, limit: usize) -> Vec<(u64, Pack)> {
         let mut ranges: Vec<(u64, Pack)> = Vec::new();
         for (index, pack) in sorted {
             let full = ranges.len() >= limit;
             match ranges.last_mut() {
-                Some((_, load)) if full || load.with(*pack).load() <= capacity => {
+                Some((_, load))
+                    if full || {
+                        let next = load.with(*pack);
+                        next.sum <= capacity.max(next.dearest)
+                    } =>
+                {
                     *load = load.with(*pack);
                 }
                 _ => ranges.push((*index, *pack)),

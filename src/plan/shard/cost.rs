@@ -1,8 +1,9 @@
 //! What a shard's tiles cost to render, as the planner estimates it before any tile exists.
 //!
-//! A tile costs a fixed part (a statement's share, a write) plus a part per feature and a part per
-//! stored byte, in microseconds of one connection's render time; the coefficients below were
-//! fitted on the render times a real seed measured. A split-zoom tile's weight is what its whole
+//! A tile costs a fixed part (a statement's share, a write; more for a clustered tile) plus a part
+//! per row it reads, per feature it carries and per byte it stores, in microseconds of one
+//! connection's render time; the coefficients below were fitted on the render times real seeds
+//! measured, and a tile's bytes are estimated from its features the same way. A split-zoom tile's weight is what its whole
 //! subtree costs down to the deepest zoom, summed tile by tile from one census: the rows per
 //! non-empty tile of the deepest zoom the features need, aggregated upwards. The census knows
 //! which descendants are empty, so dense places weigh as the few full tiles they are rather than
