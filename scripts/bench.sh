@@ -162,27 +162,26 @@
 #            partitioned seed of the changed data, and drops the modified
 #            copy. Fails at the watch start (exit 3, the watcher's error
 #            shown) while `watch` refuses partitioned tilesets.
-#   shards   (about 3 minutes at 1M rows on 2 cores when idle, 5 at load
-#            5-7): on the
-#            --shard-rows sample with the sample config (clustered), z0-14,
-#            `shard-plan --shards N --dry-run` for N = 4, 16 and 64: the time
-#            the plan took, the split zoom, each shard's estimated weight
-#            (min / mean / max and max/mean; every weight for 4, weight/mean in
-#            rows of 16 for 16 and 64) and the estimated speed-up with N
-#            replicas, total work / heaviest shard's work. The zooms above the
-#            split zoom need no extra term: the plan weighs each such tile into
-#            the cut at the start of its Hilbert block and the shard owning that
-#            place renders it (the z0 tile goes to shard 0), so the shard
-#            weights already hold all the work and sum to the total. The
-#            estimate leaves out planning, starting up and merging, and assumes
-#            each shard has a database (replica) and seeder of its own, as fast
-#            as this one. Then a real run as a sanity check: a full seed (the
-#            baseline, after a discarded z0-2 warm-up) and the N = 4 plan's
-#            shards one after another (`seed --shard I/4`), then `merge`; prints
-#            each shard's wall time and tiles, the max/mean of the real shard
-#            times beside the plan's max/mean, the shards' total and the
-#            heaviest shard against the full seed, and checks that the merged
-#            file equals the full seed tile for tile (exit 3 if not).
+#   shards   (about 15 minutes at 1M rows on 2 cores when idle): on the
+#            --shard-rows sample, z0-14, with the sample config clustered as
+#            shipped and unclustered: per variant, `shard-plan --shards N
+#            --dry-run` for N = 4, 16 and 64 (the time the plan took, the split
+#            zoom, each shard's estimated render time: min / mean / max,
+#            max/mean, and the estimated speed-up with N replicas, total /
+#            heaviest shard; the zooms above the split zoom are weighed into
+#            the shard that renders them, the z0 tile into shard 0); then a
+#            full seed (the baseline, after a discarded z0-2 warm-up) and, for
+#            N = 4 and 16, the stored plan's shards one after another (`seed
+#            --shard I/N`) and `merge`. Prints per shard its wall time, its
+#            seeding time and the rest (start-up, finish), tool CPU, tiles,
+#            bytes, render time (all zooms, and above the split zoom), planned
+#            and real share; the max/mean of the real wall times (target <=
+#            1.10) beside the plan's; the shards' total and the heaviest shard
+#            against the full seed; checks that each merged file equals the
+#            full seed tile for tile (exit 3 if not). Last, the cost model's
+#            coefficients fitted on the full seeds' per-zoom render times
+#            (`bench_helpers.py shards-fit`), beside those in
+#            src/plan/shard/cost.rs.
 #   capacity how many database cores one oar-tiles process can keep busy: per
 #            --capacity-rows size, the sample unclustered (--zoom), a
 #            discarded warm-up seed, then the measured seed run by
@@ -1393,45 +1392,69 @@ section_watch_partitions() {
     rm -rf "$WORK"/wp-*
 }
 
-# --- shards: shard plans on paper, and one sharded run for real --------------------------------
+# --- shards: shard plans on paper, and sharded runs for real ----------------------------------
 
-readonly SHARD_COUNTS="4 16 64" SHARD_REAL=4 SHARD_ZOOM=0-14
+readonly SHARD_COUNTS="4 16 64" SHARD_REAL="4 16" SHARD_ZOOM=0-14 SHARD_VARIANTS="clustered unclustered"
 section_shards() {
-    local n=$shard_rows count k load_before load_plans load_full parts=()
+    local n=$shard_rows count k v parts cpu_before
     ensure_sample "$n"
-    make_config "$n" clustered "$WORK/shards.toml"
-    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-    for count in $SHARD_COUNTS; do
-        log "shards: shard-plan --shards $count --dry-run"
-        /usr/bin/time -v -o "$WORK/shards-plan-$count.time" "$BIN" -q shard-plan \
-            --config "$WORK/shards.toml" --zoom "$SHARD_ZOOM" --output "$WORK/shards.mbtiles" \
-            --shards "$count" --dry-run >"$WORK/shards-plan-$count.txt"
+    load_mark() { echo "$1: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/shards-loads.txt"; }
+    rm -f "$WORK/shards-loads.txt"
+    # Rows per non-empty tile of zoom 14 by the rows' points: `shards-fit` derives from them each
+    # zoom's tiles, the cells of its clustered tiles and the rows those read (their margins too).
+    psql_ -A -F' ' -t >"$WORK/shards-census.txt" <<SQL
+SELECT floor((ST_X(m) + 20037508.342789244) / (40075016.685578488 / 16384))::int8 AS x,
+       floor((20037508.342789244 - ST_Y(m)) / (40075016.685578488 / 16384))::int8 AS y,
+       count(*)
+FROM (SELECT ST_Transform(location, 3857) AS m FROM bench_$n.facilities
+      WHERE location IS NOT NULL) r
+GROUP BY 1, 2;
+SQL
+    for v in $SHARD_VARIANTS; do
+        make_config "$n" "$v" "$WORK/shards-$v.toml"
+        load_mark "$v start"
+        for count in $SHARD_COUNTS; do
+            log "shards ($v): shard-plan --shards $count --dry-run"
+            /usr/bin/time -v -o "$WORK/shards-$v-plan-$count.time" "$BIN" -q shard-plan \
+                --config "$WORK/shards-$v.toml" --zoom "$SHARD_ZOOM" \
+                --output "$WORK/shards-$v.mbtiles" --shards "$count" --dry-run \
+                >"$WORK/shards-$v-plan-$count.txt"
+        done
+        # Reads every row once (clustered low zooms are cheap), so the full seed does not pay for
+        # a cold cache that the shards after it would not.
+        log "shards ($v): warm-up seed z0-2 (discarded)"
+        "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/shards-$v.toml" \
+            --zoom 0-2 --output "$WORK/shards-warmup.mbtiles" >/dev/null
+        log "shards ($v): full seed, zoom $SHARD_ZOOM (the baseline)"
+        cpu_before=$(reaped_cpu)
+        timed_seed "shards-$v-full" --config "$WORK/shards-$v.toml" --zoom "$SHARD_ZOOM" \
+            --output "$WORK/shards-$v-full.mbtiles"
+        cpu_since "$cpu_before" >"$WORK/shards-$v-full.pgcpu"
+        load_mark "$v after the full seed"
+        for count in $SHARD_REAL; do
+            # The plan is stored first, so the shards run the plan printed here (none plans).
+            /usr/bin/time -v -o "$WORK/shards-$v-real-$count.time" "$BIN" -q shard-plan \
+                --config "$WORK/shards-$v.toml" --zoom "$SHARD_ZOOM" \
+                --output "$WORK/shards-$v-$count.mbtiles" --shards "$count" \
+                >"$WORK/shards-$v-real-$count.txt"
+            parts=()
+            for ((k = 0; k < count; k++)); do
+                log "shards ($v): seed --shard $k/$count"
+                cpu_before=$(reaped_cpu)
+                timed_seed "shards-$v-$count-part-$k" --config "$WORK/shards-$v.toml" \
+                    --zoom "$SHARD_ZOOM" --output "$WORK/shards-$v-$count.mbtiles" \
+                    --shard "$k/$count"
+                cpu_since "$cpu_before" >"$WORK/shards-$v-$count-part-$k.pgcpu"
+                parts+=("$WORK/shards-$v-$count.part-$k-of-$count.mbtiles")
+            done
+            log "shards ($v): merge $count parts"
+            /usr/bin/time -v -o "$WORK/shards-$v-$count-merge.time" "$BIN" -q merge \
+                "$WORK/shards-$v-$count.mbtiles" "${parts[@]}" >/dev/null
+            load_mark "$v after $count shards"
+        done
     done
-    load_plans=$(cut -d' ' -f1-3 /proc/loadavg)
-    # Reads every row once (clustered low zooms are cheap), so the full seed does not pay for a
-    # cold cache that the shards after it would not.
-    log "shards: warm-up seed z0-2 (discarded)"
-    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/shards.toml" --zoom 0-2 \
-        --output "$WORK/shards-warmup.mbtiles" >/dev/null
-    log "shards: full seed, zoom $SHARD_ZOOM (the baseline)"
-    timed_seed shards-full --config "$WORK/shards.toml" --zoom "$SHARD_ZOOM" \
-        --output "$WORK/shards-full.mbtiles"
-    load_full=$(cut -d' ' -f1-3 /proc/loadavg)
-    # The plan is stored first, so the shards run the plan printed above (none of them plans).
-    "$BIN" -q shard-plan --config "$WORK/shards.toml" --zoom "$SHARD_ZOOM" \
-        --output "$WORK/shards.mbtiles" --shards "$SHARD_REAL" >"$WORK/shards-real-plan.txt"
-    for ((k = 0; k < SHARD_REAL; k++)); do
-        log "shards: seed --shard $k/$SHARD_REAL"
-        timed_seed "shards-part-$k" --config "$WORK/shards.toml" --zoom "$SHARD_ZOOM" \
-            --output "$WORK/shards.mbtiles" --shard "$k/$SHARD_REAL"
-        parts+=("$WORK/shards.part-$k-of-$SHARD_REAL.mbtiles")
-    done
-    log "shards: merge"
-    /usr/bin/time -v -o "$WORK/shards-merge.time" "$BIN" -q merge "$WORK/shards.mbtiles" \
-        "${parts[@]}" >/dev/null
-    BENCH_LOAD="$load_before / $load_plans / $load_full / $(cut -d' ' -f1-3 /proc/loadavg)" \
-    python3 "$ROOT/scripts/bench_helpers.py" shards-report "$WORK" "$n" "$SHARD_ZOOM" \
-        "$SHARD_REAL" $SHARD_COUNTS || failed $?
+    python3 "$ROOT/scripts/bench_helpers.py" shards-report "$WORK" "$n" \
+        "$SHARD_ZOOM" "$SHARD_VARIANTS" "$SHARD_REAL" $SHARD_COUNTS || failed $?
     rm -f "$WORK"/shards*.mbtiles*
 }
 

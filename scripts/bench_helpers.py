@@ -19,8 +19,10 @@
       LEVEL here, in one thread.
   bench_helpers.py cluster-report DIR ROWS ZOOMS BUDGET CLUSTER_DESC
       The clustering section's report, from the files bench.sh leaves in DIR.
-  bench_helpers.py shards-report DIR ROWS ZOOMS REAL_SHARDS COUNTS...
+  bench_helpers.py shards-report DIR ROWS ZOOMS "VARIANTS" "REAL_COUNTS" COUNTS...
       The shards section's report, from the files bench.sh leaves in DIR.
+  bench_helpers.py shards-fit DIR "VARIANTS"
+      The shard cost model's coefficients fitted on the full seeds the shards section leaves in DIR.
   bench_helpers.py partitions-report DIR ROWS ZOOMS COLUMN PARTITIONED_ROUNDS
       The partitions section's report, from the files bench.sh leaves in DIR.
   bench_helpers.py watch-partition-changes SCHEMA N RATE SEED LO HI
@@ -874,67 +876,201 @@ def tile_digests(path):
             "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")}
 
 
-def cmd_shards_report(args):
-    d, rows, zooms, real = args[0], int(args[1]), args[2], int(args[3])
-    counts = [int(c) for c in args[4:]]
-    print(f"shards: shard plans of {rows} facilities, sample config (clustered), z{zooms} "
-          f"(load {os.environ.get('BENCH_LOAD', '?')}: start / after the plans / after the full "
-          "seed / end)")
-    print("  weights are the plan's estimated render work; speed-up with N replicas = total / heaviest "
-          "shard (zooms above the split are weighed into the shards that render them)")
-    print(f"  {'N':>3} {'plan s':>7} {'split z':>7} {'min':>10} {'mean':>10} {'max':>10} {'max/mean':>9} "
-          f"{'speed-up':>9} {'/N':>6}")
-    details = []
-    for n in counts:
-        plan_wall, _, _ = time_v(f"{d}/shards-plan-{n}.time")
-        split, weights = shard_plan(f"{d}/shards-plan-{n}.txt")
-        if len(weights) != n:
-            fail(f"shard-plan --shards {n} printed {len(weights)} shards")
-        total = sum(weights)
-        mean = total / n
-        heaviest = max(weights)
-        speedup = total / heaviest if heaviest else float("nan")
-        print(f"  {n:>3} {plan_wall:7.2f} {split:>7} {min(weights):>10} {mean:>10.0f} {heaviest:>10} "
-              f"{heaviest / mean:9.3f} {speedup:9.2f} {speedup / n:6.1%}")
-        if n <= 4:
-            details.append(f"  N={n} weights: " + ", ".join(
-                f"{w} ({w / total:.1%})" for w in weights))
+def census(path, deepest=14, cluster_maxzoom=11, cell_depth=3):
+    """Per zoom from the section's census (rows per non-empty tile of zoom `deepest`): non-empty
+    tiles, rows, and where clustered the non-empty cells (tiles `cell_depth` zooms deeper) and the
+    rows its tiles read: their own and those of the neighbours' cells in their one-cell margin (as
+    src/plan/shard/cost.rs estimates them)."""
+    cells = {}
+    for line in open(path):
+        if line.strip():
+            x, y, n = (int(v) for v in line.split())
+            cells[(x, y)] = cells.get((x, y), 0) + n
+    levels = {deepest: cells}
+    for z in range(deepest - 1, -1, -1):
+        up = {}
+        for (x, y), n in levels[z + 1].items():
+            up[(x >> 1, y >> 1)] = up.get((x >> 1, y >> 1), 0) + n
+        levels[z] = up
+    out = {}
+    for z in range(deepest + 1):
+        rows = sum(levels[z].values())
+        tiles_ = len(levels[z])
+        if z <= cluster_maxzoom and z + cell_depth <= deepest:
+            side, span = 1 << (z + cell_depth), 1 << cell_depth
+            n_cells = len(levels[z + cell_depth])
+            read = 0
+            for (cx, cy), n in levels[z + cell_depth].items():
+                tx = {cx >> cell_depth} | {(cx + d) >> cell_depth for d in (-1, 1) if 0 <= cx + d < side}
+                ty = {cy >> cell_depth} | {(cy + d) >> cell_depth for d in (-1, 1) if 0 <= cy + d < side}
+                read += n * sum(1 for a in tx for b in ty if (a, b) in levels[z])
+            out[z] = (tiles_, rows, n_cells, read)
         else:
-            details.append(f"  N={n} weight / mean, in shard order:")
-            for i in range(0, n, 16):
-                details.append(f"    {i:>3}-{min(i + 16, n) - 1:<3} " + " ".join(
-                    f"{w / mean:4.2f}" for w in weights[i:i + 16]))
-    print("\n".join(details))
+            out[z] = (tiles_, rows, rows, rows)
+    return out
 
-    full_wall, full_cpu, full_rss = time_v(f"{d}/shards-full.time")
-    full_tiles = summary(f"{d}/shards-full.json")["tiles_written"]
-    _, planned = shard_plan(f"{d}/shards-real-plan.txt")
-    planned_mean = sum(planned) / len(planned)
-    print(f"  real run, {real} shards one after another on this machine, against the full seed "
-          f"(measured in this run):")
-    print(f"  {'':<10} {'wall s':>8} {'tiles':>9} {'peak RSS':>10} {'planned share':>14}")
-    print(f"  {'full seed':<10} {full_wall:8.2f} {full_tiles:>9} {full_rss:7.1f} MB")
-    walls, shard_tiles = [], 0
-    for k in range(real):
-        wall, _, rss = time_v(f"{d}/shards-part-{k}.time")
-        t = summary(f"{d}/shards-part-{k}.json")["tiles_written"]
-        walls.append(wall)
-        shard_tiles += t
-        print(f"  {'shard ' + str(k):<10} {wall:8.2f} {t:>9} {rss:7.1f} MB {planned[k] / sum(planned):14.1%}")
-    merge_wall, _, _ = time_v(f"{d}/shards-merge.time")
-    print(f"  {'merge':<10} {merge_wall:8.2f}")
-    real_mean = sum(walls) / real
-    print(f"  shard wall max/mean {max(walls) / real_mean:.3f} (planned max/mean {max(planned) / planned_mean:.3f})")
-    print(f"  shards' total / full seed {sum(walls) / full_wall:.3f}; full seed / heaviest shard "
-          f"{full_wall / max(walls):.2f} (the speed-up {real} machines would give, merge left out; "
-          f"planned {sum(planned) / max(planned):.2f})")
-    a, b = tile_digests(f"{d}/shards-full.mbtiles"), tile_digests(f"{d}/shards.mbtiles")
-    if a != b or shard_tiles != full_tiles:
-        print(f"  WARNING: the merged shards differ from the full seed ({len(b)} against {len(a)} tiles, "
-              f"{sum(1 for k in a.keys() & b.keys() if a[k] != b[k])} with other bytes; "
-              f"{shard_tiles} tiles written by the shards against {full_tiles})")
-        sys.exit(3)
-    print(f"  the merged shards equal the full seed tile for tile ({len(a)} tiles)")
+
+def solve(a, b):
+    """x of the square system a x = b (Gaussian elimination with partial pivoting)."""
+    n = len(b)
+    m = [row[:] + [b[i]] for i, row in enumerate(a)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(m[r][c]))
+        m[c], m[p] = m[p], m[c]
+        if abs(m[c][c]) < 1e-12:
+            return None
+        for r in range(n):
+            if r != c:
+                f = m[r][c] / m[c][c]
+                m[r] = [x - f * y for x, y in zip(m[r], m[c])]
+    return [m[i][n] / m[i][i] for i in range(n)]
+
+
+def nnls(xs, ys, names):
+    """Least squares with coefficients >= 0: solve, drop the most negative, again."""
+    active = list(range(len(names)))
+    while active:
+        a = [[sum(x[i] * x[j] for x in xs) for j in active] for i in active]
+        b = [sum(x[i] * y for x, y in zip(xs, ys)) for i in active]
+        sol = solve(a, b)
+        if sol is None:
+            active.pop()
+            continue
+        worst = min(range(len(sol)), key=lambda k: sol[k])
+        if sol[worst] >= 0:
+            coef = [0.0] * len(names)
+            for k, i in enumerate(active):
+                coef[i] = sol[k]
+            return coef
+        active.pop(worst)
+    return [0.0] * len(names)
+
+
+FIT_NAMES = ("TILE_MICROS", "CLUSTER_TILE_MICROS", "ROW_MICROS", "CLUSTER_ROW_MICROS",
+             "CELL_MICROS", "BYTE_MICROS")
+
+
+def fit_rows(d, variants):
+    """Per variant and zoom of the full seeds: (tiles rendered, clustered tiles, rows drawn, rows
+    a clustered tile aggregates, cells, stored bytes) and the measured render time in
+    microseconds. Clustered tiles aggregate the rows under them (no change capture in the bench
+    schema, so no maintained cell tables)."""
+    cen = census(f"{d}/shards-census.txt")
+    xs, ys, labels = [], [], []
+    for v in variants:
+        for z in summary(f"{d}/shards-{v}-full.json")["per_zoom"]:
+            zoom = z["zoom"]
+            if zoom not in cen:
+                continue
+            _, rows, cells, read = cen[zoom]
+            t = z["queried"]
+            if v == "clustered" and zoom <= 11:
+                xs.append((t, t, 0, read, cells, z["bytes"]))
+            else:
+                xs.append((t, 0, rows, 0, 0, z["bytes"]))
+            ys.append(z["render_ms_total"] * 1000)
+            labels.append(f"{v[:2]} z{zoom}")
+    return xs, ys, labels
+
+
+def cmd_shards_fit(args):
+    """The cost model's coefficients (src/plan/shard/cost.rs), fitted on the full seeds' per-zoom
+    render times: `shards-fit DIR VARIANTS` on the files the shards section leaves in DIR."""
+    d, variants = args[0], args[1].split()
+    xs, ys, labels = fit_rows(d, variants)
+    coef = nnls(xs, ys, FIT_NAMES)
+    print("  cost model fitted on the full seeds' per-zoom render times (least squares, >= 0):")
+    print("    " + ", ".join(f"{n} = {c:.4g}" for n, c in zip(FIT_NAMES, coef)))
+    # Bytes per tile at plan time come from the features: stored bytes = a tile's fixed part plus
+    # a part per point feature or per cluster.
+    bx = [(x[0], x[2], x[4]) for x in xs]
+    by = [x[5] for x in xs]
+    bcoef = nnls(bx, by, ("TILE_BYTES", "ROW_BYTES", "CELL_BYTES"))
+    print("    " + ", ".join(f"{n} = {c:.4g}" for n, c in zip(("TILE_BYTES", "ROW_BYTES", "CELL_BYTES"), bcoef))
+          + " (stored bytes, fitted the same way)")
+    print(f"    {'zoom':<7} {'tiles':>8} {'rows':>8} {'cells':>8} {'MB':>8} {'render s':>9} {'fitted s':>9}")
+    for label, x, y in zip(labels, xs, ys):
+        fitted = sum(c * v for c, v in zip(coef, x))
+        print(f"    {label:<7} {x[0]:>8} {x[2] + x[3]:>8} {x[4]:>8} {x[5] / 1e6:8.2f} {y / 1e6:9.2f} {fitted / 1e6:9.2f}")
+
+
+def render_seconds(s, below=None):
+    return sum(z["render_ms_total"] for z in s["per_zoom"]
+               if below is None or z["zoom"] < below) / 1000
+
+
+def cmd_shards_report(args):
+    d, rows, zooms, variants, reals = args[0], int(args[1]), args[2], args[3].split(), args[4].split()
+    counts = [int(c) for c in args[5:]]
+    print(f"shards: {rows} facilities, sample config clustered as shipped and unclustered, z{zooms}; "
+          "load averages (1, 5, 15 min):")
+    for line in open(f"{d}/shards-loads.txt"):
+        print(f"    {line.rstrip()}")
+    status = 0
+    for v in variants:
+        print(f"  {v}: shard plans (dry run); weights are estimated render times (s); speed-up with N "
+              "replicas = total / heaviest shard")
+        print(f"  {'N':>3} {'plan s':>7} {'split z':>7} {'min':>9} {'mean':>9} {'max':>9} {'max/mean':>9} "
+              f"{'speed-up':>9} {'/N':>6}")
+        for n in counts:
+            plan_wall, _, _ = time_v(f"{d}/shards-{v}-plan-{n}.time")
+            split, weights = shard_plan(f"{d}/shards-{v}-plan-{n}.txt")
+            if len(weights) != n:
+                fail(f"shard-plan --shards {n} printed {len(weights)} shards")
+            total, heaviest = sum(weights), max(weights)
+            mean = total / n
+            speedup = total / heaviest if heaviest else float("nan")
+            print(f"  {n:>3} {plan_wall:7.2f} {split:>7} {min(weights) / 1e6:9.2f} {mean / 1e6:9.2f} "
+                  f"{heaviest / 1e6:9.2f} {heaviest / mean:9.3f} {speedup:9.2f} {speedup / n:6.1%}")
+        full_wall, full_cpu, full_rss = time_v(f"{d}/shards-{v}-full.time")
+        full = summary(f"{d}/shards-{v}-full.json")
+        full_pg = float(open(f"{d}/shards-{v}-full.pgcpu").read())
+        print(f"  {v}: full seed (the baseline) {full_wall:.2f} s wall, {full['seconds']:.2f} s seeding, "
+              f"tool CPU {full_cpu:.2f} s, PG CPU {full_pg:.2f} s, {full['tiles_written']} tiles, "
+              f"render {render_seconds(full):.1f} s")
+        for real in (int(r) for r in reals):
+            plan_wall, _, _ = time_v(f"{d}/shards-{v}-real-{real}.time")
+            split, planned = shard_plan(f"{d}/shards-{v}-real-{real}.txt")
+            print(f"  {v}, {real} real shards one after another (plan {plan_wall:.2f} s, split zoom {split}); "
+                  "start = wall - seeding (process start, plan read, finish); "
+                  f"render above = render s of zooms < {split}:")
+            print(f"    {'shard':>5} {'wall s':>7} {'seed s':>7} {'start':>6} {'tool CPU':>8} {'PG CPU':>7} "
+                  f"{'tiles':>8} {'MB':>7} {'render':>7} {'above':>6} {'planned':>8} {'real':>6}")
+            walls, seeds, rends, cpus, shard_tiles = [], [], [], [], 0
+            parts = []
+            for k in range(real):
+                wall, cpu, _ = time_v(f"{d}/shards-{v}-{real}-part-{k}.time")
+                s = summary(f"{d}/shards-{v}-{real}-part-{k}.json")
+                pg = float(open(f"{d}/shards-{v}-{real}-part-{k}.pgcpu").read())
+                parts.append((k, wall, cpu, pg, s))
+                cpus.append(cpu + pg)
+                walls.append(wall)
+                seeds.append(s["seconds"])
+                rends.append(render_seconds(s))
+                shard_tiles += s["tiles_written"]
+            for k, wall, cpu, pg, s in parts:
+                print(f"    {k:>5} {wall:7.2f} {s['seconds']:7.2f} {wall - s['seconds']:6.2f} {cpu:8.2f} {pg:7.2f} "
+                      f"{s['tiles_written']:>8} {s['bytes_written'] / 1e6:7.1f} {render_seconds(s):7.2f} "
+                      f"{render_seconds(s, split):6.2f} {planned[k] / sum(planned):8.1%} "
+                      f"{wall / sum(walls):6.1%}")
+            merge_wall, _, _ = time_v(f"{d}/shards-{v}-{real}-merge.time")
+            ratio = lambda xs: max(xs) * len(xs) / sum(xs)
+            print(f"    max/mean: wall {ratio(walls):.3f} (planned {ratio(planned):.3f}; target <= 1.10), "
+                  f"seeding {ratio(seeds):.3f}, render {ratio(rends):.3f}, tool + PG CPU {ratio(cpus):.3f} "
+                  f"(PG CPU: the backends the postmaster reaped during the shard, other clients' "
+                  f"included); merge {merge_wall:.2f} s")
+            print(f"    shards' total / full seed {sum(walls) / full_wall:.3f}; full seed / heaviest shard "
+                  f"{full_wall / max(walls):.2f} (the speed-up {real} machines would give, merge left out)")
+            a, b = tile_digests(f"{d}/shards-{v}-full.mbtiles"), tile_digests(f"{d}/shards-{v}-{real}.mbtiles")
+            if a != b or shard_tiles != full["tiles_written"]:
+                print(f"    WARNING: the merged shards differ from the full seed ({len(b)} against {len(a)} "
+                      f"tiles, {sum(1 for t in a.keys() & b.keys() if a[t] != b[t])} with other bytes; "
+                      f"{shard_tiles} tiles written by the shards against {full['tiles_written']})")
+                status = 3
+            else:
+                print(f"    the merged shards equal the full seed tile for tile ({len(a)} tiles)")
+    cmd_shards_fit([d, " ".join(variants)])
+    sys.exit(status)
 
 
 # --- the server's CPU beside the tool's -----------------------------------------------------------
@@ -974,6 +1110,7 @@ COMMANDS = {
     "tile-list": cmd_tile_list,
     "cluster-report": cmd_cluster_report,
     "shards-report": cmd_shards_report,
+    "shards-fit": cmd_shards_fit,
     "partitions-report": cmd_partitions_report,
 }
 

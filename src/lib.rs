@@ -58,7 +58,7 @@ pub mod commands {
 
 /// Tile maths and the pieces of the pipeline the integration tests check directly.
 pub mod testing {
-    pub use crate::plan::shard::ShardPlan;
+    pub use crate::plan::shard::{CostModel, ShardPlan};
     pub use crate::plan::EAGER_TILES;
     pub use crate::sink::agg_hash::{agg_tiles_hash, AggHasher};
     pub use crate::sink::s3::{https_client, upload, ObjectHeaders};

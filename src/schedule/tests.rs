@@ -311,6 +311,7 @@ async fn shard_walks_render_disjoint_parts_that_together_are_the_single_walk() {
         let model = CostModel {
             zooms,
             cluster: None,
+            maintained_cells: false,
         };
         let plan = ShardPlan::choose(&model, 5, shards, "d", |z| {
             let mut counts: BTreeMap<TileCoord, u64> = BTreeMap::new();

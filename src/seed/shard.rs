@@ -7,12 +7,11 @@ use super::prepare::Prepared;
 use super::{Ready, Session};
 use crate::error::{Error, Result};
 use crate::job::ShardJob;
-use crate::plan::shard::{CostModel, ShardPlan, SplitSearch};
+use crate::plan::shard::{CostModel, Pyramid, ShardPlan};
 use crate::plan::PyramidWalk;
 use crate::render::count::rows_per_tile;
 use crate::sink::parts::plan_id;
 use crate::sink::shards::ShardStore;
-use crate::tile::in_scope;
 
 /// One tileset's plan and where it was stored (`None` in a dry run).
 #[derive(Debug, Clone)]
@@ -31,7 +30,7 @@ impl Session<'_> {
     pub async fn shard_plans(&self, shards: u32) -> Result<Vec<PlannedTileset>> {
         let mut planned = Vec::new();
         for prepared in self.prepared.iter().filter_map(Ready::own) {
-            let plan = plan_tileset(&self.pool, prepared, shards).await?;
+            let plan = plan_tileset(&self.pool, prepared, self.job.concurrency, shards).await?;
             let tileset = prepared.tileset;
             // Under a batch engine's index an MBTiles output is already the shard's part file.
             let whole = tileset
@@ -59,12 +58,18 @@ impl Session<'_> {
     }
 }
 
-async fn plan_tileset(pool: &Pool, prepared: &Prepared<'_>, shards: u32) -> Result<ShardPlan> {
+/// The plan of one tileset for `shards` shards rendering on `connections` connections each.
+async fn plan_tileset(
+    pool: &Pool,
+    prepared: &Prepared<'_>,
+    connections: usize,
+    shards: u32,
+) -> Result<ShardPlan> {
     let tileset = prepared.tileset;
     let layers = &prepared.layers;
     let extent = tileset.tileset.extent;
-    // A clustered tile carries at most one feature per cell and layer; the planner needs one bound
-    // for the tileset, so it takes it only when every layer clusters.
+    // A clustered tile carries one feature per non-empty cell and layer; the planner prices the
+    // tileset's tiles as one layer's, so it counts cells only when every layer clusters.
     let cluster = layers
         .iter()
         .map(|l| l.config.cluster)
@@ -72,36 +77,44 @@ async fn plan_tileset(pool: &Pool, prepared: &Prepared<'_>, shards: u32) -> Resu
         .filter(|c| !c.is_empty())
         .map(|clusters| {
             let maxzoom = clusters.iter().map(|c| c.maxzoom).min().unwrap_or(0);
+            // Cells are counted as tiles some zooms deeper: the finest layer's grid sets how deep.
             let cells: u64 = clusters
                 .iter()
                 .map(|c| u64::from(extent / c.cell.max(1)).pow(2))
-                .sum();
+                .max()
+                .unwrap_or(1);
             (maxzoom, cells)
         });
     let model = CostModel {
         zooms: tileset.zooms,
         cluster,
+        maintained_cells: prepared.cell_tables.iter().any(Option::is_some),
     };
     let digest = prepared.settings_digest();
-    let bbox = tileset.bbox;
-    let zooms = tileset.zooms;
-    // One counting query per zoom, from the top down, until a cut is balanced: deeper zooms weigh
-    // finer but put more of the work above the split.
-    let mut search = SplitSearch::default();
-    for split in zooms.levels() {
-        let rows: Vec<_> = rows_per_tile(pool, layers, split)
-            .await?
-            .into_iter()
-            .filter(|(tile, _)| in_scope(*tile, zooms, &bbox))
-            .collect();
-        let plan = ShardPlan::at_split(&model, split, &rows, shards, &digest)?;
-        if let Some(balanced) = search.offer(plan) {
-            return Ok(balanced);
-        }
-    }
-    search.best().ok_or_else(|| Error::Plan {
+    let started = std::time::Instant::now();
+    // One grouped query at the census zoom; every zoom's estimate is aggregated from it.
+    let census = model.census_zoom();
+    let rows = rows_per_tile(pool, layers, census).await?;
+    let counted = started.elapsed();
+    let pyramid = Pyramid::from_census(model, &tileset.bbox, &rows);
+    let connections = u32::try_from(connections).unwrap_or(u32::MAX);
+    let plan = ShardPlan::most_balanced(
+        &pyramid,
+        tileset.zooms.levels(),
+        connections,
+        shards,
+        &digest,
+    );
+    tracing::info!(
+        "shard plan of `{}`: census of {} tiles at zoom {census} in {:.2} s, cut in {:.2} s",
+        tileset.tileset.name,
+        rows.len(),
+        counted.as_secs_f64(),
+        (started.elapsed() - counted).as_secs_f64()
+    );
+    plan.map_err(|e| Error::Plan {
         location: "shard plan".into(),
-        message: format!("tileset `{}` has no zoom to split at", tileset.tileset.name),
+        message: format!("tileset `{}`: {e}", tileset.tileset.name),
     })
 }
 
@@ -111,6 +124,7 @@ async fn plan_tileset(pool: &Pool, prepared: &Prepared<'_>, shards: u32) -> Resu
 pub(super) async fn shard_walk(
     pool: &Pool,
     prepared: &Prepared<'_>,
+    connections: usize,
     shard: &ShardJob,
     store: &ShardStore,
 ) -> Result<(PyramidWalk, String)> {
@@ -118,7 +132,7 @@ pub(super) async fn shard_walk(
     let text = match store.read_plan().await? {
         Some(text) => text,
         None => {
-            let plan = plan_tileset(pool, prepared, shard.spec.count).await?;
+            let plan = plan_tileset(pool, prepared, connections, shard.spec.count).await?;
             let text = plan.to_json();
             if store.store_plan_if_absent(&text).await? {
                 tracing::info!("shard plan stored in {location}");

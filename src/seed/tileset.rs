@@ -98,9 +98,14 @@ impl TilesetRun<'_> {
                 let store = sink::kind_of(&shard.output)
                     .shard_store(&self.job.s3)
                     .await?;
-                let (walk, plan) =
-                    super::shard::shard_walk(self.render_pool(), self.prepared, shard, &store)
-                        .await?;
+                let (walk, plan) = super::shard::shard_walk(
+                    self.render_pool(),
+                    self.prepared,
+                    self.job.concurrency,
+                    shard,
+                    &store,
+                )
+                .await?;
                 let writes_into_output = shard.output.sharding() == Sharding::IntoOutput;
                 let part = writes_into_output.then_some(PartOf {
                     spec: shard.spec,

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::*;
+use crate::tile::{BBox, ZoomRange};
 
 fn tile(z: u8, x: u32, y: u32) -> TileCoord {
     TileCoord::new(z, x, y).unwrap()
@@ -122,53 +123,155 @@ fn check_partition(plan: &ShardPlan, zooms: ZoomRange) {
     }
 }
 
-/// Each shard's work as the model prices every tile the run really renders, measured from the
-/// points at every zoom rather than from the plan's own estimate.
-fn rendered_work(
-    plan: &ShardPlan,
+/// Every tile the points really fill at every zoom, priced by the model, counted from the points
+/// themselves (not from the census the plan aggregates): a tile reads its rows and carries them, or
+/// at a clustered zoom carries its non-empty cells (tiles `depth` zooms deeper) and reads the rows
+/// of every cell within one cell of its edges.
+fn priced_tiles(
     model: &CostModel,
-    per_zoom: &[Vec<(TileCoord, u64)>],
-) -> Vec<u64> {
-    let mut work = vec![0u64; plan.shards() as usize];
-    for tiles in per_zoom {
-        for (tile, rows) in tiles {
-            work[plan.owner(*tile) as usize] += model.tile(tile.z(), *rows);
+    points: &[(u32, u32)],
+    cells: Option<(u8, u8)>,
+) -> Vec<(TileCoord, u64)> {
+    let mut priced = Vec::new();
+    for z in model.zooms.levels() {
+        let own: BTreeMap<(u32, u32), u64> = counts(points, z)
+            .into_iter()
+            .map(|(t, n)| ((t.x(), t.y()), n))
+            .collect();
+        let mut features: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        let mut read: BTreeMap<(u32, u32), u64> = BTreeMap::new();
+        if let Some((_, depth)) = cells.filter(|(maxzoom, _)| z <= *maxzoom) {
+            let span = 1i64 << depth;
+            for (cell, n) in counts(points, z + depth) {
+                let (cx, cy) = (i64::from(cell.x()), i64::from(cell.y()));
+                *features
+                    .entry((cell.x() >> depth, cell.y() >> depth))
+                    .or_default() += 1;
+                // Tiles whose extent widened by one cell holds the cell.
+                for tx in (cx - 1).div_euclid(span)..=(cx + 1).div_euclid(span) {
+                    for ty in (cy - 1).div_euclid(span)..=(cy + 1).div_euclid(span) {
+                        if tx >= 0 && ty >= 0 && own.contains_key(&(tx as u32, ty as u32)) {
+                            *read.entry((tx as u32, ty as u32)).or_default() += n;
+                        }
+                    }
+                }
+            }
+        }
+        for ((x, y), rows) in &own {
+            let carried = features.get(&(*x, *y)).copied().unwrap_or(*rows);
+            let reads = read.get(&(*x, *y)).copied().unwrap_or(*rows);
+            priced.push((tile(z, *x, *y), model.tile(z, reads, carried)));
         }
     }
-    work
+    priced
 }
 
 #[test]
 fn skewed_and_uniform_data_are_cut_within_the_balance_limit() {
     let zooms = ZoomRange::new(0, 14).unwrap();
-    // Clustered up to z11 with 8 × 8 cells per tile, as the sample config does.
-    let model = CostModel {
-        zooms,
-        cluster: Some((11, 64)),
-    };
-    for (name, points) in [("skewed", skewed(200_000)), ("uniform", uniform(200_000))] {
-        let per_zoom: Vec<Vec<(TileCoord, u64)>> =
-            zooms.levels().map(|z| counts(&points, z)).collect();
-        for shards in [1u32, 3, 4, 16, 64] {
-            let plan = ShardPlan::choose(&model, 12, shards, "d", |z| {
-                Ok(per_zoom[usize::from(z)].clone())
-            })
-            .unwrap();
-            assert_eq!(plan.shards(), shards);
-            let work = rendered_work(&plan, &model, &per_zoom);
-            let mean = work.iter().sum::<u64>() as f64 / f64::from(shards);
-            let heaviest = *work.iter().max().unwrap() as f64;
-            assert!(
-                heaviest <= BALANCE_LIMIT * mean,
-                "{name}, {shards} shards: heaviest {:.3} × mean at split zoom {} \
-                 (the plan estimated {:.3})",
-                heaviest / mean,
-                plan.split_zoom,
-                plan.imbalance()
-            );
-            check_partition(&plan, zooms);
+    // Clustered up to z11 with 8 × 8 cells per tile, as the sample config does, and unclustered.
+    // The z0 tile reads every row (it aggregates them where clustered): a single tile dearer than
+    // a 64th of the whole clustered, a 16th unclustered, so more shards cannot be balanced.
+    let variants = [
+        (Some((11, 64)), Some((11, 3)), &[1u32, 3, 4, 16][..]),
+        (None, None, &[1u32, 3, 4][..]),
+    ];
+    for (cluster, cells, shard_counts) in variants {
+        let model = CostModel {
+            zooms,
+            cluster,
+            maintained_cells: false,
+        };
+        for (name, points) in [("skewed", skewed(50_000)), ("uniform", uniform(50_000))] {
+            let priced = priced_tiles(&model, &points, cells);
+            let pyramid =
+                Pyramid::from_census(model, &BBox::WORLD, &counts(&points, model.census_zoom()));
+            for &shards in shard_counts {
+                let plan =
+                    ShardPlan::most_balanced(&pyramid, zooms.levels(), 1, shards, "d").unwrap();
+                assert_eq!(plan.shards(), shards);
+                let mut work = vec![0u64; shards as usize];
+                for (tile, cost) in &priced {
+                    work[plan.owner(*tile) as usize] += cost;
+                }
+                let mean = work.iter().sum::<u64>() as f64 / f64::from(shards);
+                let heaviest = *work.iter().max().unwrap() as f64;
+                assert!(
+                    heaviest <= BALANCE_TARGET * mean,
+                    "{name}, cluster {cluster:?}, {shards} shards: heaviest {:.3} × mean at split \
+                     zoom {} (the plan estimated {:.3})",
+                    heaviest / mean,
+                    plan.split_zoom,
+                    plan.imbalance()
+                );
+                check_partition(&plan, zooms);
+            }
         }
     }
+}
+
+#[test]
+fn a_subtree_weighs_its_non_empty_descendants_and_clustered_tiles_their_cells() {
+    let zooms = ZoomRange::new(0, 6).unwrap();
+    let model = CostModel {
+        zooms,
+        cluster: None,
+        maintained_cells: false,
+    };
+    // 64 rows in one tile of zoom 6 against 64 rows in 64 tiles of zoom 6, under neighbouring
+    // tiles of zoom 3: the same rows, but the spread ones fill more tiles at every zoom below 3.
+    let mut census: Vec<(TileCoord, u64)> = vec![(tile(6, 0, 0), 64)];
+    for x in 0..8u32 {
+        for y in 0..8u32 {
+            census.push((tile(6, 8 + x, y), 1));
+        }
+    }
+    let pyramid = Pyramid::from_census(model, &BBox::WORLD, &census);
+    let weights: BTreeMap<TileCoord, u64> = pyramid
+        .weights(3)
+        .into_iter()
+        .map(|w| (w.tile, w.weight))
+        .collect();
+    let dense = weights[&tile(3, 0, 0)];
+    let spread = weights[&tile(3, 1, 0)];
+    // z3..z6: the dense subtree is 4 tiles of 64 features; the spread one 1 + 4 + 16 + 64 tiles.
+    assert_eq!(dense, 4 * model.tile(3, 64, 64));
+    assert_eq!(
+        spread,
+        model.tile(3, 64, 64)
+            + 4 * model.tile(4, 16, 16)
+            + 16 * model.tile(5, 4, 4)
+            + 64 * model.tile(6, 1, 1)
+    );
+    assert!(spread > dense);
+    // Above the split each tile weighs its own cost once: z0..z2 hold one tile of 128 rows each.
+    assert_eq!(weights[&tile(0, 0, 0)], model.tile(0, 128, 128));
+    assert_eq!(weights.len(), 2 + 3);
+    assert_eq!(pyramid.total(), weights.values().sum::<u64>());
+
+    // Clustered to zoom 4 with 4 × 4 cells (a cell is a tile two zooms deeper): a tile's features
+    // are its non-empty cells, however many rows they hold.
+    let clustered = CostModel {
+        zooms,
+        cluster: Some((4, 16)),
+        maintained_cells: false,
+    };
+    assert_eq!(clustered.census_zoom(), 6);
+    let pyramid = Pyramid::from_census(clustered, &BBox::WORLD, &census);
+    let weights: BTreeMap<TileCoord, u64> = pyramid
+        .weights(4)
+        .into_iter()
+        .map(|w| (w.tile, w.weight))
+        .collect();
+    // The dense rows are one cell at z4 (a z6 tile); the spread ones are 4 z6 tiles under each z4
+    // tile of theirs, and 16 cells at z3 (z5 tiles 4..8 × 0..4).
+    assert_eq!(
+        weights[&tile(4, 0, 0)],
+        clustered.tile(4, 64, 1) + model.tile(5, 64, 64) + model.tile(6, 64, 64)
+    );
+    assert_eq!(weights[&tile(3, 1, 0)], clustered.tile(3, 64, 16));
+    // At z0 every row lies in one cell, a tile of zoom 2.
+    assert_eq!(weights[&tile(0, 0, 0)], clustered.tile(0, 128, 1));
 }
 
 #[test]
