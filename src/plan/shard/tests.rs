@@ -227,11 +227,7 @@ fn a_subtree_weighs_its_non_empty_descendants_and_clustered_tiles_their_cells() 
         }
     }
     let pyramid = Pyramid::from_census(model, &BBox::WORLD, &census);
-    let weights: BTreeMap<TileCoord, u64> = pyramid
-        .weights(3)
-        .into_iter()
-        .map(|w| (w.tile, w.weight))
-        .collect();
+    let weights = weights_by_tile(&pyramid, 3);
     let dense = weights[&tile(3, 0, 0)];
     let spread = weights[&tile(3, 1, 0)];
     // z3..z6: the dense subtree is 4 tiles of 64 features; the spread one 1 + 4 + 16 + 64 tiles.
@@ -258,11 +254,7 @@ fn a_subtree_weighs_its_non_empty_descendants_and_clustered_tiles_their_cells() 
     };
     assert_eq!(clustered.census_zoom(), 6);
     let pyramid = Pyramid::from_census(clustered, &BBox::WORLD, &census);
-    let weights: BTreeMap<TileCoord, u64> = pyramid
-        .weights(4)
-        .into_iter()
-        .map(|w| (w.tile, w.weight))
-        .collect();
+    let weights = weights_by_tile(&pyramid, 4);
     // The dense rows are one cell at z4 (a z6 tile); the spread ones are 4 z6 tiles under each z4
     // tile of theirs, and 16 cells at z3 (z5 tiles 4..8 × 0..4).
     assert_eq!(
@@ -361,4 +353,13 @@ fn a_stored_plan_refuses_shards_of_other_plans_and_settings() {
         .to_string();
     assert!(err.starts_with("plan.json:"), "{err}");
     assert!(ShardPlan::from_json("{}", "plan.json").is_err());
+}
+
+/// The weight of each tile at `zoom` and above, as the split at `zoom` weighs them.
+fn weights_by_tile(pyramid: &Pyramid, zoom: u8) -> BTreeMap<TileCoord, u64> {
+    pyramid
+        .weights(zoom)
+        .into_iter()
+        .map(|w| (w.tile, w.weight))
+        .collect()
 }
