@@ -113,6 +113,7 @@ mod tests {
             cluster,
             cluster_breakdown: None,
             partition: None,
+            generalisation: crate::config::Generalisation::DEFAULT,
         }
     }
 

@@ -8,7 +8,7 @@ use tokio_postgres::types::Type;
 
 use serde::Serialize;
 
-use crate::config::{breakdown_property, LayerConfig, CLUSTER_PROPERTIES};
+use crate::config::{breakdown_property, Generalisation, LayerConfig, CLUSTER_PROPERTIES};
 use crate::db::quote_ident;
 use crate::error::{pg_message, Error, Result};
 
@@ -74,6 +74,13 @@ pub enum Encoding {
 pub const LIST_SEPARATOR: char = ',';
 
 impl LayerSource {
+    /// The generalisation this layer's tiles get: none for a column of points only, or when the
+    /// config turns every rule off.
+    pub fn generalised(&self) -> Option<&Generalisation> {
+        let rules = &self.config.generalisation;
+        (!self.points_only && !rules.is_off()).then_some(rules)
+    }
+
     /// The properties sent as delimited lists.
     pub fn list_properties(&self) -> Vec<&str> {
         self.properties

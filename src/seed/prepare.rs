@@ -32,6 +32,7 @@ impl<'a> Prepared<'a> {
             self.layers.iter().map(|l| &l.config),
         )
         .with_lists(self.layers.iter().map(|l| l.list_properties()))
+        .with_generalisation(self.layers.iter().map(|l| l.generalised()))
         .digest()
     }
 
