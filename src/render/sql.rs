@@ -150,9 +150,9 @@ pub fn envelope_in_srid(
 
 fn source_predicate(layer: &LayerSource, index: usize) -> String {
     let mut sql = format!(
-        "FROM {} t WHERE t.{} && {}",
+        "FROM {} t WHERE {} && {}",
         quoted_table(&layer.config),
-        quote_ident(&layer.config.geometry_column),
+        layer.geometry_of("t"),
         envelope(layer, index)
     );
     if let Some(filter) = &layer.config.filter {

@@ -32,6 +32,7 @@ pub(super) fn layer(name: &str, zooms: Option<ZoomRange>) -> LayerSource {
         has_spatial_index: true,
         estimated_rows: 0.0,
         points_only: true,
+        geography: false,
     }
 }
 
