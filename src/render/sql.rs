@@ -350,13 +350,20 @@ fn drawn_geometry(layer: &LayerSource, merc: &str, z: u8, (extent, buffer): (u32
             rules.min_length * pixel
         ));
     }
+    // Douglas-Peucker turns a small closed line into a there-and-back spike, and can leave a
+    // polygon's sliver in the buffer degenerate, which `ST_AsMVTGeom` drops: the stored shape is
+    // drawn instead, so simplifying never removes a feature from a tile (only the thresholds do).
+    let drawn = if rules.simplify > 0.0 {
+        format!("COALESCE({}, {})", clip(&simplified), clip(merc))
+    } else {
+        clip(merc)
+    };
     if too_small.is_empty() {
-        clip(&simplified)
+        drawn
     } else {
         format!(
-            "CASE WHEN {} THEN NULL ELSE {} END",
-            too_small.join(" OR "),
-            clip(&simplified)
+            "CASE WHEN {} THEN NULL ELSE {drawn} END",
+            too_small.join(" OR ")
         )
     }
 }

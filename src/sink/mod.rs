@@ -154,10 +154,18 @@ impl TilesetMetadata {
         self.covered_zooms.unwrap_or(self.zooms)
     }
 
-    /// Records what the tiles `coverage` counted cover, within the area walked.
+    /// Records what the tiles `coverage` counted cover, within the area walked. Each layer's zooms
+    /// shrink to those stored: generalisation can leave a tileset's lowest zooms without a tile,
+    /// and TileJSON readers (and `validate`) hold a layer's zooms to the tileset's.
     pub fn cover(&mut self, coverage: &Coverage) {
         self.covered = coverage.bbox(&self.bounds);
         self.covered_zooms = coverage.zooms();
+        if let Some(stored) = self.covered_zooms {
+            for layer in &mut self.vector_layers {
+                layer.minzoom = layer.minzoom.clamp(stored.min, stored.max);
+                layer.maxzoom = layer.maxzoom.clamp(layer.minzoom, stored.max);
+            }
+        }
     }
 
     /// A default view: the centre of the bounds at a zoom between min and max.
