@@ -23,7 +23,8 @@ Environment:
   OAR_TILES_LOG_FORMAT  text or json, as --log-format
   NO_COLOR              set (to anything) to keep log lines uncoloured on a terminal too";
 
-/// Pregenerates static vector tiles (MVT) of point data in PostGIS and keeps them fresh.
+/// Pregenerates static vector tiles (MVT) of PostGIS geometries (points, lines, polygons) and keeps
+/// them fresh.
 #[derive(Debug, Parser)]
 #[command(name = "oar-tiles", version, after_help = AFTER_HELP)]
 pub(crate) struct Cli {

@@ -53,6 +53,9 @@ struct RawLayer {
     cluster_cell: Option<u32>,
     cluster_position: Option<ClusterPosition>,
     cluster_breakdown: Option<String>,
+    simplify: Option<f64>,
+    min_area: Option<f64>,
+    min_length: Option<f64>,
 }
 
 /// Where a cluster's point goes.
@@ -88,6 +91,36 @@ pub const CLUSTER_PROPERTIES: [&str; 5] = [
     "extent_east",
     "extent_north",
 ];
+
+/// How a layer's lines and polygons are generalised at each zoom, in pixels of that zoom, a pixel
+/// being 1/256 of a tile's width (the scale web maps define their zoom levels at). Points are
+/// never touched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Generalisation {
+    /// Tolerance of the topology-preserving simplification applied before clipping; 0 keeps every
+    /// vertex.
+    pub simplify: f64,
+    /// A polygonal feature whose whole area is below this many square pixels is left out; 0 keeps
+    /// them all.
+    pub min_area: f64,
+    /// A linear feature whose whole length is below this many pixels is left out; 0 keeps them all.
+    pub min_length: f64,
+}
+
+impl Generalisation {
+    /// What a layer gets unless its config says otherwise: differences under a quarter of a pixel,
+    /// invisible on a 512-pixel display of the tile, are generalised away.
+    pub const DEFAULT: Generalisation = Generalisation {
+        simplify: 0.25,
+        min_area: 0.25,
+        min_length: 0.25,
+    };
+
+    /// Whether it changes nothing at all.
+    pub fn is_off(&self) -> bool {
+        self.simplify == 0.0 && self.min_area == 0.0 && self.min_length == 0.0
+    }
+}
 
 /// Default tile size budget: 500 KiB stored (compressed), what map clients load without strain.
 pub const DEFAULT_SIZE_BUDGET: u64 = 500 * 1024;
@@ -166,6 +199,8 @@ pub struct LayerConfig {
     pub cluster_breakdown: Option<String>,
     /// Set on the layers of one partition of a partitioned tileset; never by the config itself.
     pub partition: Option<Partition>,
+    /// Per-zoom generalisation of lines and polygons.
+    pub generalisation: Generalisation,
 }
 
 /// The cluster property holding the per-value member counts of `column`.
@@ -442,6 +477,7 @@ fn resolve_layer(
         ),
     };
     let cluster = resolve_cluster(&raw, extent).map_err(context)?;
+    let generalisation = resolve_generalisation(&raw).map_err(context)?;
     if let Some(column) = &raw.cluster_breakdown {
         if cluster.is_none() {
             return Err(context("cluster_breakdown needs cluster_maxzoom".into()));
@@ -495,6 +531,24 @@ fn resolve_layer(
         cluster,
         cluster_breakdown: raw.cluster_breakdown,
         partition: None,
+        generalisation,
+    })
+}
+
+/// The layer's `simplify`, `min_area` and `min_length`, each a finite number of (square) pixels.
+fn resolve_generalisation(raw: &RawLayer) -> Result<Generalisation, String> {
+    let defaults = Generalisation::DEFAULT;
+    let pixels = |value: Option<f64>, default: f64, key: &str| match value {
+        None => Ok(default),
+        Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Some(v) => Err(format!(
+            "{key} {v} must be a number of pixels, 0 or more (0 turns it off)"
+        )),
+    };
+    Ok(Generalisation {
+        simplify: pixels(raw.simplify, defaults.simplify, "simplify")?,
+        min_area: pixels(raw.min_area, defaults.min_area, "min_area")?,
+        min_length: pixels(raw.min_length, defaults.min_length, "min_length")?,
     })
 }
 

@@ -2,18 +2,26 @@
 //! de-duplicated before anything is rendered.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use crate::config::LayerConfig;
-use crate::tile::{mercator, morton, BBox, TileCoord, ZoomRange, MERCATOR_HALF_WORLD};
+use crate::tile::{mercator, morton, BBox, TileCoord, TileRange, ZoomRange, MERCATOR_HALF_WORLD};
+
+mod shape;
+
+pub use shape::Shape;
 
 /// One changed geometry (an old or a new position of a row), as boxes `[west, south, east, north]`
 /// in degrees.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChangedBox {
     /// The geometry's box.
     pub whole: [f64; 4],
     /// The box of its representative point, where clustered zooms place it (a point's own box).
     pub point: [f64; 4],
+    /// A line's or a polygon's own shape: the zooms that draw it whole dirty only the tiles it
+    /// touches, not every tile of its box.
+    pub shape: Option<Arc<Shape>>,
 }
 
 impl ChangedBox {
@@ -24,15 +32,17 @@ impl ChangedBox {
         ChangedBox {
             whole: at,
             point: at,
+            shape: None,
         }
     }
 }
 
 /// The tiles a set of changes touches, per layer: at each zoom where the layer appears, every tile
-/// whose buffered envelope covers a changed geometry's box; at clustered zooms, its representative
-/// point's box grown to whole grid cells, since a change moves only the clusters of the cells its
-/// points lie in. Lowest zoom first; de-duplicated before anything is rendered. `None` when more
-/// than `limit` tiles are dirty: a full seed is then cheaper.
+/// whose buffered envelope covers a changed geometry's box, or for a line or polygon drawn whole at
+/// that zoom, the geometry itself; at clustered zooms, its representative point's box grown to
+/// whole grid cells, since a change moves only the clusters of the cells its points lie in. Lowest
+/// zoom first; de-duplicated before anything is rendered. `None` when more than `limit` tiles are
+/// dirty: a full seed is then cheaper.
 pub fn dirty_tiles(
     boxes: &[(&LayerConfig, &[ChangedBox])],
     bbox: BBox,
@@ -42,12 +52,30 @@ pub fn dirty_tiles(
     limit: usize,
 ) -> Option<Vec<TileCoord>> {
     let mut dirty: BTreeSet<(u8, u64, TileCoord)> = BTreeSet::new();
+    // A hair of slack: a tile too many is re-rendered and found unchanged, one too few is wrong.
+    let margin_of_size = f64::from(buffer) / f64::from(extent) + 1e-6;
+    let ranges: Vec<TileRange> = (0..=zooms.max).map(|z| bbox.tile_range(z)).collect();
+    for (layer, layer_boxes) in boxes {
+        let whole_at = |z: u8| {
+            zooms.contains(z)
+                && layer.zooms.is_none_or(|r| r.contains(z))
+                && layer.cluster_at(z).is_none()
+        };
+        for shape in layer_boxes.iter().filter_map(|b| b.shape.as_deref()) {
+            let mut add = |tile: TileCoord| {
+                dirty.insert((tile.z(), morton(tile.x(), tile.y()), tile));
+                dirty.len() <= limit
+            };
+            if !shape.tiles(zooms.max, margin_of_size, &ranges, &whole_at, &mut add) {
+                return None;
+            }
+        }
+    }
     for z in zooms.levels() {
         let range = bbox.tile_range(z);
         let n = 1u64 << z;
         let size = 2.0 * MERCATOR_HALF_WORLD / n as f64;
-        // A hair of slack: a tile too many is re-rendered and found unchanged, one too few is wrong.
-        let margin = (f64::from(buffer) / f64::from(extent) + 1e-6) * size;
+        let margin = margin_of_size * size;
         for (layer, layer_boxes) in boxes {
             if !layer.zooms.is_none_or(|r| r.contains(z)) {
                 continue;
@@ -56,9 +84,11 @@ pub fn dirty_tiles(
                 .cluster_at(z)
                 .map(|c| size * f64::from(c.cell) / f64::from(extent));
             for changed in layer_boxes.iter() {
-                let [west, south, east, north] = match cell {
-                    Some(_) => &changed.point,
-                    None => &changed.whole,
+                let [west, south, east, north] = match (cell, &changed.shape) {
+                    (Some(_), _) => &changed.point,
+                    // Its own tiles are in already.
+                    (None, Some(_)) => continue,
+                    (None, None) => &changed.whole,
                 };
                 let (mut x0, mut y0) = mercator(*west, *south);
                 let (mut x1, mut y1) = mercator(*east, *north);
@@ -113,6 +143,7 @@ mod tests {
             cluster,
             cluster_breakdown: None,
             partition: None,
+            generalisation: crate::config::Generalisation::DEFAULT,
         }
     }
 
@@ -170,6 +201,7 @@ mod tests {
         let line = ChangedBox {
             whole: [-179.0, -80.0, 179.0, 80.0],
             point: [-179.0, -80.0, -179.0, -80.0],
+            shape: None,
         };
         let zooms = ZoomRange::new(3, 4).unwrap();
         let dirty =

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use deadpool_postgres::Pool;
 
 use super::source::{quoted_table, LayerSource};
-use crate::db::quote_ident;
 use crate::error::{DbError, Result};
 use crate::tile::{TileCoord, MERCATOR_HALF_WORLD};
 
@@ -22,7 +21,7 @@ pub async fn rows_per_tile(
     let size = 2.0 * MERCATOR_HALF_WORLD / side as f64;
     let mut counts: BTreeMap<TileCoord, u64> = BTreeMap::new();
     for layer in layers {
-        let geometry = quote_ident(&layer.config.geometry_column);
+        let geometry = layer.geometry_of("t");
         let filter = layer.config.filter.as_deref().unwrap_or("true");
         // Clamped so rows on the world's edge (and beyond Mercator's latitudes) count in the edge
         // tiles instead of outside the zoom.
@@ -31,7 +30,7 @@ pub async fn rows_per_tile(
                     LEAST(GREATEST(floor(({h} - ST_Y(m)) / {size})::int8, 0), {last}) AS y,
                     count(*)::int8
              FROM (SELECT ST_Transform(ST_PointOnSurface({geometry}), 3857) AS m
-                   FROM {table}
+                   FROM {table} t
                    WHERE {geometry} IS NOT NULL AND NOT ST_IsEmpty({geometry}) AND ({filter})) rows
              GROUP BY 1, 2",
             h = MERCATOR_HALF_WORLD,

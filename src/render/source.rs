@@ -8,7 +8,7 @@ use tokio_postgres::types::Type;
 
 use serde::Serialize;
 
-use crate::config::{breakdown_property, LayerConfig, CLUSTER_PROPERTIES};
+use crate::config::{breakdown_property, Generalisation, LayerConfig, CLUSTER_PROPERTIES};
 use crate::db::quote_ident;
 use crate::error::{pg_message, Error, Result};
 
@@ -44,6 +44,9 @@ pub struct LayerSource {
     /// [`crate::render::sql::representative_point`]); one of points only takes them as they are,
     /// without testing each row's kind.
     pub points_only: bool,
+    /// Whether the column is `geography`: it is read as geometry (`::geometry`, longitude and
+    /// latitude in its SRID), and its spatial index must be on that expression.
+    pub geography: bool,
 }
 
 /// One property column of a layer.
@@ -74,6 +77,23 @@ pub enum Encoding {
 pub const LIST_SEPARATOR: char = ',';
 
 impl LayerSource {
+    /// The layer's geometry in the row `alias` of its table, as a `geometry` value.
+    pub fn geometry_of(&self, alias: &str) -> String {
+        let column = quote_ident(&self.config.geometry_column);
+        if self.geography {
+            format!("{alias}.{column}::geometry")
+        } else {
+            format!("{alias}.{column}")
+        }
+    }
+
+    /// The generalisation this layer's tiles get: none for a column of points only, or when the
+    /// config turns every rule off.
+    pub fn generalised(&self) -> Option<&Generalisation> {
+        let rules = &self.config.generalisation;
+        (!self.points_only && !rules.is_off()).then_some(rules)
+    }
+
     /// The properties sent as delimited lists.
     pub fn list_properties(&self) -> Vec<&str> {
         self.properties
@@ -171,10 +191,16 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         )));
     }
     // Views count as indexed (see `LayerSource::has_spatial_index`).
+    let geography = geometry.type_name == "geography";
     let has_spatial_index = table.relkind == "v"
-        || spatial_index(&client, table.oid, geometry.attnum)
-            .await
-            .map_err(source_error)?;
+        || spatial_index(
+            &client,
+            table.oid,
+            geometry.attnum,
+            geography.then_some(&layer.geometry_column),
+        )
+        .await
+        .map_err(source_error)?;
     Ok(LayerSource {
         config: layer.clone(),
         srid,
@@ -188,6 +214,7 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
             .typmod_kind
             .as_deref()
             .is_some_and(|kind| kind.starts_with("Point")),
+        geography,
     })
 }
 
@@ -227,9 +254,9 @@ async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String,
         .query_typed(
             "SELECT a.attname::text, t.typname::text, a.attnum,
                     format_type(CASE WHEN left(t.typname::text, 1) = '_' THEN t.typelem ELSE t.oid END, NULL),
-                    CASE WHEN t.typname = 'geometry' AND a.atttypmod >= 0
+                    CASE WHEN t.typname IN ('geometry', 'geography') AND a.atttypmod >= 0
                          THEN postgis_typmod_srid(a.atttypmod) END,
-                    CASE WHEN t.typname = 'geometry' AND a.atttypmod >= 0
+                    CASE WHEN t.typname IN ('geometry', 'geography') AND a.atttypmod >= 0
                          THEN postgis_typmod_type(a.atttypmod) END
              FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
              WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
@@ -353,7 +380,7 @@ pub async fn partition_values(
     } else {
         format!("{quoted}::text")
     };
-    let geometry = format!("t.{}", quote_ident(&config.geometry_column));
+    let geometry = layer.geometry_of("t");
     let mut filter = config
         .filter
         .as_ref()
@@ -410,16 +437,20 @@ pub async fn partition_values(
         .collect())
 }
 
-/// The SRID the layer's geometry column holds: its constraint, else the config's `srid`.
+/// The SRID the layer's geometry column holds: its constraint, else the config's `srid`; a
+/// `geography` column without one holds longitude and latitude in EPSG:4326, its type's default.
 fn geometry_srid(layer: &LayerConfig, table: &str, geometry: &Column) -> Result<i32, String> {
     let name = &layer.geometry_column;
-    if geometry.type_name != "geometry" {
-        return Err(format!(
-            "column `{name}` of `{table}` is of type {}, not geometry",
-            geometry.type_name
-        ));
-    }
-    match (geometry.typmod_srid.filter(|s| *s > 0), layer.srid) {
+    let declared = match geometry.type_name.as_str() {
+        "geometry" => geometry.typmod_srid.filter(|s| *s > 0),
+        "geography" => Some(geometry.typmod_srid.filter(|s| *s > 0).unwrap_or(4326)),
+        other => {
+            return Err(format!(
+                "column `{name}` of `{table}` is of type {other}, not geometry or geography"
+            ))
+        }
+    };
+    match (declared, layer.srid) {
         (Some(actual), Some(configured)) if actual != configured => Err(format!(
             "srid {configured} in the config, but column `{name}` holds SRID {actual}"
         )),
@@ -451,7 +482,16 @@ fn property(name: &str, column: &Column) -> Property {
     }
 }
 
-async fn spatial_index(client: &Client, oid: u32, attnum: i16) -> Result<bool, String> {
+/// Whether an index can serve the tiles' `&&` on the column: one on the column itself, or for a
+/// `geography` column (whose own index answers questions on the sphere, not in longitude and
+/// latitude) one on the expression `(column::geometry)` as the tiles' statements write it.
+async fn spatial_index(
+    client: &Client,
+    oid: u32,
+    attnum: i16,
+    geography: Option<&String>,
+) -> Result<bool, String> {
+    let expression = geography.map(|column| format!("({}::geometry)", quote_ident(column)));
     let row = client
         .query_typed_one(
             "SELECT EXISTS (
@@ -459,8 +499,9 @@ async fn spatial_index(client: &Client, oid: u32, attnum: i16) -> Result<bool, S
                  JOIN pg_class ic ON ic.oid = i.indexrelid
                  JOIN pg_am am ON am.oid = ic.relam
                  WHERE i.indrelid = $1 AND am.amname IN ('gist', 'spgist', 'brin')
-                   AND $2 = ANY (i.indkey::int2[]))",
-            &[(&oid, Type::OID), (&attnum, Type::INT2)],
+                   AND CASE WHEN $3::text IS NULL THEN $2 = ANY (i.indkey::int2[])
+                            ELSE i.indkey[0] = 0 AND pg_get_indexdef(i.indexrelid, 1, true) = $3 END)",
+            &[(&oid, Type::OID), (&attnum, Type::INT2), (&expression, Type::TEXT)],
         )
         .await
         .map_err(|e| pg_message(&e))?;

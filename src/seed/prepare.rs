@@ -32,6 +32,7 @@ impl<'a> Prepared<'a> {
             self.layers.iter().map(|l| &l.config),
         )
         .with_lists(self.layers.iter().map(|l| l.list_properties()))
+        .with_generalisation(self.layers.iter().map(|l| l.generalised()))
         .digest()
     }
 
@@ -50,9 +51,14 @@ impl<'a> Prepared<'a> {
             if !source.has_spatial_index {
                 let table = layer.qualified_table();
                 let column = &layer.geometry_column;
+                let indexed = if source.geography {
+                    format!("({column}::geometry)")
+                } else {
+                    column.clone()
+                };
                 tracing::warn!(
-                    "tileset `{}`, layer `{}`: no spatial index on {table}.{column}; every tile will \
-                     scan the table (CREATE INDEX ON {table} USING gist ({column}))",
+                    "tileset `{}`, layer `{}`: no spatial index on {table}.{indexed}; every tile will \
+                     scan the table (CREATE INDEX ON {table} USING gist ({indexed}))",
                     config.name,
                     layer.name,
                 );

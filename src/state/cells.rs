@@ -279,10 +279,10 @@ fn deepest_cells(layer: &LayerSource, cluster: &ClusterConfig, extent: u32, dirt
         format!(
             "SELECT DISTINCT ON (t.{id}) {} FROM unnest($1::float8[], $2::float8[], $3::float8[], \
              $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[]) \
-             AS e(w, s, e, n, mw, ms, me, mn) JOIN {} t ON t.{} && {}{filter} ORDER BY t.{id}",
+             AS e(w, s, e, n, mw, ms, me, mn) JOIN {} t ON {} && {}{filter} ORDER BY t.{id}",
             sql::cluster_row_columns(layer).join(", "),
             quoted_table(config),
-            quote_ident(&config.geometry_column),
+            layer.geometry_of("t"),
             sql::envelope_in_srid(layer, &degrees, &metres)
         )
     } else {

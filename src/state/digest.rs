@@ -9,7 +9,7 @@
 use md5::{Digest, Md5};
 use serde::Serialize;
 
-use crate::config::{ClusterPosition, LayerConfig};
+use crate::config::{ClusterPosition, Generalisation, LayerConfig};
 use crate::tile::{BBox, ZoomRange};
 
 /// Version of [`TileSettings`]; part of every digest.
@@ -46,6 +46,10 @@ struct LayerSettings<'a> {
     /// `[column, value]` of a partition's layer; left out when not set, like `lists`.
     #[serde(skip_serializing_if = "Option::is_none")]
     partition: Option<[&'a str; 2]>,
+    /// `[simplify, min_area, min_length]` where they apply (not to a column of points only);
+    /// left out otherwise, like `lists`, so point layers' digests stay those of earlier versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generalisation: Option<[f64; 3]>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,6 +92,7 @@ impl<'a> TileSettings<'a> {
                     .partition
                     .as_ref()
                     .map(|p| [p.column.as_str(), p.value.as_str()]),
+                generalisation: None,
             })
             .collect();
         TileSettings {
@@ -103,6 +108,18 @@ impl<'a> TileSettings<'a> {
     pub fn with_lists(mut self, lists: impl IntoIterator<Item = Vec<&'a str>>) -> Self {
         for (layer, lists) in self.layers.iter_mut().zip(lists) {
             layer.lists = lists;
+        }
+        self
+    }
+
+    /// Records, layer by layer, the generalisation its lines and polygons get: whether the column
+    /// can hold them is the source's to say, not the config's.
+    pub fn with_generalisation<'g>(
+        mut self,
+        rules: impl IntoIterator<Item = Option<&'g Generalisation>>,
+    ) -> Self {
+        for (layer, rules) in self.layers.iter_mut().zip(rules) {
+            layer.generalisation = rules.map(|r| [r.simplify, r.min_area, r.min_length]);
         }
         self
     }
@@ -144,6 +161,7 @@ mod tests {
             zooms: None,
             cluster_breakdown: None,
             partition: None,
+            generalisation: crate::config::Generalisation::DEFAULT,
             cluster: Some(ClusterConfig {
                 maxzoom: 11,
                 cell: 512,
@@ -196,6 +214,17 @@ mod tests {
             assert_ne!(digest(variant), reference, "{variant:?}");
         }
         assert_ne!(TileSettings::new(4096, 128, [&base]).digest(), reference);
+        let rules = crate::config::Generalisation::DEFAULT;
+        let generalised = TileSettings::new(4096, 64, [&base]).with_generalisation([Some(&rules)]);
+        assert_ne!(generalised.digest(), reference);
+        let finer = crate::config::Generalisation {
+            simplify: 0.5,
+            ..rules
+        };
+        let other = TileSettings::new(4096, 64, [&base]).with_generalisation([Some(&finer)]);
+        assert_ne!(other.digest(), generalised.digest());
+        let points = TileSettings::new(4096, 64, [&base]).with_generalisation([None]);
+        assert_eq!(points.digest(), reference);
         let listed = TileSettings::new(4096, 64, [&base]).with_lists([vec!["name"]]);
         assert_ne!(listed.digest(), reference);
         let unlisted = TileSettings::new(4096, 64, [&base]).with_lists([vec![]]);

@@ -83,3 +83,32 @@ fn pmtiles_versions_apply_to_pmtiles_outputs_only() {
         assert!(err.contains(message), "{output} {keys}: {err}");
     }
 }
+
+#[test]
+fn generalisation_has_defaults_and_takes_whole_or_fractional_pixels() {
+    let config = parse_config(MINIMAL).unwrap();
+    assert_eq!(
+        config.tilesets[0].layers[0].generalisation,
+        super::Generalisation::DEFAULT
+    );
+    let config = parse_config(&format!(
+        "{MINIMAL}simplify = 2\nmin_area = 0.5\nmin_length = 0\n"
+    ))
+    .unwrap();
+    let rules = config.tilesets[0].layers[0].generalisation;
+    assert_eq!(
+        (rules.simplify, rules.min_area, rules.min_length),
+        (2.0, 0.5, 0.0)
+    );
+    assert!(!rules.is_off());
+    for bad in ["simplify = -1", "min_area = nan", "min_length = inf"] {
+        let err = parse_config(&format!("{MINIMAL}{bad}\n"))
+            .unwrap_err()
+            .to_string();
+        let key = bad.split(' ').next().unwrap();
+        assert!(
+            err.contains(&format!("layer `facilities`: {key}")) && err.contains("0 or more"),
+            "{err}"
+        );
+    }
+}

@@ -17,7 +17,7 @@ pub fn representative_point(geometry: &str) -> String {
 
 /// The columns of one layer's rows inside the tile's buffered envelope, projected to Web Mercator.
 pub fn row_columns(layer: &LayerSource) -> Vec<String> {
-    let geometry = format!("t.{}", quote_ident(&layer.config.geometry_column));
+    let geometry = layer.geometry_of("t");
     columns_with(layer, &geometry)
 }
 
@@ -25,7 +25,7 @@ pub fn row_columns(layer: &LayerSource) -> Vec<String> {
 /// [`representative_point`] for its geometry, which is what clusters group and count. A column of
 /// points only keeps its geometry as it is, so point layers pay nothing for other kinds.
 pub fn cluster_row_columns(layer: &LayerSource) -> Vec<String> {
-    let geometry = format!("t.{}", quote_ident(&layer.config.geometry_column));
+    let geometry = layer.geometry_of("t");
     if layer.points_only {
         columns_with(layer, &geometry)
     } else {
@@ -43,9 +43,9 @@ pub(super) fn drawn_whole_below(layer: &LayerSource, z: u8, job: ZoomRange) -> b
 /// polygon whole must be reached wherever it passes.
 pub(super) fn other_kinds_in(layer: &LayerSource, child: usize) -> String {
     format!(
-        "EXISTS (SELECT 1 {} AND ST_GeometryType(t.{}) <> 'ST_Point')",
+        "EXISTS (SELECT 1 {} AND ST_GeometryType({}) <> 'ST_Point')",
         source_predicate(layer, child),
-        quote_ident(&layer.config.geometry_column)
+        layer.geometry_of("t")
     )
 }
 

@@ -20,6 +20,7 @@ pub(super) fn layer(name: &str, zooms: Option<ZoomRange>) -> LayerSource {
             cluster: None,
             cluster_breakdown: None,
             partition: None,
+            generalisation: crate::config::Generalisation::DEFAULT,
         },
         srid: 4326,
         integer_id: true,
@@ -31,6 +32,7 @@ pub(super) fn layer(name: &str, zooms: Option<ZoomRange>) -> LayerSource {
         has_spatial_index: true,
         estimated_rows: 0.0,
         points_only: true,
+        geography: false,
     }
 }
 
@@ -111,4 +113,63 @@ fn layers_outside_a_zoom_only_steer_the_walk() {
         probe.sql
     );
     assert!(probe.layer_names.is_empty());
+}
+
+/// Lines and polygons are simplified with a tolerance of the zoom's pixel and left out below the
+/// thresholds; a column of points only, or rules turned off, gets the plain clip.
+#[test]
+fn generalisation_applies_to_columns_that_may_hold_lines_or_polygons() {
+    let job = ZoomRange::new(0, 14).unwrap();
+    let points = layer("p", None);
+    let mut any = points.clone();
+    any.points_only = false;
+    let sql = |layer: &LayerSource, z: u8| {
+        render_query(std::slice::from_ref(layer), &[], z, job, (4096, 64)).sql
+    };
+    assert!(
+        !sql(&points, 3).contains("ST_Simplify"),
+        "{}",
+        sql(&points, 3)
+    );
+    for z in [0u8, 7] {
+        let text = sql(&any, z);
+        let pixel = pixel_metres(z);
+        assert!(
+            text.contains(&format!(
+                "ST_Simplify(s.\"__oar_merc\", {}, true)",
+                0.25 * pixel
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "ST_Area(s.\"__oar_merc\") < {}",
+                0.25 * pixel * pixel
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("ST_Length(s.\"__oar_merc\") < {}", 0.25 * pixel)),
+            "{text}"
+        );
+    }
+    assert!((pixel_metres(0) - 156_543.033_928_041).abs() < 1e-6);
+    let mut off = any.clone();
+    off.config.generalisation = crate::config::Generalisation {
+        simplify: 0.0,
+        min_area: 0.0,
+        min_length: 0.0,
+    };
+    let text = sql(&off, 5);
+    assert!(
+        !text.contains("ST_Simplify") && !text.contains("ST_Area"),
+        "{text}"
+    );
+    let mut only_area = off.clone();
+    only_area.config.generalisation.min_area = 1.0;
+    let text = sql(&only_area, 5);
+    assert!(
+        !text.contains("ST_Simplify") && text.contains("ST_Area") && !text.contains("ST_Length"),
+        "{text}"
+    );
 }

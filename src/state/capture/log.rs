@@ -2,6 +2,7 @@
 //! (their snapshots, what is pending, pruning what every consumer has seen).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tokio_postgres::types::Type;
@@ -11,7 +12,7 @@ use super::{installed, read_only_standby};
 use crate::config::LayerConfig;
 use crate::db::quote_ident;
 use crate::error::{pg_message, DbError, Error, Result};
-use crate::plan::ChangedBox;
+use crate::plan::{ChangedBox, Shape};
 use crate::render::source::quoted_table;
 use crate::render::sql;
 use crate::state::watermark::Watermark;
@@ -214,7 +215,9 @@ pub async fn changed_boxes(
     let rows = client
         .query_typed(
             &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b),
-                    ST_XMin(p), ST_YMin(p), ST_XMax(p), ST_YMax(p)
+                    ST_XMin(p), ST_YMin(p), ST_XMax(p), ST_YMax(p),
+                    CASE WHEN ST_Dimension(v.g) > 0 THEN ST_AsBinary(ST_Force2D(
+                        CASE WHEN ST_SRID(v.g) = 4326 THEN v.g ELSE ST_Transform(v.g, 4326) END)) END
              FROM {}.change_log c
              CROSS JOIN LATERAL (SELECT c.old_geom UNION ALL SELECT c.new_geom
                                  UNION ALL SELECT unnest(c.old_geoms) UNION ALL SELECT unnest(c.new_geoms)) AS v(g)
@@ -247,7 +250,17 @@ pub async fn changed_boxes(
         if let Some(whole) = corners(1) {
             // A geometry with a box has a point on it; its box stands in should PostGIS find none.
             let point = corners(5).unwrap_or(whole);
-            boxes.push(ChangedBox { whole, point });
+            // Bytes PostGIS wrote are WKB; should they not parse, the box stands in.
+            let shape = row
+                .get::<_, Option<&[u8]>>(9)
+                .and_then(Shape::from_wkb)
+                .filter(|shape| !shape.is_empty())
+                .map(Arc::new);
+            boxes.push(ChangedBox {
+                whole,
+                point,
+                shape,
+            });
         }
     }
     Ok((everything, boxes))

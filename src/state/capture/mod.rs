@@ -174,6 +174,15 @@ async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<
             .await
             .map_err(reading())?;
         watched.id_collatable = id.is_some_and(|row| row.get(0));
+        let geometry = watched.geometry().to_string();
+        let kind = client
+            .query_typed_opt(
+                &format!("SELECT t.typname = 'geography' {COLUMN}"),
+                &[(&table, Type::TEXT), (&geometry.as_str(), Type::TEXT)],
+            )
+            .await
+            .map_err(reading())?;
+        watched.geography = kind.is_some_and(|row| row.get(0));
         for (column, array) in &mut watched.partitions {
             let row = client
                 .query_typed_opt(

@@ -17,10 +17,20 @@ pub(super) struct Watched {
     /// Whether the id column's type has a collation (text ids): their pairing then compares bytes
     /// (read at install).
     pub(super) id_collatable: bool,
+    /// Whether the geometry column is `geography`: the log holds geometries, so its values are
+    /// cast, and compared as geometries, whose equality is exact (read at install).
+    pub(super) geography: bool,
     columns: Vec<String>,
     filtered: bool,
     /// Columns some tileset is partitioned by, each with whether it is an array (read at install).
     pub(super) partitions: Vec<(String, bool)>,
+}
+
+impl Watched {
+    /// The geometry column's name.
+    pub(super) fn geometry(&self) -> &str {
+        &self.geometry
+    }
 }
 
 /// The source tables of a config, each once, with the union of what its layers render.
@@ -38,6 +48,7 @@ pub(super) fn watched_tables(config: &Config) -> Vec<Watched> {
                 geometry: layer.geometry_column.clone(),
                 id: layer.id_column.clone(),
                 id_collatable: false,
+                geography: false,
                 columns: Vec::new(),
                 filtered: false,
                 partitions: Vec::new(),
@@ -293,6 +304,16 @@ fn partition_column(watched: &Watched) -> &'static str {
 
 /// The body of the INSERT (`rows` = `oar_new`, into `column` `new_geoms`) or DELETE (`oar_old`,
 /// `old_geoms`) trigger, which runs `notify` when it logged.
+/// The watched geometry column as the log stores it, to be read from a row (`o.` + this).
+fn logged_geometry(watched: &Watched) -> String {
+    let column = quote_ident(&watched.geometry);
+    if watched.geography {
+        format!("{column}::geometry")
+    } else {
+        column
+    }
+}
+
 fn one_side_body(
     schema: &str,
     watched: &Watched,
@@ -300,7 +321,7 @@ fn one_side_body(
     column: &str,
     notify: &str,
 ) -> String {
-    let geometry = quote_ident(&watched.geometry);
+    let geometry = logged_geometry(watched);
     let record = record(rows);
     let partition_column = partition_column(watched);
     let single_partitions = single_row_partitions(watched, |column, array| {
@@ -330,7 +351,10 @@ fn changed(watched: &Watched, old: &str, new: &str) -> String {
         let columns: Vec<String> = watched
             .columns
             .iter()
-            .map(|c| format!("{t}.{}", quote_ident(c)))
+            .map(|c| match c == &watched.geometry {
+                true => format!("{t}.{}", logged_geometry(watched)),
+                false => format!("{t}.{}", quote_ident(c)),
+            })
             .collect();
         format!("({})", columns.join(", "))
     };
@@ -348,7 +372,7 @@ fn changed(watched: &Watched, old: &str, new: &str) -> String {
 /// columns are compared one by one rather than as `ROW(...)` values built in subqueries, which
 /// cost more to set up on every statement.
 fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
-    let geometry = quote_ident(&watched.geometry);
+    let geometry = logged_geometry(watched);
     let id = quote_ident(&watched.id);
     let collate = if watched.id_collatable {
         " COLLATE \"C\""

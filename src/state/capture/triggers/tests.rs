@@ -51,6 +51,14 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
     text_ids[0].id_collatable = true;
     assert!(install_sql(&config, &text_ids)
         .contains("ON o.\"id\" COLLATE \"C\" = n.\"id\" COLLATE \"C\" WHERE"));
+    // A geography column is logged, and compared, as geometry.
+    let mut geography = watched_tables(&config);
+    geography[0].geography = true;
+    let sql = install_sql(&config, &geography);
+    assert!(sql.contains("VALUES (TG_RELID, o.\"location\"::geometry, n.\"location\"::geometry"));
+    assert!(sql.contains("array_agg(t.\"location\"::geometry)"));
+    assert!(sql.contains("(o.\"name\", o.\"id\", o.\"location\"::geometry, o.\"country_code\")"));
+    assert!(!sql.contains("o.\"location\","));
     // A body holding the tags quotes itself with one it does not hold.
     assert_eq!(dollar_quote("a $f$ b $f1$"), "$f2$a $f$ b $f1$\n$f2$");
     let watermark = Watermark {
