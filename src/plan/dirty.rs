@@ -37,6 +37,14 @@ impl ChangedBox {
     }
 }
 
+/// How far, in tile sizes, a simplified line or polygon may lie from the geometry stored: the
+/// layer's tolerance (`simplify` pixels, a pixel being 1/256 of the tile). A tile it reaches
+/// only once simplified is drawn by a full seed, so it is dirty too. (A box needs no slack:
+/// `ST_Simplify` keeps a subset of the vertices, so the simplified shape stays in the box.)
+fn simplified_slack(layer: &LayerConfig) -> f64 {
+    layer.generalisation.simplify / 256.0
+}
+
 /// The tiles a set of changes touches, per layer: at each zoom where the layer appears, every tile
 /// whose buffered envelope covers a changed geometry's box, or for a line or polygon drawn whole at
 /// that zoom, the geometry itself; at clustered zooms, its representative point's box grown to
@@ -56,6 +64,7 @@ pub fn dirty_tiles(
     let margin_of_size = f64::from(buffer) / f64::from(extent) + 1e-6;
     let ranges: Vec<TileRange> = (0..=zooms.max).map(|z| bbox.tile_range(z)).collect();
     for (layer, layer_boxes) in boxes {
+        let margin_of_size = margin_of_size + simplified_slack(layer);
         let whole_at = |z: u8| {
             zooms.contains(z)
                 && layer.zooms.is_none_or(|r| r.contains(z))
@@ -174,6 +183,58 @@ mod tests {
             dirty_tiles(&[(&layer, &boxes[..])], BBox::WORLD, zooms, 4096, 64, 5).is_none(),
             "over the limit"
         );
+    }
+
+    /// A line a tenth of a pixel east of tile 2/1/1's buffered envelope: once simplified with a
+    /// quarter-pixel tolerance it may reach into the tile, which a full seed then draws.
+    #[test]
+    fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
+        let tile_size = MERCATOR_HALF_WORLD / 2.0;
+        let x = (64.0 / 4096.0 + 0.1 / 256.0) * tile_size;
+        let lon = (x / crate::tile::EARTH_RADIUS).to_degrees();
+        let mut wkb = vec![1u8];
+        wkb.extend(2u32.to_le_bytes());
+        wkb.extend(2u32.to_le_bytes());
+        for v in [lon, 10.0, lon, 20.0] {
+            wkb.extend(f64::to_le_bytes(v));
+        }
+        let line = ChangedBox {
+            whole: [lon, 10.0, lon, 20.0],
+            point: [lon, 15.0, lon, 15.0],
+            shape: Some(Arc::new(Shape::from_wkb(&wkb).unwrap())),
+        };
+        let zoom = ZoomRange::new(2, 2).unwrap();
+        let west_of_it = TileCoord::new(2, 1, 1).unwrap();
+        for (simplify, dirty) in [(0.25, true), (0.0, false)] {
+            let mut layer = layer(None);
+            layer.generalisation.simplify = simplify;
+            let tiles = dirty_tiles(
+                &[(&layer, &[line.clone()][..])],
+                BBox::WORLD,
+                zoom,
+                4096,
+                64,
+                100,
+            )
+            .unwrap();
+            assert_eq!(
+                tiles.contains(&west_of_it),
+                dirty,
+                "simplify {simplify}: {tiles:?}"
+            );
+            // Its box, without the shape, stays east of the tile: the simplified shape never
+            // leaves it.
+            let boxed = ChangedBox {
+                shape: None,
+                ..line.clone()
+            };
+            let tiles =
+                dirty_tiles(&[(&layer, &[boxed][..])], BBox::WORLD, zoom, 4096, 64, 100).unwrap();
+            assert!(
+                !tiles.contains(&west_of_it),
+                "simplify {simplify}: {tiles:?}"
+            );
+        }
     }
 
     #[test]
