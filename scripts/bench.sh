@@ -12,11 +12,12 @@
 #                    [--partition-by COLUMN] [--partition-zoom A-B]
 #                    [--partition-rounds N] [--shard-rows N]
 #                    [--capacity-rows LIST] [--baseline-bin PATH]
+#                    [--polygon-world-zoom A-B] [--polygon-nyc-zoom A-B]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
 #                    watch, edge, partitions, watch-partitions, shards,
-#                    validate, capacity
+#                    validate, capacity; polygons runs only when listed
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -76,6 +77,9 @@
 #                    another oar-tiles binary (an earlier release, say) the
 #                    capacity section also measures, alternating with this
 #                    one, as the baseline of the tool's own CPU per tile
+#   --polygon-world-zoom A-B, --polygon-nyc-zoom A-B
+#                    zooms the polygons section seeds the countries and the
+#                    boroughs at (default 0-8 and 0-14)
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
@@ -196,6 +200,18 @@
 #            and, with --baseline-bin, the tool's CPU per tile against that
 #            binary's (target <= +10%), checking both wrote the same tiles.
 #            About 2 minutes at 100k, 12 at 1M (2 cores).
+#   polygons real polygons and lines, with and without generalisation:
+#            Natural Earth's 177 countries and their boundaries as lines
+#            (tileset world, --polygon-world-zoom) and New York's five
+#            boroughs, the heaviest polygons (Queens alone 29,000 vertices,
+#            stored in EPSG:2263), and their outlines (tileset nyc,
+#            --polygon-nyc-zoom), from scripts/geodata.sh, loaded with ogr2ogr
+#            into a schema of the run's own. Each tileset is seeded with the
+#            layers' default generalisation and with `simplify = 0, min_area =
+#            0, min_length = 0` (the baseline), alternately, three rounds after
+#            a discarded warm-up; prints per tileset and variant the median
+#            wall time, peak RSS, tiles and bytes, and per zoom the tiles, bytes
+#            and the largest tile (z/x/y and bytes). Not in the default list.
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -233,6 +249,8 @@ capture_rounds=5
 growth_rows=100000,1000000
 capacity_rows=100000,1000000
 baseline_bin=
+polygon_world_zoom=0-8
+polygon_nyc_zoom=0-14
 rows=100000
 zoom=0-14
 concurrency=
@@ -259,6 +277,10 @@ while (($#)); do
         --capacity-rows=*) capacity_rows=${1#*=}; shift ;;
         --baseline-bin) baseline_bin=${2:?--baseline-bin needs a value}; shift 2 ;;
         --baseline-bin=*) baseline_bin=${1#*=}; shift ;;
+        --polygon-world-zoom) polygon_world_zoom=${2:?--polygon-world-zoom needs a value}; shift 2 ;;
+        --polygon-world-zoom=*) polygon_world_zoom=${1#*=}; shift ;;
+        --polygon-nyc-zoom) polygon_nyc_zoom=${2:?--polygon-nyc-zoom needs a value}; shift 2 ;;
+        --polygon-nyc-zoom=*) polygon_nyc_zoom=${1#*=}; shift ;;
         --shard-rows) shard_rows=${2:?--shard-rows needs a value}; shift 2 ;;
         --shard-rows=*) shard_rows=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
@@ -307,6 +329,10 @@ positive='^[1-9][0-9]*$'
     || die "--cluster-position must be centroid or cell-center, got '$cluster_position'"
 [[ $partition_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
     || die "--partition-zoom must be A-B with A <= B, got '$partition_zoom'"
+for polygon_zoom in "$polygon_world_zoom" "$polygon_nyc_zoom"; do
+    [[ $polygon_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
+        || die "--polygon-world-zoom and --polygon-nyc-zoom must be A-B with A <= B, got '$polygon_zoom'"
+done
 [[ $partition_rounds =~ $positive ]] && ((partition_rounds <= 3)) \
     || die "--partition-rounds must be 1, 2 or 3, got '$partition_rounds'"
 [[ $partition_by =~ ^[a-z_][a-z0-9_]*$ ]] || die "--partition-by must be a column name, got '$partition_by'"
@@ -320,9 +346,9 @@ for s in "${section_list[@]}"; do
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
-        capture | growth | partitions | shards | validate | capacity) ;;
+        capture | growth | partitions | shards | validate | capacity | polygons) ;;
         watch | edge | watch-partitions) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards, validate, capacity)" ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards, validate, capacity, polygons)" ;;
     esac
 done
 
@@ -391,6 +417,7 @@ reaped_cpu() {
 cpu_since() { awk -v a="$1" -v b="$(reaped_cpu)" 'BEGIN { printf "%.2f\n", b - a }'; }
 tiles_table=
 floor_table=
+polygons_schema=
 reseed_pending=0 # the reseed sample is modified or change capture is installed
 reseed_config=
 parts_pending=0 # the contributors copy has change capture installed or is modified
@@ -405,6 +432,9 @@ cleanup() {
     for table in $tiles_table $floor_table; do
         psql_ -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1 || true
     done
+    if [[ -n $polygons_schema ]]; then
+        psql_ -c "DROP SCHEMA IF EXISTS $polygons_schema CASCADE" >/dev/null 2>&1 || true
+    fi
     if ((parts_pending)); then
         log "dropping bench_${rows}_contributors after an unfinished watch-partitions section"
         restore_contributors || true
@@ -1580,6 +1610,159 @@ else:
     print("  mbtiles validate: not installed (scripts/test.sh installs it; set OAR_TILES_TEST_MBTILES_CLI)")
 PY
     rm -f "$WORK"/validate.mbtiles*
+}
+
+# --- polygons: real polygons and lines, with and without generalisation ---------------------
+
+# polygons_config FILE GENERALISATION: the two tilesets over $polygons_schema, every layer with the
+# GENERALISATION keys (none: the defaults).
+polygons_config() {
+    local s=$polygons_schema keys=$2
+    cat >"$1" <<TOML
+[[tileset]]
+name = "world"
+
+[[tileset.layer]]
+name = "countries"
+table = "$s.countries"
+id_column = "id"
+attributes = ["name", "iso_a3"]
+$keys
+
+[[tileset.layer]]
+name = "borders"
+table = "$s.borders"
+id_column = "id"
+attributes = ["name"]
+$keys
+
+[[tileset]]
+name = "nyc"
+
+[[tileset.layer]]
+name = "boroughs"
+table = "$s.boroughs"
+id_column = "id"
+attributes = ["boroname"]
+$keys
+
+[[tileset.layer]]
+name = "outlines"
+table = "$s.outlines"
+id_column = "id"
+attributes = ["boroname"]
+$keys
+TOML
+}
+
+section_polygons() {
+    local dir shapefile table round variant tileset load_before
+    dir=$("$ROOT/scripts/geodata.sh") || die "scripts/geodata.sh could not provide the data"
+    if ! command -v ogr2ogr >/dev/null 2>&1; then
+        # shellcheck source=scripts/apt.sh
+        . "$ROOT/scripts/apt.sh"
+        apt_install gdal-bin
+    fi
+    # Unique per run, so that concurrent benchmarks cannot collide; dropped at the end.
+    polygons_schema=bench_polygons_$$
+    psql_ -c "CREATE SCHEMA $polygons_schema"
+    for shapefile in countries:naturalearth_lowres/naturalearth_lowres.shp boroughs:nybb/nybb.shp; do
+        table=${shapefile%%:*}
+        log "polygons: loading $dir/${shapefile#*:} into $polygons_schema.$table"
+        # PRECISION=NO: the files declare numeric widths their values overflow.
+        ogr2ogr -f PostgreSQL "PG:$DATABASE_URL" "$dir/${shapefile#*:}" -nln "$table" \
+            -nlt PROMOTE_TO_MULTI -lco "SCHEMA=$polygons_schema" -lco GEOMETRY_NAME=geom \
+            -lco FID=id -lco PRECISION=NO
+    done
+    psql_ <<SQL
+CREATE TABLE $polygons_schema.borders AS
+    SELECT id, name, ST_Multi(ST_Boundary(geom))::geometry(MultiLineString, 4326) AS geom
+    FROM $polygons_schema.countries;
+CREATE TABLE $polygons_schema.outlines AS
+    SELECT id, boroname, ST_Multi(ST_Boundary(geom))::geometry(MultiLineString, 2263) AS geom
+    FROM $polygons_schema.boroughs;
+ALTER TABLE $polygons_schema.borders ADD PRIMARY KEY (id);
+ALTER TABLE $polygons_schema.outlines ADD PRIMARY KEY (id);
+CREATE INDEX ON $polygons_schema.borders USING gist (geom);
+CREATE INDEX ON $polygons_schema.outlines USING gist (geom);
+ANALYZE $polygons_schema.countries; ANALYZE $polygons_schema.boroughs;
+ANALYZE $polygons_schema.borders; ANALYZE $polygons_schema.outlines;
+SQL
+    polygons_config "$WORK/polygons-generalised.toml" ""
+    polygons_config "$WORK/polygons-baseline.toml" $'simplify = 0.0\nmin_area = 0.0\nmin_length = 0.0'
+    declare -A zooms=([world]=$polygon_world_zoom [nyc]=$polygon_nyc_zoom)
+    log "polygons: warm-up seeds (discarded)"
+    for tileset in world nyc; do
+        "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/polygons-baseline.toml" \
+            --tileset "$tileset" --zoom "${zooms[$tileset]}" \
+            --output "$WORK/polygons-warmup.mbtiles" >/dev/null
+        rm -f "$WORK"/polygons-warmup.mbtiles*
+    done
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    for round in 1 2 3; do
+        for tileset in world nyc; do
+            for variant in generalised baseline; do
+                log "polygons: round $round, $tileset, $variant"
+                rm -f "$WORK/polygons-$tileset-$variant.mbtiles"*
+                timed_seed "polygons-$tileset-$variant-$round" \
+                    --config "$WORK/polygons-$variant.toml" --tileset "$tileset" \
+                    --zoom "${zooms[$tileset]}" --output "$WORK/polygons-$tileset-$variant.mbtiles"
+            done
+        done
+    done
+    BENCH_LOAD="$load_before / $(cut -d' ' -f1-3 /proc/loadavg)" \
+    python3 - "$WORK" "$polygon_world_zoom" "$polygon_nyc_zoom" <<'PY' || failed $?
+import json, os, re, statistics, sys
+work, world_zoom, nyc_zoom = sys.argv[1:]
+def measure(name):
+    text = open(f"{work}/{name}.time").read()
+    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
+    hours, minutes, seconds = clock.groups()
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1))
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds), rss / 1024
+def kib(n):
+    return f"{n / 1024:.1f}"
+variants = ("generalised", "baseline")
+print("polygons: default generalisation (simplify, min_area, min_length 0.25 px) against none;"
+      " median wall of 3 runs each, peak RSS")
+print(f"  load average before / after: {os.environ.get('BENCH_LOAD', '?')}")
+for tileset, zoom, what in (("world", world_zoom, "177 countries + their boundaries as lines"),
+                            ("nyc", nyc_zoom, "5 boroughs (EPSG:2263) + their outlines")):
+    runs = {}
+    for v in variants:
+        times = [measure(f"polygons-{tileset}-{v}-{r}") for r in (1, 2, 3)]
+        summary = json.load(open(f"{work}/polygons-{tileset}-{v}-1.json"))[0]
+        runs[v] = (statistics.median(t for t, _ in times), max(r for _, r in times), summary)
+    print(f"\n  {tileset}, zoom {zoom}: {what}")
+    for v in variants:
+        wall, rss, s = runs[v]
+        largest = max((p for p in s["per_zoom"] if p["written"]),
+                      key=lambda p: p["largest_tile"]["bytes"])["largest_tile"]
+        print(f"    {v:<12} {wall:7.2f} s  {rss:7.1f} MB  {s['tiles_written']:>7} tiles"
+              f"  {kib(s['bytes_written']):>9} KiB  largest {largest['tile']} {kib(largest['bytes'])} KiB")
+    g, b = runs["generalised"], runs["baseline"]
+    print(f"    generalised / baseline: wall {g[0] / b[0]:.3f}, bytes"
+          f" {g[2]['bytes_written'] / b[2]['bytes_written']:.3f}")
+    head = "tiles      KiB   largest tile      KiB"
+    print(f"    {'':4} | {'generalised':^{len(head)}} | {'baseline':^{len(head)}} | bytes")
+    print(f"    zoom | {head} | {head} | g / b")
+    per = {v: {p["zoom"]: p for p in runs[v][2]["per_zoom"]} for v in variants}
+    for z in sorted(set(per["generalised"]) | set(per["baseline"])):
+        cells = []
+        for v in variants:
+            p = per[v].get(z)
+            if p and p["written"]:
+                t = p["largest_tile"]
+                cells.append(f"{p['written']:>5} {kib(p['bytes']):>8}   {t['tile']:<14} {kib(t['bytes']):>6}")
+            else:
+                cells.append(f"{0:>5} {'-':>8}   {'-':<14} {'-':>6}")
+        bg, bb = (per[v].get(z, {}).get("bytes", 0) for v in variants)
+        ratio = f"{bg / bb:5.3f}" if bb else "-"
+        print(f"    {z:>4} | {cells[0]} | {cells[1]} | {ratio}")
+PY
+    rm -f "$WORK"/polygons-*.mbtiles*
+    psql_ -c "SET client_min_messages = warning; DROP SCHEMA $polygons_schema CASCADE"
+    polygons_schema=
 }
 
 # --- run ------------------------------------------------------------------------------------

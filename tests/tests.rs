@@ -12,6 +12,7 @@ mod edge;
 mod edge_check;
 mod edge_faults;
 mod edge_plan;
+mod geometries;
 mod hostile;
 mod mvt_decoder;
 mod outbox;

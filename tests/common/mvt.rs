@@ -306,3 +306,38 @@ fn decode_geometry(geometry: &[u32], geom_type: i32) -> Result<Vec<(i64, i64)>, 
     }
     Ok(points)
 }
+
+/// The paths of a line or polygon feature's command stream, each in absolute tile coordinates: a
+/// MoveTo starts the next path (a line of a multi-line, or a ring), so the caller can tell rings
+/// apart, which [`DecodedFeature::points`] flattens. A ring's closing point is not repeated.
+pub fn paths(geometry: &[u32]) -> Result<Vec<Vec<(i64, i64)>>, String> {
+    let mut paths: Vec<Vec<(i64, i64)>> = Vec::new();
+    let (mut x, mut y) = (0i64, 0i64);
+    let mut i = 0;
+    while i < geometry.len() {
+        let (id, count) = (geometry[i] & 0x7, (geometry[i] >> 3) as usize);
+        i += 1;
+        match id {
+            CMD_MOVE_TO | CMD_LINE_TO => {
+                let params = geometry
+                    .get(i..i + 2 * count)
+                    .ok_or_else(|| format!("command {id} at index {} truncated", i - 1))?;
+                for d in params.chunks_exact(2) {
+                    x += zigzag(d[0]);
+                    y += zigzag(d[1]);
+                    if id == CMD_MOVE_TO {
+                        paths.push(Vec::new());
+                    }
+                    paths
+                        .last_mut()
+                        .ok_or("LineTo before any MoveTo")?
+                        .push((x, y));
+                }
+                i += 2 * count;
+            }
+            CMD_CLOSE_PATH => {}
+            other => return Err(format!("unknown geometry command {other}")),
+        }
+    }
+    Ok(paths)
+}
