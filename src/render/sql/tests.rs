@@ -136,7 +136,8 @@ fn generalisation_applies_to_columns_that_may_hold_lines_or_polygons() {
         let pixel = pixel_metres(z);
         assert!(
             text.contains(&format!(
-                "ST_Simplify(s.\"__oar_merc\", {}, true)",
+                "COALESCE(ST_AsMVTGeom(ST_Simplify(s.\"__oar_merc\", {}, true), env.tile, 4096, 64, true), \
+                 ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true))",
                 0.25 * pixel
             )),
             "{text}"
