@@ -8,6 +8,7 @@ mod common;
 mod agg_hash;
 mod bad_input;
 mod clusters;
+mod dirty_shapes;
 mod edge;
 mod edge_check;
 mod edge_faults;
