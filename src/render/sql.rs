@@ -358,14 +358,16 @@ fn drawn_geometry(layer: &LayerSource, merc: &str, z: u8, (extent, buffer): (u32
     } else {
         clip(merc)
     };
-    if too_small.is_empty() {
-        drawn
-    } else {
-        format!(
-            "CASE WHEN {} THEN NULL ELSE {drawn} END",
-            too_small.join(" OR ")
-        )
-    }
+    // Points (in a column that may hold other kinds too) are clipped as they are, first, so they
+    // pay one test of their dimension and nothing else.
+    let too_small = match too_small.is_empty() {
+        true => String::new(),
+        false => format!(" WHEN {} THEN NULL", too_small.join(" OR ")),
+    };
+    format!(
+        "CASE WHEN ST_Dimension({merc}) = 0 THEN {}{too_small} ELSE {drawn} END",
+        clip(merc)
+    )
 }
 
 fn parameter_types(layer_names: usize) -> Vec<Type> {

@@ -154,6 +154,12 @@ fn generalisation_applies_to_columns_that_may_hold_lines_or_polygons() {
             "{text}"
         );
     }
+    assert!(
+        sql(&any, 5).contains(
+            "CASE WHEN ST_Dimension(s.\"__oar_merc\") = 0 THEN ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true) WHEN"
+        ),
+        "points first, as they are"
+    );
     assert!((pixel_metres(0) - 156_543.033_928_041).abs() < 1e-6);
     let mut off = any.clone();
     off.config.generalisation = crate::config::Generalisation {
