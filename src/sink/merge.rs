@@ -111,10 +111,18 @@ pub fn merge_mbtiles(out: &Path, parts: &[PathBuf]) -> Result<MergeReport> {
         snapshot: snapshot.clone(),
         ..first.watermark.clone()
     };
+    let json = first
+        .metadata
+        .iter()
+        .find(|(name, _)| name == "json")
+        .and_then(|(_, json)| merged_json(json, &opened));
     let rows: Vec<(&str, &str)> = first
         .metadata
         .iter()
-        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .map(|(name, value)| match (name.as_str(), &json) {
+            ("json", Some(json)) => (name.as_str(), json.as_str()),
+            _ => (name.as_str(), value.as_str()),
+        })
         .collect();
     import.finish(Some(&watermark.to_state()), &rows)?;
     Ok(MergeReport { tiles, snapshot })
@@ -133,6 +141,43 @@ struct Part {
     connection: Connection,
     watermark: Watermark,
     metadata: Vec<(String, String)>,
+    /// Each layer's `[minzoom, maxzoom]` in `vector_layers`, in order: a part declares only the
+    /// zooms its own tiles hold, so they are compared without them and merged as the widest.
+    layer_zooms: Vec<[Option<u64>; 2]>,
+}
+
+/// The `json` row without the layers' zooms, and those zooms in order.
+fn without_layer_zooms(json: &str) -> Option<(String, Vec<[Option<u64>; 2]>)> {
+    let mut value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let mut zooms = Vec::new();
+    for layer in value.get_mut("vector_layers")?.as_array_mut()? {
+        let layer = layer.as_object_mut()?;
+        zooms.push(["minzoom", "maxzoom"].map(|key| layer.remove(key).and_then(|z| z.as_u64())));
+    }
+    Some((value.to_string(), zooms))
+}
+
+/// The `json` row of the merged file: the parts' (equal without the layers' zooms), each layer
+/// declared from the lowest zoom any part holds it at to the highest.
+fn merged_json(json: &str, parts: &[Part]) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(json).ok()?;
+    for (index, layer) in value
+        .get_mut("vector_layers")?
+        .as_array_mut()?
+        .iter_mut()
+        .enumerate()
+    {
+        let zooms = parts.iter().filter_map(|p| p.layer_zooms.get(index));
+        let min = zooms.clone().filter_map(|[min, _]| *min).min();
+        let max = zooms.filter_map(|[_, max]| *max).max();
+        let layer = layer.as_object_mut()?;
+        for (key, zoom) in [("minzoom", min), ("maxzoom", max)] {
+            if let Some(zoom) = zoom {
+                layer.insert(key.to_string(), zoom.into());
+            }
+        }
+    }
+    Some(value.to_string())
 }
 
 impl Part {
@@ -177,12 +222,22 @@ impl Part {
                 && name != AGG_TILES_HASH_KEY
                 && !COVERAGE_KEYS.contains(&name.as_str())
         });
+        let mut layer_zooms = Vec::new();
+        for (name, value) in &mut metadata {
+            if name == "json" {
+                if let Some((normalised, zooms)) = without_layer_zooms(value) {
+                    *value = normalised;
+                    layer_zooms = zooms;
+                }
+            }
+        }
         metadata.sort();
         Ok(Part {
             path: path.to_path_buf(),
             connection,
             watermark,
             metadata,
+            layer_zooms,
         })
     }
 }
@@ -226,6 +281,51 @@ mod tests {
             .collect();
         tiles.sort();
         tiles
+    }
+
+    /// Each part declares a layer at the zooms its own tiles hold; the merged file declares it
+    /// over all of them, and parts that differ only there are one tileset.
+    #[test]
+    fn the_merged_layer_zooms_span_the_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let with_json = |name: &str, tiles: &[&str], zooms: (u8, u8)| {
+            let path = dir.path().join(name);
+            let mut import = Import::create(&path).unwrap();
+            for tile in tiles {
+                import.add(tile.parse().unwrap(), tile.as_bytes()).unwrap();
+            }
+            let state = Watermark {
+                snapshot: "5:5:".into(),
+                settings: Some("s".into()),
+                ..Watermark::default()
+            }
+            .to_state();
+            let json = format!(
+                r#"{{"vector_layers":[{{"id":"l","fields":{{}},"minzoom":{},"maxzoom":{}}}]}}"#,
+                zooms.0, zooms.1
+            );
+            import.finish(Some(&state), &[("json", &json)]).unwrap();
+            path
+        };
+        let a = with_json("a.mbtiles", &["2/0/0", "3/1/1"], (2, 3));
+        let b = with_json("b.mbtiles", &["4/15/15", "5/31/31"], (4, 5));
+        let out = dir.path().join("out.mbtiles");
+        merge_mbtiles(&out, &[a, b]).unwrap();
+        let json: String = Connection::open(&out)
+            .unwrap()
+            .query_row(
+                "SELECT value FROM metadata WHERE name = 'json'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let layer = &value["vector_layers"][0];
+        assert_eq!(
+            (layer["minzoom"].as_u64(), layer["maxzoom"].as_u64()),
+            (Some(2), Some(5))
+        );
+        assert_eq!(layer["id"], "l");
     }
 
     #[test]
