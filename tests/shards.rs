@@ -227,7 +227,18 @@ fn sample_config(schema: &str) -> (String, Option<(u8, u32)>) {
             u32::try_from(extent / cell).unwrap(),
         )
     });
-    let text = text.replace(table, &format!("table = \"{schema}.facilities\""));
+    // A change schema of its own, never installed: capture installed in the server's default one
+    // (by an operator or another tool) would make the plan price clustered tiles as cell reads,
+    // which `measured_work` does not model.
+    let changes = "schema = \"oar_tiles\"";
+    assert_eq!(
+        text.matches(changes).count(),
+        1,
+        "sample-config.toml names its change schema once"
+    );
+    let text = text
+        .replace(table, &format!("table = \"{schema}.facilities\""))
+        .replace(changes, &format!("schema = \"{schema}_changes\""));
     (text, cluster)
 }
 
