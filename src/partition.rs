@@ -19,11 +19,12 @@ use deadpool_postgres::Pool;
 
 use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
 use crate::db;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection, TilesetJob};
 use crate::render::source::{
-    describe, partition_column, partition_values, quoted_table, PartitionColumn,
+    describe, partition_column, partition_values, quoted_table, LayerSource, PartitionColumn,
 };
+use crate::render::sql::drawable_rows_query;
 use crate::report::TilesetSummary;
 use crate::sink::lock::{self, OutputLock};
 use crate::sink::partitions::{
@@ -32,6 +33,7 @@ use crate::sink::partitions::{
 use crate::sink::{self, OutputReader};
 use crate::state::capture;
 use crate::state::Watermark;
+use crate::tile::{BBox, ZoomRange};
 
 /// A seed job with each partitioned tileset expanded into one tileset per value, and what to do
 /// once the expanded job has run.
@@ -201,6 +203,10 @@ struct Plan {
     committed: Vec<f64>,
     /// See [`PartitionScope::changes_read`].
     changes_read: Option<u64>,
+    /// Each layer's source, and whether it holds the column as an array.
+    sources: Vec<(LayerSource, bool)>,
+    zooms: ZoomRange,
+    bbox: BBox,
 }
 
 impl Plan {
@@ -217,6 +223,7 @@ impl Plan {
         let (scope, next_watermark) = Scope::decide(pool, job, tileset, column, &previous).await?;
         let mut current: BTreeMap<String, Holding> = BTreeMap::new();
         let mut arrays = Vec::new();
+        let mut sources = Vec::new();
         let only = match &scope {
             Scope::Touched(touched) => Some(touched.values.iter().cloned().collect::<Vec<_>>()),
             Scope::Every | Scope::EveryNow(_) => None,
@@ -244,6 +251,7 @@ impl Plan {
                 holding.features += found.features;
                 holding.bounds = union(holding.bounds, found.bounds);
             }
+            sources.push((source, held.array));
             arrays.push(held);
         }
         let wanted: BTreeSet<&String> = job.partitions.iter().collect();
@@ -300,6 +308,9 @@ impl Plan {
             next_watermark,
             committed,
             changes_read,
+            sources,
+            zooms: tileset.zooms,
+            bbox: tileset.bbox,
         })
     }
 
@@ -353,15 +364,21 @@ impl Plan {
                 output.describe()
             );
         }
+        let mut emptied = Vec::new();
         for (value, holding) in &self.current {
             let path = partition_segment(value)?;
             let output = target.for_partition(&path);
-            let untouched =
-                summary_of(value).is_some_and(|s| s.stored.changed == 0 && s.stored.deleted == 0);
+            let summary = summary_of(value);
+            let untouched = summary.is_some_and(|s| s.stored.changed == 0 && s.stored.deleted == 0);
             let tiles = match previous.get(value.as_str()) {
                 Some(entry) if untouched => entry.tiles,
                 _ => count_tiles(&output, job, &self.extension).await?,
             };
+            if tiles == 0 && summary.is_some_and(|s| s.header.complete) {
+                if let Some(found) = self.drawable_rows(pool, value).await? {
+                    emptied.push((value.clone(), output.describe(), found));
+                }
+            }
             entries.insert(
                 value.clone(),
                 PartitionEntry {
@@ -417,7 +434,48 @@ impl Plan {
                 IndexLocation::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
             }
         );
-        Ok(())
+        match emptied.first() {
+            None => Ok(()),
+            Some((value, output, (layer, rows))) => Err(Error::output(
+                output,
+                format!(
+                    "partition {:?} of tileset `{}` holds no tile, yet {rows} row(s) of layer `{layer}` \
+                     hold {} = {value:?} inside its bbox{}: its tile statements matched none of \
+                     them (report this with the column's type)",
+                    value,
+                    self.name,
+                    self.column,
+                    match emptied.len() {
+                        1 => String::new(),
+                        n => format!(" ({} other partition(s) alike)", n - 1),
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// The first layer with rows holding `value` that the tileset's deepest zoom draws, and how
+    /// many: a partition with such rows cannot have come out empty.
+    async fn drawable_rows(&self, pool: &Pool, value: &str) -> Result<Option<(String, i64)>> {
+        for (source, array) in &self.sources {
+            let zooms = source.config.zooms.unwrap_or(self.zooms);
+            if zooms.min > self.zooms.max || zooms.max < self.zooms.min {
+                continue;
+            }
+            let deepest = zooms.max.min(self.zooms.max);
+            let sql = drawable_rows_query(source, &self.column, *array, deepest, &self.bbox);
+            let rows = db::query_with_text_forms(pool, &sql, value)
+                .await
+                .map_err(|message| Error::Source {
+                    tileset: partition_name(&self.name, value),
+                    layer: source.config.name.clone(),
+                    message: format!("cannot count the partition's rows: {message}"),
+                })?;
+            if rows > 0 {
+                return Ok(Some((source.config.name.clone(), rows)));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -19,18 +19,67 @@ use crate::error::{pool_message, Error, Result};
 use conninfo::{ConnInfo, SslMode};
 pub use replica::{check_all as check_replicas, Replica};
 
+/// The settings that decide a value's text form (`value::text`) and how text is read back as a
+/// value: a partition's value travels as text, read by the tool and logged by the capture
+/// triggers in the application's own sessions, so both sides pin them rather than inherit the
+/// server's or a client's `DateStyle`, `TimeZone` or `extra_float_digits`.
+pub const TEXT_FORM_SETTINGS: [(&str, &str); 4] = [
+    ("DateStyle", "ISO, YMD"),
+    ("IntervalStyle", "postgres"),
+    ("TimeZone", "UTC"),
+    ("extra_float_digits", "1"),
+];
+
 /// The session settings of a tile statement: generic plans (one plan per prepared statement, not
-/// one per tile), no JIT (it costs more than it saves on small tile queries), and the configured
-/// statement timeout. Sent once per connection, or per transaction behind a transaction pooler.
-pub fn session_settings(database: &DatabaseConfig) -> [(&'static str, String); 3] {
-    [
+/// one per tile), no JIT (it costs more than it saves on small tile queries), the configured
+/// statement timeout and [`TEXT_FORM_SETTINGS`]. Sent once per connection, or per transaction
+/// behind a transaction pooler.
+pub fn session_settings(database: &DatabaseConfig) -> Vec<(&'static str, String)> {
+    let mut settings = vec![
         (
             "statement_timeout",
             database.statement_timeout.as_millis().to_string(),
         ),
         ("plan_cache_mode", "force_generic_plan".to_string()),
         ("jit", "off".to_string()),
-    ]
+    ];
+    settings.extend(
+        TEXT_FORM_SETTINGS
+            .iter()
+            .map(|(name, value)| (*name, value.to_string())),
+    );
+    settings
+}
+
+/// Begins a transaction on `client` whose text forms are [`TEXT_FORM_SETTINGS`], whatever the
+/// connection was opened with (behind a transaction pooler, startup options are not sent).
+pub async fn text_form_transaction(
+    client: &mut deadpool_postgres::Object,
+) -> std::result::Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    let transaction = client.transaction().await?;
+    let settings: String = TEXT_FORM_SETTINGS
+        .iter()
+        .map(|(name, value)| format!("SET LOCAL {name} = {};", quote_literal(value)))
+        .collect();
+    transaction.batch_execute(&settings).await?;
+    Ok(transaction)
+}
+
+/// The count a query returns given one text parameter `$1`, read with the tool's text forms.
+pub async fn query_with_text_forms(
+    pool: &Pool,
+    sql: &str,
+    value: &str,
+) -> std::result::Result<i64, String> {
+    let mut client = pool.get().await.map_err(|e| pool_message(&e))?;
+    let transaction = text_form_transaction(&mut client)
+        .await
+        .map_err(|e| crate::error::pg_message(&e))?;
+    let row = transaction
+        .query_typed_one(sql, &[(&value, tokio_postgres::types::Type::TEXT)])
+        .await
+        .map_err(|e| crate::error::pg_message(&e))?;
+    Ok(row.get(0))
 }
 
 /// Opens a pool of at most `size` connections and checks that one can be made.
@@ -44,7 +93,8 @@ pub async fn connect(database: &DatabaseConfig, size: usize) -> Result<Pool> {
         // A transaction pooler refuses startup options; there they are set per transaction.
         let ours: Vec<String> = session_settings(database)
             .iter()
-            .map(|(name, value)| format!("-c {name}={value}"))
+            // Startup options split at spaces; a backslash keeps one inside a value.
+            .map(|(name, value)| format!("-c {name}={}", value.replace(' ', "\\ ")))
             .collect();
         let options = match config.get_options() {
             Some(theirs) => format!("{theirs} {}", ours.join(" ")),

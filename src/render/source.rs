@@ -253,7 +253,7 @@ async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String,
     let rows = client
         .query_typed(
             "SELECT a.attname::text, t.typname::text, a.attnum,
-                    format_type(CASE WHEN left(t.typname::text, 1) = '_' THEN t.typelem ELSE t.oid END, NULL),
+                    format_type(CASE WHEN left(t.typname::text, 1) = '_' THEN t.typelem ELSE t.oid END, a.atttypmod),
                     CASE WHEN t.typname IN ('geometry', 'geography') AND a.atttypmod >= 0
                          THEN postgis_typmod_srid(a.atttypmod) END,
                     CASE WHEN t.typname IN ('geometry', 'geography') AND a.atttypmod >= 0
@@ -407,18 +407,22 @@ pub async fn partition_values(
         srid = layer.srid,
         table = quoted_table(config),
     );
-    let client = pool.get().await?;
-    let rows = client
-        .query_typed(&sql, &[(&only, Type::TEXT_ARRAY)])
-        .await
-        .map_err(|e| Error::Source {
-            tileset: tileset.to_string(),
-            layer: config.name.clone(),
-            message: format!(
-                "cannot read the values of partition_by `{column}`: {}",
-                pg_message(&e)
-            ),
-        })?;
+    let mut client = pool.get().await?;
+    let read = async {
+        // Values are named by their text forms, which partitions' statements read back.
+        let transaction = crate::db::text_form_transaction(&mut client).await?;
+        transaction
+            .query_typed(&sql, &[(&only, Type::TEXT_ARRAY)])
+            .await
+    };
+    let rows = read.await.map_err(|e| Error::Source {
+        tileset: tileset.to_string(),
+        layer: config.name.clone(),
+        message: format!(
+            "cannot read the values of partition_by `{column}`: {}",
+            pg_message(&e)
+        ),
+    })?;
     Ok(rows
         .iter()
         .map(|r| {

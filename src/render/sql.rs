@@ -24,10 +24,12 @@ pub use cluster::{
     cluster_row_columns, representative_point, BREAKDOWN_COLUMNS,
 };
 
-use crate::config::{breakdown_property, ClusterConfig, ClusterPosition, Partition};
+use crate::config::{
+    breakdown_property, ClusterConfig, ClusterPosition, Generalisation, Partition,
+};
 use crate::db::quote_ident;
 use crate::render::source::{quoted_table, Encoding, LayerSource, LIST_SEPARATOR};
-use crate::tile::{ZoomRange, EARTH_RADIUS, MERCATOR_HALF_WORLD};
+use crate::tile::{mercator, BBox, ZoomRange, EARTH_RADIUS, MAX_MERCATOR_LAT, MERCATOR_HALF_WORLD};
 
 /// Envelopes bound per statement: the tile's and its four children's.
 pub const ENVELOPES: usize = 5;
@@ -337,19 +339,7 @@ fn drawn_geometry(layer: &LayerSource, merc: &str, z: u8, (extent, buffer): (u32
     } else {
         merc.to_string()
     };
-    let mut too_small = Vec::new();
-    if rules.min_area > 0.0 {
-        too_small.push(format!(
-            "(ST_Dimension({merc}) = 2 AND ST_Area({merc}) < {})",
-            rules.min_area * pixel * pixel
-        ));
-    }
-    if rules.min_length > 0.0 {
-        too_small.push(format!(
-            "(ST_Dimension({merc}) = 1 AND ST_Length({merc}) < {})",
-            rules.min_length * pixel
-        ));
-    }
+    let too_small = too_small(rules, merc, z);
     // Douglas-Peucker turns a small closed line into a there-and-back spike, and can leave a
     // polygon's sliver in the buffer degenerate, which `ST_AsMVTGeom` drops: the stored shape is
     // drawn instead, so simplifying never removes a feature from a tile (only the thresholds do).
@@ -360,14 +350,80 @@ fn drawn_geometry(layer: &LayerSource, merc: &str, z: u8, (extent, buffer): (u32
     };
     // Points (in a column that may hold other kinds too) are clipped as they are, first, so they
     // pay one test of their dimension and nothing else.
-    let too_small = match too_small.is_empty() {
-        true => String::new(),
-        false => format!(" WHEN {} THEN NULL", too_small.join(" OR ")),
+    let too_small = match too_small {
+        None => String::new(),
+        Some(test) => format!(" WHEN {test} THEN NULL"),
     };
     format!(
         "CASE WHEN ST_Dimension({merc}) = 0 THEN {}{too_small} ELSE {drawn} END",
         clip(merc)
     )
+}
+
+/// Whether a line or polygon whose Web-Mercator geometry is `merc` is below the layer's
+/// thresholds at zoom `z`, and so not drawn; `None` when no threshold is set.
+fn too_small(rules: &Generalisation, merc: &str, z: u8) -> Option<String> {
+    let pixel = pixel_metres(z);
+    let mut tests = Vec::new();
+    if rules.min_area > 0.0 {
+        tests.push(format!(
+            "(ST_Dimension({merc}) = 2 AND ST_Area({merc}) < {})",
+            rules.min_area * pixel * pixel
+        ));
+    }
+    if rules.min_length > 0.0 {
+        tests.push(format!(
+            "(ST_Dimension({merc}) = 1 AND ST_Length({merc}) < {})",
+            rules.min_length * pixel
+        ));
+    }
+    (!tests.is_empty()).then(|| tests.join(" OR "))
+}
+
+/// Counts the rows of `layer` whose partition column holds `$1` and that zoom `z` draws inside
+/// `bbox` (degrees): what a partition's tiles cannot all miss. The value is compared as text, as
+/// it was read (`column::text`, an element's for an array), not as the tile statements compare
+/// it, so that a fault in those is caught rather than repeated.
+pub fn drawable_rows_query(
+    layer: &LayerSource,
+    column: &str,
+    array: bool,
+    z: u8,
+    bbox: &BBox,
+) -> String {
+    let quoted = format!("t.{}", quote_ident(column));
+    let holds = if array {
+        format!("$1 = ANY({quoted}::text[])")
+    } else {
+        format!("{quoted}::text = $1")
+    };
+    let geometry = layer.geometry_of("t");
+    // Only what lies in the Mercator square can be in a tile.
+    let south_lat = bbox.south.max(-MAX_MERCATOR_LAT);
+    let north_lat = bbox.north.min(MAX_MERCATOR_LAT);
+    let degrees = [bbox.west, south_lat, bbox.east, north_lat].map(|v| format!("{v:?}::float8"));
+    let (west, south) = mercator(bbox.west, south_lat);
+    let (east, north) = mercator(bbox.east, north_lat);
+    let metres = [west, south, east, north].map(|v| format!("{v:?}::float8"));
+    let mut sql = format!(
+        "SELECT count(*) FROM {} t WHERE {holds} AND {geometry} && {} AND NOT ST_IsEmpty({geometry})",
+        quoted_table(&layer.config),
+        envelope_in_srid(layer, &degrees, &metres)
+    );
+    if let Some(filter) = &layer.config.filter {
+        sql.push_str(&format!(" AND ({filter})"));
+    }
+    if let Some(test) = layer.generalised().and_then(|rules| {
+        let merc = if layer.srid == 3857 {
+            geometry.clone()
+        } else {
+            format!("ST_Transform({geometry}, 3857)")
+        };
+        too_small(rules, &merc, z)
+    }) {
+        sql.push_str(&format!(" AND NOT ({test})"));
+    }
+    sql
 }
 
 fn parameter_types(layer_names: usize) -> Vec<Type> {

@@ -159,9 +159,9 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
         sql.push_str(&drop_triggers(&EARLIER_TRIGGERS, &watched.table));
         sql.push_str(&format!(
             "DROP FUNCTION IF EXISTS {function}();
-             CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql AS {insert};
-             CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql AS {delete};
-             CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql AS {update};
+             CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql{text_form} AS {insert};
+             CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql{text_form} AS {delete};
+             CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql{text_form} AS {update};
              DROP TRIGGER IF EXISTS oar_tiles_capture_insert ON {table};
              CREATE TRIGGER oar_tiles_capture_insert AFTER INSERT ON {table}
                  REFERENCING NEW TABLE AS oar_new
@@ -179,6 +179,7 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
                  FOR EACH STATEMENT EXECUTE FUNCTION {schema}.capture_truncate();
 ",
             table = watched.table,
+            text_form = text_form_clause(watched),
             insert = dollar_quote(&one_side_body(schema, watched, "oar_new", "new_geoms", notify)),
             delete = dollar_quote(&one_side_body(schema, watched, "oar_old", "old_geoms", notify)),
             update = dollar_quote(&update_body(schema, watched, notify)),
@@ -291,6 +292,19 @@ fn record(rows: &str) -> &'static str {
     } else {
         "n"
     }
+}
+
+/// ` SET DateStyle = … SET …` when the table's log rows carry partition values: the values' text
+/// forms must be the tool's whatever the application's session has set, and a function's own
+/// settings are restored when it returns, so the application's transaction never sees them.
+fn text_form_clause(watched: &Watched) -> String {
+    if watched.partitions.is_empty() {
+        return String::new();
+    }
+    crate::db::TEXT_FORM_SETTINGS
+        .iter()
+        .map(|(name, value)| format!(" SET {name} = {}", quote_literal(value)))
+        .collect()
 }
 
 /// `, partitions` when the table's log rows carry partition values, else nothing.
