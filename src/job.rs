@@ -312,6 +312,10 @@ pub struct TilesetJob {
     pub full_seed: bool,
     /// A partition's path inside the configured output, before its tiles in `--changed-list`.
     pub list_prefix: Option<String>,
+    /// A partition's: the partitioned tileset's own output, whose outbox takes over what the
+    /// partition's CDN purges have not taken, so it outlives the partition and is retried by
+    /// every later run of the tileset, whichever partitions those change.
+    pub tileset_output: Option<OutputTarget>,
     /// The partitioned tileset this job is one partition of: partitions of one tileset share its
     /// described sources and statements.
     pub partition_of: Option<String>,
@@ -509,6 +513,7 @@ impl SeedJob {
                 tileset,
                 full_seed: false,
                 list_prefix: None,
+                tileset_output: None,
                 partition_of: None,
             });
         }

@@ -17,16 +17,19 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::Pool;
 
+use crate::config::CdnConfig;
 use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
 use crate::db;
+use crate::edge::{Client, PurgeTarget};
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection, TilesetJob};
 use crate::render::source::{
     describe, partition_column, partition_values, quoted_table, LayerSource, PartitionColumn,
 };
 use crate::render::sql::drawable_rows_query;
-use crate::report::TilesetSummary;
+use crate::report::{PurgeSummary, SummaryHeader, Tally, TilesetSummary};
 use crate::sink::lock::{self, OutputLock};
+use crate::sink::outbox::Outbox;
 use crate::sink::partitions::{
     read_index, remove_emptied, write_index, PartitionEntry, PartitionIndex,
 };
@@ -121,16 +124,25 @@ impl Expansion {
             .collect()
     }
 
-    /// Removes vanished partitions and writes each partitioned tileset's index, once the
-    /// expanded job ran and returned `summaries` (one per tileset run, per partition for
-    /// partitioned ones).
-    pub async fn finish(&self, job: &SeedJob, summaries: &[TilesetSummary]) -> Result<()> {
+    /// Removes vanished partitions, writes each partitioned tileset's index and delivers what
+    /// its partitions' purges left in its own outbox, once the expanded job ran and returned
+    /// `summaries` (one per tileset run, per partition for partitioned ones). Returns a summary
+    /// per partitioned tileset whose outbox had something: its purges and what still waits.
+    pub async fn finish(
+        &self,
+        job: &SeedJob,
+        summaries: &[TilesetSummary],
+    ) -> Result<Vec<TilesetSummary>> {
+        let mut delivered = Vec::new();
         if let Some((_, pool)) = &self.expanded {
             for plan in &self.plans {
-                plan.finish(pool, job, summaries).await?;
+                let indexed = plan.finish(pool, job, summaries).await;
+                // What waits is delivered even when the index found a fault.
+                delivered.extend(plan.deliver_handed_over(job).await?);
+                indexed?;
             }
         }
-        Ok(())
+        Ok(delivered)
     }
 }
 
@@ -205,6 +217,8 @@ struct Plan {
     changes_read: Option<u64>,
     /// Each layer's source, and whether it holds the column as an array.
     sources: Vec<(LayerSource, bool)>,
+    /// The tileset's CDNs, which its own outbox is delivered to.
+    cdn: Vec<CdnConfig>,
     zooms: ZoomRange,
     bbox: BBox,
 }
@@ -309,6 +323,7 @@ impl Plan {
             committed,
             changes_read,
             sources,
+            cdn: config.cdn.clone(),
             zooms: tileset.zooms,
             bbox: tileset.bbox,
         })
@@ -408,6 +423,20 @@ impl Plan {
         };
         let location = target.partition_index();
         write_index(&location, &job.s3, &self.cache_control, &index).await?;
+        if !self.cdn.is_empty() && self.previous.as_ref() != Some(&index) {
+            // Caches must not keep listing removed values, their counts and their bounds.
+            let name = match &location {
+                IndexLocation::File(path) => {
+                    path.file_name().map(|n| n.to_string_lossy().into_owned())
+                }
+                IndexLocation::S3 { key, .. } => key.rsplit('/').next().map(str::to_string),
+            };
+            if let Some(name) = name {
+                Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None)
+                    .add_batch(&[name])
+                    .await?;
+            }
+        }
         if let Some(watermark) = advanced {
             let schema = &job.change_schema;
             let pruned =
@@ -452,6 +481,74 @@ impl Plan {
                 ),
             )),
         }
+    }
+
+    /// Purges what the tileset's partitions handed over to its own outbox (see
+    /// `Outbox::hand_over`): the purges of a partition that has vanished since, or of one this
+    /// run did not render, are retried by every run of the tileset.
+    async fn deliver_handed_over(&self, job: &SeedJob) -> Result<Option<TilesetSummary>> {
+        let Some(target) = self.target.as_ref().filter(|_| !self.cdn.is_empty()) else {
+            return Ok(None);
+        };
+        let outbox = Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None);
+        if outbox.backlog().await?.batches == 0 {
+            return Ok(None);
+        }
+        let client = Client::new()?;
+        let mut targets = Vec::new();
+        for cdn in &self.cdn {
+            targets.push(PurgeTarget::build(cdn, self.bbox, &client).await?);
+        }
+        let consumers: Vec<String> = targets.iter().map(PurgeTarget::consumer).collect();
+        outbox.coalesce(1).await?;
+        let mut purges = Vec::new();
+        for target in &targets {
+            let consumer = target.consumer();
+            let pending = outbox.pending(&consumer).await?;
+            if pending.is_empty() {
+                continue;
+            }
+            let mut paths: Vec<String> = pending.iter().flat_map(|(_, l)| l.clone()).collect();
+            paths.sort();
+            paths.dedup();
+            let mut summary = PurgeSummary {
+                target: target.name().to_string(),
+                ..PurgeSummary::default()
+            };
+            match target.purge(&paths).await {
+                Ok(report) => {
+                    summary.requests = report.requests;
+                    summary.paths = report.paths;
+                    summary.price_usd = report.price_usd;
+                    let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
+                    outbox.taken(&consumer, &names, &consumers).await?;
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        "{err}; the purges of tileset `{}`'s partitions stay in {}",
+                        self.name,
+                        outbox.describe()
+                    );
+                    summary.failed = Some(err.to_string());
+                }
+            }
+            purges.push(summary);
+        }
+        outbox.prune(&consumers).await?;
+        let header = SummaryHeader {
+            tileset: self.name.clone(),
+            output: target.describe(),
+            zooms: format!("{}-{}", self.zooms.min, self.zooms.max),
+            dry_run: false,
+            complete: true,
+            changes_read: None,
+            committed: Vec::new(),
+            settings: None,
+        };
+        let mut summary = Tally::default().summarize(header, std::time::Duration::ZERO);
+        summary.purges = purges;
+        summary.outbox = outbox.backlog().await?;
+        Ok(Some(summary))
     }
 
     /// The first layer with rows holding `value` that the tileset's deepest zoom draws, and how
@@ -569,6 +666,7 @@ fn partition_job(
     let mut job = tileset.clone();
     job.full_seed = full_seed;
     job.list_prefix = Some(segment.clone());
+    job.tileset_output = tileset.output.clone();
     job.partition_of = Some(tileset.tileset.name.clone());
     job.output = tileset.output.as_ref().map(|t| t.for_partition(&segment));
     let config = &mut job.tileset;

@@ -18,6 +18,7 @@ mod hostile;
 mod mvt_decoder;
 mod outbox;
 mod outputs;
+mod partition_edge;
 mod partition_types;
 mod partitions;
 mod pmtiles;

@@ -2,7 +2,7 @@
 //! requests against a local server that records them and answers as the APIs document.
 
 use super::fold::{fold, Purge};
-use super::{send_with_retries, Client, PurgePlan, PurgeReport};
+use super::{everything_under, send_with_retries, Client, PurgePlan, PurgeReport};
 use crate::tile::BBox;
 
 /// Cloudflare takes at most this many URLs (or prefixes) per purge call.
@@ -78,7 +78,13 @@ impl Cloudflare {
     }
 
     fn calls_for(&self, paths: &[String]) -> Vec<Call> {
-        if paths.iter().any(|p| p == "*") {
+        // A partition's everything (`VALUE/*`) is a prefix where the plan has prefix purges
+        // (through `fold`), else the zone's everything: Cloudflare has no narrower form.
+        let whole = paths
+            .iter()
+            .filter_map(|p| everything_under(p))
+            .any(|folder| folder.is_empty() || !self.prefixes);
+        if whole {
             let everything = vec![format!("{}/*", self.public_url)];
             return vec![self.call(serde_json::json!({ "purge_everything": true }), everything)];
         }
@@ -153,7 +159,8 @@ impl Fastly {
     }
 
     fn calls_for(&self, paths: &[String]) -> Vec<Call> {
-        if paths.iter().any(|p| p == "*") {
+        // Fastly purges no prefix: a partition's everything (`VALUE/*`) is the service's.
+        if paths.iter().any(|p| everything_under(p).is_some()) {
             return vec![Call {
                 method: "POST",
                 url: format!("{}/service/{}/purge_all", self.api_url, self.service_id),
@@ -204,5 +211,61 @@ impl Fastly {
     }
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
         plan(&self.calls_for(paths))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn cloudflare(prefixes: bool) -> Cloudflare {
+        Cloudflare {
+            zone_id: "zone".into(),
+            token: "token".into(),
+            api_url: "https://api.example".into(),
+            public_url: "https://tiles.example/t".into(),
+            prefixes,
+            bbox: BBox::WORLD,
+            client: Client::new().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_partitions_everything_is_a_prefix_or_the_whole_zone_never_a_star_url() {
+        let changed = paths(&["CN/*", "CN/1/0/0.pbf", "US/1/1/0.pbf"]);
+        let calls = cloudflare(true).calls_for(&changed);
+        let bodies: Vec<String> = calls
+            .iter()
+            .map(|c| String::from_utf8_lossy(&c.body).into_owned())
+            .collect();
+        assert_eq!(
+            bodies,
+            vec![
+                r#"{"files":["https://tiles.example/t/US/1/1/0.pbf"]}"#.to_string(),
+                r#"{"prefixes":["tiles.example/t/CN/"]}"#.to_string(),
+            ]
+        );
+        let calls = cloudflare(false).calls_for(&changed);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            String::from_utf8_lossy(&calls[0].body),
+            r#"{"purge_everything":true}"#
+        );
+
+        let fastly = Fastly {
+            service_id: "svc".into(),
+            token: "token".into(),
+            api_url: "https://api.example".into(),
+            public_url: "https://tiles.example/t".into(),
+            surrogate_keys: true,
+            client: Client::new().unwrap(),
+        };
+        let calls = fastly.calls_for(&changed);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].url, "https://api.example/service/svc/purge_all");
     }
 }

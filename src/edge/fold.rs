@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use super::everything_under;
 use crate::tile::BBox;
 
 /// Where a changed path goes in a purge.
@@ -41,6 +42,22 @@ fn folder(prefix: &str, rest: &str) -> String {
 pub fn fold(paths: &[String], bbox: BBox, density: f64, wildcards: usize) -> Vec<Purge> {
     if paths.iter().any(|p| p == "*") {
         return vec![Purge::Folder(String::new())];
+    }
+    // A partition purged whole (`VALUE/*`) is its folder, which covers every path under it.
+    let folders: Vec<&str> = paths.iter().filter_map(|p| everything_under(p)).collect();
+    if !folders.is_empty() {
+        let rest: Vec<String> = paths
+            .iter()
+            .filter(|path| !folders.iter().any(|folder| path.starts_with(folder)))
+            .cloned()
+            .collect();
+        let mut purges: Vec<Purge> = folders
+            .iter()
+            .map(|folder| Purge::Folder(folder.to_string()))
+            .collect();
+        let left = wildcards.saturating_sub(purges.len());
+        purges.extend(fold(&rest, bbox, density, left));
+        return purges;
     }
     let mut others = Vec::new();
     // prefix → zoom → column → tile paths
@@ -151,6 +168,26 @@ mod tests {
             fold(&paths(&["p/1/0/0.pbf", "*"]), bbox, 0.5, 15),
             vec![Purge::Folder(String::new())]
         );
+    }
+
+    #[test]
+    fn a_partitions_everything_is_its_folder_and_covers_its_paths_only() {
+        let bbox = BBox::new(0.1, 0.1, 89.0, 66.0).unwrap();
+        let changed = paths(&["CN/*", "CN/3/4/2.pbf", "US/12/10/20.pbf", "partitions.json"]);
+        let mut folded = fold(&changed, bbox, 0.5, 15);
+        folded.sort();
+        assert_eq!(
+            folded,
+            vec![
+                Purge::Path("US/12/10/20.pbf".into()),
+                Purge::Path("partitions.json".into()),
+                Purge::Folder("CN/".into()),
+            ]
+        );
+        assert_eq!(everything_under("*"), Some(""));
+        assert_eq!(everything_under("CN/*"), Some("CN/"));
+        assert_eq!(everything_under("CN*"), None);
+        assert_eq!(everything_under("CN/1/2/3.pbf"), None);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! An HTTP cache (Varnish, nginx's cache purge, a shield): one `PURGE` (or `BAN`) per path.
-//! Everything (`*`) is one `BAN` of the root, which the cache's rules turn into a prefix ban.
+//! Everything (`*`), or a partition's everything (`VALUE/*`), is one `BAN` of the root or of the
+//! partition's prefix, which the cache's rules turn into a prefix ban.
 
 use futures::StreamExt;
 
-use super::{send_with_retries, Client, PurgePlan, PurgeReport};
+use super::{everything_under, send_with_retries, Client, PurgePlan, PurgeReport};
 use crate::config::PurgeMethod;
 
 /// A cache purged by URL.
@@ -20,13 +21,19 @@ pub(super) struct HttpCache {
 impl HttpCache {
     /// The requests: method and URL.
     pub fn requests(&self, paths: &[String]) -> Vec<(&'static str, String)> {
-        if paths.iter().any(|p| p == "*") {
-            return vec![("BAN", self.url.replace("{path}", ""))];
-        }
-        paths
+        // A folder purged whole is one BAN of its prefix, and covers every path under it.
+        let folders: Vec<&str> = paths.iter().filter_map(|p| everything_under(p)).collect();
+        let mut requests: Vec<(&'static str, String)> = folders
             .iter()
-            .map(|path| (self.method.as_str(), self.url.replace("{path}", path)))
-            .collect()
+            .map(|folder| ("BAN", self.url.replace("{path}", folder)))
+            .collect();
+        requests.extend(
+            paths
+                .iter()
+                .filter(|path| !folders.iter().any(|folder| path.starts_with(folder)))
+                .map(|path| (self.method.as_str(), self.url.replace("{path}", path))),
+        );
+        requests
     }
 
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
@@ -68,5 +75,36 @@ impl HttpCache {
             paths: count,
             price_usd: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partitions_everything_is_one_ban_of_its_prefix_not_a_literal_star() {
+        let cache = HttpCache {
+            url: "http://cache:6081/tiles/{path}".into(),
+            method: PurgeMethod::Purge,
+            concurrency: 1,
+            headers: Vec::new(),
+            client: Client::new().unwrap(),
+        };
+        let paths: Vec<String> = ["CN/*", "CN/1/0/0.pbf", "US/1/1/0.pbf"]
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            cache.requests(&paths),
+            vec![
+                ("BAN", "http://cache:6081/tiles/CN/".to_string()),
+                ("PURGE", "http://cache:6081/tiles/US/1/1/0.pbf".to_string()),
+            ]
+        );
+        assert_eq!(
+            cache.requests(&["*".to_string(), "1/0/0.pbf".to_string()]),
+            vec![("BAN", "http://cache:6081/tiles/".to_string())]
+        );
     }
 }

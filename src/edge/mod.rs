@@ -21,6 +21,19 @@ use crate::tile::BBox;
 
 pub use client::Client;
 
+/// The folder a path stands for as a whole: `""` for `*` (everything: a killed full seed),
+/// `VALUE/` for a partition's `VALUE/*` (a killed run of that partition); `None` for one path.
+/// Each kind of CDN purges such a folder in its own form (a BAN of the prefix, a wildcard, a
+/// prefix purge, or everything where it has no narrower one), never as a literal `*` URL.
+pub(crate) fn everything_under(path: &str) -> Option<&str> {
+    if path == "*" {
+        Some("")
+    } else {
+        path.strip_suffix('*')
+            .filter(|folder| folder.ends_with('/'))
+    }
+}
+
 /// CloudFront's price per invalidation path past the free 1,000 a month (a wildcard is one path).
 pub const CLOUDFRONT_PRICE_PER_PATH: f64 = 0.005;
 

@@ -43,8 +43,9 @@ use tileset::TilesetRun;
 pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
     // 0.
     let partitions = partition::expand(job, partition::TilesetLocks::Take).await?;
-    let summaries = run_expanded(partitions.job(job), progress).await?;
-    partitions.finish(job, &summaries).await?;
+    let mut summaries = run_expanded(partitions.job(job), progress).await?;
+    let delivered = partitions.finish(job, &summaries).await?;
+    summaries.extend(delivered);
     Ok(summaries)
 }
 
@@ -74,7 +75,7 @@ pub async fn partitioned_cycle(
 ) -> Result<(Vec<TilesetSummary>, Vec<partition::PartitionScope>)> {
     let partitions = partition::expand(job, partition::TilesetLocks::Held).await?;
     let expanded = partitions.job(job);
-    let summaries = if expanded.tilesets.is_empty() {
+    let mut summaries = if expanded.tilesets.is_empty() {
         Vec::new()
     } else {
         let session = Session::open(expanded).await?;
@@ -87,7 +88,8 @@ pub async fn partitioned_cycle(
             )
             .await?
     };
-    partitions.finish(job, &summaries).await?;
+    let delivered = partitions.finish(job, &summaries).await?;
+    summaries.extend(delivered);
     Ok((summaries, partitions.scope()))
 }
 

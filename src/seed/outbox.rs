@@ -34,7 +34,13 @@ pub(super) struct RunOutbox {
     target: OutputTarget,
     /// Tiles per target the edge check samples (0: none).
     check_sample: usize,
+    /// A partition's: its tileset's outbox, which takes over the purges this outbox could not
+    /// deliver, and the partition's path.
+    handover: Option<(Outbox, String)>,
 }
+
+/// Batches past which a run without `--changed-list` merges its outbox's waiting batches.
+const COALESCE_ABOVE: usize = 16;
 
 /// What the consumers took after a run.
 pub(super) struct Delivered {
@@ -65,6 +71,13 @@ impl RunOutbox {
         }
         let outbox = Outbox::new(kind.outbox(s3).await?, part);
         let run = outbox.start()?;
+        let handover = match (&tileset.tileset_output, &tileset.list_prefix) {
+            (Some(root), Some(path)) if !targets.is_empty() => Some((
+                Outbox::new(sink::kind_of(root).outbox(s3).await?, None),
+                path.clone(),
+            )),
+            _ => None,
+        };
         let mut consumers: Vec<String> = targets.iter().map(PurgeTarget::consumer).collect();
         if changed.is_enabled() {
             consumers.push(CHANGED_LIST_CONSUMER.to_string());
@@ -79,6 +92,7 @@ impl RunOutbox {
             extension: tileset.tileset.output_settings.tile_extension.clone(),
             target: target.clone(),
             check_sample,
+            handover,
         })
     }
 
@@ -120,6 +134,15 @@ impl RunOutbox {
             Some(run) if failed && !self.keeps_stopped_tiles => self.outbox.discard(run).await?,
             Some(run) => self.outbox.commit(run).await?,
             None => {}
+        }
+        if !changed.is_enabled() {
+            let merged = self.outbox.coalesce(COALESCE_ABOVE).await?;
+            if merged > 0 {
+                tracing::info!(
+                    "{}: merged {merged} waiting batch(es) of the outbox",
+                    self.outbox.describe()
+                );
+            }
         }
         if changed.is_enabled() {
             let pending = self.outbox.pending(CHANGED_LIST_CONSUMER).await?;
@@ -191,6 +214,21 @@ impl RunOutbox {
             purges.push(summary);
         }
         self.outbox.prune(&self.consumers).await?;
+        if let Some((tileset_outbox, path)) = &self.handover {
+            let cdns: Vec<String> = self.targets.iter().map(PurgeTarget::consumer).collect();
+            let handed = self
+                .outbox
+                .hand_over(tileset_outbox, &cdns, &self.consumers, path, |line| {
+                    self.purge_path(line)
+                })
+                .await?;
+            if handed > 0 {
+                tracing::info!(
+                    "{handed} batch(es) of purges wait in {} for the tileset's next run",
+                    tileset_outbox.describe()
+                );
+            }
+        }
         Ok(Delivered { purges, probes })
     }
 

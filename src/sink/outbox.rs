@@ -25,6 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use md5::{Digest, Md5};
+
 use super::s3::folder::ObjectFolder;
 use super::ChangedList;
 use crate::error::{Error, Result};
@@ -375,6 +377,140 @@ impl Outbox {
         Ok(())
     }
 
+    /// Stores one batch of `lines` durably, outside any run: a document a run rewrote after its
+    /// tilesets' own outboxes closed (a partitioned tileset's index).
+    pub async fn add_batch(&self, lines: &[String]) -> Result<()> {
+        let run = self.start()?;
+        let name = format!("{}{BATCH}", run.id);
+        run.recorder.discard_recording();
+        self.store.write(&name, &lines_bytes(lines)).await
+    }
+
+    /// Who took each batch, by batch name, and every batch's name, oldest first.
+    async fn takers(&self) -> Result<(Vec<String>, BTreeMap<String, BTreeSet<String>>)> {
+        let names = self.store.list().await?;
+        let mut takers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for name in &names {
+            if let Some((batch, who)) = name.split_once(TAKEN) {
+                takers
+                    .entry(batch.to_string())
+                    .or_default()
+                    .insert(who.to_string());
+            }
+        }
+        let batches = names.into_iter().filter(|n| n.ends_with(BATCH)).collect();
+        Ok((batches, takers))
+    }
+
+    /// Moves what some of `consumers` have not taken into `to`, its lines turned into the paths
+    /// `to` holds by `path_of`, and marks it taken here by them (then prunes here with
+    /// `all_consumers`). A partition hands its CDN purges to its tileset's outbox this way, so
+    /// they outlive the partition. `label` (the partition's path) keeps the batches of two
+    /// partitions apart; the same batch handed over twice (a crash in between) is one batch.
+    /// Returns how many batches it handed over.
+    pub async fn hand_over(
+        &self,
+        to: &Outbox,
+        consumers: &[String],
+        all_consumers: &[String],
+        label: &str,
+        path_of: impl Fn(&str) -> String,
+    ) -> Result<u64> {
+        let (batches, takers) = self.takers().await?;
+        let label: String = Md5::digest(label.as_bytes())
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut handed = 0;
+        for batch in batches {
+            let took = takers.get(&batch).cloned().unwrap_or_default();
+            let missing: Vec<&String> = consumers.iter().filter(|c| !took.contains(*c)).collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let Some(bytes) = self.store.read(&batch).await? else {
+                continue;
+            };
+            let mut paths: Vec<String> = String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(&path_of)
+                .collect();
+            paths.sort();
+            paths.dedup();
+            let name = format!("{}-{label}{BATCH}", batch.trim_end_matches(BATCH));
+            // Markers first: a batch seen without them is only purged once more.
+            for consumer in consumers.iter().filter(|c| took.contains(*c)) {
+                to.store
+                    .write(&format!("{name}{TAKEN}{consumer}"), b"")
+                    .await?;
+            }
+            to.store
+                .write(&name, lines_bytes(&paths).as_slice())
+                .await?;
+            for consumer in missing {
+                self.store
+                    .write(&format!("{batch}{TAKEN}{consumer}"), b"")
+                    .await?;
+            }
+            handed += 1;
+        }
+        if handed > 0 {
+            self.prune(all_consumers).await?;
+        }
+        Ok(handed)
+    }
+
+    /// Merges the batches waiting for the same consumers into one (their lines once each, under
+    /// the oldest one's name, so its age stays), when more than `threshold` wait: while a CDN is
+    /// down the outbox then holds about one batch per set of consumers, of at most every path
+    /// the output has, instead of one per run. Only for an outbox no other process or pending
+    /// acknowledgement is marking (no `--changed-list` in the run). Returns the batches merged
+    /// away.
+    pub async fn coalesce(&self, threshold: usize) -> Result<usize> {
+        let (batches, takers) = self.takers().await?;
+        if batches.len() <= threshold {
+            return Ok(0);
+        }
+        let mut groups: BTreeMap<BTreeSet<String>, Vec<String>> = BTreeMap::new();
+        for batch in batches {
+            let took = takers.get(&batch).cloned().unwrap_or_default();
+            groups.entry(took).or_default().push(batch);
+        }
+        let mut merged_away = 0;
+        for (took, group) in groups.into_iter().filter(|(_, g)| g.len() > 1) {
+            let mut lines = BTreeSet::new();
+            for batch in &group {
+                if let Some(bytes) = self.store.read(batch).await? {
+                    lines.extend(
+                        String::from_utf8_lossy(&bytes)
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_string),
+                    );
+                }
+            }
+            let lines: Vec<String> = if lines.contains(EVERYTHING) {
+                vec![EVERYTHING.to_string()]
+            } else {
+                lines.into_iter().collect()
+            };
+            // The oldest batch's name, rewritten with every line: written durably before the
+            // others go, so a crash in between only delivers some lines twice.
+            let (oldest, rest) = group.split_first().expect("groups of two or more");
+            self.store.write(oldest, &lines_bytes(&lines)).await?;
+            for batch in rest {
+                self.store.remove(batch).await?;
+                for who in &took {
+                    self.store.remove(&format!("{batch}{TAKEN}{who}")).await?;
+                }
+                merged_away += 1;
+            }
+        }
+        Ok(merged_away)
+    }
+
     /// What waits for some consumer.
     pub async fn backlog(&self) -> Result<Backlog> {
         let mut backlog = Backlog::default();
@@ -403,6 +539,16 @@ impl Outbox {
     }
 }
 
+/// Lines as a batch stores them, each ended by a newline.
+fn lines_bytes(lines: &[String]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for line in lines {
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+    }
+    bytes
+}
+
 /// Removes the files a killed run's recorder left for `batch` (`BATCH.PID.writing`).
 fn remove_recordings(folder: &Path, batch: &str) {
     if let Ok(entries) = std::fs::read_dir(folder) {
@@ -413,5 +559,84 @@ fn remove_recordings(folder: &Path, batch: &str) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
+
+    fn lines(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn waiting_batches_merge_per_set_of_takers_and_keep_every_line_and_the_oldest_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::new(OutboxStore::Folder(dir.path().join("outbox")), None);
+        let consumers = lines(&["a", "b"]);
+        block_on(async {
+            let mut names = Vec::new();
+            for batch in [
+                &["1/0/0"][..],
+                &["1/0/0", "2/1/1"],
+                &["tiles.json"],
+                &["3/2/2"],
+            ] {
+                outbox.add_batch(&lines(batch)).await.unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                let (all, _) = outbox.takers().await.unwrap();
+                names.push(all.last().unwrap().clone());
+            }
+            // `a` took the last batch: it is merged with nothing.
+            outbox.taken("a", &names[3..], &consumers).await.unwrap();
+            let before = outbox.backlog().await.unwrap();
+            assert_eq!(outbox.coalesce(8).await.unwrap(), 0, "below the threshold");
+            assert_eq!(outbox.coalesce(1).await.unwrap(), 2);
+            let after = outbox.backlog().await.unwrap();
+            assert_eq!(after.batches, 2);
+            assert!(after.oldest_seconds >= before.oldest_seconds);
+            let mut pending = outbox.pending("b").await.unwrap();
+            pending.sort();
+            assert_eq!(pending[0].0, names[0]);
+            assert_eq!(pending[0].1, lines(&["1/0/0", "2/1/1", "tiles.json"]));
+            assert_eq!(pending[1].1, lines(&["3/2/2"]));
+            assert_eq!(outbox.pending("a").await.unwrap().len(), 1);
+        });
+    }
+
+    #[test]
+    fn a_hand_over_moves_what_waits_for_the_cdns_as_paths_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = Outbox::new(OutboxStore::Folder(dir.path().join("p")), None);
+        let tileset = Outbox::new(OutboxStore::Folder(dir.path().join("t")), None);
+        let all = lines(&["cdn1", "cdn2", "changed-list"]);
+        let cdns = lines(&["cdn1", "cdn2"]);
+        block_on(async {
+            partition.add_batch(&lines(&["1/0/0", "*"])).await.unwrap();
+            let (names, _) = partition.takers().await.unwrap();
+            partition.taken("cdn1", &names, &all).await.unwrap();
+            let path_of = |line: &str| format!("CN/{line}");
+            for _ in 0..2 {
+                partition
+                    .hand_over(&tileset, &cdns, &all, "CN", path_of)
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(tileset.pending("cdn1").await.unwrap().len(), 0);
+            let moved = tileset.pending("cdn2").await.unwrap();
+            assert_eq!(moved.len(), 1, "{moved:?}");
+            assert_eq!(moved[0].1, lines(&["CN/*", "CN/1/0/0"]));
+            // The partition keeps it for `--changed-list` only.
+            assert!(partition.pending("cdn2").await.unwrap().is_empty());
+            assert_eq!(partition.pending("changed-list").await.unwrap().len(), 1);
+        });
     }
 }

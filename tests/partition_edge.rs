@@ -1,0 +1,228 @@
+//! Deleted means gone from the edge, partitions included: a tree partitioned by country behind
+//! Debian's Varnish (keeping every answer for a day), purged with `PURGE`. A partition whose
+//! rows all vanish while the CDN is down, and a row of one partition deleted while the CDN is
+//! down followed by changes only in another partition, both end with the edge serving none of
+//! the deleted rows' tiles once the CDN is back; `partitions.json` is purged too.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use crate::common::pg::TestSchema;
+use crate::common::run::{oar_tiles, read_tree, Run};
+use crate::common::varnish::Varnish;
+
+/// A static web server for the tree (Python's), the origin Varnish keeps answers of.
+struct Origin {
+    child: Child,
+    port: u16,
+}
+
+impl Origin {
+    fn start(root: &Path) -> Origin {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        // Dropped (killed and reaped) if it never listens.
+        let origin = Origin { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return origin;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the origin never listened on {port}");
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct World {
+    schema: TestSchema,
+    changes: String,
+    _dir: tempfile::TempDir,
+    tree: PathBuf,
+    config: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let mut schema = TestSchema::create("partedge");
+        schema.execute(
+            "CREATE TABLE {schema}.places (id bigint PRIMARY KEY, country character(2), name text,
+                                           pt geometry(Point, 4326) NOT NULL);
+             CREATE INDEX ON {schema}.places USING gist (pt);
+             INSERT INTO {schema}.places
+             SELECT g, (ARRAY['CN', 'US', 'DE'])[1 + g % 3], 'place ' || g,
+                    ST_SetSRID(ST_MakePoint(-30 + (g * 37) % 90, -20 + (g * 53) % 60), 4326)
+             FROM generate_series(1, 90) g;",
+        );
+        let changes = schema.companion("cdc");
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tiles");
+        std::fs::create_dir(&tree).unwrap();
+        let config = dir.path().join("edge.toml");
+        World {
+            schema,
+            changes,
+            _dir: dir,
+            tree,
+            config,
+        }
+    }
+
+    /// The config with its purge target at `port` (a closed one: the CDN is down).
+    fn write_config(&self, port: u16) {
+        let changes = &self.changes;
+        std::fs::write(
+            &self.config,
+            format!(
+                "[database]\nurl = \"postgresql://unused@127.0.0.1:1/unused\"\npool_size = 2\n\
+                 [changes]\nschema = \"{changes}\"\n\
+                 [[tileset]]\nname = \"places\"\nmaxzoom = 5\npartition_by = \"country\"\n\
+                 output = \"dir:{}\"\n\
+                 [[tileset.layer]]\nname = \"places\"\ntable = \"{}.places\"\ngeometry_column = \"pt\"\n\
+                 attributes = [\"name\"]\n\
+                 [[tileset.cdn]]\nkind = \"http\"\nname = \"edge\"\n\
+                 url = \"http://127.0.0.1:{port}/{{path}}\"\n",
+                self.tree.display(),
+                self.schema.name
+            ),
+        )
+        .unwrap();
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        let mut full = vec![args[0], "--config", self.config.to_str().unwrap()];
+        full.extend_from_slice(&args[1..]);
+        oar_tiles(Some(&self.schema.url), &full)
+    }
+
+    /// `/VALUE/z/x/y.pbf` of every tile a partition holds now, with its bytes.
+    fn tiles_of(&self, value: &str) -> BTreeMap<String, Vec<u8>> {
+        read_tree(&self.tree.join(value), "pbf")
+            .into_iter()
+            .map(|((z, x, y), bytes)| (format!("/{value}/{z}/{x}/{y}.pbf"), bytes))
+            .collect()
+    }
+}
+
+/// Paths the cache still answers 200 with bytes other than the origin's now (or at all, for a
+/// path the origin no longer has).
+fn stale(cache: &Varnish, world: &World, paths: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    paths
+        .keys()
+        .filter(|path| {
+            let reply = cache.get_path(path);
+            let now = std::fs::read(world.tree.join(path.trim_start_matches('/'))).ok();
+            reply.status == 200 && Some(&reply.body) != now.as_ref()
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostGIS and Varnish: run scripts/test.sh"]
+fn purges_outlive_a_vanished_partition_and_are_retried_whichever_partition_changes_next() {
+    let mut world = World::new();
+    let origin = Origin::start(&world.tree);
+    let cache = Varnish::keeping(origin.port, "1d");
+    let down = free_port();
+    world.write_config(cache.port);
+    world.run(&["changes", "install"]).assert_success();
+    world.run(&["seed"]).assert_success();
+    let cn = world.tiles_of("CN");
+    let us = world.tiles_of("US");
+    assert!(!cn.is_empty() && !us.is_empty());
+    // Warm the edge with every tile and the index.
+    for path in cn.keys().chain(us.keys()) {
+        assert_eq!(cache.get_path(path).status, 200, "{path}");
+    }
+    let index_before = cache.get_path("/partitions.json");
+    assert!(String::from_utf8_lossy(&index_before.body).contains("\"CN\""));
+
+    // Every CN row deleted while the CDN is down: the run fails, the partition is removed.
+    world.write_config(down);
+    world
+        .schema
+        .execute("DELETE FROM {schema}.places WHERE country = 'CN'");
+    let failed = world.run(&["seed", "--dirty"]);
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(
+        !world.tree.join("CN").exists(),
+        "the vanished partition is removed"
+    );
+    assert_eq!(
+        stale(&cache, &world, &cn).len(),
+        cn.len(),
+        "the edge keeps every CN tile while the CDN is down"
+    );
+
+    // The CDN is back; nothing changed since: the next run purges what the vanished partition
+    // left, and the index.
+    world.write_config(cache.port);
+    let good = world.run(&["seed", "--dirty"]);
+    good.assert_success();
+    assert_eq!(
+        stale(&cache, &world, &cn),
+        Vec::<String>::new(),
+        "tiles of the deleted rows still at the edge: {}",
+        good.stderr
+    );
+    let index_after = cache.get_path("/partitions.json");
+    assert!(
+        !String::from_utf8_lossy(&index_after.body).contains("\"CN\""),
+        "the edge still lists the vanished value: {}",
+        String::from_utf8_lossy(&index_after.body)
+    );
+
+    // A US row deleted while the CDN is down, then only a DE row changes with the CDN back.
+    for path in world.tiles_of("US").keys() {
+        cache.get_path(path);
+    }
+    let us = world.tiles_of("US");
+    world.write_config(down);
+    world.schema.execute(
+        "DELETE FROM {schema}.places WHERE id = (SELECT min(id) FROM {schema}.places WHERE country = 'US')",
+    );
+    assert_eq!(world.run(&["seed", "--dirty"]).code, 1);
+    let waiting = stale(&cache, &world, &us);
+    assert!(!waiting.is_empty(), "the deletion changed no US tile");
+    world.write_config(cache.port);
+    world.schema.execute(
+        "UPDATE {schema}.places SET name = 'renamed' WHERE id = (SELECT min(id) FROM {schema}.places WHERE country = 'DE')",
+    );
+    let next = world.run(&["seed", "--dirty"]);
+    next.assert_success();
+    assert_eq!(
+        stale(&cache, &world, &us),
+        Vec::<String>::new(),
+        "US tiles of the deleted row still at the edge after a run that changed only DE: {}",
+        next.stderr
+    );
+}
