@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::common::free_port;
 use crate::common::pg::TestSchema;
 use crate::common::run::{oar_tiles, read_tree, Run};
 use crate::common::varnish::Varnish;
@@ -52,14 +53,6 @@ impl Drop for Origin {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct World {

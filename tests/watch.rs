@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use postgres::fallible_iterator::FallibleIterator;
 
 use crate::common::fixture::{wraps_fixture, Fixture};
+use crate::common::free_port;
 use crate::common::pg::{hub_with_scatter, Point, Rng, TestSchema};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, send_signal,
@@ -86,14 +87,6 @@ pub(crate) struct Watcher {
     child: Option<Child>,
     port: u16,
     log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Watcher {

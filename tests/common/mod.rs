@@ -9,3 +9,12 @@ pub mod run;
 pub mod s3;
 pub mod serve;
 pub mod varnish;
+
+/// A loopback port nothing listens on now: for a server a test starts, or a service that is down.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
