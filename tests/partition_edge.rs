@@ -10,8 +10,13 @@ use std::process::{Child, Command, Stdio};
 
 use crate::common::free_port;
 use crate::common::pg::TestSchema;
-use crate::common::run::{oar_tiles, read_tree, Run};
+use crate::common::run::{oar_tiles, oar_tiles_command, read_tree, send_signal, Run};
 use crate::common::varnish::Varnish;
+
+/// Every row costs the server 10 ms, but only in sessions that set `oar.slow`: a run started with
+/// [`slow_url`] is slow enough to be killed in the middle of a partition.
+const SLOW_FILTER: &str =
+    "filter = \"current_setting('oar.slow', true) IS NULL OR pg_sleep(0.01) IS NOT NULL\"";
 
 /// A static web server for the tree (Python's), the origin Varnish keeps answers of.
 struct Origin {
@@ -100,7 +105,7 @@ impl World {
                  [[tileset]]\nname = \"places\"\nmaxzoom = 5\npartition_by = \"country\"\n\
                  output = \"dir:{}\"\n\
                  [[tileset.layer]]\nname = \"places\"\ntable = \"{}.places\"\ngeometry_column = \"pt\"\n\
-                 attributes = [\"name\"]\n\
+                 attributes = [\"name\"]\n{SLOW_FILTER}\n\
                  [[tileset.cdn]]\nkind = \"http\"\nname = \"edge\"\n\
                  url = \"http://127.0.0.1:{port}/{{path}}\"\n",
                 self.tree.display(),
@@ -217,5 +222,66 @@ fn purges_outlive_a_vanished_partition_and_are_retried_whichever_partition_chang
         Vec::<String>::new(),
         "US tiles of the deleted row still at the edge after a run that changed only DE: {}",
         next.stderr
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS and Varnish: run scripts/test.sh"]
+fn a_partitions_killed_full_seed_is_purged_as_a_ban_of_its_prefix() {
+    let mut world = World::new();
+    let origin = Origin::start(&world.tree);
+    let cache = Varnish::keeping(origin.port, "1d");
+    world.write_config(cache.port);
+    world.run(&["seed"]).assert_success();
+    let cn = world.tiles_of("CN");
+    for path in cn.keys() {
+        assert_eq!(cache.get_path(path).status, 200, "{path}");
+    }
+    // Every CN tile changes; a full seed is killed in the middle of CN, after its intent (`*`).
+    world
+        .schema
+        .execute("UPDATE {schema}.places SET name = name || ' (renamed)' WHERE country = 'CN'");
+    let url = format!("{}?options=-c%20oar.slow%3D1", world.schema.url);
+    let config = world.config.to_str().unwrap().to_string();
+    let mut child = oar_tiles_command(Some(&url), &["seed", "--config", &config], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let outbox = world.tree.join("CN/.oar-tiles-outbox");
+    let intended = || {
+        std::fs::read_dir(&outbox).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with(".intent"))
+        })
+    };
+    for _ in 0..1200 {
+        if intended() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(intended(), "the slow seed never started CN");
+    // Long enough for some of CN's tiles to be replaced, far from all of them.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    send_signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    let replaced = world
+        .tiles_of("CN")
+        .iter()
+        .filter(|(path, bytes)| cn.get(*path) != Some(*bytes))
+        .count();
+    assert!(replaced > 0, "the killed seed replaced no CN tile");
+
+    // The same command again, at full speed: it resumes, and the edge must serve no old CN tile,
+    // the ones the killed run replaced (which this run does not write again) included.
+    let resumed = world.run(&["seed"]);
+    resumed.assert_success();
+    assert_eq!(
+        stale(&cache, &world, &world.tiles_of("CN")),
+        Vec::<String>::new(),
+        "CN tiles stale at the edge after the resumed seed: {}",
+        resumed.stderr
     );
 }
