@@ -3,7 +3,9 @@
 
 use futures::StreamExt;
 
-use super::{send_with_retries, Client, PurgePlan, PurgeReport};
+use std::time::Duration;
+
+use super::{excerpt, send_with_retries, Client, PurgePlan, PurgeReport, Request, Secrets};
 use crate::config::PurgeMethod;
 
 /// A cache purged by URL.
@@ -15,6 +17,10 @@ pub(super) struct HttpCache {
     /// Header names and their values (from the environment).
     pub headers: Vec<(String, String)>,
     pub client: Client,
+    /// How long each request may go unanswered.
+    pub timeout: Duration,
+    /// The header values, kept out of messages.
+    pub secrets: Secrets,
 }
 
 impl HttpCache {
@@ -46,8 +52,14 @@ impl HttpCache {
         let count = requests.len() as u64;
         let mut answers = futures::stream::iter(requests)
             .map(|(method, url)| async move {
+                let request = Request {
+                    method,
+                    url: &url,
+                    headers: &self.headers,
+                    body: b"",
+                };
                 let answer =
-                    send_with_retries(&self.client, method, &url, &self.headers, b"").await?;
+                    send_with_retries(&self.client, request, self.timeout, &self.secrets).await?;
                 // Not cached (404 to a PURGE) is as good as purged.
                 if (200..300).contains(&answer.status) || answer.status == 404 {
                     Ok(())
@@ -55,7 +67,7 @@ impl HttpCache {
                     Err(format!(
                         "{method} {url}: answered {}: {}",
                         answer.status,
-                        super::one_line(&answer.body)
+                        excerpt(&answer.body, &self.secrets)
                     ))
                 }
             })

@@ -177,6 +177,7 @@ impl<'a> Session<'a> {
         let connect = Connections::open(render_pool, job.concurrency, &job.database);
         let (prepared, connections) = tokio::join!(prepare, connect);
         let (prepared, connections) = (prepared?, connections?);
+        check_cdns(job).await?;
         Ok(Session {
             job,
             pool,
@@ -227,6 +228,26 @@ impl<'a> Session<'a> {
         }
         Ok(summaries)
     }
+}
+
+/// Step 2 for the CDN targets: their secrets and credentials, checked before any tile renders,
+/// so a purge that cannot work fails the run before it stores anything rather than after. A dry
+/// run sends nothing and needs no credentials.
+async fn check_cdns(job: &SeedJob) -> Result<()> {
+    if job.run.dry_run {
+        return Ok(());
+    }
+    let mut checked: Vec<&crate::config::CdnConfig> = Vec::new();
+    for tileset in &job.tilesets {
+        for cdn in &tileset.tileset.cdn {
+            // Partitions repeat their tileset's targets.
+            if !checked.contains(&cdn) {
+                crate::edge::check(cdn).await?;
+                checked.push(cdn);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes what a finished job promised besides the output: the JSON summary (`--summary-json`) and,
