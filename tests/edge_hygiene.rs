@@ -11,7 +11,7 @@ use crate::common::recorder::{Answer, Recorder};
 use crate::common::run::{
     oar_tiles, oar_tiles_command, read_tree, send_signal, single_layer_config, Run,
 };
-use crate::edge::{seed_tree, summary, tree_world};
+use crate::edge::{metric, seed_tree, summary, tree_world, Watching};
 
 const ZOOMS: &str = "0-9";
 /// A zone and a service id of the real shapes (32 hex digits; 22 letters and digits).
@@ -494,4 +494,59 @@ fn a_cloudfront_target_without_aws_credentials_fails_before_any_tile_renders() {
         "{stderr}"
     );
     assert!(!tree.join("0").exists(), "nothing was rendered");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_watcher_with_a_silent_cdn_keeps_its_purges_within_purge_timeout_and_stops_at_once_on_sigterm()
+{
+    let hung = Recorder::answering(Answer::Never);
+    let timeouts = "request_timeout = \"1s\"\npurge_timeout = \"3s\"";
+    let (fixture, tree) = tree_world("hygiene_watch", &http_cdn(hung.port, timeouts));
+    let text = std::fs::read_to_string(&fixture.config).unwrap().replacen(
+        "[[tileset]]\nname = \"sites\"\n",
+        &format!(
+            "[[tileset]]\nname = \"sites\"\noutput = \"dir:{}\"\nmaxzoom = 9\n",
+            tree.display()
+        ),
+        1,
+    );
+    std::fs::write(&fixture.config, &text).unwrap();
+    // The seed stores its tiles; its purge fails within the budget and leaves them in the outbox.
+    let seeded = seed_tree(&fixture, &tree, &[], &[]);
+    assert_eq!(seeded.code, 1, "{}", seeded.stderr);
+
+    // A watcher's first cycle purges what waits: it fails within the budget, and says so.
+    let mut watching = Watching::start(&fixture, &[]);
+    let started = Instant::now();
+    watching.wait_until("a failed purge", |w| {
+        w.listening() && metric(&w.get("/metrics").text(), "oar_tiles_purge_failures_total") > 0.0
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the first cycle's purge took {:?}",
+        started.elapsed()
+    );
+    drop(watching);
+
+    // With the default timeouts the purge would hang for a minute: SIGTERM must not wait for it.
+    std::fs::write(&fixture.config, text.replace(timeouts, "")).unwrap();
+    let since = hung.requests.lock().unwrap().len();
+    let mut watching = Watching::start(&fixture, &[]);
+    watching.wait_until("a purge in flight", |_| {
+        hung.requests.lock().unwrap().len() > since
+    });
+    send_signal(watching.child(), libc::SIGTERM);
+    let signalled = Instant::now();
+    let code = loop {
+        if let Some(status) = watching.child().try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "the watcher still runs 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, 143);
 }
