@@ -50,6 +50,7 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
 
 async fn run_expanded(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
     let session = Session::open(job).await?;
+    check_cdns(job).await?;
     let stop = Stop::on_signals();
     let changed = match (&job.run.changed_list, job.run.dry_run) {
         (Some(path), false) => ChangedList::create(path)?,
@@ -177,7 +178,6 @@ impl<'a> Session<'a> {
         let connect = Connections::open(render_pool, job.concurrency, &job.database);
         let (prepared, connections) = tokio::join!(prepare, connect);
         let (prepared, connections) = (prepared?, connections?);
-        check_cdns(job).await?;
         Ok(Session {
             job,
             pool,
@@ -232,8 +232,10 @@ impl<'a> Session<'a> {
 
 /// Step 2 for the CDN targets: their secrets and credentials, checked before any tile renders,
 /// so a purge that cannot work fails the run before it stores anything rather than after. A dry
-/// run sends nothing and needs no credentials.
-async fn check_cdns(job: &SeedJob) -> Result<()> {
+/// run sends nothing and needs no credentials. Not part of [`Session::open`]: `watch` checks once
+/// when it starts, not at each reconnection (a passing hiccup of the credential chain must not end
+/// a watcher), and `shard-plan` purges nothing.
+pub async fn check_cdns(job: &SeedJob) -> Result<()> {
     if job.run.dry_run {
         return Ok(());
     }

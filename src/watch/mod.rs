@@ -113,6 +113,8 @@ pub async fn run(job: &WatchJob) -> Result<()> {
             });
         }
     }
+    // Every CDN target's secrets and credentials, before the first cycle renders anything.
+    crate::seed::check_cdns(seed).await?;
     let jobs = Jobs::split(seed);
     let shared = Arc::new(Shared {
         metrics: Metrics::default(),
