@@ -47,7 +47,7 @@ pub struct PurgeTarget {
 /// The secret values a target sends (API tokens, header values from the environment, the AWS
 /// secret key), which no message of the edge may hold.
 #[derive(Clone, Default)]
-pub(crate) struct Secrets(Arc<Vec<String>>);
+struct Secrets(Arc<Vec<String>>);
 
 impl Secrets {
     fn new(mut values: Vec<String>) -> Secrets {
@@ -59,7 +59,7 @@ impl Secrets {
     }
 
     /// `text` with every secret replaced by `[redacted]`.
-    pub(crate) fn redact(&self, text: &str) -> String {
+    fn redact(&self, text: &str) -> String {
         let mut text = text.to_string();
         for secret in self.0.iter() {
             if text.contains(secret.as_str()) {
@@ -73,7 +73,7 @@ impl Secrets {
 /// What a message may quote of an answer's body: its first non-blank line, secrets redacted
 /// before it is cut (so no part of one survives the cut), control characters dropped, at most
 /// 200 characters.
-pub(crate) fn excerpt(body: &str, secrets: &Secrets) -> String {
+fn excerpt(body: &str, secrets: &Secrets) -> String {
     const LONGEST: usize = 200;
     let redacted = secrets.redact(body);
     let line = redacted
@@ -245,7 +245,14 @@ impl PurgeTarget {
             sent.push(token.clone());
             Ok::<_, Error>(token)
         };
-        let target = match &config.target {
+        let public_url = |api: &str| {
+            config.public_url.clone().ok_or_else(|| {
+                at.error(format!(
+                    "cdn `{name}`: {api} purges absolute URLs: set public_url"
+                ))
+            })
+        };
+        let mut target = match &config.target {
             CdnTarget::Http {
                 url,
                 method,
@@ -289,12 +296,7 @@ impl PurgeTarget {
                 zone_id: zone_id.clone(),
                 token: token(token_env, &mut sent)?,
                 api_url: api_url.clone(),
-                public_url: config.public_url.clone().ok_or_else(|| {
-                    Error::setting(
-                        "public_url",
-                        format!("cdn `{name}`: Cloudflare purges absolute URLs: set public_url"),
-                    )
-                })?,
+                public_url: public_url("Cloudflare")?,
                 prefixes: *prefixes,
                 bbox,
                 client: client.clone(),
@@ -310,20 +312,15 @@ impl PurgeTarget {
                 service_id: service_id.clone(),
                 token: token(token_env, &mut sent)?,
                 api_url: api_url.clone(),
-                public_url: config.public_url.clone().ok_or_else(|| {
-                    Error::setting(
-                        "public_url",
-                        format!("cdn `{name}`: Fastly purges absolute URLs: set public_url"),
-                    )
-                })?,
+                public_url: public_url("Fastly")?,
                 surrogate_keys: *surrogate_keys,
                 client: client.clone(),
                 timeout,
                 secrets: Secrets::default(),
             }),
         };
+        // Known only once every secret was read.
         let secrets = Secrets::new(sent);
-        let mut target = target;
         match &mut target {
             Target::Http(cache) => cache.secrets = secrets.clone(),
             Target::Cloudflare(api) => api.secrets = secrets.clone(),
@@ -401,15 +398,12 @@ impl PurgeTarget {
 }
 
 /// One purge request: where it goes and what it carries.
-pub(crate) struct Request<'a> {
-    /// The HTTP method.
-    pub method: &'a str,
-    /// The URL.
-    pub url: &'a str,
+struct Request<'a> {
+    method: &'a str,
+    url: &'a str,
     /// Its headers, secrets among them.
-    pub headers: &'a [(String, String)],
-    /// Its body.
-    pub body: &'a [u8],
+    headers: &'a [(String, String)],
+    body: &'a [u8],
 }
 
 /// Sends a request with the purge retry policy, each try within `timeout`: transport failures,
