@@ -10,7 +10,7 @@ use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 
 use super::fold::{fold, Purge};
-use super::{PurgePlan, PurgeReport};
+use super::{PurgePlan, PurgeReport, Secrets};
 use crate::retry::Policy;
 use crate::tile::BBox;
 
@@ -27,6 +27,8 @@ pub(super) struct CloudFront {
     distribution_id: String,
     path_prefix: String,
     bbox: BBox,
+    /// The AWS secret key and session token, kept out of the retries' messages.
+    pub secrets: Secrets,
 }
 
 /// Waiting for room among the invalidations in flight, and `TooManyInvalidationsInProgress`:
@@ -69,6 +71,7 @@ impl CloudFront {
             distribution_id: distribution_id.to_string(),
             path_prefix: path_prefix.to_string(),
             bbox,
+            secrets: Secrets::default(),
         }
     }
 
@@ -179,7 +182,8 @@ impl CloudFront {
                 .run(
                     what,
                     || async {
-                        let (paths_now, wildcards_now) = self.in_flight().await?;
+                        let redact = |e: String| self.secrets.redact(&e);
+                        let (paths_now, wildcards_now) = self.in_flight().await.map_err(redact)?;
                         if paths_now + batch.len() > MAX_PATHS
                             || wildcards_now + wildcards > MAX_WILDCARDS
                         {
@@ -187,7 +191,7 @@ impl CloudFront {
                                 "{paths_now} path(s), {wildcards_now} wildcard(s) in flight leave no room"
                             ));
                         }
-                        self.create(batch, index).await
+                        self.create(batch, index).await.map_err(redact)
                     },
                     |_| true,
                     |e: &String| e.clone(),

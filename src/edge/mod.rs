@@ -325,7 +325,7 @@ impl PurgeTarget {
             Target::Http(cache) => cache.secrets = secrets.clone(),
             Target::Cloudflare(api) => api.secrets = secrets.clone(),
             Target::Fastly(api) => api.secrets = secrets.clone(),
-            Target::CloudFront(_) => {}
+            Target::CloudFront(cloudfront) => cloudfront.secrets = secrets.clone(),
         }
         Ok(PurgeTarget {
             name,
