@@ -86,8 +86,15 @@ pub async fn expand(job: &SeedJob, locks: TilesetLocks) -> Result<Expansion> {
                     (locks, &tileset.output, job.run.dry_run)
                 {
                     held.push(
-                        lock::acquire(target, job.s3.endpoint.as_deref(), job.run.wait_lock, None)
-                            .await?,
+                        // Before any signal handler: SIGTERM and SIGINT end a wait here at once.
+                        lock::acquire(
+                            target,
+                            job.s3.endpoint.as_deref(),
+                            job.run.wait_lock,
+                            None,
+                            std::future::pending(),
+                        )
+                        .await?,
                     );
                 }
                 let plan = Plan::new(&pool, job, tileset, column).await?;

@@ -460,7 +460,7 @@ fn cloudflare_gets_batches_of_at_most_100_urls_with_its_token_and_retries_a_503(
         1,
     );
     let cdn = format!(
-        "[[tileset.cdn]]\nkind = \"cloudflare\"\nzone_id = \"zone1\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"",
+        "[[tileset.cdn]]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"",
         api.port
     );
     let (fixture, tree) = tree_world("edge_cloudflare", &cdn);
@@ -486,7 +486,10 @@ fn cloudflare_gets_batches_of_at_most_100_urls_with_its_token_and_retries_a_503(
     let mut urls = BTreeSet::new();
     for call in &calls {
         assert_eq!(call.method, "POST");
-        assert_eq!(call.target, "/client/v4/zones/zone1/purge_cache");
+        assert_eq!(
+            call.target,
+            "/client/v4/zones/023e105f4ecef8ad9ca31a8372d0c353/purge_cache"
+        );
         assert_eq!(call.header("authorization"), "Bearer secret-token");
         let files = call.json()["files"].as_array().unwrap().clone();
         assert!(
@@ -512,7 +515,7 @@ fn cloudflare_gets_batches_of_at_most_100_urls_with_its_token_and_retries_a_503(
 fn fastly_gets_surrogate_keys_in_batches_of_at_most_256_with_its_key() {
     let api = Recorder::start(r#"{"status": "ok"}"#, 0);
     let cdn = format!(
-        "[[tileset.cdn]]\nkind = \"fastly\"\nservice_id = \"svc1\"\napi_url = \"http://127.0.0.1:{}\"\npublic_url = \"https://tiles.example.org\"\nsurrogate_keys = true\ntoken_env = \"OAR_TEST_FASTLY_TOKEN\"",
+        "[[tileset.cdn]]\nkind = \"fastly\"\nservice_id = \"SU1Z0isxPaozGVKXdv0eY\"\napi_url = \"http://127.0.0.1:{}\"\npublic_url = \"https://tiles.example.org\"\nsurrogate_keys = true\ntoken_env = \"OAR_TEST_FASTLY_TOKEN\"",
         api.port
     );
     let (fixture, tree) = tree_world("edge_fastly", &cdn);
@@ -527,7 +530,7 @@ fn fastly_gets_surrogate_keys_in_batches_of_at_most_256_with_its_key() {
     let mut keys = BTreeSet::new();
     for call in api.answered(0) {
         assert_eq!(call.method, "POST");
-        assert_eq!(call.target, "/service/svc1/purge");
+        assert_eq!(call.target, "/service/SU1Z0isxPaozGVKXdv0eY/purge");
         assert_eq!(call.header("fastly-key"), "fastly-secret");
         let batch: Vec<&str> = call.header("surrogate-key").split(' ').collect();
         assert!(batch.len() <= 256);

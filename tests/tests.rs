@@ -12,6 +12,7 @@ mod dirty_shapes;
 mod edge;
 mod edge_check;
 mod edge_faults;
+mod edge_hygiene;
 mod edge_plan;
 mod geometries;
 mod hostile;

@@ -1,12 +1,22 @@
 //! `[[tileset.cdn]]`: the caches in front of a tileset's output that `seed` and `watch` purge of
 //! the tiles they change. Secrets (API tokens, purge keys) are named here by their environment
 //! variable and read from the environment only.
+//!
+//! Everything a purge could only find out by failing after the tiles rendered is checked here
+//! when the text alone can tell: header names, the shape of distribution, zone and service ids,
+//! and an API that would carry a bearer token in clear text.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use toml::Spanned;
 
-/// The operator's table, checked by [`resolve_cdn`].
+use crate::error::Error;
+
+/// The operator's table, checked by [`resolve_cdns`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCdn {
@@ -15,19 +25,49 @@ pub(super) struct RawCdn {
     url: Option<String>,
     method: Option<String>,
     concurrency: Option<usize>,
-    #[serde(default)]
-    headers: std::collections::BTreeMap<String, String>,
-    distribution_id: Option<String>,
+    headers: Option<Spanned<BTreeMap<String, String>>>,
+    distribution_id: Option<Spanned<String>>,
     path_prefix: Option<String>,
-    zone_id: Option<String>,
-    service_id: Option<String>,
+    zone_id: Option<Spanned<String>>,
+    service_id: Option<Spanned<String>>,
     token_env: Option<String>,
-    api_url: Option<String>,
+    api_url: Option<Spanned<String>>,
     public_url: Option<String>,
     #[serde(default)]
     prefixes: bool,
     #[serde(default)]
     surrogate_keys: bool,
+    request_timeout: Option<Spanned<String>>,
+    purge_timeout: Option<Spanned<String>>,
+}
+
+/// How long one purge request may go unanswered by default: an API answers in well under a
+/// second, so this only bounds a CDN that took the connection and went silent.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one target's purge may take by default, retries and waits for CloudFront's room
+/// included: past it the changes wait in the outbox, so a silent CDN cannot hold a `watch` cycle.
+pub const DEFAULT_PURGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a setting is written in the config file, for what can be found wrong with it only after
+/// the file was read (an environment variable it names that is not set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigLine {
+    /// The config file.
+    pub path: PathBuf,
+    /// Its 1-based line, when known.
+    pub line: Option<usize>,
+}
+
+impl ConfigLine {
+    /// A config error (exit 2) at this line.
+    pub fn error(&self, message: impl Into<String>) -> Error {
+        Error::Config {
+            path: self.path.clone(),
+            line: self.line,
+            column: None,
+            message: message.into(),
+        }
+    }
 }
 
 /// One purge target of a tileset.
@@ -40,6 +80,12 @@ pub struct CdnConfig {
     /// The public URL the output is served under through this cache, with no trailing `/`: the
     /// absolute URLs Cloudflare and Fastly purge, and where the edge check fetches changed tiles.
     pub public_url: Option<String>,
+    /// How long one request may go unanswered before it counts as failed (and is retried).
+    pub request_timeout: Duration,
+    /// How long the target's whole purge of a run may take, retries included.
+    pub purge_timeout: Duration,
+    /// Where the table is written, for errors found when its secrets are read.
+    pub defined_at: ConfigLine,
 }
 
 /// How a purge request is sent to an HTTP cache.
@@ -135,7 +181,141 @@ fn http_url(key: &str, url: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
-pub(super) fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, String> {
+/// The host of an `http://` or `https://` URL, without its port or brackets.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    }
+}
+
+/// Whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback(url: &str) -> bool {
+    let host = host_of(url);
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An API that takes a bearer token: `https://`, or plain `http://` to this machine only (a local
+/// stand-in for the API), since anything else sends the token in clear text.
+fn api_url(kind: &str, raw: Option<Spanned<String>>, default: &str) -> Result<String, Fault> {
+    let (text, span) = match raw {
+        Some(spanned) => {
+            let span = spanned.span();
+            (spanned.into_inner(), Some(span))
+        }
+        None => (default.to_string(), None),
+    };
+    let url = http_url("api_url", &text).map_err(|message| (span.clone(), message))?;
+    if url.starts_with("http://") && !is_loopback(&url) {
+        return Err((
+            span,
+            format!(
+                "api_url `{url}` would send the {kind} API token in clear text: use https://, \
+                 or http:// only to a loopback host (127.0.0.0/8, ::1, localhost)"
+            ),
+        ));
+    }
+    Ok(url)
+}
+
+/// An id of `key` that must match `shape` (said in words by `expected`).
+fn id(
+    raw: Option<Spanned<String>>,
+    key: &str,
+    kind: &str,
+    expected: &str,
+    shape: impl Fn(&str) -> bool,
+) -> Result<String, Fault> {
+    let Some(spanned) = raw else {
+        return Err((None, format!("`{key}` is required for kind = \"{kind}\"")));
+    };
+    let span = spanned.span();
+    let value = spanned.into_inner().trim().to_string();
+    if value.is_empty() {
+        return Err((
+            Some(span),
+            format!("`{key}` is required for kind = \"{kind}\""),
+        ));
+    }
+    if !shape(&value) {
+        return Err((
+            Some(span),
+            format!("{key} `{value}` is not a {kind} {key}: {expected}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// A duration key with its default.
+fn timeout(raw: Option<Spanned<String>>, key: &str, default: Duration) -> Result<Duration, Fault> {
+    let Some(spanned) = raw else {
+        return Ok(default);
+    };
+    let span = spanned.span();
+    match humantime::parse_duration(spanned.get_ref()) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        _ => Err((
+            Some(span),
+            format!(
+                "{key} `{}` is not a duration above zero like \"10s\"",
+                spanned.get_ref()
+            ),
+        )),
+    }
+}
+
+/// A fault in a table and where: a key's span, or `None` for the table as a whole.
+type Fault = (Option<Range<usize>>, String);
+
+/// Checks a tileset's `[[tileset.cdn]]` tables; an error names the config file and the line of the
+/// key at fault (or of the table).
+pub(super) fn resolve_cdns(
+    raw: Vec<Spanned<RawCdn>>,
+    tileset: &str,
+    path: &Path,
+    text: &str,
+) -> crate::error::Result<Vec<CdnConfig>> {
+    let line_at = |offset: usize| Some(super::line_column(text, offset).0);
+    let mut targets: Vec<CdnConfig> = Vec::new();
+    for spanned in raw {
+        let table = spanned.span();
+        let fail = |(span, message): Fault| {
+            let (line, column) = super::line_column(text, span.unwrap_or(table.clone()).start);
+            Error::Config {
+                path: path.to_path_buf(),
+                line: Some(line),
+                column: Some(column),
+                message: format!("tileset `{tileset}`: {message}"),
+            }
+        };
+        let mut target = resolve_cdn(spanned.into_inner()).map_err(fail)?;
+        if targets.iter().any(|c| c.name == target.name) {
+            return Err(fail((
+                None,
+                format!(
+                    "cdn `{}` is defined twice (give each a `name`)",
+                    target.name
+                ),
+            )));
+        }
+        target.defined_at = ConfigLine {
+            path: path.to_path_buf(),
+            line: line_at(table.start),
+        };
+        targets.push(target);
+    }
+    Ok(targets)
+}
+
+fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
     let kind = raw.kind.trim().to_ascii_lowercase();
     let name = raw.name.clone().unwrap_or_else(|| kind.clone());
     if name.is_empty()
@@ -143,36 +323,53 @@ pub(super) fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return Err(format!(
-            "cdn name `{name}` must be letters, digits, `-` and `_`"
+        return Err((
+            None,
+            format!("cdn name `{name}` must be letters, digits, `-` and `_`"),
         ));
     }
-    let context = |message: String| format!("cdn `{name}`: {message}");
+    let context = |(span, message): Fault| (span, format!("cdn `{name}`: {message}"));
+    let plain = |message: String| context((None, message));
     let required = |value: Option<String>, key: &str| {
         value
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| context(format!("`{key}` is required for kind = \"{kind}\"")))
+            .ok_or_else(|| plain(format!("`{key}` is required for kind = \"{kind}\"")))
     };
     let public_url = raw
         .public_url
         .as_deref()
-        .map(|url| http_url("public_url", url).map_err(context))
+        .map(|url| http_url("public_url", url).map_err(plain))
         .transpose()?;
     let token_env = |default: &str| {
         let name = raw.token_env.clone().unwrap_or_else(|| default.to_string());
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(context(format!(
+        if !is_variable_name(&name) {
+            return Err(plain(format!(
                 "token_env `{name}` is not an environment variable name"
             )));
         }
         Ok(name)
     };
+    let request_timeout = timeout(
+        raw.request_timeout,
+        "request_timeout",
+        DEFAULT_REQUEST_TIMEOUT,
+    )
+    .map_err(context)?;
+    let purge_timeout =
+        timeout(raw.purge_timeout, "purge_timeout", DEFAULT_PURGE_TIMEOUT).map_err(context)?;
+    if purge_timeout < request_timeout {
+        return Err(plain(format!(
+            "purge_timeout {} is shorter than request_timeout {}: not one request could finish",
+            humantime::format_duration(purge_timeout),
+            humantime::format_duration(request_timeout)
+        )));
+    }
     let target = match kind.as_str() {
         "http" => {
-            let url = http_url("url", &required(raw.url.clone(), "url")?).map_err(context)?;
+            let url = http_url("url", &required(raw.url.clone(), "url")?).map_err(plain)?;
             if !url.contains("{path}") {
-                return Err(context(format!(
+                return Err(plain(format!(
                     "url `{url}` has no {{path}}, which stands for each changed tile or document"
                 )));
             }
@@ -184,26 +381,64 @@ pub(super) fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, String> {
             {
                 None | Some("PURGE") => PurgeMethod::Purge,
                 Some("BAN") => PurgeMethod::Ban,
-                Some(other) => {
-                    return Err(context(format!("method `{other}` is not PURGE or BAN")))
-                }
+                Some(other) => return Err(plain(format!("method `{other}` is not PURGE or BAN"))),
             };
             let concurrency = raw.concurrency.unwrap_or(8);
             if concurrency == 0 {
-                return Err(context("concurrency must be at least 1".into()));
+                return Err(plain("concurrency must be at least 1".into()));
             }
+            let headers = match raw.headers {
+                Some(spanned) => {
+                    let span = spanned.span();
+                    let headers = spanned.into_inner();
+                    for (header, variable) in &headers {
+                        if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                            return Err(context((
+                                Some(span),
+                                format!(
+                                    "`{header}` is not an HTTP header name (letters, digits and \
+                                     !#$%&'*+-.^_`|~, no spaces)"
+                                ),
+                            )));
+                        }
+                        if !is_variable_name(variable) {
+                            return Err(context((
+                                Some(span),
+                                format!(
+                                    "header `{header}`: `{variable}` is not an environment \
+                                     variable name (its value is read from that variable)"
+                                ),
+                            )));
+                        }
+                    }
+                    headers.into_iter().collect()
+                }
+                None => Vec::new(),
+            };
             CdnTarget::Http {
                 url,
                 method,
                 concurrency,
-                headers: raw.headers.into_iter().collect(),
+                headers,
             }
         }
         "cloudfront" => {
             let prefix = raw.path_prefix.clone().unwrap_or_default();
             let prefix = prefix.trim().trim_matches('/');
             CdnTarget::CloudFront {
-                distribution_id: required(raw.distribution_id.clone(), "distribution_id")?,
+                distribution_id: id(
+                    raw.distribution_id,
+                    "distribution_id",
+                    "CloudFront",
+                    "8 to 32 capital letters and digits, such as E2QWRUHAPOMQZL",
+                    |id| {
+                        (8..=32).contains(&id.len())
+                            && id
+                                .chars()
+                                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+                    },
+                )
+                .map_err(context)?,
                 path_prefix: if prefix.is_empty() {
                     String::new()
                 } else {
@@ -212,30 +447,40 @@ pub(super) fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, String> {
             }
         }
         "cloudflare" => CdnTarget::Cloudflare {
-            zone_id: required(raw.zone_id.clone(), "zone_id")?,
+            zone_id: id(
+                raw.zone_id,
+                "zone_id",
+                "Cloudflare",
+                "32 hexadecimal digits, as the zone's overview page shows it",
+                |id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
+            )
+            .map_err(context)?,
             token_env: token_env("CLOUDFLARE_API_TOKEN")?,
-            api_url: http_url(
-                "api_url",
-                raw.api_url
-                    .as_deref()
-                    .unwrap_or("https://api.cloudflare.com/client/v4"),
+            api_url: api_url(
+                "Cloudflare",
+                raw.api_url,
+                "https://api.cloudflare.com/client/v4",
             )
             .map_err(context)?,
             prefixes: raw.prefixes,
         },
         "fastly" => CdnTarget::Fastly {
-            service_id: required(raw.service_id.clone(), "service_id")?,
-            token_env: token_env("FASTLY_API_TOKEN")?,
-            api_url: http_url(
-                "api_url",
-                raw.api_url.as_deref().unwrap_or("https://api.fastly.com"),
+            service_id: id(
+                raw.service_id,
+                "service_id",
+                "Fastly",
+                "8 to 64 letters and digits, such as SU1Z0isxPaozGVKXdv0eY",
+                |id| (8..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric()),
             )
             .map_err(context)?,
+            token_env: token_env("FASTLY_API_TOKEN")?,
+            api_url: api_url("Fastly", raw.api_url, "https://api.fastly.com").map_err(context)?,
             surrogate_keys: raw.surrogate_keys,
         },
         other => {
-            return Err(format!(
-                "cdn kind `{other}` is not http, cloudfront, cloudflare or fastly"
+            return Err((
+                None,
+                format!("cdn kind `{other}` is not http, cloudfront, cloudflare or fastly"),
             ))
         }
     };
@@ -243,7 +488,14 @@ pub(super) fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, String> {
         name,
         target,
         public_url,
+        request_timeout,
+        purge_timeout,
+        defined_at: ConfigLine::default(),
     })
+}
+
+fn is_variable_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -251,7 +503,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<CdnConfig, String> {
-        resolve_cdn(toml::from_str(text).map_err(|e| e.to_string())?)
+        resolve_cdn(toml::from_str(text).map_err(|e| e.to_string())?).map_err(|(_, m)| m)
     }
 
     #[test]
@@ -272,21 +524,78 @@ mod tests {
         assert!(parse("kind = \"cloudfront\"")
             .unwrap_err()
             .contains("distribution_id"));
-        let cf = parse("kind = \"cloudfront\"\ndistribution_id = \"E1\"\npath_prefix = \"tiles/\"")
-            .unwrap();
+        let cf = parse(
+            "kind = \"cloudfront\"\ndistribution_id = \"E2QWRUHAPOMQZL\"\npath_prefix = \"tiles/\"",
+        )
+        .unwrap();
         assert_eq!(
             cf.target,
             CdnTarget::CloudFront {
-                distribution_id: "E1".into(),
+                distribution_id: "E2QWRUHAPOMQZL".into(),
                 path_prefix: "/tiles".into()
             }
         );
-        let flare = parse("kind = \"cloudflare\"\nzone_id = \"z\"").unwrap();
+        let flare =
+            parse("kind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"").unwrap();
         assert!(
             matches!(flare.target, CdnTarget::Cloudflare { ref token_env, .. } if token_env == "CLOUDFLARE_API_TOKEN")
         );
         assert!(parse("kind = \"fastly\"\nservice_id = \"s\"\ntoken = \"secret\"").is_err());
         assert!(parse("kind = \"akamai\"").unwrap_err().contains("akamai"));
         assert!(parse("kind = \"http\"\nname = \"a b\"\nurl = \"http://c/{path}\"").is_err());
+    }
+
+    #[test]
+    fn plain_http_apis_are_refused_except_on_loopback_hosts() {
+        let with = |kind: &str, id: &str, url: &str| {
+            parse(&format!("kind = \"{kind}\"\n{id}\napi_url = \"{url}\""))
+        };
+        let zone = "zone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"";
+        let service = "service_id = \"SU1Z0isxPaozGVKXdv0eY\"";
+        for url in [
+            "http://127.0.0.1:8080/client/v4",
+            "http://127.3.4.5",
+            "http://[::1]:9000",
+            "http://localhost:9000",
+            "https://api.example.org",
+        ] {
+            assert!(with("cloudflare", zone, url).is_ok(), "{url}");
+            assert!(with("fastly", service, url).is_ok(), "{url}");
+        }
+        for url in [
+            "http://api.cloudflare.com/client/v4",
+            "http://10.0.0.1",
+            "http://[::2]:80",
+            "http://localhost.example.org",
+            "http://127.0.0.1.nip.io",
+            "http://127.0.0.1@api.example.org",
+        ] {
+            let refused = with("cloudflare", zone, url);
+            assert!(
+                refused.as_ref().is_err_and(|e| e.contains("clear text")),
+                "{url}: {refused:?}"
+            );
+            assert!(with("fastly", service, url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn timeouts_default_and_a_purge_outlasts_its_request() {
+        let http = parse("kind = \"http\"\nurl = \"http://c/{path}\"").unwrap();
+        assert_eq!(http.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(http.purge_timeout, DEFAULT_PURGE_TIMEOUT);
+        let set = parse(
+            "kind = \"http\"\nurl = \"http://c/{path}\"\nrequest_timeout = \"2s\"\npurge_timeout = \"5s\"",
+        )
+        .unwrap();
+        assert_eq!(set.request_timeout, Duration::from_secs(2));
+        assert_eq!(set.purge_timeout, Duration::from_secs(5));
+        assert!(parse(
+            "kind = \"http\"\nurl = \"http://c/{path}\"\nrequest_timeout = \"20s\"\npurge_timeout = \"5s\""
+        )
+        .is_err());
+        assert!(
+            parse("kind = \"http\"\nurl = \"http://c/{path}\"\nrequest_timeout = \"0s\"").is_err()
+        );
     }
 }

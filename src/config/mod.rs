@@ -13,7 +13,7 @@ pub mod cdn;
 pub mod output;
 pub mod tileset;
 
-pub use cdn::{CdnConfig, CdnTarget, EdgeCheckSettings, PurgeMethod};
+pub use cdn::{CdnConfig, CdnTarget, ConfigLine, EdgeCheckSettings, PurgeMethod};
 pub use output::{
     partition_segment, IndexLocation, OutputSettings, OutputTarget, Sharding,
     POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
@@ -304,8 +304,11 @@ impl Config {
         let mut tilesets: Vec<TilesetConfig> = Vec::new();
         for spanned in raw.tileset {
             let span = spanned.span();
-            let tileset = resolve_tileset(spanned.into_inner(), base_dir)
+            let mut raw_tileset = spanned.into_inner();
+            let raw_cdn = std::mem::take(&mut raw_tileset.cdn);
+            let mut tileset = resolve_tileset(raw_tileset, base_dir)
                 .map_err(|message| at(Some(span.clone()), message))?;
+            tileset.cdn = cdn::resolve_cdns(raw_cdn, &tileset.name, path, text)?;
             if tilesets.iter().any(|t| t.name == tileset.name) {
                 return Err(at(
                     Some(span),

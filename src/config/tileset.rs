@@ -32,8 +32,9 @@ pub(super) struct RawTileset {
     partition_by: Option<String>,
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
+    /// Checked apart from the rest by `cdn::resolve_cdns`, which reports each table's own line.
     #[serde(default)]
-    cdn: Vec<super::cdn::RawCdn>,
+    pub(super) cdn: Vec<Spanned<super::cdn::RawCdn>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,17 +296,6 @@ pub(super) fn resolve_tileset(
         }
         None => None,
     };
-    let mut cdn: Vec<super::cdn::CdnConfig> = Vec::new();
-    for raw_cdn in std::mem::take(&mut raw.cdn) {
-        let target = super::cdn::resolve_cdn(raw_cdn).map_err(context)?;
-        if cdn.iter().any(|c| c.name == target.name) {
-            return Err(context(format!(
-                "cdn `{}` is defined twice (give each a `name`)",
-                target.name
-            )));
-        }
-        cdn.push(target);
-    }
     let output_settings = resolve_output_settings(&mut raw).map_err(context)?;
     let output = raw.output.map(|output| resolve_output(&output, base_dir));
     if let (Some(_), Some(output)) = (output_settings.pmtiles_versions, &output) {
@@ -333,7 +323,7 @@ pub(super) fn resolve_tileset(
         size_budget: raw.size_budget.unwrap_or(DEFAULT_SIZE_BUDGET),
         layers,
         partition_by,
-        cdn,
+        cdn: Vec::new(),
     })
 }
 

@@ -2,7 +2,11 @@
 //! requests against a local server that records them and answers as the APIs document.
 
 use super::fold::{fold, Purge};
-use super::{everything_under, send_with_retries, Client, PurgePlan, PurgeReport};
+use std::time::Duration;
+
+use super::{
+    everything_under, excerpt, send_with_retries, Client, PurgePlan, PurgeReport, Request, Secrets,
+};
 use crate::tile::BBox;
 
 /// Cloudflare takes at most this many URLs (or prefixes) per purge call.
@@ -28,22 +32,35 @@ fn plan(calls: &[Call]) -> PurgePlan {
     }
 }
 
+/// How an API's calls are sent: its client, each call's timeout, the token kept out of messages.
+struct Sender<'a> {
+    client: &'a Client,
+    timeout: Duration,
+    secrets: &'a Secrets,
+}
+
 async fn send_all(
-    client: &Client,
+    sender: Sender<'_>,
     calls: Vec<Call>,
     check: fn(&str) -> bool,
 ) -> Result<PurgeReport, String> {
     let mut report = PurgeReport::default();
     for call in calls {
+        let request = Request {
+            method: call.method,
+            url: &call.url,
+            headers: &call.headers,
+            body: &call.body,
+        };
         let answer =
-            send_with_retries(client, call.method, &call.url, &call.headers, &call.body).await?;
+            send_with_retries(sender.client, request, sender.timeout, sender.secrets).await?;
         if !(200..300).contains(&answer.status) || !check(&answer.body) {
             return Err(format!(
                 "{} {}: answered {}: {}",
                 call.method,
                 call.url,
                 answer.status,
-                super::one_line(&answer.body)
+                excerpt(&answer.body, sender.secrets)
             ));
         }
         report.requests += 1;
@@ -61,6 +78,10 @@ pub(super) struct Cloudflare {
     pub prefixes: bool,
     pub bbox: BBox,
     pub client: Client,
+    /// How long each call may go unanswered.
+    pub timeout: Duration,
+    /// The token, kept out of messages.
+    pub secrets: Secrets,
 }
 
 impl Cloudflare {
@@ -126,7 +147,12 @@ impl Cloudflare {
             serde_json::from_str::<serde_json::Value>(body)
                 .is_ok_and(|v| v["success"] == serde_json::Value::Bool(true))
         }
-        send_all(&self.client, self.calls_for(paths), succeeded).await
+        let sender = Sender {
+            client: &self.client,
+            timeout: self.timeout,
+            secrets: &self.secrets,
+        };
+        send_all(sender, self.calls_for(paths), succeeded).await
     }
 
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
@@ -142,6 +168,10 @@ pub(super) struct Fastly {
     pub public_url: String,
     pub surrogate_keys: bool,
     pub client: Client,
+    /// How long each call may go unanswered.
+    pub timeout: Duration,
+    /// The token, kept out of messages.
+    pub secrets: Secrets,
 }
 
 /// The surrogate key of a path: its `/`s as `-` (`v1-3-4-2.pbf`), as the origin or VCL must tag
@@ -207,7 +237,12 @@ impl Fastly {
             // Single purges answer {"status": "ok", ...}; batch purges a map of keys to ids.
             serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
         }
-        send_all(&self.client, self.calls_for(paths), succeeded).await
+        let sender = Sender {
+            client: &self.client,
+            timeout: self.timeout,
+            secrets: &self.secrets,
+        };
+        send_all(sender, self.calls_for(paths), succeeded).await
     }
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
         plan(&self.calls_for(paths))
@@ -231,6 +266,8 @@ mod tests {
             prefixes,
             bbox: BBox::WORLD,
             client: Client::new().unwrap(),
+            timeout: Duration::from_secs(10),
+            secrets: Secrets::default(),
         }
     }
 
@@ -263,6 +300,8 @@ mod tests {
             public_url: "https://tiles.example/t".into(),
             surrogate_keys: true,
             client: Client::new().unwrap(),
+            timeout: Duration::from_secs(10),
+            secrets: Secrets::default(),
         };
         let calls = fastly.calls_for(&changed);
         assert_eq!(calls.len(), 1);

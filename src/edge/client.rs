@@ -11,8 +11,13 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::{Error, Result};
 
-/// Longest a purge request may take before it counts as failed (and is retried).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest an edge check's fetch may take.
+const GET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most of a purge answer's body that is read: enough for any API's JSON verdict, and a
+/// hostile or broken CDN's gigabyte costs no more (the rest is never read; the connection is
+/// dropped).
+pub const ANSWER_CAP: usize = 64 * 1024;
 
 /// A client for purge requests over HTTP and HTTPS.
 #[derive(Clone)]
@@ -27,7 +32,8 @@ pub struct Client {
 pub struct Answer {
     /// The HTTP status.
     pub status: u16,
-    /// The body, as text (APIs answer JSON).
+    /// The body's first [`ANSWER_CAP`] bytes, as text (APIs answer JSON). It may echo what was
+    /// sent, secrets included: messages take only `edge::excerpt` of it.
     pub body: String,
 }
 
@@ -55,19 +61,46 @@ impl Client {
         })
     }
 
-    /// Sends one request; `Err` is a transport failure (no answer), as one line.
+    /// Sends one request and reads at most [`ANSWER_CAP`] bytes of the answer, all within
+    /// `timeout`; `Err` is a transport failure or no answer in time, as one line.
     pub async fn send(
         &self,
         method: &str,
         url: &str,
         headers: &[(String, String)],
         body: Vec<u8>,
+        timeout: Duration,
     ) -> std::result::Result<Answer, String> {
-        let (status, body) = self.exchange(method, url, headers, body).await?;
-        Ok(Answer {
-            status,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        let exchange = async {
+            let response = self.request(method, url, headers, body).await?;
+            let status = response.status().as_u16();
+            let mut incoming = response.into_body();
+            let mut kept = Vec::new();
+            while kept.len() < ANSWER_CAP {
+                match incoming.frame().await {
+                    None => break,
+                    Some(Err(e)) => return Err(format!("reading the answer: {e}")),
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            let room = ANSWER_CAP - kept.len();
+                            kept.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                    }
+                }
+            }
+            Ok(Answer {
+                status,
+                body: String::from_utf8_lossy(&kept).into_owned(),
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no answer within {} (request_timeout)",
+                    humantime::format_duration(timeout)
+                ))
+            })
     }
 
     /// `GET url`: the status and the body's bytes as they came (a gzip body stays gzip).
@@ -76,34 +109,8 @@ impl Client {
         url: &str,
         headers: &[(String, String)],
     ) -> std::result::Result<(u16, Bytes), String> {
-        self.exchange("GET", url, headers, Vec::new()).await
-    }
-
-    async fn exchange(
-        &self,
-        method: &str,
-        url: &str,
-        headers: &[(String, String)],
-        body: Vec<u8>,
-    ) -> std::result::Result<(u16, Bytes), String> {
-        let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut request = hyper::Request::builder().method(method).uri(url);
-        for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("bad request: {e}"))?;
         let exchange = async {
-            let response = self.inner.request(request).await.map_err(|e| {
-                let mut text = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    text.push_str(&format!(": {cause}"));
-                    source = cause.source();
-                }
-                text
-            })?;
+            let response = self.request("GET", url, headers, Vec::new()).await?;
             let status = response.status().as_u16();
             let body = response
                 .into_body()
@@ -113,8 +120,36 @@ impl Client {
                 .to_bytes();
             Ok((status, body))
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        tokio::time::timeout(GET_TIMEOUT, exchange)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+            .unwrap_or_else(|_| Err(format!("no answer within {GET_TIMEOUT:?}")))
+    }
+
+    /// Sends a request and waits for the answer's head; its body is left to the caller.
+    async fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(String, String)],
+        body: Vec<u8>,
+    ) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
+        let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut request = hyper::Request::builder().method(method).uri(url);
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        // The builder's error would name the header at fault; its value is nobody's business.
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| format!("bad request to {url}: a header name or value cannot be sent"))?;
+        self.inner.request(request).await.map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        })
     }
 }

@@ -10,7 +10,7 @@ use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 
 use super::fold::{fold, Purge};
-use super::{PurgePlan, PurgeReport};
+use super::{PurgePlan, PurgeReport, Secrets};
 use crate::retry::Policy;
 use crate::tile::BBox;
 
@@ -22,9 +22,13 @@ const MAX_WILDCARDS: usize = 15;
 /// One distribution's invalidations.
 pub(super) struct CloudFront {
     client: Client,
+    /// The credential chain the client signs with, which `check_credentials` asks.
+    credentials: Option<aws_sdk_cloudfront::config::SharedCredentialsProvider>,
     distribution_id: String,
     path_prefix: String,
     bbox: BBox,
+    /// The AWS secret key and session token, kept out of the retries' messages.
+    pub secrets: Secrets,
 }
 
 /// Waiting for room among the invalidations in flight, and `TooManyInvalidationsInProgress`:
@@ -38,11 +42,21 @@ fn patience() -> Policy {
 }
 
 impl CloudFront {
-    /// A client for `distribution_id`; `AWS_ENDPOINT_URL_CLOUDFRONT` (or `AWS_ENDPOINT_URL`)
-    /// points it elsewhere than AWS.
-    pub async fn connect(distribution_id: &str, path_prefix: &str, bbox: BBox) -> CloudFront {
+    /// A client for `distribution_id`, each attempt of a call within `timeout`;
+    /// `AWS_ENDPOINT_URL_CLOUDFRONT` (or `AWS_ENDPOINT_URL`) points it elsewhere than AWS.
+    pub async fn connect(
+        distribution_id: &str,
+        path_prefix: &str,
+        bbox: BBox,
+        timeout: Duration,
+    ) -> CloudFront {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(timeout)
+            .operation_attempt_timeout(timeout)
+            .build();
         let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(crate::sink::s3::https_client());
+            .http_client(crate::sink::s3::https_client())
+            .timeout_config(timeouts);
         let mut config = loader.load().await;
         if config.region().is_none() {
             // CloudFront is global; requests are signed for us-east-1.
@@ -52,11 +66,37 @@ impl CloudFront {
                 .build();
         }
         CloudFront {
+            credentials: config.credentials_provider(),
             client: Client::new(&config),
             distribution_id: distribution_id.to_string(),
             path_prefix: path_prefix.to_string(),
             bbox,
+            secrets: Secrets::default(),
         }
+    }
+
+    /// Whether the AWS credential chain yields credentials, so a target without them fails before
+    /// any tile renders rather than at its first invalidation.
+    pub async fn check_credentials(&self) -> Result<(), String> {
+        use aws_sdk_cloudfront::config::ProvideCredentials;
+        let provider = self.credentials.as_ref().ok_or_else(|| {
+            "no AWS credentials: the credential chain is empty (set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with a role)"
+                .to_string()
+        })?;
+        provider
+            .provide_credentials()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let mut text = format!("no AWS credentials for CloudFront: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(cause) = source {
+                    text.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                text
+            })
     }
 
     /// The invalidations `paths` take: their paths (wildcards as `…/*`), each batch within the
@@ -142,7 +182,8 @@ impl CloudFront {
                 .run(
                     what,
                     || async {
-                        let (paths_now, wildcards_now) = self.in_flight().await?;
+                        let redact = |e: String| self.secrets.redact(&e);
+                        let (paths_now, wildcards_now) = self.in_flight().await.map_err(redact)?;
                         if paths_now + batch.len() > MAX_PATHS
                             || wildcards_now + wildcards > MAX_WILDCARDS
                         {
@@ -150,7 +191,7 @@ impl CloudFront {
                                 "{paths_now} path(s), {wildcards_now} wildcard(s) in flight leave no room"
                             ));
                         }
-                        self.create(batch, index).await
+                        self.create(batch, index).await.map_err(redact)
                     },
                     |_| true,
                     |e: &String| e.clone(),

@@ -4,7 +4,11 @@
 
 use futures::StreamExt;
 
-use super::{everything_under, send_with_retries, Client, PurgePlan, PurgeReport};
+use std::time::Duration;
+
+use super::{
+    everything_under, excerpt, send_with_retries, Client, PurgePlan, PurgeReport, Request, Secrets,
+};
 use crate::config::PurgeMethod;
 
 /// A cache purged by URL.
@@ -16,6 +20,10 @@ pub(super) struct HttpCache {
     /// Header names and their values (from the environment).
     pub headers: Vec<(String, String)>,
     pub client: Client,
+    /// How long each request may go unanswered.
+    pub timeout: Duration,
+    /// The header values, kept out of messages.
+    pub secrets: Secrets,
 }
 
 impl HttpCache {
@@ -53,8 +61,14 @@ impl HttpCache {
         let count = requests.len() as u64;
         let mut answers = futures::stream::iter(requests)
             .map(|(method, url)| async move {
+                let request = Request {
+                    method,
+                    url: &url,
+                    headers: &self.headers,
+                    body: b"",
+                };
                 let answer =
-                    send_with_retries(&self.client, method, &url, &self.headers, b"").await?;
+                    send_with_retries(&self.client, request, self.timeout, &self.secrets).await?;
                 // Not cached (404 to a PURGE) is as good as purged.
                 if (200..300).contains(&answer.status) || answer.status == 404 {
                     Ok(())
@@ -62,7 +76,7 @@ impl HttpCache {
                     Err(format!(
                         "{method} {url}: answered {}: {}",
                         answer.status,
-                        super::one_line(&answer.body)
+                        excerpt(&answer.body, &self.secrets)
                     ))
                 }
             })
@@ -90,6 +104,8 @@ mod tests {
             concurrency: 1,
             headers: Vec::new(),
             client: Client::new().unwrap(),
+            timeout: Duration::from_secs(10),
+            secrets: Secrets::default(),
         };
         let paths: Vec<String> = ["CN/*", "CN/1/0/0.pbf", "US/1/1/0.pbf"]
             .iter()

@@ -6,6 +6,11 @@
 //! stands for everything (a killed full seed). Each target retries its own requests (bounded,
 //! with backoff); a target that still fails leaves the paths in the outbox for the next run, and
 //! the others are not asked again.
+//!
+//! A CDN is not trusted: each request has a timeout and each target's purge a budget
+//! (`request_timeout`, `purge_timeout`), at most [`client::ANSWER_CAP`] of an answer is read, and
+//! no message a target produces holds a secret it sends (an error page may echo the request's
+//! headers): answers appear only as a short [`excerpt`], and every message is redacted.
 
 mod apis;
 pub mod check;
@@ -14,7 +19,10 @@ mod cloudfront;
 pub mod fold;
 mod http;
 
-use crate::config::{CdnConfig, CdnTarget};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{CdnConfig, CdnTarget, ConfigLine};
 use crate::error::{Error, Result};
 use crate::retry::Policy;
 use crate::tile::BBox;
@@ -45,6 +53,54 @@ pub struct PurgeTarget {
     name: String,
     target: Target,
     public_url: Option<String>,
+    purge_timeout: Duration,
+    secrets: Secrets,
+}
+
+/// The secret values a target sends (API tokens, header values from the environment, the AWS
+/// secret key), which no message of the edge may hold.
+#[derive(Clone, Default)]
+struct Secrets(Arc<Vec<String>>);
+
+impl Secrets {
+    fn new(mut values: Vec<String>) -> Secrets {
+        values.retain(|value| !value.is_empty());
+        // A secret that holds another is replaced whole first.
+        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        values.dedup();
+        Secrets(Arc::new(values))
+    }
+
+    /// `text` with every secret replaced by `[redacted]`.
+    fn redact(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in self.0.iter() {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        text
+    }
+}
+
+/// What a message may quote of an answer's body: its first non-blank line, secrets redacted
+/// before it is cut (so no part of one survives the cut), control characters dropped, at most
+/// 200 characters.
+fn excerpt(body: &str, secrets: &Secrets) -> String {
+    const LONGEST: usize = 200;
+    let redacted = secrets.redact(body);
+    let line = redacted
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default();
+    let clean: String = line.chars().filter(|c| !c.is_control()).collect();
+    if clean.chars().count() > LONGEST {
+        let cut: String = clean.chars().take(LONGEST).collect();
+        format!("{cut}…")
+    } else {
+        clean
+    }
 }
 
 enum Target {
@@ -140,17 +196,51 @@ fn policy() -> Policy {
     Policy::database(ATTEMPTS)
 }
 
-/// A secret named by its environment variable.
-fn secret(variable: &str, target: &str) -> Result<String> {
+/// A secret named by its environment variable; a missing one is the config's fault, at the line
+/// of the target's table.
+fn secret(variable: &str, target: &str, what: &str, at: &ConfigLine) -> Result<String> {
     match std::env::var(variable) {
         Ok(value) if !value.is_empty() => Ok(value),
-        _ => Err(Error::setting(
-            variable,
-            format!(
-                "cdn `{target}`: the environment variable {variable} (its API token) is not set"
-            ),
-        )),
+        _ => Err(at.error(format!(
+            "cdn `{target}`: the environment variable {variable} ({what}) is not set"
+        ))),
     }
+}
+
+/// A header value read from `variable`, checked before any tile renders: a newline in it would
+/// smuggle in headers of its own. The error never quotes the value.
+fn header_value(header: &str, variable: &str, target: &str, at: &ConfigLine) -> Result<String> {
+    let value = secret(
+        variable,
+        target,
+        &format!("the value of header {header}"),
+        at,
+    )?;
+    if hyper::header::HeaderValue::from_str(&value).is_err() {
+        return Err(at.error(format!(
+            "cdn `{target}`: header {header}: the value of {variable} cannot be sent in a header \
+             (it holds a line break or another control character)"
+        )));
+    }
+    Ok(value)
+}
+
+/// Checks what can fail a target before any request and any tile: its secrets (set, and fit for
+/// a header) and, for CloudFront, that the AWS credential chain yields credentials. `seed` and
+/// `watch` call it while preparing, before they render.
+pub async fn check(config: &CdnConfig) -> Result<()> {
+    let client = Client::new()?;
+    let target = PurgeTarget::build(config, BBox::WORLD, &client).await?;
+    if let Target::CloudFront(cloudfront) = &target.target {
+        cloudfront.check_credentials().await.map_err(|message| {
+            config.defined_at.error(format!(
+                "cdn `{}`: {}",
+                config.name,
+                target.secrets.redact(&message)
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 impl PurgeTarget {
@@ -159,7 +249,23 @@ impl PurgeTarget {
     /// density against.
     pub async fn build(config: &CdnConfig, bbox: BBox, client: &Client) -> Result<PurgeTarget> {
         let name = config.name.clone();
-        let target = match &config.target {
+        let at = &config.defined_at;
+        let timeout = config.request_timeout;
+        // Every value read from the environment is a secret, and so is the AWS secret key.
+        let mut sent = Vec::new();
+        let token = |variable: &str, sent: &mut Vec<String>| {
+            let token = secret(variable, &name, "its API token", at)?;
+            sent.push(token.clone());
+            Ok::<_, Error>(token)
+        };
+        let public_url = |api: &str| {
+            config.public_url.clone().ok_or_else(|| {
+                at.error(format!(
+                    "cdn `{name}`: {api} purges absolute URLs: set public_url"
+                ))
+            })
+        };
+        let mut target = match &config.target {
             CdnTarget::Http {
                 url,
                 method,
@@ -168,7 +274,9 @@ impl PurgeTarget {
             } => {
                 let mut values = Vec::new();
                 for (header, variable) in headers {
-                    values.push((header.clone(), secret(variable, &name)?));
+                    let value = header_value(header, variable, &name, at)?;
+                    sent.push(value.clone());
+                    values.push((header.clone(), value));
                 }
                 Target::Http(http::HttpCache {
                     url: url.clone(),
@@ -176,14 +284,22 @@ impl PurgeTarget {
                     concurrency: *concurrency,
                     headers: values,
                     client: client.clone(),
+                    timeout,
+                    secrets: Secrets::default(),
                 })
             }
             CdnTarget::CloudFront {
                 distribution_id,
                 path_prefix,
-            } => Target::CloudFront(
-                cloudfront::CloudFront::connect(distribution_id, path_prefix, bbox).await,
-            ),
+            } => {
+                for variable in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+                    sent.extend(std::env::var(variable).ok());
+                }
+                Target::CloudFront(
+                    cloudfront::CloudFront::connect(distribution_id, path_prefix, bbox, timeout)
+                        .await,
+                )
+            }
             CdnTarget::Cloudflare {
                 zone_id,
                 token_env,
@@ -191,17 +307,14 @@ impl PurgeTarget {
                 prefixes,
             } => Target::Cloudflare(apis::Cloudflare {
                 zone_id: zone_id.clone(),
-                token: secret(token_env, &name)?,
+                token: token(token_env, &mut sent)?,
                 api_url: api_url.clone(),
-                public_url: config.public_url.clone().ok_or_else(|| {
-                    Error::setting(
-                        "public_url",
-                        format!("cdn `{name}`: Cloudflare purges absolute URLs: set public_url"),
-                    )
-                })?,
+                public_url: public_url("Cloudflare")?,
                 prefixes: *prefixes,
                 bbox,
                 client: client.clone(),
+                timeout,
+                secrets: Secrets::default(),
             }),
             CdnTarget::Fastly {
                 service_id,
@@ -210,22 +323,29 @@ impl PurgeTarget {
                 surrogate_keys,
             } => Target::Fastly(apis::Fastly {
                 service_id: service_id.clone(),
-                token: secret(token_env, &name)?,
+                token: token(token_env, &mut sent)?,
                 api_url: api_url.clone(),
-                public_url: config.public_url.clone().ok_or_else(|| {
-                    Error::setting(
-                        "public_url",
-                        format!("cdn `{name}`: Fastly purges absolute URLs: set public_url"),
-                    )
-                })?,
+                public_url: public_url("Fastly")?,
                 surrogate_keys: *surrogate_keys,
                 client: client.clone(),
+                timeout,
+                secrets: Secrets::default(),
             }),
         };
+        // Known only once every secret was read.
+        let secrets = Secrets::new(sent);
+        match &mut target {
+            Target::Http(cache) => cache.secrets = secrets.clone(),
+            Target::Cloudflare(api) => api.secrets = secrets.clone(),
+            Target::Fastly(api) => api.secrets = secrets.clone(),
+            Target::CloudFront(cloudfront) => cloudfront.secrets = secrets.clone(),
+        }
         Ok(PurgeTarget {
             name,
             target,
             public_url: config.public_url.clone(),
+            purge_timeout: config.purge_timeout,
+            secrets,
         })
     }
 
@@ -257,40 +377,75 @@ impl PurgeTarget {
         }
     }
 
-    /// Purges `paths`; `Ok` when every one was purged.
+    /// Purges `paths` within the target's `purge_timeout`; `Ok` when every one was purged. A
+    /// purge cut short by the budget fails as a whole: its paths stay in the outbox, and those
+    /// already purged are purged again by the next run.
     pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport> {
         if paths.is_empty() {
             return Ok(PurgeReport::default());
         }
-        let failed = |message: String| Error::output(format!("cdn `{}`", self.name), message);
-        match &self.target {
-            Target::Http(cache) => cache.purge(paths).await.map_err(failed),
-            Target::CloudFront(cloudfront) => cloudfront.purge(paths).await.map_err(failed),
-            Target::Cloudflare(api) => api.purge(paths).await.map_err(failed),
-            Target::Fastly(api) => api.purge(paths).await.map_err(failed),
-        }
+        let sent = async {
+            match &self.target {
+                Target::Http(cache) => cache.purge(paths).await,
+                Target::CloudFront(cloudfront) => cloudfront.purge(paths).await,
+                Target::Cloudflare(api) => api.purge(paths).await,
+                Target::Fastly(api) => api.purge(paths).await,
+            }
+        };
+        let outcome = tokio::time::timeout(self.purge_timeout, sent)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "{} path(s) not purged within its purge_timeout {}",
+                    paths.len(),
+                    humantime::format_duration(self.purge_timeout)
+                ))
+            });
+        outcome.map_err(|message| {
+            Error::output(
+                format!("cdn `{}`", self.name),
+                self.secrets.redact(&message),
+            )
+        })
     }
 }
 
-/// Sends a request with the purge retry policy: transport failures, 429 and 5xx are retried.
+/// One purge request: where it goes and what it carries.
+struct Request<'a> {
+    method: &'a str,
+    url: &'a str,
+    /// Its headers, secrets among them.
+    headers: &'a [(String, String)],
+    body: &'a [u8],
+}
+
+/// Sends a request with the purge retry policy, each try within `timeout`: transport failures,
+/// timeouts, 429 and 5xx are retried. Messages quote answers only as an [`excerpt`].
 async fn send_with_retries(
     client: &Client,
-    method: &str,
-    url: &str,
-    headers: &[(String, String)],
-    body: &[u8],
+    request: Request<'_>,
+    timeout: Duration,
+    secrets: &Secrets,
 ) -> std::result::Result<client::Answer, String> {
+    let Request {
+        method,
+        url,
+        headers,
+        body,
+    } = request;
     let what = || format!("{method} {url}");
     let outcome = policy()
         .run(
             what,
             || async {
-                let answer = client.send(method, url, headers, body.to_vec()).await?;
+                let answer = client
+                    .send(method, url, headers, body.to_vec(), timeout)
+                    .await?;
                 if answer.status == 429 || answer.status >= 500 {
                     return Err(format!(
                         "answered {}: {}",
                         answer.status,
-                        one_line(&answer.body)
+                        excerpt(&answer.body, secrets)
                     ));
                 }
                 Ok(answer)
@@ -307,8 +462,25 @@ async fn send_with_retries(
     })
 }
 
-/// The first line of a body, shortened, for messages.
-fn one_line(body: &str) -> String {
-    let line = body.lines().next().unwrap_or_default();
-    line.chars().take(200).collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_excerpt_holds_no_secret_not_even_one_cut_in_half() {
+        let secrets = Secrets::new(vec!["tok-123456".into(), String::new()]);
+        let body =
+            "\n  {\"headers\": {\"authorization\": \"Bearer tok-123456\"}}\nsecond line tok-123456";
+        let text = excerpt(body, &secrets);
+        assert_eq!(
+            text,
+            "{\"headers\": {\"authorization\": \"Bearer [redacted]\"}}"
+        );
+        // Cut at 200 characters, a secret straddling the cut still goes whole.
+        let long = format!("{}tok-123456 and more", "x".repeat(195));
+        let text = excerpt(&long, &secrets);
+        assert!(!text.contains("tok-1"), "{text}");
+        assert!(text.ends_with('…'));
+        assert_eq!(excerpt("a\u{1b}[31mred\r", &secrets), "a[31mred");
+    }
 }

@@ -58,8 +58,14 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
                 tileset.tileset.name
             )));
         };
-        let _lock =
-            lock::acquire(target, job.s3.endpoint.as_deref(), job.run.wait_lock, None).await?;
+        let _lock = lock::acquire(
+            target,
+            job.s3.endpoint.as_deref(),
+            job.run.wait_lock,
+            None,
+            std::future::pending(),
+        )
+        .await?;
         let Some(finalized) = finalize_output(job, tileset, target, changed.clone()).await? else {
             // A config's other tilesets need not have been sharded.
             tracing::info!(
@@ -188,7 +194,7 @@ async fn finalize_output(
         }
     };
     let delivered = outbox
-        .commit_and_deliver(&changed, finished.is_err(), &Holds::default())
+        .commit_and_deliver(&changed, finished.is_err(), &Holds::default(), None)
         .await;
     let report = finished?;
     let purges = delivered?.purges;

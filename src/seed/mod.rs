@@ -51,6 +51,7 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
 
 async fn run_expanded(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
     let session = Session::open(job).await?;
+    check_cdns(job).await?;
     let stop = Stop::on_signals();
     let changed = match (&job.run.changed_list, job.run.dry_run) {
         (Some(path), false) => ChangedList::create(path)?,
@@ -229,6 +230,28 @@ impl<'a> Session<'a> {
         }
         Ok(summaries)
     }
+}
+
+/// Step 2 for the CDN targets: their secrets and credentials, checked before any tile renders,
+/// so a purge that cannot work fails the run before it stores anything rather than after. A dry
+/// run sends nothing and needs no credentials. Not part of [`Session::open`]: `watch` checks once
+/// when it starts, not at each reconnection (a passing hiccup of the credential chain must not end
+/// a watcher), and `shard-plan` purges nothing.
+pub async fn check_cdns(job: &SeedJob) -> Result<()> {
+    if job.run.dry_run {
+        return Ok(());
+    }
+    let mut checked: Vec<&crate::config::CdnConfig> = Vec::new();
+    for tileset in &job.tilesets {
+        for cdn in &tileset.tileset.cdn {
+            // Partitions repeat their tileset's targets.
+            if !checked.contains(&cdn) {
+                crate::edge::check(cdn).await?;
+                checked.push(cdn);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes what a finished job promised besides the output: the JSON summary (`--summary-json`) and,

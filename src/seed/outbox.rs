@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
 use crate::report::{PurgeSummary, TargetPlan};
+use crate::schedule::Stop;
 use crate::sink::changed_list::CHANGED_LIST_CONSUMER;
 use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::sink::{self, ChangedList, OutputTarget};
@@ -48,6 +49,8 @@ pub(super) struct Delivered {
     pub purges: Vec<PurgeSummary>,
     /// What the edge check fetches, per target that purged and has a public URL.
     pub probes: Vec<EdgeProbe>,
+    /// The signal that stopped the purges: the targets not done keep their changes in the outbox.
+    pub stopped: Option<&'static str>,
 }
 
 impl RunOutbox {
@@ -123,12 +126,14 @@ impl RunOutbox {
 
     /// Ends the run's entry (its batch stored, its intent removed; after a failure, when the output
     /// kept nothing of the run, only its intent removed), then hands every pending batch to the consumers. The command's `--changed-list`
-    /// marks what it took once the list is in place.
+    /// marks what it took once the list is in place. A signal (`stop`) ends the purges at once,
+    /// and one that came earlier skips them: a stopped run must not wait on a CDN.
     pub async fn commit_and_deliver(
         &mut self,
         changed: &ChangedList,
         failed: bool,
         holds: &Holds,
+        stop: Option<&Stop>,
     ) -> Result<Delivered> {
         match self.run.take() {
             Some(run) if failed && !self.keeps_stopped_tiles => self.outbox.discard(run).await?,
@@ -164,6 +169,7 @@ impl RunOutbox {
         }
         let mut purges = Vec::new();
         let mut probes = Vec::new();
+        let mut stopped = None;
         for target in &self.targets {
             let consumer = target.consumer();
             let pending = self.outbox.pending(&consumer).await?;
@@ -190,8 +196,28 @@ impl RunOutbox {
                     purges.push(summary);
                     continue;
                 }
-                match target.purge(&paths).await {
-                    Ok(report) => {
+                let purged = match stop {
+                    Some(stop) => tokio::select! {
+                        biased;
+                        signal = stop.stopped() => Err(signal),
+                        purged = target.purge(&paths) => Ok(purged),
+                    },
+                    None => Ok(target.purge(&paths).await),
+                };
+                match purged {
+                    Err(signal) => {
+                        tracing::warn!(
+                            "cdn `{}`: {signal} received: not purged; its {} change(s) stay in the outbox for the next run",
+                            target.name(),
+                            paths.len()
+                        );
+                        summary.failed =
+                            Some(format!("stopped by {signal} before its purge ended"));
+                        purges.push(summary);
+                        stopped = Some(signal);
+                        break;
+                    }
+                    Ok(Ok(report)) => {
                         holds.succeeded(&key);
                         if let Some(probe) = self.probe(target, &pending) {
                             probes.push(probe);
@@ -204,7 +230,7 @@ impl RunOutbox {
                             .taken(&consumer, &names, &self.consumers)
                             .await?;
                     }
-                    Err(err) => {
+                    Ok(Err(err)) => {
                         holds.failed(&key);
                         tracing::warn!("{err}; the changes stay in the outbox for the next run");
                         summary.failed = Some(err.to_string());
@@ -229,7 +255,11 @@ impl RunOutbox {
                 );
             }
         }
-        Ok(Delivered { purges, probes })
+        Ok(Delivered {
+            purges,
+            probes,
+            stopped,
+        })
     }
 
     /// A sample of the tiles `target` just purged, for the edge check, when it has a public URL.

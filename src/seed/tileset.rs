@@ -123,6 +123,7 @@ impl TilesetRun<'_> {
                     self.job.s3.endpoint.as_deref(),
                     self.job.run.wait_lock,
                     part.as_ref().map(|(part, _)| part.name("lock")).as_deref(),
+                    self.stop.stopped(),
                 )
                 .await?,
             ),
@@ -201,7 +202,7 @@ impl TilesetRun<'_> {
             )
             .await;
         let delivered = outbox
-            .commit_and_deliver(&changed, complete.is_err(), self.holds)
+            .commit_and_deliver(&changed, complete.is_err(), self.holds, Some(self.stop))
             .await;
         let complete = complete?;
         let delivered = delivered?;
@@ -230,6 +231,14 @@ impl TilesetRun<'_> {
         }
         let mut summary = tally.summarize(header, started.elapsed());
         summary.outbox = outbox.backlog().await?;
+        if let Some(signal) = delivered.stopped {
+            // The tiles are stored and the watermark moved on: only the purges were cut short,
+            // and their changes wait in the outbox.
+            tracing::warn!(
+                "tileset `{name}`: stopped by {signal} while purging; the output holds this run's tiles and its outbox the changes to purge"
+            );
+            return Err(Error::Stopped { signal });
+        }
         summary.purges = delivered.purges;
         summary.edge_probes = delivered.probes;
         Ok(summary)

@@ -33,13 +33,17 @@ pub fn lock_path(target: &OutputTarget, endpoint: Option<&str>) -> PathBuf {
 
 /// Takes the output's lock; without `wait`, fails at once naming the holder. With `part` (a
 /// shard's part name), only that part of the output is locked: shards writing into one tree or
-/// prefix run side by side, but not twice each.
+/// prefix run side by side, but not twice each. A wait ends with `Error::Stopped` once `stopped`
+/// resolves with a signal's name (the run's stop request; the signal handler that made it keeps
+/// the signal from ending the process, so the wait must watch it).
 pub async fn acquire(
     target: &OutputTarget,
     endpoint: Option<&str>,
     wait: bool,
     part: Option<&str>,
+    stopped: impl std::future::Future<Output = &'static str>,
 ) -> Result<OutputLock> {
+    tokio::pin!(stopped);
     let mut path = lock_path(target, endpoint);
     let mut output = target.describe();
     if let Some(part) = part {
@@ -97,7 +101,13 @@ pub async fn acquire(
                     announced = true;
                 }
                 drop(file);
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    signal = &mut stopped => {
+                        tracing::warn!("{signal} received while waiting for {output}: stopping");
+                        return Err(Error::Stopped { signal });
+                    }
+                }
             }
             Err(TryLockError::Error(err)) => {
                 return Err(Error::output(
@@ -150,8 +160,10 @@ mod tests {
     async fn a_second_job_is_refused_while_the_first_holds_the_output() {
         let dir = tempfile::tempdir().unwrap();
         let target = OutputTarget::Mbtiles(dir.path().join("out.mbtiles"));
-        let first = acquire(&target, None, false, None).await.unwrap();
-        let err = acquire(&target, None, false, None)
+        let first = acquire(&target, None, false, None, std::future::pending())
+            .await
+            .unwrap();
+        let err = acquire(&target, None, false, None, std::future::pending())
             .await
             .err()
             .unwrap()
@@ -166,6 +178,8 @@ mod tests {
             !lock_path(&target, None).exists(),
             "the holder removes its lock file"
         );
-        let _again = acquire(&target, None, false, None).await.unwrap();
+        let _again = acquire(&target, None, false, None, std::future::pending())
+            .await
+            .unwrap();
     }
 }

@@ -96,7 +96,14 @@ pub async fn run(job: &WatchJob) -> Result<()> {
     let mut watched = Vec::new();
     for tileset in &seed.tilesets {
         if let Some(target) = &tileset.output {
-            _locks.push(lock::acquire(target, seed.s3.endpoint.as_deref(), false, None).await?);
+            let lock = lock::acquire(
+                target,
+                seed.s3.endpoint.as_deref(),
+                false,
+                None,
+                std::future::pending(),
+            );
+            _locks.push(lock.await?);
             let mut tables: Vec<String> = tileset.tileset.layers.iter().map(quoted_table).collect();
             tables.sort();
             tables.dedup();
@@ -106,6 +113,8 @@ pub async fn run(job: &WatchJob) -> Result<()> {
             });
         }
     }
+    // Every CDN target's secrets and credentials, before the first cycle renders anything.
+    crate::seed::check_cdns(seed).await?;
     let jobs = Jobs::split(seed);
     let shared = Arc::new(Shared {
         metrics: Metrics::default(),

@@ -1,11 +1,33 @@
 //! A local HTTP server that records every request and answers as a CDN's purge API documents, for
 //! the APIs that cannot run here (Cloudflare, Fastly). The first `failures` requests get 503, so
-//! the client's retries are exercised.
+//! the client's retries are exercised. It can also answer as a hostile or broken CDN does
+//! ([`Answer`]): a chosen status echoing the request's headers, a huge body, or nothing at all.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// How a recorder answers each request.
+#[derive(Debug, Clone, Copy)]
+pub enum Answer {
+    /// 200 with this body, after `failures` 503s.
+    Ok {
+        /// The body (JSON for the APIs).
+        body: &'static str,
+        /// Requests answered 503 first.
+        failures: usize,
+    },
+    /// This status, with a one-line JSON body echoing every request header, as some servers' error
+    /// pages and debugging proxies do.
+    EchoHeaders(u16),
+    /// This status, with a body of this many bytes, streamed (the server never holds it).
+    Huge(u16, u64),
+    /// Takes the request and never answers.
+    Never,
+}
 
 /// One recorded request.
 #[derive(Debug, Clone)]
@@ -41,17 +63,29 @@ pub struct Recorder {
     pub port: u16,
     /// Requests in arrival order (the 503 answered ones included).
     pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Body bytes handed to the connection so far, over all answers.
+    pub sent: Arc<AtomicU64>,
     _thread: std::thread::JoinHandle<()>,
 }
 
 impl Recorder {
     /// Starts a server answering `answer` (a JSON body) with 200, after `failures` 503s.
     pub fn start(answer: &'static str, failures: usize) -> Recorder {
+        Recorder::answering(Answer::Ok {
+            body: answer,
+            failures,
+        })
+    }
+
+    /// Starts a server answering every request as `answer` says.
+    pub fn answering(answer: Answer) -> Recorder {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let sent: Arc<AtomicU64> = Arc::default();
         let shared = requests.clone();
+        let counted = sent.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -62,24 +96,30 @@ impl Recorder {
                 let app = axum::Router::new().fallback(
                     move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                         let shared = shared.clone();
+                        let counted = counted.clone();
                         async move {
-                            let mut all = shared.lock().unwrap();
-                            all.push(Recorded {
-                                method: method.to_string(),
-                                target: uri.to_string(),
-                                headers: headers
-                                    .iter()
-                                    .map(|(n, v)| {
-                                        (n.to_string(), v.to_str().unwrap_or("").to_string())
-                                    })
-                                    .collect(),
-                                body: body.to_vec(),
-                            });
-                            if all.len() <= failures {
-                                (StatusCode::SERVICE_UNAVAILABLE, "try again".to_string())
-                            } else {
-                                (StatusCode::OK, answer.to_string())
-                            }
+                            let echoed: serde_json::Map<String, serde_json::Value> = headers
+                                .iter()
+                                .map(|(n, v)| {
+                                    (n.to_string(), v.to_str().unwrap_or("").to_string().into())
+                                })
+                                .collect();
+                            let count = {
+                                let mut all = shared.lock().unwrap();
+                                all.push(Recorded {
+                                    method: method.to_string(),
+                                    target: uri.to_string(),
+                                    headers: headers
+                                        .iter()
+                                        .map(|(n, v)| {
+                                            (n.to_string(), v.to_str().unwrap_or("").to_string())
+                                        })
+                                        .collect(),
+                                    body: body.to_vec(),
+                                });
+                                all.len()
+                            };
+                            respond(answer, count, echoed, counted).await
                         }
                     },
                 );
@@ -89,6 +129,7 @@ impl Recorder {
         Recorder {
             port,
             requests,
+            sent,
             _thread: thread,
         }
     }
@@ -96,5 +137,51 @@ impl Recorder {
     /// The requests answered with 200.
     pub fn answered(&self, failures: usize) -> Vec<Recorded> {
         self.requests.lock().unwrap()[failures..].to_vec()
+    }
+}
+
+/// The answer to the `count`th request.
+async fn respond(
+    answer: Answer,
+    count: usize,
+    echoed: serde_json::Map<String, serde_json::Value>,
+    sent: Arc<AtomicU64>,
+) -> Response {
+    let status = |code: u16| StatusCode::from_u16(code).unwrap();
+    match answer {
+        Answer::Ok { failures, .. } if count <= failures => {
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+        Answer::Ok { body, .. } => (StatusCode::OK, body).into_response(),
+        Answer::EchoHeaders(code) => {
+            let body = serde_json::json!({ "error": "refused", "headers": echoed }).to_string();
+            sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+            (status(code), body).into_response()
+        }
+        Answer::Huge(code, bytes) => {
+            const CHUNK: u64 = 64 * 1024;
+            let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+            let stream = futures::stream::unfold(0u64, move |done| {
+                let (chunk, sent) = (chunk.clone(), sent.clone());
+                async move {
+                    if done >= bytes {
+                        return None;
+                    }
+                    let take = CHUNK.min(bytes - done);
+                    sent.fetch_add(take, Ordering::SeqCst);
+                    Some((
+                        Ok::<_, std::io::Error>(chunk.slice(..take as usize)),
+                        done + take,
+                    ))
+                }
+            });
+            let mut response = Response::new(Body::from_stream(stream));
+            *response.status_mut() = status(code);
+            response
+                .headers_mut()
+                .insert("content-length", bytes.to_string().parse().unwrap());
+            response
+        }
+        Answer::Never => std::future::pending().await,
     }
 }
