@@ -263,16 +263,28 @@ fn a_partitions_killed_full_seed_is_purged_as_a_ban_of_its_prefix() {
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     assert!(intended(), "the slow seed never started CN");
-    // Long enough for some of CN's tiles to be replaced, far from all of them.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Killed once it replaced some of CN's tiles, long before all of them (10 ms a row).
+    let replaced = || {
+        world
+            .tiles_of("CN")
+            .iter()
+            .filter(|(path, bytes)| cn.get(*path) != Some(*bytes))
+            .count()
+    };
+    for _ in 0..2400 {
+        if replaced() > 0 || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
     send_signal(&child, libc::SIGKILL);
     child.wait().unwrap();
-    let replaced = world
-        .tiles_of("CN")
-        .iter()
-        .filter(|(path, bytes)| cn.get(*path) != Some(*bytes))
-        .count();
-    assert!(replaced > 0, "the killed seed replaced no CN tile");
+    let replaced = replaced();
+    assert!(
+        replaced > 0 && replaced < cn.len(),
+        "the killed seed replaced {replaced} of {} CN tiles",
+        cn.len()
+    );
 
     // The same command again, at full speed: it resumes, and the edge must serve no old CN tile,
     // the ones the killed run replaced (which this run does not write again) included.
