@@ -15,6 +15,7 @@ mod edge_faults;
 mod edge_plan;
 mod geometries;
 mod hostile;
+mod hostile_files;
 mod mvt_decoder;
 mod outbox;
 mod outputs;
