@@ -282,10 +282,24 @@ async fn one(
         }
         Err(e) => return Err(e),
     };
-    let metadata = reader.metadata().await?;
+    let metadata = match reader.metadata().await {
+        Ok(metadata) => Some(metadata),
+        // As for opening: the container pass has said why (a gzip bomb, a hot journal); the
+        // tiles are still read, and the metadata is not judged.
+        Err(e) if problems.count > 0 => {
+            problems.push(Problem::output(
+                "metadata",
+                format!("cannot read the metadata: {e}"),
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
     match tiles::scan(&reader, &mut problems).await {
         Ok(scan) => {
-            scan.check_metadata(&metadata, &mut problems);
+            if let Some(metadata) = &metadata {
+                scan.check_metadata(metadata, &mut problems);
+            }
             validation.tiles = scan.tiles;
             validation.bytes = scan.bytes;
             validation.agg_tiles_hash = scan.agg_tiles_hash;
