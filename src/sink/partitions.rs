@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::document::{read_capped, DOCUMENT_CAP};
 use super::durable;
 use super::s3::{client, get_if_exists, put_bytes, ObjectHeaders};
 use crate::config::{IndexLocation, OutputTarget, S3Config};
@@ -44,10 +45,9 @@ pub struct PartitionEntry {
 /// Reads the index at `location`; `None` when there is none yet.
 pub async fn read_index(location: &IndexLocation, s3: &S3Config) -> Result<Option<PartitionIndex>> {
     let (bytes, name) = match location {
-        IndexLocation::File(path) => match std::fs::read(path) {
-            Ok(bytes) => (bytes, path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::output(path, format!("cannot read it: {e}"))),
+        IndexLocation::File(path) => match read_capped(path, DOCUMENT_CAP)? {
+            Some(bytes) => (bytes, path.display().to_string()),
+            None => return Ok(None),
         },
         IndexLocation::S3 { bucket, key } => {
             let client = client(s3).await;
