@@ -396,26 +396,45 @@ fn a_hot_journal_is_named_as_an_interrupted_write_with_what_to_do() {
     }
 }
 
+fn parsed(run: &Run, command: &str) -> serde_json::Value {
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{command} --json printed no JSON ({e})\n{}", both(run)))
+}
+
 #[test]
 fn validate_json_prints_a_json_document_for_an_error_too() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sites.mbtiles");
     mbtiles(&file);
     leave_a_killed_writers_journal(&file);
+    let journal = format!("{}-journal", file.display());
+
+    // The container pass finds the journal, so validate reports it among the problems.
+    let run = limited(&["validate", "--json", file.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{}", both(&run));
+    let report = parsed(&run, "validate");
+    assert!(report["problems"].as_u64().unwrap() > 0, "{report}");
+    let listed = report["outputs"][0]["problems"]["listed"].to_string();
+    assert!(
+        listed.contains(&journal) && listed.contains("interrupted write"),
+        "{report}"
+    );
+
+    // Errors that leave no report: a document that says what went wrong.
     let missing = dir.path().join("missing.mbtiles");
-    for (output, said) in [
-        (
-            file.to_str().unwrap(),
-            format!("{}-journal", file.display()),
-        ),
-        (missing.to_str().unwrap(), "no such".to_string()),
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("partitions.json"), index("up", "../up")).unwrap();
+    for (command, output, said) in [
+        ("validate", missing.to_str().unwrap(), "no such"),
+        ("validate", tree.to_str().unwrap(), "partition `up`"),
+        ("inspect", file.to_str().unwrap(), journal.as_str()),
     ] {
-        let run = limited(&["validate", "--json", output]);
+        let run = limited(&[command, "--json", output]);
         assert_eq!(run.code, 1, "{}", both(&run));
-        let report: serde_json::Value = serde_json::from_str(&run.stdout)
-            .unwrap_or_else(|e| panic!("validate --json printed no JSON ({e})\n{}", both(&run)));
+        let report = parsed(&run, command);
         let message = report["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.contains(&said), "{report}");
+        assert!(message.contains(said), "{report}");
         assert!(message.contains(output), "{report}");
         assert_eq!(report["error"]["exit_code"], 1, "{report}");
         assert!(
