@@ -56,7 +56,7 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
         )));
     }
     let too_large = |size: u64| {
-        let cap = if cap % (1 << 20) == 0 {
+        let cap = if cap.is_multiple_of(1 << 20) {
             format!("{} MiB", cap >> 20)
         } else {
             format!("{cap}-byte")

@@ -298,7 +298,7 @@ impl Archive {
             for id in entry.tile_id..entry.tile_id.saturating_add(entry.run_length) {
                 let tile = pmtiles::TileId::new(id)
                     .ok()
-                    .map(|id| pmtiles::TileCoord::from(id))
+                    .map(pmtiles::TileCoord::from)
                     .and_then(|c| TileCoord::new(c.z(), c.x(), c.y()).ok())
                     .ok_or_else(|| {
                         self.fail(format!(
