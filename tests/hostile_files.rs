@@ -263,6 +263,22 @@ fn documents_that_are_devices_or_giants_are_refused_naming_the_file() {
         );
     }
 
+    // A named pipe with no writer: opening it to read would wait for one for ever (on code
+    // that reads without these checks, this step hangs rather than fails).
+    let _ = std::fs::remove_file(&tilejson);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&tilejson)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for command in ["validate", "inspect"] {
+        assert_refused(
+            &limited(&[command, path]),
+            command,
+            &[document, "not a regular file (a named pipe)"],
+        );
+    }
+
     // A sparse file: 4 GiB to a reader, nothing on disk.
     let _ = std::fs::remove_file(&tilejson);
     std::fs::File::create(&tilejson)
