@@ -8,7 +8,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::common::run::{run_from, wrapped_command, Run};
+use crate::common::run::{run_from, single_layer_config, wrapped_command, Run};
+use crate::common::s3::S3Server;
 use crate::hostile::leave_a_killed_writers_journal;
 
 /// Far above what validating or inspecting these small inputs needs, far below what reading a
@@ -21,8 +22,13 @@ const BOMB_BYTES: usize = 40 << 20;
 
 /// `oar-tiles ARGS` under the address-space limit.
 fn limited(args: &[&str]) -> Run {
+    limited_with(args, &[])
+}
+
+/// [`limited`] with extra environment variables.
+fn limited_with(args: &[&str], envs: &[(&str, &str)]) -> Run {
     run_from(
-        wrapped_command(&["prlimit", ADDRESS_SPACE], None, args, &[])
+        wrapped_command(&["prlimit", ADDRESS_SPACE], None, args, envs)
             .output()
             .expect("run oar-tiles under prlimit"),
     )
@@ -458,4 +464,43 @@ fn validate_json_prints_a_json_document_for_an_error_too() {
             "an error is no count of problems: {report}"
         );
     }
+}
+
+#[test]
+#[ignore = "needs the S3 test server: run scripts/test.sh"]
+fn documents_on_s3_past_the_cap_and_partition_paths_out_of_the_prefix_are_refused() {
+    let server = S3Server::start("tiles");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("oar.toml");
+    std::fs::write(
+        &config,
+        server.config_table("") + &single_layer_config("public", "sites", "", ""),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // s3s-fs keeps each object as a file named by its key: a sparse one stands for an object of
+    // a cap and a byte, taking nothing on disk.
+    let prefix = server.data.join("tiles/big");
+    tree(&prefix);
+    std::fs::File::create(prefix.join("tiles.json"))
+        .unwrap()
+        .set_len((64 << 20) + 1)
+        .unwrap();
+    let env = server.env();
+    for command in ["validate", "inspect"] {
+        assert_refused(
+            &limited_with(&[command, "-c", config, "s3://tiles/big"], &env),
+            command,
+            &["s3://tiles/big/tiles.json", "67108865 bytes", "64 MiB cap"],
+        );
+    }
+
+    let parted = server.data.join("tiles/parted");
+    std::fs::create_dir_all(&parted).unwrap();
+    std::fs::write(parted.join("partitions.json"), index("up", "../big")).unwrap();
+    assert_refused(
+        &limited_with(&["validate", "-c", config, "s3://tiles/parted"], &env),
+        "validate",
+        &["partition `up`", "../big", "refused"],
+    );
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::document::{read_capped, DOCUMENT_CAP};
 use super::durable;
-use super::s3::{client, get_if_exists, put_bytes, ObjectHeaders};
+use super::s3::{client, get_capped_if_exists, put_bytes, ObjectHeaders};
 use crate::config::{is_partition_segment, IndexLocation, OutputTarget, S3Config};
 use crate::error::{Error, Result};
 
@@ -51,7 +51,7 @@ pub async fn read_index(location: &IndexLocation, s3: &S3Config) -> Result<Optio
         },
         IndexLocation::S3 { bucket, key } => {
             let client = client(s3).await;
-            match get_if_exists(&client, bucket, key, s3.max_attempts)
+            match get_capped_if_exists(&client, bucket, key, s3.max_attempts, DOCUMENT_CAP)
                 .await
                 .map_err(|e| Error::output_caused(format!("s3://{bucket}/{key}"), e))?
             {
