@@ -29,7 +29,7 @@ const DEFAULT_EXTENT: u32 = 4096;
 
 /// A gzip tile may inflate to at most this: MVT readers give up far below it, and a gzip bomb
 /// in an output must not take the machine's memory.
-const MAX_INFLATED: u64 = 256 << 20;
+pub(super) const MAX_INFLATED: u64 = 256 << 20;
 
 /// Past this many, a tile's problems are counted rather than listed: a broken encoder repeats
 /// one mistake in every feature, and the first ones say what it is.
