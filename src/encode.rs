@@ -211,6 +211,46 @@ impl SizeBudget {
     }
 }
 
+/// Why [`gunzip_capped`] gave no bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inflate {
+    /// The stream is cut short or corrupt: the decoder's words.
+    Damaged(String),
+    /// The stream inflates to more than the cap it was given, in bytes.
+    OverCap(u64),
+}
+
+impl Inflate {
+    /// The failure as the end of a sentence whose subject is the stream's owner ("the metadata
+    /// …", "the tile …").
+    pub fn describe(&self) -> String {
+        match self {
+            Inflate::Damaged(e) => format!("is gzip but does not inflate (cut or corrupt): {e}"),
+            Inflate::OverCap(cap) => format!(
+                "inflates past the {} cap: refused as a possible gzip bomb",
+                human_bytes(*cap).replace(".0 ", " ")
+            ),
+        }
+    }
+}
+
+/// The inflated bytes of a gzip stream (members concatenated, as gzip allows), stopping at `cap`
+/// bytes: gzip compresses a run of zeros about a thousand times, so a few megabytes on disk could
+/// otherwise take gigabytes of memory. Everything that inflates what an output holds (tiles,
+/// PMTiles directories and metadata) comes through here.
+pub fn gunzip_capped(bytes: &[u8], cap: u64) -> std::result::Result<Vec<u8>, Inflate> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| Inflate::Damaged(e.to_string()))?;
+    if out.len() as u64 > cap {
+        return Err(Inflate::OverCap(cap));
+    }
+    Ok(out)
+}
+
 /// `12.3 KiB` style sizes.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -231,6 +271,25 @@ pub fn human_bytes(bytes: u64) -> String {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn a_stream_inflates_up_to_its_cap_and_no_further() {
+        let data = vec![0u8; 3 << 20];
+        let bytes = gzip(&data, DEFAULT_LEVEL);
+        assert_eq!(gunzip_capped(&bytes, 3 << 20).as_deref(), Ok(&data[..]));
+        assert_eq!(
+            gunzip_capped(&bytes, (3 << 20) - 1),
+            Err(Inflate::OverCap((3 << 20) - 1))
+        );
+        assert_eq!(
+            Inflate::OverCap(32 << 20).describe(),
+            "inflates past the 32 MiB cap: refused as a possible gzip bomb"
+        );
+        assert!(matches!(
+            gunzip_capped(&bytes[..bytes.len() / 2], 3 << 20),
+            Err(Inflate::Damaged(_))
+        ));
+    }
 
     fn gunzip(data: &[u8]) -> Vec<u8> {
         let mut decoded = Vec::new();

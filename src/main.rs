@@ -112,17 +112,19 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
 }
 
 fn run_inspect(args: InspectArgs) -> Result<(), Error> {
-    let s3 = match &args.config {
-        Some(path) => Config::load(path)?.s3,
-        None => S3Config::default(),
-    };
-    let target = OutputTarget::parse(&args.output)?;
-    let inventory = runtime()?.block_on(commands::inspect(
-        &args.output,
-        &target,
-        &s3,
-        &args.extension,
-    ))?;
+    let inventory = json_on_error(args.json, || {
+        let s3 = match &args.config {
+            Some(path) => Config::load(path)?.s3,
+            None => S3Config::default(),
+        };
+        let target = OutputTarget::parse(&args.output)?;
+        runtime()?.block_on(commands::inspect(
+            &args.output,
+            &target,
+            &s3,
+            &args.extension,
+        ))
+    })?;
     if args.json {
         emit(&(serde_json::to_string_pretty(&inventory).expect("inventories serialize") + "\n"));
     } else {
@@ -132,23 +134,25 @@ fn run_inspect(args: InspectArgs) -> Result<(), Error> {
 }
 
 fn run_validate(args: ValidateArgs) -> Result<(), Error> {
-    let config = match (&args.config, args.against_db) {
-        (Some(path), _) => Some(Config::load(path)?),
-        (None, true) => Some(Config::load(&Config::locate(None)?)?),
-        (None, false) => None,
-    };
-    let options = commands::ValidateOptions {
-        outputs: args.outputs,
-        extension: args.extension,
-        tileset: args.tileset,
-        against_db: args.against_db.then_some(if args.all {
-            commands::DbCheck::All
-        } else {
-            commands::DbCheck::Sample(args.sample)
-        }),
-        repair_list: args.repair_list,
-    };
-    let report = runtime()?.block_on(commands::validate(&options, config.as_ref()))?;
+    let report = json_on_error(args.json, || {
+        let config = match (&args.config, args.against_db) {
+            (Some(path), _) => Some(Config::load(path)?),
+            (None, true) => Some(Config::load(&Config::locate(None)?)?),
+            (None, false) => None,
+        };
+        let options = commands::ValidateOptions {
+            outputs: args.outputs.clone(),
+            extension: args.extension.clone(),
+            tileset: args.tileset.clone(),
+            against_db: args.against_db.then_some(if args.all {
+                commands::DbCheck::All
+            } else {
+                commands::DbCheck::Sample(args.sample)
+            }),
+            repair_list: args.repair_list.clone(),
+        };
+        runtime()?.block_on(commands::validate(&options, config.as_ref()))
+    })?;
     if args.json {
         emit(&(serde_json::to_string_pretty(&report).expect("reports serialize") + "\n"));
     } else {
@@ -165,6 +169,24 @@ fn run_validate(args: ValidateArgs) -> Result<(), Error> {
                 .count(),
         }),
     }
+}
+
+/// Runs `work`; with `--json`, an error is printed on stdout too, as a JSON document in place of
+/// the report (`{"error": {"message", "exit_code"}}`), so a script that parses stdout learns why
+/// there is no report instead of failing on empty input. It has no `problems` count, so no check
+/// of one can mistake an error for a clean result.
+fn json_on_error<T>(json: bool, work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    let outcome = work();
+    if let (true, Err(err)) = (json, &outcome) {
+        let document = serde_json::json!({
+            "error": {
+                "message": err.to_string(),
+                "exit_code": err.exit_code() as u8,
+            }
+        });
+        emit(&(serde_json::to_string_pretty(&document).expect("JSON serializes") + "\n"));
+    }
+    outcome
 }
 
 /// Writes a report to stdout; a reader that went away (`| head`) is no error, and no panic.

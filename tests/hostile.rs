@@ -43,7 +43,7 @@ fn companion(path: &Path, suffix: &str) -> PathBuf {
 /// writer works on a copy, whose file and journal are copied over `target` while it is still in
 /// its transaction: the bytes a SIGKILL at that moment would leave on disk, with no process holding
 /// a lock on them.
-fn leave_a_killed_writers_journal(target: &Path) {
+pub(crate) fn leave_a_killed_writers_journal(target: &Path) {
     let work = companion(target, ".writer");
     std::fs::copy(target, &work).unwrap();
     let writer = Connection::open(&work).unwrap();

@@ -16,6 +16,7 @@ mod edge_hygiene;
 mod edge_plan;
 mod geometries;
 mod hostile;
+mod hostile_files;
 mod mvt_decoder;
 mod outbox;
 mod outputs;

@@ -15,7 +15,7 @@ pub mod tileset;
 
 pub use cdn::{CdnConfig, CdnTarget, ConfigLine, EdgeCheckSettings, PurgeMethod};
 pub use output::{
-    partition_segment, IndexLocation, OutputSettings, OutputTarget, Sharding,
+    is_partition_segment, partition_segment, IndexLocation, OutputSettings, OutputTarget, Sharding,
     POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
 };
 pub use tileset::{

@@ -213,6 +213,17 @@ pub fn partition_segment(value: &str) -> Result<String> {
     Ok(segment)
 }
 
+/// Whether `segment` is one [`partition_segment`] could have written: 1 to its maximum length of
+/// ASCII letters, digits, `-`, `_` and `~`. A partition index read from an output is checked with
+/// it before any of its paths is used, so an index someone edited cannot lead outside the output
+/// (`../../etc`, an absolute path, a key prefix of another tree).
+pub fn is_partition_segment(segment: &str) -> bool {
+    (1..=MAX_SEGMENT).contains(&segment.len())
+        && segment
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'~'))
+}
+
 impl OutputTarget {
     /// Where the partition whose escaped value is `segment` goes: a subdirectory or key prefix of
     /// a tree, or a file (object) named after the value beside a single-file output.

@@ -9,6 +9,7 @@ pub mod agg_hash;
 pub mod changed_list;
 pub mod check;
 pub mod directory;
+pub mod document;
 pub mod durable;
 pub mod kind;
 pub mod lock;

@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::document::{read_capped, DOCUMENT_CAP};
 use super::durable;
-use super::s3::{client, get_if_exists, put_bytes, ObjectHeaders};
-use crate::config::{IndexLocation, OutputTarget, S3Config};
+use super::s3::{client, get_capped_if_exists, put_bytes, ObjectHeaders};
+use crate::config::{is_partition_segment, IndexLocation, OutputTarget, S3Config};
 use crate::error::{Error, Result};
 
 /// `partitions.json`.
@@ -44,14 +45,13 @@ pub struct PartitionEntry {
 /// Reads the index at `location`; `None` when there is none yet.
 pub async fn read_index(location: &IndexLocation, s3: &S3Config) -> Result<Option<PartitionIndex>> {
     let (bytes, name) = match location {
-        IndexLocation::File(path) => match std::fs::read(path) {
-            Ok(bytes) => (bytes, path.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::output(path, format!("cannot read it: {e}"))),
+        IndexLocation::File(path) => match read_capped(path, DOCUMENT_CAP)? {
+            Some(bytes) => (bytes, path.display().to_string()),
+            None => return Ok(None),
         },
         IndexLocation::S3 { bucket, key } => {
             let client = client(s3).await;
-            match get_if_exists(&client, bucket, key, s3.max_attempts)
+            match get_capped_if_exists(&client, bucket, key, s3.max_attempts, DOCUMENT_CAP)
                 .await
                 .map_err(|e| Error::output_caused(format!("s3://{bucket}/{key}"), e))?
             {
@@ -60,9 +60,25 @@ pub async fn read_index(location: &IndexLocation, s3: &S3Config) -> Result<Optio
             }
         }
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::output(name, format!("is not a partition index: {e}")))
+    let index: PartitionIndex = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::output(&name, format!("is not a partition index: {e}")))?;
+    // Every path is joined to the output's (a run removes a vanished value's output by it), so
+    // one that is not an escaped value is refused before any is used.
+    if let Some(entry) = index
+        .partitions
+        .iter()
+        .find(|entry| !is_partition_segment(&entry.path))
+    {
+        return Err(Error::output(
+            name,
+            format!(
+                "partition `{}` has the path `{}`, which no partition value escapes to (letters, \
+                 digits, `-`, `_`, `~`): refused, as it could lead outside the output",
+                entry.value, entry.path
+            ),
+        ));
+    }
+    Ok(Some(index))
 }
 
 /// Writes the index to `location`, replacing it whole (by rename, or one PUT).

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::hash::BuildHasher;
-use std::io::Read;
 use std::path::Path;
 
 use futures::StreamExt;
@@ -515,14 +514,12 @@ fn sample(stored: &BTreeSet<TileCoord>, n: u64, recorded: Option<&Watermark>) ->
     list.into_iter().collect()
 }
 
-/// A tile's MVT bytes, gzip undone: outputs of either compression compare equal.
+/// A tile's MVT bytes, gzip undone: outputs of either compression compare equal. A stream that
+/// does not inflate within the tile cap is compared as stored (and differs); the MVT pass has
+/// named it.
 fn mvt_bytes(stored: &[u8]) -> Vec<u8> {
     if stored.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        if flate2::read::GzDecoder::new(stored)
-            .read_to_end(&mut out)
-            .is_ok()
-        {
+        if let Ok(out) = crate::encode::gunzip_capped(stored, super::mvt::MAX_INFLATED) {
             return out;
         }
     }

@@ -13,11 +13,11 @@ mod against_db;
 pub mod mvt;
 mod tiles;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{Config, OutputTarget, S3Config};
+use crate::config::{Config, IndexLocation, OutputTarget, S3Config};
 use crate::error::{Error, Result};
 use crate::sink::partitions::read_index;
 use crate::sink::OutputReader;
@@ -160,9 +160,22 @@ pub async fn validate(
         // Rendered once, with the zooms and bbox the first readable partition recorded.
         let mut rendered = None;
         let mut index_problems = Problems::default();
+        let location = target.partition_index();
         for entry in &index.partitions {
             let partition = target.for_partition(&entry.path);
             let name = partition.describe();
+            if let Some(real) = leads_outside(&location, &partition) {
+                index_problems.push(Problem::output(
+                    "index",
+                    format!(
+                        "partition `{}` ({name}) leads outside the output, through a symbolic \
+                         link, to {}: refused, not read",
+                        entry.value,
+                        real.display()
+                    ),
+                ));
+                continue;
+            }
             let mut validated = match one(&name, &partition, s3, &options.extension).await {
                 Ok(validated) => validated,
                 Err(e) => {
@@ -238,6 +251,22 @@ pub async fn validate(
     Ok(ValidationReport { outputs, problems })
 }
 
+/// Where a partition on this machine really lies, when a symbolic link takes it out of the folder
+/// that holds the output's index (the tree, or the folder of a single-file output); `None` when it
+/// stays inside, is not on this machine, or is not there (which reading it reports).
+fn leads_outside(index: &IndexLocation, partition: &OutputTarget) -> Option<PathBuf> {
+    let (IndexLocation::File(index), Some(path)) = (index, partition.local_path()) else {
+        return None;
+    };
+    let folder = match index.parent() {
+        Some(folder) if !folder.as_os_str().is_empty() => folder,
+        _ => Path::new("."),
+    };
+    let folder = std::fs::canonicalize(folder).ok()?;
+    let real = std::fs::canonicalize(path).ok()?;
+    (!real.starts_with(&folder)).then_some(real)
+}
+
 /// One output validated, its reader, and the tiles it stores (for the comparison with the
 /// database).
 struct Validated {
@@ -282,10 +311,24 @@ async fn one(
         }
         Err(e) => return Err(e),
     };
-    let metadata = reader.metadata().await?;
+    let metadata = match reader.metadata().await {
+        Ok(metadata) => Some(metadata),
+        // As for opening: the container pass has said why (a gzip bomb, a hot journal); the
+        // tiles are still read, and the metadata is not judged.
+        Err(e) if problems.count > 0 => {
+            problems.push(Problem::output(
+                "metadata",
+                format!("cannot read the metadata: {e}"),
+            ));
+            None
+        }
+        Err(e) => return Err(e),
+    };
     match tiles::scan(&reader, &mut problems).await {
         Ok(scan) => {
-            scan.check_metadata(&metadata, &mut problems);
+            if let Some(metadata) = &metadata {
+                scan.check_metadata(metadata, &mut problems);
+            }
             validation.tiles = scan.tiles;
             validation.bytes = scan.bytes;
             validation.agg_tiles_hash = scan.agg_tiles_hash;

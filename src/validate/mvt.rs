@@ -14,7 +14,6 @@ mod proto;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::io::Read;
 
 use prost::Message;
 
@@ -30,7 +29,7 @@ const DEFAULT_EXTENT: u32 = 4096;
 
 /// A gzip tile may inflate to at most this: MVT readers give up far below it, and a gzip bomb
 /// in an output must not take the machine's memory.
-const MAX_INFLATED: u64 = 256 << 20;
+pub(super) const MAX_INFLATED: u64 = 256 << 20;
 
 /// Past this many, a tile's problems are counted rather than listed: a broken encoder repeats
 /// one mistake in every feature, and the first ones say what it is.
@@ -105,18 +104,7 @@ pub fn check_tile(bytes: &[u8]) -> TileReport {
 
 /// The inflated bytes of a gzip tile, or what is wrong with its stream.
 fn inflate(bytes: &[u8], limit: u64) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(bytes)
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("the tile is gzip but does not inflate (cut or corrupt): {e}"))?;
-    if out.len() as u64 > limit {
-        return Err(format!(
-            "the tile inflates to more than {} MiB",
-            limit >> 20
-        ));
-    }
-    Ok(out)
+    crate::encode::gunzip_capped(bytes, limit).map_err(|e| format!("the tile {}", e.describe()))
 }
 
 /// The problems found so far, listed up to [`MAX_PROBLEMS`] and counted past it.

@@ -11,6 +11,7 @@ use super::read::sizes;
 use super::DirectorySink;
 use crate::error::{Error, Result};
 use crate::sink::agg_hash::{hash_order, AggHasher, AGG_TILES_HASH_KEY};
+use crate::sink::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
 use crate::sink::durable;
 use crate::sink::tilejson::TILEJSON_NAME;
 use crate::tile::{Coverage, TileCoord};
@@ -37,8 +38,9 @@ impl DirectorySink {
     /// the run that wrote the hash wrote them from the same tiles).
     pub(super) fn agg_tiles_hash(&self) -> Result<(String, Option<Coverage>)> {
         if !self.hash_marked && !self.root.join(STALE_NAME).exists() {
-            let named = std::fs::read(self.root.join(TILEJSON_NAME))
+            let named = read_capped(&self.root.join(TILEJSON_NAME), DOCUMENT_CAP)
                 .ok()
+                .flatten()
                 .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
                 .and_then(|document| document[AGG_TILES_HASH_KEY].as_str().map(str::to_string));
             if let Some(hash) = named {
@@ -59,8 +61,8 @@ impl DirectorySink {
                 .join(tile.z().to_string())
                 .join(tile.x().to_string())
                 .join(self.tile_name(tile));
-            let data = std::fs::read(&path)
-                .map_err(|e| Error::output(&path, format!("cannot read it to hash it: {e}")))?;
+            let data = read_capped(&path, TILE_FILE_CAP)?
+                .ok_or_else(|| Error::output(&path, "went while it was being hashed"))?;
             hasher.add(tile, &data);
         }
         Ok((hasher.finish(), Some(coverage)))
@@ -69,8 +71,9 @@ impl DirectorySink {
     /// Takes the zooms and bounds `tiles.json` declares, for a run whose tiles hash as named
     /// there (so they cover what they covered).
     pub(super) fn keep_coverage(&self, metadata: &mut crate::sink::TilesetMetadata) {
-        let Some(document) = std::fs::read(self.root.join(TILEJSON_NAME))
+        let Some(document) = read_capped(&self.root.join(TILEJSON_NAME), DOCUMENT_CAP)
             .ok()
+            .flatten()
             .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
         else {
             return;

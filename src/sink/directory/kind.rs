@@ -9,6 +9,7 @@ use super::read::TreeReader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
+use crate::sink::document::{read_capped, DOCUMENT_CAP};
 use crate::sink::kind::{lock_beside, remove_if_there, OutputKind, WriterOptions};
 use crate::sink::merge::MergeReport;
 use crate::sink::outbox::OutboxStore;
@@ -81,13 +82,8 @@ impl OutputKind for Tree<'_> {
     ) -> BoxFuture<'a, Result<Vec<Finding>>> {
         let checked = if self.0.is_dir() {
             let path = self.0.join(crate::sink::tilejson::TILEJSON_NAME);
-            match std::fs::read(&path) {
-                Ok(bytes) => Ok(crate::sink::tilejson::check_tilejson(Some(&bytes))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Ok(crate::sink::tilejson::check_tilejson(None))
-                }
-                Err(e) => Err(Error::output(path, format!("cannot read it: {e}"))),
-            }
+            read_capped(&path, DOCUMENT_CAP)
+                .map(|bytes| crate::sink::tilejson::check_tilejson(bytes.as_deref()))
         } else {
             Err(Error::output(self.0, "no such directory"))
         };

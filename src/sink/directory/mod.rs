@@ -22,6 +22,7 @@ pub mod kind;
 pub mod read;
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
+use super::document::{read_capped, DOCUMENT_CAP};
 use super::durable;
 use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{changes_beyond_hash, tilejson, TILEJSON_NAME};
@@ -116,7 +117,10 @@ impl DirectorySink {
             changes,
             seen: HashSet::new(),
             report: SinkReport::default(),
-            state: std::fs::read_to_string(root.join(STATE_NAME)).ok(),
+            state: read_capped(&root.join(STATE_NAME), DOCUMENT_CAP)
+                .ok()
+                .flatten()
+                .and_then(|bytes| String::from_utf8(bytes).ok()),
             journal: journal
                 .map(|fingerprint| {
                     let name = match &part {
@@ -410,7 +414,9 @@ impl Sink for DirectorySink {
         let metadata = &metadata;
         let mut document = tilejson(metadata, &self.settings, None);
         document[AGG_TILES_HASH_KEY] = hash.into();
-        let previous = std::fs::read(self.root.join(TILEJSON_NAME)).ok();
+        let previous = read_capped(&self.root.join(TILEJSON_NAME), DOCUMENT_CAP)
+            .ok()
+            .flatten();
         let tilejson_changed = changes_beyond_hash(previous.as_deref(), &document);
         let tilejson = serde_json::to_vec_pretty(&document).expect("JSON serializes");
         // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.

@@ -7,6 +7,7 @@ use futures::FutureExt;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::sink::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
 use crate::sink::read::ReadTiles;
 use crate::sink::tilejson::TILEJSON_NAME;
 use crate::tile::TileCoord;
@@ -22,10 +23,11 @@ pub struct TreeReader {
 impl ReadTiles for TreeReader {
     fn metadata(&self) -> BoxFuture<'_, Result<Value>> {
         let path = self.root.join(TILEJSON_NAME);
-        let metadata = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
+        let metadata = match read_capped(&path, DOCUMENT_CAP) {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes)
                 .map_err(|e| Error::output(&path, format!("not valid JSON: {e}"))),
-            Err(_) => Ok(Value::Null),
+            Ok(None) => Ok(Value::Null),
+            Err(e) => Err(e),
         };
         std::future::ready(metadata).boxed()
     }
@@ -42,22 +44,21 @@ impl ReadTiles for TreeReader {
                 .join(tile.z().to_string())
                 .join(tile.x().to_string())
                 .join(format!("{}.{}", tile.y(), self.extension));
-            match tokio::fs::read(&path).await {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::output(path, format!("cannot read it: {e}"))),
-            }
+            tokio::task::spawn_blocking(move || read_capped(&path, TILE_FILE_CAP))
+                .await
+                .map_err(|e| Error::output(&self.root, format!("reading {tile} stopped: {e}")))?
         }
         .boxed()
     }
 
     fn state(&self) -> BoxFuture<'_, Result<Option<String>>> {
         let path = self.root.join(super::STATE_NAME);
-        let state = match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(Some(text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::output(path, format!("cannot read it: {e}"))),
-        };
+        let state = read_capped(&path, DOCUMENT_CAP).and_then(|bytes| {
+            bytes
+                .map(String::from_utf8)
+                .transpose()
+                .map_err(|e| Error::output(&path, format!("is not UTF-8 text: {e}")))
+        });
         std::future::ready(state).boxed()
     }
 }

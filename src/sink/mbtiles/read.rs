@@ -86,7 +86,38 @@ fn connection(path: &Path) -> Result<rusqlite::Connection> {
 }
 
 fn read_error(path: &Path) -> impl Fn(rusqlite::Error) -> Error + '_ {
-    move |e| Error::output(path, format!("cannot read it as MBTiles: {e}"))
+    move |e| {
+        match hot_journal(path, &e) {
+        Some(journal) => Error::output(
+            path,
+            format!(
+                "an interrupted write's rollback journal lies beside it ({}): a writer was killed \
+                 (or is still running) in the middle of a transaction, and the file holds its \
+                 half-done pages until the journal is rolled back, which a read-only reader \
+                 cannot do. Run the seed again (under the output's lock it rolls the journal back \
+                 first), or, when no writer runs, open the file writable once (`sqlite3 FILE \
+                 'PRAGMA quick_check'`) to roll it back; never delete the journal, which leaves the \
+                 half-done write in the file",
+                journal.display()
+            ),
+        ),
+        None => Error::output(path, format!("cannot read it as MBTiles: {e}")),
+    }
+    }
+}
+
+/// The hot rollback journal beside `path` when `e` is SQLite refusing a read-only read because
+/// of it ("attempt to write a readonly database": it would have to roll the journal back).
+fn hot_journal(path: &Path, e: &rusqlite::Error) -> Option<PathBuf> {
+    if e.sqlite_error_code() != Some(rusqlite::ErrorCode::ReadOnly) {
+        return None;
+    }
+    let mut journal = path.as_os_str().to_os_string();
+    journal.push("-journal");
+    let journal = PathBuf::from(journal);
+    std::fs::metadata(&journal)
+        .is_ok_and(|m| m.is_file() && m.len() > 0)
+        .then_some(journal)
 }
 
 fn metadata(path: &Path) -> Result<Value> {

@@ -11,7 +11,6 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -24,17 +23,19 @@ use crate::sink::check::{
     Findings, Magic,
 };
 use crate::tile::{in_scope, BBox, TileCoord, ZoomRange};
-mod layout;
 
-use layout::{decode_directory, tile_of, zoom_of, Entry, Header, HEADER_LEN};
+use super::layout::{
+    decode_directory, inflate_section, tile_of, zoom_of, Entry, Header, HEADER_LEN, SECTION_CAP,
+};
 
 /// The header and root directory fit in this many bytes, so a reader gets both in one request.
 const ROOT_LIMIT: u64 = 16_384;
 /// Directories deeper than this are refused: readers stop at a few levels, and a leaf that points
 /// back at itself must not loop.
 const MAX_DEPTH: usize = 4;
-/// A directory or metadata larger than this (compressed or not) is refused rather than read.
-const MAX_SECTION: u64 = 256 << 20;
+/// A directory or metadata stored in more bytes than its inflated size may take is refused
+/// rather than read.
+const MAX_SECTION: u64 = SECTION_CAP;
 /// Bytes of each tile content read to tell its compression and whether it holds MVT.
 const TILE_START: u64 = 512;
 
@@ -251,27 +252,16 @@ impl Check<'_> {
         );
     }
 
-    fn decompress(&self, header: &Header, bytes: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
-        if header.internal_compression == 1 {
-            return Ok(bytes);
-        }
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(bytes.as_slice())
-            .take(MAX_SECTION + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("its gzip stream is damaged: {e}"))?;
-        if out.len() as u64 > MAX_SECTION {
-            return Err(format!("it inflates past {MAX_SECTION} bytes"));
-        }
-        Ok(out)
-    }
-
     fn check_metadata(&mut self, header: &Header) -> std::io::Result<()> {
         let raw = self.read(header.metadata.offset, header.metadata.length)?;
-        let json = self
-            .decompress(header, raw)
-            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).map_err(|e| e.to_string()));
-        match json {
+        let bytes = match inflate_section(header.internal_compression, raw) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.findings.add(format!("the metadata {e}"));
+                return Ok(());
+            }
+        };
+        match serde_json::from_slice::<Value>(&bytes) {
             Ok(json) if json.is_object() => check_vector_layers(
                 &mut self.findings,
                 "the metadata",
@@ -294,13 +284,14 @@ impl Check<'_> {
         depth: usize,
         name: &str,
     ) -> std::io::Result<()> {
-        let entries = match self
-            .decompress(header, compressed.to_vec())
-            .and_then(|bytes| decode_directory(&bytes))
-        {
+        let entries = match inflate_section(header.internal_compression, compressed.to_vec())
+            .map_err(|e| format!("{name} {e}"))
+            .and_then(|bytes| {
+                decode_directory(&bytes).map_err(|e| format!("{name} does not decode: {e}"))
+            }) {
             Ok(entries) => entries,
             Err(e) => {
-                self.findings.add(format!("{name} does not decode: {e}"));
+                self.findings.add(e);
                 return Ok(());
             }
         };

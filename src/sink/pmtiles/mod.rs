@@ -17,6 +17,7 @@ use rusqlite::{params, Connection, OpenFlags};
 
 pub mod check;
 pub mod kind;
+mod layout;
 pub mod read;
 pub mod s3;
 pub mod versions;
@@ -213,16 +214,10 @@ pub(super) const ARCHIVE_STATE_KEY: &str = "oar_tiles_state";
 /// has no store), so that a reseed renders only what changed. The store records `state` (the
 /// archive's own when `None`) and that the archive is current. Returns the state recorded.
 pub async fn rebuild_store(archive: &Path, state: Option<String>) -> Result<Option<String>> {
-    use futures::StreamExt;
-    let fail = |e: &dyn std::fmt::Display| Error::output(archive, format!("reading it: {e}"));
-    let reader = std::sync::Arc::new(
-        pmtiles::AsyncPmTilesReader::new_with_path(archive)
-            .await
-            .map_err(|e| fail(&e))?,
-    );
-    let mut metadata: serde_json::Value =
-        serde_json::from_str(&reader.get_metadata().await.map_err(|e| fail(&e))?)
-            .map_err(|e| fail(&e))?;
+    // The reader inflates directories and metadata under its cap: an archive downloaded from a
+    // bucket is as untrusted as one `inspect` is given.
+    let reader = read::PmtilesReader::open(archive).await?;
+    let mut metadata = reader.archive_metadata()?;
     let own_state = metadata
         .as_object_mut()
         .and_then(|object| object.remove(ARCHIVE_STATE_KEY))
@@ -230,18 +225,7 @@ pub async fn rebuild_store(archive: &Path, state: Option<String>) -> Result<Opti
     let state = state.or(own_state);
     let store = store_path(archive);
     let mut import = Import::create(&store)?;
-    let mut entries = reader.clone().entries();
-    while let Some(entry) = entries.next().await {
-        let entry = entry.map_err(|e| fail(&e))?;
-        for id in entry.iter_coords() {
-            let coord = pmtiles::TileCoord::from(id);
-            let tile = TileCoord::new(coord.z(), coord.x(), coord.y())
-                .map_err(|e| fail(&format!("the archive holds {e}")))?;
-            if let Some(data) = reader.get_tile(id).await.map_err(|e| fail(&e))? {
-                import.add(tile, &data)?;
-            }
-        }
-    }
+    reader.each_tile(|tile, data| import.add(tile, &data))?;
     // The marker `export_marker` would give for this archive's metadata, so that a run that
     // changes nothing leaves the archive (and its upload) alone.
     let marker = format!("{}\n{metadata}", state.as_deref().unwrap_or(""));

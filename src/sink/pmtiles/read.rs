@@ -1,5 +1,13 @@
-//! Reading a PMTiles archive, memory-mapped; an archive on S3 is downloaded first.
+//! Reading a PMTiles archive with positioned reads; an archive on S3 is downloaded first.
+//!
+//! The header and directories are decoded here (`layout.rs`, which the check decodes with too)
+//! rather than by the `pmtiles` crate, which inflates directories and metadata whole: a gzip bomb
+//! of 3 MB there took 3 GB of memory in `inspect` and `validate`. Here every directory and the
+//! metadata inflate under [`SECTION_CAP`], and an error names the archive, the part (the metadata,
+//! the root directory, the leaf directory at its offset) and the cap.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -7,20 +15,23 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
 
+use super::layout::{decode_directory, inflate_section, Entry, Header, HEADER_LEN, SECTION_CAP};
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::sink::read::ReadTiles;
 use crate::sink::s3;
 use crate::tile::TileCoord;
 
-type Archive = pmtiles::AsyncPmTilesReader<pmtiles::MmapBackend>;
+/// Directories deeper than this are refused: writers use one level of leaves, and a leaf that
+/// points back at itself must not loop.
+const MAX_DEPTH: usize = 4;
 
 /// A PMTiles archive opened for reading.
 pub struct PmtilesReader {
     /// The archive (or, downloaded from S3, its URL), for messages.
     path: PathBuf,
-    /// Its reader, shared by concurrent reads.
-    reader: Arc<Archive>,
+    /// The open archive, shared by concurrent reads.
+    archive: Arc<Archive>,
 }
 
 impl PmtilesReader {
@@ -29,35 +40,275 @@ impl PmtilesReader {
         if !path.is_file() {
             return Err(Error::output(path, "no such PMTiles file"));
         }
-        let reader = Archive::new_with_path(path)
-            .await
-            .map_err(read_error(path))?;
-        Ok(PmtilesReader {
-            path: path.to_path_buf(),
-            reader: Arc::new(reader),
-        })
+        let file =
+            File::open(path).map_err(|e| Error::output(path, format!("cannot read it: {e}")))?;
+        Self::from_file(file, path).await
     }
 
     /// An archive on S3, downloaded to a private temporary file (a name no other user can guess
-    /// or plant a link at, readable by this user alone) and read as a local one. The file is
-    /// removed once mapped: the mapping keeps its pages until the reader goes.
+    /// or plant a link at, readable by this user alone) and read as a local one. The file's name
+    /// is removed once it is open: the open file keeps its bytes until the reader goes.
     pub async fn download(
         output: &str,
         bucket: &str,
         key: &str,
         config: &S3Config,
     ) -> Result<PmtilesReader> {
-        let downloaded = download_to_private_file(output, bucket, key, config).await;
-        let file = downloaded?;
-        let path = file.path().to_path_buf();
-        let opened = Archive::new_with_path(&path)
-            .await
-            .map_err(read_error(&path));
-        drop(file);
+        let downloaded = download_to_private_file(output, bucket, key, config).await?;
+        let file = downloaded
+            .reopen()
+            .map_err(|e| Error::output(downloaded.path(), format!("cannot read it: {e}")))?;
+        drop(downloaded);
+        Self::from_file(file, Path::new(output)).await
+    }
+
+    async fn from_file(file: File, path: &Path) -> Result<PmtilesReader> {
+        let name = path.to_path_buf();
+        let archive = blocking(move || Archive::open(file, name)).await?;
         Ok(PmtilesReader {
-            path: PathBuf::from(output),
-            reader: Arc::new(opened?),
+            path: path.to_path_buf(),
+            archive: Arc::new(archive),
         })
+    }
+
+    /// The archive's own JSON metadata, as written (an error when it is not JSON).
+    pub(super) fn archive_metadata(&self) -> Result<Value> {
+        let bytes = self.archive.metadata()?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Error::output(
+                &self.path,
+                format!("the metadata is not readable JSON: {e}"),
+            )
+        })
+    }
+
+    /// Every tile the directories address, in tile-id order, with its stored bytes.
+    pub(super) fn each_tile(
+        &self,
+        mut visit: impl FnMut(TileCoord, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let archive = &self.archive;
+        archive.walk(&mut |tile, entry| visit(tile, archive.data(entry)?))
+    }
+}
+
+/// Runs blocking file work (positioned reads, inflating a directory) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Usage(format!("reading a PMTiles archive stopped: {e}")))?
+}
+
+/// An open archive: its file, header and root directory.
+struct Archive {
+    file: File,
+    /// The file's length when opened.
+    len: u64,
+    /// The archive, for messages.
+    name: PathBuf,
+    header: Header,
+    root: Vec<Entry>,
+}
+
+impl Archive {
+    fn open(file: File, name: PathBuf) -> Result<Archive> {
+        let fail = |message: String| Error::output(&name, message);
+        let len = file
+            .metadata()
+            .map_err(|e| fail(format!("cannot read it: {e}")))?
+            .len();
+        if len < HEADER_LEN as u64 {
+            return Err(fail(format!(
+                "the file is {len} bytes, shorter than a PMTiles header ({HEADER_LEN}): it is \
+                 not a PMTiles archive, or it is cut short"
+            )));
+        }
+        let mut bytes = [0; HEADER_LEN];
+        file.read_exact_at(&mut bytes, 0)
+            .map_err(|e| fail(format!("cannot read its header: {e}")))?;
+        if !bytes.starts_with(b"PMTiles") {
+            return Err(fail(
+                "the file is not a PMTiles archive (no PMTiles magic number)".into(),
+            ));
+        }
+        let header = Header::parse(&bytes);
+        if header.version != 3 {
+            return Err(fail(format!(
+                "the header says PMTiles version {}; this tool reads version 3",
+                header.version
+            )));
+        }
+        let mut archive = Archive {
+            file,
+            len,
+            name,
+            header,
+            root: Vec::new(),
+        };
+        let root = archive.header.root;
+        archive.root = archive.directory(root.offset, root.length, "the root directory")?;
+        Ok(archive)
+    }
+
+    fn fail(&self, message: impl std::fmt::Display) -> Error {
+        Error::output(&self.name, message.to_string())
+    }
+
+    /// The bytes at `offset`, which must lie inside the file.
+    fn read(&self, offset: u64, length: u64, part: &str) -> Result<Vec<u8>> {
+        if offset.checked_add(length).is_none_or(|end| end > self.len) {
+            return Err(self.fail(format!(
+                "{part} (offset {offset}, length {length}) reaches past the end of the file \
+                 ({} bytes): the file is cut short or the header is wrong",
+                self.len
+            )));
+        }
+        let mut bytes = vec![0; length as usize];
+        self.file
+            .read_exact_at(&mut bytes, offset)
+            .map_err(|e| self.fail(format!("cannot read {part}: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// A directory or the metadata, inflated under the cap.
+    fn section(&self, offset: u64, length: u64, part: &str) -> Result<Vec<u8>> {
+        if length > SECTION_CAP {
+            return Err(self.fail(format!(
+                "{part} is stored in {length} bytes, past the {} MiB cap on PMTiles directories \
+                 and metadata: refused",
+                SECTION_CAP >> 20
+            )));
+        }
+        let stored = self.read(offset, length, part)?;
+        inflate_section(self.header.internal_compression, stored)
+            .map_err(|e| self.fail(format!("{part} {e}")))
+    }
+
+    fn directory(&self, offset: u64, length: u64, part: &str) -> Result<Vec<Entry>> {
+        let bytes = self.section(offset, length, part)?;
+        decode_directory(&bytes).map_err(|e| self.fail(format!("{part} does not decode: {e}")))
+    }
+
+    fn metadata(&self) -> Result<Vec<u8>> {
+        let metadata = self.header.metadata;
+        self.section(metadata.offset, metadata.length, "the metadata")
+    }
+
+    /// The leaf directory an entry of `part` points at.
+    fn leaf(&self, entry: &Entry, part: &str) -> Result<Vec<Entry>> {
+        let leaves = self.header.leaves;
+        let leaf = format!("the leaf directory at offset {}", entry.offset);
+        if entry
+            .offset
+            .checked_add(entry.length)
+            .is_none_or(|end| end > leaves.length)
+        {
+            return Err(self.fail(format!(
+                "{part} points to {leaf} (length {}), outside the leaf directories section \
+                 ({} bytes)",
+                entry.length, leaves.length
+            )));
+        }
+        self.directory(leaves.offset + entry.offset, entry.length, &leaf)
+    }
+
+    /// The stored bytes of a tile entry.
+    fn data(&self, entry: &Entry) -> Result<Vec<u8>> {
+        let data = self.header.data;
+        if entry
+            .offset
+            .checked_add(entry.length)
+            .is_none_or(|end| end > data.length)
+        {
+            return Err(self.fail(format!(
+                "a directory places tile id {}'s data at offset {} (length {}), outside the tile \
+                 data section ({} bytes)",
+                entry.tile_id, entry.offset, entry.length, data.length
+            )));
+        }
+        self.read(data.offset + entry.offset, entry.length, "the tile data")
+    }
+
+    /// The entry holding tile id `id`, if the archive addresses it.
+    fn find(&self, id: u64) -> Result<Option<Entry>> {
+        let mut leaf;
+        let mut entries = &self.root;
+        let mut part = "the root directory".to_string();
+        for _ in 0..MAX_DEPTH {
+            // The last entry starting at or before the id: directories are sorted by tile id.
+            let at = entries.partition_point(|e| e.tile_id <= id);
+            let Some(entry) = at.checked_sub(1).map(|at| entries[at]) else {
+                return Ok(None);
+            };
+            if entry.run_length > 0 {
+                return Ok(
+                    (id - entry.tile_id < entry.run_length && entry.length > 0).then_some(entry)
+                );
+            }
+            leaf = self.leaf(&entry, &part)?;
+            part = format!("the leaf directory at offset {}", entry.offset);
+            entries = &leaf;
+        }
+        Err(self.fail(format!(
+            "{part} points to leaf directories more than {MAX_DEPTH} levels deep"
+        )))
+    }
+
+    /// Calls `visit` with every tile the directories address (each tile of a run with the run's
+    /// entry), in directory order.
+    fn walk(&self, visit: &mut dyn FnMut(TileCoord, &Entry) -> Result<()>) -> Result<()> {
+        let mut addressed = 0;
+        self.walk_directory(&self.root, "the root directory", 0, &mut addressed, visit)
+    }
+
+    fn walk_directory(
+        &self,
+        entries: &[Entry],
+        part: &str,
+        depth: usize,
+        addressed: &mut u64,
+        visit: &mut dyn FnMut(TileCoord, &Entry) -> Result<()>,
+    ) -> Result<()> {
+        if depth >= MAX_DEPTH {
+            return Err(self.fail(format!(
+                "{part} lies more than {MAX_DEPTH} levels of leaf directories deep"
+            )));
+        }
+        for entry in entries {
+            if entry.length == 0 {
+                continue;
+            }
+            if entry.run_length == 0 {
+                let leaf = self.leaf(entry, part)?;
+                let name = format!("the leaf directory at offset {}", entry.offset);
+                self.walk_directory(&leaf, &name, depth + 1, addressed, visit)?;
+                continue;
+            }
+            // A run is walked tile by tile: when the header counts the tiles, no more than that
+            // many, so a run length in the trillions cannot hold the walk.
+            *addressed = addressed.saturating_add(entry.run_length);
+            let stated = self.header.addressed;
+            if stated != 0 && *addressed > stated {
+                return Err(self.fail(format!(
+                    "{part} addresses more tiles than the {stated} the header counts"
+                )));
+            }
+            for id in entry.tile_id..entry.tile_id.saturating_add(entry.run_length) {
+                let tile = pmtiles::TileId::new(id)
+                    .ok()
+                    .map(pmtiles::TileCoord::from)
+                    .and_then(|c| TileCoord::new(c.z(), c.x(), c.y()).ok())
+                    .ok_or_else(|| {
+                        self.fail(format!(
+                            "{part} holds tile id {id}, which names no tile this tool can address"
+                        ))
+                    })?;
+                visit(tile, entry)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -92,37 +343,28 @@ pub(super) async fn download_to_private_file(
     Ok(file)
 }
 
-fn read_error(path: &Path) -> impl Fn(pmtiles::PmtError) -> Error + '_ {
-    move |e| Error::output(path, format!("cannot read it as PMTiles: {e}"))
-}
-
 impl ReadTiles for PmtilesReader {
     /// The JSON metadata, with the header's bounds, zooms, tile type, compression and clustering
-    /// under `pmtiles`.
+    /// under `pmtiles`. Metadata that inflates but is not a JSON object reads as `{}` (the check
+    /// reports it); metadata that does not inflate, or inflates past the cap, is an error.
     fn metadata(&self) -> BoxFuture<'_, Result<Value>> {
         async move {
-            let (path, reader) = (&self.path, &self.reader);
-            let header = reader.get_header();
-            let mut metadata: Value =
-                serde_json::from_str(&reader.get_metadata().await.map_err(read_error(path))?)
-                    .unwrap_or(Value::Null);
+            let archive = self.archive.clone();
+            let bytes = blocking(move || archive.metadata()).await?;
+            let mut metadata: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if !metadata.is_object() {
                 metadata = serde_json::json!({});
             }
-            metadata["bounds"] = serde_json::json!([
-                header.min_longitude,
-                header.min_latitude,
-                header.max_longitude,
-                header.max_latitude
-            ]);
+            let header = &self.archive.header;
+            metadata["bounds"] = serde_json::json!(header.bounds);
             metadata["pmtiles"] = serde_json::json!({
-                "clustered": header.clustered(),
-                "tile_type": format!("{:?}", header.tile_type).to_lowercase(),
-                "tile_compression": format!("{:?}", header.tile_compression).to_lowercase(),
+                "clustered": header.clustered == 1,
+                "tile_type": tile_type_name(header.tile_type),
+                "tile_compression": compression_name(header.tile_compression),
                 "minzoom": header.min_zoom,
                 "maxzoom": header.max_zoom,
-                "addressed_tiles": header.n_addressed_tiles().map(|n| n.get()),
-                "tile_contents": header.n_tile_contents().map(|n| n.get()),
+                "addressed_tiles": (header.addressed != 0).then_some(header.addressed),
+                "tile_contents": (header.contents != 0).then_some(header.contents),
             });
             Ok(metadata)
         }
@@ -130,43 +372,33 @@ impl ReadTiles for PmtilesReader {
     }
 
     fn tile_sizes(&self) -> BoxFuture<'_, Result<Vec<(TileCoord, u64)>>> {
-        async move {
-            use futures::StreamExt;
-            let (path, reader) = (&self.path, &self.reader);
+        let archive = self.archive.clone();
+        blocking(move || {
             let mut sizes = Vec::new();
-            let mut entries = reader.clone().entries();
-            while let Some(entry) = entries.next().await {
-                let entry = entry.map_err(read_error(path))?;
-                for id in entry.iter_coords() {
-                    let coord = pmtiles::TileCoord::from(id);
-                    let tile = TileCoord::new(coord.z(), coord.x(), coord.y())
-                        .map_err(|e| Error::output(path, format!("the archive holds {e}")))?;
-                    let bytes = reader
-                        .get_tile(id)
-                        .await
-                        .map_err(read_error(path))?
-                        .map_or(0, |b| b.len());
-                    sizes.push((tile, bytes as u64));
-                }
-            }
+            archive.walk(&mut |tile, entry| {
+                sizes.push((tile, entry.length));
+                Ok(())
+            })?;
             Ok(sizes)
-        }
+        })
         .boxed()
     }
 
     fn tile(&self, tile: TileCoord) -> BoxFuture<'_, Result<Option<Vec<u8>>>> {
+        let archive = self.archive.clone();
         async move {
             let id = pmtiles::TileCoord::new(tile.z(), tile.x(), tile.y())
-                .map_err(read_error(&self.path))?;
-            Ok(self
-                .reader
-                .get_tile(id)
-                .await
-                .map_err(read_error(&self.path))?
-                .map(|bytes| bytes.to_vec()))
+                .map(|coord| pmtiles::TileId::from(coord).value())
+                .map_err(|e| Error::output(&self.path, format!("tile {tile}: {e}")))?;
+            blocking(move || match archive.find(id)? {
+                Some(entry) => archive.data(&entry).map(Some),
+                None => Ok(None),
+            })
+            .await
         }
         .boxed()
     }
+
     fn state(&self) -> BoxFuture<'_, Result<Option<String>>> {
         async move {
             let metadata = self.metadata().await?;
@@ -175,5 +407,29 @@ impl ReadTiles for PmtilesReader {
                 .map(str::to_string))
         }
         .boxed()
+    }
+}
+
+/// The names the `pmtiles` crate gave the header's tile types, which `inspect --json` printed.
+fn tile_type_name(code: u8) -> &'static str {
+    match code {
+        1 => "mvt",
+        2 => "png",
+        3 => "jpeg",
+        4 => "webp",
+        5 => "avif",
+        6 => "mlt",
+        _ => "unknown",
+    }
+}
+
+/// The names the `pmtiles` crate gave the header's compressions.
+fn compression_name(code: u8) -> &'static str {
+    match code {
+        1 => "none",
+        2 => "gzip",
+        3 => "brotli",
+        4 => "zstd",
+        _ => "unknown",
     }
 }

@@ -97,9 +97,15 @@ impl OutputKind for S3Prefix<'_> {
             let fail = |e| Error::output_caused(options.output, e);
             let attempts = options.s3.max_attempts;
             let key = super::object_key(self.prefix, crate::sink::tilejson::TILEJSON_NAME);
-            let document = super::get_if_exists(&client, self.bucket, &key, attempts)
-                .await
-                .map_err(fail)?;
+            let document = super::get_capped_if_exists(
+                &client,
+                self.bucket,
+                &key,
+                attempts,
+                crate::sink::document::DOCUMENT_CAP,
+            )
+            .await
+            .map_err(fail)?;
             if document.is_none() {
                 let folder = super::object_key(self.prefix, "");
                 let what = format!("listing s3://{}/{folder}", self.bucket);

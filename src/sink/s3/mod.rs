@@ -26,8 +26,8 @@ mod store;
 
 pub use object::{download, download_into, etag, put_bytes, upload, ObjectHeaders};
 pub use store::{
-    client, get_if_exists, https_client, list_tiles, local_file, public_base, tile_object_key,
-    with_retries, MVT_CONTENT_TYPE,
+    client, get_capped_if_exists, get_if_exists, https_client, list_tiles, local_file, public_base,
+    tile_object_key, with_retries, MVT_CONTENT_TYPE,
 };
 
 use super::agg_hash::AGG_TILES_HASH_KEY;

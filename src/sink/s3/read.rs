@@ -5,6 +5,7 @@ use futures::FutureExt;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::sink::document::DOCUMENT_CAP;
 use crate::sink::read::ReadTiles;
 use crate::sink::tilejson::TILEJSON_NAME;
 use crate::tile::TileCoord;
@@ -31,13 +32,20 @@ impl S3Reader {
             .await
             .map_err(|e| Error::output_caused(&self.output, e))
     }
+
+    /// A document beside the tiles, refused past the cap on documents.
+    async fn document(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        super::get_capped_if_exists(&self.client, &self.bucket, key, self.attempts, DOCUMENT_CAP)
+            .await
+            .map_err(|e| Error::output_caused(&self.output, e))
+    }
 }
 
 impl ReadTiles for S3Reader {
     fn metadata(&self) -> BoxFuture<'_, Result<Value>> {
         async move {
             let key = super::object_key(&self.prefix, TILEJSON_NAME);
-            match self.object(&key).await? {
+            match self.document(&key).await? {
                 Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                     Error::output(&self.output, format!("{key} is not valid JSON: {e}"))
                 }),
@@ -76,7 +84,7 @@ impl ReadTiles for S3Reader {
     fn state(&self) -> BoxFuture<'_, Result<Option<String>>> {
         async move {
             let key = super::object_key(&self.prefix, super::STATE_NAME);
-            let bytes = self.object(&key).await?;
+            let bytes = self.document(&key).await?;
             Ok(bytes.map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
         }
         .boxed()

@@ -162,6 +162,19 @@ pub async fn get_if_exists(
     key: &str,
     attempts: u32,
 ) -> Result<Option<Vec<u8>>, S3Error> {
+    get_capped_if_exists(client, bucket, key, attempts, u64::MAX).await
+}
+
+/// As [`get_if_exists`], for a document (TileJSON, `partitions.json`, a state): an object of more
+/// than `cap` bytes is an error naming it, and its body is not read, since whoever can write the
+/// bucket could leave a giant at a document's key.
+pub async fn get_capped_if_exists(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    attempts: u32,
+    cap: u64,
+) -> Result<Option<Vec<u8>>, S3Error> {
     let what = format!("reading s3://{bucket}/{key}");
     let object = with_retries(attempts, &what, || async {
         match client.get_object().bucket(bucket).key(key).send().await {
@@ -174,6 +187,19 @@ pub async fn get_if_exists(
     match object {
         None => Ok(None),
         Some(object) => {
+            let size = object.content_length().unwrap_or(0).max(0) as u64;
+            if size > cap {
+                let message = format!(
+                    "the object is {size} bytes, past the {} MiB cap on a document: refused",
+                    cap >> 20
+                );
+                return Err(S3Error {
+                    source: Box::new(std::io::Error::other(message.clone())),
+                    message,
+                    what,
+                    attempts: 0,
+                });
+            }
             let bytes = object.body.collect().await.map_err(|e| S3Error {
                 message: e.to_string(),
                 what,

@@ -245,7 +245,7 @@ fn a_tile_that_inflates_past_the_limit_is_a_problem() {
     );
     assert_eq!(
         inflate(&bytes, 3 << 20),
-        Err("the tile inflates to more than 3 MiB".to_string())
+        Err("the tile inflates past the 3 MiB cap: refused as a possible gzip bomb".to_string())
     );
 }
 

@@ -1,3 +1,5 @@
+use std::io::Read;
+
 use super::*;
 use pmtiles::{Compression, PmTilesWriter, TileType};
 
@@ -90,7 +92,7 @@ fn a_directory_that_does_not_decode_is_named() {
     bytes[HEADER_LEN + 2] = 0;
     let found = check(&bytes);
     assert!(
-        found[0].contains("the root directory does not decode"),
+        found[0].contains("the root directory is gzip but does not inflate"),
         "{found:?}"
     );
 }

@@ -1,5 +1,8 @@
 //! How a PMTiles v3 archive lies on disk: the fixed 127-byte header and the directories'
-//! columns of varints, decoded field by field so the check can name what is damaged.
+//! columns of varints, decoded field by field so that the check can name what is damaged, and so
+//! that the reader inflates directories and metadata under a cap of its own choosing (the
+//! `pmtiles` crate inflates them whole, and a gzip bomb of a few megabytes in either took
+//! gigabytes of memory).
 
 use integer_encoding::VarInt;
 
@@ -7,6 +10,33 @@ use crate::tile::TileCoord;
 
 /// A v3 header's size.
 pub(super) const HEADER_LEN: usize = 127;
+
+/// A directory or the metadata may inflate to at most this. The largest real directories are a
+/// few megabytes (a planet's leaves, each of some hundred thousand entries, so that the root stays
+/// within 16 KiB) and metadata is a JSON object of a few kilobytes here, so the cap leaves a wide
+/// margin while keeping a hostile archive's cost to tens of megabytes.
+pub(super) const SECTION_CAP: u64 = 32 << 20;
+
+/// A directory's or the metadata's bytes as stored, inflated as the header's internal
+/// compression says (none or gzip) under [`SECTION_CAP`]; the error ends a sentence whose
+/// subject is the part ("the metadata inflates past …").
+pub(super) fn inflate_section(
+    internal_compression: u8,
+    stored: Vec<u8>,
+) -> std::result::Result<Vec<u8>, String> {
+    match internal_compression {
+        1 if stored.len() as u64 > SECTION_CAP => Err(format!(
+            "is {} bytes, past the {} MiB cap on PMTiles directories and metadata: refused",
+            stored.len(),
+            SECTION_CAP >> 20
+        )),
+        1 => Ok(stored),
+        2 => crate::encode::gunzip_capped(&stored, SECTION_CAP).map_err(|e| e.describe()),
+        other => Err(format!(
+            "is compressed with code {other}, which this tool cannot decode (it reads none and gzip)"
+        )),
+    }
+}
 
 /// A section of the archive as the header places it.
 #[derive(Clone, Copy)]
