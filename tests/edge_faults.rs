@@ -65,11 +65,8 @@ fn retarget(config: &std::path::Path, from: u16, to: u16) {
 /// The tiles a recording cache was purged of (`*`, a BAN of the root, covers every one).
 fn purged(cache: &Recorder) -> BTreeSet<String> {
     cache
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.target.trim_start_matches("/t/").to_string())
+        .paths_under("/t/")
+        .into_iter()
         .map(|path| if path.is_empty() { "*".into() } else { path })
         .collect()
 }

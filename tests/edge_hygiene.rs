@@ -266,13 +266,7 @@ fn sigterm_while_purging_a_silent_cdn_stops_the_run_at_once_and_the_next_run_pur
     )
     .unwrap();
     seed_tree(&fixture, &tree, &["--dirty"], &[]).assert_success();
-    let purged: std::collections::BTreeSet<String> = cache
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.target.trim_start_matches("/t/").to_string())
-        .collect();
+    let purged = cache.paths_under("/t/");
     if !purged.contains("") {
         for (z, x, y) in stored.keys() {
             let path = format!("{z}/{x}/{y}.pbf");

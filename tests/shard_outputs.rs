@@ -159,13 +159,7 @@ fn a_cdn_is_purged_of_every_tile_a_sharded_run_changed_the_swept_ones_included()
     let done = finalize(&fixture, &output, &[]);
     done.assert_success();
     let now = read_tree(&tree, "pbf");
-    let purged: std::collections::BTreeSet<String> = cache
-        .requests
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| r.target.trim_start_matches("/t/").to_string())
-        .collect();
+    let purged = cache.paths_under("/t/");
     let swept: Vec<_> = earlier.keys().filter(|k| !now.contains_key(k)).collect();
     assert!(!swept.is_empty(), "the change must empty some tiles");
     for key in earlier.keys().chain(now.keys()) {

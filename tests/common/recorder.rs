@@ -138,6 +138,17 @@ impl Recorder {
     pub fn answered(&self, failures: usize) -> Vec<Recorded> {
         self.requests.lock().unwrap()[failures..].to_vec()
     }
+
+    /// The paths every request so far named under `prefix` (a purge URL's `/t/`), each once; a
+    /// request for `prefix` itself (a BAN of the root) is the empty path.
+    pub fn paths_under(&self, prefix: &str) -> std::collections::BTreeSet<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.target.trim_start_matches(prefix).to_string())
+            .collect()
+    }
 }
 
 /// The answer to the `count`th request.
