@@ -1,13 +1,15 @@
 //! Rows per tile of one zoom, counted in the database with one grouped query per layer: the weights
-//! a shard plan cuts ([`crate::plan::shard`]).
+//! a shard plan cuts ([`crate::plan::shard`]); and the rows a partition cannot all have missed.
 
 use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
 
 use super::source::{quoted_table, LayerSource};
+use super::sql::{envelope_in_srid, too_small};
+use crate::db::quote_ident;
 use crate::error::{DbError, Result};
-use crate::tile::{TileCoord, MERCATOR_HALF_WORLD};
+use crate::tile::{mercator, BBox, TileCoord, MAX_MERCATOR_LAT, MERCATOR_HALF_WORLD};
 
 /// The rows of every layer per non-empty tile of zoom `z`, summed over the layers. A row counts in
 /// the tile holding a point of its geometry (`ST_PointOnSurface`); the layer's filter applies.
@@ -52,4 +54,50 @@ pub async fn rows_per_tile(
         }
     }
     Ok(counts.into_iter().collect())
+}
+
+/// Counts the rows of `layer` whose partition column holds `$1` and that zoom `z` draws inside
+/// `bbox` (degrees): what a partition's tiles cannot all miss. The value is compared as text, as
+/// it was read (`column::text`, an element's for an array), not as the tile statements compare
+/// it, so that a fault in those is caught rather than repeated.
+pub fn drawable_rows_query(
+    layer: &LayerSource,
+    column: &str,
+    array: bool,
+    z: u8,
+    bbox: &BBox,
+) -> String {
+    let quoted = format!("t.{}", quote_ident(column));
+    let holds = if array {
+        format!("$1 = ANY({quoted}::text[])")
+    } else {
+        format!("{quoted}::text = $1")
+    };
+    let geometry = layer.geometry_of("t");
+    // Only what lies in the Mercator square can be in a tile.
+    let south_lat = bbox.south.max(-MAX_MERCATOR_LAT);
+    let north_lat = bbox.north.min(MAX_MERCATOR_LAT);
+    let degrees = [bbox.west, south_lat, bbox.east, north_lat].map(|v| format!("{v:?}::float8"));
+    let (west, south) = mercator(bbox.west, south_lat);
+    let (east, north) = mercator(bbox.east, north_lat);
+    let metres = [west, south, east, north].map(|v| format!("{v:?}::float8"));
+    let mut sql = format!(
+        "SELECT count(*) FROM {} t WHERE {holds} AND {geometry} && {} AND NOT ST_IsEmpty({geometry})",
+        quoted_table(&layer.config),
+        envelope_in_srid(layer, &degrees, &metres)
+    );
+    if let Some(filter) = &layer.config.filter {
+        sql.push_str(&format!(" AND ({filter})"));
+    }
+    if let Some(test) = layer.generalised().and_then(|rules| {
+        let merc = if layer.srid == 3857 {
+            geometry.clone()
+        } else {
+            format!("ST_Transform({geometry}, 3857)")
+        };
+        too_small(rules, &merc, z)
+    }) {
+        sql.push_str(&format!(" AND NOT ({test})"));
+    }
+    sql
 }

@@ -29,7 +29,7 @@ use crate::config::{
 };
 use crate::db::quote_ident;
 use crate::render::source::{quoted_table, Encoding, LayerSource, LIST_SEPARATOR};
-use crate::tile::{mercator, BBox, ZoomRange, EARTH_RADIUS, MAX_MERCATOR_LAT, MERCATOR_HALF_WORLD};
+use crate::tile::{ZoomRange, EARTH_RADIUS, MERCATOR_HALF_WORLD};
 
 /// Envelopes bound per statement: the tile's and its four children's.
 pub const ENVELOPES: usize = 5;
@@ -362,7 +362,7 @@ fn drawn_geometry(layer: &LayerSource, merc: &str, z: u8, (extent, buffer): (u32
 
 /// Whether a line or polygon whose Web-Mercator geometry is `merc` is below the layer's
 /// thresholds at zoom `z`, and so not drawn; `None` when no threshold is set.
-fn too_small(rules: &Generalisation, merc: &str, z: u8) -> Option<String> {
+pub(super) fn too_small(rules: &Generalisation, merc: &str, z: u8) -> Option<String> {
     let pixel = pixel_metres(z);
     let mut tests = Vec::new();
     if rules.min_area > 0.0 {
@@ -378,52 +378,6 @@ fn too_small(rules: &Generalisation, merc: &str, z: u8) -> Option<String> {
         ));
     }
     (!tests.is_empty()).then(|| tests.join(" OR "))
-}
-
-/// Counts the rows of `layer` whose partition column holds `$1` and that zoom `z` draws inside
-/// `bbox` (degrees): what a partition's tiles cannot all miss. The value is compared as text, as
-/// it was read (`column::text`, an element's for an array), not as the tile statements compare
-/// it, so that a fault in those is caught rather than repeated.
-pub fn drawable_rows_query(
-    layer: &LayerSource,
-    column: &str,
-    array: bool,
-    z: u8,
-    bbox: &BBox,
-) -> String {
-    let quoted = format!("t.{}", quote_ident(column));
-    let holds = if array {
-        format!("$1 = ANY({quoted}::text[])")
-    } else {
-        format!("{quoted}::text = $1")
-    };
-    let geometry = layer.geometry_of("t");
-    // Only what lies in the Mercator square can be in a tile.
-    let south_lat = bbox.south.max(-MAX_MERCATOR_LAT);
-    let north_lat = bbox.north.min(MAX_MERCATOR_LAT);
-    let degrees = [bbox.west, south_lat, bbox.east, north_lat].map(|v| format!("{v:?}::float8"));
-    let (west, south) = mercator(bbox.west, south_lat);
-    let (east, north) = mercator(bbox.east, north_lat);
-    let metres = [west, south, east, north].map(|v| format!("{v:?}::float8"));
-    let mut sql = format!(
-        "SELECT count(*) FROM {} t WHERE {holds} AND {geometry} && {} AND NOT ST_IsEmpty({geometry})",
-        quoted_table(&layer.config),
-        envelope_in_srid(layer, &degrees, &metres)
-    );
-    if let Some(filter) = &layer.config.filter {
-        sql.push_str(&format!(" AND ({filter})"));
-    }
-    if let Some(test) = layer.generalised().and_then(|rules| {
-        let merc = if layer.srid == 3857 {
-            geometry.clone()
-        } else {
-            format!("ST_Transform({geometry}, 3857)")
-        };
-        too_small(rules, &merc, z)
-    }) {
-        sql.push_str(&format!(" AND NOT ({test})"));
-    }
-    sql
 }
 
 fn parameter_types(layer_names: usize) -> Vec<Type> {

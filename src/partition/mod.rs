@@ -20,16 +20,14 @@ use deadpool_postgres::Pool;
 use crate::config::CdnConfig;
 use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
 use crate::db;
-use crate::edge::{Client, PurgeTarget};
 use crate::error::{Error, Result};
-use crate::job::{SeedJob, Selection, TilesetJob};
+use crate::job::{SeedJob, TilesetJob};
+use crate::render::count::drawable_rows_query;
 use crate::render::source::{
-    describe, partition_column, partition_values, quoted_table, LayerSource, PartitionColumn,
+    describe, partition_column, partition_values, LayerSource, PartitionColumn,
 };
-use crate::render::sql::drawable_rows_query;
-use crate::report::{PurgeSummary, SummaryHeader, Tally, TilesetSummary};
+use crate::report::TilesetSummary;
 use crate::sink::lock::{self, OutputLock};
-use crate::sink::outbox::Outbox;
 use crate::sink::partitions::{
     read_index, remove_emptied, write_index, PartitionEntry, PartitionIndex,
 };
@@ -37,6 +35,11 @@ use crate::sink::{self, OutputReader};
 use crate::state::capture;
 use crate::state::Watermark;
 use crate::tile::{BBox, ZoomRange};
+
+mod edge;
+mod scope;
+
+use scope::Scope;
 
 /// A seed job with each partitioned tileset expanded into one tileset per value, and what to do
 /// once the expanded job has run.
@@ -432,17 +435,7 @@ impl Plan {
         write_index(&location, &job.s3, &self.cache_control, &index).await?;
         if !self.cdn.is_empty() && self.previous.as_ref() != Some(&index) {
             // Caches must not keep listing removed values, their counts and their bounds.
-            let name = match &location {
-                IndexLocation::File(path) => {
-                    path.file_name().map(|n| n.to_string_lossy().into_owned())
-                }
-                IndexLocation::S3 { key, .. } => key.rsplit('/').next().map(str::to_string),
-            };
-            if let Some(name) = name {
-                Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None)
-                    .add_batch(&[name])
-                    .await?;
-            }
+            edge::purge_index(target, &location, job).await?;
         }
         if let Some(watermark) = advanced {
             let schema = &job.change_schema;
@@ -490,72 +483,14 @@ impl Plan {
         }
     }
 
-    /// Purges what the tileset's partitions handed over to its own outbox (see
-    /// `Outbox::hand_over`): the purges of a partition that has vanished since, or of one this
-    /// run did not render, are retried by every run of the tileset.
+    /// Purges what the tileset's partitions handed over to its own outbox.
     async fn deliver_handed_over(&self, job: &SeedJob) -> Result<Option<TilesetSummary>> {
-        let Some(target) = self.target.as_ref().filter(|_| !self.cdn.is_empty()) else {
-            return Ok(None);
-        };
-        let outbox = Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None);
-        if outbox.backlog().await?.batches == 0 {
-            return Ok(None);
-        }
-        let client = Client::new()?;
-        let mut targets = Vec::new();
-        for cdn in &self.cdn {
-            targets.push(PurgeTarget::build(cdn, self.bbox, &client).await?);
-        }
-        let consumers: Vec<String> = targets.iter().map(PurgeTarget::consumer).collect();
-        outbox.coalesce(1).await?;
-        let mut purges = Vec::new();
-        for target in &targets {
-            let consumer = target.consumer();
-            let pending = outbox.pending(&consumer).await?;
-            if pending.is_empty() {
-                continue;
+        match &self.target {
+            Some(target) => {
+                edge::deliver(&self.name, target, &self.cdn, self.bbox, self.zooms, job).await
             }
-            let mut paths: Vec<String> = pending.iter().flat_map(|(_, l)| l.clone()).collect();
-            paths.sort();
-            paths.dedup();
-            let mut summary = PurgeSummary {
-                target: target.name().to_string(),
-                ..PurgeSummary::default()
-            };
-            match target.purge(&paths).await {
-                Ok(report) => {
-                    summary.requests = report.requests;
-                    summary.paths = report.paths;
-                    summary.price_usd = report.price_usd;
-                    let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
-                    outbox.taken(&consumer, &names, &consumers).await?;
-                }
-                Err(err) => {
-                    tracing::warn!(
-                        "{err}; the purges of tileset `{}`'s partitions stay in {}",
-                        self.name,
-                        outbox.describe()
-                    );
-                    summary.failed = Some(err.to_string());
-                }
-            }
-            purges.push(summary);
+            None => Ok(None),
         }
-        outbox.prune(&consumers).await?;
-        let header = SummaryHeader {
-            tileset: self.name.clone(),
-            output: target.describe(),
-            zooms: format!("{}-{}", self.zooms.min, self.zooms.max),
-            dry_run: false,
-            complete: true,
-            changes_read: None,
-            committed: Vec::new(),
-            settings: None,
-        };
-        let mut summary = Tally::default().summarize(header, std::time::Duration::ZERO);
-        summary.purges = purges;
-        summary.outbox = outbox.backlog().await?;
-        Ok(Some(summary))
     }
 
     /// The first layer with rows holding `value` that the tileset's deepest zoom draws, and how
@@ -580,79 +515,6 @@ impl Plan {
             }
         }
         Ok(None)
-    }
-}
-
-/// Which values a run of a partitioned tileset renders.
-enum Scope {
-    /// Every value, each as the job asks.
-    Every,
-    /// Every value: the tileset-wide read of the change log found changes it cannot attribute
-    /// (a TRUNCATE, or changes logged before the column's values were).
-    EveryNow(capture::Touched),
-    /// Only the values the changes since the index's watermark touched.
-    Touched(capture::Touched),
-}
-
-impl Scope {
-    /// Decides the scope, and the watermark the index records if the run completes.
-    async fn decide(
-        pool: &Pool,
-        job: &SeedJob,
-        tileset: &TilesetJob,
-        column: &str,
-        previous: &Option<PartitionIndex>,
-    ) -> Result<(Scope, Option<Watermark>)> {
-        let applies_everything = job.partitions.is_empty()
-            && tileset.output.is_some()
-            && !job.run.dry_run
-            && matches!(job.selection, Selection::Pyramid | Selection::Dirty);
-        if !applies_everything {
-            return Ok((Scope::Every, None));
-        }
-        let since = previous
-            .as_ref()
-            .and_then(|index| index.watermark.clone())
-            .filter(|_| job.selection == Selection::Dirty);
-        let Some(since) = since else {
-            // Taken before any partition runs: each partition's own, later snapshot sees at least
-            // as much, so the next tileset-wide read misses nothing.
-            let now = capture::current_watermark(pool).await?;
-            return Ok((Scope::Every, Some(now)));
-        };
-        let mut tables: Vec<String> = tileset.tileset.layers.iter().map(quoted_table).collect();
-        tables.sort();
-        tables.dedup();
-        let since = Watermark {
-            snapshot: since,
-            ..Watermark::default()
-        };
-        let (touched, next) =
-            capture::read_touched(pool, &job.change_schema, &tables, column, &since).await?;
-        tracing::info!(
-            "tileset `{}`: {} change(s) since the index's watermark touched {}",
-            tileset.tileset.name,
-            touched.changes,
-            if touched.every_value {
-                "every value".to_string()
-            } else {
-                format!("{} value(s)", touched.values.len())
-            }
-        );
-        let scope = if touched.every_value {
-            Scope::EveryNow(touched)
-        } else {
-            Scope::Touched(touched)
-        };
-        Ok((scope, Some(next)))
-    }
-
-    /// Whether the run looks at `value`.
-    fn covers(&self, value: &str) -> bool {
-        match self {
-            Scope::Every | Scope::EveryNow(_) => true,
-            Scope::Touched(touched) => touched.values.contains(value),
-        }
     }
 }
 

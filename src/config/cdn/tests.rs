@@ -1,0 +1,96 @@
+use super::*;
+
+fn parse(text: &str) -> Result<CdnConfig, String> {
+    resolve_cdn(toml::from_str(text).map_err(|e| e.to_string())?).map_err(|(_, m)| m)
+}
+
+#[test]
+fn each_kind_needs_its_keys_and_secrets_are_named_not_given() {
+    let http = parse("kind = \"http\"\nurl = \"http://cache:6081/t/{path}\"").unwrap();
+    assert_eq!(http.name, "http");
+    assert!(matches!(
+        http.target,
+        CdnTarget::Http {
+            method: PurgeMethod::Purge,
+            concurrency: 8,
+            ..
+        }
+    ));
+    assert!(parse("kind = \"http\"\nurl = \"http://cache/t/\"")
+        .unwrap_err()
+        .contains("{path}"));
+    assert!(parse("kind = \"cloudfront\"")
+        .unwrap_err()
+        .contains("distribution_id"));
+    let cf = parse(
+        "kind = \"cloudfront\"\ndistribution_id = \"E2QWRUHAPOMQZL\"\npath_prefix = \"tiles/\"",
+    )
+    .unwrap();
+    assert_eq!(
+        cf.target,
+        CdnTarget::CloudFront {
+            distribution_id: "E2QWRUHAPOMQZL".into(),
+            path_prefix: "/tiles".into()
+        }
+    );
+    let flare =
+        parse("kind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"").unwrap();
+    assert!(
+        matches!(flare.target, CdnTarget::Cloudflare { ref token_env, .. } if token_env == "CLOUDFLARE_API_TOKEN")
+    );
+    assert!(parse("kind = \"fastly\"\nservice_id = \"s\"\ntoken = \"secret\"").is_err());
+    assert!(parse("kind = \"akamai\"").unwrap_err().contains("akamai"));
+    assert!(parse("kind = \"http\"\nname = \"a b\"\nurl = \"http://c/{path}\"").is_err());
+}
+
+#[test]
+fn plain_http_apis_are_refused_except_on_loopback_hosts() {
+    let with = |kind: &str, id: &str, url: &str| {
+        parse(&format!("kind = \"{kind}\"\n{id}\napi_url = \"{url}\""))
+    };
+    let zone = "zone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"";
+    let service = "service_id = \"SU1Z0isxPaozGVKXdv0eY\"";
+    for url in [
+        "http://127.0.0.1:8080/client/v4",
+        "http://127.3.4.5",
+        "http://[::1]:9000",
+        "http://localhost:9000",
+        "https://api.example.org",
+    ] {
+        assert!(with("cloudflare", zone, url).is_ok(), "{url}");
+        assert!(with("fastly", service, url).is_ok(), "{url}");
+    }
+    for url in [
+        "http://api.cloudflare.com/client/v4",
+        "http://10.0.0.1",
+        "http://[::2]:80",
+        "http://localhost.example.org",
+        "http://127.0.0.1.nip.io",
+        "http://127.0.0.1@api.example.org",
+    ] {
+        let refused = with("cloudflare", zone, url);
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("clear text")),
+            "{url}: {refused:?}"
+        );
+        assert!(with("fastly", service, url).is_err(), "{url}");
+    }
+}
+
+#[test]
+fn timeouts_default_and_a_purge_outlasts_its_request() {
+    let http = parse("kind = \"http\"\nurl = \"http://c/{path}\"").unwrap();
+    assert_eq!(http.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+    assert_eq!(http.purge_timeout, DEFAULT_PURGE_TIMEOUT);
+    let set = parse(
+        "kind = \"http\"\nurl = \"http://c/{path}\"\nrequest_timeout = \"2s\"\npurge_timeout = \"5s\"",
+    )
+    .unwrap();
+    assert_eq!(set.request_timeout, Duration::from_secs(2));
+    assert_eq!(set.purge_timeout, Duration::from_secs(5));
+    assert!(parse(
+        "kind = \"http\"\nurl = \"http://c/{path}\"\nrequest_timeout = \"20s\"\npurge_timeout = \"5s\""
+    )
+    .is_err());
+    assert!(parse("kind = \"http\"\nurl = \"http://c/{path}\"\nrequest_timeout = \"0s\"").is_err());
+}

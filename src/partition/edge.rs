@@ -1,0 +1,106 @@
+//! A partitioned tileset's own outbox at the edge: what its partitions' runs could not purge
+//! (handed over by `Outbox::hand_over`) and its rewritten index, purged by every run of the
+//! tileset, whichever partitions it renders, so a purge outlives its partition.
+
+use crate::config::{CdnConfig, IndexLocation, OutputTarget};
+use crate::edge::{Client, PurgeTarget};
+use crate::error::Result;
+use crate::job::SeedJob;
+use crate::report::{PurgeSummary, SummaryHeader, Tally, TilesetSummary};
+use crate::sink;
+use crate::sink::outbox::Outbox;
+use crate::tile::{BBox, ZoomRange};
+
+/// Purges what waits in the outbox of tileset `name`'s output `target` for its CDNs `cdn`;
+/// returns a summary of the tileset when anything waited (its purges, what still waits).
+pub(super) async fn deliver(
+    name: &str,
+    target: &OutputTarget,
+    cdn: &[CdnConfig],
+    bbox: BBox,
+    zooms: ZoomRange,
+    job: &SeedJob,
+) -> Result<Option<TilesetSummary>> {
+    if cdn.is_empty() {
+        return Ok(None);
+    }
+    let outbox = Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None);
+    if outbox.backlog().await?.batches == 0 {
+        return Ok(None);
+    }
+    let client = Client::new()?;
+    let mut targets = Vec::new();
+    for config in cdn {
+        targets.push(PurgeTarget::build(config, bbox, &client).await?);
+    }
+    let consumers: Vec<String> = targets.iter().map(PurgeTarget::consumer).collect();
+    outbox.coalesce(1).await?;
+    let mut purges = Vec::new();
+    for target in &targets {
+        let consumer = target.consumer();
+        let pending = outbox.pending(&consumer).await?;
+        if pending.is_empty() {
+            continue;
+        }
+        let mut paths: Vec<String> = pending.iter().flat_map(|(_, l)| l.clone()).collect();
+        paths.sort();
+        paths.dedup();
+        let mut summary = PurgeSummary {
+            target: target.name().to_string(),
+            ..PurgeSummary::default()
+        };
+        match target.purge(&paths).await {
+            Ok(report) => {
+                summary.requests = report.requests;
+                summary.paths = report.paths;
+                summary.price_usd = report.price_usd;
+                let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
+                outbox.taken(&consumer, &names, &consumers).await?;
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "{err}; the purges of tileset `{}`'s partitions stay in {}",
+                    name,
+                    outbox.describe()
+                );
+                summary.failed = Some(err.to_string());
+            }
+        }
+        purges.push(summary);
+    }
+    outbox.prune(&consumers).await?;
+    let header = SummaryHeader {
+        tileset: name.to_string(),
+        output: target.describe(),
+        zooms: format!("{}-{}", zooms.min, zooms.max),
+        dry_run: false,
+        complete: true,
+        changes_read: None,
+        committed: Vec::new(),
+        settings: None,
+    };
+    let mut summary = Tally::default().summarize(header, std::time::Duration::ZERO);
+    summary.purges = purges;
+    summary.outbox = outbox.backlog().await?;
+    Ok(Some(summary))
+}
+
+/// Records the index at `location` in the tileset's outbox, for its next delivery to purge.
+pub(super) async fn purge_index(
+    target: &OutputTarget,
+    location: &IndexLocation,
+    job: &SeedJob,
+) -> Result<()> {
+    let name = match location {
+        IndexLocation::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        IndexLocation::S3 { key, .. } => key.rsplit('/').next().map(str::to_string),
+    };
+    match name {
+        Some(name) => {
+            Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None)
+                .add_batch(&[name])
+                .await
+        }
+        None => Ok(()),
+    }
+}

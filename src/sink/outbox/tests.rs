@@ -1,0 +1,75 @@
+use super::*;
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+fn lines(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn waiting_batches_merge_per_set_of_takers_and_keep_every_line_and_the_oldest_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::new(OutboxStore::Folder(dir.path().join("outbox")), None);
+    let consumers = lines(&["a", "b"]);
+    block_on(async {
+        let mut names = Vec::new();
+        for batch in [
+            &["1/0/0"][..],
+            &["1/0/0", "2/1/1"],
+            &["tiles.json"],
+            &["3/2/2"],
+        ] {
+            outbox.add_batch(&lines(batch)).await.unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let (all, _) = outbox.takers().await.unwrap();
+            names.push(all.last().unwrap().clone());
+        }
+        // `a` took the last batch: it is merged with nothing.
+        outbox.taken("a", &names[3..], &consumers).await.unwrap();
+        let before = outbox.backlog().await.unwrap();
+        assert_eq!(outbox.coalesce(8).await.unwrap(), 0, "below the threshold");
+        assert_eq!(outbox.coalesce(1).await.unwrap(), 2);
+        let after = outbox.backlog().await.unwrap();
+        assert_eq!(after.batches, 2);
+        assert!(after.oldest_seconds >= before.oldest_seconds);
+        let mut pending = outbox.pending("b").await.unwrap();
+        pending.sort();
+        assert_eq!(pending[0].0, names[0]);
+        assert_eq!(pending[0].1, lines(&["1/0/0", "2/1/1", "tiles.json"]));
+        assert_eq!(pending[1].1, lines(&["3/2/2"]));
+        assert_eq!(outbox.pending("a").await.unwrap().len(), 1);
+    });
+}
+
+#[test]
+fn a_hand_over_moves_what_waits_for_the_cdns_as_paths_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = Outbox::new(OutboxStore::Folder(dir.path().join("p")), None);
+    let tileset = Outbox::new(OutboxStore::Folder(dir.path().join("t")), None);
+    let all = lines(&["cdn1", "cdn2", "changed-list"]);
+    let cdns = lines(&["cdn1", "cdn2"]);
+    block_on(async {
+        partition.add_batch(&lines(&["1/0/0", "*"])).await.unwrap();
+        let (names, _) = partition.takers().await.unwrap();
+        partition.taken("cdn1", &names, &all).await.unwrap();
+        let path_of = |line: &str| format!("CN/{line}");
+        for _ in 0..2 {
+            partition
+                .hand_over(&tileset, &cdns, &all, "CN", path_of)
+                .await
+                .unwrap();
+        }
+        assert_eq!(tileset.pending("cdn1").await.unwrap().len(), 0);
+        let moved = tileset.pending("cdn2").await.unwrap();
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(moved[0].1, lines(&["CN/*", "CN/1/0/0"]));
+        // The partition keeps it for `--changed-list` only.
+        assert!(partition.pending("cdn2").await.unwrap().is_empty());
+        assert_eq!(partition.pending("changed-list").await.unwrap().len(), 1);
+    });
+}
