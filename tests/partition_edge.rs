@@ -144,6 +144,20 @@ fn stale(cache: &Varnish, world: &World, paths: &BTreeMap<String, Vec<u8>>) -> V
         .collect()
 }
 
+/// Fails naming `what`, the stale paths and `run`'s log when the cache still serves any of
+/// `paths` stale.
+#[track_caller]
+fn assert_fresh(
+    cache: &Varnish,
+    world: &World,
+    paths: &BTreeMap<String, Vec<u8>>,
+    what: &str,
+    run: &Run,
+) {
+    let stale = stale(cache, world, paths);
+    assert!(stale.is_empty(), "{what}: {stale:?}\n{}", run.stderr);
+}
+
 #[test]
 #[ignore = "needs PostGIS and Varnish: run scripts/test.sh"]
 fn purges_outlive_a_vanished_partition_and_are_retried_whichever_partition_changes_next() {
@@ -186,11 +200,12 @@ fn purges_outlive_a_vanished_partition_and_are_retried_whichever_partition_chang
     world.write_config(cache.port);
     let good = world.run(&["seed", "--dirty"]);
     good.assert_success();
-    assert_eq!(
-        stale(&cache, &world, &cn),
-        Vec::<String>::new(),
+    assert_fresh(
+        &cache,
+        &world,
+        &cn,
         "tiles of the deleted rows still at the edge: {}",
-        good.stderr
+        &good,
     );
     let index_after = cache.get_path("/partitions.json");
     assert!(
@@ -217,11 +232,12 @@ fn purges_outlive_a_vanished_partition_and_are_retried_whichever_partition_chang
     );
     let next = world.run(&["seed", "--dirty"]);
     next.assert_success();
-    assert_eq!(
-        stale(&cache, &world, &us),
-        Vec::<String>::new(),
+    assert_fresh(
+        &cache,
+        &world,
+        &us,
         "US tiles of the deleted row still at the edge after a run that changed only DE: {}",
-        next.stderr
+        &next,
     );
 }
 
@@ -290,10 +306,11 @@ fn a_partitions_killed_full_seed_is_purged_as_a_ban_of_its_prefix() {
     // the ones the killed run replaced (which this run does not write again) included.
     let resumed = world.run(&["seed"]);
     resumed.assert_success();
-    assert_eq!(
-        stale(&cache, &world, &world.tiles_of("CN")),
-        Vec::<String>::new(),
+    assert_fresh(
+        &cache,
+        &world,
+        &world.tiles_of("CN"),
         "CN tiles stale at the edge after the resumed seed: {}",
-        resumed.stderr
+        &resumed,
     );
 }

@@ -70,15 +70,12 @@ pub async fn query_with_text_forms(
     pool: &Pool,
     sql: &str,
     value: &str,
-) -> std::result::Result<i64, String> {
-    let mut client = pool.get().await.map_err(|e| pool_message(&e))?;
-    let transaction = text_form_transaction(&mut client)
-        .await
-        .map_err(|e| crate::error::pg_message(&e))?;
+) -> std::result::Result<i64, crate::error::DbError> {
+    let mut client = pool.get().await?;
+    let transaction = text_form_transaction(&mut client).await?;
     let row = transaction
         .query_typed_one(sql, &[(&value, tokio_postgres::types::Type::TEXT)])
-        .await
-        .map_err(|e| crate::error::pg_message(&e))?;
+        .await?;
     Ok(row.get(0))
 }
 

@@ -505,10 +505,10 @@ impl Plan {
             let sql = drawable_rows_query(source, &self.column, *array, deepest, &self.bbox);
             let rows = db::query_with_text_forms(pool, &sql, value)
                 .await
-                .map_err(|message| Error::Source {
+                .map_err(|err| Error::Source {
                     tileset: partition_name(&self.name, value),
                     layer: source.config.name.clone(),
-                    message: format!("cannot count the partition's rows: {message}"),
+                    message: format!("cannot count the partition's rows: {err}"),
                 })?;
             if rows > 0 {
                 return Ok(Some((source.config.name.clone(), rows)));
