@@ -40,6 +40,11 @@ pub struct Metrics {
     purge_paths: IntCounterVec,
     purge_failures: IntCounterVec,
     purge_deferred: IntCounterVec,
+    purge_spend: prometheus::CounterVec,
+    purge_evicted: IntCounterVec,
+    purge_over_budget: IntCounterVec,
+    budget_spent_today: prometheus::GaugeVec,
+    budget_path_interval: prometheus::GaugeVec,
     edge_requests: IntCounterVec,
     edge_stale: IntCounterVec,
     edge_unconfirmed: IntCounterVec,
@@ -168,6 +173,38 @@ impl Metrics {
                 "oar_tiles_purge_deferred_total",
                 "Cycles that did not ask a CDN target because it failed recently (its changes wait in the outbox).",
                 &["output", "target"],
+            ),
+            purge_spend: {
+                let opts = Opts::new(
+                    "oar_tiles_purge_spend_usd_total",
+                    "What a CDN target's purges cost (paths times its price_per_path), in US dollars.",
+                );
+                let vec = prometheus::CounterVec::new(opts, &["output", "target"])
+                    .expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("registered once");
+                vec
+            },
+            purge_evicted: counter(
+                "oar_tiles_purge_evicted_tiles_total",
+                "Unchanged cached tiles a CDN target's wildcards evicted (estimated from the output's stored tiles).",
+                &["output", "target"],
+            ),
+            purge_over_budget: counter(
+                "oar_tiles_purge_over_budget_total",
+                "Runs whose purge waited because the target's budget allowed less than its coarsest plan.",
+                &["output", "target"],
+            ),
+            budget_spent_today: float_gauge(
+                &registry,
+                "oar_tiles_budget_spent_today_usd",
+                "What a budgeted CDN target spent today (UTC), in US dollars.",
+            ),
+            budget_path_interval: float_gauge(
+                &registry,
+                "oar_tiles_budget_path_interval_seconds",
+                "The freshness a daily budget buys: one purged path every this many seconds.",
             ),
             edge_requests: counter(
                 "oar_tiles_edge_requests_total",
@@ -309,6 +346,25 @@ impl Metrics {
             }
             if purge.deferred {
                 self.purge_deferred.with_label_values(&labels).inc();
+            }
+            if let Some(usd) = purge.price_usd {
+                self.purge_spend.with_label_values(&labels).inc_by(usd);
+            }
+            self.purge_evicted
+                .with_label_values(&labels)
+                .inc_by(purge.evicted);
+            if purge.over_budget {
+                self.purge_over_budget.with_label_values(&labels).inc();
+            }
+            if let Some(budget) = &purge.budget {
+                self.budget_spent_today
+                    .with_label_values(&labels)
+                    .set(budget.spent_today_usd);
+                if let Some(interval) = budget.path_interval_seconds {
+                    self.budget_path_interval
+                        .with_label_values(&labels)
+                        .set(interval);
+                }
             }
         }
         for check in &summary.edge {
@@ -478,4 +534,14 @@ mod tests {
         assert!(text.contains("oar_tiles_errors_total{kind=\"config\"} 1"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
+}
+
+/// A float gauge by output and target, registered in `registry`.
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::GaugeVec {
+    let vec = prometheus::GaugeVec::new(Opts::new(name, help), &["output", "target"])
+        .expect("valid metric");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("registered once");
+    vec
 }

@@ -39,6 +39,13 @@ pub(super) struct RawCdn {
     surrogate_keys: bool,
     request_timeout: Option<Spanned<String>>,
     purge_timeout: Option<Spanned<String>>,
+    price_per_path: Option<Spanned<f64>>,
+    refetch_price: Option<Spanned<f64>>,
+    budget_per_day: Option<Spanned<f64>>,
+    budget_per_run: Option<Spanned<f64>>,
+    #[serde(default)]
+    soft_purge: bool,
+    plan: Option<Spanned<String>>,
 }
 
 /// How long one purge request may go unanswered by default: an API answers in well under a
@@ -70,8 +77,35 @@ impl ConfigLine {
     }
 }
 
+/// What a target's purges cost and what the operator lets them spend, in US dollars.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CdnSpend {
+    /// The CDN's price per purged path, a wildcard counting one (`price_per_path`; CloudFront's
+    /// $0.005 by default, 0 for the others, whose purges are free).
+    pub price_per_path: f64,
+    /// The price of refetching one unchanged tile a wildcard evicted (`refetch_price`).
+    pub refetch_price: f64,
+    /// At most this much a day (`budget_per_day`), paced through the day.
+    pub budget_per_day: Option<f64>,
+    /// At most this much per run or `watch` cycle (`budget_per_run`).
+    pub budget_per_run: Option<f64>,
+}
+
+/// Cloudflare's plans, whose purge rate limits differ (per account, token buckets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudflarePlan {
+    /// 800 URLs a second; 5 other purge requests a minute, 25 at once.
+    Free,
+    /// 1,500 URLs a second; 5 other purge requests a second, 25 at once.
+    Pro,
+    /// 1,500 URLs a second; 10 other purge requests a second, 50 at once.
+    Business,
+    /// 3,000 URLs a second, 500 per call; 50 other purge requests a second, 500 at once.
+    Enterprise,
+}
+
 /// One purge target of a tileset.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CdnConfig {
     /// Its name in logs, metrics and the outbox (default: the kind); unique in the tileset.
     pub name: String,
@@ -84,6 +118,8 @@ pub struct CdnConfig {
     pub request_timeout: Duration,
     /// How long the target's whole purge of a run may take, retries included.
     pub purge_timeout: Duration,
+    /// What its purges cost and may spend.
+    pub spend: CdnSpend,
     /// Where the table is written, for errors found when its secrets are read.
     pub defined_at: ConfigLine,
 }
@@ -137,8 +173,10 @@ pub enum CdnTarget {
         token_env: String,
         /// The API's base URL.
         api_url: String,
-        /// Purge a folded column or zoom by prefix (Cloudflare Enterprise) instead of URL by URL.
+        /// Purge a folded column or zoom by prefix instead of URL by URL.
         prefixes: bool,
+        /// The account's plan, whose purge rate limits the purges keep to.
+        plan: CloudflarePlan,
     },
     /// Fastly's purge API.
     Fastly {
@@ -150,6 +188,9 @@ pub enum CdnTarget {
         api_url: String,
         /// Purge by surrogate key (`z{z}x{x}`, `z{z}`) rather than URL by URL.
         surrogate_keys: bool,
+        /// Mark content stale instead of removing it (`Fastly-Soft-Purge: 1`): the edge serves
+        /// the stale tile while it revalidates with the origin.
+        soft_purge: bool,
     },
 }
 
@@ -463,6 +504,7 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
             )
             .map_err(context)?,
             prefixes: raw.prefixes,
+            plan: cloudflare_plan(raw.plan.clone()).map_err(context)?,
         },
         "fastly" => CdnTarget::Fastly {
             service_id: id(
@@ -476,6 +518,7 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
             token_env: token_env("FASTLY_API_TOKEN")?,
             api_url: api_url("Fastly", raw.api_url, "https://api.fastly.com").map_err(context)?,
             surrogate_keys: raw.surrogate_keys,
+            soft_purge: raw.soft_purge,
         },
         other => {
             return Err((
@@ -484,14 +527,76 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
             ))
         }
     };
+    if raw.soft_purge && kind != "fastly" {
+        return Err(plain("soft_purge is Fastly's: only kind = \"fastly\" takes it".into()));
+    }
+    if raw.plan.is_some() && kind != "cloudflare" {
+        return Err(plain(
+            "plan is Cloudflare's: only kind = \"cloudflare\" takes it".into(),
+        ));
+    }
+    let default_price = if kind == "cloudfront" {
+        CLOUDFRONT_PRICE_PER_PATH
+    } else {
+        0.0
+    };
+    let spend = CdnSpend {
+        price_per_path: dollars(raw.price_per_path, "price_per_path")
+            .map_err(context)?
+            .unwrap_or(default_price),
+        refetch_price: dollars(raw.refetch_price, "refetch_price")
+            .map_err(context)?
+            .unwrap_or(DEFAULT_REFETCH_PRICE),
+        budget_per_day: dollars(raw.budget_per_day, "budget_per_day").map_err(context)?,
+        budget_per_run: dollars(raw.budget_per_run, "budget_per_run").map_err(context)?,
+    };
     Ok(CdnConfig {
         name,
         target,
         public_url,
         request_timeout,
         purge_timeout,
+        spend,
         defined_at: ConfigLine::default(),
     })
+}
+
+/// CloudFront's price per invalidation path past the free 1,000 a month (a wildcard is one path).
+pub const CLOUDFRONT_PRICE_PER_PATH: f64 = 0.005;
+
+/// The default price of refetching one evicted tile from the origin: about two S3 GETs plus a
+/// tile's transfer. At CloudFront's $0.005 a path, one path is worth 5,000 refetches.
+pub const DEFAULT_REFETCH_PRICE: f64 = 0.000_001;
+
+/// A price or budget in US dollars: a finite number, zero or more.
+fn dollars(raw: Option<Spanned<f64>>, key: &str) -> Result<Option<f64>, Fault> {
+    let Some(spanned) = raw else {
+        return Ok(None);
+    };
+    let value = *spanned.get_ref();
+    if !value.is_finite() || value < 0.0 {
+        return Err((
+            Some(spanned.span()),
+            format!("{key} `{value}` is not an amount of US dollars (0 or more, like 10.0)"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+fn cloudflare_plan(raw: Option<Spanned<String>>) -> Result<CloudflarePlan, Fault> {
+    let Some(spanned) = raw else {
+        return Ok(CloudflarePlan::Free);
+    };
+    match spanned.get_ref().trim().to_ascii_lowercase().as_str() {
+        "free" => Ok(CloudflarePlan::Free),
+        "pro" => Ok(CloudflarePlan::Pro),
+        "business" => Ok(CloudflarePlan::Business),
+        "enterprise" => Ok(CloudflarePlan::Enterprise),
+        other => Err((
+            Some(spanned.span()),
+            format!("plan `{other}` is not free, pro, business or enterprise"),
+        )),
+    }
 }
 
 fn is_variable_name(name: &str) -> bool {

@@ -7,9 +7,10 @@ use std::time::Duration;
 use super::{
     everything_under, excerpt, send_with_retries, Client, PurgePlan, PurgeReport, Request, Secrets,
 };
+use crate::config::cdn::CloudflarePlan;
 use crate::tile::BBox;
 
-/// Cloudflare takes at most this many URLs (or prefixes) per purge call.
+/// Cloudflare takes at most this many URLs (or prefixes) per purge call (500 URLs on Enterprise).
 const CLOUDFLARE_PER_CALL: usize = 100;
 /// Fastly takes at most this many surrogate keys per batch purge.
 const FASTLY_KEYS_PER_CALL: usize = 256;
@@ -29,6 +30,7 @@ fn plan(calls: &[Call]) -> PurgePlan {
         requests: calls.len() as u64,
         paths: calls.iter().flat_map(|c| c.items.clone()).collect(),
         price_usd: None,
+        evicted: 0,
     }
 }
 
@@ -43,9 +45,18 @@ async fn send_all(
     sender: Sender<'_>,
     calls: Vec<Call>,
     check: fn(&str) -> bool,
+    pace: impl Fn(&Call) -> Duration,
 ) -> Result<PurgeReport, String> {
     let mut report = PurgeReport::default();
     for call in calls {
+        let wait = pace(&call);
+        if !wait.is_zero() {
+            tracing::debug!(
+                "waiting {:.1} s for the API's purge rate limit",
+                wait.as_secs_f64()
+            );
+            tokio::time::sleep(wait).await;
+        }
         let request = Request {
             method: call.method,
             url: &call.url,
@@ -76,6 +87,8 @@ pub(super) struct Cloudflare {
     pub api_url: String,
     pub public_url: String,
     pub prefixes: bool,
+    /// The account's plan: its purge rate limits.
+    pub plan: CloudflarePlan,
     pub bbox: BBox,
     pub client: Client,
     /// How long each call may go unanswered.
@@ -130,7 +143,7 @@ impl Cloudflare {
                 .collect();
         }
         let mut calls: Vec<Call> = files
-            .chunks(CLOUDFLARE_PER_CALL)
+            .chunks(Limits::of(self.plan).urls_per_call)
             .map(|chunk| self.call(serde_json::json!({ "files": chunk }), chunk.to_vec()))
             .collect();
         calls.extend(
@@ -152,11 +165,84 @@ impl Cloudflare {
             timeout: self.timeout,
             secrets: &self.secrets,
         };
-        send_all(sender, self.calls_for(paths), succeeded).await
+        let limits = Limits::of(self.plan);
+        let pace = |call: &Call| {
+            // URL purges are counted per URL; prefix and everything purges per request.
+            let urls = call.body.starts_with(br#"{"files""#);
+            let (rate, burst, tokens) = if urls {
+                (
+                    limits.urls_per_second,
+                    limits.urls_per_second,
+                    call.items.len() as f64,
+                )
+            } else {
+                (limits.requests_per_second, limits.burst, 1.0)
+            };
+            take_tokens(&format!("{}\n{urls}", self.zone_id), rate, burst, tokens)
+        };
+        send_all(sender, self.calls_for(paths), succeeded, pace).await
     }
 
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
         plan(&self.calls_for(paths))
+    }
+}
+
+/// Cloudflare's purge rate limits of a plan, as its documentation gives them (per account,
+/// token buckets).
+struct Limits {
+    urls_per_second: f64,
+    urls_per_call: usize,
+    requests_per_second: f64,
+    burst: f64,
+}
+
+impl Limits {
+    fn of(plan: CloudflarePlan) -> Limits {
+        let (urls_per_second, urls_per_call, requests_per_second, burst) = match plan {
+            CloudflarePlan::Free => (800.0, CLOUDFLARE_PER_CALL, 5.0 / 60.0, 25.0),
+            CloudflarePlan::Pro => (1_500.0, CLOUDFLARE_PER_CALL, 5.0, 25.0),
+            CloudflarePlan::Business => (1_500.0, CLOUDFLARE_PER_CALL, 10.0, 50.0),
+            CloudflarePlan::Enterprise => (3_000.0, 500, 50.0, 500.0),
+        };
+        Limits {
+            urls_per_second,
+            urls_per_call,
+            requests_per_second,
+            burst,
+        }
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `rate` a second.
+struct Bucket {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+/// The process's purge buckets, per zone and kind of call, shared by every run of a `watch`.
+static BUCKETS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Bucket>>> =
+    std::sync::OnceLock::new();
+
+/// Takes `tokens` from the bucket `key` (reserving them when it is short: the debt is paid by
+/// the refill) and returns how long to wait before sending.
+fn take_tokens(key: &str, rate: f64, burst: f64, tokens: f64) -> Duration {
+    let now = std::time::Instant::now();
+    let mut buckets = BUCKETS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
+        tokens: burst,
+        at: now,
+    });
+    let refilled = now.duration_since(bucket.at).as_secs_f64() * rate;
+    bucket.tokens = (bucket.tokens + refilled).min(burst) - tokens;
+    bucket.at = now;
+    if bucket.tokens >= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(-bucket.tokens / rate)
     }
 }
 
@@ -167,6 +253,8 @@ pub(super) struct Fastly {
     pub api_url: String,
     pub public_url: String,
     pub surrogate_keys: bool,
+    /// Sends `Fastly-Soft-Purge: 1`: content is marked stale, not removed.
+    pub soft_purge: bool,
     pub client: Client,
     /// How long each call may go unanswered.
     pub timeout: Duration,
@@ -182,10 +270,14 @@ pub fn surrogate_key(path: &str) -> String {
 
 impl Fastly {
     fn headers(&self) -> Vec<(String, String)> {
-        vec![
+        let mut headers = vec![
             ("fastly-key".into(), self.token.clone()),
             ("accept".into(), "application/json".into()),
-        ]
+        ];
+        if self.soft_purge {
+            headers.push(("fastly-soft-purge".into(), "1".into()));
+        }
+        headers
     }
 
     fn calls_for(&self, paths: &[String]) -> Vec<Call> {
@@ -242,8 +334,10 @@ impl Fastly {
             timeout: self.timeout,
             secrets: &self.secrets,
         };
-        send_all(sender, self.calls_for(paths), succeeded).await
+        // Fastly does not rate-limit purges.
+        send_all(sender, self.calls_for(paths), succeeded, |_| Duration::ZERO).await
     }
+
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
         plan(&self.calls_for(paths))
     }
@@ -264,6 +358,7 @@ mod tests {
             api_url: "https://api.example".into(),
             public_url: "https://tiles.example/t".into(),
             prefixes,
+            plan: CloudflarePlan::Free,
             bbox: BBox::WORLD,
             client: Client::new().unwrap(),
             timeout: Duration::from_secs(10),
@@ -299,6 +394,7 @@ mod tests {
             api_url: "https://api.example".into(),
             public_url: "https://tiles.example/t".into(),
             surrogate_keys: true,
+            soft_purge: false,
             client: Client::new().unwrap(),
             timeout: Duration::from_secs(10),
             secrets: Secrets::default(),

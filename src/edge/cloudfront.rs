@@ -9,15 +9,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 
-use super::fold::{fold, Purge};
+use super::fold::Purge;
 use super::{PurgePlan, PurgeReport, Secrets};
 use crate::retry::Policy;
-use crate::tile::BBox;
 
 /// Paths in flight per distribution, wildcards included.
 const MAX_PATHS: usize = 3_000;
 /// Wildcard paths in flight per distribution.
-const MAX_WILDCARDS: usize = 15;
+pub(super) const MAX_WILDCARDS: usize = 15;
 
 /// One distribution's invalidations.
 pub(super) struct CloudFront {
@@ -26,7 +25,6 @@ pub(super) struct CloudFront {
     credentials: Option<aws_sdk_cloudfront::config::SharedCredentialsProvider>,
     distribution_id: String,
     path_prefix: String,
-    bbox: BBox,
     /// The AWS secret key and session token, kept out of the retries' messages.
     pub secrets: Secrets,
 }
@@ -47,7 +45,6 @@ impl CloudFront {
     pub async fn connect(
         distribution_id: &str,
         path_prefix: &str,
-        bbox: BBox,
         timeout: Duration,
     ) -> CloudFront {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -70,7 +67,6 @@ impl CloudFront {
             client: Client::new(&config),
             distribution_id: distribution_id.to_string(),
             path_prefix: path_prefix.to_string(),
-            bbox,
             secrets: Secrets::default(),
         }
     }
@@ -103,8 +99,13 @@ impl CloudFront {
     /// limits, and the wildcards among them.
     fn batches(&self, paths: &[String]) -> (Vec<Vec<String>>, usize) {
         let mut wildcards = 0;
-        let all: Vec<String> = fold(paths, self.bbox, 0.5, MAX_WILDCARDS)
-            .into_iter()
+        // The paths come planned (`super::price`): folders as `FOLDER*`, nothing to fold again.
+        let all: Vec<String> = paths
+            .iter()
+            .map(|path| match super::everything_under(path) {
+                Some(folder) => Purge::Folder(folder.to_string()),
+                None => Purge::Path(path.clone()),
+            })
             .map(|purge| match purge {
                 Purge::Path(path) => format!("{}/{path}", self.path_prefix),
                 Purge::Folder(folder) => {
@@ -163,6 +164,7 @@ impl CloudFront {
             requests: paths.len().div_ceil(MAX_PATHS) as u64,
             price_usd: Some(paths.len() as f64 * super::CLOUDFRONT_PRICE_PER_PATH),
             paths,
+            evicted: 0,
         }
     }
 

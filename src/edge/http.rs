@@ -53,6 +53,7 @@ impl HttpCache {
                 .map(|(method, url)| format!("{method} {url}"))
                 .collect(),
             price_usd: None,
+            evicted: 0,
         }
     }
 
@@ -85,6 +86,8 @@ impl HttpCache {
             answer?;
         }
         Ok(PurgeReport {
+            evicted: 0,
+            over_budget: false,
             requests: count,
             paths: count,
             price_usd: None,

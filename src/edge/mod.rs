@@ -13,16 +13,21 @@
 //! headers): answers appear only as a short [`excerpt`], and every message is redacted.
 
 mod apis;
+pub mod budget;
 pub mod check;
 mod client;
 mod cloudfront;
 pub mod fold;
+pub mod price;
 mod http;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::cdn::CdnSpend;
 use crate::config::{CdnConfig, CdnTarget, ConfigLine};
+use fold::Purge;
+use price::{Priced, Pricing, StoredTiles};
 use crate::error::{Error, Result};
 use crate::retry::Policy;
 use crate::tile::BBox;
@@ -42,8 +47,7 @@ pub(crate) fn everything_under(path: &str) -> Option<&str> {
     }
 }
 
-/// CloudFront's price per invalidation path past the free 1,000 a month (a wildcard is one path).
-pub const CLOUDFRONT_PRICE_PER_PATH: f64 = 0.005;
+pub use crate::config::cdn::CLOUDFRONT_PRICE_PER_PATH;
 
 /// Attempts per purge request before the target counts as failing for this run.
 const ATTEMPTS: u32 = 5;
@@ -55,6 +59,10 @@ pub struct PurgeTarget {
     public_url: Option<String>,
     purge_timeout: Duration,
     secrets: Secrets,
+    spend: CdnSpend,
+    bbox: BBox,
+    /// Wildcards one purge may hold (CloudFront: 15 in flight).
+    max_wildcards: usize,
 }
 
 /// The secret values a target sends (API tokens, header values from the environment, the AWS
@@ -120,6 +128,11 @@ pub struct PurgeReport {
     /// What the paths cost where the CDN charges per path (CloudFront: $0.005 each past the
     /// first 1,000 a month, counted here as if the free ones were used up).
     pub price_usd: Option<f64>,
+    /// Unchanged stored tiles the wildcards evicted (an estimate).
+    pub evicted: u64,
+    /// Nothing was sent: even the coarsest plan costs more than the budget allows now; the
+    /// changes wait in the outbox.
+    pub over_budget: bool,
 }
 
 /// How long a target that failed is held back at first; each failure in a row doubles it.
@@ -189,6 +202,8 @@ pub struct PurgePlan {
     pub paths: Vec<String>,
     /// Their price where the CDN charges per path (CloudFront).
     pub price_usd: Option<f64>,
+    /// Unchanged stored tiles its wildcards would evict (an estimate).
+    pub evicted: u64,
 }
 
 /// The retry policy of purge requests: 0.5 s doubling to 8 s.
@@ -265,6 +280,10 @@ impl PurgeTarget {
                 ))
             })
         };
+        let max_wildcards = match &config.target {
+            CdnTarget::CloudFront { .. } => cloudfront::MAX_WILDCARDS,
+            _ => usize::MAX,
+        };
         let mut target = match &config.target {
             CdnTarget::Http {
                 url,
@@ -296,7 +315,7 @@ impl PurgeTarget {
                     sent.extend(std::env::var(variable).ok());
                 }
                 Target::CloudFront(
-                    cloudfront::CloudFront::connect(distribution_id, path_prefix, bbox, timeout)
+                    cloudfront::CloudFront::connect(distribution_id, path_prefix, timeout)
                         .await,
                 )
             }
@@ -305,7 +324,9 @@ impl PurgeTarget {
                 token_env,
                 api_url,
                 prefixes,
+                plan,
             } => Target::Cloudflare(apis::Cloudflare {
+                plan: *plan,
                 zone_id: zone_id.clone(),
                 token: token(token_env, &mut sent)?,
                 api_url: api_url.clone(),
@@ -321,7 +342,9 @@ impl PurgeTarget {
                 token_env,
                 api_url,
                 surrogate_keys,
+                soft_purge,
             } => Target::Fastly(apis::Fastly {
+                soft_purge: *soft_purge,
                 service_id: service_id.clone(),
                 token: token(token_env, &mut sent)?,
                 api_url: api_url.clone(),
@@ -346,7 +369,51 @@ impl PurgeTarget {
             public_url: config.public_url.clone(),
             purge_timeout: config.purge_timeout,
             secrets,
+            spend: config.spend,
+            bbox,
+            max_wildcards,
         })
+    }
+
+    /// What its purges cost and may spend.
+    pub fn spend(&self) -> &CdnSpend {
+        &self.spend
+    }
+
+    /// Whether its purges cost money, so the output's stored tiles are worth counting and a
+    /// budget applies.
+    pub fn is_priced(&self) -> bool {
+        self.spend.price_per_path > 0.0
+    }
+
+    fn pricing(&self, stored: Option<&StoredTiles>) -> Pricing {
+        Pricing {
+            path_usd: self.spend.price_per_path,
+            refetch_usd: self.spend.refetch_price,
+            max_wildcards: self.max_wildcards,
+            bbox: self.bbox,
+            stored: stored.cloned(),
+        }
+    }
+
+    /// The cheapest plan for `paths` that fits `allowance` (none: any price), `None` when even
+    /// the coarsest does not.
+    fn choose(
+        &self,
+        paths: &[String],
+        stored: Option<&StoredTiles>,
+        allowance: Option<f64>,
+    ) -> Option<Priced> {
+        let pricing = self.pricing(stored);
+        match allowance {
+            Some(allowance) if self.is_priced() => price::plan_within(paths, &pricing, allowance),
+            _ => Some(price::plan(paths, &pricing)),
+        }
+    }
+
+    fn price(&self, paths: u64) -> Option<f64> {
+        self.is_priced()
+            .then(|| paths as f64 * self.spend.price_per_path)
     }
 
     /// The target's name.
@@ -364,26 +431,48 @@ impl PurgeTarget {
         format!("cdn-{}", self.name)
     }
 
-    /// What purging `paths` would send.
-    pub fn plan(&self, paths: &[String]) -> PurgePlan {
+    /// What purging `paths` would send, priced against the output's `stored` tiles.
+    pub fn plan(&self, paths: &[String], stored: Option<&StoredTiles>) -> PurgePlan {
         if paths.is_empty() {
             return PurgePlan::default();
         }
-        match &self.target {
-            Target::Http(cache) => cache.plan(paths),
-            Target::CloudFront(cloudfront) => cloudfront.plan(paths),
-            Target::Cloudflare(api) => api.plan(paths),
-            Target::Fastly(api) => api.plan(paths),
-        }
+        let Some(priced) = self.choose(paths, stored, None) else {
+            return PurgePlan::default();
+        };
+        let paths = as_paths(&priced.purges);
+        let mut plan = match &self.target {
+            Target::Http(cache) => cache.plan(&paths),
+            Target::CloudFront(cloudfront) => cloudfront.plan(&paths),
+            Target::Cloudflare(api) => api.plan(&paths),
+            Target::Fastly(api) => api.plan(&paths),
+        };
+        plan.price_usd = self.price(plan.paths.len() as u64);
+        plan.evicted = priced.evicted;
+        plan
     }
 
-    /// Purges `paths` within the target's `purge_timeout`; `Ok` when every one was purged. A
-    /// purge cut short by the budget fails as a whole: its paths stay in the outbox, and those
+    /// Purges `paths` within the target's `purge_timeout`, as the cheapest plan priced against
+    /// the output's `stored` tiles that fits `allowance` (a budget); `Ok` when every one was
+    /// purged, or when nothing was sent because nothing fits the allowance (`over_budget`). A
+    /// purge cut short by the timeout fails as a whole: its paths stay in the outbox, and those
     /// already purged are purged again by the next run.
-    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport> {
+    pub async fn purge(
+        &self,
+        paths: &[String],
+        stored: Option<&StoredTiles>,
+        allowance: Option<f64>,
+    ) -> Result<PurgeReport> {
         if paths.is_empty() {
             return Ok(PurgeReport::default());
         }
+        let Some(priced) = self.choose(paths, stored, allowance) else {
+            return Ok(PurgeReport {
+                over_budget: true,
+                ..PurgeReport::default()
+            });
+        };
+        let evicted = priced.evicted;
+        let paths = &as_paths(&priced.purges)[..];
         let sent = async {
             match &self.target {
                 Target::Http(cache) => cache.purge(paths).await,
@@ -401,13 +490,29 @@ impl PurgeTarget {
                     humantime::format_duration(self.purge_timeout)
                 ))
             });
-        outcome.map_err(|message| {
+        let mut report = outcome.map_err(|message| {
             Error::output(
                 format!("cdn `{}`", self.name),
                 self.secrets.redact(&message),
             )
-        })
+        })?;
+        report.price_usd = self.price(report.paths);
+        report.evicted = evicted;
+        Ok(report)
     }
+}
+
+/// A plan's purges as the paths each kind of target takes: a folder as `FOLDER*` (everything
+/// under it, [`everything_under`]), the root as `*`.
+fn as_paths(purges: &[Purge]) -> Vec<String> {
+    purges
+        .iter()
+        .map(|purge| match purge {
+            Purge::Path(path) => path.clone(),
+            Purge::Folder(folder) if folder.is_empty() => "*".to_string(),
+            Purge::Folder(folder) => format!("{folder}*"),
+        })
+        .collect()
 }
 
 /// One purge request: where it goes and what it carries.

@@ -49,7 +49,7 @@ pub(super) async fn deliver(
             target: target.name().to_string(),
             ..PurgeSummary::default()
         };
-        match target.purge(&paths).await {
+        match target.purge(&paths, None, None).await {
             Ok(report) => {
                 summary.requests = report.requests;
                 summary.paths = report.paths;

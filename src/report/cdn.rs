@@ -61,6 +61,26 @@ pub struct PurgeSummary {
     /// Not asked this time: it failed recently and is held back (`watch`); its changes wait in the
     /// outbox.
     pub deferred: bool,
+    /// Unchanged cached tiles its wildcards evicted (an estimate from the output's stored tiles).
+    pub evicted: u64,
+    /// Nothing sent: the budget allowed less than the coarsest purge; the changes wait.
+    pub over_budget: bool,
+    /// Its budget, where it has one.
+    pub budget: Option<BudgetState>,
+}
+
+/// A budgeted target's spend and what its budget buys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct BudgetState {
+    /// `budget_per_day`.
+    pub per_day_usd: Option<f64>,
+    /// `budget_per_run`.
+    pub per_run_usd: Option<f64>,
+    /// Spent today (UTC).
+    pub spent_today_usd: f64,
+    /// One path every this many seconds is what the daily budget buys: changes that come faster
+    /// wait about this long and are purged together, more coarsely.
+    pub path_interval_seconds: Option<f64>,
 }
 
 impl PurgeSummary {
@@ -78,16 +98,47 @@ impl PurgeSummary {
                 self.target
             );
         }
-        let price = self.price_usd.map_or(String::new(), |usd| {
-            format!(
-                ", ${usd:.3} at ${} a path",
-                crate::edge::CLOUDFRONT_PRICE_PER_PATH
-            )
-        });
+        let budget = self.budget.map_or(String::new(), |budget| budget.text());
+        if self.over_budget {
+            return format!(
+                "cdn `{}`: nothing sent: the budget allows less than the coarsest purge now{budget}; its changes wait in the outbox\n",
+                self.target
+            );
+        }
+        let price = price_text(self.price_usd, self.evicted);
         format!(
-            "cdn `{}`: {} request(s), {} path(s){price}\n",
+            "cdn `{}`: {} request(s), {} path(s){price}{budget}\n",
             self.target, self.requests, self.paths
         )
+    }
+}
+
+/// `, $0.005, evicting ~120 unchanged tile(s)` where a purge has a price.
+fn price_text(price_usd: Option<f64>, evicted: u64) -> String {
+    match price_usd {
+        Some(usd) if evicted > 0 => format!(", ${usd:.3}, evicting ~{evicted} unchanged tile(s)"),
+        Some(usd) => format!(", ${usd:.3}"),
+        None => String::new(),
+    }
+}
+
+impl BudgetState {
+    /// `; budget $10.00 a day: $0.020 spent today, one path every 43 s`.
+    fn text(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(per_day) = self.per_day_usd {
+            parts.push(format!(
+                "budget ${per_day:.2} a day: ${:.3} spent today",
+                self.spent_today_usd
+            ));
+        }
+        if let Some(per_run) = self.per_run_usd {
+            parts.push(format!("${per_run:.3} a run"));
+        }
+        if let Some(interval) = self.path_interval_seconds {
+            parts.push(format!("it buys one path every {interval:.0} s"));
+        }
+        format!("; {}", parts.join(", "))
     }
 }
 
@@ -132,14 +183,9 @@ pub(super) fn plan_text(header: &SummaryHeader, outbox: &Backlog, plan: &ReseedP
         ));
     }
     for target in &plan.purges {
-        let price = target.plan.price_usd.map_or(String::new(), |usd| {
-            format!(
-                ", ${usd:.3} at ${} a path",
-                crate::edge::CLOUDFRONT_PRICE_PER_PATH
-            )
-        });
+        let price = price_text(target.plan.price_usd, target.plan.evicted);
         out.push_str(&format!(
-            "cdn `{}`: {} changed path(s) ({} waiting from earlier runs) -> {} request(s), {} path(s) after folding{price}\n",
+            "cdn `{}`: {} changed path(s) ({} waiting from earlier runs) -> {} request(s), {} path(s) as planned{price}\n",
             target.target,
             target.changed,
             target.waiting,

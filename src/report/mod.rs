@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use cdn::{PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
+pub use cdn::{BudgetState, PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
 pub use progress::{Progress, ProgressKind};
 
 use crate::edge::check::{EdgeCheck, EdgeProbe};
@@ -96,6 +96,11 @@ impl Tally {
     /// Notes a tile whose stored size exceeds the budget.
     pub fn over_budget(&mut self, tile: TileCoord, bytes: usize) {
         self.over_budget.push((tile, bytes));
+    }
+
+    /// Tiles written so far, per zoom.
+    pub fn written_per_zoom(&self) -> BTreeMap<u8, u64> {
+        self.zooms.iter().map(|(z, tally)| (*z, tally.written)).collect()
     }
 
     /// Tiles written so far.

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use crate::config::S3Config;
 use crate::edge::check::{self, EdgeProbe};
+use crate::edge::budget::{self, Ledger};
+use crate::edge::price::StoredTiles;
 use crate::edge::{Client, Holds, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
-use crate::report::{PurgeSummary, TargetPlan};
+use crate::report::{BudgetState, PurgeSummary, TargetPlan};
 use crate::schedule::Stop;
 use crate::sink::changed_list::CHANGED_LIST_CONSUMER;
 use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
@@ -38,6 +40,39 @@ pub(super) struct RunOutbox {
     /// A partition's: its tileset's outbox, which takes over the purges this outbox could not
     /// deliver, and the partition's path.
     handover: Option<(Outbox, String)>,
+    /// The tiles the output stores per zoom, where a target prices its purges.
+    stored: Option<StoredTiles>,
+}
+
+/// The outbox note that records the tiles an output stores per zoom.
+const STORED_TILES: &str = "stored-tiles";
+
+/// The outbox note that records what a target spent.
+fn ledger_note(consumer: &str) -> String {
+    format!("spend.{consumer}")
+}
+
+/// Reads a JSON note of the outbox; one that cannot be read as JSON counts as absent (it is an
+/// estimate or a ledger the next purge rewrites), with a warning.
+async fn read_json<T: serde::de::DeserializeOwned>(outbox: &Outbox, name: &str) -> Result<Option<T>> {
+    let Some(bytes) = outbox.read_note(name).await? else {
+        return Ok(None);
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Ok(Some(value)),
+        Err(e) => {
+            tracing::warn!(
+                "{}: the note `{name}` cannot be read ({e}); it is written anew",
+                outbox.describe()
+            );
+            Ok(None)
+        }
+    }
+}
+
+async fn write_json<T: serde::Serialize>(outbox: &Outbox, name: &str, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    outbox.write_note(name, &bytes).await
 }
 
 /// Batches past which a run without `--changed-list` merges its outbox's waiting batches.
@@ -85,7 +120,13 @@ impl RunOutbox {
         if changed.is_enabled() {
             consumers.push(CHANGED_LIST_CONSUMER.to_string());
         }
+        let stored = if targets.iter().any(PurgeTarget::is_priced) {
+            read_json(&outbox, STORED_TILES).await?
+        } else {
+            None
+        };
         Ok(RunOutbox {
+            stored,
             outbox: Arc::new(outbox),
             run: Some(run),
             keeps_stopped_tiles: kind.keeps_stopped_tiles(),
@@ -101,6 +142,18 @@ impl RunOutbox {
 
     fn purge_path(&self, line: &str) -> String {
         purge_path(self.prefix.as_deref(), &self.extension, line)
+    }
+
+    /// Records the tiles a complete full seed left in the output, per zoom, which prices the
+    /// wildcards of this and later purges (only where a target's purges cost money).
+    pub async fn record_stored(&mut self, zooms: std::collections::BTreeMap<u8, u64>) -> Result<()> {
+        if !self.targets.iter().any(PurgeTarget::is_priced) {
+            return Ok(());
+        }
+        let stored = StoredTiles { zooms };
+        write_json(&self.outbox, STORED_TILES, &stored).await?;
+        self.stored = Some(stored);
+        Ok(())
     }
 
     /// What the output's sink records its changes to.
@@ -196,13 +249,30 @@ impl RunOutbox {
                     purges.push(summary);
                     continue;
                 }
+                let spend = *target.spend();
+                let budgeted = spend.budget_per_day.is_some() || spend.budget_per_run.is_some();
+                let ledger_name = ledger_note(&consumer);
+                let mut ledger = if budgeted && target.is_priced() {
+                    let now = std::time::SystemTime::now();
+                    Some(
+                        read_json::<Ledger>(&self.outbox, &ledger_name)
+                            .await?
+                            .unwrap_or_else(|| Ledger::new(&spend, now)),
+                    )
+                } else {
+                    None
+                };
+                let allowance = ledger
+                    .as_mut()
+                    .and_then(|l| l.allowance(&spend, std::time::SystemTime::now()));
+                let purge = target.purge(&paths, self.stored.as_ref(), allowance);
                 let purged = match stop {
                     Some(stop) => tokio::select! {
                         biased;
                         signal = stop.stopped() => Err(signal),
-                        purged = target.purge(&paths) => Ok(purged),
+                        purged = purge => Ok(purged),
                     },
-                    None => Ok(target.purge(&paths).await),
+                    None => Ok(purge.await),
                 };
                 match purged {
                     Err(signal) => {
@@ -217,8 +287,25 @@ impl RunOutbox {
                         stopped = Some(signal);
                         break;
                     }
+                    Ok(Ok(report)) if report.over_budget => {
+                        tracing::info!(
+                            "cdn `{}`: the budget allows ${:.4} now, less than the coarsest purge of its {} change(s): they wait in the outbox",
+                            target.name(),
+                            allowance.unwrap_or_default(),
+                            paths.len()
+                        );
+                        summary.over_budget = true;
+                        summary.budget = ledger.as_ref().map(|l| budget_state(&spend, l));
+                    }
                     Ok(Ok(report)) => {
                         holds.succeeded(&key);
+                        if let Some(ledger) = ledger.as_mut() {
+                            let now = std::time::SystemTime::now();
+                            ledger.spent(&spend, report.price_usd.unwrap_or_default(), now);
+                            write_json(&self.outbox, &ledger_name, ledger).await?;
+                            summary.budget = Some(budget_state(&spend, ledger));
+                        }
+                        summary.evicted = report.evicted;
                         if let Some(probe) = self.probe(target, &pending) {
                             probes.push(probe);
                         }
@@ -287,6 +374,16 @@ impl RunOutbox {
     }
 }
 
+/// What a budgeted target has spent and what its budget buys, for the summary and `/metrics`.
+fn budget_state(spend: &crate::config::cdn::CdnSpend, ledger: &Ledger) -> BudgetState {
+    BudgetState {
+        per_day_usd: spend.budget_per_day,
+        per_run_usd: spend.budget_per_run,
+        spent_today_usd: ledger.spent_today,
+        path_interval_seconds: budget::path_interval_seconds(spend),
+    }
+}
+
 /// The path a line of the outbox purges: a tile's `[PREFIX/]z/x/y.ext`, a document's or an
 /// archive's name in its folder, `*` for everything.
 fn purge_path(prefix: Option<&str>, extension: &str, line: &str) -> String {
@@ -316,6 +413,7 @@ pub(super) async fn purge_plans(
     work: &Work,
 ) -> Result<(Backlog, Vec<TargetPlan>)> {
     let outbox = Outbox::new(sink::kind_of(target).outbox(s3).await?, None);
+    let stored: Option<StoredTiles> = read_json(&outbox, STORED_TILES).await?;
     let prefix = tileset.list_prefix.as_deref();
     let extension = &tileset.tileset.output_settings.tile_extension;
     let planned: Vec<String> = match work {
@@ -355,7 +453,7 @@ pub(super) async fn purge_plans(
                 target: target.name().to_string(),
                 waiting: waiting.len() as u64,
                 changed: paths.len() as u64,
-                plan: target.plan(&paths),
+                plan: target.plan(&paths, stored.as_ref()),
             });
         }
     }

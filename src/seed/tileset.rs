@@ -201,6 +201,10 @@ impl TilesetRun<'_> {
                 watermark.as_ref(),
             )
             .await;
+        if sweep_allowed && matches!(complete, Ok(true)) {
+            // A complete full seed left exactly its own tiles: what a wildcard would evict.
+            outbox.record_stored(tally.written_per_zoom()).await?;
+        }
         let delivered = outbox
             .commit_and_deliver(&changed, complete.is_err(), self.holds, Some(self.stop))
             .await;

@@ -38,6 +38,7 @@ pub const EVERYTHING: &str = "*";
 const INTENT: &str = ".intent";
 const BATCH: &str = ".batch";
 const TAKEN: &str = ".taken.";
+const NOTE: &str = ".note.json";
 
 /// Where an output keeps its outbox.
 pub enum OutboxStore {
@@ -512,6 +513,17 @@ impl Outbox {
     }
 
     /// What waits for some consumer.
+    /// A note kept beside the batches (what the output stores, what a CDN target spent), which
+    /// no consumer takes: `None` when there is none.
+    pub async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.store.read(&format!("{name}{NOTE}")).await
+    }
+
+    /// Replaces the note `name`, durably.
+    pub async fn write_note(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        self.store.write(&format!("{name}{NOTE}"), bytes).await
+    }
+
     pub async fn backlog(&self) -> Result<Backlog> {
         let mut backlog = Backlog::default();
         let now = SystemTime::now()

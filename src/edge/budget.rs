@@ -1,0 +1,161 @@
+//! A bill the operator sets: `budget_per_day` and `budget_per_run` per purge target.
+//!
+//! The daily budget is paced, not spent first come: an allowance fills at the budget's rate
+//! (`budget_per_day` / 86,400 s a second) up to an hour's worth (and at least one path), and the
+//! day's spend never passes the budget. A purge whose cheapest plan costs more than the allowance
+//! buys a coarser plan (wildcards: see [`super::price::plan_within`]); when even the coarsest
+//! does not fit, its changes wait in the outbox, where later changes join them, until the
+//! allowance has grown. A change is never dropped, only purged later or more coarsely.
+//!
+//! The ledger lives beside the output's outbox, so cron runs share it as `watch` cycles do.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::cdn::CdnSpend;
+
+/// What a target spent: today's spend and the paced allowance.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Ledger {
+    /// The UTC day (`days since 1970`) `spent_today` is of.
+    pub day: u64,
+    /// Spent on that day, in US dollars.
+    pub spent_today: f64,
+    /// The allowance at `at`.
+    pub allowance: f64,
+    /// When the allowance was last brought up to date (Unix seconds).
+    pub at: f64,
+    /// Spent since the ledger began.
+    pub spent_total: f64,
+}
+
+fn seconds(now: SystemTime) -> f64 {
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The most the allowance holds: an hour of the daily budget, and at least one path, so a budget
+/// below a path an hour still buys one now and then.
+fn burst(spend: &CdnSpend, per_day: f64) -> f64 {
+    (per_day / 24.0).max(spend.price_per_path)
+}
+
+impl Ledger {
+    /// A ledger for a target that has spent nothing: its allowance full.
+    pub fn new(spend: &CdnSpend, now: SystemTime) -> Ledger {
+        let at = seconds(now);
+        Ledger {
+            day: (at / 86_400.0) as u64,
+            spent_today: 0.0,
+            allowance: spend.budget_per_day.map_or(0.0, |d| burst(spend, d)),
+            at,
+            spent_total: 0.0,
+        }
+    }
+
+    /// Brings the day and the allowance up to `now`.
+    fn refresh(&mut self, spend: &CdnSpend, now: SystemTime) {
+        let now = seconds(now);
+        let day = (now / 86_400.0) as u64;
+        if day != self.day {
+            self.day = day;
+            self.spent_today = 0.0;
+        }
+        if let Some(per_day) = spend.budget_per_day {
+            let elapsed = (now - self.at).max(0.0);
+            self.allowance = (self.allowance + elapsed * per_day / 86_400.0).min(burst(spend, per_day));
+        }
+        self.at = now.max(self.at);
+    }
+
+    /// What a purge may spend now: `None` without a budget.
+    pub fn allowance(&mut self, spend: &CdnSpend, now: SystemTime) -> Option<f64> {
+        self.refresh(spend, now);
+        let daily = spend
+            .budget_per_day
+            .map(|per_day| self.allowance.min(per_day - self.spent_today).max(0.0));
+        match (daily, spend.budget_per_run) {
+            (Some(day), Some(run)) => Some(day.min(run)),
+            (day, run) => day.or(run),
+        }
+    }
+
+    /// Records a purge's price.
+    pub fn spent(&mut self, spend: &CdnSpend, usd: f64, now: SystemTime) {
+        self.refresh(spend, now);
+        self.spent_today += usd;
+        self.spent_total += usd;
+        if spend.budget_per_day.is_some() {
+            self.allowance = (self.allowance - usd).max(0.0);
+        }
+    }
+}
+
+/// How often a daily budget lets a target purge one path: the freshness it buys when changes
+/// come faster (they then wait about this long, coalesced into one coarse purge).
+pub fn path_interval_seconds(spend: &CdnSpend) -> Option<f64> {
+    match spend.budget_per_day {
+        Some(per_day) if per_day > 0.0 && spend.price_per_path > 0.0 => {
+            Some(86_400.0 * spend.price_per_path / per_day)
+        }
+        Some(_) if spend.price_per_path > 0.0 => Some(f64::INFINITY),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn spend(per_day: Option<f64>, per_run: Option<f64>) -> CdnSpend {
+        CdnSpend {
+            price_per_path: 0.005,
+            refetch_price: 0.000_001,
+            budget_per_day: per_day,
+            budget_per_run: per_run,
+        }
+    }
+
+    #[test]
+    fn a_daily_budget_is_paced_and_never_passed_in_a_day() {
+        let spend = spend(Some(10.0), None);
+        let start = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400);
+        let mut ledger = Ledger::new(&spend, start);
+        // An hour's worth at first.
+        let first = ledger.allowance(&spend, start).unwrap();
+        assert!((first - 10.0 / 24.0).abs() < 1e-9, "{first}");
+        ledger.spent(&spend, first, start);
+        assert_eq!(ledger.allowance(&spend, start), Some(0.0));
+        // 43.2 s buy one path.
+        let later = start + Duration::from_secs_f64(43.2);
+        let next = ledger.allowance(&spend, later).unwrap();
+        assert!((next - 0.005).abs() < 1e-9, "{next}");
+        // Spending all day at the allowed rate never passes the budget.
+        let mut now = later;
+        let mut spent = 0.0;
+        for _ in 0..3_000 {
+            let allowed = ledger.allowance(&spend, now).unwrap();
+            ledger.spent(&spend, allowed, now);
+            spent += allowed;
+            now += Duration::from_secs(30);
+        }
+        assert!(spent + first <= 10.0 + 1e-9, "{}", spent + first);
+        assert_eq!(path_interval_seconds(&spend), Some(43.2));
+    }
+
+    #[test]
+    fn a_new_day_starts_a_new_spend_and_a_run_budget_caps_each_purge() {
+        let spend = spend(Some(1.0), Some(0.01));
+        let start = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 86_000);
+        let mut ledger = Ledger::new(&spend, start);
+        assert_eq!(ledger.allowance(&spend, start), Some(0.01));
+        ledger.spent(&spend, 0.01, start);
+        assert!((ledger.spent_today - 0.01).abs() < 1e-12);
+        let tomorrow = start + Duration::from_secs(1_000);
+        ledger.allowance(&spend, tomorrow);
+        assert_eq!(ledger.spent_today, 0.0);
+        assert!((ledger.spent_total - 0.01).abs() < 1e-12);
+        let unlimited = super::tests::spend(None, None);
+        assert_eq!(Ledger::new(&unlimited, start).allowance(&unlimited, start), None);
+    }
+}
