@@ -14,6 +14,7 @@ mod edge_check;
 mod edge_faults;
 mod edge_hygiene;
 mod edge_plan;
+mod edge_price;
 mod geometries;
 mod hostile;
 mod hostile_files;

@@ -528,7 +528,9 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
         }
     };
     if raw.soft_purge && kind != "fastly" {
-        return Err(plain("soft_purge is Fastly's: only kind = \"fastly\" takes it".into()));
+        return Err(plain(
+            "soft_purge is Fastly's: only kind = \"fastly\" takes it".into(),
+        ));
     }
     if raw.plan.is_some() && kind != "cloudflare" {
         return Err(plain(

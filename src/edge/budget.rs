@@ -26,6 +26,9 @@ pub struct Ledger {
     pub at: f64,
     /// Spent since the ledger began.
     pub spent_total: f64,
+    /// The daily budget the allowance was paced for: a new one starts a new allowance.
+    #[serde(default)]
+    pub per_day: Option<f64>,
 }
 
 fn seconds(now: SystemTime) -> f64 {
@@ -49,6 +52,7 @@ impl Ledger {
             allowance: spend.budget_per_day.map_or(0.0, |d| burst(spend, d)),
             at,
             spent_total: 0.0,
+            per_day: spend.budget_per_day,
         }
     }
 
@@ -60,9 +64,16 @@ impl Ledger {
             self.day = day;
             self.spent_today = 0.0;
         }
+        if self.per_day != spend.budget_per_day {
+            // The operator set another bill: its pacing starts now, with what today's spend leaves.
+            self.per_day = spend.budget_per_day;
+            self.allowance = spend.budget_per_day.map_or(0.0, |d| burst(spend, d));
+            self.at = now;
+        }
         if let Some(per_day) = spend.budget_per_day {
             let elapsed = (now - self.at).max(0.0);
-            self.allowance = (self.allowance + elapsed * per_day / 86_400.0).min(burst(spend, per_day));
+            self.allowance =
+                (self.allowance + elapsed * per_day / 86_400.0).min(burst(spend, per_day));
         }
         self.at = now.max(self.at);
     }
@@ -156,6 +167,9 @@ mod tests {
         assert_eq!(ledger.spent_today, 0.0);
         assert!((ledger.spent_total - 0.01).abs() < 1e-12);
         let unlimited = super::tests::spend(None, None);
-        assert_eq!(Ledger::new(&unlimited, start).allowance(&unlimited, start), None);
+        assert_eq!(
+            Ledger::new(&unlimited, start).allowance(&unlimited, start),
+            None
+        );
     }
 }

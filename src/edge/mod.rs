@@ -18,19 +18,19 @@ pub mod check;
 mod client;
 mod cloudfront;
 pub mod fold;
-pub mod price;
 mod http;
+pub mod price;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::cdn::CdnSpend;
 use crate::config::{CdnConfig, CdnTarget, ConfigLine};
-use fold::Purge;
-use price::{Priced, Pricing, StoredTiles};
 use crate::error::{Error, Result};
 use crate::retry::Policy;
 use crate::tile::BBox;
+use fold::Purge;
+use price::{Priced, Pricing, StoredTiles};
 
 pub use client::Client;
 
@@ -315,8 +315,7 @@ impl PurgeTarget {
                     sent.extend(std::env::var(variable).ok());
                 }
                 Target::CloudFront(
-                    cloudfront::CloudFront::connect(distribution_id, path_prefix, timeout)
-                        .await,
+                    cloudfront::CloudFront::connect(distribution_id, path_prefix, timeout).await,
                 )
             }
             CdnTarget::Cloudflare {

@@ -125,8 +125,7 @@ impl Estimate<'_> {
 
     fn column(&self, z: u8) -> f64 {
         let range = self.pricing.bbox.tile_range(z);
-        self.zoom(z)
-            .min(f64::from(range.max_y - range.min_y + 1))
+        self.zoom(z).min(f64::from(range.max_y - range.min_y + 1))
     }
 
     /// Every stored tile: known only from a census.
@@ -394,7 +393,10 @@ mod tests {
             .collect();
         paths.push("12/1000/2000.pbf".into());
         let priced = plan(&paths, &cloudfront(None));
-        assert!(priced.purges.contains(&Purge::Folder("2/".into())), "{priced:?}");
+        assert!(
+            priced.purges.contains(&Purge::Folder("2/".into())),
+            "{priced:?}"
+        );
         assert!(priced
             .purges
             .contains(&Purge::Path("12/1000/2000.pbf".into())));

@@ -100,7 +100,10 @@ impl Tally {
 
     /// Tiles written so far, per zoom.
     pub fn written_per_zoom(&self) -> BTreeMap<u8, u64> {
-        self.zooms.iter().map(|(z, tally)| (*z, tally.written)).collect()
+        self.zooms
+            .iter()
+            .map(|(z, tally)| (*z, tally.written))
+            .collect()
     }
 
     /// Tiles written so far.

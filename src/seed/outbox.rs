@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::config::S3Config;
-use crate::edge::check::{self, EdgeProbe};
 use crate::edge::budget::{self, Ledger};
+use crate::edge::check::{self, EdgeProbe};
 use crate::edge::price::StoredTiles;
 use crate::edge::{Client, Holds, PurgeTarget};
 use crate::error::Result;
@@ -54,7 +54,10 @@ fn ledger_note(consumer: &str) -> String {
 
 /// Reads a JSON note of the outbox; one that cannot be read as JSON counts as absent (it is an
 /// estimate or a ledger the next purge rewrites), with a warning.
-async fn read_json<T: serde::de::DeserializeOwned>(outbox: &Outbox, name: &str) -> Result<Option<T>> {
+async fn read_json<T: serde::de::DeserializeOwned>(
+    outbox: &Outbox,
+    name: &str,
+) -> Result<Option<T>> {
     let Some(bytes) = outbox.read_note(name).await? else {
         return Ok(None);
     };
@@ -146,7 +149,10 @@ impl RunOutbox {
 
     /// Records the tiles a complete full seed left in the output, per zoom, which prices the
     /// wildcards of this and later purges (only where a target's purges cost money).
-    pub async fn record_stored(&mut self, zooms: std::collections::BTreeMap<u8, u64>) -> Result<()> {
+    pub async fn record_stored(
+        &mut self,
+        zooms: std::collections::BTreeMap<u8, u64>,
+    ) -> Result<()> {
         if !self.targets.iter().any(PurgeTarget::is_priced) {
             return Ok(());
         }
