@@ -11,7 +11,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::PurgeTarget;
 use crate::config::cdn::CdnSpend;
+use crate::error::Result;
+use crate::sink::outbox::Outbox;
 
 /// What a target spent: today's spend and the paced allowance.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -110,6 +113,83 @@ pub fn path_interval_seconds(spend: &CdnSpend) -> Option<f64> {
         }
         Some(_) if spend.price_per_path > 0.0 => Some(f64::INFINITY),
         _ => None,
+    }
+}
+
+/// A budgeted target's spend and what its budget buys, for the summary and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct BudgetState {
+    /// `budget_per_day`.
+    pub per_day_usd: Option<f64>,
+    /// `budget_per_run`.
+    pub per_run_usd: Option<f64>,
+    /// Spent today (UTC).
+    pub spent_today_usd: f64,
+    /// One path every this many seconds is what the daily budget buys: changes that come faster
+    /// wait about this long and are purged together, more coarsely.
+    pub path_interval_seconds: Option<f64>,
+}
+
+/// A target's budget during a purge: its ledger, kept as a note of `outbox` (a partitioned
+/// tileset's own outbox for all its partitions, so the bill is the target's, not each
+/// partition's).
+pub struct Budget<'a> {
+    spend: CdnSpend,
+    ledger: Option<Ledger>,
+    outbox: &'a Outbox,
+    note: String,
+}
+
+impl<'a> Budget<'a> {
+    /// Reads `target`'s ledger from `outbox`; a target without a budget or a price has none.
+    pub async fn open(target: &PurgeTarget, outbox: &'a Outbox) -> Result<Budget<'a>> {
+        let spend = *target.spend();
+        let note = format!("spend.{}", target.consumer());
+        let budgeted = spend.budget_per_day.is_some() || spend.budget_per_run.is_some();
+        let ledger = if budgeted && target.is_priced() {
+            let read = match outbox.read_note(&note).await? {
+                Some(bytes) => serde_json::from_slice(&bytes).ok(),
+                None => None,
+            };
+            Some(read.unwrap_or_else(|| Ledger::new(&spend, SystemTime::now())))
+        } else {
+            None
+        };
+        Ok(Budget {
+            spend,
+            ledger,
+            outbox,
+            note,
+        })
+    }
+
+    /// What a purge may spend now: `None` without a budget.
+    pub fn allowance(&mut self) -> Option<f64> {
+        let spend = self.spend;
+        self.ledger
+            .as_mut()
+            .and_then(|ledger| ledger.allowance(&spend, SystemTime::now()))
+    }
+
+    /// Records what a purge cost, durably.
+    pub async fn spent(&mut self, usd: f64) -> Result<()> {
+        let spend = self.spend;
+        if let Some(ledger) = self.ledger.as_mut() {
+            ledger.spent(&spend, usd, SystemTime::now());
+            let bytes = serde_json::to_vec(ledger).unwrap_or_default();
+            self.outbox.write_note(&self.note, &bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// The spend and what the budget buys, when there is a budget.
+    pub fn state(&self) -> Option<BudgetState> {
+        self.ledger.as_ref().map(|ledger| BudgetState {
+            per_day_usd: self.spend.budget_per_day,
+            per_run_usd: self.spend.budget_per_run,
+            spent_today_usd: ledger.spent_today,
+            path_interval_seconds: path_interval_seconds(&self.spend),
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! tileset, whichever partitions it renders, so a purge outlives its partition.
 
 use crate::config::{CdnConfig, IndexLocation, OutputTarget};
+use crate::edge::budget::Budget;
 use crate::edge::{Client, PurgeTarget};
 use crate::error::Result;
 use crate::job::SeedJob;
@@ -49,8 +50,17 @@ pub(super) async fn deliver(
             target: target.name().to_string(),
             ..PurgeSummary::default()
         };
-        match target.purge(&paths, None, None).await {
+        let mut budget = Budget::open(target, &outbox).await?;
+        let allowance = budget.allowance();
+        match target.purge(&paths, None, allowance).await {
+            Ok(report) if report.over_budget => {
+                summary.over_budget = true;
+                summary.budget = budget.state();
+            }
             Ok(report) => {
+                budget.spent(report.price_usd.unwrap_or_default()).await?;
+                summary.budget = budget.state();
+                summary.evicted = report.evicted;
                 summary.requests = report.requests;
                 summary.paths = report.paths;
                 summary.price_usd = report.price_usd;

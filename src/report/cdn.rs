@@ -69,19 +69,7 @@ pub struct PurgeSummary {
     pub budget: Option<BudgetState>,
 }
 
-/// A budgeted target's spend and what its budget buys.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct BudgetState {
-    /// `budget_per_day`.
-    pub per_day_usd: Option<f64>,
-    /// `budget_per_run`.
-    pub per_run_usd: Option<f64>,
-    /// Spent today (UTC).
-    pub spent_today_usd: f64,
-    /// One path every this many seconds is what the daily budget buys: changes that come faster
-    /// wait about this long and are purged together, more coarsely.
-    pub path_interval_seconds: Option<f64>,
-}
+pub use crate::edge::budget::BudgetState;
 
 impl PurgeSummary {
     /// `cdn `cloudfront`: 2 request(s), 37 path(s), $0.185 at $0.005 a path`.

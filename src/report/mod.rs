@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use cdn::{BudgetState, PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
+pub use cdn::{PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
 pub use progress::{Progress, ProgressKind};
 
 use crate::edge::check::{EdgeCheck, EdgeProbe};

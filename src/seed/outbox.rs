@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use crate::config::S3Config;
-use crate::edge::budget::{self, Ledger};
+use crate::edge::budget::Budget;
 use crate::edge::check::{self, EdgeProbe};
 use crate::edge::price::StoredTiles;
 use crate::edge::{Client, Holds, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
-use crate::report::{BudgetState, PurgeSummary, TargetPlan};
+use crate::report::{PurgeSummary, TargetPlan};
 use crate::schedule::Stop;
 use crate::sink::changed_list::CHANGED_LIST_CONSUMER;
 use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
@@ -46,11 +46,6 @@ pub(super) struct RunOutbox {
 
 /// The outbox note that records the tiles an output stores per zoom.
 const STORED_TILES: &str = "stored-tiles";
-
-/// The outbox note that records what a target spent.
-fn ledger_note(consumer: &str) -> String {
-    format!("spend.{consumer}")
-}
 
 /// Reads a JSON note of the outbox; one that cannot be read as JSON counts as absent (it is an
 /// estimate or a ledger the next purge rewrites), with a warning.
@@ -255,22 +250,9 @@ impl RunOutbox {
                     purges.push(summary);
                     continue;
                 }
-                let spend = *target.spend();
-                let budgeted = spend.budget_per_day.is_some() || spend.budget_per_run.is_some();
-                let ledger_name = ledger_note(&consumer);
-                let mut ledger = if budgeted && target.is_priced() {
-                    let now = std::time::SystemTime::now();
-                    Some(
-                        read_json::<Ledger>(&self.outbox, &ledger_name)
-                            .await?
-                            .unwrap_or_else(|| Ledger::new(&spend, now)),
-                    )
-                } else {
-                    None
-                };
-                let allowance = ledger
-                    .as_mut()
-                    .and_then(|l| l.allowance(&spend, std::time::SystemTime::now()));
+                let ledger_outbox = self.handover.as_ref().map_or(&*self.outbox, |(o, _)| o);
+                let mut budget = Budget::open(target, ledger_outbox).await?;
+                let allowance = budget.allowance();
                 let purge = target.purge(&paths, self.stored.as_ref(), allowance);
                 let purged = match stop {
                     Some(stop) => tokio::select! {
@@ -301,16 +283,12 @@ impl RunOutbox {
                             paths.len()
                         );
                         summary.over_budget = true;
-                        summary.budget = ledger.as_ref().map(|l| budget_state(&spend, l));
+                        summary.budget = budget.state();
                     }
                     Ok(Ok(report)) => {
                         holds.succeeded(&key);
-                        if let Some(ledger) = ledger.as_mut() {
-                            let now = std::time::SystemTime::now();
-                            ledger.spent(&spend, report.price_usd.unwrap_or_default(), now);
-                            write_json(&self.outbox, &ledger_name, ledger).await?;
-                            summary.budget = Some(budget_state(&spend, ledger));
-                        }
+                        budget.spent(report.price_usd.unwrap_or_default()).await?;
+                        summary.budget = budget.state();
                         summary.evicted = report.evicted;
                         if let Some(probe) = self.probe(target, &pending) {
                             probes.push(probe);
@@ -377,16 +355,6 @@ impl RunOutbox {
     /// What the outbox holds for consumers now.
     pub async fn backlog(&self) -> Result<Backlog> {
         self.outbox.backlog().await
-    }
-}
-
-/// What a budgeted target has spent and what its budget buys, for the summary and `/metrics`.
-fn budget_state(spend: &crate::config::cdn::CdnSpend, ledger: &Ledger) -> BudgetState {
-    BudgetState {
-        per_day_usd: spend.budget_per_day,
-        per_run_usd: spend.budget_per_run,
-        spent_today_usd: ledger.spent_today,
-        path_interval_seconds: budget::path_interval_seconds(spend),
     }
 }
 
