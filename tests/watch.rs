@@ -38,12 +38,17 @@ wraps_fixture!(Setup, base);
 
 impl Setup {
     fn new(schema: TestSchema, points: &[Point], extra_layer: &str) -> Setup {
+        Self::with_output(schema, points, extra_layer, OUTPUT)
+    }
+
+    /// As [`Setup::new`], with the tileset writing `output` (relative to the test's directory).
+    fn with_output(schema: TestSchema, points: &[Point], extra_layer: &str, output: &str) -> Setup {
         let mut schema = schema;
         schema.point_table("sites", points);
         let changes = schema.companion("cdc");
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("watch.toml");
-        let tileset = format!("maxzoom = 10\noutput = \"{OUTPUT}\"");
+        let tileset = format!("maxzoom = 10\noutput = \"{output}\"");
         let text = format!(
             "[changes]\nschema = \"{changes}\"\n{PACING}{}",
             single_layer_config(&schema.name, "sites", &tileset, extra_layer)
@@ -390,6 +395,33 @@ fn a_watcher_keeps_its_output_equal_to_a_full_seed_and_its_metrics_count_the_cha
     let run = watcher.stop(libc::SIGINT);
     assert_eq!(run.code, 130, "{}", run.stderr);
     assert!(!setup.path(&format!("{OUTPUT}.oar-tiles.lock")).exists());
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_tree_naming_relative_tile_urls_is_warned_about_once_however_many_cycles_open_it() {
+    let mut setup = Setup::with_output(TestSchema::create("watch_warn"), &points(), "", "dir:tree");
+    let mut watcher = Watcher::start(&setup);
+    watcher.wait_until("/health 200 after the catch-up", |w| {
+        w.health() == Some(200)
+    });
+    // One change per cycle: each cycle opens the tree again.
+    let cycles = 3;
+    for step in 0..cycles {
+        setup.schema.execute(&format!(
+            "UPDATE {{schema}}.sites SET label = 'renamed {step}' WHERE site_id = 1"
+        ));
+        watcher.wait_for_applied(f64::from(step + 1));
+    }
+    assert!(watcher.metrics().sum("oar_tiles_cycle_seconds_count") >= f64::from(cycles));
+    let run = watcher.stop(libc::SIGINT);
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("names relative tile URLs").count(),
+        1,
+        "{}",
+        run.stderr
+    );
 }
 
 /// Tests that stop the watch tests' cluster take turns: one test's stop would otherwise land in

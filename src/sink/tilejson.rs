@@ -13,6 +13,21 @@ use super::{OutputSettings, TilesetMetadata};
 /// Name of the TileJSON document beside the tiles.
 pub const TILEJSON_NAME: &str = "tiles.json";
 
+/// Warns that the document at `address` names relative URLs, once per process: `watch` opens its
+/// outputs again every cycle, and a warning that cannot change between cycles would drown the
+/// ones that do.
+pub(crate) fn warn_relative_once(address: &str, message: impl FnOnce() -> String) {
+    static WARNED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::LazyLock::new(Default::default);
+    let first = WARNED
+        .lock()
+        .map(|mut warned| warned.insert(address.to_string()))
+        .unwrap_or(true);
+    if first {
+        tracing::warn!("{}", message());
+    }
+}
+
 /// The TileJSON 3.0 document of a tileset whose tiles are served under `public_base` (the URL of
 /// the folder holding `tiles.json`, when the output knows it). The tile URL is `tiles_url` when the
 /// config sets one, else absolute under `public_base`, else relative as a last resort; see

@@ -25,7 +25,7 @@ use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::document::{read_capped, DOCUMENT_CAP};
 use super::durable;
 use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
-use super::tilejson::{changes_beyond_hash, tilejson, TILEJSON_NAME};
+use super::tilejson::{changes_beyond_hash, tilejson, warn_relative_once, TILEJSON_NAME};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
@@ -103,13 +103,15 @@ impl DirectorySink {
         if settings.tiles_url.is_none() && part.is_none() {
             // A folder does not know the address it will be served from, and a relative tile URL
             // only works for a map page in that very folder.
-            tracing::warn!(
-                "{} names relative tile URLs: a map elsewhere (MapLibre GL JS) finds no tiles \
-                 through it; set tiles_url = \"https://HOST/PATH/{{z}}/{{x}}/{{y}}.{}\" in the \
-                 tileset to where this folder is served",
-                root.join(TILEJSON_NAME).display(),
-                settings.tile_extension
-            );
+            let document = root.join(TILEJSON_NAME).display().to_string();
+            warn_relative_once(&document, || {
+                format!(
+                    "{document} names relative tile URLs: a map elsewhere (MapLibre GL JS) finds \
+                     no tiles through it; set tiles_url = \"https://HOST/PATH/{{z}}/{{x}}/{{y}}.{}\" \
+                     in the tileset to where this folder is served",
+                    settings.tile_extension
+                )
+            });
         }
         Ok(Self {
             root: root.to_path_buf(),

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::OutputSettings;
 use crate::error::{Error, Result};
-use crate::sink::tilejson::tilejson_with_tiles;
+use crate::sink::tilejson::{tilejson_with_tiles, warn_relative_once};
 use crate::sink::{durable, ChangedList, TilesetMetadata};
 
 /// Hex digits of the archive's hash in a version's name: 64 bits, so two archives of one tileset
@@ -272,11 +272,14 @@ fn write_tilejson(
 ) -> Result<()> {
     let name = names.tilejson();
     if tilejson.relative {
-        tracing::warn!(
-            "{} names the archive by a relative URL, which map clients resolve against their page: \
-             set tiles_url = \"https://HOST/PATH\" in the tileset to where this folder is served",
-            shelf.address(&name)
-        );
+        let document = shelf.address(&name);
+        warn_relative_once(&document, || {
+            format!(
+                "{document} names the archive by a relative URL, which map clients resolve against \
+                 their page: set tiles_url = \"https://HOST/PATH\" in the tileset to where this \
+                 folder is served"
+            )
+        });
     }
     shelf.put_document(&name, &tilejson.bytes)?;
     changes.record_object(&shelf.address(&name));
