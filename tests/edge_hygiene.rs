@@ -516,6 +516,37 @@ fn a_cloudfront_target_without_aws_credentials_fails_before_any_tile_renders() {
 
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_watcher_delivers_what_waits_in_its_outbox_without_waiting_for_a_new_change() {
+    // Nothing listens on the CDN's port until the test starts a cache there.
+    let port = crate::common::free_port();
+    let timeouts = "request_timeout = \"1s\"\npurge_timeout = \"3s\"";
+    let (fixture, tree) = tree_world("hygiene_backlog", &http_cdn(port, timeouts));
+    let text = std::fs::read_to_string(&fixture.config).unwrap().replacen(
+        "[[tileset]]\nname = \"sites\"\n",
+        &format!(
+            "[watch]\npoll_interval = \"2s\"\n\n[[tileset]]\nname = \"sites\"\noutput = \"dir:{}\"\nmaxzoom = 9\n",
+            tree.display()
+        ),
+        1,
+    );
+    std::fs::write(&fixture.config, &text).unwrap();
+    let seeded = seed_tree(&fixture, &tree, &[], &[]);
+    assert_eq!(seeded.code, 1, "{}", seeded.stderr);
+
+    let mut watching = Watching::start(&fixture, &[]);
+    watching.wait_until("a failed purge", |w| {
+        w.listening() && metric(&w.get("/metrics").text(), "oar_tiles_purge_failures_total") > 0.0
+    });
+    // The CDN is back; no row changes from here on.
+    let cache = Recorder::start_on(port, "purged");
+    watching.wait_until("the outbox delivered", |w| {
+        metric(&w.get("/metrics").text(), "oar_tiles_outbox_entries") == 0.0
+    });
+    assert!(!cache.requests.lock().unwrap().is_empty());
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
 fn a_watcher_with_a_silent_cdn_keeps_its_purges_within_purge_timeout_and_stops_at_once_on_sigterm()
 {
     let hung = Recorder::answering(Answer::Never);

@@ -250,7 +250,23 @@ async fn wait_for_changes(
         if count_pending(job, watched, pool, shared).await? > 0 {
             return Ok(());
         }
+        // Purges an earlier cycle could not deliver (a CDN down, a budget's pace, CloudFront's
+        // quota in flight) wait in an outbox; without a new change nothing else would wake a
+        // cycle to deliver them.
+        if first.is_none() && has_backlog(shared) {
+            tracing::debug!("no new changes; a cycle delivers what waits in the outboxes");
+            return Ok(());
+        }
     }
+}
+
+/// Whether some output's outbox holds changes a consumer has not taken.
+fn has_backlog(shared: &Shared) -> bool {
+    !shared
+        .outbox_oldest
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .is_empty()
 }
 
 /// Counts each output's unapplied changes into the metrics; returns their sum.

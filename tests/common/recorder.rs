@@ -79,7 +79,23 @@ impl Recorder {
 
     /// Starts a server answering every request as `answer` says.
     pub fn answering(answer: Answer) -> Recorder {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Recorder::answering_on(0, answer)
+    }
+
+    /// Starts a server answering `answer` (a JSON body) with 200 on `port`, where a config
+    /// already sends its purges (0: any free port).
+    pub fn start_on(port: u16, answer: &'static str) -> Recorder {
+        Recorder::answering_on(
+            port,
+            Answer::Ok {
+                body: answer,
+                failures: 0,
+            },
+        )
+    }
+
+    fn answering_on(port: u16, answer: Answer) -> Recorder {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
