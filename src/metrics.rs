@@ -477,6 +477,16 @@ pub fn error_kind(err: &Error) -> &'static str {
     }
 }
 
+/// A float gauge by output and target, registered in `registry`.
+fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::GaugeVec {
+    let vec = prometheus::GaugeVec::new(Opts::new(name, help), &["output", "target"])
+        .expect("valid metric");
+    registry
+        .register(Box::new(vec.clone()))
+        .expect("registered once");
+    vec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,14 +544,4 @@ mod tests {
         assert!(text.contains("oar_tiles_errors_total{kind=\"config\"} 1"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
-}
-
-/// A float gauge by output and target, registered in `registry`.
-fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::GaugeVec {
-    let vec = prometheus::GaugeVec::new(Opts::new(name, help), &["output", "target"])
-        .expect("valid metric");
-    registry
-        .register(Box::new(vec.clone()))
-        .expect("registered once");
-    vec
 }

@@ -412,7 +412,7 @@ impl PurgeTarget {
 
     fn price(&self, paths: u64) -> Option<f64> {
         self.is_priced()
-            .then(|| paths as f64 * self.spend.price_per_path)
+            .then_some(paths as f64 * self.spend.price_per_path)
     }
 
     /// The target's name.
