@@ -29,6 +29,7 @@ fn a_finished_file_replaces_the_target_and_an_aborted_one_leaves_no_trace() {
         metadata: &metadata(),
         sweep: true,
         state: None,
+        defer_hash: false,
     })
     .unwrap();
     let connection = Connection::open(&target).unwrap();
@@ -80,6 +81,7 @@ fn file_holding_one_tile() -> (tempfile::TempDir, PathBuf) {
         metadata: &metadata(),
         sweep: true,
         state: Some("w1"),
+        defer_hash: false,
     })
     .unwrap();
     (dir, target)
@@ -111,6 +113,7 @@ fn a_small_run_changes_the_file_in_place_and_readers_see_it_only_once_committed(
             metadata: &metadata(),
             sweep: false,
             state: Some("w2"),
+            defer_hash: false,
         })
         .unwrap();
     assert_eq!((report.changed, report.deleted), (1, 1));
@@ -149,6 +152,7 @@ fn an_aborted_in_place_run_rolls_back_and_a_big_one_builds_a_copy() {
         metadata: &metadata(),
         sweep: true,
         state: Some("w2"),
+        defer_hash: false,
     })
     .unwrap();
     assert_eq!(tile_count(&target), 1, "the sweep removed 0/0/0");
