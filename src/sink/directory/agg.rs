@@ -294,4 +294,86 @@ mod tests {
         finish(sink(&root));
         assert_eq!(named_hash(&root), fake, "no tile was read again");
     }
+
+    fn finish_deferred(sink: DirectorySink) {
+        let metadata = TilesetMetadata {
+            name: "t".into(),
+            description: None,
+            attribution: None,
+            bounds: BBox::WORLD,
+            covered: None,
+            covered_zooms: None,
+            zooms: ZoomRange::new(0, 5).unwrap(),
+            vector_layers: vec![],
+        };
+        Box::new(sink)
+            .finish(Finish {
+                metadata: &metadata,
+                sweep: false,
+                state: None,
+                defer_hash: true,
+            })
+            .unwrap();
+    }
+
+    fn declared(root: &std::path::Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join(TILEJSON_NAME)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_deferred_finish_names_no_hash_and_declares_what_the_tiles_cover_without_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        let tile = |text: &str| text.parse::<TileCoord>().unwrap();
+        let mut first = sink(&root);
+        first.write_tile(tile("3/1/6"), b"a").unwrap();
+        first.write_tile(tile("1/0/0"), b"b").unwrap();
+        finish(first);
+
+        // A deeper tile: the zooms widen and the box becomes the deeper zoom's.
+        let mut next = sink(&root);
+        next.write_tile(tile("4/2/12"), b"c").unwrap();
+        finish_deferred(next);
+        assert!(root.join(STALE_NAME).exists());
+        let document = declared(&root);
+        assert!(document.get(AGG_TILES_HASH_KEY).is_none(), "{document}");
+        assert_eq!(
+            (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
+            (Some(1), Some(4))
+        );
+        let pending = document.clone();
+
+        // A deletion may empty an edge: the names are listed again.
+        let mut deleting = sink(&root);
+        deleting.delete_tile(tile("4/2/12")).unwrap();
+        finish_deferred(deleting);
+        let document = declared(&root);
+        assert_eq!(
+            (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
+            (Some(1), Some(3))
+        );
+        assert_ne!(document["bounds"], pending["bounds"]);
+
+        let cancelled = AtomicBool::new(true);
+        assert_eq!(
+            refresh_agg_hash(&root, "pbf", &cancelled).unwrap(),
+            HashRefresh::Cancelled
+        );
+        assert!(root.join(STALE_NAME).exists());
+        let go = AtomicBool::new(false);
+        let mut expected = AggHasher::new();
+        expected.add(tile("1/0/0"), b"b");
+        expected.add(tile("3/1/6"), b"a");
+        let expected = expected.finish();
+        assert_eq!(
+            refresh_agg_hash(&root, "pbf", &go).unwrap(),
+            HashRefresh::Computed(expected.clone())
+        );
+        assert_eq!(named_hash(&root), expected);
+        assert!(!root.join(STALE_NAME).exists());
+        assert_eq!(
+            refresh_agg_hash(&root, "pbf", &go).unwrap(),
+            HashRefresh::Current
+        );
+    }
 }
