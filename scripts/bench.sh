@@ -119,7 +119,12 @@
 #            wall time per tile relative to the smallest size (growth no faster
 #            than the tiles: <= about 1), peak RSS (target <= 256 MB) and the
 #            table's size with its indexes; then, per tile, the stored bytes and
-#            the CPU time of the tool and of PostgreSQL's backends.
+#            the CPU time of the tool and of PostgreSQL's backends. Then, per
+#            size, with change capture: full seeds into a tree and an MBTiles
+#            file, one facility renamed, and `seed --dirty` into each; prints
+#            the run's wall time, the agg_tiles_hash read after the purges, the
+#            time until the purges went out, and that against the smallest
+#            size's (target <= 1.2x); the rename is undone afterwards.
 #   watch    on the --reseed-rows sample, clustered: change capture, a full
 #            seed, then `oar-tiles watch` with its default settings while
 #            300 single-row changes are committed at 10 per second (one
@@ -1128,6 +1133,7 @@ section_growth() {
         echo "$n server-cpu $server_cpu" >>"$WORK/growth.txt"
         echo "$n bytes $(psql_ -Atc "SELECT pg_total_relation_size('bench_$n.facilities')")" >>"$WORK/growth.txt"
         rm -f "$WORK/growth-$n.mbtiles"
+        growth_one_change "$n"
     done
     python3 - "$ROOT/scripts" "$WORK" "${sizes[@]}" <<'PY' || failed $?
 import sys
@@ -1160,7 +1166,57 @@ for n, tiles, stored, cpu, server in costs:
     t = max(tiles, 1)
     print(f"  {n:>10} {stored / t:14.0f} {cpu:11.1f} {cpu / t * 1e6:8.1f} {server:17.1f} {server / t * 1e6:8.1f}")
 print(f"  peak RSS {worst_rss:.1f} MB (target <= 256 MB: {'met' if worst_rss <= 256 else 'NOT met'})")
+# One renamed facility, `seed --dirty` into the grown tree and MBTiles file: the purges go out
+# before the run reads every tile for agg_tiles_hash; before that change the hash came first, so
+# the purge waited for the whole run ("hash first").
+print("  one change, seed --dirty (purges as soon as the tiles are stored; agg_tiles_hash read after)")
+print(f"  {'rows':>10} {'output':>8} {'tiles':>9} {'run s':>7} {'hash s':>7} {'to purge s':>11} {'hash first s':>13} {'vs first':>9}")
+smallest = {}
+for n in sizes:
+    for kind in ("tree", "mbtiles"):
+        if (n, f"{kind}-run") not in facts:
+            continue
+        run, hashed, tiles = facts[n, f"{kind}-run"], facts[n, f"{kind}-hash"], facts[n, f"{kind}-tiles"]
+        purge = run - hashed
+        smallest.setdefault(kind, purge)
+        print(f"  {n:>10} {kind:>8} {tiles:9.0f} {run:7.2f} {hashed:7.2f} {purge:11.2f} {run:13.2f} "
+              f"{purge / smallest[kind]:8.2f}x")
+print("  (target: the largest output's commit-to-purge within 1.2x of the smallest's)")
 PY
+}
+
+# growth_one_change N: the growth config with change capture, full seeds into a tree and an MBTiles
+# file, one facility renamed, and `seed --dirty` into each, timed, with the seconds its log says
+# the hash took after the purges; then the rename undone and change capture uninstalled, so the
+# sample is as it was.
+growth_one_change() {
+    local n=$1 config=$WORK/growth-$n-lag.toml id out kind started
+    local tree=$WORK/growth-$n-tree mbtiles=$WORK/growth-$n-lag.mbtiles
+    cp "$WORK/growth-$n.toml" "$config"
+    "$BIN" -q changes install --config "$config" >&2
+    log "growth: $n facilities, full seeds into a tree and an MBTiles file for one change"
+    for out in "dir:$tree" "$mbtiles"; do
+        "$BIN" -q seed "${concurrency_args[@]}" --config "$config" --zoom 0-14 --output "$out" \
+            >/dev/null || die "growth: the seed of $n facilities into $out failed"
+    done
+    id=$(psql_ -Atc "SELECT min(id) FROM bench_$n.facilities")
+    psql_ -c "UPDATE bench_$n.facilities SET name = name || ' (renamed)' WHERE id = $id"
+    for kind in tree mbtiles; do
+        if [[ $kind == tree ]]; then out=dir:$tree; else out=$mbtiles; fi
+        started=$(now)
+        RUST_LOG=info "$BIN" seed --dirty "${concurrency_args[@]}" --config "$config" --zoom 0-14 \
+            --output "$out" --summary-json "$WORK/growth-$n-$kind-dirty.json" \
+            >/dev/null 2>"$WORK/growth-$n-$kind-dirty.log" \
+            || die "growth: seed --dirty into $out failed"
+        echo "$n $kind-run $(awk -v a="$started" -v b="$(now)" 'BEGIN { print b - a }')" >>"$WORK/growth.txt"
+        echo "$n $kind-hash $(grep -o 'after the purges in [0-9.]* s' "$WORK/growth-$n-$kind-dirty.log" \
+            | grep -o '[0-9.]*' | tail -1 || echo 0)" >>"$WORK/growth.txt"
+        echo "$n $kind-tiles $("$BIN" -q inspect --json "$out" | python3 -c 'import json, sys; print(json.load(sys.stdin)["tiles"])')" \
+            >>"$WORK/growth.txt"
+    done
+    psql_ -c "UPDATE bench_$n.facilities SET name = left(name, -length(' (renamed)')) WHERE id = $id"
+    "$BIN" -q changes uninstall --config "$config" >&2
+    rm -rf "$tree" "$mbtiles"
 }
 
 # --- watch: change-to-tile latency at a steady rate of commits ----------------------------------

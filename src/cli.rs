@@ -456,6 +456,7 @@ impl From<RunFlags> for RunSettings {
             rebuild_cells: flags.rebuild_cells,
             verify_sample: flags.verify_sample,
             scratch: false,
+            defer_agg_hash: false,
         }
     }
 }

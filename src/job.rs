@@ -212,6 +212,11 @@ pub struct RunSettings {
     /// aggregate rows instead of reading the maintained cells, which could share the drift being
     /// looked for, and the run is no consumer of the change log.
     pub scratch: bool,
+
+    /// Leave the `agg_tiles_hash` of a run that changed some tiles (not a full seed) pending when
+    /// the run ends, for the caller to bring up to date when it is idle (`watch`); otherwise it
+    /// is computed after the run's purges are delivered.
+    pub defer_agg_hash: bool,
 }
 
 /// What `oar-tiles watch` takes on the command line; the rest is the config's `[watch]`.
@@ -260,6 +265,8 @@ impl WatchJob {
         // A cycle samples its purged tiles; the watcher checks them at the edge off the cycle.
         seed.run.check_edge = settings.check_edge;
         seed.run.verify_sample = options.verify_sample;
+        // The watcher brings the hash up to date when it is idle, so no cycle reads every tile.
+        seed.run.defer_agg_hash = true;
         Ok(WatchJob { seed, settings })
     }
 }

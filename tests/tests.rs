@@ -6,6 +6,7 @@
 mod common;
 
 mod agg_hash;
+mod agg_lag;
 mod bad_input;
 mod clusters;
 mod dirty_shapes;

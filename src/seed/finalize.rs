@@ -183,6 +183,7 @@ async fn finalize_output(
                 metadata: &metadata,
                 sweep: true,
                 state: Some(&state),
+                defer_hash: false,
             })
         })
         .await

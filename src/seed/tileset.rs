@@ -192,12 +192,16 @@ impl TilesetRun<'_> {
         tracing::debug!("tileset `{name}`: rendering done");
         // 4f. Finish the output (sweep, metadata, state) or abort it; store what changed in the
         // outbox and hand it to the consumers.
+        // A full seed reads every tile anyway and ends with its hash, as a shard's part must
+        // (`finalize` merges it); a run that changed some tiles leaves the hash, which reads
+        // every tile, until its purges are out.
+        let defer_hash = !sweep_allowed && tileset.shard.is_none();
         let complete = self
             .complete(
                 written,
                 rendered,
                 &mut tally,
-                sweep_allowed,
+                (sweep_allowed, defer_hash),
                 watermark.as_ref(),
             )
             .await;
@@ -227,7 +231,15 @@ impl TilesetRun<'_> {
                 "tileset `{name}`: stopped after --max-duration; the rest is left for the next run"
             );
         }
-        // 4h. Summarize.
+        // 4h. Bring the hash up to date, now that the purges are out, unless the caller
+        // (`watch`, not for a partition it runs through its partitioned tileset) does it when
+        // idle.
+        // A run stopped while purging ends now; the hash stays pending, as the output says.
+        let hash_now = !self.job.run.defer_agg_hash || tileset.list_prefix.is_some();
+        if defer_hash && hash_now && delivered.stopped.is_none() {
+            self.refresh_hash(target).await?;
+        }
+        // 4i. Summarize.
         let mut header = self.header(target.describe(), complete, decision.changes_read);
         // Only a complete run applied its changes: the others are read again by the next one.
         if complete {
@@ -255,7 +267,7 @@ impl TilesetRun<'_> {
         written: writer::Written,
         rendered: Result<bool>,
         tally: &mut Tally,
-        sweep_allowed: bool,
+        (sweep_allowed, defer_hash): (bool, bool),
         watermark: Option<&Watermark>,
     ) -> Result<bool> {
         let name = &self.prepared.tileset.tileset.name;
@@ -268,7 +280,9 @@ impl TilesetRun<'_> {
                 // and the watermark stays so the next reseed covers them too.
                 let complete = finished && tally.failed().is_empty();
                 let state = watermark.filter(|_| complete);
-                let stored = self.finish(sink, sweep_allowed && complete, state).await?;
+                let stored = self
+                    .finish(sink, sweep_allowed && complete, state, defer_hash)
+                    .await?;
                 tally.set_stored(stored);
                 Ok(complete)
             }
@@ -441,12 +455,14 @@ impl TilesetRun<'_> {
     }
 
     /// Writes the metadata and completes the output; with `sweep`, tiles the run did not produce are
-    /// removed; `state` is recorded once every tile is durable.
+    /// removed; `state` is recorded once every tile is durable; with `defer_hash`, a changed
+    /// output's hash is left pending.
     async fn finish(
         &self,
         sink: Box<dyn Sink>,
         sweep: bool,
         state: Option<&Watermark>,
+        defer_hash: bool,
     ) -> Result<sink::SinkReport> {
         let name = self.prepared.tileset.tileset.name.clone();
         let metadata = TilesetMetadata::for_job(self.prepared.tileset, &self.prepared.layers);
@@ -457,12 +473,30 @@ impl TilesetRun<'_> {
                 metadata: &metadata,
                 sweep,
                 state: state.as_deref(),
+                defer_hash,
             })
         })
         .await
         .map_err(|e| Error::output(&name, format!("finishing the output failed: {e}")))??;
         tracing::debug!("tileset `{name}`: output finished");
         Ok(stored)
+    }
+
+    /// Computes the `agg_tiles_hash` a deferred finish left pending.
+    async fn refresh_hash(&self, target: &OutputTarget) -> Result<()> {
+        let started = Instant::now();
+        let settings = &self.prepared.tileset.tileset.output_settings;
+        let cancel = std::sync::Arc::default();
+        if let sink::HashRefresh::Computed(hash) =
+            sink::refresh_agg_hash(target, settings, cancel).await?
+        {
+            tracing::info!(
+                "{}: agg_tiles_hash {hash}, read from every tile after the purges in {:.2} s",
+                target.describe(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
     }
 
     /// Records the output's new watermark in the change log and prunes what every consumer has.

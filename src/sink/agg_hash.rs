@@ -18,6 +18,19 @@ use crate::tile::TileCoord;
 /// The metadata key (MBTiles row, TileJSON field, PMTiles JSON metadata field) holding the hash.
 pub const AGG_TILES_HASH_KEY: &str = "agg_tiles_hash";
 
+/// Set in an output's metadata (an MBTiles row; for a tree, by its reader from the stale marker)
+/// while tiles changed since the hash was last computed: the hash is pending, not wrong.
+pub const HASH_PENDING_KEY: &str = "oar_tiles_hash_pending";
+
+/// Whether metadata, as [`OutputReader::metadata`] reads it, says the hash is pending.
+pub fn hash_pending(metadata: &serde_json::Value) -> bool {
+    match &metadata[HASH_PENDING_KEY] {
+        serde_json::Value::Bool(pending) => *pending,
+        serde_json::Value::String(text) => !text.is_empty(),
+        _ => false,
+    }
+}
+
 /// Hashes tiles fed in (zoom, column, TMS row) order; [`hash_order`] sorts them so.
 #[derive(Clone, Default)]
 pub struct AggHasher {

@@ -93,6 +93,15 @@ pub trait OutputKind: Send + Sync {
     /// Removes a partition's output that a full seed emptied; a remote output keeps its
     /// documents, which describe an empty tileset.
     fn remove_emptied(&self) -> Result<()>;
+
+    /// Brings the `agg_tiles_hash` a deferred finish left pending up to date, reading every tile
+    /// on a consistent view, with the output's lock held; gives up, leaving it pending, once
+    /// `cancel` is set. Kinds that never defer it have nothing to do. It blocks.
+    fn refresh_agg_hash(
+        &self,
+        settings: &OutputSettings,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<super::HashRefresh>;
 }
 
 /// The lock file beside a local file or tree: `NAME.oar-tiles.lock`.

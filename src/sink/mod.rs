@@ -198,6 +198,22 @@ pub struct Finish<'a> {
     pub sweep: bool,
     /// The job state (watermark) to record, last, once every tile is durable.
     pub state: Option<&'a str>,
+    /// Leave the `agg_tiles_hash` of a run that changed tiles for [`OutputKind::refresh_agg_hash`]
+    /// to compute after the purge: the output declares no hash meanwhile (a tree keeps its stale
+    /// marker), never a wrong one. Outputs that rewrite every tile anyway (PMTiles) or keep the
+    /// hash's inputs at hand (S3) compute it at once regardless.
+    pub defer_hash: bool,
+}
+
+/// What bringing an output's `agg_tiles_hash` up to date did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashRefresh {
+    /// The output named its hash already (or holds nothing to hash): nothing was read.
+    Current,
+    /// The hash was computed from every tile and recorded.
+    Computed(String),
+    /// Given up when asked to, before anything was recorded: the hash is still pending.
+    Cancelled,
 }
 
 /// A destination for tiles. Implementations are driven from one thread.
@@ -260,6 +276,24 @@ pub fn kind_of(target: &OutputTarget) -> Box<dyn OutputKind + '_> {
             Box::new(pmtiles::kind::S3Archive { bucket, key })
         }
     }
+}
+
+/// Brings an output's pending `agg_tiles_hash` up to date ([`OutputKind::refresh_agg_hash`]) off
+/// the async threads; setting `cancel` makes it give up at the next tile.
+pub async fn refresh_agg_hash(
+    target: &OutputTarget,
+    settings: &OutputSettings,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<HashRefresh> {
+    let (owned, settings) = (target.clone(), settings.clone());
+    tokio::task::spawn_blocking(move || kind_of(&owned).refresh_agg_hash(&settings, &cancel))
+        .await
+        .map_err(|e| {
+            crate::error::Error::output(
+                target.describe(),
+                format!("computing agg_tiles_hash failed: {e}"),
+            )
+        })?
 }
 
 /// Opens a sink for a target; fails early when the target cannot be written. With `part`, a

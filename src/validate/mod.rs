@@ -101,6 +101,9 @@ pub struct OutputValidation {
     pub bytes: u64,
     /// The hash of the tiles, computed as martin's `mbtiles` does.
     pub agg_tiles_hash: String,
+    /// Whether the output says its recorded hash is pending (tiles changed since it was last
+    /// computed): not a problem, and the hash recorded, if any, is not compared.
+    pub hash_pending: bool,
     /// What is wrong.
     pub problems: Problems,
     /// The comparison with the database, with `--against-db`.
@@ -234,6 +237,7 @@ pub async fn validate(
             tiles: 0,
             bytes: 0,
             agg_tiles_hash: String::new(),
+            hash_pending: false,
             problems: index_problems,
             database: None,
         });
@@ -294,6 +298,7 @@ async fn one(
         tiles: 0,
         bytes: 0,
         agg_tiles_hash: String::new(),
+        hash_pending: false,
         problems: Problems::default(),
         database: None,
     };
@@ -328,6 +333,7 @@ async fn one(
         Ok(scan) => {
             if let Some(metadata) = &metadata {
                 scan.check_metadata(metadata, &mut problems);
+                validation.hash_pending = crate::sink::agg_hash::hash_pending(metadata);
             }
             validation.tiles = scan.tiles;
             validation.bytes = scan.bytes;
@@ -368,10 +374,14 @@ impl ValidationReport {
                 output.output,
                 output.tiles,
                 output.bytes,
-                if output.agg_tiles_hash.is_empty() {
-                    String::new()
-                } else {
-                    format!(", agg_tiles_hash {}", output.agg_tiles_hash)
+                match (output.agg_tiles_hash.is_empty(), output.hash_pending) {
+                    (true, _) => String::new(),
+                    (false, false) => format!(", agg_tiles_hash {}", output.agg_tiles_hash),
+                    (false, true) => format!(
+                        ", agg_tiles_hash {} (pending: tiles changed since the output recorded \
+                         it; a later run or an idle `watch` records it)",
+                        output.agg_tiles_hash
+                    ),
                 }
             ));
             for problem in &output.problems.listed {

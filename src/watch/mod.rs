@@ -33,7 +33,7 @@ use crate::render::source::quoted_table;
 use crate::report::{ProgressKind, SummaryHeader, TilesetSummary};
 use crate::schedule::Stop;
 use crate::seed::{Locks, Session};
-use crate::sink::{lock, ChangedList};
+use crate::sink::{lock, ChangedList, HashRefresh};
 use crate::state::capture;
 
 /// What the HTTP endpoints read while the watcher works.
@@ -194,7 +194,69 @@ async fn watch_connected(
     );
     loop {
         cycle(job, jobs, session.as_ref(), shared, stop).await?;
-        wait_for_changes(job, watched, &mut listener, &pool, shared, stop).await?;
+        // A cycle that changed tiles left their outputs' hashes pending.
+        let mut hash_due = true;
+        wait_for_changes(
+            job,
+            watched,
+            (&mut listener, &mut hash_due),
+            &pool,
+            shared,
+            stop,
+        )
+        .await?;
+    }
+}
+
+/// How long the watcher waits without a notification before it reads every tile of the outputs
+/// whose `agg_tiles_hash` cycles left pending: a burst's cycles go first, then the hash once.
+const HASH_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Brings the pending `agg_tiles_hash` of every watched output up to date, one output after
+/// another, until a notification arrives: then gives up at the next tile (the output keeps
+/// declaring it pending) and returns the notification, so no cycle waits for the hash.
+async fn refresh_hashes(
+    job: &WatchJob,
+    listener: &mut Listener,
+    stop: &Stop,
+) -> Result<Option<Instant>> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let all = async {
+        for tileset in &job.seed.tilesets {
+            // A partitioned tileset's partitions brought theirs up to date in their cycle.
+            let Some(target) = tileset.output.as_ref() else {
+                continue;
+            };
+            if tileset.tileset.partition_by.is_some() {
+                continue;
+            }
+            let started = Instant::now();
+            let settings = &tileset.tileset.output_settings;
+            match crate::sink::refresh_agg_hash(target, settings, cancel.clone()).await {
+                Ok(HashRefresh::Computed(hash)) => tracing::info!(
+                    "{}: agg_tiles_hash {hash}, read from every tile while idle in {:.2} s",
+                    target.describe(),
+                    started.elapsed().as_secs_f64()
+                ),
+                Ok(HashRefresh::Current | HashRefresh::Cancelled) => {}
+                // The tiles are stored and purged; only the hash waits for the next idle spell.
+                Err(err) => tracing::warn!("agg_tiles_hash left pending: {err}"),
+            }
+        }
+    };
+    tokio::pin!(all);
+    tokio::select! {
+        () = &mut all => Ok(None),
+        arrived = listener.notifications.recv() => {
+            cancel.store(true, Ordering::Relaxed);
+            all.await;
+            Ok(arrived)
+        }
+        signal = stop.stopped() => {
+            cancel.store(true, Ordering::Relaxed);
+            all.await;
+            Err(Error::Stopped { signal })
+        }
     }
 }
 
@@ -203,7 +265,7 @@ async fn watch_connected(
 async fn wait_for_changes(
     job: &WatchJob,
     watched: &[Watched],
-    listener: &mut Listener,
+    (listener, hash_due): (&mut Listener, &mut bool),
     pool: &deadpool_postgres::Pool,
     shared: &Shared,
     stop: &Stop,
@@ -220,6 +282,17 @@ async fn wait_for_changes(
         let first = tokio::select! {
             arrived = listener.notifications.recv() => Some(arrived.ok_or_else(lost)?),
             () = &mut poll => None,
+            () = tokio::time::sleep(HASH_IDLE), if *hash_due => {
+                *hash_due = false;
+                match refresh_hashes(job, listener, stop).await? {
+                    Some(arrived) => {
+                        // Cut short: the hash is still due once this change's cycle is done.
+                        *hash_due = true;
+                        Some(arrived)
+                    }
+                    None => continue,
+                }
+            }
             signal = stop.stopped() => return Err(Error::Stopped { signal }),
         };
         if let Some(first) = first {

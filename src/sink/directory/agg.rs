@@ -7,17 +7,17 @@
 //! kill, `--max-duration`, a shard before `finalize`): each run that is about to change a tile first
 //! leaves a durable marker, [`STALE_NAME`], which only a finish that wrote a fresh hash removes.
 
-use super::read::sizes;
-use super::DirectorySink;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::read::tiles;
+use super::{DirectorySink, STALE_NAME};
 use crate::error::{Error, Result};
 use crate::sink::agg_hash::{hash_order, AggHasher, AGG_TILES_HASH_KEY};
 use crate::sink::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
-use crate::sink::durable;
 use crate::sink::tilejson::TILEJSON_NAME;
-use crate::tile::{Coverage, TileCoord};
-
-/// The marker saying tiles may have changed since `tiles.json` named their hash.
-pub const STALE_NAME: &str = ".oar-tiles-hash-stale";
+use crate::sink::{durable, HashRefresh, TilesetMetadata};
+use crate::tile::{BBox, Coverage, ZoomRange};
 
 impl DirectorySink {
     /// Marks the hash stale, durably, before the first tile this run changes.
@@ -37,35 +37,65 @@ impl DirectorySink {
     /// when the hash was named: the zooms and bounds `tiles.json` declares then still hold, as
     /// the run that wrote the hash wrote them from the same tiles).
     pub(super) fn agg_tiles_hash(&self) -> Result<(String, Option<Coverage>)> {
-        if !self.hash_marked && !self.root.join(STALE_NAME).exists() {
-            let named = read_capped(&self.root.join(TILEJSON_NAME), DOCUMENT_CAP)
-                .ok()
-                .flatten()
-                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-                .and_then(|document| document[AGG_TILES_HASH_KEY].as_str().map(str::to_string));
-            if let Some(hash) = named {
+        if !self.hash_pending() {
+            if let Some(hash) = named_hash(&self.root) {
                 return Ok((hash, None));
             }
         }
-        let mut tiles: Vec<TileCoord> = sizes(&self.root, &self.settings.tile_extension)?
-            .into_iter()
-            .map(|(tile, _)| tile)
-            .collect();
-        tiles.sort_unstable_by_key(hash_order);
-        let mut hasher = AggHasher::new();
-        let mut coverage = Coverage::default();
-        for tile in tiles {
-            coverage.add(tile);
-            let path = self
-                .root
-                .join(tile.z().to_string())
-                .join(tile.x().to_string())
-                .join(self.tile_name(tile));
-            let data = read_capped(&path, TILE_FILE_CAP)?
-                .ok_or_else(|| Error::output(&path, "went while it was being hashed"))?;
-            hasher.add(tile, &data);
+        let never = AtomicBool::new(false);
+        let (hash, coverage) = hash_tree(&self.root, &self.settings.tile_extension, &never)?
+            .unwrap_or_else(|| (AggHasher::new().finish(), Coverage::default()));
+        Ok((hash, Some(coverage)))
+    }
+
+    /// Whether tiles may have changed since `tiles.json` named their hash.
+    pub(super) fn hash_pending(&self) -> bool {
+        self.hash_marked || self.root.join(STALE_NAME).exists()
+    }
+
+    /// What a finish that leaves the hash pending declares the tiles cover, without reading a
+    /// tile: what `tiles.json` declared, widened by this run's tiles. A run that deleted tiles
+    /// may have emptied an edge, so it lists the tree's names (no tile is opened) instead.
+    pub(super) fn cover_without_hash(&self, metadata: &mut TilesetMetadata) -> Result<()> {
+        let mut previous = metadata.clone();
+        self.keep_coverage(&mut previous);
+        let declared = previous.covered_zooms.zip(previous.covered);
+        let (Some((zooms, bounds)), 0) = (declared, self.report.deleted) else {
+            let mut coverage = Coverage::default();
+            for tile in tiles(&self.root, &self.settings.tile_extension)? {
+                coverage.add(tile);
+            }
+            metadata.cover(&coverage);
+            return Ok(());
+        };
+        let written = (self.written.zooms(), self.written.bbox(&metadata.bounds));
+        let (Some(added), Some(added_bounds)) = written else {
+            // Nothing written: the tiles cover what they covered.
+            metadata.covered_zooms = Some(zooms);
+            metadata.covered = Some(bounds);
+            return Ok(());
+        };
+        // The box is the deepest zoom's: a deeper zoom's tiles replace it, the same zoom's join it.
+        metadata.covered = Some(match added.max.cmp(&zooms.max) {
+            std::cmp::Ordering::Greater => added_bounds,
+            std::cmp::Ordering::Equal => BBox::new(
+                bounds.west.min(added_bounds.west),
+                bounds.south.min(added_bounds.south),
+                bounds.east.max(added_bounds.east),
+                bounds.north.max(added_bounds.north),
+            )
+            .unwrap_or(bounds),
+            std::cmp::Ordering::Less => bounds,
+        });
+        let widened = ZoomRange::new(zooms.min.min(added.min), zooms.max.max(added.max));
+        metadata.covered_zooms = Some(widened.unwrap_or(zooms));
+        if let Some(stored) = metadata.covered_zooms {
+            for layer in &mut metadata.vector_layers {
+                layer.minzoom = layer.minzoom.clamp(stored.min, stored.max);
+                layer.maxzoom = layer.maxzoom.clamp(layer.minzoom, stored.max);
+            }
         }
-        Ok((hasher.finish(), Some(coverage)))
+        Ok(())
     }
 
     /// Takes the zooms and bounds `tiles.json` declares, for a run whose tiles hash as named
@@ -97,20 +127,93 @@ impl DirectorySink {
 
     /// Removes the marker once `tiles.json` names the fresh hash durably.
     pub(super) fn clear_hash_stale(&self) -> Result<()> {
-        let path = self.root.join(STALE_NAME);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::output(&path, format!("cannot remove it: {e}")))
-            }
-            _ => Ok(()),
-        }
+        clear_stale(&self.root)
     }
+}
+
+fn clear_stale(root: &Path) -> Result<()> {
+    let path = root.join(STALE_NAME);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::output(&path, format!("cannot remove it: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The hash `tiles.json` names, if it names one.
+fn named_hash(root: &Path) -> Option<String> {
+    read_capped(&root.join(TILEJSON_NAME), DOCUMENT_CAP)
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|document| document[AGG_TILES_HASH_KEY].as_str().map(str::to_string))
+}
+
+/// Every tile read back in hash order: the hash and what the tiles cover; `None` once `cancel`
+/// is set.
+fn hash_tree(
+    root: &Path,
+    extension: &str,
+    cancel: &AtomicBool,
+) -> Result<Option<(String, Coverage)>> {
+    let mut listed = tiles(root, extension)?;
+    listed.sort_unstable_by_key(hash_order);
+    let mut hasher = AggHasher::new();
+    let mut coverage = Coverage::default();
+    for tile in listed {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        coverage.add(tile);
+        let path = root
+            .join(tile.z().to_string())
+            .join(tile.x().to_string())
+            .join(format!("{}.{extension}", tile.y()));
+        let data = read_capped(&path, TILE_FILE_CAP)?
+            .ok_or_else(|| Error::output(&path, "went while it was being hashed"))?;
+        hasher.add(tile, &data);
+    }
+    Ok(Some((hasher.finish(), coverage)))
+}
+
+/// Brings a tree's `agg_tiles_hash` up to date when a deferred finish left it pending (the stale
+/// marker is there): every tile read back, the hash written into `tiles.json`, then the marker
+/// removed. The caller holds the output's lock and writes no tile meanwhile. Gives up, changing
+/// nothing, once `cancel` is set.
+pub(crate) fn refresh_agg_hash(
+    root: &Path,
+    extension: &str,
+    cancel: &AtomicBool,
+) -> Result<HashRefresh> {
+    let tilejson_path = root.join(TILEJSON_NAME);
+    if !root.join(STALE_NAME).exists() {
+        return Ok(HashRefresh::Current);
+    }
+    // Without a `tiles.json` there is nothing to name the hash in: the next finish writes both.
+    let Some(bytes) = read_capped(&tilejson_path, DOCUMENT_CAP)? else {
+        return Ok(HashRefresh::Current);
+    };
+    let mut document: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::output(&tilejson_path, format!("is not JSON: {e}")))?;
+    let Some((hash, _)) = hash_tree(root, extension, cancel)? else {
+        return Ok(HashRefresh::Cancelled);
+    };
+    document[AGG_TILES_HASH_KEY] = hash.clone().into();
+    let text = serde_json::to_vec_pretty(&document).expect("JSON serializes");
+    durable::place(&tilejson_path, &text)
+        .map_err(|e| Error::output(&tilejson_path, format!("cannot write it: {e}")))?;
+    durable::sync_dir(root)
+        .map_err(|e| Error::output(root, format!("cannot sync it to disk: {e}")))?;
+    clear_stale(root)?;
+    Ok(HashRefresh::Computed(hash))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sink::{ChangedList, Finish, OutputSettings, Sink, TilesetMetadata};
+    use crate::tile::TileCoord;
     use crate::tile::{BBox, ZoomRange};
 
     fn finish(sink: DirectorySink) {
@@ -129,6 +232,7 @@ mod tests {
                 metadata: &metadata,
                 sweep: false,
                 state: None,
+                defer_hash: false,
             })
             .unwrap();
     }
@@ -189,5 +293,87 @@ mod tests {
         .unwrap();
         finish(sink(&root));
         assert_eq!(named_hash(&root), fake, "no tile was read again");
+    }
+
+    fn finish_deferred(sink: DirectorySink) {
+        let metadata = TilesetMetadata {
+            name: "t".into(),
+            description: None,
+            attribution: None,
+            bounds: BBox::WORLD,
+            covered: None,
+            covered_zooms: None,
+            zooms: ZoomRange::new(0, 5).unwrap(),
+            vector_layers: vec![],
+        };
+        Box::new(sink)
+            .finish(Finish {
+                metadata: &metadata,
+                sweep: false,
+                state: None,
+                defer_hash: true,
+            })
+            .unwrap();
+    }
+
+    fn declared(root: &std::path::Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(root.join(TILEJSON_NAME)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_deferred_finish_names_no_hash_and_declares_what_the_tiles_cover_without_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        let tile = |text: &str| text.parse::<TileCoord>().unwrap();
+        let mut first = sink(&root);
+        first.write_tile(tile("3/1/6"), b"a").unwrap();
+        first.write_tile(tile("1/0/0"), b"b").unwrap();
+        finish(first);
+
+        // A deeper tile: the zooms widen and the box becomes the deeper zoom's.
+        let mut next = sink(&root);
+        next.write_tile(tile("4/2/12"), b"c").unwrap();
+        finish_deferred(next);
+        assert!(root.join(STALE_NAME).exists());
+        let document = declared(&root);
+        assert!(document.get(AGG_TILES_HASH_KEY).is_none(), "{document}");
+        assert_eq!(
+            (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
+            (Some(1), Some(4))
+        );
+        let pending = document.clone();
+
+        // A deletion may empty an edge: the names are listed again.
+        let mut deleting = sink(&root);
+        deleting.delete_tile(tile("4/2/12")).unwrap();
+        finish_deferred(deleting);
+        let document = declared(&root);
+        assert_eq!(
+            (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
+            (Some(1), Some(3))
+        );
+        assert_ne!(document["bounds"], pending["bounds"]);
+
+        let cancelled = AtomicBool::new(true);
+        assert_eq!(
+            refresh_agg_hash(&root, "pbf", &cancelled).unwrap(),
+            HashRefresh::Cancelled
+        );
+        assert!(root.join(STALE_NAME).exists());
+        let go = AtomicBool::new(false);
+        let mut expected = AggHasher::new();
+        expected.add(tile("1/0/0"), b"b");
+        expected.add(tile("3/1/6"), b"a");
+        let expected = expected.finish();
+        assert_eq!(
+            refresh_agg_hash(&root, "pbf", &go).unwrap(),
+            HashRefresh::Computed(expected.clone())
+        );
+        assert_eq!(named_hash(&root), expected);
+        assert!(!root.join(STALE_NAME).exists());
+        assert_eq!(
+            refresh_agg_hash(&root, "pbf", &go).unwrap(),
+            HashRefresh::Current
+        );
     }
 }

@@ -133,4 +133,12 @@ impl OutputKind for Tree<'_> {
     fn remove_emptied(&self) -> Result<()> {
         remove_if_there(self.0, std::fs::remove_dir_all(self.0))
     }
+
+    fn refresh_agg_hash(
+        &self,
+        settings: &OutputSettings,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<crate::sink::HashRefresh> {
+        super::refresh_agg_hash(self.0, &settings.tile_extension, cancel)
+    }
 }

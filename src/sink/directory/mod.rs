@@ -21,6 +21,8 @@ mod agg;
 pub mod kind;
 pub mod read;
 
+pub(crate) use agg::refresh_agg_hash;
+
 use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::document::{read_capped, DOCUMENT_CAP};
 use super::durable;
@@ -29,7 +31,7 @@ use super::tilejson::{changes_beyond_hash, tilejson, warn_relative_once, TILEJSO
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
-use crate::tile::{in_scope, tile_key, TileCoord};
+use crate::tile::{in_scope, tile_key, Coverage, TileCoord};
 
 /// Name of tippecanoe's metadata document, which GDAL's MVT driver reads.
 pub const TIPPECANOE_METADATA_NAME: &str = "metadata.json";
@@ -54,6 +56,8 @@ pub struct DirectorySink {
     unsynced_files: Vec<PathBuf>,
     /// Whether this run marked the tree's hash stale (it changed, or is changing, a tile).
     hash_marked: bool,
+    /// What the tiles this run stored with new bytes cover.
+    written: Coverage,
 }
 
 /// Tiles written between two syncs at most, so the list of them stays small.
@@ -66,6 +70,10 @@ const LINK_REFUSED: &str = "is a symbolic link: oar-tiles writes and deletes til
 
 /// The walk's journal, beside the tiles while a full seed runs.
 pub const JOURNAL_NAME: &str = ".oar-tiles-journal.sqlite";
+
+/// The marker saying tiles may have changed since `tiles.json` named their hash: a run that
+/// changes a tile leaves it first, and only a finish or a refresh that wrote the hash removes it.
+pub const STALE_NAME: &str = ".oar-tiles-hash-stale";
 
 /// The job state (change watermark) beside the tiles.
 pub const STATE_NAME: &str = ".oar-tiles-state.json";
@@ -144,6 +152,7 @@ impl DirectorySink {
             unsynced: BTreeSet::new(),
             unsynced_files: Vec::new(),
             hash_marked: false,
+            written: Coverage::default(),
         })
     }
 
@@ -344,6 +353,7 @@ impl Sink for DirectorySink {
             self.sync_directories()?;
         }
         self.report.changed += 1;
+        self.written.add(tile);
         self.changes.record(tile);
         Ok(())
     }
@@ -407,15 +417,26 @@ impl Sink for DirectorySink {
         // The state claims every tile: they, and the changed-tile list naming them, go to disk first.
         self.sync_directories()?;
         self.changes.sync()?;
-        let (hash, coverage) = self.agg_tiles_hash()?;
         let mut metadata = metadata.clone();
-        match coverage {
-            Some(coverage) => metadata.cover(&coverage),
-            None => self.keep_coverage(&mut metadata),
-        }
+        // Deferred, a hash that tiles changed stays pending, named nowhere, until
+        // `refresh_agg_hash` reads the tree; the marker says so meanwhile.
+        let defer = end.defer_hash && self.hash_pending();
+        let hash = if defer {
+            self.cover_without_hash(&mut metadata)?;
+            None
+        } else {
+            let (hash, coverage) = self.agg_tiles_hash()?;
+            match coverage {
+                Some(coverage) => metadata.cover(&coverage),
+                None => self.keep_coverage(&mut metadata),
+            }
+            Some(hash)
+        };
         let metadata = &metadata;
         let mut document = tilejson(metadata, &self.settings, None);
-        document[AGG_TILES_HASH_KEY] = hash.into();
+        if let Some(hash) = hash {
+            document[AGG_TILES_HASH_KEY] = hash.into();
+        }
         let previous = read_capped(&self.root.join(TILEJSON_NAME), DOCUMENT_CAP)
             .ok()
             .flatten();
@@ -452,7 +473,9 @@ impl Sink for DirectorySink {
         }
         durable::sync_dir(&self.root)
             .map_err(|e| Error::output(&self.root, format!("cannot sync it to disk: {e}")))?;
-        self.clear_hash_stale()?;
+        if !defer {
+            self.clear_hash_stale()?;
+        }
         if let Some(journal) = self.journal.take() {
             journal.remove();
         }
@@ -516,6 +539,7 @@ mod tests {
                 metadata: &metadata(ZoomRange::new(0, 3).unwrap()),
                 sweep: true,
                 state: None,
+                defer_hash: false,
             })
             .unwrap();
         assert_eq!(std::fs::read(root.join("3/5/2.pbf")).unwrap(), b"abc");
@@ -542,6 +566,7 @@ mod tests {
                 metadata: &metadata(ZoomRange::new(0, 2).unwrap()),
                 sweep: true,
                 state: None,
+                defer_hash: false,
             })
             .unwrap();
         // What a writer killed mid-tile leaves beside the tiles.
@@ -559,6 +584,7 @@ mod tests {
                 metadata: &metadata(ZoomRange::new(1, 1).unwrap()),
                 sweep: true,
                 state: None,
+                defer_hash: false,
             })
             .unwrap();
         changes.close().unwrap();

@@ -7,6 +7,7 @@ use futures::FutureExt;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::sink::agg_hash::HASH_PENDING_KEY;
 use crate::sink::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
 use crate::sink::read::ReadTiles;
 use crate::sink::tilejson::TILEJSON_NAME;
@@ -29,6 +30,15 @@ impl ReadTiles for TreeReader {
             Ok(None) => Ok(Value::Null),
             Err(e) => Err(e),
         };
+        // The stale marker is the tree's word that its hash is pending.
+        let metadata = metadata.map(|mut metadata| {
+            if let (Value::Object(fields), true) =
+                (&mut metadata, self.root.join(super::STALE_NAME).exists())
+            {
+                fields.insert(HASH_PENDING_KEY.to_string(), Value::Bool(true));
+            }
+            metadata
+        });
         std::future::ready(metadata).boxed()
     }
 
@@ -65,6 +75,19 @@ impl ReadTiles for TreeReader {
 
 /// Every tile file under `root` with its size.
 pub(super) fn sizes(root: &Path, extension: &str) -> Result<Vec<(TileCoord, u64)>> {
+    walk(root, extension, true)
+}
+
+/// The tree's tiles, from its directory entries alone (no file is opened or stat'ed).
+pub(super) fn tiles(root: &Path, extension: &str) -> Result<Vec<TileCoord>> {
+    Ok(walk(root, extension, false)?
+        .into_iter()
+        .map(|(tile, _)| tile)
+        .collect())
+}
+
+/// Every tile below `root`, with its size when `sized` (else 0).
+fn walk(root: &Path, extension: &str, sized: bool) -> Result<Vec<(TileCoord, u64)>> {
     let mut sizes = Vec::new();
     let list = |dir: &Path| -> Result<Vec<std::fs::DirEntry>> {
         std::fs::read_dir(dir)
@@ -90,7 +113,12 @@ pub(super) fn sizes(root: &Path, extension: &str) -> Result<Vec<(TileCoord, u64)
             for y_entry in list(&x_entry.path())? {
                 let tile = number(&y_entry, &suffix).and_then(|y| TileCoord::new(z, x, y).ok());
                 if let Some(tile) = tile {
-                    sizes.push((tile, y_entry.metadata().map(|m| m.len()).unwrap_or(0)));
+                    let size = if sized {
+                        y_entry.metadata().map(|m| m.len()).unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    sizes.push((tile, size));
                 }
             }
         }

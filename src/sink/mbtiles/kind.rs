@@ -118,6 +118,14 @@ impl OutputKind for MbtilesFile<'_> {
         super::remove_sqlite_files(self.0);
         remove_outbox_beside(self.0)
     }
+
+    fn refresh_agg_hash(
+        &self,
+        _settings: &OutputSettings,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<crate::sink::HashRefresh> {
+        super::refresh_agg_hash(self.0, cancel)
+    }
 }
 
 /// Single-file outputs are never written by shards directly: each shard gets a part file.

@@ -10,6 +10,7 @@
 //! tiles, and the rollback journal gives the same all-or-nothing outcome.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
@@ -23,8 +24,8 @@ mod staging;
 pub use import::Import;
 pub use staging::{partial_path, remove_sqlite_files};
 
-use super::agg_hash::{AggHasher, AGG_TILES_HASH_KEY};
-use super::{ChangedList, Finish, Resume, Sink, SinkReport, TilesetMetadata};
+use super::agg_hash::{AggHasher, AGG_TILES_HASH_KEY, HASH_PENDING_KEY};
+use super::{ChangedList, Finish, HashRefresh, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::state::journal::{children_from_mask, children_mask};
 use crate::tile::{in_scope, tile_key, BBox, Coverage, TileCoord, ZoomRange};
@@ -109,6 +110,16 @@ pub const STATE_KEY: &str = "oar_tiles_state";
 /// the caller's connection, so inside the transaction that changed the tiles the hash is never
 /// stale in a committed file.
 pub(crate) fn record_agg_hash(connection: &Connection) -> rusqlite::Result<String> {
+    let never = AtomicBool::new(false);
+    // Never cancelled, so always a hash.
+    record_agg_hash_unless(connection, &never).map(Option::unwrap_or_default)
+}
+
+/// [`record_agg_hash`], giving up (`None`, nothing recorded) as soon as `cancel` is set.
+fn record_agg_hash_unless(
+    connection: &Connection,
+    cancel: &AtomicBool,
+) -> rusqlite::Result<Option<String>> {
     let mut hasher = AggHasher::new();
     let mut select = connection.prepare(
         "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles
@@ -116,6 +127,9 @@ pub(crate) fn record_agg_hash(connection: &Connection) -> rusqlite::Result<Strin
     )?;
     let mut rows = select.query([])?;
     while let Some(row) = rows.next()? {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let data = row.get_ref(3)?;
         let bytes = match data {
             rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => {
@@ -130,7 +144,46 @@ pub(crate) fn record_agg_hash(connection: &Connection) -> rusqlite::Result<Strin
         "INSERT OR REPLACE INTO metadata (name, value) VALUES (?1, ?2)",
         params![AGG_TILES_HASH_KEY, hash],
     )?;
-    Ok(hash)
+    connection.execute("DELETE FROM metadata WHERE name = ?1", [HASH_PENDING_KEY])?;
+    Ok(Some(hash))
+}
+
+/// Brings a file's `agg_tiles_hash` up to date when a deferred finish left it out: computed and
+/// recorded in one write transaction, which readers share until its commit and no writer can
+/// enter, so the hash is of the tiles it is recorded with. Does nothing to a file that names its
+/// hash, or is not there; gives up, changing nothing, once `cancel` is set.
+pub(crate) fn refresh_agg_hash(path: &Path, cancel: &AtomicBool) -> Result<HashRefresh> {
+    if !path.exists() {
+        return Ok(HashRefresh::Current);
+    }
+    let fail = |e: rusqlite::Error| Error::output(path, format!("computing agg_tiles_hash: {e}"));
+    let connection = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(fail)?;
+    connection
+        .busy_timeout(Duration::from_secs(30))
+        .map_err(fail)?;
+    let current = |connection: &Connection| {
+        stored_agg_hash(connection).is_some() && !metadata_holds(connection, HASH_PENDING_KEY)
+    };
+    if current(&connection) {
+        return Ok(HashRefresh::Current);
+    }
+    connection.execute_batch("BEGIN IMMEDIATE").map_err(fail)?;
+    // Read again inside the transaction: a writer may have recorded it in between.
+    if current(&connection) {
+        connection.execute_batch("ROLLBACK").map_err(fail)?;
+        return Ok(HashRefresh::Current);
+    }
+    match record_agg_hash_unless(&connection, cancel).map_err(fail)? {
+        Some(hash) => {
+            connection.execute_batch("COMMIT").map_err(fail)?;
+            Ok(HashRefresh::Computed(hash))
+        }
+        None => {
+            connection.execute_batch("ROLLBACK").map_err(fail)?;
+            Ok(HashRefresh::Cancelled)
+        }
+    }
 }
 
 /// The zooms and box a file's tiles cover: its shallowest zoom, and the column and row ranges of
@@ -196,6 +249,17 @@ pub(crate) fn record_coverage(connection: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a deferred finish records under [`HASH_PENDING_KEY`].
+const PENDING_REASON: &str =
+    "tiles changed after agg_tiles_hash was computed; it is computed again after the purge";
+
+/// Whether the file's metadata has a row `name`.
+fn metadata_holds(connection: &Connection, name: &str) -> bool {
+    connection
+        .query_row("SELECT 1 FROM metadata WHERE name = ?1", [name], |_| Ok(()))
+        .is_ok()
 }
 
 /// The `agg_tiles_hash` a file records, if any.
@@ -426,9 +490,22 @@ impl Sink for MbtilesSink {
             self.write_metadata(metadata)?;
             // A run in place that changed nothing leaves the tiles, and so their hash, as the
             // last finish recorded it; otherwise (a copy may hold an interrupted run's tiles) the
-            // hash is computed afresh.
+            // hash is computed afresh, or, deferred, removed with the tiles that made it wrong,
+            // so the file never claims a hash its tiles do not have.
             let unchanged = self.in_place && self.report.changed == 0 && self.report.deleted == 0;
-            if !unchanged || stored_agg_hash(self.connection()).is_none() {
+            if end.defer_hash && !unchanged {
+                self.connection()
+                    .execute("DELETE FROM metadata WHERE name = ?1", [AGG_TILES_HASH_KEY])
+                    .and_then(|_| {
+                        self.connection().execute(
+                            "INSERT OR REPLACE INTO metadata (name, value) VALUES (?1, ?2)",
+                            params![HASH_PENDING_KEY, PENDING_REASON],
+                        )
+                    })
+                    .map_err(|e| self.fail(e))?;
+            } else if !end.defer_hash
+                && (!unchanged || stored_agg_hash(self.connection()).is_none())
+            {
                 record_agg_hash(self.connection())
                     .map_err(|e| self.fail(format!("computing agg_tiles_hash: {e}")))?;
             }

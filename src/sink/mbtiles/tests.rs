@@ -29,6 +29,7 @@ fn a_finished_file_replaces_the_target_and_an_aborted_one_leaves_no_trace() {
         metadata: &metadata(),
         sweep: true,
         state: None,
+        defer_hash: false,
     })
     .unwrap();
     let connection = Connection::open(&target).unwrap();
@@ -80,6 +81,7 @@ fn file_holding_one_tile() -> (tempfile::TempDir, PathBuf) {
         metadata: &metadata(),
         sweep: true,
         state: Some("w1"),
+        defer_hash: false,
     })
     .unwrap();
     (dir, target)
@@ -111,6 +113,7 @@ fn a_small_run_changes_the_file_in_place_and_readers_see_it_only_once_committed(
             metadata: &metadata(),
             sweep: false,
             state: Some("w2"),
+            defer_hash: false,
         })
         .unwrap();
     assert_eq!((report.changed, report.deleted), (1, 1));
@@ -149,6 +152,7 @@ fn an_aborted_in_place_run_rolls_back_and_a_big_one_builds_a_copy() {
         metadata: &metadata(),
         sweep: true,
         state: Some("w2"),
+        defer_hash: false,
     })
     .unwrap();
     assert_eq!(tile_count(&target), 1, "the sweep removed 0/0/0");
@@ -165,4 +169,57 @@ fn a_missing_directory_is_reported_before_anything_is_written() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[test]
+fn a_deferred_hash_is_removed_with_the_tiles_that_changed_it_then_recorded_by_a_refresh() {
+    let (_dir, target) = file_holding_one_tile();
+    let named = |key: &str| read_metadata(&target, key);
+    let before = named(AGG_TILES_HASH_KEY).expect("a finished file names its hash");
+
+    let mut sink = open(&target);
+    sink.write_tile(TileCoord::new(2, 1, 1).unwrap(), b"new")
+        .unwrap();
+    sink.finish(Finish {
+        metadata: &metadata(),
+        sweep: false,
+        state: None,
+        defer_hash: true,
+    })
+    .unwrap();
+    assert_eq!(named(AGG_TILES_HASH_KEY), None, "no stale hash is left");
+    assert!(named(HASH_PENDING_KEY).is_some());
+
+    // Cancelled, the refresh changes nothing.
+    let cancelled = AtomicBool::new(true);
+    assert_eq!(
+        refresh_agg_hash(&target, &cancelled).unwrap(),
+        HashRefresh::Cancelled
+    );
+    assert_eq!(named(AGG_TILES_HASH_KEY), None);
+
+    let go = AtomicBool::new(false);
+    let HashRefresh::Computed(hash) = refresh_agg_hash(&target, &go).unwrap() else {
+        panic!("the pending hash is computed");
+    };
+    assert_ne!(hash, before);
+    assert_eq!(named(AGG_TILES_HASH_KEY), Some(hash.clone()));
+    assert_eq!(named(HASH_PENDING_KEY), None);
+    let connection = Connection::open(&target).unwrap();
+    assert_eq!(record_agg_hash(&connection).unwrap(), hash, "of the tiles");
+    drop(connection);
+    assert_eq!(
+        refresh_agg_hash(&target, &go).unwrap(),
+        HashRefresh::Current,
+        "a second refresh reads nothing"
+    );
+}
+
+fn read_metadata(path: &Path, key: &str) -> Option<String> {
+    Connection::open(path)
+        .unwrap()
+        .query_row("SELECT value FROM metadata WHERE name = ?1", [key], |r| {
+            r.get(0)
+        })
+        .ok()
 }

@@ -118,6 +118,15 @@ impl OutputKind for PmtilesFile<'_> {
         remove_sqlite_files(&super::store_path(self.0));
         remove_outbox_beside(self.0)
     }
+
+    fn refresh_agg_hash(
+        &self,
+        _settings: &OutputSettings,
+        _cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<crate::sink::HashRefresh> {
+        // Every run writes the archive from every stored tile, and its hash with it.
+        Ok(crate::sink::HashRefresh::Current)
+    }
 }
 
 impl S3Archive<'_> {
@@ -215,5 +224,14 @@ impl OutputKind for S3Archive<'_> {
 
     fn remove_emptied(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn refresh_agg_hash(
+        &self,
+        _settings: &OutputSettings,
+        _cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<crate::sink::HashRefresh> {
+        // Every run writes the archive from every stored tile, and its hash with it.
+        Ok(crate::sink::HashRefresh::Current)
     }
 }

@@ -93,7 +93,11 @@ impl PmtilesSink {
             versions,
         } = self;
         let before = store.state();
-        let report = store.finish(finish)?;
+        // The archive is written from every stored tile anyway: its hash costs little more.
+        let report = store.finish(Finish {
+            defer_hash: false,
+            ..finish
+        })?;
         let store = store_path(&archive);
         // The store's hash as this run leaves it: an archive written before archives carried the
         // hash has another marker, so it is written again, now with it.

@@ -159,4 +159,13 @@ impl OutputKind for S3Prefix<'_> {
     fn remove_emptied(&self) -> Result<()> {
         Ok(())
     }
+
+    fn refresh_agg_hash(
+        &self,
+        _settings: &OutputSettings,
+        _cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<crate::sink::HashRefresh> {
+        // The tile cache beside the journals makes the hash cheap at finish: never deferred.
+        Ok(crate::sink::HashRefresh::Current)
+    }
 }
