@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # moto's server (PyPI `moto[server]`), the local implementation of AWS APIs the CloudFront tests
 # talk to: CreateDistribution, CreateInvalidation, ListInvalidations and GetInvalidation work as
-# AWS documents them; nothing is ever invalidated, and every invalidation is reported complete.
+# AWS documents them. Started through scripts/moto_cloudfront.py, invalidations behave as
+# CloudFront's: each stays `InProgress` for its distribution's propagation time (`propagation=N`
+# in the distribution's Comment, which `distribution` sets to NAME; else the environment's
+# MOTO_CLOUDFRONT_PROPAGATION_SECONDS; else 0), and `CreateInvalidation` answers
+# `TooManyInvalidationsInProgress` past 3,000 file paths or 15 wildcard paths in progress per
+# distribution. Nothing is ever cached, so nothing is really invalidated.
 #
 #   scripts/moto-server.sh install        # a venv with moto[server], if missing
 #   scripts/moto-server.sh start          # on a free loopback port; prints its URL, then its PID
 #   scripts/moto-server.sh stop PID
 #   scripts/moto-server.sh distribution URL NAME   # creates a distribution, prints its id
+#                                                  # (NAME "t1 propagation=30": 30 s invalidations)
 #
 # `distribution` goes through boto3: moto's CreateDistribution answer is not one the Rust SDK
 # parses (its root element and booleans differ from AWS's), while its invalidation calls are.
@@ -14,6 +20,8 @@
 # Environment:
 #   MOTO_VERSION   the moto release (default 5.1.*)
 #   MOTO_VENV      the venv (default ~/.cache/oar-tiles/moto-venv)
+#   MOTO_CLOUDFRONT_PROPAGATION_SECONDS   (start) how long an invalidation is in progress
+#                  on a distribution whose Comment names none (default 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +50,8 @@ start() {
     port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     local logfile
     logfile=$(mktemp /tmp/oar-tiles-moto-XXXXXX.log)
-    setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 </dev/null &
+    setsid "$VENV/bin/python" scripts/moto_cloudfront.py -H 127.0.0.1 -p "$port" \
+        >"$logfile" 2>&1 </dev/null &
     local pid=$!
     for _ in $(seq 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
