@@ -13,6 +13,8 @@
 #   scripts/moto-server.sh stop PID
 #   scripts/moto-server.sh distribution URL NAME   # creates a distribution, prints its id
 #                                                  # (NAME "t1 propagation=30": 30 s invalidations)
+#   scripts/moto-server.sh propagation URL ID SECONDS  # sets distribution ID's propagation time,
+#                                                  # for the invalidations in flight too
 #
 # `distribution` goes through boto3: moto's CreateDistribution answer is not one the Rust SDK
 # parses (its root element and booleans differ from AWS's), while its invalidation calls are.
@@ -83,10 +85,25 @@ print(cf.create_distribution(DistributionConfig=config)["Distribution"]["Id"])
 PY
 }
 
+propagation() {
+    local url=$1 id=$2 seconds=$3
+    "$VENV/bin/python" - "$url" "$id" "$seconds" <<'PY'
+import re, sys, boto3
+cf = boto3.client("cloudfront", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+found = cf.get_distribution_config(Id=sys.argv[2])
+config = found["DistributionConfig"]
+comment = re.sub(r"\s*propagation=\S+", "", config.get("Comment", ""))
+config["Comment"] = f"{comment} propagation={sys.argv[3]}".strip()
+cf.update_distribution(Id=sys.argv[2], IfMatch=found["ETag"], DistributionConfig=config)
+PY
+}
+
 case ${1:-} in
     install) install ;;
     start) start ;;
     distribution) (($# == 3)) || die "usage: $0 distribution URL NAME"; distribution "$2" "$3" ;;
+    propagation) (($# == 4)) || die "usage: $0 propagation URL ID SECONDS"; propagation "$2" "$3" "$4" ;;
     stop) (($# == 2)) || die "usage: $0 stop PID"; kill "$2" 2>/dev/null || true ;;
-    *) die "usage: $0 install | start | stop PID" ;;
+    *) die "usage: $0 install | start | stop PID | distribution URL NAME | propagation URL ID SECONDS" ;;
 esac

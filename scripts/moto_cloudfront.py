@@ -7,7 +7,8 @@ this module patches moto's CloudFront backend, then runs moto's server with the 
 - an invalidation is `InProgress` for its distribution's propagation time, then `Completed`
   (AWS's spelling; moto's own says `COMPLETED`). The time is `propagation=SECONDS` in the
   distribution's Comment, else MOTO_CLOUDFRONT_PROPAGATION_SECONDS, else 0, so tests sharing
-  one server choose their own;
+  one server choose their own. It is read whenever a status is asked for: changing the Comment
+  (`scripts/moto-server.sh propagation`) changes it for the invalidations in flight too;
 - `CreateInvalidation` answers `TooManyInvalidationsInProgress` (HTTP 400, CloudFront's XML
   error) when the new invalidation would put more than 3,000 file paths, or more than 15
   wildcard paths, in progress on its distribution: the two quotas AWS documents, counted apart.
@@ -52,11 +53,14 @@ class Invalidation(models.Invalidation):
         super().__init__(distribution, paths, caller_ref)
         # One <Path> parses as a string, several as a list.
         self.paths = [paths] if isinstance(paths, str) else list(paths or [])
-        self.done_at = time.monotonic() + _propagation(distribution)
+        self.created = time.monotonic()
 
     @property
     def status(self):
-        return "InProgress" if time.monotonic() < self.done_at else "Completed"
+        # Read at each call, so a test that changes its distribution's Comment (for instance to
+        # `propagation=0`) completes what is in flight at once.
+        done_at = self.created + _propagation(self.distribution)
+        return "InProgress" if time.monotonic() < done_at else "Completed"
 
     @status.setter
     def status(self, _value):
