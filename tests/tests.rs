@@ -7,6 +7,7 @@ mod common;
 
 mod agg_hash;
 mod bad_input;
+mod cloudfront;
 mod clusters;
 mod dirty_shapes;
 mod edge;
