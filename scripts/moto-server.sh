@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # moto's server (PyPI `moto[server]`), the local implementation of AWS APIs the CloudFront tests
 # talk to: CreateDistribution, CreateInvalidation, ListInvalidations and GetInvalidation work as
-# AWS documents them; nothing is ever invalidated, and every invalidation is reported complete.
+# AWS documents them. Started through scripts/moto_cloudfront.py, invalidations behave as
+# CloudFront's: each stays `InProgress` for its distribution's propagation time (`propagation=N`
+# in the distribution's Comment, which `distribution` sets to NAME; else the environment's
+# MOTO_CLOUDFRONT_PROPAGATION_SECONDS; else 0), and `CreateInvalidation` answers
+# `TooManyInvalidationsInProgress` past 3,000 file paths or 15 wildcard paths in progress per
+# distribution. Nothing is ever cached, so nothing is really invalidated.
 #
 #   scripts/moto-server.sh install        # a venv with moto[server], if missing
 #   scripts/moto-server.sh start          # on a free loopback port; prints its URL, then its PID
 #   scripts/moto-server.sh stop PID
 #   scripts/moto-server.sh distribution URL NAME   # creates a distribution, prints its id
+#                                                  # (NAME "t1 propagation=30": 30 s invalidations)
+#   scripts/moto-server.sh propagation URL ID SECONDS  # sets distribution ID's propagation time,
+#                                                  # for the invalidations in flight too
 #
 # `distribution` goes through boto3: moto's CreateDistribution answer is not one the Rust SDK
 # parses (its root element and booleans differ from AWS's), while its invalidation calls are.
@@ -14,6 +22,8 @@
 # Environment:
 #   MOTO_VERSION   the moto release (default 5.1.*)
 #   MOTO_VENV      the venv (default ~/.cache/oar-tiles/moto-venv)
+#   MOTO_CLOUDFRONT_PROPAGATION_SECONDS   (start) how long an invalidation is in progress
+#                  on a distribution whose Comment names none (default 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,7 +52,8 @@ start() {
     port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     local logfile
     logfile=$(mktemp /tmp/oar-tiles-moto-XXXXXX.log)
-    setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$logfile" 2>&1 </dev/null &
+    setsid "$VENV/bin/python" scripts/moto_cloudfront.py -H 127.0.0.1 -p "$port" \
+        >"$logfile" 2>&1 </dev/null &
     local pid=$!
     for _ in $(seq 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -74,10 +85,25 @@ print(cf.create_distribution(DistributionConfig=config)["Distribution"]["Id"])
 PY
 }
 
+propagation() {
+    local url=$1 id=$2 seconds=$3
+    "$VENV/bin/python" - "$url" "$id" "$seconds" <<'PY'
+import re, sys, boto3
+cf = boto3.client("cloudfront", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+found = cf.get_distribution_config(Id=sys.argv[2])
+config = found["DistributionConfig"]
+comment = re.sub(r"\s*propagation=\S+", "", config.get("Comment", ""))
+config["Comment"] = f"{comment} propagation={sys.argv[3]}".strip()
+cf.update_distribution(Id=sys.argv[2], IfMatch=found["ETag"], DistributionConfig=config)
+PY
+}
+
 case ${1:-} in
     install) install ;;
     start) start ;;
     distribution) (($# == 3)) || die "usage: $0 distribution URL NAME"; distribution "$2" "$3" ;;
+    propagation) (($# == 4)) || die "usage: $0 propagation URL ID SECONDS"; propagation "$2" "$3" "$4" ;;
     stop) (($# == 2)) || die "usage: $0 stop PID"; kill "$2" 2>/dev/null || true ;;
-    *) die "usage: $0 install | start | stop PID" ;;
+    *) die "usage: $0 install | start | stop PID | distribution URL NAME | propagation URL ID SECONDS" ;;
 esac

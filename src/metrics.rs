@@ -24,6 +24,12 @@ const LATENCY_BUCKETS: [f64; 13] = [
     0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
+/// Buckets of commit → CloudFront invalidation completed, in seconds: propagation takes tens of
+/// seconds to minutes.
+const COMPLETED_BUCKETS: [f64; 16] = [
+    1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 60.0, 90.0, 120.0, 300.0, 900.0,
+];
+
 /// Every series oar-tiles exports.
 pub struct Metrics {
     registry: Registry,
@@ -43,6 +49,9 @@ pub struct Metrics {
     purge_spend: prometheus::CounterVec,
     purge_evicted: IntCounterVec,
     purge_over_budget: IntCounterVec,
+    purge_no_room: IntCounterVec,
+    purge_completed: HistogramVec,
+    invalidations_in_flight: IntGaugeVec,
     budget_spent_today: prometheus::GaugeVec,
     budget_path_interval: prometheus::GaugeVec,
     edge_requests: IntCounterVec,
@@ -196,6 +205,34 @@ impl Metrics {
                 "Runs whose purge waited because the target's budget allowed less than its coarsest plan.",
                 &["output", "target"],
             ),
+            purge_no_room: counter(
+                "oar_tiles_purge_no_room_total",
+                "Runs whose purge waited because CloudFront's invalidations in flight left no room (its quotas of 3,000 file paths and 15 wildcards in progress); the changes wait in the outbox, nothing waits for room.",
+                &["output", "target"],
+            ),
+            purge_completed: {
+                let opts = HistogramOpts::new(
+                    "oar_tiles_purge_completed_seconds",
+                    "From a change's commit to CloudFront reporting its invalidation Completed (seen by the next run that looks), per change.",
+                )
+                .buckets(COMPLETED_BUCKETS.to_vec());
+                let vec = HistogramVec::new(opts, &["output", "target"]).expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("registered once");
+                vec
+            },
+            invalidations_in_flight: {
+                let opts = Opts::new(
+                    "oar_tiles_purge_in_flight",
+                    "A CloudFront target's purges whose invalidations were still in progress after the last run.",
+                );
+                let vec = IntGaugeVec::new(opts, &["output", "target"]).expect("valid metric");
+                registry
+                    .register(Box::new(vec.clone()))
+                    .expect("registered once");
+                vec
+            },
             budget_spent_today: float_gauge(
                 &registry,
                 "oar_tiles_budget_spent_today_usd",
@@ -355,6 +392,20 @@ impl Metrics {
                 .inc_by(purge.evicted);
             if purge.over_budget {
                 self.purge_over_budget.with_label_values(&labels).inc();
+            }
+            if purge.no_room {
+                self.purge_no_room.with_label_values(&labels).inc();
+            }
+            if !purge.completed_seconds.is_empty() {
+                let completed = self.purge_completed.with_label_values(&labels);
+                for seconds in &purge.completed_seconds {
+                    completed.observe(*seconds);
+                }
+            }
+            if let Some(in_flight) = purge.in_flight {
+                self.invalidations_in_flight
+                    .with_label_values(&labels)
+                    .set(i64::try_from(in_flight).unwrap_or(i64::MAX));
             }
             if let Some(budget) = &purge.budget {
                 self.budget_spent_today

@@ -1,22 +1,74 @@
 //! CloudFront invalidations through the AWS SDK, on the credential chain, runtime and HTTP client
-//! the S3 outputs use. Dense changes are folded into wildcards; each invalidation stays within
-//! CloudFront's limits (3,000 paths, 15 wildcards in flight per distribution), waiting for
-//! invalidations in flight to finish when a new one would pass them, and
-//! `TooManyInvalidationsInProgress` is retried with backoff.
+//! the S3 outputs use.
+//!
+//! CloudFront takes minutes to complete an invalidation and refuses new ones past its quotas of
+//! paths in progress per distribution (3,000 file paths and, apart from them, 15 wildcard paths).
+//! Waiting for room would stall the run behind it (a `watch` cycle, the origin's freshness), so a
+//! purge never waits: it counts what is in flight ([`CloudFront::survey`]: `ListInvalidations`,
+//! and `GetInvalidation` for invalidations it did not make), sends only a plan that fits the room
+//! left, and when none fits, or CloudFront answers `TooManyInvalidationsInProgress`, reports
+//! [`Sent::NoRoom`]: the paths stay in the outbox for a later run. Nor does it wait for an
+//! invalidation to complete: the next runs see it completed (`super::flight`).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 
 use super::fold::Purge;
-use super::{PurgePlan, PurgeReport, Secrets};
-use crate::retry::Policy;
+use super::{PurgePlan, Secrets};
 
-/// Paths in flight per distribution, wildcards included.
-const MAX_PATHS: usize = 3_000;
-/// Wildcard paths in flight per distribution.
+/// File paths (not wildcards) in progress per distribution, and paths per invalidation.
+pub(super) const MAX_FILES: usize = 3_000;
+/// Wildcard paths in progress per distribution, counted apart from file paths.
 pub(super) const MAX_WILDCARDS: usize = 15;
+/// Pages of `ListInvalidations` read per survey (100 invalidations each, newest first on AWS):
+/// invalidations in progress are among the newest.
+const MAX_PAGES: usize = 20;
+/// The error code of an invalidation past the quotas.
+const TOO_MANY: &str = "TooManyInvalidationsInProgress";
+
+/// What a distribution has in progress.
+#[derive(Debug, Clone, Default)]
+pub struct Survey {
+    /// File paths in invalidations in progress.
+    pub files: usize,
+    /// Wildcard paths in invalidations in progress.
+    pub wildcards: usize,
+    /// The ids of invalidations in progress (AWS lists the newest first, so an invalidation not
+    /// listed within [`MAX_PAGES`] pages completed long ago).
+    pub in_progress: BTreeSet<String>,
+}
+
+impl Survey {
+    /// The file paths and wildcard paths a new invalidation may hold now.
+    pub fn room(&self) -> (usize, usize) {
+        (
+            MAX_FILES.saturating_sub(self.files),
+            MAX_WILDCARDS.saturating_sub(self.wildcards),
+        )
+    }
+
+    /// Whether invalidation `id` is known to be done.
+    pub fn completed(&self, id: &str) -> bool {
+        !self.in_progress.contains(id)
+    }
+}
+
+/// What sending a purge came to.
+pub(super) enum Sent {
+    /// CloudFront accepted the invalidations (their ids).
+    Accepted(Vec<String>),
+    /// CloudFront answered `TooManyInvalidationsInProgress` to the first: nothing was sent.
+    NoRoom(String),
+}
+
+/// File paths and wildcards among `paths` as sent (wildcards end in `*`).
+pub(super) fn counts(paths: &[String]) -> (usize, usize) {
+    let wildcards = paths.iter().filter(|p| p.ends_with('*')).count();
+    (paths.len() - wildcards, wildcards)
+}
 
 /// One distribution's invalidations.
 pub(super) struct CloudFront {
@@ -27,16 +79,6 @@ pub(super) struct CloudFront {
     path_prefix: String,
     /// The AWS secret key and session token, kept out of the retries' messages.
     pub secrets: Secrets,
-}
-
-/// Waiting for room among the invalidations in flight, and `TooManyInvalidationsInProgress`:
-/// 1 s doubling to 30 s, about 3 minutes in all.
-fn patience() -> Policy {
-    Policy {
-        attempts: 9,
-        first_delay: Duration::from_secs(1),
-        max_delay: Duration::from_secs(30),
-    }
 }
 
 impl CloudFront {
@@ -95,10 +137,9 @@ impl CloudFront {
             })
     }
 
-    /// The invalidations `paths` take: their paths (wildcards as `…/*`), each batch within the
-    /// limits, and the wildcards among them.
-    fn batches(&self, paths: &[String]) -> (Vec<Vec<String>>, usize) {
-        let mut wildcards = 0;
+    /// The paths as CloudFront takes them (under the path prefix, folders as `…/*`), in
+    /// invalidations of at most [`MAX_FILES`] paths each.
+    fn batches(&self, paths: &[String]) -> Vec<Vec<String>> {
         // The paths come planned (`super::price`): folders as `FOLDER*`, nothing to fold again.
         let all: Vec<String> = paths
             .iter()
@@ -108,135 +149,155 @@ impl CloudFront {
             })
             .map(|purge| match purge {
                 Purge::Path(path) => format!("{}/{path}", self.path_prefix),
-                Purge::Folder(folder) => {
-                    wildcards += 1;
-                    format!("{}/{folder}*", self.path_prefix)
-                }
+                Purge::Folder(folder) => format!("{}/{folder}*", self.path_prefix),
             })
             .collect();
-        let batches = all.chunks(MAX_PATHS).map(<[String]>::to_vec).collect();
-        (batches, wildcards)
+        all.chunks(MAX_FILES).map(<[String]>::to_vec).collect()
     }
 
-    /// Paths and wildcards of the distribution's invalidations in progress.
-    async fn in_flight(&self) -> Result<(usize, usize), String> {
-        let listed = self
-            .client
-            .list_invalidations()
-            .distribution_id(&self.distribution_id)
-            .send()
-            .await
-            .map_err(|e| format!("listing invalidations: {}", aws_message(&e)))?;
-        let mut totals = (0, 0);
-        let running = listed
-            .invalidation_list()
-            .map(|list| list.items())
-            .unwrap_or_default()
-            .iter()
-            .filter(|summary| summary.status() == "InProgress");
-        for summary in running {
-            let detail = self
+    /// What the distribution has in progress. `known` gives the file paths and wildcards of
+    /// invalidations this tool made, so only others' are read one by one.
+    pub async fn survey(&self, known: &BTreeMap<String, (usize, usize)>) -> Result<Survey, String> {
+        let mut survey = Survey::default();
+        let mut running = Vec::new();
+        let mut marker: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let listed = self
                 .client
-                .get_invalidation()
+                .list_invalidations()
                 .distribution_id(&self.distribution_id)
-                .id(summary.id())
+                .set_marker(marker.take())
                 .send()
                 .await
                 .map_err(|e| {
-                    format!("reading invalidation {}: {}", summary.id(), aws_message(&e))
+                    self.secrets.redact(&format!(
+                        "listing the invalidations of distribution {}: {}",
+                        self.distribution_id,
+                        aws_message(&e)
+                    ))
                 })?;
-            let items = detail
-                .invalidation()
-                .and_then(|i| i.invalidation_batch())
-                .and_then(|b| b.paths())
-                .map(|p| p.items().to_vec())
-                .unwrap_or_default();
-            totals.0 += items.len();
-            totals.1 += items.iter().filter(|p| p.ends_with('*')).count();
+            let Some(list) = listed.invalidation_list() else {
+                break;
+            };
+            running.extend(
+                list.items()
+                    .iter()
+                    .filter(|summary| summary.status().eq_ignore_ascii_case("InProgress"))
+                    .map(|summary| summary.id().to_string()),
+            );
+            match list.next_marker().filter(|_| list.is_truncated()) {
+                Some(next) => marker = Some(next.to_string()),
+                None => break,
+            }
         }
-        Ok(totals)
+        for id in running {
+            let (files, wildcards) = match known.get(&id) {
+                Some(counted) => *counted,
+                None => self.count(&id).await?,
+            };
+            survey.files += files;
+            survey.wildcards += wildcards;
+            survey.in_progress.insert(id);
+        }
+        Ok(survey)
+    }
+
+    /// The file paths and wildcards of invalidation `id`.
+    async fn count(&self, id: &str) -> Result<(usize, usize), String> {
+        let detail = self
+            .client
+            .get_invalidation()
+            .distribution_id(&self.distribution_id)
+            .id(id)
+            .send()
+            .await
+            .map_err(|e| {
+                self.secrets.redact(&format!(
+                    "reading invalidation {id} of distribution {}: {}",
+                    self.distribution_id,
+                    aws_message(&e)
+                ))
+            })?;
+        let items = detail
+            .invalidation()
+            .and_then(|i| i.invalidation_batch())
+            .and_then(|b| b.paths())
+            .map(|p| p.items().to_vec())
+            .unwrap_or_default();
+        Ok(counts(&items))
     }
 
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
-        let (batches, _) = self.batches(paths);
-        let paths: Vec<String> = batches.into_iter().flatten().collect();
+        let paths: Vec<String> = self.batches(paths).into_iter().flatten().collect();
         PurgePlan {
-            requests: paths.len().div_ceil(MAX_PATHS) as u64,
+            requests: paths.len().div_ceil(MAX_FILES) as u64,
             price_usd: Some(paths.len() as f64 * super::CLOUDFRONT_PRICE_PER_PATH),
             paths,
             evicted: 0,
         }
     }
 
-    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, String> {
-        let (batches, _) = self.batches(paths);
-        let mut report = PurgeReport::default();
-        for (index, batch) in batches.iter().enumerate() {
-            let wildcards = batch.iter().filter(|p| p.ends_with('*')).count();
-            let what = || {
-                format!(
-                    "CloudFront invalidation of {} path(s) on distribution {}",
-                    batch.len(),
-                    self.distribution_id
-                )
-            };
-            let sent = patience()
-                .run(
-                    what,
-                    || async {
-                        let redact = |e: String| self.secrets.redact(&e);
-                        let (paths_now, wildcards_now) = self.in_flight().await.map_err(redact)?;
-                        if paths_now + batch.len() > MAX_PATHS
-                            || wildcards_now + wildcards > MAX_WILDCARDS
-                        {
-                            return Err(format!(
-                                "{paths_now} path(s), {wildcards_now} wildcard(s) in flight leave no room"
-                            ));
-                        }
-                        self.create(batch, index).await.map_err(redact)
-                    },
-                    |_| true,
-                    |e: &String| e.clone(),
-                )
-                .await;
-            sent.map_err(|failed| {
-                format!(
-                    "{}: {} (after {} attempts)",
-                    what(),
-                    failed.error,
-                    failed.attempts
-                )
-            })?;
-            report.requests += 1;
-            report.paths += batch.len() as u64;
+    /// Creates the invalidations of `paths` (planned to fit the room in flight), without waiting
+    /// for room or for them to complete. A refusal for want of room after some were accepted
+    /// fails the purge: its paths stay in the outbox, and those accepted are sent again.
+    pub async fn send(&self, paths: &[String]) -> Result<Sent, String> {
+        let mut ids = Vec::new();
+        for (index, batch) in self.batches(paths).iter().enumerate() {
+            match self.create(batch, index).await {
+                Ok(id) => ids.push(id),
+                Err((code, message)) => {
+                    let message = self.secrets.redact(&format!(
+                        "CloudFront invalidation of {} path(s) on distribution {}: {message}",
+                        batch.len(),
+                        self.distribution_id
+                    ));
+                    return if code == TOO_MANY && ids.is_empty() {
+                        Ok(Sent::NoRoom(message))
+                    } else {
+                        Err(message)
+                    };
+                }
+            }
         }
-        report.price_usd = Some(report.paths as f64 * super::CLOUDFRONT_PRICE_PER_PATH);
-        Ok(report)
+        Ok(Sent::Accepted(ids))
     }
 
-    async fn create(&self, batch: &[String], index: usize) -> Result<(), String> {
+    /// Creates one invalidation; its id, or the error's code and message.
+    async fn create(&self, batch: &[String], index: usize) -> Result<String, (String, String)> {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let reference = format!("oar-tiles-{millis:015}-{}-{index}", std::process::id());
+        let invalid = |e: aws_sdk_cloudfront::error::BuildError| (String::new(), e.to_string());
         let paths = Paths::builder()
             .quantity(batch.len() as i32)
             .set_items(Some(batch.to_vec()))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(invalid)?;
         let invalidation = InvalidationBatch::builder()
             .paths(paths)
             .caller_reference(reference)
             .build()
-            .map_err(|e| e.to_string())?;
-        self.client
+            .map_err(invalid)?;
+        let created = self
+            .client
             .create_invalidation()
             .distribution_id(&self.distribution_id)
             .invalidation_batch(invalidation)
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| aws_message(&e))
+            .map_err(|e| {
+                let code = e
+                    .as_service_error()
+                    .and_then(|s| aws_sdk_cloudfront::error::ProvideErrorMetadata::code(s))
+                    .unwrap_or_default()
+                    .to_string();
+                (code, aws_message(&e))
+            })?;
+        Ok(created
+            .invalidation()
+            .map(|i| i.id().to_string())
+            .unwrap_or_default())
     }
 }
 

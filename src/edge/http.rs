@@ -88,6 +88,7 @@ impl HttpCache {
         Ok(PurgeReport {
             evicted: 0,
             over_budget: false,
+            no_room: false,
             requests: count,
             paths: count,
             price_usd: None,

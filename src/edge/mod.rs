@@ -17,6 +17,7 @@ pub mod budget;
 pub mod check;
 mod client;
 mod cloudfront;
+pub mod flight;
 pub mod fold;
 mod http;
 pub mod price;
@@ -29,6 +30,7 @@ use crate::config::{CdnConfig, CdnTarget, ConfigLine};
 use crate::error::{Error, Result};
 use crate::retry::Policy;
 use crate::tile::BBox;
+use flight::Flights;
 use fold::Purge;
 use price::{Priced, Pricing, StoredTiles};
 
@@ -133,6 +135,9 @@ pub struct PurgeReport {
     /// Nothing was sent: even the coarsest plan costs more than the budget allows now; the
     /// changes wait in the outbox.
     pub over_budget: bool,
+    /// Nothing was sent: CloudFront's quotas of paths in flight leave no room for any plan of the
+    /// changes now; they wait in the outbox.
+    pub no_room: bool,
 }
 
 /// How long a target that failed is held back at first; each failure in a row doubles it.
@@ -415,6 +420,105 @@ impl PurgeTarget {
             .then_some(paths as f64 * self.spend.price_per_path)
     }
 
+    /// Whether its purges are invalidations that complete later (CloudFront), which
+    /// [`Flights`] follows.
+    pub fn tracks_invalidations(&self) -> bool {
+        matches!(self.target, Target::CloudFront(_))
+    }
+
+    /// Asks CloudFront what is in flight on the distribution, so `flights` sees which of its
+    /// invalidations completed and the purge that follows knows the room left; nothing for
+    /// other targets.
+    pub async fn survey(&self, flights: &mut Flights<'_>) -> Result<()> {
+        let Target::CloudFront(cloudfront) = &self.target else {
+            return Ok(());
+        };
+        let surveyed =
+            tokio::time::timeout(self.purge_timeout, cloudfront.survey(&flights.known()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "invalidations in flight not listed within its purge_timeout {}",
+                        humantime::format_duration(self.purge_timeout)
+                    ))
+                });
+        let survey = surveyed.map_err(|message| {
+            Error::output(
+                format!("cdn `{}`", self.name),
+                self.secrets.redact(&message),
+            )
+        })?;
+        flights.observe(survey);
+        Ok(())
+    }
+
+    /// The CloudFront plan of `paths` that fits both `allowance` and the room the
+    /// distribution's invalidations in flight leave, and sends it without waiting; `no_room`
+    /// when none fits or CloudFront refuses it for want of room.
+    async fn invalidate(
+        &self,
+        cloudfront: &cloudfront::CloudFront,
+        paths: &[String],
+        stored: Option<&StoredTiles>,
+        allowance: Option<f64>,
+        flights: &mut Flights<'_>,
+    ) -> std::result::Result<PurgeReport, String> {
+        let no_room = PurgeReport {
+            no_room: true,
+            ..PurgeReport::default()
+        };
+        if flights.survey.is_none() {
+            let survey = cloudfront.survey(&flights.known()).await?;
+            flights.observe(survey);
+        }
+        let (files_room, wildcards_room) = flights.survey.as_ref().map_or((0, 0), |s| s.room());
+        // A plan of paths fits `files_room`; one wildcard (the root's, at worst) needs only
+        // wildcard room.
+        let quota_paths = match (files_room, wildcards_room) {
+            (0, 0) => return Ok(no_room),
+            (0, _) => 1,
+            (files, _) => files,
+        };
+        let mut pricing = self.pricing(stored);
+        pricing.max_wildcards = wildcards_room;
+        // Free paths cannot be priced into coarser plans: a nominal price can.
+        pricing.path_usd = pricing.path_usd.max(1e-9);
+        let quota_usd = quota_paths as f64 * pricing.path_usd;
+        let budget = allowance.filter(|_| self.is_priced());
+        let limit = budget.map_or(quota_usd, |budget| budget.min(quota_usd));
+        let Some(priced) = price::plan_within(paths, &pricing, limit) else {
+            return Ok(match budget {
+                Some(budget) if budget < quota_usd => PurgeReport {
+                    over_budget: true,
+                    ..PurgeReport::default()
+                },
+                _ => no_room,
+            });
+        };
+        let sent_paths = as_paths(&priced.purges);
+        // Folders end in `*` as sent.
+        let (files, wildcards) = cloudfront::counts(&sent_paths);
+        if files > files_room || wildcards > wildcards_room {
+            return Ok(no_room);
+        }
+        match cloudfront.send(&sent_paths).await? {
+            cloudfront::Sent::NoRoom(message) => {
+                tracing::info!("{message}: the changes wait in the outbox");
+                Ok(no_room)
+            }
+            cloudfront::Sent::Accepted(ids) => {
+                let report = PurgeReport {
+                    requests: ids.len() as u64,
+                    paths: sent_paths.len() as u64,
+                    evicted: priced.evicted,
+                    ..PurgeReport::default()
+                };
+                flights.launched(ids, files, wildcards);
+                Ok(report)
+            }
+        }
+    }
+
     /// The target's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -452,17 +556,40 @@ impl PurgeTarget {
 
     /// Purges `paths` within the target's `purge_timeout`, as the cheapest plan priced against
     /// the output's `stored` tiles that fits `allowance` (a budget); `Ok` when every one was
-    /// purged, or when nothing was sent because nothing fits the allowance (`over_budget`). A
-    /// purge cut short by the timeout fails as a whole: its paths stay in the outbox, and those
-    /// already purged are purged again by the next run.
+    /// purged, or when nothing was sent because nothing fits the allowance (`over_budget`) or,
+    /// on CloudFront, the room its invalidations in flight leave (`no_room`). A CloudFront
+    /// purge returns once its invalidations are accepted; `flights` records them. A purge cut
+    /// short by the timeout fails as a whole: its paths stay in the outbox, and those already
+    /// purged are purged again by the next run.
     pub async fn purge(
         &self,
         paths: &[String],
         stored: Option<&StoredTiles>,
         allowance: Option<f64>,
+        flights: &mut Flights<'_>,
     ) -> Result<PurgeReport> {
         if paths.is_empty() {
             return Ok(PurgeReport::default());
+        }
+        if let Target::CloudFront(cloudfront) = &self.target {
+            let sent = self.invalidate(cloudfront, paths, stored, allowance, flights);
+            let outcome = tokio::time::timeout(self.purge_timeout, sent)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "{} path(s) not invalidated within its purge_timeout {}",
+                        paths.len(),
+                        humantime::format_duration(self.purge_timeout)
+                    ))
+                });
+            let mut report = outcome.map_err(|message| {
+                Error::output(
+                    format!("cdn `{}`", self.name),
+                    self.secrets.redact(&message),
+                )
+            })?;
+            report.price_usd = self.price(report.paths);
+            return Ok(report);
         }
         let Some(priced) = self.choose(paths, stored, allowance) else {
             return Ok(PurgeReport {
@@ -475,7 +602,8 @@ impl PurgeTarget {
         let sent = async {
             match &self.target {
                 Target::Http(cache) => cache.purge(paths).await,
-                Target::CloudFront(cloudfront) => cloudfront.purge(paths).await,
+                // Sent above, tracked as invalidations.
+                Target::CloudFront(_) => Ok(PurgeReport::default()),
                 Target::Cloudflare(api) => api.purge(paths).await,
                 Target::Fastly(api) => api.purge(paths).await,
             }

@@ -4,6 +4,7 @@
 
 use crate::config::{CdnConfig, IndexLocation, OutputTarget};
 use crate::edge::budget::Budget;
+use crate::edge::flight::Flights;
 use crate::edge::{Client, PurgeTarget};
 use crate::error::Result;
 use crate::job::SeedJob;
@@ -52,9 +53,16 @@ pub(super) async fn deliver(
         };
         let mut budget = Budget::open(target, &outbox).await?;
         let allowance = budget.allowance();
-        match target.purge(&paths, None, allowance).await {
+        // The partitions' commit times are not carried over: these invalidations are followed
+        // for the room they take, not for latency.
+        let mut flights = Flights::untracked();
+        match target.purge(&paths, None, allowance, &mut flights).await {
             Ok(report) if report.over_budget => {
                 summary.over_budget = true;
+                summary.budget = budget.state();
+            }
+            Ok(report) if report.no_room => {
+                summary.no_room = true;
                 summary.budget = budget.state();
             }
             Ok(report) => {

@@ -65,8 +65,26 @@ pub struct PurgeSummary {
     pub evicted: u64,
     /// Nothing sent: the budget allowed less than the coarsest purge; the changes wait.
     pub over_budget: bool,
+    /// Nothing sent: CloudFront's invalidations in flight left no room for any plan of the
+    /// changes (its quotas, or a `TooManyInvalidationsInProgress` answer); they wait in the
+    /// outbox for a later run.
+    pub no_room: bool,
+    /// CloudFront: this tool's purges whose invalidations are still in progress after the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<u64>,
+    /// CloudFront: invalidations of earlier runs seen completed by this one.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub completed: u64,
+    /// CloudFront: per change whose invalidation was seen completed by this run, the seconds
+    /// from its commit to then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub completed_seconds: Vec<f64>,
     /// Its budget, where it has one.
     pub budget: Option<BudgetState>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub use crate::edge::budget::BudgetState;
@@ -87,6 +105,13 @@ impl PurgeSummary {
             );
         }
         let budget = self.budget.map_or(String::new(), |budget| budget.text());
+        let flight = self.flight_text();
+        if self.no_room {
+            return format!(
+                "cdn `{}`: nothing sent: its invalidations in flight leave no room (CloudFront's quotas){flight}; its changes wait in the outbox\n",
+                self.target
+            );
+        }
         if self.over_budget {
             return format!(
                 "cdn `{}`: nothing sent: the budget allows less than the coarsest purge now{budget}; its changes wait in the outbox\n",
@@ -95,9 +120,21 @@ impl PurgeSummary {
         }
         let price = price_text(self.price_usd, self.evicted);
         format!(
-            "cdn `{}`: {} request(s), {} path(s){price}{budget}\n",
+            "cdn `{}`: {} request(s), {} path(s){price}{budget}{flight}\n",
             self.target, self.requests, self.paths
         )
+    }
+
+    /// `; 2 purge(s) in flight, 3 invalidation(s) completed` for CloudFront.
+    fn flight_text(&self) -> String {
+        match self.in_flight {
+            Some(in_flight) if self.completed > 0 => format!(
+                "; {in_flight} purge(s) in flight, {} invalidation(s) completed",
+                self.completed
+            ),
+            Some(in_flight) => format!("; {in_flight} purge(s) in flight"),
+            None => String::new(),
+        }
     }
 }
 

@@ -195,7 +195,7 @@ async fn finalize_output(
         }
     };
     let delivered = outbox
-        .commit_and_deliver(&changed, finished.is_err(), &Holds::default(), None)
+        .commit_and_deliver(&changed, finished.is_err(), &Holds::default(), None, &[])
         .await;
     let report = finished?;
     let purges = delivered?.purges;

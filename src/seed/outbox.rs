@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::S3Config;
 use crate::edge::budget::Budget;
 use crate::edge::check::{self, EdgeProbe};
+use crate::edge::flight::Flights;
 use crate::edge::price::StoredTiles;
 use crate::edge::{Client, Holds, PurgeTarget};
 use crate::error::Result;
@@ -181,13 +182,16 @@ impl RunOutbox {
     /// Ends the run's entry (its batch stored, its intent removed; after a failure, when the output
     /// kept nothing of the run, only its intent removed), then hands every pending batch to the consumers. The command's `--changed-list`
     /// marks what it took once the list is in place. A signal (`stop`) ends the purges at once,
-    /// and one that came earlier skips them: a stopped run must not wait on a CDN.
+    /// and one that came earlier skips them: a stopped run must not wait on a CDN. `committed`
+    /// are the commit times of the changes the run applied, which a CloudFront target's
+    /// [`Flights`] follows until their invalidations complete.
     pub async fn commit_and_deliver(
         &mut self,
         changed: &ChangedList,
         failed: bool,
         holds: &Holds,
         stop: Option<&Stop>,
+        committed: &[f64],
     ) -> Result<Delivered> {
         match self.run.take() {
             Some(run) if failed && !self.keeps_stopped_tiles => self.outbox.discard(run).await?,
@@ -231,6 +235,24 @@ impl RunOutbox {
                 target: target.name().to_string(),
                 ..PurgeSummary::default()
             };
+            let mut flights = Flights::open(target, &self.outbox).await?;
+            if pending.is_empty() {
+                flights.nothing_waits();
+            } else {
+                flights.waiting(committed);
+            }
+            let key = format!("{}\n{}", self.target.describe(), target.name());
+            let held = holds.held(&key);
+            if held.is_none() && (!pending.is_empty() || flights.in_flight() > 0) {
+                if let Err(err) = target.survey(&mut flights).await {
+                    holds.failed(&key);
+                    tracing::warn!("{err}; the changes stay in the outbox for the next run");
+                    summary.failed = Some(err.to_string());
+                    flights.save().await?;
+                    purges.push(summary);
+                    continue;
+                }
+            }
             if !pending.is_empty() {
                 let mut paths: Vec<String> = pending
                     .iter()
@@ -238,8 +260,7 @@ impl RunOutbox {
                     .collect();
                 paths.sort();
                 paths.dedup();
-                let key = format!("{}\n{}", self.target.describe(), target.name());
-                if let Some(left) = holds.held(&key) {
+                if let Some(left) = held {
                     tracing::info!(
                         "cdn `{}` failed recently: its {} change(s) wait in the outbox; next attempt in {:.0} s",
                         target.name(),
@@ -247,13 +268,14 @@ impl RunOutbox {
                         left.as_secs_f64()
                     );
                     summary.deferred = true;
+                    flights.save().await?;
                     purges.push(summary);
                     continue;
                 }
                 let ledger_outbox = self.handover.as_ref().map_or(&*self.outbox, |(o, _)| o);
                 let mut budget = Budget::open(target, ledger_outbox).await?;
                 let allowance = budget.allowance();
-                let purge = target.purge(&paths, self.stored.as_ref(), allowance);
+                let purge = target.purge(&paths, self.stored.as_ref(), allowance, &mut flights);
                 let purged = match stop {
                     Some(stop) => tokio::select! {
                         biased;
@@ -262,6 +284,7 @@ impl RunOutbox {
                     },
                     None => Ok(purge.await),
                 };
+                let mut taken = false;
                 match purged {
                     Err(signal) => {
                         tracing::warn!(
@@ -271,6 +294,7 @@ impl RunOutbox {
                         );
                         summary.failed =
                             Some(format!("stopped by {signal} before its purge ended"));
+                        flights.save().await?;
                         purges.push(summary);
                         stopped = Some(signal);
                         break;
@@ -283,6 +307,16 @@ impl RunOutbox {
                             paths.len()
                         );
                         summary.over_budget = true;
+                        summary.budget = budget.state();
+                    }
+                    Ok(Ok(report)) if report.no_room => {
+                        holds.succeeded(&key);
+                        tracing::info!(
+                            "cdn `{}`: the invalidations in flight leave no room for its {} change(s): they wait in the outbox for a later run",
+                            target.name(),
+                            paths.len()
+                        );
+                        summary.no_room = true;
                         summary.budget = budget.state();
                     }
                     Ok(Ok(report)) => {
@@ -300,6 +334,7 @@ impl RunOutbox {
                         self.outbox
                             .taken(&consumer, &names, &self.consumers)
                             .await?;
+                        taken = true;
                     }
                     Ok(Err(err)) => {
                         holds.failed(&key);
@@ -307,7 +342,18 @@ impl RunOutbox {
                         summary.failed = Some(err.to_string());
                     }
                 }
+                if !taken && self.handover.is_some() {
+                    // A partition's paths go to its tileset's outbox, where this record does
+                    // not follow them.
+                    flights.nothing_waits();
+                }
             }
+            if target.tracks_invalidations() {
+                summary.in_flight = Some(flights.in_flight());
+                summary.completed = flights.completed();
+                summary.completed_seconds = flights.completed_seconds().to_vec();
+            }
+            flights.save().await?;
             purges.push(summary);
         }
         self.outbox.prune(&self.consumers).await?;

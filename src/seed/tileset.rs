@@ -209,8 +209,20 @@ impl TilesetRun<'_> {
             // A complete full seed left exactly its own tiles: what a wildcard would evict.
             outbox.record_stored(tally.written_per_zoom()).await?;
         }
+        // Only a complete run applied its changes (see 4h).
+        let applied: &[f64] = if matches!(complete, Ok(true)) {
+            &decision.committed
+        } else {
+            &[]
+        };
         let delivered = outbox
-            .commit_and_deliver(&changed, complete.is_err(), self.holds, Some(self.stop))
+            .commit_and_deliver(
+                &changed,
+                complete.is_err(),
+                self.holds,
+                Some(self.stop),
+                applied,
+            )
             .await;
         let complete = complete?;
         let delivered = delivered?;

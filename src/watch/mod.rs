@@ -6,7 +6,10 @@
 //! warned about), runs a cycle that is exactly `seed --dirty` through the seed's own [`Session`], lowest zooms first.
 //! Notifications only say *when* to look: the output's watermark says *what* to render, so the
 //! watcher catches up from it on start and after every reconnection, and a poll every
-//! `poll_interval` covers a notification that never came.
+//! `poll_interval` covers a notification that never came. While a CDN's purges wait for room or
+//! its invalidations are in flight (CloudFront), the poll comes every [`EDGE_POLL`] at most and
+//! runs a cycle even without changes, so waiting purges go out and completions are seen soon
+//! after they happen, without any cycle waiting on the CDN.
 //!
 //! A partitioned tileset runs a cycle of its own ([`crate::seed::partitioned_cycle`]): it reads
 //! the change log once for the values its changes touched and opens only those partitions; its
@@ -50,7 +53,13 @@ struct Shared {
     /// Edge checks in flight: a cycle's check that finds none free is skipped, so checks of a CDN
     /// that stays stale cannot pile up.
     edge_checks: Arc<tokio::sync::Semaphore>,
+    /// Whether the last cycle left purges waiting for room among CloudFront's invalidations in
+    /// flight, or invalidations in flight to follow.
+    edge_waiting: AtomicBool,
 }
+
+/// The poll while the edge waits (see the module's comment).
+const EDGE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Edge checks running at once, each over one target's sample of one cycle.
 const EDGE_CHECKS_IN_FLIGHT: usize = 4;
@@ -123,6 +132,7 @@ pub async fn run(job: &WatchJob) -> Result<()> {
         outbox_oldest: std::sync::Mutex::default(),
         max_outbox_age: job.settings.max_outbox_age,
         edge_checks: Arc::new(tokio::sync::Semaphore::new(EDGE_CHECKS_IN_FLIGHT)),
+        edge_waiting: AtomicBool::default(),
     });
     let _server = http::serve(job.settings.listen, shared.clone()).await?;
     let stop = Stop::on_signals();
@@ -277,7 +287,13 @@ async fn wait_for_changes(
         ))
     };
     loop {
-        let poll = tokio::time::sleep(settings.poll_interval);
+        let edge_waiting = shared.edge_waiting.load(Ordering::Relaxed);
+        let interval = if edge_waiting {
+            settings.poll_interval.min(EDGE_POLL)
+        } else {
+            settings.poll_interval
+        };
+        let poll = tokio::time::sleep(interval);
         tokio::pin!(poll);
         let first = tokio::select! {
             arrived = listener.notifications.recv() => Some(arrived.ok_or_else(lost)?),
@@ -320,7 +336,7 @@ async fn wait_for_changes(
                 );
             }
         }
-        if count_pending(job, watched, pool, shared).await? > 0 {
+        if count_pending(job, watched, pool, shared).await? > 0 || edge_waiting {
             return Ok(());
         }
         // Purges an earlier cycle could not deliver (a CDN down, a budget's pace, CloudFront's
@@ -398,6 +414,11 @@ async fn cycle(
         }
     }
     let now = SystemTime::now();
+    let edge_waiting = summaries
+        .iter()
+        .flat_map(|s| &s.purges)
+        .any(|purge| purge.no_room || purge.in_flight.is_some_and(|in_flight| in_flight > 0));
+    shared.edge_waiting.store(edge_waiting, Ordering::Relaxed);
     for summary in &mut summaries {
         check_edge(job, shared, summary);
         shared.metrics.record(summary, now);
