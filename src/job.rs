@@ -176,8 +176,8 @@ pub struct RunSettings {
     /// Write the tiles stored with new bytes or deleted to FILE, one z/x/y per line (for CDN invalidation).
     pub changed_list: Option<PathBuf>,
 
-    /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); lower zooms go first and
-    /// the next run picks up the rest.
+    /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); deeper zooms go first
+    /// and the next run picks up the rest.
     pub max_duration: Option<Duration>,
 
     /// If another job holds the output, wait for it instead of refusing.
@@ -212,6 +212,10 @@ pub struct RunSettings {
     /// aggregate rows instead of reading the maintained cells, which could share the drift being
     /// looked for, and the run is no consumer of the change log.
     pub scratch: bool,
+
+    /// Render a tile list (--dirty, --tiles-from) lowest zoom first, as before deepest-first
+    /// lists: kept to measure one against the other.
+    pub lowest_zoom_first: bool,
 }
 
 /// What `oar-tiles watch` takes on the command line; the rest is the config's `[watch]`.

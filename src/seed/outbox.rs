@@ -2,19 +2,20 @@
 //! anything, what it changed once it ends, and then hands the output's pending changes to its
 //! consumers: the command's `--changed-list` and the tileset's CDN purge targets.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::S3Config;
 use crate::edge::budget::Budget;
 use crate::edge::check::{self, EdgeProbe};
 use crate::edge::price::StoredTiles;
-use crate::edge::{Client, Holds, PurgeTarget};
+use crate::edge::{Client, Holds, PurgeReport, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
 use crate::report::{PurgeSummary, TargetPlan};
 use crate::schedule::Stop;
-use crate::sink::changed_list::CHANGED_LIST_CONSUMER;
+use crate::sink::changed_list::{RecordedLines, CHANGED_LIST_CONSUMER};
 use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::sink::{self, ChangedList, OutputTarget};
 use crate::tile::TileCoord;
@@ -42,6 +43,12 @@ pub(super) struct RunOutbox {
     handover: Option<(Outbox, String)>,
     /// The tiles the output stores per zoom, where a target prices its purges.
     stored: Option<StoredTiles>,
+    /// Whether the output's writer records a tile only once it is served (see
+    /// [`RunOutbox::purges_as_stored`]).
+    records_when_visible: bool,
+    /// Per target (by consumer name), the lines it purged while the run wrote, and what that
+    /// sent: the run's delivery leaves them out.
+    early: HashMap<String, (HashSet<String>, PurgeReport)>,
 }
 
 /// The outbox note that records the tiles an output stores per zoom.
@@ -125,6 +132,8 @@ impl RunOutbox {
         };
         Ok(RunOutbox {
             stored,
+            records_when_visible: kind.records_when_visible(),
+            early: HashMap::new(),
             outbox: Arc::new(outbox),
             run: Some(run),
             keeps_stopped_tiles: kind.keeps_stopped_tiles(),
@@ -155,6 +164,58 @@ impl RunOutbox {
         write_json(&self.outbox, STORED_TILES, &stored).await?;
         self.stored = Some(stored);
         Ok(())
+    }
+
+    /// Whether this run purges its tiles as the sink stores them: the output serves a tile as
+    /// soon as its writer records it (a tree, an S3 prefix), and some target's purges cost
+    /// nothing per path. A target that charges per path (CloudFront) waits for the run's end,
+    /// where its purge is one priced plan instead of one per chunk.
+    pub fn purges_as_stored(&self) -> bool {
+        self.records_when_visible && self.targets.iter().any(|t| !t.is_priced())
+    }
+
+    /// Purges, on every target whose purges cost nothing per path, the tiles `recorded` hands on
+    /// as the sink stores them, chunk by chunk, until it ends or `stop` is requested. Nothing is
+    /// marked taken here: the outbox's intent and batch still name every tile, so a run killed
+    /// now delivers them all again, and [`RunOutbox::commit_and_deliver`] only leaves out of its
+    /// purge what was purged here after its new bytes were served. A target that fails or is
+    /// held back is left to the run's delivery.
+    pub async fn purge_as_stored(&mut self, recorded: &RecordedLines, holds: &Holds, stop: &Stop) {
+        let mut given_up: HashSet<String> = HashSet::new();
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.stopped() => None,
+                next = recorded.next() => next,
+            };
+            let Some(lines) = next else { break };
+            for target in &self.targets {
+                let consumer = target.consumer();
+                let key = format!("{}\n{}", self.target.describe(), target.name());
+                if target.is_priced() || given_up.contains(&consumer) || holds.held(&key).is_some()
+                {
+                    continue;
+                }
+                let mut paths: Vec<String> = lines.iter().map(|l| self.purge_path(l)).collect();
+                paths.sort();
+                paths.dedup();
+                match target.purge(&paths, self.stored.as_ref(), None).await {
+                    Ok(report) if !report.over_budget => {
+                        let (purged, sent) = self.early.entry(consumer).or_default();
+                        purged.extend(lines.iter().cloned());
+                        sent.requests += report.requests;
+                        sent.paths += report.paths;
+                    }
+                    Ok(_) => {
+                        given_up.insert(consumer);
+                    }
+                    Err(err) => {
+                        tracing::warn!("{err}; the run's tiles are purged when it ends");
+                        given_up.insert(consumer);
+                    }
+                }
+            }
+        }
     }
 
     /// What the output's sink records its changes to.
@@ -231,13 +292,36 @@ impl RunOutbox {
                 target: target.name().to_string(),
                 ..PurgeSummary::default()
             };
+            let early = self.early.remove(&consumer);
+            if let Some((_, sent)) = &early {
+                summary.requests += sent.requests;
+                summary.paths += sent.paths;
+            }
             if !pending.is_empty() {
+                // Lines purged while the run wrote were purged after their newest bytes were
+                // served, which covers every batch naming them.
+                let purged_early =
+                    |line: &String| early.as_ref().is_some_and(|(p, _)| p.contains(line));
                 let mut paths: Vec<String> = pending
                     .iter()
-                    .flat_map(|(_, lines)| lines.iter().map(|l| self.purge_path(l)))
+                    .flat_map(|(_, lines)| lines.iter())
+                    .filter(|line| !purged_early(line))
+                    .map(|line| self.purge_path(line))
                     .collect();
                 paths.sort();
                 paths.dedup();
+                if paths.is_empty() {
+                    holds.succeeded(&format!("{}\n{}", self.target.describe(), target.name()));
+                    if let Some(probe) = self.probe(target, &pending) {
+                        probes.push(probe);
+                    }
+                    let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
+                    self.outbox
+                        .taken(&consumer, &names, &self.consumers)
+                        .await?;
+                    purges.push(summary);
+                    continue;
+                }
                 let key = format!("{}\n{}", self.target.describe(), target.name());
                 if let Some(left) = holds.held(&key) {
                     tracing::info!(
@@ -293,8 +377,8 @@ impl RunOutbox {
                         if let Some(probe) = self.probe(target, &pending) {
                             probes.push(probe);
                         }
-                        summary.requests = report.requests;
-                        summary.paths = report.paths;
+                        summary.requests += report.requests;
+                        summary.paths += report.paths;
                         summary.price_usd = report.price_usd;
                         let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
                         self.outbox

@@ -19,7 +19,7 @@ use crate::render::Connections;
 use crate::report::{
     Progress, ProgressKind, ReseedPlan, SummaryHeader, Tally, TilesetSummary, ZoomCount,
 };
-use crate::schedule::{Scheduler, Stop};
+use crate::schedule::{ListOrder, Scheduler, Stop};
 use crate::sink::writer::{self, Writer};
 use crate::sink::{
     self, lock, ChangedList, Finish, PartOf, Resume, Sharding, Sink, TilesetMetadata,
@@ -185,9 +185,29 @@ impl TilesetRun<'_> {
             ),
             Work::Tiles(tiles) => Todo::Tiles(tiles),
         };
-        let rendered = self
-            .render(target, todo, writer, &mut tally, &mut progress)
-            .await;
+        // A list's tiles that the output serves as soon as they are stored are purged as they
+        // come, the deepest zoom first, while the heavy low zooms still render.
+        let recorded = match &todo {
+            Todo::Tiles(_) if outbox.purges_as_stored() => outbox.recorder().tap(),
+            _ => None,
+        };
+        let render = async {
+            let rendered = self
+                .render(target, todo, writer, &mut tally, &mut progress)
+                .await;
+            if let Some(recorded) = &recorded {
+                recorded.close();
+            }
+            rendered
+        };
+        let purge = async {
+            if let Some(recorded) = &recorded {
+                outbox
+                    .purge_as_stored(recorded, self.holds, self.stop)
+                    .await;
+            }
+        };
+        let (rendered, ()) = tokio::join!(render, purge);
         progress.finish();
         tracing::debug!("tileset `{name}`: rendering done");
         // 4f. Finish the output (sweep, metadata, state) or abort it; store what changed in the
@@ -418,7 +438,13 @@ impl TilesetRun<'_> {
             }
             Todo::Tiles(tiles) => {
                 let deadline = self.job.run.max_duration.map(|d| Instant::now() + d);
-                let listed = scheduler.render_list(&tiles, &writer, deadline, tally, progress);
+                let order = if self.job.run.lowest_zoom_first {
+                    ListOrder::LowestFirst
+                } else {
+                    ListOrder::DeepestFirst
+                };
+                let listed =
+                    scheduler.render_list(&tiles, order, &writer, deadline, tally, progress);
                 listed.await
             }
         }

@@ -3,7 +3,7 @@
 //! The change-capture triggers notify a channel once per statement that logged a change; the
 //! watcher LISTENs on a session connection of its own and, `debounce` after the first notification
 //! (a burst within that window makes one cycle; a change that waits longer than `max_delay` is
-//! warned about), runs a cycle that is exactly `seed --dirty` through the seed's own [`Session`], lowest zooms first.
+//! warned about), runs a cycle that is exactly `seed --dirty` through the seed's own [`Session`], deepest zooms first.
 //! Notifications only say *when* to look: the output's watermark says *what* to render, so the
 //! watcher catches up from it on start and after every reconnection, and a poll every
 //! `poll_interval` covers a notification that never came.

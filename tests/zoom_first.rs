@@ -1,0 +1,217 @@
+//! The change's own tiles first: a dirty run renders its deepest zoom first and purges the tiles
+//! a tree serves as soon as they are stored, so the tile at a change is fresh at the edge while
+//! the heavy low zooms still render.
+//!
+//! The low zooms are made slow on purpose, and without a clock: their layer's filter calls a
+//! function that waits for an advisory lock the test holds. Until the test lets go, no low-zoom
+//! tile can be rendered; what the purge target receives meanwhile is what a run purges before
+//! its heaviest tiles end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use postgres::NoTls;
+
+use crate::common::fixture::Fixture;
+use crate::common::pg::hub_with_scatter;
+use crate::common::recorder::Recorder;
+use crate::common::run::{oar_tiles, oar_tiles_command, read_tree};
+
+const ZOOMS: &str = "0-9";
+
+/// Zooms below this go through the gated layer.
+const GATED_BELOW: u8 = 5;
+
+/// A tree fixture purged through a recording `http` target: one layer of the `sites` table at
+/// zooms 5-9, another at zooms 0-4 whose filter waits for the advisory lock `gate`.
+fn gated_world(label: &str, cache_port: u16, gate: i64) -> (Fixture, PathBuf) {
+    let points = hub_with_scatter(400, 31, 3, [2.2, 48.8, 2.5, 48.95]);
+    let fixture = Fixture::new(label, &points, "zoom_first.toml", |schema| {
+        schema.execute(&format!(
+            "CREATE FUNCTION {{schema}}.gate() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+             BEGIN
+                 PERFORM pg_advisory_lock_shared({gate});
+                 PERFORM pg_advisory_unlock_shared({gate});
+                 RETURN true;
+             END $$"
+        ));
+        let changes = schema.companion("cdc");
+        let name = &schema.name;
+        format!(
+            r#"[changes]
+schema = "{changes}"
+
+[database]
+url = "postgresql://unused@127.0.0.1:1/unused"
+pool_size = 2
+
+[[tileset]]
+name = "sites"
+
+[[tileset.cdn]]
+kind = "http"
+url = "http://127.0.0.1:{cache_port}/t/{{path}}"
+
+[[tileset.layer]]
+name = "sites"
+table = "{name}.sites"
+geometry_column = "pt"
+id_column = "site_id"
+attributes = ["label", "kind"]
+minzoom = {GATED_BELOW}
+
+[[tileset.layer]]
+name = "overview"
+table = "{name}.sites"
+geometry_column = "pt"
+id_column = "site_id"
+attributes = ["label"]
+maxzoom = {below}
+filter = "\"{name}\".gate()"
+"#,
+            below = GATED_BELOW - 1
+        )
+    });
+    let config = fixture.config.to_str().unwrap().to_string();
+    oar_tiles(
+        Some(&fixture.schema.url),
+        &["changes", "install", "--config", &config],
+    )
+    .assert_success();
+    let tree = fixture.path("tree");
+    (fixture, tree)
+}
+
+fn seed(fixture: &Fixture, tree: &Path, extra: &[&str]) -> Child {
+    let output = format!("dir:{}", tree.display());
+    let args = fixture.seed_args(&output, ZOOMS, extra);
+    oar_tiles_command(Some(&fixture.schema.url), &args, &[])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(fixture.path("seed.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn log(fixture: &Fixture) -> String {
+    std::fs::read_to_string(fixture.path("seed.log")).unwrap_or_default()
+}
+
+/// Waits for the run to end and returns its exit code.
+fn finished(child: &mut Child) -> i32 {
+    child.wait().unwrap().code().unwrap_or(-1)
+}
+
+/// Polls until `done` holds; fails when the run exits first, or after five minutes (a hang, not a
+/// slow machine), with the run's log.
+fn wait_for(child: &mut Child, fixture: &Fixture, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run exited ({status}) before {what}:\n{}", log(fixture));
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("waited 5 minutes for {what}:\n{}", log(fixture));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The paths the cache was asked to purge, in arrival order.
+fn purged(cache: &Recorder) -> Vec<String> {
+    cache
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.target.trim_start_matches("/t/").to_string())
+        .collect()
+}
+
+/// An advisory lock key of this test's own, so tests running side by side do not share a gate.
+fn gate_key(salt: i64) -> i64 {
+    i64::from(std::process::id()) * 100 + salt
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_dirty_run_purges_the_changes_deepest_tiles_before_its_low_zoom_tiles_are_rendered() {
+    let cache = Recorder::start("purged", 0);
+    let gate = gate_key(1);
+    let (mut fixture, tree) = gated_world("zoom_first_purge", cache.port, gate);
+    let mut child = seed(&fixture, &tree, &[]);
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let before = read_tree(&tree, "pbf");
+    cache.requests.lock().unwrap().clear();
+
+    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
+        .unwrap();
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
+    );
+    let mut child = seed(&fixture, &tree, &["--dirty"]);
+    // The gate holds every tile below zoom 5 back: whatever is purged now was purged before them.
+    wait_for(&mut child, &fixture, "a purge of a zoom 9 tile", || {
+        purged(&cache).iter().any(|p| p.starts_with("9/"))
+    });
+    let early = purged(&cache);
+    let now = read_tree(&tree, "pbf");
+    for zoom in 0..GATED_BELOW {
+        let low: Vec<_> = now.keys().filter(|(z, _, _)| *z == zoom).collect();
+        assert!(
+            low.iter().all(|key| before.get(key) == now.get(key)),
+            "zoom {zoom} was rewritten before the gate opened"
+        );
+    }
+    assert!(
+        early
+            .iter()
+            .all(|p| p.split('/').next().unwrap().parse::<u8>().unwrap() >= GATED_BELOW),
+        "only tiles the gate does not hold are purged yet: {early:?}"
+    );
+    for path in &early {
+        let mut parts = path.trim_end_matches(".pbf").split('/');
+        let mut next = || parts.next().unwrap().parse::<u32>().unwrap();
+        let key = (next() as u8, next(), next());
+        assert!(
+            now.get(&key)
+                .is_none_or(|bytes| before.get(&key) != Some(bytes)),
+            "{path} was purged before its new bytes were in place"
+        );
+    }
+
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({gate})"))
+        .unwrap();
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let after = read_tree(&tree, "pbf");
+    let all = purged(&cache);
+    assert!(
+        after.get(&(0, 0, 0)) != before.get(&(0, 0, 0)),
+        "the z0 tile holds the renamed site"
+    );
+    let z0 = all.iter().position(|p| p == "0/0/0.pbf");
+    let z9 = all.iter().position(|p| p.starts_with("9/"));
+    assert!(
+        z0.is_some() && z9 < z0,
+        "the z0 tile is purged too, after the deep ones: {all:?}"
+    );
+    // Every tile the run changed was purged, and none twice: the run's delivery left out what it
+    // purged as the tiles were stored.
+    for key in crate::common::run::differences(&before, &after) {
+        let path = format!("{key}.pbf");
+        assert_eq!(
+            all.iter().filter(|p| **p == path).count(),
+            1,
+            "{path}: {all:?}"
+        );
+    }
+    assert!(
+        !tree.join(".oar-tiles-outbox").exists(),
+        "nothing waits in the outbox"
+    );
+}
