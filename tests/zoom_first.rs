@@ -215,3 +215,138 @@ fn a_dirty_run_purges_the_changes_deepest_tiles_before_its_low_zoom_tiles_are_re
         "nothing waits in the outbox"
     );
 }
+
+/// A tree fixture whose tileset names its output and defers zooms below 5 for an hour.
+fn deferring_world(label: &str) -> (Fixture, PathBuf) {
+    let points = hub_with_scatter(400, 31, 3, [2.2, 48.8, 2.5, 48.95]);
+    let mut tree = PathBuf::new();
+    let fixture = Fixture::new(label, &points, "zoom_first.toml", |schema| {
+        let changes = schema.companion("cdc");
+        let name = &schema.name;
+        tree = std::env::temp_dir().join(format!("{name}-tree"));
+        format!(
+            r#"[changes]
+schema = "{changes}"
+
+[database]
+url = "postgresql://unused@127.0.0.1:1/unused"
+pool_size = 2
+
+[watch]
+poll_interval = "1s"
+
+[[tileset]]
+name = "sites"
+output = "dir:{tree}"
+maxzoom = 9
+
+[tileset.freshness]
+defer_below_zoom = {GATED_BELOW}
+defer_seconds = 3600
+
+[[tileset.layer]]
+name = "sites"
+table = "{name}.sites"
+geometry_column = "pt"
+id_column = "site_id"
+attributes = ["label", "kind"]
+"#,
+            tree = tree.display()
+        )
+    });
+    let config = fixture.config.to_str().unwrap().to_string();
+    oar_tiles(
+        Some(&fixture.schema.url),
+        &["changes", "install", "--config", &config],
+    )
+    .assert_success();
+    (fixture, tree)
+}
+
+/// Removes the tree, which lives outside the fixture's directory, when the test ends.
+struct RemoveTree(PathBuf);
+
+impl Drop for RemoveTree {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn note(tree: &Path) -> PathBuf {
+    tree.join(".oar-tiles-outbox")
+        .join("deferred-tiles.note.json")
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
+    let (mut fixture, tree) = deferring_world("zoom_first_defer");
+    let _remove = RemoveTree(tree.clone());
+    let config = fixture.config.to_str().unwrap().to_string();
+    oar_tiles(Some(&fixture.schema.url), &["seed", "--config", &config]).assert_success();
+    let before = read_tree(&tree, "pbf");
+
+    let mut watching = crate::edge::Watching::start(&fixture, &[]);
+    watching.wait_until("/health 200", |w| {
+        w.listening() && w.get("/health").status == 200
+    });
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
+    );
+    watching.wait_until("the change's deep tiles", |_| {
+        let now = read_tree(&tree, "pbf");
+        now.iter()
+            .any(|(key, bytes)| key.0 == 9 && before.get(key) != Some(bytes))
+    });
+    // The cycle is over once the watermark moved: nothing is pending any more.
+    watching.wait_until("an idle watcher", |w| {
+        crate::edge::metric(&w.get("/metrics").text(), "oar_tiles_pending_changes") == 0.0
+    });
+    assert!(note(&tree).exists(), "the deferred tiles are noted");
+    let cycled = read_tree(&tree, "pbf");
+    let noted: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(note(&tree)).unwrap()).unwrap();
+    let noted: Vec<String> = noted["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    assert!(noted.contains(&"0/0/0".to_string()), "{noted:?}");
+    assert!(
+        noted
+            .iter()
+            .all(|t| t.split('/').next().unwrap().parse::<u8>().unwrap() < GATED_BELOW),
+        "{noted:?}"
+    );
+    for (key, bytes) in &cycled {
+        if key.0 < GATED_BELOW {
+            assert_eq!(
+                Some(bytes),
+                before.get(key),
+                "{key:?} was rendered in the cycle"
+            );
+        }
+    }
+
+    // Time passes for the note (its due time, rewritten as if the hour were up): the watcher's
+    // next poll renders what it holds without any new change.
+    let mut due: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(note(&tree)).unwrap()).unwrap();
+    due["due"] = 0.into();
+    std::fs::write(note(&tree), serde_json::to_vec(&due).unwrap()).unwrap();
+    watching.wait_until("the deferred tiles rendered and the note gone", |_| {
+        !note(&tree).exists() && read_tree(&tree, "pbf").get(&(0, 0, 0)) != before.get(&(0, 0, 0))
+    });
+    drop(watching);
+
+    // Nothing was lost: the tree is what a full seed makes of the rows now.
+    let fresh = fixture.path("fresh");
+    let output = format!("dir:{}", fresh.display());
+    oar_tiles(
+        Some(&fixture.schema.url),
+        &["seed", "--config", &config, "--output", &output],
+    )
+    .assert_success();
+    assert_eq!(read_tree(&tree, "pbf"), read_tree(&fresh, "pbf"));
+}

@@ -218,6 +218,22 @@ impl RunOutbox {
         }
     }
 
+    /// The outbox's JSON note `name` (`None`: absent, or not readable as JSON, with a warning).
+    pub async fn read_note<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        read_json(&self.outbox, name).await
+    }
+
+    /// Replaces the outbox's note `name`, durably.
+    pub async fn write_note<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        write_json(&self.outbox, name, value).await
+    }
+
+    /// Removes the outbox's note `name`, then the outbox's folder when nothing else is in it.
+    pub async fn remove_note(&self, name: &str) -> Result<()> {
+        self.outbox.remove_note(name).await?;
+        self.outbox.prune(&self.consumers).await
+    }
+
     /// What the output's sink records its changes to.
     pub fn recorder(&self) -> ChangedList {
         self.run

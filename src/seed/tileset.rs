@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use deadpool_postgres::Pool;
 
+use super::freshness::{self, AfterRun};
 use super::outbox::RunOutbox;
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
@@ -58,6 +59,8 @@ struct Opened {
     sink: Box<dyn Sink>,
     decision: Decision,
     resume: Resume,
+    /// What becomes of the tiles `[tileset.freshness]` deferred once the run is complete.
+    deferred: AfterRun,
 }
 
 impl TilesetRun<'_> {
@@ -160,6 +163,7 @@ impl TilesetRun<'_> {
             sink,
             decision,
             resume,
+            deferred,
         } = self.open(target, &outbox, part).await?;
         // 4d. Resume what an interrupted run of the same job finished.
         let mut watermark = decision.watermark;
@@ -221,6 +225,10 @@ impl TilesetRun<'_> {
                 watermark.as_ref(),
             )
             .await;
+        if deferred == AfterRun::Remove && matches!(complete, Ok(true)) {
+            // Rendered and stored: the tiles the note held back are the output's now.
+            outbox.remove_note(freshness::DEFERRED_TILES).await?;
+        }
         if sweep_allowed && matches!(complete, Ok(true)) {
             // A complete full seed left exactly its own tiles: what a wildcard would evict.
             outbox.record_stored(tally.written_per_zoom()).await?;
@@ -331,14 +339,33 @@ impl TilesetRun<'_> {
         )
         .await?;
         let state = sink.state();
+        // A watch cycle of a plain tileset (not a shard's, not a partition's, which no cycle
+        // is sure to come back to) may hold low zooms back.
+        let deferring = self.locks == super::Locks::Held
+            && tileset.shard.is_none()
+            && tileset.list_prefix.is_none();
+        let freshness = tileset.tileset.freshness;
         let decided = match self.decide(state.clone(), settings).await {
-            Ok(decision) => outbox
-                .intend(state.as_deref(), &decision.work)
+            Ok(mut decision) => {
+                match freshness::apply(
+                    freshness,
+                    deferring,
+                    self.selection(),
+                    &mut decision.work,
+                    outbox,
+                )
                 .await
-                .map(|()| decision),
+                {
+                    Ok(after) => outbox
+                        .intend(state.as_deref(), &decision.work)
+                        .await
+                        .map(|()| (decision, after)),
+                    Err(err) => Err(err),
+                }
+            }
             Err(err) => Err(err),
         };
-        let decision = match decided {
+        let (decision, deferred) = match decided {
             Ok(decision) => decision,
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
@@ -369,6 +396,7 @@ impl TilesetRun<'_> {
                 sink,
                 decision,
                 resume: resume.unwrap_or_default(),
+                deferred,
             }),
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;

@@ -215,7 +215,16 @@ async fn wait_for_changes(
         ))
     };
     loop {
-        let poll = tokio::time::sleep(settings.poll_interval);
+        // Tiles a `[tileset.freshness]` deferral holds back get their cycle when due, though no
+        // change comes.
+        let deferral = crate::seed::next_deferral(&job.seed).await?;
+        let until_due = deferral.map(|due| {
+            due.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
+        let poll = tokio::time::sleep(
+            until_due.map_or(settings.poll_interval, |d| d.min(settings.poll_interval)),
+        );
         tokio::pin!(poll);
         let first = tokio::select! {
             arrived = listener.notifications.recv() => Some(arrived.ok_or_else(lost)?),
@@ -248,6 +257,9 @@ async fn wait_for_changes(
             }
         }
         if count_pending(job, watched, pool, shared).await? > 0 {
+            return Ok(());
+        }
+        if deferral.is_some_and(|due| due <= std::time::SystemTime::now()) {
             return Ok(());
         }
     }

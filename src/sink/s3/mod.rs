@@ -378,7 +378,7 @@ impl Sink for S3Sink {
         let bucket = self.bucket.clone();
         let key = tile_object_key(&self.prefix, tile, &self.settings.tile_extension);
         let encoding = self.settings.compress.then_some("gzip");
-        let cache_control = self.settings.cache_control.clone();
+        let cache_control = self.settings.cache_control_at(tile.z()).to_string();
         let attempts = self.attempts;
         let body = data.to_vec();
         let target = self.target();
