@@ -16,7 +16,8 @@ use postgres::NoTls;
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
 use crate::common::recorder::Recorder;
-use crate::common::run::{oar_tiles, oar_tiles_command, read_tree};
+use crate::common::run::{oar_tiles, oar_tiles_command, oar_tiles_with, read_tree};
+use crate::common::s3::S3Server;
 
 const ZOOMS: &str = "0-9";
 
@@ -26,6 +27,21 @@ const GATED_BELOW: u8 = 5;
 /// A tree fixture purged through a recording `http` target: one layer of the `sites` table at
 /// zooms 5-9, another at zooms 0-4 whose filter waits for the advisory lock `gate`.
 fn gated_world(label: &str, cache_port: u16, gate: i64) -> (Fixture, PathBuf) {
+    let (fixture, _) = gated_world_with(label, cache_port, gate, "", "", &[]);
+    let tree = fixture.path("tree");
+    (fixture, tree)
+}
+
+/// [`gated_world`] with `top` (tables before the tileset), `tileset` (its keys and tables, before
+/// its purge target) and `env` for `changes install`.
+fn gated_world_with(
+    label: &str,
+    cache_port: u16,
+    gate: i64,
+    top: &str,
+    tileset: &str,
+    env: &[(&str, &str)],
+) -> (Fixture, ()) {
     let points = hub_with_scatter(400, 31, 3, [2.2, 48.8, 2.5, 48.95]);
     let fixture = Fixture::new(label, &points, "zoom_first.toml", |schema| {
         schema.execute(&format!(
@@ -46,8 +62,11 @@ schema = "{changes}"
 url = "postgresql://unused@127.0.0.1:1/unused"
 pool_size = 2
 
+{top}
+
 [[tileset]]
 name = "sites"
+{tileset}
 
 [[tileset.cdn]]
 kind = "http"
@@ -74,19 +93,22 @@ filter = "\"{name}\".gate()"
         )
     });
     let config = fixture.config.to_str().unwrap().to_string();
-    oar_tiles(
+    oar_tiles_with(
         Some(&fixture.schema.url),
         &["changes", "install", "--config", &config],
+        env,
     )
     .assert_success();
-    let tree = fixture.path("tree");
-    (fixture, tree)
+    (fixture, ())
 }
 
 fn seed(fixture: &Fixture, tree: &Path, extra: &[&str]) -> Child {
-    let output = format!("dir:{}", tree.display());
-    let args = fixture.seed_args(&output, ZOOMS, extra);
-    oar_tiles_command(Some(&fixture.schema.url), &args, &[])
+    seed_into(fixture, &format!("dir:{}", tree.display()), extra, &[])
+}
+
+fn seed_into(fixture: &Fixture, output: &str, extra: &[&str], env: &[(&str, &str)]) -> Child {
+    let args = fixture.seed_args(output, ZOOMS, extra);
+    oar_tiles_command(Some(&fixture.schema.url), &args, env)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(fixture.path("seed.log")).unwrap())
         .spawn()
@@ -349,4 +371,101 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
     )
     .assert_success();
     assert_eq!(read_tree(&tree, "pbf"), read_tree(&fresh, "pbf"));
+}
+
+/// Each tile object's bytes under `bucket/prefix`, by key (the test server lists no ETags).
+fn objects(
+    s3: &S3Server,
+    bucket: &str,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let client = s3.client();
+    crate::edge::block_on(async {
+        let mut objects = std::collections::BTreeMap::new();
+        let mut pages = client
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            for object in page.unwrap().contents() {
+                let key = object.key().unwrap().to_string();
+                if key.ends_with(".pbf") {
+                    let got = client.get_object().bucket(bucket).key(&key).send();
+                    let body = got.await.unwrap().body.collect().await.unwrap();
+                    objects.insert(key, body.into_bytes().to_vec());
+                }
+            }
+        }
+        objects
+    })
+}
+
+#[test]
+#[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
+fn an_s3_prefix_is_purged_as_its_uploads_end_with_the_cache_control_of_each_zoom() {
+    let bucket = "zoom-first";
+    let s3 = S3Server::start(bucket);
+    let env = s3.env();
+    let cache = Recorder::start("purged", 0);
+    let gate = gate_key(2);
+    let (mut fixture, ()) = gated_world_with(
+        "zoom_first_s3",
+        cache.port,
+        gate,
+        &s3.config_table(""),
+        "cache_control = \"public, max-age=86400\"\n\n[tileset.freshness.cache_control]\n\"0-4\" = \"public, max-age=300\"\n",
+        &env,
+    );
+    let output = format!("s3://{bucket}/tiles");
+    let mut child = seed_into(&fixture, &output, &[], &env);
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let before = objects(&s3, bucket, "tiles/");
+    cache.requests.lock().unwrap().clear();
+
+    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
+        .unwrap();
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
+    );
+    let mut child = seed_into(&fixture, &output, &["--dirty"], &env);
+    wait_for(&mut child, &fixture, "a purge of a zoom 9 tile", || {
+        purged(&cache).iter().any(|p| p.starts_with("9/"))
+    });
+    let early = purged(&cache);
+    let now = objects(&s3, bucket, "tiles/");
+    assert!(
+        early
+            .iter()
+            .all(|p| p.split('/').next().unwrap().parse::<u8>().unwrap() >= GATED_BELOW),
+        "only tiles the gate does not hold are purged yet: {early:?}"
+    );
+    for path in &early {
+        let key = format!("tiles/{path}");
+        assert!(
+            now.get(&key) != before.get(&key),
+            "{key} was purged before its upload ended"
+        );
+    }
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({gate})"))
+        .unwrap();
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let all = purged(&cache);
+    assert!(all.iter().any(|p| p == "0/0/0.pbf"), "{all:?}");
+
+    let client = s3.client();
+    let header = |key: &str| {
+        let head = crate::edge::block_on(client.head_object().bucket(bucket).key(key).send());
+        head.unwrap()
+            .cache_control()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header("tiles/0/0/0.pbf"), "public, max-age=300");
+    let deep = now.keys().find(|k| k.starts_with("tiles/9/")).unwrap();
+    assert_eq!(header(deep), "public, max-age=86400");
 }
