@@ -49,6 +49,9 @@ pub(super) struct RunOutbox {
     /// Per target (by consumer name), the lines it purged while the run wrote, and what that
     /// sent: the run's delivery leaves them out.
     early: HashMap<String, (HashSet<String>, PurgeReport)>,
+    /// Per target (by consumer name), why a purge while the run wrote failed: the run's
+    /// delivery reports it rather than wait on the same CDN a second time.
+    early_failed: HashMap<String, String>,
 }
 
 /// The outbox note that records the tiles an output stores per zoom.
@@ -134,6 +137,7 @@ impl RunOutbox {
             stored,
             records_when_visible: kind.records_when_visible(),
             early: HashMap::new(),
+            early_failed: HashMap::new(),
             outbox: Arc::new(outbox),
             run: Some(run),
             keeps_stopped_tiles: kind.keeps_stopped_tiles(),
@@ -178,11 +182,12 @@ impl RunOutbox {
     /// as the sink stores them, chunk by chunk, until it ends or `stop` is requested. Nothing is
     /// marked taken here: the outbox's intent and batch still name every tile, so a run killed
     /// now delivers them all again, and [`RunOutbox::commit_and_deliver`] only leaves out of its
-    /// purge what was purged here after its new bytes were served. A target that fails or is
-    /// held back is left to the run's delivery.
+    /// purge what was purged here after its new bytes were served. A target held back is left to
+    /// the run's delivery; one that fails is held back and reported failed by it, without a
+    /// second wait on the same CDN, its changes left in the outbox.
     pub async fn purge_as_stored(&mut self, recorded: &RecordedLines, holds: &Holds, stop: &Stop) {
         let mut given_up: HashSet<String> = HashSet::new();
-        loop {
+        'chunks: loop {
             let next = tokio::select! {
                 biased;
                 _ = stop.stopped() => None,
@@ -199,7 +204,12 @@ impl RunOutbox {
                 let mut paths: Vec<String> = lines.iter().map(|l| self.purge_path(l)).collect();
                 paths.sort();
                 paths.dedup();
-                match target.purge(&paths, self.stored.as_ref(), None).await {
+                let purged = tokio::select! {
+                    biased;
+                    _ = stop.stopped() => break 'chunks,
+                    purged = target.purge(&paths, self.stored.as_ref(), None) => purged,
+                };
+                match purged {
                     Ok(report) if !report.over_budget => {
                         let (purged, sent) = self.early.entry(consumer).or_default();
                         purged.extend(lines.iter().cloned());
@@ -210,7 +220,9 @@ impl RunOutbox {
                         given_up.insert(consumer);
                     }
                     Err(err) => {
-                        tracing::warn!("{err}; the run's tiles are purged when it ends");
+                        holds.failed(&key);
+                        tracing::warn!("{err}; the changes stay in the outbox for the next run");
+                        self.early_failed.insert(consumer.clone(), err.to_string());
                         given_up.insert(consumer);
                     }
                 }
@@ -312,6 +324,12 @@ impl RunOutbox {
             if let Some((_, sent)) = &early {
                 summary.requests += sent.requests;
                 summary.paths += sent.paths;
+            }
+            if let (false, Some(failed)) = (pending.is_empty(), self.early_failed.remove(&consumer))
+            {
+                summary.failed = Some(failed);
+                purges.push(summary);
+                continue;
             }
             if !pending.is_empty() {
                 // Lines purged while the run wrote were purged after their newest bytes were
