@@ -350,8 +350,13 @@ pub(crate) struct RunFlags {
     #[arg(long, value_name = "FILE")]
     pub(crate) changed_list: Option<PathBuf>,
 
-    /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); lower zooms go first and
-    /// the next run picks up the rest.
+    /// Render a tile list lowest zoom first, the order before deepest-first lists (for
+    /// benchmarks).
+    #[arg(long, hide = true)]
+    pub(crate) lowest_zoom_first: bool,
+
+    /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); deeper zooms go first
+    /// and the next run picks up the rest.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub(crate) max_duration: Option<Duration>,
 
@@ -457,6 +462,7 @@ impl From<RunFlags> for RunSettings {
             verify_sample: flags.verify_sample,
             scratch: false,
             defer_agg_hash: false,
+            lowest_zoom_first: flags.lowest_zoom_first,
         }
     }
 }

@@ -176,8 +176,8 @@ pub struct RunSettings {
     /// Write the tiles stored with new bytes or deleted to FILE, one z/x/y per line (for CDN invalidation).
     pub changed_list: Option<PathBuf>,
 
-    /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); lower zooms go first and
-    /// the next run picks up the rest.
+    /// With --dirty or --tiles-from: stop cleanly after this long (e.g. 10m); deeper zooms go first
+    /// and the next run picks up the rest.
     pub max_duration: Option<Duration>,
 
     /// If another job holds the output, wait for it instead of refusing.
@@ -217,6 +217,10 @@ pub struct RunSettings {
     /// the run ends, for the caller to bring up to date when it is idle (`watch`); otherwise it
     /// is computed after the run's purges are delivered.
     pub defer_agg_hash: bool,
+
+    /// Render a tile list (--dirty, --tiles-from) lowest zoom first, as before deepest-first
+    /// lists: kept to measure one against the other.
+    pub lowest_zoom_first: bool,
 }
 
 /// What `oar-tiles watch` takes on the command line; the rest is the config's `[watch]`.

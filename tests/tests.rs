@@ -45,3 +45,4 @@ mod validate_mvt;
 mod watch;
 mod watch_partitions;
 mod wide_geometries;
+mod zoom_first;

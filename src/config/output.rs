@@ -315,12 +315,25 @@ pub struct OutputSettings {
     pub compression_level: u32,
     /// `Cache-Control` of S3 tile objects.
     pub cache_control: String,
+    /// `Cache-Control` of S3 tile objects at some zooms (`[tileset.freshness.cache_control]`),
+    /// instead of `cache_control`; the ranges do not overlap.
+    pub cache_control_by_zoom: Vec<(crate::tile::ZoomRange, String)>,
     /// Tile URL template for TileJSON; default relative `{z}/{x}/{y}.ext`. With
     /// `pmtiles_versions`, the URL of the folder serving the archive's versions instead.
     pub tiles_url: Option<String>,
     /// A PMTiles archive is also published under content-derived names with a pointer to the
     /// current one (`pmtiles_versions = true`); `None` when it is not.
     pub pmtiles_versions: Option<PmtilesVersions>,
+}
+
+impl OutputSettings {
+    /// The `Cache-Control` of a tile object at `zoom`.
+    pub fn cache_control_at(&self, zoom: u8) -> &str {
+        self.cache_control_by_zoom
+            .iter()
+            .find(|(zooms, _)| zooms.contains(zoom))
+            .map_or(self.cache_control.as_str(), |(_, value)| value.as_str())
+    }
 }
 
 /// How a PMTiles archive is published in versions: `NAME.HASH.pmtiles` beside `NAME.pmtiles`, and
@@ -368,6 +381,7 @@ impl Default for OutputSettings {
             compress: true,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             cache_control: DEFAULT_CACHE_CONTROL.into(),
+            cache_control_by_zoom: Vec::new(),
             tiles_url: None,
             pmtiles_versions: None,
         }

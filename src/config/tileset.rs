@@ -30,11 +30,33 @@ pub(super) struct RawTileset {
     pmtiles_keep_versions: Option<String>,
     size_budget: Option<u64>,
     partition_by: Option<String>,
+    freshness: Option<RawFreshness>,
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
     /// Checked apart from the rest by `cdn::resolve_cdns`, which reports each table's own line.
     #[serde(default)]
     pub(super) cdn: Vec<Spanned<super::cdn::RawCdn>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFreshness {
+    defer_below_zoom: Option<u32>,
+    defer_seconds: Option<u64>,
+    #[serde(default)]
+    cache_control: std::collections::BTreeMap<String, String>,
+}
+
+/// How long `watch` defers low-zoom tiles unless the tileset says (`defer_seconds`).
+pub const DEFAULT_DEFER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `[tileset.freshness]`: which zooms `watch` refreshes at its own pace rather than every cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Tiles at zooms below this are rendered by `watch` at most every `defer`, coalesced.
+    pub defer_below_zoom: u8,
+    /// How long a deferred tile may wait for its render.
+    pub defer: std::time::Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +177,8 @@ pub struct TilesetConfig {
     pub partition_by: Option<String>,
     /// The caches purged of the tiles runs change (`[[tileset.cdn]]`).
     pub cdn: Vec<super::cdn::CdnConfig>,
+    /// Low zooms `watch` refreshes at most every so often (`[tileset.freshness]`).
+    pub freshness: Option<Freshness>,
 }
 
 /// One value of a partitioned tileset: its layers render only the rows holding it.
@@ -296,6 +320,7 @@ pub(super) fn resolve_tileset(
         }
         None => None,
     };
+    let freshness = resolve_freshness(raw.freshness.as_ref(), zooms).map_err(context)?;
     let output_settings = resolve_output_settings(&mut raw).map_err(context)?;
     let output = raw.output.map(|output| resolve_output(&output, base_dir));
     if let (Some(_), Some(output)) = (output_settings.pmtiles_versions, &output) {
@@ -324,7 +349,65 @@ pub(super) fn resolve_tileset(
         layers,
         partition_by,
         cdn: Vec::new(),
+        freshness,
     })
+}
+
+/// `[tileset.freshness]`'s deferral, checked against the tileset's zooms.
+fn resolve_freshness(
+    raw: Option<&RawFreshness>,
+    zooms: ZoomRange,
+) -> Result<Option<Freshness>, String> {
+    let Some(raw) = raw else { return Ok(None) };
+    let Some(below) = raw.defer_below_zoom else {
+        if raw.defer_seconds.is_some() {
+            return Err("freshness: defer_seconds needs defer_below_zoom".into());
+        }
+        return Ok(None);
+    };
+    if below > u32::from(zooms.max) {
+        return Err(format!(
+            "freshness: defer_below_zoom {below} would defer every zoom (the tileset's deepest is {}):              the change's own tiles must stay in each cycle",
+            zooms.max
+        ));
+    }
+    let defer = raw
+        .defer_seconds
+        .map_or(DEFAULT_DEFER, std::time::Duration::from_secs);
+    if defer.is_zero() {
+        return Err("freshness: defer_seconds must be at least 1".into());
+    }
+    Ok(Some(Freshness {
+        defer_below_zoom: below as u8,
+        defer,
+    }))
+}
+
+/// `[tileset.freshness.cache_control]`: zoom or zoom range → `Cache-Control`, ranges apart.
+fn resolve_cache_control_by_zoom(
+    raw: Option<&RawFreshness>,
+) -> Result<Vec<(ZoomRange, String)>, String> {
+    let mut by_zoom: Vec<(ZoomRange, String)> = Vec::new();
+    for (zooms, value) in raw.iter().flat_map(|raw| &raw.cache_control) {
+        let range: ZoomRange = zooms
+            .parse()
+            .map_err(|e| format!("freshness.cache_control: {e}"))?;
+        if value.chars().any(|c| c.is_control()) {
+            return Err(format!(
+                "freshness.cache_control `{zooms}` must be one line"
+            ));
+        }
+        if let Some((other, _)) = by_zoom
+            .iter()
+            .find(|(other, _)| other.min <= range.max && range.min <= other.max)
+        {
+            return Err(format!(
+                "freshness.cache_control: zooms `{zooms}` overlap zooms {other}"
+            ));
+        }
+        by_zoom.push((range, value.clone()));
+    }
+    Ok(by_zoom)
 }
 
 /// A TileJSON tile URL must be absolute: MapLibre GL JS resolves a relative one against the page
@@ -396,6 +479,7 @@ fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Strin
         compress: raw.compress.unwrap_or(defaults.compress),
         compression_level,
         cache_control,
+        cache_control_by_zoom: resolve_cache_control_by_zoom(raw.freshness.as_ref())?,
         tiles_url: raw.tiles_url.take(),
         pmtiles_versions,
     })

@@ -1,7 +1,8 @@
 //! The scheduler: drives a [`Renderer`] over a pyramid walk or a tile list with a bounded number of
 //! statements in flight, encodes what comes back, and feeds the single writer. Its policies live
-//! here and nowhere else: batching, lowest zoom first, heavy tiles one per connection, `--keep-going`,
-//! `--max-duration`, resuming a journaled walk, and stopping on a signal.
+//! here and nowhere else: batching, a walk's lowest zoom first and a list's deepest zoom first
+//! ([`ListOrder`]), heavy tiles one per connection, `--keep-going`, `--max-duration`, resuming a
+//! journaled walk, and stopping on a signal.
 //!
 //! It knows neither PostGIS nor the output: any [`Renderer`] works (the tests use one that makes
 //! tiles in memory), and tiles leave through a [`Writer`].
@@ -62,6 +63,19 @@ pub struct Scheduler<'a, R> {
     pub keep_going: bool,
     /// Watched between batches.
     pub stop: &'a Stop,
+}
+
+/// The order a list of tiles (a reseed's dirty tiles) is rendered in, zoom by zoom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListOrder {
+    /// Deepest zoom first. A change's own tiles at the zooms a visitor looks at are cheap, while
+    /// its low-zoom tiles hold most of an unclustered layer and take seconds: rendered first,
+    /// the deep tiles are stored (and purged, where the output shows them at once) before the
+    /// heavy ones end. A walk cannot do this: it learns a tile's children from the tile.
+    #[default]
+    DeepestFirst,
+    /// Lowest zoom first, as a walk goes (kept to compare against).
+    LowestFirst,
 }
 
 /// One finished statement: its mode, whether it held a heavy tile, and its tiles.
@@ -139,18 +153,25 @@ impl<R: Renderer> Scheduler<'_, R> {
         Ok(())
     }
 
-    /// Renders a list of tiles (lowest zoom first): those that hold something are written, the
-    /// others deleted. Returns false when `deadline` passed before the end.
+    /// Renders a list of tiles zoom by zoom in `order`: those that hold something are written,
+    /// the others deleted. Returns false when `deadline` passed before the end.
     pub async fn render_list(
         &self,
         tiles: &[TileCoord],
+        order: ListOrder,
         writer: &Writer,
         deadline: Option<Instant>,
         tally: &mut Tally,
         progress: &mut Progress,
     ) -> Result<bool> {
         progress.discovered(tiles.len());
-        let batches = list_batches(tiles, self.capacity());
+        let mut tiles = tiles.to_vec();
+        // Stable: within a zoom the list keeps its order (neighbours side by side).
+        match order {
+            ListOrder::DeepestFirst => tiles.sort_by_key(|tile| Reverse(tile.z())),
+            ListOrder::LowestFirst => tiles.sort_by_key(|tile| tile.z()),
+        }
+        let batches = list_batches(&tiles, self.capacity());
         let mut results = futures::stream::iter(batches)
             .map(|batch| async move { self.render_encoded(&batch, Mode::Render, true).await })
             .buffer_unordered(self.capacity());

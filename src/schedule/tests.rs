@@ -469,7 +469,14 @@ async fn a_list_run_stops_at_its_deadline_and_says_it_is_incomplete() {
     let mut progress = Progress::start(ProgressKind::Quiet, "memory");
     let past = Instant::now();
     let finished = scheduler(&renderer, &stop, false)
-        .render_list(&list, &writer, Some(past), &mut tally, &mut progress)
+        .render_list(
+            &list,
+            ListOrder::DeepestFirst,
+            &writer,
+            Some(past),
+            &mut tally,
+            &mut progress,
+        )
         .await
         .unwrap();
     drop(writer);
@@ -486,6 +493,35 @@ async fn a_list_run_stops_at_its_deadline_and_says_it_is_incomplete() {
     // its chunk), so only what may be stored is.
     let holding: TileCoord = "8/0/1".parse().unwrap();
     assert!(store.tiles.keys().all(|tile| *tile == holding));
+}
+
+/// Renders `list` in `order` and returns the tiles in the order their statements started.
+async fn started_in_order(list: &[TileCoord], order: ListOrder) -> Vec<TileCoord> {
+    let renderer = MemoryRenderer::new(&[(14, 8000, 5000)]);
+    let (stop, _never) = Stop::manual();
+    let (writer, written) = writer::spawn(Box::new(MemorySink::default()), "memory");
+    let mut tally = Tally::default();
+    let mut progress = Progress::start(ProgressKind::Quiet, "memory");
+    let finished = scheduler(&renderer, &stop, false)
+        .render_list(list, order, &writer, None, &mut tally, &mut progress)
+        .await
+        .unwrap();
+    drop(writer);
+    written.await.unwrap().ok().unwrap();
+    assert!(finished);
+    renderer.rendered()
+}
+
+#[tokio::test]
+async fn a_dirty_list_starts_its_deepest_zoom_first_and_its_z0_tile_last() {
+    // As a reseed lists a change's tiles: lowest zoom first.
+    let mut list: Vec<TileCoord> = tiles_above(&[(14, 8000, 5000)]).into_iter().collect();
+    list.sort_by_key(|t| t.z());
+    let zooms = |tiles: Vec<TileCoord>| tiles.iter().map(|t| t.z()).collect::<Vec<u8>>();
+    let started = zooms(started_in_order(&list, ListOrder::DeepestFirst).await);
+    assert_eq!(started, (0..=14).rev().collect::<Vec<u8>>());
+    let started = zooms(started_in_order(&list, ListOrder::LowestFirst).await);
+    assert_eq!(started, (0..=14).collect::<Vec<u8>>());
 }
 
 #[tokio::test]

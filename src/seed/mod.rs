@@ -14,6 +14,7 @@
 //! 5. Close the changed-tile list; write the JSON summary and the failed-tile list ([`write_reports`]).
 
 mod finalize;
+mod freshness;
 mod outbox;
 mod prepare;
 mod shard;
@@ -35,6 +36,7 @@ use crate::report::{ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
 use crate::sink::ChangedList;
 pub use finalize::finalize;
+pub use freshness::next_deferral;
 use prepare::Prepared;
 use tileset::TilesetRun;
 

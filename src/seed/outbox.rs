@@ -2,6 +2,7 @@
 //! anything, what it changed once it ends, and then hands the output's pending changes to its
 //! consumers: the command's `--changed-list` and the tileset's CDN purge targets.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::S3Config;
@@ -9,13 +10,13 @@ use crate::edge::budget::Budget;
 use crate::edge::check::{self, EdgeProbe};
 use crate::edge::flight::Flights;
 use crate::edge::price::StoredTiles;
-use crate::edge::{Client, Holds, PurgeTarget};
+use crate::edge::{Client, Holds, PurgeReport, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
 use crate::report::{PurgeSummary, TargetPlan};
 use crate::schedule::Stop;
-use crate::sink::changed_list::CHANGED_LIST_CONSUMER;
+use crate::sink::changed_list::{RecordedLines, CHANGED_LIST_CONSUMER};
 use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::sink::{self, ChangedList, OutputTarget};
 use crate::tile::TileCoord;
@@ -43,6 +44,15 @@ pub(super) struct RunOutbox {
     handover: Option<(Outbox, String)>,
     /// The tiles the output stores per zoom, where a target prices its purges.
     stored: Option<StoredTiles>,
+    /// Whether the output's writer records a tile only once it is served (see
+    /// [`RunOutbox::purges_as_stored`]).
+    records_when_visible: bool,
+    /// Per target (by consumer name), the lines it purged while the run wrote, and what that
+    /// sent: the run's delivery leaves them out.
+    early: HashMap<String, (HashSet<String>, PurgeReport)>,
+    /// Per target (by consumer name), why a purge while the run wrote failed: the run's
+    /// delivery reports it rather than wait on the same CDN a second time.
+    early_failed: HashMap<String, String>,
 }
 
 /// The outbox note that records the tiles an output stores per zoom.
@@ -126,6 +136,9 @@ impl RunOutbox {
         };
         Ok(RunOutbox {
             stored,
+            records_when_visible: kind.records_when_visible(),
+            early: HashMap::new(),
+            early_failed: HashMap::new(),
             outbox: Arc::new(outbox),
             run: Some(run),
             keeps_stopped_tiles: kind.keeps_stopped_tiles(),
@@ -156,6 +169,87 @@ impl RunOutbox {
         write_json(&self.outbox, STORED_TILES, &stored).await?;
         self.stored = Some(stored);
         Ok(())
+    }
+
+    /// Whether this run purges its tiles as the sink stores them: the output serves a tile as
+    /// soon as its writer records it (a tree, an S3 prefix), and some target's purges cost
+    /// nothing per path. A target that charges per path (CloudFront) waits for the run's end,
+    /// where its purge is one priced plan instead of one per chunk.
+    pub fn purges_as_stored(&self) -> bool {
+        self.records_when_visible && self.targets.iter().any(|t| !t.is_priced())
+    }
+
+    /// Purges, on every target whose purges cost nothing per path, the tiles `recorded` hands on
+    /// as the sink stores them, chunk by chunk, until it ends or `stop` is requested. Nothing is
+    /// marked taken here: the outbox's intent and batch still name every tile, so a run killed
+    /// now delivers them all again, and [`RunOutbox::commit_and_deliver`] only leaves out of its
+    /// purge what was purged here after its new bytes were served. A target held back is left to
+    /// the run's delivery; one that fails is held back and reported failed by it, without a
+    /// second wait on the same CDN, its changes left in the outbox.
+    pub async fn purge_as_stored(&mut self, recorded: &RecordedLines, holds: &Holds, stop: &Stop) {
+        let mut given_up: HashSet<String> = HashSet::new();
+        'chunks: loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.stopped() => None,
+                next = recorded.next() => next,
+            };
+            let Some(lines) = next else { break };
+            for target in &self.targets {
+                let consumer = target.consumer();
+                let key = format!("{}\n{}", self.target.describe(), target.name());
+                // CloudFront's invalidations are followed in flight by the run's delivery.
+                if target.is_priced()
+                    || target.tracks_invalidations()
+                    || given_up.contains(&consumer)
+                    || holds.held(&key).is_some()
+                {
+                    continue;
+                }
+                let mut paths: Vec<String> = lines.iter().map(|l| self.purge_path(l)).collect();
+                paths.sort();
+                paths.dedup();
+                let mut untracked = Flights::untracked();
+                let purged = tokio::select! {
+                    biased;
+                    _ = stop.stopped() => break 'chunks,
+                    purged = target.purge(&paths, self.stored.as_ref(), None, &mut untracked) => purged,
+                };
+                match purged {
+                    Ok(report) if !report.over_budget => {
+                        let (purged, sent) = self.early.entry(consumer).or_default();
+                        purged.extend(lines.iter().cloned());
+                        sent.requests += report.requests;
+                        sent.paths += report.paths;
+                    }
+                    Ok(_) => {
+                        given_up.insert(consumer);
+                    }
+                    Err(err) => {
+                        holds.failed(&key);
+                        tracing::warn!("{err}; the changes stay in the outbox for the next run");
+                        self.early_failed.insert(consumer.clone(), err.to_string());
+                        given_up.insert(consumer);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The outbox's JSON note `name` (`None`: absent, or not readable as JSON, with a warning).
+    pub async fn read_note<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        read_json(&self.outbox, name).await
+    }
+
+    /// Replaces the outbox's note `name`, durably.
+    pub async fn write_note<T: serde::Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        write_json(&self.outbox, name, value).await
+    }
+
+    /// Removes the outbox's note `name`, then the outbox's folder when nothing else is in it.
+    pub async fn remove_note(&self, name: &str) -> Result<()> {
+        self.outbox.remove_note(name).await?;
+        self.outbox.prune(&self.consumers).await
     }
 
     /// What the output's sink records its changes to.
@@ -235,6 +329,17 @@ impl RunOutbox {
                 target: target.name().to_string(),
                 ..PurgeSummary::default()
             };
+            let early = self.early.remove(&consumer);
+            if let Some((_, sent)) = &early {
+                summary.requests += sent.requests;
+                summary.paths += sent.paths;
+            }
+            if let (false, Some(failed)) = (pending.is_empty(), self.early_failed.remove(&consumer))
+            {
+                summary.failed = Some(failed);
+                purges.push(summary);
+                continue;
+            }
             let mut flights = Flights::open(target, &self.outbox).await?;
             if pending.is_empty() {
                 flights.nothing_waits();
@@ -254,12 +359,32 @@ impl RunOutbox {
                 }
             }
             if !pending.is_empty() {
+                // Lines purged while the run wrote were purged after their newest bytes were
+                // served, which covers every batch naming them.
+                let purged_early =
+                    |line: &String| early.as_ref().is_some_and(|(p, _)| p.contains(line));
                 let mut paths: Vec<String> = pending
                     .iter()
-                    .flat_map(|(_, lines)| lines.iter().map(|l| self.purge_path(l)))
+                    .flat_map(|(_, lines)| lines.iter())
+                    .filter(|line| !purged_early(line))
+                    .map(|line| self.purge_path(line))
                     .collect();
                 paths.sort();
                 paths.dedup();
+                if paths.is_empty() {
+                    holds.succeeded(&format!("{}\n{}", self.target.describe(), target.name()));
+                    if let Some(probe) = self.probe(target, &pending) {
+                        probes.push(probe);
+                    }
+                    let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
+                    self.outbox
+                        .taken(&consumer, &names, &self.consumers)
+                        .await?;
+                    flights.nothing_waits();
+                    flights.save().await?;
+                    purges.push(summary);
+                    continue;
+                }
                 if let Some(left) = held {
                     tracing::info!(
                         "cdn `{}` failed recently: its {} change(s) wait in the outbox; next attempt in {:.0} s",
@@ -327,8 +452,8 @@ impl RunOutbox {
                         if let Some(probe) = self.probe(target, &pending) {
                             probes.push(probe);
                         }
-                        summary.requests = report.requests;
-                        summary.paths = report.paths;
+                        summary.requests += report.requests;
+                        summary.paths += report.paths;
                         summary.price_usd = report.price_usd;
                         let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
                         self.outbox

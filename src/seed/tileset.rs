@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use deadpool_postgres::Pool;
 
+use super::freshness::{self, AfterRun};
 use super::outbox::RunOutbox;
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
@@ -19,7 +20,7 @@ use crate::render::Connections;
 use crate::report::{
     Progress, ProgressKind, ReseedPlan, SummaryHeader, Tally, TilesetSummary, ZoomCount,
 };
-use crate::schedule::{Scheduler, Stop};
+use crate::schedule::{ListOrder, Scheduler, Stop};
 use crate::sink::writer::{self, Writer};
 use crate::sink::{
     self, lock, ChangedList, Finish, PartOf, Resume, Sharding, Sink, TilesetMetadata,
@@ -58,6 +59,8 @@ struct Opened {
     sink: Box<dyn Sink>,
     decision: Decision,
     resume: Resume,
+    /// What becomes of the tiles `[tileset.freshness]` deferred once the run is complete.
+    deferred: AfterRun,
 }
 
 impl TilesetRun<'_> {
@@ -160,6 +163,7 @@ impl TilesetRun<'_> {
             sink,
             decision,
             resume,
+            deferred,
         } = self.open(target, &outbox, part).await?;
         // 4d. Resume what an interrupted run of the same job finished.
         let mut watermark = decision.watermark;
@@ -185,9 +189,29 @@ impl TilesetRun<'_> {
             ),
             Work::Tiles(tiles) => Todo::Tiles(tiles),
         };
-        let rendered = self
-            .render(target, todo, writer, &mut tally, &mut progress)
-            .await;
+        // A list's tiles that the output serves as soon as they are stored are purged as they
+        // come, the deepest zoom first, while the heavy low zooms still render.
+        let recorded = match &todo {
+            Todo::Tiles(_) if outbox.purges_as_stored() => outbox.recorder().tap(),
+            _ => None,
+        };
+        let render = async {
+            let rendered = self
+                .render(target, todo, writer, &mut tally, &mut progress)
+                .await;
+            if let Some(recorded) = &recorded {
+                recorded.close();
+            }
+            rendered
+        };
+        let purge = async {
+            if let Some(recorded) = &recorded {
+                outbox
+                    .purge_as_stored(recorded, self.holds, self.stop)
+                    .await;
+            }
+        };
+        let (rendered, ()) = tokio::join!(render, purge);
         progress.finish();
         tracing::debug!("tileset `{name}`: rendering done");
         // 4f. Finish the output (sweep, metadata, state) or abort it; store what changed in the
@@ -205,6 +229,10 @@ impl TilesetRun<'_> {
                 watermark.as_ref(),
             )
             .await;
+        if deferred == AfterRun::Remove && matches!(complete, Ok(true)) {
+            // Rendered and stored: the tiles the note held back are the output's now.
+            outbox.remove_note(freshness::DEFERRED_TILES).await?;
+        }
         if sweep_allowed && matches!(complete, Ok(true)) {
             // A complete full seed left exactly its own tiles: what a wildcard would evict.
             outbox.record_stored(tally.written_per_zoom()).await?;
@@ -337,14 +365,33 @@ impl TilesetRun<'_> {
         )
         .await?;
         let state = sink.state();
+        // A watch cycle of a plain tileset (not a shard's, not a partition's, which no cycle
+        // is sure to come back to) may hold low zooms back.
+        let deferring = self.locks == super::Locks::Held
+            && tileset.shard.is_none()
+            && tileset.list_prefix.is_none();
+        let freshness = tileset.tileset.freshness;
         let decided = match self.decide(state.clone(), settings).await {
-            Ok(decision) => outbox
-                .intend(state.as_deref(), &decision.work)
+            Ok(mut decision) => {
+                match freshness::apply(
+                    freshness,
+                    deferring,
+                    self.selection(),
+                    &mut decision.work,
+                    outbox,
+                )
                 .await
-                .map(|()| decision),
+                {
+                    Ok(after) => outbox
+                        .intend(state.as_deref(), &decision.work)
+                        .await
+                        .map(|()| (decision, after)),
+                    Err(err) => Err(err),
+                }
+            }
             Err(err) => Err(err),
         };
-        let decision = match decided {
+        let (decision, deferred) = match decided {
             Ok(decision) => decision,
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
@@ -375,6 +422,7 @@ impl TilesetRun<'_> {
                 sink,
                 decision,
                 resume: resume.unwrap_or_default(),
+                deferred,
             }),
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
@@ -444,7 +492,13 @@ impl TilesetRun<'_> {
             }
             Todo::Tiles(tiles) => {
                 let deadline = self.job.run.max_duration.map(|d| Instant::now() + d);
-                let listed = scheduler.render_list(&tiles, &writer, deadline, tally, progress);
+                let order = if self.job.run.lowest_zoom_first {
+                    ListOrder::LowestFirst
+                } else {
+                    ListOrder::DeepestFirst
+                };
+                let listed =
+                    scheduler.render_list(&tiles, order, &writer, deadline, tally, progress);
                 listed.await
             }
         }

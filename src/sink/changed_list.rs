@@ -37,6 +37,57 @@ struct Recorder {
     lines: u64,
     /// Whether `temporary` has been moved to `path` (or removed).
     published: bool,
+    /// Where recorded lines are also handed, while a run purges them as they come.
+    tap: Option<Arc<RecordedLines>>,
+}
+
+/// Lines as a sink records them, handed on while the run still writes: the tiles a writer records
+/// only once they are served ([`crate::sink::OutputKind::records_when_visible`]) can be purged
+/// at once, before the run's slower tiles are done. The recording stays the durable record; this
+/// is only a copy in memory.
+#[derive(Default)]
+pub struct RecordedLines {
+    lines: Mutex<Vec<String>>,
+    arrived: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl RecordedLines {
+    fn push(&self, line: String) {
+        self.lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(line);
+        self.arrived.notify_one();
+    }
+
+    /// The lines recorded since the last call, waiting for one when there are none; `None` once
+    /// [`RecordedLines::close`] was called and every line was taken.
+    pub async fn next(&self) -> Option<Vec<String>> {
+        loop {
+            let lines = std::mem::take(
+                &mut *self
+                    .lines
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            if !lines.is_empty() {
+                return Some(lines);
+            }
+            if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+                return None;
+            }
+            // `notify_one` keeps a permit when nobody waits, so a line pushed between the check
+            // above and this wait is not missed.
+            self.arrived.notified().await;
+        }
+    }
+
+    /// Ends the stream: [`RecordedLines::next`] returns what is left, then `None`.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.arrived.notify_one();
+    }
 }
 
 impl Drop for Recorder {
@@ -84,6 +135,7 @@ impl ChangedList {
                 error: None,
                 lines: 0,
                 published: false,
+                tap: None,
             }))),
             prefix: None,
             taken: Arc::default(),
@@ -103,10 +155,23 @@ impl ChangedList {
                 error: None,
                 lines: 0,
                 published: false,
+                tap: None,
             }))),
             prefix: None,
             taken: Arc::default(),
         }
+    }
+
+    /// Hands every line recorded from now on to the returned stream too (`None` for a disabled
+    /// list), so a run can act on them while it still writes.
+    pub fn tap(&self) -> Option<Arc<RecordedLines>> {
+        let inner = self.inner.as_ref()?;
+        let tap = Arc::new(RecordedLines::default());
+        inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .tap = Some(tap.clone());
+        Some(tap)
     }
 
     /// Whether it records anything (a disabled list does not).
@@ -235,7 +300,12 @@ impl ChangedList {
                     None => Ok(()),
                 };
                 match written {
-                    Ok(()) => recorder.lines += 1,
+                    Ok(()) => {
+                        recorder.lines += 1;
+                        if let Some(tap) = &recorder.tap {
+                            tap.push(line.to_string());
+                        }
+                    }
                     Err(err) => recorder.error = Some(err),
                 }
             }

@@ -75,6 +75,11 @@ pub trait OutputKind: Send + Sync {
     /// prefix, written tile by tile; a single file is replaced whole or not at all).
     fn keeps_stopped_tiles(&self) -> bool;
 
+    /// Whether the output's writer records a tile in the outbox only once readers are served its
+    /// new bytes (a tree's tile renamed into place, an S3 object's PUT done), so a run may purge
+    /// it at once. A single file (MBTiles, PMTiles) shows its tiles only when it is finished.
+    fn records_when_visible(&self) -> bool;
+
     /// The documents beside the tiles that a run rewrites when what its tiles cover changes (the
     /// zooms and bounds they declare), which a reseed's dry run plans to purge with the tiles.
     fn documents(&self) -> &'static [&'static str];

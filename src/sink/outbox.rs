@@ -519,6 +519,11 @@ impl Outbox {
         self.store.read(&format!("{name}{NOTE}")).await
     }
 
+    /// Removes the note `name`; one that is not there is fine.
+    pub async fn remove_note(&self, name: &str) -> Result<()> {
+        self.store.remove(&format!("{name}{NOTE}")).await
+    }
+
     /// Replaces the note `name`, durably.
     pub async fn write_note(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.store.write(&format!("{name}{NOTE}"), bytes).await

@@ -3,7 +3,7 @@
 //! The change-capture triggers notify a channel once per statement that logged a change; the
 //! watcher LISTENs on a session connection of its own and, `debounce` after the first notification
 //! (a burst within that window makes one cycle; a change that waits longer than `max_delay` is
-//! warned about), runs a cycle that is exactly `seed --dirty` through the seed's own [`Session`], lowest zooms first.
+//! warned about), runs a cycle that is exactly `seed --dirty` through the seed's own [`Session`], deepest zooms first.
 //! Notifications only say *when* to look: the output's watermark says *what* to render, so the
 //! watcher catches up from it on start and after every reconnection, and a poll every
 //! `poll_interval` covers a notification that never came. While a CDN's purges wait for room or
@@ -288,11 +288,21 @@ async fn wait_for_changes(
     };
     loop {
         let edge_waiting = shared.edge_waiting.load(Ordering::Relaxed);
-        let interval = if edge_waiting {
+        // Tiles a `[tileset.freshness]` deferral holds back get their cycle when due, though no
+        // change comes.
+        let deferral = crate::seed::next_deferral(&job.seed).await?;
+        let until_due = deferral.map(|due| {
+            due.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        });
+        let mut interval = if edge_waiting {
             settings.poll_interval.min(EDGE_POLL)
         } else {
             settings.poll_interval
         };
+        if let Some(due) = until_due {
+            interval = interval.min(due);
+        }
         let poll = tokio::time::sleep(interval);
         tokio::pin!(poll);
         let first = tokio::select! {
@@ -344,6 +354,9 @@ async fn wait_for_changes(
         // cycle to deliver them.
         if first.is_none() && has_backlog(shared) {
             tracing::debug!("no new changes; a cycle delivers what waits in the outboxes");
+            return Ok(());
+        }
+        if deferral.is_some_and(|due| due <= std::time::SystemTime::now()) {
             return Ok(());
         }
     }

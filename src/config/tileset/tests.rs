@@ -112,3 +112,42 @@ fn generalisation_has_defaults_and_takes_whole_or_fractional_pixels() {
         );
     }
 }
+
+#[test]
+fn freshness_defers_low_zooms_and_sets_cache_control_per_zoom() {
+    let with = |keys: &str| format!("{MINIMAL}\n[tileset.freshness]\n{keys}\n");
+    let config = parse_config(&with(
+        "defer_below_zoom = 9\n[tileset.freshness.cache_control]\n\"0-8\" = \"public, max-age=600\"\n\"14\" = \"public, max-age=30\"",
+    ))
+    .unwrap();
+    let tileset = &config.tilesets[0];
+    assert_eq!(
+        tileset.freshness,
+        Some(super::Freshness {
+            defer_below_zoom: 9,
+            defer: super::DEFAULT_DEFER
+        })
+    );
+    let settings = &tileset.output_settings;
+    assert_eq!(settings.cache_control_at(3), "public, max-age=600");
+    assert_eq!(settings.cache_control_at(14), "public, max-age=30");
+    assert_eq!(settings.cache_control_at(10), settings.cache_control);
+    assert_eq!(parse_config(MINIMAL).unwrap().tilesets[0].freshness, None);
+
+    for (keys, message) in [
+        ("defer_below_zoom = 15", "would defer every zoom"),
+        ("defer_below_zoom = 9\ndefer_seconds = 0", "at least 1"),
+        ("defer_seconds = 60", "needs defer_below_zoom"),
+        (
+            "[tileset.freshness.cache_control]\n\"0-8\" = \"a\"\n\"8-9\" = \"b\"",
+            "overlap",
+        ),
+        (
+            "[tileset.freshness.cache_control]\n\"low\" = \"a\"",
+            "not a zoom or zoom range",
+        ),
+    ] {
+        let err = parse_config(&with(keys)).unwrap_err().to_string();
+        assert!(err.contains(message), "{keys}: {err}");
+    }
+}

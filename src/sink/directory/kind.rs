@@ -97,6 +97,10 @@ impl OutputKind for Tree<'_> {
         }
     }
 
+    fn records_when_visible(&self) -> bool {
+        true
+    }
+
     fn keeps_stopped_tiles(&self) -> bool {
         true
     }

@@ -97,6 +97,10 @@ impl OutputKind for MbtilesFile<'_> {
         }
     }
 
+    fn records_when_visible(&self) -> bool {
+        false
+    }
+
     fn keeps_stopped_tiles(&self) -> bool {
         false
     }

@@ -95,6 +95,10 @@ impl OutputKind for PmtilesFile<'_> {
         format!("{store} in the store, then the archive rewritten once if any changed")
     }
 
+    fn records_when_visible(&self) -> bool {
+        false
+    }
+
     fn keeps_stopped_tiles(&self) -> bool {
         false
     }
@@ -202,6 +206,10 @@ impl OutputKind for S3Archive<'_> {
         format!(
             "{store} in the working copy's store, then one upload of the archive (in parts above s3.part_size_mib) if any changed, and its state object"
         )
+    }
+
+    fn records_when_visible(&self) -> bool {
+        false
     }
 
     fn keeps_stopped_tiles(&self) -> bool {

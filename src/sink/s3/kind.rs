@@ -138,6 +138,10 @@ impl OutputKind for S3Prefix<'_> {
         }
     }
 
+    fn records_when_visible(&self) -> bool {
+        true
+    }
+
     fn keeps_stopped_tiles(&self) -> bool {
         true
     }

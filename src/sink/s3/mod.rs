@@ -255,8 +255,8 @@ impl S3Sink {
     ) -> Result<()> {
         match outcome {
             Ok(Ok(Some(tile))) => {
+                // The upload task recorded the tile in the outbox as soon as its PUT was done.
                 self.report.changed += 1;
-                self.changes.record(tile);
                 // Only now is the tile stored, so only now may the journal say so.
                 if let (Some(Some((tile, children))), Some(journal)) = (
                     self.uploading.remove(&tile_key(tile)),
@@ -378,10 +378,11 @@ impl Sink for S3Sink {
         let bucket = self.bucket.clone();
         let key = tile_object_key(&self.prefix, tile, &self.settings.tile_extension);
         let encoding = self.settings.compress.then_some("gzip");
-        let cache_control = self.settings.cache_control.clone();
+        let cache_control = self.settings.cache_control_at(tile.z()).to_string();
         let attempts = self.attempts;
         let body = data.to_vec();
         let target = self.target();
+        let changes = self.changes.clone();
         self.uploads.spawn_on(
             async move {
                 let _permit = permit;
@@ -402,6 +403,9 @@ impl Sink for S3Sink {
                 )
                 .await
                 .map_err(|e| Error::output_caused(&target, e))?;
+                // Recorded here, not when the writer next reaps its uploads: a run purges what
+                // the outbox records as it comes, and the object is served from now on.
+                changes.record(tile);
                 Ok(Some(tile))
             },
             &self.handle,

@@ -1,0 +1,146 @@
+//! `[tileset.freshness]`: low zooms refreshed at `watch`'s own pace. A change dirties one tile per
+//! zoom, and the low ones hold most of an unclustered layer, so a cycle that renders them every
+//! time is as slow as its heaviest tile, however small the change. A cycle under a deferral renders
+//! the tiles at and below `defer_below_zoom`'s depth now and notes the shallower ones in the
+//! output's outbox (`deferred-tiles.note.json`), written durably before any tile and before the
+//! watermark moves past the changes that dirtied them; the first cycle `defer_seconds` after the
+//! first of them renders them all at once, however many changes dirtied them meanwhile.
+//!
+//! Any other run that reads the change log (`seed --dirty`) or renders the whole pyramid renders
+//! the noted tiles too and, once complete, removes the note: nothing a deferral holds back outlives
+//! the next cron run.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::outbox::RunOutbox;
+use crate::config::Freshness;
+use crate::error::Result;
+use crate::job::{SeedJob, Selection};
+use crate::plan::Work;
+use crate::sink::{self, outbox::Outbox};
+use crate::tile::TileCoord;
+
+/// The outbox note holding the tiles a deferral held back.
+pub(super) const DEFERRED_TILES: &str = "deferred-tiles";
+
+/// What the note holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(super) struct Deferred {
+    /// When the tiles must be rendered, in seconds since the Unix epoch.
+    pub due: u64,
+    /// The tiles, `z/x/y`.
+    pub tiles: Vec<String>,
+}
+
+impl Deferred {
+    fn tiles(&self) -> impl Iterator<Item = TileCoord> + '_ {
+        // A line that is no tile cannot come from this tool; it is skipped rather than fail
+        // every cycle.
+        self.tiles.iter().filter_map(|line| line.parse().ok())
+    }
+}
+
+/// What a run does about the note once it has rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterRun {
+    /// Nothing: the note (if any) stays as it is.
+    Keep,
+    /// A complete run rendered what the note held: it goes.
+    Remove,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Applies the tileset's deferral to the run's `work`, before anything is recorded or written:
+/// `deferring` is true for a `watch` cycle of a tileset with a `[tileset.freshness]` deferral.
+pub(super) async fn apply(
+    freshness: Option<Freshness>,
+    deferring: bool,
+    selection: &Selection,
+    work: &mut Work,
+    outbox: &RunOutbox,
+) -> Result<AfterRun> {
+    let noted: Option<Deferred> = outbox.read_note(DEFERRED_TILES).await?;
+    let tiles = match work {
+        Work::Pyramid if noted.is_some() => return Ok(AfterRun::Remove),
+        Work::Tiles(tiles) if *selection == Selection::Dirty => tiles,
+        _ => return Ok(AfterRun::Keep),
+    };
+    let due = noted.as_ref().is_some_and(|noted| noted.due <= now());
+    match freshness {
+        Some(freshness) if deferring && !due => {
+            let below = freshness.defer_below_zoom;
+            let mut low: Vec<TileCoord> = Vec::new();
+            tiles.retain(|tile| {
+                let deep = tile.z() >= below;
+                if !deep {
+                    low.push(*tile);
+                }
+                deep
+            });
+            if low.is_empty() {
+                return Ok(AfterRun::Keep);
+            }
+            let mut note = noted.unwrap_or_else(|| Deferred {
+                due: now() + freshness.defer.as_secs(),
+                tiles: Vec::new(),
+            });
+            let mut known: HashSet<String> = note.tiles.iter().cloned().collect();
+            for tile in low {
+                let line = tile.to_string();
+                if known.insert(line.clone()) {
+                    note.tiles.push(line);
+                }
+            }
+            tracing::info!(
+                "{} low-zoom tile(s) below zoom {below} wait for a cycle in {} s (freshness.defer_seconds)",
+                note.tiles.len(),
+                note.due.saturating_sub(now())
+            );
+            outbox.write_note(DEFERRED_TILES, &note).await?;
+            Ok(AfterRun::Keep)
+        }
+        _ => {
+            let Some(noted) = noted else {
+                return Ok(AfterRun::Keep);
+            };
+            let mut listed: HashSet<TileCoord> = tiles.iter().copied().collect();
+            for tile in noted.tiles() {
+                if listed.insert(tile) {
+                    tiles.push(tile);
+                }
+            }
+            tiles.sort_by_key(|tile| tile.z());
+            Ok(AfterRun::Remove)
+        }
+    }
+}
+
+/// When `watch` must run a cycle for the tiles some output's deferral holds back, though no
+/// change came: the earliest note's due time, `None` when nothing is deferred.
+pub async fn next_deferral(job: &SeedJob) -> Result<Option<SystemTime>> {
+    let mut earliest: Option<u64> = None;
+    for tileset in &job.tilesets {
+        let (Some(target), Some(_)) = (&tileset.output, tileset.tileset.freshness) else {
+            continue;
+        };
+        if tileset.tileset.partition_by.is_some() {
+            continue;
+        }
+        let outbox = Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None);
+        let Some(bytes) = outbox.read_note(DEFERRED_TILES).await? else {
+            continue;
+        };
+        if let Ok(noted) = serde_json::from_slice::<Deferred>(&bytes) {
+            earliest = Some(earliest.map_or(noted.due, |e| e.min(noted.due)));
+        }
+    }
+    Ok(earliest.map(|due| UNIX_EPOCH + Duration::from_secs(due)))
+}
