@@ -226,8 +226,11 @@ impl TilesetRun<'_> {
             )
             .await;
         if deferred == AfterRun::Remove && matches!(complete, Ok(true)) {
-            // Rendered and stored: the tiles the note held back are the output's now.
-            outbox.remove_note(freshness::DEFERRED_TILES).await?;
+            // Rendered and stored: the tiles the note held back are the output's now. A note
+            // left behind only renders them once more.
+            if let Err(e) = outbox.remove_note(freshness::DEFERRED_TILES).await {
+                tracing::warn!("{e}; its deferred tiles are rendered again by the next cycle");
+            }
         }
         if sweep_allowed && matches!(complete, Ok(true)) {
             // A complete full seed left exactly its own tiles: what a wildcard would evict.
