@@ -469,3 +469,53 @@ fn an_s3_prefix_is_purged_as_its_uploads_end_with_the_cache_control_of_each_zoom
     let deep = now.keys().find(|k| k.starts_with("tiles/9/")).unwrap();
     assert_eq!(header(deep), "public, max-age=86400");
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_run_killed_after_its_early_purges_leaves_every_planned_tile_for_the_next_run_to_purge() {
+    let cache = Recorder::start("purged", 0);
+    let gate = gate_key(3);
+    let (mut fixture, tree) = gated_world("zoom_first_kill", cache.port, gate);
+    let mut child = seed(&fixture, &tree, &[]);
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let before = read_tree(&tree, "pbf");
+    cache.requests.lock().unwrap().clear();
+
+    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
+        .unwrap();
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
+    );
+    let mut child = seed(&fixture, &tree, &["--dirty"]);
+    wait_for(&mut child, &fixture, "a purge of a zoom 9 tile", || {
+        purged(&cache).iter().any(|p| p.starts_with("9/"))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({gate})"))
+        .unwrap();
+    let early = purged(&cache);
+    cache.requests.lock().unwrap().clear();
+
+    // The killed run's intent named every tile it planned: the next run purges them all again,
+    // those purged early included, and renders what the killed run did not.
+    let mut child = seed(&fixture, &tree, &["--dirty"]);
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let after = read_tree(&tree, "pbf");
+    let again = purged(&cache);
+    for path in &early {
+        assert!(again.contains(path), "{path} is purged again: {again:?}");
+    }
+    for key in crate::common::run::differences(&before, &after) {
+        let path = format!("{key}.pbf");
+        assert!(again.contains(&path), "{path}: {again:?}");
+    }
+    assert!(again.contains(&"0/0/0.pbf".to_string()), "{again:?}");
+    assert!(
+        !tree.join(".oar-tiles-outbox").exists(),
+        "nothing waits in the outbox"
+    );
+}
