@@ -351,6 +351,30 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
         }
     }
 
+    // A cron reseed would render the noted tiles: its dry run plans them.
+    let plan = fixture.path("plan.json");
+    oar_tiles(
+        Some(&fixture.schema.url),
+        &[
+            "seed",
+            "--config",
+            &config,
+            "--dirty",
+            "--dry-run",
+            "--summary-json",
+            plan.to_str().unwrap(),
+        ],
+    )
+    .assert_success();
+    let plan = crate::edge::summary(&plan);
+    let planned: Vec<u64> = plan[0]["plan"]["dirty_tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|zoom| zoom["zoom"].as_u64().unwrap())
+        .collect();
+    assert!(planned.contains(&0), "{plan}");
+
     // Time passes for the note (its due time, rewritten as if the hour were up): the watcher's
     // next poll renders what it holds without any new change.
     let mut due: serde_json::Value =

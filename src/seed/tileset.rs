@@ -576,7 +576,7 @@ impl TilesetRun<'_> {
         let reader =
             sink::OutputReader::open(&target.describe(), target, &self.job.s3, extension).await?;
         let state = reader.state().await?;
-        let decision = reseed::decide(
+        let mut decision = reseed::decide(
             (self.pool, self.render_pool()),
             &self.job.change_schema,
             tileset,
@@ -585,6 +585,10 @@ impl TilesetRun<'_> {
             (state.as_deref(), self.settings_digest()),
         )
         .await?;
+        // The tiles a `watch` deferral holds back, which this reseed would render too.
+        if let (Work::Tiles(tiles), Selection::Dirty) = (&mut decision.work, self.selection()) {
+            freshness::add_noted(target, &self.job.s3, tiles).await?;
+        }
         let (dirty_tiles, count) = match &decision.work {
             Work::Pyramid => (Vec::new(), None),
             Work::Tiles(tiles) => {
