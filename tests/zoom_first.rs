@@ -241,11 +241,9 @@ fn a_dirty_run_purges_the_changes_deepest_tiles_before_its_low_zoom_tiles_are_re
 /// A tree fixture whose tileset names its output and defers zooms below 5 for an hour.
 fn deferring_world(label: &str) -> (Fixture, PathBuf) {
     let points = hub_with_scatter(400, 31, 3, [2.2, 48.8, 2.5, 48.95]);
-    let mut tree = PathBuf::new();
     let fixture = Fixture::new(label, &points, "zoom_first.toml", |schema| {
         let changes = schema.companion("cdc");
         let name = &schema.name;
-        tree = std::env::temp_dir().join(format!("{name}-tree"));
         format!(
             r#"[changes]
 schema = "{changes}"
@@ -259,7 +257,7 @@ poll_interval = "1s"
 
 [[tileset]]
 name = "sites"
-output = "dir:{tree}"
+output = "dir:TREE"
 maxzoom = 9
 
 [tileset.freshness]
@@ -272,10 +270,14 @@ table = "{name}.sites"
 geometry_column = "pt"
 id_column = "site_id"
 attributes = ["label", "kind"]
-"#,
-            tree = tree.display()
+"#
         )
     });
+    // The tree, and the lock file beside it, go into the test's own directory.
+    let tree = fixture.path("tree");
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
+    let text = text.replace("dir:TREE", &format!("dir:{}", tree.display()));
+    std::fs::write(&fixture.config, text).unwrap();
     let config = fixture.config.to_str().unwrap().to_string();
     oar_tiles(
         Some(&fixture.schema.url),
@@ -283,15 +285,6 @@ attributes = ["label", "kind"]
     )
     .assert_success();
     (fixture, tree)
-}
-
-/// Removes the tree, which lives outside the fixture's directory, when the test ends.
-struct RemoveTree(PathBuf);
-
-impl Drop for RemoveTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn note(tree: &Path) -> PathBuf {
@@ -303,7 +296,6 @@ fn note(tree: &Path) -> PathBuf {
 #[ignore = "needs PostGIS: run scripts/test.sh"]
 fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
     let (mut fixture, tree) = deferring_world("zoom_first_defer");
-    let _remove = RemoveTree(tree.clone());
     let config = fixture.config.to_str().unwrap().to_string();
     oar_tiles(Some(&fixture.schema.url), &["seed", "--config", &config]).assert_success();
     let before = read_tree(&tree, "pbf");
