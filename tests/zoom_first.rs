@@ -241,11 +241,9 @@ fn a_dirty_run_purges_the_changes_deepest_tiles_before_its_low_zoom_tiles_are_re
 /// A tree fixture whose tileset names its output and defers zooms below 5 for an hour.
 fn deferring_world(label: &str) -> (Fixture, PathBuf) {
     let points = hub_with_scatter(400, 31, 3, [2.2, 48.8, 2.5, 48.95]);
-    let mut tree = PathBuf::new();
     let fixture = Fixture::new(label, &points, "zoom_first.toml", |schema| {
         let changes = schema.companion("cdc");
         let name = &schema.name;
-        tree = std::env::temp_dir().join(format!("{name}-tree"));
         format!(
             r#"[changes]
 schema = "{changes}"
@@ -259,7 +257,7 @@ poll_interval = "1s"
 
 [[tileset]]
 name = "sites"
-output = "dir:{tree}"
+output = "dir:TREE"
 maxzoom = 9
 
 [tileset.freshness]
@@ -272,10 +270,14 @@ table = "{name}.sites"
 geometry_column = "pt"
 id_column = "site_id"
 attributes = ["label", "kind"]
-"#,
-            tree = tree.display()
+"#
         )
     });
+    // The tree, and the lock file beside it, go into the test's own directory.
+    let tree = fixture.path("tree");
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
+    let text = text.replace("dir:TREE", &format!("dir:{}", tree.display()));
+    std::fs::write(&fixture.config, text).unwrap();
     let config = fixture.config.to_str().unwrap().to_string();
     oar_tiles(
         Some(&fixture.schema.url),
@@ -283,15 +285,6 @@ attributes = ["label", "kind"]
     )
     .assert_success();
     (fixture, tree)
-}
-
-/// Removes the tree, which lives outside the fixture's directory, when the test ends.
-struct RemoveTree(PathBuf);
-
-impl Drop for RemoveTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn note(tree: &Path) -> PathBuf {
@@ -303,7 +296,6 @@ fn note(tree: &Path) -> PathBuf {
 #[ignore = "needs PostGIS: run scripts/test.sh"]
 fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
     let (mut fixture, tree) = deferring_world("zoom_first_defer");
-    let _remove = RemoveTree(tree.clone());
     let config = fixture.config.to_str().unwrap().to_string();
     oar_tiles(Some(&fixture.schema.url), &["seed", "--config", &config]).assert_success();
     let before = read_tree(&tree, "pbf");
@@ -350,6 +342,30 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
             );
         }
     }
+
+    // A cron reseed would render the noted tiles: its dry run plans them.
+    let plan = fixture.path("plan.json");
+    oar_tiles(
+        Some(&fixture.schema.url),
+        &[
+            "seed",
+            "--config",
+            &config,
+            "--dirty",
+            "--dry-run",
+            "--summary-json",
+            plan.to_str().unwrap(),
+        ],
+    )
+    .assert_success();
+    let plan = crate::edge::summary(&plan);
+    let planned: Vec<u64> = plan[0]["plan"]["dirty_tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|zoom| zoom["zoom"].as_u64().unwrap())
+        .collect();
+    assert!(planned.contains(&0), "{plan}");
 
     // Time passes for the note (its due time, rewritten as if the hour were up): the watcher's
     // next poll renders what it holds without any new change.
@@ -468,4 +484,54 @@ fn an_s3_prefix_is_purged_as_its_uploads_end_with_the_cache_control_of_each_zoom
     assert_eq!(header("tiles/0/0/0.pbf"), "public, max-age=300");
     let deep = now.keys().find(|k| k.starts_with("tiles/9/")).unwrap();
     assert_eq!(header(deep), "public, max-age=86400");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_run_killed_after_its_early_purges_leaves_every_planned_tile_for_the_next_run_to_purge() {
+    let cache = Recorder::start("purged", 0);
+    let gate = gate_key(3);
+    let (mut fixture, tree) = gated_world("zoom_first_kill", cache.port, gate);
+    let mut child = seed(&fixture, &tree, &[]);
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let before = read_tree(&tree, "pbf");
+    cache.requests.lock().unwrap().clear();
+
+    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
+        .unwrap();
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
+    );
+    let mut child = seed(&fixture, &tree, &["--dirty"]);
+    wait_for(&mut child, &fixture, "a purge of a zoom 9 tile", || {
+        purged(&cache).iter().any(|p| p.starts_with("9/"))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({gate})"))
+        .unwrap();
+    let early = purged(&cache);
+    cache.requests.lock().unwrap().clear();
+
+    // The killed run's intent named every tile it planned: the next run purges them all again,
+    // those purged early included, and renders what the killed run did not.
+    let mut child = seed(&fixture, &tree, &["--dirty"]);
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let after = read_tree(&tree, "pbf");
+    let again = purged(&cache);
+    for path in &early {
+        assert!(again.contains(path), "{path} is purged again: {again:?}");
+    }
+    for key in crate::common::run::differences(&before, &after) {
+        let path = format!("{key}.pbf");
+        assert!(again.contains(&path), "{path}: {again:?}");
+    }
+    assert!(again.contains(&"0/0/0.pbf".to_string()), "{again:?}");
+    assert!(
+        !tree.join(".oar-tiles-outbox").exists(),
+        "nothing waits in the outbox"
+    );
 }

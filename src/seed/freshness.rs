@@ -123,6 +123,30 @@ pub(super) async fn apply(
     }
 }
 
+/// Adds to `tiles` those the output's deferral note holds, as a reseed would render them; reads
+/// only (`seed --dirty --dry-run`).
+pub(super) async fn add_noted(
+    target: &crate::config::OutputTarget,
+    s3: &crate::config::S3Config,
+    tiles: &mut Vec<TileCoord>,
+) -> Result<()> {
+    let outbox = Outbox::new(sink::kind_of(target).outbox(s3).await?, None);
+    let Some(bytes) = outbox.read_note(DEFERRED_TILES).await? else {
+        return Ok(());
+    };
+    let Ok(noted) = serde_json::from_slice::<Deferred>(&bytes) else {
+        return Ok(());
+    };
+    let mut listed: HashSet<TileCoord> = tiles.iter().copied().collect();
+    for tile in noted.tiles() {
+        if listed.insert(tile) {
+            tiles.push(tile);
+        }
+    }
+    tiles.sort_by_key(|tile| tile.z());
+    Ok(())
+}
+
 /// When `watch` must run a cycle for the tiles some output's deferral holds back, though no
 /// change came: the earliest note's due time, `None` when nothing is deferred.
 pub async fn next_deferral(job: &SeedJob) -> Result<Option<SystemTime>> {

@@ -230,8 +230,11 @@ impl TilesetRun<'_> {
             )
             .await;
         if deferred == AfterRun::Remove && matches!(complete, Ok(true)) {
-            // Rendered and stored: the tiles the note held back are the output's now.
-            outbox.remove_note(freshness::DEFERRED_TILES).await?;
+            // Rendered and stored: the tiles the note held back are the output's now. A note
+            // left behind only renders them once more.
+            if let Err(e) = outbox.remove_note(freshness::DEFERRED_TILES).await {
+                tracing::warn!("{e}; its deferred tiles are rendered again by the next cycle");
+            }
         }
         if sweep_allowed && matches!(complete, Ok(true)) {
             // A complete full seed left exactly its own tiles: what a wildcard would evict.
@@ -619,7 +622,7 @@ impl TilesetRun<'_> {
         let reader =
             sink::OutputReader::open(&target.describe(), target, &self.job.s3, extension).await?;
         let state = reader.state().await?;
-        let decision = reseed::decide(
+        let mut decision = reseed::decide(
             (self.pool, self.render_pool()),
             &self.job.change_schema,
             tileset,
@@ -628,6 +631,10 @@ impl TilesetRun<'_> {
             (state.as_deref(), self.settings_digest()),
         )
         .await?;
+        // The tiles a `watch` deferral holds back, which this reseed would render too.
+        if let (Work::Tiles(tiles), Selection::Dirty) = (&mut decision.work, self.selection()) {
+            freshness::add_noted(target, &self.job.s3, tiles).await?;
+        }
         let (dirty_tiles, count) = match &decision.work {
             Work::Pyramid => (Vec::new(), None),
             Work::Tiles(tiles) => {
