@@ -535,3 +535,27 @@ fn a_run_killed_after_its_early_purges_leaves_every_planned_tile_for_the_next_ru
         "nothing waits in the outbox"
     );
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn an_unreadable_deferral_note_fails_a_dirty_run_by_name_and_a_full_seed_clears_it() {
+    let (fixture, tree) = deferring_world("zoom_first_bad_note");
+    let config = fixture.config.to_str().unwrap().to_string();
+    let url = Some(fixture.schema.url.as_str());
+    oar_tiles(url, &["seed", "--config", &config]).assert_success();
+    std::fs::create_dir_all(note(&tree).parent().unwrap()).unwrap();
+    std::fs::write(note(&tree), b"{\"due\": 0, \"tiles\": [\"0/0/").unwrap();
+
+    // Taken as absent, the tiles it held back would never be rendered.
+    let dirty = oar_tiles(url, &["seed", "--config", &config, "--dirty"]);
+    assert_ne!(dirty.code, 0, "{}", dirty.stderr);
+    assert!(
+        dirty.stderr.contains("deferred-tiles.note.json") && dirty.stderr.contains("full"),
+        "{}",
+        dirty.stderr
+    );
+    assert!(note(&tree).exists());
+
+    oar_tiles(url, &["seed", "--config", &config]).assert_success();
+    assert!(!note(&tree).exists());
+}

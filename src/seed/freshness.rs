@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::outbox::RunOutbox;
 use crate::config::Freshness;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
 use crate::plan::Work;
 use crate::sink::{self, outbox::Outbox};
@@ -67,9 +67,26 @@ pub(super) async fn apply(
     work: &mut Work,
     outbox: &RunOutbox,
 ) -> Result<AfterRun> {
-    let noted: Option<Deferred> = outbox.read_note(DEFERRED_TILES).await?;
+    let (bytes, place) = outbox.note_bytes(DEFERRED_TILES).await?;
+    if bytes.is_some() && matches!(work, Work::Pyramid) {
+        // A full seed renders every tile, those the note held back among them.
+        return Ok(AfterRun::Remove);
+    }
+    let noted: Option<Deferred> = match bytes.map(|b| serde_json::from_slice(&b)) {
+        None => None,
+        Some(Ok(noted)) => Some(noted),
+        // Taken as absent, it would lose the low-zoom tiles it holds back for good.
+        Some(Err(e)) => {
+            return Err(Error::output(
+                place,
+                format!(
+                    "cannot be read ({e}): the low-zoom tiles it holds back are unknown; a full \
+                     `oar-tiles seed` of the tileset renders them and removes it"
+                ),
+            ))
+        }
+    };
     let tiles = match work {
-        Work::Pyramid if noted.is_some() => return Ok(AfterRun::Remove),
         Work::Tiles(tiles) if *selection == Selection::Dirty => tiles,
         _ => return Ok(AfterRun::Keep),
     };

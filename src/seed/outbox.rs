@@ -236,9 +236,14 @@ impl RunOutbox {
         }
     }
 
-    /// The outbox's JSON note `name` (`None`: absent, or not readable as JSON, with a warning).
-    pub async fn read_note<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
-        read_json(&self.outbox, name).await
+    /// The outbox's note `name` as stored, for a note that must not be taken as absent when it
+    /// cannot be read; and where it is, for messages.
+    pub async fn note_bytes(&self, name: &str) -> Result<(Option<Vec<u8>>, String)> {
+        let bytes = self.outbox.read_note(name).await?;
+        Ok((
+            bytes,
+            format!("{}/{name}.note.json", self.outbox.describe()),
+        ))
     }
 
     /// Replaces the outbox's note `name`, durably.
