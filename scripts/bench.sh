@@ -341,7 +341,7 @@ done
 [[ $partition_rounds =~ $positive ]] && ((partition_rounds <= 3)) \
     || die "--partition-rounds must be 1, 2 or 3, got '$partition_rounds'"
 [[ $partition_by =~ ^[a-z_][a-z0-9_]*$ ]] || die "--partition-by must be a column name, got '$partition_by'"
-run_main=0 run_reseed=0 run_cluster=0 run_tls=0 run_pmtiles=0 run_watch=0
+run_main=0 run_reseed=0 run_cluster=0 run_tls=0 run_pmtiles=0 run_watch=0 run_growth=0
 IFS=, read -r -a section_list <<<"$sections"
 ((${#section_list[@]})) || die "--sections is empty"
 for s in "${section_list[@]}"; do
@@ -351,7 +351,8 @@ for s in "${section_list[@]}"; do
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
-        capture | growth | partitions | shards | validate | capacity | polygons) ;;
+        growth) run_growth=1 ;;
+        capture | partitions | shards | validate | capacity | polygons) ;;
         watch | edge | watch-partitions) run_watch=1 ;;
         *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards, validate, capacity, polygons)" ;;
     esac
@@ -376,11 +377,12 @@ if [[ ! -x /usr/bin/time ]]; then
     apt_install time
 fi
 
-# The reseed section rewrites its sample (and reloads it): it runs alone.
+# The reseed section rewrites its sample (and reloads it): it runs alone; so do the sections that
+# install change capture on a shared sample (watch, edge, growth's one change).
 LOCK_FILE=${TMPDIR:-/tmp}/oar-tiles-bench.lock
 exec 8>>"$LOCK_FILE"
 lock_mode=-s
-if ((run_reseed || run_watch)); then lock_mode=-x; fi
+if ((run_reseed || run_watch || run_growth)); then lock_mode=-x; fi
 if ! flock -n "$lock_mode" 8; then
     log "waiting for another benchmark run ($LOCK_FILE)"
     flock "$lock_mode" 8
@@ -1192,7 +1194,9 @@ PY
 growth_one_change() {
     local n=$1 config=$WORK/growth-$n-lag.toml id out kind started
     local tree=$WORK/growth-$n-tree mbtiles=$WORK/growth-$n-lag.mbtiles
-    cp "$WORK/growth-$n.toml" "$config"
+    # A change schema of its own: uninstalling drops it whole.
+    sed "s/^schema = \"$CHANGES_SCHEMA\"/schema = \"${CHANGES_SCHEMA}_growth\"/" "$WORK/growth-$n.toml" >"$config"
+    grep -q "^schema = \"${CHANGES_SCHEMA}_growth\"" "$config" || die "growth: no [changes] schema in $config"
     "$BIN" -q changes install --config "$config" >&2
     log "growth: $n facilities, full seeds into a tree and an MBTiles file for one change"
     for out in "dir:$tree" "$mbtiles"; do
