@@ -432,6 +432,7 @@ parts_config=
 watch_pid=
 serve_pid=
 varnish_pid=
+growth_config= # the growth config whose change capture is installed, its sample renamed
 cleanup() {
     if [[ -n $watch_pid ]]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch_pid" 2>/dev/null || true; fi
     if [[ -n $serve_pid ]]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
@@ -441,6 +442,10 @@ cleanup() {
     done
     if [[ -n $polygons_schema ]]; then
         psql_ -c "DROP SCHEMA IF EXISTS $polygons_schema CASCADE" >/dev/null 2>&1 || true
+    fi
+    if [[ -n $growth_config ]]; then
+        # The sample's comment, set before the rename, makes the next run reload it.
+        "$BIN" -q changes uninstall --config "$growth_config" >/dev/null 2>&1 || true
     fi
     if ((parts_pending)); then
         log "dropping bench_${rows}_contributors after an unfinished watch-partitions section"
@@ -1197,6 +1202,7 @@ growth_one_change() {
     # A change schema of its own: uninstalling drops it whole.
     sed "s/^schema = \"$CHANGES_SCHEMA\"/schema = \"${CHANGES_SCHEMA}_growth\"/" "$WORK/growth-$n.toml" >"$config"
     grep -q "^schema = \"${CHANGES_SCHEMA}_growth\"" "$config" || die "growth: no [changes] schema in $config"
+    growth_config=$config
     "$BIN" -q changes install --config "$config" >&2
     log "growth: $n facilities, full seeds into a tree and an MBTiles file for one change"
     for out in "dir:$tree" "$mbtiles"; do
@@ -1204,6 +1210,7 @@ growth_one_change() {
             >/dev/null || die "growth: the seed of $n facilities into $out failed"
     done
     id=$(psql_ -Atc "SELECT min(id) FROM bench_$n.facilities")
+    psql_ -c "COMMENT ON TABLE bench_$n.facilities IS 'growth: one facility renamed'"
     psql_ -c "UPDATE bench_$n.facilities SET name = name || ' (renamed)' WHERE id = $id"
     for kind in tree mbtiles; do
         if [[ $kind == tree ]]; then out=dir:$tree; else out=$mbtiles; fi
@@ -1220,6 +1227,8 @@ growth_one_change() {
     done
     psql_ -c "UPDATE bench_$n.facilities SET name = left(name, -length(' (renamed)')) WHERE id = $id"
     "$BIN" -q changes uninstall --config "$config" >&2
+    psql_ -c "COMMENT ON TABLE bench_$n.facilities IS NULL"
+    growth_config=
     rm -rf "$tree" "$mbtiles"
 }
 
