@@ -341,7 +341,7 @@ done
 [[ $partition_rounds =~ $positive ]] && ((partition_rounds <= 3)) \
     || die "--partition-rounds must be 1, 2 or 3, got '$partition_rounds'"
 [[ $partition_by =~ ^[a-z_][a-z0-9_]*$ ]] || die "--partition-by must be a column name, got '$partition_by'"
-run_main=0 run_reseed=0 run_cluster=0 run_tls=0 run_pmtiles=0 run_watch=0
+run_main=0 run_reseed=0 run_cluster=0 run_tls=0 run_pmtiles=0 run_watch=0 run_growth=0
 IFS=, read -r -a section_list <<<"$sections"
 ((${#section_list[@]})) || die "--sections is empty"
 for s in "${section_list[@]}"; do
@@ -351,7 +351,8 @@ for s in "${section_list[@]}"; do
         cluster) run_cluster=1 ;;
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
-        capture | growth | partitions | shards | validate | capacity | polygons) ;;
+        growth) run_growth=1 ;;
+        capture | partitions | shards | validate | capacity | polygons) ;;
         watch | edge | watch-partitions) run_watch=1 ;;
         *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards, validate, capacity, polygons)" ;;
     esac
@@ -376,11 +377,12 @@ if [[ ! -x /usr/bin/time ]]; then
     apt_install time
 fi
 
-# The reseed section rewrites its sample (and reloads it): it runs alone.
+# The reseed section rewrites its sample (and reloads it): it runs alone; so do the sections that
+# install change capture on a shared sample (watch, edge, growth's one change).
 LOCK_FILE=${TMPDIR:-/tmp}/oar-tiles-bench.lock
 exec 8>>"$LOCK_FILE"
 lock_mode=-s
-if ((run_reseed || run_watch)); then lock_mode=-x; fi
+if ((run_reseed || run_watch || run_growth)); then lock_mode=-x; fi
 if ! flock -n "$lock_mode" 8; then
     log "waiting for another benchmark run ($LOCK_FILE)"
     flock "$lock_mode" 8
@@ -430,6 +432,7 @@ parts_config=
 watch_pid=
 serve_pid=
 varnish_pid=
+growth_config= # the growth config whose change capture is installed, its sample renamed
 cleanup() {
     if [[ -n $watch_pid ]]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch_pid" 2>/dev/null || true; fi
     if [[ -n $serve_pid ]]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
@@ -439,6 +442,10 @@ cleanup() {
     done
     if [[ -n $polygons_schema ]]; then
         psql_ -c "DROP SCHEMA IF EXISTS $polygons_schema CASCADE" >/dev/null 2>&1 || true
+    fi
+    if [[ -n $growth_config ]]; then
+        # The sample's comment, set before the rename, makes the next run reload it.
+        "$BIN" -q changes uninstall --config "$growth_config" >/dev/null 2>&1 || true
     fi
     if ((parts_pending)); then
         log "dropping bench_${rows}_contributors after an unfinished watch-partitions section"
@@ -1192,7 +1199,10 @@ PY
 growth_one_change() {
     local n=$1 config=$WORK/growth-$n-lag.toml id out kind started
     local tree=$WORK/growth-$n-tree mbtiles=$WORK/growth-$n-lag.mbtiles
-    cp "$WORK/growth-$n.toml" "$config"
+    # A change schema of its own: uninstalling drops it whole.
+    sed "s/^schema = \"$CHANGES_SCHEMA\"/schema = \"${CHANGES_SCHEMA}_growth\"/" "$WORK/growth-$n.toml" >"$config"
+    grep -q "^schema = \"${CHANGES_SCHEMA}_growth\"" "$config" || die "growth: no [changes] schema in $config"
+    growth_config=$config
     "$BIN" -q changes install --config "$config" >&2
     log "growth: $n facilities, full seeds into a tree and an MBTiles file for one change"
     for out in "dir:$tree" "$mbtiles"; do
@@ -1200,6 +1210,7 @@ growth_one_change() {
             >/dev/null || die "growth: the seed of $n facilities into $out failed"
     done
     id=$(psql_ -Atc "SELECT min(id) FROM bench_$n.facilities")
+    psql_ -c "COMMENT ON TABLE bench_$n.facilities IS 'growth: one facility renamed'"
     psql_ -c "UPDATE bench_$n.facilities SET name = name || ' (renamed)' WHERE id = $id"
     for kind in tree mbtiles; do
         if [[ $kind == tree ]]; then out=dir:$tree; else out=$mbtiles; fi
@@ -1216,6 +1227,8 @@ growth_one_change() {
     done
     psql_ -c "UPDATE bench_$n.facilities SET name = left(name, -length(' (renamed)')) WHERE id = $id"
     "$BIN" -q changes uninstall --config "$config" >&2
+    psql_ -c "COMMENT ON TABLE bench_$n.facilities IS NULL"
+    growth_config=
     rm -rf "$tree" "$mbtiles"
 }
 
