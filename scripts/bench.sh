@@ -144,6 +144,16 @@
 #            requests per change. Then 90 facilities moved in one transaction
 #            and `seed --dirty --dry-run` with a CloudFront target: the paths
 #            before and after folding, and their price (no request is sent).
+#            Then the same with CloudFront as it is (section edge-cloudfront,
+#            also run alone): moto's server extended so that an invalidation is
+#            in progress for EDGE_CF_PROPAGATION s (30) and the quotas in flight
+#            hold, on the --reseed-rows sample unclustered into a tree: a full
+#            seed's invalidations, price and whether seed waited; a
+#            EDGE_CF_UPDATE-row (6,000) UPDATE's price; `watch` at EDGE_CF_RATE
+#            (10) changes a second for EDGE_CF_SECONDS (60): changes missed,
+#            cycle time against the same run without a CDN, commit →
+#            invalidation completed p50/p95, the projected daily price; then the
+#            same with budget_per_day = 10.
 #   partitions
 #            on a copy of the --rows sample with a column contributor_ids int[]
 #            (bench_<rows>_contributors.facilities: each row belongs to 1-4 of
@@ -353,8 +363,8 @@ for s in "${section_list[@]}"; do
         pmtiles) run_pmtiles=1 ;;
         growth) run_growth=1 ;;
         capture | partitions | shards | validate | capacity | polygons) ;;
-        watch | edge | watch-partitions) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, partitions, watch-partitions, shards, validate, capacity, polygons)" ;;
+        watch | edge | edge-cloudfront | watch-partitions) run_watch=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons)" ;;
     esac
 done
 
@@ -433,10 +443,12 @@ watch_pid=
 serve_pid=
 varnish_pid=
 growth_config= # the growth config whose change capture is installed, its sample renamed
+moto_pid=
 cleanup() {
     if [[ -n $watch_pid ]]; then kill "$watch_pid" 2>/dev/null || true; wait "$watch_pid" 2>/dev/null || true; fi
     if [[ -n $serve_pid ]]; then kill "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; fi
     if [[ -n $varnish_pid ]]; then "$ROOT/scripts/varnish.sh" stop "$varnish_pid" || true; fi
+    if [[ -n $moto_pid ]]; then "$ROOT/scripts/moto-server.sh" stop "$moto_pid" || true; fi
     for table in $tiles_table $floor_table; do
         psql_ -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1 || true
     done
@@ -1362,6 +1374,106 @@ section_edge() {
     log "edge: uninstalling change capture and reloading the sample"
     "$BIN" -q changes uninstall --config "$reseed_config" >&2
     "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
+    reseed_pending=0
+    rm -rf "$tree"
+    echo
+    section_edge_cloudfront
+}
+
+# --- edge-cloudfront: CloudFront's propagation and quotas, on moto's server --------------------
+
+EDGE_CF_PROPAGATION=${EDGE_CF_PROPAGATION:-30}
+EDGE_CF_SECONDS=${EDGE_CF_SECONDS:-60}
+EDGE_CF_RATE=${EDGE_CF_RATE:-10}
+EDGE_CF_UPDATE=${EDGE_CF_UPDATE:-6000}
+# edge_cf_watch LABEL SEED: `watch` over $reseed_config while EDGE_CF_RATE changes a second are
+# committed for EDGE_CF_SECONDS; then waits for the edge to settle (nothing in flight or waiting,
+# at most propagation + 60 s) and reports from its metrics and log.
+edge_cf_watch() {
+    local label=$1 seed=$2 port base n code
+    n=$((EDGE_CF_RATE * EDGE_CF_SECONDS))
+    port=$(free_port)
+    base=http://127.0.0.1:$port
+    RUST_LOG=info,oar_tiles::seed=warn,oar_tiles::state=warn,oar_tiles::watch=debug \
+        "${cf_env[@]}" "$BIN" --log-format json watch "${concurrency_args[@]}" --config "$reseed_config" \
+        --listen "127.0.0.1:$port" 2>"$WORK/cf-watch-$label.log" &
+    watch_pid=$!
+    WATCH_PID=$watch_pid python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" health
+    python3 "$ROOT/scripts/bench_helpers.py" cf-changes "$cf_schema" "$n" "$EDGE_CF_RATE" "$seed" \
+        "$cf_lo" "$cf_hi" >"$WORK/cf-changes-$label.sql"
+    log "edge-cloudfront: $label: committing $n changes at $EDGE_CF_RATE per second"
+    psql_ -f "$WORK/cf-changes-$label.sql" >/dev/null
+    WATCH_PID=$watch_pid python3 "$ROOT/scripts/bench_helpers.py" watch-wait "$base" applied "$n"
+    python3 "$ROOT/scripts/bench_helpers.py" cf-settle "$base" $((EDGE_CF_PROPAGATION + 60)) \
+        "$WORK/cf-metrics-$label.txt"
+    kill -TERM "$watch_pid"
+    code=0
+    wait "$watch_pid" || code=$?
+    watch_pid=
+    ((code == 143)) || { log "edge-cloudfront: the watcher exited $code on SIGTERM, not 143"; failed 3; }
+    python3 "$ROOT/scripts/bench_helpers.py" cf-watch-report "$label" "$WORK/cf-watch-$label.log" \
+        "$WORK/cf-metrics-$label.txt" "$n" "$EDGE_CF_SECONDS" || failed $?
+}
+
+section_edge_cloudfront() {
+    local n=$reseed_rows tree=$WORK/cf-tree moto url id range count started seconds
+    local MOTO_PY=${MOTO_VENV:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/oar-tiles/moto-venv}/bin/python
+    cf_schema=bench_$n
+    ensure_sample "$n"
+    "$ROOT/scripts/moto-server.sh" install
+    moto=$(MOTO_CLOUDFRONT_PROPAGATION_SECONDS=$EDGE_CF_PROPAGATION "$ROOT/scripts/moto-server.sh" start)
+    url=$(head -1 <<<"$moto")
+    moto_pid=$(tail -1 <<<"$moto")
+    id=$("$ROOT/scripts/moto-server.sh" distribution "$url" "bench-$$ propagation=$EDGE_CF_PROPAGATION")
+    cf_env=(env AWS_ENDPOINT_URL_CLOUDFRONT="$url" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
+        AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true)
+    reseed_config=$WORK/cf.toml
+    make_config "$n" unclustered "$reseed_config"
+    sed -i "s|^output = .*|output = \"dir:$tree\"|" "$reseed_config"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    reseed_pending=1
+    range=$(psql_ -Atc "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM $cf_schema.facilities")
+    read -r cf_lo cf_hi count <<<"$range"
+    "$BIN" -q changes install --config "$reseed_config" >&2
+
+    echo "edge-cloudfront: $n facilities unclustered ($RESEED_ZOOM) into a tree; CloudFront on moto's server," \
+        "invalidations in progress for $EDGE_CF_PROPAGATION s, 3,000 file paths and 15 wildcards in flight"
+    log "edge-cloudfront: baseline: full seed and watch without a CDN"
+    started=$(date +%s.%N)
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
+    seconds=$(echo "$(date +%s.%N) - $started" | bc)
+    printf '  baseline (no CDN): full seed %.1f s\n' "$seconds"
+    edge_cf_watch no-cdn "$RESEED_SEED-cf-base"
+
+    printf '\n[[tileset.cdn]]\nkind = "cloudfront"\nname = "cloudfront"\ndistribution_id = "%s"\n' "$id" \
+        >>"$reseed_config"
+    log "edge-cloudfront: full seed behind CloudFront"
+    rm -rf "$tree"
+    started=$(date +%s.%N)
+    "${cf_env[@]}" "$BIN" -q seed "${concurrency_args[@]}" --config "$reseed_config" \
+        --summary-json "$WORK/cf-seed.json" >/dev/null
+    seconds=$(echo "$(date +%s.%N) - $started" | bc)
+    "$MOTO_PY" "$ROOT/scripts/bench_helpers.py" cf-seed-report "$WORK/cf-seed.json" "$seconds" "$url" "$id" \
+        || failed $?
+
+    log "edge-cloudfront: one UPDATE of $EDGE_CF_UPDATE facilities, seed --dirty"
+    psql_ -c "COMMENT ON TABLE $cf_schema.facilities IS 'modified by the edge-cloudfront benchmark';
+        UPDATE $cf_schema.facilities SET location = ST_Translate(location, 0.002, 0.001)
+        WHERE id IN (SELECT id FROM $cf_schema.facilities ORDER BY md5(id::text) LIMIT $EDGE_CF_UPDATE)" >/dev/null
+    "${cf_env[@]}" "$BIN" -q seed --dirty "${concurrency_args[@]}" --config "$reseed_config" \
+        --summary-json "$WORK/cf-update.json" >/dev/null
+    python3 "$ROOT/scripts/bench_helpers.py" cf-purge-line "$EDGE_CF_UPDATE-row UPDATE" "$WORK/cf-update.json" \
+        || failed $?
+
+    edge_cf_watch cloudfront "$RESEED_SEED-cf"
+    sed -i 's|^distribution_id = .*|&\nbudget_per_day = 10|' "$reseed_config"
+    edge_cf_watch budget-10 "$RESEED_SEED-cf-budget"
+
+    "$ROOT/scripts/moto-server.sh" stop "$moto_pid"
+    moto_pid=
+    log "edge-cloudfront: uninstalling change capture and reloading the sample"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$cf_schema" --table facilities
     reseed_pending=0
     rm -rf "$tree"
 }

@@ -1088,7 +1088,141 @@ def cmd_parent_pid(args):
     print(open(f"/proc/{int(args[0])}/stat").read().rsplit(")", 1)[1].split()[1])
 
 
+# --- edge-cloudfront: CloudFront's propagation and quotas on moto's server ---------------------
+
+def cmd_cf_changes(args):
+    """An SQL script of N single-row changes to SCHEMA.facilities (ids LO..HI), each its own
+    transaction, at RATE per second on a fixed schedule: 60% moves by up to 0.01 degrees, 40%
+    renames. No inserts or deletes, so runs with other seeds can follow on the same table."""
+    schema, n, rate, seed, lo, hi = args[0], int(args[1]), float(args[2]), args[3], int(args[4]), int(args[5])
+    rng = random.Random(seed)
+    t = f'"{schema}".facilities'
+    out = ["\\set ON_ERROR_STOP on",
+           f"COMMENT ON TABLE {t} IS 'modified by the edge-cloudfront benchmark';",
+           "CREATE TEMP TABLE watch_start AS SELECT clock_timestamp() AS t0;"]
+    for i in range(n):
+        fid = rng.randint(lo, hi)
+        out.append(f"SELECT pg_sleep_until((SELECT t0 FROM watch_start) + interval '1 second' * {i / rate:.3f}) \\g /dev/null")
+        if rng.random() < 0.6:
+            dx, dy = rng.uniform(-0.01, 0.01), rng.uniform(-0.01, 0.01)
+            out.append(f"UPDATE {t} SET location = ST_Translate(location, {dx:.6f}, {dy:.6f}) WHERE id = {fid};")
+        else:
+            out.append(f"UPDATE {t} SET name = name || ' (renamed)' WHERE id = {fid};")
+    print("\n".join(out))
+
+
+def prom_value(text, name):
+    """The first sample of series NAME (with its labels), or None."""
+    for line in text.splitlines():
+        if line.startswith(name):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def cmd_cf_settle(args):
+    """Waits (at most SECONDS) until the watcher at BASE has no CloudFront purge in flight and its
+    outbox is empty; saves /metrics to OUT either way."""
+    base, seconds, out = args[0], float(args[1]), args[2]
+    deadline = time.monotonic() + seconds
+    text = ""
+    while time.monotonic() < deadline:
+        status, text = http_get(base + "/metrics")
+        if status == 200 and prom_sum(text, "oar_tiles_purge_in_flight") == 0 \
+                and prom_sum(text, "oar_tiles_outbox_entries") == 0:
+            break
+        time.sleep(0.5)
+    open(out, "w", encoding="utf-8").write(text)
+
+
+def cf_watch_log(log):
+    """From a watcher's JSON log: each cycle with changes (its seconds), the commit-to-completed
+    times, and the max_delay warnings."""
+    cycles, completed, warnings = [], [], 0
+    for line in open(log, encoding="utf-8"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        fields = event.get("fields", {})
+        message = str(fields.get("message", ""))
+        if "purge_completed" in fields:
+            completed.extend(json.loads(fields["purge_completed"]))
+        if message.startswith("cycle:") and not message.startswith("cycle: 0 change"):
+            try:
+                cycles.append(float(message.split(" in ", 1)[1].split(" s", 1)[0]))
+            except (IndexError, ValueError):
+                pass
+        if "over max_delay" in message:
+            warnings += 1
+    return sorted(cycles), sorted(completed), warnings
+
+
+def cmd_cf_watch_report(args):
+    """One `watch` run of the edge-cloudfront section: changes missed, cycle time, commit →
+    invalidation completed, spend and the projected daily price."""
+    label, log, metrics, n, seconds = args[0], args[1], args[2], int(args[3]), float(args[4])
+    text = open(metrics, encoding="utf-8").read()
+    cycles, completed, warnings = cf_watch_log(log)
+    applied = prom_sum(text, "oar_tiles_changes_applied_total")
+    spend = prom_sum(text, "oar_tiles_purge_spend_usd_total")
+    paths = prom_sum(text, "oar_tiles_purge_paths_total")
+    requests = prom_sum(text, "oar_tiles_purge_requests_total")
+    p = lambda values, q: nearest_rank(values, q) if values else float("nan")
+    print(f"  watch `{label}`: {n} changes at {n / seconds:g}/s for {seconds:g} s: applied {applied:.0f},"
+          f" missed {n - applied:.0f}; cycles with changes {len(cycles)}: p50 {p(cycles, 0.5):.2f} s,"
+          f" max {cycles[-1] if cycles else float('nan'):.2f} s; max_delay warnings {warnings}")
+    if requests or label != "no-cdn":
+        waiting = prom_sum(text, "oar_tiles_outbox_entries")
+        in_flight = prom_sum(text, "oar_tiles_purge_in_flight")
+        print(f"    purges: {requests:.0f} invalidation(s), {paths:.0f} path(s), {paths / max(applied, 1):.2f} per change,"
+              f" ${spend:.3f}: about ${spend / seconds * 86400:,.0f} a day at this rate;"
+              f" no room {prom_sum(text, 'oar_tiles_purge_no_room_total'):.0f} time(s),"
+              f" over budget {prom_sum(text, 'oar_tiles_purge_over_budget_total'):.0f} time(s);"
+              f" left: {waiting:.0f} outbox entries, {in_flight:.0f} purge(s) in flight")
+        print(f"    commit -> invalidation completed ({len(completed)} changes): p50 {p(completed, 0.5):.1f} s,"
+              f" p95 {p(completed, 0.95):.1f} s, max {completed[-1] if completed else float('nan'):.1f} s")
+        interval = prom_value(text, "oar_tiles_budget_path_interval_seconds")
+        if interval is not None:
+            # A new ledger starts with an hour's allowance, which a short run spends first: the
+            # rate above overstates the day, which the ledger caps at the budget.
+            print(f"    budget: ${prom_sum(text, 'oar_tiles_budget_spent_today_usd'):.3f} spent today"
+                  f" (from a fresh ledger's first hour's allowance; the day is capped at the budget);"
+                  f" it buys one path every {interval:.0f} s")
+
+
+def cmd_cf_purge_line(args):
+    """A purge's line from a summary: invalidations, paths, price, and whether it waited."""
+    label, path = args[0], args[1]
+    summary = json.load(open(path, encoding="utf-8"))[0]
+    for purge in summary["purges"]:
+        print(f"  {label}: {summary.get('changes_read')} change(s) read, {purge['requests']} invalidation(s),"
+              f" {purge['paths']} path(s), ${purge.get('price_usd') or 0:.3f}"
+              f" (evicting ~{purge.get('evicted', 0)} unchanged tiles){'; NO ROOM: waits in the outbox' if purge.get('no_room') else ''}")
+
+
+def cmd_cf_seed_report(args):
+    """A full seed behind CloudFront: its purge, how long seed took, and whether its
+    invalidations were still in progress when it returned (run with the moto venv's python)."""
+    import boto3
+    path, seconds, url, dist = args[0], float(args[1]), args[2], args[3]
+    summary = json.load(open(path, encoding="utf-8"))[0]
+    cf = boto3.client("cloudfront", endpoint_url=url, region_name="us-east-1",
+                      aws_access_key_id="bench", aws_secret_access_key="bench")
+    items = (cf.list_invalidations(DistributionId=dist)["InvalidationList"].get("Items") or [])
+    running = sum(1 for i in items if i["Status"] == "InProgress")
+    for purge in summary["purges"]:
+        print(f"  full seed behind CloudFront: {seconds:.1f} s, {purge['requests']} invalidation(s),"
+              f" {purge['paths']} path(s), ${purge.get('price_usd') or 0:.3f};"
+              f" {running} of {len(items)} invalidation(s) still in progress when seed returned"
+              f" ({'seed did not wait for propagation' if running else 'seed waited'})")
+
+
 COMMANDS = {
+    "cf-changes": cmd_cf_changes,
+    "cf-settle": cmd_cf_settle,
+    "cf-watch-report": cmd_cf_watch_report,
+    "cf-purge-line": cmd_cf_purge_line,
+    "cf-seed-report": cmd_cf_seed_report,
     "reaped-cpu": cmd_reaped_cpu,
     "parent-pid": cmd_parent_pid,
     "watch-changes": cmd_watch_changes,

@@ -331,3 +331,45 @@ fn a_watch_cycle_keeps_the_origin_fresh_while_cloudfront_has_no_room_and_purges_
     let text = watching.get("/metrics").text();
     assert_eq!(metric(&text, "oar_tiles_outbox_entries"), 0.0, "{text}");
 }
+
+#[test]
+#[ignore = "needs PostGIS and moto's server (scripts/moto-server.sh): run scripts/test.sh"]
+fn with_room_for_one_wildcard_only_the_changes_go_out_as_one_wildcard() {
+    let endpoint = moto_url();
+    let client = cloudfront_client(&endpoint);
+    let id = distribution(
+        &endpoint,
+        &format!("oar-tiles-cf-room-{} propagation=3600", std::process::id()),
+    );
+    let (mut fixture, tree) = tree_world("cloudfront_room", &cloudfront(&id));
+    let env = moto_env(&endpoint);
+    seed_tree(&fixture, &tree, &[], &env).assert_success();
+    // Every file path is taken, and 14 of 15 wildcards (the seed's `/v1/*` among them).
+    occupy(&client, &id, 3000, 13);
+
+    let before = crate::common::run::read_tree(&tree, "pbf");
+    fixture.schema.execute(CHANGE);
+    let (report, report_arg) = summary_path(&fixture, "one-wildcard.json");
+    seed_tree(
+        &fixture,
+        &tree,
+        &["--dirty", "--summary-json", &report_arg],
+        &env,
+    )
+    .assert_success();
+    let changed = changed(&before, &crate::common::run::read_tree(&tree, "pbf"));
+    assert!(changed.len() > 2, "{changed:?}");
+    let sent = ours(&client, &id);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[1].len(), 1, "one wildcard fits: {:?}", sent[1]);
+    assert!(sent[1][0].ends_with('*'), "{:?}", sent[1]);
+    for path in &changed {
+        assert!(
+            covered(path, &sent[1]),
+            "{path} is invalidated: {:?}",
+            sent[1]
+        );
+    }
+    let tileset = &summary(&report)[0];
+    assert_eq!(tileset["outbox"]["entries"].as_u64(), Some(0), "{tileset}");
+}

@@ -579,6 +579,19 @@ fn cycle_line(summaries: &[TilesetSummary], took: std::time::Duration, now: Syst
     latencies.sort_by(f64::total_cmp);
     // Every latency, for benchmarks that need exact percentiles over many cycles.
     tracing::debug!(latencies = ?latencies, "change-to-tile latencies of the cycle");
+    let mut completed: Vec<f64> = summaries
+        .iter()
+        .flat_map(|s| &s.purges)
+        .flat_map(|purge| &purge.completed_seconds)
+        .copied()
+        .collect();
+    if !completed.is_empty() {
+        completed.sort_by(f64::total_cmp);
+        tracing::debug!(
+            purge_completed = ?completed,
+            "commit-to-invalidation-completed of the changes whose invalidations completed"
+        );
+    }
     let rendered: u64 = summaries.iter().map(|s| s.tiles_queried).sum();
     let written: u64 = summaries.iter().map(|s| s.stored.changed).sum();
     let deleted: u64 = summaries.iter().map(|s| s.stored.deleted).sum();
