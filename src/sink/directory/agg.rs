@@ -29,7 +29,30 @@ impl DirectorySink {
         durable::replace(&path, b"")
             .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;
         self.hash_marked = true;
-        Ok(())
+        self.unname_hash()
+    }
+
+    /// Takes the hash out of `tiles.json` once the marker is down: tiles purged while the run
+    /// still writes (deepest zoom first) are served beside it, and it would name a hash they
+    /// no longer have.
+    fn unname_hash(&self) -> Result<()> {
+        let path = self.root.join(TILEJSON_NAME);
+        let Some(bytes) = read_capped(&path, DOCUMENT_CAP)? else {
+            return Ok(());
+        };
+        let Ok(mut document) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            // Not this tool's document: the finish replaces it whole.
+            return Ok(());
+        };
+        let Some(fields) = document.as_object_mut() else {
+            return Ok(());
+        };
+        if fields.remove(AGG_TILES_HASH_KEY).is_none() {
+            return Ok(());
+        }
+        let text = serde_json::to_vec_pretty(&document).expect("JSON serializes");
+        durable::place(&path, &text)
+            .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))
     }
 
     /// The tree's hash once this run's tiles are all in place: the one `tiles.json` names when
