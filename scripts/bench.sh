@@ -144,6 +144,12 @@
 #            requests per change. Then 90 facilities moved in one transaction
 #            and `seed --dirty --dry-run` with a CloudFront target: the paths
 #            before and after folding, and their price (no request is sent).
+#            Then (section edge-zooms, also run alone) the same sample
+#            unclustered, whose low zooms hold every facility, behind Varnish
+#            with watch purging per tile: EDGE_ZOOM_CHANGES (20) renames one at
+#            a time, each timed from just before its commit until Varnish and
+#            the origin serve new bytes for its tile at z10-z14 (target: edge
+#            p95 <= 1.5 s), with those zooms' p50/p95/max.
 #            Then the same with CloudFront as it is (section edge-cloudfront,
 #            also run alone): moto's server extended so that an invalidation is
 #            in progress for EDGE_CF_PROPAGATION s (30) and the quotas in flight
@@ -363,8 +369,8 @@ for s in "${section_list[@]}"; do
         pmtiles) run_pmtiles=1 ;;
         growth) run_growth=1 ;;
         capture | partitions | shards | validate | capacity | polygons) ;;
-        watch | edge | edge-cloudfront | watch-partitions) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons)" ;;
+        watch | edge | edge-zooms | edge-cloudfront | watch-partitions) run_watch=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons)" ;;
     esac
 done
 
@@ -1296,7 +1302,7 @@ section_watch() {
 
 # --- edge: commit-to-edge latency through a real cache ----------------------------------------
 
-readonly EDGE_CHANGES=300 EDGE_RATE=10 EDGE_CHECK=8 EDGE_MOVES=90
+readonly EDGE_CHANGES=300 EDGE_RATE=10 EDGE_CHECK=8 EDGE_MOVES=90 EDGE_ZOOM_CHANGES=${EDGE_ZOOM_CHANGES:-20}
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -1377,7 +1383,69 @@ section_edge() {
     reseed_pending=0
     rm -rf "$tree"
     echo
+    section_edge_zooms
+    echo
     section_edge_cloudfront
+}
+
+# --- edge-zooms: the tiles at a change, through Varnish, on a layer whose low zooms are heavy -----
+
+section_edge_zooms() {
+    local n=$reseed_rows schema=bench_$reseed_rows tree=$WORK/zooms-tree range lo hi count
+    local port sport vport name cache code warmed load_before
+    ensure_sample "$n"
+    "$ROOT/scripts/varnish.sh" install
+    reseed_config=$WORK/zooms.toml
+    make_config "$n" unclustered "$reseed_config"
+    sed -i "s|^output = .*|output = \"dir:$tree\"|; /^check_edge\s*=/d; s|^\[watch\]\s*$|[watch]\ncheck_edge = 0|" \
+        "$reseed_config"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    reseed_pending=1
+    range=$(psql_ -Atc "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM $schema.facilities")
+    read -r lo hi count <<<"$range"
+    "$BIN" -q changes install --config "$reseed_config" >&2
+    log "edge-zooms: full seed into a tree (unclustered)"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
+    sport=$(free_port)
+    "$BIN" -q serve "dir:$tree" --listen "127.0.0.1:$sport" >"$WORK/zooms-serve.log" 2>&1 &
+    serve_pid=$!
+    python3 "$ROOT/scripts/bench_helpers.py" watch-wait "http://127.0.0.1:$sport" health-path /index.json
+    name=$(python3 -c 'import json, sys, urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]))["tilesets"][0]["name"])' \
+        "http://127.0.0.1:$sport/index.json")
+    vport=$(free_port)
+    varnish_pid=$(VARNISH_STORAGE=1g "$ROOT/scripts/varnish.sh" start "$vport" "$sport" 1d)
+    cache=http://127.0.0.1:$vport/$name
+    printf '\n[[tileset.cdn]]\nkind = "http"\nname = "varnish"\nurl = "%s/{path}"\n' "$cache" >>"$reseed_config"
+    log "edge-zooms: warming Varnish with every tile of the tree"
+    warmed=$(python3 "$ROOT/scripts/bench_helpers.py" edge-warm "$tree" pbf "$cache")
+    port=$(free_port)
+    "$BIN" watch "${concurrency_args[@]}" --config "$reseed_config" --listen "127.0.0.1:$port" \
+        2>"$WORK/zooms-watch.log" &
+    watch_pid=$!
+    python3 "$ROOT/scripts/bench_helpers.py" watch-wait "http://127.0.0.1:$port" health
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    echo "edge-zooms: $n facilities unclustered ($RESEED_ZOOM) into a tree behind Varnish (PURGE per tile)," \
+        "$EDGE_ZOOM_CHANGES renames one at a time, watch with its default settings"
+    log "edge-zooms: $EDGE_ZOOM_CHANGES renames, each timed at z10-z14 through Varnish and at the origin"
+    psql_ -c "COMMENT ON TABLE $schema.facilities IS 'modified by the edge-zooms benchmark'" >/dev/null
+    DATABASE_URL=$DATABASE_URL python3 "$ROOT/scripts/bench_helpers.py" edge-zooms "$schema" "$EDGE_ZOOM_CHANGES" \
+        "$RESEED_SEED-zooms" "$lo" "$hi" "$cache" "http://127.0.0.1:$sport/$name" 10-14 || failed $?
+    echo "  $warmed tiles cached before the changes; load=$load_before / $(cut -d' ' -f1-3 /proc/loadavg)"
+    kill -TERM "$watch_pid"
+    code=0
+    wait "$watch_pid" || code=$?
+    watch_pid=
+    ((code == 143)) || { log "edge-zooms: the watcher exited $code on SIGTERM, not 143"; failed 3; }
+    kill "$serve_pid" 2>/dev/null || true
+    wait "$serve_pid" 2>/dev/null || true
+    serve_pid=
+    "$ROOT/scripts/varnish.sh" stop "$varnish_pid"
+    varnish_pid=
+    log "edge-zooms: uninstalling change capture and reloading the sample"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
+    reseed_pending=0
+    rm -rf "$tree"
 }
 
 # --- edge-cloudfront: CloudFront's propagation and quotas, on moto's server --------------------

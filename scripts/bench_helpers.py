@@ -568,6 +568,81 @@ def cmd_edge_warm(args):
     print(len(paths))
 
 
+def cmd_edge_zooms(args):
+    """N renames of random facilities of SCHEMA.facilities (ids LO..HI), one at a time, a second
+    apart, while `watch` purges a cache in front of the origin; per change, the time from just
+    before its commit until the cache (CACHE) and the origin (ORIGIN) serve new bytes for the tile
+    holding it at each zoom of ZOOMS ("10-14"). Prints p50/p95/max at the edge and the origin."""
+    import math
+    import subprocess
+    schema, n, seed, lo, hi, cache, origin, zooms = (
+        args[0], int(args[1]), args[2], int(args[3]), int(args[4]), args[5], args[6], args[7])
+    zlo, zhi = (int(z) for z in zooms.split("-"))
+    rng = random.Random(seed)
+    table = f'"{schema}".facilities'
+
+    def psql(sql):
+        return subprocess.run(["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
+                               "-d", os.environ["DATABASE_URL"], "-c", sql],
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    def tile(lon, lat, z):
+        n2 = 2 ** z
+        x = int((lon + 180.0) / 360.0 * n2)
+        lat = max(min(lat, 85.0511), -85.0511)
+        y = int((1.0 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2.0 * n2)
+        return f"{z}/{min(x, n2 - 1)}/{min(y, n2 - 1)}.pbf"
+
+    def get(url):
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.read()
+        except urllib.error.HTTPError as e:
+            return ("status %d" % e.code).encode()
+        except OSError:
+            return None
+
+    edge, at_origin, missed = {z: [] for z in range(zlo, zhi + 1)}, [], 0
+    for i in range(n):
+        fid = rng.randint(lo, hi)
+        found = psql(f"SELECT ST_X(location) || ' ' || ST_Y(location) FROM {table} WHERE id = {fid}")
+        if not found:
+            continue
+        lon, lat = (float(v) for v in found.split())
+        paths = {z: tile(lon, lat, z) for z in range(zlo, zhi + 1)}
+        before = {z: get(f"{cache}/{p}") for z, p in paths.items()}
+        t0 = time.monotonic()
+        psql(f"UPDATE {table} SET name = name || ' (z{i})' WHERE id = {fid}")
+        waiting_edge, waiting_origin = dict(paths), dict(paths)
+        while (waiting_edge or waiting_origin) and time.monotonic() - t0 < 60:
+            for z, p in list(waiting_edge.items()):
+                if get(f"{cache}/{p}") != before[z]:
+                    edge[z].append(time.monotonic() - t0)
+                    del waiting_edge[z]
+            for z, p in list(waiting_origin.items()):
+                if get(f"{origin}/{p}") != before[z]:
+                    at_origin.append(time.monotonic() - t0)
+                    del waiting_origin[z]
+            time.sleep(0.02)
+        missed += len(waiting_edge)
+        time.sleep(1.0)
+
+    def stats(values):
+        values = sorted(values)
+        if not values:
+            return "none"
+        pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]
+        return f"p50 {pick(0.5):.2f} s, p95 {pick(0.95):.2f} s, max {values[-1]:.2f} s ({len(values)} tiles)"
+
+    everything = [v for values in edge.values() for v in values]
+    print(f"  commit -> edge, z{zlo}-z{zhi} tiles at each change: {stats(everything)}")
+    for z, values in edge.items():
+        print(f"    z{z}: {stats(values)}")
+    print(f"  commit -> origin, the same tiles: {stats(at_origin)}")
+    print(f"  tiles whose bytes at the edge did not change within 60 s: {missed}")
+    print(f"  (target: commit -> edge p95 <= 1.5 s for z{zlo}-z{zhi} on an unclustered layer)")
+
+
 def cmd_edge_wait(args):
     """After the changes are applied, waits (at most 120 s) until the watcher at BASE has measured
     N changes at the edge or given up on some (unconfirmed tiles); saves /metrics to OUT."""
@@ -1234,6 +1309,7 @@ COMMANDS = {
     "same-partitions": cmd_same_partitions,
     "edge-warm": cmd_edge_warm,
     "edge-wait": cmd_edge_wait,
+    "edge-zooms": cmd_edge_zooms,
     "edge-report": cmd_edge_report,
     "edge-moves": cmd_edge_moves,
     "edge-plan": cmd_edge_plan,
