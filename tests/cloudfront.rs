@@ -3,12 +3,11 @@
 //! in flight hold. A purge never waits for room or for propagation: what finds no room waits in
 //! the outbox, the origin stays fresh, and a later run sends it and sees it completed.
 
-use std::collections::BTreeSet;
-
 use crate::edge::{
     block_on, cloudfront_client, covered, distribution, invalidations, metric, moto_env, moto_url,
     seed_tree, summary, tree_world, Watching,
 };
+use crate::edge_price::changed;
 
 /// A CloudFront target under `/v1`.
 fn cloudfront(id: &str) -> String {
@@ -102,17 +101,6 @@ fn ours(client: &aws_sdk_cloudfront::Client, id: &str) -> Vec<Vec<String>> {
     invalidations(client, id)
         .into_iter()
         .filter(|paths| paths.iter().any(|p| p.starts_with("/v1/")))
-        .collect()
-}
-
-/// `/v1/z/x/y.pbf` of every tile that differs between two reads of a tree.
-fn changed(
-    before: &crate::common::run::Tiles,
-    after: &crate::common::run::Tiles,
-) -> BTreeSet<String> {
-    crate::common::run::differences(before, after)
-        .into_iter()
-        .map(|tile| format!("/v1/{tile}.pbf"))
         .collect()
 }
 

@@ -25,7 +25,7 @@ fn tile_paths(tree: &std::path::Path) -> BTreeSet<String> {
 }
 
 /// `/v1/z/x/y.pbf` of every tile that differs between two reads of a tree.
-fn changed(
+pub(crate) fn changed(
     before: &crate::common::run::Tiles,
     after: &crate::common::run::Tiles,
 ) -> BTreeSet<String> {

@@ -573,21 +573,9 @@ impl PurgeTarget {
         }
         if let Target::CloudFront(cloudfront) = &self.target {
             let sent = self.invalidate(cloudfront, paths, stored, allowance, flights);
-            let outcome = tokio::time::timeout(self.purge_timeout, sent)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "{} path(s) not invalidated within its purge_timeout {}",
-                        paths.len(),
-                        humantime::format_duration(self.purge_timeout)
-                    ))
-                });
-            let mut report = outcome.map_err(|message| {
-                Error::output(
-                    format!("cdn `{}`", self.name),
-                    self.secrets.redact(&message),
-                )
-            })?;
+            let mut report = self
+                .within_timeout("invalidated", paths.len(), sent)
+                .await?;
             report.price_usd = self.price(report.paths);
             return Ok(report);
         }
@@ -608,24 +596,34 @@ impl PurgeTarget {
                 Target::Fastly(api) => api.purge(paths).await,
             }
         };
+        let mut report = self.within_timeout("purged", paths.len(), sent).await?;
+        report.price_usd = self.price(report.paths);
+        report.evicted = evicted;
+        Ok(report)
+    }
+
+    /// `sent` bounded by the target's `purge_timeout`; its failure, redacted of the target's
+    /// secrets, as an error naming the target.
+    async fn within_timeout(
+        &self,
+        done: &str,
+        paths: usize,
+        sent: impl std::future::Future<Output = std::result::Result<PurgeReport, String>>,
+    ) -> Result<PurgeReport> {
         let outcome = tokio::time::timeout(self.purge_timeout, sent)
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
-                    "{} path(s) not purged within its purge_timeout {}",
-                    paths.len(),
+                    "{paths} path(s) not {done} within its purge_timeout {}",
                     humantime::format_duration(self.purge_timeout)
                 ))
             });
-        let mut report = outcome.map_err(|message| {
+        outcome.map_err(|message| {
             Error::output(
                 format!("cdn `{}`", self.name),
                 self.secrets.redact(&message),
             )
-        })?;
-        report.price_usd = self.price(report.paths);
-        report.evicted = evicted;
-        Ok(report)
+        })
     }
 }
 
