@@ -17,7 +17,7 @@ use crate::sink::agg_hash::{hash_order, AggHasher, AGG_TILES_HASH_KEY};
 use crate::sink::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
 use crate::sink::tilejson::TILEJSON_NAME;
 use crate::sink::{durable, HashRefresh, TilesetMetadata};
-use crate::tile::{BBox, Coverage, ZoomRange};
+use crate::tile::Coverage;
 
 impl DirectorySink {
     /// Marks the hash stale, durably, before the first tile this run changes.
@@ -91,33 +91,7 @@ impl DirectorySink {
             metadata.cover(&coverage);
             return Ok(());
         };
-        let written = (self.written.zooms(), self.written.bbox(&metadata.bounds));
-        let (Some(added), Some(added_bounds)) = written else {
-            // Nothing written: the tiles cover what they covered.
-            metadata.covered_zooms = Some(zooms);
-            metadata.covered = Some(bounds);
-            return Ok(());
-        };
-        // The box is the deepest zoom's: a deeper zoom's tiles replace it, the same zoom's join it.
-        metadata.covered = Some(match added.max.cmp(&zooms.max) {
-            std::cmp::Ordering::Greater => added_bounds,
-            std::cmp::Ordering::Equal => BBox::new(
-                bounds.west.min(added_bounds.west),
-                bounds.south.min(added_bounds.south),
-                bounds.east.max(added_bounds.east),
-                bounds.north.max(added_bounds.north),
-            )
-            .unwrap_or(bounds),
-            std::cmp::Ordering::Less => bounds,
-        });
-        let widened = ZoomRange::new(zooms.min.min(added.min), zooms.max.max(added.max));
-        metadata.covered_zooms = Some(widened.unwrap_or(zooms));
-        if let Some(stored) = metadata.covered_zooms {
-            for layer in &mut metadata.vector_layers {
-                layer.minzoom = layer.minzoom.clamp(stored.min, stored.max);
-                layer.maxzoom = layer.maxzoom.clamp(layer.minzoom, stored.max);
-            }
-        }
+        metadata.cover_widened(zooms, bounds, &self.written);
         Ok(())
     }
 

@@ -65,6 +65,7 @@ impl MbtilesSink {
             state,
             journaled: false,
             in_place: true,
+            written: Coverage::default(),
         })
     }
 
@@ -143,6 +144,7 @@ impl MbtilesSink {
             state,
             journaled: journal.is_some(),
             in_place: false,
+            written: Coverage::default(),
         })
     }
 
@@ -190,6 +192,7 @@ impl MbtilesSink {
             state,
             journaled: true,
             in_place: false,
+            written: Coverage::default(),
         })
     }
 

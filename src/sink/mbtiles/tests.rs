@@ -223,3 +223,56 @@ fn read_metadata(path: &Path, key: &str) -> Option<String> {
         })
         .ok()
 }
+
+/// The `bounds`, `minzoom` and `maxzoom` rows a scan of the file's tiles gives.
+fn scanned_coverage(path: &Path) -> Vec<(&'static str, String)> {
+    let mut metadata = metadata();
+    metadata.cover(&tile_coverage(&Connection::open(path).unwrap()).unwrap());
+    metadata
+        .mbtiles_rows()
+        .into_iter()
+        .filter(|(name, _)| ["bounds", "minzoom", "maxzoom"].contains(name))
+        .collect()
+}
+
+fn declared_coverage(path: &Path) -> Vec<(&'static str, String)> {
+    ["bounds", "minzoom", "maxzoom"]
+        .into_iter()
+        .map(|name| (name, read_metadata(path, name).unwrap()))
+        .collect()
+}
+
+#[test]
+fn runs_in_place_declare_what_a_scan_of_their_tiles_finds() {
+    let (_dir, target) = file_holding_one_tile();
+    type Tiles = &'static [(u8, u32, u32)];
+    let steps: [(Tiles, Tiles); 4] = [
+        (&[(2, 1, 1)], &[]),
+        (&[(2, 3, 2), (1, 0, 0)], &[]),
+        (&[(1, 1, 1)], &[]),
+        (&[], &[(2, 3, 2)]),
+    ];
+    for (written, deleted) in steps {
+        let mut sink = open(&target);
+        for &(z, x, y) in written {
+            sink.write_tile(TileCoord::new(z, x, y).unwrap(), b"t")
+                .unwrap();
+        }
+        for &(z, x, y) in deleted {
+            sink.delete_tile(TileCoord::new(z, x, y).unwrap()).unwrap();
+        }
+        assert!(sink.in_place);
+        sink.finish(Finish {
+            metadata: &metadata(),
+            sweep: false,
+            state: Some("w"),
+            defer_hash: false,
+        })
+        .unwrap();
+        assert_eq!(
+            declared_coverage(&target),
+            scanned_coverage(&target),
+            "after writing {written:?} and deleting {deleted:?}"
+        );
+    }
+}
