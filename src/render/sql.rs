@@ -225,7 +225,8 @@ pub fn web_mercator(geometry: &str, srid: i32) -> String {
 }
 
 /// [`web_mercator`] for a geometry whose SRID only the server knows (the change log holds whatever
-/// SRID the column held), chosen per row.
+/// SRID the column held), chosen per row: as it is in 3857, transformed in any other SRID (4326
+/// stands for them all).
 pub fn web_mercator_per_row(geometry: &str) -> String {
     format!(
         "CASE WHEN ST_SRID({geometry}) = 3857 THEN {} ELSE {} END",
