@@ -4,7 +4,9 @@
 //! NULL geometries, invalid polygons, collections, 3D and M coordinates, a latitude past ±90° that
 //! PostGIS cannot project, a Web-Mercator source past the world's edge, a projected source
 //! (EPSG:2263, New York's boroughs) and a `geography` column; curves, TINs and triangles, which
-//! `ST_AsMVTGeom` refuses, fail the reseed as they fail a full seed. Then the issue's own case: Natural Earth's
+//! `ST_AsMVTGeom` refuses, fail the reseed as they fail a full seed. The 4326 shapes are also a
+//! clustered layer up to zoom 4, whose cells and tiles follow their representative points as
+//! PostGIS projects them. Then the issue's own case: Natural Earth's
 //! countries with Africa moved, Oceania buffered past ±180° and two countries deleted.
 
 use std::path::Path;
@@ -119,6 +121,7 @@ impl Hostile {
                  [[tileset]]\nname = \"hostile\"\noutput = \"hostile.mbtiles\"\n\
                  minzoom = {}\nmaxzoom = {}\n\
                  [[tileset.layer]]\nname = \"wgs\"\ntable = \"{s}.wgs\"\nsrid = 4326\n\
+                 [[tileset.layer]]\nname = \"clustered\"\ntable = \"{s}.wgs\"\nsrid = 4326\ncluster_maxzoom = 4\ncluster_cell = 256\n\
                  [[tileset.layer]]\nname = \"merc\"\ntable = \"{s}.merc\"\n\
                  [[tileset.layer]]\nname = \"geog\"\ntable = \"{s}.geog\"\ngeometry_column = \"geog\"\n\
                  [[tileset.layer]]\nname = \"beyond\"\ntable = \"{s}.beyond\"\nsrid = 4326\n\
