@@ -5,8 +5,10 @@
 //! PostGIS cannot project, a Web-Mercator source past the world's edge, a projected source
 //! (EPSG:2263, New York's boroughs) and a `geography` column; curves, TINs and triangles, which
 //! `ST_AsMVTGeom` refuses, fail the reseed as they fail a full seed. The 4326 shapes are also a
-//! clustered layer up to zoom 4, whose cells and tiles follow their representative points as
-//! PostGIS projects them. Then the issue's own case: Natural Earth's
+//! clustered layer up to zoom 4, whose dirty tiles follow their representative points as PostGIS
+//! projects them. (The full seed reads the same cluster cell tables as the reseed, so this checks
+//! the planner, not the cells: where a row's projected point wraps past ±180°, cells summed from
+//! the table and clusters aggregated from the rows a tile fetches still differ.) Then the issue's own case: Natural Earth's
 //! countries with Africa moved, Oceania buffered past ±180° and two countries deleted.
 
 use std::path::Path;
