@@ -37,7 +37,7 @@ const MIN_AREA: f64 = 0.25;
 const MIN_LENGTH: f64 = 0.25;
 
 /// The data directory; a test run without it fails, saying how to run it.
-fn geodata() -> PathBuf {
+pub(crate) fn geodata() -> PathBuf {
     match std::env::var(GEODATA_ENV) {
         Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => panic!(
@@ -49,7 +49,7 @@ fn geodata() -> PathBuf {
 
 /// Loads a shapefile into `{schema}.table` as ogr2ogr does for an operator: multi-geometries, `geom`
 /// and an integer `id`, the file's own SRID.
-fn ogr2ogr(schema: &TestSchema, shapefile: &Path, table: &str) {
+pub(crate) fn ogr2ogr(schema: &TestSchema, shapefile: &Path, table: &str) {
     let output = Command::new("ogr2ogr")
         .args(["-f", "PostgreSQL", &format!("PG:{}", schema.url)])
         .arg(shapefile)

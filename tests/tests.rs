@@ -20,6 +20,7 @@ mod edge_price;
 mod geometries;
 mod hostile;
 mod hostile_files;
+mod hostile_geometry;
 mod mvt_decoder;
 mod outbox;
 mod outputs;

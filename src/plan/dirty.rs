@@ -5,14 +5,25 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::config::LayerConfig;
-use crate::tile::{mercator, morton, BBox, TileCoord, TileRange, ZoomRange, MERCATOR_HALF_WORLD};
+use crate::tile::{morton, BBox, TileCoord, TileRange, ZoomRange, MERCATOR_HALF_WORLD};
 
 mod shape;
 
+use shape::Descent;
 pub use shape::Shape;
 
+/// Everywhere: the box of a geometry PostGIS could not project, which any tile may draw.
+const ANYWHERE: [f64; 4] = [
+    f64::NEG_INFINITY,
+    f64::NEG_INFINITY,
+    f64::INFINITY,
+    f64::INFINITY,
+];
+
 /// One changed geometry (an old or a new position of a row), as boxes `[west, south, east, north]`
-/// in degrees.
+/// in Web-Mercator metres, as PostGIS projected it for the tiles (`ST_Transform` wraps longitudes
+/// past ±180° and stretches latitudes past the Mercator square; a box is the projected geometry's,
+/// not the projected box).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangedBox {
     /// The geometry's box.
@@ -22,17 +33,107 @@ pub struct ChangedBox {
     /// A line's or a polygon's own shape: the zooms that draw it whole dirty only the tiles it
     /// touches, not every tile of its box.
     pub shape: Option<Arc<Shape>>,
+    /// The geometry's box in its own SRID, where the renderer's source-SRID prefilter can be
+    /// reckoned here: a tile whose fetch envelope misses it never fetches the row, so never draws
+    /// it, however far PROJ carried the projected shape.
+    pub source: Option<SourceBox>,
+}
+
+/// A geometry's box `[west, south, east, north]` in the SRID it is stored in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceBox {
+    /// The SRID.
+    pub srid: i32,
+    /// The box.
+    pub bounds: [f64; 4],
+}
+
+impl SourceBox {
+    /// The box, when the renderer's prefilter in that SRID can be reckoned without PostGIS:
+    /// degrees (EPSG:4326) and Web-Mercator metres (EPSG:3857). Other SRIDs test a projected
+    /// envelope, which only PostGIS can reproduce, so they are not filtered.
+    pub fn new(srid: i32, bounds: [f64; 4]) -> Option<SourceBox> {
+        (matches!(srid, 4326 | 3857) && bounds.iter().all(|v| !v.is_nan()))
+            .then_some(SourceBox { srid, bounds })
+    }
+
+    /// Whether the renderer may fetch the row for `tile`, whose rows it fetches `margin` tile
+    /// widths around it: the row's box meets the tile's fetch envelope in the row's SRID, as
+    /// `geom && envelope` tests it, with slack for the single-precision boxes `&&` compares.
+    fn fetched_at(&self, tile: TileCoord, margin: f64) -> bool {
+        // As the renderer builds its envelopes (`render/tileset.rs`).
+        let metres = tile.mercator_envelope(margin).grown(1e-9);
+        let envelope = match self.srid {
+            4326 => metres.mercator_to_lonlat(),
+            _ => metres,
+        };
+        let slack = |v: f64| v.abs() * 1e-6 + 1e-9;
+        let [west, south, east, north] = self.bounds;
+        west - slack(west) <= envelope.east + slack(envelope.east)
+            && east + slack(east) >= envelope.west - slack(envelope.west)
+            && south - slack(south) <= envelope.north + slack(envelope.north)
+            && north + slack(north) >= envelope.south - slack(envelope.south)
+    }
+}
+
+impl SourceBox {
+    /// The columns and rows `[min_x, min_y, max_x, max_y]` of zoom `z` outside which no tile
+    /// can fetch the row, its fetch envelope being `margin` tile widths around it: a bound on the
+    /// tiles [`SourceBox::fetched_at`] need test, so a box of the whole world costs nothing at
+    /// a zoom where the row lies in a corner.
+    fn tile_span(&self, z: u8, margin: f64) -> [u32; 4] {
+        let n = (1u64 << z) as f64;
+        let [west, south, east, north] = self.bounds;
+        let world = 2.0 * MERCATOR_HALF_WORLD;
+        // Fractions of the world from its north-west corner; degrees clamped to the Mercator
+        // square, whose edge tiles' envelopes reach past it.
+        let unit = |x: f64, y: f64| {
+            let (x, y) = match self.srid {
+                4326 => crate::tile::mercator(x, y),
+                _ => (x, y),
+            };
+            (
+                (x + MERCATOR_HALF_WORLD) / world * n,
+                (MERCATOR_HALF_WORLD - y) / world * n,
+            )
+        };
+        let (x0, y0) = unit(west, north);
+        let (x1, y1) = unit(east, south);
+        // A whole tile more than the margin on each side: the bound need not be tight.
+        let grow = margin.ceil() + 1.0;
+        let index = |v: f64| v.floor().clamp(0.0, n - 1.0) as u32;
+        [
+            index(x0 - grow),
+            index(y0 - grow),
+            index(x1 + grow),
+            index(y1 + grow),
+        ]
+    }
 }
 
 impl ChangedBox {
     /// A changed point.
     #[cfg(test)]
     pub fn point(lon: f64, lat: f64) -> ChangedBox {
-        let at = [lon, lat, lon, lat];
+        let (x, y) = crate::tile::mercator(lon, lat);
+        let at = [x, y, x, y];
         ChangedBox {
             whole: at,
             point: at,
             shape: None,
+            source: None,
+        }
+    }
+
+    /// A geometry PostGIS could not project (a latitude past ±90°): no tile can tell where it
+    /// lies, so every tile that may fetch it (by its `source` box) is dirty, and at clustered
+    /// zooms every tile.
+    pub fn unprojected(source: Option<SourceBox>) -> ChangedBox {
+        ChangedBox {
+            whole: ANYWHERE,
+            point: ANYWHERE,
+            shape: None,
+            source,
         }
     }
 }
@@ -45,14 +146,30 @@ fn simplified_slack(layer: &LayerConfig) -> f64 {
     layer.generalisation.simplify / 256.0
 }
 
+/// How far around a tile, in tile widths, the renderer fetches rows at zoom `z`: the buffer, or
+/// whole grid cells where a layer is clustered. The same rule as `render::fetch_margin`, reckoned
+/// from the configs (the planner runs before sources are described); a margin too wide here only
+/// lets a tile too many through the prefilter.
+fn fetch_margin(layers: &[LayerConfig], z: u8, extent: u32, buffer: u32) -> f64 {
+    let pixels = layers
+        .iter()
+        .filter_map(|layer| layer.cluster_at(z))
+        .map(|cluster| buffer.div_ceil(cluster.cell.max(1)) * cluster.cell)
+        .fold(buffer, u32::max);
+    f64::from(pixels) / f64::from(extent)
+}
+
 /// The tiles a set of changes touches, per layer: at each zoom where the layer appears, every tile
 /// whose buffered envelope covers a changed geometry's box, or for a line or polygon drawn whole at
-/// that zoom, the geometry itself; at clustered zooms, its representative point's box grown to
-/// whole grid cells, since a change moves only the clusters of the cells its points lie in. Lowest
-/// zoom first; de-duplicated before anything is rendered. `None` when more than `limit` tiles are
-/// dirty: a full seed is then cheaper.
+/// that zoom, the geometry itself, among the tiles whose fetch envelope can fetch it (see
+/// [`ChangedBox::source`]); at clustered zooms, its representative point's box grown to whole grid
+/// cells, since a change moves only the clusters of the cells its points lie in. `layers` are all
+/// the tileset's layers, which decide how far around a tile rows are fetched. Lowest zoom first;
+/// de-duplicated before anything is rendered. `None` when more than `limit` tiles are dirty: a
+/// full seed is then cheaper.
 pub fn dirty_tiles(
     boxes: &[(&LayerConfig, &[ChangedBox])],
+    layers: &[LayerConfig],
     bbox: BBox,
     zooms: ZoomRange,
     extent: u32,
@@ -63,6 +180,12 @@ pub fn dirty_tiles(
     // A hair of slack: a tile too many is re-rendered and found unchanged, one too few is wrong.
     let margin_of_size = f64::from(buffer) / f64::from(extent) + 1e-6;
     let ranges: Vec<TileRange> = (0..=zooms.max).map(|z| bbox.tile_range(z)).collect();
+    let fetch_margins: Vec<f64> = (0..=zooms.max)
+        .map(|z| fetch_margin(layers, z, extent, buffer))
+        .collect();
+    let fetched = |source: Option<&SourceBox>, tile: TileCoord| {
+        source.is_none_or(|s| s.fetched_at(tile, fetch_margins[usize::from(tile.z())]))
+    };
     for (layer, layer_boxes) in boxes {
         let margin_of_size = margin_of_size + simplified_slack(layer);
         let whole_at = |z: u8| {
@@ -70,12 +193,25 @@ pub fn dirty_tiles(
                 && layer.zooms.is_none_or(|r| r.contains(z))
                 && layer.cluster_at(z).is_none()
         };
-        for shape in layer_boxes.iter().filter_map(|b| b.shape.as_deref()) {
+        for changed in layer_boxes.iter() {
+            let Some(shape) = changed.shape.as_deref() else {
+                continue;
+            };
+            let source = changed.source.as_ref();
             let mut add = |tile: TileCoord| {
                 dirty.insert((tile.z(), morton(tile.x(), tile.y()), tile));
                 dirty.len() <= limit
             };
-            if !shape.tiles(zooms.max, margin_of_size, &ranges, &whole_at, &mut add) {
+            let descent = Descent {
+                max_zoom: zooms.max,
+                margin: margin_of_size,
+                ranges: &ranges,
+                wanted: &whole_at,
+                // Clustered zooms are not descended into here (see below); above them, a tile
+                // that cannot fetch the row still has descendants to test only if it can.
+                fetched: &|tile| fetched(source, tile),
+            };
+            if !shape.tiles(&descent, &mut add) {
                 return None;
             }
         }
@@ -93,14 +229,15 @@ pub fn dirty_tiles(
                 .cluster_at(z)
                 .map(|c| size * f64::from(c.cell) / f64::from(extent));
             for changed in layer_boxes.iter() {
-                let [west, south, east, north] = match (cell, &changed.shape) {
-                    (Some(_), _) => &changed.point,
+                let [mut x0, mut y0, mut x1, mut y1] = match (cell, &changed.shape) {
+                    (Some(_), _) => changed.point,
                     // Its own tiles are in already.
                     (None, Some(_)) => continue,
-                    (None, None) => &changed.whole,
+                    (None, None) => changed.whole,
                 };
-                let (mut x0, mut y0) = mercator(*west, *south);
-                let (mut x1, mut y1) = mercator(*east, *north);
+                // At clustered zooms a tile may read a cell from the layer's cell table whatever
+                // rows it fetches itself, so no prefilter applies.
+                let source = cell.is_none().then_some(changed.source.as_ref()).flatten();
                 if let Some(cell) = cell {
                     x0 = ((x0 + MERCATOR_HALF_WORLD) / cell).floor() * cell - MERCATOR_HALF_WORLD;
                     x1 = (((x1 + MERCATOR_HALF_WORLD) / cell).floor() + 1.0) * cell
@@ -109,6 +246,7 @@ pub fn dirty_tiles(
                     y0 = MERCATOR_HALF_WORLD
                         - (((MERCATOR_HALF_WORLD - y0) / cell).floor() + 1.0) * cell;
                 }
+                // Unbounded boxes (an unprojected geometry) clamp to the zoom's edges.
                 let index = |v: f64| (v / size).floor().clamp(0.0, (n - 1) as f64) as u32;
                 let (min_x, max_x) = (
                     index(x0 - margin + MERCATOR_HALF_WORLD),
@@ -118,10 +256,19 @@ pub fn dirty_tiles(
                     index(MERCATOR_HALF_WORLD - y1 - margin),
                     index(MERCATOR_HALF_WORLD - y0 + margin),
                 );
+                let [span_x0, span_y0, span_x1, span_y1] = match source {
+                    Some(source) => source.tile_span(z, fetch_margins[usize::from(z)]),
+                    None => [0, 0, u32::MAX, u32::MAX],
+                };
+                let (min_x, max_x) = (min_x.max(span_x0), max_x.min(span_x1));
+                let (min_y, max_y) = (min_y.max(span_y0), max_y.min(span_y1));
                 for x in min_x.max(range.min_x)..=max_x.min(range.max_x) {
                     for y in min_y.max(range.min_y)..=max_y.min(range.max_y) {
                         let tile =
                             TileCoord::new(z, x, y).expect("indices are clamped to the zoom");
+                        if !fetched(source, tile) {
+                            continue;
+                        }
                         dirty.insert((z, morton(x, y), tile));
                         if dirty.len() > limit {
                             return None;
@@ -159,7 +306,16 @@ mod tests {
     /// The zoom-1 tiles one changed box dirties.
     fn at_zoom_1(layer: &LayerConfig, changed: ChangedBox) -> Vec<TileCoord> {
         let zoom = ZoomRange::new(1, 1).unwrap();
-        dirty_tiles(&[(layer, &[changed][..])], BBox::WORLD, zoom, 4096, 64, 10).unwrap()
+        dirty_tiles(
+            &[(layer, &[changed][..])],
+            &[],
+            BBox::WORLD,
+            zoom,
+            4096,
+            64,
+            10,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -167,8 +323,16 @@ mod tests {
         let layer = layer(None);
         let boxes = [ChangedBox::point(90.4, 23.8)];
         let zooms = ZoomRange::new(0, 14).unwrap();
-        let dirty =
-            dirty_tiles(&[(&layer, &boxes[..])], BBox::WORLD, zooms, 4096, 64, 1000).unwrap();
+        let dirty = dirty_tiles(
+            &[(&layer, &boxes[..])],
+            &[],
+            BBox::WORLD,
+            zooms,
+            4096,
+            64,
+            1000,
+        )
+        .unwrap();
         for z in 0..=14 {
             assert!(dirty.iter().filter(|t| t.z() == z).count() >= 1, "zoom {z}");
         }
@@ -180,7 +344,16 @@ mod tests {
         // Exactly on a tile corner at zoom 1, a point lies in the buffer of all four tiles.
         assert_eq!(at_zoom_1(&layer, ChangedBox::point(0.0, 0.0)).len(), 4);
         assert!(
-            dirty_tiles(&[(&layer, &boxes[..])], BBox::WORLD, zooms, 4096, 64, 5).is_none(),
+            dirty_tiles(
+                &[(&layer, &boxes[..])],
+                &[],
+                BBox::WORLD,
+                zooms,
+                4096,
+                64,
+                5
+            )
+            .is_none(),
             "over the limit"
         );
     }
@@ -191,17 +364,20 @@ mod tests {
     fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
         let tile_size = MERCATOR_HALF_WORLD / 2.0;
         let x = (64.0 / 4096.0 + 0.1 / 256.0) * tile_size;
-        let lon = (x / crate::tile::EARTH_RADIUS).to_degrees();
+        let (_, south) = crate::tile::mercator(0.0, 10.0);
+        let (_, north) = crate::tile::mercator(0.0, 20.0);
         let mut wkb = vec![1u8];
         wkb.extend(2u32.to_le_bytes());
         wkb.extend(2u32.to_le_bytes());
-        for v in [lon, 10.0, lon, 20.0] {
+        for v in [x, south, x, north] {
             wkb.extend(f64::to_le_bytes(v));
         }
+        let middle = (south + north) / 2.0;
         let line = ChangedBox {
-            whole: [lon, 10.0, lon, 20.0],
-            point: [lon, 15.0, lon, 15.0],
-            shape: Some(Arc::new(Shape::from_wkb(&wkb).unwrap())),
+            whole: [x, south, x, north],
+            point: [x, middle, x, middle],
+            shape: Some(Arc::new(Shape::from_wkb(&wkb, true).unwrap())),
+            source: None,
         };
         let zoom = ZoomRange::new(2, 2).unwrap();
         let west_of_it = TileCoord::new(2, 1, 1).unwrap();
@@ -210,6 +386,7 @@ mod tests {
             layer.generalisation.simplify = simplify;
             let tiles = dirty_tiles(
                 &[(&layer, &[line.clone()][..])],
+                &[],
                 BBox::WORLD,
                 zoom,
                 4096,
@@ -228,8 +405,16 @@ mod tests {
                 shape: None,
                 ..line.clone()
             };
-            let tiles =
-                dirty_tiles(&[(&layer, &[boxed][..])], BBox::WORLD, zoom, 4096, 64, 100).unwrap();
+            let tiles = dirty_tiles(
+                &[(&layer, &[boxed][..])],
+                &[],
+                BBox::WORLD,
+                zoom,
+                4096,
+                64,
+                100,
+            )
+            .unwrap();
             assert!(
                 !tiles.contains(&west_of_it),
                 "simplify {simplify}: {tiles:?}"
@@ -259,17 +444,102 @@ mod tests {
             position: crate::config::ClusterPosition::Centroid,
         };
         let layer = layer(Some(cluster));
+        let (west, south) = crate::tile::mercator(-179.0, -80.0);
+        let (east, north) = crate::tile::mercator(179.0, 80.0);
         let line = ChangedBox {
-            whole: [-179.0, -80.0, 179.0, 80.0],
-            point: [-179.0, -80.0, -179.0, -80.0],
+            whole: [west, south, east, north],
+            point: [west, south, west, south],
             shape: None,
+            source: None,
         };
         let zooms = ZoomRange::new(3, 4).unwrap();
-        let dirty =
-            dirty_tiles(&[(&layer, &[line][..])], BBox::WORLD, zooms, 4096, 64, 1000).unwrap();
+        let dirty = dirty_tiles(
+            &[(&layer, &[line][..])],
+            &[],
+            BBox::WORLD,
+            zooms,
+            4096,
+            64,
+            1000,
+        )
+        .unwrap();
         let at = |z: u8| dirty.iter().filter(|t| t.z() == z).count();
         // The point's cell and the buffer of the tile beside it, not the 8 × 7 tiles of the box.
         assert_eq!(at(3), 2, "clustered at zoom 3");
         assert_eq!(at(4), 16 * 14, "drawn whole at zoom 4");
+    }
+
+    /// Fiji buffered past 180°: PROJ wraps the far vertices, so the projected polygon is a band
+    /// across the world; only tiles whose fetch envelope meets its box in degrees fetch the row.
+    #[test]
+    fn a_band_across_the_world_dirties_only_the_tiles_that_fetch_its_row() {
+        let layer = layer(None);
+        let (west, south) = crate::tile::mercator(-179.5, -17.0);
+        let (east, north) = crate::tile::mercator(179.0, -16.0);
+        let ring = [
+            (east, south),
+            (west, south),
+            (west, north),
+            (east, north),
+            (east, south),
+        ];
+        let mut wkb = vec![1u8];
+        wkb.extend(3u32.to_le_bytes());
+        wkb.extend(1u32.to_le_bytes());
+        wkb.extend((ring.len() as u32).to_le_bytes());
+        for (x, y) in ring {
+            wkb.extend(x.to_le_bytes());
+            wkb.extend(y.to_le_bytes());
+        }
+        let band = |source: Option<SourceBox>| ChangedBox {
+            whole: [west, south, east, north],
+            point: [east, south, east, south],
+            shape: Some(Arc::new(Shape::from_wkb(&wkb, true).unwrap())),
+            source,
+        };
+        let zooms = ZoomRange::new(4, 4).unwrap();
+        let tiles = |changed: ChangedBox| {
+            dirty_tiles(
+                &[(&layer, &[changed][..])],
+                &[],
+                BBox::WORLD,
+                zooms,
+                4096,
+                64,
+                1000,
+            )
+            .unwrap()
+        };
+        assert_eq!(tiles(band(None)).len(), 16, "every column of its row");
+        let fetched = tiles(band(SourceBox::new(4326, [179.0, -17.0, 180.5, -16.0])));
+        let columns: Vec<u32> = fetched.iter().map(|t| t.x()).collect();
+        assert_eq!(columns, [15], "only the east edge fetches it: {fetched:?}");
+        // In another SRID the prefilter is PostGIS's own: every tile the band meets.
+        assert_eq!(tiles(band(SourceBox::new(2263, [0.0; 4]))).len(), 16);
+    }
+
+    #[test]
+    fn a_geometry_postgis_cannot_project_dirties_every_tile_that_may_fetch_it() {
+        let layer = layer(None);
+        let zooms = ZoomRange::new(0, 3).unwrap();
+        let tiles = |source: Option<SourceBox>| {
+            let changed = ChangedBox::unprojected(source);
+            dirty_tiles(
+                &[(&layer, &[changed][..])],
+                &[],
+                BBox::WORLD,
+                zooms,
+                4096,
+                64,
+                1000,
+            )
+            .unwrap()
+        };
+        assert_eq!(tiles(None).len(), 1 + 4 + 16 + 64, "anywhere");
+        // Past the pole: no tile's fetch envelope reaches it, as none fetches it.
+        assert!(tiles(SourceBox::new(4326, [10.0, 91.0, 11.0, 92.0])).is_empty());
+        let near = tiles(SourceBox::new(4326, [10.0, 80.0, 11.0, 91.0]));
+        assert!(near.contains(&TileCoord::new(3, 4, 0).unwrap()), "{near:?}");
+        assert_eq!(near.iter().filter(|t| t.z() == 3).count(), 1, "{near:?}");
     }
 }

@@ -213,13 +213,31 @@ fn exists(layer: &LayerSource, index: usize) -> String {
     format!("EXISTS (SELECT 1 {})", source_predicate(layer, index))
 }
 
-/// A row's columns with the geometry `geometry` (an expression in the layer's SRID).
-fn columns_with(layer: &LayerSource, geometry: &str) -> Vec<String> {
-    let projected = if layer.srid == 3857 {
+/// A geometry held in SRID `srid`, in Web-Mercator metres as tiles draw it. The planner reads
+/// changed geometries through the same expression ([`web_mercator_per_row`]): where PROJ wraps a
+/// longitude past ±180° or stretches a latitude past the Mercator square, both see the same shape.
+pub fn web_mercator(geometry: &str, srid: i32) -> String {
+    if srid == 3857 {
         geometry.to_string()
     } else {
         format!("ST_Transform({geometry}, 3857)")
-    };
+    }
+}
+
+/// [`web_mercator`] for a geometry whose SRID only the server knows (the change log holds whatever
+/// SRID the column held), chosen per row: as it is in 3857, transformed in any other SRID (4326
+/// stands for them all).
+pub fn web_mercator_per_row(geometry: &str) -> String {
+    format!(
+        "CASE WHEN ST_SRID({geometry}) = 3857 THEN {} ELSE {} END",
+        web_mercator(geometry, 3857),
+        web_mercator(geometry, 4326)
+    )
+}
+
+/// A row's columns with the geometry `geometry` (an expression in the layer's SRID).
+fn columns_with(layer: &LayerSource, geometry: &str) -> Vec<String> {
+    let projected = web_mercator(geometry, layer.srid);
     let mut columns = vec![format!("{projected} AS {MERC}")];
     if layer.integer_id {
         columns.push(format!(

@@ -132,6 +132,7 @@ async fn dirty(
     let configured = &tileset.tileset;
     let dirty = dirty_tiles(
         &boxes,
+        layers,
         tileset.bbox,
         tileset.zooms,
         configured.extent,

@@ -4,19 +4,43 @@
 //! the shape has no descendant that touches it (a child's buffered envelope lies inside its
 //! parent's), and a tile whose buffered envelope lies wholly inside a polygon has every
 //! descendant inside it, without another test.
+//!
+//! The shape is read in Web-Mercator metres as PostGIS projected it for the tiles (the change log
+//! is read through the renderer's own transform), never projected here: PROJ wraps a longitude
+//! past ±180° to the other side of the world, and a polygon with such a vertex is drawn as a band
+//! across it, which only PostGIS's own projection shows.
 
-use crate::tile::{mercator, TileCoord, TileRange, MERCATOR_HALF_WORLD};
+use crate::tile::{TileCoord, TileRange, MERCATOR_HALF_WORLD};
 
 /// A changed geometry other than a point, in Web-Mercator metres: its lines, and its polygons'
 /// rings, each polygon apart (a point inside an even number of one polygon's rings is outside it).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Shape {
     /// Lines, and isolated points as lines of one vertex.
     lines: Vec<Vec<(f64, f64)>>,
     /// Polygons, each a list of closed rings.
     polygons: Vec<Vec<Vec<(f64, f64)>>>,
+    /// Whether PostGIS found the geometry valid. `ST_AsMVTGeom` makes an invalid polygon valid
+    /// (a bow tie, a ring winding twice, a hole outside its shell), and what it keeps lies within
+    /// the rings' own areas but not always where even-odd says: an invalid polygon's area is
+    /// taken as wherever any of its rings winds.
+    valid: bool,
 }
 
+/// Where the descent of [`Shape::tiles`] goes and what it reports.
+pub struct Descent<'a> {
+    /// The deepest zoom.
+    pub max_zoom: u8,
+    /// How far around a tile, in tile sizes, the shape dirties it.
+    pub margin: f64,
+    /// The tiles wanted, one range per zoom from 0.
+    pub ranges: &'a [TileRange],
+    /// The zooms whose tiles are reported.
+    pub wanted: &'a dyn Fn(u8) -> bool,
+    /// Whether the renderer may fetch the row for a tile at all; false for a tile is false for
+    /// its descendants, whose fetch envelopes lie inside its own.
+    pub fetched: &'a dyn Fn(TileCoord) -> bool,
+}
 /// A rectangle `[west, south, east, north]` in Web-Mercator metres.
 type Rect = [f64; 4];
 
@@ -30,10 +54,15 @@ enum Overlap {
 }
 
 impl Shape {
-    /// The shape of a 2D WKB geometry (ISO or OGC: types 1 to 7) in longitude and latitude, as
-    /// `ST_AsBinary(ST_Force2D(geometry))` writes it; `None` when the bytes are not such WKB.
-    pub fn from_wkb(bytes: &[u8]) -> Option<Shape> {
-        let mut shape = Shape::default();
+    /// The shape of a 2D WKB geometry (ISO or OGC: types 1 to 7) in Web-Mercator metres, as
+    /// `ST_AsBinary(ST_Force2D(geometry))` writes it, `valid` as `ST_IsValid` says; `None` when
+    /// the bytes are not such WKB (a curve, a TIN: the caller's box stands in).
+    pub fn from_wkb(bytes: &[u8], valid: bool) -> Option<Shape> {
+        let mut shape = Shape {
+            lines: Vec::new(),
+            polygons: Vec::new(),
+            valid,
+        };
         let mut reader = Wkb { bytes, at: 0 };
         reader.geometry(&mut shape)?;
         (reader.at == bytes.len()).then_some(shape)
@@ -54,7 +83,7 @@ impl Shape {
         for rings in &self.polygons {
             if rings.iter().any(crosses) {
                 touching = true;
-            } else if contains(rings, centre) {
+            } else if self.covers(rings, centre) {
                 // No edge enters the rectangle and its centre is inside: so is all of it.
                 return Overlap::Inside;
             }
@@ -66,37 +95,41 @@ impl Shape {
         }
     }
 
-    /// Calls `dirty` with every tile down to `max_zoom` whose envelope, grown by `margin` of its
-    /// size on every side, meets the shape, at the zooms `wanted` accepts and within `ranges`
-    /// (one per zoom, from 0). Stops, returning false, as soon as `dirty` does.
-    pub fn tiles(
-        &self,
-        max_zoom: u8,
-        margin: f64,
-        ranges: &[TileRange],
-        wanted: &dyn Fn(u8) -> bool,
-        dirty: &mut dyn FnMut(TileCoord) -> bool,
-    ) -> bool {
+    /// Whether `point`, which no edge of `rings` comes near, lies in the polygon's area: even-odd
+    /// for a valid polygon, any ring winding around it for an invalid one.
+    fn covers(&self, rings: &[Vec<(f64, f64)>], point: (f64, f64)) -> bool {
+        if self.valid {
+            contains(rings, point)
+        } else {
+            rings.iter().any(|ring| winding(ring, point) != 0)
+        }
+    }
+
+    /// Calls `dirty` with every tile the descent allows (see [`Descent`]) whose envelope, grown by
+    /// its margin, meets the shape. Stops, returning false, as soon as `dirty` does.
+    pub fn tiles(&self, descent: &Descent, dirty: &mut dyn FnMut(TileCoord) -> bool) -> bool {
         let mut stack = vec![(TileCoord::new(0, 0, 0).expect("zoom 0 has one tile"), false)];
         while let Some((tile, inside)) = stack.pop() {
             let z = tile.z();
-            let range = &ranges[usize::from(z)];
+            let Some(range) = descent.ranges.get(usize::from(z)) else {
+                continue;
+            };
             let in_range = (range.min_x..=range.max_x).contains(&tile.x())
                 && (range.min_y..=range.max_y).contains(&tile.y());
-            if !in_range {
+            if !in_range || !(descent.fetched)(tile) {
                 continue;
             }
             let inside = inside || {
-                match self.overlap(&buffered(tile, margin)) {
+                match self.overlap(&buffered(tile, descent.margin)) {
                     Overlap::Apart => continue,
                     Overlap::Touching => false,
                     Overlap::Inside => true,
                 }
             };
-            if wanted(z) && !dirty(tile) {
+            if (descent.wanted)(z) && !dirty(tile) {
                 return false;
             }
-            if z < max_zoom {
+            if z < descent.max_zoom {
                 stack.extend(tile.children().map(|c| (c, inside)));
             }
         }
@@ -170,6 +203,21 @@ fn contains(rings: &[Vec<(f64, f64)>], (x, y): (f64, f64)) -> bool {
     inside
 }
 
+/// How many times `ring` winds around `point` (counter-clockwise positive).
+fn winding(ring: &[(f64, f64)], (x, y): (f64, f64)) -> i32 {
+    let mut turns = 0;
+    for s in ring.windows(2) {
+        let ((x0, y0), (x1, y1)) = (s[0], s[1]);
+        let side = (x1 - x0) * (y - y0) - (x - x0) * (y1 - y0);
+        if y0 <= y && y1 > y && side > 0.0 {
+            turns += 1;
+        } else if y0 > y && y1 <= y && side < 0.0 {
+            turns -= 1;
+        }
+    }
+    turns
+}
+
 /// A reader of WKB bytes.
 struct Wkb<'a> {
     bytes: &'a [u8],
@@ -201,7 +249,7 @@ impl Wkb<'_> {
         })
     }
 
-    /// Vertices, projected to Web Mercator as the tiles' boxes are (latitudes clamped).
+    /// Vertices, in the metres PostGIS wrote.
     fn points(&mut self, little: bool) -> Option<Vec<(f64, f64)>> {
         let count = self.u32(little)? as usize;
         // Each vertex takes 16 bytes: a count beyond what is left is corrupt, not an allocation.
@@ -209,7 +257,7 @@ impl Wkb<'_> {
             return None;
         }
         (0..count)
-            .map(|_| Some(mercator(self.f64(little)?, self.f64(little)?)))
+            .map(|_| Some((self.f64(little)?, self.f64(little)?)))
             .filter(|p| p.is_none_or(|(x, y)| x.is_finite() && y.is_finite()))
             .collect()
     }
@@ -227,7 +275,7 @@ impl Wkb<'_> {
         };
         match self.u32(little)? {
             1 => {
-                let point = mercator(self.f64(little)?, self.f64(little)?);
+                let point = (self.f64(little)?, self.f64(little)?);
                 // An empty point is written as NaN coordinates.
                 if point.0.is_finite() && point.1.is_finite() {
                     shape.lines.push(vec![point]);

@@ -6,18 +6,18 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tokio_postgres::types::Type;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{GenericClient, Row};
 
 use super::{installed, read_only_standby};
 use crate::config::LayerConfig;
 use crate::db::quote_ident;
 use crate::error::{pg_message, DbError, Error, Result};
-use crate::plan::{ChangedBox, Shape};
+use crate::plan::{ChangedBox, Shape, SourceBox};
 use crate::render::source::quoted_table;
 use crate::render::sql;
 use crate::state::watermark::Watermark;
 
-/// The changes of a set of layers since a watermark, as geographic boxes.
+/// The changes of a set of layers since a watermark, as boxes and shapes in Web-Mercator metres.
 #[derive(Debug, Default)]
 pub struct ChangeSet {
     /// Whether a TRUNCATE means everything must be reseeded.
@@ -183,9 +183,15 @@ pub async fn forget_consumers(pool: &Pool, schema: &str, consumers: &[String]) -
 }
 
 /// The changes to the layer's table that the snapshot `since` did not see and the client's current
-/// snapshot does: whether it was truncated, and the boxes of the old and new geometries and of
-/// their representative points (where clustered zooms place them). A layer of one partition reads only the statements that touched
+/// snapshot does: whether it was truncated, and per old and new geometry its box and shape as the
+/// tiles draw them (in Web-Mercator metres, through the renderer's own transform), its
+/// representative point's (where clustered zooms place it), and its box in its own SRID (what the
+/// renderer's prefilter tests). A layer of one partition reads only the statements that touched
 /// rows of its value, and those logged before its column's values were (`partitions` lacks it).
+///
+/// `client` must be in a transaction: a geometry PostGIS cannot project (a latitude past ±90°)
+/// fails the read of all of them, which is then rolled back to a savepoint and done one geometry at
+/// a time, the ones that fail dirtying every tile that may fetch them.
 pub async fn changed_boxes(
     client: &impl GenericClient,
     schema: &str,
@@ -212,55 +218,192 @@ pub async fn changed_boxes(
     if !any.get::<_, bool>(0) {
         return Ok((false, Vec::new()));
     }
-    let rows = client
-        .query_typed(
-            &format!("SELECT c.everything, ST_XMin(b), ST_YMin(b), ST_XMax(b), ST_YMax(b),
-                    ST_XMin(p), ST_YMin(p), ST_XMax(p), ST_YMax(p),
-                    CASE WHEN ST_Dimension(v.g) > 0 THEN ST_AsBinary(ST_Force2D(
-                        CASE WHEN ST_SRID(v.g) = 4326 THEN v.g ELSE ST_Transform(v.g, 4326) END)) END
-             FROM {}.change_log c
-             CROSS JOIN LATERAL (SELECT c.old_geom UNION ALL SELECT c.new_geom
-                                 UNION ALL SELECT unnest(c.old_geoms) UNION ALL SELECT unnest(c.new_geoms)) AS v(g)
-             CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
-                                             WHEN ST_SRID(v.g) = 4326 THEN v.g::box2d
-                                             ELSE ST_Transform(ST_Envelope(v.g), 4326)::box2d END AS b) e
-             CROSS JOIN LATERAL (SELECT CASE WHEN v.g IS NULL THEN NULL
-                                             WHEN ST_SRID(v.g) = 4326 THEN ({point})::box2d
-                                             ELSE ST_Transform({point}, 4326)::box2d END AS p) r
-             WHERE c.source = to_regclass($1)::oid
-               AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
-               AND (c.everything OR v.g IS NOT NULL)
-               AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
-                    OR c.partitions -> $3 ? $4)", quote_ident(schema), point = sql::representative_point("v.g")),
-            &[(&table, Type::TEXT), (&since, Type::TEXT), (&column, Type::TEXT), (&value, Type::TEXT)],
-        )
+    // One row per logged geometry, numbered within its log row (`c.id`, `v.k`) so that one can be
+    // read again alone.
+    let geometries = Geometries {
+        from: format!(
+            "FROM {}.change_log c
+             CROSS JOIN LATERAL unnest(ARRAY[c.old_geom, c.new_geom] || coalesce(c.old_geoms, '{{}}')
+                                       || coalesce(c.new_geoms, '{{}}')) WITH ORDINALITY AS v(g, k)",
+            quote_ident(schema)
+        ),
+        filter: "WHERE c.source = to_regclass($1)::oid
+           AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
+           AND (c.everything OR v.g IS NOT NULL)
+           AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
+                OR c.partitions -> $3 ? $4)",
+    };
+    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] = [
+        (&table, Type::TEXT),
+        (&since, Type::TEXT),
+        (&column, Type::TEXT),
+        (&value, Type::TEXT),
+    ];
+    let during = || DbError::during("reading the change log");
+    client
+        .batch_execute("SAVEPOINT oar_tiles_changed_boxes")
         .await
-        .map_err(DbError::during("reading the change log"))?;
+        .map_err(during())?;
+    let read = client
+        .query_typed(&projected_sql(&geometries, ""), &params)
+        .await;
+    let rows = match read {
+        Ok(rows) => rows,
+        // The server refused (PROJ, GEOS): a geometry it cannot project; one at a time.
+        Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_changed_boxes")
+                .await
+                .map_err(during())?;
+            tracing::warn!(
+                "layer `{}`: PostGIS cannot project a changed geometry ({}); reading them one at \
+                 a time, and the ones it cannot project dirty every tile that may fetch them",
+                layer.name,
+                pg_message(&err)
+            );
+            return one_at_a_time(client, &geometries, &params).await;
+        }
+        Err(err) => return Err(during()(err)),
+    };
+    client
+        .batch_execute("RELEASE SAVEPOINT oar_tiles_changed_boxes")
+        .await
+        .map_err(during())?;
     let mut everything = false;
     let mut boxes = Vec::with_capacity(rows.len());
     for row in rows {
         if row.get::<_, bool>(0) {
             everything = true;
+        } else if let Some(changed) = projected(&row) {
+            boxes.push(changed);
+        }
+    }
+    Ok((everything, boxes))
+}
+
+/// Whether an error the server reported may pass if the statement is run again: the read one
+/// geometry at a time is for geometries PostGIS refuses, not for a cancelled or broken statement.
+fn is_transient(code: &tokio_postgres::error::SqlState) -> bool {
+    let code = code.code();
+    ["08", "53", "57", "40"]
+        .iter()
+        .any(|class| code.starts_with(class))
+}
+
+/// The logged geometries a read goes through: `from` names each `v.g`, `filter` is its `WHERE`.
+struct Geometries {
+    from: String,
+    filter: &'static str,
+}
+
+/// The statement reading each of the `geometries`, with `and` appended to its filter: its SRID and
+/// box in that SRID, then, as the tiles draw it (the renderer's transform to Web Mercator), its
+/// box, its representative point's box, its WKB (lines and polygons) and, for polygons, whether it
+/// is valid.
+fn projected_sql(geometries: &Geometries, and: &str) -> String {
+    let merc = sql::web_mercator_per_row("v.g");
+    let point = sql::web_mercator_per_row(&sql::representative_point("v.g"));
+    // `m` and `p` are computed once per geometry (`OFFSET 0` keeps them from being inlined into
+    // each use); `ST_IsValidDetail` does not raise a notice per invalid geometry as `ST_IsValid`.
+    format!(
+        "SELECT c.everything, ST_SRID(v.g), ST_XMin(v.g), ST_YMin(v.g), ST_XMax(v.g), ST_YMax(v.g),
+                ST_XMin(m.g), ST_YMin(m.g), ST_XMax(m.g), ST_YMax(m.g),
+                ST_XMin(p.g), ST_YMin(p.g), ST_XMax(p.g), ST_YMax(p.g),
+                CASE WHEN ST_Dimension(m.g) > 0 THEN ST_AsBinary(ST_Force2D(m.g)) END,
+                CASE WHEN ST_Dimension(m.g) = 2 THEN (ST_IsValidDetail(m.g)).valid ELSE true END
+         {}
+         CROSS JOIN LATERAL (SELECT {merc} AS g OFFSET 0) m
+         CROSS JOIN LATERAL (SELECT {point} AS g OFFSET 0) p
+         {}{and}",
+        geometries.from, geometries.filter
+    )
+}
+
+/// Four corners from column `first` on, when all are there.
+fn corners(row: &Row, first: usize) -> Option<[f64; 4]> {
+    let corner = |i: usize| row.get::<_, Option<f64>>(first + i);
+    Some([corner(0)?, corner(1)?, corner(2)?, corner(3)?])
+}
+
+/// A geometry as [`projected_sql`] read it; `None` for an empty one, which draws nothing.
+fn projected(row: &Row) -> Option<ChangedBox> {
+    let whole = corners(row, 6)?;
+    // A geometry with a box has a point on it; its box stands in should PostGIS find none.
+    let point = corners(row, 10).unwrap_or(whole);
+    let valid = row.get::<_, Option<bool>>(15).unwrap_or(false);
+    // Bytes PostGIS wrote are WKB; should they not parse (a curve), the box stands in.
+    let shape = row
+        .get::<_, Option<&[u8]>>(14)
+        .and_then(|wkb| Shape::from_wkb(wkb, valid))
+        .filter(|shape| !shape.is_empty())
+        .map(Arc::new);
+    Some(ChangedBox {
+        whole,
+        point,
+        shape,
+        source: source_box(row),
+    })
+}
+
+/// The geometry's box in its own SRID, from columns 1 to 5.
+fn source_box(row: &Row) -> Option<SourceBox> {
+    SourceBox::new(row.get::<_, Option<i32>>(1)?, corners(row, 2)?)
+}
+
+/// The changes of [`changed_boxes`] read one geometry at a time, each under a savepoint: one PostGIS
+/// cannot project dirties every tile that may fetch it ([`ChangedBox::unprojected`]).
+async fn one_at_a_time(
+    client: &impl GenericClient,
+    geometries: &Geometries,
+    params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4],
+) -> Result<(bool, Vec<ChangedBox>)> {
+    let during = || DbError::during("reading the change log");
+    let listed = client
+        .query_typed(
+            &format!(
+                "SELECT c.everything, ST_SRID(v.g), ST_XMin(v.g), ST_YMin(v.g), ST_XMax(v.g), \
+                 ST_YMax(v.g), c.id, v.k {} {}",
+                geometries.from, geometries.filter
+            ),
+            params,
+        )
+        .await
+        .map_err(during())?;
+    let alone = projected_sql(geometries, " AND c.id = $5 AND v.k = $6");
+    let mut everything = false;
+    let mut boxes = Vec::with_capacity(listed.len());
+    for listed in listed {
+        if listed.get::<_, bool>(0) {
+            everything = true;
             continue;
         }
-        let corners = |first: usize| -> Option<[f64; 4]> {
-            let corner = |i: usize| row.get::<_, Option<f64>>(first + i);
-            Some([corner(0)?, corner(1)?, corner(2)?, corner(3)?])
-        };
-        if let Some(whole) = corners(1) {
-            // A geometry with a box has a point on it; its box stands in should PostGIS find none.
-            let point = corners(5).unwrap_or(whole);
-            // Bytes PostGIS wrote are WKB; should they not parse, the box stands in.
-            let shape = row
-                .get::<_, Option<&[u8]>>(9)
-                .and_then(Shape::from_wkb)
-                .filter(|shape| !shape.is_empty())
-                .map(Arc::new);
-            boxes.push(ChangedBox {
-                whole,
-                point,
-                shape,
-            });
+        let (id, k): (i64, i64) = (listed.get(6), listed.get(7));
+        let mut with_row: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = params.to_vec();
+        with_row.push((&id, Type::INT8));
+        with_row.push((&k, Type::INT8));
+        client
+            .batch_execute("SAVEPOINT oar_tiles_changed_box")
+            .await
+            .map_err(during())?;
+        match client.query_typed(&alone, &with_row).await {
+            Ok(rows) => {
+                client
+                    .batch_execute("RELEASE SAVEPOINT oar_tiles_changed_box")
+                    .await
+                    .map_err(during())?;
+                boxes.extend(rows.iter().filter_map(projected));
+            }
+            Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_changed_box")
+                    .await
+                    .map_err(during())?;
+                // An empty geometry has no box, and draws nothing.
+                if corners(&listed, 2).is_some() {
+                    boxes.push(ChangedBox::unprojected(source_box(&listed)));
+                }
+            }
+            Err(err) => return Err(during()(err)),
         }
     }
     Ok((everything, boxes))

@@ -7,16 +7,18 @@ use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::ClusterConfig;
 use crate::render::sql;
-use crate::tile::{lonlat_to_mercator, Envelope, MERCATOR_HALF_WORLD};
+use crate::tile::{Envelope, MERCATOR_HALF_WORLD};
 
 /// Above this many cells (counted per changed geometry, before any is listed), summing every cell
 /// again is cheaper than listing them, and keeps a refresh's memory from growing with the changes.
 const MAX_CHANGED_CELLS: u64 = 200_000;
 
 /// The cells at the deepest clustered zoom that hold one of `points` (boxes of changed geometries'
-/// representative points), with a hair of slack on every side: summing a cell too many again costs
-/// little, missing one would be wrong. `None` when they would be more than [`MAX_CHANGED_CELLS`]:
-/// the caller then sums every cell again, in memory that does not grow with the boxes.
+/// representative points in Web-Mercator metres, as PostGIS projected them for the cells), with a
+/// hair of slack on every side: summing a cell too many again costs little, missing one would be
+/// wrong. `None` when they would be more than [`MAX_CHANGED_CELLS`] or a point is unbounded (one
+/// PostGIS could not project): the caller then sums every cell again, in memory that does not
+/// grow with the boxes.
 pub(super) fn changed_cells(
     points: &[[f64; 4]],
     cluster: &ClusterConfig,
@@ -26,12 +28,13 @@ pub(super) fn changed_cells(
     let slack = 1.0 + cell * 1e-3;
     let half = MERCATOR_HALF_WORLD;
     let mut cells = BTreeSet::new();
-    // Not clamped to the Mercator square: rows beyond it still group into cells (rows outside it).
-    let mercator = |lon: f64, lat: f64| lonlat_to_mercator(lon, lat, 89.9999);
     let mut listed: u64 = 0;
-    for [west, south, east, north] in points {
-        let (x0, y0) = mercator(*west, *south);
-        let (x1, y1) = mercator(*east, *north);
+    for [x0, y0, x1, y1] in points {
+        // Not clamped to the Mercator square: rows beyond it still group into cells.
+        // Far beyond the world's cells (or unbounded), a box is every cell.
+        if ![x0, y0, x1, y1].iter().all(|v| v.abs() < 1e12) {
+            return None;
+        }
         let column = |x: f64| ((x + half) / cell).floor() as i64;
         let row = |y: f64| ((half - y) / cell).floor() as i64;
         let columns = column(x0 - slack)..=column(x1 + slack);
@@ -115,10 +118,10 @@ mod tests {
 
     #[test]
     fn a_changed_point_dirties_its_cell_and_only_neighbours_it_nearly_touches() {
-        let cells = changed_cells(&[[90.4, 23.8, 90.4, 23.8]], &cluster(), 4096).unwrap();
+        let (x, y) = crate::tile::mercator(90.4, 23.8);
+        let cells = changed_cells(&[[x, y, x, y]], &cluster(), 4096).unwrap();
         assert!(!cells.is_empty() && cells.len() <= 4, "{cells:?}");
         let cell = sql::cell_metres(&cluster(), 11, 4096);
-        let (x, y) = crate::tile::mercator(90.4, 23.8);
         let own = (
             ((x + MERCATOR_HALF_WORLD) / cell).floor() as i64,
             ((MERCATOR_HALF_WORLD - y) / cell).floor() as i64,
@@ -131,14 +134,16 @@ mod tests {
 
     #[test]
     fn more_cells_than_the_bound_are_not_listed() {
-        let world = [-179.0, -80.0, 179.0, 80.0];
+        let world = [-2e7, -1.5e7, 2e7, 1.5e7];
         assert!(changed_cells(&[world], &cluster(), 4096).is_none());
+        let unprojected = [f64::NEG_INFINITY, 0.0, f64::INFINITY, 0.0];
+        assert!(changed_cells(&[unprojected], &cluster(), 4096).is_none());
         // The changes of one cycle count together, each cell once per box.
         let apart = MAX_CHANGED_CELLS + 1;
         let points: Vec<[f64; 4]> = (0..apart)
             .map(|i| {
-                let lon = -170.0 + 340.0 * i as f64 / apart as f64;
-                [lon, 10.0, lon, 10.0]
+                let (x, y) = crate::tile::mercator(-170.0 + 340.0 * i as f64 / apart as f64, 10.0);
+                [x, y, x, y]
             })
             .collect();
         assert!(changed_cells(&points[..100], &cluster(), 4096).is_some());

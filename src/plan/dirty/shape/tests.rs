@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::*;
-use crate::tile::{BBox, EARTH_RADIUS};
+use crate::tile::{mercator, BBox, EARTH_RADIUS};
 
 /// WKB of a geometry of `kind` holding `body`, little- or big-endian.
 fn wkb(little: bool, kind: u32, body: &[u8]) -> Vec<u8> {
@@ -26,7 +26,9 @@ fn points_body(little: bool, points: &[(f64, f64)]) -> Vec<u8> {
     } else {
         count.to_be_bytes()
     });
-    for (x, y) in points {
+    // Degrees in the tests, metres in the WKB, as PostGIS projects them (inside the square).
+    for (lon, lat) in points {
+        let (x, y) = mercator(*lon, *lat);
         for v in [x, y] {
             body.extend(if little {
                 v.to_le_bytes()
@@ -62,7 +64,14 @@ fn multi(kind: u32, members: &[Vec<u8>]) -> Vec<u8> {
 fn tiles_of(shape: &Shape, max: u8, margin: f64) -> BTreeSet<TileCoord> {
     let ranges: Vec<TileRange> = (0..=max).map(|z| BBox::WORLD.tile_range(z)).collect();
     let mut found = BTreeSet::new();
-    assert!(shape.tiles(max, margin, &ranges, &|_| true, &mut |t| {
+    let descent = Descent {
+        max_zoom: max,
+        margin,
+        ranges: &ranges,
+        wanted: &|_| true,
+        fetched: &|_| true,
+    };
+    assert!(shape.tiles(&descent, &mut |t| {
         found.insert(t);
         true
     }));
@@ -93,7 +102,7 @@ fn tiles_holding(lon: f64, lat: f64, z: u8, margin: f64) -> Vec<TileCoord> {
 fn wkb_of_every_kind_and_byte_order_parses() {
     let a = [(10.0, 20.0), (11.0, 21.0)];
     for little in [true, false] {
-        let shape = Shape::from_wkb(&line(little, &a)).unwrap();
+        let shape = Shape::from_wkb(&line(little, &a), true).unwrap();
         assert_eq!(
             shape.lines,
             vec![vec![mercator(10.0, 20.0), mercator(11.0, 21.0)]]
@@ -117,7 +126,7 @@ fn wkb_of_every_kind_and_byte_order_parses() {
             ),
         ],
     );
-    let shape = Shape::from_wkb(&collection).unwrap();
+    let shape = Shape::from_wkb(&collection, true).unwrap();
     assert_eq!(shape.polygons.len(), 2);
     assert_eq!(shape.polygons[1].len(), 2);
     assert_eq!(
@@ -127,14 +136,14 @@ fn wkb_of_every_kind_and_byte_order_parses() {
     );
     // Truncated bytes, trailing bytes, a vertex count beyond the bytes, a member of another kind.
     let bytes = line(true, &a);
-    assert!(Shape::from_wkb(&bytes[..bytes.len() - 1]).is_none());
-    assert!(Shape::from_wkb(&[bytes.clone(), vec![0]].concat()).is_none());
+    assert!(Shape::from_wkb(&bytes[..bytes.len() - 1], true).is_none());
+    assert!(Shape::from_wkb(&[bytes.clone(), vec![0]].concat(), true).is_none());
     let mut huge = bytes.clone();
     huge[5..9].copy_from_slice(&u32::MAX.to_le_bytes());
-    assert!(Shape::from_wkb(&huge).is_none());
-    assert!(Shape::from_wkb(&multi(6, &[line(true, &a)])).is_none());
+    assert!(Shape::from_wkb(&huge, true).is_none());
+    assert!(Shape::from_wkb(&multi(6, &[line(true, &a)]), true).is_none());
     assert!(
-        Shape::from_wkb(&wkb(true, 1002, &points_body(true, &a))).is_none(),
+        Shape::from_wkb(&wkb(true, 1002, &points_body(true, &a)), true).is_none(),
         "3D is refused"
     );
 }
@@ -142,7 +151,7 @@ fn wkb_of_every_kind_and_byte_order_parses() {
 #[test]
 fn a_diagonal_line_dirties_the_tiles_along_it_not_its_box() {
     let (from, to) = ((-170.0, -60.0), (150.0, 70.0));
-    let shape = Shape::from_wkb(&line(true, &[from, to])).unwrap();
+    let shape = Shape::from_wkb(&line(true, &[from, to]), true).unwrap();
     let margin = 64.0 / 4096.0;
     let found = tiles_of(&shape, 7, margin);
     let along = |t: f64| {
@@ -195,7 +204,7 @@ fn a_polygon_dirties_its_area_but_not_its_hole() {
         (10.0, 30.0),
         (10.0, 10.0),
     ];
-    let shape = Shape::from_wkb(&polygon(&[outer, hole])).unwrap();
+    let shape = Shape::from_wkb(&polygon(&[outer, hole]), true).unwrap();
     let margin = 64.0 / 4096.0;
     let found = tiles_of(&shape, 6, margin);
     let has = |lon: f64, lat: f64, z: u8| {
@@ -227,18 +236,64 @@ fn a_polygon_dirties_its_area_but_not_its_hole() {
 
 #[test]
 fn only_wanted_zooms_are_reported_and_a_refusal_stops_the_descent() {
-    let shape = Shape::from_wkb(&line(true, &[(-10.0, -10.0), (10.0, 10.0)])).unwrap();
+    let shape = Shape::from_wkb(&line(true, &[(-10.0, -10.0), (10.0, 10.0)]), true).unwrap();
     let ranges: Vec<TileRange> = (0..=8).map(|z| BBox::WORLD.tile_range(z)).collect();
     let mut zooms = BTreeSet::new();
-    assert!(shape.tiles(8, 0.0, &ranges, &|z| z % 2 == 0, &mut |t| {
+    let descent = |wanted: &'static dyn Fn(u8) -> bool| Descent {
+        max_zoom: 8,
+        margin: 0.0,
+        ranges: &ranges,
+        wanted,
+        fetched: &|_| true,
+    };
+    assert!(shape.tiles(&descent(&|z| z % 2 == 0), &mut |t| {
         zooms.insert(t.z());
         true
     }));
     assert_eq!(zooms.into_iter().collect::<Vec<_>>(), [0, 2, 4, 6, 8]);
     let mut seen = 0;
-    assert!(!shape.tiles(8, 0.0, &ranges, &|_| true, &mut |_| {
+    assert!(!shape.tiles(&descent(&|_| true), &mut |_| {
         seen += 1;
         seen < 5
     }));
     assert_eq!(seen, 5);
+}
+
+/// A ring winding twice around a square: even-odd calls its inside outside, but `ST_AsMVTGeom`
+/// may keep it once it makes the polygon valid, so an invalid polygon covers where a ring winds.
+#[test]
+fn an_invalid_polygon_covers_wherever_a_ring_winds() {
+    let twice: &[(f64, f64)] = &[
+        (0.0, 0.0),
+        (20.0, 0.0),
+        (20.0, 20.0),
+        (0.0, 20.0),
+        (0.0, 0.0),
+        (20.0, 0.0),
+        (20.0, 20.0),
+        (0.0, 20.0),
+        (0.0, 0.0),
+    ];
+    let middle = tiles_holding(10.0, 10.0, 6, 0.0);
+    let valid = tiles_of(&Shape::from_wkb(&polygon(&[twice]), true).unwrap(), 6, 0.0);
+    assert!(middle.iter().all(|t| !valid.contains(t)), "even-odd");
+    let invalid = tiles_of(&Shape::from_wkb(&polygon(&[twice]), false).unwrap(), 6, 0.0);
+    assert!(middle.iter().all(|t| invalid.contains(t)), "winding");
+    // A bow tie's two halves wind opposite ways; both are covered.
+    let bow_tie: &[(f64, f64)] = &[
+        (0.0, 0.0),
+        (20.0, 20.0),
+        (20.0, 0.0),
+        (0.0, 20.0),
+        (0.0, 0.0),
+    ];
+    let invalid = tiles_of(
+        &Shape::from_wkb(&polygon(&[bow_tie]), false).unwrap(),
+        6,
+        0.0,
+    );
+    for (lon, lat) in [(2.0, 10.0), (18.0, 10.0)] {
+        let inside = tiles_holding(lon, lat, 6, 0.0);
+        assert!(inside.iter().all(|t| invalid.contains(t)), "({lon}, {lat})");
+    }
 }
