@@ -233,6 +233,25 @@ pub fn breakdown_property(column: &str) -> String {
     format!("count_by_{column}")
 }
 
+/// How far beyond a tile its rows are fetched at zoom `z`, in tile widths: the buffer, or, where a
+/// layer is clustered, whole grid cells around the tile, so every cell reaching into the buffer is
+/// aggregated from all of its members. Never larger at a deeper zoom, so a child's fetch envelope
+/// stays inside its parent's and pruning stays sound. The renderer builds its envelopes with it
+/// and the dirty-tile planner reckons which tiles can fetch a row with it: one rule for both.
+pub fn fetch_margin<'a>(
+    layers: impl IntoIterator<Item = &'a LayerConfig>,
+    z: u8,
+    extent: u32,
+    buffer: u32,
+) -> f64 {
+    let pixels = layers
+        .into_iter()
+        .filter_map(|layer| layer.cluster_at(z))
+        .map(|cluster| buffer.div_ceil(cluster.cell.max(1)) * cluster.cell)
+        .fold(buffer, u32::max);
+    f64::from(pixels) / f64::from(extent)
+}
+
 impl LayerConfig {
     /// The clustering in force at zoom `z`, if any.
     pub fn cluster_at(&self, z: u8) -> Option<&ClusterConfig> {

@@ -146,19 +146,6 @@ fn simplified_slack(layer: &LayerConfig) -> f64 {
     layer.generalisation.simplify / 256.0
 }
 
-/// How far around a tile, in tile widths, the renderer fetches rows at zoom `z`: the buffer, or
-/// whole grid cells where a layer is clustered. The same rule as `render::fetch_margin`, reckoned
-/// from the configs (the planner runs before sources are described); a margin too wide here only
-/// lets a tile too many through the prefilter.
-fn fetch_margin(layers: &[LayerConfig], z: u8, extent: u32, buffer: u32) -> f64 {
-    let pixels = layers
-        .iter()
-        .filter_map(|layer| layer.cluster_at(z))
-        .map(|cluster| buffer.div_ceil(cluster.cell.max(1)) * cluster.cell)
-        .fold(buffer, u32::max);
-    f64::from(pixels) / f64::from(extent)
-}
-
 /// The tiles a set of changes touches, per layer: at each zoom where the layer appears, every tile
 /// whose buffered envelope covers a changed geometry's box, or for a line or polygon drawn whole at
 /// that zoom, the geometry itself, among the tiles whose fetch envelope can fetch it (see
@@ -181,7 +168,7 @@ pub fn dirty_tiles(
     let margin_of_size = f64::from(buffer) / f64::from(extent) + 1e-6;
     let ranges: Vec<TileRange> = (0..=zooms.max).map(|z| bbox.tile_range(z)).collect();
     let fetch_margins: Vec<f64> = (0..=zooms.max)
-        .map(|z| fetch_margin(layers, z, extent, buffer))
+        .map(|z| crate::config::fetch_margin(layers, z, extent, buffer))
         .collect();
     let fetched = |source: Option<&SourceBox>, tile: TileCoord| {
         source.is_none_or(|s| s.fetched_at(tile, fetch_margins[usize::from(tile.z())]))

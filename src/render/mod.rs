@@ -64,17 +64,10 @@ pub struct Rendered {
     pub elapsed: Duration,
 }
 
-/// How far beyond a tile its rows are fetched at zoom `z`, in tile widths: the buffer, or, where a
-/// layer is clustered, whole grid cells around the tile, so every cell reaching into the buffer is
-/// aggregated from all of its members. Never larger at a deeper zoom, so a child's fetch envelope stays
-/// inside its parent's and pruning stays sound.
+/// How far beyond a tile its rows are fetched at zoom `z`, in tile widths
+/// ([`crate::config::fetch_margin`] over the layers' configs).
 pub fn fetch_margin(layers: &[LayerSource], z: u8, extent: u32, buffer: u32) -> f64 {
-    let pixels = layers
-        .iter()
-        .filter_map(|layer| layer.config.cluster_at(z))
-        .map(|cluster| buffer.div_ceil(cluster.cell) * cluster.cell)
-        .fold(buffer, u32::max);
-    f64::from(pixels) / f64::from(extent)
+    crate::config::fetch_margin(layers.iter().map(|l| &l.config), z, extent, buffer)
 }
 
 /// Whether a failed statement may succeed when tried again: the connection broke, the server is
