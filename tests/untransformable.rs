@@ -104,7 +104,11 @@ fn a_seed_fails_naming_the_tile_the_layer_its_table_and_the_row_postgis_cannot_t
     let setup = fixture("untransformable_seed", true);
     let output = setup.path("out.mbtiles");
     let run = seed(&setup, &output, &[]);
-    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
     let error = run
         .stderr
         .lines()
@@ -124,14 +128,22 @@ fn keep_going_writes_every_tile_but_those_holding_the_row_and_lists_them() {
     let output = setup.path("kept.mbtiles");
     let list = setup.path("failed.txt");
     let run = seed(&setup, &output, &["--keep-going", list.to_str().unwrap()]);
-    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
     assert!(
         run.stderr.contains("tile(s) failed; they are listed in"),
         "{}",
         run.stderr
     );
     // The log names the row for each failed tile, and the summary each cause once.
-    assert!(names_the_row(&run.stderr, &setup.schema.name), "{}", run.stderr);
+    assert!(
+        names_the_row(&run.stderr, &setup.schema.name),
+        "{}",
+        run.stderr
+    );
     let both = format!("{}{}", run.stdout, run.stderr);
     let because: Vec<&str> = both
         .lines()
@@ -139,7 +151,9 @@ fn keep_going_writes_every_tile_but_those_holding_the_row_and_lists_them() {
         .collect();
     assert!(!because.is_empty(), "{both}");
     assert!(
-        because.iter().all(|line| names_the_row(line, &setup.schema.name)),
+        because
+            .iter()
+            .all(|line| names_the_row(line, &setup.schema.name)),
         "{because:?}"
     );
     assert!(
@@ -167,16 +181,15 @@ fn keep_going_writes_every_tile_but_those_holding_the_row_and_lists_them() {
         } else {
             BTreeSet::from([(z, middle - 1, 0), (z, middle, 0)])
         };
-        let at_z: BTreeSet<(u8, u32, u32)> =
-            failed.iter().copied().filter(|t| t.0 == z).collect();
+        let at_z: BTreeSet<(u8, u32, u32)> = failed.iter().copied().filter(|t| t.0 == z).collect();
         assert_eq!(at_z, expected, "failed tiles at zoom {z}");
     }
 
     // The same table without the row, seeded whole: every other tile is the same, below the
     // failed ones too.
-    setup
-        .schema
-        .execute(&format!("DELETE FROM {{schema}}.shapes WHERE id = {BAD_ID}"));
+    setup.schema.execute(&format!(
+        "DELETE FROM {{schema}}.shapes WHERE id = {BAD_ID}"
+    ));
     let clean = setup.path("clean.mbtiles");
     let run = seed(&setup, &clean, &[]);
     run.assert_success();
@@ -195,7 +208,10 @@ fn keep_going_writes_every_tile_but_those_holding_the_row_and_lists_them() {
         compared += 1;
     }
     let extra: Vec<_> = kept.keys().filter(|t| !expected.contains_key(t)).collect();
-    assert!(extra.is_empty(), "tiles a clean seed does not write: {extra:?}");
+    assert!(
+        extra.is_empty(),
+        "tiles a clean seed does not write: {extra:?}"
+    );
     // Healthy rows lie beside the bad one: some tiles below a failed tile are among those kept.
     let below_failed = kept
         .keys()
@@ -227,7 +243,11 @@ fn validate_against_db_names_the_same_layer_and_row() {
             "--all",
         ],
     );
-    assert_eq!(run.code, 1, "stdout:\n{}\nstderr:\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
     assert!(
         names_the_row(&run.stderr, &setup.schema.name),
         "stdout:\n{}\nstderr:\n{}",
@@ -241,15 +261,20 @@ fn validate_against_db_names_the_same_layer_and_row() {
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn watch_names_the_same_layer_and_row_and_keeps_running() {
     let no_points: [Point; 0] = [];
-    let mut setup = Fixture::new("untransformable_watch", &no_points, "watch.toml", |schema| {
-        shapes_table(schema);
-        let changes = schema.companion("cdc");
-        config(
-            &schema.name,
-            &format!("[changes]\nschema = \"{changes}\"\n{PACING}"),
-            "maxzoom = 5\noutput = \"watched.mbtiles\"",
-        )
-    });
+    let mut setup = Fixture::new(
+        "untransformable_watch",
+        &no_points,
+        "watch.toml",
+        |schema| {
+            shapes_table(schema);
+            let changes = schema.companion("cdc");
+            config(
+                &schema.name,
+                &format!("[changes]\nschema = \"{changes}\"\n{PACING}"),
+                "maxzoom = 5\noutput = \"watched.mbtiles\"",
+            )
+        },
+    );
     let config = setup.config.to_str().unwrap().to_string();
     let url = setup.schema.url.clone();
     oar_tiles(Some(&url), &["changes", "install", "--config", &config]).assert_success();

@@ -29,9 +29,8 @@ const MAX_LISTED: usize = 1_000_000;
 /// coordinate`, GEOS errors) as an internal error, and PostgreSQL a value it cannot convert as a
 /// data exception.
 pub fn from_row_data(err: &tokio_postgres::Error) -> bool {
-    err.code().is_some_and(|code| {
-        *code == SqlState::INTERNAL_ERROR || code.code().starts_with("22")
-    })
+    err.code()
+        .is_some_and(|code| *code == SqlState::INTERNAL_ERROR || code.code().starts_with("22"))
 }
 
 /// The rows of one layer found failing.
@@ -176,7 +175,10 @@ impl Search<'_> {
                 continue;
             }
             let middle = split(&ids[start..end]) + start;
-            match self.check(&check, Some(first), Some(&ids[middle - 1])).await {
+            match self
+                .check(&check, Some(first), Some(&ids[middle - 1]))
+                .await
+            {
                 // Both halves may hold one.
                 Ok(Outcome::Fails) => ranges.extend([(middle, end, false), (start, middle, true)]),
                 Ok(Outcome::Clean) => ranges.push((middle, end, true)),

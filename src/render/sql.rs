@@ -586,7 +586,10 @@ mod tests;
 pub fn rows_between(layer: &LayerSource, clustered: bool, project: bool) -> TileQuery {
     const LOWER: &str = "\u{0}lower id\u{0}";
     const UPPER: &str = "\u{0}upper id\u{0}";
-    let id = format!("t.{}::text COLLATE \"C\"", quote_ident(&layer.config.id_column));
+    let id = format!(
+        "t.{}::text COLLATE \"C\"",
+        quote_ident(&layer.config.id_column)
+    );
     let found = format!(
         "{} AND ({LOWER}::text IS NULL OR {id} >= {LOWER}) AND ({UPPER}::text IS NULL OR {id} <= {UPPER})",
         source_predicate(layer, 0)

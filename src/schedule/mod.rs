@@ -142,7 +142,9 @@ impl<R: Renderer> Scheduler<'_, R> {
                     continue;
                 }
                 let failed = match &result {
-                    Err(Error::Render { tile, .. }) if mode == Mode::Render && writes => Some(*tile),
+                    Err(Error::Render { tile, .. }) if mode == Mode::Render && writes => {
+                        Some(*tile)
+                    }
                     _ => None,
                 };
                 let Some((rendered, data)) = self.keep_going(result, tally)? else {

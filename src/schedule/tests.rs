@@ -400,7 +400,10 @@ async fn keep_going_walks_below_a_tile_that_failed_to_render_where_a_probe_finds
     let mut expected = tiles_above(&facilities);
     expected.remove(&"3/0/0".parse().unwrap());
     expected.remove(&"4/0/0".parse().unwrap());
-    assert_eq!(stored, expected, "every tile but the failed ones, below them too");
+    assert_eq!(
+        stored, expected,
+        "every tile but the failed ones, below them too"
+    );
     let journaled = run.stored.0.lock().unwrap().journaled.clone();
     assert!(
         !journaled.contains(&"3/0/0".parse().unwrap()),
