@@ -54,8 +54,8 @@ impl std::fmt::Display for Culprit {
         match (self.ids.len(), self.more) {
             (0, _) => write!(f, "a row whose id the search did not isolate"),
             (1, false) => write!(f, "row id {ids}"),
-            (_, false) => write!(f, "rows id {ids}"),
-            (_, true) => write!(f, "rows id {ids} and maybe more"),
+            (_, false) => write!(f, "row ids {ids}"),
+            (_, true) => write!(f, "row ids {ids} and maybe more"),
         }
     }
 }
@@ -285,7 +285,7 @@ mod tests {
         culprit.more = true;
         assert_eq!(
             culprit.to_string(),
-            "layer `shapes` (table `geo.shapes`): rows id 1, 2 and maybe more"
+            "layer `shapes` (table `geo.shapes`): row ids 1, 2 and maybe more"
         );
     }
 }
