@@ -297,3 +297,29 @@ fn watch_names_the_same_layer_and_row_and_keeps_running() {
         .to_string();
     assert!(line.contains("tile "), "{line}");
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn the_error_names_every_bad_row_of_the_tile_in_id_order() {
+    let mut setup = fixture("untransformable_two", true);
+    setup.schema.execute(
+        "INSERT INTO {schema}.shapes VALUES (8000, 'polar too',
+             ST_Buffer('SRID=4326;POINT(10 89.5)'::geometry, 5))",
+    );
+    let output = setup.path("out.mbtiles");
+    let run = oar_tiles(
+        Some(&setup.schema.url),
+        &setup.seed_args(output.to_str().unwrap(), "0", &[]),
+    );
+    assert_eq!(
+        run.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let expected = format!(
+        "error: tile 0/0/0 of tileset `shapes`: layer `shapes` (table `{}.shapes`): row ids 8000, \
+         {BAD_ID}: transform",
+        setup.schema.name
+    );
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+}
