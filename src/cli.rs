@@ -365,7 +365,8 @@ pub(crate) struct RunFlags {
     pub(crate) wait_lock: bool,
 
     /// When a tile still fails after its retries, finish the others, list the failed tiles in FILE
-    /// (a --tiles-from list; their subtrees are not walked) and exit 1.
+    /// (a --tiles-from list) and exit 1. The tiles below a failed one are still rendered where a
+    /// probe of it (which reads no geometry) finds content.
     #[arg(long, value_name = "FILE")]
     pub(crate) keep_going: Option<PathBuf>,
 

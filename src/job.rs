@@ -184,7 +184,8 @@ pub struct RunSettings {
     pub wait_lock: bool,
 
     /// When a tile still fails after its retries, finish the others, list the failed tiles in FILE
-    /// (a --tiles-from list; their subtrees are not walked) and exit 1.
+    /// (a --tiles-from list) and exit 1; the tiles below a failed one are still rendered where a
+    /// probe of it finds content.
     pub keep_going: Option<PathBuf>,
 
     /// Fail (exit 1, output left as it was) on the first tile over the tileset's size_budget,

@@ -40,6 +40,7 @@ mod setup_scripts;
 mod shard_outputs;
 mod shards;
 mod tree_safety;
+mod untransformable;
 mod validate;
 mod validate_container;
 mod validate_mvt;

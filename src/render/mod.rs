@@ -12,6 +12,7 @@
 
 mod connections;
 pub mod count;
+mod culprit;
 mod mvt;
 pub mod source;
 pub mod sql;

@@ -594,3 +594,57 @@ pub fn render_query(
 
 #[cfg(test)]
 mod tests;
+
+/// For naming the rows that make a tile's statement fail: `layer`'s rows in a one-tile statement's
+/// fetch envelope (its parameters `$1..$43`, then the partition value's), found as the statement
+/// finds them, whose id as text (`COLLATE "C"`) lies within the two bounds bound last (NULL:
+/// unbounded). With `project`, one count of them, each projected as the statement projects it (to
+/// its representative point where `clustered`), so a row the projection fails on fails it;
+/// without, their ids as text in that order, projecting nothing.
+pub fn rows_between(layer: &LayerSource, clustered: bool, project: bool) -> TileQuery {
+    const LOWER: &str = "\u{0}lower id\u{0}";
+    const UPPER: &str = "\u{0}upper id\u{0}";
+    let id = format!(
+        "t.{}::text COLLATE \"C\"",
+        quote_ident(&layer.config.id_column)
+    );
+    let found = format!(
+        "{} AND ({LOWER}::text IS NULL OR {id} >= {LOWER}) AND ({UPPER}::text IS NULL OR {id} <= {UPPER})",
+        source_predicate(layer, 0)
+    );
+    let per_tile = if project {
+        let columns = if clustered {
+            cluster_row_columns(layer)
+        } else {
+            row_columns(layer)
+        };
+        // The whole-row count keeps every projected column computed: the planner drops unused
+        // immutable outputs of a subquery.
+        format!(
+            "SELECT count(p.*) FROM (SELECT {} {found} OFFSET 0) p",
+            columns.join(", ")
+        )
+    } else {
+        format!("SELECT {id} {found}")
+    };
+    let columns: Vec<String> = (FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM)
+        .map(|n| format!("p{n}"))
+        .collect();
+    let arrays: Vec<String> = (FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM)
+        .map(|n| format!("${n}::float8[]"))
+        .collect();
+    let sql = format!(
+        "SELECT s.* FROM unnest($2::int4[], $3::int4[], {}) AS b(x, y, {}) \
+         CROSS JOIN LATERAL ({per_tile}) s ORDER BY 1",
+        arrays.join(", "),
+        columns.join(", ")
+    );
+    let mut query = tile_query(sql, std::slice::from_ref(layer), Vec::new());
+    let lower = query.types.len() + 1;
+    query.types.extend([Type::TEXT, Type::TEXT]);
+    query.sql = query
+        .sql
+        .replace(LOWER, &format!("${lower}"))
+        .replace(UPPER, &format!("${}", lower + 1));
+    query
+}

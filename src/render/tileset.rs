@@ -10,6 +10,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::RowStream;
 
 use super::connections::Connections;
+use super::culprit;
 use super::mvt::{pass_pieces, Mvt, Piece, ARRIVING_PIECES};
 use super::source::LayerSource;
 use super::sql::{self, TileQuery};
@@ -19,6 +20,9 @@ use crate::error::{pg_message, DbError, Error, Result};
 pub use crate::plan::Mode;
 use crate::retry::Policy;
 use crate::tile::{TileCoord, ZoomRange};
+
+/// Parameters of a tile statement before the layer names: z, the tiles' x and y, their envelopes.
+const FIRST_LAYER_PARAM: usize = 3 + sql::ENVELOPES * 8;
 
 /// Renders the tiles of one tileset.
 pub struct TilesetRenderer {
@@ -31,6 +35,8 @@ pub struct TilesetRenderer {
     margins: Vec<f64>,
     render: Vec<TileQuery>,
     probe: Vec<TileQuery>,
+    /// The layers, searched for the rows that make a tile fail.
+    layers: Vec<LayerSource>,
 }
 
 impl TilesetRenderer {
@@ -62,6 +68,7 @@ impl TilesetRenderer {
                 .map(|z| sql::render_query(layers, cell_tables, z, zooms, (extent, buffer)))
                 .collect(),
             probe: levels.map(|z| sql::probe_query(layers, z, zooms)).collect(),
+            layers: layers.to_vec(),
         }
     }
 
@@ -221,18 +228,34 @@ impl TilesetRenderer {
                 pg_message,
             )
             .await;
-        match outcome {
-            Ok(finished) => finished,
-            Err(failed) => Err(Error::Render {
-                tileset: self.tileset.clone(),
-                tile: first,
-                message: format!(
-                    "{} (after {} attempt(s))",
-                    pg_message(&failed.error),
-                    failed.attempts
-                ),
-            }),
+        let failed = match outcome {
+            Ok(finished) => return finished,
+            Err(failed) => failed,
+        };
+        let mut message = pg_message(&failed.error);
+        // A tile alone (a failed batch's tiles are each tried alone) that a row's data fails:
+        // the error names the rows, which only this path searches for.
+        if !batch && culprit::from_row_data(&failed.error) {
+            let layers: Vec<&LayerSource> = self
+                .layers
+                .iter()
+                .filter(|layer| query.layer_names.contains(&layer.config.name))
+                .collect();
+            let statement = culprit::Statement {
+                params: &params[..FIRST_LAYER_PARAM],
+                partition_value: query.partition_value.as_ref(),
+            };
+            let culprits = culprit::find(connections, &layers, first.z(), &statement).await;
+            if !culprits.is_empty() {
+                let named: Vec<String> = culprits.iter().map(ToString::to_string).collect();
+                message = format!("{}: {message}", named.join("; "));
+            }
         }
+        Err(Error::Render {
+            tileset: self.tileset.clone(),
+            tile: first,
+            message: format!("{message} (after {} attempt(s))", failed.attempts),
+        })
     }
 
     /// The tiles of a statement's rows as they arrive (a tile's pieces are consecutive, the first

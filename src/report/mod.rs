@@ -524,6 +524,24 @@ impl TilesetSummary {
                 self.failed_tiles.len(),
                 listed.join(", ")
             ));
+            // Tiles that one bad row fails share its message (layer, table, row ids): each
+            // cause once, so the summary says what to fix.
+            let mut causes: Vec<&str> = Vec::new();
+            for failed in &self.failed_tiles {
+                let cause = failed.error.as_str();
+                if !causes.contains(&cause) {
+                    causes.push(cause);
+                }
+            }
+            for cause in causes.iter().take(5) {
+                out.push_str(&format!("  because: {cause}\n"));
+            }
+            if causes.len() > 5 {
+                out.push_str(&format!(
+                    "  and {} other cause(s), in the log and --summary-json\n",
+                    causes.len() - 5
+                ));
+            }
         }
         if let Some(check) = &self.verified {
             let listed: Vec<&str> = check.wrong.iter().take(20).map(String::as_str).collect();

@@ -78,8 +78,9 @@ pub enum ListOrder {
     LowestFirst,
 }
 
-/// One finished statement: its mode, whether it held a heavy tile, and its tiles.
-type Statement = (Mode, bool, Vec<Result<Encoded>>);
+/// One finished statement: its mode, whether it held a heavy tile, whether it probed a tile that
+/// failed to render (for its children only), and its tiles.
+type Statement = (Mode, bool, bool, Vec<Result<Encoded>>);
 
 /// A tile through the render's `finish`: encoded, or gathered into a chunk compressed later.
 enum Finished {
@@ -104,6 +105,12 @@ impl<R: Renderer> Scheduler<'_, R> {
         progress.discovered(queue.len());
         let mut in_flight = FuturesUnordered::new();
         let mut heavy_in_flight = 0;
+        let writes = writer.is_some();
+        // One closure makes every statement's future, so they share one type.
+        let start = |batch: Vec<TileCoord>, mode: Mode, heavy: bool, after_failure: bool| async move {
+            let results = self.render_encoded(&batch, mode, writes).await;
+            (mode, heavy, after_failure, results)
+        };
         loop {
             while in_flight.len() < self.capacity() {
                 let heavy_allowed = heavy_in_flight < self.concurrency;
@@ -116,17 +123,37 @@ impl<R: Renderer> Scheduler<'_, R> {
                     walk.mode(batch[0])
                 };
                 heavy_in_flight += usize::from(heavy);
-                let writes = writer.is_some();
-                in_flight.push(async move {
-                    (mode, heavy, self.render_encoded(&batch, mode, writes).await)
-                });
+                in_flight.push(start(batch, mode, heavy, false));
             }
-            let Some((mode, heavy, results)) = self.next_finished(&mut in_flight).await? else {
+            let Some((mode, heavy, after_failure, results)) =
+                self.next_finished(&mut in_flight).await?
+            else {
                 break;
             };
             heavy_in_flight -= usize::from(heavy);
             for result in results {
+                if after_failure {
+                    // Only the children of a tile that failed to render: the tile itself is
+                    // neither stored nor journaled as done, so a resumed run tries it again.
+                    match result {
+                        Ok((rendered, _)) => progress.discovered(queue.push_children(&rendered)),
+                        Err(err) => tracing::warn!("{err}; the tiles below it are not walked"),
+                    }
+                    continue;
+                }
+                let failed = match &result {
+                    Err(Error::Render { tile, .. }) if mode == Mode::Render && writes => {
+                        Some(*tile)
+                    }
+                    _ => None,
+                };
                 let Some((rendered, data)) = self.keep_going(result, tally)? else {
+                    // With --keep-going, the rest of the failed tile's subtree is still walked:
+                    // its children come from a probe, which reads no geometry, so a row that
+                    // fails the render (a shape PostGIS cannot transform) fails only its own tiles.
+                    if let Some(tile) = failed {
+                        in_flight.push(start(vec![tile], Mode::Probe, false, true));
+                    }
                     continue;
                 };
                 queue.note_size(rendered.tile, data.as_ref().map_or(0, Vec::len));

@@ -16,6 +16,9 @@ use crate::tile::{BBox, ZoomRange};
 struct MemoryRenderer {
     facilities: BTreeSet<TileCoord>,
     failing: HashSet<TileCoord>,
+    /// Tiles that fail only to render, as a row PostGIS cannot transform fails them: a probe,
+    /// which reads no geometry, still answers.
+    failing_renders: HashSet<TileCoord>,
     unclustered_rows: f64,
     calls: Mutex<Vec<(Vec<TileCoord>, Mode)>>,
     heavy_in_flight: AtomicUsize,
@@ -37,6 +40,7 @@ impl MemoryRenderer {
                 .map(|(z, x, y)| TileCoord::new(*z, *x, *y).unwrap())
                 .collect(),
             failing: HashSet::new(),
+            failing_renders: HashSet::new(),
             unclustered_rows: 10.0,
             calls: Mutex::new(Vec::new()),
             heavy_in_flight: AtomicUsize::new(0),
@@ -114,7 +118,8 @@ impl Renderer for MemoryRenderer {
         }
         let mut finished = Vec::with_capacity(tiles.len());
         for tile in tiles {
-            if self.failing.contains(tile) {
+            let fails_render = mode == Mode::Render && self.failing_renders.contains(tile);
+            if self.failing.contains(tile) || fails_render {
                 finished.push(Err(Error::Render {
                     tileset: "memory".into(),
                     tile: *tile,
@@ -347,6 +352,7 @@ async fn shard_walks_render_disjoint_parts_that_together_are_the_single_walk() {
 #[tokio::test]
 async fn keep_going_lists_a_failed_tile_and_finishes_the_rest_without_its_subtree() {
     let mut renderer = MemoryRenderer::new(&[(5, 1, 1), (5, 30, 30)]);
+    // Its probe fails too, so what lies below it stays unknown.
     renderer.failing.insert("3/0/0".parse().unwrap());
     let run = walk(&renderer, 5, true, HashMap::new()).await;
     assert!(*run.result.as_ref().unwrap());
@@ -372,6 +378,37 @@ async fn keep_going_lists_a_failed_tile_and_finishes_the_rest_without_its_subtre
     let without = walk(&renderer, 5, false, HashMap::new()).await;
     let err = without.result.unwrap_err();
     assert!(err.to_string().contains("tile 3/0/0"), "{err}");
+}
+
+#[tokio::test]
+async fn keep_going_walks_below_a_tile_that_failed_to_render_where_a_probe_finds_content() {
+    let facilities = [(5, 1, 1), (5, 2, 3), (5, 30, 30)];
+    let mut renderer = MemoryRenderer::new(&facilities);
+    // 3/0/0 holds 5/1/1 and 5/2/3; its children 4/0/0 and 4/1/1 render.
+    renderer.failing_renders.insert("3/0/0".parse().unwrap());
+    renderer.failing_renders.insert("4/0/0".parse().unwrap());
+    let run = walk(&renderer, 5, true, HashMap::new()).await;
+    assert!(*run.result.as_ref().unwrap());
+    let failed: BTreeSet<String> = run
+        .tally
+        .failed()
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .collect();
+    assert_eq!(failed, BTreeSet::from(["3/0/0".into(), "4/0/0".into()]));
+    let stored = stored_tiles(&run);
+    let mut expected = tiles_above(&facilities);
+    expected.remove(&"3/0/0".parse().unwrap());
+    expected.remove(&"4/0/0".parse().unwrap());
+    assert_eq!(
+        stored, expected,
+        "every tile but the failed ones, below them too"
+    );
+    let journaled = run.stored.0.lock().unwrap().journaled.clone();
+    assert!(
+        !journaled.contains(&"3/0/0".parse().unwrap()),
+        "a failed tile is not journaled as done: {journaled:?}"
+    );
 }
 
 #[tokio::test]

@@ -269,6 +269,12 @@ impl TilesetRun<'_> {
             // A throwaway output: recording it as a consumer would hold back pruning for good.
         } else if let (true, Some(next)) = (complete, &watermark) {
             self.advance(target, next).await?;
+        } else if !complete && !tally.failed().is_empty() {
+            tracing::warn!(
+                "tileset `{name}`: {} tile(s) failed; the watermark was not advanced, so the next \
+                 run renders them again",
+                tally.failed().len()
+            );
         } else if !complete {
             tracing::warn!(
                 "tileset `{name}`: stopped after --max-duration; the rest is left for the next run"
