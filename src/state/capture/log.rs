@@ -190,8 +190,8 @@ pub async fn forget_consumers(pool: &Pool, schema: &str, consumers: &[String]) -
 /// rows of its value, and those logged before its column's values were (`partitions` lacks it).
 ///
 /// `client` must be in a transaction: a geometry PostGIS cannot project (a latitude past ±90°)
-/// fails the read of all of them, which is then rolled back to a savepoint and done one geometry at
-/// a time, the ones that fail dirtying every tile that may fetch them.
+/// fails the read of all of them, which is then rolled back to a savepoint and done in halves down
+/// to single geometries, the ones that fail dirtying every tile that may fetch them.
 pub async fn changed_boxes(
     client: &impl GenericClient,
     schema: &str,
@@ -249,19 +249,19 @@ pub async fn changed_boxes(
         .await;
     let rows = match read {
         Ok(rows) => rows,
-        // The server refused (PROJ, GEOS): a geometry it cannot project; one at a time.
+        // The server refused (PROJ, GEOS): a geometry it cannot project; read in halves.
         Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
             client
                 .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_changed_boxes")
                 .await
                 .map_err(during())?;
             tracing::warn!(
-                "layer `{}`: PostGIS cannot project a changed geometry ({}); reading them one at \
-                 a time, and the ones it cannot project dirty every tile that may fetch them",
+                "layer `{}`: PostGIS cannot project a changed geometry ({}); reading them in \
+                 halves, and the ones it cannot project dirty every tile that may fetch them",
                 layer.name,
                 pg_message(&err)
             );
-            return one_at_a_time(client, &geometries, &params).await;
+            return in_halves(client, &geometries, &params).await;
         }
         Err(err) => return Err(during()(err)),
     };
@@ -350,9 +350,11 @@ fn source_box(row: &Row) -> Option<SourceBox> {
     SourceBox::new(row.get::<_, Option<i32>>(1)?, corners(row, 2)?)
 }
 
-/// The changes of [`changed_boxes`] read one geometry at a time, each under a savepoint: one PostGIS
-/// cannot project dirties every tile that may fetch it ([`ChangedBox::unprojected`]).
-async fn one_at_a_time(
+/// The changes of [`changed_boxes`] read in halves, each under a savepoint, down to the single
+/// geometries PostGIS cannot project, which dirty every tile that may fetch them
+/// ([`ChangedBox::unprojected`]): one such geometry among a bulk statement's 100,000 costs about
+/// 2 × log2(100,000) reads, not one per geometry.
+async fn in_halves(
     client: &impl GenericClient,
     geometries: &Geometries,
     params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4],
@@ -362,45 +364,60 @@ async fn one_at_a_time(
         .query_typed(
             &format!(
                 "SELECT c.everything, ST_SRID(v.g), ST_XMin(v.g), ST_YMin(v.g), ST_XMax(v.g), \
-                 ST_YMax(v.g), c.id, v.k {} {}",
+                 ST_YMax(v.g), c.id, v.k {} {} ORDER BY c.id, v.k",
                 geometries.from, geometries.filter
             ),
             params,
         )
         .await
         .map_err(during())?;
-    let alone = projected_sql(geometries, " AND c.id = $5 AND v.k = $6");
-    let mut everything = false;
+    let everything = listed.iter().any(|row| row.get::<_, bool>(0));
+    let listed: Vec<&Row> = listed.iter().filter(|row| !row.get::<_, bool>(0)).collect();
+    let chosen = projected_sql(
+        geometries,
+        " AND (c.id, v.k) IN (SELECT * FROM unnest($5::int8[], $6::int8[]))",
+    );
     let mut boxes = Vec::with_capacity(listed.len());
-    for listed in listed {
-        if listed.get::<_, bool>(0) {
-            everything = true;
+    let mut pending = vec![listed.as_slice()];
+    while let Some(part) = pending.pop() {
+        if part.is_empty() {
             continue;
         }
-        let (id, k): (i64, i64) = (listed.get(6), listed.get(7));
-        let mut with_row: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = params.to_vec();
-        with_row.push((&id, Type::INT8));
-        with_row.push((&k, Type::INT8));
+        let ids: Vec<i64> = part.iter().map(|row| row.get(6)).collect();
+        let ks: Vec<i64> = part.iter().map(|row| row.get(7)).collect();
+        let mut with_part: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> =
+            params.to_vec();
+        with_part.push((&ids, Type::INT8_ARRAY));
+        with_part.push((&ks, Type::INT8_ARRAY));
         client
-            .batch_execute("SAVEPOINT oar_tiles_changed_box")
+            .batch_execute("SAVEPOINT oar_tiles_changed_part")
             .await
             .map_err(during())?;
-        match client.query_typed(&alone, &with_row).await {
+        match client.query_typed(&chosen, &with_part).await {
             Ok(rows) => {
                 client
-                    .batch_execute("RELEASE SAVEPOINT oar_tiles_changed_box")
+                    .batch_execute("RELEASE SAVEPOINT oar_tiles_changed_part")
                     .await
                     .map_err(during())?;
                 boxes.extend(rows.iter().filter_map(projected));
             }
             Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
                 client
-                    .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_changed_box")
+                    .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_changed_part")
                     .await
                     .map_err(during())?;
-                // An empty geometry has no box, and draws nothing.
-                if corners(&listed, 2).is_some() {
-                    boxes.push(ChangedBox::unprojected(source_box(&listed)));
+                match part {
+                    // An empty geometry has no box, and draws nothing.
+                    [only] => {
+                        if corners(only, 2).is_some() {
+                            boxes.push(ChangedBox::unprojected(source_box(only)));
+                        }
+                    }
+                    _ => {
+                        let (first, second) = part.split_at(part.len() / 2);
+                        pending.push(second);
+                        pending.push(first);
+                    }
                 }
             }
             Err(err) => return Err(during()(err)),
