@@ -45,6 +45,13 @@ const BOX: &str = "\"__oar_box\"";
 const POINT: &str = "\"__oar_point\"";
 const SMALL: &str = "\"__oar_small\"";
 const SIMPLE: &str = "\"__oar_simple\"";
+/// A tile's box grown past its buffer by [`GUARD_UNITS`] and the layer's simplification
+/// tolerance: a row of the batch that does not meet it draws nothing in the tile.
+const GUARD: &str = "\"__oar_guard\"";
+/// Tile units beyond the buffer where a row that meets nothing is certainly not drawn:
+/// `ST_AsMVTGeom` moves a shape by at most half a unit (its own simplification) plus half a unit's
+/// diagonal (the grid) before clipping to the buffer.
+const GUARD_UNITS: u32 = 4;
 
 /// How the per-tile query refers to parameter `$n` of the single-tile layout: the zoom and layer
 /// names are plain parameters; the rest arrive as arrays, one element per tile, unnested into `b`.
@@ -328,8 +335,10 @@ fn layer_lateral(
     // The envelope is built once per tile (`w`), not once per batch row it is compared with.
     let rows = match batch {
         Some(cte) => format!(
-            "SELECT c.* FROM (SELECT {} AS e OFFSET 0) w JOIN {cte} c ON c.{BOX} && w.e",
-            envelope(layer, 0)
+            "SELECT c.*, w.g AS {GUARD} FROM (SELECT {} AS e, ST_Expand(env.tile, {}) AS g OFFSET 0) w \
+             JOIN {cte} c ON c.{BOX} && w.e",
+            envelope(layer, 0),
+            guard_reach(layer, z, (extent, buffer))
         ),
         None => format!(
             "SELECT {} {}",
@@ -398,13 +407,31 @@ fn batch_rows(layer: &LayerSource, cte: &str, z: u8) -> String {
     )
 }
 
+/// Metres past a tile's edges within which a row of [`batch_rows`] may be drawn in it: the
+/// buffer, [`GUARD_UNITS`], and the distance simplification may move a shape (Douglas-Peucker
+/// keeps a subset of the vertices, every one dropped within the tolerance of what is kept).
+fn guard_reach(layer: &LayerSource, z: u8, (extent, buffer): (u32, u32)) -> f64 {
+    let unit = 2.0 * MERCATOR_HALF_WORLD / ((1u64 << z) as f64 * f64::from(extent));
+    let tolerance = layer
+        .generalised()
+        .filter(|rules| rules.simplify > 0.0)
+        .map_or(0.0, |rules| rules.simplify * pixel_metres(z));
+    f64::from(buffer + GUARD_UNITS) * unit + tolerance
+}
+
 /// [`drawn_geometry`] of a row of [`batch_rows`], which holds what does not depend on the tile.
+///
+/// A row whose box meets the tile's while its shape stays clear of the tile's guard box (a
+/// country's far-flung islands) is not clipped at all: `ST_AsMVTGeom` would simplify, project
+/// and clip it whole to find nothing, and with generalisation twice (the simplified shape, then
+/// the stored one). Over the world at z6 such rows are 55% of the rows the tiles' boxes meet.
 fn drawn_from_batch(layer: &LayerSource, z: u8, (extent, buffer): (u32, u32)) -> String {
     let clip =
         |geometry: &str| format!("ST_AsMVTGeom({geometry}, env.tile, {extent}, {buffer}, true)");
     let merc = format!("s.{MERC}");
+    let reaches = format!("ST_Intersects({merc}, s.{GUARD})");
     let Some(rules) = layer.generalised() else {
-        return clip(&merc);
+        return format!("CASE WHEN {reaches} THEN {} END", clip(&merc));
     };
     let too_small = match too_small(rules, &merc, z) {
         None => String::new(),
@@ -420,7 +447,7 @@ fn drawn_from_batch(layer: &LayerSource, z: u8, (extent, buffer): (u32, u32)) ->
         clip(&merc)
     };
     format!(
-        "CASE WHEN s.{POINT} THEN {}{too_small} ELSE {drawn} END",
+        "CASE WHEN s.{POINT} THEN {}{too_small} WHEN NOT {reaches} THEN NULL ELSE {drawn} END",
         clip(&merc)
     )
 }
