@@ -13,11 +13,13 @@
 #                    [--partition-rounds N] [--shard-rows N]
 #                    [--capacity-rows LIST] [--baseline-bin PATH]
 #                    [--polygon-world-zoom A-B] [--polygon-nyc-zoom A-B]
+#                    [--generalise-nyc-zoom A-B] [--generalise-rounds N]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
 #                    watch, edge, partitions, watch-partitions, shards,
-#                    validate, capacity; polygons runs only when listed
+#                    validate, capacity; polygons and generalise run only when
+#                    listed
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -79,7 +81,14 @@
 #                    one, as the baseline of the tool's own CPU per tile
 #   --polygon-world-zoom A-B, --polygon-nyc-zoom A-B
 #                    zooms the polygons section seeds the countries and the
-#                    boroughs at (default 0-8 and 0-14)
+#                    boroughs at (default 0-8 and 0-14); the first is also
+#                    generalise's world zooms
+#   --generalise-nyc-zoom A-B
+#                    zooms the generalise section seeds the boroughs at
+#                    (default 0-16)
+#   --generalise-rounds N
+#                    timed rounds of the generalise section (default 3; its
+#                    nyc seed takes minutes per round, so 1 is quicker)
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
@@ -233,6 +242,17 @@
 #            a discarded warm-up; prints per tileset and variant the median
 #            wall time, peak RSS, tiles and bytes, and per zoom the tiles, bytes
 #            and the largest tile (z/x/y and bytes). Not in the default list.
+#   generalise
+#            what generalisation and projected sources cost (issue 46), on the
+#            polygons section's data: the world (--polygon-world-zoom) seeded
+#            with the default generalisation and with `simplify = 0, min_area
+#            = 0, min_length = 0`, and their median wall time ratio (target
+#            <= 1.10); the boroughs and outlines (EPSG:2263) at
+#            --generalise-nyc-zoom with the default generalisation, in tiles
+#            per second. With --baseline-bin, the same seeds with that binary
+#            in the same rounds (alternating), its figures beside these, and
+#            each pair of outputs compared tile by tile (uncompressed MVT; any
+#            difference fails the run). Not in the default list.
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -272,6 +292,8 @@ capacity_rows=100000,1000000
 baseline_bin=
 polygon_world_zoom=0-8
 polygon_nyc_zoom=0-14
+generalise_nyc_zoom=0-16
+generalise_rounds=3
 rows=100000
 zoom=0-14
 concurrency=
@@ -302,6 +324,10 @@ while (($#)); do
         --polygon-world-zoom=*) polygon_world_zoom=${1#*=}; shift ;;
         --polygon-nyc-zoom) polygon_nyc_zoom=${2:?--polygon-nyc-zoom needs a value}; shift 2 ;;
         --polygon-nyc-zoom=*) polygon_nyc_zoom=${1#*=}; shift ;;
+        --generalise-nyc-zoom) generalise_nyc_zoom=${2:?--generalise-nyc-zoom needs a value}; shift 2 ;;
+        --generalise-nyc-zoom=*) generalise_nyc_zoom=${1#*=}; shift ;;
+        --generalise-rounds) generalise_rounds=${2:?--generalise-rounds needs a value}; shift 2 ;;
+        --generalise-rounds=*) generalise_rounds=${1#*=}; shift ;;
         --shard-rows) shard_rows=${2:?--shard-rows needs a value}; shift 2 ;;
         --shard-rows=*) shard_rows=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
@@ -354,6 +380,9 @@ for polygon_zoom in "$polygon_world_zoom" "$polygon_nyc_zoom"; do
     [[ $polygon_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
         || die "--polygon-world-zoom and --polygon-nyc-zoom must be A-B with A <= B, got '$polygon_zoom'"
 done
+[[ $generalise_nyc_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
+    || die "--generalise-nyc-zoom must be A-B with A <= B, got '$generalise_nyc_zoom'"
+[[ $generalise_rounds =~ $positive ]] || die "--generalise-rounds must be a positive integer, got '$generalise_rounds'"
 [[ $partition_rounds =~ $positive ]] && ((partition_rounds <= 3)) \
     || die "--partition-rounds must be 1, 2 or 3, got '$partition_rounds'"
 [[ $partition_by =~ ^[a-z_][a-z0-9_]*$ ]] || die "--partition-by must be a column name, got '$partition_by'"
@@ -368,9 +397,9 @@ for s in "${section_list[@]}"; do
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
         growth) run_growth=1 ;;
-        capture | partitions | shards | validate | capacity | polygons) ;;
+        capture | partitions | shards | validate | capacity | polygons | generalise) ;;
         watch | edge | edge-zooms | edge-cloudfront | watch-partitions) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons)" ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons, generalise)" ;;
     esac
 done
 
@@ -1908,8 +1937,10 @@ $keys
 TOML
 }
 
-section_polygons() {
-    local dir shapefile table round variant tileset load_before
+# polygons_load: the countries, the boroughs and their outlines, from scripts/geodata.sh, into
+# a schema of the run's own ($polygons_schema, dropped at the end).
+polygons_load() {
+    local dir shapefile table
     dir=$("$ROOT/scripts/geodata.sh") || die "scripts/geodata.sh could not provide the data"
     if ! command -v ogr2ogr >/dev/null 2>&1; then
         # shellcheck source=scripts/apt.sh
@@ -1941,6 +1972,11 @@ CREATE INDEX ON $polygons_schema.outlines USING gist (geom);
 ANALYZE $polygons_schema.countries; ANALYZE $polygons_schema.boroughs;
 ANALYZE $polygons_schema.borders; ANALYZE $polygons_schema.outlines;
 SQL
+}
+
+section_polygons() {
+    local round variant tileset load_before
+    polygons_load
     polygons_config "$WORK/polygons-generalised.toml" ""
     polygons_config "$WORK/polygons-baseline.toml" $'simplify = 0.0\nmin_area = 0.0\nmin_length = 0.0'
     declare -A zooms=([world]=$polygon_world_zoom [nyc]=$polygon_nyc_zoom)
@@ -2014,6 +2050,83 @@ for tileset, zoom, what in (("world", world_zoom, "177 countries + their boundar
         print(f"    {z:>4} | {cells[0]} | {cells[1]} | {ratio}")
 PY
     rm -f "$WORK"/polygons-*.mbtiles*
+    psql_ -c "SET client_min_messages = warning; DROP SCHEMA $polygons_schema CASCADE"
+    polygons_schema=
+}
+
+# --- generalise: what generalisation and projected sources cost ------------------------------
+
+section_generalise() {
+    local round bin label variant tileset zoom load_before
+    local -a labels=(ours)
+    [[ -z $baseline_bin ]] || labels+=(baseline-bin)
+    polygons_load
+    polygons_config "$WORK/generalise-default.toml" ""
+    polygons_config "$WORK/generalise-off.toml" $'simplify = 0.0\nmin_area = 0.0\nmin_length = 0.0'
+    # tileset:variant:zoom of each timed seed.
+    local -a seeds=("world:default:$polygon_world_zoom" "world:off:$polygon_world_zoom"
+        "nyc:default:$generalise_nyc_zoom")
+    log "generalise: warm-up seed (discarded)"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$WORK/generalise-off.toml" \
+        --tileset world --zoom "$polygon_world_zoom" --output "$WORK/generalise-warmup.mbtiles" >/dev/null
+    rm -f "$WORK"/generalise-warmup.mbtiles*
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    for ((round = 1; round <= generalise_rounds; round++)); do
+        for seed in "${seeds[@]}"; do
+            IFS=: read -r tileset variant zoom <<<"$seed"
+            for label in "${labels[@]}"; do
+                bin=$BIN
+                [[ $label == ours ]] || bin=$baseline_bin
+                log "generalise: round $round, $tileset $variant z$zoom, $label"
+                rm -f "$WORK/generalise-$tileset-$variant-$label.mbtiles"*
+                /usr/bin/time -v -o "$WORK/generalise-$tileset-$variant-$label-$round.time" \
+                    "$bin" -q seed "${concurrency_args[@]}" --config "$WORK/generalise-$variant.toml" \
+                    --tileset "$tileset" --zoom "$zoom" \
+                    --output "$WORK/generalise-$tileset-$variant-$label.mbtiles" \
+                    --summary-json "$WORK/generalise-$tileset-$variant-$label-$round.json" >/dev/null
+            done
+        done
+    done
+    BENCH_LOAD="$load_before / $(cut -d' ' -f1-3 /proc/loadavg)" \
+    python3 - "$WORK" "$generalise_rounds" "${labels[@]}" <<'PY' || failed $?
+import gzip, json, os, re, sqlite3, statistics, sys
+work, rounds, labels = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def wall(name):
+    text = open(f"{work}/{name}.time").read()
+    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
+    hours, minutes, seconds = clock.groups()
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds)
+def median_wall(stem, label):
+    return statistics.median(wall(f"generalise-{stem}-{label}-{r}") for r in range(1, rounds + 1))
+def tiles(stem, label):
+    return json.load(open(f"{work}/generalise-{stem}-{label}-1.json"))[0]["tiles_written"]
+print(f"generalise: median wall of {rounds} round(s); load average before / after:"
+      f" {os.environ.get('BENCH_LOAD', '?')}")
+for label in labels:
+    g, o = median_wall("world-default", label), median_wall("world-off", label)
+    n = median_wall("nyc-default", label)
+    print(f"  {label:<12} world default {g:7.2f} s, simplify = 0 {o:7.2f} s: ratio {g / o:.3f}"
+          f" (target <= 1.10);  nyc default {tiles('nyc-default', label)} tiles in {n:.2f} s:"
+          f" {tiles('nyc-default', label) / n:.1f} tiles/s")
+if len(labels) == 2:
+    ours, base = (median_wall("nyc-default", l) for l in labels)
+    print(f"  nyc tiles/s, ours / baseline-bin: {base / ours:.2f}x (target >= 4)")
+    def mvts(path):
+        rows = sqlite3.connect(path).execute(
+            "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")
+        return {(z, x, y): gzip.decompress(d) if d[:2] == b"\x1f\x8b" else d for z, x, y, d in rows}
+    differ = 0
+    for stem in ("world-default", "world-off", "nyc-default"):
+        a, b = (mvts(f"{work}/generalise-{stem}-{l}.mbtiles") for l in labels)
+        keys = set(a) | set(b)
+        bad = sorted(k for k in keys if a.get(k) != b.get(k))
+        differ += len(bad)
+        print(f"  {stem}: {len(keys)} tiles, {len(bad)} differ from baseline-bin's"
+              + (f" (first: {bad[:5]})" if bad else ""))
+    if differ:
+        sys.exit(3)
+PY
+    rm -f "$WORK"/generalise-*.mbtiles*
     psql_ -c "SET client_min_messages = warning; DROP SCHEMA $polygons_schema CASCADE"
     polygons_schema=
 }

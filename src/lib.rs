@@ -64,6 +64,7 @@ pub mod testing {
     pub use crate::sink::s3::{https_client, upload, ObjectHeaders};
     pub use crate::sink::OutputReader;
     pub use crate::sink::{check_container, Finding};
+    pub use crate::state::digest::SETTINGS_VERSION;
     pub use crate::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};
     pub use crate::validate::mvt::{check_tile, LayerSummary, TileReport};
 }

@@ -18,6 +18,7 @@ mod edge_hygiene;
 mod edge_plan;
 mod edge_price;
 mod geometries;
+mod golden_tiles;
 mod hostile;
 mod hostile_files;
 mod hostile_geometry;

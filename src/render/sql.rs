@@ -38,6 +38,26 @@ const FIRST_LAYER_NAME_PARAM: usize = FIRST_ENVELOPE_PARAM + ENVELOPES * 8;
 const GEOM: &str = "\"__oar_geom\"";
 const MERC: &str = "\"__oar_merc\"";
 const FEATURE_ID: &str = "\"__oar_fid\"";
+/// Columns of a batch's rows of a line or polygon layer ([`batch_rows`]): the stored geometry's
+/// envelope, whether the row is a point, whether it is under the thresholds, and its simplified
+/// shape.
+const BOX: &str = "\"__oar_box\"";
+const POINT: &str = "\"__oar_point\"";
+const SMALL: &str = "\"__oar_small\"";
+const SIMPLE: &str = "\"__oar_simple\"";
+/// A tile's box grown past its buffer by [`GUARD_UNITS`] and the layer's simplification
+/// tolerance: a row of the batch that does not meet it draws nothing in the tile.
+const GUARD: &str = "\"__oar_guard\"";
+/// Tile units beyond the buffer where a row that meets nothing is certainly not drawn:
+/// `ST_AsMVTGeom` moves a shape by at most half a unit (its own simplification) plus half a unit's
+/// diagonal (the grid) before clipping to the buffer.
+const GUARD_UNITS: u32 = 4;
+/// Bytes of a stored geometry (about 500 vertices) over which a row is shared through the batch
+/// ([`batch_rows`]): projecting and simplifying it costs more than comparing its box with each
+/// tile of a batch. Smaller rows come from each tile's own index scan, as they did: shared, a
+/// layer of 20,000 small polygons seeded 4 times slower, every tile scanning every row of the
+/// batch.
+const SHARED_BYTES: u32 = 8192;
 
 /// How the per-tile query refers to parameter `$n` of the single-tile layout: the zoom and layer
 /// names are plain parameters; the rest arrive as arrays, one element per tile, unnested into `b`.
@@ -58,7 +78,9 @@ pub const MVT_CHUNK: usize = 1 << 20;
 /// element per tile. A tile's MVT comes as consecutive rows of [`MVT_CHUNK`] bytes (one row, maybe
 /// empty, for most). Each row also carries the server's clock when it was produced, so render times
 /// are the server's own and do not include waiting in the pipeline.
-fn batched(per_tile: &str) -> String {
+///
+/// `ctes` are the statement's own (not one tile's): what they compute is computed once per batch.
+fn batched(ctes: &[String], per_tile: &str) -> String {
     let columns: Vec<String> = (FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM)
         .map(|n| format!("p{n}"))
         .collect();
@@ -69,8 +91,13 @@ fn batched(per_tile: &str) -> String {
     // lateral `generate_series`: the planner puts a Memoize keyed by the whole MVT in front of the
     // latter, which hashed every tile's bytes. `date_part` gives float8 directly; `extract` would
     // compute a numeric first, on every row.
+    let with = if ctes.is_empty() {
+        String::new()
+    } else {
+        format!("WITH {} ", ctes.join(", "))
+    };
     format!(
-        "SELECT q.x, q.y, q.part, substring(q.mvt FROM q.part * {MVT_CHUNK} + 1 FOR {MVT_CHUNK}) AS chunk, \
+        "{with}SELECT q.x, q.y, q.part, substring(q.mvt FROM q.part * {MVT_CHUNK} + 1 FOR {MVT_CHUNK}) AS chunk, \
          q.children, date_part('epoch', clock_timestamp() - statement_timestamp()) AS done \
          FROM (SELECT b.x, b.y, t.mvt, t.children, \
          generate_series(0, greatest(length(t.mvt) - 1, 0) / {MVT_CHUNK}) AS part \
@@ -151,11 +178,16 @@ pub fn envelope_in_srid(
 }
 
 fn source_predicate(layer: &LayerSource, index: usize) -> String {
+    rows_within(layer, &envelope(layer, index))
+}
+
+/// `FROM` and `WHERE` of the layer's rows whose geometry's box meets `area` (in its own SRID).
+fn rows_within(layer: &LayerSource, area: &str) -> String {
     let mut sql = format!(
         "FROM {} t WHERE {} && {}",
         quoted_table(&layer.config),
         layer.geometry_of("t"),
-        envelope(layer, index)
+        area
     );
     if let Some(filter) = &layer.config.filter {
         sql.push_str(&format!(" AND ({filter})"));
@@ -296,17 +328,23 @@ fn feature_order(layer: &LayerSource) -> (&'static str, String) {
 /// envelopes are built once per tile in `env`, not once per row. `OFFSET 0` keeps the planner from
 /// pulling the rows' subquery up, which would copy `ST_Transform` into every use of its result and
 /// run it five times per row.
+///
+/// A layer that may hold lines or polygons reads its rows from the statement's CTE `batch`
+/// instead ([`batch_rows`]), where each row was projected, measured and simplified once for the
+/// whole batch; the tile takes the rows whose stored envelope meets its fetch envelope, the very
+/// test its own index scan would make, so it draws the same rows.
 fn layer_lateral(
     layer: &LayerSource,
-    (alias, name_param): (&str, usize),
+    (alias, name_param, batch): (&str, usize, Option<&str>),
     z: u8,
     (extent, buffer): (u32, u32),
     with_flags: bool,
 ) -> String {
-    let mut columns = vec![format!(
-        "{} AS {GEOM}",
-        drawn_geometry(layer, &format!("s.{MERC}"), z, (extent, buffer))
-    )];
+    let drawn = match batch {
+        Some(_) => drawn_from_batch(layer, z, (extent, buffer)),
+        None => drawn_geometry(layer, &format!("s.{MERC}"), z, (extent, buffer)),
+    };
+    let mut columns = vec![format!("{drawn} AS {GEOM}")];
     if layer.integer_id {
         columns.push(format!("s.{FEATURE_ID}"));
     }
@@ -318,14 +356,152 @@ fn layer_lateral(
         .filter(|_| with_flags)
         .map(|child| format!(", bool_or(s.{MERC} && env.child{child}) AS c{child}"))
         .collect();
+    // The envelope is built once per tile (`w`), not once per batch row it is compared with.
+    let rows = match batch {
+        // The envelopes are built once per tile (`w`), not once per row they are compared with.
+        Some(cte) => {
+            let own = with_measures(
+                layer,
+                z,
+                &format!(
+                    "SELECT {}, NULL::geometry AS {BOX} {} AND ST_MemSize({}) <= {SHARED_BYTES}",
+                    row_columns(layer).join(", "),
+                    rows_within(layer, "w.e"),
+                    layer.geometry_of("t")
+                ),
+            );
+            format!(
+                "SELECT u.*, w.g AS {GUARD} FROM (SELECT {} AS e, ST_Expand(env.tile, {}) AS g OFFSET 0) w \
+                 CROSS JOIN LATERAL (SELECT c.* FROM {cte} c WHERE c.{BOX} && w.e UNION ALL {own}) u",
+                envelope(layer, 0),
+                guard_reach(layer, z, (extent, buffer))
+            )
+        }
+        None => format!(
+            "SELECT {} {}",
+            row_columns(layer).join(", "),
+            source_predicate(layer, 0)
+        ),
+    };
     format!(
         "CROSS JOIN LATERAL (SELECT ST_AsMVT(r, ${name_param}, {extent}, '__oar_geom'{id_arg} ORDER BY r.{order}) \
          FILTER (WHERE r.{GEOM} IS NOT NULL) AS mvt{} \
-         FROM (SELECT {} {} OFFSET 0) s CROSS JOIN LATERAL (SELECT {}) r) {alias}",
+         FROM ({rows} OFFSET 0) s CROSS JOIN LATERAL (SELECT {}) r) {alias}",
         flags,
-        row_columns(layer).join(", "),
-        source_predicate(layer, 0),
         columns.join(", ")
+    )
+}
+
+/// The statement-level CTE `cte` of a line or polygon layer's rows for a whole batch of tiles:
+/// those whose box meets the extent of the batch's fetch envelopes (in the layer's SRID, so its
+/// index serves it), each projected to Web Mercator, measured against the thresholds and
+/// simplified once, however many of the batch's tiles it reaches. A country touching 40 tiles of
+/// a zoom was projected and simplified 40 times when each tile did it.
+///
+/// The extent contains every tile's fetch envelope, and `&&` rounds both boxes outwards to the
+/// same single-precision boxes, so every row a tile's own test would find is here; each row keeps
+/// its stored geometry's envelope, whose box is the geometry's, for the tile's test
+/// ([`layer_lateral`]).
+fn batch_rows(layer: &LayerSource, cte: &str, z: u8) -> String {
+    let first = FIRST_ENVELOPE_PARAM;
+    let names: Vec<String> = (first..first + 8).map(|n| format!("p{n}")).collect();
+    let arrays: Vec<String> = (first..first + 8)
+        .map(|n| format!("${n}::float8[]"))
+        .collect();
+    let column = |i: usize| format!("e.{}", names[i]);
+    let area = envelope_in_srid(layer, &[0, 1, 2, 3].map(column), &[4, 5, 6, 7].map(column));
+    let cover = format!(
+        "(SELECT ST_SetSRID(ST_Extent({area})::geometry, {}) FROM unnest({}) AS e({}))",
+        layer.srid,
+        arrays.join(", "),
+        names.join(", ")
+    );
+    let mut columns = row_columns(layer);
+    columns.push(format!("ST_Envelope({}) AS {BOX}", layer.geometry_of("t")));
+    let rows = format!(
+        "SELECT {} {} AND ST_MemSize({}) > {SHARED_BYTES}",
+        columns.join(", "),
+        rows_within(layer, &cover),
+        layer.geometry_of("t")
+    );
+    format!("{cte} AS MATERIALIZED ({})", with_measures(layer, z, &rows))
+}
+
+/// `rows` (a query of [`row_columns`] and more) with what generalisation needs of each row at
+/// zoom `z`, which [`drawn_from_batch`] reads: whether it is a point, whether it is under the
+/// thresholds, its simplified shape.
+fn with_measures(layer: &LayerSource, z: u8, rows: &str) -> String {
+    let Some(rules) = layer.generalised() else {
+        return rows.to_string();
+    };
+    let merc = format!("s.{MERC}");
+    let mut measures = vec![format!("ST_Dimension({merc}) = 0 AS {POINT}")];
+    if let Some(test) = too_small(rules, &merc, z) {
+        measures.push(format!("({test}) AS {SMALL}"));
+    }
+    if rules.simplify > 0.0 {
+        measures.push(format!(
+            "CASE WHEN ST_Dimension({merc}) > 0 THEN {} END AS {SIMPLE}",
+            simplified(rules, &merc, z)
+        ));
+    }
+    // `OFFSET 0` keeps the projection in one place: pulled up, each use would project again.
+    format!(
+        "SELECT s.*, {} FROM ({rows} OFFSET 0) s",
+        measures.join(", ")
+    )
+}
+
+/// Metres past a tile's edges within which a row of [`batch_rows`] may be drawn in it: the
+/// buffer, [`GUARD_UNITS`], and the distance simplification may move a shape (Douglas-Peucker
+/// keeps a subset of the vertices, every one dropped within the tolerance of what is kept).
+fn guard_reach(layer: &LayerSource, z: u8, (extent, buffer): (u32, u32)) -> f64 {
+    let unit = 2.0 * MERCATOR_HALF_WORLD / ((1u64 << z) as f64 * f64::from(extent));
+    let tolerance = layer
+        .generalised()
+        .filter(|rules| rules.simplify > 0.0)
+        .map_or(0.0, |rules| rules.simplify * pixel_metres(z));
+    f64::from(buffer + GUARD_UNITS) * unit + tolerance
+}
+
+/// [`drawn_geometry`] of a row of [`batch_rows`], which holds what does not depend on the tile.
+///
+/// A row whose box meets the tile's while its shape stays clear of the tile's guard box (a
+/// country's far-flung islands) is not clipped at all: `ST_AsMVTGeom` would simplify, project
+/// and clip it whole to find nothing, and with generalisation twice (the simplified shape, then
+/// the stored one). Over the world at z6 such rows are 55% of the rows the tiles' boxes meet.
+fn drawn_from_batch(layer: &LayerSource, z: u8, (extent, buffer): (u32, u32)) -> String {
+    let clip =
+        |geometry: &str| format!("ST_AsMVTGeom({geometry}, env.tile, {extent}, {buffer}, true)");
+    let merc = format!("s.{MERC}");
+    let reaches = format!("ST_Intersects({merc}, s.{GUARD})");
+    let Some(rules) = layer.generalised() else {
+        return format!("CASE WHEN {reaches} THEN {} END", clip(&merc));
+    };
+    let too_small = match too_small(rules, &merc, z) {
+        None => String::new(),
+        Some(_) => format!(" WHEN s.{SMALL} THEN NULL"),
+    };
+    let drawn = if rules.simplify > 0.0 {
+        format!(
+            "COALESCE({}, {})",
+            clip(&format!("s.{SIMPLE}")),
+            clip(&merc)
+        )
+    } else {
+        clip(&merc)
+    };
+    format!(
+        "CASE WHEN s.{POINT} THEN {}{too_small} WHEN NOT {reaches} THEN NULL ELSE {drawn} END",
+        clip(&merc)
+    )
+}
+
+/// A line or polygon `merc` simplified as the layer's rules say at zoom `z`.
+fn simplified(rules: &Generalisation, merc: &str, z: u8) -> String {
+    format!(
+        "ST_Simplify({merc}, {}, true)",
+        rules.simplify * pixel_metres(z)
     )
 }
 
@@ -351,9 +527,8 @@ fn drawn_geometry(layer: &LayerSource, merc: &str, z: u8, (extent, buffer): (u32
     let Some(rules) = layer.generalised() else {
         return clip(merc);
     };
-    let pixel = pixel_metres(z);
     let simplified = if rules.simplify > 0.0 {
-        format!("ST_Simplify({merc}, {}, true)", rules.simplify * pixel)
+        simplified(rules, merc, z)
     } else {
         merc.to_string()
     };
@@ -477,10 +652,13 @@ fn rows_test(layer: &LayerSource, rows: RowsAt, child: usize) -> String {
 
 /// The statement that only says which children hold anything (no rendering).
 pub fn probe_query(layers: &[LayerSource], z: u8, job: ZoomRange) -> TileQuery {
-    let sql = batched(&format!(
-        "SELECT ''::bytea AS mvt, {} AS children",
-        children_array(layers, z, job, |_| RowsAt::Table)
-    ));
+    let sql = batched(
+        &[],
+        &format!(
+            "SELECT ''::bytea AS mvt, {} AS children",
+            children_array(layers, z, job, |_| RowsAt::Table)
+        ),
+    );
     tile_query(sql, layers, Vec::new())
 }
 
@@ -524,11 +702,13 @@ pub fn render_query(
     }
     let cte_names: Vec<String> = (0..layers.len()).map(|index| format!("s{index}")).collect();
     let lateral_names: Vec<String> = (0..layers.len()).map(|index| format!("l{index}")).collect();
+    let batch_names: Vec<String> = (0..layers.len()).map(|index| format!("r{index}")).collect();
     let cell_names: Vec<String> = (0..layers.len()).map(|index| format!("c{index}")).collect();
     // Whole pixels: fetch margins are whole cells or the buffer.
     let margin_pixels =
         (crate::render::fetch_margin(layers, z, extent, buffer) * f64::from(extent)).round() as u32;
     let mut ctes = Vec::new();
+    let mut batch_ctes = Vec::new();
     let mut laterals = Vec::new();
     let mut mvts = Vec::new();
     let mut layer_names = Vec::new();
@@ -553,9 +733,15 @@ pub fn render_query(
             }
             None => {
                 let alias = &lateral_names[*index];
+                // Points cost nothing to project or generalise, and a tile's own index scan
+                // streams them into the aggregates: only layers with other kinds share rows.
+                let batch = (!layer.points_only).then(|| batch_names[*index].as_str());
+                if let Some(cte) = batch {
+                    batch_ctes.push(batch_rows(layer, cte, z));
+                }
                 laterals.push(layer_lateral(
                     layer,
-                    (alias, name_param),
+                    (alias, name_param, batch),
                     z,
                     (extent, buffer),
                     active_below(layer, z, job),
@@ -583,12 +769,15 @@ pub fn render_query(
     } else {
         format!("WITH {} ", ctes.join(", "))
     };
-    let sql = batched(&format!(
-        "{with}SELECT {} AS mvt, {children} AS children FROM {} {}",
-        mvts.join(" || "),
-        envelopes_row(),
-        laterals.join(" ")
-    ));
+    let sql = batched(
+        &batch_ctes,
+        &format!(
+            "{with}SELECT {} AS mvt, {children} AS children FROM {} {}",
+            mvts.join(" || "),
+            envelopes_row(),
+            laterals.join(" ")
+        ),
+    );
     tile_query(sql, layers, layer_names)
 }
 

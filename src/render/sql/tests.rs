@@ -134,12 +134,19 @@ fn generalisation_applies_to_columns_that_may_hold_lines_or_polygons() {
     for z in [0u8, 7] {
         let text = sql(&any, z);
         let pixel = pixel_metres(z);
+        // Simplified once per statement, in the batch's rows; each tile clips that.
         assert!(
             text.contains(&format!(
-                "COALESCE(ST_AsMVTGeom(ST_Simplify(s.\"__oar_merc\", {}, true), env.tile, 4096, 64, true), \
-                 ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true))",
+                "CASE WHEN ST_Dimension(s.\"__oar_merc\") > 0 THEN ST_Simplify(s.\"__oar_merc\", {}, true) END",
                 0.25 * pixel
             )),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "COALESCE(ST_AsMVTGeom(s.\"__oar_simple\", env.tile, 4096, 64, true), \
+                 ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true))"
+            ),
             "{text}"
         );
         assert!(
@@ -156,9 +163,13 @@ fn generalisation_applies_to_columns_that_may_hold_lines_or_polygons() {
     }
     assert!(
         sql(&any, 5).contains(
-            "CASE WHEN ST_Dimension(s.\"__oar_merc\") = 0 THEN ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true) WHEN"
+            "CASE WHEN s.\"__oar_point\" THEN ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true) WHEN"
         ),
         "points first, as they are"
+    );
+    assert!(
+        sql(&any, 5).contains("ST_Dimension(s.\"__oar_merc\") = 0 AS \"__oar_point\""),
+        "whether a row is a point is found once per batch"
     );
     assert!((pixel_metres(0) - 156_543.033_928_041).abs() < 1e-6);
     let mut off = any.clone();
