@@ -393,13 +393,13 @@ fn layer_lateral(
 }
 
 /// The statement-level CTE `cte` of a line or polygon layer's rows for a whole batch of tiles:
-/// those whose box meets the extent of the batch's fetch envelopes (in the layer's SRID, so its
-/// index serves it), each projected to Web Mercator, measured against the thresholds and
-/// simplified once, however many of the batch's tiles it reaches. A country touching 40 tiles of
-/// a zoom was projected and simplified 40 times when each tile did it.
+/// those whose box meets one of the batch's fetch envelopes (in the layer's SRID, so its index
+/// serves each), each projected to Web Mercator, measured against the thresholds and simplified
+/// once, however many of the batch's tiles it reaches. A country touching 40 tiles of a zoom was
+/// projected and simplified 40 times when each tile did it.
 ///
-/// The extent contains every tile's fetch envelope, and `&&` rounds both boxes outwards to the
-/// same single-precision boxes, so every row a tile's own test would find is here; each row keeps
+/// Every tile's own test is made here, so every row a tile's own test would find is here (ids
+/// are taken as unique, as the cluster cells take them); each row keeps
 /// its stored geometry's envelope, whose box is the geometry's, for the tile's test
 /// ([`layer_lateral`]).
 fn batch_rows(layer: &LayerSource, cte: &str, z: u8) -> String {
@@ -410,20 +410,22 @@ fn batch_rows(layer: &LayerSource, cte: &str, z: u8) -> String {
         .collect();
     let column = |i: usize| format!("e.{}", names[i]);
     let area = envelope_in_srid(layer, &[0, 1, 2, 3].map(column), &[4, 5, 6, 7].map(column));
-    let cover = format!(
-        "(SELECT ST_SetSRID(ST_Extent({area})::geometry, {}) FROM unnest({}) AS e({}))",
-        layer.srid,
+    // Each tile's fetch envelope searched through the index, then each row once: the extent of
+    // the envelopes would take every large row between a batch's scattered tiles (a reseed's
+    // list spans continents), and the rows are projected only after the duplicates are gone.
+    let id = quote_ident(&layer.config.id_column);
+    let found = format!(
+        "SELECT DISTINCT ON (t.{id}) t.* FROM unnest({}) AS e({}) \
+         CROSS JOIN LATERAL (SELECT t.* {} AND ST_MemSize({}) > {SHARED_BYTES}) t \
+         ORDER BY t.{id}",
         arrays.join(", "),
-        names.join(", ")
+        names.join(", "),
+        rows_within(layer, &area),
+        layer.geometry_of("t")
     );
     let mut columns = row_columns(layer);
     columns.push(format!("ST_Envelope({}) AS {BOX}", layer.geometry_of("t")));
-    let rows = format!(
-        "SELECT {} {} AND ST_MemSize({}) > {SHARED_BYTES}",
-        columns.join(", "),
-        rows_within(layer, &cover),
-        layer.geometry_of("t")
-    );
+    let rows = format!("SELECT {} FROM ({found} OFFSET 0) t", columns.join(", "));
     format!("{cte} AS MATERIALIZED ({})", with_measures(layer, z, &rows))
 }
 
