@@ -327,11 +327,11 @@ impl MbtilesSink {
         Ok(())
     }
 
-    /// What the file's last finish declared its tiles cover: its `minzoom`, `maxzoom` and
-    /// `bounds` rows, when all three are there and read as such.
-    fn declared_coverage(&self) -> Option<(ZoomRange, BBox)> {
+    /// What the file's last finish declared its tiles cover: its `minzoom`/`maxzoom` and its
+    /// `bounds` rows, each when there and read as such (none for a file that started empty).
+    fn declared(&self) -> (Option<ZoomRange>, Option<BBox>) {
         if self.fresh {
-            return None;
+            return (None, None);
         }
         let value = |name: &str| -> Option<String> {
             self.connection()
@@ -341,35 +341,27 @@ impl MbtilesSink {
                 .ok()
         };
         let zoom = |name: &str| value(name).and_then(|v| v.parse::<u8>().ok());
-        let zooms = ZoomRange::new(zoom("minzoom")?, zoom("maxzoom")?).ok()?;
-        let bounds = value("bounds")?.parse::<BBox>().ok()?;
-        Some((zooms, bounds))
+        let zooms = zoom("minzoom")
+            .zip(zoom("maxzoom"))
+            .and_then(|(min, max)| ZoomRange::new(min, max).ok());
+        (zooms, value("bounds").and_then(|b| b.parse::<BBox>().ok()))
     }
 
-    /// The existing file's zooms and bounds, so that a seed of part of the pyramid does not shrink them.
-    fn widen(&self, metadata: &TilesetMetadata) -> TilesetMetadata {
+    /// `metadata` widened by what the file declared, so that a seed of part of the pyramid does
+    /// not shrink its zooms and bounds.
+    fn widen(
+        metadata: &TilesetMetadata,
+        (zooms, bounds): (Option<ZoomRange>, Option<BBox>),
+    ) -> TilesetMetadata {
         let mut widened = metadata.clone();
-        if self.fresh {
-            return widened;
+        if let Some(old) = zooms {
+            widened.zooms = ZoomRange::new(
+                old.min.min(metadata.zooms.min),
+                old.max.max(metadata.zooms.max),
+            )
+            .unwrap_or(metadata.zooms);
         }
-        let value = |name: &str| -> Option<String> {
-            self.connection()
-                .query_row("SELECT value FROM metadata WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .ok()
-        };
-        let zoom = |name: &str| value(name).and_then(|v| v.parse::<u8>().ok());
-        if let (Some(min), Some(max)) = (zoom("minzoom"), zoom("maxzoom")) {
-            if let Ok(old) = ZoomRange::new(min, max) {
-                widened.zooms = ZoomRange::new(
-                    old.min.min(metadata.zooms.min),
-                    old.max.max(metadata.zooms.max),
-                )
-                .unwrap_or(metadata.zooms);
-            }
-        }
-        if let Some(Ok(old)) = value("bounds").map(|b| b.parse::<BBox>()) {
+        if let Some(old) = bounds {
             let new = metadata.bounds;
             widened.bounds = BBox::new(
                 old.west.min(new.west),
@@ -422,11 +414,12 @@ impl MbtilesSink {
     }
 
     fn write_metadata(&self, metadata: &TilesetMetadata) -> Result<()> {
-        let mut metadata = self.widen(metadata);
-        match self.declared_coverage() {
+        let declared = self.declared();
+        let mut metadata = Self::widen(metadata, declared);
+        match declared {
             // The deepest zoom's range scan costs 57 ms at 1M rows: a watch cycle's change of one
             // tile would cost more than its render. Only a deletion can shrink what tiles cover.
-            Some((zooms, bounds)) if self.in_place && self.report.deleted == 0 => {
+            (Some(zooms), Some(bounds)) if self.in_place && self.report.deleted == 0 => {
                 metadata.cover_widened(zooms, bounds, &self.written);
             }
             _ => {
