@@ -267,7 +267,10 @@ impl RunOutbox {
     /// Once the output is open (its `state` read) and the work decided, and before any tile is
     /// written: settles what a stopped run left, then records what this run may change.
     pub async fn intend(&self, state: Option<&str>, work: &Work) -> Result<()> {
-        self.outbox.recover(state, self.keeps_stopped_tiles).await?;
+        let stopped = self.outbox.recover(state, self.keeps_stopped_tiles).await?;
+        if !stopped.is_empty() {
+            sink::kind_of(&self.target).remove_leftovers(&stopped)?;
+        }
         let Some(run) = &self.run else {
             return Ok(());
         };

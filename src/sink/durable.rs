@@ -103,15 +103,13 @@ pub fn temporary_name(path: &Path) -> PathBuf {
 
 /// Whether `name` is a temporary file of [`place`] left by another process (a killed run).
 pub fn is_leftover_temporary(name: &std::ffi::OsStr) -> bool {
-    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix('.')) else {
-        return false;
-    };
-    let Some(rest) = rest.strip_suffix(".tmp") else {
-        return false;
-    };
-    rest.rsplit_once('.')
-        .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        .is_some_and(|pid| pid != std::process::id())
+    temporary_writer(name).is_some_and(|pid| pid != std::process::id())
+}
+
+/// The process that writes `name`, when it is a temporary file of [`place`].
+pub fn temporary_writer(name: &std::ffi::OsStr) -> Option<u32> {
+    let rest = name.to_str()?.strip_prefix('.')?.strip_suffix(".tmp")?;
+    rest.rsplit_once('.').and_then(|(_, pid)| pid.parse().ok())
 }
 
 /// The directory holding `path`; `.` for a bare file name.

@@ -75,6 +75,11 @@ pub trait OutputKind: Send + Sync {
     /// prefix, written tile by tile; a single file is replaced whole or not at all).
     fn keeps_stopped_tiles(&self) -> bool;
 
+    /// Removes, under the output's lock, what `stopped` runs (killed ones) left half written:
+    /// a tree's temporary files of the tiles they were placing. Kinds whose files or objects are
+    /// replaced whole at once have nothing to remove.
+    fn remove_leftovers(&self, stopped: &[super::outbox::StoppedRun]) -> Result<()>;
+
     /// Whether the output's writer records a tile in the outbox only once readers are served its
     /// new bytes (a tree's tile renamed into place, an S3 object's PUT done), so a run may purge
     /// it at once. A single file (MBTiles, PMTiles) shows its tiles only when it is finished.

@@ -40,6 +40,30 @@ const BATCH: &str = ".batch";
 const TAKEN: &str = ".taken.";
 const NOTE: &str = ".note.json";
 
+/// What a stopped run's intent tells of it, so its output can clear what the run left half done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoppedRun {
+    /// The process that ran it, from its id (`MILLIS-PID`, with a part's tag after it).
+    pub pid: Option<u32>,
+    /// The tiles it planned to change; `None` when it planned everything (or its intent names
+    /// something other than tiles).
+    pub planned: Option<Vec<TileCoord>>,
+}
+
+impl StoppedRun {
+    fn from_intent<'a>(id: &str, lines: impl Iterator<Item = &'a str>) -> StoppedRun {
+        let pid = id
+            .split_once('-')
+            .and_then(|(_, rest)| rest.split('.').next())
+            .and_then(|pid| pid.parse().ok());
+        let planned = lines
+            .filter(|line| !line.is_empty())
+            .map(|line| line.parse::<TileCoord>().ok())
+            .collect::<Option<Vec<_>>>();
+        StoppedRun { pid, planned }
+    }
+}
+
 /// Where an output keeps its outbox.
 pub enum OutboxStore {
     /// A folder on this machine.
@@ -200,12 +224,17 @@ impl Outbox {
             .map_or_else(String::new, |part| format!(".{part}"))
     }
 
-    /// Turns the intents a stopped run left into batches, or drops them, as the module explains.
-    /// `state` is the output's state now; `keeps_stopped_tiles` whether its kind keeps the tiles
-    /// of a stopped run.
-    pub async fn recover(&self, state: Option<&str>, keeps_stopped_tiles: bool) -> Result<()> {
+    /// Turns the intents a stopped run left into batches, or drops them, as the module explains,
+    /// and returns what each intent told of its run. `state` is the output's state now;
+    /// `keeps_stopped_tiles` whether its kind keeps the tiles of a stopped run.
+    pub async fn recover(
+        &self,
+        state: Option<&str>,
+        keeps_stopped_tiles: bool,
+    ) -> Result<Vec<StoppedRun>> {
         let names = self.store.list().await?;
         let tag = self.tag();
+        let mut stopped = Vec::new();
         for intent in names
             .iter()
             .filter(|n| n.ends_with(&format!("{tag}{INTENT}")))
@@ -223,6 +252,7 @@ impl Outbox {
             let mut lines = text.lines();
             let recorded_state = lines.next().unwrap_or_default();
             let moved = recorded_state != state.unwrap_or("-");
+            stopped.push(StoppedRun::from_intent(id, lines.clone()));
             if !names.contains(&batch) && (moved || keeps_stopped_tiles) {
                 let planned: Vec<&str> = lines.collect();
                 tracing::warn!(
@@ -240,7 +270,7 @@ impl Outbox {
             }
             self.store.remove(intent).await?;
         }
-        Ok(())
+        Ok(stopped)
     }
 
     /// Starts recording a run's batch; the sink writes its changes to [`OutboxRun::recorder`].

@@ -105,6 +105,15 @@ impl OutputKind for Tree<'_> {
         true
     }
 
+    fn remove_leftovers(&self, stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+        for run in stopped {
+            if let Some(pid) = run.pid {
+                super::remove_temporaries_of(self.0, pid, run.planned.as_deref())?;
+            }
+        }
+        Ok(())
+    }
+
     fn documents(&self) -> &'static [&'static str] {
         &[
             super::super::tilejson::TILEJSON_NAME,

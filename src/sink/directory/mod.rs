@@ -276,6 +276,64 @@ impl DirectorySink {
     }
 }
 
+/// Removes the temporary tile files the process `pid` (a killed run) left in the tree at `root`:
+/// in the columns of its `planned` tiles, or in every column when it planned everything. A
+/// column that is a link is not entered; nothing but that process's temporaries is removed.
+pub(crate) fn remove_temporaries_of(
+    root: &Path,
+    pid: u32,
+    planned: Option<&[TileCoord]>,
+) -> Result<()> {
+    let columns: Vec<PathBuf> = match planned {
+        Some(tiles) => tiles
+            .iter()
+            .map(|t| (t.z(), t.x()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|(z, x)| root.join(z.to_string()).join(x.to_string()))
+            .collect(),
+        None => {
+            let mut columns = Vec::new();
+            for zoom in read_dir_if_exists(root)? {
+                if parse_name::<u8>(&zoom.file_name(), "").is_none()
+                    || !zoom.file_type().is_ok_and(|t| t.is_dir())
+                {
+                    continue;
+                }
+                for column in read_dir_if_exists(&zoom.path())? {
+                    if parse_name::<u32>(&column.file_name(), "").is_some()
+                        && column.file_type().is_ok_and(|t| t.is_dir())
+                    {
+                        columns.push(column.path());
+                    }
+                }
+            }
+            columns
+        }
+    };
+    for column in columns {
+        if !std::fs::symlink_metadata(&column).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        for entry in read_dir_if_exists(&column)? {
+            if durable::temporary_writer(&entry.file_name()) == Some(pid) {
+                let path = entry.path();
+                remove_if_present(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::output(path, format!("cannot remove it: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     match std::fs::read_dir(dir) {
         Ok(entries) => entries
@@ -514,6 +572,42 @@ mod tests {
             zooms,
             vector_layers: vec![],
         }
+    }
+
+    #[test]
+    fn a_killed_runs_temporaries_are_removed_in_its_planned_columns_or_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let dead = 4_194_301;
+        let file = |path: &str| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, b"x").unwrap();
+            path
+        };
+        let planned_column = file(&format!("3/2/.5.pbf.{dead}.tmp"));
+        let other_column = file(&format!("3/4/.1.pbf.{dead}.tmp"));
+        let another_writer = file("3/2/.6.pbf.17.tmp");
+        let tile = file("3/2/5.pbf");
+        let outside = tempfile::tempdir().unwrap();
+        let linked = outside.path().join(format!(".0.pbf.{dead}.tmp"));
+        std::fs::write(&linked, b"x").unwrap();
+        std::fs::create_dir_all(root.join("4")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("4/0")).unwrap();
+
+        let planned = [TileCoord::new(3, 2, 5).unwrap()];
+        remove_temporaries_of(root, dead, Some(&planned)).unwrap();
+        assert!(!planned_column.exists());
+        assert!(
+            other_column.exists(),
+            "a column the run did not plan is not read"
+        );
+        assert!(another_writer.exists() && tile.exists());
+
+        remove_temporaries_of(root, dead, None).unwrap();
+        assert!(!other_column.exists());
+        assert!(another_writer.exists() && tile.exists());
+        assert!(linked.exists(), "a linked column is not entered");
     }
 
     #[test]

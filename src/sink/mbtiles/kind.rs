@@ -105,6 +105,11 @@ impl OutputKind for MbtilesFile<'_> {
         false
     }
 
+    /// A stopped run's writes never show: a file or object is replaced whole.
+    fn remove_leftovers(&self, _stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+        Ok(())
+    }
+
     fn documents(&self) -> &'static [&'static str] {
         // A single file: its metadata travels inside it.
         &[]

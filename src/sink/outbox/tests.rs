@@ -73,3 +73,19 @@ fn a_hand_over_moves_what_waits_for_the_cdns_as_paths_and_once() {
         assert_eq!(partition.pending("changed-list").await.unwrap().len(), 1);
     });
 }
+
+#[test]
+fn a_stopped_runs_intent_names_its_process_and_planned_tiles() {
+    let run = StoppedRun::from_intent("000001700000000-4321", ["1/0/0", "2/3/1"].into_iter());
+    assert_eq!(run.pid, Some(4321));
+    assert_eq!(
+        run.planned,
+        Some(vec![
+            TileCoord::new(1, 0, 0).unwrap(),
+            TileCoord::new(2, 3, 1).unwrap()
+        ])
+    );
+    let part = StoppedRun::from_intent("000001700000000-77.part-2-of-4", [EVERYTHING].into_iter());
+    assert_eq!(part.pid, Some(77));
+    assert_eq!(part.planned, None, "everything");
+}

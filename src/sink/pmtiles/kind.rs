@@ -103,6 +103,11 @@ impl OutputKind for PmtilesFile<'_> {
         false
     }
 
+    /// A stopped run's writes never show: a file or object is replaced whole.
+    fn remove_leftovers(&self, _stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+        Ok(())
+    }
+
     fn documents(&self) -> &'static [&'static str] {
         // A single file: its metadata travels inside it.
         &[]
@@ -214,6 +219,11 @@ impl OutputKind for S3Archive<'_> {
 
     fn keeps_stopped_tiles(&self) -> bool {
         false
+    }
+
+    /// A stopped run's writes never show: a file or object is replaced whole.
+    fn remove_leftovers(&self, _stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+        Ok(())
     }
 
     fn documents(&self) -> &'static [&'static str] {

@@ -146,6 +146,11 @@ impl OutputKind for S3Prefix<'_> {
         true
     }
 
+    /// A stopped run's writes never show: a file or object is replaced whole.
+    fn remove_leftovers(&self, _stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+        Ok(())
+    }
+
     fn documents(&self) -> &'static [&'static str] {
         &[super::super::tilejson::TILEJSON_NAME]
     }
