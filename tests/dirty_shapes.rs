@@ -1,6 +1,8 @@
-//! `seed --dirty` after a long diagonal line and an L-shaped polygon (a `geography` column) moved:
-//! it renders exactly the tiles whose buffered envelopes the old and new shapes meet, which
-//! PostGIS counts here, far fewer than the tiles of their boxes, and the result equals a full seed.
+//! `seed --dirty` after a long diagonal line and an L-shaped polygon (a `geography` column) moved,
+//! their ids changed too (an edit of more than the geometry; `moved_shapes.rs` has the edits of the
+//! geometry alone): it renders exactly the tiles whose buffered envelopes the old and new shapes
+//! meet, which PostGIS counts here, far fewer than the tiles of their boxes, and the result equals
+//! a full seed.
 
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, Run};
@@ -88,12 +90,12 @@ fn a_moved_line_and_polygon_dirty_only_the_tiles_their_shapes_meet() {
     let output = output.to_str().unwrap();
     shapes.run(&["seed", "--output", output]).assert_success();
     shapes.schema.execute(
-        "UPDATE {schema}.routes SET geom = ST_Translate(geom, 0.5, 0.25) WHERE id = 1;
-         UPDATE {schema}.areas SET geog = ST_Translate(geog::geometry, -0.5, 0.5)::geography;",
+        "UPDATE {schema}.routes SET id = 11, geom = ST_Translate(geom, 0.5, 0.25) WHERE id = 1;
+         UPDATE {schema}.areas SET id = 11, geog = ST_Translate(geog::geometry, -0.5, 0.5)::geography;",
     );
     let (met, boxed) = shapes.tiles_met(
         "SELECT geom FROM {schema}.before
-         UNION ALL SELECT geom FROM {schema}.routes WHERE id = 1
+         UNION ALL SELECT geom FROM {schema}.routes WHERE id = 11
          UNION ALL SELECT geog::geometry FROM {schema}.areas",
     );
     let summary = shapes.path("summary.json");

@@ -22,6 +22,7 @@ mod golden_tiles;
 mod hostile;
 mod hostile_files;
 mod hostile_geometry;
+mod moved_shapes;
 mod mvt_decoder;
 mod outbox;
 mod outputs;

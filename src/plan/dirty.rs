@@ -1,7 +1,7 @@
 //! Dirty tiles: the tiles a set of changed geometries touches, expanded over the zoom range and
 //! de-duplicated before anything is rendered.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::config::LayerConfig;
@@ -37,6 +37,30 @@ pub struct ChangedBox {
     /// reckoned here: a tile whose fetch envelope misses it never fetches the row, so never draws
     /// it, however far PROJ carried the projected shape.
     pub source: Option<SourceBox>,
+    /// One side of a geometry-only edit (a line or polygon whose other columns stayed), with
+    /// where what it draws changed at the zooms PostGIS compared the two sides.
+    pub moved: Option<Moved>,
+}
+
+/// How a geometry-only edit changed what one zoom draws, where PostGIS compared its two shapes
+/// as that zoom draws them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DrawnChange {
+    /// Both shapes draw the same: no tile of the zoom changes.
+    Nothing,
+    /// They draw differently only here (in Web-Mercator metres): a tile whose clip box misses
+    /// it clips the same geometry either way.
+    Within(Arc<Shape>),
+}
+
+/// One side of a geometry-only edit. At a zoom `zooms` holds, the edit dirties the tiles of its
+/// [`DrawnChange`] (reported once, by the `lead` side); at the others, each side its own shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Moved {
+    /// The zooms compared and what changed at each.
+    pub zooms: Arc<BTreeMap<u8, DrawnChange>>,
+    /// Whether this side reports the changed tiles; its source box then covers both sides'.
+    pub lead: bool,
 }
 
 /// A geometry's box `[west, south, east, north]` in the SRID it is stored in.
@@ -77,6 +101,21 @@ impl SourceBox {
 }
 
 impl SourceBox {
+    /// The box covering both, where the renderer may fetch either row; `None` (no prefilter)
+    /// when either is unknown or they are in different SRIDs.
+    pub fn union(a: Option<SourceBox>, b: Option<SourceBox>) -> Option<SourceBox> {
+        let (a, b) = (a?, b?);
+        (a.srid == b.srid).then(|| SourceBox {
+            srid: a.srid,
+            bounds: [
+                a.bounds[0].min(b.bounds[0]),
+                a.bounds[1].min(b.bounds[1]),
+                a.bounds[2].max(b.bounds[2]),
+                a.bounds[3].max(b.bounds[3]),
+            ],
+        })
+    }
+
     /// The columns and rows `[min_x, min_y, max_x, max_y]` of zoom `z` outside which no tile
     /// can fetch the row, its fetch envelope being `margin` tile widths around it: a bound on the
     /// tiles [`SourceBox::fetched_at`] need test, so a box of the whole world costs nothing at
@@ -122,6 +161,7 @@ impl ChangedBox {
             point: at,
             shape: None,
             source: None,
+            moved: None,
         }
     }
 
@@ -134,6 +174,7 @@ impl ChangedBox {
             point: ANYWHERE,
             shape: None,
             source,
+            moved: None,
         }
     }
 }
@@ -189,17 +230,43 @@ pub fn dirty_tiles(
                 dirty.insert((tile.z(), morton(tile.x(), tile.y()), tile));
                 dirty.len() <= limit
             };
+            let compared = changed.moved.as_ref().map(|m| &*m.zooms);
+            let own_at = |z: u8| whole_at(z) && compared.is_none_or(|c| !c.contains_key(&z));
             let descent = Descent {
                 max_zoom: zooms.max,
                 margin: margin_of_size,
                 ranges: &ranges,
-                wanted: &whole_at,
+                wanted: &own_at,
                 // Clustered zooms are not descended into here (see below); above them, a tile
                 // that cannot fetch the row still has descendants to test only if it can.
                 fetched: &|tile| fetched(source, tile),
             };
             if !shape.tiles(&descent, &mut add) {
                 return None;
+            }
+            let Some(moved) = changed.moved.as_ref().filter(|m| m.lead) else {
+                continue;
+            };
+            for (&z, change) in moved.zooms.iter() {
+                let DrawnChange::Within(difference) = change else {
+                    continue;
+                };
+                if !whole_at(z) {
+                    continue;
+                }
+                let only_z = |at: u8| at == z;
+                let descent = Descent {
+                    max_zoom: z,
+                    // A tile clips what lies within its buffer and half a unit more; a unit
+                    // more again for the snapping to the grid.
+                    margin: margin_of_size + 2.0 / f64::from(extent),
+                    ranges: &ranges,
+                    wanted: &only_z,
+                    fetched: &|tile| fetched(source, tile),
+                };
+                if !difference.tiles(&descent, &mut add) {
+                    return None;
+                }
             }
         }
     }
@@ -365,6 +432,7 @@ mod tests {
             point: [x, middle, x, middle],
             shape: Some(Arc::new(Shape::from_wkb(&wkb, true).unwrap())),
             source: None,
+            moved: None,
         };
         let zoom = ZoomRange::new(2, 2).unwrap();
         let west_of_it = TileCoord::new(2, 1, 1).unwrap();
@@ -438,6 +506,7 @@ mod tests {
             point: [west, south, west, south],
             shape: None,
             source: None,
+            moved: None,
         };
         let zooms = ZoomRange::new(3, 4).unwrap();
         let dirty = dirty_tiles(
@@ -483,6 +552,7 @@ mod tests {
             point: [east, south, east, south],
             shape: Some(Arc::new(Shape::from_wkb(&wkb, true).unwrap())),
             source,
+            moved: None,
         };
         let zooms = ZoomRange::new(4, 4).unwrap();
         let tiles = |changed: ChangedBox| {
@@ -528,5 +598,71 @@ mod tests {
         let near = tiles(SourceBox::new(4326, [10.0, 80.0, 11.0, 91.0]));
         assert!(near.contains(&TileCoord::new(3, 4, 0).unwrap()), "{near:?}");
         assert_eq!(near.iter().filter(|t| t.z() == 3).count(), 1, "{near:?}");
+    }
+
+    /// A line in WKB from `(x, y)` metres pairs.
+    fn line(points: &[(f64, f64)]) -> Arc<Shape> {
+        let mut wkb = vec![1u8];
+        wkb.extend(2u32.to_le_bytes());
+        wkb.extend(u32::try_from(points.len()).unwrap().to_le_bytes());
+        for (x, y) in points {
+            wkb.extend(x.to_le_bytes());
+            wkb.extend(y.to_le_bytes());
+        }
+        Arc::new(Shape::from_wkb(&wkb, true).unwrap())
+    }
+
+    #[test]
+    fn a_moved_shape_dirties_only_its_difference_where_the_zoom_was_compared() {
+        let half = MERCATOR_HALF_WORLD;
+        // A line across the world's width, north of the equator; its old and new
+        // shapes differ only near its western end at zoom 3, drawn alike at zoom 2, and zoom 1
+        // was not compared.
+        let y = 1_000_000.0;
+        let across = line(&[(-half * 0.9, y), (half * 0.9, y)]);
+        let near_west = line(&[(-half * 0.9, y), (-half * 0.85, y)]);
+        let zooms: BTreeMap<u8, DrawnChange> = [
+            (2, DrawnChange::Nothing),
+            (3, DrawnChange::Within(near_west)),
+        ]
+        .into();
+        let zooms = Arc::new(zooms);
+        let side = |lead: bool| ChangedBox {
+            whole: [-half * 0.9, y, half * 0.9, y],
+            point: [0.0, y, 0.0, y],
+            shape: Some(Arc::clone(&across)),
+            source: None,
+            moved: Some(Moved {
+                zooms: Arc::clone(&zooms),
+                lead,
+            }),
+        };
+        let layer = layer(None);
+        let tiles = |boxes: &[ChangedBox]| {
+            dirty_tiles(
+                &[(&layer, boxes)],
+                &[],
+                BBox::WORLD,
+                ZoomRange::new(1, 3).unwrap(),
+                4096,
+                64,
+                1000,
+            )
+            .unwrap()
+        };
+        let both = tiles(&[side(true), side(false)]);
+        let at = |z: u8| -> Vec<(u32, u32)> {
+            both.iter()
+                .filter(|t| t.z() == z)
+                .map(|t| (t.x(), t.y()))
+                .collect()
+        };
+        assert_eq!(at(1), vec![(0, 0), (1, 0)], "not compared");
+        assert_eq!(at(2), vec![], "drawn alike");
+        assert_eq!(at(3), vec![(0, 3)], "only where they differ");
+        // The other side reports nothing of the difference, only its own shape where the zoom
+        // was not compared.
+        let partner = tiles(&[side(false)]);
+        assert!(partner.iter().all(|t| t.z() == 1), "{partner:?}");
     }
 }

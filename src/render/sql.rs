@@ -17,12 +17,14 @@
 use tokio_postgres::types::Type;
 
 mod cluster;
+mod drawn;
 
 use cluster::*;
 pub use cluster::{
     breakdown_rollup, cell_display_columns, cell_metres, cell_rollup, cells_from_rows,
     cluster_row_columns, representative_point, BREAKDOWN_COLUMNS,
 };
+pub use drawn::{unclipped, world_units_to_metres};
 
 use crate::config::{
     breakdown_property, ClusterConfig, ClusterPosition, Generalisation, Partition,

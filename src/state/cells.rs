@@ -424,7 +424,7 @@ async fn refresh_one(
         None => None,
         Some(since) => {
             let (everything, boxes) =
-                capture::changed_boxes(&*transaction, schema, &layer.config, since)
+                capture::changed_boxes(&*transaction, schema, &layer.config, since, None)
                     .await
                     .map_err(|e| e.to_string())?;
             // A row's cells are those of its old and new representative points, however wide

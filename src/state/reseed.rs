@@ -103,7 +103,12 @@ async fn dirty(
     settings: &str,
 ) -> Result<Decision> {
     let name = &tileset.tileset.name;
-    let (changes, next) = capture::read_since(pool, change_schema, layers, since).await?;
+    let compare = capture::Compare {
+        zooms: tileset.zooms,
+        extent: tileset.tileset.extent,
+    };
+    let (changes, next) =
+        capture::read_since(pool, change_schema, layers, since, Some(compare)).await?;
     tracing::info!(
         "tileset `{name}`: {} changed geometries since the last seed",
         changes.rows

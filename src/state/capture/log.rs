@@ -12,10 +12,11 @@ use super::{installed, read_only_standby};
 use crate::config::LayerConfig;
 use crate::db::quote_ident;
 use crate::error::{pg_message, DbError, Error, Result};
-use crate::plan::{ChangedBox, Shape, SourceBox};
+use crate::plan::{ChangedBox, DrawnChange, Moved, Shape, SourceBox};
 use crate::render::source::quoted_table;
 use crate::render::sql;
 use crate::state::watermark::Watermark;
+use crate::tile::ZoomRange;
 
 /// The changes of a set of layers since a watermark, as boxes and shapes in Web-Mercator metres.
 #[derive(Debug, Default)]
@@ -64,13 +65,14 @@ pub async fn read_since(
     schema: &str,
     layers: &[LayerConfig],
     since: &Watermark,
+    compare: Option<Compare>,
 ) -> Result<(ChangeSet, Watermark)> {
     let mut client = pool.get().await?;
     let (transaction, snapshot) = read_under_one_snapshot(pool, schema, &mut client).await?;
     let mut changes = ChangeSet::default();
     for layer in layers {
         let (everything, boxes) =
-            changed_boxes(&*transaction, schema, layer, &since.snapshot).await?;
+            changed_boxes(&*transaction, schema, layer, &since.snapshot, compare).await?;
         changes.rows += boxes.len() as u64 + u64::from(everything);
         changes.everything |= everything;
         changes
@@ -182,6 +184,16 @@ pub async fn forget_consumers(pool: &Pool, schema: &str, consumers: &[String]) -
     Ok(())
 }
 
+/// Where a reseed compares the two shapes of a geometry-only edit as the tiles draw them: the
+/// tileset's zooms and its tiles' extent.
+#[derive(Debug, Clone, Copy)]
+pub struct Compare {
+    /// The zooms the run renders.
+    pub zooms: ZoomRange,
+    /// Units across a tile.
+    pub extent: u32,
+}
+
 /// The changes to the layer's table that the snapshot `since` did not see and the client's current
 /// snapshot does: whether it was truncated, and per old and new geometry its box and shape as the
 /// tiles draw them (in Web-Mercator metres, through the renderer's own transform), its
@@ -192,11 +204,16 @@ pub async fn forget_consumers(pool: &Pool, schema: &str, consumers: &[String]) -
 /// `client` must be in a transaction: a geometry PostGIS cannot project (a latitude past ±90°)
 /// fails the read of all of them, which is then rolled back to a savepoint and done in halves down
 /// to single geometries, the ones that fail dirtying every tile that may fetch them.
+///
+/// With `compare`, the two shapes of each geometry-only edit of a line or polygon are also drawn
+/// as each zoom draws them and compared there ([`compare_moved`]), so that the edit dirties only
+/// the tiles where they differ.
 pub async fn changed_boxes(
     client: &impl GenericClient,
     schema: &str,
     layer: &LayerConfig,
     since: &str,
+    compare: Option<Compare>,
 ) -> Result<(bool, Vec<ChangedBox>)> {
     let table = quoted_table(layer);
     let column = layer.partition.as_ref().map(|p| p.column.as_str());
@@ -218,18 +235,40 @@ pub async fn changed_boxes(
     if !any.get::<_, bool>(0) {
         return Ok((false, Vec::new()));
     }
+    // Logs installed by earlier versions have no pairs of geometry-only edits.
+    let pairs = client
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                            WHERE attrelid = to_regclass($1) AND attname = 'moved_to')",
+            &[(&format!("{}.change_log", quote_ident(schema)), Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("reading the change log"))?
+        .get::<_, bool>(0);
+    let moved = if pairs {
+        " || coalesce(c.moved_from, '{}') || coalesce(c.moved_to, '{}')"
+    } else {
+        ""
+    };
     // One row per logged geometry, numbered within its log row (`c.id`, `v.k`) so that one can be
-    // read again alone.
+    // read again alone. The pairs of geometry-only edits come last: the one at `k` is a pair's
+    // (`pair` from 1) old (`side` 0) or new (1) shape.
     let geometries = Geometries {
         from: format!(
             "FROM {}.change_log c
              CROSS JOIN LATERAL unnest(ARRAY[c.old_geom, c.new_geom] || coalesce(c.old_geoms, '{{}}')
-                                       || coalesce(c.new_geoms, '{{}}')) WITH ORDINALITY AS v(g, k)",
+                                       || coalesce(c.new_geoms, '{{}}'){moved}) WITH ORDINALITY AS v(g, k)",
             quote_ident(schema)
         ),
+        pairs,
         filter: "WHERE c.source = to_regclass($1)::oid
            AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
            AND (c.everything OR v.g IS NOT NULL)
+           AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
+                OR c.partitions -> $3 ? $4)",
+        log: format!("{}.change_log c", quote_ident(schema)),
+        log_filter: "WHERE c.source = to_regclass($1)::oid
+           AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
            AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
                 OR c.partitions -> $3 ? $4)",
     };
@@ -278,7 +317,258 @@ pub async fn changed_boxes(
             boxes.push(changed);
         }
     }
-    Ok((everything, boxes))
+    if let Some(compare) = compare.filter(|_| boxes.iter().any(|(_, pair)| pair.is_some())) {
+        let compared = compare_moved(client, &geometries, &params, layer, compare).await?;
+        pair_up(&mut boxes, &compared);
+    }
+    Ok((everything, boxes.into_iter().map(|(b, _)| b).collect()))
+}
+
+/// A logged geometry's place in a geometry-only edit: its log row, the pair's number in it, and
+/// whether it is the new shape.
+type PairSide = (i64, i64, bool);
+
+/// What [`compare_moved`] found per pair (log row, number): per zoom compared, what changed.
+type Compared = BTreeMap<(i64, i64), BTreeMap<u8, DrawnChange>>;
+
+/// Gives both sides of each compared pair what changed per zoom; the old side reports the tiles
+/// for both, and fetches where either row is fetched.
+fn pair_up(boxes: &mut [(ChangedBox, Option<PairSide>)], compared: &Compared) {
+    let mut sources: BTreeMap<(i64, i64), Option<SourceBox>> = BTreeMap::new();
+    let mut sides: BTreeMap<(i64, i64), u8> = BTreeMap::new();
+    for (changed, pair) in boxes.iter() {
+        if let Some((log, number, _)) = pair {
+            let key = (*log, *number);
+            *sides.entry(key).or_default() += 1;
+            let union = match sources.get(&key) {
+                None => changed.source,
+                Some(other) => SourceBox::union(*other, changed.source),
+            };
+            sources.insert(key, union);
+        }
+    }
+    let shared: BTreeMap<(i64, i64), Arc<BTreeMap<u8, DrawnChange>>> = compared
+        .iter()
+        .map(|(key, zooms)| (*key, Arc::new(zooms.clone())))
+        .collect();
+    for (changed, pair) in boxes.iter_mut() {
+        let Some((log, number, new)) = *pair else {
+            continue;
+        };
+        let key = (log, number);
+        // Both sides must have been read (a side PostGIS cannot project is read alone, as a
+        // box that dirties everywhere it may be fetched).
+        let (Some(zooms), Some(2)) = (shared.get(&key), sides.get(&key)) else {
+            continue;
+        };
+        if changed.shape.is_none() {
+            continue;
+        }
+        if !new {
+            changed.source = sources.get(&key).copied().flatten();
+        }
+        changed.moved = Some(Moved {
+            zooms: Arc::clone(zooms),
+            lead: !new,
+        });
+    }
+}
+
+/// Whether a ring or line of the drawn shapes `d.a` and `d.b` (their vertices `v.a`, `v.b`) may
+/// start elsewhere or run the other way while their vertices agree, which changes the bytes of
+/// tiles where the shapes do not differ: rings and lines are paired by their place in the shape;
+/// one without a partner, a first vertex that differs while either is a vertex of the other
+/// shape (the ring turned), or a first vertex alike and a second that differs while either is a
+/// vertex of the other shape (the line reversed). A vertex moved, or the shape moved whole,
+/// shows in the vertices that differ, whose tiles are rendered.
+fn restarted(a: &str, b: &str) -> String {
+    let firsts = |g: &str| {
+        format!(
+            "SELECT s.path[1:array_length(s.path, 1) - 1] AS path, ST_StartPoint(s.geom) AS p1,
+                    ST_EndPoint(s.geom) AS p2
+             FROM ST_DumpSegments(d.{g}) s WHERE s.path[array_length(s.path, 1)] = 1"
+        )
+    };
+    let same = |p: &str, q: &str| format!("(ST_X({p}) = ST_X({q}) AND ST_Y({p}) = ST_Y({q}))");
+    let known = |p: &str, q: &str| {
+        format!("(ST_Intersects(fa.{p}, v.{b}) OR ST_Intersects(fb.{q}, v.{a}))")
+    };
+    format!(
+        "EXISTS (SELECT 1 FROM ({}) fa FULL JOIN ({}) fb ON fa.path = fb.path
+                 WHERE fa.path IS NULL OR fb.path IS NULL
+                    OR (NOT {} AND {})
+                    OR ({} AND NOT {} AND {}))",
+        firsts(a),
+        firsts(b),
+        same("fa.p1", "fb.p1"),
+        known("p1", "p1"),
+        same("fa.p1", "fb.p1"),
+        same("fa.p2", "fb.p2"),
+        known("p2", "p2"),
+    )
+}
+
+/// Draws the two shapes of each geometry-only edit of a line or polygon among `geometries` as
+/// each of `compare`'s zooms that draws the layer's rows one by one would, before clipping
+/// ([`sql::unclipped`]), and says per zoom where they differ: the areas where they differ, the
+/// vertices one has and the other lacks, for the stored and the simplified shape alike. A zoom
+/// where a threshold leaves out one shape and not the other, where one shape vanishes, where a
+/// ring or line starts elsewhere, or where either shape would fit in one tile (which `ST_AsMVTGeom`
+/// does not clip) is left out, so both shapes dirty their own tiles there; so is every zoom when
+/// PostGIS cannot compare them (a GEOS error), with a warning.
+async fn compare_moved(
+    client: &impl GenericClient,
+    geometries: &Geometries,
+    params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4],
+    layer: &LayerConfig,
+    compare: Compare,
+) -> Result<Compared> {
+    let zooms: Vec<u8> = compare
+        .zooms
+        .levels()
+        .filter(|&z| layer.zooms.is_none_or(|r| r.contains(z)) && layer.cluster_at(z).is_none())
+        .collect();
+    let mut per_zoom = Vec::new();
+    for z in zooms {
+        let Some(drawn) = sql::unclipped(layer, "q.a", z, compare.extent) else {
+            continue;
+        };
+        let other = |expression: &str| expression.replace("q.a", "q.b");
+        let tile = 2.0 * crate::tile::MERCATOR_HALF_WORLD / (1u64 << z) as f64;
+        let mut columns = vec![
+            format!("{} AS da", drawn.stored),
+            format!("{} AS db", other(&drawn.stored)),
+        ];
+        let mut chains = vec![("da", "db")];
+        if let Some(simplified) = &drawn.simplified {
+            columns.push(format!("{simplified} AS sa"));
+            columns.push(format!("{} AS sb", other(simplified)));
+            chains.push(("sa", "sb"));
+        }
+        let small = match &drawn.too_small {
+            Some(test) => format!("({test}), ({})", other(test)),
+            None => "false, false".into(),
+        };
+        columns.push(small);
+        let names: Vec<&str> = chains.iter().flat_map(|(a, b)| [*a, *b]).collect();
+        let vertices: Vec<String> = names
+            .iter()
+            .map(|name| format!("ST_Points(d.{name})"))
+            .collect();
+        let vanished: Vec<String> = chains
+            .iter()
+            .map(|(a, b)| format!("(d.{a} IS NULL) <> (d.{b} IS NULL)"))
+            .collect();
+        let restarted: Vec<String> = chains.iter().map(|(a, b)| restarted(a, b)).collect();
+        let differences: Vec<String> = chains
+            .iter()
+            .flat_map(|(a, b)| {
+                [
+                    format!("ST_SymDifference(d.{a}, d.{b})"),
+                    format!("ST_SymDifference(v.{a}, v.{b})"),
+                ]
+            })
+            .collect();
+        // A side whose box spans at most two tiles each way may lie whole inside some tile's
+        // clip box, which `ST_AsMVTGeom` then does not clip: its bytes may differ where the
+        // shapes agree.
+        let spans = |g: &str| {
+            format!(
+                "(ST_XMax({g}) - ST_XMin({g}) > {span} OR ST_YMax({g}) - ST_YMin({g}) > {span})",
+                span = 2.0 * tile
+            )
+        };
+        per_zoom.push(format!(
+            "SELECT q.log_id, q.pair, {z}::int4 AS z, s.state,
+                    CASE WHEN s.state = 1 THEN ST_AsBinary(ST_Affine(ST_Collect(ARRAY[{differences}]), {affine})) END
+             FROM pairs q
+             CROSS JOIN LATERAL (SELECT {columns} OFFSET 0) d({names}, small_a, small_b)
+             CROSS JOIN LATERAL (SELECT {vertices} OFFSET 0) v({names})
+             CROSS JOIN LATERAL (SELECT CASE
+                     WHEN d.small_a IS DISTINCT FROM d.small_b THEN 2
+                     WHEN d.small_a THEN 0
+                     WHEN {vanished} THEN 2
+                     WHEN {restarted} THEN 2
+                     ELSE 1 END AS state) s
+             WHERE {spans_a} AND {spans_b}",
+            differences = differences.join(", "),
+            affine = sql::world_units_to_metres(drawn.unit),
+            vanished = vanished.join(" OR "),
+            restarted = restarted.join(" OR "),
+            columns = columns.join(", "),
+            names = names.join(", "),
+            vertices = vertices.join(", "),
+            spans_a = spans("q.a"),
+            spans_b = spans("q.b"),
+        ));
+    }
+    let mut compared = Compared::new();
+    if per_zoom.is_empty() {
+        return Ok(compared);
+    }
+    let merc = |g: &str| sql::web_mercator_per_row(g);
+    let statement = format!(
+        "WITH pairs AS MATERIALIZED (
+             SELECT c.id AS log_id, p.i AS pair, {a} AS a, {b} AS b
+             FROM {from_log}
+             CROSS JOIN LATERAL unnest(c.moved_from, c.moved_to) WITH ORDINALITY AS p(a, b, i)
+             {filter} AND ST_Dimension(p.a) > 0 AND ST_Dimension(p.b) > 0)
+         {}",
+        per_zoom.join("\n UNION ALL\n"),
+        a = merc("p.a"),
+        b = merc("p.b"),
+        from_log = geometries.log,
+        filter = geometries.log_filter,
+    );
+    let during = || DbError::during("comparing the shapes of geometry-only edits");
+    client
+        .batch_execute("SAVEPOINT oar_tiles_compare_moved")
+        .await
+        .map_err(during())?;
+    let rows = match client.query_typed(&statement, params).await {
+        Ok(rows) => rows,
+        Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_compare_moved")
+                .await
+                .map_err(during())?;
+            tracing::warn!(
+                "layer `{}`: PostGIS cannot compare the old and new shapes of geometry-only \
+                 edits ({}); each dirties every tile of both its shapes",
+                layer.name,
+                pg_message(&err)
+            );
+            return Ok(compared);
+        }
+        Err(err) => return Err(during()(err)),
+    };
+    client
+        .batch_execute("RELEASE SAVEPOINT oar_tiles_compare_moved")
+        .await
+        .map_err(during())?;
+    for row in rows {
+        let key = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+        let Ok(z) = u8::try_from(row.get::<_, i32>(2)) else {
+            continue;
+        };
+        let change = match row.get::<_, i32>(3) {
+            0 => DrawnChange::Nothing,
+            1 => match row
+                .get::<_, Option<&[u8]>>(4)
+                .map(|wkb| Shape::from_wkb(wkb, true))
+            {
+                // Nothing left of either difference.
+                None => DrawnChange::Nothing,
+                Some(Some(shape)) if shape.is_empty() => DrawnChange::Nothing,
+                Some(Some(shape)) => DrawnChange::Within(Arc::new(shape)),
+                // Not WKB this reader knows: the zoom is not compared.
+                Some(None) => continue,
+            },
+            _ => continue,
+        };
+        compared.entry(key).or_default().insert(z, change);
+    }
+    Ok(compared)
 }
 
 /// Whether an error the server reported may pass if the statement is run again: the read one
@@ -290,10 +580,15 @@ fn is_transient(code: &tokio_postgres::error::SqlState) -> bool {
         .any(|class| code.starts_with(class))
 }
 
-/// The logged geometries a read goes through: `from` names each `v.g`, `filter` is its `WHERE`.
+/// The logged geometries a read goes through: `from` names each `v.g`, `filter` is its `WHERE`;
+/// `log` and `log_filter` are the log rows alone and their `WHERE`; `pairs` whether the log has
+/// the pairs of geometry-only edits.
 struct Geometries {
     from: String,
     filter: &'static str,
+    log: String,
+    log_filter: &'static str,
+    pairs: bool,
 }
 
 /// The statement reading each of the `geometries`, with `and` appended to its filter: its SRID and
@@ -305,13 +600,28 @@ fn projected_sql(geometries: &Geometries, and: &str) -> String {
     let point = sql::web_mercator_per_row(&sql::representative_point("v.g"));
     // `m` and `p` are computed once per geometry (`OFFSET 0` keeps them from being inlined into
     // each use); `ST_IsValidDetail` does not raise a notice per invalid geometry as `ST_IsValid`.
+    let pair = if geometries.pairs {
+        "c.id, CASE WHEN v.k > u.unpaired THEN (v.k - u.unpaired - 1) % u.pairs + 1 END,
+                CASE WHEN v.k > u.unpaired THEN (v.k - u.unpaired - 1) / u.pairs END"
+    } else {
+        "c.id, NULL::int8, NULL::int8"
+    };
+    let counts = if geometries.pairs {
+        "CROSS JOIN LATERAL (SELECT 2 + coalesce(cardinality(c.old_geoms), 0)
+                                      + coalesce(cardinality(c.new_geoms), 0) AS unpaired,
+                                    greatest(coalesce(cardinality(c.moved_from), 0), 1) AS pairs) u"
+    } else {
+        ""
+    };
     format!(
         "SELECT c.everything, ST_SRID(v.g), ST_XMin(v.g), ST_YMin(v.g), ST_XMax(v.g), ST_YMax(v.g),
                 ST_XMin(m.g), ST_YMin(m.g), ST_XMax(m.g), ST_YMax(m.g),
                 ST_XMin(p.g), ST_YMin(p.g), ST_XMax(p.g), ST_YMax(p.g),
                 CASE WHEN ST_Dimension(m.g) > 0 THEN ST_AsBinary(ST_Force2D(m.g)) END,
-                CASE WHEN ST_Dimension(m.g) = 2 THEN (ST_IsValidDetail(m.g)).valid ELSE true END
+                CASE WHEN ST_Dimension(m.g) = 2 THEN (ST_IsValidDetail(m.g)).valid ELSE true END,
+                {pair}
          {}
+         {counts}
          CROSS JOIN LATERAL (SELECT {merc} AS g OFFSET 0) m
          CROSS JOIN LATERAL (SELECT {point} AS g OFFSET 0) p
          {}{and}",
@@ -325,8 +635,9 @@ fn corners(row: &Row, first: usize) -> Option<[f64; 4]> {
     Some([corner(0)?, corner(1)?, corner(2)?, corner(3)?])
 }
 
-/// A geometry as [`projected_sql`] read it; `None` for an empty one, which draws nothing.
-fn projected(row: &Row) -> Option<ChangedBox> {
+/// A geometry as [`projected_sql`] read it, with its place in a geometry-only edit; `None` for an
+/// empty one, which draws nothing.
+fn projected(row: &Row) -> Option<(ChangedBox, Option<PairSide>)> {
     let whole = corners(row, 6)?;
     // A geometry with a box has a point on it; its box stands in should PostGIS find none.
     let point = corners(row, 10).unwrap_or(whole);
@@ -337,12 +648,20 @@ fn projected(row: &Row) -> Option<ChangedBox> {
         .and_then(|wkb| Shape::from_wkb(wkb, valid))
         .filter(|shape| !shape.is_empty())
         .map(Arc::new);
-    Some(ChangedBox {
-        whole,
-        point,
-        shape,
-        source: source_box(row),
-    })
+    let pair = match (row.get::<_, Option<i64>>(17), row.get::<_, Option<i64>>(18)) {
+        (Some(number), Some(side)) => Some((row.get::<_, i64>(16), number, side == 1)),
+        _ => None,
+    };
+    Some((
+        ChangedBox {
+            whole,
+            point,
+            shape,
+            source: source_box(row),
+            moved: None,
+        },
+        pair,
+    ))
 }
 
 /// The geometry's box in its own SRID, from columns 1 to 5.
@@ -399,7 +718,11 @@ async fn in_halves(
                     .batch_execute("RELEASE SAVEPOINT oar_tiles_changed_part")
                     .await
                     .map_err(during())?;
-                boxes.extend(rows.iter().filter_map(projected));
+                boxes.extend(
+                    rows.iter()
+                        .filter_map(projected)
+                        .map(|(changed, _)| changed),
+                );
             }
             Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
                 client

@@ -26,7 +26,7 @@ mod triggers;
 
 pub use log::{
     advance_and_prune, changed_boxes, forget_consumer, forget_consumers, pending, read_since,
-    read_touched, record_consumer, Touched,
+    read_touched, record_consumer, Compare, Touched,
 };
 pub use triggers::channel;
 use triggers::{drop_triggers, install_sql, watched_tables, Watched, EARLIER_TRIGGERS, TRIGGERS};

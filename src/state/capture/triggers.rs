@@ -133,6 +133,11 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
          -- statement of one row writes.)
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS old_geoms geometry[];
          ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS new_geoms geometry[];
+         -- Rows whose lines or polygons alone changed (no other watched column), as pairs: the
+         -- old shape at moved_from[i], the new one at moved_to[i]. A reseed renders only the
+         -- tiles where what they draw differs.
+         ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS moved_from geometry[];
+         ALTER TABLE {schema}.change_log ADD COLUMN IF NOT EXISTS moved_to geometry[];
          DO {compression};
          -- Per partition column of the table, the values of the rows the statement changed, as
          -- {{\"column\": [values]}}; NULL where no tileset was partitioned when it was logged.
@@ -375,6 +380,33 @@ fn changed(watched: &Watched, old: &str, new: &str) -> String {
     format!("{} IS DISTINCT FROM {}", side(old), side(new))
 }
 
+/// Whether the rows `old` and `new` (paired, their watched columns known to differ) differ only
+/// in their geometry, both present: the pair is then logged as moved, so that a reseed can render
+/// only where the drawn shapes differ (points are read as any change). Never on a filtered table,
+/// whose filter may read the geometry or any other column. No PostGIS function is called: the
+/// application's own search path may not reach PostGIS, and its writes must never fail here.
+fn geometry_only(watched: &Watched, old: &str, new: &str) -> String {
+    if watched.filtered {
+        return "false".into();
+    }
+    let geometry = logged_geometry(watched);
+    let side = |t: &str| {
+        let columns: Vec<String> = watched
+            .columns
+            .iter()
+            .filter(|c| *c != &watched.geometry)
+            .map(|c| format!("{t}.{}", quote_ident(c)))
+            .collect();
+        format!("ROW({})", columns.join(", "))
+    };
+    format!(
+        "coalesce({} IS NOT DISTINCT FROM {} AND {old}.{geometry} IS NOT NULL \
+         AND {new}.{geometry} IS NOT NULL, false)",
+        side(old),
+        side(new)
+    )
+}
+
 /// The body of a table's UPDATE trigger: the old and new positions of the rows whose watched
 /// columns changed and, for partitioned tables, the partition values those rows left and joined;
 /// it runs `notify` when it logged.
@@ -407,10 +439,16 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
     });
     // One row: its old and new version, whatever its id, are compared directly (a changed id is
     // a changed watched column).
+    let moved = geometry_only(watched, "o", "n");
     let single = format!(
         "                         IF {} THEN
-                             INSERT INTO {schema}.change_log (source, old_geom, new_geom{partition_column})
-                             VALUES (TG_RELID, o.{geometry}, n.{geometry}{single_partitions});
+                             IF {moved} THEN
+                                 INSERT INTO {schema}.change_log (source, moved_from, moved_to{partition_column})
+                                 VALUES (TG_RELID, ARRAY[o.{geometry}], ARRAY[n.{geometry}]{single_partitions});
+                             ELSE
+                                 INSERT INTO {schema}.change_log (source, old_geom, new_geom{partition_column})
+                                 VALUES (TG_RELID, o.{geometry}, n.{geometry}{single_partitions});
+                             END IF;
                              {notify};
                          END IF",
         if watched.filtered {
@@ -419,13 +457,25 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
             changed(watched, "o", "n")
         },
     );
+    // Both arrays of moved pairs are aggregated in one pass over the same rows, under the same
+    // filter, so their elements stay paired.
+    let logged_arrays = |old: &str, new: &str, moved: &str| {
+        format!(
+            "array_agg({old}) FILTER (WHERE {old} IS NOT NULL AND NOT {moved}),
+                            array_agg({new}) FILTER (WHERE {new} IS NOT NULL AND NOT {moved}),
+                            array_agg({old}) FILTER (WHERE {moved}),
+                            array_agg({new}) FILTER (WHERE {moved})"
+        )
+    };
     if watched.partitions.is_empty() {
         let bulk = format!(
-            "                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms)
-                     SELECT $1, array_agg(o.{geometry}) FILTER (WHERE o.{geometry} IS NOT NULL),
-                            array_agg(n.{geometry}) FILTER (WHERE n.{geometry} IS NOT NULL)
-                     FROM {paired}
-                     HAVING count(*) > 0"
+            "                     WITH d AS MATERIALIZED (
+                         SELECT o.{geometry} AS og, n.{geometry} AS ng, {moved} AS moved
+                         FROM {paired})
+                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, moved_from, moved_to)
+                     SELECT $1, {}
+                     FROM d HAVING count(*) > 0",
+            logged_arrays("d.og", "d.ng", "d.moved")
         );
         return dispatch(&["oar_old", "oar_new"], &single, &bulk, notify);
     }
@@ -453,12 +503,12 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
         .collect();
     let bulk = format!(
         "                     WITH d AS MATERIALIZED (
-                         SELECT o.{geometry} AS og, n.{geometry} AS ng{carried}
+                         SELECT o.{geometry} AS og, n.{geometry} AS ng, {moved} AS moved{carried}
                          FROM {paired})
-                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, partitions)
-                     SELECT $1, array_agg(d.og) FILTER (WHERE d.og IS NOT NULL),
-                            array_agg(d.ng) FILTER (WHERE d.ng IS NOT NULL), {}
+                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, moved_from, moved_to, partitions)
+                     SELECT $1, {}, {}
                      FROM d HAVING count(*) > 0",
+        logged_arrays("d.og", "d.ng", "d.moved"),
         objects.join(" || ")
     );
     dispatch(&["oar_old", "oar_new"], &single, &bulk, notify)
