@@ -14,12 +14,13 @@
 #                    [--capacity-rows LIST] [--baseline-bin PATH]
 #                    [--polygon-world-zoom A-B] [--polygon-nyc-zoom A-B]
 #                    [--generalise-nyc-zoom A-B] [--generalise-rounds N]
+#                    [--moved-zoom A-B]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
 #                    watch, edge, partitions, watch-partitions, shards,
-#                    validate, capacity; polygons and generalise run only when
-#                    listed
+#                    validate, capacity; polygons, generalise and moved run only
+#                    when listed
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -89,6 +90,7 @@
 #   --generalise-rounds N
 #                    timed rounds of the generalise section (default 3; its
 #                    nyc seed takes minutes per round, so 1 is quicker)
+#   --moved-zoom A-B zooms of the moved section (default 0-14)
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
@@ -253,6 +255,17 @@
 #            in the same rounds (alternating), its figures beside these, and
 #            each pair of outputs compared tile by tile (uncompressed MVT; any
 #            difference fails the run). Not in the default list.
+#   moved    what a geometry-only edit costs (issue 46): Natural Earth's
+#            Russia (countries and their boundaries as lines) with one border
+#            vertex moved north by 0.01 degrees (about 1.1 km). Over a region
+#            of 3 x 2 degrees around the vertex at --moved-zoom: a full seed,
+#            the move's `seed --dirty` (tiles rendered, wall time), a second
+#            full seed compared with it tile by tile (any difference fails the
+#            run), and, as the baseline in the same run, a rename of Russia,
+#            which renders every tile of its shapes as any edit did before.
+#            Over the whole world, the move's dry run (tiles planned) against
+#            the tiles Russia's area covers at those zooms (its area in
+#            Web-Mercator tiles: target <= 1%). Not in the default list.
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -294,6 +307,7 @@ polygon_world_zoom=0-8
 polygon_nyc_zoom=0-14
 generalise_nyc_zoom=0-16
 generalise_rounds=3
+moved_zoom=0-14
 rows=100000
 zoom=0-14
 concurrency=
@@ -328,6 +342,8 @@ while (($#)); do
         --generalise-nyc-zoom=*) generalise_nyc_zoom=${1#*=}; shift ;;
         --generalise-rounds) generalise_rounds=${2:?--generalise-rounds needs a value}; shift 2 ;;
         --generalise-rounds=*) generalise_rounds=${1#*=}; shift ;;
+        --moved-zoom) moved_zoom=${2:?--moved-zoom needs a value}; shift 2 ;;
+        --moved-zoom=*) moved_zoom=${1#*=}; shift ;;
         --shard-rows) shard_rows=${2:?--shard-rows needs a value}; shift 2 ;;
         --shard-rows=*) shard_rows=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
@@ -382,6 +398,8 @@ for polygon_zoom in "$polygon_world_zoom" "$polygon_nyc_zoom"; do
 done
 [[ $generalise_nyc_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
     || die "--generalise-nyc-zoom must be A-B with A <= B, got '$generalise_nyc_zoom'"
+[[ $moved_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
+    || die "--moved-zoom must be A-B with A <= B, got '$moved_zoom'"
 [[ $generalise_rounds =~ $positive ]] || die "--generalise-rounds must be a positive integer, got '$generalise_rounds'"
 [[ $partition_rounds =~ $positive ]] && ((partition_rounds <= 3)) \
     || die "--partition-rounds must be 1, 2 or 3, got '$partition_rounds'"
@@ -397,9 +415,9 @@ for s in "${section_list[@]}"; do
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
         growth) run_growth=1 ;;
-        capture | partitions | shards | validate | capacity | polygons | generalise) ;;
+        capture | partitions | shards | validate | capacity | polygons | generalise | moved) ;;
         watch | edge | edge-zooms | edge-cloudfront | watch-partitions) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons, generalise)" ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons, generalise, moved)" ;;
     esac
 done
 
@@ -488,7 +506,8 @@ cleanup() {
         psql_ -c "DROP TABLE IF EXISTS $table" >/dev/null 2>&1 || true
     done
     if [[ -n $polygons_schema ]]; then
-        psql_ -c "DROP SCHEMA IF EXISTS $polygons_schema CASCADE" >/dev/null 2>&1 || true
+        psql_ -c "DROP SCHEMA IF EXISTS $polygons_schema CASCADE;
+                  DROP SCHEMA IF EXISTS ${polygons_schema}_changes CASCADE" >/dev/null 2>&1 || true
     fi
     if [[ -n $growth_config ]]; then
         # The sample's comment, set before the rename, makes the next run reload it.
@@ -2128,6 +2147,102 @@ if len(labels) == 2:
 PY
     rm -f "$WORK"/generalise-*.mbtiles*
     psql_ -c "SET client_min_messages = warning; DROP SCHEMA $polygons_schema CASCADE"
+    polygons_schema=
+}
+
+# --- moved: what a geometry-only edit costs ---------------------------------------------------
+
+section_moved() {
+    local s changes vertex x y moved_vertex bbox world
+    polygons_load
+    s=$polygons_schema
+    changes=${s}_changes
+    # A vertex inside a ring of Russia's largest part, on its southern border.
+    IFS='|' read -r x y vertex < <(psql_ -At <<SQL
+SELECT ST_X(d.geom), ST_Y(d.geom), substring(ST_AsText(d.geom) FROM '\((.*)\)')
+FROM $s.countries c, ST_DumpPoints(c.geom) d
+WHERE c.name = 'Russia' AND d.path[3] > 2
+  AND d.path[3] < ST_NPoints(ST_ExteriorRing(ST_GeometryN(c.geom, d.path[1]))) - 1
+ORDER BY abs(ST_X(d.geom) - 90) + abs(ST_Y(d.geom) - 50) LIMIT 1
+SQL
+    )
+    [[ -n $vertex ]] || die "moved: no vertex of Russia found"
+    moved_vertex=$(python3 -c "import sys; x, y = sys.argv[1].split(); print(x, repr(float(y) + 0.01))" "$vertex")
+    bbox=$(python3 -c "import sys; x, y = map(float, sys.argv[1:]); print(f'{x - 1.5},{y - 1},{x + 1.5},{y + 1}')" "$x" "$y")
+    world=-180,-85.05112878,180,85.05112878
+    polygons_config "$WORK/moved.toml" ""
+    sed -i "1i [changes]\nschema = \"$changes\"\n" "$WORK/moved.toml"
+    "$BIN" -q changes install --config "$WORK/moved.toml"
+    log "moved: full seed of $bbox at zoom $moved_zoom"
+    timed_seed moved-full-1 --config "$WORK/moved.toml" --tileset world --zoom "$moved_zoom" \
+        --bbox "$bbox" --output "$WORK/moved.mbtiles"
+    # moved_vertex_to FROM TO: the vertex at FROM (`x y`) of Russia's shapes put at TO.
+    moved_vertex_to() {
+        psql_ <<SQL
+UPDATE $s.countries SET geom = ST_GeomFromText(replace(ST_AsText(geom), ',$1,', ',$2,'), 4326)::geometry(MultiPolygon, 4326) WHERE name = 'Russia';
+UPDATE $s.borders SET geom = ST_GeomFromText(replace(ST_AsText(geom), ',$1,', ',$2,'), 4326)::geometry(MultiLineString, 4326) WHERE name = 'Russia';
+SQL
+    }
+    moved_vertex_to "$vertex" "$moved_vertex"
+    log "moved: the move's plan over the world (dry run)"
+    "$BIN" -q seed --config "$WORK/moved.toml" --tileset world --zoom "$moved_zoom" --bbox "$world" \
+        --output "$WORK/moved.mbtiles" --dirty --dry-run --summary-json "$WORK/moved-plan.json" >/dev/null
+    log "moved: the move's reseed of the region"
+    timed_seed moved-dirty --config "$WORK/moved.toml" --tileset world --zoom "$moved_zoom" \
+        --bbox "$bbox" --output "$WORK/moved.mbtiles" --dirty
+    log "moved: a second full seed of the region, to compare"
+    timed_seed moved-full-2 --config "$WORK/moved.toml" --tileset world --zoom "$moved_zoom" \
+        --bbox "$bbox" --output "$WORK/moved-full-2.mbtiles"
+    cp "$WORK/moved.mbtiles" "$WORK/moved-reseeded.mbtiles"
+    log "moved: the baseline, Russia renamed, reseeded"
+    psql_ -c "UPDATE $s.countries SET name = 'Russian Federation' WHERE name = 'Russia';
+              UPDATE $s.borders SET name = 'Russian Federation' WHERE name = 'Russia'"
+    timed_seed moved-renamed --config "$WORK/moved.toml" --tileset world --zoom "$moved_zoom" \
+        --bbox "$bbox" --output "$WORK/moved.mbtiles" --dirty
+    local area
+    area=$(psql_ -At -c "SELECT ST_Area(ST_Transform(ST_Intersection(geom, ST_MakeEnvelope(-180, -85.05112878, 180, 85.05112878, 4326)), 3857))
+                         FROM $s.countries WHERE name = 'Russian Federation'")
+    python3 - "$WORK" "$moved_zoom" "$bbox" "$area" <<'PY' || failed $?
+import gzip, json, re, sqlite3, sys
+work, zooms, bbox, area = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+def run(name):
+    text = open(f"{work}/{name}.time").read()
+    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
+    hours, minutes, seconds = clock.groups()
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)) / 1024
+    summary = json.load(open(f"{work}/{name}.json"))[0]
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds), rss, summary
+lo, hi = map(int, zooms.split("-"))
+world = 2 * 20037508.342789244
+covered = sum(area / (world / 2 ** z) ** 2 for z in range(lo, hi + 1))
+plan = json.load(open(f"{work}/moved-plan.json"))[0]["plan"]
+planned = sum(z["tiles"] for z in plan["dirty_tiles"])
+print(f"moved: Russia, one border vertex moved by about 1.1 km, zooms {zooms}")
+print(f"  world, dry run: {planned} tiles planned"
+      + (" (the whole pyramid)" if plan["everything"] else "")
+      + f"; Russia's area covers about {covered:,.0f} tiles at these zooms:"
+      f" {100 * planned / covered:.4f}% (target <= 1%)")
+print(f"  region {bbox}:")
+for label, name in (("full seed", "moved-full-1"), ("vertex moved, --dirty", "moved-dirty"),
+                    ("renamed, --dirty (baseline)", "moved-renamed")):
+    wall, rss, s = run(name)
+    print(f"    {label:<28} {s['tiles_queried']:>7} tiles rendered {s['tiles_written']:>7} written"
+          f" {wall:7.2f} s {rss:7.1f} MB")
+moved, renamed = run("moved-dirty")[2]["tiles_queried"], run("moved-renamed")[2]["tiles_queried"]
+print(f"    vertex moved / renamed: {moved / renamed:.4f} of the tiles rendered")
+def mvts(path):
+    rows = sqlite3.connect(path).execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")
+    return {(z, x, y): gzip.decompress(d) if d[:2] == b"\x1f\x8b" else d for z, x, y, d in rows}
+a, b = mvts(f"{work}/moved-reseeded.mbtiles"), mvts(f"{work}/moved-full-2.mbtiles")
+bad = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+print(f"    reseed against a full seed: {len(set(a) | set(b))} tiles, {len(bad)} differ"
+      + (f" (first: {bad[:5]})" if bad else ""))
+if bad:
+    sys.exit(3)
+PY
+    "$BIN" -q changes uninstall --config "$WORK/moved.toml" || true
+    rm -f "$WORK"/moved*.mbtiles*
+    psql_ -c "SET client_min_messages = warning; DROP SCHEMA $polygons_schema CASCADE; DROP SCHEMA IF EXISTS $changes CASCADE"
     polygons_schema=
 }
 

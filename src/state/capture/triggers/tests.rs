@@ -47,6 +47,17 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
     assert_eq!(sql.matches("EXECUTE $f$").count(), 3);
     assert!(sql.contains("FULL JOIN oar_new n ON o.\"id\" = n.\"id\" WHERE"));
     assert!(sql.contains("SET COMPRESSION lz4"));
+    // A row whose geometry alone changed is logged as a pair; the comparison calls no PostGIS
+    // function, which the application's search path may not reach.
+    assert!(sql.contains(
+        "IF coalesce(ROW(o.\"name\", o.\"id\", o.\"country_code\") IS NOT DISTINCT FROM ROW(n.\"name\", n.\"id\", n.\"country_code\")"
+    ));
+    assert_eq!(
+        sql.matches("array_agg(d.og) FILTER (WHERE d.moved)")
+            .count(),
+        1
+    );
+    assert!(!sql.contains("ST_Dimension"));
     let mut text_ids = watched_tables(&config);
     text_ids[0].id_collatable = true;
     assert!(install_sql(&config, &text_ids)
