@@ -155,10 +155,44 @@ async fn within_name_limit(pool: &Pool, schema: &str) -> Result<()> {
     Ok(())
 }
 
+/// Base types whose `=` the triggers compare watched columns with as they are; any other type
+/// (`json`, `point`, `xml`, a type of an extension) is compared by its text form, which never
+/// fails (a change of the text alone logs a change, rendered and found unchanged).
+const PLAIN_EQUALITY: [&str; 24] = [
+    "bool",
+    "int2",
+    "int4",
+    "int8",
+    "float4",
+    "float8",
+    "numeric",
+    "text",
+    "varchar",
+    "bpchar",
+    "name",
+    "char",
+    "uuid",
+    "date",
+    "time",
+    "timetz",
+    "timestamp",
+    "timestamptz",
+    "interval",
+    "bytea",
+    "oid",
+    "jsonb",
+    "inet",
+    "citext",
+];
+
 /// Reads whether each partition column is an array, whose elements are the values: an array type's
 /// name starts with an underscore, the test `render::source` makes too. (A `LIKE '\\_%'` pattern
 /// read every type as an array in a session with `standard_conforming_strings = off`.) Reads too
 /// whether the id column's type has a collation.
+///
+/// Every watched column must exist, or the triggers would fail every UPDATE of the table; and
+/// one whose type (a domain's base type, an array's element type) is not one whose equality the
+/// triggers can rely on is compared by its text form ([`PLAIN_EQUALITY`]).
 async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<Watched>> {
     const COLUMN: &str = "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                           WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped";
@@ -183,6 +217,34 @@ async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<
             .await
             .map_err(reading())?;
         watched.geography = kind.is_some_and(|row| row.get(0));
+        for column in watched.columns() {
+            let row = client
+                .query_typed_opt(
+                    &format!(
+                        "SELECT CASE WHEN t.typtype = 'd'
+                                     THEN (SELECT b.typname FROM pg_type b WHERE b.oid = t.typbasetype)
+                                     ELSE t.typname END::text {COLUMN}"
+                    ),
+                    &[(&table, Type::TEXT), (&column.as_str(), Type::TEXT)],
+                )
+                .await
+                .map_err(reading())?;
+            let Some(row) = row else {
+                return Err(Error::setting(
+                    "attributes",
+                    format!(
+                        "table {table} has no column `{column}`, which a layer renders (or names as \
+                         its id, geometry or partition column): a trigger watching it would fail \
+                         every UPDATE of the table, so change capture is not installed"
+                    ),
+                ));
+            };
+            let type_name: String = row.get(0);
+            let element = type_name.strip_prefix('_').unwrap_or(&type_name);
+            if column != geometry && !PLAIN_EQUALITY.contains(&element) {
+                watched.text_compared.push(column);
+            }
+        }
         for (column, array) in &mut watched.partitions {
             let row = client
                 .query_typed_opt(

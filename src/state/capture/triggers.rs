@@ -24,12 +24,21 @@ pub(super) struct Watched {
     filtered: bool,
     /// Columns some tileset is partitioned by, each with whether it is an array (read at install).
     pub(super) partitions: Vec<(String, bool)>,
+    /// Watched columns whose type has no equality the triggers may rely on (`json`, `point`,
+    /// `xml`, a domain or array of one): compared by their text forms, since comparing them as
+    /// they are would fail every UPDATE of the table (read at install).
+    pub(super) text_compared: Vec<String>,
 }
 
 impl Watched {
     /// The geometry column's name.
     pub(super) fn geometry(&self) -> &str {
         &self.geometry
+    }
+
+    /// Every watched column (rendered, id, geometry, partition).
+    pub(super) fn columns(&self) -> Vec<String> {
+        self.columns.clone()
     }
 }
 
@@ -52,6 +61,7 @@ pub(super) fn watched_tables(config: &Config) -> Vec<Watched> {
                 columns: Vec::new(),
                 filtered: false,
                 partitions: Vec::new(),
+                text_compared: Vec::new(),
             });
         for column in layer
             .attributes
@@ -360,6 +370,15 @@ fn one_side_body(
     dispatch(&[rows], &single, &bulk, notify)
 }
 
+/// A watched non-geometry column `column` of the row `row` as the triggers compare it.
+fn compared(watched: &Watched, row: &str, column: &str) -> String {
+    if watched.text_compared.iter().any(|c| c == column) {
+        format!("{row}.{}::text", quote_ident(column))
+    } else {
+        format!("{row}.{}", quote_ident(column))
+    }
+}
+
 /// The watched columns of the rows `old` and `new` differ (any column when a layer filters the
 /// table, since a filter may use any column to move a row in or out of a layer).
 fn changed(watched: &Watched, old: &str, new: &str) -> String {
@@ -372,7 +391,7 @@ fn changed(watched: &Watched, old: &str, new: &str) -> String {
             .iter()
             .map(|c| match c == &watched.geometry {
                 true => format!("{t}.{}", logged_geometry(watched)),
-                false => format!("{t}.{}", quote_ident(c)),
+                false => compared(watched, t, c),
             })
             .collect();
         format!("({})", columns.join(", "))
@@ -395,7 +414,7 @@ fn geometry_only(watched: &Watched, old: &str, new: &str) -> String {
             .columns
             .iter()
             .filter(|c| *c != &watched.geometry)
-            .map(|c| format!("{t}.{}", quote_ident(c)))
+            .map(|c| compared(watched, t, c))
             .collect();
         format!("ROW({})", columns.join(", "))
     };
