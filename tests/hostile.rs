@@ -262,16 +262,24 @@ fn a_change_schema_postgresql_would_cut_is_refused_before_any_ddl() {
     );
     assert_eq!(application_insert(&setup, 100_001, ""), Ok(1));
     let mut schema = setup.schema;
-    let table = format!("\"{}\".sites", schema.name);
-    let triggers: i64 = schema
+    assert_eq!(
+        triggers_on(&mut schema, "sites"),
+        0,
+        "no trigger was installed"
+    );
+}
+
+/// How many triggers the test schema's `table` has.
+fn triggers_on(schema: &mut crate::common::pg::TestSchema, table: &str) -> i64 {
+    let table = format!("\"{}\".{table}", schema.name);
+    schema
         .client()
         .query_one(
             "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1)",
             &[&table],
         )
         .unwrap()
-        .get(0);
-    assert_eq!(triggers, 0, "no trigger was installed");
+        .get(0)
 }
 
 #[test]
@@ -407,15 +415,10 @@ fn change_capture_never_fails_the_applications_writes_over_column_types_or_names
     let install = oar_tiles(Some(&url), &["changes", "install", "--config", &config]);
     assert_eq!(install.code, 2, "{}", install.stderr);
     assert!(install.stderr.contains("`colour`"), "{}", install.stderr);
-    let table = format!("\"{}\".things", schema.name);
-    let triggers: i64 = schema
-        .client()
-        .query_one(
-            "SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass($1)",
-            &[&table],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(triggers, 0, "no trigger was installed");
+    assert_eq!(
+        triggers_on(&mut schema, "things"),
+        0,
+        "no trigger was installed"
+    );
     schema.execute("UPDATE {schema}.things SET doc = '{\"c\": 3}' WHERE id = 4");
 }

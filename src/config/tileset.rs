@@ -257,6 +257,27 @@ impl LayerConfig {
     pub fn cluster_at(&self, z: u8) -> Option<&ClusterConfig> {
         self.cluster.as_ref().filter(|c| z <= c.maxzoom)
     }
+
+    /// A layer `l` of table `t` (geometry `g`, id `id`) as a config without keys of its own
+    /// gets it: unclustered, unfiltered, no attributes, the default generalisation.
+    #[cfg(test)]
+    pub fn plain() -> LayerConfig {
+        LayerConfig {
+            name: "l".into(),
+            schema: None,
+            table: "t".into(),
+            geometry_column: "g".into(),
+            srid: None,
+            id_column: "id".into(),
+            attributes: vec![],
+            filter: None,
+            zooms: None,
+            cluster: None,
+            cluster_breakdown: None,
+            partition: None,
+            generalisation: Generalisation::DEFAULT,
+        }
+    }
 }
 
 impl LayerConfig {

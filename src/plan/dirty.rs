@@ -341,19 +341,8 @@ mod tests {
 
     fn layer(cluster: Option<crate::config::ClusterConfig>) -> LayerConfig {
         LayerConfig {
-            name: "l".into(),
-            schema: None,
-            table: "t".into(),
-            geometry_column: "g".into(),
-            srid: None,
-            id_column: "id".into(),
-            attributes: vec![],
-            filter: None,
-            zooms: None,
             cluster,
-            cluster_breakdown: None,
-            partition: None,
-            generalisation: crate::config::Generalisation::DEFAULT,
+            ..LayerConfig::plain()
         }
     }
 

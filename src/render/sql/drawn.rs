@@ -65,21 +65,7 @@ mod tests {
 
     #[test]
     fn a_zoom_is_drawn_at_the_world_scale_of_its_tiles_while_the_extent_fits() {
-        let mut layer = crate::config::LayerConfig {
-            name: "l".into(),
-            schema: None,
-            table: "t".into(),
-            geometry_column: "g".into(),
-            srid: None,
-            id_column: "id".into(),
-            attributes: vec![],
-            filter: None,
-            zooms: None,
-            cluster: None,
-            cluster_breakdown: None,
-            partition: None,
-            generalisation: crate::config::Generalisation::DEFAULT,
-        };
+        let mut layer = crate::config::LayerConfig::plain();
         let drawn = unclipped(&layer, "g", 3, 4096).unwrap();
         assert!(
             drawn.stored.contains(", 32768, 0, false)"),

@@ -413,9 +413,10 @@ fn restarted(a: &str, b: &str) -> String {
 /// ([`sql::unclipped`]), and says per zoom where they differ: the areas where they differ, the
 /// vertices one has and the other lacks, for the stored and the simplified shape alike. A zoom
 /// where a threshold leaves out one shape and not the other, where one shape vanishes, where a
-/// ring or line starts elsewhere, or where either shape would fit in one tile (which `ST_AsMVTGeom`
-/// does not clip) is left out, so both shapes dirty their own tiles there; so is every zoom when
-/// PostGIS cannot compare them (a GEOS error), with a warning.
+/// ring or line may start at another of its vertices or run the other way ([`restarted`]), or
+/// where either shape would fit in one tile (which `ST_AsMVTGeom` does not clip) is left out, so
+/// both shapes dirty their own tiles there; so is every zoom when PostGIS cannot compare them (a
+/// GEOS error), with a warning.
 async fn compare_moved(
     client: &impl GenericClient,
     geometries: &Geometries,

@@ -477,7 +477,9 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
         },
     );
     // Both arrays of moved pairs are aggregated in one pass over the same rows, under the same
-    // filter, so their elements stay paired.
+    // filter, so their elements stay paired; whether a row moved is decided once (`OFFSET 0`
+    // keeps the subquery from being pulled up into each aggregate's filter, without the
+    // materialized CTE's copy of every row).
     let logged_arrays = |old: &str, new: &str, moved: &str| {
         format!(
             "array_agg({old}) FILTER (WHERE {old} IS NOT NULL AND NOT {moved}),
@@ -488,12 +490,11 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
     };
     if watched.partitions.is_empty() {
         let bulk = format!(
-            "                     WITH d AS MATERIALIZED (
-                         SELECT o.{geometry} AS og, n.{geometry} AS ng, {moved} AS moved
-                         FROM {paired})
-                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, moved_from, moved_to)
+            "                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, moved_from, moved_to)
                      SELECT $1, {}
-                     FROM d HAVING count(*) > 0",
+                     FROM (SELECT o.{geometry} AS og, n.{geometry} AS ng, {moved} AS moved
+                           FROM {paired} OFFSET 0) d
+                     HAVING count(*) > 0",
             logged_arrays("d.og", "d.ng", "d.moved")
         );
         return dispatch(&["oar_old", "oar_new"], &single, &bulk, notify);
