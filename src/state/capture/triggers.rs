@@ -399,16 +399,16 @@ fn changed(watched: &Watched, old: &str, new: &str) -> String {
     format!("{} IS DISTINCT FROM {}", side(old), side(new))
 }
 
-/// Whether the rows `old` and `new` (paired, their watched columns known to differ) differ only
-/// in their geometry, both present: the pair is then logged as moved, so that a reseed can render
-/// only where the drawn shapes differ (points are read as any change). Never on a filtered table,
-/// whose filter may read the geometry or any other column. No PostGIS function is called: the
-/// application's own search path may not reach PostGIS, and its writes must never fail here.
-fn geometry_only(watched: &Watched, old: &str, new: &str) -> String {
+/// Whether the rows `old` and `new` agree on every watched column but the geometry: an UPDATE
+/// of such a pair changed the geometry alone, and is logged as moved, so that a reseed can render
+/// only where the drawn shapes differ (points are read as any change). Never on a filtered table
+/// (`false`), whose filter may read the geometry or any other column. No PostGIS function is
+/// called: the application's own search path may not reach PostGIS, and its writes must never
+/// fail here. Never NULL.
+fn same_but_geometry(watched: &Watched, old: &str, new: &str) -> String {
     if watched.filtered {
         return "false".into();
     }
-    let geometry = logged_geometry(watched);
     let side = |t: &str| {
         let columns: Vec<String> = watched
             .columns
@@ -418,11 +418,16 @@ fn geometry_only(watched: &Watched, old: &str, new: &str) -> String {
             .collect();
         format!("ROW({})", columns.join(", "))
     };
+    format!("{} IS NOT DISTINCT FROM {}", side(old), side(new))
+}
+
+/// Whether the paired rows `old` and `new` changed their geometry alone, both present (see
+/// [`same_but_geometry`]).
+fn geometry_only(watched: &Watched, old: &str, new: &str) -> String {
+    let geometry = logged_geometry(watched);
     format!(
-        "coalesce({} IS NOT DISTINCT FROM {} AND {old}.{geometry} IS NOT NULL \
-         AND {new}.{geometry} IS NOT NULL, false)",
-        side(old),
-        side(new)
+        "({} AND {old}.{geometry} IS NOT NULL AND {new}.{geometry} IS NOT NULL)",
+        same_but_geometry(watched, old, new)
     )
 }
 
@@ -444,10 +449,24 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
     } else {
         ""
     };
-    let paired = format!(
-        "oar_old o FULL JOIN oar_new n ON o.{id}{collate} = n.{id}{collate} WHERE {}",
-        changed(watched, "o", "n")
-    );
+    // The pairs whose watched columns changed, each with its old and new geometry (`og`, `ng`)
+    // and whether its other watched columns stayed (`same`), decided once per pair: `OFFSET 0`
+    // keeps the subquery from being pulled up into every use of `same`.
+    let join = format!("oar_old o FULL JOIN oar_new n ON o.{id}{collate} = n.{id}{collate}");
+    let only_changed = if watched.filtered {
+        format!(" WHERE {}", changed(watched, "o", "n"))
+    } else {
+        String::new()
+    };
+    let pairs = |carried: &str| {
+        format!(
+            "(SELECT o.{geometry} AS og, n.{geometry} AS ng, {} AS same{carried}
+                           FROM {join}{only_changed} OFFSET 0) d
+                     WHERE NOT d.same OR d.og IS DISTINCT FROM d.ng",
+            same_but_geometry(watched, "o", "n")
+        )
+    };
+    let moved_pair = "(d.same AND d.og IS NOT NULL AND d.ng IS NOT NULL)";
     let partition_column = partition_column(watched);
     let single_partitions = single_row_partitions(watched, |column, array| {
         format!(
@@ -477,9 +496,7 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
         },
     );
     // Both arrays of moved pairs are aggregated in one pass over the same rows, under the same
-    // filter, so their elements stay paired; whether a row moved is decided once (`OFFSET 0`
-    // keeps the subquery from being pulled up into each aggregate's filter, without the
-    // materialized CTE's copy of every row).
+    // filter, so their elements stay paired.
     let logged_arrays = |old: &str, new: &str, moved: &str| {
         format!(
             "array_agg({old}) FILTER (WHERE {old} IS NOT NULL AND NOT {moved}),
@@ -492,10 +509,10 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
         let bulk = format!(
             "                     INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, moved_from, moved_to)
                      SELECT $1, {}
-                     FROM (SELECT o.{geometry} AS og, n.{geometry} AS ng, {moved} AS moved
-                           FROM {paired} OFFSET 0) d
+                     FROM {}
                      HAVING count(*) > 0",
-            logged_arrays("d.og", "d.ng", "d.moved")
+            logged_arrays("d.og", "d.ng", moved_pair),
+            pairs("")
         );
         return dispatch(&["oar_old", "oar_new"], &single, &bulk, notify);
     }
@@ -522,13 +539,12 @@ fn update_body(schema: &str, watched: &Watched, notify: &str) -> String {
         })
         .collect();
     let bulk = format!(
-        "                     WITH d AS MATERIALIZED (
-                         SELECT o.{geometry} AS og, n.{geometry} AS ng, {moved} AS moved{carried}
-                         FROM {paired})
+        "                     WITH d AS MATERIALIZED (SELECT d.* FROM {})
                      INSERT INTO {schema}.change_log (source, old_geoms, new_geoms, moved_from, moved_to, partitions)
                      SELECT $1, {}, {}
                      FROM d HAVING count(*) > 0",
-        logged_arrays("d.og", "d.ng", "d.moved"),
+        pairs(&carried),
+        logged_arrays("d.og", "d.ng", moved_pair),
         objects.join(" || ")
     );
     dispatch(&["oar_old", "oar_new"], &single, &bulk, notify)

@@ -45,23 +45,26 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
         "IF (o.\"name\", o.\"id\", o.\"location\", o.\"country_code\") IS DISTINCT FROM"
     ));
     assert_eq!(sql.matches("EXECUTE $f$").count(), 3);
-    assert!(sql.contains("FULL JOIN oar_new n ON o.\"id\" = n.\"id\" WHERE"));
+    assert!(sql.contains("FULL JOIN oar_new n ON o.\"id\" = n.\"id\" OFFSET 0) d"));
     assert!(sql.contains("SET COMPRESSION lz4"));
     // A row whose geometry alone changed is logged as a pair; the comparison calls no PostGIS
     // function, which the application's search path may not reach.
     assert!(sql.contains(
-        "IF coalesce(ROW(o.\"name\", o.\"id\", o.\"country_code\") IS NOT DISTINCT FROM ROW(n.\"name\", n.\"id\", n.\"country_code\")"
+        "IF (ROW(o.\"name\", o.\"id\", o.\"country_code\") IS NOT DISTINCT FROM ROW(n.\"name\", n.\"id\", n.\"country_code\") AND o.\"location\" IS NOT NULL"
     ));
     assert_eq!(
-        sql.matches("array_agg(d.og) FILTER (WHERE d.moved)")
-            .count(),
+        sql.matches(
+            "array_agg(d.og) FILTER (WHERE (d.same AND d.og IS NOT NULL AND d.ng IS NOT NULL))"
+        )
+        .count(),
         1
     );
+    assert!(sql.contains("WHERE NOT d.same OR d.og IS DISTINCT FROM d.ng"));
     assert!(!sql.contains("ST_Dimension"));
     let mut text_ids = watched_tables(&config);
     text_ids[0].id_collatable = true;
     assert!(install_sql(&config, &text_ids)
-        .contains("ON o.\"id\" COLLATE \"C\" = n.\"id\" COLLATE \"C\" WHERE"));
+        .contains("ON o.\"id\" COLLATE \"C\" = n.\"id\" COLLATE \"C\" OFFSET 0"));
     // A geography column is logged, and compared, as geometry.
     let mut geography = watched_tables(&config);
     geography[0].geography = true;
