@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::recorder::Recorder;
-use crate::common::run::{differences, oar_tiles_command, read_tree, send_signal, Tiles};
+use crate::common::run::{
+    differences, oar_tiles_command, read_tree, read_tree_after_a_kill, send_signal, Tiles,
+};
 use crate::edge::{seed_tree, tree_world, Watching};
 
 /// A cache that takes connections and never answers: a purge sent to it hangs.
@@ -134,10 +136,13 @@ fn changes_stored_by_a_seed_and_a_watcher_killed_while_purging_are_purged_by_the
         "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.02) WHERE site_id % 40 = 3",
     );
     silent.wait_for_a_purge(watching.child(), since);
+    let killed = watching.child().id();
     send_signal(watching.child(), libc::SIGKILL);
     watching.child().wait().unwrap();
     drop(watching);
-    let changed: BTreeSet<String> = differences(&before, &read_tree(&tree, "pbf"))
+    // SIGKILL may land while a tile is written: its temporary file stays until the next run.
+    let (after_kill, _) = read_tree_after_a_kill(&tree, "pbf");
+    let changed: BTreeSet<String> = differences(&before, &after_kill)
         .into_iter()
         .map(|tile| format!("{tile}.pbf"))
         .collect();
@@ -151,4 +156,11 @@ fn changes_stored_by_a_seed_and_a_watcher_killed_while_purging_are_purged_by_the
         purged.contains("*") || changed.iter().all(|t| purged.contains(t))
     });
     assert_purged(&cache, &changed, "after a killed watcher");
+    // The next watcher removed what the killed one left half written (its own may be in flight).
+    let (_, temporaries) = read_tree_after_a_kill(&tree, "pbf");
+    let left: Vec<&String> = temporaries
+        .iter()
+        .filter(|name| name.ends_with(&format!(".{killed}.tmp")))
+        .collect();
+    assert!(left.is_empty(), "the killed watcher's {left:?} left behind");
 }

@@ -302,8 +302,20 @@ pub fn differences(before: &Tiles, after: &Tiles) -> BTreeSet<String> {
         .collect()
 }
 
-/// Tiles of a `{z}/{x}/{y}.ext` tree.
+/// Tiles of a `{z}/{x}/{y}.ext` tree; a temporary file beside them fails the test.
 pub fn read_tree(root: &Path, extension: &str) -> Tiles {
+    let (tiles, temporaries) = read_tree_after_a_kill(root, extension);
+    assert!(
+        temporaries.is_empty(),
+        "temporary file(s) {temporaries:?} left behind"
+    );
+    tiles
+}
+
+/// Tiles of a tree whose writer may just have been killed, and the names of the temporary files
+/// it left beside them (`.Y.ext.PID.tmp`: never at a tile's name), which its next run removes.
+pub fn read_tree_after_a_kill(root: &Path, extension: &str) -> (Tiles, Vec<String>) {
+    let mut temporaries = Vec::new();
     let mut tiles = Tiles::new();
     for z in std::fs::read_dir(root).unwrap().map(|e| e.unwrap()) {
         let Ok(zoom) = z.file_name().to_string_lossy().parse::<u8>() else {
@@ -313,7 +325,10 @@ pub fn read_tree(root: &Path, extension: &str) -> Tiles {
             let column: u32 = x.file_name().to_string_lossy().parse().unwrap();
             for y in std::fs::read_dir(x.path()).unwrap().map(|e| e.unwrap()) {
                 let name = y.file_name().to_string_lossy().into_owned();
-                assert!(!name.starts_with('.'), "temporary file {name} left behind");
+                if name.starts_with('.') {
+                    temporaries.push(name);
+                    continue;
+                }
                 let row: u32 = name
                     .strip_suffix(&format!(".{extension}"))
                     .unwrap()
@@ -323,5 +338,5 @@ pub fn read_tree(root: &Path, extension: &str) -> Tiles {
             }
         }
     }
-    tiles
+    (tiles, temporaries)
 }

@@ -278,22 +278,17 @@ pub async fn changed_boxes(
         (&column, Type::TEXT),
         (&value, Type::TEXT),
     ];
-    let during = || DbError::during("reading the change log");
-    client
-        .batch_execute("SAVEPOINT oar_tiles_changed_boxes")
-        .await
-        .map_err(during())?;
-    let read = client
-        .query_typed(&projected_sql(&geometries, ""), &params)
-        .await;
+    let read = refused_or_rows(
+        client,
+        &projected_sql(&geometries, ""),
+        &params,
+        "reading the change log",
+    )
+    .await?;
     let rows = match read {
         Ok(rows) => rows,
         // The server refused (PROJ, GEOS): a geometry it cannot project; read in halves.
-        Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
-            client
-                .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_changed_boxes")
-                .await
-                .map_err(during())?;
+        Err(err) => {
             tracing::warn!(
                 "layer `{}`: PostGIS cannot project a changed geometry ({}); reading them in \
                  halves, and the ones it cannot project dirty every tile that may fetch them",
@@ -302,12 +297,7 @@ pub async fn changed_boxes(
             );
             return in_halves(client, &geometries, &params).await;
         }
-        Err(err) => return Err(during()(err)),
     };
-    client
-        .batch_execute("RELEASE SAVEPOINT oar_tiles_changed_boxes")
-        .await
-        .map_err(during())?;
     let mut everything = false;
     let mut boxes = Vec::with_capacity(rows.len());
     for row in rows {
@@ -521,18 +511,16 @@ async fn compare_moved(
         from_log = geometries.log,
         filter = geometries.log_filter,
     );
-    let during = || DbError::during("comparing the shapes of geometry-only edits");
-    client
-        .batch_execute("SAVEPOINT oar_tiles_compare_moved")
-        .await
-        .map_err(during())?;
-    let rows = match client.query_typed(&statement, params).await {
+    let read = refused_or_rows(
+        client,
+        &statement,
+        params,
+        "comparing the shapes of geometry-only edits",
+    )
+    .await?;
+    let rows = match read {
         Ok(rows) => rows,
-        Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
-            client
-                .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_compare_moved")
-                .await
-                .map_err(during())?;
+        Err(err) => {
             tracing::warn!(
                 "layer `{}`: PostGIS cannot compare the old and new shapes of geometry-only \
                  edits ({}); each dirties every tile of both its shapes",
@@ -541,12 +529,7 @@ async fn compare_moved(
             );
             return Ok(compared);
         }
-        Err(err) => return Err(during()(err)),
     };
-    client
-        .batch_execute("RELEASE SAVEPOINT oar_tiles_compare_moved")
-        .await
-        .map_err(during())?;
     for row in rows {
         let key = (row.get::<_, i64>(0), row.get::<_, i64>(1));
         let Ok(z) = u8::try_from(row.get::<_, i32>(2)) else {
@@ -570,6 +553,39 @@ async fn compare_moved(
         compared.entry(key).or_default().insert(z, change);
     }
     Ok(compared)
+}
+
+/// Runs `statement` under a savepoint of `client`'s transaction: its rows, or, when the server
+/// refused it for its data (PROJ, GEOS: not a cancelled or broken statement), the error, with the
+/// transaction rolled back to before it and still usable. `what` names the read in errors.
+async fn refused_or_rows(
+    client: &impl GenericClient,
+    statement: &str,
+    params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type)],
+    what: &'static str,
+) -> Result<std::result::Result<Vec<Row>, tokio_postgres::Error>> {
+    let during = || DbError::during(what);
+    client
+        .batch_execute("SAVEPOINT oar_tiles_read")
+        .await
+        .map_err(during())?;
+    match client.query_typed(statement, params).await {
+        Ok(rows) => {
+            client
+                .batch_execute("RELEASE SAVEPOINT oar_tiles_read")
+                .await
+                .map_err(during())?;
+            Ok(Ok(rows))
+        }
+        Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_read")
+                .await
+                .map_err(during())?;
+            Ok(Err(err))
+        }
+        Err(err) => Err(during()(err)),
+    }
 }
 
 /// Whether an error the server reported may pass if the statement is run again: the read one
@@ -709,42 +725,25 @@ async fn in_halves(
             params.to_vec();
         with_part.push((&ids, Type::INT8_ARRAY));
         with_part.push((&ks, Type::INT8_ARRAY));
-        client
-            .batch_execute("SAVEPOINT oar_tiles_changed_part")
-            .await
-            .map_err(during())?;
-        match client.query_typed(&chosen, &with_part).await {
-            Ok(rows) => {
-                client
-                    .batch_execute("RELEASE SAVEPOINT oar_tiles_changed_part")
-                    .await
-                    .map_err(during())?;
-                boxes.extend(
-                    rows.iter()
-                        .filter_map(projected)
-                        .map(|(changed, _)| changed),
-                );
-            }
-            Err(err) if err.code().is_some_and(|code| !is_transient(code)) => {
-                client
-                    .batch_execute("ROLLBACK TO SAVEPOINT oar_tiles_changed_part")
-                    .await
-                    .map_err(during())?;
-                match part {
-                    // An empty geometry has no box, and draws nothing.
-                    [only] => {
-                        if corners(only, 2).is_some() {
-                            boxes.push(ChangedBox::unprojected(source_box(only)));
-                        }
-                    }
-                    _ => {
-                        let (first, second) = part.split_at(part.len() / 2);
-                        pending.push(second);
-                        pending.push(first);
+        match refused_or_rows(client, &chosen, &with_part, "reading the change log").await? {
+            Ok(rows) => boxes.extend(
+                rows.iter()
+                    .filter_map(projected)
+                    .map(|(changed, _)| changed),
+            ),
+            Err(_) => match part {
+                // An empty geometry has no box, and draws nothing.
+                [only] => {
+                    if corners(only, 2).is_some() {
+                        boxes.push(ChangedBox::unprojected(source_box(only)));
                     }
                 }
-            }
-            Err(err) => return Err(during()(err)),
+                _ => {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    pending.push(second);
+                    pending.push(first);
+                }
+            },
         }
     }
     Ok((everything, boxes))
