@@ -261,16 +261,8 @@ pub async fn changed_boxes(
             quote_ident(schema)
         ),
         pairs,
-        filter: "WHERE c.source = to_regclass($1)::oid
-           AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
-           AND (c.everything OR v.g IS NOT NULL)
-           AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
-                OR c.partitions -> $3 ? $4)",
+        filter: format!("{LOG_FILTER} AND (c.everything OR v.g IS NOT NULL)"),
         log: format!("{}.change_log c", quote_ident(schema)),
-        log_filter: "WHERE c.source = to_regclass($1)::oid
-           AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
-           AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
-                OR c.partitions -> $3 ? $4)",
     };
     let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] = [
         (&table, Type::TEXT),
@@ -509,7 +501,7 @@ async fn compare_moved(
         a = merc("p.a"),
         b = merc("p.b"),
         from_log = geometries.log,
-        filter = geometries.log_filter,
+        filter = LOG_FILTER,
     );
     let read = refused_or_rows(
         client,
@@ -597,14 +589,21 @@ fn is_transient(code: &tokio_postgres::error::SqlState) -> bool {
         .any(|class| code.starts_with(class))
 }
 
-/// The logged geometries a read goes through: `from` names each `v.g`, `filter` is its `WHERE`;
-/// `log` and `log_filter` are the log rows alone and their `WHERE`; `pairs` whether the log has
-/// the pairs of geometry-only edits.
+/// The log rows a read of a layer's changes takes (`c`): its table's (`$1`), that the snapshot
+/// `$2` did not see, and for a partition's layer (column `$3`, value `$4`) those that touched rows
+/// of its value or were logged before its column's values were.
+const LOG_FILTER: &str = "WHERE c.source = to_regclass($1)::oid
+           AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot)
+           AND ($3::text IS NULL OR c.partitions IS NULL OR NOT c.partitions ? $3
+                OR c.partitions -> $3 ? $4)";
+
+/// The logged geometries a read goes through: `from` names each `v.g`, `filter` is its `WHERE`
+/// ([`LOG_FILTER`] and the geometry's presence); `log` is the log table alone, as `c`; `pairs`
+/// whether the log has the pairs of geometry-only edits.
 struct Geometries {
     from: String,
-    filter: &'static str,
+    filter: String,
     log: String,
-    log_filter: &'static str,
     pairs: bool,
 }
 
