@@ -29,6 +29,7 @@ pub(super) struct RawTileset {
     pmtiles_versions: Option<bool>,
     pmtiles_keep_versions: Option<String>,
     size_budget: Option<u64>,
+    listed_tiles: Option<u64>,
     partition_by: Option<String>,
     freshness: Option<RawFreshness>,
     #[serde(default)]
@@ -148,6 +149,18 @@ impl Generalisation {
 /// Default tile size budget: 500 KiB stored (compressed), what map clients load without strain.
 pub const DEFAULT_SIZE_BUDGET: u64 = 500 * 1024;
 
+/// Dirty tiles a reseed lists by default: about 100 MB while they are gathered.
+pub const DEFAULT_LISTED_TILES: usize = 2_000_000;
+
+/// The tileset's `listed_tiles`: at least one.
+fn listed_tiles(raw: Option<u64>) -> Result<usize, String> {
+    match raw {
+        None => Ok(DEFAULT_LISTED_TILES),
+        Some(0) => Err("listed_tiles must be at least 1".into()),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    }
+}
+
 /// One `[[tileset]]`: a pyramid of tiles written to one output.
 #[derive(Debug, Clone)]
 pub struct TilesetConfig {
@@ -171,6 +184,9 @@ pub struct TilesetConfig {
     pub output_settings: OutputSettings,
     /// Stored bytes above which a tile is reported (or, with `--strict-size`, fails the job).
     pub size_budget: u64,
+    /// How many dirty tiles a reseed lists at most; past that it lists those above a zoom and
+    /// walks subtrees below it, so what it holds stays bounded.
+    pub listed_tiles: usize,
     /// The layers each tile holds.
     pub layers: Vec<LayerConfig>,
     /// A column (or array column) whose every value gets a pyramid of its own, with only its rows.
@@ -375,6 +391,7 @@ pub(super) fn resolve_tileset(
             }
         }
     }
+    let listed_tiles = listed_tiles(raw.listed_tiles).map_err(context)?;
     Ok(TilesetConfig {
         name,
         output,
@@ -386,6 +403,7 @@ pub(super) fn resolve_tileset(
         buffer,
         output_settings,
         size_budget: raw.size_budget.unwrap_or(DEFAULT_SIZE_BUDGET),
+        listed_tiles,
         layers,
         partition_by,
         cdn: Vec::new(),

@@ -4,8 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::Work;
 use crate::config::LayerConfig;
-use crate::tile::{morton, BBox, TileCoord, TileRange, ZoomRange, MERCATOR_HALF_WORLD};
+use crate::tile::{morton, BBox, Subtrees, TileCoord, TileRange, ZoomRange, MERCATOR_HALF_WORLD};
 
 mod shape;
 
@@ -300,16 +301,7 @@ pub fn dirty_tiles(
                     y0 = MERCATOR_HALF_WORLD
                         - (((MERCATOR_HALF_WORLD - y0) / cell).floor() + 1.0) * cell;
                 }
-                // Unbounded boxes (an unprojected geometry) clamp to the zoom's edges.
-                let index = |v: f64| (v / size).floor().clamp(0.0, (n - 1) as f64) as u32;
-                let (min_x, max_x) = (
-                    index(x0 - margin + MERCATOR_HALF_WORLD),
-                    index(x1 + margin + MERCATOR_HALF_WORLD),
-                );
-                let (min_y, max_y) = (
-                    index(MERCATOR_HALF_WORLD - y1 - margin),
-                    index(MERCATOR_HALF_WORLD - y0 + margin),
-                );
+                let [min_x, min_y, max_x, max_y] = box_tiles([x0, y0, x1, y1], margin, z);
                 let [span_x0, span_y0, span_x1, span_y1] = match source {
                     Some(source) => source.tile_span(z, fetch_margins[usize::from(z)]),
                     None => [0, 0, u32::MAX, u32::MAX],
@@ -333,6 +325,141 @@ pub fn dirty_tiles(
         }
     }
     Some(dirty.into_iter().map(|(_, _, tile)| tile).collect())
+}
+
+/// The columns and rows `[min_x, min_y, max_x, max_y]` of zoom `z` whose envelope, grown by
+/// `margin` metres, meets `rect` (Web-Mercator metres); unbounded boxes (an unprojected geometry)
+/// clamp to the zoom's edges.
+fn box_tiles(rect: [f64; 4], margin: f64, z: u8) -> [u32; 4] {
+    let n = 1u64 << z;
+    let size = 2.0 * MERCATOR_HALF_WORLD / n as f64;
+    let index = |v: f64| (v / size).floor().clamp(0.0, (n - 1) as f64) as u32;
+    let [x0, y0, x1, y1] = rect;
+    [
+        index(x0 - margin + MERCATOR_HALF_WORLD),
+        index(MERCATOR_HALF_WORLD - y1 - margin),
+        index(x1 + margin + MERCATOR_HALF_WORLD),
+        index(MERCATOR_HALF_WORLD - y0 + margin),
+    ]
+}
+
+/// What a set of changes dirties (as [`dirty_tiles`] reckons it), held to `limit` tiles: their
+/// tiles while there are no more, else the tiles of the zooms above a root zoom, listed, and
+/// below it subtrees, walked as a seed walks them, rooted at every tile of the root zoom the
+/// changes may reach. The root zoom is the deepest at which both fit in `limit`, so the
+/// subtrees cover as little as they can; at zoom 0 there is one root at most, the pyramid.
+pub fn dirty_work(
+    boxes: &[(&LayerConfig, &[ChangedBox])],
+    layers: &[LayerConfig],
+    bbox: BBox,
+    zooms: ZoomRange,
+    (extent, buffer): (u32, u32),
+    limit: usize,
+) -> Work {
+    if let Some(tiles) = dirty_tiles(boxes, layers, bbox, zooms, extent, buffer, limit) {
+        return Work::Tiles(tiles);
+    }
+    for root_zoom in (0..=zooms.max).rev() {
+        let listed = match root_zoom
+            .checked_sub(1)
+            .map(|max| ZoomRange::new(zooms.min, max))
+        {
+            Some(Ok(above)) => dirty_tiles(boxes, layers, bbox, above, extent, buffer, limit),
+            // No zoom of the run lies above the roots.
+            _ => Some(Vec::new()),
+        };
+        let Some(tiles) = listed else {
+            continue;
+        };
+        let left = limit.saturating_sub(tiles.len()).max(1);
+        let roots = subtree_roots(boxes, bbox, zooms, root_zoom, (extent, buffer), left);
+        if let Some(roots) = roots {
+            let subtrees = Subtrees::new(roots);
+            if subtrees.is_empty() {
+                return Work::Tiles(tiles);
+            }
+            return Work::Subtrees { tiles, subtrees };
+        }
+    }
+    Work::Pyramid
+}
+
+/// The tiles of `root_zoom` below which the changes may dirty a tile of `zooms`: a tile dirty at a
+/// deeper zoom meets a change within a margin of its own size, and its envelope so grown lies
+/// inside its ancestor's grown by the same share of the ancestor's size, so the ancestor meets
+/// the change too. The margin here is the widest any zoom uses (buffer, simplification, the
+/// grid a moved shape is drawn on, a cluster's cell); the renderer's source prefilter, which
+/// only ever removes tiles, is left out. `None` past `limit` roots.
+fn subtree_roots(
+    boxes: &[(&LayerConfig, &[ChangedBox])],
+    bbox: BBox,
+    zooms: ZoomRange,
+    root_zoom: u8,
+    (extent, buffer): (u32, u32),
+    limit: usize,
+) -> Option<Vec<TileCoord>> {
+    let below = |z: u8| z >= root_zoom && zooms.contains(z);
+    let mut roots: BTreeSet<(u64, TileCoord)> = BTreeSet::new();
+    let ranges: Vec<TileRange> = (0..=root_zoom).map(|z| bbox.tile_range(z)).collect();
+    let range = ranges[usize::from(root_zoom)];
+    let size = 2.0 * MERCATOR_HALF_WORLD / (1u64 << root_zoom) as f64;
+    for (layer, layer_boxes) in boxes {
+        let drawn = |z: u8| below(z) && layer.zooms.is_none_or(|r| r.contains(z));
+        let levels = root_zoom..=zooms.max;
+        let whole_somewhere = levels
+            .clone()
+            .any(|z| drawn(z) && layer.cluster_at(z).is_none());
+        let widest_cell = levels
+            .filter(|z| drawn(*z))
+            .filter_map(|z| layer.cluster_at(z))
+            .map(|c| f64::from(c.cell) / f64::from(extent))
+            .reduce(f64::max);
+        let margin = f64::from(buffer) / f64::from(extent)
+            + simplified_slack(layer)
+            + 2.0 / f64::from(extent)
+            + 1e-6;
+        for changed in layer_boxes.iter() {
+            let mut add = |tile: TileCoord| {
+                roots.insert((morton(tile.x(), tile.y()), tile));
+                roots.len() <= limit
+            };
+            let mut boxed = Vec::new();
+            match changed.shape.as_deref() {
+                Some(shape) if whole_somewhere => {
+                    let at_root = |z: u8| z == root_zoom;
+                    let descent = Descent {
+                        max_zoom: root_zoom,
+                        margin,
+                        ranges: &ranges,
+                        wanted: &at_root,
+                        fetched: &|_| true,
+                    };
+                    if !shape.tiles(&descent, &mut add) {
+                        return None;
+                    }
+                }
+                Some(_) => {}
+                None if whole_somewhere => boxed.push((changed.whole, margin)),
+                None => {}
+            }
+            if let Some(cell) = widest_cell {
+                boxed.push((changed.point, margin + cell));
+            }
+            for (rect, margin) in boxed {
+                let [min_x, min_y, max_x, max_y] = box_tiles(rect, margin * size, root_zoom);
+                for x in min_x.max(range.min_x)..=max_x.min(range.max_x) {
+                    for y in min_y.max(range.min_y)..=max_y.min(range.max_y) {
+                        let tile = TileCoord::new(root_zoom, x, y)
+                            .expect("indices are clamped to the zoom");
+                        if !add(tile) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Some(roots.into_iter().map(|(_, tile)| tile).collect())
 }
 
 #[cfg(test)]
@@ -653,5 +780,120 @@ mod tests {
         // was not compared.
         let partner = tiles(&[side(false)]);
         assert!(partner.iter().all(|t| t.z() == 1), "{partner:?}");
+    }
+
+    /// A polygon in WKB from one ring of `(x, y)` metres pairs (closed by its last point).
+    fn polygon(ring: &[(f64, f64)]) -> Arc<Shape> {
+        let mut wkb = vec![1u8];
+        wkb.extend(3u32.to_le_bytes());
+        wkb.extend(1u32.to_le_bytes());
+        wkb.extend(u32::try_from(ring.len()).unwrap().to_le_bytes());
+        for (x, y) in ring {
+            wkb.extend(x.to_le_bytes());
+            wkb.extend(y.to_le_bytes());
+        }
+        Arc::new(Shape::from_wkb(&wkb, true).unwrap())
+    }
+
+    #[test]
+    fn past_the_limit_every_dirty_tile_is_listed_or_below_a_subtree_root() {
+        let m = |lon: f64, lat: f64| crate::tile::mercator(lon, lat);
+        let triangle: Vec<(f64, f64)> = [(30.0, 50.0), (44.0, 58.0), (37.0, 41.0), (30.0, 50.0)]
+            .iter()
+            .map(|(lon, lat)| m(*lon, *lat))
+            .collect();
+        let road: Vec<(f64, f64)> = [(-70.0, -30.0), (-64.0, -25.0), (-60.0, -31.0)]
+            .iter()
+            .map(|(lon, lat)| m(*lon, *lat))
+            .collect();
+        let bounds = |points: &[(f64, f64)]| {
+            points.iter().fold(
+                [
+                    f64::INFINITY,
+                    f64::INFINITY,
+                    f64::NEG_INFINITY,
+                    f64::NEG_INFINITY,
+                ],
+                |[w, s, e, n], (x, y)| [w.min(*x), s.min(*y), e.max(*x), n.max(*y)],
+            )
+        };
+        let shaped = |shape: Arc<Shape>, points: &[(f64, f64)]| {
+            let whole = bounds(points);
+            let (x, y) = points[1];
+            ChangedBox {
+                whole,
+                point: [x, y, x, y],
+                shape: Some(shape),
+                source: None,
+                moved: None,
+            }
+        };
+        let (x0, y0) = m(100.0, 10.0);
+        let (x1, y1) = m(103.0, 12.0);
+        let unshaped = ChangedBox {
+            whole: [x0, y0, x1, y1],
+            point: [x0, y0, x0, y0],
+            shape: None,
+            source: None,
+            moved: None,
+        };
+        let plain = layer(None);
+        let clustered = layer(Some(crate::config::ClusterConfig {
+            maxzoom: 5,
+            cell: 2048,
+            position: crate::config::ClusterPosition::Centroid,
+        }));
+        let deep_only = LayerConfig {
+            zooms: Some(ZoomRange::new(6, 9).unwrap()),
+            ..layer(None)
+        };
+        let changes = [
+            shaped(polygon(&triangle), &triangle),
+            shaped(line(&road), &road),
+            ChangedBox::point(-3.7, 40.4),
+            unshaped,
+        ];
+        let boxes: Vec<(&LayerConfig, &[ChangedBox])> = vec![
+            (&plain, &changes[..]),
+            (&clustered, &changes[..]),
+            (&deep_only, &changes[1..]),
+        ];
+        let zooms = ZoomRange::new(2, 12).unwrap();
+        let all = dirty_tiles(&boxes, &[], BBox::WORLD, zooms, 4096, 64, usize::MAX).unwrap();
+        assert!(all.len() > 20_000, "{}", all.len());
+        for limit in [1, 40, 700, 5_000, all.len() / 2, all.len() - 1] {
+            let work = dirty_work(&boxes, &[], BBox::WORLD, zooms, (4096, 64), limit);
+            let Work::Subtrees { tiles, subtrees } = work else {
+                panic!("limit {limit}: {work:?}");
+            };
+            let root_zoom = subtrees.top_zoom().unwrap();
+            assert!(
+                tiles.len() + subtrees.len() <= limit.max(1) || root_zoom == 0,
+                "limit {limit}: {} listed, {} roots",
+                tiles.len(),
+                subtrees.len()
+            );
+            assert!(tiles.iter().all(|t| t.z() < root_zoom && all.contains(t)));
+            let missed: Vec<&TileCoord> = all
+                .iter()
+                .filter(|t| !tiles.contains(t) && !subtrees.contains(**t))
+                .collect();
+            assert!(
+                missed.is_empty(),
+                "limit {limit}, roots at {root_zoom}: {} missed, first {:?}",
+                missed.len(),
+                &missed[..missed.len().min(5)]
+            );
+            // The subtrees follow the shapes: far fewer roots than the root zoom has tiles.
+            if root_zoom >= 6 {
+                assert!(
+                    subtrees.len() < 1 << (2 * root_zoom - 4),
+                    "{}",
+                    subtrees.len()
+                );
+            }
+        }
+        let under = dirty_work(&boxes, &[], BBox::WORLD, zooms, (4096, 64), all.len());
+        assert_eq!(under, Work::Tiles(all), "at the limit the tiles are listed");
     }
 }

@@ -6,10 +6,10 @@ pub mod dirty;
 pub mod shard;
 pub mod walk;
 
-pub use dirty::{dirty_tiles, ChangedBox, DrawnChange, Moved, Shape, SourceBox};
+pub use dirty::{dirty_work, ChangedBox, DrawnChange, Moved, Shape, SourceBox};
 pub use walk::{Mode, PyramidWalk, EAGER_TILES};
 
-use crate::tile::TileCoord;
+use crate::tile::{Subtrees, TileCoord};
 
 /// The tiles a run renders.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,4 +19,12 @@ pub enum Work {
     /// Exactly these tiles, lowest zoom first: written when they hold something, deleted when they
     /// do not.
     Tiles(Vec<TileCoord>),
+    /// These tiles, as [`Work::Tiles`], and every tile of these subtrees the pruned walk reaches
+    /// from their roots; afterwards the subtrees' tiles the walk did not produce are swept.
+    Subtrees {
+        /// The tiles listed (none inside a subtree).
+        tiles: Vec<TileCoord>,
+        /// The subtrees walked.
+        subtrees: Subtrees,
+    },
 }

@@ -14,7 +14,7 @@
 
 use super::shard::{ShardPlan, ShardSpec};
 use crate::error::{Error, Result};
-use crate::tile::{BBox, TileCoord, TileRange, ZoomRange};
+use crate::tile::{BBox, Subtrees, TileCoord, TileRange, ZoomRange};
 
 /// Whether a tile is rendered or only probed for content below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +37,8 @@ pub struct PyramidWalk {
     eager: u8,
     /// The plan and shard index when this walk is one shard of a sharded run.
     shard: Option<(ShardPlan, u32)>,
+    /// The subtrees when this walk covers only them (a reseed past its limit of listed tiles).
+    subtrees: Option<Subtrees>,
 }
 
 impl PyramidWalk {
@@ -57,7 +59,18 @@ impl PyramidWalk {
             ranges,
             eager,
             shard: None,
+            subtrees: None,
         }
+    }
+
+    /// The walk of `subtrees`: from their roots down, pruned as a seed's walk, within `bbox` and
+    /// `zooms` (roots above the minimum zoom are only probed).
+    pub fn for_subtrees(bbox: BBox, zooms: ZoomRange, subtrees: Subtrees) -> Self {
+        let mut walk = Self::new(bbox, zooms);
+        // The roots are the walk's start; no zoom is queued whole.
+        walk.eager = 0;
+        walk.subtrees = Some(subtrees);
+        walk
     }
 
     /// The walk of one shard of `plan`: the same pyramid, restricted to the shard's tiles.
@@ -103,6 +116,14 @@ impl PyramidWalk {
 
     /// Where every walk starts: every tile of the eager zooms within the bbox.
     pub fn roots(&self) -> Vec<TileCoord> {
+        if let Some(subtrees) = &self.subtrees {
+            return subtrees
+                .roots()
+                .filter(|root| {
+                    root.z() <= self.zooms.max && self.ranges[usize::from(root.z())].contains(*root)
+                })
+                .collect();
+        }
         self.ranges[..=usize::from(self.eager)]
             .iter()
             .flat_map(|range| range.tiles())
@@ -131,8 +152,9 @@ impl PyramidWalk {
         tile: TileCoord,
         has_content: [bool; 4],
     ) -> impl Iterator<Item = TileCoord> + '_ {
-        // The eager zooms' children are roots already.
-        let deeper = tile.z() < self.zooms.max && tile.z() >= self.eager;
+        // The eager zooms' children are roots already (a subtrees' walk has no eager zoom).
+        let deeper =
+            tile.z() < self.zooms.max && (tile.z() >= self.eager || self.subtrees.is_some());
         tile.children()
             .zip(has_content)
             .filter(move |(child, content)| {

@@ -16,6 +16,10 @@ pub struct ReseedPlan {
     pub everything: bool,
     /// Dirty tiles per zoom, lowest first.
     pub dirty_tiles: Vec<ZoomCount>,
+    /// The roots of the subtrees walked whole below the listed tiles, per zoom, when more
+    /// tiles were dirty than a reseed lists.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subtrees: Vec<ZoomCount>,
     /// The writes it makes to the output.
     pub writes: String,
     /// Each CDN target's purge of the changes that wait in the outbox and the dirty tiles.
@@ -198,6 +202,12 @@ pub(super) fn plan_text(header: &SummaryHeader, outbox: &Backlog, plan: &ReseedP
         out.push_str(&format!("{:>5} {:>12}\n", "zoom", "dirty tiles"));
         for zoom in &plan.dirty_tiles {
             out.push_str(&format!("{:>5} {:>12}\n", zoom.zoom, zoom.tiles));
+        }
+        for zoom in &plan.subtrees {
+            out.push_str(&format!(
+                "and every non-empty tile below {} tile(s) of zoom {}, walked as a seed walks\n",
+                zoom.tiles, zoom.zoom
+            ));
         }
     }
     out.push_str(&format!("writes: {}\n", plan.writes));

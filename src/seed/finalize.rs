@@ -181,7 +181,7 @@ async fn finalize_output(
             sink.adopt(&tiles)?;
             sink.finish(Finish {
                 metadata: &metadata,
-                sweep: true,
+                sweep: &crate::sink::Sweep::Everything,
                 state: Some(&state),
                 defer_hash: false,
             })

@@ -275,7 +275,9 @@ impl RunOutbox {
             return Ok(());
         };
         let planned = match work {
-            Work::Pyramid => Planned::Everything,
+            // A killed walk of subtrees may have changed any tile in them, which no short list
+            // names: its recovery delivers everything as changed, as a killed seed's does.
+            Work::Pyramid | Work::Subtrees { .. } => Planned::Everything,
             Work::Tiles(tiles) => Planned::Tiles(tiles),
         };
         self.outbox.intend(run, state, planned).await
@@ -570,7 +572,9 @@ pub(super) async fn purge_plans(
     let prefix = tileset.list_prefix.as_deref();
     let extension = &tileset.tileset.output_settings.tile_extension;
     let planned: Vec<String> = match work {
-        Work::Pyramid => vec![purge_path(prefix, extension, EVERYTHING)],
+        // Which tiles of a subtree change is known only once it is walked; the run itself purges
+        // those, folded into wildcards where dense. Planned ahead, a subtree may be any of them.
+        Work::Pyramid | Work::Subtrees { .. } => vec![purge_path(prefix, extension, EVERYTHING)],
         // What the tiles cover, and so the documents declaring it, may change with any of them.
         Work::Tiles(tiles) if !tiles.is_empty() => tiles
             .iter()

@@ -16,14 +16,14 @@ use crate::encode::{Encoding, SizeBudget};
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
 use crate::plan::{PyramidWalk, Work};
-use crate::render::Connections;
+use crate::render::{Connections, Renderer};
 use crate::report::{
     Progress, ProgressKind, ReseedPlan, SummaryHeader, Tally, TilesetSummary, ZoomCount,
 };
 use crate::schedule::{ListOrder, Scheduler, Stop};
 use crate::sink::writer::{self, Writer};
 use crate::sink::{
-    self, lock, ChangedList, Finish, PartOf, Resume, Sharding, Sink, TilesetMetadata,
+    self, lock, ChangedList, Finish, PartOf, Resume, Sharding, Sink, Sweep, TilesetMetadata,
 };
 use crate::state::capture;
 use crate::state::cells;
@@ -52,6 +52,8 @@ enum Todo {
     Walk(PyramidWalk, HashMap<u64, [bool; 4]>),
     /// Exactly these tiles.
     Tiles(Vec<crate::tile::TileCoord>),
+    /// These tiles, then the walk of subtrees.
+    Subtrees(Vec<crate::tile::TileCoord>, PyramidWalk),
 }
 
 /// The output once it is open, its state read and the run's work decided.
@@ -178,7 +180,11 @@ impl TilesetRun<'_> {
             }
         }
         // 4e. Render, encode and store through the scheduler and the one writer.
-        let sweep_allowed = matches!(decision.work, Work::Pyramid);
+        let sweep = match &decision.work {
+            Work::Pyramid => Sweep::Everything,
+            Work::Subtrees { subtrees, .. } => Sweep::Within(subtrees.clone()),
+            Work::Tiles(_) => Sweep::Nothing,
+        };
         let (writer, written) = writer::spawn(sink, name);
         let mut tally = Tally::default();
         let mut progress = Progress::start(progress_kind, name);
@@ -188,6 +194,10 @@ impl TilesetRun<'_> {
                 resume.done,
             ),
             Work::Tiles(tiles) => Todo::Tiles(tiles),
+            Work::Subtrees { tiles, subtrees } => Todo::Subtrees(
+                tiles,
+                PyramidWalk::for_subtrees(tileset.bbox, tileset.zooms, subtrees),
+            ),
         };
         // A list's tiles that the output serves as soon as they are stored are purged as they
         // come, the deepest zoom first, while the heavy low zooms still render.
@@ -219,13 +229,14 @@ impl TilesetRun<'_> {
         // A full seed reads every tile anyway and ends with its hash, as a shard's part must
         // (`finalize` merges it); a run that changed some tiles leaves the hash, which reads
         // every tile, until its purges are out.
-        let defer_hash = !sweep_allowed && tileset.shard.is_none();
+        let full = sweep == Sweep::Everything;
+        let defer_hash = !full && tileset.shard.is_none();
         let complete = self
             .complete(
                 written,
                 rendered,
                 &mut tally,
-                (sweep_allowed, defer_hash),
+                (sweep, defer_hash),
                 watermark.as_ref(),
             )
             .await;
@@ -236,7 +247,7 @@ impl TilesetRun<'_> {
                 tracing::warn!("{e}; its deferred tiles are rendered again by the next cycle");
             }
         }
-        if sweep_allowed && matches!(complete, Ok(true)) {
+        if full && matches!(complete, Ok(true)) {
             // A complete full seed left exactly its own tiles: what a wildcard would evict.
             outbox.record_stored(tally.written_per_zoom()).await?;
         }
@@ -316,7 +327,7 @@ impl TilesetRun<'_> {
         written: writer::Written,
         rendered: Result<bool>,
         tally: &mut Tally,
-        (sweep_allowed, defer_hash): (bool, bool),
+        (sweep, defer_hash): (Sweep, bool),
         watermark: Option<&Watermark>,
     ) -> Result<bool> {
         let name = &self.prepared.tileset.tileset.name;
@@ -329,9 +340,8 @@ impl TilesetRun<'_> {
                 // and the watermark stays so the next reseed covers them too.
                 let complete = finished && tally.failed().is_empty();
                 let state = watermark.filter(|_| complete);
-                let stored = self
-                    .finish(sink, sweep_allowed && complete, state, defer_hash)
-                    .await?;
+                let sweep = if complete { sweep } else { Sweep::Nothing };
+                let stored = self.finish(sink, sweep, state, defer_hash).await?;
                 tally.set_stored(stored);
                 Ok(complete)
             }
@@ -408,7 +418,7 @@ impl TilesetRun<'_> {
             }
         };
         let planned = match &decision.work {
-            Work::Pyramid => None,
+            Work::Pyramid | Work::Subtrees { .. } => None,
             Work::Tiles(tiles) => Some(tiles.len()),
         };
         let state = decision.watermark.as_ref().map(Watermark::to_state);
@@ -500,17 +510,38 @@ impl TilesetRun<'_> {
                 walked.await.map(|()| true)
             }
             Todo::Tiles(tiles) => {
-                let deadline = self.job.run.max_duration.map(|d| Instant::now() + d);
-                let order = if self.job.run.lowest_zoom_first {
-                    ListOrder::LowestFirst
-                } else {
-                    ListOrder::DeepestFirst
-                };
-                let listed =
-                    scheduler.render_list(&tiles, order, &writer, deadline, tally, progress);
+                let listed = self.render_list(&scheduler, &tiles, &writer, tally, progress);
                 listed.await
             }
+            Todo::Subtrees(tiles, walk) => {
+                let listed = self.render_list(&scheduler, &tiles, &writer, tally, progress);
+                if !listed.await? {
+                    return Ok(false);
+                }
+                let walked = scheduler.walk(&walk, Some(&writer), HashMap::new(), tally, progress);
+                walked.await.map(|()| true)
+            }
         }
+    }
+
+    /// Renders listed tiles in the run's order; false when `--max-duration` ran out.
+    async fn render_list<R: Renderer>(
+        &self,
+        scheduler: &Scheduler<'_, R>,
+        tiles: &[crate::tile::TileCoord],
+        writer: &Writer,
+        tally: &mut Tally,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        let deadline = self.job.run.max_duration.map(|d| Instant::now() + d);
+        let order = if self.job.run.lowest_zoom_first {
+            ListOrder::LowestFirst
+        } else {
+            ListOrder::DeepestFirst
+        };
+        scheduler
+            .render_list(tiles, order, writer, deadline, tally, progress)
+            .await
     }
 
     fn scheduler<'r, R>(&'r self, renderer: &'r R, encoding: Encoding) -> Scheduler<'r, R> {
@@ -535,7 +566,7 @@ impl TilesetRun<'_> {
     async fn finish(
         &self,
         sink: Box<dyn Sink>,
-        sweep: bool,
+        sweep: Sweep,
         state: Option<&Watermark>,
         defer_hash: bool,
     ) -> Result<sink::SinkReport> {
@@ -546,7 +577,7 @@ impl TilesetRun<'_> {
         let stored = tokio::task::spawn_blocking(move || {
             sink.finish(Finish {
                 metadata: &metadata,
-                sweep,
+                sweep: &sweep,
                 state: state.as_deref(),
                 defer_hash,
             })
@@ -641,19 +672,28 @@ impl TilesetRun<'_> {
         if let (Work::Tiles(tiles), Selection::Dirty) = (&mut decision.work, self.selection()) {
             freshness::add_noted(target, &self.job.s3, tiles).await?;
         }
-        let (dirty_tiles, count) = match &decision.work {
-            Work::Pyramid => (Vec::new(), None),
-            Work::Tiles(tiles) => {
-                let mut per_zoom = std::collections::BTreeMap::<u8, u64>::new();
-                for tile in tiles {
-                    *per_zoom.entry(tile.z()).or_default() += 1;
-                }
-                let per_zoom = per_zoom
-                    .into_iter()
-                    .map(|(zoom, tiles)| ZoomCount { zoom, tiles })
-                    .collect();
-                (per_zoom, Some(tiles.len() as u64))
+        let per_zoom = |tiles: &mut dyn Iterator<Item = crate::tile::TileCoord>| {
+            let mut per_zoom = std::collections::BTreeMap::<u8, u64>::new();
+            for tile in tiles {
+                *per_zoom.entry(tile.z()).or_default() += 1;
             }
+            per_zoom
+                .into_iter()
+                .map(|(zoom, tiles)| ZoomCount { zoom, tiles })
+                .collect::<Vec<_>>()
+        };
+        let (dirty_tiles, subtrees, count) = match &decision.work {
+            Work::Pyramid => (Vec::new(), Vec::new(), None),
+            Work::Tiles(tiles) => (
+                per_zoom(&mut tiles.iter().copied()),
+                Vec::new(),
+                Some(tiles.len() as u64),
+            ),
+            Work::Subtrees { tiles, subtrees } => (
+                per_zoom(&mut tiles.iter().copied()),
+                per_zoom(&mut subtrees.roots()),
+                None,
+            ),
         };
         let (backlog, purges) =
             super::outbox::purge_plans(target, tileset, &self.job.s3, &decision.work).await?;
@@ -662,8 +702,9 @@ impl TilesetRun<'_> {
         let mut summary = Tally::default().summarize(header, started.elapsed());
         summary.outbox = backlog;
         summary.plan = Some(ReseedPlan {
-            everything: count.is_none(),
+            everything: matches!(decision.work, Work::Pyramid),
             dirty_tiles,
+            subtrees,
             writes: sink::kind_of(target).expected_writes(count),
             purges,
         });

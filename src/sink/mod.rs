@@ -41,7 +41,7 @@ use crate::config::S3Config;
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::render::source::LayerSource;
-use crate::tile::{BBox, Coverage, TileCoord, ZoomRange};
+use crate::tile::{BBox, Coverage, Subtrees, TileCoord, ZoomRange};
 
 /// One entry of `vector_layers`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -226,9 +226,9 @@ pub struct SinkReport {
 pub struct Finish<'a> {
     /// What the output records about its tileset.
     pub metadata: &'a TilesetMetadata,
-    /// Delete the tiles inside the metadata's zoom range and bounds that this run did not write: a
-    /// full seed leaves exactly its own tiles there.
-    pub sweep: bool,
+    /// Which tiles inside the metadata's zoom range and bounds that this run did not write are
+    /// deleted: a full seed leaves exactly its own tiles there, a walk of subtrees in them.
+    pub sweep: &'a Sweep,
     /// The job state (watermark) to record, last, once every tile is durable.
     pub state: Option<&'a str>,
     /// Leave the `agg_tiles_hash` of a run that changed tiles for [`OutputKind::refresh_agg_hash`]
@@ -236,6 +236,44 @@ pub struct Finish<'a> {
     /// marker), never a wrong one. Outputs that rewrite every tile anyway (PMTiles) or keep the
     /// hash's inputs at hand (S3) compute it at once regardless.
     pub defer_hash: bool,
+}
+
+/// Where a finishing run deletes the stored tiles it did not write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sweep {
+    /// Nowhere: the run listed its tiles and deleted those that came out empty.
+    Nothing,
+    /// Anywhere in the metadata's zooms and bounds (a pyramid walk).
+    Everything,
+    /// In these subtrees, within the metadata's zooms and bounds (a walk of them).
+    Within(Subtrees),
+}
+
+impl Sweep {
+    /// Whether a stored tile the run did not write is deleted.
+    pub fn takes(&self, tile: TileCoord, metadata: &TilesetMetadata) -> bool {
+        let scoped = || crate::tile::in_scope(tile, metadata.zooms, &metadata.bounds);
+        match self {
+            Sweep::Nothing => false,
+            Sweep::Everything => scoped(),
+            Sweep::Within(subtrees) => scoped() && subtrees.contains(tile),
+        }
+    }
+
+    /// Whether any tile of column `x` at zoom `z` may be deleted: a sweep need not read the
+    /// others.
+    pub fn meets_column(&self, z: u8, x: u32) -> bool {
+        match self {
+            Sweep::Nothing => false,
+            Sweep::Everything => true,
+            Sweep::Within(subtrees) => subtrees.meets_column(z, x),
+        }
+    }
+
+    /// Whether the run deletes anything it did not write.
+    pub fn is_nothing(&self) -> bool {
+        *self == Sweep::Nothing
+    }
 }
 
 /// What bringing an output's `agg_tiles_hash` up to date did.

@@ -9,11 +9,8 @@ use super::watermark::Watermark;
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
 use crate::job::{Selection, TilesetJob};
-use crate::plan::{dirty_tiles, ChangedBox, Work};
+use crate::plan::{dirty_work, ChangedBox, Work};
 use crate::tile::{BBox, TileCoord, ZoomRange};
-
-/// More dirty tiles than this and a reseed walks the whole pyramid instead of listing them.
-pub const DIRTY_LIMIT: usize = 2_000_000;
 
 /// What a run does and what it records when it is done.
 #[derive(Debug)]
@@ -92,8 +89,8 @@ pub async fn decide(
     Ok(decision)
 }
 
-/// A reseed: the tiles the changes since `since` touched, or the whole pyramid when a source was
-/// truncated, the settings changed, or too many tiles are dirty.
+/// A reseed: the tiles the changes since `since` touched (with subtrees past the tileset's `listed_tiles`), or
+/// the whole pyramid when a source was truncated or the settings changed.
 async fn dirty(
     pool: &Pool,
     change_schema: &str,
@@ -135,23 +132,28 @@ async fn dirty(
         .filter_map(|c| changes.boxes.get(&c.name).map(|b| (c, b.as_slice())))
         .collect();
     let configured = &tileset.tileset;
-    let dirty = dirty_tiles(
+    let work = dirty_work(
         &boxes,
         layers,
         tileset.bbox,
         tileset.zooms,
-        configured.extent,
-        configured.buffer,
-        DIRTY_LIMIT,
+        (configured.extent, configured.buffer),
+        configured.listed_tiles,
     );
-    Ok(match dirty {
-        Some(tiles) => Decision {
-            work: Work::Tiles(tiles),
-            watermark: Some(next),
-            changes_read: Some(changes.rows),
-            committed: changes.committed,
-        },
-        None => everything(&format!("over {DIRTY_LIMIT} dirty tiles")),
+    if let Work::Subtrees { tiles, subtrees } = &work {
+        tracing::info!(
+            "tileset `{name}`: over {} dirty tiles (listed_tiles); {} listed and {} subtree(s) walked from zoom {}",
+            configured.listed_tiles,
+            tiles.len(),
+            subtrees.len(),
+            subtrees.top_zoom().unwrap_or(0),
+        );
+    }
+    Ok(Decision {
+        work,
+        watermark: Some(next),
+        changes_read: Some(changes.rows),
+        committed: changes.committed,
     })
 }
 

@@ -7,6 +7,10 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod subtrees;
+
+pub use subtrees::Subtrees;
+
 /// Highest zoom level oar-tiles accepts.
 pub const MAX_ZOOM: u8 = 24;
 

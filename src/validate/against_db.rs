@@ -321,6 +321,15 @@ impl Prepared {
             return;
         };
         match self.dirty_since(recorded).await {
+            Ok(Work::Subtrees { tiles, subtrees }) => {
+                let tiles: HashSet<TileCoord> = tiles.into_iter().collect();
+                let (pending, wrong): (Vec<TileCoord>, Vec<TileCoord>) = comparison
+                    .wrong
+                    .iter()
+                    .partition(|t| tiles.contains(t) || subtrees.contains(**t));
+                comparison.pending = pending.iter().map(|t| t.to_string()).collect();
+                comparison.wrong = wrong;
+            }
             Ok(Work::Pyramid) => {
                 comparison.pending = comparison.wrong.iter().map(|t| t.to_string()).collect();
                 comparison.wrong.clear();

@@ -227,7 +227,7 @@ mod tests {
         Box::new(sink)
             .finish(Finish {
                 metadata: &metadata,
-                sweep: false,
+                sweep: &crate::sink::Sweep::Nothing,
                 state: None,
                 defer_hash: false,
             })
@@ -306,7 +306,7 @@ mod tests {
         Box::new(sink)
             .finish(Finish {
                 metadata: &metadata,
-                sweep: false,
+                sweep: &crate::sink::Sweep::Nothing,
                 state: None,
                 defer_hash: true,
             })

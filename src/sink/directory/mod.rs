@@ -28,10 +28,12 @@ use super::document::{read_capped, DOCUMENT_CAP};
 use super::durable;
 use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{changes_beyond_hash, tilejson, warn_relative_once, TILEJSON_NAME};
-use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
+use super::{
+    ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
+};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
-use crate::tile::{in_scope, tile_key, Coverage, TileCoord};
+use crate::tile::{tile_key, Coverage, TileCoord};
 
 /// Name of tippecanoe's metadata document, which GDAL's MVT driver reads.
 pub const TIPPECANOE_METADATA_NAME: &str = "metadata.json";
@@ -234,7 +236,7 @@ impl DirectorySink {
     }
 
     /// Deletes tiles in the finished job's scope that this run did not produce.
-    fn sweep(&mut self, metadata: &TilesetMetadata) -> Result<()> {
+    fn sweep(&mut self, metadata: &TilesetMetadata, scope: &Sweep) -> Result<()> {
         let suffix = format!(".{}", self.settings.tile_extension);
         for z in metadata.zooms.levels() {
             let zoom_dir = self.root.join(z.to_string());
@@ -245,6 +247,9 @@ impl DirectorySink {
                 let Some(x) = parse_name::<u32>(&x_entry.file_name(), "") else {
                     continue;
                 };
+                if !scope.meets_column(z, x) {
+                    continue;
+                }
                 if x_entry.file_type().is_ok_and(|t| t.is_symlink()) {
                     return Err(Error::output(x_entry.path(), LINK_REFUSED));
                 }
@@ -264,9 +269,7 @@ impl DirectorySink {
                     let Ok(tile) = TileCoord::new(z, x, y) else {
                         continue;
                     };
-                    if in_scope(tile, metadata.zooms, &metadata.bounds)
-                        && !self.seen.contains(&tile_key(tile))
-                    {
+                    if scope.takes(tile, metadata) && !self.seen.contains(&tile_key(tile)) {
                         self.delete_tile(tile)?;
                     }
                 }
@@ -469,8 +472,8 @@ impl Sink for DirectorySink {
             return Ok(self.report);
         }
         let (metadata, sweep, state) = (end.metadata, end.sweep, end.state);
-        if sweep {
-            self.sweep(metadata)?;
+        if !sweep.is_nothing() {
+            self.sweep(metadata, sweep)?;
         }
         // The state claims every tile: they, and the changed-tile list naming them, go to disk first.
         self.sync_directories()?;
@@ -631,7 +634,7 @@ mod tests {
         let report = sink
             .finish(Finish {
                 metadata: &metadata(ZoomRange::new(0, 3).unwrap()),
-                sweep: true,
+                sweep: &crate::sink::Sweep::Everything,
                 state: None,
                 defer_hash: false,
             })
@@ -658,7 +661,7 @@ mod tests {
         first
             .finish(Finish {
                 metadata: &metadata(ZoomRange::new(0, 2).unwrap()),
-                sweep: true,
+                sweep: &crate::sink::Sweep::Everything,
                 state: None,
                 defer_hash: false,
             })
@@ -676,7 +679,7 @@ mod tests {
         let report = second
             .finish(Finish {
                 metadata: &metadata(ZoomRange::new(1, 1).unwrap()),
-                sweep: true,
+                sweep: &crate::sink::Sweep::Everything,
                 state: None,
                 defer_hash: false,
             })

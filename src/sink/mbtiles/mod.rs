@@ -25,10 +25,10 @@ pub use import::Import;
 pub use staging::{partial_path, remove_sqlite_files};
 
 use super::agg_hash::{AggHasher, AGG_TILES_HASH_KEY, HASH_PENDING_KEY};
-use super::{ChangedList, Finish, HashRefresh, Resume, Sink, SinkReport, TilesetMetadata};
+use super::{ChangedList, Finish, HashRefresh, Resume, Sink, SinkReport, Sweep, TilesetMetadata};
 use crate::error::{Error, Result};
 use crate::state::journal::{children_from_mask, children_mask};
-use crate::tile::{in_scope, tile_key, BBox, Coverage, TileCoord, ZoomRange};
+use crate::tile::{tile_key, BBox, Coverage, TileCoord, ZoomRange};
 
 /// MBTiles 1.3 says `application_id` is 0x4d504258 ("MPBX").
 const MBTILES_APPLICATION_ID: i32 = 0x4d50_4258;
@@ -374,7 +374,7 @@ impl MbtilesSink {
         widened
     }
 
-    fn sweep(&mut self, metadata: &TilesetMetadata) -> Result<()> {
+    fn sweep(&mut self, metadata: &TilesetMetadata, scope: &Sweep) -> Result<()> {
         if self.fresh {
             return Ok(());
         }
@@ -401,7 +401,7 @@ impl MbtilesSink {
             for row in rows {
                 let (z, x, tms) = row.map_err(|e| self.fail(e))?;
                 if let Ok(tile) = TileCoord::from_tms(z, x, tms) {
-                    if in_scope(tile, metadata.zooms, &metadata.bounds) {
+                    if scope.takes(tile, metadata) {
                         stale.push(tile);
                     }
                 }
@@ -504,8 +504,8 @@ impl Sink for MbtilesSink {
         let result = (|| {
             // The sweep, the metadata and the state commit together with the last tiles.
             self.begin_batch()?;
-            if sweep {
-                self.sweep(metadata)?;
+            if !sweep.is_nothing() {
+                self.sweep(metadata, sweep)?;
             }
             if self.journaled {
                 self.connection()

@@ -27,7 +27,7 @@ fn a_finished_file_replaces_the_target_and_an_aborted_one_leaves_no_trace() {
     assert!(!target.exists());
     sink.finish(Finish {
         metadata: &metadata(),
-        sweep: true,
+        sweep: &crate::sink::Sweep::Everything,
         state: None,
         defer_hash: false,
     })
@@ -79,7 +79,7 @@ fn file_holding_one_tile() -> (tempfile::TempDir, PathBuf) {
         .unwrap();
     sink.finish(Finish {
         metadata: &metadata(),
-        sweep: true,
+        sweep: &crate::sink::Sweep::Everything,
         state: Some("w1"),
         defer_hash: false,
     })
@@ -111,7 +111,7 @@ fn a_small_run_changes_the_file_in_place_and_readers_see_it_only_once_committed(
     let report = sink
         .finish(Finish {
             metadata: &metadata(),
-            sweep: false,
+            sweep: &crate::sink::Sweep::Nothing,
             state: Some("w2"),
             defer_hash: false,
         })
@@ -150,7 +150,7 @@ fn an_aborted_in_place_run_rolls_back_and_a_big_one_builds_a_copy() {
     assert_eq!(std::fs::read(&target).unwrap(), before);
     sink.finish(Finish {
         metadata: &metadata(),
-        sweep: true,
+        sweep: &crate::sink::Sweep::Everything,
         state: Some("w2"),
         defer_hash: false,
     })
@@ -182,7 +182,7 @@ fn a_deferred_hash_is_removed_with_the_tiles_that_changed_it_then_recorded_by_a_
         .unwrap();
     sink.finish(Finish {
         metadata: &metadata(),
-        sweep: false,
+        sweep: &crate::sink::Sweep::Nothing,
         state: None,
         defer_hash: true,
     })
@@ -264,7 +264,7 @@ fn runs_in_place_declare_what_a_scan_of_their_tiles_finds() {
         assert!(sink.in_place);
         sink.finish(Finish {
             metadata: &metadata(),
-            sweep: false,
+            sweep: &crate::sink::Sweep::Nothing,
             state: Some("w"),
             defer_hash: false,
         })

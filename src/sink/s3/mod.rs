@@ -33,11 +33,13 @@ pub use store::{
 use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
 use super::tilejson::{changes_beyond_hash, tilejson, TILEJSON_NAME};
-use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
+use super::{
+    ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
+};
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
-use crate::tile::{in_scope, tile_from_key, tile_key, TileCoord};
+use crate::tile::{tile_from_key, tile_key, TileCoord};
 
 /// A sink uploading to S3.
 pub struct S3Sink {
@@ -290,12 +292,12 @@ impl S3Sink {
         Ok(())
     }
 
-    fn sweep(&mut self, metadata: &TilesetMetadata) -> Result<()> {
+    fn sweep(&mut self, metadata: &TilesetMetadata, scope: &Sweep) -> Result<()> {
         let stale: Vec<TileCoord> = self
             .existing
             .values()
             .map(|(tile, _)| *tile)
-            .filter(|tile| in_scope(*tile, metadata.zooms, &metadata.bounds))
+            .filter(|tile| scope.takes(*tile, metadata))
             .collect();
         for batch in stale.chunks(1000) {
             let objects: Vec<ObjectIdentifier> = batch
@@ -447,8 +449,8 @@ impl Sink for S3Sink {
             }
             return Ok(self.report);
         }
-        if sweep {
-            self.sweep(metadata)?;
+        if !sweep.is_nothing() {
+            self.sweep(metadata, sweep)?;
         }
         let (hash, coverage) = self.agg_tiles_hash()?;
         let mut metadata = metadata.clone();
