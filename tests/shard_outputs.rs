@@ -9,7 +9,7 @@ use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, read_tree,
     send_signal, single_layer_config, Run,
 };
-use crate::common::s3::S3Server;
+use crate::common::s3::{tiles_of, S3Server};
 
 /// Runs shard `index` of `count` as a Kubernetes Indexed Job's pod would: the same command, the
 /// index and count in the environment.
@@ -179,46 +179,6 @@ fn a_cdn_is_purged_of_every_tile_a_sharded_run_changed_the_swept_ones_included()
     );
 }
 
-fn read_prefix(server: &S3Server, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
-    let client = server.client();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut objects = Vec::new();
-        let mut pages = client
-            .list_objects_v2()
-            .bucket(bucket)
-            .prefix(format!("{prefix}/"))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            for object in page.unwrap().contents() {
-                let key = object.key().unwrap();
-                let got = client.get_object().bucket(bucket).key(key).send().await;
-                let bytes = got.unwrap().body.collect().await.unwrap().into_bytes();
-                let name = key.strip_prefix(&format!("{prefix}/")).unwrap();
-                objects.push((name.to_string(), bytes.to_vec()));
-            }
-        }
-        objects.sort();
-        objects
-    })
-}
-
-/// The tiles among the objects of [`read_prefix`].
-fn tiles_of(objects: &[(String, Vec<u8>)]) -> crate::common::run::Tiles {
-    objects
-        .iter()
-        .filter_map(|(name, bytes)| {
-            let path = name.strip_suffix(".pbf")?;
-            let parts: Vec<u32> = path.split('/').map(|p| p.parse().unwrap()).collect();
-            Some(((parts[0] as u8, parts[1], parts[2]), bytes.clone()))
-        })
-        .collect()
-}
-
 #[test]
 #[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
 fn s3_shards_finalize_into_exactly_the_single_run() {
@@ -238,7 +198,7 @@ fn s3_shards_finalize_into_exactly_the_single_run() {
     .assert_success();
     let output = "s3://tiles/facilities/v1";
     oar_tiles_with(Some(&url), &fixture.seed_args(output, "0-12", &[]), &env).assert_success();
-    let earlier = tiles_of(&read_prefix(&server, "tiles", "facilities/v1"));
+    let earlier = tiles_of(&server.read_prefix("tiles", "facilities/v1"));
     change_data(&mut fixture, 3);
 
     for index in 0..4 {
@@ -257,7 +217,7 @@ fn s3_shards_finalize_into_exactly_the_single_run() {
     }
     let expected = single_run(&fixture, "single.mbtiles", &env);
     assert!(earlier.keys().any(|k| !expected.contains_key(k)));
-    let objects = read_prefix(&server, "tiles", "facilities/v1");
+    let objects = server.read_prefix("tiles", "facilities/v1");
     assert_same_tiles(&expected, &tiles_of(&objects), "the finalized prefix");
     let names: Vec<&str> = objects
         .iter()
@@ -294,7 +254,7 @@ fn s3_shards_finalize_into_exactly_the_single_run() {
             run_shard(&fixture, &output, index, count, &env);
         }
         finalize(&fixture, &output, &env).assert_success();
-        let tiles = tiles_of(&read_prefix(&server, "tiles", &prefix));
+        let tiles = tiles_of(&server.read_prefix("tiles", &prefix));
         assert_same_tiles(&expected, &tiles, &format!("{count} S3 shard(s)"));
     }
 }
@@ -498,7 +458,7 @@ fn finalize_and_an_s3_shard_killed_at_random_moments_end_equal_to_a_single_run()
         let finished = if output.starts_with("dir:") {
             read_tree(&tree, "pbf")
         } else if output.starts_with("s3://") {
-            tiles_of(&read_prefix(&server, "tiles", "killed/v1"))
+            tiles_of(&server.read_prefix("tiles", "killed/v1"))
         } else {
             read_mbtiles_raw(&merged)
         };

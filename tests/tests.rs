@@ -11,6 +11,7 @@ mod bad_input;
 mod cloudfront;
 mod clusters;
 mod dirty_shapes;
+mod dirty_subtrees;
 mod edge;
 mod edge_check;
 mod edge_faults;

@@ -129,3 +129,52 @@ impl Drop for S3Server {
         }
     }
 }
+
+impl S3Server {
+    /// The tiles (`z/x/y.pbf`) stored under `bucket/prefix/`, read from the server's files (a
+    /// request per tile would take minutes for thousands).
+    pub fn stored_tiles(&self, bucket: &str, prefix: &str) -> super::run::Tiles {
+        super::run::read_tree(&self.data.join(bucket).join(prefix), "pbf")
+    }
+
+    /// Every object under `bucket/prefix/`, named from there on, with its bytes, in name order.
+    pub fn read_prefix(&self, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let client = self.client();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut objects = Vec::new();
+            let mut pages = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(format!("{prefix}/"))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for object in page.unwrap().contents() {
+                    let key = object.key().unwrap();
+                    let got = client.get_object().bucket(bucket).key(key).send().await;
+                    let bytes = got.unwrap().body.collect().await.unwrap().into_bytes();
+                    let name = key.strip_prefix(&format!("{prefix}/")).unwrap();
+                    objects.push((name.to_string(), bytes.to_vec()));
+                }
+            }
+            objects.sort();
+            objects
+        })
+    }
+}
+
+/// The tiles (`z/x/y.pbf`) among the objects of [`S3Server::read_prefix`].
+pub fn tiles_of(objects: &[(String, Vec<u8>)]) -> super::run::Tiles {
+    objects
+        .iter()
+        .filter_map(|(name, bytes)| {
+            let path = name.strip_suffix(".pbf")?;
+            let parts: Vec<u32> = path.split('/').map(|p| p.parse().unwrap()).collect();
+            Some(((parts[0] as u8, parts[1], parts[2]), bytes.clone()))
+        })
+        .collect()
+}
