@@ -14,12 +14,12 @@
 #                    [--capacity-rows LIST] [--baseline-bin PATH]
 #                    [--polygon-world-zoom A-B] [--polygon-nyc-zoom A-B]
 #                    [--generalise-nyc-zoom A-B] [--generalise-rounds N]
-#                    [--moved-zoom A-B]
+#                    [--moved-zoom A-B] [--subtrees-zoom A-B]
 #
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
 #                    watch, edge, partitions, watch-partitions, shards,
-#                    validate, capacity; polygons, generalise and moved run only
+#                    validate, capacity; polygons, generalise, moved and subtrees run only
 #                    when listed
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
@@ -91,6 +91,9 @@
 #                    timed rounds of the generalise section (default 3; its
 #                    nyc seed takes minutes per round, so 1 is quicker)
 #   --moved-zoom A-B zooms of the moved section (default 0-14)
+#   --subtrees-zoom A-B
+#                    zooms of the subtrees section (default 0-14: about 45 min
+#                    on 2 cores; its baseline stops at zoom 11 at most)
 #
 # Sections:
 #   main     seed (--zoom) with the layer unclustered, next to PostGIS rendering
@@ -266,6 +269,17 @@
 #            Over the whole world, the move's dry run (tiles planned) against
 #            the tiles Russia's area covers at those zooms (its area in
 #            Web-Mercator tiles: target <= 1%). Not in the default list.
+#   subtrees what an attribute edit of a huge polygon costs past listed_tiles
+#            (issue 46): Russia renamed, `seed --dirty` over the whole world.
+#            Baseline in the same run, at the zooms up to 11: the
+#            reseed listing every dirty tile (listed_tiles large) beside the
+#            one walking subtrees (listed_tiles = 20000), compared tile by
+#            tile (any difference fails the run). Then at --subtrees-zoom with
+#            the default listed_tiles: tiles rendered and written, wall time,
+#            peak RSS (target <= 256 MB), against the tiles Russia's area
+#            covers. The baseline's outputs start from a full seed of the world
+#            at those zooms; the target's from a seed over a speck of ocean,
+#            which records its watermark. Not in the default list.
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -308,6 +322,7 @@ polygon_nyc_zoom=0-14
 generalise_nyc_zoom=0-16
 generalise_rounds=3
 moved_zoom=0-14
+subtrees_zoom=0-14
 rows=100000
 zoom=0-14
 concurrency=
@@ -344,6 +359,8 @@ while (($#)); do
         --generalise-rounds=*) generalise_rounds=${1#*=}; shift ;;
         --moved-zoom) moved_zoom=${2:?--moved-zoom needs a value}; shift 2 ;;
         --moved-zoom=*) moved_zoom=${1#*=}; shift ;;
+        --subtrees-zoom) subtrees_zoom=${2:?--subtrees-zoom needs a value}; shift 2 ;;
+        --subtrees-zoom=*) subtrees_zoom=${1#*=}; shift ;;
         --shard-rows) shard_rows=${2:?--shard-rows needs a value}; shift 2 ;;
         --shard-rows=*) shard_rows=${1#*=}; shift ;;
         --rows) rows=${2:?--rows needs a value}; shift 2 ;;
@@ -400,6 +417,8 @@ done
     || die "--generalise-nyc-zoom must be A-B with A <= B, got '$generalise_nyc_zoom'"
 [[ $moved_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
     || die "--moved-zoom must be A-B with A <= B, got '$moved_zoom'"
+[[ $subtrees_zoom =~ ^([0-9]+)-([0-9]+)$ ]] && ((BASH_REMATCH[1] <= BASH_REMATCH[2])) \
+    || die "--subtrees-zoom must be A-B with A <= B, got '$subtrees_zoom'"
 [[ $generalise_rounds =~ $positive ]] || die "--generalise-rounds must be a positive integer, got '$generalise_rounds'"
 [[ $partition_rounds =~ $positive ]] && ((partition_rounds <= 3)) \
     || die "--partition-rounds must be 1, 2 or 3, got '$partition_rounds'"
@@ -415,9 +434,9 @@ for s in "${section_list[@]}"; do
         tls) run_tls=1 ;;
         pmtiles) run_pmtiles=1 ;;
         growth) run_growth=1 ;;
-        capture | partitions | shards | validate | capacity | polygons | generalise | moved) ;;
+        capture | partitions | shards | validate | capacity | polygons | generalise | moved | subtrees) ;;
         watch | edge | edge-zooms | edge-cloudfront | watch-partitions) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons, generalise, moved)" ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons, generalise, moved, subtrees)" ;;
     esac
 done
 
@@ -2242,6 +2261,86 @@ if bad:
 PY
     "$BIN" -q changes uninstall --config "$WORK/moved.toml" || true
     rm -f "$WORK"/moved*.mbtiles*
+    psql_ -c "SET client_min_messages = warning; DROP SCHEMA $polygons_schema CASCADE; DROP SCHEMA IF EXISTS $changes CASCADE"
+    polygons_schema=
+}
+
+# --- subtrees: what an attribute edit of a huge polygon costs -------------------------------
+
+section_subtrees() {
+    local s changes lo hi low world speck area
+    polygons_load
+    s=$polygons_schema
+    changes=${s}_changes
+    lo=${subtrees_zoom%-*} hi=${subtrees_zoom#*-}
+    low=$((hi < 11 ? hi : 11))
+    ((lo <= low)) || low=$lo
+    world=-180,-85.05112878,180,85.05112878
+    # Open ocean: the first seed stores (almost) nothing and records the output's watermark.
+    speck=-150,-40,-149.99,-39.99
+    polygons_config "$WORK/subtrees.toml" ""
+    sed -i "1i [changes]\nschema = \"$changes\"\n" "$WORK/subtrees.toml"
+    sed 's/^name = "world"$/name = "world"\nlisted_tiles = 100000000/' "$WORK/subtrees.toml" >"$WORK/subtrees-listed.toml"
+    sed 's/^name = "world"$/name = "world"\nlisted_tiles = 20000/' "$WORK/subtrees.toml" >"$WORK/subtrees-forced.toml"
+    "$BIN" -q changes install --config "$WORK/subtrees.toml"
+    log "subtrees: full seed of the world at zoom $lo-$low (the baseline's output)"
+    "$BIN" -q seed --config "$WORK/subtrees.toml" --tileset world --zoom "$lo-$low" \
+        --bbox "$world" --output "$WORK/subtrees-listed.mbtiles" >/dev/null
+    cp "$WORK/subtrees-listed.mbtiles" "$WORK/subtrees-forced.mbtiles"
+    "$BIN" -q seed --config "$WORK/subtrees.toml" --tileset world --zoom "$subtrees_zoom" \
+        --bbox "$speck" --output "$WORK/subtrees-target.mbtiles" >/dev/null
+    psql_ -c "UPDATE $s.countries SET name = 'Russian Federation' WHERE name = 'Russia';
+              UPDATE $s.borders SET name = 'Russian Federation' WHERE name = 'Russia'"
+    log "subtrees: Russia renamed, reseeded at zoom $lo-$low listing every tile (baseline)"
+    timed_seed subtrees-listed --config "$WORK/subtrees-listed.toml" --tileset world \
+        --zoom "$lo-$low" --bbox "$world" --output "$WORK/subtrees-listed.mbtiles" --dirty
+    log "subtrees: the same past listed_tiles = 20000, walking subtrees"
+    timed_seed subtrees-forced --config "$WORK/subtrees-forced.toml" --tileset world \
+        --zoom "$lo-$low" --bbox "$world" --output "$WORK/subtrees-forced.mbtiles" --dirty
+    log "subtrees: Russia renamed, reseeded at zoom $subtrees_zoom with the default listed_tiles"
+    timed_seed subtrees-target --config "$WORK/subtrees.toml" --tileset world \
+        --zoom "$subtrees_zoom" --bbox "$world" --output "$WORK/subtrees-target.mbtiles" --dirty
+    area=$(psql_ -At -c "SELECT ST_Area(ST_Transform(ST_Intersection(geom, ST_MakeEnvelope(-180, -85.05112878, 180, 85.05112878, 4326)), 3857))
+                         FROM $s.countries WHERE name = 'Russian Federation'")
+    python3 - "$WORK" "$subtrees_zoom" "$lo-$low" "$area" <<'PY' || failed $?
+import gzip, json, re, sqlite3, sys
+work, zooms, low, area = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+def run(name):
+    text = open(f"{work}/{name}.time").read()
+    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
+    hours, minutes, seconds = clock.groups()
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)) / 1024
+    summary = json.load(open(f"{work}/{name}.json"))[0]
+    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds), rss, summary
+def covered(zooms):
+    lo, hi = map(int, zooms.split("-"))
+    world = 2 * 20037508.342789244
+    return sum(area / (world / 2 ** z) ** 2 for z in range(lo, hi + 1))
+print(f"subtrees: Russia renamed (countries and borders), seed --dirty over the world")
+for label, name, zooms in (("every dirty tile listed (baseline)", "subtrees-listed", low),
+                           ("listed_tiles = 20000: subtrees", "subtrees-forced", low),
+                           ("default listed_tiles", "subtrees-target", zooms)):
+    wall, rss, s = run(name)
+    print(f"  zoom {zooms:<6} {label:<36} {s['tiles_queried']:>9} tiles rendered"
+          f" {s['tiles_written']:>9} written ({100 * s['tiles_written'] / max(s['tiles_queried'], 1):5.1f}%)"
+          f" {wall:8.1f} s {rss:7.1f} MB peak RSS")
+    if name == "subtrees-target":
+        print(f"  Russia's area covers about {covered(zooms):,.0f} tiles at zoom {zooms};"
+              f" peak RSS {rss:.1f} MB (target <= 256 MB)")
+def mvts(path):
+    rows = sqlite3.connect(path).execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")
+    return {(z, x, y): gzip.decompress(d) if d[:2] == b"\x1f\x8b" else d for z, x, y, d in rows}
+a, b = mvts(f"{work}/subtrees-listed.mbtiles"), mvts(f"{work}/subtrees-forced.mbtiles")
+bad = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+only_a = sum(1 for k in bad if k not in b)
+only_b = sum(1 for k in bad if k not in a)
+print(f"  zoom {low}: listed against subtrees: {len(set(a) | set(b))} tiles, {len(bad)} differ"
+      + (f" ({only_a} only listed, {only_b} only walked; first: {bad[:5]})" if bad else ""))
+if bad:
+    sys.exit(3)
+PY
+    "$BIN" -q changes uninstall --config "$WORK/subtrees.toml" || true
+    rm -f "$WORK"/subtrees*.mbtiles*
     psql_ -c "SET client_min_messages = warning; DROP SCHEMA $polygons_schema CASCADE; DROP SCHEMA IF EXISTS $changes CASCADE"
     polygons_schema=
 }

@@ -5,6 +5,8 @@
 //! of its shape dirty), one deleted (its tiles emptied, which only the sweep of the subtrees
 //! removes), each reseed equal to a full seed tile for tile.
 
+use std::collections::BTreeSet;
+
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::run::{
     assert_same_tiles, oar_tiles_with, read_mbtiles_raw, read_tree, Run, Tiles,
@@ -102,6 +104,8 @@ impl Subtrees {
         let mut stored = 0;
         for (output, full) in self.outputs().iter().zip(&fulls) {
             let summary = self.path("summary.json");
+            let listed = self.path("changed.txt");
+            let before = self.tiles(output);
             let reseed = self.run(&[
                 "seed",
                 "--dirty",
@@ -109,8 +113,30 @@ impl Subtrees {
                 output,
                 "--summary-json",
                 summary.to_str().unwrap(),
+                "--changed-list",
+                listed.to_str().unwrap(),
             ]);
             reseed.assert_success();
+            // The list names exactly the tiles whose bytes the reseed changed or deleted.
+            let after = self.tiles(output);
+            let changed: BTreeSet<String> = before
+                .keys()
+                .chain(after.keys())
+                .filter(|k| before.get(k) != after.get(k))
+                .map(|(z, x, y)| format!("{z}/{x}/{y}"))
+                .collect();
+            let lines: BTreeSet<String> = std::fs::read_to_string(&listed)
+                .unwrap()
+                .lines()
+                .filter_map(|line| {
+                    let tile = line.split('.').next()?;
+                    (tile.split('/').count() == 3
+                        && tile.split('/').all(|p| p.parse::<u32>().is_ok()))
+                    .then(|| tile.to_string())
+                })
+                .collect();
+            assert!(!changed.is_empty(), "{step}, {output}: nothing changed");
+            assert_eq!(lines, changed, "{step}, {output}: the changed-tile list");
             assert!(
                 reseed.stderr.contains("subtree(s) walked from zoom"),
                 "{step}, {output}: no subtrees walked: {}",

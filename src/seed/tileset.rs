@@ -30,6 +30,7 @@ use crate::state::cells;
 use crate::state::digest::job_fingerprint;
 use crate::state::reseed::{self, Decision};
 use crate::state::Watermark;
+use crate::tile::Subtrees;
 
 /// What one tileset's seed works with.
 pub(super) struct TilesetRun<'a> {
@@ -52,9 +53,13 @@ enum Todo {
     Walk(PyramidWalk, HashMap<u64, [bool; 4]>),
     /// Exactly these tiles.
     Tiles(Vec<crate::tile::TileCoord>),
-    /// These tiles, then the walk of subtrees.
-    Subtrees(Vec<crate::tile::TileCoord>, PyramidWalk),
+    /// These tiles, then the walk of these subtrees.
+    Subtrees(Vec<crate::tile::TileCoord>, Subtrees),
 }
+
+/// Tiles a walk of subtrees may queue at most at their deepest zoom (8 bytes each): subtrees are
+/// walked in parts of as many roots as stay under it.
+const WALK_FRONTIER: usize = 1 << 20;
 
 /// The output once it is open, its state read and the run's work decided.
 struct Opened {
@@ -194,10 +199,7 @@ impl TilesetRun<'_> {
                 resume.done,
             ),
             Work::Tiles(tiles) => Todo::Tiles(tiles),
-            Work::Subtrees { tiles, subtrees } => Todo::Subtrees(
-                tiles,
-                PyramidWalk::for_subtrees(tileset.bbox, tileset.zooms, subtrees),
-            ),
+            Work::Subtrees { tiles, subtrees } => Todo::Subtrees(tiles, subtrees),
         };
         // A list's tiles that the output serves as soon as they are stored are purged as they
         // come, the deepest zoom first, while the heavy low zooms still render.
@@ -513,13 +515,24 @@ impl TilesetRun<'_> {
                 let listed = self.render_list(&scheduler, &tiles, &writer, tally, progress);
                 listed.await
             }
-            Todo::Subtrees(tiles, walk) => {
+            Todo::Subtrees(tiles, subtrees) => {
                 let listed = self.render_list(&scheduler, &tiles, &writer, tally, progress);
                 if !listed.await? {
                     return Ok(false);
                 }
-                let walked = scheduler.walk(&walk, Some(&writer), HashMap::new(), tally, progress);
-                walked.await.map(|()| true)
+                // The walk is breadth first: all the subtrees at once would queue every tile of
+                // their deepest zoom (18 million for Russia at z14).
+                let depth = subtrees
+                    .top_zoom()
+                    .map_or(0, |root| tileset.zooms.max.saturating_sub(root));
+                let per_part = (WALK_FRONTIER >> (2 * u32::from(depth.min(10)))).max(1);
+                for part in subtrees.parts(per_part) {
+                    let walk = PyramidWalk::for_subtrees(tileset.bbox, tileset.zooms, part);
+                    let walked =
+                        scheduler.walk(&walk, Some(&writer), HashMap::new(), tally, progress);
+                    walked.await?;
+                }
+                Ok(true)
             }
         }
     }

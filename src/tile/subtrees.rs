@@ -47,6 +47,17 @@ impl Subtrees {
         roots.into_iter()
     }
 
+    /// The subtrees in parts of at most `roots` roots each, in the order a walk takes them
+    /// (lowest zoom first, neighbours together): walked one part after another, a walk's queue
+    /// holds one part's frontier, not that of every subtree at once.
+    pub fn parts(&self, roots: usize) -> Vec<Subtrees> {
+        let ordered: Vec<TileCoord> = self.roots().collect();
+        ordered
+            .chunks(roots.max(1))
+            .map(|part| Subtrees::new(part.iter().copied()))
+            .collect()
+    }
+
     /// Whether `tile` is a root or lies below one.
     pub fn contains(&self, tile: TileCoord) -> bool {
         self.zooms
@@ -106,5 +117,10 @@ mod tests {
         assert!(!subtrees.meets_column(2, 1));
         assert!(subtrees.meets_column(9, 15));
         assert!(!subtrees.meets_column(9, 16));
+        let parts = subtrees.parts(1);
+        assert_eq!(parts.len(), 2);
+        assert!(parts[0].contains(tile(3, 2, 5)) && !parts[0].contains(tile(5, 0, 0)));
+        assert!(parts[1].contains(tile(5, 0, 0)));
+        assert_eq!(subtrees.parts(5), vec![subtrees.clone()]);
     }
 }
