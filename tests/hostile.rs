@@ -422,3 +422,55 @@ fn change_capture_never_fails_the_applications_writes_over_column_types_or_names
     );
     schema.execute("UPDATE {schema}.things SET doc = '{\"c\": 3}' WHERE id = 4");
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_bulk_write_under_change_capture_leaves_the_applications_jit_setting_as_it_chose() {
+    let mut changes = String::new();
+    let setup = Fixture::new("capture_jit", &[], "things.toml", |schema| {
+        schema.execute(
+            "CREATE TABLE {schema}.things (id int PRIMARY KEY, doc text,
+                                           geom geometry(Point, 4326));
+             CREATE INDEX ON {schema}.things USING gist (geom);
+             INSERT INTO {schema}.things
+                 SELECT i, 'a', ST_SetSRID(ST_MakePoint(i * 0.5, i * 0.3), 4326)
+                 FROM generate_series(1, 20) i;",
+        );
+        changes = schema.companion("cdc");
+        things_config(&schema.name, &changes, "\"doc\"")
+    });
+    let config = setup.config.to_str().unwrap().to_string();
+    oar_tiles(
+        Some(&setup.schema.url),
+        &["changes", "install", "--config", &config],
+    )
+    .assert_success();
+    let mut schema = setup.schema;
+    let table = format!("\"{}\".things", schema.name);
+    // The trigger turns JIT off around its bulk statement only; the application's choice, made
+    // for its transaction, holds before and after, whichever it was.
+    for (chosen, rows) in [("on", "id <= 10"), ("off", "id > 10"), ("on", "id = 1")] {
+        let mut transaction = schema.client().transaction().unwrap();
+        transaction
+            .batch_execute(&format!(
+                "SET LOCAL jit = {chosen}; SET LOCAL jit_above_cost = 0;
+                 UPDATE {table} SET doc = doc || 'b' WHERE {rows}"
+            ))
+            .unwrap();
+        let after: String = transaction
+            .query_one("SELECT current_setting('jit')", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(after, chosen, "jit after `UPDATE ... WHERE {rows}`");
+        transaction.commit().unwrap();
+    }
+    let logged: i64 = schema
+        .client()
+        .query_one(
+            &format!("SELECT count(*) FROM \"{changes}\".change_log"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 3, "each UPDATE logged");
+}
