@@ -445,3 +445,55 @@ fn a_killed_shard_resumes_and_an_unfinished_part_is_not_merged() {
         "2 shards, one killed and resumed",
     );
 }
+
+/// The shard lines (`shard I: ...`) of `shard-plan`'s output.
+fn shard_lines(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|line| line.starts_with("shard "))
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
+fn a_dry_run_shard_plan_of_clustered_data_cuts_as_the_stored_plan_does() {
+    let points = hub_with_scatter(3_000, 6, 10, [103.7, 1.25, 104.0, 1.45]);
+    let fixture = Fixture::new("shard_plan_cells", &points, "oar.toml", |schema| {
+        let changes = schema.companion("cdc");
+        format!(
+            "[changes]\nschema = \"{changes}\"\n{}",
+            single_layer_config(&schema.name, "sites", "", "cluster_maxzoom = 9\n")
+        )
+    });
+    let config = fixture.config.to_str().unwrap();
+    let url = Some(fixture.schema.url.as_str());
+    oar_tiles(url, &["changes", "install", "--config", config]).assert_success();
+    let output = fixture.path("out.mbtiles");
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "shard-plan",
+            "--config",
+            config,
+            "--zoom",
+            "0-12",
+            "--output",
+            output.to_str().unwrap(),
+            "--shards",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        let run = oar_tiles(url, &args);
+        run.assert_success();
+        run.stdout
+    };
+    // The stored plan's clustered tiles read maintained cells (one row per cell), which the dry
+    // run creates no table for: it must price them the same.
+    let dry = plan(&["--dry-run"]);
+    let stored = plan(&[]);
+    assert_eq!(shard_lines(&dry).len(), 4, "{dry}");
+    assert_eq!(
+        shard_lines(&dry),
+        shard_lines(&stored),
+        "dry run:\n{dry}\nstored:\n{stored}"
+    );
+}

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::job::{SeedJob, TilesetJob};
 use crate::render::source::{describe, LayerSource};
 use crate::render::TilesetRenderer;
+use crate::state::capture;
 use crate::state::cells::{self, CellTable};
 use crate::state::digest::TileSettings;
 
@@ -17,6 +18,9 @@ pub(super) struct Prepared<'a> {
     pub layers: Vec<LayerSource>,
     /// Per layer, the maintained cluster cells its clustered zooms read, if any.
     pub cell_tables: Vec<Option<CellTable>>,
+    /// Whether a run that writes reads maintained cluster cells: a dry run makes no cell table,
+    /// yet plans (a shard plan's prices) as the run it stands for.
+    pub cells_maintained: bool,
     pub renderer: TilesetRenderer,
     /// The pool the renderer reads from, and how it is pooled.
     render_pool: (Pool, PoolMode),
@@ -68,7 +72,15 @@ impl<'a> Prepared<'a> {
         // A dry run only probes rows, and creates nothing. A partition aggregates its own rows:
         // maintained cells per value would mean one table per value, each refreshed every run.
         let partitioned = config.layers.iter().any(|l| l.partition.is_some());
-        let cell_tables = if job.run.dry_run || job.run.scratch || partitioned {
+        let clustered = layers.iter().any(|l| l.config.cluster.is_some());
+        let mut cells_maintained = false;
+        let cell_tables = if job.run.scratch || partitioned {
+            vec![None; layers.len()]
+        } else if job.run.dry_run {
+            // As `cells::ensure` decides, without making anything.
+            cells_maintained = clustered
+                && capture::installed(pool, &job.change_schema).await?
+                && !capture::read_only_standby(pool).await?;
             vec![None; layers.len()]
         } else {
             cells::ensure(
@@ -80,6 +92,7 @@ impl<'a> Prepared<'a> {
             )
             .await?
         };
+        cells_maintained |= cell_tables.iter().any(Option::is_some);
         let render_pool = match replica {
             // The renderer's statements read the cell tables just created on the primary.
             Some(replica) if cell_tables.iter().any(Option::is_some) => {
@@ -109,6 +122,7 @@ impl<'a> Prepared<'a> {
             tileset,
             layers,
             cell_tables,
+            cells_maintained,
             renderer,
             render_pool,
         })
@@ -142,6 +156,7 @@ impl<'a> Prepared<'a> {
             tileset,
             layers,
             cell_tables: vec![None; cell_names.len()],
+            cells_maintained: false,
             renderer,
             render_pool: self.render_pool.clone(),
         }

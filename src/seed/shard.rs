@@ -88,7 +88,7 @@ async fn plan_tileset(
     let model = CostModel {
         zooms: tileset.zooms,
         cluster,
-        maintained_cells: prepared.cell_tables.iter().any(Option::is_some),
+        maintained_cells: prepared.cells_maintained,
     };
     let digest = prepared.settings_digest();
     let started = std::time::Instant::now();
