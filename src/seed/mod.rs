@@ -109,7 +109,7 @@ async fn check_edges(job: &SeedJob, summaries: &mut [TilesetSummary]) {
 /// A tileset of a session, ready to run.
 enum Ready<'a> {
     /// Described and checked with the server.
-    Own(Prepared<'a>),
+    Own(Box<Prepared<'a>>),
     /// A later partition of the tileset the `of`th entry is a partition of: prepared from it when
     /// it runs, and dropped after.
     Sibling { of: usize, tileset: &'a TilesetJob },
@@ -175,7 +175,7 @@ impl<'a> Session<'a> {
                     first_partition.insert(family.clone(), prepared.len());
                 }
                 let ready = Prepared::new(&pool, replica.as_ref(), job, tileset).await?;
-                prepared.push(Ready::Own(ready));
+                prepared.push(Ready::Own(Box::new(ready)));
             }
             Ok::<_, Error>(prepared)
         };
