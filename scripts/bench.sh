@@ -1217,11 +1217,16 @@ section_growth() {
         echo "$n load $(awk -v a="$started" -v b="$(now)" 'BEGIN { print b - a }')" >>"$WORK/growth.txt"
         log "growth: $n facilities, seed z0-14 clustered"
         echo "$n load-avg $(cut -d' ' -f1 /proc/loadavg)" >>"$WORK/growth.txt"
-        # PostgreSQL's CPU beside the tool's shows whose work grows with the data.
-        cpu_before=$(reaped_cpu)
-        timed_seed "growth-$n" --config "$WORK/growth-$n.toml" --zoom 0-14 \
-            --output "$WORK/growth-$n.mbtiles" || die "growth: the seed of $n facilities failed"
-        server_cpu=$(cpu_since "$cpu_before")
+        # PostgreSQL's CPU beside the tool's shows whose work grows with the data: the CPU of the
+        # backends that served this seed, read by thread_cpu.py as main and capacity read it
+        # (the postmaster's count of reaped children took in any other backend that ended).
+        /usr/bin/time -v -o "$WORK/growth-$n.time" python3 "$ROOT/scripts/thread_cpu.py" \
+            "$WORK/growth-$n-threads.json" -- "$BIN" -q seed "${concurrency_args[@]}" \
+            --config "$WORK/growth-$n.toml" --zoom 0-14 --output "$WORK/growth-$n.mbtiles" \
+            --summary-json "$WORK/growth-$n.json" >/dev/null \
+            || die "growth: the seed of $n facilities failed"
+        server_cpu=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["backends"], 2))' \
+            "$WORK/growth-$n-threads.json")
         echo "$n server-cpu $server_cpu" >>"$WORK/growth.txt"
         echo "$n bytes $(psql_ -Atc "SELECT pg_total_relation_size('bench_$n.facilities')")" >>"$WORK/growth.txt"
         rm -f "$WORK/growth-$n.mbtiles"

@@ -88,6 +88,15 @@ pub(super) async fn apply(
     };
     let tiles = match work {
         Work::Tiles(tiles) if *selection == Selection::Dirty => tiles,
+        // A reseed past `listed_tiles` holds nothing back: it renders the noted tiles too, those
+        // its subtrees do not already cover.
+        Work::Subtrees { tiles, subtrees } if *selection == Selection::Dirty => {
+            let Some(noted) = noted else {
+                return Ok(AfterRun::Keep);
+            };
+            add_tiles(tiles, &noted, |tile| subtrees.contains(tile));
+            return Ok(AfterRun::Remove);
+        }
         _ => return Ok(AfterRun::Keep),
     };
     let due = noted.as_ref().is_some_and(|noted| noted.due <= now());
@@ -128,13 +137,7 @@ pub(super) async fn apply(
             let Some(noted) = noted else {
                 return Ok(AfterRun::Keep);
             };
-            let mut listed: HashSet<TileCoord> = tiles.iter().copied().collect();
-            for tile in noted.tiles() {
-                if listed.insert(tile) {
-                    tiles.push(tile);
-                }
-            }
-            tiles.sort_by_key(|tile| tile.z());
+            add_tiles(tiles, &noted, |_| false);
             Ok(AfterRun::Remove)
         }
     }
@@ -154,14 +157,20 @@ pub(super) async fn add_noted(
     let Ok(noted) = serde_json::from_slice::<Deferred>(&bytes) else {
         return Ok(());
     };
+    add_tiles(tiles, &noted, |_| false);
+    Ok(())
+}
+
+/// Adds to `tiles` those `noted` holds that are not there yet nor `covered` otherwise, lowest
+/// zoom first.
+fn add_tiles(tiles: &mut Vec<TileCoord>, noted: &Deferred, covered: impl Fn(TileCoord) -> bool) {
     let mut listed: HashSet<TileCoord> = tiles.iter().copied().collect();
     for tile in noted.tiles() {
-        if listed.insert(tile) {
+        if !covered(tile) && listed.insert(tile) {
             tiles.push(tile);
         }
     }
     tiles.sort_by_key(|tile| tile.z());
-    Ok(())
 }
 
 /// When `watch` must run a cycle for the tiles some output's deferral holds back, though no

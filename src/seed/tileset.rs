@@ -682,7 +682,9 @@ impl TilesetRun<'_> {
         )
         .await?;
         // The tiles a `watch` deferral holds back, which this reseed would render too.
-        if let (Work::Tiles(tiles), Selection::Dirty) = (&mut decision.work, self.selection()) {
+        if let (Work::Tiles(tiles) | Work::Subtrees { tiles, .. }, Selection::Dirty) =
+            (&mut decision.work, self.selection())
+        {
             freshness::add_noted(target, &self.job.s3, tiles).await?;
         }
         let per_zoom = |tiles: &mut dyn Iterator<Item = crate::tile::TileCoord>| {
