@@ -1225,9 +1225,12 @@ section_growth() {
             --config "$WORK/growth-$n.toml" --zoom 0-14 --output "$WORK/growth-$n.mbtiles" \
             --summary-json "$WORK/growth-$n.json" >/dev/null \
             || die "growth: the seed of $n facilities failed"
-        server_cpu=$(python3 -c 'import json, sys; print(round(json.load(open(sys.argv[1]))["backends"], 2))' \
+        read -r server_cpu tool_cpu < <(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1])); print(round(d["backends"], 2), round(d["total"], 2))' \
             "$WORK/growth-$n-threads.json")
         echo "$n server-cpu $server_cpu" >>"$WORK/growth.txt"
+        # The seed's own CPU: time -v would add the reader's.
+        echo "$n tool-cpu $tool_cpu" >>"$WORK/growth.txt"
         echo "$n bytes $(psql_ -Atc "SELECT pg_total_relation_size('bench_$n.facilities')")" >>"$WORK/growth.txt"
         rm -f "$WORK/growth-$n.mbtiles"
         growth_one_change "$n"
@@ -1247,7 +1250,8 @@ first = None
 worst_rss = 0.0
 costs = []
 for n in sizes:
-    wall, cpu, rss = h.time_v(f"{work}/growth-{n}.time")
+    wall, _, rss = h.time_v(f"{work}/growth-{n}.time")
+    cpu = facts[n, "tool-cpu"]
     summary = h.summary(f"{work}/growth-{n}.json")
     tiles = summary["tiles_written"]
     per_tile = wall / max(tiles, 1)

@@ -339,8 +339,10 @@ impl Metrics {
             self.written.with_label_values(&labels).inc_by(zoom.written);
             self.deleted.with_label_values(&labels).inc_by(zoom.empty);
             let render = self.render_seconds.with_label_values(&[output]);
-            for micros in &zoom.render_micros {
-                render.observe(f64::from(*micros) / 1e6);
+            for (seconds, renders) in zoom.render_times.counts() {
+                for _ in 0..renders {
+                    render.observe(seconds);
+                }
             }
         }
         self.cycle_seconds

@@ -3,6 +3,7 @@
 
 mod cdn;
 mod progress;
+mod times;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -12,6 +13,7 @@ use serde::Serialize;
 
 pub use cdn::{PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
 pub use progress::{Progress, ProgressKind};
+pub use times::RenderTimes;
 
 use crate::edge::check::{EdgeCheck, EdgeProbe};
 pub use crate::encode::human_bytes;
@@ -31,7 +33,7 @@ struct ZoomTally {
     written: u64,
     bytes: u64,
     largest: Option<(usize, TileCoord)>,
-    render_micros: Vec<u32>,
+    render_times: RenderTimes,
 }
 
 /// Collects per-zoom figures while a tileset is seeded.
@@ -58,8 +60,8 @@ impl Tally {
             Mode::Probe => zoom.probed += 1,
             Mode::Render => {
                 zoom.queried += 1;
-                zoom.render_micros
-                    .push(elapsed.as_micros().min(u128::from(u32::MAX)) as u32);
+                zoom.render_times
+                    .record(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
                 match stored_bytes {
                     None => zoom.empty += 1,
                     Some(bytes) => {
@@ -117,9 +119,8 @@ impl Tally {
         let zooms: Vec<ZoomSummary> = self
             .zooms
             .into_iter()
-            .map(|(zoom, mut tally)| {
-                tally.render_micros.sort_unstable();
-                let ms = |q: f64| percentile(&tally.render_micros, q);
+            .map(|(zoom, tally)| {
+                let ms = |q: f64| tally.render_times.quantile_ms(q);
                 ZoomSummary {
                     zoom,
                     probed: tally.probed,
@@ -134,13 +135,8 @@ impl Tally {
                     render_ms_p50: ms(0.50),
                     render_ms_p95: ms(0.95),
                     render_ms_max: ms(1.0),
-                    render_ms_total: tally
-                        .render_micros
-                        .iter()
-                        .map(|&m| u64::from(m))
-                        .sum::<u64>() as f64
-                        / 1000.0,
-                    render_micros: tally.render_micros,
+                    render_ms_total: tally.render_times.total_ms(),
+                    render_times: tally.render_times,
                 }
             })
             .collect();
@@ -241,7 +237,7 @@ impl TilesetSummary {
                     render_ms_p95: 0.0,
                     render_ms_max: 0.0,
                     render_ms_total: 0.0,
-                    render_micros: Vec::new(),
+                    render_times: RenderTimes::default(),
                 });
                 into.probed += zoom.probed;
                 into.queried += zoom.queried;
@@ -249,7 +245,7 @@ impl TilesetSummary {
                 into.written += zoom.written;
                 into.bytes += zoom.bytes;
                 into.render_ms_total += zoom.render_ms_total;
-                into.render_micros.extend(zoom.render_micros);
+                into.render_times.add(&zoom.render_times);
                 if zoom.largest_tile.as_ref().map(|t| t.bytes)
                     > into.largest_tile.as_ref().map(|t| t.bytes)
                 {
@@ -258,10 +254,9 @@ impl TilesetSummary {
             }
         }
         for zoom in zooms.values_mut() {
-            zoom.render_micros.sort_unstable();
-            zoom.render_ms_p50 = percentile(&zoom.render_micros, 0.50);
-            zoom.render_ms_p95 = percentile(&zoom.render_micros, 0.95);
-            zoom.render_ms_max = percentile(&zoom.render_micros, 1.0);
+            zoom.render_ms_p50 = zoom.render_times.quantile_ms(0.50);
+            zoom.render_ms_p95 = zoom.render_times.quantile_ms(0.95);
+            zoom.render_ms_max = zoom.render_times.quantile_ms(1.0);
         }
         merged.per_zoom = zooms.into_values().collect();
         merged
@@ -275,14 +270,6 @@ impl TilesetSummary {
         };
         merged
     }
-}
-
-fn percentile(sorted_micros: &[u32], q: f64) -> f64 {
-    if sorted_micros.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted_micros.len() - 1) as f64 * q).round() as usize;
-    f64::from(sorted_micros[index]) / 1000.0
 }
 
 /// What identifies a summary.
@@ -354,17 +341,17 @@ pub struct ZoomSummary {
     pub bytes: u64,
     /// The largest tile written.
     pub largest_tile: Option<TileSize>,
-    /// Median render time.
+    /// Median render time (to three significant digits).
     pub render_ms_p50: f64,
-    /// 95th percentile render time.
+    /// 95th percentile render time (to three significant digits).
     pub render_ms_p95: f64,
     /// Longest render time.
     pub render_ms_max: f64,
     /// Server time spent rendering the zoom's tiles, summed over all connections.
     pub render_ms_total: f64,
-    /// Every render time in microseconds, ascending, for histograms; not part of the JSON summary.
+    /// The render times, for histograms; not part of the JSON summary.
     #[serde(skip)]
-    pub render_micros: Vec<u32>,
+    pub render_times: RenderTimes,
 }
 
 /// Everything a seed of one tileset did.
