@@ -2311,16 +2311,14 @@ section_subtrees() {
         --zoom "$subtrees_zoom" --bbox "$world" --output "$WORK/subtrees-target.mbtiles" --dirty
     area=$(psql_ -At -c "SELECT ST_Area(ST_Transform(ST_Intersection(geom, ST_MakeEnvelope(-180, -85.05112878, 180, 85.05112878, 4326)), 3857))
                          FROM $s.countries WHERE name = 'Russian Federation'")
-    python3 - "$WORK" "$subtrees_zoom" "$lo-$low" "$area" <<'PY' || failed $?
-import gzip, json, re, sqlite3, sys
-work, zooms, low, area = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    python3 - "$ROOT/scripts" "$WORK" "$subtrees_zoom" "$lo-$low" "$area" <<'PY' || failed $?
+import sys
+sys.path.insert(0, sys.argv[1])
+import bench_helpers as h
+work, zooms, low, area = sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
 def run(name):
-    text = open(f"{work}/{name}.time").read()
-    clock = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", text)
-    hours, minutes, seconds = clock.groups()
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", text).group(1)) / 1024
-    summary = json.load(open(f"{work}/{name}.json"))[0]
-    return int(hours or 0) * 3600 + int(minutes) * 60 + float(seconds), rss, summary
+    wall, _, rss = h.time_v(f"{work}/{name}.time")
+    return wall, rss, h.summary(f"{work}/{name}.json")
 def covered(zooms):
     lo, hi = map(int, zooms.split("-"))
     world = 2 * 20037508.342789244
@@ -2337,8 +2335,7 @@ for label, name, zooms in (("every dirty tile listed (baseline)", "subtrees-list
         print(f"  Russia's area covers about {covered(zooms):,.0f} tiles at zoom {zooms};"
               f" peak RSS {rss:.1f} MB (target <= 256 MB)")
 def mvts(path):
-    rows = sqlite3.connect(path).execute("SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles")
-    return {(z, x, y): gzip.decompress(d) if d[:2] == b"\x1f\x8b" else d for z, x, y, d in rows}
+    return {(z, x, y): mvt for z, x, y, mvt in h.mbtiles_tiles(path)}
 a, b = mvts(f"{work}/subtrees-listed.mbtiles"), mvts(f"{work}/subtrees-forced.mbtiles")
 bad = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 only_a = sum(1 for k in bad if k not in b)

@@ -12,7 +12,7 @@ use crate::common::run::{
     assert_same_tiles, oar_tiles_with, read_mbtiles_raw, read_tree, Run, Tiles,
 };
 use crate::common::s3::S3Server;
-use crate::geometries::{geodata, ogr2ogr};
+use crate::geometries::countries_and_borders;
 
 struct Subtrees {
     base: Fixture,
@@ -30,18 +30,7 @@ impl Subtrees {
         let server = S3Server::start("tiles");
         let s3 = server.config_table("");
         let base = Fixture::new("subtrees", &[], "subtrees.toml", |schema| {
-            ogr2ogr(
-                schema,
-                &geodata().join("naturalearth_lowres/naturalearth_lowres.shp"),
-                "countries",
-            );
-            schema.execute(
-                "CREATE TABLE {schema}.borders AS
-                     SELECT id, name, ST_Multi(ST_Boundary(geom))::geometry(MultiLineString, 4326) AS geom
-                     FROM {schema}.countries;
-                 ALTER TABLE {schema}.borders ADD PRIMARY KEY (id);
-                 CREATE INDEX ON {schema}.borders USING gist (geom);",
-            );
+            countries_and_borders(schema);
             let changes = schema.companion("cdc");
             let s = &schema.name;
             format!(

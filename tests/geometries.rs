@@ -47,6 +47,23 @@ pub(crate) fn geodata() -> PathBuf {
     }
 }
 
+/// Natural Earth's countries into `{schema}.countries`, and their boundaries as lines (id, name)
+/// into `{schema}.borders`, indexed.
+pub(crate) fn countries_and_borders(schema: &mut TestSchema) {
+    ogr2ogr(
+        schema,
+        &geodata().join("naturalearth_lowres/naturalearth_lowres.shp"),
+        "countries",
+    );
+    schema.execute(
+        "CREATE TABLE {schema}.borders AS
+             SELECT id, name, ST_Multi(ST_Boundary(geom))::geometry(MultiLineString, 4326) AS geom
+             FROM {schema}.countries;
+         ALTER TABLE {schema}.borders ADD PRIMARY KEY (id);
+         CREATE INDEX ON {schema}.borders USING gist (geom);",
+    );
+}
+
 /// Loads a shapefile into `{schema}.table` as ogr2ogr does for an operator: multi-geometries, `geom`
 /// and an integer `id`, the file's own SRID.
 pub(crate) fn ogr2ogr(schema: &TestSchema, shapefile: &Path, table: &str) {

@@ -316,6 +316,18 @@ fn a_partitioned_tree_given_as_a_bare_relative_path_is_seeded_in_the_working_dir
 }
 
 /// The layer of [`attributes_fixture`]'s `things` table, rendering `attributes`.
+/// Rows in the change log of the change schema `changes`.
+fn log_rows(schema: &mut crate::common::pg::TestSchema, changes: &str) -> i64 {
+    schema
+        .client()
+        .query_one(
+            &format!("SELECT count(*) FROM \"{changes}\".change_log"),
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
 fn things_config(schema: &str, changes: &str, attributes: &str) -> String {
     format!(
         "[database]\nurl = \"postgresql://unused@127.0.0.1:1/unused\"\npool_size = 2\n\
@@ -379,14 +391,7 @@ fn change_capture_never_fails_the_applications_writes_over_column_types_or_names
             panic!("the application's `{update}` failed under change capture: {e}");
         }
     }
-    let logged: i64 = schema
-        .client()
-        .query_one(
-            &format!("SELECT count(*) FROM \"{changes}\".change_log"),
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let logged = log_rows(&mut schema, &changes);
     assert_eq!(
         logged, 6,
         "one log row per statement that changed a rendered column"
@@ -464,13 +469,6 @@ fn a_bulk_write_under_change_capture_leaves_the_applications_jit_setting_as_it_c
         assert_eq!(after, chosen, "jit after `UPDATE ... WHERE {rows}`");
         transaction.commit().unwrap();
     }
-    let logged: i64 = schema
-        .client()
-        .query_one(
-            &format!("SELECT count(*) FROM \"{changes}\".change_log"),
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let logged = log_rows(&mut schema, &changes);
     assert_eq!(logged, 3, "each UPDATE logged");
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, Run};
-use crate::geometries::{geodata, ogr2ogr};
+use crate::geometries::countries_and_borders;
 
 struct Moved {
     base: Fixture,
@@ -27,18 +27,7 @@ impl Moved {
     fn new() -> Moved {
         let mut vertex = String::new();
         let base = Fixture::new("movedshapes", &[], "moved.toml", |schema| {
-            ogr2ogr(
-                schema,
-                &geodata().join("naturalearth_lowres/naturalearth_lowres.shp"),
-                "countries",
-            );
-            schema.execute(
-                "CREATE TABLE {schema}.borders AS
-                     SELECT id, name, ST_Multi(ST_Boundary(geom))::geometry(MultiLineString, 4326) AS geom
-                     FROM {schema}.countries;
-                 ALTER TABLE {schema}.borders ADD PRIMARY KEY (id);
-                 CREATE INDEX ON {schema}.borders USING gist (geom);",
-            );
+            countries_and_borders(schema);
             // A vertex inside a ring of Russia's largest part (neither a ring's first nor its
             // last), on its southern border.
             let sql = "SELECT ST_X(d.geom), ST_Y(d.geom),
