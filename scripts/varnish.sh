@@ -86,7 +86,12 @@ sub vcl_hash {
 }
 
 sub vcl_backend_fetch {
-    set bereq.http.host = "127.0.0.1:$s3_port";
+    # A loopback address names the cache itself: the origin gets its own (the S3 test server's
+    # signatures cover it). A name (a page's public host, mapped to loopback by the browser) goes
+    # to the origin as it is, as a CDN forwards it, so the origin builds its URLs on it.
+    if (bereq.http.host ~ "^(127\\.0\\.0\\.1|localhost)(:|$)") {
+        set bereq.http.host = "127.0.0.1:$s3_port";
+    }
 }
 
 sub vcl_backend_response {

@@ -19,8 +19,8 @@ pub use output::{
     POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
 };
 pub use tileset::{
-    breakdown_property, fetch_margin, ClusterConfig, ClusterPosition, Freshness, Generalisation,
-    LayerConfig, Partition, TilesetConfig, CLUSTER_PROPERTIES, DEFAULT_SIZE_BUDGET,
+    breakdown_property, fetch_margin, ClusterConfig, ClusterPosition, Feed, Freshness,
+    Generalisation, LayerConfig, Partition, TilesetConfig, CLUSTER_PROPERTIES, DEFAULT_SIZE_BUDGET,
 };
 use tileset::{resolve_tileset, RawTileset};
 

@@ -32,6 +32,7 @@ pub(super) struct RawTileset {
     listed_tiles: Option<u64>,
     partition_by: Option<String>,
     freshness: Option<RawFreshness>,
+    feed: Option<RawFeed>,
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
     /// Checked apart from the rest by `cdn::resolve_cdns`, which reports each table's own line.
@@ -46,6 +47,28 @@ struct RawFreshness {
     defer_seconds: Option<u64>,
     #[serde(default)]
     cache_control: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFeed {
+    retention: Option<u64>,
+    head_max_age: Option<u64>,
+}
+
+/// Segments a changes feed keeps unless the tileset says (`retention`).
+pub const DEFAULT_FEED_RETENTION: u64 = 1000;
+/// Seconds browsers and CDNs may keep a feed's head unless the tileset says (`head_max_age`).
+pub const DEFAULT_FEED_HEAD_MAX_AGE: u64 = 2;
+
+/// `[tileset.feed]`: the output publishes the tiles its runs changed, once its CDNs serve them
+/// anew, for open maps to refresh (`sink::feed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    /// Segments kept; a client further behind reloads every tile.
+    pub retention: u64,
+    /// The head's `Cache-Control`.
+    pub head_cache_control: String,
 }
 
 /// How long `watch` defers low-zoom tiles unless the tileset says (`defer_seconds`).
@@ -195,6 +218,8 @@ pub struct TilesetConfig {
     pub cdn: Vec<super::cdn::CdnConfig>,
     /// Low zooms `watch` refreshes at most every so often (`[tileset.freshness]`).
     pub freshness: Option<Freshness>,
+    /// The changes feed open maps follow (`[tileset.feed]`).
+    pub feed: Option<Feed>,
 }
 
 /// One value of a partitioned tileset: its layers render only the rows holding it.
@@ -377,6 +402,7 @@ pub(super) fn resolve_tileset(
         None => None,
     };
     let freshness = resolve_freshness(raw.freshness.as_ref(), zooms).map_err(context)?;
+    let feed = resolve_feed(raw.feed.as_ref()).map_err(context)?;
     let output_settings = resolve_output_settings(&mut raw).map_err(context)?;
     let output = raw.output.map(|output| resolve_output(&output, base_dir));
     if let (Some(_), Some(output)) = (output_settings.pmtiles_versions, &output) {
@@ -408,7 +434,22 @@ pub(super) fn resolve_tileset(
         partition_by,
         cdn: Vec::new(),
         freshness,
+        feed,
     })
+}
+
+/// `[tileset.feed]`, checked.
+fn resolve_feed(raw: Option<&RawFeed>) -> Result<Option<Feed>, String> {
+    let Some(raw) = raw else { return Ok(None) };
+    let retention = raw.retention.unwrap_or(DEFAULT_FEED_RETENTION);
+    if retention == 0 {
+        return Err("feed: retention must be at least 1 segment".into());
+    }
+    let max_age = raw.head_max_age.unwrap_or(DEFAULT_FEED_HEAD_MAX_AGE);
+    Ok(Some(Feed {
+        retention,
+        head_cache_control: format!("public, max-age={max_age}"),
+    }))
 }
 
 /// `[tileset.freshness]`'s deferral, checked against the tileset's zooms.

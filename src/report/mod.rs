@@ -184,6 +184,7 @@ impl Tally {
                 .collect(),
             outbox: Backlog::default(),
             purges: Vec::new(),
+            feed: None,
             edge: Vec::new(),
             edge_probes: Vec::new(),
             plan: None,
@@ -386,6 +387,9 @@ pub struct TilesetSummary {
     pub outbox: Backlog,
     /// What each CDN purge target was sent.
     pub purges: Vec<PurgeSummary>,
+    /// The segment the output's changes feed published after the purges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feed: Option<crate::sink::feed::Published>,
     /// What fetching changed tiles through each target's public URL found (`--check-edge`).
     pub edge: Vec<EdgeCheck>,
     /// The tiles to fetch for that check, once the purges are sent.

@@ -171,6 +171,7 @@ async fn finalize_output(
     // What the sweep deletes and the documents it rewrites go through the output's outbox, as a
     // seed's changes do, so the CDNs are purged of them and nothing is lost to a kill.
     let mut outbox = RunOutbox::open(target, tileset, &job.s3, None, &changed, 0).await?;
+    outbox.feed_reloads();
     let sink = sink::open(target, settings, &job.s3, outbox.recorder(), None, None).await?;
     let state = watermark.to_state();
     let count = tiles.len() as u64;

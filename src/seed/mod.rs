@@ -13,6 +13,7 @@
 //!    scheduler ([`crate::schedule`]), finish the output, then advance the watermark.
 //! 5. Close the changed-tile list; write the JSON summary and the failed-tile list ([`write_reports`]).
 
+mod feed;
 mod finalize;
 mod freshness;
 mod outbox;

@@ -17,9 +17,12 @@ use crate::plan::Work;
 use crate::report::{PurgeSummary, TargetPlan};
 use crate::schedule::Stop;
 use crate::sink::changed_list::{RecordedLines, CHANGED_LIST_CONSUMER};
+use crate::sink::feed::Published;
 use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::sink::{self, ChangedList, OutputTarget};
 use crate::tile::TileCoord;
+
+use super::feed::{Edge, RunFeed, FEED_CONSUMER};
 
 /// One output's outbox during a run.
 pub(super) struct RunOutbox {
@@ -53,6 +56,9 @@ pub(super) struct RunOutbox {
     /// Per target (by consumer name), why a purge while the run wrote failed: the run's
     /// delivery reports it rather than wait on the same CDN a second time.
     early_failed: HashMap<String, String>,
+    /// The output's changes feed (`[tileset.feed]`); a shard's part has none (its `finalize`
+    /// publishes a reload).
+    feed: Option<RunFeed>,
 }
 
 /// The outbox note that records the tiles an output stores per zoom.
@@ -95,6 +101,8 @@ pub(super) struct Delivered {
     pub probes: Vec<EdgeProbe>,
     /// The signal that stopped the purges: the targets not done keep their changes in the outbox.
     pub stopped: Option<&'static str>,
+    /// What the changes feed published.
+    pub feed: Option<Published>,
 }
 
 impl RunOutbox {
@@ -116,6 +124,14 @@ impl RunOutbox {
                 targets.push(PurgeTarget::build(cdn, tileset.bbox, &client).await?);
             }
         }
+        let feed = match (&tileset.tileset.feed, &part) {
+            (Some(settings), None) => Some(RunFeed {
+                store: kind.feed(s3).await?,
+                settings: settings.clone(),
+                reload: false,
+            }),
+            _ => None,
+        };
         let outbox = Outbox::new(kind.outbox(s3).await?, part);
         let run = outbox.start()?;
         let handover = match (&tileset.tileset_output, &tileset.list_prefix) {
@@ -129,6 +145,9 @@ impl RunOutbox {
         if changed.is_enabled() {
             consumers.push(CHANGED_LIST_CONSUMER.to_string());
         }
+        if feed.is_some() {
+            consumers.push(FEED_CONSUMER.to_string());
+        }
         let stored = if targets.iter().any(PurgeTarget::is_priced) {
             read_json(&outbox, STORED_TILES).await?
         } else {
@@ -139,6 +158,7 @@ impl RunOutbox {
             records_when_visible: kind.records_when_visible(),
             early: HashMap::new(),
             early_failed: HashMap::new(),
+            feed,
             outbox: Arc::new(outbox),
             run: Some(run),
             keeps_stopped_tiles: kind.keeps_stopped_tiles(),
@@ -150,6 +170,14 @@ impl RunOutbox {
             check_sample,
             handover,
         })
+    }
+
+    /// Makes every publication of the feed ask maps to reload every tile: `finalize`'s, whose
+    /// parts' tiles the feed never saw.
+    pub fn feed_reloads(&mut self) {
+        if let Some(feed) = &mut self.feed {
+            feed.reload = true;
+        }
     }
 
     fn purge_path(&self, line: &str) -> String {
@@ -491,6 +519,19 @@ impl RunOutbox {
             flights.save().await?;
             purges.push(summary);
         }
+        // After the CDNs, and before a partition hands what they did not take over to its
+        // tileset: the feed must still see those batches as waiting.
+        let feed = match (&self.feed, stopped) {
+            (Some(feed), None) => {
+                let edge = Edge {
+                    targets: &self.targets,
+                    handover: self.handover.as_ref().map(|(o, p)| (o, p.as_str())),
+                    prefix: self.prefix.as_deref(),
+                };
+                feed.deliver(&self.outbox, &self.consumers, edge).await?
+            }
+            _ => None,
+        };
         self.outbox.prune(&self.consumers).await?;
         if let Some((tileset_outbox, path)) = &self.handover {
             let cdns: Vec<String> = self.targets.iter().map(PurgeTarget::consumer).collect();
@@ -511,6 +552,7 @@ impl RunOutbox {
             purges,
             probes,
             stopped,
+            feed,
         })
     }
 

@@ -318,6 +318,7 @@ impl TilesetRun<'_> {
             return Err(Error::Stopped { signal });
         }
         summary.purges = delivered.purges;
+        summary.feed = delivered.feed;
         summary.edge_probes = delivered.probes;
         Ok(summary)
     }

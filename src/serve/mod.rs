@@ -5,7 +5,9 @@
 //! Routes: `/` the page, `/index.json` the tilesets, `/{tileset}/tiles.json` a TileJSON whose tile
 //! URLs are absolute under the request's `Host`, `/{tileset}/stats.json` the per-zoom figures of
 //! `inspect` with the tiles over the size budget, `/{tileset}/{z}/{x}/{y}.pbf` the stored bytes
-//! (204 when the output holds no such tile), `/assets/…` the vendored files. Every route answers
+//! (204 when the output holds no such tile), `/{tileset}/changes/head.json` and
+//! `/{tileset}/changes/N.json` the output's changes feed (`sink::feed`), which the page follows to
+//! refresh changed tiles in place, `/assets/…` the vendored files. Every route answers
 //! only requests naming an allowed `Host` ([`host`]).
 
 mod host;
@@ -26,9 +28,9 @@ use tokio::sync::OnceCell;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::inspect;
+use crate::sink::feed::{self, FeedStore};
 use crate::sink::s3::MVT_CONTENT_TYPE;
-use crate::sink::OutputReader;
-use crate::sink::OutputTarget;
+use crate::sink::{self, OutputReader, OutputTarget};
 use crate::tile::TileCoord;
 pub use host::{AllowedHosts, PublicHost};
 
@@ -48,6 +50,8 @@ struct Tileset {
     /// The output as given.
     output: String,
     reader: OutputReader,
+    /// Where the output publishes its changes feed (which may not exist).
+    feed: FeedStore,
     metadata: Value,
     /// The inventory, read on first request: listing a large S3 prefix must not delay start-up.
     stats: OnceCell<Value>,
@@ -72,6 +76,7 @@ impl Server {
             let target = OutputTarget::parse(output)?;
             let reader = OutputReader::open(output, &target, s3_config, extension).await?;
             let metadata = reader.metadata().await?;
+            let feed = sink::kind_of(&target).feed(s3_config).await?;
             let mut name = url_name(metadata["name"].as_str().unwrap_or_default(), &target);
             let base = name.clone();
             let mut n = 1;
@@ -83,6 +88,7 @@ impl Server {
                 name,
                 output: output.clone(),
                 reader,
+                feed,
                 metadata,
                 stats: OnceCell::new(),
             });
@@ -192,6 +198,7 @@ fn router(server: Arc<Server>, hosts: Arc<AllowedHosts>) -> Router {
         .route("/assets/{file}", get(asset))
         .route("/{tileset}/tiles.json", get(tilejson))
         .route("/{tileset}/stats.json", get(stats))
+        .route("/{tileset}/changes/{file}", get(changes))
         .route("/{tileset}/{z}/{x}/{y}", get(tile))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such page") })
         .layer(axum::middleware::from_fn(refuse_traversal))
@@ -383,6 +390,40 @@ fn tilejson_document(name: &str, metadata: &Value, url: &str) -> Value {
         }
     }
     document
+}
+
+/// A document of the output's changes feed: the head, which changes with every publication
+/// (kept one second), or a segment, which never changes.
+async fn changes(
+    State(server): State<Arc<Server>>,
+    Path((name, file)): Path<(String, String)>,
+) -> Response {
+    let Some(tileset) = server.find(&name) else {
+        return problem(StatusCode::NOT_FOUND, format!("no tileset `{name}`"));
+    };
+    let is_segment = file
+        .strip_suffix(".json")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let cache_control = match (file.as_str(), is_segment) {
+        (feed::HEAD, _) => "public, max-age=1",
+        (_, true) => feed::SEGMENT_CACHE_CONTROL,
+        _ => return problem(StatusCode::NOT_FOUND, format!("no feed document `{file}`")),
+    };
+    match tileset.feed.read(&file).await {
+        Ok(Some(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, cache_control),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            format!("the changes feed of `{name}` has no `{file}`"),
+        ),
+        Err(err) => problem(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+    }
 }
 
 async fn stats(State(server): State<Arc<Server>>, Path(name): Path<String>) -> Response {

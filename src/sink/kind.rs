@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use futures::future::BoxFuture;
 
 use super::check::Finding;
+use super::feed::FeedStore;
 use super::outbox::OutboxStore;
 use super::read::{OutputReader, ReaderOptions};
 use super::shards::ShardStore;
@@ -96,6 +97,10 @@ pub trait OutputKind: Send + Sync {
     /// Where the output keeps its outbox of changes for CDNs and `--changed-list`.
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>>;
 
+    /// Where the output publishes its changes feed (`[tileset.feed]`): inside a tree or prefix,
+    /// where its CDN serves it with the tiles, or beside a single file or archive.
+    fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>>;
+
     /// Makes the place partitions of this output go into, where they need one (a tree's
     /// partitions are trees inside it).
     fn prepare_partitions(&self) -> Result<()>;
@@ -136,6 +141,23 @@ fn outbox_folder_beside(path: &Path) -> PathBuf {
 pub(super) fn remove_outbox_beside(path: &Path) -> Result<()> {
     let folder = outbox_folder_beside(path);
     remove_if_there(&folder, std::fs::remove_dir_all(&folder))
+}
+
+/// The changes feed beside a local file: `NAME.changes`.
+pub(super) fn feed_beside(path: &Path) -> FeedStore {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".changes");
+    FeedStore::Folder(path.with_file_name(name))
+}
+
+/// The changes feed of an S3 output: objects under `folder`.
+pub(super) async fn feed_on_s3(s3: &S3Config, bucket: &str, folder: &str) -> FeedStore {
+    FeedStore::Objects(super::s3::folder::ObjectFolder::new(
+        super::s3::client(s3).await,
+        bucket,
+        folder,
+        s3.max_attempts,
+    ))
 }
 
 /// The outbox of an S3 output: objects under `folder`, written through this machine's state.

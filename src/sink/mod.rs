@@ -11,6 +11,7 @@ pub mod check;
 pub mod directory;
 pub mod document;
 pub mod durable;
+pub mod feed;
 pub mod kind;
 pub mod lock;
 pub mod mbtiles;

@@ -448,11 +448,6 @@ impl Outbox {
         path_of: impl Fn(&str) -> String,
     ) -> Result<u64> {
         let (batches, takers) = self.takers().await?;
-        let label: String = Md5::digest(label.as_bytes())
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect();
         let mut handed = 0;
         for batch in batches {
             let took = takers.get(&batch).cloned().unwrap_or_default();
@@ -470,7 +465,7 @@ impl Outbox {
                 .collect();
             paths.sort();
             paths.dedup();
-            let name = format!("{}-{label}{BATCH}", batch.trim_end_matches(BATCH));
+            let name = handed_name(&batch, label);
             // Markers first: a batch seen without them is only purged once more.
             for consumer in consumers.iter().filter(|c| took.contains(*c)) {
                 to.store
@@ -491,6 +486,13 @@ impl Outbox {
             self.prune(all_consumers).await?;
         }
         Ok(handed)
+    }
+
+    /// Whether `to` still holds the copy of `batch` that [`Outbox::hand_over`] gave it under
+    /// `label`: its CDNs have not all taken it yet.
+    pub async fn holds_handed(&self, to: &Outbox, batch: &str, label: &str) -> Result<bool> {
+        let name = handed_name(batch, label);
+        Ok(to.store.list().await?.contains(&name))
     }
 
     /// Merges the batches waiting for the same consumers into one (their lines once each, under
@@ -587,6 +589,17 @@ impl Outbox {
 }
 
 /// Lines as a batch stores them, each ended by a newline.
+/// The name of `batch`'s copy handed over under `label` (a partition's path): the same batch
+/// handed over twice is one batch, and two partitions' batches stay apart.
+fn handed_name(batch: &str, label: &str) -> String {
+    let label: String = Md5::digest(label.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{}-{label}{BATCH}", batch.trim_end_matches(BATCH))
+}
+
 fn lines_bytes(lines: &[String]) -> Vec<u8> {
     let mut bytes = Vec::new();
     for line in lines {

@@ -227,6 +227,9 @@ impl Browser {
             "--disable-extensions".into(),
             "--no-first-run".into(),
             "--no-default-browser-check".into(),
+            // Pages a test opens through a cache under a public name (`*.test`, which no real
+            // resolver answers) reach this machine.
+            "--host-resolver-rules=MAP *.test 127.0.0.1".into(),
             format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", profile.path().display()),
         ];

@@ -10,6 +10,7 @@ use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
 use crate::sink::document::{read_capped, DOCUMENT_CAP};
+use crate::sink::feed::FeedStore;
 use crate::sink::kind::{lock_beside, remove_if_there, OutputKind, WriterOptions};
 use crate::sink::merge::MergeReport;
 use crate::sink::outbox::OutboxStore;
@@ -119,6 +120,13 @@ impl OutputKind for Tree<'_> {
             super::super::tilejson::TILEJSON_NAME,
             super::TIPPECANOE_METADATA_NAME,
         ]
+    }
+
+    fn feed<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
+        std::future::ready(Ok(FeedStore::Folder(
+            self.0.join(crate::sink::feed::FOLDER),
+        )))
+        .boxed()
     }
 
     fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {

@@ -9,6 +9,7 @@ use super::read::MbtilesReader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
+use crate::sink::feed::FeedStore;
 use crate::sink::kind::{
     lock_beside, outbox_beside, remove_outbox_beside, OutputKind, WriterOptions,
 };
@@ -113,6 +114,10 @@ impl OutputKind for MbtilesFile<'_> {
     fn documents(&self) -> &'static [&'static str] {
         // A single file: its metadata travels inside it.
         &[]
+    }
+
+    fn feed<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
+        std::future::ready(Ok(crate::sink::kind::feed_beside(self.0))).boxed()
     }
 
     fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {

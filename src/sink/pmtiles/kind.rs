@@ -10,6 +10,7 @@ use super::read::PmtilesReader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
+use crate::sink::feed::FeedStore;
 use crate::sink::kind::{
     lock_beside, outbox_beside, outbox_on_s3, remove_if_there, remove_outbox_beside, OutputKind,
     WriterOptions,
@@ -111,6 +112,10 @@ impl OutputKind for PmtilesFile<'_> {
     fn documents(&self) -> &'static [&'static str] {
         // A single file: its metadata travels inside it.
         &[]
+    }
+
+    fn feed<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
+        std::future::ready(Ok(crate::sink::kind::feed_beside(self.0))).boxed()
     }
 
     fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
@@ -229,6 +234,11 @@ impl OutputKind for S3Archive<'_> {
     fn documents(&self) -> &'static [&'static str] {
         // A single file: its metadata travels inside it.
         &[]
+    }
+
+    fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
+        let folder = format!("{}.changes", self.key);
+        async move { Ok(crate::sink::kind::feed_on_s3(s3, self.bucket, &folder).await) }.boxed()
     }
 
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {

@@ -72,6 +72,30 @@ impl ObjectFolder {
         .map_err(|e| Error::output_caused(self.location(name), e))
     }
 
+    /// Uploads `body` as `name` with the headers a reader through a CDN is served.
+    pub async fn put_document(
+        &self,
+        name: &str,
+        body: &[u8],
+        content_type: &str,
+        cache_control: &str,
+    ) -> Result<()> {
+        let headers = super::object::ObjectHeaders {
+            content_type,
+            cache_control,
+        };
+        super::object::put_bytes(
+            &self.client,
+            (&self.bucket, &self.key(name)),
+            body,
+            headers,
+            self.attempts,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::output_caused(self.location(name), e))
+    }
+
     pub async fn delete(&self, name: &str) -> Result<()> {
         let (client, bucket, key) = (&self.client, &self.bucket, self.key(name));
         let what = format!("removing {}", self.location(name));

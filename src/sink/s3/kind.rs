@@ -9,6 +9,7 @@ use super::read::S3Reader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
+use crate::sink::feed::FeedStore;
 use crate::sink::kind::{outbox_on_s3, OutputKind, WriterOptions};
 use crate::sink::merge::MergeReport;
 use crate::sink::outbox::OutboxStore;
@@ -153,6 +154,11 @@ impl OutputKind for S3Prefix<'_> {
 
     fn documents(&self) -> &'static [&'static str] {
         &[super::super::tilejson::TILEJSON_NAME]
+    }
+
+    fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
+        let folder = super::object_key(self.prefix, crate::sink::feed::FOLDER);
+        async move { Ok(crate::sink::kind::feed_on_s3(s3, self.bucket, &folder).await) }.boxed()
     }
 
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {

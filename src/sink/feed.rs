@@ -1,0 +1,309 @@
+//! The changes feed of an output (`[tileset.feed]`): what the output's CDNs already serve anew,
+//! told to open maps, so they refresh those tiles in place (MapLibre GL JS's `refreshTiles`).
+//!
+//! It is static, so a CDN serves it like the tiles: a folder `changes/` (inside a tree or S3
+//! prefix; `NAME.changes/` beside an MBTiles or PMTiles file or archive object) holding
+//! *segments*, `SEQUENCE.json`, immutable once written, each listing the tiles one publication
+//! changed, and one *head*, `head.json`, naming the latest segment and the oldest one kept. A
+//! client polls the head, fetches the segments after the last one it saw, and refreshes their
+//! tiles; one that fell behind the oldest kept segment reloads every tile. Document format:
+//! [`FORMAT`] version [`VERSION`] (README, "Live maps").
+//!
+//! Order makes the promise: the segment is stored before the head names it, the head only after
+//! the output's CDNs took the same changes (`seed::outbox`), and segments past the retention are
+//! removed only after the head stopped naming them.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::s3::folder::ObjectFolder;
+use crate::error::{Error, Result};
+
+/// The `format` field of every feed document.
+pub const FORMAT: &str = "oar-tiles-changes";
+/// The version of the documents this tool writes; a reader refuses a later one.
+pub const VERSION: u32 = 1;
+/// The head's name in the feed's folder.
+pub const HEAD: &str = "head.json";
+/// The feed's folder inside a tree or an S3 prefix.
+pub const FOLDER: &str = "changes";
+/// `Cache-Control` of a segment: it never changes once written.
+pub const SEGMENT_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+
+/// `head.json`: the latest segment and the oldest one still kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Head {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The document version.
+    pub version: u32,
+    /// The latest segment's sequence number (from 1).
+    pub sequence: u64,
+    /// The oldest segment kept: a client that saw less than `oldest - 1` reloads every tile.
+    pub oldest: u64,
+    /// When the latest segment was published, in seconds since the Unix epoch.
+    pub published: f64,
+}
+
+/// `SEQUENCE.json`: the tiles one publication changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The document version.
+    pub version: u32,
+    /// Its number.
+    pub sequence: u64,
+    /// When it was published, in seconds since the Unix epoch.
+    pub published: f64,
+    /// Every tile may have changed (a full seed, a sharded run's finalize): reload them all.
+    pub reload: bool,
+    /// The tiles stored anew or deleted, as `z/x/y`, sorted.
+    pub tiles: Vec<String>,
+}
+
+/// The name of segment `sequence` in the feed's folder.
+pub fn segment_name(sequence: u64) -> String {
+    format!("{sequence}.json")
+}
+
+/// Where an output keeps its feed.
+pub enum FeedStore {
+    /// A folder on this machine.
+    Folder(PathBuf),
+    /// A folder of objects under an S3 prefix.
+    Objects(ObjectFolder),
+}
+
+/// What one publication added, for the run's summary and log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Published {
+    /// The new segment's number.
+    pub sequence: u64,
+    /// The tiles it lists.
+    pub tiles: usize,
+    /// Its size in bytes.
+    pub bytes: usize,
+}
+
+impl FeedStore {
+    /// Where it is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            FeedStore::Folder(path) => path.display().to_string(),
+            FeedStore::Objects(folder) => folder.location(""),
+        }
+    }
+
+    /// A document of the feed (the head or a segment) as stored, `None` when there is none.
+    pub async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self {
+            FeedStore::Folder(path) => super::document::read_capped(&path.join(name), MAX_DOCUMENT),
+            FeedStore::Objects(folder) => folder.get(name).await,
+        }
+    }
+
+    /// The head, `None` before the first publication.
+    pub async fn head(&self) -> Result<Option<Head>> {
+        let Some(bytes) = self.read(HEAD).await? else {
+            return Ok(None);
+        };
+        let where_ = || match self {
+            FeedStore::Folder(path) => path.join(HEAD).display().to_string(),
+            FeedStore::Objects(folder) => folder.location(HEAD),
+        };
+        let head: Head = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::output(
+                where_(),
+                format!("not a feed head ({e}); remove the feed's folder to start it anew"),
+            )
+        })?;
+        if head.format != FORMAT || head.version > VERSION {
+            return Err(Error::output(
+                where_(),
+                format!(
+                    "a feed head of format `{}` version {}: this tool writes `{FORMAT}` version {VERSION}",
+                    head.format, head.version
+                ),
+            ));
+        }
+        Ok(Some(head))
+    }
+
+    /// Publishes one segment of `tiles` (or a reload), then the head naming it, then removes the
+    /// segments past the `retention` latest. `head_cache_control` is the head's `Cache-Control`.
+    pub async fn publish(
+        &self,
+        mut tiles: Vec<String>,
+        reload: bool,
+        retention: u64,
+        head_cache_control: &str,
+    ) -> Result<Published> {
+        let last = self.head().await?;
+        let sequence = last.as_ref().map_or(0, |h| h.sequence) + 1;
+        let published = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        tiles.sort();
+        tiles.dedup();
+        let segment = Segment {
+            format: FORMAT.into(),
+            version: VERSION,
+            sequence,
+            published,
+            reload,
+            tiles: if reload { Vec::new() } else { tiles },
+        };
+        let bytes = serde_json::to_vec(&segment).unwrap_or_default();
+        self.write(&segment_name(sequence), &bytes, SEGMENT_CACHE_CONTROL)
+            .await?;
+        let oldest_kept = sequence.saturating_sub(retention.max(1)) + 1;
+        let oldest = last.as_ref().map_or(1, |h| h.oldest).max(oldest_kept);
+        let head = Head {
+            format: FORMAT.into(),
+            version: VERSION,
+            sequence,
+            oldest,
+            published,
+        };
+        self.write(
+            HEAD,
+            &serde_json::to_vec(&head).unwrap_or_default(),
+            head_cache_control,
+        )
+        .await?;
+        // Segments the head no longer names; a crash before this leaves them for the next one.
+        for name in self.list().await? {
+            let expired = name
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| n < oldest);
+            if expired {
+                self.remove(&name).await?;
+            }
+        }
+        Ok(Published {
+            sequence,
+            tiles: segment.tiles.len(),
+            bytes: bytes.len(),
+        })
+    }
+
+    async fn write(&self, name: &str, bytes: &[u8], cache_control: &str) -> Result<()> {
+        match self {
+            FeedStore::Folder(path) => {
+                match std::fs::create_dir(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(Error::output(
+                            path,
+                            format!("cannot create the changes feed's folder: {e}"),
+                        ))
+                    }
+                    _ => {}
+                }
+                super::durable::replace(&path.join(name), bytes)
+                    .map_err(|e| Error::output(path.join(name), format!("cannot write it: {e}")))
+            }
+            FeedStore::Objects(folder) => {
+                folder
+                    .put_document(name, bytes, "application/json", cache_control)
+                    .await
+            }
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        match self {
+            FeedStore::Folder(path) => match std::fs::read_dir(path) {
+                Ok(entries) => Ok(entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(Error::output(path, format!("cannot list it: {e}"))),
+            },
+            FeedStore::Objects(folder) => folder.list().await,
+        }
+    }
+
+    async fn remove(&self, name: &str) -> Result<()> {
+        match self {
+            FeedStore::Folder(path) => match std::fs::remove_file(path.join(name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::output(
+                    path.join(name),
+                    format!("cannot remove it: {e}"),
+                )),
+                _ => Ok(()),
+            },
+            FeedStore::Objects(folder) => folder.delete(name).await,
+        }
+    }
+}
+
+/// The largest feed document read: a segment lists at most the tiles of a run that is not a
+/// reload, a few tens of bytes each.
+const MAX_DOCUMENT: u64 = 256 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_segment(folder: &std::path::Path, sequence: u64) -> Option<Segment> {
+        let bytes = std::fs::read(folder.join(segment_name(sequence))).ok()?;
+        Some(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn segments_are_numbered_the_head_names_the_latest_and_retention_removes_the_oldest() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("changes");
+        let feed = FeedStore::Folder(folder.clone());
+        assert_eq!(feed.head().await.unwrap(), None);
+        let first = feed
+            .publish(
+                vec!["3/4/2".into(), "1/0/0".into(), "3/4/2".into()],
+                false,
+                2,
+                "max-age=1",
+            )
+            .await
+            .unwrap();
+        assert_eq!((first.sequence, first.tiles), (1, 2));
+        assert_eq!(read_segment(&folder, 1).unwrap().tiles, ["1/0/0", "3/4/2"]);
+        feed.publish(vec!["2/1/1".into()], false, 2, "max-age=1")
+            .await
+            .unwrap();
+        let third = feed
+            .publish(vec!["9/9/9".into()], true, 2, "max-age=1")
+            .await
+            .unwrap();
+        assert_eq!(third.sequence, 3);
+        let head = feed.head().await.unwrap().unwrap();
+        assert_eq!((head.sequence, head.oldest), (3, 2));
+        assert!(read_segment(&folder, 1).is_none(), "past the retention");
+        let reload = read_segment(&folder, 3).unwrap();
+        assert!(reload.reload && reload.tiles.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_head_of_a_later_version_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("changes")).unwrap();
+        std::fs::write(
+            dir.path().join("changes/head.json"),
+            r#"{"format":"oar-tiles-changes","version":9,"sequence":1,"oldest":1,"published":0}"#,
+        )
+        .unwrap();
+        let feed = FeedStore::Folder(dir.path().join("changes"));
+        let err = feed
+            .publish(vec![], false, 5, "")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("head.json") && err.contains("version 9"),
+            "{err}"
+        );
+    }
+}
