@@ -1,4 +1,5 @@
-//! `/metrics` (Prometheus text) and `/health` for a running watcher, on axum.
+//! `/metrics` (Prometheus text), `/health` and the changes feeds (`super::feed`) for a running
+//! watcher, on axum.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -38,6 +39,8 @@ pub(super) async fn serve(address: SocketAddr, shared: Arc<Shared>) -> Result<Se
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
+        .route("/changes/{tileset}/events", get(super::feed::events))
+        .route("/changes/{tileset}/{file}", get(super::feed::document))
         .with_state(shared);
     Ok(Server(tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {

@@ -19,6 +19,7 @@
 //! same output refuses. A signal stops the current cycle as it stops a seed (the output keeps its
 //! previous state) and ends the process with 130 or 143.
 
+mod feed;
 mod http;
 
 use std::convert::Infallible;
@@ -56,6 +57,12 @@ struct Shared {
     /// Whether the last cycle left purges waiting for room among CloudFront's invalidations in
     /// flight, or invalidations in flight to follow.
     edge_waiting: AtomicBool,
+    /// The outputs whose changes feeds the listener answers for.
+    feeds: Vec<feed::FeedOutput>,
+    /// How to reach feeds on S3.
+    s3: crate::config::S3Config,
+    /// Counts the cycles that ended, so the feed's event streams read its head again.
+    cycles: tokio::sync::watch::Sender<u64>,
 }
 
 /// The poll while the edge waits (see the module's comment).
@@ -133,6 +140,20 @@ pub async fn run(job: &WatchJob) -> Result<()> {
         max_outbox_age: job.settings.max_outbox_age,
         edge_checks: Arc::new(tokio::sync::Semaphore::new(EDGE_CHECKS_IN_FLIGHT)),
         edge_waiting: AtomicBool::default(),
+        feeds: seed
+            .tilesets
+            .iter()
+            .filter(|t| t.tileset.feed.is_some())
+            .filter_map(|t| {
+                Some(feed::FeedOutput {
+                    tileset: t.tileset.name.clone(),
+                    target: t.output.clone()?,
+                    partitioned: t.tileset.partition_by.is_some(),
+                })
+            })
+            .collect(),
+        s3: seed.s3.clone(),
+        cycles: tokio::sync::watch::Sender::new(0),
     });
     let _server = http::serve(job.settings.listen, shared.clone()).await?;
     let stop = Stop::on_signals();
@@ -454,6 +475,7 @@ async fn cycle(
     }
     shared.metrics.succeeded(now);
     shared.cycle_ok.store(true, Ordering::Relaxed);
+    shared.cycles.send_modify(|cycles| *cycles += 1);
     tracing::info!("{}", cycle_line(&summaries, started.elapsed(), now));
     Ok(())
 }

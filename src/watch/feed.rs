@@ -1,0 +1,240 @@
+//! The changes feeds of the watched outputs on the watcher's listener: the same documents a tree
+//! or prefix serves (`/changes/{tileset}/head.json`, `/changes/{tileset}/N.json`), which outputs
+//! that are single files (MBTiles, PMTiles) have no other server for, and Server-Sent Events
+//! (`/changes/{tileset}/events`) for a map that talks to the origin: one `segment` event per
+//! segment, its `id` the sequence, so a reconnecting `EventSource` resumes after the last one it
+//! saw (`Last-Event-ID`). A partition's feed is asked for with `?partition=VALUE`.
+//!
+//! Events follow the feed's head, read again after every cycle: what an event lists was published
+//! after the CDNs took it, as the static feed is.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream, StreamExt};
+
+use super::Shared;
+use crate::config::{partition_segment, OutputTarget, S3Config};
+use crate::sink::feed::{self, FeedStore, Head};
+use crate::sink::kind_of;
+
+/// An output whose feed the listener answers for.
+pub(super) struct FeedOutput {
+    /// The tileset's name, in the URL.
+    pub tileset: String,
+    /// Its output; a partitioned tileset's partitions are inside it.
+    pub target: OutputTarget,
+    /// Whether the tileset is partitioned, so only its partitions have feeds.
+    pub partitioned: bool,
+}
+
+/// `?partition=VALUE`.
+struct Which {
+    partition: Option<String>,
+}
+
+impl Which {
+    fn from_query(query: Option<&str>) -> Which {
+        let partition = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(key, _)| key == "partition")
+            .map(|(_, value)| value.into_owned());
+        Which { partition }
+    }
+}
+
+fn problem(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message + "\n",
+    )
+        .into_response()
+}
+
+/// The feed of `tileset` (or of its partition), or the answer that there is none.
+async fn store(
+    shared: &Shared,
+    s3: &S3Config,
+    tileset: &str,
+    which: &Which,
+) -> Result<FeedStore, Response> {
+    let Some(output) = shared.feeds.iter().find(|f| f.tileset == tileset) else {
+        return Err(problem(
+            StatusCode::NOT_FOUND,
+            format!("no watched tileset `{tileset}` has a changes feed ([tileset.feed])"),
+        ));
+    };
+    let target = match (&which.partition, output.partitioned) {
+        (Some(value), true) => match partition_segment(value) {
+            Ok(segment) => output.target.for_partition(&segment),
+            Err(e) => return Err(problem(StatusCode::BAD_REQUEST, e.to_string())),
+        },
+        (None, false) => output.target.clone(),
+        (None, true) => {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "tileset `{tileset}` is partitioned: name a partition with ?partition=VALUE"
+                ),
+            ))
+        }
+        (Some(_), false) => {
+            return Err(problem(
+                StatusCode::BAD_REQUEST,
+                format!("tileset `{tileset}` is not partitioned"),
+            ))
+        }
+    };
+    let found = kind_of(&target).feed(s3).await;
+    found.map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// A document of a feed, as `serve` answers it.
+pub(super) async fn document(
+    State(shared): State<Arc<Shared>>,
+    Path((tileset, file)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let which = Which::from_query(query.as_deref());
+    let is_segment = file
+        .strip_suffix(".json")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let cache_control = match (file.as_str(), is_segment) {
+        (feed::HEAD, _) => "no-cache",
+        (_, true) => feed::SEGMENT_CACHE_CONTROL,
+        _ => return problem(StatusCode::NOT_FOUND, format!("no feed document `{file}`")),
+    };
+    let store = match store(&shared, &shared.s3, &tileset, &which).await {
+        Ok(store) => store,
+        Err(response) => return response,
+    };
+    match store.read(&file).await {
+        Ok(Some(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, cache_control),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => problem(
+            StatusCode::NOT_FOUND,
+            format!("the changes feed of `{tileset}` has no `{file}` yet"),
+        ),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The feed as Server-Sent Events: `head` once (where the feed stands), then a `segment` per
+/// segment published; `reload` when the client's `Last-Event-ID` is older than the feed keeps.
+pub(super) async fn events(
+    State(shared): State<Arc<Shared>>,
+    Path(tileset): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let which = Which::from_query(query.as_deref());
+    let store = match store(&shared, &shared.s3, &tileset, &which).await {
+        Ok(store) => store,
+        Err(response) => return response,
+    };
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let cycles = shared.cycles.subscribe();
+    Sse::new(follow(store, resume, cycles))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// Where a client's stream stands.
+struct Following {
+    store: FeedStore,
+    /// The last sequence sent; `None` until the head was first read.
+    sent: Option<u64>,
+    cycles: tokio::sync::watch::Receiver<u64>,
+    /// Whether to wait for a cycle before reading the head again.
+    wait: bool,
+}
+
+fn follow(
+    store: FeedStore,
+    resume: Option<u64>,
+    cycles: tokio::sync::watch::Receiver<u64>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let start = Following {
+        store,
+        sent: resume,
+        cycles,
+        wait: false,
+    };
+    stream::unfold(start, |mut state| async move {
+        if state.wait && state.cycles.changed().await.is_err() {
+            return None;
+        }
+        state.wait = true;
+        let head = match state.store.head().await {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::warn!("changes feed events: {e}");
+                return Some((Vec::new(), state));
+            }
+        };
+        let events = catch_up(&state.store, state.sent, head.as_ref()).await;
+        if let Some(head) = &head {
+            state.sent = Some(head.sequence);
+        } else if state.sent.is_none() {
+            state.sent = Some(0);
+        }
+        Some((events, state))
+    })
+    .flat_map(|events| stream::iter(events.into_iter().map(Ok)))
+}
+
+/// The events that bring a client that saw `sent` up to `head`.
+async fn catch_up(store: &FeedStore, sent: Option<u64>, head: Option<&Head>) -> Vec<Event> {
+    let Some(head) = head else {
+        return Vec::new();
+    };
+    let Some(sent) = sent else {
+        // A new client: where the feed stands; what it loads from now on is at least that new.
+        return vec![Event::default()
+            .event("head")
+            .id(head.sequence.to_string())
+            .data(serde_json::to_string(head).unwrap_or_default())];
+    };
+    if head.sequence <= sent {
+        return Vec::new();
+    }
+    if sent + 1 < head.oldest {
+        return vec![Event::default()
+            .event("reload")
+            .id(head.sequence.to_string())
+            .data(serde_json::to_string(head).unwrap_or_default())];
+    }
+    let mut events = Vec::new();
+    for sequence in sent + 1..=head.sequence {
+        match store.read(&feed::segment_name(sequence)).await {
+            Ok(Some(bytes)) => events.push(
+                Event::default()
+                    .event("segment")
+                    .id(sequence.to_string())
+                    .data(String::from_utf8_lossy(&bytes)),
+            ),
+            // Removed meanwhile (retention): the client cannot know what it missed.
+            _ => {
+                return vec![Event::default()
+                    .event("reload")
+                    .id(head.sequence.to_string())
+                    .data(serde_json::to_string(head).unwrap_or_default())]
+            }
+        }
+    }
+    events
+}

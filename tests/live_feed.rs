@@ -1,0 +1,282 @@
+//! The changes feed (`[tileset.feed]`) as clients read it, without a browser: a tree behind a real
+//! Varnish whose purges fail until the cache comes back (the feed must not list a tile the edge
+//! still serves old), its retention, and an MBTiles output under `watch`, whose listener answers
+//! the feed's documents and streams its segments as Server-Sent Events.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::fixture::Fixture;
+use crate::common::pg::hub_with_scatter;
+use crate::common::run::{
+    differences, oar_tiles, oar_tiles_with, read_tree, single_layer_config, Run,
+};
+use crate::common::serve::Served;
+use crate::common::varnish::Varnish;
+use crate::watch::{Watcher, PACING};
+
+const BBOX: &str = "bbox = [2.2, 48.8, 2.5, 48.95]";
+
+/// A schema of sites with change capture installed, and a config whose tileset has a feed and
+/// writes `output`, with `extra` before its layer.
+fn fixture(label: &str, output: &str, extra: &str) -> Fixture {
+    let points = hub_with_scatter(200, 11, 1000, [2.2, 48.8, 2.5, 48.95]);
+    let fixture = Fixture::new(label, &points, "feed.toml", |schema| {
+        let changes = schema.companion("cdc");
+        format!(
+            "[changes]\nschema = \"{changes}\"\n{PACING}\n{}",
+            single_layer_config(
+                &schema.name,
+                "sites",
+                &format!("maxzoom = 12\n{BBOX}\n{extra}\n\n[tileset.feed]\nretention = 3\n"),
+                ""
+            )
+        )
+    });
+    let config = fixture.config.to_str().unwrap().to_string();
+    oar_tiles(
+        Some(&fixture.schema.url),
+        &["changes", "install", "--config", &config],
+    )
+    .assert_success();
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
+    let output = if output.ends_with(".mbtiles") {
+        fixture.path(output).display().to_string()
+    } else {
+        format!("dir:{}", fixture.path(output).display())
+    };
+    let text = text.replacen(
+        "name = \"sites\"\n",
+        &format!("name = \"sites\"\noutput = \"{output}\"\n"),
+        1,
+    );
+    std::fs::write(&fixture.config, text).unwrap();
+    fixture
+}
+
+fn seed(fixture: &Fixture, extra: &[&str]) -> Run {
+    let mut args = vec!["seed", "--config", fixture.config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    oar_tiles_with(Some(&fixture.schema.url), &args, &[])
+}
+
+fn json_file(path: &std::path::Path) -> Option<Value> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(serde_json::from_slice(&bytes).unwrap())
+}
+
+fn segment_tiles(segment: &Value) -> BTreeSet<String> {
+    segment["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostGIS and Varnish: run scripts/test.sh"]
+fn the_feed_lists_no_change_before_its_cdn_took_it_and_keeps_only_its_retention() {
+    let mut fixture = fixture(
+        "live_feed_cdn",
+        "tree",
+        "tiles_url = \"https://tiles.example.org/sites/{z}/{x}/{y}.pbf\"",
+    );
+    let tree = fixture.path("tree");
+    let feed = tree.join("changes");
+    // The cache is down: a port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = std::fs::read_to_string(&fixture.config).unwrap();
+    let target = |port: u16| {
+        format!(
+            "\n[[tileset.cdn]]\nkind = \"http\"\nname = \"varnish\"\nurl = \"http://127.0.0.1:{port}/sites/{{path}}\"\n"
+        )
+    };
+    std::fs::write(&fixture.config, config.clone() + &target(closed)).unwrap();
+    let first = seed(&fixture, &[]);
+    assert_eq!(first.code, 1, "the purge failed: {}", first.stderr);
+    assert!(
+        !feed.join("head.json").exists(),
+        "published before the purge"
+    );
+    let seeded = read_tree(&tree, "pbf");
+
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label || ' (renamed)' WHERE site_id % 7 = 0");
+    let second = seed(&fixture, &["--dirty"]);
+    assert_eq!(second.code, 1, "the purge failed: {}", second.stderr);
+    assert!(
+        !feed.join("head.json").exists(),
+        "published before the purge"
+    );
+    let renamed = read_tree(&tree, "pbf");
+    let changed = differences(&seeded, &renamed);
+    assert!(!changed.is_empty());
+
+    // The cache is back, in front of the tree's origin.
+    let origin = Served::start(&[&format!("dir:{}", tree.display())], &[]);
+    let cache = Varnish::keeping(origin.port, "1d");
+    std::fs::write(&fixture.config, config.clone() + &target(cache.port)).unwrap();
+    seed(&fixture, &["--dirty"]).assert_success();
+    let head = json_file(&feed.join("head.json")).expect("a head once the cache took the changes");
+    assert_eq!(
+        (head["sequence"].as_u64(), head["oldest"].as_u64()),
+        (Some(1), Some(1)),
+        "{head}"
+    );
+    let listed = segment_tiles(&json_file(&feed.join("1.json")).unwrap());
+    // Both runs' tiles: the seed's and the rename's, in one segment.
+    assert!(
+        changed.is_subset(&listed),
+        "{changed:?} not all in {listed:?}"
+    );
+    assert_eq!(
+        listed.len(),
+        seeded.len(),
+        "the seed's tiles and the rename's"
+    );
+    // The cache serves the head it will be purged of.
+    let cached = cache.get_path("/sites/changes/head.json");
+    assert_eq!(cached.json()["sequence"], 1);
+
+    // Four more publications: the head names the latest, the cache was purged of the old head,
+    // and only the last three segments stay.
+    for round in 0..4 {
+        fixture.schema.execute(&format!(
+            "UPDATE {{schema}}.sites SET label = label || ' {round}' WHERE site_id = {}",
+            10 + round
+        ));
+        let before = read_tree(&tree, "pbf");
+        seed(&fixture, &["--dirty"]).assert_success();
+        let after = read_tree(&tree, "pbf");
+        let sequence = 2 + round;
+        let segment = json_file(&feed.join(format!("{sequence}.json"))).unwrap();
+        assert_eq!(
+            segment_tiles(&segment),
+            differences(&before, &after),
+            "segment {sequence} lists exactly the tiles the run changed"
+        );
+        assert_eq!(
+            cache.get_path("/sites/changes/head.json").json()["sequence"],
+            sequence
+        );
+    }
+    let head = json_file(&feed.join("head.json")).unwrap();
+    assert_eq!(
+        (head["sequence"].as_u64(), head["oldest"].as_u64()),
+        (Some(5), Some(3)),
+        "{head}"
+    );
+    let mut kept: Vec<String> = std::fs::read_dir(&feed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["3.json", "4.json", "5.json", "head.json"]);
+    // The feed is no tile: validate finds the tree as it should be.
+    oar_tiles(None, &["validate", &format!("dir:{}", tree.display())]).assert_success();
+}
+
+/// Reads a Server-Sent Events stream until an event of `kind` with `id` arrived; returns its data.
+fn next_event(stream: &mut std::net::TcpStream, seen: &mut String, kind: &str, id: u64) -> String {
+    let started = Instant::now();
+    let wanted = format!("event: {kind}\n");
+    loop {
+        if let Some(at) = seen.find(&wanted) {
+            let rest = &seen[at..];
+            if let Some(end) = rest.find("\n\n") {
+                let event = rest[..end].to_string();
+                *seen = rest[end + 2..].to_string();
+                if event.contains(&format!("\nid: {id}\n"))
+                    || event.ends_with(&format!("\nid: {id}"))
+                {
+                    let data = event
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data: "))
+                        .unwrap_or_default();
+                    return data.to_string();
+                }
+                continue;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no `{kind}` event {id} came; the stream so far: {seen:?}"
+        );
+        let mut buffer = [0u8; 4096];
+        match stream.read(&mut buffer) {
+            Ok(0) => panic!("the event stream ended; so far: {seen:?}"),
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("reading the event stream: {e}"),
+        }
+    }
+}
+
+fn open_events(port: u16, last_event_id: Option<u64>) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
+    write!(
+        stream,
+        "GET /changes/sites/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n"
+    )
+    .unwrap();
+    stream
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn watch_answers_an_mbtiles_outputs_feed_and_streams_its_segments_as_server_sent_events() {
+    let mut fixture = fixture("live_feed_watch", "out.mbtiles", "");
+    // No CDN: the full seed's tiles are published at once.
+    seed(&fixture, &[]).assert_success();
+    let feed = fixture.path("out.mbtiles.changes");
+    let head = json_file(&feed.join("head.json")).expect("the seed's segment");
+    assert_eq!(head["sequence"], 1);
+
+    let mut watcher = Watcher::start(&fixture);
+    watcher.wait_until("the listener", |w| w.health().is_some());
+    let (status, body) = watcher.get("/changes/sites/head.json").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["sequence"], 1);
+    let mut stream = open_events(watcher.port(), None);
+    let mut seen = String::new();
+    let head = next_event(&mut stream, &mut seen, "head", 1);
+    assert_eq!(serde_json::from_str::<Value>(&head).unwrap()["sequence"], 1);
+
+    let before = crate::common::run::read_mbtiles_raw(&fixture.path("out.mbtiles"));
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'Rue de Rivoli Atelier' WHERE site_id = 5");
+    let data = next_event(&mut stream, &mut seen, "segment", 2);
+    let segment: Value = serde_json::from_str(&data).unwrap();
+    let after = crate::common::run::read_mbtiles_raw(&fixture.path("out.mbtiles"));
+    assert_eq!(
+        segment_tiles(&segment),
+        differences(&before, &after),
+        "{segment}"
+    );
+    let (status, body) = watcher.get("/changes/sites/2.json").unwrap();
+    assert_eq!((status, body.as_str()), (200, data.as_str()));
+
+    // A client that reconnects after segment 1 gets segment 2 at once.
+    let mut again = open_events(watcher.port(), Some(1));
+    let mut seen_again = String::new();
+    assert_eq!(next_event(&mut again, &mut seen_again, "segment", 2), data);
+    let (status, body) = watcher.get("/changes/nope/head.json").unwrap();
+    assert_eq!(status, 404, "{body}");
+    watcher.stop(libc::SIGTERM);
+}
