@@ -96,6 +96,11 @@ impl World {
 
     /// The config with its purge target at `port` (a closed one: the CDN is down).
     fn write_config(&self, port: u16) {
+        self.write_config_with(port, "");
+    }
+
+    /// The same, with `tileset_tables` (tables of the tileset such as `[tileset.feed]`) last.
+    fn write_config_with(&self, port: u16, tileset_tables: &str) {
         let changes = &self.changes;
         std::fs::write(
             &self.config,
@@ -107,7 +112,7 @@ impl World {
                  [[tileset.layer]]\nname = \"places\"\ntable = \"{}.places\"\ngeometry_column = \"pt\"\n\
                  attributes = [\"name\"]\n{SLOW_FILTER}\n\
                  [[tileset.cdn]]\nkind = \"http\"\nname = \"edge\"\n\
-                 url = \"http://127.0.0.1:{port}/{{path}}\"\n",
+                 url = \"http://127.0.0.1:{port}/{{path}}\"\n{tileset_tables}",
                 self.tree.display(),
                 self.schema.name
             ),
@@ -313,4 +318,87 @@ fn a_partitions_killed_full_seed_is_purged_as_a_ban_of_its_prefix() {
         "CN tiles stale at the edge after the resumed seed: {}",
         &resumed,
     );
+}
+
+/// A partition's feed as its map reads it through the cache: `/VALUE/changes/head.json`.
+fn feed_head(cache: &Varnish, value: &str) -> serde_json::Value {
+    let reply = cache.get_path(&format!("/{value}/changes/head.json"));
+    assert_eq!(reply.status, 200, "{value}'s feed head");
+    reply.json()
+}
+
+fn segment_tiles(world: &World, value: &str, sequence: u64) -> std::collections::BTreeSet<String> {
+    let bytes = std::fs::read(world.tree.join(format!("{value}/changes/{sequence}.json"))).unwrap();
+    let segment: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    segment["tiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+#[ignore = "needs PostGIS and Varnish: run scripts/test.sh"]
+fn each_partition_feeds_its_own_changes_and_one_handed_over_waits_until_its_purge_reached_the_edge()
+{
+    let mut world = World::new();
+    let origin = Origin::start(&world.tree);
+    let cache = Varnish::keeping(origin.port, "1d");
+    let down = free_port();
+    let feed = "[tileset.feed]\nretention = 10\n";
+    world.write_config_with(cache.port, feed);
+    world.run(&["changes", "install"]).assert_success();
+    world.run(&["seed"]).assert_success();
+    for value in ["CN", "US", "DE"] {
+        assert_eq!(feed_head(&cache, value)["sequence"], 1, "{value}");
+    }
+
+    // A US row moves while the CDN is down: its purges go to the tileset's outbox, and its feed
+    // must not tell maps yet.
+    let us_before = read_tree(&world.tree.join("US"), "pbf");
+    world.write_config_with(down, feed);
+    world.schema.execute(
+        "UPDATE {schema}.places SET pt = ST_Translate(pt, 3, 2) WHERE id = (SELECT min(id) FROM {schema}.places WHERE country = 'US')",
+    );
+    assert_eq!(world.run(&["seed", "--dirty"]).code, 1);
+    let us_moved = read_tree(&world.tree.join("US"), "pbf");
+    let moved = crate::common::run::differences(&us_before, &us_moved);
+    assert!(!moved.is_empty());
+    assert_eq!(
+        feed_head(&cache, "US")["sequence"],
+        1,
+        "listed before its purge"
+    );
+    // Another US change with the CDN still down: the first batch's purge waits in the tileset's
+    // outbox, so the origin's head (which a purge could not reach the cache with) stays too.
+    world.schema.execute(
+        "UPDATE {schema}.places SET name = 'moved' WHERE id = (SELECT min(id) FROM {schema}.places WHERE country = 'US')",
+    );
+    assert_eq!(world.run(&["seed", "--dirty"]).code, 1);
+    let at_origin: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(world.tree.join("US/changes/head.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        at_origin["sequence"], 1,
+        "a handed-over purge listed before it reached the edge"
+    );
+
+    // The CDN is back; only DE changes: DE publishes, and the tileset's run purges US's tiles.
+    world.write_config_with(cache.port, feed);
+    world.schema.execute(
+        "UPDATE {schema}.places SET name = 'renamed' WHERE id = (SELECT min(id) FROM {schema}.places WHERE country = 'DE')",
+    );
+    world.run(&["seed", "--dirty"]).assert_success();
+    assert_eq!(feed_head(&cache, "DE")["sequence"], 2);
+    assert_eq!(feed_head(&cache, "CN")["sequence"], 1, "CN changed nothing");
+
+    // US's next run publishes the handed-over tiles, now fresh at the edge, with its own.
+    world.schema.execute(
+        "UPDATE {schema}.places SET name = 'renamed too' WHERE id = (SELECT max(id) FROM {schema}.places WHERE country = 'US')",
+    );
+    world.run(&["seed", "--dirty"]).assert_success();
+    assert_eq!(feed_head(&cache, "US")["sequence"], 2);
+    let listed = segment_tiles(&world, "US", 2);
+    assert!(moved.is_subset(&listed), "{moved:?} not in {listed:?}");
 }
