@@ -14,6 +14,7 @@ use crate::common::pg::hub_with_scatter;
 use crate::common::run::{
     differences, oar_tiles, oar_tiles_with, read_tree, single_layer_config, Run,
 };
+use crate::common::s3::S3Server;
 use crate::common::serve::Served;
 use crate::common::varnish::Varnish;
 use crate::watch::{Watcher, PACING};
@@ -43,8 +44,10 @@ fn fixture(label: &str, output: &str, extra: &str) -> Fixture {
     )
     .assert_success();
     let text = std::fs::read_to_string(&fixture.config).unwrap();
-    let output = if output.ends_with(".mbtiles") {
+    let output = if output.ends_with(".mbtiles") || output.ends_with(".pmtiles") {
         fixture.path(output).display().to_string()
+    } else if output.starts_with("s3://") {
+        output.to_string()
     } else {
         format!("dir:{}", fixture.path(output).display())
     };
@@ -58,9 +61,13 @@ fn fixture(label: &str, output: &str, extra: &str) -> Fixture {
 }
 
 fn seed(fixture: &Fixture, extra: &[&str]) -> Run {
+    seed_with(fixture, extra, &[])
+}
+
+fn seed_with(fixture: &Fixture, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let mut args = vec!["seed", "--config", fixture.config.to_str().unwrap()];
     args.extend_from_slice(extra);
-    oar_tiles_with(Some(&fixture.schema.url), &args, &[])
+    oar_tiles_with(Some(&fixture.schema.url), &args, env)
 }
 
 fn json_file(path: &std::path::Path) -> Option<Value> {
@@ -279,4 +286,100 @@ fn watch_answers_an_mbtiles_outputs_feed_and_streams_its_segments_as_server_sent
     let (status, body) = watcher.get("/changes/nope/head.json").unwrap();
     assert_eq!(status, 404, "{body}");
     watcher.stop(libc::SIGTERM);
+}
+
+#[test]
+#[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
+fn an_s3_prefixs_feed_is_served_with_cdn_headers_and_a_pmtiles_files_by_serve() {
+    let server = S3Server::start("feed");
+    let mut fixture = fixture("live_feed_s3", "s3://feed/tiles", "");
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
+    std::fs::write(&fixture.config, server.config_table("") + &text).unwrap();
+    let env = server.env();
+    seed_with(&fixture, &[], &env).assert_success();
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'Canal Saint-Martin Looms' WHERE site_id = 3");
+    seed_with(&fixture, &["--dirty"], &env).assert_success();
+    let client = server.client();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for (key, cache_control) in [
+            ("tiles/changes/head.json", "public, max-age=2"),
+            (
+                "tiles/changes/2.json",
+                "public, max-age=31536000, immutable",
+            ),
+        ] {
+            let head = client
+                .head_object()
+                .bucket("feed")
+                .key(key)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+            assert_eq!(head.cache_control(), Some(cache_control), "{key}");
+            assert_eq!(head.content_type(), Some("application/json"), "{key}");
+        }
+    });
+    let config = fixture.config.to_str().unwrap().to_string();
+    let origin = Served::start(&["s3://feed/tiles", "--config", &config], &env);
+    let name = origin.get("/index.json").json()["tilesets"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let head = origin.get(&format!("/{name}/changes/head.json"));
+    assert_eq!(head.status, 200);
+    assert_eq!(head.json()["sequence"], 2);
+    assert_eq!(
+        origin.get(&format!("/{name}/changes/2.json")).json()["sequence"],
+        2
+    );
+    assert_eq!(
+        origin
+            .get(&format!("/{name}/changes/..%2fhead.json"))
+            .status,
+        400
+    );
+    assert_eq!(
+        origin.get(&format!("/{name}/changes/tiles.json")).status,
+        404
+    );
+    drop(origin);
+
+    // A PMTiles file's feed lies beside it, and serve answers it the same way.
+    let pmtiles = fixture.path("out.pmtiles");
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
+    std::fs::write(
+        &fixture.config,
+        text.replace("s3://feed/tiles", pmtiles.to_str().unwrap()),
+    )
+    .unwrap();
+    seed_with(&fixture, &[], &env).assert_success();
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'Belleville Weavers' WHERE site_id = 3");
+    let before = crate::pmtiles::read_archive(&pmtiles).tiles;
+    seed_with(&fixture, &["--dirty"], &env).assert_success();
+    let after = crate::pmtiles::read_archive(&pmtiles).tiles;
+    let changed: BTreeSet<String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|key| before.get(key) != after.get(key))
+        .map(|(z, x, y)| format!("{z}/{x}/{y}"))
+        .collect();
+    assert!(!changed.is_empty());
+    let origin = Served::start(&[pmtiles.to_str().unwrap()], &[]);
+    let name = origin.get("/index.json").json()["tilesets"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let head = origin.get(&format!("/{name}/changes/head.json")).json();
+    let segment = origin
+        .get(&format!("/{name}/changes/{}.json", head["sequence"]))
+        .json();
+    assert_eq!(segment_tiles(&segment), changed, "{segment}");
 }
