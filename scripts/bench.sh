@@ -146,6 +146,14 @@
 #            and max (from each change's commit to its cycle's output being
 #            complete), checks the output against a full seed of the changed
 #            data, and reloads the sample.
+#   live     on the --reseed-rows sample, clustered: a full seed into a tree with a
+#            changes feed, `serve` over it behind Varnish (keeping every answer
+#            for a day, the feed's head too), `watch` purging it per tile; the
+#            preview page open through the cache in headless Chromium; 24
+#            facilities renamed one at a time (LIVE_CHANGES), each timed from its
+#            commit to the first frame drawing the new name at z14.5, without a
+#            reload (target p95 <= 3 s); the feed's bytes per change, and the
+#            requests an idle open map makes per minute (LIVE_IDLE_SECONDS).
 #   edge     on the --reseed-rows sample, clustered: a full seed into a tree,
 #            `oar-tiles serve` over it as the origin and Debian's Varnish in
 #            front keeping every tile for a day (scripts/varnish.sh), warmed
@@ -308,7 +316,7 @@ usage() {
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,partitions,watch-partitions,shards,validate,capacity
+sections=main,reseed,cluster,tls,pmtiles,capture,growth,watch,edge,live,partitions,watch-partitions,shards,validate,capacity
 partition_by=contributor_ids
 partition_zoom=0-14
 partition_rounds=1
@@ -435,8 +443,8 @@ for s in "${section_list[@]}"; do
         pmtiles) run_pmtiles=1 ;;
         growth) run_growth=1 ;;
         capture | partitions | shards | validate | capacity | polygons | generalise | moved | subtrees) ;;
-        watch | edge | edge-zooms | edge-cloudfront | watch-partitions) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, partitions, watch-partitions, shards, validate, capacity, polygons, generalise, moved, subtrees)" ;;
+        watch | edge | edge-zooms | edge-cloudfront | watch-partitions | live) run_watch=1 ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, live, partitions, watch-partitions, shards, validate, capacity, polygons, generalise, moved, subtrees)" ;;
     esac
 done
 
@@ -1522,6 +1530,79 @@ section_edge_zooms() {
     "$ROOT/scripts/varnish.sh" stop "$varnish_pid"
     varnish_pid=
     log "edge-zooms: uninstalling change capture and reloading the sample"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
+    reseed_pending=0
+    rm -rf "$tree"
+}
+
+# --- live: commit -> drawn on a map that is already open, through Varnish ----------------------
+
+LIVE_CHANGES=${LIVE_CHANGES:-24}
+LIVE_IDLE_SECONDS=${LIVE_IDLE_SECONDS:-60}
+section_live() {
+    local n=$reseed_rows schema=bench_$reseed_rows tree=$WORK/live-tree range lo hi count
+    local port sport vport name cache code load_before chromium chromedriver
+    ensure_sample "$n"
+    "$ROOT/scripts/varnish.sh" install
+    # shellcheck source=scripts/apt.sh
+    . "$ROOT/scripts/apt.sh"
+    { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || apt_install chromium chromium-driver
+    chromium=$(command -v chromium)
+    chromedriver=$(command -v chromedriver)
+    reseed_config=$WORK/live.toml
+    make_config "$n" clustered "$reseed_config"
+    sed -i "s|^output = .*|output = \"dir:$tree\"|; /^check_edge\s*=/d; s|^\[watch\]\s*$|[watch]\ncheck_edge = 0|" \
+        "$reseed_config"
+    "$BIN" -q changes uninstall --config "$reseed_config" >&2
+    reseed_pending=1
+    range=$(psql_ -Atc "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM $schema.facilities")
+    read -r lo hi count <<<"$range"
+    "$BIN" -q changes install --config "$reseed_config" >&2
+    log "live: full seed into a tree (clustered)"
+    "$BIN" -q seed "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
+    sport=$(free_port)
+    # The page is opened through the cache under a public name, which the cache forwards, so the
+    # TileJSON's tile URLs name the cache.
+    "$BIN" -q serve "dir:$tree" --listen "127.0.0.1:$sport" --public-host live-bench.test \
+        >"$WORK/live-serve.log" 2>&1 &
+    serve_pid=$!
+    python3 "$ROOT/scripts/bench_helpers.py" watch-wait "http://127.0.0.1:$sport" health-path /index.json
+    name=$(python3 -c 'import json, sys, urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]))["tilesets"][0]["name"])' \
+        "http://127.0.0.1:$sport/index.json")
+    vport=$(free_port)
+    varnish_pid=$(VARNISH_STORAGE=1g "$ROOT/scripts/varnish.sh" start "$vport" "$sport" 1d)
+    cache=http://127.0.0.1:$vport/$name
+    # The feed is appended after the CDN: a tileset's tables may come in any order.
+    printf '\n[[tileset.cdn]]\nkind = "http"\nname = "varnish"\nurl = "%s/{path}"\n\n[tileset.feed]\n' \
+        "$cache" >>"$reseed_config"
+    # A first feed segment (the seed's tiles) before the page opens.
+    "$BIN" -q seed --dirty "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
+    port=$(free_port)
+    "$BIN" watch "${concurrency_args[@]}" --config "$reseed_config" --listen "127.0.0.1:$port" \
+        2>"$WORK/live-watch.log" &
+    watch_pid=$!
+    python3 "$ROOT/scripts/bench_helpers.py" watch-wait "http://127.0.0.1:$port" health
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    echo "live: $n facilities clustered ($RESEED_ZOOM) into a tree behind Varnish (PURGE per tile, the feed's" \
+        "head purged too), watch with its default settings; serve's page open through the cache in headless" \
+        "Chromium, following the feed every second; $LIVE_CHANGES renames one at a time"
+    psql_ -c "COMMENT ON TABLE $schema.facilities IS 'modified by the live benchmark'" >/dev/null
+    DATABASE_URL=$DATABASE_URL python3 "$ROOT/scripts/bench_live.py" "$chromium" "$chromedriver" \
+        "http://live-bench.test:$vport/?tileset=$name" "$schema" facilities location "$lo" "$hi" \
+        "$LIVE_CHANGES" "$tree/changes" "$LIVE_IDLE_SECONDS" || failed $?
+    echo "  load=$load_before / $(cut -d' ' -f1-3 /proc/loadavg)"
+    kill -TERM "$watch_pid"
+    code=0
+    wait "$watch_pid" || code=$?
+    watch_pid=
+    ((code == 143)) || { log "live: the watcher exited $code on SIGTERM, not 143"; failed 3; }
+    kill "$serve_pid" 2>/dev/null || true
+    wait "$serve_pid" 2>/dev/null || true
+    serve_pid=
+    "$ROOT/scripts/varnish.sh" stop "$varnish_pid"
+    varnish_pid=
+    log "live: uninstalling change capture and reloading the sample"
     "$BIN" -q changes uninstall --config "$reseed_config" >&2
     "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$schema" --table facilities
     reseed_pending=0

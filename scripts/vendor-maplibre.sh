@@ -3,8 +3,10 @@
 # registry, after checking the tarball against the integrity hash the registry publishes for it.
 # Usage: scripts/vendor-maplibre.sh [VERSION]   (default: the version vendored now)
 #
-# Why 4.x: its dist has the UMD bundle `maplibre-gl.js`, which one <script> tag loads and which
-# starts its own workers from a blob; 6.x ships ES modules only, with a separate worker module.
+# Why 5.24: 5.x is the last major whose dist has the UMD bundle `maplibre-gl.js`, which one <script>
+# tag loads and which starts its own workers from a blob (6.x ships ES modules only, with a separate
+# worker module), and 5.5 added `map.refreshTiles`, which the page calls for the tiles the output's
+# changes feed lists.
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +14,7 @@ log() { printf 'vendor-maplibre.sh: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 trap 'die "line $LINENO: \`$BASH_COMMAND\` failed with status $?"' ERR
 
-version=${1:-4.7.1}
+version=${1:-5.24.1}
 assets=src/serve/assets
 command -v npm >/dev/null 2>&1 || die "npm not found: install Node.js (Debian: apt-get install npm)"
 command -v openssl >/dev/null 2>&1 || die "openssl not found (it checks the tarball's sha512)"

@@ -361,3 +361,42 @@ fn with_room_for_one_wildcard_only_the_changes_go_out_as_one_wildcard() {
     let tileset = &summary(&report)[0];
     assert_eq!(tileset["outbox"]["entries"].as_u64(), Some(0), "{tileset}");
 }
+
+#[test]
+#[ignore = "needs PostGIS and moto's server (scripts/moto-server.sh): run scripts/test.sh"]
+fn the_changes_feed_waits_until_cloudfronts_invalidations_completed() {
+    let endpoint = moto_url();
+    let client = cloudfront_client(&endpoint);
+    let id = distribution(
+        &endpoint,
+        &format!("oar-tiles-cf-feed-{} propagation=3600", std::process::id()),
+    );
+    let (mut fixture, tree) = tree_world(
+        "cloudfront_feed",
+        &format!("{}\n\n[tileset.feed]\n", cloudfront(&id)),
+    );
+    let env = moto_env(&endpoint);
+    let head = tree.join("changes/head.json");
+    seed_tree(&fixture, &tree, &[], &env).assert_success();
+    assert_eq!(statuses(&client, &id), vec!["InProgress".to_string()]);
+    assert!(!head.exists(), "listed while its invalidation propagates");
+    fixture.schema.execute(CHANGE);
+    seed_tree(&fixture, &tree, &["--dirty"], &env).assert_success();
+    assert!(!head.exists(), "listed while an invalidation propagates");
+
+    // Both invalidations complete: the next run (no change of its own) publishes both batches.
+    set_propagation(&endpoint, &id, 0);
+    seed_tree(&fixture, &tree, &["--dirty"], &env).assert_success();
+    let published: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&head).expect("published once completed")).unwrap();
+    assert_eq!(published["sequence"], 1, "{published}");
+    // CloudFront's paths cost money: the head is left to its max-age, never invalidated.
+    assert!(
+        ours(&client, &id)
+            .iter()
+            .flatten()
+            .all(|path| !path.contains("changes")),
+        "{:?}",
+        ours(&client, &id)
+    );
+}
