@@ -231,6 +231,20 @@ fn next_event(stream: &mut std::net::TcpStream, seen: &mut String, kind: &str, i
 }
 
 fn open_events(port: u16, last_event_id: Option<u64>) -> std::net::TcpStream {
+    open_events_of(port, "sites", last_event_id)
+}
+
+/// `GET /changes/{tileset_and_query}/events` as an `EventSource` sends it.
+fn open_events_of(
+    port: u16,
+    tileset_and_query: &str,
+    last_event_id: Option<u64>,
+) -> std::net::TcpStream {
+    let (tileset, query) = tileset_and_query
+        .split_once('?')
+        .map_or((tileset_and_query, String::new()), |(t, q)| {
+            (t, format!("?{q}"))
+        });
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(1)))
@@ -238,7 +252,7 @@ fn open_events(port: u16, last_event_id: Option<u64>) -> std::net::TcpStream {
     let resume = last_event_id.map_or(String::new(), |id| format!("Last-Event-ID: {id}\r\n"));
     write!(
         stream,
-        "GET /changes/sites/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n"
+        "GET /changes/{tileset}/events{query} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n{resume}\r\n"
     )
     .unwrap();
     stream
@@ -382,4 +396,52 @@ fn an_s3_prefixs_feed_is_served_with_cdn_headers_and_a_pmtiles_files_by_serve() 
         .get(&format!("/{name}/changes/{}.json", head["sequence"]))
         .json();
     assert_eq!(segment_tiles(&segment), changed, "{segment}");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn watch_streams_a_partitions_own_feed() {
+    let mut fixture = fixture(
+        "live_feed_parts",
+        "parts.mbtiles",
+        "partition_by = \"kind\"",
+    );
+    seed(&fixture, &[]).assert_success();
+    let mut watcher = Watcher::start(&fixture);
+    watcher.wait_until("the listener", |w| w.health().is_some());
+    let (status, body) = watcher.get("/changes/sites/head.json").unwrap();
+    assert_eq!(
+        status, 400,
+        "a partitioned tileset's feed needs a partition: {body}"
+    );
+    let (status, woven) = watcher
+        .get("/changes/sites/head.json?partition=woven")
+        .unwrap();
+    assert_eq!(status, 200, "{woven}");
+    let woven: Value = serde_json::from_str(&woven).unwrap();
+    let (status, knit) = watcher
+        .get("/changes/sites/head.json?partition=knit")
+        .unwrap();
+    assert_eq!(status, 200, "{knit}");
+    let knit: Value = serde_json::from_str(&knit).unwrap();
+
+    let mut stream = open_events_of(watcher.port(), "sites?partition=knit", None);
+    let mut seen = String::new();
+    let sequence = knit["sequence"].as_u64().unwrap();
+    next_event(&mut stream, &mut seen, "head", sequence);
+    // Site 4 is `knit` (4 % 3 != 0, 4 % 2 == 0): only that partition's feed moves.
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'Knit only' WHERE site_id = 4");
+    let data = next_event(&mut stream, &mut seen, "segment", sequence + 1);
+    assert!(!segment_tiles(&serde_json::from_str(&data).unwrap()).is_empty());
+    let (_, after) = watcher
+        .get("/changes/sites/head.json?partition=woven")
+        .unwrap();
+    let after: Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(
+        after["sequence"], woven["sequence"],
+        "the woven feed did not move"
+    );
+    watcher.stop(libc::SIGTERM);
 }
