@@ -47,11 +47,12 @@ pub struct SeedOptions {
 
     /// Run shard I of N (0-based) of a sharded seed (into an MBTiles part file, or straight into a
     /// tree or S3 prefix), rendering from replica I mod R of `[database] replicas` when it lists some
-    /// [default: the index from JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX].
+    /// [default: the index from JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or
+    /// SLURM_ARRAY_TASK_ID].
     pub shard: Option<ShardSpec>,
 
     /// The number of shards when the index comes from the environment [default: OAR_TILES_SHARDS,
-    /// else AWS_BATCH_JOB_ARRAY_SIZE].
+    /// else AWS_BATCH_JOB_ARRAY_SIZE, else SLURM_ARRAY_TASK_COUNT].
     pub shards: Option<u32>,
 
     /// How the run behaves, passed to the job as given.
@@ -84,8 +85,10 @@ impl ShardSpec {
     }
 
     /// The shard a process runs: `--shard I/N` if given; else the index from
-    /// `JOB_COMPLETION_INDEX` (Kubernetes Indexed Job) or `AWS_BATCH_JOB_ARRAY_INDEX` (AWS Batch),
-    /// with the count from `--shards`, `OAR_TILES_SHARDS` or `AWS_BATCH_JOB_ARRAY_SIZE`. `None` when
+    /// `JOB_COMPLETION_INDEX` (Kubernetes Indexed Job), `AWS_BATCH_JOB_ARRAY_INDEX` (AWS Batch) or
+    /// `SLURM_ARRAY_TASK_ID` counted from `SLURM_ARRAY_TASK_MIN` by `SLURM_ARRAY_TASK_STEP` (SLURM),
+    /// with the count from `--shards`, `OAR_TILES_SHARDS`, `AWS_BATCH_JOB_ARRAY_SIZE` or
+    /// `SLURM_ARRAY_TASK_COUNT`. `None` when
     /// nothing asks for sharding. `env` reads a variable, so tests need not touch the process's.
     pub fn resolve(
         flag: Option<ShardSpec>,
@@ -111,13 +114,19 @@ impl ShardSpec {
         }
         let index = match number("JOB_COMPLETION_INDEX")? {
             Some(index) => Some(index),
-            None => number("AWS_BATCH_JOB_ARRAY_INDEX")?,
+            None => match number("AWS_BATCH_JOB_ARRAY_INDEX")? {
+                Some(index) => Some(index),
+                None => slurm_index(&number)?,
+            },
         };
         let count = match shards {
             Some(count) => Some(count),
             None => match number("OAR_TILES_SHARDS")? {
                 Some(count) => Some(count),
-                None => number("AWS_BATCH_JOB_ARRAY_SIZE")?,
+                None => match number("AWS_BATCH_JOB_ARRAY_SIZE")? {
+                    Some(count) => Some(count),
+                    None => number("SLURM_ARRAY_TASK_COUNT")?,
+                },
             },
         };
         match (index, count) {
@@ -129,10 +138,27 @@ impl ShardSpec {
             ))),
             (None, Some(count)) => Err(Error::Usage(format!(
                 "{count} shards were asked for but not which one this is: pass --shard I/{count} \
-                 or set JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX"
+                 or set JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID"
             ))),
         }
     }
+}
+
+/// A SLURM array task's place in its array: an array may start at any number and step by any
+/// (`--array=10-16:2` runs tasks 10, 12, 14 and 16, the shards 0 to 3).
+fn slurm_index(number: &dyn Fn(&str) -> Result<Option<u32>>) -> Result<Option<u32>> {
+    let Some(id) = number("SLURM_ARRAY_TASK_ID")? else {
+        return Ok(None);
+    };
+    let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+    let step = number("SLURM_ARRAY_TASK_STEP")?.unwrap_or(1).max(1);
+    if id < min || (id - min) % step != 0 {
+        return Err(Error::Usage(format!(
+            "SLURM_ARRAY_TASK_ID={id} is not a task of an array from SLURM_ARRAY_TASK_MIN={min} \
+             by SLURM_ARRAY_TASK_STEP={step}"
+        )));
+    }
+    Ok(Some((id - min) / step))
 }
 
 impl fmt::Display for ShardSpec {

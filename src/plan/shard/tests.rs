@@ -98,6 +98,37 @@ fn shard_specs_come_from_the_flag_or_the_batch_engines_environment() {
         ShardSpec::resolve(None, None, batch).unwrap(),
         Some(ShardSpec::new(1, 2).unwrap())
     );
+    // SLURM counts from the array's first task, by its step: --array=10-16:2 is shards 0-3.
+    let slurm = |id: &'static str| {
+        move |name: &str| match name {
+            "SLURM_ARRAY_TASK_ID" => Some(id.to_string()),
+            "SLURM_ARRAY_TASK_MIN" => Some("10".to_string()),
+            "SLURM_ARRAY_TASK_STEP" => Some("2".to_string()),
+            "SLURM_ARRAY_TASK_COUNT" => Some("4".to_string()),
+            _ => None,
+        }
+    };
+    assert_eq!(
+        ShardSpec::resolve(None, None, slurm("14")).unwrap(),
+        Some(ShardSpec::new(2, 4).unwrap())
+    );
+    let err = ShardSpec::resolve(None, None, slurm("13"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SLURM_ARRAY_TASK_ID=13"), "{err}");
+    assert!(
+        ShardSpec::resolve(None, None, slurm("18")).is_err(),
+        "past the count"
+    );
+    let plain = |name: &str| match name {
+        "SLURM_ARRAY_TASK_ID" => Some("3".to_string()),
+        "SLURM_ARRAY_TASK_COUNT" => Some("4".to_string()),
+        _ => None,
+    };
+    assert_eq!(
+        ShardSpec::resolve(None, None, plain).unwrap(),
+        Some(ShardSpec::new(3, 4).unwrap())
+    );
     let bad = |name: &str| (name == "JOB_COMPLETION_INDEX").then(|| "x".to_string());
     assert!(ShardSpec::resolve(None, Some(2), bad).is_err());
     for text in ["4/4", "1", "a/2", "0/0"] {
