@@ -91,8 +91,13 @@ OAR_TILES_TEST_MOTO=$(head -1 <<<"$moto")
 moto_pid=$(tail -1 <<<"$moto")
 export OAR_TILES_TEST_MOTO
 
+# The SLURM tests run sharded seeds as job arrays of a real one-node cluster (Debian's slurm-wlm).
+slurm_dir=$(mktemp -d)
+OAR_TILES_TEST_SLURM_CONF=$(scripts/slurm.sh start "$slurm_dir") || die "cannot start SLURM"
+export OAR_TILES_TEST_SLURM_CONF
+
 log=$(mktemp)
-trap 'rm -f "$log"; scripts/moto-server.sh stop "$moto_pid"' EXIT
+trap 'rm -f "$log"; scripts/moto-server.sh stop "$moto_pid"; scripts/slurm.sh stop "$slurm_dir"; rm -rf "$slurm_dir"' EXIT
 status=0
 # Everything after a `--` goes to the test binaries; --include-ignored joins it there.
 args=("$@")

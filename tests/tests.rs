@@ -44,6 +44,7 @@ mod serve;
 mod setup_scripts;
 mod shard_outputs;
 mod shards;
+mod slurm;
 mod tree_safety;
 mod untransformable;
 mod validate;
