@@ -15,7 +15,7 @@ use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     oar_tiles, read_mbtiles_raw, read_metadata, read_tree, single_layer_config, Tiles,
 };
-use crate::watch::{Watcher, PACING};
+use crate::common::watcher::{Watcher, PACING};
 
 const ZOOMS: &str = "0-9";
 

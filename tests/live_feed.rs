@@ -17,7 +17,7 @@ use crate::common::run::{
 use crate::common::s3::S3Server;
 use crate::common::serve::Served;
 use crate::common::varnish::Varnish;
-use crate::watch::{Watcher, PACING};
+use crate::common::watcher::{Watcher, PACING};
 
 const BBOX: &str = "bbox = [2.2, 48.8, 2.5, 48.95]";
 
@@ -376,9 +376,9 @@ fn an_s3_prefixs_feed_is_served_with_cdn_headers_and_a_pmtiles_files_by_serve() 
     fixture
         .schema
         .execute("UPDATE {schema}.sites SET label = 'Belleville Weavers' WHERE site_id = 3");
-    let before = crate::pmtiles::read_archive(&pmtiles).tiles;
+    let before = crate::common::pmtiles_reader::read_archive(&pmtiles).tiles;
     seed_with(&fixture, &["--dirty"], &env).assert_success();
-    let after = crate::pmtiles::read_archive(&pmtiles).tiles;
+    let after = crate::common::pmtiles_reader::read_archive(&pmtiles).tiles;
     let changed: BTreeSet<String> = before
         .keys()
         .chain(after.keys())

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::common::fixture::Fixture;
 use crate::common::pg::TestSchema;
 use crate::common::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, Run};
-use crate::watch::{Watcher, PACING};
+use crate::common::watcher::{Watcher, PACING};
 
 /// Per type: its SQL type (`{schema}` for the test's own types) and three values as SQL
 /// literals; a fourth row in five holds '' (where the type has it) and the fifth NULL.

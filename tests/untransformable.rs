@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::common::fixture::Fixture;
 use crate::common::pg::{Point, Rng};
 use crate::common::run::{oar_tiles, read_mbtiles_raw, Run};
-use crate::watch::{Watcher, PACING};
+use crate::common::watcher::{Watcher, PACING};
 
 const ZOOMS: &str = "0-5";
 const BAD_ID: i64 = 9001;

@@ -13,8 +13,8 @@ use serde_json::Value;
 use crate::common::fixture::Fixture;
 use crate::common::pg::TestSchema;
 use crate::common::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, Run};
+use crate::common::watcher::{Watcher, PACING};
 use crate::production::required_env;
-use crate::watch::{Watcher, PACING};
 
 /// 900 facilities; contributor 1 holds about half, 2 a quarter, 3 an eighth, and 4-40 the tail;
 /// every fifth and seventh facility has a second or third contributor.

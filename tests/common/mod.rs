@@ -4,11 +4,13 @@
 pub mod fixture;
 pub mod mvt;
 pub mod pg;
+pub mod pmtiles_reader;
 pub mod recorder;
 pub mod run;
 pub mod s3;
 pub mod serve;
 pub mod varnish;
+pub mod watcher;
 
 /// A loopback port nothing listens on now: for a server a test starts, or a service that is down.
 pub fn free_port() -> u16 {

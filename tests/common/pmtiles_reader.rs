@@ -1,0 +1,69 @@
+//! PMTiles archives read back by an independent reader: the PyPI `pmtiles` package (pure Python),
+//! which `scripts/test.sh` installs into a venv and names in `OAR_TILES_TEST_PYTHON`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Tiles keyed by XYZ `(z, x, y)`, as the MD5 of their stored bytes.
+pub(crate) type Digests = BTreeMap<(u8, u32, u32), String>;
+
+/// What the Python reader finds in an archive.
+pub(crate) struct Archive {
+    pub header: Value,
+    pub metadata: Value,
+    pub tiles: Digests,
+}
+
+const READER: &str = r#"
+import hashlib, json, sys
+from pmtiles.reader import Reader, MmapSource, all_tiles
+with open(sys.argv[1], "rb") as f:
+    reader = Reader(MmapSource(f))
+    header = {k: (v if isinstance(v, (int, float, bool)) else str(v)) for k, v in reader.header().items()}
+    tiles = {"%d/%d/%d" % zxy: hashlib.md5(data).hexdigest() for zxy, data in all_tiles(reader.get_bytes)}
+    json.dump({"header": header, "metadata": reader.metadata(), "tiles": tiles}, sys.stdout)
+"#;
+
+pub(crate) fn read_archive(path: &Path) -> Archive {
+    let python = match std::env::var("OAR_TILES_TEST_PYTHON") {
+        Ok(python) if !python.is_empty() => python,
+        _ => panic!(
+            "OAR_TILES_TEST_PYTHON is not set: run scripts/test.sh, which installs the PyPI \
+             pmtiles reader into a venv"
+        ),
+    };
+    let output = Command::new(python)
+        .args(["-c", READER])
+        .arg(path)
+        .output()
+        .expect("run the Python pmtiles reader");
+    assert!(
+        output.status.success(),
+        "the Python reader failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let tiles = json["tiles"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, digest)| {
+            let mut parts = key.split('/').map(|p| p.parse::<u32>().unwrap());
+            let (z, x, y) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            ((z as u8, x, y), digest.as_str().unwrap().to_string())
+        })
+        .collect();
+    Archive {
+        header: json["header"].take(),
+        metadata: json["metadata"].take(),
+        tiles,
+    }
+}
