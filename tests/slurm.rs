@@ -18,7 +18,7 @@ use crate::common::s3::S3Server;
 /// Variable naming the cluster's config file, which `scripts/test.sh` sets.
 const SLURM_CONF_ENV: &str = "OAR_TILES_TEST_SLURM_CONF";
 /// The longest any wait on SLURM may take before the test gives up.
-const PATIENCE: Duration = Duration::from_secs(300);
+const PATIENCE: Duration = Duration::from_secs(600);
 /// Each row costs 10 ms in sessions that set `oar.slow`: the first try of task 2 is still running
 /// when it is killed.
 const SLOW_FILTER: &str =
@@ -147,6 +147,15 @@ fn sharded_on_slurm(fixture: &Fixture, output: &str, label: &str, env: &[(&str, 
         "task 2 ended before it was killed"
     );
     slurm("scontrol", &["requeue", &format!("{job}_2")], &[]);
+    // SLURM holds a requeued job back for a while (its begin time); it may start now.
+    wait_until("task 2 to wait in the queue again", dir, || {
+        task_state(&job, 2) == "PENDING"
+    });
+    slurm(
+        "scontrol",
+        &["update", &format!("JobId={job}_2"), "StartTime=now"],
+        &[],
+    );
     wait_until("finalize to end", dir, || {
         std::fs::read_to_string(&finalize_log).is_ok_and(|log| log.contains("finalize exit"))
     });
