@@ -96,6 +96,17 @@ KillWait=5
 NodeName=oartest NodeAddr=127.0.0.1 CPUs=$cpus State=UNKNOWN
 PartitionName=batch Nodes=ALL Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
+    # slurmd 22.05 initialises its cgroup plugin even when nothing uses it (it cannot be disabled
+    # before 23.02) and fails where no cgroup file system is mounted, as in a chroot. There it gets
+    # the least it accepts: a cgroup v1 layout holding only the named `systemd` hierarchy (cgroup2
+    # would make a hybrid, which it refuses where the kernel's controllers are on v1). A machine or
+    # container that has cgroups mounted is left as it is.
+    if ! awk '$2 == "/sys/fs/cgroup" { found = 1 } END { exit !found }' /proc/self/mounts; then
+        { mount -t tmpfs -o mode=755,size=1m cgroup /sys/fs/cgroup \
+            && mkdir -p /sys/fs/cgroup/systemd \
+            && mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd; } \
+            || die "slurmd needs a cgroup file system at /sys/fs/cgroup, and none could be mounted there"
+    fi
     export SLURM_CONF=$dir/slurm.conf
     slurmctld -f "$SLURM_CONF" >"$dir/log/slurmctld.out" 2>&1 \
         || die "slurmctld did not start: $(tail -5 "$dir/log/slurmctld.log" 2>/dev/null)"
