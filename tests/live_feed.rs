@@ -15,6 +15,7 @@ use crate::common::run::{
     differences, oar_tiles, oar_tiles_with, read_tree, single_layer_config, Run,
 };
 use crate::common::s3::S3Server;
+use crate::common::segment_tiles;
 use crate::common::serve::Served;
 use crate::common::varnish::Varnish;
 use crate::common::watcher::{Watcher, PACING};
@@ -73,15 +74,6 @@ fn seed_with(fixture: &Fixture, extra: &[&str], env: &[(&str, &str)]) -> Run {
 fn json_file(path: &std::path::Path) -> Option<Value> {
     let bytes = std::fs::read(path).ok()?;
     Some(serde_json::from_slice(&bytes).unwrap())
-}
-
-fn segment_tiles(segment: &Value) -> BTreeSet<String> {
-    segment["tiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

@@ -329,13 +329,7 @@ fn feed_head(cache: &Varnish, value: &str) -> serde_json::Value {
 
 fn segment_tiles(world: &World, value: &str, sequence: u64) -> std::collections::BTreeSet<String> {
     let bytes = std::fs::read(world.tree.join(format!("{value}/changes/{sequence}.json"))).unwrap();
-    let segment: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    segment["tiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect()
+    crate::common::segment_tiles(&serde_json::from_slice(&bytes).unwrap())
 }
 
 #[test]

@@ -401,13 +401,10 @@ async fn changes(
     let Some(tileset) = server.find(&name) else {
         return problem(StatusCode::NOT_FOUND, format!("no tileset `{name}`"));
     };
-    let is_segment = file
-        .strip_suffix(".json")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    let cache_control = match (file.as_str(), is_segment) {
-        (feed::HEAD, _) => "public, max-age=1",
-        (_, true) => feed::SEGMENT_CACHE_CONTROL,
-        _ => return problem(StatusCode::NOT_FOUND, format!("no feed document `{file}`")),
+    let cache_control = match feed::document_named(&file) {
+        Some(feed::Document::Head) => "public, max-age=1",
+        Some(feed::Document::Segment) => feed::SEGMENT_CACHE_CONTROL,
+        None => return problem(StatusCode::NOT_FOUND, format!("no feed document `{file}`")),
     };
     match tileset.feed.read(&file).await {
         Ok(Some(bytes)) => (

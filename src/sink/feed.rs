@@ -68,6 +68,32 @@ pub fn segment_name(sequence: u64) -> String {
     format!("{sequence}.json")
 }
 
+/// The sequence of the segment named `name`, `None` for any other name.
+fn segment_number(name: &str) -> Option<u64> {
+    name.strip_suffix(".json")
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()
+}
+
+/// A document a feed's folder may hold, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    /// `head.json`, which changes with every publication.
+    Head,
+    /// `N.json`, which never changes once written.
+    Segment,
+}
+
+/// Which document `name` is, `None` when it is none of the feed's (a server answers 404).
+pub fn document_named(name: &str) -> Option<Document> {
+    if name == HEAD {
+        Some(Document::Head)
+    } else {
+        segment_number(name).map(|_| Document::Segment)
+    }
+}
+
 /// Where an output keeps its feed.
 pub enum FeedStore {
     /// A folder on this machine.
@@ -176,10 +202,7 @@ impl FeedStore {
         .await?;
         // Segments the head no longer names; a crash before this leaves them for the next one.
         for name in self.list().await? {
-            let expired = name
-                .strip_suffix(".json")
-                .and_then(|n| n.parse::<u64>().ok())
-                .is_some_and(|n| n < oldest);
+            let expired = segment_number(&name).is_some_and(|n| n < oldest);
             if expired {
                 self.remove(&name).await?;
             }
@@ -284,6 +307,22 @@ mod tests {
         assert!(read_segment(&folder, 1).is_none(), "past the retention");
         let reload = read_segment(&folder, 3).unwrap();
         assert!(reload.reload && reload.tiles.is_empty());
+    }
+
+    #[test]
+    fn only_the_head_and_numbered_segments_are_feed_documents() {
+        assert_eq!(document_named("head.json"), Some(Document::Head));
+        assert_eq!(document_named("12.json"), Some(Document::Segment));
+        for other in [
+            "tiles.json",
+            ".json",
+            "-1.json",
+            "1.json.tmp",
+            "../head.json",
+            "1e3.json",
+        ] {
+            assert_eq!(document_named(other), None, "{other}");
+        }
     }
 
     #[tokio::test]

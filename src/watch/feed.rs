@@ -101,13 +101,10 @@ pub(super) async fn document(
     RawQuery(query): RawQuery,
 ) -> Response {
     let which = Which::from_query(query.as_deref());
-    let is_segment = file
-        .strip_suffix(".json")
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    let cache_control = match (file.as_str(), is_segment) {
-        (feed::HEAD, _) => "no-cache",
-        (_, true) => feed::SEGMENT_CACHE_CONTROL,
-        _ => return problem(StatusCode::NOT_FOUND, format!("no feed document `{file}`")),
+    let cache_control = match feed::document_named(&file) {
+        Some(feed::Document::Head) => "no-cache",
+        Some(feed::Document::Segment) => feed::SEGMENT_CACHE_CONTROL,
+        None => return problem(StatusCode::NOT_FOUND, format!("no feed document `{file}`")),
     };
     let store = match store(&shared, &shared.s3, &tileset, &which).await {
         Ok(store) => store,

@@ -12,6 +12,16 @@ pub mod serve;
 pub mod varnish;
 pub mod watcher;
 
+/// The tiles a changes-feed segment lists, as `z/x/y`.
+pub fn segment_tiles(segment: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    segment["tiles"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a segment lists its tiles: {segment}"))
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A loopback port nothing listens on now: for a server a test starts, or a service that is down.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
