@@ -87,16 +87,21 @@ fn sharded_on_slurm(fixture: &Fixture, output: &str, label: &str, env: &[(&str, 
     let config = fixture.config.to_str().unwrap();
     let dir = fixture.dir.path();
     let script = dir.join(format!("{label}-shard.sh"));
-    // Task 2's first try reads through slow sessions, so it is still at work when it is killed;
-    // its second try is at full speed. Each start is logged with SLURM's restart count.
+    // Task 2's first try reads through slow sessions and stays running for a minute whatever its
+    // shard's size (a shard may own few rows), so it is killed while it works; its second try is
+    // at full speed. Each start is logged with SLURM's restart count.
     std::fs::write(
         &script,
         format!(
             "#!/bin/sh\n\
              echo \"start task=$SLURM_ARRAY_TASK_ID restart=${{SLURM_RESTART_COUNT:-0}}\"\n\
-             url=$FAST_URL\n\
-             if [ \"$SLURM_ARRAY_TASK_ID\" = 2 ] && [ -z \"$SLURM_RESTART_COUNT\" ]; then url=$SLOW_URL; fi\n\
-             DATABASE_URL=$url exec '{bin}' seed --config '{config}' --output '{output}' --zoom 0-9\n"
+             if [ \"$SLURM_ARRAY_TASK_ID\" = 2 ] && [ -z \"$SLURM_RESTART_COUNT\" ]; then\n\
+               DATABASE_URL=$SLOW_URL '{bin}' seed --config '{config}' --output '{output}' --zoom 0-9 &\n\
+               sleep 60\n\
+               wait\n\
+               exit 1\n\
+             fi\n\
+             DATABASE_URL=$FAST_URL exec '{bin}' seed --config '{config}' --output '{output}' --zoom 0-9\n"
         ),
     )
     .unwrap();
