@@ -324,8 +324,9 @@ fn partitions_of_every_column_type_equal_a_filtered_tileset_after_seed_reseed_an
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn a_partition_that_renders_nothing_while_rows_hold_its_value_fails_the_run() {
-    // A filter that hides CN's rows from the tile statements (whose text calls ST_AsMVT) but not
-    // from the other queries: the partition comes out empty, as a wrong cast made it before.
+    // A filter that hides CN's rows from the tile statements (whose text calls ST_AsMVT) and from
+    // the copy into a partition's row set (an INSERT) but not from the other queries: the
+    // partition comes out empty, as a wrong cast made it before.
     let mut schema = TestSchema::create("partempty");
     schema.execute(
         "CREATE TABLE {schema}.places (id bigint PRIMARY KEY, country character(2),
@@ -343,7 +344,8 @@ fn a_partition_that_renders_nothing_while_rows_hold_its_value_fails_the_run() {
             "[database]\nurl = \"postgresql://unused@127.0.0.1:1/unused\"\n\
              [[tileset]]\nname = \"places\"\nmaxzoom = 4\npartition_by = \"country\"\noutput = {}\n\
              [[tileset.layer]]\nname = \"places\"\ntable = \"{}.places\"\ngeometry_column = \"pt\"\n\
-             filter = \"country <> 'CN' OR current_query() NOT LIKE '%' || 'ST_As' || 'MVT(' || '%'\"\n",
+             filter = \"country <> 'CN' OR (current_query() NOT LIKE '%' || 'ST_As' || 'MVT(' || '%' \
+             AND current_query() NOT LIKE '%' || 'INSERT' || ' INTO' || '%')\"\n",
             toml_string(output.to_str().unwrap()),
             schema.name
         ),

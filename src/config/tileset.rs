@@ -234,6 +234,10 @@ pub struct Partition {
     /// The SQL type the value is cast to (an element's for an array): tile statements take the
     /// value as a parameter, so every partition of a tileset shares one set of statements.
     pub value_type: String,
+    /// The temporary table each rendering session copies the value's rows into before its tiles
+    /// (`crate::render::row_set`), which tiles then read through its own spatial index; `None`:
+    /// tiles read the table, filtered by the value.
+    pub row_set: Option<String>,
 }
 
 /// One `[[tileset.layer]]`: a source table rendered into one MVT layer.

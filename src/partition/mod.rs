@@ -18,11 +18,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use deadpool_postgres::Pool;
 
 use crate::config::CdnConfig;
+use crate::config::PoolMode;
 use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, TilesetJob};
 use crate::render::count::drawable_rows_query;
+use crate::render::row_set;
 use crate::render::source::{
     describe, partition_column, partition_values, LayerSource, PartitionColumn,
 };
@@ -299,10 +301,15 @@ impl Plan {
             .filter(|v| scope.covers(v))
             .map(|v| v.to_string())
             .collect();
+        let row_sets = row_sets_allowed(pool, job).await?;
         let mut jobs = Vec::new();
         for value in current.keys().chain(&vanished) {
             let fresh = !known.contains(value.as_str()) || vanished.contains(value);
-            jobs.push(partition_job(tileset, column, value, &arrays, fresh)?);
+            let features = current.get(value).map_or(0, |holding| holding.features);
+            let copied = row_sets && features <= row_set::MAX_ROWS;
+            jobs.push(partition_job(
+                tileset, column, value, &arrays, fresh, copied,
+            )?);
         }
         let (committed, changes_read) = match scope {
             Scope::Touched(touched) => (touched.committed, Some(touched.changes)),
@@ -523,14 +530,34 @@ fn partition_name(tileset: &str, value: &str) -> String {
     format!("{tileset}[{value}]")
 }
 
-/// The tileset of one value: every layer limited to its rows, the output named after it.
+/// Whether partitions' tiles may read row sets ([`row_set`]): sessions that keep temporary
+/// tables from one statement to the next, on a server that allows them. A shard rendering from
+/// a replica reads the table: a hot standby has no temporary tables.
+async fn row_sets_allowed(pool: &Pool, job: &SeedJob) -> Result<bool> {
+    if job.database.pool_mode != PoolMode::Session || job.replica().is_some() {
+        return Ok(false);
+    }
+    let allowed = row_set::available(pool).await?;
+    if !allowed {
+        tracing::info!(
+            "the server allows no temporary tables here: partitions' tiles read the table, \
+             filtered by the value"
+        );
+    }
+    Ok(allowed)
+}
+
+/// The tileset of one value: every layer limited to its rows, the output named after it; with
+/// `row_sets`, each layer reads them from a row set.
 fn partition_job(
     tileset: &TilesetJob,
     column: &str,
     value: &str,
     arrays: &[PartitionColumn],
     full_seed: bool,
+    row_sets: bool,
 ) -> Result<TilesetJob> {
+    let family = tileset.tileset.name.clone();
     let segment = partition_segment(value)?;
     let mut job = tileset.clone();
     job.full_seed = full_seed;
@@ -545,8 +572,9 @@ fn partition_job(
     if let Some(url) = &mut config.output_settings.tiles_url {
         *url = url.replacen("{z}", &format!("{segment}/{{z}}"), 1);
     }
-    for (layer, array) in config.layers.iter_mut().zip(arrays) {
+    for (index, (layer, array)) in config.layers.iter_mut().zip(arrays).enumerate() {
         layer.partition = Some(Partition {
+            row_set: row_sets.then(|| row_set::table_name(&family, index)),
             column: column.to_string(),
             value: value.to_string(),
             array: array.array,

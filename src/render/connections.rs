@@ -9,6 +9,7 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::RowStream;
 
+use super::row_set::Loaded;
 use super::sql::TileQuery;
 use crate::config::{DatabaseConfig, PoolMode};
 use crate::error::{pool_message, Error, Result};
@@ -33,6 +34,8 @@ pub(super) struct Slot {
     busy: AtomicUsize,
     /// Held for a whole transaction behind a transaction pooler, so two never interleave.
     transaction: tokio::sync::Mutex<()>,
+    /// The partition rows the session holds ([`super::row_set`]).
+    pub(super) rows: tokio::sync::RwLock<Loaded>,
 }
 
 /// Marks a slot busy while a statement runs on it.
@@ -59,6 +62,7 @@ impl Connections {
                 client: std::sync::RwLock::new(Arc::new(client)),
                 busy: AtomicUsize::new(0),
                 transaction: tokio::sync::Mutex::new(()),
+                rows: tokio::sync::RwLock::default(),
             })
             .collect();
         let begin = (database.pool_mode == PoolMode::Transaction).then(|| {

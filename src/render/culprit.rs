@@ -61,12 +61,10 @@ impl std::fmt::Display for Culprit {
 }
 
 /// What a tile's failed statement is checked with: the tile's own parameters (`$1..$43` of a
-/// one-tile statement) and the partition value, if any.
+/// one-tile statement).
 pub struct Statement<'a> {
     /// `$1..$43` of the tile's one-tile statement.
     pub params: &'a [&'a (dyn ToSql + Sync)],
-    /// The partition value bound after them.
-    pub partition_value: Option<&'a String>,
 }
 
 /// The rows of `layers` (the layers the statement renders at zoom `z`) that fail in the tile's
@@ -196,7 +194,7 @@ impl Search<'_> {
     async fn ids(&mut self, layer: &LayerSource, clustered: bool) -> Result<Vec<String>, Stopped> {
         let list = sql::rows_between(layer, clustered, false);
         let sql = format!("{} LIMIT {MAX_LISTED}", list.sql);
-        let rows = self.run(&sql, &list.types, None, None).await?;
+        let rows = self.run(&sql, &list, None, None).await?;
         let rows = rows.map_err(|_| Stopped)?;
         Ok(rows.iter().filter_map(|row| row.try_get(0).ok()).collect())
     }
@@ -208,7 +206,7 @@ impl Search<'_> {
         lower: Option<&String>,
         upper: Option<&String>,
     ) -> Result<Outcome, Stopped> {
-        match self.run(&check.sql, &check.types, lower, upper).await? {
+        match self.run(&check.sql, check, lower, upper).await? {
             Ok(_) => Ok(Outcome::Clean),
             Err(err) if from_row_data(&err) => Ok(Outcome::Fails),
             Err(err) => {
@@ -221,12 +219,12 @@ impl Search<'_> {
         }
     }
 
-    /// Runs one statement of the search, unnamed (it runs once), on the least busy connection.
+    /// Runs one statement of the search (`sql`: `query`'s text or a variant with its parameters), unnamed (it runs once), on the least busy connection.
     /// The outer error stops the search: its cap, or a statement that may succeed if tried again.
     async fn run(
         &mut self,
         sql: &str,
-        types: &[Type],
+        query: &sql::TileQuery,
         lower: Option<&String>,
         upper: Option<&String>,
     ) -> Result<Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>, Stopped> {
@@ -235,13 +233,15 @@ impl Search<'_> {
         }
         self.statements += 1;
         let mut params: Vec<&(dyn ToSql + Sync)> = self.statement.params.to_vec();
-        if let Some(value) = self.statement.partition_value {
+        if let Some(value) = &query.partition_value {
             params.push(value);
         }
         params.push(&lower);
         params.push(&upper);
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> =
-            params.into_iter().zip(types.iter().cloned()).collect();
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+            .into_iter()
+            .zip(query.types.iter().cloned())
+            .collect();
         let (busy, _, client) = self.connections.pick();
         let outcome = client.query_typed(sql, &typed).await;
         drop(busy);

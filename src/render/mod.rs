@@ -14,6 +14,7 @@ mod connections;
 pub mod count;
 mod culprit;
 mod mvt;
+pub mod row_set;
 pub mod source;
 pub mod sql;
 mod tileset;

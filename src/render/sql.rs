@@ -183,8 +183,16 @@ fn source_predicate(layer: &LayerSource, index: usize) -> String {
     rows_within(layer, &envelope(layer, index))
 }
 
-/// `FROM` and `WHERE` of the layer's rows whose geometry's box meets `area` (in its own SRID).
+/// `FROM` and `WHERE` of the layer's rows whose geometry's box meets `area` (in its own SRID):
+/// from the partition's row set when it has one, which holds them already filtered.
 fn rows_within(layer: &LayerSource, area: &str) -> String {
+    if let Some(set) = row_set_of(layer) {
+        return format!(
+            "FROM pg_temp.{} t WHERE {} && {area}",
+            quote_ident(set),
+            layer.geometry_of("t")
+        );
+    }
     let mut sql = format!(
         "FROM {} t WHERE {} && {}",
         quoted_table(&layer.config),
@@ -216,6 +224,74 @@ fn partition_predicate(partition: &Partition) -> String {
     } else {
         format!("{column} = {value}")
     }
+}
+
+/// The temporary table a partition's rows are read from, if it has one.
+fn row_set_of(layer: &LayerSource) -> Option<&String> {
+    layer.config.partition.as_ref()?.row_set.as_ref()
+}
+
+/// The statements that give a rendering session a partition's row set: the temporary table (empty,
+/// with the table's column types) and its spatial index, each created once per session, then, for
+/// every partition, the copy of the value's rows (the value bound as `$1`, as text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowSetSql {
+    /// The table's name in `pg_temp`, unquoted.
+    pub name: String,
+    /// `CREATE TEMP TABLE … WITH NO DATA` and `CREATE INDEX`, one string of two statements.
+    pub create: String,
+    /// `TRUNCATE` of the table: a separate statement, since the copy takes a parameter.
+    pub empty: String,
+    /// `INSERT INTO … SELECT` of the value's rows that pass the layer's filter.
+    pub fill: String,
+}
+
+/// [`RowSetSql`] of a layer whose partition has a row set. It holds only the columns tiles read
+/// (the geometry, the id, the attributes and the breakdown), each under its own name, so every
+/// statement reads `t.column` from it as it would from the table.
+pub fn row_set_sql(layer: &LayerSource) -> Option<RowSetSql> {
+    let partition = layer.config.partition.as_ref()?;
+    let name = partition.row_set.clone()?;
+    let config = &layer.config;
+    let mut columns: Vec<&String> = vec![&config.geometry_column, &config.id_column];
+    columns.extend(layer.properties.iter().map(|p| &p.column));
+    columns.extend(&config.cluster_breakdown);
+    let mut unique = Vec::new();
+    for column in columns {
+        if !unique.contains(&column) {
+            unique.push(column);
+        }
+    }
+    let selected: Vec<String> = unique
+        .iter()
+        .map(|column| format!("t.{}", quote_ident(column)))
+        .collect();
+    let selected = selected.join(", ");
+    let table = quoted_table(config);
+    let quoted = format!("pg_temp.{}", quote_ident(&name));
+    let column = quote_ident(&config.geometry_column);
+    let indexed = if layer.geography {
+        format!("(({column}::geometry))")
+    } else {
+        format!("({column})")
+    };
+    // `IF NOT EXISTS`: a session that made them for an earlier connection of the pool keeps them.
+    let create = format!(
+        "CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {selected} FROM {table} t WITH NO DATA; \
+         CREATE INDEX IF NOT EXISTS {} ON {quoted} USING gist {indexed}",
+        quote_ident(&name),
+        quote_ident(&format!("{name}_geometry"))
+    );
+    let mut filter = partition_predicate(partition).replace(PARTITION_VALUE, "$1");
+    if let Some(own) = &config.filter {
+        filter = format!("({own}) AND {filter}");
+    }
+    Some(RowSetSql {
+        name,
+        create,
+        empty: format!("TRUNCATE {quoted}"),
+        fill: format!("INSERT INTO {quoted} SELECT {selected} FROM {table} t WHERE {filter}"),
+    })
 }
 
 /// A statement with its parameters: the partition value's placeholder, if any layer has one, is
@@ -795,6 +871,13 @@ mod tests;
 /// its representative point where `clustered`), so a row the projection fails on fails it;
 /// without, their ids as text in that order, projecting nothing.
 pub fn rows_between(layer: &LayerSource, clustered: bool, project: bool) -> TileQuery {
+    // From the table itself, whatever the tile read: the search runs on any connection, whose
+    // row set may be another partition's, and a row that fails in a copy fails in the table.
+    let mut layer = layer.clone();
+    if let Some(partition) = &mut layer.config.partition {
+        partition.row_set = None;
+    }
+    let layer = &layer;
     const LOWER: &str = "\u{0}lower id\u{0}";
     const UPPER: &str = "\u{0}upper id\u{0}";
     let id = format!(

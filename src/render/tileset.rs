@@ -12,6 +12,7 @@ use tokio_postgres::RowStream;
 use super::connections::Connections;
 use super::culprit;
 use super::mvt::{pass_pieces, Mvt, Piece, ARRIVING_PIECES};
+use super::row_set::{self, RowSets};
 use super::source::LayerSource;
 use super::sql::{self, TileQuery};
 use super::{fetch_margin, is_transient, PostgisRenderer, Rendered};
@@ -37,6 +38,8 @@ pub struct TilesetRenderer {
     probe: Vec<TileQuery>,
     /// The layers, searched for the rows that make a tile fail.
     layers: Vec<LayerSource>,
+    /// A partition's row sets, loaded into each session before its first statement.
+    row_sets: Option<RowSets>,
 }
 
 impl TilesetRenderer {
@@ -69,12 +72,28 @@ impl TilesetRenderer {
                 .collect(),
             probe: levels.map(|z| sql::probe_query(layers, z, zooms)).collect(),
             layers: layers.to_vec(),
+            row_sets: RowSets::of(layers),
         }
     }
 
     /// Checks every statement with the server (syntax, filters, permissions) before the job starts.
     pub async fn check(&self) -> Result<()> {
         let mut client = self.pool.get().await?;
+        if let Some(sets) = &self.row_sets {
+            sets.create(&client).await.map_err(|err| Error::Source {
+                tileset: self.tileset.clone(),
+                layer: self
+                    .layers
+                    .iter()
+                    .map(|l| l.config.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                message: format!(
+                    "cannot create the partition's row set: {}",
+                    pg_message(&err)
+                ),
+            })?;
+        }
         for (z, query) in self.render.iter().enumerate() {
             tracing::debug!(
                 "tileset `{}` zoom {z} statement: {}",
@@ -212,9 +231,16 @@ impl TilesetRenderer {
                 || async {
                     let (busy, slot, client) = connections.pick();
                     let consume = |rows| self.finish_rows(first.z(), tiles.len(), rows, finish);
-                    let outcome = connections
-                        .query(slot, &client, query, &params, consume)
-                        .await;
+                    let outcome = async {
+                        let _rows = match &self.row_sets {
+                            Some(sets) => Some(row_set::hold(&slot.rows, &client, sets).await?),
+                            None => None,
+                        };
+                        connections
+                            .query(slot, &client, query, &params, consume)
+                            .await
+                    }
+                    .await;
                     drop(busy);
                     if outcome.is_err() && client.is_closed() {
                         connections.replace(&client).await;
@@ -243,7 +269,6 @@ impl TilesetRenderer {
                 .collect();
             let statement = culprit::Statement {
                 params: &params[..FIRST_LAYER_PARAM],
-                partition_value: query.partition_value.as_ref(),
             };
             let culprits = culprit::find(connections, &layers, first.z(), &statement).await;
             if !culprits.is_empty() {
