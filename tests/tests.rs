@@ -38,6 +38,7 @@ mod production;
 mod replicas;
 mod reseed;
 mod robustness;
+mod row_sets;
 mod s3;
 mod seed;
 mod serve;
