@@ -23,8 +23,8 @@
 #
 # The Debian layer is cached in ~/.cache/oar-tiles/image-base/KEY (with packages.txt, the versions
 # it holds), KEY a hash of everything it is made from (suite, mirrors, packages, dpkg filters,
-# user); it is made again when older than
-# OAR_TILES_IMAGE_BASE_MAX_DAYS days, so security updates reach new images, or with --refresh-base.
+# user); it is made again when older than OAR_TILES_IMAGE_BASE_MAX_DAYS days, so security updates
+# reach new images, or with --refresh-base.
 #
 # Options:
 #   --binary PATH    package this binary instead of running `cargo build --release --locked`
