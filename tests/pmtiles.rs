@@ -10,10 +10,9 @@ use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
 pub(crate) use crate::common::pmtiles_reader::{read_archive, Digests};
 use crate::common::run::{
-    oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, send_signal, single_layer_config,
-    wrapped_command,
+    journaled_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, send_signal,
+    single_layer_config, wait_for_progress, wrapped_command,
 };
-use crate::robustness::{journaled_tiles, wait_for_progress};
 
 pub(crate) fn digests_of_mbtiles(path: &Path) -> Digests {
     read_mbtiles_raw(path)

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use crate::common::fixture::Fixture;
 use crate::common::run::{
-    oar_tiles_command, oar_tiles_with, run_from, send_signal, wrapped_command, Run,
+    oar_tiles_command, oar_tiles_with, run_from, send_signal, wait_for_progress, wrapped_command,
+    Run,
 };
 use crate::common::s3::S3Server;
 use crate::pmtiles::{assert_same_digests, digests_of_mbtiles, read_archive, seed, setup_with};
-use crate::robustness::wait_for_progress;
 use crate::s3::lines;
 
 const BUCKET: &str = "tiles";

@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, test_url, wait_for_replay, Point};
 use crate::common::run::{
-    assert_same_tiles, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from, send_signal,
-    single_layer_config, Run,
+    assert_same_tiles, journaled_tiles, oar_tiles_command, oar_tiles_with, read_mbtiles_raw,
+    run_from, send_signal, single_layer_config, wait_for_progress, Run,
 };
-use crate::robustness::{journaled_tiles, wait_for_progress};
 
 const NEEDS: &str = "run scripts/test.sh, which starts the servers and sets OAR_TILES_TEST_*";
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::pg::{hub_with_scatter, Point, TestSchema};
 use crate::common::run::{
-    assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, seed_args,
-    send_signal, single_layer_config, strs,
+    assert_same_tiles, journaled_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from,
+    seed_args, send_signal, single_layer_config, strs, wait_for_progress,
 };
 
 fn many_points(count: i64) -> Vec<Point> {
@@ -29,33 +29,6 @@ fn config(dir: &Path, schema: &str, database: &str, extra_layer: &str) -> PathBu
 /// A layer filter that makes every tenth row cost the server about a millisecond, so a seed runs
 /// long enough to be interrupted mid-walk on any machine, however fast its rendering.
 pub(crate) const SLOW_ROWS: &str = "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"";
-
-/// Tiles an MBTiles seed has durably journaled so far in its `.partial` file (0 when there is none
-/// yet, or it is being committed at this moment).
-pub(crate) fn journaled_tiles(output: &Path) -> u64 {
-    let partial = PathBuf::from(format!("{}.partial", output.display()));
-    rusqlite::Connection::open_with_flags(&partial, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .and_then(|c| c.query_row("SELECT count(*) FROM oar_tiles_journal", [], |r| r.get(0)))
-        .unwrap_or(0)
-}
-
-/// Waits until this run of the seeder has journaled tiles of its own, so an interruption lands
-/// mid-walk with progress to resume from, however slow or loaded the machine.
-pub(crate) fn wait_for_progress(child: &mut std::process::Child, output: &Path) {
-    let before = journaled_tiles(output);
-    let started = Instant::now();
-    while journaled_tiles(output) <= before {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the seed journaled nothing new in two minutes"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the seed ended before it could be interrupted"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]

@@ -404,8 +404,8 @@ pub(crate) fn slow_fixture(label: &str) -> Fixture {
 #[test]
 #[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
 fn a_killed_shard_resumes_and_an_unfinished_part_is_not_merged() {
+    use crate::common::run::wait_for_progress;
     use crate::common::run::{oar_tiles_command, send_signal};
-    use crate::robustness::wait_for_progress;
 
     let fixture = slow_fixture("shard_kill");
     let url = fixture.schema.url.clone();

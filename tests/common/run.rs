@@ -97,9 +97,16 @@ pub fn oar_tiles_with(url: Option<&str>, args: &[&str], envs: &[(&str, &str)]) -
 
 /// Sends `signal` (such as `libc::SIGTERM`) to a child, as an operator's `kill` or a container
 /// runtime would; done here rather than with the `kill` program, which minimal images lack.
-#[allow(unsafe_code)] // kill(2) has no safe wrapper in libc; the crate itself forbids unsafe code.
 pub fn send_signal(child: &Child, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(child.id()).expect("a pid fits pid_t");
+    signal_pid(
+        libc::pid_t::try_from(child.id()).expect("a pid fits pid_t"),
+        signal,
+    );
+}
+
+/// Sends `signal` to the process `pid`, which need not be a child (a container's first process).
+#[allow(unsafe_code)] // kill(2) has no safe wrapper in libc; the crate itself forbids unsafe code.
+pub fn signal_pid(pid: libc::pid_t, signal: libc::c_int) {
     // SAFETY: kill(2) only reads its two integer arguments.
     let result = unsafe { libc::kill(pid, signal) };
     assert_eq!(
@@ -108,6 +115,33 @@ pub fn send_signal(child: &Child, signal: libc::c_int) {
         "kill({pid}, {signal}): {}",
         std::io::Error::last_os_error()
     );
+}
+
+/// Tiles an MBTiles seed has durably journaled so far in its `.partial` file (0 when there is none
+/// yet, or it is being committed at this moment).
+pub fn journaled_tiles(output: &Path) -> u64 {
+    let partial = std::path::PathBuf::from(format!("{}.partial", output.display()));
+    rusqlite::Connection::open_with_flags(&partial, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("SELECT count(*) FROM oar_tiles_journal", [], |r| r.get(0)))
+        .unwrap_or(0)
+}
+
+/// Waits until this run of the seeder has journaled tiles of its own, so an interruption lands
+/// mid-walk with progress to resume from, however slow or loaded the machine.
+pub fn wait_for_progress(child: &mut std::process::Child, output: &Path) {
+    let before = journaled_tiles(output);
+    let started = std::time::Instant::now();
+    while journaled_tiles(output) <= before {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the seed journaled nothing new in two minutes"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the seed ended before it could be interrupted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Turns a finished process' output into a [`Run`].
