@@ -19,7 +19,9 @@
 #
 # Output: the OCI archive target/image/oar-tiles-TAG.oci.tar (podman load, skopeo copy
 # oci-archive:…), and the same image in the local podman store as oar-tiles:TAG. The archive's
-# absolute path is the last line on stdout; progress goes to stderr.
+# absolute path is the last line on stdout; progress goes to stderr. Where podman cannot store
+# images (a root file system on overlayfs, as in a container) it warns, and the archive is still
+# written; exit status 0.
 #
 # The Debian layer is cached in ~/.cache/oar-tiles/image-base/KEY (with packages.txt, the versions
 # it holds), KEY a hash of everything it is made from (suite, mirrors, packages, dpkg filters,
@@ -115,6 +117,8 @@ created=$(date -u -d "@$created_epoch" +%Y-%m-%dT%H:%M:%SZ)
 
 # --- the binary ---------------------------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/tmp}/oar-tiles-image.XXXXXX")
+# apt, inside mmdebstrap, downloads as the user _apt into the new root below this folder.
+chmod 0755 "$work"
 trap 'rm -rf "$work"' EXIT
 if [[ -z $binary ]]; then
     command -v cargo >/dev/null 2>&1 \
@@ -247,16 +251,23 @@ tar --sort=name --numeric-owner --owner=0 --group=0 --mtime="@$created_epoch" -C
     -cf "$archive.new" oci-layout index.json blobs || die "cannot write $archive"
 mv "$archive.new" "$archive"
 
+stored="not in podman's store"
 if ((store)); then
     log "loading it into podman's store as oar-tiles:$tag"
     name=localhost/oar-tiles:$tag
     previous=$(podman image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)
-    id=$(podman pull -q "oci-archive:$archive" 2>"$work/podman.err") && podman tag "$id" "$name" 2>>"$work/podman.err" \
-        || die "the archive is written ($archive), but podman could not load it: $(tail -3 "$work/podman.err" | tr '\n' ' ')(--no-store skips this step)"
-    # The image this tag named before is of no use once untagged; one still in use stays.
-    if [[ -n $previous && $previous != "$id"* ]]; then podman rmi "$previous" >/dev/null 2>&1 || true; fi
+    # The archive is the product; the store is a convenience that some machines cannot offer (a
+    # root file system on overlayfs, as in a container or chroot, refuses podman's overlay driver).
+    if id=$(podman pull -q "oci-archive:$archive" 2>"$work/podman.err") && podman tag "$id" "$name" 2>>"$work/podman.err"; then
+        stored=$name
+        # The image this tag named before is of no use once untagged; one still in use stays.
+        if [[ -n $previous && $previous != "$id"* ]]; then podman rmi "$previous" >/dev/null 2>&1 || true; fi
+    else
+        log "warning: podman could not store the image here: $(grep -v '^ *$' "$work/podman.err" | tail -1)"
+        log "warning: the archive is complete: load it where podman works with 'podman load -i $archive'"
+    fi
 fi
 
 app_bytes=$(stat -c %s "$work/app/usr/local/bin/oar-tiles")
-log "done in $((SECONDS - started)) s: $(du -m "$archive" | cut -f1) MB compressed, $((($(cat "$base/layer-bytes") + app_bytes) / 1000000)) MB unpacked; oar-tiles:$tag, revision $revision"
+log "done in $((SECONDS - started)) s: $(du -m "$archive" | cut -f1) MB compressed, $((($(cat "$base/layer-bytes") + app_bytes) / 1000000)) MB unpacked; $stored; revision $revision"
 echo "$archive"
