@@ -23,6 +23,7 @@ mod golden_tiles;
 mod hostile;
 mod hostile_files;
 mod hostile_geometry;
+mod image;
 mod live_feed;
 mod live_maps;
 mod moved_shapes;
