@@ -10,7 +10,9 @@ use std::process::{Child, Command, Stdio};
 
 use crate::common::free_port;
 use crate::common::pg::TestSchema;
-use crate::common::run::{oar_tiles, oar_tiles_command, read_tree, send_signal, Run};
+use crate::common::run::{
+    oar_tiles, oar_tiles_command, read_tree, read_tree_after_a_kill, send_signal, Run, Tiles,
+};
 use crate::common::varnish::Varnish;
 
 /// Every row costs the server 10 ms, but only in sessions that set `oar.slow`: a run started with
@@ -128,7 +130,20 @@ impl World {
 
     /// `/VALUE/z/x/y.pbf` of every tile a partition holds now, with its bytes.
     fn tiles_of(&self, value: &str) -> BTreeMap<String, Vec<u8>> {
-        read_tree(&self.tree.join(value), "pbf")
+        Self::named(value, read_tree(&self.tree.join(value), "pbf"))
+    }
+
+    /// [`World::tiles_of`] while a writer runs or after it was killed: a tile being written is
+    /// a temporary file beside it, which the next run removes.
+    fn tiles_of_while_written(&self, value: &str) -> BTreeMap<String, Vec<u8>> {
+        Self::named(
+            value,
+            read_tree_after_a_kill(&self.tree.join(value), "pbf").0,
+        )
+    }
+
+    fn named(value: &str, tiles: Tiles) -> BTreeMap<String, Vec<u8>> {
+        tiles
             .into_iter()
             .map(|((z, x, y), bytes)| (format!("/{value}/{z}/{x}/{y}.pbf"), bytes))
             .collect()
@@ -287,7 +302,7 @@ fn a_partitions_killed_full_seed_is_purged_as_a_ban_of_its_prefix() {
     // Killed once it replaced some of CN's tiles, long before all of them (10 ms a row).
     let replaced = || {
         world
-            .tiles_of("CN")
+            .tiles_of_while_written("CN")
             .iter()
             .filter(|(path, bytes)| cn.get(*path) != Some(*bytes))
             .count()

@@ -307,10 +307,13 @@ impl Plan {
             let fresh = !known.contains(value.as_str()) || vanished.contains(value);
             let features = current.get(value).map_or(0, |holding| holding.features);
             let copied = row_sets && features <= row_set::MAX_ROWS;
-            jobs.push(partition_job(
-                tileset, column, value, &arrays, fresh, copied,
-            )?);
+            let job = partition_job(tileset, column, value, &arrays, fresh, copied)?;
+            jobs.push((features, job));
         }
+        // Largest first: partitions run side by side (`crate::seed`), and a large one started
+        // last would run alone at the end.
+        jobs.sort_by_key(|(features, _)| std::cmp::Reverse(*features));
+        let jobs: Vec<TilesetJob> = jobs.into_iter().map(|(_, job)| job).collect();
         let (committed, changes_read) = match scope {
             Scope::Touched(touched) => (touched.committed, Some(touched.changes)),
             Scope::EveryNow(touched) => (touched.committed, Some(touched.changes)),

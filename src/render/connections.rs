@@ -23,7 +23,9 @@ use crate::retry::Policy;
 /// session settings locally, and a connection carries one such transaction at a time.
 pub struct Connections {
     pool: Pool,
-    slots: Vec<Slot>,
+    slots: Arc<Vec<Slot>>,
+    /// The one slot of a lane ([`Connections::lanes`]); `None`: all of them.
+    lane: Option<usize>,
     pub(super) max_attempts: u32,
     /// `BEGIN; SET LOCAL …` when statements go through a transaction pooler.
     begin: Option<String>,
@@ -74,16 +76,43 @@ impl Connections {
         });
         Ok(Connections {
             pool: pool.clone(),
-            slots,
+            slots: Arc::new(slots),
+            lane: None,
             max_attempts,
             begin,
         })
     }
 
+    /// One set per connection, each using only its own: runs that must not share a session
+    /// (partitions, whose row sets live in it) run side by side, one on each.
+    pub fn lanes(&self) -> Vec<Connections> {
+        (0..self.slots.len())
+            .map(|index| Connections {
+                pool: self.pool.clone(),
+                slots: Arc::clone(&self.slots),
+                lane: Some(index),
+                max_attempts: self.max_attempts,
+                begin: self.begin.clone(),
+            })
+            .collect()
+    }
+
+    /// How many connections renders may use.
+    pub fn count(&self) -> usize {
+        self.usable().len()
+    }
+
+    fn usable(&self) -> &[Slot] {
+        match self.lane {
+            Some(index) => &self.slots[index..=index],
+            None => &self.slots,
+        }
+    }
+
     /// The least busy connection, marked busy until the guard drops.
     pub(super) fn pick(&self) -> (Busy<'_>, &Slot, Arc<Object>) {
         let slot = self
-            .slots
+            .usable()
             .iter()
             .min_by_key(|s| s.busy.load(Ordering::Relaxed))
             .expect("a run has at least one connection");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use cdn::{PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
-pub use progress::{Progress, ProgressKind};
+pub use progress::{PartitionProgress, Progress, ProgressKind};
 pub use times::RenderTimes;
 
 use crate::edge::check::{EdgeCheck, EdgeProbe};
@@ -136,7 +136,7 @@ impl Tally {
                     render_ms_p95: ms(0.95),
                     render_ms_max: ms(1.0),
                     render_ms_total: tally.render_times.total_ms(),
-                    render_times: tally.render_times,
+                    render_times: tally.render_times.settled(),
                 }
             })
             .collect();

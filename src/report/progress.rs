@@ -107,3 +107,63 @@ impl Progress {
         }
     }
 }
+
+/// Progress of a partitioned tileset whose partitions run side by side: partitions done, on one
+/// bar on a terminal, or a log line every few seconds elsewhere.
+pub struct PartitionProgress {
+    kind: ProgressKind,
+    bar: Option<ProgressBar>,
+    tileset: String,
+    total: usize,
+    done: usize,
+    last_log: Instant,
+}
+
+impl PartitionProgress {
+    /// Starts showing progress over `total` partitions of `tileset`.
+    pub fn start(kind: ProgressKind, tileset: &str, total: usize) -> Self {
+        let bar = (kind == ProgressKind::Bar).then(|| {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {human_pos}/{human_len} partitions ETA {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(tileset.to_string());
+            bar
+        });
+        Self {
+            kind,
+            bar,
+            tileset: tileset.to_string(),
+            total,
+            done: 0,
+            last_log: Instant::now(),
+        }
+    }
+
+    /// One more partition finished (or failed).
+    pub fn done(&mut self) {
+        self.done += 1;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        } else if self.kind == ProgressKind::Log && self.last_log.elapsed() >= LOG_EVERY {
+            self.last_log = Instant::now();
+            tracing::info!(
+                "{}: {} of {} partitions done",
+                self.tileset,
+                self.done,
+                self.total
+            );
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -9,28 +9,32 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 
 /// Render times in microseconds: their distribution to three significant digits, their sum and
 /// their maximum exactly.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RenderTimes {
-    histogram: Histogram<u64>,
+    /// The distribution while times are recorded or added; made at the first.
+    histogram: Option<Histogram<u64>>,
+    /// A settled distribution ([`RenderTimes::settled`]): each distinct value with its count.
+    sparse: Vec<(u64, u64)>,
     total_micros: u64,
     max_micros: u64,
 }
 
-impl Default for RenderTimes {
-    fn default() -> Self {
-        RenderTimes {
-            histogram: Histogram::new(SIGNIFICANT_DIGITS).expect("three digits are supported"),
-            total_micros: 0,
-            max_micros: 0,
-        }
-    }
-}
-
 impl RenderTimes {
+    fn live(&mut self) -> &mut Histogram<u64> {
+        let sparse = std::mem::take(&mut self.sparse);
+        let histogram = self.histogram.get_or_insert_with(|| {
+            Histogram::new(SIGNIFICANT_DIGITS).expect("three digits are supported")
+        });
+        for (value, count) in sparse {
+            // A histogram that resizes itself takes any value it can count.
+            let _ = histogram.record_n(value, count);
+        }
+        histogram
+    }
+
     /// Adds one render's time.
     pub fn record(&mut self, micros: u64) {
-        // A histogram that resizes itself takes any value it can count.
-        if self.histogram.record(micros).is_err() {
+        if self.live().record(micros).is_err() {
             return;
         }
         self.total_micros = self.total_micros.saturating_add(micros);
@@ -39,24 +43,58 @@ impl RenderTimes {
 
     /// Adds another set of times (a partition's, a shard's).
     pub fn add(&mut self, other: &RenderTimes) {
-        if self.histogram.add(&other.histogram).is_err() {
-            // Both resize themselves, so this cannot happen; the figures stay what they were.
-            return;
+        let live = self.live();
+        for (value, count) in other.values() {
+            let _ = live.record_n(value, count);
         }
         self.total_micros = self.total_micros.saturating_add(other.total_micros);
         self.max_micros = self.max_micros.max(other.max_micros);
     }
 
+    /// The same times held as their distinct values: a histogram's counts take 16 KB and more
+    /// however few times it holds, and a partitioned tileset keeps every partition's summary, one
+    /// set per zoom, until its run ends (2,000 partitions at z0-14 held 500 MB).
+    pub fn settled(self) -> RenderTimes {
+        let sparse = self.values().collect();
+        RenderTimes {
+            histogram: None,
+            sparse,
+            total_micros: self.total_micros,
+            max_micros: self.max_micros,
+        }
+    }
+
+    /// Each distinct value (its bucket's highest, to three significant digits) and its count.
+    fn values(&self) -> Box<dyn Iterator<Item = (u64, u64)> + '_> {
+        match &self.histogram {
+            Some(histogram) => Box::new(
+                histogram
+                    .iter_recorded()
+                    .map(|v| (v.value_iterated_to(), v.count_at_value())),
+            ),
+            None => Box::new(self.sparse.iter().copied()),
+        }
+    }
+
     /// The time at quantile `q` (0 to 1) in milliseconds; 0 when nothing was recorded, the
     /// exact maximum at 1.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.histogram.is_empty() {
+        let settled;
+        let histogram = match &self.histogram {
+            Some(histogram) => histogram,
+            None if self.sparse.is_empty() => return 0.0,
+            None => {
+                settled = self.clone().live().clone();
+                &settled
+            }
+        };
+        if histogram.is_empty() {
             return 0.0;
         }
         if q >= 1.0 {
             return self.max_micros as f64 / 1000.0;
         }
-        self.histogram.value_at_quantile(q) as f64 / 1000.0
+        histogram.value_at_quantile(q) as f64 / 1000.0
     }
 
     /// The sum of the times in milliseconds.
@@ -66,9 +104,8 @@ impl RenderTimes {
 
     /// Each distinct time (to three significant digits) in seconds, with how many renders took it.
     pub fn counts(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
-        self.histogram
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to() as f64 / 1e6, v.count_at_value()))
+        self.values()
+            .map(|(value, count)| (value as f64 / 1e6, count))
     }
 }
 
@@ -101,5 +138,16 @@ mod tests {
         times.add(&other);
         assert_eq!(times.quantile_ms(1.0), 1000.0);
         assert_eq!(times.counts().map(|(_, n)| n).sum::<u64>(), 10_001);
+        // Settled, the same figures, and added to others as they were.
+        let settled = times.clone().settled();
+        for q in [0.5, 0.95, 1.0] {
+            assert_eq!(settled.quantile_ms(q), times.quantile_ms(q));
+        }
+        assert_eq!(settled.total_ms(), times.total_ms());
+        let mut merged = RenderTimes::default();
+        merged.add(&settled);
+        merged.add(&other.settled());
+        assert_eq!(merged.quantile_ms(0.5), times.quantile_ms(0.5));
+        assert_eq!(merged.counts().map(|(_, n)| n).sum::<u64>(), 10_002);
     }
 }

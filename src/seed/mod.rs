@@ -33,7 +33,7 @@ use crate::job::{SeedJob, TilesetJob};
 use crate::metrics::Metrics;
 use crate::partition;
 use crate::render::Connections;
-use crate::report::{ProgressKind, TilesetSummary};
+use crate::report::{PartitionProgress, ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
 use crate::sink::ChangedList;
 pub use finalize::finalize;
@@ -117,6 +117,14 @@ enum Ready<'a> {
 }
 
 impl<'a> Ready<'a> {
+    /// The tileset it runs.
+    fn tileset(&self) -> &'a TilesetJob {
+        match self {
+            Ready::Own(prepared) => prepared.tileset,
+            Ready::Sibling { tileset, .. } => tileset,
+        }
+    }
+
     /// The prepared tileset, unless it is prepared only when it runs.
     fn own(&self) -> Option<&Prepared<'a>> {
         match self {
@@ -198,7 +206,8 @@ impl<'a> Session<'a> {
         &self.pool
     }
 
-    /// Step 4: seeds every tileset into its output, one after the other.
+    /// Step 4: seeds every tileset into its output, one after the other; the partitions of a
+    /// partitioned tileset side by side, one on each connection ([`Session::seed_partitions`]).
     pub async fn seed(
         &self,
         progress: ProgressKind,
@@ -207,31 +216,147 @@ impl<'a> Session<'a> {
         locks: Locks,
     ) -> Result<Vec<TilesetSummary>> {
         let mut summaries = Vec::new();
-        for ready in &self.prepared {
-            let sibling;
-            let prepared = match ready {
-                Ready::Own(prepared) => prepared,
-                Ready::Sibling { of, tileset } => {
-                    let Ready::Own(first) = &self.prepared[*of] else {
-                        unreachable!("a sibling refers to a prepared partition");
-                    };
-                    sibling = first.sibling(tileset);
-                    &sibling
+        let mut first = 0;
+        while first < self.prepared.len() {
+            let family = self.prepared[first].tileset().partition_of.as_ref();
+            let end = (first + 1..self.prepared.len())
+                .find(|&i| {
+                    family.is_none() || self.prepared[i].tileset().partition_of.as_ref() != family
+                })
+                .unwrap_or(self.prepared.len());
+            if end - first > 1 && self.connections.count() > 1 {
+                let runs = first..end;
+                summaries.extend(
+                    self.seed_partitions(runs, progress, stop, &changed, locks)
+                        .await?,
+                );
+            } else {
+                for index in first..end {
+                    let run = self.run_one(index, &self.connections, progress, stop, locks);
+                    summaries.push(run.seed(changed.clone()).await?);
                 }
-            };
-            let run = TilesetRun {
-                job: self.job,
-                prepared,
-                pool: &self.pool,
-                replica: self.replica.as_ref(),
-                connections: &self.connections,
-                holds: &self.holds,
-                stop,
-                locks,
-            };
-            summaries.push(run.seed(progress, changed.clone()).await?);
+            }
+            first = end;
         }
         Ok(summaries)
+    }
+
+    /// The partitions `runs` of one partitioned tileset, as many at once as there are
+    /// connections, each on a connection of its own: a partition's walk waits for each zoom's
+    /// tiles before it knows the next zoom's, and a small one is mostly such waits, which the
+    /// other partitions fill. A session holds one partition's row sets at a time. The partitions
+    /// come largest first (see [`crate::partition`]), so the last to finish are small ones.
+    /// After a failure no partition starts; those running finish, and the first error is
+    /// returned.
+    async fn seed_partitions(
+        &self,
+        runs: std::ops::Range<usize>,
+        progress: ProgressKind,
+        stop: &Stop,
+        changed: &ChangedList,
+        locks: Locks,
+    ) -> Result<Vec<TilesetSummary>> {
+        use futures::StreamExt;
+        let lanes = self.connections.lanes();
+        let family = self.prepared[runs.start]
+            .tileset()
+            .partition_of
+            .clone()
+            .unwrap_or_default();
+        let mut shown = PartitionProgress::start(progress, &family, runs.len());
+        // Each partition's own bar would fight the others' for the terminal's last line.
+        let each = match progress {
+            ProgressKind::Bar => ProgressKind::Quiet,
+            kind => kind,
+        };
+        let mut free: Vec<usize> = (0..lanes.len()).rev().collect();
+        let mut waiting = runs.clone();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut summaries: Vec<Option<TilesetSummary>> = vec![None; runs.len()];
+        let mut failed = None;
+        loop {
+            while failed.is_none() && !free.is_empty() {
+                let Some(index) = waiting.next() else { break };
+                let lane = free.pop().expect("a free lane");
+                let run = self.run_one(index, &lanes[lane], each, stop, locks);
+                let changed = changed.clone();
+                running.push(async move { (index, lane, run.seed(changed).await) });
+            }
+            let Some((index, lane, outcome)) = running.next().await else {
+                break;
+            };
+            free.push(lane);
+            shown.done();
+            match outcome {
+                Ok(summary) => summaries[index - runs.start] = Some(summary),
+                Err(err) => {
+                    failed.get_or_insert(err);
+                }
+            }
+        }
+        shown.finish();
+        if let Some(err) = failed {
+            return Err(err);
+        }
+        Ok(summaries.into_iter().flatten().collect())
+    }
+
+    /// The run of the `index`th tileset on `connections`.
+    fn run_one<'s>(
+        &'s self,
+        index: usize,
+        connections: &'s Connections,
+        progress: ProgressKind,
+        stop: &'s Stop,
+        locks: Locks,
+    ) -> OneRun<'s> {
+        OneRun {
+            session: self,
+            index,
+            connections,
+            progress,
+            stop,
+            locks,
+        }
+    }
+}
+
+/// One tileset's run in a session, prepared (a partition from its first sibling) only when it
+/// starts, so memory does not grow with the number of partitions.
+struct OneRun<'s> {
+    session: &'s Session<'s>,
+    index: usize,
+    connections: &'s Connections,
+    progress: ProgressKind,
+    stop: &'s Stop,
+    locks: Locks,
+}
+
+impl OneRun<'_> {
+    async fn seed(self, changed: ChangedList) -> Result<TilesetSummary> {
+        let session = self.session;
+        let sibling;
+        let prepared = match &session.prepared[self.index] {
+            Ready::Own(prepared) => prepared,
+            Ready::Sibling { of, tileset } => {
+                let Ready::Own(first) = &session.prepared[*of] else {
+                    unreachable!("a sibling refers to a prepared partition");
+                };
+                sibling = first.sibling(tileset);
+                &sibling
+            }
+        };
+        let run = TilesetRun {
+            job: session.job,
+            prepared,
+            pool: &session.pool,
+            replica: session.replica.as_ref(),
+            connections: self.connections,
+            holds: &session.holds,
+            stop: self.stop,
+            locks: self.locks,
+        };
+        run.seed(self.progress, changed).await
     }
 }
 

@@ -563,7 +563,7 @@ impl TilesetRun<'_> {
         Scheduler {
             renderer,
             tileset: &tileset.name,
-            concurrency: self.job.concurrency,
+            concurrency: self.connections.count(),
             encoding,
             budget: SizeBudget {
                 bytes: tileset.size_budget,

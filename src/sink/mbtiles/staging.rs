@@ -89,10 +89,14 @@ impl MbtilesSink {
         };
         let connection = Connection::open(&partial).map_err(fail)?;
         let schema = if fresh { SCHEMA } else { "" };
+        // One transaction, so one commit (and its syncs) rather than one per statement: a
+        // partitioned tileset starts a file per value, thousands of them.
         let setup = format!(
-            "PRAGMA application_id = {MBTILES_APPLICATION_ID};
-             {SESSION}
-             {schema}"
+            "{SESSION}
+             BEGIN;
+             PRAGMA application_id = {MBTILES_APPLICATION_ID};
+             {schema}
+             COMMIT;"
         );
         if let Err(err) = connection.execute_batch(&setup) {
             drop(connection);
@@ -120,12 +124,15 @@ impl MbtilesSink {
             }
         }
         if let Some(fingerprint) = journal {
-            let created = connection.execute_batch(JOURNAL_SCHEMA).and_then(|()| {
-                connection.execute(
-                    "INSERT INTO oar_tiles_job (key, value) VALUES ('fingerprint', ?1), ('fresh', ?2)",
-                    params![fingerprint, if fresh { "1" } else { "0" }],
-                )
-            });
+            let created = connection
+                .execute_batch(&format!("BEGIN; {JOURNAL_SCHEMA}"))
+                .and_then(|()| {
+                    connection.execute(
+                        "INSERT INTO oar_tiles_job (key, value) VALUES ('fingerprint', ?1), ('fresh', ?2)",
+                        params![fingerprint, if fresh { "1" } else { "0" }],
+                    )
+                })
+                .and_then(|_| connection.execute_batch("COMMIT"));
             if let Err(err) = created {
                 drop(connection);
                 return Err(fail(err));
