@@ -64,7 +64,7 @@ readonly CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/oar-tiles/image-base
 # Raise when the way the Debian layer is made changes in a way its other inputs do not show.
 readonly BASE_RECIPE=1
 
-binary= tag= out=target/image store=1 refresh=0
+binary='' tag='' out=target/image store=1 refresh=0
 while (($#)); do
     case $1 in
         --binary) binary=${2:?--binary needs a path}; shift 2 ;;
@@ -166,6 +166,7 @@ make_base() {
     echo "$USER_NAME:!:0::::::" >>"$root/etc/shadow"
     echo "$USER_NAME:!::" >>"$root/etc/gshadow"
     install -d -m 0755 -o "$USER_ID" -g "$USER_ID" "$root$DATA_DIR"
+    # shellcheck disable=SC2016 # dpkg-query's format, not the shell's
     chroot "$root" dpkg-query -W -f='${Package} ${Version}\n' >"$work/packages.txt" \
         || die "cannot list the packages of the new root file system"
     glibc=$(awk '$1 == "libc6" { sub(/-.*/, "", $2); print $2 }' "$work/packages.txt")
@@ -177,10 +178,11 @@ make_base() {
     tar --sort=name --numeric-owner -C "$root" -cf "$layer" . || die "cannot pack the root file system"
     rm -rf "$root"
     mkdir "$work/base"
-    umoci init --layout "$work/base/layout" >&2 && umoci new --image "$work/base/layout:base" >&2 \
+    if ! { umoci init --layout "$work/base/layout" && umoci new --image "$work/base/layout:base" \
         && umoci raw add-layer --image "$work/base/layout:base" \
-            --history.created_by "mmdebstrap --variant=essential --include=${packages[*]} $SUITE" "$layer" >&2 \
-        || die "umoci could not make the base image layout"
+            --history.created_by "mmdebstrap --variant=essential --include=${packages[*]} $SUITE" "$layer"; } >&2; then
+        die "umoci could not make the base image layout"
+    fi
     mv "$work/packages.txt" "$work/base/packages.txt"
     stat -c %s "$layer" >"$work/base/layer-bytes"
     rm -f "$layer"
@@ -238,12 +240,13 @@ config=(
 for label in "${labels[@]}"; do config+=(--config.label "$label"); done
 # Named as `podman save` names its images, so `podman load` and `skopeo copy` know it as oar-tiles:TAG.
 ref=oar-tiles:$tag
-umoci raw add-layer --image "$layout:base" --tag "$ref" --history.created "$created" \
-    --history.created_by "scripts/image.sh: /usr/local/bin/oar-tiles ($revision)" "$work/app.tar" >&2 \
-    && umoci config --image "$layout:$ref" "${config[@]}" >&2 \
-    && umoci rm --image "$layout:base" >&2 \
-    && umoci gc --layout "$layout" >&2 \
-    || die "umoci could not add the binary and the configuration"
+if ! { umoci raw add-layer --image "$layout:base" --tag "$ref" --history.created "$created" \
+    --history.created_by "scripts/image.sh: /usr/local/bin/oar-tiles ($revision)" "$work/app.tar" \
+    && umoci config --image "$layout:$ref" "${config[@]}" \
+    && umoci rm --image "$layout:base" \
+    && umoci gc --layout "$layout"; } >&2; then
+    die "umoci could not add the binary and the configuration"
+fi
 
 mkdir -p "$out"
 archive=$(cd "$out" && pwd)/oar-tiles-$tag.oci.tar
