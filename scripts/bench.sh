@@ -65,9 +65,9 @@
 #   --partition-zoom A-B
 #                    zooms of the partitions and watch-partitions sections
 #                    (default 0-14, the sample config's; on 2,000 values
-#                    most of a small partition's cost is in its lowest zooms,
-#                    each of whose tiles reads every row under it: fewer
-#                    zooms barely shorten it, 0-8 not at all, z0 alone to 40%)
+#                    most of a small partition's cost is fixed (its file, the
+#                    round trips of its walk), so fewer zooms barely shorten
+#                    it: 0-8 takes 56 s where 0-14 takes 67)
 #   --partition-rounds N
 #                    rounds of the partitioned seed in the partitions section
 #                    (default 1; the whole tileset always runs 3)
@@ -195,9 +195,8 @@
 #            (target <= 1.5) and the partitioned seed's peak RSS (target <=
 #            256 MB), the partitions and their sizes, and the time each
 #            partition costs beyond the whole tileset's per-tile time. About
-#            14-17 minutes at 0-14 with the code of issue 31's start (the
-#            partitioned seed 13-16 of them, by the machine's load), about 3
-#            once the per-tile target is met.
+#            2 minutes at 0-14 on 2 cores (the partitioned seed 67 s; 4.4
+#            minutes before partitions had row sets and ran side by side).
 #   watch-partitions
 #            on the same copy, partitioned by --partition-by, --partition-zoom:
 #            change capture, a full partitioned seed, then `oar-tiles watch`
