@@ -394,3 +394,41 @@ fn weights_by_tile(pyramid: &Pyramid, zoom: u8) -> BTreeMap<TileCoord, u64> {
         .map(|w| (w.tile, w.weight))
         .collect()
 }
+
+#[test]
+fn an_ancestor_and_its_first_descendants_are_priced_as_one_chain() {
+    // z0 and the split-zoom (z1) tile that starts its block render one after the other: on two
+    // connections their shard takes twice their summed cost however little else it holds.
+    let weighed = |tile: TileCoord, cost: u64| Weighed {
+        tile,
+        weight: cost,
+        dearest: cost,
+        chain: cost,
+    };
+    let first = [0, 1]
+        .iter()
+        .flat_map(|x| [0, 1].map(|y| tile(1, *x, y)))
+        .find(|t| hilbert_index(*t) == 0)
+        .unwrap();
+    let mut weights = vec![weighed(tile(0, 0, 0), 100)];
+    for x in 0..2 {
+        for y in 0..2 {
+            weights.push(weighed(tile(1, x, y), 100));
+        }
+    }
+    let plan = ShardPlan::cut_weighed(1, &weights, 2, 2, "d").unwrap();
+    assert_eq!(plan.floor, 200, "{plan:?}");
+    assert_eq!(plan.dearest, 100, "{plan:?}");
+    let chained = plan.owner(first) as usize;
+    assert_eq!(plan.owner(tile(0, 0, 0)) as usize, chained);
+    // While the chain runs on one connection (200), the other renders as much beside it: the
+    // chain's shard weighs 2 × 200 whatever else it holds up to that. Priced as single tiles (a
+    // floor of 2 × 100), the plan said 300 for a shard that really took 400.
+    assert_eq!(plan.ranges[chained].weight, 400, "{plan:?}");
+    let held: u64 = weights
+        .iter()
+        .filter(|w| plan.owner(w.tile) as usize == chained)
+        .map(|w| w.weight)
+        .sum();
+    assert!(held <= 400, "{plan:?}");
+}
