@@ -1130,14 +1130,6 @@ def cmd_shards_report(args):
                       f"{wall / sum(walls):6.1%}")
             merge_wall, _, _ = time_v(f"{d}/shards-{v}-{real}-merge.time")
             ratio = lambda xs: max(xs) * len(xs) / sum(xs)
-            # No shard can be quicker than the dearest tile it renders: the target is relative to
-            # that floor where it is above the mean (the full seed's slowest tile, server time).
-            dearest = max((t["ms"] for t in full.get("slowest_tiles", [])), default=0.0) / 1000
-            floor_line = next((line.strip() for line in open(f"{d}/shards-{v}-real-{real}.txt")
-                               if line.startswith("floor:")), "floor: not printed")
-            mean_wall = sum(walls) / len(walls)
-            print(f"    slowest shard / max(mean {mean_wall:.2f} s, dearest tile {dearest:.2f} s): "
-                  f"{max(walls) / max(mean_wall, dearest):.3f} (target <= 1.10); the plan's {floor_line}")
             print(f"    max/mean: wall {ratio(walls):.3f} (planned {ratio(planned):.3f}; target <= 1.10), "
                   f"seeding {ratio(seeds):.3f}, render {ratio(rends):.3f}, tool + PG CPU {ratio(cpus):.3f} "
                   f"(PG CPU: the backends the postmaster reaped during the shard, other clients' "

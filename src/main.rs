@@ -279,12 +279,6 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
             };
             println!("shard {index}: weight {} ({share:.1}%)", range.weight);
         }
-        println!(
-            "floor: no shard below {:.2} s, the longest chain of tiles rendered one after another \
-             (the dearest single tile {:.2} s); estimated render times",
-            plan.floor as f64 / 1e6,
-            plan.dearest as f64 / 1e6
-        );
         if let Some(stored) = &tileset.stored {
             println!("plan stored in {stored}");
         }

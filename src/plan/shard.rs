@@ -63,45 +63,23 @@ fn block_start(tile: TileCoord, split_zoom: u8) -> u64 {
     hilbert_index(tile) << (2 * u32::from(split_zoom - tile.z()))
 }
 
-/// What a range of a cut holds so far: summed work, and its floor: its longest chain of tiles
-/// rendered one after another, times the connections (the others run out of work meanwhile).
+/// What a range of a cut holds so far: summed work, and its dearest tile times the connections.
 #[derive(Debug, Clone, Copy, Default)]
 struct Pack {
     sum: u64,
-    floor: u64,
+    dearest: u64,
 }
 
 impl Pack {
-    fn load(self) -> u64 {
-        self.sum.max(self.floor)
+    fn with(self, other: Pack) -> Pack {
+        Pack {
+            sum: self.sum.saturating_add(other.sum),
+            dearest: self.dearest.max(other.dearest),
+        }
     }
-}
 
-/// One place of the split zoom's curve where weighed tiles start: their summed work, the chain
-/// of the split-zoom tile there (its subtree's longest), and the tiles above the split zoom whose
-/// blocks cover the place, deepest first, each with its block's start and the summed cost of it
-/// and the deeper ones. A shard renders a child only after its parent, but only the ancestors it
-/// owns itself (those whose block starts in its range; the others it passes through unrendered),
-/// so a place's chain in a range starting at `r` is its own plus those ancestors': a prefix of
-/// the list, as the starts fall going up.
-#[derive(Debug, Clone)]
-struct Place {
-    start: u64,
-    sum: u64,
-    chain: u64,
-    ancestors: Vec<(u64, u64)>,
-}
-
-impl Place {
-    /// The place's longest chain in a range that starts at `range_start`.
-    fn chain_from(&self, range_start: u64) -> u64 {
-        let above = self
-            .ancestors
-            .iter()
-            .take_while(|(start, _)| *start >= range_start)
-            .last()
-            .map_or(0, |(_, cost)| *cost);
-        self.chain.saturating_add(above)
+    fn load(self) -> u64 {
+        self.sum.max(self.dearest)
     }
 }
 
@@ -128,14 +106,6 @@ pub struct ShardPlan {
     pub split_zoom: u8,
     /// One range per shard, in shard order, covering the split zoom's Hilbert curve.
     pub ranges: Vec<ShardRange>,
-    /// The estimated work of the plan's longest chain of tiles rendered one after another (an
-    /// ancestor and its first descendants), which no shard can go under; 0 in plans written
-    /// before it was recorded.
-    #[serde(default)]
-    pub floor: u64,
-    /// The estimated work of the plan's dearest single tile.
-    #[serde(default)]
-    pub dearest: u64,
 }
 
 impl ShardPlan {
@@ -153,16 +123,14 @@ impl ShardPlan {
                 tile: *tile,
                 weight: *weight,
                 dearest: 0,
-                chain: 0,
             })
             .collect();
         Self::cut_weighed(split_zoom, &weighed, 1, shards, settings_digest)
     }
 
     /// [`ShardPlan::cut`] for shards that render on `connections` connections each: a shard's
-    /// load is its summed weight, or `connections` times its longest chain of tiles if that is
-    /// more, since a tile renders on one connection and its children only after it, while the
-    /// other connections run out of work.
+    /// load is its summed weight, or `connections` times its dearest single tile if that is more,
+    /// since one tile renders on one connection while the others run out of work.
     pub fn cut_weighed(
         split_zoom: u8,
         weights: &[Weighed],
@@ -184,31 +152,41 @@ impl ShardPlan {
                 ),
             ));
         }
-        let per_connection = u64::from(connections.max(1));
-        let places = Self::places(split_zoom, weights);
-        let total = places
+        let mut sorted: Vec<(u64, Pack)> = weights
             .iter()
-            .fold(0u64, |sum, place| sum.saturating_add(place.sum));
+            .map(|w| {
+                let pack = Pack {
+                    sum: w.weight,
+                    dearest: w.dearest.saturating_mul(u64::from(connections.max(1))),
+                };
+                (block_start(w.tile, split_zoom), pack)
+            })
+            .collect();
+        sorted.sort_unstable_by_key(|(index, _)| *index);
+        sorted.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 = kept.1.with(next.1);
+            }
+            same
+        });
+        let total = sorted
+            .iter()
+            .fold(0u64, |sum, (_, pack)| sum.saturating_add(pack.sum));
         // The smallest capacity a greedy left-to-right packing fits into `shards` ranges gives the
-        // best contiguous cut. A range may hold up to its longest chain's floor whatever the
+        // best contiguous cut. A range may hold up to its dearest tile's floor whatever the
         // capacity (the other connections render that much while the dear tile runs), so where a
         // floor is above the mean the other ranges still share the rest evenly.
         let (mut low, mut high) = (0u64, total);
         while low < high {
             let mid = low + (high - low) / 2;
-            if Self::pack(&places, per_connection, mid, usize::MAX).len() <= shards as usize {
+            if Self::pack(&sorted, mid, usize::MAX).len() <= shards as usize {
                 high = mid;
             } else {
                 low = mid + 1;
             }
         }
-        let packed = Self::pack(&places, per_connection, low, shards as usize);
-        let floor = packed
-            .iter()
-            .map(|(_, pack)| pack.floor / per_connection)
-            .max()
-            .unwrap_or(0);
-        let dearest = weights.iter().map(|w| w.dearest).max().unwrap_or(0);
+        let packed = Self::pack(&sorted, low, shards as usize);
         let mut starts: Vec<u64> = packed.iter().map(|(start, _)| *start).collect();
         let mut loads: Vec<u64> = packed.iter().map(|(_, pack)| pack.load()).collect();
         if starts.is_empty() {
@@ -235,84 +213,27 @@ impl ShardPlan {
             settings_digest: settings_digest.to_string(),
             split_zoom,
             ranges,
-            floor,
-            dearest,
         })
-    }
-
-    /// The places of the split zoom's curve where `weights` start, in curve order.
-    fn places(split_zoom: u8, weights: &[Weighed]) -> Vec<Place> {
-        let mut above: std::collections::HashMap<(u8, u64), u64> = std::collections::HashMap::new();
-        let mut by_start: std::collections::BTreeMap<u64, (u64, u64)> =
-            std::collections::BTreeMap::new();
-        for w in weights {
-            let start = block_start(w.tile, split_zoom);
-            let place = by_start.entry(start).or_default();
-            place.0 = place.0.saturating_add(w.weight);
-            if w.tile.z() == split_zoom {
-                place.1 = place.1.max(w.chain);
-            } else {
-                let own = above.entry((w.tile.z(), start)).or_default();
-                *own = own.saturating_add(w.chain);
-            }
-        }
-        by_start
-            .into_iter()
-            .map(|(start, (sum, chain))| {
-                let mut ancestors = Vec::new();
-                let mut cost = 0u64;
-                for z in (0..split_zoom).rev() {
-                    let block = 1u64 << (2 * u32::from(split_zoom - z));
-                    let first = start - start % block;
-                    if let Some(own) = above.get(&(z, first)) {
-                        cost = cost.saturating_add(*own);
-                        ancestors.push((first, cost));
-                    }
-                }
-                Place {
-                    start,
-                    sum,
-                    chain,
-                    ancestors,
-                }
-            })
-            .collect()
     }
 
     /// Greedy left-to-right packing into ranges whose summed work stays within `capacity`, or
     /// within the range's floor where that is more (at most `limit` ranges, the last taking the
     /// rest): each range's first Hilbert index and load.
-    fn pack(
-        places: &[Place],
-        per_connection: u64,
-        capacity: u64,
-        limit: usize,
-    ) -> Vec<(u64, Pack)> {
+    fn pack(sorted: &[(u64, Pack)], capacity: u64, limit: usize) -> Vec<(u64, Pack)> {
         let mut ranges: Vec<(u64, Pack)> = Vec::new();
-        for place in places {
+        for (index, pack) in sorted {
             let full = ranges.len() >= limit;
-            let floor = place.chain_from(place.start).saturating_mul(per_connection);
-            if let Some((start, load)) = ranges.last_mut() {
-                let joined = place.chain_from(*start).saturating_mul(per_connection);
-                let next = Pack {
-                    sum: load.sum.saturating_add(place.sum),
-                    floor: load.floor.max(joined),
-                };
-                // Joined, the place would wait for ancestors the range renders before it; a range
-                // of its own that starts here does not own them.
-                let chained_past = joined > capacity.max(floor);
-                if full || (next.sum <= capacity.max(next.floor) && !chained_past) {
-                    *load = next;
-                    continue;
+            match ranges.last_mut() {
+                Some((_, load))
+                    if full || {
+                        let next = load.with(*pack);
+                        next.sum <= capacity.max(next.dearest)
+                    } =>
+                {
+                    *load = load.with(*pack);
                 }
+                _ => ranges.push((*index, *pack)),
             }
-            ranges.push((
-                place.start,
-                Pack {
-                    sum: place.sum,
-                    floor,
-                },
-            ));
         }
         ranges
     }
@@ -360,11 +281,9 @@ impl ShardPlan {
                 shards,
                 settings_digest,
             )?;
-            // The lightest heaviest shard, not the smallest ratio to the mean: a shard's load
-            // counts its floor, which differs from one split zoom to the next, so the mean does.
             if best
                 .as_ref()
-                .is_none_or(|best| plan.heaviest() < best.heaviest())
+                .is_none_or(|best| plan.imbalance() < best.imbalance())
             {
                 best = Some(plan);
             }
@@ -375,11 +294,6 @@ impl ShardPlan {
     /// The number of shards.
     pub fn shards(&self) -> u32 {
         self.ranges.len() as u32
-    }
-
-    /// The heaviest shard's estimated work.
-    pub fn heaviest(&self) -> u64 {
-        self.ranges.iter().map(|r| r.weight).max().unwrap_or(0)
     }
 
     /// The heaviest shard's estimated work over the mean (1.0 is perfect; 0 work counts as 1.0).

@@ -290,8 +290,6 @@ mod tests {
             settings_digest: "s".into(),
             split_zoom: 1,
             ranges: vec![range(0, 2), range(2, 4)],
-            floor: 0,
-            dearest: 0,
         }
     }
 

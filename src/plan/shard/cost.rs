@@ -57,10 +57,6 @@ pub struct Weighed {
     pub weight: u64,
     /// The estimated work of its dearest single tile, which one connection renders alone.
     pub dearest: u64,
-    /// The estimated work of its longest chain of tiles each rendered after its parent (the tile
-    /// and a child, the child and one of its children, down to the deepest zoom): however many
-    /// connections a shard has, it takes at least that long.
-    pub chain: u64,
 }
 
 /// How the planner prices tiles for one tileset.
@@ -88,9 +84,6 @@ struct Load {
     subtree: u64,
     /// The dearest single tile's cost among the tile and its descendants (µs).
     dearest: u64,
-    /// The dearest chain from the tile down to the deepest rendered zoom, a tile and one of its
-    /// children at each step (µs): the walk renders a child only once its parent is done.
-    chain: u64,
 }
 
 impl CostModel {
@@ -269,7 +262,6 @@ impl Pyramid {
                 };
                 load.subtree = load.own;
                 load.dearest = load.own;
-                load.chain = load.own;
             }
             if z < deepest {
                 let (upper, lower) = self.levels.split_at_mut(usize::from(z) + 1);
@@ -277,7 +269,6 @@ impl Pyramid {
                     if let Some(parent) = upper[usize::from(z)].get_mut(&(x >> 1, y >> 1)) {
                         parent.subtree = parent.subtree.saturating_add(child.subtree);
                         parent.dearest = parent.dearest.max(child.dearest);
-                        parent.chain = parent.chain.max(parent.own.saturating_add(child.chain));
                     }
                 }
             }
@@ -299,7 +290,6 @@ impl Pyramid {
                 tile,
                 weight: load.subtree,
                 dearest: load.dearest,
-                chain: load.chain,
             })
             .collect();
         for z in 0..split {
@@ -310,7 +300,6 @@ impl Pyramid {
                         tile,
                         weight: load.own,
                         dearest: load.own,
-                        chain: load.own,
                     }),
             );
         }
