@@ -25,6 +25,13 @@ use crate::tile::{TileCoord, ZoomRange};
 /// Parameters of a tile statement before the layer names: z, the tiles' x and y, their envelopes.
 const FIRST_LAYER_PARAM: usize = 3 + sql::ENVELOPES * 8;
 
+/// A statement that failed after its retries, and whether its connection was lost (the message
+/// then holds for every tile of it).
+pub(super) struct Failed {
+    error: Error,
+    lost_connection: Option<String>,
+}
+
 /// Renders the tiles of one tileset.
 pub struct TilesetRenderer {
     pool: Pool,
@@ -162,18 +169,39 @@ impl TilesetRenderer {
     {
         match self.run_statement(tiles, mode, connections, finish).await {
             Ok(finished) => finished.into_iter().map(Ok).collect(),
-            Err(err) if tiles.len() == 1 => vec![Err(err)],
-            Err(err) => {
+            Err(failed) if tiles.len() == 1 => vec![Err(failed.error)],
+            // The connection, not a tile, failed, after every retry: each tile alone would wait
+            // out the same backoff again (a batch of 13 took 13 times 16 s while the server was
+            // down, and the run noticed nothing meanwhile).
+            Err(Failed {
+                lost_connection: Some(message),
+                ..
+            }) => tiles
+                .iter()
+                .map(|tile| {
+                    Err(Error::Render {
+                        tileset: self.tileset.clone(),
+                        tile: *tile,
+                        message: message.clone(),
+                    })
+                })
+                .collect(),
+            Err(failed) => {
                 tracing::debug!(
-                    "a batch of {} tiles failed, trying each alone: {err}",
-                    tiles.len()
+                    "a batch of {} tiles failed, trying each alone: {}",
+                    tiles.len(),
+                    failed.error
                 );
                 let mut results = Vec::with_capacity(tiles.len());
                 for tile in tiles {
                     let alone = self
                         .run_statement(&[*tile], mode, connections, finish)
                         .await;
-                    results.push(alone.map(|mut finished| finished.remove(0)));
+                    results.push(
+                        alone
+                            .map(|mut finished| finished.remove(0))
+                            .map_err(|failed| failed.error),
+                    );
                 }
                 results
             }
@@ -189,7 +217,7 @@ impl TilesetRenderer {
         mode: Mode,
         connections: &Connections,
         finish: &F,
-    ) -> Result<Vec<T>>
+    ) -> std::result::Result<Vec<T>, Failed>
     where
         F: Fn(Rendered) -> Fut,
         Fut: Future<Output = T>,
@@ -255,10 +283,20 @@ impl TilesetRenderer {
             )
             .await;
         let failed = match outcome {
-            Ok(finished) => return finished,
+            Ok(finished) => {
+                return finished.map_err(|error| Failed {
+                    error,
+                    lost_connection: None,
+                })
+            }
             Err(failed) => failed,
         };
         let mut message = pg_message(&failed.error);
+        // No SQLSTATE (the socket closed), a connection exception, or the server going away.
+        let lost = failed
+            .error
+            .code()
+            .is_none_or(|code| code.code().starts_with("08") || code.code().starts_with("57P"));
         // A tile alone (a failed batch's tiles are each tried alone) that a row's data fails:
         // the error names the rows, which only this path searches for.
         if !batch && culprit::from_row_data(&failed.error) {
@@ -276,10 +314,14 @@ impl TilesetRenderer {
                 message = format!("{}: {message}", named.join("; "));
             }
         }
-        Err(Error::Render {
-            tileset: self.tileset.clone(),
-            tile: first,
-            message: format!("{message} (after {} attempt(s))", failed.attempts),
+        let message = format!("{message} (after {} attempt(s))", failed.attempts);
+        Err(Failed {
+            error: Error::Render {
+                tileset: self.tileset.clone(),
+                tile: first,
+                message: message.clone(),
+            },
+            lost_connection: lost.then_some(message),
         })
     }
 
