@@ -31,6 +31,18 @@ impl ProgressKind {
     }
 }
 
+/// A bar of `length` steps drawn with `template`, named after `tileset`.
+fn bar(length: u64, template: &str, tileset: &str) -> ProgressBar {
+    let bar = ProgressBar::new(length);
+    bar.set_style(
+        ProgressStyle::with_template(template)
+            .expect("the template is valid")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(tileset.to_string());
+    bar
+}
+
 /// Live progress of one tileset.
 pub struct Progress {
     kind: ProgressKind,
@@ -46,16 +58,11 @@ impl Progress {
     /// Starts showing progress for a tileset.
     pub fn start(kind: ProgressKind, tileset: &str) -> Self {
         let bar = (kind == ProgressKind::Bar).then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} z{msg:>2} [{bar:30}] {human_pos}/{human_len} tiles {per_sec:>12} ETA {eta}",
-                )
-                .expect("the template is valid")
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(tileset.to_string());
-            bar
+            bar(
+                0,
+                "{prefix} z{msg:>2} [{bar:30}] {human_pos}/{human_len} tiles {per_sec:>12} ETA {eta}",
+                tileset,
+            )
         });
         Self {
             kind,
@@ -123,16 +130,11 @@ impl PartitionProgress {
     /// Starts showing progress over `total` partitions of `tileset`.
     pub fn start(kind: ProgressKind, tileset: &str, total: usize) -> Self {
         let bar = (kind == ProgressKind::Bar).then(|| {
-            let bar = ProgressBar::new(total as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {human_pos}/{human_len} partitions ETA {eta}",
-                )
-                .expect("the template is valid")
-                .progress_chars("=> "),
-            );
-            bar.set_prefix(tileset.to_string());
-            bar
+            bar(
+                total as u64,
+                "{prefix} [{bar:30}] {human_pos}/{human_len} partitions ETA {eta}",
+                tileset,
+            )
         });
         Self {
             kind,
