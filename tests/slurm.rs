@@ -65,10 +65,46 @@ fn wait_until(what: &str, dir: &Path, mut done: impl FnMut() -> bool) {
                     );
                 }
             }
-            panic!("waited {PATIENCE:?} for {what}; the jobs' logs:\n{logs}");
+            panic!(
+                "waited {PATIENCE:?} for {what}; the jobs' logs:\n{logs}\n{}",
+                cluster_state()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// What the cluster says of its queue and node, and the last lines of its daemons' logs, for a
+/// failure to name why a job did not run.
+fn cluster_state() -> String {
+    let conf = slurm_conf();
+    let mut state = String::new();
+    for (program, args) in [
+        ("squeue", &["-a", "-r", "-o", "%i %T %r %S"][..]),
+        ("sinfo", &["-N", "-o", "%N %T %E"][..]),
+        ("scontrol", &["show", "job"][..]),
+    ] {
+        let output = Command::new(program)
+            .args(args)
+            .env("SLURM_CONF", &conf)
+            .output();
+        state += &match output {
+            Ok(o) => format!(
+                "--- {program} {args:?}\n{}{}\n",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("--- {program}: {e}\n"),
+        };
+    }
+    let logs = Path::new(&conf).parent().unwrap().join("log");
+    for daemon in ["slurmctld.log", "slurmd.log"] {
+        let text = std::fs::read_to_string(logs.join(daemon)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        state += &format!("--- the last lines of {daemon}\n{}\n", tail.join("\n"));
+    }
+    state
 }
 
 /// The state of array task `task` of `job` as squeue shows it, empty once it left the queue.
