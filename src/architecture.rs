@@ -10,8 +10,9 @@ const LAYERS: &[&[&str]] = &[
     &["tile"],
     &["error", "retry"],
     &["config"],
-    // Connections, as libpq makes them: every stage that talks to PostgreSQL builds on it.
-    &["db"],
+    // Connections, as libpq makes them: every stage that talks to PostgreSQL builds on it; and
+    // object stores, which outputs, outboxes and shard parts in remote stores are written through.
+    &["db", "store"],
     &["job"],
     &["plan"],
     &["render"],

@@ -20,6 +20,7 @@ mod seed;
 mod serve;
 mod sink;
 mod state;
+mod store;
 mod tile;
 mod validate;
 mod watch;
@@ -61,8 +62,18 @@ pub mod testing {
     pub use crate::plan::shard::{CostModel, ShardPlan};
     pub use crate::plan::EAGER_TILES;
     pub use crate::sink::agg_hash::{agg_tiles_hash, AggHasher};
-    pub use crate::sink::s3::{https_client, upload, ObjectHeaders};
     pub use crate::sink::OutputReader;
+    pub use crate::store::s3::https_client;
+    pub use crate::store::{ObjectHeaders, ObjectStore};
+
+    /// The S3 bucket `bucket` through `client` (a test's, with credentials of its own), as
+    /// outputs use a store.
+    pub fn s3_store(client: aws_sdk_s3::Client, bucket: &str) -> std::sync::Arc<dyn ObjectStore> {
+        let settings = crate::config::S3Config::default();
+        std::sync::Arc::new(crate::store::s3::S3Store::with_client(
+            client, bucket, &settings,
+        ))
+    }
     pub use crate::sink::{check_container, Finding};
     pub use crate::state::digest::SETTINGS_VERSION;
     pub use crate::tile::{mercator, TileCoord, MERCATOR_HALF_WORLD};

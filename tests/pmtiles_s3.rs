@@ -293,17 +293,13 @@ fn an_archive_larger_than_a_part_is_uploaded_in_parts_and_arrives_whole() {
         let headers = oar_tiles::testing::ObjectHeaders {
             content_type: "application/vnd.pmtiles",
             cache_control: "no-cache",
+            content_encoding: None,
         };
-        let etag = oar_tiles::testing::upload(
-            &client,
-            (BUCKET, "big/archive.pmtiles"),
-            &file,
-            headers,
-            3,
-            5 * 1024 * 1024,
-        )
-        .await
-        .unwrap();
+        let store = oar_tiles::testing::s3_store(client.clone(), BUCKET);
+        let etag = store
+            .upload_file("big/archive.pmtiles", &file, headers, 5 * 1024 * 1024)
+            .await
+            .unwrap();
         assert!(
             etag.trim_matches('"').ends_with("-3"),
             "three parts: {etag}"

@@ -15,8 +15,8 @@ pub mod tileset;
 
 pub use cdn::{CdnConfig, CdnTarget, ConfigLine, EdgeCheckSettings, PurgeMethod};
 pub use output::{
-    is_partition_segment, partition_segment, IndexLocation, OutputSettings, OutputTarget, Sharding,
-    POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
+    is_partition_segment, partition_segment, Bucket, IndexLocation, OutputSettings, OutputTarget,
+    Scheme, Sharding, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
 };
 pub use tileset::{
     breakdown_property, fetch_margin, ClusterConfig, ClusterPosition, Feed, Freshness,

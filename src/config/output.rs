@@ -14,66 +14,143 @@ pub enum OutputTarget {
     Pmtiles(PathBuf),
     /// A `{z}/{x}/{y}.ext` tree under a directory.
     Directory(PathBuf),
-    /// A single PMTiles v3 archive as one S3 object, with its working copy and store on this machine.
-    S3Pmtiles {
-        /// Bucket name.
-        bucket: String,
+    /// A single PMTiles v3 archive as one object of a remote store, with its working copy and
+    /// store on this machine.
+    ObjectPmtiles {
+        /// The store and its bucket or container.
+        bucket: Bucket,
         /// The archive's object key.
         key: String,
     },
-    /// `{prefix}/{z}/{x}/{y}.ext` objects in an S3 bucket.
-    S3 {
-        /// Bucket name.
-        bucket: String,
+    /// `{prefix}/{z}/{x}/{y}.ext` objects in a remote store's bucket or container.
+    Objects {
+        /// The store and its bucket or container.
+        bucket: Bucket,
         /// Key prefix without leading or trailing slash; may be empty.
         prefix: String,
     },
 }
 
+/// What [`OutputTarget::parse`] takes, for its messages.
+const SUPPORTED: &str = "path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, s3://bucket/key.pmtiles, az://container/prefix or az://container/key.pmtiles";
+
+/// The remote object stores outputs can live in, told apart by their address's scheme. Each has
+/// its client in `store/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// S3 and S3-compatible stores: `s3://BUCKET/…`.
+    S3,
+    /// Azure Blob Storage: `az://CONTAINER/…`.
+    Azure,
+}
+
+impl Scheme {
+    /// Every scheme, in the order addresses are tried.
+    const ALL: [Scheme; 2] = [Scheme::S3, Scheme::Azure];
+
+    /// The scheme `address` starts with, if any.
+    pub fn of(address: &str) -> Option<Scheme> {
+        Scheme::ALL
+            .into_iter()
+            .find(|scheme| address.starts_with(scheme.prefix()))
+    }
+
+    /// How an address of this store starts.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Scheme::S3 => "s3://",
+            Scheme::Azure => "az://",
+        }
+    }
+
+    /// A short name for files this machine keeps about the store's outputs.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Scheme::S3 => "s3",
+            Scheme::Azure => "az",
+        }
+    }
+
+    /// Whether `name` is a valid bucket (container) name of the store.
+    fn is_valid_name(self, name: &str) -> bool {
+        let allowed = |c: char| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '-'
+                || (c == '.' && self == Scheme::S3)
+        };
+        (3..=63).contains(&name.len()) && name.chars().all(allowed)
+    }
+
+    fn naming_rule(self) -> &'static str {
+        match self {
+            Scheme::S3 => "S3 bucket name (3-63 lowercase letters, digits, `-`, `.`)",
+            Scheme::Azure => "Azure container name (3-63 lowercase letters, digits, `-`)",
+        }
+    }
+}
+
+/// A bucket (S3) or container (Azure) of a remote store; prints as its address, `s3://NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Bucket {
+    /// Which store.
+    pub scheme: Scheme,
+    /// The bucket's or container's name.
+    pub name: String,
+}
+
+impl std::fmt::Display for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.scheme.prefix(), self.name)
+    }
+}
+
 impl OutputTarget {
-    /// Classifies an output: `s3://bucket/prefix`, `dir:path` or `path/` (a directory tree), or
+    /// Classifies an output: `s3://bucket/prefix` or `az://container/prefix`, `dir:path` or `path/` (a directory tree), or
     /// `path.mbtiles`, or `path.pmtiles` / `pmtiles:path`, or `s3://bucket/key.pmtiles` /
-    /// `pmtiles:s3://bucket/key`.
+    /// `pmtiles:s3://bucket/key` (or the same on `az://`).
     pub fn parse(output: &str) -> Result<Self> {
         let output = output.trim();
         if output.is_empty() {
             return Err(Error::Usage("the output is empty".into()));
         }
         let (archive, output) = match output.strip_prefix("pmtiles:") {
-            Some(rest) if rest.starts_with("s3://") => (true, rest),
+            Some(rest) if Scheme::of(rest).is_some() => (true, rest),
             _ => (false, output),
         };
-        if let Some(rest) = output.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let valid_bucket = (3..=63).contains(&bucket.len())
-                && bucket
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-            if !valid_bucket {
+        if let Some(scheme) = Scheme::of(output) {
+            let rest = &output[scheme.prefix().len()..];
+            let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if !scheme.is_valid_name(name) {
                 return Err(Error::Usage(format!(
-                    "output `{output}`: `{bucket}` is not a valid S3 bucket name (3-63 lowercase letters, digits, `-`, `.`)"
+                    "output `{output}`: `{name}` is not a valid {}",
+                    scheme.naming_rule()
                 )));
             }
+            let bucket = Bucket {
+                scheme,
+                name: name.to_string(),
+            };
             if archive || prefix.ends_with(".pmtiles") {
                 let key = prefix.trim_start_matches('/');
                 if key.is_empty() || key.ends_with('/') {
                     return Err(Error::Usage(format!(
-                        "output `{output}`: a PMTiles archive needs an object key, as in s3://{bucket}/tiles/name.pmtiles"
+                        "output `{output}`: a PMTiles archive needs an object key, as in {bucket}/tiles/name.pmtiles"
                     )));
                 }
-                return Ok(OutputTarget::S3Pmtiles {
-                    bucket: bucket.to_string(),
+                return Ok(OutputTarget::ObjectPmtiles {
+                    bucket,
                     key: key.to_string(),
                 });
             }
-            return Ok(OutputTarget::S3 {
-                bucket: bucket.to_string(),
+            return Ok(OutputTarget::Objects {
+                bucket,
                 prefix: prefix.trim_matches('/').to_string(),
             });
         }
         if output.contains("://") {
             return Err(Error::Usage(format!(
-                "output `{output}` is not supported: expected path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix or s3://bucket/key.pmtiles"
+                "output `{output}` is not supported: expected {SUPPORTED}"
             )));
         }
         if let Some(path) = output.strip_prefix("dir:") {
@@ -92,7 +169,7 @@ impl OutputTarget {
             return Ok(OutputTarget::Mbtiles(PathBuf::from(output)));
         }
         Err(Error::Usage(format!(
-            "output `{output}` is not supported: expected path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix or s3://bucket/key.pmtiles"
+            "output `{output}` is not supported: expected {SUPPORTED}"
         )))
     }
 
@@ -102,8 +179,8 @@ impl OutputTarget {
             OutputTarget::Mbtiles(path) => format!("{} (MBTiles)", path.display()),
             OutputTarget::Pmtiles(path) => format!("{} (PMTiles)", path.display()),
             OutputTarget::Directory(path) => format!("{} (directory)", path.display()),
-            OutputTarget::S3Pmtiles { bucket, key } => format!("s3://{bucket}/{key} (PMTiles)"),
-            OutputTarget::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+            OutputTarget::ObjectPmtiles { bucket, key } => format!("{bucket}/{key} (PMTiles)"),
+            OutputTarget::Objects { bucket, prefix } => format!("{bucket}/{prefix}"),
         }
     }
 }
@@ -126,8 +203,8 @@ impl OutputTarget {
     pub fn sharding(&self) -> Sharding {
         match self {
             OutputTarget::Mbtiles(_) => Sharding::PartFiles,
-            OutputTarget::Directory(_) | OutputTarget::S3 { .. } => Sharding::IntoOutput,
-            OutputTarget::Pmtiles(_) | OutputTarget::S3Pmtiles { .. } => Sharding::Unsupported,
+            OutputTarget::Directory(_) | OutputTarget::Objects { .. } => Sharding::IntoOutput,
+            OutputTarget::Pmtiles(_) | OutputTarget::ObjectPmtiles { .. } => Sharding::Unsupported,
         }
     }
 
@@ -137,7 +214,7 @@ impl OutputTarget {
             OutputTarget::Mbtiles(path)
             | OutputTarget::Pmtiles(path)
             | OutputTarget::Directory(path) => Some(path),
-            OutputTarget::S3 { .. } | OutputTarget::S3Pmtiles { .. } => None,
+            OutputTarget::Objects { .. } | OutputTarget::ObjectPmtiles { .. } => None,
         }
     }
 
@@ -145,10 +222,10 @@ impl OutputTarget {
     /// published in versions (`pmtiles_versions`).
     pub fn is_pmtiles(&self) -> bool {
         match self {
-            OutputTarget::Pmtiles(_) | OutputTarget::S3Pmtiles { .. } => true,
-            OutputTarget::Mbtiles(_) | OutputTarget::Directory(_) | OutputTarget::S3 { .. } => {
-                false
-            }
+            OutputTarget::Pmtiles(_) | OutputTarget::ObjectPmtiles { .. } => true,
+            OutputTarget::Mbtiles(_)
+            | OutputTarget::Directory(_)
+            | OutputTarget::Objects { .. } => false,
         }
     }
 
@@ -162,10 +239,12 @@ impl OutputTarget {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            OutputTarget::S3 { bucket, prefix } => {
-                prefix.rsplit('/').next().unwrap_or(bucket).to_string()
-            }
-            OutputTarget::S3Pmtiles { key, .. } => {
+            OutputTarget::Objects { bucket, prefix } => prefix
+                .rsplit('/')
+                .next()
+                .unwrap_or(&bucket.name)
+                .to_string(),
+            OutputTarget::ObjectPmtiles { key, .. } => {
                 let name = key.rsplit('/').next().unwrap_or(key);
                 name.strip_suffix(".pmtiles").unwrap_or(name).to_string()
             }
@@ -183,8 +262,8 @@ impl OutputTarget {
             }
             OutputTarget::Pmtiles(_)
             | OutputTarget::Directory(_)
-            | OutputTarget::S3 { .. }
-            | OutputTarget::S3Pmtiles { .. } => None,
+            | OutputTarget::Objects { .. }
+            | OutputTarget::ObjectPmtiles { .. } => None,
         }
     }
 }
@@ -241,11 +320,11 @@ impl OutputTarget {
             OutputTarget::Mbtiles(path) => OutputTarget::Mbtiles(beside(path)),
             OutputTarget::Pmtiles(path) => OutputTarget::Pmtiles(beside(path)),
             OutputTarget::Directory(path) => OutputTarget::Directory(path.join(segment)),
-            OutputTarget::S3Pmtiles { bucket, key } => OutputTarget::S3Pmtiles {
+            OutputTarget::ObjectPmtiles { bucket, key } => OutputTarget::ObjectPmtiles {
                 bucket: bucket.clone(),
                 key: beside_key(key),
             },
-            OutputTarget::S3 { bucket, prefix } => OutputTarget::S3 {
+            OutputTarget::Objects { bucket, prefix } => OutputTarget::Objects {
                 bucket: bucket.clone(),
                 prefix: if prefix.is_empty() {
                     segment.to_string()
@@ -268,14 +347,14 @@ impl OutputTarget {
                 IndexLocation::File(beside(path))
             }
             OutputTarget::Directory(path) => IndexLocation::File(path.join(PARTITION_INDEX)),
-            OutputTarget::S3Pmtiles { bucket, key } => IndexLocation::S3 {
+            OutputTarget::ObjectPmtiles { bucket, key } => IndexLocation::Object {
                 bucket: bucket.clone(),
                 key: match key.rsplit_once('.') {
                     Some((stem, _)) => format!("{stem}.{PARTITION_INDEX}"),
                     None => format!("{key}.{PARTITION_INDEX}"),
                 },
             },
-            OutputTarget::S3 { bucket, prefix } => IndexLocation::S3 {
+            OutputTarget::Objects { bucket, prefix } => IndexLocation::Object {
                 bucket: bucket.clone(),
                 key: if prefix.is_empty() {
                     PARTITION_INDEX.to_string()
@@ -295,10 +374,10 @@ pub const PARTITION_INDEX: &str = "partitions.json";
 pub enum IndexLocation {
     /// A local file.
     File(PathBuf),
-    /// An S3 object.
-    S3 {
-        /// Bucket name.
-        bucket: String,
+    /// An object of a remote store.
+    Object {
+        /// The store and its bucket or container.
+        bucket: Bucket,
         /// Object key.
         key: String,
     },
@@ -399,10 +478,17 @@ pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=3600, stale-while-reval
 mod tests {
     use super::*;
 
+    fn s3(name: &str) -> Bucket {
+        Bucket {
+            scheme: Scheme::S3,
+            name: name.into(),
+        }
+    }
+
     #[test]
     fn s3_keys_ending_in_pmtiles_are_archives_and_other_s3_outputs_are_prefixes() {
-        let archive = |bucket: &str, key: &str| OutputTarget::S3Pmtiles {
-            bucket: bucket.into(),
+        let archive = |bucket: &str, key: &str| OutputTarget::ObjectPmtiles {
+            bucket: s3(bucket),
             key: key.into(),
         };
         assert_eq!(
@@ -415,8 +501,8 @@ mod tests {
         );
         assert_eq!(
             OutputTarget::parse("s3://tiles/v1/").unwrap(),
-            OutputTarget::S3 {
-                bucket: "tiles".into(),
+            OutputTarget::Objects {
+                bucket: s3("tiles"),
                 prefix: "v1".into()
             }
         );
@@ -431,6 +517,42 @@ mod tests {
         ] {
             assert!(OutputTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn az_addresses_name_azure_containers_and_keep_s3s_rules_apart() {
+        let container = |name: &str| Bucket {
+            scheme: Scheme::Azure,
+            name: name.into(),
+        };
+        assert_eq!(
+            OutputTarget::parse("az://tiles/v1/").unwrap(),
+            OutputTarget::Objects {
+                bucket: container("tiles"),
+                prefix: "v1".into()
+            }
+        );
+        assert_eq!(
+            OutputTarget::parse("pmtiles:az://tiles/f").unwrap(),
+            OutputTarget::ObjectPmtiles {
+                bucket: container("tiles"),
+                key: "f".into()
+            }
+        );
+        assert_eq!(container("tiles").to_string(), "az://tiles");
+        assert_eq!(
+            OutputTarget::parse("az://tiles/v1")
+                .unwrap()
+                .partition_index(),
+            IndexLocation::Object {
+                bucket: container("tiles"),
+                key: "v1/partitions.json".into()
+            }
+        );
+        // A dot is an S3 bucket's, never a container's.
+        assert!(OutputTarget::parse("s3://a.b/x").is_ok());
+        assert!(OutputTarget::parse("az://a.b/x").is_err());
+        assert!(OutputTarget::parse("az://Tiles/x").is_err());
     }
 
     #[test]
@@ -472,15 +594,15 @@ mod tests {
             OutputTarget::parse("s3://bkt/v1/f.pmtiles")
                 .unwrap()
                 .for_partition("BD"),
-            OutputTarget::S3Pmtiles {
-                bucket: "bkt".into(),
+            OutputTarget::ObjectPmtiles {
+                bucket: s3("bkt"),
                 key: "v1/f.BD.pmtiles".into()
             }
         );
         assert_eq!(
             OutputTarget::parse("s3://bkt").unwrap().partition_index(),
-            IndexLocation::S3 {
-                bucket: "bkt".into(),
+            IndexLocation::Object {
+                bucket: s3("bkt"),
                 key: "partitions.json".into()
             }
         );

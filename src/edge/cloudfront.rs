@@ -94,7 +94,7 @@ impl CloudFront {
             .operation_attempt_timeout(timeout)
             .build();
         let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .http_client(crate::sink::s3::https_client())
+            .http_client(crate::store::s3::https_client())
             .timeout_config(timeouts);
         let mut config = loader.load().await;
         if config.region().is_none() {

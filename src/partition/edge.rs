@@ -111,7 +111,7 @@ pub(super) async fn purge_index(
 ) -> Result<()> {
     let name = match location {
         IndexLocation::File(path) => path.file_name().map(|n| n.to_string_lossy().into_owned()),
-        IndexLocation::S3 { key, .. } => key.rsplit('/').next().map(str::to_string),
+        IndexLocation::Object { key, .. } => key.rsplit('/').next().map(str::to_string),
     };
     match name {
         Some(name) => {

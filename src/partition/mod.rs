@@ -94,7 +94,7 @@ pub async fn expand(job: &SeedJob, locks: TilesetLocks) -> Result<Expansion> {
                         // Before any signal handler: SIGTERM and SIGINT end a wait here at once.
                         lock::acquire(
                             target,
-                            job.s3.endpoint.as_deref(),
+                            &job.s3,
                             job.run.wait_lock,
                             None,
                             std::future::pending(),
@@ -470,7 +470,7 @@ impl Plan {
             index.partitions.len(),
             match &location {
                 IndexLocation::File(path) => path.display().to_string(),
-                IndexLocation::S3 { bucket, key } => format!("s3://{bucket}/{key}"),
+                IndexLocation::Object { bucket, key } => format!("{bucket}/{key}"),
             }
         );
         match emptied.first() {

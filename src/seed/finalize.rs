@@ -60,7 +60,7 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
         };
         let _lock = lock::acquire(
             target,
-            job.s3.endpoint.as_deref(),
+            &job.s3,
             job.run.wait_lock,
             None,
             std::future::pending(),

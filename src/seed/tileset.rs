@@ -130,7 +130,7 @@ impl TilesetRun<'_> {
             super::Locks::Take => Some(
                 lock::acquire(
                     target,
-                    self.job.s3.endpoint.as_deref(),
+                    &self.job.s3,
                     self.job.run.wait_lock,
                     part.as_ref().map(|(part, _)| part.name("lock")).as_deref(),
                     self.stop.stopped(),

@@ -29,8 +29,8 @@ use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::inspect;
 use crate::sink::feed::{self, FeedStore};
-use crate::sink::s3::MVT_CONTENT_TYPE;
 use crate::sink::{self, OutputReader, OutputTarget};
+use crate::store::MVT_CONTENT_TYPE;
 use crate::tile::TileCoord;
 pub use host::{AllowedHosts, PublicHost};
 

@@ -17,8 +17,11 @@ use super::outbox::OutboxStore;
 use super::read::{OutputReader, ReaderOptions};
 use super::shards::ShardStore;
 use super::{ChangedList, OutputSettings, PartOf, Sink};
-use crate::config::S3Config;
+use std::sync::Arc;
+
+use crate::config::{Bucket, S3Config};
 use crate::error::Result;
+use crate::store::ObjectStore;
 
 /// What a writer needs besides the output's address.
 pub struct WriterOptions<'a> {
@@ -38,7 +41,7 @@ pub struct WriterOptions<'a> {
 pub trait OutputKind: Send + Sync {
     /// The file that locks the output against a second job; an S3 output's lock is told apart by
     /// the store's endpoint too.
-    fn lock_path(&self, endpoint: Option<&str>) -> PathBuf;
+    fn lock_path(&self, s3: &S3Config) -> PathBuf;
 
     /// Whether the output lives on a remote store. Its lock and working files then live in this
     /// machine's state folder, which the tool creates; a local output's folder must exist.
@@ -150,27 +153,41 @@ pub(super) fn feed_beside(path: &Path) -> FeedStore {
     FeedStore::Folder(path.with_file_name(name))
 }
 
-/// The changes feed of an S3 output: objects under `folder`.
-pub(super) async fn feed_on_s3(s3: &S3Config, bucket: &str, folder: &str) -> FeedStore {
-    FeedStore::Objects(super::s3::folder::ObjectFolder::new(
-        super::s3::client(s3).await,
-        bucket,
-        folder,
-        s3.max_attempts,
-    ))
+/// Opens the store holding `bucket`, an error naming `output` when it cannot be.
+pub(super) async fn open_store(
+    s3: &S3Config,
+    bucket: &Bucket,
+    output: &str,
+) -> Result<Arc<dyn ObjectStore>> {
+    crate::store::open(bucket, s3)
+        .await
+        .map_err(|e| crate::error::Error::output_caused(output, e))
 }
 
-/// The outbox of an S3 output: objects under `folder`, written through this machine's state.
-pub(super) async fn outbox_on_s3(s3: &S3Config, bucket: &str, folder: &str) -> OutboxStore {
-    OutboxStore::Objects {
-        folder: super::s3::folder::ObjectFolder::new(
-            super::s3::client(s3).await,
-            bucket,
-            folder,
-            s3.max_attempts,
-        ),
-        local: super::s3::local_file(s3.endpoint.as_deref(), bucket, folder, "outbox", "d"),
-    }
+/// The changes feed of an output in a remote store: objects under `folder`.
+pub(super) async fn feed_on_store(
+    s3: &S3Config,
+    bucket: &Bucket,
+    folder: &str,
+) -> Result<FeedStore> {
+    let store = open_store(s3, bucket, &format!("{bucket}/{folder}")).await?;
+    Ok(FeedStore::Objects(super::s3::folder::ObjectFolder::new(
+        store, folder,
+    )))
+}
+
+/// The outbox of an output in a remote store: objects under `folder`, written through this
+/// machine's state.
+pub(super) async fn outbox_on_store(
+    s3: &S3Config,
+    bucket: &Bucket,
+    folder: &str,
+) -> Result<OutboxStore> {
+    let store = open_store(s3, bucket, &format!("{bucket}/{folder}")).await?;
+    Ok(OutboxStore::Objects {
+        folder: super::s3::folder::ObjectFolder::new(store, folder),
+        local: crate::store::local_file(bucket, s3, folder, "outbox", "d"),
+    })
 }
 
 /// Removes a file, where a missing file is fine.

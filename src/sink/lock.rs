@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::OutputTarget;
+use crate::config::S3Config;
 use crate::error::{Error, Result};
 
 /// A held lock; released (and its file removed) on drop.
@@ -26,9 +27,10 @@ impl Drop for OutputLock {
     }
 }
 
-/// Where the lock of an output lives; an S3 output is told apart by its store's endpoint too.
-pub fn lock_path(target: &OutputTarget, endpoint: Option<&str>) -> PathBuf {
-    super::kind_of(target).lock_path(endpoint)
+/// Where the lock of an output lives; an output in a remote store is told apart by its store's
+/// endpoint or account too.
+pub fn lock_path(target: &OutputTarget, s3: &S3Config) -> PathBuf {
+    super::kind_of(target).lock_path(s3)
 }
 
 /// Takes the output's lock; without `wait`, fails at once naming the holder. With `part` (a
@@ -38,13 +40,13 @@ pub fn lock_path(target: &OutputTarget, endpoint: Option<&str>) -> PathBuf {
 /// the signal from ending the process, so the wait must watch it).
 pub async fn acquire(
     target: &OutputTarget,
-    endpoint: Option<&str>,
+    s3: &S3Config,
     wait: bool,
     part: Option<&str>,
     stopped: impl std::future::Future<Output = &'static str>,
 ) -> Result<OutputLock> {
     tokio::pin!(stopped);
-    let mut path = lock_path(target, endpoint);
+    let mut path = lock_path(target, s3);
     let mut output = target.describe();
     if let Some(part) = part {
         let mut name = path.into_os_string();
@@ -160,14 +162,26 @@ mod tests {
     async fn a_second_job_is_refused_while_the_first_holds_the_output() {
         let dir = tempfile::tempdir().unwrap();
         let target = OutputTarget::Mbtiles(dir.path().join("out.mbtiles"));
-        let first = acquire(&target, None, false, None, std::future::pending())
-            .await
-            .unwrap();
-        let err = acquire(&target, None, false, None, std::future::pending())
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let first = acquire(
+            &target,
+            &S3Config::default(),
+            false,
+            None,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let err = acquire(
+            &target,
+            &S3Config::default(),
+            false,
+            None,
+            std::future::pending(),
+        )
+        .await
+        .err()
+        .unwrap()
+        .to_string();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
@@ -175,11 +189,17 @@ mod tests {
         assert!(err.contains("--wait-lock"), "{err}");
         drop(first);
         assert!(
-            !lock_path(&target, None).exists(),
+            !lock_path(&target, &S3Config::default()).exists(),
             "the holder removes its lock file"
         );
-        let _again = acquire(&target, None, false, None, std::future::pending())
-            .await
-            .unwrap();
+        let _again = acquire(
+            &target,
+            &S3Config::default(),
+            false,
+            None,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
     }
 }

@@ -343,8 +343,8 @@ pub fn kind_of(target: &OutputTarget) -> Box<dyn OutputKind + '_> {
         OutputTarget::Mbtiles(path) => Box::new(mbtiles::kind::MbtilesFile(path)),
         OutputTarget::Pmtiles(path) => Box::new(pmtiles::kind::PmtilesFile(path)),
         OutputTarget::Directory(root) => Box::new(directory::kind::Tree(root)),
-        OutputTarget::S3 { bucket, prefix } => Box::new(s3::kind::S3Prefix { bucket, prefix }),
-        OutputTarget::S3Pmtiles { bucket, key } => {
+        OutputTarget::Objects { bucket, prefix } => Box::new(s3::kind::S3Prefix { bucket, prefix }),
+        OutputTarget::ObjectPmtiles { bucket, key } => {
             Box::new(pmtiles::kind::S3Archive { bucket, key })
         }
     }

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::document::{read_capped, DOCUMENT_CAP};
 use super::durable;
-use super::s3::{client, get_capped_if_exists, put_bytes, ObjectHeaders};
 use crate::config::{is_partition_segment, IndexLocation, OutputTarget, S3Config};
 use crate::error::{Error, Result};
+use crate::store::ObjectHeaders;
 
 /// `partitions.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -43,19 +43,32 @@ pub struct PartitionEntry {
 }
 
 /// Reads the index at `location`; `None` when there is none yet.
-pub async fn read_index(location: &IndexLocation, s3: &S3Config) -> Result<Option<PartitionIndex>> {
+///
+/// Boxed, as every command that reads outputs awaits it before anything else.
+pub fn read_index<'a>(
+    location: &'a IndexLocation,
+    s3: &'a S3Config,
+) -> futures::future::BoxFuture<'a, Result<Option<PartitionIndex>>> {
+    Box::pin(read_index_now(location, s3))
+}
+
+async fn read_index_now(location: &IndexLocation, s3: &S3Config) -> Result<Option<PartitionIndex>> {
     let (bytes, name) = match location {
         IndexLocation::File(path) => match read_capped(path, DOCUMENT_CAP)? {
             Some(bytes) => (bytes, path.display().to_string()),
             None => return Ok(None),
         },
-        IndexLocation::S3 { bucket, key } => {
-            let client = client(s3).await;
-            match get_capped_if_exists(&client, bucket, key, s3.max_attempts, DOCUMENT_CAP)
+        IndexLocation::Object { bucket, key } => {
+            let name = format!("{bucket}/{key}");
+            let store = crate::store::open(bucket, s3)
                 .await
-                .map_err(|e| Error::output_caused(format!("s3://{bucket}/{key}"), e))?
+                .map_err(|e| Error::output_caused(&name, e))?;
+            match store
+                .get(key, DOCUMENT_CAP)
+                .await
+                .map_err(|e| Error::output_caused(&name, e))?
             {
-                Some(bytes) => (bytes, format!("s3://{bucket}/{key}")),
+                Some(bytes) => (bytes, name),
                 None => return Ok(None),
             }
         }
@@ -92,15 +105,20 @@ pub async fn write_index(
     match location {
         IndexLocation::File(path) => durable::replace(path, &json)
             .map_err(|e| Error::output(path, format!("cannot write it: {e}"))),
-        IndexLocation::S3 { bucket, key } => {
-            let client = client(s3).await;
+        IndexLocation::Object { bucket, key } => {
+            let name = format!("{bucket}/{key}");
+            let store = crate::store::open(bucket, s3)
+                .await
+                .map_err(|e| Error::output_caused(&name, e))?;
             let headers = ObjectHeaders {
                 content_type: "application/json",
                 cache_control,
+                content_encoding: None,
             };
-            put_bytes(&client, (bucket, key), &json, headers, s3.max_attempts)
+            store
+                .put(key, json, headers, false)
                 .await
-                .map_err(|e| Error::output_caused(format!("s3://{bucket}/{key}"), e))?;
+                .map_err(|e| Error::output_caused(&name, e))?;
             Ok(())
         }
     }

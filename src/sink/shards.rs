@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use super::parts::{decode_tiles, part_name, PartRecord, S3_FOLDER, TREE_FOLDER};
 use super::s3::folder::ObjectFolder;
 use super::s3::object_key;
-use crate::config::S3Config;
+use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::job::ShardSpec;
 
@@ -55,14 +55,13 @@ impl ShardStore {
         }
     }
 
-    /// The shard objects of an S3 prefix: `PREFIX/.oar-tiles/shards/`.
-    pub async fn on_s3(s3: &S3Config, bucket: &str, prefix: &str) -> ShardStore {
-        ShardStore::S3(ObjectFolder::new(
-            super::s3::client(s3).await,
-            bucket,
-            &object_key(prefix, S3_FOLDER),
-            s3.max_attempts,
-        ))
+    /// The shard objects of a prefix of a remote store: `PREFIX/.oar-tiles/shards/`.
+    pub async fn on_store(s3: &S3Config, bucket: &Bucket, prefix: &str) -> Result<ShardStore> {
+        let folder = object_key(prefix, S3_FOLDER);
+        let store = crate::store::open(bucket, s3)
+            .await
+            .map_err(|e| crate::error::Error::output_caused(format!("{bucket}/{folder}"), e))?;
+        Ok(ShardStore::S3(ObjectFolder::new(store, &folder)))
     }
 
     /// The plan's file or object, for messages.

@@ -112,13 +112,7 @@ pub async fn run(job: &WatchJob) -> Result<()> {
     let mut watched = Vec::new();
     for tileset in &seed.tilesets {
         if let Some(target) = &tileset.output {
-            let lock = lock::acquire(
-                target,
-                seed.s3.endpoint.as_deref(),
-                false,
-                None,
-                std::future::pending(),
-            );
+            let lock = lock::acquire(target, &seed.s3, false, None, std::future::pending());
             _locks.push(lock.await?);
             let mut tables: Vec<String> = tileset.tileset.layers.iter().map(quoted_table).collect();
             tables.sort();

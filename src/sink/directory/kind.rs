@@ -22,7 +22,7 @@ use crate::sink::{OutputSettings, Sink};
 pub struct Tree<'a>(pub &'a Path);
 
 impl OutputKind for Tree<'_> {
-    fn lock_path(&self, _endpoint: Option<&str>) -> PathBuf {
+    fn lock_path(&self, _s3: &S3Config) -> PathBuf {
         // `out/` and `out` are one tree: the lock goes beside its normalised path.
         lock_beside(&self.0.components().collect::<PathBuf>())
     }

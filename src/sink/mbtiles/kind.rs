@@ -23,7 +23,7 @@ use crate::sink::{OutputSettings, PartOf, Sink};
 pub struct MbtilesFile<'a>(pub &'a Path);
 
 impl OutputKind for MbtilesFile<'_> {
-    fn lock_path(&self, _endpoint: Option<&str>) -> PathBuf {
+    fn lock_path(&self, _s3: &S3Config) -> PathBuf {
         lock_beside(self.0)
     }
 

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::config::S3Config;
+use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::sink::check::{
     check_bounds, check_center, check_vector_layers, check_zooms, gzip_holds_mvt, Finding,
@@ -57,7 +57,7 @@ pub async fn check_local(path: &Path) -> Result<Vec<Finding>> {
 /// one). Fails when the object cannot be downloaded.
 pub async fn check_on_s3(
     output: &str,
-    bucket: &str,
+    bucket: &Bucket,
     key: &str,
     config: &S3Config,
 ) -> Result<Vec<Finding>> {

@@ -7,12 +7,12 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::read::PmtilesReader;
-use crate::config::S3Config;
+use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
 use crate::sink::feed::FeedStore;
 use crate::sink::kind::{
-    lock_beside, outbox_beside, outbox_on_s3, remove_if_there, remove_outbox_beside, OutputKind,
+    lock_beside, outbox_beside, outbox_on_store, remove_if_there, remove_outbox_beside, OutputKind,
     WriterOptions,
 };
 use crate::sink::mbtiles::kind::refuse_part;
@@ -26,10 +26,11 @@ use crate::sink::{OutputSettings, Sink};
 /// A PMTiles v3 archive on this machine, with its MBTiles store beside it.
 pub struct PmtilesFile<'a>(pub &'a Path);
 
-/// A PMTiles v3 archive as one S3 object, with its working copy and store on this machine.
+/// A PMTiles v3 archive as one object of a remote store, with its working copy and store on this
+/// machine.
 pub struct S3Archive<'a> {
-    /// Bucket name.
-    pub bucket: &'a str,
+    /// The store and its bucket or container.
+    pub bucket: &'a Bucket,
     /// The archive's object key.
     pub key: &'a str,
 }
@@ -41,7 +42,7 @@ fn unsharded(output: String) -> Error {
 }
 
 impl OutputKind for PmtilesFile<'_> {
-    fn lock_path(&self, _endpoint: Option<&str>) -> PathBuf {
+    fn lock_path(&self, _s3: &S3Config) -> PathBuf {
         lock_beside(self.0)
     }
 
@@ -145,13 +146,13 @@ impl OutputKind for PmtilesFile<'_> {
 
 impl S3Archive<'_> {
     fn describe(&self) -> String {
-        format!("s3://{}/{} (PMTiles)", self.bucket, self.key)
+        format!("{}/{} (PMTiles)", self.bucket, self.key)
     }
 }
 
 impl OutputKind for S3Archive<'_> {
-    fn lock_path(&self, endpoint: Option<&str>) -> PathBuf {
-        crate::sink::s3::local_file(endpoint, self.bucket, self.key, "locks", "lock")
+    fn lock_path(&self, s3: &S3Config) -> PathBuf {
+        crate::store::local_file(self.bucket, s3, self.key, "locks", "lock")
     }
 
     fn is_remote(&self) -> bool {
@@ -238,12 +239,12 @@ impl OutputKind for S3Archive<'_> {
 
     fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
         let folder = format!("{}.changes", self.key);
-        async move { Ok(crate::sink::kind::feed_on_s3(s3, self.bucket, &folder).await) }.boxed()
+        async move { crate::sink::kind::feed_on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
         let folder = format!("{}.oar-tiles-outbox", self.key);
-        async move { Ok(outbox_on_s3(s3, self.bucket, &folder).await) }.boxed()
+        async move { outbox_on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {

@@ -16,10 +16,9 @@ use futures::FutureExt;
 use serde_json::Value;
 
 use super::layout::{decode_directory, inflate_section, Entry, Header, HEADER_LEN, SECTION_CAP};
-use crate::config::S3Config;
+use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::sink::read::ReadTiles;
-use crate::sink::s3;
 use crate::tile::TileCoord;
 
 /// Directories deeper than this are refused: writers use one level of leaves, and a leaf that
@@ -50,7 +49,7 @@ impl PmtilesReader {
     /// is removed once it is open: the open file keeps its bytes until the reader goes.
     pub async fn download(
         output: &str,
-        bucket: &str,
+        bucket: &Bucket,
         key: &str,
         config: &S3Config,
     ) -> Result<PmtilesReader> {
@@ -316,11 +315,13 @@ impl Archive {
 /// plant a link at, readable by this user alone), removed when the handle is dropped.
 pub(super) async fn download_to_private_file(
     output: &str,
-    bucket: &str,
+    bucket: &Bucket,
     key: &str,
     config: &S3Config,
 ) -> Result<tempfile::NamedTempFile> {
-    let client = s3::client(config).await;
+    let store = crate::store::open(bucket, config)
+        .await
+        .map_err(|e| Error::output_caused(output, e))?;
     let mut file = tempfile::Builder::new()
         .prefix("oar-tiles-")
         .suffix(".pmtiles")
@@ -331,15 +332,10 @@ pub(super) async fn download_to_private_file(
                 format!("cannot create a temporary file to download {output} into: {e}"),
             )
         })?;
-    s3::download_into(
-        &client,
-        bucket,
-        key,
-        file.as_file_mut(),
-        config.max_attempts,
-    )
-    .await
-    .map_err(|e| Error::output_caused(output, e))?;
+    store
+        .download_into(key, file.as_file_mut())
+        .await
+        .map_err(|e| Error::output_caused(output, e))?;
     Ok(file)
 }
 

@@ -1,4 +1,5 @@
-//! A PMTiles archive kept as one S3 object (`s3://bucket/prefix/name.pmtiles`).
+//! A PMTiles archive kept as one object of a remote store (`s3://bucket/prefix/name.pmtiles`,
+//! `az://container/prefix/name.pmtiles`).
 //!
 //! The run itself is a local PMTiles run on a working copy in this machine's cache (its store is the
 //! journal an interrupted run resumes from, and the place a reseed updates), and the archive is
@@ -12,20 +13,19 @@
 
 use std::path::{Path, PathBuf};
 
-use aws_sdk_s3::types::MetadataDirective;
-use aws_sdk_s3::Client;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 use super::versions::{self, md5_of_file, Names, Publication, Shelf};
 use super::{rebuild_store, store_path, PmtilesSink};
-use crate::config::{S3Config, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
+use crate::config::{Bucket, S3Config, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::{partial_path, remove_sqlite_files};
-use crate::sink::s3::{
-    self as store, client, get_if_exists, local_file, object_key, public_base, ObjectHeaders,
-};
+use crate::sink::s3::{download, object_key};
 use crate::sink::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport};
+use crate::store::{local_file, ObjectHeaders, ObjectStore};
 use crate::tile::TileCoord;
 
 /// The media type of PMTiles archives.
@@ -57,11 +57,9 @@ pub struct S3PmtilesSink {
 
 /// The object, and what this run knows of it.
 struct Remote {
-    client: Client,
-    bucket: String,
+    store: Arc<dyn ObjectStore>,
     key: String,
     working_copy: PathBuf,
-    attempts: u32,
     part_size: u64,
     cache_control: String,
     changes: ChangedList,
@@ -113,30 +111,27 @@ impl S3PmtilesSink {
     /// Reads what the object and its state hold, brings the working copy up to date with them, and
     /// opens its store.
     pub async fn create(
-        bucket: &str,
+        bucket: &Bucket,
         key: &str,
         config: &S3Config,
         settings: &OutputSettings,
         changes: ChangedList,
         journal: Option<&str>,
     ) -> Result<Self> {
-        let client = client(config).await;
-        let target = format!("s3://{bucket}/{key}");
-        let attempts = config.max_attempts;
-        let remote_etag = store::etag(&client, bucket, key, attempts)
+        let target = format!("{bucket}/{key}");
+        let store = crate::store::open(bucket, config)
             .await
             .map_err(|e| Error::output_caused(&target, e))?;
-        let remote_state = get_if_exists(&client, bucket, &state_key(key), attempts)
+        let remote_etag = store
+            .etag(key)
+            .await
+            .map_err(|e| Error::output_caused(&target, e))?;
+        let remote_state = store
+            .get(&state_key(key), u64::MAX)
             .await
             .map_err(|e| Error::output_caused(&target, e))?
             .and_then(|bytes| serde_json::from_slice::<RemoteState>(&bytes).ok());
-        let working_copy = local_file(
-            config.endpoint.as_deref(),
-            bucket,
-            key,
-            "pmtiles",
-            "pmtiles",
-        );
+        let working_copy = local_file(bucket, config, key, "pmtiles", "pmtiles");
         if let Some(dir) = working_copy.parent() {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::output(dir, format!("cannot create it: {e}")))?;
@@ -149,7 +144,7 @@ impl S3PmtilesSink {
             (Some(_), _) => {
                 tracing::info!("{target}: downloading the archive to update it");
                 forget(&working_copy);
-                let downloaded = store::download(&client, bucket, key, &working_copy, attempts)
+                let downloaded = download(store.as_ref(), key, &working_copy)
                     .await
                     .map_err(|e| Error::output_caused(&target, e))?;
                 // A state written for another version of the object is not this archive's.
@@ -173,8 +168,7 @@ impl S3PmtilesSink {
             // Nothing uploaded yet: a working copy here is an interrupted first run's.
             (None, _) => Synced::default(),
         };
-        let region = client.config().region().map(|r| r.to_string());
-        let public_base = public_base(config, region.as_deref(), bucket, folder_of(key).0);
+        let public_base = store.public_base(folder_of(key).0);
         let local = PmtilesSink {
             announce: false,
             ..PmtilesSink::create(&working_copy, changes.clone(), journal)?
@@ -182,11 +176,9 @@ impl S3PmtilesSink {
         Ok(S3PmtilesSink {
             local,
             remote: Remote {
-                client,
-                bucket: bucket.to_string(),
+                store,
                 key: key.to_string(),
                 working_copy,
-                attempts,
                 part_size: config.part_size_mib * 1024 * 1024,
                 cache_control: settings.cache_control.clone(),
                 changes,
@@ -203,7 +195,7 @@ impl S3PmtilesSink {
 
 impl Remote {
     fn target(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.key)
+        format!("{}/{}", self.store.bucket(), self.key)
     }
 
     /// Uploads the working copy unless the object already holds these bytes; returns the ETag.
@@ -218,15 +210,14 @@ impl Remote {
         let headers = ObjectHeaders {
             content_type: PMTILES_CONTENT_TYPE,
             cache_control: &self.cache_control,
+            content_encoding: None,
         };
         let etag = self
             .handle
-            .block_on(store::upload(
-                &self.client,
-                (&self.bucket, &self.key),
+            .block_on(self.store.upload_file(
+                &self.key,
                 &self.working_copy,
                 headers,
-                self.attempts,
                 self.part_size,
             ))
             .map_err(|e| Error::output_caused(self.target(), e))?;
@@ -243,22 +234,13 @@ impl Remote {
     fn put_state(&self, state: &RemoteState) -> Result<()> {
         let key = state_key(&self.key);
         let body = serde_json::to_vec(state).expect("JSON serializes");
-        let (client, bucket) = (&self.client, &self.bucket);
+        let headers = ObjectHeaders {
+            content_type: "application/json",
+            cache_control: "no-cache",
+            content_encoding: None,
+        };
         self.handle
-            .block_on(store::with_retries(
-                self.attempts,
-                &format!("uploading s3://{bucket}/{key}"),
-                || {
-                    client
-                        .put_object()
-                        .bucket(bucket)
-                        .key(&key)
-                        .body(body.clone().into())
-                        .content_type("application/json")
-                        .cache_control("no-cache")
-                        .send()
-                },
-            ))
+            .block_on(self.store.put(&key, body, headers, false))
             .map(|_| ())
             .map_err(|e| Error::output_caused(self.target(), e))
     }
@@ -337,14 +319,6 @@ fn folder_of(key: &str) -> (&str, &str) {
     key.rsplit_once('/').unwrap_or(("", key))
 }
 
-/// What a copy source may hold as it is; every other byte of the key is percent-encoded.
-const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'/')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
-
 /// The archive's prefix, where its versions and pointer documents go beside it.
 struct S3Shelf<'a> {
     remote: &'a Remote,
@@ -366,12 +340,7 @@ impl Shelf for S3Shelf<'_> {
         let remote = self.remote;
         remote
             .handle
-            .block_on(get_if_exists(
-                &remote.client,
-                &remote.bucket,
-                &self.key(name),
-                remote.attempts,
-            ))
+            .block_on(remote.store.get(&self.key(name), u64::MAX))
             .map_err(|e| self.fail(name, e))
     }
 
@@ -379,59 +348,38 @@ impl Shelf for S3Shelf<'_> {
         let remote = self.remote;
         remote
             .handle
-            .block_on(store::etag(
-                &remote.client,
-                &remote.bucket,
-                &self.key(name),
-                remote.attempts,
-            ))
+            .block_on(remote.store.etag(&self.key(name)))
             .map(|etag| etag.is_some())
             .map_err(|e| self.fail(name, e))
     }
 
     fn add_version(&self, name: &str) -> Result<()> {
         let remote = self.remote;
-        let (client, bucket, key) = (&remote.client, &remote.bucket, self.key(name));
-        // A copy inside the store, of exactly the bytes this run uploaded (If-Match).
-        if let Some(etag) = &remote.etag {
-            let source = format!(
-                "{bucket}/{}",
-                percent_encoding::utf8_percent_encode(&remote.key, COPY_SOURCE)
-            );
-            let copied = remote.handle.block_on(store::with_retries(
-                remote.attempts,
-                &format!("copying {} to s3://{bucket}/{key}", remote.target()),
-                || {
-                    client
-                        .copy_object()
-                        .bucket(bucket)
-                        .key(&key)
-                        .copy_source(&source)
-                        .copy_source_if_match(etag)
-                        .metadata_directive(MetadataDirective::Replace)
-                        .content_type(PMTILES_CONTENT_TYPE)
-                        .cache_control(VERSION_CACHE_CONTROL)
-                        .send()
-                },
-            ));
-            match copied {
-                Ok(_) => return Ok(()),
-                // Over 5 GiB, or an object replaced since: the working copy is these bytes.
-                Err(err) => tracing::info!("{err}; uploading the version instead"),
-            }
-        }
+        let key = self.key(name);
         let headers = ObjectHeaders {
             content_type: PMTILES_CONTENT_TYPE,
             cache_control: VERSION_CACHE_CONTROL,
+            content_encoding: None,
         };
+        // A copy inside the store, of exactly the bytes this run uploaded (If-Match).
+        if let Some(etag) = &remote.etag {
+            let copied =
+                remote
+                    .handle
+                    .block_on(remote.store.copy(&remote.key, &key, etag, headers));
+            match copied {
+                Ok(()) => return Ok(()),
+                // Over 5 GiB, an object replaced since, or a store that cannot: the working copy
+                // is these bytes.
+                Err(err) => tracing::info!("{err}; uploading the version instead"),
+            }
+        }
         remote
             .handle
-            .block_on(store::upload(
-                client,
-                (bucket, &key),
+            .block_on(remote.store.upload_file(
+                &key,
                 &remote.working_copy,
                 headers,
-                remote.attempts,
                 remote.part_size,
             ))
             .map(|_| ())
@@ -443,36 +391,30 @@ impl Shelf for S3Shelf<'_> {
         let headers = ObjectHeaders {
             content_type: "application/json",
             cache_control: POINTER_CACHE_CONTROL,
+            content_encoding: None,
         };
         remote
             .handle
-            .block_on(store::put_bytes(
-                &remote.client,
-                (&remote.bucket, &self.key(name)),
-                bytes,
-                headers,
-                remote.attempts,
-            ))
+            .block_on(
+                remote
+                    .store
+                    .put(&self.key(name), bytes.to_vec(), headers, false),
+            )
             .map(|_| ())
             .map_err(|e| self.fail(name, e))
     }
 
     fn remove(&self, name: &str) -> Result<()> {
         let remote = self.remote;
-        let (client, bucket, key) = (&remote.client, &remote.bucket, self.key(name));
         remote
             .handle
-            .block_on(store::with_retries(
-                remote.attempts,
-                &format!("deleting s3://{bucket}/{key}"),
-                || client.delete_object().bucket(bucket).key(&key).send(),
-            ))
+            .block_on(remote.store.delete(&self.key(name)))
             .map(|_| ())
             .map_err(|e| self.fail(name, e))
     }
 
     fn address(&self, name: &str) -> String {
-        format!("s3://{}/{}", self.remote.bucket, self.key(name))
+        format!("{}/{}", self.remote.store.bucket(), self.key(name))
     }
 
     fn public_url(&self, name: &str) -> Option<String> {

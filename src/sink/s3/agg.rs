@@ -21,7 +21,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{get_if_exists, list_tiles, tile_object_key, S3Sink};
+use super::{list_tiles, tile_object_key, S3Sink};
 use crate::error::{Error, Result};
 use crate::sink::agg_hash::{hash_order, AggHasher};
 use crate::tile::{tile_from_key, tile_key, Coverage, TileCoord};
@@ -168,11 +168,9 @@ impl S3Sink {
             let listed = self
                 .handle
                 .block_on(list_tiles(
-                    &self.client,
-                    &self.bucket,
+                    self.store.as_ref(),
                     &self.prefix,
                     &self.settings.tile_extension,
-                    self.attempts,
                 ))
                 .map_err(|e| Error::output_caused(self.target(), e))?;
             listed
@@ -203,8 +201,8 @@ impl S3Sink {
                 }
             }
         }
-        let (client, bucket, prefix) = (&self.client, &self.bucket, &self.prefix);
-        let (extension, attempts) = (&self.settings.tile_extension, self.attempts);
+        let (store, bucket, prefix) = (self.store.as_ref(), &self.bucket, &self.prefix);
+        let extension = &self.settings.tile_extension;
         let target = &self.target();
         let concurrency = self.slots.available_permits().max(1);
         let hash = self.handle.block_on(async {
@@ -216,10 +214,10 @@ impl S3Sink {
                         if let Some(data) = cached {
                             return Ok((tile, data, false));
                         }
-                        match get_if_exists(client, bucket, &key, attempts).await {
+                        match store.get(&key, u64::MAX).await {
                             Ok(Some(data)) => Ok((tile, data, true)),
                             Ok(None) => Err(Error::output(
-                                format!("s3://{bucket}/{key}"),
+                                format!("{bucket}/{key}"),
                                 "is gone while the prefix was hashed: another writer?",
                             )),
                             Err(e) => Err(Error::output_caused(target, e)),

@@ -1,27 +1,24 @@
-//! A folder of objects under an S3 prefix: where shard plans, part records and the outbox live.
+//! A folder of objects under a prefix of a remote store: where shard plans, part records, the
+//! outbox and the changes feed live.
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::Client;
+use std::sync::Arc;
 
-use super::{get_if_exists, object_key, with_retries};
+use super::object_key;
 use crate::error::{Error, Result};
+use crate::store::{ObjectHeaders, ObjectStore, Put};
 
-/// A folder of objects under an S3 prefix.
+/// A folder of objects under a prefix of a remote store.
 pub struct ObjectFolder {
-    client: Client,
-    bucket: String,
+    store: Arc<dyn ObjectStore>,
     folder: String,
-    attempts: u32,
 }
 
 impl ObjectFolder {
-    /// The objects under `folder` (a key prefix without trailing slash) in `bucket`.
-    pub fn new(client: Client, bucket: &str, folder: &str, attempts: u32) -> ObjectFolder {
+    /// The objects under `folder` (a key prefix without trailing slash) of `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, folder: &str) -> ObjectFolder {
         ObjectFolder {
-            client,
-            bucket: bucket.to_string(),
+            store,
             folder: folder.to_string(),
-            attempts,
         }
     }
 
@@ -30,46 +27,29 @@ impl ObjectFolder {
     }
 
     pub fn location(&self, name: &str) -> String {
-        format!("s3://{}/{}", self.bucket, self.key(name))
+        format!("{}/{}", self.store.bucket(), self.key(name))
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        get_if_exists(&self.client, &self.bucket, &self.key(name), self.attempts)
+        self.store
+            .get(&self.key(name), u64::MAX)
             .await
             .map_err(|e| Error::output_caused(self.location(name), e))
     }
 
-    /// Uploads `body` as `name`; with `only_new`, the store refuses (412) when `name` exists,
-    /// and the answer is false.
+    /// Uploads `body` as `name`; with `only_new`, the store refuses when `name` exists, and the
+    /// answer is false.
     pub async fn put(&self, name: &str, body: &[u8], only_new: bool) -> Result<bool> {
-        let (client, bucket, key) = (&self.client, &self.bucket, self.key(name));
-        let what = format!("uploading {}", self.location(name));
-        with_retries(self.attempts, &what, || async {
-            let request = client
-                .put_object()
-                .bucket(bucket)
-                .key(&key)
-                .body(ByteStream::from(body.to_vec()));
-            let request = if only_new {
-                request.if_none_match("*")
-            } else {
-                request
-            };
-            match request.send().await {
-                Ok(_) => Ok(true),
-                Err(err)
-                    if only_new
-                        && err
-                            .raw_response()
-                            .is_some_and(|r| r.status().as_u16() == 412) =>
-                {
-                    Ok(false)
-                }
-                Err(err) => Err(err),
-            }
-        })
-        .await
-        .map_err(|e| Error::output_caused(self.location(name), e))
+        self.store
+            .put(
+                &self.key(name),
+                body.to_vec(),
+                ObjectHeaders::default(),
+                only_new,
+            )
+            .await
+            .map(|put| put != Put::Exists)
+            .map_err(|e| Error::output_caused(self.location(name), e))
     }
 
     /// Uploads `body` as `name` with the headers a reader through a CDN is served.
@@ -80,62 +60,37 @@ impl ObjectFolder {
         content_type: &str,
         cache_control: &str,
     ) -> Result<()> {
-        let headers = super::object::ObjectHeaders {
+        let headers = ObjectHeaders {
             content_type,
             cache_control,
+            content_encoding: None,
         };
-        super::object::put_bytes(
-            &self.client,
-            (&self.bucket, &self.key(name)),
-            body,
-            headers,
-            self.attempts,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::output_caused(self.location(name), e))
+        self.store
+            .put(&self.key(name), body.to_vec(), headers, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::output_caused(self.location(name), e))
     }
 
     pub async fn delete(&self, name: &str) -> Result<()> {
-        let (client, bucket, key) = (&self.client, &self.bucket, self.key(name));
-        let what = format!("removing {}", self.location(name));
-        with_retries(self.attempts, &what, || {
-            client.delete_object().bucket(bucket).key(&key).send()
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::output_caused(self.location(name), e))
+        self.store
+            .delete(&self.key(name))
+            .await
+            .map_err(|e| Error::output_caused(self.location(name), e))
     }
 
     /// The names of the objects directly in the folder, sorted.
     pub async fn list(&self) -> Result<Vec<String>> {
         let prefix = format!("{}/", self.folder);
-        let what = format!("listing s3://{}/{prefix}", self.bucket);
-        let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = with_retries(self.attempts, &what, || {
-                self.client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(&prefix)
-                    .delimiter("/")
-                    .set_continuation_token(token.clone())
-                    .send()
-            })
-            .await
-            .map_err(|e| Error::output_caused(format!("s3://{}/{prefix}", self.bucket), e))?;
-            names.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|object| object.key()?.strip_prefix(&prefix))
-                    .map(str::to_string),
-            );
-            match page.next_continuation_token() {
-                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
-                _ => break,
-            }
-        }
+        let listed =
+            self.store.list(&prefix, true).await.map_err(|e| {
+                Error::output_caused(format!("{}/{prefix}", self.store.bucket()), e)
+            })?;
+        let mut names: Vec<String> = listed
+            .iter()
+            .filter_map(|object| object.key.strip_prefix(&prefix))
+            .map(str::to_string)
+            .collect();
         names.sort();
         Ok(names)
     }

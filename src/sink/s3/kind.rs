@@ -6,28 +6,28 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::read::S3Reader;
-use crate::config::S3Config;
+use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
 use crate::sink::feed::FeedStore;
-use crate::sink::kind::{outbox_on_s3, OutputKind, WriterOptions};
+use crate::sink::kind::{outbox_on_store, OutputKind, WriterOptions};
 use crate::sink::merge::MergeReport;
 use crate::sink::outbox::OutboxStore;
 use crate::sink::read::{OutputReader, ReaderOptions};
 use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, Sink};
 
-/// `{prefix}/{z}/{x}/{y}.ext` objects in an S3 bucket.
+/// `{prefix}/{z}/{x}/{y}.ext` objects in a bucket or container of a remote store.
 pub struct S3Prefix<'a> {
-    /// Bucket name.
-    pub bucket: &'a str,
+    /// The store and its bucket or container.
+    pub bucket: &'a Bucket,
     /// Key prefix without leading or trailing slash; may be empty.
     pub prefix: &'a str,
 }
 
 impl OutputKind for S3Prefix<'_> {
-    fn lock_path(&self, endpoint: Option<&str>) -> PathBuf {
-        super::local_file(endpoint, self.bucket, self.prefix, "locks", "lock")
+    fn lock_path(&self, s3: &S3Config) -> PathBuf {
+        crate::store::local_file(self.bucket, s3, self.prefix, "locks", "lock")
     }
 
     fn is_remote(&self) -> bool {
@@ -39,13 +39,13 @@ impl OutputKind for S3Prefix<'_> {
     }
 
     fn shard_store<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
-        async move { Ok(ShardStore::on_s3(s3, self.bucket, self.prefix).await) }.boxed()
+        async move { ShardStore::on_store(s3, self.bucket, self.prefix).await }.boxed()
     }
 
     fn merge_parts(&self, _parts: &[PathBuf]) -> Result<MergeReport> {
         Err(Error::output(
-            format!("s3://{}/{}", self.bucket, self.prefix),
-            "shards write into an S3 prefix directly; there are no part files to merge",
+            format!("{}/{}", self.bucket, self.prefix),
+            "shards write into a prefix of a store directly; there are no part files to merge",
         ))
     }
 
@@ -74,13 +74,14 @@ impl OutputKind for S3Prefix<'_> {
         options: ReaderOptions<'a>,
     ) -> BoxFuture<'a, Result<OutputReader>> {
         async move {
+            let store = crate::store::open(self.bucket, options.s3)
+                .await
+                .map_err(|e| Error::output_caused(options.output, e))?;
             Ok(OutputReader::new(S3Reader {
                 output: options.output.to_string(),
-                client: super::client(options.s3).await,
-                bucket: self.bucket.to_string(),
+                store,
                 prefix: self.prefix.to_string(),
                 extension: options.extension.to_string(),
-                attempts: options.s3.max_attempts,
             }))
         }
         .boxed()
@@ -94,36 +95,21 @@ impl OutputKind for S3Prefix<'_> {
         options: ReaderOptions<'a>,
     ) -> BoxFuture<'a, Result<Vec<Finding>>> {
         async move {
-            let client = super::client(options.s3).await;
             let fail = |e| Error::output_caused(options.output, e);
-            let attempts = options.s3.max_attempts;
-            let key = super::object_key(self.prefix, crate::sink::tilejson::TILEJSON_NAME);
-            let document = super::get_capped_if_exists(
-                &client,
-                self.bucket,
-                &key,
-                attempts,
-                crate::sink::document::DOCUMENT_CAP,
-            )
-            .await
-            .map_err(fail)?;
-            if document.is_none() {
-                let folder = super::object_key(self.prefix, "");
-                let what = format!("listing s3://{}/{folder}", self.bucket);
-                let listed = super::with_retries(attempts, &what, || {
-                    client
-                        .list_objects_v2()
-                        .bucket(self.bucket)
-                        .prefix(&folder)
-                        .max_keys(1)
-                        .send()
-                })
+            let store = crate::store::open(self.bucket, options.s3)
                 .await
                 .map_err(fail)?;
-                if listed.contents().is_empty() {
+            let key = super::object_key(self.prefix, crate::sink::tilejson::TILEJSON_NAME);
+            let document = store
+                .get(&key, crate::sink::document::DOCUMENT_CAP)
+                .await
+                .map_err(fail)?;
+            if document.is_none() {
+                let folder = super::object_key(self.prefix, "");
+                if !store.holds_any(&folder).await.map_err(fail)? {
                     return Err(Error::output(
                         options.output,
-                        format!("there is no object under s3://{}/{folder}", self.bucket),
+                        format!("there is no object under {}/{folder}", self.bucket),
                     ));
                 }
             }
@@ -158,12 +144,12 @@ impl OutputKind for S3Prefix<'_> {
 
     fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
         let folder = super::object_key(self.prefix, crate::sink::feed::FOLDER);
-        async move { Ok(crate::sink::kind::feed_on_s3(s3, self.bucket, &folder).await) }.boxed()
+        async move { crate::sink::kind::feed_on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
         let folder = super::object_key(self.prefix, ".oar-tiles/outbox");
-        async move { Ok(outbox_on_s3(s3, self.bucket, &folder).await) }.boxed()
+        async move { outbox_on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {

@@ -9,9 +9,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-use aws_sdk_s3::Client;
 use md5::{Digest, Md5};
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -24,11 +21,8 @@ mod object;
 pub mod read;
 mod store;
 
-pub use object::{download, download_into, etag, put_bytes, upload, ObjectHeaders};
-pub use store::{
-    client, get_capped_if_exists, get_if_exists, https_client, list_tiles, local_file, public_base,
-    tile_object_key, with_retries, MVT_CONTENT_TYPE,
-};
+pub use object::download;
+pub use store::{list_tiles, tile_object_key};
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
@@ -36,20 +30,20 @@ use super::tilejson::{changes_beyond_hash, tilejson, TILEJSON_NAME};
 use super::{
     ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
 };
-use crate::config::S3Config;
+use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
+use crate::store::{local_file, ObjectHeaders, ObjectStore, MVT_CONTENT_TYPE};
 use crate::tile::{tile_from_key, tile_key, TileCoord};
 
-/// A sink uploading to S3.
+/// A sink uploading to a remote object store.
 pub struct S3Sink {
-    client: Client,
-    bucket: String,
+    store: Arc<dyn ObjectStore>,
+    bucket: Bucket,
     prefix: String,
     /// The URL under which readers fetch the prefix's objects, for TileJSON.
     public_base: String,
     settings: OutputSettings,
-    attempts: u32,
     changes: ChangedList,
     handle: Handle,
     slots: Arc<Semaphore>,
@@ -88,18 +82,12 @@ pub(super) const STATE_NAME: &str = ".oar-tiles/state.json";
 const MANIFEST_NAME: &str = ".oar-tiles/tile-hashes";
 
 /// The key of `name` under `prefix`.
-pub fn object_key(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}/{name}")
-    }
-}
+pub use crate::store::key_under as object_key;
 
 impl S3Sink {
     /// Connects, and reads the job state and tile manifest the last finished run left.
     pub async fn create(
-        bucket: &str,
+        bucket: &Bucket,
         prefix: &str,
         config: &S3Config,
         settings: &OutputSettings,
@@ -107,23 +95,21 @@ impl S3Sink {
         journal: Option<&str>,
         part: Option<PartOf>,
     ) -> Result<Self> {
-        let client = client(config).await;
-        let target = format!("s3://{bucket}/{prefix}");
+        let target = format!("{bucket}/{prefix}");
+        let store = crate::store::open(bucket, config)
+            .await
+            .map_err(|e| Error::output_caused(&target, e))?;
         // Reading the state proves early that the bucket exists and the credentials work; what the
         // prefix holds is only learnt in `prepare`, once it is known how much of it the run needs.
-        let attempts = config.max_attempts;
-        let state = get_if_exists(&client, bucket, &object_key(prefix, STATE_NAME), attempts)
+        let state = store
+            .get(&object_key(prefix, STATE_NAME), u64::MAX)
             .await
             .map_err(|e| Error::output_caused(&target, e))?
             .and_then(|bytes| String::from_utf8(bytes).ok());
-        let manifest = get_if_exists(
-            &client,
-            bucket,
-            &object_key(prefix, MANIFEST_NAME),
-            attempts,
-        )
-        .await
-        .map_err(|e| Error::output_caused(&target, e))?;
+        let manifest = store
+            .get(&object_key(prefix, MANIFEST_NAME), u64::MAX)
+            .await
+            .map_err(|e| Error::output_caused(&target, e))?;
         let manifest_stored = manifest.is_some();
         // Taken as empty, an unreadable manifest would hide every stored tile from a run over a
         // tile list: its deletions would go uncounted and unlisted.
@@ -136,15 +122,13 @@ impl S3Sink {
             }
             read
         });
-        let region = client.config().region().map(|r| r.to_string());
-        let public_base = public_base(config, region.as_deref(), bucket, prefix);
+        let public_base = store.public_base(prefix);
         Ok(Self {
-            client,
-            bucket: bucket.to_string(),
+            store,
+            bucket: bucket.clone(),
             prefix: prefix.to_string(),
             public_base,
             settings: settings.clone(),
-            attempts: config.max_attempts,
             changes,
             handle: Handle::current(),
             slots: Arc::new(Semaphore::new(config.max_concurrent_uploads)),
@@ -163,13 +147,7 @@ impl S3Sink {
                         Some(part) => format!("{prefix}#{}", part.name("journal")),
                         None => prefix.to_string(),
                     };
-                    let path = local_file(
-                        config.endpoint.as_deref(),
-                        bucket,
-                        &journaled,
-                        "journals",
-                        "sqlite",
-                    );
+                    let path = local_file(bucket, config, &journaled, "journals", "sqlite");
                     if let Some(dir) = path.parent() {
                         std::fs::create_dir_all(dir)
                             .map_err(|e| Error::output(&path, format!("cannot create it: {e}")))?;
@@ -182,13 +160,7 @@ impl S3Sink {
             cache: part
                 .is_none()
                 .then(|| {
-                    let path = local_file(
-                        config.endpoint.as_deref(),
-                        bucket,
-                        prefix,
-                        "tile-cache",
-                        "sqlite",
-                    );
+                    let path = local_file(bucket, config, prefix, "tile-cache", "sqlite");
                     agg::TileCache::open(&path)
                 })
                 .flatten(),
@@ -227,28 +199,19 @@ impl S3Sink {
     /// Uploads a document (not a tile) under the prefix.
     fn put(&self, name: &str, body: Vec<u8>, content_type: &str) -> Result<()> {
         let key = object_key(&self.prefix, name);
-        let (client, bucket) = (&self.client, &self.bucket);
+        let headers = ObjectHeaders {
+            content_type,
+            cache_control: &self.settings.cache_control,
+            content_encoding: None,
+        };
         self.handle
-            .block_on(with_retries(
-                self.attempts,
-                &format!("uploading {key}"),
-                || {
-                    client
-                        .put_object()
-                        .bucket(bucket)
-                        .key(&key)
-                        .body(ByteStream::from(body.clone()))
-                        .content_type(content_type)
-                        .cache_control(&self.settings.cache_control)
-                        .send()
-                },
-            ))
+            .block_on(self.store.put(&key, body, headers, false))
             .map(|_| ())
             .map_err(|e| Error::output_caused(self.target(), e))
     }
 
     fn target(&self) -> String {
-        format!("s3://{}/{}", self.bucket, self.prefix)
+        format!("{}/{}", self.bucket, self.prefix)
     }
 
     fn reap(
@@ -300,45 +263,13 @@ impl S3Sink {
             .filter(|tile| scope.takes(*tile, metadata))
             .collect();
         for batch in stale.chunks(1000) {
-            let objects: Vec<ObjectIdentifier> = batch
+            let keys: Vec<String> = batch
                 .iter()
-                .map(|tile| {
-                    ObjectIdentifier::builder()
-                        .key(tile_object_key(
-                            &self.prefix,
-                            *tile,
-                            &self.settings.tile_extension,
-                        ))
-                        .build()
-                        .expect("a key is set")
-                })
+                .map(|tile| tile_object_key(&self.prefix, *tile, &self.settings.tile_extension))
                 .collect();
-            let delete = Delete::builder()
-                .set_objects(Some(objects))
-                .quiet(true)
-                .build()
-                .expect("objects are set");
-            let (client, bucket) = (&self.client, &self.bucket);
-            let result =
-                self.handle
-                    .block_on(with_retries(self.attempts, "deleting stale tiles", || {
-                        client
-                            .delete_objects()
-                            .bucket(bucket)
-                            .delete(delete.clone())
-                            .send()
-                    }));
-            let output = result.map_err(|e| Error::output_caused(self.target(), e))?;
-            if let Some(failed) = output.errors().first() {
-                return Err(Error::output(
-                    self.target(),
-                    format!(
-                        "cannot delete {}: {}",
-                        failed.key().unwrap_or("?"),
-                        failed.message().unwrap_or("unknown error")
-                    ),
-                ));
-            }
+            self.handle
+                .block_on(self.store.delete_many(&keys))
+                .map_err(|e| Error::output_caused(self.target(), e))?;
             for tile in batch {
                 self.hashes.remove(&tile_key(*tile));
                 self.report.deleted += 1;
@@ -376,35 +307,27 @@ impl Sink for S3Sink {
             .handle
             .block_on(self.slots.clone().acquire_owned())
             .expect("the semaphore is never closed");
-        let client = self.client.clone();
+        let store = self.store.clone();
         let bucket = self.bucket.clone();
         let key = tile_object_key(&self.prefix, tile, &self.settings.tile_extension);
         let encoding = self.settings.compress.then_some("gzip");
         let cache_control = self.settings.cache_control_at(tile.z()).to_string();
-        let attempts = self.attempts;
         let body = data.to_vec();
         let target = self.target();
         let changes = self.changes.clone();
         self.uploads.spawn_on(
             async move {
                 let _permit = permit;
-                with_retries(
-                    attempts,
-                    &format!("uploading tile {tile} to s3://{bucket}/{key}"),
-                    || {
-                        client
-                            .put_object()
-                            .bucket(&bucket)
-                            .key(&key)
-                            .body(ByteStream::from(body.clone()))
-                            .content_type(MVT_CONTENT_TYPE)
-                            .set_content_encoding(encoding.map(str::to_string))
-                            .cache_control(&cache_control)
-                            .send()
-                    },
-                )
-                .await
-                .map_err(|e| Error::output_caused(&target, e))?;
+                let headers = ObjectHeaders {
+                    content_type: MVT_CONTENT_TYPE,
+                    cache_control: &cache_control,
+                    content_encoding: encoding,
+                };
+                store
+                    .put(&key, body, headers, false)
+                    .await
+                    .map_err(|e| e.about(format!("uploading tile {tile} to {bucket}/{key}")))
+                    .map_err(|e| Error::output_caused(&target, e))?;
                 // Recorded here, not when the writer next reaps its uploads: a run purges what
                 // the outbox records as it comes, and the object is served from now on.
                 changes.record(tile);
@@ -422,13 +345,9 @@ impl Sink for S3Sink {
         self.hashes.remove(&tile_key(tile));
         self.produced.remove(&tile_key(tile));
         let key = tile_object_key(&self.prefix, tile, &self.settings.tile_extension);
-        let (client, bucket) = (&self.client, &self.bucket);
         self.handle
-            .block_on(with_retries(
-                self.attempts,
-                &format!("deleting tile {tile}"),
-                || client.delete_object().bucket(bucket).key(&key).send(),
-            ))
+            .block_on(self.store.delete(&key))
+            .map_err(|e| e.about(format!("deleting tile {tile}")))
             .map_err(|e| Error::output_caused(self.target(), e))?;
         if existed {
             self.report.deleted += 1;
@@ -462,13 +381,8 @@ impl Sink for S3Sink {
         let key = object_key(&self.prefix, TILEJSON_NAME);
         let previous = self
             .handle
-            .block_on(get_if_exists(
-                &self.client,
-                &self.bucket,
-                &key,
-                self.attempts,
-            ))
-            .map_err(|e| Error::output_caused(format!("s3://{}/{key}", self.bucket), e))?;
+            .block_on(self.store.get(&key, u64::MAX))
+            .map_err(|e| Error::output_caused(format!("{}/{key}", self.bucket), e))?;
         // The TileJSON a CDN serves goes to the outbox when it says something new, as tiles do
         // (a new `agg_tiles_hash` alone is not news to a map).
         if changes_beyond_hash(previous.as_deref(), &tilejson_document) {
@@ -530,11 +444,9 @@ impl Sink for S3Sink {
                 let listed = self
                     .handle
                     .block_on(list_tiles(
-                        &self.client,
-                        &self.bucket,
+                        self.store.as_ref(),
                         &self.prefix,
                         &self.settings.tile_extension,
-                        self.attempts,
                     ))
                     .map_err(|e| Error::output_caused(self.target(), e))?;
                 // Stores whose listings carry no ETag (some S3-compatible ones) fall back on the
@@ -557,13 +469,9 @@ impl Sink for S3Sink {
         self.unhashed = self.hashes.len() < self.existing.len();
         if self.manifest_stored {
             let key = object_key(&self.prefix, MANIFEST_NAME);
-            let (client, bucket) = (&self.client, &self.bucket);
             self.handle
-                .block_on(with_retries(
-                    self.attempts,
-                    "removing the old tile manifest",
-                    || client.delete_object().bucket(bucket).key(&key).send(),
-                ))
+                .block_on(self.store.delete(&key))
+                .map_err(|e| e.about("removing the old tile manifest".into()))
                 .map_err(|e| Error::output_caused(self.target(), e))?;
         }
         self.prepared = true;

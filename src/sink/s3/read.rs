@@ -8,34 +8,33 @@ use crate::error::{Error, Result};
 use crate::sink::document::DOCUMENT_CAP;
 use crate::sink::read::ReadTiles;
 use crate::sink::tilejson::TILEJSON_NAME;
+use crate::store::ObjectStore;
 use crate::tile::TileCoord;
 
-/// An S3 prefix opened for reading.
+/// A prefix of a remote store opened for reading.
 pub struct S3Reader {
     /// The output as given, for errors.
     pub output: String,
-    /// The client.
-    pub client: aws_sdk_s3::Client,
-    /// Bucket name.
-    pub bucket: String,
+    /// The store holding the prefix.
+    pub store: std::sync::Arc<dyn ObjectStore>,
     /// Key prefix.
     pub prefix: String,
     /// Tile object extension.
     pub extension: String,
-    /// Attempts per request.
-    pub attempts: u32,
 }
 
 impl S3Reader {
     async fn object(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        super::get_if_exists(&self.client, &self.bucket, key, self.attempts)
+        self.store
+            .get(key, u64::MAX)
             .await
             .map_err(|e| Error::output_caused(&self.output, e))
     }
 
     /// A document beside the tiles, refused past the cap on documents.
     async fn document(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        super::get_capped_if_exists(&self.client, &self.bucket, key, self.attempts, DOCUMENT_CAP)
+        self.store
+            .get(key, DOCUMENT_CAP)
             .await
             .map_err(|e| Error::output_caused(&self.output, e))
     }
@@ -57,18 +56,12 @@ impl ReadTiles for S3Reader {
 
     fn tile_sizes(&self) -> BoxFuture<'_, Result<Vec<(TileCoord, u64)>>> {
         async move {
-            let tiles = super::list_tiles(
-                &self.client,
-                &self.bucket,
-                &self.prefix,
-                &self.extension,
-                self.attempts,
-            )
-            .await
-            .map_err(|e| Error::output_caused(&self.output, e))?;
+            let tiles = super::list_tiles(self.store.as_ref(), &self.prefix, &self.extension)
+                .await
+                .map_err(|e| Error::output_caused(&self.output, e))?;
             Ok(tiles
                 .into_iter()
-                .map(|(tile, _, size)| (tile, size.max(0) as u64))
+                .map(|(tile, _, size)| (tile, size))
                 .collect())
         }
         .boxed()

@@ -1,0 +1,454 @@
+//! Azure Blob Storage containers (`az://CONTAINER/…`), on Apache Arrow's object_store client with
+//! this build's HTTP stack ([`super::http::HyperConnector`]).
+//!
+//! Credentials come from the environment as Azure's own tools read them:
+//! `AZURE_STORAGE_ACCOUNT_NAME` with `AZURE_STORAGE_ACCOUNT_KEY` or `AZURE_STORAGE_SAS_TOKEN`, a
+//! service principal or managed identity (`AZURE_CLIENT_ID`, …), or
+//! `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (at `AZURITE_BLOB_STORAGE_URL`, by default
+//! `http://127.0.0.1:10000`). `AZURE_STORAGE_ENDPOINT` names another endpoint.
+
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    Attribute, AttributeValue, Attributes, GetOptions, ObjectStore as _, ObjectStoreExt as _,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
+};
+
+use super::http::HyperConnector;
+use super::{joined_base, Listed, ObjectHeaders, ObjectStore, Put, StoreError};
+use crate::config::{Bucket, S3Config};
+
+/// The account Azurite serves, when no other is named.
+const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
+
+/// Requests in flight at once for a removal of many objects (Azure removes one per request).
+const DELETES_IN_FLIGHT: usize = 8;
+
+/// Parts of one block upload in flight at once; with the part size, this bounds the memory.
+const PARTS_IN_FLIGHT: usize = 4;
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
+fn uses_emulator() -> bool {
+    env("AZURE_STORAGE_USE_EMULATOR").is_some_and(|value| {
+        matches!(
+            value.to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    })
+}
+
+fn emulator_url() -> String {
+    env("AZURITE_BLOB_STORAGE_URL").unwrap_or_else(|| "http://127.0.0.1:10000".into())
+}
+
+fn account() -> String {
+    env("AZURE_STORAGE_ACCOUNT_NAME").unwrap_or_else(|| {
+        if uses_emulator() {
+            EMULATOR_ACCOUNT.into()
+        } else {
+            String::new()
+        }
+    })
+}
+
+/// The account (and for the emulator its address) that tells this machine's files about one
+/// container apart from another account's container of the same name.
+pub fn identity() -> String {
+    if uses_emulator() {
+        format!("{} at {}", account(), emulator_url())
+    } else {
+        account()
+    }
+}
+
+/// A container of an Azure Blob Storage account.
+pub struct AzureStore {
+    inner: MicrosoftAzure,
+    bucket: Bucket,
+    public: String,
+}
+
+impl AzureStore {
+    /// Opens `bucket` (a container) with the environment's credentials; `[s3] max_attempts`
+    /// bounds each request's attempts and `[s3] public_url` names a CDN in front.
+    pub fn open(bucket: &Bucket, settings: &S3Config) -> Result<AzureStore, StoreError> {
+        let retry = RetryConfig {
+            max_retries: settings.max_attempts.saturating_sub(1) as usize,
+            retry_timeout: Duration::from_secs(180),
+            ..RetryConfig::default()
+        };
+        let inner = MicrosoftAzureBuilder::from_env()
+            .with_container_name(&bucket.name)
+            .with_http_connector(HyperConnector)
+            .with_retry(retry)
+            .build()
+            .map_err(|e| {
+                StoreError::local(
+                    &format!("opening {bucket} (AZURE_STORAGE_* in the environment)"),
+                    e,
+                )
+            })?;
+        let own = match env("AZURE_STORAGE_ENDPOINT") {
+            Some(endpoint) => format!("{}/{}", endpoint.trim_end_matches('/'), bucket.name),
+            None if uses_emulator() => format!(
+                "{}/{}/{}",
+                emulator_url().trim_end_matches('/'),
+                account(),
+                bucket.name
+            ),
+            None => format!(
+                "https://{}.blob.core.windows.net/{}",
+                account(),
+                bucket.name
+            ),
+        };
+        Ok(AzureStore {
+            inner,
+            bucket: bucket.clone(),
+            public: joined_base(settings.public_url.as_deref(), own, ""),
+        })
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("{}/{key}", self.bucket)
+    }
+
+    fn failed(&self, what: String, error: object_store::Error) -> StoreError {
+        StoreError {
+            message: one_line(&error),
+            what,
+            // object_store retries inside and says so in its message.
+            attempts: 0,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// The error and its causes on one line, each said once.
+fn one_line(error: &object_store::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+fn path(key: &str) -> ObjectPath {
+    ObjectPath::from(key)
+}
+
+fn attributes(headers: ObjectHeaders<'_>) -> Attributes {
+    let mut attributes = Attributes::new();
+    let mut set = |attribute, value: &str| {
+        if !value.is_empty() {
+            attributes.insert(attribute, AttributeValue::from(value.to_string()));
+        }
+    };
+    set(Attribute::ContentType, headers.content_type);
+    set(Attribute::CacheControl, headers.cache_control);
+    set(
+        Attribute::ContentEncoding,
+        headers.content_encoding.unwrap_or_default(),
+    );
+    attributes
+}
+
+impl ObjectStore for AzureStore {
+    fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        body: Vec<u8>,
+        headers: ObjectHeaders<'a>,
+        only_new: bool,
+    ) -> BoxFuture<'a, Result<Put, StoreError>> {
+        async move {
+            let options = PutOptions {
+                mode: if only_new {
+                    PutMode::Create
+                } else {
+                    PutMode::Overwrite
+                },
+                attributes: attributes(headers),
+                ..PutOptions::default()
+            };
+            match self
+                .inner
+                .put_opts(&path(key), PutPayload::from(body), options)
+                .await
+            {
+                Ok(put) => Ok(Put::Stored(put.e_tag.unwrap_or_default())),
+                Err(object_store::Error::AlreadyExists { .. }) if only_new => Ok(Put::Exists),
+                Err(e) => Err(self.failed(format!("uploading {}", self.url(key)), e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+        cap: u64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        async move {
+            let what = format!("reading {}", self.url(key));
+            let object = match self.inner.get_opts(&path(key), GetOptions::default()).await {
+                Ok(object) => object,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(self.failed(what, e)),
+            };
+            if object.meta.size > cap {
+                return Err(StoreError::local(
+                    &what,
+                    super::s3::too_large(object.meta.size, cap),
+                ));
+            }
+            let bytes = object.bytes().await.map_err(|e| self.failed(what, e))?;
+            Ok(Some(bytes.to_vec()))
+        }
+        .boxed()
+    }
+
+    fn get_range<'a>(
+        &'a self,
+        key: &'a str,
+        range: Range<u64>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
+        async move {
+            self.inner
+                .get_range(&path(key), range.clone())
+                .await
+                .map(|bytes| bytes.to_vec())
+                .map_err(|e| {
+                    self.failed(format!("reading bytes {range:?} of {}", self.url(key)), e)
+                })
+        }
+        .boxed()
+    }
+
+    fn etag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        async move {
+            match self.inner.head(&path(key)).await {
+                Ok(meta) => Ok(Some(meta.e_tag.unwrap_or_default())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.failed(format!("looking up {}", self.url(key)), e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        direct_only: bool,
+    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>> {
+        async move {
+            let what = format!("listing {}", self.url(prefix));
+            // object_store lists by whole path segments: a prefix names a folder.
+            let folder = path(prefix.trim_end_matches('/'));
+            let folder = (!prefix.trim_end_matches('/').is_empty()).then_some(&folder);
+            let metas = if direct_only {
+                self.inner
+                    .list_with_delimiter(folder)
+                    .await
+                    .map(|listing| listing.objects)
+                    .map_err(|e| self.failed(what.clone(), e))?
+            } else {
+                self.inner
+                    .list(folder)
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .map_err(|e| self.failed(what.clone(), e))?
+            };
+            Ok(metas
+                .into_iter()
+                .map(|meta| Listed {
+                    key: meta.location.to_string(),
+                    size: meta.size,
+                    // Azure's ETags are not MD5s; readers fall back on the manifest's.
+                    md5: None,
+                })
+                .filter(|listed| listed.key.starts_with(prefix))
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn holds_any<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let trimmed = prefix.trim_end_matches('/');
+            let folder = path(trimmed);
+            let mut listing = self.inner.list((!trimmed.is_empty()).then_some(&folder));
+            match listing.try_next().await {
+                Ok(first) => Ok(first.is_some()),
+                Err(e) => Err(self.failed(format!("listing {}", self.url(prefix)), e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            match self.inner.delete(&path(key)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.failed(format!("removing {}", self.url(key)), e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let deletes: Vec<_> = keys.iter().map(|key| self.delete(key)).collect();
+            futures::stream::iter(deletes)
+                .buffer_unordered(DELETES_IN_FLIGHT)
+                .try_collect::<()>()
+                .await
+        }
+        .boxed()
+    }
+
+    /// object_store's copy inside Azure keeps the source's headers and takes no condition, and a
+    /// copy must carry its own: the caller uploads the bytes instead.
+    fn copy<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        _if_etag: &'a str,
+        _headers: ObjectHeaders<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            Err(StoreError::local(
+                &format!("copying {} to {}", self.url(from), self.url(to)),
+                std::io::Error::other(
+                    "a copy inside Azure Blob Storage cannot be given its own headers",
+                ),
+            ))
+        }
+        .boxed()
+    }
+
+    fn download_into<'a>(
+        &'a self,
+        key: &'a str,
+        file: &'a mut std::fs::File,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        async move {
+            let what = format!("downloading {}", self.url(key));
+            let object = self
+                .inner
+                .get(&path(key))
+                .await
+                .map_err(|e| self.failed(what.clone(), e))?;
+            let etag = object.meta.e_tag.clone().unwrap_or_default();
+            let mut stream = object.into_stream();
+            while let Some(chunk) = stream
+                .try_next()
+                .await
+                .map_err(|e| self.failed(what.clone(), e))?
+            {
+                file.write_all(&chunk)
+                    .map_err(|e| StoreError::local(&what, e))?;
+            }
+            file.flush().map_err(|e| StoreError::local(&what, e))?;
+            Ok(etag)
+        }
+        .boxed()
+    }
+
+    fn upload_file<'a>(
+        &'a self,
+        key: &'a str,
+        file_path: &'a Path,
+        headers: ObjectHeaders<'a>,
+        part_size: u64,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        async move {
+            let what = format!("uploading {} to {}", file_path.display(), self.url(key));
+            let size = std::fs::metadata(file_path)
+                .map_err(|e| StoreError::local(&what, e))?
+                .len();
+            if size <= part_size {
+                let body = std::fs::read(file_path).map_err(|e| StoreError::local(&what, e))?;
+                return match self.put(key, body, headers, false).await? {
+                    Put::Stored(etag) => Ok(etag),
+                    Put::Exists => unreachable!("an unconditional write never finds one there"),
+                };
+            }
+            let options = PutMultipartOptions {
+                attributes: attributes(headers),
+                ..PutMultipartOptions::default()
+            };
+            let mut upload = self
+                .inner
+                .put_multipart_opts(&path(key), options)
+                .await
+                .map_err(|e| self.failed(what.clone(), e))?;
+            let sent = async {
+                let mut file =
+                    std::fs::File::open(file_path).map_err(|e| StoreError::local(&what, e))?;
+                let mut in_flight = futures::stream::FuturesUnordered::new();
+                let mut offset = 0;
+                while offset < size {
+                    let length = part_size.min(size - offset);
+                    let mut bytes = vec![0; length as usize];
+                    file.read_exact(&mut bytes)
+                        .map_err(|e| StoreError::local(&what, e))?;
+                    in_flight.push(upload.put_part(PutPayload::from(Bytes::from(bytes))));
+                    offset += length;
+                    if in_flight.len() >= PARTS_IN_FLIGHT {
+                        if let Some(done) = in_flight.next().await {
+                            done.map_err(|e| self.failed(what.clone(), e))?;
+                        }
+                    }
+                }
+                while let Some(done) = in_flight.next().await {
+                    done.map_err(|e| self.failed(what.clone(), e))?;
+                }
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            match sent {
+                Ok(()) => upload
+                    .complete()
+                    .await
+                    .map(|put| put.e_tag.unwrap_or_default())
+                    .map_err(|e| self.failed(what, e)),
+                Err(err) => {
+                    // Uncommitted blocks are dropped by Azure after a week; nothing shows.
+                    let _ = upload.abort().await;
+                    Err(err)
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn public_base(&self, prefix: &str) -> String {
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() {
+            self.public.clone()
+        } else {
+            format!("{}/{prefix}", self.public)
+        }
+    }
+}

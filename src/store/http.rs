@@ -1,0 +1,87 @@
+//! The build's one HTTP client stack for stores that do not bring the AWS SDK's: hyper 1 with
+//! rustls on ring and the platform's root certificates, the same pieces the SDK's client is built
+//! from, handed to object_store as its connector so that it brings no reqwest and no second TLS
+//! stack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use object_store::client::{
+    HttpClient, HttpConnector as StoreConnector, HttpError, HttpErrorKind, HttpRequest,
+    HttpRequestBody, HttpResponse, HttpResponseBody, HttpService,
+};
+use object_store::ClientOptions;
+
+/// Longest a request may wait for its answer's status and headers; the body then streams.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The TLS settings of every HTTPS request: rustls on ring, trusting the platform's roots.
+pub fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<HttpConnector>,
+    HttpRequestBody,
+>;
+
+/// object_store's connector: every client it asks for is this hyper client.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HyperConnector;
+
+impl StoreConnector for HyperConnector {
+    fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let tls = tls_config().map_err(|e| object_store::Error::Generic {
+            store: "HTTP",
+            source: Box::new(e),
+        })?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(HttpClient::new(HyperService(
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
+        )))
+    }
+}
+
+struct HyperService(Client);
+
+impl std::fmt::Debug for HyperService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HyperService")
+    }
+}
+
+#[async_trait]
+impl HttpService for HyperService {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.0.request(request))
+            .await
+            .map_err(|elapsed| HttpError::new(HttpErrorKind::Timeout, elapsed))?
+            .map_err(|e| {
+                let kind = if e.is_connect() {
+                    HttpErrorKind::Connect
+                } else {
+                    HttpErrorKind::Request
+                };
+                HttpError::new(kind, e)
+            })?;
+        let (parts, body) = answer.into_parts();
+        let body = body.map_err(|e| HttpError::new(HttpErrorKind::Interrupted, e));
+        Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)))
+    }
+}

@@ -1,0 +1,291 @@
+//! The storage room: remote object stores behind one interface, so formats and run coordination
+//! (tiles, documents, outboxes, shard parts, partition indexes, PMTiles archives) never know which
+//! store holds them.
+//!
+//! A store is opened for one bucket (S3) or container (Azure) from its address
+//! ([`crate::config::Bucket`]) with [`open`]; everything above talks to `dyn ObjectStore`. Each
+//! request is retried by the store itself, with the attempts of `[s3] max_attempts`, and a request
+//! that fails for good is a [`StoreError`] naming what it was for and keeping the client's error as
+//! its source.
+//!
+//! Adding a store: a module here implementing [`ObjectStore`], its scheme in
+//! [`crate::config::Scheme`] and its line in [`open`].
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use md5::{Digest, Md5};
+
+use crate::config::{Bucket, S3Config, Scheme};
+
+pub mod azure;
+pub mod http;
+pub mod s3;
+
+/// The media type of Mapbox Vector Tiles.
+pub const MVT_CONTENT_TYPE: &str = "application/vnd.mapbox-vector-tile";
+
+/// The headers an object is served with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ObjectHeaders<'a> {
+    /// `Content-Type`.
+    pub content_type: &'a str,
+    /// `Cache-Control`.
+    pub cache_control: &'a str,
+    /// `Content-Encoding` (`gzip` for compressed tiles).
+    pub content_encoding: Option<&'a str>,
+}
+
+/// An object a listing found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its key.
+    pub key: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its MD5, where the store's listing tells it (an S3 single-part upload's ETag).
+    pub md5: Option<[u8; 16]>,
+}
+
+/// What a conditional write found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    /// The object is stored; its new ETag.
+    Stored(String),
+    /// A write of only a new object found one there, and left it.
+    Exists,
+}
+
+/// A request to a store that failed for good, after its retries.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}{}", attempts_note(*.attempts))]
+pub struct StoreError {
+    /// What the request was for (`uploading tile 3/1/2 to s3://…`).
+    pub what: String,
+    /// One line: the service's code, message and status, or the transport's causes.
+    pub message: String,
+    /// Attempts made; 0 when the request itself succeeded and what followed (reading its body, a
+    /// local file) failed.
+    pub attempts: u32,
+    /// The client's error.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    /// A failure on this machine's side of a request (a local file), or a refusal of what a store
+    /// answered, with no attempt count.
+    pub fn local(what: &str, source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError {
+            what: what.to_string(),
+            message: source.to_string(),
+            attempts: 0,
+            source: Box::new(source),
+        }
+    }
+}
+
+impl StoreError {
+    /// The same failure, said to be for `what` (a tile, a document), which the store's own
+    /// description of the request cannot know.
+    pub fn about(mut self, what: String) -> StoreError {
+        self.what = what;
+        self
+    }
+}
+
+fn attempts_note(attempts: u32) -> String {
+    if attempts == 0 {
+        String::new()
+    } else {
+        format!(" (after {attempts} attempt(s))")
+    }
+}
+
+/// A bucket or container of a remote object store. Keys are full object keys (`prefix/3/1/2.pbf`);
+/// every method retries transient failures itself.
+pub trait ObjectStore: Send + Sync {
+    /// The bucket or container this store was opened for, which messages name.
+    fn bucket(&self) -> &Bucket;
+
+    /// Writes `body` as the object `key` with `headers`; with `only_new`, a write that finds an
+    /// object there leaves it and answers [`Put::Exists`].
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        body: Vec<u8>,
+        headers: ObjectHeaders<'a>,
+        only_new: bool,
+    ) -> BoxFuture<'a, Result<Put, StoreError>>;
+
+    /// The object's bytes, or `None` when there is no such key. An object of more than `cap`
+    /// bytes is an error naming it, and its body is not read: whoever can write the bucket could
+    /// leave a giant at a document's key.
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+        cap: u64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// The bytes of `range` of the object.
+    fn get_range<'a>(
+        &'a self,
+        key: &'a str,
+        range: Range<u64>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, StoreError>>;
+
+    /// The object's ETag, or `None` when there is no such key.
+    fn etag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// Every object whose key starts with `prefix`; with `direct_only`, only those with no further
+    /// `/` after it (a folder's own files).
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        direct_only: bool,
+    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>>;
+
+    /// Whether any object's key starts with `prefix` (one short request, however many there are).
+    fn holds_any<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Removes the object; removing one that is not there succeeds.
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Removes many objects, in as few requests as the store allows.
+    fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Copies `from` to `to` inside the store, giving the copy `headers`, if `from`'s ETag is still
+    /// `if_etag`; an error when the store cannot (too large, replaced since, not supported), and
+    /// the caller writes the bytes itself.
+    fn copy<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        if_etag: &'a str,
+        headers: ObjectHeaders<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Writes the object into `file` (the caller's open file) as it arrives; returns its ETag.
+    fn download_into<'a>(
+        &'a self,
+        key: &'a str,
+        file: &'a mut std::fs::File,
+    ) -> BoxFuture<'a, Result<String, StoreError>>;
+
+    /// Uploads the file at `path` as the object: in one request up to `part_size` bytes, in parts
+    /// above it (an unfinished upload is abandoned, never left half visible); returns the ETag.
+    fn upload_file<'a>(
+        &'a self,
+        key: &'a str,
+        path: &'a Path,
+        headers: ObjectHeaders<'a>,
+        part_size: u64,
+    ) -> BoxFuture<'a, Result<String, StoreError>>;
+
+    /// The URL readers fetch the objects under `prefix` from: `public_url` (a CDN in front of the
+    /// store) when configured, else the store's own address for them.
+    fn public_base(&self, prefix: &str) -> String;
+}
+
+/// Opens the store holding `bucket`, with the `[s3]` table's settings (attempts, the CDN in front,
+/// and for S3 its endpoint) and the credentials each store's users keep in the environment.
+///
+/// Boxed: the AWS SDK's configuration loading is a deep future, and every output's opening awaits
+/// this one.
+pub fn open<'a>(
+    bucket: &'a Bucket,
+    settings: &'a S3Config,
+) -> BoxFuture<'a, Result<Arc<dyn ObjectStore>, StoreError>> {
+    async move {
+        let store: Arc<dyn ObjectStore> = match bucket.scheme {
+            Scheme::S3 => Arc::new(s3::S3Store::open(bucket, settings).await),
+            Scheme::Azure => Arc::new(azure::AzureStore::open(bucket, settings)?),
+        };
+        Ok(store)
+    }
+    .boxed()
+}
+
+/// What tells this store apart from others holding a bucket of the same name: the S3 endpoint, or
+/// the Azure account.
+pub fn identity(bucket: &Bucket, settings: &S3Config) -> String {
+    match bucket.scheme {
+        Scheme::S3 => settings.endpoint.clone().unwrap_or_else(|| "aws".into()),
+        Scheme::Azure => azure::identity(),
+    }
+}
+
+/// The key of `name` under `prefix` (`""`: the bucket's root).
+pub fn key_under(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+/// A file this machine keeps about a prefix of a store (its lock, a seed's journal), under
+/// `$XDG_CACHE_HOME/oar-tiles/KIND/`; prefixes of different stores get different files.
+pub fn local_file(
+    bucket: &Bucket,
+    settings: &S3Config,
+    prefix: &str,
+    kind: &str,
+    extension: &str,
+) -> PathBuf {
+    let store = identity(bucket, settings);
+    let name = &bucket.name;
+    // S3's files keep the names they had before other stores came, so a lock or journal an older
+    // version left is still found.
+    let described = match bucket.scheme {
+        Scheme::S3 => format!("{store} {name}/{prefix}"),
+        scheme => format!("{scheme:?} {store} {name}/{prefix}"),
+    };
+    let digest = Md5::digest(described.as_bytes());
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("oar-tiles").join(kind).join(format!(
+        "{}-{name}-{}.{extension}",
+        bucket.scheme.short_name(),
+        hex::encode(&digest[..8])
+    ))
+}
+
+/// An object's MD5 from its ETag, when the ETag is one (an S3 single-part upload).
+pub fn etag_md5(etag: &str) -> Option<[u8; 16]> {
+    let hex_digits = etag.trim_matches('"');
+    let mut md5 = [0u8; 16];
+    hex::decode_to_slice(hex_digits, &mut md5).ok()?;
+    Some(md5)
+}
+
+/// The `public_url` base with `prefix` joined to it, or `own` (the store's address) without one.
+fn joined_base(public_url: Option<&str>, own: String, prefix: &str) -> String {
+    let base = match public_url {
+        Some(public) => public.trim_end_matches('/').to_string(),
+        None => own,
+    };
+    let prefix = prefix.trim_matches('/');
+    if prefix.is_empty() {
+        base
+    } else {
+        format!("{base}/{prefix}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_part_etags_are_md5s() {
+        let md5 = etag_md5("\"900150983cd24fb0d6963f7d28e17f72\"").unwrap();
+        assert_eq!(md5, <[u8; 16]>::from(Md5::digest(b"abc")));
+        assert_eq!(etag_md5("\"900150983cd24fb0d6963f7d28e17f72-3\""), None);
+    }
+}

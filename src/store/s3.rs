@@ -1,0 +1,664 @@
+//! S3 and S3-compatible stores, on the AWS SDK: the client (one HTTPS stack), retries with the
+//! crate's policy, and the public address of a bucket's objects.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::Path;
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, MetadataDirective, ObjectIdentifier,
+};
+use aws_sdk_s3::Client;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
+
+use super::{etag_md5, joined_base, Listed, ObjectHeaders, ObjectStore, Put, StoreError};
+use crate::config::{Bucket, S3Config};
+use crate::retry::Policy;
+
+/// Parts of one multipart upload in flight at once; with the part size, this bounds the memory.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// What a copy source may hold as it is; every other byte of the key is percent-encoded.
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Keys one DeleteObjects request may name.
+const DELETE_BATCH: usize = 1000;
+
+/// Builds an S3 client from the standard AWS chain and the `[s3]` settings.
+pub async fn client(config: &S3Config) -> Client {
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
+    if let Some(endpoint) = &config.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some(region) = &config.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+        // Our own retry loop decides, so a tile's attempts and backoff are visible and bounded.
+        .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        .force_path_style(config.force_path_style);
+    if shared.region().is_none() {
+        builder = builder.region(aws_config::Region::new("us-east-1"));
+    }
+    Client::from_conf(builder.build())
+}
+
+/// The HTTP client of every AWS request: hyper with rustls on ring, the build's only TLS stack, with
+/// the platform's root certificates. (The SDK's own default would bring a second TLS stack.)
+pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
+    use aws_smithy_http_client::tls;
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
+/// The public URL of the objects under `bucket/prefix`: under `public_url` (a CDN in front of the
+/// bucket) when configured, else the bucket's own address at the endpoint (path style or virtual
+/// host, as the client addresses it) or at AWS in the bucket's region.
+pub fn public_base(config: &S3Config, region: Option<&str>, bucket: &str, prefix: &str) -> String {
+    let own = match &config.endpoint {
+        Some(endpoint) => {
+            let endpoint = endpoint.trim_end_matches('/');
+            match endpoint.split_once("://") {
+                Some((scheme, host)) if !config.force_path_style => {
+                    format!("{scheme}://{bucket}.{host}")
+                }
+                _ => format!("{endpoint}/{bucket}"),
+            }
+        }
+        None => {
+            let region = region.unwrap_or("us-east-1");
+            format!("https://{bucket}.s3.{region}.amazonaws.com")
+        }
+    };
+    joined_base(config.public_url.as_deref(), own, prefix)
+}
+
+/// Runs an S3 request up to `attempts` times, backing off exponentially while the failure is
+/// transient (connection, timeout, throttling, 5xx).
+pub async fn with_retries<T, E, F, Fut>(
+    attempts: u32,
+    what: &str,
+    request: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    Policy::s3(attempts)
+        .run(|| what.to_string(), request, is_transient, describe)
+        .await
+        .map_err(|failed| StoreError {
+            what: what.to_string(),
+            message: describe(&failed.error),
+            attempts: failed.attempts,
+            source: Box::new(failed.error),
+        })
+}
+
+fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            status == 429 || status >= 500 || status == 408
+        }
+        _ => false,
+    }
+}
+
+/// One line: the service's code, message and status, or the chain of transport causes.
+fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    if let SdkError::ServiceError(context) = err {
+        let status = context.raw().status().as_u16();
+        let service = context.err();
+        let code = service.code().unwrap_or("error");
+        let message = service.message().unwrap_or_default();
+        return format!("HTTP {status} {code} {message}")
+            .trim_end()
+            .to_string();
+    }
+    let mut parts = vec![err.to_string()];
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ").replace('\n', " ")
+}
+
+/// A bucket of an S3 or S3-compatible store.
+pub struct S3Store {
+    client: Client,
+    bucket: Bucket,
+    attempts: u32,
+    public: String,
+}
+
+impl S3Store {
+    /// Connects to `bucket` with the `[s3]` settings and the standard AWS credential chain.
+    pub async fn open(bucket: &Bucket, settings: &S3Config) -> S3Store {
+        let client = client(settings).await;
+        let region = client.config().region().map(|r| r.to_string());
+        S3Store {
+            public: public_base(settings, region.as_deref(), &bucket.name, ""),
+            client,
+            bucket: bucket.clone(),
+            attempts: settings.max_attempts,
+        }
+    }
+
+    /// A store on a client made elsewhere (a test's, with credentials of its own).
+    pub fn with_client(client: Client, bucket: &str, settings: &S3Config) -> S3Store {
+        let region = client.config().region().map(|r| r.to_string());
+        S3Store {
+            public: public_base(settings, region.as_deref(), bucket, ""),
+            client,
+            bucket: Bucket {
+                scheme: crate::config::Scheme::S3,
+                name: bucket.to_string(),
+            },
+            attempts: settings.max_attempts,
+        }
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("{}/{key}", self.bucket)
+    }
+
+    async fn multipart(
+        &self,
+        key: &str,
+        path: &Path,
+        size: u64,
+        headers: ObjectHeaders<'_>,
+        part_size: u64,
+        what: &str,
+    ) -> Result<String, StoreError> {
+        let (client, bucket, attempts) = (&self.client, &self.bucket.name, self.attempts);
+        let started = with_retries(attempts, what, || {
+            client
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .content_type(headers.content_type)
+                .cache_control(headers.cache_control)
+                .set_content_encoding(headers.content_encoding.map(str::to_string))
+                .send()
+        })
+        .await?;
+        let upload_id = started.upload_id().unwrap_or_default().to_string();
+        let parts = size.div_ceil(part_size);
+        let uploaded = futures::stream::iter(0..parts)
+            .map(|index| {
+                let upload_id = &upload_id;
+                async move {
+                    let offset = index * part_size;
+                    let length = part_size.min(size - offset);
+                    let mut bytes = vec![0; length as usize];
+                    let mut file =
+                        std::fs::File::open(path).map_err(|e| StoreError::local(what, e))?;
+                    file.seek(SeekFrom::Start(offset))
+                        .and_then(|_| file.read_exact(&mut bytes))
+                        .map_err(|e| StoreError::local(what, e))?;
+                    let number = i32::try_from(index + 1).unwrap_or(i32::MAX);
+                    let part = with_retries(attempts, &format!("{what}, part {number}"), || {
+                        client
+                            .upload_part()
+                            .bucket(bucket)
+                            .key(key)
+                            .upload_id(upload_id)
+                            .part_number(number)
+                            .body(ByteStream::from(bytes.clone()))
+                            .send()
+                    })
+                    .await?;
+                    Ok::<_, StoreError>(
+                        CompletedPart::builder()
+                            .part_number(number)
+                            .set_e_tag(part.e_tag().map(str::to_string))
+                            .build(),
+                    )
+                }
+            })
+            .buffered(PARTS_IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await;
+        let completed = match uploaded {
+            Ok(parts) => {
+                let done = CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build();
+                with_retries(attempts, what, || {
+                    client
+                        .complete_multipart_upload()
+                        .bucket(bucket)
+                        .key(key)
+                        .upload_id(&upload_id)
+                        .multipart_upload(done.clone())
+                        .send()
+                })
+                .await
+            }
+            Err(err) => Err(err),
+        };
+        match completed {
+            Ok(output) => Ok(output.e_tag().unwrap_or_default().to_string()),
+            Err(err) => {
+                // Parts of an abandoned upload are billed until aborted.
+                let _ = client
+                    .abort_multipart_upload()
+                    .bucket(bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                Err(err)
+            }
+        }
+    }
+}
+
+impl ObjectStore for S3Store {
+    fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        body: Vec<u8>,
+        headers: ObjectHeaders<'a>,
+        only_new: bool,
+    ) -> BoxFuture<'a, Result<Put, StoreError>> {
+        async move {
+            let what = format!("uploading {}", self.url(key));
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            with_retries(self.attempts, &what, || async {
+                let mut request = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .body(ByteStream::from(body.clone()))
+                    .set_content_encoding(headers.content_encoding.map(str::to_string));
+                if !headers.content_type.is_empty() {
+                    request = request.content_type(headers.content_type);
+                }
+                if !headers.cache_control.is_empty() {
+                    request = request.cache_control(headers.cache_control);
+                }
+                if only_new {
+                    request = request.if_none_match("*");
+                }
+                match request.send().await {
+                    Ok(put) => Ok(Put::Stored(put.e_tag().unwrap_or_default().to_string())),
+                    Err(err)
+                        if only_new
+                            && err
+                                .raw_response()
+                                .is_some_and(|r| r.status().as_u16() == 412) =>
+                    {
+                        Ok(Put::Exists)
+                    }
+                    Err(err) => Err(err),
+                }
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+        cap: u64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        async move {
+            let what = format!("reading {}", self.url(key));
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            let object = with_retries(self.attempts, &what, || async {
+                match client.get_object().bucket(bucket).key(key).send().await {
+                    Ok(object) => Ok(Some(object)),
+                    Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                        Ok(None)
+                    }
+                    Err(err) => Err(err),
+                }
+            })
+            .await?;
+            let Some(object) = object else {
+                return Ok(None);
+            };
+            let size = object.content_length().unwrap_or(0).max(0) as u64;
+            if size > cap {
+                return Err(StoreError::local(&what, too_large(size, cap)));
+            }
+            let bytes = object
+                .body
+                .collect()
+                .await
+                .map_err(|e| StoreError::local(&what, e))?;
+            Ok(Some(bytes.into_bytes().to_vec()))
+        }
+        .boxed()
+    }
+
+    fn get_range<'a>(
+        &'a self,
+        key: &'a str,
+        range: Range<u64>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
+        async move {
+            let what = format!("reading bytes {range:?} of {}", self.url(key));
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            let header = format!("bytes={}-{}", range.start, range.end.saturating_sub(1));
+            let object = with_retries(self.attempts, &what, || {
+                client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .range(&header)
+                    .send()
+            })
+            .await?;
+            let bytes = object
+                .body
+                .collect()
+                .await
+                .map_err(|e| StoreError::local(&what, e))?;
+            Ok(bytes.into_bytes().to_vec())
+        }
+        .boxed()
+    }
+
+    fn etag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        async move {
+            let what = format!("looking up {}", self.url(key));
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            with_retries(self.attempts, &what, || async {
+                match client.head_object().bucket(bucket).key(key).send().await {
+                    Ok(head) => Ok(Some(head.e_tag().unwrap_or_default().to_string())),
+                    Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
+                        Ok(None)
+                    }
+                    Err(err) => Err(err),
+                }
+            })
+            .await
+        }
+        .boxed()
+    }
+
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        direct_only: bool,
+    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>> {
+        async move {
+            let what = format!("listing {}", self.url(prefix));
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            let mut listed = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = with_retries(self.attempts, &what, || {
+                    client
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .prefix(prefix)
+                        .set_delimiter(direct_only.then(|| "/".to_string()))
+                        .set_continuation_token(token.clone())
+                        .send()
+                })
+                .await?;
+                for object in page.contents() {
+                    let Some(key) = object.key() else { continue };
+                    listed.push(Listed {
+                        key: key.to_string(),
+                        size: object.size().unwrap_or(0).max(0) as u64,
+                        md5: object.e_tag().and_then(etag_md5),
+                    });
+                }
+                match page.next_continuation_token() {
+                    Some(next) if page.is_truncated() == Some(true) => {
+                        token = Some(next.to_string())
+                    }
+                    _ => return Ok(listed),
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn holds_any<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        async move {
+            let what = format!("listing {}", self.url(prefix));
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            let page = with_retries(self.attempts, &what, || {
+                client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .prefix(prefix)
+                    .max_keys(1)
+                    .send()
+            })
+            .await?;
+            Ok(!page.contents().is_empty())
+        }
+        .boxed()
+    }
+
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let what = format!("removing {}", self.url(key));
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            with_retries(self.attempts, &what, || {
+                client.delete_object().bucket(bucket).key(key).send()
+            })
+            .await
+            .map(|_| ())
+        }
+        .boxed()
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            for batch in keys.chunks(DELETE_BATCH) {
+                let objects: Vec<ObjectIdentifier> = batch
+                    .iter()
+                    .filter_map(|key| ObjectIdentifier::builder().key(key).build().ok())
+                    .collect();
+                let delete = Delete::builder()
+                    .set_objects(Some(objects))
+                    .quiet(true)
+                    .build()
+                    .expect("objects are set");
+                let what = format!("deleting {} object(s) from {}", batch.len(), self.bucket);
+                let output = with_retries(self.attempts, &what, || {
+                    client
+                        .delete_objects()
+                        .bucket(bucket)
+                        .delete(delete.clone())
+                        .send()
+                })
+                .await?;
+                if let Some(failed) = output.errors().first() {
+                    let message = format!(
+                        "cannot delete {}: {}",
+                        failed.key().unwrap_or("?"),
+                        failed.message().unwrap_or("unknown error")
+                    );
+                    return Err(StoreError::local(&what, std::io::Error::other(message)));
+                }
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn copy<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        if_etag: &'a str,
+        headers: ObjectHeaders<'a>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        async move {
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            let source = format!(
+                "{bucket}/{}",
+                percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
+            );
+            let what = format!("copying {} to {}", self.url(from), self.url(to));
+            with_retries(self.attempts, &what, || {
+                client
+                    .copy_object()
+                    .bucket(bucket)
+                    .key(to)
+                    .copy_source(&source)
+                    .copy_source_if_match(if_etag)
+                    .metadata_directive(MetadataDirective::Replace)
+                    .content_type(headers.content_type)
+                    .cache_control(headers.cache_control)
+                    .send()
+            })
+            .await
+            .map(|_| ())
+        }
+        .boxed()
+    }
+
+    fn download_into<'a>(
+        &'a self,
+        key: &'a str,
+        file: &'a mut std::fs::File,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        async move {
+            let what = format!("downloading {}", self.url(key));
+            let (client, bucket) = (&self.client, &self.bucket.name);
+            let object = with_retries(self.attempts, &what, || {
+                client.get_object().bucket(bucket).key(key).send()
+            })
+            .await?;
+            let etag = object.e_tag().unwrap_or_default().to_string();
+            let mut body = object.body;
+            while let Some(chunk) = body
+                .try_next()
+                .await
+                .map_err(|e| StoreError::local(&what, e))?
+            {
+                file.write_all(&chunk)
+                    .map_err(|e| StoreError::local(&what, e))?;
+            }
+            file.flush().map_err(|e| StoreError::local(&what, e))?;
+            Ok(etag)
+        }
+        .boxed()
+    }
+
+    fn upload_file<'a>(
+        &'a self,
+        key: &'a str,
+        path: &'a Path,
+        headers: ObjectHeaders<'a>,
+        part_size: u64,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        async move {
+            let what = format!("uploading {} to {}", path.display(), self.url(key));
+            let size = std::fs::metadata(path)
+                .map_err(|e| StoreError::local(&what, e))?
+                .len();
+            if size <= part_size {
+                let body = std::fs::read(path).map_err(|e| StoreError::local(&what, e))?;
+                return match self.put(key, body, headers, false).await? {
+                    Put::Stored(etag) => Ok(etag),
+                    Put::Exists => unreachable!("an unconditional write never finds one there"),
+                };
+            }
+            self.multipart(key, path, size, headers, part_size, &what)
+                .await
+        }
+        .boxed()
+    }
+
+    fn public_base(&self, prefix: &str) -> String {
+        let prefix = prefix.trim_matches('/');
+        if prefix.is_empty() {
+            self.public.clone()
+        } else {
+            format!("{}/{prefix}", self.public)
+        }
+    }
+}
+
+/// The refusal of a document past its cap.
+pub(super) fn too_large(size: u64, cap: u64) -> std::io::Error {
+    std::io::Error::other(format!(
+        "the object is {size} bytes, past the {} MiB cap on a document: refused",
+        cap >> 20
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tilejson_points_at_the_bucket_or_the_cdn_in_front_of_it() {
+        let aws = S3Config::default();
+        let minio = S3Config {
+            endpoint: Some("http://127.0.0.1:9000/".into()),
+            force_path_style: true,
+            ..S3Config::default()
+        };
+        let r2 = S3Config {
+            endpoint: Some("https://acct.r2.cloudflarestorage.com".into()),
+            ..S3Config::default()
+        };
+        let cdn = S3Config {
+            public_url: Some("https://cdn.example.org/".into()),
+            ..minio.clone()
+        };
+        let cases = [
+            (
+                &aws,
+                Some("eu-west-1"),
+                "facilities/v3",
+                "https://tiles.s3.eu-west-1.amazonaws.com/facilities/v3",
+            ),
+            (&minio, None, "", "http://127.0.0.1:9000/tiles"),
+            (
+                &r2,
+                None,
+                "f",
+                "https://tiles.acct.r2.cloudflarestorage.com/f",
+            ),
+            (&cdn, None, "/f/v3/", "https://cdn.example.org/f/v3"),
+        ];
+        for (config, region, prefix, expected) in cases {
+            assert_eq!(public_base(config, region, "tiles", prefix), expected);
+        }
+    }
+}
