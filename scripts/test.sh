@@ -117,13 +117,21 @@ OAR_TILES_TEST_MOTO=$(head -1 <<<"$moto")
 moto_pid=$(tail -1 <<<"$moto")
 export OAR_TILES_TEST_MOTO
 
+# The Azure output tests talk to Azurite (Microsoft's emulator, npm), one for the whole run (each
+# test makes a container of its own), and read what the tool stored through Microsoft's Python SDK.
+azurite=$(scripts/azurite.sh start) || die "cannot start Azurite"
+OAR_TILES_TEST_AZURITE=$(head -1 <<<"$azurite")
+azurite_pid=$(tail -1 <<<"$azurite")
+OAR_TILES_TEST_AZURE_PYTHON=$(scripts/azurite.sh python) || die "cannot install azure-storage-blob"
+export OAR_TILES_TEST_AZURITE OAR_TILES_TEST_AZURE_PYTHON
+
 # The SLURM tests run sharded seeds as job arrays of a real one-node cluster (Debian's slurm-wlm).
 slurm_dir=$(mktemp -d)
 OAR_TILES_TEST_SLURM_CONF=$(scripts/slurm.sh start "$slurm_dir") || die "cannot start SLURM"
 export OAR_TILES_TEST_SLURM_CONF
 
 log=$(mktemp)
-trap 'rm -f "$log"; scripts/moto-server.sh stop "$moto_pid"; scripts/slurm.sh stop "$slurm_dir"; rm -rf "$slurm_dir"' EXIT
+trap 'rm -f "$log"; scripts/moto-server.sh stop "$moto_pid"; scripts/azurite.sh stop "$azurite_pid"; scripts/slurm.sh stop "$slurm_dir"; rm -rf "$slurm_dir"' EXIT
 status=0
 # Everything after a `--` goes to the test binaries; --include-ignored joins it there.
 args=("$@")

@@ -7,6 +7,7 @@ mod common;
 
 mod agg_hash;
 mod agg_lag;
+mod azure;
 mod bad_input;
 mod cloudfront;
 mod clusters;

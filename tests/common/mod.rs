@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: the test database, running the binary, reading MVT
 //! and the S3 test server.
 
+pub mod azure;
 pub mod fixture;
 pub mod mvt;
 pub mod pg;

@@ -1,0 +1,189 @@
+//! Azure Blob Storage for the tests: the one Azurite process `scripts/test.sh` starts
+//! (`OAR_TILES_TEST_AZURITE`, its blob service's URL), a container of its own per test, made,
+//! read and removed through Microsoft's Python SDK (`OAR_TILES_TEST_AZURE_PYTHON`), so what the
+//! tool stored is read by a client that is not the tool's.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Azurite's blob service URL, set by `scripts/test.sh`.
+const AZURITE_ENV: &str = "OAR_TILES_TEST_AZURITE";
+/// A python with `azure-storage-blob`, set by `scripts/test.sh`.
+const PYTHON_ENV: &str = "OAR_TILES_TEST_AZURE_PYTHON";
+
+/// Azurite's published development account and key (the same in every installation).
+const ACCOUNT: &str = "devstoreaccount1";
+const ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The SDK calls a test needs, one per run of the script: `create`, `drop`, `read PREFIX` (every
+/// blob under it, as JSON lines of name, hex bytes and headers). A blob is read as stored: the SDK
+/// would otherwise undo a gzip `Content-Encoding` as a browser does.
+const SCRIPT: &str = r#"
+import json, sys
+from azure.storage.blob import BlobServiceClient
+service = BlobServiceClient.from_connection_string(sys.argv[1])
+container = service.get_container_client(sys.argv[2])
+op = sys.argv[3]
+if op == "create":
+    container.create_container()
+elif op == "drop":
+    container.delete_container()
+elif op == "read":
+    prefix = sys.argv[4]
+    for blob in container.list_blobs(name_starts_with=prefix):
+        settings = blob.content_settings
+        data = container.download_blob(blob.name, decompress=False).readall()
+        print(json.dumps({
+            "name": blob.name[len(prefix):],
+            "data": data.hex(),
+            "content_type": settings.content_type,
+            "cache_control": settings.cache_control,
+            "content_encoding": settings.content_encoding,
+        }))
+"#;
+
+/// One blob as the SDK read it.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// Its name under the prefix read.
+    pub name: String,
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+}
+
+/// A container of its own on the shared Azurite, removed when dropped.
+pub struct Container {
+    /// The container's name.
+    pub name: String,
+    url: String,
+    python: String,
+}
+
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: the Azure tests run through scripts/test.sh, which starts Azurite"
+        )
+    })
+}
+
+impl Container {
+    /// Makes an empty container named after `label` (lowercase letters, digits and `-`).
+    pub fn create(label: &str) -> Container {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "{}-{}-{}",
+            label.replace('_', "-").to_lowercase(),
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let container = Container {
+            name,
+            url: required(AZURITE_ENV),
+            python: required(PYTHON_ENV),
+        };
+        container.sdk(&["create"]);
+        container
+    }
+
+    fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};\
+             BlobEndpoint={}/{ACCOUNT};",
+            self.url.trim_end_matches('/')
+        )
+    }
+
+    fn sdk(&self, args: &[&str]) -> String {
+        let output = Command::new(&self.python)
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(self.connection_string())
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.python));
+        assert!(
+            output.status.success(),
+            "azure-storage-blob {args:?} on {}: {}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// The output address of `prefix` in this container: `az://NAME/PREFIX`.
+    pub fn address(&self, prefix: &str) -> String {
+        format!("az://{}/{prefix}", self.name)
+    }
+
+    /// The environment the binary reaches Azurite with, as Azure's tools do.
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("AZURE_STORAGE_USE_EMULATOR", "true"),
+            ("AZURITE_BLOB_STORAGE_URL", self.url.as_str()),
+        ]
+    }
+
+    /// Every blob under `prefix/` (all of them for `""`), named from there on, in name order.
+    pub fn read_prefix(&self, prefix: &str) -> Vec<Blob> {
+        let under = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        let mut blobs: Vec<Blob> = self
+            .sdk(&["read", &under])
+            .lines()
+            .map(|line| {
+                let json: serde_json::Value = serde_json::from_str(line).unwrap();
+                let text = |key: &str| json[key].as_str().map(str::to_string);
+                Blob {
+                    name: text("name").unwrap(),
+                    data: hex_bytes(json["data"].as_str().unwrap()),
+                    content_type: text("content_type"),
+                    cache_control: text("cache_control"),
+                    content_encoding: text("content_encoding"),
+                }
+            })
+            .collect();
+        blobs.sort_by(|a, b| a.name.cmp(&b.name));
+        blobs
+    }
+
+    /// The tiles (`z/x/y.pbf`) stored under `prefix/`.
+    pub fn stored_tiles(&self, prefix: &str) -> super::run::Tiles {
+        let objects: Vec<(String, Vec<u8>)> = self
+            .read_prefix(prefix)
+            .into_iter()
+            .map(|blob| (blob.name, blob.data))
+            .collect();
+        super::s3::tiles_of(&objects)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.python)
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(self.connection_string())
+            .arg(&self.name)
+            .arg("drop")
+            .output();
+    }
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
