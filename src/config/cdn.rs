@@ -212,12 +212,24 @@ impl Default for EdgeCheckSettings {
     }
 }
 
-fn http_url(key: &str, url: &str) -> Result<String, String> {
+/// A URL key's value that is not an `http://` or `https://` URL.
+#[derive(Debug, thiserror::Error)]
+#[error("{key} `{url}` is not an http:// or https:// URL")]
+struct NotHttpUrl {
+    key: &'static str,
+    url: String,
+}
+
+/// The URL of `key` without its trailing `/`s.
+fn http_url(key: &'static str, url: &str) -> Result<String, NotHttpUrl> {
     let url = url.trim_end_matches('/');
     if !(url.starts_with("http://") || url.starts_with("https://"))
         || url.contains(char::is_whitespace)
     {
-        return Err(format!("{key} `{url}` is not an http:// or https:// URL"));
+        return Err(NotHttpUrl {
+            key,
+            url: url.to_string(),
+        });
     }
     Ok(url.to_string())
 }
@@ -254,7 +266,7 @@ fn api_url(kind: &str, raw: Option<Spanned<String>>, default: &str) -> Result<St
         }
         None => (default.to_string(), None),
     };
-    let url = http_url("api_url", &text).map_err(|message| (span.clone(), message))?;
+    let url = http_url("api_url", &text).map_err(|e| (span.clone(), e.to_string()))?;
     if url.starts_with("http://") && !is_loopback(&url) {
         return Err((
             span,
@@ -380,7 +392,7 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
     let public_url = raw
         .public_url
         .as_deref()
-        .map(|url| http_url("public_url", url).map_err(plain))
+        .map(|url| http_url("public_url", url).map_err(|e| plain(e.to_string())))
         .transpose()?;
     let token_env = |default: &str| {
         let name = raw.token_env.clone().unwrap_or_else(|| default.to_string());
@@ -408,7 +420,8 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
     }
     let target = match kind.as_str() {
         "http" => {
-            let url = http_url("url", &required(raw.url.clone(), "url")?).map_err(plain)?;
+            let url = http_url("url", &required(raw.url.clone(), "url")?)
+                .map_err(|e| plain(e.to_string()))?;
             if !url.contains("{path}") {
                 return Err(plain(format!(
                     "url `{url}` has no {{path}}, which stands for each changed tile or document"

@@ -307,7 +307,7 @@ impl Config {
             let mut raw_tileset = spanned.into_inner();
             let raw_cdn = std::mem::take(&mut raw_tileset.cdn);
             let mut tileset = resolve_tileset(raw_tileset, base_dir)
-                .map_err(|message| at(Some(span.clone()), message))?;
+                .map_err(|problem| at(Some(span.clone()), problem.to_string()))?;
             tileset.cdn = cdn::resolve_cdns(raw_cdn, &tileset.name, path, text)?;
             if tilesets.iter().any(|t| t.name == tileset.name) {
                 return Err(at(

@@ -7,7 +7,56 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::output::{default_keep_versions, OutputSettings, OutputTarget, PmtilesVersions};
-use crate::tile::{BBox, ZoomRange, MAX_ZOOM};
+use crate::tile::{BBox, TileError, ZoomRange, MAX_ZOOM};
+
+/// What is wrong with a `[[tileset]]` table or one of its layers, in one line; the config's loader
+/// places it at the table's line.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Problem {
+    /// A key's value that cannot be used, in words.
+    #[error("{0}")]
+    Key(String),
+    /// Zooms or a bbox the tile module refuses.
+    #[error(transparent)]
+    Tile(#[from] TileError),
+    /// A `pmtiles_keep_versions` that is not a duration.
+    #[error("pmtiles_keep_versions `{text}` is not a duration like \"2h\" ({source})")]
+    KeepVersions {
+        /// The value as written.
+        text: String,
+        /// Why it does not parse.
+        #[source]
+        source: humantime::DurationError,
+    },
+    /// A zoom range of `[tileset.freshness.cache_control]` that does not parse.
+    #[error("freshness.cache_control: {0}")]
+    CacheControlZooms(#[source] TileError),
+    /// A problem inside a named table: the tileset's, a layer's.
+    #[error("{table}: {problem}")]
+    In {
+        /// The table: ``tileset `facilities` ``, ``layer `sites` ``.
+        table: String,
+        /// What is wrong in it.
+        #[source]
+        problem: Box<Problem>,
+    },
+}
+
+impl Problem {
+    /// The problem as found in `table`.
+    fn within(self, table: &str) -> Problem {
+        Problem::In {
+            table: table.to_string(),
+            problem: Box::new(self),
+        }
+    }
+}
+
+impl From<&str> for Problem {
+    fn from(message: &str) -> Self {
+        Problem::Key(message.to_string())
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,7 +225,7 @@ pub const DEFAULT_SIZE_BUDGET: u64 = 500 * 1024;
 pub const DEFAULT_LISTED_TILES: usize = 2_000_000;
 
 /// The tileset's `listed_tiles`: at least one.
-fn listed_tiles(raw: Option<u64>) -> Result<usize, String> {
+fn listed_tiles(raw: Option<u64>) -> Result<usize, Problem> {
     match raw {
         None => Ok(DEFAULT_LISTED_TILES),
         Some(0) => Err("listed_tiles must be at least 1".into()),
@@ -335,31 +384,33 @@ impl LayerConfig {
     }
 }
 
-fn zoom(value: Option<u32>, default: u8, key: &str) -> Result<u8, String> {
+fn zoom(value: Option<u32>, default: u8, key: &str) -> Result<u8, Problem> {
     match value {
         None => Ok(default),
         Some(z) if z <= u32::from(MAX_ZOOM) => Ok(z as u8),
-        Some(z) => Err(format!("{key} {z} is outside 0..={MAX_ZOOM}")),
+        Some(z) => Err(Problem::Key(format!("{key} {z} is outside 0..={MAX_ZOOM}"))),
     }
 }
 
 pub(super) fn resolve_tileset(
     mut raw: RawTileset,
     base_dir: &Path,
-) -> Result<TilesetConfig, String> {
+) -> Result<TilesetConfig, Problem> {
     let name = raw.name.trim().to_string();
     if name.is_empty() {
         return Err("tileset name is empty".into());
     }
-    let context = |message: String| format!("tileset `{name}`: {message}");
+    let in_tileset = format!("tileset `{name}`");
+    let context = |problem: Problem| problem.within(&in_tileset);
+    let refuse = |message: String| context(Problem::Key(message));
     let zooms = ZoomRange::new(
         zoom(raw.minzoom, 0, "minzoom").map_err(context)?,
         zoom(raw.maxzoom, 14, "maxzoom").map_err(context)?,
     )
-    .map_err(|e| context(e.to_string()))?;
+    .map_err(|e| context(e.into()))?;
     let bbox = match raw.bbox.as_deref() {
         None => BBox::WORLD,
-        Some([w, s, e, n]) => BBox::new(*w, *s, *e, *n).map_err(|e| context(e.to_string()))?,
+        Some([w, s, e, n]) => BBox::new(*w, *s, *e, *n).map_err(|e| context(e.into()))?,
         Some(_) => {
             return Err(context(
                 "bbox must be four numbers [west, south, east, north]".into(),
@@ -368,13 +419,13 @@ pub(super) fn resolve_tileset(
     };
     let extent = raw.extent.unwrap_or(4096);
     if !(256..=65536).contains(&extent) || !extent.is_power_of_two() {
-        return Err(context(format!(
+        return Err(refuse(format!(
             "extent {extent} must be a power of two in 256..=65536"
         )));
     }
     let buffer = raw.buffer.unwrap_or(64);
     if buffer > extent / 2 {
-        return Err(context(format!(
+        return Err(refuse(format!(
             "buffer {buffer} must not exceed half the extent ({})",
             extent / 2
         )));
@@ -386,7 +437,7 @@ pub(super) fn resolve_tileset(
     for layer in std::mem::take(&mut raw.layer) {
         let layer = resolve_layer(layer.into_inner(), zooms, extent).map_err(context)?;
         if layers.iter().any(|l| l.name == layer.name) {
-            return Err(context(format!("layer `{}` is defined twice", layer.name)));
+            return Err(refuse(format!("layer `{}` is defined twice", layer.name)));
         }
         layers.push(layer);
     }
@@ -396,7 +447,7 @@ pub(super) fn resolve_tileset(
         }
         Some(column) => {
             if let Some(layer) = layers.iter().find(|l| l.geometry_column == column) {
-                return Err(context(format!(
+                return Err(refuse(format!(
                     "partition_by `{column}` is the geometry column of layer `{}`",
                     layer.name
                 )));
@@ -413,7 +464,7 @@ pub(super) fn resolve_tileset(
         // An output the config cannot parse is the job's to report, with --output's own errors.
         if let Ok(target) = OutputTarget::parse(output) {
             if !target.is_pmtiles() {
-                return Err(context(format!(
+                return Err(refuse(format!(
                     "pmtiles_versions and pmtiles_keep_versions apply to PMTiles outputs; \
                      output `{output}` is {}",
                     target.describe()
@@ -443,7 +494,7 @@ pub(super) fn resolve_tileset(
 }
 
 /// `[tileset.feed]`, checked.
-fn resolve_feed(raw: Option<&RawFeed>) -> Result<Option<Feed>, String> {
+fn resolve_feed(raw: Option<&RawFeed>) -> Result<Option<Feed>, Problem> {
     let Some(raw) = raw else { return Ok(None) };
     let retention = raw.retention.unwrap_or(DEFAULT_FEED_RETENTION);
     if retention == 0 {
@@ -460,7 +511,7 @@ fn resolve_feed(raw: Option<&RawFeed>) -> Result<Option<Feed>, String> {
 fn resolve_freshness(
     raw: Option<&RawFreshness>,
     zooms: ZoomRange,
-) -> Result<Option<Freshness>, String> {
+) -> Result<Option<Freshness>, Problem> {
     let Some(raw) = raw else { return Ok(None) };
     let Some(below) = raw.defer_below_zoom else {
         if raw.defer_seconds.is_some() {
@@ -469,10 +520,10 @@ fn resolve_freshness(
         return Ok(None);
     };
     if below > u32::from(zooms.max) {
-        return Err(format!(
+        return Err(Problem::Key(format!(
             "freshness: defer_below_zoom {below} would defer every zoom (the tileset's deepest is {}):              the change's own tiles must stay in each cycle",
             zooms.max
-        ));
+        )));
     }
     let defer = raw
         .defer_seconds
@@ -489,24 +540,22 @@ fn resolve_freshness(
 /// `[tileset.freshness.cache_control]`: zoom or zoom range → `Cache-Control`, ranges apart.
 fn resolve_cache_control_by_zoom(
     raw: Option<&RawFreshness>,
-) -> Result<Vec<(ZoomRange, String)>, String> {
+) -> Result<Vec<(ZoomRange, String)>, Problem> {
     let mut by_zoom: Vec<(ZoomRange, String)> = Vec::new();
     for (zooms, value) in raw.iter().flat_map(|raw| &raw.cache_control) {
-        let range: ZoomRange = zooms
-            .parse()
-            .map_err(|e| format!("freshness.cache_control: {e}"))?;
+        let range: ZoomRange = zooms.parse().map_err(Problem::CacheControlZooms)?;
         if value.chars().any(|c| c.is_control()) {
-            return Err(format!(
+            return Err(Problem::Key(format!(
                 "freshness.cache_control `{zooms}` must be one line"
-            ));
+            )));
         }
         if let Some((other, _)) = by_zoom
             .iter()
             .find(|(other, _)| other.min <= range.max && range.min <= other.max)
         {
-            return Err(format!(
+            return Err(Problem::Key(format!(
                 "freshness.cache_control: zooms `{zooms}` overlap zooms {other}"
-            ));
+            )));
         }
         by_zoom.push((range, value.clone()));
     }
@@ -515,22 +564,26 @@ fn resolve_cache_control_by_zoom(
 
 /// A TileJSON tile URL must be absolute: MapLibre GL JS resolves a relative one against the page
 /// that shows the map, not against the TileJSON's own address, and then finds no tiles.
-fn check_tiles_url(url: &str) -> Result<(), String> {
+fn check_tiles_url(url: &str) -> Result<(), Problem> {
     let absolute = url.starts_with("https://") || url.starts_with("http://");
     if !absolute {
-        return Err(format!(
+        return Err(Problem::Key(format!(
             "tiles_url `{url}` must be an absolute URL such as \
              \"https://tiles.example.org/facilities/{{z}}/{{x}}/{{y}}.pbf\": map clients resolve a \
              relative one against their page, not against tiles.json"
-        ));
+        )));
     }
     for part in ["{z}", "{x}", "{y}"] {
         if !url.contains(part) {
-            return Err(format!("tiles_url `{url}` has no {part} placeholder"));
+            return Err(Problem::Key(format!(
+                "tiles_url `{url}` has no {part} placeholder"
+            )));
         }
     }
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("tiles_url `{url}` must not contain spaces"));
+        return Err(Problem::Key(format!(
+            "tiles_url `{url}` must not contain spaces"
+        )));
     }
     Ok(())
 }
@@ -549,7 +602,7 @@ fn resolve_output(output: &str, base_dir: &Path) -> String {
 }
 
 /// How directory and S3 tiles are stored, and the TileJSON tile URL.
-fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, String> {
+fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Problem> {
     let defaults = OutputSettings::default();
     let tile_extension = raw.tile_extension.take().unwrap_or(defaults.tile_extension);
     if tile_extension.is_empty()
@@ -557,9 +610,9 @@ fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Strin
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.')
     {
-        return Err(format!(
+        return Err(Problem::Key(format!(
             "tile_extension `{tile_extension}` must be letters and digits, like \"pbf\""
-        ));
+        )));
     }
     let cache_control = raw.cache_control.take().unwrap_or(defaults.cache_control);
     if cache_control.chars().any(|c| c.is_control()) {
@@ -567,9 +620,9 @@ fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Strin
     }
     let compression_level = raw.compression_level.unwrap_or(defaults.compression_level);
     if !(1..=9).contains(&compression_level) {
-        return Err(format!(
+        return Err(Problem::Key(format!(
             "compression_level must be 1 (fastest) to 9 (smallest), got {compression_level}"
-        ));
+        )));
     }
     let pmtiles_versions = resolve_pmtiles_versions(raw)?;
     match (&raw.tiles_url, pmtiles_versions) {
@@ -589,11 +642,12 @@ fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Strin
 }
 
 /// `pmtiles_versions` and how long superseded versions stay (`pmtiles_keep_versions`).
-fn resolve_pmtiles_versions(raw: &RawTileset) -> Result<Option<PmtilesVersions>, String> {
+fn resolve_pmtiles_versions(raw: &RawTileset) -> Result<Option<PmtilesVersions>, Problem> {
     let keep = match &raw.pmtiles_keep_versions {
         None => default_keep_versions(),
-        Some(text) => humantime::parse_duration(text).map_err(|err| {
-            format!("pmtiles_keep_versions `{text}` is not a duration like \"2h\" ({err})")
+        Some(text) => humantime::parse_duration(text).map_err(|source| Problem::KeepVersions {
+            text: text.clone(),
+            source,
         })?,
     };
     match raw.pmtiles_versions {
@@ -608,17 +662,17 @@ fn resolve_pmtiles_versions(raw: &RawTileset) -> Result<Option<PmtilesVersions>,
 /// With `pmtiles_versions`, `tiles_url` is where the archive's folder is served: TileJSON names
 /// `pmtiles://URL/NAME.HASH.pmtiles/{z}/{x}/{y}`, which map clients resolve against their page when
 /// relative.
-fn check_folder_url(url: &str) -> Result<(), String> {
+fn check_folder_url(url: &str) -> Result<(), Problem> {
     let absolute = url.starts_with("https://") || url.starts_with("http://");
     if !absolute
         || url.contains(['{', '}'])
         || url.chars().any(|c| c.is_whitespace() || c.is_control())
     {
-        return Err(format!(
+        return Err(Problem::Key(format!(
             "tiles_url `{url}`: with pmtiles_versions it is the absolute URL of the folder that \
              serves the archive's versions, such as \"https://tiles.example.org/maps\", without \
              {{z}}/{{x}}/{{y}}"
-        ));
+        )));
     }
     Ok(())
 }
@@ -627,21 +681,20 @@ fn resolve_layer(
     raw: RawLayer,
     tileset_zooms: ZoomRange,
     extent: u32,
-) -> Result<LayerConfig, String> {
+) -> Result<LayerConfig, Problem> {
     let name = raw.name.trim().to_string();
     if name.is_empty() {
         return Err("a layer has an empty name".into());
     }
-    let context = |message: String| format!("layer `{name}`: {message}");
+    let in_layer = format!("layer `{name}`");
+    let context = |problem: Problem| problem.within(&in_layer);
+    let refuse = |message: String| context(Problem::Key(message));
     let (schema, table) = match raw.table.split_once('.') {
         Some((schema, table)) => (Some(schema.to_string()), table.to_string()),
         None => (None, raw.table.clone()),
     };
     if table.is_empty() || schema.as_deref() == Some("") {
-        return Err(context(format!(
-            "table `{}` is not a table name",
-            raw.table
-        )));
+        return Err(refuse(format!("table `{}` is not a table name", raw.table)));
     }
     let zooms = match (raw.minzoom, raw.maxzoom) {
         (None, None) => None,
@@ -650,7 +703,7 @@ fn resolve_layer(
                 zoom(min, tileset_zooms.min, "minzoom").map_err(context)?,
                 zoom(max, tileset_zooms.max, "maxzoom").map_err(context)?,
             )
-            .map_err(|e| context(e.to_string()))?,
+            .map_err(|e| context(e.into()))?,
         ),
     };
     let cluster = resolve_cluster(&raw, extent).map_err(context)?;
@@ -660,13 +713,13 @@ fn resolve_layer(
             return Err(context("cluster_breakdown needs cluster_maxzoom".into()));
         }
         if !raw.attributes.contains(column) {
-            return Err(context(format!(
+            return Err(refuse(format!(
                 "cluster_breakdown `{column}` must be one of the layer's attributes"
             )));
         }
         let property = breakdown_property(column);
         if raw.attributes.contains(&property) {
-            return Err(context(format!(
+            return Err(refuse(format!(
                 "attribute `{property}` clashes with the cluster breakdown's property"
             )));
         }
@@ -679,12 +732,12 @@ fn resolve_layer(
         }
     }
     if let Some(reserved) = raw.attributes.iter().find(|a| a.starts_with("__oar_")) {
-        return Err(context(format!(
+        return Err(refuse(format!(
             "attribute `{reserved}`: names starting with __oar_ are reserved"
         )));
     }
     if raw.attributes.contains(&geometry_column) {
-        return Err(context(format!(
+        return Err(refuse(format!(
             "attribute `{geometry_column}` is the geometry column"
         )));
     }
@@ -713,14 +766,14 @@ fn resolve_layer(
 }
 
 /// The layer's `simplify`, `min_area` and `min_length`, each a finite number of (square) pixels.
-fn resolve_generalisation(raw: &RawLayer) -> Result<Generalisation, String> {
+fn resolve_generalisation(raw: &RawLayer) -> Result<Generalisation, Problem> {
     let defaults = Generalisation::DEFAULT;
     let pixels = |value: Option<f64>, default: f64, key: &str| match value {
         None => Ok(default),
         Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        Some(v) => Err(format!(
+        Some(v) => Err(Problem::Key(format!(
             "{key} {v} must be a number of pixels, 0 or more (0 turns it off)"
-        )),
+        ))),
     };
     Ok(Generalisation {
         simplify: pixels(raw.simplify, defaults.simplify, "simplify")?,
@@ -730,7 +783,7 @@ fn resolve_generalisation(raw: &RawLayer) -> Result<Generalisation, String> {
 }
 
 /// The layer's grid clustering, if `cluster_maxzoom` asks for it.
-fn resolve_cluster(raw: &RawLayer, extent: u32) -> Result<Option<ClusterConfig>, String> {
+fn resolve_cluster(raw: &RawLayer, extent: u32) -> Result<Option<ClusterConfig>, Problem> {
     Ok(match raw.cluster_maxzoom {
         None if raw.cluster_cell.is_some() || raw.cluster_position.is_some() => {
             return Err("cluster_cell and cluster_position need cluster_maxzoom".into())
@@ -740,19 +793,19 @@ fn resolve_cluster(raw: &RawLayer, extent: u32) -> Result<Option<ClusterConfig>,
             let maxzoom = zoom(Some(maxzoom), 0, "cluster_maxzoom")?;
             let cell = raw.cluster_cell.unwrap_or(512);
             if !cell.is_power_of_two() || !(8..=extent).contains(&cell) {
-                return Err(format!(
+                return Err(Problem::Key(format!(
                     "cluster_cell {cell} must be a power of two between 8 and the extent ({extent})"
-                ));
+                )));
             }
             if let Some(clash) = raw
                 .attributes
                 .iter()
                 .find(|a| CLUSTER_PROPERTIES.contains(&a.as_str()))
             {
-                return Err(format!(
+                return Err(Problem::Key(format!(
                     "attribute `{clash}` clashes with a cluster property ({})",
                     CLUSTER_PROPERTIES.join(", ")
-                ));
+                )));
             }
             Some(ClusterConfig {
                 maxzoom,

@@ -5,7 +5,8 @@ use super::fold::{fold, Purge};
 use std::time::Duration;
 
 use super::{
-    everything_under, excerpt, send_with_retries, Client, PurgePlan, PurgeReport, Request, Secrets,
+    everything_under, excerpt, send_with_retries, Client, PurgeError, PurgePlan, PurgeReport,
+    Request, Secrets,
 };
 use crate::config::cdn::CloudflarePlan;
 use crate::tile::BBox;
@@ -46,7 +47,7 @@ async fn send_all(
     calls: Vec<Call>,
     check: fn(&str) -> bool,
     pace: impl Fn(&Call) -> Duration,
-) -> Result<PurgeReport, String> {
+) -> Result<PurgeReport, PurgeError> {
     let mut report = PurgeReport::default();
     for call in calls {
         let wait = pace(&call);
@@ -66,13 +67,12 @@ async fn send_all(
         let answer =
             send_with_retries(sender.client, request, sender.timeout, sender.secrets).await?;
         if !(200..300).contains(&answer.status) || !check(&answer.body) {
-            return Err(format!(
-                "{} {}: answered {}: {}",
-                call.method,
-                call.url,
-                answer.status,
-                excerpt(&answer.body, sender.secrets)
-            ));
+            return Err(PurgeError::Refused {
+                method: call.method.to_string(),
+                url: call.url,
+                status: answer.status,
+                excerpt: excerpt(&answer.body, sender.secrets),
+            });
         }
         report.requests += 1;
         report.paths += call.items.len() as u64;
@@ -154,7 +154,7 @@ impl Cloudflare {
         calls
     }
 
-    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, String> {
+    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, PurgeError> {
         // The API answers 200 with `"success": false` when it refused part of a call.
         fn succeeded(body: &str) -> bool {
             serde_json::from_str::<serde_json::Value>(body)
@@ -324,7 +324,7 @@ impl Fastly {
             .collect()
     }
 
-    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, String> {
+    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, PurgeError> {
         fn succeeded(body: &str) -> bool {
             // Single purges answer {"status": "ok", ...}; batch purges a map of keys to ids.
             serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.is_object())

@@ -9,6 +9,7 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::error::RequestError;
 use crate::error::{Error, Result};
 
 /// Longest an edge check's fetch may take.
@@ -62,7 +63,7 @@ impl Client {
     }
 
     /// Sends one request and reads at most [`ANSWER_CAP`] bytes of the answer, all within
-    /// `timeout`; `Err` is a transport failure or no answer in time, as one line.
+    /// `timeout`; `Err` is a transport failure or no answer in time.
     pub async fn send(
         &self,
         method: &str,
@@ -70,7 +71,7 @@ impl Client {
         headers: &[(String, String)],
         body: Vec<u8>,
         timeout: Duration,
-    ) -> std::result::Result<Answer, String> {
+    ) -> std::result::Result<Answer, RequestError> {
         let exchange = async {
             let response = self.request(method, url, headers, body).await?;
             let status = response.status().as_u16();
@@ -79,7 +80,7 @@ impl Client {
             while kept.len() < ANSWER_CAP {
                 match incoming.frame().await {
                     None => break,
-                    Some(Err(e)) => return Err(format!("reading the answer: {e}")),
+                    Some(Err(e)) => return Err(RequestError::Reading(e)),
                     Some(Ok(frame)) => {
                         if let Ok(data) = frame.into_data() {
                             let room = ANSWER_CAP - kept.len();
@@ -95,12 +96,7 @@ impl Client {
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "no answer within {} (request_timeout)",
-                    humantime::format_duration(timeout)
-                ))
-            })
+            .unwrap_or(Err(RequestError::Timeout(timeout)))
     }
 
     /// `GET url`: the status and the body's bytes as they came (a gzip body stays gzip).
@@ -108,7 +104,7 @@ impl Client {
         &self,
         url: &str,
         headers: &[(String, String)],
-    ) -> std::result::Result<(u16, Bytes), String> {
+    ) -> std::result::Result<(u16, Bytes), RequestError> {
         let exchange = async {
             let response = self.request("GET", url, headers, Vec::new()).await?;
             let status = response.status().as_u16();
@@ -116,13 +112,13 @@ impl Client {
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("reading the answer: {e}"))?
+                .map_err(RequestError::Reading)?
                 .to_bytes();
             Ok((status, body))
         };
         tokio::time::timeout(GET_TIMEOUT, exchange)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {GET_TIMEOUT:?}")))
+            .unwrap_or(Err(RequestError::FetchTimeout(GET_TIMEOUT)))
     }
 
     /// Sends a request and waits for the answer's head; its body is left to the caller.
@@ -132,24 +128,21 @@ impl Client {
         url: &str,
         headers: &[(String, String)],
         body: Vec<u8>,
-    ) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
-        let method = hyper::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    ) -> std::result::Result<hyper::Response<hyper::body::Incoming>, RequestError> {
+        let method = hyper::Method::from_bytes(method.as_bytes())?;
         let mut request = hyper::Request::builder().method(method).uri(url);
         for (name, value) in headers {
             request = request.header(name.as_str(), value.as_str());
         }
-        // The builder's error would name the header at fault; its value is nobody's business.
         let request = request
             .body(Full::new(Bytes::from(body)))
-            .map_err(|_| format!("bad request to {url}: a header name or value cannot be sent"))?;
-        self.inner.request(request).await.map_err(|e| {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
-        })
+            .map_err(|source| RequestError::Unsendable {
+                url: url.to_string(),
+                source,
+            })?;
+        self.inner
+            .request(request)
+            .await
+            .map_err(RequestError::Transport)
     }
 }

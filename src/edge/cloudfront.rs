@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 
+use super::error::PurgeError;
 use super::fold::Purge;
 use super::{PurgePlan, Secrets};
 
@@ -61,7 +62,7 @@ pub(super) enum Sent {
     /// CloudFront accepted the invalidations (their ids).
     Accepted(Vec<String>),
     /// CloudFront answered `TooManyInvalidationsInProgress` to the first: nothing was sent.
-    NoRoom(String),
+    NoRoom(PurgeError),
 }
 
 /// File paths and wildcards among `paths` as sent (wildcards end in `*`).
@@ -77,7 +78,7 @@ pub(super) struct CloudFront {
     credentials: Option<aws_sdk_cloudfront::config::SharedCredentialsProvider>,
     distribution_id: String,
     path_prefix: String,
-    /// The AWS secret key and session token, kept out of the retries' messages.
+    /// The AWS secret key and session token, kept out of messages.
     pub secrets: Secrets,
 }
 
@@ -115,26 +116,14 @@ impl CloudFront {
 
     /// Whether the AWS credential chain yields credentials, so a target without them fails before
     /// any tile renders rather than at its first invalidation.
-    pub async fn check_credentials(&self) -> Result<(), String> {
+    pub async fn check_credentials(&self) -> Result<(), PurgeError> {
         use aws_sdk_cloudfront::config::ProvideCredentials;
-        let provider = self.credentials.as_ref().ok_or_else(|| {
-            "no AWS credentials: the credential chain is empty (set AWS_ACCESS_KEY_ID and \
-             AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run with a role)"
-                .to_string()
-        })?;
+        let provider = self.credentials.as_ref().ok_or(PurgeError::NoCredentials)?;
         provider
             .provide_credentials()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                let mut text = format!("no AWS credentials for CloudFront: {e}");
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    text.push_str(&format!(": {cause}"));
-                    source = cause.source();
-                }
-                text
-            })
+            .map_err(|e| PurgeError::Credentials(Box::new(e)))
     }
 
     /// The paths as CloudFront takes them (under the path prefix, folders as `…/*`), in
@@ -157,7 +146,10 @@ impl CloudFront {
 
     /// What the distribution has in progress. `known` gives the file paths and wildcards of
     /// invalidations this tool made, so only others' are read one by one.
-    pub async fn survey(&self, known: &BTreeMap<String, (usize, usize)>) -> Result<Survey, String> {
+    pub async fn survey(
+        &self,
+        known: &BTreeMap<String, (usize, usize)>,
+    ) -> Result<Survey, PurgeError> {
         let mut survey = Survey::default();
         let mut running = Vec::new();
         let mut marker: Option<String> = None;
@@ -169,12 +161,9 @@ impl CloudFront {
                 .set_marker(marker.take())
                 .send()
                 .await
-                .map_err(|e| {
-                    self.secrets.redact(&format!(
-                        "listing the invalidations of distribution {}: {}",
-                        self.distribution_id,
-                        aws_message(&e)
-                    ))
+                .map_err(|e| PurgeError::List {
+                    distribution: self.distribution_id.clone(),
+                    source: Box::new(e),
                 })?;
             let Some(list) = listed.invalidation_list() else {
                 break;
@@ -203,7 +192,7 @@ impl CloudFront {
     }
 
     /// The file paths and wildcards of invalidation `id`.
-    async fn count(&self, id: &str) -> Result<(usize, usize), String> {
+    async fn count(&self, id: &str) -> Result<(usize, usize), PurgeError> {
         let detail = self
             .client
             .get_invalidation()
@@ -211,12 +200,10 @@ impl CloudFront {
             .id(id)
             .send()
             .await
-            .map_err(|e| {
-                self.secrets.redact(&format!(
-                    "reading invalidation {id} of distribution {}: {}",
-                    self.distribution_id,
-                    aws_message(&e)
-                ))
+            .map_err(|e| PurgeError::Read {
+                id: id.to_string(),
+                distribution: self.distribution_id.clone(),
+                source: Box::new(e),
             })?;
         let items = detail
             .invalidation()
@@ -240,35 +227,31 @@ impl CloudFront {
     /// Creates the invalidations of `paths` (planned to fit the room in flight), without waiting
     /// for room or for them to complete. A refusal for want of room after some were accepted
     /// fails the purge: its paths stay in the outbox, and those accepted are sent again.
-    pub async fn send(&self, paths: &[String]) -> Result<Sent, String> {
+    pub async fn send(&self, paths: &[String]) -> Result<Sent, PurgeError> {
         let mut ids = Vec::new();
         for (index, batch) in self.batches(paths).iter().enumerate() {
             match self.create(batch, index).await {
                 Ok(id) => ids.push(id),
-                Err((code, message)) => {
-                    let message = self.secrets.redact(&format!(
-                        "CloudFront invalidation of {} path(s) on distribution {}: {message}",
-                        batch.len(),
-                        self.distribution_id
-                    ));
-                    return if code == TOO_MANY && ids.is_empty() {
-                        Ok(Sent::NoRoom(message))
-                    } else {
-                        Err(message)
-                    };
+                Err(err) if err.cloudfront_code() == Some(TOO_MANY) && ids.is_empty() => {
+                    return Ok(Sent::NoRoom(err))
                 }
+                Err(err) => return Err(err),
             }
         }
         Ok(Sent::Accepted(ids))
     }
 
-    /// Creates one invalidation; its id, or the error's code and message.
-    async fn create(&self, batch: &[String], index: usize) -> Result<String, (String, String)> {
+    /// Creates one invalidation; its id.
+    async fn create(&self, batch: &[String], index: usize) -> Result<String, PurgeError> {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let reference = format!("oar-tiles-{millis:015}-{}-{index}", std::process::id());
-        let invalid = |e: aws_sdk_cloudfront::error::BuildError| (String::new(), e.to_string());
+        let invalid = |source| PurgeError::Build {
+            paths: batch.len(),
+            distribution: self.distribution_id.clone(),
+            source,
+        };
         let paths = Paths::builder()
             .quantity(batch.len() as i32)
             .set_items(Some(batch.to_vec()))
@@ -286,40 +269,14 @@ impl CloudFront {
             .invalidation_batch(invalidation)
             .send()
             .await
-            .map_err(|e| {
-                let code = e
-                    .as_service_error()
-                    .and_then(|s| aws_sdk_cloudfront::error::ProvideErrorMetadata::code(s))
-                    .unwrap_or_default()
-                    .to_string();
-                (code, aws_message(&e))
+            .map_err(|e| PurgeError::Create {
+                paths: batch.len(),
+                distribution: self.distribution_id.clone(),
+                source: Box::new(e),
             })?;
         Ok(created
             .invalidation()
             .map(|i| i.id().to_string())
             .unwrap_or_default())
-    }
-}
-
-/// One line for an SDK error: the service's code and message, or the transport's causes.
-fn aws_message<E>(err: &aws_sdk_cloudfront::error::SdkError<E>) -> String
-where
-    E: aws_sdk_cloudfront::error::ProvideErrorMetadata + std::error::Error + 'static,
-{
-    match err.as_service_error() {
-        Some(service) => format!(
-            "{}: {}",
-            service.code().unwrap_or("error"),
-            service.message().unwrap_or_default()
-        ),
-        None => {
-            let mut text = err.to_string();
-            let mut source = std::error::Error::source(err);
-            while let Some(cause) = source {
-                text.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            text
-        }
     }
 }

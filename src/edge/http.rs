@@ -7,7 +7,8 @@ use futures::StreamExt;
 use std::time::Duration;
 
 use super::{
-    everything_under, excerpt, send_with_retries, Client, PurgePlan, PurgeReport, Request, Secrets,
+    everything_under, excerpt, send_with_retries, Client, PurgeError, PurgePlan, PurgeReport,
+    Request, Secrets,
 };
 use crate::config::PurgeMethod;
 
@@ -57,7 +58,7 @@ impl HttpCache {
         }
     }
 
-    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, String> {
+    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, PurgeError> {
         let requests = self.requests(paths);
         let count = requests.len() as u64;
         let mut answers = futures::stream::iter(requests)
@@ -74,11 +75,12 @@ impl HttpCache {
                 if (200..300).contains(&answer.status) || answer.status == 404 {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "{method} {url}: answered {}: {}",
-                        answer.status,
-                        excerpt(&answer.body, &self.secrets)
-                    ))
+                    Err(PurgeError::Refused {
+                        method: method.to_string(),
+                        url,
+                        status: answer.status,
+                        excerpt: excerpt(&answer.body, &self.secrets),
+                    })
                 }
             })
             .buffer_unordered(self.concurrency);

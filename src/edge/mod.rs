@@ -17,6 +17,7 @@ pub mod budget;
 pub mod check;
 mod client;
 mod cloudfront;
+mod error;
 pub mod flight;
 pub mod fold;
 mod http;
@@ -35,6 +36,7 @@ use fold::Purge;
 use price::{Priced, Pricing, StoredTiles};
 
 pub use client::Client;
+pub use error::{Attempt, PurgeError};
 
 /// The folder a path stands for as a whole: `""` for `*` (everything: a killed full seed),
 /// `VALUE/` for a partition's `VALUE/*` (a killed run of that partition); `None` for one path.
@@ -252,11 +254,11 @@ pub async fn check(config: &CdnConfig) -> Result<()> {
     let client = Client::new()?;
     let target = PurgeTarget::build(config, BBox::WORLD, &client).await?;
     if let Target::CloudFront(cloudfront) = &target.target {
-        cloudfront.check_credentials().await.map_err(|message| {
+        cloudfront.check_credentials().await.map_err(|err| {
             config.defined_at.error(format!(
                 "cdn `{}`: {}",
                 config.name,
-                target.secrets.redact(&message)
+                target.secrets.redact(&err.to_string())
             ))
         })?;
     }
@@ -436,18 +438,10 @@ impl PurgeTarget {
         let surveyed =
             tokio::time::timeout(self.purge_timeout, cloudfront.survey(&flights.known()))
                 .await
-                .unwrap_or_else(|_| {
-                    Err(format!(
-                        "invalidations in flight not listed within its purge_timeout {}",
-                        humantime::format_duration(self.purge_timeout)
-                    ))
-                });
-        let survey = surveyed.map_err(|message| {
-            Error::output(
-                format!("cdn `{}`", self.name),
-                self.secrets.redact(&message),
-            )
-        })?;
+                .unwrap_or(Err(PurgeError::SurveyOutOfTime {
+                    within: self.purge_timeout,
+                }));
+        let survey = surveyed.map_err(|err| self.failed(err))?;
         flights.observe(survey);
         Ok(())
     }
@@ -462,7 +456,7 @@ impl PurgeTarget {
         stored: Option<&StoredTiles>,
         allowance: Option<f64>,
         flights: &mut Flights<'_>,
-    ) -> std::result::Result<PurgeReport, String> {
+    ) -> std::result::Result<PurgeReport, PurgeError> {
         let no_room = PurgeReport {
             no_room: true,
             ..PurgeReport::default()
@@ -502,8 +496,11 @@ impl PurgeTarget {
             return Ok(no_room);
         }
         match cloudfront.send(&sent_paths).await? {
-            cloudfront::Sent::NoRoom(message) => {
-                tracing::info!("{message}: the changes wait in the outbox");
+            cloudfront::Sent::NoRoom(refusal) => {
+                tracing::info!(
+                    "{}: the changes wait in the outbox",
+                    self.secrets.redact(&refusal.to_string())
+                );
                 Ok(no_room)
             }
             cloudfront::Sent::Accepted(ids) => {
@@ -606,24 +603,28 @@ impl PurgeTarget {
     /// secrets, as an error naming the target.
     async fn within_timeout(
         &self,
-        done: &str,
+        done: &'static str,
         paths: usize,
-        sent: impl std::future::Future<Output = std::result::Result<PurgeReport, String>>,
+        sent: impl std::future::Future<Output = std::result::Result<PurgeReport, PurgeError>>,
     ) -> Result<PurgeReport> {
         let outcome = tokio::time::timeout(self.purge_timeout, sent)
             .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "{paths} path(s) not {done} within its purge_timeout {}",
-                    humantime::format_duration(self.purge_timeout)
-                ))
-            });
-        outcome.map_err(|message| {
-            Error::output(
-                format!("cdn `{}`", self.name),
-                self.secrets.redact(&message),
-            )
-        })
+            .unwrap_or(Err(PurgeError::OutOfTime {
+                paths,
+                done,
+                within: self.purge_timeout,
+            }));
+        outcome.map_err(|err| self.failed(err))
+    }
+
+    /// A failure of the target as the run's error: naming the target, its message redacted of
+    /// the target's secrets, the failure kept as its cause (whose own text is not redacted).
+    fn failed(&self, err: PurgeError) -> Error {
+        Error::Output {
+            path: format!("cdn `{}`", self.name).into(),
+            message: self.secrets.redact(&err.to_string()),
+            source: Some(Box::new(err)),
+        }
     }
 }
 
@@ -656,7 +657,7 @@ async fn send_with_retries(
     request: Request<'_>,
     timeout: Duration,
     secrets: &Secrets,
-) -> std::result::Result<client::Answer, String> {
+) -> std::result::Result<client::Answer, PurgeError> {
     let Request {
         method,
         url,
@@ -672,23 +673,22 @@ async fn send_with_retries(
                     .send(method, url, headers, body.to_vec(), timeout)
                     .await?;
                 if answer.status == 429 || answer.status >= 500 {
-                    return Err(format!(
-                        "answered {}: {}",
-                        answer.status,
-                        excerpt(&answer.body, secrets)
-                    ));
+                    return Err(Attempt::Answered {
+                        status: answer.status,
+                        excerpt: excerpt(&answer.body, secrets),
+                    });
                 }
                 Ok(answer)
             },
             |_| true,
-            |e: &String| e.clone(),
+            |e: &Attempt| e.to_string(),
         )
         .await;
-    outcome.map_err(|failed| {
-        format!(
-            "{method} {url}: {} (after {} attempts)",
-            failed.error, failed.attempts
-        )
+    outcome.map_err(|failed| PurgeError::Retried {
+        method: method.to_string(),
+        url: url.to_string(),
+        last: failed.error,
+        attempts: failed.attempts,
     })
 }
 

@@ -150,12 +150,61 @@ struct Column {
     typmod_kind: Option<String>,
 }
 
+/// What is wrong with a layer's source, as the database describes it; it reaches the user as an
+/// [`Error::Source`] naming the tileset and the layer.
+#[derive(Debug, thiserror::Error)]
+enum SourceProblem {
+    /// The catalog could not be asked for the table.
+    #[error("cannot look up table `{table}`: {}", pg_message(.source))]
+    LookUp {
+        table: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("table `{0}` does not exist (or is not on the search_path)")]
+    NoTable(String),
+    #[error("the database user may not SELECT from `{0}`")]
+    NoSelect(String),
+    /// The catalog could not be asked for the table's columns.
+    #[error("cannot read the columns of `{table}`: {}", pg_message(.source))]
+    Columns {
+        table: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("column `{column}` does not exist in table `{table}`")]
+    NoColumn { column: String, table: String },
+    #[error("partition_by column `{column}` does not exist in table `{table}`")]
+    NoPartitionColumn { column: String, table: String },
+    #[error("column `{column}` of `{table}` is of type {type_name}, not geometry or geography")]
+    NotGeometry {
+        column: String,
+        table: String,
+        type_name: String,
+    },
+    #[error("srid {configured} in the config, but column `{column}` holds SRID {actual}")]
+    OtherSrid {
+        configured: i32,
+        column: String,
+        actual: i32,
+    },
+    #[error("column `{0}` has no SRID constraint: set `srid` in the layer")]
+    NoSrid(String),
+    #[error(
+        "cluster_breakdown `{0}` is an array column; counts per value need a column of single values"
+    )]
+    ArrayBreakdown(String),
+    /// The catalog could not be asked for the table's indexes.
+    #[error("{}", pg_message(.0))]
+    Indexes(#[source] tokio_postgres::Error),
+}
+
 /// Looks a layer's source up in the database; `tileset` only names it in errors.
 pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result<LayerSource> {
-    let source_error = |message: String| Error::Source {
+    let source_error = |problem: SourceProblem| Error::Source {
         tileset: tileset.to_string(),
         layer: layer.name.clone(),
-        message,
+        message: problem.to_string(),
     };
     let client = pool.get().await?;
     let (table, columns) = table_and_columns(&client, layer)
@@ -163,10 +212,10 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         .map_err(source_error)?;
     let column = |name: &str| {
         columns.get(name).ok_or_else(|| {
-            source_error(format!(
-                "column `{name}` does not exist in table `{}`",
-                table.name
-            ))
+            source_error(SourceProblem::NoColumn {
+                column: name.to_string(),
+                table: table.name.clone(),
+            })
         })
     };
     let geometry = column(&layer.geometry_column)?;
@@ -185,9 +234,8 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         p.encoding == Encoding::List && layer.cluster_breakdown.as_ref() == Some(&p.column)
     });
     if let Some(list) = list_breakdown {
-        return Err(source_error(format!(
-            "cluster_breakdown `{}` is an array column; counts per value need a column of single values",
-            list.column
+        return Err(source_error(SourceProblem::ArrayBreakdown(
+            list.column.clone(),
         )));
     }
     // Views count as indexed (see `LayerSource::has_spatial_index`).
@@ -226,7 +274,7 @@ struct Table {
     estimated_rows: f64,
 }
 
-async fn look_up_table(client: &Client, layer: &LayerConfig) -> Result<Table, String> {
+async fn look_up_table(client: &Client, layer: &LayerConfig) -> Result<Table, SourceProblem> {
     let name = layer.qualified_table();
     let row = client
         .query_typed_opt(
@@ -236,10 +284,13 @@ async fn look_up_table(client: &Client, layer: &LayerConfig) -> Result<Table, St
             &[(&quoted_table(layer), Type::TEXT)],
         )
         .await
-        .map_err(|err| format!("cannot look up table `{name}`: {}", pg_message(&err)))?
-        .ok_or_else(|| format!("table `{name}` does not exist (or is not on the search_path)"))?;
+        .map_err(|source| SourceProblem::LookUp {
+            table: name.clone(),
+            source,
+        })?
+        .ok_or_else(|| SourceProblem::NoTable(name.clone()))?;
     if !row.get::<_, bool>(2) {
-        return Err(format!("the database user may not SELECT from `{name}`"));
+        return Err(SourceProblem::NoSelect(name));
     }
     Ok(Table {
         oid: row.get(0),
@@ -249,7 +300,10 @@ async fn look_up_table(client: &Client, layer: &LayerConfig) -> Result<Table, St
     })
 }
 
-async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String, Column>, String> {
+async fn read_columns(
+    client: &Client,
+    table: &Table,
+) -> Result<BTreeMap<String, Column>, SourceProblem> {
     let rows = client
         .query_typed(
             "SELECT a.attname::text, t.typname::text, a.attnum,
@@ -263,12 +317,9 @@ async fn read_columns(client: &Client, table: &Table) -> Result<BTreeMap<String,
             &[(&table.oid, Type::OID)],
         )
         .await
-        .map_err(|e| {
-            format!(
-                "cannot read the columns of `{}`: {}",
-                table.name,
-                pg_message(&e)
-            )
+        .map_err(|source| SourceProblem::Columns {
+            table: table.name.clone(),
+            source,
         })?;
     Ok(rows
         .iter()
@@ -317,22 +368,23 @@ pub async fn partition_column(
     column: &str,
 ) -> Result<PartitionColumn> {
     let client = pool.get().await?;
-    let (table_oid, found) = table_and_columns(&client, layer)
-        .await
-        .and_then(|(table, columns)| {
-            let found = columns.get(column).cloned().ok_or_else(|| {
-                format!(
-                    "partition_by column `{column}` does not exist in table `{}`",
-                    table.name
-                )
+    let (table_oid, found) =
+        table_and_columns(&client, layer)
+            .await
+            .and_then(|(table, columns)| {
+                let found = columns.get(column).cloned().ok_or_else(|| {
+                    SourceProblem::NoPartitionColumn {
+                        column: column.to_string(),
+                        table: table.name.clone(),
+                    }
+                })?;
+                Ok((table.oid, found))
+            })
+            .map_err(|problem| Error::Source {
+                tileset: tileset.to_string(),
+                layer: layer.name.clone(),
+                message: problem.to_string(),
             })?;
-            Ok((table.oid, found))
-        })
-        .map_err(|message| Error::Source {
-            tileset: tileset.to_string(),
-            layer: layer.name.clone(),
-            message,
-        })?;
     let indexed = client
         .query_typed_one(
             "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $1 AND $2 = ANY (i.indkey::int2[]))",
@@ -356,7 +408,7 @@ pub async fn partition_column(
 async fn table_and_columns(
     client: &Client,
     layer: &LayerConfig,
-) -> Result<(Table, BTreeMap<String, Column>), String> {
+) -> Result<(Table, BTreeMap<String, Column>), SourceProblem> {
     let table = look_up_table(client, layer).await?;
     let columns = read_columns(client, &table).await?;
     Ok((table, columns))
@@ -443,26 +495,32 @@ pub async fn partition_values(
 
 /// The SRID the layer's geometry column holds: its constraint, else the config's `srid`; a
 /// `geography` column without one holds longitude and latitude in EPSG:4326, its type's default.
-fn geometry_srid(layer: &LayerConfig, table: &str, geometry: &Column) -> Result<i32, String> {
+fn geometry_srid(
+    layer: &LayerConfig,
+    table: &str,
+    geometry: &Column,
+) -> Result<i32, SourceProblem> {
     let name = &layer.geometry_column;
     let declared = match geometry.type_name.as_str() {
         "geometry" => geometry.typmod_srid.filter(|s| *s > 0),
         "geography" => Some(geometry.typmod_srid.filter(|s| *s > 0).unwrap_or(4326)),
         other => {
-            return Err(format!(
-                "column `{name}` of `{table}` is of type {other}, not geometry or geography"
-            ))
+            return Err(SourceProblem::NotGeometry {
+                column: name.clone(),
+                table: table.to_string(),
+                type_name: other.to_string(),
+            })
         }
     };
     match (declared, layer.srid) {
-        (Some(actual), Some(configured)) if actual != configured => Err(format!(
-            "srid {configured} in the config, but column `{name}` holds SRID {actual}"
-        )),
+        (Some(actual), Some(configured)) if actual != configured => Err(SourceProblem::OtherSrid {
+            configured,
+            column: name.clone(),
+            actual,
+        }),
         (Some(actual), _) => Ok(actual),
         (None, Some(configured)) => Ok(configured),
-        (None, None) => Err(format!(
-            "column `{name}` has no SRID constraint: set `srid` in the layer"
-        )),
+        (None, None) => Err(SourceProblem::NoSrid(name.clone())),
     }
 }
 
@@ -494,7 +552,7 @@ async fn spatial_index(
     oid: u32,
     attnum: i16,
     geography: Option<&String>,
-) -> Result<bool, String> {
+) -> Result<bool, SourceProblem> {
     let expression = geography.map(|column| format!("({}::geometry)", quote_ident(column)));
     let row = client
         .query_typed_one(
@@ -508,6 +566,6 @@ async fn spatial_index(
             &[(&oid, Type::OID), (&attnum, Type::INT2), (&expression, Type::TEXT)],
         )
         .await
-        .map_err(|e| pg_message(&e))?;
+        .map_err(SourceProblem::Indexes)?;
     Ok(row.get(0))
 }

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use tokio::task::JoinHandle;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::encode::{Encoded, Encoding};
 use crate::render::Rendered;
@@ -59,14 +59,14 @@ impl Chunks {
 
     /// Every tile taken, compressed, by tile. A tile a failed attempt of the statement already
     /// passed in may be there twice; both copies are the same bytes.
-    pub(super) async fn finish(self) -> Result<HashMap<u64, Encoded>, String> {
+    pub(super) async fn finish(self) -> Result<HashMap<u64, Encoded>, JoinError> {
         let rest = std::mem::take(&mut self.gathering.borrow_mut().0);
         if !rest.is_empty() {
             self.send(rest);
         }
         let mut done = HashMap::new();
         for job in self.sent.into_inner() {
-            let encoded = job.await.map_err(|err| err.to_string())?;
+            let encoded = job.await?;
             done.extend(
                 encoded
                     .into_iter()

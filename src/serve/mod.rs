@@ -31,7 +31,7 @@ use crate::inspect;
 use crate::sink::feed::{self, FeedStore};
 use crate::sink::{self, OutputReader, OutputTarget};
 use crate::store::MVT_CONTENT_TYPE;
-use crate::tile::TileCoord;
+use crate::tile::{TileCoord, TileError};
 pub use host::{AllowedHosts, PublicHost};
 
 const PAGE: &str = include_str!("page.html");
@@ -478,7 +478,7 @@ async fn tile(
     };
     let coord = match parse_tile(&z, &x, &y) {
         Ok(coord) => coord,
-        Err(message) => return problem(StatusCode::BAD_REQUEST, message),
+        Err(bad) => return problem(StatusCode::BAD_REQUEST, bad.to_string()),
     };
     match tileset.reader.tile(coord).await {
         Ok(Some(bytes)) => {
@@ -506,20 +506,29 @@ async fn tile(
     }
 }
 
+/// A tile request that names no tile.
+#[derive(Debug, thiserror::Error)]
+enum BadTile {
+    /// Not `z/x/y.pbf` in whole numbers.
+    #[error("`{0}` is not a tile: expected /{{tileset}}/z/x/y.pbf with whole numbers")]
+    Form(String),
+    /// Numbers that name no tile (x or y past the zoom's tiles, a zoom too deep).
+    #[error(transparent)]
+    Outside(#[from] TileError),
+}
+
 /// The tile a `z/x/y.pbf` request names, or what is wrong with it.
-fn parse_tile(z: &str, x: &str, y: &str) -> std::result::Result<TileCoord, String> {
-    let bad = || {
-        format!("`{z}/{x}/{y}` is not a tile: expected /{{tileset}}/z/x/y.pbf with whole numbers")
-    };
+fn parse_tile(z: &str, x: &str, y: &str) -> std::result::Result<TileCoord, BadTile> {
+    let bad = || BadTile::Form(format!("{z}/{x}/{y}"));
     let y = y.strip_suffix(".pbf").ok_or_else(bad)?;
-    let number = |text: &str| -> std::result::Result<u32, String> {
+    let number = |text: &str| -> std::result::Result<u32, BadTile> {
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
             return Err(bad());
         }
         text.parse().map_err(|_| bad())
     };
     let z = u8::try_from(number(z)?).map_err(|_| bad())?;
-    TileCoord::new(z, number(x)?, number(y)?).map_err(|e| e.to_string())
+    Ok(TileCoord::new(z, number(x)?, number(y)?)?)
 }
 
 #[cfg(test)]
@@ -541,6 +550,14 @@ mod tests {
         ] {
             assert!(parse_tile(z, x, y).is_err(), "{z}/{x}/{y}");
         }
+        assert_eq!(
+            parse_tile("3", "a", "0.pbf").unwrap_err().to_string(),
+            "`3/a/0.pbf` is not a tile: expected /{tileset}/z/x/y.pbf with whole numbers"
+        );
+        assert_eq!(
+            parse_tile("3", "8", "0.pbf").unwrap_err().to_string(),
+            "tile 3/8/0 is outside zoom 3 (x and y must be below 8)"
+        );
     }
 
     #[test]

@@ -369,11 +369,18 @@ pub async fn refresh(
         let started = std::time::Instant::now();
         refresh_one(pool, schema, layer, cluster, table, extent, rebuild)
             .await
-            .map_err(|message| {
-                Error::Database(DbError::Unexpected(format!(
-                    "layer `{}`: updating its cluster cells in {}: {message}",
+            .map_err(|err| {
+                let what = format!(
+                    "layer `{}`: updating its cluster cells in {}",
                     layer.config.name, table.qualified
-                )))
+                );
+                // A statement's failure stays the driver's error, under what it was doing.
+                match err {
+                    RefreshError::Statement(source) => {
+                        Error::Database(DbError::During { what, source })
+                    }
+                    other => Error::Database(DbError::Unexpected(format!("{what}: {other}"))),
+                }
             })?;
         tracing::debug!(
             "layer `{}`: cluster cells up to date in {:.0?}",
@@ -384,6 +391,20 @@ pub async fn refresh(
     Ok(())
 }
 
+/// Why a cell table could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+enum RefreshError {
+    /// No connection could be had from the pool.
+    #[error("{}", pool_message(.0))]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A statement failed.
+    #[error("{}", pg_message(.0))]
+    Statement(#[from] tokio_postgres::Error),
+    /// The change log could not be read.
+    #[error("{0}")]
+    Changes(#[source] Error),
+}
+
 async fn refresh_one(
     pool: &Pool,
     schema: &str,
@@ -392,11 +413,10 @@ async fn refresh_one(
     table: &CellTable,
     extent: u32,
     rebuild: bool,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), RefreshError> {
     let quoted_schema = quote_ident(schema);
-    let mut client = pool.get().await.map_err(|e| pool_message(&e))?;
-    let pg = |e: tokio_postgres::Error| pg_message(&e);
-    let transaction = client.transaction().await.map_err(pg)?;
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
     // One refresh at a time per table; the snapshot is taken once the lock is held, before the
     // change log is read, so nothing committed later can be counted as applied.
     transaction
@@ -404,20 +424,17 @@ async fn refresh_one(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
             &[(&table.qualified, Type::TEXT)],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     let snapshot: String = transaction
         .query_typed_one("SELECT pg_current_snapshot()::text", &[])
-        .await
-        .map_err(pg)?
+        .await?
         .get(0);
     let since: Option<String> = transaction
         .query_typed_opt(
             &format!("SELECT snapshot::text FROM {quoted_schema}.cell_state WHERE cells = $1"),
             &[(&table.name, Type::TEXT)],
         )
-        .await
-        .map_err(pg)?
+        .await?
         .map(|row| row.get(0));
     let dirty = match &since {
         _ if rebuild => None,
@@ -426,7 +443,7 @@ async fn refresh_one(
             let (everything, boxes) =
                 capture::changed_boxes(&*transaction, schema, &layer.config, since, None)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(RefreshError::Changes)?;
             // A row's cells are those of its old and new representative points, however wide
             // the geometry.
             let points: Vec<[f64; 4]> = boxes.iter().map(|b| b.point).collect();
@@ -464,8 +481,7 @@ async fn refresh_one(
                 (&snapshot, Type::TEXT),
             ],
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     // As a consumer of the change log, the table keeps the changes it has not applied from pruning.
     capture::record_consumer(
         &*transaction,
@@ -473,9 +489,8 @@ async fn refresh_one(
         &consumer_name(&table.name),
         &snapshot,
     )
-    .await
-    .map_err(pg)?;
-    transaction.commit().await.map_err(pg)
+    .await?;
+    Ok(transaction.commit().await?)
 }
 
 /// Sums every cell again from the rows, deepest clustered zoom first.
@@ -485,8 +500,7 @@ async fn sum_all_cells(
     cluster: &ClusterConfig,
     table: &CellTable,
     extent: u32,
-) -> std::result::Result<(), String> {
-    let pg = |e: tokio_postgres::Error| pg_message(&e);
+) -> std::result::Result<(), RefreshError> {
     let qualified = &table.qualified;
     tracing::info!(
         "layer `{}`: summing every cluster cell into {qualified}",
@@ -500,13 +514,11 @@ async fn sum_all_cells(
             sql::cell_display_columns("c"),
             deepest_cells(layer, cluster, extent, false)
         ))
-        .await
-        .map_err(pg)?;
+        .await?;
     for z in (0..cluster.maxzoom).rev() {
         transaction
             .batch_execute(&coarser_cells(layer, qualified, z, false))
-            .await
-            .map_err(pg)?;
+            .await?;
     }
     Ok(())
 }
@@ -521,8 +533,7 @@ async fn sum_changed_cells(
     table: &CellTable,
     extent: u32,
     mut cells: std::collections::BTreeSet<(i64, i64)>,
-) -> std::result::Result<(), String> {
-    let pg = |e: tokio_postgres::Error| pg_message(&e);
+) -> std::result::Result<(), RefreshError> {
     let qualified = &table.qualified;
     let envelopes = cell_envelopes(&cells, cluster, extent);
     let (xs, ys) = split(&cells);
@@ -531,8 +542,7 @@ async fn sum_changed_cells(
             &delete_cells(qualified, cluster.maxzoom),
             &cell_params(&xs, &ys),
         )
-        .await
-        .map_err(pg)?;
+        .await?;
     let insert = format!(
         "INSERT INTO {qualified} SELECT {}::int2 AS __oar_z, c.*, {} FROM ({}) c",
         cluster.maxzoom,
@@ -544,24 +554,19 @@ async fn sum_changed_cells(
         .map(|v| (v as _, Type::FLOAT8_ARRAY))
         .collect();
     params.extend(cell_params(&xs, &ys));
-    transaction
-        .execute_typed(&insert, &params)
-        .await
-        .map_err(pg)?;
+    transaction.execute_typed(&insert, &params).await?;
     for z in (0..cluster.maxzoom).rev() {
         cells = cells.iter().map(|(x, y)| (x >> 1, y >> 1)).collect();
         let (xs, ys) = split(&cells);
         transaction
             .execute_typed(&delete_cells(qualified, z), &cell_params(&xs, &ys))
-            .await
-            .map_err(pg)?;
+            .await?;
         transaction
             .execute_typed(
                 &coarser_cells(layer, qualified, z, true),
                 &cell_params(&xs, &ys),
             )
-            .await
-            .map_err(pg)?;
+            .await?;
     }
     Ok(())
 }

@@ -54,8 +54,50 @@ pub enum TileError {
         max: u8,
     },
     /// A bbox with a value out of range or its sides the wrong way round.
-    #[error("{0}")]
-    BBox(String),
+    #[error(transparent)]
+    BBox(#[from] BBoxError),
+}
+
+/// What is wrong with a bbox's four values.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BBoxError {
+    /// A value that is NaN or infinite.
+    #[error("bbox values must be finite numbers")]
+    NotFinite,
+    /// A longitude outside -180..180.
+    #[error("bbox longitudes must lie in -180..180 (got west {west}, east {east})")]
+    Longitude {
+        /// Western longitude.
+        west: f64,
+        /// Eastern longitude.
+        east: f64,
+    },
+    /// A latitude outside -90..90.
+    #[error("bbox latitudes must lie in -90..90 (got south {south}, north {north})")]
+    Latitude {
+        /// Southern latitude.
+        south: f64,
+        /// Northern latitude.
+        north: f64,
+    },
+    /// West of east: a bbox across the antimeridian, which must be given as two.
+    #[error(
+        "bbox west {west} is east of east {east}; a bbox across the antimeridian must be split in two"
+    )]
+    WestOfEast {
+        /// Western longitude.
+        west: f64,
+        /// Eastern longitude.
+        east: f64,
+    },
+    /// South of north.
+    #[error("bbox south {south} is north of north {north}")]
+    SouthOfNorth {
+        /// Southern latitude.
+        south: f64,
+        /// Northern latitude.
+        north: f64,
+    },
 }
 
 /// A validated tile address; it cannot hold x or y outside its zoom.
@@ -335,31 +377,25 @@ impl BBox {
 
     /// Builds a bbox, refusing coordinates out of range, west > east and south > north.
     pub fn new(west: f64, south: f64, east: f64, north: f64) -> Result<Self, TileError> {
-        Self::checked(west, south, east, north).map_err(TileError::BBox)
+        Ok(Self::checked(west, south, east, north)?)
     }
 
-    fn checked(west: f64, south: f64, east: f64, north: f64) -> Result<Self, String> {
+    fn checked(west: f64, south: f64, east: f64, north: f64) -> Result<Self, BBoxError> {
         let all = [west, south, east, north];
         if all.iter().any(|v| !v.is_finite()) {
-            return Err("bbox values must be finite numbers".into());
+            return Err(BBoxError::NotFinite);
         }
         if !(-180.0..=180.0).contains(&west) || !(-180.0..=180.0).contains(&east) {
-            return Err(format!(
-                "bbox longitudes must lie in -180..180 (got west {west}, east {east})"
-            ));
+            return Err(BBoxError::Longitude { west, east });
         }
         if !(-90.0..=90.0).contains(&south) || !(-90.0..=90.0).contains(&north) {
-            return Err(format!(
-                "bbox latitudes must lie in -90..90 (got south {south}, north {north})"
-            ));
+            return Err(BBoxError::Latitude { south, north });
         }
         if west > east {
-            return Err(format!(
-                "bbox west {west} is east of east {east}; a bbox across the antimeridian must be split in two"
-            ));
+            return Err(BBoxError::WestOfEast { west, east });
         }
         if south > north {
-            return Err(format!("bbox south {south} is north of north {north}"));
+            return Err(BBoxError::SouthOfNorth { south, north });
         }
         Ok(Self {
             west,

@@ -19,6 +19,7 @@ use prost::Message;
 
 use self::geometry::Kind;
 use self::proto::{Feature, Layer, Tile, Value};
+use crate::encode::Inflate;
 
 /// A raw MVT starts with a field key; `1f` would be field 3 with wire type 7, which does not
 /// exist, so these two bytes can only mean gzip.
@@ -77,7 +78,7 @@ pub fn check_tile(bytes: &[u8]) -> TileReport {
         match inflate(bytes, MAX_INFLATED) {
             Ok(out) => inflated = out,
             Err(problem) => {
-                problems.push(problem);
+                problems.push(problem.to_string());
                 return problems.into_report(Vec::new(), gzipped);
             }
         }
@@ -102,9 +103,14 @@ pub fn check_tile(bytes: &[u8]) -> TileReport {
     problems.into_report(layers, gzipped)
 }
 
+/// A gzip tile whose stream gives no tile: cut, corrupt, or a possible gzip bomb.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the tile {}", .0.describe())]
+struct Uninflatable(Inflate);
+
 /// The inflated bytes of a gzip tile, or what is wrong with its stream.
-fn inflate(bytes: &[u8], limit: u64) -> Result<Vec<u8>, String> {
-    crate::encode::gunzip_capped(bytes, limit).map_err(|e| format!("the tile {}", e.describe()))
+fn inflate(bytes: &[u8], limit: u64) -> Result<Vec<u8>, Uninflatable> {
+    crate::encode::gunzip_capped(bytes, limit).map_err(Uninflatable)
 }
 
 /// The problems found so far, listed up to [`MAX_PROBLEMS`] and counted past it.
@@ -255,8 +261,17 @@ fn check_ids(label: &str, ids: HashMap<u64, Vec<usize>>, problems: &mut Problems
     }
 }
 
+/// A value that does not set exactly one of its fields.
+#[derive(Debug, thiserror::Error)]
+enum ValueProblem {
+    #[error("has none of the value fields of MVT 2.1 set")]
+    NoField,
+    #[error("has {0} fields set (a value has exactly one)")]
+    Fields(usize),
+}
+
 /// Section 4.1: a value sets exactly one of its fields; its JSON type name.
-fn value_type(value: &Value) -> Result<&'static str, String> {
+fn value_type(value: &Value) -> Result<&'static str, ValueProblem> {
     let set = [
         value.string_value.as_ref().map(|_| "String"),
         value.float_value.map(|_| "Number"),
@@ -269,11 +284,8 @@ fn value_type(value: &Value) -> Result<&'static str, String> {
     let mut set = set.into_iter().flatten();
     match (set.next(), set.clone().count()) {
         (Some(kind), 0) => Ok(kind),
-        (None, _) => Err("has none of the value fields of MVT 2.1 set".to_string()),
-        (Some(_), more) => Err(format!(
-            "has {} fields set (a value has exactly one)",
-            more + 1
-        )),
+        (None, _) => Err(ValueProblem::NoField),
+        (Some(_), more) => Err(ValueProblem::Fields(more + 1)),
     }
 }
 
