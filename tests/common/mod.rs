@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: the test database, running the binary, reading MVT
 //! and the S3 test server.
 
+pub mod cloudfront;
+pub mod edge;
 pub mod fixture;
 pub mod mvt;
 pub mod pg;
@@ -29,4 +31,18 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A single-threaded Tokio runtime, for the async clients (S3, CloudFront, WebDriver) the
+/// synchronous tests drive.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs `future` to completion on a [`runtime`] of its own.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    runtime().block_on(future)
 }

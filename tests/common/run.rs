@@ -374,3 +374,8 @@ pub fn read_tree_after_a_kill(root: &Path, extension: &str) -> (Tiles, Vec<Strin
     }
     (tiles, temporaries)
 }
+
+/// A `--summary-json` report, parsed.
+pub fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
