@@ -5,6 +5,7 @@ pub mod cloudfront;
 pub mod edge;
 pub mod fixture;
 pub mod geodata;
+pub mod journal;
 pub mod mvt;
 pub mod pg;
 pub mod pmtiles_reader;
