@@ -310,7 +310,7 @@ fn a_killed_tree_shard_resumes_from_its_own_journal() {
     use crate::common::run::{oar_tiles_command, send_signal};
     use std::time::{Duration, Instant};
 
-    let fixture = crate::shards::slow_fixture("shard_tree_kill");
+    let fixture = crate::common::slow::slow_fixture("shard_tree_kill");
     let url = fixture.schema.url.clone();
     let tree = fixture.path("tree");
     let output = format!("dir:{}", tree.display());

@@ -2,6 +2,7 @@
 //! and the S3 test server.
 
 pub mod cloudfront;
+pub mod disk;
 pub mod edge;
 pub mod fixture;
 pub mod geodata;
@@ -13,6 +14,7 @@ pub mod recorder;
 pub mod run;
 pub mod s3;
 pub mod serve;
+pub mod slow;
 pub mod varnish;
 pub mod watcher;
 
