@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::common::fixture::Fixture;
+use crate::common::pmtiles::{seed, setup_with};
+use crate::common::pmtiles_reader::{assert_same_digests, digests_of_mbtiles, read_archive};
 use crate::common::run::{
     oar_tiles_command, oar_tiles_with, run_from, send_signal, wait_for_progress, wrapped_command,
     Run,
 };
 use crate::common::s3::S3Server;
-use crate::pmtiles::{assert_same_digests, digests_of_mbtiles, read_archive, seed, setup_with};
 use crate::s3::lines;
 
 const BUCKET: &str = "tiles";

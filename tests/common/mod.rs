@@ -9,6 +9,7 @@ pub mod geodata;
 pub mod journal;
 pub mod mvt;
 pub mod pg;
+pub mod pmtiles;
 pub mod pmtiles_reader;
 pub mod recorder;
 pub mod run;
