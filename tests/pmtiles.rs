@@ -396,7 +396,7 @@ fn a_version_is_linked_and_its_folder_synced_before_a_pointer_document_names_it(
     let folder = setup.dir.path().canonicalize().unwrap();
     let archive = folder.join("sites.pmtiles");
     let log = setup.path("strace.log");
-    let strace = crate::tree_safety::strace();
+    let strace = crate::common::env::strace();
     let log_arg = log.display().to_string();
     let wrapper = [
         strace.as_str(),

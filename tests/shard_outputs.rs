@@ -424,7 +424,7 @@ fn finalize_and_an_s3_shard_killed_at_random_moments_end_equal_to_a_single_run()
     )
     .assert_success();
     let expected = single_run(&fixture, "single.mbtiles", &env);
-    let seed_number = crate::pmtiles_s3::fault_seed();
+    let seed_number = crate::common::env::fault_seed();
     let mut rng = crate::common::pg::Rng::new(seed_number);
 
     let tree = fixture.path("tree");

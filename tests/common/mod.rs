@@ -4,6 +4,7 @@
 pub mod cloudfront;
 pub mod disk;
 pub mod edge;
+pub mod env;
 pub mod fixture;
 pub mod geodata;
 pub mod journal;
