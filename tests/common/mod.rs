@@ -13,6 +13,7 @@ pub mod pg;
 pub mod pmtiles;
 pub mod pmtiles_reader;
 pub mod recorder;
+pub mod reseed;
 pub mod run;
 pub mod s3;
 pub mod serve;
