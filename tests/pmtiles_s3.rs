@@ -14,17 +14,11 @@ use crate::common::run::{
     oar_tiles_command, oar_tiles_with, run_from, send_signal, wait_for_progress, wrapped_command,
     Run,
 };
+use crate::common::runtime;
 use crate::common::s3::S3Server;
 
 const BUCKET: &str = "tiles";
 const KEY: &str = "maps/facilities.pmtiles";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A fixture whose config reaches its own S3 server.
 struct Setup {

@@ -10,6 +10,7 @@ use crate::common::run::{
     assert_same_tiles, differences, lines, oar_tiles_command, oar_tiles_with, read_mbtiles_raw,
     run_from, send_signal, single_layer_config, Tiles,
 };
+use crate::common::runtime;
 use crate::common::s3::S3Server;
 
 const BUCKET: &str = "tiles";
@@ -17,13 +18,6 @@ const PREFIX: &str = "facilities/v1";
 
 fn points(count: i64) -> Vec<Point> {
     hub_with_scatter(count, 5, 5, [72.9, 33.5, 73.3, 33.8])
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Every tile object under the prefix with its body.
