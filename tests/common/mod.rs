@@ -1,5 +1,7 @@
-//! Helpers shared by the integration tests: the test database, running the binary, reading MVT
-//! and the S3 test server.
+//! Everything the integration tests share: the test database, running the binary, reading what it
+//! wrote, the servers it talks to, and the worlds several test modules seed. A test module uses
+//! only these, never another test module (tests/toolbox.rs checks), so what is shared is found,
+//! documented and reused here.
 
 pub mod cloudfront;
 pub mod disk;
