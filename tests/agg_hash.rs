@@ -14,6 +14,7 @@ use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     oar_tiles_with, read_mbtiles_raw, read_metadata, read_tree, single_layer_config, Run, Tiles,
 };
+use crate::common::runtime;
 use crate::common::s3::S3Server;
 
 const BUCKET: &str = "tiles";
@@ -22,13 +23,6 @@ const ZOOMS: &str = "0-9";
 
 fn points() -> Vec<Point> {
     hub_with_scatter(300, 17, 4, [-0.3, 51.3, 0.1, 51.7])
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// The hash as martin's SQL computes it, written out here apart from the tool's own code: MD5 over

@@ -3,26 +3,19 @@
 //! in flight hold. A purge never waits for room or for propagation: what finds no room waits in
 //! the outbox, the origin stays fresh, and a later run sends it and sees it completed.
 
-use crate::edge::{
-    block_on, cloudfront_client, covered, distribution, invalidations, metric, moto_env, moto_url,
-    seed_tree, summary, tree_world, Watching,
+use crate::common::block_on;
+use crate::common::cloudfront::{
+    changed, cloudfront_client, covered, distribution, invalidations, moto_env, moto_url,
+    summary_path,
 };
-use crate::edge_price::changed;
+use crate::common::edge::{metric, seed_tree, tree_world, Watching};
+use crate::common::run::summary;
 
 /// A CloudFront target under `/v1`.
 fn cloudfront(id: &str) -> String {
     format!(
         "[[tileset.cdn]]\nkind = \"cloudfront\"\ndistribution_id = \"{id}\"\npath_prefix = \"/v1\""
     )
-}
-
-fn summary_path(
-    fixture: &crate::common::fixture::Fixture,
-    name: &str,
-) -> (std::path::PathBuf, String) {
-    let path = fixture.path(name);
-    let arg = path.to_str().unwrap().to_string();
-    (path, arg)
 }
 
 /// Sets distribution `id`'s propagation time, for its invalidations in flight too.

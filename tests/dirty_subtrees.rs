@@ -8,11 +8,11 @@
 use std::collections::BTreeSet;
 
 use crate::common::fixture::{wraps_fixture, Fixture};
+use crate::common::geodata::countries_and_borders;
 use crate::common::run::{
     assert_same_tiles, oar_tiles_with, read_mbtiles_raw, read_tree, Run, Tiles,
 };
 use crate::common::s3::S3Server;
-use crate::geometries::countries_and_borders;
 
 struct Subtrees {
     base: Fixture,

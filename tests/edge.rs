@@ -8,19 +8,18 @@ use std::time::Duration;
 
 use aws_sdk_s3::presigning::PresigningConfig;
 
+use crate::common::block_on;
+use crate::common::cloudfront::{
+    cloudfront_client, covered, distribution, invalidations, moto_env, moto_url,
+};
+use crate::common::edge::{metric, points, seed_tree, tree_world, Watching, ZOOMS};
 use crate::common::fixture::Fixture;
-use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::recorder::Recorder;
-use crate::common::run::{oar_tiles_with, single_layer_config, Run};
+use crate::common::run::{oar_tiles_with, single_layer_config, summary, Run};
 use crate::common::s3::S3Server;
 use crate::common::varnish::Varnish;
 
-const ZOOMS: &str = "0-9";
 const PREFIX: &str = "tiles";
-
-fn points() -> Vec<Point> {
-    hub_with_scatter(400, 31, 3, [2.2, 48.8, 2.5, 48.95])
-}
 
 /// A fixture whose tileset goes to `s3://BUCKET/tiles`, cached for a day, purged through `cdn`.
 fn world(label: &str, s3: &S3Server, bucket: &str, cdn: &str) -> Fixture {
@@ -43,14 +42,6 @@ fn run(fixture: &Fixture, s3: &S3Server, args: &[&str]) -> Run {
     let mut full = vec![args[0], "--config", fixture.config.to_str().unwrap()];
     full.extend_from_slice(&args[1..]);
     oar_tiles_with(Some(&fixture.schema.url), &full, &s3.env())
-}
-
-pub(crate) fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
 }
 
 /// Every tile object under the prefix with its bytes.
@@ -99,10 +90,6 @@ fn presigned(s3: &S3Server, bucket: &str, keys: &BTreeSet<String>) -> BTreeMap<S
         }
         urls
     })
-}
-
-pub(crate) fn summary(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]
@@ -260,39 +247,6 @@ fn a_purge_target_that_is_down_keeps_the_changes_until_it_is_back() {
     );
 }
 
-/// A fixture seeding a tree, purged through `cdn`.
-pub(crate) fn tree_world(label: &str, cdn: &str) -> (Fixture, std::path::PathBuf) {
-    let mut tree = None;
-    let fixture = Fixture::new(label, &points(), "edge.toml", |schema| {
-        let changes = schema.companion("cdc");
-        format!(
-            "[changes]\nschema = \"{changes}\"\n{}",
-            single_layer_config(&schema.name, "sites", cdn, "")
-        )
-    });
-    tree.get_or_insert(fixture.path("tree"));
-    let tree = tree.unwrap();
-    let config = fixture.config.to_str().unwrap().to_string();
-    crate::common::run::oar_tiles(
-        Some(&fixture.schema.url),
-        &["changes", "install", "--config", &config],
-    )
-    .assert_success();
-    (fixture, tree)
-}
-
-pub(crate) fn seed_tree(
-    fixture: &Fixture,
-    tree: &std::path::Path,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> Run {
-    let output = format!("dir:{}", tree.display());
-    let mut args = fixture.seed_args(&output, ZOOMS, &[]);
-    args.extend_from_slice(extra);
-    oar_tiles_with(Some(&fixture.schema.url), &args, env)
-}
-
 /// `z/x/y.pbf` of every tile that differs between two states of a tree.
 fn changed_paths(
     before: &crate::common::run::Tiles,
@@ -302,100 +256,6 @@ fn changed_paths(
         .into_iter()
         .map(|tile| format!("{tile}.pbf"))
         .collect()
-}
-
-pub(crate) fn moto_url() -> String {
-    match std::env::var("OAR_TILES_TEST_MOTO") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "OAR_TILES_TEST_MOTO is not set: the CloudFront tests run through scripts/test.sh, \
-             which starts moto's server and sets it"
-        ),
-    }
-}
-
-/// The environment that sends the tool's CloudFront calls to moto's server at `endpoint`.
-pub(crate) fn moto_env(endpoint: &str) -> [(&'static str, &str); 5] {
-    [
-        ("AWS_ENDPOINT_URL_CLOUDFRONT", endpoint),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ]
-}
-
-pub(crate) fn cloudfront_client(endpoint: &str) -> aws_sdk_cloudfront::Client {
-    let config = aws_sdk_cloudfront::Config::builder()
-        .behavior_version(aws_sdk_cloudfront::config::BehaviorVersion::latest())
-        .region(aws_sdk_cloudfront::config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .http_client(oar_tiles::testing::https_client())
-        .credentials_provider(aws_sdk_cloudfront::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
-        .build();
-    aws_sdk_cloudfront::Client::from_conf(config)
-}
-
-/// A distribution of the test's own on moto's server (made by `scripts/moto-server.sh`).
-pub(crate) fn distribution(endpoint: &str, name: &str) -> String {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.sh");
-    let output = std::process::Command::new(script)
-        .args(["distribution", endpoint, name])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-/// Every invalidation's paths, oldest first.
-pub(crate) fn invalidations(client: &aws_sdk_cloudfront::Client, id: &str) -> Vec<Vec<String>> {
-    block_on(async {
-        let listed = client
-            .list_invalidations()
-            .distribution_id(id)
-            .send()
-            .await
-            .unwrap();
-        let mut all = Vec::new();
-        for summary in listed.invalidation_list().unwrap().items() {
-            let detail = client
-                .get_invalidation()
-                .distribution_id(id)
-                .id(summary.id())
-                .send()
-                .await
-                .unwrap();
-            let invalidation = detail.invalidation().unwrap();
-            let paths = invalidation
-                .invalidation_batch()
-                .unwrap()
-                .paths()
-                .unwrap()
-                .items()
-                .to_vec();
-            // The caller reference ends in the time it was made.
-            let reference = invalidation
-                .invalidation_batch()
-                .unwrap()
-                .caller_reference();
-            all.push((reference.to_string(), paths));
-        }
-        all.sort();
-        all.into_iter().map(|(_, paths)| paths).collect()
-    })
-}
-
-pub(crate) fn covered(path: &str, purged: &[String]) -> bool {
-    purged.iter().any(|p| match p.strip_suffix('*') {
-        Some(folder) => path.starts_with(folder),
-        None => p == path,
-    })
 }
 
 #[test]
@@ -543,82 +403,6 @@ fn fastly_gets_surrogate_keys_in_batches_of_at_most_256_with_its_key() {
     expected.insert("tiles.json".into());
     expected.insert("metadata.json".into());
     assert_eq!(keys, expected);
-}
-
-/// `oar-tiles watch` on a free port, its log in a file; killed when dropped.
-pub(crate) struct Watching {
-    child: std::process::Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Watching {
-    pub(crate) fn start(fixture: &Fixture, env: &[(&str, &str)]) -> Watching {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = fixture.path(&format!("watch-{port}.log"));
-        let listen = format!("127.0.0.1:{port}");
-        let args = [
-            "watch",
-            "--config",
-            fixture.config.to_str().unwrap(),
-            "--listen",
-            &listen,
-        ];
-        let child = crate::common::run::oar_tiles_command(Some(&fixture.schema.url), &args, env)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Watching { child, port, log }
-    }
-
-    pub(crate) fn get(&self, path: &str) -> crate::common::serve::Reply {
-        crate::common::serve::get(self.port, path, "127.0.0.1")
-    }
-
-    /// Polls until `done` holds; after five minutes (a hang, not a slow machine) it fails with the
-    /// watcher's log.
-    pub(crate) fn wait_until(&mut self, what: &str, mut done: impl FnMut(&Watching) -> bool) {
-        let started = std::time::Instant::now();
-        while !done(self) {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the watcher exited ({status}) waiting for {what}");
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(300),
-                "waited 5 minutes for {what}; the watcher's log:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The watcher's process.
-    pub(crate) fn child(&mut self) -> &mut std::process::Child {
-        &mut self.child
-    }
-
-    pub(crate) fn listening(&self) -> bool {
-        std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub(crate) fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(name))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[test]

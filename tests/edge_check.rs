@@ -4,11 +4,11 @@
 //! paths; the other purges paths under a prefix the cache does not serve them from, so its API
 //! calls succeed while its cache keeps serving the old tiles, which only the edge check can see.
 
+use crate::common::edge::{metric, tree_world, Watching};
 use crate::common::fixture::Fixture;
-use crate::common::run::{oar_tiles_with, read_tree, Run};
+use crate::common::run::{oar_tiles_with, read_tree, summary, Run};
 use crate::common::serve::Served;
 use crate::common::varnish::Varnish;
-use crate::edge::{metric, summary, tree_world, Watching};
 
 /// The world: a seeded tree, its origin and two caches, warmed with every tile.
 struct Edge {

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::edge::{seed_tree, tree_world, Watching};
 use crate::common::recorder::Recorder;
 use crate::common::run::{
     differences, oar_tiles_command, read_tree, read_tree_after_a_kill, send_signal, Tiles,
 };
-use crate::edge::{seed_tree, tree_world, Watching};
 
 /// A cache that takes connections and never answers: a purge sent to it hangs.
 struct Silent {

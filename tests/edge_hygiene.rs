@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::edge::{metric, seed_tree, tree_world, Watching};
 use crate::common::recorder::{Answer, Recorder};
 use crate::common::run::{
-    oar_tiles, oar_tiles_command, read_tree, send_signal, single_layer_config, Run,
+    oar_tiles, oar_tiles_command, read_tree, send_signal, single_layer_config, summary, Run,
 };
-use crate::edge::{metric, seed_tree, summary, tree_world, Watching};
 
 const ZOOMS: &str = "0-9";
 /// A zone and a service id of the real shapes (32 hex digits; 22 letters and digits).

@@ -2,11 +2,11 @@
 //! and what each CDN target would be sent after folding, with its price. The plan is then held
 //! against the real reseed: the same tiles rendered, every path it invalidated covered by the plan.
 
-use crate::common::run::read_tree;
-use crate::edge::{
-    cloudfront_client, covered, distribution, invalidations, moto_env, moto_url, seed_tree,
-    summary, tree_world,
+use crate::common::cloudfront::{
+    cloudfront_client, covered, distribution, invalidations, moto_env, moto_url,
 };
+use crate::common::edge::{seed_tree, tree_world};
+use crate::common::run::{read_tree, summary};
 
 #[test]
 #[ignore = "needs PostGIS and moto's server: run scripts/test.sh"]

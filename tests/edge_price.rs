@@ -3,11 +3,13 @@
 
 use std::collections::BTreeSet;
 
-use crate::common::recorder::Recorder;
-use crate::edge::{
-    cloudfront_client, covered, distribution, invalidations, moto_env, moto_url, seed_tree,
-    summary, tree_world,
+use crate::common::cloudfront::{
+    changed, cloudfront_client, covered, distribution, invalidations, moto_env, moto_url,
+    summary_path,
 };
+use crate::common::edge::{seed_tree, tree_world};
+use crate::common::recorder::Recorder;
+use crate::common::run::summary;
 
 /// A CloudFront target under `/v1` with `extra` keys.
 fn cloudfront(id: &str, extra: &str) -> String {
@@ -24,26 +26,6 @@ fn tile_paths(tree: &std::path::Path) -> BTreeSet<String> {
         .collect()
 }
 
-/// `/v1/z/x/y.pbf` of every tile that differs between two reads of a tree.
-pub(crate) fn changed(
-    before: &crate::common::run::Tiles,
-    after: &crate::common::run::Tiles,
-) -> BTreeSet<String> {
-    crate::common::run::differences(before, after)
-        .into_iter()
-        .map(|tile| format!("/v1/{tile}.pbf"))
-        .collect()
-}
-
-fn with_summary(
-    fixture: &crate::common::fixture::Fixture,
-    name: &str,
-) -> (std::path::PathBuf, String) {
-    let path = fixture.path(name);
-    let arg = path.to_str().unwrap().to_string();
-    (path, arg)
-}
-
 #[test]
 #[ignore = "needs PostGIS and moto's server: run scripts/test.sh"]
 fn a_full_seed_behind_cloudfront_is_one_wildcard_and_dense_changes_fold_by_price() {
@@ -55,7 +37,7 @@ fn a_full_seed_behind_cloudfront_is_one_wildcard_and_dense_changes_fold_by_price
     );
     let (mut fixture, tree) = tree_world("edge_price_seed", &cloudfront(&id, ""));
     let env = moto_env(&endpoint);
-    let (report, report_arg) = with_summary(&fixture, "seed.json");
+    let (report, report_arg) = summary_path(&fixture, "seed.json");
     seed_tree(&fixture, &tree, &["--summary-json", &report_arg], &env).assert_success();
     // Every stored tile is new: one wildcard over the output evicts nothing that did not change.
     let sent = invalidations(&client, &id);
@@ -77,7 +59,7 @@ fn a_full_seed_behind_cloudfront_is_one_wildcard_and_dense_changes_fold_by_price
     let dry = seed_tree(&fixture, &tree, &["--dirty", "--dry-run"], &env);
     dry.assert_success();
     assert!(dry.stdout.contains("as planned, $"), "{}", dry.stdout);
-    let (report, report_arg) = with_summary(&fixture, "dirty.json");
+    let (report, report_arg) = summary_path(&fixture, "dirty.json");
     seed_tree(
         &fixture,
         &tree,
@@ -130,7 +112,7 @@ fn a_budget_buys_later_or_coarser_purges_and_never_loses_a_change() {
     fixture.schema.execute(
         "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.02) WHERE site_id % 29 = 1",
     );
-    let (report, report_arg) = with_summary(&fixture, "waiting.json");
+    let (report, report_arg) = summary_path(&fixture, "waiting.json");
     let waiting = seed_tree(
         &fixture,
         &tree,
@@ -172,7 +154,7 @@ fn a_budget_buys_later_or_coarser_purges_and_never_loses_a_change() {
         ),
     )
     .unwrap();
-    let (report, report_arg) = with_summary(&fixture, "paid.json");
+    let (report, report_arg) = summary_path(&fixture, "paid.json");
     seed_tree(
         &fixture,
         &tree,

@@ -6,19 +6,17 @@
 //! intersects, and its Mercator area or length against the layer's thresholds, never the tool's SQL.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 mod oracle;
 
 use oracle::{bytes_per_zoom, expected, measures, placements, tile_polygons};
 
 use crate::common::fixture::{wraps_fixture, Fixture};
+use crate::common::geodata::{geodata, ogr2ogr};
 use crate::common::pg::TestSchema;
 use crate::common::run::{assert_same_tiles, differences, oar_tiles, read_mbtiles_raw, Run, Tiles};
 
-/// Variable naming the directory `scripts/geodata.sh` prints.
-const GEODATA_ENV: &str = "OAR_TILES_TEST_GEODATA";
 /// Half the width of the Web-Mercator world, in metres.
 const HALF: f64 = 20_037_508.342_789_244;
 const EXTENT: u32 = 4096;
@@ -35,55 +33,6 @@ const THRESHOLDS_ONLY: &str = "simplify = 0.0\nmin_area = 0.25\nmin_length = 0.2
 /// The default thresholds, in (square) pixels.
 const MIN_AREA: f64 = 0.25;
 const MIN_LENGTH: f64 = 0.25;
-
-/// The data directory; a test run without it fails, saying how to run it.
-pub(crate) fn geodata() -> PathBuf {
-    match std::env::var(GEODATA_ENV) {
-        Ok(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => panic!(
-            "{GEODATA_ENV} is not set: these tests run through scripts/test.sh, which runs \
-             scripts/geodata.sh and sets it"
-        ),
-    }
-}
-
-/// Natural Earth's countries into `{schema}.countries`, and their boundaries as lines (id, name)
-/// into `{schema}.borders`, indexed.
-pub(crate) fn countries_and_borders(schema: &mut TestSchema) {
-    ogr2ogr(
-        schema,
-        &geodata().join("naturalearth_lowres/naturalearth_lowres.shp"),
-        "countries",
-    );
-    schema.execute(
-        "CREATE TABLE {schema}.borders AS
-             SELECT id, name, ST_Multi(ST_Boundary(geom))::geometry(MultiLineString, 4326) AS geom
-             FROM {schema}.countries;
-         ALTER TABLE {schema}.borders ADD PRIMARY KEY (id);
-         CREATE INDEX ON {schema}.borders USING gist (geom);",
-    );
-}
-
-/// Loads a shapefile into `{schema}.table` as ogr2ogr does for an operator: multi-geometries, `geom`
-/// and an integer `id`, the file's own SRID.
-pub(crate) fn ogr2ogr(schema: &TestSchema, shapefile: &Path, table: &str) {
-    let output = Command::new("ogr2ogr")
-        .args(["-f", "PostgreSQL", &format!("PG:{}", schema.url)])
-        .arg(shapefile)
-        .args(["-nln", table, "-nlt", "PROMOTE_TO_MULTI"])
-        .args(["-lco", &format!("SCHEMA={}", schema.name)])
-        .args(["-lco", "GEOMETRY_NAME=geom", "-lco", "FID=id"])
-        // The shapefiles declare numeric widths their values overflow (populations, areas).
-        .args(["-lco", "PRECISION=NO"])
-        .output()
-        .expect("run ogr2ogr (scripts/test.sh installs gdal-bin)");
-    assert!(
-        output.status.success(),
-        "ogr2ogr {}: {}",
-        shapefile.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// One layer as the tests see it: its name in the tiles and its table.
 #[derive(Clone, Copy)]

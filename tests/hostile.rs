@@ -2,11 +2,12 @@
 //! behind, an MBTiles file without a unique tile index, sessions with unusual string settings,
 //! names PostgreSQL would cut, tile lists beyond the zooms and relative tree paths.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rusqlite::Connection;
 
 use crate::common::fixture::Fixture;
+use crate::common::journal::{companion, leave_a_killed_writers_journal};
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from,
@@ -32,35 +33,6 @@ fn seed(fixture: &Fixture, output: &Path, extra: &[&str]) -> Run {
     );
     run.assert_success();
     run
-}
-
-fn companion(path: &Path, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{}{suffix}", path.display()))
-}
-
-/// Leaves `target` as a writer killed in the middle of a large transaction leaves it: pages of the
-/// transaction already in the file, and the hot rollback journal that undoes them beside it. The
-/// writer works on a copy, whose file and journal are copied over `target` while it is still in
-/// its transaction: the bytes a SIGKILL at that moment would leave on disk, with no process holding
-/// a lock on them.
-pub(crate) fn leave_a_killed_writers_journal(target: &Path) {
-    let work = companion(target, ".writer");
-    std::fs::copy(target, &work).unwrap();
-    let writer = Connection::open(&work).unwrap();
-    // A tiny page cache makes SQLite spill changed pages into the file before the commit.
-    writer
-        .execute_batch(
-            "PRAGMA cache_size = 1; BEGIN;
-             UPDATE tiles SET tile_data = randomblob(length(tile_data) + 700);
-             DELETE FROM metadata;",
-        )
-        .unwrap();
-    let journal = companion(&work, "-journal");
-    assert!(journal.exists(), "the writer has a rollback journal");
-    std::fs::copy(&work, target).unwrap();
-    std::fs::copy(&journal, companion(target, "-journal")).unwrap();
-    drop(writer);
-    let _ = std::fs::remove_file(&work);
 }
 
 /// Whether SQLite reads the file as a sound database, opened read-only as a tile server would.

@@ -8,9 +8,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::common::journal::leave_a_killed_writers_journal;
 use crate::common::run::{run_from, single_layer_config, wrapped_command, Run};
 use crate::common::s3::S3Server;
-use crate::hostile::leave_a_killed_writers_journal;
 
 /// Far above what validating or inspecting these small inputs needs, far below what reading a
 /// device or a bomb without a cap takes.

@@ -14,8 +14,8 @@
 use std::path::Path;
 
 use crate::common::fixture::{wraps_fixture, Fixture};
+use crate::common::geodata::{geodata, ogr2ogr};
 use crate::common::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, Run};
-use crate::geometries::{geodata, ogr2ogr};
 
 /// Zooms of the hostile shapes' tileset.
 const ZOOMS: (u8, u8) = (0, 10);

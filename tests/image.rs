@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::fixture::Fixture;
+use crate::common::fixture::{seed_args_for, Fixture};
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     assert_same_tiles, differences, oar_tiles, pixel, read_mbtiles_raw, run_from, signal_pid,
@@ -526,22 +526,6 @@ fn fixture(label: &str, count: i64, extra: &str) -> Fixture {
     })
 }
 
-/// `seed` of the fixture's config into `output`, both named relative to the image's working
-/// directory, where the fixture's folder is mounted.
-fn seed_args<'a>(output: &'a str, zoom: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "seed",
-        "--config",
-        "image.toml",
-        "--zoom",
-        zoom,
-        "--output",
-        output,
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 #[test]
 #[ignore = "needs the image of scripts/image.sh: run scripts/test.sh"]
 fn the_image_prints_its_help_with_and_without_arguments() {
@@ -622,7 +606,7 @@ fn the_image_seeds_postgis_into_mbtiles_on_a_mounted_volume_as_the_host_binary_d
     let run = image.run(
         fixture.dir.path(),
         &[("DATABASE_URL", &fixture.schema.url)],
-        &seed_args("out.mbtiles", "0-9", &[]),
+        &seed_args_for("image.toml", "out.mbtiles", "0-9", &[]),
     );
     run.assert_success();
     let output = fixture.path("out.mbtiles");
@@ -672,7 +656,11 @@ fn the_image_reseeds_a_changed_row_with_seed_dirty() {
         )
         .assert_success();
     image
-        .run(&volume, &env, &seed_args("out.mbtiles", "0-10", &[]))
+        .run(
+            &volume,
+            &env,
+            &seed_args_for("image.toml", "out.mbtiles", "0-10", &[]),
+        )
         .assert_success();
     let before = read_mbtiles_raw(&fixture.path("out.mbtiles"));
 
@@ -684,7 +672,7 @@ fn the_image_reseeds_a_changed_row_with_seed_dirty() {
     let reseed = image.run(
         &volume,
         &env,
-        &seed_args("out.mbtiles", "0-10", &["--dirty"]),
+        &seed_args_for("image.toml", "out.mbtiles", "0-10", &["--dirty"]),
     );
     reseed.assert_success();
     let after = read_mbtiles_raw(&fixture.path("out.mbtiles"));
@@ -697,7 +685,11 @@ fn the_image_reseeds_a_changed_row_with_seed_dirty() {
         reseed.stderr
     );
     image
-        .run(&volume, &env, &seed_args("full.mbtiles", "0-10", &[]))
+        .run(
+            &volume,
+            &env,
+            &seed_args_for("image.toml", "full.mbtiles", "0-10", &[]),
+        )
         .assert_success();
     assert_same_tiles(
         &read_mbtiles_raw(&fixture.path("full.mbtiles")),
@@ -716,7 +708,7 @@ fn sigterm_to_the_image_s_first_process_stops_a_seed_with_143_and_keeps_the_outp
         .run(
             fixture.dir.path(),
             &fast,
-            &seed_args("out.mbtiles", "0-6", &[]),
+            &seed_args_for("image.toml", "out.mbtiles", "0-6", &[]),
         )
         .assert_success();
     let output = fixture.path("out.mbtiles");
@@ -727,7 +719,7 @@ fn sigterm_to_the_image_s_first_process_stops_a_seed_with_143_and_keeps_the_outp
     let mut container = image.start(
         fixture.dir.path(),
         &slow,
-        &seed_args("out.mbtiles", "0-16", &[]),
+        &seed_args_for("image.toml", "out.mbtiles", "0-16", &[]),
     );
     wait_for_progress(container.child(), &output);
     let first = image.first_process(&mut container);

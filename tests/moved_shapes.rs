@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use crate::common::fixture::{wraps_fixture, Fixture};
+use crate::common::geodata::countries_and_borders;
 use crate::common::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, Run};
-use crate::geometries::countries_and_borders;
 
 struct Moved {
     base: Fixture,

@@ -6,23 +6,19 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::common::disk::TinyDisk;
 use crate::common::fixture::Fixture;
-use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
     differences, oar_tiles, oar_tiles_command, read_mbtiles_raw, read_tree, run_from, send_signal,
     single_layer_config, Run,
 };
-use crate::robustness::{TinyDisk, SLOW_ROWS};
+use crate::common::slow::{many_points, SLOW_ROWS};
 
 const ZOOMS: &str = "0-12";
 
-fn points() -> Vec<Point> {
-    hub_with_scatter(3000, 77, 4, [-0.3, 51.3, 0.3, 51.7])
-}
-
 /// A schema of points under change capture, with a layer slow enough to stop mid-run.
 fn world(label: &str) -> Fixture {
-    let fixture = Fixture::new(label, &points(), "outbox.toml", |schema| {
+    let fixture = Fixture::new(label, &many_points(3000), "outbox.toml", |schema| {
         let changes = schema.companion("cdc");
         format!(
             "[changes]\nschema = \"{changes}\"\n{}",

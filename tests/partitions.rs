@@ -520,7 +520,7 @@ fn validate_checks_every_partition_through_its_index_and_against_the_database() 
     drop(db);
     let (run, report) = validate(&["--against-db", "--all"]);
     assert_eq!(run.code, 1, "{report:#}");
-    let problems = crate::validate::problems(&report);
+    let problems = crate::common::run::problems(&report);
     let tile = format!("{z}/{x}/{}", (1u32 << z) - 1 - row);
     assert!(
         problems

@@ -3,81 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
 use serde_json::Value;
 
-use crate::common::fixture::Fixture;
-use crate::common::pg::{hub_with_scatter, Point};
-pub(crate) use crate::common::pmtiles_reader::{read_archive, Digests};
+use crate::common::pmtiles::{seed, setup, setup_with};
+use crate::common::pmtiles_reader::{assert_same_digests, digests_of_mbtiles, read_archive};
 use crate::common::run::{
-    journaled_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from, send_signal,
-    single_layer_config, wait_for_progress, wrapped_command,
+    journaled_tiles, oar_tiles, oar_tiles_command, run_from, send_signal, wait_for_progress,
+    wrapped_command,
 };
-
-pub(crate) fn digests_of_mbtiles(path: &Path) -> Digests {
-    read_mbtiles_raw(path)
-        .into_iter()
-        .map(|(key, data)| (key, hex::encode(Md5::digest(&data))))
-        .collect()
-}
-
-#[track_caller]
-pub(crate) fn assert_same_digests(expected: &Digests, actual: &Digests, what: &str) {
-    if expected == actual {
-        return;
-    }
-    let differing: Vec<_> = expected
-        .iter()
-        .filter(|(key, digest)| actual.get(*key) != Some(digest))
-        .map(|(key, _)| *key)
-        .chain(
-            actual
-                .keys()
-                .filter(|key| !expected.contains_key(key))
-                .copied(),
-        )
-        .take(10)
-        .collect();
-    panic!(
-        "{what}: {} tiles expected, {} found; first differing: {differing:?}",
-        expected.len(),
-        actual.len()
-    );
-}
-
-fn points() -> Vec<Point> {
-    let mut points = hub_with_scatter(400, 31, 3, [90.3, 23.7, 90.5, 23.9]);
-    points.push(Point::new(9000, -0.1, 51.5));
-    points
-}
-
-/// A fixture with change capture in a schema of its own and clusters up to zoom 5.
-fn setup(label: &str) -> Fixture {
-    setup_with(label, "", "")
-}
-
-/// [`setup`] with more top-level tables (`[s3]`) and tileset keys.
-pub(crate) fn setup_with(label: &str, tables: &str, tileset: &str) -> Fixture {
-    let setup = Fixture::new(label, &points(), "pmtiles.toml", |schema| {
-        let changes = schema.companion("cdc");
-        format!(
-            "[changes]\nschema = \"{changes}\"\n{tables}\n{}",
-            single_layer_config(&schema.name, "sites", tileset, "cluster_maxzoom = 5")
-        )
-    });
-    let config = setup.config.to_str().unwrap();
-    oar_tiles(
-        Some(&setup.schema.url),
-        &["changes", "install", "--config", config],
-    )
-    .assert_success();
-    setup
-}
-
-pub(crate) fn seed(setup: &Fixture, output: &Path, extra: &[&str]) {
-    let args = setup.seed_args(output.to_str().unwrap(), "0-10", extra);
-    oar_tiles(Some(&setup.schema.url), &args).assert_success();
-}
 
 fn store_of(archive: &Path) -> PathBuf {
     PathBuf::from(format!("{}.store.mbtiles", archive.display()))
@@ -463,7 +396,7 @@ fn a_version_is_linked_and_its_folder_synced_before_a_pointer_document_names_it(
     let folder = setup.dir.path().canonicalize().unwrap();
     let archive = folder.join("sites.pmtiles");
     let log = setup.path("strace.log");
-    let strace = crate::tree_safety::strace();
+    let strace = crate::common::env::strace();
     let log_arg = log.display().to_string();
     let wrapper = [
         strace.as_str(),

@@ -5,24 +5,20 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::common::env::fault_seed;
 use crate::common::fixture::Fixture;
+use crate::common::pmtiles::{seed, setup_with};
+use crate::common::pmtiles_reader::{assert_same_digests, digests_of_mbtiles, read_archive};
+use crate::common::run::lines;
 use crate::common::run::{
     oar_tiles_command, oar_tiles_with, run_from, send_signal, wait_for_progress, wrapped_command,
     Run,
 };
+use crate::common::runtime;
 use crate::common::s3::S3Server;
-use crate::pmtiles::{assert_same_digests, digests_of_mbtiles, read_archive, seed, setup_with};
-use crate::s3::lines;
 
 const BUCKET: &str = "tiles";
 const KEY: &str = "maps/facilities.pmtiles";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A fixture whose config reaches its own S3 server.
 struct Setup {
@@ -388,22 +384,6 @@ fn an_interrupted_s3_archive_seed_uploads_nothing_and_resumes_to_the_same_archiv
         &read_archive(&setup.download("resumed.pmtiles")).tiles,
         "the resumed S3 archive",
     );
-}
-
-/// A seed number for a test's random moments: new each run, printed with every failure so that a
-/// failure can be replayed by setting `OAR_TILES_TEST_SEED`.
-pub(crate) fn fault_seed() -> u64 {
-    std::env::var("OAR_TILES_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            u64::from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .subsec_nanos(),
-            ) | 1
-        })
 }
 
 #[test]

@@ -8,21 +8,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use crate::common::env::required_env;
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, test_url, wait_for_replay, Point};
 use crate::common::run::{
     assert_same_tiles, journaled_tiles, oar_tiles_command, oar_tiles_with, read_mbtiles_raw,
     run_from, send_signal, single_layer_config, wait_for_progress, Run,
 };
-
-const NEEDS: &str = "run scripts/test.sh, which starts the servers and sets OAR_TILES_TEST_*";
-
-pub(crate) fn required_env(name: &str) -> String {
-    match std::env::var(name) {
-        Ok(value) if !value.is_empty() => value,
-        _ => panic!("{name} is not set: {NEEDS}"),
-    }
-}
 
 /// Directory of the test CA's files (`ca.crt`, `client.crt`, …).
 fn tls_dir() -> PathBuf {

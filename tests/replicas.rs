@@ -8,13 +8,13 @@ use std::process::Child;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use crate::common::env::required_env;
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, wait_for_replay, Point};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, read_metadata, run_from,
     single_layer_config, Run,
 };
-use crate::production::required_env;
 
 const STANDBY: &str = "OAR_TILES_TEST_STANDBY_URL";
 

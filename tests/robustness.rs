@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::pg::{hub_with_scatter, Point, TestSchema};
+use crate::common::disk::TinyDisk;
+use crate::common::pg::{Point, TestSchema};
 use crate::common::run::{
     assert_same_tiles, journaled_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from,
     seed_args, send_signal, single_layer_config, strs, wait_for_progress,
 };
-
-fn many_points(count: i64) -> Vec<Point> {
-    hub_with_scatter(count, 77, 4, [-0.3, 51.3, 0.3, 51.7])
-}
+use crate::common::slow::{many_points, SLOW_ROWS};
 
 fn config(dir: &Path, schema: &str, database: &str, extra_layer: &str) -> PathBuf {
     let path = dir.join("robust.toml");
@@ -25,10 +23,6 @@ fn config(dir: &Path, schema: &str, database: &str, extra_layer: &str) -> PathBu
     std::fs::write(&path, text).unwrap();
     path
 }
-
-/// A layer filter that makes every tenth row cost the server about a millisecond, so a seed runs
-/// long enough to be interrupted mid-walk on any machine, however fast its rendering.
-pub(crate) const SLOW_ROWS: &str = "filter = \"site_id % 10 <> 0 OR pg_sleep(0.0005) IS NOT NULL\"";
 
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
@@ -550,41 +544,6 @@ fn a_stopped_directory_seed_is_resumed_from_its_journal() {
         expected.len() as u64,
         "no extra tiles"
     );
-}
-
-/// A tiny file system of this test's own, unmounted when the test ends.
-pub(crate) struct TinyDisk {
-    pub(crate) dir: tempfile::TempDir,
-}
-
-impl TinyDisk {
-    pub(crate) fn mount(size: &str) -> TinyDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-                dir.path().to_str().unwrap(),
-            ])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            mounted,
-            "cannot mount a {size} tmpfs for the disk-full test: run the tests as root, as \
-             scripts/test.sh does in CI"
-        );
-        TinyDisk { dir }
-    }
-}
-
-impl Drop for TinyDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
 }
 
 #[test]

@@ -2,16 +2,15 @@
 //! unchanged tiles not uploaded again, emptied tiles deleted, uploads that survive a server restart,
 //! and a failed upload that fails the job naming its tile.
 
-use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
-    assert_same_tiles, differences, oar_tiles_command, oar_tiles_with, read_mbtiles_raw, run_from,
-    send_signal, single_layer_config, Tiles,
+    assert_same_tiles, differences, lines, oar_tiles_command, oar_tiles_with, read_mbtiles_raw,
+    run_from, send_signal, single_layer_config, Tiles,
 };
+use crate::common::runtime;
 use crate::common::s3::S3Server;
 
 const BUCKET: &str = "tiles";
@@ -19,13 +18,6 @@ const PREFIX: &str = "facilities/v1";
 
 fn points(count: i64) -> Vec<Point> {
     hub_with_scatter(count, 5, 5, [72.9, 33.5, 73.3, 33.8])
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Every tile object under the prefix with its body.
@@ -105,15 +97,6 @@ impl Setup {
         self.seed(path.to_str().unwrap(), zoom, &[]);
         read_mbtiles_raw(&path)
     }
-}
-
-/// The lines of a file (a changed-tile list), as a set.
-pub(crate) fn lines(path: &Path) -> BTreeSet<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]

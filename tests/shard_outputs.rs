@@ -310,7 +310,7 @@ fn a_killed_tree_shard_resumes_from_its_own_journal() {
     use crate::common::run::{oar_tiles_command, send_signal};
     use std::time::{Duration, Instant};
 
-    let fixture = crate::shards::slow_fixture("shard_tree_kill");
+    let fixture = crate::common::slow::slow_fixture("shard_tree_kill");
     let url = fixture.schema.url.clone();
     let tree = fixture.path("tree");
     let output = format!("dir:{}", tree.display());
@@ -424,7 +424,7 @@ fn finalize_and_an_s3_shard_killed_at_random_moments_end_equal_to_a_single_run()
     )
     .assert_success();
     let expected = single_run(&fixture, "single.mbtiles", &env);
-    let seed_number = crate::pmtiles_s3::fault_seed();
+    let seed_number = crate::common::env::fault_seed();
     let mut rng = crate::common::pg::Rng::new(seed_number);
 
     let tree = fixture.path("tree");

@@ -12,6 +12,7 @@ use crate::common::pg::{hub_with_scatter, Point, TestSchema};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, oar_tiles_with, read_mbtiles_raw, single_layer_config,
 };
+use crate::common::slow::slow_fixture;
 
 /// Each shard's render work under a stored plan, measured from the points themselves: every
 /// non-empty tile of every zoom costs what the planner's fitted model prices it at, given the rows
@@ -391,14 +392,6 @@ fn a_merged_output_takes_a_dirty_reseed_of_what_changed_after_the_shards() {
         &read_mbtiles_raw(&out),
         "the merged output after --dirty",
     );
-}
-
-/// A fixture whose rows are slow to render, so a shard is still walking when a test kills it.
-pub(crate) fn slow_fixture(label: &str) -> Fixture {
-    let points = hub_with_scatter(3_000, 31, 4, [-0.3, 51.3, 0.3, 51.7]);
-    Fixture::new(label, &points, "oar.toml", |schema| {
-        single_layer_config(&schema.name, "sites", "", crate::robustness::SLOW_ROWS)
-    })
 }
 
 #[test]

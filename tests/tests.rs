@@ -48,6 +48,7 @@ mod setup_scripts;
 mod shard_outputs;
 mod shards;
 mod slurm;
+mod toolbox;
 mod tree_safety;
 mod untransformable;
 mod validate;

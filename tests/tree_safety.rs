@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::common::env::strace;
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::pg::hub_with_scatter;
 use crate::common::run::{
@@ -166,18 +167,6 @@ fn symlinks_inside_the_tree_never_let_a_seed_write_or_delete_outside_it() {
         &read_tree(&tree, "pbf"),
         "after the links are gone the tree is the first seed's again",
     );
-}
-
-/// The `strace` executable, from `scripts/test.sh`.
-pub(crate) fn strace() -> String {
-    const VARIABLE: &str = "OAR_TILES_TEST_STRACE";
-    match std::env::var(VARIABLE) {
-        Ok(path) if !path.is_empty() => path,
-        _ => panic!(
-            "{VARIABLE} is not set: the durability test runs through scripts/test.sh, which \
-             installs strace and sets it"
-        ),
-    }
 }
 
 /// One traced call: a file synced (by the path its descriptor had), the whole file system of a

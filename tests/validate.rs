@@ -13,7 +13,7 @@ use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::mvt::{tile, Tile};
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
-    assert_same_tiles, differences, oar_tiles, oar_tiles_with, read_mbtiles_raw,
+    assert_same_tiles, differences, oar_tiles, oar_tiles_with, problems, read_mbtiles_raw,
     single_layer_config, Run,
 };
 use crate::common::s3::S3Server;
@@ -103,23 +103,6 @@ impl Setup {
         });
         (run, report)
     }
-}
-
-/// Every problem of a report as `(tile or "-", check, message)`.
-pub(crate) fn problems(report: &serde_json::Value) -> Vec<(String, String, String)> {
-    report["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|o| o["problems"]["listed"].as_array().unwrap().clone())
-        .map(|p| {
-            (
-                p["tile"].as_str().unwrap_or("-").to_string(),
-                p["check"].as_str().unwrap().to_string(),
-                p["message"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// Asserts `run` exited 0 with a report of no problems.

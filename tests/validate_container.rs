@@ -11,6 +11,7 @@ use oar_tiles::{OutputTarget, S3Config};
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{oar_tiles_with, single_layer_config};
+use crate::common::runtime;
 use crate::common::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
 
 const BUCKET: &str = "tiles";
@@ -19,13 +20,6 @@ const TILES_URL: &str = "https://tiles.example.org/sites/{z}/{x}/{y}.pbf";
 
 fn points() -> Vec<Point> {
     hub_with_scatter(300, 7, 6, [90.3, 23.7, 90.5, 23.9])
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A fixture over [`points`]; `tables` are more top-level tables (`[s3]`).

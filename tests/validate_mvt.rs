@@ -11,8 +11,8 @@ use prost::Message;
 use serde_json::Value;
 
 use crate::common::mvt::Tile;
+use crate::common::reseed::Setup;
 use crate::common::run::read_mbtiles_raw;
-use crate::reseed::Setup;
 
 /// The corpus's encoder leaves out every field that equals its proto2 default, so the layers of
 /// all its fixtures but these four have no `extent` written (001 has no layer; a raw scan of the

@@ -5,19 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 
+use crate::common::env::required_env;
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::free_port;
-use crate::common::pg::{hub_with_scatter, Point, Rng, TestSchema};
+use crate::common::pg::{hub_with_scatter, Cluster, Point, Rng, TestSchema};
 use crate::common::run::{
     assert_same_tiles, oar_tiles, read_mbtiles_raw, single_layer_config, Run,
 };
 use crate::common::watcher::{parse_prometheus, Watcher, PACING};
-use crate::production::required_env;
 
 const OUTPUT: &str = "watched.mbtiles";
 const ZOOMS: &str = "0-10";
@@ -209,54 +208,6 @@ fn a_tree_naming_relative_tile_urls_is_warned_about_once_however_many_cycles_ope
         "{}",
         run.stderr
     );
-}
-
-/// Tests that stop the watch tests' cluster take turns: one test's stop would otherwise land in
-/// another's outage.
-static CLUSTER_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Stops and starts the watch test's own cluster (never the shared one); starts it again if the
-/// test ends while it is stopped. Held by one test at a time.
-pub(crate) struct Cluster {
-    version: String,
-    name: String,
-    _turn: std::sync::MutexGuard<'static, ()>,
-}
-
-impl Cluster {
-    pub(crate) fn from_env() -> Cluster {
-        let value = required_env("OAR_TILES_TEST_WATCH_CLUSTER");
-        let (version, name) = value.split_once('/').expect("VERSION/NAME");
-        // A test that failed while holding the turn leaves the cluster started (Drop), so the
-        // next may go on.
-        let turn = CLUSTER_TURN
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Cluster {
-            version: version.into(),
-            name: name.into(),
-            _turn: turn,
-        }
-    }
-
-    pub(crate) fn ctl(&self, action: &str) -> bool {
-        Command::new("pg_ctlcluster")
-            .args([&self.version, &self.name, action, "-m", "fast"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("pg_ctlcluster")
-            .args([&self.version, &self.name, "start"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 #[test]

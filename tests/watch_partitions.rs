@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
+use crate::common::env::required_env;
 use crate::common::fixture::Fixture;
 use crate::common::pg::TestSchema;
 use crate::common::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, Run};
 use crate::common::watcher::{Watcher, PACING};
-use crate::production::required_env;
 
 /// 900 facilities; contributor 1 holds about half, 2 a quarter, 3 an eighth, and 4-40 the tail;
 /// every fifth and seventh facility has a second or third contributor.
@@ -337,7 +337,7 @@ fn sigterm_mid_cycle_of_a_partitioned_tileset_keeps_its_index_and_a_restarted_wa
 #[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
 fn a_partitioned_watcher_catches_up_after_postgres_restarts_mid_cycle() {
     let url = required_env("OAR_TILES_TEST_WATCH_URL");
-    let cluster = crate::watch::Cluster::from_env();
+    let cluster = crate::common::pg::Cluster::from_env();
     let mut world = World::new(TestSchema::create_on(url, "watchpartsdown"), SLOW_FILTER);
     let mut watcher = Watcher::start_on(&world.base, &slow_url(&world));
     watcher.wait_until("/health 200", |w| w.health() == Some(200));

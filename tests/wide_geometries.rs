@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use crate::common::reseed::{Setup, ZOOMS};
 use crate::common::run::{assert_same_tiles, oar_tiles_command, read_mbtiles_raw, Run};
-use crate::reseed::{Setup, ZOOMS};
 
 /// A seed's peak resident memory must stay under this (a few tens of MB in practice); summing every
 /// cell a world-wide line's box covers took gigabytes.

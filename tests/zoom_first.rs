@@ -300,7 +300,7 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
     oar_tiles(Some(&fixture.schema.url), &["seed", "--config", &config]).assert_success();
     let before = read_tree(&tree, "pbf");
 
-    let mut watching = crate::edge::Watching::start(&fixture, &[]);
+    let mut watching = crate::common::edge::Watching::start(&fixture, &[]);
     watching.wait_until("/health 200", |w| {
         w.listening() && w.get("/health").status == 200
     });
@@ -314,7 +314,7 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
     });
     // The cycle is over once the watermark moved: nothing is pending any more.
     watching.wait_until("an idle watcher", |w| {
-        crate::edge::metric(&w.get("/metrics").text(), "oar_tiles_pending_changes") == 0.0
+        crate::common::edge::metric(&w.get("/metrics").text(), "oar_tiles_pending_changes") == 0.0
     });
     assert!(note(&tree).exists(), "the deferred tiles are noted");
     let cycled = read_tree(&tree, "pbf");
@@ -358,7 +358,7 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
         ],
     )
     .assert_success();
-    let plan = crate::edge::summary(&plan);
+    let plan = crate::common::run::summary(&plan);
     let planned: Vec<u64> = plan[0]["plan"]["dirty_tiles"]
         .as_array()
         .unwrap()
@@ -396,7 +396,7 @@ fn objects(
     prefix: &str,
 ) -> std::collections::BTreeMap<String, Vec<u8>> {
     let client = s3.client();
-    crate::edge::block_on(async {
+    crate::common::block_on(async {
         let mut objects = std::collections::BTreeMap::new();
         let mut pages = client
             .list_objects_v2()
@@ -475,7 +475,7 @@ fn an_s3_prefix_is_purged_as_its_uploads_end_with_the_cache_control_of_each_zoom
 
     let client = s3.client();
     let header = |key: &str| {
-        let head = crate::edge::block_on(client.head_object().bucket(bucket).key(key).send());
+        let head = crate::common::block_on(client.head_object().bucket(bucket).key(key).send());
         head.unwrap()
             .cache_control()
             .unwrap_or_default()

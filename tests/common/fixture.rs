@@ -49,18 +49,24 @@ impl Fixture {
         zoom: &'a str,
         extra: &[&'a str],
     ) -> Vec<&'a str> {
-        let mut args = vec![
-            "seed",
-            "--config",
-            self.config.to_str().unwrap(),
-            "--zoom",
-            zoom,
-            "--output",
-            output,
-        ];
-        args.extend_from_slice(extra);
-        args
+        seed_args_for(self.config.to_str().unwrap(), output, zoom, extra)
     }
+}
+
+/// `seed --config CONFIG --zoom ZOOM --output OUTPUT EXTRA…` with the config named as the run sees
+/// it: a container sees the fixture's directory under another path, so the image tests name it
+/// relative to their working directory.
+pub fn seed_args_for<'a>(
+    config: &'a str,
+    output: &'a str,
+    zoom: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "seed", "--config", config, "--zoom", zoom, "--output", output,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// Lets a test module's setup type, which wraps a [`Fixture`] in `$field`, be used as the fixture

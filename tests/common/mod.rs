@@ -1,15 +1,26 @@
-//! Helpers shared by the integration tests: the test database, running the binary, reading MVT
-//! and the S3 test server.
+//! Everything the integration tests share: the test database, running the binary, reading what it
+//! wrote, the servers it talks to, and the worlds several test modules seed. A test module uses
+//! only these, never another test module (tests/toolbox.rs checks), so what is shared is found,
+//! documented and reused here.
 
 pub mod azure;
+pub mod cloudfront;
+pub mod disk;
+pub mod edge;
+pub mod env;
 pub mod fixture;
+pub mod geodata;
+pub mod journal;
 pub mod mvt;
 pub mod pg;
+pub mod pmtiles;
 pub mod pmtiles_reader;
 pub mod recorder;
+pub mod reseed;
 pub mod run;
 pub mod s3;
 pub mod serve;
+pub mod slow;
 pub mod varnish;
 pub mod watcher;
 
@@ -30,4 +41,18 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A single-threaded Tokio runtime, for the async clients (S3, CloudFront, WebDriver) the
+/// synchronous tests drive.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs `future` to completion on a [`runtime`] of its own.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    runtime().block_on(future)
 }

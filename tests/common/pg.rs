@@ -2,7 +2,10 @@
 //!
 //! The server comes from `scripts/test.sh`, which exports `OAR_TILES_TEST_DATABASE_URL`. Tests that
 //! need it are `#[ignore]`d, so a plain `cargo test` reports them as ignored (never as passed);
-//! `scripts/test.sh` runs them with `--include-ignored`, and without the variable they fail.
+//! `scripts/test.sh` runs them with `--include-ignored`, and without the variable they fail. The
+//! watch tests also stop and start a cluster of their own ([`Cluster`]).
+
+use std::process::{Command, Stdio};
 
 use postgres::{Client, NoTls};
 
@@ -227,5 +230,56 @@ pub fn wait_for_replay(primary: &mut TestSchema, standby: &str) {
             "the standby did not replay up to {lsn} in two minutes"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Tests that stop the watch tests' cluster take turns: one test's stop would otherwise land in
+/// another's outage.
+static CLUSTER_TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Stops and starts the watch test's own cluster (never the shared one); starts it again if the
+/// test ends while it is stopped. Held by one test at a time.
+pub struct Cluster {
+    version: String,
+    name: String,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// The cluster `OAR_TILES_TEST_WATCH_CLUSTER` names (`VERSION/NAME`), once no other test holds
+    /// it.
+    pub fn from_env() -> Cluster {
+        let value = super::env::required_env("OAR_TILES_TEST_WATCH_CLUSTER");
+        let (version, name) = value.split_once('/').expect("VERSION/NAME");
+        // A test that failed while holding the turn leaves the cluster started (Drop), so the
+        // next may go on.
+        let turn = CLUSTER_TURN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Cluster {
+            version: version.into(),
+            name: name.into(),
+            _turn: turn,
+        }
+    }
+
+    /// Whether `pg_ctlcluster` did `action` (`stop`, `start`) to the cluster, in fast mode.
+    pub fn ctl(&self, action: &str) -> bool {
+        Command::new("pg_ctlcluster")
+            .args([&self.version, &self.name, action, "-m", "fast"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("pg_ctlcluster")
+            .args([&self.version, &self.name, "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use md5::{Digest, Md5};
 use serde_json::Value;
 
 /// Tiles keyed by XYZ `(z, x, y)`, as the MD5 of their stored bytes.
@@ -66,4 +67,37 @@ pub(crate) fn read_archive(path: &Path) -> Archive {
         metadata: json["metadata"].take(),
         tiles,
     }
+}
+
+/// The MD5 of each tile of an MBTiles file, to hold against a PMTiles archive's [`Digests`].
+pub(crate) fn digests_of_mbtiles(path: &Path) -> Digests {
+    super::run::read_mbtiles_raw(path)
+        .into_iter()
+        .map(|(key, data)| (key, hex::encode(Md5::digest(&data))))
+        .collect()
+}
+
+/// Fails naming the first tiles that differ when `actual` is not `expected`.
+#[track_caller]
+pub(crate) fn assert_same_digests(expected: &Digests, actual: &Digests, what: &str) {
+    if expected == actual {
+        return;
+    }
+    let differing: Vec<_> = expected
+        .iter()
+        .filter(|(key, digest)| actual.get(*key) != Some(digest))
+        .map(|(key, _)| *key)
+        .chain(
+            actual
+                .keys()
+                .filter(|key| !expected.contains_key(key))
+                .copied(),
+        )
+        .take(10)
+        .collect();
+    panic!(
+        "{what}: {} tiles expected, {} found; first differing: {differing:?}",
+        expected.len(),
+        actual.len()
+    );
 }

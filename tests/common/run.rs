@@ -374,3 +374,34 @@ pub fn read_tree_after_a_kill(root: &Path, extension: &str) -> (Tiles, Vec<Strin
     }
     (tiles, temporaries)
 }
+
+/// A `--summary-json` report, parsed.
+pub fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The lines of a file (a changed-tile list), as a set.
+pub fn lines(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every problem of a `validate --json` report as `(tile or "-", check, message)`.
+pub fn problems(report: &serde_json::Value) -> Vec<(String, String, String)> {
+    report["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|o| o["problems"]["listed"].as_array().unwrap().clone())
+        .map(|p| {
+            (
+                p["tile"].as_str().unwrap_or("-").to_string(),
+                p["check"].as_str().unwrap().to_string(),
+                p["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
