@@ -11,8 +11,8 @@ use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
 use crate::common::pmtiles_reader::read_archive;
 use crate::common::run::{
-    assert_same_tiles, differences, oar_tiles_with, read_mbtiles_raw, single_layer_config, Run,
-    Tiles,
+    assert_same_tiles, differences, lines, oar_tiles_with, read_mbtiles_raw, single_layer_config,
+    Run, Tiles,
 };
 
 const PREFIX: &str = "facilities/v1";
@@ -89,14 +89,6 @@ impl Setup {
         run.assert_success();
         serde_json::from_str(&run.stdout).unwrap()
     }
-}
-
-fn lines(path: &std::path::Path) -> BTreeSet<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 #[test]
