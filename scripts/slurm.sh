@@ -122,11 +122,20 @@ CONF
     echo "$SLURM_CONF"
 }
 
+# Waits for the daemons to exit: slurmctld saves its state as it goes, and a caller removing DIR
+# right after would race it (`rm: Directory not empty`).
 stop() {
-    local dir=$1 pid
+    local dir=$1 pid pids=()
     for daemon in slurmd slurmctld; do
         pid=$(cat "$dir/$daemon.pid" 2>/dev/null || true)
-        if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; fi
+        if [[ -n $pid ]] && kill "$pid" 2>/dev/null; then pids+=("$pid"); fi
+    done
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
     done
 }
 

@@ -131,7 +131,7 @@ OAR_TILES_TEST_SLURM_CONF=$(scripts/slurm.sh start "$slurm_dir") || die "cannot 
 export OAR_TILES_TEST_SLURM_CONF
 
 log=$(mktemp)
-trap 'rm -f "$log"; scripts/moto-server.sh stop "$moto_pid"; scripts/azurite.sh stop "$azurite_pid"; scripts/slurm.sh stop "$slurm_dir"; rm -rf "$slurm_dir"' EXIT
+trap 'rm -f "$log"; scripts/moto-server.sh stop "$moto_pid"; scripts/azurite.sh stop "$azurite_pid"; scripts/slurm.sh stop "$slurm_dir"; rm -rf "$slurm_dir" || true' EXIT
 status=0
 # Everything after a `--` goes to the test binaries; --include-ignored joins it there.
 args=("$@")
