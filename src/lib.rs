@@ -64,7 +64,15 @@ pub mod testing {
     pub use crate::sink::agg_hash::{agg_tiles_hash, AggHasher};
     pub use crate::sink::OutputReader;
     pub use crate::store::s3::https_client;
-    pub use crate::store::{ObjectHeaders, ObjectStore};
+    pub use crate::store::{ObjectHeaders, ObjectStore, Put};
+
+    /// The container `name` of the Azurite at `url`, as outputs use a store.
+    pub fn azurite_store(url: &str, name: &str) -> std::sync::Arc<dyn ObjectStore> {
+        std::sync::Arc::new(
+            crate::store::azure::AzureStore::on_azurite(url, name)
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
 
     /// The S3 bucket `bucket` through `client` (a test's, with credentials of its own), as
     /// outputs use a store.

@@ -4,8 +4,6 @@
 //! a PMTiles archive with its reseed, shards finalized into one prefix, and a partitioned tileset
 //! with its index.
 
-use std::collections::BTreeSet;
-
 use crate::common::azure::Container;
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
@@ -317,4 +315,106 @@ fn a_partitioned_tileset_in_azure_equals_the_same_in_a_tree_and_lists_its_partit
             &format!("partition {path} in the container and in the tree"),
         );
     }
+}
+
+/// What every store promises the outputs above it, checked on `store` (holding nothing yet):
+/// headers kept, a write of only a new object refused when one is there, a document's cap, folder
+/// listings, removal of many, and a file above the part size uploaded in parts arriving whole.
+fn the_store_contract_holds(store: &dyn oar_tiles::testing::ObjectStore, dir: &std::path::Path) {
+    use oar_tiles::testing::{ObjectHeaders, Put};
+    let headers = ObjectHeaders {
+        content_type: "application/json",
+        cache_control: "public, max-age=60",
+        content_encoding: None,
+    };
+    crate::common::block_on(async {
+        let stored = store
+            .put("t/a.json", b"{}".to_vec(), headers, false)
+            .await
+            .unwrap();
+        assert!(matches!(stored, Put::Stored(_)), "{stored:?}");
+        let again = store
+            .put("t/a.json", b"[]".to_vec(), headers, true)
+            .await
+            .unwrap();
+        assert_eq!(again, Put::Exists, "a write of only a new object finds one");
+        assert_eq!(
+            store.get("t/a.json", 1 << 20).await.unwrap().unwrap(),
+            b"{}"
+        );
+        assert_eq!(store.get("t/missing", 1 << 20).await.unwrap(), None);
+        let refused = store.get("t/a.json", 1).await.unwrap_err().to_string();
+        assert!(refused.contains("past the"), "{refused}");
+        assert!(store.etag("t/a.json").await.unwrap().is_some());
+        assert_eq!(store.etag("t/missing").await.unwrap(), None);
+        store
+            .put("t/deeper/b", b"b".to_vec(), headers, false)
+            .await
+            .unwrap();
+        let direct: Vec<String> = store
+            .list("t/", true)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|listed| listed.key)
+            .collect();
+        assert_eq!(direct, ["t/a.json"], "a folder's own objects");
+        assert_eq!(store.list("t/", false).await.unwrap().len(), 2);
+        assert!(store.holds_any("t/").await.unwrap());
+        assert!(!store.holds_any("u/").await.unwrap());
+        assert_eq!(
+            store.get_range("t/a.json", 1..2).await.unwrap(),
+            b"}",
+            "a ranged read"
+        );
+        let keys = ["t/a.json".to_string(), "t/deeper/b".to_string()];
+        store.delete_many(&keys).await.unwrap();
+        store.delete("t/already-gone").await.unwrap();
+        assert!(!store.holds_any("t/").await.unwrap());
+
+        // 11 MiB of bytes that repeat nowhere: three parts of 5, 5 and 1 MiB.
+        let body: Vec<u8> = (0u32..11 * 1024 * 1024 / 4)
+            .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+            .collect();
+        let file = dir.join("big.pmtiles");
+        std::fs::write(&file, &body).unwrap();
+        let archive = ObjectHeaders {
+            content_type: "application/vnd.pmtiles",
+            cache_control: "no-cache",
+            content_encoding: None,
+        };
+        store
+            .upload_file("big/archive.pmtiles", &file, archive, 5 * 1024 * 1024)
+            .await
+            .unwrap();
+        let back = store
+            .get("big/archive.pmtiles", u64::MAX)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(back == body, "the object is the file");
+    });
+}
+
+#[test]
+#[ignore = "needs Azurite and the S3 test server: run scripts/test.sh"]
+fn the_store_contract_holds_on_azure_and_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let container = Container::create("az-contract");
+    let azure = oar_tiles::testing::azurite_store(&container.url, &container.name);
+    the_store_contract_holds(azure.as_ref(), dir.path());
+    let blob = container
+        .read_prefix("big")
+        .into_iter()
+        .find(|blob| blob.name == "archive.pmtiles")
+        .unwrap();
+    assert_eq!(
+        blob.content_type.as_deref(),
+        Some("application/vnd.pmtiles")
+    );
+    assert_eq!(blob.cache_control.as_deref(), Some("no-cache"));
+
+    let server = crate::common::s3::S3Server::start("contract");
+    let s3 = oar_tiles::testing::s3_store(server.client(), "contract");
+    the_store_contract_holds(s3.as_ref(), dir.path());
 }

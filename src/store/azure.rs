@@ -72,6 +72,24 @@ pub fn identity() -> String {
     }
 }
 
+/// The container's own address, where readers fetch its blobs without a CDN in front.
+fn own_address(bucket: &Bucket) -> String {
+    match env("AZURE_STORAGE_ENDPOINT") {
+        Some(endpoint) => format!("{}/{}", endpoint.trim_end_matches('/'), bucket.name),
+        None if uses_emulator() => format!(
+            "{}/{}/{}",
+            emulator_url().trim_end_matches('/'),
+            account(),
+            bucket.name
+        ),
+        None => format!(
+            "https://{}.blob.core.windows.net/{}",
+            account(),
+            bucket.name
+        ),
+    }
+}
+
 /// A container of an Azure Blob Storage account.
 pub struct AzureStore {
     inner: MicrosoftAzure,
@@ -99,24 +117,37 @@ impl AzureStore {
                     e,
                 )
             })?;
-        let own = match env("AZURE_STORAGE_ENDPOINT") {
-            Some(endpoint) => format!("{}/{}", endpoint.trim_end_matches('/'), bucket.name),
-            None if uses_emulator() => format!(
-                "{}/{}/{}",
-                emulator_url().trim_end_matches('/'),
-                account(),
-                bucket.name
-            ),
-            None => format!(
-                "https://{}.blob.core.windows.net/{}",
-                account(),
-                bucket.name
-            ),
-        };
+        let public = joined_base(settings.public_url.as_deref(), own_address(bucket), "");
         Ok(AzureStore {
             inner,
             bucket: bucket.clone(),
-            public: joined_base(settings.public_url.as_deref(), own, ""),
+            public,
+        })
+    }
+
+    /// The container `name` of the Azurite at `url` with its development account, whatever the
+    /// environment says: for tests, which cannot change their process's environment safely.
+    pub fn on_azurite(url: &str, name: &str) -> Result<AzureStore, StoreError> {
+        let bucket = Bucket {
+            scheme: crate::config::Scheme::Azure,
+            name: name.to_string(),
+        };
+        let what = format!("opening {bucket} on Azurite at {url}");
+        // Azurite's published development key, the same in every installation.
+        let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+        let inner = MicrosoftAzureBuilder::new()
+            .with_account(EMULATOR_ACCOUNT)
+            .with_access_key(key)
+            .with_endpoint(format!("{}/{EMULATOR_ACCOUNT}", url.trim_end_matches('/')))
+            .with_allow_http(true)
+            .with_container_name(name)
+            .with_http_connector(HyperConnector)
+            .build()
+            .map_err(|e| StoreError::local(&what, e))?;
+        Ok(AzureStore {
+            inner,
+            public: format!("{}/{EMULATOR_ACCOUNT}/{name}", url.trim_end_matches('/')),
+            bucket,
         })
     }
 
@@ -124,29 +155,15 @@ impl AzureStore {
         format!("{}/{key}", self.bucket)
     }
 
-    fn failed(&self, what: String, error: object_store::Error) -> StoreError {
+    fn failed(&self, what: impl Into<String>, error: object_store::Error) -> StoreError {
         StoreError {
-            message: one_line(&error),
-            what,
+            message: super::one_line(&error),
+            what: what.into(),
             // object_store retries inside and says so in its message.
             attempts: 0,
             source: Box::new(error),
         }
     }
-}
-
-/// The error and its causes on one line, each said once.
-fn one_line(error: &object_store::Error) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ").replace('\n', " ")
 }
 
 fn path(key: &str) -> ObjectPath {
@@ -375,25 +392,16 @@ impl ObjectStore for AzureStore {
         .boxed()
     }
 
-    fn upload_file<'a>(
+    fn upload_parts<'a>(
         &'a self,
         key: &'a str,
         file_path: &'a Path,
+        size: u64,
         headers: ObjectHeaders<'a>,
         part_size: u64,
+        what: &'a str,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
         async move {
-            let what = format!("uploading {} to {}", file_path.display(), self.url(key));
-            let size = std::fs::metadata(file_path)
-                .map_err(|e| StoreError::local(&what, e))?
-                .len();
-            if size <= part_size {
-                let body = std::fs::read(file_path).map_err(|e| StoreError::local(&what, e))?;
-                return match self.put(key, body, headers, false).await? {
-                    Put::Stored(etag) => Ok(etag),
-                    Put::Exists => unreachable!("an unconditional write never finds one there"),
-                };
-            }
             let options = PutMultipartOptions {
                 attributes: attributes(headers),
                 ..PutMultipartOptions::default()
@@ -402,27 +410,27 @@ impl ObjectStore for AzureStore {
                 .inner
                 .put_multipart_opts(&path(key), options)
                 .await
-                .map_err(|e| self.failed(what.clone(), e))?;
+                .map_err(|e| self.failed(what, e))?;
             let sent = async {
                 let mut file =
-                    std::fs::File::open(file_path).map_err(|e| StoreError::local(&what, e))?;
+                    std::fs::File::open(file_path).map_err(|e| StoreError::local(what, e))?;
                 let mut in_flight = futures::stream::FuturesUnordered::new();
                 let mut offset = 0;
                 while offset < size {
                     let length = part_size.min(size - offset);
                     let mut bytes = vec![0; length as usize];
                     file.read_exact(&mut bytes)
-                        .map_err(|e| StoreError::local(&what, e))?;
+                        .map_err(|e| StoreError::local(what, e))?;
                     in_flight.push(upload.put_part(PutPayload::from(Bytes::from(bytes))));
                     offset += length;
                     if in_flight.len() >= PARTS_IN_FLIGHT {
                         if let Some(done) = in_flight.next().await {
-                            done.map_err(|e| self.failed(what.clone(), e))?;
+                            done.map_err(|e| self.failed(what, e))?;
                         }
                     }
                 }
                 while let Some(done) = in_flight.next().await {
-                    done.map_err(|e| self.failed(what.clone(), e))?;
+                    done.map_err(|e| self.failed(what, e))?;
                 }
                 Ok::<_, StoreError>(())
             }
@@ -444,11 +452,6 @@ impl ObjectStore for AzureStore {
     }
 
     fn public_base(&self, prefix: &str) -> String {
-        let prefix = prefix.trim_matches('/');
-        if prefix.is_empty() {
-            self.public.clone()
-        } else {
-            format!("{}/{prefix}", self.public)
-        }
+        super::under(&self.public, prefix)
     }
 }

@@ -183,6 +183,36 @@ pub trait ObjectStore: Send + Sync {
         path: &'a Path,
         headers: ObjectHeaders<'a>,
         part_size: u64,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        async move {
+            let what = format!("uploading {} to {}/{key}", path.display(), self.bucket());
+            let size = std::fs::metadata(path)
+                .map_err(|e| StoreError::local(&what, e))?
+                .len();
+            if size > part_size {
+                return self
+                    .upload_parts(key, path, size, headers, part_size, &what)
+                    .await;
+            }
+            let body = std::fs::read(path).map_err(|e| StoreError::local(&what, e))?;
+            match self.put(key, body, headers, false).await? {
+                Put::Stored(etag) => Ok(etag),
+                Put::Exists => unreachable!("an unconditional write never finds one there"),
+            }
+        }
+        .boxed()
+    }
+
+    /// [`ObjectStore::upload_file`] of a file of `size` bytes, more than one part: `part_size`
+    /// bytes a part, a few in flight; `what` names the upload in errors.
+    fn upload_parts<'a>(
+        &'a self,
+        key: &'a str,
+        path: &'a Path,
+        size: u64,
+        headers: ObjectHeaders<'a>,
+        part_size: u64,
+        what: &'a str,
     ) -> BoxFuture<'a, Result<String, StoreError>>;
 
     /// The URL readers fetch the objects under `prefix` from: `public_url` (a CDN in front of the
@@ -262,6 +292,25 @@ pub fn etag_md5(etag: &str) -> Option<[u8; 16]> {
     let mut md5 = [0u8; 16];
     hex::decode_to_slice(hex_digits, &mut md5).ok()?;
     Some(md5)
+}
+
+/// `base` (a store's public address) with `prefix` joined to it.
+fn under(base: &str, prefix: &str) -> String {
+    joined_base(None, base.to_string(), prefix)
+}
+
+/// An error and its causes on one line, each said once.
+fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = cause.source();
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 /// The `public_url` base with `prefix` joined to it, or `own` (the store's address) without one.

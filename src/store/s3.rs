@@ -137,16 +137,7 @@ where
             .trim_end()
             .to_string();
     }
-    let mut parts = vec![err.to_string()];
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = cause.source();
-    }
-    parts.join(": ").replace('\n', " ")
+    super::one_line(err)
 }
 
 /// A bucket of an S3 or S3-compatible store.
@@ -578,38 +569,21 @@ impl ObjectStore for S3Store {
         .boxed()
     }
 
-    fn upload_file<'a>(
+    fn upload_parts<'a>(
         &'a self,
         key: &'a str,
         path: &'a Path,
+        size: u64,
         headers: ObjectHeaders<'a>,
         part_size: u64,
+        what: &'a str,
     ) -> BoxFuture<'a, Result<String, StoreError>> {
-        async move {
-            let what = format!("uploading {} to {}", path.display(), self.url(key));
-            let size = std::fs::metadata(path)
-                .map_err(|e| StoreError::local(&what, e))?
-                .len();
-            if size <= part_size {
-                let body = std::fs::read(path).map_err(|e| StoreError::local(&what, e))?;
-                return match self.put(key, body, headers, false).await? {
-                    Put::Stored(etag) => Ok(etag),
-                    Put::Exists => unreachable!("an unconditional write never finds one there"),
-                };
-            }
-            self.multipart(key, path, size, headers, part_size, &what)
-                .await
-        }
-        .boxed()
+        self.multipart(key, path, size, headers, part_size, what)
+            .boxed()
     }
 
     fn public_base(&self, prefix: &str) -> String {
-        let prefix = prefix.trim_matches('/');
-        if prefix.is_empty() {
-            self.public.clone()
-        } else {
-            format!("{}/{prefix}", self.public)
-        }
+        super::under(&self.public, prefix)
     }
 }
 

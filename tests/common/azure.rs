@@ -62,7 +62,8 @@ pub struct Blob {
 pub struct Container {
     /// The container's name.
     pub name: String,
-    url: String,
+    /// Azurite's blob service URL.
+    pub url: String,
     python: String,
 }
 
