@@ -323,3 +323,55 @@ fn the_circle_check_sees_a_circle_between_two_files() {
             .collect::<Vec<_>>())
     );
 }
+
+/// The files and folders ARCHITECTURE.md names in backquotes or links: a path from the
+/// repository's root (`src/seed/mod.rs`), from `src/` (`seed/prepare.rs`) or from a stage's folder
+/// (`mbtiles/check.rs` in the sink's row). Placeholders in capitals (`src/sink/KIND/`) are not
+/// paths.
+fn named_in_architecture(text: &str) -> Vec<String> {
+    let mut named = Vec::new();
+    for piece in text.split(['`', '(', ')']) {
+        let piece = piece.trim();
+        let looks_like_path = piece.contains('/')
+            && (piece.ends_with(".rs") || piece.ends_with('/') || piece.ends_with(".sh"))
+            && !piece.contains(' ')
+            && !piece.contains("://")
+            && !piece.contains('{');
+        let placeholder = piece
+            .split('/')
+            .any(|part| part.len() > 1 && part.chars().all(|c| c.is_ascii_uppercase()));
+        let placeholder = placeholder || piece.split('/').any(|part| part.starts_with("NAME"));
+        if looks_like_path && !placeholder {
+            named.push(piece.to_string());
+        }
+    }
+    named
+}
+
+#[test]
+fn every_path_architecture_md_names_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let stages: Vec<PathBuf> = std::fs::read_dir(root.join("src"))
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect();
+    let missing: Vec<String> = named_in_architecture(&text)
+        .into_iter()
+        .filter(|named| {
+            let bases = [root.to_path_buf(), root.join("src")];
+            !bases
+                .iter()
+                .chain(&stages)
+                .any(|base| base.join(named).exists())
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names paths that are not there: {missing:?}"
+    );
+    let named = named_in_architecture("see `src/seed/gone.rs` and (src/sink/KIND/) or `NAME.rs`");
+    assert_eq!(named, ["src/seed/gone.rs"], "the check reads paths");
+}

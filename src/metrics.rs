@@ -491,7 +491,7 @@ impl Metrics {
                 self.last_success.set(previous);
             }
         }
-        crate::sink::durable::replace(path, self.text().as_bytes()).map_err(|e| Error::File {
+        crate::store::durable::replace(path, self.text().as_bytes()).map_err(|e| Error::File {
             path: path.to_path_buf(),
             message: format!("cannot write the metrics file: {e}"),
         })

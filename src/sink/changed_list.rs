@@ -100,7 +100,7 @@ impl Drop for Recorder {
         }
         let flushed = self.writer.as_mut().is_some_and(|w| w.flush().is_ok());
         if self.lines > 0 && flushed {
-            let _ = super::durable::rename(&self.temporary, &self.path);
+            let _ = crate::store::durable::rename(&self.temporary, &self.path);
         } else {
             let _ = std::fs::remove_file(&self.temporary);
         }
@@ -120,7 +120,7 @@ impl ChangedList {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".{}.writing", std::process::id()));
         let temporary = path.with_file_name(name);
-        let file = super::durable::create_new(&temporary).map_err(|e| Error::File {
+        let file = crate::store::durable::create_new(&temporary).map_err(|e| Error::File {
             path: path.to_path_buf(),
             message: format!(
                 "cannot create the changed-tile list (as {}): {e}",
@@ -288,7 +288,7 @@ impl ChangedList {
                         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
                         _ => Ok(()),
                     })
-                    .and_then(|()| super::durable::create_new(&recorder.temporary));
+                    .and_then(|()| crate::store::durable::create_new(&recorder.temporary));
                 match opened {
                     Ok(file) => recorder.writer = Some(BufWriter::new(file)),
                     Err(err) => recorder.error = Some(err),
@@ -337,7 +337,7 @@ impl ChangedList {
         let has_file = recorder.writer.is_some();
         if publish && has_file && !recorder.published && flushed.is_ok() && recorder.error.is_none()
         {
-            flushed = super::durable::rename(&recorder.temporary, &recorder.path);
+            flushed = crate::store::durable::rename(&recorder.temporary, &recorder.path);
             recorder.published = flushed.is_ok();
         }
         match recorder.error.take().map_or(flushed, Err) {

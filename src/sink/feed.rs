@@ -17,8 +17,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::s3::folder::ObjectFolder;
 use crate::error::{Error, Result};
+use crate::store::folder::ObjectFolder;
 
 /// The `format` field of every feed document.
 pub const FORMAT: &str = "oar-tiles-changes";
@@ -125,7 +125,9 @@ impl FeedStore {
     /// A document of the feed (the head or a segment) as stored, `None` when there is none.
     pub async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
         match self {
-            FeedStore::Folder(path) => super::document::read_capped(&path.join(name), MAX_DOCUMENT),
+            FeedStore::Folder(path) => {
+                crate::store::document::read_capped(&path.join(name), MAX_DOCUMENT)
+            }
             FeedStore::Objects(folder) => folder.get(name).await,
         }
     }
@@ -226,7 +228,7 @@ impl FeedStore {
                     }
                     _ => {}
                 }
-                super::durable::replace(&path.join(name), bytes)
+                crate::store::durable::replace(&path.join(name), bytes)
                     .map_err(|e| Error::output(path.join(name), format!("cannot write it: {e}")))
             }
             FeedStore::Objects(folder) => {

@@ -171,7 +171,7 @@ pub(super) async fn feed_on_store(
     folder: &str,
 ) -> Result<FeedStore> {
     let store = open_store(s3, bucket, &format!("{bucket}/{folder}")).await?;
-    Ok(FeedStore::Objects(super::s3::folder::ObjectFolder::new(
+    Ok(FeedStore::Objects(crate::store::folder::ObjectFolder::new(
         store, folder,
     )))
 }
@@ -185,7 +185,7 @@ pub(super) async fn outbox_on_store(
 ) -> Result<OutboxStore> {
     let store = open_store(s3, bucket, &format!("{bucket}/{folder}")).await?;
     Ok(OutboxStore::Objects {
-        folder: super::s3::folder::ObjectFolder::new(store, folder),
+        folder: crate::store::folder::ObjectFolder::new(store, folder),
         local: crate::store::local_file(bucket, s3, folder, "outbox", "d"),
     })
 }

@@ -9,8 +9,6 @@ pub mod agg_hash;
 pub mod changed_list;
 pub mod check;
 pub mod directory;
-pub mod document;
-pub mod durable;
 pub mod feed;
 pub mod kind;
 pub mod lock;

@@ -27,9 +27,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
 
-use super::s3::folder::ObjectFolder;
 use super::ChangedList;
 use crate::error::{Error, Result};
+use crate::store::folder::ObjectFolder;
 use crate::tile::TileCoord;
 
 /// The line that stands for every tile of the output.
@@ -122,7 +122,7 @@ impl OutboxStore {
         match self {
             OutboxStore::Folder(path) => {
                 self.ensure_folder()?;
-                super::durable::replace(&path.join(name), bytes)
+                crate::store::durable::replace(&path.join(name), bytes)
                     .map_err(|e| Error::output(path.join(name), format!("cannot write it: {e}")))
             }
             OutboxStore::Objects { folder, .. } => folder.put(name, bytes, false).await.map(|_| ()),

@@ -4,10 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::document::{read_capped, DOCUMENT_CAP};
-use super::durable;
 use crate::config::{is_partition_segment, IndexLocation, OutputTarget, S3Config};
 use crate::error::{Error, Result};
+use crate::store::document::{read_capped, DOCUMENT_CAP};
+use crate::store::durable;
 use crate::store::ObjectHeaders;
 
 /// `partitions.json`.

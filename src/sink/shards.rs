@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::parts::{decode_tiles, part_name, PartRecord, S3_FOLDER, TREE_FOLDER};
-use super::s3::folder::ObjectFolder;
 use super::s3::object_key;
 use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::job::ShardSpec;
+use crate::store::folder::ObjectFolder;
 
 const PLAN_NAME: &str = "plan.json";
 
@@ -111,7 +111,7 @@ impl ShardStore {
         match self {
             ShardStore::Files { plan, .. } => {
                 create_parent(plan)?;
-                super::durable::replace(plan, text.as_bytes())
+                crate::store::durable::replace(plan, text.as_bytes())
                     .map_err(|e| Error::output(plan, format!("cannot write the shard plan: {e}")))
             }
             ShardStore::S3(objects) => objects

@@ -22,6 +22,9 @@ use md5::{Digest, Md5};
 use crate::config::{Bucket, S3Config, Scheme};
 
 pub mod azure;
+pub mod document;
+pub mod durable;
+pub mod folder;
 pub mod http;
 pub mod s3;
 

@@ -14,9 +14,10 @@ use super::read::tiles;
 use super::{DirectorySink, STALE_NAME};
 use crate::error::{Error, Result};
 use crate::sink::agg_hash::{hash_order, AggHasher, AGG_TILES_HASH_KEY};
-use crate::sink::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
 use crate::sink::tilejson::TILEJSON_NAME;
-use crate::sink::{durable, HashRefresh, TilesetMetadata};
+use crate::sink::{HashRefresh, TilesetMetadata};
+use crate::store::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
+use crate::store::durable;
 use crate::tile::Coverage;
 
 impl DirectorySink {

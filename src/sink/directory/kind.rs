@@ -9,7 +9,6 @@ use super::read::TreeReader;
 use crate::config::S3Config;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
-use crate::sink::document::{read_capped, DOCUMENT_CAP};
 use crate::sink::feed::FeedStore;
 use crate::sink::kind::{lock_beside, remove_if_there, OutputKind, WriterOptions};
 use crate::sink::merge::MergeReport;
@@ -17,6 +16,7 @@ use crate::sink::outbox::OutboxStore;
 use crate::sink::read::{OutputReader, ReaderOptions};
 use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, Sink};
+use crate::store::document::{read_capped, DOCUMENT_CAP};
 
 /// A `{z}/{x}/{y}.ext` tree under a directory.
 pub struct Tree<'a>(pub &'a Path);

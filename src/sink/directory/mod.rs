@@ -24,8 +24,6 @@ pub mod read;
 pub(crate) use agg::refresh_agg_hash;
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
-use super::document::{read_capped, DOCUMENT_CAP};
-use super::durable;
 use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{changes_beyond_hash, tilejson, warn_relative_once, TILEJSON_NAME};
 use super::{
@@ -33,6 +31,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
+use crate::store::document::{read_capped, DOCUMENT_CAP};
+use crate::store::durable;
 use crate::tile::{tile_key, Coverage, TileCoord};
 
 /// Name of tippecanoe's metadata document, which GDAL's MVT driver reads.

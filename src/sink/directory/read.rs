@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::sink::agg_hash::HASH_PENDING_KEY;
-use crate::sink::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
 use crate::sink::read::ReadTiles;
 use crate::sink::tilejson::TILEJSON_NAME;
+use crate::store::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
 use crate::tile::TileCoord;
 
 /// A tree opened for reading.

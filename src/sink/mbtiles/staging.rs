@@ -341,7 +341,7 @@ pub(super) fn move_into_place(partial: &Path, target: &Path) -> std::io::Result<
         }
     }
     // Synced, renamed, and the directory synced: after a power loss the name holds the new file.
-    crate::sink::durable::rename(partial, target)
+    crate::store::durable::rename(partial, target)
 }
 
 /// The job state the file's metadata recorded when it was last finished.

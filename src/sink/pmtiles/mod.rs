@@ -341,7 +341,7 @@ fn export(
             writer.add_tile(coord, &data).map_err(|e| fail(&e))?;
         }
         writer.finalize().map_err(|e| fail(&e))?;
-        crate::sink::durable::rename(&partial, archive).map_err(|e| {
+        crate::store::durable::rename(&partial, archive).map_err(|e| {
             fail(&format!(
                 "cannot move {} into place: {e}",
                 partial.display()

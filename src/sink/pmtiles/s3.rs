@@ -87,7 +87,7 @@ fn read_synced(working_copy: &Path) -> Option<Synced> {
 fn write_synced(working_copy: &Path, synced: &Synced) -> Result<()> {
     let path = synced_path(working_copy);
     let json = serde_json::to_vec(synced).expect("JSON serializes");
-    crate::sink::durable::replace(&path, &json)
+    crate::store::durable::replace(&path, &json)
         .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))
 }
 

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::OutputSettings;
 use crate::error::{Error, Result};
 use crate::sink::tilejson::{tilejson_with_tiles, warn_relative_once};
-use crate::sink::{durable, ChangedList, TilesetMetadata};
+use crate::sink::{ChangedList, TilesetMetadata};
+use crate::store::durable;
 
 /// Hex digits of the archive's hash in a version's name: 64 bits, so two archives of one tileset
 /// do not meet by chance.

@@ -101,7 +101,7 @@ impl OutputKind for S3Prefix<'_> {
                 .map_err(fail)?;
             let key = super::object_key(self.prefix, crate::sink::tilejson::TILEJSON_NAME);
             let document = store
-                .get(&key, crate::sink::document::DOCUMENT_CAP)
+                .get(&key, crate::store::document::DOCUMENT_CAP)
                 .await
                 .map_err(fail)?;
             if document.is_none() {

@@ -15,7 +15,6 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 mod agg;
-pub mod folder;
 pub mod kind;
 mod object;
 pub mod read;

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::sink::durable;
+use crate::store::durable;
 use crate::store::{ObjectStore, StoreError};
 
 /// Downloads the object into `path` (through a temporary file beside it, moved into place durably

@@ -5,9 +5,9 @@ use futures::FutureExt;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::sink::document::DOCUMENT_CAP;
 use crate::sink::read::ReadTiles;
 use crate::sink::tilejson::TILEJSON_NAME;
+use crate::store::document::DOCUMENT_CAP;
 use crate::store::ObjectStore;
 use crate::tile::TileCoord;
 

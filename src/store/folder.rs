@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::object_key;
+use super::key_under as object_key;
+use super::{ObjectHeaders, ObjectStore, Put};
 use crate::error::{Error, Result};
-use crate::store::{ObjectHeaders, ObjectStore, Put};
 
 /// A folder of objects under a prefix of a remote store.
 pub struct ObjectFolder {
