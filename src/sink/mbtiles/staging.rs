@@ -234,19 +234,16 @@ pub(super) fn is_mbtiles(connection: &Connection) -> bool {
 /// `INSERT OR REPLACE` of a tile relies on: without it a reseed would add a second copy of each tile
 /// it writes. An error says what `tiles` is when it cannot be written at all (a view over the
 /// deduplicated layout some tools write).
-pub(super) fn tiles_are_unique(connection: &Connection) -> std::result::Result<bool, String> {
+pub(super) fn tiles_are_unique(connection: &Connection) -> std::result::Result<bool, Unfit> {
     let kind: String = connection
         .query_row(
             "SELECT type FROM sqlite_master WHERE name = 'tiles'",
             [],
             |r| r.get(0),
         )
-        .map_err(|e| format!("cannot read its schema: {e}"))?;
+        .map_err(Unfit::Schema)?;
     if kind != "table" {
-        return Err(format!(
-            "its `tiles` is a {kind}, not a table; oar-tiles updates only MBTiles files with a \
-             `tiles` table (seed into a new file instead)"
-        ));
+        return Err(Unfit::NotATable(kind));
     }
     connection
         .query_row(
@@ -259,12 +256,32 @@ pub(super) fn tiles_are_unique(connection: &Connection) -> std::result::Result<b
             [],
             |r| r.get(0),
         )
-        .map_err(|e| format!("cannot read the indexes of its `tiles` table: {e}"))
+        .map_err(Unfit::Indexes)
+}
+
+/// Why an existing MBTiles file cannot be updated in place as it is.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unfit {
+    /// Its schema cannot be read.
+    #[error("cannot read its schema: {0}")]
+    Schema(#[source] rusqlite::Error),
+    /// `tiles` is a view (the deduplicated layout) or something else.
+    #[error(
+        "its `tiles` is a {0}, not a table; oar-tiles updates only MBTiles files with a `tiles` \
+         table (seed into a new file instead)"
+    )]
+    NotATable(String),
+    /// Its indexes cannot be read.
+    #[error("cannot read the indexes of its `tiles` table: {0}")]
+    Indexes(#[source] rusqlite::Error),
+    /// The unique index it lacks cannot be added.
+    #[error("cannot add a unique tile index: {0}")]
+    Index(#[source] rusqlite::Error),
 }
 
 /// Gives a copy's `tiles` table the unique index it lacks, keeping the last stored copy of a tile
 /// that is there more than once (the one a reader that takes the first row from the index sees).
-fn make_tiles_unique(connection: &Connection) -> std::result::Result<(), String> {
+fn make_tiles_unique(connection: &Connection) -> std::result::Result<(), Unfit> {
     tracing::warn!(
         "the tiles table has no unique index on (zoom_level, tile_column, tile_row); adding one \
          to the new file, keeping one copy of each tile"
@@ -278,7 +295,7 @@ fn make_tiles_unique(connection: &Connection) -> std::result::Result<(), String>
             super::tile_index!(),
             "COMMIT;"
         ))
-        .map_err(|e| format!("cannot add a unique tile index: {e}"))
+        .map_err(Unfit::Index)
 }
 
 /// Brings `target` to what SQLite itself would read, by opening it as SQLite: a hot rollback

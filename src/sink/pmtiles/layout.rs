@@ -23,19 +23,57 @@ pub(super) const SECTION_CAP: u64 = 32 << 20;
 pub(super) fn inflate_section(
     internal_compression: u8,
     stored: Vec<u8>,
-) -> std::result::Result<Vec<u8>, String> {
+) -> std::result::Result<Vec<u8>, SectionProblem> {
     match internal_compression {
-        1 if stored.len() as u64 > SECTION_CAP => Err(format!(
-            "is {} bytes, past the {} MiB cap on PMTiles directories and metadata: refused",
-            stored.len(),
-            SECTION_CAP >> 20
-        )),
+        1 if stored.len() as u64 > SECTION_CAP => Err(SectionProblem::PastCap(stored.len())),
         1 => Ok(stored),
-        2 => crate::encode::gunzip_capped(&stored, SECTION_CAP).map_err(|e| e.describe()),
-        other => Err(format!(
-            "is compressed with code {other}, which this tool cannot decode (it reads none and gzip)"
-        )),
+        2 => crate::encode::gunzip_capped(&stored, SECTION_CAP).map_err(SectionProblem::Inflate),
+        other => Err(SectionProblem::Compression(other)),
     }
+}
+
+/// Why a directory or the metadata gave no bytes; said as the end of a sentence whose subject is
+/// the part.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SectionProblem {
+    /// Stored uncompressed in more bytes than the cap.
+    #[error("is {0} bytes, past the {cap} MiB cap on PMTiles directories and metadata: refused", cap = SECTION_CAP >> 20)]
+    PastCap(usize),
+    /// Gzip that does not inflate, or inflates past the cap.
+    #[error("{}", .0.describe())]
+    Inflate(crate::encode::Inflate),
+    /// A compression code this tool does not read.
+    #[error("is compressed with code {0}, which this tool cannot decode (it reads none and gzip)")]
+    Compression(u8),
+}
+
+/// Why a directory does not decode; said as a clause about the directory.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DirectoryProblem {
+    /// A varint runs past the end or past 64 bits.
+    #[error("its {what} varint at byte {at} is cut short or overlong")]
+    Varint {
+        /// Which column's varint.
+        what: &'static str,
+        /// Where it starts.
+        at: usize,
+    },
+    /// More entries than the bytes can hold.
+    #[error("it claims {count} entries but its {bytes} bytes hold at most {room}")]
+    Count {
+        /// Entries claimed.
+        count: u64,
+        /// The directory's size.
+        bytes: usize,
+        /// Entries that fit.
+        room: u64,
+    },
+    /// The first entry's offset is 0, "right after the previous one", with no previous one.
+    #[error("its first entry's offset says \"right after the previous one\"")]
+    FirstOffset,
+    /// Bytes past the last column.
+    #[error("{0} bytes follow its last entry")]
+    Trailing(usize),
 }
 
 /// A section of the archive as the header places it.
@@ -115,14 +153,12 @@ pub(super) struct Entry {
 
 /// Decodes a directory: the entry count, then the tile ids delta-encoded, the run lengths, the
 /// lengths and the offsets, each a column of varints.
-pub(super) fn decode_directory(bytes: &[u8]) -> std::result::Result<Vec<Entry>, String> {
+pub(super) fn decode_directory(bytes: &[u8]) -> std::result::Result<Vec<Entry>, DirectoryProblem> {
     let mut rest = bytes;
-    let mut next = |what: &str| -> std::result::Result<u64, String> {
-        let (value, used) = u64::decode_var(rest).ok_or_else(|| {
-            format!(
-                "its {what} varint at byte {} is cut short or overlong",
-                bytes.len() - rest.len()
-            )
+    let mut next = |what: &'static str| -> std::result::Result<u64, DirectoryProblem> {
+        let (value, used) = u64::decode_var(rest).ok_or_else(|| DirectoryProblem::Varint {
+            what,
+            at: bytes.len() - rest.len(),
         })?;
         rest = &rest[used..];
         Ok(value)
@@ -131,10 +167,11 @@ pub(super) fn decode_directory(bytes: &[u8]) -> std::result::Result<Vec<Entry>, 
     // Every entry takes at least one byte in each of its four columns.
     let room = (bytes.len() as u64).saturating_sub(1) / 4;
     if count > room {
-        return Err(format!(
-            "it claims {count} entries but its {} bytes hold at most {room}",
-            bytes.len()
-        ));
+        return Err(DirectoryProblem::Count {
+            count,
+            bytes: bytes.len(),
+            room,
+        });
     }
     let mut entries = vec![
         Entry {
@@ -161,15 +198,13 @@ pub(super) fn decode_directory(bytes: &[u8]) -> std::result::Result<Vec<Entry>, 
     for i in 0..entries.len() {
         let offset = next("offset")?;
         entries[i].offset = match (offset, i) {
-            (0, 0) => {
-                return Err("its first entry's offset says \"right after the previous one\"".into())
-            }
+            (0, 0) => return Err(DirectoryProblem::FirstOffset),
             (0, _) => entries[i - 1].offset.saturating_add(entries[i - 1].length),
             (offset, _) => offset - 1,
         };
     }
     if !rest.is_empty() {
-        return Err(format!("{} bytes follow its last entry", rest.len()));
+        return Err(DirectoryProblem::Trailing(rest.len()));
     }
     Ok(entries)
 }
