@@ -14,12 +14,12 @@ pub mod kind;
 pub mod lock;
 pub mod mbtiles;
 pub mod merge;
+pub mod objects;
 pub mod outbox;
 pub mod partitions;
 pub mod parts;
 pub mod pmtiles;
 pub mod read;
-pub mod s3;
 pub mod shards;
 pub mod tilejson;
 pub mod writer;
@@ -341,9 +341,11 @@ pub fn kind_of(target: &OutputTarget) -> Box<dyn OutputKind + '_> {
         OutputTarget::Mbtiles(path) => Box::new(mbtiles::kind::MbtilesFile(path)),
         OutputTarget::Pmtiles(path) => Box::new(pmtiles::kind::PmtilesFile(path)),
         OutputTarget::Directory(root) => Box::new(directory::kind::Tree(root)),
-        OutputTarget::Objects { bucket, prefix } => Box::new(s3::kind::S3Prefix { bucket, prefix }),
+        OutputTarget::Objects { bucket, prefix } => {
+            Box::new(objects::kind::ObjectPrefix { bucket, prefix })
+        }
         OutputTarget::ObjectPmtiles { bucket, key } => {
-            Box::new(pmtiles::kind::S3Archive { bucket, key })
+            Box::new(pmtiles::kind::ObjectArchive { bucket, key })
         }
     }
 }

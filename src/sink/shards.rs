@@ -15,8 +15,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::objects::object_key;
 use super::parts::{decode_tiles, part_name, PartRecord, S3_FOLDER, TREE_FOLDER};
-use super::s3::object_key;
 use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::job::ShardSpec;

@@ -1,4 +1,4 @@
-//! The capabilities of a PMTiles archive, local or one S3 object. Both are written whole from a
+//! The capabilities of a PMTiles archive, local or one object of a remote store. Both are written whole from a
 //! local MBTiles store, so neither can be sharded.
 
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub struct PmtilesFile<'a>(pub &'a Path);
 
 /// A PMTiles v3 archive as one object of a remote store, with its working copy and store on this
 /// machine.
-pub struct S3Archive<'a> {
+pub struct ObjectArchive<'a> {
     /// The store and its bucket or container.
     pub bucket: &'a Bucket,
     /// The archive's object key.
@@ -144,13 +144,13 @@ impl OutputKind for PmtilesFile<'_> {
     }
 }
 
-impl S3Archive<'_> {
+impl ObjectArchive<'_> {
     fn describe(&self) -> String {
         format!("{}/{} (PMTiles)", self.bucket, self.key)
     }
 }
 
-impl OutputKind for S3Archive<'_> {
+impl OutputKind for ObjectArchive<'_> {
     fn lock_path(&self, s3: &S3Config) -> PathBuf {
         crate::store::local_file(self.bucket, s3, self.key, "locks", "lock")
     }
@@ -179,7 +179,7 @@ impl OutputKind for S3Archive<'_> {
             if let Some(part) = &options.part {
                 return Err(refuse_part(&self.describe(), part));
             }
-            let sink = super::s3::S3PmtilesSink::create(
+            let sink = super::remote::RemotePmtilesSink::create(
                 self.bucket,
                 self.key,
                 options.s3,

@@ -19,7 +19,7 @@ pub mod check;
 pub mod kind;
 mod layout;
 pub mod read;
-pub mod s3;
+pub mod remote;
 pub mod versions;
 
 use super::agg_hash::AGG_TILES_HASH_KEY;

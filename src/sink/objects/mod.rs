@@ -1,4 +1,4 @@
-//! S3 (or S3-compatible) output: `{prefix}/{z}/{x}/{y}.ext` objects with the headers a CDN needs, and
+//! Tiles in a remote store (S3 and S3-compatible stores, Azure Blob Storage): `{prefix}/{z}/{x}/{y}.ext` objects with the headers a CDN needs, and
 //! `tiles.json` beside them.
 //!
 //! At start the prefix is listed once; the listing's ETags (the MD5 of single-part objects) let a tile
@@ -36,7 +36,7 @@ use crate::store::{local_file, ObjectHeaders, ObjectStore, MVT_CONTENT_TYPE};
 use crate::tile::{tile_from_key, tile_key, TileCoord};
 
 /// A sink uploading to a remote object store.
-pub struct S3Sink {
+pub struct ObjectSink {
     store: Arc<dyn ObjectStore>,
     bucket: Bucket,
     prefix: String,
@@ -83,7 +83,7 @@ const MANIFEST_NAME: &str = ".oar-tiles/tile-hashes";
 /// The key of `name` under `prefix`.
 pub use crate::store::key_under as object_key;
 
-impl S3Sink {
+impl ObjectSink {
     /// Connects, and reads the job state and tile manifest the last finished run left.
     pub async fn create(
         bucket: &Bucket,
@@ -279,7 +279,7 @@ impl S3Sink {
     }
 }
 
-impl Sink for S3Sink {
+impl Sink for ObjectSink {
     fn state(&self) -> Option<String> {
         self.state.clone()
     }

@@ -1,4 +1,4 @@
-//! An S3 prefix's `agg_tiles_hash`, written into its TileJSON when a run finishes.
+//! A prefix's `agg_tiles_hash` (in any remote store), written into its TileJSON when a run finishes.
 //!
 //! The hash needs every tile's bytes in hash order, while a run writes only some tiles and never
 //! in that order. Fetching every object at each finish would cost a GET per tile per run (100,000
@@ -21,7 +21,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{list_tiles, tile_object_key, S3Sink};
+use super::{list_tiles, tile_object_key, ObjectSink};
 use crate::error::{Error, Result};
 use crate::sink::agg_hash::{hash_order, AggHasher};
 use crate::tile::{tile_from_key, tile_key, Coverage, TileCoord};
@@ -158,7 +158,7 @@ fn inventory_digest(tiles: &[(TileCoord, [u8; 16])]) -> String {
     hex::encode(md5.finalize())
 }
 
-impl S3Sink {
+impl ObjectSink {
     /// The prefix's `agg_tiles_hash` once this run's uploads and deletions are done, and what its
     /// tiles cover.
     pub(super) fn agg_tiles_hash(&mut self) -> Result<(String, Coverage)> {

@@ -1,11 +1,11 @@
-//! An S3 prefix's capabilities.
+//! The capabilities of a prefix of tile objects in a remote store (S3, Azure Blob Storage).
 
 use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::read::S3Reader;
+use super::read::ObjectReader;
 use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
@@ -18,14 +18,14 @@ use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, Sink};
 
 /// `{prefix}/{z}/{x}/{y}.ext` objects in a bucket or container of a remote store.
-pub struct S3Prefix<'a> {
+pub struct ObjectPrefix<'a> {
     /// The store and its bucket or container.
     pub bucket: &'a Bucket,
     /// Key prefix without leading or trailing slash; may be empty.
     pub prefix: &'a str,
 }
 
-impl OutputKind for S3Prefix<'_> {
+impl OutputKind for ObjectPrefix<'_> {
     fn lock_path(&self, s3: &S3Config) -> PathBuf {
         crate::store::local_file(self.bucket, s3, self.prefix, "locks", "lock")
     }
@@ -54,7 +54,7 @@ impl OutputKind for S3Prefix<'_> {
         options: WriterOptions<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
         async move {
-            let sink = super::S3Sink::create(
+            let sink = super::ObjectSink::create(
                 self.bucket,
                 self.prefix,
                 options.s3,
@@ -77,7 +77,7 @@ impl OutputKind for S3Prefix<'_> {
             let store = crate::store::open(self.bucket, options.s3)
                 .await
                 .map_err(|e| Error::output_caused(options.output, e))?;
-            Ok(OutputReader::new(S3Reader {
+            Ok(OutputReader::new(ObjectReader {
                 output: options.output.to_string(),
                 store,
                 prefix: self.prefix.to_string(),

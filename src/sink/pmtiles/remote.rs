@@ -23,7 +23,7 @@ use super::{rebuild_store, store_path, PmtilesSink};
 use crate::config::{Bucket, S3Config, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::{partial_path, remove_sqlite_files};
-use crate::sink::s3::{download, object_key};
+use crate::sink::objects::{download, object_key};
 use crate::sink::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport};
 use crate::store::{local_file, ObjectHeaders, ObjectStore};
 use crate::tile::TileCoord;
@@ -49,8 +49,8 @@ struct Synced {
     md5: Option<String>,
 }
 
-/// An archive on S3, written through a working copy on this machine.
-pub struct S3PmtilesSink {
+/// An archive in a remote store, written through a working copy on this machine.
+pub struct RemotePmtilesSink {
     local: PmtilesSink,
     remote: Remote,
 }
@@ -107,7 +107,7 @@ fn state_key(key: &str) -> String {
     object_key(prefix, &format!(".oar-tiles/{name}.state.json"))
 }
 
-impl S3PmtilesSink {
+impl RemotePmtilesSink {
     /// Reads what the object and its state hold, brings the working copy up to date with them, and
     /// opens its store.
     pub async fn create(
@@ -173,7 +173,7 @@ impl S3PmtilesSink {
             announce: false,
             ..PmtilesSink::create(&working_copy, changes.clone(), journal)?
         };
-        Ok(S3PmtilesSink {
+        Ok(RemotePmtilesSink {
             local,
             remote: Remote {
                 store,
@@ -246,7 +246,7 @@ impl Remote {
     }
 }
 
-impl Sink for S3PmtilesSink {
+impl Sink for RemotePmtilesSink {
     fn write_tile(&mut self, tile: TileCoord, data: &[u8]) -> Result<()> {
         self.local.write_tile(tile, data)
     }
@@ -272,7 +272,7 @@ impl Sink for S3PmtilesSink {
     }
 
     fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport> {
-        let S3PmtilesSink { local, mut remote } = *self;
+        let RemotePmtilesSink { local, mut remote } = *self;
         let kept = local.state();
         let (report, _) = local.finish_archive(finish)?;
         let etag = remote.upload_if_changed()?.unwrap_or_default();
@@ -291,7 +291,7 @@ impl Sink for S3PmtilesSink {
                 None => md5_of_file(&remote.working_copy)?,
             };
             let (prefix, name) = folder_of(&remote.key);
-            let shelf = S3Shelf {
+            let shelf = ObjectShelf {
                 remote: &remote,
                 prefix,
             };
@@ -320,12 +320,12 @@ fn folder_of(key: &str) -> (&str, &str) {
 }
 
 /// The archive's prefix, where its versions and pointer documents go beside it.
-struct S3Shelf<'a> {
+struct ObjectShelf<'a> {
     remote: &'a Remote,
     prefix: &'a str,
 }
 
-impl S3Shelf<'_> {
+impl ObjectShelf<'_> {
     fn key(&self, name: &str) -> String {
         object_key(self.prefix, name)
     }
@@ -335,7 +335,7 @@ impl S3Shelf<'_> {
     }
 }
 
-impl Shelf for S3Shelf<'_> {
+impl Shelf for ObjectShelf<'_> {
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let remote = self.remote;
         remote

@@ -12,7 +12,7 @@ use crate::store::ObjectStore;
 use crate::tile::TileCoord;
 
 /// A prefix of a remote store opened for reading.
-pub struct S3Reader {
+pub struct ObjectReader {
     /// The output as given, for errors.
     pub output: String,
     /// The store holding the prefix.
@@ -23,7 +23,7 @@ pub struct S3Reader {
     pub extension: String,
 }
 
-impl S3Reader {
+impl ObjectReader {
     async fn object(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.store
             .get(key, u64::MAX)
@@ -40,7 +40,7 @@ impl S3Reader {
     }
 }
 
-impl ReadTiles for S3Reader {
+impl ReadTiles for ObjectReader {
     fn metadata(&self) -> BoxFuture<'_, Result<Value>> {
         async move {
             let key = super::object_key(&self.prefix, TILEJSON_NAME);
