@@ -188,13 +188,16 @@ fn sharded_on_slurm(fixture: &Fixture, output: &str, label: &str, env: &[(&str, 
         "task 2 ended before it was killed"
     );
     slurm("scontrol", &["requeue", &format!("{job}_2")], &[]);
-    // SLURM holds a requeued job back for a while (its begin time); it may start now.
+    // SLURM holds a requeued job back for a while (its begin time); it may start sooner, but not
+    // within the second its first try's credential was revoked in: slurmd compares the two in
+    // whole seconds and kills a start it takes for the revoked one ("Job credential revoked"),
+    // which fails the task and leaves `finalize` waiting for ever.
     wait_until("task 2 to wait in the queue again", dir, || {
         task_state(&job, 2) == "PENDING"
     });
     slurm(
         "scontrol",
-        &["update", &format!("JobId={job}_2"), "StartTime=now"],
+        &["update", &format!("JobId={job}_2"), "StartTime=now+3"],
         &[],
     );
     wait_until("finalize to end", dir, || {
