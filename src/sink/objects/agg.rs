@@ -21,7 +21,7 @@ use futures::StreamExt;
 use md5::{Digest, Md5};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{list_tiles, tile_object_key, ObjectSink};
+use super::{tile_object_key, ObjectSink};
 use crate::error::{Error, Result};
 use crate::sink::agg_hash::{hash_order, AggHasher};
 use crate::tile::{tile_from_key, tile_key, Coverage, TileCoord};
@@ -165,14 +165,7 @@ impl ObjectSink {
         let mut tiles: Vec<(TileCoord, Option<[u8; 16]>)> = if self.unhashed {
             // Some tile's MD5 is unknown (a store without ETags, no manifest): only a listing
             // says which tiles there are.
-            let listed = self
-                .handle
-                .block_on(list_tiles(
-                    self.store.as_ref(),
-                    &self.prefix,
-                    &self.settings.tile_extension,
-                ))
-                .map_err(|e| Error::output_caused(self.target(), e))?;
+            let listed = self.list_prefix()?;
             listed
                 .into_iter()
                 .map(|(tile, etag, _)| (tile, etag.or(self.hashes.get(&tile_key(tile)).copied())))

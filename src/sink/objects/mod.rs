@@ -21,7 +21,7 @@ pub mod read;
 mod store;
 
 pub use object::download;
-pub use store::{list_tiles, tile_object_key};
+pub use store::{list_tiles, tile_object_key, ListedTile};
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
@@ -206,6 +206,17 @@ impl ObjectSink {
         self.handle
             .block_on(self.store.put(&key, body, headers, false))
             .map(|_| ())
+            .map_err(|e| Error::output_caused(self.target(), e))
+    }
+
+    /// Every tile object under the prefix, with its MD5 where the store's listing tells it.
+    fn list_prefix(&self) -> Result<Vec<ListedTile>> {
+        self.handle
+            .block_on(list_tiles(
+                self.store.as_ref(),
+                &self.prefix,
+                &self.settings.tile_extension,
+            ))
             .map_err(|e| Error::output_caused(self.target(), e))
     }
 
@@ -440,14 +451,7 @@ impl Sink for ObjectSink {
                 .filter_map(|(key, md5)| Some((*key, (tile_from_key(*key)?, Some(*md5)))))
                 .collect(),
             _ => {
-                let listed = self
-                    .handle
-                    .block_on(list_tiles(
-                        self.store.as_ref(),
-                        &self.prefix,
-                        &self.settings.tile_extension,
-                    ))
-                    .map_err(|e| Error::output_caused(self.target(), e))?;
+                let listed = self.list_prefix()?;
                 // Stores whose listings carry no ETag (some S3-compatible ones) fall back on the
                 // manifest's hashes.
                 listed

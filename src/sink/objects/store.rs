@@ -24,13 +24,16 @@ fn parse_tile_key(prefix: &str, key: &str, extension: &str) -> Option<TileCoord>
     rest.parse().ok()
 }
 
+/// A tile object a listing found: the tile, its MD5 where the listing tells it, its size.
+pub type ListedTile = (TileCoord, Option<[u8; 16]>, u64);
+
 /// Lists the tile objects under a prefix with their MD5s (where the store's listing tells them) and
 /// sizes.
 pub async fn list_tiles(
     store: &dyn ObjectStore,
     prefix: &str,
     extension: &str,
-) -> Result<Vec<(TileCoord, Option<[u8; 16]>, u64)>, StoreError> {
+) -> Result<Vec<ListedTile>, StoreError> {
     let folder = key_under(prefix, "");
     Ok(store
         .list(&folder, false)
