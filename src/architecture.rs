@@ -18,6 +18,9 @@ const LAYERS: &[&[&str]] = &[
     &["render"],
     &["state"],
     &["encode"],
+    // What lets runs, shards, partitions and consumers of changes share an output, whatever its
+    // format: locks, outboxes, feeds, shard parts, partition indexes.
+    &["coordination"],
     &["sink"],
     // Purging CDNs of what the outputs' outboxes hand over.
     &["edge"],
@@ -88,7 +91,7 @@ fn every_module_imports_only_from_lower_layers() {
 }
 
 /// Every `.rs` file under `src/` but the crate roots and this file, with its module path
-/// (`sink/s3/mod.rs` is `["sink", "s3"]`, `sink/lock.rs` is `["sink", "lock"]`).
+/// (`sink/objects/mod.rs` is `["sink", "objects"]`, `coordination/lock.rs` is `["coordination", "lock"]`).
 fn module_files() -> BTreeMap<Vec<String>, PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = BTreeMap::new();

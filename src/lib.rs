@@ -3,6 +3,7 @@
 //! ARCHITECTURE.md draws it.
 
 mod config;
+mod coordination;
 mod db;
 mod edge;
 mod encode;
@@ -29,10 +30,10 @@ pub use error::{Error, ExitCode, Result};
 
 // What the command (`main.rs`) and the integration tests use; everything else is the crate's own.
 pub use config::{Config, EdgeCheckSettings, OutputTarget, S3Config, DEFAULT_SIZE_BUDGET};
+pub use coordination::ChangedList;
 pub use job::{RunSettings, SeedJob, SeedOptions, ShardSpec, WatchJob, WatchOptions};
 pub use report::ProgressKind;
-pub use sink::merge::merge_mbtiles;
-pub use sink::ChangedList;
+pub use sink::mbtiles::merge::merge_mbtiles;
 pub use tile::{BBox, TileError, ZoomRange};
 
 /// Change capture in the source database: `oar-tiles changes install|uninstall|status`.

@@ -111,7 +111,7 @@ pub const DEFAULT_FEED_RETENTION: u64 = 1000;
 pub const DEFAULT_FEED_HEAD_MAX_AGE: u64 = 2;
 
 /// `[tileset.feed]`: the output publishes the tiles its runs changed, once its CDNs serve them
-/// anew, for open maps to refresh (`sink::feed`).
+/// anew, for open maps to refresh (`coordination::feed`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Feed {
     /// Segments kept; a client further behind reloads every tile.

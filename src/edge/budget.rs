@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::PurgeTarget;
 use crate::config::cdn::CdnSpend;
+use crate::coordination::outbox::Outbox;
 use crate::error::Result;
-use crate::sink::outbox::Outbox;
 
 /// What a target spent: today's spend and the paced allowance.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -22,8 +22,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::cloudfront::Survey;
 use super::PurgeTarget;
+use crate::coordination::outbox::Outbox;
 use crate::error::Result;
-use crate::sink::outbox::Outbox;
 
 /// Commit times kept per list: past it the newest are dropped, which only thins the latency
 /// samples, never a change (the paths stay in the outbox regardless).

@@ -3,6 +3,7 @@
 //! tileset, whichever partitions it renders, so a purge outlives its partition.
 
 use crate::config::{CdnConfig, IndexLocation, OutputTarget};
+use crate::coordination::outbox::Outbox;
 use crate::edge::budget::Budget;
 use crate::edge::flight::Flights;
 use crate::edge::{Client, PurgeTarget};
@@ -10,7 +11,6 @@ use crate::error::Result;
 use crate::job::SeedJob;
 use crate::report::{PurgeSummary, SummaryHeader, Tally, TilesetSummary};
 use crate::sink;
-use crate::sink::outbox::Outbox;
 use crate::tile::{BBox, ZoomRange};
 
 /// Purges what waits in the outbox of tileset `name`'s output `target` for its CDNs `cdn`;

@@ -20,6 +20,8 @@ use deadpool_postgres::Pool;
 use crate::config::CdnConfig;
 use crate::config::PoolMode;
 use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
+use crate::coordination::lock::{self, OutputLock};
+use crate::coordination::partitions::{read_index, write_index, PartitionEntry, PartitionIndex};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, TilesetJob};
@@ -29,10 +31,6 @@ use crate::render::source::{
     describe, partition_column, partition_values, LayerSource, PartitionColumn,
 };
 use crate::report::TilesetSummary;
-use crate::sink::lock::{self, OutputLock};
-use crate::sink::partitions::{
-    read_index, remove_emptied, write_index, PartitionEntry, PartitionIndex,
-};
 use crate::sink::{self, OutputReader};
 use crate::state::capture;
 use crate::state::Watermark;
@@ -93,8 +91,7 @@ pub async fn expand(job: &SeedJob, locks: TilesetLocks) -> Result<Expansion> {
                     held.push(
                         // Before any signal handler: SIGTERM and SIGINT end a wait here at once.
                         lock::acquire(
-                            target,
-                            &job.s3,
+                            &sink::lock_place(target, &job.s3),
                             job.run.wait_lock,
                             None,
                             std::future::pending(),
@@ -390,7 +387,7 @@ impl Plan {
                 continue;
             }
             let output = target.for_partition(&partition_segment(value)?);
-            remove_emptied(&output)?;
+            sink::remove_emptied(&output)?;
             capture::forget_consumer(pool, &job.change_schema, &output.describe()).await?;
             entries.remove(value);
             tracing::info!(

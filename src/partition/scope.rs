@@ -3,10 +3,10 @@
 
 use deadpool_postgres::Pool;
 
+use crate::coordination::partitions::PartitionIndex;
 use crate::error::Result;
 use crate::job::{SeedJob, Selection, TilesetJob};
 use crate::render::source::quoted_table;
-use crate::sink::partitions::PartitionIndex;
 use crate::state::capture;
 use crate::state::Watermark;
 

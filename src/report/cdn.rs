@@ -4,9 +4,9 @@
 use serde::Serialize;
 
 use super::SummaryHeader;
+use crate::coordination::outbox::Backlog;
 use crate::edge::check::EdgeCheck;
 use crate::edge::PurgePlan;
-use crate::sink::outbox::Backlog;
 
 /// What a `--dirty` reseed would do, worked out without rendering or writing (`--dry-run`).
 #[derive(Debug, Clone, Default, Serialize)]

@@ -15,10 +15,10 @@ pub use cdn::{PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
 pub use progress::{PartitionProgress, Progress, ProgressKind};
 pub use times::RenderTimes;
 
+use crate::coordination::outbox::Backlog;
 use crate::edge::check::{EdgeCheck, EdgeProbe};
 pub use crate::encode::human_bytes;
 use crate::plan::Mode;
-use crate::sink::outbox::Backlog;
 use crate::sink::SinkReport;
 use crate::tile::TileCoord;
 
@@ -389,7 +389,7 @@ pub struct TilesetSummary {
     pub purges: Vec<PurgeSummary>,
     /// The segment the output's changes feed published after the purges.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub feed: Option<crate::sink::feed::Published>,
+    pub feed: Option<crate::coordination::feed::Published>,
     /// What fetching changed tiles through each target's public URL found (`--check-edge`).
     pub edge: Vec<EdgeCheck>,
     /// The tiles to fetch for that check, once the purges are sent.

@@ -1,4 +1,4 @@
-//! The changes feed as one more consumer of an output's outbox (`sink::feed`): it takes a batch
+//! The changes feed as one more consumer of an output's outbox (`coordination::feed`): it takes a batch
 //! only once every CDN of the tileset took it, and, where CloudFront is one, once no invalidation
 //! is in flight, so an open map told "this tile changed" is served the new bytes by the edge.
 //! After each publication the head is purged from the CDNs whose purges are free (a priced CDN
@@ -7,11 +7,11 @@
 use std::collections::HashSet;
 
 use crate::config::Feed;
+use crate::coordination::feed::{FeedStore, Published, HEAD};
+use crate::coordination::outbox::{Outbox, EVERYTHING};
 use crate::edge::flight::Flights;
 use crate::edge::PurgeTarget;
 use crate::error::Result;
-use crate::sink::feed::{FeedStore, Published, HEAD};
-use crate::sink::outbox::{Outbox, EVERYTHING};
 use crate::tile::TileCoord;
 
 /// The name under which the changes feed takes batches from an outbox.
@@ -133,7 +133,7 @@ impl RunFeed {
         let names: Vec<String> = ready.into_iter().map(|(name, _)| name).collect();
         outbox.taken(FEED_CONSUMER, &names, consumers).await?;
         if published.is_some() {
-            let head = format!("{}/{HEAD}", crate::sink::feed::FOLDER);
+            let head = format!("{}/{HEAD}", crate::coordination::feed::FOLDER);
             let head = match edge.prefix {
                 Some(prefix) => format!("{prefix}/{head}"),
                 None => head,

@@ -13,6 +13,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::outbox::RunOutbox;
+use crate::coordination::parts::plan_id;
+use crate::coordination::shards::Part;
+use crate::coordination::{lock, ChangedList};
 use crate::db;
 use crate::edge::Holds;
 use crate::error::{Error, Result};
@@ -20,9 +23,7 @@ use crate::job::{SeedJob, ShardSpec, TilesetJob};
 use crate::plan::shard::ShardPlan;
 use crate::plan::Work;
 use crate::report::PurgeSummary;
-use crate::sink::parts::plan_id;
-use crate::sink::shards::Part;
-use crate::sink::{self, lock, ChangedList, Finish, OutputTarget, Sharding};
+use crate::sink::{self, Finish, OutputTarget, Sharding};
 use crate::state::capture;
 use crate::state::watermark::earliest_snapshot;
 use crate::state::Watermark;
@@ -59,8 +60,7 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
             )));
         };
         let _lock = lock::acquire(
-            target,
-            &job.s3,
+            &sink::lock_place(target, &job.s3),
             job.run.wait_lock,
             None,
             std::future::pending(),
@@ -274,9 +274,9 @@ fn path_of(target: &OutputTarget) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::coordination::parts::{PartRecord, PART_VERSION};
+    use crate::coordination::TilesetMetadata;
     use crate::plan::shard::{ShardRange, PLAN_VERSION};
-    use crate::sink::parts::{PartRecord, PART_VERSION};
-    use crate::sink::TilesetMetadata;
     use crate::tile::{BBox, ZoomRange};
 
     fn plan() -> ShardPlan {

@@ -17,10 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use super::outbox::RunOutbox;
 use crate::config::Freshness;
+use crate::coordination::outbox::Outbox;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
 use crate::plan::Work;
-use crate::sink::{self, outbox::Outbox};
+use crate::sink;
 use crate::tile::TileCoord;
 
 /// The outbox note holding the tiles a deferral held back.

@@ -25,6 +25,7 @@ use std::path::Path;
 
 use deadpool_postgres::Pool;
 
+use crate::coordination::ChangedList;
 use crate::db::{self, Replica};
 use crate::edge::check;
 use crate::edge::Holds;
@@ -35,7 +36,6 @@ use crate::partition;
 use crate::render::Connections;
 use crate::report::{PartitionProgress, ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
-use crate::sink::ChangedList;
 pub use finalize::finalize;
 pub use freshness::next_deferral;
 use prepare::Prepared;

@@ -1,4 +1,4 @@
-//! Step 4's outbox (see `sink::outbox`): a run records what it may change before it changes
+//! Step 4's outbox (see `coordination::outbox`): a run records what it may change before it changes
 //! anything, what it changed once it ends, and then hands the output's pending changes to its
 //! consumers: the command's `--changed-list` and the tileset's CDN purge targets.
 
@@ -6,6 +6,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::S3Config;
+use crate::coordination::changed_list::{RecordedLines, CHANGED_LIST_CONSUMER};
+use crate::coordination::feed::Published;
+use crate::coordination::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
+use crate::coordination::ChangedList;
 use crate::edge::budget::Budget;
 use crate::edge::check::{self, EdgeProbe};
 use crate::edge::flight::Flights;
@@ -16,10 +20,7 @@ use crate::job::TilesetJob;
 use crate::plan::Work;
 use crate::report::{PurgeSummary, TargetPlan};
 use crate::schedule::Stop;
-use crate::sink::changed_list::{RecordedLines, CHANGED_LIST_CONSUMER};
-use crate::sink::feed::Published;
-use crate::sink::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
-use crate::sink::{self, ChangedList, OutputTarget};
+use crate::sink::{self, OutputTarget};
 use crate::tile::TileCoord;
 
 use super::feed::{Edge, RunFeed, FEED_CONSUMER};

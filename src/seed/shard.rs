@@ -5,13 +5,13 @@ use deadpool_postgres::Pool;
 
 use super::prepare::Prepared;
 use super::{Ready, Session};
+use crate::coordination::parts::plan_id;
+use crate::coordination::shards::ShardStore;
 use crate::error::{Error, Result};
 use crate::job::ShardJob;
 use crate::plan::shard::{CostModel, Pyramid, ShardPlan};
 use crate::plan::PyramidWalk;
 use crate::render::count::rows_per_tile;
-use crate::sink::parts::plan_id;
-use crate::sink::shards::ShardStore;
 
 /// One tileset's plan and where it was stored (`None` in a dry run).
 #[derive(Debug, Clone)]

@@ -10,6 +10,7 @@ use super::freshness::{self, AfterRun};
 use super::outbox::RunOutbox;
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
+use crate::coordination::{lock, ChangedList, PartOf, TilesetMetadata};
 use crate::db::Replica;
 use crate::edge::Holds;
 use crate::encode::{Encoding, SizeBudget};
@@ -22,9 +23,7 @@ use crate::report::{
 };
 use crate::schedule::{ListOrder, Scheduler, Stop};
 use crate::sink::writer::{self, Writer};
-use crate::sink::{
-    self, lock, ChangedList, Finish, PartOf, Resume, Sharding, Sink, Sweep, TilesetMetadata,
-};
+use crate::sink::{self, Finish, Resume, Sharding, Sink, Sweep};
 use crate::state::capture;
 use crate::state::cells;
 use crate::state::digest::job_fingerprint;
@@ -129,8 +128,7 @@ impl TilesetRun<'_> {
         let _lock = match self.locks {
             super::Locks::Take => Some(
                 lock::acquire(
-                    target,
-                    &self.job.s3,
+                    &sink::lock_place(target, &self.job.s3),
                     self.job.run.wait_lock,
                     part.as_ref().map(|(part, _)| part.name("lock")).as_deref(),
                     self.stop.stopped(),

@@ -6,7 +6,7 @@
 //! URLs are absolute under the request's `Host`, `/{tileset}/stats.json` the per-zoom figures of
 //! `inspect` with the tiles over the size budget, `/{tileset}/{z}/{x}/{y}.pbf` the stored bytes
 //! (204 when the output holds no such tile), `/{tileset}/changes/head.json` and
-//! `/{tileset}/changes/N.json` the output's changes feed (`sink::feed`), which the page follows to
+//! `/{tileset}/changes/N.json` the output's changes feed (`coordination::feed`), which the page follows to
 //! refresh changed tiles in place, `/assets/…` the vendored files. Every route answers
 //! only requests naming an allowed `Host` ([`host`]).
 
@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
 use crate::config::S3Config;
+use crate::coordination::feed::{self, FeedStore};
 use crate::error::{Error, Result};
 use crate::inspect;
-use crate::sink::feed::{self, FeedStore};
 use crate::sink::{self, OutputReader, OutputTarget};
 use crate::store::MVT_CONTENT_TYPE;
 use crate::tile::{TileCoord, TileError};

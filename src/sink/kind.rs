@@ -3,25 +3,24 @@
 //! `config::OutputTarget` is an output's *address* as the operator wrote it (parsing, naming,
 //! where its partitions, partition index and shard parts go, and so whether it can be sharded). Everything an output kind *does* is an
 //! [`OutputKind`] method, implemented in the kind's own folder (`mbtiles/kind.rs`,
-//! `pmtiles/kind.rs`, `directory/kind.rs`, `s3/kind.rs`) beside its writer and reader. No method
+//! `pmtiles/kind.rs`, `directory/kind.rs`, `objects/kind.rs`) beside its writer and reader. No method
 //! has a default, so a kind that forgets a capability does not compile, and `sink::kind_of` is
 //! the one place that maps an address to its kind.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 
 use super::check::Finding;
-use super::feed::FeedStore;
-use super::outbox::OutboxStore;
+use super::mbtiles::merge::MergeReport;
 use super::read::{OutputReader, ReaderOptions};
-use super::shards::ShardStore;
-use super::{ChangedList, OutputSettings, PartOf, Sink};
-use std::sync::Arc;
-
-use crate::config::{Bucket, S3Config};
+use super::{OutputSettings, Sink};
+use crate::config::S3Config;
+use crate::coordination::feed::FeedStore;
+use crate::coordination::outbox::{OutboxStore, StoppedRun};
+use crate::coordination::shards::ShardStore;
+use crate::coordination::{ChangedList, PartOf};
 use crate::error::Result;
-use crate::store::ObjectStore;
 
 /// What a writer needs besides the output's address.
 pub struct WriterOptions<'a> {
@@ -56,7 +55,7 @@ pub trait OutputKind: Send + Sync {
     /// Merges finished shard part files into the output (`finalize` of kinds whose
     /// `OutputTarget::sharding` is `PartFiles`); returns the tiles merged and the parts' common
     /// snapshot.
-    fn merge_parts(&self, parts: &[PathBuf]) -> Result<super::merge::MergeReport>;
+    fn merge_parts(&self, parts: &[PathBuf]) -> Result<MergeReport>;
 
     /// Opens a writer; fails early when the output cannot be written.
     fn open_writer<'a>(
@@ -82,7 +81,7 @@ pub trait OutputKind: Send + Sync {
     /// Removes, under the output's lock, what `stopped` runs (killed ones) left half written:
     /// a tree's temporary files of the tiles they were placing. Kinds whose files or objects are
     /// replaced whole at once have nothing to remove.
-    fn remove_leftovers(&self, stopped: &[super::outbox::StoppedRun]) -> Result<()>;
+    fn remove_leftovers(&self, stopped: &[StoppedRun]) -> Result<()>;
 
     /// Whether the output's writer records a tile in the outbox only once readers are served its
     /// new bytes (a tree's tile renamed into place, an S3 object's PUT done), so a run may purge
@@ -120,83 +119,4 @@ pub trait OutputKind: Send + Sync {
         settings: &OutputSettings,
         cancel: &std::sync::atomic::AtomicBool,
     ) -> Result<super::HashRefresh>;
-}
-
-/// The lock file beside a local file or tree: `NAME.oar-tiles.lock`.
-pub(super) fn lock_beside(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".oar-tiles.lock");
-    path.with_file_name(name)
-}
-
-/// The outbox folder beside a local file: `NAME.oar-tiles-outbox`.
-pub(super) fn outbox_beside(path: &Path) -> OutboxStore {
-    OutboxStore::Folder(outbox_folder_beside(path))
-}
-
-fn outbox_folder_beside(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".oar-tiles-outbox");
-    path.with_file_name(name)
-}
-
-/// Removes the outbox folder beside a local file that is gone.
-pub(super) fn remove_outbox_beside(path: &Path) -> Result<()> {
-    let folder = outbox_folder_beside(path);
-    remove_if_there(&folder, std::fs::remove_dir_all(&folder))
-}
-
-/// The changes feed beside a local file: `NAME.changes`.
-pub(super) fn feed_beside(path: &Path) -> FeedStore {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".changes");
-    FeedStore::Folder(path.with_file_name(name))
-}
-
-/// Opens the store holding `bucket`, an error naming `output` when it cannot be.
-pub(super) async fn open_store(
-    s3: &S3Config,
-    bucket: &Bucket,
-    output: &str,
-) -> Result<Arc<dyn ObjectStore>> {
-    crate::store::open(bucket, s3)
-        .await
-        .map_err(|e| crate::error::Error::output_caused(output, e))
-}
-
-/// The changes feed of an output in a remote store: objects under `folder`.
-pub(super) async fn feed_on_store(
-    s3: &S3Config,
-    bucket: &Bucket,
-    folder: &str,
-) -> Result<FeedStore> {
-    let store = open_store(s3, bucket, &format!("{bucket}/{folder}")).await?;
-    Ok(FeedStore::Objects(crate::store::folder::ObjectFolder::new(
-        store, folder,
-    )))
-}
-
-/// The outbox of an output in a remote store: objects under `folder`, written through this
-/// machine's state.
-pub(super) async fn outbox_on_store(
-    s3: &S3Config,
-    bucket: &Bucket,
-    folder: &str,
-) -> Result<OutboxStore> {
-    let store = open_store(s3, bucket, &format!("{bucket}/{folder}")).await?;
-    Ok(OutboxStore::Objects {
-        folder: crate::store::folder::ObjectFolder::new(store, folder),
-        local: crate::store::local_file(bucket, s3, folder, "outbox", "d"),
-    })
-}
-
-/// Removes a file, where a missing file is fine.
-pub(super) fn remove_if_there(path: &Path, result: std::io::Result<()>) -> Result<()> {
-    match result {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(crate::error::Error::output(
-            path,
-            format!("cannot remove it: {e}"),
-        )),
-        _ => Ok(()),
-    }
 }

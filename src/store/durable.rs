@@ -120,6 +120,17 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
+/// Maps the `result` of removing `path` to the crate's error, where a missing file is fine.
+pub fn remove_if_there(path: &Path, result: io::Result<()>) -> crate::error::Result<()> {
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(crate::error::Error::output(
+            path,
+            format!("cannot remove it: {e}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{Config, IndexLocation, OutputTarget, S3Config};
+use crate::coordination::partitions::read_index;
 use crate::error::{Error, Result};
-use crate::sink::partitions::read_index;
 use crate::sink::OutputReader;
 use crate::tile::TileCoord;
 pub use against_db::{DbCheck, DbComparison};

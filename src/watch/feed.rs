@@ -20,7 +20,7 @@ use futures::stream::{self, Stream, StreamExt};
 
 use super::Shared;
 use crate::config::{partition_segment, OutputTarget, S3Config};
-use crate::sink::feed::{self, FeedStore, Head};
+use crate::coordination::feed::{self, FeedStore, Head};
 use crate::sink::kind_of;
 
 /// An output whose feed the listener answers for.

@@ -29,6 +29,7 @@ use std::time::{Instant, SystemTime};
 
 use backon::BackoffBuilder;
 
+use crate::coordination::{lock, ChangedList};
 use crate::db::Listener;
 use crate::error::{DbError, Error, ExitCode, Result};
 use crate::job::{SeedJob, TilesetJob, WatchJob};
@@ -37,7 +38,7 @@ use crate::render::source::quoted_table;
 use crate::report::{ProgressKind, SummaryHeader, TilesetSummary};
 use crate::schedule::Stop;
 use crate::seed::{Locks, Session};
-use crate::sink::{lock, ChangedList, HashRefresh};
+use crate::sink::{self, HashRefresh};
 use crate::state::capture;
 
 /// What the HTTP endpoints read while the watcher works.
@@ -112,7 +113,8 @@ pub async fn run(job: &WatchJob) -> Result<()> {
     let mut watched = Vec::new();
     for tileset in &seed.tilesets {
         if let Some(target) = &tileset.output {
-            let lock = lock::acquire(target, &seed.s3, false, None, std::future::pending());
+            let place = sink::lock_place(target, &seed.s3);
+            let lock = lock::acquire(&place, false, None, std::future::pending());
             _locks.push(lock.await?);
             let mut tables: Vec<String> = tileset.tileset.layers.iter().map(quoted_table).collect();
             tables.sort();

@@ -98,7 +98,7 @@ impl DirectorySink {
 
     /// Takes the zooms and bounds `tiles.json` declares, for a run whose tiles hash as named
     /// there (so they cover what they covered).
-    pub(super) fn keep_coverage(&self, metadata: &mut crate::sink::TilesetMetadata) {
+    pub(super) fn keep_coverage(&self, metadata: &mut crate::coordination::TilesetMetadata) {
         let Some(document) = read_capped(&self.root.join(TILEJSON_NAME), DOCUMENT_CAP)
             .ok()
             .flatten()

@@ -7,14 +7,14 @@ use futures::FutureExt;
 
 use super::read::TreeReader;
 use crate::config::S3Config;
+use crate::coordination::feed::FeedStore;
+use crate::coordination::outbox::OutboxStore;
+use crate::coordination::shards::ShardStore;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
-use crate::sink::feed::FeedStore;
-use crate::sink::kind::{lock_beside, remove_if_there, OutputKind, WriterOptions};
-use crate::sink::merge::MergeReport;
-use crate::sink::outbox::OutboxStore;
+use crate::sink::kind::{OutputKind, WriterOptions};
+use crate::sink::mbtiles::merge::MergeReport;
 use crate::sink::read::{OutputReader, ReaderOptions};
-use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, Sink};
 use crate::store::document::{read_capped, DOCUMENT_CAP};
 
@@ -24,7 +24,7 @@ pub struct Tree<'a>(pub &'a Path);
 impl OutputKind for Tree<'_> {
     fn lock_path(&self, _s3: &S3Config) -> PathBuf {
         // `out/` and `out` are one tree: the lock goes beside its normalised path.
-        lock_beside(&self.0.components().collect::<PathBuf>())
+        crate::coordination::lock::beside(&self.0.components().collect::<PathBuf>())
     }
 
     fn is_remote(&self) -> bool {
@@ -106,7 +106,7 @@ impl OutputKind for Tree<'_> {
         true
     }
 
-    fn remove_leftovers(&self, stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+    fn remove_leftovers(&self, stopped: &[crate::coordination::outbox::StoppedRun]) -> Result<()> {
         for run in stopped {
             if let Some(pid) = run.pid {
                 super::remove_temporaries_of(self.0, pid, run.planned.as_deref())?;
@@ -124,7 +124,7 @@ impl OutputKind for Tree<'_> {
 
     fn feed<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
         std::future::ready(Ok(FeedStore::Folder(
-            self.0.join(crate::sink::feed::FOLDER),
+            self.0.join(crate::coordination::feed::FOLDER),
         )))
         .boxed()
     }
@@ -152,7 +152,7 @@ impl OutputKind for Tree<'_> {
     }
 
     fn remove_emptied(&self) -> Result<()> {
-        remove_if_there(self.0, std::fs::remove_dir_all(self.0))
+        crate::store::durable::remove_if_there(self.0, std::fs::remove_dir_all(self.0))
     }
 
     fn refresh_agg_hash(

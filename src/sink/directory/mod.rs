@@ -24,11 +24,11 @@ pub mod read;
 pub(crate) use agg::refresh_agg_hash;
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
-use super::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use super::tilejson::{changes_beyond_hash, tilejson, warn_relative_once, TILEJSON_NAME};
 use super::{
     ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
 };
+use crate::coordination::parts::{encode_tiles, PartOf, PartRecord, TREE_FOLDER};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
 use crate::store::document::{read_capped, DOCUMENT_CAP};

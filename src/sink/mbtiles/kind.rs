@@ -7,24 +7,23 @@ use futures::FutureExt;
 
 use super::read::MbtilesReader;
 use crate::config::S3Config;
+use crate::coordination::feed::FeedStore;
+use crate::coordination::outbox::OutboxStore;
+use crate::coordination::shards::ShardStore;
+use crate::coordination::PartOf;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
-use crate::sink::feed::FeedStore;
-use crate::sink::kind::{
-    lock_beside, outbox_beside, remove_outbox_beside, OutputKind, WriterOptions,
-};
-use crate::sink::merge::{merge_mbtiles, MergeReport};
-use crate::sink::outbox::OutboxStore;
+use crate::sink::kind::{OutputKind, WriterOptions};
+use crate::sink::mbtiles::merge::{merge_mbtiles, MergeReport};
 use crate::sink::read::{OutputReader, ReaderOptions};
-use crate::sink::shards::ShardStore;
-use crate::sink::{OutputSettings, PartOf, Sink};
+use crate::sink::{OutputSettings, Sink};
 
 /// A single MBTiles 1.3 file.
 pub struct MbtilesFile<'a>(pub &'a Path);
 
 impl OutputKind for MbtilesFile<'_> {
     fn lock_path(&self, _s3: &S3Config) -> PathBuf {
-        lock_beside(self.0)
+        crate::coordination::lock::beside(self.0)
     }
 
     fn is_remote(&self) -> bool {
@@ -107,7 +106,7 @@ impl OutputKind for MbtilesFile<'_> {
     }
 
     /// A stopped run's writes never show: a file or object is replaced whole.
-    fn remove_leftovers(&self, _stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+    fn remove_leftovers(&self, _stopped: &[crate::coordination::outbox::StoppedRun]) -> Result<()> {
         Ok(())
     }
 
@@ -117,11 +116,11 @@ impl OutputKind for MbtilesFile<'_> {
     }
 
     fn feed<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
-        std::future::ready(Ok(crate::sink::kind::feed_beside(self.0))).boxed()
+        std::future::ready(Ok(FeedStore::beside(self.0))).boxed()
     }
 
     fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
-        std::future::ready(Ok(outbox_beside(self.0))).boxed()
+        std::future::ready(Ok(OutboxStore::beside(self.0))).boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {
@@ -130,7 +129,7 @@ impl OutputKind for MbtilesFile<'_> {
 
     fn remove_emptied(&self) -> Result<()> {
         super::remove_sqlite_files(self.0);
-        remove_outbox_beside(self.0)
+        OutboxStore::remove_beside(self.0)
     }
 
     fn refresh_agg_hash(

@@ -18,6 +18,7 @@ use rusqlite::{params, Connection};
 pub mod check;
 mod import;
 pub mod kind;
+pub mod merge;
 pub mod read;
 mod staging;
 

@@ -7,14 +7,14 @@ use futures::FutureExt;
 
 use super::read::ObjectReader;
 use crate::config::{Bucket, S3Config};
+use crate::coordination::feed::FeedStore;
+use crate::coordination::outbox::OutboxStore;
+use crate::coordination::shards::ShardStore;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
-use crate::sink::feed::FeedStore;
-use crate::sink::kind::{outbox_on_store, OutputKind, WriterOptions};
-use crate::sink::merge::MergeReport;
-use crate::sink::outbox::OutboxStore;
+use crate::sink::kind::{OutputKind, WriterOptions};
+use crate::sink::mbtiles::merge::MergeReport;
 use crate::sink::read::{OutputReader, ReaderOptions};
-use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, Sink};
 
 /// `{prefix}/{z}/{x}/{y}.ext` objects in a bucket or container of a remote store.
@@ -134,7 +134,7 @@ impl OutputKind for ObjectPrefix<'_> {
     }
 
     /// A stopped run's writes never show: a file or object is replaced whole.
-    fn remove_leftovers(&self, _stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+    fn remove_leftovers(&self, _stopped: &[crate::coordination::outbox::StoppedRun]) -> Result<()> {
         Ok(())
     }
 
@@ -143,13 +143,13 @@ impl OutputKind for ObjectPrefix<'_> {
     }
 
     fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
-        let folder = super::object_key(self.prefix, crate::sink::feed::FOLDER);
-        async move { crate::sink::kind::feed_on_store(s3, self.bucket, &folder).await }.boxed()
+        let folder = super::object_key(self.prefix, crate::coordination::feed::FOLDER);
+        async move { FeedStore::on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
         let folder = super::object_key(self.prefix, ".oar-tiles/outbox");
-        async move { outbox_on_store(s3, self.bucket, &folder).await }.boxed()
+        async move { OutboxStore::on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {

@@ -24,12 +24,12 @@ pub use object::download;
 pub use store::{list_tiles, tile_object_key, ListedTile};
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
-use super::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
 use super::tilejson::{changes_beyond_hash, tilejson, TILEJSON_NAME};
 use super::{
     ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
 };
 use crate::config::{Bucket, S3Config};
+use crate::coordination::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
 use crate::store::{local_file, ObjectHeaders, ObjectStore, MVT_CONTENT_TYPE};

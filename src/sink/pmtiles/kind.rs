@@ -8,19 +8,16 @@ use futures::FutureExt;
 
 use super::read::PmtilesReader;
 use crate::config::{Bucket, S3Config};
+use crate::coordination::feed::FeedStore;
+use crate::coordination::outbox::OutboxStore;
+use crate::coordination::shards::ShardStore;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
-use crate::sink::feed::FeedStore;
-use crate::sink::kind::{
-    lock_beside, outbox_beside, outbox_on_store, remove_if_there, remove_outbox_beside, OutputKind,
-    WriterOptions,
-};
+use crate::sink::kind::{OutputKind, WriterOptions};
 use crate::sink::mbtiles::kind::refuse_part;
+use crate::sink::mbtiles::merge::MergeReport;
 use crate::sink::mbtiles::remove_sqlite_files;
-use crate::sink::merge::MergeReport;
-use crate::sink::outbox::OutboxStore;
 use crate::sink::read::{OutputReader, ReaderOptions};
-use crate::sink::shards::ShardStore;
 use crate::sink::{OutputSettings, Sink};
 
 /// A PMTiles v3 archive on this machine, with its MBTiles store beside it.
@@ -43,7 +40,7 @@ fn unsharded(output: String) -> Error {
 
 impl OutputKind for PmtilesFile<'_> {
     fn lock_path(&self, _s3: &S3Config) -> PathBuf {
-        lock_beside(self.0)
+        crate::coordination::lock::beside(self.0)
     }
 
     fn is_remote(&self) -> bool {
@@ -106,7 +103,7 @@ impl OutputKind for PmtilesFile<'_> {
     }
 
     /// A stopped run's writes never show: a file or object is replaced whole.
-    fn remove_leftovers(&self, _stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+    fn remove_leftovers(&self, _stopped: &[crate::coordination::outbox::StoppedRun]) -> Result<()> {
         Ok(())
     }
 
@@ -116,11 +113,11 @@ impl OutputKind for PmtilesFile<'_> {
     }
 
     fn feed<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
-        std::future::ready(Ok(crate::sink::kind::feed_beside(self.0))).boxed()
+        std::future::ready(Ok(FeedStore::beside(self.0))).boxed()
     }
 
     fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
-        std::future::ready(Ok(outbox_beside(self.0))).boxed()
+        std::future::ready(Ok(OutboxStore::beside(self.0))).boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {
@@ -129,9 +126,9 @@ impl OutputKind for PmtilesFile<'_> {
 
     fn remove_emptied(&self) -> Result<()> {
         super::versions::remove_local(self.0)?;
-        remove_if_there(self.0, std::fs::remove_file(self.0))?;
+        crate::store::durable::remove_if_there(self.0, std::fs::remove_file(self.0))?;
         remove_sqlite_files(&super::store_path(self.0));
-        remove_outbox_beside(self.0)
+        OutboxStore::remove_beside(self.0)
     }
 
     fn refresh_agg_hash(
@@ -228,7 +225,7 @@ impl OutputKind for ObjectArchive<'_> {
     }
 
     /// A stopped run's writes never show: a file or object is replaced whole.
-    fn remove_leftovers(&self, _stopped: &[crate::sink::outbox::StoppedRun]) -> Result<()> {
+    fn remove_leftovers(&self, _stopped: &[crate::coordination::outbox::StoppedRun]) -> Result<()> {
         Ok(())
     }
 
@@ -239,12 +236,12 @@ impl OutputKind for ObjectArchive<'_> {
 
     fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
         let folder = format!("{}.changes", self.key);
-        async move { crate::sink::kind::feed_on_store(s3, self.bucket, &folder).await }.boxed()
+        async move { FeedStore::on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
         let folder = format!("{}.oar-tiles-outbox", self.key);
-        async move { outbox_on_store(s3, self.bucket, &folder).await }.boxed()
+        async move { OutboxStore::on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::store::folder::ObjectFolder;
 
@@ -100,6 +101,20 @@ pub enum FeedStore {
     Folder(PathBuf),
     /// A folder of objects under an S3 prefix.
     Objects(ObjectFolder),
+}
+
+impl FeedStore {
+    /// The changes feed beside a local file: `NAME.changes`.
+    pub fn beside(path: &std::path::Path) -> FeedStore {
+        FeedStore::Folder(super::beside(path, ".changes"))
+    }
+
+    /// The changes feed of an output in a remote store: objects under `folder`.
+    pub async fn on_store(s3: &S3Config, bucket: &Bucket, folder: &str) -> Result<FeedStore> {
+        Ok(FeedStore::Objects(
+            super::store_folder(s3, bucket, folder).await?,
+        ))
+    }
 }
 
 /// What one publication added, for the run's summary and log.

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{is_partition_segment, IndexLocation, OutputTarget, S3Config};
+use crate::config::{is_partition_segment, IndexLocation, S3Config};
 use crate::error::{Error, Result};
 use crate::store::document::{read_capped, DOCUMENT_CAP};
 use crate::store::durable;
@@ -122,11 +122,4 @@ pub async fn write_index(
             Ok(())
         }
     }
-}
-
-/// Removes the files a local partition output left once a full seed emptied it: the MBTiles or
-/// PMTiles file (and its store), or the subdirectory. An S3 prefix keeps its metadata objects,
-/// which describe an empty tileset.
-pub fn remove_emptied(target: &OutputTarget) -> Result<()> {
-    super::kind_of(target).remove_emptied()
 }

@@ -11,8 +11,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::OutputTarget;
-use crate::config::S3Config;
 use crate::error::{Error, Result};
 
 /// A held lock; released (and its file removed) on drop.
@@ -27,10 +25,21 @@ impl Drop for OutputLock {
     }
 }
 
-/// Where the lock of an output lives; an output in a remote store is told apart by its store's
-/// endpoint or account too.
-pub fn lock_path(target: &OutputTarget, s3: &S3Config) -> PathBuf {
-    super::kind_of(target).lock_path(s3)
+/// Where an output's lock lives, as its format says (`sink::lock_place`).
+#[derive(Debug, Clone)]
+pub struct LockPlace {
+    /// The lock file.
+    pub path: PathBuf,
+    /// The output, as messages name it.
+    pub output: String,
+    /// Whether the output lives in a remote store: its lock then lives in this machine's state
+    /// folder, which is created, where a local output's folder must exist.
+    pub remote: bool,
+}
+
+/// The lock file beside a local file or tree: `NAME.oar-tiles.lock`.
+pub fn beside(path: &Path) -> PathBuf {
+    super::beside(path, ".oar-tiles.lock")
 }
 
 /// Takes the output's lock; without `wait`, fails at once naming the holder. With `part` (a
@@ -39,15 +48,14 @@ pub fn lock_path(target: &OutputTarget, s3: &S3Config) -> PathBuf {
 /// resolves with a signal's name (the run's stop request; the signal handler that made it keeps
 /// the signal from ending the process, so the wait must watch it).
 pub async fn acquire(
-    target: &OutputTarget,
-    s3: &S3Config,
+    place: &LockPlace,
     wait: bool,
     part: Option<&str>,
     stopped: impl std::future::Future<Output = &'static str>,
 ) -> Result<OutputLock> {
     tokio::pin!(stopped);
-    let mut path = lock_path(target, s3);
-    let mut output = target.describe();
+    let mut path = place.path.clone();
+    let mut output = place.output.clone();
     if let Some(part) = part {
         let mut name = path.into_os_string();
         name.push(format!(".{part}"));
@@ -55,7 +63,7 @@ pub async fn acquire(
         output = format!("{output} ({part})");
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if super::kind_of(target).is_remote() {
+        if place.remote {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::output(&path, format!("cannot create it: {e}")))?;
         } else if !dir.is_dir() {
@@ -161,45 +169,28 @@ mod tests {
     #[tokio::test]
     async fn a_second_job_is_refused_while_the_first_holds_the_output() {
         let dir = tempfile::tempdir().unwrap();
-        let target = OutputTarget::Mbtiles(dir.path().join("out.mbtiles"));
-        let first = acquire(
-            &target,
-            &S3Config::default(),
-            false,
-            None,
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
-        let err = acquire(
-            &target,
-            &S3Config::default(),
-            false,
-            None,
-            std::future::pending(),
-        )
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+        let place = LockPlace {
+            path: dir.path().join("out.mbtiles.oar-tiles.lock"),
+            output: "out.mbtiles".into(),
+            remote: false,
+        };
+        let first = acquire(&place, false, None, std::future::pending())
+            .await
+            .unwrap();
+        let err = acquire(&place, false, None, std::future::pending())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
         assert!(err.contains("--wait-lock"), "{err}");
         drop(first);
-        assert!(
-            !lock_path(&target, &S3Config::default()).exists(),
-            "the holder removes its lock file"
-        );
-        let _again = acquire(
-            &target,
-            &S3Config::default(),
-            false,
-            None,
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
+        assert!(!place.path.exists(), "the holder removes its lock file");
+        let _again = acquire(&place, false, None, std::future::pending())
+            .await
+            .unwrap();
     }
 }

@@ -12,10 +12,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::agg_hash::AGG_TILES_HASH_KEY;
-use super::mbtiles::COVERAGE_KEYS;
-use super::mbtiles::{Import, STATE_KEY};
+use super::{Import, COVERAGE_KEYS, STATE_KEY};
 use crate::error::{Error, Result};
+use crate::sink::agg_hash::AGG_TILES_HASH_KEY;
 use crate::state::watermark::earliest_snapshot;
 use crate::state::Watermark;
 use crate::tile::{tile_key, TileCoord};

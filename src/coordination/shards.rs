@@ -15,12 +15,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::objects::object_key;
 use super::parts::{decode_tiles, part_name, PartRecord, S3_FOLDER, TREE_FOLDER};
 use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::job::ShardSpec;
 use crate::store::folder::ObjectFolder;
+use crate::store::key_under;
 
 const PLAN_NAME: &str = "plan.json";
 
@@ -42,8 +42,8 @@ pub enum ShardStore {
         /// Part records (trees only).
         folder: PathBuf,
     },
-    /// Objects under an S3 prefix.
-    S3(ObjectFolder),
+    /// Objects under a prefix of a remote store.
+    Objects(ObjectFolder),
 }
 
 impl ShardStore {
@@ -57,11 +57,10 @@ impl ShardStore {
 
     /// The shard objects of a prefix of a remote store: `PREFIX/.oar-tiles/shards/`.
     pub async fn on_store(s3: &S3Config, bucket: &Bucket, prefix: &str) -> Result<ShardStore> {
-        let folder = object_key(prefix, S3_FOLDER);
-        let store = crate::store::open(bucket, s3)
-            .await
-            .map_err(|e| crate::error::Error::output_caused(format!("{bucket}/{folder}"), e))?;
-        Ok(ShardStore::S3(ObjectFolder::new(store, &folder)))
+        let folder = key_under(prefix, S3_FOLDER);
+        Ok(ShardStore::Objects(
+            super::store_folder(s3, bucket, &folder).await?,
+        ))
     }
 
     /// The plan's file or object, for messages.
@@ -102,7 +101,7 @@ impl ShardStore {
                     Err(e) => Err(fail(e)),
                 }
             }
-            ShardStore::S3(objects) => objects.put(PLAN_NAME, text.as_bytes(), true).await,
+            ShardStore::Objects(objects) => objects.put(PLAN_NAME, text.as_bytes(), true).await,
         }
     }
 
@@ -114,7 +113,7 @@ impl ShardStore {
                 crate::store::durable::replace(plan, text.as_bytes())
                     .map_err(|e| Error::output(plan, format!("cannot write the shard plan: {e}")))
             }
-            ShardStore::S3(objects) => objects
+            ShardStore::Objects(objects) => objects
                 .put(PLAN_NAME, text.as_bytes(), false)
                 .await
                 .map(|_| ()),
@@ -182,7 +181,7 @@ impl ShardStore {
         match self {
             ShardStore::Files { plan, .. } if name == PLAN_NAME => plan.display().to_string(),
             ShardStore::Files { folder, .. } => folder.join(name).display().to_string(),
-            ShardStore::S3(objects) => objects.location(name),
+            ShardStore::Objects(objects) => objects.location(name),
         }
     }
 
@@ -196,7 +195,7 @@ impl ShardStore {
                     Err(e) => Err(Error::output(&path, format!("cannot read it: {e}"))),
                 }
             }
-            ShardStore::S3(objects) => objects.get(name).await,
+            ShardStore::Objects(objects) => objects.get(name).await,
         }
     }
 
@@ -210,7 +209,7 @@ impl ShardStore {
                     Err(e) => Err(Error::output(&path, format!("cannot remove it: {e}"))),
                 }
             }
-            ShardStore::S3(objects) => objects.delete(name).await,
+            ShardStore::Objects(objects) => objects.delete(name).await,
         }
     }
 }
@@ -226,8 +225,8 @@ fn create_parent(path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::parts::{encode_tiles, plan_id, PartOf};
-    use crate::sink::TilesetMetadata;
+    use crate::coordination::parts::{encode_tiles, plan_id, PartOf};
+    use crate::coordination::TilesetMetadata;
 
     fn spec(index: u32) -> ShardSpec {
         ShardSpec::new(index, 2).unwrap()
