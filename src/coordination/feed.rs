@@ -17,7 +17,6 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::store::folder::ObjectFolder;
 
@@ -29,6 +28,9 @@ pub const VERSION: u32 = 1;
 pub const HEAD: &str = "head.json";
 /// The feed's folder inside a tree or an S3 prefix.
 pub const FOLDER: &str = "changes";
+
+/// The feed folder's suffix beside a single file or archive object: `NAME.changes`.
+pub const SUFFIX: &str = ".changes";
 /// `Cache-Control` of a segment: it never changes once written.
 pub const SEGMENT_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
@@ -101,20 +103,6 @@ pub enum FeedStore {
     Folder(PathBuf),
     /// A folder of objects under an S3 prefix.
     Objects(ObjectFolder),
-}
-
-impl FeedStore {
-    /// The changes feed beside a local file: `NAME.changes`.
-    pub fn beside(path: &std::path::Path) -> FeedStore {
-        FeedStore::Folder(super::beside(path, ".changes"))
-    }
-
-    /// The changes feed of an output in a remote store: objects under `folder`.
-    pub async fn on_store(s3: &S3Config, bucket: &Bucket, folder: &str) -> Result<FeedStore> {
-        Ok(FeedStore::Objects(
-            super::store_folder(s3, bucket, folder).await?,
-        ))
-    }
 }
 
 /// What one publication added, for the run's summary and log.

@@ -25,7 +25,10 @@ impl Drop for OutputLock {
     }
 }
 
-/// Where an output's lock lives, as its format says (`sink::lock_place`).
+/// The lock file's suffix beside a local file or tree: `NAME.oar-tiles.lock`.
+pub const SUFFIX: &str = ".oar-tiles.lock";
+
+/// Where an output's lock lives.
 #[derive(Debug, Clone)]
 pub struct LockPlace {
     /// The lock file.
@@ -37,9 +40,15 @@ pub struct LockPlace {
     pub remote: bool,
 }
 
-/// The lock file beside a local file or tree: `NAME.oar-tiles.lock`.
-pub fn beside(path: &Path) -> PathBuf {
-    super::beside(path, ".oar-tiles.lock")
+impl LockPlace {
+    /// The lock of the output `output` that lives at `home`.
+    pub fn of(home: &super::Home, output: String, s3: &crate::config::S3Config) -> LockPlace {
+        LockPlace {
+            path: home.lock_path(s3),
+            output,
+            remote: home.is_remote(),
+        }
+    }
 }
 
 /// Takes the output's lock; without `wait`, fails at once naming the holder. With `part` (a

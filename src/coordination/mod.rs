@@ -2,6 +2,8 @@
 //! work on it together, whatever its format. Formats (`sink`) build on it; it builds on storage
 //! (`store`), and never learns which format or store holds an output.
 //!
+//! - `home.rs`: where an output lives, as its format says, and so where its lock, outbox and feed
+//!   are;
 //! - `lock.rs`: one job per output at a time;
 //! - `outbox.rs` and `changed_list.rs`: what runs changed, kept until every consumer took it, and
 //!   the recorder a writer notes each changed tile in;
@@ -13,6 +15,7 @@
 
 pub mod changed_list;
 pub mod feed;
+pub mod home;
 pub mod lock;
 pub mod metadata;
 pub mod outbox;
@@ -21,6 +24,7 @@ pub mod parts;
 pub mod shards;
 
 pub use changed_list::ChangedList;
+pub use home::Home;
 pub use metadata::TilesetMetadata;
 pub use parts::PartOf;
 

@@ -27,7 +27,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
 
-use crate::config::{Bucket, S3Config};
 use crate::coordination::ChangedList;
 use crate::error::{Error, Result};
 use crate::store::folder::ObjectFolder;
@@ -79,26 +78,6 @@ pub enum OutboxStore {
 }
 
 impl OutboxStore {
-    /// The outbox folder beside a local file: `NAME.oar-tiles-outbox`.
-    pub fn beside(path: &Path) -> OutboxStore {
-        OutboxStore::Folder(super::beside(path, ".oar-tiles-outbox"))
-    }
-
-    /// Removes the outbox folder beside a local file that is gone.
-    pub fn remove_beside(path: &Path) -> Result<()> {
-        let folder = super::beside(path, ".oar-tiles-outbox");
-        crate::store::durable::remove_if_there(&folder, std::fs::remove_dir_all(&folder))
-    }
-
-    /// The outbox of an output in a remote store: objects under `folder`, written through this
-    /// machine's state.
-    pub async fn on_store(s3: &S3Config, bucket: &Bucket, folder: &str) -> Result<OutboxStore> {
-        Ok(OutboxStore::Objects {
-            folder: super::store_folder(s3, bucket, folder).await?,
-            local: crate::store::local_file(bucket, s3, folder, "outbox", "d"),
-        })
-    }
-
     /// Where it is, for messages.
     pub fn describe(&self) -> String {
         match self {

@@ -26,7 +26,7 @@ pub(super) async fn deliver(
     if cdn.is_empty() {
         return Ok(None);
     }
-    let outbox = Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None);
+    let outbox = Outbox::new(sink::kind_of(target).home().outbox(&job.s3).await?, None);
     if outbox.backlog().await?.batches == 0 {
         return Ok(None);
     }
@@ -115,7 +115,7 @@ pub(super) async fn purge_index(
     };
     match name {
         Some(name) => {
-            Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None)
+            Outbox::new(sink::kind_of(target).home().outbox(&job.s3).await?, None)
                 .add_batch(&[name])
                 .await
         }

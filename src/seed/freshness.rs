@@ -151,7 +151,7 @@ pub(super) async fn add_noted(
     s3: &crate::config::S3Config,
     tiles: &mut Vec<TileCoord>,
 ) -> Result<()> {
-    let outbox = Outbox::new(sink::kind_of(target).outbox(s3).await?, None);
+    let outbox = Outbox::new(sink::kind_of(target).home().outbox(s3).await?, None);
     let Some(bytes) = outbox.read_note(DEFERRED_TILES).await? else {
         return Ok(());
     };
@@ -185,7 +185,7 @@ pub async fn next_deferral(job: &SeedJob) -> Result<Option<SystemTime>> {
         if tileset.tileset.partition_by.is_some() {
             continue;
         }
-        let outbox = Outbox::new(sink::kind_of(target).outbox(&job.s3).await?, None);
+        let outbox = Outbox::new(sink::kind_of(target).home().outbox(&job.s3).await?, None);
         let Some(bytes) = outbox.read_note(DEFERRED_TILES).await? else {
             continue;
         };

@@ -127,17 +127,17 @@ impl RunOutbox {
         }
         let feed = match (&tileset.tileset.feed, &part) {
             (Some(settings), None) => Some(RunFeed {
-                store: kind.feed(s3).await?,
+                store: kind.home().feed(s3).await?,
                 settings: settings.clone(),
                 reload: false,
             }),
             _ => None,
         };
-        let outbox = Outbox::new(kind.outbox(s3).await?, part);
+        let outbox = Outbox::new(kind.home().outbox(s3).await?, part);
         let run = outbox.start()?;
         let handover = match (&tileset.tileset_output, &tileset.list_prefix) {
             (Some(root), Some(path)) if !targets.is_empty() => Some((
-                Outbox::new(sink::kind_of(root).outbox(s3).await?, None),
+                Outbox::new(sink::kind_of(root).home().outbox(s3).await?, None),
                 path.clone(),
             )),
             _ => None,
@@ -610,7 +610,7 @@ pub(super) async fn purge_plans(
     s3: &S3Config,
     work: &Work,
 ) -> Result<(Backlog, Vec<TargetPlan>)> {
-    let outbox = Outbox::new(sink::kind_of(target).outbox(s3).await?, None);
+    let outbox = Outbox::new(sink::kind_of(target).home().outbox(s3).await?, None);
     let stored: Option<StoredTiles> = read_json(&outbox, STORED_TILES).await?;
     let prefix = tileset.list_prefix.as_deref();
     let extension = &tileset.tileset.output_settings.tile_extension;

@@ -76,7 +76,7 @@ impl Server {
             let target = OutputTarget::parse(output)?;
             let reader = OutputReader::open(output, &target, s3_config, extension).await?;
             let metadata = reader.metadata().await?;
-            let feed = sink::kind_of(&target).feed(s3_config).await?;
+            let feed = sink::kind_of(&target).home().feed(s3_config).await?;
             let mut name = url_name(metadata["name"].as_str().unwrap_or_default(), &target);
             let base = name.clone();
             let mut n = 1;

@@ -16,10 +16,9 @@ use super::mbtiles::merge::MergeReport;
 use super::read::{OutputReader, ReaderOptions};
 use super::{OutputSettings, Sink};
 use crate::config::S3Config;
-use crate::coordination::feed::FeedStore;
-use crate::coordination::outbox::{OutboxStore, StoppedRun};
+use crate::coordination::outbox::StoppedRun;
 use crate::coordination::shards::ShardStore;
-use crate::coordination::{ChangedList, PartOf};
+use crate::coordination::{ChangedList, Home, PartOf};
 use crate::error::Result;
 
 /// What a writer needs besides the output's address.
@@ -38,13 +37,8 @@ pub struct WriterOptions<'a> {
 
 /// One kind of output's capabilities.
 pub trait OutputKind: Send + Sync {
-    /// The file that locks the output against a second job; an S3 output's lock is told apart by
-    /// the store's endpoint too.
-    fn lock_path(&self, s3: &S3Config) -> PathBuf;
-
-    /// Whether the output lives on a remote store. Its lock and working files then live in this
-    /// machine's state folder, which the tool creates; a local output's folder must exist.
-    fn is_remote(&self) -> bool;
+    /// Where the output lives, so where run coordination keeps its lock, outbox and changes feed.
+    fn home(&self) -> Home;
 
     /// Whether stored tiles are gzip-compressed under these settings.
     fn stores_gzip(&self, settings: &OutputSettings) -> bool;
@@ -95,13 +89,6 @@ pub trait OutputKind: Send + Sync {
     /// The writes a run that stores `tiles` tiles makes (`None`: every tile of a full seed), as
     /// `seed --dirty --dry-run` prints them: requests where the output is remote.
     fn expected_writes(&self, tiles: Option<u64>) -> String;
-
-    /// Where the output keeps its outbox of changes for CDNs and `--changed-list`.
-    fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>>;
-
-    /// Where the output publishes its changes feed (`[tileset.feed]`): inside a tree or prefix,
-    /// where its CDN serves it with the tiles, or beside a single file or archive.
-    fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>>;
 
     /// Makes the place partitions of this output go into, where they need one (a tree's
     /// partitions are trees inside it).

@@ -172,15 +172,10 @@ pub fn kind_of(target: &OutputTarget) -> Box<dyn OutputKind + '_> {
     }
 }
 
-/// Where an output's lock lives ([`OutputKind::lock_path`]), for
+/// Where an output's lock lives (by [`OutputKind::home`]), for
 /// [`crate::coordination::lock::acquire`].
 pub fn lock_place(target: &OutputTarget, s3: &S3Config) -> LockPlace {
-    let kind = kind_of(target);
-    LockPlace {
-        path: kind.lock_path(s3),
-        output: target.describe(),
-        remote: kind.is_remote(),
-    }
+    LockPlace::of(&kind_of(target).home(), target.describe(), s3)
 }
 
 /// Removes the files a local partition output left once a full seed emptied it: the MBTiles or

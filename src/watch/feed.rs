@@ -90,7 +90,7 @@ async fn store(
             ))
         }
     };
-    let found = kind_of(&target).feed(s3).await;
+    let found = kind_of(&target).home().feed(s3).await;
     found.map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 

@@ -7,9 +7,8 @@ use futures::FutureExt;
 
 use super::read::TreeReader;
 use crate::config::S3Config;
-use crate::coordination::feed::FeedStore;
-use crate::coordination::outbox::OutboxStore;
 use crate::coordination::shards::ShardStore;
+use crate::coordination::Home;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
 use crate::sink::kind::{OutputKind, WriterOptions};
@@ -22,13 +21,8 @@ use crate::store::document::{read_capped, DOCUMENT_CAP};
 pub struct Tree<'a>(pub &'a Path);
 
 impl OutputKind for Tree<'_> {
-    fn lock_path(&self, _s3: &S3Config) -> PathBuf {
-        // `out/` and `out` are one tree: the lock goes beside its normalised path.
-        crate::coordination::lock::beside(&self.0.components().collect::<PathBuf>())
-    }
-
-    fn is_remote(&self) -> bool {
-        false
+    fn home(&self) -> Home {
+        Home::Tree(self.0.to_path_buf())
     }
 
     fn stores_gzip(&self, settings: &OutputSettings) -> bool {
@@ -120,17 +114,6 @@ impl OutputKind for Tree<'_> {
             super::super::tilejson::TILEJSON_NAME,
             super::TIPPECANOE_METADATA_NAME,
         ]
-    }
-
-    fn feed<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
-        std::future::ready(Ok(FeedStore::Folder(
-            self.0.join(crate::coordination::feed::FOLDER),
-        )))
-        .boxed()
-    }
-
-    fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
-        std::future::ready(Ok(OutboxStore::Folder(self.0.join(".oar-tiles-outbox")))).boxed()
     }
 
     /// Partitions are trees inside this one; its parent must exist, as for any tree. A bare

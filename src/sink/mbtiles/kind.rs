@@ -7,9 +7,8 @@ use futures::FutureExt;
 
 use super::read::MbtilesReader;
 use crate::config::S3Config;
-use crate::coordination::feed::FeedStore;
-use crate::coordination::outbox::OutboxStore;
 use crate::coordination::shards::ShardStore;
+use crate::coordination::Home;
 use crate::coordination::PartOf;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
@@ -22,12 +21,8 @@ use crate::sink::{OutputSettings, Sink};
 pub struct MbtilesFile<'a>(pub &'a Path);
 
 impl OutputKind for MbtilesFile<'_> {
-    fn lock_path(&self, _s3: &S3Config) -> PathBuf {
-        crate::coordination::lock::beside(self.0)
-    }
-
-    fn is_remote(&self) -> bool {
-        false
+    fn home(&self) -> Home {
+        Home::File(self.0.to_path_buf())
     }
 
     fn stores_gzip(&self, _settings: &OutputSettings) -> bool {
@@ -115,21 +110,13 @@ impl OutputKind for MbtilesFile<'_> {
         &[]
     }
 
-    fn feed<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
-        std::future::ready(Ok(FeedStore::beside(self.0))).boxed()
-    }
-
-    fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
-        std::future::ready(Ok(OutboxStore::beside(self.0))).boxed()
-    }
-
     fn prepare_partitions(&self) -> Result<()> {
         Ok(())
     }
 
     fn remove_emptied(&self) -> Result<()> {
         super::remove_sqlite_files(self.0);
-        OutboxStore::remove_beside(self.0)
+        Home::File(self.0.to_path_buf()).remove_outbox()
     }
 
     fn refresh_agg_hash(

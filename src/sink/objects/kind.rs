@@ -7,9 +7,8 @@ use futures::FutureExt;
 
 use super::read::ObjectReader;
 use crate::config::{Bucket, S3Config};
-use crate::coordination::feed::FeedStore;
-use crate::coordination::outbox::OutboxStore;
 use crate::coordination::shards::ShardStore;
+use crate::coordination::Home;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
 use crate::sink::kind::{OutputKind, WriterOptions};
@@ -26,12 +25,11 @@ pub struct ObjectPrefix<'a> {
 }
 
 impl OutputKind for ObjectPrefix<'_> {
-    fn lock_path(&self, s3: &S3Config) -> PathBuf {
-        crate::store::local_file(self.bucket, s3, self.prefix, "locks", "lock")
-    }
-
-    fn is_remote(&self) -> bool {
-        true
+    fn home(&self) -> Home {
+        Home::Prefix {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.to_string(),
+        }
     }
 
     fn stores_gzip(&self, settings: &OutputSettings) -> bool {
@@ -140,16 +138,6 @@ impl OutputKind for ObjectPrefix<'_> {
 
     fn documents(&self) -> &'static [&'static str] {
         &[super::super::tilejson::TILEJSON_NAME]
-    }
-
-    fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
-        let folder = super::object_key(self.prefix, crate::coordination::feed::FOLDER);
-        async move { FeedStore::on_store(s3, self.bucket, &folder).await }.boxed()
-    }
-
-    fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
-        let folder = super::object_key(self.prefix, ".oar-tiles/outbox");
-        async move { OutboxStore::on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {

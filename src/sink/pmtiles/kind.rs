@@ -8,9 +8,8 @@ use futures::FutureExt;
 
 use super::read::PmtilesReader;
 use crate::config::{Bucket, S3Config};
-use crate::coordination::feed::FeedStore;
-use crate::coordination::outbox::OutboxStore;
 use crate::coordination::shards::ShardStore;
+use crate::coordination::Home;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
 use crate::sink::kind::{OutputKind, WriterOptions};
@@ -39,12 +38,8 @@ fn unsharded(output: String) -> Error {
 }
 
 impl OutputKind for PmtilesFile<'_> {
-    fn lock_path(&self, _s3: &S3Config) -> PathBuf {
-        crate::coordination::lock::beside(self.0)
-    }
-
-    fn is_remote(&self) -> bool {
-        false
+    fn home(&self) -> Home {
+        Home::File(self.0.to_path_buf())
     }
 
     fn stores_gzip(&self, _settings: &OutputSettings) -> bool {
@@ -112,14 +107,6 @@ impl OutputKind for PmtilesFile<'_> {
         &[]
     }
 
-    fn feed<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
-        std::future::ready(Ok(FeedStore::beside(self.0))).boxed()
-    }
-
-    fn outbox<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
-        std::future::ready(Ok(OutboxStore::beside(self.0))).boxed()
-    }
-
     fn prepare_partitions(&self) -> Result<()> {
         Ok(())
     }
@@ -128,7 +115,7 @@ impl OutputKind for PmtilesFile<'_> {
         super::versions::remove_local(self.0)?;
         crate::store::durable::remove_if_there(self.0, std::fs::remove_file(self.0))?;
         remove_sqlite_files(&super::store_path(self.0));
-        OutboxStore::remove_beside(self.0)
+        Home::File(self.0.to_path_buf()).remove_outbox()
     }
 
     fn refresh_agg_hash(
@@ -148,12 +135,11 @@ impl ObjectArchive<'_> {
 }
 
 impl OutputKind for ObjectArchive<'_> {
-    fn lock_path(&self, s3: &S3Config) -> PathBuf {
-        crate::store::local_file(self.bucket, s3, self.key, "locks", "lock")
-    }
-
-    fn is_remote(&self) -> bool {
-        true
+    fn home(&self) -> Home {
+        Home::Object {
+            bucket: self.bucket.clone(),
+            key: self.key.to_string(),
+        }
     }
 
     fn stores_gzip(&self, _settings: &OutputSettings) -> bool {
@@ -232,16 +218,6 @@ impl OutputKind for ObjectArchive<'_> {
     fn documents(&self) -> &'static [&'static str] {
         // A single file: its metadata travels inside it.
         &[]
-    }
-
-    fn feed<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<FeedStore>> {
-        let folder = format!("{}.changes", self.key);
-        async move { FeedStore::on_store(s3, self.bucket, &folder).await }.boxed()
-    }
-
-    fn outbox<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<OutboxStore>> {
-        let folder = format!("{}.oar-tiles-outbox", self.key);
-        async move { OutboxStore::on_store(s3, self.bucket, &folder).await }.boxed()
     }
 
     fn prepare_partitions(&self) -> Result<()> {

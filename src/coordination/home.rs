@@ -1,0 +1,147 @@
+//! Where an output lives, as its format tells run coordination, and so where the output's lock,
+//! outbox and changes feed are: beside a single file or archive object, inside a tree or prefix.
+//! A format says only which of these it is; the names of what coordination keeps there are
+//! decided here, once.
+
+use std::path::PathBuf;
+
+use super::feed::{self, FeedStore};
+use super::outbox::OutboxStore;
+use crate::config::{Bucket, S3Config};
+use crate::error::Result;
+use crate::store::key_under;
+
+/// The outbox folder's name beside a single file or archive object (`NAME` + it) and inside a tree.
+const OUTBOX_SUFFIX: &str = ".oar-tiles-outbox";
+
+/// The outbox folder under a prefix.
+const PREFIX_OUTBOX: &str = ".oar-tiles/outbox";
+
+/// Where an output lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Home {
+    /// A single local file (MBTiles, PMTiles): its state lives beside it.
+    File(PathBuf),
+    /// A local tree of tiles: its state lives inside it, its lock beside it.
+    Tree(PathBuf),
+    /// A prefix of a remote store: its state lives under it, its lock on this machine.
+    Prefix {
+        /// The store and bucket or container.
+        bucket: Bucket,
+        /// The prefix, without leading or trailing slash; may be empty.
+        prefix: String,
+    },
+    /// One object of a remote store (a PMTiles archive): its state lives beside it, its lock
+    /// on this machine.
+    Object {
+        /// The store and bucket or container.
+        bucket: Bucket,
+        /// The object's key.
+        key: String,
+    },
+}
+
+impl Home {
+    /// Whether the output lives in a remote store: its lock and working files then live in this
+    /// machine's state folder, which the tool creates; a local output's folder must exist.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Home::Prefix { .. } | Home::Object { .. })
+    }
+
+    /// The file that locks the output against a second job: beside a local output; in this
+    /// machine's state for a remote one, told apart by the store's endpoint or account too.
+    pub fn lock_path(&self, s3: &S3Config) -> PathBuf {
+        match self {
+            Home::File(path) => super::beside(path, super::lock::SUFFIX),
+            // `out/` and `out` are one tree: the lock goes beside its normalised path.
+            Home::Tree(root) => {
+                super::beside(&root.components().collect::<PathBuf>(), super::lock::SUFFIX)
+            }
+            Home::Prefix { bucket, prefix } => {
+                crate::store::local_file(bucket, s3, prefix, "locks", "lock")
+            }
+            Home::Object { bucket, key } => {
+                crate::store::local_file(bucket, s3, key, "locks", "lock")
+            }
+        }
+    }
+
+    /// Where the output keeps its outbox of changes for CDNs and `--changed-list`.
+    pub async fn outbox(&self, s3: &S3Config) -> Result<OutboxStore> {
+        let (bucket, folder) = match self {
+            Home::File(path) => return Ok(OutboxStore::Folder(super::beside(path, OUTBOX_SUFFIX))),
+            Home::Tree(root) => return Ok(OutboxStore::Folder(root.join(OUTBOX_SUFFIX))),
+            Home::Prefix { bucket, prefix } => (bucket, key_under(prefix, PREFIX_OUTBOX)),
+            Home::Object { bucket, key } => (bucket, format!("{key}{OUTBOX_SUFFIX}")),
+        };
+        Ok(OutboxStore::Objects {
+            folder: super::store_folder(s3, bucket, &folder).await?,
+            local: crate::store::local_file(bucket, s3, &folder, "outbox", "d"),
+        })
+    }
+
+    /// Where the output publishes its changes feed (`[tileset.feed]`): inside a tree or prefix,
+    /// where its CDN serves it with the tiles, or beside a single file or archive.
+    pub async fn feed(&self, s3: &S3Config) -> Result<FeedStore> {
+        let (bucket, folder) = match self {
+            Home::File(path) => return Ok(FeedStore::Folder(super::beside(path, feed::SUFFIX))),
+            Home::Tree(root) => return Ok(FeedStore::Folder(root.join(feed::FOLDER))),
+            Home::Prefix { bucket, prefix } => (bucket, key_under(prefix, feed::FOLDER)),
+            Home::Object { bucket, key } => (bucket, format!("{key}{}", feed::SUFFIX)),
+        };
+        Ok(FeedStore::Objects(
+            super::store_folder(s3, bucket, &folder).await?,
+        ))
+    }
+
+    /// Removes the outbox beside a single local file that is gone; the outbox of a tree or
+    /// prefix goes with it.
+    pub fn remove_outbox(&self) -> Result<()> {
+        match self {
+            Home::File(path) => {
+                let folder = super::beside(path, OUTBOX_SUFFIX);
+                crate::store::durable::remove_if_there(&folder, std::fs::remove_dir_all(&folder))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Scheme;
+    use std::path::Path;
+
+    #[test]
+    fn state_lives_beside_a_file_and_inside_a_tree_or_prefix() {
+        let s3 = S3Config::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let file = Home::File("/data/out.mbtiles".into());
+        assert_eq!(
+            file.lock_path(&s3),
+            Path::new("/data/out.mbtiles.oar-tiles.lock")
+        );
+        assert_eq!(
+            runtime.block_on(file.outbox(&s3)).unwrap().describe(),
+            "/data/out.mbtiles.oar-tiles-outbox"
+        );
+        let tree = Home::Tree("/data/tiles/".into());
+        assert_eq!(tree.lock_path(&s3), Path::new("/data/tiles.oar-tiles.lock"));
+        assert_eq!(
+            runtime.block_on(tree.outbox(&s3)).unwrap().describe(),
+            "/data/tiles/.oar-tiles-outbox"
+        );
+        assert!(!file.is_remote() && !tree.is_remote());
+        let prefix = Home::Prefix {
+            bucket: Bucket {
+                scheme: Scheme::S3,
+                name: "maps".into(),
+            },
+            prefix: "tiles".into(),
+        };
+        assert!(prefix.is_remote());
+    }
+}
