@@ -42,7 +42,7 @@ struct Recorder {
 }
 
 /// Lines as a sink records them, handed on while the run still writes: the tiles a writer records
-/// only once they are served (the format's `OutputKind::records_when_visible`) can be purged
+/// only once they are served (`Home::stores_tile_by_tile`) can be purged
 /// at once, before the run's slower tiles are done. The recording stays the durable record; this
 /// is only a copy in memory.
 #[derive(Default)]

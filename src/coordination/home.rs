@@ -48,6 +48,15 @@ impl Home {
         matches!(self, Home::Prefix { .. } | Home::Object { .. })
     }
 
+    /// Whether the output's tiles are files or objects of their own (a tree, a prefix), each
+    /// served as soon as it is written: the tiles a stopped run stored stay, and its writer
+    /// records a tile in the outbox only once readers are served its new bytes (a tile renamed
+    /// into place, an object's PUT done), so a run may purge it at once. A single file or archive
+    /// is replaced whole or not at all, and shows its tiles only when it is finished.
+    pub fn stores_tile_by_tile(&self) -> bool {
+        matches!(self, Home::Tree(_) | Home::Prefix { .. })
+    }
+
     /// The file that locks the output against a second job: beside a local output; in this
     /// machine's state for a remote one, told apart by the store's endpoint or account too.
     pub fn lock_path(&self, s3: &S3Config) -> PathBuf {
@@ -135,6 +144,7 @@ mod tests {
             "/data/tiles/.oar-tiles-outbox"
         );
         assert!(!file.is_remote() && !tree.is_remote());
+        assert!(!file.stores_tile_by_tile() && tree.stores_tile_by_tile());
         let prefix = Home::Prefix {
             bucket: Bucket {
                 scheme: Scheme::S3,

@@ -47,6 +47,21 @@ pub struct TilesetMetadata {
 }
 
 impl TilesetMetadata {
+    /// The metadata of a tileset named `name` without layers, description or attribution, over
+    /// `bounds` at `zooms`, whose stored tiles' coverage is not known yet.
+    pub fn bare(name: &str, bounds: BBox, zooms: ZoomRange) -> TilesetMetadata {
+        TilesetMetadata {
+            name: name.into(),
+            description: None,
+            attribution: None,
+            bounds,
+            covered: None,
+            covered_zooms: None,
+            zooms,
+            vector_layers: Vec::new(),
+        }
+    }
+
     /// The metadata of a tileset's run: its zooms and area, and each layer's fields over the zooms
     /// where the layer appears.
     pub fn for_job(tileset: &TilesetJob, layers: &[LayerSource]) -> TilesetMetadata {

@@ -248,16 +248,11 @@ mod tests {
             spec: spec(1),
             plan: plan_id("first"),
         };
-        let metadata = TilesetMetadata {
-            name: "t".into(),
-            description: None,
-            attribution: None,
-            bounds: crate::tile::BBox::WORLD,
-            covered: None,
-            covered_zooms: None,
-            zooms: crate::tile::ZoomRange::new(0, 2).unwrap(),
-            vector_layers: Vec::new(),
-        };
+        let metadata = TilesetMetadata::bare(
+            "t",
+            crate::tile::BBox::WORLD,
+            crate::tile::ZoomRange::new(0, 2).unwrap(),
+        );
         let tiles: HashMap<u64, [u8; 16]> = [(5, [1; 16])].into_iter().collect();
         let record = PartRecord::new(&part, "{}", &metadata, 1);
         std::fs::write(folder.join(part.name("tiles")), encode_tiles(&tiles)).unwrap();

@@ -156,13 +156,13 @@ impl RunOutbox {
         };
         Ok(RunOutbox {
             stored,
-            records_when_visible: kind.records_when_visible(),
+            records_when_visible: kind.home().stores_tile_by_tile(),
             early: HashMap::new(),
             early_failed: HashMap::new(),
             feed,
             outbox: Arc::new(outbox),
             run: Some(run),
-            keeps_stopped_tiles: kind.keeps_stopped_tiles(),
+            keeps_stopped_tiles: kind.home().stores_tile_by_tile(),
             targets,
             consumers,
             prefix: tileset.list_prefix.clone(),

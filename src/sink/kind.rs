@@ -68,19 +68,10 @@ pub trait OutputKind: Send + Sync {
         options: ReaderOptions<'a>,
     ) -> BoxFuture<'a, Result<Vec<Finding>>>;
 
-    /// Whether tiles a stopped run already stored stay in the output (they do in a tree or S3
-    /// prefix, written tile by tile; a single file is replaced whole or not at all).
-    fn keeps_stopped_tiles(&self) -> bool;
-
     /// Removes, under the output's lock, what `stopped` runs (killed ones) left half written:
     /// a tree's temporary files of the tiles they were placing. Kinds whose files or objects are
     /// replaced whole at once have nothing to remove.
     fn remove_leftovers(&self, stopped: &[StoppedRun]) -> Result<()>;
-
-    /// Whether the output's writer records a tile in the outbox only once readers are served its
-    /// new bytes (a tree's tile renamed into place, an S3 object's PUT done), so a run may purge
-    /// it at once. A single file (MBTiles, PMTiles) shows its tiles only when it is finished.
-    fn records_when_visible(&self) -> bool;
 
     /// The documents beside the tiles that a run rewrites when what its tiles cover changes (the
     /// zooms and bounds they declare), which a reseed's dry run plans to purge with the tiles.

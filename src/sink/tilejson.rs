@@ -314,16 +314,11 @@ mod tests {
     }
 
     fn written(public_base: Option<&str>) -> Value {
-        let metadata = TilesetMetadata {
-            name: "f".into(),
-            description: None,
-            attribution: None,
-            bounds: BBox::new(10.0, 20.0, 11.0, 21.0).unwrap(),
-            covered: None,
-            covered_zooms: None,
-            zooms: ZoomRange::new(0, 9).unwrap(),
-            vector_layers: vec![],
-        };
+        let metadata = TilesetMetadata::bare(
+            "f",
+            BBox::new(10.0, 20.0, 11.0, 21.0).unwrap(),
+            ZoomRange::new(0, 9).unwrap(),
+        );
         tilejson(&metadata, &OutputSettings::default(), public_base)
     }
 

@@ -214,23 +214,16 @@ mod tests {
     use crate::tile::TileCoord;
     use crate::tile::{BBox, ZoomRange};
 
-    fn finish(sink: DirectorySink) {
-        let metadata = TilesetMetadata {
-            name: "t".into(),
-            description: None,
-            attribution: None,
-            bounds: BBox::WORLD,
-            covered: None,
-            covered_zooms: None,
-            zooms: ZoomRange::new(0, 3).unwrap(),
-            vector_layers: vec![],
-        };
+    /// Finishes a run that walked zooms 0 to `max_zoom`, its hash deferred or not.
+    fn finish(sink: DirectorySink, max_zoom: u8, defer_hash: bool) {
+        let zooms = ZoomRange::new(0, max_zoom).unwrap();
+        let metadata = TilesetMetadata::bare("t", BBox::WORLD, zooms);
         Box::new(sink)
             .finish(Finish {
                 metadata: &metadata,
                 sweep: &crate::sink::Sweep::Nothing,
                 state: None,
-                defer_hash: false,
+                defer_hash,
             })
             .unwrap();
     }
@@ -256,7 +249,7 @@ mod tests {
         );
         let mut first = sink(&root);
         first.write_tile(a, b"old").unwrap();
-        finish(first);
+        finish(first, 3, false);
         let mut expected = AggHasher::new();
         expected.add(a, b"old");
         assert_eq!(named_hash(&root), expected.finish());
@@ -274,7 +267,7 @@ mod tests {
         next.write_tile(a, b"new").unwrap();
         next.write_tile(b, b"added").unwrap();
         assert_eq!(next.report.changed, 0);
-        finish(next);
+        finish(next, 3, false);
         let mut expected = AggHasher::new();
         expected.add(b, b"added");
         expected.add(a, b"new");
@@ -289,29 +282,8 @@ mod tests {
             document.replace(&named_hash(&root), fake),
         )
         .unwrap();
-        finish(sink(&root));
+        finish(sink(&root), 3, false);
         assert_eq!(named_hash(&root), fake, "no tile was read again");
-    }
-
-    fn finish_deferred(sink: DirectorySink) {
-        let metadata = TilesetMetadata {
-            name: "t".into(),
-            description: None,
-            attribution: None,
-            bounds: BBox::WORLD,
-            covered: None,
-            covered_zooms: None,
-            zooms: ZoomRange::new(0, 5).unwrap(),
-            vector_layers: vec![],
-        };
-        Box::new(sink)
-            .finish(Finish {
-                metadata: &metadata,
-                sweep: &crate::sink::Sweep::Nothing,
-                state: None,
-                defer_hash: true,
-            })
-            .unwrap();
     }
 
     fn declared(root: &std::path::Path) -> serde_json::Value {
@@ -326,12 +298,12 @@ mod tests {
         let mut first = sink(&root);
         first.write_tile(tile("3/1/6"), b"a").unwrap();
         first.write_tile(tile("1/0/0"), b"b").unwrap();
-        finish(first);
+        finish(first, 3, false);
 
         // A deeper tile: the zooms widen and the box becomes the deeper zoom's.
         let mut next = sink(&root);
         next.write_tile(tile("4/2/12"), b"c").unwrap();
-        finish_deferred(next);
+        finish(next, 5, true);
         assert!(root.join(STALE_NAME).exists());
         let document = declared(&root);
         assert!(document.get(AGG_TILES_HASH_KEY).is_none(), "{document}");
@@ -344,7 +316,7 @@ mod tests {
         // A deletion may empty an edge: the names are listed again.
         let mut deleting = sink(&root);
         deleting.delete_tile(tile("4/2/12")).unwrap();
-        finish_deferred(deleting);
+        finish(deleting, 5, true);
         let document = declared(&root);
         assert_eq!(
             (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),

@@ -92,14 +92,6 @@ impl OutputKind for Tree<'_> {
         }
     }
 
-    fn records_when_visible(&self) -> bool {
-        true
-    }
-
-    fn keeps_stopped_tiles(&self) -> bool {
-        true
-    }
-
     fn remove_leftovers(&self, stopped: &[crate::coordination::outbox::StoppedRun]) -> Result<()> {
         for run in stopped {
             if let Some(pid) = run.pid {

@@ -565,16 +565,7 @@ mod tests {
     use crate::tile::{BBox, ZoomRange};
 
     fn metadata(zooms: ZoomRange) -> TilesetMetadata {
-        TilesetMetadata {
-            name: "t".into(),
-            description: None,
-            attribution: None,
-            bounds: BBox::WORLD,
-            covered: None,
-            covered_zooms: None,
-            zooms,
-            vector_layers: vec![],
-        }
+        TilesetMetadata::bare("t", BBox::WORLD, zooms)
     }
 
     #[test]

@@ -92,14 +92,6 @@ impl OutputKind for MbtilesFile<'_> {
         }
     }
 
-    fn records_when_visible(&self) -> bool {
-        false
-    }
-
-    fn keeps_stopped_tiles(&self) -> bool {
-        false
-    }
-
     /// A stopped run's writes never show: a file or object is replaced whole.
     fn remove_leftovers(&self, _stopped: &[crate::coordination::outbox::StoppedRun]) -> Result<()> {
         Ok(())

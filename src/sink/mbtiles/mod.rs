@@ -234,16 +234,8 @@ pub(crate) fn record_coverage(connection: &Connection) -> rusqlite::Result<()> {
     let (Some(zooms), Some(bounds)) = (coverage.zooms(), coverage.bbox(&BBox::WORLD)) else {
         return Ok(());
     };
-    let metadata = TilesetMetadata {
-        name: String::new(),
-        description: None,
-        attribution: None,
-        bounds,
-        covered: Some(bounds),
-        covered_zooms: Some(zooms),
-        zooms,
-        vector_layers: Vec::new(),
-    };
+    let mut metadata = TilesetMetadata::bare("", bounds, zooms);
+    (metadata.covered, metadata.covered_zooms) = (Some(bounds), Some(zooms));
     for (name, value) in metadata.mbtiles_rows() {
         if COVERAGE_KEYS.contains(&name) {
             connection.execute(

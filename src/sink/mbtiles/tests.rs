@@ -5,16 +5,7 @@ use super::*;
 use crate::tile::{BBox, ZoomRange};
 
 fn metadata() -> TilesetMetadata {
-    TilesetMetadata {
-        name: "t".into(),
-        description: None,
-        attribution: None,
-        bounds: BBox::WORLD,
-        covered: None,
-        covered_zooms: None,
-        zooms: ZoomRange::new(0, 3).unwrap(),
-        vector_layers: vec![],
-    }
+    TilesetMetadata::bare("t", BBox::WORLD, ZoomRange::new(0, 3).unwrap())
 }
 
 #[test]

@@ -123,14 +123,6 @@ impl OutputKind for ObjectPrefix<'_> {
         }
     }
 
-    fn records_when_visible(&self) -> bool {
-        true
-    }
-
-    fn keeps_stopped_tiles(&self) -> bool {
-        true
-    }
-
     /// A stopped run's writes never show: a file or object is replaced whole.
     fn remove_leftovers(&self, _stopped: &[crate::coordination::outbox::StoppedRun]) -> Result<()> {
         Ok(())

@@ -89,14 +89,6 @@ impl OutputKind for PmtilesFile<'_> {
         format!("{store} in the store, then the archive rewritten once if any changed")
     }
 
-    fn records_when_visible(&self) -> bool {
-        false
-    }
-
-    fn keeps_stopped_tiles(&self) -> bool {
-        false
-    }
-
     /// A stopped run's writes never show: a file or object is replaced whole.
     fn remove_leftovers(&self, _stopped: &[crate::coordination::outbox::StoppedRun]) -> Result<()> {
         Ok(())
@@ -200,14 +192,6 @@ impl OutputKind for ObjectArchive<'_> {
         format!(
             "{store} in the working copy's store, then one upload of the archive (in parts above s3.part_size_mib) if any changed, and its state object"
         )
-    }
-
-    fn records_when_visible(&self) -> bool {
-        false
-    }
-
-    fn keeps_stopped_tiles(&self) -> bool {
-        false
     }
 
     /// A stopped run's writes never show: a file or object is replaced whole.

@@ -4,16 +4,7 @@ use super::*;
 use crate::tile::{BBox, ZoomRange};
 
 fn metadata() -> TilesetMetadata {
-    TilesetMetadata {
-        name: "f".into(),
-        description: None,
-        attribution: None,
-        bounds: BBox::WORLD,
-        covered: None,
-        covered_zooms: None,
-        zooms: ZoomRange::new(0, 5).unwrap(),
-        vector_layers: vec![],
-    }
+    TilesetMetadata::bare("f", BBox::WORLD, ZoomRange::new(0, 5).unwrap())
 }
 
 fn publication(keep: u64) -> Publication {
