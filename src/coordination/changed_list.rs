@@ -90,6 +90,26 @@ impl RecordedLines {
     }
 }
 
+impl Recorder {
+    /// A recorder of nothing yet, shared by the list's clones; `writer` is `None` for a file made
+    /// at the first line.
+    fn shared(
+        path: &Path,
+        temporary: PathBuf,
+        writer: Option<BufWriter<File>>,
+    ) -> Arc<Mutex<Recorder>> {
+        Arc::new(Mutex::new(Recorder {
+            path: path.to_path_buf(),
+            temporary,
+            writer,
+            error: None,
+            lines: 0,
+            published: false,
+            tap: None,
+        }))
+    }
+}
+
 impl Drop for Recorder {
     /// A run that ends without closing the list (it failed) still publishes the tiles it changed,
     /// for whoever invalidates them; one that changed nothing (a run refused for the output's
@@ -128,15 +148,11 @@ impl ChangedList {
             ),
         })?;
         Ok(Self {
-            inner: Some(Arc::new(Mutex::new(Recorder {
-                path: path.to_path_buf(),
+            inner: Some(Recorder::shared(
+                path,
                 temporary,
-                writer: Some(BufWriter::new(file)),
-                error: None,
-                lines: 0,
-                published: false,
-                tap: None,
-            }))),
+                Some(BufWriter::new(file)),
+            )),
             prefix: None,
             taken: Arc::default(),
         })
@@ -148,15 +164,7 @@ impl ChangedList {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(format!(".{}.writing", std::process::id()));
         Self {
-            inner: Some(Arc::new(Mutex::new(Recorder {
-                path: path.to_path_buf(),
-                temporary: path.with_file_name(name),
-                writer: None,
-                error: None,
-                lines: 0,
-                published: false,
-                tap: None,
-            }))),
+            inner: Some(Recorder::shared(path, path.with_file_name(name), None)),
             prefix: None,
             taken: Arc::default(),
         }

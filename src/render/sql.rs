@@ -76,6 +76,16 @@ fn tile_value(n: usize) -> String {
 /// needs one buffer of its whole size (tokio-postgres grows its read buffer by doubling).
 pub const MVT_CHUNK: usize = 1 << 20;
 
+/// The batch's envelope parameters: the columns they are unnested into (`pN`) and the
+/// parameters as arrays (`$N::float8[]`).
+fn envelope_columns() -> (Vec<String>, Vec<String>) {
+    let params = FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM;
+    (
+        params.clone().map(|n| format!("p{n}")).collect(),
+        params.map(|n| format!("${n}::float8[]")).collect(),
+    )
+}
+
 /// Runs the per-tile query once per tile of a batch: `$2`, `$3` and `$4..$43` are arrays with one
 /// element per tile. A tile's MVT comes as consecutive rows of [`MVT_CHUNK`] bytes (one row, maybe
 /// empty, for most). Each row also carries the server's clock when it was produced, so render times
@@ -83,12 +93,7 @@ pub const MVT_CHUNK: usize = 1 << 20;
 ///
 /// `ctes` are the statement's own (not one tile's): what they compute is computed once per batch.
 fn batched(ctes: &[String], per_tile: &str) -> String {
-    let columns: Vec<String> = (FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM)
-        .map(|n| format!("p{n}"))
-        .collect();
-    let arrays: Vec<String> = (FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM)
-        .map(|n| format!("${n}::float8[]"))
-        .collect();
+    let (columns, arrays) = envelope_columns();
     // The chunks come from a set-returning function in the select list (a ProjectSet), not from a
     // lateral `generate_series`: the planner puts a Memoize keyed by the whole MVT in front of the
     // latter, which hashed every tile's bytes. `date_part` gives float8 directly; `extract` would
@@ -903,12 +908,7 @@ pub fn rows_between(layer: &LayerSource, clustered: bool, project: bool) -> Tile
     } else {
         format!("SELECT {id} {found}")
     };
-    let columns: Vec<String> = (FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM)
-        .map(|n| format!("p{n}"))
-        .collect();
-    let arrays: Vec<String> = (FIRST_ENVELOPE_PARAM..FIRST_LAYER_NAME_PARAM)
-        .map(|n| format!("${n}::float8[]"))
-        .collect();
+    let (columns, arrays) = envelope_columns();
     let sql = format!(
         "SELECT s.* FROM unnest($2::int4[], $3::int4[], {}) AS b(x, y, {}) \
          CROSS JOIN LATERAL ({per_tile}) s ORDER BY 1",
