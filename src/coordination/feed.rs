@@ -257,13 +257,9 @@ impl FeedStore {
 
     async fn remove(&self, name: &str) -> Result<()> {
         match self {
-            FeedStore::Folder(path) => match std::fs::remove_file(path.join(name)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::output(
-                    path.join(name),
-                    format!("cannot remove it: {e}"),
-                )),
-                _ => Ok(()),
-            },
+            FeedStore::Folder(path) => {
+                crate::store::durable::remove_file_if_there(&path.join(name))
+            }
             FeedStore::Objects(folder) => folder.delete(name).await,
         }
     }

@@ -131,13 +131,9 @@ impl OutboxStore {
 
     async fn remove(&self, name: &str) -> Result<()> {
         match self {
-            OutboxStore::Folder(path) => match std::fs::remove_file(path.join(name)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::output(
-                    path.join(name),
-                    format!("cannot remove it: {e}"),
-                )),
-                _ => Ok(()),
-            },
+            OutboxStore::Folder(path) => {
+                crate::store::durable::remove_file_if_there(&path.join(name))
+            }
             OutboxStore::Objects { folder, .. } => folder.delete(name).await,
         }
     }

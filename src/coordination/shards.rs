@@ -202,12 +202,7 @@ impl ShardStore {
     async fn remove(&self, name: &str) -> Result<()> {
         match self {
             ShardStore::Files { .. } => {
-                let path = PathBuf::from(self.location(name));
-                match std::fs::remove_file(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(Error::output(&path, format!("cannot remove it: {e}"))),
-                }
+                crate::store::durable::remove_file_if_there(&PathBuf::from(self.location(name)))
             }
             ShardStore::Objects(objects) => objects.delete(name).await,
         }

@@ -120,6 +120,11 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
+/// Removes the file `path`, where a missing file is fine; an error names the file.
+pub fn remove_file_if_there(path: &Path) -> crate::error::Result<()> {
+    remove_if_there(path, std::fs::remove_file(path))
+}
+
 /// Maps the `result` of removing `path` to the crate's error, where a missing file is fine.
 pub fn remove_if_there(path: &Path, result: io::Result<()>) -> crate::error::Result<()> {
     match result {

@@ -130,13 +130,7 @@ impl DirectorySink {
 }
 
 fn clear_stale(root: &Path) -> Result<()> {
-    let path = root.join(STALE_NAME);
-    match std::fs::remove_file(&path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::output(&path, format!("cannot remove it: {e}")))
-        }
-        _ => Ok(()),
-    }
+    crate::store::durable::remove_file_if_there(&root.join(STALE_NAME))
 }
 
 /// The hash `tiles.json` names, if it names one.

@@ -321,20 +321,11 @@ pub(crate) fn remove_temporaries_of(
         for entry in read_dir_if_exists(&column)? {
             if durable::temporary_writer(&entry.file_name()) == Some(pid) {
                 let path = entry.path();
-                remove_if_present(&path)?;
+                durable::remove_file_if_there(&path)?;
             }
         }
     }
     Ok(())
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(Error::output(path, format!("cannot remove it: {e}")))
-        }
-        _ => Ok(()),
-    }
 }
 
 fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
