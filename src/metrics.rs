@@ -79,19 +79,11 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(vec.clone()))
-                .expect("registered once");
-            vec
+            registered(&registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
         let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
             let opts = HistogramOpts::new(name, help).buckets(buckets);
-            let vec = HistogramVec::new(opts, &["output"]).expect("valid metric");
-            registry
-                .register(Box::new(vec.clone()))
-                .expect("registered once");
-            vec
+            registered(&registry, HistogramVec::new(opts, &["output"]))
         };
         let by_zoom = ["output", "zoom"];
         Metrics {
@@ -130,39 +122,18 @@ impl Metrics {
                 "Changes from the change log that complete runs applied to the output.",
                 &["output"],
             ),
-            pending: {
-                let opts = Opts::new(
-                    "oar_tiles_pending_changes",
-                    "Changes in the change log the output has not applied yet, as last counted.",
-                );
-                let vec = IntGaugeVec::new(opts, &["output"]).expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("registered once");
-                vec
-            },
-            outbox_entries: {
-                let opts = Opts::new(
-                    "oar_tiles_outbox_entries",
-                    "Changed tiles and documents in the output's outbox that a consumer (--changed-list, a CDN) has not taken.",
-                );
-                let vec = IntGaugeVec::new(opts, &["output"]).expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("registered once");
-                vec
-            },
-            outbox_oldest: {
-                let opts = Opts::new(
-                    "oar_tiles_outbox_oldest_seconds",
-                    "Age of the oldest change in the output's outbox that a consumer has not taken (0 when empty).",
-                );
-                let vec = prometheus::GaugeVec::new(opts, &["output"]).expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("registered once");
-                vec
-            },
+            pending: registered(
+                &registry,
+                IntGaugeVec::new(Opts::new("oar_tiles_pending_changes", "Changes in the change log the output has not applied yet, as last counted."), &["output"]),
+            ),
+            outbox_entries: registered(
+                &registry,
+                IntGaugeVec::new(Opts::new("oar_tiles_outbox_entries", "Changed tiles and documents in the output's outbox that a consumer (--changed-list, a CDN) has not taken."), &["output"]),
+            ),
+            outbox_oldest: registered(
+                &registry,
+                prometheus::GaugeVec::new(Opts::new("oar_tiles_outbox_oldest_seconds", "Age of the oldest change in the output's outbox that a consumer has not taken (0 when empty)."), &["output"]),
+            ),
             purge_requests: counter(
                 "oar_tiles_purge_requests_total",
                 "Purge requests (calls, invalidations) a CDN accepted, by output and target.",
@@ -183,18 +154,10 @@ impl Metrics {
                 "Cycles that did not ask a CDN target because it failed recently (its changes wait in the outbox).",
                 &["output", "target"],
             ),
-            purge_spend: {
-                let opts = Opts::new(
-                    "oar_tiles_purge_spend_usd_total",
-                    "What a CDN target's purges cost (paths times its price_per_path), in US dollars.",
-                );
-                let vec = prometheus::CounterVec::new(opts, &["output", "target"])
-                    .expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("registered once");
-                vec
-            },
+            purge_spend: registered(
+                &registry,
+                prometheus::CounterVec::new(Opts::new("oar_tiles_purge_spend_usd_total", "What a CDN target's purges cost (paths times its price_per_path), in US dollars."), &["output", "target"]),
+            ),
             purge_evicted: counter(
                 "oar_tiles_purge_evicted_tiles_total",
                 "Unchanged cached tiles a CDN target's wildcards evicted (estimated from the output's stored tiles).",
@@ -210,29 +173,17 @@ impl Metrics {
                 "Runs whose purge waited because CloudFront's invalidations in flight left no room (its quotas of 3,000 file paths and 15 wildcards in progress); the changes wait in the outbox, nothing waits for room.",
                 &["output", "target"],
             ),
-            purge_completed: {
-                let opts = HistogramOpts::new(
-                    "oar_tiles_purge_completed_seconds",
-                    "From a change's commit to CloudFront reporting its invalidation Completed (seen by the next run that looks), per change.",
-                )
-                .buckets(COMPLETED_BUCKETS.to_vec());
-                let vec = HistogramVec::new(opts, &["output", "target"]).expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("registered once");
-                vec
-            },
-            invalidations_in_flight: {
-                let opts = Opts::new(
-                    "oar_tiles_purge_in_flight",
-                    "A CloudFront target's purges whose invalidations were still in progress after the last run.",
-                );
-                let vec = IntGaugeVec::new(opts, &["output", "target"]).expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("registered once");
-                vec
-            },
+            purge_completed: registered(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("oar_tiles_purge_completed_seconds", "From a change's commit to CloudFront reporting its invalidation Completed (seen by the next run that looks), per change.").buckets(COMPLETED_BUCKETS.to_vec()),
+                    &["output", "target"],
+                ),
+            ),
+            invalidations_in_flight: registered(
+                &registry,
+                IntGaugeVec::new(Opts::new("oar_tiles_purge_in_flight", "A CloudFront target's purges whose invalidations were still in progress after the last run."), &["output", "target"]),
+            ),
             budget_spent_today: float_gauge(
                 &registry,
                 "oar_tiles_budget_spent_today_usd",
@@ -258,34 +209,22 @@ impl Metrics {
                 "Sampled tiles still not served fresh through a CDN target when the edge check gave up.",
                 &["output", "target"],
             ),
-            edge_latency: {
-                let opts = HistogramOpts::new(
-                    "oar_tiles_change_to_edge_seconds",
-                    "From a change's commit to a CDN target serving its sampled tiles fresh, per change.",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec());
-                let vec = HistogramVec::new(opts, &["output", "target"]).expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("registered once");
-                vec
-            },
+            edge_latency: registered(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("oar_tiles_change_to_edge_seconds", "From a change's commit to a CDN target serving its sampled tiles fresh, per change.").buckets(LATENCY_BUCKETS.to_vec()),
+                    &["output", "target"],
+                ),
+            ),
             partitions_rendered: counter(
                 "oar_tiles_partitions_rendered_total",
                 "Partitions of a partitioned tileset that runs rendered (their values touched, new or vanished), by the tileset's output.",
                 &["output"],
             ),
-            partitions: {
-                let opts = Opts::new(
-                    "oar_tiles_partitions",
-                    "Values a partitioned tileset's index lists, as of its last run.",
-                );
-                let vec = IntGaugeVec::new(opts, &["output"]).expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("registered once");
-                vec
-            },
+            partitions: registered(
+                &registry,
+                IntGaugeVec::new(Opts::new("oar_tiles_partitions", "Values a partitioned tileset's index lists, as of its last run."), &["output"]),
+            ),
             verify_compared: counter(
                 "oar_tiles_verify_compared_tiles_total",
                 "Tiles --verify-sample rendered again and compared with the output's, by output.",
@@ -296,33 +235,22 @@ impl Metrics {
                 "Tiles --verify-sample found wrong (differing from the database, missing, or that should not exist), by output.",
                 &["output"],
             ),
-            verify_wrong_last: {
-                let opts = Opts::new(
-                    "oar_tiles_verify_wrong_tiles",
-                    "Tiles the last --verify-sample of an output found wrong.",
-                );
-                let vec = IntGaugeVec::new(opts, &["output"]).expect("valid metric");
-                registry
-                    .register(Box::new(vec.clone()))
-                    .expect("registered once");
-                vec
-            },
+            verify_wrong_last: registered(
+                &registry,
+                IntGaugeVec::new(Opts::new("oar_tiles_verify_wrong_tiles", "Tiles the last --verify-sample of an output found wrong."), &["output"]),
+            ),
             errors: counter(
                 "oar_tiles_errors_total",
                 "Runs or cycles that failed, by kind of error.",
                 &["kind"],
             ),
-            last_success: {
-                let gauge = Gauge::new(
+            last_success: registered(
+                &registry,
+                Gauge::new(
                     LAST_SUCCESS,
                     "When the last run or cycle over every output succeeded (Unix time).",
-                )
-                .expect("valid metric");
-                registry
-                    .register(Box::new(gauge.clone()))
-                    .expect("registered once");
-                gauge
-            },
+                ),
+            ),
             registry,
         }
     }
@@ -532,12 +460,23 @@ pub fn error_kind(err: &Error) -> &'static str {
 
 /// A float gauge by output and target, registered in `registry`.
 fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::GaugeVec {
-    let vec = prometheus::GaugeVec::new(Opts::new(name, help), &["output", "target"])
-        .expect("valid metric");
+    registered(
+        registry,
+        prometheus::GaugeVec::new(Opts::new(name, help), &["output", "target"]),
+    )
+}
+
+/// `metric`, registered in `registry`. Names, help and labels are constants of this file, so a
+/// metric that cannot be built or registered is a bug here, found by the first test.
+fn registered<M>(registry: &Registry, metric: prometheus::Result<M>) -> M
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let metric = metric.expect("valid metric");
     registry
-        .register(Box::new(vec.clone()))
+        .register(Box::new(metric.clone()))
         .expect("registered once");
-    vec
+    metric
 }
 
 #[cfg(test)]
