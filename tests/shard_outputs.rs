@@ -1,7 +1,8 @@
 //! Sharded runs into one tree or S3 prefix: shards as separate processes (the index in the
 //! environment, as Kubernetes gives it), `finalize` refusing while a shard is unfinished, and the
 //! finalized output equal to a single run, stale tiles swept, and ready for `seed --dirty` even when
-//! the data changed while the shards ran.
+//! the data changed while the shards ran. Shards into a prefix of each remote store (S3, Azure) are
+//! in `remote_stores.rs`.
 
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
@@ -177,86 +178,6 @@ fn a_cdn_is_purged_of_every_tile_a_sharded_run_changed_the_swept_ones_included()
         "finalize names its purge: {}",
         done.stdout
     );
-}
-
-#[test]
-#[ignore = "needs PostgreSQL with PostGIS (scripts/test.sh)"]
-fn s3_shards_finalize_into_exactly_the_single_run() {
-    let server = S3Server::start("tiles");
-    let points = hub_with_scatter(1_000, 7, 9, [72.9, 33.5, 73.3, 33.8]);
-    let mut fixture = Fixture::new("shard_s3", &points, "oar.toml", |schema| {
-        changes_config(schema, &server.config_table(""))
-    });
-    let env = server.env();
-    let config = fixture.config.to_str().unwrap();
-    let url = fixture.schema.url.clone();
-    oar_tiles_with(
-        Some(&url),
-        &["changes", "install", "--config", config],
-        &env,
-    )
-    .assert_success();
-    let output = "s3://tiles/facilities/v1";
-    oar_tiles_with(Some(&url), &fixture.seed_args(output, "0-12", &[]), &env).assert_success();
-    let earlier = tiles_of(&server.read_prefix("tiles", "facilities/v1"));
-    change_data(&mut fixture, 3);
-
-    for index in 0..4 {
-        run_shard(&fixture, output, index, 4, &env);
-        let finalized = finalize(&fixture, output, &env);
-        if index < 3 {
-            assert_eq!(finalized.code, 2, "{}", finalized.stderr);
-            assert!(
-                finalized.stderr.contains("have not finished"),
-                "{}",
-                finalized.stderr
-            );
-        } else {
-            finalized.assert_success();
-        }
-    }
-    let expected = single_run(&fixture, "single.mbtiles", &env);
-    assert!(earlier.keys().any(|k| !expected.contains_key(k)));
-    let objects = server.read_prefix("tiles", "facilities/v1");
-    assert_same_tiles(&expected, &tiles_of(&objects), "the finalized prefix");
-    let names: Vec<&str> = objects
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .filter(|name| !name.ends_with(".pbf"))
-        .collect();
-    assert_eq!(
-        names,
-        [
-            ".oar-tiles/state.json",
-            ".oar-tiles/tile-hashes",
-            "tiles.json"
-        ],
-        "TileJSON, state and tile hashes written; the plan and parts removed"
-    );
-    // The finalized output is a seed's: a second full seed finds every tile already uploaded.
-    let summary = fixture.path("summary.json");
-    let args = fixture.seed_args(
-        output,
-        "0-12",
-        &["--summary-json", summary.to_str().unwrap()],
-    );
-    oar_tiles_with(Some(&url), &args, &env).assert_success();
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
-    let stored = &json[0]["stored"];
-    assert_eq!(stored["changed"].as_u64(), Some(0), "{json}");
-    assert_eq!(stored["deleted"].as_u64(), Some(0), "{json}");
-    assert_eq!(stored["unchanged"].as_u64(), Some(expected.len() as u64));
-    for count in [1, 3] {
-        let prefix = format!("facilities/by-{count}");
-        let output = format!("s3://tiles/{prefix}");
-        for index in 0..count {
-            run_shard(&fixture, &output, index, count, &env);
-        }
-        finalize(&fixture, &output, &env).assert_success();
-        let tiles = tiles_of(&server.read_prefix("tiles", &prefix));
-        assert_same_tiles(&expected, &tiles, &format!("{count} S3 shard(s)"));
-    }
 }
 
 #[test]

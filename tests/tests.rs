@@ -7,7 +7,6 @@ mod common;
 
 mod agg_hash;
 mod agg_lag;
-mod azure;
 mod bad_input;
 mod cloudfront;
 mod clusters;
@@ -37,6 +36,7 @@ mod partitions;
 mod pmtiles;
 mod pmtiles_s3;
 mod production;
+mod remote_stores;
 mod replicas;
 mod reseed;
 mod robustness;

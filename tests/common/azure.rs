@@ -4,6 +4,8 @@
 //! tool stored is read by a client that is not the tool's.
 
 use std::process::Command;
+
+use super::remote::Blob;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Azurite's blob service URL, set by `scripts/test.sh`.
@@ -42,21 +44,6 @@ elif op == "read":
             "content_encoding": settings.content_encoding,
         }))
 "#;
-
-/// One blob as the SDK read it.
-#[derive(Debug, Clone)]
-pub struct Blob {
-    /// Its name under the prefix read.
-    pub name: String,
-    /// Its bytes.
-    pub data: Vec<u8>,
-    /// `Content-Type`.
-    pub content_type: Option<String>,
-    /// `Cache-Control`.
-    pub cache_control: Option<String>,
-    /// `Content-Encoding`.
-    pub content_encoding: Option<String>,
-}
 
 /// A container of its own on the shared Azurite, removed when dropped.
 pub struct Container {
@@ -157,16 +144,6 @@ impl Container {
             .collect();
         blobs.sort_by(|a, b| a.name.cmp(&b.name));
         blobs
-    }
-
-    /// The tiles (`z/x/y.pbf`) stored under `prefix/`.
-    pub fn stored_tiles(&self, prefix: &str) -> super::run::Tiles {
-        let objects: Vec<(String, Vec<u8>)> = self
-            .read_prefix(prefix)
-            .into_iter()
-            .map(|blob| (blob.name, blob.data))
-            .collect();
-        super::s3::tiles_of(&objects)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod pg;
 pub mod pmtiles;
 pub mod pmtiles_reader;
 pub mod recorder;
+pub mod remote;
 pub mod reseed;
 pub mod run;
 pub mod s3;

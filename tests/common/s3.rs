@@ -167,6 +167,51 @@ impl S3Server {
     }
 }
 
+impl S3Server {
+    /// Every object under `bucket/prefix/` (all of them for `""`), named from there on, with
+    /// its headers, in name order.
+    pub fn read_blobs(&self, bucket: &str, prefix: &str) -> Vec<super::remote::Blob> {
+        let client = self.client();
+        let under = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
+        super::runtime().block_on(async {
+            let mut blobs = Vec::new();
+            let mut pages = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(&under)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                for object in page.unwrap().contents() {
+                    let key = object.key().unwrap();
+                    let got = client.get_object().bucket(bucket).key(key).send().await;
+                    let got = got.unwrap();
+                    let text = |value: Option<&str>| value.map(str::to_string);
+                    let (content_type, cache_control, content_encoding) = (
+                        text(got.content_type()),
+                        text(got.cache_control()),
+                        text(got.content_encoding()),
+                    );
+                    let data = got.body.collect().await.unwrap().into_bytes().to_vec();
+                    blobs.push(super::remote::Blob {
+                        name: key[under.len()..].to_string(),
+                        data,
+                        content_type,
+                        cache_control,
+                        content_encoding,
+                    });
+                }
+            }
+            blobs.sort_by(|a, b| a.name.cmp(&b.name));
+            blobs
+        })
+    }
+}
+
 /// The tiles (`z/x/y.pbf`) among the objects of [`S3Server::read_prefix`].
 pub fn tiles_of(objects: &[(String, Vec<u8>)]) -> super::run::Tiles {
     objects

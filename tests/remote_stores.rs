@@ -1,13 +1,16 @@
-//! Azure Blob Storage outputs (`az://CONTAINER/PREFIX` and `az://CONTAINER/KEY.pmtiles`) against
-//! Azurite, read back through Microsoft's own SDK: the same tiles an S3 prefix or a local file
-//! holds, with a tile's headers, a dirty reseed that ends like a full seed, `validate`, `inspect`,
-//! a PMTiles archive with its reseed, shards finalized into one prefix, and a partitioned tileset
-//! with its index.
+//! Outputs in every remote object store, one body per behaviour run against each store: the S3
+//! test server and Azure Blob Storage on Azurite (`common::remote`), read back through a client
+//! that is not the tool's (the AWS SDK, Microsoft's Python SDK). A tile prefix holds the same
+//! tiles as a local file, with a tile's headers and an absolute TileJSON, takes a dirty reseed
+//! that ends like a full seed, passes `validate` and `inspect`; a PMTiles archive equals a local
+//! one before and after its reseed; shards finalize into exactly one run; a partitioned tileset
+//! equals the same seeded into a tree; and each store keeps the contract the outputs build on.
 
 use crate::common::azure::Container;
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
 use crate::common::pmtiles_reader::read_archive;
+use crate::common::remote::Remote;
 use crate::common::run::{
     assert_same_tiles, differences, lines, oar_tiles_with, read_mbtiles_raw, single_layer_config,
     Run, Tiles,
@@ -16,25 +19,25 @@ use crate::common::run::{
 const PREFIX: &str = "facilities/v1";
 const ZOOMS: &str = "0-8";
 
-/// A fixture with a change log and a container of its own.
+/// A fixture with a change log and a bucket of its own.
 struct Setup {
     fixture: Fixture,
-    container: Container,
+    remote: Remote,
 }
 
 impl Setup {
-    fn new(label: &str, count: i64) -> Setup {
-        let container = Container::create(label);
+    fn new(label: &str, count: i64, remote: Remote) -> Setup {
         let points = hub_with_scatter(count, 5, 5, [72.9, 33.5, 73.3, 33.8]);
-        let fixture = Fixture::new(label, &points, "azure.toml", |schema| {
+        let fixture = Fixture::new(label, &points, "remote.toml", |schema| {
             let changes = schema.companion("cdc");
             let tileset = "cache_control = \"public, max-age=60\"";
             format!(
-                "[changes]\nschema = \"{changes}\"\n{}",
+                "[changes]\nschema = \"{changes}\"\n{}\n{}",
+                remote.config_table(),
                 single_layer_config(&schema.name, "sites", tileset, "")
             )
         });
-        let setup = Setup { fixture, container };
+        let setup = Setup { fixture, remote };
         setup
             .run(&["changes", "install", "--config", setup.config()])
             .assert_success();
@@ -46,7 +49,7 @@ impl Setup {
     }
 
     fn run(&self, args: &[&str]) -> Run {
-        oar_tiles_with(Some(&self.fixture.schema.url), args, &self.container.env())
+        oar_tiles_with(Some(&self.fixture.schema.url), args, &self.remote.env())
     }
 
     fn seed(&self, output: &str, extra: &[&str]) -> Run {
@@ -89,20 +92,53 @@ impl Setup {
     }
 }
 
-#[test]
-#[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
-fn an_azure_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed()
-{
-    let mut setup = Setup::new("az-prefix", 300);
-    let target = setup.container.address(PREFIX);
+/// Runs each behaviour against both stores: `remote_stores::s3::NAME` and
+/// `remote_stores::azure::NAME`.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod s3 {
+            use crate::common::remote::Remote;
+            $(
+                #[test]
+                #[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
+                fn $name() {
+                    super::$name(Remote::s3());
+                }
+            )*
+        }
+        mod azure {
+            use crate::common::remote::Remote;
+            $(
+                #[test]
+                #[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
+                fn $name() {
+                    super::$name(Remote::azure("remote"));
+                }
+            )*
+        }
+    };
+}
+
+on_every_store!(
+    a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed,
+    a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed,
+    shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_finished,
+    a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions,
+);
+
+fn a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed(
+    remote: Remote,
+) {
+    let mut setup = Setup::new("remote_prefix", 300, remote);
+    let target = setup.remote.address(PREFIX);
     let before = setup.reference("before.mbtiles");
     setup.seed(&target, &[]);
     assert_same_tiles(
-        &setup.container.stored_tiles(PREFIX),
+        &setup.remote.stored_tiles(PREFIX),
         &before,
-        "the container holds exactly the MBTiles tiles",
+        "the bucket holds exactly the MBTiles tiles",
     );
-    let blobs = setup.container.read_prefix(PREFIX);
+    let blobs = setup.remote.read_prefix(PREFIX);
     let (z, x, y) = before.keys().last().unwrap();
     let tile = blobs
         .iter()
@@ -120,9 +156,9 @@ fn an_azure_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_end
     assert!(
         tilejson["tiles"][0].as_str().unwrap().ends_with(&format!(
             "/{}/{PREFIX}/{{z}}/{{x}}/{{y}}.pbf",
-            setup.container.name
+            setup.remote.bucket()
         )),
-        "an absolute tile URL at the container's address: {}",
+        "an absolute tile URL at the bucket's address: {}",
         tilejson["tiles"][0]
     );
 
@@ -142,9 +178,9 @@ fn an_azure_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_end
         ],
     );
     assert_same_tiles(
-        &setup.container.stored_tiles(PREFIX),
+        &setup.remote.stored_tiles(PREFIX),
         &after,
-        "the reseeded container holds exactly a full seed's tiles",
+        "the reseeded bucket holds exactly a full seed's tiles",
     );
     assert_eq!(lines(&changed), differences(&before, &after));
     let json: serde_json::Value =
@@ -154,6 +190,19 @@ fn an_azure_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_end
         queried > 0 && queried < after.len() as u64,
         "{queried} of {} tiles re-rendered",
         after.len()
+    );
+
+    // The reseed left its manifest and watermark: the next one, with nothing changed, does nothing.
+    let nothing = setup.fixture.path("nothing.txt");
+    setup.seed(
+        &target,
+        &["--dirty", "--changed-list", nothing.to_str().unwrap()],
+    );
+    assert!(lines(&nothing).is_empty());
+    assert_same_tiles(
+        &setup.remote.stored_tiles(PREFIX),
+        &after,
+        "the bucket after a reseed that found nothing changed",
     );
 
     let report = setup.validate(&target);
@@ -175,10 +224,10 @@ fn local_archive(setup: &Setup, name: &str) -> crate::common::pmtiles_reader::Di
     read_archive(&path).tiles
 }
 
-/// The tiles of the archive the container holds, read through the SDK.
+/// The tiles of the archive the bucket holds, read back by the store's own client.
 fn stored_archive(setup: &Setup, name: &str) -> crate::common::pmtiles_reader::Digests {
     let blob = setup
-        .container
+        .remote
         .read_prefix(PREFIX)
         .into_iter()
         .find(|blob| blob.name == "sites.pmtiles")
@@ -192,12 +241,10 @@ fn stored_archive(setup: &Setup, name: &str) -> crate::common::pmtiles_reader::D
     read_archive(&path).tiles
 }
 
-#[test]
-#[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
-fn an_azure_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed() {
-    let mut setup = Setup::new("az-pmtiles", 300);
+fn a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed(remote: Remote) {
+    let mut setup = Setup::new("remote_pmtiles", 300, remote);
     let key = format!("{PREFIX}/sites.pmtiles");
-    let target = setup.container.address(&key);
+    let target = setup.remote.address(&key);
     setup.seed(&target, &[]);
     assert_eq!(
         stored_archive(&setup, "stored-before.pmtiles"),
@@ -216,30 +263,53 @@ fn an_azure_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed() {
     setup.validate(&target);
 }
 
-#[test]
-#[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
-fn shards_into_an_azure_prefix_finalize_into_exactly_the_single_run() {
-    let setup = Setup::new("az-shards", 600);
-    let target = setup.container.address(PREFIX);
+/// Runs shard `index` of `count` into `target` as a Kubernetes Indexed Job's pod would: the same
+/// command, the index and count in the environment.
+fn run_shard(setup: &Setup, target: &str, index: u32, count: u32) {
+    let (index, count) = (index.to_string(), count.to_string());
+    let mut env = setup.remote.env();
+    env.push(("JOB_COMPLETION_INDEX", &index));
+    env.push(("OAR_TILES_SHARDS", &count));
+    let args = setup.fixture.seed_args(target, ZOOMS, &[]);
+    oar_tiles_with(Some(&setup.fixture.schema.url), &args, &env).assert_success();
+}
+
+fn shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_finished(
+    remote: Remote,
+) {
+    let mut setup = Setup::new("remote_shards", 600, remote);
+    let target = setup.remote.address(PREFIX);
+    setup.seed(&target, &[]);
+    let earlier = setup.remote.stored_tiles(PREFIX);
+    setup.change_data();
+    let finalize =
+        |target: &str| setup.run(&["finalize", "--config", setup.config(), "--output", target]);
     for index in 0..3 {
-        let (index, count) = (index.to_string(), "3".to_string());
-        let mut env = setup.container.env();
-        env.push(("JOB_COMPLETION_INDEX", &index));
-        env.push(("OAR_TILES_SHARDS", &count));
-        let args = setup.fixture.seed_args(&target, ZOOMS, &[]);
-        oar_tiles_with(Some(&setup.fixture.schema.url), &args, &env).assert_success();
+        run_shard(&setup, &target, index, 3);
+        let finalized = finalize(&target);
+        if index < 2 {
+            assert_eq!(finalized.code, 2, "{}", finalized.stderr);
+            assert!(
+                finalized.stderr.contains("have not finished"),
+                "{}",
+                finalized.stderr
+            );
+        } else {
+            finalized.assert_success();
+        }
     }
-    setup
-        .run(&["finalize", "--config", setup.config(), "--output", &target])
-        .assert_success();
     let single = setup.reference("single.mbtiles");
+    assert!(
+        earlier.keys().any(|k| !single.contains_key(k)),
+        "the change emptied tiles the shards' sweep removes"
+    );
     assert_same_tiles(
-        &setup.container.stored_tiles(PREFIX),
+        &setup.remote.stored_tiles(PREFIX),
         &single,
-        "the finalized container and one unsharded run",
+        "the finalized bucket and one unsharded run",
     );
     let names: Vec<String> = setup
-        .container
+        .remote
         .read_prefix(PREFIX)
         .into_iter()
         .map(|blob| blob.name)
@@ -254,12 +324,29 @@ fn shards_into_an_azure_prefix_finalize_into_exactly_the_single_run() {
         ],
         "TileJSON, state and tile hashes written; the plan and parts removed"
     );
+    // The finalized output is a seed's: a second full seed finds every tile already stored.
+    let summary = setup.fixture.path("summary.json");
+    let run = setup.seed(&target, &["--summary-json", summary.to_str().unwrap()]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let stored = &json[0]["stored"];
+    assert_eq!(stored["changed"].as_u64(), Some(0), "{json} {}", run.stderr);
+    assert_eq!(stored["deleted"].as_u64(), Some(0), "{json}");
+    assert_eq!(stored["unchanged"].as_u64(), Some(single.len() as u64));
+    // One shard alone is a sharded run too.
+    let alone = format!("{PREFIX}-alone");
+    let target = setup.remote.address(&alone);
+    run_shard(&setup, &target, 0, 1);
+    finalize(&target).assert_success();
+    assert_same_tiles(
+        &setup.remote.stored_tiles(&alone),
+        &single,
+        "one shard, finalized",
+    );
 }
 
-#[test]
-#[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
-fn a_partitioned_tileset_in_azure_equals_the_same_in_a_tree_and_lists_its_partitions() {
-    let setup = Setup::new("az-partitions", 300);
+fn a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions(remote: Remote) {
+    let setup = Setup::new("remote_partitions", 300, remote);
     let partitioned = |output: &str, name: &str| {
         let text = std::fs::read_to_string(&setup.fixture.config)
             .unwrap()
@@ -282,12 +369,12 @@ fn a_partitioned_tileset_in_azure_equals_the_same_in_a_tree_and_lists_its_partit
         &format!("dir:{}", tree.display()),
         "tree.toml",
     ));
-    let target = setup.container.address(PREFIX);
-    seed(&partitioned(&target, "azure.toml"));
+    let target = setup.remote.address(PREFIX);
+    seed(&partitioned(&target, "remote.toml"));
 
     let index: serde_json::Value = serde_json::from_slice(
         &setup
-            .container
+            .remote
             .read_prefix(PREFIX)
             .into_iter()
             .find(|blob| blob.name == "partitions.json")
@@ -310,9 +397,9 @@ fn a_partitioned_tileset_in_azure_equals_the_same_in_a_tree_and_lists_its_partit
     assert!(paths(&index).len() > 1, "{index}");
     for path in paths(&index) {
         assert_same_tiles(
-            &setup.container.stored_tiles(&format!("{PREFIX}/{path}")),
+            &setup.remote.stored_tiles(&format!("{PREFIX}/{path}")),
             &crate::common::run::read_tree(&tree.join(&path), "pbf"),
-            &format!("partition {path} in the container and in the tree"),
+            &format!("partition {path} in the bucket and in the tree"),
         );
     }
 }

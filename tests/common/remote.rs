@@ -1,0 +1,98 @@
+//! A bucket of a remote object store under test, whichever the store: the S3-compatible server
+//! (`s3.rs`) or Azure Blob Storage on the shared Azurite (`azure.rs`). Tests that hold every
+//! remote store to the same behaviour write one body against a [`Remote`] and run it on each,
+//! reading what the tool stored back through a client that is not the tool's.
+
+use super::azure::Container;
+use super::run::Tiles;
+use super::s3::S3Server;
+
+/// The bucket the S3 server is started with.
+const S3_BUCKET: &str = "tiles";
+
+/// One object as a client read it back.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    /// Its name under the prefix read.
+    pub name: String,
+    /// Its bytes, as stored (a gzip `Content-Encoding` not undone).
+    pub data: Vec<u8>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+}
+
+/// An empty bucket of one remote store, removed with its server or container when dropped.
+pub enum Remote {
+    /// A bucket on an S3 server of its own.
+    S3(S3Server),
+    /// A container of its own on the shared Azurite.
+    Azure(Container),
+}
+
+impl Remote {
+    /// A bucket on a new S3-compatible server.
+    pub fn s3() -> Remote {
+        Remote::S3(S3Server::start(S3_BUCKET))
+    }
+
+    /// A new container on the shared Azurite, named after `label`.
+    pub fn azure(label: &str) -> Remote {
+        Remote::Azure(Container::create(label))
+    }
+
+    /// The bucket's or container's name.
+    pub fn bucket(&self) -> &str {
+        match self {
+            Remote::S3(_) => S3_BUCKET,
+            Remote::Azure(container) => &container.name,
+        }
+    }
+
+    /// The output address of `key` (a prefix or an archive's key) in the bucket.
+    pub fn address(&self, key: &str) -> String {
+        match self {
+            Remote::S3(_) => format!("s3://{S3_BUCKET}/{key}"),
+            Remote::Azure(container) => container.address(key),
+        }
+    }
+
+    /// The config's `[s3]` table the store needs, if any (Azure is reached through the
+    /// environment alone).
+    pub fn config_table(&self) -> String {
+        match self {
+            Remote::S3(server) => server.config_table(""),
+            Remote::Azure(_) => String::new(),
+        }
+    }
+
+    /// The environment the binary reaches the store with.
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        match self {
+            Remote::S3(server) => server.env(),
+            Remote::Azure(container) => container.env(),
+        }
+    }
+
+    /// Every object under `prefix/` (all of them for `""`), named from there on, in name order,
+    /// with its headers.
+    pub fn read_prefix(&self, prefix: &str) -> Vec<Blob> {
+        match self {
+            Remote::S3(server) => server.read_blobs(S3_BUCKET, prefix),
+            Remote::Azure(container) => container.read_prefix(prefix),
+        }
+    }
+
+    /// The tiles (`z/x/y.pbf`) stored under `prefix/`.
+    pub fn stored_tiles(&self, prefix: &str) -> Tiles {
+        let objects: Vec<(String, Vec<u8>)> = self
+            .read_prefix(prefix)
+            .into_iter()
+            .map(|blob| (blob.name, blob.data))
+            .collect();
+        super::s3::tiles_of(&objects)
+    }
+}
