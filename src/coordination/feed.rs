@@ -1,7 +1,7 @@
 //! The changes feed of an output (`[tileset.feed]`): what the output's CDNs already serve anew,
 //! told to open maps, so they refresh those tiles in place (MapLibre GL JS's `refreshTiles`).
 //!
-//! It is static, so a CDN serves it like the tiles: a folder `changes/` (inside a tree or S3
+//! It is static, so a CDN serves it like the tiles: a folder `changes/` (inside a tree or remote
 //! prefix; `NAME.changes/` beside an MBTiles or PMTiles file or archive object) holding
 //! *segments*, `SEQUENCE.json`, immutable once written, each listing the tiles one publication
 //! changed, and one *head*, `head.json`, naming the latest segment and the oldest one kept. A
@@ -26,7 +26,7 @@ pub const FORMAT: &str = "oar-tiles-changes";
 pub const VERSION: u32 = 1;
 /// The head's name in the feed's folder.
 pub const HEAD: &str = "head.json";
-/// The feed's folder inside a tree or an S3 prefix.
+/// The feed's folder inside a tree or a prefix of a remote store.
 pub const FOLDER: &str = "changes";
 
 /// The feed folder's suffix beside a single file or archive object: `NAME.changes`.
@@ -101,7 +101,7 @@ pub fn document_named(name: &str) -> Option<Document> {
 pub enum FeedStore {
     /// A folder on this machine.
     Folder(PathBuf),
-    /// A folder of objects under an S3 prefix.
+    /// A folder of objects under a prefix of a remote store.
     Objects(ObjectFolder),
 }
 

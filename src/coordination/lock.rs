@@ -1,5 +1,6 @@
-//! One job per output at a time: an exclusive lock on a file beside the output (for S3 outputs, in
-//! this machine's cache directory, so it guards against jobs on the same machine only).
+//! One job per output at a time: an exclusive lock on a file beside the output (for outputs in
+//! remote stores, in this machine's cache directory, so it guards against jobs on the same machine
+//! only).
 //!
 //! The lock file records who holds it, so a second job can say whom it is waiting for. The holder
 //! removes the file when it is done; a job that locked a file which was removed meanwhile notices (the

@@ -11,7 +11,7 @@
 //! A run that was killed leaves its intent. The next run (under the same lock) turns it into a
 //! batch of everything the intent names when the killed run may have changed the output: when the
 //! output's state moved since the intent (the run finished) or the kind keeps the tiles of a
-//! stopped run (trees, S3 prefixes). Otherwise (an MBTiles or PMTiles output left as it was) it
+//! stopped run (trees, remote prefixes). Otherwise (an MBTiles or PMTiles output left as it was) it
 //! drops the intent. So delivery is at least once, and only a crash makes it more than once.
 //!
 //! A consumer takes a batch by leaving a marker beside it (`ID.batch.taken.CONSUMER`); a batch
@@ -19,7 +19,7 @@
 //! keeps nothing.
 //!
 //! The folder is `NAME.oar-tiles-outbox/` beside an MBTiles or PMTiles file, `.oar-tiles-outbox/`
-//! inside a tree, and `PREFIX/.oar-tiles/outbox/` on S3.
+//! inside a tree, and `PREFIX/.oar-tiles/outbox/` in a remote store (`home.rs` names them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -68,7 +68,7 @@ impl StoppedRun {
 pub enum OutboxStore {
     /// A folder on this machine.
     Folder(PathBuf),
-    /// A folder of objects under an S3 prefix; batches are written locally first, under `local`.
+    /// A folder of objects in a remote store; batches are written locally first, under `local`.
     Objects {
         /// The objects.
         folder: ObjectFolder,
@@ -117,7 +117,7 @@ impl OutboxStore {
         }
     }
 
-    /// Writes `name` durably: on return it survives a crash (or is stored by S3).
+    /// Writes `name` durably: on return it survives a crash (or is stored by the remote store).
     async fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         match self {
             OutboxStore::Folder(path) => {
@@ -139,7 +139,7 @@ impl OutboxStore {
     }
 
     /// Makes the folder: only its last level beside or inside an output (whose own folder must
-    /// exist), the whole path of this machine's working folder for an S3 outbox.
+    /// exist), the whole path of this machine's working folder for an outbox in a remote store.
     fn ensure_folder(&self) -> Result<()> {
         let (path, made) = match self {
             OutboxStore::Folder(path) => (path, std::fs::create_dir(path)),

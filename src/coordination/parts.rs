@@ -14,13 +14,13 @@ use crate::job::ShardSpec;
 /// The folder of a tree's shard files.
 pub const TREE_FOLDER: &str = ".oar-tiles-shards";
 
-/// The folder, under an S3 prefix, of its shard objects.
-pub const S3_FOLDER: &str = ".oar-tiles/shards";
+/// The folder, under a prefix of a remote store, of its shard objects.
+pub const PREFIX_FOLDER: &str = ".oar-tiles/shards";
 
 /// The version of the part record's format.
 pub const PART_VERSION: u32 = 1;
 
-/// Which shard a sink writes for, under which plan: set when a directory or S3 sink writes a part.
+/// Which shard a sink writes for, under which plan: set when a directory or prefix sink writes a part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartOf {
     /// The shard.
@@ -98,7 +98,7 @@ impl PartRecord {
 }
 
 /// A tile list: each tile's packed key and the MD5 of its bytes (zeros when unknown),
-/// gzip-compressed. S3 outputs keep their tile manifest in the same form.
+/// gzip-compressed. Prefixes in remote stores keep their tile manifest in the same form.
 pub fn encode_tiles(tiles: &HashMap<u64, [u8; 16]>) -> Vec<u8> {
     let mut entries: Vec<(&u64, &[u8; 16])> = tiles.iter().collect();
     entries.sort_unstable();

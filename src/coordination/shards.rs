@@ -1,7 +1,7 @@
 //! What the shards of one sharded run share inside their output: the shard plan, and a part
 //! record from each shard that finished.
 //!
-//! Directory and S3 shards write their tiles straight into the one tree or prefix (the plan gives
+//! Directory and prefix shards write their tiles straight into the one tree or prefix (the plan gives
 //! them disjoint tiles) but nothing that describes the whole output: no TileJSON, no state, no
 //! sweep of stale tiles. Instead each finished shard leaves a part record (its watermark, the
 //! tileset's metadata, the plan it ran under) and the list of tiles it holds. `finalize` reads
@@ -10,12 +10,12 @@
 //! here.
 //!
 //! Layout: `ROOT/.oar-tiles-shards/{plan.json, part-I-of-N.json, part-I-of-N.tiles}` in a tree,
-//! `PREFIX/.oar-tiles/shards/…` on S3, and `OUT.mbtiles.shard-plan.json` beside an MBTiles file.
+//! `PREFIX/.oar-tiles/shards/…` in a remote store, and `OUT.mbtiles.shard-plan.json` beside an MBTiles file.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::parts::{decode_tiles, part_name, PartRecord, S3_FOLDER, TREE_FOLDER};
+use super::parts::{decode_tiles, part_name, PartRecord, PREFIX_FOLDER, TREE_FOLDER};
 use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::job::ShardSpec;
@@ -57,7 +57,7 @@ impl ShardStore {
 
     /// The shard objects of a prefix of a remote store: `PREFIX/.oar-tiles/shards/`.
     pub async fn on_store(s3: &S3Config, bucket: &Bucket, prefix: &str) -> Result<ShardStore> {
-        let folder = key_under(prefix, S3_FOLDER);
+        let folder = key_under(prefix, PREFIX_FOLDER);
         Ok(ShardStore::Objects(
             super::store_folder(s3, bucket, &folder).await?,
         ))

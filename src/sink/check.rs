@@ -1,5 +1,5 @@
 //! Container checks: whether an output's *container* (the MBTiles database, the TileJSON beside a
-//! tree or S3 prefix, the PMTiles archive) keeps its format's rules. What the tiles hold is checked
+//! tree or remote prefix, the PMTiles archive) keeps its format's rules. What the tiles hold is checked
 //! elsewhere; here a damaged container must come out as findings that name what is at fault, so an
 //! operator learns everything wrong in one pass instead of one opaque error at a time.
 //!

@@ -25,7 +25,7 @@ use crate::error::Result;
 pub struct WriterOptions<'a> {
     /// How tiles are stored.
     pub settings: &'a OutputSettings,
-    /// The S3 connection settings, for outputs on S3.
+    /// The remote stores' settings (the `[s3]` table), for outputs in one.
     pub s3: &'a S3Config,
     /// Where changed tiles are listed.
     pub changes: ChangedList,

@@ -55,7 +55,7 @@ pub struct Finish<'a> {
     /// Leave the `agg_tiles_hash` of a run that changed tiles for [`OutputKind::refresh_agg_hash`]
     /// to compute after the purge: the output declares no hash meanwhile (a tree keeps its stale
     /// marker), never a wrong one. Outputs that rewrite every tile anyway (PMTiles) or keep the
-    /// hash's inputs at hand (S3) compute it at once regardless.
+    /// hash's inputs at hand (remote prefixes) compute it at once regardless.
     pub defer_hash: bool,
 }
 
@@ -143,7 +143,7 @@ pub trait Sink: Send {
 
     /// Takes the tiles that the shards of a sharded run wrote as this run's own (`finalize`), so
     /// the sweep keeps exactly them and the output's tile hashes list them. Only outputs that
-    /// shards write into directly (trees, S3 prefixes) can.
+    /// shards write into directly (trees, remote prefixes) can.
     fn adopt(&mut self, _tiles: &std::collections::HashMap<u64, [u8; 16]>) -> Result<()> {
         Err(crate::error::Error::output(
             "(an MBTiles or PMTiles output)",
@@ -179,7 +179,7 @@ pub fn lock_place(target: &OutputTarget, s3: &S3Config) -> LockPlace {
 }
 
 /// Removes the files a local partition output left once a full seed emptied it: the MBTiles or
-/// PMTiles file (and its store), or the subdirectory. An S3 prefix keeps its metadata objects,
+/// PMTiles file (and its store), or the subdirectory. A remote prefix keeps its metadata objects,
 /// which describe an empty tileset.
 pub fn remove_emptied(target: &OutputTarget) -> Result<()> {
     kind_of(target).remove_emptied()
@@ -204,7 +204,7 @@ pub async fn refresh_agg_hash(
 }
 
 /// Opens a sink for a target; fails early when the target cannot be written. With `part`, a
-/// directory or S3 sink writes one shard's part: its own journal, and a part record instead of
+/// directory or prefix sink writes one shard's part: its own journal, and a part record instead of
 /// the whole output's documents on finish.
 pub async fn open(
     target: &OutputTarget,

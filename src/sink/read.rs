@@ -15,16 +15,16 @@ use crate::tile::TileCoord;
 pub struct ReaderOptions<'a> {
     /// The output as the user gave it, for messages.
     pub output: &'a str,
-    /// The S3 connection settings, for outputs on S3.
+    /// The remote stores' settings (the `[s3]` table), for outputs in one.
     pub s3: &'a S3Config,
-    /// The tile file extension of trees and S3 prefixes.
+    /// The tile file extension of trees and remote prefixes.
     pub extension: &'a str,
 }
 
 /// What reading one kind of output takes.
 pub trait ReadTiles: Send + Sync {
     /// MBTiles metadata (with `json` expanded), the PMTiles metadata and header, or the TileJSON
-    /// document beside tree and S3 tiles; null when there is none.
+    /// document beside tree and prefix tiles; null when there is none.
     fn metadata(&self) -> BoxFuture<'_, Result<Value>>;
 
     /// Every stored tile with its size in bytes.
@@ -50,7 +50,7 @@ pub trait ReadTiles: Send + Sync {
     }
 }
 
-/// Tile reads in flight at once in [`ReadTiles::read_many`]: enough to hide an S3 request's round
+/// Tile reads in flight at once in [`ReadTiles::read_many`]: enough to hide a remote store request's round
 /// trip, few enough not to be throttled.
 const READS_IN_FLIGHT: usize = 16;
 
@@ -65,7 +65,7 @@ impl OutputReader {
 
     /// Opens an output for reading; fails when it is not there or is not of its kind. `output` is
     /// the output as the user gave it, for messages; `extension` the tile file extension of trees
-    /// and S3 prefixes.
+    /// and remote prefixes.
     pub async fn open(
         output: &str,
         target: &OutputTarget,

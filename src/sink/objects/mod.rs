@@ -29,7 +29,7 @@ use super::{
     ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
 };
 use crate::config::{Bucket, S3Config};
-use crate::coordination::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, S3_FOLDER};
+use crate::coordination::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, PREFIX_FOLDER};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
 use crate::store::{local_file, ObjectHeaders, ObjectStore, MVT_CONTENT_TYPE};
@@ -182,7 +182,7 @@ impl ObjectSink {
             .map(|key| (*key, self.hashes.get(key).copied().unwrap_or_default()))
             .collect();
         let record = PartRecord::new(part, state, end.metadata, tiles.len() as u64);
-        let folder = |name: String| format!("{S3_FOLDER}/{name}");
+        let folder = |name: String| format!("{PREFIX_FOLDER}/{name}");
         self.put(
             &folder(part.name("tiles")),
             encode_tiles(&tiles),
@@ -424,7 +424,7 @@ impl Sink for ObjectSink {
     }
 
     fn abort(mut self: Box<Self>) {
-        // Each object is replaced atomically by S3; stop what is in flight and leave the rest as it is.
+        // Each object is replaced atomically by the store; stop what is in flight and leave the rest as it is.
         self.uploads.abort_all();
         while let Some(outcome) = self.handle.clone().block_on(self.uploads.join_next()) {
             // Uploads that completed before the abort are still journaled.
