@@ -139,31 +139,8 @@ impl S3Server {
 
     /// Every object under `bucket/prefix/`, named from there on, with its bytes, in name order.
     pub fn read_prefix(&self, bucket: &str, prefix: &str) -> Vec<(String, Vec<u8>)> {
-        let client = self.client();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let mut objects = Vec::new();
-            let mut pages = client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(format!("{prefix}/"))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                for object in page.unwrap().contents() {
-                    let key = object.key().unwrap();
-                    let got = client.get_object().bucket(bucket).key(key).send().await;
-                    let bytes = got.unwrap().body.collect().await.unwrap().into_bytes();
-                    let name = key.strip_prefix(&format!("{prefix}/")).unwrap();
-                    objects.push((name.to_string(), bytes.to_vec()));
-                }
-            }
-            objects.sort();
-            objects
-        })
+        let blobs = self.read_blobs(bucket, prefix).into_iter();
+        blobs.map(|blob| (blob.name, blob.data)).collect()
     }
 }
 
