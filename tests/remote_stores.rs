@@ -92,39 +92,65 @@ impl Setup {
     }
 }
 
-/// Runs each behaviour against both stores: `remote_stores::s3::NAME` and
-/// `remote_stores::azure::NAME`.
-macro_rules! on_every_store {
-    ($($name:ident),* $(,)?) => {
-        mod s3 {
-            use crate::common::remote::Remote;
-            $(
-                #[test]
-                #[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
-                fn $name() {
-                    super::$name(Remote::s3());
-                }
-            )*
-        }
-        mod azure {
-            use crate::common::remote::Remote;
-            $(
-                #[test]
-                #[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
-                fn $name() {
-                    super::$name(Remote::azure("remote"));
-                }
-            )*
-        }
-    };
+// Each behaviour below runs on both stores: `NAME_on_s3` and `NAME_on_azure`.
+
+#[test]
+#[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
+fn a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed_on_s3()
+{
+    a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed(
+        Remote::s3(),
+    );
 }
 
-on_every_store!(
-    a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed,
-    a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed,
-    shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_finished,
-    a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions,
-);
+#[test]
+#[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
+fn a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed_on_azure(
+) {
+    a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed(
+        Remote::azure("remote"),
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
+fn a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed_on_s3() {
+    a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed(Remote::s3());
+}
+
+#[test]
+#[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
+fn a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed_on_azure() {
+    a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed(Remote::azure("remote"));
+}
+
+#[test]
+#[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
+fn shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_finished_on_s3() {
+    shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_finished(Remote::s3());
+}
+
+#[test]
+#[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
+fn shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_finished_on_azure() {
+    shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_finished(
+        Remote::azure("remote"),
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
+fn a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions_on_s3() {
+    a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions(Remote::s3());
+}
+
+#[test]
+#[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
+fn a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions_on_azure() {
+    a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions(Remote::azure(
+        "remote",
+    ));
+}
 
 fn a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed(
     remote: Remote,
