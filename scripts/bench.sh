@@ -19,8 +19,8 @@
 #   --sections LIST  comma-separated sections to run, in this order (default
 #                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
 #                    watch, edge, partitions, watch-partitions, shards,
-#                    validate, capacity; polygons, generalise, moved and subtrees run only
-#                    when listed
+#                    validate, capacity; polygons, generalise, moved, subtrees and
+#                    changelog run only when listed
 #   --rows N         facilities in the sample of the main section (default
 #                    100000; 1000000 is the stress figure behind the 256 MB
 #                    peak RSS target); also the default of --cluster-rows
@@ -287,6 +287,16 @@
 #            covers. The baseline's outputs start from a full seed of the world
 #            at those zooms; the target's from a seed over a speck of ocean,
 #            which records its watermark. Not in the default list.
+#   changelog reading the change log of bulk statements (issue 62): a copy of
+#            the 144,563-row sample (schema bench_changelog) under change
+#            capture, a full seed of a z0-12 tree (clustered as the sample
+#            config), then per size of 2,000, 17,000 and 100,000 rows one
+#            UPDATE of that many names in one statement and `seed --dirty`:
+#            its change-log read (the time its log line reports) per 1,000
+#            changed rows, and its whole run against the full seed. Baseline in
+#            the same run, before each reseed: the read as oar-tiles sent it
+#            before the fix (scripts/bench_changelog_before.sql) by psql,
+#            cancelled after 300 s. Not in the default list.
 #
 # Every config is derived from sample-config.toml, pointed at the benchmark
 # schema, with clustering set explicitly per variant whatever the sample config
@@ -442,8 +452,9 @@ for s in "${section_list[@]}"; do
         pmtiles) run_pmtiles=1 ;;
         growth) run_growth=1 ;;
         capture | partitions | shards | validate | capacity | polygons | generalise | moved | subtrees) ;;
+        changelog) run_reseed=1 ;;
         watch | edge | edge-zooms | edge-cloudfront | watch-partitions | live) run_watch=1 ;;
-        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, live, partitions, watch-partitions, shards, validate, capacity, polygons, generalise, moved, subtrees)" ;;
+        *) die "unknown section '$s' (expected main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, edge-cloudfront, live, partitions, watch-partitions, shards, validate, capacity, polygons, generalise, moved, subtrees, changelog)" ;;
     esac
 done
 
@@ -521,6 +532,7 @@ parts_config=
 watch_pid=
 serve_pid=
 varnish_pid=
+changelog_schema= # the changelog section's copy of the sample
 growth_config= # the growth config whose change capture is installed, its sample renamed
 moto_pid=
 cleanup() {
@@ -534,6 +546,10 @@ cleanup() {
     if [[ -n $polygons_schema ]]; then
         psql_ -c "DROP SCHEMA IF EXISTS $polygons_schema CASCADE;
                   DROP SCHEMA IF EXISTS ${polygons_schema}_changes CASCADE" >/dev/null 2>&1 || true
+    fi
+    if [[ -n $changelog_schema ]]; then
+        psql_ -c "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $changelog_schema CASCADE;
+                  DROP SCHEMA IF EXISTS ${CHANGES_SCHEMA}_changelog CASCADE" >/dev/null 2>&1 || true
     fi
     if [[ -n $growth_config ]]; then
         # The sample's comment, set before the rename, makes the next run reload it.
@@ -2429,6 +2445,66 @@ PY
     rm -f "$WORK"/subtrees*.mbtiles*
     psql_ -c "SET client_min_messages = warning; DROP SCHEMA $polygons_schema CASCADE; DROP SCHEMA IF EXISTS $changes CASCADE"
     polygons_schema=
+}
+
+# --- changelog: reading the change log of bulk statements ---------------------------------------
+
+# section_changelog: see the header. Each size's UPDATE is one statement, so one log row holds
+# all its geometries in arrays; the baseline reads it as the tool did before issue 62.
+section_changelog() {
+    local n=144563 zoom=0-12 cap=300 config=$WORK/changelog.toml rows start before read
+    changelog_schema=bench_changelog
+    log "changelog: loading $n facilities into $changelog_schema.facilities"
+    "$ROOT/scripts/load-sample.sh" --rows "$n" --schema "$changelog_schema" --table facilities
+    read -r extent buffer layer pool_size size_budget < <(
+        python3 "$ROOT/scripts/bench_helpers.py" config "$ROOT/sample-config.toml" "$config" \
+            "$changelog_schema.facilities" --changes-schema "${CHANGES_SCHEMA}_changelog" \
+            --cluster "$cluster_spec"
+    )
+    [[ -n ${size_budget:-} ]] || die "could not derive a config from $ROOT/sample-config.toml"
+    "$BIN" -q changes install --config "$config" >&2
+    log "changelog: full seed of a zoom $zoom tree"
+    timed_seed changelog-full --config "$config" --zoom "$zoom" --output "$WORK/changelog-tree/"
+    : >"$WORK/changelog.txt"
+    for rows in 2000 17000 100000; do
+        psql_ -c "UPDATE $changelog_schema.facilities SET name = name || ' *' WHERE id <= $rows"
+        log "changelog: $rows rows in one UPDATE; the read as before issue 62 (at most $cap s)"
+        start=$(now)
+        if PGOPTIONS="-c statement_timeout=${cap}s" psql_ -o /dev/null \
+            -v log="${CHANGES_SCHEMA}_changelog.change_log" -v table="$changelog_schema.facilities" \
+            -f "$ROOT/scripts/bench_changelog_before.sql" 2>/dev/null; then
+            before=$(awk -v a="$start" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+        else
+            before=">$cap"
+        fi
+        log "changelog: $rows rows in one UPDATE; seed --dirty"
+        /usr/bin/time -v -o "$WORK/changelog-$rows.time" "$BIN" seed "${concurrency_args[@]}" \
+            --config "$config" --zoom "$zoom" --output "$WORK/changelog-tree/" --dirty \
+            --summary-json "$WORK/changelog-$rows.json" >/dev/null 2>"$WORK/changelog-$rows.log" \
+            || { log "changelog: seed --dirty failed: $(tail -3 "$WORK/changelog-$rows.log")"; failed 1; }
+        read=$(sed -n 's/.*change log read in \([0-9.]*\) s.*/\1/p' "$WORK/changelog-$rows.log" | head -1)
+        echo "$rows $before ${read:-?}" >>"$WORK/changelog.txt"
+    done
+    "$BIN" -q changes uninstall --config "$config" >&2
+    psql_ -c "SET client_min_messages = warning; DROP SCHEMA $changelog_schema CASCADE" >/dev/null
+    changelog_schema=
+    python3 - "$ROOT/scripts" "$WORK" "$zoom" <<'PY' || failed $?
+import sys
+sys.path.insert(0, sys.argv[1])
+import bench_helpers as h
+work, zoom = sys.argv[2], sys.argv[3]
+full, _, _ = h.time_v(f"{work}/changelog-full.time")
+print(f"changelog: one UPDATE of N names on 144,563 rows under change capture, zoom {zoom} tree"
+      f" (full seed {full:.1f} s)")
+print(f"  {'rows':>7} {'read before':>12} {'per 1k':>8} {'read now':>9} {'per 1k':>8}"
+      f" {'seed --dirty':>13} {'x full':>7}")
+for line in open(f"{work}/changelog.txt"):
+    rows, before, now = line.split()
+    per = lambda s: f"{1000 * float(s) / int(rows):8.3f}" if s[0].isdigit() else f"{'-':>8}"
+    wall, _, _ = h.time_v(f"{work}/changelog-{rows}.time")
+    print(f"  {int(rows):>7} {before + ' s':>12} {per(before)} {now + ' s':>9} {per(now)}"
+          f" {wall:11.1f} s {wall / full:7.2f}")
+PY
 }
 
 # --- run ------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ mod common;
 mod agg_hash;
 mod agg_lag;
 mod bad_input;
+mod bulk_changes;
 mod cloudfront;
 mod clusters;
 mod dirty_shapes;

@@ -104,11 +104,13 @@ async fn dirty(
         zooms: tileset.zooms,
         extent: tileset.tileset.extent,
     };
+    let reading = std::time::Instant::now();
     let (changes, next) =
         capture::read_since(pool, change_schema, layers, since, Some(compare)).await?;
     tracing::info!(
-        "tileset `{name}`: {} changed geometries since the last seed",
-        changes.rows
+        "tileset `{name}`: {} changed geometries since the last seed (change log read in {:.2} s)",
+        changes.rows,
+        reading.elapsed().as_secs_f64()
     );
     let everything = |why: &str| {
         tracing::info!("tileset `{name}`: {why}; reseeding everything");

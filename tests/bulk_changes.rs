@@ -1,0 +1,138 @@
+//! Statements of thousands of rows under change capture, as registries import contributors'
+//! lists: the reseed reads each statement's log row once, not once per row it logged, and its
+//! tiles equal a full seed's.
+
+use std::time::Duration;
+
+use crate::common::reseed::Setup;
+use crate::common::run::{assert_same_tiles, oar_tiles_with, read_mbtiles_raw, summary};
+
+/// Rows of each bulk statement: enough that reading a log row's arrays once per logged geometry
+/// (6,000 × 2 geometries, each read of the arrays some 50 TOAST pages) would touch millions of
+/// pages.
+const BULK_ROWS: i64 = 6_000;
+
+/// Blocks of the relation `oid` read or found in shared buffers, as the server's statistics count
+/// them once every backend that read it has reported.
+fn blocks_fetched(setup: &mut Setup, oid: u32) -> i64 {
+    setup
+        .schema
+        .client()
+        .query_one("SELECT pg_stat_get_blocks_fetched($1)", &[&oid])
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until no backend of the query `where_clause` (over `pg_stat_activity`, with `$1`) is
+/// left: a backend reports its block counts when it exits, before it leaves the activity view.
+fn wait_until_gone(
+    setup: &mut Setup,
+    where_clause: &str,
+    value: &(dyn postgres::types::ToSql + Sync),
+) {
+    let query = format!("SELECT count(*) FROM pg_stat_activity WHERE {where_clause}");
+    loop {
+        let left: i64 = setup
+            .schema
+            .client()
+            .query_one(&query, &[value])
+            .unwrap()
+            .get(0);
+        if left == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+#[ignore = "needs PostgreSQL + PostGIS (scripts/test.sh)"]
+fn a_bulk_statement_is_read_from_the_change_log_once_not_once_per_row() {
+    let mut setup = Setup::new("bulk_log", "");
+    let reseeded = setup.path("reseeded.mbtiles");
+    setup.seed(&reseeded, &[]);
+
+    // An import of a contributor's list, an edit of all its names, a move of all its points:
+    // three statements, each one log row holding thousands of geometries in arrays.
+    setup.schema.execute(&format!(
+        "INSERT INTO {{schema}}.sites (site_id, label, kind, score, pt)
+           SELECT 100000 + i, 'bulk ' || i, 'knit', i % 17,
+                  ST_SetSRID(ST_MakePoint(100 + (i % 80) * 0.125, 5 + (i / 80) * 0.125), 4326)
+           FROM generate_series(1, {BULK_ROWS}) i;
+         UPDATE {{schema}}.sites SET label = label || ' (2)' WHERE site_id > 100000;
+         UPDATE {{schema}}.sites SET pt = ST_Translate(pt, 0.01, 0.01)
+           WHERE site_id > 100000 AND site_id % 2 = 0;"
+    ));
+    let changes_schema = setup.changes_schema.clone();
+    let toast: u32 = setup
+        .schema
+        .client()
+        .query_one(
+            "SELECT c.reltoastrelid::int8 FROM pg_class c
+             WHERE c.oid = to_regclass(format('%I.change_log', $1::text))",
+            &[&changes_schema],
+        )
+        .map(|row| u32::try_from(row.get::<_, i64>(0)).unwrap())
+        .unwrap();
+    assert_ne!(toast, 0, "the change log has a TOAST table");
+    // The statements' own writes to the TOAST table are counted when their session ends.
+    let writer: i32 = setup
+        .schema
+        .client()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    setup.schema.reconnect();
+    wait_until_gone(&mut setup, "pid = $1", &writer);
+    let before = blocks_fetched(&mut setup, toast);
+
+    let application = format!("oar-tiles-bulk-{}", std::process::id());
+    let summary_path = setup.path("summary.json");
+    let run = oar_tiles_with(
+        Some(&setup.schema.url),
+        &[
+            "seed",
+            "--config",
+            setup.config.to_str().unwrap(),
+            "--zoom",
+            crate::common::reseed::ZOOMS,
+            "--output",
+            reseeded.to_str().unwrap(),
+            "--dirty",
+            "--summary-json",
+            summary_path.to_str().unwrap(),
+        ],
+        &[("PGAPPNAME", application.as_str())],
+    );
+    run.assert_success();
+    wait_until_gone(&mut setup, "application_name = $1", &application);
+    let fetched = blocks_fetched(&mut setup, toast) - before;
+
+    let pages: i64 = setup
+        .schema
+        .client()
+        .query_one(
+            "SELECT (pg_relation_size($1::oid) / current_setting('block_size')::int8)",
+            &[&toast],
+        )
+        .unwrap()
+        .get(0);
+    // Each of the three log rows' arrays is read a few times (the geometries, the pairs of the
+    // move); read once per logged geometry they cost thousands of times the table.
+    assert!(
+        fetched <= 20 * pages + 200,
+        "the reseed fetched {fetched} blocks of the change log's TOAST table of {pages} pages: \
+         its arrays were read again for every geometry they hold"
+    );
+    let json = summary(&summary_path);
+    assert!(
+        json[0]["tiles_queried"].as_u64().unwrap() > 0,
+        "the reseed rendered the bulk statements' tiles: {json}"
+    );
+    let full = setup.full("full.mbtiles");
+    assert_same_tiles(
+        &full,
+        &read_mbtiles_raw(&reseeded),
+        "a reseed after bulk statements against a full seed",
+    );
+}
