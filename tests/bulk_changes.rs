@@ -52,7 +52,7 @@ fn a_bulk_statement_is_read_from_the_change_log_once_not_once_per_row() {
     let reseeded = setup.path("reseeded.mbtiles");
     setup.seed(&reseeded, &[]);
 
-    // An import of a contributor's list, an edit of all its names, a move of all its points:
+    // An import of a contributor's list, an edit of all its names, a move of half its points:
     // three statements, each one log row holding thousands of geometries in arrays.
     setup.schema.execute(&format!(
         "INSERT INTO {{schema}}.sites (site_id, label, kind, score, pt)
@@ -63,6 +63,37 @@ fn a_bulk_statement_is_read_from_the_change_log_once_not_once_per_row() {
          UPDATE {{schema}}.sites SET pt = ST_Translate(pt, 0.01, 0.01)
            WHERE site_id > 100000 AND site_id % 2 = 0;"
     ));
+    // A COPY logs like a statement; a transaction of many single-row statements, a log row each.
+    let table = format!("\"{}\".sites", setup.schema.name);
+    let mut copy = setup
+        .schema
+        .client()
+        .copy_in(&format!(
+            "COPY {table} (site_id, label, kind, score, pt) FROM STDIN"
+        ))
+        .unwrap();
+    for i in 1..=BULK_ROWS / 3 {
+        let (lon, lat) = (
+            -60.0 + (i % 80) as f64 * 0.125,
+            -30.0 + (i / 80) as f64 * 0.125,
+        );
+        let line = format!(
+            "{}\tcopied {i}\tsew\t{}\tSRID=4326;POINT({lon} {lat})\n",
+            200_000 + i,
+            i % 5
+        );
+        std::io::Write::write_all(&mut copy, line.as_bytes()).unwrap();
+    }
+    copy.finish().unwrap();
+    let singles: String = (1..=200)
+        .map(|i| {
+            format!(
+                "UPDATE {{schema}}.sites SET score = score + 1 WHERE site_id = {};",
+                200_000 + i
+            )
+        })
+        .collect();
+    setup.schema.execute(&format!("BEGIN; {singles} COMMIT;"));
     let changes_schema = setup.changes_schema.clone();
     let toast: u32 = setup
         .schema
@@ -117,7 +148,7 @@ fn a_bulk_statement_is_read_from_the_change_log_once_not_once_per_row() {
         )
         .unwrap()
         .get(0);
-    // Each of the three log rows' arrays is read a few times (the geometries, the pairs of the
+    // Each bulk log row's arrays are read a few times (the geometries, the pairs of the
     // move); read once per logged geometry they cost thousands of times the table.
     assert!(
         fetched <= 20 * pages + 200,
