@@ -20,6 +20,7 @@ use oar_tiles::{
 
 fn main() -> ProcessExit {
     let cli = Cli::parse();
+    raise_open_file_limit();
     // A watcher logs one line per cycle: the seed's own per-run lines would repeat every cycle.
     let quiet_modules = matches!(cli.command, Command::Watch(_));
     init_logging(cli.quiet, quiet_modules, cli.log_format);
@@ -359,4 +360,22 @@ fn run_watch(args: WatchArgs) -> Result<(), Error> {
     let path = Config::locate(args.config.as_deref())?;
     let job = WatchJob::resolve(Config::load(&path)?, args.options.into())?;
     runtime()?.block_on(commands::watch(&job))
+}
+
+/// Raises the soft limit of open files to the hard one, as servers do at start: the default soft
+/// limit (1024 on most systems) is below what `watch`'s event streams, a wide pool and a tree's
+/// writes may hold at once. Where it cannot be raised the limit stays, and `watch` sizes its
+/// client cap to it.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(err) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("cannot raise the open-file limit: {err}");
+        }
+    }
 }

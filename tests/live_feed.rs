@@ -294,6 +294,76 @@ fn watch_answers_an_mbtiles_outputs_feed_and_streams_its_segments_as_server_sent
     watcher.stop(libc::SIGTERM);
 }
 
+/// The status line and headers of what the server answered on `stream` so far.
+fn answer_head(stream: &mut std::net::TcpStream) -> String {
+    let started = Instant::now();
+    let mut seen = String::new();
+    while !seen.contains("\r\n\r\n") {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no answer; so far: {seen:?}"
+        );
+        let mut buffer = [0u8; 4096];
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buffer[..n])),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+    }
+    seen
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn event_streams_past_max_event_clients_are_refused_and_a_seat_frees_when_a_client_leaves() {
+    let fixture = fixture("live_feed_cap", "out.mbtiles", "");
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
+    std::fs::write(
+        &fixture.config,
+        text.replacen("[watch]\n", "[watch]\nmax_event_clients = 2\n", 1),
+    )
+    .unwrap();
+    seed(&fixture, &[]).assert_success();
+    let mut watcher = Watcher::start(&fixture);
+    watcher.wait_until("the listener", |w| w.health().is_some());
+    let mut first = open_events(watcher.port(), None);
+    let mut second = open_events(watcher.port(), None);
+    for stream in [&mut first, &mut second] {
+        let mut seen = String::new();
+        next_event(stream, &mut seen, "head", 1);
+    }
+    let mut third = open_events(watcher.port(), None);
+    let refused = answer_head(&mut third);
+    assert!(
+        refused.starts_with("HTTP/1.1 503") && refused.to_lowercase().contains("retry-after: 10"),
+        "{refused}"
+    );
+    // The documents and the health check are no event streams: they are still answered.
+    assert_eq!(watcher.get("/changes/sites/head.json").unwrap().0, 200);
+    assert!(watcher.health().is_some());
+    drop(first);
+    // The server notices the client left at the latest at its next keep-alive (15 s).
+    let started = Instant::now();
+    loop {
+        let mut again = open_events(watcher.port(), None);
+        let answer = answer_head(&mut again);
+        if answer.starts_with("HTTP/1.1 200") {
+            let mut seen = answer[answer.find("\r\n\r\n").unwrap() + 4..].to_string();
+            next_event(&mut again, &mut seen, "head", 1);
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no seat freed after a client left: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    watcher.stop(libc::SIGTERM);
+}
+
 #[test]
 #[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
 fn an_s3_prefixs_feed_is_served_with_cdn_headers_and_a_pmtiles_files_by_serve() {

@@ -71,6 +71,8 @@ pub struct WatchConfig {
     /// After each cycle's purge, how many changed tiles are fetched through each CDN target's
     /// `public_url` (`check_edge`), and how long they may take to turn fresh (`check_edge_within`).
     pub check_edge: EdgeCheckSettings,
+    /// Server-Sent Events streams of the changes feeds served at once; more are answered 503.
+    pub max_event_clients: usize,
 }
 
 impl Default for WatchConfig {
@@ -85,6 +87,7 @@ impl Default for WatchConfig {
                 sample: 8,
                 ..EdgeCheckSettings::default()
             },
+            max_event_clients: 256,
         }
     }
 }
@@ -99,6 +102,7 @@ struct RawWatch {
     max_outbox_age: Option<Spanned<String>>,
     check_edge: Option<usize>,
     check_edge_within: Option<Spanned<String>>,
+    max_event_clients: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -449,6 +453,7 @@ fn resolve_watch(
                 at,
             )?,
         },
+        max_event_clients: raw.max_event_clients.unwrap_or(default.max_event_clients),
     };
     if watch.debounce > watch.max_delay || watch.poll_interval < Duration::from_secs(1) {
         return Err(at(

@@ -129,12 +129,29 @@ pub(super) async fn document(
 
 /// The feed as Server-Sent Events: `head` once (where the feed stands), then a `segment` per
 /// segment published; `reload` when the client's `Last-Event-ID` is older than the feed keeps.
+/// At most `watch.max_event_clients` streams at once: beyond, 503, so clients cannot take the
+/// watcher's file descriptors (and with them its database connection).
 pub(super) async fn events(
     State(shared): State<Arc<Shared>>,
     Path(tileset): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
+    let Ok(seat) = shared.event_clients.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::RETRY_AFTER, "10"),
+            ],
+            format!(
+                "this watcher already streams to {} clients (watch.max_event_clients); poll \
+                 /changes/{tileset}/head.json or try again later\n",
+                shared.max_event_clients
+            ),
+        )
+            .into_response();
+    };
     let which = Which::from_query(query.as_deref());
     let store = match store(&shared, &shared.s3, &tileset, &which).await {
         Ok(store) => store,
@@ -145,7 +162,7 @@ pub(super) async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     let cycles = shared.cycles.subscribe();
-    Sse::new(follow(store, resume, cycles))
+    Sse::new(follow(store, resume, cycles, seat))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
@@ -155,23 +172,35 @@ struct Following {
     store: FeedStore,
     /// The last sequence sent; `None` until the head was first read.
     sent: Option<u64>,
+    /// The head a catch-up runs to, while segments up to it remain to be sent.
+    catching_up: Option<Head>,
     cycles: tokio::sync::watch::Receiver<u64>,
     /// Whether to wait for a cycle before reading the head again.
     wait: bool,
+    /// The client's place among `watch.max_event_clients`, given back when the stream ends.
+    _seat: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// The events of one client. Each step reads at most one segment from the store, so a client
+/// catching up over every retained segment holds one in memory at a time, not all of them.
 fn follow(
     store: FeedStore,
     resume: Option<u64>,
     cycles: tokio::sync::watch::Receiver<u64>,
+    seat: tokio::sync::OwnedSemaphorePermit,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let start = Following {
         store,
         sent: resume,
+        catching_up: None,
         cycles,
         wait: false,
+        _seat: seat,
     };
     stream::unfold(start, |mut state| async move {
+        if let Some(head) = state.catching_up.take() {
+            return Some((next_segment(&mut state, head).await, state));
+        }
         if state.wait && state.cycles.changed().await.is_err() {
             return None;
         }
@@ -180,58 +209,60 @@ fn follow(
             Ok(head) => head,
             Err(e) => {
                 tracing::warn!("changes feed events: {e}");
-                return Some((Vec::new(), state));
+                return Some((None, state));
             }
         };
-        let events = catch_up(&state.store, state.sent, head.as_ref()).await;
-        if let Some(head) = &head {
-            state.sent = Some(head.sequence);
-        } else if state.sent.is_none() {
-            state.sent = Some(0);
-        }
-        Some((events, state))
+        let Some(head) = head else {
+            state.sent.get_or_insert(0);
+            return Some((None, state));
+        };
+        let event = match state.sent {
+            // A new client: where the feed stands; what it loads from now on is at least that new.
+            None => {
+                state.sent = Some(head.sequence);
+                Some(head_event("head", &head))
+            }
+            Some(sent) if head.sequence <= sent => None,
+            Some(sent) if sent + 1 < head.oldest => {
+                state.sent = Some(head.sequence);
+                Some(head_event("reload", &head))
+            }
+            Some(_) => return Some((next_segment(&mut state, head).await, state)),
+        };
+        Some((event, state))
     })
-    .flat_map(|events| stream::iter(events.into_iter().map(Ok)))
+    .filter_map(|event| async move { event.map(Ok) })
 }
 
-/// The events that bring a client that saw `sent` up to `head`.
-async fn catch_up(store: &FeedStore, sent: Option<u64>, head: Option<&Head>) -> Vec<Event> {
-    let Some(head) = head else {
-        return Vec::new();
-    };
-    let Some(sent) = sent else {
-        // A new client: where the feed stands; what it loads from now on is at least that new.
-        return vec![Event::default()
-            .event("head")
-            .id(head.sequence.to_string())
-            .data(serde_json::to_string(head).unwrap_or_default())];
-    };
-    if head.sequence <= sent {
-        return Vec::new();
-    }
-    if sent + 1 < head.oldest {
-        return vec![Event::default()
-            .event("reload")
-            .id(head.sequence.to_string())
-            .data(serde_json::to_string(head).unwrap_or_default())];
-    }
-    let mut events = Vec::new();
-    for sequence in sent + 1..=head.sequence {
-        match store.read(&feed::segment_name(sequence)).await {
-            Ok(Some(bytes)) => events.push(
-                Event::default()
-                    .event("segment")
-                    .id(sequence.to_string())
-                    .data(String::from_utf8_lossy(&bytes)),
-            ),
-            // Removed meanwhile (retention): the client cannot know what it missed.
-            _ => {
-                return vec![Event::default()
-                    .event("reload")
-                    .id(head.sequence.to_string())
-                    .data(serde_json::to_string(head).unwrap_or_default())]
+/// The event naming the whole `head` (`head` for a new client, `reload` for one that missed
+/// segments the feed no longer keeps).
+fn head_event(name: &'static str, head: &Head) -> Event {
+    Event::default()
+        .event(name)
+        .id(head.sequence.to_string())
+        .data(serde_json::to_string(head).unwrap_or_default())
+}
+
+/// The segment after the last one `state` sent, on the way to `head`; the rest of the way is
+/// left in `state.catching_up`.
+async fn next_segment(state: &mut Following, head: Head) -> Option<Event> {
+    let sequence = state.sent.map_or(1, |sent| sent + 1);
+    match state.store.read(&feed::segment_name(sequence)).await {
+        Ok(Some(bytes)) => {
+            state.sent = Some(sequence);
+            let event = Event::default()
+                .event("segment")
+                .id(sequence.to_string())
+                .data(String::from_utf8_lossy(&bytes));
+            if sequence < head.sequence {
+                state.catching_up = Some(head);
             }
+            Some(event)
+        }
+        // Removed meanwhile (retention): the client cannot know what it missed.
+        _ => {
+            state.sent = Some(head.sequence);
+            Some(head_event("reload", &head))
         }
     }
-    events
 }

@@ -14,27 +14,62 @@ use axum::Router;
 use super::Shared;
 use crate::error::{Error, Result};
 
-/// The server task; it stops when this is dropped.
-pub(super) struct Server(tokio::task::JoinHandle<()>);
+/// File descriptors kept for everything but event streams: the pool's and the LISTEN
+/// connections, outputs' files, store and CDN requests, `/metrics` scrapes.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// `configured` event streams, lowered to what the open-file limit leaves beside
+/// [`RESERVED_DESCRIPTORS`] (one descriptor each), with a warning when it must be: past the limit,
+/// accepting a client fails and so does opening a connection to PostgreSQL.
+pub(super) fn event_client_cap(configured: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let room = usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX);
+    if configured > room {
+        tracing::warn!(
+            "watch.max_event_clients {configured} lowered to {room}: the open-file limit is \
+             {limit} (raise it with `ulimit -n` or the service's LimitNOFILE)"
+        );
+    }
+    configured.min(room)
+}
+
+/// The server, on a thread and runtime of its own: a cycle that keeps the watcher's thread busy
+/// (planning a bulk change, writing thousands of tiles) must not leave `/health` unanswered, nor
+/// event streams stalled. It stops, closing every connection, when this is dropped.
+pub(super) struct Server {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
 /// Binds `address` and serves the endpoints in the background.
 pub(super) async fn serve(address: SocketAddr, shared: Arc<Shared>) -> Result<Server> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| {
-            Error::setting(
-                "watch.listen",
-                format!(
-                    "cannot listen on {address} for /metrics and /health: {e} (set --listen or watch.listen)"
-                ),
-            )
-        })?;
+    let cannot = |e: std::io::Error| {
+        Error::setting(
+            "watch.listen",
+            format!(
+                "cannot listen on {address} for /metrics and /health: {e} (set --listen or watch.listen)"
+            ),
+        )
+    };
+    let listener = std::net::TcpListener::bind(address).map_err(cannot)?;
+    listener.set_nonblocking(true).map_err(cannot)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(cannot)?;
     tracing::info!("serving /metrics and /health on http://{address}");
     let app = Router::new()
         .route("/metrics", get(metrics))
@@ -42,11 +77,30 @@ pub(super) async fn serve(address: SocketAddr, shared: Arc<Shared>) -> Result<Se
         .route("/changes/{tileset}/events", get(super::feed::events))
         .route("/changes/{tileset}/{file}", get(super::feed::document))
         .with_state(shared);
-    Ok(Server(tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, app).await {
-            tracing::warn!("the /metrics server stopped: {err}");
-        }
-    })))
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("watch-http".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(err) => return tracing::warn!("the /metrics server cannot start: {err}"),
+                };
+                tokio::select! {
+                    served = axum::serve(listener, app) => {
+                        if let Err(err) = served {
+                            tracing::warn!("the /metrics server stopped: {err}");
+                        }
+                    }
+                    _ = stopped => {}
+                }
+            });
+        })
+        .map_err(cannot)?;
+    Ok(Server {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

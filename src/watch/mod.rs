@@ -64,6 +64,9 @@ struct Shared {
     s3: crate::config::S3Config,
     /// Counts the cycles that ended, so the feed's event streams read its head again.
     cycles: tokio::sync::watch::Sender<u64>,
+    /// The changes feeds' event streams that may be open at once, and their seats.
+    max_event_clients: usize,
+    event_clients: Arc<tokio::sync::Semaphore>,
 }
 
 /// The poll while the edge waits (see the module's comment).
@@ -128,6 +131,7 @@ pub async fn run(job: &WatchJob) -> Result<()> {
     // Every CDN target's secrets and credentials, before the first cycle renders anything.
     crate::seed::check_cdns(seed).await?;
     let jobs = Jobs::split(seed);
+    let event_clients = http::event_client_cap(job.settings.max_event_clients);
     let shared = Arc::new(Shared {
         metrics: Metrics::default(),
         database_up: AtomicBool::default(),
@@ -150,6 +154,8 @@ pub async fn run(job: &WatchJob) -> Result<()> {
             .collect(),
         s3: seed.s3.clone(),
         cycles: tokio::sync::watch::Sender::new(0),
+        max_event_clients: event_clients,
+        event_clients: Arc::new(tokio::sync::Semaphore::new(event_clients)),
     });
     let _server = http::serve(job.settings.listen, shared.clone()).await?;
     let stop = Stop::on_signals();
