@@ -118,7 +118,7 @@ fn lines_a_consumer_took_of_a_batch_leave_its_pending_only_and_go_with_the_batch
         assert_eq!(outbox.pending("feed").await.unwrap()[0].1.len(), 4);
         // Taken by all, the batch leaves with its partial record.
         outbox
-            .taken("cdn-a", &[batch.clone()], &consumers)
+            .taken("cdn-a", std::slice::from_ref(&batch), &consumers)
             .await
             .unwrap();
         outbox.taken("feed", &[batch], &consumers).await.unwrap();
