@@ -152,6 +152,16 @@ pub(super) async fn until_stalled<T, E>(
     }
 }
 
+/// What the paths a target accepted (as sent) cover: a test of a line's purge path, in time
+/// linear in what was accepted to build and in the folders among it to ask.
+pub fn accepted_cover(accepted: &[String]) -> impl Fn(&str) -> bool + '_ {
+    let (folders, paths): (Vec<&String>, Vec<&String>) = accepted
+        .iter()
+        .partition(|sent| super::everything_under(sent).is_some());
+    let paths: std::collections::HashSet<&str> = paths.into_iter().map(String::as_str).collect();
+    move |path: &str| paths.contains(path) || folders.iter().any(|f| covers(f, path))
+}
+
 /// Whether a path as sent covers `path` (a line's purge path): the same path, or a folder
 /// (`FOLDER*`, `*` for the root) it lies under.
 pub fn covers(sent: &str, path: &str) -> bool {
@@ -214,6 +224,9 @@ mod tests {
         assert!(covers("CN/*", "CN/*"));
         assert!(covers("3/4/2.pbf", "3/4/2.pbf"));
         assert!(!covers("3/4/2.pbf", "3/4/2.pbf.gz"));
+        let accepted = vec!["3/*".to_string(), "tiles.json".to_string()];
+        let covered = accepted_cover(&accepted);
+        assert!(covered("3/1/1.pbf") && covered("tiles.json") && !covered("4/1/1.pbf"));
     }
 
     #[test]

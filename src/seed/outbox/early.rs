@@ -5,13 +5,13 @@ use std::collections::HashSet;
 
 use crate::coordination::changed_list::RecordedLines;
 use crate::edge::flight::Flights;
-use crate::edge::pace::covers;
+use crate::edge::pace::accepted_cover;
 use crate::edge::{Holds, Progress, PurgeTarget};
 use crate::error::Result;
 use crate::schedule::Stop;
 use crate::tile::TileCoord;
 
-use super::{purge_path, RunOutbox};
+use super::RunOutbox;
 
 impl RunOutbox {
     /// Whether this run purges its `tiles` as the sink stores them: the output serves a tile as
@@ -88,17 +88,14 @@ impl RunOutbox {
                         tracing::warn!("{err}; the changes stay in the outbox for the next run");
                         // What it accepted before it failed was purged after it was served.
                         let accepted = progress.take();
+                        let covered = accepted_cover(&accepted);
+                        let took: Vec<String> = lines
+                            .iter()
+                            .filter(|line| covered(&self.purge_path(line)))
+                            .cloned()
+                            .collect();
                         let (purged, _) = self.early.entry(consumer.clone()).or_default();
-                        purged.extend(
-                            lines
-                                .iter()
-                                .filter(|line| {
-                                    let path =
-                                        purge_path(self.prefix.as_deref(), &self.extension, line);
-                                    accepted.iter().any(|sent| covers(sent, &path))
-                                })
-                                .cloned(),
-                        );
+                        purged.extend(took);
                         self.early_failed.insert(consumer.clone(), err.to_string());
                         given_up.insert(consumer);
                     }
@@ -119,13 +116,8 @@ impl RunOutbox {
         if accepted.is_empty() {
             return Ok(());
         }
-        let (paths, folders): (Vec<&String>, Vec<&String>) =
-            accepted.iter().partition(|sent| !sent.ends_with('*'));
-        let paths: HashSet<&str> = paths.into_iter().map(String::as_str).collect();
-        let covered = |line: &String| {
-            let path = self.purge_path(line);
-            paths.contains(path.as_str()) || folders.iter().any(|f| covers(f, &path))
-        };
+        let accepted_covers = accepted_cover(&accepted);
+        let covered = |line: &String| accepted_covers(&self.purge_path(line));
         let took: Vec<(String, Vec<String>)> = pending
             .iter()
             .map(|(batch, lines)| {
