@@ -289,3 +289,45 @@ fn a_purge_slower_than_its_timeout_but_steady_finishes_and_exits_0() {
     assert_eq!(paths.len(), tiles + 2, "every tile and document, once");
     assert!(waiting_batches(&tree).is_empty());
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn fastly_keys_and_a_zone_that_serves_only_this_output_purge_a_full_seed_in_one_call() {
+    // Fastly: 100,000 purges an hour, 1,000 at once; in one second a few thousand keys do not fit.
+    let fastly = Recorder::start(r#"{"status": "ok"}"#, 0);
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"fastly\"\nservice_id = \"SU1Z0isxPaozGVKXdv0eY\"\n\
+         api_url = \"http://127.0.0.1:{}\"\npublic_url = \"{PUBLIC}\"\nsurrogate_keys = true\n\
+         token_env = \"OAR_TEST_FASTLY_TOKEN\"\nrequest_timeout = \"1s\"\npurge_timeout = \"1s\"",
+        fastly.port
+    );
+    let (fixture, tree) = scattered_world("edge_pace_fastly", &cdn);
+    seed_scattered(&fixture, &tree, &[], &[("OAR_TEST_FASTLY_TOKEN", "t")]).assert_success();
+    assert!(read_tree(&tree, "pbf").len() > 2_000);
+    let calls = fastly.answered(0);
+    assert_eq!(calls.len(), 1, "{} calls", calls.len());
+    assert_eq!(calls[0].target, "/service/SU1Z0isxPaozGVKXdv0eY/purge");
+    assert_eq!(calls[0].header("surrogate-key"), "*");
+    assert!(waiting_batches(&tree).is_empty());
+
+    // Cloudflare without prefix purges: everything, only because the zone serves only this output.
+    let api = Recorder::start(
+        r#"{"success": true, "errors": [], "result": {"id": "x"}}"#,
+        0,
+    );
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"cloudflare\"\nzone_id = \"{ZONE}\"\nonly_this_output = true\n\
+         api_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"{PUBLIC}\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"\n\
+         request_timeout = \"1s\"\npurge_timeout = \"1s\"",
+        api.port
+    );
+    let (fixture, tree) = scattered_world("edge_pace_zone", &cdn);
+    seed_scattered(&fixture, &tree, &[], &[("OAR_TEST_CF_TOKEN", "t")]).assert_success();
+    let calls = api.answered(0);
+    assert_eq!(calls.len(), 1, "{} calls", calls.len());
+    assert_eq!(
+        calls[0].json(),
+        serde_json::json!({ "purge_everything": true })
+    );
+    assert!(waiting_batches(&tree).is_empty());
+}
