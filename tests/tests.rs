@@ -17,6 +17,7 @@ mod edge;
 mod edge_check;
 mod edge_faults;
 mod edge_hygiene;
+mod edge_pace;
 mod edge_plan;
 mod edge_price;
 mod geometries;

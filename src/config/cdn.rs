@@ -16,6 +16,9 @@ use toml::Spanned;
 
 use crate::error::Error;
 
+mod url;
+use url::{api_url, http_url};
+
 /// The operator's table, checked by [`resolve_cdns`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +49,9 @@ pub(super) struct RawCdn {
     #[serde(default)]
     soft_purge: bool,
     plan: Option<Spanned<String>>,
+    #[serde(default)]
+    only_this_output: bool,
+    rate_per_connection: Option<Spanned<f64>>,
 }
 
 /// How long one purge request may go unanswered by default: an API answers in well under a
@@ -54,6 +60,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one target's purge may take by default, retries and waits for CloudFront's room
 /// included: past it the changes wait in the outbox, so a silent CDN cannot hold a `watch` cycle.
 pub const DEFAULT_PURGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Requests a second one connection to an HTTP cache is reckoned to carry by default: a 20 ms
+/// round trip to a cache nearby.
+pub const DEFAULT_RATE_PER_CONNECTION: f64 = 50.0;
 
 /// Where a setting is written in the config file, for what can be found wrong with it only after
 /// the file was read (an environment variable it names that is not set).
@@ -120,6 +129,10 @@ pub struct CdnConfig {
     pub purge_timeout: Duration,
     /// What its purges cost and may spend.
     pub spend: CdnSpend,
+    /// The Cloudflare zone or Fastly service serves nothing but this output
+    /// (`only_this_output`), so purging everything (`purge_everything`, `purge_all`) is a
+    /// form of purge the plan may choose.
+    pub only_this_output: bool,
     /// Where the table is written, for errors found when its secrets are read.
     pub defined_at: ConfigLine,
 }
@@ -144,7 +157,7 @@ impl PurgeMethod {
 }
 
 /// A purge target by kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum CdnTarget {
     /// One request per changed path to an HTTP cache (Varnish, nginx, a shield).
     Http {
@@ -154,6 +167,9 @@ pub enum CdnTarget {
         method: PurgeMethod,
         /// Requests in flight at once.
         concurrency: usize,
+        /// Requests a second one connection is reckoned to carry (`rate_per_connection`): the
+        /// pace a plan is timed at.
+        rate_per_connection: f64,
         /// Header name and the environment variable holding its value.
         headers: Vec<(String, String)>,
     },
@@ -210,73 +226,6 @@ impl Default for EdgeCheckSettings {
             within: Duration::from_secs(60),
         }
     }
-}
-
-/// A URL key's value that is not an `http://` or `https://` URL.
-#[derive(Debug, thiserror::Error)]
-#[error("{key} `{url}` is not an http:// or https:// URL")]
-struct NotHttpUrl {
-    key: &'static str,
-    url: String,
-}
-
-/// The URL of `key` without its trailing `/`s.
-fn http_url(key: &'static str, url: &str) -> Result<String, NotHttpUrl> {
-    let url = url.trim_end_matches('/');
-    if !(url.starts_with("http://") || url.starts_with("https://"))
-        || url.contains(char::is_whitespace)
-    {
-        return Err(NotHttpUrl {
-            key,
-            url: url.to_string(),
-        });
-    }
-    Ok(url.to_string())
-}
-
-/// The host of an `http://` or `https://` URL, without its port or brackets.
-fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    match host.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host.split(':').next().unwrap_or_default(),
-    }
-}
-
-/// Whether a URL's host is this machine: `localhost`, 127.0.0.0/8 or `::1`.
-fn is_loopback(url: &str) -> bool {
-    let host = host_of(url);
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// An API that takes a bearer token: `https://`, or plain `http://` to this machine only (a local
-/// stand-in for the API), since anything else sends the token in clear text.
-fn api_url(kind: &str, raw: Option<Spanned<String>>, default: &str) -> Result<String, Fault> {
-    let (text, span) = match raw {
-        Some(spanned) => {
-            let span = spanned.span();
-            (spanned.into_inner(), Some(span))
-        }
-        None => (default.to_string(), None),
-    };
-    let url = http_url("api_url", &text).map_err(|e| (span.clone(), e.to_string()))?;
-    if url.starts_with("http://") && !is_loopback(&url) {
-        return Err((
-            span,
-            format!(
-                "api_url `{url}` would send the {kind} API token in clear text: use https://, \
-                 or http:// only to a loopback host (127.0.0.0/8, ::1, localhost)"
-            ),
-        ));
-    }
-    Ok(url)
 }
 
 /// An id of `key` that must match `shape` (said in words by `expected`).
@@ -418,6 +367,11 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
             humantime::format_duration(request_timeout)
         )));
     }
+    if raw.rate_per_connection.is_some() && kind != "http" {
+        return Err(plain(
+            "rate_per_connection is an HTTP cache's: only kind = \"http\" takes it".into(),
+        ));
+    }
     let target = match kind.as_str() {
         "http" => {
             let url = http_url("url", &required(raw.url.clone(), "url")?)
@@ -469,10 +423,24 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
                 }
                 None => Vec::new(),
             };
+            let rate_per_connection = match raw.rate_per_connection {
+                Some(spanned) if !(spanned.get_ref().is_finite() && *spanned.get_ref() > 0.0) => {
+                    return Err(context((
+                        Some(spanned.span()),
+                        format!(
+                            "rate_per_connection `{}` is not a number of requests a second above 0",
+                            spanned.get_ref()
+                        ),
+                    )))
+                }
+                Some(spanned) => spanned.into_inner(),
+                None => DEFAULT_RATE_PER_CONNECTION,
+            };
             CdnTarget::Http {
                 url,
                 method,
                 concurrency,
+                rate_per_connection,
                 headers,
             }
         }
@@ -545,6 +513,13 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
             "soft_purge is Fastly's: only kind = \"fastly\" takes it".into(),
         ));
     }
+    if raw.only_this_output && kind != "cloudflare" && kind != "fastly" {
+        return Err(plain(
+            "only_this_output is Cloudflare's and Fastly's (a zone or service purged whole): \
+             only kind = \"cloudflare\" or \"fastly\" takes it"
+                .into(),
+        ));
+    }
     if raw.plan.is_some() && kind != "cloudflare" {
         return Err(plain(
             "plan is Cloudflare's: only kind = \"cloudflare\" takes it".into(),
@@ -572,6 +547,7 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
         request_timeout,
         purge_timeout,
         spend,
+        only_this_output: raw.only_this_output,
         defined_at: ConfigLine::default(),
     })
 }

@@ -15,8 +15,10 @@
 //! drops the intent. So delivery is at least once, and only a crash makes it more than once.
 //!
 //! A consumer takes a batch by leaving a marker beside it (`ID.batch.taken.CONSUMER`); a batch
-//! every configured consumer has taken is removed with its markers. An output without consumers
-//! keeps nothing.
+//! every configured consumer has taken is removed with its markers. A consumer that took part of
+//! a batch (a CDN purge stopped part way) lists the lines it took in `ID.batch.done.CONSUMER`,
+//! which [`Outbox::pending`] leaves out for it: the batch stays whole for the others. An output
+//! without consumers keeps nothing.
 //!
 //! The folder is `NAME.oar-tiles-outbox/` beside an MBTiles or PMTiles file, `.oar-tiles-outbox/`
 //! inside a tree, and `PREFIX/.oar-tiles/outbox/` in a remote store (`home.rs` names them).
@@ -40,6 +42,7 @@ pub const EVERYTHING: &str = "*";
 const INTENT: &str = ".intent";
 const BATCH: &str = ".batch";
 const TAKEN: &str = ".taken.";
+const DONE: &str = ".done.";
 const NOTE: &str = ".note.json";
 
 /// What a stopped run's intent tells of it, so its output can clear what the run left half done.
@@ -236,7 +239,8 @@ impl Outbox {
         self.store.remove(&format!("{}{INTENT}", run.id)).await
     }
 
-    /// The batches `consumer` has not taken, oldest first, with their lines.
+    /// The batches `consumer` has not taken, oldest first, with their lines, less those it took
+    /// part of a batch in ([`Outbox::took_lines`]).
     pub async fn pending(&self, consumer: &str) -> Result<Vec<(String, Vec<String>)>> {
         let names = self.store.list().await?;
         let taken: BTreeSet<&str> = names
@@ -252,15 +256,65 @@ impl Outbox {
                 continue;
             }
             if let Some(bytes) = self.store.read(batch).await? {
+                let done_name = format!("{batch}{DONE}{consumer}");
+                let done = if names.contains(&done_name) {
+                    self.read_lines(&done_name).await?
+                } else {
+                    BTreeSet::new()
+                };
                 let lines = String::from_utf8_lossy(&bytes)
                     .lines()
-                    .filter(|l| !l.is_empty())
+                    .filter(|l| !l.is_empty() && !done.contains(*l))
                     .map(str::to_string)
                     .collect();
                 pending.push((batch.clone(), lines));
             }
         }
         Ok(pending)
+    }
+
+    async fn read_lines(&self, name: &str) -> Result<BTreeSet<String>> {
+        Ok(self
+            .store
+            .read(name)
+            .await?
+            .map_or_else(BTreeSet::new, |bytes| {
+                String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }))
+    }
+
+    /// Records, durably, that `consumer` took these lines of each batch (a purge stopped part
+    /// way): its later [`Outbox::pending`] leaves them out.
+    pub async fn took_lines(&self, consumer: &str, lines: &[(String, Vec<String>)]) -> Result<()> {
+        for (batch, took) in lines.iter().filter(|(_, took)| !took.is_empty()) {
+            let name = format!("{batch}{DONE}{consumer}");
+            let mut done = self.read_lines(&name).await?;
+            done.extend(took.iter().cloned());
+            let done: Vec<String> = done.into_iter().collect();
+            self.store.write(&name, &lines_bytes(&done)).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes a batch's markers and partial records, `taken` its takers.
+    async fn remove_companions(
+        &self,
+        names: &[String],
+        batch: &str,
+        taken: impl Iterator<Item = String>,
+    ) -> Result<()> {
+        for who in taken {
+            self.store.remove(&format!("{batch}{TAKEN}{who}")).await?;
+        }
+        let done = format!("{batch}{DONE}");
+        for name in names.iter().filter(|n| n.starts_with(&done)) {
+            self.store.remove(name).await?;
+        }
+        Ok(())
     }
 
     /// Marks `batches` taken by `consumer`, then removes every batch all of `consumers` took.
@@ -294,9 +348,8 @@ impl Outbox {
                 .all(|c| took.is_some_and(|t| t.contains(c.as_str())))
             {
                 self.store.remove(batch).await?;
-                for who in took.into_iter().flatten() {
-                    self.store.remove(&format!("{batch}{TAKEN}{who}")).await?;
-                }
+                let took = took.into_iter().flatten().map(|who| who.to_string());
+                self.remove_companions(&names, batch, took).await?;
             }
         }
         // An empty outbox leaves no folder beside or inside the output; one in use stays (the
@@ -317,7 +370,7 @@ impl Outbox {
     }
 
     /// Who took each batch, by batch name, and every batch's name, oldest first.
-    async fn takers(&self) -> Result<(Vec<String>, BTreeMap<String, BTreeSet<String>>)> {
+    async fn takers(&self) -> Result<Takers> {
         let names = self.store.list().await?;
         let mut takers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for name in &names {
@@ -328,8 +381,12 @@ impl Outbox {
                     .insert(who.to_string());
             }
         }
-        let batches = names.into_iter().filter(|n| n.ends_with(BATCH)).collect();
-        Ok((batches, takers))
+        let batches = names
+            .iter()
+            .filter(|n| n.ends_with(BATCH))
+            .cloned()
+            .collect();
+        Ok((batches, takers, names))
     }
 
     /// Moves what some of `consumers` have not taken into `to`, its lines turned into the paths
@@ -346,7 +403,7 @@ impl Outbox {
         label: &str,
         path_of: impl Fn(&str) -> String,
     ) -> Result<u64> {
-        let (batches, takers) = self.takers().await?;
+        let (batches, takers, _) = self.takers().await?;
         let mut handed = 0;
         for batch in batches {
             let took = takers.get(&batch).cloned().unwrap_or_default();
@@ -401,7 +458,7 @@ impl Outbox {
     /// acknowledgement is marking (no `--changed-list` in the run). Returns the batches merged
     /// away.
     pub async fn coalesce(&self, threshold: usize) -> Result<usize> {
-        let (batches, takers) = self.takers().await?;
+        let (batches, takers, names) = self.takers().await?;
         if batches.len() <= threshold {
             return Ok(0);
         }
@@ -434,9 +491,9 @@ impl Outbox {
             self.store.write(oldest, &lines_bytes(&lines)).await?;
             for batch in rest {
                 self.store.remove(batch).await?;
-                for who in &took {
-                    self.store.remove(&format!("{batch}{TAKEN}{who}")).await?;
-                }
+                // Its partial records go with it: their lines, merged in, are only sent again.
+                self.remove_companions(&names, batch, took.iter().cloned())
+                    .await?;
                 merged_away += 1;
             }
         }
@@ -487,7 +544,9 @@ impl Outbox {
     }
 }
 
-/// Lines as a batch stores them, each ended by a newline.
+/// Every batch's name, oldest first; who took each, by batch name; every name in the outbox.
+type Takers = (Vec<String>, BTreeMap<String, BTreeSet<String>>, Vec<String>);
+
 /// The name of `batch`'s copy handed over under `label` (a partition's path): the same batch
 /// handed over twice is one batch, and two partitions' batches stay apart.
 fn handed_name(batch: &str, label: &str) -> String {
@@ -499,6 +558,7 @@ fn handed_name(batch: &str, label: &str) -> String {
     format!("{}-{label}{BATCH}", batch.trim_end_matches(BATCH))
 }
 
+/// Lines as a batch stores them, each ended by a newline.
 fn lines_bytes(lines: &[String]) -> Vec<u8> {
     let mut bytes = Vec::new();
     for line in lines {

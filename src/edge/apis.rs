@@ -4,6 +4,8 @@
 use super::fold::{fold, Purge};
 use std::time::Duration;
 
+use super::pace::{Progress, Rate};
+use super::price::Forms;
 use super::{
     everything_under, excerpt, send_with_retries, Client, PurgeError, PurgePlan, PurgeReport,
     Request, Secrets,
@@ -15,14 +17,22 @@ use crate::tile::BBox;
 const CLOUDFLARE_PER_CALL: usize = 100;
 /// Fastly takes at most this many surrogate keys per batch purge.
 const FASTLY_KEYS_PER_CALL: usize = 256;
+/// Fastly counts 100,000 URL and surrogate-key purges an hour per customer; they are paced as a
+/// bucket of 1,000 refilled at that rate.
+const FASTLY_RATE: Rate = Rate {
+    per_second: 100_000.0 / 3_600.0,
+    burst: 1_000.0,
+};
 
-/// One API call: method, URL, body, and the URLs, prefixes or keys it purges.
+/// One API call: method, URL, body, the URLs, prefixes or keys it purges, and the paths as sent
+/// that it covers (a folder as `FOLDER*`), which its acceptance reports as progress.
 struct Call {
     method: &'static str,
     url: String,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
     items: Vec<String>,
+    paths: Vec<String>,
 }
 
 /// What `calls` would purge, without sending them.
@@ -47,6 +57,7 @@ async fn send_all(
     calls: Vec<Call>,
     check: fn(&str) -> bool,
     pace: impl Fn(&Call) -> Duration,
+    progress: &Progress,
 ) -> Result<PurgeReport, PurgeError> {
     let mut report = PurgeReport::default();
     for call in calls {
@@ -56,6 +67,7 @@ async fn send_all(
                 "waiting {:.1} s for the API's purge rate limit",
                 wait.as_secs_f64()
             );
+            progress.paced(wait);
             tokio::time::sleep(wait).await;
         }
         let request = Request {
@@ -76,6 +88,7 @@ async fn send_all(
         }
         report.requests += 1;
         report.paths += call.items.len() as u64;
+        progress.accepted(call.paths);
     }
     Ok(report)
 }
@@ -87,6 +100,8 @@ pub(super) struct Cloudflare {
     pub api_url: String,
     pub public_url: String,
     pub prefixes: bool,
+    /// The zone serves nothing but this output: purging everything purges nothing else.
+    pub only_this_output: bool,
     /// The account's plan: its purge rate limits.
     pub plan: CloudflarePlan,
     pub bbox: BBox,
@@ -98,7 +113,7 @@ pub(super) struct Cloudflare {
 }
 
 impl Cloudflare {
-    fn call(&self, body: serde_json::Value, items: Vec<String>) -> Call {
+    fn call(&self, body: serde_json::Value, items: Vec<String>, paths: Vec<String>) -> Call {
         Call {
             method: "POST",
             url: format!("{}/zones/{}/purge_cache", self.api_url, self.zone_id),
@@ -108,53 +123,108 @@ impl Cloudflare {
             ],
             body: body.to_string().into_bytes(),
             items,
+            paths,
+        }
+    }
+
+    /// The folders it purges whole: any, as prefixes, where it may purge by prefix; else the
+    /// root alone, as everything, where the zone holds nothing but this output.
+    pub fn forms(&self) -> Forms {
+        match (self.prefixes, self.only_this_output) {
+            (true, _) => Forms::ALL,
+            (false, true) => Forms::ROOT,
+            (false, false) => Forms::NONE,
         }
     }
 
     fn calls_for(&self, paths: &[String]) -> Vec<Call> {
-        // A partition's everything (`VALUE/*`) is a prefix where the plan has prefix purges
-        // (through `fold`), else the zone's everything: Cloudflare has no narrower form.
-        let whole = paths
-            .iter()
-            .filter_map(|p| everything_under(p))
-            .any(|folder| folder.is_empty() || !self.prefixes);
-        if whole {
+        // Without prefix purges, everything (`*`) or a partition's (`VALUE/*`) is the zone's
+        // everything: a killed run's changes have no narrower form.
+        if !self.prefixes && paths.iter().any(|p| everything_under(p).is_some()) {
             let everything = vec![format!("{}/*", self.public_url)];
-            return vec![self.call(serde_json::json!({ "purge_everything": true }), everything)];
+            return vec![self.call(
+                serde_json::json!({ "purge_everything": true }),
+                everything,
+                vec!["*".to_string()],
+            )];
         }
         let (mut files, mut prefixes) = (Vec::new(), Vec::new());
         if self.prefixes {
             for purge in fold(paths, self.bbox, 0.5, usize::MAX) {
                 match purge {
-                    Purge::Path(path) => files.push(format!("{}/{path}", self.public_url)),
+                    Purge::Path(path) => files.push((format!("{}/{path}", self.public_url), path)),
                     // Prefixes are written without the scheme.
-                    Purge::Folder(folder) => prefixes.push(format!(
-                        "{}/{folder}",
-                        self.public_url
-                            .split_once("://")
-                            .map_or(self.public_url.as_str(), |p| p.1)
+                    Purge::Folder(folder) => prefixes.push((
+                        format!(
+                            "{}/{folder}",
+                            self.public_url
+                                .split_once("://")
+                                .map_or(self.public_url.as_str(), |p| p.1)
+                        ),
+                        format!("{folder}*"),
                     )),
                 }
             }
         } else {
             files = paths
                 .iter()
-                .map(|path| format!("{}/{path}", self.public_url))
+                .map(|path| (format!("{}/{path}", self.public_url), path.clone()))
                 .collect();
         }
+        let call = |key: &str, chunk: &[(String, String)]| {
+            let (items, sent): (Vec<String>, Vec<String>) = chunk.iter().cloned().unzip();
+            self.call(serde_json::json!({ key: items }), items, sent)
+        };
         let mut calls: Vec<Call> = files
             .chunks(Limits::of(self.plan).urls_per_call)
-            .map(|chunk| self.call(serde_json::json!({ "files": chunk }), chunk.to_vec()))
+            .map(|chunk| call("files", chunk))
             .collect();
         calls.extend(
             prefixes
                 .chunks(CLOUDFLARE_PER_CALL)
-                .map(|chunk| self.call(serde_json::json!({ "prefixes": chunk }), chunk.to_vec())),
+                .map(|chunk| call("prefixes", chunk)),
         );
         calls
     }
 
-    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, PurgeError> {
+    /// The bucket a call draws on: URLs per URL, other purges (prefixes, everything) per call.
+    fn bucket(&self, call: &Call) -> (String, Rate, f64) {
+        let limits = Limits::of(self.plan);
+        let urls = call.body.starts_with(br#"{"files""#);
+        let key = format!("cloudflare {}\n{urls}", self.zone_id);
+        if urls {
+            let rate = Rate {
+                per_second: limits.urls_per_second,
+                burst: limits.urls_per_second,
+            };
+            (key, rate, call.items.len() as f64)
+        } else {
+            let rate = Rate {
+                per_second: limits.requests_per_second,
+                burst: limits.burst,
+            };
+            (key, rate, 1.0)
+        }
+    }
+
+    /// How long sending `paths` would take at the plan's rates, from the buckets as they stand.
+    pub fn seconds(&self, paths: &[String]) -> f64 {
+        let mut needed: std::collections::BTreeMap<String, (Rate, f64)> = Default::default();
+        for call in self.calls_for(paths) {
+            let (key, rate, tokens) = self.bucket(&call);
+            needed.entry(key).or_insert((rate, 0.0)).1 += tokens;
+        }
+        needed
+            .iter()
+            .map(|(key, (rate, tokens))| rate.seconds(key, *tokens))
+            .sum()
+    }
+
+    pub async fn purge(
+        &self,
+        paths: &[String],
+        progress: &Progress,
+    ) -> Result<PurgeReport, PurgeError> {
         // The API answers 200 with `"success": false` when it refused part of a call.
         fn succeeded(body: &str) -> bool {
             serde_json::from_str::<serde_json::Value>(body)
@@ -165,22 +235,11 @@ impl Cloudflare {
             timeout: self.timeout,
             secrets: &self.secrets,
         };
-        let limits = Limits::of(self.plan);
         let pace = |call: &Call| {
-            // URL purges are counted per URL; prefix and everything purges per request.
-            let urls = call.body.starts_with(br#"{"files""#);
-            let (rate, burst, tokens) = if urls {
-                (
-                    limits.urls_per_second,
-                    limits.urls_per_second,
-                    call.items.len() as f64,
-                )
-            } else {
-                (limits.requests_per_second, limits.burst, 1.0)
-            };
-            take_tokens(&format!("{}\n{urls}", self.zone_id), rate, burst, tokens)
+            let (key, rate, tokens) = self.bucket(call);
+            rate.take(&key, tokens)
         };
-        send_all(sender, self.calls_for(paths), succeeded, pace).await
+        send_all(sender, self.calls_for(paths), succeeded, pace, progress).await
     }
 
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
@@ -214,38 +273,6 @@ impl Limits {
     }
 }
 
-/// A token bucket: `burst` tokens, refilled at `rate` a second.
-struct Bucket {
-    tokens: f64,
-    at: std::time::Instant,
-}
-
-/// The process's purge buckets, per zone and kind of call, shared by every run of a `watch`.
-static BUCKETS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Bucket>>> =
-    std::sync::OnceLock::new();
-
-/// Takes `tokens` from the bucket `key` (reserving them when it is short: the debt is paid by
-/// the refill) and returns how long to wait before sending.
-fn take_tokens(key: &str, rate: f64, burst: f64, tokens: f64) -> Duration {
-    let now = std::time::Instant::now();
-    let mut buckets = BUCKETS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let bucket = buckets.entry(key.to_string()).or_insert(Bucket {
-        tokens: burst,
-        at: now,
-    });
-    let refilled = now.duration_since(bucket.at).as_secs_f64() * rate;
-    bucket.tokens = (bucket.tokens + refilled).min(burst) - tokens;
-    bucket.at = now;
-    if bucket.tokens >= 0.0 {
-        Duration::ZERO
-    } else {
-        Duration::from_secs_f64(-bucket.tokens / rate)
-    }
-}
-
 /// Fastly's purge API for one service.
 pub(super) struct Fastly {
     pub service_id: String,
@@ -253,6 +280,8 @@ pub(super) struct Fastly {
     pub api_url: String,
     pub public_url: String,
     pub surrogate_keys: bool,
+    /// The service serves nothing but this output: `purge_all` purges nothing else.
+    pub only_this_output: bool,
     /// Sends `Fastly-Soft-Purge: 1`: content is marked stale, not removed.
     pub soft_purge: bool,
     pub client: Client,
@@ -265,7 +294,12 @@ pub(super) struct Fastly {
 /// The surrogate key of a path: its `/`s as `-` (`v1-3-4-2.pbf`), as the origin or VCL must tag
 /// each response with (`Surrogate-Key`).
 pub fn surrogate_key(path: &str) -> String {
-    path.replace('/', "-")
+    match everything_under(path) {
+        // A folder's key: `*` for the output, `Z-*` for a zoom, `VALUE-*` for a partition,
+        // `VALUE-Z-*` for a partition's zoom.
+        Some(folder) => format!("{}*", folder.replace('/', "-")),
+        None => path.replace('/', "-"),
+    }
 }
 
 impl Fastly {
@@ -280,30 +314,47 @@ impl Fastly {
         headers
     }
 
+    /// The folders it purges whole: the output, its zooms and partitions by surrogate key
+    /// (the origin tags each tile with them); else the root alone, as `purge_all`, where the
+    /// service holds nothing but this output.
+    pub fn forms(&self) -> Forms {
+        match (self.surrogate_keys, self.only_this_output) {
+            (true, _) => Forms {
+                columns: false,
+                ..Forms::ALL
+            },
+            (false, true) => Forms::ROOT,
+            (false, false) => Forms::NONE,
+        }
+    }
+
     fn calls_for(&self, paths: &[String]) -> Vec<Call> {
-        // Fastly purges no prefix: a partition's everything (`VALUE/*`) is the service's.
-        if paths.iter().any(|p| everything_under(p).is_some()) {
+        // Without keys Fastly purges no folder: a partition's everything (`VALUE/*`) is the
+        // service's.
+        if !self.surrogate_keys && paths.iter().any(|p| everything_under(p).is_some()) {
             return vec![Call {
                 method: "POST",
                 url: format!("{}/service/{}/purge_all", self.api_url, self.service_id),
                 headers: self.headers(),
                 body: Vec::new(),
                 items: vec![format!("{}/*", self.public_url)],
+                paths: vec!["*".to_string()],
             }];
         }
         if self.surrogate_keys {
-            let keys: Vec<String> = paths.iter().map(|p| surrogate_key(p)).collect();
-            return keys
+            return paths
                 .chunks(FASTLY_KEYS_PER_CALL)
                 .map(|chunk| {
+                    let keys: Vec<String> = chunk.iter().map(|p| surrogate_key(p)).collect();
                     let mut headers = self.headers();
-                    headers.push(("surrogate-key".into(), chunk.join(" ")));
+                    headers.push(("surrogate-key".into(), keys.join(" ")));
                     Call {
                         method: "POST",
                         url: format!("{}/service/{}/purge", self.api_url, self.service_id),
                         headers,
                         body: Vec::new(),
-                        items: chunk.to_vec(),
+                        items: keys,
+                        paths: chunk.to_vec(),
                     }
                 })
                 .collect();
@@ -320,11 +371,26 @@ impl Fastly {
                 headers: self.headers(),
                 body: Vec::new(),
                 items: vec![format!("{}/{path}", self.public_url)],
+                paths: vec![path.clone()],
             })
             .collect()
     }
 
-    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, PurgeError> {
+    /// How long sending `paths` would take at Fastly's purge rate.
+    pub fn seconds(&self, paths: &[String]) -> f64 {
+        let purges: usize = self.calls_for(paths).iter().map(|c| c.items.len()).sum();
+        FASTLY_RATE.seconds(&self.bucket(), purges as f64)
+    }
+
+    fn bucket(&self) -> String {
+        format!("fastly {}", self.service_id)
+    }
+
+    pub async fn purge(
+        &self,
+        paths: &[String],
+        progress: &Progress,
+    ) -> Result<PurgeReport, PurgeError> {
         fn succeeded(body: &str) -> bool {
             // Single purges answer {"status": "ok", ...}; batch purges a map of keys to ids.
             serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
@@ -334,8 +400,9 @@ impl Fastly {
             timeout: self.timeout,
             secrets: &self.secrets,
         };
-        // Fastly does not rate-limit purges.
-        send_all(sender, self.calls_for(paths), succeeded, |_| Duration::ZERO).await
+        let bucket = self.bucket();
+        let pace = |call: &Call| FASTLY_RATE.take(&bucket, call.items.len() as f64);
+        send_all(sender, self.calls_for(paths), succeeded, pace, progress).await
     }
 
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
@@ -358,6 +425,7 @@ mod tests {
             api_url: "https://api.example".into(),
             public_url: "https://tiles.example/t".into(),
             prefixes,
+            only_this_output: false,
             plan: CloudflarePlan::Free,
             bbox: BBox::WORLD,
             client: Client::new().unwrap(),
@@ -393,7 +461,8 @@ mod tests {
             token: "token".into(),
             api_url: "https://api.example".into(),
             public_url: "https://tiles.example/t".into(),
-            surrogate_keys: true,
+            surrogate_keys: false,
+            only_this_output: false,
             soft_purge: false,
             client: Client::new().unwrap(),
             timeout: Duration::from_secs(10),
@@ -402,5 +471,45 @@ mod tests {
         let calls = fastly.calls_for(&changed);
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].url, "https://api.example/service/svc/purge_all");
+        // With surrogate keys a folder is its key, which the origin tags every tile under it with.
+        let keyed = Fastly {
+            surrogate_keys: true,
+            ..fastly
+        };
+        let calls = keyed.calls_for(&paths(&["CN/*", "3/*", "*", "US/1/1/0.pbf"]));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            calls[0].header_value("surrogate-key"),
+            "CN-* 3-* * US-1-1-0.pbf"
+        );
+        assert_eq!(calls[0].paths, paths(&["CN/*", "3/*", "*", "US/1/1/0.pbf"]));
+    }
+
+    impl Call {
+        fn header_value(&self, name: &str) -> &str {
+            self.headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("", |(_, v)| v.as_str())
+        }
+    }
+
+    #[test]
+    fn a_free_plans_urls_cost_time_and_a_prefix_one_request() {
+        let api = cloudflare(true);
+        let many: Vec<String> = (0..40_000).map(|i| format!("14/{i}/0.pbf")).collect();
+        // 40,000 URLs at 800 a second, 800 of them at once: 49 s.
+        assert!(
+            (api.seconds(&many) - 49.0).abs() < 0.5,
+            "{}",
+            api.seconds(&many)
+        );
+        // One prefix call: the Free plan's bucket holds 25.
+        assert!(api.seconds(&paths(&["*"])) < 1e-6);
+        let calls = api.calls_for(&paths(&["*"]));
+        assert_eq!(
+            String::from_utf8_lossy(&calls[0].body),
+            r#"{"prefixes":["tiles.example/t/"]}"#
+        );
     }
 }

@@ -156,6 +156,17 @@ pub enum PurgeError {
         /// The `purge_timeout`.
         within: Duration,
     },
+    /// No request was accepted for the target's `purge_timeout`: the purge stopped there.
+    #[error(
+        "no purge request accepted for its purge_timeout {}; {left} path(s) wait in the outbox",
+        humantime::format_duration(*.within)
+    )]
+    Stalled {
+        /// Paths of the plan not yet accepted.
+        left: usize,
+        /// The `purge_timeout`.
+        within: Duration,
+    },
     /// The target's `purge_timeout` ran out while CloudFront's invalidations were listed.
     #[error(
         "invalidations in flight not listed within its purge_timeout {}",

@@ -1,11 +1,17 @@
 //! An HTTP cache (Varnish, nginx's cache purge, a shield): one `PURGE` (or `BAN`) per path.
 //! Everything (`*`), or a partition's everything (`VALUE/*`), is one `BAN` of the root or of the
-//! partition's prefix, which the cache's rules turn into a prefix ban.
+//! partition's prefix, which the cache's rules turn into a prefix ban; a cache that takes `BAN`
+//! is sent a folder the plan chose the same way.
+//!
+//! Its pace is an estimate: `concurrency` connections, each carrying `rate_per_connection`
+//! requests a second (50 by default: a 20 ms round trip).
 
 use futures::StreamExt;
 
 use std::time::Duration;
 
+use super::pace::Progress;
+use super::price::Forms;
 use super::{
     everything_under, excerpt, send_with_retries, Client, PurgeError, PurgePlan, PurgeReport,
     Request, Secrets,
@@ -18,6 +24,8 @@ pub(super) struct HttpCache {
     pub url: String,
     pub method: PurgeMethod,
     pub concurrency: usize,
+    /// Requests a second one connection is reckoned to carry.
+    pub rate_per_connection: f64,
     /// Header names and their values (from the environment).
     pub headers: Vec<(String, String)>,
     pub client: Client,
@@ -28,19 +36,49 @@ pub(super) struct HttpCache {
 }
 
 impl HttpCache {
+    /// The folders it purges whole: any, as a BAN of its prefix, where it takes BAN.
+    pub fn forms(&self) -> Forms {
+        match self.method {
+            PurgeMethod::Ban => Forms::ALL,
+            PurgeMethod::Purge => Forms::NONE,
+        }
+    }
+
+    /// How long sending `paths` would take at its reckoned pace.
+    pub fn seconds(&self, paths: &[String]) -> f64 {
+        self.requests(paths).len() as f64 / (self.concurrency as f64 * self.rate_per_connection)
+    }
+
     /// The requests: method and URL.
     pub fn requests(&self, paths: &[String]) -> Vec<(&'static str, String)> {
+        self.sent(paths)
+            .into_iter()
+            .map(|(method, url, _)| (method, url))
+            .collect()
+    }
+
+    /// The requests with the path as sent each covers.
+    fn sent(&self, paths: &[String]) -> Vec<(&'static str, String, String)> {
         // A folder purged whole is one BAN of its prefix, and covers every path under it.
-        let folders: Vec<&str> = paths.iter().filter_map(|p| everything_under(p)).collect();
-        let mut requests: Vec<(&'static str, String)> = folders
+        let folders: Vec<(&str, &String)> = paths
             .iter()
-            .map(|folder| ("BAN", self.url.replace("{path}", folder)))
+            .filter_map(|p| Some((everything_under(p)?, p)))
+            .collect();
+        let mut requests: Vec<(&'static str, String, String)> = folders
+            .iter()
+            .map(|(folder, sent)| ("BAN", self.url.replace("{path}", folder), (*sent).clone()))
             .collect();
         requests.extend(
             paths
                 .iter()
-                .filter(|path| !folders.iter().any(|folder| path.starts_with(folder)))
-                .map(|path| (self.method.as_str(), self.url.replace("{path}", path))),
+                .filter(|path| !folders.iter().any(|(folder, _)| path.starts_with(folder)))
+                .map(|path| {
+                    (
+                        self.method.as_str(),
+                        self.url.replace("{path}", path),
+                        path.clone(),
+                    )
+                }),
         );
         requests
     }
@@ -58,11 +96,15 @@ impl HttpCache {
         }
     }
 
-    pub async fn purge(&self, paths: &[String]) -> Result<PurgeReport, PurgeError> {
-        let requests = self.requests(paths);
+    pub async fn purge(
+        &self,
+        paths: &[String],
+        progress: &Progress,
+    ) -> Result<PurgeReport, PurgeError> {
+        let requests = self.sent(paths);
         let count = requests.len() as u64;
         let mut answers = futures::stream::iter(requests)
-            .map(|(method, url)| async move {
+            .map(|(method, url, sent)| async move {
                 let request = Request {
                     method,
                     url: &url,
@@ -73,6 +115,7 @@ impl HttpCache {
                     send_with_retries(&self.client, request, self.timeout, &self.secrets).await?;
                 // Not cached (404 to a PURGE) is as good as purged.
                 if (200..300).contains(&answer.status) || answer.status == 404 {
+                    progress.accepted([sent]);
                     Ok(())
                 } else {
                     Err(PurgeError::Refused {
@@ -108,6 +151,7 @@ mod tests {
             url: "http://cache:6081/tiles/{path}".into(),
             method: PurgeMethod::Purge,
             concurrency: 1,
+            rate_per_connection: 50.0,
             headers: Vec::new(),
             client: Client::new().unwrap(),
             timeout: Duration::from_secs(10),

@@ -20,23 +20,29 @@ mod cloudfront;
 mod error;
 pub mod flight;
 pub mod fold;
+mod hold;
 mod http;
+pub mod pace;
 pub mod price;
+mod secrets;
+mod send;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::cdn::CdnSpend;
-use crate::config::{CdnConfig, CdnTarget, ConfigLine};
+use crate::config::{CdnConfig, CdnTarget};
 use crate::error::{Error, Result};
-use crate::retry::Policy;
 use crate::tile::BBox;
 use flight::Flights;
 use fold::Purge;
-use price::{Priced, Pricing, StoredTiles};
+use price::{Forms, Priced, Pricing, StoredTiles};
 
 pub use client::Client;
-pub use error::{Attempt, PurgeError};
+pub use error::PurgeError;
+pub use hold::Holds;
+pub use pace::Progress;
+use secrets::{excerpt, header_value, secret, Secrets};
+use send::{send_with_retries, Request};
 
 /// The folder a path stands for as a whole: `""` for `*` (everything: a killed full seed),
 /// `VALUE/` for a partition's `VALUE/*` (a killed run of that partition); `None` for one path.
@@ -53,9 +59,6 @@ pub(crate) fn everything_under(path: &str) -> Option<&str> {
 
 pub use crate::config::cdn::CLOUDFRONT_PRICE_PER_PATH;
 
-/// Attempts per purge request before the target counts as failing for this run.
-const ATTEMPTS: u32 = 5;
-
 /// One configured purge target, ready to send.
 pub struct PurgeTarget {
     name: String,
@@ -67,52 +70,6 @@ pub struct PurgeTarget {
     bbox: BBox,
     /// Wildcards one purge may hold (CloudFront: 15 in flight).
     max_wildcards: usize,
-}
-
-/// The secret values a target sends (API tokens, header values from the environment, the AWS
-/// secret key), which no message of the edge may hold.
-#[derive(Clone, Default)]
-struct Secrets(Arc<Vec<String>>);
-
-impl Secrets {
-    fn new(mut values: Vec<String>) -> Secrets {
-        values.retain(|value| !value.is_empty());
-        // A secret that holds another is replaced whole first.
-        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-        values.dedup();
-        Secrets(Arc::new(values))
-    }
-
-    /// `text` with every secret replaced by `[redacted]`.
-    fn redact(&self, text: &str) -> String {
-        let mut text = text.to_string();
-        for secret in self.0.iter() {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "[redacted]");
-            }
-        }
-        text
-    }
-}
-
-/// What a message may quote of an answer's body: its first non-blank line, secrets redacted
-/// before it is cut (so no part of one survives the cut), control characters dropped, at most
-/// 200 characters.
-fn excerpt(body: &str, secrets: &Secrets) -> String {
-    const LONGEST: usize = 200;
-    let redacted = secrets.redact(body);
-    let line = redacted
-        .lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .unwrap_or_default();
-    let clean: String = line.chars().filter(|c| !c.is_control()).collect();
-    if clean.chars().count() > LONGEST {
-        let cut: String = clean.chars().take(LONGEST).collect();
-        format!("{cut}…")
-    } else {
-        clean
-    }
 }
 
 enum Target {
@@ -142,63 +99,6 @@ pub struct PurgeReport {
     pub no_room: bool,
 }
 
-/// How long a target that failed is held back at first; each failure in a row doubles it.
-const FIRST_HOLD: std::time::Duration = std::time::Duration::from_secs(10);
-/// The longest a failing target is held back.
-const MAX_HOLD: std::time::Duration = std::time::Duration::from_secs(300);
-
-/// Targets that failed, held back from purging for a while (10 s doubling to 5 min), so a CDN that
-/// is down costs one run's retries per hold instead of every `watch` cycle's; their changes wait
-/// in the outbox meanwhile. Keyed by output and target.
-#[derive(Default)]
-pub struct Holds(std::sync::Mutex<std::collections::HashMap<String, Hold>>);
-
-struct Hold {
-    until: std::time::Instant,
-    next: std::time::Duration,
-}
-
-impl Holds {
-    fn with<T>(&self, f: impl FnOnce(&mut std::collections::HashMap<String, Hold>) -> T) -> T {
-        let mut holds = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut holds)
-    }
-
-    /// How long `key` is still held back, if it is.
-    pub fn held(&self, key: &str) -> Option<std::time::Duration> {
-        let now = std::time::Instant::now();
-        self.with(|holds| {
-            holds
-                .get(key)
-                .and_then(|hold| hold.until.checked_duration_since(now))
-                .filter(|left| !left.is_zero())
-        })
-    }
-
-    /// Holds `key` back after a failure: longer after each failure in a row.
-    pub fn failed(&self, key: &str) {
-        let now = std::time::Instant::now();
-        self.with(|holds| {
-            let wait = holds.get(key).map_or(FIRST_HOLD, |hold| hold.next);
-            holds.insert(
-                key.to_string(),
-                Hold {
-                    until: now + wait,
-                    next: (wait * 2).min(MAX_HOLD),
-                },
-            );
-        });
-    }
-
-    /// Lets `key` purge freely again.
-    pub fn succeeded(&self, key: &str) {
-        self.with(|holds| holds.remove(key));
-    }
-}
-
 /// What a purge would send, worked out without sending it (`seed --dirty --dry-run`).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct PurgePlan {
@@ -211,40 +111,6 @@ pub struct PurgePlan {
     pub price_usd: Option<f64>,
     /// Unchanged stored tiles its wildcards would evict (an estimate).
     pub evicted: u64,
-}
-
-/// The retry policy of purge requests: 0.5 s doubling to 8 s.
-fn policy() -> Policy {
-    Policy::database(ATTEMPTS)
-}
-
-/// A secret named by its environment variable; a missing one is the config's fault, at the line
-/// of the target's table.
-fn secret(variable: &str, target: &str, what: &str, at: &ConfigLine) -> Result<String> {
-    match std::env::var(variable) {
-        Ok(value) if !value.is_empty() => Ok(value),
-        _ => Err(at.error(format!(
-            "cdn `{target}`: the environment variable {variable} ({what}) is not set"
-        ))),
-    }
-}
-
-/// A header value read from `variable`, checked before any tile renders: a newline in it would
-/// smuggle in headers of its own. The error never quotes the value.
-fn header_value(header: &str, variable: &str, target: &str, at: &ConfigLine) -> Result<String> {
-    let value = secret(
-        variable,
-        target,
-        &format!("the value of header {header}"),
-        at,
-    )?;
-    if hyper::header::HeaderValue::from_str(&value).is_err() {
-        return Err(at.error(format!(
-            "cdn `{target}`: header {header}: the value of {variable} cannot be sent in a header \
-             (it holds a line break or another control character)"
-        )));
-    }
-    Ok(value)
 }
 
 /// Checks what can fail a target before any request and any tile: its secrets (set, and fit for
@@ -296,6 +162,7 @@ impl PurgeTarget {
                 url,
                 method,
                 concurrency,
+                rate_per_connection,
                 headers,
             } => {
                 let mut values = Vec::new();
@@ -308,6 +175,7 @@ impl PurgeTarget {
                     url: url.clone(),
                     method: *method,
                     concurrency: *concurrency,
+                    rate_per_connection: *rate_per_connection,
                     headers: values,
                     client: client.clone(),
                     timeout,
@@ -338,6 +206,7 @@ impl PurgeTarget {
                 api_url: api_url.clone(),
                 public_url: public_url("Cloudflare")?,
                 prefixes: *prefixes,
+                only_this_output: config.only_this_output,
                 bbox,
                 client: client.clone(),
                 timeout,
@@ -356,6 +225,7 @@ impl PurgeTarget {
                 api_url: api_url.clone(),
                 public_url: public_url("Fastly")?,
                 surrogate_keys: *surrogate_keys,
+                only_this_output: config.only_this_output,
                 client: client.clone(),
                 timeout,
                 secrets: Secrets::default(),
@@ -392,6 +262,22 @@ impl PurgeTarget {
         self.spend.price_per_path > 0.0
     }
 
+    /// Whether its plans weigh wildcards against the output's stored tiles: its purges cost
+    /// money, or it has folders to coarsen into when its pace is too slow for the exact paths.
+    pub fn uses_census(&self) -> bool {
+        self.is_priced() || self.forms().any()
+    }
+
+    /// The folders it can purge whole.
+    fn forms(&self) -> Forms {
+        match &self.target {
+            Target::Http(cache) => cache.forms(),
+            Target::CloudFront(_) => Forms::ALL,
+            Target::Cloudflare(api) => api.forms(),
+            Target::Fastly(api) => api.forms(),
+        }
+    }
+
     fn pricing(&self, stored: Option<&StoredTiles>) -> Pricing {
         Pricing {
             path_usd: self.spend.price_per_path,
@@ -399,11 +285,37 @@ impl PurgeTarget {
             max_wildcards: self.max_wildcards,
             bbox: self.bbox,
             stored: stored.cloned(),
+            forms: self.forms(),
         }
     }
 
-    /// The cheapest plan for `paths` that fits `allowance` (none: any price), `None` when even
-    /// the coarsest does not.
+    /// Whether `priced` goes out within its `purge_timeout` at the target's pace (CloudFront's
+    /// invalidations are paced by their quotas in flight instead).
+    fn in_time(&self, priced: &Priced) -> bool {
+        let paths = as_paths(&priced.purges);
+        let seconds = match &self.target {
+            Target::Http(cache) => cache.seconds(&paths),
+            Target::CloudFront(_) => 0.0,
+            Target::Cloudflare(api) => api.seconds(&paths),
+            Target::Fastly(api) => api.seconds(&paths),
+        };
+        seconds <= self.purge_timeout.as_secs_f64()
+    }
+
+    /// Whether its exact `paths` go out within its `purge_timeout` at its pace, or it has no
+    /// coarser form to send instead.
+    pub fn sends_in_time(&self, paths: &[String]) -> bool {
+        let exact = Priced {
+            purges: paths.iter().cloned().map(Purge::Path).collect(),
+            ..Priced::default()
+        };
+        !self.forms().any() || self.in_time(&exact)
+    }
+
+    /// The cheapest plan for `paths` that fits `allowance` (none: any price) and, where the
+    /// target has folders to buy time with, goes out within its `purge_timeout` at its pace;
+    /// `None` when even the coarsest does not fit the allowance. A target without folders sends
+    /// its exact paths, however long they take.
     fn choose(
         &self,
         paths: &[String],
@@ -411,10 +323,24 @@ impl PurgeTarget {
         allowance: Option<f64>,
     ) -> Option<Priced> {
         let pricing = self.pricing(stored);
-        match allowance {
-            Some(allowance) if self.is_priced() => price::plan_within(paths, &pricing, allowance),
-            _ => Some(price::plan(paths, &pricing)),
+        let budget = allowance.filter(|_| self.is_priced());
+        let cheapest = match budget {
+            Some(allowance) => price::plan_within(paths, &pricing, allowance)?,
+            None => price::plan(paths, &pricing),
+        };
+        if self.tracks_invalidations() || !pricing.forms.any() || self.in_time(&cheapest) {
+            return Some(cheapest);
         }
+        // Time is bought with folders: free paths get a nominal price, so the planner trades
+        // them for wildcards, cheapest in evictions first.
+        let timed = Pricing {
+            path_usd: pricing.path_usd.max(1e-9),
+            ..pricing
+        };
+        let fits = |priced: &Priced| {
+            self.in_time(priced) && budget.is_none_or(|b| priced.price_usd <= b + 1e-12)
+        };
+        Some(price::plan_until(paths, &timed, fits).unwrap_or(cheapest))
     }
 
     fn price(&self, paths: u64) -> Option<f64> {
@@ -551,19 +477,34 @@ impl PurgeTarget {
         plan
     }
 
-    /// Purges `paths` within the target's `purge_timeout`, as the cheapest plan priced against
-    /// the output's `stored` tiles that fits `allowance` (a budget); `Ok` when every one was
-    /// purged, or when nothing was sent because nothing fits the allowance (`over_budget`) or,
-    /// on CloudFront, the room its invalidations in flight leave (`no_room`). A CloudFront
-    /// purge returns once its invalidations are accepted; `flights` records them. A purge cut
-    /// short by the timeout fails as a whole: its paths stay in the outbox, and those already
-    /// purged are purged again by the next run.
+    /// Purges `paths` as the cheapest plan priced against the output's `stored` tiles that fits
+    /// `allowance` (a budget) and the target's pace; `Ok` when every one was purged, or when
+    /// nothing was sent because nothing fits the allowance (`over_budget`) or, on CloudFront, the
+    /// room its invalidations in flight leave (`no_room`). A CloudFront purge returns once its
+    /// invalidations are accepted; `flights` records them. A purge that has no request accepted
+    /// for the target's `purge_timeout` (rate-limit waits aside) fails.
     pub async fn purge(
         &self,
         paths: &[String],
         stored: Option<&StoredTiles>,
         allowance: Option<f64>,
         flights: &mut Flights<'_>,
+    ) -> Result<PurgeReport> {
+        let progress = Progress::new();
+        self.purge_tracked(paths, stored, allowance, flights, &progress)
+            .await
+    }
+
+    /// [`PurgeTarget::purge`], noting in `progress` the paths (as sent, a folder as `FOLDER*`)
+    /// whose requests the target accepted, which the caller reads even when the purge failed or
+    /// was dropped: what they cover need not be sent again.
+    pub async fn purge_tracked(
+        &self,
+        paths: &[String],
+        stored: Option<&StoredTiles>,
+        allowance: Option<f64>,
+        flights: &mut Flights<'_>,
+        progress: &Progress,
     ) -> Result<PurgeReport> {
         if paths.is_empty() {
             return Ok(PurgeReport::default());
@@ -586,14 +527,19 @@ impl PurgeTarget {
         let paths = &as_paths(&priced.purges)[..];
         let sent = async {
             match &self.target {
-                Target::Http(cache) => cache.purge(paths).await,
+                Target::Http(cache) => cache.purge(paths, progress).await,
                 // Sent above, tracked as invalidations.
                 Target::CloudFront(_) => Ok(PurgeReport::default()),
-                Target::Cloudflare(api) => api.purge(paths).await,
-                Target::Fastly(api) => api.purge(paths).await,
+                Target::Cloudflare(api) => api.purge(paths, progress).await,
+                Target::Fastly(api) => api.purge(paths, progress).await,
             }
         };
-        let mut report = self.within_timeout("purged", paths.len(), sent).await?;
+        let stalled = || PurgeError::Stalled {
+            left: paths.len() - progress.accepted_count().min(paths.len()),
+            within: self.purge_timeout,
+        };
+        let outcome = pace::until_stalled(sent, progress, self.purge_timeout, stalled).await;
+        let mut report = outcome.map_err(|err| self.failed(err))?;
         report.price_usd = self.price(report.paths);
         report.evicted = evicted;
         Ok(report)
@@ -639,78 +585,4 @@ fn as_paths(purges: &[Purge]) -> Vec<String> {
             Purge::Folder(folder) => format!("{folder}*"),
         })
         .collect()
-}
-
-/// One purge request: where it goes and what it carries.
-struct Request<'a> {
-    method: &'a str,
-    url: &'a str,
-    /// Its headers, secrets among them.
-    headers: &'a [(String, String)],
-    body: &'a [u8],
-}
-
-/// Sends a request with the purge retry policy, each try within `timeout`: transport failures,
-/// timeouts, 429 and 5xx are retried. Messages quote answers only as an [`excerpt`].
-async fn send_with_retries(
-    client: &Client,
-    request: Request<'_>,
-    timeout: Duration,
-    secrets: &Secrets,
-) -> std::result::Result<client::Answer, PurgeError> {
-    let Request {
-        method,
-        url,
-        headers,
-        body,
-    } = request;
-    let what = || format!("{method} {url}");
-    let outcome = policy()
-        .run(
-            what,
-            || async {
-                let answer = client
-                    .send(method, url, headers, body.to_vec(), timeout)
-                    .await?;
-                if answer.status == 429 || answer.status >= 500 {
-                    return Err(Attempt::Answered {
-                        status: answer.status,
-                        excerpt: excerpt(&answer.body, secrets),
-                    });
-                }
-                Ok(answer)
-            },
-            |_| true,
-            |e: &Attempt| e.to_string(),
-        )
-        .await;
-    outcome.map_err(|failed| PurgeError::Retried {
-        method: method.to_string(),
-        url: url.to_string(),
-        last: failed.error,
-        attempts: failed.attempts,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_excerpt_holds_no_secret_not_even_one_cut_in_half() {
-        let secrets = Secrets::new(vec!["tok-123456".into(), String::new()]);
-        let body =
-            "\n  {\"headers\": {\"authorization\": \"Bearer tok-123456\"}}\nsecond line tok-123456";
-        let text = excerpt(body, &secrets);
-        assert_eq!(
-            text,
-            "{\"headers\": {\"authorization\": \"Bearer [redacted]\"}}"
-        );
-        // Cut at 200 characters, a secret straddling the cut still goes whole.
-        let long = format!("{}tok-123456 and more", "x".repeat(195));
-        let text = excerpt(&long, &secrets);
-        assert!(!text.contains("tok-1"), "{text}");
-        assert!(text.ends_with('…'));
-        assert_eq!(excerpt("a\u{1b}[31mred\r", &secrets), "a[31mred");
-    }
 }

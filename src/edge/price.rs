@@ -41,6 +41,48 @@ pub struct Pricing {
     pub bbox: BBox,
     /// The output's stored tiles, when known.
     pub stored: Option<StoredTiles>,
+    /// The folders the target can purge whole.
+    pub forms: Forms,
+}
+
+/// The folders a target can purge as one request: what the plan may choose instead of paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forms {
+    /// A column `z/x/`.
+    pub columns: bool,
+    /// A zoom `z/` (a partition's `VALUE/z/` too).
+    pub zooms: bool,
+    /// A partition's folder `VALUE/`.
+    pub prefixes: bool,
+    /// The output's root.
+    pub root: bool,
+}
+
+impl Forms {
+    /// Every folder: a wildcard or prefix purge of any path.
+    pub const ALL: Forms = Forms {
+        columns: true,
+        zooms: true,
+        prefixes: true,
+        root: true,
+    };
+    /// No folder: exact paths only.
+    pub const NONE: Forms = Forms {
+        columns: false,
+        zooms: false,
+        prefixes: false,
+        root: false,
+    };
+    /// Only the root, as purging everything.
+    pub const ROOT: Forms = Forms {
+        root: true,
+        ..Forms::NONE
+    };
+
+    /// Whether it has any folder form.
+    pub fn any(&self) -> bool {
+        self.columns || self.zooms || self.prefixes || self.root
+    }
 }
 
 /// A chosen plan: what to send, what it costs and what it evicts.
@@ -139,7 +181,9 @@ impl Estimate<'_> {
 
 /// The cheaper of a wildcard over a folder holding `changed` changed tiles of `stored`, and the
 /// plan of its contents.
+#[allow(clippy::too_many_arguments)]
 fn cheaper(
+    allowed: bool,
     folder: String,
     stored: f64,
     changed: usize,
@@ -151,7 +195,7 @@ fn cheaper(
     let evicted = (stored - changed as f64).max(0.0);
     let wildcard = pricing.path_usd * shadow + penalty + evicted * pricing.refetch_usd;
     // A wildcard must save something: with free paths it would only evict.
-    if changed >= 2 && wildcard < inside.cost && evicted.is_finite() {
+    if allowed && changed >= 2 && wildcard < inside.cost && evicted.is_finite() {
         Part {
             cost: wildcard,
             price: pricing.path_usd,
@@ -196,6 +240,7 @@ fn plan_tiles(paths: &[String], pricing: &Pricing, shadow: f64, penalty: f64) ->
                 let changed = tiles.len();
                 zoom_changed += changed;
                 under_zoom.add(cheaper(
+                    pricing.forms.columns,
                     folder(prefix, &format!("{z}/{x}/")),
                     estimate.column(z),
                     changed,
@@ -207,6 +252,7 @@ fn plan_tiles(paths: &[String], pricing: &Pricing, shadow: f64, penalty: f64) ->
             }
             prefix_changed += zoom_changed;
             under_prefix.add(cheaper(
+                pricing.forms.zooms,
                 folder(prefix, &format!("{z}/")),
                 estimate.zoom(z),
                 zoom_changed,
@@ -223,6 +269,7 @@ fn plan_tiles(paths: &[String], pricing: &Pricing, shadow: f64, penalty: f64) ->
             // A prefix (a partition's folder) stores what its own output's census says: the
             // census given is the output's own, whose paths all share its prefix.
             cheaper(
+                pricing.forms.prefixes,
                 format!("{prefix}/"),
                 estimate.all(),
                 prefix_changed,
@@ -241,6 +288,7 @@ fn plan_tiles(paths: &[String], pricing: &Pricing, shadow: f64, penalty: f64) ->
         .all(|(prefix, _, _)| prefix.is_empty());
     if single_root {
         root = cheaper(
+            pricing.forms.root,
             String::new(),
             estimate.all() + others.len() as f64,
             root_changed,
@@ -310,18 +358,30 @@ pub fn plan(paths: &[String], pricing: &Pricing) -> Priced {
 /// The cheapest plan whose price fits `allowance`, paths priced ever dearer (coarser wildcards)
 /// until it does; `None` when even the coarsest plan does not fit, and the paths must wait.
 pub fn plan_within(paths: &[String], pricing: &Pricing, allowance: f64) -> Option<Priced> {
+    plan_until(paths, pricing, |priced| {
+        priced.price_usd <= allowance + 1e-12
+    })
+}
+
+/// The first plan `fits` accepts as paths grow ever dearer (coarser wildcards): a budget's
+/// allowance, or the time a target's pace leaves; `None` when even the coarsest does not fit.
+pub fn plan_until(
+    paths: &[String],
+    pricing: &Pricing,
+    fits: impl Fn(&Priced) -> bool,
+) -> Option<Priced> {
     let mut shadow = 1.0;
-    let mut last_price = f64::INFINITY;
+    let mut last_sent = usize::MAX;
     loop {
         let priced = plan_with_shadow(paths, pricing, shadow);
-        if priced.price_usd <= allowance + 1e-12 {
+        if fits(&priced) {
             return Some(priced);
         }
-        // Dearer paths stopped buying a cheaper plan: this is the coarsest there is.
-        if priced.price_usd >= last_price && shadow > 1e6 {
+        // Dearer paths stopped buying a coarser plan: this is the coarsest there is.
+        if priced.purges.len() >= last_sent && shadow > 1e6 {
             return None;
         }
-        last_price = last_price.min(priced.price_usd);
+        last_sent = last_sent.min(priced.purges.len());
         shadow *= 4.0;
         if shadow > 1e12 {
             return None;
@@ -340,6 +400,7 @@ mod tests {
             max_wildcards: 15,
             bbox: BBox::WORLD,
             stored,
+            forms: Forms::ALL,
         }
     }
 

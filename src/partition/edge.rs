@@ -6,7 +6,8 @@ use crate::config::{CdnConfig, IndexLocation, OutputTarget};
 use crate::coordination::outbox::Outbox;
 use crate::edge::budget::Budget;
 use crate::edge::flight::Flights;
-use crate::edge::{Client, PurgeTarget};
+use crate::edge::pace::accepted_cover;
+use crate::edge::{Client, Progress, PurgeTarget};
 use crate::error::Result;
 use crate::job::SeedJob;
 use crate::report::{PurgeSummary, SummaryHeader, Tally, TilesetSummary};
@@ -56,7 +57,11 @@ pub(super) async fn deliver(
         // The partitions' commit times are not carried over: these invalidations are followed
         // for the room they take, not for latency.
         let mut flights = Flights::untracked();
-        match target.purge(&paths, None, allowance, &mut flights).await {
+        let progress = Progress::new();
+        let purged = target
+            .purge_tracked(&paths, None, allowance, &mut flights, &progress)
+            .await;
+        match purged {
             Ok(report) if report.over_budget => {
                 summary.over_budget = true;
                 summary.budget = budget.state();
@@ -76,6 +81,17 @@ pub(super) async fn deliver(
                 outbox.taken(&consumer, &names, &consumers).await?;
             }
             Err(err) => {
+                // Its lines are paths already: what the target accepted leaves the outbox.
+                let accepted = progress.take();
+                let covered = accepted_cover(&accepted);
+                let took: Vec<(String, Vec<String>)> = pending
+                    .iter()
+                    .map(|(batch, lines)| {
+                        let took = lines.iter().filter(|line| covered(line)).cloned();
+                        (batch.clone(), took.collect())
+                    })
+                    .collect();
+                outbox.took_lines(&consumer, &took).await?;
                 tracing::warn!(
                     "{err}; the purges of tileset `{}`'s partitions stay in {}",
                     name,

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::S3Config;
-use crate::coordination::changed_list::{RecordedLines, CHANGED_LIST_CONSUMER};
+use crate::coordination::changed_list::CHANGED_LIST_CONSUMER;
 use crate::coordination::feed::Published;
 use crate::coordination::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::coordination::ChangedList;
@@ -14,16 +14,19 @@ use crate::edge::budget::Budget;
 use crate::edge::check::{self, EdgeProbe};
 use crate::edge::flight::Flights;
 use crate::edge::price::StoredTiles;
-use crate::edge::{Client, Holds, PurgeReport, PurgeTarget};
+use crate::edge::{Client, Holds, Progress, PurgeReport, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
-use crate::report::{PurgeSummary, TargetPlan};
+use crate::report::PurgeSummary;
 use crate::schedule::Stop;
 use crate::sink::{self, OutputTarget};
 use crate::tile::TileCoord;
 
 use super::feed::{Edge, RunFeed, FEED_CONSUMER};
+
+pub(super) mod dry_run;
+mod early;
 
 /// One output's outbox during a run.
 pub(super) struct RunOutbox {
@@ -51,6 +54,8 @@ pub(super) struct RunOutbox {
     /// Whether the output's writer records a tile only once it is served (see
     /// [`RunOutbox::purges_as_stored`]).
     records_when_visible: bool,
+    /// The targets (by consumer name) that purge a run's tiles as they are stored.
+    early_targets: HashSet<String>,
     /// Per target (by consumer name), the lines it purged while the run wrote, and what that
     /// sent: the run's delivery leaves them out.
     early: HashMap<String, (HashSet<String>, PurgeReport)>,
@@ -149,7 +154,7 @@ impl RunOutbox {
         if feed.is_some() {
             consumers.push(FEED_CONSUMER.to_string());
         }
-        let stored = if targets.iter().any(PurgeTarget::is_priced) {
+        let stored = if targets.iter().any(PurgeTarget::uses_census) {
             read_json(&outbox, STORED_TILES).await?
         } else {
             None
@@ -157,6 +162,7 @@ impl RunOutbox {
         Ok(RunOutbox {
             stored,
             records_when_visible: kind.home().stores_tile_by_tile(),
+            early_targets: HashSet::new(),
             early: HashMap::new(),
             early_failed: HashMap::new(),
             feed,
@@ -186,83 +192,19 @@ impl RunOutbox {
     }
 
     /// Records the tiles a complete full seed left in the output, per zoom, which prices the
-    /// wildcards of this and later purges (only where a target's purges cost money).
+    /// wildcards of this and later purges (only where a target's purges cost money or may be
+    /// coarsened to keep to its pace).
     pub async fn record_stored(
         &mut self,
         zooms: std::collections::BTreeMap<u8, u64>,
     ) -> Result<()> {
-        if !self.targets.iter().any(PurgeTarget::is_priced) {
+        if !self.targets.iter().any(PurgeTarget::uses_census) {
             return Ok(());
         }
         let stored = StoredTiles { zooms };
         write_json(&self.outbox, STORED_TILES, &stored).await?;
         self.stored = Some(stored);
         Ok(())
-    }
-
-    /// Whether this run purges its tiles as the sink stores them: the output serves a tile as
-    /// soon as its writer records it (a tree, an S3 prefix), and some target's purges cost
-    /// nothing per path. A target that charges per path (CloudFront) waits for the run's end,
-    /// where its purge is one priced plan instead of one per chunk.
-    pub fn purges_as_stored(&self) -> bool {
-        self.records_when_visible && self.targets.iter().any(|t| !t.is_priced())
-    }
-
-    /// Purges, on every target whose purges cost nothing per path, the tiles `recorded` hands on
-    /// as the sink stores them, chunk by chunk, until it ends or `stop` is requested. Nothing is
-    /// marked taken here: the outbox's intent and batch still name every tile, so a run killed
-    /// now delivers them all again, and [`RunOutbox::commit_and_deliver`] only leaves out of its
-    /// purge what was purged here after its new bytes were served. A target held back is left to
-    /// the run's delivery; one that fails is held back and reported failed by it, without a
-    /// second wait on the same CDN, its changes left in the outbox.
-    pub async fn purge_as_stored(&mut self, recorded: &RecordedLines, holds: &Holds, stop: &Stop) {
-        let mut given_up: HashSet<String> = HashSet::new();
-        'chunks: loop {
-            let next = tokio::select! {
-                biased;
-                _ = stop.stopped() => None,
-                next = recorded.next() => next,
-            };
-            let Some(lines) = next else { break };
-            for target in &self.targets {
-                let consumer = target.consumer();
-                let key = format!("{}\n{}", self.target.describe(), target.name());
-                // CloudFront's invalidations are followed in flight by the run's delivery.
-                if target.is_priced()
-                    || target.tracks_invalidations()
-                    || given_up.contains(&consumer)
-                    || holds.held(&key).is_some()
-                {
-                    continue;
-                }
-                let mut paths: Vec<String> = lines.iter().map(|l| self.purge_path(l)).collect();
-                paths.sort();
-                paths.dedup();
-                let mut untracked = Flights::untracked();
-                let purged = tokio::select! {
-                    biased;
-                    _ = stop.stopped() => break 'chunks,
-                    purged = target.purge(&paths, self.stored.as_ref(), None, &mut untracked) => purged,
-                };
-                match purged {
-                    Ok(report) if !report.over_budget => {
-                        let (purged, sent) = self.early.entry(consumer).or_default();
-                        purged.extend(lines.iter().cloned());
-                        sent.requests += report.requests;
-                        sent.paths += report.paths;
-                    }
-                    Ok(_) => {
-                        given_up.insert(consumer);
-                    }
-                    Err(err) => {
-                        holds.failed(&key);
-                        tracing::warn!("{err}; the changes stay in the outbox for the next run");
-                        self.early_failed.insert(consumer.clone(), err.to_string());
-                        given_up.insert(consumer);
-                    }
-                }
-            }
-        }
     }
 
     /// The outbox's note `name` as stored, for a note that must not be taken as absent when it
@@ -439,7 +381,14 @@ impl RunOutbox {
                 let ledger_outbox = self.handover.as_ref().map_or(&*self.outbox, |(o, _)| o);
                 let mut budget = Budget::open(target, ledger_outbox).await?;
                 let allowance = budget.allowance();
-                let purge = target.purge(&paths, self.stored.as_ref(), allowance, &mut flights);
+                let progress = Progress::new();
+                let purge = target.purge_tracked(
+                    &paths,
+                    self.stored.as_ref(),
+                    allowance,
+                    &mut flights,
+                    &progress,
+                );
                 let purged = match stop {
                     Some(stop) => tokio::select! {
                         biased;
@@ -451,8 +400,9 @@ impl RunOutbox {
                 let mut taken = false;
                 match purged {
                     Err(signal) => {
+                        self.keep_progress(target, &pending, &progress).await?;
                         tracing::warn!(
-                            "cdn `{}`: {signal} received: not purged; its {} change(s) stay in the outbox for the next run",
+                            "cdn `{}`: {signal} received: not purged; its {} change(s) not yet accepted stay in the outbox for the next run",
                             target.name(),
                             paths.len()
                         );
@@ -502,6 +452,7 @@ impl RunOutbox {
                     }
                     Ok(Err(err)) => {
                         holds.failed(&key);
+                        self.keep_progress(target, &pending, &progress).await?;
                         tracing::warn!("{err}; the changes stay in the outbox for the next run");
                         summary.failed = Some(err.to_string());
                     }
@@ -599,63 +550,4 @@ fn purge_path(prefix: Option<&str>, extension: &str, line: &str) -> String {
         Some(prefix) => format!("{prefix}/{path}"),
         None => path,
     }
-}
-
-/// `seed --dirty --dry-run`: what each CDN target of the tileset would be sent for the changes
-/// waiting in the output's outbox and the planned `work`, folded as its purge folds them. Reads
-/// only; returns the outbox's backlog too.
-pub(super) async fn purge_plans(
-    target: &OutputTarget,
-    tileset: &TilesetJob,
-    s3: &S3Config,
-    work: &Work,
-) -> Result<(Backlog, Vec<TargetPlan>)> {
-    let outbox = Outbox::new(sink::kind_of(target).home().outbox(s3).await?, None);
-    let stored: Option<StoredTiles> = read_json(&outbox, STORED_TILES).await?;
-    let prefix = tileset.list_prefix.as_deref();
-    let extension = &tileset.tileset.output_settings.tile_extension;
-    let planned: Vec<String> = match work {
-        // Which tiles of a subtree change is known only once it is walked; the run itself purges
-        // those, folded into wildcards where dense. Planned ahead, a subtree may be any of them.
-        Work::Pyramid | Work::Subtrees { .. } => vec![purge_path(prefix, extension, EVERYTHING)],
-        // What the tiles cover, and so the documents declaring it, may change with any of them.
-        Work::Tiles(tiles) if !tiles.is_empty() => tiles
-            .iter()
-            .map(|tile| purge_path(prefix, extension, &tile.to_string()))
-            .chain(
-                sink::kind_of(target)
-                    .documents()
-                    .iter()
-                    .map(|name| purge_path(prefix, extension, name)),
-            )
-            .collect(),
-        Work::Tiles(_) => Vec::new(),
-    };
-    let mut plans = Vec::new();
-    if !tileset.tileset.cdn.is_empty() {
-        let client = Client::new()?;
-        for cdn in &tileset.tileset.cdn {
-            let target = PurgeTarget::build(cdn, tileset.bbox, &client).await?;
-            let waiting: Vec<String> = outbox
-                .pending(&target.consumer())
-                .await?
-                .into_iter()
-                .flat_map(|(_, lines)| lines)
-                .collect();
-            let mut paths: Vec<String> = waiting
-                .iter()
-                .map(|line| purge_path(prefix, extension, line))
-                .chain(planned.iter().cloned())
-                .collect();
-            paths.sort();
-            paths.dedup();
-            plans.push(TargetPlan {
-                target: target.name().to_string(),
-                waiting: waiting.len() as u64,
-                changed: paths.len() as u64,
-                plan: target.plan(&paths, stored.as_ref()),
-            });
-        }
-    }
-    Ok((outbox.backlog().await?, plans))
 }

@@ -202,7 +202,7 @@ impl TilesetRun<'_> {
         // A list's tiles that the output serves as soon as they are stored are purged as they
         // come, the deepest zoom first, while the heavy low zooms still render.
         let recorded = match &todo {
-            Todo::Tiles(_) if outbox.purges_as_stored() => outbox.recorder().tap(),
+            Todo::Tiles(tiles) if outbox.purges_as_stored(tiles) => outbox.recorder().tap(),
             _ => None,
         };
         let render = async {
@@ -710,7 +710,8 @@ impl TilesetRun<'_> {
             ),
         };
         let (backlog, purges) =
-            super::outbox::purge_plans(target, tileset, &self.job.s3, &decision.work).await?;
+            super::outbox::dry_run::purge_plans(target, tileset, &self.job.s3, &decision.work)
+                .await?;
         let mut header = self.header(target.describe(), true, decision.changes_read);
         header.dry_run = true;
         let mut summary = Tally::default().summarize(header, started.elapsed());

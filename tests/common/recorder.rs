@@ -27,6 +27,21 @@ pub enum Answer {
     Huge(u16, u64),
     /// Takes the request and never answers.
     Never,
+    /// 200 with this body to the first `answered` requests, then never answers: a cache that
+    /// stops answering part way through a purge.
+    OkThenNever {
+        /// The body.
+        body: &'static str,
+        /// Requests answered before it goes silent.
+        answered: usize,
+    },
+    /// 200 with this body, each after `millis` milliseconds: a slow but steady cache.
+    Slow {
+        /// The body.
+        body: &'static str,
+        /// The delay of each answer.
+        millis: u64,
+    },
 }
 
 /// One recorded request.
@@ -210,5 +225,13 @@ async fn respond(
             response
         }
         Answer::Never => std::future::pending().await,
+        Answer::OkThenNever { body, answered } if count <= answered => {
+            (StatusCode::OK, body).into_response()
+        }
+        Answer::OkThenNever { .. } => std::future::pending().await,
+        Answer::Slow { body, millis } => {
+            tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+            (StatusCode::OK, body).into_response()
+        }
     }
 }

@@ -66,6 +66,23 @@ impl Varnish {
         }
     }
 
+    /// A counter of the cache's statistics (`MAIN.bans_added`, `MAIN.n_purges`), read with
+    /// `varnishstat`.
+    pub fn counter(&self, name: &str) -> u64 {
+        let work = format!("/tmp/oar-tiles-varnish-{}/n", self.port);
+        let output = Command::new("varnishstat")
+            .args(["-n", &work, "-1", "-f", name])
+            .output()
+            .expect("run varnishstat");
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines()
+            .find_map(|line| {
+                let mut fields = line.split_whitespace();
+                (fields.next() == Some(name)).then(|| fields.next()?.parse().ok())?
+            })
+            .unwrap_or_else(|| panic!("no {name} in varnishstat's output: {text}"))
+    }
+
     /// `GET path` through the cache.
     pub fn get_path(&self, path: &str) -> Reply {
         get(self.port, path, &format!("127.0.0.1:{}", self.port))

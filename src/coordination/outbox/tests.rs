@@ -26,7 +26,7 @@ fn waiting_batches_merge_per_set_of_takers_and_keep_every_line_and_the_oldest_ag
         ] {
             outbox.add_batch(&lines(batch)).await.unwrap();
             std::thread::sleep(std::time::Duration::from_millis(2));
-            let (all, _) = outbox.takers().await.unwrap();
+            let (all, _, _) = outbox.takers().await.unwrap();
             names.push(all.last().unwrap().clone());
         }
         // `a` took the last batch: it is merged with nothing.
@@ -55,7 +55,7 @@ fn a_hand_over_moves_what_waits_for_the_cdns_as_paths_and_once() {
     let cdns = lines(&["cdn1", "cdn2"]);
     block_on(async {
         partition.add_batch(&lines(&["1/0/0", "*"])).await.unwrap();
-        let (names, _) = partition.takers().await.unwrap();
+        let (names, _, _) = partition.takers().await.unwrap();
         partition.taken("cdn1", &names, &all).await.unwrap();
         let path_of = |line: &str| format!("CN/{line}");
         for _ in 0..2 {
@@ -88,4 +88,40 @@ fn a_stopped_runs_intent_names_its_process_and_planned_tiles() {
     let part = StoppedRun::from_intent("000001700000000-77.part-2-of-4", [EVERYTHING].into_iter());
     assert_eq!(part.pid, Some(77));
     assert_eq!(part.planned, None, "everything");
+}
+
+#[test]
+fn lines_a_consumer_took_of_a_batch_leave_its_pending_only_and_go_with_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("outbox");
+    let outbox = Outbox::new(OutboxStore::Folder(folder.clone()), None);
+    let consumers = lines(&["cdn-a", "feed"]);
+    block_on(async {
+        outbox
+            .add_batch(&lines(&["1/0/0", "2/1/1", "3/2/2", "tiles.json"]))
+            .await
+            .unwrap();
+        let batch = outbox.pending("cdn-a").await.unwrap()[0].0.clone();
+        outbox
+            .took_lines("cdn-a", &[(batch.clone(), lines(&["1/0/0", "3/2/2"]))])
+            .await
+            .unwrap();
+        outbox
+            .took_lines("cdn-a", &[(batch.clone(), lines(&["2/1/1"]))])
+            .await
+            .unwrap();
+        assert_eq!(
+            outbox.pending("cdn-a").await.unwrap(),
+            vec![(batch.clone(), lines(&["tiles.json"]))]
+        );
+        // The others still see the whole batch.
+        assert_eq!(outbox.pending("feed").await.unwrap()[0].1.len(), 4);
+        // Taken by all, the batch leaves with its partial record.
+        outbox
+            .taken("cdn-a", std::slice::from_ref(&batch), &consumers)
+            .await
+            .unwrap();
+        outbox.taken("feed", &[batch], &consumers).await.unwrap();
+        assert!(!folder.exists(), "the outbox is empty and removed");
+    });
 }

@@ -1,0 +1,137 @@
+//! Purges before the run's delivery ends them: a reseed's tiles purged as the sink stores them,
+//! and what a target accepted of a purge that stopped part way, kept out of the next run's.
+
+use std::collections::HashSet;
+
+use crate::coordination::changed_list::RecordedLines;
+use crate::edge::flight::Flights;
+use crate::edge::pace::accepted_cover;
+use crate::edge::{Holds, Progress, PurgeTarget};
+use crate::error::Result;
+use crate::schedule::Stop;
+use crate::tile::TileCoord;
+
+use super::RunOutbox;
+
+impl RunOutbox {
+    /// Whether this run purges its `tiles` as the sink stores them: the output serves a tile as
+    /// soon as its writer records it (a tree, an S3 prefix), and some target's purges cost
+    /// nothing per path and its exact paths go out in time at its pace. A target that charges
+    /// per path (CloudFront), or that would coarsen so many paths into folders, waits for the
+    /// run's end, where its purge is one plan instead of one per chunk.
+    pub(in crate::seed) fn purges_as_stored(&mut self, tiles: &[TileCoord]) -> bool {
+        let paths: Vec<String> = tiles
+            .iter()
+            .map(|tile| self.purge_path(&tile.to_string()))
+            .collect();
+        self.early_targets = self
+            .targets
+            .iter()
+            .filter(|t| !t.is_priced() && !t.tracks_invalidations() && t.sends_in_time(&paths))
+            .map(PurgeTarget::consumer)
+            .collect();
+        self.records_when_visible && !self.early_targets.is_empty()
+    }
+
+    /// Purges, on every target whose purges cost nothing per path, the tiles `recorded` hands on
+    /// as the sink stores them, chunk by chunk, until it ends or `stop` is requested. Nothing is
+    /// marked taken here: the outbox's intent and batch still name every tile, so a run killed
+    /// now delivers them all again, and [`RunOutbox::commit_and_deliver`] only leaves out of its
+    /// purge what was purged here after its new bytes were served. A target held back is left to
+    /// the run's delivery; one that fails is held back and reported failed by it, without a
+    /// second wait on the same CDN, its changes left in the outbox.
+    pub(in crate::seed) async fn purge_as_stored(
+        &mut self,
+        recorded: &RecordedLines,
+        holds: &Holds,
+        stop: &Stop,
+    ) {
+        let mut given_up: HashSet<String> = HashSet::new();
+        'chunks: loop {
+            let next = tokio::select! {
+                biased;
+                _ = stop.stopped() => None,
+                next = recorded.next() => next,
+            };
+            let Some(lines) = next else { break };
+            for target in &self.targets {
+                let consumer = target.consumer();
+                let key = format!("{}\n{}", self.target.describe(), target.name());
+                if !self.early_targets.contains(&consumer)
+                    || given_up.contains(&consumer)
+                    || holds.held(&key).is_some()
+                {
+                    continue;
+                }
+                let mut paths: Vec<String> = lines.iter().map(|l| self.purge_path(l)).collect();
+                paths.sort();
+                paths.dedup();
+                let mut untracked = Flights::untracked();
+                let progress = Progress::new();
+                let purged = tokio::select! {
+                    biased;
+                    _ = stop.stopped() => break 'chunks,
+                    purged = target.purge_tracked(&paths, self.stored.as_ref(), None, &mut untracked, &progress) => purged,
+                };
+                match purged {
+                    Ok(report) if !report.over_budget => {
+                        let (purged, sent) = self.early.entry(consumer).or_default();
+                        purged.extend(lines.iter().cloned());
+                        sent.requests += report.requests;
+                        sent.paths += report.paths;
+                    }
+                    Ok(_) => {
+                        given_up.insert(consumer);
+                    }
+                    Err(err) => {
+                        holds.failed(&key);
+                        tracing::warn!("{err}; the changes stay in the outbox for the next run");
+                        // What it accepted before it failed was purged after it was served.
+                        let accepted = progress.take();
+                        let covered = accepted_cover(&accepted);
+                        let took: Vec<String> = lines
+                            .iter()
+                            .filter(|line| covered(&self.purge_path(line)))
+                            .cloned()
+                            .collect();
+                        let (purged, _) = self.early.entry(consumer.clone()).or_default();
+                        purged.extend(took);
+                        self.early_failed.insert(consumer.clone(), err.to_string());
+                        given_up.insert(consumer);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records in the outbox the lines of `pending` that what `target` accepted before its purge
+    /// stopped covers, so the next run sends only the others.
+    pub(super) async fn keep_progress(
+        &self,
+        target: &PurgeTarget,
+        pending: &[(String, Vec<String>)],
+        progress: &Progress,
+    ) -> Result<()> {
+        let accepted = progress.take();
+        if accepted.is_empty() {
+            return Ok(());
+        }
+        let accepted_covers = accepted_cover(&accepted);
+        let covered = |line: &String| accepted_covers(&self.purge_path(line));
+        let took: Vec<(String, Vec<String>)> = pending
+            .iter()
+            .map(|(batch, lines)| {
+                (
+                    batch.clone(),
+                    lines.iter().filter(|l| covered(l)).cloned().collect(),
+                )
+            })
+            .collect();
+        let count: usize = took.iter().map(|(_, lines)| lines.len()).sum();
+        tracing::info!(
+            "cdn `{}`: {count} change(s) purged before it stopped leave the outbox",
+            target.name()
+        );
+        self.outbox.took_lines(&target.consumer(), &took).await
+    }
+}
