@@ -8,7 +8,7 @@ use crate::common::cloudfront::{
     changed, cloudfront_client, covered, distribution, invalidations, moto_env, moto_url,
     summary_path,
 };
-use crate::common::edge::{metric, seed_tree, tree_world, Watching};
+use crate::common::edge::{metric, seed_tree, tree_in_config, tree_world, Watching};
 use crate::common::run::summary;
 
 /// A CloudFront target under `/v1`.
@@ -254,15 +254,7 @@ fn a_watch_cycle_keeps_the_origin_fresh_while_cloudfront_has_no_room_and_purges_
     );
     let (mut fixture, tree) = tree_world("cloudfront_watch", &cloudfront(&id));
     // `watch` takes its output and zooms from the config, as `seed_tree` gives them.
-    let text = std::fs::read_to_string(&fixture.config).unwrap().replacen(
-        "[[tileset]]\nname = \"sites\"\n",
-        &format!(
-            "[[tileset]]\nname = \"sites\"\noutput = \"dir:{}\"\nmaxzoom = 9\n",
-            tree.display()
-        ),
-        1,
-    );
-    std::fs::write(&fixture.config, &text).unwrap();
+    tree_in_config(&fixture, &tree, "");
     let env = moto_env(&endpoint);
     seed_tree(&fixture, &tree, &[], &env).assert_success();
     occupy(&client, &id, 3000, 14);

@@ -320,7 +320,7 @@ fn cloudflare_gets_batches_of_at_most_100_urls_with_its_token_and_retries_a_503(
         1,
     );
     let cdn = format!(
-        "[[tileset.cdn]]\nkind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"",
+        "[[tileset.cdn]]\nkind = \"cloudflare\"\nprefixes = false\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"",
         api.port
     );
     let (fixture, tree) = tree_world("edge_cloudflare", &cdn);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::edge::{metric, seed_tree, tree_world, Watching};
+use crate::common::edge::{metric, seed_tree, tree_in_config, tree_world, Watching};
 use crate::common::recorder::{Answer, Recorder};
 use crate::common::run::{
     oar_tiles, oar_tiles_command, read_tree, send_signal, single_layer_config, summary, Run,
@@ -552,15 +552,7 @@ fn a_watcher_with_a_silent_cdn_keeps_its_purges_within_purge_timeout_and_stops_a
     let hung = Recorder::answering(Answer::Never);
     let timeouts = "request_timeout = \"1s\"\npurge_timeout = \"3s\"";
     let (fixture, tree) = tree_world("hygiene_watch", &http_cdn(hung.port, timeouts));
-    let text = std::fs::read_to_string(&fixture.config).unwrap().replacen(
-        "[[tileset]]\nname = \"sites\"\n",
-        &format!(
-            "[[tileset]]\nname = \"sites\"\noutput = \"dir:{}\"\nmaxzoom = 9\n",
-            tree.display()
-        ),
-        1,
-    );
-    std::fs::write(&fixture.config, &text).unwrap();
+    tree_in_config(&fixture, &tree, "");
     // The seed stores its tiles; its purge fails within the budget and leaves them in the outbox.
     let seeded = seed_tree(&fixture, &tree, &[], &[]);
     assert_eq!(seeded.code, 1, "{}", seeded.stderr);
@@ -579,6 +571,7 @@ fn a_watcher_with_a_silent_cdn_keeps_its_purges_within_purge_timeout_and_stops_a
     drop(watching);
 
     // With the default timeouts the purge would hang for a minute: SIGTERM must not wait for it.
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
     std::fs::write(&fixture.config, text.replace(timeouts, "")).unwrap();
     let since = hung.requests.lock().unwrap().len();
     let mut watching = Watching::start(&fixture, &[]);

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::common::edge::{seed_tree, tree_world};
+use crate::common::edge::{seed_tree, tree_in_config, tree_world};
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
 use crate::common::recorder::{Answer, Recorder};
@@ -131,15 +131,7 @@ fn a_full_seed_behind_cloudflare_free_is_one_prefix_call_and_a_later_change_its_
 /// `{name}` the tileset's path on the origin).
 fn cached_tree(label: &str, cdn: &str) -> (Fixture, PathBuf, String, Served, Varnish) {
     let (fixture, tree) = tree_world(label, "");
-    let text = std::fs::read_to_string(&fixture.config).unwrap().replacen(
-        "[[tileset]]\nname = \"sites\"\n",
-        &format!(
-            "[[tileset]]\nname = \"sites\"\noutput = \"dir:{}\"\nmaxzoom = 9\n",
-            tree.display()
-        ),
-        1,
-    );
-    std::fs::write(&fixture.config, &text).unwrap();
+    tree_in_config(&fixture, &tree, "");
     seed(&fixture, &[]).assert_success();
     let origin = Served::start(&[&format!("dir:{}", tree.display())], &[]);
     let name = origin.get("/index.json").json()["tilesets"][0]["name"]
@@ -156,6 +148,7 @@ fn cached_tree(label: &str, cdn: &str) -> (Fixture, PathBuf, String, Served, Var
     let cdn = cdn
         .replace("{port}", &cache.port.to_string())
         .replace("{name}", &name);
+    let text = std::fs::read_to_string(&fixture.config).unwrap();
     std::fs::write(&fixture.config, text + &cdn).unwrap();
     (fixture, tree, name, origin, cache)
 }
@@ -316,7 +309,7 @@ fn fastly_keys_and_a_zone_that_serves_only_this_output_purge_a_full_seed_in_one_
         0,
     );
     let cdn = format!(
-        "[[tileset.cdn]]\nkind = \"cloudflare\"\nzone_id = \"{ZONE}\"\nonly_this_output = true\n\
+        "[[tileset.cdn]]\nkind = \"cloudflare\"\nzone_id = \"{ZONE}\"\nprefixes = false\nonly_this_output = true\n\
          api_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"{PUBLIC}\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"\n\
          request_timeout = \"1s\"\npurge_timeout = \"1s\"",
         api.port

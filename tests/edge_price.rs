@@ -195,7 +195,7 @@ fn fastly_soft_purges_and_cloudflare_enterprise_takes_500_urls_a_call() {
 
     let cloudflare = Recorder::start(r#"{"success": true, "errors": [], "result": {}}"#, 0);
     let cdn = format!(
-        "[[tileset.cdn]]\nkind = \"cloudflare\"\nplan = \"enterprise\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"",
+        "[[tileset.cdn]]\nkind = \"cloudflare\"\nprefixes = false\nplan = \"enterprise\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"",
         cloudflare.port
     );
     let (fixture, tree) = tree_world("edge_price_cloudflare", &cdn);

@@ -36,8 +36,7 @@ pub(super) struct RawCdn {
     token_env: Option<String>,
     api_url: Option<Spanned<String>>,
     public_url: Option<String>,
-    #[serde(default)]
-    prefixes: bool,
+    prefixes: Option<bool>,
     #[serde(default)]
     surrogate_keys: bool,
     request_timeout: Option<Spanned<String>>,
@@ -484,7 +483,8 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
                 "https://api.cloudflare.com/client/v4",
             )
             .map_err(context)?,
-            prefixes: raw.prefixes,
+            // Every plan takes prefix purges (Cloudflare's purge documentation, 2025 on).
+            prefixes: raw.prefixes.unwrap_or(true),
             plan: cloudflare_plan(raw.plan.clone()).map_err(context)?,
         },
         "fastly" => CdnTarget::Fastly {

@@ -36,6 +36,21 @@ pub fn tree_world(label: &str, cdn: &str) -> (Fixture, std::path::PathBuf) {
     (fixture, tree)
 }
 
+/// Names `tree` (to zoom 9) as the output of a [`tree_world`]'s tileset in its config, for runs
+/// that take the output from the config (`watch`, `seed` without `--output`), with `before` (a
+/// `[watch]` table, say) put ahead of the tileset.
+pub fn tree_in_config(fixture: &Fixture, tree: &std::path::Path, before: &str) {
+    let text = std::fs::read_to_string(&fixture.config).unwrap().replacen(
+        "[[tileset]]\nname = \"sites\"\n",
+        &format!(
+            "{before}[[tileset]]\nname = \"sites\"\noutput = \"dir:{}\"\nmaxzoom = 9\n",
+            tree.display()
+        ),
+        1,
+    );
+    std::fs::write(&fixture.config, &text).unwrap();
+}
+
 /// A seed of [`ZOOMS`] of a [`tree_world`] into its `tree`, with `extra` arguments and `env`.
 pub fn seed_tree(
     fixture: &Fixture,
