@@ -389,6 +389,29 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
     assert_eq!(read_tree(&tree, "pbf"), read_tree(&fresh, "pbf"));
 }
 
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_deferral_note_due_at_the_end_of_time_is_rendered_now_not_a_panic_at_every_start() {
+    let (fixture, tree) = deferring_world("zoom_first_due_max");
+    let config = fixture.config.to_str().unwrap().to_string();
+    oar_tiles(Some(&fixture.schema.url), &["seed", "--config", &config]).assert_success();
+    let seeded = read_tree(&tree, "pbf");
+    // A note no run writes: due 2^64 - 1 seconds after the epoch, holding a tile a run skipped.
+    std::fs::create_dir_all(note(&tree).parent().unwrap()).unwrap();
+    std::fs::write(
+        note(&tree),
+        format!(r#"{{"due": {}, "tiles": ["0/0/0"]}}"#, u64::MAX),
+    )
+    .unwrap();
+    std::fs::remove_file(tree.join("0/0/0.pbf")).unwrap();
+    let mut watching = crate::common::edge::Watching::start(&fixture, &[]);
+    watching.wait_until("the noted tile rendered and the note gone", |_| {
+        !note(&tree).exists() && tree.join("0/0/0.pbf").exists()
+    });
+    drop(watching);
+    assert_eq!(read_tree(&tree, "pbf"), seeded);
+}
+
 /// Each tile object's bytes under `bucket/prefix`, by key (the test server lists no ETags).
 fn objects(
     s3: &S3Server,

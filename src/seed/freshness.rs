@@ -37,6 +37,23 @@ pub(super) struct Deferred {
 }
 
 impl Deferred {
+    /// When its tiles are due, in seconds since the Unix epoch. A time further from now than
+    /// `defer` cannot be one a run wrote (a clock set back, an edited or damaged note): it is taken
+    /// as now, with a warning, rather than hold the tiles back for the skew or for ever.
+    fn due_within(&self, defer: Duration) -> u64 {
+        let now = now();
+        if self.due > now.saturating_add(defer.as_secs()) {
+            tracing::warn!(
+                "the outbox note `{DEFERRED_TILES}` says its tiles are due {} s from now, later \
+                 than freshness.defer_seconds allows: they are rendered now",
+                self.due - now
+            );
+            now
+        } else {
+            self.due
+        }
+    }
+
     fn tiles(&self) -> impl Iterator<Item = TileCoord> + '_ {
         // A line that is no tile cannot come from this tool; it is skipped rather than fail
         // every cycle.
@@ -100,7 +117,10 @@ pub(super) async fn apply(
         }
         _ => return Ok(AfterRun::Keep),
     };
-    let due = noted.as_ref().is_some_and(|noted| noted.due <= now());
+    let defer = freshness.map_or(Duration::ZERO, |freshness| freshness.defer);
+    let due = noted
+        .as_ref()
+        .is_some_and(|noted| noted.due_within(defer) <= now());
     match freshness {
         Some(freshness) if deferring && !due => {
             let below = freshness.defer_below_zoom;
@@ -179,7 +199,7 @@ fn add_tiles(tiles: &mut Vec<TileCoord>, noted: &Deferred, covered: impl Fn(Tile
 pub async fn next_deferral(job: &SeedJob) -> Result<Option<SystemTime>> {
     let mut earliest: Option<u64> = None;
     for tileset in &job.tilesets {
-        let (Some(target), Some(_)) = (&tileset.output, tileset.tileset.freshness) else {
+        let (Some(target), Some(freshness)) = (&tileset.output, tileset.tileset.freshness) else {
             continue;
         };
         if tileset.tileset.partition_by.is_some() {
@@ -190,8 +210,13 @@ pub async fn next_deferral(job: &SeedJob) -> Result<Option<SystemTime>> {
             continue;
         };
         if let Ok(noted) = serde_json::from_slice::<Deferred>(&bytes) {
-            earliest = Some(earliest.map_or(noted.due, |e| e.min(noted.due)));
+            let due = noted.due_within(freshness.defer);
+            earliest = Some(earliest.map_or(due, |e| e.min(due)));
         }
     }
-    Ok(earliest.map(|due| UNIX_EPOCH + Duration::from_secs(due)))
+    Ok(earliest.map(|due| {
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(due))
+            .unwrap_or_else(SystemTime::now)
+    }))
 }
