@@ -157,7 +157,10 @@ async fn one_tile(
             }
         };
         outcome.requests += 1;
-        match client.get(&url, &headers).await {
+        match client
+            .get(&url, &headers, answer_cap(held.as_deref()))
+            .await
+        {
             Ok((status, body)) if is_fresh(held.as_deref(), status, &body) => {
                 outcome.fresh_at = Some(SystemTime::now());
                 return outcome;
@@ -192,7 +195,8 @@ fn is_fresh(origin: Option<&[u8]>, status: u16, body: &[u8]) -> bool {
         Some(held) => {
             status == 200
                 && (body == held
-                    || matches!((decoded(body), decoded(held)), (Some(a), Some(b)) if a == b))
+                    || matches!(decoded(held), Some(plain)
+                        if decoded_within(body, plain.len()).is_some_and(|b| b == plain)))
         }
         // 204 is what a static origin should answer for a missing tile; 403 and 404 are what
         // buckets answer.
@@ -201,12 +205,38 @@ fn is_fresh(origin: Option<&[u8]>, status: u16, body: &[u8]) -> bool {
 }
 
 fn decoded(bytes: &[u8]) -> Option<Vec<u8>> {
+    decoded_within(bytes, usize::MAX)
+}
+
+/// [`decoded`], `None` past `cap` bytes: an answer's gzip inflating past what the origin's tile
+/// holds cannot be that tile, and a gzip bomb stops there.
+fn decoded_within(bytes: &[u8], cap: usize) -> Option<Vec<u8>> {
     if !bytes.starts_with(&[0x1f, 0x8b]) {
-        return Some(bytes.to_vec());
+        return (bytes.len() <= cap).then(|| bytes.to_vec());
     }
     let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).ok()?;
-    Some(out)
+    let limit = u64::try_from(cap).unwrap_or(u64::MAX).saturating_add(1);
+    let inflater = std::io::Read::take(flate2::read::GzDecoder::new(bytes), limit);
+    std::io::Read::read_to_end(&mut { inflater }, &mut out).ok()?;
+    (out.len() <= cap).then_some(out)
+}
+
+/// The most of an edge answer worth reading for a tile the origin holds as `held`: a fresh answer
+/// is those bytes or the same tile encoded otherwise (another gzip level, or none), so an answer
+/// much longer than either differs anyway; where the origin holds no tile, only an empty answer
+/// is fresh.
+fn answer_cap(held: Option<&[u8]>) -> usize {
+    const SLACK: usize = 64 * 1024;
+    match held {
+        None => SLACK,
+        Some(held) => {
+            let plain = decoded(held).map_or(0, |plain| plain.len());
+            held.len()
+                .max(plain)
+                .saturating_mul(2)
+                .saturating_add(SLACK)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -238,6 +268,55 @@ mod tests {
         assert!(is_fresh(None, 200, b""));
         assert!(!is_fresh(None, 200, &tile));
         assert!(!is_fresh(None, 503, b""));
+    }
+
+    #[test]
+    fn a_gzip_bomb_or_a_giant_answer_is_stale_and_read_only_to_what_could_match() {
+        let tile = gzip(b"layer bytes", 3);
+        let bomb = gzip(&vec![0u8; 64 << 20], 9);
+        assert!(bomb.len() < 100_000);
+        // Inflating stops just past the origin tile's own length.
+        assert_eq!(decoded_within(&bomb, 11), None);
+        assert!(!is_fresh(Some(&tile), 200, &bomb));
+        assert_eq!(
+            decoded_within(&gzip(b"layer bytes", 9), 11).unwrap(),
+            b"layer bytes"
+        );
+        let cap = answer_cap(Some(&tile));
+        assert!((64 * 1024..=64 * 1024 + 100).contains(&cap), "{cap}");
+        assert_eq!(answer_cap(None), 64 * 1024);
+    }
+
+    #[tokio::test]
+    async fn an_edge_answer_is_read_no_further_than_its_cap() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await;
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n")
+                .await
+                .unwrap();
+            // A gigabyte announced; the client must stop long before the server would.
+            let chunk = vec![7u8; 1 << 16];
+            for _ in 0..(1 << 14) {
+                if socket.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let client = super::super::Client::new().unwrap();
+        let answer = client
+            .get(&format!("http://127.0.0.1:{port}/1/0/0.pbf"), &[], 1 << 20)
+            .await;
+        assert!(
+            matches!(answer, Err(super::super::error::RequestError::TooLong(cap)) if cap == 1 << 20),
+            "{answer:?}"
+        );
+        server.abort();
     }
 
     #[test]

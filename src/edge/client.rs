@@ -99,22 +99,29 @@ impl Client {
             .unwrap_or(Err(RequestError::Timeout(timeout)))
     }
 
-    /// `GET url`: the status and the body's bytes as they came (a gzip body stays gzip).
+    /// `GET url`: the status and the body's bytes as they came (a gzip body stays gzip), reading
+    /// at most `cap` bytes of it: a longer answer is [`RequestError::TooLong`], so a CDN answering
+    /// a gigabyte costs `cap`, not the gigabyte.
     pub async fn get(
         &self,
         url: &str,
         headers: &[(String, String)],
+        cap: usize,
     ) -> std::result::Result<(u16, Bytes), RequestError> {
         let exchange = async {
             let response = self.request("GET", url, headers, Vec::new()).await?;
             let status = response.status().as_u16();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(RequestError::Reading)?
-                .to_bytes();
-            Ok((status, body))
+            let mut incoming = response.into_body();
+            let mut kept = Vec::new();
+            while let Some(frame) = incoming.frame().await {
+                if let Ok(data) = frame.map_err(RequestError::Reading)?.into_data() {
+                    if kept.len() + data.len() > cap {
+                        return Err(RequestError::TooLong(cap));
+                    }
+                    kept.extend_from_slice(&data);
+                }
+            }
+            Ok((status, Bytes::from(kept)))
         };
         tokio::time::timeout(GET_TIMEOUT, exchange)
             .await

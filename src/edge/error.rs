@@ -41,6 +41,9 @@ pub enum RequestError {
     /// No answer to an edge check's fetch within its time.
     #[error("no answer within {0:?}")]
     FetchTimeout(Duration),
+    /// An answer longer than any that could match what was asked for: reading stopped there.
+    #[error("an answer of more than {0} bytes")]
+    TooLong(usize),
 }
 
 /// One failed attempt of a purge request, which the retry policy tries again.
