@@ -66,7 +66,6 @@ fn plain_http_apis_are_refused_except_on_loopback_hosts() {
         "http://[::2]:80",
         "http://localhost.example.org",
         "http://127.0.0.1.nip.io",
-        "http://127.0.0.1@api.example.org",
     ] {
         let refused = with("cloudflare", zone, url);
         assert!(
@@ -75,6 +74,14 @@ fn plain_http_apis_are_refused_except_on_loopback_hosts() {
         );
         assert!(with("fastly", service, url).is_err(), "{url}");
     }
+    // A loopback address as a user name is refused as userinfo, before its host is looked at.
+    let refused = with("cloudflare", zone, "http://127.0.0.1@api.example.org");
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("user name or password")),
+        "{refused:?}"
+    );
 }
 
 #[test]

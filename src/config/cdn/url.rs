@@ -5,23 +5,40 @@ use toml::Spanned;
 
 use super::Fault;
 
-/// A URL key's value that is not an `http://` or `https://` URL.
+/// A URL key's value that cannot be used.
 #[derive(Debug, thiserror::Error)]
-#[error("{key} `{url}` is not an http:// or https:// URL")]
-pub(super) struct NotHttpUrl {
-    key: &'static str,
-    url: String,
+pub(super) enum NotHttpUrl {
+    /// Not an `http://` or `https://` URL.
+    #[error("{key} `{url}` is not an http:// or https:// URL")]
+    Scheme { key: &'static str, url: String },
+    /// A user name or password in the URL: a secret in the config file, which messages would
+    /// print. The URL is quoted without it.
+    #[error(
+        "{key} `{url}` holds a user name or password: keep secrets out of the config file (an \
+         `http` target sends its credentials as headers read from the environment: headers = \
+         {{ \"Authorization\" = \"VARIABLE\" }})"
+    )]
+    UserInfo { key: &'static str, url: String },
 }
 
 /// The URL of `key` without its trailing `/`s.
 pub(super) fn http_url(key: &'static str, url: &str) -> Result<String, NotHttpUrl> {
     let url = url.trim_end_matches('/');
-    if !(url.starts_with("http://") || url.starts_with("https://"))
-        || url.contains(char::is_whitespace)
-    {
-        return Err(NotHttpUrl {
+    let Some((scheme, rest)) = url
+        .split_once("://")
+        .filter(|(scheme, _)| ["http", "https"].contains(scheme))
+        .filter(|_| !url.contains(char::is_whitespace))
+    else {
+        return Err(NotHttpUrl::Scheme {
             key,
             url: url.to_string(),
+        });
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if let Some((_, host)) = rest[..authority_end].rsplit_once('@') {
+        return Err(NotHttpUrl::UserInfo {
+            key,
+            url: format!("{scheme}://…@{host}{}", &rest[authority_end..]),
         });
     }
     Ok(url.to_string())
@@ -74,4 +91,31 @@ pub(super) fn api_url(
         ));
     }
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_with_a_password_is_refused_without_quoting_it() {
+        let refused = http_url("url", "http://purger:s3cret@cache:6081/tiles/{path}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            !refused.contains("s3cret") && !refused.contains("purger"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("http://…@cache:6081/tiles/{path}"),
+            "{refused}"
+        );
+        // An `@` past the authority is a path's, not a password.
+        assert!(http_url("url", "https://cache.example.org/t/@{path}").is_ok());
+        assert!(http_url("url", "ftp://cache/t").is_err());
+        assert_eq!(
+            http_url("public_url", "https://tiles.example.org/v1/").unwrap(),
+            "https://tiles.example.org/v1"
+        );
+    }
 }
