@@ -31,6 +31,7 @@ fn wait_until_gone(
     value: &(dyn postgres::types::ToSql + Sync),
 ) {
     let query = format!("SELECT count(*) FROM pg_stat_activity WHERE {where_clause}");
+    let started = std::time::Instant::now();
     loop {
         let left: i64 = setup
             .schema
@@ -41,6 +42,10 @@ fn wait_until_gone(
         if left == 0 {
             return;
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "a backend of `{where_clause}` never ended"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
