@@ -180,6 +180,16 @@ pub fn check_tilejson(document: Option<&[u8]>) -> Vec<Finding> {
 }
 
 /// `tiles`: required, a non-empty array of absolute URLs, each with `{z}`, `{x}` and `{y}`.
+/// Whether a URL's host is a link-local address (169.254.0.0/16, fe80::/10): a machine's own
+/// segment, such as a cloud's metadata service, never where map clients fetch tiles.
+fn is_link_local(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => (ip.segments()[0] & 0xffc0) == 0xfe80,
+        _ => false,
+    }
+}
+
 fn check_tiles(findings: &mut Findings, tiles: &Value) {
     let name = TILEJSON_NAME;
     let urls = match tiles {
@@ -207,12 +217,22 @@ fn check_tiles(findings: &mut Findings, tiles: &Value) {
             continue;
         };
         // TileJSON 3.0.0, 3.2: "All endpoint urls MUST be absolute".
-        if url::Url::parse(url).is_err() {
-            findings.add(format!(
+        match url::Url::parse(url) {
+            Err(_) => findings.add(format!(
                 "{name} `tiles[{i}]` `{url}` is not an absolute URL, which TileJSON 3.0 requires: \
                  map clients (MapLibre GL JS) resolve a relative one against their page, not \
                  against {name}; set tiles_url in the tileset to where the tiles are served"
-            ));
+            )),
+            Ok(parsed) if !matches!(parsed.scheme(), "http" | "https") => findings.add(format!(
+                "{name} `tiles[{i}]` `{url}` is a {}: URL: map clients fetch tiles over http(s) \
+                 only; set tiles_url in the tileset to where the tiles are served",
+                parsed.scheme()
+            )),
+            Ok(parsed) if is_link_local(&parsed) => findings.add(format!(
+                "{name} `tiles[{i}]` `{url}` names a link-local address, which no map client \
+                 elsewhere reaches; set tiles_url in the tileset to where the tiles are served"
+            )),
+            Ok(_) => {}
         }
         let missing: Vec<&str> = ["{z}", "{x}", "{y}"]
             .into_iter()
@@ -340,6 +360,21 @@ mod tests {
         assert!(messages(&document)[0].contains("no {y} placeholder"));
         document.as_object_mut().unwrap().remove("tiles");
         assert!(messages(&document)[0].contains("has no `tiles`"));
+        for (url, said) in [
+            ("file:///srv/tiles/{z}/{x}/{y}.pbf", "is a file: URL"),
+            ("ftp://t.example.org/{z}/{x}/{y}.pbf", "is a ftp: URL"),
+            ("http://169.254.169.254/{z}/{x}/{y}.pbf", "link-local"),
+            ("http://[fe80::1]/{z}/{x}/{y}.pbf", "link-local"),
+        ] {
+            document["tiles"] = json!([url]);
+            let found = messages(&document);
+            assert!(
+                found.len() == 1 && found[0].contains(said),
+                "{url}: {found:?}"
+            );
+        }
+        document["tiles"] = json!(["http://10.0.0.5:8080/t/{z}/{x}/{y}.pbf"]);
+        assert_eq!(messages(&document), Vec::<String>::new());
     }
 
     #[test]
