@@ -521,15 +521,7 @@ fn a_watcher_delivers_what_waits_in_its_outbox_without_waiting_for_a_new_change(
     let port = crate::common::free_port();
     let timeouts = "request_timeout = \"1s\"\npurge_timeout = \"3s\"";
     let (fixture, tree) = tree_world("hygiene_backlog", &http_cdn(port, timeouts));
-    let text = std::fs::read_to_string(&fixture.config).unwrap().replacen(
-        "[[tileset]]\nname = \"sites\"\n",
-        &format!(
-            "[watch]\npoll_interval = \"2s\"\n\n[[tileset]]\nname = \"sites\"\noutput = \"dir:{}\"\nmaxzoom = 9\n",
-            tree.display()
-        ),
-        1,
-    );
-    std::fs::write(&fixture.config, &text).unwrap();
+    tree_in_config(&fixture, &tree, "[watch]\npoll_interval = \"2s\"\n\n");
     let seeded = seed_tree(&fixture, &tree, &[], &[]);
     assert_eq!(seeded.code, 1, "{}", seeded.stderr);
 
