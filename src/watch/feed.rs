@@ -18,20 +18,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
 
-use super::Shared;
-use crate::config::{partition_segment, OutputTarget, S3Config};
+use super::shared::Shared;
+use crate::config::{partition_segment, S3Config};
 use crate::coordination::feed::{self, FeedStore, Head};
 use crate::sink::kind_of;
-
-/// An output whose feed the listener answers for.
-pub(super) struct FeedOutput {
-    /// The tileset's name, in the URL.
-    pub tileset: String,
-    /// Its output; a partitioned tileset's partitions are inside it.
-    pub target: OutputTarget,
-    /// Whether the tileset is partitioned, so only its partitions have feeds.
-    pub partitioned: bool,
-}
 
 /// `?partition=VALUE`.
 struct Which {

@@ -11,29 +11,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use super::Shared;
+use super::shared::Shared;
 use crate::error::{Error, Result};
-
-/// File descriptors kept for everything but event streams: the pool's and the LISTEN
-/// connections, outputs' files, store and CDN requests, `/metrics` scrapes.
-const RESERVED_DESCRIPTORS: u64 = 256;
-
-/// `configured` event streams, lowered to what the open-file limit leaves beside
-/// [`RESERVED_DESCRIPTORS`] (one descriptor each), with a warning when it must be: past the limit,
-/// accepting a client fails and so does opening a connection to PostgreSQL.
-pub(super) fn event_client_cap(configured: usize) -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX);
-    let room = usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX);
-    if configured > room {
-        tracing::warn!(
-            "watch.max_event_clients {configured} lowered to {room}: the open-file limit is \
-             {limit} (raise it with `ulimit -n` or the service's LimitNOFILE)"
-        );
-    }
-    configured.min(room)
-}
 
 /// The server, on a thread and runtime of its own: a cycle that keeps the watcher's thread busy
 /// (planning a bulk change, writing thousands of tiles) must not leave `/health` unanswered, nor

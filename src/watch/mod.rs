@@ -21,6 +21,7 @@
 
 mod feed;
 mod http;
+mod shared;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,41 +34,13 @@ use crate::coordination::{lock, ChangedList};
 use crate::db::Listener;
 use crate::error::{DbError, Error, ExitCode, Result};
 use crate::job::{SeedJob, TilesetJob, WatchJob};
-use crate::metrics::Metrics;
 use crate::render::source::quoted_table;
 use crate::report::{ProgressKind, SummaryHeader, TilesetSummary};
 use crate::schedule::Stop;
 use crate::seed::{Locks, Session};
 use crate::sink::{self, HashRefresh};
 use crate::state::capture;
-
-/// What the HTTP endpoints read while the watcher works.
-struct Shared {
-    metrics: Metrics,
-    /// Whether the watcher's connections to PostgreSQL are up.
-    database_up: AtomicBool,
-    /// Whether the last cycle succeeded.
-    cycle_ok: AtomicBool,
-    /// When the oldest change that waits in an outbox for a consumer was made, per output.
-    outbox_oldest: std::sync::Mutex<std::collections::BTreeMap<String, SystemTime>>,
-    /// How old that change may get before `/health` fails.
-    max_outbox_age: std::time::Duration,
-    /// Edge checks in flight: a cycle's check that finds none free is skipped, so checks of a CDN
-    /// that stays stale cannot pile up.
-    edge_checks: Arc<tokio::sync::Semaphore>,
-    /// Whether the last cycle left purges waiting for room among CloudFront's invalidations in
-    /// flight, or invalidations in flight to follow.
-    edge_waiting: AtomicBool,
-    /// The outputs whose changes feeds the listener answers for.
-    feeds: Vec<feed::FeedOutput>,
-    /// How to reach feeds on S3.
-    s3: crate::config::S3Config,
-    /// Counts the cycles that ended, so the feed's event streams read its head again.
-    cycles: tokio::sync::watch::Sender<u64>,
-    /// The changes feeds' event streams that may be open at once, and their seats.
-    max_event_clients: usize,
-    event_clients: Arc<tokio::sync::Semaphore>,
-}
+use shared::Shared;
 
 /// The poll while the edge waits (see the module's comment).
 const EDGE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -131,32 +104,7 @@ pub async fn run(job: &WatchJob) -> Result<()> {
     // Every CDN target's secrets and credentials, before the first cycle renders anything.
     crate::seed::check_cdns(seed).await?;
     let jobs = Jobs::split(seed);
-    let event_clients = http::event_client_cap(job.settings.max_event_clients);
-    let shared = Arc::new(Shared {
-        metrics: Metrics::default(),
-        database_up: AtomicBool::default(),
-        cycle_ok: AtomicBool::default(),
-        outbox_oldest: std::sync::Mutex::default(),
-        max_outbox_age: job.settings.max_outbox_age,
-        edge_checks: Arc::new(tokio::sync::Semaphore::new(EDGE_CHECKS_IN_FLIGHT)),
-        edge_waiting: AtomicBool::default(),
-        feeds: seed
-            .tilesets
-            .iter()
-            .filter(|t| t.tileset.feed.is_some())
-            .filter_map(|t| {
-                Some(feed::FeedOutput {
-                    tileset: t.tileset.name.clone(),
-                    target: t.output.clone()?,
-                    partitioned: t.tileset.partition_by.is_some(),
-                })
-            })
-            .collect(),
-        s3: seed.s3.clone(),
-        cycles: tokio::sync::watch::Sender::new(0),
-        max_event_clients: event_clients,
-        event_clients: Arc::new(tokio::sync::Semaphore::new(event_clients)),
-    });
+    let shared = Arc::new(Shared::new(job));
     let _server = http::serve(job.settings.listen, shared.clone()).await?;
     let stop = Stop::on_signals();
     let mut backoff = reconnect_backoff();

@@ -18,16 +18,17 @@
 //! with a smaller sequence number than ones already applied is still picked up, because visibility,
 //! not numbering, decides.
 //!
-//! The trigger DDL is built in `triggers.rs`; reading the log and the consumers' bookkeeping are in
-//! `log.rs`.
+//! The trigger DDL is built in `triggers.rs`; reading the log is in `log.rs`, the consumers'
+//! bookkeeping in `consumers.rs`.
 
+mod consumers;
 mod log;
 mod triggers;
 
-pub use log::{
-    advance_and_prune, changed_boxes, forget_consumer, forget_consumers, pending, read_since,
-    read_touched, record_consumer, Compare, Touched,
+pub use consumers::{
+    advance_and_prune, forget_consumer, forget_consumers, pending, record_consumer,
 };
+pub use log::{changed_boxes, read_since, read_touched, Compare, Touched};
 pub use triggers::channel;
 use triggers::{drop_triggers, install_sql, watched_tables, Watched, EARLIER_TRIGGERS, TRIGGERS};
 

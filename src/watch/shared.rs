@@ -1,0 +1,103 @@
+//! What the watcher's HTTP endpoints (`/metrics`, `/health`, the changes feeds) read while it
+//! works, on the listener's own thread.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::EDGE_CHECKS_IN_FLIGHT;
+use crate::config::OutputTarget;
+use crate::job::WatchJob;
+use crate::metrics::Metrics;
+
+/// What the HTTP endpoints read while the watcher works.
+pub(super) struct Shared {
+    pub(super) metrics: Metrics,
+    /// Whether the watcher's connections to PostgreSQL are up.
+    pub(super) database_up: AtomicBool,
+    /// Whether the last cycle succeeded.
+    pub(super) cycle_ok: AtomicBool,
+    /// When the oldest change that waits in an outbox for a consumer was made, per output.
+    pub(super) outbox_oldest: std::sync::Mutex<std::collections::BTreeMap<String, SystemTime>>,
+    /// How old that change may get before `/health` fails.
+    pub(super) max_outbox_age: std::time::Duration,
+    /// Edge checks in flight: a cycle's check that finds none free is skipped, so checks of a CDN
+    /// that stays stale cannot pile up.
+    pub(super) edge_checks: Arc<tokio::sync::Semaphore>,
+    /// Whether the last cycle left purges waiting for room among CloudFront's invalidations in
+    /// flight, or invalidations in flight to follow.
+    pub(super) edge_waiting: AtomicBool,
+    /// The outputs whose changes feeds the listener answers for.
+    pub(super) feeds: Vec<FeedOutput>,
+    /// How to reach feeds on S3.
+    pub(super) s3: crate::config::S3Config,
+    /// Counts the cycles that ended, so the feed's event streams read its head again.
+    pub(super) cycles: tokio::sync::watch::Sender<u64>,
+    /// The changes feeds' event streams that may be open at once, and their seats.
+    pub(super) max_event_clients: usize,
+    pub(super) event_clients: Arc<tokio::sync::Semaphore>,
+}
+
+impl Shared {
+    /// The state of a watcher of `job` before its first cycle.
+    pub(super) fn new(job: &WatchJob) -> Shared {
+        let seed = &job.seed;
+        let event_clients = event_client_cap(job.settings.max_event_clients);
+        Shared {
+            metrics: Metrics::default(),
+            database_up: AtomicBool::default(),
+            cycle_ok: AtomicBool::default(),
+            outbox_oldest: std::sync::Mutex::default(),
+            max_outbox_age: job.settings.max_outbox_age,
+            edge_checks: Arc::new(tokio::sync::Semaphore::new(EDGE_CHECKS_IN_FLIGHT)),
+            edge_waiting: AtomicBool::default(),
+            feeds: seed
+                .tilesets
+                .iter()
+                .filter(|t| t.tileset.feed.is_some())
+                .filter_map(|t| {
+                    Some(FeedOutput {
+                        tileset: t.tileset.name.clone(),
+                        target: t.output.clone()?,
+                        partitioned: t.tileset.partition_by.is_some(),
+                    })
+                })
+                .collect(),
+            s3: seed.s3.clone(),
+            cycles: tokio::sync::watch::Sender::new(0),
+            max_event_clients: event_clients,
+            event_clients: Arc::new(tokio::sync::Semaphore::new(event_clients)),
+        }
+    }
+}
+
+/// An output whose feed the listener answers for.
+pub(super) struct FeedOutput {
+    /// The tileset's name, in the URL.
+    pub tileset: String,
+    /// Its output; a partitioned tileset's partitions are inside it.
+    pub target: OutputTarget,
+    /// Whether the tileset is partitioned, so only its partitions have feeds.
+    pub partitioned: bool,
+}
+
+/// File descriptors kept for everything but event streams: the pool's and the LISTEN
+/// connections, outputs' files, store and CDN requests, `/metrics` scrapes.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// `configured` event streams, lowered to what the open-file limit leaves beside
+/// [`RESERVED_DESCRIPTORS`] (one descriptor each), with a warning when it must be: past the limit,
+/// accepting a client fails and so does opening a connection to PostgreSQL.
+fn event_client_cap(configured: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let room = usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX);
+    if configured > room {
+        tracing::warn!(
+            "watch.max_event_clients {configured} lowered to {room}: the open-file limit is \
+             {limit} (raise it with `ulimit -n` or the service's LimitNOFILE)"
+        );
+    }
+    configured.min(room)
+}
