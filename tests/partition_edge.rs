@@ -411,3 +411,102 @@ fn each_partition_feeds_its_own_changes_and_one_handed_over_waits_until_its_purg
     let listed = segment_tiles(&world, "US", 2);
     assert!(moved.is_subset(&listed), "{moved:?} not in {listed:?}");
 }
+
+#[test]
+#[ignore = "needs PostGIS and Varnish: run scripts/test.sh"]
+fn a_partitions_feed_names_no_tile_whose_purge_waits_in_the_tilesets_outbox() {
+    let mut world = World::new();
+    let origin = Origin::start(&world.tree);
+    let cache = Varnish::keeping(origin.port, "1d");
+    let down = free_port();
+    let feed = "[tileset.feed]\nretention = 20\n";
+    world.write_config_with(cache.port, feed);
+    world.run(&["changes", "install"]).assert_success();
+    world.run(&["seed"]).assert_success();
+    // A US row gets a private name, which the edge then serves.
+    let us_row = |order: &str| {
+        format!("(SELECT {order}(id) FROM {{schema}}.places WHERE country = 'US' AND name NOT LIKE 'PRIVATE-%')")
+    };
+    let private = us_row("max");
+    world.schema.execute(&format!(
+        "UPDATE {{schema}}.places SET name = 'PRIVATE-' || id WHERE id = {private}"
+    ));
+    world.run(&["seed", "--dirty"]).assert_success();
+    for path in world.tiles_of("US").keys() {
+        assert_eq!(cache.get_path(path).status, 200, "{path}");
+    }
+    let published = feed_head(&cache, "US")["sequence"].as_u64().unwrap();
+
+    // With the CDN down: a row moves, the private row is deleted, another row moves. Each run
+    // hands its purges to the tileset's outbox, which merges them while they wait.
+    world.write_config_with(down, feed);
+    let moves = [us_row("min"), "__DELETE__".to_string(), us_row("min")];
+    for (run, change) in moves.iter().enumerate() {
+        if change == "__DELETE__" {
+            world
+                .schema
+                .execute("DELETE FROM {schema}.places WHERE name LIKE 'PRIVATE-%'");
+        } else {
+            world.schema.execute(&format!(
+                "UPDATE {{schema}}.places SET pt = ST_Translate(pt, 2 + {run}, 1) WHERE id = {change}"
+            ));
+        }
+        let failed = world.run(&["seed", "--dirty"]);
+        assert_eq!(failed.code, 1, "run {run}: {}", failed.stderr);
+        // Every tile a segment names must be fresh at the edge: a map told "changed" refetches
+        // it, and must not get the deleted row back.
+        let head: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(world.tree.join("US/changes/head.json")).unwrap(),
+        )
+        .unwrap();
+        let newest = head["sequence"].as_u64().unwrap();
+        for sequence in published + 1..=newest {
+            let listed: BTreeMap<String, Vec<u8>> = segment_tiles(&world, "US", sequence)
+                .into_iter()
+                .map(|tile| (format!("/US/{tile}.pbf"), Vec::new()))
+                .collect();
+            let stale = stale(&cache, &world, &listed);
+            assert!(
+                stale.is_empty(),
+                "run {run}: segment {sequence} names tiles the edge still serves stale: {stale:?}\n{}",
+                failed.stderr
+            );
+        }
+    }
+
+    // The CDN is back: the tileset's purges go out, and US's next run publishes what they
+    // covered; no tile the edge serves holds the deleted row.
+    world.write_config_with(cache.port, feed);
+    world.schema.execute(&format!(
+        "UPDATE {{schema}}.places SET name = 'renamed' WHERE id = {}",
+        us_row("max")
+    ));
+    let back = world.run(&["seed", "--dirty"]);
+    back.assert_success();
+    let us = world.tiles_of("US");
+    assert_fresh(
+        &cache,
+        &world,
+        &us,
+        "US tiles stale after the CDN came back",
+        &back,
+    );
+    for path in us.keys() {
+        let body = cache.get_path(path).body;
+        assert!(
+            !body.windows(8).any(|w| w == b"PRIVATE-"),
+            "{path} still carries the deleted row"
+        );
+    }
+    // US's next run publishes what waited, now that the edge serves it anew.
+    world.schema.execute(&format!(
+        "UPDATE {{schema}}.places SET name = 'renamed again' WHERE id = {}",
+        us_row("min")
+    ));
+    world.run(&["seed", "--dirty"]).assert_success();
+    let newest = feed_head(&cache, "US")["sequence"].as_u64().unwrap();
+    let listed: std::collections::BTreeSet<String> = (published + 1..=newest)
+        .flat_map(|sequence| segment_tiles(&world, "US", sequence))
+        .collect();
+    assert!(!listed.is_empty(), "the changes never reached the feed");
+}

@@ -444,11 +444,15 @@ impl Outbox {
         Ok(handed)
     }
 
-    /// Whether `to` still holds the copy of `batch` that [`Outbox::hand_over`] gave it under
-    /// `label`: its CDNs have not all taken it yet.
-    pub async fn holds_handed(&self, to: &Outbox, batch: &str, label: &str) -> Result<bool> {
-        let name = handed_name(batch, label);
-        Ok(to.store.list().await?.contains(&name))
+    /// Every line some of `consumers` has not taken, in any batch: what still waits for them.
+    pub async fn waiting_lines(&self, consumers: &[String]) -> Result<BTreeSet<String>> {
+        let mut lines = BTreeSet::new();
+        for consumer in consumers {
+            for (_, pending) in self.pending(consumer).await? {
+                lines.extend(pending);
+            }
+        }
+        Ok(lines)
     }
 
     /// Merges the batches waiting for the same consumers into one (their lines once each, under

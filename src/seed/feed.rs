@@ -4,13 +4,14 @@
 //! After each publication the head is purged from the CDNs whose purges are free (a priced CDN
 //! keeps the head for its short `max-age`, which costs nothing).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
+use std::ops::Bound;
 
 use crate::config::Feed;
 use crate::coordination::feed::{FeedStore, Published, HEAD};
 use crate::coordination::outbox::{Outbox, EVERYTHING};
 use crate::edge::flight::Flights;
-use crate::edge::PurgeTarget;
+use crate::edge::{everything_under, PurgeTarget};
 use crate::error::Result;
 use crate::tile::TileCoord;
 
@@ -34,11 +35,12 @@ pub(super) struct RunFeed {
 pub(super) struct Edge<'a> {
     /// The tileset's CDNs.
     pub targets: &'a [PurgeTarget],
-    /// A partition's: its tileset's outbox, where purges its CDNs could not take wait, and the
-    /// partition's path there.
-    pub handover: Option<(&'a Outbox, &'a str)>,
+    /// A partition's: its tileset's outbox, where purges its CDNs could not take wait.
+    pub handover: Option<&'a Outbox>,
     /// Where the output's paths go under the tileset's root (a partition's).
     pub prefix: Option<&'a str>,
+    /// The path a line of the outbox purges, as the handed-over purges name it.
+    pub path_of: &'a (dyn Fn(&str) -> String + Sync),
 }
 
 impl RunFeed {
@@ -75,13 +77,25 @@ impl RunFeed {
                     .map(|(name, _)| name),
             );
         }
+        // Per path, not per batch: the tileset's outbox merges what partitions handed over, so
+        // a batch's own name says nothing of whether its purges went out.
+        let handed_waiting = match edge.handover {
+            Some(tileset_outbox) => {
+                let consumers: Vec<String> =
+                    edge.targets.iter().map(PurgeTarget::consumer).collect();
+                Some(WaitingPaths::new(
+                    tileset_outbox.waiting_lines(&consumers).await?,
+                ))
+            }
+            None => None,
+        };
         let mut ready = Vec::new();
         for (name, lines) in pending {
             if waiting.contains(&name) {
                 continue;
             }
-            if let Some((tileset_outbox, label)) = edge.handover {
-                if outbox.holds_handed(tileset_outbox, &name, label).await? {
+            if let Some(handed) = &handed_waiting {
+                if lines.iter().any(|line| handed.meets(&(edge.path_of)(line))) {
                     continue;
                 }
             }
@@ -153,5 +167,64 @@ impl RunFeed {
             }
         }
         Ok(published)
+    }
+}
+
+/// Purge paths that wait for some CDN: a path whose own purge, or a folder's above it, has not
+/// gone out yet.
+struct WaitingPaths {
+    paths: BTreeSet<String>,
+    /// The folders of the waiting wildcards (`FOLDER/*`; `""` for `*`).
+    folders: Vec<String>,
+}
+
+impl WaitingPaths {
+    fn new(lines: BTreeSet<String>) -> WaitingPaths {
+        let folders = lines
+            .iter()
+            .filter_map(|line| everything_under(line).map(str::to_string))
+            .collect();
+        WaitingPaths {
+            paths: lines,
+            folders,
+        }
+    }
+
+    /// Whether `path` (a path or a wildcard) names anything that waits: the path itself, a
+    /// waiting folder above it or, for a wildcard, a waiting path below its folder.
+    fn meets(&self, path: &str) -> bool {
+        if self.paths.contains(path) || self.folders.iter().any(|f| path.starts_with(f.as_str())) {
+            return true;
+        }
+        match everything_under(path) {
+            Some(folder) => self
+                .paths
+                .range::<str, _>((Bound::Included(folder), Bound::Unbounded))
+                .next()
+                .is_some_and(|next| next.starts_with(folder)),
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WaitingPaths;
+
+    #[test]
+    fn a_path_waits_when_it_or_a_folder_above_or_below_waits() {
+        let waiting = WaitingPaths::new(
+            ["US/3/4/2.pbf", "CN/*", "partitions.json"]
+                .map(String::from)
+                .into(),
+        );
+        assert!(waiting.meets("US/3/4/2.pbf"));
+        assert!(!waiting.meets("US/3/4/3.pbf"));
+        assert!(waiting.meets("CN/0/0/0.pbf"), "under a waiting folder");
+        assert!(waiting.meets("US/*"), "a wildcard over a waiting path");
+        assert!(!waiting.meets("DE/*"));
+        assert!(!waiting.meets("USA/0/0/0.pbf"));
+        let everything = WaitingPaths::new(["*".to_string()].into());
+        assert!(everything.meets("DE/1/1/1.pbf"));
     }
 }

@@ -475,10 +475,12 @@ impl RunOutbox {
         // tileset: the feed must still see those batches as waiting.
         let feed = match (&self.feed, stopped) {
             (Some(feed), None) => {
+                let path_of = |line: &str| self.purge_path(line);
                 let edge = Edge {
                     targets: &self.targets,
-                    handover: self.handover.as_ref().map(|(o, p)| (o, p.as_str())),
+                    handover: self.handover.as_ref().map(|(outbox, _)| outbox),
                     prefix: self.prefix.as_deref(),
+                    path_of: &path_of,
                 };
                 feed.deliver(&self.outbox, &self.consumers, edge).await?
             }
