@@ -273,10 +273,28 @@ fn a_partitions_killed_full_seed_is_purged_as_a_ban_of_its_prefix() {
     for path in cn.keys() {
         assert_eq!(cache.get_path(path).status, 200, "{path}");
     }
-    // Every CN tile changes; a full seed is killed in the middle of CN, after its intent (`*`).
+    // Every CN tile changes; a full seed is killed in the middle of CN.
     world
         .schema
         .execute("UPDATE {schema}.places SET name = name || ' (renamed)' WHERE country = 'CN'");
+    kill_a_seed_in_the_middle_of(&world, "CN", &cn);
+
+    // The same command again, at full speed: it resumes, and the edge must serve no old CN tile,
+    // the ones the killed run replaced (which this run does not write again) included.
+    let resumed = world.run(&["seed"]);
+    resumed.assert_success();
+    assert_fresh(
+        &cache,
+        &world,
+        &world.tiles_of("CN"),
+        "CN tiles stale at the edge after the resumed seed: {}",
+        &resumed,
+    );
+}
+
+/// Starts a slow full seed, and kills it once it replaced some of `value`'s tiles (`before`),
+/// long before all of them (10 ms a row), after that partition's intent (`*`).
+fn kill_a_seed_in_the_middle_of(world: &World, value: &str, before: &BTreeMap<String, Vec<u8>>) {
     let url = format!("{}?options=-c%20oar.slow%3D1", world.schema.url);
     let config = world.config.to_str().unwrap().to_string();
     let mut child = oar_tiles_command(Some(&url), &["seed", "--config", &config], &[])
@@ -284,7 +302,7 @@ fn a_partitions_killed_full_seed_is_purged_as_a_ban_of_its_prefix() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let outbox = world.tree.join("CN/.oar-tiles-outbox");
+    let outbox = world.tree.join(format!("{value}/.oar-tiles-outbox"));
     let intended = || {
         std::fs::read_dir(&outbox).is_ok_and(|entries| {
             entries
@@ -298,13 +316,12 @@ fn a_partitions_killed_full_seed_is_purged_as_a_ban_of_its_prefix() {
         }
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
-    assert!(intended(), "the slow seed never started CN");
-    // Killed once it replaced some of CN's tiles, long before all of them (10 ms a row).
+    assert!(intended(), "the slow seed never started {value}");
     let replaced = || {
         world
-            .tiles_of_while_written("CN")
+            .tiles_of_while_written(value)
             .iter()
-            .filter(|(path, bytes)| cn.get(*path) != Some(*bytes))
+            .filter(|(path, bytes)| before.get(*path) != Some(*bytes))
             .count()
     };
     for _ in 0..2400 {
@@ -317,21 +334,9 @@ fn a_partitions_killed_full_seed_is_purged_as_a_ban_of_its_prefix() {
     child.wait().unwrap();
     let replaced = replaced();
     assert!(
-        replaced > 0 && replaced < cn.len(),
-        "the killed seed replaced {replaced} of {} CN tiles",
-        cn.len()
-    );
-
-    // The same command again, at full speed: it resumes, and the edge must serve no old CN tile,
-    // the ones the killed run replaced (which this run does not write again) included.
-    let resumed = world.run(&["seed"]);
-    resumed.assert_success();
-    assert_fresh(
-        &cache,
-        &world,
-        &world.tiles_of("CN"),
-        "CN tiles stale at the edge after the resumed seed: {}",
-        &resumed,
+        replaced > 0 && replaced < before.len(),
+        "the killed seed replaced {replaced} of {} {value} tiles",
+        before.len()
     );
 }
 
@@ -509,4 +514,39 @@ fn a_partitions_feed_names_no_tile_whose_purge_waits_in_the_tilesets_outbox() {
         .flat_map(|sequence| segment_tiles(&world, "US", sequence))
         .collect();
     assert!(!listed.is_empty(), "the changes never reached the feed");
+}
+
+#[test]
+#[ignore = "needs PostGIS and Varnish: run scripts/test.sh"]
+fn a_killed_seeds_leftovers_are_purged_by_a_dirty_run_whatever_partitions_its_changes_touch() {
+    let mut world = World::new();
+    let origin = Origin::start(&world.tree);
+    let cache = Varnish::keeping(origin.port, "1d");
+    world.write_config(cache.port);
+    world.run(&["changes", "install"]).assert_success();
+    world.run(&["seed"]).assert_success();
+    let cn = world.tiles_of("CN");
+    for path in cn.keys() {
+        assert_eq!(cache.get_path(path).status, 200, "{path}");
+    }
+    // CN's rows change without their triggers (a restore, a bulk fix): the change log knows
+    // nothing, and a full seed killed in the middle of CN is all that wrote them.
+    world.schema.execute(
+        "ALTER TABLE {schema}.places DISABLE TRIGGER USER;
+         UPDATE {schema}.places SET name = name || ' (fixed)' WHERE country = 'CN';
+         ALTER TABLE {schema}.places ENABLE TRIGGER USER;",
+    );
+    kill_a_seed_in_the_middle_of(&world, "CN", &cn);
+
+    // The next cron run is a `--dirty` one, and nothing was logged: it must still find what the
+    // killed run left in CN and purge it.
+    let dirty = world.run(&["seed", "--dirty"]);
+    dirty.assert_success();
+    assert_fresh(
+        &cache,
+        &world,
+        &world.tiles_of("CN"),
+        "CN tiles the killed seed replaced stale at the edge after `seed --dirty`",
+        &dirty,
+    );
 }

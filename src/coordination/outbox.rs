@@ -33,6 +33,7 @@ use crate::coordination::ChangedList;
 use crate::error::{Error, Result};
 use crate::tile::TileCoord;
 
+mod partitions;
 mod store;
 pub use store::OutboxStore;
 
@@ -527,7 +528,8 @@ impl Outbox {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         for name in self.store.list().await? {
-            if !name.ends_with(BATCH) {
+            // A killed partitioned run's record stands for what its partitions left.
+            if !name.ends_with(BATCH) && !Outbox::is_partition_record(&name) {
                 continue;
             }
             backlog.batches += 1;

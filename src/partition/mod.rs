@@ -38,8 +38,10 @@ use crate::tile::{BBox, ZoomRange};
 
 mod edge;
 mod scope;
+mod stopped;
 
 use scope::Scope;
+use stopped::RunRecord;
 
 /// A seed job with each partitioned tileset expanded into one tileset per value, and what to do
 /// once the expanded job has run.
@@ -146,6 +148,9 @@ impl Expansion {
         if let Some((_, pool)) = &self.expanded {
             for plan in &self.plans {
                 let indexed = plan.finish(pool, job, summaries).await;
+                if let Some(record) = &plan.record {
+                    record.close().await?;
+                }
                 // What waits is delivered even when the index found a fault.
                 delivered.extend(plan.deliver_handed_over(job).await?);
                 indexed?;
@@ -230,6 +235,8 @@ struct Plan {
     cdn: Vec<CdnConfig>,
     zooms: ZoomRange,
     bbox: BBox,
+    /// The run's record in the tileset's outbox, and what stopped runs left.
+    record: Option<RunRecord>,
 }
 
 impl Plan {
@@ -243,7 +250,15 @@ impl Plan {
             Some(target) => read_index(&target.partition_index(), &job.s3).await?,
             None => None,
         };
-        let (scope, next_watermark) = Scope::decide(pool, job, tileset, column, &previous).await?;
+        let (mut scope, next_watermark) =
+            Scope::decide(pool, job, tileset, column, &previous).await?;
+        let mut record = match &target {
+            Some(target) => Some(RunRecord::find(target, job, &previous).await?),
+            None => None,
+        };
+        if let (Scope::Touched(touched), Some(record)) = (&mut scope, &record) {
+            touched.values.extend(record.unfinished.iter().cloned());
+        }
         let mut current: BTreeMap<String, Holding> = BTreeMap::new();
         let mut arrays = Vec::new();
         let mut sources = Vec::new();
@@ -298,6 +313,10 @@ impl Plan {
             .filter(|v| scope.covers(v))
             .map(|v| v.to_string())
             .collect();
+        if let Some(record) = &mut record {
+            let running: BTreeSet<&String> = current.keys().chain(&vanished).collect();
+            record.write(&running).await?;
+        }
         let row_sets = row_sets_allowed(pool, job).await?;
         let mut jobs = Vec::new();
         for value in current.keys().chain(&vanished) {
@@ -343,6 +362,7 @@ impl Plan {
             cdn: config.cdn.clone(),
             zooms: tileset.zooms,
             bbox: tileset.bbox,
+            record,
         })
     }
 
