@@ -9,7 +9,6 @@ use futures::TryStreamExt;
 use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 
-use super::installed;
 use crate::config::LayerConfig;
 use crate::db::quote_ident;
 use crate::error::{pg_message, DbError, Error, Result};
@@ -40,11 +39,10 @@ pub struct ChangeSet {
 /// Starts the read-only, repeatable-read transaction a reseed reads the log in, once change
 /// capture is known to be installed, and returns it with its snapshot (the next watermark).
 async fn read_under_one_snapshot<'a>(
-    pool: &Pool,
     schema: &str,
     client: &'a mut deadpool_postgres::Object,
 ) -> Result<(deadpool_postgres::Transaction<'a>, String)> {
-    if !installed(pool, schema).await? {
+    if !super::installed_on(client, schema).await? {
         return Err(Error::State {
             missing: format!("change capture (schema `{schema}`)"),
             message: "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
@@ -73,7 +71,7 @@ pub async fn read_since(
     compare: Option<Compare>,
 ) -> Result<(ChangeSet, Watermark)> {
     let mut client = pool.get().await?;
-    let (transaction, snapshot) = read_under_one_snapshot(pool, schema, &mut client).await?;
+    let (transaction, snapshot) = read_under_one_snapshot(schema, &mut client).await?;
     let mut changes = ChangeSet::default();
     for layer in layers {
         let (everything, boxes) =
@@ -125,7 +123,7 @@ pub async fn read_touched(
     since: &Watermark,
 ) -> Result<(Touched, Watermark)> {
     let mut client = pool.get().await?;
-    let (transaction, snapshot) = read_under_one_snapshot(pool, schema, &mut client).await?;
+    let (transaction, snapshot) = read_under_one_snapshot(schema, &mut client).await?;
     let row = transaction
         .query_typed_one(
             &format!(

@@ -94,7 +94,13 @@ pub async fn read_only_standby(pool: &Pool) -> Result<bool> {
 
 /// Whether change capture is installed in the database.
 pub async fn installed(pool: &Pool, schema: &str) -> Result<bool> {
-    let client = pool.get().await?;
+    installed_on(&**pool.get().await?, schema).await
+}
+
+/// [`installed`], asked on a connection the caller holds: a caller that takes a second
+/// connection of the pool while it holds one deadlocks once the pool's other connections are
+/// all busy (`seed -j 1`: one rendering, one reading the change log).
+pub(crate) async fn installed_on(client: &tokio_postgres::Client, schema: &str) -> Result<bool> {
     let row = client
         .query_typed_one(
             "SELECT to_regclass($1) IS NOT NULL",
