@@ -14,6 +14,9 @@ use crate::store::key_under;
 /// The outbox folder's name beside a single file or archive object (`NAME` + it) and inside a tree.
 const OUTBOX_SUFFIX: &str = ".oar-tiles-outbox";
 
+/// The folder beside a tree where its partitions' locks live.
+const PARTITION_LOCKS: &str = ".oar-tiles-locks";
+
 /// The outbox folder under a prefix.
 const PREFIX_OUTBOX: &str = ".oar-tiles/outbox";
 
@@ -72,6 +75,19 @@ impl Home {
             Home::Object { bucket, key } => {
                 crate::store::local_file(bucket, s3, key, "locks", "lock")
             }
+        }
+    }
+
+    /// Where the lock of partition `segment` lives when it must not be where the partition's
+    /// own output puts it: a tree's partitions are folders inside the tileset's tree, so their
+    /// locks go into a folder beside that tree (`TREE.oar-tiles-locks/SEGMENT.lock`).
+    pub fn partition_lock_path(&self, segment: &str) -> Option<PathBuf> {
+        match self {
+            Home::Tree(root) => Some(
+                super::beside(&root.components().collect::<PathBuf>(), PARTITION_LOCKS)
+                    .join(format!("{segment}.lock")),
+            ),
+            Home::File(_) | Home::Prefix { .. } | Home::Object { .. } => None,
         }
     }
 

@@ -36,9 +36,10 @@ pub struct LockPlace {
     pub path: PathBuf,
     /// The output, as messages name it.
     pub output: String,
-    /// Whether the output lives in a remote store: its lock then lives in this machine's state
-    /// folder, which is created, where a local output's folder must exist.
-    pub remote: bool,
+    /// Whether the lock's folder is the tool's own (this machine's state for a remote output,
+    /// the folder of a tree's partition locks), which is created; a local output's folder must
+    /// exist.
+    pub creates_folder: bool,
 }
 
 impl LockPlace {
@@ -47,7 +48,21 @@ impl LockPlace {
         LockPlace {
             path: home.lock_path(s3),
             output,
-            remote: home.is_remote(),
+            creates_folder: home.is_remote(),
+        }
+    }
+
+    /// The lock of partition `segment` (its path, escaped) of the tileset at `tileset`, whose
+    /// own place is `partition`: a tree's partitions lock beside the tileset's tree, never
+    /// inside what it serves (a lock names its holder's host and process).
+    pub fn of_partition(tileset: &super::Home, segment: &str, partition: LockPlace) -> LockPlace {
+        match tileset.partition_lock_path(segment) {
+            Some(path) => LockPlace {
+                path,
+                creates_folder: true,
+                ..partition
+            },
+            None => partition,
         }
     }
 }
@@ -73,7 +88,7 @@ pub async fn acquire(
         output = format!("{output} ({part})");
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if place.remote {
+        if place.creates_folder {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::output(&path, format!("cannot create it: {e}")))?;
         } else if !dir.is_dir() {
@@ -182,7 +197,7 @@ mod tests {
         let place = LockPlace {
             path: dir.path().join("out.mbtiles.oar-tiles.lock"),
             output: "out.mbtiles".into(),
-            remote: false,
+            creates_folder: false,
         };
         let first = acquire(&place, false, None, std::future::pending())
             .await

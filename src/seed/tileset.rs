@@ -128,7 +128,12 @@ impl TilesetRun<'_> {
         let _lock = match self.locks {
             super::Locks::Take => Some(
                 lock::acquire(
-                    &sink::lock_place(target, &self.job.s3),
+                    &match (&tileset.tileset_output, &tileset.list_prefix) {
+                        (Some(of), Some(segment)) => {
+                            sink::partition_lock_place(target, of, segment, &self.job.s3)
+                        }
+                        _ => sink::lock_place(target, &self.job.s3),
+                    },
                     self.job.run.wait_lock,
                     part.as_ref().map(|(part, _)| part.name("lock")).as_deref(),
                     self.stop.stopped(),

@@ -178,6 +178,17 @@ pub fn lock_place(target: &OutputTarget, s3: &S3Config) -> LockPlace {
     LockPlace::of(&kind_of(target).home(), target.describe(), s3)
 }
 
+/// Where partition `segment`'s lock lives (output `partition` of the tileset at `tileset`):
+/// outside what the tileset serves ([`LockPlace::of_partition`]).
+pub fn partition_lock_place(
+    partition: &OutputTarget,
+    tileset: &OutputTarget,
+    segment: &str,
+    s3: &S3Config,
+) -> LockPlace {
+    LockPlace::of_partition(&kind_of(tileset).home(), segment, lock_place(partition, s3))
+}
+
 /// Removes the files a local partition output left once a full seed emptied it: the MBTiles or
 /// PMTiles file (and its store), or the subdirectory. A remote prefix keeps its metadata objects,
 /// which describe an empty tileset.
