@@ -191,6 +191,23 @@ fn purges_outlive_a_vanished_partition_and_are_retried_whichever_partition_chang
     let cn = world.tiles_of("CN");
     let us = world.tiles_of("US");
     assert!(!cn.is_empty() && !us.is_empty());
+    // A lock names its holder's host and process: none may be served.
+    fn locks_under(dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                locks_under(&path, found);
+            } else if path.to_string_lossy().contains(".lock") {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    let mut served_locks = Vec::new();
+    locks_under(&world.tree, &mut served_locks);
+    assert!(
+        served_locks.is_empty(),
+        "locks inside the served tree: {served_locks:?}"
+    );
     // Warm the edge with every tile and the index.
     for path in cn.keys().chain(us.keys()) {
         assert_eq!(cache.get_path(path).status, 200, "{path}");
@@ -548,5 +565,51 @@ fn a_killed_seeds_leftovers_are_purged_by_a_dirty_run_whatever_partitions_its_ch
         &world.tiles_of("CN"),
         "CN tiles the killed seed replaced stale at the edge after `seed --dirty`",
         &dirty,
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_hung_cdn_is_waited_on_once_per_run_not_once_per_partition_delivery_and_head() {
+    use crate::common::recorder::{Answer, Recorder};
+    let mut world = World::new();
+    let hung = Recorder::answering(Answer::Never);
+    let feed = "request_timeout = \"1s\"\npurge_timeout = \"2s\"\n[tileset.feed]\nretention = 10\n";
+    world.write_config_with(hung.port, feed);
+    world.run(&["changes", "install"]).assert_success();
+    // The first seed's purges fail too: then the CDN's hold is what this test looks at.
+    let first = world.run(&["seed", "--concurrency", "1"]);
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let seen_before = hung.requests.lock().unwrap().len();
+
+    // A change in every partition, with the CDN still hung: the first purge that fails holds the
+    // CDN back for the other partitions, the tileset's own delivery and the feeds' heads.
+    world
+        .schema
+        .execute("UPDATE {schema}.places SET name = name || '!' WHERE id <= 9");
+    let dirty = world.run(&["seed", "--dirty", "--concurrency", "1"]);
+    assert_eq!(dirty.code, 1, "{}", dirty.stderr);
+    let requests = hung.requests.lock().unwrap();
+    let prefixes: std::collections::BTreeSet<&str> = requests[seen_before..]
+        .iter()
+        .map(|r| {
+            r.target
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or("")
+        })
+        .collect();
+    assert!(
+        prefixes.len() == 1 && !prefixes.contains("partitions.json"),
+        "the hung CDN was asked for {} purge(s) over {prefixes:?}:\n{}",
+        requests.len() - seen_before,
+        dirty.stderr
+    );
+    assert!(
+        requests[seen_before..]
+            .iter()
+            .all(|r| !r.target.contains("changes/head.json")),
+        "a feed's head was purged from the held CDN"
     );
 }

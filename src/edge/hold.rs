@@ -21,6 +21,13 @@ struct Hold {
 }
 
 impl Holds {
+    /// The key of CDN target `target` purging for `place` (an outbox, or an output): the
+    /// partitions of a tileset and its own delivery share their tileset's outbox as the place,
+    /// so one failure holds the target back for all of them.
+    pub fn key(place: &str, target: &str) -> String {
+        format!("{place}\n{target}")
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, Hold>) -> T) -> T {
         let mut holds = self
             .0

@@ -7,7 +7,7 @@ use crate::coordination::outbox::Outbox;
 use crate::edge::budget::Budget;
 use crate::edge::flight::Flights;
 use crate::edge::pace::accepted_cover;
-use crate::edge::{Client, Progress, PurgeTarget};
+use crate::edge::{Client, Holds, Progress, PurgeTarget};
 use crate::error::Result;
 use crate::job::SeedJob;
 use crate::report::{PurgeSummary, SummaryHeader, Tally, TilesetSummary};
@@ -23,6 +23,7 @@ pub(super) async fn deliver(
     bbox: BBox,
     zooms: ZoomRange,
     job: &SeedJob,
+    holds: &Holds,
 ) -> Result<Option<TilesetSummary>> {
     if cdn.is_empty() {
         return Ok(None);
@@ -52,6 +53,20 @@ pub(super) async fn deliver(
             target: target.name().to_string(),
             ..PurgeSummary::default()
         };
+        // The key its partitions' runs use too: one failure holds the CDN back for them all.
+        let key = Holds::key(&outbox.describe(), target.name());
+        if let Some(left) = holds.held(&key) {
+            tracing::info!(
+                "cdn `{}` failed recently: the purges of tileset `{name}`'s partitions wait in \
+                 {}; next attempt in {:.0} s",
+                target.name(),
+                outbox.describe(),
+                left.as_secs_f64()
+            );
+            summary.deferred = true;
+            purges.push(summary);
+            continue;
+        }
         let mut budget = Budget::open(target, &outbox).await?;
         let allowance = budget.allowance();
         // The partitions' commit times are not carried over: these invalidations are followed
@@ -71,6 +86,7 @@ pub(super) async fn deliver(
                 summary.budget = budget.state();
             }
             Ok(report) => {
+                holds.succeeded(&key);
                 budget.spent(report.price_usd.unwrap_or_default()).await?;
                 summary.budget = budget.state();
                 summary.evicted = report.evicted;
@@ -81,6 +97,7 @@ pub(super) async fn deliver(
                 outbox.taken(&consumer, &names, &consumers).await?;
             }
             Err(err) => {
+                holds.failed(&key);
                 // Its lines are paths already: what the target accepted leaves the outbox.
                 let accepted = progress.take();
                 let covered = accepted_cover(&accepted);

@@ -23,6 +23,7 @@ use crate::config::{partition_segment, IndexLocation, OutputTarget, Partition};
 use crate::coordination::lock::{self, OutputLock};
 use crate::coordination::partitions::{read_index, write_index, PartitionEntry, PartitionIndex};
 use crate::db;
+use crate::edge::Holds;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, TilesetJob};
 use crate::render::count::drawable_rows_query;
@@ -143,6 +144,7 @@ impl Expansion {
         &self,
         job: &SeedJob,
         summaries: &[TilesetSummary],
+        holds: &Holds,
     ) -> Result<Vec<TilesetSummary>> {
         let mut delivered = Vec::new();
         if let Some((_, pool)) = &self.expanded {
@@ -152,7 +154,7 @@ impl Expansion {
                     record.close().await?;
                 }
                 // What waits is delivered even when the index found a fault.
-                delivered.extend(plan.deliver_handed_over(job).await?);
+                delivered.extend(plan.deliver_handed_over(job, holds).await?);
                 indexed?;
             }
         }
@@ -511,10 +513,17 @@ impl Plan {
     }
 
     /// Purges what the tileset's partitions handed over to its own outbox.
-    async fn deliver_handed_over(&self, job: &SeedJob) -> Result<Option<TilesetSummary>> {
+    async fn deliver_handed_over(
+        &self,
+        job: &SeedJob,
+        holds: &Holds,
+    ) -> Result<Option<TilesetSummary>> {
         match &self.target {
             Some(target) => {
-                edge::deliver(&self.name, target, &self.cdn, self.bbox, self.zooms, job).await
+                edge::deliver(
+                    &self.name, target, &self.cdn, self.bbox, self.zooms, job, holds,
+                )
+                .await
             }
             None => Ok(None),
         }

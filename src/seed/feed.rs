@@ -11,7 +11,7 @@ use crate::config::Feed;
 use crate::coordination::feed::{FeedStore, Published, HEAD};
 use crate::coordination::outbox::{Outbox, EVERYTHING};
 use crate::edge::flight::Flights;
-use crate::edge::{everything_under, PurgeTarget};
+use crate::edge::{everything_under, Holds, PurgeTarget};
 use crate::error::Result;
 use crate::tile::TileCoord;
 
@@ -41,6 +41,10 @@ pub(super) struct Edge<'a> {
     pub prefix: Option<&'a str>,
     /// The path a line of the outbox purges, as the handed-over purges name it.
     pub path_of: &'a (dyn Fn(&str) -> String + Sync),
+    /// Targets held back after a failure, which the head's purge leaves alone too.
+    pub holds: &'a Holds,
+    /// The key each target is held back under.
+    pub hold_key: &'a (dyn Fn(&PurgeTarget) -> String + Sync),
 }
 
 impl RunFeed {
@@ -153,11 +157,21 @@ impl RunFeed {
                 None => head,
             };
             for target in edge.targets.iter().filter(|t| !t.is_priced()) {
+                let key = (edge.hold_key)(target);
+                if edge.holds.held(&key).is_some() {
+                    tracing::info!(
+                        "cdn `{}` failed recently: the changes feed's head is not purged; maps \
+                         see the new segment once its max-age passes",
+                        target.name()
+                    );
+                    continue;
+                }
                 let mut flights = Flights::open(target, outbox).await?;
                 if let Err(err) = target
                     .purge(std::slice::from_ref(&head), None, None, &mut flights)
                     .await
                 {
+                    edge.holds.failed(&key);
                     tracing::warn!(
                         "cdn `{}`: the changes feed's head was not purged ({err}); maps see the \
                          new segment once its max-age passes",

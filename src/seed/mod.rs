@@ -22,6 +22,7 @@ mod shard;
 mod tileset;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 
@@ -46,14 +47,19 @@ use tileset::TilesetRun;
 pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
     // 0.
     let partitions = partition::expand(job, partition::TilesetLocks::Take).await?;
-    let mut summaries = run_expanded(partitions.job(job), progress).await?;
-    let delivered = partitions.finish(job, &summaries).await?;
+    let holds = Arc::new(Holds::default());
+    let mut summaries = run_expanded(partitions.job(job), progress, &holds).await?;
+    let delivered = partitions.finish(job, &summaries, &holds).await?;
     summaries.extend(delivered);
     Ok(summaries)
 }
 
-async fn run_expanded(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSummary>> {
-    let session = Session::open(job).await?;
+async fn run_expanded(
+    job: &SeedJob,
+    progress: ProgressKind,
+    holds: &Arc<Holds>,
+) -> Result<Vec<TilesetSummary>> {
+    let session = Session::open_sharing(job, holds.clone()).await?;
     check_cdns(job).await?;
     let stop = Stop::on_signals();
     let changed = match (&job.run.changed_list, job.run.dry_run) {
@@ -72,17 +78,18 @@ async fn run_expanded(job: &SeedJob, progress: ProgressKind) -> Result<Vec<Tiles
 /// One `watch` cycle of a job of partitioned tilesets, whose locks the watcher holds: reads each
 /// tileset's changes once, reseeds the partitions they touched (new and vanished values
 /// included) under their own locks, and writes the indexes. Returns one summary per partition
-/// rendered, and what each tileset's run covered.
+/// rendered, and what each tileset's run covered. `holds` are the watcher's, kept across cycles.
 pub async fn partitioned_cycle(
     job: &SeedJob,
     stop: &Stop,
+    holds: &Arc<Holds>,
 ) -> Result<(Vec<TilesetSummary>, Vec<partition::PartitionScope>)> {
     let partitions = partition::expand(job, partition::TilesetLocks::Held).await?;
     let expanded = partitions.job(job);
     let mut summaries = if expanded.tilesets.is_empty() {
         Vec::new()
     } else {
-        let session = Session::open(expanded).await?;
+        let session = Session::open_sharing(expanded, holds.clone()).await?;
         session
             .seed(
                 ProgressKind::Quiet,
@@ -92,7 +99,7 @@ pub async fn partitioned_cycle(
             )
             .await?
     };
-    let delivered = partitions.finish(job, &summaries).await?;
+    let delivered = partitions.finish(job, &summaries, holds).await?;
     summaries.extend(delivered);
     Ok((summaries, partitions.scope()))
 }
@@ -152,14 +159,20 @@ pub struct Session<'a> {
     replica: Option<Replica>,
     prepared: Vec<Ready<'a>>,
     connections: Connections,
-    /// CDN targets that failed, held back across the session's runs (`watch`'s cycles).
-    holds: Holds,
+    /// CDN targets that failed, held back across the session's runs (`watch`'s cycles, which
+    /// share them with their partitioned tilesets' cycles).
+    holds: Arc<Holds>,
 }
 
 impl<'a> Session<'a> {
     /// Connects and prepares every tileset of the job; a bad config fails here, before any output
     /// is touched.
     pub async fn open(job: &'a SeedJob) -> Result<Session<'a>> {
+        Session::open_sharing(job, Arc::new(Holds::default())).await
+    }
+
+    /// [`Session::open`], with targets held back by failures others saw (`watch`'s).
+    pub async fn open_sharing(job: &'a SeedJob, holds: Arc<Holds>) -> Result<Session<'a>> {
         // 1. Headroom beyond the working connections, for replacing broken ones and start-up checks.
         let pool = db::connect(&job.database, job.concurrency * 2).await?;
         db::check_replicas(&job.database)?;
@@ -197,7 +210,7 @@ impl<'a> Session<'a> {
             replica,
             prepared,
             connections,
-            holds: Holds::default(),
+            holds,
         })
     }
 

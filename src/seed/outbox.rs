@@ -327,7 +327,7 @@ impl RunOutbox {
             } else {
                 flights.waiting(committed);
             }
-            let key = format!("{}\n{}", self.target.describe(), target.name());
+            let key = self.hold_key(target);
             let held = holds.held(&key);
             if held.is_none() && (!pending.is_empty() || flights.in_flight() > 0) {
                 if let Err(err) = target.survey(&mut flights).await {
@@ -353,7 +353,7 @@ impl RunOutbox {
                 paths.sort();
                 paths.dedup();
                 if paths.is_empty() {
-                    holds.succeeded(&format!("{}\n{}", self.target.describe(), target.name()));
+                    holds.succeeded(&key);
                     if let Some(probe) = self.probe(target, &pending) {
                         probes.push(probe);
                     }
@@ -476,11 +476,14 @@ impl RunOutbox {
         let feed = match (&self.feed, stopped) {
             (Some(feed), None) => {
                 let path_of = |line: &str| self.purge_path(line);
+                let hold_key = |target: &PurgeTarget| self.hold_key(target);
                 let edge = Edge {
                     targets: &self.targets,
                     handover: self.handover.as_ref().map(|(outbox, _)| outbox),
                     prefix: self.prefix.as_deref(),
                     path_of: &path_of,
+                    holds,
+                    hold_key: &hold_key,
                 };
                 feed.deliver(&self.outbox, &self.consumers, edge).await?
             }
@@ -508,6 +511,16 @@ impl RunOutbox {
             stopped,
             feed,
         })
+    }
+
+    /// The key `target`'s failures hold it back under: a partition's is its tileset's, so one
+    /// partition's failure holds the CDN back for its siblings and the tileset's own delivery.
+    pub(in crate::seed) fn hold_key(&self, target: &PurgeTarget) -> String {
+        let place = match &self.handover {
+            Some((tileset_outbox, _)) => tileset_outbox.describe(),
+            None => self.target.describe(),
+        };
+        Holds::key(&place, target.name())
     }
 
     /// A sample of the tiles `target` just purged, for the edge check, when it has a public URL.

@@ -160,7 +160,7 @@ async fn watch_connected(
     // Listening before the catch-up, so nothing committed during it goes unnoticed.
     let mut listener = Listener::connect(&seed.database, &channel).await?;
     let session = match &jobs.plain {
-        Some(plain) => Some(Session::open(plain).await?),
+        Some(plain) => Some(Session::open_sharing(plain, shared.holds.clone()).await?),
         None => None,
     };
     let pool = match &session {
@@ -452,7 +452,7 @@ async fn run_cycle(
     };
     for job in &jobs.partitioned {
         let started = Instant::now();
-        let (parts, scopes) = crate::seed::partitioned_cycle(job, stop).await?;
+        let (parts, scopes) = crate::seed::partitioned_cycle(job, stop, &shared.holds).await?;
         let (Some(tileset), Some(scope)) = (job.tilesets.first(), scopes.into_iter().next()) else {
             continue;
         };

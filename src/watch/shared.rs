@@ -36,6 +36,9 @@ pub(super) struct Shared {
     /// The changes feeds' event streams that may be open at once, and their seats.
     pub(super) max_event_clients: usize,
     pub(super) event_clients: Arc<tokio::sync::Semaphore>,
+    /// CDN targets held back after a failure, across cycles, reconnections and the partitioned
+    /// tilesets' own cycles.
+    pub(super) holds: Arc<crate::edge::Holds>,
 }
 
 impl Shared {
@@ -51,6 +54,7 @@ impl Shared {
             max_outbox_age: job.settings.max_outbox_age,
             edge_checks: Arc::new(tokio::sync::Semaphore::new(EDGE_CHECKS_IN_FLIGHT)),
             edge_waiting: AtomicBool::default(),
+            holds: Arc::default(),
             feeds: seed
                 .tilesets
                 .iter()

@@ -56,7 +56,7 @@ impl RunOutbox {
             let Some(lines) = next else { break };
             for target in &self.targets {
                 let consumer = target.consumer();
-                let key = format!("{}\n{}", self.target.describe(), target.name());
+                let key = self.hold_key(target);
                 if !self.early_targets.contains(&consumer)
                     || given_up.contains(&consumer)
                     || holds.held(&key).is_some()
