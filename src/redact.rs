@@ -47,7 +47,9 @@ const CREDENTIAL_PARAMETERS: &[&str] = &[
 ];
 
 /// Headers whose value is a credential: `NAME: VALUE` (or `"NAME": "VALUE"`, as a JSON echo of
-/// the request shows it) has its value replaced to the end of the line or the closing quote.
+/// the request shows it) has its value replaced to the closing quote, or unquoted to the end of
+/// the line or a `;` (a signature's list of signed headers goes on past it, with its own
+/// `Signature=`).
 const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
@@ -290,7 +292,7 @@ fn value_after(text: &[u8], mut at: usize, header: bool) -> Option<(usize, usize
                 c.is_ascii_whitespace()
                     || matches!(c, b'&' | b'"' | b'\'' | b'<' | b'>' | b',' | b';' | b')')
             }
-            None => matches!(c, b'\n' | b'\r' | b'"' | b'\'' | b'<'),
+            None => matches!(c, b'\n' | b'\r' | b'"' | b'\'' | b'<' | b';'),
         };
         if stop {
             break;

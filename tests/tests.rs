@@ -50,6 +50,7 @@ mod setup_scripts;
 mod shard_outputs;
 mod shards;
 mod slurm;
+mod store_secrets;
 mod toolbox;
 mod tree_safety;
 mod untransformable;
