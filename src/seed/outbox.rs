@@ -211,10 +211,7 @@ impl RunOutbox {
     /// cannot be read; and where it is, for messages.
     pub async fn note_bytes(&self, name: &str) -> Result<(Option<Vec<u8>>, String)> {
         let bytes = self.outbox.read_note(name).await?;
-        Ok((
-            bytes,
-            format!("{}/{name}.note.json", self.outbox.describe()),
-        ))
+        Ok((bytes, self.outbox.note_location(name)))
     }
 
     /// Replaces the outbox's note `name`, durably.
