@@ -117,7 +117,10 @@ pub fn forms(value: &str) -> Vec<String> {
     let mut candidates = vec![value.to_string()];
     let words: Vec<&str> = value.split_whitespace().collect();
     if let Some((first, rest)) = value.trim().split_once(char::is_whitespace) {
-        if SCHEMES.iter().any(|scheme| first.eq_ignore_ascii_case(scheme)) {
+        if SCHEMES
+            .iter()
+            .any(|scheme| first.eq_ignore_ascii_case(scheme))
+        {
             let rest = rest.trim();
             if !rest.is_empty() {
                 candidates.push(rest.to_string());
@@ -312,7 +315,10 @@ mod tests {
 
     fn redacted(secrets: &Secrets, text: &str) -> String {
         let out = secrets.redact(text);
-        assert!(out.contains(REDACTED), "nothing redacted in {text:?}: {out}");
+        assert!(
+            out.contains(REDACTED),
+            "nothing redacted in {text:?}: {out}"
+        );
         out
     }
 
@@ -351,7 +357,10 @@ mod tests {
         }
         // A value set already encoded is found decoded.
         let given = Secrets::new(vec!["tok%2Ben%3D".to_string()]);
-        assert_eq!(given.redact("echoed tok+en= back"), "echoed [redacted] back");
+        assert_eq!(
+            given.redact("echoed tok+en= back"),
+            "echoed [redacted] back"
+        );
     }
 
     #[test]

@@ -52,11 +52,7 @@ fn an_s3_refusal_echoing_the_session_token_and_headers_leaks_no_credential() {
         "[s3]\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\nregion = \"us-east-1\"\nmax_attempts = 1\n\n",
         store.port
     );
-    std::fs::write(
-        &config,
-        table + &single_layer_config("s", "sites", "", ""),
-    )
-    .unwrap();
+    std::fs::write(&config, table + &single_layer_config("s", "sites", "", "")).unwrap();
     let token = "IQoJb3JpZ2luX2VjEHoaCXVzLWVhc3QtMSJGMEQCIFsession+token/with=odd";
     let secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYsecretkey";
     let nowhere = dir.path().join("no-aws-file");

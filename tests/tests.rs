@@ -31,6 +31,7 @@ mod live_maps;
 mod moved_shapes;
 mod mvt_decoder;
 mod outbox;
+mod outbox_notes;
 mod outputs;
 mod partition_edge;
 mod partition_types;

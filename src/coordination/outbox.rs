@@ -505,7 +505,9 @@ impl Outbox {
     /// no consumer takes: `None` when there is none. Only a regular file (or object) within the
     /// cap on a document is read: anything else is an error naming it.
     pub async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.store.read(&format!("{name}{NOTE}"), DOCUMENT_CAP).await
+        self.store
+            .read(&format!("{name}{NOTE}"), DOCUMENT_CAP)
+            .await
     }
 
     /// Where the note `name` is, for messages.

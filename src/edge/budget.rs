@@ -376,7 +376,10 @@ mod tests {
             ..Ledger::new(&spend, now)
         };
         let why = ahead.repaired(&spend, now).map(|(_, why)| why);
-        assert!(why.as_ref().is_some_and(|w| w.contains("after now")), "{why:?}");
+        assert!(
+            why.as_ref().is_some_and(|w| w.contains("after now")),
+            "{why:?}"
+        );
         let fixed = |read: Ledger| read.repaired(&spend, now).map_or(read.clone(), |(l, _)| l);
         let mut repaired = fixed(ahead);
         let later = now + Duration::from_secs(10);

@@ -72,10 +72,7 @@ mod tests {
         let body =
             "\n  {\"headers\": {\"authorization\": \"Bearer tok-123456\"}}\nsecond line tok-123456";
         let text = excerpt(body, &secrets);
-        assert_eq!(
-            text,
-            "{\"headers\": {\"authorization\": \"[redacted]\"}}"
-        );
+        assert_eq!(text, "{\"headers\": {\"authorization\": \"[redacted]\"}}");
         // Cut at 200 characters, a secret straddling the cut still goes whole.
         let long = format!("{}tok-123456 and more", "x".repeat(195));
         let text = excerpt(&long, &secrets);

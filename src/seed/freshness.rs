@@ -248,7 +248,10 @@ mod tests {
             assert!(within <= now(), "{due}: {within}");
             // As far off as the longest deferral allows: kept, and a time `watch` can wait for.
             assert_eq!(noted.due_within(longest), due);
-            assert!(due_time(due).is_none_or(|at| at > SystemTime::now()), "{due}");
+            assert!(
+                due_time(due).is_none_or(|at| at > SystemTime::now()),
+                "{due}"
+            );
         }
     }
 }
