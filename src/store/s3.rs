@@ -132,9 +132,7 @@ where
             let (status, service) = (context.raw().status().as_u16(), context.err());
             let code = service.code().unwrap_or("error");
             let message = service.message().unwrap_or_default();
-            format!("HTTP {status} {code} {message}")
-                .trim_end()
-                .to_string()
+            format!("HTTP {status} {code} {message}").trim_end().into()
         }
         _ => super::one_line(err),
     };
