@@ -127,18 +127,18 @@ impl Ledger {
             why.push(format!("its day {} is after today", ledger.day));
             ledger.day = day_of(now);
         }
-        if !(ledger.at <= now) {
+        if ledger.at.is_nan() || ledger.at > now {
             why.push(format!("its time {} s is after now", ledger.at));
             ledger.at = now;
         }
         for value in [&mut ledger.spent_today, &mut ledger.spent_total] {
-            if !(*value >= 0.0) {
+            if value.is_nan() || *value < 0.0 {
                 why.push("a spend is negative".to_string());
                 *value = 0.0;
             }
         }
         let most = spend.budget_per_day.map_or(0.0, |d| burst(spend, d));
-        if !(ledger.allowance >= 0.0 && ledger.allowance <= most) {
+        if !(0.0..=most).contains(&ledger.allowance) {
             why.push("its allowance is out of range".to_string());
             ledger.allowance = ledger.allowance.clamp(0.0, most);
             if ledger.allowance.is_nan() {
