@@ -128,7 +128,7 @@ impl RemotePmtilesSink {
             .await
             .map_err(|e| Error::output_caused(&target, e))?;
         let remote_state = store
-            .get(&state_key(key), u64::MAX)
+            .get(&state_key(key), DOCUMENT_CAP)
             .await
             .map_err(|e| Error::output_caused(&target, e))?
             .and_then(|bytes| serde_json::from_slice::<RemoteState>(&bytes).ok());
