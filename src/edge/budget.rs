@@ -368,7 +368,7 @@ mod tests {
         // $86.40 a day: a tenth of a cent a second.
         let spend = spend(Some(86.4), None);
         let now = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 3_600);
-        // Spent nothing left at a time ten days ahead: read as it is, the allowance would stay
+        // No allowance left, at a time ten days ahead: read as it is, the allowance would stay
         // empty for ten days.
         let ahead = Ledger {
             at: seconds(now) + 10.0 * 86_400.0,
