@@ -27,6 +27,9 @@ pub enum Answer {
     /// message echoes the request's target (its query: an Azure SAS) and headers, each header
     /// value also percent-encoded and in base64, as a debugging proxy in front of a bucket might.
     EchoAsStore(u16),
+    /// This status, with a one-line body quoting the request's `Authorization` value in other
+    /// forms: its last word (the token without its scheme word), percent-encoded, in base64.
+    EchoAuthorization(u16),
     /// This status, with a body of this many bytes, streamed (the server never holds it).
     Huge(u16, u64),
     /// Takes the request and never answers.
@@ -244,6 +247,20 @@ async fn respond(
                 .headers_mut()
                 .insert("content-type", "application/xml".parse().unwrap());
             response
+        }
+        Answer::EchoAuthorization(code) => {
+            use base64::Engine as _;
+            let value = echoed
+                .get("authorization")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let word = value.split_whitespace().last().unwrap_or_default();
+            let encoded =
+                percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+            let base64 = base64::engine::general_purpose::STANDARD.encode(value);
+            let body = format!("denied {word} ({encoded}, {base64})");
+            sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+            (status(code), body).into_response()
         }
         Answer::Huge(code, bytes) => {
             const CHUNK: u64 = 64 * 1024;
