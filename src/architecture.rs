@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// Layers from the leaves up; a module may use only modules of a lower layer, or its own.
 const LAYERS: &[&[&str]] = &[
     &["tile"],
-    &["error", "retry"],
+    &["error", "retry", "redact"],
     &["config"],
     // Connections, as libpq makes them: every stage that talks to PostgreSQL builds on it; and
     // object stores, which outputs, outboxes and shard parts in remote stores are written through.

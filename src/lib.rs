@@ -13,6 +13,7 @@ mod job;
 mod metrics;
 mod partition;
 mod plan;
+mod redact;
 mod render;
 mod report;
 mod retry;

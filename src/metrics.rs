@@ -427,7 +427,8 @@ impl Metrics {
 }
 
 fn previous_last_success(path: &Path) -> Option<f64> {
-    let text = std::fs::read_to_string(path).ok()?;
+    let bytes = crate::store::document::read_capped(path, crate::store::document::DOCUMENT_CAP);
+    let text = String::from_utf8(bytes.ok()??).ok()?;
     text.lines()
         .find_map(|line| line.strip_prefix(LAST_SUCCESS)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())

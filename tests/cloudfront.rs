@@ -6,7 +6,7 @@
 use crate::common::block_on;
 use crate::common::cloudfront::{
     changed, cloudfront_client, covered, distribution, invalidations, moto_env, moto_url,
-    summary_path,
+    set_propagation, summary_path,
 };
 use crate::common::edge::{metric, seed_tree, tree_in_config, tree_world, Watching};
 use crate::common::run::summary;
@@ -16,20 +16,6 @@ fn cloudfront(id: &str) -> String {
     format!(
         "[[tileset.cdn]]\nkind = \"cloudfront\"\ndistribution_id = \"{id}\"\npath_prefix = \"/v1\""
     )
-}
-
-/// Sets distribution `id`'s propagation time, for its invalidations in flight too.
-fn set_propagation(endpoint: &str, id: &str, seconds: u32) {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.sh");
-    let output = std::process::Command::new(script)
-        .args(["propagation", endpoint, id, &seconds.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// Another tool's invalidations: `files` file paths and `wildcards` wildcards outside the

@@ -150,6 +150,57 @@ fn purge_answers_that_echo_the_request_headers_put_no_secret_into_stderr_or_the_
     }
 }
 
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn purge_answers_quoting_a_secret_without_its_scheme_word_encoded_or_in_base64_leak_nothing() {
+    use base64::Engine as _;
+    let cloudflare = Recorder::answering(Answer::EchoAuthorization(401));
+    let shield = Recorder::answering(Answer::EchoAuthorization(403));
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"cloudflare\"\nzone_id = \"{ZONE}\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"\n\n\
+         [[tileset.cdn]]\nkind = \"http\"\nname = \"shield\"\nurl = \"http://127.0.0.1:{}/t/{{path}}\"\nconcurrency = 1\nheaders = {{ \"Authorization\" = \"OAR_TEST_SHIELD_AUTH\" }}\n",
+        cloudflare.port, shield.port
+    );
+    let (fixture, tree) = tree_world("hygiene_forms", &cdn);
+    let secrets = [
+        ("OAR_TEST_CF_TOKEN", "cf-Secret/4b1d+9e0a"),
+        ("OAR_TEST_SHIELD_AUTH", "Bearer shield-Secret/0c3f+5e9d"),
+    ];
+    let report = fixture.path("summary.json");
+    let report_arg = report.to_str().unwrap().to_string();
+    let run = seed_tree(&fixture, &tree, &["--summary-json", &report_arg], &secrets);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        shield.requests.lock().unwrap()[0].header("authorization"),
+        "Bearer shield-Secret/0c3f+5e9d"
+    );
+    let json = std::fs::read_to_string(&report).unwrap();
+    for value in [
+        "cf-Secret/4b1d+9e0a",
+        "Bearer cf-Secret/4b1d+9e0a",
+        "Bearer shield-Secret/0c3f+5e9d",
+        "shield-Secret/0c3f+5e9d",
+    ] {
+        let forms = [
+            value.to_string(),
+            percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+            base64::engine::general_purpose::STANDARD.encode(value),
+        ];
+        for form in forms {
+            for (what, text) in [("stderr", &run.stderr), ("--summary-json", &json)] {
+                assert!(!text.contains(&form), "{what} holds {form}:\n{text}");
+            }
+        }
+    }
+    // What was answered is still said, less the secrets.
+    let purges = &summary(&report)[0]["purges"];
+    for index in [0, 1] {
+        let failed = purges[index]["failed"].as_str().unwrap_or_default();
+        assert!(failed.contains("denied [redacted]"), "{}", purges[index]);
+    }
+}
+
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)] // waitpid(2) has no safe wrapper; the crate itself forbids unsafe code.
 /// Waits for `child` and returns its exit code and its peak resident memory in bytes, read from

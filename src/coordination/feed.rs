@@ -131,7 +131,7 @@ impl FeedStore {
             FeedStore::Folder(path) => {
                 crate::store::document::read_capped(&path.join(name), MAX_DOCUMENT)
             }
-            FeedStore::Objects(folder) => folder.get(name).await,
+            FeedStore::Objects(folder) => folder.get(name, MAX_DOCUMENT).await,
         }
     }
 

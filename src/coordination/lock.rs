@@ -122,7 +122,10 @@ pub async fn acquire(
             }
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
+                // A holder is one short line: no more is read of whatever is at the lock's name.
+                let _ = Read::by_ref(&mut file)
+                    .take(4096)
+                    .read_to_string(&mut holder);
                 let holder = if holder.trim().is_empty() {
                     "holder unknown".into()
                 } else {

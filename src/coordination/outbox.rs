@@ -31,6 +31,7 @@ use md5::{Digest, Md5};
 
 use crate::coordination::ChangedList;
 use crate::error::{Error, Result};
+use crate::store::document::{read_capped, DOCUMENT_CAP, LIST_CAP};
 use crate::tile::TileCoord;
 
 mod partitions;
@@ -148,7 +149,7 @@ impl Outbox {
                 continue;
             }
             let batch = format!("{id}{BATCH}");
-            let Some(bytes) = self.store.read(intent).await? else {
+            let Some(bytes) = self.store.read(intent, LIST_CAP).await? else {
                 continue;
             };
             let text = String::from_utf8_lossy(&bytes);
@@ -223,8 +224,8 @@ impl Outbox {
         if recorded > 0 {
             if let OutboxStore::Objects { local, .. } = &self.store {
                 let path = local.join(&batch);
-                let bytes = std::fs::read(&path).map_err(|e| {
-                    Error::output(&path, format!("cannot read the recorded batch: {e}"))
+                let bytes = read_capped(&path, LIST_CAP)?.ok_or_else(|| {
+                    Error::output(&path, "the recorded batch is gone: cannot read it")
                 })?;
                 self.store.write(&batch, &bytes).await?;
                 let _ = std::fs::remove_file(&path);
@@ -256,7 +257,7 @@ impl Outbox {
             if taken.contains(batch.as_str()) {
                 continue;
             }
-            if let Some(bytes) = self.store.read(batch).await? {
+            if let Some(bytes) = self.store.read(batch, LIST_CAP).await? {
                 let done_name = format!("{batch}{DONE}{consumer}");
                 let done = if names.contains(&done_name) {
                     self.read_lines(&done_name).await?
@@ -277,7 +278,7 @@ impl Outbox {
     async fn read_lines(&self, name: &str) -> Result<BTreeSet<String>> {
         Ok(self
             .store
-            .read(name)
+            .read(name, LIST_CAP)
             .await?
             .map_or_else(BTreeSet::new, |bytes| {
                 String::from_utf8_lossy(&bytes)
@@ -412,7 +413,7 @@ impl Outbox {
             if missing.is_empty() {
                 continue;
             }
-            let Some(bytes) = self.store.read(&batch).await? else {
+            let Some(bytes) = self.store.read(&batch, LIST_CAP).await? else {
                 continue;
             };
             let mut paths: Vec<String> = String::from_utf8_lossy(&bytes)
@@ -476,7 +477,7 @@ impl Outbox {
         for (took, group) in groups.into_iter().filter(|(_, g)| g.len() > 1) {
             let mut lines = BTreeSet::new();
             for batch in &group {
-                if let Some(bytes) = self.store.read(batch).await? {
+                if let Some(bytes) = self.store.read(batch, LIST_CAP).await? {
                     lines.extend(
                         String::from_utf8_lossy(&bytes)
                             .lines()
@@ -505,11 +506,18 @@ impl Outbox {
         Ok(merged_away)
     }
 
-    /// What waits for some consumer.
     /// A note kept beside the batches (what the output stores, what a CDN target spent), which
-    /// no consumer takes: `None` when there is none.
+    /// no consumer takes: `None` when there is none. Only a regular file (or object) within the
+    /// cap on a document is read: anything else is an error naming it.
     pub async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.store.read(&format!("{name}{NOTE}")).await
+        self.store
+            .read(&format!("{name}{NOTE}"), DOCUMENT_CAP)
+            .await
+    }
+
+    /// Where the note `name` is, for messages.
+    pub fn note_location(&self, name: &str) -> String {
+        self.store.location(&format!("{name}{NOTE}"))
     }
 
     /// Removes the note `name`; one that is not there is fine.
@@ -522,6 +530,7 @@ impl Outbox {
         self.store.write(&format!("{name}{NOTE}"), bytes).await
     }
 
+    /// What waits for some consumer.
     pub async fn backlog(&self) -> Result<Backlog> {
         let mut backlog = Backlog::default();
         let now = SystemTime::now()
@@ -533,7 +542,7 @@ impl Outbox {
                 continue;
             }
             backlog.batches += 1;
-            if let Some(bytes) = self.store.read(&name).await? {
+            if let Some(bytes) = self.store.read(&name, LIST_CAP).await? {
                 backlog.entries += bytes.iter().filter(|b| **b == b'\n').count() as u64;
             }
             let created = name

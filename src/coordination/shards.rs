@@ -19,6 +19,7 @@ use super::parts::{decode_tiles, part_name, PartRecord, PREFIX_FOLDER, TREE_FOLD
 use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::job::ShardSpec;
+use crate::store::document::LIST_CAP;
 use crate::store::folder::ObjectFolder;
 use crate::store::key_under;
 
@@ -189,13 +190,9 @@ impl ShardStore {
         match self {
             ShardStore::Files { .. } => {
                 let path = PathBuf::from(self.location(name));
-                match std::fs::read(&path) {
-                    Ok(bytes) => Ok(Some(bytes)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(Error::output(&path, format!("cannot read it: {e}"))),
-                }
+                crate::store::document::read_capped(&path, LIST_CAP)
             }
-            ShardStore::Objects(objects) => objects.get(name).await,
+            ShardStore::Objects(objects) => objects.get(name, LIST_CAP).await,
         }
     }
 

@@ -7,7 +7,10 @@
 //! does not fit, its changes wait in the outbox, where later changes join them, until the
 //! allowance has grown. A change is never dropped, only purged later or more coarsely.
 //!
-//! The ledger lives beside the output's outbox, so cron runs share it as `watch` cycles do.
+//! The ledger lives beside the output's outbox, so cron runs share it as `watch` cycles do. It is
+//! not trusted: a ledger that cannot be read counts the day as spent (nothing is sent until the
+//! next UTC day, or until the operator removes it), and a time in it later than now is taken as
+//! now, each with a warning naming the file; the ledger so repaired is written back at once.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,6 +42,12 @@ fn seconds(now: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// The UTC day (days since 1970) of `seconds` since the epoch.
+fn day_of(seconds: f64) -> u64 {
+    // A float-to-integer `as` saturates (and takes NaN as 0): no time can make it panic.
+    (seconds / 86_400.0) as u64
+}
+
 /// The most the allowance holds: an hour of the daily budget, and at least one path, so a budget
 /// below a path an hour still buys one now and then.
 fn burst(spend: &CdnSpend, per_day: f64) -> f64 {
@@ -50,7 +59,7 @@ impl Ledger {
     pub fn new(spend: &CdnSpend, now: SystemTime) -> Ledger {
         let at = seconds(now);
         Ledger {
-            day: (at / 86_400.0) as u64,
+            day: day_of(at),
             spent_today: 0.0,
             allowance: spend.budget_per_day.map_or(0.0, |d| burst(spend, d)),
             at,
@@ -62,7 +71,7 @@ impl Ledger {
     /// Brings the day and the allowance up to `now`.
     fn refresh(&mut self, spend: &CdnSpend, now: SystemTime) {
         let now = seconds(now);
-        let day = (now / 86_400.0) as u64;
+        let day = day_of(now);
         if day != self.day {
             self.day = day;
             self.spent_today = 0.0;
@@ -91,6 +100,52 @@ impl Ledger {
             (Some(day), Some(run)) => Some(day.min(run)),
             (day, run) => day.or(run),
         }
+    }
+
+    /// The ledger of a target whose ledger cannot be read: the day counts as spent, so nothing is
+    /// sent before the next UTC day (a spent day is never spent again).
+    pub fn spent_day(spend: &CdnSpend, now: SystemTime) -> Ledger {
+        let spent = spend.budget_per_day.unwrap_or(0.0);
+        Ledger {
+            spent_today: spent,
+            allowance: 0.0,
+            spent_total: spent,
+            ..Ledger::new(spend, now)
+        }
+    }
+
+    /// The ledger as read with what no run writes taken out, or `None` when nothing had to be:
+    /// a day or a time later than `now` (a clock set back, an edited or damaged note) is taken as
+    /// now, keeping the day's spend, rather than give the day's budget again or freeze the
+    /// allowance for the skew; a negative spend is taken as none, an allowance past its burst as
+    /// the burst. The reason is said for the warning.
+    pub fn repaired(&self, spend: &CdnSpend, now: SystemTime) -> Option<(Ledger, String)> {
+        let now = seconds(now);
+        let mut ledger = self.clone();
+        let mut why = Vec::new();
+        if ledger.day > day_of(now) {
+            why.push(format!("its day {} is after today", ledger.day));
+            ledger.day = day_of(now);
+        }
+        if ledger.at.is_nan() || ledger.at > now {
+            why.push(format!("its time {} s is after now", ledger.at));
+            ledger.at = now;
+        }
+        for value in [&mut ledger.spent_today, &mut ledger.spent_total] {
+            if value.is_nan() || *value < 0.0 {
+                why.push("a spend is negative".to_string());
+                *value = 0.0;
+            }
+        }
+        let most = spend.budget_per_day.map_or(0.0, |d| burst(spend, d));
+        if !(0.0..=most).contains(&ledger.allowance) {
+            why.push("its allowance is out of range".to_string());
+            ledger.allowance = ledger.allowance.clamp(0.0, most);
+            if ledger.allowance.is_nan() {
+                ledger.allowance = 0.0;
+            }
+        }
+        (!why.is_empty()).then(|| (ledger, why.join(", ")))
     }
 
     /// Records a purge's price.
@@ -146,21 +201,53 @@ impl<'a> Budget<'a> {
         let spend = *target.spend();
         let note = format!("spend.{}", target.consumer());
         let budgeted = spend.budget_per_day.is_some() || spend.budget_per_run.is_some();
-        let ledger = if budgeted && target.is_priced() {
-            let read = match outbox.read_note(&note).await? {
-                Some(bytes) => serde_json::from_slice(&bytes).ok(),
-                None => None,
-            };
-            Some(read.unwrap_or_else(|| Ledger::new(&spend, SystemTime::now())))
-        } else {
-            None
-        };
-        Ok(Budget {
+        let mut budget = Budget {
             spend,
-            ledger,
+            ledger: None,
             outbox,
             note,
-        })
+        };
+        if budgeted && target.is_priced() {
+            budget.ledger = Some(budget.read(target.name()).await?);
+        }
+        Ok(budget)
+    }
+
+    /// The ledger as the outbox holds it, repaired (and written back) where it cannot be trusted:
+    /// see the module's notes.
+    async fn read(&self, target: &str) -> Result<Ledger> {
+        let now = SystemTime::now();
+        let place = self.outbox.note_location(&self.note);
+        let (ledger, why) = match self.outbox.read_note(&self.note).await {
+            Ok(None) => return Ok(Ledger::new(&self.spend, now)),
+            Ok(Some(bytes)) => match serde_json::from_slice::<Ledger>(&bytes) {
+                Ok(read) => match read.repaired(&self.spend, now) {
+                    None => return Ok(read),
+                    Some((repaired, why)) => {
+                        tracing::warn!(
+                            "cdn `{target}`: the spend ledger {place} cannot be true ({why}): \
+                             taken as now, keeping the day's spend"
+                        );
+                        (repaired, None)
+                    }
+                },
+                Err(e) => (Ledger::spent_day(&self.spend, now), Some(e.to_string())),
+            },
+            // Not written back: what could not be read may not be written either (a store that
+            // failed, a device planted at its name), and the next run looks again.
+            Err(e) => {
+                warn_unreadable(target, &place, &e.to_string());
+                return Ok(Ledger::spent_day(&self.spend, now));
+            }
+        };
+        if let Some(why) = &why {
+            warn_unreadable(target, &place, why);
+        }
+        let bytes = serde_json::to_vec(&ledger).unwrap_or_default();
+        if let Err(e) = self.outbox.write_note(&self.note, &bytes).await {
+            tracing::warn!("cdn `{target}`: the repaired spend ledger is not written back: {e}");
+        }
+        Ok(ledger)
     }
 
     /// What a purge may spend now: `None` without a budget.
@@ -191,6 +278,16 @@ impl<'a> Budget<'a> {
             path_interval_seconds: path_interval_seconds(&self.spend),
         })
     }
+}
+
+/// Says that `target`'s ledger at `place` cannot be read, that the day counts as spent and how
+/// to start it again.
+fn warn_unreadable(target: &str, place: &str, why: &str) {
+    tracing::warn!(
+        "cdn `{target}`: the spend ledger {place} cannot be read ({why}): today counts as \
+         spent, so nothing is purged before the next UTC day (the changes wait in the outbox); \
+         to reset the ledger, remove that file: today's spend then starts again from $0"
+    );
 }
 
 #[cfg(test)]
@@ -252,5 +349,77 @@ mod tests {
             Ledger::new(&unlimited, start).allowance(&unlimited, start),
             None
         );
+    }
+
+    #[test]
+    fn an_unreadable_ledger_counts_the_day_as_spent_until_the_next_one() {
+        let spend = spend(Some(1.0), None);
+        let start = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 3_600);
+        let mut ledger = Ledger::spent_day(&spend, start);
+        assert_eq!(ledger.allowance(&spend, start), Some(0.0));
+        let evening = start + Duration::from_secs(20 * 3_600);
+        assert_eq!(ledger.allowance(&spend, evening), Some(0.0));
+        let tomorrow = start + Duration::from_secs(23 * 3_600);
+        assert!(ledger.allowance(&spend, tomorrow).unwrap() > 0.0);
+    }
+
+    #[test]
+    fn a_day_or_a_time_in_the_future_is_taken_as_now() {
+        // $86.40 a day: a tenth of a cent a second.
+        let spend = spend(Some(86.4), None);
+        let now = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 3_600);
+        // No allowance left, at a time ten days ahead: read as it is, the allowance would stay
+        // empty for ten days.
+        let ahead = Ledger {
+            at: seconds(now) + 10.0 * 86_400.0,
+            allowance: 0.0,
+            ..Ledger::new(&spend, now)
+        };
+        let why = ahead.repaired(&spend, now).map(|(_, why)| why);
+        assert!(
+            why.as_ref().is_some_and(|w| w.contains("after now")),
+            "{why:?}"
+        );
+        let fixed = |read: Ledger| read.repaired(&spend, now).map_or(read.clone(), |(l, _)| l);
+        let mut repaired = fixed(ahead);
+        let later = now + Duration::from_secs(10);
+        let allowed = repaired.allowance(&spend, later).unwrap();
+        assert!((allowed - 0.01).abs() < 1e-9, "{allowed}");
+        // Today's budget spent, under a day in the future: still spent today.
+        let spent = Ledger {
+            day: day_of(seconds(now)) + 1_000,
+            spent_today: 86.4,
+            ..Ledger::new(&spend, now)
+        };
+        let mut repaired = fixed(spent);
+        assert_eq!(repaired.allowance(&spend, later), Some(0.0));
+        // A ledger that runs as it should is left alone.
+        assert!(Ledger::new(&spend, now).repaired(&spend, now).is_none());
+    }
+
+    #[test]
+    fn no_value_in_a_ledger_makes_its_arithmetic_panic() {
+        let spend = spend(Some(1.0), Some(0.5));
+        let now = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400);
+        for (day, at, allowance, spent) in [
+            (u64::MAX, f64::MAX, f64::MAX, f64::MAX),
+            (u64::MAX, f64::MIN, f64::MIN, f64::MIN),
+            (0, 0.0, f64::MAX, -1.0),
+            (i64::MAX as u64, i64::MAX as f64, 1e300, 1e300),
+        ] {
+            let read = Ledger {
+                day,
+                at,
+                allowance,
+                spent_today: spent,
+                spent_total: spent,
+                per_day: Some(1.0),
+            };
+            let mut ledger = read.repaired(&spend, now).map_or(read, |(l, _)| l);
+            let allowed = ledger.allowance(&spend, now).unwrap();
+            assert!((0.0..=0.5).contains(&allowed), "{allowed}");
+            ledger.spent(&spend, 0.005, now);
+            assert!(ledger.allowance(&spend, now).unwrap().is_finite());
+        }
     }
 }

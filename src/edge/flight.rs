@@ -9,6 +9,11 @@
 //! completion is seen when a run looks, so the figure is late by at most the time between runs
 //! (`watch` looks every few seconds while invalidations are in flight).
 //!
+//! The record is not trusted to say nothing is in flight: one that cannot be read (truncated,
+//! damaged, refused) is taken as "something is in flight" (so the changes feed waits) until
+//! CloudFront's `ListInvalidations` says what is: the invalidations then in progress are followed
+//! as one purge, and their completion ends it.
+//!
 //! How many paths are in flight is not taken from this record but from CloudFront
 //! ([`super::cloudfront::CloudFront::survey`]), which also counts invalidations other tools made.
 //!
@@ -36,6 +41,9 @@ struct Record {
     waiting: Vec<f64>,
     /// Purges CloudFront accepted whose invalidations are not all completed.
     in_flight: Vec<Flight>,
+    /// The record could not be read: what is in flight is unknown until the next survey.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unknown: bool,
 }
 
 /// One accepted purge.
@@ -48,6 +56,10 @@ struct Flight {
     wildcards: usize,
     /// The commit times of the changes it covers.
     committed: Vec<f64>,
+    /// Taken from a survey after the record was lost: whatever CloudFront had in progress, whose
+    /// paths a survey counts by asking CloudFront (they are not known here).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    adopted: bool,
 }
 
 /// A target's invalidations during a delivery. Targets other than CloudFront follow nothing.
@@ -74,20 +86,39 @@ fn keep(times: &mut Vec<f64>, more: &[f64]) {
 }
 
 impl<'a> Flights<'a> {
-    /// Reads `target`'s record from `outbox`; an unreadable one starts anew (it only feeds
-    /// latency figures).
+    /// Reads `target`'s record from `outbox`; one that cannot be read means something is in
+    /// flight until a survey says what (with a warning naming it).
     pub async fn open(target: &PurgeTarget, outbox: &'a Outbox) -> Result<Flights<'a>> {
         if !target.tracks_invalidations() {
             return Ok(Flights::untracked());
         }
         let note = format!("flights.{}", target.consumer());
-        let record = match outbox.read_note(&note).await? {
-            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-            None => Record::default(),
+        let read = match outbox.read_note(&note).await {
+            Ok(None) => Ok(Record::default()),
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let (record, dirty) = match read {
+            Ok(record) => (record, false),
+            Err(why) => {
+                tracing::warn!(
+                    "cdn `{}`: the record of its invalidations in flight, {}, cannot be read \
+                     ({why}): they count as in flight (the changes feed waits) until CloudFront \
+                     lists them",
+                    target.name(),
+                    outbox.note_location(&note)
+                );
+                let unknown = Record {
+                    unknown: true,
+                    ..Record::default()
+                };
+                (unknown, true)
+            }
         };
         Ok(Flights {
             place: Some((outbox, note)),
             record,
+            dirty,
             ..Flights::untracked()
         })
     }
@@ -124,7 +155,7 @@ impl<'a> Flights<'a> {
     /// The file paths and wildcards of the invalidations this record follows, by id.
     pub(super) fn known(&self) -> BTreeMap<String, (usize, usize)> {
         let mut known = BTreeMap::new();
-        for flight in &self.record.in_flight {
+        for flight in self.record.in_flight.iter().filter(|f| !f.adopted) {
             // A purge of several invalidations is counted on its first, so surveys add it once.
             for (index, id) in flight.ids.iter().enumerate() {
                 let counts = if index == 0 {
@@ -154,6 +185,25 @@ impl<'a> Flights<'a> {
             }
         }
         self.dirty |= still.len() != before;
+        if std::mem::take(&mut self.record.unknown) {
+            // The record was lost: whatever is in progress may be this tool's.
+            let ids: Vec<String> = survey
+                .in_progress
+                .iter()
+                .filter(|id| !still.iter().any(|f| f.ids.contains(id)))
+                .cloned()
+                .collect();
+            if !ids.is_empty() {
+                still.push(Flight {
+                    ids,
+                    files: 0,
+                    wildcards: 0,
+                    committed: Vec::new(),
+                    adopted: true,
+                });
+            }
+            self.dirty = true;
+        }
         self.record.in_flight = still;
         self.survey = Some(survey);
     }
@@ -176,13 +226,15 @@ impl<'a> Flights<'a> {
             files,
             wildcards,
             committed,
+            adopted: false,
         });
         self.dirty = true;
     }
 
-    /// The target's purges still in flight, as far as this record follows them.
+    /// The target's purges still in flight, as far as this record follows them; at least one
+    /// while the record is lost and no survey has said what is in flight.
     pub fn in_flight(&self) -> u64 {
-        self.record.in_flight.len() as u64
+        self.record.in_flight.len() as u64 + u64::from(self.record.unknown)
     }
 
     /// Invalidations seen completed in this delivery.
@@ -228,6 +280,7 @@ mod tests {
             files: 10,
             wildcards: 1,
             committed: vec![90.0],
+            adopted: false,
         });
         assert_eq!(flights.known().get("A"), Some(&(10, 1)));
         assert_eq!(flights.known().get("B"), Some(&(0, 0)));
@@ -239,5 +292,33 @@ mod tests {
         assert_eq!(flights.completed(), 2);
         assert_eq!(flights.completed_seconds().len(), 1);
         assert!(flights.completed_seconds()[0] > 0.0);
+    }
+
+    #[test]
+    fn a_lost_record_counts_as_in_flight_until_a_survey_says_what_is() {
+        let lost = || {
+            let mut flights = Flights::untracked();
+            flights.record.unknown = true;
+            flights
+        };
+        let mut flights = lost();
+        assert_eq!(flights.in_flight(), 1);
+        // CloudFront has two invalidations in progress: both may be this tool's, and their
+        // paths are counted by asking CloudFront.
+        flights.observe(survey(&["A", "B"]));
+        assert_eq!(flights.in_flight(), 1);
+        assert!(flights.known().is_empty());
+        flights.observe(survey(&["B"]));
+        assert_eq!(flights.in_flight(), 1);
+        flights.observe(survey(&[]));
+        assert_eq!(flights.in_flight(), 0);
+        // Nothing in progress: nothing is in flight.
+        let mut flights = lost();
+        flights.observe(survey(&[]));
+        assert_eq!(flights.in_flight(), 0);
+        // A lost record is written back as lost, and read so.
+        let text = serde_json::to_string(&lost().record).unwrap();
+        let read: Record = serde_json::from_str(&text).unwrap();
+        assert!(read.unknown, "{text}");
     }
 }

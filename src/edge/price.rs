@@ -173,7 +173,9 @@ impl Estimate<'_> {
     /// Every stored tile: known only from a census.
     fn all(&self) -> f64 {
         match &self.pricing.stored {
-            Some(stored) => stored.zooms.values().sum::<u64>() as f64,
+            // Summed as floats: a census is a note of the outbox, and counts no run wrote (each
+            // near u64::MAX) must not overflow.
+            Some(stored) => stored.zooms.values().fold(0.0, |all, n| all + *n as f64),
             None => f64::INFINITY,
         }
     }
@@ -444,6 +446,18 @@ mod tests {
         let priced = plan(&paths, &cloudfront(Some(stored)));
         assert_eq!(priced.wildcards(), 0, "{:?}", priced.purges);
         assert_eq!(priced.purges.len(), 3);
+    }
+
+    #[test]
+    fn a_census_of_counts_no_run_writes_prices_without_overflow() {
+        let stored = census(&[(0, u64::MAX), (13, u64::MAX), (14, i64::MAX as u64)]);
+        let paths: Vec<String> = ["14/100/200.pbf", "tiles.json"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let priced = plan(&paths, &cloudfront(Some(stored)));
+        assert_eq!(priced.purges.len(), 2, "{:?}", priced.purges);
+        assert!(priced.price_usd.is_finite());
     }
 
     #[test]

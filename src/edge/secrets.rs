@@ -1,36 +1,12 @@
 //! What no message of the edge may hold: the secrets a target sends, and answers quoted only as
 //! a short excerpt redacted of them.
 
-use std::sync::Arc;
-
 use crate::config::ConfigLine;
 use crate::error::Result;
 
 /// The secret values a target sends (API tokens, header values from the environment, the AWS
-/// secret key), which no message of the edge may hold.
-#[derive(Clone, Default)]
-pub(super) struct Secrets(Arc<Vec<String>>);
-
-impl Secrets {
-    pub(super) fn new(mut values: Vec<String>) -> Secrets {
-        values.retain(|value| !value.is_empty());
-        // A secret that holds another is replaced whole first.
-        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
-        values.dedup();
-        Secrets(Arc::new(values))
-    }
-
-    /// `text` with every secret replaced by `[redacted]`.
-    pub(super) fn redact(&self, text: &str) -> String {
-        let mut text = text.to_string();
-        for secret in self.0.iter() {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "[redacted]");
-            }
-        }
-        text
-    }
-}
+/// secret key and session token), which no message of the edge may hold in any form.
+pub(super) use crate::redact::Secrets;
 
 /// What a message may quote of an answer's body: its first non-blank line, secrets redacted
 /// before it is cut (so no part of one survives the cut), control characters dropped, at most
@@ -96,10 +72,7 @@ mod tests {
         let body =
             "\n  {\"headers\": {\"authorization\": \"Bearer tok-123456\"}}\nsecond line tok-123456";
         let text = excerpt(body, &secrets);
-        assert_eq!(
-            text,
-            "{\"headers\": {\"authorization\": \"Bearer [redacted]\"}}"
-        );
+        assert_eq!(text, "{\"headers\": {\"authorization\": \"[redacted]\"}}");
         // Cut at 200 characters, a secret straddling the cut still goes whole.
         let long = format!("{}tok-123456 and more", "x".repeat(195));
         let text = excerpt(&long, &secrets);

@@ -31,7 +31,7 @@ use crate::render::row_set;
 use crate::render::source::{
     describe, partition_column, partition_values, LayerSource, PartitionColumn,
 };
-use crate::report::TilesetSummary;
+use crate::report::{seconds_text, TilesetSummary};
 use crate::sink::{self, OutputReader};
 use crate::state::capture;
 use crate::state::Watermark;
@@ -175,13 +175,13 @@ pub fn totals(job: &SeedJob, summaries: &[TilesetSummary]) -> Vec<String> {
                 .collect();
             let sum = |f: fn(&TilesetSummary) -> u64| parts.iter().map(|s| f(s)).sum::<u64>();
             format!(
-                "tileset `{name}`: {} partition(s), {} tiles queried, {} written ({} bytes), {} deleted, {:.1} s",
+                "tileset `{name}`: {} partition(s), {} tiles queried, {} written ({} bytes), {} deleted, {} s",
                 parts.len(),
                 sum(|s| s.tiles_queried),
                 sum(|s| s.tiles_written),
                 sum(|s| s.bytes_written),
                 sum(|s| s.stored.deleted),
-                parts.iter().map(|s| s.seconds).sum::<f64>(),
+                seconds_text(parts.iter().map(|s| s.seconds).sum::<f64>(), 1),
             )
         })
         .collect()

@@ -175,8 +175,8 @@ impl BudgetState {
 pub(super) fn edge_line(check: &EdgeCheck) -> String {
     match check.seconds_after_purge {
         Some(seconds) => format!(
-            "edge `{}`: {} tile(s) fetched fresh through its public URL {seconds:.2} s after the purge ({} stale answer(s) before)\n",
-            check.target, check.sampled, check.stale_answers
+            "edge `{}`: {} tile(s) fetched fresh through its public URL {} s after the purge ({} stale answer(s) before)\n",
+            check.target, check.sampled, super::seconds_text(seconds, 2), check.stale_answers
         ),
         None => format!(
             "edge `{}`: {} of {} tile(s) fetched through its public URL still differ from the output ({} stale answer(s))\n",

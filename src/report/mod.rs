@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub use cdn::{PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
 pub use progress::{PartitionProgress, Progress, ProgressKind};
-pub use times::RenderTimes;
+pub use times::{seconds_text, RenderTimes};
 
 use crate::coordination::outbox::Backlog;
 use crate::edge::check::{EdgeCheck, EdgeProbe};
@@ -445,13 +445,13 @@ impl TilesetSummary {
     fn zoom_table(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(
-            "tileset {} -> {}, zoom {}: {} tiles written ({}) in {:.1} s, {:.0} tiles/s\n",
+            "tileset {} -> {}, zoom {}: {} tiles written ({}) in {} s, {:.0} tiles/s\n",
             self.header.tileset,
             self.header.output,
             self.header.zooms,
             self.tiles_written,
             human_bytes(self.bytes_written),
-            self.seconds,
+            seconds_text(self.seconds, 1),
             self.tiles_per_second
         ));
         out.push_str(&format!(

@@ -109,9 +109,35 @@ impl RenderTimes {
     }
 }
 
+/// `seconds` as a summary prints them, to `decimals` places, never `-0.0`: a sum of no floats
+/// is -0.0 (a partitioned tileset without partitions), and no time a run took is negative.
+pub fn seconds_text(seconds: f64, decimals: usize) -> String {
+    let shown = if seconds > 0.0 { seconds } else { 0.0 };
+    format!("{shown:.decimals$}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_time_prints_as_minus_zero() {
+        let no_parts: f64 = Vec::<f64>::new().into_iter().sum();
+        assert_eq!(
+            format!("{no_parts:.1}"),
+            "-0.0",
+            "what a bare format prints"
+        );
+        for (seconds, text) in [
+            (no_parts, "0.0"),
+            (-0.0, "0.0"),
+            (-1e-9, "0.0"),
+            (f64::NAN, "0.0"),
+        ] {
+            assert_eq!(seconds_text(seconds, 1), text, "{seconds}");
+        }
+        assert_eq!(seconds_text(2.345, 2), "2.35");
+    }
 
     #[test]
     fn quantiles_are_within_a_thousandth_and_the_sum_and_maximum_exact() {

@@ -76,6 +76,12 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// When tiles deferred now for `defer` are due; `defer_seconds` has no upper bound, so the sum
+/// saturates rather than overflow.
+fn due_after(defer: Duration) -> u64 {
+    now().saturating_add(defer.as_secs())
+}
+
 /// Applies the tileset's deferral to the run's `work`, before anything is recorded or written:
 /// `deferring` is true for a `watch` cycle of a tileset with a `[tileset.freshness]` deferral.
 pub(super) async fn apply(
@@ -136,7 +142,7 @@ pub(super) async fn apply(
                 return Ok(AfterRun::Keep);
             }
             let mut note = noted.unwrap_or_else(|| Deferred {
-                due: now() + freshness.defer.as_secs(),
+                due: due_after(freshness.defer),
                 tiles: Vec::new(),
             });
             let mut known: HashSet<String> = note.tiles.iter().cloned().collect();
@@ -214,9 +220,38 @@ pub async fn next_deferral(job: &SeedJob) -> Result<Option<SystemTime>> {
             earliest = Some(earliest.map_or(due, |e| e.min(due)));
         }
     }
-    Ok(earliest.map(|due| {
-        UNIX_EPOCH
-            .checked_add(Duration::from_secs(due))
-            .unwrap_or_else(SystemTime::now)
-    }))
+    Ok(earliest.and_then(due_time))
+}
+
+/// `due` (seconds since the epoch) as a time `watch` can wait for; `None` past what the clock can
+/// say (a deferral of billions of years), which no cycle needs to wait for. Never "now": a time
+/// taken as now for ever would make `watch` run a cycle at every turn of its loop.
+fn due_time(due: u64) -> Option<SystemTime> {
+    UNIX_EPOCH.checked_add(Duration::from_secs(due))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_due_time_or_deferral_overflows() {
+        let longest = Duration::from_secs(u64::MAX);
+        assert_eq!(due_after(longest), u64::MAX);
+        for due in [u64::MAX, i64::MAX as u64, u64::MAX - 1] {
+            let noted = Deferred {
+                due,
+                tiles: Vec::new(),
+            };
+            // Further off than the deferral allows: now, with a warning.
+            let within = noted.due_within(Duration::from_secs(60));
+            assert!(within <= now(), "{due}: {within}");
+            // As far off as the longest deferral allows: kept, and a time `watch` can wait for.
+            assert_eq!(noted.due_within(longest), due);
+            assert!(
+                due_time(due).is_none_or(|at| at > SystemTime::now()),
+                "{due}"
+            );
+        }
+    }
 }

@@ -70,25 +70,22 @@ pub(super) struct RunOutbox {
 /// The outbox note that records the tiles an output stores per zoom.
 const STORED_TILES: &str = "stored-tiles";
 
-/// Reads a JSON note of the outbox; one that cannot be read as JSON counts as absent (it is an
-/// estimate or a ledger the next purge rewrites), with a warning.
+/// Reads a JSON note of the outbox; one that cannot be read (not JSON, not a regular file within
+/// the cap) counts as absent (it is an estimate the next full seed rewrites), with a warning.
 async fn read_json<T: serde::de::DeserializeOwned>(
     outbox: &Outbox,
     name: &str,
 ) -> Result<Option<T>> {
-    let Some(bytes) = outbox.read_note(name).await? else {
-        return Ok(None);
+    let read = match outbox.read_note(name).await {
+        Ok(None) => return Ok(None),
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
-    match serde_json::from_slice(&bytes) {
-        Ok(value) => Ok(Some(value)),
-        Err(e) => {
-            tracing::warn!(
-                "{}: the note `{name}` cannot be read ({e}); it is written anew",
-                outbox.describe()
-            );
-            Ok(None)
-        }
-    }
+    read.map(Some).or_else(|why| {
+        let place = outbox.note_location(name);
+        tracing::warn!("the outbox note {place} cannot be read ({why}); it is written anew");
+        Ok(None)
+    })
 }
 
 async fn write_json<T: serde::Serialize>(outbox: &Outbox, name: &str, value: &T) -> Result<()> {
@@ -211,10 +208,7 @@ impl RunOutbox {
     /// cannot be read; and where it is, for messages.
     pub async fn note_bytes(&self, name: &str) -> Result<(Option<Vec<u8>>, String)> {
         let bytes = self.outbox.read_note(name).await?;
-        Ok((
-            bytes,
-            format!("{}/{name}.note.json", self.outbox.describe()),
-        ))
+        Ok((bytes, self.outbox.note_location(name)))
     }
 
     /// Replaces the outbox's note `name`, durably.

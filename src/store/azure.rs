@@ -156,13 +156,8 @@ impl AzureStore {
     }
 
     fn failed(&self, what: impl Into<String>, error: object_store::Error) -> StoreError {
-        StoreError {
-            message: super::one_line(&error),
-            what: what.into(),
-            // object_store retries inside and says so in its message.
-            attempts: 0,
-            source: Box::new(error),
-        }
+        // object_store retries inside and says so in its message.
+        StoreError::new(&what.into(), &super::one_line(&error), 0, Box::new(error))
     }
 }
 

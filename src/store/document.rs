@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 /// index of a hundred thousand partitions is some tens of megabytes.
 pub const DOCUMENT_CAP: u64 = 64 << 20;
 
+/// The cap on a list a run keeps (an outbox's batch, a shard part's tiles, a prefix's tile
+/// manifest): millions of lines of tens of bytes.
+pub const LIST_CAP: u64 = 1 << 30;
+
 /// The cap on a tile file of a tree, the size past which `validate` refuses to inflate a tile.
 pub const TILE_FILE_CAP: u64 = 256 << 20;
 

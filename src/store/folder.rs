@@ -30,9 +30,11 @@ impl ObjectFolder {
         format!("{}/{}", self.store.bucket(), self.key(name))
     }
 
-    pub async fn get(&self, name: &str) -> Result<Option<Vec<u8>>> {
+    /// The object `name`'s bytes, `None` when there is none; one of more than `cap` bytes is an
+    /// error naming it, its body not read.
+    pub async fn get(&self, name: &str, cap: u64) -> Result<Option<Vec<u8>>> {
         self.store
-            .get(&self.key(name), u64::MAX)
+            .get(&self.key(name), cap)
             .await
             .map_err(|e| Error::output_caused(self.location(name), e))
     }

@@ -13,13 +13,14 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use md5::{Digest, Md5};
 
 use crate::config::{Bucket, S3Config, Scheme};
+use crate::redact::Secrets;
 
 pub mod azure;
 pub mod document;
@@ -62,42 +63,80 @@ pub enum Put {
     Exists,
 }
 
-/// A request to a store that failed for good, after its retries.
+/// A request to a store that failed for good, after its retries. Its text is redacted of the
+/// stores' credentials ([`credentials`]) when it is made: a refusal may echo the request's URL
+/// (an Azure SAS `sig=`) or headers (`X-Amz-Security-Token`). The client's error kept as its
+/// source is not, which is why the tool shows messages, never the chain.
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {message}{}", attempts_note(*.attempts))]
 pub struct StoreError {
     /// What the request was for (`uploading tile 3/1/2 to s3://…`).
-    pub what: String,
+    what: String,
     /// One line: the service's code, message and status, or the transport's causes.
-    pub message: String,
+    message: String,
     /// Attempts made; 0 when the request itself succeeded and what followed (reading its body, a
     /// local file) failed.
-    pub attempts: u32,
+    attempts: u32,
     /// The client's error.
     #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 impl StoreError {
+    /// A failure of `what` said in `message` after `attempts` attempts, `source` underneath;
+    /// `what` and `message` redacted.
+    pub fn new(
+        what: &str,
+        message: &str,
+        attempts: u32,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    ) -> StoreError {
+        let secrets = credentials();
+        StoreError {
+            what: secrets.redact(what),
+            message: secrets.redact(message),
+            attempts,
+            source,
+        }
+    }
+
     /// A failure on this machine's side of a request (a local file), or a refusal of what a store
     /// answered, with no attempt count.
     pub fn local(what: &str, source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-        StoreError {
-            what: what.to_string(),
-            message: source.to_string(),
-            attempts: 0,
-            source: Box::new(source),
-        }
+        StoreError::new(what, &source.to_string(), 0, Box::new(source))
     }
-}
 
-impl StoreError {
     /// The same failure, said to be for `what` (a tile, a document), which the store's own
     /// description of the request cannot know.
     pub fn about(mut self, what: String) -> StoreError {
-        self.what = what;
+        self.what = credentials().redact(&what);
         self
     }
+}
+
+/// The environment variables the stores' credentials come from, as the AWS SDK and Azure's tools
+/// read them: the secret parts, never the key id or account name.
+const CREDENTIAL_VARIABLES: &[&str] = &[
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_MASTER_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_TOKEN",
+    "AZURE_STORAGE_CLIENT_SECRET",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_FABRIC_SESSION_TOKEN",
+    "AZURE_STORAGE_ENCRYPTION_KEY",
+];
+
+/// The stores' credentials from the environment, in every form a message must not hold them
+/// (read once: the process does not change its environment).
+pub fn credentials() -> &'static Secrets {
+    static CREDENTIALS: OnceLock<Secrets> = OnceLock::new();
+    CREDENTIALS.get_or_init(|| Secrets::from_env(CREDENTIAL_VARIABLES))
 }
 
 fn attempts_note(attempts: u32) -> String {

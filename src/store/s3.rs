@@ -102,11 +102,9 @@ where
     Policy::s3(attempts)
         .run(|| what.to_string(), request, is_transient, describe)
         .await
-        .map_err(|failed| StoreError {
-            what: what.to_string(),
-            message: describe(&failed.error),
-            attempts: failed.attempts,
-            source: Box::new(failed.error),
+        .map_err(|failed| {
+            let message = describe(&failed.error);
+            StoreError::new(what, &message, failed.attempts, Box::new(failed.error))
         })
 }
 
@@ -123,21 +121,22 @@ fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
     }
 }
 
-/// One line: the service's code, message and status, or the chain of transport causes.
+/// One line: the service's code, message and status, or the chain of transport causes; redacted,
+/// as each retry logs it.
 fn describe<E>(err: &SdkError<E, HttpResponse>) -> String
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
-    if let SdkError::ServiceError(context) = err {
-        let status = context.raw().status().as_u16();
-        let service = context.err();
-        let code = service.code().unwrap_or("error");
-        let message = service.message().unwrap_or_default();
-        return format!("HTTP {status} {code} {message}")
-            .trim_end()
-            .to_string();
-    }
-    super::one_line(err)
+    let line = match err {
+        SdkError::ServiceError(context) => {
+            let (status, service) = (context.raw().status().as_u16(), context.err());
+            let code = service.code().unwrap_or("error");
+            let message = service.message().unwrap_or_default();
+            format!("HTTP {status} {code} {message}").trim_end().into()
+        }
+        _ => super::one_line(err),
+    };
+    super::credentials().redact(&line)
 }
 
 /// A bucket of an S3 or S3-compatible store.

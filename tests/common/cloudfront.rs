@@ -44,6 +44,20 @@ pub fn cloudfront_client(endpoint: &str) -> aws_sdk_cloudfront::Client {
     aws_sdk_cloudfront::Client::from_conf(config)
 }
 
+/// Sets distribution `id`'s propagation time, for its invalidations in flight too.
+pub fn set_propagation(endpoint: &str, id: &str, seconds: u32) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.sh");
+    let output = std::process::Command::new(script)
+        .args(["propagation", endpoint, id, &seconds.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A distribution of the test's own on moto's server (made by `scripts/moto-server.sh`).
 pub fn distribution(endpoint: &str, name: &str) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/moto-server.sh");

@@ -23,6 +23,13 @@ pub enum Answer {
     /// This status, with a one-line JSON body echoing every request header, as some servers' error
     /// pages and debugging proxies do.
     EchoHeaders(u16),
+    /// This status, with an object store's XML error (`<Error><Code>AccessDenied</Code>…`) whose
+    /// message echoes the request's target (its query: an Azure SAS) and headers, each header
+    /// value also percent-encoded and in base64, as a debugging proxy in front of a bucket might.
+    EchoAsStore(u16),
+    /// This status, with a one-line body quoting the request's `Authorization` value in other
+    /// forms: its last word (the token without its scheme word), percent-encoded, in base64.
+    EchoAuthorization(u16),
     /// This status, with a body of this many bytes, streamed (the server never holds it).
     Huge(u16, u64),
     /// Takes the request and never answers.
@@ -150,7 +157,8 @@ impl Recorder {
                                 });
                                 all.len()
                             };
-                            respond(answer, count, echoed, counted).await
+                            let target = uri.to_string();
+                            respond(answer, count, echoed, counted, target).await
                         }
                     },
                 );
@@ -188,6 +196,7 @@ async fn respond(
     count: usize,
     echoed: serde_json::Map<String, serde_json::Value>,
     sent: Arc<AtomicU64>,
+    target: String,
 ) -> Response {
     let status = |code: u16| StatusCode::from_u16(code).unwrap();
     match answer {
@@ -197,6 +206,59 @@ async fn respond(
         Answer::Ok { body, .. } => (StatusCode::OK, body).into_response(),
         Answer::EchoHeaders(code) => {
             let body = serde_json::json!({ "error": "refused", "headers": echoed }).to_string();
+            sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+            (status(code), body).into_response()
+        }
+        Answer::EchoAsStore(code) => {
+            use base64::Engine as _;
+            let values: Vec<&str> = echoed.values().filter_map(|v| v.as_str()).collect();
+            let headers: Vec<String> = echoed
+                .iter()
+                .map(|(name, value)| format!("{name}: {}", value.as_str().unwrap_or_default()))
+                .collect();
+            let encoded: Vec<String> = values
+                .iter()
+                .map(|v| {
+                    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string()
+                })
+                .collect();
+            let base64: Vec<String> = values
+                .iter()
+                .map(|v| base64::engine::general_purpose::STANDARD.encode(v))
+                .collect();
+            let said = format!(
+                "refused {target} with {}; values encoded {}; in base64 {}",
+                headers.join("; "),
+                encoded.join(" "),
+                base64.join(" ")
+            );
+            let escaped = said
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+                 <Message>{escaped}</Message></Error>"
+            );
+            sent.fetch_add(body.len() as u64, Ordering::SeqCst);
+            let mut response = (status(code), body).into_response();
+            response
+                .headers_mut()
+                .insert("content-type", "application/xml".parse().unwrap());
+            response
+        }
+        Answer::EchoAuthorization(code) => {
+            use base64::Engine as _;
+            let value = echoed
+                .get("authorization")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let word = value.split_whitespace().last().unwrap_or_default();
+            let encoded =
+                percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+            let base64 = base64::engine::general_purpose::STANDARD.encode(value);
+            let body = format!("denied {word} ({encoded}, {base64})");
             sent.fetch_add(body.len() as u64, Ordering::SeqCst);
             (status(code), body).into_response()
         }

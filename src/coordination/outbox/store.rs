@@ -28,6 +28,14 @@ impl OutboxStore {
         }
     }
 
+    /// Where the file `name` is, for messages.
+    pub fn location(&self, name: &str) -> String {
+        match self {
+            OutboxStore::Folder(path) => path.join(name).display().to_string(),
+            OutboxStore::Objects { folder, .. } => folder.location(name),
+        }
+    }
+
     pub(super) async fn list(&self) -> Result<Vec<String>> {
         match self {
             OutboxStore::Folder(path) => match std::fs::read_dir(path) {
@@ -45,17 +53,13 @@ impl OutboxStore {
         }
     }
 
-    pub(super) async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+    /// The file `name`'s bytes, `None` when there is none. Only a regular file of at most `cap`
+    /// bytes is read (whoever can write the folder may have planted a link to a device, a pipe or
+    /// a giant at its name), an object only up to `cap`; anything else is an error naming it.
+    pub(super) async fn read(&self, name: &str, cap: u64) -> Result<Option<Vec<u8>>> {
         match self {
-            OutboxStore::Folder(path) => match std::fs::read(path.join(name)) {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::output(
-                    path.join(name),
-                    format!("cannot read it: {e}"),
-                )),
-            },
-            OutboxStore::Objects { folder, .. } => folder.get(name).await,
+            OutboxStore::Folder(path) => crate::store::document::read_capped(&path.join(name), cap),
+            OutboxStore::Objects { folder, .. } => folder.get(name, cap).await,
         }
     }
 

@@ -207,7 +207,7 @@ impl ObjectSink {
                         if let Some(data) = cached {
                             return Ok((tile, data, false));
                         }
-                        match store.get(&key, u64::MAX).await {
+                        match store.get(&key, crate::store::document::TILE_FILE_CAP).await {
                             Ok(Some(data)) => Ok((tile, data, true)),
                             Ok(None) => Err(Error::output(
                                 format!("{bucket}/{key}"),

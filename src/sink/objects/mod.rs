@@ -32,6 +32,7 @@ use crate::config::{Bucket, S3Config};
 use crate::coordination::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, PREFIX_FOLDER};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
+use crate::store::document::{DOCUMENT_CAP, LIST_CAP};
 use crate::store::{local_file, ObjectHeaders, ObjectStore, MVT_CONTENT_TYPE};
 use crate::tile::{tile_from_key, tile_key, TileCoord};
 
@@ -101,12 +102,12 @@ impl ObjectSink {
         // Reading the state proves early that the bucket exists and the credentials work; what the
         // prefix holds is only learnt in `prepare`, once it is known how much of it the run needs.
         let state = store
-            .get(&object_key(prefix, STATE_NAME), u64::MAX)
+            .get(&object_key(prefix, STATE_NAME), DOCUMENT_CAP)
             .await
             .map_err(|e| Error::output_caused(&target, e))?
             .and_then(|bytes| String::from_utf8(bytes).ok());
         let manifest = store
-            .get(&object_key(prefix, MANIFEST_NAME), u64::MAX)
+            .get(&object_key(prefix, MANIFEST_NAME), LIST_CAP)
             .await
             .map_err(|e| Error::output_caused(&target, e))?;
         let manifest_stored = manifest.is_some();
@@ -391,7 +392,7 @@ impl Sink for ObjectSink {
         let key = object_key(&self.prefix, TILEJSON_NAME);
         let previous = self
             .handle
-            .block_on(self.store.get(&key, u64::MAX))
+            .block_on(self.store.get(&key, DOCUMENT_CAP))
             .map_err(|e| Error::output_caused(format!("{}/{key}", self.bucket), e))?;
         // The TileJSON a CDN serves goes to the outbox when it says something new, as tiles do
         // (a new `agg_tiles_hash` alone is not news to a map).

@@ -26,7 +26,7 @@ pub struct ObjectReader {
 impl ObjectReader {
     async fn object(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.store
-            .get(key, u64::MAX)
+            .get(key, crate::store::document::TILE_FILE_CAP)
             .await
             .map_err(|e| Error::output_caused(&self.output, e))
     }

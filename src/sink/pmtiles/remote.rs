@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::sink::mbtiles::{partial_path, remove_sqlite_files};
 use crate::sink::objects::{download, object_key};
 use crate::sink::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport};
+use crate::store::document::DOCUMENT_CAP;
 use crate::store::{local_file, ObjectHeaders, ObjectStore};
 use crate::tile::TileCoord;
 
@@ -80,8 +81,8 @@ fn synced_path(working_copy: &Path) -> PathBuf {
 }
 
 fn read_synced(working_copy: &Path) -> Option<Synced> {
-    let text = std::fs::read_to_string(synced_path(working_copy)).ok()?;
-    serde_json::from_str(&text).ok()
+    let bytes = crate::store::document::read_capped(&synced_path(working_copy), DOCUMENT_CAP);
+    serde_json::from_slice(&bytes.ok()??).ok()
 }
 
 fn write_synced(working_copy: &Path, synced: &Synced) -> Result<()> {
@@ -127,7 +128,7 @@ impl RemotePmtilesSink {
             .await
             .map_err(|e| Error::output_caused(&target, e))?;
         let remote_state = store
-            .get(&state_key(key), u64::MAX)
+            .get(&state_key(key), DOCUMENT_CAP)
             .await
             .map_err(|e| Error::output_caused(&target, e))?
             .and_then(|bytes| serde_json::from_slice::<RemoteState>(&bytes).ok());
@@ -340,7 +341,7 @@ impl Shelf for ObjectShelf<'_> {
         let remote = self.remote;
         remote
             .handle
-            .block_on(remote.store.get(&self.key(name), u64::MAX))
+            .block_on(remote.store.get(&self.key(name), DOCUMENT_CAP))
             .map_err(|e| self.fail(name, e))
     }
 

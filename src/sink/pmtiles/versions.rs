@@ -25,6 +25,7 @@ use crate::config::OutputSettings;
 use crate::error::{Error, Result};
 use crate::sink::tilejson::{tilejson_with_tiles, warn_relative_once};
 use crate::sink::{ChangedList, TilesetMetadata};
+use crate::store::document::{read_capped, DOCUMENT_CAP};
 use crate::store::durable;
 
 /// Hex digits of the archive's hash in a version's name: 64 bits, so two archives of one tileset
@@ -347,7 +348,7 @@ pub fn remove_local(archive: &Path) -> Result<()> {
 /// The version the pointer beside `archive` names, when it is the archive itself (a hard link to
 /// it): after a run that changed nothing, that saves reading the whole archive for its hash.
 fn points_at(archive: &Path, names: &Names) -> Option<String> {
-    let bytes = std::fs::read(archive.with_file_name(names.pointer())).ok()?;
+    let bytes = read_capped(&archive.with_file_name(names.pointer()), DOCUMENT_CAP).ok()??;
     let pointer = serde_json::from_slice::<Pointer>(&bytes).ok()?;
     (names.is_version(&pointer.archive)
         && same_file(archive, &archive.with_file_name(&pointer.archive)))
@@ -388,12 +389,8 @@ fn folder_of(path: &Path) -> &Path {
 
 impl Shelf for LocalShelf<'_> {
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        let path = self.path(name);
-        match std::fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(err) => Err(Error::output(path, format!("cannot read it: {err}"))),
-        }
+        // Documents (the pointer, a version's TileJSON): a regular file within their cap.
+        read_capped(&self.path(name), DOCUMENT_CAP)
     }
 
     fn holds(&self, name: &str) -> Result<bool> {
