@@ -192,7 +192,7 @@ export function followChanges(map, options = {}) {
     return queue;
   };
 
-  let pollTimer = null;
+  let pollTimer = null, pollRound = 0;
   async function poll() {
     state.polls += 1;
     const response = await fetch(`${feed}/head.json`, { cache: "no-store" });
@@ -211,9 +211,11 @@ export function followChanges(map, options = {}) {
   function startPolling() {
     if (pollTimer !== null || !feed || stopped) return;
     state.transport = "poll";
+    // A poll still running when polling stopped and started again must not start a second round.
+    const round = ++pollRound;
     const tick = () => {
       pollTimer = setTimeout(() => serially(poll).then(() => {
-        if (pollTimer !== null) tick();
+        if (round === pollRound && pollTimer !== null) tick();
       }), interval);
     };
     if (state.sequence === null) serially(poll);
@@ -222,6 +224,7 @@ export function followChanges(map, options = {}) {
   function stopPolling() {
     clearTimeout(pollTimer);
     pollTimer = null;
+    pollRound += 1;
   }
 
   let stream = null, retry = null;
