@@ -470,12 +470,8 @@ impl Default for OutputSettings {
 /// Gzip level of stored tiles unless the tileset sets `compression_level`.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
 
-/// Suits tiles that get reseeded and purged, and maps that stay open: a shared cache (a CDN,
-/// Varnish) keeps a tile for a day (`s-maxage`), until a purge replaces it, while a browser keeps
-/// it for no time (`max-age=0`) and revalidates with the object's `ETag`, a `304` when unchanged.
-/// A browser that kept a tile itself (a `max-age`, a `stale-while-revalidate`, which browsers
-/// honour too) would answer an open map's refresh of a changed tile from its own cache, which no
-/// purge reaches.
+/// CDNs keep a tile a day (`s-maxage`, cut short by purges); browsers revalidate it with its `ETag`
+/// (`max-age=0`), so an open map's refresh is never answered from a cache no purge reaches.
 pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=0, s-maxage=86400";
 
 #[cfg(test)]
