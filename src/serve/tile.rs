@@ -2,7 +2,7 @@
 //! publishes them (`config::DEFAULT_CACHE_CONTROL`: a shared cache keeps it, a browser revalidates
 //! it), its `ETag` (the MD5 of its stored bytes, as S3 names a single-part object) and `304 Not
 //! Modified` to a revalidation that names it, so an open map refreshing a tile the feed lists gets
-//! the new bytes, and an unchanged one costs a few hundred bytes.
+//! the new bytes, and an unchanged one costs an answer of headers only.
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
