@@ -154,6 +154,10 @@
 #            commit to the first frame drawing the new name at z14.5, without a
 #            reload (target p95 <= 3 s); the feed's bytes per change, and the
 #            requests an idle open map makes per minute (LIVE_IDLE_SECONDS).
+#            LIVE_BROWSER_CACHE_CONTROL="public, max-age=86400" has the cache
+#            hand the browser that header with every answer, as an origin
+#            that lets browsers keep tiles does; LIVE_EVENTS=1 has the page
+#            follow watch's Server-Sent Events (serve --watch).
 #   edge     on the --reseed-rows sample, clustered: a full seed into a tree,
 #            `oar-tiles serve` over it as the origin and Debian's Varnish in
 #            front keeping every tile for a day (scripts/varnish.sh), warmed
@@ -1577,23 +1581,24 @@ section_live() {
     log "live: full seed into a tree (clustered)"
     "$BIN" -q seed "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
     sport=$(free_port)
+    port=$(free_port)
     # The page is opened through the cache under a public name, which the cache forwards, so the
-    # TileJSON's tile URLs name the cache.
+    # TileJSON's tile URLs name the cache. With LIVE_EVENTS=1 it follows watch's events.
     "$BIN" -q serve "dir:$tree" --listen "127.0.0.1:$sport" --public-host live-bench.test \
-        >"$WORK/live-serve.log" 2>&1 &
+        ${LIVE_EVENTS:+--watch "http://127.0.0.1:$port"} >"$WORK/live-serve.log" 2>&1 &
     serve_pid=$!
     python3 "$ROOT/scripts/bench_helpers.py" watch-wait "http://127.0.0.1:$sport" health-path /index.json
     name=$(python3 -c 'import json, sys, urllib.request; print(json.load(urllib.request.urlopen(sys.argv[1]))["tilesets"][0]["name"])' \
         "http://127.0.0.1:$sport/index.json")
     vport=$(free_port)
-    varnish_pid=$(VARNISH_STORAGE=1g "$ROOT/scripts/varnish.sh" start "$vport" "$sport" 1d)
+    varnish_pid=$(VARNISH_STORAGE=1g "$ROOT/scripts/varnish.sh" start "$vport" "$sport" 1d \
+        ${LIVE_BROWSER_CACHE_CONTROL:+"$LIVE_BROWSER_CACHE_CONTROL"})
     cache=http://127.0.0.1:$vport/$name
     # The feed is appended after the CDN: a tileset's tables may come in any order.
     printf '\n[[tileset.cdn]]\nkind = "http"\nname = "varnish"\nurl = "%s/{path}"\n\n[tileset.feed]\n' \
         "$cache" >>"$reseed_config"
     # A first feed segment (the seed's tiles) before the page opens.
     "$BIN" -q seed --dirty "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
-    port=$(free_port)
     "$BIN" watch "${concurrency_args[@]}" --config "$reseed_config" --listen "127.0.0.1:$port" \
         2>"$WORK/live-watch.log" &
     watch_pid=$!
@@ -1601,7 +1606,8 @@ section_live() {
     load_before=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "live: $n facilities clustered ($RESEED_ZOOM) into a tree behind Varnish (PURGE per tile, the feed's" \
         "head purged too), watch with its default settings; serve's page open through the cache in headless" \
-        "Chromium, following the feed every second; $LIVE_CHANGES renames one at a time"
+        "Chromium, following ${LIVE_EVENTS:+the events of watch, else }the feed every second; $LIVE_CHANGES" \
+        "renames one at a time; browsers get Cache-Control: ${LIVE_BROWSER_CACHE_CONTROL:-as serve sends it}"
     psql_ -c "COMMENT ON TABLE $schema.facilities IS 'modified by the live benchmark'" >/dev/null
     DATABASE_URL=$DATABASE_URL python3 "$ROOT/scripts/bench_live.py" "$chromium" "$chromedriver" \
         "http://live-bench.test:$vport/?tileset=$name" "$schema" facilities location "$lo" "$hi" \

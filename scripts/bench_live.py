@@ -207,7 +207,8 @@ def main():
               f"max {max(published):.2f} s")
         print(f"  commit -> drawn on an open map at z14.5, {len(latencies)} change(s): "
               f"p50 {p50:.2f} s, p95 {p95:.2f} s, max {max(latencies):.2f} s "
-              f"(target p95 <= 3 s: {verdict}; the map polls the head every second)")
+              f"(target p95 <= 3 s: {verdict}; the map follows the feed by "
+              f"{'polling its head every second' if feed_state.get('transport') != 'events' else 'watch' + chr(39) + 's events'})")
     print(f"  feed: {len(sizes)} segment(s) for {changes} change(s), {sum(sizes)} bytes "
           f"({sum(sizes) / max(changes, 1):.0f} bytes per change, {listed / max(len(sizes), 1):.1f} tiles per segment); "
           f"the map refreshed {feed_state['refreshed']} tile id(s), reloaded {feed_state['reloads']} time(s)")

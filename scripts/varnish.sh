@@ -7,6 +7,10 @@
 #                                                  # the same in front of any HTTP origin, keeping
 #                                                  # every answer (a 204 too) for TTL (e.g. 1d),
 #                                                  # whatever its Cache-Control says
+#   pid=$(scripts/varnish.sh start PORT ORIGIN_PORT TTL CACHE_CONTROL)
+#                                                  # the same, answering every object with this
+#                                                  # Cache-Control (e.g. "public, max-age=86400":
+#                                                  # what browsers get from an origin that sends it)
 #   scripts/varnish.sh stop PID                    # stop it and remove its working folder
 #
 # The cache behaves as a CDN in front of a bucket does: it keeps each object as long as its
@@ -40,8 +44,10 @@ install() {
 }
 
 vcl() {
-    local s3_port=$1 ttl=${2:-}
-    local keep=""
+    local s3_port=$1 ttl=${2:-} cache_control=${3:-}
+    local keep="" header=""
+    # The header browsers get, as if the origin had sent it.
+    [[ -n $cache_control ]] && header="set beresp.http.Cache-Control = \"$cache_control\";"
     # A CDN configured to keep an origin's answers for TTL, as one in front of a static origin is.
     [[ -n $ttl ]] && keep="set beresp.ttl = $ttl; set beresp.grace = 0s; return (deliver);"
     cat <<VCL
@@ -96,6 +102,7 @@ sub vcl_backend_fetch {
 
 sub vcl_backend_response {
     set beresp.http.x-path = regsub(bereq.url, "\?.*$", "");
+    $header
     $keep
 }
 
@@ -111,13 +118,15 @@ VCL
 }
 
 start() {
-    local port=$1 s3_port=$2 ttl=${3:-}
+    local port=$1 s3_port=$2 ttl=${3:-} cache_control=${4:-}
     [[ -z $ttl || $ttl =~ ^[0-9]+[smhd]$ ]] || die "TTL '$ttl' is not like 1d or 300s"
+    [[ -z $cache_control || $cache_control =~ ^[A-Za-z0-9=,\ -]+$ ]] \
+        || die "CACHE_CONTROL '$cache_control' is not like public, max-age=86400"
     install
     local work=/tmp/oar-tiles-varnish-$port
     rm -rf "$work"
     mkdir -p "$work"
-    vcl "$s3_port" "$ttl" >"$work/default.vcl"
+    vcl "$s3_port" "$ttl" "$cache_control" >"$work/default.vcl"
     # Stored bytes as they are (tiles are gzip already); a small store; no ban lurker delay.
     /usr/sbin/varnishd -a "127.0.0.1:$port" -f "$work/default.vcl" -n "$work/n" -P "$work/pid" \
         -s "malloc,$STORAGE" -p http_gzip_support=off -p ban_lurker_sleep=0.01 \
@@ -148,7 +157,8 @@ stop() {
 
 case ${1:-} in
     install) install ;;
-    start) (($# == 3 || $# == 4)) || die "usage: $0 start PORT ORIGIN_PORT [TTL]"; start "$2" "$3" "${4:-}" ;;
+    start) (($# >= 3 && $# <= 5)) || die "usage: $0 start PORT ORIGIN_PORT [TTL [CACHE_CONTROL]]"
+        start "$2" "$3" "${4:-}" "${5:-}" ;;
     stop) (($# == 2)) || die "usage: $0 stop PID"; stop "$2" ;;
-    *) die "usage: $0 install | start PORT ORIGIN_PORT [TTL] | stop PID" ;;
+    *) die "usage: $0 install | start PORT ORIGIN_PORT [TTL [CACHE_CONTROL]] | stop PID" ;;
 esac

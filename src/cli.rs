@@ -124,6 +124,12 @@ pub(crate) struct ServeArgs {
     /// Stored bytes above which the page marks a tile as over budget (the tilesets' size_budget).
     #[arg(long, value_name = "BYTES", default_value_t = oar_tiles::DEFAULT_SIZE_BUDGET)]
     pub(crate) size_budget: u64,
+
+    /// The listener of an `oar-tiles watch` keeping these outputs fresh (its --listen, as
+    /// http://127.0.0.1:9187): the page follows each tileset's changes by the watcher's
+    /// Server-Sent Events while they answer, and polls the feed's head.json otherwise.
+    #[arg(long = "watch", value_name = "URL")]
+    pub(crate) watch: Option<url::Url>,
 }
 
 #[derive(Debug, Args)]

@@ -206,7 +206,9 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
         None => S3Config::default(),
     };
     runtime()?.block_on(async {
-        let server = Server::open(&args.outputs, &s3, &args.extension, args.size_budget).await?;
+        let server = Server::open(&args.outputs, &s3, &args.extension, args.size_budget)
+            .await?
+            .following_watch(args.watch.as_ref());
         let listener = commands::bind_server(args.listen).await?;
         let address = listener
             .local_addr()

@@ -384,7 +384,7 @@ fn an_s3_prefixs_feed_is_served_with_cdn_headers_and_a_pmtiles_files_by_serve() 
         .unwrap();
     runtime.block_on(async {
         for (key, cache_control) in [
-            ("tiles/changes/head.json", "public, max-age=2"),
+            ("tiles/changes/head.json", "public, max-age=1"),
             (
                 "tiles/changes/2.json",
                 "public, max-age=31536000, immutable",

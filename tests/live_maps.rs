@@ -2,15 +2,21 @@
 //! (`[tileset.feed]`), a real Varnish keeps every answer for a day in front of it (the head of the
 //! feed too, so only its purge makes a publication visible), and headless Chromium has the
 //! preview page open at zoom 14 on two facilities. One is renamed and the other deleted; after
-//! `seed --dirty`, without a reload, the map draws the new name and no longer the deleted one.
+//! `seed --dirty`, without a reload, the map draws the new name and no longer the deleted one:
+//! with `serve`'s own headers; with `Cache-Control: public, max-age=86400` handed to the browser,
+//! which then keeps every tile for a day, so the follower must bypass the browser's cache, and drop
+//! a listed tile MapLibre holds off screen; and with `watch`'s Server-Sent Events, then the
+//! feed's head polled once the watcher stops.
 
 use serde_json::{json, Value};
 
 use crate::common::fixture::Fixture;
+use crate::common::free_port;
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{oar_tiles, oar_tiles_with, read_tree, single_layer_config};
 use crate::common::serve::{Browser, Served};
 use crate::common::varnish::Varnish;
+use crate::common::watcher::{Watcher, PACING};
 
 /// Two facilities a few hundred metres apart, in one view at zoom 14, far from the other rows.
 const RENAMED: (i64, f64, f64) = (900_001, 13.4050, 52.5200);
@@ -36,14 +42,29 @@ struct World {
     cache: Varnish,
 }
 
-fn world(label: &str) -> World {
+/// How the world differs per test.
+#[derive(Default)]
+struct Setting {
+    /// The `Cache-Control` browsers get with every answer (the cache sets it as the origin's),
+    /// instead of `serve`'s own.
+    browser_header: Option<&'static str>,
+    /// The port a `watch` of the config will listen on, named to `serve --watch`.
+    watch_port: Option<u16>,
+}
+
+fn world(label: &str, setting: &Setting) -> World {
     let mut points = hub_with_scatter(300, 7, 5, [13.0, 52.3, 13.8, 52.7]);
     points.push(facility(RENAMED, "Spree Knitwear"));
     points.push(facility(DELETED, "Mitte Garments"));
+    let pacing = if setting.watch_port.is_some() {
+        PACING
+    } else {
+        ""
+    };
     let fixture = Fixture::new(label, &points, "live.toml", |schema| {
         let changes = schema.companion("cdc");
         format!(
-            "[changes]\nschema = \"{changes}\"\n{}",
+            "{pacing}[changes]\nschema = \"{changes}\"\n{}",
             single_layer_config(
                 &schema.name,
                 "sites",
@@ -68,12 +89,22 @@ fn world(label: &str) -> World {
     .assert_success();
     // The page is opened through the cache under a public name, which the cache forwards to the
     // origin, so the TileJSON's tile URLs name the cache too.
-    let origin = Served::start(&[&output, "--public-host", PUBLIC_HOST], &[]);
+    let watch = setting
+        .watch_port
+        .map(|port| format!("http://127.0.0.1:{port}"));
+    let mut args = vec![output.as_str(), "--public-host", PUBLIC_HOST];
+    if let Some(watch) = &watch {
+        args.extend(["--watch", watch.as_str()]);
+    }
+    let origin = Served::start(&args, &[]);
     let name = origin.get("/index.json").json()["tilesets"][0]["name"]
         .as_str()
         .unwrap()
         .to_string();
-    let cache = Varnish::keeping(origin.port, "1d");
+    let cache = match setting.browser_header {
+        Some(header) => Varnish::keeping_with_header(origin.port, "1d", header),
+        None => Varnish::keeping(origin.port, "1d"),
+    };
     let text = std::fs::read_to_string(&fixture.config).unwrap();
     let text = text.replacen(
         "\n[[tileset.layer]]",
@@ -81,6 +112,12 @@ fn world(label: &str) -> World {
             "\n[[tileset.cdn]]\nkind = \"http\"\nname = \"varnish\"\nurl = \"http://127.0.0.1:{}/{name}/{{path}}\"\n\n[[tileset.layer]]",
             cache.port
         ),
+        1,
+    );
+    // The output a watcher keeps fresh.
+    let text = text.replacen(
+        "[[tileset]]\nname = \"sites\"\n",
+        &format!("[[tileset]]\nname = \"sites\"\noutput = \"{output}\"\n"),
         1,
     );
     std::fs::write(&fixture.config, text).unwrap();
@@ -103,6 +140,41 @@ impl World {
             &[],
         )
         .assert_success();
+    }
+
+    /// The preview page through the cache, at zoom 14.5 on both facilities.
+    fn page(&self) -> String {
+        format!(
+            "http://{PUBLIC_HOST}:{}/?tileset={}#14.5/{}/{}",
+            self.cache.port,
+            self.name,
+            (RENAMED.2 + DELETED.2) / 2.0,
+            (RENAMED.1 + DELETED.1) / 2.0
+        )
+    }
+
+    /// The sequence of the feed's head at the origin.
+    fn head_sequence(&self) -> u64 {
+        let head = self
+            .origin
+            .get(&format!("/{}/changes/head.json", self.name))
+            .json();
+        assert_eq!(head["format"], "oar-tiles-changes", "{head}");
+        head["sequence"].as_u64().unwrap()
+    }
+
+    /// Renames one facility to `label`, and deletes the other when `delete`.
+    fn change(&mut self, label: &str, delete: bool) {
+        self.fixture.schema.execute(&format!(
+            "UPDATE {{schema}}.sites SET label = '{label}' WHERE site_id = {};",
+            RENAMED.0
+        ));
+        if delete {
+            self.fixture.schema.execute(&format!(
+                "DELETE FROM {{schema}}.sites WHERE site_id = {};",
+                DELETED.0
+            ));
+        }
     }
 }
 
@@ -171,85 +243,242 @@ async fn wait_for_labels(
     }
 }
 
+/// A fresh Chromium with the world's page open and settled, both facilities drawn, and its
+/// document marked (a reload would lose the mark).
+async fn open_page(world: &World) -> Browser {
+    let browser = Browser::start(1024, 768).await;
+    browser.client.goto(&world.page()).await.unwrap();
+    page_ready(&browser).await;
+    let before = drawn_labels(&browser).await;
+    assert!(
+        before.contains(&"Spree Knitwear".to_string())
+            && before.contains(&"Mitte Garments".to_string()),
+        "both facilities on screen: {before:?}"
+    );
+    script(&browser, "window.__sameDocument = true").await;
+    browser
+}
+
+async fn script(browser: &Browser, code: &str) -> Value {
+    browser.client.execute(code, vec![]).await.unwrap()
+}
+
+/// Runs `code`, which ends by calling `done(value)`, and returns the value.
+async fn script_async(browser: &Browser, code: &str) -> Value {
+    let code = format!("const done = arguments[arguments.length - 1]; {code}");
+    browser.client.execute_async(&code, vec![]).await.unwrap()
+}
+
+/// Moves the map to `lon`, `lat` (zoom 14.5) and waits for it to settle.
+async fn jump(browser: &Browser, lon: f64, lat: f64) {
+    script_async(
+        browser,
+        &format!("window.__map.jumpTo({{ center: [{lon}, {lat}], zoom: 14.5 }}); window.__whenIdle().then(() => done(true));"),
+    )
+    .await;
+}
+
+/// Polls the follower's state until `done` holds, for at most a minute (a hang's bound).
+async fn wait_for_feed(browser: &Browser, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let feed = script(browser, "return window.__feed").await;
+        if done(&feed) {
+            return feed;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "waited a minute for {what}; the follower: {feed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for the map to draw `label` and neither the facility's earlier names nor the deleted
+/// one, in the same document; returns the follower's state.
+async fn assert_drawn(browser: &Browser, label: &str, gone: &[&str]) -> Value {
+    let (after, feed) = wait_for_labels(browser, std::time::Duration::from_secs(60), |labels| {
+        labels.iter().any(|l| l == label) && !labels.iter().any(|l| gone.contains(&l.as_str()))
+    })
+    .await;
+    assert!(
+        after.iter().any(|l| l == label) && !after.iter().any(|l| gone.contains(&l.as_str())),
+        "the open map draws {after:?}, not `{label}` without {gone:?}; its feed: {feed}"
+    );
+    let same = script(browser, "return window.__sameDocument === true").await;
+    assert_eq!(same, json!(true), "the page was not reloaded");
+    feed
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 #[ignore = "needs PostGIS, Varnish and Chromium: run scripts/test.sh"]
 fn an_open_map_draws_a_renamed_facility_and_drops_a_deleted_one_without_a_reload() {
-    let mut world = world("live_maps");
+    let mut world = world("live_maps", &Setting::default());
     let stored = read_tree(&world.tree, "pbf");
     assert!(stored.keys().any(|(z, _, _)| *z == 14), "tiles at zoom 14");
-    let page = format!(
-        "http://{PUBLIC_HOST}:{}/?tileset={}#14.5/{}/{}",
-        world.cache.port,
-        world.name,
-        (RENAMED.2 + DELETED.2) / 2.0,
-        (RENAMED.1 + DELETED.1) / 2.0
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let head_sequence = |world: &World| {
-        let head = world
-            .origin
-            .get(&format!("/{}/changes/head.json", world.name))
-            .json();
-        assert_eq!(head["format"], "oar-tiles-changes", "{head}");
-        head["sequence"].as_u64().unwrap()
-    };
-    let first = head_sequence(&world);
-    let browser = runtime.block_on(async {
-        let browser = Browser::start(1024, 768).await;
-        browser.client.goto(&page).await.unwrap();
-        page_ready(&browser).await;
-        let before = drawn_labels(&browser).await;
-        assert!(
-            before.contains(&"Spree Knitwear".to_string())
-                && before.contains(&"Mitte Garments".to_string()),
-            "both facilities on screen: {before:?}"
-        );
-        // Marks this document: a reload would lose it.
-        browser
-            .client
-            .execute("window.__sameDocument = true", vec![])
-            .await
-            .unwrap();
-        browser
-    });
+    let runtime = runtime();
+    let first = world.head_sequence();
+    let browser = runtime.block_on(open_page(&world));
 
-    world.fixture.schema.execute(&format!(
-        "UPDATE {{schema}}.sites SET label = 'Spree Knitwear Cooperative' WHERE site_id = {};
-         DELETE FROM {{schema}}.sites WHERE site_id = {};",
-        RENAMED.0, DELETED.0
-    ));
+    world.change("Spree Knitwear Cooperative", true);
     world.reseed();
-    assert_eq!(head_sequence(&world), first + 1, "one segment published");
+    assert_eq!(world.head_sequence(), first + 1, "one segment published");
 
     runtime.block_on(async {
-        let (after, feed) =
-            wait_for_labels(&browser, std::time::Duration::from_secs(60), |labels| {
-                labels.contains(&"Spree Knitwear Cooperative".to_string())
-                    && !labels.contains(&"Mitte Garments".to_string())
-            })
-            .await;
-        assert!(
-            after.contains(&"Spree Knitwear Cooperative".to_string())
-                && !after
-                    .iter()
-                    .any(|l| l == "Mitte Garments" || l == "Spree Knitwear"),
-            "the open map still draws {after:?}; its feed: {feed}"
-        );
+        let gone = ["Mitte Garments", "Spree Knitwear"];
+        let feed = assert_drawn(&browser, "Spree Knitwear Cooperative", &gone).await;
         assert!(
             feed["refreshed"].as_u64().unwrap() > 0
                 && feed["reloads"] == json!(0)
                 && feed["sequence"] == json!(first + 1),
             "refreshed tile by tile: {feed}"
         );
-        let same = browser
-            .client
-            .execute("return window.__sameDocument === true", vec![])
-            .await
-            .unwrap();
-        assert_eq!(same, json!(true), "the page was not reloaded");
+        browser.close().await;
+    });
+}
+
+/// The text of the zoom-14 tile holding the renamed facility, as a plain request of the page gets
+/// it (from the browser's cache when the browser kept it); MVT keeps names as plain UTF-8.
+async fn tile_as_the_browser_has_it(browser: &Browser) -> String {
+    let (lon, lat) = (RENAMED.1, RENAMED.2);
+    let text = script_async(
+        browser,
+        &format!(
+            "const n = 2 ** 14, lat = {lat} * Math.PI / 180;
+             const x = Math.floor(({lon} + 180) / 360 * n);
+             const y = Math.floor((1 - Math.log(Math.tan(lat) + 1 / Math.cos(lat)) / Math.PI) / 2 * n);
+             const url = window.__map.getSource('tiles').tiles[0]
+               .replace('{{z}}', 14).replace('{{x}}', x).replace('{{y}}', y);
+             fetch(url).then((r) => r.arrayBuffer())
+               .then((b) => done(new TextDecoder().decode(b)), (e) => done(String(e)));"
+        ),
+    )
+    .await;
+    text.as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+#[ignore = "needs PostGIS, Varnish and Chromium: run scripts/test.sh"]
+fn a_map_whose_browser_keeps_tiles_a_day_draws_each_change_in_view_and_off_screen() {
+    let mut world = world(
+        "live_maps_cached",
+        &Setting {
+            browser_header: Some("public, max-age=86400"),
+            ..Setting::default()
+        },
+    );
+    let runtime = runtime();
+    let first = world.head_sequence();
+    let browser = runtime.block_on(open_page(&world));
+
+    // In view: the renamed facility's tile and the deleted one's are in the browser's cache for a
+    // day; refreshing them must not take them from there.
+    world.change("Spree Knitwear Cooperative", true);
+    world.reseed();
+    assert_eq!(world.head_sequence(), first + 1, "one segment published");
+    runtime.block_on(async {
+        let gone = ["Mitte Garments", "Spree Knitwear"];
+        let feed = assert_drawn(&browser, "Spree Knitwear Cooperative", &gone).await;
+        assert!(
+            feed["bypassed"].as_u64().unwrap() > 0 && feed["reloads"] == json!(0),
+            "refreshed tile by tile, past the browser's cache: {feed}"
+        );
+        // Off screen: the tile leaves the view (MapLibre keeps it in its own cache) and changes.
+        jump(&browser, RENAMED.1 + 0.15, RENAMED.2).await;
+        let away = drawn_labels(&browser).await;
+        assert!(
+            !away.iter().any(|l| l.starts_with("Spree")),
+            "the facility is off screen: {away:?}"
+        );
+    });
+    world.change("Spree Knitwear eG", false);
+    world.reseed();
+    runtime.block_on(async {
+        let feed = wait_for_feed(&browser, "the second segment", |feed| {
+            feed["sequence"] == json!(first + 2)
+        })
+        .await;
+        assert!(feed["dropped"].as_u64().unwrap() > 0, "{feed}");
+        // The browser's own copy is stale: a plain request still gets the earlier name, so what
+        // the map draws next comes only from a request that bypasses it.
+        let cached = tile_as_the_browser_has_it(&browser).await;
+        assert!(
+            cached.contains("Spree Knitwear Cooperative") && !cached.contains("Spree Knitwear eG"),
+            "the browser keeps the earlier tile: {cached:?}"
+        );
+        jump(&browser, RENAMED.1, RENAMED.2).await;
+        let gone = [
+            "Mitte Garments",
+            "Spree Knitwear",
+            "Spree Knitwear Cooperative",
+        ];
+        let feed = assert_drawn(&browser, "Spree Knitwear eG", &gone).await;
+        assert_eq!(feed["reloads"], json!(0), "{feed}");
+        browser.close().await;
+    });
+}
+
+#[test]
+#[ignore = "needs PostGIS, Varnish and Chromium: run scripts/test.sh"]
+fn an_open_map_follows_watchs_events_and_polls_the_head_once_they_stop() {
+    let watch_port = free_port();
+    let mut world = world(
+        "live_maps_events",
+        &Setting {
+            watch_port: Some(watch_port),
+            ..Setting::default()
+        },
+    );
+    let mut watcher =
+        Watcher::start_listening(&world.fixture, &world.fixture.schema.url, watch_port);
+    watcher.wait_until("the listener", |w| w.health().is_some());
+    let runtime = runtime();
+    let browser = runtime.block_on(async {
+        let browser = open_page(&world).await;
+        wait_for_feed(&browser, "the event stream", |feed| {
+            feed["transport"] == json!("events")
+        })
+        .await;
+        browser
+    });
+    let polls = runtime.block_on(script(&browser, "return window.__feed.polls"));
+
+    // The watcher renders the change itself and streams its segment.
+    world.change("Spree Knitwear Cooperative", false);
+    runtime.block_on(async {
+        let feed = assert_drawn(&browser, "Spree Knitwear Cooperative", &["Spree Knitwear"]).await;
+        assert!(
+            feed["transport"] == json!("events") && feed["polls"] == polls,
+            "the change came by the event stream, with no head read: {feed}"
+        );
+    });
+
+    // Without a watcher the page reads the feed's head again, and a cron-like reseed's change
+    // is drawn from there.
+    let stopped = watcher.stop(libc::SIGTERM);
+    assert!([0, 143].contains(&stopped.code), "{}", stopped.stderr);
+    runtime.block_on(async {
+        wait_for_feed(&browser, "polling", |feed| {
+            feed["transport"] == json!("poll")
+        })
+        .await;
+    });
+    world.change("Spree Knitwear eG", true);
+    world.reseed();
+    runtime.block_on(async {
+        let gone = ["Mitte Garments", "Spree Knitwear Cooperative"];
+        let feed = assert_drawn(&browser, "Spree Knitwear eG", &gone).await;
+        assert!(
+            feed["transport"] == json!("poll") && feed["polls"].as_u64() > polls.as_u64(),
+            "{feed}"
+        );
         browser.close().await;
     });
 }

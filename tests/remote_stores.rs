@@ -30,7 +30,8 @@ impl Setup {
         let points = hub_with_scatter(count, 5, 5, [72.9, 33.5, 73.3, 33.8]);
         let fixture = Fixture::new(label, &points, "remote.toml", |schema| {
             let changes = schema.companion("cdc");
-            let tileset = "cache_control = \"public, max-age=60\"";
+            // No cache_control: the objects carry the default.
+            let tileset = "";
             format!(
                 "[changes]\nschema = \"{changes}\"\n{}\n{}",
                 remote.config_table(),
@@ -175,7 +176,16 @@ fn a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_
         Some("application/vnd.mapbox-vector-tile")
     );
     assert_eq!(tile.content_encoding.as_deref(), Some("gzip"));
-    assert_eq!(tile.cache_control.as_deref(), Some("public, max-age=60"));
+    // A CDN keeps it a day, a browser revalidates it with the store's ETag.
+    assert_eq!(
+        tile.cache_control.as_deref(),
+        Some("public, max-age=0, s-maxage=86400")
+    );
+    assert!(
+        tile.etag.as_deref().is_some_and(|etag| etag.len() > 2),
+        "{:?}",
+        tile.etag
+    );
     let tilejson = blobs.iter().find(|blob| blob.name == "tiles.json").unwrap();
     let tilejson: serde_json::Value = serde_json::from_slice(&tilejson.data).unwrap();
     assert_eq!(tilejson["vector_layers"][0]["id"], "sites");

@@ -55,8 +55,13 @@ fn tile_path(tileset: &str, (z, x, y): (u8, u32, u32)) -> String {
     format!("/{tileset}/{z}/{x}/{y}.pbf")
 }
 
+/// The `Cache-Control` of tiles everywhere the tool publishes them: CDNs keep them, browsers
+/// revalidate.
+const TILE_CACHE_CONTROL: &str = "public, max-age=0, s-maxage=86400";
+
 /// The checks every output kind must pass, against the tiles it is known to hold.
 fn check_tiles(served: &Served, tileset: &str, stored: &BTreeMap<(u8, u32, u32), Vec<u8>>) {
+    use md5::{Digest, Md5};
     for (&key, bytes) in stored {
         let reply = served.get(&tile_path(tileset, key));
         assert_eq!(reply.status, 200, "{tileset} {key:?}: {}", reply.text());
@@ -66,6 +71,24 @@ fn check_tiles(served: &Served, tileset: &str, stored: &BTreeMap<(u8, u32, u32),
             "application/vnd.mapbox-vector-tile"
         );
         assert_eq!(reply.header("content-encoding"), "gzip", "{key:?}");
+        assert_eq!(reply.header("cache-control"), TILE_CACHE_CONTROL, "{key:?}");
+        let etag = format!("\"{}\"", hex::encode(Md5::digest(bytes)));
+        assert_eq!(
+            reply.header("etag"),
+            etag,
+            "{key:?}: the MD5 of the stored bytes"
+        );
+        // A browser revalidating its copy: 304 with no body while the bytes are the same.
+        let again = served.get_with(&tile_path(tileset, key), &[("if-none-match", &etag)]);
+        assert_eq!(again.status, 304, "{key:?}: {}", again.text());
+        assert!(again.body.is_empty());
+        assert_eq!(again.header("etag"), etag);
+        assert_eq!(again.header("cache-control"), TILE_CACHE_CONTROL);
+        let other = served.get_with(
+            &tile_path(tileset, key),
+            &[("if-none-match", "\"0123456789abcdef0123456789abcdef\"")],
+        );
+        assert_eq!((other.status, &other.body), (200, bytes), "{key:?}");
     }
     // A valid tile the output does not hold: the far corner of the world at the highest zoom.
     let missing = (12, 0, 0);
@@ -73,6 +96,7 @@ fn check_tiles(served: &Served, tileset: &str, stored: &BTreeMap<(u8, u32, u32),
     let reply = served.get(&tile_path(tileset, missing));
     assert_eq!(reply.status, 204, "{}", reply.text());
     assert!(reply.body.is_empty());
+    assert_eq!(reply.header("cache-control"), TILE_CACHE_CONTROL);
 }
 
 #[test]
@@ -265,6 +289,18 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
         .unwrap()
     );
     assert_eq!(served.get("/assets/maplibre-gl-LICENSE.txt").status, 200);
+    // The changes feed's follower, the ES module the page imports.
+    assert!(page.text().contains("from \"/assets/oar-tiles-live.js\""));
+    let module = served.get("/assets/oar-tiles-live.js");
+    assert_eq!(
+        (module.status, module.header("content-type")),
+        (200, "text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        module.body,
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/src/serve/live.js")).unwrap()
+    );
+    assert!(module.text().contains("export function followChanges("));
     assert_eq!(served.get("/assets/nothing.js").status, 404);
 
     // Serving never writes: the file is as the seed left it.

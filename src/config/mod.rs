@@ -17,7 +17,7 @@ mod watch;
 pub use cdn::{CdnConfig, CdnTarget, ConfigLine, EdgeCheckSettings, PurgeMethod};
 pub use output::{
     is_partition_segment, partition_segment, Bucket, IndexLocation, OutputSettings, OutputTarget,
-    Scheme, Sharding, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
+    Scheme, Sharding, DEFAULT_CACHE_CONTROL, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
 };
 pub use tileset::{
     breakdown_property, fetch_margin, ClusterConfig, ClusterPosition, Feed, Freshness,

@@ -470,9 +470,9 @@ impl Default for OutputSettings {
 /// Gzip level of stored tiles unless the tileset sets `compression_level`.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
 
-/// Suits tiles that get reseeded: caches revalidate hourly and may serve a stale tile for a day
-/// while they do.
-pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=3600, stale-while-revalidate=86400";
+/// CDNs keep a tile a day (`s-maxage`, cut short by purges); browsers revalidate it with its `ETag`
+/// (`max-age=0`), so an open map's refresh is never answered from a cache no purge reaches.
+pub const DEFAULT_CACHE_CONTROL: &str = "public, max-age=0, s-maxage=86400";
 
 #[cfg(test)]
 mod tests {

@@ -108,7 +108,7 @@ struct RawFeed {
 /// Segments a changes feed keeps unless the tileset says (`retention`).
 pub const DEFAULT_FEED_RETENTION: u64 = 1000;
 /// Seconds browsers and CDNs may keep a feed's head unless the tileset says (`head_max_age`).
-pub const DEFAULT_FEED_HEAD_MAX_AGE: u64 = 2;
+pub const DEFAULT_FEED_HEAD_MAX_AGE: u64 = 1;
 
 /// `[tileset.feed]`: the output publishes the tiles its runs changed, once its CDNs serve them
 /// anew, for open maps to refresh (`coordination::feed`).

@@ -7,17 +7,19 @@
 //! `inspect` with the tiles over the size budget, `/{tileset}/{z}/{x}/{y}.pbf` the stored bytes
 //! (204 when the output holds no such tile), `/{tileset}/changes/head.json` and
 //! `/{tileset}/changes/N.json` the output's changes feed (`coordination::feed`), which the page follows to
-//! refresh changed tiles in place, `/assets/…` the vendored files. Every route answers
+//! refresh changed tiles in place (with `live.js`, `/assets/oar-tiles-live.js`: by `watch`'s events
+//! when `--watch` names its listener), `/assets/…` the vendored files and that module. Every route answers
 //! only requests naming an allowed `Host` ([`host`]).
 
 mod host;
+mod tile;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, uri::Authority, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, uri::Authority, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -30,14 +32,16 @@ use crate::coordination::feed::{self, FeedStore};
 use crate::error::{Error, Result};
 use crate::inspect;
 use crate::sink::{self, OutputReader, OutputTarget};
-use crate::store::MVT_CONTENT_TYPE;
-use crate::tile::{TileCoord, TileError};
+use crate::tile::TileCoord;
 pub use host::{AllowedHosts, PublicHost};
 
 const PAGE: &str = include_str!("page.html");
 const MAPLIBRE_JS: &[u8] = include_bytes!("assets/maplibre-gl.js");
 const MAPLIBRE_CSS: &[u8] = include_bytes!("assets/maplibre-gl.css");
 const MAPLIBRE_LICENSE: &[u8] = include_bytes!("assets/maplibre-gl-LICENSE.txt");
+/// The changes feed's follower, an ES module the page imports and maps elsewhere can take.
+const LIVE_MODULE: &[u8] = include_bytes!("live.js");
+const LIVE_MODULE_NAME: &str = "oar-tiles-live.js";
 
 /// Over-budget tiles listed per zoom, the largest first: enough to find every zoom's hot spots,
 /// bounded for a huge output.
@@ -61,6 +65,9 @@ struct Tileset {
 pub struct Server {
     tilesets: Vec<Tileset>,
     size_budget: u64,
+    /// The listener of the `watch` keeping the outputs fresh (`--watch`), whose Server-Sent
+    /// Events the page prefers to polling the feed.
+    watch: Option<url::Url>,
 }
 
 impl Server {
@@ -96,7 +103,26 @@ impl Server {
         Ok(Server {
             tilesets,
             size_budget,
+            watch: None,
         })
+    }
+
+    /// The same server, telling the page where `watch` streams the outputs' changes.
+    pub fn following_watch(mut self, listener: Option<&url::Url>) -> Server {
+        self.watch = listener.cloned();
+        self
+    }
+
+    /// `watch`'s event stream of a tileset: `/changes/{tileset}/events` on its listener, the
+    /// tileset named as the config names it (its metadata's `name`).
+    fn events_url(&self, tileset: &Tileset) -> Option<String> {
+        let name = tileset.metadata["name"].as_str().unwrap_or(&tileset.name);
+        let mut url = self.watch.clone()?;
+        url.path_segments_mut()
+            .ok()?
+            .pop_if_empty()
+            .extend(["changes", name, "events"]);
+        Some(url.to_string())
     }
 
     /// `tileset /NAME/ ← OUTPUT` for each tileset, for the start-up message.
@@ -279,6 +305,7 @@ async fn asset(Path(file): Path<String>) -> Response {
         "maplibre-gl.js" => (MAPLIBRE_JS, "text/javascript; charset=utf-8"),
         "maplibre-gl.css" => (MAPLIBRE_CSS, "text/css; charset=utf-8"),
         "maplibre-gl-LICENSE.txt" => (MAPLIBRE_LICENSE, "text/plain; charset=utf-8"),
+        LIVE_MODULE_NAME => (LIVE_MODULE, "text/javascript; charset=utf-8"),
         _ => return problem(StatusCode::NOT_FOUND, format!("no asset `{file}`")),
     };
     (
@@ -301,6 +328,7 @@ async fn index(State(server): State<Arc<Server>>) -> Response {
                 "output": t.output,
                 "tilejson": format!("/{}/tiles.json", t.name),
                 "stats": format!("/{}/stats.json", t.name),
+                "events": server.events_url(t),
             })
         })
         .collect();
@@ -472,93 +500,24 @@ fn failed(error: &Error) -> Response {
 async fn tile(
     State(server): State<Arc<Server>>,
     Path((name, z, x, y)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(tileset) = server.find(&name) else {
         return problem(StatusCode::NOT_FOUND, format!("no tileset `{name}`"));
     };
-    let coord = match parse_tile(&z, &x, &y) {
+    let coord = match tile::parse_tile(&z, &x, &y) {
         Ok(coord) => coord,
         Err(bad) => return problem(StatusCode::BAD_REQUEST, bad.to_string()),
     };
     match tileset.reader.tile(coord).await {
-        Ok(Some(bytes)) => {
-            // Directory and S3 tiles may be stored plain (`compress = false`): say gzip only when
-            // the bytes are gzip.
-            let gzip = bytes.starts_with(&[0x1f, 0x8b]);
-            let mut response = (
-                [
-                    (header::CONTENT_TYPE, MVT_CONTENT_TYPE),
-                    // A reseed may change the tile under the same URL while the page is open.
-                    (header::CACHE_CONTROL, "no-cache"),
-                ],
-                bytes,
-            )
-                .into_response();
-            if gzip {
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            }
-            response
-        }
-        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Ok(bytes) => tile::answer(bytes, &headers),
         Err(e) => failed(&e),
     }
-}
-
-/// A tile request that names no tile.
-#[derive(Debug, thiserror::Error)]
-enum BadTile {
-    /// Not `z/x/y.pbf` in whole numbers.
-    #[error("`{0}` is not a tile: expected /{{tileset}}/z/x/y.pbf with whole numbers")]
-    Form(String),
-    /// Numbers that name no tile (x or y past the zoom's tiles, a zoom too deep).
-    #[error(transparent)]
-    Outside(#[from] TileError),
-}
-
-/// The tile a `z/x/y.pbf` request names, or what is wrong with it.
-fn parse_tile(z: &str, x: &str, y: &str) -> std::result::Result<TileCoord, BadTile> {
-    let bad = || BadTile::Form(format!("{z}/{x}/{y}"));
-    let y = y.strip_suffix(".pbf").ok_or_else(bad)?;
-    let number = |text: &str| -> std::result::Result<u32, BadTile> {
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        text.parse().map_err(|_| bad())
-    };
-    let z = u8::try_from(number(z)?).map_err(|_| bad())?;
-    Ok(TileCoord::new(z, number(x)?, number(y)?)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tile_paths_are_validated_numbers() {
-        assert_eq!(parse_tile("3", "2", "5.pbf").unwrap().to_string(), "3/2/5");
-        for (z, x, y) in [
-            ("3", "8", "0.pbf"),
-            ("25", "0", "0.pbf"),
-            ("a", "0", "0.pbf"),
-            ("3", "-1", "0.pbf"),
-            ("3", "0", "0"),
-            ("3", "0", "0.png"),
-            ("3", "+1", "0.pbf"),
-            ("999", "0", "0.pbf"),
-        ] {
-            assert!(parse_tile(z, x, y).is_err(), "{z}/{x}/{y}");
-        }
-        assert_eq!(
-            parse_tile("3", "a", "0.pbf").unwrap_err().to_string(),
-            "`3/a/0.pbf` is not a tile: expected /{tileset}/z/x/y.pbf with whole numbers"
-        );
-        assert_eq!(
-            parse_tile("3", "8", "0.pbf").unwrap_err().to_string(),
-            "tile 3/8/0 is outside zoom 3 (x and y must be below 8)"
-        );
-    }
 
     #[test]
     fn tileset_names_fit_in_a_url_and_miss_the_pages_routes() {

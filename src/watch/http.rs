@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
@@ -50,11 +50,16 @@ pub(super) async fn serve(address: SocketAddr, shared: Arc<Shared>) -> Result<Se
         .build()
         .map_err(cannot)?;
     tracing::info!("serving /metrics and /health on http://{address}");
+    // A map's page comes from elsewhere (a CDN, `serve`): the feeds, which name only public
+    // tiles, may be read by any page, as a CDN serves the static feed to any page.
+    let feeds = Router::new()
+        .route("/changes/{tileset}/events", get(super::feed::events))
+        .route("/changes/{tileset}/{file}", get(super::feed::document))
+        .layer(axum::middleware::map_response(readable_by_any_page));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
-        .route("/changes/{tileset}/events", get(super::feed::events))
-        .route("/changes/{tileset}/{file}", get(super::feed::document))
+        .merge(feeds)
         .with_state(shared);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -117,4 +122,14 @@ async fn health(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
             ),
         )
     }
+}
+
+/// `Access-Control-Allow-Origin: *`: a page of any origin may read the answer (an `EventSource`
+/// or a `fetch` without credentials), as it may read the same feed from a CDN.
+async fn readable_by_any_page(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
 }

@@ -42,6 +42,7 @@ elif op == "read":
             "content_type": settings.content_type,
             "cache_control": settings.cache_control,
             "content_encoding": settings.content_encoding,
+            "etag": blob.etag,
         }))
 "#;
 
@@ -139,6 +140,7 @@ impl Container {
                     content_type: text("content_type"),
                     cache_control: text("cache_control"),
                     content_encoding: text("content_encoding"),
+                    etag: text("etag"),
                 }
             })
             .collect();

@@ -23,6 +23,8 @@ pub struct Blob {
     pub cache_control: Option<String>,
     /// `Content-Encoding`.
     pub content_encoding: Option<String>,
+    /// The store's `ETag`, which a browser revalidates with.
+    pub etag: Option<String>,
 }
 
 /// An empty bucket of one remote store, removed with its server or container when dropped.

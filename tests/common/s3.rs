@@ -168,10 +168,11 @@ impl S3Server {
                     let got = client.get_object().bucket(bucket).key(key).send().await;
                     let got = got.unwrap();
                     let text = |value: Option<&str>| value.map(str::to_string);
-                    let (content_type, cache_control, content_encoding) = (
+                    let (content_type, cache_control, content_encoding, etag) = (
                         text(got.content_type()),
                         text(got.cache_control()),
                         text(got.content_encoding()),
+                        text(got.e_tag()),
                     );
                     let data = got.body.collect().await.unwrap().into_bytes().to_vec();
                     blobs.push(super::remote::Blob {
@@ -180,6 +181,7 @@ impl S3Server {
                         content_type,
                         cache_control,
                         content_encoding,
+                        etag,
                     });
                 }
             }

@@ -92,6 +92,16 @@ impl Served {
     pub fn get(&self, target: &str) -> Reply {
         get(self.port, target, &format!("127.0.0.1:{}", self.port))
     }
+
+    /// [`Served::get`] with more request headers.
+    pub fn get_with(&self, target: &str, headers: &[(&str, &str)]) -> Reply {
+        get_with(
+            self.port,
+            target,
+            &format!("127.0.0.1:{}", self.port),
+            headers,
+        )
+    }
 }
 
 impl Drop for Served {
@@ -134,6 +144,11 @@ impl Reply {
 
 /// `GET target` on `127.0.0.1:port` with the given `Host` header, the target sent verbatim.
 pub fn get(port: u16, target: &str, host: &str) -> Reply {
+    get_with(port, target, host, &[])
+}
+
+/// [`get`] with more request headers (`If-None-Match`, say).
+pub fn get_with(port: u16, target: &str, host: &str, headers: &[(&str, &str)]) -> Reply {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -147,10 +162,11 @@ pub fn get(port: u16, target: &str, host: &str) -> Reply {
                 .await
                 .unwrap();
         tokio::spawn(connection);
-        let request = Request::get(target)
-            .header("host", host)
-            .body(Empty::<Bytes>::new())
-            .unwrap();
+        let mut request = Request::get(target).header("host", host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Empty::<Bytes>::new()).unwrap();
         let response = sender.send_request(request).await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();

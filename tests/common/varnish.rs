@@ -23,16 +23,22 @@ pub struct Varnish {
 impl Varnish {
     /// Starts a cache in front of the S3 server on `s3_port`.
     pub fn start(s3_port: u16) -> Varnish {
-        Varnish::launch(s3_port, None)
+        Varnish::launch(s3_port, None, None)
     }
 
     /// Starts a cache in front of the HTTP origin on `origin_port` that keeps every answer for
     /// `ttl` (`1d`), as a CDN set up for a static origin does.
     pub fn keeping(origin_port: u16, ttl: &str) -> Varnish {
-        Varnish::launch(origin_port, Some(ttl))
+        Varnish::launch(origin_port, Some(ttl), None)
     }
 
-    fn launch(origin_port: u16, ttl: Option<&str>) -> Varnish {
+    /// [`Varnish::keeping`], answering every object with `cache_control` (`public,
+    /// max-age=86400`), as browsers get it from an origin that sends that header.
+    pub fn keeping_with_header(origin_port: u16, ttl: &str, cache_control: &str) -> Varnish {
+        Varnish::launch(origin_port, Some(ttl), Some(cache_control))
+    }
+
+    fn launch(origin_port: u16, ttl: Option<&str>, cache_control: Option<&str>) -> Varnish {
         match std::env::var(VARNISHD_ENV) {
             Ok(path) if Path::new(&path).exists() => {}
             _ => panic!(
@@ -51,6 +57,7 @@ impl Varnish {
             origin_port.to_string(),
         ];
         args.extend(ttl.map(str::to_string));
+        args.extend(cache_control.map(str::to_string));
         let output = Command::new(script())
             .args(&args)
             .output()

@@ -33,7 +33,12 @@ impl Watcher {
 
     /// Starts a watcher whose `DATABASE_URL` is `url`.
     pub(crate) fn start_on(setup: &Fixture, url: &str) -> Watcher {
-        let port = free_port();
+        Self::start_listening(setup, url, free_port())
+    }
+
+    /// Starts a watcher whose `DATABASE_URL` is `url` with its listener on `port` (one a test
+    /// named to another process before the watcher started).
+    pub(crate) fn start_listening(setup: &Fixture, url: &str, port: u16) -> Watcher {
         let listen = format!("127.0.0.1:{port}");
         let log = setup.path(&format!("watch-{port}.log"));
         let args = [
