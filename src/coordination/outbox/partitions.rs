@@ -6,6 +6,7 @@
 
 use super::{Outbox, BATCH, INTENT};
 use crate::error::Result;
+use crate::store::document::LIST_CAP;
 
 const RECORD: &str = ".partitions";
 
@@ -42,9 +43,15 @@ impl Outbox {
             if !name.ends_with(RECORD) {
                 continue;
             }
-            let values = match self.store.read(&name).await? {
-                Some(bytes) => serde_json::from_slice::<Vec<String>>(&bytes).ok(),
-                None => continue,
+            // One that cannot be read (not JSON, not a regular file, too large) stands for
+            // every value: checking them all costs a listing each, missing one loses purges.
+            let values = match self.store.read(&name, LIST_CAP).await {
+                Ok(Some(bytes)) => serde_json::from_slice::<Vec<String>>(&bytes).ok(),
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!("{err}");
+                    None
+                }
             };
             if values.is_none() {
                 tracing::warn!(
