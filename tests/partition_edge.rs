@@ -613,3 +613,33 @@ fn a_hung_cdn_is_waited_on_once_per_run_not_once_per_partition_delivery_and_head
         "a feed's head was purged from the held CDN"
     );
 }
+
+#[test]
+#[ignore = "needs PostGIS and Varnish: run scripts/test.sh"]
+fn a_vanished_partitions_changes_feed_leaves_the_edge_with_it() {
+    let mut world = World::new();
+    let origin = Origin::start(&world.tree);
+    let cache = Varnish::keeping(origin.port, "1d");
+    world.write_config_with(cache.port, "[tileset.feed]\nretention = 10\n");
+    world.run(&["changes", "install"]).assert_success();
+    world.run(&["seed"]).assert_success();
+    let feed = ["/CN/changes/head.json", "/CN/changes/1.json"];
+    for path in feed {
+        assert_eq!(cache.get_path(path).status, 200, "{path}");
+    }
+    // Every CN row goes: the partition and its feed are removed, and the edge must follow.
+    world
+        .schema
+        .execute("DELETE FROM {schema}.places WHERE country = 'CN'");
+    let run = world.run(&["seed", "--dirty"]);
+    run.assert_success();
+    assert!(!world.tree.join("CN").exists(), "the partition stays");
+    for path in feed {
+        assert_ne!(
+            cache.get_path(path).status,
+            200,
+            "{path} still served by the edge\n{}",
+            run.stderr
+        );
+    }
+}

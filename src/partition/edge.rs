@@ -136,6 +136,28 @@ pub(super) async fn deliver(
     Ok(Some(summary))
 }
 
+/// Records in the tileset's outbox the changes feeds of the vanished partitions `segments` (their
+/// escaped values) of a tree or prefix, removed with them: their segments are immutable, and a
+/// cache would otherwise keep serving them, private names included, for as long as it keeps
+/// anything. The tileset's next delivery purges each feed's folder.
+pub(super) async fn purge_vanished_feeds(
+    target: &OutputTarget,
+    segments: &[String],
+    job: &SeedJob,
+) -> Result<()> {
+    let kind = sink::kind_of(target);
+    if segments.is_empty() || !kind.home().stores_tile_by_tile() {
+        return Ok(());
+    }
+    let folders: Vec<String> = segments
+        .iter()
+        .map(|segment| format!("{segment}/{}/*", crate::coordination::feed::FOLDER))
+        .collect();
+    Outbox::new(kind.home().outbox(&job.s3).await?, None)
+        .add_batch(&folders)
+        .await
+}
+
 /// Records the index at `location` in the tileset's outbox, for its next delivery to purge.
 pub(super) async fn purge_index(
     target: &OutputTarget,

@@ -238,6 +238,8 @@ struct Plan {
     bbox: BBox,
     /// The run's record in the tileset's outbox, and what stopped runs left.
     record: Option<RunRecord>,
+    /// Whether the tileset publishes changes feeds, which its vanished partitions take along.
+    feed: bool,
 }
 
 impl Plan {
@@ -364,6 +366,7 @@ impl Plan {
             zooms: tileset.zooms,
             bbox: tileset.bbox,
             record,
+            feed: config.feed.is_some(),
         })
     }
 
@@ -403,12 +406,15 @@ impl Plan {
             .iter()
             .map(|(value, entry)| (value.to_string(), (*entry).clone()))
             .collect();
+        let mut removed = Vec::new();
         for value in &self.vanished {
             if !summary_of(value).is_some_and(|s| s.header.complete) {
                 continue;
             }
-            let output = target.for_partition(&partition_segment(value)?);
+            let segment = partition_segment(value)?;
+            let output = target.for_partition(&segment);
             sink::remove_emptied(&output)?;
+            removed.push(segment);
             capture::forget_consumer(pool, &job.change_schema, &output.describe()).await?;
             entries.remove(value);
             tracing::info!(
@@ -416,6 +422,9 @@ impl Plan {
                 self.name,
                 output.describe()
             );
+        }
+        if !self.cdn.is_empty() && self.feed {
+            edge::purge_vanished_feeds(target, &removed, job).await?;
         }
         let mut emptied = Vec::new();
         for (value, holding) in &self.current {
