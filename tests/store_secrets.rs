@@ -108,3 +108,33 @@ fn an_azure_refusal_echoing_the_sas_in_its_url_leaks_no_signature() {
     assert!(target.contains("sig="), "the SAS was sent: {target}");
     assert_refused_without(&run, &[signature, &encoded_signature, &sas], &store);
 }
+
+#[test]
+fn an_azure_error_answer_of_a_gibibyte_is_read_no_further_than_its_cap() {
+    let store = Recorder::answering(Answer::Huge(403, 1 << 30));
+    let endpoint = format!("http://127.0.0.1:{}/oaraccount", store.port);
+    let run = oar_tiles_with(
+        None,
+        &["inspect", "--json", "az://tiles/facilities"],
+        &[
+            ("AZURE_STORAGE_ACCOUNT_NAME", "oaraccount"),
+            ("AZURE_STORAGE_SAS_TOKEN", "sv=2022-11-02&sig=abc"),
+            ("AZURE_STORAGE_ENDPOINT", &endpoint),
+            ("AZURE_ALLOW_HTTP", "true"),
+        ],
+    );
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("403"), "{}", run.stderr);
+    // What the server could push into the connection's buffers before the tool stopped reading,
+    // not the gibibyte.
+    let sent = store.sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes of the error answer were read"
+    );
+    assert!(
+        run.stderr.len() < 64 << 10,
+        "{} bytes of messages",
+        run.stderr.len()
+    );
+}
