@@ -138,3 +138,41 @@ fn an_azure_error_answer_of_a_gibibyte_is_read_no_further_than_its_cap() {
         run.stderr.len()
     );
 }
+
+#[test]
+fn an_s3_error_answer_of_a_gibibyte_is_read_no_further_than_its_cap() {
+    let store = Recorder::answering(Answer::Huge(403, 1 << 30));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("oar-tiles.toml");
+    let table = format!(
+        "[s3]\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\nregion = \"us-east-1\"\nmax_attempts = 1\n\n",
+        store.port
+    );
+    std::fs::write(&config, table + &single_layer_config("s", "sites", "", "")).unwrap();
+    let nowhere = dir.path().join("no-aws-file");
+    let nowhere = nowhere.to_str().unwrap();
+    let run = oar_tiles_with(
+        None,
+        &[
+            "inspect",
+            "--json",
+            "--config",
+            config.to_str().unwrap(),
+            "s3://tiles/facilities",
+        ],
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDOARTILESTEST"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_SHARED_CREDENTIALS_FILE", nowhere),
+            ("AWS_CONFIG_FILE", nowhere),
+        ],
+    );
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("403"), "{}", run.stderr);
+    let sent = store.sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "{sent} bytes of the error answer were read"
+    );
+}

@@ -16,11 +16,10 @@ use object_store::client::{
 };
 use object_store::ClientOptions;
 
+use super::error_body::{Truncated, ERROR_BODY_CAP};
+
 /// Longest a request may wait for its answer's status and headers; the body then streams.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The most of an error answer's body kept for its message; the rest is never read.
-const ERROR_BODY_CAP: usize = 8 * 1024;
 
 /// The TLS settings of every HTTPS request: rustls on ring, trusting the platform's roots.
 pub fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
@@ -83,27 +82,10 @@ impl HttpService for HyperService {
                 };
                 HttpError::new(kind, e)
             })?;
-        let (parts, mut body) = answer.into_parts();
+        let (parts, body) = answer.into_parts();
         if parts.status.is_client_error() || parts.status.is_server_error() {
-            // The store's client reads an error's body whole into its message: a hostile or
-            // broken server's answer of gigabytes must not become the process's memory.
-            let mut kept = Vec::new();
-            let read = async {
-                while kept.len() < ERROR_BODY_CAP {
-                    match body.frame().await {
-                        Some(Ok(frame)) => {
-                            if let Some(data) = frame.data_ref() {
-                                let room = ERROR_BODY_CAP - kept.len();
-                                kept.extend_from_slice(&data[..data.len().min(room)]);
-                            }
-                        }
-                        Some(Err(_)) | None => break,
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(ANSWER_TIMEOUT, read).await;
-            let body =
-                http_body_util::Full::new(bytes::Bytes::from(kept)).map_err(|never| match never {});
+            let body = Truncated::new(body, ERROR_BODY_CAP)
+                .map_err(|e| HttpError::new(HttpErrorKind::Interrupted, e));
             return Ok(HttpResponse::from_parts(parts, HttpResponseBody::new(body)));
         }
         let body = body.map_err(|e| HttpError::new(HttpErrorKind::Interrupted, e));

@@ -25,6 +25,7 @@ use crate::redact::Secrets;
 pub mod azure;
 pub mod document;
 pub mod durable;
+mod error_body;
 pub mod folder;
 pub mod http;
 pub mod s3;
