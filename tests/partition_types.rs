@@ -315,7 +315,13 @@ fn partitions_of_every_column_type_equal_a_filtered_tileset_after_seed_reseed_an
     );
     std::thread::sleep(Duration::from_millis(400));
     world.application("DELETE FROM {schema}.typed WHERE c_char = 'D' AND id < 1003;");
-    watcher.wait_for_applied(2.0);
+    // Both statements change c_char's values, so its own tileset must have applied both: the sum
+    // over every column's tilesets reaches 2 with the UPDATE alone, before the DELETE is read.
+    watcher.wait_until("c_char's tileset applied both changes", |w| {
+        let metrics = w.metrics();
+        metrics.with("oar_tiles_changes_applied_total", "c_char") >= 2.0
+            && metrics.sum("oar_tiles_pending_changes") == 0.0
+    });
     let run = watcher.stop(libc::SIGTERM);
     assert_eq!(run.code, 143, "{}", run.stderr);
     world.assert_partitions_exact("watch");
