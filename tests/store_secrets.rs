@@ -43,9 +43,9 @@ fn assert_refused_without(run: &Run, secrets: &[&str], store: &Recorder) {
     assert!(run.stderr.contains("[redacted]"), "{}", run.stderr);
 }
 
-#[test]
-fn an_s3_refusal_echoing_the_session_token_and_headers_leaks_no_credential() {
-    let store = Recorder::answering(Answer::EchoAsStore(403));
+/// `inspect` of an S3 prefix at `store`, with these credentials in the environment and no AWS
+/// files to fall back on.
+fn inspect_s3(store: &Recorder, credentials: &[(&str, &str)]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("oar-tiles.toml");
     let table = format!(
@@ -53,11 +53,15 @@ fn an_s3_refusal_echoing_the_session_token_and_headers_leaks_no_credential() {
         store.port
     );
     std::fs::write(&config, table + &single_layer_config("s", "sites", "", "")).unwrap();
-    let token = "IQoJb3JpZ2luX2VjEHoaCXVzLWVhc3QtMSJGMEQCIFsession+token/with=odd";
-    let secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYsecretkey";
     let nowhere = dir.path().join("no-aws-file");
     let nowhere = nowhere.to_str().unwrap();
-    let run = oar_tiles_with(
+    let mut env = vec![
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_SHARED_CREDENTIALS_FILE", nowhere),
+        ("AWS_CONFIG_FILE", nowhere),
+    ];
+    env.extend_from_slice(credentials);
+    oar_tiles_with(
         None,
         &[
             "inspect",
@@ -66,13 +70,21 @@ fn an_s3_refusal_echoing_the_session_token_and_headers_leaks_no_credential() {
             config.to_str().unwrap(),
             "s3://tiles/facilities",
         ],
+        &env,
+    )
+}
+
+#[test]
+fn an_s3_refusal_echoing_the_session_token_and_headers_leaks_no_credential() {
+    let store = Recorder::answering(Answer::EchoAsStore(403));
+    let token = "IQoJb3JpZ2luX2VjEHoaCXVzLWVhc3QtMSJGMEQCIFsession+token/with=odd";
+    let secret_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYsecretkey";
+    let run = inspect_s3(
+        &store,
         &[
             ("AWS_ACCESS_KEY_ID", "AKIDOARTILESTEST"),
             ("AWS_SECRET_ACCESS_KEY", secret_key),
             ("AWS_SESSION_TOKEN", token),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_SHARED_CREDENTIALS_FILE", nowhere),
-            ("AWS_CONFIG_FILE", nowhere),
         ],
     );
     // The store really was sent the token, and echoed it back.
@@ -142,30 +154,11 @@ fn an_azure_error_answer_of_a_gibibyte_is_read_no_further_than_its_cap() {
 #[test]
 fn an_s3_error_answer_of_a_gibibyte_is_read_no_further_than_its_cap() {
     let store = Recorder::answering(Answer::Huge(403, 1 << 30));
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("oar-tiles.toml");
-    let table = format!(
-        "[s3]\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\nregion = \"us-east-1\"\nmax_attempts = 1\n\n",
-        store.port
-    );
-    std::fs::write(&config, table + &single_layer_config("s", "sites", "", "")).unwrap();
-    let nowhere = dir.path().join("no-aws-file");
-    let nowhere = nowhere.to_str().unwrap();
-    let run = oar_tiles_with(
-        None,
-        &[
-            "inspect",
-            "--json",
-            "--config",
-            config.to_str().unwrap(),
-            "s3://tiles/facilities",
-        ],
+    let run = inspect_s3(
+        &store,
         &[
             ("AWS_ACCESS_KEY_ID", "AKIDOARTILESTEST"),
             ("AWS_SECRET_ACCESS_KEY", "secret"),
-            ("AWS_EC2_METADATA_DISABLED", "true"),
-            ("AWS_SHARED_CREDENTIALS_FILE", nowhere),
-            ("AWS_CONFIG_FILE", nowhere),
         ],
     );
     assert_ne!(run.code, 0, "{}", run.stderr);

@@ -1,4 +1,5 @@
-//! The body of a store's error answer, cut at a cap. The stores' clients (the AWS SDK,
+//! The body of a store's error answer, cut at a cap (object_store's connector, `http.rs`, and the
+//! AWS SDK's interceptor here). The stores' clients (the AWS SDK,
 //! object_store) read an error's body whole into its message: a hostile or broken server
 //! answering a 403 of gigabytes must not become the process's memory, nor its log.
 
@@ -60,6 +61,36 @@ where
         let mut hint = SizeHint::new();
         hint.set_upper(self.left as u64);
         hint
+    }
+}
+
+/// Cuts the body of every error answer at [`ERROR_BODY_CAP`] before the SDK reads it whole into
+/// its error (the module says why).
+#[derive(Debug)]
+pub struct CapErrorBodies;
+
+impl aws_sdk_s3::config::Intercept for CapErrorBodies {
+    fn name(&self) -> &'static str {
+        "CapErrorBodies"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
+            '_,
+        >,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _config: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        let response = context.response_mut();
+        if response.status().is_client_error() || response.status().is_server_error() {
+            let body = response.take_body();
+            *response.body_mut() = aws_sdk_s3::primitives::SdkBody::from_body_1_x(Truncated::new(
+                body,
+                ERROR_BODY_CAP,
+            ));
+        }
+        Ok(())
     }
 }
 

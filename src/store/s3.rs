@@ -48,40 +48,11 @@ pub async fn client(config: &S3Config) -> Client {
         // Our own retry loop decides, so a tile's attempts and backoff are visible and bounded.
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
         .force_path_style(config.force_path_style)
-        .interceptor(CapErrorBodies);
+        .interceptor(super::error_body::CapErrorBodies);
     if shared.region().is_none() {
         builder = builder.region(aws_config::Region::new("us-east-1"));
     }
     Client::from_conf(builder.build())
-}
-
-/// Cuts the body of every error answer at [`ERROR_BODY_CAP`] before the SDK reads it whole into
-/// its error (`store/error_body.rs` says why).
-#[derive(Debug)]
-struct CapErrorBodies;
-
-impl aws_sdk_s3::config::Intercept for CapErrorBodies {
-    fn name(&self) -> &'static str {
-        "CapErrorBodies"
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextMut<
-            '_,
-        >,
-        _components: &aws_sdk_s3::config::RuntimeComponents,
-        _config: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        let response = context.response_mut();
-        if response.status().is_client_error() || response.status().is_server_error() {
-            let body = response.take_body();
-            *response.body_mut() = aws_sdk_s3::primitives::SdkBody::from_body_1_x(
-                super::error_body::Truncated::new(body, super::error_body::ERROR_BODY_CAP),
-            );
-        }
-        Ok(())
-    }
 }
 
 /// The HTTP client of every AWS request: hyper with rustls on ring, the build's only TLS stack, with
