@@ -79,7 +79,10 @@
 #   --baseline-bin PATH
 #                    another oar-tiles binary (an earlier release, say) the
 #                    capacity section also measures, alternating with this
-#                    one, as the baseline of the tool's own CPU per tile
+#                    one, as the baseline of the tool's own CPU per tile;
+#                    the shards section runs its planner and shards beside
+#                    this one's, alternated (today's planner: build main's
+#                    binary before the change and pass it here)
 #   --polygon-world-zoom A-B, --polygon-nyc-zoom A-B
 #                    zooms the polygons section seeds the countries and the
 #                    boroughs at (default 0-8 and 0-14); the first is also
@@ -218,17 +221,24 @@
 #            --dry-run` for N = 4, 16 and 64 (the time the plan took, the split
 #            zoom, each shard's estimated render time: min / mean / max,
 #            max/mean, and the estimated speed-up with N replicas, total /
-#            heaviest shard; the zooms above the split zoom are weighed into
-#            the shard that renders them, the z0 tile into shard 0); then a
-#            full seed (the baseline, after a discarded z0-2 warm-up) and, for
-#            N = 4 and 16, the stored plan's shards one after another (`seed
-#            --shard I/N`) and `merge`. Prints per shard its wall time, its
-#            seeding time and the rest (start-up, finish), tool CPU, tiles,
-#            bytes, render time (all zooms, and above the split zoom), planned
-#            and real share; the max/mean of the real wall times (target <=
-#            1.10) beside the plan's; the shards' total and the heaviest shard
-#            against the full seed; checks that each merged file equals the
-#            full seed tile for tile (exit 3 if not). Last, the cost model's
+#            heaviest shard; the zooms above the split zoom, the plan's top,
+#            are weighed into the shard that renders them); then a full seed
+#            (the baseline, after a discarded z0-2 warm-up) and, for N = 4 and
+#            16, the stored plan's shards one after another (`seed --shard
+#            I/N`) and `merge`, with this binary's planner ("new") and, given
+#            --baseline-bin, the baseline's ("old") alternated in the same run.
+#            Prints per shard its wall time, its seeding time and the rest
+#            (start-up, finish), tool CPU, PG CPU, tiles, tiles/s, bytes,
+#            render time (all zooms, and above the split zoom), planned and
+#            real share; the slowest unit over max(mean of the units, the
+#            dearest tile: the full seed's largest render_ms_max) on wall
+#            times and on seeding times (target <= 1.10) beside the plan's;
+#            the shards' total and the heaviest shard against the full seed;
+#            checks that each merged file equals the full seed tile for tile
+#            (exit 3 if not); and, from the new planner's 16 shards, the
+#            shards a 100M-point registry needs for z0-14 in 10 minutes on one
+#            32-core PostgreSQL (tiles and PG CPU scaled linearly in rows from
+#            this sample: a rough figure). Last, the cost model's
 #            coefficients fitted on the full seeds' per-zoom render times
 #            (`bench_helpers.py shards-fit`), beside those in
 #            src/plan/shard/cost.rs.
@@ -1857,7 +1867,7 @@ section_watch_partitions() {
 
 readonly SHARD_COUNTS="4 16 64" SHARD_REAL="4 16" SHARD_ZOOM=0-14 SHARD_VARIANTS="clustered unclustered"
 section_shards() {
-    local n=$shard_rows count k v parts cpu_before
+    local n=$shard_rows count k v parts cpu_before label labels bin round=0
     ensure_sample "$n"
     load_mark() { echo "$1: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/shards-loads.txt"; }
     rm -f "$WORK/shards-loads.txt"
@@ -1893,29 +1903,44 @@ SQL
         cpu_since "$cpu_before" >"$WORK/shards-$v-full.pgcpu"
         load_mark "$v after the full seed"
         for count in $SHARD_REAL; do
-            # The plan is stored first, so the shards run the plan printed here (none plans).
-            /usr/bin/time -v -o "$WORK/shards-$v-real-$count.time" "$BIN" -q shard-plan \
-                --config "$WORK/shards-$v.toml" --zoom "$SHARD_ZOOM" \
-                --output "$WORK/shards-$v-$count.mbtiles" --shards "$count" \
-                >"$WORK/shards-$v-real-$count.txt"
-            parts=()
-            for ((k = 0; k < count; k++)); do
-                log "shards ($v): seed --shard $k/$count"
-                cpu_before=$(reaped_cpu)
-                timed_seed "shards-$v-$count-part-$k" --config "$WORK/shards-$v.toml" \
-                    --zoom "$SHARD_ZOOM" --output "$WORK/shards-$v-$count.mbtiles" \
-                    --shard "$k/$count"
-                cpu_since "$cpu_before" >"$WORK/shards-$v-$count-part-$k.pgcpu"
-                parts+=("$WORK/shards-$v-$count.part-$k-of-$count.mbtiles")
+            # This binary's planner and, with --baseline-bin, the baseline's, alternated: which
+            # goes first changes with every count and variant, so neither always meets the warmer
+            # cache or the quieter machine.
+            labels=(new)
+            if [[ -n $baseline_bin ]]; then
+                if (( round++ % 2 == 0 )); then labels=(new old); else labels=(old new); fi
+            fi
+            for label in "${labels[@]}"; do
+                bin=$BIN
+                [[ $label == new ]] || bin=$baseline_bin
+                # The plan is stored first, so the shards run the plan printed here (none plans).
+                /usr/bin/time -v -o "$WORK/shards-$v-real-$count-$label.time" "$bin" -q shard-plan \
+                    --config "$WORK/shards-$v.toml" --zoom "$SHARD_ZOOM" \
+                    --output "$WORK/shards-$v-$count-$label.mbtiles" --shards "$count" \
+                    >"$WORK/shards-$v-real-$count-$label.txt"
+                parts=()
+                for ((k = 0; k < count; k++)); do
+                    log "shards ($v, $label planner): seed --shard $k/$count"
+                    cpu_before=$(reaped_cpu)
+                    /usr/bin/time -v -o "$WORK/shards-$v-$count-$label-part-$k.time" "$bin" -q seed \
+                        "${concurrency_args[@]}" --config "$WORK/shards-$v.toml" \
+                        --zoom "$SHARD_ZOOM" --output "$WORK/shards-$v-$count-$label.mbtiles" \
+                        --shard "$k/$count" --summary-json "$WORK/shards-$v-$count-$label-part-$k.json" \
+                        >/dev/null
+                    cpu_since "$cpu_before" >"$WORK/shards-$v-$count-$label-part-$k.pgcpu"
+                    parts+=("$WORK/shards-$v-$count-$label.part-$k-of-$count.mbtiles")
+                done
+                log "shards ($v, $label planner): merge $count parts"
+                /usr/bin/time -v -o "$WORK/shards-$v-$count-$label-merge.time" "$bin" -q merge \
+                    "$WORK/shards-$v-$count-$label.mbtiles" "${parts[@]}" >/dev/null
+                load_mark "$v after $count shards ($label planner)"
             done
-            log "shards ($v): merge $count parts"
-            /usr/bin/time -v -o "$WORK/shards-$v-$count-merge.time" "$BIN" -q merge \
-                "$WORK/shards-$v-$count.mbtiles" "${parts[@]}" >/dev/null
-            load_mark "$v after $count shards"
         done
     done
+    labels=(new)
+    [[ -z $baseline_bin ]] || labels=(new old)
     python3 "$ROOT/scripts/bench_helpers.py" shards-report "$WORK" "$n" \
-        "$SHARD_ZOOM" "$SHARD_VARIANTS" "$SHARD_REAL" $SHARD_COUNTS || failed $?
+        "$SHARD_ZOOM" "$SHARD_VARIANTS" "$SHARD_REAL" "${labels[*]}" $SHARD_COUNTS || failed $?
     rm -f "$WORK"/shards*.mbtiles*
 }
 

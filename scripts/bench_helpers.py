@@ -19,7 +19,7 @@
       LEVEL here, in one thread.
   bench_helpers.py cluster-report DIR ROWS ZOOMS BUDGET CLUSTER_DESC
       The clustering section's report, from the files bench.sh leaves in DIR.
-  bench_helpers.py shards-report DIR ROWS ZOOMS "VARIANTS" "REAL_COUNTS" COUNTS...
+  bench_helpers.py shards-report DIR ROWS ZOOMS "VARIANTS" "REAL_COUNTS" "PLANNERS" COUNTS...
       The shards section's report, from the files bench.sh leaves in DIR.
   bench_helpers.py shards-fit DIR "VARIANTS"
       The shard cost model's coefficients fitted on the full seeds the shards section leaves in DIR.
@@ -1074,9 +1074,88 @@ def render_seconds(s, below=None):
                if below is None or z["zoom"] < below) / 1000
 
 
+def shards_real(d, v, real, label, full, full_wall, dearest, rows, results):
+    """One planner's real shards of one variant and count: the table, the balance and the check
+    against the full seed; notes (wall ratio, seeding ratio, tiles/s, PG CPU/tile) in `results`."""
+    status = 0
+    base = f"{d}/shards-{v}-{real}-{label}"
+    plan_wall, _, _ = time_v(f"{d}/shards-{v}-real-{real}-{label}.time")
+    split, planned = shard_plan(f"{d}/shards-{v}-real-{real}-{label}.txt")
+    print(f"  {v}, {real} real shards one after another, {label} planner (plan {plan_wall:.2f} s, split "
+          f"zoom {split}); start = wall - seeding (process start, plan read, finish); "
+          f"render above = render s of zooms < {split}:")
+    print(f"    {'shard':>5} {'wall s':>7} {'seed s':>7} {'start':>6} {'tool CPU':>8} {'PG CPU':>7} "
+          f"{'tiles':>8} {'tiles/s':>8} {'MB':>7} {'render':>7} {'above':>6} {'planned':>8} {'real':>6}")
+    walls, seeds, rends, cpus, pgs, shard_tiles = [], [], [], [], [], 0
+    parts = []
+    for k in range(real):
+        wall, cpu, _ = time_v(f"{base}-part-{k}.time")
+        s = summary(f"{base}-part-{k}.json")
+        pg = float(open(f"{base}-part-{k}.pgcpu").read())
+        parts.append((k, wall, cpu, pg, s))
+        cpus.append(cpu + pg)
+        pgs.append(pg)
+        walls.append(wall)
+        seeds.append(s["seconds"])
+        rends.append(render_seconds(s))
+        shard_tiles += s["tiles_written"]
+    for k, wall, cpu, pg, s in parts:
+        rate = s["tiles_written"] / s["seconds"] if s["seconds"] else 0
+        print(f"    {k:>5} {wall:7.2f} {s['seconds']:7.2f} {wall - s['seconds']:6.2f} {cpu:8.2f} {pg:7.2f} "
+              f"{s['tiles_written']:>8} {rate:8.0f} {s['bytes_written'] / 1e6:7.1f} {render_seconds(s):7.2f} "
+              f"{render_seconds(s, split):6.2f} {planned[k] / max(sum(planned), 1):8.1%} "
+              f"{wall / sum(walls):6.1%}")
+    merge_wall, _, _ = time_v(f"{base}-merge.time")
+    ratio = lambda xs: max(xs) * len(xs) / sum(xs) if sum(xs) else float("nan")
+    floor = lambda xs: max(xs) / max(sum(xs) / len(xs), dearest)
+    results[(v, real, label)] = (floor(walls), floor(seeds), shard_tiles / sum(seeds),
+                                 sum(pgs) / max(shard_tiles, 1), shard_tiles)
+    print(f"    slowest / max(mean, dearest tile {dearest:.2f} s): wall {floor(walls):.3f}, seeding "
+          f"{floor(seeds):.3f} (target <= 1.10); max/mean: wall {ratio(walls):.3f} (planned "
+          f"{ratio(planned):.3f}), seeding {ratio(seeds):.3f}, render {ratio(rends):.3f}, tool + PG CPU "
+          f"{ratio(cpus):.3f} (PG CPU: the backends the postmaster reaped during the shard, other "
+          f"clients' included); merge {merge_wall:.2f} s")
+    print(f"    shards' total / full seed {sum(walls) / full_wall:.3f}; full seed / heaviest shard "
+          f"{full_wall / max(walls):.2f} (the speed-up {real} machines would give, merge left out); "
+          f"{shard_tiles / sum(seeds):.0f} tiles/s per shard, PG CPU {1e3 * sum(pgs) / max(shard_tiles, 1):.3f} "
+          "ms/tile")
+    a, b = tile_digests(f"{d}/shards-{v}-full.mbtiles"), tile_digests(f"{base}.mbtiles")
+    if a != b or shard_tiles != full["tiles_written"]:
+        print(f"    WARNING: the merged shards differ from the full seed ({len(b)} against {len(a)} "
+              f"tiles, {sum(1 for t in a.keys() & b.keys() if a[t] != b[t])} with other bytes; "
+              f"{shard_tiles} tiles written by the shards against {full['tiles_written']})")
+        status = 3
+    else:
+        print(f"    the merged shards equal the full seed tile for tile ({len(a)} tiles)")
+    return status
+
+
+def capacity_figure(results, rows, variants, points=100_000_000, seconds=600, cores=32):
+    """Shards a `points`-row registry needs for z0-14 within `seconds` on one PostgreSQL of `cores`
+    cores, from the new planner's most sharded run of each variant: tiles and PG CPU scaled
+    linearly in rows from this sample (a rough figure: dense places add fewer tiles than rows)."""
+    for v in variants:
+        runs = sorted(k for k in results if k[0] == v and k[2] == "new")
+        if not runs:
+            continue
+        _, real, _ = runs[-1]
+        _, _, rate, pg_per_tile, tiles_ = results[runs[-1]]
+        scale = points / rows
+        tiles_big = tiles_ * scale
+        pg_big = pg_per_tile * tiles_big
+        shards = tiles_big / (rate * seconds) if rate else float("inf")
+        print(f"  {v}: {points / 1e6:.0f}M points, z0-14 in {seconds / 60:.0f} min: about {tiles_big / 1e6:.1f}M "
+              f"tiles, {shards:.0f} shards at {rate:.0f} tiles/s each ({real}-shard run), PG CPU "
+              f"{pg_big / 3600:.1f} core-hours = {pg_big / seconds:.0f} cores busy for {seconds / 60:.0f} min "
+              f"against {cores}: {'fits' if pg_big / seconds <= cores else 'does not fit'} one "
+              f"{cores}-core PostgreSQL (linear in rows from {rows}; a rough figure)")
+
+
 def cmd_shards_report(args):
     d, rows, zooms, variants, reals = args[0], int(args[1]), args[2], args[3].split(), args[4].split()
-    counts = [int(c) for c in args[5:]]
+    planners = args[5].split()
+    counts = [int(c) for c in args[6:]]
+    results = {}
     print(f"shards: {rows} facilities, sample config clustered as shipped and unclustered, z{zooms}; "
           "load averages (1, 5, 15 min):")
     for line in open(f"{d}/shards-loads.txt"):
@@ -1103,47 +1182,20 @@ def cmd_shards_report(args):
         print(f"  {v}: full seed (the baseline) {full_wall:.2f} s wall, {full['seconds']:.2f} s seeding, "
               f"tool CPU {full_cpu:.2f} s, PG CPU {full_pg:.2f} s, {full['tiles_written']} tiles, "
               f"render {render_seconds(full):.1f} s")
+        # The dearest tile's real time: the longest render one tile (or the statement it rode in)
+        # took in the full seed.
+        dearest = max(z["render_ms_max"] for z in full["per_zoom"]) / 1000
+        print(f"  {v}: dearest tile {dearest:.2f} s (the full seed's largest render_ms_max)")
         for real in (int(r) for r in reals):
-            plan_wall, _, _ = time_v(f"{d}/shards-{v}-real-{real}.time")
-            split, planned = shard_plan(f"{d}/shards-{v}-real-{real}.txt")
-            print(f"  {v}, {real} real shards one after another (plan {plan_wall:.2f} s, split zoom {split}); "
-                  "start = wall - seeding (process start, plan read, finish); "
-                  f"render above = render s of zooms < {split}:")
-            print(f"    {'shard':>5} {'wall s':>7} {'seed s':>7} {'start':>6} {'tool CPU':>8} {'PG CPU':>7} "
-                  f"{'tiles':>8} {'MB':>7} {'render':>7} {'above':>6} {'planned':>8} {'real':>6}")
-            walls, seeds, rends, cpus, shard_tiles = [], [], [], [], 0
-            parts = []
-            for k in range(real):
-                wall, cpu, _ = time_v(f"{d}/shards-{v}-{real}-part-{k}.time")
-                s = summary(f"{d}/shards-{v}-{real}-part-{k}.json")
-                pg = float(open(f"{d}/shards-{v}-{real}-part-{k}.pgcpu").read())
-                parts.append((k, wall, cpu, pg, s))
-                cpus.append(cpu + pg)
-                walls.append(wall)
-                seeds.append(s["seconds"])
-                rends.append(render_seconds(s))
-                shard_tiles += s["tiles_written"]
-            for k, wall, cpu, pg, s in parts:
-                print(f"    {k:>5} {wall:7.2f} {s['seconds']:7.2f} {wall - s['seconds']:6.2f} {cpu:8.2f} {pg:7.2f} "
-                      f"{s['tiles_written']:>8} {s['bytes_written'] / 1e6:7.1f} {render_seconds(s):7.2f} "
-                      f"{render_seconds(s, split):6.2f} {planned[k] / sum(planned):8.1%} "
-                      f"{wall / sum(walls):6.1%}")
-            merge_wall, _, _ = time_v(f"{d}/shards-{v}-{real}-merge.time")
-            ratio = lambda xs: max(xs) * len(xs) / sum(xs)
-            print(f"    max/mean: wall {ratio(walls):.3f} (planned {ratio(planned):.3f}; target <= 1.10), "
-                  f"seeding {ratio(seeds):.3f}, render {ratio(rends):.3f}, tool + PG CPU {ratio(cpus):.3f} "
-                  f"(PG CPU: the backends the postmaster reaped during the shard, other clients' "
-                  f"included); merge {merge_wall:.2f} s")
-            print(f"    shards' total / full seed {sum(walls) / full_wall:.3f}; full seed / heaviest shard "
-                  f"{full_wall / max(walls):.2f} (the speed-up {real} machines would give, merge left out)")
-            a, b = tile_digests(f"{d}/shards-{v}-full.mbtiles"), tile_digests(f"{d}/shards-{v}-{real}.mbtiles")
-            if a != b or shard_tiles != full["tiles_written"]:
-                print(f"    WARNING: the merged shards differ from the full seed ({len(b)} against {len(a)} "
-                      f"tiles, {sum(1 for t in a.keys() & b.keys() if a[t] != b[t])} with other bytes; "
-                      f"{shard_tiles} tiles written by the shards against {full['tiles_written']})")
-                status = 3
-            else:
-                print(f"    the merged shards equal the full seed tile for tile ({len(a)} tiles)")
+            for label in planners:
+                status = max(status, shards_real(d, v, real, label, full, full_wall, dearest, rows, results))
+    for v in variants:
+        for real in (int(r) for r in reals):
+            cells = [f"{label} {results[(v, real, label)][0]:.3f} wall / {results[(v, real, label)][1]:.3f} seeding"
+                     for label in planners if (v, real, label) in results]
+            print(f"  slowest unit / max(mean, dearest tile), {v}, {real} shards: {'; '.join(cells)} "
+                  "(target <= 1.10)")
+    capacity_figure(results, rows, variants)
     cmd_shards_fit([d, " ".join(variants)])
     sys.exit(status)
 

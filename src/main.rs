@@ -283,8 +283,29 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
             } else {
                 100.0 * range.weight as f64 / total as f64
             };
-            println!("shard {index}: weight {} ({share:.1}%)", range.weight);
+            let top = if plan.top.shard == Some(index as u32) && plan.split_zoom > 0 {
+                ", with the top"
+            } else {
+                ""
+            };
+            println!("shard {index}: weight {} ({share:.1}%){top}", range.weight);
         }
+        // The top renders as leaves its shards' probes find, never as a chain before a subtree;
+        // the dearest single tile is the floor no number of shards goes below.
+        if plan.split_zoom > 0 {
+            let who = match plan.top.shard {
+                Some(shard) => format!("rendered whole by shard {shard} beside its range"),
+                None => "spread: each tile with the range holding its block".to_string(),
+            };
+            println!(
+                "top: zooms above {}, weight {}, dearest tile {}, {who}",
+                plan.split_zoom, plan.top.weight, plan.top.dearest
+            );
+        }
+        println!(
+            "floor: the dearest single tile, weight {} (µs of one connection)",
+            plan.dearest
+        );
         if let Some(stored) = &tileset.stored {
             println!("plan stored in {stored}");
         }

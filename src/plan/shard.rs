@@ -3,10 +3,19 @@
 //! A plan picks a split zoom and cuts that zoom's tiles, in Hilbert order, into N contiguous ranges
 //! of near-equal weight; a tile at or below the split zoom belongs to the shard whose range holds its
 //! ancestor at the split zoom. Hilbert order keeps each shard's tiles close together, so a shard's
-//! rows stay in one part of the index. The Hilbert curve is hierarchical: a tile above the split zoom
-//! covers one contiguous block of it, so such a tile is rendered once, by the shard whose range holds
-//! the block's start (the z0 tile by shard 0), and its cost is weighed at that place in the cut.
-//! Ranges cover the whole zoom, so a tile no weight was measured for still has exactly one owner.
+//! rows stay in one part of the index. Ranges cover the whole zoom, so a tile no weight was
+//! measured for still has exactly one owner.
+//!
+//! The tiles above the split zoom are the plan's **top**, and no shard renders a parent→child
+//! chain across the split (issue 65): a shard's walk only probes the top on its way to its
+//! split-zoom roots (cheap statements that read no geometry), and renders a top tile it owns as a
+//! leaf once the probe has found it, beside its subtrees, on its whole pool. Who owns the top is
+//! the plan's choice, priced in the cut ([`cut::Cut`]): folded into one shard whose range is left
+//! lighter by the top's weight (the top as a unit), or, where the top weighs more than a shard's
+//! share (clustered low zooms each read every row), each top tile with the range that holds the
+//! start of its block. Either way the batch engines run N tasks for N shards: a unit of its own
+//! (N + 1 tasks) would weigh what the top happens to weigh, not the mean, and a top rendered by
+//! `finalize` would add its time after the slowest shard.
 //!
 //! Weights are estimated render times ([`cost`]): a split-zoom tile weighs what every tile of its
 //! subtree costs, priced by a model fitted on measured render times from one census of the rows.
@@ -19,7 +28,9 @@ pub use crate::job::ShardSpec;
 use crate::tile::TileCoord;
 
 /// The version of the stored plan format; a plan of another version is refused, not guessed at.
-pub const PLAN_VERSION: u32 = 1;
+/// Version 2 gave the plan its top: version 1 plans had shards render the tiles above the split
+/// zoom at the start of their blocks, so the two cannot share a run.
+pub const PLAN_VERSION: u32 = 2;
 
 /// A shard plan that cannot be used; `location` is its file or object.
 fn plan_error(location: &str, message: impl std::fmt::Display) -> Error {
@@ -57,32 +68,6 @@ pub fn hilbert_index(tile: TileCoord) -> u64 {
     index
 }
 
-/// Where a tile at or above the split zoom starts on the split zoom's Hilbert curve: its block of
-/// descendants is `start..start + 4^(split - z)`, because the curve is hierarchical.
-fn block_start(tile: TileCoord, split_zoom: u8) -> u64 {
-    hilbert_index(tile) << (2 * u32::from(split_zoom - tile.z()))
-}
-
-/// What a range of a cut holds so far: summed work, and its dearest tile times the connections.
-#[derive(Debug, Clone, Copy, Default)]
-struct Pack {
-    sum: u64,
-    dearest: u64,
-}
-
-impl Pack {
-    fn with(self, other: Pack) -> Pack {
-        Pack {
-            sum: self.sum.saturating_add(other.sum),
-            dearest: self.dearest.max(other.dearest),
-        }
-    }
-
-    fn load(self) -> u64 {
-        self.sum.max(self.dearest)
-    }
-}
-
 /// One shard's part of the split zoom: Hilbert indices `start..end` and their estimated work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardRange {
@@ -104,8 +89,25 @@ pub struct ShardPlan {
     pub settings_digest: String,
     /// The zoom whose Hilbert curve is cut.
     pub split_zoom: u8,
-    /// One range per shard, in shard order, covering the split zoom's Hilbert curve.
+    /// The tiles above the split zoom, and which shard renders them.
+    pub top: ShardTop,
+    /// The estimated work of the dearest single tile: no shard can take less time than it does.
+    pub dearest: u64,
+    /// One range per shard, in shard order, covering the split zoom's Hilbert curve; a range's
+    /// weight includes the top's tiles its shard renders.
     pub ranges: Vec<ShardRange>,
+}
+
+/// The plan's top: every tile above the split zoom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardTop {
+    /// The shard that renders the whole top, or `None` where each top tile goes with the range
+    /// that holds the start of its block.
+    pub shard: Option<u32>,
+    /// The estimated work of the top's tiles.
+    pub weight: u64,
+    /// The estimated work of the top's dearest tile.
+    pub dearest: u64,
 }
 
 impl ShardPlan {
@@ -130,7 +132,10 @@ impl ShardPlan {
 
     /// [`ShardPlan::cut`] for shards that render on `connections` connections each: a shard's
     /// load is its summed weight, or `connections` times its dearest single tile if that is more,
-    /// since one tile renders on one connection while the others run out of work.
+    /// since one tile renders on one connection while the others run out of work. Split-zoom
+    /// tiles are cut into ranges; the tiles above the split zoom make the top, which goes whole
+    /// with the range the cut leaves room for, or spread with the ranges holding their blocks,
+    /// whichever balances better ([`cut::Cut`]).
     pub fn cut_weighed(
         split_zoom: u8,
         weights: &[Weighed],
@@ -152,90 +157,41 @@ impl ShardPlan {
                 ),
             ));
         }
-        let mut sorted: Vec<(u64, Pack)> = weights
-            .iter()
-            .map(|w| {
-                let pack = Pack {
-                    sum: w.weight,
-                    dearest: w.dearest.saturating_mul(u64::from(connections.max(1))),
-                };
-                (block_start(w.tile, split_zoom), pack)
-            })
-            .collect();
-        sorted.sort_unstable_by_key(|(index, _)| *index);
-        sorted.dedup_by(|next, kept| {
-            let same = next.0 == kept.0;
-            if same {
-                kept.1 = kept.1.with(next.1);
-            }
-            same
-        });
-        let total = sorted
-            .iter()
-            .fold(0u64, |sum, (_, pack)| sum.saturating_add(pack.sum));
-        // The smallest capacity a greedy left-to-right packing fits into `shards` ranges gives the
-        // best contiguous cut. A range may hold up to its dearest tile's floor whatever the
-        // capacity (the other connections render that much while the dear tile runs), so where a
-        // floor is above the mean the other ranges still share the rest evenly.
-        let (mut low, mut high) = (0u64, total);
-        while low < high {
-            let mid = low + (high - low) / 2;
-            if Self::pack(&sorted, mid, usize::MAX).len() <= shards as usize {
-                high = mid;
-            } else {
-                low = mid + 1;
-            }
-        }
-        let packed = Self::pack(&sorted, low, shards as usize);
-        let mut starts: Vec<u64> = packed.iter().map(|(start, _)| *start).collect();
-        let mut loads: Vec<u64> = packed.iter().map(|(_, pack)| pack.load()).collect();
-        if starts.is_empty() {
-            starts.push(0);
-            loads.push(0);
-        }
-        starts[0] = 0;
+        // The top as one unit, and the top spread over the ranges: the lighter heaviest shard
+        // wins, the unit on a tie.
+        let unit = cut::Cut::new(split_zoom, weights, connections, shards, false);
+        let spread = cut::Cut::new(split_zoom, weights, connections, shards, true);
+        let heaviest = |cut: &cut::Cut| cut.loads.iter().copied().max().unwrap_or(0);
+        let cut = if heaviest(&spread) < heaviest(&unit) {
+            spread
+        } else {
+            unit
+        };
         let side_tiles = 1u64 << (2 * u32::from(split_zoom));
-        // Shards the data leaves nothing for still get a range (an empty one at the end), so every
-        // index of the job has a defined, if idle, part.
-        while starts.len() < shards as usize {
-            starts.push(side_tiles);
-            loads.push(0);
-        }
-        let ranges = (0..starts.len())
-            .map(|i| ShardRange {
-                start: starts[i],
-                end: starts.get(i + 1).copied().unwrap_or(side_tiles),
-                weight: loads[i],
+        let ends = cut.starts.iter().skip(1).copied().chain([side_tiles]);
+        let ranges = cut
+            .starts
+            .iter()
+            .zip(ends)
+            .zip(&cut.loads)
+            .map(|((start, end), weight)| ShardRange {
+                start: *start,
+                end,
+                weight: *weight,
             })
             .collect();
         Ok(ShardPlan {
             version: PLAN_VERSION,
             settings_digest: settings_digest.to_string(),
             split_zoom,
+            top: ShardTop {
+                shard: cut.top_shard,
+                weight: cut.top_weight,
+                dearest: cut.top_dearest,
+            },
+            dearest: cut.dearest,
             ranges,
         })
-    }
-
-    /// Greedy left-to-right packing into ranges whose summed work stays within `capacity`, or
-    /// within the range's floor where that is more (at most `limit` ranges, the last taking the
-    /// rest): each range's first Hilbert index and load.
-    fn pack(sorted: &[(u64, Pack)], capacity: u64, limit: usize) -> Vec<(u64, Pack)> {
-        let mut ranges: Vec<(u64, Pack)> = Vec::new();
-        for (index, pack) in sorted {
-            let full = ranges.len() >= limit;
-            match ranges.last_mut() {
-                Some((_, load))
-                    if full || {
-                        let next = load.with(*pack);
-                        next.sum <= capacity.max(next.dearest)
-                    } =>
-                {
-                    *load = load.with(*pack);
-                }
-                _ => ranges.push((*index, *pack)),
-            }
-        }
-        ranges
     }
 
     /// Picks the split zoom and cuts it: `count(z)` gives the rows per non-empty tile of zoom `z`,
@@ -307,10 +263,14 @@ impl ShardPlan {
     }
 
     /// The shard that renders a tile: the one whose range holds the tile's ancestor at the split
-    /// zoom, or, above the split zoom, the start of the tile's block.
+    /// zoom, or, above the split zoom, the top's shard (or, with the top spread, the one whose
+    /// range holds the start of the tile's block).
     pub fn owner(&self, tile: TileCoord) -> u32 {
+        if let Some(shard) = self.top.shard.filter(|_| tile.z() < self.split_zoom) {
+            return shard;
+        }
         let index = if tile.z() <= self.split_zoom {
-            block_start(tile, self.split_zoom)
+            cut::block_start(tile, self.split_zoom)
         } else {
             let shift = tile.z() - self.split_zoom;
             let ancestor = TileCoord::new(self.split_zoom, tile.x() >> shift, tile.y() >> shift)
@@ -324,7 +284,7 @@ impl ShardPlan {
     /// The Hilbert indices of the split zoom a tile at or above it covers, `start..end`.
     pub fn block(&self, tile: TileCoord) -> (u64, u64) {
         let depth = 2 * u32::from(self.split_zoom.saturating_sub(tile.z()));
-        let start = block_start(tile, self.split_zoom.max(tile.z()));
+        let start = cut::block_start(tile, self.split_zoom.max(tile.z()));
         (start, start + (1u64 << depth))
     }
 
@@ -373,7 +333,8 @@ impl ShardPlan {
         let side_tiles = 1u64 << (2 * u32::from(plan.split_zoom.min(30)));
         let covers = plan.ranges.first().is_some_and(|r| r.start == 0)
             && plan.ranges.last().is_some_and(|r| r.end == side_tiles);
-        if !contiguous || !covers || plan.ranges.iter().any(|r| r.start > r.end) {
+        let top_known = plan.top.shard.is_none_or(|shard| shard < plan.shards());
+        if !contiguous || !covers || !top_known || plan.ranges.iter().any(|r| r.start > r.end) {
             return Err(plan_error(
                 source,
                 format!(
@@ -387,5 +348,6 @@ impl ShardPlan {
 }
 
 mod cost;
+mod cut;
 #[cfg(test)]
 mod tests;

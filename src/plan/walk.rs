@@ -10,7 +10,10 @@
 //! work grows with the non-empty tiles, whatever the bbox's area.
 //!
 //! A shard's walk ([`PyramidWalk::for_shard`]) enters only subtrees that hold some of the shard's
-//! tiles and renders only those; the others it passes through are probed.
+//! tiles and renders only those; the others it passes through are probed. Above the plan's split
+//! zoom it only probes: a top tile it owns is rendered as a leaf once its probe found it
+//! ([`PyramidWalk::renders_after_probe`], [`PyramidWalk::leaves`]), so no heavy top tile stands
+//! between the walk and its subtrees.
 
 use super::shard::{ShardPlan, ShardSpec};
 use crate::error::{Error, Result};
@@ -31,6 +34,7 @@ pub const EAGER_TILES: u64 = 32;
 /// The walk over one tileset's pyramid.
 #[derive(Debug, Clone)]
 pub struct PyramidWalk {
+    bbox: BBox,
     zooms: ZoomRange,
     ranges: Vec<TileRange>,
     /// Zooms `0..=eager` are queued whole at the start.
@@ -39,6 +43,8 @@ pub struct PyramidWalk {
     shard: Option<(ShardPlan, u32)>,
     /// The subtrees when this walk covers only them (a reseed past its limit of listed tiles).
     subtrees: Option<Subtrees>,
+    /// Whether the walk only renders the tiles it is given, with no roots and no children.
+    leaves: bool,
 }
 
 impl PyramidWalk {
@@ -55,11 +61,13 @@ impl PyramidWalk {
             eager = range.z;
         }
         Self {
+            bbox,
             zooms,
             ranges,
             eager,
             shard: None,
             subtrees: None,
+            leaves: false,
         }
     }
 
@@ -103,6 +111,10 @@ impl PyramidWalk {
         if tile.z() > plan.split_zoom {
             return plan.owner(tile) == *index;
         }
+        if tile.z() < plan.split_zoom && plan.top.shard == Some(*index) {
+            // The shard of the whole top probes all of it, to render what its probes find.
+            return true;
+        }
         let range = &plan.ranges[*index as usize];
         let (start, end) = plan.block(tile);
         // The block holds the shard's tiles when it overlaps the shard's range.
@@ -114,8 +126,45 @@ impl PyramidWalk {
         self.eager
     }
 
+    /// The walk of tiles rendered one by one, with no children: where a shard's walk puts the
+    /// top tiles it owns once their probes found them.
+    pub fn leaves(&self) -> PyramidWalk {
+        let mut walk = Self::new(self.bbox, self.zooms);
+        walk.leaves = true;
+        walk
+    }
+
+    /// Whether a tile this walk probed is to be rendered, as a leaf ([`PyramidWalk::leaves`]): a
+    /// top tile of the run's zooms that the walk's shard owns.
+    pub fn renders_after_probe(&self, tile: TileCoord) -> bool {
+        self.passes_through(tile)
+            && tile.z() >= self.zooms.min
+            && self
+                .shard
+                .as_ref()
+                .is_some_and(|(plan, index)| plan.owner(tile) == *index)
+    }
+
+    /// Whether the walk only passes through a tile on its way to its own: a shard's tiles above
+    /// the split zoom, which it probes (reading no geometry) and never renders.
+    pub fn passes_through(&self, tile: TileCoord) -> bool {
+        self.shard
+            .as_ref()
+            .is_some_and(|(plan, _)| tile.z() < plan.split_zoom)
+    }
+
+    /// Whether the walk notes a tile in the output's journal once visited: not the tiles it
+    /// passes through, which the shard of the top may render (and journal as written) at the
+    /// same time; a resumed shard probes them again.
+    pub fn journals(&self, tile: TileCoord) -> bool {
+        !self.passes_through(tile)
+    }
+
     /// Where every walk starts: every tile of the eager zooms within the bbox.
     pub fn roots(&self) -> Vec<TileCoord> {
+        if self.leaves {
+            return Vec::new();
+        }
         if let Some(subtrees) = &self.subtrees {
             return subtrees
                 .roots()
@@ -132,12 +181,13 @@ impl PyramidWalk {
     }
 
     /// Whether a tile is rendered, or only probed on the way down: tiles above the minimum zoom and,
-    /// in a shard's walk, tiles of other shards.
+    /// in a shard's walk, tiles above the split zoom and tiles of other shards.
     pub fn mode(&self, tile: TileCoord) -> Mode {
-        let other_shard = self
-            .shard
-            .as_ref()
-            .is_some_and(|(plan, index)| plan.owner(tile) != *index);
+        let other_shard = self.passes_through(tile)
+            || self
+                .shard
+                .as_ref()
+                .is_some_and(|(plan, index)| plan.owner(tile) != *index);
         if tile.z() < self.zooms.min || other_shard {
             Mode::Probe
         } else {
@@ -153,8 +203,9 @@ impl PyramidWalk {
         has_content: [bool; 4],
     ) -> impl Iterator<Item = TileCoord> + '_ {
         // The eager zooms' children are roots already (a subtrees' walk has no eager zoom).
-        let deeper =
-            tile.z() < self.zooms.max && (tile.z() >= self.eager || self.subtrees.is_some());
+        let deeper = !self.leaves
+            && tile.z() < self.zooms.max
+            && (tile.z() >= self.eager || self.subtrees.is_some());
         tile.children()
             .zip(has_content)
             .filter(move |(child, content)| {

@@ -79,8 +79,9 @@ pub enum ListOrder {
 }
 
 /// One finished statement: its mode, whether it held a heavy tile, whether it probed a tile that
-/// failed to render (for its children only), and its tiles.
-type Statement = (Mode, bool, bool, Vec<Result<Encoded>>);
+/// failed to render (for its children only), and its tiles; with the queue it came from (a walk's
+/// own, or its leaves').
+type Statement = (usize, (Mode, bool, bool, Vec<Result<Encoded>>));
 
 /// A tile through the render's `finish`: encoded, or gathered into a chunk compressed later.
 enum Finished {
@@ -101,15 +102,26 @@ impl<R: Renderer> Scheduler<'_, R> {
         tally: &mut Tally,
         progress: &mut Progress,
     ) -> Result<()> {
-        let mut queue = WalkQueue::new(walk, done, self.renderer.unclustered_rows());
-        progress.discovered(queue.len());
+        // A shard's walk probes the tiles above its plan's split zoom; those it owns render as
+        // leaves, in a queue of their own, so its subtrees never wait for them (issue 65).
+        let leaves = walk.leaves();
+        let rows = self.renderer.unclustered_rows();
+        let mut queues = vec![
+            WalkQueue::new(walk, done, rows),
+            WalkQueue::new(&leaves, HashMap::new(), rows),
+        ];
+        progress.discovered(queues.iter().map(WalkQueue::len).sum());
         let mut in_flight = FuturesUnordered::new();
         let mut heavy_in_flight = 0;
         let writes = writer.is_some();
         // One closure makes every statement's future, so they share one type.
-        let start = |batch: Vec<TileCoord>, mode: Mode, heavy: bool, after_failure: bool| async move {
+        let start = |part: usize,
+                     batch: Vec<TileCoord>,
+                     mode: Mode,
+                     heavy: bool,
+                     after_failure: bool| async move {
             let results = self.render_encoded(&batch, mode, writes).await;
-            (mode, heavy, after_failure, results)
+            (part, (mode, heavy, after_failure, results))
         };
         loop {
             while in_flight.len() < self.capacity() {
@@ -119,23 +131,31 @@ impl<R: Renderer> Scheduler<'_, R> {
                 // went one or two to a statement, whose fixed cost then outweighed the tiles'
                 // (200 small partitions at z0-10: 1.2 tiles a statement, 20% more wall time).
                 // The statements pipelined behind a connection's first take what comes next.
-                let Some((batch, heavy)) = queue.next_batch(self.concurrency, heavy_allowed) else {
+                // Of two walks, the one whose next tile is the lower zoom goes first.
+                let mut order: Vec<usize> = (0..queues.len()).collect();
+                order.sort_by_key(|part| queues[*part].next_key());
+                let Some((part, (batch, heavy))) = order.into_iter().find_map(|part| {
+                    let next = queues[part].next_batch(self.concurrency, heavy_allowed);
+                    next.map(|next| (part, next))
+                }) else {
                     break;
                 };
                 let mode = if writer.is_none() {
                     Mode::Probe
                 } else {
-                    walk.mode(batch[0])
+                    queues[part].walk.mode(batch[0])
                 };
                 heavy_in_flight += usize::from(heavy);
-                in_flight.push(start(batch, mode, heavy, false));
+                in_flight.push(start(part, batch, mode, heavy, false));
             }
-            let Some((mode, heavy, after_failure, results)) =
+            let Some((part, (mode, heavy, after_failure, results))) =
                 self.next_finished(&mut in_flight).await?
             else {
                 break;
             };
             heavy_in_flight -= usize::from(heavy);
+            let mut leaf_tiles = Vec::new();
+            let queue = &mut queues[part];
             for result in results {
                 if after_failure {
                     // Only the children of a tile that failed to render: the tile itself is
@@ -157,7 +177,7 @@ impl<R: Renderer> Scheduler<'_, R> {
                     // its children come from a probe, which reads no geometry, so a row that
                     // fails the render (a shape PostGIS cannot transform) fails only its own tiles.
                     if let Some(tile) = failed {
-                        in_flight.push(start(vec![tile], Mode::Probe, false, true));
+                        in_flight.push(start(part, vec![tile], Mode::Probe, false, true));
                     }
                     continue;
                 };
@@ -170,16 +190,23 @@ impl<R: Renderer> Scheduler<'_, R> {
                                 .await?,
                         )
                     }
-                    (Some(writer), None) => {
+                    (Some(writer), None) if queue.walk.journals(rendered.tile) => {
                         let visited = WriterCommand::Visited(rendered.tile, rendered.children);
                         writer.send(visited).await?;
                         None
                     }
-                    (None, _) => None,
+                    _ => None,
                 };
                 tally.record(rendered.tile, mode, rendered.elapsed, stored);
                 progress.tile_done(rendered.tile.z(), tally);
                 progress.discovered(queue.push_children(&rendered));
+                if writes && mode == Mode::Probe && queue.walk.renders_after_probe(rendered.tile) {
+                    leaf_tiles.push(rendered.tile);
+                }
+            }
+            progress.discovered(leaf_tiles.len());
+            for tile in leaf_tiles.drain(..) {
+                queues[1].push(tile);
             }
         }
         Ok(())
@@ -374,6 +401,13 @@ impl<'w> WalkQueue<'w> {
         queue
     }
 
+    /// The walk order of the next tile queued or waiting, `u64::MAX` when none is.
+    fn next_key(&self) -> u64 {
+        let queued = self.heap.peek().map(|key| key.0);
+        let waiting = self.waiting.iter().map(|key| key.0).min();
+        queued.into_iter().chain(waiting).min().unwrap_or(u64::MAX)
+    }
+
     /// Tiles queued or waiting.
     fn len(&self) -> usize {
         self.heap.len() + self.waiting.len()
@@ -395,7 +429,9 @@ impl<'w> WalkQueue<'w> {
     }
 
     fn is_heavy(&self, tile: TileCoord) -> bool {
-        tile.z() <= self.walk.eager_depth()
+        // A shard's probes above the split zoom read no geometry: none of them is heavy.
+        let eager = tile.z() <= self.walk.eager_depth() && !self.walk.passes_through(tile);
+        eager
             || tile
                 .parent()
                 .is_some_and(|parent| self.big_parents.contains(&tile_key(parent)))

@@ -329,23 +329,28 @@ async fn shard_walks_render_disjoint_parts_that_together_are_the_single_walk() {
             Ok(counts.into_iter().collect())
         })
         .unwrap();
-        let mut union = BTreeSet::new();
-        let mut rendered = BTreeSet::new();
-        for index in 0..shards {
-            let spec = ShardSpec::new(index, shards).unwrap();
-            let walk = PyramidWalk::for_shard(BBox::WORLD, zooms, plan.clone(), spec).unwrap();
-            let renderer = MemoryRenderer::new(&facilities);
-            let run = walk_with(&renderer, &walk, false, HashMap::new()).await;
-            assert!(*run.result.as_ref().unwrap());
-            for tile in stored_tiles(&run) {
-                assert_eq!(plan.owner(tile), index, "{tile} written by shard {spec}");
-                assert!(union.insert(tile), "{tile} written by two shards");
+        // The top whole on the last shard, and spread over the ranges: both split the same walk.
+        for top in [Some(shards - 1), None] {
+            let mut plan = plan.clone();
+            plan.top.shard = top;
+            let mut union = BTreeSet::new();
+            let mut rendered = BTreeSet::new();
+            for index in 0..shards {
+                let spec = ShardSpec::new(index, shards).unwrap();
+                let walk = PyramidWalk::for_shard(BBox::WORLD, zooms, plan.clone(), spec).unwrap();
+                let renderer = MemoryRenderer::new(&facilities);
+                let run = walk_with(&renderer, &walk, false, HashMap::new()).await;
+                assert!(*run.result.as_ref().unwrap());
+                for tile in stored_tiles(&run) {
+                    assert_eq!(plan.owner(tile), index, "{tile} written by shard {spec}");
+                    assert!(union.insert(tile), "{tile} written by two shards");
+                }
+                for tile in renderer.rendered() {
+                    assert!(rendered.insert(tile), "{tile} rendered by two shards");
+                }
             }
-            for tile in renderer.rendered() {
-                assert!(rendered.insert(tile), "{tile} rendered by two shards");
-            }
+            assert_eq!(union, expected, "{shards} shards write what one run writes");
         }
-        assert_eq!(union, expected, "{shards} shards write what one run writes");
     }
 }
 

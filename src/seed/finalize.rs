@@ -289,6 +289,12 @@ mod tests {
             version: PLAN_VERSION,
             settings_digest: "s".into(),
             split_zoom: 1,
+            top: crate::plan::shard::ShardTop {
+                shard: Some(0),
+                weight: 1,
+                dearest: 1,
+            },
+            dearest: 1,
             ranges: vec![range(0, 2), range(2, 4)],
         }
     }

@@ -347,18 +347,37 @@ fn a_tile_above_the_split_zoom_goes_with_the_start_of_its_block() {
     let mut weights = rows.clone();
     weights.push((tile(0, 0, 0), 40));
     let plan = ShardPlan::cut(4, &weights, 4, "d").unwrap();
-    assert_eq!(plan.owner(tile(0, 0, 0)), 0);
     let total: u64 = plan.ranges.iter().map(|r| r.weight).sum();
     assert_eq!(total, 200);
-    // Every z1 tile renders on the shard that holds the first of its descendants.
-    for t in tile(0, 0, 0).children() {
-        let first = (0..4u32)
-            .flat_map(|x| (0..4u32).map(move |y| tile(2, x, y)))
-            .filter(|d| d.parent().unwrap() == t)
-            .min_by_key(|d| hilbert_index(*d))
-            .unwrap();
-        assert_eq!(plan.owner(t), plan.owner(first));
+    assert_eq!(plan.top.weight, 40);
+    // The top (40) goes with a range of one split-zoom tile (10): every shard weighs 50.
+    assert!(plan.ranges.iter().all(|r| r.weight == 50), "{plan:?}");
+    let top = plan.top.shard.expect("the top goes whole with one range");
+    // Every tile above the split zoom renders on the top's shard, whatever its block.
+    for z in 0..4u8 {
+        for x in 0..(1u32 << z) {
+            assert_eq!(plan.owner(tile(z, x, (1u32 << z) - 1)), top);
+        }
     }
+}
+
+#[test]
+fn a_top_heavier_than_a_share_has_a_shard_to_itself() {
+    let mut weights: Vec<(TileCoord, u64)> = (0..16u32).map(|x| (tile(4, x, 0), 10)).collect();
+    weights.push((tile(0, 0, 0), 100));
+    weights.push((tile(1, 0, 0), 20));
+    let plan = ShardPlan::cut(4, &weights, 4, "d").unwrap();
+    let top = &plan.ranges[plan.top.shard.expect("a unit of its own") as usize];
+    assert_eq!(plan.top.weight, 120);
+    assert_eq!(top.weight, 120, "{plan:?}");
+    assert_eq!(top.start, top.end, "no split-zoom tile beside the top");
+    // The other three share the 160 of the split zoom as evenly as whole tiles allow.
+    let rest: Vec<u64> = plan.ranges.iter().map(|r| r.weight).collect();
+    assert!(
+        rest.iter().filter(|w| **w != 120).all(|w| *w <= 60),
+        "{rest:?}"
+    );
+    assert_eq!(rest.iter().sum::<u64>(), 280);
 }
 
 #[test]

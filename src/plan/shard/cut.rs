@@ -1,0 +1,245 @@
+//! The cut of a split zoom into ranges, with the plan's top placed beside one of them.
+//!
+//! The split zoom's weighed tiles, in Hilbert order, are cut into contiguous ranges; the tiles
+//! above the split zoom (the top) are one more load that goes with exactly one range. The cut
+//! minimises the heaviest shard by a binary search on a capacity: at a capacity, greedy packing
+//! from the left gives the fewest ranges any prefix needs, greedy packing from the right the
+//! fewest any suffix needs, so the top fits if some stretch `a..b` that it can share (its weight
+//! and theirs within the capacity) leaves a prefix and a suffix that together need at most the
+//! other shards. The stretch may be empty: the top then has a shard to itself. Spread, the top's
+//! tiles are weighed with the range holding the start of their blocks instead, and the cut is the
+//! same search with nothing to place.
+
+use super::cost::Weighed;
+use super::hilbert_index;
+use crate::tile::TileCoord;
+
+/// Where a tile at or above the split zoom starts on the split zoom's Hilbert curve: its block of
+/// descendants is `start..start + 4^(split - z)`, because the curve is hierarchical.
+pub(super) fn block_start(tile: TileCoord, split_zoom: u8) -> u64 {
+    hilbert_index(tile) << (2 * u32::from(split_zoom - tile.z()))
+}
+
+/// What a range of a cut holds so far: summed work, and its dearest tile times the connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Pack {
+    pub sum: u64,
+    pub dearest: u64,
+}
+
+impl Pack {
+    fn with(self, other: Pack) -> Pack {
+        Pack {
+            sum: self.sum.saturating_add(other.sum),
+            dearest: self.dearest.max(other.dearest),
+        }
+    }
+
+    fn load(self) -> u64 {
+        self.sum.max(self.dearest)
+    }
+
+    /// Whether the pack stays within `capacity`, or within its own floor where that is more: a
+    /// range may hold up to its dearest tile's floor whatever the capacity (the other connections
+    /// render that much while the dear tile runs).
+    fn fits(self, capacity: u64) -> bool {
+        self.sum <= capacity.max(self.dearest)
+    }
+}
+
+/// A finished cut: each shard's first Hilbert index and estimated load, and the top's place.
+#[derive(Debug)]
+pub(super) struct Cut {
+    /// Per shard, the first Hilbert index of its range (the first is 0).
+    pub starts: Vec<u64>,
+    /// Per shard, its estimated load (the top's included for the shard that renders it).
+    pub loads: Vec<u64>,
+    /// The top's summed work.
+    pub top_weight: u64,
+    /// The shard that renders the whole top; `None` when spread.
+    pub top_shard: Option<u32>,
+    /// The top's dearest single tile.
+    pub top_dearest: u64,
+    /// The dearest single tile of the whole plan.
+    pub dearest: u64,
+}
+
+impl Cut {
+    /// Cuts `weights` (split-zoom tiles, and tiles above the split zoom that make the top) for
+    /// `shards` shards of `connections` connections each; with `spread`, each top tile goes with
+    /// the range holding the start of its block.
+    pub fn new(
+        split_zoom: u8,
+        weights: &[Weighed],
+        connections: u32,
+        shards: u32,
+        spread: bool,
+    ) -> Cut {
+        let per_tile = u64::from(connections.max(1));
+        let (mut top, mut top_weight) = (Pack::default(), 0u64);
+        let (mut top_dearest, mut dearest) = (0u64, 0u64);
+        let mut items: Vec<(u64, Pack)> = Vec::new();
+        for w in weights {
+            let pack = Pack {
+                sum: w.weight,
+                dearest: w.dearest.saturating_mul(per_tile),
+            };
+            dearest = dearest.max(w.dearest);
+            if w.tile.z() < split_zoom {
+                top_weight = top_weight.saturating_add(w.weight);
+                top_dearest = top_dearest.max(w.dearest);
+            }
+            if w.tile.z() < split_zoom && !spread {
+                top = top.with(pack);
+            } else {
+                items.push((block_start(w.tile, split_zoom), pack));
+            }
+        }
+        items.sort_unstable_by_key(|(index, _)| *index);
+        items.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 = kept.1.with(next.1);
+            }
+            same
+        });
+        let shards = shards.max(1) as usize;
+        let total = items
+            .iter()
+            .fold(top.sum, |sum, (_, pack)| sum.saturating_add(pack.sum));
+        let (mut low, mut high) = (0u64, total.max(top.load()));
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if place_top(&items, top, mid, shards).is_some() {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
+        }
+        // At the whole run's work everything fits in one range with the top (a = 0, b = all).
+        let (a, b) = place_top(&items, top, low, shards).unwrap_or((0, items.len()));
+        let side_tiles = 1u64 << (2 * u32::from(split_zoom));
+        let start_of = |i: usize| items.get(i).map_or(side_tiles, |(index, _)| *index);
+        // The other shards share what the top leaves them as evenly as they can: where the top
+        // alone sets the heaviest load, the rest need not fill up to it.
+        let (before, after) = (&items[..a], &items[b..]);
+        let others = min_capacity(before, after, shards - 1, low);
+        let mut ranges = pack(before, others, usize::MAX);
+        let top_shard = ranges.len();
+        let shared = items[a..b]
+            .iter()
+            .fold(top, |load, (_, pack)| load.with(*pack));
+        ranges.push((start_of(a), shared));
+        let rest = shards.saturating_sub(ranges.len()).max(1);
+        ranges.extend(pack(after, others, rest));
+        let mut starts: Vec<u64> = ranges.iter().map(|(start, _)| *start).collect();
+        let mut loads: Vec<u64> = ranges.iter().map(|(_, pack)| pack.load()).collect();
+        starts[0] = 0;
+        // Shards the data leaves nothing for still get a range (an empty one at the end), so every
+        // index of the zoom has a defined, if idle, part.
+        while starts.len() < shards {
+            starts.push(side_tiles);
+            loads.push(0);
+        }
+        Cut {
+            starts,
+            loads,
+            top_weight,
+            top_shard: (!spread).then_some(top_shard as u32),
+            top_dearest,
+            dearest,
+        }
+    }
+}
+
+/// Where the top goes at `capacity`: the stretch `a..b` of items it shares a shard with, such that
+/// the items before need at most as many ranges as the items after leave of `shards - 1`; `None`
+/// when no stretch does.
+fn place_top(
+    items: &[(u64, Pack)],
+    top: Pack,
+    capacity: u64,
+    shards: usize,
+) -> Option<(usize, usize)> {
+    if !top.fits(capacity) {
+        return None;
+    }
+    let n = items.len();
+    let before = greedy_counts(items.iter().map(|(_, pack)| *pack), capacity);
+    let mut after = greedy_counts(items.iter().rev().map(|(_, pack)| *pack), capacity);
+    after.reverse();
+    let mut prefix = Vec::with_capacity(n + 1);
+    prefix.push(0u64);
+    for (_, pack) in items {
+        prefix.push(prefix.last().copied().unwrap_or(0).saturating_add(pack.sum));
+    }
+    // The top's own floor, not its stretch's items', bounds the stretch: that keeps the widest
+    // stretch growing with `a`, so one pass finds it.
+    let room = capacity.max(top.dearest);
+    let mut b = 0;
+    for a in 0..=n {
+        b = b.max(a);
+        while b < n && top.sum.saturating_add(prefix[b + 1] - prefix[a]) <= room {
+            b += 1;
+        }
+        if before[a] + 1 + after[b] <= shards {
+            return Some((a, b));
+        }
+    }
+    None
+}
+
+/// The least capacity at which `before` and `after`, packed apart, fill at most `ranges` ranges
+/// (at most `high`, at which they do).
+fn min_capacity(before: &[(u64, Pack)], after: &[(u64, Pack)], ranges: usize, high: u64) -> u64 {
+    let count = |items: &[(u64, Pack)], capacity| {
+        let counts = greedy_counts(items.iter().map(|(_, pack)| *pack), capacity);
+        counts.last().copied().unwrap_or(0)
+    };
+    let (mut low, mut high) = (0u64, high);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if count(before, mid) + count(after, mid) <= ranges {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    low
+}
+
+/// For each prefix of `packs` (lengths 0..=n), how many ranges greedy packing at `capacity` fills;
+/// greedy is optimal for contiguous packing, so this is the fewest.
+fn greedy_counts(packs: impl Iterator<Item = Pack>, capacity: u64) -> Vec<usize> {
+    let mut counts = vec![0usize];
+    let mut open: Option<Pack> = None;
+    let mut count = 0usize;
+    for pack in packs {
+        open = match open.map(|load| load.with(pack)) {
+            Some(next) if next.fits(capacity) => Some(next),
+            _ => {
+                count += 1;
+                Some(pack)
+            }
+        };
+        counts.push(count);
+    }
+    counts
+}
+
+/// Greedy left-to-right packing into ranges whose summed work stays within `capacity`, or within
+/// the range's floor where that is more (at most `limit` ranges, the last taking the rest): each
+/// range's first Hilbert index and load.
+fn pack(items: &[(u64, Pack)], capacity: u64, limit: usize) -> Vec<(u64, Pack)> {
+    let mut ranges: Vec<(u64, Pack)> = Vec::new();
+    for (index, pack) in items {
+        let full = ranges.len() >= limit;
+        match ranges.last_mut() {
+            Some((_, load)) if full || load.with(*pack).fits(capacity) => {
+                *load = load.with(*pack);
+            }
+            _ => ranges.push((*index, *pack)),
+        }
+    }
+    ranges
+}
