@@ -225,6 +225,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_shard_probes_the_top_and_renders_its_own_top_tiles_as_leaves() {
+        use crate::plan::shard::ShardTop;
+        let weights: Vec<(TileCoord, u64)> = (0..4u32)
+            .flat_map(|x| (0..4u32).map(move |y| (TileCoord::new(2, x, y).unwrap(), 10)))
+            .chain([(TileCoord::new(0, 0, 0).unwrap(), 30)])
+            .collect();
+        let mut plan = ShardPlan::cut(2, &weights, 2, "d").unwrap();
+        let zooms = ZoomRange::new(0, 4).unwrap();
+        let z0 = TileCoord::new(0, 0, 0).unwrap();
+        let z1 = TileCoord::new(1, 1, 1).unwrap();
+        for top in [Some(1), None] {
+            plan.top = ShardTop {
+                shard: top,
+                ..plan.top.clone()
+            };
+            let owners: Vec<u32> = (0..2)
+                .filter(|index| {
+                    let spec = ShardSpec::new(*index, 2).unwrap();
+                    let walk =
+                        PyramidWalk::for_shard(BBox::WORLD, zooms, plan.clone(), spec).unwrap();
+                    assert_eq!(walk.mode(z0), Mode::Probe, "a shard's walk probes the top");
+                    assert!(!walk.journals(z1));
+                    assert_eq!(walk.leaves().mode(z1), Mode::Render);
+                    assert_eq!(walk.leaves().children(z1, [true; 4]).count(), 0);
+                    assert!(walk.leaves().roots().is_empty());
+                    walk.renders_after_probe(z1)
+                })
+                .collect();
+            assert_eq!(owners, vec![plan.owner(z1)], "one shard renders {z1}");
+            if let Some(shard) = top {
+                assert_eq!(plan.owner(z0), shard);
+                assert_eq!(plan.owner(z1), shard);
+            }
+        }
+    }
+
+    #[test]
     fn zooms_below_the_minimum_are_only_probed() {
         let walk = PyramidWalk::new(BBox::WORLD, ZoomRange::new(5, 8).unwrap());
         assert_eq!(walk.mode(TileCoord::new(4, 0, 0).unwrap()), Mode::Probe);

@@ -106,7 +106,7 @@ impl<R: Renderer> Scheduler<'_, R> {
         // leaves, in a queue of their own, so its subtrees never wait for them (issue 65).
         let leaves = walk.leaves();
         let rows = self.renderer.unclustered_rows();
-        let mut queues = vec![
+        let mut queues = [
             WalkQueue::new(walk, done, rows),
             WalkQueue::new(&leaves, HashMap::new(), rows),
         ];
