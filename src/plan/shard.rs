@@ -158,11 +158,10 @@ impl ShardPlan {
             ));
         }
         // The top as one unit, and the top spread over the ranges: the lighter heaviest shard
-        // wins, the unit on a tie.
+        // wins (a whole top priced at a margin), the unit on a tie.
         let unit = cut::Cut::new(split_zoom, weights, connections, shards, false);
         let spread = cut::Cut::new(split_zoom, weights, connections, shards, true);
-        let heaviest = |cut: &cut::Cut| cut.loads.iter().copied().max().unwrap_or(0);
-        let cut = if heaviest(&spread) < heaviest(&unit) {
+        let cut = if spread.priced < unit.priced {
             spread
         } else {
             unit

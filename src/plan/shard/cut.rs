@@ -14,6 +14,14 @@ use super::cost::Weighed;
 use super::hilbert_index;
 use crate::tile::TileCoord;
 
+/// The factor (numerator, denominator) a whole top is priced at over its estimate. The fit of the
+/// model's coefficients says the unclustered z0-z2 tiles of 0.6-1M rows took 1.3-1.6 times what it
+/// gives them; at 100k rows, 4 unclustered shards with the top whole on one of them (priced at
+/// its estimate) ran 1.48 × the mean against 1.18 spread (`scripts/bench.sh --sections shards
+/// --shard-rows 100000`), the whole top's shard rendering 3.3 s of top tiles where it was given
+/// room for about 2.
+const TOP_MARGIN: (u64, u64) = (3, 2);
+
 /// Where a tile at or above the split zoom starts on the split zoom's Hilbert curve: its block of
 /// descendants is `start..start + 4^(split - z)`, because the curve is hierarchical.
 pub(super) fn block_start(tile: TileCoord, split_zoom: u8) -> u64 {
@@ -54,6 +62,8 @@ pub(super) struct Cut {
     pub starts: Vec<u64>,
     /// Per shard, its estimated load (the top's included for the shard that renders it).
     pub loads: Vec<u64>,
+    /// The heaviest load with a whole top priced at [`TOP_MARGIN`]: what the cuts compare.
+    pub priced: u64,
     /// The top's summed work.
     pub top_weight: u64,
     /// The shard that renders the whole top; `None` when spread.
@@ -104,6 +114,14 @@ impl Cut {
             same
         });
         let shards = shards.max(1) as usize;
+        // Placed and compared at a margin over its estimate: the low zooms' tiles render slower
+        // than the fit prices them (see `TOP_MARGIN`), and a whole top that runs over holds up
+        // its shard alone.
+        let real_top = top;
+        let top = Pack {
+            sum: top.sum.saturating_mul(TOP_MARGIN.0) / TOP_MARGIN.1,
+            ..top
+        };
         let total = items
             .iter()
             .fold(top.sum, |sum, (_, pack)| sum.saturating_add(pack.sum));
@@ -128,12 +146,17 @@ impl Cut {
         let top_shard = ranges.len();
         let shared = items[a..b]
             .iter()
-            .fold(top, |load, (_, pack)| load.with(*pack));
+            .fold(real_top, |load, (_, pack)| load.with(*pack));
+        let priced = Pack {
+            sum: shared.sum - real_top.sum + top.sum,
+            ..shared
+        };
         ranges.push((start_of(a), shared));
         let rest = shards.saturating_sub(ranges.len()).max(1);
         ranges.extend(pack(after, others, rest));
         let mut starts: Vec<u64> = ranges.iter().map(|(start, _)| *start).collect();
         let mut loads: Vec<u64> = ranges.iter().map(|(_, pack)| pack.load()).collect();
+        let priced = loads.iter().copied().max().unwrap_or(0).max(priced.load());
         starts[0] = 0;
         // Shards the data leaves nothing for still get a range (an empty one at the end), so every
         // index of the zoom has a defined, if idle, part.
@@ -144,6 +167,7 @@ impl Cut {
         Cut {
             starts,
             loads,
+            priced,
             top_weight,
             top_shard: (!spread).then_some(top_shard as u32),
             top_dearest,

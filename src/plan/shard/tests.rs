@@ -350,34 +350,61 @@ fn a_tile_above_the_split_zoom_goes_with_the_start_of_its_block() {
     let total: u64 = plan.ranges.iter().map(|r| r.weight).sum();
     assert_eq!(total, 200);
     assert_eq!(plan.top.weight, 40);
-    // The top (40) goes with a range of one split-zoom tile (10): every shard weighs 50.
+    // Whole, the top (priced at 60) would leave a shard above 50: spread, the z0 tile goes with
+    // the range holding the start of its block, and every shard weighs 50.
+    assert_eq!(plan.top.shard, None);
     assert!(plan.ranges.iter().all(|r| r.weight == 50), "{plan:?}");
-    let top = plan.top.shard.expect("the top goes whole with one range");
-    // Every tile above the split zoom renders on the top's shard, whatever its block.
-    for z in 0..4u8 {
-        for x in 0..(1u32 << z) {
-            assert_eq!(plan.owner(tile(z, x, (1u32 << z) - 1)), top);
-        }
+    assert_eq!(plan.owner(tile(0, 0, 0)), 0);
+    // Every z1 tile renders on the shard that holds the first of its descendants.
+    for t in tile(0, 0, 0).children() {
+        let first = (0..4u32)
+            .flat_map(|x| (0..4u32).map(move |y| tile(2, x, y)))
+            .filter(|d| d.parent().unwrap() == t)
+            .min_by_key(|d| hilbert_index(*d))
+            .unwrap();
+        assert_eq!(plan.owner(t), plan.owner(first));
     }
 }
 
 #[test]
-fn a_top_heavier_than_a_share_has_a_shard_to_itself() {
+fn a_whole_top_goes_beside_a_range_left_lighter_or_alone() {
+    let weighed = |weights: &[(TileCoord, u64)]| -> Vec<Weighed> {
+        weights
+            .iter()
+            .map(|(tile, weight)| Weighed {
+                tile: *tile,
+                weight: *weight,
+                dearest: *weight,
+            })
+            .collect()
+    };
     let mut weights: Vec<(TileCoord, u64)> = (0..16u32).map(|x| (tile(4, x, 0), 10)).collect();
-    weights.push((tile(0, 0, 0), 100));
-    weights.push((tile(1, 0, 0), 20));
-    let plan = ShardPlan::cut(4, &weights, 4, "d").unwrap();
-    let top = &plan.ranges[plan.top.shard.expect("a unit of its own") as usize];
-    assert_eq!(plan.top.weight, 120);
-    assert_eq!(top.weight, 120, "{plan:?}");
-    assert_eq!(top.start, top.end, "no split-zoom tile beside the top");
-    // The other three share the 160 of the split zoom as evenly as whole tiles allow.
-    let rest: Vec<u64> = plan.ranges.iter().map(|r| r.weight).collect();
-    assert!(
-        rest.iter().filter(|w| **w != 120).all(|w| *w <= 60),
-        "{rest:?}"
+    weights.push((tile(0, 0, 0), 20));
+    // Priced at 30, the top goes with two split-zoom tiles (50), the rest four or five to a shard.
+    let cut = super::cut::Cut::new(4, &weighed(&weights), 1, 4, false);
+    let top = cut.top_shard.expect("whole") as usize;
+    assert_eq!(cut.loads[top], 40, "{cut:?}");
+    assert_eq!(cut.priced, 50, "{cut:?}");
+    assert_eq!(cut.loads.iter().sum::<u64>(), 180);
+    weights.push((tile(1, 0, 0), 100));
+    // A top of 120 (priced 180) has a shard to itself, and the other three share the 160.
+    let cut = super::cut::Cut::new(4, &weighed(&weights), 1, 4, false);
+    let top = cut.top_shard.expect("whole") as usize;
+    assert_eq!(cut.loads[top], 120, "{cut:?}");
+    let end = cut.starts.get(top + 1).copied().unwrap_or(256);
+    assert_eq!(
+        end, cut.starts[top],
+        "no split-zoom tile beside the top: {cut:?}"
     );
-    assert_eq!(rest.iter().sum::<u64>(), 280);
+    assert!(
+        cut.loads
+            .iter()
+            .enumerate()
+            .all(|(i, w)| i == top || *w <= 60),
+        "{cut:?}"
+    );
+    assert_eq!(cut.top_weight, 120);
+    assert_eq!(cut.top_dearest, 100);
 }
 
 #[test]
