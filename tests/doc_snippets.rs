@@ -35,6 +35,11 @@ geometry_column = "location"
 struct Snippet {
     /// The file and the 1-based line of its opening fence, for messages.
     at: String,
+    /// The Markdown file's name and the 0-based line of the fence, to point at a key's own line.
+    name: String,
+    fence: usize,
+    /// The fence's indentation, taken off every line of `text`.
+    indent: usize,
     /// The block's text, without the fence's indentation.
     text: String,
     fragment: bool,
@@ -98,6 +103,9 @@ fn toml_snippets(name: &str, markdown: &str) -> Vec<Snippet> {
         }
         snippets.push(Snippet {
             at: format!("{name}:{}", index + 1),
+            name: name.to_string(),
+            fence: index,
+            indent,
             text: body.join("\n") + "\n",
             fragment,
             invalid,
@@ -115,11 +123,43 @@ fn check(snippet: &Snippet, file: &Path) -> Option<String> {
     };
     match (oar_tiles::Config::parse(file, &text, None), snippet.invalid) {
         (Ok(_), false) | (Err(_), true) => None,
-        (Err(err), false) => Some(format!("{}: does not parse: {err}", snippet.at)),
+        (Err(err), false) => Some(format!(
+            "{}: does not parse: {}",
+            snippet.at,
+            in_markdown(snippet, err)
+        )),
         (Ok(_), true) => Some(format!(
             "{}: marked `invalid` but parses: the mistake it shows is no longer one",
             snippet.at
         )),
+    }
+}
+
+/// The parser's message with its position moved from the parsed text to the Markdown file, so it
+/// names the line to fix (a fragment's text starts after [`BASE`] and a blank line).
+fn in_markdown(snippet: &Snippet, err: oar_tiles::Error) -> String {
+    let oar_tiles::Error::Config {
+        line,
+        column,
+        message,
+        ..
+    } = err
+    else {
+        return err.to_string();
+    };
+    let offset = if snippet.fragment {
+        BASE.lines().count() + 1
+    } else {
+        0
+    };
+    match line {
+        Some(line) if line > offset => format!(
+            "{}:{}:{}: {message}",
+            snippet.name,
+            snippet.fence + 1 + line - offset,
+            column.unwrap_or(1) + snippet.indent
+        ),
+        _ => message,
     }
 }
 
@@ -129,9 +169,13 @@ fn every_snippet() -> Vec<(PathBuf, Snippet)> {
     markdown_files(&root().join("docs/src"), &mut files);
     let mut found = Vec::new();
     for file in files {
-        let markdown = std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let name = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+        let markdown =
+            std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let name = file
+            .strip_prefix(root())
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         for snippet in toml_snippets(&name, &markdown) {
             found.push((file.clone(), snippet));
         }
@@ -198,7 +242,15 @@ fn the_check_tells_a_broken_snippet_from_a_sound_one() {
     let file = root().join("example.md");
     assert_eq!(check(&snippets[0], &file), None);
     let broken = check(&snippets[1], &file).expect("a misspelt key fails");
-    assert!(broken.starts_with("example.md:7: does not parse"), "{broken}");
-    assert!(broken.contains("debounse"), "{broken}");
-    assert_eq!(check(&snippets[2], &file), None, "an invalid block that fails holds");
+    // The fence is line 7 and the misspelt key line 9, in the file and at its column.
+    assert!(
+        broken
+            .starts_with("example.md:7: does not parse: example.md:9:3: unknown field `debounse`"),
+        "{broken}"
+    );
+    assert_eq!(
+        check(&snippets[2], &file),
+        None,
+        "an invalid block that fails holds"
+    );
 }
