@@ -7,7 +7,7 @@
 //! changed, and one *head*, `head.json`, naming the latest segment and the oldest one kept. A
 //! client polls the head, fetches the segments after the last one it saw, and refreshes their
 //! tiles; one that fell behind the oldest kept segment reloads every tile. Document format:
-//! [`FORMAT`] version [`VERSION`] (README, "Live maps").
+//! [`FORMAT`] version [`VERSION`] (the user guide, docs/src/live-maps.md).
 //!
 //! Order makes the promise: the segment is stored before the head names it, the head only after
 //! the output's CDNs took the same changes (`seed::outbox`), and segments past the retention are
