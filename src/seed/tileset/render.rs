@@ -1,5 +1,6 @@
-//! Sub-steps 4e-4h of a tileset's seed: its work rendered through the scheduler into the writer,
-//! the output finished (metadata, sweep, state), its hash refreshed, and the watermark advanced.
+//! The work of sub-steps 4e-4h of a tileset's seed, which `TilesetRun::seed` drives: the tiles
+//! rendered through the scheduler into the writer, the output finished (metadata, sweep, state),
+//! the watermark advanced, and the hash refreshed.
 
 use std::collections::HashMap;
 use std::time::Instant;
