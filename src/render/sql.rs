@@ -31,8 +31,6 @@ pub use cluster::{
     cluster_row_columns, representative_point, BREAKDOWN_COLUMNS,
 };
 pub use drawn::{unclipped, world_units_to_metres};
-#[cfg(test)]
-use generalise::pixel_metres;
 pub(super) use generalise::too_small;
 use generalise::{drawn_geometry, simplified};
 use partition::{partition_predicate, row_set_of, PARTITION_VALUE};
