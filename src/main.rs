@@ -1,8 +1,5 @@
 //! The `oar-tiles` command: parses the command line, runs the library, and turns the outcome into a
 //! message and an exit code.
-// The commands' futures nest every stage's (a store's opening inside an output's inside a
-// validation's); the compiler's default depth of 128 for laying them out is just short.
-#![recursion_limit = "256"]
 
 use std::process::ExitCode as ProcessExit;
 
