@@ -80,6 +80,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     database: RawDatabase,
     /// How outputs in a remote object store (`s3://`, `az://`) are reached and written.
+    /// Credentials come from the store's standard chain (for S3: the AWS environment variables, a
+    /// profile, an instance role), never from this file. Formerly `[s3]`.
     #[schemars(with = "Option<StoreConfig>")]
     store: Option<Spanned<StoreConfig>>,
     /// The old name of `[store]`: still read, with a warning. Rename it to `[store]`.
