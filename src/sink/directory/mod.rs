@@ -64,6 +64,8 @@ pub struct DirectorySink {
     hash_marked: bool,
     /// What the tiles this run stored with new bytes cover.
     written: Coverage,
+    /// This writer's mark in the root, removed when the sink is dropped.
+    _mark: leftovers::WriterMark,
 }
 
 /// Tiles written between two syncs at most, so the list of them stays small.
@@ -85,6 +87,10 @@ impl DirectorySink {
     /// With `journal` (a fingerprint of the job), finished tiles are journaled beside the tree so an
     /// interrupted full seed can be picked up. With `part`, the sink writes that shard's part: it
     /// journals apart from the other shards and finishes with a part record.
+    ///
+    /// The caller holds the output's lock (with `part`, that part's): the open removes what writers
+    /// that are gone left half written, and marks the tree as this writer's until the sink is
+    /// dropped (`leftovers.rs`).
     pub fn create(
         root: &Path,
         settings: &OutputSettings,
@@ -109,6 +115,8 @@ impl DirectorySink {
         durable::create_new(&probe)
             .map_err(|e| Error::output(root, format!("cannot write into it: {e}")))?;
         let _ = std::fs::remove_file(&probe);
+        // The caller holds the output's lock (a shard only its part's).
+        let mark = leftovers::clear_gone_writers(root, part.is_none())?;
         if settings.tiles_url.is_none() && part.is_none() {
             // A folder does not know the address it will be served from, and a relative tile URL
             // only works for a map page in that very folder.
@@ -154,6 +162,7 @@ impl DirectorySink {
             unsynced_files: Vec::new(),
             hash_marked: false,
             written: Coverage::default(),
+            _mark: mark,
         })
     }
 

@@ -142,3 +142,100 @@ fn a_full_seed_sweeps_tiles_it_no_longer_produces_within_its_zooms() {
         "1/1/1\n"
     );
 }
+
+/// A temporary tile file and the mark of `writer`, as a writer killed mid-tile leaves them.
+fn killed_mid_tile(root: &Path, writer: &leftovers::Writer, tile: &str) -> (PathBuf, PathBuf) {
+    let temporary = root.join(format!("{tile}.{}.tmp", writer.pid));
+    std::fs::create_dir_all(temporary.parent().unwrap()).unwrap();
+    std::fs::write(&temporary, b"half").unwrap();
+    let mark = root.join(writer.mark_name());
+    std::fs::write(&mark, b"").unwrap();
+    (temporary, mark)
+}
+
+fn open_tree(root: &Path) -> Box<DirectorySink> {
+    let settings = OutputSettings::default();
+    Box::new(DirectorySink::create(root, &settings, ChangedList::disabled(), None, None).unwrap())
+}
+
+#[test]
+fn the_trees_open_removes_the_temporaries_of_writers_that_are_gone_and_no_live_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("tiles");
+    std::fs::create_dir(&root).unwrap();
+    let here = leftovers::Writer::this().host;
+    // A process that ran and is gone, and one that runs until its input closes.
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    ended.wait().unwrap();
+    let mut running = std::process::Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let gone = leftovers::Writer {
+        pid: ended.id(),
+        host: here.clone(),
+    };
+    let live = leftovers::Writer {
+        pid: running.id(),
+        host: here,
+    };
+    let (gone_tmp, gone_mark) = killed_mid_tile(&root, &gone, "7/3/.5.pbf");
+    let (deep_tmp, _) = killed_mid_tile(&root, &gone, "12/40/.9.pbf");
+    let (live_tmp, live_mark) = killed_mid_tile(&root, &live, "7/3/.6.pbf");
+    std::fs::write(root.join("7/3/5.pbf"), b"tile").unwrap();
+
+    let sink = open_tree(&root);
+    assert!(
+        !gone_tmp.exists() && !deep_tmp.exists(),
+        "a gone writer's temporaries are removed, in every column"
+    );
+    assert!(!gone_mark.exists(), "and its mark");
+    assert!(
+        live_tmp.exists() && live_mark.exists(),
+        "a live writer's temporary may be in flight: it stays"
+    );
+    assert!(root.join("7/3/5.pbf").exists());
+    let ours = root.join(leftovers::Writer::this().mark_name());
+    assert!(ours.exists(), "the open marks the tree as this writer's");
+    drop(sink);
+    assert!(!ours.exists(), "a writer that is done removes its mark");
+
+    // Once the live writer ends (killed: its mark stays), the next open removes what it left.
+    drop(running.stdin.take());
+    running.wait().unwrap();
+    drop(open_tree(&root));
+    assert!(!live_tmp.exists() && !live_mark.exists());
+}
+
+#[test]
+fn a_writer_elsewhere_is_gone_only_for_an_open_of_the_whole_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let elsewhere = leftovers::Writer {
+        pid: 4_194_302,
+        host: leftovers::host_digest("another-host"),
+    };
+    assert_ne!(elsewhere.host, leftovers::Writer::this().host);
+    let (temporary, mark) = killed_mid_tile(root, &elsewhere, "3/2/.1.pbf");
+    // A shard holds only its part: a shard on another machine may be writing that file.
+    drop(leftovers::clear_gone_writers(root, false).unwrap());
+    assert!(temporary.exists() && mark.exists());
+    // An unsharded run holds the whole output: no writer elsewhere may be at work.
+    drop(leftovers::clear_gone_writers(root, true).unwrap());
+    assert!(!temporary.exists() && !mark.exists());
+
+    // A gone writer whose process id a live writer shares: a temporary cannot tell them apart.
+    let me = leftovers::Writer::this();
+    let namesake = leftovers::Writer {
+        pid: me.pid,
+        host: elsewhere.host.clone(),
+    };
+    let (ours, mark) = killed_mid_tile(root, &namesake, "3/2/.2.pbf");
+    drop(leftovers::clear_gone_writers(root, true).unwrap());
+    assert!(
+        ours.exists(),
+        "{} is named as this process's are",
+        ours.display()
+    );
+    assert!(mark.exists(), "left for a later open to judge");
+}
