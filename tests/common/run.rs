@@ -209,6 +209,11 @@ impl Speaking {
         }
     }
 
+    /// The process, to signal it.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
     /// Waits for it to end; what it wrote, whole.
     pub fn finish(mut self) -> Run {
         let output = self.child.wait_with_output().unwrap();
