@@ -1564,9 +1564,15 @@ LIVE_IDLE_SECONDS=${LIVE_IDLE_SECONDS:-60}
 LIVE_BROWSER_CACHE_CONTROL=${LIVE_BROWSER_CACHE_CONTROL-public, max-age=86400}
 # The unclustered case first: every facility its own feature at every zoom, so its low zooms take
 # seconds and only a feed that speaks as tiles are purged keeps up; then the clustered one.
+# LIVE_LAYOUTS picks the cases.
+LIVE_LAYOUTS=${LIVE_LAYOUTS:-unclustered clustered}
 section_live() {
-    live_case unclustered
-    live_case clustered
+    local layout
+    for layout in $LIVE_LAYOUTS; do
+        [[ $layout == clustered || $layout == unclustered ]] \
+            || die "LIVE_LAYOUTS: '$layout' is neither clustered nor unclustered"
+        live_case "$layout"
+    done
 }
 
 live_case() {
