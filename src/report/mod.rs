@@ -387,8 +387,7 @@ pub struct TilesetSummary {
     pub outbox: Backlog,
     /// What each CDN purge target was sent.
     pub purges: Vec<PurgeSummary>,
-    /// What the output's changes feed published: the segments listing what its CDNs purged while
-    /// the run rendered, and the one after its purges.
+    /// What the output's changes feed published, while the run rendered and after its purges.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feed: Option<crate::coordination::feed::Published>,
     /// What fetching changed tiles through each target's public URL found (`--check-edge`).
