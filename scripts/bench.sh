@@ -149,7 +149,7 @@
 #            and max (from each change's commit to its cycle's output being
 #            complete), checks the output against a full seed of the changed
 #            data, and reloads the sample.
-#   live     on the --reseed-rows sample, clustered: a full seed into a tree with a
+#   live     on the --reseed-rows sample, unclustered then clustered: a full seed into a tree with a
 #            changes feed, `serve` over it behind Varnish (keeping every answer
 #            for a day, the feed's head too), `watch` purging it per tile; the
 #            preview page open through the cache in headless Chromium; 24
@@ -157,9 +157,9 @@
 #            commit to the first frame drawing the new name at z14.5, without a
 #            reload (target p95 <= 3 s); the feed's bytes per change, and the
 #            requests an idle open map makes per minute (LIVE_IDLE_SECONDS).
-#            LIVE_BROWSER_CACHE_CONTROL="public, max-age=86400" has the cache
-#            hand the browser that header with every answer, as an origin
-#            that lets browsers keep tiles does; LIVE_EVENTS=1 has the page
+#            The cache hands browsers LIVE_BROWSER_CACHE_CONTROL (default
+#            "public, max-age=86400", an origin that lets browsers keep tiles a
+#            day) with every answer; LIVE_EVENTS=1 has the page
 #            follow watch's Server-Sent Events (serve --watch).
 #   edge     on the --reseed-rows sample, clustered: a full seed into a tree,
 #            `oar-tiles serve` over it as the origin and Debian's Varnish in
@@ -1569,8 +1569,24 @@ section_edge_zooms() {
 
 LIVE_CHANGES=${LIVE_CHANGES:-24}
 LIVE_IDLE_SECONDS=${LIVE_IDLE_SECONDS:-60}
+# What the cache hands browsers with every answer: an origin that lets browsers keep tiles a
+# day, which an open map must refresh past; set it empty for the headers as serve sends them.
+LIVE_BROWSER_CACHE_CONTROL=${LIVE_BROWSER_CACHE_CONTROL-public, max-age=86400}
+# The unclustered case first: every facility its own feature at every zoom, so its low zooms take
+# seconds and only a feed that speaks as tiles are purged keeps up; then the clustered one.
+# LIVE_LAYOUTS picks the cases.
+LIVE_LAYOUTS=${LIVE_LAYOUTS:-unclustered clustered}
 section_live() {
-    local n=$reseed_rows schema=bench_$reseed_rows tree=$WORK/live-tree range lo hi count
+    local layout
+    for layout in $LIVE_LAYOUTS; do
+        [[ $layout == clustered || $layout == unclustered ]] \
+            || die "LIVE_LAYOUTS: '$layout' is neither clustered nor unclustered"
+        live_case "$layout"
+    done
+}
+
+live_case() {
+    local layout=$1 n=$reseed_rows schema=bench_$reseed_rows tree=$WORK/live-tree range lo hi count
     local port sport vport name cache code load_before chromium chromedriver
     ensure_sample "$n"
     "$ROOT/scripts/varnish.sh" install
@@ -1580,7 +1596,7 @@ section_live() {
     chromium=$(command -v chromium)
     chromedriver=$(command -v chromedriver)
     reseed_config=$WORK/live.toml
-    make_config "$n" clustered "$reseed_config"
+    make_config "$n" "$layout" "$reseed_config"
     sed -i "s|^output = .*|output = \"dir:$tree\"|; /^check_edge\s*=/d; s|^\[watch\]\s*$|[watch]\ncheck_edge = 0|" \
         "$reseed_config"
     "$BIN" -q changes uninstall --config "$reseed_config" >&2
@@ -1588,7 +1604,7 @@ section_live() {
     range=$(psql_ -Atc "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM $schema.facilities")
     read -r lo hi count <<<"$range"
     "$BIN" -q changes install --config "$reseed_config" >&2
-    log "live: full seed into a tree (clustered)"
+    log "live: full seed into a tree ($layout)"
     "$BIN" -q seed "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
     sport=$(free_port)
     port=$(free_port)
@@ -1614,7 +1630,7 @@ section_live() {
     watch_pid=$!
     python3 "$ROOT/scripts/bench_helpers.py" watch-wait "http://127.0.0.1:$port" health
     load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-    echo "live: $n facilities clustered ($RESEED_ZOOM) into a tree behind Varnish (PURGE per tile, the feed's" \
+    echo "live: $n facilities $layout ($RESEED_ZOOM) into a tree behind Varnish (PURGE per tile, the feed's" \
         "head purged too), watch with its default settings; serve's page open through the cache in headless" \
         "Chromium, following ${LIVE_EVENTS:+the events of watch, else }the feed every second; $LIVE_CHANGES" \
         "renames one at a time; browsers get Cache-Control: ${LIVE_BROWSER_CACHE_CONTROL:-as serve sends it}"

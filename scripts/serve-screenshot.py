@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Takes a screenshot of `oar-tiles serve` (the README's picture of the sample).
+"""Takes a screenshot of `oar-tiles serve` (the user guide's picture of the sample,
+docs/src/images/serve.png, shown in docs/src/commands.md and README.md).
 
     scripts/serve-screenshot.py OUTPUT PNG [VIEW [SERVE-OPTION...]]
 

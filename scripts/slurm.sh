@@ -11,7 +11,9 @@
 # The node is named `oartest` whatever the host is called, with the machine's cores. Process
 # tracking is SLURM's plain Linux one (no cgroups, which a container may not delegate), and there
 # is no accounting daemon: a test reads its tasks' own output files. munged is started once per
-# machine with a key made for it, when none runs.
+# machine with a key made for it, when none runs. Job credentials live 10 s (`cred_expire`, 120 by
+# default): SLURM holds a requeued job back that long and a second more, so slurmd never takes its
+# new start for the start it revoked, and the requeue tests wait 11 s, not 2 minutes.
 #
 # Environment:
 #   SLURM_WAIT_SECS   how long `start` waits for the node to be idle (default 60)
@@ -79,6 +81,7 @@ SlurmdPort=$node_port
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid

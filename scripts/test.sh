@@ -85,6 +85,16 @@ if ! "$mbtiles_cli/bin/mbtiles" --version >/dev/null 2>&1; then
 fi
 export OAR_TILES_TEST_MBTILES_CLI=$mbtiles_cli/bin/mbtiles
 
+# The user guide (docs/) is an mdBook, built below with mdBook from crates.io, installed once
+# (pinned; without its `serve` and `watch` features, which only an author previewing needs).
+mdbook_dir=${XDG_CACHE_HOME:-$HOME/.cache}/oar-tiles/mdbook
+mdbook=$mdbook_dir/bin/mdbook
+if ! "$mdbook" --version >/dev/null 2>&1; then
+    log "building mdBook into $mdbook_dir (once; a few minutes)"
+    nice cargo install mdbook --locked --version 0.4.52 --no-default-features --features search \
+        --root "$mdbook_dir" >&2 || die "cannot install mdBook into $mdbook_dir"
+fi
+
 # The serve tests drive Debian's Chromium headless through its WebDriver server, chromedriver.
 { command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || apt_install chromium chromium-driver
 OAR_TILES_TEST_CHROMIUM=$(command -v chromium)
@@ -131,7 +141,8 @@ OAR_TILES_TEST_SLURM_CONF=$(scripts/slurm.sh start "$slurm_dir") || die "cannot 
 export OAR_TILES_TEST_SLURM_CONF
 
 log=$(mktemp)
-trap 'rm -f "$log"; scripts/moto-server.sh stop "$moto_pid"; scripts/azurite.sh stop "$azurite_pid"; scripts/slurm.sh stop "$slurm_dir"; rm -rf "$slurm_dir" || true' EXIT
+book=$(mktemp -d)
+trap 'rm -f "$log"; rm -rf "$book"; scripts/moto-server.sh stop "$moto_pid"; scripts/azurite.sh stop "$azurite_pid"; scripts/slurm.sh stop "$slurm_dir"; rm -rf "$slurm_dir" || true' EXIT
 status=0
 # Everything after a `--` goes to the test binaries; --include-ignored joins it there.
 args=("$@")
@@ -140,6 +151,9 @@ cargo test --locked --no-fail-fast "${args[@]}" 2>&1 | tee "$log" || status=$?
 # One closing line over all test binaries, for people and CI logs alike.
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
      END { printf "tests: %d passed, %d failed, %d ignored\n", passed, failed, ignored }' "$log"
+
+# The user guide must build (its TOML snippets are parsed by tests/doc_snippets.rs above).
+"$mdbook" build docs --dest-dir "$book" >&2 || { log "mdbook build docs failed"; status=1; }
 
 # Style and lints, as CI checks them; after the tests so a lint never hides a test result.
 cargo fmt --check || { log "cargo fmt --check: run 'cargo fmt'"; status=1; }

@@ -94,6 +94,22 @@ pub(crate) enum Command {
     /// run what `seed --dirty` runs; serve /metrics and /health. Runs until SIGTERM or SIGINT.
     #[command(after_help = AFTER_HELP)]
     Watch(WatchArgs),
+    /// Describe the configuration file: its JSON Schema for editors, or a Markdown reference of
+    /// every table and key. Reads no config file.
+    #[command(subcommand)]
+    Config(ConfigAction),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigAction {
+    /// Print the JSON Schema (draft 07) of the configuration file: every table and key with its
+    /// type, default and description. Save it as oar-tiles.schema.json beside the config file and
+    /// make `#:schema ./oar-tiles.schema.json` the file's first line: editors that read JSON
+    /// Schema for TOML (Taplo, Even Better TOML) then complete and check it.
+    Schema,
+    /// Print the configuration reference in Markdown, generated from the same schema: a section
+    /// per table, with each key's type, default and description.
+    Reference,
 }
 
 #[derive(Debug, Args)]
@@ -107,7 +123,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub(crate) listen: std::net::SocketAddr,
 
-    /// Config whose [s3] settings (endpoint, region, path style) reach the bucket; optional.
+    /// Config whose [store] settings (endpoint, region, path style) reach the bucket; optional.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 
@@ -215,7 +231,7 @@ pub(crate) struct ValidateArgs {
     #[arg(value_name = "OUTPUT", required = true)]
     pub(crate) outputs: Vec<String>,
 
-    /// Config file: its [s3] settings reach buckets; --against-db renders with its database and
+    /// Config file: its [store] settings reach buckets; --against-db renders with its database and
     /// tilesets [default with --against-db: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
     #[arg(short, long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
@@ -258,7 +274,7 @@ pub(crate) struct InspectArgs {
     #[arg(value_name = "OUTPUT")]
     pub(crate) output: String,
 
-    /// Config whose [s3] settings (endpoint, region, path style) reach the bucket; optional.
+    /// Config whose [store] settings (endpoint, region, path style) reach the bucket; optional.
     #[arg(short, long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 

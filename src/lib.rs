@@ -49,6 +49,7 @@ pub mod database {
 
 /// The commands.
 pub mod commands {
+    pub use crate::config::{json_schema as config_schema, reference as config_reference};
     pub use crate::inspect::inspect;
     pub use crate::partition::totals as partition_totals;
     pub use crate::seed::{finalize, run as seed, write_metrics, write_reports, Session};

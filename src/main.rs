@@ -1,8 +1,5 @@
 //! The `oar-tiles` command: parses the command line, runs the library, and turns the outcome into a
 //! message and an exit code.
-// The commands' futures nest every stage's (a store's opening inside an output's inside a
-// validation's); the compiler's default depth of 128 for laying them out is just short.
-#![recursion_limit = "256"]
 
 use std::process::ExitCode as ProcessExit;
 
@@ -34,6 +31,7 @@ fn main() -> ProcessExit {
         Command::Merge(args) => run_merge(args),
         Command::Finalize(args) => run_finalize(args),
         Command::ShardPlan(args) => run_shard_plan(args),
+        Command::Config(action) => run_config(action),
     };
     let code = match outcome {
         Ok(()) => ExitCode::Success,
@@ -80,6 +78,27 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .build()
         .map_err(|source| Error::System {
             what: "cannot start the async runtime".into(),
+            source,
+        })
+}
+
+fn run_config(action: ConfigAction) -> Result<(), Error> {
+    let text = match action {
+        ConfigAction::Schema => {
+            let schema = commands::config_schema();
+            // A Value always serialises; the fallback keeps this free of a panic all the same.
+            let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+            text.push('\n');
+            text
+        }
+        ConfigAction::Reference => commands::config_reference(),
+    };
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|source| Error::System {
+            what: "cannot write to stdout".into(),
             source,
         })
 }

@@ -215,11 +215,11 @@ const CASES: &[Case] = &[
     ),
     case(
         "public URL of S3 is not a URL",
-        Some(("pool_size = 2\n", "pool_size = 2\n[s3]\npublic_url = \"cdn.example.org\"\n")),
+        Some(("pool_size = 2\n", "pool_size = 2\n[store]\npublic_url = \"cdn.example.org\"\n")),
         &[],
         false,
         2,
-        "s3.public_url `cdn.example.org` must be a base URL",
+        "store.public_url `cdn.example.org` must be a base URL",
     ),
     case("unreachable database", None, &[], false, 1, "127.0.0.1:1"),
     case(
@@ -318,11 +318,15 @@ const CASES: &[Case] = &[
     case("attribute named like a cluster property", Some(("attributes = [", "cluster_maxzoom = 3\nattributes = [\"count\", ")), &[], false, 2, "clashes with a cluster property"),
     case("cluster breakdown without clusters", Some(("attributes", "cluster_breakdown = \"kind\"\nattributes")), &[], false, 2, "cluster_breakdown needs cluster_maxzoom"),
     case("cluster breakdown of a column not rendered", Some(("attributes", "cluster_maxzoom = 3\ncluster_breakdown = \"site_id\"\nattributes")), &[], false, 2, "must be one of the layer's attributes"),
-    case("part size under S3's minimum", Some(("pool_size = 2", "pool_size = 2\n[s3]\npart_size_mib = 1")), &[], false, 2, "s3.part_size_mib"),
+    case("part size under S3's minimum", Some(("pool_size = 2", "pool_size = 2\n[store]\npart_size_mib = 1")), &[], false, 2, "store.part_size_mib"),
     case("PMTiles object without a key", None, &["--output", "pmtiles:s3://tiles/"], false, 2, "needs an object key"),
     case("tile extension with a slash", Some(("name = \"sites\"\n", "name = \"sites\"\ntile_extension = \"p/bf\"\n")), &[], false, 2, "tile_extension"),
     case("tileset defined twice", Some(("[[tileset]]", "[[tileset]]\nname = \"sites\"\n[[tileset.layer]]\nname = \"a\"\ntable = \"a\"\n[[tileset]]")), &[], false, 2, "defined twice"),
-    case("s3 attempts out of range", Some(("pool_size = 2", "pool_size = 2\n[s3]\nmax_attempts = 0")), &[], false, 2, "s3.max_attempts"),
+    case("store attempts out of range", Some(("pool_size = 2", "pool_size = 2\n[store]\nmax_attempts = 0")), &[], false, 2, "store.max_attempts"),
+    // `[s3]`, the old name of `[store]`, is still read: the run goes on (to the unreachable database)
+    // after a warning naming the file.
+    case("the old [s3] table", Some(("pool_size = 2", "pool_size = 2\n[s3]\nmax_attempts = 3")), &[], false, 1, "oar.toml: the [s3] table is now called [store] (it configures every remote store, Azure included): rename it"),
+    case("[store] and [s3] at once", Some(("pool_size = 2", "pool_size = 2\n[store]\nmax_attempts = 3\n[s3]\nmax_attempts = 3")), &[], false, 2, "oar.toml:6:1: both [store] and [s3] are present"),
     case("database attempts out of range", Some(("pool_size = 2", "pool_size = 2\nmax_attempts = 99")), &[], false, 2, "database.max_attempts 99"),
     case("table name trying SQL injection", Some(("sites\"\ngeometry", "sites; DROP TABLE sites; --\"\ngeometry")), &[], true, 2, "does not exist"),
     case("partition column missing from the table", Some(("name = \"sites\"\n", "name = \"sites\"\npartition_by = \"nation\"\n")), &[], true, 2, "partition_by column `nation` does not exist"),

@@ -163,4 +163,14 @@ fn changes_stored_by_a_seed_and_a_watcher_killed_while_purging_are_purged_by_the
         .filter(|name| name.ends_with(&format!(".{killed}.tmp")))
         .collect();
     assert!(left.is_empty(), "the killed watcher's {left:?} left behind");
+    // And its mark, which told the next watcher's open that it was gone.
+    let marks: Vec<String> = std::fs::read_dir(&tree)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(&format!(".oar-tiles-writer.{killed}.")))
+        .collect();
+    assert!(
+        marks.is_empty(),
+        "the killed watcher's mark {marks:?} left behind"
+    );
 }

@@ -329,7 +329,7 @@ fn an_open_map_draws_a_renamed_facility_and_drops_a_deleted_one_without_a_reload
 
     world.change("Spree Knitwear Cooperative", true);
     world.reseed();
-    assert_eq!(world.head_sequence(), first + 1, "one segment published");
+    assert!(world.head_sequence() > first, "a segment published");
 
     runtime.block_on(async {
         let gone = ["Mitte Garments", "Spree Knitwear"];
@@ -337,7 +337,7 @@ fn an_open_map_draws_a_renamed_facility_and_drops_a_deleted_one_without_a_reload
         assert!(
             feed["refreshed"].as_u64().unwrap() > 0
                 && feed["reloads"] == json!(0)
-                && feed["sequence"] == json!(first + 1),
+                && feed["sequence"].as_u64() > Some(first),
             "refreshed tile by tile: {feed}"
         );
         browser.close().await;
@@ -382,7 +382,7 @@ fn a_map_whose_browser_keeps_tiles_a_day_draws_each_change_in_view_and_off_scree
     // day; refreshing them must not take them from there.
     world.change("Spree Knitwear Cooperative", true);
     world.reseed();
-    assert_eq!(world.head_sequence(), first + 1, "one segment published");
+    assert!(world.head_sequence() > first, "a segment published");
     runtime.block_on(async {
         let gone = ["Mitte Garments", "Spree Knitwear"];
         let feed = assert_drawn(&browser, "Spree Knitwear Cooperative", &gone).await;
@@ -400,9 +400,10 @@ fn a_map_whose_browser_keeps_tiles_a_day_draws_each_change_in_view_and_off_scree
     });
     world.change("Spree Knitwear eG", false);
     world.reseed();
+    let second = world.head_sequence();
     runtime.block_on(async {
-        let feed = wait_for_feed(&browser, "the second segment", |feed| {
-            feed["sequence"] == json!(first + 2)
+        let feed = wait_for_feed(&browser, "the second run's segments", |feed| {
+            feed["sequence"] == json!(second)
         })
         .await;
         assert!(feed["dropped"].as_u64().unwrap() > 0, "{feed}");

@@ -10,7 +10,7 @@ use crate::common::disk::TinyDisk;
 use crate::common::fixture::Fixture;
 use crate::common::run::{
     differences, oar_tiles, oar_tiles_command, read_mbtiles_raw, read_tree, read_tree_after_a_kill,
-    run_from, send_signal, single_layer_config, Run,
+    run_from, send_signal, single_layer_config, wait_for_file_clock_past, Run,
 };
 use crate::common::slow::{many_points, SLOW_ROWS};
 
@@ -147,7 +147,7 @@ fn stopped_tree_reseed_is_listed_by_the_next_run(signal: libc::c_int, label: &st
     let list = fixture.path("changed.txt");
     let list_arg = list.to_str().unwrap();
     let started = SystemTime::now();
-    std::thread::sleep(Duration::from_millis(20));
+    wait_for_file_clock_past(fixture.dir.path(), started);
     let mut child = oar_tiles_command(
         Some(&fixture.schema.url),
         &fixture.seed_args(&output, ZOOMS, &["--dirty", "--changed-list", list_arg]),

@@ -421,7 +421,7 @@ fn each_partition_feeds_its_own_changes_and_one_handed_over_waits_until_its_purg
         "UPDATE {schema}.places SET name = 'renamed' WHERE id = (SELECT min(id) FROM {schema}.places WHERE country = 'DE')",
     );
     world.run(&["seed", "--dirty"]).assert_success();
-    assert_eq!(feed_head(&cache, "DE")["sequence"], 2);
+    assert!(feed_head(&cache, "DE")["sequence"].as_u64() >= Some(2));
     assert_eq!(feed_head(&cache, "CN")["sequence"], 1, "CN changed nothing");
 
     // US's next run publishes the handed-over tiles, now fresh at the edge, with its own.
@@ -429,8 +429,12 @@ fn each_partition_feeds_its_own_changes_and_one_handed_over_waits_until_its_purg
         "UPDATE {schema}.places SET name = 'renamed too' WHERE id = (SELECT max(id) FROM {schema}.places WHERE country = 'US')",
     );
     world.run(&["seed", "--dirty"]).assert_success();
-    assert_eq!(feed_head(&cache, "US")["sequence"], 2);
-    let listed = segment_tiles(&world, "US", 2);
+    // The run's segments: those it published while it rendered, and its delivery's.
+    let newest = feed_head(&cache, "US")["sequence"].as_u64().unwrap();
+    assert!(newest >= 2);
+    let listed: std::collections::BTreeSet<String> = (2..=newest)
+        .flat_map(|sequence| segment_tiles(&world, "US", sequence))
+        .collect();
     assert!(moved.is_subset(&listed), "{moved:?} not in {listed:?}");
 }
 

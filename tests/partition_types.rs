@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -313,7 +312,12 @@ fn partitions_of_every_column_type_equal_a_filtered_tileset_after_seed_reseed_an
                                    c_bigint = -1, a_domain = '{x y}', c_uuid = '00000000-0000-0000-0000-000000000000'
          WHERE id % 17 = 2;",
     );
-    std::thread::sleep(Duration::from_millis(400));
+    // The DELETE comes once c_char's tileset applied the UPDATE, so it is read by a later cycle.
+    watcher.wait_until("c_char's tileset applied the UPDATE", |w| {
+        w.metrics()
+            .with("oar_tiles_changes_applied_total", "c_char")
+            >= 1.0
+    });
     world.application("DELETE FROM {schema}.typed WHERE c_char = 'D' AND id < 1003;");
     // Both statements change c_char's values, so its own tileset must have applied both: the sum
     // over every column's tilesets reaches 2 with the UPDATE alone, before the DELETE is read.

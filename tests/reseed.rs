@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::common::pg::{Rng, TestSchema};
 use crate::common::reseed::{Setup, ZOOMS};
-use crate::common::run::{assert_same_tiles, oar_tiles_command, read_mbtiles_raw, summary, Tiles};
+use crate::common::run::{
+    assert_same_tiles, oar_tiles_command, read_mbtiles_raw, summary, Speaking, Tiles,
+};
 
 /// Random inserts, moves (some onto tile borders or onto another facility), attribute edits and deletes.
 fn random_changes(schema: &mut TestSchema, rng: &mut Rng, round: i64) {
@@ -220,8 +221,8 @@ fn an_interrupted_reseed_is_completed_by_the_next_run() {
         "{}",
         stopped.stderr
     );
-    // Killed at some point mid-run: the output must still open and hold a consistent state.
-    let mut child = oar_tiles_command(
+    // Killed at some point once it began: the output must still open and hold a consistent state.
+    let mut run = Speaking::start(oar_tiles_command(
         Some(&setup.schema.url),
         &[
             "seed",
@@ -234,12 +235,11 @@ fn an_interrupted_reseed_is_completed_by_the_next_run() {
             "--dirty",
         ],
         &[],
-    )
-    .spawn()
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
-    let _ = child.kill();
-    let _ = child.wait();
+    ));
+    run.wait_for("reseeding what changed in");
+    // It may have finished meanwhile: then the kill finds nothing to end.
+    let _ = run.child().kill();
+    let _ = run.child().wait();
 
     setup.seed(&output, &["--dirty"]);
     let full = setup.full("full.mbtiles");

@@ -10,7 +10,7 @@ use crate::common::disk::TinyDisk;
 use crate::common::pg::{Point, TestSchema};
 use crate::common::run::{
     assert_same_tiles, journaled_tiles, oar_tiles, oar_tiles_command, read_mbtiles_raw, run_from,
-    seed_args, send_signal, single_layer_config, strs, wait_for_progress,
+    seed_args, send_signal, single_layer_config, strs, wait_for_progress, Speaking,
 };
 use crate::common::slow::{many_points, SLOW_ROWS};
 
@@ -110,16 +110,15 @@ fn a_second_job_on_the_same_output_refuses_or_waits() {
 
     let mut waiting_args = args.to_vec();
     waiting_args.push("--wait-lock");
-    let waiting = oar_tiles_command(Some(&schema.url), &waiting_args, &[])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    let mut waiting = Speaking::start(oar_tiles_command(Some(&schema.url), &waiting_args, &[]));
+    // It says so once it found the lock held, and then holds back until the holder lets go.
+    waiting.wait_for("waiting for");
     assert!(!output.exists(), "the waiting job has not started");
     std::fs::remove_file(&lock_path).unwrap();
     drop(holder);
-    let run = run_from(waiting.wait_with_output().unwrap());
+    let run = waiting.finish();
     run.assert_success();
-    assert!(run.stderr.contains("waiting for"), "{}", run.stderr);
+    assert!(run.stderr.contains("locked by pid 4242"), "{}", run.stderr);
     assert!(output.exists());
 }
 
@@ -229,39 +228,89 @@ fn a_seed_killed_at_random_points_is_finished_by_the_next_run_with_identical_til
     let output = dir.path().join("killed.mbtiles");
     let owned = base(&output);
     let args = strs(&owned);
-    // Each kill lands after the run journaled tiles of its own, at a different point of the walk.
-    let mut kills = 0;
-    let mut last_was_killed = false;
-    for extra_ms in [0u64, 150, 400] {
+    // Kill points come from the run's own progress, never from a clock: each kill is sent once
+    // the journal holds a share of the clean run's tiles more than the last kill left (and so
+    // tiles of this run's own), shares drawn from a seeded generator that together stay under
+    // half of the tiles, so no run is near its end when its kill is sent. The seed is fixed and
+    // printed; OAR_TILES_TEST_SEED replays another. Where in its work the process is when the
+    // signal arrives is the kernel's choice, which the outcome must not depend on.
+    let seed_number = std::env::var("OAR_TILES_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(66);
+    let mut rng = crate::common::pg::Rng::new(seed_number);
+    let total = expected.len() as u64;
+    let mut story = format!("OAR_TILES_TEST_SEED={seed_number}, {total} tiles in a clean run; ");
+    eprintln!("{story}");
+    let mut left = 0;
+    for kill in 1..=3 {
+        let point = left + 1 + (rng.range(0.05, 0.15) * total as f64) as u64;
         let mut child = oar_tiles_command(Some(&schema.url), &args, &[])
             .spawn()
             .unwrap();
-        wait_for_progress(&mut child, &output);
-        std::thread::sleep(Duration::from_millis(extra_ms));
-        last_was_killed = child.try_wait().unwrap().is_none();
-        let _ = child.kill();
-        let _ = child.wait();
-        if !last_was_killed {
-            break;
-        }
-        kills += 1;
-        assert!(!output.exists(), "a killed first seed publishes nothing");
+        let reached = wait_for_journaled(&mut child, &output, point, &story);
+        send_signal(&child, libc::SIGKILL);
+        let status = child.wait().unwrap();
+        left = journaled_tiles(&output);
+        story += &format!(
+            "kill {kill} sent at {reached} journaled tiles (its point: {point}), {status}, \
+             {left} journaled after it; "
+        );
+        eprintln!("{story}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "{story}: the kill lands on a running seed"
+        );
         assert!(
-            journaled_tiles(&output) > 0,
-            "the kill left progress to resume"
+            !output.exists(),
+            "{story}: a killed first seed publishes nothing"
+        );
+        assert!(
+            left >= reached,
+            "{story}: what the journal had committed outlives the kill"
         );
     }
-    assert!(kills > 0, "no kill landed while the seed was running");
     let finished = oar_tiles(Some(&schema.url), &args);
     finished.assert_success();
-    if last_was_killed {
-        assert!(finished.stderr.contains("resuming:"), "{}", finished.stderr);
-    }
+    assert!(
+        finished.stderr.contains("resuming:"),
+        "{story}: {}",
+        finished.stderr
+    );
     assert_same_tiles(
         &expected,
         &read_mbtiles_raw(&output),
-        "the finished output against a clean run",
+        &format!("{story}: the finished output against a clean run"),
     );
+}
+
+/// Waits until the journal of the seed `child` runs into `output` holds `point` tiles; returns how
+/// many it holds then. Fails, with `story`, when the seed ends first or after two minutes without
+/// a new tile (a hang's bound).
+fn wait_for_journaled(
+    child: &mut std::process::Child,
+    output: &Path,
+    point: u64,
+    story: &str,
+) -> u64 {
+    let (mut last, mut moved) = (journaled_tiles(output), Instant::now());
+    while last < point {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "{story}: the seed ended at {last} journaled tiles, before {point}"
+        );
+        assert!(
+            moved.elapsed() < Duration::from_secs(120),
+            "{story}: the journal stayed at {last} tiles for two minutes"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+        let now = journaled_tiles(output);
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        }
+    }
+    last
 }
 
 #[test]

@@ -123,9 +123,10 @@ fn sharded_on_slurm(fixture: &Fixture, output: &str, label: &str, env: &[(&str, 
     let config = fixture.config.to_str().unwrap();
     let dir = fixture.dir.path();
     let script = dir.join(format!("{label}-shard.sh"));
-    // Task 2's first try reads through slow sessions and stays running for a minute whatever its
-    // shard's size (a shard may own few rows), so it is killed while it works; its second try is
-    // at full speed. Each start is logged with SLURM's restart count.
+    // Task 2's first try reads through slow sessions and, whatever its shard's size (a shard may
+    // own few rows), never ends by itself: only the requeue ends it, so the kill always lands on a
+    // running task, and a kill that never comes fails the test's wait for the requeue. Its second
+    // try is at full speed. Each start is logged with SLURM's restart count.
     std::fs::write(
         &script,
         format!(
@@ -133,9 +134,9 @@ fn sharded_on_slurm(fixture: &Fixture, output: &str, label: &str, env: &[(&str, 
              echo \"start task=$SLURM_ARRAY_TASK_ID restart=${{SLURM_RESTART_COUNT:-0}}\"\n\
              if [ \"$SLURM_ARRAY_TASK_ID\" = 2 ] && [ -z \"$SLURM_RESTART_COUNT\" ]; then\n\
                DATABASE_URL=$SLOW_URL '{bin}' seed --config '{config}' --output '{output}' --zoom 0-9 &\n\
-               sleep 60\n\
                wait\n\
-               exit 1\n\
+               echo \"first try's seed ended; held until the requeue\"\n\
+               exec tail -f /dev/null\n\
              fi\n\
              DATABASE_URL=$FAST_URL exec '{bin}' seed --config '{config}' --output '{output}' --zoom 0-9\n"
         ),
@@ -176,30 +177,25 @@ fn sharded_on_slurm(fixture: &Fixture, output: &str, label: &str, env: &[(&str, 
         ],
         &job_env,
     );
-    // Task 2's first try: killed while it works, then SLURM runs it again.
+    // Task 2's first try: killed once its seed is at work, then SLURM runs it again.
     let task_log = dir.join(format!("{label}-2.log"));
-    wait_until("task 2 to start", dir, || {
-        std::fs::read_to_string(&task_log).is_ok_and(|log| log.contains("restart=0"))
+    wait_until("task 2's first seed to begin", dir, || {
+        std::fs::read_to_string(&task_log)
+            .is_ok_and(|log| log.contains("restart=0") && log.contains("seeding tileset"))
     });
-    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         task_state(&job, 2),
         "RUNNING",
-        "task 2 ended before it was killed"
+        "only the requeue ends the first try"
     );
     slurm("scontrol", &["requeue", &format!("{job}_2")], &[]);
-    // SLURM holds a requeued job back for a while (its begin time); it may start sooner, but not
-    // within the second its first try's credential was revoked in: slurmd compares the two in
-    // whole seconds and kills a start it takes for the revoked one ("Job credential revoked"),
-    // which fails the task and leaves `finalize` waiting for ever.
+    // SLURM itself holds a requeued job back until its begin time, the requeue plus the cluster's
+    // credential lifetime and a second (`cred_expire`, which scripts/slurm.sh sets short): a start
+    // in the second its first try's credential was revoked in would be killed by slurmd ("Job
+    // credential revoked"). So the test forces no start time and waits for the cluster's state.
     wait_until("task 2 to wait in the queue again", dir, || {
         task_state(&job, 2) == "PENDING"
     });
-    slurm(
-        "scontrol",
-        &["update", &format!("JobId={job}_2"), "StartTime=now+3"],
-        &[],
-    );
     wait_until("finalize to end", dir, || {
         std::fs::read_to_string(&finalize_log).is_ok_and(|log| log.contains("finalize exit"))
     });

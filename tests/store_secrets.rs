@@ -49,7 +49,7 @@ fn inspect_s3(store: &Recorder, credentials: &[(&str, &str)]) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("oar-tiles.toml");
     let table = format!(
-        "[s3]\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\nregion = \"us-east-1\"\nmax_attempts = 1\n\n",
+        "[store]\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\nregion = \"us-east-1\"\nmax_attempts = 1\n\n",
         store.port
     );
     std::fs::write(&config, table + &single_layer_config("s", "sites", "", "")).unwrap();

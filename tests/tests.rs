@@ -13,6 +13,7 @@ mod cloudfront;
 mod clusters;
 mod dirty_shapes;
 mod dirty_subtrees;
+mod doc_snippets;
 mod edge;
 mod edge_check;
 mod edge_faults;

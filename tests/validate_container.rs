@@ -22,7 +22,7 @@ fn points() -> Vec<Point> {
     hub_with_scatter(300, 7, 6, [90.3, 23.7, 90.5, 23.9])
 }
 
-/// A fixture over [`points`]; `tables` are more top-level tables (`[s3]`).
+/// A fixture over [`points`]; `tables` are more top-level tables (`[store]`).
 fn setup(label: &str, tables: &str, tileset: &str) -> Fixture {
     Fixture::new(label, &points(), "validate.toml", |schema| {
         format!(

@@ -6,14 +6,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::Value;
 
 use crate::common::env::required_env;
 use crate::common::fixture::Fixture;
 use crate::common::pg::TestSchema;
-use crate::common::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, Run};
+use crate::common::run::{
+    assert_same_tiles, oar_tiles, read_mbtiles_raw, wait_for_file_clock_past, Run,
+};
 use crate::common::watcher::{Watcher, PACING};
 
 /// 900 facilities; contributor 1 holds about half, 2 a quarter, 3 an eighth, and 4-40 the tail;
@@ -219,13 +221,12 @@ fn a_watched_partitioned_tileset_equals_a_full_seed_and_untouched_partitions_are
     let modified = world.modified();
     // Files written within the file system's timestamp granularity of the seed would look
     // untouched whatever the watcher did.
-    std::thread::sleep(Duration::from_millis(50));
+    wait_for_file_clock_past(world.base.dir.path(), *modified.values().max().unwrap());
     let mut watcher = Watcher::start(&world.base);
     watcher.wait_until("/health 200", |w| w.health() == Some(200));
 
     let mut touched = BTreeSet::new();
     let mut statements = 0.0;
-    let pause = || std::thread::sleep(Duration::from_millis(400));
     // A new facility of a large contributor and of a contributor nobody had: a new partition.
     world.change(
         &mut touched,
@@ -234,7 +235,8 @@ fn a_watched_partitioned_tileset_equals_a_full_seed_and_untouched_partitions_are
          WHERE $1::bigint[] IS NOT NULL",
     );
     statements += 1.0;
-    pause();
+    // Each change is applied before the next, so the cycles take them one by one.
+    watcher.wait_for_applied(statements);
     // Moves, in one statement.
     let moved: Vec<i64> = vec![11, 13, 27];
     world.change(
@@ -244,7 +246,8 @@ fn a_watched_partitioned_tileset_equals_a_full_seed_and_untouched_partitions_are
          WHERE id = ANY($1)",
     );
     statements += 1.0;
-    pause();
+    // Each change is applied before the next, so the cycles take them one by one.
+    watcher.wait_for_applied(statements);
     // Every facility of a tail contributor deleted: its partition vanishes.
     let tail = world.holding(7);
     assert!(!tail.is_empty());
@@ -254,7 +257,8 @@ fn a_watched_partitioned_tileset_equals_a_full_seed_and_untouched_partitions_are
         "DELETE FROM {schema}.facilities WHERE id = ANY($1)",
     );
     statements += 1.0;
-    pause();
+    // Each change is applied before the next, so the cycles take them one by one.
+    watcher.wait_for_applied(statements);
     // Membership: one facility gains a contributor, and every facility of another tail
     // contributor loses it (that partition vanishes without a row being deleted).
     world.change(

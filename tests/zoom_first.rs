@@ -582,3 +582,109 @@ fn an_unreadable_deferral_note_fails_a_dirty_run_by_name_and_a_full_seed_clears_
     oar_tiles(url, &["seed", "--config", &config]).assert_success();
     assert!(!note(&tree).exists());
 }
+
+/// The feed's head in `tree`, if any: its `sequence`.
+fn feed_sequence(tree: &Path) -> u64 {
+    std::fs::read(tree.join("changes/head.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|head| head["sequence"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The tiles segment `sequence` of `tree`'s feed lists.
+fn feed_segment(tree: &Path, sequence: u64) -> std::collections::BTreeSet<String> {
+    let bytes = std::fs::read(tree.join(format!("changes/{sequence}.json")))
+        .unwrap_or_else(|e| panic!("segment {sequence}: {e}"));
+    crate::common::segment_tiles(&serde_json::from_slice(&bytes).unwrap())
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn the_feed_lists_the_changes_deepest_tiles_once_purged_before_the_low_zooms_are_rendered() {
+    let cache = Recorder::start("purged", 0);
+    let gate = gate_key(4);
+    let (mut fixture, ()) = gated_world_with(
+        "zoom_first_feed",
+        cache.port,
+        gate,
+        "",
+        "\n[tileset.feed]\nretention = 100\n",
+        &[],
+    );
+    let tree = fixture.path("tree");
+    let mut child = seed(&fixture, &tree, &[]);
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let seeded = feed_sequence(&tree);
+    let before = read_tree(&tree, "pbf");
+    cache.requests.lock().unwrap().clear();
+
+    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
+        .unwrap();
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
+    );
+    let mut child = seed(&fixture, &tree, &["--dirty"]);
+    // No tile below zoom 5 can render while the gate holds: a segment now was published before
+    // the run's low zooms, as soon as the CDN took the deep tiles.
+    wait_for(
+        &mut child,
+        &fixture,
+        "a segment while the gate holds",
+        || feed_sequence(&tree) > seeded,
+    );
+    let purged_then = purged(&cache);
+    let now = read_tree(&tree, "pbf");
+    let early: std::collections::BTreeSet<String> = (seeded + 1..=feed_sequence(&tree))
+        .flat_map(|sequence| feed_segment(&tree, sequence))
+        .collect();
+    assert!(!early.is_empty(), "the early segment lists tiles");
+    for tile in &early {
+        let mut parts = tile.split('/').map(|p| p.parse::<u32>().unwrap());
+        let key = (
+            parts.next().unwrap() as u8,
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        assert!(key.0 >= GATED_BELOW, "{tile} listed before the gate opened");
+        assert!(
+            now.get(&key) != before.get(&key),
+            "{tile} listed before its new bytes were in place"
+        );
+        assert!(
+            purged_then.contains(&format!("{tile}.pbf")),
+            "{tile} listed before the CDN took its purge: {purged_then:?}"
+        );
+    }
+
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_unlock({gate})"))
+        .unwrap();
+    assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
+    let after = read_tree(&tree, "pbf");
+    let last = feed_sequence(&tree);
+    let segments: Vec<_> = (seeded + 1..=last)
+        .map(|sequence| feed_segment(&tree, sequence))
+        .collect();
+    assert!(
+        segments.len() <= 4,
+        "a run publishes a few segments, not one per chunk: {segments:?}"
+    );
+    let listed: std::collections::BTreeSet<String> = segments.iter().flatten().cloned().collect();
+    assert_eq!(
+        segments.iter().map(|s| s.len()).sum::<usize>(),
+        listed.len(),
+        "no tile listed twice: {segments:?}"
+    );
+    assert_eq!(
+        listed,
+        crate::common::run::differences(&before, &after),
+        "the run's segments list exactly the tiles it changed"
+    );
+    assert!(
+        listed.contains("0/0/0"),
+        "the low zooms are listed at the end"
+    );
+}

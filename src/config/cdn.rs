@@ -6,52 +6,18 @@
 //! when the text alone can tell: header names, the shape of distribution, zone and service ids,
 //! and an API that would carry a bearer token in clear text.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::Error;
 
+mod raw;
 mod url;
+pub(super) use raw::RawCdn;
 use url::{api_url, http_url};
-
-/// The operator's table, checked by [`resolve_cdns`].
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawCdn {
-    kind: String,
-    name: Option<String>,
-    url: Option<String>,
-    method: Option<String>,
-    concurrency: Option<usize>,
-    headers: Option<Spanned<BTreeMap<String, String>>>,
-    distribution_id: Option<Spanned<String>>,
-    path_prefix: Option<String>,
-    zone_id: Option<Spanned<String>>,
-    service_id: Option<Spanned<String>>,
-    token_env: Option<String>,
-    api_url: Option<Spanned<String>>,
-    public_url: Option<String>,
-    prefixes: Option<bool>,
-    #[serde(default)]
-    surrogate_keys: bool,
-    request_timeout: Option<Spanned<String>>,
-    purge_timeout: Option<Spanned<String>>,
-    price_per_path: Option<Spanned<f64>>,
-    refetch_price: Option<Spanned<f64>>,
-    budget_per_day: Option<Spanned<f64>>,
-    budget_per_run: Option<Spanned<f64>>,
-    #[serde(default)]
-    soft_purge: bool,
-    plan: Option<Spanned<String>>,
-    #[serde(default)]
-    only_this_output: bool,
-    rate_per_connection: Option<Spanned<f64>>,
-}
 
 /// How long one purge request may go unanswered by default: an API answers in well under a
 /// second, so this only bounds a CDN that took the connection and went silent.

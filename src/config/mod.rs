@@ -4,15 +4,25 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::error::{Error, Result};
 
 pub mod cdn;
+mod database;
 pub mod output;
+mod schema;
+mod store;
 pub mod tileset;
 mod watch;
+
+use database::{resolve_database, RawDatabase};
+pub use database::{DatabaseConfig, PoolMode};
+pub use schema::{json_schema, reference};
+use store::resolve_store;
+pub use store::{S3Config, StoreConfig};
 
 pub use cdn::{CdnConfig, CdnTarget, ConfigLine, EdgeCheckSettings, PurgeMethod};
 pub use output::{
@@ -45,123 +55,61 @@ pub struct Config {
     pub path: PathBuf,
     /// The `[database]` table, with `DATABASE_URL` applied.
     pub database: DatabaseConfig,
-    /// The `[s3]` table.
-    pub s3: S3Config,
+    /// The `[store]` table (or `[s3]`, its old name).
+    pub s3: StoreConfig,
     /// Schema holding the change log and its triggers' functions (`[changes] schema`).
     pub change_schema: String,
     /// The `[[tileset]]` tables, in file order.
     pub tilesets: Vec<TilesetConfig>,
     /// The `[watch]` table.
     pub watch: WatchConfig,
+    /// What the file should change though it was read (an old table name), each naming the file;
+    /// [`Config::load`] logs them.
+    pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The configuration file of oar-tiles: where tiles come from (`[database]`), which pyramids to
+/// render and where to write them (`[[tileset]]`), how remote stores are reached (`[store]`), and
+/// how `watch` keeps outputs fresh (`[changes]`, `[watch]`).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+#[schemars(rename = "Config", title = "oar-tiles configuration")]
+#[schemars(transform = |schema: &mut schemars::Schema| schema::require(schema, "tileset"))]
+pub(super) struct RawConfig {
+    /// How to reach PostgreSQL.
     #[serde(default)]
     database: RawDatabase,
-    #[serde(default)]
-    s3: S3Config,
+    /// How outputs in a remote object store (`s3://`, `az://`) are reached and written.
+    /// Credentials come from the store's standard chain (for S3: the AWS environment variables, a
+    /// profile, an instance role), never from this file. Formerly `[s3]`.
+    #[schemars(with = "Option<StoreConfig>")]
+    store: Option<Spanned<StoreConfig>>,
+    /// The old name of `[store]`: still read, with a warning. Rename it to `[store]`.
+    #[schemars(with = "Option<StoreConfig>", extend("deprecated" = true))]
+    s3: Option<Spanned<StoreConfig>>,
+    /// Change capture for `seed --dirty` and `watch` (set up with `oar-tiles changes install`).
     #[serde(default)]
     changes: RawChanges,
+    /// `oar-tiles watch`: keeps every output fresh within seconds of a commit.
     #[serde(default)]
     watch: RawWatch,
+    /// One `[[tileset]]` per pyramid of tiles; `oar-tiles seed --tileset NAME` picks one (default:
+    /// all). At least one is required.
     #[serde(default)]
+    #[schemars(with = "Vec<RawTileset>", length(min = 1))]
     tileset: Vec<Spanned<RawTileset>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Change capture for `seed --dirty` and `watch`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Changes")]
 struct RawChanges {
+    /// Schema holding the change log, its trigger functions and the outputs' watermarks (at most
+    /// 63 bytes). The triggers also `pg_notify` a channel of the same name, which `watch` listens
+    /// on.
+    #[schemars(extend("default" = DEFAULT_CHANGE_SCHEMA))]
     schema: Option<String>,
-}
-
-/// How to reach S3 (or an S3-compatible store). Credentials always come from the standard AWS chain
-/// (environment, profile, instance role), never from this file.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct S3Config {
-    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, R2); `AWS_ENDPOINT_URL` also works.
-    pub endpoint: Option<String>,
-    /// Region; default from the AWS chain (`AWS_REGION`, profile), else us-east-1.
-    pub region: Option<String>,
-    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores need.
-    pub force_path_style: bool,
-    /// Public base URL that serves the bucket's objects (a CDN domain whose origin is the bucket);
-    /// TileJSON tile URLs are built on it. Default: the bucket's own URL.
-    pub public_url: Option<String>,
-    /// Uploads in flight at once.
-    pub max_concurrent_uploads: usize,
-    /// Attempts per request before the job fails, with exponential backoff between them.
-    pub max_attempts: u32,
-    /// Size in MiB of the parts of a multipart upload: a PMTiles archive larger than one part is
-    /// uploaded in parts of this size (S3 needs at least 5).
-    pub part_size_mib: u64,
-}
-
-impl Default for S3Config {
-    fn default() -> Self {
-        Self {
-            endpoint: None,
-            region: None,
-            force_path_style: false,
-            public_url: None,
-            max_concurrent_uploads: 16,
-            max_attempts: 6,
-            part_size_mib: 8,
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDatabase {
-    url: Option<String>,
-    pool_size: Option<usize>,
-    statement_timeout: Option<Spanned<String>>,
-    connect_timeout: Option<Spanned<String>>,
-    max_attempts: Option<u32>,
-    pool_mode: Option<PoolMode>,
-    listen_url: Option<String>,
-    replicas: Option<Vec<String>>,
-}
-
-/// How the server side pools connections, which decides where session settings and statements live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PoolMode {
-    /// A connection is one server session (direct, or PgBouncer in session mode): settings are sent
-    /// once at connection time and tile statements are prepared once per zoom.
-    #[default]
-    Session,
-    /// A transaction pooler (PgBouncer `pool_mode = transaction`): consecutive transactions may run
-    /// in different server sessions, so no named statement or session setting is relied upon.
-    Transaction,
-}
-
-/// How to reach PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct DatabaseConfig {
-    /// Connection URL or libpq `key=value` string; empty when the `PG*` environment alone says where
-    /// to connect. May hold a password, so it is never printed as is.
-    pub url: String,
-    /// Whether a transaction pooler stands between us and the server.
-    pub pool_mode: PoolMode,
-    /// Connections in the pool; also the default number of tiles rendered at once.
-    pub pool_size: usize,
-    /// Longest one tile's statement may run before it is cancelled.
-    pub statement_timeout: Duration,
-    /// Longest a connection attempt may take.
-    pub connect_timeout: Duration,
-    /// Attempts per tile before it is reported as failed (transient errors only).
-    pub max_attempts: u32,
-    /// Where `watch` holds its LISTEN session when `url` goes through a transaction pooler, which
-    /// cannot deliver notifications; `None`: a connection of its own to `url`.
-    pub listen_url: Option<String>,
-    /// Servers a sharded run renders from, as URLs or `key=value` strings like `url` (so they may
-    /// hold a password too, and are never printed as is): shard I reads from replica I mod R.
-    /// Empty: every shard renders from `url`.
-    pub replicas: Vec<String>,
 }
 
 impl Config {
@@ -193,7 +141,11 @@ impl Config {
         let env_url = std::env::var(DATABASE_URL_ENV)
             .ok()
             .filter(|u| !u.is_empty());
-        Self::parse(path, &text, env_url)
+        let config = Self::parse(path, &text, env_url)?;
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(config)
     }
 
     /// Checks config text; `env_url` stands for `DATABASE_URL`.
@@ -213,30 +165,12 @@ impl Config {
         let base_dir = path.parent().unwrap_or(Path::new(""));
         let database = resolve_database(raw.database, env_url, &at)?;
         let watch = resolve_watch(raw.watch, &at)?;
-        if !(1..=256).contains(&raw.s3.max_concurrent_uploads)
-            || !(1..=20).contains(&raw.s3.max_attempts)
-        {
-            return Err(at(
-                None,
-                "s3.max_concurrent_uploads must lie in 1..=256 and s3.max_attempts in 1..=20"
-                    .into(),
-            ));
-        }
-        // S3 refuses parts under 5 MiB (but the last) and uploads of over 10,000 parts.
-        if !(5..=5120).contains(&raw.s3.part_size_mib) {
-            return Err(at(
-                None,
-                "s3.part_size_mib must lie in 5..=5120 (S3 refuses smaller parts)".into(),
-            ));
-        }
-        if let Some(url) = &raw.s3.public_url {
-            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('{') {
-                return Err(at(
-                    None,
-                    format!("s3.public_url `{url}` must be a base URL such as \"https://tiles.example.org\""),
-                ));
-            }
-        }
+        let mut warnings = Vec::new();
+        let store = resolve_store(raw.store, raw.s3, &mut warnings, &at)?;
+        let warnings = warnings
+            .into_iter()
+            .map(|warning| format!("{}: {warning}", path.display()))
+            .collect();
         if raw.tileset.is_empty() {
             return Err(at(None, "no [[tileset]] is defined".into()));
         }
@@ -274,7 +208,7 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             database,
-            s3: raw.s3,
+            s3: store,
             change_schema: raw
                 .changes
                 .schema
@@ -282,62 +216,9 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_CHANGE_SCHEMA.to_string()),
             tilesets,
             watch,
+            warnings,
         })
     }
-}
-
-fn resolve_database(
-    raw: RawDatabase,
-    env_url: Option<String>,
-    at: &impl Fn(Option<std::ops::Range<usize>>, String) -> Error,
-) -> Result<DatabaseConfig> {
-    // Without a URL, libpq's environment (PGHOST, PGUSER, ...) says where to connect, as for psql.
-    let url = env_url.or(raw.url).unwrap_or_default();
-    let duration = |value: Option<Spanned<String>>, key: &str, default: Duration| {
-        duration_key(value, &format!("database.{key}"), default, at)
-    };
-    let max_attempts = raw.max_attempts.unwrap_or(6);
-    if !(1..=20).contains(&max_attempts) {
-        return Err(at(
-            None,
-            format!("database.max_attempts {max_attempts} must lie in 1..=20"),
-        ));
-    }
-    let replicas = raw.replicas.unwrap_or_default();
-    if let Some(index) = replicas.iter().position(|r| r.trim().is_empty()) {
-        // `url` may be empty to mean the PG* environment; a replica so given would be the primary.
-        return Err(at(
-            None,
-            format!(
-                "database.replicas[{index}] is empty: give each replica a URL or key=value string"
-            ),
-        ));
-    }
-    let pool_size = raw.pool_size.unwrap_or_else(default_pool_size);
-    if !(1..=256).contains(&pool_size) {
-        return Err(at(
-            None,
-            format!("database.pool_size {pool_size} must lie in 1..=256"),
-        ));
-    }
-    Ok(DatabaseConfig {
-        url,
-        pool_mode: raw.pool_mode.unwrap_or_default(),
-        pool_size,
-        statement_timeout: duration(
-            raw.statement_timeout,
-            "statement_timeout",
-            Duration::from_secs(60),
-        )?,
-        connect_timeout: duration(
-            raw.connect_timeout,
-            "connect_timeout",
-            Duration::from_secs(10),
-        )?,
-        max_attempts,
-        listen_url: raw.listen_url.filter(|u| !u.is_empty()),
-        replicas,
-    })
 }
 
 /// A `key = "30s"` duration of a table, with the key's line and column when it is not one.
@@ -359,13 +240,6 @@ pub(super) fn duration_key(
             )
         }),
     }
-}
-
-/// One connection per core: rendering is CPU-bound on the database side.
-fn default_pool_size() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
 }
 
 /// 1-based line and column of a byte offset.
@@ -483,6 +357,46 @@ attributes = ["name"]
         let err = error_with("[database]", "[database]\npool_mode = \"statement\"");
         assert!(
             err.contains("conf/oar.toml:3:") && err.contains("expected `session` or `transaction`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_store_table_configures_remote_stores() {
+        let config = parse(&format!(
+            "[store]\nregion = \"eu-west-1\"\nmax_attempts = 3\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(config.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(config.s3.max_attempts, 3);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+        let err = parse(&format!("[store]\nmax_attempts = 0\n{MINIMAL}")).unwrap_err();
+        assert!(err.to_string().contains("store.max_attempts"), "{err}");
+    }
+
+    #[test]
+    fn the_old_s3_table_is_read_with_a_warning_naming_the_file() {
+        let config = parse(&format!("[s3]\nregion = \"eu-west-1\"\n{MINIMAL}")).unwrap();
+        assert_eq!(config.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
+        let warning = &config.warnings[0];
+        assert!(
+            warning.starts_with("conf/oar.toml: the [s3] table is now called [store]")
+                && warning.contains("rename it"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn the_store_and_s3_tables_at_once_are_an_error_naming_the_file() {
+        let err = parse(&format!(
+            "[store]\nregion = \"a\"\n\n[s3]\nregion = \"b\"\n{MINIMAL}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("conf/oar.toml:4:")
+                && err.contains("both [store] and [s3] are present"),
             "{err}"
         );
     }

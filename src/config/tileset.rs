@@ -3,11 +3,18 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
-use toml::Spanned;
-
 use super::output::{default_keep_versions, OutputSettings, OutputTarget, PmtilesVersions};
 use crate::tile::{BBox, TileError, ZoomRange, MAX_ZOOM};
+
+mod layer;
+use layer::resolve_layer;
+pub use layer::{
+    breakdown_property, fetch_margin, ClusterConfig, ClusterPosition, Generalisation, LayerConfig,
+    Partition, CLUSTER_PROPERTIES,
+};
+mod raw;
+pub(super) use raw::RawTileset;
+use raw::{RawFeed, RawFreshness};
 
 /// What is wrong with a `[[tileset]]` table or one of its layers, in one line; the config's loader
 /// places it at the table's line.
@@ -58,53 +65,6 @@ impl From<&str> for Problem {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawTileset {
-    name: String,
-    output: Option<String>,
-    description: Option<String>,
-    attribution: Option<String>,
-    minzoom: Option<u32>,
-    maxzoom: Option<u32>,
-    bbox: Option<Vec<f64>>,
-    extent: Option<u32>,
-    buffer: Option<u32>,
-    tile_extension: Option<String>,
-    compress: Option<bool>,
-    compression_level: Option<u32>,
-    cache_control: Option<String>,
-    tiles_url: Option<String>,
-    pmtiles_versions: Option<bool>,
-    pmtiles_keep_versions: Option<String>,
-    size_budget: Option<u64>,
-    listed_tiles: Option<u64>,
-    partition_by: Option<String>,
-    freshness: Option<RawFreshness>,
-    feed: Option<RawFeed>,
-    #[serde(default)]
-    layer: Vec<Spanned<RawLayer>>,
-    /// Checked apart from the rest by `cdn::resolve_cdns`, which reports each table's own line.
-    #[serde(default)]
-    pub(super) cdn: Vec<Spanned<super::cdn::RawCdn>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFreshness {
-    defer_below_zoom: Option<u32>,
-    defer_seconds: Option<u64>,
-    #[serde(default)]
-    cache_control: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFeed {
-    retention: Option<u64>,
-    head_max_age: Option<u64>,
-}
-
 /// Segments a changes feed keeps unless the tileset says (`retention`).
 pub const DEFAULT_FEED_RETENTION: u64 = 1000;
 /// Seconds browsers and CDNs may keep a feed's head unless the tileset says (`head_max_age`).
@@ -130,92 +90,6 @@ pub struct Freshness {
     pub defer_below_zoom: u8,
     /// How long a deferred tile may wait for its render.
     pub defer: std::time::Duration,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLayer {
-    name: String,
-    table: String,
-    geometry_column: Option<String>,
-    srid: Option<i32>,
-    id_column: Option<String>,
-    #[serde(default)]
-    attributes: Vec<String>,
-    filter: Option<String>,
-    minzoom: Option<u32>,
-    maxzoom: Option<u32>,
-    cluster_maxzoom: Option<u32>,
-    cluster_cell: Option<u32>,
-    cluster_position: Option<ClusterPosition>,
-    cluster_breakdown: Option<String>,
-    simplify: Option<f64>,
-    min_area: Option<f64>,
-    min_length: Option<f64>,
-}
-
-/// Where a cluster's point goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClusterPosition {
-    /// The mean position of its members.
-    Centroid,
-    /// The centre of its grid cell.
-    CellCenter,
-}
-
-/// Grid clustering of a layer at low zooms. Each row counts at one representative point: a point
-/// as it is, any other geometry (a line, a polygon, a collection) at `ST_PointOnSurface` of it, a
-/// point on it that is the same wherever the row is read; rows of NULL or empty geometry are left
-/// out. The cluster's extent is that of its members' points. Above `maxzoom` the layer's rows are
-/// drawn whole, whatever their kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// Zooms up to and including this one are clustered.
-    pub maxzoom: u8,
-    /// Cell size in tile units (a power of two dividing the extent).
-    pub cell: u32,
-    /// Where each cluster's point goes.
-    pub position: ClusterPosition,
-}
-
-/// Properties every cluster feature carries; layer attributes may not use these names.
-pub const CLUSTER_PROPERTIES: [&str; 5] = [
-    "count",
-    "extent_west",
-    "extent_south",
-    "extent_east",
-    "extent_north",
-];
-
-/// How a layer's lines and polygons are generalised at each zoom, in pixels of that zoom, a pixel
-/// being 1/256 of a tile's width (the scale web maps define their zoom levels at). Points are
-/// never touched.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Generalisation {
-    /// Tolerance of the topology-preserving simplification applied before clipping; 0 keeps every
-    /// vertex.
-    pub simplify: f64,
-    /// A polygonal feature whose whole area is below this many square pixels is left out; 0 keeps
-    /// them all.
-    pub min_area: f64,
-    /// A linear feature whose whole length is below this many pixels is left out; 0 keeps them all.
-    pub min_length: f64,
-}
-
-impl Generalisation {
-    /// What a layer gets unless its config says otherwise: differences under a quarter of a pixel,
-    /// invisible on a 512-pixel display of the tile, are generalised away.
-    pub const DEFAULT: Generalisation = Generalisation {
-        simplify: 0.25,
-        min_area: 0.25,
-        min_length: 0.25,
-    };
-
-    /// Whether it changes nothing at all.
-    pub fn is_off(&self) -> bool {
-        self.simplify == 0.0 && self.min_area == 0.0 && self.min_length == 0.0
-    }
 }
 
 /// Default tile size budget: 500 KiB stored (compressed), what map clients load without strain.
@@ -271,119 +145,7 @@ pub struct TilesetConfig {
     pub feed: Option<Feed>,
 }
 
-/// One value of a partitioned tileset: its layers render only the rows holding it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partition {
-    /// The column the tileset is partitioned by.
-    pub column: String,
-    /// The value, as the column's text form (`column::text`, or an element's for an array).
-    pub value: String,
-    /// Whether the column is an array, whose rows belong to the partition of each element.
-    pub array: bool,
-    /// The SQL type the value is cast to (an element's for an array): tile statements take the
-    /// value as a parameter, so every partition of a tileset shares one set of statements.
-    pub value_type: String,
-    /// The temporary table each rendering session copies the value's rows into before its tiles
-    /// (`crate::render::row_set`), which tiles then read through its own spatial index; `None`:
-    /// tiles read the table, filtered by the value.
-    pub row_set: Option<String>,
-}
-
-/// One `[[tileset.layer]]`: a source table rendered into one MVT layer.
-#[derive(Debug, Clone)]
-pub struct LayerConfig {
-    /// Layer name inside the tile.
-    pub name: String,
-    /// Schema (when given) of the source table.
-    pub schema: Option<String>,
-    /// Source table.
-    pub table: String,
-    /// Geometry column.
-    pub geometry_column: String,
-    /// SRID the geometry is stored in, when the config states it.
-    pub srid: Option<i32>,
-    /// Column that orders features and, when integer, becomes the MVT feature id.
-    pub id_column: String,
-    /// Columns carried as feature properties.
-    pub attributes: Vec<String>,
-    /// Operator-written SQL boolean expression; the one place config text becomes SQL.
-    pub filter: Option<String>,
-    /// Zooms at which this layer appears; `None` means every zoom the job renders.
-    pub zooms: Option<ZoomRange>,
-    /// Grid clustering at low zooms, if configured: every row clustered at a representative point
-    /// (see [`ClusterConfig`]), and drawn whole above the clustered zooms.
-    pub cluster: Option<ClusterConfig>,
-    /// An attribute whose per-value member counts each cluster carries, as [`breakdown_property`]
-    /// names it.
-    pub cluster_breakdown: Option<String>,
-    /// Set on the layers of one partition of a partitioned tileset; never by the config itself.
-    pub partition: Option<Partition>,
-    /// Per-zoom generalisation of lines and polygons.
-    pub generalisation: Generalisation,
-}
-
-/// The cluster property holding the per-value member counts of `column`.
-pub fn breakdown_property(column: &str) -> String {
-    format!("count_by_{column}")
-}
-
-/// How far beyond a tile its rows are fetched at zoom `z`, in tile widths: the buffer, or, where a
-/// layer is clustered, whole grid cells around the tile, so every cell reaching into the buffer is
-/// aggregated from all of its members. Never larger at a deeper zoom, so a child's fetch envelope
-/// stays inside its parent's and pruning stays sound. The renderer builds its envelopes with it
-/// and the dirty-tile planner reckons which tiles can fetch a row with it: one rule for both.
-pub fn fetch_margin<'a>(
-    layers: impl IntoIterator<Item = &'a LayerConfig>,
-    z: u8,
-    extent: u32,
-    buffer: u32,
-) -> f64 {
-    let pixels = layers
-        .into_iter()
-        .filter_map(|layer| layer.cluster_at(z))
-        .map(|cluster| buffer.div_ceil(cluster.cell.max(1)) * cluster.cell)
-        .fold(buffer, u32::max);
-    f64::from(pixels) / f64::from(extent)
-}
-
-impl LayerConfig {
-    /// The clustering in force at zoom `z`, if any.
-    pub fn cluster_at(&self, z: u8) -> Option<&ClusterConfig> {
-        self.cluster.as_ref().filter(|c| z <= c.maxzoom)
-    }
-
-    /// A layer `l` of table `t` (geometry `g`, id `id`) as a config without keys of its own
-    /// gets it: unclustered, unfiltered, no attributes, the default generalisation.
-    #[cfg(test)]
-    pub fn plain() -> LayerConfig {
-        LayerConfig {
-            name: "l".into(),
-            schema: None,
-            table: "t".into(),
-            geometry_column: "g".into(),
-            srid: None,
-            id_column: "id".into(),
-            attributes: vec![],
-            filter: None,
-            zooms: None,
-            cluster: None,
-            cluster_breakdown: None,
-            partition: None,
-            generalisation: Generalisation::DEFAULT,
-        }
-    }
-}
-
-impl LayerConfig {
-    /// `schema.table` as written, for messages.
-    pub fn qualified_table(&self) -> String {
-        match &self.schema {
-            Some(schema) => format!("{schema}.{}", self.table),
-            None => self.table.clone(),
-        }
-    }
-}
-
+/// A zoom key's value, `default` when absent.
 fn zoom(value: Option<u32>, default: u8, key: &str) -> Result<u8, Problem> {
     match value {
         None => Ok(default),
@@ -675,145 +437,6 @@ fn check_folder_url(url: &str) -> Result<(), Problem> {
         )));
     }
     Ok(())
-}
-
-fn resolve_layer(
-    raw: RawLayer,
-    tileset_zooms: ZoomRange,
-    extent: u32,
-) -> Result<LayerConfig, Problem> {
-    let name = raw.name.trim().to_string();
-    if name.is_empty() {
-        return Err("a layer has an empty name".into());
-    }
-    let in_layer = format!("layer `{name}`");
-    let context = |problem: Problem| problem.within(&in_layer);
-    let refuse = |message: String| context(Problem::Key(message));
-    let (schema, table) = match raw.table.split_once('.') {
-        Some((schema, table)) => (Some(schema.to_string()), table.to_string()),
-        None => (None, raw.table.clone()),
-    };
-    if table.is_empty() || schema.as_deref() == Some("") {
-        return Err(refuse(format!("table `{}` is not a table name", raw.table)));
-    }
-    let zooms = match (raw.minzoom, raw.maxzoom) {
-        (None, None) => None,
-        (min, max) => Some(
-            ZoomRange::new(
-                zoom(min, tileset_zooms.min, "minzoom").map_err(context)?,
-                zoom(max, tileset_zooms.max, "maxzoom").map_err(context)?,
-            )
-            .map_err(|e| context(e.into()))?,
-        ),
-    };
-    let cluster = resolve_cluster(&raw, extent).map_err(context)?;
-    let generalisation = resolve_generalisation(&raw).map_err(context)?;
-    if let Some(column) = &raw.cluster_breakdown {
-        if cluster.is_none() {
-            return Err(context("cluster_breakdown needs cluster_maxzoom".into()));
-        }
-        if !raw.attributes.contains(column) {
-            return Err(refuse(format!(
-                "cluster_breakdown `{column}` must be one of the layer's attributes"
-            )));
-        }
-        let property = breakdown_property(column);
-        if raw.attributes.contains(&property) {
-            return Err(refuse(format!(
-                "attribute `{property}` clashes with the cluster breakdown's property"
-            )));
-        }
-    }
-    let geometry_column = raw.geometry_column.unwrap_or_else(|| "geom".into());
-    let id_column = raw.id_column.unwrap_or_else(|| "id".into());
-    for column in raw.attributes.iter().chain([&geometry_column, &id_column]) {
-        if column.is_empty() {
-            return Err(context("a column name is empty".into()));
-        }
-    }
-    if let Some(reserved) = raw.attributes.iter().find(|a| a.starts_with("__oar_")) {
-        return Err(refuse(format!(
-            "attribute `{reserved}`: names starting with __oar_ are reserved"
-        )));
-    }
-    if raw.attributes.contains(&geometry_column) {
-        return Err(refuse(format!(
-            "attribute `{geometry_column}` is the geometry column"
-        )));
-    }
-    if let Some(filter) = &raw.filter {
-        if filter.contains(';') {
-            return Err(context(
-                "filter must be one SQL expression, without `;`".into(),
-            ));
-        }
-    }
-    Ok(LayerConfig {
-        name,
-        schema,
-        table,
-        geometry_column,
-        srid: raw.srid,
-        id_column,
-        attributes: raw.attributes,
-        filter: raw.filter.filter(|f| !f.trim().is_empty()),
-        zooms,
-        cluster,
-        cluster_breakdown: raw.cluster_breakdown,
-        partition: None,
-        generalisation,
-    })
-}
-
-/// The layer's `simplify`, `min_area` and `min_length`, each a finite number of (square) pixels.
-fn resolve_generalisation(raw: &RawLayer) -> Result<Generalisation, Problem> {
-    let defaults = Generalisation::DEFAULT;
-    let pixels = |value: Option<f64>, default: f64, key: &str| match value {
-        None => Ok(default),
-        Some(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        Some(v) => Err(Problem::Key(format!(
-            "{key} {v} must be a number of pixels, 0 or more (0 turns it off)"
-        ))),
-    };
-    Ok(Generalisation {
-        simplify: pixels(raw.simplify, defaults.simplify, "simplify")?,
-        min_area: pixels(raw.min_area, defaults.min_area, "min_area")?,
-        min_length: pixels(raw.min_length, defaults.min_length, "min_length")?,
-    })
-}
-
-/// The layer's grid clustering, if `cluster_maxzoom` asks for it.
-fn resolve_cluster(raw: &RawLayer, extent: u32) -> Result<Option<ClusterConfig>, Problem> {
-    Ok(match raw.cluster_maxzoom {
-        None if raw.cluster_cell.is_some() || raw.cluster_position.is_some() => {
-            return Err("cluster_cell and cluster_position need cluster_maxzoom".into())
-        }
-        None => None,
-        Some(maxzoom) => {
-            let maxzoom = zoom(Some(maxzoom), 0, "cluster_maxzoom")?;
-            let cell = raw.cluster_cell.unwrap_or(512);
-            if !cell.is_power_of_two() || !(8..=extent).contains(&cell) {
-                return Err(Problem::Key(format!(
-                    "cluster_cell {cell} must be a power of two between 8 and the extent ({extent})"
-                )));
-            }
-            if let Some(clash) = raw
-                .attributes
-                .iter()
-                .find(|a| CLUSTER_PROPERTIES.contains(&a.as_str()))
-            {
-                return Err(Problem::Key(format!(
-                    "attribute `{clash}` clashes with a cluster property ({})",
-                    CLUSTER_PROPERTIES.join(", ")
-                )));
-            }
-            Some(ClusterConfig {
-                maxzoom,
-                cell,
-                position: raw.cluster_position.unwrap_or(ClusterPosition::Centroid),
-            })
-        }
-    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -50,19 +51,48 @@ impl Default for WatchConfig {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `oar-tiles watch`: keeps every output fresh within seconds of a commit. Durations are written
+/// like "1s", "10s", "5m".
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Watch")]
 pub(super) struct RawWatch {
+    /// How long after the first notification a cycle starts: every commit notified within this
+    /// window (or while the previous cycle ran) goes into one cycle, so a burst makes one cycle.
+    /// At most `max_delay`.
+    #[schemars(with = "Option<String>", extend("default" = "1s"))]
     debounce: Option<Spanned<String>>,
+    /// A change that waits longer than this for its cycle to start (cycles slower than the
+    /// commits arrive) is logged as a warning.
+    #[schemars(with = "Option<String>", extend("default" = "10s"))]
     max_delay: Option<Spanned<String>>,
+    /// A cycle runs at least this often when changes are pending, covering a lost notification
+    /// (at least "1s").
+    #[schemars(with = "Option<String>", extend("default" = "60s"))]
     poll_interval: Option<Spanned<String>>,
+    /// Address serving Prometheus metrics at `/metrics` and health at `/health` (`--listen`
+    /// overrides it).
+    #[schemars(with = "Option<String>", extend("default" = "127.0.0.1:9187"))]
     listen: Option<Spanned<String>>,
+    /// `/health` answers 503 once a change has waited this long in an output's outbox for a CDN
+    /// purge.
+    #[schemars(with = "Option<String>", extend("default" = "5m"))]
     max_outbox_age: Option<Spanned<String>>,
+    /// After each cycle's purge, this many of the purged tiles are fetched through each CDN
+    /// target's `public_url` and compared with the output's, for the change-to-edge latency and
+    /// stale answers in `/metrics` (0: off).
+    #[schemars(extend("default" = 8))]
     check_edge: Option<usize>,
+    /// How long a checked tile may stay stale after the purge before it counts as unconfirmed.
+    #[schemars(with = "Option<String>", extend("default" = "60s"))]
     check_edge_within: Option<Spanned<String>>,
+    /// Server-Sent Events streams of the changes feeds open at once; more are answered 503 (the
+    /// page then polls `head.json`). Lowered, with a warning, to what the open-file limit leaves.
+    #[schemars(extend("default" = 256))]
     max_event_clients: Option<usize>,
 }
 
+/// The `[watch]` table checked; durations and the address name their key when they do not parse.
 pub(super) fn resolve_watch(
     raw: RawWatch,
     at: &impl Fn(Option<std::ops::Range<usize>>, String) -> Error,

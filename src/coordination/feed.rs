@@ -7,7 +7,7 @@
 //! changed, and one *head*, `head.json`, naming the latest segment and the oldest one kept. A
 //! client polls the head, fetches the segments after the last one it saw, and refreshes their
 //! tiles; one that fell behind the oldest kept segment reloads every tile. Document format:
-//! [`FORMAT`] version [`VERSION`] (README, "Live maps").
+//! [`FORMAT`] version [`VERSION`] (the user guide, docs/src/live-maps.md).
 //!
 //! Order makes the promise: the segment is stored before the head names it, the head only after
 //! the output's CDNs took the same changes (`seed::outbox`), and segments past the retention are
@@ -33,6 +33,16 @@ pub const FOLDER: &str = "changes";
 pub const SUFFIX: &str = ".changes";
 /// `Cache-Control` of a segment: it never changes once written.
 pub const SEGMENT_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+
+/// Counts the segments this process published, so what pushes a feed to clients (`watch`'s
+/// Server-Sent Events) reads the head as soon as a run publishes, not only when its cycle ends.
+static PUBLICATIONS: std::sync::LazyLock<tokio::sync::watch::Sender<u64>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::Sender::new(0));
+
+/// Changes after every segment this process publishes (to any feed).
+pub fn publications() -> tokio::sync::watch::Receiver<u64> {
+    PUBLICATIONS.subscribe()
+}
 
 /// `head.json`: the latest segment and the oldest one still kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,12 +118,27 @@ pub enum FeedStore {
 /// What one publication added, for the run's summary and log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Published {
-    /// The new segment's number.
+    /// The new segment's number (the last one's, for several).
     pub sequence: u64,
     /// The tiles it lists.
     pub tiles: usize,
     /// Its size in bytes.
     pub bytes: usize,
+    /// The segments it took: a run publishes the tiles its CDNs purged while it still rendered
+    /// in segments of their own.
+    pub segments: usize,
+}
+
+impl Published {
+    /// This publication and a `later` one, together.
+    pub fn then(self, later: Published) -> Published {
+        Published {
+            sequence: later.sequence,
+            tiles: self.tiles + later.tiles,
+            bytes: self.bytes + later.bytes,
+            segments: self.segments + later.segments,
+        }
+    }
 }
 
 impl FeedStore {
@@ -205,6 +230,7 @@ impl FeedStore {
             head_cache_control,
         )
         .await?;
+        PUBLICATIONS.send_modify(|count| *count += 1);
         // Segments the head no longer names; a crash before this leaves them for the next one.
         for name in self.list().await? {
             let expired = segment_number(&name).is_some_and(|n| n < oldest);
@@ -216,6 +242,7 @@ impl FeedStore {
             sequence,
             tiles: segment.tiles.len(),
             bytes: bytes.len(),
+            segments: 1,
         })
     }
 

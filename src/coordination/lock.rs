@@ -184,7 +184,8 @@ fn record_holder(file: &mut File, path: &Path, output: &str) -> Result<()> {
         })
 }
 
-fn hostname() -> String {
+/// This machine's host name, as lock files name their holders.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "this host".into())

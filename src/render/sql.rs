@@ -16,19 +16,27 @@
 
 use tokio_postgres::types::Type;
 
+mod batch;
+mod children;
 mod cluster;
 mod drawn;
+mod generalise;
+mod partition;
 
+use batch::{batch_rows, drawn_from_batch, tile_rows};
+use children::{children_array, RowsAt};
 use cluster::*;
 pub use cluster::{
     breakdown_rollup, cell_display_columns, cell_metres, cell_rollup, cells_from_rows,
     cluster_row_columns, representative_point, BREAKDOWN_COLUMNS,
 };
 pub use drawn::{unclipped, world_units_to_metres};
+pub(super) use generalise::too_small;
+use generalise::{drawn_geometry, simplified};
+use partition::{partition_predicate, row_set_of, PARTITION_VALUE};
+pub use partition::{row_set_sql, RowSetSql};
 
-use crate::config::{
-    breakdown_property, ClusterConfig, ClusterPosition, Generalisation, Partition,
-};
+use crate::config::{breakdown_property, ClusterConfig, ClusterPosition};
 use crate::db::quote_ident;
 use crate::render::source::{quoted_table, Encoding, LayerSource, LIST_SEPARATOR};
 use crate::tile::{ZoomRange, EARTH_RADIUS, MERCATOR_HALF_WORLD};
@@ -40,26 +48,6 @@ const FIRST_LAYER_NAME_PARAM: usize = FIRST_ENVELOPE_PARAM + ENVELOPES * 8;
 const GEOM: &str = "\"__oar_geom\"";
 const MERC: &str = "\"__oar_merc\"";
 const FEATURE_ID: &str = "\"__oar_fid\"";
-/// Columns of a batch's rows of a line or polygon layer ([`batch_rows`]): the stored geometry's
-/// envelope, whether the row is a point, whether it is under the thresholds, and its simplified
-/// shape.
-const BOX: &str = "\"__oar_box\"";
-const POINT: &str = "\"__oar_point\"";
-const SMALL: &str = "\"__oar_small\"";
-const SIMPLE: &str = "\"__oar_simple\"";
-/// A tile's box grown past its buffer by [`GUARD_UNITS`] and the layer's simplification
-/// tolerance: a row of the batch that does not meet it draws nothing in the tile.
-const GUARD: &str = "\"__oar_guard\"";
-/// Tile units beyond the buffer where a row that meets nothing is certainly not drawn:
-/// `ST_AsMVTGeom` moves a shape by at most half a unit (its own simplification) plus half a unit's
-/// diagonal (the grid) before clipping to the buffer.
-const GUARD_UNITS: u32 = 4;
-/// Bytes of a stored geometry (about 500 vertices) over which a row is shared through the batch
-/// ([`batch_rows`]): projecting and simplifying it costs more than comparing its box with each
-/// tile of a batch. Smaller rows come from each tile's own index scan, as they did: shared, a
-/// layer of 20,000 small polygons seeded 4 times slower, every tile scanning every row of the
-/// batch.
-const SHARED_BYTES: u32 = 8192;
 
 /// How the per-tile query refers to parameter `$n` of the single-tile layout: the zoom and layer
 /// names are plain parameters; the rest arrive as arrays, one element per tile, unnested into `b`.
@@ -213,92 +201,6 @@ fn rows_within(layer: &LayerSource, area: &str) -> String {
     sql
 }
 
-/// Stands for the partition value's parameter until the statement's parameters are counted. SQL
-/// text cannot hold a NUL byte, so no filter can contain it.
-const PARTITION_VALUE: &str = "\u{0}partition value\u{0}";
-
-/// The rows of one partition: the value's parameter cast to the column's type (an element's for
-/// an array), so an index on the column (btree, or GIN for an array) serves it.
-fn partition_predicate(partition: &Partition) -> String {
-    let column = format!("t.{}", quote_ident(&partition.column));
-    let value = format!("CAST({PARTITION_VALUE}::text AS {})", partition.value_type);
-    if partition.array {
-        // Containment, not `= ANY`, which no index serves: a GIN index on the column then finds
-        // a small value's rows without scanning every row in the tile.
-        format!("{column} @> ARRAY[{value}]")
-    } else {
-        format!("{column} = {value}")
-    }
-}
-
-/// The temporary table a partition's rows are read from, if it has one.
-fn row_set_of(layer: &LayerSource) -> Option<&String> {
-    layer.config.partition.as_ref()?.row_set.as_ref()
-}
-
-/// The statements that give a rendering session a partition's row set: the temporary table (empty,
-/// with the table's column types) and its spatial index, each created once per session, then, for
-/// every partition, the copy of the value's rows (the value bound as `$1`, as text).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowSetSql {
-    /// The table's name in `pg_temp`, unquoted.
-    pub name: String,
-    /// `CREATE TEMP TABLE … WITH NO DATA` and `CREATE INDEX`, one string of two statements.
-    pub create: String,
-    /// `TRUNCATE` of the table: a separate statement, since the copy takes a parameter.
-    pub empty: String,
-    /// `INSERT INTO … SELECT` of the value's rows that pass the layer's filter.
-    pub fill: String,
-}
-
-/// [`RowSetSql`] of a layer whose partition has a row set. It holds only the columns tiles read
-/// (the geometry, the id, the attributes and the breakdown), each under its own name, so every
-/// statement reads `t.column` from it as it would from the table.
-pub fn row_set_sql(layer: &LayerSource) -> Option<RowSetSql> {
-    let partition = layer.config.partition.as_ref()?;
-    let name = partition.row_set.clone()?;
-    let config = &layer.config;
-    let mut columns: Vec<&String> = vec![&config.geometry_column, &config.id_column];
-    columns.extend(layer.properties.iter().map(|p| &p.column));
-    columns.extend(&config.cluster_breakdown);
-    let mut unique = Vec::new();
-    for column in columns {
-        if !unique.contains(&column) {
-            unique.push(column);
-        }
-    }
-    let selected: Vec<String> = unique
-        .iter()
-        .map(|column| format!("t.{}", quote_ident(column)))
-        .collect();
-    let selected = selected.join(", ");
-    let table = quoted_table(config);
-    let quoted = format!("pg_temp.{}", quote_ident(&name));
-    let column = quote_ident(&config.geometry_column);
-    let indexed = if layer.geography {
-        format!("(({column}::geometry))")
-    } else {
-        format!("({column})")
-    };
-    // `IF NOT EXISTS`: a session that made them for an earlier connection of the pool keeps them.
-    let create = format!(
-        "CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {selected} FROM {table} t WITH NO DATA; \
-         CREATE INDEX IF NOT EXISTS {} ON {quoted} USING gist {indexed}",
-        quote_ident(&name),
-        quote_ident(&format!("{name}_geometry"))
-    );
-    let mut filter = partition_predicate(partition).replace(PARTITION_VALUE, "$1");
-    if let Some(own) = &config.filter {
-        filter = format!("({own}) AND {filter}");
-    }
-    Some(RowSetSql {
-        name,
-        create,
-        empty: format!("TRUNCATE {quoted}"),
-        fill: format!("INSERT INTO {quoted} SELECT {selected} FROM {table} t WHERE {filter}"),
-    })
-}
-
 /// A statement with its parameters: the partition value's placeholder, if any layer has one, is
 /// numbered after the others and its value kept to be bound.
 fn tile_query(sql: String, layers: &[LayerSource], layer_names: Vec<String>) -> TileQuery {
@@ -439,27 +341,8 @@ fn layer_lateral(
         .filter(|_| with_flags)
         .map(|child| format!(", bool_or(s.{MERC} && env.child{child}) AS c{child}"))
         .collect();
-    // The envelope is built once per tile (`w`), not once per batch row it is compared with.
     let rows = match batch {
-        // The envelopes are built once per tile (`w`), not once per row they are compared with.
-        Some(cte) => {
-            let own = with_measures(
-                layer,
-                z,
-                &format!(
-                    "SELECT {}, NULL::geometry AS {BOX} {} AND ST_MemSize({}) <= {SHARED_BYTES}",
-                    row_columns(layer).join(", "),
-                    rows_within(layer, "w.e"),
-                    layer.geometry_of("t")
-                ),
-            );
-            format!(
-                "SELECT u.*, w.g AS {GUARD} FROM (SELECT {} AS e, ST_Expand(env.tile, {}) AS g OFFSET 0) w \
-                 CROSS JOIN LATERAL (SELECT c.* FROM {cte} c WHERE c.{BOX} && w.e UNION ALL {own}) u",
-                envelope(layer, 0),
-                guard_reach(layer, z, (extent, buffer))
-            )
-        }
+        Some(cte) => tile_rows(layer, cte, z, (extent, buffer)),
         None => format!(
             "SELECT {} {}",
             row_columns(layer).join(", "),
@@ -475,264 +358,11 @@ fn layer_lateral(
     )
 }
 
-/// The statement-level CTE `cte` of a line or polygon layer's rows for a whole batch of tiles:
-/// those whose box meets one of the batch's fetch envelopes (in the layer's SRID, so its index
-/// serves each), each projected to Web Mercator, measured against the thresholds and simplified
-/// once, however many of the batch's tiles it reaches. A country touching 40 tiles of a zoom was
-/// projected and simplified 40 times when each tile did it.
-///
-/// Every tile's own test is made here, so every row a tile's own test would find is here (ids
-/// are taken as unique, as the cluster cells take them); each row keeps
-/// its stored geometry's envelope, whose box is the geometry's, for the tile's test
-/// ([`layer_lateral`]).
-fn batch_rows(layer: &LayerSource, cte: &str, z: u8) -> String {
-    let first = FIRST_ENVELOPE_PARAM;
-    let names: Vec<String> = (first..first + 8).map(|n| format!("p{n}")).collect();
-    let arrays: Vec<String> = (first..first + 8)
-        .map(|n| format!("${n}::float8[]"))
-        .collect();
-    let column = |i: usize| format!("e.{}", names[i]);
-    let area = envelope_in_srid(layer, &[0, 1, 2, 3].map(column), &[4, 5, 6, 7].map(column));
-    // Each tile's fetch envelope searched through the index, then each row once: the extent of
-    // the envelopes would take every large row between a batch's scattered tiles (a reseed's
-    // list spans continents), and the rows are projected only after the duplicates are gone.
-    let id = quote_ident(&layer.config.id_column);
-    let found = format!(
-        "SELECT DISTINCT ON (t.{id}) t.* FROM unnest({}) AS e({}) \
-         CROSS JOIN LATERAL (SELECT t.* {} AND ST_MemSize({}) > {SHARED_BYTES}) t \
-         ORDER BY t.{id}",
-        arrays.join(", "),
-        names.join(", "),
-        rows_within(layer, &area),
-        layer.geometry_of("t")
-    );
-    let mut columns = row_columns(layer);
-    columns.push(format!("ST_Envelope({}) AS {BOX}", layer.geometry_of("t")));
-    let rows = format!("SELECT {} FROM ({found} OFFSET 0) t", columns.join(", "));
-    format!("{cte} AS MATERIALIZED ({})", with_measures(layer, z, &rows))
-}
-
-/// `rows` (a query of [`row_columns`] and more) with what generalisation needs of each row at
-/// zoom `z`, which [`drawn_from_batch`] reads: whether it is a point, whether it is under the
-/// thresholds, its simplified shape.
-fn with_measures(layer: &LayerSource, z: u8, rows: &str) -> String {
-    let Some(rules) = layer.generalised() else {
-        return rows.to_string();
-    };
-    let merc = format!("s.{MERC}");
-    let mut measures = vec![format!("ST_Dimension({merc}) = 0 AS {POINT}")];
-    if let Some(test) = too_small(rules, &merc, z) {
-        measures.push(format!("({test}) AS {SMALL}"));
-    }
-    if rules.simplify > 0.0 {
-        measures.push(format!(
-            "CASE WHEN ST_Dimension({merc}) > 0 THEN {} END AS {SIMPLE}",
-            simplified(rules, &merc, z)
-        ));
-    }
-    // `OFFSET 0` keeps the projection in one place: pulled up, each use would project again.
-    format!(
-        "SELECT s.*, {} FROM ({rows} OFFSET 0) s",
-        measures.join(", ")
-    )
-}
-
-/// Metres past a tile's edges within which a row of [`batch_rows`] may be drawn in it: the
-/// buffer, [`GUARD_UNITS`], and the distance simplification may move a shape (Douglas-Peucker
-/// keeps a subset of the vertices, every one dropped within the tolerance of what is kept).
-fn guard_reach(layer: &LayerSource, z: u8, (extent, buffer): (u32, u32)) -> f64 {
-    let unit = 2.0 * MERCATOR_HALF_WORLD / ((1u64 << z) as f64 * f64::from(extent));
-    let tolerance = layer
-        .generalised()
-        .filter(|rules| rules.simplify > 0.0)
-        .map_or(0.0, |rules| rules.simplify * pixel_metres(z));
-    f64::from(buffer + GUARD_UNITS) * unit + tolerance
-}
-
-/// [`drawn_geometry`] of a row of [`batch_rows`], which holds what does not depend on the tile.
-///
-/// A row whose box meets the tile's while its shape stays clear of the tile's guard box (a
-/// country's far-flung islands) is not clipped at all: `ST_AsMVTGeom` would simplify, project
-/// and clip it whole to find nothing, and with generalisation twice (the simplified shape, then
-/// the stored one). Over the world at z6 such rows are 55% of the rows the tiles' boxes meet.
-fn drawn_from_batch(layer: &LayerSource, z: u8, (extent, buffer): (u32, u32)) -> String {
-    let clip =
-        |geometry: &str| format!("ST_AsMVTGeom({geometry}, env.tile, {extent}, {buffer}, true)");
-    let merc = format!("s.{MERC}");
-    let reaches = format!("ST_Intersects({merc}, s.{GUARD})");
-    let Some(rules) = layer.generalised() else {
-        return format!("CASE WHEN {reaches} THEN {} END", clip(&merc));
-    };
-    let too_small = match too_small(rules, &merc, z) {
-        None => String::new(),
-        Some(_) => format!(" WHEN s.{SMALL} THEN NULL"),
-    };
-    let drawn = if rules.simplify > 0.0 {
-        format!(
-            "COALESCE({}, {})",
-            clip(&format!("s.{SIMPLE}")),
-            clip(&merc)
-        )
-    } else {
-        clip(&merc)
-    };
-    format!(
-        "CASE WHEN s.{POINT} THEN {}{too_small} WHEN NOT {reaches} THEN NULL ELSE {drawn} END",
-        clip(&merc)
-    )
-}
-
-/// A line or polygon `merc` simplified as the layer's rules say at zoom `z`.
-fn simplified(rules: &Generalisation, merc: &str, z: u8) -> String {
-    format!(
-        "ST_Simplify({merc}, {}, true)",
-        rules.simplify * pixel_metres(z)
-    )
-}
-
-/// Web-Mercator metres of one generalisation pixel at zoom `z`: 1/256 of a tile's width.
-pub fn pixel_metres(z: u8) -> f64 {
-    2.0 * MERCATOR_HALF_WORLD / (256.0 * (1u64 << z) as f64)
-}
-
-/// The tile geometry (`ST_AsMVTGeom`) of a row whose Web-Mercator geometry is `merc`, generalised
-/// as the layer asks at zoom `z`: lines and polygons simplified (Douglas-Peucker) before clipping,
-/// so every tile clips the same simplified shape and neighbours meet; NULL (not drawn) for a
-/// polygon or line smaller than the thresholds. Points pass untouched, and a column of points
-/// only pays nothing.
-///
-/// `ST_Simplify` keeps parts that collapse (`true`), so only the thresholds decide whether a
-/// feature is drawn. It may leave a ring crossing itself; `ST_AsMVTGeom` makes every polygon
-/// valid after snapping it to the tile's grid, which it must do anyway. GEOS's
-/// topology-preserving simplification would avoid that, but simplifying a country's outline
-/// with it cost 70 times as much, and every tile the outline touches simplifies it again.
-fn drawn_geometry(layer: &LayerSource, merc: &str, z: u8, (extent, buffer): (u32, u32)) -> String {
-    let clip =
-        |geometry: &str| format!("ST_AsMVTGeom({geometry}, env.tile, {extent}, {buffer}, true)");
-    let Some(rules) = layer.generalised() else {
-        return clip(merc);
-    };
-    let simplified = if rules.simplify > 0.0 {
-        simplified(rules, merc, z)
-    } else {
-        merc.to_string()
-    };
-    let too_small = too_small(rules, merc, z);
-    // Douglas-Peucker turns a small closed line into a there-and-back spike, and can leave a
-    // polygon's sliver in the buffer degenerate, which `ST_AsMVTGeom` drops: the stored shape is
-    // drawn instead, so simplifying never removes a feature from a tile (only the thresholds do).
-    let drawn = if rules.simplify > 0.0 {
-        format!("COALESCE({}, {})", clip(&simplified), clip(merc))
-    } else {
-        clip(merc)
-    };
-    // Points (in a column that may hold other kinds too) are clipped as they are, first, so they
-    // pay one test of their dimension and nothing else.
-    let too_small = match too_small {
-        None => String::new(),
-        Some(test) => format!(" WHEN {test} THEN NULL"),
-    };
-    format!(
-        "CASE WHEN ST_Dimension({merc}) = 0 THEN {}{too_small} ELSE {drawn} END",
-        clip(merc)
-    )
-}
-
-/// Whether a line or polygon whose Web-Mercator geometry is `merc` is below the layer's
-/// thresholds at zoom `z`, and so not drawn; `None` when no threshold is set.
-pub(super) fn too_small(rules: &Generalisation, merc: &str, z: u8) -> Option<String> {
-    let pixel = pixel_metres(z);
-    let mut tests = Vec::new();
-    if rules.min_area > 0.0 {
-        tests.push(format!(
-            "(ST_Dimension({merc}) = 2 AND ST_Area({merc}) < {})",
-            rules.min_area * pixel * pixel
-        ));
-    }
-    if rules.min_length > 0.0 {
-        tests.push(format!(
-            "(ST_Dimension({merc}) = 1 AND ST_Length({merc}) < {})",
-            rules.min_length * pixel
-        ));
-    }
-    (!tests.is_empty()).then(|| tests.join(" OR "))
-}
-
 fn parameter_types(layer_names: usize) -> Vec<Type> {
     let mut types = vec![Type::INT4, Type::INT4_ARRAY, Type::INT4_ARRAY];
     types.extend(std::iter::repeat_n(Type::FLOAT8_ARRAY, ENVELOPES * 8));
     types.extend(std::iter::repeat_n(Type::TEXT, layer_names));
     types
-}
-
-/// Where a layer's rows for the child flags come from in a statement.
-#[derive(Clone, Copy)]
-enum RowsAt<'a> {
-    /// Not fetched at this zoom: ask the table.
-    Table,
-    /// Held in a CTE of that name.
-    Cte(&'a str),
-    /// Summed into the cells of a CTE of that name, whose extents bound their members.
-    Cells(&'a str),
-    /// Already reduced to flags `c1`..`c4` by the lateral subquery of that alias.
-    Flags(&'a str),
-}
-
-/// `ARRAY[...]` saying, per child, whether any layer of deeper zooms has rows there.
-fn children_array<'a>(
-    layers: &[LayerSource],
-    z: u8,
-    job: ZoomRange,
-    rows_of: impl Fn(usize) -> RowsAt<'a>,
-) -> String {
-    let deeper: Vec<(usize, &LayerSource)> = layers
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| active_below(l, z, job))
-        .collect();
-    let flags: Vec<String> = (1..ENVELOPES)
-        .map(|child| {
-            if deeper.is_empty() {
-                return "false".to_string();
-            }
-            let tests: Vec<String> = deeper
-                .iter()
-                .map(|(index, layer)| {
-                    let rows = rows_of(*index);
-                    let points_stand_in = matches!(rows, RowsAt::Cte(_) | RowsAt::Cells(_))
-                        && !layer.points_only
-                        && drawn_whole_below(layer, z, job);
-                    let test = rows_test(layer, rows, child);
-                    if points_stand_in {
-                        format!("{test} OR {}", other_kinds_in(layer, child))
-                    } else {
-                        test
-                    }
-                })
-                .collect();
-            tests.join(" OR ")
-        })
-        .collect();
-    format!("ARRAY[{}]", flags.join(", "))
-}
-
-/// Whether rows of `layer`, found where `rows` says, lie in child envelope `child`.
-fn rows_test(layer: &LayerSource, rows: RowsAt, child: usize) -> String {
-    match rows {
-                    RowsAt::Flags(alias) => format!("coalesce({alias}.c{child}, false)"),
-                    RowsAt::Cte(cte) => format!(
-                        "EXISTS (SELECT 1 FROM {cte} WHERE {cte}.{MERC} && ST_MakeEnvelope({}, 3857))",
-                        envelope_params(child, true)
-                    ),
-                    // `&&` compares single-precision boxes rounded outwards, as the child's own
-                    // index condition does; an exact comparison of the extents would miss rows a
-                    // metre outside the envelope that the child's query still finds.
-                    RowsAt::Cells(cells) => format!(
-                        "EXISTS (SELECT 1 FROM {cells} WHERE ST_MakeEnvelope({cells}.__oar_x0, {cells}.__oar_y0, \
-                         {cells}.__oar_x1, {cells}.__oar_y1, 3857) && env.child{child})"
-                    ),
-                    RowsAt::Table => exists(layer, child),
-    }
 }
 
 /// The statement that only says which children hold anything (no rendering).

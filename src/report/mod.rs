@@ -387,7 +387,7 @@ pub struct TilesetSummary {
     pub outbox: Backlog,
     /// What each CDN purge target was sent.
     pub purges: Vec<PurgeSummary>,
-    /// The segment the output's changes feed published after the purges.
+    /// What the output's changes feed published, while the run rendered and after its purges.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feed: Option<crate::coordination::feed::Published>,
     /// What fetching changed tiles through each target's public URL found (`--check-edge`).

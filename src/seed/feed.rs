@@ -6,6 +6,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Bound;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::config::Feed;
 use crate::coordination::feed::{FeedStore, Published, HEAD};
@@ -21,6 +24,94 @@ pub const FEED_CONSUMER: &str = "feed";
 /// Tiles past which a segment asks maps to reload every tile instead of listing them: a full
 /// seed's millions would make a segment of tens of megabytes that every open map downloads.
 pub const MAX_LISTED_TILES: usize = 50_000;
+
+/// Segments a run publishes at most while it still renders; the rest of its tiles go in the
+/// segment its delivery publishes, so a cycle adds at most this many plus one.
+const MAX_EARLY_SEGMENTS: usize = 3;
+
+/// The least time between two of a run's segments published while it renders: an open map reads
+/// the head about every second, so closer segments would only make it fetch more documents.
+const EARLY_SPACING: Duration = Duration::from_millis(500);
+
+/// How long a run gathers the tiles served anew before its first segment: a run that ends by
+/// then lists all its tiles in one segment, and the chunks that follow the first within it (the
+/// next zooms up, rendered in milliseconds) go with it.
+const EARLY_GATHERING: Duration = Duration::from_millis(200);
+
+/// The segments a run publishes while it renders, where every CDN purges its tiles as the sink
+/// stores them (or there is no CDN): the tiles at a change, rendered first (deepest zoom
+/// first), reach open maps before the heavy low zooms are done.
+#[derive(Default)]
+pub(super) struct EarlyFeed {
+    /// Whether a chunk purged by every CDN is served anew everywhere, so it may be listed.
+    pub enabled: bool,
+    /// Tiles served anew everywhere and not listed yet.
+    fresh: Vec<String>,
+    /// Tiles the run's segments listed, which its delivery leaves out.
+    pub published: HashSet<String>,
+    segments: usize,
+    /// When the run's first tiles were served anew everywhere.
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// What its segments published, together.
+    total: Option<Published>,
+}
+
+impl EarlyFeed {
+    /// Records the tiles of a chunk every CDN purged after its new bytes were served.
+    pub fn served_anew(&mut self, lines: &[String]) {
+        if !self.enabled {
+            return;
+        }
+        self.fresh.extend(
+            lines
+                .iter()
+                .filter(|l| l.parse::<TileCoord>().is_ok())
+                .cloned(),
+        );
+        if self.fresh.len() + self.published.len() > MAX_LISTED_TILES {
+            // A segment this large asks maps to reload everything: the delivery's one does.
+            self.enabled = false;
+            self.fresh.clear();
+        }
+    }
+
+    /// When the fresh tiles may be published; `None` when there are none or the run's early
+    /// segments are spent.
+    pub fn due(&self) -> Option<Instant> {
+        if !self.enabled || self.fresh.is_empty() || self.segments >= MAX_EARLY_SEGMENTS {
+            return None;
+        }
+        match (self.last, self.first) {
+            (Some(last), _) => Some(last + EARLY_SPACING),
+            (None, first) => Some(first.unwrap_or_else(Instant::now) + EARLY_GATHERING),
+        }
+    }
+
+    /// The fresh tiles, to publish.
+    pub fn take(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.fresh)
+    }
+
+    /// Records a published segment of `tiles`.
+    pub fn published(&mut self, tiles: Vec<String>, published: Published) {
+        self.segments += 1;
+        self.last = Some(Instant::now());
+        self.published.extend(tiles);
+        self.total = Some(match self.total {
+            Some(earlier) => earlier.then(published),
+            None => published,
+        });
+    }
+
+    /// What the run published in all, with its delivery's segment (`last`).
+    pub fn total(&self, last: Option<Published>) -> Option<Published> {
+        match (self.total, last) {
+            (Some(early), Some(last)) => Some(early.then(last)),
+            (early, last) => last.or(early),
+        }
+    }
+}
 
 /// One output's feed, as a run delivers to it.
 pub(super) struct RunFeed {
@@ -50,12 +141,14 @@ pub(super) struct Edge<'a> {
 impl RunFeed {
     /// Publishes every batch of `outbox` the edge already serves anew as one segment, marks
     /// them taken (with `consumers`, every consumer of the outbox) and purges the head from the
-    /// free CDNs. `None` when nothing was ready.
+    /// free CDNs. The tiles in `published_early` were listed by this run's segments while it
+    /// rendered ([`EarlyFeed`]) and are left out. `None` when nothing was ready.
     pub async fn deliver(
         &self,
         outbox: &Outbox,
         consumers: &[String],
         edge: Edge<'_>,
+        published_early: &HashSet<String>,
     ) -> Result<Option<Published>> {
         let pending = outbox.pending(FEED_CONSUMER).await?;
         if pending.is_empty() {
@@ -113,6 +206,8 @@ impl RunFeed {
         for line in ready.iter().flat_map(|(_, lines)| lines) {
             if line == EVERYTHING {
                 reload = true;
+            } else if published_early.contains(line) {
+                // Listed by a segment of this run's once its new bytes were purged.
             } else if let Ok(tile) = line.parse::<TileCoord>() {
                 tiles.push(tile.to_string());
             }
@@ -124,60 +219,70 @@ impl RunFeed {
             reload = true;
         }
         let published = if reload || !tiles.is_empty() {
-            let published = self
-                .store
-                .publish(
-                    tiles,
-                    reload,
-                    self.settings.retention,
-                    &self.settings.head_cache_control,
-                )
-                .await?;
-            tracing::info!(
-                "changes feed of {}: segment {} lists {} tile(s){}",
-                self.store.describe(),
-                published.sequence,
-                published.tiles,
-                if reload {
-                    " and asks maps to reload every tile"
-                } else {
-                    ""
-                }
-            );
-            Some(published)
+            Some(self.publish(tiles, reload, outbox, &edge).await?)
         } else {
             None
         };
         let names: Vec<String> = ready.into_iter().map(|(name, _)| name).collect();
         outbox.taken(FEED_CONSUMER, &names, consumers).await?;
-        if published.is_some() {
-            let head = format!("{}/{HEAD}", crate::coordination::feed::FOLDER);
-            let head = match edge.prefix {
-                Some(prefix) => format!("{prefix}/{head}"),
-                None => head,
-            };
-            for target in edge.targets.iter().filter(|t| !t.is_priced()) {
-                let key = (edge.hold_key)(target);
-                if edge.holds.held(&key).is_some() {
-                    tracing::info!(
-                        "cdn `{}` failed recently: the changes feed's head is not purged; maps \
-                         see the new segment once its max-age passes",
-                        target.name()
-                    );
-                    continue;
-                }
-                let mut flights = Flights::open(target, outbox).await?;
-                if let Err(err) = target
-                    .purge(std::slice::from_ref(&head), None, None, &mut flights)
-                    .await
-                {
-                    edge.holds.failed(&key);
-                    tracing::warn!(
-                        "cdn `{}`: the changes feed's head was not purged ({err}); maps see the \
-                         new segment once its max-age passes",
-                        target.name()
-                    );
-                }
+        Ok(published)
+    }
+
+    /// Publishes a segment listing `tiles` (or asking maps to reload every tile) and purges the
+    /// head from the CDNs whose purges are free.
+    pub async fn publish(
+        &self,
+        tiles: Vec<String>,
+        reload: bool,
+        outbox: &Outbox,
+        edge: &Edge<'_>,
+    ) -> Result<Published> {
+        let published = self
+            .store
+            .publish(
+                tiles,
+                reload,
+                self.settings.retention,
+                &self.settings.head_cache_control,
+            )
+            .await?;
+        tracing::info!(
+            "changes feed of {}: segment {} lists {} tile(s){}",
+            self.store.describe(),
+            published.sequence,
+            published.tiles,
+            if reload {
+                " and asks maps to reload every tile"
+            } else {
+                ""
+            }
+        );
+        let head = format!("{}/{HEAD}", crate::coordination::feed::FOLDER);
+        let head = match edge.prefix {
+            Some(prefix) => format!("{prefix}/{head}"),
+            None => head,
+        };
+        for target in edge.targets.iter().filter(|t| !t.is_priced()) {
+            let key = (edge.hold_key)(target);
+            if edge.holds.held(&key).is_some() {
+                tracing::info!(
+                    "cdn `{}` failed recently: the changes feed's head is not purged; maps \
+                     see the new segment once its max-age passes",
+                    target.name()
+                );
+                continue;
+            }
+            let mut flights = Flights::open(target, outbox).await?;
+            if let Err(err) = target
+                .purge(std::slice::from_ref(&head), None, None, &mut flights)
+                .await
+            {
+                edge.holds.failed(&key);
+                tracing::warn!(
+                    "cdn `{}`: the changes feed's head was not purged ({err}); maps see the \
+                     new segment once its max-age passes",
+                    target.name()
+                );
             }
         }
         Ok(published)

@@ -48,7 +48,10 @@ pub async fn run(job: &SeedJob, progress: ProgressKind) -> Result<Vec<TilesetSum
     // 0.
     let partitions = partition::expand(job, partition::TilesetLocks::Take).await?;
     let holds = Arc::new(Holds::default());
-    let mut summaries = run_expanded(partitions.job(job), progress, &holds).await?;
+    // Boxed: a run's future nests every stage's, and `validate` and `--verify-sample` nest a
+    // whole run inside theirs; on the heap, it is laid out apart from the futures that await it,
+    // within the compiler's default recursion limit.
+    let mut summaries = Box::pin(run_expanded(partitions.job(job), progress, &holds)).await?;
     let delivered = partitions.finish(job, &summaries, &holds).await?;
     summaries.extend(delivered);
     Ok(summaries)

@@ -23,7 +23,7 @@ use crate::schedule::Stop;
 use crate::sink::{self, OutputTarget};
 use crate::tile::TileCoord;
 
-use super::feed::{Edge, RunFeed, FEED_CONSUMER};
+use super::feed::{EarlyFeed, Edge, RunFeed, FEED_CONSUMER};
 
 pub(super) mod dry_run;
 mod early;
@@ -65,6 +65,8 @@ pub(super) struct RunOutbox {
     /// The output's changes feed (`[tileset.feed]`); a shard's part has none (its `finalize`
     /// publishes a reload).
     feed: Option<RunFeed>,
+    /// The feed's segments published while the run renders.
+    early_feed: EarlyFeed,
 }
 
 /// The outbox note that records the tiles an output stores per zoom.
@@ -104,7 +106,7 @@ pub(super) struct Delivered {
     pub probes: Vec<EdgeProbe>,
     /// The signal that stopped the purges: the targets not done keep their changes in the outbox.
     pub stopped: Option<&'static str>,
-    /// What the changes feed published.
+    /// What the changes feed published, while the run rendered and after its purges.
     pub feed: Option<Published>,
 }
 
@@ -162,6 +164,7 @@ impl RunOutbox {
             early_targets: HashSet::new(),
             early: HashMap::new(),
             early_failed: HashMap::new(),
+            early_feed: EarlyFeed::default(),
             feed,
             outbox: Arc::new(outbox),
             run: Some(run),
@@ -471,17 +474,12 @@ impl RunOutbox {
             (Some(feed), None) => {
                 let path_of = |line: &str| self.purge_path(line);
                 let hold_key = |target: &PurgeTarget| self.hold_key(target);
-                let edge = Edge {
-                    targets: &self.targets,
-                    handover: self.handover.as_ref().map(|(outbox, _)| outbox),
-                    prefix: self.prefix.as_deref(),
-                    path_of: &path_of,
-                    holds,
-                    hold_key: &hold_key,
-                };
-                feed.deliver(&self.outbox, &self.consumers, edge).await?
+                let edge = self.feed_edge(holds, &path_of, &hold_key);
+                let early = &self.early_feed.published;
+                let last = feed.deliver(&self.outbox, &self.consumers, edge, early);
+                self.early_feed.total(last.await?)
             }
-            _ => None,
+            _ => self.early_feed.total(None),
         };
         self.outbox.prune(&self.consumers).await?;
         if let Some((tileset_outbox, path)) = &self.handover {
@@ -505,6 +503,24 @@ impl RunOutbox {
             stopped,
             feed,
         })
+    }
+
+    /// What the changes feed waits on, given the closures naming a line's purge path and a
+    /// target's hold key.
+    fn feed_edge<'a>(
+        &'a self,
+        holds: &'a Holds,
+        path_of: &'a (dyn Fn(&str) -> String + Sync),
+        hold_key: &'a (dyn Fn(&PurgeTarget) -> String + Sync),
+    ) -> Edge<'a> {
+        Edge {
+            targets: &self.targets,
+            handover: self.handover.as_ref().map(|(outbox, _)| outbox),
+            prefix: self.prefix.as_deref(),
+            path_of,
+            holds,
+            hold_key,
+        }
     }
 
     /// The key `target`'s failures hold it back under: a partition's is its tileset's, so one

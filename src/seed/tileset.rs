@@ -10,26 +10,25 @@ use super::freshness::{self, AfterRun};
 use super::outbox::RunOutbox;
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
-use crate::coordination::{lock, ChangedList, PartOf, TilesetMetadata};
+use crate::coordination::{lock, ChangedList, PartOf};
 use crate::db::Replica;
 use crate::edge::Holds;
-use crate::encode::{Encoding, SizeBudget};
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
 use crate::plan::{PyramidWalk, Work};
-use crate::render::{Connections, Renderer};
-use crate::report::{
-    Progress, ProgressKind, ReseedPlan, SummaryHeader, Tally, TilesetSummary, ZoomCount,
-};
-use crate::schedule::{ListOrder, Scheduler, Stop};
-use crate::sink::writer::{self, Writer};
-use crate::sink::{self, Finish, Resume, Sharding, Sink, Sweep};
-use crate::state::capture;
+use crate::render::Connections;
+use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
+use crate::schedule::Stop;
+use crate::sink::writer;
+use crate::sink::{self, Resume, Sharding, Sink, Sweep};
 use crate::state::cells;
 use crate::state::digest::job_fingerprint;
 use crate::state::reseed::{self, Decision};
 use crate::state::Watermark;
 use crate::tile::Subtrees;
+
+mod dry_run;
+mod render;
 
 /// What one tileset's seed works with.
 pub(super) struct TilesetRun<'a> {
@@ -55,10 +54,6 @@ enum Todo {
     /// These tiles, then the walk of these subtrees.
     Subtrees(Vec<crate::tile::TileCoord>, Subtrees),
 }
-
-/// Tiles a walk of subtrees may queue at most at their deepest zoom (8 bytes each): subtrees are
-/// walked in parts of as many roots as stay under it.
-const WALK_FRONTIER: usize = 1 << 20;
 
 /// The output once it is open, its state read and the run's work decided.
 struct Opened {
@@ -491,244 +486,6 @@ impl TilesetRun<'_> {
                 .await?;
         }
         Ok(decision)
-    }
-
-    /// Renders the work through the scheduler into the writer; false when `--max-duration` ran out.
-    async fn render(
-        &self,
-        target: &OutputTarget,
-        todo: Todo,
-        writer: Writer,
-        tally: &mut Tally,
-        progress: &mut Progress,
-    ) -> Result<bool> {
-        let tileset = self.prepared.tileset;
-        let settings = &tileset.tileset.output_settings;
-        let encoding = Encoding {
-            gzip: sink::kind_of(target).stores_gzip(settings),
-            level: settings.compression_level,
-        };
-        let renderer = self.prepared.renderer.on(self.connections);
-        let scheduler = self.scheduler(&renderer, encoding);
-        match todo {
-            Todo::Walk(walk, done) => {
-                let walked = scheduler.walk(&walk, Some(&writer), done, tally, progress);
-                walked.await.map(|()| true)
-            }
-            Todo::Tiles(tiles) => {
-                let listed = self.render_list(&scheduler, &tiles, &writer, tally, progress);
-                listed.await
-            }
-            Todo::Subtrees(tiles, subtrees) => {
-                let listed = self.render_list(&scheduler, &tiles, &writer, tally, progress);
-                if !listed.await? {
-                    return Ok(false);
-                }
-                // The walk is breadth first: all the subtrees at once would queue every tile of
-                // their deepest zoom (18 million for Russia at z14).
-                let depth = subtrees
-                    .top_zoom()
-                    .map_or(0, |root| tileset.zooms.max.saturating_sub(root));
-                let per_part = (WALK_FRONTIER >> (2 * u32::from(depth.min(10)))).max(1);
-                for part in subtrees.parts(per_part) {
-                    let walk = PyramidWalk::for_subtrees(tileset.bbox, tileset.zooms, part);
-                    let walked =
-                        scheduler.walk(&walk, Some(&writer), HashMap::new(), tally, progress);
-                    walked.await?;
-                }
-                Ok(true)
-            }
-        }
-    }
-
-    /// Renders listed tiles in the run's order; false when `--max-duration` ran out.
-    async fn render_list<R: Renderer>(
-        &self,
-        scheduler: &Scheduler<'_, R>,
-        tiles: &[crate::tile::TileCoord],
-        writer: &Writer,
-        tally: &mut Tally,
-        progress: &mut Progress,
-    ) -> Result<bool> {
-        let deadline = self.job.run.max_duration.map(|d| Instant::now() + d);
-        let order = if self.job.run.lowest_zoom_first {
-            ListOrder::LowestFirst
-        } else {
-            ListOrder::DeepestFirst
-        };
-        scheduler
-            .render_list(tiles, order, writer, deadline, tally, progress)
-            .await
-    }
-
-    fn scheduler<'r, R>(&'r self, renderer: &'r R, encoding: Encoding) -> Scheduler<'r, R> {
-        let tileset = &self.prepared.tileset.tileset;
-        Scheduler {
-            renderer,
-            tileset: &tileset.name,
-            concurrency: self.connections.count(),
-            encoding,
-            budget: SizeBudget {
-                bytes: tileset.size_budget,
-                strict: self.job.run.strict_size,
-            },
-            keep_going: self.job.run.keep_going.is_some(),
-            stop: self.stop,
-        }
-    }
-
-    /// Writes the metadata and completes the output; with `sweep`, tiles the run did not produce are
-    /// removed; `state` is recorded once every tile is durable; with `defer_hash`, a changed
-    /// output's hash is left pending.
-    async fn finish(
-        &self,
-        sink: Box<dyn Sink>,
-        sweep: Sweep,
-        state: Option<&Watermark>,
-        defer_hash: bool,
-    ) -> Result<sink::SinkReport> {
-        let name = self.prepared.tileset.tileset.name.clone();
-        let metadata = TilesetMetadata::for_job(self.prepared.tileset, &self.prepared.layers);
-        let state = state.map(Watermark::to_state);
-        // Sinks block (SQLite, S3 round trips), so they finish off the async threads.
-        let stored = tokio::task::spawn_blocking(move || {
-            sink.finish(Finish {
-                metadata: &metadata,
-                sweep: &sweep,
-                state: state.as_deref(),
-                defer_hash,
-            })
-        })
-        .await
-        .map_err(|e| Error::output(&name, format!("finishing the output failed: {e}")))??;
-        tracing::debug!("tileset `{name}`: output finished");
-        Ok(stored)
-    }
-
-    /// Computes the `agg_tiles_hash` a deferred finish left pending.
-    async fn refresh_hash(&self, target: &OutputTarget) -> Result<()> {
-        let started = Instant::now();
-        let settings = &self.prepared.tileset.tileset.output_settings;
-        let cancel = std::sync::Arc::default();
-        if let sink::HashRefresh::Computed(hash) =
-            sink::refresh_agg_hash(target, settings, cancel).await?
-        {
-            tracing::info!(
-                "{}: agg_tiles_hash {hash}, read from every tile after the purges in {:.2} s",
-                target.describe(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        Ok(())
-    }
-
-    /// Records the output's new watermark in the change log and prunes what every consumer has.
-    async fn advance(&self, target: &OutputTarget, next: &Watermark) -> Result<()> {
-        let schema = &self.job.change_schema;
-        let pruned =
-            capture::advance_and_prune(self.pool, schema, &target.describe(), next).await?;
-        if pruned > 0 {
-            tracing::info!("pruned {pruned} applied change(s) from the change log");
-        }
-        Ok(())
-    }
-
-    /// `--dry-run`: walks the pyramid with probes only, counting the tiles each zoom would query.
-    async fn dry_run(
-        &self,
-        progress_kind: ProgressKind,
-        started: Instant,
-    ) -> Result<TilesetSummary> {
-        let tileset = self.prepared.tileset;
-        let name = &tileset.tileset.name;
-        tracing::info!(
-            "counting the tiles of `{name}` zoom {} (dry run)",
-            tileset.zooms
-        );
-        let mut tally = Tally::default();
-        let mut progress = Progress::start(progress_kind, name);
-        let renderer = self.prepared.renderer.on(self.connections);
-        let encoding = Encoding {
-            gzip: false,
-            level: tileset.tileset.output_settings.compression_level,
-        };
-        let walk = PyramidWalk::new(tileset.bbox, tileset.zooms);
-        let walked = self
-            .scheduler(&renderer, encoding)
-            .walk(&walk, None, HashMap::new(), &mut tally, &mut progress)
-            .await;
-        progress.finish();
-        walked?;
-        let mut header = self.header("-".into(), true, None);
-        header.dry_run = true;
-        Ok(tally.summarize(header, started.elapsed()))
-    }
-
-    /// `--dirty --dry-run`: reads the output's state and the change log as a reseed would, and
-    /// says what it would render, write and purge, without a lock, a rendered tile or a write.
-    async fn dry_run_dirty(
-        &self,
-        target: &OutputTarget,
-        started: Instant,
-    ) -> Result<TilesetSummary> {
-        let tileset = self.prepared.tileset;
-        let extension = &tileset.tileset.output_settings.tile_extension;
-        let reader =
-            sink::OutputReader::open(&target.describe(), target, &self.job.s3, extension).await?;
-        let state = reader.state().await?;
-        let mut decision = reseed::decide(
-            (self.pool, self.render_pool()),
-            &self.job.change_schema,
-            tileset,
-            &self.layer_configs(),
-            self.selection(),
-            (state.as_deref(), self.settings_digest()),
-        )
-        .await?;
-        // The tiles a `watch` deferral holds back, which this reseed would render too.
-        if let (Work::Tiles(tiles) | Work::Subtrees { tiles, .. }, Selection::Dirty) =
-            (&mut decision.work, self.selection())
-        {
-            freshness::add_noted(target, &self.job.s3, tiles).await?;
-        }
-        let per_zoom = |tiles: &mut dyn Iterator<Item = crate::tile::TileCoord>| {
-            let mut per_zoom = std::collections::BTreeMap::<u8, u64>::new();
-            for tile in tiles {
-                *per_zoom.entry(tile.z()).or_default() += 1;
-            }
-            per_zoom
-                .into_iter()
-                .map(|(zoom, tiles)| ZoomCount { zoom, tiles })
-                .collect::<Vec<_>>()
-        };
-        let (dirty_tiles, subtrees, count) = match &decision.work {
-            Work::Pyramid => (Vec::new(), Vec::new(), None),
-            Work::Tiles(tiles) => (
-                per_zoom(&mut tiles.iter().copied()),
-                Vec::new(),
-                Some(tiles.len() as u64),
-            ),
-            Work::Subtrees { tiles, subtrees } => (
-                per_zoom(&mut tiles.iter().copied()),
-                per_zoom(&mut subtrees.roots()),
-                None,
-            ),
-        };
-        let (backlog, purges) =
-            super::outbox::dry_run::purge_plans(target, tileset, &self.job.s3, &decision.work)
-                .await?;
-        let mut header = self.header(target.describe(), true, decision.changes_read);
-        header.dry_run = true;
-        let mut summary = Tally::default().summarize(header, started.elapsed());
-        summary.outbox = backlog;
-        summary.plan = Some(ReseedPlan {
-            everything: matches!(decision.work, Work::Pyramid),
-            dirty_tiles,
-            subtrees,
-            writes: sink::kind_of(target).expected_writes(count),
-            purges,
-        });
-        Ok(summary)
     }
 
     fn header(&self, output: String, complete: bool, changes_read: Option<u64>) -> SummaryHeader {

@@ -7,8 +7,14 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod coverage;
+mod keys;
 mod subtrees;
 
+pub use coverage::Coverage;
+#[cfg(test)]
+pub use keys::locality_key;
+pub use keys::{morton, tile_from_key, tile_from_walk_order_key, tile_key, walk_order_key};
 pub use subtrees::Subtrees;
 
 /// Highest zoom level oar-tiles accepts.
@@ -500,20 +506,6 @@ impl TileRange {
     }
 }
 
-/// Packs a tile into one integer, for compact sets of tiles.
-pub fn tile_key(tile: TileCoord) -> u64 {
-    (u64::from(tile.z()) << 58) | (u64::from(tile.x()) << 29) | u64::from(tile.y())
-}
-
-/// The tile a [`tile_key`] packs; `None` for a number no tile packs to.
-pub fn tile_from_key(key: u64) -> Option<TileCoord> {
-    let mask = (1u64 << 29) - 1;
-    let z = u8::try_from(key >> 58).ok()?;
-    let x = u32::try_from((key >> 29) & mask).ok()?;
-    let y = u32::try_from(key & mask).ok()?;
-    TileCoord::new(z, x, y).ok()
-}
-
 /// Whether a tile lies within a zoom range and the tile ranges of a bbox.
 pub fn in_scope(tile: TileCoord, zooms: ZoomRange, bounds: &BBox) -> bool {
     zooms.contains(tile.z()) && bounds.tile_range(tile.z()).contains(tile)
@@ -522,115 +514,6 @@ pub fn in_scope(tile: TileCoord, zooms: ZoomRange, bounds: &BBox) -> bool {
 /// Longitude/latitude in degrees to Web-Mercator metres, latitude clamped to the Mercator square.
 pub fn mercator(lon: f64, lat: f64) -> (f64, f64) {
     lonlat_to_mercator(lon.clamp(-180.0, 180.0), lat, MAX_MERCATOR_LAT)
-}
-
-/// A tile's place along a Z-order curve within its zoom: rendering in this order keeps neighbours
-/// close in time, so the database finds their rows still in its cache. (The walk order key, which orders
-/// the walk, keeps this order within a zoom; the tests check it against this key.)
-#[cfg(test)]
-pub fn locality_key(tile: TileCoord) -> u64 {
-    morton(tile.x(), tile.y())
-}
-
-/// Packs a tile into one integer that sorts lowest zoom first, then along the Z-order curve: a
-/// walk's queue of millions of tiles holds 8 bytes per tile instead of the 24 of a tuple.
-pub fn walk_order_key(tile: TileCoord) -> u64 {
-    (u64::from(tile.z()) << 58) | morton(tile.x(), tile.y())
-}
-
-/// The tile a [`walk_order_key`] packs.
-pub fn tile_from_walk_order_key(key: u64) -> TileCoord {
-    let z = (key >> 58) as u8;
-    let code = key & ((1u64 << 58) - 1);
-    let gather = |v: u64| {
-        let mut v = v & 0x5555_5555_5555_5555;
-        v = (v | (v >> 1)) & 0x3333_3333_3333_3333;
-        v = (v | (v >> 2)) & 0x0f0f_0f0f_0f0f_0f0f;
-        v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
-        v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
-        ((v | (v >> 16)) & 0x0000_0000_ffff_ffff) as u32
-    };
-    TileCoord::new(z, gather(code), gather(code >> 1))
-        .expect("walk order keys are only made from tiles")
-}
-
-/// Interleaves the bits of x and y (Z-order).
-pub fn morton(x: u32, y: u32) -> u64 {
-    let spread = |v: u32| {
-        let mut v = u64::from(v);
-        v = (v | (v << 16)) & 0x0000_ffff_0000_ffff;
-        v = (v | (v << 8)) & 0x00ff_00ff_00ff_00ff;
-        v = (v | (v << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
-        v = (v | (v << 2)) & 0x3333_3333_3333_3333;
-        (v | (v << 1)) & 0x5555_5555_5555_5555
-    };
-    spread(x) | (spread(y) << 1)
-}
-
-/// The tiles of the deepest zoom an output holds, as a box: what its `bounds` should claim
-/// (`mbtiles summary` reads bounds the same way), rather than the area a seed walked.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Coverage {
-    /// The deepest zoom seen and the column and row ranges of its tiles.
-    deepest: Option<TileRange>,
-    /// The shallowest zoom seen.
-    shallowest: Option<u8>,
-}
-
-impl Coverage {
-    /// Counts `tile` in.
-    pub fn add(&mut self, tile: TileCoord) {
-        self.shallowest = Some(self.shallowest.map_or(tile.z(), |z| z.min(tile.z())));
-        let single = TileRange {
-            z: tile.z(),
-            min_x: tile.x(),
-            max_x: tile.x(),
-            min_y: tile.y(),
-            max_y: tile.y(),
-        };
-        self.deepest = Some(match self.deepest {
-            None => single,
-            Some(range) if tile.z() > range.z => single,
-            Some(range) if tile.z() < range.z => range,
-            Some(range) => TileRange {
-                z: range.z,
-                min_x: range.min_x.min(tile.x()),
-                max_x: range.max_x.max(tile.x()),
-                min_y: range.min_y.min(tile.y()),
-                max_y: range.max_y.max(tile.y()),
-            },
-        });
-    }
-
-    /// The zooms holding tiles, shallowest to deepest; `None` when no tile was counted.
-    pub fn zooms(&self) -> Option<ZoomRange> {
-        ZoomRange::new(self.shallowest?, self.deepest?.z).ok()
-    }
-
-    /// The box the deepest tiles cover, within `within` (the area the run was given); `None`
-    /// when no tile was counted.
-    pub fn bbox(&self, within: &BBox) -> Option<BBox> {
-        let range = self.deepest?;
-        let n = (1u64 << range.z) as f64;
-        let lon = |x: u32| f64::from(x) / n * 360.0 - 180.0;
-        let lat = |y: u32| {
-            (std::f64::consts::PI * (1.0 - 2.0 * f64::from(y) / n))
-                .sinh()
-                .atan()
-                .to_degrees()
-        };
-        // Rounded outwards to 1e-7 degrees, the precision PMTiles headers keep, so a tile on the
-        // edge stays inside the bounds an archive declares.
-        let down = |v: f64| (v * 1e7).floor() / 1e7;
-        let up = |v: f64| (v * 1e7).ceil() / 1e7;
-        BBox::new(
-            down(lon(range.min_x)).max(within.west),
-            down(lat(range.max_y + 1)).max(within.south),
-            up(lon(range.max_x + 1)).min(within.east),
-            up(lat(range.min_y)).min(within.north),
-        )
-        .ok()
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@
 //! segment, its `id` the sequence, so a reconnecting `EventSource` resumes after the last one it
 //! saw (`Last-Event-ID`). A partition's feed is asked for with `?partition=VALUE`.
 //!
-//! Events follow the feed's head, read again after every cycle: what an event lists was published
+//! Events follow the feed's head, read again after every cycle and every publication (a cycle
+//! publishes the tiles its CDNs purged while it still renders): what an event lists was published
 //! after the CDNs took it, as the static feed is.
 
 use std::convert::Infallible;
@@ -165,7 +166,9 @@ struct Following {
     /// The head a catch-up runs to, while segments up to it remain to be sent.
     catching_up: Option<Head>,
     cycles: tokio::sync::watch::Receiver<u64>,
-    /// Whether to wait for a cycle before reading the head again.
+    /// Every publication of this process, which may come before its cycle ends.
+    publications: tokio::sync::watch::Receiver<u64>,
+    /// Whether to wait for a cycle or a publication before reading the head again.
     wait: bool,
     /// The client's place among `watch.max_event_clients`, given back when the stream ends.
     _seat: tokio::sync::OwnedSemaphorePermit,
@@ -184,6 +187,7 @@ fn follow(
         sent: resume,
         catching_up: None,
         cycles,
+        publications: feed::publications(),
         wait: false,
         _seat: seat,
     };
@@ -191,8 +195,14 @@ fn follow(
         if let Some(head) = state.catching_up.take() {
             return Some((next_segment(&mut state, head).await, state));
         }
-        if state.wait && state.cycles.changed().await.is_err() {
-            return None;
+        if state.wait {
+            let woken = tokio::select! {
+                woken = state.cycles.changed() => woken,
+                woken = state.publications.changed() => woken,
+            };
+            if woken.is_err() {
+                return None;
+            }
         }
         state.wait = true;
         let head = match state.store.head().await {

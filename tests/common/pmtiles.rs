@@ -19,7 +19,7 @@ pub fn setup(label: &str) -> Fixture {
     setup_with(label, "", "")
 }
 
-/// [`setup`] with more top-level tables (`[s3]`) and tileset keys.
+/// [`setup`] with more top-level tables (`[store]`) and tileset keys.
 pub fn setup_with(label: &str, tables: &str, tileset: &str) -> Fixture {
     let setup = Fixture::new(label, &points(), "pmtiles.toml", |schema| {
         let changes = schema.companion("cdc");

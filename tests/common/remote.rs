@@ -62,7 +62,7 @@ impl Remote {
         }
     }
 
-    /// The config's `[s3]` table the store needs, if any (Azure is reached through the
+    /// The config's `[store]` table the store needs, if any (Azure is reached through the
     /// environment alone).
     pub fn config_table(&self) -> String {
         match self {

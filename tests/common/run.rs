@@ -121,7 +121,10 @@ pub fn signal_pid(pid: libc::pid_t, signal: libc::c_int) {
 /// yet, or it is being committed at this moment).
 pub fn journaled_tiles(output: &Path) -> u64 {
     let partial = std::path::PathBuf::from(format!("{}.partial", output.display()));
-    rusqlite::Connection::open_with_flags(&partial, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    // Opened for writing, never created: a seed killed mid-commit leaves a hot rollback journal,
+    // which only a connection that may write rolls back (as the next run does); a read-only one
+    // fails and would count nothing.
+    rusqlite::Connection::open_with_flags(&partial, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
         .and_then(|c| c.query_row("SELECT count(*) FROM oar_tiles_journal", [], |r| r.get(0)))
         .unwrap_or(0)
 }
@@ -141,6 +144,110 @@ pub fn wait_for_progress(child: &mut std::process::Child, output: &Path) {
             "the seed ended before it could be interrupted"
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A started command whose standard error is read as it comes, so a test can wait for what the
+/// process says (a state it reached) rather than for a length of time.
+pub struct Speaking {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    heard: String,
+}
+
+impl Speaking {
+    /// Starts `command` (its standard error piped, as [`oar_tiles_command`]'s is).
+    pub fn start(mut command: Command) -> Speaking {
+        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (send, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if send.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Speaking {
+            child,
+            lines,
+            heard: String::new(),
+        }
+    }
+
+    /// Waits until a line of its standard error holds `needle`; fails, with what it said, when
+    /// the process ends first or says nothing of the kind within two minutes (a hang's bound).
+    pub fn wait_for(&mut self, needle: &str) {
+        let started = std::time::Instant::now();
+        loop {
+            let left = std::time::Duration::from_secs(120).saturating_sub(started.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.heard.push_str(&line);
+                    self.heard.push('\n');
+                    if found {
+                        return;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "the process ended ({:?}) before it said {needle:?}:\n{}",
+                    self.child.wait().unwrap(),
+                    self.heard
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "waited two minutes for {needle:?}; it said:\n{}",
+                        self.heard
+                    )
+                }
+            }
+        }
+    }
+
+    /// The process, to signal it.
+    pub fn child(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Waits for it to end; what it wrote, whole.
+    pub fn finish(mut self) -> Run {
+        let output = self.child.wait_with_output().unwrap();
+        // The reader ends with the stream: what is left in the channel is the rest of it.
+        for line in self.lines.iter() {
+            self.heard.push_str(&line);
+            self.heard.push('\n');
+        }
+        Run::from(Output {
+            stderr: self.heard.into_bytes(),
+            ..output
+        })
+    }
+}
+
+/// Waits until the file system holding `dir` stamps a new file later than `instant`, so files
+/// written from now on are told from those written before by their modification times (the
+/// kernel stamps them from a clock coarser than [`std::time::SystemTime::now`]). Fails after ten
+/// seconds (a hang's bound).
+pub fn wait_for_file_clock_past(dir: &Path, instant: std::time::SystemTime) {
+    let probe = dir.join(".file-clock-probe");
+    let started = std::time::Instant::now();
+    loop {
+        std::fs::write(&probe, b"").unwrap();
+        let stamped = std::fs::metadata(&probe).unwrap().modified().unwrap();
+        std::fs::remove_file(&probe).unwrap();
+        if stamped > instant {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the file system's clock stayed at or before {instant:?} for ten seconds"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 

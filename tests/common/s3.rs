@@ -74,10 +74,10 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The `[s3]` table of a config that reaches this server.
+    /// The `[store]` table of a config that reaches this server.
     pub fn config_table(&self, extra: &str) -> String {
         format!(
-            "[s3]\nendpoint = \"{}\"\nforce_path_style = true\nregion = \"us-east-1\"\n{extra}\n",
+            "[store]\nendpoint = \"{}\"\nforce_path_style = true\nregion = \"us-east-1\"\n{extra}\n",
             self.endpoint()
         )
     }

@@ -1,5 +1,6 @@
 //! The statements' shapes: parameters, layer names and what each zoom renders.
 
+use super::generalise::pixel_metres;
 use super::*;
 use crate::config::LayerConfig;
 use crate::render::source::FieldType;

@@ -10,15 +10,28 @@ use crate::edge::{Holds, Progress, PurgeTarget};
 use crate::error::Result;
 use crate::schedule::Stop;
 use crate::tile::TileCoord;
+use tokio::time::Instant;
 
 use super::RunOutbox;
+
+/// What the purges as stored do next.
+enum Step {
+    /// Purge a chunk the sink stored.
+    Chunk(Vec<String>),
+    /// Publish what every CDN serves anew.
+    Publish,
+    /// The run stored its last tile, or was stopped.
+    End,
+}
 
 impl RunOutbox {
     /// Whether this run purges its `tiles` as the sink stores them: the output serves a tile as
     /// soon as its writer records it (a tree, an S3 prefix), and some target's purges cost
     /// nothing per path and its exact paths go out in time at its pace. A target that charges
     /// per path (CloudFront), or that would coarsen so many paths into folders, waits for the
-    /// run's end, where its purge is one plan instead of one per chunk.
+    /// run's end, where its purge is one plan instead of one per chunk. When every target
+    /// purges as stored (or there is none), the changes feed lists the chunks as they are
+    /// served anew everywhere ([`EarlyFeed`]).
     pub(in crate::seed) fn purges_as_stored(&mut self, tiles: &[TileCoord]) -> bool {
         let paths: Vec<String> = tiles
             .iter()
@@ -30,7 +43,13 @@ impl RunOutbox {
             .filter(|t| !t.is_priced() && !t.tracks_invalidations() && t.sends_in_time(&paths))
             .map(PurgeTarget::consumer)
             .collect();
-        self.records_when_visible && !self.early_targets.is_empty()
+        self.early_feed.enabled = self.records_when_visible
+            && self.feed.is_some()
+            && self
+                .targets
+                .iter()
+                .all(|t| self.early_targets.contains(&t.consumer()));
+        self.records_when_visible && (!self.early_targets.is_empty() || self.early_feed.enabled)
     }
 
     /// Purges, on every target whose purges cost nothing per path, the tiles `recorded` hands on
@@ -48,12 +67,25 @@ impl RunOutbox {
     ) {
         let mut given_up: HashSet<String> = HashSet::new();
         'chunks: loop {
-            let next = tokio::select! {
+            let due = self.early_feed.due();
+            let step = tokio::select! {
                 biased;
-                _ = stop.stopped() => None,
-                next = recorded.next() => next,
+                _ = stop.stopped() => Step::End,
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                    Step::Publish
+                }
+                next = recorded.next() => next.map_or(Step::End, Step::Chunk),
             };
-            let Some(lines) = next else { break };
+            let lines = match step {
+                Step::End => break,
+                Step::Publish => {
+                    self.publish_early(holds).await;
+                    continue;
+                }
+                Step::Chunk(lines) => lines,
+            };
+            // Listed by the feed only once every CDN purged it after its new bytes were served.
+            let mut served_anew = self.early_feed.enabled;
             for target in &self.targets {
                 let consumer = target.consumer();
                 let key = self.hold_key(target);
@@ -61,6 +93,7 @@ impl RunOutbox {
                     || given_up.contains(&consumer)
                     || holds.held(&key).is_some()
                 {
+                    served_anew = false;
                     continue;
                 }
                 let mut paths: Vec<String> = lines.iter().map(|l| self.purge_path(l)).collect();
@@ -81,9 +114,11 @@ impl RunOutbox {
                         sent.paths += report.paths;
                     }
                     Ok(_) => {
+                        served_anew = false;
                         given_up.insert(consumer);
                     }
                     Err(err) => {
+                        served_anew = false;
                         holds.failed(&key);
                         tracing::warn!("{err}; the changes stay in the outbox for the next run");
                         // What it accepted before it failed was purged after it was served.
@@ -100,6 +135,29 @@ impl RunOutbox {
                         given_up.insert(consumer);
                     }
                 }
+            }
+            if served_anew {
+                self.early_feed.served_anew(&lines);
+            }
+        }
+    }
+
+    /// Publishes the tiles every CDN serves anew as a segment of the changes feed, while the run
+    /// still renders. A failure leaves them to the run's delivery, which lists them then.
+    async fn publish_early(&mut self, holds: &Holds) {
+        let tiles = self.early_feed.take();
+        let Some(feed) = &self.feed else { return };
+        let path_of = |line: &str| self.purge_path(line);
+        let hold_key = |target: &PurgeTarget| self.hold_key(target);
+        let edge = self.feed_edge(holds, &path_of, &hold_key);
+        match feed
+            .publish(tiles.clone(), false, &self.outbox, &edge)
+            .await
+        {
+            Ok(published) => self.early_feed.published(tiles, published),
+            Err(err) => {
+                tracing::warn!("{err}; the run's tiles are listed by the feed when it ends");
+                self.early_feed.enabled = false;
             }
         }
     }

@@ -18,10 +18,14 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 mod agg;
+mod entries;
 pub mod kind;
+mod leftovers;
 pub mod read;
 
 pub(crate) use agg::refresh_agg_hash;
+use entries::{holds, parse_name, read_dir_if_exists, remove_if_link, tree_dir, LINK_REFUSED};
+pub(crate) use leftovers::remove_temporaries_of;
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
 use super::tilejson::{changes_beyond_hash, tilejson, warn_relative_once, TILEJSON_NAME};
@@ -60,15 +64,12 @@ pub struct DirectorySink {
     hash_marked: bool,
     /// What the tiles this run stored with new bytes cover.
     written: Coverage,
+    /// This writer's mark in the root, removed when the sink is dropped.
+    _mark: leftovers::WriterMark,
 }
 
 /// Tiles written between two syncs at most, so the list of them stays small.
 const SYNC_BATCH: usize = 4096;
-
-/// What a link inside the tree is told.
-const LINK_REFUSED: &str = "is a symbolic link: oar-tiles writes and deletes tiles only in the \
-    tree's own directories, never through a link (only the output's root may be one); replace it \
-    with a directory";
 
 /// The walk's journal, beside the tiles while a full seed runs.
 pub const JOURNAL_NAME: &str = ".oar-tiles-journal.sqlite";
@@ -86,6 +87,10 @@ impl DirectorySink {
     /// With `journal` (a fingerprint of the job), finished tiles are journaled beside the tree so an
     /// interrupted full seed can be picked up. With `part`, the sink writes that shard's part: it
     /// journals apart from the other shards and finishes with a part record.
+    ///
+    /// The caller holds the output's lock (with `part`, that part's): the open removes what writers
+    /// that are gone left half written, and marks the tree as this writer's until the sink is
+    /// dropped (`leftovers.rs`).
     pub fn create(
         root: &Path,
         settings: &OutputSettings,
@@ -110,6 +115,8 @@ impl DirectorySink {
         durable::create_new(&probe)
             .map_err(|e| Error::output(root, format!("cannot write into it: {e}")))?;
         let _ = std::fs::remove_file(&probe);
+        // The caller holds the output's lock (a shard only its part's).
+        let mark = leftovers::clear_gone_writers(root, part.is_none())?;
         if settings.tiles_url.is_none() && part.is_none() {
             // A folder does not know the address it will be served from, and a relative tile URL
             // only works for a map page in that very folder.
@@ -155,6 +162,7 @@ impl DirectorySink {
             unsynced_files: Vec::new(),
             hash_marked: false,
             written: Coverage::default(),
+            _mark: mark,
         })
     }
 
@@ -277,107 +285,6 @@ impl DirectorySink {
         }
         Ok(())
     }
-}
-
-/// Removes the temporary tile files the process `pid` (a killed run) left in the tree at `root`:
-/// in the columns of its `planned` tiles, or in every column when it planned everything. A
-/// column that is a link is not entered; nothing but that process's temporaries is removed.
-pub(crate) fn remove_temporaries_of(
-    root: &Path,
-    pid: u32,
-    planned: Option<&[TileCoord]>,
-) -> Result<()> {
-    let columns: Vec<PathBuf> = match planned {
-        Some(tiles) => tiles
-            .iter()
-            .map(|t| (t.z(), t.x()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .map(|(z, x)| root.join(z.to_string()).join(x.to_string()))
-            .collect(),
-        None => {
-            let mut columns = Vec::new();
-            for zoom in read_dir_if_exists(root)? {
-                if parse_name::<u8>(&zoom.file_name(), "").is_none()
-                    || !zoom.file_type().is_ok_and(|t| t.is_dir())
-                {
-                    continue;
-                }
-                for column in read_dir_if_exists(&zoom.path())? {
-                    if parse_name::<u32>(&column.file_name(), "").is_some()
-                        && column.file_type().is_ok_and(|t| t.is_dir())
-                    {
-                        columns.push(column.path());
-                    }
-                }
-            }
-            columns
-        }
-    };
-    for column in columns {
-        if !std::fs::symlink_metadata(&column).is_ok_and(|m| m.is_dir()) {
-            continue;
-        }
-        for entry in read_dir_if_exists(&column)? {
-            if durable::temporary_writer(&entry.file_name()) == Some(pid) {
-                let path = entry.path();
-                durable::remove_file_if_there(&path)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
-    match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| Error::output(dir, format!("cannot list it: {e}"))),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(err) => Err(Error::output(dir, format!("cannot list it: {err}"))),
-    }
-}
-
-/// Checks that `dir`, inside the tree, is a directory of the tree's own and not a link; creates it
-/// when missing and `create`. `Some(created)`, or `None` when it is missing and not created.
-fn tree_dir(dir: &Path, create: bool) -> Result<Option<bool>> {
-    match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(Some(false)),
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::output(dir, LINK_REFUSED)),
-        Ok(_) => Err(Error::output(dir, "exists and is not a directory")),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound && create => {
-            match std::fs::create_dir(dir) {
-                Ok(()) => Ok(Some(true)),
-                // Made by someone else meanwhile: check what it is.
-                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => tree_dir(dir, false),
-                Err(err) => Err(Error::output(dir, format!("cannot create it: {err}"))),
-            }
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(Error::output(dir, format!("cannot read it: {err}"))),
-    }
-}
-
-/// Removes a symbolic link at `path` (never its target), so the file can be made there anew.
-fn remove_if_link(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(path)
-            .map_err(|e| Error::output(path, format!("cannot remove this link: {e}"))),
-        _ => Ok(()),
-    }
-}
-
-/// Whether `path` is a file (not a link) holding exactly `data`.
-fn holds(path: &Path, data: &[u8]) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|meta| {
-        meta.is_file()
-            && meta.len() == data.len() as u64
-            && std::fs::read(path).is_ok_and(|existing| existing == data)
-    })
-}
-
-fn parse_name<T: std::str::FromStr>(name: &std::ffi::OsStr, suffix: &str) -> Option<T> {
-    name.to_str()?.strip_suffix(suffix)?.parse().ok()
 }
 
 impl Sink for DirectorySink {
@@ -551,149 +458,4 @@ impl Sink for DirectorySink {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::tile::{BBox, ZoomRange};
-
-    fn metadata(zooms: ZoomRange) -> TilesetMetadata {
-        TilesetMetadata::bare("t", BBox::WORLD, zooms)
-    }
-
-    #[test]
-    fn a_killed_runs_temporaries_are_removed_in_its_planned_columns_or_everywhere() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let dead = 4_194_301;
-        let file = |path: &str| {
-            let path = root.join(path);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(&path, b"x").unwrap();
-            path
-        };
-        let planned_column = file(&format!("3/2/.5.pbf.{dead}.tmp"));
-        let other_column = file(&format!("3/4/.1.pbf.{dead}.tmp"));
-        let another_writer = file("3/2/.6.pbf.17.tmp");
-        let tile = file("3/2/5.pbf");
-        let outside = tempfile::tempdir().unwrap();
-        let linked = outside.path().join(format!(".0.pbf.{dead}.tmp"));
-        std::fs::write(&linked, b"x").unwrap();
-        std::fs::create_dir_all(root.join("4")).unwrap();
-        std::os::unix::fs::symlink(outside.path(), root.join("4/0")).unwrap();
-
-        let planned = [TileCoord::new(3, 2, 5).unwrap()];
-        remove_temporaries_of(root, dead, Some(&planned)).unwrap();
-        assert!(!planned_column.exists());
-        assert!(
-            other_column.exists(),
-            "a column the run did not plan is not read"
-        );
-        assert!(another_writer.exists() && tile.exists());
-
-        remove_temporaries_of(root, dead, None).unwrap();
-        assert!(!other_column.exists());
-        assert!(another_writer.exists() && tile.exists());
-        assert!(linked.exists(), "a linked column is not entered");
-    }
-
-    #[test]
-    fn tiles_land_in_an_xyz_tree_and_unchanged_ones_are_not_rewritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("tiles");
-        let list = dir.path().join("changed.txt");
-        let tile = TileCoord::new(3, 5, 2).unwrap();
-        let mut sink = Box::new(
-            DirectorySink::create(
-                &root,
-                &OutputSettings::default(),
-                ChangedList::create(&list).unwrap(),
-                None,
-                None,
-            )
-            .unwrap(),
-        );
-        sink.write_tile(tile, b"abc").unwrap();
-        sink.write_tile(tile, b"abc").unwrap();
-        let report = sink
-            .finish(Finish {
-                metadata: &metadata(ZoomRange::new(0, 3).unwrap()),
-                sweep: &crate::sink::Sweep::Everything,
-                state: None,
-                defer_hash: false,
-            })
-            .unwrap();
-        assert_eq!(std::fs::read(root.join("3/5/2.pbf")).unwrap(), b"abc");
-        assert_eq!((report.changed, report.unchanged), (1, 1));
-        assert!(root.join("tiles.json").exists());
-    }
-
-    #[test]
-    fn a_full_seed_sweeps_tiles_it_no_longer_produces_within_its_zooms() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("tiles");
-        let changes = ChangedList::create(&dir.path().join("changed.txt")).unwrap();
-        let settings = OutputSettings::default();
-        let mut first = Box::new(
-            DirectorySink::create(&root, &settings, ChangedList::disabled(), None, None).unwrap(),
-        );
-        for (z, x, y) in [(1, 0, 0), (1, 1, 1), (2, 3, 3)] {
-            first
-                .write_tile(TileCoord::new(z, x, y).unwrap(), b"x")
-                .unwrap();
-        }
-        first
-            .finish(Finish {
-                metadata: &metadata(ZoomRange::new(0, 2).unwrap()),
-                sweep: &crate::sink::Sweep::Everything,
-                state: None,
-                defer_hash: false,
-            })
-            .unwrap();
-        // What a writer killed mid-tile leaves beside the tiles.
-        let leftover = root.join("1/1/.0.pbf.4194305.tmp");
-        std::fs::write(&leftover, b"half").unwrap();
-        let ours = root.join(format!("1/1/.0.pbf.{}.tmp", std::process::id()));
-        std::fs::write(&ours, b"in flight").unwrap();
-        let mut second =
-            Box::new(DirectorySink::create(&root, &settings, changes.clone(), None, None).unwrap());
-        second
-            .write_tile(TileCoord::new(1, 0, 0).unwrap(), b"x")
-            .unwrap();
-        let report = second
-            .finish(Finish {
-                metadata: &metadata(ZoomRange::new(1, 1).unwrap()),
-                sweep: &crate::sink::Sweep::Everything,
-                state: None,
-                defer_hash: false,
-            })
-            .unwrap();
-        changes.close().unwrap();
-        assert_eq!(
-            report,
-            SinkReport {
-                changed: 0,
-                unchanged: 1,
-                deleted: 1
-            }
-        );
-        assert!(!root.join("1/1/1.pbf").exists());
-        assert!(
-            !leftover.exists(),
-            "a killed writer's temporary file is swept"
-        );
-        assert!(
-            ours.exists(),
-            "this process's own temporary files are left alone"
-        );
-        assert!(
-            root.join("2/3/3.pbf").exists(),
-            "zoom 2 was outside the second run"
-        );
-        // tiles.json was rewritten with the tiles' new hash, which alone is not announced; both
-        // documents still declare the zooms and bounds of the tiles the tree holds, which zoom 2
-        // keeps as they were.
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("changed.txt")).unwrap(),
-            "1/1/1\n"
-        );
-    }
-}
+mod tests;

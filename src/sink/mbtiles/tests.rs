@@ -1,7 +1,10 @@
 //! The MBTiles sink's lifecycle on real SQLite files.
 
+use std::sync::atomic::AtomicBool;
+
 use super::staging::read_state;
 use super::*;
+use crate::sink::HashRefresh;
 use crate::tile::{BBox, ZoomRange};
 
 fn metadata() -> TilesetMetadata {

@@ -1,0 +1,116 @@
+//! The `[store]` table (formerly `[s3]`): how outputs in a remote object store (S3, an
+//! S3-compatible store, Azure Blob Storage) are reached and written.
+
+use std::ops::Range;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::error::Error;
+
+/// How outputs in a remote object store are reached and written: S3, an S3-compatible store
+/// (MinIO, Ceph, R2) or Azure Blob Storage. Credentials always come from the store's standard
+/// chain (for S3: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, an instance
+/// role), never from this file.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+#[schemars(rename = "Store")]
+pub struct StoreConfig {
+    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, R2); leave out for AWS.
+    /// `AWS_ENDPOINT_URL` also works.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3 region. Default: from the AWS chain (`AWS_REGION`, the profile), else us-east-1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores need.
+    pub force_path_style: bool,
+    /// Public base URL that serves the bucket's objects, such as a CDN domain whose origin is the
+    /// bucket: `tiles.json` names absolute tile URLs under it (`{public_url}/{prefix}/{z}/{x}/{y}.pbf`).
+    /// Default: the bucket's own address. A tileset's `tiles_url`, when set, wins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    /// Uploads in flight at once (1 to 256).
+    pub max_concurrent_uploads: usize,
+    /// Attempts per request (1 to 20): throttling, 5xx answers and connection failures are
+    /// retried with exponential backoff; a tile that still fails fails the job, naming the tile.
+    pub max_attempts: u32,
+    /// Size in MiB of the parts of a multipart upload (5 to 5120): a PMTiles archive larger than
+    /// one part is uploaded in parts of this size (S3 needs at least 5).
+    pub part_size_mib: u64,
+}
+
+/// The settings' old name, from when the table was `[s3]`; the code that passes them on to the
+/// stores still says `s3`.
+pub type S3Config = StoreConfig;
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: None,
+            force_path_style: false,
+            public_url: None,
+            max_concurrent_uploads: 16,
+            max_attempts: 6,
+            part_size_mib: 8,
+        }
+    }
+}
+
+/// The `[store]` table, or the `[s3]` table of older config files (with a warning in
+/// `warnings`), but not both; each checked.
+pub(super) fn resolve_store(
+    store: Option<Spanned<StoreConfig>>,
+    s3: Option<Spanned<StoreConfig>>,
+    warnings: &mut Vec<String>,
+    at: &impl Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<StoreConfig, Error> {
+    let store = match (store, s3) {
+        (Some(_), Some(old)) => {
+            return Err(at(
+                Some(old.span()),
+                "both [store] and [s3] are present: [s3] is the old name of [store]; move its \
+                 keys into [store] and remove it"
+                    .into(),
+            ))
+        }
+        (Some(store), None) => store.into_inner(),
+        (None, Some(old)) => {
+            warnings.push(
+                "the [s3] table is now called [store] (it configures every remote store, Azure \
+                 included): rename it; [s3] is still read for now"
+                    .into(),
+            );
+            old.into_inner()
+        }
+        (None, None) => StoreConfig::default(),
+    };
+    if !(1..=256).contains(&store.max_concurrent_uploads) || !(1..=20).contains(&store.max_attempts)
+    {
+        return Err(at(
+            None,
+            "store.max_concurrent_uploads must lie in 1..=256 and store.max_attempts in 1..=20"
+                .into(),
+        ));
+    }
+    // S3 refuses parts under 5 MiB (but the last) and uploads of over 10,000 parts.
+    if !(5..=5120).contains(&store.part_size_mib) {
+        return Err(at(
+            None,
+            "store.part_size_mib must lie in 5..=5120 (S3 refuses smaller parts)".into(),
+        ));
+    }
+    if let Some(url) = &store.public_url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('{') {
+            return Err(at(
+                None,
+                format!(
+                    "store.public_url `{url}` must be a base URL such as \"https://tiles.example.org\""
+                ),
+            ));
+        }
+    }
+    Ok(store)
+}

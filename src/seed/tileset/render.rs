@@ -1,0 +1,170 @@
+//! The work of sub-steps 4e-4h of a tileset's seed, which `TilesetRun::seed` drives: the tiles
+//! rendered through the scheduler into the writer, the output finished (metadata, sweep, state),
+//! the watermark advanced, and the hash refreshed.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{TilesetRun, Todo};
+use crate::config::OutputTarget;
+use crate::coordination::TilesetMetadata;
+use crate::encode::{Encoding, SizeBudget};
+use crate::error::{Error, Result};
+use crate::plan::PyramidWalk;
+use crate::render::Renderer;
+use crate::report::{Progress, Tally};
+use crate::schedule::{ListOrder, Scheduler};
+use crate::sink::writer::Writer;
+use crate::sink::{self, Finish, Sink, Sweep};
+use crate::state::capture;
+use crate::state::Watermark;
+
+/// Tiles a walk of subtrees may queue at most at their deepest zoom (8 bytes each): subtrees are
+/// walked in parts of as many roots as stay under it.
+const WALK_FRONTIER: usize = 1 << 20;
+
+impl TilesetRun<'_> {
+    /// Renders the work through the scheduler into the writer; false when `--max-duration` ran out.
+    pub(super) async fn render(
+        &self,
+        target: &OutputTarget,
+        todo: Todo,
+        writer: Writer,
+        tally: &mut Tally,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        let tileset = self.prepared.tileset;
+        let settings = &tileset.tileset.output_settings;
+        let encoding = Encoding {
+            gzip: sink::kind_of(target).stores_gzip(settings),
+            level: settings.compression_level,
+        };
+        let renderer = self.prepared.renderer.on(self.connections);
+        let scheduler = self.scheduler(&renderer, encoding);
+        match todo {
+            Todo::Walk(walk, done) => {
+                let walked = scheduler.walk(&walk, Some(&writer), done, tally, progress);
+                walked.await.map(|()| true)
+            }
+            Todo::Tiles(tiles) => {
+                let listed = self.render_list(&scheduler, &tiles, &writer, tally, progress);
+                listed.await
+            }
+            Todo::Subtrees(tiles, subtrees) => {
+                let listed = self.render_list(&scheduler, &tiles, &writer, tally, progress);
+                if !listed.await? {
+                    return Ok(false);
+                }
+                // The walk is breadth first: all the subtrees at once would queue every tile of
+                // their deepest zoom (18 million for Russia at z14).
+                let depth = subtrees
+                    .top_zoom()
+                    .map_or(0, |root| tileset.zooms.max.saturating_sub(root));
+                let per_part = (WALK_FRONTIER >> (2 * u32::from(depth.min(10)))).max(1);
+                for part in subtrees.parts(per_part) {
+                    let walk = PyramidWalk::for_subtrees(tileset.bbox, tileset.zooms, part);
+                    let walked =
+                        scheduler.walk(&walk, Some(&writer), HashMap::new(), tally, progress);
+                    walked.await?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Renders listed tiles in the run's order; false when `--max-duration` ran out.
+    async fn render_list<R: Renderer>(
+        &self,
+        scheduler: &Scheduler<'_, R>,
+        tiles: &[crate::tile::TileCoord],
+        writer: &Writer,
+        tally: &mut Tally,
+        progress: &mut Progress,
+    ) -> Result<bool> {
+        let deadline = self.job.run.max_duration.map(|d| Instant::now() + d);
+        let order = if self.job.run.lowest_zoom_first {
+            ListOrder::LowestFirst
+        } else {
+            ListOrder::DeepestFirst
+        };
+        scheduler
+            .render_list(tiles, order, writer, deadline, tally, progress)
+            .await
+    }
+
+    pub(super) fn scheduler<'r, R>(
+        &'r self,
+        renderer: &'r R,
+        encoding: Encoding,
+    ) -> Scheduler<'r, R> {
+        let tileset = &self.prepared.tileset.tileset;
+        Scheduler {
+            renderer,
+            tileset: &tileset.name,
+            concurrency: self.connections.count(),
+            encoding,
+            budget: SizeBudget {
+                bytes: tileset.size_budget,
+                strict: self.job.run.strict_size,
+            },
+            keep_going: self.job.run.keep_going.is_some(),
+            stop: self.stop,
+        }
+    }
+
+    /// Writes the metadata and completes the output; with `sweep`, tiles the run did not produce are
+    /// removed; `state` is recorded once every tile is durable; with `defer_hash`, a changed
+    /// output's hash is left pending.
+    pub(super) async fn finish(
+        &self,
+        sink: Box<dyn Sink>,
+        sweep: Sweep,
+        state: Option<&Watermark>,
+        defer_hash: bool,
+    ) -> Result<sink::SinkReport> {
+        let name = self.prepared.tileset.tileset.name.clone();
+        let metadata = TilesetMetadata::for_job(self.prepared.tileset, &self.prepared.layers);
+        let state = state.map(Watermark::to_state);
+        // Sinks block (SQLite, S3 round trips), so they finish off the async threads.
+        let stored = tokio::task::spawn_blocking(move || {
+            sink.finish(Finish {
+                metadata: &metadata,
+                sweep: &sweep,
+                state: state.as_deref(),
+                defer_hash,
+            })
+        })
+        .await
+        .map_err(|e| Error::output(&name, format!("finishing the output failed: {e}")))??;
+        tracing::debug!("tileset `{name}`: output finished");
+        Ok(stored)
+    }
+
+    /// Computes the `agg_tiles_hash` a deferred finish left pending.
+    pub(super) async fn refresh_hash(&self, target: &OutputTarget) -> Result<()> {
+        let started = Instant::now();
+        let settings = &self.prepared.tileset.tileset.output_settings;
+        let cancel = std::sync::Arc::default();
+        if let sink::HashRefresh::Computed(hash) =
+            sink::refresh_agg_hash(target, settings, cancel).await?
+        {
+            tracing::info!(
+                "{}: agg_tiles_hash {hash}, read from every tile after the purges in {:.2} s",
+                target.describe(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+
+    /// Records the output's new watermark in the change log and prunes what every consumer has.
+    pub(super) async fn advance(&self, target: &OutputTarget, next: &Watermark) -> Result<()> {
+        let schema = &self.job.change_schema;
+        let pruned =
+            capture::advance_and_prune(self.pool, schema, &target.describe(), next).await?;
+        if pruned > 0 {
+            tracing::info!("pruned {pruned} applied change(s) from the change log");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,66 @@
+//! The tree's own directories and files: checks that refuse a link below the root, listings, and
+//! names read as numbers.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// What a link inside the tree is told.
+pub(super) const LINK_REFUSED: &str =
+    "is a symbolic link: oar-tiles writes and deletes tiles only \
+    in the tree's own directories, never through a link (only the output's root may be one); \
+    replace it with a directory";
+
+/// The entries of `dir`; none when it does not exist.
+pub(super) fn read_dir_if_exists(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::output(dir, format!("cannot list it: {e}"))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(err) => Err(Error::output(dir, format!("cannot list it: {err}"))),
+    }
+}
+
+/// Checks that `dir`, inside the tree, is a directory of the tree's own and not a link; creates it
+/// when missing and `create`. `Some(created)`, or `None` when it is missing and not created.
+pub(super) fn tree_dir(dir: &Path, create: bool) -> Result<Option<bool>> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(Some(false)),
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::output(dir, LINK_REFUSED)),
+        Ok(_) => Err(Error::output(dir, "exists and is not a directory")),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound && create => {
+            match std::fs::create_dir(dir) {
+                Ok(()) => Ok(Some(true)),
+                // Made by someone else meanwhile: check what it is.
+                Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => tree_dir(dir, false),
+                Err(err) => Err(Error::output(dir, format!("cannot create it: {err}"))),
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(Error::output(dir, format!("cannot read it: {err}"))),
+    }
+}
+
+/// Removes a symbolic link at `path` (never its target), so the file can be made there anew.
+pub(super) fn remove_if_link(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::remove_file(path)
+            .map_err(|e| Error::output(path, format!("cannot remove this link: {e}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` is a file (not a link) holding exactly `data`.
+pub(super) fn holds(path: &Path, data: &[u8]) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| {
+        meta.is_file()
+            && meta.len() == data.len() as u64
+            && std::fs::read(path).is_ok_and(|existing| existing == data)
+    })
+}
+
+/// `name` without `suffix`, parsed: a zoom, column or row number.
+pub(super) fn parse_name<T: std::str::FromStr>(name: &std::ffi::OsStr, suffix: &str) -> Option<T> {
+    name.to_str()?.strip_suffix(suffix)?.parse().ok()
+}
