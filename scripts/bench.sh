@@ -149,7 +149,9 @@
 #            and max (from each change's commit to its cycle's output being
 #            complete), checks the output against a full seed of the changed
 #            data, and reloads the sample.
-#   live     on the --reseed-rows sample, unclustered then clustered: a full seed into a tree with a
+#   live     on the --reseed-rows sample, unclustered then clustered (LIVE_LAYOUTS; also
+#            "partition": unclustered, partitioned by country, the page on the largest
+#            country's partition and its own feed): a full seed into a tree with a
 #            changes feed, `serve` over it behind Varnish (keeping every answer
 #            for a day, the feed's head too), `watch` purging it per tile; the
 #            preview page open through the cache in headless Chromium; 24
@@ -1575,19 +1577,22 @@ LIVE_BROWSER_CACHE_CONTROL=${LIVE_BROWSER_CACHE_CONTROL-public, max-age=86400}
 # The unclustered case first: every facility its own feature at every zoom, so its low zooms take
 # seconds and only a feed that speaks as tiles are purged keeps up; then the clustered one.
 # LIVE_LAYOUTS picks the cases.
-LIVE_LAYOUTS=${LIVE_LAYOUTS:-unclustered clustered}
+LIVE_LAYOUTS=${LIVE_LAYOUTS:-unclustered partition clustered}
 section_live() {
     local layout
     for layout in $LIVE_LAYOUTS; do
-        [[ $layout == clustered || $layout == unclustered ]] \
-            || die "LIVE_LAYOUTS: '$layout' is neither clustered nor unclustered"
+        [[ $layout == clustered || $layout == unclustered || $layout == partition ]] \
+            || die "LIVE_LAYOUTS: '$layout' is not clustered, unclustered or partition"
         live_case "$layout"
     done
 }
 
+# live_case LAYOUT: clustered, unclustered, or partition (unclustered, partitioned by country; the
+# page shows the largest country's partition and follows that partition's own feed).
 live_case() {
     local layout=$1 n=$reseed_rows schema=bench_$reseed_rows tree=$WORK/live-tree range lo hi count
-    local port sport vport name cache code load_before chromium chromedriver
+    local port sport vport name cache code load_before chromium chromedriver served=$WORK/live-tree
+    local country='' filter=
     ensure_sample "$n"
     "$ROOT/scripts/varnish.sh" install
     # shellcheck source=scripts/apt.sh
@@ -1596,9 +1601,17 @@ live_case() {
     chromium=$(command -v chromium)
     chromedriver=$(command -v chromedriver)
     reseed_config=$WORK/live.toml
-    make_config "$n" "$layout" "$reseed_config"
+    make_config "$n" "${layout/partition/unclustered}" "$reseed_config"
     sed -i "s|^output = .*|output = \"dir:$tree\"|; /^check_edge\s*=/d; s|^\[watch\]\s*$|[watch]\ncheck_edge = 0|" \
         "$reseed_config"
+    if [[ $layout == partition ]]; then
+        country=$(psql_ -Atc "SELECT country_code FROM $schema.facilities GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")
+        [[ $country =~ ^[A-Z]{2}$ ]] || die "live: no country to show (got '$country')"
+        filter="country_code = '$country'"
+        served=$tree/$country
+        sed -i "0,/^\[\[tileset\]\]\s*$/s//[[tileset]]\npartition_by = \"country_code\"/" "$reseed_config"
+        grep -q '^partition_by' "$reseed_config" || die "could not partition $reseed_config"
+    fi
     "$BIN" -q changes uninstall --config "$reseed_config" >&2
     reseed_pending=1
     range=$(psql_ -Atc "SELECT min(id) || ' ' || max(id) || ' ' || count(*) FROM $schema.facilities")
@@ -1610,7 +1623,8 @@ live_case() {
     port=$(free_port)
     # The page is opened through the cache under a public name, which the cache forwards, so the
     # TileJSON's tile URLs name the cache. With LIVE_EVENTS=1 it follows watch's events.
-    "$BIN" -q serve "dir:$tree" --listen "127.0.0.1:$sport" --public-host live-bench.test \
+    [[ -d $served ]] || die "live: $served is not a folder after the seed"
+    "$BIN" -q serve "dir:$served" --listen "127.0.0.1:$sport" --public-host live-bench.test \
         ${LIVE_EVENTS:+--watch "http://127.0.0.1:$port"} >"$WORK/live-serve.log" 2>&1 &
     serve_pid=$!
     python3 "$ROOT/scripts/bench_helpers.py" watch-wait "http://127.0.0.1:$sport" health-path /index.json
@@ -1619,9 +1633,15 @@ live_case() {
     vport=$(free_port)
     varnish_pid=$(VARNISH_STORAGE=1g "$ROOT/scripts/varnish.sh" start "$vport" "$sport" 1d \
         ${LIVE_BROWSER_CACHE_CONTROL:+"$LIVE_BROWSER_CACHE_CONTROL"})
-    cache=http://127.0.0.1:$vport/$name
+    cache=http://127.0.0.1:$vport/$name/
+    if [[ $layout == partition ]]; then
+        # The partition's tiles and feed are purged as COUNTRY/...; serve names the partition's
+        # tree NAME-COUNTRY, so the purge URLs put NAME- before that path.
+        [[ $name == *-"$country" ]] || die "live: serve names $served '$name', not '*-$country'"
+        cache=http://127.0.0.1:$vport/${name%"$country"}
+    fi
     # The feed is appended after the CDN: a tileset's tables may come in any order.
-    printf '\n[[tileset.cdn]]\nkind = "http"\nname = "varnish"\nurl = "%s/{path}"\n\n[tileset.feed]\n' \
+    printf '\n[[tileset.cdn]]\nkind = "http"\nname = "varnish"\nurl = "%s{path}"\n\n[tileset.feed]\n' \
         "$cache" >>"$reseed_config"
     # A first feed segment (the seed's tiles) before the page opens.
     "$BIN" -q seed --dirty "${concurrency_args[@]}" --config "$reseed_config" >/dev/null
@@ -1630,14 +1650,14 @@ live_case() {
     watch_pid=$!
     python3 "$ROOT/scripts/bench_helpers.py" watch-wait "http://127.0.0.1:$port" health
     load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-    echo "live: $n facilities $layout ($RESEED_ZOOM) into a tree behind Varnish (PURGE per tile, the feed's" \
+    echo "live: $n facilities $layout${country:+ (the page shows partition $country)} ($RESEED_ZOOM) into a tree behind Varnish (PURGE per tile, the feed's" \
         "head purged too), watch with its default settings; serve's page open through the cache in headless" \
         "Chromium, following ${LIVE_EVENTS:+the events of watch, else }the feed every second; $LIVE_CHANGES" \
         "renames one at a time; browsers get Cache-Control: ${LIVE_BROWSER_CACHE_CONTROL:-as serve sends it}"
     psql_ -c "COMMENT ON TABLE $schema.facilities IS 'modified by the live benchmark'" >/dev/null
-    DATABASE_URL=$DATABASE_URL python3 "$ROOT/scripts/bench_live.py" "$chromium" "$chromedriver" \
+    LIVE_FILTER=$filter DATABASE_URL=$DATABASE_URL python3 "$ROOT/scripts/bench_live.py" "$chromium" "$chromedriver" \
         "http://live-bench.test:$vport/?tileset=$name" "$schema" facilities location "$lo" "$hi" \
-        "$LIVE_CHANGES" "$tree/changes" "$LIVE_IDLE_SECONDS" || failed $?
+        "$LIVE_CHANGES" "$served/changes" "$LIVE_IDLE_SECONDS" || failed $?
     echo "  load=$load_before / $(cut -d' ' -f1-3 /proc/loadavg)"
     kill -TERM "$watch_pid"
     code=0

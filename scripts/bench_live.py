@@ -188,9 +188,16 @@ def main():
         first_sequence = browser.run("return window.__feed.sequence")
         sequence = head_sequence(head_url)
         latencies, published = [], []
-        done = 0
+        # LIVE_FILTER: the rows the page shows (a partition's), drawn from instead of the id range.
+        row_filter = os.environ.get("LIVE_FILTER", "")
+        candidates = ([int(i) for i in psql(f"SELECT id FROM {schema}.{table} WHERE {row_filter} ORDER BY id").split()]
+                      if row_filter else [])
+        done = skipped = 0
         while done < changes:
-            fid = rng.randint(lo, hi)
+            skipped += 1
+            if skipped > 500:
+                sys.exit("bench: live: 500 facilities in a row were not drawn where they are: is the page showing the tiles?")
+            fid = rng.choice(candidates) if candidates else rng.randint(lo, hi)
             row = psql(f"SELECT ST_X({geometry}), ST_Y({geometry}), name FROM {schema}.{table} "
                        f"WHERE id = {fid} AND {geometry} IS NOT NULL AND name IS NOT NULL")
             if not row:
@@ -202,6 +209,7 @@ def main():
                 # Another row of the same name drawn over it is fine; one not drawn at all (off the
                 # tileset's box, or a filtered row) is skipped.
                 continue
+            skipped = 0
             new = f"live bench {done} {fid}"
             committed = float(psql(
                 f"BEGIN; UPDATE {schema}.{table} SET name = '{new}' WHERE id = {fid}; COMMIT;"
