@@ -50,22 +50,6 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Every `.md` file under `dir`, in a stable order.
-fn markdown_files(dir: &Path, found: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            markdown_files(&path, found);
-        } else if path.extension().is_some_and(|e| e == "md") {
-            found.push(path);
-        }
-    }
-}
-
 /// The TOML blocks of one Markdown text. A fence may be indented (a block inside a list item);
 /// its indentation is taken off the block's lines. Blocks in other languages are skipped whole, so
 /// a ```` ``` ```` line inside them is not taken for an opening fence.
@@ -166,7 +150,10 @@ fn in_markdown(snippet: &Snippet, err: oar_tiles::Error) -> String {
 /// The TOML blocks of the README and every page of the book.
 fn every_snippet() -> Vec<(PathBuf, Snippet)> {
     let mut files = vec![root().join("README.md")];
-    markdown_files(&root().join("docs/src"), &mut files);
+    files.extend(crate::common::files_with_extension(
+        &root().join("docs/src"),
+        "md",
+    ));
     let mut found = Vec::new();
     for file in files {
         let markdown =

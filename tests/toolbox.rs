@@ -3,27 +3,11 @@
 //! changing one test breaks a stranger, and what is shared hides among the tests instead of being
 //! found, documented and reused in `common`. This reads the sources, so it needs no server.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Written in two halves so that this file's own text holds no path for the check to find.
 const CRATE: &str = concat!("crate", "::");
 const SUPER: &str = concat!("super", "::");
-
-/// Every `.rs` file under `dir`, in a stable order.
-fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            sources(&path, found);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            found.push(path);
-        }
-    }
-}
 
 /// Whether `c` can be part of an identifier, so that [`CRATE`] inside a longer name is not one.
 fn identifier(c: char) -> bool {
@@ -57,8 +41,7 @@ fn foreign_paths(text: &str, at_root: bool) -> Vec<(usize, String)> {
 #[test]
 fn no_test_module_uses_another_test_modules_items() {
     let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
-    let mut files = Vec::new();
-    sources(&tests, &mut files);
+    let files = crate::common::files_with_extension(&tests, "rs");
     assert!(
         files.len() > 10,
         "found the test sources in {}",

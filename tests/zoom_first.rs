@@ -152,6 +152,20 @@ fn purged(cache: &Recorder) -> Vec<String> {
         .collect()
 }
 
+/// Takes the advisory lock `gate` (on a connection the caller keeps until it lets go), then
+/// renames the first site: a dirty run started now renders no tile below zoom 5 until the gate
+/// opens.
+fn close_the_gate_and_rename(fixture: &mut Fixture, gate: i64) -> postgres::Client {
+    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
+    holder
+        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
+        .unwrap();
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
+    );
+    holder
+}
+
 /// An advisory lock key of this test's own, so tests running side by side do not share a gate.
 fn gate_key(salt: i64) -> i64 {
     i64::from(std::process::id()) * 100 + salt
@@ -168,13 +182,7 @@ fn a_dirty_run_purges_the_changes_deepest_tiles_before_its_low_zoom_tiles_are_re
     let before = read_tree(&tree, "pbf");
     cache.requests.lock().unwrap().clear();
 
-    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
-    holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
-        .unwrap();
-    fixture.schema.execute(
-        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
-    );
+    let mut holder = close_the_gate_and_rename(&mut fixture, gate);
     let mut child = seed(&fixture, &tree, &["--dirty"]);
     // The gate holds every tile below zoom 5 back: whatever is purged now was purged before them.
     wait_for(&mut child, &fixture, "a purge of a zoom 9 tile", || {
@@ -463,13 +471,7 @@ fn an_s3_prefix_is_purged_as_its_uploads_end_with_the_cache_control_of_each_zoom
     let before = objects(&s3, bucket, "tiles/");
     cache.requests.lock().unwrap().clear();
 
-    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
-    holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
-        .unwrap();
-    fixture.schema.execute(
-        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
-    );
+    let mut holder = close_the_gate_and_rename(&mut fixture, gate);
     let mut child = seed_into(&fixture, &output, &["--dirty"], &env);
     wait_for(&mut child, &fixture, "a purge of a zoom 9 tile", || {
         purged(&cache).iter().any(|p| p.starts_with("9/"))
@@ -520,13 +522,7 @@ fn a_run_killed_after_its_early_purges_leaves_every_planned_tile_for_the_next_ru
     let before = read_tree(&tree, "pbf");
     cache.requests.lock().unwrap().clear();
 
-    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
-    holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
-        .unwrap();
-    fixture.schema.execute(
-        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
-    );
+    let mut holder = close_the_gate_and_rename(&mut fixture, gate);
     let mut child = seed(&fixture, &tree, &["--dirty"]);
     wait_for(&mut child, &fixture, "a purge of a zoom 9 tile", || {
         purged(&cache).iter().any(|p| p.starts_with("9/"))
@@ -619,13 +615,7 @@ fn the_feed_lists_the_changes_deepest_tiles_once_purged_before_the_low_zooms_are
     let before = read_tree(&tree, "pbf");
     cache.requests.lock().unwrap().clear();
 
-    let mut holder = postgres::Client::connect(&fixture.schema.url, NoTls).unwrap();
-    holder
-        .batch_execute(&format!("SELECT pg_advisory_lock({gate})"))
-        .unwrap();
-    fixture.schema.execute(
-        "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
-    );
+    let mut holder = close_the_gate_and_rename(&mut fixture, gate);
     let mut child = seed(&fixture, &tree, &["--dirty"]);
     // No tile below zoom 5 can render while the gate holds: a segment now was published before
     // the run's low zooms, as soon as the CDN took the deep tiles.

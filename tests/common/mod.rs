@@ -35,6 +35,24 @@ pub fn segment_tiles(segment: &serde_json::Value) -> std::collections::BTreeSet<
         .collect()
 }
 
+/// Every file under `dir` whose extension is `extension`, in a stable order.
+pub fn files_with_extension(dir: &std::path::Path, extension: &str) -> Vec<std::path::PathBuf> {
+    let mut entries: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    entries.sort();
+    let mut found = Vec::new();
+    for path in entries {
+        if path.is_dir() {
+            found.extend(files_with_extension(&path, extension));
+        } else if path.extension().is_some_and(|e| e == extension) {
+            found.push(path);
+        }
+    }
+    found
+}
+
 /// A loopback port nothing listens on now: for a server a test starts, or a service that is down.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
