@@ -225,9 +225,23 @@ fn tile_query(sql: String, layers: &[LayerSource], layer_names: Vec<String>) -> 
     }
 }
 
-/// Whether the layer has rows in envelope `index`, straight from its table.
+/// Whether the layer has rows in envelope `index`, straight from its table, by the test a statement
+/// that renders the parent makes on the rows it holds (`MERC && env.childN`): found through the
+/// index on the stored column, then held to the envelope in metres. The envelope in degrees alone
+/// takes rows a fraction of a metre outside it (it is converted, and `&&` rounds boxes outwards),
+/// which the parent's render leaves out; a shard that only probed the parent then wrote tiles a
+/// single run does not (10 of 542,027 tiles at 1M points, each drawing one point 0.5 m past its
+/// buffer).
 fn exists(layer: &LayerSource, index: usize) -> String {
-    format!("EXISTS (SELECT 1 {})", source_predicate(layer, index))
+    let rows = source_predicate(layer, index);
+    if layer.srid == 3857 {
+        return format!("EXISTS (SELECT 1 {rows})");
+    }
+    format!(
+        "EXISTS (SELECT 1 {rows} AND {} && ST_MakeEnvelope({}, 3857))",
+        web_mercator(&layer.geometry_of("t"), layer.srid),
+        envelope_params(index, true)
+    )
 }
 
 /// A geometry held in SRID `srid`, in Web-Mercator metres as tiles draw it. The planner reads
