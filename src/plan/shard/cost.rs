@@ -20,8 +20,7 @@ use crate::tile::{BBox, TileCoord, ZoomRange};
 /// stored bytes of full seeds of the 1M-row sample, z0-14, clustered as shipped (clusters
 /// aggregated from rows: the bench schema has no change capture, so no maintained cells) and
 /// unclustered, each zoom's rows and cells counted from the rows as [`Pyramid`] counts them:
-/// `scripts/bench_helpers.py shards-fit DIR "clustered unclustered"` on the files of
-/// `scripts/bench.sh --sections shards`, which prints the fit. Fitted at load 4-8 on 2 shared
+/// the fit `scripts/bench.sh --sections shards` prints (`scripts/bench/sections/shards_report.py`). Fitted at load 4-8 on 2 shared
 /// cores: render times are server wall times and carry the contention (the same z12-14 tiles
 /// measured 1.3-1.7 times apart in the two seeds), and the unclustered z0-z2 tiles of 0.6-1M rows
 /// took 1.3-1.6 times what the fit gives them; it is a rough fit.
