@@ -3,6 +3,7 @@
 postmaster's reaped CPU, HTTP probes and the watcher's log."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -92,9 +93,10 @@ def thread_cpu(path: str | Path) -> tuple[float, float]:
 
 # --- MBTiles -------------------------------------------------------------------------------------
 
-def read_only(path: str | Path) -> sqlite3.Connection:
-    """A read-only connection to an SQLite file."""
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+def read_only(path: str | Path):
+    """A read-only connection to an SQLite file, closed at the end of a `with` block (sqlite3's
+    own context manager only ends the transaction)."""
+    return contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True))
 
 
 def tiles(path: str | Path) -> dict[tuple[int, int, int], bytes]:
@@ -117,7 +119,7 @@ def sizes_per_zoom(path: str | Path) -> dict[int, list[int]]:
 
 def mbtiles_tiles(path: str | Path) -> Iterator[tuple[int, int, int, bytes]]:
     """(z, x, y, MVT bytes) of every tile of an MBTiles file, in XYZ rows, gzip undone."""
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         for z, col, row, data in db.execute(
                 "SELECT zoom_level, tile_column, tile_row, tile_data FROM tiles"):
             mvt = zlib.decompress(data, 31) if data[:2] == b"\x1f\x8b" else data
@@ -228,7 +230,7 @@ def watch_log(log: str | Path) -> tuple[list[float], list[float], int]:
     origin: list[float] = []
     edge: list[float] = []
     cycles = 0
-    for line in open(log, encoding="utf-8"):
+    for line in Path(log).read_text(encoding="utf-8").splitlines():
         try:
             event = json.loads(line)
         except ValueError:

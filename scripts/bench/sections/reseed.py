@@ -125,7 +125,7 @@ def floor_tiles(mbtiles: Path, changed_list: Path, maxzoom: int, extent: int, bu
     and theirs, and the CPU seconds zlib takes to compress the latter at LEVEL here, in one
     thread (bench_helpers.py reseed-floor)."""
     listed = {tuple(map(int, line.strip().split("/")))
-              for line in open(changed_list) if line.strip()}
+              for line in Path(changed_list).read_text().splitlines() if line.strip()}
     changed = [(z, x, y, mvt) for z, x, y, mvt in measure.mbtiles_tiles(mbtiles) if (z, x, y) in listed]
     unclustered = [(z, x, y, len(mvt)) for z, x, y, mvt in changed if z > maxzoom]
     samples.write_tile_list(unclustered, out, buffer, extent, sessions)
@@ -208,7 +208,7 @@ def reseed_report(d: Path, info: dict[str, str], floor: dict[str, str]) -> int:
     fresh_wall, _, _ = measure.time_v(d / "reseed-fresh.time")
     applied = dict(kv.split("=") for kv in info["applied"].split())
     only_a, only_b, different, same = measure.compare(d / "reseed.mbtiles", d / "reseed-fresh.mbtiles")
-    changed_list = sum(1 for line in open(d / "reseed-changed.txt") if line.strip())
+    changed_list = sum(1 for line in (d / "reseed-changed.txt").read_text().splitlines() if line.strip())
     stored = dirty["stored"]
     total_changes = sum(int(v) for v in applied.values())
     best_full = min(full_wall, fresh_wall)
