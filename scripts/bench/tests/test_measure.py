@@ -78,6 +78,9 @@ class Figures(unittest.TestCase):
         self.assertEqual(measure.nearest_rank(values, 0.99), 99)
         self.assertEqual(measure.nearest_rank([7], 0.99), 7)
         self.assertEqual(measure.nearest_rank([1, 2, 3], 0.0), 1)
+        # The rank rounds up: the median of 5 is the 3rd, p91 of 10 the 10th.
+        self.assertEqual(measure.nearest_rank([1, 2, 3, 4, 5], 0.5), 3)
+        self.assertEqual(measure.nearest_rank(list(range(1, 11)), 0.91), 10)
 
     def test_units(self):
         self.assertEqual(measure.human(1536), "1.5 KiB")
