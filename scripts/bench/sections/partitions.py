@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench.measure import (alive, fail, http_get, mbtiles_tiles, nearest_rank, prom_sum, report,
                            seed_totals, time_v, watch_log)
@@ -129,7 +130,7 @@ def partitions_report(d, rows, zooms, column, part_rounds, load="?", seconds="?"
     partitions' sizes and their fixed cost. Returns the exit status (3 when the index and the
     summary disagree)."""
     whole, part = variant_runs(d, "whole", 3), variant_runs(d, "partitioned", part_rounds)
-    index = json.load(open(f"{d}/part-index.json", encoding="utf-8"))["partitions"]
+    index = json.loads(Path(f"{d}/part-index.json").read_text(encoding="utf-8"))["partitions"]
     print(f"partitions: {rows} facilities (bench_{rows}_contributors), zoom {zooms}, clustered;"
           f" {len(index)} partitions by {column}")
     print(f"  {'':12} {'rounds':>6} {'tiles written':>14} {'wall s':>9} {'µs/tile':>9} {'tool CPU s':>11}"
@@ -223,7 +224,7 @@ def partitions_log(log):
     """From a watcher's JSON log: (partitions_rendered, partitions_total) of each cycle's debug
     event per partitioned tileset."""
     cycles = []
-    for line in open(log, encoding="utf-8"):
+    for line in Path(log).read_text(encoding="utf-8").splitlines(keepends=True):
         try:
             fields = json.loads(line).get("fields", {})
         except ValueError:
@@ -239,7 +240,7 @@ def watch_partitions_report(log, metrics, n, rate, seed_json, seed_time, zooms):
     watcher. Returns the exit status (3 when events or changes are missing)."""
     latencies, _, cycles = watch_log(log)
     parts = partitions_log(log)
-    text = open(metrics, encoding="utf-8").read()
+    text = Path(metrics).read_text(encoding="utf-8")
     applied = prom_sum(text, "oar_tiles_changes_applied_total")
     tiles, _, entries = seed_totals(seed_json)
     wall, _, rss = time_v(seed_time)
@@ -277,7 +278,7 @@ def partition_files(index_path):
     """value -> (index entry, MBTiles path) of a partition index beside NAME.mbtiles files."""
     index_path = str(index_path)
     base = index_path[:-len(".partitions.json")]
-    index = json.load(open(index_path, encoding="utf-8"))
+    index = json.loads(Path(index_path).read_text(encoding="utf-8"))
     return {p["value"]: (p, f"{base}.{p['path']}.mbtiles") for p in index["partitions"]}
 
 

@@ -50,12 +50,12 @@ def validate_report(work, rows, zoom):
     martin's verdict disagrees with ours)."""
     work = Path(work)
     seed_wall, _, seed_rss = time_v(work / "validate-seed.time")
-    tiles = json.load(open(work / "validate-seed.json", encoding="utf-8"))[0]["tiles_written"]
+    tiles = json.loads(Path(work / "validate-seed.json").read_text(encoding="utf-8"))[0]["tiles_written"]
     print(f"validate: {rows} facilities, zoom {zoom}, clustered, MBTiles of {tiles} tiles")
     print(f"  {'seed (baseline)':<40} {seed_wall:8.2f} s  {seed_rss:8.1f} MB")
     for name, label in CHECKS:
         wall, _, rss = time_v(work / f"{name}.time")
-        problems = json.load(open(work / f"{name}.json", encoding="utf-8"))["problems"]
+        problems = json.loads(Path(work / f"{name}.json").read_text(encoding="utf-8"))["problems"]
         print(f"  {label:<40} {wall:8.2f} s  {rss:8.1f} MB  {wall / seed_wall:6.2f} x seed"
               f"  exit {read_code(work, name)}, {problems} problem(s)")
     if not (work / "validate-mbtiles.code").exists():
