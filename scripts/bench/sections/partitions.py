@@ -363,6 +363,7 @@ def guard_contributors(b, parts_config):
     """Registers the copy's restoration at exit, for a section that does not finish; returns the
     unregistering."""
     def restore():
+        """Drops the copy, saying why."""
         b.log(f"dropping bench_{int(b.opts.rows)}_contributors after an unfinished watch-partitions"
               " section")
         restore_contributors(b, parts_config)
@@ -389,6 +390,7 @@ def start_watcher(b, parts_config, port):
                                 stderr=log, env=env)
 
     def stop():
+        """Stops the watcher (SIGTERM) and reaps it, whatever it answers."""
         if proc.poll() is None:
             proc.terminate()
         proc.wait()

@@ -37,7 +37,7 @@ def planner_order(round_, has_baseline):
     return ["new", "old"] if round_ % 2 == 0 else ["old", "new"]
 
 
-def timed(b, time_path, argv, stdout_path=None):
+def timed(time_path, argv, stdout_path=None):
     """argv under /usr/bin/time -v (its report in time_path), stdout into stdout_path or
     discarded."""
     cmd = ["/usr/bin/time", "-v", "-o", str(time_path), *map(str, argv)]
@@ -64,7 +64,7 @@ def plans_on_paper(b, v, config):
     w = b.work
     for count in SHARD_COUNTS:
         b.log(f"shards ({v}): shard-plan --shards {count} --dry-run")
-        timed(b, w / f"shards-{v}-plan-{count}.time",
+        timed(w / f"shards-{v}-plan-{count}.time",
               [b.bin, "-q", "shard-plan", "--config", config, "--zoom", SHARD_ZOOM,
                "--output", w / f"shards-{v}.mbtiles", "--shards", str(count), "--dry-run"],
               w / f"shards-{v}-plan-{count}.txt")
@@ -92,7 +92,7 @@ def real_shards(b, v, config, count, label):
     stem = f"shards-{v}-{count}-{label}"
     output = w / f"{stem}.mbtiles"
     # The plan is stored first, so the shards run the plan printed here (none plans).
-    timed(b, w / f"shards-{v}-real-{count}-{label}.time",
+    timed(w / f"shards-{v}-real-{count}-{label}.time",
           [binary, "-q", "shard-plan", "--config", config, "--zoom", SHARD_ZOOM,
            "--output", output, "--shards", str(count)],
           w / f"shards-{v}-real-{count}-{label}.txt")
@@ -100,14 +100,14 @@ def real_shards(b, v, config, count, label):
     for k in range(count):
         b.log(f"shards ({v}, {label} planner): seed --shard {k}/{count}")
         cpu_before = b.reaped_cpu()
-        timed(b, w / f"{stem}-part-{k}.time",
+        timed(w / f"{stem}-part-{k}.time",
               [binary, "-q", "seed", *b.concurrency_args(), "--config", config, "--zoom", SHARD_ZOOM,
                "--output", output, "--shard", f"{k}/{count}",
                "--summary-json", w / f"{stem}-part-{k}.json"])
         write_pg_cpu(w / f"{stem}-part-{k}.pgcpu", b.cpu_since(cpu_before))
         parts.append(w / f"{stem}.part-{k}-of-{count}.mbtiles")
     b.log(f"shards ({v}, {label} planner): merge {count} parts")
-    timed(b, w / f"{stem}-merge.time", [binary, "-q", "merge", output, *parts])
+    timed(w / f"{stem}-merge.time", [binary, "-q", "merge", output, *parts])
     load_mark(b, f"{v} after {count} shards ({label} planner)")
 
 

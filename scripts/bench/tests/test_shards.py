@@ -2,7 +2,6 @@
 order (bench.sections.shards), on small synthetic inputs with known answers."""
 import contextlib
 import io
-import json
 import math
 import tempfile
 import unittest
