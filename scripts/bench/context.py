@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ class Bench:
         self.loaded: set[str] = set()
         self._cleanups: list[Callable[[], None]] = []
         self._postmaster: int | None = None
+        self._children: list[subprocess.Popen] = []
 
     @property
     def cluster_spec(self) -> str:
@@ -92,9 +94,33 @@ class Bench:
     def psql_measured(self, out_json: Path, args: list[str], stdout=None) -> subprocess.Popen:
         """psql ARGS under scripts/thread_cpu.py, which writes the CPU of the backend serving it
         to OUT_JSON; started, not waited for."""
-        return subprocess.Popen(
+        return self.spawn(
             ["python3", str(self.scripts("thread_cpu.py")), str(out_json), "--",
              *self.psql_argv(), *args], cwd="/", stdout=stdout)
+
+    def spawn(self, argv: list[str], **popen_kw) -> subprocess.Popen:
+        """Starts ARGV (not waited for) in a process group of its own, which the run stops at
+        exit if it still runs: after an error or a signal, a background psql (and thread_cpu.py's
+        psql under it) must not outlive the run and write into its removed work directory."""
+        proc = subprocess.Popen(argv, process_group=0, **popen_kw)
+        self._children.append(proc)
+        return proc
+
+    def stop_children(self) -> None:
+        """Ends the process groups of spawn()ed children that still run (SIGTERM, then SIGKILL
+        after 10 s) and reaps them."""
+        for proc in self._children:
+            if proc.poll() is None:
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    try:
+                        os.killpg(proc.pid, sig)
+                        proc.wait(timeout=10)
+                        break
+                    except ProcessLookupError:
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
+        self._children = [p for p in self._children if p.returncode is None]
 
     # --- the server's CPU ----------------------------------------------------------------------
 
@@ -148,7 +174,9 @@ class Bench:
         return unregister
 
     def run_cleanups(self) -> None:
-        """Runs the registered cleanups, last first; one that fails is logged and the rest run."""
+        """Stops the children still running, then runs the registered cleanups, last first; one
+        that fails is logged and the rest run."""
+        self.stop_children()
         while self._cleanups:
             fn = self._cleanups.pop()
             try:

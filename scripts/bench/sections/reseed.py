@@ -184,8 +184,8 @@ def floor_run(b, table: str, schema: str, cfg: samples.SampleConfig, sessions: i
             "extract(epoch FROM clock_timestamp() - statement_timestamp()), count(*), sum(length(m.mvt))",
             cfg)
         out = open(b.work / f"floor.{k}", "w")
-        proc = subprocess.Popen([*b.psql_argv(), "-At"], stdin=subprocess.PIPE, stdout=out,
-                                cwd="/", text=True)
+        proc = b.spawn([*b.psql_argv(), "-At"], stdin=subprocess.PIPE, stdout=out, cwd="/",
+                       text=True)
         out.close()
         proc.stdin.write(script)
         proc.stdin.close()

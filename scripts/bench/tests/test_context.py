@@ -57,5 +57,27 @@ class Cleanups(unittest.TestCase):
         self.assertEqual(ran, ["last", "first"])
 
 
+class Children(unittest.TestCase):
+    def test_cleanup_stops_the_children_and_their_own(self):
+        import tempfile
+        import time
+        from bench import measure
+        b = bench()
+        with tempfile.TemporaryDirectory() as d:
+            pid_file = Path(d) / "pid"
+            parent = b.spawn(["sh", "-c", f'sleep 300 & echo $! > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; wait'])
+            done = b.spawn(["true"])
+            done.wait()
+            deadline = time.monotonic() + 10
+            while not pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            grandchild = int(pid_file.read_text())
+        b.run_cleanups()
+        self.assertEqual(parent.returncode, -15)
+        # The grandchild went with its group (the signal is delivered; it may take a moment to die).
+        while measure.alive(grandchild) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertFalse(measure.alive(grandchild))
+
 if __name__ == "__main__":
     unittest.main()
