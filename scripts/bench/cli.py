@@ -474,21 +474,25 @@ def validate(v: dict[str, str], reload: bool) -> Options:
         v["cluster-rows"] = v["rows"]
 
     def positive(name: str) -> int:
+        """Option NAME as a positive integer."""
         if not POSITIVE.fullmatch(v[name]):
             raise invalid(f"--{name} must be a positive integer, got '{v[name]}'")
         return int(v[name])
 
     def positive_list(name: str) -> list[int]:
+        """Option NAME as a comma-separated list of positive integers."""
         if not POSITIVE_LIST.fullmatch(v[name]):
             raise invalid(f"--{name} must be a comma-separated list of positive integers, got '{v[name]}'")
         return [int(n) for n in v[name].split(",")]
 
     def zoom_range(name: str, label: str | None = None) -> str:
+        """Option NAME as A-B with A <= B (LABEL names it in the message)."""
         if not is_range(v[name]):
             raise invalid(f"--{label or name} must be A-B with A <= B, got '{v[name]}'")
         return v[name]
 
     def optional_positive(name: str) -> int | None:
+        """Option NAME as a positive integer, or None when empty."""
         return positive(name) if v[name] else None
 
     o = Options()

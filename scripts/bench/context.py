@@ -103,7 +103,7 @@ class Bench:
         exit if it still runs: after an error or a signal, a background psql (and thread_cpu.py's
         psql under it) must not outlive the run and write into its removed work directory."""
         proc = subprocess.Popen(argv, process_group=0, **popen_kw)
-        self._children.append(proc)
+        self._children = [p for p in self._children if p.poll() is None] + [proc]
         return proc
 
     def stop_children(self) -> None:
