@@ -54,6 +54,7 @@ def partitioned(text: str, column: str) -> str:
     first = [True]
 
     def edit(line: str) -> list[str]:
+        """One line of the config, with partition_by after the first [[tileset]]."""
         if first[0] and re.fullmatch(r"\[\[tileset\]\]\s*", line):
             first[0] = False
             return ["[[tileset]]", f'partition_by = "{column}"']

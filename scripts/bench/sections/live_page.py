@@ -63,7 +63,11 @@ class WebDriver:
         self._await_port()
         caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": chromium, "args": [*CHROMIUM_ARGS, f"--user-data-dir={self.profile}"]}}}}
-        self.session = self._post("/session", caps)["sessionId"]
+        try:
+            self.session = self._post("/session", caps)["sessionId"]
+        except BaseException:
+            self.close()
+            raise
 
     def _await_port(self) -> None:
         """Waits (at most 10 s) until chromedriver accepts connections."""

@@ -51,6 +51,7 @@ def print_report(b: Bench, lines_and_status: Callable[[], tuple[list[str], int]]
     """Prints a report's lines and fails the run with its status (1, logged, when it cannot be
     made: measure.ReportError)."""
     def emit() -> int:
+        """Prints the lines; returns the status."""
         lines, status = lines_and_status()
         for line in lines:
             say(line)
@@ -92,11 +93,14 @@ def guard_sample(b: Bench, n: int, config: Path) -> Callable[[], None]:
     """Registers the restore of bench_N (change capture off, the sample reloaded) for an unfinished
     section; returns the function that unregisters it."""
     def restore() -> None:
+        """Change capture off (by the tool, else by dropping its triggers), the sample reloaded."""
         b.log(f"restoring bench_{n} after an unfinished reseed section")
         done = b.tool("-q", "changes", "uninstall", "--config", str(config), check=False,
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if done.returncode != 0:
-            b.psql(f"DROP TRIGGER IF EXISTS oar_tiles_capture ON bench_{n}.facilities;"
+            # Quietly, as bench.sh's fallback was: its notices named triggers already gone.
+            b.psql(f"SET client_min_messages = warning;"
+                   f" DROP TRIGGER IF EXISTS oar_tiles_capture ON bench_{n}.facilities;"
                    f" DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON bench_{n}.facilities;"
                    f" DROP TRIGGER IF EXISTS oar_tiles_notify ON bench_{n}.facilities;"
                    f" DROP SCHEMA IF EXISTS {b.CHANGES_SCHEMA} CASCADE", check=False,
@@ -127,6 +131,7 @@ def edit_lines(text: str, edit: Callable[[str], list[str]]) -> str:
 def into_tree(text: str, tree: Path, check_edge: int | None = None) -> str:
     """The config writing into the folder TREE; with CHECK_EDGE, [watch] check_edge set to it."""
     def edit(line: str) -> list[str]:
+        """One line of the config, edited."""
         if line.startswith("output = "):
             return [f'output = "dir:{tree}"']
         if check_edge is not None and re.match(r"check_edge\s*=", line):
