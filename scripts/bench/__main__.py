@@ -49,10 +49,14 @@ def take_lock(sections: list[str]):
     lock = open(path, "a")
     mode = fcntl.LOCK_EX if exclusive(sections) else fcntl.LOCK_SH
     try:
-        fcntl.flock(lock, mode | fcntl.LOCK_NB)
-    except BlockingIOError:
-        log(f"waiting for another benchmark run ({path})")
-        fcntl.flock(lock, mode)
+        try:
+            fcntl.flock(lock, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another benchmark run ({path})")
+            fcntl.flock(lock, mode)
+    except BaseException:
+        lock.close()
+        raise
     return lock
 
 
