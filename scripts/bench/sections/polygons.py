@@ -13,7 +13,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
-from bench.measure import report, summary, time_v
+from bench.measure import kib, report, summary, time_v
 
 # The layers' keys of the baseline variant: no generalisation at all.
 NO_GENERALISATION = "simplify = 0.0\nmin_area = 0.0\nmin_length = 0.0"
@@ -136,11 +136,6 @@ def section_polygons(b):
     report(b, polygons_report, w, zooms["world"], zooms["nyc"], f"{load_before} / {b.load_average()}")
     remove_outputs(w, "polygons-*.mbtiles*")
     drop_loaded(b, schema, unregister)
-
-
-def kib(n):
-    """Bytes in KiB, one decimal."""
-    return f"{n / 1024:.1f}"
 
 
 def polygon_runs(work, tileset, variant):
