@@ -257,7 +257,7 @@ Sections:
            32-core PostgreSQL (tiles and PG CPU scaled linearly in rows from
            this sample: a rough figure). Last, the cost model's
            coefficients fitted on the full seeds' per-zoom render times
-           (`bench_helpers.py shards-fit`), beside those in
+           (scripts/bench/sections/shards_report.py), beside those in
            src/plan/shard/cost.rs.
   capacity how many database cores one oar-tiles process can keep busy: per
            --capacity-rows size, the sample unclustered (--zoom), a

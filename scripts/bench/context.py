@@ -44,7 +44,7 @@ class Bench:
 
     @property
     def cluster_spec(self) -> str:
-        """MAXZOOM,CELL,POSITION of the clustered variant (bench_helpers config's --cluster)."""
+        """MAXZOOM,CELL,POSITION of the clustered variant."""
         return f"{self.CLUSTER_MAXZOOM},{self.CLUSTER_CELL},{self.opts.cluster_position}"
 
     # --- messages and status -------------------------------------------------------------------

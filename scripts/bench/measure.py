@@ -1,4 +1,4 @@
-"""Generic measuring and reading helpers shared by the sections (ported from bench_helpers.py):
+"""Generic measuring and reading helpers shared by the sections:
 /usr/bin/time -v reports, seed summaries, MBTiles contents, percentiles, Prometheus text, the
 postmaster's reaped CPU, HTTP probes and the watcher's log."""
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 
 class ReportError(Exception):
-    """A report or helper cannot go on (bench_helpers' fail()): within report() it fails the run
+    """A report or helper cannot go on: within report() it fails the run
     with status 1 and the next section runs; elsewhere it stops the run as die() does."""
 
 

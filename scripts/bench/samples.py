@@ -189,8 +189,7 @@ def parse_cluster(spec: str) -> tuple[int, int, str]:
 def write_config(b, dst: Path, table: str, changes_schema: str, cluster: str | None = None
                  ) -> SampleConfig:
     """Writes DST: sample-config.toml pointed at TABLE, clustered as CLUSTER (a cluster spec such
-    as b.cluster_spec, or None: unclustered), with `[changes] schema = CHANGES_SCHEMA`
-    (bench_helpers.py config)."""
+    as b.cluster_spec, or None: unclustered), with `[changes] schema = CHANGES_SCHEMA`."""
     src = b.root / "sample-config.toml"
     new, cfg = derive_config(src.read_text(encoding="utf-8"), table, changes_schema,
                              parse_cluster(cluster) if cluster else None, str(src))
@@ -253,7 +252,7 @@ def tile_list_lines(tiles, buffer: int, extent: int, sessions: int):
 
 def tile_list(mbtiles: Path, buffer: int, extent: int, sessions: int, out: Path) -> int:
     """Writes OUT, the tile list of every tile of MBTILES (write_tile_list); returns their total
-    MVT bytes (bench_helpers.py tile-list)."""
+    MVT bytes."""
     tiles = [(z, x, y, len(mvt)) for z, x, y, mvt in measure.mbtiles_tiles(mbtiles)]
     write_tile_list(tiles, out, buffer, extent, sessions)
     return sum(t[3] for t in tiles)

@@ -59,8 +59,7 @@ def zoom_cells(sizes: list[int], pz: dict | None) -> str:
 
 def cluster_report(d: Path, rows: int, zooms: str, budget: int, desc: str, load: str) -> int:
     """Prints one size's clustering report from the runs in D; returns 3 when the tiles over
-    budget or the tiles written disagree with the summary, else 0 (bench_helpers.py
-    cluster-report)."""
+    budget or the tiles written disagree with the summary, else 0."""
     runs = {}
     for variant in VARIANTS:
         runs[variant] = {

@@ -127,7 +127,7 @@ def plan_lines(summary_path: Path) -> tuple[list[str], int]:
 def plan_folding(b: Bench, schema: str, lo: int, hi: int, config: Path) -> None:
     """A reseed of a few dozen moved facilities, planned for CloudFront (nothing is sent)."""
     run_sql_file(b, b.work / "edge-moves.sql", moves_sql(schema, EDGE_MOVES, RESEED_SEED, lo, hi))
-    edit_file(config, lambda text: cloudfront_instead(text, "EBENCH"))
+    edit_file(config, lambda text: cloudfront_instead(text, "EBENCHDRYRUN"))
     env = {**os.environ, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "bench",
            "AWS_SECRET_ACCESS_KEY": "bench", "AWS_EC2_METADATA_DISABLED": "true"}
     summary = b.work / "edge-plan.json"

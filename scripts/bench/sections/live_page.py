@@ -1,4 +1,4 @@
-"""The live section's measure on an open map (was scripts/bench_live.py): commit -> drawn, in
+"""The live section's measure on an open map: commit -> drawn, in
 headless Chromium driven through chromedriver's WebDriver HTTP API.
 
 The page is `serve`'s preview through the cache, opened once. For each of CHANGES facilities
@@ -164,7 +164,7 @@ class FeedReader:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The value at rank round(q * (len - 1)) of VALUES sorted (bench_live's own percentile)."""
+    """The value at rank round(q * (len - 1)) of VALUES sorted (nearest rank, rounded)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 

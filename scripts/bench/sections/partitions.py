@@ -329,8 +329,8 @@ def free_port():
 def watch_wait(base, what, n=0, metrics=None, pid=None, seconds=600):
     """None once the watcher at BASE answers /health 200 (`health`), or has applied at least N
     changes with none pending (`applied`, saving /metrics to METRICS); else why it gave up (after
-    SECONDS, or as soon as process PID has exited). bench_helpers' watch-wait, which the section
-    could outlive (edge's wait_for dies instead)."""
+    SECONDS, or as soon as process PID has exited): the section outlives a watcher that
+    refuses to start, where edge's wait_for dies."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if pid is not None and not alive(pid):

@@ -123,7 +123,7 @@ def floor_tiles(mbtiles: Path, changed_list: Path, maxzoom: int, extent: int, bu
     """For the reseed's floor: writes OUT with the changed tiles the reseed stored above MAXZOOM
     (their tile list), and returns those tiles and their MVT bytes, all changed tiles it stored
     and theirs, and the CPU seconds zlib takes to compress the latter at LEVEL here, in one
-    thread (bench_helpers.py reseed-floor)."""
+    thread."""
     listed = {tuple(map(int, line.strip().split("/")))
               for line in Path(changed_list).read_text().splitlines() if line.strip()}
     changed = [(z, x, y, mvt) for z, x, y, mvt in measure.mbtiles_tiles(mbtiles) if (z, x, y) in listed]
@@ -201,7 +201,7 @@ def floor_run(b, table: str, schema: str, cfg: samples.SampleConfig, sessions: i
 
 def reseed_report(d: Path, info: dict[str, str], floor: dict[str, str]) -> int:
     """Prints the reseed section's report from the runs in D; returns 3 when the reseeded output
-    differs from the full seed of the changed data, else 0 (bench_helpers.py reseed-report)."""
+    differs from the full seed of the changed data, else 0."""
     full, dirty, fresh = (measure.summary(d / f"reseed-{k}.json") for k in ("full", "dirty", "fresh"))
     full_wall, _, full_rss = measure.time_v(d / "reseed-full.time")
     dirty_wall, dirty_cpu, dirty_rss = measure.time_v(d / "reseed-dirty.time")

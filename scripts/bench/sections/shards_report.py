@@ -1,6 +1,5 @@
 """The shards section's report: the shard plans on paper, the real shards against the full seed,
-the capacity figure, and the cost model's coefficients fitted on the full seeds (bench_helpers'
-shards-report and shards-fit).
+the capacity figure, and the cost model's coefficients fitted on the full seeds.
 
 Every function reads the files `sections/shards.py` leaves in the work directory DIR:
 shards-loads.txt, shards-census.txt, shards-VARIANT-plan-N.{time,txt},

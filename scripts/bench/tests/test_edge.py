@@ -37,9 +37,9 @@ class Config(unittest.TestCase):
 
     def test_cloudfront_replaces_every_cdn_table(self):
         text = 'a = 1\n\n[[tileset.cdn]]\nkind = "http"\n[[tileset.cdn]]\nkind = "x"\n'
-        self.assertEqual(edge.cloudfront_instead(text, "EBENCH"),
+        self.assertEqual(edge.cloudfront_instead(text, "EBENCHDRYRUN"),
                          'a = 1\n\n[[tileset.cdn]]\nkind = "cloudfront"\nname = "cloudfront"\n'
-                         'distribution_id = "EBENCH"\n')
+                         'distribution_id = "EBENCHDRYRUN"\n')
 
 
 class Report(unittest.TestCase):
@@ -49,7 +49,7 @@ class Report(unittest.TestCase):
             {"message": "edge check", "edge_latencies": "[1.0, 2.0, 4.0]"},
             {"message": "cycle: 2 changes", "latencies": "[0.5, 0.7]"}])
 
-    def test_the_lines_as_bench_helpers_printed_them(self):
+    def test_the_report_lines_per_change_and_per_path(self):
         lines, status = edge.edge_report(self.log, METRICS, 4, 10)
         self.assertEqual(status, 0)
         self.assertEqual(lines, [
