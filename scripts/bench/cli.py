@@ -164,7 +164,7 @@ Sections:
            and max (from each change's commit to its cycle's output being
            complete), checks the output against a full seed of the changed
            data, and reloads the sample.
-  live     on the --reseed-rows sample, unclustered then clustered (LIVE_LAYOUTS; also
+  live     on the --reseed-rows sample, unclustered, partition, clustered (LIVE_LAYOUTS:
            "partition": unclustered, partitioned by country, the page on the largest
            country's partition and its own feed): a full seed into a tree with a
            changes feed, `serve` over it behind Varnish (keeping every answer
