@@ -10,7 +10,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 from bench.measure import (alive, fail, http_get, mbtiles_tiles, nearest_rank, prom_sum, report,
                            seed_totals, time_v, watch_log)
 from bench.samples import ensure_contributors, make_config
+from bench.sections.watch import exit_code, free_port, id_range, paced
 
 WATCH_PARTS_CHANGES = 300
 WATCH_PARTS_RATE = 10
@@ -212,8 +212,7 @@ def watch_partition_changes(schema, n, rate, seed, lo, hi):
            f"COMMENT ON TABLE {t} IS 'modified by the watch-partitions benchmark';",
            "CREATE TEMP TABLE watch_start AS SELECT clock_timestamp() AS t0;"]
     for i, fid in enumerate(ids):
-        out.append(f"SELECT pg_sleep_until((SELECT t0 FROM watch_start) + interval '1 second' * {i / rate:.3f})"
-                   " \\g /dev/null")
+        out.append(paced(i, rate))
         out.append(one_change(rng, t, fid))
     return "\n".join(out) + "\n"
 
@@ -319,13 +318,6 @@ def same_partitions(watched, fresh):
 
 # --- watch-partitions: the section --------------------------------------------------------------
 
-def free_port():
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def watch_wait(base, what, n=0, metrics=None, pid=None, seconds=600):
     """None once the watcher at BASE answers /health 200 (`health`), or has applied at least N
     changes with none pending (`applied`, saving /metrics to METRICS); else why it gave up (after
@@ -370,15 +362,6 @@ def guard_contributors(b, parts_config):
     return b.on_cleanup(restore)
 
 
-def contiguous_ids(b, schema):
-    """(lo, hi) of the copy's ids, which must be contiguous for the changes' draw."""
-    lo, hi, count = map(int, b.value(f"SELECT min(id) || ' ' || max(id) || ' ' || count(*)"
-                                     f" FROM {schema}.facilities").split())
-    if hi - lo + 1 != count:
-        b.die(f"watch-partitions: {schema}.facilities ids are not contiguous")
-    return lo, hi
-
-
 def start_watcher(b, parts_config, port):
     """`oar-tiles watch` on the partitioned tileset, its JSON log in wp-watch.log; stopped at
     exit unless the section stops it. Returns it and the unregistering of that stop."""
@@ -397,15 +380,10 @@ def start_watcher(b, parts_config, port):
     return proc, b.on_cleanup(stop)
 
 
-def shell_status(returncode):
-    """A Popen return code as the shell reports it (128 + N for a death by signal N)."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
 def watcher_refused(b, proc, unregister):
     """The watcher exited instead of starting (as while `watch` refused partitioned tilesets):
     its exit status and the end of its log, and the run fails with 3."""
-    code = shell_status(proc.wait())
+    code = exit_code(proc.wait())
     unregister()
     b.log("watch-partitions: ERROR: oar-tiles watch did not start on the partitioned tileset"
           f" (exit {code}); the end of its log:")
@@ -418,7 +396,7 @@ def watcher_refused(b, proc, unregister):
 def stop_watcher(b, proc, unregister):
     """SIGTERM to the watcher; the run fails with 3 unless it ends as SIGTERM asks (143)."""
     proc.terminate()
-    code = shell_status(proc.wait())
+    code = exit_code(proc.wait())
     unregister()
     if code != 143:
         b.log(f"watch-partitions: the watcher exited {code} on SIGTERM, not 143")
@@ -478,7 +456,7 @@ def section_watch_partitions(b):
     parts_config = watched_config(b)
     b.tool("-q", "changes", "uninstall", "--config", str(parts_config), stdout=sys.stderr)
     unguard = guard_contributors(b, parts_config)
-    lo, hi = contiguous_ids(b, schema)
+    lo, hi = id_range(b, schema, "watch-partitions")
     b.tool("-q", "changes", "install", "--config", str(parts_config), stdout=sys.stderr)
     b.log(f"watch-partitions: full seed partitioned by {b.opts.partition_by}, zoom {zooms} (clustered)")
     b.timed_seed("wp-full", "--config", str(parts_config))
