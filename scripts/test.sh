@@ -155,6 +155,10 @@ awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
 # The user guide must build (its TOML snippets are parsed by tests/doc_snippets.rs above).
 "$mdbook" build docs --dest-dir "$book" >&2 || { log "mdbook build docs failed"; status=1; }
 
+# The benchmark's own logic (option parsing, reports from fixture files): stdlib only, no server.
+(cd scripts && python3 -m unittest discover -q -s bench/tests -t .) >&2 \
+    || { log "the bench's unit tests failed (scripts/bench/tests)"; status=1; }
+
 # Style and lints, as CI checks them; after the tests so a lint never hides a test result.
 cargo fmt --check || { log "cargo fmt --check: run 'cargo fmt'"; status=1; }
 cargo clippy --locked --all-targets --quiet -- -D warnings || { log "cargo clippy found problems"; status=1; }

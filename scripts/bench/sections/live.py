@@ -1,0 +1,157 @@
+"""The live section: commit -> drawn on a map that is already open, through Varnish, per layout
+of LIVE_LAYOUTS (unclustered, partition: unclustered, partitioned by country, the page on the
+largest country's partition and its own feed; clustered)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from bench.samples import ensure_sample, make_config
+from bench.sections.live_page import Case, chromium_paths, measure_page
+from bench.sections.origin import Origin, install_varnish
+from bench.sections.watch import (RESEED_ZOOM, changes, edit_file, edit_lines, env_int, finish_sample,
+                                  free_port, guard_sample, id_range, into_tree, load_now, print_report,
+                                  say, start_watch, stop_watch, wait_for)
+
+if TYPE_CHECKING:
+    from bench.context import Bench
+
+LAYOUTS = ("clustered", "unclustered", "partition")
+PUBLIC_HOST = "live-bench.test"
+
+
+@dataclass
+class Knobs:
+    """The section's environment: LIVE_CHANGES, LIVE_IDLE_SECONDS, LIVE_BROWSER_CACHE_CONTROL
+    (unset: a day in browsers; empty: as serve sends it), LIVE_LAYOUTS and LIVE_EVENTS."""
+    changes: int
+    idle_seconds: float
+    cache_control: str
+    layouts: list[str]
+    events: bool
+
+    @classmethod
+    def from_env(cls, b: Bench) -> "Knobs":
+        """The knobs from the environment, with the section's defaults; dies on a bad value."""
+        idle = os.environ.get("LIVE_IDLE_SECONDS") or "60"
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", idle) or float(idle) == 0:
+            b.die(f"LIVE_IDLE_SECONDS must be a positive number of seconds, got '{idle}'")
+        layouts = (os.environ.get("LIVE_LAYOUTS") or "unclustered partition clustered").split()
+        for layout in layouts:
+            if layout not in LAYOUTS:
+                b.die(f"LIVE_LAYOUTS: '{layout}' is not clustered, unclustered or partition")
+        return cls(env_int(b, "LIVE_CHANGES", 24), float(idle),
+                   os.environ.get("LIVE_BROWSER_CACHE_CONTROL", "public, max-age=86400"),
+                   layouts, bool(os.environ.get("LIVE_EVENTS")))
+
+
+def partitioned(text: str, column: str) -> str:
+    """The config with its first [[tileset]] partitioned by COLUMN."""
+    first = [True]
+
+    def edit(line: str) -> list[str]:
+        """One line of the config, with partition_by after the first [[tileset]]."""
+        if first[0] and re.fullmatch(r"\[\[tileset\]\]\s*", line):
+            first[0] = False
+            return ["[[tileset]]", f'partition_by = "{column}"']
+        return [line]
+    return edit_lines(text, edit)
+
+
+def feed_and_cdn(cache: str) -> str:
+    """The CDN purging CACHE per tile, and the feed (appended after the CDN: a tileset's tables
+    may come in any order)."""
+    return f'\n[[tileset.cdn]]\nkind = "http"\nname = "varnish"\nurl = "{cache}{{path}}"\n\n[tileset.feed]\n'
+
+
+def headline(n: int, layout: str, country: str, k: Knobs) -> str:
+    """The case's first report line."""
+    shows = f" (the page shows partition {country})" if country else ""
+    follows = "the events of watch, else " if k.events else ""
+    cache_control = k.cache_control or "as serve sends it"
+    return (f"live: {n} facilities {layout}{shows} ({RESEED_ZOOM}) into a tree behind Varnish (PURGE per tile, the feed's"
+            f" head purged too), watch with its default settings; serve's page open through the cache in headless"
+            f" Chromium, following {follows}the feed every second; {k.changes}"
+            f" renames one at a time; browsers get Cache-Control: {cache_control}")
+
+
+def largest_country(b: Bench, schema: str) -> str:
+    """The country with the most facilities (dies unless it is two capitals: it reaches SQL)."""
+    country = b.value(f"SELECT country_code FROM {schema}.facilities GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1")
+    if not re.fullmatch(r"[A-Z]{2}", country):
+        b.die(f"live: no country to show (got '{country}')")
+    return country
+
+
+def live_case(b: Bench, layout: str, k: Knobs, chromium: str, chromedriver: str) -> None:
+    """One layout: a full seed into a tree with a feed, serve behind Varnish, watch purging it,
+    and the page open in Chromium timing the renames."""
+    n = b.opts.reseed_rows
+    schema, tree = f"bench_{n}", b.work / "live-tree"
+    served: Path = tree
+    country = row_filter = ""
+    config = b.work / "live.toml"
+    make_config(b, n, "unclustered" if layout == "partition" else layout, config)
+    edit_file(config, lambda text: into_tree(text, tree, 0))
+    if layout == "partition":
+        country = largest_country(b, schema)
+        row_filter = f"country_code = '{country}'"
+        served = tree / country
+        edit_file(config, lambda text: partitioned(text, "country_code"))
+        if not re.search(r"^partition_by", config.read_text(), re.M):
+            b.die(f"could not partition {config}")
+    changes(b, "uninstall", config)
+    unguard = guard_sample(b, n, config)
+    lo, hi = id_range(b, schema)
+    changes(b, "install", config)
+    b.log(f"live: full seed into a tree ({layout})")
+    b.tool("-q", "seed", *b.concurrency_args(), "--config", str(config), stdout=subprocess.DEVNULL)
+    port = free_port()
+    # The page is opened through the cache under a public name, which the cache forwards, so the
+    # TileJSON's tile URLs name the cache. With LIVE_EVENTS it follows watch's events.
+    if not served.is_dir():
+        b.die(f"live: {served} is not a folder after the seed")
+    events = ("--watch", f"http://127.0.0.1:{port}") if k.events else ()
+    origin = Origin(b, served, b.work / "live-serve.log", ("--public-host", PUBLIC_HOST, *events))
+    vport = origin.cache(k.cache_control)
+    cache = f"http://127.0.0.1:{vport}/{origin.name}/"
+    if layout == "partition":
+        # The partition's tiles and feed are purged as COUNTRY/...; serve names the partition's
+        # tree NAME-COUNTRY, so the purge URLs put NAME- before that path.
+        if not origin.name.endswith(f"-{country}"):
+            b.die(f"live: serve names {served} '{origin.name}', not '*-{country}'")
+        cache = f"http://127.0.0.1:{vport}/{origin.name.removesuffix(country)}"
+    with open(config, "a") as f:
+        f.write(feed_and_cdn(cache))
+    # A first feed segment (the seed's tiles) before the page opens.
+    b.tool("-q", "seed", "--dirty", *b.concurrency_args(), "--config", str(config), stdout=subprocess.DEVNULL)
+    watcher, unwatch = start_watch(b, config, port, b.work / "live-watch.log", json_log=False)
+    wait_for(b, f"http://127.0.0.1:{port}", "health")
+    load_before = load_now()
+    say(headline(n, layout, country, k))
+    b.psql(f"COMMENT ON TABLE {schema}.facilities IS 'modified by the live benchmark'", out=subprocess.DEVNULL)
+    case = Case(schema, "facilities", "location", lo, hi, k.changes, row_filter)
+    page = f"http://{PUBLIC_HOST}:{vport}/?tileset={origin.name}"
+    print_report(b, lambda: measure_page(b, chromium, chromedriver, page, case, served / "changes",
+                                         k.idle_seconds))
+    say(f"  load={load_before} / {load_now()}")
+    stop_watch(b, "live", watcher, unwatch)
+    origin.stop()
+    finish_sample(b, "live", n, config, unguard)
+    subprocess.run(["rm", "-rf", str(tree)], check=True)
+
+
+def section_live(b: Bench) -> None:
+    """live: per layout of LIVE_LAYOUTS, commit -> drawn on serve's page open in headless
+    Chromium through Varnish, the feed's bytes per change, and an idle map's requests."""
+    k = Knobs.from_env(b)
+    for layout in k.layouts:
+        n = b.opts.reseed_rows
+        ensure_sample(b, n)
+        install_varnish(b)
+        chromium, chromedriver = chromium_paths(b)
+        live_case(b, layout, k, chromium, chromedriver)
