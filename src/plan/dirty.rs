@@ -334,6 +334,7 @@ fn box_tiles(rect: [f64; 4], margin: f64, z: u8) -> [u32; 4] {
     let n = 1u64 << z;
     let size = 2.0 * MERCATOR_HALF_WORLD / n as f64;
     let index = |v: f64| (v / size).floor().clamp(0.0, (n - 1) as f64) as u32;
+    let margin = margin + shape::single_precision_slack(&rect);
     let [x0, y0, x1, y1] = rect;
     [
         index(x0 - margin + MERCATOR_HALF_WORLD),

@@ -432,3 +432,52 @@ fn past_the_limit_every_dirty_tile_is_listed_or_below_a_subtree_root() {
     let under = dirty_work(&boxes, &[], BBox::WORLD, zooms, (4096, 64), all.len());
     assert_eq!(under, Work::Tiles(all), "at the limit the tiles are listed");
 }
+
+#[test]
+fn a_point_a_metre_past_a_tiles_buffer_dirties_the_tile_as_single_precision_boxes_find_it() {
+    // PostGIS' `&&` compares boxes rounded outwards to single precision (a unit in the last place
+    // is 1 m this far east): a render of the parent finds a point half a metre past the tile's
+    // buffer in it, and the tile draws it on its buffer's edge. `watch` missed two such tiles of
+    // a 2,000-row sample (14/13388/7139 among them) against a fresh seed.
+    let tile = TileCoord::new(14, 13388, 7139).unwrap();
+    let size = 2.0 * MERCATOR_HALF_WORLD / f64::from(1u32 << 14);
+    let west = -MERCATOR_HALF_WORLD + 13388.0 * size - size * 64.0 / 4096.0;
+    let y = MERCATOR_HALF_WORLD - 7139.5 * size;
+    let at = [west - 0.5, y, west - 0.5, y];
+    let mut wkb = vec![1u8];
+    wkb.extend(1u32.to_le_bytes());
+    wkb.extend(f64::to_le_bytes(at[0]));
+    wkb.extend(f64::to_le_bytes(y));
+    let as_box = ChangedBox {
+        whole: at,
+        point: at,
+        shape: None,
+        source: None,
+        moved: None,
+    };
+    let as_shape = ChangedBox {
+        shape: Some(Arc::new(Shape::from_wkb(&wkb, true).unwrap())),
+        ..as_box.clone()
+    };
+    let zooms = ZoomRange::new(14, 14).unwrap();
+    for (how, changed) in [("its box", as_box), ("its shape", as_shape)] {
+        let dirty = dirty_tiles(
+            &[(&layer(None), &[changed][..])],
+            &[],
+            BBox::WORLD,
+            zooms,
+            4096,
+            64,
+            10,
+        )
+        .unwrap();
+        let holding_it = TileCoord::new(14, 13387, 7139).unwrap();
+        let mut found = dirty.clone();
+        found.sort();
+        assert_eq!(
+            found,
+            [holding_it, tile],
+            "by {how}: the tile holding it and the one past"
+        );
+    }
+}
