@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from bench.measure import http_get, nearest_rank, prom_sum, prom_value
 from bench.samples import ensure_sample, make_config
-from bench.sections.watch import (RESEED_SEED, RESEED_ZOOM, changes, edit_file, edit_lines, env_int,
-                                  finish_sample, free_port, guard_sample, id_range, into_tree, paced,
-                                  print_report, run_sql_file, say, start_watch, stop_watch, wait_for)
+from bench.sections.watch import (RESEED_SEED, RESEED_ZOOM, capture_changes, changes, edit_file,
+                                  edit_lines, env_int, finish_sample, free_port, into_tree, paced,
+                                  print_report, run_sql_file, say, start_watch, stop_watch,
+                                  wait_for)
 
 if TYPE_CHECKING:
     from bench.context import Bench
@@ -276,10 +277,7 @@ def section_edge_cloudfront(b: Bench) -> None:
     config = b.work / "cf.toml"
     make_config(b, n, "unclustered", config)
     edit_file(config, lambda text: into_tree(text, tree))
-    changes(b, "uninstall", config)
-    unguard = guard_sample(b, n, config)
-    lo, hi = id_range(b, schema)
-    changes(b, "install", config)
+    unguard, lo, hi = capture_changes(b, n, config)
     run = CloudFrontRun(b, k, url, config, lo, hi)
 
     say(f"edge-cloudfront: {n} facilities unclustered ({RESEED_ZOOM}) into a tree; CloudFront on moto's server,"

@@ -15,10 +15,10 @@ from bench.samples import ensure_sample, make_config
 from bench.sections.cloudfront import section_edge_cloudfront
 from bench.sections.edge_zooms import section_edge_zooms
 from bench.sections.origin import Origin, install_varnish, warm
-from bench.sections.watch import (RESEED_SEED, changes, changes_sql, concurrency_label,
-                                  edit_file, finish_sample, free_port, guard_sample, id_range, into_tree,
-                                  load_now, print_report, run_sql_file, say, start_watch, stop_watch,
-                                  wait_for)
+from bench.sections.watch import (RESEED_SEED, capture_changes, changes, changes_sql,
+                                  concurrency_label, edit_file, finish_sample, free_port, into_tree,
+                                  load_now, print_report, run_sql_file, say, start_watch,
+                                  stop_watch, wait_for)
 
 if TYPE_CHECKING:
     from bench.context import Bench
@@ -150,10 +150,7 @@ def section_edge(b: Bench) -> None:
         edit_file(config, lambda text: edge_config(text, tree, EDGE_CHECK))
     except ValueError:
         b.die(f"edge: no [watch] table in {config}")
-    changes(b, "uninstall", config)
-    unguard = guard_sample(b, n, config)
-    lo, hi = id_range(b, schema, "edge")
-    changes(b, "install", config)
+    unguard, lo, hi = capture_changes(b, n, config, "edge")
     b.log("edge: full seed into a tree (clustered)")
     b.tool("-q", "seed", *b.concurrency_args(), "--config", str(config), stdout=subprocess.DEVNULL)
     origin = Origin(b, tree, b.work / "edge-serve.log")

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from bench.samples import ensure_sample, make_config
 from bench.sections.origin import Origin, install_varnish, warm
-from bench.sections.watch import (RESEED_SEED, RESEED_ZOOM, changes, edit_file, env_int, finish_sample,
-                                  free_port, guard_sample, id_range, into_tree, load_now, say,
+from bench.sections.watch import (RESEED_SEED, RESEED_ZOOM, capture_changes, changes, edit_file,
+                                  env_int, finish_sample, free_port, into_tree, load_now, say,
                                   start_watch, stop_watch, wait_for)
 
 if TYPE_CHECKING:
@@ -112,10 +112,7 @@ def section_edge_zooms(b: Bench) -> None:
     config = b.work / "zooms.toml"
     make_config(b, n, "unclustered", config)
     edit_file(config, lambda text: into_tree(text, tree, 0))
-    changes(b, "uninstall", config)
-    unguard = guard_sample(b, n, config)
-    lo, hi = id_range(b, schema)
-    changes(b, "install", config)
+    unguard, lo, hi = capture_changes(b, n, config)
     b.log("edge-zooms: full seed into a tree (unclustered)")
     b.tool("-q", "seed", *b.concurrency_args(), "--config", str(config), stdout=subprocess.DEVNULL)
     origin = Origin(b, tree, b.work / "zooms-serve.log")

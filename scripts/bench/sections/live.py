@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 from bench.samples import ensure_sample, make_config
 from bench.sections.live_page import Case, chromium_paths, measure_page
 from bench.sections.origin import Origin, install_varnish
-from bench.sections.watch import (RESEED_ZOOM, changes, edit_file, edit_lines, env_int, finish_sample,
-                                  free_port, guard_sample, id_range, into_tree, load_now, print_report,
-                                  say, start_watch, stop_watch, wait_for)
+from bench.sections.watch import (RESEED_ZOOM, capture_changes, changes, edit_file, edit_lines,
+                                  env_int, finish_sample, free_port, into_tree, load_now,
+                                  print_report, say, start_watch, stop_watch, wait_for)
 
 if TYPE_CHECKING:
     from bench.context import Bench
@@ -104,10 +104,7 @@ def live_case(b: Bench, layout: str, k: Knobs, chromium: str, chromedriver: str)
         edit_file(config, lambda text: partitioned(text, "country_code"))
         if not re.search(r"^partition_by", config.read_text(), re.M):
             b.die(f"could not partition {config}")
-    changes(b, "uninstall", config)
-    unguard = guard_sample(b, n, config)
-    lo, hi = id_range(b, schema)
-    changes(b, "install", config)
+    unguard, lo, hi = capture_changes(b, n, config)
     b.log(f"live: full seed into a tree ({layout})")
     b.tool("-q", "seed", *b.concurrency_args(), "--config", str(config), stdout=subprocess.DEVNULL)
     port = free_port()

@@ -110,6 +110,18 @@ def guard_sample(b: Bench, n: int, config: Path) -> Callable[[], None]:
     return b.on_cleanup(restore)
 
 
+def capture_changes(b: Bench, n: int, config: Path, section: str | None = None
+                    ) -> tuple[Callable[[], None], int, int]:
+    """Change capture on bench_N as CONFIG names it, fresh (an earlier run's leftovers removed
+    first), with the sample's restore registered: returns that restore's unregistering and the
+    sample's (lowest id, highest id); with SECTION, dies unless the ids are contiguous."""
+    changes(b, "uninstall", config)
+    unguard = guard_sample(b, n, config)
+    lo, hi = id_range(b, f"bench_{n}", section)
+    changes(b, "install", config)
+    return unguard, lo, hi
+
+
 def finish_sample(b: Bench, section: str, n: int, config: Path, unguard: Callable[[], None]) -> None:
     """Change capture off and the sample reloaded, as the section ends normally."""
     b.log(f"{section}: uninstalling change capture and reloading the sample")
@@ -306,10 +318,7 @@ def section_watch(b: Bench) -> None:
     ensure_sample(b, n)
     config = b.work / "watch.toml"
     derived = make_config(b, n, "clustered", config)
-    changes(b, "uninstall", config)
-    unguard = guard_sample(b, n, config)
-    lo, hi = id_range(b, schema, "watch")
-    changes(b, "install", config)
+    unguard, lo, hi = capture_changes(b, n, config, "watch")
     b.log("watch: full seed of the configured zooms (clustered)")
     b.tool("-q", "seed", *b.concurrency_args(), "--config", str(config), stdout=subprocess.DEVNULL)
     port = free_port()
