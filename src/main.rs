@@ -302,10 +302,19 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
             } else {
                 100.0 * range.weight as f64 / total as f64
             };
+            let dealt = plan
+                .top
+                .dealt
+                .iter()
+                .filter(|d| d.shard == index as u32)
+                .map(|d| format!("{}/{}/{}", d.z, d.x, d.y))
+                .collect::<Vec<_>>();
             let top = if plan.top.shard == Some(index as u32) && plan.split_zoom > 0 {
-                ", with the top"
+                ", with the top".to_string()
+            } else if !dealt.is_empty() {
+                format!(", dealt top tile(s) {}", dealt.join(" "))
             } else {
-                ""
+                String::new()
             };
             println!("shard {index}: weight {} ({share:.1}%){top}", range.weight);
         }
@@ -314,6 +323,11 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
         if plan.split_zoom > 0 {
             let who = match plan.top.shard {
                 Some(shard) => format!("rendered whole by shard {shard} beside its range"),
+                None if !plan.top.dealt.is_empty() => format!(
+                    "its {} heaviest tile(s) dealt to shards by size, each other with the range \
+                     holding its block",
+                    plan.top.dealt.len()
+                ),
                 None => "spread: each tile with the range holding its block".to_string(),
             };
             println!(

@@ -299,7 +299,9 @@ fn shards_run_as_separate_processes_and_merge_into_exactly_the_single_run() {
     let args = fixture.seed_args(single.to_str().unwrap(), "0-12", &[]);
     oar_tiles(Some(&url), &args).assert_success();
     let expected = read_mbtiles_raw(&single);
-    for shards in [1u32, 3, 4] {
+    // 16 shards: the hub's z0-z4 tiles each outweigh an eighth of a shard's share, so the plan
+    // deals them to shards by size (issue 65), and shards pass through blocks not their own.
+    for shards in [1u32, 3, 4, 16] {
         let out = fixture.path(&format!("sharded-{shards}.mbtiles"));
         let out_text = out.to_str().unwrap().to_string();
         let count = shards.to_string();
@@ -330,6 +332,10 @@ fn shards_run_as_separate_processes_and_merge_into_exactly_the_single_run() {
             &read_mbtiles_raw(&out),
             &format!("{shards} shards"),
         );
+        if shards == 16 {
+            let plan = std::fs::read_to_string(format!("{out_text}.shard-plan.json")).unwrap();
+            assert!(plan.contains("\"dealt\""), "16 shards deal the top: {plan}");
+        }
         if shards == 3 {
             // A shard of another number of shards does not run into this plan.
             let args = fixture.seed_args(&out_text, "0-12", &["--shard", "0/4"]);

@@ -13,7 +13,9 @@
 //! the plan's choice, priced in the cut ([`cut::Cut`]): folded into one shard whose range is left
 //! lighter by the top's weight (the top as a unit), or, where the top weighs more than a shard's
 //! share (clustered low zooms each read every row), each top tile with the range that holds the
-//! start of its block. Either way the batch engines run N tasks for N shards: a unit of its own
+//! start of its block, its heaviest tiles dealt to shards by size first (a z0 tile that alone
+//! outweighs a shard's share gets a shard to itself). Either way the batch engines run N tasks for
+//! N shards: a unit of its own
 //! (N + 1 tasks) would weigh what the top happens to weigh, not the mean, and a top rendered by
 //! `finalize` would add its time after the slowest shard.
 //!
@@ -23,14 +25,16 @@
 use serde::{Deserialize, Serialize};
 
 pub use self::cost::{CostModel, Pyramid, Weighed};
+use self::cut::TopPlacement;
 use crate::error::{Error, Result};
 pub use crate::job::ShardSpec;
 use crate::tile::TileCoord;
 
 /// The version of the stored plan format; a plan of another version is refused, not guessed at.
 /// Version 2 gave the plan its top: version 1 plans had shards render the tiles above the split
-/// zoom at the start of their blocks, so the two cannot share a run.
-pub const PLAN_VERSION: u32 = 2;
+/// zoom at the start of their blocks, so the two cannot share a run. Version 3 deals the top's
+/// heaviest tiles ([`ShardTop::dealt`]), which a version 2 reader would give to other shards.
+pub const PLAN_VERSION: u32 = 3;
 
 /// A shard plan that cannot be used; `location` is its file or object.
 fn plan_error(location: &str, message: impl std::fmt::Display) -> Error {
@@ -108,6 +112,30 @@ pub struct ShardTop {
     pub weight: u64,
     /// The estimated work of the top's dearest tile.
     pub dearest: u64,
+    /// The top's heaviest tiles, dealt to shards by size, sorted by tile; the others go with
+    /// `shard`, or with the range holding the start of their block.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dealt: Vec<DealtTile>,
+}
+
+/// A top tile the plan gave to a shard by its size rather than by where it lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DealtTile {
+    /// The tile's zoom.
+    pub z: u8,
+    /// The tile's column.
+    pub x: u32,
+    /// The tile's row.
+    pub y: u32,
+    /// The shard that renders it.
+    pub shard: u32,
+}
+
+impl DealtTile {
+    /// The tile, or `None` when the stored coordinates are not one.
+    pub fn tile(&self) -> Option<TileCoord> {
+        TileCoord::new(self.z, self.x, self.y).ok()
+    }
 }
 
 impl ShardPlan {
@@ -157,15 +185,27 @@ impl ShardPlan {
                 ),
             ));
         }
-        // The top as one unit, and the top spread over the ranges: the lighter heaviest shard
-        // wins (a whole top priced at a margin), the unit on a tie.
-        let unit = cut::Cut::new(split_zoom, weights, connections, shards, false);
-        let spread = cut::Cut::new(split_zoom, weights, connections, shards, true);
-        let cut = if spread.priced < unit.priced {
-            spread
-        } else {
-            unit
-        };
+        // The top as one unit, spread over the ranges, or its heaviest tiles dealt by size: the
+        // lightest heaviest shard wins (top tiles priced at a margin). Dealt wins a tie: where
+        // the dearest tile sets the heaviest load whatever the placement (unclustered z0 at 16
+        // shards), only dealing keeps the other heavy top tiles off that shard and off one
+        // another's, at their margin (spread, 16 unclustered shards of 1M rows ran 1.35-1.85
+        // times their planned share on the shards holding them).
+        let cut = [
+            TopPlacement::Dealt,
+            TopPlacement::Unit,
+            TopPlacement::Spread,
+        ]
+        .into_iter()
+        .map(|placement| cut::Cut::new(split_zoom, weights, connections, shards, placement))
+        .reduce(|best, next| {
+            if next.priced < best.priced {
+                next
+            } else {
+                best
+            }
+        })
+        .expect("three placements");
         let side_tiles = 1u64 << (2 * u32::from(split_zoom));
         let ends = cut.starts.iter().skip(1).copied().chain([side_tiles]);
         let ranges = cut
@@ -187,6 +227,20 @@ impl ShardPlan {
                 shard: cut.top_shard,
                 weight: cut.top_weight,
                 dearest: cut.top_dearest,
+                dealt: {
+                    let mut dealt: Vec<DealtTile> = cut
+                        .dealt
+                        .iter()
+                        .map(|(tile, shard)| DealtTile {
+                            z: tile.z(),
+                            x: tile.x(),
+                            y: tile.y(),
+                            shard: *shard,
+                        })
+                        .collect();
+                    dealt.sort();
+                    dealt
+                },
             },
             dearest: cut.dearest,
             ranges,
@@ -262,11 +316,16 @@ impl ShardPlan {
     }
 
     /// The shard that renders a tile: the one whose range holds the tile's ancestor at the split
-    /// zoom, or, above the split zoom, the top's shard (or, with the top spread, the one whose
-    /// range holds the start of the tile's block).
+    /// zoom, or, above the split zoom, the shard it was dealt to, the top's shard (or, with the
+    /// top spread, the one whose range holds the start of the tile's block).
     pub fn owner(&self, tile: TileCoord) -> u32 {
-        if let Some(shard) = self.top.shard.filter(|_| tile.z() < self.split_zoom) {
-            return shard;
+        if tile.z() < self.split_zoom {
+            if let Some(dealt) = self.dealt_to(tile) {
+                return dealt;
+            }
+            if let Some(shard) = self.top.shard {
+                return shard;
+            }
         }
         let index = if tile.z() <= self.split_zoom {
             cut::block_start(tile, self.split_zoom)
@@ -278,6 +337,27 @@ impl ShardPlan {
         };
         let position = self.ranges.partition_point(|range| range.end <= index);
         position.min(self.ranges.len().saturating_sub(1)) as u32
+    }
+
+    /// The shard a top tile was dealt to, if it was.
+    fn dealt_to(&self, tile: TileCoord) -> Option<u32> {
+        let key = (tile.z(), tile.x(), tile.y());
+        self.top
+            .dealt
+            .binary_search_by(|d| (d.z, d.x, d.y).cmp(&key))
+            .ok()
+            .map(|i| self.top.dealt[i].shard)
+    }
+
+    /// Whether `shard` was dealt a tile in `tile`'s subtree (the tile itself included): its walk
+    /// must pass through `tile` to find it.
+    pub fn dealt_below(&self, tile: TileCoord, shard: u32) -> bool {
+        self.top.dealt.iter().any(|d| {
+            d.shard == shard
+                && d.z >= tile.z()
+                && d.x >> (d.z - tile.z()) == tile.x()
+                && d.y >> (d.z - tile.z()) == tile.y()
+        })
     }
 
     /// The Hilbert indices of the split zoom a tile at or above it covers, `start..end`.
@@ -326,8 +406,24 @@ impl ShardPlan {
 
     /// Reads a stored plan; `source` names the file or object in the error.
     pub fn from_json(text: &str, source: &str) -> Result<ShardPlan> {
-        let plan: ShardPlan = serde_json::from_str(text)
+        let mut plan: ShardPlan = serde_json::from_str(text)
             .map_err(|e| plan_error(source, format!("{source}: not a shard plan: {e}")))?;
+        if let Some(d) = plan
+            .top
+            .dealt
+            .iter()
+            .find(|d| d.shard >= plan.shards() || d.z >= plan.split_zoom || d.tile().is_none())
+        {
+            return Err(plan_error(
+                source,
+                format!(
+                    "{source}: the shard plan deals tile {}/{}/{} to shard {}, which is not a top \
+                     tile of a shard of the plan",
+                    d.z, d.x, d.y, d.shard
+                ),
+            ));
+        }
+        plan.top.dealt.sort();
         let contiguous = plan.ranges.windows(2).all(|w| w[0].end == w[1].start);
         let side_tiles = 1u64 << (2 * u32::from(plan.split_zoom.min(30)));
         let covers = plan.ranges.first().is_some_and(|r| r.start == 0)

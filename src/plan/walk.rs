@@ -117,8 +117,10 @@ impl PyramidWalk {
         }
         let range = &plan.ranges[*index as usize];
         let (start, end) = plan.block(tile);
-        // The block holds the shard's tiles when it overlaps the shard's range.
-        start < range.end && range.start < end
+        // The block holds the shard's tiles when it overlaps the shard's range, or when the shard
+        // was dealt a top tile in it.
+        (start < range.end && range.start < end)
+            || (tile.z() < plan.split_zoom && plan.dealt_below(tile, *index))
     }
 
     /// The deepest zoom whose tiles are all queued at the start.
@@ -226,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_shard_probes_the_top_and_renders_its_own_top_tiles_as_leaves() {
-        use crate::plan::shard::ShardTop;
+        use crate::plan::shard::{DealtTile, ShardTop};
         let weights: Vec<(TileCoord, u64)> = (0..4u32)
             .flat_map(|x| (0..4u32).map(move |y| (TileCoord::new(2, x, y).unwrap(), 10)))
             .chain([(TileCoord::new(0, 0, 0).unwrap(), 30)])
@@ -235,9 +237,18 @@ mod tests {
         let zooms = ZoomRange::new(0, 4).unwrap();
         let z0 = TileCoord::new(0, 0, 0).unwrap();
         let z1 = TileCoord::new(1, 1, 1).unwrap();
-        for top in [Some(1), None] {
+        // The top whole on shard 1, spread, and spread with z0 and z1 dealt to the shard that
+        // holds neither block start.
+        let dealt = |z, x, y, shard| DealtTile { z, x, y, shard };
+        let variants = [
+            (Some(1), vec![]),
+            (None, vec![]),
+            (None, vec![dealt(0, 0, 0, 1), dealt(1, 1, 1, 0)]),
+        ];
+        for (top, dealt) in variants {
             plan.top = ShardTop {
                 shard: top,
+                dealt: dealt.clone(),
                 ..plan.top.clone()
             };
             let owners: Vec<u32> = (0..2)
@@ -257,6 +268,9 @@ mod tests {
             if let Some(shard) = top {
                 assert_eq!(plan.owner(z0), shard);
                 assert_eq!(plan.owner(z1), shard);
+            }
+            for d in &dealt {
+                assert_eq!(plan.owner(d.tile().unwrap()), d.shard);
             }
         }
     }

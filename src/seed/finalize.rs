@@ -293,6 +293,7 @@ mod tests {
                 shard: Some(0),
                 weight: 1,
                 dearest: 1,
+                dealt: Vec::new(),
             },
             dearest: 1,
             ranges: vec![range(0, 2), range(2, 4)],

@@ -48,7 +48,7 @@ pub(super) struct TilesetRun<'a> {
 enum Todo {
     /// The pyramid along a walk (a shard's, or the whole), skipping the tiles an interrupted run
     /// of the same job finished.
-    Walk(PyramidWalk, HashMap<u64, [bool; 4]>),
+    Walk(Box<PyramidWalk>, HashMap<u64, [bool; 4]>),
     /// Exactly these tiles.
     Tiles(Vec<crate::tile::TileCoord>),
     /// These tiles, then the walk of these subtrees.
@@ -193,7 +193,7 @@ impl TilesetRun<'_> {
         let mut progress = Progress::start(progress_kind, name);
         let todo = match decision.work {
             Work::Pyramid => Todo::Walk(
-                walk.unwrap_or_else(|| PyramidWalk::new(tileset.bbox, tileset.zooms)),
+                Box::new(walk.unwrap_or_else(|| PyramidWalk::new(tileset.bbox, tileset.zooms))),
                 resume.done,
             ),
             Work::Tiles(tiles) => Todo::Tiles(tiles),
