@@ -234,13 +234,15 @@ Sections:
            shown) while `watch` refuses partitioned tilesets.
   shards   (about 15 minutes at 1M rows on 2 cores when idle): on the
            --shard-rows sample, z0-14, with the sample config clustered as
-           shipped and unclustered: per variant, `shard-plan --shards N
+           shipped and unclustered (SHARDS_VARIANTS, default "clustered
+           unclustered"): per variant, `shard-plan --shards N
            --dry-run` for N = 4, 16 and 64 (the time the plan took, the split
            zoom, each shard's estimated render time: min / mean / max,
            max/mean, and the estimated speed-up with N replicas, total /
            heaviest shard; the zooms above the split zoom, the plan's top,
            are weighed into the shard that renders them); then a full seed
-           (the baseline, after a discarded z0-2 warm-up) and, for N = 4 and
+           (the baseline, after a discarded z0-2 warm-up), its dearest tile
+           seeded alone (its zoom only, a box inside it) and, for N = 4 and
            16, the stored plan's shards one after another (`seed --shard
            I/N`) and `merge`, with this binary's planner ("new") and, given
            --baseline-bin, the baseline's ("old") alternated in the same run.
@@ -248,8 +250,10 @@ Sections:
            (start-up, finish), tool CPU, PG CPU, tiles, tiles/s, bytes,
            render time (all zooms, and above the split zoom), planned and
            real share; the slowest unit over max(mean of the units, the
-           dearest tile: the full seed's largest render_ms_max) on wall
-           times and on seeding times (target <= 1.10) beside the plan's;
+           dearest tile seeded alone) on wall times and on seeding times
+           (target <= 1.10) beside the plan's, and on wall times over the
+           dearest tile's render alone (the full seed's largest
+           render_ms_max);
            the shards' total and the heaviest shard against the full seed;
            checks that each merged file equals the full seed tile for tile
            (exit 3 if not); and, from the new planner's 16 shards, the

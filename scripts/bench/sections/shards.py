@@ -6,8 +6,11 @@ a full seed (the baseline), then for 4 and 16 shards the stored plan's shards on
 `merge`, with this binary's planner and, given --baseline-bin, the baseline's, alternated. The
 report (sections/shards_report.py) reads the files this leaves in the work directory.
 """
+import math
+import os
 import subprocess
 
+from bench.measure import summary
 from bench.samples import ensure_sample, make_config
 from bench.sections.shards_report import shards_report
 
@@ -85,6 +88,26 @@ def full_seed(b, v, config):
     write_pg_cpu(w / f"shards-{v}-full.pgcpu", b.cpu_since(cpu_before))
 
 
+def inside_tile(z, x, y):
+    """W, S, E, N of a box inside tile z/x/y (a hundredth of its side in from each edge), so a
+    seed over it renders that tile alone at zoom z."""
+    n = 1 << z
+    lon = lambda t: t / n * 360 - 180  # noqa: E731
+    lat = lambda t: math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * t / n))))  # noqa: E731
+    return lon(x + 0.01), lat(y + 0.99), lon(x + 0.99), lat(y + 0.01)
+
+
+def dearest_alone(b, v, config):
+    """The full seed's slowest tile seeded alone (its zoom only, a box inside it): its render,
+    compression and write, which no shard that holds the tile can finish under."""
+    w = b.work
+    z, x, y = (int(p) for p in summary(w / f"shards-{v}-full.json")["slowest_tiles"][0]["tile"].split("/"))
+    b.log(f"shards ({v}): the full seed's dearest tile, {z}/{x}/{y}, seeded alone")
+    b.timed_seed(f"shards-{v}-dearest", "--config", str(config), "--zoom", f"{z}-{z}", "--bbox",
+                 ",".join(f"{c:.9f}" for c in inside_tile(z, x, y)),
+                 "--output", str(w / f"shards-{v}-dearest.mbtiles"))
+
+
 def real_shards(b, v, config, count, label):
     """One planner's plan stored, its shards seeded one after another, and merged."""
     w = b.work
@@ -108,6 +131,10 @@ def real_shards(b, v, config, count, label):
         parts.append(w / f"{stem}.part-{k}-of-{count}.mbtiles")
     b.log(f"shards ({v}, {label} planner): merge {count} parts")
     timed(w / f"{stem}-merge.time", [binary, "-q", "merge", output, *parts])
+    # The report reads the merged file, not the parts; at 10M rows every copy is gigabytes.
+    for part in parts:
+        for path in w.glob(f"{part.name}*"):
+            path.unlink()
     load_mark(b, f"{v} after {count} shards ({label} planner)")
 
 
@@ -119,6 +146,10 @@ def remove_outputs(b):
 
 def section_shards(b):
     """The shards section: plans, full seeds, real shards and merges, then the report."""
+    variants = (os.environ.get("SHARDS_VARIANTS") or " ".join(SHARD_VARIANTS)).split()
+    for v in variants:
+        if v not in SHARD_VARIANTS:
+            b.die(f"SHARDS_VARIANTS: '{v}' is not clustered or unclustered")
     n = b.opts.shard_rows
     ensure_sample(b, n)
     (b.work / "shards-loads.txt").unlink(missing_ok=True)
@@ -126,12 +157,13 @@ def section_shards(b):
     (b.work / "shards-census.txt").write_text(census.replace("|", " "), encoding="utf-8")
     has_baseline = bool(b.opts.baseline_bin)
     round_ = 0
-    for v in SHARD_VARIANTS:
+    for v in variants:
         config = b.work / f"shards-{v}.toml"
         make_config(b, n, v, config)
         load_mark(b, f"{v} start")
         plans_on_paper(b, v, config)
         full_seed(b, v, config)
+        dearest_alone(b, v, config)
         load_mark(b, f"{v} after the full seed")
         for count in SHARD_REAL:
             labels = planner_order(round_, has_baseline)
@@ -140,5 +172,5 @@ def section_shards(b):
             for label in labels:
                 real_shards(b, v, config, count, label)
     planners = ["new", "old"] if has_baseline else ["new"]
-    b.failed(shards_report(b.work, n, SHARD_ZOOM, SHARD_VARIANTS, SHARD_REAL, planners, SHARD_COUNTS))
+    b.failed(shards_report(b.work, n, SHARD_ZOOM, variants, SHARD_REAL, planners, SHARD_COUNTS))
     remove_outputs(b)

@@ -216,13 +216,28 @@ class Report(unittest.TestCase):
                          "        0    6.00    5.00   1.00     1.00    1.00       20        4     2.0    1.50   1.00"
                          "    50.0%  60.0%")
         # Walls 6 and 4: slowest over mean 5 = 1.2; seeding 5 and 3 over 4 = 1.25.
-        self.assertIn("wall 1.200, seeding 1.250 (target <= 1.10); max/mean: wall 1.200 (planned 1.000)",
-                      self.line(lines, "slowest / max(mean"))
+        self.assertIn("wall 1.200, seeding 1.250 (target <= 1.10); over max(mean, its render 0.04 s): wall 1.200;"
+                      " max/mean: wall 1.200 (planned 1.000)", self.line(lines, "slowest / max(mean"))
         self.assertIn("shards' total / full seed 1.000; full seed / heaviest shard 1.67",
                       self.line(lines, "shards' total"))
         self.assertEqual(self.line(lines, "the merged shards"),
                          "    the merged shards equal the full seed tile for tile (2 tiles)")
-        self.assertIn("clustered, 2 shards: new 1.200 wall / 1.250 seeding",
+        self.assertIn("clustered, 2 shards: new 1.200 wall / 1.250 seeding (1.200 over its render)",
+                      self.line(lines, "slowest unit / max"))
+
+    def test_the_dearest_tile_seeded_alone_is_the_floor(self):
+        fixtures.write_time_v(self.d / "shards-clustered-dearest.time", wall="0:06.00")
+        fixtures.write_summary(self.d / "shards-clustered-dearest.json", fixtures.seed_summary(
+            tiles_written=1, seconds=5.5, bytes_written=3_000_000,
+            slowest_tiles=[{"tile": "0/0/0", "ms": 4000.0}]))
+        _, lines = self.run_report()
+        self.assertIn("seeded alone (1 tile, 0/0/0, 3.0 MB): 6.00 s wall, 5.50 s seeding, the floor",
+                      self.line(lines, "clustered: dearest tile"))
+        # Walls 6 and 4 over max(mean 5, 6.00); seeding 5 and 3 over max(mean 4, 5.50); walls over
+        # max(mean, the render of 0.04 s) as before.
+        self.assertIn("dearest tile alone 6.00 s wall, 5.50 s seeding): wall 1.000, seeding 0.909 (target <= 1.10);"
+                      " over max(mean, its render 0.04 s): wall 1.200;", self.line(lines, "slowest / max(mean"))
+        self.assertIn("clustered, 2 shards: new 1.000 wall / 0.909 seeding (1.200 over its render)",
                       self.line(lines, "slowest unit / max"))
 
     def test_merged_shards_that_differ_fail_with_3(self):
