@@ -141,14 +141,7 @@ impl Cut {
                 items.push((block_start(w.tile, split_zoom), pack));
             }
         }
-        items.sort_unstable_by_key(|(index, _)| *index);
-        items.dedup_by(|next, kept| {
-            let same = next.0 == kept.0;
-            if same {
-                kept.1 = kept.1.with(next.1);
-            }
-            same
-        });
+        along_the_curve(&mut items);
         let shards = shards.max(1) as usize;
         // Placed and compared at a margin over its estimate: the low zooms' tiles render slower
         // than the fit prices them (see `TOP_MARGIN`), and a whole top that runs over holds up
@@ -256,14 +249,7 @@ impl Cut {
             .filter(|w| !dealt_tiles.contains(&w.tile))
             .map(|w| (block_start(w.tile, split_zoom), pack_of(w)))
             .collect();
-        items.sort_unstable_by_key(|(index, _)| *index);
-        items.dedup_by(|next, kept| {
-            let same = next.0 == kept.0;
-            if same {
-                kept.1 = kept.1.with(next.1);
-            }
-            same
-        });
+        along_the_curve(&mut items);
         let everything = items.iter().fold(
             priced_bundles
                 .iter()
@@ -358,6 +344,19 @@ fn cut_around(
         ranges.push((items.len(), bundle));
     }
     Some(ranges)
+}
+
+/// Sorts items by Hilbert index and merges those of one index: a top tile spread with the
+/// range holding its block's start goes wherever that split-zoom tile goes.
+fn along_the_curve(items: &mut Vec<(u64, Pack)>) {
+    items.sort_unstable_by_key(|(index, _)| *index);
+    items.dedup_by(|next, kept| {
+        let same = next.0 == kept.0;
+        if same {
+            kept.1 = kept.1.with(next.1);
+        }
+        same
+    });
 }
 
 /// Where the top goes at `capacity`: the stretch `a..b` of items it shares a shard with, such that
