@@ -189,8 +189,8 @@ impl ShardPlan {
         // lightest heaviest shard wins (top tiles priced at a margin). Dealt wins a tie: where
         // the dearest tile sets the heaviest load whatever the placement (unclustered z0 at 16
         // shards), only dealing keeps the other heavy top tiles off that shard and off one
-        // another's, at their margin (spread, 16 unclustered shards of 1M rows ran 1.35-1.85
-        // times their planned share on the shards holding them).
+        // another's, at their margin (spread, of 16 unclustered shards of 1M rows the one holding
+        // three heavy z1-z7 tiles took 11.8% of the time against 6.4% planned).
         let cut = [
             TopPlacement::Dealt,
             TopPlacement::Unit,
