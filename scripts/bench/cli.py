@@ -242,7 +242,8 @@ Sections:
            heaviest shard; the zooms above the split zoom, the plan's top,
            are weighed into the shard that renders them); then a full seed
            (the baseline, after a discarded z0-2 warm-up), its dearest tile
-           seeded alone (its zoom only, a box inside it) and, for N = 4 and
+           seeded alone three times (its zoom only, a box inside it; the
+           median is the floor) and, for N = 4 and
            16, the stored plan's shards one after another (`seed --shard
            I/N`) and `merge`, with this binary's planner ("new") and, given
            --baseline-bin, the baseline's ("old") alternated in the same run.

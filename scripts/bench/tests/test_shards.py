@@ -226,13 +226,14 @@ class Report(unittest.TestCase):
                       self.line(lines, "slowest unit / max"))
 
     def test_the_dearest_tile_seeded_alone_is_the_floor(self):
-        fixtures.write_time_v(self.d / "shards-clustered-dearest.time", wall="0:06.00")
-        fixtures.write_summary(self.d / "shards-clustered-dearest.json", fixtures.seed_summary(
-            tiles_written=1, seconds=5.5, bytes_written=3_000_000,
-            slowest_tiles=[{"tile": "0/0/0", "ms": 4000.0}]))
+        for r, (wall, seconds) in enumerate((("0:09.00", 8.0), ("0:06.00", 5.5), ("0:05.00", 4.5))):
+            fixtures.write_time_v(self.d / f"shards-clustered-dearest-{r}.time", wall=wall)
+            fixtures.write_summary(self.d / f"shards-clustered-dearest-{r}.json", fixtures.seed_summary(
+                tiles_written=1, seconds=seconds, bytes_written=3_000_000,
+                slowest_tiles=[{"tile": "0/0/0", "ms": 4000.0}]))
         _, lines = self.run_report()
-        self.assertIn("seeded alone (1 tile, 0/0/0, 3.0 MB): 6.00 s wall, 5.50 s seeding, the floor",
-                      self.line(lines, "clustered: dearest tile"))
+        self.assertIn("seeded alone (1 tile, 0/0/0, 3.0 MB), median of 3: 6.00 s wall (9.00, 6.00, 5.00), 5.50 s"
+                      " seeding, the floor", self.line(lines, "clustered: dearest tile"))
         # Walls 6 and 4 over max(mean 5, 6.00); seeding 5 and 3 over max(mean 4, 5.50); walls over
         # max(mean, the render of 0.04 s) as before.
         self.assertIn("dearest tile alone 6.00 s wall, 5.50 s seeding): wall 1.000, seeding 0.909 (target <= 1.10);"
