@@ -113,8 +113,6 @@ impl<R: Renderer> Scheduler<'_, R> {
         progress.discovered(queues.iter().map(WalkQueue::len).sum());
         let mut in_flight = FuturesUnordered::new();
         let mut heavy_in_flight = 0;
-        // Statements in flight: the walk's probes, and the leaves'.
-        let mut in_flight_of = InFlight::default();
         let writes = writer.is_some();
         // One closure makes every statement's future, so they share one type.
         let start = |part: usize,
@@ -136,20 +134,6 @@ impl<R: Renderer> Scheduler<'_, R> {
                 // Of two walks, the one whose next tile is the lower zoom goes first.
                 let mut order: Vec<usize> = (0..queues.len()).collect();
                 order.sort_by_key(|part| queues[*part].next_key());
-                // A shard's probes above its split zoom lead the walk to its subtrees, one zoom
-                // at a time. While they last they go first, and the top's leaves keep a
-                // connection free for them: with every connection on a heavy leaf, each probe
-                // waited seconds for one, and the subtrees started only once most leaves were
-                // done (16 unclustered shards of 1M rows: a top-heavy shard's render time only
-                // 0.9-1.4 times its wall time, against 1.7 for the others).
-                let probe_next = queues[0].next_passes_through();
-                if probe_next {
-                    order.sort_by_key(|part| usize::from(*part != 0));
-                }
-                let reserved = self.concurrency.saturating_sub(1).max(1);
-                if (probe_next || in_flight_of.probes > 0) && in_flight_of.leaves >= reserved {
-                    order.retain(|part| *part == 0);
-                }
                 let Some((part, (batch, heavy))) = order.into_iter().find_map(|part| {
                     let next = queues[part].next_batch(self.concurrency, heavy_allowed);
                     next.map(|next| (part, next))
@@ -162,7 +146,6 @@ impl<R: Renderer> Scheduler<'_, R> {
                     queues[part].walk.mode(batch[0])
                 };
                 heavy_in_flight += usize::from(heavy);
-                count(&mut in_flight_of, part, mode, 1);
                 in_flight.push(start(part, batch, mode, heavy, false));
             }
             let Some((part, (mode, heavy, after_failure, results))) =
@@ -171,7 +154,6 @@ impl<R: Renderer> Scheduler<'_, R> {
                 break;
             };
             heavy_in_flight -= usize::from(heavy);
-            count(&mut in_flight_of, part, mode, -1);
             let mut leaf_tiles = Vec::new();
             let queue = &mut queues[part];
             for result in results {
@@ -195,7 +177,6 @@ impl<R: Renderer> Scheduler<'_, R> {
                     // its children come from a probe, which reads no geometry, so a row that
                     // fails the render (a shape PostGIS cannot transform) fails only its own tiles.
                     if let Some(tile) = failed {
-                        count(&mut in_flight_of, part, Mode::Probe, 1);
                         in_flight.push(start(part, vec![tile], Mode::Probe, false, true));
                     }
                     continue;
@@ -427,14 +408,6 @@ impl<'w> WalkQueue<'w> {
         queued.into_iter().chain(waiting).min().unwrap_or(u64::MAX)
     }
 
-    /// Whether the next tile queued is one the walk only passes through (a shard's probes above
-    /// its split zoom).
-    fn next_passes_through(&self) -> bool {
-        self.heap
-            .peek()
-            .is_some_and(|key| self.walk.passes_through(tile_from_walk_order_key(key.0)))
-    }
-
     /// Tiles queued or waiting.
     fn len(&self) -> usize {
         self.heap.len() + self.waiting.len()
@@ -533,23 +506,6 @@ impl<'w> WalkQueue<'w> {
             }
         }
     }
-}
-
-/// Statements in flight that the walk's order weighs: the walk's probes, and the leaves' renders.
-#[derive(Debug, Default)]
-struct InFlight {
-    probes: usize,
-    leaves: usize,
-}
-
-/// Counts a statement of queue `part` in (`by` 1) or out (`by` -1) of flight.
-fn count(in_flight: &mut InFlight, part: usize, mode: Mode, by: isize) {
-    let counter = match (part, mode) {
-        (0, Mode::Probe) => &mut in_flight.probes,
-        (0, Mode::Render) => return,
-        _ => &mut in_flight.leaves,
-    };
-    *counter = counter.saturating_add_signed(by);
 }
 
 /// How many of `queued` tiles one statement takes: each of `in_flight` statements (or

@@ -190,58 +190,6 @@ async fn shard_walks_render_disjoint_parts_that_together_are_the_single_walk() {
 }
 
 #[tokio::test]
-async fn a_shards_probes_above_its_split_never_find_every_connection_on_the_tops_leaves() {
-    // The probes lead the walk to the shard's subtrees one zoom at a time; on a database each
-    // waits for a free connection, so the leaves keep one free while probes remain (16 shards of
-    // 1M points: a shard holding heavy top tiles started its subtrees only once they were done).
-    use crate::plan::shard::{ShardPlan, ShardRange, ShardTop, PLAN_VERSION};
-    let facilities: Vec<(u8, u32, u32)> = (0..200u32)
-        .map(|i| (7, (i * 37 + i * i) % 128, (i * 11 + 5 * i * i) % 128))
-        .collect();
-    let zooms = ZoomRange::new(0, 7).unwrap();
-    let side = 1u64 << (2 * 5);
-    let plan = ShardPlan {
-        version: PLAN_VERSION,
-        settings_digest: "d".into(),
-        split_zoom: 5,
-        top: ShardTop {
-            shard: Some(0),
-            weight: 1,
-            dearest: 1,
-            dealt: Vec::new(),
-        },
-        dearest: 1,
-        ranges: vec![
-            ShardRange {
-                start: 0,
-                end: side / 2,
-                weight: 1,
-            },
-            ShardRange {
-                start: side / 2,
-                end: side,
-                weight: 1,
-            },
-        ],
-    };
-    let spec = crate::plan::shard::ShardSpec::new(0, 2).unwrap();
-    let walk = PyramidWalk::for_shard(BBox::WORLD, zooms, plan, spec).unwrap();
-    let mut renderer = MemoryRenderer::new(&facilities);
-    renderer.split = Some(5);
-    let run = walk_with(&renderer, &walk, false, HashMap::new()).await;
-    assert!(*run.result.as_ref().unwrap());
-    assert!(
-        stored_tiles(&run).iter().any(|t| t.z() < 5),
-        "the shard renders the top"
-    );
-    assert!(
-        renderer.most_leaves_at_a_probe.load(Ordering::SeqCst) < 2,
-        "a probe above the split started with {} leaves in flight on 2 connections",
-        renderer.most_leaves_at_a_probe.load(Ordering::SeqCst)
-    );
-}
-
-#[tokio::test]
 async fn keep_going_lists_a_failed_tile_and_finishes_the_rest_without_its_subtree() {
     let mut renderer = MemoryRenderer::new(&[(5, 1, 1), (5, 30, 30)]);
     // Its probe fails too, so what lies below it stays unknown.

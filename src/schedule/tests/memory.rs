@@ -31,11 +31,6 @@ pub(super) struct MemoryRenderer {
     /// Per statement, its first tile and when it started and ended on `clock`.
     spans: Mutex<Vec<(TileCoord, usize, usize)>>,
     clock: AtomicUsize,
-    /// A shard's split zoom: renders of tiles above it (the top's leaves) are counted, and the
-    /// most in flight when a probe above it started.
-    pub(super) split: Option<u8>,
-    leaves_in_flight: AtomicUsize,
-    pub(super) most_leaves_at_a_probe: AtomicUsize,
 }
 
 impl MemoryRenderer {
@@ -56,9 +51,6 @@ impl MemoryRenderer {
             eager_depth: 0,
             spans: Mutex::new(Vec::new()),
             clock: AtomicUsize::new(0),
-            split: None,
-            leaves_in_flight: AtomicUsize::new(0),
-            most_leaves_at_a_probe: AtomicUsize::new(0),
         }
     }
 
@@ -103,15 +95,6 @@ impl Renderer for MemoryRenderer {
     {
         self.calls.lock().unwrap().push((tiles.to_vec(), mode));
         let started = self.clock.fetch_add(1, Ordering::SeqCst);
-        let above_split = self.split.is_some_and(|split| tiles[0].z() < split);
-        let leaf = above_split && mode == Mode::Render;
-        if leaf {
-            self.leaves_in_flight.fetch_add(1, Ordering::SeqCst);
-        } else if above_split {
-            let leaves = self.leaves_in_flight.load(Ordering::SeqCst);
-            self.most_leaves_at_a_probe
-                .fetch_max(leaves, Ordering::SeqCst);
-        }
         let heavy = tiles[0].z() <= self.eager_depth;
         let top = tiles[0].z() == 0;
         if heavy {
@@ -128,9 +111,6 @@ impl Renderer for MemoryRenderer {
         tokio::time::sleep(Duration::from_millis(1)).await;
         let ended = self.clock.fetch_add(1, Ordering::SeqCst);
         self.spans.lock().unwrap().push((tiles[0], started, ended));
-        if leaf {
-            self.leaves_in_flight.fetch_sub(1, Ordering::SeqCst);
-        }
         if heavy {
             self.heavy_in_flight.fetch_sub(1, Ordering::SeqCst);
             if top {
