@@ -336,7 +336,7 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
             );
         }
         println!(
-            "floor: the dearest single tile, weight {} (µs of one connection)",
+            "floor: the dearest single tile, weight {} (µs of CPU)",
             plan.dearest
         );
         if let Some(stored) = &tileset.stored {

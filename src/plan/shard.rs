@@ -19,12 +19,13 @@
 //! (N + 1 tasks) would weigh what the top happens to weigh, not the mean, and a top rendered by
 //! `finalize` would add its time after the slowest shard.
 //!
-//! Weights are estimated render times ([`cost`]): a split-zoom tile weighs what every tile of its
-//! subtree costs, priced by a model fitted on measured render times from one census of the rows.
+//! Weights are estimated CPU times ([`cost`]): a split-zoom tile weighs what every tile of its
+//! subtree costs, priced by a model fitted on measured render times and CPU from one census of
+//! the rows.
 
 use serde::{Deserialize, Serialize};
 
-pub use self::cost::{CostModel, Pyramid, Weighed};
+pub use self::cost::{CostModel, Pyramid, Weighed, PROBE_MICROS};
 use self::cut::TopPlacement;
 use crate::error::{Error, Result};
 pub use crate::job::ShardSpec;
@@ -270,10 +271,11 @@ impl ShardPlan {
     }
 
     /// The most balanced of the cuts at the `splits` zooms, on the pyramid's estimates, for
-    /// shards of `connections` connections each ([`ShardPlan::cut_weighed`]); the shallower of
-    /// equally balanced cuts. Every zoom is weighed, not only down to the first cut
+    /// shards of `connections` connections each ([`ShardPlan::cut_weighed`]): the one whose
+    /// heaviest shard, with its share of the probes above the split ([`PROBE_MICROS`]), weighs
+    /// least; the shallower of equal ones. Every zoom is weighed, not only down to the first cut
     /// within [`BALANCE_TARGET`]: the cuts cost no query, and the real work strays from the
-    /// estimate, so the margin a finer cut leaves is worth having.
+    /// estimate, so the margin a finer cut leaves is worth having where its probes cost less.
     pub fn most_balanced(
         pyramid: &Pyramid,
         splits: std::ops::RangeInclusive<u8>,
@@ -281,7 +283,7 @@ impl ShardPlan {
         shards: u32,
         settings_digest: &str,
     ) -> Result<ShardPlan> {
-        let mut best: Option<ShardPlan> = None;
+        let mut best: Option<(f64, ShardPlan)> = None;
         for split in splits {
             let plan = Self::cut_weighed(
                 split,
@@ -290,14 +292,15 @@ impl ShardPlan {
                 shards,
                 settings_digest,
             )?;
-            if best
-                .as_ref()
-                .is_none_or(|best| plan.imbalance() < best.imbalance())
-            {
-                best = Some(plan);
+            let heaviest = plan.ranges.iter().map(|r| r.weight).max().unwrap_or(0);
+            let probes = PROBE_MICROS * pyramid.probes_above(split) as f64 / f64::from(shards);
+            let priced = heaviest as f64 + probes;
+            if best.as_ref().is_none_or(|(least, _)| priced < *least) {
+                best = Some((priced, plan));
             }
         }
-        best.ok_or_else(|| plan_error("shard plan", "shard plan: no zoom to split at"))
+        best.map(|(_, plan)| plan)
+            .ok_or_else(|| plan_error("shard plan", "shard plan: no zoom to split at"))
     }
 
     /// The number of shards.

@@ -169,6 +169,25 @@ def shards_fit(d, variants):
               f" {fitted / 1e6:9.2f}")
 
 
+def cpu_beyond_render(samples):
+    """Prints what the real shards' CPU (PostgreSQL's and the tool's) took beyond their render, per
+    tile and per stored byte, fitted over every shard of the run: a shard's wall time follows its
+    CPU, and the render times the cost model is fitted on leave out the tool's encoding,
+    compression and writes and PostgreSQL's work around each statement. In render units (CPU over
+    the render's coefficient) they are what src/plan/shard/cost.rs adds to TILE_MICROS and
+    BYTE_MICROS."""
+    if not samples:
+        return
+    xs = [(render * 1e6, tiles, size) for render, tiles, size, _, _ in samples]
+    both = nnls(xs, [(tool + pg) * 1e6 for *_, tool, pg in samples], ("RENDER", "TILE", "BYTE"))
+    tool = nnls([x[1:] for x in xs], [tool * 1e6 for *_, tool, _ in samples], ("TILE", "BYTE"))
+    per = both[0] or float("nan")
+    print(f"  CPU beyond the render, fitted over the {len(samples)} real shards (least squares, >= 0): "
+          f"PG + tool CPU = {both[0]:.3f} x render + {both[1]:.3g} µs a tile + {both[2]:.3g} µs a byte "
+          f"(tool CPU alone: {tool[0]:.3g} µs a tile + {tool[1]:.3g} µs a byte); in render units "
+          f"{both[1] / per:.3g} µs a tile and {both[2] / per:.3g} µs a byte on top of the render's fit")
+
+
 def render_seconds(s, below=None):
     """Render seconds summed over a summary's zooms (those under `below` only, if given)."""
     return sum(z["render_ms_total"] for z in s["per_zoom"]
@@ -221,11 +240,12 @@ def check_merged(d, v, base, full, shard_tiles):
     return 0
 
 
-def shards_real(d, v, real, label, full, full_wall, floor, results):
+def shards_real(d, v, real, label, full, full_wall, floor, results, samples):
     """One planner's real shards of one variant and count: the table, the balance and the check
     against the full seed; notes (wall ratio, seeding ratio, tiles/s, PG CPU/tile, tiles, wall
-    ratio over the dearest tile's render) in `results`. `floor` is print_full's. Returns the exit
-    status (3 when the merged shards differ)."""
+    ratio over the dearest tile's render) in `results`, each shard's (render s, tiles, bytes, tool
+    CPU, PG CPU) appended to `samples`. `floor` is print_full's. Returns the exit status (3 when
+    the merged shards differ)."""
     render, alone_wall, alone_seed = floor
     base = f"{d}/shards-{v}-{real}-{label}"
     plan_wall, _, _ = time_v(f"{d}/shards-{v}-real-{real}-{label}.time")
@@ -243,6 +263,8 @@ def shards_real(d, v, real, label, full, full_wall, floor, results):
     pgs = [p[3] for p in parts]
     shard_tiles = sum(p[4]["tiles_written"] for p in parts)
     print_parts(parts, split, planned)
+    samples.extend((render_seconds(s), s["tiles_written"], s["bytes_written"], cpu, pg)
+                   for _, _, cpu, pg, s in parts)
     merge_wall, _, _ = time_v(f"{base}-merge.time")
     by_wall, by_seed = slowest_over_floor(walls, alone_wall), slowest_over_floor(seeds, alone_seed)
     by_render = slowest_over_floor(walls, render)
@@ -289,7 +311,7 @@ def capacity_figure(results, rows, variants):
 
 def print_plans(d, v, counts):
     """The dry-run plans' table of one variant."""
-    print(f"  {v}: shard plans (dry run); weights are estimated render times (s); speed-up with N "
+    print(f"  {v}: shard plans (dry run); weights are estimated CPU times (s); speed-up with N "
           "replicas = total / heaviest shard")
     print(f"  {'N':>3} {'plan s':>7} {'split z':>7} {'min':>9} {'mean':>9} {'max':>9} {'max/mean':>9} "
           f"{'speed-up':>9} {'/N':>6}")
@@ -334,7 +356,7 @@ def print_full(d, v):
 def shards_report(d, rows, zooms, variants, reals, planners, counts):
     """The shards section's report; returns its exit status (3 when merged shards differ from
     the full seed)."""
-    results = {}
+    results, samples = {}, []
     print(f"shards: {rows} facilities, sample config clustered as shipped and unclustered, z{zooms}; "
           "load averages (1, 5, 15 min):")
     for line in Path(f"{d}/shards-loads.txt").read_text(encoding="utf-8").splitlines(keepends=True):
@@ -345,7 +367,8 @@ def shards_report(d, rows, zooms, variants, reals, planners, counts):
         full, full_wall, floor = print_full(d, v)
         for real in reals:
             for label in planners:
-                status = max(status, shards_real(d, v, real, label, full, full_wall, floor, results))
+                status = max(status, shards_real(d, v, real, label, full, full_wall, floor, results,
+                                                 samples))
     for v in variants:
         for real in reals:
             cells = [f"{label} {results[(v, real, label)][0]:.3f} wall / {results[(v, real, label)][1]:.3f} seeding"
@@ -354,5 +377,6 @@ def shards_report(d, rows, zooms, variants, reals, planners, counts):
             print(f"  slowest unit / max(mean, dearest tile alone), {v}, {real} shards: {'; '.join(cells)} "
                   "(target <= 1.10)")
     capacity_figure(results, rows, variants)
+    cpu_beyond_render(samples)
     shards_fit(d, variants)
     return status

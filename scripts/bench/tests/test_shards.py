@@ -257,6 +257,25 @@ class Report(unittest.TestCase):
         self.assertTrue(lines[-17].strip().endswith("(stored bytes, fitted the same way)"))
         self.assertEqual(lines[-1].split()[:2], ["cl", "z14"])
 
+    def test_the_cpu_beyond_the_render_is_fitted_over_the_real_shards(self):
+        _, lines = self.run_report()
+        # Shards of render 1.5 and 1.0 s, 20 and 10 tiles, 2 and 1 MB, CPU 2 and 2 s (fixtures):
+        # the fit sees every shard of the run.
+        self.assertIn("fitted over the 2 real shards", self.line(lines, "CPU beyond the render"))
+
+    def test_the_cpu_fit_recovers_known_costs_per_tile_and_byte(self):
+        # CPU = 0.8 x render + 20 µs a tile + 0.05 µs a byte; the tool's share 8 µs a tile and
+        # 0.02 µs a byte. In render units: 25 µs a tile, 0.0625 µs a byte.
+        samples = []
+        for render, tiles, size in ((1.0, 1000, 2e6), (2.0, 50_000, 1e6), (0.5, 9000, 9e6), (3.0, 200, 4e5)):
+            tool = (8 * tiles + 0.02 * size) / 1e6
+            samples.append((render, tiles, size, tool, 0.8 * render + (20 * tiles + 0.05 * size) / 1e6 - tool))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            sr.cpu_beyond_render(samples)
+        self.assertIn("PG + tool CPU = 0.800 x render + 20 µs a tile + 0.05 µs a byte (tool CPU alone: 8 µs a"
+                      " tile + 0.02 µs a byte); in render units 25 µs a tile and 0.0625 µs a byte", out.getvalue())
+
     def test_a_plan_of_the_wrong_count_fails(self):
         (self.d / "shards-clustered-plan-2.txt").write_text(plan_text([1, 1, 1]))
         with self.assertRaisesRegex(measure.ReportError, "printed 3 shards"):

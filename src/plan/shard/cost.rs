@@ -1,9 +1,9 @@
 //! What a shard's tiles cost to render, as the planner estimates it before any tile exists.
 //!
 //! A tile costs a fixed part (a statement's share, a write; more for a clustered tile) plus a part
-//! per row it reads, per feature it carries and per byte it stores, in microseconds of one
-//! connection's render time; the coefficients below were fitted on the render times real seeds
-//! measured, and a tile's bytes are estimated from its features the same way. A split-zoom tile's weight is what its whole
+//! per row it reads, per feature it carries and per byte it stores, in microseconds of CPU
+//! (PostgreSQL's and the tool's); the coefficients below were fitted on the render times and CPU
+//! real seeds and shards measured, and a tile's bytes are estimated from its features the same way. A split-zoom tile's weight is what its whole
 //! subtree costs down to the deepest zoom, summed tile by tile from one census: the rows per
 //! non-empty tile of the deepest zoom the features need, aggregated upwards. The census knows
 //! which descendants are empty, so dense places weigh as the few full tiles they are rather than
@@ -15,26 +15,43 @@ use std::collections::HashMap;
 
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
-/// Render time per tile, whatever it holds (µs). Fitted, with the figures below, by least squares
-/// (coefficients >= 0) on the per-zoom render times (`render_ms_total`), tiles, rows, cells and
-/// stored bytes of full seeds of the 1M-row sample, z0-14, clustered as shipped (clusters
-/// aggregated from rows: the bench schema has no change capture, so no maintained cells) and
-/// unclustered, each zoom's rows and cells counted from the rows as [`Pyramid`] counts them:
-/// the fit `scripts/bench.sh --sections shards` prints (`scripts/bench/sections/shards_report.py`). Fitted at load 4-8 on 2 shared
-/// cores: render times are server wall times and carry the contention (the same z12-14 tiles
-/// measured 1.3-1.7 times apart in the two seeds), and the unclustered z0-z2 tiles of 0.6-1M rows
-/// took 1.3-1.6 times what the fit gives them; it is a rough fit.
-pub const TILE_MICROS: f64 = 79.46;
+/// Cost per tile, whatever it holds (µs). The costs are in µs of CPU, PostgreSQL's and the
+/// tool's together: a shard's wall time follows them, as its connections keep the cores busy.
+/// Two fits make them, both printed by `scripts/bench.sh --sections shards`
+/// (`scripts/bench/sections/shards_report.py`) on the 1M-row sample, z0-14, clustered as shipped
+/// (clusters aggregated from rows: the bench schema has no change capture, so no maintained cells)
+/// and unclustered:
+/// - the render: least squares (coefficients >= 0) on the full seeds' per-zoom render times
+///   (`render_ms_total`), tiles, rows, cells and stored bytes, each zoom's rows and cells counted
+///   as [`Pyramid`] counts them; the mean of two quiet runs (load 2), whose render part per tile
+///   came out 0;
+/// - what the shards' CPU took beyond their render (the "CPU beyond the render" line's fit, over
+///   the 156 shards of 4 and 16 with more than 4 tiles of both runs): the tool's encoding, compression and writes, 8-9 µs a tile
+///   and 0.027 µs a byte, and PostgreSQL's work around each statement, about 8 µs a tile; both
+///   are added here and to [`BYTE_MICROS`].
+///
+/// The coefficients before (fitted on render times alone at load 4-8) priced a cluster at 93 µs
+/// and a tile at 79: they put 37% of a clustered seed's cost at z8-z11, which takes 29% of its
+/// render, and 16 clustered shards planned within 4% of the mean ran 5.1-7.2% of the total each.
+pub const TILE_MICROS: f64 = 17.0;
 /// What a clustered tile costs on top of [`TILE_MICROS`] (grouping its rows into cells).
-pub const CLUSTER_TILE_MICROS: f64 = 134.1;
-/// Render time per row drawn into a tile as a point feature (µs).
-pub const ROW_MICROS: f64 = 14.18;
-/// Render time per row a clustered tile reads and aggregates, its margin's rows included (µs).
-pub const CLUSTER_ROW_MICROS: f64 = 8.944;
-/// Render time per cluster a clustered tile carries (µs).
-pub const CELL_MICROS: f64 = 93.41;
-/// Render time per stored byte (µs).
-pub const BYTE_MICROS: f64 = 0.1054;
+pub const CLUSTER_TILE_MICROS: f64 = 5.5;
+/// Cost per row drawn into a tile as a point feature (µs).
+pub const ROW_MICROS: f64 = 2.6;
+/// Cost per row a clustered tile reads and aggregates, its margin's rows included (µs).
+pub const CLUSTER_ROW_MICROS: f64 = 2.1;
+/// Cost per cluster a clustered tile carries (µs).
+pub const CELL_MICROS: f64 = 5.8;
+/// Cost per stored byte (µs): the render's 0.088 and the tool's compression and write.
+pub const BYTE_MICROS: f64 = 0.115;
+/// What one probe above the split zoom costs a shard (µs): an `EXISTS` per child, one zoom at a
+/// time, priced as the connections' time it takes. Probes are the price of a deeper split, which
+/// the cut alone never sees. Measured on the 1M-row sample, z0-14, the same shards cut deeper
+/// and shallower (the split zoom the model chose before and after probes were priced): 4
+/// unclustered shards at zoom 14 rather than 8 probed 364k more tiles and took 13.7 s more in all
+/// (about 75 µs of two connections' time a probe); 16 clustered ones at 14 rather than 11, 340k
+/// more and 9.2 s (54 µs); 16 unclustered ones at 13 rather than 11, 179k more and 7.4 s (83 µs).
+pub const PROBE_MICROS: f64 = 70.0;
 /// Stored bytes of a tile whatever it holds, fitted the same way on the same seeds.
 pub const TILE_BYTES: f64 = 210.4;
 /// Stored bytes per point feature.
@@ -115,7 +132,7 @@ impl CostModel {
         self.zooms.max.max(cells.min(MAX_CENSUS_ZOOM))
     }
 
-    /// The estimated render time (µs) of one tile of zoom `z` that reads `rows` rows (a clustered
+    /// The estimated cost (µs) of one tile of zoom `z` that reads `rows` rows (a clustered
     /// tile's margin included) and carries `features` features (its rows, or at a clustered zoom
     /// its non-empty cells).
     pub fn tile(&self, z: u8, rows: u64, features: u64) -> u64 {
@@ -272,6 +289,16 @@ impl Pyramid {
                 }
             }
         }
+    }
+
+    /// The probes a walk split at `split` sends above it: every non-empty tile of the zooms above
+    /// the split zoom, which the shards over it probe for their subtrees.
+    pub fn probes_above(&self, split: u8) -> u64 {
+        self.levels
+            .iter()
+            .take(usize::from(split))
+            .map(|level| level.len() as u64)
+            .sum()
     }
 
     /// The weights of a cut at `split`: each non-empty split-zoom tile weighs its whole subtree

@@ -244,6 +244,50 @@ fn skewed_and_uniform_data_are_cut_within_the_balance_limit() {
 }
 
 #[test]
+fn a_deeper_split_is_taken_only_where_its_balance_pays_for_its_probes() {
+    // Every shard probes the non-empty tiles above its split zoom, four times as many a zoom
+    // deeper; on uniform data the cuts balance about as well at most zooms, and the finest cut
+    // alone would probe every tile down to the deepest zoom for a fraction of a percent.
+    let zooms = ZoomRange::new(0, 12).unwrap();
+    let model = CostModel {
+        zooms,
+        cluster: None,
+        maintained_cells: false,
+    };
+    let points = uniform(200_000);
+    let pyramid = Pyramid::from_census(model, &BBox::WORLD, &counts(&points, 12));
+    let shards = 4;
+    let priced = |plan: &ShardPlan| {
+        let heaviest = plan.ranges.iter().map(|r| r.weight).max().unwrap() as f64;
+        heaviest + PROBE_MICROS * pyramid.probes_above(plan.split_zoom) as f64 / f64::from(shards)
+    };
+    let plan = ShardPlan::most_balanced(&pyramid, zooms.levels(), 1, shards, "d").unwrap();
+    let cuts: Vec<ShardPlan> = zooms
+        .levels()
+        .map(|split| ShardPlan::cut_weighed(split, &pyramid.weights(split), 1, shards, "d"))
+        .collect::<Result<_>>()
+        .unwrap();
+    let finest = cuts
+        .iter()
+        .min_by(|a, b| a.imbalance().total_cmp(&b.imbalance()))
+        .unwrap();
+    for cut in &cuts {
+        assert!(
+            priced(&plan) <= priced(cut),
+            "split {} prices lower",
+            cut.split_zoom
+        );
+    }
+    assert!(
+        plan.split_zoom < finest.split_zoom,
+        "split at {}, the finest cut's zoom",
+        plan.split_zoom
+    );
+    assert!(plan.imbalance() <= BALANCE_TARGET, "{}", plan.imbalance());
+    check_partition(&plan, zooms);
+}
+
+#[test]
 fn a_subtree_weighs_its_non_empty_descendants_and_clustered_tiles_their_cells() {
     let zooms = ZoomRange::new(0, 6).unwrap();
     let model = CostModel {
