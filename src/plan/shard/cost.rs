@@ -3,13 +3,14 @@
 //! A tile costs a fixed part (a statement's share, a write; more for a clustered tile) plus a part
 //! per row it reads, per feature it carries and per byte it stores, in microseconds of CPU
 //! (PostgreSQL's and the tool's); the coefficients below were fitted on the render times and CPU
-//! real seeds and shards measured, and a tile's bytes are estimated from its features the same way. A split-zoom tile's weight is what its whole
-//! subtree costs down to the deepest zoom, summed tile by tile from one census: the rows per
-//! non-empty tile of the deepest zoom the features need, aggregated upwards. The census knows
-//! which descendants are empty, so dense places weigh as the few full tiles they are rather than
-//! as rows spread over as many tiles as possible (the estimate an earlier, per-tile-unit model
-//! used, which overcounted tiles where the data is dense); and clustered zooms are weighed by the
-//! non-empty cells a tile holds (its non-empty descendants that many zooms deeper), not its rows.
+//! real seeds and shards measured, and a tile's bytes are estimated from its features the same way.
+//! A split-zoom tile's weight is what its whole subtree costs down to the deepest zoom, summed tile
+//! by tile from one census: the rows per non-empty tile of the deepest zoom the features need,
+//! aggregated upwards. The census knows which descendants are empty, so dense places weigh as the
+//! few full tiles they are rather than as rows spread over as many tiles as possible (the estimate
+//! an earlier, per-tile-unit model used, which overcounted tiles where the data is dense); and
+//! clustered zooms are weighed by the non-empty cells a tile holds (its non-empty descendants that
+//! many zooms deeper), not its rows.
 
 use std::collections::HashMap;
 
@@ -25,10 +26,10 @@ use crate::tile::{BBox, TileCoord, ZoomRange};
 ///   (`render_ms_total`), tiles, rows, cells and stored bytes, each zoom's rows and cells counted
 ///   as [`Pyramid`] counts them; the mean of two quiet runs (load 2), whose render part per tile
 ///   came out 0;
-/// - what the shards' CPU took beyond their render (the "CPU beyond the render" line's fit, over
-///   the 156 shards of 4 and 16 with more than 4 tiles of both runs): the tool's encoding, compression and writes, 8-9 µs a tile
-///   and 0.027 µs a byte, and PostgreSQL's work around each statement, about 8 µs a tile; both
-///   are added here and to [`BYTE_MICROS`].
+/// - what the shards' CPU took beyond their render (the "CPU beyond the render" line's fit,
+///   over the 156 shards of 4 and 16 with more than 4 tiles of both runs): the tool's encoding,
+///   compression and writes, 8-9 µs a tile and 0.027 µs a byte, and PostgreSQL's work around each
+///   statement, about 8 µs a tile; both are added here and to [`BYTE_MICROS`].
 ///
 /// The coefficients before (fitted on render times alone at load 4-8) priced a cluster at 93 µs
 /// and a tile at 79: they put 37% of a clustered seed's cost at z8-z11, which takes 29% of its
