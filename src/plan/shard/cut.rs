@@ -17,12 +17,12 @@ use super::hilbert_index;
 use crate::tile::TileCoord;
 
 /// The factor (numerator, denominator) a whole top, or a dealt tile of half a shard's share or
-/// more, is priced at over its estimate. The fit of the
-/// model's coefficients says the unclustered z0-z2 tiles of 0.6-1M rows took 1.3-1.6 times what it
-/// gives them; at 100k rows, 4 unclustered shards with the top whole on one of them (priced at
-/// its estimate) ran 1.48 × the mean against 1.18 spread (`scripts/bench.sh --sections shards
-/// --shard-rows 100000`), the whole top's shard rendering 3.3 s of top tiles where it was given
-/// room for about 2.
+/// more, is priced at over its estimate. The unclustered z0-z2 tiles of 0.6-1M rows took 1.3-1.6
+/// times what costs fitted at load 4-8 gave them (the quiet fit prices them within 10%); what
+/// the margin still covers is packing: at 100k rows, 4 unclustered shards with the top whole on one
+/// of them (priced at its estimate) ran 1.48 × the mean against 1.18 spread (`scripts/bench.sh
+/// --sections shards --shard-rows 100000`), the whole top's shard rendering 3.3 s of top tiles
+/// where it was given room for about 2.
 const TOP_MARGIN: (u64, u64) = (3, 2);
 
 /// A top tile is dealt by size when it weighs at least this fraction (1 / n) of a shard's mean:
@@ -203,9 +203,10 @@ impl Cut {
         }
     }
 
-    /// The cut with the top's heaviest tiles dealt by size: each, dearest first, to the shard
-    /// dealt least so far (a tile of half a shard's share or more priced at [`TOP_MARGIN`]); the ranges are then cut, at the least
-    /// capacity that fits, around what each shard was dealt ([`cut_around`]).
+    /// The cut with the top's heaviest tiles dealt by size: each, dearest first, to the shard dealt
+    /// least so far (a tile of half a shard's share or more priced at [`TOP_MARGIN`]); the ranges
+    /// are then cut, at the least capacity that fits, around what each shard was dealt
+    /// ([`cut_around`]).
     fn dealt(split_zoom: u8, weights: &[Weighed], connections: u32, shards: u32) -> Cut {
         let per_tile = u64::from(connections.max(1));
         let shards = shards.max(1) as usize;
