@@ -453,24 +453,28 @@ fn a_whole_top_goes_beside_a_range_left_lighter_or_alone() {
     assert_eq!(cut.top_dearest, 100);
 }
 
+/// Every tile of zoom `z`, each weighing `weight` (its own cost, so also its dearest).
+fn every_tile(z: u8, weight: u64) -> Vec<Weighed> {
+    let side = 1u32 << z;
+    (0..side)
+        .flat_map(|x| (0..side).map(move |y| (x, y)))
+        .map(|(x, y)| Weighed {
+            tile: tile(z, x, y),
+            weight,
+            dearest: weight,
+        })
+        .collect()
+}
+
 #[test]
 fn dealt_tiles_lighter_than_half_a_share_are_priced_at_their_estimate() {
     // 16 split-zoom tiles of 15 and four z1 tiles of 40 over 4 shards: a share of 100, each z1
     // tile under half of it. Dealt one to a shard at their estimate, every shard holds 100; at
     // the top's margin (60 each) the cut needs 120 and plans lose to spread for no real reason.
-    let mut weights: Vec<Weighed> = Vec::new();
-    for (z, weight) in [(2u8, 15u64), (1, 40)] {
-        let side = 1u32 << z;
-        for x in 0..side {
-            for y in 0..side {
-                weights.push(Weighed {
-                    tile: tile(z, x, y),
-                    weight,
-                    dearest: weight,
-                });
-            }
-        }
-    }
+    let weights: Vec<Weighed> = [(2u8, 15u64), (1, 40)]
+        .into_iter()
+        .flat_map(|(z, weight)| every_tile(z, weight))
+        .collect();
     let dealt = super::cut::Cut::new(2, &weights, 1, 4, super::cut::TopPlacement::Dealt);
     assert_eq!(dealt.dealt.len(), 4, "{dealt:?}");
     assert_eq!(dealt.priced, 100, "{dealt:?}");
@@ -482,23 +486,10 @@ fn heavy_top_tiles_are_dealt_by_size_so_no_shard_waits_past_the_dearest_tile() {
     // 64 split-zoom tiles of 10, and a top that reads every row at every zoom: z0 80, z1 4 × 40,
     // z2 16 × 10 (1,040 in all; 16 shards' mean 65, the dearest tile 80). Spread, z0 and the
     // first z1 and z2 tiles start the same block and land on one shard (at least 140).
-    let mut weights: Vec<Weighed> = Vec::new();
-    let mut add = |z: u8, weight: u64| {
-        let side = 1u32 << z;
-        for x in 0..side {
-            for y in 0..side {
-                weights.push(Weighed {
-                    tile: tile(z, x, y),
-                    weight,
-                    dearest: weight,
-                });
-            }
-        }
-    };
-    add(3, 10);
-    add(0, 80);
-    add(1, 40);
-    add(2, 10);
+    let weights: Vec<Weighed> = [(3u8, 10u64), (0, 80), (1, 40), (2, 10)]
+        .into_iter()
+        .flat_map(|(z, weight)| every_tile(z, weight))
+        .collect();
     let spread = super::cut::Cut::new(3, &weights, 1, 16, super::cut::TopPlacement::Spread);
     assert!(spread.loads.iter().max().unwrap() >= &140, "{spread:?}");
     let plan = ShardPlan::cut_weighed(3, &weights, 1, 16, "d").unwrap();
