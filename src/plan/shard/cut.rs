@@ -234,14 +234,14 @@ impl Cut {
             sum: w.weight,
             dearest: w.dearest,
         };
-        // Only a tile that weighs half a shard's share or more is priced at the top's margin,
-        // which keeps its shard to itself: one connection renders it, while a shard's other work
-        // spreads over its connections (2 in the sample), so such a tile sets its shard's wall
-        // alone. The z0 tile of 16 unclustered shards of 1M rows (0.89 of a share), given 1.1 s
-        // of other work beside it, took 6.8 and 7.4 s against 6.4 and 6.7 alone. Lighter ones are
-        // priced as estimated, as the spread top's are: at the margin, dealing lost to spread
-        // plans that stacked heavy tiles on one shard, and 4 unclustered shards of 1M rows ran
-        // 1.15 and 1.17 × the mean against 1.08 and 1.04 dealt at their estimate.
+        // Only a tile that weighs half a shard's share or more is priced at the top's margin, which
+        // leaves its shard little else or nothing: one connection renders it, while a shard's other
+        // work spreads over its connections (2 in the sample), so such a tile sets its shard's wall
+        // alone. The z0 tile of 16 unclustered shards of 1M rows (0.89 of a share), given 1.1 s of
+        // other work beside it, took 6.8 and 7.4 s against 6.4 and 6.7 alone. Lighter ones are
+        // priced as estimated, as the spread top's are: at the margin, dealing lost to spread plans
+        // that stacked heavy tiles on one shard, and 4 unclustered shards of 1M rows ran 1.15 and
+        // 1.17 × the mean against 1.08 and 1.04 dealt at their estimate.
         let half_share = total / shards as u64 / 2;
         let priced_at = |pack: Pack| {
             if pack.dearest >= half_share {
