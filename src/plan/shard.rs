@@ -292,9 +292,8 @@ impl ShardPlan {
                 shards,
                 settings_digest,
             )?;
-            let heaviest = plan.ranges.iter().map(|r| r.weight).max().unwrap_or(0);
             let probes = PROBE_MICROS * pyramid.probes_above(split) as f64 / f64::from(shards);
-            let priced = heaviest as f64 + probes;
+            let priced = plan.heaviest() as f64 + probes;
             if best.as_ref().is_none_or(|(least, _)| priced < *least) {
                 best = Some((priced, plan));
             }
@@ -308,14 +307,18 @@ impl ShardPlan {
         self.ranges.len() as u32
     }
 
+    /// The heaviest shard's estimated work.
+    pub fn heaviest(&self) -> u64 {
+        self.ranges.iter().map(|r| r.weight).max().unwrap_or(0)
+    }
+
     /// The heaviest shard's estimated work over the mean (1.0 is perfect; 0 work counts as 1.0).
     pub fn imbalance(&self) -> f64 {
         let total: u64 = self.ranges.iter().map(|r| r.weight).sum();
-        let heaviest = self.ranges.iter().map(|r| r.weight).max().unwrap_or(0);
         if total == 0 {
             return 1.0;
         }
-        heaviest as f64 * self.ranges.len() as f64 / total as f64
+        self.heaviest() as f64 * self.ranges.len() as f64 / total as f64
     }
 
     /// The shard that renders a tile: the one whose range holds the tile's ancestor at the split

@@ -258,8 +258,8 @@ fn a_deeper_split_is_taken_only_where_its_balance_pays_for_its_probes() {
     let pyramid = Pyramid::from_census(model, &BBox::WORLD, &counts(&points, 12));
     let shards = 4;
     let priced = |plan: &ShardPlan| {
-        let heaviest = plan.ranges.iter().map(|r| r.weight).max().unwrap() as f64;
-        heaviest + PROBE_MICROS * pyramid.probes_above(plan.split_zoom) as f64 / f64::from(shards)
+        plan.heaviest() as f64
+            + PROBE_MICROS * pyramid.probes_above(plan.split_zoom) as f64 / f64::from(shards)
     };
     let plan = ShardPlan::most_balanced(&pyramid, zooms.levels(), 1, shards, "d").unwrap();
     let cuts: Vec<ShardPlan> = zooms
