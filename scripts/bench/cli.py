@@ -25,7 +25,7 @@ clustered against unclustered low zooms.
                    [--cluster-position centroid|cell-center]
                    [--capture-rounds N] [--growth-rows LIST]
                    [--partition-by COLUMN] [--partition-zoom A-B]
-                   [--partition-rounds N] [--shard-rows N]
+                   [--partition-rounds N] [--shard-rows N] [--shard-runs N]
                    [--capacity-rows LIST] [--baseline-bin PATH]
                    [--polygon-world-zoom A-B] [--polygon-nyc-zoom A-B]
                    [--generalise-nyc-zoom A-B] [--generalise-rounds N]
@@ -88,6 +88,12 @@ clustered against unclustered low zooms.
                    (default 1; the whole tileset always runs 3)
   --shard-rows N   facilities in the sample of the shards section (default
                    1000000)
+  --shard-runs N   runs of each planner's real shards in the shards section,
+                   the planners alternated (default 3; 1 is quicker): a
+                   shard's wall time varies by 3-5% (sd) from run to run on 2
+                   shared cores, which alone puts the slowest of 16 equal
+                   shards at about 1.05-1.09 x their mean, so the balance is
+                   also read on each shard's median wall time
   --capacity-rows LIST
                    comma-separated sample sizes of the capacity section
                    (default 100000,1000000)
@@ -246,7 +252,8 @@ Sections:
            median is the floor) and, for N = 4 and
            16, the stored plan's shards one after another (`seed --shard
            I/N`) and `merge`, with this binary's planner ("new") and, given
-           --baseline-bin, the baseline's ("old") alternated in the same run.
+           --baseline-bin, the baseline's ("old") alternated in the same run;
+           the shards run --shard-runs times (the merge once).
            Prints per shard its wall time, its seeding time and the rest
            (start-up, finish), tool CPU, PG CPU, tiles, tiles/s, bytes,
            render time (all zooms, and above the split zoom), planned and
@@ -362,6 +369,7 @@ DEFAULTS = {
     "partition-zoom": "0-14",
     "partition-rounds": "1",
     "shard-rows": "1000000",
+    "shard-runs": "3",
     "capture-rounds": "5",
     "growth-rows": "100000,1000000",
     "capacity-rows": "100000,1000000",
@@ -409,6 +417,7 @@ class Options:
     partition_zoom: str = "0-14"
     partition_rounds: int = 1
     shard_rows: int = 1000000
+    shard_runs: int = 3
     capacity_rows: list[int] = dataclasses.field(default_factory=lambda: [100000, 1000000])
     baseline_bin: str | None = None
     polygon_world_zoom: str = "0-8"
@@ -512,6 +521,7 @@ def validate(v: dict[str, str], reload: bool) -> Options:
         raise invalid(f"--baseline-bin: {v['baseline-bin']} is not an executable")
     o.baseline_bin = v["baseline-bin"] or None
     o.shard_rows = positive("shard-rows")
+    o.shard_runs = positive("shard-runs")
     o.reseed_rows = positive("reseed-rows")
     if not POSITIVE.fullmatch(v["reseed-changes"]) or int(v["reseed-changes"]) < 4:
         raise invalid(f"--reseed-changes must be an integer >= 4, got '{v['reseed-changes']}'")

@@ -3,12 +3,14 @@
 
 Per variant (clustered as shipped, unclustered): `shard-plan --dry-run` for 4, 16 and 64 shards,
 a full seed (the baseline), then for 4 and 16 shards the stored plan's shards one after another and
-`merge`, with this binary's planner and, given --baseline-bin, the baseline's, alternated. The
-report (sections/shards_report.py) reads the files this leaves in the work directory.
+`merge`, with this binary's planner and, given --baseline-bin, the baseline's, alternated; the
+shards run --shard-runs times, the merge once. The report (sections/shards_report.py) reads the
+files this leaves in the work directory.
 """
 import math
 import os
 import subprocess
+from pathlib import Path
 
 from bench.measure import summary
 from bench.samples import ensure_sample, make_config
@@ -116,10 +118,27 @@ def dearest_alone(b, v, config):
                      ",".join(f"{c:.9f}" for c in inside_tile(z, x, y)), "--output", str(output))
 
 
+def shard_seed(b, binary, config, output, count, k, base):
+    """Shard k of the plan stored beside output, seeded under /usr/bin/time, its summary and PG CPU
+    in files starting with base; returns its part's path."""
+    cpu_before = b.reaped_cpu()
+    timed(f"{base}-part-{k}.time",
+          [binary, "-q", "seed", *b.concurrency_args(), "--config", config, "--zoom", SHARD_ZOOM,
+           "--output", output, "--shard", f"{k}/{count}", "--summary-json", f"{base}-part-{k}.json"])
+    write_pg_cpu(Path(f"{base}-part-{k}.pgcpu"), b.cpu_since(cpu_before))
+    return output.with_name(f"{output.stem}.part-{k}-of-{count}.mbtiles")
+
+
+def remove_part(part):
+    """A shard's part and its sidecars."""
+    for path in part.parent.glob(f"{part.name}*"):
+        path.unlink()
+
+
 def real_shards(b, v, config, count, label):
     """One planner's plan stored, its shards seeded one after another, and merged."""
     w = b.work
-    binary = b.bin if label == "new" else b.opts.baseline_bin
+    binary = planner_bin(b, label)
     stem = f"shards-{v}-{count}-{label}"
     output = w / f"{stem}.mbtiles"
     # The plan is stored first, so the shards run the plan printed here (none plans).
@@ -130,20 +149,32 @@ def real_shards(b, v, config, count, label):
     parts = []
     for k in range(count):
         b.log(f"shards ({v}, {label} planner): seed --shard {k}/{count}")
-        cpu_before = b.reaped_cpu()
-        timed(w / f"{stem}-part-{k}.time",
-              [binary, "-q", "seed", *b.concurrency_args(), "--config", config, "--zoom", SHARD_ZOOM,
-               "--output", output, "--shard", f"{k}/{count}",
-               "--summary-json", w / f"{stem}-part-{k}.json"])
-        write_pg_cpu(w / f"{stem}-part-{k}.pgcpu", b.cpu_since(cpu_before))
-        parts.append(w / f"{stem}.part-{k}-of-{count}.mbtiles")
+        parts.append(shard_seed(b, binary, config, output, count, k, w / stem))
     b.log(f"shards ({v}, {label} planner): merge {count} parts")
     timed(w / f"{stem}-merge.time", [binary, "-q", "merge", output, *parts])
     # The report reads the merged file, not the parts; at 10M rows every copy is gigabytes.
     for part in parts:
-        for path in w.glob(f"{part.name}*"):
-            path.unlink()
+        remove_part(part)
     load_mark(b, f"{v} after {count} shards ({label} planner)")
+
+
+def rerun_shards(b, v, config, count, label, run):
+    """The same stored plan's shards seeded again, one after another (run 2, 3, ... of
+    --shard-runs): only their times are kept, in files of stem shards-V-N-LABEL-run-R."""
+    w = b.work
+    binary = planner_bin(b, label)
+    output = w / f"shards-{v}-{count}-{label}.mbtiles"
+    for k in range(count):
+        b.log(f"shards ({v}, {label} planner, run {run}): seed --shard {k}/{count}")
+        # A part left in place would be resumed, not seeded again.
+        remove_part(shard_seed(b, binary, config, output, count, k,
+                               w / f"shards-{v}-{count}-{label}-run-{run}"))
+    load_mark(b, f"{v} after {count} shards ({label} planner, run {run})")
+
+
+def planner_bin(b, label):
+    """The binary of planner `label`: this one ("new") or --baseline-bin ("old")."""
+    return b.bin if label == "new" else b.opts.baseline_bin
 
 
 def remove_outputs(b):
@@ -174,11 +205,15 @@ def section_shards(b):
         dearest_alone(b, v, config)
         load_mark(b, f"{v} after the full seed")
         for count in SHARD_REAL:
-            labels = planner_order(round_, has_baseline)
-            if has_baseline:
-                round_ += 1
-            for label in labels:
-                real_shards(b, v, config, count, label)
+            for run in range(1, b.opts.shard_runs + 1):
+                labels = planner_order(round_, has_baseline)
+                if has_baseline:
+                    round_ += 1
+                for label in labels:
+                    if run == 1:
+                        real_shards(b, v, config, count, label)
+                    else:
+                        rerun_shards(b, v, config, count, label, run)
     planners = ["new", "old"] if has_baseline else ["new"]
     b.failed(shards_report(b.work, n, SHARD_ZOOM, variants, SHARD_REAL, planners, SHARD_COUNTS))
     remove_outputs(b)

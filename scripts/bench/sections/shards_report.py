@@ -5,8 +5,10 @@ Every function reads the files `sections/shards.py` leaves in the work directory
 shards-loads.txt, shards-census.txt, shards-VARIANT-plan-N.{time,txt},
 shards-VARIANT-full.{time,json,pgcpu,mbtiles} and per real count and planner
 shards-VARIANT-real-N-LABEL.{time,txt}, shards-VARIANT-N-LABEL-part-K.{time,json,pgcpu},
-shards-VARIANT-N-LABEL-merge.time and the merged shards-VARIANT-N-LABEL.mbtiles.
+shards-VARIANT-N-LABEL-merge.time and the merged shards-VARIANT-N-LABEL.mbtiles; the shards' later
+runs (--shard-runs) in shards-VARIANT-N-LABEL-run-R-part-K.{time,json,pgcpu}, R from 2.
 """
+import math
 import re
 import statistics
 from pathlib import Path
@@ -216,6 +218,41 @@ def read_parts(base, real):
     return parts
 
 
+def later_runs(base, real):
+    """Each later run's walls (runs 2, 3, ... of the same plan, in order), per shard."""
+    runs = []
+    while all(Path(f"{base}-run-{len(runs) + 2}-part-{k}.time").exists() for k in range(real)):
+        runs.append([time_v(f"{base}-run-{len(runs) + 2}-part-{k}.time")[0] for k in range(real)])
+    return runs
+
+
+def noise_alone(spread, count):
+    """The slowest over the mean that `count` shards of equal work would show in one run from a
+    run-to-run spread (relative sd) of `spread` alone: the mean plus the expected largest of
+    `count` normal draws (Blom's approximation) in units of the spread."""
+    return 1 + spread * statistics.NormalDist().inv_cdf((count - 0.375) / (count + 0.25))
+
+
+def print_runs(walls, later, floor_wall):
+    """The balance over every run of one plan: per run, and on each shard's median wall; and the
+    run-to-run spread of a shard's wall with the balance that spread alone would show. Returns the
+    medians' balance (None with one run)."""
+    if not later:
+        return None
+    runs = [walls, *later]
+    medians = [statistics.median(col) for col in zip(*runs)]
+    spread = math.sqrt(statistics.fmean((statistics.stdev(col) / statistics.fmean(col)) ** 2
+                                        for col in zip(*runs)))
+    by_median = slowest_over_floor(medians, floor_wall)
+    print(f"    {len(runs)} runs of the plan: slowest / max(mean, dearest tile alone) per run "
+          f"{', '.join(f'{slowest_over_floor(r, floor_wall):.3f}' for r in runs)}; on each shard's median wall "
+          f"{by_median:.3f} (target <= 1.10); a shard's wall varies by {spread:.1%} (sd) from run to run, "
+          f"which alone would put the slowest of {len(walls)} equal shards at "
+          f"{noise_alone(spread, len(walls)):.3f} x their mean in one run")
+    print(f"    median wall s per shard: {' '.join(f'{m:.2f}' for m in medians)}")
+    return by_median
+
+
 def print_parts(parts, split, planned):
     """The real shards' table, one row per shard."""
     total_wall = sum(wall for _, wall, _, _, _ in parts)
@@ -243,7 +280,8 @@ def check_merged(d, v, base, full, shard_tiles):
 def shards_real(d, v, real, label, full, full_wall, floor, results, samples):
     """One planner's real shards of one variant and count: the table, the balance and the check
     against the full seed; notes (wall ratio, seeding ratio, tiles/s, PG CPU/tile, tiles, wall
-    ratio over the dearest tile's render) in `results`, each shard's (render s, tiles, bytes, tool
+    ratio over the dearest tile's render, the ratio on the shards' median walls over every run or
+    None) in `results`, each shard's (render s, tiles, bytes, tool
     CPU, PG CPU) appended to `samples`. `floor` is print_full's. Returns the exit status (3 when
     the merged shards differ)."""
     render, alone_wall, alone_seed = floor
@@ -268,8 +306,6 @@ def shards_real(d, v, real, label, full, full_wall, floor, results, samples):
     merge_wall, _, _ = time_v(f"{base}-merge.time")
     by_wall, by_seed = slowest_over_floor(walls, alone_wall), slowest_over_floor(seeds, alone_seed)
     by_render = slowest_over_floor(walls, render)
-    results[(v, real, label)] = (by_wall, by_seed, shard_tiles / sum(seeds), sum(pgs) / max(shard_tiles, 1),
-                                 shard_tiles, by_render)
     print(f"    slowest / max(mean, dearest tile alone {alone_wall:.2f} s wall, {alone_seed:.2f} s seeding): wall "
           f"{by_wall:.3f}, seeding {by_seed:.3f} (target <= 1.10); over max(mean, its render {render:.2f} s): "
           f"wall {by_render:.3f}; max/mean: wall"
@@ -281,6 +317,9 @@ def shards_real(d, v, real, label, full, full_wall, floor, results, samples):
           f"{full_wall / max(walls):.2f} (the speed-up {real} machines would give, merge left out); "
           f"{shard_tiles / sum(seeds):.0f} tiles/s per shard, PG CPU {1e3 * sum(pgs) / max(shard_tiles, 1):.3f} "
           "ms/tile")
+    by_median = print_runs(walls, later_runs(base, real), alone_wall)
+    results[(v, real, label)] = (by_wall, by_seed, shard_tiles / sum(seeds), sum(pgs) / max(shard_tiles, 1),
+                                 shard_tiles, by_render, by_median)
     return check_merged(d, v, base, full, shard_tiles)
 
 
@@ -353,6 +392,14 @@ def print_full(d, v):
     return full, full_wall, (render, alone_wall, alone_seed)
 
 
+def cell_line(label, note):
+    """One planner's part of a cell's summary line, from its run's note (see shards_real)."""
+    by_wall, by_seed, *_, by_render, by_median = note
+    medians = "" if by_median is None else f", {by_median:.3f} on the shards' median walls"
+    return (f"{label} {by_wall:.3f} wall / {by_seed:.3f} seeding ({by_render:.3f} over its render) in the "
+            f"first run{medians}")
+
+
 def shards_report(d, rows, zooms, variants, reals, planners, counts):
     """The shards section's report; returns its exit status (3 when merged shards differ from
     the full seed)."""
@@ -371,8 +418,7 @@ def shards_report(d, rows, zooms, variants, reals, planners, counts):
                                                  samples))
     for v in variants:
         for real in reals:
-            cells = [f"{label} {results[(v, real, label)][0]:.3f} wall / {results[(v, real, label)][1]:.3f} seeding"
-                     f" ({results[(v, real, label)][5]:.3f} over its render)"
+            cells = [cell_line(label, results[(v, real, label)])
                      for label in planners if (v, real, label) in results]
             print(f"  slowest unit / max(mean, dearest tile alone), {v}, {real} shards: {'; '.join(cells)} "
                   "(target <= 1.10)")

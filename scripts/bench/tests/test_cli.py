@@ -26,6 +26,7 @@ class Defaults(unittest.TestCase):
         self.assertEqual(o.capacity_rows, [100000, 1000000])
         self.assertEqual(o.partition_by, "contributor_ids")
         self.assertEqual(o.generalise_rounds, 3)
+        self.assertEqual(o.shard_runs, 3)
         self.assertIsNone(o.baseline_bin)
         self.assertEqual(o.sections[0], "main")
         self.assertEqual(len(o.sections), 15)
@@ -79,6 +80,7 @@ class Validation(unittest.TestCase):
         (["--capacity-rows", "1,,2"], "--capacity-rows must be a comma-separated list of positive integers, got '1,,2'"),
         (["--baseline-bin", "/nonexistent/oar"], "--baseline-bin: /nonexistent/oar is not an executable"),
         (["--shard-rows", "-1"], "--shard-rows must be a positive integer, got '-1'"),
+        (["--shard-runs", "0"], "--shard-runs must be a positive integer, got '0'"),
         (["--reseed-rows", "1e5"], "--reseed-rows must be a positive integer, got '1e5'"),
         (["--reseed-changes", "3"], "--reseed-changes must be an integer >= 4, got '3'"),
         (["--cluster-rows", "5,"], "--cluster-rows must be a comma-separated list of positive integers, got '5,'"),

@@ -241,6 +241,30 @@ class Report(unittest.TestCase):
         self.assertIn("clustered, 2 shards: new 1.000 wall / 0.909 seeding (1.200 over its render)",
                       self.line(lines, "slowest unit / max"))
 
+    def test_later_runs_are_read_on_each_shards_median(self):
+        # Run 1 (setUp): walls 6 and 4. Runs 2 and 3: 5 and 5, then 4 and 6. Medians 5 and 5.
+        for run, walls in ((2, (5.0, 5.0)), (3, (4.0, 6.0))):
+            for k, wall in enumerate(walls):
+                fixtures.write_time_v(self.d / f"shards-clustered-2-new-run-{run}-part-{k}.time",
+                                      wall=f"0:0{wall:.2f}")
+        _, lines = self.run_report()
+        # Each shard's sd is 1 around a mean of 5: a spread of 20%; the slowest of 2 equal shards
+        # is then expected at 1 + 0.2 x 0.589 (Blom; exactly 0.564).
+        self.assertEqual(self.line(lines, "3 runs of the plan"),
+                         "    3 runs of the plan: slowest / max(mean, dearest tile alone) per run 1.200, 1.000,"
+                         " 1.200; on each shard's median wall 1.000 (target <= 1.10); a shard's wall varies by"
+                         " 20.0% (sd) from run to run, which alone would put the slowest of 2 equal shards at"
+                         " 1.118 x their mean in one run")
+        self.assertEqual(self.line(lines, "median wall s per shard"), "    median wall s per shard: 5.00 5.00")
+        self.assertIn("new 1.200 wall / 1.250 seeding (1.200 over its render) in the first run, 1.000 on the"
+                      " shards' median walls", self.line(lines, "slowest unit / max"))
+
+    def test_one_run_prints_no_medians(self):
+        # A run missing one shard's file is not a run.
+        fixtures.write_time_v(self.d / "shards-clustered-2-new-run-2-part-0.time", wall="0:05.00")
+        _, lines = self.run_report()
+        self.assertFalse([line for line in lines if "runs of the plan" in line or "median" in line])
+
     def test_merged_shards_that_differ_fail_with_3(self):
         (self.d / "shards-clustered-2-new.mbtiles").unlink()
         fixtures.write_mbtiles(self.d / "shards-clustered-2-new.mbtiles", {(0, 0, 0): b"other"})
@@ -275,6 +299,13 @@ class Report(unittest.TestCase):
             sr.cpu_beyond_render(samples)
         self.assertIn("PG + tool CPU = 0.800 x render + 20 µs a tile + 0.05 µs a byte (tool CPU alone: 8 µs a"
                       " tile + 0.02 µs a byte); in render units 25 µs a tile and 0.0625 µs a byte", out.getvalue())
+
+    def test_the_noise_alone_of_equal_shards(self):
+        # Blom: the largest of 16 normal draws is expected 1.769 sd above their mean (exactly
+        # 1.766), of 4 1.049 (exactly 1.029).
+        self.assertAlmostEqual(sr.noise_alone(0.05, 16), 1.0884, places=4)
+        self.assertAlmostEqual(sr.noise_alone(0.05, 4), 1.0525, places=4)
+        self.assertEqual(sr.noise_alone(0.0, 16), 1.0)
 
     def test_a_plan_of_the_wrong_count_fails(self):
         (self.d / "shards-clustered-plan-2.txt").write_text(plan_text([1, 1, 1]))
