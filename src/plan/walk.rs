@@ -45,8 +45,6 @@ pub struct PyramidWalk {
     subtrees: Option<Subtrees>,
     /// Whether the walk only renders the tiles it is given, with no roots and no children.
     leaves: bool,
-    /// The top tiles the shard's plan dealt it by size, in a walk of leaves.
-    dealt: Vec<TileCoord>,
 }
 
 impl PyramidWalk {
@@ -70,7 +68,6 @@ impl PyramidWalk {
             shard: None,
             subtrees: None,
             leaves: false,
-            dealt: Vec::new(),
         }
     }
 
@@ -136,22 +133,7 @@ impl PyramidWalk {
     pub fn leaves(&self) -> PyramidWalk {
         let mut walk = Self::new(self.bbox, self.zooms);
         walk.leaves = true;
-        if let Some((plan, index)) = &self.shard {
-            walk.dealt = plan
-                .top
-                .dealt
-                .iter()
-                .filter(|d| d.shard == *index)
-                .filter_map(|d| d.tile())
-                .collect();
-        }
         walk
-    }
-
-    /// Whether the shard's plan dealt it this top tile by size: a tile the planner found heavy
-    /// enough to weigh apart ([`PyramidWalk::leaves`]).
-    pub fn dealt(&self, tile: TileCoord) -> bool {
-        self.dealt.contains(&tile)
     }
 
     /// Whether a tile this walk probed is to be rendered, as a leaf ([`PyramidWalk::leaves`]): a

@@ -11,7 +11,6 @@ use tokio_postgres::RowStream;
 
 use super::row_set::Loaded;
 use super::sql::TileQuery;
-use super::Load;
 use crate::config::{DatabaseConfig, PoolMode};
 use crate::error::{pool_message, Error, Result};
 use crate::retry::Policy;
@@ -41,33 +40,12 @@ pub(super) struct Slot {
     pub(super) rows: tokio::sync::RwLock<Loaded>,
 }
 
-/// What a heavy statement adds to its connection's load: more than any number of light ones, so
-/// nothing else is put behind it while another connection has no heavy statement.
-const HEAVY_LOAD: usize = 1 << 16;
-
-impl Load {
-    fn units(self) -> usize {
-        match self {
-            Load::Light => 1,
-            Load::Heavy => HEAVY_LOAD,
-        }
-    }
-}
-
-/// The index of the least loaded of `loads` (the first of equals).
-fn least_loaded(loads: impl Iterator<Item = usize>) -> Option<usize> {
-    loads
-        .enumerate()
-        .min_by_key(|(_, load)| *load)
-        .map(|(index, _)| index)
-}
-
-/// Marks a slot busy while a statement runs on it, with the statement's load.
-pub struct Busy<'a>(&'a AtomicUsize, usize);
+/// Marks a slot busy while a statement runs on it.
+pub struct Busy<'a>(&'a AtomicUsize);
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(self.1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -131,19 +109,20 @@ impl Connections {
         }
     }
 
-    /// The least loaded connection, carrying `load` until the guard drops.
-    pub(super) fn pick(&self, load: Load) -> (Busy<'_>, &Slot, Arc<Object>) {
-        let slots = self.usable();
-        let index = least_loaded(slots.iter().map(|s| s.busy.load(Ordering::Relaxed)))
+    /// The least busy connection, marked busy until the guard drops.
+    pub(super) fn pick(&self) -> (Busy<'_>, &Slot, Arc<Object>) {
+        let slot = self
+            .usable()
+            .iter()
+            .min_by_key(|s| s.busy.load(Ordering::Relaxed))
             .expect("a run has at least one connection");
-        let slot = &slots[index];
-        slot.busy.fetch_add(load.units(), Ordering::Relaxed);
+        slot.busy.fetch_add(1, Ordering::Relaxed);
         let client = slot
             .client
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        (Busy(&slot.busy, load.units()), slot, client)
+        (Busy(&slot.busy), slot, client)
     }
 
     /// Runs a tile statement on `client` and hands its rows to `consume` as they arrive: prepared
@@ -217,26 +196,4 @@ async fn get_with_retries(pool: &Pool, max_attempts: u32) -> Result<Object> {
         )
         .await
         .map_err(|failed| Error::from(failed.error))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statements_keep_off_a_heavy_statements_connection_while_another_has_none() {
-        let light = Load::Light.units();
-        let heavy = Load::Heavy.units();
-        // Connection 0 renders a heavy tile alone; connection 1 carries five light statements.
-        assert_eq!(least_loaded([heavy, 5 * light].into_iter()), Some(1));
-        // A second heavy tile goes to the connection without one, whatever rides on it.
-        assert_eq!(least_loaded([heavy, 7 * light].into_iter()), Some(1));
-        // Each connection holds a heavy statement: the one with less behind it.
-        assert_eq!(
-            least_loaded([heavy + 2 * light, heavy + light].into_iter()),
-            Some(1)
-        );
-        assert_eq!(least_loaded([light, light].into_iter()), Some(0));
-        assert_eq!(least_loaded(std::iter::empty()), None);
-    }
 }

@@ -11,9 +11,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::connections::Connections;
+use super::is_transient;
 use super::source::LayerSource;
 use super::sql;
-use super::{is_transient, Load};
 
 /// Most ids named per layer.
 pub const MAX_NAMED: usize = 5;
@@ -242,7 +242,7 @@ impl Search<'_> {
             .into_iter()
             .zip(query.types.iter().cloned())
             .collect();
-        let (busy, _, client) = self.connections.pick(Load::Light);
+        let (busy, _, client) = self.connections.pick();
         let outcome = client.query_typed(sql, &typed).await;
         drop(busy);
         match outcome {

@@ -39,12 +39,10 @@ pub trait Renderer {
     /// arrived: the scheduler compresses it there, so a batch in flight holds its tiles' stored
     /// bytes rather than all of their result rows. A tile in several pieces goes through `finish`
     /// while its later pieces still arrive ([`Mvt::is_arriving`]), so it is never held whole.
-    /// A [`Load::Heavy`] statement is given a connection of its own where one is free.
     fn render_batch<T, F, Fut>(
         &self,
         tiles: &[TileCoord],
         mode: Mode,
-        load: Load,
         finish: &F,
     ) -> impl Future<Output = Vec<Result<T>>>
     where
@@ -53,18 +51,6 @@ pub trait Renderer {
 
     /// Estimated unclustered features at the top zoom, which decides how heavy tiles are scheduled.
     fn unclustered_rows(&self) -> f64;
-}
-
-/// How much of a connection a statement takes while it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Load {
-    /// Milliseconds: statements pipeline behind it on the same connection.
-    Light,
-    /// A heavy tile's statement, which may run for seconds: a statement pipelined behind it waits
-    /// that long, and where it is a probe the walk's next tiles wait with it. Such a statement goes
-    /// to a connection no other heavy statement holds, and the others avoid its connection while
-    /// another has room.
-    Heavy,
 }
 
 /// The outcome of one tile's statement.
@@ -113,7 +99,6 @@ impl Renderer for PostgisRenderer<'_> {
         &self,
         tiles: &[TileCoord],
         mode: Mode,
-        load: Load,
         finish: &F,
     ) -> Vec<Result<T>>
     where
@@ -121,7 +106,7 @@ impl Renderer for PostgisRenderer<'_> {
         Fut: Future<Output = T>,
     {
         self.renderer
-            .render_batch(tiles, mode, load, self.connections, finish)
+            .render_batch(tiles, mode, self.connections, finish)
             .await
     }
 

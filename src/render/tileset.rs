@@ -15,7 +15,7 @@ use super::mvt::{pass_pieces, Mvt, Piece, ARRIVING_PIECES};
 use super::row_set::{self, RowSets};
 use super::source::LayerSource;
 use super::sql::{self, TileQuery};
-use super::{fetch_margin, is_transient, Load, PostgisRenderer, Rendered};
+use super::{fetch_margin, is_transient, PostgisRenderer, Rendered};
 use crate::config::PoolMode;
 use crate::error::{pg_message, DbError, Error, Result};
 pub use crate::plan::Mode;
@@ -160,7 +160,6 @@ impl TilesetRenderer {
         &self,
         tiles: &[TileCoord],
         mode: Mode,
-        load: Load,
         connections: &Connections,
         finish: &F,
     ) -> Vec<Result<T>>
@@ -168,10 +167,7 @@ impl TilesetRenderer {
         F: Fn(Rendered) -> Fut,
         Fut: Future<Output = T>,
     {
-        match self
-            .run_statement(tiles, mode, load, connections, finish)
-            .await
-        {
+        match self.run_statement(tiles, mode, connections, finish).await {
             Ok(finished) => finished.into_iter().map(Ok).collect(),
             Err(failed) if tiles.len() == 1 => vec![Err(failed.error)],
             // The connection, not a tile, failed, after every retry: each tile alone would wait
@@ -199,7 +195,7 @@ impl TilesetRenderer {
                 let mut results = Vec::with_capacity(tiles.len());
                 for tile in tiles {
                     let alone = self
-                        .run_statement(&[*tile], mode, load, connections, finish)
+                        .run_statement(&[*tile], mode, connections, finish)
                         .await;
                     results.push(
                         alone
@@ -219,7 +215,6 @@ impl TilesetRenderer {
         &self,
         tiles: &[TileCoord],
         mode: Mode,
-        load: Load,
         connections: &Connections,
         finish: &F,
     ) -> std::result::Result<Vec<T>, Failed>
@@ -262,7 +257,7 @@ impl TilesetRenderer {
             .run(
                 place,
                 || async {
-                    let (busy, slot, client) = connections.pick(load);
+                    let (busy, slot, client) = connections.pick();
                     let consume = |rows| self.finish_rows(first.z(), tiles.len(), rows, finish);
                     let outcome = async {
                         let _rows = match &self.row_sets {

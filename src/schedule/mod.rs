@@ -22,7 +22,7 @@ use futures::StreamExt;
 use crate::encode::{Encoded, Encoding, SizeBudget};
 use crate::error::{Error, Result};
 use crate::plan::{Mode, PyramidWalk};
-use crate::render::{Load, Rendered, Renderer};
+use crate::render::{Rendered, Renderer};
 use crate::report::{Progress, Tally};
 use crate::sink::writer::{Writer, WriterCommand};
 use crate::tile::{tile_from_walk_order_key, tile_key, walk_order_key, TileCoord};
@@ -78,17 +78,10 @@ pub enum ListOrder {
     LowestFirst,
 }
 
-/// One finished statement.
-struct Statement {
-    /// The queue it came from: a walk's own (0), or its leaves' (1).
-    part: usize,
-    mode: Mode,
-    /// Whether it held a heavy tile.
-    heavy: bool,
-    /// Whether it probed a tile that failed to render, for its children only.
-    after_failure: bool,
-    results: Vec<Result<Encoded>>,
-}
+/// One finished statement: its mode, whether it held a heavy tile, whether it probed a tile that
+/// failed to render (for its children only), and its tiles; with the queue it came from (a walk's
+/// own, or its leaves').
+type Statement = (usize, (Mode, bool, bool, Vec<Result<Encoded>>));
 
 /// A tile through the render's `finish`: encoded, or gathered into a chunk compressed later.
 enum Finished {
@@ -127,15 +120,8 @@ impl<R: Renderer> Scheduler<'_, R> {
                      mode: Mode,
                      heavy: bool,
                      after_failure: bool| async move {
-            let load = if heavy { Load::Heavy } else { Load::Light };
-            let results = self.render_encoded(&batch, mode, load, writes).await;
-            Statement {
-                part,
-                mode,
-                heavy,
-                after_failure,
-                results,
-            }
+            let results = self.render_encoded(&batch, mode, writes).await;
+            (part, (mode, heavy, after_failure, results))
         };
         loop {
             while in_flight.len() < self.capacity() {
@@ -162,13 +148,8 @@ impl<R: Renderer> Scheduler<'_, R> {
                 heavy_in_flight += usize::from(heavy);
                 in_flight.push(start(part, batch, mode, heavy, false));
             }
-            let Some(Statement {
-                part,
-                mode,
-                heavy,
-                after_failure,
-                results,
-            }) = self.next_finished(&mut in_flight).await?
+            let Some((part, (mode, heavy, after_failure, results))) =
+                self.next_finished(&mut in_flight).await?
             else {
                 break;
             };
@@ -251,10 +232,7 @@ impl<R: Renderer> Scheduler<'_, R> {
         }
         let batches = list_batches(&tiles, self.capacity());
         let mut results = futures::stream::iter(batches)
-            .map(|batch| async move {
-                self.render_encoded(&batch, Mode::Render, Load::Light, true)
-                    .await
-            })
+            .map(|batch| async move { self.render_encoded(&batch, Mode::Render, true).await })
             .buffer_unordered(self.capacity());
         loop {
             let next = tokio::select! {
@@ -308,7 +286,6 @@ impl<R: Renderer> Scheduler<'_, R> {
         &self,
         tiles: &[TileCoord],
         mode: Mode,
-        load: Load,
         writes: bool,
     ) -> Vec<Result<Encoded>> {
         let encoding = self.encoding;
@@ -332,7 +309,7 @@ impl<R: Renderer> Scheduler<'_, R> {
                 .map(Finished::Done)
                 .map_err(|e| Error::output(self.tileset, format!("compressing tile {tile}: {e}")))
         };
-        let results = self.renderer.render_batch(tiles, mode, load, &finish).await;
+        let results = self.renderer.render_batch(tiles, mode, &finish).await;
         let mut compressed = gathered.finish().await;
         results
             .into_iter()
@@ -452,11 +429,9 @@ impl<'w> WalkQueue<'w> {
     }
 
     fn is_heavy(&self, tile: TileCoord) -> bool {
-        // A shard's probes above the split zoom read no geometry: none of them is heavy. The top
-        // tiles its plan dealt it are, at any zoom: they were dealt for their weight.
+        // A shard's probes above the split zoom read no geometry: none of them is heavy.
         let eager = tile.z() <= self.walk.eager_depth() && !self.walk.passes_through(tile);
         eager
-            || self.walk.dealt(tile)
             || tile
                 .parent()
                 .is_some_and(|parent| self.big_parents.contains(&tile_key(parent)))

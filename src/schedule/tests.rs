@@ -189,65 +189,6 @@ async fn shard_walks_render_disjoint_parts_that_together_are_the_single_walk() {
     }
 }
 
-/// Shard 0 of 2 over `facilities` at z7, split at z4, its top spread and the z1 and z3 tiles
-/// above the first facility dealt to it.
-fn shard_with_dealt_tiles(facilities: &[(u8, u32, u32)]) -> PyramidWalk {
-    use crate::plan::shard::{DealtTile, ShardPlan, ShardSpec};
-    let zooms = ZoomRange::new(0, 7).unwrap();
-    let mut weights: BTreeMap<TileCoord, u64> = BTreeMap::new();
-    for (z, x, y) in facilities {
-        let shift = z - 4;
-        *weights
-            .entry(TileCoord::new(4, x >> shift, y >> shift).unwrap())
-            .or_default() += 1;
-    }
-    let weights: Vec<(TileCoord, u64)> = weights.into_iter().collect();
-    let mut plan = ShardPlan::cut(4, &weights, 2, "d").unwrap();
-    let (_, x, y) = facilities[0];
-    plan.top.shard = None;
-    plan.top.dealt = [1u8, 3]
-        .map(|z| DealtTile {
-            z,
-            x: x >> (7 - z),
-            y: y >> (7 - z),
-            shard: 0,
-        })
-        .to_vec();
-    let spec = ShardSpec::new(0, 2).unwrap();
-    PyramidWalk::for_shard(BBox::WORLD, zooms, plan, spec).unwrap()
-}
-
-fn scattered_facilities() -> Vec<(u8, u32, u32)> {
-    (0..60u32)
-        .map(|i| (7, (i * 37 + i * i) % 128, (i * 11 + 5 * i * i) % 128))
-        .collect()
-}
-
-#[tokio::test]
-async fn the_top_tiles_dealt_to_a_shard_render_alone_as_heavy_statements() {
-    let facilities = scattered_facilities();
-    let walk = shard_with_dealt_tiles(&facilities);
-    let renderer = MemoryRenderer::new(&facilities);
-    let run = walk_with(&renderer, &walk, false, HashMap::new()).await;
-    assert!(*run.result.as_ref().unwrap());
-    let (_, x, y) = facilities[0];
-    // Zoom 3 lies below the eager zooms (0-2 of the world): only its dealing makes it heavy.
-    assert_eq!(walk.eager_depth(), 2);
-    let dealt_z3 = TileCoord::new(3, x >> 4, y >> 4).unwrap();
-    let statements: Vec<_> = renderer
-        .spans()
-        .into_iter()
-        .filter(|s| s.mode == Mode::Render && s.tiles.contains(&dealt_z3))
-        .collect();
-    assert_eq!(statements.len(), 1, "{dealt_z3} rendered once");
-    assert_eq!(
-        statements[0].tiles,
-        vec![dealt_z3],
-        "alone in its statement"
-    );
-    assert_eq!(statements[0].load, Load::Heavy);
-}
-
 #[tokio::test]
 async fn keep_going_lists_a_failed_tile_and_finishes_the_rest_without_its_subtree() {
     let mut renderer = MemoryRenderer::new(&[(5, 1, 1), (5, 30, 30)]);

@@ -9,19 +9,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::plan::Mode;
-use crate::render::{Load, Mvt, Rendered, Renderer};
+use crate::render::{Mvt, Rendered, Renderer};
 use crate::sink::{Finish, Resume, Sink, SinkReport};
 use crate::tile::TileCoord;
-
-/// One statement the renderer was given.
-#[derive(Debug, Clone)]
-pub(super) struct Span {
-    pub(super) tiles: Vec<TileCoord>,
-    pub(super) mode: Mode,
-    pub(super) load: Load,
-    pub(super) start: usize,
-    pub(super) end: usize,
-}
 
 /// Tiles hold content where a facility tile lies beneath them.
 pub(super) struct MemoryRenderer {
@@ -38,8 +28,8 @@ pub(super) struct MemoryRenderer {
     top_in_flight: AtomicBool,
     pub(super) most_heavy_beside_top: AtomicUsize,
     pub(super) eager_depth: u8,
-    /// Per statement, its tiles, mode and load and when it started and ended on `clock`.
-    spans: Mutex<Vec<Span>>,
+    /// Per statement, its first tile and when it started and ended on `clock`.
+    spans: Mutex<Vec<(TileCoord, usize, usize)>>,
     clock: AtomicUsize,
 }
 
@@ -77,14 +67,9 @@ impl MemoryRenderer {
         let spans = self.spans.lock().unwrap();
         spans
             .iter()
-            .filter(|span| which(span.tiles[0]))
-            .map(|span| (span.start, span.end))
+            .filter(|(tile, _, _)| which(*tile))
+            .map(|(_, start, end)| (*start, *end))
             .collect()
-    }
-
-    /// Every statement so far.
-    pub(super) fn spans(&self) -> Vec<Span> {
-        self.spans.lock().unwrap().clone()
     }
 
     pub(super) fn rendered(&self) -> Vec<TileCoord> {
@@ -102,7 +87,6 @@ impl Renderer for MemoryRenderer {
         &self,
         tiles: &[TileCoord],
         mode: Mode,
-        load: Load,
         finish: &F,
     ) -> Vec<Result<T>>
     where
@@ -126,13 +110,7 @@ impl Renderer for MemoryRenderer {
         // Yield so that other statements really are in flight at the same time.
         tokio::time::sleep(Duration::from_millis(1)).await;
         let ended = self.clock.fetch_add(1, Ordering::SeqCst);
-        self.spans.lock().unwrap().push(Span {
-            tiles: tiles.to_vec(),
-            mode,
-            load,
-            start: started,
-            end: ended,
-        });
+        self.spans.lock().unwrap().push((tiles[0], started, ended));
         if heavy {
             self.heavy_in_flight.fetch_sub(1, Ordering::SeqCst);
             if top {
