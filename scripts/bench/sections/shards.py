@@ -177,6 +177,12 @@ def planner_bin(b, label):
     return b.bin if label == "new" else b.opts.baseline_bin
 
 
+def remove_later_runs(work):
+    """The files of the shards' later runs (--shard-runs) an earlier bench left in `work`."""
+    for path in work.glob("shards-*-run-*-part-*"):
+        path.unlink()
+
+
 def remove_outputs(b):
     """Every MBTiles (and its sidecars) the section wrote."""
     for path in b.work.glob("shards*.mbtiles*"):
@@ -192,6 +198,8 @@ def section_shards(b):
     n = b.opts.shard_rows
     ensure_sample(b, n)
     (b.work / "shards-loads.txt").unlink(missing_ok=True)
+    # The report reads every later run it finds: none may be left from a run with more of them.
+    remove_later_runs(b.work)
     census = b.psql(CENSUS_SQL.format(n=int(n)), tuples=True)
     (b.work / "shards-census.txt").write_text(census.replace("|", " "), encoding="utf-8")
     has_baseline = bool(b.opts.baseline_bin)

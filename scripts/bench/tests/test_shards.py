@@ -150,6 +150,18 @@ class PlannerOrder(unittest.TestCase):
         self.assertEqual(shards.planner_order(1, True), ["old", "new"])
 
 
+class LaterRuns(unittest.TestCase):
+    def test_an_earlier_benchs_later_runs_are_removed_and_nothing_else(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            names = ["shards-clustered-16-new-run-3-part-0.time", "shards-unclustered-4-old-run-2-part-3.json",
+                     "shards-clustered-16-new-part-0.time", "shards-clustered-real-16-new.txt"]
+            for name in names:
+                (d / name).write_text("x")
+            shards.remove_later_runs(d)
+            self.assertEqual(sorted(p.name for p in d.iterdir()), sorted(names[2:]))
+
+
 class Report(unittest.TestCase):
     """shards_report over the files of one variant, 2 dry-run shards and 2 real ones."""
 
