@@ -119,11 +119,28 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
             }
             ChangesAction::Status => {
                 let status = changes::status(&pool, &config).await?;
-                for (table, count) in &status.tables {
-                    println!("{table}: {count} change(s) in the log");
+                let schema = &status.schema;
+                for table in &status.tables {
+                    let since = table.since.as_deref().unwrap_or("a time not recorded");
+                    let ours = format!("\"{}\"", schema.replace('"', "\"\""));
+                    let captured = if table.schemas.iter().any(|s| s == schema || *s == ours) {
+                        format!("captured since {since}")
+                    } else {
+                        "NOT captured (its triggers are gone: run `oar-tiles changes install`)".into()
+                    };
+                    println!(
+                        "{}: {} change(s) in the log of schema `{schema}`, {captured}; capturing schemas: {}",
+                        table.table,
+                        table.changes,
+                        if table.schemas.is_empty() { "none".to_string() } else { table.schemas.join(", ") }
+                    );
                 }
                 if status.consumers.is_empty() {
-                    println!("no output has recorded a watermark yet");
+                    println!(
+                        "no output has recorded a watermark in schema `{schema}` yet: a seed records \
+                         one once change capture is installed (an output seeded before that is \
+                         reseeded whole by its next `seed --dirty`)"
+                    );
                 }
                 for (output, snapshot, updated) in &status.consumers {
                     println!("output {output}: watermark {snapshot} (updated {updated})");

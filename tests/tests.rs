@@ -9,6 +9,7 @@ mod agg_hash;
 mod agg_lag;
 mod bad_input;
 mod bulk_changes;
+mod capture_coverage;
 mod cloudfront;
 mod clusters;
 mod dirty_shapes;

@@ -66,6 +66,12 @@ impl Scope {
                 format!("{} value(s)", touched.values.len())
             }
         );
+        if let Some(why) = &touched.uncaptured {
+            tracing::info!(
+                "tileset `{}`: {why}; every partition is reseeded whole",
+                tileset.tileset.name
+            );
+        }
         let scope = if touched.every_value {
             Scope::EveryNow(touched)
         } else {

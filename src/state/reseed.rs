@@ -121,6 +121,9 @@ async fn dirty(
             committed: changes.committed.clone(),
         }
     };
+    if let Some(why) = &changes.uncaptured {
+        return Ok(everything(why));
+    }
     if changes.everything {
         return Ok(everything("a source was truncated"));
     }

@@ -34,6 +34,9 @@ pub struct ChangeSet {
     /// When each change read was committed, in seconds since the Unix epoch: the commit timestamp
     /// when the server tracks them (`track_commit_timestamp`), else the time the row changed.
     pub committed: Vec<f64>,
+    /// Why the log cannot speak for every change since the watermark (a table captured only after
+    /// it), so everything must be reseeded.
+    pub uncaptured: Option<String>,
 }
 
 /// Starts the read-only, repeatable-read transaction a reseed reads the log in, once change
@@ -72,7 +75,13 @@ pub async fn read_since(
 ) -> Result<(ChangeSet, Watermark)> {
     let mut client = pool.get().await?;
     let (transaction, snapshot) = read_under_one_snapshot(schema, &mut client).await?;
-    let mut changes = ChangeSet::default();
+    let tables: std::collections::BTreeSet<String> = layers.iter().map(quoted_table).collect();
+    let tables: Vec<String> = tables.into_iter().collect();
+    let coverage = super::coverage::check(&*transaction, schema, &tables, &since.snapshot).await?;
+    let mut changes = ChangeSet {
+        uncaptured: coverage.reason(),
+        ..ChangeSet::default()
+    };
     for layer in layers {
         let (everything, boxes) =
             changed_boxes(&*transaction, schema, layer, &since.snapshot, compare).await?;
@@ -84,8 +93,6 @@ pub async fn read_since(
             .or_default()
             .extend(boxes);
     }
-    let tables: std::collections::BTreeSet<String> = layers.iter().map(quoted_table).collect();
-    let tables: Vec<String> = tables.into_iter().collect();
     changes.committed = commit_times(&*transaction, schema, &tables, &since.snapshot).await?;
     transaction.commit().await?;
     Ok((
@@ -110,6 +117,8 @@ pub struct Touched {
     pub changes: u64,
     /// When each was committed, as in [`ChangeSet::committed`].
     pub committed: Vec<f64>,
+    /// Why every value must be reseeded whole, as in [`ChangeSet::uncaptured`].
+    pub uncaptured: Option<String>,
 }
 
 /// Reads, under one snapshot, which values of the partition `column` the changes to `tables`
@@ -124,6 +133,7 @@ pub async fn read_touched(
 ) -> Result<(Touched, Watermark)> {
     let mut client = pool.get().await?;
     let (transaction, snapshot) = read_under_one_snapshot(schema, &mut client).await?;
+    let coverage = super::coverage::check(&*transaction, schema, tables, &since.snapshot).await?;
     let row = transaction
         .query_typed_one(
             &format!(
@@ -149,11 +159,13 @@ pub async fn read_touched(
         .map_err(DbError::during("reading the partition values the change log touched"))?;
     let changes: i64 = row.get(0);
     let values: Vec<String> = row.get(2);
+    let uncaptured = coverage.reason();
     let mut touched = Touched {
-        every_value: row.get(1),
+        every_value: row.get::<_, bool>(1) || uncaptured.is_some(),
         values: values.into_iter().collect(),
         changes: u64::try_from(changes).unwrap_or(0),
         committed: Vec::new(),
+        uncaptured,
     };
     touched.committed = commit_times(&*transaction, schema, tables, &since.snapshot).await?;
     transaction.commit().await?;

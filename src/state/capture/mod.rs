@@ -22,6 +22,7 @@
 //! bookkeeping in `consumers.rs`.
 
 mod consumers;
+mod coverage;
 mod log;
 mod triggers;
 
@@ -30,7 +31,7 @@ pub use consumers::{
 };
 pub use log::{changed_boxes, read_since, read_touched, Compare, Touched};
 pub use triggers::channel;
-use triggers::{drop_triggers, install_sql, watched_tables, Watched, EARLIER_TRIGGERS, TRIGGERS};
+use triggers::{install_sql, watched_tables, Watched};
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
@@ -277,18 +278,35 @@ pub async fn uninstall(pool: &Pool, config: &Config) -> Result<()> {
     let schema = quote_ident(&config.change_schema);
     let mut sql = String::new();
     for watched in watched_tables(config) {
-        sql.push_str(&drop_triggers(&TRIGGERS, &watched.table));
-        sql.push_str(&drop_triggers(&EARLIER_TRIGGERS, &watched.table));
+        sql.push_str(&coverage::drop_owned_triggers(
+            &config.change_schema,
+            &watched.table,
+        ));
     }
     sql.push_str(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE;"));
     run_ddl(pool, &sql, "uninstall change capture").await
 }
 
+/// How change capture stands for one source table.
+#[derive(Debug, Serialize)]
+pub struct TableStatus {
+    /// The table, quoted.
+    pub table: String,
+    /// Changes in this schema's log.
+    pub changes: i64,
+    /// Every change schema whose triggers capture the table, this one included when they are there.
+    pub schemas: Vec<String>,
+    /// When this schema's capture of the table started (`None`: not recorded, by an earlier version).
+    pub since: Option<String>,
+}
+
 /// Pending changes per source table, and the outputs that consume them.
 #[derive(Debug, Serialize)]
 pub struct Status {
-    /// `table: changes in the log`.
-    pub tables: Vec<(String, i64)>,
+    /// The schema asked about.
+    pub schema: String,
+    /// Each source table of the config.
+    pub tables: Vec<TableStatus>,
     /// `output: snapshot, last update`.
     pub consumers: Vec<(String, String, String)>,
 }
@@ -303,17 +321,34 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
     }
     let schema = quote_ident(&config.change_schema);
     let client = pool.get().await?;
+    let recorded: bool = client
+        .query_typed_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(&format!("{schema}.captured"), Type::TEXT)],
+        )
+        .await?
+        .get(0);
+    let since = if recorded {
+        format!("(SELECT installed_at::text FROM {schema}.captured WHERE source = to_regclass($1)::oid)")
+    } else {
+        "NULL::text".to_string()
+    };
     let mut tables = Vec::new();
     for watched in watched_tables(config) {
         let row = client
             .query_typed_one(
                 &format!(
-                    "SELECT count(*) FROM {schema}.change_log WHERE source = to_regclass($1)::oid"
+                    "SELECT (SELECT count(*) FROM {schema}.change_log WHERE source = to_regclass($1)::oid), {since}"
                 ),
                 &[(&watched.table, Type::TEXT)],
             )
             .await?;
-        tables.push((watched.table, row.get(0)));
+        tables.push(TableStatus {
+            schemas: coverage::capturing_schemas(&**client, &watched.table).await?,
+            table: watched.table,
+            changes: row.get(0),
+            since: row.get(1),
+        });
     }
     let rows = client
         .query_typed(
@@ -326,5 +361,9 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    Ok(Status { tables, consumers })
+    Ok(Status {
+        schema: config.change_schema.clone(),
+        tables,
+        consumers,
+    })
 }

@@ -11,6 +11,7 @@ use crate::render::source::quoted_table;
 
 mod update;
 
+use super::coverage;
 use update::update_body;
 
 /// A source table and what its trigger must watch.
@@ -91,26 +92,6 @@ pub(super) fn watched_tables(config: &Config) -> Vec<Watched> {
     tables.into_values().collect()
 }
 
-/// The triggers `changes install` puts on each source table.
-pub(super) const TRIGGERS: [&str; 4] = [
-    "oar_tiles_capture_insert",
-    "oar_tiles_capture_update",
-    "oar_tiles_capture_delete",
-    "oar_tiles_capture_truncate",
-];
-
-/// Triggers of earlier versions, removed by `changes install` and `changes uninstall`: the row
-/// trigger of the first design, and the statement trigger that only notified.
-pub(super) const EARLIER_TRIGGERS: [&str; 2] = ["oar_tiles_capture", "oar_tiles_notify"];
-
-/// `DROP TRIGGER IF EXISTS` for each of `triggers` on `table`.
-pub(super) fn drop_triggers(triggers: &[&str], table: &str) -> String {
-    triggers
-        .iter()
-        .map(|trigger| format!("DROP TRIGGER IF EXISTS {trigger} ON {table};\n"))
-        .collect()
-}
-
 /// The channel the triggers notify after each statement that logged a change: the change schema's
 /// name, so several installs in one database never wake each other's watchers.
 pub fn channel(change_schema: &str) -> String {
@@ -173,28 +154,38 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
          END"
         )),
     );
+    sql.push_str(&coverage::captured_table_sql(schema));
+    let [insert_trigger, update_trigger, delete_trigger, truncate_trigger] =
+        coverage::trigger_names(&config.change_schema);
     for watched in tables {
         let function = function_name(schema, &watched.table);
-        sql.push_str(&drop_triggers(&EARLIER_TRIGGERS, &watched.table));
+        sql.push_str(&coverage::record_since(
+            &config.change_schema,
+            &watched.table,
+        ));
+        sql.push_str(&coverage::drop_owned_triggers(
+            &config.change_schema,
+            &watched.table,
+        ));
         sql.push_str(&format!(
             "DROP FUNCTION IF EXISTS {function}();
              CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql{text_form} AS {insert};
              CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql{text_form} AS {delete};
              CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql{text_form} AS {update};
-             DROP TRIGGER IF EXISTS oar_tiles_capture_insert ON {table};
-             CREATE TRIGGER oar_tiles_capture_insert AFTER INSERT ON {table}
+             DROP TRIGGER IF EXISTS {insert_trigger} ON {table};
+             CREATE TRIGGER {insert_trigger} AFTER INSERT ON {table}
                  REFERENCING NEW TABLE AS oar_new
                  FOR EACH STATEMENT EXECUTE FUNCTION {function}_insert();
-             DROP TRIGGER IF EXISTS oar_tiles_capture_update ON {table};
-             CREATE TRIGGER oar_tiles_capture_update AFTER UPDATE ON {table}
+             DROP TRIGGER IF EXISTS {update_trigger} ON {table};
+             CREATE TRIGGER {update_trigger} AFTER UPDATE ON {table}
                  REFERENCING OLD TABLE AS oar_old NEW TABLE AS oar_new
                  FOR EACH STATEMENT EXECUTE FUNCTION {function}_update();
-             DROP TRIGGER IF EXISTS oar_tiles_capture_delete ON {table};
-             CREATE TRIGGER oar_tiles_capture_delete AFTER DELETE ON {table}
+             DROP TRIGGER IF EXISTS {delete_trigger} ON {table};
+             CREATE TRIGGER {delete_trigger} AFTER DELETE ON {table}
                  REFERENCING OLD TABLE AS oar_old
                  FOR EACH STATEMENT EXECUTE FUNCTION {function}_delete();
-             DROP TRIGGER IF EXISTS oar_tiles_capture_truncate ON {table};
-             CREATE TRIGGER oar_tiles_capture_truncate AFTER TRUNCATE ON {table}
+             DROP TRIGGER IF EXISTS {truncate_trigger} ON {table};
+             CREATE TRIGGER {truncate_trigger} AFTER TRUNCATE ON {table}
                  FOR EACH STATEMENT EXECUTE FUNCTION {schema}.capture_truncate();
 ",
             table = watched.table,
@@ -296,7 +287,7 @@ fn compression_sql(schema: &str) -> String {
 
 /// `body` as a dollar-quoted string whose tag occurs nowhere in it: the bodies hold schema, table
 /// and column names, which may contain any text, `$f$` included.
-fn dollar_quote(body: &str) -> String {
+pub(super) fn dollar_quote(body: &str) -> String {
     let tag = (0..)
         .map(|n| {
             if n == 0 {
