@@ -6,6 +6,7 @@ use crate::common::cloudfront::{
     cloudfront_client, covered, distribution, invalidations, moto_env, moto_url,
 };
 use crate::common::edge::{seed_tree, tree_world};
+use crate::common::recorder::Recorder;
 use crate::common::run::{read_tree, summary};
 
 #[test]
@@ -109,4 +110,38 @@ fn a_dirty_dry_run_plans_the_tiles_writes_and_folded_invalidations_the_reseed_th
             "{path} was invalidated but not planned: {paths:?}"
         );
     }
+}
+
+/// A dry run sends nothing, so it needs no secret: `seed --dirty --dry-run` prices a reseed behind
+/// Cloudflare with its token unset, and still says what it would send.
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_dirty_dry_run_needs_no_token() {
+    let cloudflare = Recorder::start(r#"{"success": true, "errors": [], "result": {}}"#, 0);
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"cloudflare\"\nname = \"cf\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_DRY_CF_TOKEN\"",
+        cloudflare.port
+    );
+    let (mut fixture, tree) = tree_world("edge_plan_no_token", &cdn);
+    seed_tree(&fixture, &tree, &[], &[("OAR_TEST_DRY_CF_TOKEN", "t")]).assert_success();
+    let sent = cloudflare.answered(0).len();
+    fixture
+        .schema
+        .execute("DELETE FROM {schema}.sites WHERE site_id % 97 = 5");
+    let planned = seed_tree(&fixture, &tree, &["--dirty", "--dry-run"], &[]);
+    planned.assert_success();
+    assert!(planned.stdout.contains("cdn `cf`"), "{}", planned.stdout);
+    assert_eq!(
+        cloudflare.answered(0).len(),
+        sent,
+        "the dry run sent a purge"
+    );
+    // The real reseed still needs it, and says which variable.
+    let refused = seed_tree(&fixture, &tree, &["--dirty"], &[]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("OAR_TEST_DRY_CF_TOKEN"),
+        "{}",
+        refused.stderr
+    );
 }

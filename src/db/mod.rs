@@ -8,7 +8,7 @@ mod pgpass;
 mod quote;
 mod replica;
 pub mod tls;
-pub use quote::{quote_ident, quote_literal};
+pub use quote::{dollar_quote, quote_ident, quote_literal};
 
 use std::time::Duration;
 

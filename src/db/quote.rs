@@ -12,6 +12,22 @@ pub fn quote_literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
+/// `body` as a dollar-quoted string whose tag occurs nowhere in it: the bodies hold schema, table
+/// and column names, which may contain any text, `$f$` included.
+pub fn dollar_quote(body: &str) -> String {
+    let tag = (0..)
+        .map(|n| {
+            if n == 0 {
+                "$f$".to_string()
+            } else {
+                format!("$f{n}$")
+            }
+        })
+        .find(|tag| !body.contains(tag.as_str()))
+        .expect("some tag is not in the body");
+    format!("{tag}{body}\n{tag}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,7 @@ pub use client::Client;
 pub use error::PurgeError;
 pub use hold::Holds;
 pub use pace::Progress;
+pub use secrets::check;
 use secrets::{excerpt, header_value, secret, Secrets};
 use send::{send_with_retries, Request};
 
@@ -113,35 +114,35 @@ pub struct PurgePlan {
     pub evicted: u64,
 }
 
-/// Checks what can fail a target before any request and any tile: its secrets (set, and fit for
-/// a header) and, for CloudFront, that the AWS credential chain yields credentials. `seed` and
-/// `watch` call it while preparing, before they render.
-pub async fn check(config: &CdnConfig) -> Result<()> {
-    let client = Client::new()?;
-    let target = PurgeTarget::build(config, BBox::WORLD, &client).await?;
-    if let Target::CloudFront(cloudfront) = &target.target {
-        cloudfront.check_credentials().await.map_err(|err| {
-            config.defined_at.error(format!(
-                "cdn `{}`: {}",
-                config.name,
-                target.secrets.redact(&err.to_string())
-            ))
-        })?;
-    }
-    Ok(())
-}
-
 impl PurgeTarget {
     /// Builds a target from its config: secrets are read from the environment now, so a missing
     /// one fails before any tile is written. `bbox` is the tileset's, which folding measures
     /// density against.
     pub async fn build(config: &CdnConfig, bbox: BBox, client: &Client) -> Result<PurgeTarget> {
+        Self::build_reading(config, bbox, client, true).await
+    }
+
+    /// A target that only plans (`seed --dirty --dry-run`): it sends nothing, so it reads no
+    /// secret, and a token that is not set is no error.
+    pub async fn planner(config: &CdnConfig, bbox: BBox, client: &Client) -> Result<PurgeTarget> {
+        Self::build_reading(config, bbox, client, false).await
+    }
+
+    async fn build_reading(
+        config: &CdnConfig,
+        bbox: BBox,
+        client: &Client,
+        read_secrets: bool,
+    ) -> Result<PurgeTarget> {
         let name = config.name.clone();
         let at = &config.defined_at;
         let timeout = config.request_timeout;
         // Every value read from the environment is a secret, and so is the AWS secret key.
         let mut sent = Vec::new();
         let token = |variable: &str, sent: &mut Vec<String>| {
+            if !read_secrets {
+                return Ok(String::new());
+            }
             let token = secret(variable, &name, "its API token", at)?;
             sent.push(token.clone());
             Ok::<_, Error>(token)
@@ -166,7 +167,7 @@ impl PurgeTarget {
                 headers,
             } => {
                 let mut values = Vec::new();
-                for (header, variable) in headers {
+                for (header, variable) in headers.iter().filter(|_| read_secrets) {
                     let value = header_value(header, variable, &name, at)?;
                     sent.push(value.clone());
                     values.push((header.clone(), value));

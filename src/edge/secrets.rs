@@ -1,7 +1,7 @@
 //! What no message of the edge may hold: the secrets a target sends, and answers quoted only as
 //! a short excerpt redacted of them.
 
-use crate::config::ConfigLine;
+use crate::config::{CdnConfig, ConfigLine};
 use crate::error::Result;
 
 /// The secret values a target sends (API tokens, header values from the environment, the AWS
@@ -60,6 +60,24 @@ pub(super) fn header_value(
         )));
     }
     Ok(value)
+}
+
+/// Checks what can fail a target before any request and any tile: its secrets (set, and fit for
+/// a header) and, for CloudFront, that the AWS credential chain yields credentials. `seed` and
+/// `watch` call it while preparing, before they render.
+pub async fn check(config: &CdnConfig) -> Result<()> {
+    let client = super::Client::new()?;
+    let target = super::PurgeTarget::build(config, crate::tile::BBox::WORLD, &client).await?;
+    if let super::Target::CloudFront(cloudfront) = &target.target {
+        cloudfront.check_credentials().await.map_err(|err| {
+            config.defined_at.error(format!(
+                "cdn `{}`: {}",
+                config.name,
+                target.secrets.redact(&err.to_string())
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

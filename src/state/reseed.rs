@@ -108,7 +108,8 @@ async fn dirty(
     let (changes, next) =
         capture::read_since(pool, change_schema, layers, since, Some(compare)).await?;
     tracing::info!(
-        "tileset `{name}`: {} changed geometries since the last seed (change log read in {:.2} s)",
+        "tileset `{name}`: {} geometries of rows changed since the last seed, old and new sides \
+         (change log read in {:.2} s)",
         changes.rows,
         reading.elapsed().as_secs_f64()
     );

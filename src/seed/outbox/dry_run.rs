@@ -46,7 +46,7 @@ pub(in crate::seed) async fn purge_plans(
     if !tileset.tileset.cdn.is_empty() {
         let client = Client::new()?;
         for cdn in &tileset.tileset.cdn {
-            let target = PurgeTarget::build(cdn, tileset.bbox, &client).await?;
+            let target = PurgeTarget::planner(cdn, tileset.bbox, &client).await?;
             let waiting: Vec<String> = outbox
                 .pending(&target.consumer())
                 .await?

@@ -16,7 +16,7 @@ use md5::{Digest, Md5};
 use tokio_postgres::types::Type;
 use tokio_postgres::GenericClient;
 
-use crate::db::{quote_ident, quote_literal};
+use crate::db::{dollar_quote, quote_ident, quote_literal};
 use crate::error::{DbError, Error, Result};
 
 /// The change schema whose triggers keep the names of earlier versions.
@@ -85,7 +85,7 @@ pub(super) fn drop_owned_triggers(schema: &str, table: &str) -> String {
         names = name_array(&names),
         schema_text = quote_literal(&quote_ident(schema)),
     );
-    format!("DO {};\n", super::triggers::dollar_quote(&body))
+    format!("DO {};\n", dollar_quote(&body))
 }
 
 /// DDL of the table that records, per source table, from which snapshot the schema's triggers

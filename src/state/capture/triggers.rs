@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use md5::{Digest, Md5};
 
 use crate::config::Config;
-use crate::db::{quote_ident, quote_literal};
+use crate::db::{dollar_quote, quote_ident, quote_literal};
 use crate::render::source::quoted_table;
 
 mod update;
@@ -283,22 +283,6 @@ fn compression_sql(schema: &str) -> String {
         quote_literal(&columns("COMPRESSION lz4")),
         quote_literal(&columns("STORAGE EXTERNAL")),
     )
-}
-
-/// `body` as a dollar-quoted string whose tag occurs nowhere in it: the bodies hold schema, table
-/// and column names, which may contain any text, `$f$` included.
-pub(super) fn dollar_quote(body: &str) -> String {
-    let tag = (0..)
-        .map(|n| {
-            if n == 0 {
-                "$f$".to_string()
-            } else {
-                format!("$f{n}$")
-            }
-        })
-        .find(|tag| !body.contains(tag.as_str()))
-        .expect("some tag is not in the body");
-    format!("{tag}{body}\n{tag}")
 }
 
 /// The record a single row of the transition table `rows` is read into.

@@ -32,7 +32,9 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
         7
     );
     assert!(!sql.contains("CREATE TRIGGER oar_tiles_notify"));
-    assert!(sql.contains("DROP TRIGGER IF EXISTS oar_tiles_notify ON \"public\".\"facilities\""));
+    // Dropped only where it calls this schema's functions, never another schema's.
+    assert!(sql.contains("E'oar_tiles_notify'"));
+    assert!(sql.contains("AND p.pronamespace = to_regnamespace("));
     assert!(sql.contains(
         "(o.\"name\", o.\"id\", o.\"location\", o.\"country_code\") IS DISTINCT FROM (n.\"name\", n.\"id\", n.\"location\", n.\"country_code\")"
     ));
