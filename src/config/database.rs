@@ -34,6 +34,10 @@ pub(super) struct RawDatabase {
     /// Longest a connection attempt may take (a duration).
     #[schemars(with = "Option<String>", extend("default" = "10s"))]
     connect_timeout: Option<Spanned<String>>,
+    /// Longest a task may wait for a free connection of the pool (a duration); past it the run
+    /// fails with a message naming the pool's size, rather than hanging.
+    #[schemars(with = "Option<String>", extend("default" = "5m"))]
+    pool_wait_timeout: Option<Spanned<String>>,
     /// Attempts per tile before it counts as failed (1 to 20): dropped connections, a restarting
     /// server and statement timeouts are retried with exponential backoff.
     #[schemars(extend("default" = DEFAULT_MAX_ATTEMPTS))]
@@ -78,6 +82,8 @@ pub struct DatabaseConfig {
     pub pool_size: usize,
     /// Longest one tile's statement may run before it is cancelled.
     pub statement_timeout: Duration,
+    /// Longest a wait for a free pooled connection may last.
+    pub pool_wait_timeout: Duration,
     /// Longest a connection attempt may take.
     pub connect_timeout: Duration,
     /// Attempts per tile before it is reported as failed (transient errors only).
@@ -139,6 +145,11 @@ pub(super) fn resolve_database(
             raw.connect_timeout,
             "connect_timeout",
             Duration::from_secs(10),
+        )?,
+        pool_wait_timeout: duration(
+            raw.pool_wait_timeout,
+            "pool_wait_timeout",
+            Duration::from_secs(300),
         )?,
         max_attempts,
         listen_url: raw.listen_url.filter(|u| !u.is_empty()),

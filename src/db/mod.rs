@@ -8,7 +8,9 @@ mod pgpass;
 mod quote;
 mod replica;
 pub mod tls;
+mod wait;
 pub use quote::{dollar_quote, quote_ident, quote_literal};
+pub use wait::{get, stop_waits};
 
 use std::time::Duration;
 
@@ -139,6 +141,7 @@ fn build(
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .create_timeout(Some(database.connect_timeout + Duration::from_secs(1)))
+        .wait_timeout(Some(database.pool_wait_timeout))
         .build()
         .map_err(|err| Error::Connect {
             target,

@@ -126,13 +126,13 @@ impl Replica {
         // `synchronous_commit = off` a commit returns before its record is written, and waiting
         // for the write position could then pass before the standby has that commit.
         let at_primary: String = {
-            let client = primary.get().await?;
+            let client = super::get(primary).await?;
             client
                 .query_typed_one("SELECT pg_current_wal_insert_lsn()::text", &[])
                 .await?
                 .get(0)
         };
-        let client = self.pool.get().await?;
+        let client = super::get(&self.pool).await?;
         let started = Instant::now();
         loop {
             let row = client

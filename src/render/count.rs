@@ -18,7 +18,7 @@ pub async fn rows_per_tile(
     layers: &[LayerSource],
     z: u8,
 ) -> Result<Vec<(TileCoord, u64)>> {
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let side = 1i64 << z;
     let size = 2.0 * MERCATOR_HALF_WORLD / side as f64;
     let mut counts: BTreeMap<TileCoord, u64> = BTreeMap::new();

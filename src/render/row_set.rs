@@ -41,7 +41,7 @@ pub fn table_name(tileset: &str, layer: usize) -> String {
 /// not read-only, the TEMP privilege granted). Behind a transaction pooler a session's tables are
 /// not the next transaction's, so the caller must not ask then.
 pub async fn available(pool: &Pool) -> Result<bool> {
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let row = client
         .query_one(
             "SELECT has_database_privilege(current_database(), 'TEMP') \

@@ -206,7 +206,7 @@ pub async fn describe(pool: &Pool, tileset: &str, layer: &LayerConfig) -> Result
         layer: layer.name.clone(),
         message: problem.to_string(),
     };
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let (table, columns) = table_and_columns(&client, layer)
         .await
         .map_err(source_error)?;
@@ -367,7 +367,7 @@ pub async fn partition_column(
     layer: &LayerConfig,
     column: &str,
 ) -> Result<PartitionColumn> {
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let (table_oid, found) =
         table_and_columns(&client, layer)
             .await
@@ -459,7 +459,7 @@ pub async fn partition_values(
         srid = layer.srid,
         table = quoted_table(config),
     );
-    let mut client = pool.get().await?;
+    let mut client = crate::db::get(pool).await?;
     let read = async {
         // Values are named by their text forms, which partitions' statements read back.
         let transaction = crate::db::text_form_transaction(&mut client).await?;

@@ -85,7 +85,7 @@ impl TilesetRenderer {
 
     /// Checks every statement with the server (syntax, filters, permissions) before the job starts.
     pub async fn check(&self) -> Result<()> {
-        let mut client = self.pool.get().await?;
+        let mut client = crate::db::get(&self.pool).await?;
         if let Some(sets) = &self.row_sets {
             sets.create(&client).await.map_err(|err| Error::Source {
                 tileset: self.tileset.clone(),

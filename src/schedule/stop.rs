@@ -20,6 +20,7 @@ impl Stop {
                 };
                 tracing::warn!("{name} received: stopping; the output keeps its previous state");
                 let _ = sender.send(Some(name));
+                crate::db::stop_waits(name);
                 // A second signal means now.
                 tokio::select! {
                     _ = interrupt.recv() => std::process::exit(130),

@@ -108,7 +108,7 @@ pub async fn ensure(
         );
         return Ok(tables);
     }
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let quoted_schema = quote_ident(schema);
     for (index, layer) in layers.iter().enumerate() {
         let Some(cluster) = &layer.config.cluster else {
@@ -415,7 +415,7 @@ async fn refresh_one(
     rebuild: bool,
 ) -> std::result::Result<(), RefreshError> {
     let quoted_schema = quote_ident(schema);
-    let mut client = pool.get().await?;
+    let mut client = crate::db::get(pool).await.map_err(RefreshError::Changes)?;
     let transaction = client.transaction().await?;
     // One refresh at a time per table; the snapshot is taken once the lock is held, before the
     // change log is read, so nothing committed later can be counted as applied.

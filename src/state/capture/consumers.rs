@@ -17,7 +17,7 @@ pub async fn forget_consumers(pool: &Pool, schema: &str, consumers: &[String]) -
     if consumers.is_empty() || !installed(pool, schema).await? || read_only_standby(pool).await? {
         return Ok(());
     }
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     client
         .execute_typed(
             &format!(
@@ -34,7 +34,7 @@ pub async fn forget_consumers(pool: &Pool, schema: &str, consumers: &[String]) -
 /// How many changes to `tables` (quoted) the output `consumer` has not applied yet, by the
 /// snapshot it last recorded in the consumers table; every logged change when it recorded none.
 pub async fn pending(pool: &Pool, schema: &str, consumer: &str, tables: &[String]) -> Result<i64> {
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let row = client
         .query_typed_one(
             &format!(
@@ -94,7 +94,7 @@ pub async fn advance_and_prune(
         return Ok(0);
     }
     let schema = quote_ident(schema);
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let result = record_consumer(&**client, &schema, output, &watermark.snapshot).await;
     if let Err(err) = result {
         tracing::warn!("cannot record the watermark of {output} in {schema}.consumers, the change log is not pruned: {}", pg_message(&err));

@@ -73,7 +73,7 @@ pub async fn read_since(
     since: &Watermark,
     compare: Option<Compare>,
 ) -> Result<(ChangeSet, Watermark)> {
-    let mut client = pool.get().await?;
+    let mut client = crate::db::get(pool).await?;
     let (transaction, snapshot) = read_under_one_snapshot(schema, &mut client).await?;
     let tables: std::collections::BTreeSet<String> = layers.iter().map(quoted_table).collect();
     let tables: Vec<String> = tables.into_iter().collect();
@@ -131,7 +131,7 @@ pub async fn read_touched(
     column: &str,
     since: &Watermark,
 ) -> Result<(Touched, Watermark)> {
-    let mut client = pool.get().await?;
+    let mut client = crate::db::get(pool).await?;
     let (transaction, snapshot) = read_under_one_snapshot(schema, &mut client).await?;
     let coverage = super::coverage::check(&*transaction, schema, tables, &since.snapshot).await?;
     let row = transaction

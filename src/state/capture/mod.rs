@@ -50,7 +50,7 @@ use crate::error::{DbError, Error, Result};
 /// reseed skip their changes. On a standby the running ones are therefore listed from the commit
 /// log: every id between the snapshot's bounds that is not committed.
 pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let row = client
         .query_typed_one(
             "SELECT pg_current_snapshot()::text, pg_is_in_recovery()",
@@ -86,7 +86,7 @@ pub async fn current_watermark(pool: &Pool) -> Result<Watermark> {
 /// Whether the server is a read-only standby, where nothing may be written: the watermark then
 /// lives in the output alone, and the change log is pruned by runs against the primary.
 pub async fn read_only_standby(pool: &Pool) -> Result<bool> {
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let row = client
         .query_typed_one("SELECT pg_is_in_recovery()", &[])
         .await?;
@@ -95,7 +95,7 @@ pub async fn read_only_standby(pool: &Pool) -> Result<bool> {
 
 /// Whether change capture is installed in the database.
 pub async fn installed(pool: &Pool, schema: &str) -> Result<bool> {
-    installed_on(&**pool.get().await?, schema).await
+    installed_on(&**crate::db::get(pool).await?, schema).await
 }
 
 /// [`installed`], asked on a connection the caller holds: a caller that takes a second
@@ -113,7 +113,7 @@ pub(crate) async fn installed_on(client: &tokio_postgres::Client, schema: &str) 
 
 /// Runs DDL in one transaction, so a failure leaves nothing half-installed.
 async fn run_ddl(pool: &Pool, sql: &str, what: &str) -> Result<()> {
-    let mut client = pool.get().await?;
+    let mut client = crate::db::get(pool).await?;
     let transaction = client.transaction().await?;
     // `IF NOT EXISTS` and `IF EXISTS` each say they skipped something: noise for whoever installs.
     transaction
@@ -144,7 +144,7 @@ pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
 /// PostgreSQL rejects, failing every write to the source tables. Every other name the install
 /// derives (functions, triggers, indexes) is of a fixed, short length.
 async fn within_name_limit(pool: &Pool, schema: &str) -> Result<()> {
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let limit: i32 = client
         .query_one("SELECT current_setting('max_identifier_length')::int", &[])
         .await
@@ -204,7 +204,7 @@ const PLAIN_EQUALITY: [&str; 24] = [
 async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<Watched>> {
     const COLUMN: &str = "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                           WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped";
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     for watched in &mut tables {
         let table = watched.table.clone();
         let reading = || DbError::during(format!("reading the columns of {table}"));
@@ -320,7 +320,7 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
         });
     }
     let schema = quote_ident(&config.change_schema);
-    let client = pool.get().await?;
+    let client = crate::db::get(pool).await?;
     let recorded: bool = client
         .query_typed_one(
             "SELECT to_regclass($1) IS NOT NULL",
