@@ -10,6 +10,7 @@ mod encode;
 mod error;
 mod inspect;
 mod job;
+mod listen;
 mod metrics;
 mod partition;
 mod plan;

@@ -35,6 +35,7 @@ pub struct Metrics {
     registry: Registry,
     rendered: IntCounterVec,
     written: IntCounterVec,
+    empty: IntCounterVec,
     deleted: IntCounterVec,
     render_seconds: HistogramVec,
     cycle_seconds: HistogramVec,
@@ -97,10 +98,18 @@ impl Metrics {
                 "Non-empty tiles handed to the output (stored unless their bytes were already there).",
                 &by_zoom,
             ),
+            empty: counter(
+                "oar_tiles_tiles_empty_total",
+                "Tiles that rendered empty and so were not written (deleted if the output held them).",
+                &by_zoom,
+            ),
+            // What the output removed, as the summary and the cycle line count it: an empty tile
+            // the output never held is no deletion, and a full seed's sweep deletes tiles no zoom
+            // tally saw, so the outputs' own count is the one figure, without a zoom.
             deleted: counter(
                 "oar_tiles_tiles_deleted_total",
-                "Tiles that rendered empty and so were deleted from the output (when it held them).",
-                &by_zoom,
+                "Tiles the output removed: rendered empty where it held them, or no longer produced after a full seed.",
+                &["output"],
             ),
             render_seconds: histogram(
                 "oar_tiles_render_seconds",
@@ -265,7 +274,7 @@ impl Metrics {
                 .with_label_values(&labels)
                 .inc_by(zoom.queried);
             self.written.with_label_values(&labels).inc_by(zoom.written);
-            self.deleted.with_label_values(&labels).inc_by(zoom.empty);
+            self.empty.with_label_values(&labels).inc_by(zoom.empty);
             let render = self.render_seconds.with_label_values(&[output]);
             for (seconds, renders) in zoom.render_times.counts() {
                 for _ in 0..renders {
@@ -273,6 +282,9 @@ impl Metrics {
                 }
             }
         }
+        self.deleted
+            .with_label_values(&[output])
+            .inc_by(summary.stored.deleted);
         self.cycle_seconds
             .with_label_values(&[output])
             .observe(summary.seconds);
@@ -488,7 +500,8 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn a_summary_becomes_counters_and_histograms_and_a_failed_run_keeps_the_last_success() {
+    fn a_summary_becomes_counters_and_histograms_deletions_as_the_output_counts_them_and_a_failed_run_keeps_the_last_success(
+    ) {
         let mut tally = Tally::default();
         for x in 0..4 {
             let tile = TileCoord::new(3, x, 0).unwrap();
@@ -518,11 +531,23 @@ mod tests {
         for line in [
             "oar_tiles_tiles_rendered_total{output=\"out.mbtiles\",zoom=\"3\"} 4",
             "oar_tiles_tiles_written_total{output=\"out.mbtiles\",zoom=\"3\"} 3",
-            "oar_tiles_tiles_deleted_total{output=\"out.mbtiles\",zoom=\"3\"} 1",
+            "oar_tiles_tiles_empty_total{output=\"out.mbtiles\",zoom=\"3\"} 1",
+            // The empty tile was not in the output: nothing was deleted.
+            "oar_tiles_tiles_deleted_total{output=\"out.mbtiles\"} 0",
             "oar_tiles_change_to_tile_seconds_count{output=\"out.mbtiles\"} 2",
             "oar_tiles_change_to_tile_seconds_sum{output=\"out.mbtiles\"} 5",
             "oar_tiles_render_seconds_count{output=\"out.mbtiles\"} 4",
             "oar_tiles_last_success_timestamp_seconds 103",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        let mut swept = summary.clone();
+        swept.stored.deleted = 6;
+        metrics.record(&swept, UNIX_EPOCH + Duration::from_secs(104));
+        let text = metrics.text();
+        for line in [
+            "oar_tiles_tiles_empty_total{output=\"out.mbtiles\",zoom=\"3\"} 2",
+            "oar_tiles_tiles_deleted_total{output=\"out.mbtiles\"} 6",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

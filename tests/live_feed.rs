@@ -357,6 +357,18 @@ fn event_streams_past_max_event_clients_are_refused_and_a_seat_frees_when_a_clie
         refused.starts_with("HTTP/1.1 503") && refused.to_lowercase().contains("retry-after: 10"),
         "{refused}"
     );
+    // A refused client does not keep its connection, and with it a file descriptor.
+    assert!(
+        refused.to_lowercase().contains("connection: close"),
+        "{refused}"
+    );
+    third
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let mut rest = Vec::new();
+    third
+        .read_to_end(&mut rest)
+        .expect("the server closes a refused stream's connection");
     // The documents and the health check are no event streams: they are still answered.
     assert_eq!(watcher.get("/changes/sites/head.json").unwrap().0, 200);
     assert!(watcher.health().is_some());

@@ -28,6 +28,7 @@ mod hostile;
 mod hostile_files;
 mod hostile_geometry;
 mod image;
+mod listeners;
 mod live_feed;
 mod live_maps;
 mod moved_shapes;

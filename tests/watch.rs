@@ -115,6 +115,56 @@ fn one_change(schema: &mut TestSchema, rng: &mut Rng, alive: &mut Vec<i64>, step
     schema.execute(&sql);
 }
 
+/// The deletions the watcher's cycle lines report (`… (31 stored, 2 deleted) …`), summed.
+fn logged_deletions(log: &str) -> f64 {
+    log.lines()
+        .filter(|line| line.contains("cycle: "))
+        .filter_map(|line| {
+            let after = line.split(" stored, ").nth(1)?;
+            after.split(' ').next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn metrics_count_the_deletions_the_cycle_lines_report_not_every_tile_that_rendered_empty() {
+    let mut setup = Setup::new(TestSchema::create("watch_deleted"), &points(), "");
+    let mut watcher = Watcher::start(&setup);
+    watcher.wait_until("/health 200 after the catch-up", |w| {
+        w.health() == Some(200)
+    });
+    // A row that comes and goes in one transaction, far from every other: its deeper tiles render
+    // empty, and the output never held them, so nothing is deleted.
+    setup.schema.execute(
+        "BEGIN;
+         INSERT INTO {schema}.sites (site_id, label, kind, score, pt)
+         VALUES (99999, 'passing', 'knit', 1, ST_SetSRID(ST_MakePoint(-150, -40), 4326));
+         DELETE FROM {schema}.sites WHERE site_id = 99999;
+         COMMIT;",
+    );
+    watcher.wait_until("the cycle's line", |w| {
+        w.log()
+            .lines()
+            .any(|line| line.contains("cycle: ") && !line.contains("cycle: 0 change"))
+    });
+    let metrics = watcher.metrics();
+    let output = format!("output=\"{} (MBTiles)\"", setup.output().display());
+    assert!(
+        metrics.with("oar_tiles_tiles_empty_total", &output) > 0.0,
+        "the passing row's tiles rendered empty:\n{}",
+        watcher.log()
+    );
+    assert_eq!(
+        metrics.with("oar_tiles_tiles_deleted_total", &output),
+        logged_deletions(&watcher.log()),
+        "deletions in /metrics and in the cycle lines:\n{}",
+        watcher.log()
+    );
+    assert_eq!(logged_deletions(&watcher.log()), 0.0, "{}", watcher.log());
+    watcher.stop(libc::SIGTERM);
+}
+
 fn points() -> Vec<Point> {
     hub_with_scatter(200, 31, 3, [106.6, 10.7, 106.8, 10.9])
 }
@@ -163,9 +213,16 @@ fn a_watcher_keeps_its_output_equal_to_a_full_seed_and_its_metrics_count_the_cha
     assert!(rendered > 0.0);
     assert_eq!(
         metrics.with("oar_tiles_tiles_written_total", &output)
-            + metrics.with("oar_tiles_tiles_deleted_total", &output),
+            + metrics.with("oar_tiles_tiles_empty_total", &output),
         rendered,
-        "every rendered tile was written or deleted"
+        "every rendered tile was written or empty"
+    );
+    // `/metrics` counts the deletions the cycle lines report: those the output made.
+    assert_eq!(
+        metrics.with("oar_tiles_tiles_deleted_total", &output),
+        logged_deletions(&watcher.log()),
+        "deletions in /metrics and in the cycle lines:\n{}",
+        watcher.log()
     );
     assert_eq!(
         metrics.with("oar_tiles_render_seconds_count", &output),

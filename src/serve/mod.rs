@@ -31,6 +31,7 @@ use crate::config::S3Config;
 use crate::coordination::feed::{self, FeedStore};
 use crate::error::{Error, Result};
 use crate::inspect;
+use crate::listen::Limits;
 use crate::sink::{self, OutputReader, OutputTarget};
 use crate::tile::TileCoord;
 pub use host::{AllowedHosts, PublicHost};
@@ -42,6 +43,12 @@ const MAPLIBRE_LICENSE: &[u8] = include_bytes!("assets/maplibre-gl-LICENSE.txt")
 /// The changes feed's follower, an ES module the page imports and maps elsewhere can take.
 const LIVE_MODULE: &[u8] = include_bytes!("live.js");
 const LIVE_MODULE_NAME: &str = "oar-tiles-live.js";
+
+/// File descriptors kept for everything but the listener's connections: the outputs' files and
+/// their readers' pools, store requests.
+const RESERVED_DESCRIPTORS: u64 = 64;
+/// How long a stop waits for the answers under way.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Over-budget tiles listed per zoom, the largest first: enough to find every zoom's hot spots,
 /// bounded for a huge output.
@@ -187,13 +194,14 @@ pub async fn run(
         message: format!("cannot read the listening address: {e}"),
     })?;
     let hosts = AllowedHosts::new(address, public);
-    axum::serve(listener, router(Arc::new(server), Arc::new(hosts)))
-        .with_graceful_shutdown(stopped())
-        .await
-        .map_err(|e| Error::File {
-            path: address.to_string().into(),
-            message: format!("serving failed: {e}"),
-        })
+    let limits = Limits {
+        drain: DRAIN,
+        ..Limits::below_open_file_limit(RESERVED_DESCRIPTORS, "serve")
+    };
+    tracing::info!("serving at most {} connections", limits.connections);
+    let app = router(Arc::new(server), Arc::new(hosts));
+    crate::listen::serve(listener, app, limits, stopped()).await;
+    Ok(())
 }
 
 async fn stopped() {

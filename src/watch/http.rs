@@ -49,13 +49,17 @@ pub(super) async fn serve(address: SocketAddr, shared: Arc<Shared>) -> Result<Se
         .enable_all()
         .build()
         .map_err(cannot)?;
-    tracing::info!("serving /metrics and /health on http://{address}");
+    tracing::info!(
+        "serving /metrics and /health on http://{address}, at most {} connections",
+        shared.listener.connections
+    );
     // A map's page comes from elsewhere (a CDN, `serve`): the feeds, which name only public
     // tiles, may be read by any page, as a CDN serves the static feed to any page.
     let feeds = Router::new()
         .route("/changes/{tileset}/events", get(super::feed::events))
         .route("/changes/{tileset}/{file}", get(super::feed::document))
         .layer(axum::middleware::map_response(readable_by_any_page));
+    let limits = shared.listener;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -70,14 +74,10 @@ pub(super) async fn serve(address: SocketAddr, shared: Arc<Shared>) -> Result<Se
                     Ok(listener) => listener,
                     Err(err) => return tracing::warn!("the /metrics server cannot start: {err}"),
                 };
-                tokio::select! {
-                    served = axum::serve(listener, app) => {
-                        if let Err(err) = served {
-                            tracing::warn!("the /metrics server stopped: {err}");
-                        }
-                    }
-                    _ = stopped => {}
-                }
+                let stopped = async {
+                    let _ = stopped.await;
+                };
+                crate::listen::serve(listener, app, limits, stopped).await;
             });
         })
         .map_err(cannot)?;

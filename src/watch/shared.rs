@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use super::EDGE_CHECKS_IN_FLIGHT;
 use crate::config::OutputTarget;
 use crate::job::WatchJob;
+use crate::listen::Limits;
 use crate::metrics::Metrics;
 
 /// What the HTTP endpoints read while the watcher works.
@@ -36,6 +37,8 @@ pub(super) struct Shared {
     /// The changes feeds' event streams that may be open at once, and their seats.
     pub(super) max_event_clients: usize,
     pub(super) event_clients: Arc<tokio::sync::Semaphore>,
+    /// What the listener serves at once.
+    pub(super) listener: Limits,
     /// CDN targets held back after a failure, across cycles, reconnections and the partitioned
     /// tilesets' own cycles.
     pub(super) holds: Arc<crate::edge::Holds>,
@@ -45,7 +48,11 @@ impl Shared {
     /// The state of a watcher of `job` before its first cycle.
     pub(super) fn new(job: &WatchJob) -> Shared {
         let seed = &job.seed;
-        let event_clients = event_client_cap(job.settings.max_event_clients);
+        let listener = Limits {
+            spare_paths: &["/health", "/metrics"],
+            ..Limits::below_open_file_limit(RESERVED_DESCRIPTORS, "watch")
+        };
+        let event_clients = event_client_cap(job.settings.max_event_clients, listener.connections);
         Shared {
             metrics: Metrics::default(),
             database_up: AtomicBool::default(),
@@ -71,6 +78,7 @@ impl Shared {
             cycles: tokio::sync::watch::Sender::new(0),
             max_event_clients: event_clients,
             event_clients: Arc::new(tokio::sync::Semaphore::new(event_clients)),
+            listener,
         }
     }
 }
@@ -85,22 +93,19 @@ pub(super) struct FeedOutput {
     pub partitioned: bool,
 }
 
-/// File descriptors kept for everything but event streams: the pool's and the LISTEN
-/// connections, outputs' files, store and CDN requests, `/metrics` scrapes.
+/// File descriptors kept for everything but the listener's connections: the pool's and the LISTEN
+/// connections, outputs' files, store and CDN requests.
 const RESERVED_DESCRIPTORS: u64 = 256;
 
-/// `configured` event streams, lowered to what the open-file limit leaves beside
-/// [`RESERVED_DESCRIPTORS`] (one descriptor each), with a warning when it must be: past the limit,
-/// accepting a client fails and so does opening a connection to PostgreSQL.
-fn event_client_cap(configured: usize) -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX);
-    let room = usize::try_from(limit.saturating_sub(RESERVED_DESCRIPTORS)).unwrap_or(usize::MAX);
+/// `configured` event streams, lowered (with a warning) to seven eighths of the listener's
+/// `connections`, so streams leave room for the documents, `/metrics` and `/health`.
+fn event_client_cap(configured: usize, connections: usize) -> usize {
+    let room = connections - connections / 8;
     if configured > room {
         tracing::warn!(
-            "watch.max_event_clients {configured} lowered to {room}: the open-file limit is \
-             {limit} (raise it with `ulimit -n` or the service's LimitNOFILE)"
+            "watch.max_event_clients {configured} lowered to {room}: the listener serves at most \
+             {connections} connections below the open-file limit (raise it with `ulimit -n` or \
+             the service's LimitNOFILE)"
         );
     }
     configured.min(room)

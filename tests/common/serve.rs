@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::http::{HeaderMap, Request};
 
-use super::run::oar_tiles_command;
+use super::run::{oar_tiles_command, wrapped_command};
 
 /// A running `oar-tiles serve`, killed when dropped.
 pub struct Served {
@@ -30,12 +30,21 @@ pub struct Served {
 impl Served {
     /// Starts `oar-tiles serve ARGS --listen 127.0.0.1:0` and waits for the URL it prints.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Served {
+        Self::start_wrapped(&[], args, envs)
+    }
+
+    /// As [`Served::start`], started by `wrapper` (such as `sh -c SCRIPT` ending in
+    /// `exec "$0" "$@"`; none when empty).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str], envs: &[(&str, &str)]) -> Served {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--listen", "127.0.0.1:0"]);
-        let mut child = oar_tiles_command(None, &all, envs)
-            .spawn()
-            .expect("start oar-tiles serve");
+        let mut command = if wrapper.is_empty() {
+            oar_tiles_command(None, &all, envs)
+        } else {
+            wrapped_command(wrapper, None, &all, envs)
+        };
+        let mut child = command.spawn().expect("start oar-tiles serve");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         // The URL is the last line of the start-up message.
         let mut printed = String::new();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::fixture::Fixture;
 use super::free_port;
-use super::run::{oar_tiles_command, run_from, send_signal, Run};
+use super::run::{oar_tiles_command, run_from, send_signal, wrapped_command, Run};
 
 /// Short pacing, so a test spends its time on changes rather than on waiting.
 pub(crate) const PACING: &str =
@@ -39,6 +39,17 @@ impl Watcher {
     /// Starts a watcher whose `DATABASE_URL` is `url` with its listener on `port` (one a test
     /// named to another process before the watcher started).
     pub(crate) fn start_listening(setup: &Fixture, url: &str, port: u16) -> Watcher {
+        Self::start_wrapped(setup, url, port, &[])
+    }
+
+    /// As [`Watcher::start_listening`], started by `wrapper` (such as `sh -c SCRIPT` ending in
+    /// `exec "$0" "$@"`; none when empty): see [`wrapped_command`].
+    pub(crate) fn start_wrapped(
+        setup: &Fixture,
+        url: &str,
+        port: u16,
+        wrapper: &[&str],
+    ) -> Watcher {
         let listen = format!("127.0.0.1:{port}");
         let log = setup.path(&format!("watch-{port}.log"));
         let args = [
@@ -49,7 +60,12 @@ impl Watcher {
             &listen,
         ];
         // Logs go to a file: a pipe nobody reads could fill and stall the watcher.
-        let child = oar_tiles_command(Some(url), &args, &[])
+        let mut command = if wrapper.is_empty() {
+            oar_tiles_command(Some(url), &args, &[])
+        } else {
+            wrapped_command(wrapper, Some(url), &args, &[])
+        };
+        let child = command
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
