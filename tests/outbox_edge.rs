@@ -1,16 +1,17 @@
 //! The outbox at the edge: a tree served by a static origin behind Debian's Varnish (keeping every
 //! answer for a day), purged through a gateway that can fail part way ([`Gate`]). Waiting batches
 //! merged while the CDN is down never skip a later change of a tile purged before, and documents
-//! (`tiles.json`) are purged and listed only when their bytes change, however long batches wait.
+//! (`tiles.json`) are purged and listed only when their bytes change, however long batches wait;
+//! the summary counts only what still waits once the run is done.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::common::edge::{tree_world, ZOOMS};
+use crate::common::edge::{seed_tree, tree_world, ZOOMS};
 use crate::common::fixture::Fixture;
 use crate::common::free_port;
 use crate::common::mvt::gunzip_if_needed;
-use crate::common::run::{oar_tiles_with, read_tree, Run};
+use crate::common::run::{oar_tiles_with, read_tree, summary, Run};
 use crate::common::varnish::{Gate, Origin, Varnish};
 
 struct World {
@@ -116,7 +117,11 @@ fn seed(fixture: &Fixture, extra: &[&str]) -> Run {
 fn holding(tree: &Path, word: &[u8]) -> BTreeSet<String> {
     read_tree(tree, "pbf")
         .into_iter()
-        .filter(|(_, bytes)| gunzip_if_needed(bytes).windows(word.len()).any(|w| w == word))
+        .filter(|(_, bytes)| {
+            gunzip_if_needed(bytes)
+                .windows(word.len())
+                .any(|w| w == word)
+        })
         .map(|((z, x, y), _)| format!("/{z}/{x}/{y}.pbf"))
         .collect()
 }
@@ -125,20 +130,34 @@ fn holding(tree: &Path, word: &[u8]) -> BTreeSet<String> {
 #[ignore = "needs PostGIS and Varnish: run scripts/test.sh"]
 fn merged_waiting_batches_never_skip_a_later_change_of_a_tile_purged_part_way_before() {
     let mut world = World::new("outbox_edge_merge");
-    // A row gets a private label; the purge fails part way (every zoom-9 path refused), after
-    // the row's tiles above zoom 9 were purged. Maps fetch them: the edge keeps them.
-    world.fixture.schema.execute(
-        "UPDATE {schema}.sites SET label = 'PRIVATE-' || site_id WHERE site_id = 5",
-    );
+    // A row gets a private label while the CDN is down; when it is back, its purge fails part way
+    // (every zoom-9 path refused), after the row's tiles above zoom 9 were purged. Maps fetch
+    // them: the edge keeps them.
+    world
+        .fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'PRIVATE-' || site_id WHERE site_id = 5");
+    world.targets(false, false);
+    let down = seed(&world.fixture, &["--dirty"]);
+    assert_eq!(down.code, 1, "{}", down.stderr);
     world.targets(true, false);
     world.gate.refuse(&["/9/"]);
     let partly = seed(&world.fixture, &["--dirty"]);
     assert_eq!(partly.code, 1, "{}", partly.stderr);
     let private = holding(&world.tree, b"PRIVATE-");
     assert!(private.len() > 3, "{private:?}");
-    let purged: BTreeSet<String> = private.iter().filter(|p| !p.starts_with("/9/")).cloned().collect();
+    let purged: BTreeSet<String> = private
+        .iter()
+        .filter(|p| !p.starts_with("/9/"))
+        .cloned()
+        .collect();
     assert!(!purged.is_empty());
-    assert!(world.stale(&purged).is_empty(), "purged before the CDN failed");
+    let stale = world.stale(&purged);
+    assert!(
+        stale.is_empty(),
+        "not purged before the CDN failed: {stale:?}\n{}",
+        partly.stderr
+    );
 
     // The CDN is down; the row is deleted, then other rows change, run after run, until the
     // outbox merges its waiting batches.
@@ -187,7 +206,11 @@ fn tiles_json_is_purged_and_listed_once_when_it_changes_not_while_batches_wait()
         "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.02) WHERE site_id % 40 = 3",
     );
     let changed = seed(&world.fixture, &["--dirty", "--changed-list", &list_arg]);
-    assert_eq!(changed.code, 1, "the second target is down: {}", changed.stderr);
+    assert_eq!(
+        changed.code, 1,
+        "the second target is down: {}",
+        changed.stderr
+    );
     let tilejson: BTreeSet<String> = ["/tiles.json".to_string()].into();
     assert!(
         world.stale(&tilejson).is_empty(),
@@ -209,6 +232,40 @@ fn tiles_json_is_purged_and_listed_once_when_it_changes_not_while_batches_wait()
             idle.stderr
         );
         let listed = std::fs::read_to_string(&list).unwrap();
-        assert!(listed.is_empty(), "run {run}: listed with nothing changed: {listed}");
+        assert!(
+            listed.is_empty(),
+            "run {run}: listed with nothing changed: {listed}"
+        );
     }
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn the_summary_counts_only_what_waits_in_the_outbox_after_the_run() {
+    let (mut fixture, tree) = tree_world("outbox_edge_count", "");
+    seed_tree(&fixture, &tree, &[], &[]).assert_success();
+    let list = fixture.path("changed.txt");
+    let list_arg = list.to_str().unwrap().to_string();
+    let report = fixture.path("summary.json");
+    let report_arg = report.to_str().unwrap().to_string();
+    let args = [
+        "--dirty",
+        "--changed-list",
+        &list_arg,
+        "--summary-json",
+        &report_arg,
+    ];
+    fixture.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.02) WHERE site_id % 40 = 3",
+    );
+    for run in ["a change", "nothing changed"] {
+        let done = seed_tree(&fixture, &tree, &args, &[]);
+        done.assert_success();
+        // The list took everything: the outbox is empty once the run ends.
+        assert!(!tree.join(".oar-tiles-outbox").exists(), "{run}");
+        let said = format!("{}{}", done.stdout, done.stderr);
+        assert!(!said.contains("outbox:"), "{run}: {said}");
+        assert_eq!(summary(&report)[0]["outbox"]["entries"], 0, "{run}");
+    }
+    assert!(std::fs::read_to_string(&list).unwrap().is_empty());
 }

@@ -297,7 +297,10 @@ impl TilesetRun<'_> {
         // A run stopped while purging ends now; the hash stays pending, as the output says.
         let hash_now = !self.job.run.defer_agg_hash || tileset.list_prefix.is_some();
         // The new hash is news to the edge too: `tiles.json` is delivered again.
-        if defer_hash && hash_now && delivered.stopped.is_none() && self.refresh_hash(target).await?
+        if defer_hash
+            && hash_now
+            && delivered.stopped.is_none()
+            && self.refresh_hash(target).await?
         {
             let tilejson = sink::tilejson::TILEJSON_NAME;
             if sink::kind_of(target).documents().contains(&tilejson) {

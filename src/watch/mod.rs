@@ -221,7 +221,9 @@ async fn refresh_hashes(
                         started.elapsed().as_secs_f64()
                     );
                     // The next cycle, which the outbox's batch wakes, delivers it.
-                    if let Err(err) = crate::seed::record_new_hash(tileset, target, &job.seed.s3).await {
+                    if let Err(err) =
+                        crate::seed::record_new_hash(tileset, target, &job.seed.s3).await
+                    {
                         tracing::warn!("{err}; the edge keeps the old agg_tiles_hash for now");
                     }
                 }

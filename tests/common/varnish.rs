@@ -240,4 +240,3 @@ impl Drop for Origin {
         let _ = self.child.wait();
     }
 }
-

@@ -132,7 +132,11 @@ fn a_merge_keeps_a_line_taken_only_where_its_newest_version_was_taken() {
     let outbox = Outbox::new(OutboxStore::Folder(dir.path().join("outbox")), None);
     block_on(async {
         let mut names = Vec::new();
-        for batch in [&["1/0/0", "2/1/1", "tiles.json"][..], &["1/0/0"], &["3/2/2"]] {
+        for batch in [
+            &["1/0/0", "2/1/1", "tiles.json"][..],
+            &["1/0/0"],
+            &["3/2/2"],
+        ] {
             outbox.add_batch(&lines(batch)).await.unwrap();
             std::thread::sleep(std::time::Duration::from_millis(2));
             let (all, _, _) = outbox.takers().await.unwrap();
