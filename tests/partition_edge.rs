@@ -6,61 +6,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use crate::common::free_port;
 use crate::common::pg::TestSchema;
 use crate::common::run::{
     oar_tiles, oar_tiles_command, read_tree, read_tree_after_a_kill, send_signal, Run, Tiles,
 };
-use crate::common::varnish::Varnish;
+use crate::common::varnish::{Origin, Varnish};
 
 /// Every row costs the server 10 ms, but only in sessions that set `oar.slow`: a run started with
 /// [`slow_url`] is slow enough to be killed in the middle of a partition.
 const SLOW_FILTER: &str =
     "filter = \"current_setting('oar.slow', true) IS NULL OR pg_sleep(0.01) IS NOT NULL\"";
-
-/// A static web server for the tree (Python's), the origin Varnish keeps answers of.
-struct Origin {
-    child: Child,
-    port: u16,
-}
-
-impl Origin {
-    fn start(root: &Path) -> Origin {
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--directory")
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 -m http.server");
-        // Dropped (killed and reaped) if it never listens.
-        let origin = Origin { child, port };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return origin;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        panic!("the origin never listened on {port}");
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct World {
     schema: TestSchema,

@@ -34,6 +34,7 @@ mod live_maps;
 mod moved_shapes;
 mod mvt_decoder;
 mod outbox;
+mod outbox_edge;
 mod outbox_notes;
 mod outputs;
 mod partition_edge;

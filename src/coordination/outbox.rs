@@ -27,13 +27,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use md5::{Digest, Md5};
-
 use crate::coordination::ChangedList;
 use crate::error::{Error, Result};
 use crate::store::document::{read_capped, DOCUMENT_CAP, LIST_CAP};
 use crate::tile::TileCoord;
 
+mod merge;
 mod partitions;
 mod store;
 pub use store::OutboxStore;
@@ -109,6 +108,26 @@ pub struct Backlog {
     pub entries: u64,
     /// How long the oldest batch has waited, in seconds.
     pub oldest_seconds: Option<f64>,
+}
+
+impl Backlog {
+    /// Counts the batch (or record) `name`, with `entries` lines, and its age, from its name.
+    fn add(&mut self, name: &str, entries: u64) {
+        self.batches += 1;
+        self.entries += entries;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let created = name
+            .split('-')
+            .next()
+            .and_then(|millis| millis.parse::<u64>().ok())
+            .map(Duration::from_millis);
+        if let Some(created) = created {
+            let age = now.saturating_sub(created).as_secs_f64();
+            self.oldest_seconds = Some(self.oldest_seconds.map_or(age, |o| o.max(age)));
+        }
+    }
 }
 
 impl Outbox {
@@ -260,7 +279,7 @@ impl Outbox {
             if let Some(bytes) = self.store.read(batch, LIST_CAP).await? {
                 let done_name = format!("{batch}{DONE}{consumer}");
                 let done = if names.contains(&done_name) {
-                    self.read_lines(&done_name).await?
+                    self.read_done(&done_name).await
                 } else {
                     BTreeSet::new()
                 };
@@ -275,26 +294,12 @@ impl Outbox {
         Ok(pending)
     }
 
-    async fn read_lines(&self, name: &str) -> Result<BTreeSet<String>> {
-        Ok(self
-            .store
-            .read(name, LIST_CAP)
-            .await?
-            .map_or_else(BTreeSet::new, |bytes| {
-                String::from_utf8_lossy(&bytes)
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            }))
-    }
-
     /// Records, durably, that `consumer` took these lines of each batch (a purge stopped part
     /// way): its later [`Outbox::pending`] leaves them out.
     pub async fn took_lines(&self, consumer: &str, lines: &[(String, Vec<String>)]) -> Result<()> {
         for (batch, took) in lines.iter().filter(|(_, took)| !took.is_empty()) {
             let name = format!("{batch}{DONE}{consumer}");
-            let mut done = self.read_lines(&name).await?;
+            let mut done = self.read_done(&name).await;
             done.extend(took.iter().cloned());
             let done: Vec<String> = done.into_iter().collect();
             self.store.write(&name, &lines_bytes(&done)).await?;
@@ -371,81 +376,6 @@ impl Outbox {
         self.store.write(&name, &lines_bytes(lines)).await
     }
 
-    /// Who took each batch, by batch name, and every batch's name, oldest first.
-    async fn takers(&self) -> Result<Takers> {
-        let names = self.store.list().await?;
-        let mut takers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for name in &names {
-            if let Some((batch, who)) = name.split_once(TAKEN) {
-                takers
-                    .entry(batch.to_string())
-                    .or_default()
-                    .insert(who.to_string());
-            }
-        }
-        let batches = names
-            .iter()
-            .filter(|n| n.ends_with(BATCH))
-            .cloned()
-            .collect();
-        Ok((batches, takers, names))
-    }
-
-    /// Moves what some of `consumers` have not taken into `to`, its lines turned into the paths
-    /// `to` holds by `path_of`, and marks it taken here by them (then prunes here with
-    /// `all_consumers`). A partition hands its CDN purges to its tileset's outbox this way, so
-    /// they outlive the partition. `label` (the partition's path) keeps the batches of two
-    /// partitions apart; the same batch handed over twice (a crash in between) is one batch.
-    /// Returns how many batches it handed over.
-    pub async fn hand_over(
-        &self,
-        to: &Outbox,
-        consumers: &[String],
-        all_consumers: &[String],
-        label: &str,
-        path_of: impl Fn(&str) -> String,
-    ) -> Result<u64> {
-        let (batches, takers, _) = self.takers().await?;
-        let mut handed = 0;
-        for batch in batches {
-            let took = takers.get(&batch).cloned().unwrap_or_default();
-            let missing: Vec<&String> = consumers.iter().filter(|c| !took.contains(*c)).collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let Some(bytes) = self.store.read(&batch, LIST_CAP).await? else {
-                continue;
-            };
-            let mut paths: Vec<String> = String::from_utf8_lossy(&bytes)
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(&path_of)
-                .collect();
-            paths.sort();
-            paths.dedup();
-            let name = handed_name(&batch, label);
-            // Markers first: a batch seen without them is only purged once more.
-            for consumer in consumers.iter().filter(|c| took.contains(*c)) {
-                to.store
-                    .write(&format!("{name}{TAKEN}{consumer}"), b"")
-                    .await?;
-            }
-            to.store
-                .write(&name, lines_bytes(&paths).as_slice())
-                .await?;
-            for consumer in missing {
-                self.store
-                    .write(&format!("{batch}{TAKEN}{consumer}"), b"")
-                    .await?;
-            }
-            handed += 1;
-        }
-        if handed > 0 {
-            self.prune(all_consumers).await?;
-        }
-        Ok(handed)
-    }
-
     /// Every line some of `consumers` has not taken, in any batch: what still waits for them.
     pub async fn waiting_lines(&self, consumers: &[String]) -> Result<BTreeSet<String>> {
         let mut lines = BTreeSet::new();
@@ -455,55 +385,6 @@ impl Outbox {
             }
         }
         Ok(lines)
-    }
-
-    /// Merges the batches waiting for the same consumers into one (their lines once each, under
-    /// the oldest one's name, so its age stays), when more than `threshold` wait: while a CDN is
-    /// down the outbox then holds about one batch per set of consumers, of at most every path
-    /// the output has, instead of one per run. Only for an outbox no other process or pending
-    /// acknowledgement is marking (no `--changed-list` in the run). Returns the batches merged
-    /// away.
-    pub async fn coalesce(&self, threshold: usize) -> Result<usize> {
-        let (batches, takers, names) = self.takers().await?;
-        if batches.len() <= threshold {
-            return Ok(0);
-        }
-        let mut groups: BTreeMap<BTreeSet<String>, Vec<String>> = BTreeMap::new();
-        for batch in batches {
-            let took = takers.get(&batch).cloned().unwrap_or_default();
-            groups.entry(took).or_default().push(batch);
-        }
-        let mut merged_away = 0;
-        for (took, group) in groups.into_iter().filter(|(_, g)| g.len() > 1) {
-            let mut lines = BTreeSet::new();
-            for batch in &group {
-                if let Some(bytes) = self.store.read(batch, LIST_CAP).await? {
-                    lines.extend(
-                        String::from_utf8_lossy(&bytes)
-                            .lines()
-                            .filter(|l| !l.is_empty())
-                            .map(str::to_string),
-                    );
-                }
-            }
-            let lines: Vec<String> = if lines.contains(EVERYTHING) {
-                vec![EVERYTHING.to_string()]
-            } else {
-                lines.into_iter().collect()
-            };
-            // The oldest batch's name, rewritten with every line: written durably before the
-            // others go, so a crash in between only delivers some lines twice.
-            let (oldest, rest) = group.split_first().expect("groups of two or more");
-            self.store.write(oldest, &lines_bytes(&lines)).await?;
-            for batch in rest {
-                self.store.remove(batch).await?;
-                // Its partial records go with it: their lines, merged in, are only sent again.
-                self.remove_companions(&names, batch, took.iter().cloned())
-                    .await?;
-                merged_away += 1;
-            }
-        }
-        Ok(merged_away)
     }
 
     /// A note kept beside the batches (what the output stores, what a CDN target spent), which
@@ -530,47 +411,44 @@ impl Outbox {
         self.store.write(&format!("{name}{NOTE}"), bytes).await
     }
 
-    /// What waits for some consumer.
+    /// What waits for some consumer: every batch (and record of a stopped partitioned run), each
+    /// line counted once per batch.
     pub async fn backlog(&self) -> Result<Backlog> {
         let mut backlog = Backlog::default();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
         for name in self.store.list().await? {
             // A killed partitioned run's record stands for what its partitions left.
             if !name.ends_with(BATCH) && !Outbox::is_partition_record(&name) {
                 continue;
             }
-            backlog.batches += 1;
+            backlog.add(&name, 0);
             if let Some(bytes) = self.store.read(&name, LIST_CAP).await? {
                 backlog.entries += bytes.iter().filter(|b| **b == b'\n').count() as u64;
-            }
-            let created = name
-                .split('-')
-                .next()
-                .and_then(|millis| millis.parse::<u64>().ok())
-                .map(Duration::from_millis);
-            if let Some(created) = created {
-                let age = now.saturating_sub(created).as_secs_f64();
-                backlog.oldest_seconds = Some(backlog.oldest_seconds.map_or(age, |o| o.max(age)));
             }
         }
         Ok(backlog)
     }
-}
 
-/// Every batch's name, oldest first; who took each, by batch name; every name in the outbox.
-type Takers = (Vec<String>, BTreeMap<String, BTreeSet<String>>, Vec<String>);
-
-/// The name of `batch`'s copy handed over under `label` (a partition's path): the same batch
-/// handed over twice is one batch, and two partitions' batches stay apart.
-fn handed_name(batch: &str, label: &str) -> String {
-    let label: String = Md5::digest(label.as_bytes())
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("{}-{label}{BATCH}", batch.trim_end_matches(BATCH))
+    /// What waits for some of `consumers` after their deliveries: the batches one of them has
+    /// not taken (and the records of stopped partitioned runs), and their lines it has not taken
+    /// yet, each counted once.
+    pub async fn backlog_for(&self, consumers: &[String]) -> Result<Backlog> {
+        let mut backlog = Backlog::default();
+        let mut batches = BTreeSet::new();
+        let mut lines = BTreeSet::new();
+        for consumer in consumers {
+            for (batch, pending) in self.pending(consumer).await? {
+                batches.insert(batch);
+                lines.extend(pending);
+            }
+        }
+        let records = self.store.list().await?;
+        let records = records.iter().filter(|n| Outbox::is_partition_record(n));
+        for name in batches.iter().chain(records) {
+            backlog.add(name, 0);
+        }
+        backlog.entries = lines.len() as u64;
+        Ok(backlog)
+    }
 }
 
 /// Lines as a batch stores them, each ended by a newline.

@@ -132,7 +132,7 @@ pub(super) async fn deliver(
     };
     let mut summary = Tally::default().summarize(header, std::time::Duration::ZERO);
     summary.purges = purges;
-    summary.outbox = outbox.backlog().await?;
+    summary.outbox = outbox.backlog_for(&consumers).await?;
     Ok(Some(summary))
 }
 

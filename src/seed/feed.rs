@@ -164,37 +164,31 @@ impl RunFeed {
                 return Ok(None);
             }
         }
+        // A batch waits while a CDN has not taken it, and while a later version of one of its
+        // lines waits for a CDN here, or in the tileset's outbox where a partition handed its
+        // purges over: per path, not per batch, as the tileset's outbox merges what partitions
+        // handed over, so a batch's own name says nothing of whether its purges went out.
         let mut waiting: HashSet<String> = HashSet::new();
+        let mut waiting_paths = BTreeSet::new();
         for target in edge.targets {
-            waiting.extend(
-                outbox
-                    .pending(&target.consumer())
-                    .await?
-                    .into_iter()
-                    .map(|(name, _)| name),
-            );
-        }
-        // Per path, not per batch: the tileset's outbox merges what partitions handed over, so
-        // a batch's own name says nothing of whether its purges went out.
-        let handed_waiting = match edge.handover {
-            Some(tileset_outbox) => {
-                let consumers: Vec<String> =
-                    edge.targets.iter().map(PurgeTarget::consumer).collect();
-                Some(WaitingPaths::new(
-                    tileset_outbox.waiting_lines(&consumers).await?,
-                ))
+            for (name, lines) in outbox.pending(&target.consumer()).await? {
+                waiting.insert(name);
+                waiting_paths.extend(lines.iter().map(|line| (edge.path_of)(line)));
             }
-            None => None,
-        };
+        }
+        if let Some(tileset_outbox) = edge.handover {
+            let consumers: Vec<String> = edge.targets.iter().map(PurgeTarget::consumer).collect();
+            waiting_paths.extend(tileset_outbox.waiting_lines(&consumers).await?);
+        }
+        let waiting_paths = WaitingPaths::new(waiting_paths);
         let mut ready = Vec::new();
         for (name, lines) in pending {
-            if waiting.contains(&name) {
+            if waiting.contains(&name)
+                || lines
+                    .iter()
+                    .any(|line| waiting_paths.meets(&(edge.path_of)(line)))
+            {
                 continue;
-            }
-            if let Some(handed) = &handed_waiting {
-                if lines.iter().any(|line| handed.meets(&(edge.path_of)(line))) {
-                    continue;
-                }
             }
             ready.push((name, lines));
         }

@@ -17,6 +17,7 @@ mod feed;
 mod finalize;
 mod freshness;
 mod outbox;
+pub(crate) use outbox::record_new_hash;
 mod prepare;
 mod shard;
 mod tileset;

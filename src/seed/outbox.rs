@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use crate::config::S3Config;
 use crate::coordination::changed_list::CHANGED_LIST_CONSUMER;
-use crate::coordination::feed::Published;
 use crate::coordination::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::coordination::ChangedList;
 use crate::edge::budget::Budget;
@@ -25,8 +24,12 @@ use crate::tile::TileCoord;
 
 use super::feed::{EarlyFeed, Edge, RunFeed, FEED_CONSUMER};
 
+mod documents;
 pub(super) mod dry_run;
 mod early;
+
+pub(crate) use documents::record_new_hash;
+pub(super) use documents::Delivered;
 
 /// One output's outbox during a run.
 pub(super) struct RunOutbox {
@@ -67,6 +70,8 @@ pub(super) struct RunOutbox {
     feed: Option<RunFeed>,
     /// The feed's segments published while the run renders.
     early_feed: EarlyFeed,
+    /// The batches this run's `--changed-list` took, which a second delivery leaves to it.
+    listed: HashSet<String>,
 }
 
 /// The outbox note that records the tiles an output stores per zoom.
@@ -97,18 +102,6 @@ async fn write_json<T: serde::Serialize>(outbox: &Outbox, name: &str, value: &T)
 
 /// Batches past which a run without `--changed-list` merges its outbox's waiting batches.
 const COALESCE_ABOVE: usize = 16;
-
-/// What the consumers took after a run.
-pub(super) struct Delivered {
-    /// Each CDN target's purge.
-    pub purges: Vec<PurgeSummary>,
-    /// What the edge check fetches, per target that purged and has a public URL.
-    pub probes: Vec<EdgeProbe>,
-    /// The signal that stopped the purges: the targets not done keep their changes in the outbox.
-    pub stopped: Option<&'static str>,
-    /// What the changes feed published, while the run rendered and after its purges.
-    pub feed: Option<Published>,
-}
 
 impl RunOutbox {
     /// Opens the output's outbox and starts recording this run's changes; `part` tags a shard's
@@ -165,6 +158,7 @@ impl RunOutbox {
             early: HashMap::new(),
             early_failed: HashMap::new(),
             early_feed: EarlyFeed::default(),
+            listed: HashSet::new(),
             feed,
             outbox: Arc::new(outbox),
             run: Some(run),
@@ -280,7 +274,8 @@ impl RunOutbox {
             }
         }
         if changed.is_enabled() {
-            let pending = self.outbox.pending(CHANGED_LIST_CONSUMER).await?;
+            let mut pending = self.outbox.pending(CHANGED_LIST_CONSUMER).await?;
+            pending.retain(|(name, _)| self.listed.insert(name.clone()));
             if !pending.is_empty() {
                 let (names, lines): (Vec<String>, Vec<Vec<String>>) = pending.into_iter().unzip();
                 let outbox = self.outbox.clone();
@@ -552,9 +547,16 @@ impl RunOutbox {
         })
     }
 
-    /// What the outbox holds for consumers now.
-    pub async fn backlog(&self) -> Result<Backlog> {
-        self.outbox.backlog().await
+    /// What waits in the outbox for a consumer once this run is done: `changed`, the run's
+    /// `--changed-list`, takes everything waiting for it when it closes, so that is not counted.
+    pub async fn backlog(&self, changed: &ChangedList) -> Result<Backlog> {
+        let waiting: Vec<String> = self
+            .consumers
+            .iter()
+            .filter(|c| !changed.is_enabled() || c.as_str() != CHANGED_LIST_CONSUMER)
+            .cloned()
+            .collect();
+        self.outbox.backlog_for(&waiting).await
     }
 }
 

@@ -267,7 +267,7 @@ impl TilesetRun<'_> {
             )
             .await;
         let complete = complete?;
-        let delivered = delivered?;
+        let mut delivered = delivered?;
         // 4g. Advance the change log's consumer (watermark, pruning).
         if tileset.shard.is_some() {
             // A part is not a consumer of the change log: pruning what one shard saw could drop
@@ -296,8 +296,19 @@ impl TilesetRun<'_> {
         // idle.
         // A run stopped while purging ends now; the hash stays pending, as the output says.
         let hash_now = !self.job.run.defer_agg_hash || tileset.list_prefix.is_some();
-        if defer_hash && hash_now && delivered.stopped.is_none() {
-            self.refresh_hash(target).await?;
+        // The new hash is news to the edge too: `tiles.json` is delivered again.
+        if defer_hash
+            && hash_now
+            && delivered.stopped.is_none()
+            && self.refresh_hash(target).await?
+        {
+            let tilejson = sink::tilejson::TILEJSON_NAME;
+            if sink::kind_of(target).documents().contains(&tilejson) {
+                outbox.record_documents(&[tilejson]).await?;
+                let again =
+                    outbox.commit_and_deliver(&changed, false, self.holds, Some(self.stop), &[]);
+                delivered.absorb(again.await?);
+            }
         }
         // 4i. Summarize.
         let mut header = self.header(target.describe(), complete, decision.changes_read);
@@ -306,7 +317,7 @@ impl TilesetRun<'_> {
             header.committed = decision.committed;
         }
         let mut summary = tally.summarize(header, started.elapsed());
-        summary.outbox = outbox.backlog().await?;
+        summary.outbox = outbox.backlog(&changed).await?;
         if let Some(signal) = delivered.stopped {
             // The tiles are stored and the watermark moved on: only the purges were cut short,
             // and their changes wait in the outbox.

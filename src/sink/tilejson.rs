@@ -66,9 +66,8 @@ pub fn tilejson_with_tiles(metadata: &TilesetMetadata, url: &str) -> Value {
 }
 
 /// Whether a new TileJSON document says more than `previous` (the stored one, if any) with its
-/// `agg_tiles_hash` aside. Only then is it announced to CDNs and the changed-tile list: map
-/// clients ignore the hash, and purging it whenever a tile changes would add a path to every
-/// purge; the origin's copy is always current.
+/// `agg_tiles_hash` aside: what a finish that leaves the hash pending announces, as the hash it
+/// drops is named again, and announced then, once the hash is refreshed.
 pub fn changes_beyond_hash(previous: Option<&[u8]>, document: &Value) -> bool {
     let without_hash = |value: &Value| {
         let mut value = value.clone();

@@ -214,11 +214,19 @@ async fn refresh_hashes(
             let started = Instant::now();
             let settings = &tileset.tileset.output_settings;
             match crate::sink::refresh_agg_hash(target, settings, cancel.clone()).await {
-                Ok(HashRefresh::Computed(hash)) => tracing::info!(
-                    "{}: agg_tiles_hash {hash}, read from every tile while idle in {:.2} s",
-                    target.describe(),
-                    started.elapsed().as_secs_f64()
-                ),
+                Ok(HashRefresh::Computed(hash)) => {
+                    tracing::info!(
+                        "{}: agg_tiles_hash {hash}, read from every tile while idle in {:.2} s",
+                        target.describe(),
+                        started.elapsed().as_secs_f64()
+                    );
+                    // The next cycle, which the outbox's batch wakes, delivers it.
+                    if let Err(err) =
+                        crate::seed::record_new_hash(tileset, target, &job.seed.s3).await
+                    {
+                        tracing::warn!("{err}; the edge keeps the old agg_tiles_hash for now");
+                    }
+                }
                 Ok(HashRefresh::Current | HashRefresh::Cancelled) => {}
                 // The tiles are stored and purged; only the hash waits for the next idle spell.
                 Err(err) => tracing::warn!("agg_tiles_hash left pending: {err}"),

@@ -2,8 +2,9 @@
 //! loopback port, stopped when the test ends.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
+use super::free_port;
 use super::serve::{get, Reply};
 
 /// Variable naming the `varnishd` executable, which `scripts/test.sh` installs.
@@ -108,5 +109,134 @@ impl Varnish {
 impl Drop for Varnish {
     fn drop(&mut self) {
         let _ = Command::new(script()).args(["stop", &self.pid]).output();
+    }
+}
+
+/// A purge gateway in front of a [`Varnish`]: it records every purge a test's CDN target sends
+/// and forwards it to the cache, except those whose path holds one of the refused words, which it
+/// answers 503, as a CDN failing part way through a purge does.
+pub struct Gate {
+    /// Its port on 127.0.0.1, where the CDN target sends its purges.
+    pub port: u16,
+    refused: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Gate {
+    /// Starts a gateway forwarding to `cache`.
+    pub fn start(cache: &Varnish) -> Gate {
+        use axum::http::{Method, StatusCode, Uri};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cache_port = cache.port;
+        let refused: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (words, log) = (refused.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = axum::Router::new().fallback(move |method: Method, uri: Uri| {
+                    let (words, log) = (words.clone(), log.clone());
+                    async move {
+                        let target = uri.to_string();
+                        log.lock().unwrap().push(format!("{method} {target}"));
+                        if words.lock().unwrap().iter().any(|w| target.contains(w)) {
+                            return StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        forward(cache_port, method, &target).await
+                    }
+                });
+                axum::serve(listener, app).await.unwrap();
+            });
+        });
+        Gate {
+            port,
+            refused,
+            seen,
+            _thread: thread,
+        }
+    }
+
+    /// Refuses, from now on, every purge whose path holds one of `words` (none: forwards all).
+    pub fn refuse(&self, words: &[&str]) {
+        *self.refused.lock().unwrap() = words.iter().map(|w| w.to_string()).collect();
+    }
+
+    /// Every purge sent so far (`METHOD TARGET`), refused ones included, and forgets them.
+    pub fn take_seen(&self) -> Vec<String> {
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// Sends `method target` to the cache on `port`; its status.
+async fn forward(port: u16, method: axum::http::Method, target: &str) -> axum::http::StatusCode {
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to varnish");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(method.as_str())
+        .uri(target)
+        .header("host", format!("127.0.0.1:{port}"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let status = sender.send_request(request).await.unwrap().status();
+    axum::http::StatusCode::from_u16(status.as_u16()).unwrap()
+}
+
+/// A static web server for the tree (Python's), the origin Varnish keeps answers of.
+pub struct Origin {
+    child: Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Origin {
+    /// Serves the files under `root`.
+    pub fn start(root: &Path) -> Origin {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        // Dropped (killed and reaped) if it never listens.
+        let origin = Origin { child, port };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return origin;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the origin never listened on {port}");
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

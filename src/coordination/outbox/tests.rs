@@ -125,3 +125,65 @@ fn lines_a_consumer_took_of_a_batch_leave_its_pending_only_and_go_with_the_batch
         assert!(!folder.exists(), "the outbox is empty and removed");
     });
 }
+
+#[test]
+fn a_merge_keeps_a_line_taken_only_where_its_newest_version_was_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::new(OutboxStore::Folder(dir.path().join("outbox")), None);
+    block_on(async {
+        let mut names = Vec::new();
+        for batch in [
+            &["1/0/0", "2/1/1", "tiles.json"][..],
+            &["1/0/0"],
+            &["3/2/2"],
+        ] {
+            outbox.add_batch(&lines(batch)).await.unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let (all, _, _) = outbox.takers().await.unwrap();
+            names.push(all.last().unwrap().clone());
+        }
+        // The CDN took the first batch's versions of two lines and the last batch's one.
+        let took = [
+            (names[0].clone(), lines(&["1/0/0", "2/1/1"])),
+            (names[2].clone(), lines(&["3/2/2"])),
+        ];
+        outbox.took_lines("cdn", &took).await.unwrap();
+        assert_eq!(outbox.coalesce(1).await.unwrap(), 2);
+        let pending = outbox.pending("cdn").await.unwrap();
+        assert_eq!(pending.len(), 1);
+        // `1/0/0` changed again after its purge: the later version is still to purge.
+        assert_eq!(pending[0].1, lines(&["1/0/0", "tiles.json"]));
+        assert_eq!(outbox.pending("feed").await.unwrap()[0].1.len(), 4);
+    });
+}
+
+#[test]
+fn a_partial_record_that_cannot_be_read_sends_its_lines_again_and_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("outbox");
+    let outbox = Outbox::new(OutboxStore::Folder(folder.clone()), None);
+    block_on(async {
+        outbox.add_batch(&lines(&["1/0/0", "2/1/1"])).await.unwrap();
+        let batch = outbox.pending("cdn").await.unwrap()[0].0.clone();
+        let record = folder.join(format!("{batch}{DONE}cdn"));
+        // A sparse giant past every cap, then a link to a device.
+        std::fs::File::create(&record)
+            .unwrap()
+            .set_len(LIST_CAP + 1)
+            .unwrap();
+        assert_eq!(
+            outbox.pending("cdn").await.unwrap(),
+            vec![(batch.clone(), lines(&["1/0/0", "2/1/1"]))]
+        );
+        std::fs::remove_file(&record).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &record).unwrap();
+        assert_eq!(outbox.pending("cdn").await.unwrap()[0].1.len(), 2);
+        // Taking lines replaces it with what is known.
+        let took = [(batch.clone(), lines(&["2/1/1"]))];
+        outbox.took_lines("cdn", &took).await.unwrap();
+        assert_eq!(
+            outbox.pending("cdn").await.unwrap(),
+            vec![(batch, lines(&["1/0/0"]))]
+        );
+    });
+}

@@ -140,8 +140,8 @@ impl TilesetRun<'_> {
         Ok(stored)
     }
 
-    /// Computes the `agg_tiles_hash` a deferred finish left pending.
-    pub(super) async fn refresh_hash(&self, target: &OutputTarget) -> Result<()> {
+    /// Computes the `agg_tiles_hash` a deferred finish left pending; whether it named a new one.
+    pub(super) async fn refresh_hash(&self, target: &OutputTarget) -> Result<bool> {
         let started = Instant::now();
         let settings = &self.prepared.tileset.tileset.output_settings;
         let cancel = std::sync::Arc::default();
@@ -153,8 +153,9 @@ impl TilesetRun<'_> {
                 target.describe(),
                 started.elapsed().as_secs_f64()
             );
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Records the output's new watermark in the change log and prunes what every consumer has.

@@ -399,8 +399,12 @@ impl Sink for DirectorySink {
         let previous = read_capped(&self.root.join(TILEJSON_NAME), DOCUMENT_CAP)
             .ok()
             .flatten();
-        let tilejson_changed = changes_beyond_hash(previous.as_deref(), &document);
         let tilejson = serde_json::to_vec_pretty(&document).expect("JSON serializes");
+        // A hash left pending is news once `refresh_agg_hash` names it, which records it then.
+        let tilejson_changed = match defer {
+            true => changes_beyond_hash(previous.as_deref(), &document),
+            false => previous.as_deref() != Some(tilejson.as_slice()),
+        };
         // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.
         let rows: serde_json::Map<String, serde_json::Value> = metadata
             .mbtiles_rows()
@@ -417,8 +421,7 @@ impl Sink for DirectorySink {
         }
         for (name, document) in documents {
             let path = self.root.join(name);
-            // A document a CDN serves goes to the outbox when its bytes change, as tiles do (the
-            // TileJSON when it says more than a new `agg_tiles_hash`).
+            // A document a CDN serves goes to the outbox when its bytes change, as tiles do.
             let changed = match name {
                 STATE_NAME => false,
                 TILEJSON_NAME => tilejson_changed,

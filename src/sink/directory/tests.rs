@@ -134,12 +134,12 @@ fn a_full_seed_sweeps_tiles_it_no_longer_produces_within_its_zooms() {
         root.join("2/3/3.pbf").exists(),
         "zoom 2 was outside the second run"
     );
-    // tiles.json was rewritten with the tiles' new hash, which alone is not announced; both
-    // documents still declare the zooms and bounds of the tiles the tree holds, which zoom 2
-    // keeps as they were.
+    // tiles.json was rewritten with the tiles' new hash, which the edge must not keep old, so it
+    // is announced; both documents still declare the zooms and bounds of the tiles the tree
+    // holds, which zoom 2 keeps as they were (metadata.json is not announced: it is unchanged).
     assert_eq!(
         std::fs::read_to_string(dir.path().join("changed.txt")).unwrap(),
-        "1/1/1\n"
+        "1/1/1\ntiles.json\n"
     );
 }
 
