@@ -2,17 +2,20 @@
 //! statement, each projected, measured and simplified once in a CTE of the statement, and how a
 //! tile reads them beside its own small rows.
 
-use super::generalise::{canonical_rings, in_canonical_order, pixel_metres, simplified, too_small};
+use super::generalise::{
+    canonical_rings, drawn_as_polygons, in_canonical_order, pixel_metres, simplified, too_small,
+};
 use super::{envelope, envelope_in_srid, row_columns, rows_within, FIRST_ENVELOPE_PARAM, MERC};
 use crate::db::quote_ident;
 use crate::render::source::LayerSource;
 use crate::tile::MERCATOR_HALF_WORLD;
 
 /// Columns of a batch's rows of a line or polygon layer ([`batch_rows`]): the stored geometry's
-/// envelope, its dimension (0 a point, 2 a polygon), whether it is under the thresholds, and its
-/// simplified shape.
+/// envelope, whether `ST_AsMVTGeom` draws it as polygons, whether the row is a point, whether it
+/// is under the thresholds, and its simplified shape.
 const BOX: &str = "\"__oar_box\"";
-const DIMENSION: &str = "\"__oar_dimension\"";
+const POLYGON: &str = "\"__oar_polygon\"";
+const POINT: &str = "\"__oar_point\"";
 const SMALL: &str = "\"__oar_small\"";
 const SIMPLE: &str = "\"__oar_simple\"";
 /// A tile's box grown past its buffer by [`GUARD_UNITS`] and the layer's simplification
@@ -95,12 +98,13 @@ pub(super) fn batch_rows(layer: &LayerSource, cte: &str, z: u8) -> String {
 }
 
 /// `rows` (a query of [`row_columns`] and more) with what drawing needs of each row at zoom `z`,
-/// which [`drawn_from_batch`] reads: its dimension, and where the layer is generalised whether it
-/// is under the thresholds and its simplified shape.
+/// which [`drawn_from_batch`] reads: whether it is drawn as polygons, and where the layer is
+/// generalised whether it is a point, whether it is under the thresholds and its simplified shape.
 fn with_measures(layer: &LayerSource, z: u8, rows: &str) -> String {
     let merc = format!("s.{MERC}");
-    let mut measures = vec![format!("ST_Dimension({merc}) AS {DIMENSION}")];
+    let mut measures = vec![format!("{} AS {POLYGON}", drawn_as_polygons(&merc))];
     if let Some(rules) = layer.generalised() {
+        measures.push(format!("ST_Dimension({merc}) = 0 AS {POINT}"));
         if let Some(test) = too_small(rules, &merc, z) {
             measures.push(format!("({test}) AS {SMALL}"));
         }
@@ -142,7 +146,7 @@ pub(super) fn drawn_from_batch(layer: &LayerSource, z: u8, (extent, buffer): (u3
         |geometry: &str| format!("ST_AsMVTGeom({geometry}, env.tile, {extent}, {buffer}, true)");
     let merc = format!("s.{MERC}");
     let reaches = format!("ST_Intersects({merc}, s.{GUARD})");
-    let polygon = format!("s.{DIMENSION} = 2");
+    let polygon = format!("s.{POLYGON}");
     let Some(rules) = layer.generalised() else {
         return format!(
             "CASE WHEN {reaches} THEN {} END",
@@ -163,7 +167,7 @@ pub(super) fn drawn_from_batch(layer: &LayerSource, z: u8, (extent, buffer): (u3
         clip(&merc)
     };
     format!(
-        "CASE WHEN s.{DIMENSION} = 0 THEN {}{too_small} WHEN NOT {reaches} THEN NULL \
+        "CASE WHEN s.{POINT} THEN {}{too_small} WHEN NOT {reaches} THEN NULL \
          WHEN {polygon} THEN {} ELSE {drawn} END",
         clip(&merc),
         canonical_rings(&drawn)

@@ -37,7 +37,7 @@ pub(super) fn drawn_geometry(
 ) -> String {
     let clip =
         |geometry: &str| format!("ST_AsMVTGeom({geometry}, env.tile, {extent}, {buffer}, true)");
-    let polygon = format!("ST_Dimension({merc}) = 2");
+    let polygon = drawn_as_polygons(merc);
     let Some(rules) = layer.generalised() else {
         if layer.points_only {
             return clip(merc);
@@ -83,8 +83,20 @@ pub(super) fn canonical_rings(drawn: &str) -> String {
     format!("ST_ForcePolygonCCW(ST_Normalize({drawn}))")
 }
 
+/// Whether `ST_AsMVTGeom` draws the Web-Mercator geometry `merc` as polygons: a polygon, a
+/// multipolygon, or a collection holding one (it keeps a collection's highest dimension). A TIN or
+/// a triangle, two-dimensional too, is left as it is and fails its tiles as before, rather than
+/// drawn: `ST_Normalize` would make it a polygon. Reads only the geometry's header where the
+/// type decides.
+pub(super) fn drawn_as_polygons(merc: &str) -> String {
+    format!(
+        "(ST_GeometryType({merc}) IN ('ST_Polygon', 'ST_MultiPolygon') \
+         OR (ST_GeometryType({merc}) = 'ST_GeometryCollection' AND ST_Dimension({merc}) = 2))"
+    )
+}
+
 /// `drawn`, a row's tile geometry, in [`canonical_rings`] order where `polygon` (an SQL test of
-/// the row) says it is a polygon.
+/// the row, [`drawn_as_polygons`]) holds.
 pub(super) fn in_canonical_order(polygon: &str, drawn: &str) -> String {
     format!(
         "CASE WHEN {polygon} THEN {} ELSE {drawn} END",

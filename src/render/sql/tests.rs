@@ -164,17 +164,22 @@ fn generalisation_applies_to_columns_that_may_hold_lines_or_polygons() {
     }
     assert!(
         sql(&any, 5).contains(
-            "CASE WHEN s.\"__oar_dimension\" = 0 THEN ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true) WHEN"
+            "CASE WHEN s.\"__oar_point\" THEN ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true) WHEN"
         ),
         "points first, as they are"
     );
     assert!(
-        sql(&any, 5).contains("ST_Dimension(s.\"__oar_merc\") AS \"__oar_dimension\""),
-        "whether a row is a point or a polygon is found once per batch"
+        sql(&any, 5).contains("ST_Dimension(s.\"__oar_merc\") = 0 AS \"__oar_point\"")
+            && sql(&any, 5).contains(
+                "(ST_GeometryType(s.\"__oar_merc\") IN ('ST_Polygon', 'ST_MultiPolygon') \
+                 OR (ST_GeometryType(s.\"__oar_merc\") = 'ST_GeometryCollection' \
+                 AND ST_Dimension(s.\"__oar_merc\") = 2)) AS \"__oar_polygon\""
+            ),
+        "whether a row is a point or drawn as polygons is found once per batch"
     );
     assert!(
         sql(&any, 5).contains(
-            "WHEN s.\"__oar_dimension\" = 2 THEN ST_ForcePolygonCCW(ST_Normalize(COALESCE(\
+            "WHEN s.\"__oar_polygon\" THEN ST_ForcePolygonCCW(ST_Normalize(COALESCE(\
              ST_AsMVTGeom(s.\"__oar_simple\", env.tile, 4096, 64, true), \
              ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true)))) ELSE COALESCE("
         ),
@@ -199,7 +204,7 @@ fn generalisation_applies_to_columns_that_may_hold_lines_or_polygons() {
     );
     assert!(
         text.contains(
-            "THEN CASE WHEN s.\"__oar_dimension\" = 2 THEN ST_ForcePolygonCCW(ST_Normalize(\
+            "THEN CASE WHEN s.\"__oar_polygon\" THEN ST_ForcePolygonCCW(ST_Normalize(\
              ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true))) \
              ELSE ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true) END END"
         ),
