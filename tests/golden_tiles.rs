@@ -68,6 +68,44 @@ z13 38 3e5d537dcb01d0ec
 z14 95 9bff00809e269a29
 ",
     ),
+    (
+        3,
+        "3.3",
+        "europe",
+        "
+z0 1 2e0558777146bfc3
+z1 2 b11e8348c16944fb
+z2 2 8979837a290b2776
+z3 4 bca7f754d433dc11
+z4 6 0f6ef3b4ae114adb
+z5 13 cb66457bc3dd8914
+z6 42 5ead8fdeaf27b283
+z7 121 87f6f83924df3d41
+z8 264 b4dca4344b446abd
+",
+    ),
+    (
+        3,
+        "3.3",
+        "city",
+        "
+z0 1 2067f0c19e3e09e1
+z1 1 ed9a4d106a0154e0
+z2 1 dee90a2199a71982
+z3 2 cf9df177435e4b30
+z4 2 f6f820b9651ad5cd
+z5 1 c51b3973120d3cd2
+z6 1 66911554a24f55e5
+z7 1 1bd08280bd5050ae
+z8 1 4719d7848eb174e5
+z9 2 6cd16b9aa2024ad6
+z10 4 f27296fc515c6553
+z11 6 335ea3673a32b880
+z12 13 6050227732da8c60
+z13 38 aee41a9dfb42ed63
+z14 95 894659c8a5d0d215
+",
+    ),
 ];
 
 /// The tilesets of the data set and their zooms.

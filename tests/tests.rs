@@ -56,6 +56,7 @@ mod shard_outputs;
 mod shards;
 mod slurm;
 mod store_secrets;
+mod tile_bytes;
 mod toolbox;
 mod tree_safety;
 mod untransformable;

@@ -2,16 +2,19 @@
 //! statement, each projected, measured and simplified once in a CTE of the statement, and how a
 //! tile reads them beside its own small rows.
 
-use super::generalise::{pixel_metres, simplified, too_small};
+use super::generalise::{
+    canonical_rings, drawn_as_polygons, in_canonical_order, pixel_metres, simplified, too_small,
+};
 use super::{envelope, envelope_in_srid, row_columns, rows_within, FIRST_ENVELOPE_PARAM, MERC};
 use crate::db::quote_ident;
 use crate::render::source::LayerSource;
 use crate::tile::MERCATOR_HALF_WORLD;
 
 /// Columns of a batch's rows of a line or polygon layer ([`batch_rows`]): the stored geometry's
-/// envelope, whether the row is a point, whether it is under the thresholds, and its simplified
-/// shape.
+/// envelope, whether `ST_AsMVTGeom` draws it as polygons, whether the row is a point, whether it
+/// is under the thresholds, and its simplified shape.
 const BOX: &str = "\"__oar_box\"";
+const POLYGON: &str = "\"__oar_polygon\"";
 const POINT: &str = "\"__oar_point\"";
 const SMALL: &str = "\"__oar_small\"";
 const SIMPLE: &str = "\"__oar_simple\"";
@@ -94,23 +97,23 @@ pub(super) fn batch_rows(layer: &LayerSource, cte: &str, z: u8) -> String {
     format!("{cte} AS MATERIALIZED ({})", with_measures(layer, z, &rows))
 }
 
-/// `rows` (a query of [`row_columns`] and more) with what generalisation needs of each row at
-/// zoom `z`, which [`drawn_from_batch`] reads: whether it is a point, whether it is under the
-/// thresholds, its simplified shape.
+/// `rows` (a query of [`row_columns`] and more) with what drawing needs of each row at zoom `z`,
+/// which [`drawn_from_batch`] reads: whether it is drawn as polygons, and where the layer is
+/// generalised whether it is a point, whether it is under the thresholds and its simplified shape.
 fn with_measures(layer: &LayerSource, z: u8, rows: &str) -> String {
-    let Some(rules) = layer.generalised() else {
-        return rows.to_string();
-    };
     let merc = format!("s.{MERC}");
-    let mut measures = vec![format!("ST_Dimension({merc}) = 0 AS {POINT}")];
-    if let Some(test) = too_small(rules, &merc, z) {
-        measures.push(format!("({test}) AS {SMALL}"));
-    }
-    if rules.simplify > 0.0 {
-        measures.push(format!(
-            "CASE WHEN ST_Dimension({merc}) > 0 THEN {} END AS {SIMPLE}",
-            simplified(rules, &merc, z)
-        ));
+    let mut measures = vec![format!("{} AS {POLYGON}", drawn_as_polygons(&merc))];
+    if let Some(rules) = layer.generalised() {
+        measures.push(format!("ST_Dimension({merc}) = 0 AS {POINT}"));
+        if let Some(test) = too_small(rules, &merc, z) {
+            measures.push(format!("({test}) AS {SMALL}"));
+        }
+        if rules.simplify > 0.0 {
+            measures.push(format!(
+                "CASE WHEN ST_Dimension({merc}) > 0 THEN {} END AS {SIMPLE}",
+                simplified(rules, &merc, z)
+            ));
+        }
     }
     // `OFFSET 0` keeps the projection in one place: pulled up, each use would project again.
     format!(
@@ -131,7 +134,8 @@ fn guard_reach(layer: &LayerSource, z: u8, (extent, buffer): (u32, u32)) -> f64 
     f64::from(buffer + GUARD_UNITS) * unit + tolerance
 }
 
-/// [`super::generalise::drawn_geometry`] of a row of [`batch_rows`], which holds what does not depend on the tile.
+/// [`super::generalise::drawn_geometry`] of a row of [`batch_rows`], which holds what does not depend on the tile;
+/// a polygon's rings in [`canonical_rings`] order.
 ///
 /// A row whose box meets the tile's while its shape stays clear of the tile's guard box (a
 /// country's far-flung islands) is not clipped at all: `ST_AsMVTGeom` would simplify, project
@@ -142,8 +146,12 @@ pub(super) fn drawn_from_batch(layer: &LayerSource, z: u8, (extent, buffer): (u3
         |geometry: &str| format!("ST_AsMVTGeom({geometry}, env.tile, {extent}, {buffer}, true)");
     let merc = format!("s.{MERC}");
     let reaches = format!("ST_Intersects({merc}, s.{GUARD})");
+    let polygon = format!("s.{POLYGON}");
     let Some(rules) = layer.generalised() else {
-        return format!("CASE WHEN {reaches} THEN {} END", clip(&merc));
+        return format!(
+            "CASE WHEN {reaches} THEN {} END",
+            in_canonical_order(&polygon, &clip(&merc))
+        );
     };
     let too_small = match too_small(rules, &merc, z) {
         None => String::new(),
@@ -159,7 +167,9 @@ pub(super) fn drawn_from_batch(layer: &LayerSource, z: u8, (extent, buffer): (u3
         clip(&merc)
     };
     format!(
-        "CASE WHEN s.{POINT} THEN {}{too_small} WHEN NOT {reaches} THEN NULL ELSE {drawn} END",
-        clip(&merc)
+        "CASE WHEN s.{POINT} THEN {}{too_small} WHEN NOT {reaches} THEN NULL \
+         WHEN {polygon} THEN {} ELSE {drawn} END",
+        clip(&merc),
+        canonical_rings(&drawn)
     )
 }

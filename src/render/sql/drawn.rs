@@ -7,7 +7,9 @@
 //! far away), the last one is. Called once over the whole world with `extent · 2^z` units, unclipped,
 //! it takes those same first steps at the same resolution and on the same grid as every tile of
 //! zoom `z` does (the tiles' grids are the world's, shifted by whole units), so where the two
-//! shapes it returns agree, every tile clips the same geometry.
+//! shapes it returns agree, every tile clips the same geometry, and draws the same bytes: where a
+//! clipped ring starts depends on the whole shape, so tiles put polygons' rings in a canonical
+//! order ([`super::generalise::canonical_rings`]).
 
 use super::{simplified, too_small};
 use crate::config::LayerConfig;

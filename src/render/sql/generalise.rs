@@ -37,8 +37,12 @@ pub(super) fn drawn_geometry(
 ) -> String {
     let clip =
         |geometry: &str| format!("ST_AsMVTGeom({geometry}, env.tile, {extent}, {buffer}, true)");
+    let polygon = drawn_as_polygons(merc);
     let Some(rules) = layer.generalised() else {
-        return clip(merc);
+        if layer.points_only {
+            return clip(merc);
+        }
+        return in_canonical_order(&polygon, &clip(merc));
     };
     let simplified = if rules.simplify > 0.0 {
         simplified(rules, merc, z)
@@ -61,8 +65,42 @@ pub(super) fn drawn_geometry(
         Some(test) => format!(" WHEN {test} THEN NULL"),
     };
     format!(
-        "CASE WHEN ST_Dimension({merc}) = 0 THEN {}{too_small} ELSE {drawn} END",
-        clip(merc)
+        "CASE WHEN ST_Dimension({merc}) = 0 THEN {}{too_small} WHEN {polygon} THEN {} ELSE {drawn} END",
+        clip(merc),
+        canonical_rings(&drawn)
+    )
+}
+
+/// A polygon's tile geometry `drawn` with its rings in one canonical order: each ring starting
+/// at its least vertex, holes and parts sorted (`ST_Normalize`), then wound as `ST_AsMVTGeom`
+/// winds them (exterior rings counter-clockwise in its y-down units, which MVT reads as
+/// clockwise on screen). `ST_AsMVTGeom` clips the whole shape, and where a clipped ring starts
+/// and which way it runs depends on the whole shape: a square inside a polygon started at
+/// another corner after an edit far from the tile. Normalised, a tile's bytes depend only on
+/// what it draws, so a reseed that renders only the tiles where an edit changed the drawing
+/// leaves the others as a full seed would write them. Lines keep their direction.
+pub(super) fn canonical_rings(drawn: &str) -> String {
+    format!("ST_ForcePolygonCCW(ST_Normalize({drawn}))")
+}
+
+/// Whether `ST_AsMVTGeom` draws the Web-Mercator geometry `merc` as polygons: a polygon, a
+/// multipolygon, or a collection holding one (it keeps a collection's highest dimension). A TIN or
+/// a triangle, two-dimensional too, is left as it is and fails its tiles as before, rather than
+/// drawn: `ST_Normalize` would make it a polygon. Reads only the geometry's header where the
+/// type decides.
+pub(super) fn drawn_as_polygons(merc: &str) -> String {
+    format!(
+        "(ST_GeometryType({merc}) IN ('ST_Polygon', 'ST_MultiPolygon') \
+         OR (ST_GeometryType({merc}) = 'ST_GeometryCollection' AND ST_Dimension({merc}) = 2))"
+    )
+}
+
+/// `drawn`, a row's tile geometry, in [`canonical_rings`] order where `polygon` (an SQL test of
+/// the row, [`drawn_as_polygons`]) holds.
+pub(super) fn in_canonical_order(polygon: &str, drawn: &str) -> String {
+    format!(
+        "CASE WHEN {polygon} THEN {} ELSE {drawn} END",
+        canonical_rings(drawn)
     )
 }
 

@@ -169,8 +169,26 @@ fn generalisation_applies_to_columns_that_may_hold_lines_or_polygons() {
         "points first, as they are"
     );
     assert!(
-        sql(&any, 5).contains("ST_Dimension(s.\"__oar_merc\") = 0 AS \"__oar_point\""),
-        "whether a row is a point is found once per batch"
+        sql(&any, 5).contains("ST_Dimension(s.\"__oar_merc\") = 0 AS \"__oar_point\"")
+            && sql(&any, 5).contains(
+                "(ST_GeometryType(s.\"__oar_merc\") IN ('ST_Polygon', 'ST_MultiPolygon') \
+                 OR (ST_GeometryType(s.\"__oar_merc\") = 'ST_GeometryCollection' \
+                 AND ST_Dimension(s.\"__oar_merc\") = 2)) AS \"__oar_polygon\""
+            ),
+        "whether a row is a point or drawn as polygons is found once per batch"
+    );
+    assert!(
+        sql(&any, 5).contains(
+            "WHEN s.\"__oar_polygon\" THEN ST_ForcePolygonCCW(ST_Normalize(COALESCE(\
+             ST_AsMVTGeom(s.\"__oar_simple\", env.tile, 4096, 64, true), \
+             ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true)))) ELSE COALESCE("
+        ),
+        "polygons' rings in canonical order, lines as they run: {}",
+        sql(&any, 5)
+    );
+    assert!(
+        !sql(&points, 5).contains("ST_Normalize"),
+        "points pay nothing"
     );
     assert!((pixel_metres(0) - 156_543.033_928_041).abs() < 1e-6);
     let mut off = any.clone();
@@ -183,6 +201,14 @@ fn generalisation_applies_to_columns_that_may_hold_lines_or_polygons() {
     assert!(
         !text.contains("ST_Simplify") && !text.contains("ST_Area"),
         "{text}"
+    );
+    assert!(
+        text.contains(
+            "THEN CASE WHEN s.\"__oar_polygon\" THEN ST_ForcePolygonCCW(ST_Normalize(\
+             ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true))) \
+             ELSE ST_AsMVTGeom(s.\"__oar_merc\", env.tile, 4096, 64, true) END END"
+        ),
+        "without generalisation too: {text}"
     );
     let mut only_area = off.clone();
     only_area.config.generalisation.min_area = 1.0;
