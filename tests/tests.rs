@@ -27,6 +27,7 @@ mod golden_tiles;
 mod hostile;
 mod hostile_files;
 mod hostile_geometry;
+mod idle_edge;
 mod image;
 mod listeners;
 mod live_feed;
