@@ -191,6 +191,12 @@ pub(crate) fn refresh_agg_hash(
     let Some((hash, _)) = hash_tree(root, extension, cancel)? else {
         return Ok(HashRefresh::Cancelled);
     };
+    // The tiles may hash as they did (a run that rewrote them with the same bytes): `tiles.json` is
+    // then left as it is, so nothing purges or lists a document that did not change.
+    if document.get(AGG_TILES_HASH_KEY).and_then(|v| v.as_str()) == Some(hash.as_str()) {
+        clear_stale(root)?;
+        return Ok(HashRefresh::Current);
+    }
     document[AGG_TILES_HASH_KEY] = hash.clone().into();
     let text = serde_json::to_vec_pretty(&document).expect("JSON serializes");
     durable::place(&tilejson_path, &text)
