@@ -70,6 +70,8 @@ pub struct PurgeTarget {
     bbox: BBox,
     /// Wildcards one purge may hold (CloudFront: 15 in flight).
     max_wildcards: usize,
+    /// The API user's calls, where the API limits them per user (Cloudflare, Fastly).
+    api: Option<pace::ApiCalls>,
 }
 
 enum Target {
@@ -157,6 +159,16 @@ impl PurgeTarget {
             CdnTarget::CloudFront { .. } => cloudfront::MAX_WILDCARDS,
             _ => usize::MAX,
         };
+        let api_calls = |kind: &str, token: &str| {
+            config.api.map(|quota| {
+                let window = pace::Window {
+                    calls: quota.allowed(),
+                    per: quota.per,
+                };
+                pace::ApiCalls::of(kind, token, window)
+            })
+        };
+        let mut api = None;
         let mut target = match &config.target {
             CdnTarget::Http {
                 url,
@@ -202,7 +214,12 @@ impl PurgeTarget {
             } => Target::Cloudflare(apis::Cloudflare {
                 plan: *plan,
                 zone_id: zone_id.clone(),
-                token: token(token_env, &mut sent)?,
+                token: {
+                    let token = token(token_env, &mut sent)?;
+                    api = api_calls("cloudflare", &token);
+                    token
+                },
+                api: api.clone(),
                 api_url: api_url.clone(),
                 public_url: public_url("Cloudflare")?,
                 prefixes: *prefixes,
@@ -221,7 +238,12 @@ impl PurgeTarget {
             } => Target::Fastly(apis::Fastly {
                 soft_purge: *soft_purge,
                 service_id: service_id.clone(),
-                token: token(token_env, &mut sent)?,
+                token: {
+                    let token = token(token_env, &mut sent)?;
+                    api = api_calls("fastly", &token);
+                    token
+                },
+                api: api.clone(),
                 api_url: api_url.clone(),
                 public_url: public_url("Fastly")?,
                 surrogate_keys: *surrogate_keys,
@@ -248,7 +270,34 @@ impl PurgeTarget {
             spend: config.spend,
             bbox,
             max_wildcards,
+            api,
         })
+    }
+
+    /// The calls its API user made within the API's window (milliseconds since the Unix epoch,
+    /// some perhaps ahead, reserved behind a wait), for the outbox note a later process learns
+    /// them from; `None` where the API counts no calls per user.
+    pub fn recent_api_calls(&self) -> Option<Vec<u64>> {
+        let api = self.api.as_ref()?;
+        Some(pace::recent_calls(&api.key, api.window.per))
+    }
+
+    /// Counts the calls a note says its API user made (another process: a cron run before this
+    /// one) against its window.
+    pub fn learn_api_calls(&self, noted: &[u64]) {
+        if let Some(api) = &self.api {
+            pace::learn_calls(&api.key, api.window.per, noted);
+        }
+    }
+
+    /// How many paths a call of it takes, where every call counts against the API user's limit
+    /// (Cloudflare): a reseed's chunks are then gathered into calls that full before they are
+    /// sent, rather than a call per chunk. `None` where calls are not what is scarce.
+    pub fn gathers(&self) -> Option<usize> {
+        match &self.target {
+            Target::Cloudflare(api) if api.api.is_some() => Some(api.urls_per_call()),
+            _ => None,
+        }
     }
 
     /// What its purges cost and may spend.

@@ -66,6 +66,167 @@ impl Rate {
     }
 }
 
+/// An API's window of calls: at most `calls` within any `per`, counted by the wall clock so that
+/// the calls another process made (a cron run before this one, as its outbox note says) count too.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    pub calls: usize,
+    pub per: Duration,
+}
+
+/// The calls of one API user a target keeps to: the user's key in the process's windows (not
+/// its token: a digest of it, so that targets sharing a token share the window) and its share of
+/// the API's limit.
+#[derive(Debug, Clone)]
+pub(super) struct ApiCalls {
+    pub key: String,
+    pub window: Window,
+}
+
+impl ApiCalls {
+    /// The calls of the API user holding `token` (`kind` names the API), `window` being the
+    /// share of its limit a target keeps to.
+    pub fn of(kind: &str, token: &str, window: Window) -> ApiCalls {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        token.hash(&mut hasher);
+        ApiCalls {
+            key: format!("{kind} user {:016x}", hasher.finish()),
+            window,
+        }
+    }
+
+    /// Reserves one call and returns how long to wait before sending it.
+    pub fn take(&self) -> Duration {
+        self.window.take(&self.key)
+    }
+
+    /// How long `more` calls would take from now.
+    pub fn seconds(&self, more: usize) -> f64 {
+        self.window.seconds(&self.key, more)
+    }
+
+    /// The API refused the user's calls for `wait`.
+    pub fn blocked(&self, wait: Duration) {
+        blocked(&self.key, wait);
+    }
+}
+
+/// Per API user: when its calls went (or will go, once their wait is over), in milliseconds since
+/// the Unix epoch, oldest first, and until when the API refuses every call (a 429's `Retry-After`).
+#[derive(Default)]
+struct Calls {
+    sent: std::collections::VecDeque<u64>,
+    blocked_until: u64,
+}
+
+/// The process's windows of API calls, per user, shared by every run of a `watch`.
+static CALLS: OnceLock<Mutex<HashMap<String, Calls>>> = OnceLock::new();
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn with_calls<T>(key: &str, f: impl FnOnce(&mut Calls) -> T) -> T {
+    let mut all = CALLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    f(all.entry(key.to_string()).or_default())
+}
+
+impl Window {
+    fn per_ms(self) -> u64 {
+        self.per.as_millis() as u64
+    }
+
+    /// When each of `more` calls could go from `now`, after the calls `sent` (oldest first) and
+    /// a block until `blocked_until`: the n-th call of a full window goes once the call `calls`
+    /// before it is `per` old.
+    fn slots(self, sent: &[u64], blocked_until: u64, now: u64, more: usize) -> Vec<u64> {
+        let calls = self.calls.max(1);
+        let mut all: Vec<u64> = sent.to_vec();
+        let mut slots = Vec::with_capacity(more);
+        for _ in 0..more {
+            let earliest = now.max(blocked_until);
+            let at = match all.len().checked_sub(calls) {
+                Some(i) => earliest.max(all[i] + self.per_ms()),
+                None => earliest,
+            };
+            all.push(at);
+            slots.push(at);
+        }
+        slots
+    }
+
+    /// Reserves one call of user `key` and returns how long to wait before sending it.
+    pub fn take(self, key: &str) -> Duration {
+        let now = now_ms();
+        with_calls(key, |calls| {
+            let horizon = now.saturating_sub(self.per_ms());
+            while calls.sent.front().is_some_and(|&at| at <= horizon) {
+                calls.sent.pop_front();
+            }
+            let sent: Vec<u64> = calls.sent.iter().copied().collect();
+            let at = self.slots(&sent, calls.blocked_until, now, 1)[0];
+            calls.sent.push_back(at);
+            Duration::from_millis(at - now)
+        })
+    }
+
+    /// How long `more` calls of user `key` would take from now, as its window stands.
+    pub fn seconds(self, key: &str, more: usize) -> f64 {
+        if more == 0 {
+            return 0.0;
+        }
+        let now = now_ms();
+        with_calls(key, |calls| {
+            let sent: Vec<u64> = calls.sent.iter().copied().collect();
+            let last = self.slots(&sent, calls.blocked_until, now, more)[more - 1];
+            (last - now) as f64 / 1_000.0
+        })
+    }
+}
+
+/// The API refused user `key`'s calls for `wait` (429 with `Retry-After`): none is sent before
+/// it is over.
+pub(super) fn blocked(key: &str, wait: Duration) {
+    let until = now_ms() + wait.as_millis() as u64;
+    with_calls(key, |calls| calls.blocked_until = calls.blocked_until.max(until));
+}
+
+/// The calls user `key` made within the last `per` (milliseconds since the Unix epoch), for the
+/// outbox note the next process learns them from.
+pub(super) fn recent_calls(key: &str, per: Duration) -> Vec<u64> {
+    let horizon = now_ms().saturating_sub(per.as_millis() as u64);
+    with_calls(key, |calls| {
+        calls.sent.iter().copied().filter(|&at| at > horizon).collect()
+    })
+}
+
+/// Adds the calls another process noted for user `key` within the last `per`, each once. A call
+/// may lie ahead, reserved behind a wait; a clock set back leaves some further ahead still, which
+/// count as at most `per` from now.
+pub(super) fn learn_calls(key: &str, per: Duration, noted: &[u64]) {
+    let now = now_ms();
+    let per = per.as_millis() as u64;
+    let horizon = now.saturating_sub(per);
+    with_calls(key, |calls| {
+        let mut all: Vec<u64> = calls.sent.iter().copied().collect();
+        all.extend(
+            noted
+                .iter()
+                .filter(|&&at| at > horizon)
+                .map(|&at| at.min(now + per)),
+        );
+        all.sort_unstable();
+        all.dedup();
+        calls.sent = all.into();
+    });
+}
+
 /// What a purge has done so far: the paths (as sent: a folder as `FOLDER*`) whose requests the
 /// target accepted, and when it last made progress. Shared with the code that started the purge,
 /// which reads it even when the purge was dropped (a signal) or failed.

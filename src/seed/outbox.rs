@@ -25,6 +25,7 @@ use crate::tile::TileCoord;
 
 use super::feed::{EarlyFeed, Edge, RunFeed, FEED_CONSUMER};
 
+mod calls;
 pub(super) mod dry_run;
 mod early;
 
@@ -158,7 +159,7 @@ impl RunOutbox {
         } else {
             None
         };
-        Ok(RunOutbox {
+        let opened = RunOutbox {
             stored,
             records_when_visible: kind.home().stores_tile_by_tile(),
             early_targets: HashSet::new(),
@@ -176,7 +177,9 @@ impl RunOutbox {
             target: target.clone(),
             check_sample,
             handover,
-        })
+        };
+        opened.learn_api_calls().await?;
+        Ok(opened)
     }
 
     /// Makes every publication of the feed ask maps to reload every tile: `finalize`'s, whose
@@ -482,6 +485,7 @@ impl RunOutbox {
             _ => self.early_feed.total(None),
         };
         self.outbox.prune(&self.consumers).await?;
+        self.note_api_calls().await?;
         if let Some((tileset_outbox, path)) = &self.handover {
             let cdns: Vec<String> = self.targets.iter().map(PurgeTarget::consumer).collect();
             let handed = self
