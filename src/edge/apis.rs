@@ -58,12 +58,12 @@ async fn send_all(
     sender: Sender<'_>,
     calls: Vec<Call>,
     check: fn(&str) -> bool,
-    pace: impl Fn(&Call) -> Duration,
+    pace: impl Fn(&Call) -> (Duration, Option<u64>),
     progress: &Progress,
 ) -> Result<PurgeReport, PurgeError> {
     let mut report = PurgeReport::default();
     for call in calls {
-        let wait = pace(&call);
+        let (wait, reserved) = pace(&call);
         if !wait.is_zero() {
             tracing::debug!(
                 "waiting {:.1} s for the API's purge rate limit",
@@ -93,7 +93,11 @@ async fn send_all(
             sender.secrets,
             &limited,
         )
-        .await?;
+        .await;
+        if let (Some(api), Some(reserved)) = (sender.api, reserved) {
+            api.settle(reserved);
+        }
+        let answer = answer?;
         if !(200..300).contains(&answer.status) || !check(&answer.body) {
             return Err(PurgeError::Refused {
                 method: call.method.to_string(),
@@ -166,28 +170,39 @@ impl Cloudflare {
                 vec!["*".to_string()],
             )];
         }
-        let (mut files, mut prefixes) = (Vec::new(), Vec::new());
-        if self.prefixes {
-            for purge in fold(paths, self.bbox, 0.5, usize::MAX) {
-                match purge {
-                    Purge::Path(path) => files.push((format!("{}/{path}", self.public_url), path)),
-                    // Prefixes are written without the scheme.
-                    Purge::Folder(folder) => prefixes.push((
-                        format!(
-                            "{}/{folder}",
-                            self.public_url
-                                .split_once("://")
-                                .map_or(self.public_url.as_str(), |p| p.1)
-                        ),
-                        format!("{folder}*"),
-                    )),
-                }
-            }
+        if !self.prefixes {
+            let files = paths.iter().cloned().map(Purge::Path).collect();
+            return self.calls_of(files);
+        }
+        // Dense changes folded into prefixes, unless that takes as many calls as their URLs:
+        // the URLs evict nothing unchanged, and a prefix call draws on the plan's scarcer bucket
+        // of other purges (5 a minute on Free) as well as the user's calls.
+        let exact = self.calls_of(fold(paths, self.bbox, 0.5, 0));
+        let folded = self.calls_of(fold(paths, self.bbox, 0.5, usize::MAX));
+        if folded.len() < exact.len() {
+            folded
         } else {
-            files = paths
-                .iter()
-                .map(|path| (format!("{}/{path}", self.public_url), path.clone()))
-                .collect();
+            exact
+        }
+    }
+
+    /// The calls purging `purges`: their URLs, then their folders as prefixes.
+    fn calls_of(&self, purges: Vec<Purge>) -> Vec<Call> {
+        let (mut files, mut prefixes) = (Vec::new(), Vec::new());
+        for purge in purges {
+            match purge {
+                Purge::Path(path) => files.push((format!("{}/{path}", self.public_url), path)),
+                // Prefixes are written without the scheme.
+                Purge::Folder(folder) => prefixes.push((
+                    format!(
+                        "{}/{folder}",
+                        self.public_url
+                            .split_once("://")
+                            .map_or(self.public_url.as_str(), |p| p.1)
+                    ),
+                    format!("{folder}*"),
+                )),
+            }
         }
         let call = |key: &str, chunk: &[(String, String)]| {
             let (items, sent): (Vec<String>, Vec<String>) = chunk.iter().cloned().unzip();
@@ -261,8 +276,10 @@ impl Cloudflare {
         let pace = |call: &Call| {
             let (key, rate, tokens) = self.bucket(call);
             let purges = rate.take(&key, tokens);
-            let api = self.api.as_ref().map_or(Duration::ZERO, ApiCalls::take);
-            purges.max(api)
+            match self.api.as_ref().map(ApiCalls::take) {
+                Some((api, reserved)) => (purges.max(api), Some(reserved)),
+                None => (purges, None),
+            }
         };
         send_all(sender, self.calls_for(paths), succeeded, pace, progress).await
     }
@@ -449,11 +466,13 @@ impl Fastly {
         let bucket = self.bucket();
         let pace = |call: &Call| {
             let purges = FASTLY_RATE.take(&bucket, call.items.len() as f64);
-            let api = match &self.api {
-                Some(api) if Fastly::counted(call) => api.take(),
-                _ => Duration::ZERO,
-            };
-            purges.max(api)
+            match &self.api {
+                Some(api) if Fastly::counted(call) => {
+                    let (api, reserved) = api.take();
+                    (purges.max(api), Some(reserved))
+                }
+                _ => (purges, None),
+            }
         };
         send_all(sender, self.calls_for(paths), succeeded, pace, progress).await
     }

@@ -96,9 +96,26 @@ impl ApiCalls {
         }
     }
 
-    /// Reserves one call and returns how long to wait before sending it.
-    pub fn take(&self) -> Duration {
+    /// Reserves one call and returns how long to wait before sending it, and the reservation,
+    /// which [`ApiCalls::settle`] moves to when the call was answered.
+    pub fn take(&self) -> (Duration, u64) {
         self.window.take(&self.key)
+    }
+
+    /// The call reserved as `reserved` was answered now: the API counted it when it arrived,
+    /// at the latest now, so its window is counted from now, which no network delay can make
+    /// early.
+    pub fn settle(&self, reserved: u64) {
+        // Rounded up: the API's clock saw the call before the answer came back, never after.
+        let now = now_ms() + 1;
+        with_calls(&self.key, |calls| {
+            if let Some(i) = calls.sent.iter().position(|&at| at == reserved) {
+                calls.sent.remove(i);
+                let at = now.max(reserved);
+                let place = calls.sent.partition_point(|&other| other <= at);
+                calls.sent.insert(place, at);
+            }
+        });
     }
 
     /// How long `more` calls would take from now.
@@ -161,8 +178,9 @@ impl Window {
         slots
     }
 
-    /// Reserves one call of user `key` and returns how long to wait before sending it.
-    pub fn take(self, key: &str) -> Duration {
+    /// Reserves one call of user `key` and returns how long to wait before sending it, and when
+    /// it was reserved to go.
+    pub fn take(self, key: &str) -> (Duration, u64) {
         let now = now_ms();
         with_calls(key, |calls| {
             let horizon = now.saturating_sub(self.per_ms());
@@ -172,7 +190,7 @@ impl Window {
             let sent: Vec<u64> = calls.sent.iter().copied().collect();
             let at = self.slots(&sent, calls.blocked_until, now, 1)[0];
             calls.sent.push_back(at);
-            Duration::from_millis(at - now)
+            (Duration::from_millis(at - now), at)
         })
     }
 
