@@ -23,7 +23,10 @@ fn purged(api: &Recorder) -> (BTreeSet<String>, Vec<String>) {
         let body = call.json();
         let listed = |key: &str| -> Vec<String> {
             body[key].as_array().map_or(Vec::new(), |items| {
-                items.iter().map(|i| i.as_str().unwrap().to_string()).collect()
+                items
+                    .iter()
+                    .map(|i| i.as_str().unwrap().to_string())
+                    .collect()
             })
         };
         urls.extend(listed("files"));

@@ -253,7 +253,10 @@ impl Cloudflare {
             .iter()
             .map(|(key, (rate, tokens))| rate.seconds(key, *tokens))
             .sum();
-        let api = self.api.as_ref().map_or(0.0, |api| api.seconds(calls.len()));
+        let api = self
+            .api
+            .as_ref()
+            .map_or(0.0, |api| api.seconds(calls.len()));
         purges.max(api)
     }
 

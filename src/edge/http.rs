@@ -113,14 +113,9 @@ impl HttpCache {
                 };
                 // A wait the cache asks for is its pace, not a stall.
                 let limited = |after| progress.paced(after);
-                let answer = send_with_retries(
-                    &self.client,
-                    request,
-                    self.timeout,
-                    &self.secrets,
-                    &limited,
-                )
-                .await?;
+                let answer =
+                    send_with_retries(&self.client, request, self.timeout, &self.secrets, &limited)
+                        .await?;
                 // Not cached (404 to a PURGE) is as good as purged.
                 if (200..300).contains(&answer.status) || answer.status == 404 {
                     progress.accepted([sent]);

@@ -212,7 +212,9 @@ impl Window {
 /// it is over.
 pub(super) fn blocked(key: &str, wait: Duration) {
     let until = now_ms() + wait.as_millis() as u64;
-    with_calls(key, |calls| calls.blocked_until = calls.blocked_until.max(until));
+    with_calls(key, |calls| {
+        calls.blocked_until = calls.blocked_until.max(until)
+    });
 }
 
 /// The calls user `key` made within the last `per` (milliseconds since the Unix epoch), for the
@@ -220,7 +222,12 @@ pub(super) fn blocked(key: &str, wait: Duration) {
 pub(super) fn recent_calls(key: &str, per: Duration) -> Vec<u64> {
     let horizon = now_ms().saturating_sub(per.as_millis() as u64);
     with_calls(key, |calls| {
-        calls.sent.iter().copied().filter(|&at| at > horizon).collect()
+        calls
+            .sent
+            .iter()
+            .copied()
+            .filter(|&at| at > horizon)
+            .collect()
     })
 }
 
@@ -406,6 +413,37 @@ mod tests {
         let accepted = vec!["3/*".to_string(), "tiles.json".to_string()];
         let covered = accepted_cover(&accepted);
         assert!(covered("3/1/1.pbf") && covered("tiles.json") && !covered("4/1/1.pbf"));
+    }
+
+    #[test]
+    fn a_full_window_of_calls_waits_for_its_oldest_call_to_age_and_learns_other_processes_calls() {
+        let window = Window {
+            calls: 3,
+            per: Duration::from_secs(300),
+        };
+        let key = "pace-test-window";
+        for _ in 0..3 {
+            assert!(window.take(key).0.is_zero());
+        }
+        // The fourth waits the whole window for the first.
+        let (wait, _) = window.take(key);
+        assert!(wait > Duration::from_secs(299), "{wait:?}");
+        assert!(window.seconds(key, 3) > 599.0);
+        // Another process's calls, noted, fill a fresh window.
+        let learned = "pace-test-learned";
+        let now = now_ms();
+        learn_calls(
+            learned,
+            window.per,
+            &[now - 1_000, now - 400_000, now - 2_000, now - 3_000],
+        );
+        assert_eq!(recent_calls(learned, window.per).len(), 3);
+        // The oldest of them, 3 s old, leaves the window in 297 s.
+        assert!((window.seconds(learned, 1) - 297.0).abs() < 1.0);
+        // A block holds every call until it ends.
+        let blocked_key = "pace-test-blocked";
+        blocked(blocked_key, Duration::from_secs(60));
+        assert!(window.take(blocked_key).0 > Duration::from_secs(59));
     }
 
     #[test]

@@ -145,7 +145,12 @@ impl Limiter {
     pub fn most_within(&self, per: Duration) -> usize {
         let at = &self.admitted;
         (0..at.len())
-            .map(|i| at[i..].iter().take_while(|t| t.duration_since(at[i]) < per).count())
+            .map(|i| {
+                at[i..]
+                    .iter()
+                    .take_while(|t| t.duration_since(at[i]) < per)
+                    .count()
+            })
             .max()
             .unwrap_or(0)
     }
