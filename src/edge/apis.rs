@@ -4,7 +4,8 @@
 use super::fold::{fold, Purge};
 use std::time::Duration;
 
-use super::pace::{ApiCalls, Progress, Rate};
+use super::calls::ApiCalls;
+use super::pace::{Progress, Rate};
 use super::price::Forms;
 use super::{
     everything_under, excerpt, send_with_retries, Client, PurgeError, PurgePlan, PurgeReport,
@@ -174,9 +175,8 @@ impl Cloudflare {
             let files = paths.iter().cloned().map(Purge::Path).collect();
             return self.calls_of(files);
         }
-        // Dense changes folded into prefixes, unless that takes as many calls as their URLs:
-        // the URLs evict nothing unchanged, and a prefix call draws on the plan's scarcer bucket
-        // of other purges (5 a minute on Free) as well as the user's calls.
+        // Dense changes as prefixes only where that saves calls: URLs evict nothing unchanged,
+        // and a prefix call also draws on the plan's scarce bucket of other purges.
         let exact = self.calls_of(fold(paths, self.bbox, 0.5, 0));
         let folded = self.calls_of(fold(paths, self.bbox, 0.5, usize::MAX));
         if folded.len() < exact.len() {
@@ -334,8 +334,7 @@ pub(super) struct Fastly {
     pub only_this_output: bool,
     /// Sends `Fastly-Soft-Purge: 1`: content is marked stale, not removed.
     pub soft_purge: bool,
-    /// The user's calls: `purge_all` counts against the API's 1,000 an hour (URL and key purges
-    /// do not).
+    /// The user's calls: only `purge_all` counts against the API's 1,000 an hour.
     pub api: Option<ApiCalls>,
     pub client: Client,
     /// How long each call may go unanswered.

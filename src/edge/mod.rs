@@ -14,6 +14,7 @@
 
 mod apis;
 pub mod budget;
+mod calls;
 pub mod check;
 mod client;
 mod cloudfront;
@@ -34,7 +35,7 @@ use crate::config::{CdnConfig, CdnTarget};
 use crate::error::{Error, Result};
 use crate::tile::BBox;
 use flight::Flights;
-use fold::Purge;
+use fold::{as_paths, Purge};
 use price::{Forms, Priced, Pricing, StoredTiles};
 
 pub use client::Client;
@@ -71,7 +72,7 @@ pub struct PurgeTarget {
     /// Wildcards one purge may hold (CloudFront: 15 in flight).
     max_wildcards: usize,
     /// The API user's calls, where the API limits them per user (Cloudflare, Fastly).
-    api: Option<pace::ApiCalls>,
+    api: Option<calls::ApiCalls>,
 }
 
 enum Target {
@@ -159,15 +160,6 @@ impl PurgeTarget {
             CdnTarget::CloudFront { .. } => cloudfront::MAX_WILDCARDS,
             _ => usize::MAX,
         };
-        let api_calls = |kind: &str, token: &str| {
-            config.api.map(|quota| {
-                let window = pace::Window {
-                    calls: quota.allowed(),
-                    per: quota.per,
-                };
-                pace::ApiCalls::of(kind, token, window)
-            })
-        };
         let mut api = None;
         let mut target = match &config.target {
             CdnTarget::Http {
@@ -216,7 +208,7 @@ impl PurgeTarget {
                 zone_id: zone_id.clone(),
                 token: {
                     let token = token(token_env, &mut sent)?;
-                    api = api_calls("cloudflare", &token);
+                    api = calls::of(config, "cloudflare", &token);
                     token
                 },
                 api: api.clone(),
@@ -240,7 +232,7 @@ impl PurgeTarget {
                 service_id: service_id.clone(),
                 token: {
                     let token = token(token_env, &mut sent)?;
-                    api = api_calls("fastly", &token);
+                    api = calls::of(config, "fastly", &token);
                     token
                 },
                 api: api.clone(),
@@ -272,32 +264,6 @@ impl PurgeTarget {
             max_wildcards,
             api,
         })
-    }
-
-    /// The calls its API user made within the API's window (milliseconds since the Unix epoch,
-    /// some perhaps ahead, reserved behind a wait), for the outbox note a later process learns
-    /// them from; `None` where the API counts no calls per user.
-    pub fn recent_api_calls(&self) -> Option<Vec<u64>> {
-        let api = self.api.as_ref()?;
-        Some(pace::recent_calls(&api.key, api.window.per))
-    }
-
-    /// Counts the calls a note says its API user made (another process: a cron run before this
-    /// one) against its window.
-    pub fn learn_api_calls(&self, noted: &[u64]) {
-        if let Some(api) = &self.api {
-            pace::learn_calls(&api.key, api.window.per, noted);
-        }
-    }
-
-    /// How many paths a call of it takes, where every call counts against the API user's limit
-    /// (Cloudflare): a reseed's chunks are then gathered into calls that full before they are
-    /// sent, rather than a call per chunk. `None` where calls are not what is scarce.
-    pub fn gathers(&self) -> Option<usize> {
-        match &self.target {
-            Target::Cloudflare(api) if api.api.is_some() => Some(api.urls_per_call()),
-            _ => None,
-        }
     }
 
     /// What its purges cost and may spend.
@@ -621,17 +587,4 @@ impl PurgeTarget {
             source: Some(Box::new(err)),
         }
     }
-}
-
-/// A plan's purges as the paths each kind of target takes: a folder as `FOLDER*` (everything
-/// under it, [`everything_under`]), the root as `*`.
-fn as_paths(purges: &[Purge]) -> Vec<String> {
-    purges
-        .iter()
-        .map(|purge| match purge {
-            Purge::Path(path) => path.clone(),
-            Purge::Folder(folder) if folder.is_empty() => "*".to_string(),
-            Purge::Folder(folder) => format!("{folder}*"),
-        })
-        .collect()
 }
