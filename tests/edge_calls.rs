@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::common::api_limits::ApiLimits;
-use crate::common::edge::{seed_tree, tree_world};
+use crate::common::edge::{metric, seed_tree, tree_in_config, tree_world, Watching};
 use crate::common::recorder::Recorder;
 use crate::common::run::{differences, read_tree};
 
@@ -86,4 +86,57 @@ fn dirty_runs_one_after_another_keep_to_their_share_of_cloudflares_calls_and_pur
             "{url} changed and was not purged"
         );
     }
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_watcher_under_two_edits_a_second_keeps_to_its_share_of_cloudflares_calls_and_purges_every_change(
+) {
+    // 10 calls per 10 s, every call refused for 10 s past them; the target keeps to 5.
+    let window = Duration::from_secs(10);
+    let api = Recorder::limited(OK, ApiLimits::cloudflare(10, window));
+    let cdn = format!(
+        "[[tileset.cdn]]\nkind = \"cloudflare\"\nplan = \"free\"\nzone_id = \"{ZONE}\"\n\
+         api_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"{PUBLIC}\"\n\
+         token_env = \"OAR_TEST_CF_TOKEN\"\napi_limit = \"10/10s\"\napi_share = 0.5\n",
+        api.port
+    );
+    let (mut fixture, tree) = tree_world("edge_calls_watch", &cdn);
+    let env = [("OAR_TEST_CF_TOKEN", "t")];
+    seed_tree(&fixture, &tree, &[], &env).assert_success();
+    tree_in_config(&fixture, &tree, "");
+    let before = read_tree(&tree, "pbf");
+    let mut watching = Watching::start(&fixture, &env);
+    watching.wait_until("/health 200", |w| {
+        w.listening() && w.get("/health").status == 200
+    });
+    // Two edits a second for 15 s, each moving one facility.
+    for i in 0..30 {
+        fixture.schema.execute(&format!(
+            "UPDATE {{schema}}.sites SET pt = ST_Translate(pt, 0.02, 0.01) WHERE site_id = {}",
+            100 + i
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    watching.wait_until("every change applied and purged", |w| {
+        let metrics = w.get("/metrics").text();
+        if metric(&metrics, "oar_tiles_pending_changes") > 0.0
+            || metric(&metrics, "oar_tiles_outbox_entries") > 0.0
+        {
+            return false;
+        }
+        let changed: BTreeSet<String> = differences(&before, &read_tree(&tree, "pbf"))
+            .into_iter()
+            .map(|tile| format!("{PUBLIC}/{tile}.pbf"))
+            .collect();
+        let (urls, _) = purged(&api);
+        !changed.is_empty() && changed.is_subset(&urls)
+    });
+    let limiter = api.limiter.as_ref().unwrap().lock().unwrap();
+    assert_eq!(limiter.refused, 0, "the API refused calls");
+    let most = limiter.most_within(window);
+    assert!(
+        most <= 5,
+        "{most} calls within {window:?}, past the share of 5"
+    );
 }

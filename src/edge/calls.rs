@@ -216,24 +216,41 @@ pub(super) fn recent_calls(key: &str, per: Duration) -> Vec<u64> {
     })
 }
 
-/// Adds the calls another process noted for user `key` within the last `per`, each once. A call
-/// may lie ahead, reserved behind a wait; a clock set back leaves some further ahead still, which
-/// count as at most `per` from now.
+/// Adds the calls a note records for user `key` within the last `per`. The note may be this
+/// process's own (a `watch`'s earlier cycle), so a time counts as many times as the more of the
+/// two lists holds it: two calls in the same millisecond stay two, and a call is never counted
+/// twice. A call may lie ahead, reserved behind a wait; a clock set back leaves some further
+/// ahead still, which count as at most `per` from now.
 pub(super) fn learn_calls(key: &str, per: Duration, noted: &[u64]) {
     let now = now_ms();
     let per = per.as_millis() as u64;
     let horizon = now.saturating_sub(per);
+    let mut noted: Vec<u64> = noted
+        .iter()
+        .filter(|&&at| at > horizon)
+        .map(|&at| at.min(now + per))
+        .collect();
+    noted.sort_unstable();
     with_calls(key, |calls| {
-        let mut all: Vec<u64> = calls.sent.iter().copied().collect();
-        all.extend(
-            noted
-                .iter()
-                .filter(|&&at| at > horizon)
-                .map(|&at| at.min(now + per)),
-        );
-        all.sort_unstable();
-        all.dedup();
-        calls.sent = all.into();
+        let mut known: Vec<u64> = calls.sent.iter().copied().collect();
+        known.sort_unstable();
+        let mut merged = Vec::with_capacity(known.len().max(noted.len()));
+        let (mut a, mut b) = (known.iter().peekable(), noted.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x == y => {
+                    merged.push(x);
+                    a.next();
+                    b.next();
+                }
+                (Some(&&x), Some(&&y)) if x < y => merged.push(*a.next().unwrap_or(&x)),
+                (Some(_), Some(&&y)) => merged.push(*b.next().unwrap_or(&y)),
+                (Some(_), None) => merged.extend(a.by_ref()),
+                (None, Some(_)) => merged.extend(b.by_ref()),
+                (None, None) => break,
+            }
+        }
+        calls.sent = merged.into();
     });
 }
 
@@ -264,6 +281,11 @@ mod tests {
             &[now - 1_000, now - 400_000, now - 2_000, now - 3_000],
         );
         assert_eq!(recent_calls(learned, window.per).len(), 3);
+        // Two calls in one millisecond stay two; a process's own note adds nothing.
+        let same = "pace-test-same-ms";
+        learn_calls(same, window.per, &[now - 5, now - 5]);
+        learn_calls(same, window.per, &recent_calls(same, window.per));
+        assert_eq!(recent_calls(same, window.per), vec![now - 5, now - 5]);
         // The oldest of them, 3 s old, leaves the window in 297 s.
         assert!((window.seconds(learned, 1) - 297.0).abs() < 1.0);
         // A block holds every call until it ends.
