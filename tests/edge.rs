@@ -401,10 +401,10 @@ fn fastly_gets_surrogate_keys_in_batches_of_at_most_256_with_its_key() {
     }
     let mut expected: BTreeSet<String> = tiles
         .keys()
-        .map(|(z, x, y)| format!("{z}-{x}-{y}.pbf"))
+        .map(|(z, x, y)| format!("tiles.example.org/{z}/{x}/{y}.pbf"))
         .collect();
-    expected.insert("tiles.json".into());
-    expected.insert("metadata.json".into());
+    expected.insert("tiles.example.org/tiles.json".into());
+    expected.insert("tiles.example.org/metadata.json".into());
     assert_eq!(keys, expected);
 }
 

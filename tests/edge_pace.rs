@@ -300,7 +300,8 @@ fn fastly_keys_and_a_zone_that_serves_only_this_output_purge_a_full_seed_in_one_
     let calls = fastly.answered(0);
     assert_eq!(calls.len(), 1, "{} calls", calls.len());
     assert_eq!(calls[0].target, "/service/SU1Z0isxPaozGVKXdv0eY/purge");
-    assert_eq!(calls[0].header("surrogate-key"), "*");
+    // The output's own key: its public URL's, which no other output on the service shares.
+    assert_eq!(calls[0].header("surrogate-key"), "tiles.example.org/v1/*");
     assert!(waiting_batches(&tree).is_empty());
 
     // Cloudflare without prefix purges: everything, only because the zone serves only this output.

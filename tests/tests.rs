@@ -16,6 +16,7 @@ mod dirty_shapes;
 mod dirty_subtrees;
 mod doc_snippets;
 mod edge;
+mod edge_calls;
 mod edge_check;
 mod edge_faults;
 mod edge_hygiene;

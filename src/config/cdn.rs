@@ -14,8 +14,10 @@ use toml::Spanned;
 
 use crate::error::Error;
 
+mod api;
 mod raw;
 mod url;
+pub use api::{ApiQuota, DEFAULT_API_SHARE};
 pub(super) use raw::RawCdn;
 use url::{api_url, http_url};
 
@@ -98,6 +100,9 @@ pub struct CdnConfig {
     /// (`only_this_output`), so purging everything (`purge_everything`, `purge_all`) is a
     /// form of purge the plan may choose.
     pub only_this_output: bool,
+    /// Cloudflare's and Fastly's account-wide limit of API calls and the share of it the target
+    /// keeps to (`api_limit`, `api_share`); `None` for the others.
+    pub api: Option<ApiQuota>,
     /// Where the table is written, for errors found when its secrets are read.
     pub defined_at: ConfigLine,
 }
@@ -167,7 +172,8 @@ pub enum CdnTarget {
         token_env: String,
         /// The API's base URL.
         api_url: String,
-        /// Purge by surrogate key (`z{z}x{x}`, `z{z}`) rather than URL by URL.
+        /// Purge by surrogate key (the public URL's host and path of a tile, a zoom's or the
+        /// output's folder) rather than URL by URL.
         surrogate_keys: bool,
         /// Mark content stale instead of removing it (`Fastly-Soft-Purge: 1`): the edge serves
         /// the stale tile while it revalidates with the origin.
@@ -496,6 +502,7 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
     } else {
         0.0
     };
+    let api = api::api_quota(&kind, raw.api_limit, raw.api_share).map_err(context)?;
     let spend = CdnSpend {
         price_per_path: dollars(raw.price_per_path, "price_per_path")
             .map_err(context)?
@@ -514,6 +521,7 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
         purge_timeout,
         spend,
         only_this_output: raw.only_this_output,
+        api,
         defined_at: ConfigLine::default(),
     })
 }

@@ -4,6 +4,7 @@
 use super::fold::{fold, Purge};
 use std::time::Duration;
 
+use super::calls::ApiCalls;
 use super::pace::{Progress, Rate};
 use super::price::Forms;
 use super::{
@@ -45,23 +46,25 @@ fn plan(calls: &[Call]) -> PurgePlan {
     }
 }
 
-/// How an API's calls are sent: its client, each call's timeout, the token kept out of messages.
+/// How an API's calls are sent: its client, each call's timeout, the token kept out of messages,
+/// and the user's window of calls, which a rate limit's `Retry-After` closes.
 struct Sender<'a> {
     client: &'a Client,
     timeout: Duration,
     secrets: &'a Secrets,
+    api: Option<&'a ApiCalls>,
 }
 
 async fn send_all(
     sender: Sender<'_>,
     calls: Vec<Call>,
     check: fn(&str) -> bool,
-    pace: impl Fn(&Call) -> Duration,
+    pace: impl Fn(&Call) -> (Duration, Option<u64>),
     progress: &Progress,
 ) -> Result<PurgeReport, PurgeError> {
     let mut report = PurgeReport::default();
     for call in calls {
-        let wait = pace(&call);
+        let (wait, reserved) = pace(&call);
         if !wait.is_zero() {
             tracing::debug!(
                 "waiting {:.1} s for the API's purge rate limit",
@@ -76,8 +79,26 @@ async fn send_all(
             headers: &call.headers,
             body: &call.body,
         };
-        let answer =
-            send_with_retries(sender.client, request, sender.timeout, sender.secrets).await?;
+        // The API refuses every call of the user until then: none goes sooner, in this purge or
+        // the next, and the wait is its pace, not a stall.
+        let limited = |after: Duration| {
+            progress.paced(after);
+            if let Some(api) = sender.api {
+                api.blocked(after);
+            }
+        };
+        let answer = send_with_retries(
+            sender.client,
+            request,
+            sender.timeout,
+            sender.secrets,
+            &limited,
+        )
+        .await;
+        if let (Some(api), Some(reserved)) = (sender.api, reserved) {
+            api.settle(reserved);
+        }
+        let answer = answer?;
         if !(200..300).contains(&answer.status) || !check(&answer.body) {
             return Err(PurgeError::Refused {
                 method: call.method.to_string(),
@@ -104,6 +125,8 @@ pub(super) struct Cloudflare {
     pub only_this_output: bool,
     /// The account's plan: its purge rate limits.
     pub plan: CloudflarePlan,
+    /// The user's calls: every call counts against the API's 1,200 per five minutes.
+    pub api: Option<ApiCalls>,
     pub bbox: BBox,
     pub client: Client,
     /// How long each call may go unanswered.
@@ -148,28 +171,38 @@ impl Cloudflare {
                 vec!["*".to_string()],
             )];
         }
-        let (mut files, mut prefixes) = (Vec::new(), Vec::new());
-        if self.prefixes {
-            for purge in fold(paths, self.bbox, 0.5, usize::MAX) {
-                match purge {
-                    Purge::Path(path) => files.push((format!("{}/{path}", self.public_url), path)),
-                    // Prefixes are written without the scheme.
-                    Purge::Folder(folder) => prefixes.push((
-                        format!(
-                            "{}/{folder}",
-                            self.public_url
-                                .split_once("://")
-                                .map_or(self.public_url.as_str(), |p| p.1)
-                        ),
-                        format!("{folder}*"),
-                    )),
-                }
-            }
+        if !self.prefixes {
+            let files = paths.iter().cloned().map(Purge::Path).collect();
+            return self.calls_of(files);
+        }
+        // Dense changes as prefixes only where that saves calls: URLs evict nothing unchanged,
+        // and a prefix call also draws on the plan's scarce bucket of other purges.
+        let exact = self.calls_of(fold(paths, self.bbox, 0.5, 0));
+        let folded = self.calls_of(fold(paths, self.bbox, 0.5, usize::MAX));
+        if folded.len() < exact.len() {
+            folded
         } else {
-            files = paths
-                .iter()
-                .map(|path| (format!("{}/{path}", self.public_url), path.clone()))
-                .collect();
+            exact
+        }
+    }
+
+    /// The calls purging `purges`: their URLs, then their folders as prefixes.
+    fn calls_of(&self, purges: Vec<Purge>) -> Vec<Call> {
+        let (mut files, mut prefixes) = (Vec::new(), Vec::new());
+        for purge in purges {
+            match purge {
+                Purge::Path(path) => files.push((format!("{}/{path}", self.public_url), path)),
+                // Prefixes are written without the scheme.
+                Purge::Folder(folder) => prefixes.push((
+                    format!(
+                        "{}/{folder}",
+                        self.public_url
+                            .split_once("://")
+                            .map_or(self.public_url.as_str(), |p| p.1)
+                    ),
+                    format!("{folder}*"),
+                )),
+            }
         }
         let call = |key: &str, chunk: &[(String, String)]| {
             let (items, sent): (Vec<String>, Vec<String>) = chunk.iter().cloned().unzip();
@@ -207,17 +240,24 @@ impl Cloudflare {
         }
     }
 
-    /// How long sending `paths` would take at the plan's rates, from the buckets as they stand.
+    /// How long sending `paths` would take at the plan's rates and the user's share of API
+    /// calls, from the buckets and the window as they stand.
     pub fn seconds(&self, paths: &[String]) -> f64 {
+        let calls = self.calls_for(paths);
         let mut needed: std::collections::BTreeMap<String, (Rate, f64)> = Default::default();
-        for call in self.calls_for(paths) {
-            let (key, rate, tokens) = self.bucket(&call);
+        for call in &calls {
+            let (key, rate, tokens) = self.bucket(call);
             needed.entry(key).or_insert((rate, 0.0)).1 += tokens;
         }
-        needed
+        let purges: f64 = needed
             .iter()
             .map(|(key, (rate, tokens))| rate.seconds(key, *tokens))
-            .sum()
+            .sum();
+        let api = self
+            .api
+            .as_ref()
+            .map_or(0.0, |api| api.seconds(calls.len()));
+        purges.max(api)
     }
 
     pub async fn purge(
@@ -234,16 +274,26 @@ impl Cloudflare {
             client: &self.client,
             timeout: self.timeout,
             secrets: &self.secrets,
+            api: self.api.as_ref(),
         };
         let pace = |call: &Call| {
             let (key, rate, tokens) = self.bucket(call);
-            rate.take(&key, tokens)
+            let purges = rate.take(&key, tokens);
+            match self.api.as_ref().map(ApiCalls::take) {
+                Some((api, reserved)) => (purges.max(api), Some(reserved)),
+                None => (purges, None),
+            }
         };
         send_all(sender, self.calls_for(paths), succeeded, pace, progress).await
     }
 
     pub fn plan(&self, paths: &[String]) -> PurgePlan {
         plan(&self.calls_for(paths))
+    }
+
+    /// The URLs one call takes on the account's plan.
+    pub fn urls_per_call(&self) -> usize {
+        Limits::of(self.plan).urls_per_call
     }
 }
 
@@ -284,6 +334,8 @@ pub(super) struct Fastly {
     pub only_this_output: bool,
     /// Sends `Fastly-Soft-Purge: 1`: content is marked stale, not removed.
     pub soft_purge: bool,
+    /// The user's calls: only `purge_all` counts against the API's 1,000 an hour.
+    pub api: Option<ApiCalls>,
     pub client: Client,
     /// How long each call may go unanswered.
     pub timeout: Duration,
@@ -291,18 +343,26 @@ pub(super) struct Fastly {
     pub secrets: Secrets,
 }
 
-/// The surrogate key of a path: its `/`s as `-` (`v1-3-4-2.pbf`), as the origin or VCL must tag
-/// each response with (`Surrogate-Key`).
-pub fn surrogate_key(path: &str) -> String {
-    match everything_under(path) {
-        // A folder's key: `*` for the output, `Z-*` for a zoom, `VALUE-*` for a partition,
-        // `VALUE-Z-*` for a partition's zoom.
-        Some(folder) => format!("{}*", folder.replace('/', "-")),
-        None => path.replace('/', "-"),
-    }
-}
-
 impl Fastly {
+    /// The surrogate key of a path as sent, which the origin or VCL tags each response with
+    /// (`Surrogate-Key`): its public URL without the scheme
+    /// (`tiles.example.org/v1/11/475/910.pbf`), and for a folder its URL and `*`
+    /// (`tiles.example.org/v1/11/*` for a zoom, `tiles.example.org/v1/*` for the output). The
+    /// public URL is the output's alone, so a key purges nothing of another output the service
+    /// serves.
+    fn surrogate_key(&self, path: &str) -> String {
+        let host_path = self
+            .public_url
+            .split_once("://")
+            .map_or(self.public_url.as_str(), |p| p.1);
+        format!("{host_path}/{path}")
+    }
+
+    /// Whether a call counts against the user's API limit: only `purge_all` does.
+    fn counted(call: &Call) -> bool {
+        call.url.ends_with("/purge_all")
+    }
+
     fn headers(&self) -> Vec<(String, String)> {
         let mut headers = vec![
             ("fastly-key".into(), self.token.clone()),
@@ -345,7 +405,7 @@ impl Fastly {
             return paths
                 .chunks(FASTLY_KEYS_PER_CALL)
                 .map(|chunk| {
-                    let keys: Vec<String> = chunk.iter().map(|p| surrogate_key(p)).collect();
+                    let keys: Vec<String> = chunk.iter().map(|p| self.surrogate_key(p)).collect();
                     let mut headers = self.headers();
                     headers.push(("surrogate-key".into(), keys.join(" ")));
                     Call {
@@ -376,10 +436,14 @@ impl Fastly {
             .collect()
     }
 
-    /// How long sending `paths` would take at Fastly's purge rate.
+    /// How long sending `paths` would take at Fastly's purge rate and the user's share of API
+    /// calls.
     pub fn seconds(&self, paths: &[String]) -> f64 {
-        let purges: usize = self.calls_for(paths).iter().map(|c| c.items.len()).sum();
-        FASTLY_RATE.seconds(&self.bucket(), purges as f64)
+        let calls = self.calls_for(paths);
+        let purges: usize = calls.iter().map(|c| c.items.len()).sum();
+        let counted = calls.iter().filter(|c| Fastly::counted(c)).count();
+        let api = self.api.as_ref().map_or(0.0, |api| api.seconds(counted));
+        FASTLY_RATE.seconds(&self.bucket(), purges as f64).max(api)
     }
 
     fn bucket(&self) -> String {
@@ -399,9 +463,19 @@ impl Fastly {
             client: &self.client,
             timeout: self.timeout,
             secrets: &self.secrets,
+            api: self.api.as_ref(),
         };
         let bucket = self.bucket();
-        let pace = |call: &Call| FASTLY_RATE.take(&bucket, call.items.len() as f64);
+        let pace = |call: &Call| {
+            let purges = FASTLY_RATE.take(&bucket, call.items.len() as f64);
+            match &self.api {
+                Some(api) if Fastly::counted(call) => {
+                    let (api, reserved) = api.take();
+                    (purges.max(api), Some(reserved))
+                }
+                _ => (purges, None),
+            }
+        };
         send_all(sender, self.calls_for(paths), succeeded, pace, progress).await
     }
 
@@ -427,6 +501,7 @@ mod tests {
             prefixes,
             only_this_output: false,
             plan: CloudflarePlan::Free,
+            api: None,
             bbox: BBox::WORLD,
             client: Client::new().unwrap(),
             timeout: Duration::from_secs(10),
@@ -464,6 +539,7 @@ mod tests {
             surrogate_keys: false,
             only_this_output: false,
             soft_purge: false,
+            api: None,
             client: Client::new().unwrap(),
             timeout: Duration::from_secs(10),
             secrets: Secrets::default(),
@@ -471,7 +547,8 @@ mod tests {
         let calls = fastly.calls_for(&changed);
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].url, "https://api.example/service/svc/purge_all");
-        // With surrogate keys a folder is its key, which the origin tags every tile under it with.
+        // With surrogate keys a folder is its key, which the origin tags every tile under it
+        // with: the output's public URL and the path, which no other output's key shares.
         let keyed = Fastly {
             surrogate_keys: true,
             ..fastly
@@ -480,7 +557,15 @@ mod tests {
         assert_eq!(calls.len(), 1);
         assert_eq!(
             calls[0].header_value("surrogate-key"),
-            "CN-* 3-* * US-1-1-0.pbf"
+            "tiles.example/t/CN/* tiles.example/t/3/* tiles.example/t/* tiles.example/t/US/1/1/0.pbf"
+        );
+        let other = Fastly {
+            public_url: "https://tiles.example/u".into(),
+            ..keyed
+        };
+        assert_eq!(
+            other.calls_for(&paths(&["*"]))[0].header_value("surrogate-key"),
+            "tiles.example/u/*"
         );
         assert_eq!(calls[0].paths, paths(&["CN/*", "3/*", "*", "US/1/1/0.pbf"]));
     }

@@ -36,6 +36,9 @@ pub struct Answer {
     /// The body's first [`ANSWER_CAP`] bytes, as text (APIs answer JSON). It may echo what was
     /// sent, secrets included: messages take only `edge::excerpt` of it.
     pub body: String,
+    /// How long the answer asks to wait before the next request (`Retry-After` in seconds, as
+    /// Cloudflare and Fastly send it with a 429); `None` without one, or in another form.
+    pub retry_after: Option<Duration>,
 }
 
 impl Client {
@@ -75,6 +78,11 @@ impl Client {
         let exchange = async {
             let response = self.request(method, url, headers, body).await?;
             let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
             let mut incoming = response.into_body();
             let mut kept = Vec::new();
             while kept.len() < ANSWER_CAP {
@@ -91,6 +99,7 @@ impl Client {
             }
             Ok(Answer {
                 status,
+                retry_after,
                 body: String::from_utf8_lossy(&kept).into_owned(),
             })
         };

@@ -60,6 +60,14 @@ pub enum Attempt {
         /// What the answer's body may be quoted as.
         excerpt: String,
     },
+    /// A rate limit's answer (429) asking to wait before the next call (`Retry-After`).
+    #[error("answered 429, the API's rate limit, asking to wait {}: {excerpt}", humantime::format_duration(*.after))]
+    Limited {
+        /// How long the answer asks to wait.
+        after: Duration,
+        /// What the answer's body may be quoted as.
+        excerpt: String,
+    },
 }
 
 /// Why a purge (or what it needs first: credentials, a survey of CloudFront's invalidations)

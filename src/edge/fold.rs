@@ -140,6 +140,19 @@ pub fn fold(paths: &[String], bbox: BBox, density: f64, wildcards: usize) -> Vec
     out
 }
 
+/// A plan's purges as the paths each kind of target takes: a folder as `FOLDER*` (everything
+/// under it, [`everything_under`]), the root as `*`.
+pub(super) fn as_paths(purges: &[Purge]) -> Vec<String> {
+    purges
+        .iter()
+        .map(|purge| match purge {
+            Purge::Path(path) => path.clone(),
+            Purge::Folder(folder) if folder.is_empty() => "*".to_string(),
+            Purge::Folder(folder) => format!("{folder}*"),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

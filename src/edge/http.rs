@@ -111,8 +111,11 @@ impl HttpCache {
                     headers: &self.headers,
                     body: b"",
                 };
+                // A wait the cache asks for is its pace, not a stall.
+                let limited = |after| progress.paced(after);
                 let answer =
-                    send_with_retries(&self.client, request, self.timeout, &self.secrets).await?;
+                    send_with_retries(&self.client, request, self.timeout, &self.secrets, &limited)
+                        .await?;
                 // Not cached (404 to a PURGE) is as good as purged.
                 if (200..300).contains(&answer.status) || answer.status == 404 {
                     progress.accepted([sent]);

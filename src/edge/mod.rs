@@ -14,6 +14,7 @@
 
 mod apis;
 pub mod budget;
+mod calls;
 pub mod check;
 mod client;
 mod cloudfront;
@@ -34,7 +35,7 @@ use crate::config::{CdnConfig, CdnTarget};
 use crate::error::{Error, Result};
 use crate::tile::BBox;
 use flight::Flights;
-use fold::Purge;
+use fold::{as_paths, Purge};
 use price::{Forms, Priced, Pricing, StoredTiles};
 
 pub use client::Client;
@@ -71,6 +72,8 @@ pub struct PurgeTarget {
     bbox: BBox,
     /// Wildcards one purge may hold (CloudFront: 15 in flight).
     max_wildcards: usize,
+    /// The API user's calls, where the API limits them per user (Cloudflare, Fastly).
+    api: Option<calls::ApiCalls>,
 }
 
 enum Target {
@@ -158,6 +161,7 @@ impl PurgeTarget {
             CdnTarget::CloudFront { .. } => cloudfront::MAX_WILDCARDS,
             _ => usize::MAX,
         };
+        let mut api = None;
         let mut target = match &config.target {
             CdnTarget::Http {
                 url,
@@ -203,7 +207,12 @@ impl PurgeTarget {
             } => Target::Cloudflare(apis::Cloudflare {
                 plan: *plan,
                 zone_id: zone_id.clone(),
-                token: token(token_env, &mut sent)?,
+                token: {
+                    let token = token(token_env, &mut sent)?;
+                    api = calls::of(config, "cloudflare", &token);
+                    token
+                },
+                api: api.clone(),
                 api_url: api_url.clone(),
                 public_url: public_url("Cloudflare")?,
                 prefixes: *prefixes,
@@ -222,7 +231,12 @@ impl PurgeTarget {
             } => Target::Fastly(apis::Fastly {
                 soft_purge: *soft_purge,
                 service_id: service_id.clone(),
-                token: token(token_env, &mut sent)?,
+                token: {
+                    let token = token(token_env, &mut sent)?;
+                    api = calls::of(config, "fastly", &token);
+                    token
+                },
+                api: api.clone(),
                 api_url: api_url.clone(),
                 public_url: public_url("Fastly")?,
                 surrogate_keys: *surrogate_keys,
@@ -249,6 +263,7 @@ impl PurgeTarget {
             spend: config.spend,
             bbox,
             max_wildcards,
+            api,
         })
     }
 
@@ -573,17 +588,4 @@ impl PurgeTarget {
             source: Some(Box::new(err)),
         }
     }
-}
-
-/// A plan's purges as the paths each kind of target takes: a folder as `FOLDER*` (everything
-/// under it, [`everything_under`]), the root as `*`.
-fn as_paths(purges: &[Purge]) -> Vec<String> {
-    purges
-        .iter()
-        .map(|purge| match purge {
-            Purge::Path(path) => path.clone(),
-            Purge::Folder(folder) if folder.is_empty() => "*".to_string(),
-            Purge::Folder(folder) => format!("{folder}*"),
-        })
-        .collect()
 }

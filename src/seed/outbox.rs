@@ -24,6 +24,7 @@ use crate::tile::TileCoord;
 
 use super::feed::{EarlyFeed, Edge, RunFeed, FEED_CONSUMER};
 
+mod calls;
 mod documents;
 pub(super) mod dry_run;
 mod early;
@@ -151,7 +152,7 @@ impl RunOutbox {
         } else {
             None
         };
-        Ok(RunOutbox {
+        let opened = RunOutbox {
             stored,
             records_when_visible: kind.home().stores_tile_by_tile(),
             early_targets: HashSet::new(),
@@ -170,7 +171,9 @@ impl RunOutbox {
             target: target.clone(),
             check_sample,
             handover,
-        })
+        };
+        opened.learn_api_calls().await?;
+        Ok(opened)
     }
 
     /// Makes every publication of the feed ask maps to reload every tile: `finalize`'s, whose
@@ -477,6 +480,7 @@ impl RunOutbox {
             _ => self.early_feed.total(None),
         };
         self.outbox.prune(&self.consumers).await?;
+        self.note_api_calls().await?;
         if let Some((tileset_outbox, path)) = &self.handover {
             let cdns: Vec<String> = self.targets.iter().map(PurgeTarget::consumer).collect();
             let handed = self

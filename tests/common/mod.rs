@@ -3,6 +3,7 @@
 //! only these, never another test module (tests/toolbox.rs checks), so what is shared is found,
 //! documented and reused here.
 
+pub mod api_limits;
 pub mod azure;
 pub mod cloudfront;
 pub mod disk;

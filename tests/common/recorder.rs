@@ -10,6 +10,8 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+use super::api_limits::{ApiLimits, Limiter};
+
 /// How a recorder answers each request.
 #[derive(Debug, Clone, Copy)]
 pub enum Answer {
@@ -87,6 +89,8 @@ pub struct Recorder {
     pub requests: Arc<Mutex<Vec<Recorded>>>,
     /// Body bytes handed to the connection so far, over all answers.
     pub sent: Arc<AtomicU64>,
+    /// The API's account limits it enforces, and what they refused (none: it takes any call).
+    pub limiter: Option<Arc<Mutex<Limiter>>>,
     _thread: std::thread::JoinHandle<()>,
 }
 
@@ -116,7 +120,25 @@ impl Recorder {
         )
     }
 
+    /// Starts a server answering `answer` (a JSON body) with 200 to each call `limits` admits,
+    /// and 429 with `Retry-After` to the others, as Cloudflare's and Fastly's APIs do.
+    pub fn limited(answer: &'static str, limits: ApiLimits) -> Recorder {
+        let limiter = Arc::new(Mutex::new(Limiter::new(limits)));
+        Recorder::serving(
+            0,
+            Answer::Ok {
+                body: answer,
+                failures: 0,
+            },
+            Some(limiter),
+        )
+    }
+
     fn answering_on(port: u16, answer: Answer) -> Recorder {
+        Recorder::serving(port, answer, None)
+    }
+
+    fn serving(port: u16, answer: Answer, limiter: Option<Arc<Mutex<Limiter>>>) -> Recorder {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -124,6 +146,7 @@ impl Recorder {
         let sent: Arc<AtomicU64> = Arc::default();
         let shared = requests.clone();
         let counted = sent.clone();
+        let limits = limiter.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -135,7 +158,11 @@ impl Recorder {
                     move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
                         let shared = shared.clone();
                         let counted = counted.clone();
+                        let limits = limits.clone();
                         async move {
+                            let refused = limits.and_then(|limiter| {
+                                limiter.lock().unwrap().admit(&uri.to_string(), &body).err()
+                            });
                             let echoed: serde_json::Map<String, serde_json::Value> = headers
                                 .iter()
                                 .map(|(n, v)| {
@@ -158,6 +185,9 @@ impl Recorder {
                                 all.len()
                             };
                             let target = uri.to_string();
+                            if let Some(seconds) = refused {
+                                return too_many(seconds);
+                            }
                             respond(answer, count, echoed, counted, target).await
                         }
                     },
@@ -169,6 +199,7 @@ impl Recorder {
             port,
             requests,
             sent,
+            limiter,
             _thread: thread,
         }
     }
@@ -188,6 +219,16 @@ impl Recorder {
             .map(|r| r.target.trim_start_matches(prefix).to_string())
             .collect()
     }
+}
+
+/// A rate limit's refusal, as Cloudflare words it.
+fn too_many(seconds: u64) -> Response {
+    let body = r#"{"success": false, "errors": [{"code": 10000, "message": "Rate limited. Please wait and consider throttling your request speed"}]}"#;
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, body).into_response();
+    response
+        .headers_mut()
+        .insert("retry-after", seconds.to_string().parse().unwrap());
+    response
 }
 
 /// The answer to the `count`th request.

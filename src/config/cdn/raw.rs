@@ -63,7 +63,10 @@ pub(in crate::config) struct RawCdn {
     /// `cloudflare`: purge a folded column or zoom by prefix instead of URL by URL.
     #[schemars(extend("default" = true))]
     pub(super) prefixes: Option<bool>,
-    /// `fastly`: purge by surrogate key (`z{z}x{x}`, `z{z}`) rather than URL by URL.
+    /// `fastly`: purge by surrogate key rather than URL by URL: a tile's key is its public URL
+    /// without the scheme (`tiles.example.org/v1/11/475/910.pbf`), a zoom's
+    /// `tiles.example.org/v1/11/*`, the output's `tiles.example.org/v1/*`, as the origin tags each
+    /// tile.
     #[serde(default)]
     pub(super) surrogate_keys: bool,
     /// How long one purge request may go unanswered before it counts as failed and is retried
@@ -107,6 +110,15 @@ pub(in crate::config) struct RawCdn {
     /// clear everything in one request.
     #[serde(default)]
     pub(super) only_this_output: bool,
+    /// `cloudflare`, `fastly`: the API's limit of calls per user, all tools together, as
+    /// `CALLS/DURATION`. Default: Cloudflare's `1200/5m`; Fastly's `1000/1h` (which counts its
+    /// `purge_all`, not its URL and key purges).
+    #[schemars(with = "Option<String>")]
+    pub(super) api_limit: Option<Spanned<String>>,
+    /// `cloudflare`, `fastly`: the share of `api_limit` this target keeps to (above 0, at most
+    /// 1), leaving the rest to other tools on the account.
+    #[schemars(with = "Option<f64>", extend("default" = super::DEFAULT_API_SHARE))]
+    pub(super) api_share: Option<Spanned<f64>>,
     /// `http`: requests a second one connection is reckoned to carry (above 0): with
     /// `concurrency`, the pace that decides when a `BAN` target purges folders instead.
     #[schemars(with = "Option<f64>", extend("default" = DEFAULT_RATE_PER_CONNECTION))]

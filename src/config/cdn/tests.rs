@@ -101,3 +101,30 @@ fn timeouts_default_and_a_purge_outlasts_its_request() {
     .is_err());
     assert!(parse("kind = \"http\"\nurl = \"http://c/{path}\"\nrequest_timeout = \"0s\"").is_err());
 }
+
+#[test]
+fn api_limits_default_to_the_vendors_and_a_third_of_them() {
+    let zone = "kind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"";
+    let api = parse(zone).unwrap().api.unwrap();
+    assert_eq!(
+        (api.calls, api.per.as_secs(), api.allowed()),
+        (1_200, 300, 396)
+    );
+    let scaled = parse(&format!("{zone}\napi_limit = \"10/20s\"\napi_share = 0.5")).unwrap();
+    assert_eq!(scaled.api.unwrap().allowed(), 5);
+    let fastly = parse("kind = \"fastly\"\nservice_id = \"SU1Z0isxPaozGVKXdv0eY\"").unwrap();
+    assert_eq!(fastly.api.unwrap().per.as_secs(), 3_600);
+    for bad in [
+        "api_limit = \"1200\"",
+        "api_limit = \"0/5m\"",
+        "api_share = 0.0",
+        "api_share = 1.5",
+    ] {
+        assert!(parse(&format!("{zone}\n{bad}")).is_err(), "{bad}");
+    }
+    let http = "kind = \"http\"\nurl = \"http://cache/t/{path}\"";
+    assert!(parse(&format!("{http}\napi_share = 0.5"))
+        .unwrap_err()
+        .contains("only kind"));
+    assert_eq!(parse(http).unwrap().api, None);
+}

@@ -1,7 +1,7 @@
 //! Purges before the run's delivery ends them: a reseed's tiles purged as the sink stores them,
 //! and what a target accepted of a purge that stopped part way, kept out of the next run's.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::coordination::changed_list::RecordedLines;
 use crate::edge::flight::Flights;
@@ -53,7 +53,9 @@ impl RunOutbox {
     }
 
     /// Purges, on every target whose purges cost nothing per path, the tiles `recorded` hands on
-    /// as the sink stores them, chunk by chunk, until it ends or `stop` is requested. Nothing is
+    /// as the sink stores them, chunk by chunk, until it ends or `stop` is requested; a target
+    /// whose every API call counts against its user's limit (Cloudflare) gathers the chunks into
+    /// full calls, so a small reseed's tiles go in one call with its delivery. Nothing is
     /// marked taken here: the outbox's intent and batch still name every tile, so a run killed
     /// now delivers them all again, and [`RunOutbox::commit_and_deliver`] only leaves out of its
     /// purge what was purged here after its new bytes were served. A target held back is left to
@@ -66,6 +68,9 @@ impl RunOutbox {
         stop: &Stop,
     ) {
         let mut given_up: HashSet<String> = HashSet::new();
+        // Per target that gathers chunks into full calls, the lines not sent yet: what is left
+        // when the run ends goes with its delivery, in one call with the rest.
+        let mut gathered: HashMap<String, Vec<String>> = HashMap::new();
         'chunks: loop {
             let due = self.early_feed.due();
             let step = tokio::select! {
@@ -96,7 +101,11 @@ impl RunOutbox {
                     served_anew = false;
                     continue;
                 }
-                let mut paths: Vec<String> = lines.iter().map(|l| self.purge_path(l)).collect();
+                let Some(sending) = gather(target, &mut gathered, &lines) else {
+                    served_anew = false;
+                    continue;
+                };
+                let mut paths: Vec<String> = sending.iter().map(|l| self.purge_path(l)).collect();
                 paths.sort();
                 paths.dedup();
                 let mut untracked = Flights::untracked();
@@ -109,7 +118,7 @@ impl RunOutbox {
                 match purged {
                     Ok(report) if !report.over_budget => {
                         let (purged, sent) = self.early.entry(consumer).or_default();
-                        purged.extend(lines.iter().cloned());
+                        purged.extend(sending.iter().cloned());
                         sent.requests += report.requests;
                         sent.paths += report.paths;
                     }
@@ -124,7 +133,7 @@ impl RunOutbox {
                         // What it accepted before it failed was purged after it was served.
                         let accepted = progress.take();
                         let covered = accepted_cover(&accepted);
-                        let took: Vec<String> = lines
+                        let took: Vec<String> = sending
                             .iter()
                             .filter(|line| covered(&self.purge_path(line)))
                             .cloned()
@@ -192,4 +201,21 @@ impl RunOutbox {
         );
         self.outbox.took_lines(&target.consumer(), &took).await
     }
+}
+
+/// The lines of a chunk `target` purges now: all of them, or, where its calls are what is scarce
+/// ([`PurgeTarget::gathers`]), those gathered so far once they fill a call; `None` while they do
+/// not.
+fn gather(
+    target: &PurgeTarget,
+    gathered: &mut HashMap<String, Vec<String>>,
+    lines: &[String],
+) -> Option<Vec<String>> {
+    let Some(per_call) = target.gathers() else {
+        return Some(lines.to_vec());
+    };
+    let waiting = gathered.entry(target.consumer()).or_default();
+    waiting.extend(lines.iter().cloned());
+    let full = waiting.len() / per_call.max(1) * per_call.max(1);
+    (full > 0).then(|| waiting.drain(..full).collect())
 }
