@@ -43,7 +43,7 @@ pub use error::PurgeError;
 pub use hold::Holds;
 pub use pace::Progress;
 pub use secrets::check;
-use secrets::{excerpt, header_value, secret, Secrets};
+use secrets::{excerpt, header_values, secret, Secrets};
 use send::{send_with_retries, Request};
 
 /// The folder a path stands for as a whole: `""` for `*` (everything: a killed full seed),
@@ -138,10 +138,46 @@ impl PurgeTarget {
         read_secrets: bool,
     ) -> Result<PurgeTarget> {
         let name = config.name.clone();
-        let at = &config.defined_at;
-        let timeout = config.request_timeout;
+        let max_wildcards = match &config.target {
+            CdnTarget::CloudFront { .. } => cloudfront::MAX_WILDCARDS,
+            _ => usize::MAX,
+        };
         // Every value read from the environment is a secret, and so is the AWS secret key.
         let mut sent = Vec::new();
+        let (mut target, api) = Self::target(config, bbox, client, read_secrets, &mut sent).await?;
+        // Known only once every secret was read.
+        let secrets = Secrets::new(sent);
+        match &mut target {
+            Target::Http(cache) => cache.secrets = secrets.clone(),
+            Target::Cloudflare(api) => api.secrets = secrets.clone(),
+            Target::Fastly(api) => api.secrets = secrets.clone(),
+            Target::CloudFront(cloudfront) => cloudfront.secrets = secrets.clone(),
+        }
+        Ok(PurgeTarget {
+            name,
+            target,
+            public_url: config.public_url.clone(),
+            purge_timeout: config.purge_timeout,
+            secrets,
+            spend: config.spend,
+            bbox,
+            max_wildcards,
+            api,
+        })
+    }
+
+    /// The kind-specific part of a target, with the secrets it read added to `sent`, and the
+    /// API user whose calls it counts (Cloudflare, Fastly).
+    async fn target(
+        config: &CdnConfig,
+        bbox: BBox,
+        client: &Client,
+        read_secrets: bool,
+        sent: &mut Vec<String>,
+    ) -> Result<(Target, Option<calls::ApiCalls>)> {
+        let name = config.name.clone();
+        let at = &config.defined_at;
+        let timeout = config.request_timeout;
         let token = |variable: &str, sent: &mut Vec<String>| {
             if !read_secrets {
                 return Ok(String::new());
@@ -157,36 +193,24 @@ impl PurgeTarget {
                 ))
             })
         };
-        let max_wildcards = match &config.target {
-            CdnTarget::CloudFront { .. } => cloudfront::MAX_WILDCARDS,
-            _ => usize::MAX,
-        };
         let mut api = None;
-        let mut target = match &config.target {
+        let target = match &config.target {
             CdnTarget::Http {
                 url,
                 method,
                 concurrency,
                 rate_per_connection,
                 headers,
-            } => {
-                let mut values = Vec::new();
-                for (header, variable) in headers.iter().filter(|_| read_secrets) {
-                    let value = header_value(header, variable, &name, at)?;
-                    sent.push(value.clone());
-                    values.push((header.clone(), value));
-                }
-                Target::Http(http::HttpCache {
-                    url: url.clone(),
-                    method: *method,
-                    concurrency: *concurrency,
-                    rate_per_connection: *rate_per_connection,
-                    headers: values,
-                    client: client.clone(),
-                    timeout,
-                    secrets: Secrets::default(),
-                })
-            }
+            } => Target::Http(http::HttpCache {
+                url: url.clone(),
+                method: *method,
+                concurrency: *concurrency,
+                rate_per_connection: *rate_per_connection,
+                headers: header_values(config, headers, read_secrets, sent)?,
+                client: client.clone(),
+                timeout,
+                secrets: Secrets::default(),
+            }),
             CdnTarget::CloudFront {
                 distribution_id,
                 path_prefix,
@@ -208,7 +232,7 @@ impl PurgeTarget {
                 plan: *plan,
                 zone_id: zone_id.clone(),
                 token: {
-                    let token = token(token_env, &mut sent)?;
+                    let token = token(token_env, sent)?;
                     api = calls::of(config, "cloudflare", &token);
                     token
                 },
@@ -232,7 +256,7 @@ impl PurgeTarget {
                 soft_purge: *soft_purge,
                 service_id: service_id.clone(),
                 token: {
-                    let token = token(token_env, &mut sent)?;
+                    let token = token(token_env, sent)?;
                     api = calls::of(config, "fastly", &token);
                     token
                 },
@@ -246,25 +270,7 @@ impl PurgeTarget {
                 secrets: Secrets::default(),
             }),
         };
-        // Known only once every secret was read.
-        let secrets = Secrets::new(sent);
-        match &mut target {
-            Target::Http(cache) => cache.secrets = secrets.clone(),
-            Target::Cloudflare(api) => api.secrets = secrets.clone(),
-            Target::Fastly(api) => api.secrets = secrets.clone(),
-            Target::CloudFront(cloudfront) => cloudfront.secrets = secrets.clone(),
-        }
-        Ok(PurgeTarget {
-            name,
-            target,
-            public_url: config.public_url.clone(),
-            purge_timeout: config.purge_timeout,
-            secrets,
-            spend: config.spend,
-            bbox,
-            max_wildcards,
-            api,
-        })
+        Ok((target, api))
     }
 
     /// What its purges cost and may spend.

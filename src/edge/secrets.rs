@@ -80,6 +80,22 @@ pub async fn check(config: &CdnConfig) -> Result<()> {
     Ok(())
 }
 
+/// The values of an `http` target's headers, read from their variables (none in a dry run).
+pub(super) fn header_values(
+    config: &CdnConfig,
+    headers: &[(String, String)],
+    read_secrets: bool,
+    sent: &mut Vec<String>,
+) -> Result<Vec<(String, String)>> {
+    let mut values = Vec::new();
+    for (header, variable) in headers.iter().filter(|_| read_secrets) {
+        let value = header_value(header, variable, &config.name, &config.defined_at)?;
+        sent.push(value.clone());
+        values.push((header.clone(), value));
+    }
+    Ok(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
