@@ -1,6 +1,9 @@
 //! The import rules of ARCHITECTURE.md, checked: every module imports only modules of lower layers
 //! (and itself), so imports point one way down the pipeline and into the shared leaves; and inside
-//! a module, no files import each other in a circle.
+//! a module, no files import each other in a circle; and no file or function grows past what a
+//! reader takes in at once ([`lengths`]).
+
+mod lengths;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -112,8 +115,8 @@ fn module_files() -> BTreeMap<Vec<String>, PathBuf> {
                 if module.last().is_some_and(|last| last == "mod") {
                     module.pop();
                 }
-                if !matches!(module.as_slice(), [one] if ["main", "cli", "lib", "architecture"].contains(&one.as_str()))
-                {
+                let root_file = matches!(module.as_slice(), [one] if ["main", "cli", "lib"].contains(&one.as_str()));
+                if !root_file && module[0] != "architecture" {
                     files.insert(module, path);
                 }
             }
@@ -366,10 +369,16 @@ fn every_path_architecture_md_names_exists() {
     let missing: Vec<String> = named_in_architecture(&text)
         .into_iter()
         .filter(|named| {
+            // The test suite, scripts and book are named from the repository's root only, so
+            // `tests/gone.rs` is not found as some stage's own `tests/` folder.
+            let from_root = ["tests/", "scripts/", "docs/", ".ci/"]
+                .iter()
+                .any(|top| named.starts_with(top));
             let bases = [root.to_path_buf(), root.join("src")];
+            let bases = if from_root { &bases[..1] } else { &bases[..] };
             !bases
                 .iter()
-                .chain(&stages)
+                .chain(if from_root { &[][..] } else { &stages[..] })
                 .any(|base| base.join(named).exists())
         })
         .collect();
