@@ -26,7 +26,6 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("seed/finalize.rs", "finalize_output"),
     ("seed/outbox.rs", "commit_and_deliver"),
     ("seed/tileset.rs", "seed"),
-    ("state/capture/log/moved.rs", "compare_moved"),
     ("state/capture/log.rs", "changed_boxes"),
     ("state/capture/triggers/update.rs", "update_body"),
     ("state/capture/triggers.rs", "install_sql"),

@@ -118,80 +118,10 @@ pub(super) async fn compare_moved(
         .levels()
         .filter(|&z| layer.zooms.is_none_or(|r| r.contains(z)) && layer.cluster_at(z).is_none())
         .collect();
-    let mut per_zoom = Vec::new();
-    for z in zooms {
-        let Some(drawn) = sql::unclipped(layer, "q.a", z, compare.extent) else {
-            continue;
-        };
-        let other = |expression: &str| expression.replace("q.a", "q.b");
-        let tile = 2.0 * crate::tile::MERCATOR_HALF_WORLD / (1u64 << z) as f64;
-        let mut columns = vec![
-            format!("{} AS da", drawn.stored),
-            format!("{} AS db", other(&drawn.stored)),
-        ];
-        let mut chains = vec![("da", "db")];
-        if let Some(simplified) = &drawn.simplified {
-            columns.push(format!("{simplified} AS sa"));
-            columns.push(format!("{} AS sb", other(simplified)));
-            chains.push(("sa", "sb"));
-        }
-        let small = match &drawn.too_small {
-            Some(test) => format!("({test}), ({})", other(test)),
-            None => "false, false".into(),
-        };
-        columns.push(small);
-        let names: Vec<&str> = chains.iter().flat_map(|(a, b)| [*a, *b]).collect();
-        let vertices: Vec<String> = names
-            .iter()
-            .map(|name| format!("ST_Points(d.{name})"))
-            .collect();
-        let vanished: Vec<String> = chains
-            .iter()
-            .map(|(a, b)| format!("(d.{a} IS NULL) <> (d.{b} IS NULL)"))
-            .collect();
-        let restarted: Vec<String> = chains.iter().map(|(a, b)| restarted(a, b)).collect();
-        let differences: Vec<String> = chains
-            .iter()
-            .flat_map(|(a, b)| {
-                [
-                    format!("ST_SymDifference(d.{a}, d.{b})"),
-                    format!("ST_SymDifference(v.{a}, v.{b})"),
-                ]
-            })
-            .collect();
-        // A side whose box spans at most two tiles each way may lie whole inside some tile's
-        // clip box, which `ST_AsMVTGeom` then does not clip: its bytes may differ where the
-        // shapes agree.
-        let spans = |g: &str| {
-            format!(
-                "(ST_XMax({g}) - ST_XMin({g}) > {span} OR ST_YMax({g}) - ST_YMin({g}) > {span})",
-                span = 2.0 * tile
-            )
-        };
-        per_zoom.push(format!(
-            "SELECT q.log_id, q.pair, {z}::int4 AS z, s.state,
-                    CASE WHEN s.state = 1 THEN ST_AsBinary(ST_Affine(ST_Collect(ARRAY[{differences}]), {affine})) END
-             FROM pairs q
-             CROSS JOIN LATERAL (SELECT {columns} OFFSET 0) d({names}, small_a, small_b)
-             CROSS JOIN LATERAL (SELECT {vertices} OFFSET 0) v({names})
-             CROSS JOIN LATERAL (SELECT CASE
-                     WHEN d.small_a IS DISTINCT FROM d.small_b THEN 2
-                     WHEN d.small_a THEN 0
-                     WHEN {vanished} THEN 2
-                     WHEN {restarted} THEN 2
-                     ELSE 1 END AS state) s
-             WHERE {spans_a} AND {spans_b}",
-            differences = differences.join(", "),
-            affine = sql::world_units_to_metres(drawn.unit),
-            vanished = vanished.join(" OR "),
-            restarted = restarted.join(" OR "),
-            columns = columns.join(", "),
-            names = names.join(", "),
-            vertices = vertices.join(", "),
-            spans_a = spans("q.a"),
-            spans_b = spans("q.b"),
-        ));
-    }
+    let per_zoom: Vec<String> = zooms
+        .into_iter()
+        .filter_map(|z| zoom_comparison(layer, z, compare.extent))
+        .collect();
     let mut compared = Compared::new();
     if per_zoom.is_empty() {
         return Ok(compared);
@@ -230,26 +160,109 @@ pub(super) async fn compare_moved(
         }
     };
     for row in rows {
-        let key = (row.get::<_, i64>(0), row.get::<_, i64>(1));
-        let Ok(z) = u8::try_from(row.get::<_, i32>(2)) else {
-            continue;
-        };
-        let change = match row.get::<_, i32>(3) {
-            0 => DrawnChange::Nothing,
-            1 => match row
-                .get::<_, Option<&[u8]>>(4)
-                .map(|wkb| Shape::from_wkb(wkb, true))
-            {
-                // Nothing left of either difference.
-                None => DrawnChange::Nothing,
-                Some(Some(shape)) if shape.is_empty() => DrawnChange::Nothing,
-                Some(Some(shape)) => DrawnChange::Within(Arc::new(shape)),
-                // Not WKB this reader knows: the zoom is not compared.
-                Some(None) => continue,
-            },
-            _ => continue,
-        };
-        compared.entry(key).or_default().insert(z, change);
+        if let Some((key, z, change)) = compared_row(&row) {
+            compared.entry(key).or_default().insert(z, change);
+        }
     }
     Ok(compared)
+}
+
+/// One zoom's comparison of the pairs' two shapes as `z` draws them: a `SELECT` of the pairs'
+/// ids, the zoom, their state (0 the same drawing, 1 differing within the areas it returns, 2
+/// not compared) and those areas in metres; `None` where `z` draws no shape of the layer alone.
+fn zoom_comparison(layer: &LayerConfig, z: u8, extent: u32) -> Option<String> {
+    let drawn = sql::unclipped(layer, "q.a", z, extent)?;
+    let other = |expression: &str| expression.replace("q.a", "q.b");
+    let tile = 2.0 * crate::tile::MERCATOR_HALF_WORLD / (1u64 << z) as f64;
+    let mut columns = vec![
+        format!("{} AS da", drawn.stored),
+        format!("{} AS db", other(&drawn.stored)),
+    ];
+    let mut chains = vec![("da", "db")];
+    if let Some(simplified) = &drawn.simplified {
+        columns.push(format!("{simplified} AS sa"));
+        columns.push(format!("{} AS sb", other(simplified)));
+        chains.push(("sa", "sb"));
+    }
+    let small = match &drawn.too_small {
+        Some(test) => format!("({test}), ({})", other(test)),
+        None => "false, false".into(),
+    };
+    columns.push(small);
+    let names: Vec<&str> = chains.iter().flat_map(|(a, b)| [*a, *b]).collect();
+    let vertices: Vec<String> = names
+        .iter()
+        .map(|name| format!("ST_Points(d.{name})"))
+        .collect();
+    let vanished: Vec<String> = chains
+        .iter()
+        .map(|(a, b)| format!("(d.{a} IS NULL) <> (d.{b} IS NULL)"))
+        .collect();
+    let restarted: Vec<String> = chains.iter().map(|(a, b)| restarted(a, b)).collect();
+    let differences: Vec<String> = chains
+        .iter()
+        .flat_map(|(a, b)| {
+            [
+                format!("ST_SymDifference(d.{a}, d.{b})"),
+                format!("ST_SymDifference(v.{a}, v.{b})"),
+            ]
+        })
+        .collect();
+    // A side whose box spans at most two tiles each way may lie whole inside some tile's
+    // clip box, which `ST_AsMVTGeom` then does not clip: its bytes may differ where the
+    // shapes agree.
+    let spans = |g: &str| {
+        format!(
+            "(ST_XMax({g}) - ST_XMin({g}) > {span} OR ST_YMax({g}) - ST_YMin({g}) > {span})",
+            span = 2.0 * tile
+        )
+    };
+    Some(format!(
+        "SELECT q.log_id, q.pair, {z}::int4 AS z, s.state,
+                CASE WHEN s.state = 1 THEN ST_AsBinary(ST_Affine(ST_Collect(ARRAY[{differences}]), {affine})) END
+         FROM pairs q
+         CROSS JOIN LATERAL (SELECT {columns} OFFSET 0) d({names}, small_a, small_b)
+         CROSS JOIN LATERAL (SELECT {vertices} OFFSET 0) v({names})
+         CROSS JOIN LATERAL (SELECT CASE
+                 WHEN d.small_a IS DISTINCT FROM d.small_b THEN 2
+                 WHEN d.small_a THEN 0
+                 WHEN {vanished} THEN 2
+                 WHEN {restarted} THEN 2
+                 ELSE 1 END AS state) s
+         WHERE {spans_a} AND {spans_b}",
+        differences = differences.join(", "),
+        affine = sql::world_units_to_metres(drawn.unit),
+        vanished = vanished.join(" OR "),
+        restarted = restarted.join(" OR "),
+        columns = columns.join(", "),
+        names = names.join(", "),
+        vertices = vertices.join(", "),
+        spans_a = spans("q.a"),
+        spans_b = spans("q.b"),
+    ))
+}
+
+/// A row of the comparison as `((log id, pair), zoom, what changed)`; `None` for a zoom left out
+/// (not compared, or its difference not WKB this reader knows).
+fn compared_row(row: &tokio_postgres::Row) -> Option<((i64, i64), u8, DrawnChange)> {
+    let key = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+    let Ok(z) = u8::try_from(row.get::<_, i32>(2)) else {
+        return None;
+    };
+    let change = match row.get::<_, i32>(3) {
+        0 => DrawnChange::Nothing,
+        1 => match row
+            .get::<_, Option<&[u8]>>(4)
+            .map(|wkb| Shape::from_wkb(wkb, true))
+        {
+            // Nothing left of either difference.
+            None => DrawnChange::Nothing,
+            Some(Some(shape)) if shape.is_empty() => DrawnChange::Nothing,
+            Some(Some(shape)) => DrawnChange::Within(Arc::new(shape)),
+            // Not WKB this reader knows: the zoom is not compared.
+            Some(None) => return None,
+        },
+        _ => return None,
+    };
+    Some((key, z, change))
 }
