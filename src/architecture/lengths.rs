@@ -29,7 +29,6 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("state/capture/log.rs", "changed_boxes"),
     ("state/capture/triggers/update.rs", "update_body"),
     ("state/capture/triggers.rs", "install_sql"),
-    ("validate/mod.rs", "validate"),
 ];
 
 /// Every `.rs` file under `src/`.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::config::{Config, IndexLocation, OutputTarget, S3Config};
-use crate::coordination::partitions::read_index;
+use crate::coordination::partitions::{read_index, PartitionIndex};
 use crate::error::{Error, Result};
 use crate::sink::OutputReader;
 use crate::tile::TileCoord;
@@ -159,100 +159,118 @@ pub async fn validate(
             outputs.push(validated.validation);
             continue;
         };
-        // A partitioned output: every partition the index lists, and the index against them.
-        // Rendered once, with the zooms and bbox the first readable partition recorded.
-        let mut rendered = None;
-        let mut index_problems = Problems::default();
-        let location = target.partition_index();
-        for entry in &index.partitions {
-            let partition = target.for_partition(&entry.path);
-            let name = partition.describe();
-            if let Some(real) = leads_outside(&location, &partition) {
+        outputs.extend(partitioned(&target, &index, database.as_ref(), s3, options).await?);
+    }
+    if let Some(path) = &options.repair_list {
+        write_repair_list(path, repairs)?;
+    }
+    let problems = outputs.iter().map(|o| o.problems.count).sum();
+    Ok(ValidationReport { outputs, problems })
+}
+
+/// Validates a partitioned output: every partition `index` lists, each against the database when
+/// `database` is given (rendered once, with the zooms and bbox the first readable partition
+/// recorded), and the index against them, as one more output of the report.
+async fn partitioned(
+    target: &OutputTarget,
+    index: &PartitionIndex,
+    database: Option<&against_db::Prepared>,
+    s3: &S3Config,
+    options: &ValidateOptions,
+) -> Result<Vec<OutputValidation>> {
+    let mut outputs = Vec::new();
+    let mut rendered = None;
+    let mut index_problems = Problems::default();
+    let location = target.partition_index();
+    for entry in &index.partitions {
+        let partition = target.for_partition(&entry.path);
+        let name = partition.describe();
+        if let Some(real) = leads_outside(&location, &partition) {
+            index_problems.push(Problem::output(
+                "index",
+                format!(
+                    "partition `{}` ({name}) leads outside the output, through a symbolic \
+                     link, to {}: refused, not read",
+                    entry.value,
+                    real.display()
+                ),
+            ));
+            continue;
+        }
+        let mut validated = match one(&name, &partition, s3, &options.extension).await {
+            Ok(validated) => validated,
+            Err(e) => {
                 index_problems.push(Problem::output(
                     "index",
                     format!(
-                        "partition `{}` ({name}) leads outside the output, through a symbolic \
-                         link, to {}: refused, not read",
-                        entry.value,
-                        real.display()
+                        "partition `{}` is listed but cannot be read: {e}",
+                        entry.value
                     ),
                 ));
                 continue;
             }
-            let mut validated = match one(&name, &partition, s3, &options.extension).await {
-                Ok(validated) => validated,
-                Err(e) => {
-                    index_problems.push(Problem::output(
-                        "index",
-                        format!(
-                            "partition `{}` is listed but cannot be read: {e}",
-                            entry.value
-                        ),
-                    ));
-                    continue;
-                }
-            };
-            if validated.validation.tiles != entry.tiles {
-                index_problems.push(Problem::output(
-                    "index",
-                    format!(
-                        "partition `{}`: the index says {} tile(s), {name} holds {}",
-                        entry.value, entry.tiles, validated.validation.tiles
-                    ),
-                ));
-            }
-            if entry.features <= 0 {
-                index_problems.push(Problem::output(
-                    "index",
-                    format!("partition `{}` is listed with no features", entry.value),
-                ));
-            }
-            if let (Some(database), Some(reader)) = (&database, &validated.reader) {
-                if rendered.is_none() && database.partitioned() {
-                    rendered = Some(database.render_partitions(reader).await?);
-                }
-            }
-            if let (Some(database), Some(rendered), Some(reader)) =
-                (&database, &rendered, &validated.reader)
-            {
-                let compared = database
-                    .compare_partition(
-                        rendered,
-                        (&entry.value, &entry.path),
-                        reader,
-                        &validated.stored,
-                    )
-                    .await?;
-                compared.report(&mut validated.validation.problems);
-                validated.validation.database = Some(compared);
-            }
-            outputs.push(validated.validation);
+        };
+        if validated.validation.tiles != entry.tiles {
+            index_problems.push(Problem::output(
+                "index",
+                format!(
+                    "partition `{}`: the index says {} tile(s), {name} holds {}",
+                    entry.value, entry.tiles, validated.validation.tiles
+                ),
+            ));
         }
-        outputs.push(OutputValidation {
-            output: format!(
-                "{} (partition index, {} partition(s))",
-                target.describe(),
-                index.partitions.len()
-            ),
-            tiles: 0,
-            bytes: 0,
-            agg_tiles_hash: String::new(),
-            hash_pending: false,
-            problems: index_problems,
-            database: None,
-        });
+        if entry.features <= 0 {
+            index_problems.push(Problem::output(
+                "index",
+                format!("partition `{}` is listed with no features", entry.value),
+            ));
+        }
+        if let (Some(database), Some(reader)) = (database, &validated.reader) {
+            if rendered.is_none() && database.partitioned() {
+                rendered = Some(database.render_partitions(reader).await?);
+            }
+        }
+        if let (Some(database), Some(rendered), Some(reader)) =
+            (database, &rendered, &validated.reader)
+        {
+            let compared = database
+                .compare_partition(
+                    rendered,
+                    (&entry.value, &entry.path),
+                    reader,
+                    &validated.stored,
+                )
+                .await?;
+            compared.report(&mut validated.validation.problems);
+            validated.validation.database = Some(compared);
+        }
+        outputs.push(validated.validation);
     }
-    if let Some(path) = &options.repair_list {
-        repairs.sort_by_key(|t: &TileCoord| (t.z(), t.x(), t.y()));
-        repairs.dedup();
-        let text: String = repairs.iter().map(|t| format!("{t}\n")).collect();
-        std::fs::write(path, text).map_err(|e| Error::File {
-            path: path.clone(),
-            message: format!("cannot write the repair list: {e}"),
-        })?;
-    }
-    let problems = outputs.iter().map(|o| o.problems.count).sum();
-    Ok(ValidationReport { outputs, problems })
+    outputs.push(OutputValidation {
+        output: format!(
+            "{} (partition index, {} partition(s))",
+            target.describe(),
+            index.partitions.len()
+        ),
+        tiles: 0,
+        bytes: 0,
+        agg_tiles_hash: String::new(),
+        hash_pending: false,
+        problems: index_problems,
+        database: None,
+    });
+    Ok(outputs)
+}
+
+/// Writes the tiles `--against-db` found wrong, one `z/x/y` a line, for `seed --tiles-from`.
+fn write_repair_list(path: &Path, mut repairs: Vec<TileCoord>) -> Result<()> {
+    repairs.sort_by_key(|t: &TileCoord| (t.z(), t.x(), t.y()));
+    repairs.dedup();
+    let text: String = repairs.iter().map(|t| format!("{t}\n")).collect();
+    std::fs::write(path, text).map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        message: format!("cannot write the repair list: {e}"),
+    })
 }
 
 /// Where a partition on this machine really lies, when a symbolic link takes it out of the folder
