@@ -21,7 +21,6 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("partition/edge.rs", "deliver"),
     ("partition/mod.rs", "new"),
     ("partition/mod.rs", "finish"),
-    ("plan/shard/cut.rs", "dealt"),
     ("render/tileset.rs", "run_statement"),
     ("seed/finalize.rs", "finalize_output"),
     ("seed/outbox.rs", "commit_and_deliver"),

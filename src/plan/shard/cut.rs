@@ -268,27 +268,7 @@ impl Cut {
             .map(|w| (block_start(w.tile, split_zoom), pack_of(w)))
             .collect();
         along_the_curve(&mut items);
-        let everything = items.iter().fold(
-            priced_bundles
-                .iter()
-                .fold(0u64, |s, p| s.saturating_add(p.sum)),
-            |s, (_, p)| s.saturating_add(p.sum),
-        );
-        let (mut low, mut high) = (0u64, everything);
-        while low < high {
-            let mid = low + (high - low) / 2;
-            if cut_around(&items, &priced_bundles, mid).is_some() {
-                high = mid;
-            } else {
-                low = mid + 1;
-            }
-        }
-        // At the whole run's work everything fits in one range.
-        let ranges = cut_around(&items, &priced_bundles, low).unwrap_or_else(|| {
-            std::iter::once((0, 0))
-                .chain((1..shards).map(|b| (items.len(), b)))
-                .collect()
-        });
+        let ranges = least_cut_around(&items, &priced_bundles, shards);
         let side_tiles = 1u64 << (2 * u32::from(split_zoom));
         let start_of = |i: usize| items.get(i).map_or(side_tiles, |(index, _)| *index);
         let ends = ranges
@@ -327,6 +307,30 @@ impl Cut {
             dearest: weights.iter().map(|w| w.dearest).max().unwrap_or(0),
         }
     }
+}
+
+/// The ranges of a cut around `bundles` at the least capacity that fits every item (a binary
+/// search over [`cut_around`]), in `shards` ranges.
+fn least_cut_around(items: &[(u64, Pack)], bundles: &[Pack], shards: usize) -> Vec<(usize, usize)> {
+    let everything = items.iter().fold(
+        bundles.iter().fold(0u64, |s, p| s.saturating_add(p.sum)),
+        |s, (_, p)| s.saturating_add(p.sum),
+    );
+    let (mut low, mut high) = (0u64, everything);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if cut_around(items, bundles, mid).is_some() {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    // At the whole run's work everything fits in one range.
+    cut_around(items, bundles, low).unwrap_or_else(|| {
+        std::iter::once((0, 0))
+            .chain((1..shards).map(|b| (items.len(), b)))
+            .collect()
+    })
 }
 
 /// The ranges of a cut around dealt bundles at `capacity`: per range, the index of its first item
