@@ -19,8 +19,6 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("edge/mod.rs", "target"),
     ("job.rs", "resolve_with"),
     ("partition/edge.rs", "deliver"),
-    ("partition/mod.rs", "new"),
-    ("partition/mod.rs", "finish"),
     ("render/tileset.rs", "run_statement"),
     ("seed/finalize.rs", "finalize_output"),
     ("seed/outbox.rs", "commit_and_deliver"),

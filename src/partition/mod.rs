@@ -17,24 +17,26 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use deadpool_postgres::Pool;
 
-use crate::config::CdnConfig;
-use crate::config::{partition_segment, IndexLocation, OutputTarget};
+use crate::config::OutputTarget;
+use crate::config::{CdnConfig, TilesetConfig};
 use crate::coordination::lock::{self, OutputLock};
-use crate::coordination::partitions::{read_index, write_index, PartitionEntry, PartitionIndex};
+use crate::coordination::partitions::{read_index, PartitionIndex};
 use crate::db;
 use crate::edge::Holds;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, TilesetJob};
 use crate::render::count::drawable_rows_query;
 use crate::render::row_set;
-use crate::render::source::{describe, partition_column, partition_values, LayerSource};
+use crate::render::source::{
+    describe, partition_column, partition_values, LayerSource, PartitionColumn,
+};
 use crate::report::{seconds_text, TilesetSummary};
 use crate::sink::{self, OutputReader};
-use crate::state::capture;
 use crate::state::Watermark;
 use crate::tile::{BBox, ZoomRange};
 
 mod edge;
+mod index;
 mod job;
 mod scope;
 mod stopped;
@@ -262,39 +264,12 @@ impl Plan {
         if let (Scope::Touched(touched), Some(record)) = (&mut scope, &record) {
             touched.values.extend(record.unfinished.iter().cloned());
         }
-        let mut current: BTreeMap<String, Holding> = BTreeMap::new();
-        let mut arrays = Vec::new();
-        let mut sources = Vec::new();
         let only = match &scope {
             Scope::Touched(touched) => Some(touched.values.iter().cloned().collect::<Vec<_>>()),
             Scope::Every | Scope::EveryNow(_) => None,
         };
-        for layer in &config.layers {
-            let held = partition_column(pool, &config.name, layer, column).await?;
-            // Said once per seed, not on every `watch` cycle.
-            if !held.indexed && only.is_none() {
-                let table = layer.qualified_table();
-                tracing::warn!(
-                    "tileset `{}`, layer `{}`: no index on {table}.{column}; each partition's tiles \
-                     filter every row they cover, which at thousands of values costs more than the \
-                     tiles (CREATE INDEX ON {table} USING {} ({column}))",
-                    config.name,
-                    layer.name,
-                    if held.array { "gin" } else { "btree" }
-                );
-            }
-            let source = describe(pool, &config.name, layer).await?;
-            for found in
-                partition_values(pool, &config.name, &source, column, &held, only.as_deref())
-                    .await?
-            {
-                let holding = current.entry(found.value).or_default();
-                holding.features += found.features;
-                holding.bounds = union(holding.bounds, found.bounds);
-            }
-            sources.push((source, held.array));
-            arrays.push(held);
-        }
+        let (mut current, arrays, sources) =
+            read_values(pool, config, column, only.as_deref()).await?;
         let wanted: BTreeSet<&String> = job.partitions.iter().collect();
         if !wanted.is_empty() {
             current.retain(|value, _| wanted.contains(value));
@@ -384,142 +359,6 @@ impl Plan {
         values.len()
     }
 
-    /// Removes vanished partitions and writes the index, once their runs are complete.
-    async fn finish(&self, pool: &Pool, job: &SeedJob, summaries: &[TilesetSummary]) -> Result<()> {
-        let Some(target) = &self.target else {
-            return Ok(());
-        };
-        if self.jobs.is_empty() && self.changes_read == Some(0) {
-            // Nothing changed since the index's watermark: it stays as it is.
-            return Ok(());
-        }
-        let summary_of = |value: &str| {
-            let name = partition_name(&self.name, value);
-            summaries.iter().find(|s| s.header.tileset == name)
-        };
-        let previous: BTreeMap<&str, &PartitionEntry> = self
-            .previous
-            .iter()
-            .flat_map(|index| index.partitions.iter().map(|p| (p.value.as_str(), p)))
-            .collect();
-        let mut entries: BTreeMap<String, PartitionEntry> = previous
-            .iter()
-            .map(|(value, entry)| (value.to_string(), (*entry).clone()))
-            .collect();
-        let mut removed = Vec::new();
-        for value in &self.vanished {
-            if !summary_of(value).is_some_and(|s| s.header.complete) {
-                continue;
-            }
-            let segment = partition_segment(value)?;
-            let output = target.for_partition(&segment);
-            sink::remove_emptied(&output)?;
-            removed.push(segment);
-            capture::forget_consumer(pool, &job.change_schema, &output.describe()).await?;
-            entries.remove(value);
-            tracing::info!(
-                "tileset `{}`: partition {value:?} holds no rows any more; removed {}",
-                self.name,
-                output.describe()
-            );
-        }
-        if !self.cdn.is_empty() && self.feed {
-            edge::purge_vanished_feeds(target, &removed, job).await?;
-        }
-        let mut emptied = Vec::new();
-        for (value, holding) in &self.current {
-            let path = partition_segment(value)?;
-            let output = target.for_partition(&path);
-            let summary = summary_of(value);
-            let untouched = summary.is_some_and(|s| s.stored.changed == 0 && s.stored.deleted == 0);
-            let tiles = match previous.get(value.as_str()) {
-                Some(entry) if untouched => entry.tiles,
-                _ => count_tiles(&output, job, &self.extension).await?,
-            };
-            if tiles == 0 && summary.is_some_and(|s| s.header.complete) {
-                if let Some(found) = self.drawable_rows(pool, value).await? {
-                    emptied.push((value.clone(), output.describe(), found));
-                }
-            }
-            entries.insert(
-                value.clone(),
-                PartitionEntry {
-                    value: value.clone(),
-                    path,
-                    features: holding.features,
-                    bounds: holding.bounds,
-                    tiles,
-                },
-            );
-        }
-        // The tileset's watermark moves only when every partition the run planned is complete.
-        let complete = self.jobs.iter().all(|j| {
-            summaries
-                .iter()
-                .any(|s| s.header.tileset == j.tileset.name && s.header.complete)
-        });
-        let previous_watermark = self.previous.as_ref().and_then(|i| i.watermark.clone());
-        let advanced = self.next_watermark.as_ref().filter(|_| complete);
-        let index = PartitionIndex {
-            tileset: self.name.clone(),
-            partition_by: self.column.clone(),
-            partitions: entries.into_values().collect(),
-            watermark: advanced
-                .map(|w| w.snapshot.clone())
-                .or(previous_watermark.clone()),
-        };
-        let location = target.partition_index();
-        write_index(&location, &job.s3, &self.cache_control, &index).await?;
-        if !self.cdn.is_empty() && self.previous.as_ref() != Some(&index) {
-            // Caches must not keep listing removed values, their counts and their bounds.
-            edge::purge_index(target, &location, job).await?;
-        }
-        if let Some(watermark) = advanced {
-            let schema = &job.change_schema;
-            let pruned =
-                capture::advance_and_prune(pool, schema, &target.describe(), watermark).await?;
-            if pruned > 0 {
-                tracing::info!("pruned {pruned} applied change(s) from the change log");
-            }
-            if previous_watermark.is_none() {
-                // Partitions of earlier versions consumed the log each: the tileset does now.
-                let outputs: Vec<String> = index
-                    .partitions
-                    .iter()
-                    .map(|p| target.for_partition(&p.path).describe())
-                    .collect();
-                capture::forget_consumers(pool, schema, &outputs).await?;
-            }
-        }
-        tracing::info!(
-            "tileset `{}`: index of {} partition(s) written to {}",
-            self.name,
-            index.partitions.len(),
-            match &location {
-                IndexLocation::File(path) => path.display().to_string(),
-                IndexLocation::Object { bucket, key } => format!("{bucket}/{key}"),
-            }
-        );
-        match emptied.first() {
-            None => Ok(()),
-            Some((value, output, (layer, rows))) => Err(Error::output(
-                output,
-                format!(
-                    "partition {:?} of tileset `{}` holds no tile, yet {rows} row(s) of layer `{layer}` \
-                     hold {} = {value:?} inside its bbox{}: its tile statements matched none of \
-                     them (report this with the column's type)",
-                    value,
-                    self.name,
-                    self.column,
-                    match emptied.len() {
-                        1 => String::new(),
-                        n => format!(" ({} other partition(s) alike)", n - 1),
-                    }
-                ),
-            )),
-        }
-    }
-
     /// Purges what the tileset's partitions handed over to its own outbox.
     async fn deliver_handed_over(
         &self,
@@ -579,4 +418,46 @@ fn union(a: Option<[f64; 4]>, b: Option<[f64; 4]>) -> Option<[f64; 4]> {
         (a, None) => a,
         (None, b) => b,
     }
+}
+
+/// Per value the rows hold (of `only`, when given), its features and bounds over every layer of
+/// `config`; and per layer how it holds `column` and its source. Warns, on a run over every
+/// value, of a layer whose table has no index on the column.
+async fn read_values(
+    pool: &Pool,
+    config: &TilesetConfig,
+    column: &str,
+    only: Option<&[String]>,
+) -> Result<(
+    BTreeMap<String, Holding>,
+    Vec<PartitionColumn>,
+    Vec<(LayerSource, bool)>,
+)> {
+    let mut current: BTreeMap<String, Holding> = BTreeMap::new();
+    let mut arrays = Vec::new();
+    let mut sources = Vec::new();
+    for layer in &config.layers {
+        let held = partition_column(pool, &config.name, layer, column).await?;
+        // Said once per seed, not on every `watch` cycle.
+        if !held.indexed && only.is_none() {
+            let table = layer.qualified_table();
+            tracing::warn!(
+                "tileset `{}`, layer `{}`: no index on {table}.{column}; each partition's tiles \
+                 filter every row they cover, which at thousands of values costs more than the \
+                 tiles (CREATE INDEX ON {table} USING {} ({column}))",
+                config.name,
+                layer.name,
+                if held.array { "gin" } else { "btree" }
+            );
+        }
+        let source = describe(pool, &config.name, layer).await?;
+        for found in partition_values(pool, &config.name, &source, column, &held, only).await? {
+            let holding = current.entry(found.value).or_default();
+            holding.features += found.features;
+            holding.bounds = union(holding.bounds, found.bounds);
+        }
+        sources.push((source, held.array));
+        arrays.push(held);
+    }
+    Ok((current, arrays, sources))
 }
