@@ -25,7 +25,6 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("seed/tileset.rs", "seed"),
     ("state/capture/log.rs", "changed_boxes"),
     ("state/capture/triggers/update.rs", "update_body"),
-    ("state/capture/triggers.rs", "install_sql"),
 ];
 
 /// Every `.rs` file under `src/`.
@@ -54,49 +53,94 @@ fn is_test_file(path: &Path) -> bool {
             .is_some_and(|dir| dir.components().any(|part| part.as_os_str() == "tests"))
 }
 
-/// A line with its string and character literals emptied and its comment cut, so only the braces
-/// of code are counted.
-fn code_of(line: &str) -> String {
-    let mut code = String::with_capacity(line.len());
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                while let Some(inner) = chars.next() {
-                    match inner {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '"' => break,
-                        _ => {}
-                    }
-                }
-                code.push_str("\"\"");
+/// `text` with its comments and the contents of its string and character literals blanked out
+/// (line breaks kept, so lines still line up), so only the braces of code are counted: a format
+/// string spanning lines may hold braces of its own (`{{`, `{name}`) and quotes (`\"`).
+fn code_of(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut code = String::with_capacity(text.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut at = 0;
+    while at < chars.len() {
+        let c = chars[at];
+        let next = chars.get(at + 1).copied();
+        if c == '/' && next == Some('/') {
+            while at < chars.len() && chars[at] != '\n' {
+                at += 1;
             }
-            // A character literal ('{', '\''), not a lifetime ('a): its closing quote comes
-            // within three characters.
-            '\'' => {
-                let ahead: String = chars.clone().take(3).collect();
-                let close = if let Some(escaped) = ahead.strip_prefix('\\') {
-                    escaped.find('\'').map(|at| at + 2)
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0;
+            while at < chars.len() {
+                if chars[at] == '/' && chars.get(at + 1) == Some(&'*') {
+                    depth += 1;
+                    at += 2;
+                } else if chars[at] == '*' && chars.get(at + 1) == Some(&'/') {
+                    depth -= 1;
+                    at += 2;
+                    if depth == 0 {
+                        break;
+                    }
                 } else {
-                    (ahead.chars().nth(1) == Some('\'')).then_some(2)
-                };
-                match close {
-                    Some(skip) => {
-                        for _ in 0..skip {
-                            chars.next();
-                        }
-                        code.push_str("''");
-                    }
-                    None => code.push('\''),
+                    code.push(blank(chars[at]));
+                    at += 1;
                 }
             }
-            '/' if chars.peek() == Some(&'/') => break,
-            _ => code.push(c),
+        } else if c == 'r'
+            && (next == Some('"') || next == Some('#'))
+            && raw_opens(&chars[at + 1..])
+        {
+            let hashes = chars[at + 1..].iter().take_while(|h| **h == '#').count();
+            at += 2 + hashes;
+            let closing: String = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
+            while at < chars.len() && !chars[at..].iter().collect::<String>().starts_with(&closing)
+            {
+                code.push(blank(chars[at]));
+                at += 1;
+            }
+            at += closing.len();
+            code.push_str("\"\"");
+        } else if c == '"' {
+            at += 1;
+            while at < chars.len() && chars[at] != '"' {
+                if chars[at] == '\\' {
+                    at += 1;
+                }
+                code.push(blank(*chars.get(at).unwrap_or(&' ')));
+                at += 1;
+            }
+            at += 1;
+            code.push_str("\"\"");
+        } else if c == '\'' {
+            // A character literal ('{', '\''), not a lifetime ('a): it closes within 3 more.
+            let close = if next == Some('\\') {
+                (at + 3..(at + 6).min(chars.len())).find(|i| chars[*i] == '\'')
+            } else {
+                (chars.get(at + 2) == Some(&'\'')).then_some(at + 2)
+            };
+            match close {
+                Some(end) => {
+                    code.push_str("''");
+                    at = end + 1;
+                }
+                None => {
+                    code.push(c);
+                    at += 1;
+                }
+            }
+        } else {
+            code.push(c);
+            at += 1;
         }
     }
     code
+}
+
+/// Whether the text after an `r` opens a raw string: `#`s then `"`.
+fn raw_opens(after: &[char]) -> bool {
+    let hashes = after.iter().take_while(|h| **h == '#').count();
+    after.get(hashes) == Some(&'"')
 }
 
 /// The name of the function a line starts, if it starts one with a body.
@@ -125,6 +169,8 @@ fn function_started(line: &str) -> Option<String> {
 /// `(name, lines)` of every function in `text` before its first `#[cfg(test)]`.
 fn function_lengths(text: &str) -> Vec<(String, usize)> {
     let lines: Vec<&str> = text.lines().collect();
+    let masked = code_of(text);
+    let code_lines: Vec<&str> = masked.lines().collect();
     let end = lines
         .iter()
         .position(|line| line.trim_start().starts_with("#[cfg(test)]"))
@@ -132,13 +178,13 @@ fn function_lengths(text: &str) -> Vec<(String, usize)> {
     let mut found = Vec::new();
     let mut at = 0;
     while at < end {
-        let Some(name) = function_started(lines[at]) else {
+        let Some(name) = function_started(code_lines.get(at).unwrap_or(&"")) else {
             at += 1;
             continue;
         };
         let (mut depth, mut opened, mut last) = (0i64, false, at);
-        while last < lines.len() {
-            let code = code_of(lines[last]);
+        while last < code_lines.len() {
+            let code = code_lines.get(last).unwrap_or(&"");
             let opens = code.matches('{').count() as i64;
             depth += opens - code.matches('}').count() as i64;
             opened |= opens > 0;
@@ -203,4 +249,10 @@ fn the_length_check_sees_a_function_and_its_end() {
         [("long".to_string(), 8), ("next".to_string(), 1)]
     );
     assert_eq!(function_started("fn declared(&self);"), None);
+    let spanning =
+        "fn sql() -> String {\n    format!(\"{{\\\"a\\\": 1}}\n     }} }}\n\")\n}\nfn after() {}\n";
+    assert_eq!(
+        function_lengths(spanning),
+        [("sql".to_string(), 5), ("after".to_string(), 1)]
+    );
 }

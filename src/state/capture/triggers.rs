@@ -155,8 +155,7 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
         )),
     );
     sql.push_str(&coverage::captured_table_sql(schema));
-    let [insert_trigger, update_trigger, delete_trigger, truncate_trigger] =
-        coverage::trigger_names(&config.change_schema);
+    let names = coverage::trigger_names(&config.change_schema);
     for watched in tables {
         let function = function_name(schema, &watched.table);
         sql.push_str(&coverage::record_since(
@@ -167,32 +166,8 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
             &config.change_schema,
             &watched.table,
         ));
-        sql.push_str(&format!(
-            "DROP FUNCTION IF EXISTS {function}();
-             CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql{text_form} AS {insert};
-             CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql{text_form} AS {delete};
-             CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql{text_form} AS {update};
-             DROP TRIGGER IF EXISTS {insert_trigger} ON {table};
-             CREATE TRIGGER {insert_trigger} AFTER INSERT ON {table}
-                 REFERENCING NEW TABLE AS oar_new
-                 FOR EACH STATEMENT EXECUTE FUNCTION {function}_insert();
-             DROP TRIGGER IF EXISTS {update_trigger} ON {table};
-             CREATE TRIGGER {update_trigger} AFTER UPDATE ON {table}
-                 REFERENCING OLD TABLE AS oar_old NEW TABLE AS oar_new
-                 FOR EACH STATEMENT EXECUTE FUNCTION {function}_update();
-             DROP TRIGGER IF EXISTS {delete_trigger} ON {table};
-             CREATE TRIGGER {delete_trigger} AFTER DELETE ON {table}
-                 REFERENCING OLD TABLE AS oar_old
-                 FOR EACH STATEMENT EXECUTE FUNCTION {function}_delete();
-             DROP TRIGGER IF EXISTS {truncate_trigger} ON {table};
-             CREATE TRIGGER {truncate_trigger} AFTER TRUNCATE ON {table}
-                 FOR EACH STATEMENT EXECUTE FUNCTION {schema}.capture_truncate();
-",
-            table = watched.table,
-            text_form = text_form_clause(watched),
-            insert = dollar_quote(&one_side_body(schema, watched, "oar_new", "new_geoms", notify)),
-            delete = dollar_quote(&one_side_body(schema, watched, "oar_old", "old_geoms", notify)),
-            update = dollar_quote(&update_body(schema, watched, notify)),
+        sql.push_str(&table_triggers_sql(
+            schema, watched, &function, notify, &names,
         ));
     }
     // The earlier notify trigger's function, unless a table this config no longer names still
@@ -205,6 +180,45 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
     ));
     sql.push_str(&format!("DO {drop_notifier};\n"));
     sql
+}
+
+/// The trigger functions and the four triggers of one watched table, `function` the prefix of its
+/// functions' names and `names` the triggers' (insert, update, delete, truncate).
+fn table_triggers_sql(
+    schema: &str,
+    watched: &Watched,
+    function: &str,
+    notify: &str,
+    names: &[String; 4],
+) -> String {
+    let [insert_trigger, update_trigger, delete_trigger, truncate_trigger] = names;
+    format!(
+        "DROP FUNCTION IF EXISTS {function}();
+         CREATE OR REPLACE FUNCTION {function}_insert() RETURNS trigger LANGUAGE plpgsql{text_form} AS {insert};
+         CREATE OR REPLACE FUNCTION {function}_delete() RETURNS trigger LANGUAGE plpgsql{text_form} AS {delete};
+         CREATE OR REPLACE FUNCTION {function}_update() RETURNS trigger LANGUAGE plpgsql{text_form} AS {update};
+         DROP TRIGGER IF EXISTS {insert_trigger} ON {table};
+         CREATE TRIGGER {insert_trigger} AFTER INSERT ON {table}
+             REFERENCING NEW TABLE AS oar_new
+             FOR EACH STATEMENT EXECUTE FUNCTION {function}_insert();
+         DROP TRIGGER IF EXISTS {update_trigger} ON {table};
+         CREATE TRIGGER {update_trigger} AFTER UPDATE ON {table}
+             REFERENCING OLD TABLE AS oar_old NEW TABLE AS oar_new
+             FOR EACH STATEMENT EXECUTE FUNCTION {function}_update();
+         DROP TRIGGER IF EXISTS {delete_trigger} ON {table};
+         CREATE TRIGGER {delete_trigger} AFTER DELETE ON {table}
+             REFERENCING OLD TABLE AS oar_old
+             FOR EACH STATEMENT EXECUTE FUNCTION {function}_delete();
+         DROP TRIGGER IF EXISTS {truncate_trigger} ON {table};
+         CREATE TRIGGER {truncate_trigger} AFTER TRUNCATE ON {table}
+             FOR EACH STATEMENT EXECUTE FUNCTION {schema}.capture_truncate();
+",
+        table = watched.table,
+        text_form = text_form_clause(watched),
+        insert = dollar_quote(&one_side_body(schema, watched, "oar_new", "new_geoms", notify)),
+        delete = dollar_quote(&one_side_body(schema, watched, "oar_old", "old_geoms", notify)),
+        update = dollar_quote(&update_body(schema, watched, notify)),
+    )
 }
 
 /// A trigger function's body: `single` when the statement changed at most one row, with that row
