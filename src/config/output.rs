@@ -37,7 +37,7 @@ pub enum OutputTarget {
 }
 
 /// What [`OutputTarget::parse`] takes, for its messages.
-const SUPPORTED: &str = "path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, s3://bucket/key.pmtiles, az://container/prefix or az://container/key.pmtiles";
+const SUPPORTED: &str = "path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, s3://bucket/key.pmtiles, az://container/prefix, az://container/key.pmtiles, gs://bucket/prefix or gs://bucket/key.pmtiles";
 
 /// The remote object stores outputs can live in, told apart by their address's scheme. Each has
 /// its client in `store/`.
@@ -47,11 +47,13 @@ pub enum Scheme {
     S3,
     /// Azure Blob Storage: `az://CONTAINER/…`.
     Azure,
+    /// Google Cloud Storage: `gs://BUCKET/…`.
+    Gcs,
 }
 
 impl Scheme {
     /// Every scheme, in the order addresses are tried.
-    const ALL: [Scheme; 2] = [Scheme::S3, Scheme::Azure];
+    const ALL: [Scheme; 3] = [Scheme::S3, Scheme::Azure, Scheme::Gcs];
 
     /// The scheme `address` starts with, if any.
     pub fn of(address: &str) -> Option<Scheme> {
@@ -65,6 +67,7 @@ impl Scheme {
         match self {
             Scheme::S3 => "s3://",
             Scheme::Azure => "az://",
+            Scheme::Gcs => "gs://",
         }
     }
 
@@ -73,6 +76,7 @@ impl Scheme {
         match self {
             Scheme::S3 => "s3",
             Scheme::Azure => "az",
+            Scheme::Gcs => "gs",
         }
     }
 
@@ -82,7 +86,8 @@ impl Scheme {
             c.is_ascii_lowercase()
                 || c.is_ascii_digit()
                 || c == '-'
-                || (c == '.' && self == Scheme::S3)
+                || (c == '.' && matches!(self, Scheme::S3 | Scheme::Gcs))
+                || (c == '_' && self == Scheme::Gcs)
         };
         (3..=63).contains(&name.len()) && name.chars().all(allowed)
     }
@@ -91,6 +96,7 @@ impl Scheme {
         match self {
             Scheme::S3 => "S3 bucket name (3-63 lowercase letters, digits, `-`, `.`)",
             Scheme::Azure => "Azure container name (3-63 lowercase letters, digits, `-`)",
+            Scheme::Gcs => "GCS bucket name (3-63 lowercase letters, digits, `-`, `_`, `.`)",
         }
     }
 }

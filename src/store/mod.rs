@@ -27,6 +27,7 @@ pub mod document;
 pub mod durable;
 mod error_body;
 pub mod folder;
+pub mod gcs;
 pub mod http;
 pub mod s3;
 
@@ -131,6 +132,7 @@ const CREDENTIAL_VARIABLES: &[&str] = &[
     "AZURE_CLIENT_SECRET",
     "AZURE_FABRIC_SESSION_TOKEN",
     "AZURE_STORAGE_ENCRYPTION_KEY",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
 ];
 
 /// The stores' credentials from the environment, in every form a message must not hold them
@@ -276,18 +278,20 @@ pub fn open<'a>(
         let store: Arc<dyn ObjectStore> = match bucket.scheme {
             Scheme::S3 => Arc::new(s3::S3Store::open(bucket, settings).await),
             Scheme::Azure => Arc::new(azure::AzureStore::open(bucket, settings)?),
+            Scheme::Gcs => Arc::new(gcs::GcsStore::open(bucket, settings)?),
         };
         Ok(store)
     }
     .boxed()
 }
 
-/// What tells this store apart from others holding a bucket of the same name: the S3 endpoint, or
-/// the Azure account.
+/// What tells this store apart from others holding a bucket of the same name: the S3 endpoint, the
+/// Azure account, or the GCS emulator.
 pub fn identity(bucket: &Bucket, settings: &S3Config) -> String {
     match bucket.scheme {
         Scheme::S3 => settings.endpoint.clone().unwrap_or_else(|| "aws".into()),
         Scheme::Azure => azure::identity(),
+        Scheme::Gcs => gcs::identity(),
     }
 }
 

@@ -161,7 +161,8 @@ impl Drop for Container {
     }
 }
 
-fn hex_bytes(hex: &str) -> Vec<u8> {
+/// The bytes a hex string spells, as the test scripts print objects.
+pub fn hex_bytes(hex: &str) -> Vec<u8> {
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())

@@ -1,9 +1,11 @@
 //! A bucket of a remote object store under test, whichever the store: the S3-compatible server
-//! (`s3.rs`) or Azure Blob Storage on the shared Azurite (`azure.rs`). Tests that hold every
+//! (`s3.rs`), Azure Blob Storage on the shared Azurite (`azure.rs`) or Google Cloud Storage on the
+//! shared fake-gcs-server (`gcs.rs`). Tests that hold every
 //! remote store to the same behaviour write one body against a [`Remote`] and run it on each,
 //! reading what the tool stored back through a client that is not the tool's.
 
 use super::azure::Container;
+use super::gcs::GcsBucket;
 use super::run::Tiles;
 use super::s3::S3Server;
 
@@ -33,6 +35,8 @@ pub enum Remote {
     S3(S3Server),
     /// A container of its own on the shared Azurite.
     Azure(Container),
+    /// A bucket of its own on the shared fake-gcs-server.
+    Gcs(GcsBucket),
 }
 
 impl Remote {
@@ -46,11 +50,17 @@ impl Remote {
         Remote::Azure(Container::create(label))
     }
 
+    /// A new bucket on the shared fake-gcs-server, named after `label`.
+    pub fn gcs(label: &str) -> Remote {
+        Remote::Gcs(GcsBucket::create(label))
+    }
+
     /// The bucket's or container's name.
     pub fn bucket(&self) -> &str {
         match self {
             Remote::S3(_) => S3_BUCKET,
             Remote::Azure(container) => &container.name,
+            Remote::Gcs(bucket) => &bucket.name,
         }
     }
 
@@ -59,15 +69,16 @@ impl Remote {
         match self {
             Remote::S3(_) => format!("s3://{S3_BUCKET}/{key}"),
             Remote::Azure(container) => container.address(key),
+            Remote::Gcs(bucket) => bucket.address(key),
         }
     }
 
-    /// The config's `[store]` table the store needs, if any (Azure is reached through the
-    /// environment alone).
+    /// The config's `[store]` table the store needs, if any (Azure and GCS are reached through
+    /// the environment alone).
     pub fn config_table(&self) -> String {
         match self {
             Remote::S3(server) => server.config_table(""),
-            Remote::Azure(_) => String::new(),
+            Remote::Azure(_) | Remote::Gcs(_) => String::new(),
         }
     }
 
@@ -76,6 +87,7 @@ impl Remote {
         match self {
             Remote::S3(server) => server.env(),
             Remote::Azure(container) => container.env(),
+            Remote::Gcs(bucket) => bucket.env(),
         }
     }
 
@@ -85,6 +97,7 @@ impl Remote {
         match self {
             Remote::S3(server) => server.read_blobs(S3_BUCKET, prefix),
             Remote::Azure(container) => container.read_prefix(prefix),
+            Remote::Gcs(bucket) => bucket.read_prefix(prefix),
         }
     }
 
