@@ -22,6 +22,8 @@ log() { printf 'fake-gcs: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=scripts/apt.sh
 . scripts/apt.sh
+# shellcheck source=scripts/background.sh
+. scripts/background.sh
 
 readonly CACHE=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/oar-tiles
 readonly VERSION=${FAKE_GCS_VERSION:-0.1.1}
@@ -58,7 +60,7 @@ start() {
     install
     local port logfile pid bin
     bin=$(binary)
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     logfile=$(mktemp /tmp/oar-tiles-fake-gcs-XXXXXX.log)
     # In memory: each test run starts empty and leaves nothing on disk. The public host is the
     # server's own address: fake-gcs-server serves the XML API (which object_store speaks) only to
@@ -67,16 +69,7 @@ start() {
         -external-url "http://127.0.0.1:$port" -public-host "127.0.0.1:$port" \
         -log-level warn >"$logfile" 2>&1 </dev/null &
     pid=$!
-    for _ in $(seq 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            log "fake-gcs-server $pid on http://127.0.0.1:$port (log $logfile)"
-            printf 'http://127.0.0.1:%s\n%s\n' "$port" "$pid"
-            return
-        fi
-        kill -0 "$pid" 2>/dev/null || die "fake-gcs-server exited: $(cat "$logfile")"
-        sleep 0.1
-    done
-    die "fake-gcs-server does not answer on port $port"
+    await_port fake-gcs-server "$pid" "$port" "$logfile"
 }
 
 stop() {

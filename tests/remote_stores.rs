@@ -559,16 +559,7 @@ fn the_store_contract_holds_on_azure_and_on_s3() {
     let container = Container::create("az-contract");
     let azure = oar_tiles::testing::azurite_store(&container.url, &container.name);
     the_store_contract_holds(azure.as_ref(), dir.path());
-    let blob = container
-        .read_prefix("big")
-        .into_iter()
-        .find(|blob| blob.name == "archive.pmtiles")
-        .unwrap();
-    assert_eq!(
-        blob.content_type.as_deref(),
-        Some("application/vnd.pmtiles")
-    );
-    assert_eq!(blob.cache_control.as_deref(), Some("no-cache"));
+    the_big_archive_keeps_its_headers(&container.read_prefix("big"));
 
     let server = crate::common::s3::S3Server::start("contract");
     let s3 = oar_tiles::testing::s3_store(server.client(), "contract");
@@ -582,14 +573,18 @@ fn the_store_contract_holds_on_gcs() {
     let bucket = crate::common::gcs::GcsBucket::create("gcs-contract");
     let gcs = oar_tiles::testing::gcs_emulator_store(&bucket.url, &bucket.name);
     the_store_contract_holds(gcs.as_ref(), dir.path());
-    let object = bucket
-        .read_prefix("big")
-        .into_iter()
+    the_big_archive_keeps_its_headers(&bucket.read_prefix("big"));
+}
+
+/// The headers of the archive the contract uploads in parts, as another client read them.
+fn the_big_archive_keeps_its_headers(objects: &[crate::common::remote::Blob]) {
+    let archive = objects
+        .iter()
         .find(|blob| blob.name == "archive.pmtiles")
         .unwrap();
     assert_eq!(
-        object.content_type.as_deref(),
+        archive.content_type.as_deref(),
         Some("application/vnd.pmtiles")
     );
-    assert_eq!(object.cache_control.as_deref(), Some("no-cache"));
+    assert_eq!(archive.cache_control.as_deref(), Some("no-cache"));
 }

@@ -295,6 +295,59 @@ pub fn identity(bucket: &Bucket, settings: &S3Config) -> String {
     }
 }
 
+/// Removes `keys` from `store` one request each, `in_flight` at once: for stores that have no
+/// removal of many in one request.
+fn delete_each<'a>(
+    store: &'a dyn ObjectStore,
+    keys: &'a [String],
+    in_flight: usize,
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    use futures::{StreamExt, TryStreamExt};
+    let deletes: Vec<_> = keys.iter().map(|key| store.delete(key)).collect();
+    futures::stream::iter(deletes)
+        .buffer_unordered(in_flight)
+        .try_collect::<()>()
+        .boxed()
+}
+
+/// The refusal of a store that does not copy inside itself (`why`), after which the caller
+/// uploads the bytes itself.
+fn no_copy(bucket: &Bucket, from: &str, to: &str, why: &str) -> StoreError {
+    StoreError::local(
+        &format!("copying {bucket}/{from} to {bucket}/{to}"),
+        std::io::Error::other(why.to_string()),
+    )
+}
+
+/// The next `length` bytes of `file`, a part of an upload `what` names.
+fn read_part(file: &mut std::fs::File, length: u64, what: &str) -> Result<Vec<u8>, StoreError> {
+    use std::io::Read;
+    let mut bytes = vec![0; usize::try_from(length).unwrap_or(usize::MAX)];
+    file.read_exact(&mut bytes)
+        .map_err(|e| StoreError::local(what, e))?;
+    Ok(bytes)
+}
+
+/// Writes a download's `chunks` into `file` as they arrive (`fail` says a chunk's error), then
+/// flushes it.
+async fn write_chunks<S, E>(
+    mut chunks: S,
+    file: &mut std::fs::File,
+    what: &str,
+    fail: impl Fn(E) -> StoreError,
+) -> Result<(), StoreError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    use futures::TryStreamExt;
+    use std::io::Write;
+    while let Some(chunk) = chunks.try_next().await.map_err(&fail)? {
+        file.write_all(&chunk)
+            .map_err(|e| StoreError::local(what, e))?;
+    }
+    file.flush().map_err(|e| StoreError::local(what, e))
+}
+
 /// The key of `name` under `prefix` (`""`: the bucket's root).
 pub fn key_under(prefix: &str, name: &str) -> String {
     if prefix.is_empty() {

@@ -4,9 +4,8 @@
 //! client that is not the tool's.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::remote::Blob;
+use super::remote::{blobs_of_lines, folder, script_output, unique_name, Blob};
 
 /// fake-gcs-server's URL, set by `scripts/test.sh` (`scripts/fake-gcs.sh start`).
 pub const GCS_ENV: &str = "OAR_TILES_TEST_GCS";
@@ -65,13 +64,7 @@ pub struct GcsBucket {
 impl GcsBucket {
     /// Makes an empty bucket named after `label` (lowercase letters, digits and `-`).
     pub fn create(label: &str) -> GcsBucket {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{}-{}-{}",
-            label.replace('_', "-").to_lowercase(),
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_name(label);
         let url = std::env::var(GCS_ENV).unwrap_or_else(|_| {
             panic!(
                 "{GCS_ENV} is not set: the GCS tests run through scripts/test.sh, which starts \
@@ -83,22 +76,21 @@ impl GcsBucket {
         bucket
     }
 
-    fn api(&self, args: &[&str]) -> String {
-        let output = Command::new("python3")
+    /// The script run with `args` on this bucket.
+    fn script(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("python3");
+        command
             .arg("-c")
             .arg(SCRIPT)
             .arg(&self.url)
             .arg(&self.name)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("python3: {e}"));
-        assert!(
-            output.status.success(),
-            "the GCS JSON API {args:?} on {}: {}",
-            self.name,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+            .args(args);
+        command
+    }
+
+    fn api(&self, args: &[&str]) -> String {
+        let what = format!("the GCS JSON API {args:?} on {}", self.name);
+        script_output(&mut self.script(args), &what)
     }
 
     /// The output address of `prefix` in this bucket: `gs://NAME/PREFIX`.
@@ -113,40 +105,12 @@ impl GcsBucket {
 
     /// Every object under `prefix/` (all of them for `""`), named from there on, in name order.
     pub fn read_prefix(&self, prefix: &str) -> Vec<Blob> {
-        let under = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}/")
-        };
-        let mut blobs: Vec<Blob> = self
-            .api(&["read", &under])
-            .lines()
-            .map(|line| {
-                let json: serde_json::Value = serde_json::from_str(line).unwrap();
-                let text = |key: &str| json[key].as_str().map(str::to_string);
-                Blob {
-                    name: text("name").unwrap(),
-                    data: super::azure::hex_bytes(json["data"].as_str().unwrap()),
-                    content_type: text("content_type"),
-                    cache_control: text("cache_control"),
-                    content_encoding: text("content_encoding"),
-                    etag: text("etag"),
-                }
-            })
-            .collect();
-        blobs.sort_by(|a, b| a.name.cmp(&b.name));
-        blobs
+        blobs_of_lines(&self.api(&["read", &folder(prefix)]))
     }
 }
 
 impl Drop for GcsBucket {
     fn drop(&mut self) {
-        let _ = Command::new("python3")
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg(&self.url)
-            .arg(&self.name)
-            .arg("drop")
-            .output();
+        let _ = self.script(&["drop"]).output();
     }
 }

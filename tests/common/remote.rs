@@ -29,6 +29,67 @@ pub struct Blob {
     pub etag: Option<String>,
 }
 
+/// The objects a test's script printed as JSON lines (`name`, hex `data`, `content_type`,
+/// `cache_control`, `content_encoding`, `etag`), in name order.
+pub fn blobs_of_lines(text: &str) -> Vec<Blob> {
+    let mut blobs: Vec<Blob> = text
+        .lines()
+        .map(|line| {
+            let json: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = |key: &str| json[key].as_str().map(str::to_string);
+            Blob {
+                name: text("name").unwrap(),
+                data: hex_bytes(json["data"].as_str().unwrap()),
+                content_type: text("content_type"),
+                cache_control: text("cache_control"),
+                content_encoding: text("content_encoding"),
+                etag: text("etag"),
+            }
+        })
+        .collect();
+    blobs.sort_by(|a, b| a.name.cmp(&b.name));
+    blobs
+}
+
+/// A bucket or container name of its own for a test, from `label`: unique in the run and across
+/// runs sharing a server.
+pub fn unique_name(label: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "{}-{}-{}",
+        label.replace('_', "-").to_lowercase(),
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// What a test's script printed; `what` names it when it fails.
+pub fn script_output(command: &mut std::process::Command, what: &str) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `prefix/` as a listing's prefix (`""` for the whole bucket).
+pub fn folder(prefix: &str) -> String {
+    if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 /// An empty bucket of one remote store, removed with its server or container when dropped.
 pub enum Remote {
     /// A bucket on an S3 server of its own.

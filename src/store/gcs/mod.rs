@@ -156,6 +156,16 @@ impl GcsStore {
             .header(hyper::header::ACCEPT_ENCODING, "gzip")
     }
 
+    /// The JSON answer to `call`.
+    async fn json(&self, what: &str, call: &Call) -> Result<serde_json::Value, StoreError> {
+        let (_, body) = self
+            .api
+            .fetch(what, call, JSON_CAP)
+            .await
+            .map_err(|e| self.failed(what, e))?;
+        json_of(what, &body)
+    }
+
     /// One page of the listing under `prefix`; the next page's token.
     async fn list_page(
         &self,
@@ -176,13 +186,7 @@ impl GcsStore {
         if let Some(token) = page {
             url.push_str(&format!("&pageToken={}", encoded(token)));
         }
-        let (_, body) = self
-            .api
-            .fetch(&what, &Call::new(Method::GET, url), JSON_CAP)
-            .await
-            .map_err(|e| self.failed(&what, e))?;
-        let json: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| StoreError::local(&format!("{what}: GCS's answer"), e))?;
+        let json = self.json(&what, &Call::new(Method::GET, url)).await?;
         for item in json["items"].as_array().into_iter().flatten() {
             let key = item["name"].as_str().unwrap_or_default().to_string();
             let size = item["size"].as_str().and_then(|s| s.parse().ok());
@@ -255,6 +259,11 @@ fn md5_of(text: &str) -> Option<[u8; 16]> {
         .decode(text)
         .ok()?;
     bytes.try_into().ok()
+}
+
+/// An answer's JSON; `what` names the request in the error when it is not JSON.
+fn json_of(what: &str, body: &[u8]) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_slice(body).map_err(|e| StoreError::local(&format!("{what}: GCS's answer"), e))
 }
 
 /// The object's generation, which this store gives as its ETag: it changes with every write.

@@ -1,18 +1,17 @@
 //! [`ObjectStore`] for a GCS bucket: each method as the JSON API's requests.
 
-use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::Path;
 
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt, TryStreamExt};
-use http_body_util::BodyExt;
+use futures::FutureExt;
+use http_body_util::BodyDataStream;
 use hyper::header::{CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use hyper::{Method, StatusCode};
 
 use super::api::{read_capped, Call};
 use super::{
-    generation, metadata, multipart, GcsStore, CHUNK_QUANTUM, DELETES_IN_FLIGHT, JSON_CAP,
+    generation, json_of, metadata, multipart, GcsStore, CHUNK_QUANTUM, DELETES_IN_FLIGHT, JSON_CAP,
 };
 use crate::config::Bucket;
 use crate::store::{Listed, ObjectHeaders, ObjectStore, Put, StoreError};
@@ -51,11 +50,7 @@ impl ObjectStore for GcsStore {
             .header(CONTENT_TYPE, content_type)
             .body(body);
             match self.api.fetch(&what, &call, JSON_CAP).await {
-                Ok((_, answer)) => {
-                    let json: serde_json::Value = serde_json::from_slice(&answer)
-                        .map_err(|e| StoreError::local(&format!("{what}: GCS's answer"), e))?;
-                    Ok(Put::Stored(generation(&json)))
-                }
+                Ok((_, answer)) => Ok(Put::Stored(generation(&json_of(&what, &answer)?))),
                 Err(failed)
                     if only_new
                         && failed.error.status() == Some(StatusCode::PRECONDITION_FAILED) =>
@@ -150,11 +145,7 @@ impl ObjectStore for GcsStore {
                 format!("{}?fields=generation", self.object(key)),
             );
             match self.api.fetch(&what, &call, JSON_CAP).await {
-                Ok((_, body)) => {
-                    let json: serde_json::Value = serde_json::from_slice(&body)
-                        .map_err(|e| StoreError::local(&format!("{what}: GCS's answer"), e))?;
-                    Ok(Some(generation(&json)))
-                }
+                Ok((_, body)) => Ok(Some(generation(&json_of(&what, &body)?))),
                 Err(failed) if failed.error.status() == Some(StatusCode::NOT_FOUND) => Ok(None),
                 Err(failed) => Err(self.failed(&what, failed)),
             }
@@ -190,13 +181,7 @@ impl ObjectStore for GcsStore {
                 self.object(""),
                 super::api::encoded(prefix)
             );
-            let (_, body) = self
-                .api
-                .fetch(&what, &Call::new(Method::GET, url), JSON_CAP)
-                .await
-                .map_err(|e| self.failed(&what, e))?;
-            let json: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| StoreError::local(&format!("{what}: GCS's answer"), e))?;
+            let json = self.json(&what, &Call::new(Method::GET, url)).await?;
             Ok(json["items"]
                 .as_array()
                 .is_some_and(|items| !items.is_empty()))
@@ -221,14 +206,7 @@ impl ObjectStore for GcsStore {
     }
 
     fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let deletes: Vec<_> = keys.iter().map(|key| self.delete(key)).collect();
-            futures::stream::iter(deletes)
-                .buffer_unordered(DELETES_IN_FLIGHT)
-                .try_collect::<()>()
-                .await
-        }
-        .boxed()
+        crate::store::delete_each(self, keys, DELETES_IN_FLIGHT)
     }
 
     /// Not done inside GCS: fake-gcs-server ignores a rewrite's source precondition, so a copy
@@ -240,13 +218,8 @@ impl ObjectStore for GcsStore {
         _if_etag: &'a str,
         _headers: ObjectHeaders<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            Err(StoreError::local(
-                &format!("copying {} to {}", self.url(from), self.url(to)),
-                std::io::Error::other("this build does not copy inside Google Cloud Storage"),
-            ))
-        }
-        .boxed()
+        let why = "this build does not copy inside Google Cloud Storage";
+        futures::future::ready(Err(crate::store::no_copy(&self.bucket, from, to, why))).boxed()
     }
 
     fn download_into<'a>(
@@ -262,15 +235,9 @@ impl ObjectStore for GcsStore {
                 .await
                 .map_err(|e| self.failed(&what, e))?;
             let etag = header_generation(answer.headers());
-            let mut body = answer.into_body();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| StoreError::local(&what, e))?;
-                if let Ok(chunk) = frame.into_data() {
-                    file.write_all(&chunk)
-                        .map_err(|e| StoreError::local(&what, e))?;
-                }
-            }
-            file.flush().map_err(|e| StoreError::local(&what, e))?;
+            let chunks = BodyDataStream::new(answer.into_body());
+            crate::store::write_chunks(chunks, file, &what, |e| StoreError::local(&what, e))
+                .await?;
             Ok(etag)
         }
         .boxed()
@@ -294,9 +261,7 @@ impl ObjectStore for GcsStore {
             let mut offset = 0;
             while offset < size {
                 let length = chunk.min(size - offset);
-                let mut bytes = vec![0; length as usize];
-                file.read_exact(&mut bytes)
-                    .map_err(|e| StoreError::local(what, e))?;
+                let bytes = crate::store::read_part(&mut file, length, what)?;
                 let mut call = Call::new(Method::PUT, session.clone())
                     .header(
                         CONTENT_RANGE,
@@ -312,9 +277,7 @@ impl ObjectStore for GcsStore {
                 offset += length;
                 match sent {
                     Ok((_, body)) if offset == size => {
-                        let json: serde_json::Value = serde_json::from_slice(&body)
-                            .map_err(|e| StoreError::local(&format!("{what}: GCS's answer"), e))?;
-                        return Ok(generation(&json));
+                        return Ok(generation(&json_of(what, &body)?));
                     }
                     Ok(_) => {}
                     Err(failed) => {
