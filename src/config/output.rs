@@ -476,6 +476,38 @@ mod tests {
     }
 
     #[test]
+    fn gs_addresses_name_gcs_buckets_with_their_own_naming_rule() {
+        let bucket = |name: &str| Bucket {
+            scheme: Scheme::Gcs,
+            name: name.into(),
+        };
+        assert_eq!(
+            OutputTarget::parse("gs://my_tiles.example/v1/").unwrap(),
+            OutputTarget::Objects {
+                bucket: bucket("my_tiles.example"),
+                prefix: "v1".into()
+            }
+        );
+        for archive in [
+            "gs://tiles/maps/f.pmtiles",
+            "pmtiles:gs://tiles/maps/f.pmtiles",
+        ] {
+            assert_eq!(
+                OutputTarget::parse(archive).unwrap(),
+                OutputTarget::ObjectPmtiles {
+                    bucket: bucket("tiles"),
+                    key: "maps/f.pmtiles".into()
+                },
+                "{archive}"
+            );
+        }
+        assert_eq!(bucket("tiles").to_string(), "gs://tiles");
+        // An underscore is a GCS bucket's alone.
+        assert!(OutputTarget::parse("s3://my_tiles/x").is_err());
+        assert!(OutputTarget::parse("gs://Tiles/x").is_err());
+    }
+
+    #[test]
     fn partition_values_become_one_safe_segment_each() {
         assert_eq!(partition_segment("BD").unwrap(), "BD");
         assert_eq!(partition_segment("12").unwrap(), "12");
