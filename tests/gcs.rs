@@ -1,7 +1,8 @@
 //! Google Cloud Storage through fake-gcs-server, reached as Google's libraries reach an emulator
 //! (`STORAGE_EMULATOR_HOST`, no credentials): a seed into `gs://`, `validate`, an edit and
 //! `seed --dirty`, then `validate --against-db --all` finding nothing; a tile object carries its
-//! type, `Content-Encoding: gzip` and the tileset's `Cache-Control`. The behaviours every store
+//! type, `Content-Encoding: gzip` and the tileset's `Cache-Control`, and `serve` answers with it as
+//! stored. The behaviours every store
 //! shares run on GCS too, in `remote_stores.rs`.
 
 use crate::common::fixture::Fixture;
@@ -10,6 +11,7 @@ use crate::common::pg::hub_with_scatter;
 use crate::common::run::{
     assert_same_tiles, oar_tiles_with, problems, read_mbtiles_raw, single_layer_config, Run,
 };
+use crate::common::serve::Served;
 
 const PREFIX: &str = "maps/sites";
 const ZOOMS: &str = "0-7";
@@ -124,4 +126,15 @@ fn a_gcs_prefix_seeds_validates_takes_an_edit_and_matches_the_database() {
         &read_mbtiles_raw(&reference),
         "the bucket after the dirty reseed and a full seed",
     );
+
+    // `serve` reads the bucket as it reads every output: a tile as stored.
+    let served = Served::start(&[&bucket.address(PREFIX)], &bucket.env());
+    let index = served.get("/index.json").json();
+    let name = index["tilesets"][0]["name"].as_str().unwrap();
+    let (tile_name, tile) = objects.iter().find(|(n, _)| n.ends_with(".pbf")).unwrap();
+    let path = format!("/{name}/{tile_name}");
+    let reply = served.get_with(&path, &[("accept-encoding", "gzip")]);
+    assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+    assert_eq!(reply.header("content-encoding"), "gzip", "{path}");
+    assert!(&reply.body == tile, "{path} is served as stored");
 }
