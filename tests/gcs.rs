@@ -2,8 +2,7 @@
 //! (`STORAGE_EMULATOR_HOST`, no credentials): a seed into `gs://`, `validate`, an edit and
 //! `seed --dirty`, then `validate --against-db --all` finding nothing; a tile object carries its
 //! type, `Content-Encoding: gzip` and the tileset's `Cache-Control`, and `serve` answers with it as
-//! stored. The behaviours every store
-//! shares run on GCS too, in `remote_stores.rs`.
+//! stored. The behaviours every store shares run on GCS too, in `remote_stores.rs`.
 
 use crate::common::fixture::Fixture;
 use crate::common::gcs::GcsBucket;
