@@ -2,7 +2,7 @@
 //! (tiles, documents, outboxes, shard parts, partition indexes, PMTiles archives) never know which
 //! store holds them.
 //!
-//! A store is opened for one bucket (S3) or container (Azure) from its address
+//! A store is opened for one bucket (S3, GCS) or container (Azure) from its address
 //! ([`crate::config::Bucket`]) with [`open`]; everything above talks to `dyn ObjectStore`. Each
 //! request is retried by the store itself, with the attempts of `[s3] max_attempts`, and a request
 //! that fails for good is a [`StoreError`] naming what it was for and keeping the client's error as
