@@ -23,6 +23,8 @@ log() { printf 'azurite: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=scripts/apt.sh
 . scripts/apt.sh
+# shellcheck source=scripts/background.sh
+. scripts/background.sh
 
 readonly CACHE=${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/oar-tiles
 readonly VERSION=${AZURITE_VERSION:-3.35.0}
@@ -49,23 +51,14 @@ install() {
 start() {
     install
     local port logfile pid
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     logfile=$(mktemp /tmp/oar-tiles-azurite-XXXXXX.log)
     # In memory: each test run starts empty and leaves nothing on disk. --skipApiVersionCheck:
     # clients newer than the emulator send API versions it has not heard of yet.
     setsid "$BLOB" --blobHost 127.0.0.1 --blobPort "$port" --inMemoryPersistence \
         --skipApiVersionCheck --disableProductStyleUrl --silent >"$logfile" 2>&1 </dev/null &
     pid=$!
-    for _ in $(seq 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            log "azurite-blob $pid on http://127.0.0.1:$port (log $logfile)"
-            printf 'http://127.0.0.1:%s\n%s\n' "$port" "$pid"
-            return
-        fi
-        kill -0 "$pid" 2>/dev/null || die "azurite-blob exited: $(cat "$logfile")"
-        sleep 0.1
-    done
-    die "azurite-blob does not answer on port $port"
+    await_port azurite-blob "$pid" "$port" "$logfile"
 }
 
 stop() {

@@ -31,6 +31,8 @@ log() { printf 'moto-server: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=scripts/apt.sh
 . scripts/apt.sh
+# shellcheck source=scripts/background.sh
+. scripts/background.sh
 
 readonly VERSION=${MOTO_VERSION:-5.1.*}
 readonly VENV=${MOTO_VENV:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/oar-tiles/moto-venv}
@@ -49,22 +51,13 @@ install() {
 start() {
     install
     local port
-    port=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     local logfile
     logfile=$(mktemp /tmp/oar-tiles-moto-XXXXXX.log)
     setsid "$VENV/bin/python" scripts/moto_cloudfront.py -H 127.0.0.1 -p "$port" \
         >"$logfile" 2>&1 </dev/null &
     local pid=$!
-    for _ in $(seq 300); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            log "moto_server $pid on http://127.0.0.1:$port (log $logfile)"
-            printf 'http://127.0.0.1:%s\n%s\n' "$port" "$pid"
-            return
-        fi
-        kill -0 "$pid" 2>/dev/null || die "moto_server exited: $(cat "$logfile")"
-        sleep 0.1
-    done
-    die "moto_server does not answer on port $port"
+    await_port moto_server "$pid" "$port" "$logfile"
 }
 
 distribution() {

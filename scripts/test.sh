@@ -135,6 +135,13 @@ azurite_pid=$(tail -1 <<<"$azurite")
 OAR_TILES_TEST_AZURE_PYTHON=$(scripts/azurite.sh python) || die "cannot install azure-storage-blob"
 export OAR_TILES_TEST_AZURITE OAR_TILES_TEST_AZURE_PYTHON
 
+# The GCS output tests talk to fake-gcs-server (PyPI's wheel bundles the binary), one for the whole
+# run (each test makes a bucket of its own), through STORAGE_EMULATOR_HOST as Google's libraries do.
+fake_gcs=$(scripts/fake-gcs.sh start) || die "cannot start fake-gcs-server"
+OAR_TILES_TEST_GCS=$(head -1 <<<"$fake_gcs")
+fake_gcs_pid=$(tail -1 <<<"$fake_gcs")
+export OAR_TILES_TEST_GCS
+
 # The SLURM tests run sharded seeds as job arrays of a real one-node cluster (Debian's slurm-wlm).
 slurm_dir=$(mktemp -d)
 OAR_TILES_TEST_SLURM_CONF=$(scripts/slurm.sh start "$slurm_dir") || die "cannot start SLURM"
@@ -142,7 +149,7 @@ export OAR_TILES_TEST_SLURM_CONF
 
 log=$(mktemp)
 book=$(mktemp -d)
-trap 'rm -f "$log"; rm -rf "$book"; scripts/moto-server.sh stop "$moto_pid"; scripts/azurite.sh stop "$azurite_pid"; scripts/slurm.sh stop "$slurm_dir"; rm -rf "$slurm_dir" || true' EXIT
+trap 'rm -f "$log"; rm -rf "$book"; scripts/moto-server.sh stop "$moto_pid"; scripts/azurite.sh stop "$azurite_pid"; scripts/fake-gcs.sh stop "$fake_gcs_pid"; scripts/slurm.sh stop "$slurm_dir"; rm -rf "$slurm_dir" || true' EXIT
 status=0
 # Everything after a `--` goes to the test binaries; --include-ignored joins it there.
 args=("$@")

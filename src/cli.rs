@@ -115,7 +115,7 @@ pub(crate) enum ConfigAction {
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// The outputs, one tileset each: path.mbtiles, path.pmtiles, dir:PATH or PATH/,
-    /// s3://bucket/prefix, or s3://bucket/key.pmtiles.
+    /// s3://bucket/prefix, or s3://bucket/key.pmtiles (az:// and gs:// alike).
     #[arg(value_name = "OUTPUT", required = true)]
     pub(crate) outputs: Vec<String>,
 
@@ -226,7 +226,7 @@ pub(crate) enum ChangesAction {
 #[derive(Debug, Args)]
 pub(crate) struct ValidateArgs {
     /// The outputs: path.mbtiles, path.pmtiles, dir:PATH or PATH/, s3://bucket/prefix, or
-    /// s3://bucket/key.pmtiles; a partitioned tileset's configured output checks every partition
+    /// s3://bucket/key.pmtiles (az:// and gs:// alike); a partitioned tileset's configured output checks every partition
     /// its index lists.
     #[arg(value_name = "OUTPUT", required = true)]
     pub(crate) outputs: Vec<String>,
@@ -270,7 +270,7 @@ pub(crate) struct ValidateArgs {
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
     /// The output: path.mbtiles, path.pmtiles, dir:PATH or PATH/, s3://bucket/prefix, or
-    /// s3://bucket/key.pmtiles.
+    /// s3://bucket/key.pmtiles (az:// and gs:// alike).
     #[arg(value_name = "OUTPUT")]
     pub(crate) output: String,
 
@@ -313,7 +313,7 @@ pub(crate) struct SeedFlags {
     pub(crate) bbox: Option<BBox>,
 
     /// Output: path.mbtiles, path.pmtiles, dir:PATH or PATH/ (a z/x/y tree), s3://bucket/prefix, or
-    /// s3://bucket/key.pmtiles (one PMTiles object)
+    /// s3://bucket/key.pmtiles (one PMTiles object; az:// and gs:// alike)
     /// [default: the tileset's output]. Only with one tileset.
     #[arg(short, long, value_name = "PATH")]
     pub(crate) output: Option<String>,

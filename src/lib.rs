@@ -78,6 +78,13 @@ pub mod testing {
         )
     }
 
+    /// The bucket `name` of the GCS emulator at `url`, as outputs use a store.
+    pub fn gcs_emulator_store(url: &str, name: &str) -> std::sync::Arc<dyn ObjectStore> {
+        std::sync::Arc::new(
+            crate::store::gcs::GcsStore::on_emulator(url, name).unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
     /// The S3 bucket `bucket` through `client` (a test's, with credentials of its own), as
     /// outputs use a store.
     pub fn s3_store(client: aws_sdk_s3::Client, bucket: &str) -> std::sync::Arc<dyn ObjectStore> {

@@ -1,6 +1,7 @@
 //! Outputs in every remote object store, one body per behaviour run against each store: the S3
-//! test server and Azure Blob Storage on Azurite (`common::remote`), read back through a client
-//! that is not the tool's (the AWS SDK, Microsoft's Python SDK). A tile prefix holds the same
+//! test server, Azure Blob Storage on Azurite and Google Cloud Storage on fake-gcs-server
+//! (`common::remote`), read back through a client that is not the tool's (the AWS SDK, Microsoft's
+//! Python SDK, the emulator's JSON API from Python). A tile prefix holds the same
 //! tiles as a local file, with a tile's headers and an absolute TileJSON, takes a dirty reseed
 //! that ends like a full seed, passes `validate` and `inspect`; a PMTiles archive equals a local
 //! one before and after its reseed; shards finalize into exactly one run; a partitioned tileset
@@ -93,7 +94,7 @@ impl Setup {
     }
 }
 
-// Each behaviour below runs on both stores: `NAME_on_s3` and `NAME_on_azure`.
+// Each behaviour below runs on every store: `NAME_on_s3`, `NAME_on_azure` and `NAME_on_gcs`.
 
 #[test]
 #[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
@@ -114,6 +115,15 @@ fn a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_
 }
 
 #[test]
+#[ignore = "needs PostGIS and fake-gcs-server: run scripts/test.sh"]
+fn a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed_on_gcs()
+{
+    a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed(
+        Remote::gcs("remote"),
+    );
+}
+
+#[test]
 #[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
 fn a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed_on_s3() {
     a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed(Remote::s3());
@@ -123,6 +133,12 @@ fn a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed_on_s3() {
 #[ignore = "needs PostGIS and Azurite: run scripts/test.sh"]
 fn a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed_on_azure() {
     a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed(Remote::azure("remote"));
+}
+
+#[test]
+#[ignore = "needs PostGIS and fake-gcs-server: run scripts/test.sh"]
+fn a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed_on_gcs() {
+    a_pmtiles_archive_equals_a_local_one_and_takes_a_dirty_reseed(Remote::gcs("remote"));
 }
 
 #[test]
@@ -140,6 +156,14 @@ fn shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_fini
 }
 
 #[test]
+#[ignore = "needs PostGIS and fake-gcs-server: run scripts/test.sh"]
+fn shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_finished_on_gcs() {
+    shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_finished(Remote::gcs(
+        "remote",
+    ));
+}
+
+#[test]
 #[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
 fn a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions_on_s3() {
     a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions(Remote::s3());
@@ -151,6 +175,12 @@ fn a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions_on_a
     a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions(Remote::azure(
         "remote",
     ));
+}
+
+#[test]
+#[ignore = "needs PostGIS and fake-gcs-server: run scripts/test.sh"]
+fn a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions_on_gcs() {
+    a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions(Remote::gcs("remote"));
 }
 
 fn a_prefix_holds_a_seeds_tiles_with_their_headers_and_a_dirty_reseed_ends_like_a_full_seed(
@@ -529,18 +559,32 @@ fn the_store_contract_holds_on_azure_and_on_s3() {
     let container = Container::create("az-contract");
     let azure = oar_tiles::testing::azurite_store(&container.url, &container.name);
     the_store_contract_holds(azure.as_ref(), dir.path());
-    let blob = container
-        .read_prefix("big")
-        .into_iter()
-        .find(|blob| blob.name == "archive.pmtiles")
-        .unwrap();
-    assert_eq!(
-        blob.content_type.as_deref(),
-        Some("application/vnd.pmtiles")
-    );
-    assert_eq!(blob.cache_control.as_deref(), Some("no-cache"));
+    the_big_archive_keeps_its_headers(&container.read_prefix("big"));
 
     let server = crate::common::s3::S3Server::start("contract");
     let s3 = oar_tiles::testing::s3_store(server.client(), "contract");
     the_store_contract_holds(s3.as_ref(), dir.path());
+}
+
+#[test]
+#[ignore = "needs fake-gcs-server: run scripts/test.sh"]
+fn the_store_contract_holds_on_gcs() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = crate::common::gcs::GcsBucket::create("gcs-contract");
+    let gcs = oar_tiles::testing::gcs_emulator_store(&bucket.url, &bucket.name);
+    the_store_contract_holds(gcs.as_ref(), dir.path());
+    the_big_archive_keeps_its_headers(&bucket.read_prefix("big"));
+}
+
+/// The headers of the archive the contract uploads in parts, as another client read them.
+fn the_big_archive_keeps_its_headers(objects: &[crate::common::remote::Blob]) {
+    let archive = objects
+        .iter()
+        .find(|blob| blob.name == "archive.pmtiles")
+        .unwrap();
+    assert_eq!(
+        archive.content_type.as_deref(),
+        Some("application/vnd.pmtiles")
+    );
+    assert_eq!(archive.cache_control.as_deref(), Some("no-cache"));
 }

@@ -79,7 +79,7 @@ pub(super) struct RawConfig {
     /// How to reach PostgreSQL.
     #[serde(default)]
     database: RawDatabase,
-    /// How outputs in a remote object store (`s3://`, `az://`) are reached and written.
+    /// How outputs in a remote object store (`s3://`, `az://`, `gs://`) are reached and written.
     /// Credentials come from the store's standard chain (for S3: the AWS environment variables, a
     /// profile, an instance role), never from this file. Formerly `[s3]`.
     #[schemars(with = "Option<StoreConfig>")]

@@ -37,7 +37,7 @@ pub enum OutputTarget {
 }
 
 /// What [`OutputTarget::parse`] takes, for its messages.
-const SUPPORTED: &str = "path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, s3://bucket/key.pmtiles, az://container/prefix or az://container/key.pmtiles";
+const SUPPORTED: &str = "path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, s3://bucket/key.pmtiles, az://container/prefix, az://container/key.pmtiles, gs://bucket/prefix or gs://bucket/key.pmtiles";
 
 /// The remote object stores outputs can live in, told apart by their address's scheme. Each has
 /// its client in `store/`.
@@ -47,11 +47,13 @@ pub enum Scheme {
     S3,
     /// Azure Blob Storage: `az://CONTAINER/…`.
     Azure,
+    /// Google Cloud Storage: `gs://BUCKET/…`.
+    Gcs,
 }
 
 impl Scheme {
     /// Every scheme, in the order addresses are tried.
-    const ALL: [Scheme; 2] = [Scheme::S3, Scheme::Azure];
+    const ALL: [Scheme; 3] = [Scheme::S3, Scheme::Azure, Scheme::Gcs];
 
     /// The scheme `address` starts with, if any.
     pub fn of(address: &str) -> Option<Scheme> {
@@ -65,6 +67,7 @@ impl Scheme {
         match self {
             Scheme::S3 => "s3://",
             Scheme::Azure => "az://",
+            Scheme::Gcs => "gs://",
         }
     }
 
@@ -73,6 +76,7 @@ impl Scheme {
         match self {
             Scheme::S3 => "s3",
             Scheme::Azure => "az",
+            Scheme::Gcs => "gs",
         }
     }
 
@@ -82,7 +86,8 @@ impl Scheme {
             c.is_ascii_lowercase()
                 || c.is_ascii_digit()
                 || c == '-'
-                || (c == '.' && self == Scheme::S3)
+                || (c == '.' && matches!(self, Scheme::S3 | Scheme::Gcs))
+                || (c == '_' && self == Scheme::Gcs)
         };
         (3..=63).contains(&name.len()) && name.chars().all(allowed)
     }
@@ -91,6 +96,7 @@ impl Scheme {
         match self {
             Scheme::S3 => "S3 bucket name (3-63 lowercase letters, digits, `-`, `.`)",
             Scheme::Azure => "Azure container name (3-63 lowercase letters, digits, `-`)",
+            Scheme::Gcs => "GCS bucket name (3-63 lowercase letters, digits, `-`, `_`, `.`)",
         }
     }
 }
@@ -467,6 +473,38 @@ mod tests {
         assert!(OutputTarget::parse("s3://a.b/x").is_ok());
         assert!(OutputTarget::parse("az://a.b/x").is_err());
         assert!(OutputTarget::parse("az://Tiles/x").is_err());
+    }
+
+    #[test]
+    fn gs_addresses_name_gcs_buckets_with_their_own_naming_rule() {
+        let bucket = |name: &str| Bucket {
+            scheme: Scheme::Gcs,
+            name: name.into(),
+        };
+        assert_eq!(
+            OutputTarget::parse("gs://my_tiles.example/v1/").unwrap(),
+            OutputTarget::Objects {
+                bucket: bucket("my_tiles.example"),
+                prefix: "v1".into()
+            }
+        );
+        for archive in [
+            "gs://tiles/maps/f.pmtiles",
+            "pmtiles:gs://tiles/maps/f.pmtiles",
+        ] {
+            assert_eq!(
+                OutputTarget::parse(archive).unwrap(),
+                OutputTarget::ObjectPmtiles {
+                    bucket: bucket("tiles"),
+                    key: "maps/f.pmtiles".into()
+                },
+                "{archive}"
+            );
+        }
+        assert_eq!(bucket("tiles").to_string(), "gs://tiles");
+        // An underscore is a GCS bucket's alone.
+        assert!(OutputTarget::parse("s3://my_tiles/x").is_err());
+        assert!(OutputTarget::parse("gs://Tiles/x").is_err());
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (at `AZURITE_BLOB_STORAGE_URL`, by default
 //! `http://127.0.0.1:10000`). `AZURE_STORAGE_ENDPOINT` names another endpoint.
 
-use std::io::{Read, Write};
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -329,14 +328,7 @@ impl ObjectStore for AzureStore {
     }
 
     fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let deletes: Vec<_> = keys.iter().map(|key| self.delete(key)).collect();
-            futures::stream::iter(deletes)
-                .buffer_unordered(DELETES_IN_FLIGHT)
-                .try_collect::<()>()
-                .await
-        }
-        .boxed()
+        super::delete_each(self, keys, DELETES_IN_FLIGHT)
     }
 
     /// object_store's copy inside Azure keeps the source's headers and takes no condition, and a
@@ -348,15 +340,8 @@ impl ObjectStore for AzureStore {
         _if_etag: &'a str,
         _headers: ObjectHeaders<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            Err(StoreError::local(
-                &format!("copying {} to {}", self.url(from), self.url(to)),
-                std::io::Error::other(
-                    "a copy inside Azure Blob Storage cannot be given its own headers",
-                ),
-            ))
-        }
-        .boxed()
+        let why = "a copy inside Azure Blob Storage cannot be given its own headers";
+        futures::future::ready(Err(super::no_copy(&self.bucket, from, to, why))).boxed()
     }
 
     fn download_into<'a>(
@@ -372,16 +357,10 @@ impl ObjectStore for AzureStore {
                 .await
                 .map_err(|e| self.failed(what.clone(), e))?;
             let etag = object.meta.e_tag.clone().unwrap_or_default();
-            let mut stream = object.into_stream();
-            while let Some(chunk) = stream
-                .try_next()
-                .await
-                .map_err(|e| self.failed(what.clone(), e))?
-            {
-                file.write_all(&chunk)
-                    .map_err(|e| StoreError::local(&what, e))?;
-            }
-            file.flush().map_err(|e| StoreError::local(&what, e))?;
+            super::write_chunks(object.into_stream(), file, &what, |e| {
+                self.failed(what.clone(), e)
+            })
+            .await?;
             Ok(etag)
         }
         .boxed()
@@ -413,9 +392,7 @@ impl ObjectStore for AzureStore {
                 let mut offset = 0;
                 while offset < size {
                     let length = part_size.min(size - offset);
-                    let mut bytes = vec![0; length as usize];
-                    file.read_exact(&mut bytes)
-                        .map_err(|e| StoreError::local(what, e))?;
+                    let bytes = super::read_part(&mut file, length, what)?;
                     in_flight.push(upload.put_part(PutPayload::from(Bytes::from(bytes))));
                     offset += length;
                     if in_flight.len() >= PARTS_IN_FLIGHT {

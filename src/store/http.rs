@@ -34,10 +34,26 @@ pub fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
         .with_no_client_auth())
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<HttpConnector>,
-    HttpRequestBody,
->;
+/// A hyper client over the build's TLS settings, sending bodies of type `B`; plain HTTP too, for
+/// emulators on this machine.
+pub type HyperClient<B> =
+    hyper_util::client::legacy::Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
+
+type Client = HyperClient<HttpRequestBody>;
+
+/// A client sending bodies of type `B`, for stores that make their own requests.
+pub fn hyper_client<B>() -> Result<HyperClient<B>, rustls::Error>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config()?)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector))
+}
 
 /// object_store's connector: every client it asks for is this hyper client.
 #[derive(Debug, Default, Clone, Copy)]
@@ -45,18 +61,11 @@ pub struct HyperConnector;
 
 impl StoreConnector for HyperConnector {
     fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let tls = tls_config().map_err(|e| object_store::Error::Generic {
+        let client = hyper_client().map_err(|e| object_store::Error::Generic {
             store: "HTTP",
             source: Box::new(e),
         })?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        Ok(HttpClient::new(HyperService(
-            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector),
-        )))
+        Ok(HttpClient::new(HyperService(client)))
     }
 }
 

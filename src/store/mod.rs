@@ -2,7 +2,7 @@
 //! (tiles, documents, outboxes, shard parts, partition indexes, PMTiles archives) never know which
 //! store holds them.
 //!
-//! A store is opened for one bucket (S3) or container (Azure) from its address
+//! A store is opened for one bucket (S3, GCS) or container (Azure) from its address
 //! ([`crate::config::Bucket`]) with [`open`]; everything above talks to `dyn ObjectStore`. Each
 //! request is retried by the store itself, with the attempts of `[s3] max_attempts`, and a request
 //! that fails for good is a [`StoreError`] naming what it was for and keeping the client's error as
@@ -27,6 +27,7 @@ pub mod document;
 pub mod durable;
 mod error_body;
 pub mod folder;
+pub mod gcs;
 pub mod http;
 pub mod s3;
 
@@ -131,6 +132,7 @@ const CREDENTIAL_VARIABLES: &[&str] = &[
     "AZURE_CLIENT_SECRET",
     "AZURE_FABRIC_SESSION_TOKEN",
     "AZURE_STORAGE_ENCRYPTION_KEY",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
 ];
 
 /// The stores' credentials from the environment, in every form a message must not hold them
@@ -276,19 +278,74 @@ pub fn open<'a>(
         let store: Arc<dyn ObjectStore> = match bucket.scheme {
             Scheme::S3 => Arc::new(s3::S3Store::open(bucket, settings).await),
             Scheme::Azure => Arc::new(azure::AzureStore::open(bucket, settings)?),
+            Scheme::Gcs => Arc::new(gcs::GcsStore::open(bucket, settings)?),
         };
         Ok(store)
     }
     .boxed()
 }
 
-/// What tells this store apart from others holding a bucket of the same name: the S3 endpoint, or
-/// the Azure account.
+/// What tells this store apart from others holding a bucket of the same name: the S3 endpoint, the
+/// Azure account, or the GCS emulator.
 pub fn identity(bucket: &Bucket, settings: &S3Config) -> String {
     match bucket.scheme {
         Scheme::S3 => settings.endpoint.clone().unwrap_or_else(|| "aws".into()),
         Scheme::Azure => azure::identity(),
+        Scheme::Gcs => gcs::identity(),
     }
+}
+
+/// Removes `keys` from `store` one request each, `in_flight` at once: for stores that have no
+/// removal of many in one request.
+fn delete_each<'a>(
+    store: &'a dyn ObjectStore,
+    keys: &'a [String],
+    in_flight: usize,
+) -> BoxFuture<'a, Result<(), StoreError>> {
+    use futures::{StreamExt, TryStreamExt};
+    let deletes: Vec<_> = keys.iter().map(|key| store.delete(key)).collect();
+    futures::stream::iter(deletes)
+        .buffer_unordered(in_flight)
+        .try_collect::<()>()
+        .boxed()
+}
+
+/// The refusal of a store that does not copy inside itself (`why`), after which the caller
+/// uploads the bytes itself.
+fn no_copy(bucket: &Bucket, from: &str, to: &str, why: &str) -> StoreError {
+    StoreError::local(
+        &format!("copying {bucket}/{from} to {bucket}/{to}"),
+        std::io::Error::other(why.to_string()),
+    )
+}
+
+/// The next `length` bytes of `file`, a part of an upload `what` names.
+fn read_part(file: &mut std::fs::File, length: u64, what: &str) -> Result<Vec<u8>, StoreError> {
+    use std::io::Read;
+    let mut bytes = vec![0; usize::try_from(length).unwrap_or(usize::MAX)];
+    file.read_exact(&mut bytes)
+        .map_err(|e| StoreError::local(what, e))?;
+    Ok(bytes)
+}
+
+/// Writes a download's `chunks` into `file` as they arrive (`fail` says a chunk's error), then
+/// flushes it.
+async fn write_chunks<S, E>(
+    mut chunks: S,
+    file: &mut std::fs::File,
+    what: &str,
+    fail: impl Fn(E) -> StoreError,
+) -> Result<(), StoreError>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+{
+    use futures::TryStreamExt;
+    use std::io::Write;
+    while let Some(chunk) = chunks.try_next().await.map_err(&fail)? {
+        file.write_all(&chunk)
+            .map_err(|e| StoreError::local(what, e))?;
+    }
+    file.flush().map_err(|e| StoreError::local(what, e))
 }
 
 /// The key of `name` under `prefix` (`""`: the bucket's root).

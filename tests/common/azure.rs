@@ -5,8 +5,7 @@
 
 use std::process::Command;
 
-use super::remote::Blob;
-use std::sync::atomic::{AtomicU32, Ordering};
+use super::remote::{blobs_of_lines, folder, script_output, unique_name, Blob};
 
 /// Azurite's blob service URL, set by `scripts/test.sh`.
 const AZURITE_ENV: &str = "OAR_TILES_TEST_AZURITE";
@@ -66,13 +65,7 @@ fn required(name: &str) -> String {
 impl Container {
     /// Makes an empty container named after `label` (lowercase letters, digits and `-`).
     pub fn create(label: &str) -> Container {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "{}-{}-{}",
-            label.replace('_', "-").to_lowercase(),
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = unique_name(label);
         let container = Container {
             name,
             url: required(AZURITE_ENV),
@@ -91,21 +84,17 @@ impl Container {
     }
 
     fn sdk(&self, args: &[&str]) -> String {
-        let output = Command::new(&self.python)
+        let mut command = Command::new(&self.python);
+        command
             .arg("-c")
             .arg(SCRIPT)
             .arg(self.connection_string())
             .arg(&self.name)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", self.python));
-        assert!(
-            output.status.success(),
-            "azure-storage-blob {args:?} on {}: {}",
-            self.name,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
+            .args(args);
+        script_output(
+            &mut command,
+            &format!("azure-storage-blob {args:?} on {}", self.name),
+        )
     }
 
     /// The output address of `prefix` in this container: `az://NAME/PREFIX`.
@@ -123,29 +112,7 @@ impl Container {
 
     /// Every blob under `prefix/` (all of them for `""`), named from there on, in name order.
     pub fn read_prefix(&self, prefix: &str) -> Vec<Blob> {
-        let under = if prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{prefix}/")
-        };
-        let mut blobs: Vec<Blob> = self
-            .sdk(&["read", &under])
-            .lines()
-            .map(|line| {
-                let json: serde_json::Value = serde_json::from_str(line).unwrap();
-                let text = |key: &str| json[key].as_str().map(str::to_string);
-                Blob {
-                    name: text("name").unwrap(),
-                    data: hex_bytes(json["data"].as_str().unwrap()),
-                    content_type: text("content_type"),
-                    cache_control: text("cache_control"),
-                    content_encoding: text("content_encoding"),
-                    etag: text("etag"),
-                }
-            })
-            .collect();
-        blobs.sort_by(|a, b| a.name.cmp(&b.name));
-        blobs
+        blobs_of_lines(&self.sdk(&["read", &folder(prefix)]))
     }
 }
 
@@ -159,11 +126,4 @@ impl Drop for Container {
             .arg("drop")
             .output();
     }
-}
-
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
 }

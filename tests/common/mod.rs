@@ -10,6 +10,7 @@ pub mod disk;
 pub mod edge;
 pub mod env;
 pub mod fixture;
+pub mod gcs;
 pub mod geodata;
 pub mod journal;
 pub mod mvt;

@@ -24,8 +24,9 @@ pub(in crate::config) struct RawTileset {
     /// Name used by `--tileset` and written to the output's metadata; unique in the file.
     pub(super) name: String,
     /// Where tiles go: `path.mbtiles` (an MBTiles 1.3 file), `path.pmtiles` (a PMTiles v3
-    /// archive), `dir:PATH` or `PATH/` (a `z/x/y` tree with `tiles.json`), `s3://bucket/prefix` or
-    /// `az://container/prefix` (tile objects), `s3://bucket/key.pmtiles` (one PMTiles object).
+    /// archive), `dir:PATH` or `PATH/` (a `z/x/y` tree with `tiles.json`), `s3://bucket/prefix`,
+    /// `az://container/prefix` or `gs://bucket/prefix` (tile objects), `s3://bucket/key.pmtiles`
+    /// (one PMTiles object; `az://` and `gs://` alike).
     /// Relative paths are relative to the config file. `--output` overrides it.
     pub(super) output: Option<String>,
     /// Free text for the output's metadata.

@@ -1,5 +1,5 @@
 //! A PMTiles archive kept as one object of a remote store (`s3://bucket/prefix/name.pmtiles`,
-//! `az://container/prefix/name.pmtiles`).
+//! `az://container/prefix/name.pmtiles`, `gs://bucket/prefix/name.pmtiles`).
 //!
 //! The run itself is a local PMTiles run on a working copy in this machine's cache (its store is the
 //! journal an interrupted run resumes from, and the place a reseed updates), and the archive is

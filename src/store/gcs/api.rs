@@ -1,0 +1,263 @@
+//! The requests of Google Cloud Storage's JSON API that the GCS store makes, on this build's HTTP
+//! stack ([`super::super::http::hyper_client`]), each retried by the crate's policy.
+//!
+//! The JSON API rather than the XML API object_store's GCS client speaks: Google's emulators
+//! (fake-gcs-server) serve writes, preconditions and resumable uploads only through it, and it
+//! carries an object's headers as metadata rather than as request headers an emulator may act on.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use hyper::{Method, Request, Response, StatusCode};
+use object_store::gcp::GcpCredentialProvider;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::super::error_body::ERROR_BODY_CAP;
+use super::super::http::{hyper_client, HyperClient};
+use crate::retry::{Failed, Policy};
+
+/// Longest a request may wait for its answer's status and headers; the body then streams.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a path segment or query value keeps unencoded: RFC 3986's unreserved characters.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `text` percent-encoded as one path segment or query value (an object name's `/` included).
+pub(super) fn encoded(text: &str) -> String {
+    utf8_percent_encode(text, COMPONENT).to_string()
+}
+
+/// One request, kept whole so that each attempt sends it again.
+pub(super) struct Call {
+    pub method: Method,
+    pub url: String,
+    pub headers: Vec<(HeaderName, String)>,
+    pub body: Bytes,
+}
+
+impl Call {
+    /// A request without a body.
+    pub fn new(method: Method, url: String) -> Call {
+        Call {
+            method,
+            url,
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// The same request with the header `name: value`.
+    pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Call {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The same request with `body`.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Call {
+        self.body = body.into();
+        self
+    }
+}
+
+/// Why one attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Failure {
+    /// No answer (connection refused or dropped, a timeout).
+    #[error("{0}")]
+    Transport(String),
+    /// An answer other than success; GCS's own message where its body had one.
+    #[error("HTTP {status}: {message}")]
+    Status {
+        /// The answer's status.
+        status: StatusCode,
+        /// Its message.
+        message: String,
+    },
+    /// No access token (a credentials file, or the metadata server, failed).
+    #[error("getting a Google access token: {0}")]
+    Credentials(String),
+}
+
+impl Failure {
+    /// The answer's status, when there was one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Failure::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        match self {
+            Failure::Transport(_) => true,
+            Failure::Status { status, .. } => {
+                status.is_server_error()
+                    || *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::REQUEST_TIMEOUT
+            }
+            // object_store retried the token request itself.
+            Failure::Credentials(_) => false,
+        }
+    }
+}
+
+/// The JSON API of one GCS endpoint (Google's, or an emulator's).
+pub(super) struct Api {
+    client: HyperClient<Full<Bytes>>,
+    /// `https://storage.googleapis.com`, or the emulator's address, without a trailing `/`.
+    pub base: String,
+    /// Where tokens come from; `None` for an emulator, which takes requests without one.
+    credentials: Option<GcpCredentialProvider>,
+    policy: Policy,
+}
+
+impl Api {
+    /// The API at `base`, authorized by `credentials`, each request tried `attempts` times.
+    pub fn new(
+        base: &str,
+        credentials: Option<GcpCredentialProvider>,
+        attempts: u32,
+    ) -> Result<Api, rustls::Error> {
+        Ok(Api {
+            client: hyper_client()?,
+            base: base.trim_end_matches('/').to_string(),
+            credentials,
+            policy: Policy::s3(attempts),
+        })
+    }
+
+    /// Sends `call` until it succeeds or fails for good; an answer that is not a success is a
+    /// [`Failure::Status`], its body read up to a cap for the message.
+    pub async fn send(
+        &self,
+        what: &str,
+        call: &Call,
+    ) -> Result<Response<Incoming>, Failed<Failure>> {
+        self.policy
+            .run(
+                || what.to_string(),
+                || self.attempt(call),
+                Failure::is_transient,
+                Failure::to_string,
+            )
+            .await
+    }
+
+    /// [`Api::send`], and the answer's body read whole, refused past `cap` bytes.
+    pub async fn fetch(
+        &self,
+        what: &str,
+        call: &Call,
+        cap: usize,
+    ) -> Result<(Response<()>, Bytes), Failed<Failure>> {
+        let answer = self.send(what, call).await?;
+        let (parts, body) = answer.into_parts();
+        let bytes = read_capped(body, cap)
+            .await
+            .map_err(|error| Failed { error, attempts: 1 })?;
+        Ok((Response::from_parts(parts, ()), bytes))
+    }
+
+    async fn attempt(&self, call: &Call) -> Result<Response<Incoming>, Failure> {
+        let mut request = Request::builder()
+            .method(call.method.clone())
+            .uri(&call.url);
+        for (name, value) in &call.headers {
+            request = request.header(name, value);
+        }
+        if let Some(bearer) = self.token().await? {
+            request = request.header(AUTHORIZATION, bearer);
+        }
+        let request = request
+            .body(Full::new(call.body.clone()))
+            .map_err(|e| Failure::Transport(e.to_string()))?;
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| Failure::Transport(format!("no answer within {ANSWER_TIMEOUT:?}")))?
+            .map_err(|e| Failure::Transport(super::super::one_line(&e)))?;
+        let status = answer.status();
+        if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
+            return Ok(answer);
+        }
+        let body = read_capped(answer.into_body(), ERROR_BODY_CAP)
+            .await
+            .unwrap_or_default();
+        Err(Failure::Status {
+            status,
+            message: message_of(&body),
+        })
+    }
+
+    /// The `Authorization` header's value, when this API needs one.
+    async fn token(&self) -> Result<Option<HeaderValue>, Failure> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(None);
+        };
+        let credential = credentials
+            .get_credential()
+            .await
+            .map_err(|e| Failure::Credentials(super::super::one_line(&e)))?;
+        if credential.bearer.is_empty() {
+            return Ok(None);
+        }
+        let mut value = HeaderValue::from_str(&format!("Bearer {}", credential.bearer))
+            .map_err(|e| Failure::Credentials(e.to_string()))?;
+        value.set_sensitive(true);
+        Ok(Some(value))
+    }
+}
+
+/// The body, read whole, or a failure past `cap` bytes (whatever the answer's headers claimed).
+pub(super) async fn read_capped(body: Incoming, cap: usize) -> Result<Bytes, Failure> {
+    Limited::new(body, cap)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|e| Failure::Transport(format!("reading the answer: {e}")))
+}
+
+/// GCS's message from an error answer's JSON (`{"error": {"message": …}}`), else the body's start.
+fn message_of(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    if let Some(message) = parsed
+        .as_ref()
+        .and_then(|json| json["error"]["message"].as_str())
+    {
+        return message.to_string();
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.is_empty() {
+        return "(no message)".into();
+    }
+    text.chars()
+        .take(300)
+        .collect::<String>()
+        .replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_are_one_encoded_segment() {
+        assert_eq!(encoded("v1/3/1/2.pbf"), "v1%2F3%2F1%2F2.pbf");
+        assert_eq!(encoded("a b~c"), "a%20b~c");
+    }
+
+    #[test]
+    fn an_error_answer_says_gcss_message_or_its_start() {
+        let json = br#"{"error":{"code":403,"message":"no access to bucket tiles"}}"#;
+        assert_eq!(message_of(json), "no access to bucket tiles");
+        assert_eq!(message_of(b"<html>\nBad</html>"), "<html> Bad</html>");
+        assert_eq!(message_of(b""), "(no message)");
+    }
+}

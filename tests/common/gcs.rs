@@ -1,0 +1,116 @@
+//! Google Cloud Storage for the tests: the one fake-gcs-server `scripts/test.sh` starts
+//! (`OAR_TILES_TEST_GCS`, its URL), a bucket of its own per test, made, read and removed through
+//! the emulator's JSON API by Python's standard library, so what the tool stored is read by a
+//! client that is not the tool's.
+
+use std::process::Command;
+
+use super::remote::{blobs_of_lines, folder, script_output, unique_name, Blob};
+
+/// fake-gcs-server's URL, set by `scripts/test.sh` (`scripts/fake-gcs.sh start`).
+pub const GCS_ENV: &str = "OAR_TILES_TEST_GCS";
+
+/// The calls a test needs, one per run of the script: `create`, `drop`, `read PREFIX` (every
+/// object under it, as JSON lines of name, hex bytes and headers). An object is read as stored:
+/// `Accept-Encoding: gzip`, or the emulator (as GCS) would undo a gzip `Content-Encoding`.
+const SCRIPT: &str = r#"
+import json, sys, urllib.parse, urllib.request
+base, bucket, op = sys.argv[1].rstrip("/"), sys.argv[2], sys.argv[3]
+def call(method, url, body=None, headers={}):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    with urllib.request.urlopen(request) as answer:
+        return answer.read(), answer.headers
+def objects(prefix):
+    token = ""
+    while True:
+        query = urllib.parse.urlencode({"prefix": prefix, "pageToken": token})
+        page = json.loads(call("GET", f"{base}/storage/v1/b/{bucket}/o?{query}")[0])
+        yield from page.get("items", [])
+        token = page.get("nextPageToken")
+        if not token:
+            return
+def quoted(name):
+    return urllib.parse.quote(name, safe="")
+if op == "create":
+    call("POST", f"{base}/storage/v1/b", json.dumps({"name": bucket}).encode(),
+         {"Content-Type": "application/json"})
+elif op == "drop":
+    for item in list(objects("")):
+        call("DELETE", f"{base}/storage/v1/b/{bucket}/o/{quoted(item['name'])}")
+    call("DELETE", f"{base}/storage/v1/b/{bucket}")
+elif op == "read":
+    prefix = sys.argv[4]
+    for item in objects(prefix):
+        data, _ = call("GET", f"{base}/storage/v1/b/{bucket}/o/{quoted(item['name'])}?alt=media",
+                       headers={"Accept-Encoding": "gzip"})
+        print(json.dumps({
+            "name": item["name"][len(prefix):],
+            "data": data.hex(),
+            "content_type": item.get("contentType"),
+            "cache_control": item.get("cacheControl"),
+            "content_encoding": item.get("contentEncoding"),
+            "etag": item.get("etag"),
+        }))
+"#;
+
+/// A bucket of its own on the shared fake-gcs-server, removed when dropped.
+pub struct GcsBucket {
+    /// The bucket's name.
+    pub name: String,
+    /// The emulator's URL.
+    pub url: String,
+}
+
+impl GcsBucket {
+    /// Makes an empty bucket named after `label` (lowercase letters, digits and `-`).
+    pub fn create(label: &str) -> GcsBucket {
+        let name = unique_name(label);
+        let url = std::env::var(GCS_ENV).unwrap_or_else(|_| {
+            panic!(
+                "{GCS_ENV} is not set: the GCS tests run through scripts/test.sh, which starts \
+                 fake-gcs-server"
+            )
+        });
+        let bucket = GcsBucket { name, url };
+        bucket.api(&["create"]);
+        bucket
+    }
+
+    /// The script run with `args` on this bucket.
+    fn script(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("python3");
+        command
+            .arg("-c")
+            .arg(SCRIPT)
+            .arg(&self.url)
+            .arg(&self.name)
+            .args(args);
+        command
+    }
+
+    fn api(&self, args: &[&str]) -> String {
+        let what = format!("the GCS JSON API {args:?} on {}", self.name);
+        script_output(&mut self.script(args), &what)
+    }
+
+    /// The output address of `prefix` in this bucket: `gs://NAME/PREFIX`.
+    pub fn address(&self, prefix: &str) -> String {
+        format!("gs://{}/{prefix}", self.name)
+    }
+
+    /// The environment the binary reaches the emulator with, as Google's libraries do.
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        vec![("STORAGE_EMULATOR_HOST", self.url.as_str())]
+    }
+
+    /// Every object under `prefix/` (all of them for `""`), named from there on, in name order.
+    pub fn read_prefix(&self, prefix: &str) -> Vec<Blob> {
+        blobs_of_lines(&self.api(&["read", &folder(prefix)]))
+    }
+}
+
+impl Drop for GcsBucket {
+    fn drop(&mut self) {
+        let _ = self.script(&["drop"]).output();
+    }
+}
