@@ -23,6 +23,7 @@ mod edge_hygiene;
 mod edge_pace;
 mod edge_plan;
 mod edge_price;
+mod first_hour;
 mod geometries;
 mod golden_tiles;
 mod hostile;
