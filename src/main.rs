@@ -276,7 +276,10 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     commands::write_metrics(&job, &outcome)?;
     let summaries = outcome?;
     // Quiet runs print only what changed or failed: cron mails any output at all.
-    for summary in summaries.iter().filter(|summary| !quiet || summary.is_news()) {
+    for summary in summaries
+        .iter()
+        .filter(|summary| !quiet || summary.is_news())
+    {
         print!("{}", summary.to_text());
     }
     if !quiet || summaries.iter().any(|summary| summary.is_news()) {

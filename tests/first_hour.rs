@@ -2,6 +2,7 @@
 //! that meet a first mistake.
 
 use crate::common::reseed::Setup;
+use crate::common::run::oar_tiles;
 
 /// Cron mails whatever a job prints, so `-q seed --dirty` with nothing to do prints nothing on
 /// stdout; once a row changed, the same line prints the summary.
@@ -26,4 +27,65 @@ fn a_quiet_reseed_with_nothing_to_do_prints_nothing() {
         "a reseed that changed tiles says so:\n{}",
         changed.stdout
     );
+}
+
+/// Every command that takes an output lists every form the address parser takes, from its own
+/// list (`az://` was missing from all of them).
+#[test]
+fn every_output_argument_lists_every_output_form() {
+    let forms: Vec<&str> = oar_tiles::OUTPUT_FORMS
+        .split(", ")
+        .flat_map(|part| part.split(" or "))
+        .collect();
+    assert!(forms.len() >= 8, "{forms:?}");
+    for command in ["seed", "serve", "validate", "inspect", "shard-plan"] {
+        let help = oar_tiles(None, &[command, "--help"]);
+        help.assert_success();
+        let words: Vec<&str> = help.stdout.split_whitespace().collect();
+        let text = words.join(" ");
+        for form in &forms {
+            assert!(
+                text.contains(form),
+                "`{command} --help` lacks {form}:\n{text}"
+            );
+        }
+    }
+}
+
+/// `shard-plan` takes only the options that decide a plan, so its help lists nothing it would
+/// ignore, and a seed-only flag is refused rather than silently dropped.
+#[test]
+fn shard_plan_lists_and_takes_only_its_own_options() {
+    let help = oar_tiles(None, &["shard-plan", "--help"]);
+    help.assert_success();
+    for own in [
+        "--tileset",
+        "--zoom",
+        "--bbox",
+        "--output",
+        "--shards",
+        "--dry-run",
+    ] {
+        assert!(help.stdout.contains(own), "{own}:\n{}", help.stdout);
+    }
+    for seed_only in [
+        "--dirty",
+        "--tiles-from",
+        "--keep-going",
+        "--changed-list",
+        "--partition",
+        "--max-duration",
+        "--check-edge",
+        "--verify-sample",
+        "--summary-json",
+        "--shard ",
+    ] {
+        assert!(
+            !help.stdout.contains(seed_only),
+            "{seed_only}:\n{}",
+            help.stdout
+        );
+    }
+    let refused = oar_tiles(None, &["shard-plan", "--shards", "2", "--dirty"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
 }

@@ -94,13 +94,7 @@ fn eta(done: u64, total: u64, elapsed: Duration) -> Option<Duration> {
 
 /// What a tileset's progress line says after its counts. A pruned walk finds its tiles as it
 /// goes, so without a `total` it shows counts and a rate and no ETA, which it could not keep.
-fn tiles_text(
-    zoom: u8,
-    done: u64,
-    total: Option<u64>,
-    queued: u64,
-    elapsed: Duration,
-) -> String {
+fn tiles_text(zoom: u8, done: u64, total: Option<u64>, queued: u64, elapsed: Duration) -> String {
     let rate = rate_text(done as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE));
     match total {
         Some(total) => {
@@ -207,7 +201,11 @@ impl Progress {
     /// Redraws the terminal's line, at most every `DRAW_EVERY` unless `now`.
     fn draw(&mut self, now: bool) {
         let Some(bar) = &self.bar else { return };
-        if !now && self.last_draw.is_some_and(|last| last.elapsed() < DRAW_EVERY) {
+        if !now
+            && self
+                .last_draw
+                .is_some_and(|last| last.elapsed() < DRAW_EVERY)
+        {
             return;
         }
         self.last_draw = Some(Instant::now());
@@ -218,7 +216,9 @@ impl Progress {
         }
         let queued = self.found.saturating_sub(self.done);
         let elapsed = self.started.elapsed();
-        bar.set_message(tiles_text(self.zoom, self.done, self.total, queued, elapsed));
+        bar.set_message(tiles_text(
+            self.zoom, self.done, self.total, queued, elapsed,
+        ));
     }
 
     /// Removes the bar.
@@ -364,13 +364,19 @@ mod tests {
     #[test]
     fn a_line_shows_an_eta_only_when_the_total_is_known_and_the_rate_has_settled() {
         let walk = tiles_text(12, 2475, None, 21, Duration::from_secs(1));
-        assert_eq!(walk, "z12 2,475 tiles done, 21 queued, 2,475 tiles/s, 1 s so far");
+        assert_eq!(
+            walk,
+            "z12 2,475 tiles done, 21 queued, 2,475 tiles/s, 1 s so far"
+        );
         let early = tiles_text(3, 10, Some(1000), 0, Duration::from_secs(1));
         assert_eq!(early, "z 3 10/1,000 tiles, 10.0 tiles/s");
         let settled = tiles_text(3, 250, Some(1000), 0, Duration::from_secs(10));
         assert_eq!(settled, "z 3 250/1,000 tiles, 25.0 tiles/s, ETA 30 s");
         let nothing = tiles_text(0, 0, None, 0, Duration::ZERO);
-        assert_eq!(nothing, "z 0 0 tiles done, 0 queued, 0.0 tiles/s, 0 s so far");
+        assert_eq!(
+            nothing,
+            "z 0 0 tiles done, 0 queued, 0.0 tiles/s, 0 s so far"
+        );
         assert_eq!(partitions_text(0, 42, Duration::ZERO), "0/42 partitions");
         assert_eq!(
             partitions_text(21, 42, Duration::from_secs(100)),
