@@ -2,7 +2,7 @@
 //! that meet a first mistake.
 
 use crate::common::reseed::Setup;
-use crate::common::run::oar_tiles;
+use crate::common::run::{oar_tiles, single_layer_config};
 
 /// Cron mails whatever a job prints, so `-q seed --dirty` with nothing to do prints nothing on
 /// stdout; once a row changed, the same line prints the summary.
@@ -88,4 +88,41 @@ fn shard_plan_lists_and_takes_only_its_own_options() {
     }
     let refused = oar_tiles(None, &["shard-plan", "--shards", "2", "--dirty"]);
     assert_eq!(refused.code, 2, "{}", refused.stderr);
+}
+
+/// A port in use is one error with one exit code, whichever command meets it: `watch` exited 2
+/// (a configuration error) and `serve` 1.
+#[test]
+fn a_port_in_use_fails_serve_and_watch_with_the_same_code_and_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let config = dir.path().join("oar.toml");
+    let text = single_layer_config("public", "sites", "", "").replace(
+        "name = \"sites\"\n\n",
+        &format!(
+            "name = \"sites\"\noutput = \"{}/\"\ntiles_url = \"https://tiles.example/{{z}}/{{x}}/{{y}}.pbf\"\n\n",
+            tree.display()
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let tree_arg = format!("{}/", tree.display());
+    let config_arg = config.to_str().unwrap();
+    let serve = oar_tiles(None, &["serve", "--listen", &address, &tree_arg]);
+    let watch = oar_tiles(
+        None,
+        &["watch", "--config", config_arg, "--listen", &address],
+    );
+    for (command, run) in [("serve", &serve), ("watch", &watch)] {
+        assert_eq!(run.code, 1, "{command}: {}", run.stderr);
+        let expected = format!("cannot listen on {address}");
+        assert!(run.stderr.contains(&expected), "{command}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("choose another with --listen"),
+            "{command}: {}",
+            run.stderr
+        );
+    }
 }
