@@ -126,3 +126,66 @@ fn a_port_in_use_fails_serve_and_watch_with_the_same_code_and_a_hint() {
         );
     }
 }
+
+/// A tileset config whose `[database] url` names another server than `DATABASE_URL`, in `dir`.
+fn config_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("oar.toml");
+    let output = dir.join("out.mbtiles");
+    let text = single_layer_config("public", "sites", "", "").replace(
+        "name = \"sites\"\n\n",
+        &format!("name = \"sites\"\noutput = \"{}\"\n\n", output.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// A connection error made with `DATABASE_URL` says the URL came from there: the config's own
+/// `url` was never tried, and an operator reading it would look in vain.
+#[test]
+fn a_connection_error_says_the_url_came_from_database_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let args = ["seed", "--config", config.to_str().unwrap()];
+    let from_env = oar_tiles(Some("postgresql://nobody@127.0.0.1:1/nowhere"), &args);
+    assert_eq!(from_env.code, 1, "{}", from_env.stderr);
+    assert!(
+        from_env.stderr.contains("nobody@127.0.0.1:1/nowhere")
+            && from_env.stderr.contains("came from DATABASE_URL"),
+        "{}",
+        from_env.stderr
+    );
+    let from_config = oar_tiles(None, &args);
+    assert_eq!(from_config.code, 1, "{}", from_config.stderr);
+    assert!(
+        !from_config.stderr.contains("DATABASE_URL"),
+        "{}",
+        from_config.stderr
+    );
+}
+
+/// A server that asks for a password the URL does not hold: the message says where one goes.
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn a_missing_password_says_where_one_goes() {
+    let url = crate::common::env::required_env("OAR_TILES_TEST_DATABASE_URL");
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (credentials, server) = rest.split_once('@').unwrap();
+    let user = credentials.split(':').next().unwrap();
+    let without_password = format!("{scheme}://{user}@{server}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let home = dir.path().to_str().unwrap();
+    let run = crate::common::run::oar_tiles_with(
+        Some(&without_password),
+        &["seed", "--config", config.to_str().unwrap()],
+        &[("HOME", home), ("PGPASSFILE", "/nonexistent")],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("password missing")
+            && run.stderr.contains("PGPASSWORD")
+            && run.stderr.contains("~/.pgpass"),
+        "{}",
+        run.stderr
+    );
+}

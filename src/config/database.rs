@@ -76,6 +76,9 @@ pub struct DatabaseConfig {
     /// Connection URL or libpq `key=value` string; empty when the `PG*` environment alone says where
     /// to connect. May hold a password, so it is never printed as is.
     pub url: String,
+    /// Whether `url` came from the `DATABASE_URL` environment variable rather than the config: a
+    /// connection error says so, since the config's own `url` was then never tried.
+    pub url_from_env: bool,
     /// Whether a transaction pooler stands between us and the server.
     pub pool_mode: PoolMode,
     /// Connections in the pool; also the default number of tiles rendered at once.
@@ -103,6 +106,7 @@ pub(super) fn resolve_database(
     env_url: Option<String>,
     at: &impl Fn(Option<Range<usize>>, String) -> Error,
 ) -> Result<DatabaseConfig> {
+    let url_from_env = env_url.is_some();
     // Without a URL, libpq's environment (PGHOST, PGUSER, ...) says where to connect, as for psql.
     let url = env_url.or(raw.url).unwrap_or_default();
     let duration = |value: Option<Spanned<String>>, key: &str, default: Duration| {
@@ -134,6 +138,7 @@ pub(super) fn resolve_database(
     }
     Ok(DatabaseConfig {
         url,
+        url_from_env,
         pool_mode: raw.pool_mode.unwrap_or_default(),
         pool_size,
         statement_timeout: duration(
