@@ -189,3 +189,32 @@ fn a_missing_password_says_where_one_goes() {
         run.stderr
     );
 }
+
+/// A tree seeded without `tiles_url` names relative tile URLs: seed warns and exits 0, and
+/// validate says the same as a warning and exits 0 too (it used to fail the tree, exit 1).
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn seed_and_validate_judge_a_tree_without_tiles_url_alike() {
+    let setup = Setup::new("relativeurl", "");
+    let tree = setup.path("tree");
+    let address = format!("dir:{}", tree.display());
+    let seeded = setup.seed(std::path::Path::new(&address), &[]);
+    assert!(
+        seeded.stderr.contains("names relative tile URLs"),
+        "{}",
+        seeded.stderr
+    );
+    let validated = oar_tiles(None, &["validate", &address]);
+    assert_eq!(
+        validated.code, 0,
+        "{}\n{}",
+        validated.stdout, validated.stderr
+    );
+    assert!(
+        validated.stdout.contains("valid;")
+            && validated.stdout.contains("warning: tiles.json `tiles[0]`")
+            && validated.stdout.contains("set tiles_url"),
+        "{}",
+        validated.stdout
+    );
+}
