@@ -2,7 +2,8 @@
 //! that meet a first mistake.
 
 use crate::common::reseed::Setup;
-use crate::common::run::{oar_tiles, single_layer_config};
+use crate::common::run::{oar_tiles, read_tree, single_layer_config};
+use crate::common::serve::get;
 
 /// Cron mails whatever a job prints, so `-q seed --dirty` with nothing to do prints nothing on
 /// stdout; once a row changed, the same line prints the summary.
@@ -217,4 +218,121 @@ fn seed_and_validate_judge_a_tree_without_tiles_url_alike() {
         "{}",
         validated.stdout
     );
+}
+
+/// The nginx server block of the user guide, as the book gives it.
+fn nginx_block_of_the_book() -> String {
+    let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/outputs.md");
+    let text = std::fs::read_to_string(&book).unwrap();
+    let section = text
+        .split("## Serving a tree from nginx")
+        .nth(1)
+        .expect("outputs.md has a section serving a tree from nginx");
+    let block = section
+        .split("```nginx\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("the section holds an nginx block");
+    block.to_string()
+}
+
+/// A tree seeded by the tool and served by Debian's nginx with the book's server block, changed
+/// only in where it listens and where its root is: tiles come gzipped with their type, a tile
+/// that does not exist is an empty 204, `tiles.json` is served, and the tool's own files are not.
+#[test]
+#[ignore = "needs PostGIS and nginx: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL and OAR_TILES_TEST_NGINX"]
+fn the_books_nginx_block_serves_a_seeded_tree() {
+    let nginx = crate::common::env::required_env("OAR_TILES_TEST_NGINX");
+    let setup = Setup::new("nginxtree", "");
+    let www = setup.path("www");
+    let tree = www.join("tiles");
+    // The lock lies beside the tree: its parent exists and is writable, as the book says.
+    std::fs::create_dir(&www).unwrap();
+    setup.seed(
+        std::path::Path::new(&format!("dir:{}", tree.display())),
+        &[],
+    );
+    let tile = read_tree(&tree, "pbf")
+        .into_keys()
+        .find(|(z, _, _)| *z == 3)
+        .expect("the seed wrote a z3 tile");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let book = nginx_block_of_the_book();
+    let block = book
+        .replacen("listen 80;", &format!("listen 127.0.0.1:{port};"), 1)
+        .replacen("root /var/www;", &format!("root {};", www.display()), 1);
+    assert_eq!(block.matches(&format!(":{port};")).count(), 1, "{book}");
+    assert!(
+        block.contains(&format!("root {};", www.display())),
+        "{book}"
+    );
+    let prefix = setup.path("nginx");
+    std::fs::create_dir(&prefix).unwrap();
+    let temp = |name: &str| format!("{name}_temp_path {}/{name};", prefix.display());
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
+         events {{}}\nhttp {{\naccess_log off;\n{}\n{}\n{}\n{}\n{}\n{block}\n}}\n",
+        temp("client_body"),
+        temp("proxy"),
+        temp("fastcgi"),
+        temp("uwsgi"),
+        temp("scgi"),
+        p = prefix.display()
+    );
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, &conf).unwrap();
+    let mut server = std::process::Command::new(&nginx)
+        .args([
+            "-p",
+            prefix.to_str().unwrap(),
+            "-c",
+            conf_path.to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let mut up = false;
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = || std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
+    let answers = up.then(|| {
+        let (z, x, y) = tile;
+        let get = |path: &str| get(port, path, "tiles.example.org");
+        (
+            get(&format!("/tiles/{z}/{x}/{y}.pbf")),
+            get("/tiles/14/0/0.pbf"),
+            get("/tiles/tiles.json"),
+            get("/tiles/.oar-tiles-state.json"),
+        )
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let (found, missing, tilejson, state) =
+        answers.unwrap_or_else(|| panic!("nginx did not start:\n{conf}\n{}", log()));
+    assert_eq!(found.status, 200, "{}", log());
+    assert_eq!(found.header("content-encoding"), "gzip");
+    assert_eq!(
+        found.header("content-type"),
+        "application/vnd.mapbox-vector-tile"
+    );
+    let stored = std::fs::read(tree.join(format!("{}/{}/{}.pbf", tile.0, tile.1, tile.2))).unwrap();
+    assert_eq!(
+        found.body, stored,
+        "the tile's stored (gzipped) bytes, as they are"
+    );
+    assert_eq!(missing.status, 204, "an empty tile");
+    assert!(missing.body.is_empty());
+    assert_eq!(tilejson.status, 200);
+    assert_eq!(tilejson.json()["tilejson"], "3.0.0");
+    assert_eq!(state.status, 404, "the tool's own files are not served");
 }
