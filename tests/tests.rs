@@ -52,6 +52,7 @@ mod reseed;
 mod robustness;
 mod row_sets;
 mod s3;
+mod sample_config;
 mod seed;
 mod serve;
 mod setup_scripts;
