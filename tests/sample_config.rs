@@ -153,6 +153,16 @@ fn the_sample_config_shows_every_key_of_the_schema_and_its_examples_parse() {
         examples.matches("\n[[tileset.cdn]]").count() >= 4,
         "{examples}"
     );
+    let instance: serde_json::Value = toml::from_str(&examples).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let refused: Vec<String> = validator
+        .iter_errors(&instance)
+        .map(|error| format!("{}: {error}", error.instance_path()))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "`config schema` refuses the sample's examples: {refused:#?}"
+    );
     if let Err(err) = oar_tiles::Config::parse(&path, &examples, None) {
         panic!("sample-config.toml's commented-out examples, uncommented, do not parse: {err}\n{examples}");
     }

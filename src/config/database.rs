@@ -29,18 +29,18 @@ pub(super) struct RawDatabase {
     pool_size: Option<usize>,
     /// Longest one tile's statement may run before PostgreSQL cancels it (a duration: "500ms",
     /// "30s", "2m").
-    #[schemars(with = "Option<String>", extend("default" = "60s"))]
+    #[schemars(with = "Option<String>", extend("default" = "60s"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
     statement_timeout: Option<Spanned<String>>,
     /// Longest a connection attempt may take (a duration).
-    #[schemars(with = "Option<String>", extend("default" = "10s"))]
+    #[schemars(with = "Option<String>", extend("default" = "10s"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
     connect_timeout: Option<Spanned<String>>,
     /// Longest a task may wait for a free connection of the pool (a duration); past it the run
     /// fails with a message naming the pool's size, rather than hanging.
-    #[schemars(with = "Option<String>", extend("default" = "5m"))]
+    #[schemars(with = "Option<String>", extend("default" = "5m"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
     pool_wait_timeout: Option<Spanned<String>>,
     /// Attempts per tile before it counts as failed (1 to 20): dropped connections, a restarting
     /// server and statement timeouts are retried with exponential backoff.
-    #[schemars(extend("default" = DEFAULT_MAX_ATTEMPTS))]
+    #[schemars(extend("default" = DEFAULT_MAX_ATTEMPTS), range(min = 1, max = 20))]
     max_attempts: Option<u32>,
     /// `transaction` when a transaction pooler (PgBouncer with `pool_mode = transaction`) stands
     /// between oar-tiles and PostgreSQL: no prepared statement or session setting outlives a

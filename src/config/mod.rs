@@ -76,6 +76,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Config", title = "oar-tiles configuration")]
 #[schemars(transform = |schema: &mut schemars::Schema| schema::require(schema, "tileset"))]
+// `[s3]` is the old name of `[store]`: the two at once are refused, as the parser refuses them.
+#[schemars(extend("not" = {"required": ["store", "s3"]}))]
 pub(super) struct RawConfig {
     /// How to reach PostgreSQL.
     #[serde(default)]
