@@ -46,8 +46,8 @@ pub fn cannot_listen(
     serving: &str,
     choose: &str,
     source: std::io::Error,
-) -> crate::Error {
-    crate::Error::System {
+) -> crate::error::Error {
+    crate::error::Error::System {
         what: format!("cannot listen on {address} for {serving} (choose another with {choose})"),
         source,
     }
