@@ -122,6 +122,9 @@ scripts/s3-server.sh install
 scripts/varnish.sh install
 OAR_TILES_TEST_VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
 export OAR_TILES_TEST_VARNISHD
+# The tree's nginx server block of the user guide is served by Debian's nginx.
+OAR_TILES_TEST_NGINX=$(scripts/nginx.sh install | tail -1) || die "cannot install nginx"
+export OAR_TILES_TEST_NGINX
 moto=$(scripts/moto-server.sh start) || die "cannot start moto's server"
 OAR_TILES_TEST_MOTO=$(head -1 <<<"$moto")
 moto_pid=$(tail -1 <<<"$moto")

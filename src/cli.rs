@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use oar_tiles::commands::PublicHost;
-use oar_tiles::{BBox, RunSettings, SeedOptions, ShardSpec, TileError, WatchOptions, ZoomRange};
+use oar_tiles::{
+    BBox, RunSettings, SeedOptions, ShardSpec, TileError, WatchOptions, ZoomRange, OUTPUT_FORMS,
+};
 
 pub(crate) const AFTER_HELP: &str = "\
 Exit status:
@@ -28,7 +30,8 @@ Environment:
 #[derive(Debug, Parser)]
 #[command(name = "oar-tiles", version, after_help = AFTER_HELP)]
 pub(crate) struct Cli {
-    /// Only print warnings, errors and the summary.
+    /// Only print warnings and errors, and a seed's summary when something changed or failed (a
+    /// reseed with nothing to do prints nothing on stdout, so cron mails nothing).
     #[arg(short, long, global = true)]
     pub(crate) quiet: bool,
 
@@ -114,9 +117,7 @@ pub(crate) enum ConfigAction {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// The outputs, one tileset each: path.mbtiles, path.pmtiles, dir:PATH or PATH/,
-    /// s3://bucket/prefix, or s3://bucket/key.pmtiles (az:// and gs:// alike).
-    #[arg(value_name = "OUTPUT", required = true)]
+    #[arg(value_name = "OUTPUT", required = true, help = outputs_help("The outputs, one tileset each", ""))]
     pub(crate) outputs: Vec<String>,
 
     /// Address and port to listen on; port 0 takes a free one. The URL is printed on stdout.
@@ -155,7 +156,59 @@ pub(crate) struct ShardPlanArgs {
     pub(crate) config: Option<PathBuf>,
 
     #[command(flatten)]
-    pub(crate) options: SeedFlags,
+    pub(crate) options: ShardPlanFlags,
+}
+
+/// What `shard-plan` reads of a seed's flags: only those that decide the plan and where it is
+/// stored, so its help lists nothing it would ignore.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct ShardPlanFlags {
+    /// Plan only this tileset (repeatable) [default: every tileset of the config].
+    #[arg(short, long = "tileset", value_name = "NAME")]
+    pub(crate) tilesets: Vec<String>,
+
+    /// Zoom levels, `A-B` or `N`, within 0-24 [default: the tileset's minzoom-maxzoom].
+    #[arg(short, long = "zoom", value_name = "A-B|N", value_parser = parse_zoom)]
+    pub(crate) zooms: Option<ZoomRange>,
+
+    /// Area in degrees `W,S,E,N`, not crossing the antimeridian [default: the tileset's bbox].
+    #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
+    pub(crate) bbox: Option<BBox>,
+
+    #[arg(short, long, value_name = "PATH", help = outputs_help("The output the shards will write, beside which the plan is stored",
+        " [default: the tileset's output]. Only with one tileset"))]
+    pub(crate) output: Option<String>,
+
+    /// Connections each shard will render on, which the plan prices their work for; also the
+    /// connections planning uses [default: database.pool_size].
+    #[arg(short = 'j', long, value_name = "N")]
+    pub(crate) concurrency: Option<usize>,
+
+    /// The number of shards to plan [default: OAR_TILES_SHARDS].
+    #[arg(long, value_name = "N")]
+    pub(crate) shards: Option<u32>,
+
+    /// Print the plan without storing it.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+}
+
+impl From<ShardPlanFlags> for SeedOptions {
+    fn from(flags: ShardPlanFlags) -> SeedOptions {
+        SeedOptions {
+            tilesets: flags.tilesets,
+            zooms: flags.zooms,
+            bbox: flags.bbox,
+            output: flags.output,
+            concurrency: flags.concurrency,
+            shards: flags.shards,
+            run: RunSettings {
+                dry_run: flags.dry_run,
+                ..RunSettings::default()
+            },
+            ..SeedOptions::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -225,10 +278,8 @@ pub(crate) enum ChangesAction {
 
 #[derive(Debug, Args)]
 pub(crate) struct ValidateArgs {
-    /// The outputs: path.mbtiles, path.pmtiles, dir:PATH or PATH/, s3://bucket/prefix, or
-    /// s3://bucket/key.pmtiles (az:// and gs:// alike); a partitioned tileset's configured output checks every partition
-    /// its index lists.
-    #[arg(value_name = "OUTPUT", required = true)]
+    #[arg(value_name = "OUTPUT", required = true, help = outputs_help("The outputs",
+        "; a partitioned tileset's configured output checks every partition its index lists"))]
     pub(crate) outputs: Vec<String>,
 
     /// Config file: its [store] settings reach buckets; --against-db renders with its database and
@@ -269,9 +320,7 @@ pub(crate) struct ValidateArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct InspectArgs {
-    /// The output: path.mbtiles, path.pmtiles, dir:PATH or PATH/, s3://bucket/prefix, or
-    /// s3://bucket/key.pmtiles (az:// and gs:// alike).
-    #[arg(value_name = "OUTPUT")]
+    #[arg(value_name = "OUTPUT", help = outputs_help("The output", ""))]
     pub(crate) output: String,
 
     /// Config whose [store] settings (endpoint, region, path style) reach the bucket; optional.
@@ -312,10 +361,8 @@ pub(crate) struct SeedFlags {
     #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
     pub(crate) bbox: Option<BBox>,
 
-    /// Output: path.mbtiles, path.pmtiles, dir:PATH or PATH/ (a z/x/y tree), s3://bucket/prefix, or
-    /// s3://bucket/key.pmtiles (one PMTiles object; az:// and gs:// alike)
-    /// [default: the tileset's output]. Only with one tileset.
-    #[arg(short, long, value_name = "PATH")]
+    #[arg(short, long, value_name = "PATH", help = outputs_help("Output",
+        " [default: the tileset's output]. Only with one tileset"))]
     pub(crate) output: Option<String>,
 
     /// Tiles rendered at once; also the number of database connections [default: database.pool_size].
@@ -500,6 +547,12 @@ impl From<WatchFlags> for WatchOptions {
             verify_sample: flags.verify_sample,
         }
     }
+}
+
+/// An argument's help naming every output form the address parser takes, from its own list, so
+/// the help never lags behind a new store or format.
+fn outputs_help(what: &str, after: &str) -> String {
+    format!("{what}: {OUTPUT_FORMS} (PATH/ and dir:PATH are z/x/y trees){after}.")
 }
 
 fn parse_zoom(text: &str) -> Result<ZoomRange, String> {

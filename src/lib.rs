@@ -31,7 +31,9 @@ mod watch;
 pub use error::{Error, ExitCode, Result};
 
 // What the command (`main.rs`) and the integration tests use; everything else is the crate's own.
-pub use config::{Config, EdgeCheckSettings, OutputTarget, S3Config, DEFAULT_SIZE_BUDGET};
+pub use config::{
+    Config, EdgeCheckSettings, OutputTarget, S3Config, DEFAULT_SIZE_BUDGET, OUTPUT_FORMS,
+};
 pub use coordination::ChangedList;
 pub use job::{RunSettings, SeedJob, SeedOptions, ShardSpec, WatchJob, WatchOptions};
 pub use report::ProgressKind;

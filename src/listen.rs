@@ -38,6 +38,21 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+/// The error of a listener that could not take `address` (a port in use, an address this
+/// machine does not have), one for `serve` and `watch` alike: the operating system refused, so
+/// both exit 1, the code of every runtime failure, and say where another address is chosen.
+pub fn cannot_listen(
+    address: std::net::SocketAddr,
+    serving: &str,
+    choose: &str,
+    source: std::io::Error,
+) -> crate::error::Error {
+    crate::error::Error::System {
+        what: format!("cannot listen on {address} for {serving} (choose another with {choose})"),
+        source,
+    }
+}
+
 /// How long a connection may take to send a complete request head, from its opening or from its
 /// previous answer.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -275,11 +275,17 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
     });
     commands::write_metrics(&job, &outcome)?;
     let summaries = outcome?;
-    for summary in &summaries {
+    // Quiet runs print only what changed or failed: cron mails any output at all.
+    for summary in summaries
+        .iter()
+        .filter(|summary| !quiet || summary.is_news())
+    {
         print!("{}", summary.to_text());
     }
-    for line in commands::partition_totals(&job, &summaries) {
-        println!("{line}");
+    if !quiet || summaries.iter().any(|summary| summary.is_news()) {
+        for line in commands::partition_totals(&job, &summaries) {
+            println!("{line}");
+        }
     }
     commands::write_reports(&job, &summaries)
 }

@@ -503,3 +503,68 @@ fn a_missing_spatial_index_is_warned_about_and_the_seed_goes_on() {
     assert!(run.stderr.contains("no spatial index"), "{}", run.stderr);
     assert!(output.exists());
 }
+
+/// Configs of the cases above that the parser refuses while `config schema` accepts them, by case
+/// name: what JSON Schema cannot say (a rule across keys or tables, a rule on the database).
+const BEYOND_THE_SCHEMA: &[(&str, &str)] = &[
+    (
+        "config buffer too large",
+        "the buffer's bound is half of the same tileset's extent: one key's limit set by another's value",
+    ),
+    (
+        "cluster breakdown of a column not rendered",
+        "cluster_breakdown must name one of the layer's attributes: a value that must appear in another key's list",
+    ),
+    (
+        "tileset defined twice",
+        "tileset names are unique: JSON Schema's uniqueItems compares whole tables, not one key of them",
+    ),
+    (
+        "partition by the geometry",
+        "partition_by must not be any layer's geometry_column: a value compared with other tables' values",
+    ),
+];
+
+/// The schema's complaints about a config text; empty when it accepts it.
+fn schema_errors(text: &str) -> Vec<String> {
+    let instance: serde_json::Value = toml::from_str(text).unwrap();
+    let schema = oar_tiles::commands::config_schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    validator
+        .iter_errors(&instance)
+        .map(|error| format!("{}: {error}", error.instance_path()))
+        .collect()
+}
+
+/// An editor checking a config against `config schema` refuses what `seed` refuses, wherever
+/// JSON Schema can say it; the rest is listed in [`BEYOND_THE_SCHEMA`] with why.
+#[test]
+fn the_schema_refuses_the_bad_configs_the_parser_refuses() {
+    let mut accepted = Vec::new();
+    for case in CASES {
+        let Some((from, to)) = case.config_edit else {
+            continue;
+        };
+        let text = single_layer_config("public", "sites", "", "").replacen(from, to, 1);
+        if toml::from_str::<toml::Value>(&text).is_err() {
+            continue;
+        }
+        let parsed = oar_tiles::Config::parse(std::path::Path::new("oar.toml"), &text, None);
+        if parsed.is_ok() {
+            continue;
+        }
+        let beyond = BEYOND_THE_SCHEMA.iter().any(|(name, _)| *name == case.name);
+        match (schema_errors(&text).is_empty(), beyond) {
+            (true, false) => accepted.push(case.name),
+            (false, true) => panic!(
+                "{}: the schema refuses it now; drop it from the list",
+                case.name
+            ),
+            _ => {}
+        }
+    }
+    assert!(
+        accepted.is_empty(),
+        "the parser refuses these configs but the schema accepts them: {accepted:#?}"
+    );
+}

@@ -29,18 +29,18 @@ pub(super) struct RawDatabase {
     pool_size: Option<usize>,
     /// Longest one tile's statement may run before PostgreSQL cancels it (a duration: "500ms",
     /// "30s", "2m").
-    #[schemars(with = "Option<String>", extend("default" = "60s"))]
+    #[schemars(with = "Option<String>", extend("default" = "60s"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
     statement_timeout: Option<Spanned<String>>,
     /// Longest a connection attempt may take (a duration).
-    #[schemars(with = "Option<String>", extend("default" = "10s"))]
+    #[schemars(with = "Option<String>", extend("default" = "10s"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
     connect_timeout: Option<Spanned<String>>,
     /// Longest a task may wait for a free connection of the pool (a duration); past it the run
     /// fails with a message naming the pool's size, rather than hanging.
-    #[schemars(with = "Option<String>", extend("default" = "5m"))]
+    #[schemars(with = "Option<String>", extend("default" = "5m"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
     pool_wait_timeout: Option<Spanned<String>>,
     /// Attempts per tile before it counts as failed (1 to 20): dropped connections, a restarting
     /// server and statement timeouts are retried with exponential backoff.
-    #[schemars(extend("default" = DEFAULT_MAX_ATTEMPTS))]
+    #[schemars(extend("default" = DEFAULT_MAX_ATTEMPTS), range(min = 1, max = 20))]
     max_attempts: Option<u32>,
     /// `transaction` when a transaction pooler (PgBouncer with `pool_mode = transaction`) stands
     /// between oar-tiles and PostgreSQL: no prepared statement or session setting outlives a
@@ -76,6 +76,9 @@ pub struct DatabaseConfig {
     /// Connection URL or libpq `key=value` string; empty when the `PG*` environment alone says where
     /// to connect. May hold a password, so it is never printed as is.
     pub url: String,
+    /// Whether `url` came from the `DATABASE_URL` environment variable rather than the config: a
+    /// connection error says so, since the config's own `url` was then never tried.
+    pub url_from_env: bool,
     /// Whether a transaction pooler stands between us and the server.
     pub pool_mode: PoolMode,
     /// Connections in the pool; also the default number of tiles rendered at once.
@@ -103,6 +106,7 @@ pub(super) fn resolve_database(
     env_url: Option<String>,
     at: &impl Fn(Option<Range<usize>>, String) -> Error,
 ) -> Result<DatabaseConfig> {
+    let url_from_env = env_url.is_some();
     // Without a URL, libpq's environment (PGHOST, PGUSER, ...) says where to connect, as for psql.
     let url = env_url.or(raw.url).unwrap_or_default();
     let duration = |value: Option<Spanned<String>>, key: &str, default: Duration| {
@@ -134,6 +138,7 @@ pub(super) fn resolve_database(
     }
     Ok(DatabaseConfig {
         url,
+        url_from_env,
         pool_mode: raw.pool_mode.unwrap_or_default(),
         pool_size,
         statement_timeout: duration(

@@ -27,7 +27,8 @@ pub use store::{S3Config, StoreConfig};
 pub use cdn::{CdnConfig, CdnTarget, ConfigLine, EdgeCheckSettings, PurgeMethod};
 pub use output::{
     is_partition_segment, partition_segment, Bucket, IndexLocation, OutputSettings, OutputTarget,
-    Scheme, Sharding, DEFAULT_CACHE_CONTROL, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
+    Scheme, Sharding, DEFAULT_CACHE_CONTROL, POINTER_CACHE_CONTROL, SUPPORTED as OUTPUT_FORMS,
+    VERSION_CACHE_CONTROL,
 };
 pub use tileset::{
     breakdown_property, fetch_margin, ClusterConfig, ClusterPosition, Feed, Freshness,
@@ -75,6 +76,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Config", title = "oar-tiles configuration")]
 #[schemars(transform = |schema: &mut schemars::Schema| schema::require(schema, "tileset"))]
+// `[s3]` is the old name of `[store]`: the two at once are refused, as the parser refuses them.
+#[schemars(extend("not" = {"required": ["store", "s3"]}))]
 pub(super) struct RawConfig {
     /// How to reach PostgreSQL.
     #[serde(default)]

@@ -36,8 +36,9 @@ pub enum OutputTarget {
     },
 }
 
-/// What [`OutputTarget::parse`] takes, for its messages.
-const SUPPORTED: &str = "path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, s3://bucket/key.pmtiles, az://container/prefix, az://container/key.pmtiles, gs://bucket/prefix or gs://bucket/key.pmtiles";
+/// What [`OutputTarget::parse`] takes: every output form, for its messages and for the help of
+/// each command-line argument that names an output.
+pub const SUPPORTED: &str = "path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, s3://bucket/key.pmtiles, az://container/prefix, az://container/key.pmtiles, gs://bucket/prefix or gs://bucket/key.pmtiles";
 
 /// The remote object stores outputs can live in, told apart by their address's scheme. Each has
 /// its client in `store/`.

@@ -30,14 +30,18 @@ pub struct StoreConfig {
     /// bucket: `tiles.json` names absolute tile URLs under it (`{public_url}/{prefix}/{z}/{x}/{y}.pbf`).
     /// Default: the bucket's own address. A tileset's `tiles_url`, when set, wins.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^{]*$"))]
     pub public_url: Option<String>,
     /// Uploads in flight at once (1 to 256).
+    #[schemars(range(min = 1, max = 256))]
     pub max_concurrent_uploads: usize,
     /// Attempts per request (1 to 20): throttling, 5xx answers and connection failures are
     /// retried with exponential backoff; a tile that still fails fails the job, naming the tile.
+    #[schemars(range(min = 1, max = 20))]
     pub max_attempts: u32,
     /// Size in MiB of the parts of a multipart upload (5 to 5120): a PMTiles archive larger than
     /// one part is uploaded in parts of this size (S3 needs at least 5).
+    #[schemars(range(min = 5, max = 5120))]
     pub part_size_mib: u64,
 }
 

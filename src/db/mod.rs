@@ -173,6 +173,16 @@ fn connect_error(info: &ConnInfo, database: &DatabaseConfig, err: &PoolError) ->
              \"transaction\" in [database])",
         );
     }
+    if message.contains("password missing") {
+        message.push_str(
+            " (the server asks for a password and none was given: put it in the URL, in \
+             PGPASSWORD, or in ~/.pgpass with mode 0600)",
+        );
+    }
+    if database.url_from_env {
+        // The config's own `url` was never tried: an operator reading it would look in vain.
+        message.push_str("; this URL came from DATABASE_URL, which overrides database.url");
+    }
     Error::Connect {
         target: info.target(),
         message,

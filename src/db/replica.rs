@@ -57,6 +57,7 @@ impl Replica {
         let name = format!("replica {index} ({target})");
         let config = DatabaseConfig {
             url: url.clone(),
+            url_from_env: false,
             ..database.clone()
         };
         let pool = super::connect(&config, size)

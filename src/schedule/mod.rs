@@ -223,7 +223,7 @@ impl<R: Renderer> Scheduler<'_, R> {
         tally: &mut Tally,
         progress: &mut Progress,
     ) -> Result<bool> {
-        progress.discovered(tiles.len());
+        progress.planned(tiles.len());
         let mut tiles = tiles.to_vec();
         // Stable: within a zoom the list keeps its order (neighbours side by side).
         match order {

@@ -176,10 +176,7 @@ fn url_name(metadata_name: &str, target: &OutputTarget) -> String {
 pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Error::File {
-            path: listen.to_string().into(),
-            message: format!("cannot listen there: {e}"),
-        })
+        .map_err(|e| crate::listen::cannot_listen(listen, "the map", "--listen", e))
 }
 
 /// Serves until SIGINT or SIGTERM, answering requests that name its listening address,

@@ -25,6 +25,9 @@ pub struct Finding {
     pub tile: Option<TileCoord>,
     /// What is wrong, naming the table, key, field or entry at fault.
     pub message: String,
+    /// Said but not counted as a problem: what the seed that wrote the output warned of too (a
+    /// tree's relative tile URL), so seed and validate judge it alike.
+    pub warning: bool,
 }
 
 impl std::fmt::Display for Finding {
@@ -74,6 +77,16 @@ impl Findings {
         self.list.push(Finding {
             tile: None,
             message: message.into(),
+            warning: false,
+        });
+    }
+
+    /// A warning about the container as a whole: said, never counted as a problem.
+    pub(crate) fn warn(&mut self, message: impl Into<String>) {
+        self.list.push(Finding {
+            tile: None,
+            message: message.into(),
+            warning: true,
         });
     }
 
@@ -94,6 +107,7 @@ impl Findings {
             self.list.push(Finding {
                 tile,
                 message: message(),
+                warning: false,
             });
         }
     }
@@ -112,6 +126,7 @@ impl Findings {
                 self.list.push(Finding {
                     tile: None,
                     message: format!("{} more like the above: {summary}", count - PER_RULE),
+                    warning: false,
                 });
             }
         }

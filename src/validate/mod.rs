@@ -106,6 +106,10 @@ pub struct OutputValidation {
     pub hash_pending: bool,
     /// What is wrong.
     pub problems: Problems,
+    /// What the seed that wrote the output warned of too (a tree's relative tile URL): said, not
+    /// counted among the problems, so it does not fail the output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// The comparison with the database, with `--against-db`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database: Option<DbComparison>,
@@ -257,6 +261,7 @@ async fn partitioned(
         agg_tiles_hash: String::new(),
         hash_pending: false,
         problems: index_problems,
+        warnings: Vec::new(),
         database: None,
     });
     Ok(outputs)
@@ -304,7 +309,12 @@ async fn one(
     extension: &str,
 ) -> Result<Validated> {
     let mut problems = Problems::default();
+    let mut warnings = Vec::new();
     for finding in crate::sink::check_container(output, target, s3, extension).await? {
+        if finding.warning {
+            warnings.push(finding.message);
+            continue;
+        }
         problems.push(Problem {
             tile: finding.tile.map(|t| t.to_string()),
             check: "container".into(),
@@ -318,6 +328,7 @@ async fn one(
         agg_tiles_hash: String::new(),
         hash_pending: false,
         problems: Problems::default(),
+        warnings,
         database: None,
     };
     let reader = match OutputReader::open(output, target, s3, extension).await {
@@ -402,6 +413,9 @@ impl ValidationReport {
                     ),
                 }
             ));
+            for warning in &output.warnings {
+                out.push_str(&format!("  warning: {warning}\n"));
+            }
             for problem in &output.problems.listed {
                 match &problem.tile {
                     Some(tile) => out.push_str(&format!(

@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::shared::Shared;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The server, on a thread and runtime of its own: a cycle that keeps the watcher's thread busy
 /// (planning a bulk change, writing thousands of tiles) must not leave `/health` unanswered, nor
@@ -36,11 +36,11 @@ impl Drop for Server {
 /// Binds `address` and serves the endpoints in the background.
 pub(super) async fn serve(address: SocketAddr, shared: Arc<Shared>) -> Result<Server> {
     let cannot = |e: std::io::Error| {
-        Error::setting(
-            "watch.listen",
-            format!(
-                "cannot listen on {address} for /metrics and /health: {e} (set --listen or watch.listen)"
-            ),
+        crate::listen::cannot_listen(
+            address,
+            "/metrics and /health",
+            "--listen or watch.listen",
+            e,
         )
     };
     let listener = std::net::TcpListener::bind(address).map_err(cannot)?;

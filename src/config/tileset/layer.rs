@@ -10,6 +10,18 @@ use crate::tile::ZoomRange;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Layer")]
+// What the parser refuses across this table's keys, said in JSON Schema for editors: the cluster
+// keys need `cluster_maxzoom`, and a clustered layer's attributes may not take a cluster
+// property's name (CLUSTER_PROPERTIES).
+#[schemars(extend(
+    "dependencies" = {
+        "cluster_cell": ["cluster_maxzoom"],
+        "cluster_position": ["cluster_maxzoom"],
+        "cluster_breakdown": ["cluster_maxzoom"]
+    },
+    "if" = {"required": ["cluster_maxzoom"]},
+    "then" = {"properties": {"attributes": {"items": {"not": {"enum": CLUSTER_PROPERTIES}}}}}
+))]
 pub(super) struct RawLayer {
     /// Layer name inside the tiles; unique in the tileset.
     name: String,
@@ -29,9 +41,11 @@ pub(super) struct RawLayer {
     /// Columns carried as feature properties. Numbers, booleans and text keep their type; anything
     /// else is sent as text.
     #[serde(default)]
+    #[schemars(extend("items" = {"type": "string", "not": {"pattern": "^__oar_"}}))]
     attributes: Vec<String>,
     /// SQL boolean expression over the table's columns that selects the rows of this layer. It is
     /// inserted into the tile statement as written: the one piece of config that is SQL.
+    #[schemars(regex(pattern = r"^[^;]*$"))]
     filter: Option<String>,
     /// Shallowest zoom at which this layer appears. Default: the tileset's.
     minzoom: Option<u32>,
@@ -43,7 +57,7 @@ pub(super) struct RawLayer {
     cluster_maxzoom: Option<u32>,
     /// Cluster cell size in tile units: a power of two from 8 to the extent (512 of 4096 is 8
     /// cells across). Needs `cluster_maxzoom`.
-    #[schemars(extend("default" = 512))]
+    #[schemars(extend("default" = 512, "enum" = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]))]
     cluster_cell: Option<u32>,
     /// Where a cluster's point goes. Needs `cluster_maxzoom`.
     #[schemars(extend("default" = "centroid"))]

@@ -34,24 +34,24 @@ pub(in crate::config) struct RawTileset {
     /// Attribution for the output's metadata.
     pub(super) attribution: Option<String>,
     /// Shallowest zoom rendered when `--zoom` is not given.
-    #[schemars(extend("default" = 0))]
+    #[schemars(extend("default" = 0), range(max = 24))]
     pub(super) minzoom: Option<u32>,
     /// Deepest zoom rendered when `--zoom` is not given (at most 24).
-    #[schemars(extend("default" = 14))]
+    #[schemars(extend("default" = 14), range(max = 24))]
     pub(super) maxzoom: Option<u32>,
     /// Area rendered when `--bbox` is not given: `[west, south, east, north]` in degrees, not
     /// crossing the antimeridian. Default: the whole Web-Mercator world.
     #[schemars(length(equal = 4))]
     pub(super) bbox: Option<Vec<f64>>,
     /// Tile extent in MVT units: a power of two from 256 to 65536.
-    #[schemars(extend("default" = 4096))]
+    #[schemars(extend("default" = 4096, "enum" = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]))]
     pub(super) extent: Option<u32>,
     /// Buffer around each tile in MVT units (at most half the extent): features within it are
     /// repeated in the neighbouring tile so symbols are not cut at tile edges.
     #[schemars(extend("default" = 64))]
     pub(super) buffer: Option<u32>,
     /// File extension of directory and object-store tiles (letters and digits).
-    #[schemars(extend("default" = "pbf"))]
+    #[schemars(extend("default" = "pbf"), regex(pattern = r"^[A-Za-z0-9.]+$"))]
     pub(super) tile_extension: Option<String>,
     /// Whether directory and object-store tiles are gzip-compressed (MBTiles tiles always are):
     /// turn it off only for web servers that cannot send `Content-Encoding: gzip`.
@@ -69,6 +69,7 @@ pub(in crate::config) struct RawTileset {
     /// ("https://tiles.example.org/facilities/{z}/{x}/{y}.pbf"). Default for object stores: under
     /// `[store] public_url` or the bucket's address; set it for a directory. With
     /// `pmtiles_versions`: the URL of the folder serving the archive's versions instead.
+    #[schemars(regex(pattern = r"^https?://\S*$"))]
     pub(super) tiles_url: Option<String>,
     /// PMTiles outputs only: also publish each archive under a name derived from its bytes
     /// (`NAME.HASH.pmtiles`) and switch the pointer `NAME.latest.json` and the TileJSON `NAME.json`
