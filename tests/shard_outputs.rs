@@ -402,64 +402,6 @@ fn finalize_and_an_s3_shard_killed_at_random_moments_end_equal_to_a_single_run()
     }
 }
 
-/// An archive as the independent reader sees it, with what a sharded run may change set aside:
-/// the state (the finalized snapshot sees only what every shard saw) and so the metadata's
-/// length and the offsets after it. Every other header field, the metadata and the bytes of the
-/// root directory, the leaf directories and the tile data must be a single run's.
-fn archive_layout(path: &std::path::Path) -> (serde_json::Value, Vec<Vec<u8>>) {
-    let archive = crate::common::pmtiles_reader::read_archive(path);
-    let bytes = std::fs::read(path).unwrap();
-    let field = |name: &str| archive.header[name].as_u64().unwrap() as usize;
-    let sections = ["root", "leaf_directory", "tile_data"]
-        .iter()
-        .map(|section| {
-            let offset = field(&format!("{section}_offset"));
-            bytes[offset..offset + field(&format!("{section}_length"))].to_vec()
-        })
-        .collect();
-    let mut header = archive.header.clone();
-    for derived in [
-        "metadata_length",
-        "leaf_directory_offset",
-        "tile_data_offset",
-    ] {
-        header.as_object_mut().unwrap().remove(derived);
-    }
-    let mut metadata = archive.metadata.clone();
-    let state = metadata.as_object_mut().unwrap().remove("oar_tiles_state");
-    assert!(
-        state.is_some(),
-        "{}: the archive records its state",
-        path.display()
-    );
-    let tiles = serde_json::to_value(&archive.tiles.iter().collect::<Vec<_>>()).unwrap();
-    (
-        serde_json::json!({"header": header, "metadata": metadata, "tiles": tiles}),
-        sections,
-    )
-}
-
-#[track_caller]
-fn assert_same_archive(expected: &std::path::Path, actual: &std::path::Path, what: &str) {
-    let (expected_json, expected_sections) = archive_layout(expected);
-    let (json, sections) = archive_layout(actual);
-    let expected_tiles = crate::common::pmtiles_reader::read_archive(expected).tiles;
-    let tiles = crate::common::pmtiles_reader::read_archive(actual).tiles;
-    crate::common::pmtiles_reader::assert_same_digests(&expected_tiles, &tiles, what);
-    assert_eq!(expected_json, json, "{what}: header or metadata");
-    for (index, name) in ["root directory", "leaf directories", "tile data"]
-        .iter()
-        .enumerate()
-    {
-        assert!(
-            expected_sections[index] == sections[index],
-            "{what}: the {name} differ"
-        );
-    }
-    let valid = oar_tiles(None, &["validate", actual.to_str().unwrap()]);
-    valid.assert_success();
-}
-
 #[test]
 #[ignore = "needs PostgreSQL with PostGIS and the Python pmtiles reader (scripts/test.sh)"]
 fn pmtiles_shards_finalize_into_the_single_runs_archive_and_take_a_dirty_reseed() {
@@ -480,6 +422,14 @@ fn pmtiles_shards_finalize_into_the_single_runs_archive_and_take_a_dirty_reseed(
 
     run_shard(&fixture, &output, 0, 3, &[]);
     run_shard(&fixture, &output, 2, 3, &[]);
+    let shards = fixture.path("sharded.pmtiles.oar-tiles-shards");
+    for kept in ["plan.json", "part-0-of-3.json", "part-2-of-3.mbtiles"] {
+        assert!(
+            shards.join(kept).is_file(),
+            "{kept} is in {}",
+            shards.display()
+        );
+    }
     let early = finalize(&fixture, &output, &[]);
     assert_eq!(early.code, 2, "{}", early.stderr);
     assert!(
@@ -496,7 +446,11 @@ fn pmtiles_shards_finalize_into_the_single_runs_archive_and_take_a_dirty_reseed(
         &fixture.seed_args(single.to_str().unwrap(), "0-12", &[]),
     )
     .assert_success();
-    assert_same_archive(&single, &archive, "3 PMTiles shards, finalized");
+    crate::common::pmtiles_reader::assert_same_archive(
+        &single,
+        &archive,
+        "3 PMTiles shards, finalized",
+    );
     let mut left: Vec<String> = std::fs::read_dir(fixture.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -525,7 +479,11 @@ fn pmtiles_shards_finalize_into_the_single_runs_archive_and_take_a_dirty_reseed(
         &fixture.seed_args(fresh.to_str().unwrap(), "0-12", &[]),
     )
     .assert_success();
-    assert_same_archive(&fresh, &archive, "the finalized archive after --dirty");
+    crate::common::pmtiles_reader::assert_same_archive(
+        &fresh,
+        &archive,
+        "the finalized archive after --dirty",
+    );
 }
 
 #[test]
@@ -582,9 +540,58 @@ fn pmtiles_shards_on_separate_machines_finalize_into_one_s3_archive() {
     let finished = fixture.path("finished.pmtiles");
     let object = server.data.join("tiles").join("maps/sites.pmtiles");
     std::fs::copy(&object, &finished).unwrap();
-    assert_same_archive(&single, &finished, "3 PMTiles shards into S3, finalized");
+    crate::common::pmtiles_reader::assert_same_archive(
+        &single,
+        &finished,
+        "3 PMTiles shards into S3, finalized",
+    );
     let config = fixture.config.to_str().unwrap();
     let args = ["validate", "--config", config, output];
     let remote = oar_tiles_with(None, &args, &machine("validate"));
     remote.assert_success();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS and the Python pmtiles reader (scripts/test.sh)"]
+fn a_killed_pmtiles_shard_resumes_from_its_own_journal() {
+    let mut fixture = crate::common::slow::slow_fixture("shard_pmtiles_kill");
+    // More slow rows: a part commits its journal with its tiles every two seconds at most, so the
+    // shard must walk for longer than that to be killed with progress to resume.
+    fixture.schema.execute(
+        "INSERT INTO {schema}.sites (site_id, label, pt)
+         SELECT 20000 + g, 'extra', ST_SetSRID(ST_MakePoint(-0.3 + (g % 97) * 0.006, 51.3 + (g % 89) * 0.0045), 4326)
+         FROM generate_series(1, 6000) g; ANALYZE {schema}.sites;",
+    );
+    let url = fixture.schema.url.clone();
+    let archive = fixture.path("killed.pmtiles");
+    let output = archive.to_str().unwrap();
+    run_shard(&fixture, output, 0, 2, &[]);
+    let args = fixture.seed_args(output, "0-12", &["--shard", "1/2"]);
+    let mut child = oar_tiles_command(Some(&url), &args, &[]).spawn().unwrap();
+    let part = fixture.path("killed.pmtiles.oar-tiles-shards/part-1-of-2.mbtiles");
+    crate::common::run::wait_for_progress(&mut child, &part);
+    send_signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    let early = finalize(&fixture, output, &[]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("1/2 have not finished"),
+        "{}",
+        early.stderr
+    );
+    // The engine starts the same index again: it resumes from its part's journal.
+    let resumed = oar_tiles(Some(&url), &args);
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
+    let partial = fixture.path("killed.pmtiles.oar-tiles-shards/part-1-of-2.mbtiles.partial");
+    assert!(!partial.exists(), "a finished shard leaves no partial part");
+    finalize(&fixture, output, &[]).assert_success();
+    let single = fixture.path("single.mbtiles");
+    let single_args = fixture.seed_args(single.to_str().unwrap(), "0-12", &[]);
+    oar_tiles(Some(&url), &single_args).assert_success();
+    crate::common::pmtiles_reader::assert_same_digests(
+        &crate::common::pmtiles_reader::digests_of_mbtiles(&single),
+        &crate::common::pmtiles_reader::read_archive(&archive).tiles,
+        "2 PMTiles shards, one killed and resumed",
+    );
 }

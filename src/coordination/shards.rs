@@ -65,7 +65,7 @@ impl ShardStore {
     /// The shard files of the single file `path`: `PATH.oar-tiles-shards/`.
     pub fn beside_file(path: &Path) -> ShardStore {
         let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".{TREE_FOLDER}"));
+        name.push(TREE_FOLDER);
         let folder = path.with_file_name(name);
         ShardStore::Files {
             plan: folder.join(PLAN_NAME),
