@@ -378,6 +378,50 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_single_files_parts_live_in_a_folder_beside_it_and_go_with_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::beside_file(&dir.path().join("t.pmtiles"));
+        assert!(store.store_plan_if_absent("p").await.unwrap());
+        let folder = dir.path().join("t.pmtiles.oar-tiles-shards");
+        assert!(folder.join("plan.json").is_file());
+        let file = store.local_part_file(spec(0)).unwrap();
+        assert_eq!(file, folder.join("part-0-of-2.mbtiles"));
+        std::fs::write(&file, b"tiles").unwrap();
+        store.keep_part_file(spec(0), &file, 0).await.unwrap();
+        let elsewhere = dir.path().join("elsewhere.mbtiles");
+        assert!(store.keep_part_file(spec(0), &elsewhere, 0).await.is_err());
+        let part = PartOf {
+            spec: spec(0),
+            plan: plan_id("p"),
+        };
+        let metadata = TilesetMetadata::bare(
+            "t",
+            crate::tile::BBox::WORLD,
+            crate::tile::ZoomRange::new(0, 2).unwrap(),
+        );
+        let record = PartRecord::new(&part, "{}", &metadata, 3);
+        store.put_record(spec(0), &record).await.unwrap();
+        let read = store.read_record(spec(0)).await.unwrap().unwrap();
+        assert_eq!((read.shard.as_str(), read.tiles), ("0/2", 3));
+        assert_eq!(
+            store.fetch_part_file(spec(0), &elsewhere).await.unwrap(),
+            file
+        );
+        assert!(store.read_record(spec(1)).await.unwrap().is_none());
+        let err = store
+            .fetch_part_file(spec(1), &elsewhere)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("part-1-of-2.mbtiles"), "{err}");
+
+        store.clear(2).await.unwrap();
+        assert!(
+            !folder.exists(),
+            "the plan, the parts and their folder are gone"
+        );
+    }
+
     #[test]
     fn tile_lists_round_trip_and_garbage_is_no_list() {
         let tiles: HashMap<u64, [u8; 16]> =

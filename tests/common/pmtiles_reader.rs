@@ -132,9 +132,8 @@ fn archive_layout(path: &std::path::Path) -> (serde_json::Value, Vec<Vec<u8>>) {
         "{}: the archive records its state",
         path.display()
     );
-    let tiles = serde_json::to_value(&archive.tiles.iter().collect::<Vec<_>>()).unwrap();
     (
-        serde_json::json!({"header": header, "metadata": metadata, "tiles": tiles}),
+        serde_json::json!({"header": header, "metadata": metadata}),
         sections,
     )
 }
