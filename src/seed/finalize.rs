@@ -1,7 +1,10 @@
 //! `oar-tiles finalize`: ends a sharded run once every shard is done, leaving exactly the output one
 //! run would have written.
 //!
-//! MBTiles part files are merged ([`merge_mbtiles`]). Tree and S3 shards wrote their tiles into the
+//! MBTiles part files are merged ([`merge_mbtiles`]). A PMTiles archive's shards kept MBTiles parts
+//! with their records in its shard folder: once every record is there and of the plan, the archive's
+//! sink takes the parts as its store and writes the archive once, through the outbox as a seed does.
+//! Tree and S3 shards wrote their tiles into the
 //! output already; finalize checks that every shard of the plan left a part record and that all ran
 //! under that plan, then finishes the output as a single run would: it deletes the tiles in scope
 //! that no shard produced, writes TileJSON, the tile hashes and the state. The recorded snapshot is
@@ -40,7 +43,8 @@ pub struct Finalized {
     pub shards: u32,
     /// Tiles the output holds.
     pub tiles: u64,
-    /// Tiles deleted because no shard produced them (trees and S3).
+    /// Tiles deleted because no shard produced them (trees and S3; a PMTiles archive is written
+    /// anew from the parts alone, and counts none).
     pub deleted: u64,
     /// The snapshot the output now records.
     pub snapshot: String,
