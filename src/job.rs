@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::config::OutputTarget;
 use crate::config::{Config, DatabaseConfig, S3Config, TilesetConfig, WatchConfig};
-use crate::config::{OutputTarget, Sharding};
 use crate::error::{Error, Result};
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
@@ -522,25 +522,17 @@ impl SeedJob {
                 }
             }
             let (output, shard) = match (shard, output) {
-                (Some(spec), Some(output)) => match output.sharding() {
+                (Some(spec), Some(output)) => {
                     // An MBTiles shard writes a part file of its own; tree and S3 shards write
-                    // their disjoint tiles straight into the output.
-                    Sharding::PartFiles | Sharding::IntoOutput => {
-                        let written = output.shard_part(spec.index, spec.count);
-                        let job = ShardJob { spec, output };
-                        (
-                            Some(written.unwrap_or_else(|| job.output.clone())),
-                            Some(job),
-                        )
-                    }
-                    Sharding::Unsupported => {
-                        return Err(Error::Usage(format!(
-                        "sharded runs write MBTiles, directory or S3 outputs; {} is not supported \
-                             (seed it whole, or shard into MBTiles and convert the merged file)",
-                        output.describe()
-                    )))
-                    }
-                },
+                    // their disjoint tiles straight into the output; a PMTiles shard keeps its part
+                    // in the archive's shard folder (`OutputTarget::sharding`).
+                    let written = output.shard_part(spec.index, spec.count);
+                    let job = ShardJob { spec, output };
+                    (
+                        Some(written.unwrap_or_else(|| job.output.clone())),
+                        Some(job),
+                    )
+                }
                 (_, output) => (output, None),
             };
             tilesets.push(TilesetJob {

@@ -332,7 +332,6 @@ const CASES: &[Case] = &[
     case("partition column missing from the table", Some(("name = \"sites\"\n", "name = \"sites\"\npartition_by = \"nation\"\n")), &[], true, 2, "partition_by column `nation` does not exist"),
     case("partition by the geometry", Some(("name = \"sites\"\n", "name = \"sites\"\npartition_by = \"pt\"\n")), &[], false, 2, "partition_by `pt` is the geometry column"),
     case("a partitioned tileset in a sharded run", Some(("name = \"sites\"\n", "name = \"sites\"\npartition_by = \"kind\"\n")), &["--shard", "0/2"], false, 2, "sharded runs do not support yet"),
-    case("a sharded run into a PMTiles file", None, &["--shard", "0/2", "--output", "/tmp/x.pmtiles"], false, 2, "sharded runs write MBTiles, directory or S3 outputs"),
     case("a shard index without a count", None, &["--shard", "2/2"], false, 2, "outside 0..2"),
     case("a partition without partition_by", None, &["--partition", "BD"], false, 2, "--partition needs a tileset with `partition_by`"),
     case("column name trying SQL injection", Some(("\"kind\",", "\"kind\\\"; DROP TABLE sites; --\",")), &[], true, 2, "does not exist"),

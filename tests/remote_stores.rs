@@ -164,6 +164,24 @@ fn shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_fini
 }
 
 #[test]
+#[ignore = "needs PostGIS, the S3 test server and the Python pmtiles reader: run scripts/test.sh"]
+fn pmtiles_shards_finalize_into_the_single_runs_archive_on_s3() {
+    pmtiles_shards_finalize_into_the_single_runs_archive(Remote::s3());
+}
+
+#[test]
+#[ignore = "needs PostGIS, Azurite and the Python pmtiles reader: run scripts/test.sh"]
+fn pmtiles_shards_finalize_into_the_single_runs_archive_on_azure() {
+    pmtiles_shards_finalize_into_the_single_runs_archive(Remote::azure("remote"));
+}
+
+#[test]
+#[ignore = "needs PostGIS, fake-gcs-server and the Python pmtiles reader: run scripts/test.sh"]
+fn pmtiles_shards_finalize_into_the_single_runs_archive_on_gcs() {
+    pmtiles_shards_finalize_into_the_single_runs_archive(Remote::gcs("remote"));
+}
+
+#[test]
 #[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
 fn a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions_on_s3() {
     a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions(Remote::s3());
@@ -412,6 +430,35 @@ fn shards_finalize_into_exactly_the_single_run_and_refuse_until_every_shard_fini
         &single,
         "one shard, finalized",
     );
+}
+
+/// Shards of an archive in the store keep their parts beside it; finalize joins them into the
+/// archive a single run writes, and removes them.
+fn pmtiles_shards_finalize_into_the_single_runs_archive(remote: Remote) {
+    let setup = Setup::new("remote_pmshards", 600, remote);
+    let target = setup.remote.address(&format!("{PREFIX}/sites.pmtiles"));
+    for index in 0..3 {
+        run_shard(&setup, &target, index, 3);
+    }
+    setup
+        .run(&["finalize", "--config", setup.config(), "--output", &target])
+        .assert_success();
+    assert_eq!(
+        stored_archive(&setup, "stored.pmtiles"),
+        local_archive(&setup, "single.pmtiles")
+    );
+    let names: Vec<String> = setup
+        .remote
+        .read_prefix(PREFIX)
+        .into_iter()
+        .map(|blob| blob.name)
+        .filter(|name| name.contains("shards"))
+        .collect();
+    assert!(
+        names.is_empty(),
+        "the plan and parts are removed: {names:?}"
+    );
+    setup.validate(&target);
 }
 
 fn a_partitioned_tileset_equals_the_same_in_a_tree_and_lists_its_partitions(remote: Remote) {

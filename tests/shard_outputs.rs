@@ -401,3 +401,197 @@ fn finalize_and_an_s3_shard_killed_at_random_moments_end_equal_to_a_single_run()
         );
     }
 }
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS and the Python pmtiles reader (scripts/test.sh)"]
+fn pmtiles_shards_finalize_into_the_single_runs_archive_and_take_a_dirty_reseed() {
+    // No worldwide scatter: a point in a tile's buffer beyond the covered bounds makes even a
+    // single run's archive fail `validate` (see the report of this change).
+    let points = hub_with_scatter(1_000, 9, 1_000_000, [90.30, 23.70, 90.50, 23.90]);
+    let mut fixture = Fixture::new("shard_pmtiles", &points, "oar.toml", |schema| {
+        changes_config(schema, "")
+    });
+    let config = fixture.config.to_str().unwrap();
+    let url = fixture.schema.url.clone();
+    oar_tiles(Some(&url), &["changes", "install", "--config", config]).assert_success();
+    let archive = fixture.path("sharded.pmtiles");
+    let output = archive.to_str().unwrap().to_string();
+    // An earlier single run leaves tiles that the data no longer has once it changes.
+    oar_tiles(Some(&url), &fixture.seed_args(&output, "0-12", &[])).assert_success();
+    change_data(&mut fixture, 1);
+
+    run_shard(&fixture, &output, 0, 3, &[]);
+    run_shard(&fixture, &output, 2, 3, &[]);
+    let shards = fixture.path("sharded.pmtiles.oar-tiles-shards");
+    for kept in ["plan.json", "part-0-of-3.json", "part-2-of-3.mbtiles"] {
+        assert!(
+            shards.join(kept).is_file(),
+            "{kept} is in {}",
+            shards.display()
+        );
+    }
+    let early = finalize(&fixture, &output, &[]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("shard(s) 1/3 have not finished"),
+        "{}",
+        early.stderr
+    );
+    run_shard(&fixture, &output, 1, 3, &[]);
+    let done = finalize(&fixture, &output, &[]);
+    done.assert_success();
+    let single = fixture.path("single.pmtiles");
+    oar_tiles(
+        Some(&url),
+        &fixture.seed_args(single.to_str().unwrap(), "0-12", &[]),
+    )
+    .assert_success();
+    crate::common::pmtiles_reader::assert_same_archive(
+        &single,
+        &archive,
+        "3 PMTiles shards, finalized",
+    );
+    let mut left: Vec<String> = std::fs::read_dir(fixture.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("sharded"))
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["sharded.pmtiles", "sharded.pmtiles.store.mbtiles"],
+        "the parts and the plan are removed"
+    );
+    let again = finalize(&fixture, &output, &[]);
+    assert!(again.stderr.contains("no shard plan"), "{}", again.stderr);
+
+    // Finished like any seed: a --dirty reseed after a change renders what changed, and the
+    // archive is again the single run's.
+    change_data(&mut fixture, 2);
+    oar_tiles(
+        Some(&url),
+        &fixture.seed_args(&output, "0-12", &["--dirty"]),
+    )
+    .assert_success();
+    let fresh = fixture.path("fresh.pmtiles");
+    oar_tiles(
+        Some(&url),
+        &fixture.seed_args(fresh.to_str().unwrap(), "0-12", &[]),
+    )
+    .assert_success();
+    crate::common::pmtiles_reader::assert_same_archive(
+        &fresh,
+        &archive,
+        "the finalized archive after --dirty",
+    );
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS, the S3 test server and the Python pmtiles reader (scripts/test.sh)"]
+fn pmtiles_shards_on_separate_machines_finalize_into_one_s3_archive() {
+    let server = S3Server::start("tiles");
+    let points = hub_with_scatter(800, 11, 1_000_000, [-58.6, -34.8, -58.3, -34.5]);
+    let fixture = Fixture::new("shard_pmtiles_s3", &points, "oar.toml", |schema| {
+        format!(
+            "{}\n{}",
+            server.config_table(""),
+            single_layer_config(&schema.name, "sites", "", "")
+        )
+    });
+    let output = "s3://tiles/maps/sites.pmtiles";
+    // Each shard, and finalize, on a machine of its own: nothing is shared but the store.
+    let names = [
+        "shard-0", "shard-1", "shard-2", "finalize", "single", "validate",
+    ];
+    let caches: Vec<String> = names
+        .iter()
+        .map(|name| {
+            let cache = fixture.path(name);
+            std::fs::create_dir_all(&cache).unwrap();
+            cache.display().to_string()
+        })
+        .collect();
+    let machine = |name: &str| {
+        let index = names.iter().position(|n| *n == name).unwrap();
+        let mut env: Vec<(&str, &str)> = server.env();
+        env.push(("XDG_CACHE_HOME", caches[index].as_str()));
+        env
+    };
+    for index in 0..3 {
+        run_shard(
+            &fixture,
+            output,
+            index,
+            3,
+            &machine(&format!("shard-{index}")),
+        );
+    }
+    let done = finalize(&fixture, output, &machine("finalize"));
+    done.assert_success();
+    assert_eq!(
+        server.stored_files("tiles", "maps/.oar-tiles/sites.pmtiles.shards"),
+        0,
+        "the plan and the parts are removed"
+    );
+    let single = fixture.path("single.pmtiles");
+    let env = machine("single");
+    let args = fixture.seed_args(single.to_str().unwrap(), "0-12", &[]);
+    oar_tiles_with(Some(&fixture.schema.url), &args, &env).assert_success();
+    let finished = fixture.path("finished.pmtiles");
+    let object = server.data.join("tiles").join("maps/sites.pmtiles");
+    std::fs::copy(&object, &finished).unwrap();
+    crate::common::pmtiles_reader::assert_same_archive(
+        &single,
+        &finished,
+        "3 PMTiles shards into S3, finalized",
+    );
+    let config = fixture.config.to_str().unwrap();
+    let args = ["validate", "--config", config, output];
+    let remote = oar_tiles_with(None, &args, &machine("validate"));
+    remote.assert_success();
+}
+
+#[test]
+#[ignore = "needs PostgreSQL with PostGIS and the Python pmtiles reader (scripts/test.sh)"]
+fn a_killed_pmtiles_shard_resumes_from_its_own_journal() {
+    let mut fixture = crate::common::slow::slow_fixture("shard_pmtiles_kill");
+    // More slow rows: a part commits its journal with its tiles every two seconds at most, so the
+    // shard must walk for longer than that to be killed with progress to resume.
+    fixture.schema.execute(
+        "INSERT INTO {schema}.sites (site_id, label, pt)
+         SELECT 20000 + g, 'extra', ST_SetSRID(ST_MakePoint(-0.3 + (g % 97) * 0.006, 51.3 + (g % 89) * 0.0045), 4326)
+         FROM generate_series(1, 6000) g; ANALYZE {schema}.sites;",
+    );
+    let url = fixture.schema.url.clone();
+    let archive = fixture.path("killed.pmtiles");
+    let output = archive.to_str().unwrap();
+    run_shard(&fixture, output, 0, 2, &[]);
+    let args = fixture.seed_args(output, "0-12", &["--shard", "1/2"]);
+    let mut child = oar_tiles_command(Some(&url), &args, &[]).spawn().unwrap();
+    let part = fixture.path("killed.pmtiles.oar-tiles-shards/part-1-of-2.mbtiles");
+    crate::common::run::wait_for_progress(&mut child, &part);
+    send_signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+    let early = finalize(&fixture, output, &[]);
+    assert_eq!(early.code, 2, "{}", early.stderr);
+    assert!(
+        early.stderr.contains("1/2 have not finished"),
+        "{}",
+        early.stderr
+    );
+    // The engine starts the same index again: it resumes from its part's journal.
+    let resumed = oar_tiles(Some(&url), &args);
+    resumed.assert_success();
+    assert!(resumed.stderr.contains("resuming:"), "{}", resumed.stderr);
+    let partial = fixture.path("killed.pmtiles.oar-tiles-shards/part-1-of-2.mbtiles.partial");
+    assert!(!partial.exists(), "a finished shard leaves no partial part");
+    finalize(&fixture, output, &[]).assert_success();
+    let single = fixture.path("single.mbtiles");
+    let single_args = fixture.seed_args(single.to_str().unwrap(), "0-12", &[]);
+    oar_tiles(Some(&url), &single_args).assert_success();
+    crate::common::pmtiles_reader::assert_same_digests(
+        &crate::common::pmtiles_reader::digests_of_mbtiles(&single),
+        &crate::common::pmtiles_reader::read_archive(&archive).tiles,
+        "2 PMTiles shards, one killed and resumed",
+    );
+}

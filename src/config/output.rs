@@ -206,8 +206,10 @@ pub enum Sharding {
     /// Shards write their disjoint tiles straight into the output, each with a part record, and
     /// `finalize` adopts the records.
     IntoOutput,
-    /// The output is one archive built whole: it cannot be sharded.
-    Unsupported,
+    /// The output is one archive built whole (PMTiles): each shard keeps an MBTiles part and its
+    /// record in the output's shard folder, and `finalize` merges the parts into the archive's
+    /// tile store and writes the archive once.
+    PartStores,
 }
 
 impl OutputTarget {
@@ -216,7 +218,7 @@ impl OutputTarget {
         match self {
             OutputTarget::Mbtiles(_) => Sharding::PartFiles,
             OutputTarget::Directory(_) | OutputTarget::Objects { .. } => Sharding::IntoOutput,
-            OutputTarget::Pmtiles(_) | OutputTarget::ObjectPmtiles { .. } => Sharding::Unsupported,
+            OutputTarget::Pmtiles(_) | OutputTarget::ObjectPmtiles { .. } => Sharding::PartStores,
         }
     }
 

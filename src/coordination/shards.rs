@@ -7,10 +7,13 @@
 //! tileset's metadata, the plan it ran under) and the list of tiles it holds. `finalize` reads
 //! every part, refuses unless all are there and agree, and then finishes the output as one run
 //! would have. MBTiles shards write part files beside the output instead, and only the plan lives
-//! here.
+//! here. A PMTiles archive is written whole, so its shards keep their tiles here too: each an
+//! MBTiles part (`part-I-of-N.mbtiles`) and its record, which `finalize` merges.
 //!
 //! Layout: `ROOT/.oar-tiles-shards/{plan.json, part-I-of-N.json, part-I-of-N.tiles}` in a tree,
-//! `PREFIX/.oar-tiles/shards/…` in a remote store, and `OUT.mbtiles.shard-plan.json` beside an MBTiles file.
+//! `PREFIX/.oar-tiles/shards/…` in a remote store, `OUT.mbtiles.shard-plan.json` beside an MBTiles
+//! file, `OUT.pmtiles.oar-tiles-shards/{plan.json, part-I-of-N.json, part-I-of-N.mbtiles}` beside a
+//! PMTiles file and `PREFIX/.oar-tiles/NAME.pmtiles.shards/…` beside a PMTiles object.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,9 @@ use crate::store::folder::ObjectFolder;
 use crate::store::key_under;
 
 const PLAN_NAME: &str = "plan.json";
+
+/// The extension of a part file: an MBTiles file of the shard's tiles.
+const PART_FILE: &str = "mbtiles";
 
 /// A finished shard's part: its record and the tiles it holds.
 #[derive(Debug, Clone)]
@@ -54,6 +60,27 @@ impl ShardStore {
             plan: root.join(TREE_FOLDER).join(PLAN_NAME),
             folder: root.join(TREE_FOLDER),
         }
+    }
+
+    /// The shard files of the single file `path`: `PATH.oar-tiles-shards/`.
+    pub fn beside_file(path: &Path) -> ShardStore {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(TREE_FOLDER);
+        let folder = path.with_file_name(name);
+        ShardStore::Files {
+            plan: folder.join(PLAN_NAME),
+            folder,
+        }
+    }
+
+    /// The shard objects of the object `key` of a remote store: `PREFIX/.oar-tiles/NAME.shards/`
+    /// beside it, apart from a prefix's own shards and other objects'.
+    pub async fn beside_object(s3: &S3Config, bucket: &Bucket, key: &str) -> Result<ShardStore> {
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let folder = key_under(prefix, &format!(".oar-tiles/{name}.shards"));
+        Ok(ShardStore::Objects(
+            super::store_folder(s3, bucket, &folder).await?,
+        ))
     }
 
     /// The shard objects of a prefix of a remote store: `PREFIX/.oar-tiles/shards/`.
@@ -148,6 +175,84 @@ impl ShardStore {
         Ok(Some(Part { record, tiles }))
     }
 
+    /// Shard `spec`'s part record alone, if that shard finished: parts whose tiles are a part file
+    /// ([`ShardStore::keep_part_file`]) keep no tile list.
+    pub async fn read_record(&self, spec: ShardSpec) -> Result<Option<PartRecord>> {
+        let name = part_name(spec, "json");
+        match self.read(&name).await? {
+            Some(bytes) => PartRecord::from_json(&bytes, &self.location(&name)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores shard `spec`'s record, which marks its part finished: written last.
+    pub async fn put_record(&self, spec: ShardSpec, record: &PartRecord) -> Result<()> {
+        let name = part_name(spec, "json");
+        match self {
+            ShardStore::Files { .. } => {
+                let path = PathBuf::from(self.location(&name));
+                create_parent(&path)?;
+                crate::store::durable::replace(&path, &record.to_json())
+                    .map_err(|e| Error::output(&path, format!("cannot write the part record: {e}")))
+            }
+            ShardStore::Objects(objects) => objects
+                .put(&name, &record.to_json(), false)
+                .await
+                .map(|_| ()),
+        }
+    }
+
+    /// Where shard `spec` writes its part file on this machine when the parts are files here;
+    /// `None` when they are objects of a remote store.
+    pub fn local_part_file(&self, spec: ShardSpec) -> Option<PathBuf> {
+        match self {
+            ShardStore::Files { folder, .. } => Some(folder.join(part_name(spec, PART_FILE))),
+            ShardStore::Objects(_) => None,
+        }
+    }
+
+    /// Keeps shard `spec`'s finished part file `path` with the parts: uploaded (in parts above
+    /// `part_size` bytes) where the parts are objects; a file here is written in place already.
+    pub async fn keep_part_file(&self, spec: ShardSpec, path: &Path, part_size: u64) -> Result<()> {
+        match self {
+            ShardStore::Files { .. } => match self.local_part_file(spec) {
+                Some(place) if place == path => Ok(()),
+                _ => Err(Error::output(
+                    path,
+                    "a part file is written in its shard folder",
+                )),
+            },
+            ShardStore::Objects(objects) => {
+                objects
+                    .upload(&part_name(spec, PART_FILE), path, part_size)
+                    .await
+            }
+        }
+    }
+
+    /// Shard `spec`'s part file on this machine: the file itself, or the object downloaded (as it
+    /// streams in) into `download_to`.
+    pub async fn fetch_part_file(&self, spec: ShardSpec, download_to: &Path) -> Result<PathBuf> {
+        let name = part_name(spec, PART_FILE);
+        match self {
+            ShardStore::Files { .. } => {
+                let path = PathBuf::from(self.location(&name));
+                if path.is_file() {
+                    Ok(path)
+                } else {
+                    Err(Error::output(
+                        &path,
+                        format!("the part file of shard {spec} is missing; run that shard again"),
+                    ))
+                }
+            }
+            ShardStore::Objects(objects) => {
+                objects.download(&name, download_to).await?;
+                Ok(download_to.to_path_buf())
+            }
+        }
+    }
+
     /// Removes the plan and the part records of a run of `count` shards, once it is finalized, so
     /// the next sharded run plans afresh.
     ///
@@ -159,6 +264,7 @@ impl ShardStore {
             let spec = ShardSpec::new(index, count)?;
             names.push(part_name(spec, "json"));
             names.push(part_name(spec, "tiles"));
+            names.push(part_name(spec, PART_FILE));
         }
         // The plan goes first: without it nothing is taken for an unfinished run, and a shard of
         // the next run removes its own stale part record before it starts.
@@ -166,7 +272,8 @@ impl ShardStore {
             self.remove(name).await?;
         }
         if let ShardStore::Files { folder, .. } = self {
-            if folder.file_name().is_some_and(|name| name == TREE_FOLDER) {
+            let own = |name: &std::ffi::OsStr| name.to_string_lossy().ends_with(TREE_FOLDER);
+            if folder.file_name().is_some_and(own) {
                 let _ = std::fs::remove_dir(folder);
             }
         }
@@ -263,6 +370,50 @@ mod tests {
             err.contains("part-1-of-2.json") && err.contains("not a shard's part record"),
             "{err}"
         );
+
+        store.clear(2).await.unwrap();
+        assert!(
+            !folder.exists(),
+            "the plan, the parts and their folder are gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_single_files_parts_live_in_a_folder_beside_it_and_go_with_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ShardStore::beside_file(&dir.path().join("t.pmtiles"));
+        assert!(store.store_plan_if_absent("p").await.unwrap());
+        let folder = dir.path().join("t.pmtiles.oar-tiles-shards");
+        assert!(folder.join("plan.json").is_file());
+        let file = store.local_part_file(spec(0)).unwrap();
+        assert_eq!(file, folder.join("part-0-of-2.mbtiles"));
+        std::fs::write(&file, b"tiles").unwrap();
+        store.keep_part_file(spec(0), &file, 0).await.unwrap();
+        let elsewhere = dir.path().join("elsewhere.mbtiles");
+        assert!(store.keep_part_file(spec(0), &elsewhere, 0).await.is_err());
+        let part = PartOf {
+            spec: spec(0),
+            plan: plan_id("p"),
+        };
+        let metadata = TilesetMetadata::bare(
+            "t",
+            crate::tile::BBox::WORLD,
+            crate::tile::ZoomRange::new(0, 2).unwrap(),
+        );
+        let record = PartRecord::new(&part, "{}", &metadata, 3);
+        store.put_record(spec(0), &record).await.unwrap();
+        let read = store.read_record(spec(0)).await.unwrap().unwrap();
+        assert_eq!((read.shard.as_str(), read.tiles), ("0/2", 3));
+        assert_eq!(
+            store.fetch_part_file(spec(0), &elsewhere).await.unwrap(),
+            file
+        );
+        assert!(store.read_record(spec(1)).await.unwrap().is_none());
+        let err = store
+            .fetch_part_file(spec(1), &elsewhere)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("part-1-of-2.mbtiles"), "{err}");
 
         store.clear(2).await.unwrap();
         assert!(

@@ -1,7 +1,10 @@
 //! `oar-tiles finalize`: ends a sharded run once every shard is done, leaving exactly the output one
 //! run would have written.
 //!
-//! MBTiles part files are merged ([`merge_mbtiles`]). Tree and S3 shards wrote their tiles into the
+//! MBTiles part files are merged ([`merge_mbtiles`]). A PMTiles archive's shards kept MBTiles parts
+//! with their records in its shard folder: once every record is there and of the plan, the archive's
+//! sink takes the parts as its store and writes the archive once, through the outbox as a seed does.
+//! Tree and S3 shards wrote their tiles into the
 //! output already; finalize checks that every shard of the plan left a part record and that all ran
 //! under that plan, then finishes the output as a single run would: it deletes the tiles in scope
 //! that no shard produced, writes TileJSON, the tile hashes and the state. The recorded snapshot is
@@ -11,10 +14,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::outbox::RunOutbox;
-use crate::coordination::parts::plan_id;
-use crate::coordination::shards::Part;
+use crate::coordination::parts::{plan_id, PartRecord};
+use crate::coordination::shards::{Part, ShardStore};
 use crate::coordination::{lock, ChangedList};
 use crate::db;
 use crate::edge::Holds;
@@ -39,7 +43,8 @@ pub struct Finalized {
     pub shards: u32,
     /// Tiles the output holds.
     pub tiles: u64,
-    /// Tiles deleted because no shard produced them (trees and S3).
+    /// Tiles deleted because no shard produced them (trees and S3; a PMTiles archive is written
+    /// anew from the parts alone, and counts none).
     pub deleted: u64,
     /// The snapshot the output now records.
     pub snapshot: String,
@@ -130,6 +135,19 @@ async fn finalize_output(
         snapshot,
         purges: Vec::new(),
     };
+    if target.sharding() == Sharding::PartStores {
+        let parts = Parts {
+            store,
+            plan: &plan,
+            plan_id: plan_id(&text),
+            specs,
+        };
+        let (tiles, snapshot, purges) = join_parts(job, tileset, target, changed, parts).await?;
+        return Ok(Some(Finalized {
+            purges,
+            ..finalized(tiles, 0, snapshot)
+        }));
+    }
     if target.sharding() == Sharding::PartFiles {
         let parts: Vec<_> = specs
             .iter()
@@ -207,6 +225,81 @@ async fn finalize_output(
     }))
 }
 
+/// The shards' parts of an output written whole, kept in its shard store.
+struct Parts<'a> {
+    store: ShardStore,
+    plan: &'a ShardPlan,
+    plan_id: String,
+    specs: Vec<ShardSpec>,
+}
+
+/// Finalizes an output written whole (PMTiles): its sink takes the MBTiles parts the shards kept
+/// as its tiles and writes the output once, through the output's outbox as a seed does, so its
+/// consumers (CDN purges, the changes feed) learn of it. Returns the tiles, the snapshot recorded
+/// and the purges.
+async fn join_parts(
+    job: &SeedJob,
+    tileset: &TilesetJob,
+    target: &OutputTarget,
+    changed: ChangedList,
+    parts: Parts<'_>,
+) -> Result<(u64, String, Vec<PurgeSummary>)> {
+    let output = target.describe();
+    let mut records = Vec::new();
+    let mut missing = Vec::new();
+    for spec in &parts.specs {
+        match parts.store.read_record(*spec).await? {
+            Some(record) => records.push((*spec, record)),
+            None => missing.push(spec.to_string()),
+        }
+    }
+    refuse_missing(&output, &missing)?;
+    let watermarks = records
+        .iter()
+        .map(|(spec, record)| check_record(&output, parts.plan, &parts.plan_id, *spec, record))
+        .collect::<Result<Vec<_>>>()?;
+    let watermark = merged_watermark(&output, &watermarks)?;
+    let metadata = records[0].1.metadata.clone();
+    let settings = &tileset.tileset.output_settings;
+    let mut outbox = RunOutbox::open(target, tileset, &job.s3, None, &changed, 0).await?;
+    // Every tile may have changed: followers reload the whole source.
+    outbox.feed_reloads();
+    let sink = sink::open(target, settings, &job.s3, outbox.recorder(), None, None).await?;
+    let state = watermark.to_state();
+    let intended = outbox.intend(sink.state().as_deref(), &Work::Pyramid).await;
+    let store = Arc::new(parts.store);
+    let finished = match intended {
+        Ok(()) => {
+            let (store, specs) = (store.clone(), parts.specs.clone());
+            tokio::task::spawn_blocking(move || {
+                let (sink, tiles) = sink.adopt_parts(&store, &specs)?;
+                // The parts are every tile the output holds now: nothing is left to sweep.
+                sink.finish(Finish {
+                    metadata: &metadata,
+                    sweep: &crate::sink::Sweep::Nothing,
+                    state: Some(&state),
+                    defer_hash: false,
+                })?;
+                Ok(tiles)
+            })
+            .await
+            .map_err(|e| Error::output(path_of(target), format!("joining the parts failed: {e}")))
+            .and_then(|finished| finished)
+        }
+        Err(err) => {
+            let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
+            Err(err)
+        }
+    };
+    let delivered = outbox
+        .commit_and_deliver(&changed, finished.is_err(), &Holds::default(), None, &[])
+        .await;
+    let tiles = finished?;
+    let purges = delivered?.purges;
+    store.clear(parts.plan.shards()).await?;
+    Ok((tiles, watermark.snapshot, purges))
+}
+
 fn refuse_missing(output: &str, missing: &[String]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
@@ -228,43 +321,68 @@ fn combine(
     plan_id: &str,
     parts: &[(ShardSpec, Part)],
 ) -> Result<(HashMap<u64, [u8; 16]>, Watermark)> {
-    // The output's parts disagree: a runtime failure of the output (exit 1), not a usage error.
-    let refuse = |spec: &ShardSpec, why: String| {
-        Err(Error::output(
-            output,
-            format!("the part of shard {spec} {why}; run that shard again"),
-        ))
-    };
     let mut tiles: HashMap<u64, [u8; 16]> = HashMap::new();
     let mut watermarks = Vec::new();
     for (spec, part) in parts {
-        let record = &part.record;
-        if record.plan != plan_id || record.shard != spec.to_string() {
-            return refuse(spec, "was written under another shard plan".into());
-        }
-        let Some(watermark) = Watermark::from_state(&record.state) else {
-            return refuse(spec, "holds no readable watermark".into());
-        };
-        if watermark.settings.as_deref() != Some(plan.settings_digest.as_str()) {
-            return refuse(
-                spec,
-                "was rendered with other settings than the plan's".into(),
-            );
-        }
+        watermarks.push(check_record(output, plan, plan_id, *spec, &part.record)?);
         for (key, md5) in &part.tiles {
             if tiles.insert(*key, *md5).is_some() {
-                return refuse(spec, "holds a tile another shard holds too".into());
+                return Err(refuse_part(
+                    output,
+                    spec,
+                    "holds a tile another shard holds too",
+                ));
             }
         }
-        watermarks.push(watermark);
     }
+    Ok((tiles, merged_watermark(output, &watermarks)?))
+}
+
+/// The parts' output disagrees with itself: a runtime failure of the output (exit 1), not a
+/// usage error.
+fn refuse_part(output: &str, spec: &ShardSpec, why: &str) -> Error {
+    Error::output(
+        output,
+        format!("the part of shard {spec} {why}; run that shard again"),
+    )
+}
+
+/// Checks that shard `spec`'s record belongs to one run of the plan; returns its watermark.
+fn check_record(
+    output: &str,
+    plan: &ShardPlan,
+    plan_id: &str,
+    spec: ShardSpec,
+    record: &PartRecord,
+) -> Result<Watermark> {
+    if record.plan != plan_id || record.shard != spec.to_string() {
+        return Err(refuse_part(
+            output,
+            &spec,
+            "was written under another shard plan",
+        ));
+    }
+    let Some(watermark) = Watermark::from_state(&record.state) else {
+        return Err(refuse_part(output, &spec, "holds no readable watermark"));
+    };
+    if watermark.settings.as_deref() != Some(plan.settings_digest.as_str()) {
+        return Err(refuse_part(
+            output,
+            &spec,
+            "was rendered with other settings than the plan's",
+        ));
+    }
+    Ok(watermark)
+}
+
+/// The watermark whose snapshot sees only what every shard saw.
+fn merged_watermark(output: &str, watermarks: &[Watermark]) -> Result<Watermark> {
     let snapshot = earliest_snapshot(watermarks.iter().map(|w| w.snapshot.as_str()))
         .ok_or_else(|| Error::output(output, "a part's snapshot is not readable"))?;
-    let watermark = Watermark {
+    Ok(Watermark {
         snapshot,
         ..watermarks[0].clone()
-    };
-    Ok((tiles, watermark))
+    })
 }
 
 fn path_of(target: &OutputTarget) -> std::path::PathBuf {
@@ -274,7 +392,7 @@ fn path_of(target: &OutputTarget) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coordination::parts::{PartRecord, PART_VERSION};
+    use crate::coordination::parts::PART_VERSION;
     use crate::coordination::TilesetMetadata;
     use crate::plan::shard::{ShardRange, PLAN_VERSION};
     use crate::tile::{BBox, ZoomRange};

@@ -110,8 +110,8 @@ impl TilesetRun<'_> {
                     &store,
                 )
                 .await?;
-                let writes_into_output = shard.output.sharding() == Sharding::IntoOutput;
-                let part = writes_into_output.then_some(PartOf {
+                let records_part = shard.output.sharding() != Sharding::PartFiles;
+                let part = records_part.then_some(PartOf {
                     spec: shard.spec,
                     plan,
                 });

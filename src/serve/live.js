@@ -1,4 +1,4 @@
-// oar-tiles-live.js: keeps an open MapLibre GL JS (5.5 or later) map in step with the changes feed
+// oar-tiles-live.js: keeps an open MapLibre GL JS (5.6 or later) map in step with the changes feed
 // of an oar-tiles output (the user guide, docs/src/live-maps.md). `oar-tiles serve` hosts it at
 // /assets/oar-tiles-live.js; copy it next to your page from there or from the project
 // (src/serve/live.js). MIT licence, as oar-tiles.

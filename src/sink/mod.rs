@@ -151,6 +151,20 @@ pub trait Sink: Send {
         ))
     }
 
+    /// Takes the part files that the shards of a sharded run kept in `parts` as the output's tiles,
+    /// in place of any it held (`finalize` of outputs written whole: PMTiles); returns the sink to
+    /// finish, which then writes the output from them, and how many tiles the parts held.
+    fn adopt_parts(
+        self: Box<Self>,
+        _parts: &crate::coordination::shards::ShardStore,
+        _specs: &[crate::job::ShardSpec],
+    ) -> Result<(Box<dyn Sink>, u64)> {
+        Err(crate::error::Error::output(
+            "(an MBTiles, directory or S3 output)",
+            "only PMTiles outputs are finalized from shards' part files",
+        ))
+    }
+
     /// Gives up: removes whatever this sink created and leaves any earlier output untouched, or at
     /// least readable with every tile it held before or was given since.
     fn abort(self: Box<Self>);

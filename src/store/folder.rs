@@ -81,6 +81,38 @@ impl ObjectFolder {
             .map_err(|e| Error::output_caused(self.location(name), e))
     }
 
+    /// Uploads the file at `path` as `name` (in parts above `part_size` bytes).
+    pub async fn upload(&self, name: &str, path: &std::path::Path, part_size: u64) -> Result<()> {
+        self.store
+            .upload_file(&self.key(name), path, ObjectHeaders::default(), part_size)
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::output_caused(self.location(name), e))
+    }
+
+    /// Writes the object `name` into a new file at `path` as it arrives, never holding it whole;
+    /// the file appears only once complete.
+    pub async fn download(&self, name: &str, path: &std::path::Path) -> Result<()> {
+        let partial = super::durable::temporary_name(path);
+        let fail = |e: std::io::Error| {
+            Error::output(path, format!("downloading {}: {e}", self.location(name)))
+        };
+        let _ = std::fs::remove_file(&partial);
+        let written = async {
+            let mut file = super::durable::create_new(&partial).map_err(fail)?;
+            self.store
+                .download_into(&self.key(name), &mut file)
+                .await
+                .map_err(|e| Error::output_caused(self.location(name), e))?;
+            super::durable::rename(&partial, path).map_err(fail)
+        }
+        .await;
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        written
+    }
+
     /// The names of the objects directly in the folder, sorted.
     pub async fn list(&self) -> Result<Vec<String>> {
         let prefix = format!("{}/", self.folder);

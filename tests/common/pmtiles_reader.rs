@@ -101,3 +101,66 @@ pub(crate) fn assert_same_digests(expected: &Digests, actual: &Digests, what: &s
         actual.len()
     );
 }
+
+/// An archive as the independent reader sees it, with what a sharded run may change set aside:
+/// the state (the finalized snapshot sees only what every shard saw) and so the metadata's
+/// length and the offsets after it. Every other header field, the metadata and the bytes of the
+/// root directory, the leaf directories and the tile data must be a single run's.
+fn archive_layout(path: &std::path::Path) -> (serde_json::Value, Vec<Vec<u8>>) {
+    let archive = read_archive(path);
+    let bytes = std::fs::read(path).unwrap();
+    let field = |name: &str| archive.header[name].as_u64().unwrap() as usize;
+    let sections = ["root", "leaf_directory", "tile_data"]
+        .iter()
+        .map(|section| {
+            let offset = field(&format!("{section}_offset"));
+            bytes[offset..offset + field(&format!("{section}_length"))].to_vec()
+        })
+        .collect();
+    let mut header = archive.header.clone();
+    for derived in [
+        "metadata_length",
+        "leaf_directory_offset",
+        "tile_data_offset",
+    ] {
+        header.as_object_mut().unwrap().remove(derived);
+    }
+    let mut metadata = archive.metadata.clone();
+    let state = metadata.as_object_mut().unwrap().remove("oar_tiles_state");
+    assert!(
+        state.is_some(),
+        "{}: the archive records its state",
+        path.display()
+    );
+    (
+        serde_json::json!({"header": header, "metadata": metadata}),
+        sections,
+    )
+}
+
+/// Fails unless the archive at `actual` is the one at `expected` but for its state (see
+/// [`archive_layout`]) and passes `oar-tiles validate`.
+#[track_caller]
+pub(crate) fn assert_same_archive(
+    expected: &std::path::Path,
+    actual: &std::path::Path,
+    what: &str,
+) {
+    let (expected_json, expected_sections) = archive_layout(expected);
+    let (json, sections) = archive_layout(actual);
+    let expected_tiles = read_archive(expected).tiles;
+    let tiles = read_archive(actual).tiles;
+    assert_same_digests(&expected_tiles, &tiles, what);
+    assert_eq!(expected_json, json, "{what}: header or metadata");
+    for (index, name) in ["root directory", "leaf directories", "tile data"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            expected_sections[index] == sections[index],
+            "{what}: the {name} differ"
+        );
+    }
+    let valid = super::run::oar_tiles(None, &["validate", actual.to_str().unwrap()]);
+    valid.assert_success();
+}

@@ -1,5 +1,5 @@
 //! The capabilities of a PMTiles archive, local or one object of a remote store. Both are written whole from a
-//! local MBTiles store, so neither can be sharded.
+//! local MBTiles store, so their shards write MBTiles parts (`part.rs`), which `finalize` joins.
 
 use std::path::{Path, PathBuf};
 
@@ -13,11 +13,11 @@ use crate::coordination::Home;
 use crate::error::{Error, Result};
 use crate::sink::check::Finding;
 use crate::sink::kind::{OutputKind, WriterOptions};
-use crate::sink::mbtiles::kind::refuse_part;
 use crate::sink::mbtiles::merge::MergeReport;
 use crate::sink::mbtiles::remove_sqlite_files;
 use crate::sink::read::{OutputReader, ReaderOptions};
 use crate::sink::{OutputSettings, Sink};
+use crate::store::local_file;
 
 /// A PMTiles v3 archive on this machine, with its MBTiles store beside it.
 pub struct PmtilesFile<'a>(pub &'a Path);
@@ -31,10 +31,25 @@ pub struct ObjectArchive<'a> {
     pub key: &'a str,
 }
 
-fn unsharded(output: String) -> Error {
-    Error::Usage(format!(
-        "sharded runs write MBTiles, directory or S3 outputs; {output} is not supported"
-    ))
+/// `merge_parts` is for kinds whose shards write part files beside the output.
+fn no_part_files(output: String) -> Error {
+    Error::output(
+        output,
+        "shards of a PMTiles archive keep their parts in its shard folder; finalize joins them",
+    )
+}
+
+/// A shard's part of the archive `output`, kept in `shards`.
+fn part_sink(
+    options: &WriterOptions<'_>,
+    part: &crate::coordination::PartOf,
+    shards: ShardStore,
+    file: PathBuf,
+) -> Result<Box<dyn Sink>> {
+    let part_size = options.s3.part_size_mib * 1024 * 1024;
+    let sink =
+        super::part::PartSink::create(shards, file, part.clone(), options.journal, part_size)?;
+    Ok(Box::new(sink))
 }
 
 impl OutputKind for PmtilesFile<'_> {
@@ -47,12 +62,11 @@ impl OutputKind for PmtilesFile<'_> {
     }
 
     fn shard_store<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
-        let output = format!("{} (PMTiles)", self.0.display());
-        std::future::ready(Err(unsharded(output))).boxed()
+        std::future::ready(Ok(ShardStore::beside_file(self.0))).boxed()
     }
 
     fn merge_parts(&self, _parts: &[PathBuf]) -> Result<MergeReport> {
-        Err(unsharded(format!("{} (PMTiles)", self.0.display())))
+        Err(no_part_files(format!("{} (PMTiles)", self.0.display())))
     }
 
     fn open_writer<'a>(
@@ -60,10 +74,11 @@ impl OutputKind for PmtilesFile<'_> {
         options: WriterOptions<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
         let sink = match &options.part {
-            Some(part) => Err(refuse_part(
-                &format!("{} (PMTiles)", self.0.display()),
-                part,
-            )),
+            Some(part) => {
+                let shards = ShardStore::beside_file(self.0);
+                let file = super::part::part_place(self.0, part.spec);
+                part_sink(&options, part, shards, file)
+            }
             None => super::PmtilesSink::create(self.0, options.changes, options.journal)
                 .map(|sink| Box::new(sink.versioned(options.settings)) as Box<dyn Sink>),
         };
@@ -138,12 +153,12 @@ impl OutputKind for ObjectArchive<'_> {
         true
     }
 
-    fn shard_store<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
-        std::future::ready(Err(unsharded(self.describe()))).boxed()
+    fn shard_store<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
+        ShardStore::beside_object(s3, self.bucket, self.key).boxed()
     }
 
     fn merge_parts(&self, _parts: &[PathBuf]) -> Result<MergeReport> {
-        Err(unsharded(self.describe()))
+        Err(no_part_files(self.describe()))
     }
 
     fn open_writer<'a>(
@@ -152,7 +167,11 @@ impl OutputKind for ObjectArchive<'_> {
     ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
         async move {
             if let Some(part) = &options.part {
-                return Err(refuse_part(&self.describe(), part));
+                let shards = ShardStore::beside_object(options.s3, self.bucket, self.key).await?;
+                let working_copy =
+                    local_file(self.bucket, options.s3, self.key, "pmtiles", "pmtiles");
+                let file = super::part::part_place(&working_copy, part.spec);
+                return part_sink(&options, part, shards, file);
             }
             let sink = super::remote::RemotePmtilesSink::create(
                 self.bucket,

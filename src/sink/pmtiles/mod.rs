@@ -18,6 +18,7 @@ use rusqlite::{params, Connection, OpenFlags};
 pub mod check;
 pub mod kind;
 mod layout;
+pub mod part;
 pub mod read;
 pub mod remote;
 pub mod versions;
@@ -176,6 +177,15 @@ impl Sink for PmtilesSink {
 
     fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport> {
         self.finish_archive(finish).map(|(report, _)| report)
+    }
+
+    fn adopt_parts(
+        self: Box<Self>,
+        parts: &crate::coordination::shards::ShardStore,
+        specs: &[crate::job::ShardSpec],
+    ) -> Result<(Box<dyn Sink>, u64)> {
+        let (sink, tiles) = PmtilesSink::adopt_parts(*self, parts, specs)?;
+        Ok((Box::new(sink), tiles))
     }
 
     fn abort(self: Box<Self>) {

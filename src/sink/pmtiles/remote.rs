@@ -310,6 +310,17 @@ impl Sink for RemotePmtilesSink {
         Ok(report)
     }
 
+    fn adopt_parts(
+        self: Box<Self>,
+        parts: &crate::coordination::shards::ShardStore,
+        specs: &[crate::job::ShardSpec],
+    ) -> Result<(Box<dyn Sink>, u64)> {
+        let RemotePmtilesSink { local, remote } = *self;
+        // The parts go through the working copy's store, and the archive is uploaded once.
+        let (local, tiles) = local.adopt_parts(parts, specs)?;
+        Ok((Box::new(RemotePmtilesSink { local, remote }), tiles))
+    }
+
     fn abort(self: Box<Self>) {
         Box::new(self.local).abort();
     }
