@@ -66,6 +66,7 @@ mod validate;
 mod validate_container;
 mod validate_mvt;
 mod watch;
+mod watch_debounce;
 mod watch_partitions;
 mod wide_geometries;
 mod zoom_first;
