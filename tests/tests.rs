@@ -45,6 +45,7 @@ mod partitions;
 mod pmtiles;
 mod pmtiles_s3;
 mod production;
+mod purge_journal;
 mod remote_stores;
 mod replicas;
 mod reseed;

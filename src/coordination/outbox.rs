@@ -97,6 +97,12 @@ impl OutboxRun {
     pub fn recorder(&self) -> ChangedList {
         self.recorder.clone()
     }
+
+    /// The name its batch has once committed (or once a stopped run's intent is recovered),
+    /// which what its consumers take of it while it runs is recorded against.
+    pub fn batch(&self) -> String {
+        format!("{}{BATCH}", self.id)
+    }
 }
 
 /// What an outbox holds that some consumer has not taken.
@@ -186,6 +192,13 @@ impl Outbox {
                 let mut body = planned.join("\n");
                 body.push('\n');
                 self.store.write(&batch, body.as_bytes()).await?;
+            } else if !names.contains(&batch) {
+                // What a purge of the run's tiles as they were stored took of a batch that never
+                // comes.
+                let done = format!("{batch}{DONE}");
+                for name in names.iter().filter(|n| n.starts_with(&done)) {
+                    self.store.remove(name).await?;
+                }
             }
             match &self.store {
                 OutboxStore::Folder(path) => remove_recordings(path, &batch),
@@ -305,6 +318,36 @@ impl Outbox {
             self.store.write(&name, &lines_bytes(&done)).await?;
         }
         Ok(())
+    }
+
+    /// Whether the outbox is a folder on this machine, whose partial records a consumer appends
+    /// to as it takes lines ([`Outbox::append_done`]); a remote one's are rewritten whole
+    /// ([`Outbox::took_lines`]).
+    pub fn is_local(&self) -> bool {
+        matches!(self.store, OutboxStore::Folder(_))
+    }
+
+    /// Appends `lines` to what `consumer` took of `batch` (its partial record), at once and
+    /// without waiting for the disk: a kill of the process loses none of them, a power loss at
+    /// most the last moments' (which are then sent again). Only for a local outbox.
+    pub fn append_done(&self, consumer: &str, batch: &str, lines: &[String]) -> Result<()> {
+        use std::io::Write;
+        let OutboxStore::Folder(folder) = &self.store else {
+            return Err(Error::output(
+                self.describe(),
+                "a remote outbox's partial records are not appended to",
+            ));
+        };
+        let path = folder.join(format!("{batch}{DONE}{consumer}"));
+        self.store.ensure_folder()?;
+        // One write per call: a kill lands between two, and a line cut short by a crash has no
+        // newline, so `read_done` never takes it.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(&lines_bytes(lines)))
+            .map_err(|e| Error::output(&path, format!("cannot append to it: {e}")))
     }
 
     /// Removes a batch's markers and partial records, `taken` its takers.

@@ -109,11 +109,31 @@ impl RunOutbox {
                 paths.sort();
                 paths.dedup();
                 let mut untracked = Flights::untracked();
-                let progress = Progress::new();
+                // Recorded against the run's batch as accepted: a run stopped or killed now
+                // leaves them out of what its recovered batch sends again.
+                let journal = self.run.as_ref().map(|run| {
+                    let pending = [(run.batch(), sending.clone())];
+                    self.journal(&consumer, &pending)
+                });
+                let progress = journal
+                    .as_ref()
+                    .map_or_else(Progress::new, |j| j.progress());
+                let purge = target.purge_tracked(
+                    &paths,
+                    self.stored.as_ref(),
+                    None,
+                    &mut untracked,
+                    &progress,
+                );
                 let purged = tokio::select! {
                     biased;
                     _ = stop.stopped() => break 'chunks,
-                    purged = target.purge_tracked(&paths, self.stored.as_ref(), None, &mut untracked, &progress) => purged,
+                    purged = async {
+                        match &journal {
+                            Some(journal) => journal.follow(purge).await,
+                            None => purge.await,
+                        }
+                    } => purged,
                 };
                 match purged {
                     Ok(report) if !report.over_budget => {
