@@ -52,6 +52,24 @@ impl RunOutbox {
         self.records_when_visible && (!self.early_targets.is_empty() || self.early_feed.enabled)
     }
 
+    /// Whether this run, which may store any tile (a full seed, a walk of subtrees), purges its
+    /// tiles as the sink stores them: the output serves each as soon as it is stored, and some
+    /// target sends exact paths whatever it purges, for free (a cache that takes only `PURGE`),
+    /// so at the run's end it would send the same paths, one by one, after everything else. A
+    /// target that can purge folders waits for the run's end, where it buys folders instead. The
+    /// changes feed lists such a run's tiles when it ends. (A target whose plans do not use the
+    /// census of stored tiles is one that neither charges per path nor has folders.)
+    pub(in crate::seed) fn purges_whole_as_stored(&mut self) -> bool {
+        self.early_targets = self
+            .targets
+            .iter()
+            .filter(|t| !t.tracks_invalidations() && !t.uses_census())
+            .map(PurgeTarget::consumer)
+            .collect();
+        self.early_feed.enabled = false;
+        self.records_when_visible && !self.early_targets.is_empty()
+    }
+
     /// Purges, on every target whose purges cost nothing per path, the tiles `recorded` hands on
     /// as the sink stores them, chunk by chunk, until it ends or `stop` is requested; a target
     /// whose every API call counts against its user's limit (Cloudflare) gathers the chunks into
@@ -168,6 +186,12 @@ impl RunOutbox {
             if served_anew {
                 self.early_feed.served_anew(&lines);
             }
+        }
+        let overflowed = recorded.overflowed();
+        if overflowed > 0 {
+            tracing::info!(
+                "{overflowed} tile(s) stored while the purges fell behind are purged when the run ends"
+            );
         }
     }
 
