@@ -341,12 +341,17 @@ impl Outbox {
         let path = folder.join(format!("{batch}{DONE}{consumer}"));
         self.store.ensure_folder()?;
         // One write per call: a kill lands between two, and a line cut short by a crash has no
-        // newline, so `read_done` never takes it.
+        // newline, so `read_done` never takes it; it is cut off before the next append, which
+        // would otherwise end it (`12/1/1` of `12/1/13`, say) as a line of its own.
         std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
-            .and_then(|mut file| file.write_all(&lines_bytes(lines)))
+            .and_then(|mut file| {
+                cut_partial_line(&mut file)?;
+                file.write_all(&lines_bytes(lines))
+            })
             .map_err(|e| Error::output(&path, format!("cannot append to it: {e}")))
     }
 
@@ -502,6 +507,24 @@ fn lines_bytes(lines: &[String]) -> Vec<u8> {
         bytes.push(b'\n');
     }
     bytes
+}
+
+/// Cuts a partial record's last line when a crash left it without its newline.
+fn cut_partial_line(file: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut last = [0u8; 1];
+    if len == 0 || (file.read_exact_at(&mut last, len - 1).is_ok() && last[0] == b'\n') {
+        return Ok(());
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let keep = bytes
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |at| at + 1);
+    file.set_len(keep as u64)
 }
 
 /// Removes the files a killed run's recorder left for `batch` (`BATCH.PID.writing`).
