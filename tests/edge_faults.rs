@@ -52,8 +52,13 @@ impl Silent {
     }
 }
 
+/// A cache that takes `BAN`, so a full seed purges once it stored everything: one that takes
+/// only `PURGE` is purged while the seed still writes (`purge_journal`), and the kill would land
+/// in the middle of the writes instead.
 fn cdn(port: u16) -> String {
-    format!("[[tileset.cdn]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/t/{{path}}\"\n")
+    format!(
+        "[[tileset.cdn]]\nkind = \"http\"\nmethod = \"BAN\"\nurl = \"http://127.0.0.1:{port}/t/{{path}}\"\n"
+    )
 }
 
 /// Points the config's one CDN target at `port`.

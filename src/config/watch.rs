@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 /// How `watch` paces its cycles and where it serves its metrics (`[watch]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchConfig {
-    /// How long after the first notification a cycle starts: changes notified within that window
-    /// make one cycle.
+    /// The longest a cycle waits after the first notification: it starts once the commits pause
+    /// (see `watch::debounce`), at most this long after the first.
     pub debounce: Duration,
     /// A change that waited longer than this for its cycle (cycles slower than the commits) is
     /// warned about.
@@ -57,9 +57,10 @@ impl Default for WatchConfig {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Watch")]
 pub(super) struct RawWatch {
-    /// How long after the first notification a cycle starts: every commit notified within this
-    /// window (or while the previous cycle ran) goes into one cycle, so a burst makes one cycle.
-    /// At most `max_delay`.
+    /// The longest a cycle waits after the first notification. The cycle starts once the commits
+    /// pause (50 ms after a lone commit, or twice the longest gap between the commits so far), so a
+    /// burst, and what was notified while the previous cycle ran, makes one cycle; a steady
+    /// stream of commits waits at most this long. At most `max_delay`.
     #[schemars(with = "Option<String>", extend("default" = "1s"))]
     debounce: Option<Spanned<String>>,
     /// A change that waits longer than this for its cycle to start (cycles slower than the

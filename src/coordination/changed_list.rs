@@ -44,21 +44,39 @@ struct Recorder {
 /// Lines as a sink records them, handed on while the run still writes: the tiles a writer records
 /// only once they are served (`Home::stores_tile_by_tile`) can be purged
 /// at once, before the run's slower tiles are done. The recording stays the durable record; this
-/// is only a copy in memory.
+/// is only a copy in memory, and a bounded one: while [`RecordedLines::CAP`] lines wait, the
+/// writer never waits for whoever takes them, and the lines it records then are only in the
+/// recording, where the run's delivery finds them ([`RecordedLines::overflowed`]).
 #[derive(Default)]
 pub struct RecordedLines {
     lines: Mutex<Vec<String>>,
     arrived: tokio::sync::Notify,
     closed: std::sync::atomic::AtomicBool,
+    overflowed: std::sync::atomic::AtomicU64,
 }
 
 impl RecordedLines {
+    /// Lines that may wait to be taken.
+    pub const CAP: usize = 65_536;
+
     fn push(&self, line: String) {
-        self.lines
+        let mut lines = self
+            .lines
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(line);
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if lines.len() >= Self::CAP {
+            self.overflowed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        lines.push(line);
+        drop(lines);
         self.arrived.notify_one();
+    }
+
+    /// How many lines were left out while [`RecordedLines::CAP`] waited.
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The lines recorded since the last call, waiting for one when there are none; `None` once

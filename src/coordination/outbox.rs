@@ -97,6 +97,12 @@ impl OutboxRun {
     pub fn recorder(&self) -> ChangedList {
         self.recorder.clone()
     }
+
+    /// The name its batch has once committed (or once a stopped run's intent is recovered),
+    /// which what its consumers take of it while it runs is recorded against.
+    pub fn batch(&self) -> String {
+        format!("{}{BATCH}", self.id)
+    }
 }
 
 /// What an outbox holds that some consumer has not taken.
@@ -186,6 +192,13 @@ impl Outbox {
                 let mut body = planned.join("\n");
                 body.push('\n');
                 self.store.write(&batch, body.as_bytes()).await?;
+            } else if !names.contains(&batch) {
+                // What a purge of the run's tiles as they were stored took of a batch that never
+                // comes.
+                let done = format!("{batch}{DONE}");
+                for name in names.iter().filter(|n| n.starts_with(&done)) {
+                    self.store.remove(name).await?;
+                }
             }
             match &self.store {
                 OutboxStore::Folder(path) => remove_recordings(path, &batch),
@@ -305,6 +318,41 @@ impl Outbox {
             self.store.write(&name, &lines_bytes(&done)).await?;
         }
         Ok(())
+    }
+
+    /// Whether the outbox is a folder on this machine, whose partial records a consumer appends
+    /// to as it takes lines ([`Outbox::append_done`]); a remote one's are rewritten whole
+    /// ([`Outbox::took_lines`]).
+    pub fn is_local(&self) -> bool {
+        matches!(self.store, OutboxStore::Folder(_))
+    }
+
+    /// Appends `lines` to what `consumer` took of `batch` (its partial record), at once and
+    /// without waiting for the disk: a kill of the process loses none of them, a power loss at
+    /// most the last moments' (which are then sent again). Only for a local outbox.
+    pub fn append_done(&self, consumer: &str, batch: &str, lines: &[String]) -> Result<()> {
+        use std::io::Write;
+        let OutboxStore::Folder(folder) = &self.store else {
+            return Err(Error::output(
+                self.describe(),
+                "a remote outbox's partial records are not appended to",
+            ));
+        };
+        let path = folder.join(format!("{batch}{DONE}{consumer}"));
+        self.store.ensure_folder()?;
+        // One write per call: a kill lands between two, and a line cut short by a crash has no
+        // newline, so `read_done` never takes it; it is cut off before the next append, which
+        // would otherwise end it (`12/1/1` of `12/1/13`, say) as a line of its own.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| {
+                cut_partial_line(&mut file)?;
+                file.write_all(&lines_bytes(lines))
+            })
+            .map_err(|e| Error::output(&path, format!("cannot append to it: {e}")))
     }
 
     /// Removes a batch's markers and partial records, `taken` its takers.
@@ -459,6 +507,24 @@ fn lines_bytes(lines: &[String]) -> Vec<u8> {
         bytes.push(b'\n');
     }
     bytes
+}
+
+/// Cuts a partial record's last line when a crash left it without its newline.
+fn cut_partial_line(file: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut last = [0u8; 1];
+    if len == 0 || (file.read_exact_at(&mut last, len - 1).is_ok() && last[0] == b'\n') {
+        return Ok(());
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let keep = bytes
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |at| at + 1);
+    file.set_len(keep as u64)
 }
 
 /// Removes the files a killed run's recorder left for `batch` (`BATCH.PID.writing`).

@@ -68,9 +68,16 @@ impl Rate {
 
 /// What a purge has done so far: the paths (as sent: a folder as `FOLDER*`) whose requests the
 /// target accepted, and when it last made progress. Shared with the code that started the purge,
-/// which reads it even when the purge was dropped (a signal) or failed.
+/// which reads it even when the purge was dropped (a signal) or failed, and which may have it
+/// journal each accepted request as it comes ([`Progress::journaled`]), so a kill loses none.
 #[derive(Clone)]
-pub struct Progress(Arc<Mutex<State>>);
+pub struct Progress {
+    state: Arc<Mutex<State>>,
+    journal: Option<Journal>,
+}
+
+/// Where each accepted request's paths (as sent) are handed the moment the target accepts it.
+pub type Journal = Arc<dyn Fn(&[String]) + Send + Sync>;
 
 struct State {
     accepted: Vec<String>,
@@ -87,21 +94,36 @@ impl Default for Progress {
 impl Progress {
     /// Nothing done yet; the purge's time without progress counts from now.
     pub fn new() -> Progress {
-        Progress(Arc::new(Mutex::new(State {
-            accepted: Vec::new(),
-            last: Instant::now(),
-        })))
+        Progress {
+            state: Arc::new(Mutex::new(State {
+                accepted: Vec::new(),
+                last: Instant::now(),
+            })),
+            journal: None,
+        }
+    }
+
+    /// As [`Progress::new`], handing each accepted request's paths to `journal` as well.
+    pub fn journaled(journal: Journal) -> Progress {
+        Progress {
+            journal: Some(journal),
+            ..Progress::new()
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut self
-            .0
+            .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// The target accepted a request purging `paths`.
     pub(super) fn accepted(&self, paths: impl IntoIterator<Item = String>) {
+        let paths: Vec<String> = paths.into_iter().collect();
+        if let Some(journal) = &self.journal {
+            journal(&paths);
+        }
         self.with(|state| {
             state.accepted.extend(paths);
             state.last = Instant::now();

@@ -13,7 +13,7 @@ use crate::edge::budget::Budget;
 use crate::edge::check::{self, EdgeProbe};
 use crate::edge::flight::Flights;
 use crate::edge::price::StoredTiles;
-use crate::edge::{Client, Holds, Progress, PurgeReport, PurgeTarget};
+use crate::edge::{Client, Holds, PurgeReport, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
@@ -28,6 +28,7 @@ mod calls;
 mod documents;
 pub(super) mod dry_run;
 mod early;
+mod journal;
 
 pub(crate) use documents::record_new_hash;
 pub(super) use documents::Delivered;
@@ -376,14 +377,17 @@ impl RunOutbox {
                 let ledger_outbox = self.handover.as_ref().map_or(&*self.outbox, |(o, _)| o);
                 let mut budget = Budget::open(target, ledger_outbox).await?;
                 let allowance = budget.allowance();
-                let progress = Progress::new();
-                let purge = target.purge_tracked(
+                // What it accepts reaches the outbox as it is accepted: a kill resends only what
+                // was in flight.
+                let journal = self.journal(&consumer, &pending);
+                let progress = journal.progress();
+                let purge = journal.follow(target.purge_tracked(
                     &paths,
                     self.stored.as_ref(),
                     allowance,
                     &mut flights,
                     &progress,
-                );
+                ));
                 let purged = match stop {
                     Some(stop) => tokio::select! {
                         biased;

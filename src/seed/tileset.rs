@@ -200,9 +200,13 @@ impl TilesetRun<'_> {
             Work::Subtrees { tiles, subtrees } => Todo::Subtrees(tiles, subtrees),
         };
         // A list's tiles that the output serves as soon as they are stored are purged as they
-        // come, the deepest zoom first, while the heavy low zooms still render.
+        // come, the deepest zoom first, while the heavy low zooms still render; a whole seed's
+        // too where a target would send their exact paths anyway.
         let recorded = match &todo {
             Todo::Tiles(tiles) if outbox.purges_as_stored(tiles) => outbox.recorder().tap(),
+            Todo::Walk(..) | Todo::Subtrees(..) if outbox.purges_whole_as_stored() => {
+                outbox.recorder().tap()
+            }
             _ => None,
         };
         let render = async {

@@ -1,9 +1,9 @@
 //! `oar-tiles watch`: keeps every output fresh within seconds of a commit.
 //!
 //! The change-capture triggers notify a channel once per statement that logged a change; the
-//! watcher LISTENs on a session connection of its own and, `debounce` after the first notification
-//! (a burst within that window makes one cycle; a change that waits longer than `max_delay` is
-//! warned about), runs a cycle that is exactly `seed --dirty` through the seed's own [`Session`], deepest zooms first.
+//! watcher LISTENs on a session connection of its own and, once the commits pause (at most
+//! `debounce` after the first notification: a burst makes one cycle, see [`debounce`]; a change
+//! that waits longer than `max_delay` is warned about), runs a cycle that is exactly `seed --dirty` through the seed's own [`Session`], deepest zooms first.
 //! Notifications only say *when* to look: the output's watermark says *what* to render, so the
 //! watcher catches up from it on start and after every reconnection, and a poll every
 //! `poll_interval` covers a notification that never came. While a CDN's purges wait for room or
@@ -19,6 +19,7 @@
 //! same output refuses. A signal stops the current cycle as it stops a seed (the output keeps its
 //! previous state) and ends the process with 130 or 143.
 
+mod debounce;
 mod feed;
 mod http;
 mod shared;
@@ -32,7 +33,7 @@ use backon::BackoffBuilder;
 
 use crate::coordination::{lock, ChangedList};
 use crate::db::Listener;
-use crate::error::{DbError, Error, ExitCode, Result};
+use crate::error::{Error, ExitCode, Result};
 use crate::job::{SeedJob, TilesetJob, WatchJob};
 use crate::render::source::quoted_table;
 use crate::report::{ProgressKind, SummaryHeader, TilesetSummary};
@@ -260,11 +261,6 @@ async fn wait_for_changes(
     stop: &Stop,
 ) -> Result<()> {
     let settings = &job.settings;
-    let lost = || {
-        Error::Database(DbError::Unexpected(
-            "the LISTEN connection to PostgreSQL was lost".into(),
-        ))
-    };
     loop {
         let edge_waiting = shared.edge_waiting.load(Ordering::Relaxed);
         // Tiles a `[tileset.freshness]` deferral holds back get their cycle when due, though no
@@ -285,7 +281,7 @@ async fn wait_for_changes(
         let poll = tokio::time::sleep(interval);
         tokio::pin!(poll);
         let first = tokio::select! {
-            arrived = listener.notifications.recv() => Some(arrived.ok_or_else(lost)?),
+            arrived = listener.notifications.recv() => Some(arrived.ok_or_else(debounce::lost)?),
             () = &mut poll => None,
             () = tokio::time::sleep(HASH_IDLE), if *hash_due => {
                 *hash_due = false;
@@ -301,17 +297,7 @@ async fn wait_for_changes(
             signal = stop.stopped() => return Err(Error::Stopped { signal }),
         };
         if let Some(first) = first {
-            // The first notification opens the window; everything notified within it (or while
-            // the previous cycle ran) goes into one cycle. A window that only closed after quiet
-            // would never close under a steady stream of commits.
-            let deadline = first + settings.debounce;
-            loop {
-                tokio::select! {
-                    arrived = listener.notifications.recv() => { arrived.ok_or_else(lost)?; }
-                    () = tokio::time::sleep_until(deadline.into()) => break,
-                    signal = stop.stopped() => return Err(Error::Stopped { signal }),
-                }
-            }
+            debounce::gather_burst(listener, first, settings.debounce, stop).await?;
             // What is queued now arrived before the cycle reads the log, which covers it: left in
             // the queue, it would open the next window at once and count as waiting since then.
             while listener.notifications.try_recv().is_ok() {}

@@ -43,9 +43,15 @@ impl Outbox {
     /// empty, with a warning naming it: its lines are sent again rather than skipped.
     pub(super) async fn read_done(&self, name: &str) -> BTreeSet<String> {
         match self.store.read(name, DOCUMENT_CAP).await {
+            // Only whole lines: the last one, cut short by a crash while it was appended, has
+            // no newline and could name another tile.
             Ok(bytes) => bytes.map_or_else(BTreeSet::new, |bytes| {
-                String::from_utf8_lossy(&bytes)
-                    .lines()
+                let text = String::from_utf8_lossy(&bytes);
+                let mut lines: Vec<&str> = text.split('\n').collect();
+                lines.pop();
+                lines
+                    .into_iter()
+                    .map(|l| l.trim_end_matches('\r'))
                     .filter(|l| !l.is_empty())
                     .map(str::to_string)
                     .collect()

@@ -187,3 +187,41 @@ fn a_partial_record_that_cannot_be_read_sends_its_lines_again_and_stops_nothing(
         );
     });
 }
+
+#[test]
+fn lines_appended_as_taken_leave_the_pending_lines_and_a_line_cut_short_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("outbox");
+    let outbox = Outbox::new(OutboxStore::Folder(folder.clone()), None);
+    block_on(async {
+        outbox
+            .add_batch(&lines(&["1/0/0", "2/1/1", "3/2/2", "3/2/20"]))
+            .await
+            .unwrap();
+        let batch = outbox.pending("cdn").await.unwrap()[0].0.clone();
+        outbox
+            .append_done("cdn", &batch, &lines(&["1/0/0"]))
+            .unwrap();
+        outbox
+            .append_done("cdn", &batch, &lines(&["2/1/1"]))
+            .unwrap();
+        // A crash in the middle of an append: `3/2/2` of `3/2/20`, without its newline.
+        let record = folder.join(format!("{batch}{DONE}cdn"));
+        let mut bytes = std::fs::read(&record).unwrap();
+        bytes.extend_from_slice(b"3/2/2");
+        std::fs::write(&record, bytes).unwrap();
+        assert_eq!(
+            outbox.pending("cdn").await.unwrap(),
+            vec![(batch.clone(), lines(&["3/2/2", "3/2/20"]))]
+        );
+        assert_eq!(outbox.pending("feed").await.unwrap()[0].1.len(), 4);
+        // The next append cuts it off rather than end it as a line.
+        outbox
+            .append_done("cdn", &batch, &lines(&["0/0/0"]))
+            .unwrap();
+        assert_eq!(
+            outbox.pending("cdn").await.unwrap(),
+            vec![(batch.clone(), lines(&["3/2/2", "3/2/20"]))]
+        );
+    });
+}

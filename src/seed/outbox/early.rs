@@ -52,6 +52,24 @@ impl RunOutbox {
         self.records_when_visible && (!self.early_targets.is_empty() || self.early_feed.enabled)
     }
 
+    /// Whether this run, which may store any tile (a full seed, a walk of subtrees), purges its
+    /// tiles as the sink stores them: the output serves each as soon as it is stored, and some
+    /// target sends exact paths whatever it purges, for free (a cache that takes only `PURGE`),
+    /// so at the run's end it would send the same paths, one by one, after everything else. A
+    /// target that can purge folders waits for the run's end, where it buys folders instead. The
+    /// changes feed lists such a run's tiles when it ends. (A target whose plans do not use the
+    /// census of stored tiles is one that neither charges per path nor has folders.)
+    pub(in crate::seed) fn purges_whole_as_stored(&mut self) -> bool {
+        self.early_targets = self
+            .targets
+            .iter()
+            .filter(|t| !t.tracks_invalidations() && !t.uses_census())
+            .map(PurgeTarget::consumer)
+            .collect();
+        self.early_feed.enabled = false;
+        self.records_when_visible && !self.early_targets.is_empty()
+    }
+
     /// Purges, on every target whose purges cost nothing per path, the tiles `recorded` hands on
     /// as the sink stores them, chunk by chunk, until it ends or `stop` is requested; a target
     /// whose every API call counts against its user's limit (Cloudflare) gathers the chunks into
@@ -109,11 +127,31 @@ impl RunOutbox {
                 paths.sort();
                 paths.dedup();
                 let mut untracked = Flights::untracked();
-                let progress = Progress::new();
+                // Recorded against the run's batch as accepted: a run stopped or killed now
+                // leaves them out of what its recovered batch sends again.
+                let journal = self.run.as_ref().map(|run| {
+                    let pending = [(run.batch(), sending.clone())];
+                    self.journal(&consumer, &pending)
+                });
+                let progress = journal
+                    .as_ref()
+                    .map_or_else(Progress::new, |j| j.progress());
+                let purge = target.purge_tracked(
+                    &paths,
+                    self.stored.as_ref(),
+                    None,
+                    &mut untracked,
+                    &progress,
+                );
                 let purged = tokio::select! {
                     biased;
                     _ = stop.stopped() => break 'chunks,
-                    purged = target.purge_tracked(&paths, self.stored.as_ref(), None, &mut untracked, &progress) => purged,
+                    purged = async {
+                        match &journal {
+                            Some(journal) => journal.follow(purge).await,
+                            None => purge.await,
+                        }
+                    } => purged,
                 };
                 match purged {
                     Ok(report) if !report.over_budget => {
@@ -148,6 +186,12 @@ impl RunOutbox {
             if served_anew {
                 self.early_feed.served_anew(&lines);
             }
+        }
+        let overflowed = recorded.overflowed();
+        if overflowed > 0 {
+            tracing::info!(
+                "{overflowed} tile(s) stored while the purges fell behind are purged when the run ends"
+            );
         }
     }
 
