@@ -474,7 +474,7 @@ impl TilesetRun<'_> {
             (self.pool, self.render_pool()),
             schema,
             tileset,
-            &layers,
+            (&layers, &prepared.layers),
             selection,
             (state.as_deref(), settings),
         )
