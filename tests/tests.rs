@@ -48,6 +48,7 @@ mod production;
 mod remote_stores;
 mod replicas;
 mod reseed;
+mod reseed_walk;
 mod robustness;
 mod row_sets;
 mod s3;

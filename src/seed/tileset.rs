@@ -316,6 +316,7 @@ impl TilesetRun<'_> {
         if complete {
             header.committed = decision.committed;
         }
+        header.ways = decision.ways;
         let mut summary = tally.summarize(header, started.elapsed());
         summary.outbox = outbox.backlog(&changed).await?;
         if let Some(signal) = delivered.stopped {
@@ -510,6 +511,7 @@ impl TilesetRun<'_> {
             changes_read,
             committed: Vec::new(),
             settings: Some(self.prepared.settings_digest()),
+            ways: Vec::new(),
         }
     }
 

@@ -72,7 +72,16 @@ pub async fn decide(
                 ),
             })?;
             let census = (render, sources);
-            dirty(pool, change_schema, tileset, layers, since, &settings, census).await?
+            dirty(
+                pool,
+                change_schema,
+                tileset,
+                layers,
+                since,
+                &settings,
+                census,
+            )
+            .await?
         }
     };
     decision.watermark = decision.watermark.map(|taken| {

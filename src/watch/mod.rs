@@ -493,6 +493,7 @@ async fn run_cycle(
                 Vec::new()
             },
             settings: None,
+            ways: Vec::new(),
         };
         summaries.push(TilesetSummary::merged(header, parts, started.elapsed()));
     }
