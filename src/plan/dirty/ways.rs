@@ -196,7 +196,7 @@ mod tests {
         let boxes = [(&layer, moved.as_slice())];
         let tiles = super::super::dirty_tiles(
             &boxes,
-            &[layer.clone()],
+            std::slice::from_ref(&layer),
             BBox::WORLD,
             zooms,
             4096,
@@ -236,7 +236,7 @@ mod tests {
         let boxes = [(&layer, one.as_slice())];
         let tiles = super::super::dirty_tiles(
             &boxes,
-            &[layer.clone()],
+            std::slice::from_ref(&layer),
             BBox::WORLD,
             zooms,
             4096,
