@@ -18,7 +18,7 @@ wraps_fixture!(Walked, base);
 
 impl Walked {
     fn new() -> Walked {
-        let points = hub_with_scatter(400, 76, 10, [100.0, 10.0, 110.0, 20.0]);
+        let points = hub_with_scatter(1000, 76, 10, [100.0, 10.0, 110.0, 20.0]);
         let base = Fixture::new("reseed_walk", &points, "walk.toml", |schema| {
             let changes = schema.companion("cdc");
             let s = &schema.name;

@@ -29,9 +29,13 @@ const WALK_MARGIN: u64 = 9;
 /// tiles over a large table lists them without one.
 pub const ROWS_PER_CENSUS_TILE: f64 = 20.0;
 
+/// Dirty tiles below which a reseed lists them without weighing a walk: an edit of a few rows
+/// renders in well under a second either way, and its list purges as it stores.
+pub const MIN_CENSUS_TILES: usize = 1024;
+
 /// Whether a census of `rows` source rows is worth taking for a reseed of `dirty` listed tiles.
 pub fn census_pays(dirty: usize, rows: f64) -> bool {
-    dirty >= 64 && (dirty as f64) * ROWS_PER_CENSUS_TILE >= rows
+    dirty >= MIN_CENSUS_TILES && (dirty as f64) * ROWS_PER_CENSUS_TILE >= rows
 }
 
 /// How one zoom was reseeded, for the summary.
