@@ -51,6 +51,7 @@ mod purge_journal;
 mod remote_stores;
 mod replicas;
 mod reseed;
+mod reseed_walk;
 mod robustness;
 mod row_sets;
 mod s3;

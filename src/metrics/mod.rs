@@ -302,6 +302,7 @@ mod tests {
             changes_read: Some(2),
             committed: vec![100.0, 101.0],
             settings: None,
+            ways: Vec::new(),
         };
         let summary = tally.summarize(header, Duration::from_secs(1));
         let metrics = Metrics::new();

@@ -129,6 +129,7 @@ pub(super) async fn deliver(
         changes_read: None,
         committed: Vec::new(),
         settings: None,
+        ways: Vec::new(),
     };
     let mut summary = Tally::default().summarize(header, std::time::Duration::ZERO);
     summary.purges = purges;

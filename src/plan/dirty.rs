@@ -9,9 +9,11 @@ use crate::config::LayerConfig;
 use crate::tile::{morton, BBox, Subtrees, TileCoord, TileRange, ZoomRange, MERCATOR_HALF_WORLD};
 
 mod shape;
+mod ways;
 
 use shape::Descent;
 pub use shape::Shape;
+pub use ways::{census_pays, choose, ways_text, ZoomWay};
 
 /// Everywhere: the box of a geometry PostGIS could not project, which any tile may draw.
 const ANYWHERE: [f64; 4] = [

@@ -6,7 +6,7 @@ pub mod dirty;
 pub mod shard;
 pub mod walk;
 
-pub use dirty::{dirty_work, ChangedBox, DrawnChange, Moved, Shape, SourceBox};
+pub use dirty::{dirty_work, ChangedBox, DrawnChange, Moved, Shape, SourceBox, ZoomWay};
 pub use walk::{Mode, PyramidWalk, EAGER_TILES};
 
 use crate::tile::{Subtrees, TileCoord};

@@ -2,6 +2,7 @@
 //! elsewhere (cron, CI), and a per-zoom summary at the end, for people and, as JSON, for machines.
 
 mod cdn;
+mod header;
 mod progress;
 mod times;
 
@@ -12,12 +13,14 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use cdn::{PurgeSummary, ReseedPlan, TargetPlan, ZoomCount};
+pub use header::SummaryHeader;
 pub use progress::{PartitionProgress, Progress, ProgressKind};
 pub use times::{seconds_text, RenderTimes};
 
 use crate::coordination::outbox::Backlog;
 use crate::edge::check::{EdgeCheck, EdgeProbe};
 pub use crate::encode::human_bytes;
+use crate::plan::dirty::ways_text;
 use crate::plan::Mode;
 use crate::sink::SinkReport;
 use crate::tile::TileCoord;
@@ -273,31 +276,6 @@ impl TilesetSummary {
     }
 }
 
-/// What identifies a summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct SummaryHeader {
-    /// Tileset name.
-    pub tileset: String,
-    /// Output description.
-    pub output: String,
-    /// Zoom range as text.
-    pub zooms: String,
-    /// Whether it was a dry run.
-    pub dry_run: bool,
-    /// Whether every planned tile was rendered (false after --max-duration ran out).
-    pub complete: bool,
-    /// Changed geometries read for a reseed (an update counts its old and its new position).
-    pub changes_read: Option<u64>,
-    /// When the changes a complete reseed applied were committed (seconds since the Unix epoch),
-    /// for change-to-tile latencies; not part of the JSON summary.
-    #[serde(skip)]
-    pub committed: Vec<f64>,
-    /// The digest of the tile settings the run rendered with, which `validate --against-db`
-    /// compares with the one the output recorded; not part of the JSON summary.
-    #[serde(skip)]
-    pub settings: Option<String>,
-}
-
 /// A tile and its stored size.
 #[derive(Debug, Clone, Serialize)]
 pub struct TileSize {
@@ -503,6 +481,9 @@ impl TilesetSummary {
             "output: {} changed, {} unchanged (not rewritten), {} deleted\n",
             self.stored.changed, self.stored.unchanged, self.stored.deleted
         ));
+        if !self.header.ways.is_empty() {
+            out.push_str(&format!("reseed: {}\n", ways_text(&self.header.ways)));
+        }
         if !self.failed_tiles.is_empty() {
             let listed: Vec<&str> = self
                 .failed_tiles

@@ -30,6 +30,7 @@ fn the_tally_counts_per_zoom_and_keeps_the_slowest() {
         changes_read: None,
         committed: Vec::new(),
         settings: None,
+        ways: Vec::new(),
     };
     let summary = tally.summarize(header, Duration::from_secs(2));
     assert_eq!(summary.tiles_written, 10);

@@ -320,6 +320,7 @@ impl TilesetRun<'_> {
         if complete {
             header.committed = decision.committed;
         }
+        header.ways = decision.ways;
         let mut summary = tally.summarize(header, started.elapsed());
         summary.outbox = outbox.backlog(&changed).await?;
         if let Some(signal) = delivered.stopped {
@@ -478,7 +479,7 @@ impl TilesetRun<'_> {
             (self.pool, self.render_pool()),
             schema,
             tileset,
-            &layers,
+            (&layers, &prepared.layers),
             selection,
             (state.as_deref(), settings),
         )
@@ -514,6 +515,7 @@ impl TilesetRun<'_> {
             changes_read,
             committed: Vec::new(),
             settings: Some(self.prepared.settings_digest()),
+            ways: Vec::new(),
         }
     }
 

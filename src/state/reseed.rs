@@ -9,7 +9,10 @@ use super::watermark::Watermark;
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
 use crate::job::{Selection, TilesetJob};
-use crate::plan::{dirty_work, ChangedBox, Work};
+use crate::plan::dirty::{census_pays, choose, ways_text};
+use crate::plan::{dirty_work, ChangedBox, Work, ZoomWay};
+use crate::render::count::rows_per_tile;
+use crate::render::source::LayerSource;
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
 /// What a run does and what it records when it is done.
@@ -23,17 +26,21 @@ pub struct Decision {
     pub changes_read: Option<u64>,
     /// When the changes read were committed, in seconds since the Unix epoch (reseeds only).
     pub committed: Vec<f64>,
+    /// How a reseed took each zoom, where it weighed a walk against its list.
+    pub ways: Vec<ZoomWay>,
 }
 
 /// Decides what to render for `selection` over the output whose recorded state is `state`; `settings`
 /// is the digest of the run's tile settings (see [`super::digest::TileSettings`]). `pool` holds the
 /// change log; `render` is the server the tiles are rendered from (a shard's replica, else `pool`),
 /// where a full seed's snapshot is taken, as the snapshot must be one its tile queries come after.
+/// `sources` are the layers' described sources, whose rows a bulk reseed counts to weigh walking
+/// its zooms against listing them (none: it lists).
 pub async fn decide(
     (pool, render): (&Pool, &Pool),
     change_schema: &str,
     tileset: &TilesetJob,
-    layers: &[LayerConfig],
+    (layers, sources): (&[LayerConfig], &[LayerSource]),
     selection: &Selection,
     (state, settings): (Option<&str>, String),
 ) -> Result<Decision> {
@@ -47,12 +54,14 @@ pub async fn decide(
             watermark: Some(capture::current_watermark(render).await?),
             changes_read: None,
             committed: Vec::new(),
+            ways: Vec::new(),
         },
         Selection::List(tiles) => Decision {
             work: Work::Tiles(within_zooms(tiles, tileset)),
             watermark: None,
             changes_read: None,
             committed: Vec::new(),
+            ways: Vec::new(),
         },
         Selection::Dirty => {
             let since = previous.as_ref().ok_or_else(|| Error::State {
@@ -62,7 +71,17 @@ pub async fn decide(
                     configured.name
                 ),
             })?;
-            dirty(pool, change_schema, tileset, layers, since, &settings).await?
+            let census = (render, sources);
+            dirty(
+                pool,
+                change_schema,
+                tileset,
+                layers,
+                since,
+                &settings,
+                census,
+            )
+            .await?
         }
     };
     decision.watermark = decision.watermark.map(|taken| {
@@ -98,6 +117,7 @@ async fn dirty(
     layers: &[LayerConfig],
     since: &Watermark,
     settings: &str,
+    (render, sources): (&Pool, &[LayerSource]),
 ) -> Result<Decision> {
     let name = &tileset.tileset.name;
     let compare = capture::Compare {
@@ -120,6 +140,7 @@ async fn dirty(
             watermark: Some(next.clone()),
             changes_read: Some(changes.rows),
             committed: changes.committed.clone(),
+            ways: Vec::new(),
         }
     };
     if let Some(why) = &changes.uncaptured {
@@ -138,7 +159,7 @@ async fn dirty(
         .filter_map(|c| changes.boxes.get(&c.name).map(|b| (c, b.as_slice())))
         .collect();
     let configured = &tileset.tileset;
-    let work = dirty_work(
+    let mut work = dirty_work(
         &boxes,
         layers,
         tileset.bbox,
@@ -146,6 +167,31 @@ async fn dirty(
         (configured.extent, configured.buffer),
         configured.listed_tiles,
     );
+    let mut ways = Vec::new();
+    let rows: f64 = sources.iter().map(|s| s.estimated_rows).sum();
+    if let Work::Tiles(tiles) = &mut work {
+        if !sources.is_empty() && census_pays(tiles.len(), rows) {
+            let counting = std::time::Instant::now();
+            let census: Vec<_> = rows_per_tile(render, sources, tileset.zooms.max)
+                .await?
+                .into_iter()
+                .map(|(tile, _)| tile)
+                .collect();
+            let (chosen, weighed) = choose(
+                std::mem::take(tiles),
+                &census,
+                (&boxes, tileset.bbox, tileset.zooms),
+                (configured.extent, configured.buffer),
+                configured.listed_tiles,
+            );
+            tracing::info!(
+                "tileset `{name}`: {} (rows counted per tile in {:.2} s)",
+                ways_text(&weighed),
+                counting.elapsed().as_secs_f64()
+            );
+            (work, ways) = (chosen, weighed);
+        }
+    }
     if let Work::Subtrees { tiles, subtrees } = &work {
         tracing::info!(
             "tileset `{name}`: over {} dirty tiles (listed_tiles); {} listed and {} subtree(s) walked from zoom {}",
@@ -160,6 +206,7 @@ async fn dirty(
         watermark: Some(next),
         changes_read: Some(changes.rows),
         committed: changes.committed,
+        ways,
     })
 }
 

@@ -366,7 +366,7 @@ impl Prepared {
             (&pool, &pool),
             &self.job.change_schema,
             tileset,
-            &tileset.tileset.layers,
+            (&tileset.tileset.layers, &[]),
             &Selection::Dirty,
             (
                 Some(&recorded.to_state()),

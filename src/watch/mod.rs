@@ -479,6 +479,7 @@ async fn run_cycle(
                 Vec::new()
             },
             settings: None,
+            ways: Vec::new(),
         };
         summaries.push(TilesetSummary::merged(header, parts, started.elapsed()));
     }

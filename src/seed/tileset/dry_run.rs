@@ -63,7 +63,7 @@ impl TilesetRun<'_> {
             (self.pool, self.render_pool()),
             &self.job.change_schema,
             tileset,
-            &self.layer_configs(),
+            (&self.layer_configs(), &self.prepared.layers),
             self.selection(),
             (state.as_deref(), self.settings_digest()),
         )
