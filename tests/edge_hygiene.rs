@@ -309,7 +309,12 @@ fn sigterm_while_purging_a_silent_cdn_stops_the_run_at_once_and_the_next_run_pur
     let hung = Recorder::answering(Answer::Never);
     let cache = Recorder::start("purged", 0);
     // The default timeouts: the signal, not a timeout, must end the purge.
-    let (fixture, tree) = tree_world("hygiene_sigterm", &http_cdn(hung.port, ""));
+    // A cache that takes BAN: a full seed purges it once every tile is stored (a PURGE-only one
+    // is purged beside the writer, where the signal would stop the render too).
+    let (fixture, tree) = tree_world(
+        "hygiene_sigterm",
+        &http_cdn(hung.port, "method = \"BAN\"\n"),
+    );
     let (mut child, log) = spawn_seed(&fixture, &tree, &[], &[]);
     wait_for(&mut child, &log, "a purge request", || {
         !hung.requests.lock().unwrap().is_empty()

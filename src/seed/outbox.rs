@@ -302,6 +302,7 @@ impl RunOutbox {
         for target in &self.targets {
             let consumer = target.consumer();
             let pending = self.outbox.pending(&consumer).await?;
+            let nothing_pending = pending.is_empty();
             let mut summary = PurgeSummary {
                 target: target.name().to_string(),
                 ..PurgeSummary::default()
@@ -350,9 +351,12 @@ impl RunOutbox {
                 paths.dedup();
                 if paths.is_empty() {
                     holds.succeeded(&key);
-                    if let Some(probe) = self.probe(target, &pending) {
-                        probes.push(probe);
-                    }
+                    let purged = early.iter().flat_map(|(purged, _)| purged);
+                    let pending_lines = pending.iter().flat_map(|(_, l)| l);
+                    let probe = self
+                        .probe(target, pending_lines)
+                        .or(self.probe(target, purged));
+                    probes.extend(probe);
                     let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
                     self.outbox
                         .taken(&consumer, &names, &self.consumers)
@@ -437,7 +441,8 @@ impl RunOutbox {
                         budget.spent(report.price_usd.unwrap_or_default()).await?;
                         summary.budget = budget.state();
                         summary.evicted = report.evicted;
-                        if let Some(probe) = self.probe(target, &pending) {
+                        if let Some(probe) = self.probe(target, pending.iter().flat_map(|(_, l)| l))
+                        {
                             probes.push(probe);
                         }
                         summary.requests += report.requests;
@@ -461,6 +466,11 @@ impl RunOutbox {
                     // not follow them.
                     flights.nothing_waits();
                 }
+            }
+            if nothing_pending && summary.failed.is_none() {
+                // Every line was purged while the run wrote, its acceptance journaled as it came.
+                let purged = early.iter().flat_map(|(purged, _)| purged);
+                probes.extend(self.probe(target, purged));
             }
             if target.tracks_invalidations() {
                 summary.in_flight = Some(flights.in_flight());
@@ -536,12 +546,14 @@ impl RunOutbox {
         Holds::key(&place, target.name())
     }
 
-    /// A sample of the tiles `target` just purged, for the edge check, when it has a public URL.
-    fn probe(&self, target: &PurgeTarget, pending: &[(String, Vec<String>)]) -> Option<EdgeProbe> {
+    /// A sample of `lines`, which `target` just purged, for the edge check, when it has a public URL.
+    fn probe<'l>(
+        &self,
+        target: &PurgeTarget,
+        lines: impl Iterator<Item = &'l String>,
+    ) -> Option<EdgeProbe> {
         let public_url = target.public_url().filter(|_| self.check_sample > 0)?;
-        let tiles = pending
-            .iter()
-            .flat_map(|(_, lines)| lines)
+        let tiles = lines
             .filter_map(|line| Some((line.parse::<TileCoord>().ok()?, self.purge_path(line))))
             .collect();
         let tiles = check::sample(tiles, self.check_sample);

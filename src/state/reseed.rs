@@ -170,7 +170,10 @@ async fn dirty(
     let mut ways = Vec::new();
     let rows: f64 = sources.iter().map(|s| s.estimated_rows).sum();
     if let Work::Tiles(tiles) = &mut work {
-        if !sources.is_empty() && census_pays(tiles.len(), rows) {
+        // The census counts a row in the one tile holding a point of it: a line's or polygon's
+        // other tiles, which a walk renders too, would go uncounted and a walk look cheap.
+        let points_only = sources.iter().all(|s| s.points_only);
+        if !sources.is_empty() && points_only && census_pays(tiles.len(), rows) {
             let counting = std::time::Instant::now();
             let census: Vec<_> = rows_per_tile(render, sources, tileset.zooms.max)
                 .await?
