@@ -56,7 +56,12 @@ fn listed(path: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// `*` in a list names every tile: what a killed walk (a full seed, or a bulk reseed walking
+/// subtrees) leaves, since no short list names what it may have replaced.
 fn assert_lists_every(list: &BTreeSet<String>, changed: &BTreeSet<String>, what: &str) {
+    if list.contains("*") {
+        return;
+    }
     let missing: Vec<&String> = changed.difference(list).collect();
     assert!(
         missing.is_empty(),

@@ -513,7 +513,7 @@ fn an_s3_prefix_is_purged_as_its_uploads_end_with_the_cache_control_of_each_zoom
 
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh"]
-fn a_run_killed_after_its_early_purges_leaves_every_planned_tile_for_the_next_run_to_purge() {
+fn a_run_killed_after_its_early_purges_leaves_the_next_run_every_tile_not_yet_purged() {
     let cache = Recorder::start("purged", 0);
     let gate = gate_key(3);
     let (mut fixture, tree) = gated_world("zoom_first_kill", cache.port, gate);
@@ -535,18 +535,30 @@ fn a_run_killed_after_its_early_purges_leaves_every_planned_tile_for_the_next_ru
     let early = purged(&cache);
     cache.requests.lock().unwrap().clear();
 
-    // The killed run's intent named every tile it planned: the next run purges them all again,
-    // those purged early included, and renders what the killed run did not.
+    // The killed run's intent named every tile it planned, and what the cache accepted of them
+    // was journaled as it accepted it: the next run purges the rest, resends at most the
+    // requests that were in flight (the http target's concurrency, 8), and renders what the
+    // killed run did not.
     let mut child = seed(&fixture, &tree, &["--dirty"]);
     assert_eq!(finished(&mut child), 0, "{}", log(&fixture));
     let after = read_tree(&tree, "pbf");
     let again = purged(&cache);
-    for path in &early {
-        assert!(again.contains(path), "{path} is purged again: {again:?}");
-    }
+    let resent: Vec<&String> = early
+        .iter()
+        .filter(|p| p.ends_with(".pbf") && again.contains(*p))
+        .collect();
+    assert!(
+        resent.len() <= 8,
+        "{} of the {} tiles purged before the kill were purged again: {resent:?}",
+        resent.len(),
+        early.len()
+    );
     for key in crate::common::run::differences(&before, &after) {
         let path = format!("{key}.pbf");
-        assert!(again.contains(&path), "{path}: {again:?}");
+        assert!(
+            again.contains(&path) || early.contains(&path),
+            "{path} was never purged: {again:?}"
+        );
     }
     assert!(again.contains(&"0/0/0.pbf".to_string()), "{again:?}");
     assert!(

@@ -170,10 +170,7 @@ async fn dirty(
     let mut ways = Vec::new();
     let rows: f64 = sources.iter().map(|s| s.estimated_rows).sum();
     if let Work::Tiles(tiles) = &mut work {
-        // The census counts a row in the one tile holding a point of it: a line's or polygon's
-        // other tiles, which a walk renders too, would go uncounted and a walk look cheap.
-        let points_only = sources.iter().all(|s| s.points_only);
-        if !sources.is_empty() && points_only && census_pays(tiles.len(), rows) {
+        if census_weighs_walks(sources) && census_pays(tiles.len(), rows) {
             let counting = std::time::Instant::now();
             let census: Vec<_> = rows_per_tile(render, sources, tileset.zooms.max)
                 .await?
@@ -211,6 +208,13 @@ async fn dirty(
         committed: changes.committed,
         ways,
     })
+}
+
+/// Whether a census of rows per tile can weigh a walk of `sources`: it counts a row in the one
+/// tile holding a point of it, so a line's or polygon's other tiles, which a walk renders too,
+/// would go uncounted and a walk look cheap.
+fn census_weighs_walks(sources: &[LayerSource]) -> bool {
+    !sources.is_empty() && sources.iter().all(|s| s.points_only)
 }
 
 /// Whether a run over `zooms` and `bbox` renders every zoom and all the area whose tiles the
