@@ -22,6 +22,7 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("render/tileset.rs", "run_statement"),
     ("seed/finalize.rs", "finalize_output"),
     ("seed/outbox.rs", "commit_and_deliver"),
+    ("seed/outbox/early.rs", "purge_as_stored"),
     ("seed/tileset.rs", "seed"),
     ("state/capture/log.rs", "changed_boxes"),
     ("state/capture/triggers/update.rs", "update_body"),
@@ -153,6 +154,11 @@ fn function_started(line: &str) -> Option<String> {
         if !qualifier {
             break;
         }
+        // `pub(in crate::seed)` spans words: skip to the one that closes it.
+        if word.starts_with("pub(") && !word.contains(')') {
+            while words.next().is_some_and(|w| !w.contains(')')) {}
+            continue;
+        }
         words.next();
     }
     if words.next() != Some("fn") || line.trim_end().ends_with(';') {
@@ -249,6 +255,10 @@ fn the_length_check_sees_a_function_and_its_end() {
         [("long".to_string(), 8), ("next".to_string(), 1)]
     );
     assert_eq!(function_started("fn declared(&self);"), None);
+    assert_eq!(
+        function_started("    pub(in crate::seed) async fn scoped("),
+        Some("scoped".to_string())
+    );
     let spanning =
         "fn sql() -> String {\n    format!(\"{{\\\"a\\\": 1}}\n     }} }}\n\")\n}\nfn after() {}\n";
     assert_eq!(
