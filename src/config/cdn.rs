@@ -291,6 +291,11 @@ pub(super) const KINDS: &[&CdnKind] = &[
     &fastly::KIND,
 ];
 
+/// The CDN kinds a `[[tileset.cdn]]` table may name, as `kind = "…"` writes them.
+pub fn kind_names() -> Vec<&'static str> {
+    KINDS.iter().map(|kind| kind.name).collect()
+}
+
 impl CdnTarget {
     /// Its `kind = "…"`, under which the edge registers what sends its purges.
     pub fn kind(&self) -> &'static str {
