@@ -5,6 +5,13 @@
 //! Everything a purge could only find out by failing after the tiles rendered is checked here
 //! when the text alone can tell: header names, the shape of distribution, zone and service ids,
 //! and an API that would carry a bearer token in clear text.
+//!
+//! Each kind's own keys are read in a file of its own (`cdn/http.rs`, `cdn/cloudfront.rs`,
+//! `cdn/cloudflare.rs`, `cdn/fastly.rs`), registered in [`KINDS`]; this file reads the keys every
+//! kind shares and dispatches to the kind. The kinds' purges are sent by `edge::cdn`, whose files
+//! mirror these: `config` sits below `edge`, and a config is refused at the line at fault when it
+//! is read, before any stage that could call the edge, so a kind's parse cannot live beside its
+//! requests. [`CdnTarget::kind`] is the name the edge finds a target's kind by.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
