@@ -343,7 +343,7 @@ fn resolve_cdn(mut raw: RawCdn) -> Result<CdnConfig, Fault> {
         ));
     }
     let Some(kind) = kind else {
-        let names: Vec<&str> = KINDS.iter().map(|kind| kind.name).collect();
+        let names = kind_names();
         let (last, rest) = names.split_last().unwrap_or((&"", &[]));
         return Err((
             None,

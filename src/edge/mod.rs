@@ -10,7 +10,12 @@
 //! A CDN is not trusted: each request has a timeout and each target's purge a budget
 //! (`request_timeout`, `purge_timeout`), at most [`client::ANSWER_CAP`] of an answer is read, and
 //! no message a target produces holds a secret it sends (an error page may echo the request's
-//! headers): answers appear only as a short [`excerpt`], and every message is redacted.
+//! headers): answers appear only as a short excerpt (`secrets::excerpt`), and every message is
+//! redacted.
+//!
+//! What differs between kinds of CDN is behind one trait, `cdn::Cdn`, one file per kind in
+//! `cdn/` registered in `cdn::KINDS`; a [`PurgeTarget`] holds one and adds what every kind
+//! shares: planning against prices, budgets and pace, the purge's timeout, and redaction.
 
 pub mod budget;
 mod calls;
