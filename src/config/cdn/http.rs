@@ -56,12 +56,13 @@ fn target(raw: &mut RawCdn) -> Result<CdnTarget, Fault> {
     if concurrency == 0 {
         return Err(plain("concurrency must be at least 1".into()));
     }
+    let headers = headers(raw)?;
     Ok(CdnTarget::Http {
         url,
         method,
         concurrency,
         rate_per_connection: rate_per_connection(raw)?,
-        headers: headers(raw)?,
+        headers,
     })
 }
 
