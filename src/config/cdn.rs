@@ -5,6 +5,13 @@
 //! Everything a purge could only find out by failing after the tiles rendered is checked here
 //! when the text alone can tell: header names, the shape of distribution, zone and service ids,
 //! and an API that would carry a bearer token in clear text.
+//!
+//! Each kind's own keys are read in a file of its own (`cdn/http.rs`, `cdn/cloudfront.rs`,
+//! `cdn/cloudflare.rs`, `cdn/fastly.rs`), registered in [`KINDS`]; this file reads the keys every
+//! kind shares and dispatches to the kind. The kinds' purges are sent by `edge::cdn`, whose files
+//! mirror these: `config` sits below `edge`, and a config is refused at the line at fault when it
+//! is read, before any stage that could call the edge, so a kind's parse cannot live beside its
+//! requests. [`CdnTarget::kind`] is the name the edge finds a target's kind by.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -15,11 +22,18 @@ use toml::Spanned;
 use crate::error::Error;
 
 mod api;
+mod cloudflare;
+mod cloudfront;
+mod fastly;
+mod http;
 mod raw;
 mod url;
 pub use api::{ApiQuota, DEFAULT_API_SHARE};
+pub use cloudflare::CloudflarePlan;
+pub use cloudfront::CLOUDFRONT_PRICE_PER_PATH;
+pub use http::PurgeMethod;
 pub(super) use raw::RawCdn;
-use url::{api_url, http_url};
+use url::http_url;
 
 /// How long one purge request may go unanswered by default: an API answers in well under a
 /// second, so this only bounds a CDN that took the connection and went silent.
@@ -67,19 +81,6 @@ pub struct CdnSpend {
     pub budget_per_run: Option<f64>,
 }
 
-/// Cloudflare's plans, whose purge rate limits differ (per account, token buckets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloudflarePlan {
-    /// 800 URLs a second; 5 other purge requests a minute, 25 at once.
-    Free,
-    /// 1,500 URLs a second; 5 other purge requests a second, 25 at once.
-    Pro,
-    /// 1,500 URLs a second; 10 other purge requests a second, 50 at once.
-    Business,
-    /// 3,000 URLs a second, 500 per call; 50 other purge requests a second, 500 at once.
-    Enterprise,
-}
-
 /// One purge target of a tileset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CdnConfig {
@@ -105,25 +106,6 @@ pub struct CdnConfig {
     pub api: Option<ApiQuota>,
     /// Where the table is written, for errors found when its secrets are read.
     pub defined_at: ConfigLine,
-}
-
-/// How a purge request is sent to an HTTP cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PurgeMethod {
-    /// `PURGE URL`: Varnish's and nginx's cache-purge convention.
-    Purge,
-    /// `BAN URL`: the cache bans what its rules derive from the URL.
-    Ban,
-}
-
-impl PurgeMethod {
-    /// The HTTP method's name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PurgeMethod::Purge => "PURGE",
-            PurgeMethod::Ban => "BAN",
-        }
-    }
 }
 
 /// A purge target by kind.
@@ -288,9 +270,54 @@ pub(super) fn resolve_cdns(
     Ok(targets)
 }
 
-fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
-    let kind = raw.kind.trim().to_ascii_lowercase();
-    let name = raw.name.clone().unwrap_or_else(|| kind.clone());
+/// One kind of CDN as its table is written: its own keys read into its [`CdnTarget`], and what
+/// the keys every kind shares default to for it. Each kind is a file of its own (`cdn/http.rs`,
+/// `cdn/cloudfront.rs`, `cdn/cloudflare.rs`, `cdn/fastly.rs`), registered in [`KINDS`].
+pub(super) struct CdnKind {
+    /// Its `kind = "…"`, lower case.
+    pub name: &'static str,
+    /// Its target from its own keys, which it takes out of the table; a fault does not yet name
+    /// the target.
+    pub target: fn(&mut RawCdn) -> Result<CdnTarget, Fault>,
+    /// Its price per purged path unless `price_per_path` says otherwise.
+    pub price_per_path: f64,
+    /// Its API's documented limit of calls per user and the window they are counted in, where
+    /// an account-wide limit counts them (`api_limit` and `api_share` apply then only).
+    pub api_limit: Option<(u32, Duration)>,
+    /// The keys only some kinds take that it takes, of `rate_per_connection`, `soft_purge`,
+    /// `only_this_output` and `plan`: the others refuse them.
+    pub takes: &'static [&'static str],
+}
+
+/// The CDN kinds a `[[tileset.cdn]]` table may name, in the order messages list them. The edge
+/// registers the same kinds (`edge::cdn::KINDS`); a test holds both to the schema's `kind` enum.
+pub(super) const KINDS: &[&CdnKind] = &[
+    &http::KIND,
+    &cloudfront::KIND,
+    &cloudflare::KIND,
+    &fastly::KIND,
+];
+
+/// The CDN kinds a `[[tileset.cdn]]` table may name, as `kind = "…"` writes them.
+pub fn kind_names() -> Vec<&'static str> {
+    KINDS.iter().map(|kind| kind.name).collect()
+}
+
+impl CdnTarget {
+    /// Its `kind = "…"`, under which the edge registers what sends its purges.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CdnTarget::Http { .. } => http::KIND.name,
+            CdnTarget::CloudFront { .. } => cloudfront::KIND.name,
+            CdnTarget::Cloudflare { .. } => cloudflare::KIND.name,
+            CdnTarget::Fastly { .. } => fastly::KIND.name,
+        }
+    }
+}
+
+fn resolve_cdn(mut raw: RawCdn) -> Result<CdnConfig, Fault> {
+    let kind_name = raw.kind.trim().to_ascii_lowercase();
+    let name = raw.name.clone().unwrap_or_else(|| kind_name.clone());
     if name.is_empty()
         || !name
             .chars()
@@ -303,216 +330,34 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
     }
     let context = |(span, message): Fault| (span, format!("cdn `{name}`: {message}"));
     let plain = |message: String| context((None, message));
-    let required = |value: Option<String>, key: &str| {
-        value
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| plain(format!("`{key}` is required for kind = \"{kind}\"")))
-    };
     let public_url = raw
         .public_url
         .as_deref()
         .map(|url| http_url("public_url", url).map_err(|e| plain(e.to_string())))
         .transpose()?;
-    let token_env = |default: &str| {
-        let name = raw.token_env.clone().unwrap_or_else(|| default.to_string());
-        if !is_variable_name(&name) {
-            return Err(plain(format!(
-                "token_env `{name}` is not an environment variable name"
-            )));
-        }
-        Ok(name)
-    };
-    let request_timeout = timeout(
-        raw.request_timeout,
-        "request_timeout",
-        DEFAULT_REQUEST_TIMEOUT,
-    )
-    .map_err(context)?;
-    let purge_timeout =
-        timeout(raw.purge_timeout, "purge_timeout", DEFAULT_PURGE_TIMEOUT).map_err(context)?;
-    if purge_timeout < request_timeout {
-        return Err(plain(format!(
-            "purge_timeout {} is shorter than request_timeout {}: not one request could finish",
-            humantime::format_duration(purge_timeout),
-            humantime::format_duration(request_timeout)
-        )));
-    }
-    if raw.rate_per_connection.is_some() && kind != "http" {
+    let (request_timeout, purge_timeout) = timeouts(&mut raw).map_err(context)?;
+    let kind = KINDS.iter().find(|kind| kind.name == kind_name);
+    if raw.rate_per_connection.is_some() && !kind.is_some_and(|k| k.takes("rate_per_connection")) {
         return Err(plain(
             "rate_per_connection is an HTTP cache's: only kind = \"http\" takes it".into(),
         ));
     }
-    let target = match kind.as_str() {
-        "http" => {
-            let url = http_url("url", &required(raw.url.clone(), "url")?)
-                .map_err(|e| plain(e.to_string()))?;
-            if !url.contains("{path}") {
-                return Err(plain(format!(
-                    "url `{url}` has no {{path}}, which stands for each changed tile or document"
-                )));
-            }
-            let method = match raw
-                .method
-                .as_deref()
-                .map(str::to_ascii_uppercase)
-                .as_deref()
-            {
-                None | Some("PURGE") => PurgeMethod::Purge,
-                Some("BAN") => PurgeMethod::Ban,
-                Some(other) => return Err(plain(format!("method `{other}` is not PURGE or BAN"))),
-            };
-            let concurrency = raw.concurrency.unwrap_or(8);
-            if concurrency == 0 {
-                return Err(plain("concurrency must be at least 1".into()));
-            }
-            let headers = match raw.headers {
-                Some(spanned) => {
-                    let span = spanned.span();
-                    let headers = spanned.into_inner();
-                    for (header, variable) in &headers {
-                        if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                            return Err(context((
-                                Some(span),
-                                format!(
-                                    "`{header}` is not an HTTP header name (letters, digits and \
-                                     !#$%&'*+-.^_`|~, no spaces)"
-                                ),
-                            )));
-                        }
-                        if !is_variable_name(variable) {
-                            return Err(context((
-                                Some(span),
-                                format!(
-                                    "header `{header}`: `{variable}` is not an environment \
-                                     variable name (its value is read from that variable)"
-                                ),
-                            )));
-                        }
-                    }
-                    headers.into_iter().collect()
-                }
-                None => Vec::new(),
-            };
-            let rate_per_connection = match raw.rate_per_connection {
-                Some(spanned) if !(spanned.get_ref().is_finite() && *spanned.get_ref() > 0.0) => {
-                    return Err(context((
-                        Some(spanned.span()),
-                        format!(
-                            "rate_per_connection `{}` is not a number of requests a second above 0",
-                            spanned.get_ref()
-                        ),
-                    )))
-                }
-                Some(spanned) => spanned.into_inner(),
-                None => DEFAULT_RATE_PER_CONNECTION,
-            };
-            CdnTarget::Http {
-                url,
-                method,
-                concurrency,
-                rate_per_connection,
-                headers,
-            }
-        }
-        "cloudfront" => {
-            let prefix = raw.path_prefix.clone().unwrap_or_default();
-            let prefix = prefix.trim().trim_matches('/');
-            CdnTarget::CloudFront {
-                distribution_id: id(
-                    raw.distribution_id,
-                    "distribution_id",
-                    "CloudFront",
-                    "8 to 32 capital letters and digits, such as E2QWRUHAPOMQZL",
-                    |id| {
-                        (8..=32).contains(&id.len())
-                            && id
-                                .chars()
-                                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-                    },
-                )
-                .map_err(context)?,
-                path_prefix: if prefix.is_empty() {
-                    String::new()
-                } else {
-                    format!("/{prefix}")
-                },
-            }
-        }
-        "cloudflare" => CdnTarget::Cloudflare {
-            zone_id: id(
-                raw.zone_id,
-                "zone_id",
-                "Cloudflare",
-                "32 hexadecimal digits, as the zone's overview page shows it",
-                |id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()),
-            )
-            .map_err(context)?,
-            token_env: token_env("CLOUDFLARE_API_TOKEN")?,
-            api_url: api_url(
-                "Cloudflare",
-                raw.api_url,
-                "https://api.cloudflare.com/client/v4",
-            )
-            .map_err(context)?,
-            // Every plan takes prefix purges (Cloudflare's purge documentation, 2025 on).
-            prefixes: raw.prefixes.unwrap_or(true),
-            plan: cloudflare_plan(raw.plan.clone()).map_err(context)?,
-        },
-        "fastly" => CdnTarget::Fastly {
-            service_id: id(
-                raw.service_id,
-                "service_id",
-                "Fastly",
-                "8 to 64 letters and digits, such as SU1Z0isxPaozGVKXdv0eY",
-                |id| (8..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric()),
-            )
-            .map_err(context)?,
-            token_env: token_env("FASTLY_API_TOKEN")?,
-            api_url: api_url("Fastly", raw.api_url, "https://api.fastly.com").map_err(context)?,
-            surrogate_keys: raw.surrogate_keys,
-            soft_purge: raw.soft_purge,
-        },
-        other => {
-            return Err((
-                None,
-                format!("cdn kind `{other}` is not http, cloudfront, cloudflare or fastly"),
-            ))
-        }
-    };
-    if raw.soft_purge && kind != "fastly" {
-        return Err(plain(
-            "soft_purge is Fastly's: only kind = \"fastly\" takes it".into(),
+    let Some(kind) = kind else {
+        let names = kind_names();
+        let (last, rest) = names.split_last().unwrap_or((&"", &[]));
+        return Err((
+            None,
+            format!(
+                "cdn kind `{kind_name}` is not {} or {last}",
+                rest.join(", ")
+            ),
         ));
-    }
-    if raw.only_this_output && kind != "cloudflare" && kind != "fastly" {
-        return Err(plain(
-            "only_this_output is Cloudflare's and Fastly's (a zone or service purged whole): \
-             only kind = \"cloudflare\" or \"fastly\" takes it"
-                .into(),
-        ));
-    }
-    if raw.plan.is_some() && kind != "cloudflare" {
-        return Err(plain(
-            "plan is Cloudflare's: only kind = \"cloudflare\" takes it".into(),
-        ));
-    }
-    let default_price = if kind == "cloudfront" {
-        CLOUDFRONT_PRICE_PER_PATH
-    } else {
-        0.0
     };
-    let api = api::api_quota(&kind, raw.api_limit, raw.api_share).map_err(context)?;
-    let spend = CdnSpend {
-        price_per_path: dollars(raw.price_per_path, "price_per_path")
-            .map_err(context)?
-            .unwrap_or(default_price),
-        refetch_price: dollars(raw.refetch_price, "refetch_price")
-            .map_err(context)?
-            .unwrap_or(DEFAULT_REFETCH_PRICE),
-        budget_per_day: dollars(raw.budget_per_day, "budget_per_day").map_err(context)?,
-        budget_per_run: dollars(raw.budget_per_run, "budget_per_run").map_err(context)?,
-    };
+    let target = (kind.target)(&mut raw).map_err(context)?;
+    refuse_others_keys(&raw, kind).map_err(plain)?;
+    let api = api::api_quota(kind.api_limit, raw.api_limit.take(), raw.api_share.take())
+        .map_err(context)?;
+    let spend = spend(&mut raw, kind.price_per_path).map_err(context)?;
     Ok(CdnConfig {
         name,
         target,
@@ -526,8 +371,87 @@ fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
     })
 }
 
-/// CloudFront's price per invalidation path past the free 1,000 a month (a wildcard is one path).
-pub const CLOUDFRONT_PRICE_PER_PATH: f64 = 0.005;
+impl CdnKind {
+    fn takes(&self, key: &str) -> bool {
+        self.takes.contains(&key)
+    }
+}
+
+/// `request_timeout` and `purge_timeout`, a purge long enough for one request at least.
+fn timeouts(raw: &mut RawCdn) -> Result<(Duration, Duration), Fault> {
+    let request_timeout = timeout(
+        raw.request_timeout.take(),
+        "request_timeout",
+        DEFAULT_REQUEST_TIMEOUT,
+    )?;
+    let purge_timeout = timeout(
+        raw.purge_timeout.take(),
+        "purge_timeout",
+        DEFAULT_PURGE_TIMEOUT,
+    )?;
+    if purge_timeout < request_timeout {
+        return Err((
+            None,
+            format!(
+                "purge_timeout {} is shorter than request_timeout {}: not one request could finish",
+                humantime::format_duration(purge_timeout),
+                humantime::format_duration(request_timeout)
+            ),
+        ));
+    }
+    Ok((request_timeout, purge_timeout))
+}
+
+/// Refuses the keys of other kinds that `kind` does not take, which a reader would otherwise
+/// believe acted.
+fn refuse_others_keys(raw: &RawCdn, kind: &CdnKind) -> Result<(), String> {
+    if raw.soft_purge && !kind.takes("soft_purge") {
+        return Err("soft_purge is Fastly's: only kind = \"fastly\" takes it".into());
+    }
+    if raw.only_this_output && !kind.takes("only_this_output") {
+        return Err(
+            "only_this_output is Cloudflare's and Fastly's (a zone or service purged whole): \
+             only kind = \"cloudflare\" or \"fastly\" takes it"
+                .into(),
+        );
+    }
+    if raw.plan.is_some() && !kind.takes("plan") {
+        return Err("plan is Cloudflare's: only kind = \"cloudflare\" takes it".into());
+    }
+    Ok(())
+}
+
+/// What the target's purges cost and may spend, `price_per_path` defaulting to the kind's.
+fn spend(raw: &mut RawCdn, default_price: f64) -> Result<CdnSpend, Fault> {
+    Ok(CdnSpend {
+        price_per_path: dollars(raw.price_per_path.take(), "price_per_path")?
+            .unwrap_or(default_price),
+        refetch_price: dollars(raw.refetch_price.take(), "refetch_price")?
+            .unwrap_or(DEFAULT_REFETCH_PRICE),
+        budget_per_day: dollars(raw.budget_per_day.take(), "budget_per_day")?,
+        budget_per_run: dollars(raw.budget_per_run.take(), "budget_per_run")?,
+    })
+}
+
+/// A key required of a kind, trimmed and not empty.
+fn required(value: Option<String>, key: &str, kind: &str) -> Result<String, Fault> {
+    value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| (None, format!("`{key}` is required for kind = \"{kind}\"")))
+}
+
+/// `token_env`: the variable holding an API's token, `default` unless the table names one.
+fn token_env(raw: &RawCdn, default: &str) -> Result<String, Fault> {
+    let name = raw.token_env.clone().unwrap_or_else(|| default.to_string());
+    if !is_variable_name(&name) {
+        return Err((
+            None,
+            format!("token_env `{name}` is not an environment variable name"),
+        ));
+    }
+    Ok(name)
+}
 
 /// The default price of refetching one evicted tile from the origin: about two S3 GETs plus a
 /// tile's transfer. At CloudFront's $0.005 a path, one path is worth 5,000 refetches.
@@ -548,23 +472,7 @@ fn dollars(raw: Option<Spanned<f64>>, key: &str) -> Result<Option<f64>, Fault> {
     Ok(Some(value))
 }
 
-fn cloudflare_plan(raw: Option<Spanned<String>>) -> Result<CloudflarePlan, Fault> {
-    let Some(spanned) = raw else {
-        return Ok(CloudflarePlan::Free);
-    };
-    match spanned.get_ref().trim().to_ascii_lowercase().as_str() {
-        "free" => Ok(CloudflarePlan::Free),
-        "pro" => Ok(CloudflarePlan::Pro),
-        "business" => Ok(CloudflarePlan::Business),
-        "enterprise" => Ok(CloudflarePlan::Enterprise),
-        other => Err((
-            Some(spanned.span()),
-            format!("plan `{other}` is not free, pro, business or enterprise"),
-        )),
-    }
-}
-
-fn is_variable_name(name: &str) -> bool {
+pub(super) fn is_variable_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::{PurgeTarget, Target};
+use super::PurgeTarget;
 use crate::config::CdnConfig;
 
 /// The calls of the user holding `token` on `kind`'s API, as `config`'s share of its limit;
@@ -44,10 +44,7 @@ impl PurgeTarget {
     /// (Cloudflare): a reseed's chunks are then gathered into calls that full before they are
     /// sent, rather than a call per chunk. `None` where calls are not what is scarce.
     pub fn gathers(&self) -> Option<usize> {
-        match &self.target {
-            Target::Cloudflare(api) if api.api.is_some() => Some(api.urls_per_call()),
-            _ => None,
-        }
+        self.cdn.gathers()
     }
 }
 

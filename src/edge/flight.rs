@@ -15,7 +15,7 @@
 //! as one purge, and their completion ends it.
 //!
 //! How many paths are in flight is not taken from this record but from CloudFront
-//! ([`super::cloudfront::CloudFront::survey`]), which also counts invalidations other tools made.
+//! ([`super::cdn::cloudfront::CloudFront::survey`]), which also counts invalidations other tools made.
 //!
 //! Coalescing: the outbox's pending paths are deduplicated before each purge, so a path changed
 //! many times while it waits is sent once. A path already in an invalidation in flight is sent
@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::cloudfront::Survey;
+use super::cdn::cloudfront::Survey;
 use super::PurgeTarget;
 use crate::coordination::outbox::Outbox;
 use crate::error::Result;

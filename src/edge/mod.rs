@@ -10,19 +10,22 @@
 //! A CDN is not trusted: each request has a timeout and each target's purge a budget
 //! (`request_timeout`, `purge_timeout`), at most [`client::ANSWER_CAP`] of an answer is read, and
 //! no message a target produces holds a secret it sends (an error page may echo the request's
-//! headers): answers appear only as a short [`excerpt`], and every message is redacted.
+//! headers): answers appear only as a short excerpt (`secrets::excerpt`), and every message is
+//! redacted.
+//!
+//! What differs between kinds of CDN is behind one trait, `cdn::Cdn`, one file per kind in
+//! `cdn/` registered in `cdn::KINDS`; a [`PurgeTarget`] holds one and adds what every kind
+//! shares: planning against prices, budgets and pace, the purge's timeout, and redaction.
 
-mod apis;
 pub mod budget;
 mod calls;
+mod cdn;
 pub mod check;
 mod client;
-mod cloudfront;
 mod error;
 pub mod flight;
 pub mod fold;
 mod hold;
-mod http;
 pub mod pace;
 pub mod price;
 mod secrets;
@@ -31,20 +34,21 @@ mod send;
 use std::time::Duration;
 
 use crate::config::cdn::CdnSpend;
-use crate::config::{CdnConfig, CdnTarget};
+use crate::config::CdnConfig;
 use crate::error::{Error, Result};
 use crate::tile::BBox;
 use flight::Flights;
 use fold::{as_paths, Purge};
 use price::{Forms, Priced, Pricing, StoredTiles};
 
+use cdn::cloudfront;
+use cdn::Cdn;
 pub use client::Client;
 pub use error::PurgeError;
 pub use hold::Holds;
 pub use pace::Progress;
 pub use secrets::check;
-use secrets::{excerpt, header_values, secret, Secrets};
-use send::{send_with_retries, Request};
+use secrets::Secrets;
 
 /// The folder a path stands for as a whole: `""` for `*` (everything: a killed full seed),
 /// `VALUE/` for a partition's `VALUE/*` (a killed run of that partition); `None` for one path.
@@ -64,23 +68,15 @@ pub use crate::config::cdn::CLOUDFRONT_PRICE_PER_PATH;
 /// One configured purge target, ready to send.
 pub struct PurgeTarget {
     name: String,
-    target: Target,
+    /// What sends its purges: its kind's.
+    cdn: Box<dyn Cdn>,
     public_url: Option<String>,
     purge_timeout: Duration,
     secrets: Secrets,
     spend: CdnSpend,
     bbox: BBox,
-    /// Wildcards one purge may hold (CloudFront: 15 in flight).
-    max_wildcards: usize,
     /// The API user's calls, where the API limits them per user (Cloudflare, Fastly).
     api: Option<calls::ApiCalls>,
-}
-
-enum Target {
-    Http(http::HttpCache),
-    CloudFront(cloudfront::CloudFront),
-    Cloudflare(apis::Cloudflare),
-    Fastly(apis::Fastly),
 }
 
 /// What a purge sent.
@@ -137,140 +133,30 @@ impl PurgeTarget {
         client: &Client,
         read_secrets: bool,
     ) -> Result<PurgeTarget> {
-        let name = config.name.clone();
-        let max_wildcards = match &config.target {
-            CdnTarget::CloudFront { .. } => cloudfront::MAX_WILDCARDS,
-            _ => usize::MAX,
-        };
         // Every value read from the environment is a secret, and so is the AWS secret key.
         let mut sent = Vec::new();
-        let (mut target, api) = Self::target(config, bbox, client, read_secrets, &mut sent).await?;
+        let built = cdn::build(cdn::Build {
+            config,
+            bbox,
+            client,
+            read_secrets,
+            sent: &mut sent,
+        })
+        .await?;
         // Known only once every secret was read.
         let secrets = Secrets::new(sent);
-        match &mut target {
-            Target::Http(cache) => cache.secrets = secrets.clone(),
-            Target::Cloudflare(api) => api.secrets = secrets.clone(),
-            Target::Fastly(api) => api.secrets = secrets.clone(),
-            Target::CloudFront(cloudfront) => cloudfront.secrets = secrets.clone(),
-        }
+        let mut cdn = built.cdn;
+        cdn.set_secrets(secrets.clone());
         Ok(PurgeTarget {
-            name,
-            target,
+            name: config.name.clone(),
+            cdn,
             public_url: config.public_url.clone(),
             purge_timeout: config.purge_timeout,
             secrets,
             spend: config.spend,
             bbox,
-            max_wildcards,
-            api,
+            api: built.api,
         })
-    }
-
-    /// The kind-specific part of a target, with the secrets it read added to `sent`, and the
-    /// API user whose calls it counts (Cloudflare, Fastly).
-    async fn target(
-        config: &CdnConfig,
-        bbox: BBox,
-        client: &Client,
-        read_secrets: bool,
-        sent: &mut Vec<String>,
-    ) -> Result<(Target, Option<calls::ApiCalls>)> {
-        let name = config.name.clone();
-        let at = &config.defined_at;
-        let timeout = config.request_timeout;
-        let token = |variable: &str, sent: &mut Vec<String>| {
-            if !read_secrets {
-                return Ok(String::new());
-            }
-            let token = secret(variable, &name, "its API token", at)?;
-            sent.push(token.clone());
-            Ok::<_, Error>(token)
-        };
-        let public_url = |api: &str| {
-            config.public_url.clone().ok_or_else(|| {
-                at.error(format!(
-                    "cdn `{name}`: {api} purges absolute URLs: set public_url"
-                ))
-            })
-        };
-        let mut api = None;
-        let target = match &config.target {
-            CdnTarget::Http {
-                url,
-                method,
-                concurrency,
-                rate_per_connection,
-                headers,
-            } => Target::Http(http::HttpCache {
-                url: url.clone(),
-                method: *method,
-                concurrency: *concurrency,
-                rate_per_connection: *rate_per_connection,
-                headers: header_values(config, headers, read_secrets, sent)?,
-                client: client.clone(),
-                timeout,
-                secrets: Secrets::default(),
-            }),
-            CdnTarget::CloudFront {
-                distribution_id,
-                path_prefix,
-            } => {
-                for variable in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
-                    sent.extend(std::env::var(variable).ok());
-                }
-                Target::CloudFront(
-                    cloudfront::CloudFront::connect(distribution_id, path_prefix, timeout).await,
-                )
-            }
-            CdnTarget::Cloudflare {
-                zone_id,
-                token_env,
-                api_url,
-                prefixes,
-                plan,
-            } => Target::Cloudflare(apis::Cloudflare {
-                plan: *plan,
-                zone_id: zone_id.clone(),
-                token: {
-                    let token = token(token_env, sent)?;
-                    api = calls::of(config, "cloudflare", &token);
-                    token
-                },
-                api: api.clone(),
-                api_url: api_url.clone(),
-                public_url: public_url("Cloudflare")?,
-                prefixes: *prefixes,
-                only_this_output: config.only_this_output,
-                bbox,
-                client: client.clone(),
-                timeout,
-                secrets: Secrets::default(),
-            }),
-            CdnTarget::Fastly {
-                service_id,
-                token_env,
-                api_url,
-                surrogate_keys,
-                soft_purge,
-            } => Target::Fastly(apis::Fastly {
-                soft_purge: *soft_purge,
-                service_id: service_id.clone(),
-                token: {
-                    let token = token(token_env, sent)?;
-                    api = calls::of(config, "fastly", &token);
-                    token
-                },
-                api: api.clone(),
-                api_url: api_url.clone(),
-                public_url: public_url("Fastly")?,
-                surrogate_keys: *surrogate_keys,
-                only_this_output: config.only_this_output,
-                client: client.clone(),
-                timeout,
-                secrets: Secrets::default(),
-            }),
-        };
-        Ok((target, api))
     }
 
     /// What its purges cost and may spend.
@@ -292,19 +178,14 @@ impl PurgeTarget {
 
     /// The folders it can purge whole.
     fn forms(&self) -> Forms {
-        match &self.target {
-            Target::Http(cache) => cache.forms(),
-            Target::CloudFront(_) => Forms::ALL,
-            Target::Cloudflare(api) => api.forms(),
-            Target::Fastly(api) => api.forms(),
-        }
+        self.cdn.forms()
     }
 
     fn pricing(&self, stored: Option<&StoredTiles>) -> Pricing {
         Pricing {
             path_usd: self.spend.price_per_path,
             refetch_usd: self.spend.refetch_price,
-            max_wildcards: self.max_wildcards,
+            max_wildcards: self.cdn.max_wildcards(),
             bbox: self.bbox,
             stored: stored.cloned(),
             forms: self.forms(),
@@ -315,13 +196,7 @@ impl PurgeTarget {
     /// invalidations are paced by their quotas in flight instead).
     fn in_time(&self, priced: &Priced) -> bool {
         let paths = as_paths(&priced.purges);
-        let seconds = match &self.target {
-            Target::Http(cache) => cache.seconds(&paths),
-            Target::CloudFront(_) => 0.0,
-            Target::Cloudflare(api) => api.seconds(&paths),
-            Target::Fastly(api) => api.seconds(&paths),
-        };
-        seconds <= self.purge_timeout.as_secs_f64()
+        self.cdn.seconds(&paths) <= self.purge_timeout.as_secs_f64()
     }
 
     /// Whether its exact `paths` go out within its `purge_timeout` at its pace, or it has no
@@ -373,14 +248,14 @@ impl PurgeTarget {
     /// Whether its purges are invalidations that complete later (CloudFront), which
     /// [`Flights`] follows.
     pub fn tracks_invalidations(&self) -> bool {
-        matches!(self.target, Target::CloudFront(_))
+        self.cdn.invalidations().is_some()
     }
 
     /// Asks CloudFront what is in flight on the distribution, so `flights` sees which of its
     /// invalidations completed and the purge that follows knows the room left; nothing for
     /// other targets.
     pub async fn survey(&self, flights: &mut Flights<'_>) -> Result<()> {
-        let Target::CloudFront(cloudfront) = &self.target else {
+        let Some(cloudfront) = self.cdn.invalidations() else {
             return Ok(());
         };
         let surveyed =
@@ -488,12 +363,7 @@ impl PurgeTarget {
             return PurgePlan::default();
         };
         let paths = as_paths(&priced.purges);
-        let mut plan = match &self.target {
-            Target::Http(cache) => cache.plan(&paths),
-            Target::CloudFront(cloudfront) => cloudfront.plan(&paths),
-            Target::Cloudflare(api) => api.plan(&paths),
-            Target::Fastly(api) => api.plan(&paths),
-        };
+        let mut plan = self.cdn.plan(&paths);
         plan.price_usd = self.price(plan.paths.len() as u64);
         plan.evicted = priced.evicted;
         plan
@@ -531,7 +401,7 @@ impl PurgeTarget {
         if paths.is_empty() {
             return Ok(PurgeReport::default());
         }
-        if let Target::CloudFront(cloudfront) = &self.target {
+        if let Some(cloudfront) = self.cdn.invalidations() {
             let sent = self.invalidate(cloudfront, paths, stored, allowance, flights);
             let mut report = self
                 .within_timeout("invalidated", paths.len(), sent)
@@ -547,15 +417,7 @@ impl PurgeTarget {
         };
         let evicted = priced.evicted;
         let paths = &as_paths(&priced.purges)[..];
-        let sent = async {
-            match &self.target {
-                Target::Http(cache) => cache.purge(paths, progress).await,
-                // Sent above, tracked as invalidations.
-                Target::CloudFront(_) => Ok(PurgeReport::default()),
-                Target::Cloudflare(api) => api.purge(paths, progress).await,
-                Target::Fastly(api) => api.purge(paths, progress).await,
-            }
-        };
+        let sent = self.cdn.purge(paths, progress);
         let stalled = || PurgeError::Stalled {
             left: paths.len() - progress.accepted_count().min(paths.len()),
             within: self.purge_timeout,

@@ -68,16 +68,13 @@ pub(super) fn header_value(
 pub async fn check(config: &CdnConfig) -> Result<()> {
     let client = super::Client::new()?;
     let target = super::PurgeTarget::build(config, crate::tile::BBox::WORLD, &client).await?;
-    if let super::Target::CloudFront(cloudfront) = &target.target {
-        cloudfront.check_credentials().await.map_err(|err| {
-            config.defined_at.error(format!(
-                "cdn `{}`: {}",
-                config.name,
-                target.secrets.redact(&err.to_string())
-            ))
-        })?;
-    }
-    Ok(())
+    target.cdn.check().await.map_err(|err| {
+        config.defined_at.error(format!(
+            "cdn `{}`: {}",
+            config.name,
+            target.secrets.redact(&err.to_string())
+        ))
+    })
 }
 
 /// The values of an `http` target's headers, read from their variables (none in a dry run).

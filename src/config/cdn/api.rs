@@ -30,31 +30,24 @@ impl ApiQuota {
     }
 }
 
-/// The quota of a `kind`'s API from `api_limit` (`CALLS/DURATION`, the vendor's documented limit
-/// by default) and `api_share`; `None` for a kind whose calls no account-wide limit counts.
+/// The quota of a kind's API from `api_limit` (`CALLS/DURATION`, the vendor's documented limit,
+/// `default`, unless given) and `api_share`; `None` for a kind whose calls no account-wide limit
+/// counts (no `default`), which refuses both keys.
 pub(super) fn api_quota(
-    kind: &str,
+    default: Option<(u32, Duration)>,
     limit: Option<Spanned<String>>,
     share: Option<Spanned<f64>>,
 ) -> Result<Option<ApiQuota>, Fault> {
-    let default = match kind {
-        // developers.cloudflare.com/fundamentals/api/reference/limits: 1,200 calls per five
-        // minutes per user, all tools together; past it every call is refused for 5 minutes.
-        "cloudflare" => (1_200, Duration::from_secs(300)),
-        // docs.fastly.com/api: 1,000 non-read requests an hour per user; URL and surrogate-key
-        // purges are not counted, `purge_all` is.
-        "fastly" => (1_000, Duration::from_secs(3_600)),
-        _ => {
-            if let Some(span) = limit.map(|l| l.span()).or(share.map(|s| s.span())) {
-                return Err((
-                    Some(span),
-                    "api_limit and api_share are Cloudflare's and Fastly's (an account's API \
-                     calls): only kind = \"cloudflare\" or \"fastly\" takes them"
-                        .into(),
-                ));
-            }
-            return Ok(None);
+    let Some(default) = default else {
+        if let Some(span) = limit.map(|l| l.span()).or(share.map(|s| s.span())) {
+            return Err((
+                Some(span),
+                "api_limit and api_share are Cloudflare's and Fastly's (an account's API \
+                 calls): only kind = \"cloudflare\" or \"fastly\" takes them"
+                    .into(),
+            ));
         }
+        return Ok(None);
     };
     let (calls, per) = match limit {
         None => default,

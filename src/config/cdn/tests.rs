@@ -128,3 +128,23 @@ fn api_limits_default_to_the_vendors_and_a_third_of_them() {
         .contains("only kind"));
     assert_eq!(parse(http).unwrap().api, None);
 }
+
+#[test]
+fn each_kind_resolves_to_a_target_of_its_own_name() {
+    for (kind, keys) in [
+        ("http", "url = \"http://cache/t/{path}\""),
+        ("cloudfront", "distribution_id = \"E2QWRUHAPOMQZL\""),
+        (
+            "cloudflare",
+            "zone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"",
+        ),
+        ("fastly", "service_id = \"SU1Z0isxPaozGVKXdv0eY\""),
+    ] {
+        let parsed = parse(&format!("kind = \"{kind}\"\n{keys}")).unwrap();
+        assert_eq!(parsed.target.kind(), kind);
+    }
+    assert_eq!(
+        parse("kind = \"akamai\"").unwrap_err(),
+        "cdn kind `akamai` is not http, cloudfront, cloudflare or fastly"
+    );
+}

@@ -8,7 +8,7 @@
 //! and `GetInvalidation` for invalidations it did not make), sends only a plan that fits the room
 //! left, and when none fits, or CloudFront answers `TooManyInvalidationsInProgress`, reports
 //! [`Sent::NoRoom`]: the paths stay in the outbox for a later run. Nor does it wait for an
-//! invalidation to complete: the next runs see it completed (`super::flight`).
+//! invalidation to complete: the next runs see it completed (`crate::edge::flight`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,14 +16,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_sdk_cloudfront::Client;
 
-use super::error::PurgeError;
-use super::fold::Purge;
-use super::{PurgePlan, Secrets};
+use futures::future::BoxFuture;
+
+use super::{Build, Built, Cdn, CdnKind};
+use crate::config::CdnTarget;
+use crate::edge::fold::Purge;
+use crate::edge::pace::Progress;
+use crate::edge::price::Forms;
+use crate::edge::{
+    everything_under, PurgeError, PurgePlan, PurgeReport, Secrets, CLOUDFRONT_PRICE_PER_PATH,
+};
+use crate::error::Result as RunResult;
 
 /// File paths (not wildcards) in progress per distribution, and paths per invalidation.
-pub(super) const MAX_FILES: usize = 3_000;
+const MAX_FILES: usize = 3_000;
 /// Wildcard paths in progress per distribution, counted apart from file paths.
-pub(super) const MAX_WILDCARDS: usize = 15;
+const MAX_WILDCARDS: usize = 15;
 /// Pages of `ListInvalidations` read per survey (100 invalidations each, newest first on AWS):
 /// invalidations in progress are among the newest.
 const MAX_PAGES: usize = 20;
@@ -58,7 +66,7 @@ impl Survey {
 }
 
 /// What sending a purge came to.
-pub(super) enum Sent {
+pub(in crate::edge) enum Sent {
     /// CloudFront accepted the invalidations (their ids).
     Accepted(Vec<String>),
     /// CloudFront answered `TooManyInvalidationsInProgress` to the first: nothing was sent.
@@ -66,13 +74,92 @@ pub(super) enum Sent {
 }
 
 /// File paths and wildcards among `paths` as sent (wildcards end in `*`).
-pub(super) fn counts(paths: &[String]) -> (usize, usize) {
+pub(in crate::edge) fn counts(paths: &[String]) -> (usize, usize) {
     let wildcards = paths.iter().filter(|p| p.ends_with('*')).count();
     (paths.len() - wildcards, wildcards)
 }
 
+/// `kind = "cloudfront"`.
+pub(super) const KIND: CdnKind = CdnKind {
+    name: "cloudfront",
+    build,
+};
+
+fn build(build: Build<'_>) -> BoxFuture<'_, RunResult<Built>> {
+    Box::pin(async move {
+        let config = build.config;
+        let CdnTarget::CloudFront {
+            distribution_id,
+            path_prefix,
+        } = &config.target
+        else {
+            return Err(build.not_of(KIND.name));
+        };
+        // The AWS secret key and session token are sent (as signatures), so kept out of messages.
+        for variable in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+            build.sent.extend(std::env::var(variable).ok());
+        }
+        let cdn = CloudFront::connect(distribution_id, path_prefix, config.request_timeout).await;
+        Ok(Built {
+            cdn: Box::new(cdn),
+            api: None,
+        })
+    })
+}
+
+impl Cdn for CloudFront {
+    /// Any folder, as a wildcard path.
+    fn forms(&self) -> Forms {
+        Forms::ALL
+    }
+
+    /// Its invalidations are paced by their quotas in flight, not by time.
+    fn seconds(&self, _paths: &[String]) -> f64 {
+        0.0
+    }
+
+    fn plan(&self, paths: &[String]) -> PurgePlan {
+        let paths: Vec<String> = self.batches(paths).into_iter().flatten().collect();
+        PurgePlan {
+            requests: paths.len().div_ceil(MAX_FILES) as u64,
+            price_usd: Some(paths.len() as f64 * CLOUDFRONT_PRICE_PER_PATH),
+            paths,
+            evicted: 0,
+        }
+    }
+
+    /// Nothing: its purges are sent as invalidations ([`Cdn::invalidations`]).
+    fn purge<'a>(
+        &'a self,
+        _paths: &'a [String],
+        _progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<PurgeReport, PurgeError>> {
+        Box::pin(async { Ok(PurgeReport::default()) })
+    }
+
+    fn max_wildcards(&self) -> usize {
+        MAX_WILDCARDS
+    }
+
+    fn invalidations(&self) -> Option<&CloudFront> {
+        Some(self)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), PurgeError>> {
+        Box::pin(self.check_credentials())
+    }
+
+    fn gathers(&self) -> Option<usize> {
+        None
+    }
+
+    fn set_secrets(&mut self, secrets: Secrets) {
+        self.secrets = secrets;
+    }
+}
+
 /// One distribution's invalidations.
-pub(super) struct CloudFront {
+pub(in crate::edge) struct CloudFront {
     client: Client,
     /// The credential chain the client signs with, which `check_credentials` asks.
     credentials: Option<aws_sdk_cloudfront::config::SharedCredentialsProvider>,
@@ -132,7 +219,7 @@ impl CloudFront {
         // The paths come planned (`super::price`): folders as `FOLDER*`, nothing to fold again.
         let all: Vec<String> = paths
             .iter()
-            .map(|path| match super::everything_under(path) {
+            .map(|path| match everything_under(path) {
                 Some(folder) => Purge::Folder(folder.to_string()),
                 None => Purge::Path(path.clone()),
             })
@@ -212,16 +299,6 @@ impl CloudFront {
             .map(|p| p.items().to_vec())
             .unwrap_or_default();
         Ok(counts(&items))
-    }
-
-    pub fn plan(&self, paths: &[String]) -> PurgePlan {
-        let paths: Vec<String> = self.batches(paths).into_iter().flatten().collect();
-        PurgePlan {
-            requests: paths.len().div_ceil(MAX_FILES) as u64,
-            price_usd: Some(paths.len() as f64 * super::CLOUDFRONT_PRICE_PER_PATH),
-            paths,
-            evicted: 0,
-        }
     }
 
     /// Creates the invalidations of `paths` (planned to fit the room in flight), without waiting

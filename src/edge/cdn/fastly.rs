@@ -1,0 +1,307 @@
+//! Fastly's purge API for one service: URLs, surrogate keys, or `purge_all`, at Fastly's purge
+//! rate and within the user's share of the API calls it counts. No server of Fastly's runs here:
+//! the tests check the requests against a local server that records them and answers as the API
+//! documents.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+
+use super::api::{plan, send_all, Call, Sender};
+use super::{Build, Built, Cdn, CdnKind};
+use crate::config::CdnTarget;
+use crate::edge::calls::ApiCalls;
+use crate::edge::pace::{Progress, Rate};
+use crate::edge::price::Forms;
+use crate::edge::{everything_under, Client, PurgeError, PurgePlan, PurgeReport, Secrets};
+use crate::error::Result;
+
+/// Fastly takes at most this many surrogate keys per batch purge.
+const FASTLY_KEYS_PER_CALL: usize = 256;
+/// Fastly counts 100,000 URL and surrogate-key purges an hour per customer; they are paced as a
+/// bucket of 1,000 refilled at that rate.
+const FASTLY_RATE: Rate = Rate {
+    per_second: 100_000.0 / 3_600.0,
+    burst: 1_000.0,
+};
+
+/// `kind = "fastly"`.
+pub(super) const KIND: CdnKind = CdnKind {
+    name: "fastly",
+    build,
+};
+
+fn build(mut build: Build<'_>) -> BoxFuture<'_, Result<Built>> {
+    Box::pin(async move {
+        let config = build.config;
+        let CdnTarget::Fastly {
+            service_id,
+            token_env,
+            api_url,
+            surrogate_keys,
+            soft_purge,
+        } = &config.target
+        else {
+            return Err(build.not_of(KIND.name));
+        };
+        let token = build.token(token_env)?;
+        let api = build.api_calls(KIND.name, &token);
+        let cdn = Fastly {
+            soft_purge: *soft_purge,
+            service_id: service_id.clone(),
+            token,
+            api: api.clone(),
+            api_url: api_url.clone(),
+            public_url: build.public_url("Fastly")?,
+            surrogate_keys: *surrogate_keys,
+            only_this_output: config.only_this_output,
+            client: build.client.clone(),
+            timeout: config.request_timeout,
+            secrets: Secrets::default(),
+        };
+        Ok(Built {
+            cdn: Box::new(cdn),
+            api,
+        })
+    })
+}
+
+impl Cdn for Fastly {
+    /// The folders it purges whole: the output, its zooms and partitions by surrogate key
+    /// (the origin tags each tile with them); else the root alone, as `purge_all`, where the
+    /// service holds nothing but this output.
+    fn forms(&self) -> Forms {
+        match (self.surrogate_keys, self.only_this_output) {
+            (true, _) => Forms {
+                columns: false,
+                ..Forms::ALL
+            },
+            (false, true) => Forms::ROOT,
+            (false, false) => Forms::NONE,
+        }
+    }
+
+    /// How long sending `paths` would take at Fastly's purge rate and the user's share of API
+    /// calls.
+    fn seconds(&self, paths: &[String]) -> f64 {
+        let calls = self.calls_for(paths);
+        let purges: usize = calls.iter().map(|c| c.items.len()).sum();
+        let counted = calls.iter().filter(|c| Fastly::counted(c)).count();
+        let api = self.api.as_ref().map_or(0.0, |api| api.seconds(counted));
+        FASTLY_RATE.seconds(&self.bucket(), purges as f64).max(api)
+    }
+
+    fn plan(&self, paths: &[String]) -> PurgePlan {
+        plan(&self.calls_for(paths))
+    }
+
+    fn purge<'a>(
+        &'a self,
+        paths: &'a [String],
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, std::result::Result<PurgeReport, PurgeError>> {
+        Box::pin(self.send(paths, progress))
+    }
+
+    fn max_wildcards(&self) -> usize {
+        usize::MAX
+    }
+
+    fn invalidations(&self) -> Option<&super::cloudfront::CloudFront> {
+        None
+    }
+
+    fn check(&self) -> BoxFuture<'_, std::result::Result<(), PurgeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn gathers(&self) -> Option<usize> {
+        None
+    }
+
+    fn set_secrets(&mut self, secrets: Secrets) {
+        self.secrets = secrets;
+    }
+}
+
+/// Fastly's purge API for one service.
+struct Fastly {
+    pub service_id: String,
+    pub token: String,
+    pub api_url: String,
+    pub public_url: String,
+    pub surrogate_keys: bool,
+    /// The service serves nothing but this output: `purge_all` purges nothing else.
+    pub only_this_output: bool,
+    /// Sends `Fastly-Soft-Purge: 1`: content is marked stale, not removed.
+    pub soft_purge: bool,
+    /// The user's calls: only `purge_all` counts against the API's 1,000 an hour.
+    pub api: Option<ApiCalls>,
+    pub client: Client,
+    /// How long each call may go unanswered.
+    pub timeout: Duration,
+    /// The token, kept out of messages.
+    pub secrets: Secrets,
+}
+
+impl Fastly {
+    /// The surrogate key of a path as sent, which the origin or VCL tags each response with
+    /// (`Surrogate-Key`): its public URL without the scheme
+    /// (`tiles.example.org/v1/11/475/910.pbf`), and for a folder its URL and `*`
+    /// (`tiles.example.org/v1/11/*` for a zoom, `tiles.example.org/v1/*` for the output). The
+    /// public URL is the output's alone, so a key purges nothing of another output the service
+    /// serves.
+    fn surrogate_key(&self, path: &str) -> String {
+        let host_path = self
+            .public_url
+            .split_once("://")
+            .map_or(self.public_url.as_str(), |p| p.1);
+        format!("{host_path}/{path}")
+    }
+
+    /// Whether a call counts against the user's API limit: only `purge_all` does.
+    fn counted(call: &Call) -> bool {
+        call.url.ends_with("/purge_all")
+    }
+
+    fn headers(&self) -> Vec<(String, String)> {
+        let mut headers = vec![
+            ("fastly-key".into(), self.token.clone()),
+            ("accept".into(), "application/json".into()),
+        ];
+        if self.soft_purge {
+            headers.push(("fastly-soft-purge".into(), "1".into()));
+        }
+        headers
+    }
+
+    fn calls_for(&self, paths: &[String]) -> Vec<Call> {
+        // Without keys Fastly purges no folder: a partition's everything (`VALUE/*`) is the
+        // service's.
+        if !self.surrogate_keys && paths.iter().any(|p| everything_under(p).is_some()) {
+            return vec![Call {
+                method: "POST",
+                url: format!("{}/service/{}/purge_all", self.api_url, self.service_id),
+                headers: self.headers(),
+                body: Vec::new(),
+                items: vec![format!("{}/*", self.public_url)],
+                paths: vec!["*".to_string()],
+            }];
+        }
+        if self.surrogate_keys {
+            return paths
+                .chunks(FASTLY_KEYS_PER_CALL)
+                .map(|chunk| {
+                    let keys: Vec<String> = chunk.iter().map(|p| self.surrogate_key(p)).collect();
+                    let mut headers = self.headers();
+                    headers.push(("surrogate-key".into(), keys.join(" ")));
+                    Call {
+                        method: "POST",
+                        url: format!("{}/service/{}/purge", self.api_url, self.service_id),
+                        headers,
+                        body: Vec::new(),
+                        items: keys,
+                        paths: chunk.to_vec(),
+                    }
+                })
+                .collect();
+        }
+        let host_path = self
+            .public_url
+            .split_once("://")
+            .map_or(self.public_url.as_str(), |p| p.1);
+        paths
+            .iter()
+            .map(|path| Call {
+                method: "POST",
+                url: format!("{}/purge/{host_path}/{path}", self.api_url),
+                headers: self.headers(),
+                body: Vec::new(),
+                items: vec![format!("{}/{path}", self.public_url)],
+                paths: vec![path.clone()],
+            })
+            .collect()
+    }
+
+    fn bucket(&self) -> String {
+        format!("fastly {}", self.service_id)
+    }
+
+    /// Sends the calls purging `paths`, at Fastly's purge rate and the user's calls.
+    async fn send(&self, paths: &[String], progress: &Progress) -> Result<PurgeReport, PurgeError> {
+        fn succeeded(body: &str) -> bool {
+            // Single purges answer {"status": "ok", ...}; batch purges a map of keys to ids.
+            serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
+        }
+        let sender = Sender {
+            client: &self.client,
+            timeout: self.timeout,
+            secrets: &self.secrets,
+            api: self.api.as_ref(),
+        };
+        let bucket = self.bucket();
+        let pace = |call: &Call| {
+            let purges = FASTLY_RATE.take(&bucket, call.items.len() as f64);
+            match &self.api {
+                Some(api) if Fastly::counted(call) => {
+                    let (api, reserved) = api.take();
+                    (purges.max(api), Some(reserved))
+                }
+                _ => (purges, None),
+            }
+        };
+        send_all(sender, self.calls_for(paths), succeeded, pace, progress).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_partitions_everything_is_purge_all_or_its_key_never_a_star_url() {
+        let changed = paths(&["CN/*", "CN/1/0/0.pbf", "US/1/1/0.pbf"]);
+
+        let fastly = Fastly {
+            service_id: "svc".into(),
+            token: "token".into(),
+            api_url: "https://api.example".into(),
+            public_url: "https://tiles.example/t".into(),
+            surrogate_keys: false,
+            only_this_output: false,
+            soft_purge: false,
+            api: None,
+            client: Client::new().unwrap(),
+            timeout: Duration::from_secs(10),
+            secrets: Secrets::default(),
+        };
+        let calls = fastly.calls_for(&changed);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].url, "https://api.example/service/svc/purge_all");
+        // With surrogate keys a folder is its key, which the origin tags every tile under it
+        // with: the output's public URL and the path, which no other output's key shares.
+        let keyed = Fastly {
+            surrogate_keys: true,
+            ..fastly
+        };
+        let calls = keyed.calls_for(&paths(&["CN/*", "3/*", "*", "US/1/1/0.pbf"]));
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            calls[0].header_value("surrogate-key"),
+            "tiles.example/t/CN/* tiles.example/t/3/* tiles.example/t/* tiles.example/t/US/1/1/0.pbf"
+        );
+        let other = Fastly {
+            public_url: "https://tiles.example/u".into(),
+            ..keyed
+        };
+        assert_eq!(
+            other.calls_for(&paths(&["*"]))[0].header_value("surrogate-key"),
+            "tiles.example/u/*"
+        );
+        assert_eq!(calls[0].paths, paths(&["CN/*", "3/*", "*", "US/1/1/0.pbf"]));
+    }
+}
