@@ -16,7 +16,7 @@ use crate::tile::{BBox, ZoomRange};
 
 /// Purges what waits in the outbox of tileset `name`'s output `target` for its CDNs `cdn`;
 /// returns a summary of the tileset when anything waited (its purges, what still waits).
-pub(super) async fn deliver(
+pub async fn deliver_handed_over(
     name: &str,
     target: &OutputTarget,
     cdn: &[CdnConfig],
@@ -141,7 +141,7 @@ pub(super) async fn deliver(
 /// escaped values) of a tree or prefix, removed with them: their segments are immutable, and a
 /// cache would otherwise keep serving them, private names included, for as long as it keeps
 /// anything. The tileset's next delivery purges each feed's folder.
-pub(super) async fn purge_vanished_feeds(
+pub async fn purge_vanished_feeds(
     target: &OutputTarget,
     segments: &[String],
     job: &SeedJob,
@@ -160,7 +160,7 @@ pub(super) async fn purge_vanished_feeds(
 }
 
 /// Records the index at `location` in the tileset's outbox, for its next delivery to purge.
-pub(super) async fn purge_index(
+pub async fn purge_index(
     target: &OutputTarget,
     location: &IndexLocation,
     job: &SeedJob,

@@ -26,15 +26,15 @@ use super::feed::{EarlyFeed, Edge, RunFeed, FEED_CONSUMER};
 
 mod calls;
 mod documents;
-pub(super) mod dry_run;
+mod dry_run;
 mod early;
 mod journal;
 
-pub(crate) use documents::record_new_hash;
-pub(super) use documents::Delivered;
+pub use documents::{record_new_hash, Delivered};
+pub use dry_run::purge_plans;
 
 /// One output's outbox during a run.
-pub(super) struct RunOutbox {
+pub struct RunOutbox {
     outbox: Arc<Outbox>,
     run: Option<OutboxRun>,
     keeps_stopped_tiles: bool,
@@ -538,7 +538,7 @@ impl RunOutbox {
 
     /// The key `target`'s failures hold it back under: a partition's is its tileset's, so one
     /// partition's failure holds the CDN back for its siblings and the tileset's own delivery.
-    pub(in crate::seed) fn hold_key(&self, target: &PurgeTarget) -> String {
+    fn hold_key(&self, target: &PurgeTarget) -> String {
         let place = match &self.handover {
             Some((tileset_outbox, _)) => tileset_outbox.describe(),
             None => self.target.describe(),

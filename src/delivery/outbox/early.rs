@@ -32,7 +32,7 @@ impl RunOutbox {
     /// run's end, where its purge is one plan instead of one per chunk. When every target
     /// purges as stored (or there is none), the changes feed lists the chunks as they are
     /// served anew everywhere ([`EarlyFeed`]).
-    pub(in crate::seed) fn purges_as_stored(&mut self, tiles: &[TileCoord]) -> bool {
+    pub fn purges_as_stored(&mut self, tiles: &[TileCoord]) -> bool {
         let paths: Vec<String> = tiles
             .iter()
             .map(|tile| self.purge_path(&tile.to_string()))
@@ -59,7 +59,7 @@ impl RunOutbox {
     /// target that can purge folders waits for the run's end, where it buys folders instead. The
     /// changes feed lists such a run's tiles when it ends. (A target whose plans do not use the
     /// census of stored tiles is one that neither charges per path nor has folders.)
-    pub(in crate::seed) fn purges_whole_as_stored(&mut self) -> bool {
+    pub fn purges_whole_as_stored(&mut self) -> bool {
         self.early_targets = self
             .targets
             .iter()
@@ -79,12 +79,7 @@ impl RunOutbox {
     /// purge what was purged here after its new bytes were served. A target held back is left to
     /// the run's delivery; one that fails is held back and reported failed by it, without a
     /// second wait on the same CDN, its changes left in the outbox.
-    pub(in crate::seed) async fn purge_as_stored(
-        &mut self,
-        recorded: &RecordedLines,
-        holds: &Holds,
-        stop: &Stop,
-    ) {
+    pub async fn purge_as_stored(&mut self, recorded: &RecordedLines, holds: &Holds, stop: &Stop) {
         let mut given_up: HashSet<String> = HashSet::new();
         // Per target that gathers chunks into full calls, the lines not sent yet: what is left
         // when the run ends goes with its delivery, in one call with the rest.
