@@ -9,22 +9,19 @@ use crate::config::S3Config;
 use crate::coordination::changed_list::CHANGED_LIST_CONSUMER;
 use crate::coordination::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::coordination::ChangedList;
-use crate::edge::budget::Budget;
 use crate::edge::check::{self, EdgeProbe};
-use crate::edge::flight::Flights;
 use crate::edge::price::StoredTiles;
 use crate::edge::{Client, Holds, PurgeReport, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::plan::Work;
-use crate::report::PurgeSummary;
-use crate::schedule::Stop;
 use crate::sink::{self, OutputTarget};
 use crate::tile::TileCoord;
 
 use super::feed::{EarlyFeed, Edge, RunFeed, FEED_CONSUMER};
 
 mod calls;
+mod deliver;
 mod documents;
 mod dry_run;
 mod early;
@@ -101,9 +98,6 @@ async fn write_json<T: serde::Serialize>(outbox: &Outbox, name: &str, value: &T)
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     outbox.write_note(name, &bytes).await
 }
-
-/// Batches past which a run without `--changed-list` merges its outbox's waiting batches.
-const COALESCE_ABOVE: usize = 16;
 
 impl RunOutbox {
     /// Opens the output's outbox and starts recording this run's changes; `part` tags a shard's
@@ -247,275 +241,6 @@ impl RunOutbox {
             Work::Tiles(tiles) => Planned::Tiles(tiles),
         };
         self.outbox.intend(run, state, planned).await
-    }
-
-    /// Ends the run's entry (its batch stored, its intent removed; after a failure, when the output
-    /// kept nothing of the run, only its intent removed), then hands every pending batch to the consumers. The command's `--changed-list`
-    /// marks what it took once the list is in place. A signal (`stop`) ends the purges at once,
-    /// and one that came earlier skips them: a stopped run must not wait on a CDN. `committed`
-    /// are the commit times of the changes the run applied, which a CloudFront target's
-    /// [`Flights`] follows until their invalidations complete.
-    pub async fn commit_and_deliver(
-        &mut self,
-        changed: &ChangedList,
-        failed: bool,
-        holds: &Holds,
-        stop: Option<&Stop>,
-        committed: &[f64],
-    ) -> Result<Delivered> {
-        match self.run.take() {
-            Some(run) if failed && !self.keeps_stopped_tiles => self.outbox.discard(run).await?,
-            Some(run) => self.outbox.commit(run).await?,
-            None => {}
-        }
-        if !changed.is_enabled() {
-            let merged = self.outbox.coalesce(COALESCE_ABOVE).await?;
-            if merged > 0 {
-                tracing::info!(
-                    "{}: merged {merged} waiting batch(es) of the outbox",
-                    self.outbox.describe()
-                );
-            }
-        }
-        if changed.is_enabled() {
-            let mut pending = self.outbox.pending(CHANGED_LIST_CONSUMER).await?;
-            pending.retain(|(name, _)| self.listed.insert(name.clone()));
-            if !pending.is_empty() {
-                let (names, lines): (Vec<String>, Vec<Vec<String>>) = pending.into_iter().unzip();
-                let outbox = self.outbox.clone();
-                let consumers = self.consumers.clone();
-                changed.take_lines(
-                    lines.into_iter().flatten(),
-                    Box::new(move || {
-                        Box::pin(async move {
-                            outbox
-                                .taken(CHANGED_LIST_CONSUMER, &names, &consumers)
-                                .await
-                        })
-                    }),
-                );
-            }
-        }
-        let mut purges = Vec::new();
-        let mut probes = Vec::new();
-        let mut stopped = None;
-        for target in &self.targets {
-            let consumer = target.consumer();
-            let pending = self.outbox.pending(&consumer).await?;
-            let nothing_pending = pending.is_empty();
-            let mut summary = PurgeSummary {
-                target: target.name().to_string(),
-                ..PurgeSummary::default()
-            };
-            let early = self.early.remove(&consumer);
-            if let Some((_, sent)) = &early {
-                summary.requests += sent.requests;
-                summary.paths += sent.paths;
-            }
-            if let (false, Some(failed)) = (pending.is_empty(), self.early_failed.remove(&consumer))
-            {
-                summary.failed = Some(failed);
-                purges.push(summary);
-                continue;
-            }
-            let mut flights = Flights::open(target, &self.outbox).await?;
-            if pending.is_empty() {
-                flights.nothing_waits();
-            } else {
-                flights.waiting(committed);
-            }
-            let key = self.hold_key(target);
-            let held = holds.held(&key);
-            if held.is_none() && (!pending.is_empty() || flights.in_flight() > 0) {
-                if let Err(err) = target.survey(&mut flights).await {
-                    holds.failed(&key);
-                    tracing::warn!("{err}; the changes stay in the outbox for the next run");
-                    summary.failed = Some(err.to_string());
-                    flights.save().await?;
-                    purges.push(summary);
-                    continue;
-                }
-            }
-            if !pending.is_empty() {
-                // Lines purged while the run wrote were purged after their newest bytes were
-                // served, which covers every batch naming them.
-                let purged_early =
-                    |line: &String| early.as_ref().is_some_and(|(p, _)| p.contains(line));
-                let mut paths: Vec<String> = pending
-                    .iter()
-                    .flat_map(|(_, lines)| lines.iter())
-                    .filter(|line| !purged_early(line))
-                    .map(|line| self.purge_path(line))
-                    .collect();
-                paths.sort();
-                paths.dedup();
-                if paths.is_empty() {
-                    holds.succeeded(&key);
-                    let purged = early.iter().flat_map(|(purged, _)| purged);
-                    let pending_lines = pending.iter().flat_map(|(_, l)| l);
-                    let probe = self
-                        .probe(target, pending_lines)
-                        .or(self.probe(target, purged));
-                    probes.extend(probe);
-                    let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
-                    self.outbox
-                        .taken(&consumer, &names, &self.consumers)
-                        .await?;
-                    flights.nothing_waits();
-                    flights.save().await?;
-                    purges.push(summary);
-                    continue;
-                }
-                if let Some(left) = held {
-                    tracing::info!(
-                        "cdn `{}` failed recently: its {} change(s) wait in the outbox; next attempt in {:.0} s",
-                        target.name(),
-                        paths.len(),
-                        left.as_secs_f64()
-                    );
-                    summary.deferred = true;
-                    flights.save().await?;
-                    purges.push(summary);
-                    continue;
-                }
-                let ledger_outbox = self.handover.as_ref().map_or(&*self.outbox, |(o, _)| o);
-                let mut budget = Budget::open(target, ledger_outbox).await?;
-                let allowance = budget.allowance();
-                // What it accepts reaches the outbox as it is accepted: a kill resends only what
-                // was in flight.
-                let journal = self.journal(&consumer, &pending);
-                let progress = journal.progress();
-                let purge = journal.follow(target.purge_tracked(
-                    &paths,
-                    self.stored.as_ref(),
-                    allowance,
-                    &mut flights,
-                    &progress,
-                ));
-                let purged = match stop {
-                    Some(stop) => tokio::select! {
-                        biased;
-                        signal = stop.stopped() => Err(signal),
-                        purged = purge => Ok(purged),
-                    },
-                    None => Ok(purge.await),
-                };
-                let mut taken = false;
-                match purged {
-                    Err(signal) => {
-                        self.keep_progress(target, &pending, &progress).await?;
-                        tracing::warn!(
-                            "cdn `{}`: {signal} received: not purged; its {} change(s) not yet accepted stay in the outbox for the next run",
-                            target.name(),
-                            paths.len()
-                        );
-                        summary.failed =
-                            Some(format!("stopped by {signal} before its purge ended"));
-                        flights.save().await?;
-                        purges.push(summary);
-                        stopped = Some(signal);
-                        break;
-                    }
-                    Ok(Ok(report)) if report.over_budget => {
-                        tracing::info!(
-                            "cdn `{}`: the budget allows ${:.4} now, less than the coarsest purge of its {} change(s): they wait in the outbox",
-                            target.name(),
-                            allowance.unwrap_or_default(),
-                            paths.len()
-                        );
-                        summary.over_budget = true;
-                        summary.budget = budget.state();
-                    }
-                    Ok(Ok(report)) if report.no_room => {
-                        holds.succeeded(&key);
-                        tracing::info!(
-                            "cdn `{}`: the invalidations in flight leave no room for its {} change(s): they wait in the outbox for a later run",
-                            target.name(),
-                            paths.len()
-                        );
-                        summary.no_room = true;
-                        summary.budget = budget.state();
-                    }
-                    Ok(Ok(report)) => {
-                        holds.succeeded(&key);
-                        budget.spent(report.price_usd.unwrap_or_default()).await?;
-                        summary.budget = budget.state();
-                        summary.evicted = report.evicted;
-                        if let Some(probe) = self.probe(target, pending.iter().flat_map(|(_, l)| l))
-                        {
-                            probes.push(probe);
-                        }
-                        summary.requests += report.requests;
-                        summary.paths += report.paths;
-                        summary.price_usd = report.price_usd;
-                        let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
-                        self.outbox
-                            .taken(&consumer, &names, &self.consumers)
-                            .await?;
-                        taken = true;
-                    }
-                    Ok(Err(err)) => {
-                        holds.failed(&key);
-                        self.keep_progress(target, &pending, &progress).await?;
-                        tracing::warn!("{err}; the changes stay in the outbox for the next run");
-                        summary.failed = Some(err.to_string());
-                    }
-                }
-                if !taken && self.handover.is_some() {
-                    // A partition's paths go to its tileset's outbox, where this record does
-                    // not follow them.
-                    flights.nothing_waits();
-                }
-            }
-            if nothing_pending && summary.failed.is_none() {
-                // Every line was purged while the run wrote, its acceptance journaled as it came.
-                let purged = early.iter().flat_map(|(purged, _)| purged);
-                probes.extend(self.probe(target, purged));
-            }
-            if target.tracks_invalidations() {
-                summary.in_flight = Some(flights.in_flight());
-                summary.completed = flights.completed();
-                summary.completed_seconds = flights.completed_seconds().to_vec();
-            }
-            flights.save().await?;
-            purges.push(summary);
-        }
-        // After the CDNs, and before a partition hands what they did not take over to its
-        // tileset: the feed must still see those batches as waiting.
-        let feed = match (&self.feed, stopped) {
-            (Some(feed), None) => {
-                let path_of = |line: &str| self.purge_path(line);
-                let hold_key = |target: &PurgeTarget| self.hold_key(target);
-                let edge = self.feed_edge(holds, &path_of, &hold_key);
-                let early = &self.early_feed.published;
-                let last = feed.deliver(&self.outbox, &self.consumers, edge, early);
-                self.early_feed.total(last.await?)
-            }
-            _ => self.early_feed.total(None),
-        };
-        self.outbox.prune(&self.consumers).await?;
-        self.note_api_calls().await?;
-        if let Some((tileset_outbox, path)) = &self.handover {
-            let cdns: Vec<String> = self.targets.iter().map(PurgeTarget::consumer).collect();
-            let handed = self
-                .outbox
-                .hand_over(tileset_outbox, &cdns, &self.consumers, path, |line| {
-                    self.purge_path(line)
-                })
-                .await?;
-            if handed > 0 {
-                tracing::info!(
-                    "{handed} batch(es) of purges wait in {} for the tileset's next run",
-                    tileset_outbox.describe()
-                );
-            }
-        }
-        Ok(Delivered {
-            purges,
-            probes,
-            stopped,
-            feed,
-        })
     }
 
     /// What the changes feed waits on, given the closures naming a line's purge path and a
