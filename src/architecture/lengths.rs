@@ -16,8 +16,6 @@ const FUNCTION_LINES: usize = 100;
 const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("config/cdn.rs", "resolve_cdn"),
     ("db/conninfo.rs", "resolve"),
-    ("delivery/outbox/early.rs", "purge_as_stored"),
-    ("delivery/partition.rs", "deliver_handed_over"),
     ("edge/mod.rs", "target"),
     ("job.rs", "resolve_with"),
     ("render/tileset.rs", "run_statement"),

@@ -39,13 +39,53 @@ pub async fn deliver_handed_over(
     }
     let consumers: Vec<String> = targets.iter().map(PurgeTarget::consumer).collect();
     outbox.coalesce(1).await?;
+    let handed = HandedOver {
+        tileset: name,
+        outbox: &outbox,
+        consumers: &consumers,
+        holds,
+    };
     let mut purges = Vec::new();
     for target in &targets {
-        let consumer = target.consumer();
-        let pending = outbox.pending(&consumer).await?;
-        if pending.is_empty() {
-            continue;
+        let pending = outbox.pending(&target.consumer()).await?;
+        if !pending.is_empty() {
+            purges.push(handed.purge(target, pending).await?);
         }
+    }
+    outbox.prune(&consumers).await?;
+    let header = SummaryHeader {
+        tileset: name.to_string(),
+        output: target.describe(),
+        zooms: format!("{}-{}", zooms.min, zooms.max),
+        dry_run: false,
+        complete: true,
+        changes_read: None,
+        committed: Vec::new(),
+        settings: None,
+        ways: Vec::new(),
+    };
+    let mut summary = Tally::default().summarize(header, std::time::Duration::ZERO);
+    summary.purges = purges;
+    summary.outbox = outbox.backlog_for(&consumers).await?;
+    Ok(Some(summary))
+}
+
+/// A partitioned tileset's own outbox, as its CDNs are handed what waits in it.
+struct HandedOver<'a> {
+    tileset: &'a str,
+    outbox: &'a Outbox,
+    /// Every consumer of the outbox: one CDN each.
+    consumers: &'a [String],
+    holds: &'a Holds,
+}
+
+impl HandedOver<'_> {
+    /// Purges the batches `pending` for `target`, unless a failure holds it back.
+    async fn purge(
+        &self,
+        target: &PurgeTarget,
+        pending: Vec<(String, Vec<String>)>,
+    ) -> Result<PurgeSummary> {
         let mut paths: Vec<String> = pending.iter().flat_map(|(_, l)| l.clone()).collect();
         paths.sort();
         paths.dedup();
@@ -54,20 +94,20 @@ pub async fn deliver_handed_over(
             ..PurgeSummary::default()
         };
         // The key its partitions' runs use too: one failure holds the CDN back for them all.
-        let key = Holds::key(&outbox.describe(), target.name());
-        if let Some(left) = holds.held(&key) {
+        let key = Holds::key(&self.outbox.describe(), target.name());
+        if let Some(left) = self.holds.held(&key) {
             tracing::info!(
-                "cdn `{}` failed recently: the purges of tileset `{name}`'s partitions wait in \
+                "cdn `{}` failed recently: the purges of tileset `{}`'s partitions wait in \
                  {}; next attempt in {:.0} s",
                 target.name(),
-                outbox.describe(),
+                self.tileset,
+                self.outbox.describe(),
                 left.as_secs_f64()
             );
             summary.deferred = true;
-            purges.push(summary);
-            continue;
+            return Ok(summary);
         }
-        let mut budget = Budget::open(target, &outbox).await?;
+        let mut budget = Budget::open(target, self.outbox).await?;
         let allowance = budget.allowance();
         // The partitions' commit times are not carried over: these invalidations are followed
         // for the room they take, not for latency.
@@ -86,7 +126,7 @@ pub async fn deliver_handed_over(
                 summary.budget = budget.state();
             }
             Ok(report) => {
-                holds.succeeded(&key);
+                self.holds.succeeded(&key);
                 budget.spent(report.price_usd.unwrap_or_default()).await?;
                 summary.budget = budget.state();
                 summary.evicted = report.evicted;
@@ -94,47 +134,42 @@ pub async fn deliver_handed_over(
                 summary.paths = report.paths;
                 summary.price_usd = report.price_usd;
                 let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
-                outbox.taken(&consumer, &names, &consumers).await?;
+                let consumer = target.consumer();
+                self.outbox.taken(&consumer, &names, self.consumers).await?;
             }
             Err(err) => {
-                holds.failed(&key);
-                // Its lines are paths already: what the target accepted leaves the outbox.
-                let accepted = progress.take();
-                let covered = accepted_cover(&accepted);
-                let took: Vec<(String, Vec<String>)> = pending
-                    .iter()
-                    .map(|(batch, lines)| {
-                        let took = lines.iter().filter(|line| covered(line)).cloned();
-                        (batch.clone(), took.collect())
-                    })
-                    .collect();
-                outbox.took_lines(&consumer, &took).await?;
+                self.holds.failed(&key);
+                self.keep_accepted(target, &pending, &progress).await?;
                 tracing::warn!(
                     "{err}; the purges of tileset `{}`'s partitions stay in {}",
-                    name,
-                    outbox.describe()
+                    self.tileset,
+                    self.outbox.describe()
                 );
                 summary.failed = Some(err.to_string());
             }
         }
-        purges.push(summary);
+        Ok(summary)
     }
-    outbox.prune(&consumers).await?;
-    let header = SummaryHeader {
-        tileset: name.to_string(),
-        output: target.describe(),
-        zooms: format!("{}-{}", zooms.min, zooms.max),
-        dry_run: false,
-        complete: true,
-        changes_read: None,
-        committed: Vec::new(),
-        settings: None,
-        ways: Vec::new(),
-    };
-    let mut summary = Tally::default().summarize(header, std::time::Duration::ZERO);
-    summary.purges = purges;
-    summary.outbox = outbox.backlog_for(&consumers).await?;
-    Ok(Some(summary))
+
+    /// Records what `target` accepted of `pending` before its purge failed, which leaves the
+    /// outbox: its lines are paths already.
+    async fn keep_accepted(
+        &self,
+        target: &PurgeTarget,
+        pending: &[(String, Vec<String>)],
+        progress: &Progress,
+    ) -> Result<()> {
+        let accepted = progress.take();
+        let covered = accepted_cover(&accepted);
+        let took: Vec<(String, Vec<String>)> = pending
+            .iter()
+            .map(|(batch, lines)| {
+                let took = lines.iter().filter(|line| covered(line)).cloned();
+                (batch.clone(), took.collect())
+            })
+            .collect();
+        self.outbox.took_lines(&target.consumer(), &took).await
+    }
 }
 
 /// Records in the tileset's outbox the changes feeds of the vanished partitions `segments` (their
