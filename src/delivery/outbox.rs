@@ -1,6 +1,7 @@
 //! Step 4's outbox (see `coordination::outbox`): a run records what it may change before it changes
 //! anything, what it changed once it ends, and then hands the output's pending changes to its
-//! consumers: the command's `--changed-list` and the tileset's CDN purge targets.
+//! consumers (`deliver.rs`): the command's `--changed-list`, the tileset's CDN purge targets and
+//! its changes feed. This file opens a run's outbox and keeps its notes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
