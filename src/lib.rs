@@ -5,6 +5,7 @@
 mod config;
 mod coordination;
 mod db;
+mod delivery;
 mod edge;
 mod encode;
 mod error;

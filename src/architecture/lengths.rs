@@ -16,11 +16,8 @@ const FUNCTION_LINES: usize = 100;
 const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("db/conninfo.rs", "resolve"),
     ("job.rs", "resolve_with"),
-    ("partition/edge.rs", "deliver"),
     ("render/tileset.rs", "run_statement"),
     ("seed/finalize.rs", "finalize_output"),
-    ("seed/outbox.rs", "commit_and_deliver"),
-    ("seed/outbox/early.rs", "purge_as_stored"),
     ("seed/tileset.rs", "seed"),
     ("state/capture/log.rs", "changed_boxes"),
     ("state/capture/triggers/update.rs", "update_body"),

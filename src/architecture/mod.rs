@@ -28,9 +28,13 @@ const LAYERS: &[&[&str]] = &[
     // Purging CDNs of what the outputs' outboxes hand over.
     &["edge"],
     &["report"],
+    &["schedule", "metrics"],
+    // Handing an output's changes to its outbox's consumers (CDN purges, the changes feed, a
+    // partitioned tileset's own outbox), which `partition` and `seed` call after a run.
+    &["delivery"],
     // `partition` expands a job into one tileset per value before `seed` runs it, and writes the
     // partition index after.
-    &["schedule", "metrics", "partition"],
+    &["partition"],
     &["seed", "inspect"],
     // `validate` renders through `seed` (`--against-db`); `watch` runs its sample check.
     &["validate"],

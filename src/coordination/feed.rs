@@ -10,7 +10,7 @@
 //! [`FORMAT`] version [`VERSION`] (the user guide, docs/src/live-maps.md).
 //!
 //! Order makes the promise: the segment is stored before the head names it, the head only after
-//! the output's CDNs took the same changes (`seed::outbox`), and segments past the retention are
+//! the output's CDNs took the same changes (`delivery`), and segments past the retention are
 //! removed only after the head stopped naming them.
 
 use std::path::PathBuf;

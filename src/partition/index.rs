@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
 
-use super::edge;
 use super::job::partition_name;
 use super::{count_tiles, Plan};
 use crate::config::{partition_segment, IndexLocation, OutputTarget};
 use crate::coordination::partitions::{write_index, PartitionEntry, PartitionIndex};
+use crate::delivery;
 use crate::error::{Error, Result};
 use crate::job::SeedJob;
 use crate::report::TilesetSummary;
@@ -48,7 +48,7 @@ impl Plan {
             .remove_vanished(pool, job, target, summaries, &mut entries)
             .await?;
         if !self.cdn.is_empty() && self.feed {
-            edge::purge_vanished_feeds(target, &removed, job).await?;
+            delivery::purge_vanished_feeds(target, &removed, job).await?;
         }
         let emptied = self
             .count_current(pool, job, target, (summaries, &previous), &mut entries)
@@ -73,7 +73,7 @@ impl Plan {
         write_index(&location, &job.s3, &self.cache_control, &index).await?;
         if !self.cdn.is_empty() && self.previous.as_ref() != Some(&index) {
             // Caches must not keep listing removed values, their counts and their bounds.
-            edge::purge_index(target, &location, job).await?;
+            delivery::purge_index(target, &location, job).await?;
         }
         if let Some(watermark) = advanced {
             let schema = &job.change_schema;

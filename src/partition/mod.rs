@@ -22,6 +22,7 @@ use crate::config::{CdnConfig, TilesetConfig};
 use crate::coordination::lock::{self, OutputLock};
 use crate::coordination::partitions::{read_index, PartitionIndex};
 use crate::db;
+use crate::delivery;
 use crate::edge::Holds;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, TilesetJob};
@@ -35,7 +36,6 @@ use crate::sink::{self, OutputReader};
 use crate::state::Watermark;
 use crate::tile::{BBox, ZoomRange};
 
-mod edge;
 mod index;
 mod job;
 mod scope;
@@ -367,7 +367,7 @@ impl Plan {
     ) -> Result<Option<TilesetSummary>> {
         match &self.target {
             Some(target) => {
-                edge::deliver(
+                delivery::deliver_handed_over(
                     &self.name, target, &self.cdn, self.bbox, self.zooms, job, holds,
                 )
                 .await

@@ -3,7 +3,7 @@
 //! (`coordination::outbox`'s partition records) and removes the record once they all returned; a
 //! record found at the start of a run is a stopped run's. Its partitions whose outboxes still
 //! hold an intent or a batch are run again, so their own outboxes recover what the killed run
-//! wrote (`seed/outbox.rs`) and hand it to the CDNs and the feed.
+//! wrote (`delivery/outbox.rs`) and hand it to the CDNs and the feed.
 
 use std::collections::BTreeSet;
 

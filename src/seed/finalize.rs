@@ -16,11 +16,11 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::outbox::RunOutbox;
 use crate::coordination::parts::{plan_id, PartRecord};
 use crate::coordination::shards::{Part, ShardStore};
 use crate::coordination::{lock, ChangedList};
 use crate::db;
+use crate::delivery::RunOutbox;
 use crate::edge::Holds;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, ShardSpec, TilesetJob};

@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::outbox::RunOutbox;
 use crate::config::Freshness;
 use crate::coordination::outbox::Outbox;
+use crate::delivery::RunOutbox;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};
 use crate::plan::Work;

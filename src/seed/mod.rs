@@ -13,11 +13,8 @@
 //!    scheduler ([`crate::schedule`]), finish the output, then advance the watermark.
 //! 5. Close the changed-tile list; write the JSON summary and the failed-tile list ([`write_reports`]).
 
-mod feed;
 mod finalize;
 mod freshness;
-mod outbox;
-pub(crate) use outbox::record_new_hash;
 mod prepare;
 mod shard;
 mod tileset;

@@ -7,11 +7,11 @@ use std::time::Instant;
 use deadpool_postgres::Pool;
 
 use super::freshness::{self, AfterRun};
-use super::outbox::RunOutbox;
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
 use crate::coordination::{lock, ChangedList, PartOf};
 use crate::db::Replica;
+use crate::delivery::RunOutbox;
 use crate::edge::Holds;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, Selection};

@@ -97,13 +97,8 @@ impl TilesetRun<'_> {
                 None,
             ),
         };
-        let (backlog, purges) = crate::seed::outbox::dry_run::purge_plans(
-            target,
-            tileset,
-            &self.job.s3,
-            &decision.work,
-        )
-        .await?;
+        let (backlog, purges) =
+            crate::delivery::purge_plans(target, tileset, &self.job.s3, &decision.work).await?;
         let mut header = self.header(target.describe(), true, decision.changes_read);
         header.dry_run = true;
         let mut summary = Tally::default().summarize(header, started.elapsed());

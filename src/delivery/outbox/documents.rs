@@ -13,7 +13,7 @@ use crate::sink;
 use super::RunOutbox;
 
 /// What the consumers took after a run.
-pub(in crate::seed) struct Delivered {
+pub struct Delivered {
     /// Each CDN target's purge.
     pub purges: Vec<PurgeSummary>,
     /// What the edge check fetches, per target that purged and has a public URL.
@@ -74,7 +74,7 @@ impl RunOutbox {
 /// Records in the outbox of `tileset`'s output `target` that its `tiles.json` names a new
 /// `agg_tiles_hash` (`watch` refreshes it while idle), for its CDNs and changes feed to take as
 /// changed; an output without them keeps nothing. The next cycle, woken by the batch, delivers it.
-pub(crate) async fn record_new_hash(
+pub async fn record_new_hash(
     tileset: &TilesetJob,
     target: &OutputTarget,
     s3: &S3Config,

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use crate::coordination::changed_list::RecordedLines;
 use crate::edge::flight::Flights;
 use crate::edge::pace::accepted_cover;
-use crate::edge::{Holds, Progress, PurgeTarget};
+use crate::edge::{Holds, Progress, PurgeReport, PurgeTarget};
 use crate::error::Result;
 use crate::schedule::Stop;
 use crate::tile::TileCoord;
@@ -24,6 +24,16 @@ enum Step {
     End,
 }
 
+/// What the purges as stored keep from one chunk to the next.
+#[derive(Default)]
+struct Between {
+    /// Targets that failed or ran over their budget: the run's delivery takes them on.
+    given_up: HashSet<String>,
+    /// Per target that gathers chunks into full calls, the lines not sent yet: what is left
+    /// when the run ends goes with its delivery, in one call with the rest.
+    gathered: HashMap<String, Vec<String>>,
+}
+
 impl RunOutbox {
     /// Whether this run purges its `tiles` as the sink stores them: the output serves a tile as
     /// soon as its writer records it (a tree, an S3 prefix), and some target's purges cost
@@ -32,7 +42,7 @@ impl RunOutbox {
     /// run's end, where its purge is one plan instead of one per chunk. When every target
     /// purges as stored (or there is none), the changes feed lists the chunks as they are
     /// served anew everywhere ([`EarlyFeed`]).
-    pub(in crate::seed) fn purges_as_stored(&mut self, tiles: &[TileCoord]) -> bool {
+    pub fn purges_as_stored(&mut self, tiles: &[TileCoord]) -> bool {
         let paths: Vec<String> = tiles
             .iter()
             .map(|tile| self.purge_path(&tile.to_string()))
@@ -59,7 +69,7 @@ impl RunOutbox {
     /// target that can purge folders waits for the run's end, where it buys folders instead. The
     /// changes feed lists such a run's tiles when it ends. (A target whose plans do not use the
     /// census of stored tiles is one that neither charges per path nor has folders.)
-    pub(in crate::seed) fn purges_whole_as_stored(&mut self) -> bool {
+    pub fn purges_whole_as_stored(&mut self) -> bool {
         self.early_targets = self
             .targets
             .iter()
@@ -79,27 +89,10 @@ impl RunOutbox {
     /// purge what was purged here after its new bytes were served. A target held back is left to
     /// the run's delivery; one that fails is held back and reported failed by it, without a
     /// second wait on the same CDN, its changes left in the outbox.
-    pub(in crate::seed) async fn purge_as_stored(
-        &mut self,
-        recorded: &RecordedLines,
-        holds: &Holds,
-        stop: &Stop,
-    ) {
-        let mut given_up: HashSet<String> = HashSet::new();
-        // Per target that gathers chunks into full calls, the lines not sent yet: what is left
-        // when the run ends goes with its delivery, in one call with the rest.
-        let mut gathered: HashMap<String, Vec<String>> = HashMap::new();
-        'chunks: loop {
-            let due = self.early_feed.due();
-            let step = tokio::select! {
-                biased;
-                _ = stop.stopped() => Step::End,
-                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                    Step::Publish
-                }
-                next = recorded.next() => next.map_or(Step::End, Step::Chunk),
-            };
-            let lines = match step {
+    pub async fn purge_as_stored(&mut self, recorded: &RecordedLines, holds: &Holds, stop: &Stop) {
+        let mut between = Between::default();
+        loop {
+            let lines = match self.next_step(recorded, stop).await {
                 Step::End => break,
                 Step::Publish => {
                     self.publish_early(holds).await;
@@ -107,84 +100,10 @@ impl RunOutbox {
                 }
                 Step::Chunk(lines) => lines,
             };
-            // Listed by the feed only once every CDN purged it after its new bytes were served.
-            let mut served_anew = self.early_feed.enabled;
-            for target in &self.targets {
-                let consumer = target.consumer();
-                let key = self.hold_key(target);
-                if !self.early_targets.contains(&consumer)
-                    || given_up.contains(&consumer)
-                    || holds.held(&key).is_some()
-                {
-                    served_anew = false;
-                    continue;
-                }
-                let Some(sending) = gather(target, &mut gathered, &lines) else {
-                    served_anew = false;
-                    continue;
-                };
-                let mut paths: Vec<String> = sending.iter().map(|l| self.purge_path(l)).collect();
-                paths.sort();
-                paths.dedup();
-                let mut untracked = Flights::untracked();
-                // Recorded against the run's batch as accepted: a run stopped or killed now
-                // leaves them out of what its recovered batch sends again.
-                let journal = self.run.as_ref().map(|run| {
-                    let pending = [(run.batch(), sending.clone())];
-                    self.journal(&consumer, &pending)
-                });
-                let progress = journal
-                    .as_ref()
-                    .map_or_else(Progress::new, |j| j.progress());
-                let purge = target.purge_tracked(
-                    &paths,
-                    self.stored.as_ref(),
-                    None,
-                    &mut untracked,
-                    &progress,
-                );
-                let purged = tokio::select! {
-                    biased;
-                    _ = stop.stopped() => break 'chunks,
-                    purged = async {
-                        match &journal {
-                            Some(journal) => journal.follow(purge).await,
-                            None => purge.await,
-                        }
-                    } => purged,
-                };
-                match purged {
-                    Ok(report) if !report.over_budget => {
-                        let (purged, sent) = self.early.entry(consumer).or_default();
-                        purged.extend(sending.iter().cloned());
-                        sent.requests += report.requests;
-                        sent.paths += report.paths;
-                    }
-                    Ok(_) => {
-                        served_anew = false;
-                        given_up.insert(consumer);
-                    }
-                    Err(err) => {
-                        served_anew = false;
-                        holds.failed(&key);
-                        tracing::warn!("{err}; the changes stay in the outbox for the next run");
-                        // What it accepted before it failed was purged after it was served.
-                        let accepted = progress.take();
-                        let covered = accepted_cover(&accepted);
-                        let took: Vec<String> = sending
-                            .iter()
-                            .filter(|line| covered(&self.purge_path(line)))
-                            .cloned()
-                            .collect();
-                        let (purged, _) = self.early.entry(consumer.clone()).or_default();
-                        purged.extend(took);
-                        self.early_failed.insert(consumer.clone(), err.to_string());
-                        given_up.insert(consumer);
-                    }
-                }
-            }
-            if served_anew {
-                self.early_feed.served_anew(&lines);
+            match self.purge_chunk(&lines, &mut between, holds, stop).await {
+                None => break,
+                Some(true) => self.early_feed.served_anew(&lines),
+                Some(false) => {}
             }
         }
         let overflowed = recorded.overflowed();
@@ -193,6 +112,119 @@ impl RunOutbox {
                 "{overflowed} tile(s) stored while the purges fell behind are purged when the run ends"
             );
         }
+    }
+
+    /// What the purges as stored do next: purge the chunk the sink stored, publish the feed's
+    /// segment when it is due, or end with the run or a signal.
+    async fn next_step(&self, recorded: &RecordedLines, stop: &Stop) -> Step {
+        let due = self.early_feed.due();
+        tokio::select! {
+            biased;
+            _ = stop.stopped() => Step::End,
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                Step::Publish
+            }
+            next = recorded.next() => next.map_or(Step::End, Step::Chunk),
+        }
+    }
+
+    /// Purges the chunk `lines` on every target that purges as stored and is not held back or
+    /// given up; returns whether every CDN purged it after its new bytes were served (so the
+    /// feed may list it), `None` when `stop` ended the purges.
+    async fn purge_chunk(
+        &mut self,
+        lines: &[String],
+        between: &mut Between,
+        holds: &Holds,
+        stop: &Stop,
+    ) -> Option<bool> {
+        // Listed by the feed only once every CDN purged it after its new bytes were served.
+        let mut served_anew = self.early_feed.enabled;
+        for target in &self.targets {
+            let consumer = target.consumer();
+            let key = self.hold_key(target);
+            if !self.early_targets.contains(&consumer)
+                || between.given_up.contains(&consumer)
+                || holds.held(&key).is_some()
+            {
+                served_anew = false;
+                continue;
+            }
+            let Some(sending) = gather(target, &mut between.gathered, lines) else {
+                served_anew = false;
+                continue;
+            };
+            let (purged, progress) = tokio::select! {
+                biased;
+                _ = stop.stopped() => return None,
+                sent = self.send_early(target, &consumer, &sending) => sent,
+            };
+            match purged {
+                Ok(report) if !report.over_budget => {
+                    let (purged, sent) = self.early.entry(consumer).or_default();
+                    purged.extend(sending.iter().cloned());
+                    sent.requests += report.requests;
+                    sent.paths += report.paths;
+                }
+                Ok(_) => {
+                    served_anew = false;
+                    between.given_up.insert(consumer);
+                }
+                Err(err) => {
+                    served_anew = false;
+                    holds.failed(&key);
+                    tracing::warn!("{err}; the changes stay in the outbox for the next run");
+                    // What it accepted before it failed was purged after it was served.
+                    let accepted = progress.take();
+                    let covered = accepted_cover(&accepted);
+                    let took: Vec<String> = sending
+                        .iter()
+                        .filter(|line| covered(&self.purge_path(line)))
+                        .cloned()
+                        .collect();
+                    let (purged, _) = self.early.entry(consumer.clone()).or_default();
+                    purged.extend(took);
+                    self.early_failed.insert(consumer.clone(), err.to_string());
+                    between.given_up.insert(consumer);
+                }
+            }
+        }
+        Some(served_anew)
+    }
+
+    /// Purges the lines `sending` on `target`, for its `consumer`; returns how it went and what
+    /// it accepted.
+    async fn send_early(
+        &self,
+        target: &PurgeTarget,
+        consumer: &str,
+        sending: &[String],
+    ) -> (Result<PurgeReport>, Progress) {
+        let mut paths: Vec<String> = sending.iter().map(|l| self.purge_path(l)).collect();
+        paths.sort();
+        paths.dedup();
+        let mut untracked = Flights::untracked();
+        // Recorded against the run's batch as accepted: a run stopped or killed now leaves them
+        // out of what its recovered batch sends again.
+        let journal = self.run.as_ref().map(|run| {
+            let pending = [(run.batch(), sending.to_vec())];
+            self.journal(consumer, &pending)
+        });
+        let progress = journal
+            .as_ref()
+            .map_or_else(Progress::new, |j| j.progress());
+        let purge = target.purge_tracked(
+            &paths,
+            self.stored.as_ref(),
+            None,
+            &mut untracked,
+            &progress,
+        );
+        let purged = match &journal {
+            Some(journal) => journal.follow(purge).await,
+            None => purge.await,
+        };
+        (purged, progress)
     }
 
     /// Publishes the tiles every CDN serves anew as a segment of the changes feed, while the run

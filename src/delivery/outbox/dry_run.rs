@@ -15,7 +15,7 @@ use super::{purge_path, read_json, STORED_TILES};
 /// `seed --dirty --dry-run`: what each CDN target of the tileset would be sent for the changes
 /// waiting in the output's outbox and the planned `work`, folded as its purge folds them. Reads
 /// only; returns the outbox's backlog too.
-pub(in crate::seed) async fn purge_plans(
+pub async fn purge_plans(
     target: &OutputTarget,
     tileset: &TilesetJob,
     s3: &S3Config,
