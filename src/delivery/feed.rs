@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::config::Feed;
 use crate::coordination::feed::{FeedStore, Published, HEAD};
 use crate::coordination::outbox::{Outbox, EVERYTHING};
-use crate::edge::flight::Flights;
+use crate::edge::Flights;
 use crate::edge::{everything_under, Holds, PurgeTarget};
 use crate::error::Result;
 use crate::tile::TileCoord;

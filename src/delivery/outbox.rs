@@ -10,8 +10,8 @@ use crate::config::S3Config;
 use crate::coordination::changed_list::CHANGED_LIST_CONSUMER;
 use crate::coordination::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::coordination::ChangedList;
-use crate::edge::check::{self, EdgeProbe};
-use crate::edge::price::StoredTiles;
+use crate::edge::StoredTiles;
+use crate::edge::{sample_for_check, EdgeProbe};
 use crate::edge::{Client, Holds, PurgeReport, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;
@@ -282,7 +282,7 @@ impl RunOutbox {
         let tiles = lines
             .filter_map(|line| Some((line.parse::<TileCoord>().ok()?, self.purge_path(line))))
             .collect();
-        let tiles = check::sample(tiles, self.check_sample);
+        let tiles = sample_for_check(tiles, self.check_sample);
         (!tiles.is_empty()).then(|| EdgeProbe {
             output: self.target.clone(),
             extension: self.extension.clone(),

@@ -4,9 +4,9 @@
 
 use crate::config::{CdnConfig, IndexLocation, OutputTarget};
 use crate::coordination::outbox::Outbox;
-use crate::edge::budget::Budget;
-use crate::edge::flight::Flights;
-use crate::edge::pace::accepted_cover;
+use crate::edge::accepted_cover;
+use crate::edge::Budget;
+use crate::edge::Flights;
 use crate::edge::{Client, Holds, Progress, PurgeTarget};
 use crate::error::Result;
 use crate::job::SeedJob;

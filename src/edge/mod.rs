@@ -17,17 +17,17 @@
 //! `cdn/` registered in `cdn::KINDS`; a [`PurgeTarget`] holds one and adds what every kind
 //! shares: planning against prices, budgets and pace, the purge's timeout, and redaction.
 
-pub mod budget;
+mod budget;
 mod calls;
 mod cdn;
-pub mod check;
+mod check;
 mod client;
 mod error;
-pub mod flight;
-pub mod fold;
+mod flight;
+mod fold;
 mod hold;
-pub mod pace;
-pub mod price;
+mod pace;
+mod price;
 mod secrets;
 mod send;
 
@@ -37,16 +37,19 @@ use crate::config::cdn::CdnSpend;
 use crate::config::CdnConfig;
 use crate::error::{Error, Result};
 use crate::tile::BBox;
-use flight::Flights;
 use fold::{as_paths, Purge};
-use price::{Forms, Priced, Pricing, StoredTiles};
+use price::{Forms, Priced, Pricing};
 
+pub use budget::{Budget, BudgetState};
 use cdn::cloudfront;
 use cdn::Cdn;
+pub use check::{check as check_edge, sample as sample_for_check, EdgeCheck, EdgeProbe};
 pub use client::Client;
 pub use error::PurgeError;
+pub use flight::Flights;
 pub use hold::Holds;
-pub use pace::Progress;
+pub use pace::{accepted_cover, covers, Progress};
+pub use price::StoredTiles;
 pub use secrets::check;
 use secrets::Secrets;
 

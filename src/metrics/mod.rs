@@ -12,7 +12,7 @@ use prometheus::{Encoder, Gauge, IntCounterVec, Opts, Registry, TextEncoder};
 mod series;
 
 use self::series::{CheckSeries, PurgeSeries, RunSeries};
-use crate::edge::check::EdgeCheck;
+use crate::edge::EdgeCheck;
 use crate::error::{Error, Result};
 use crate::report::TilesetSummary;
 

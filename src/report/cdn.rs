@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::SummaryHeader;
 use crate::coordination::outbox::Backlog;
-use crate::edge::check::EdgeCheck;
+use crate::edge::EdgeCheck;
 use crate::edge::PurgePlan;
 
 /// What a `--dirty` reseed would do, worked out without rendering or writing (`--dry-run`).
@@ -91,7 +91,7 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-pub use crate::edge::budget::BudgetState;
+pub use crate::edge::BudgetState;
 
 impl PurgeSummary {
     /// `cdn `cloudfront`: 2 request(s), 37 path(s), $0.185 at $0.005 a path`.

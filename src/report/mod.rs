@@ -18,7 +18,7 @@ pub use progress::{PartitionProgress, Progress, ProgressKind};
 pub use times::{seconds_text, RenderTimes};
 
 use crate::coordination::outbox::Backlog;
-use crate::edge::check::{EdgeCheck, EdgeProbe};
+use crate::edge::{EdgeCheck, EdgeProbe};
 pub use crate::encode::human_bytes;
 use crate::plan::dirty::ways_text;
 use crate::plan::Mode;

@@ -26,7 +26,6 @@ use deadpool_postgres::Pool;
 
 use crate::coordination::ChangedList;
 use crate::db::{self, Replica};
-use crate::edge::check;
 use crate::edge::Holds;
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, TilesetJob};
@@ -109,7 +108,7 @@ pub async fn partitioned_cycle(
 async fn check_edges(job: &SeedJob, summaries: &mut [TilesetSummary]) {
     for summary in summaries {
         for probe in std::mem::take(&mut summary.edge_probes) {
-            let check = check::check(&probe, &job.s3, job.run.check_edge.within).await;
+            let check = crate::edge::check_edge(&probe, &job.s3, job.run.check_edge.within).await;
             summary.edge.push(check);
         }
     }

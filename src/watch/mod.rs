@@ -502,7 +502,7 @@ fn check_edge(job: &WatchJob, shared: &Arc<Shared>, summary: &mut TilesetSummary
         let output = summary.header.output.clone();
         let committed = summary.header.committed.clone();
         tokio::spawn(async move {
-            let check = crate::edge::check::check(&probe, &s3, within).await;
+            let check = crate::edge::check_edge(&probe, &s3, within).await;
             shared.metrics.record_edge(&output, &check, &committed);
             match check.fresh_at {
                 Some(fresh) => {

@@ -4,7 +4,7 @@
 use crate::config::{OutputTarget, S3Config};
 use crate::coordination::feed::Published;
 use crate::coordination::outbox::Outbox;
-use crate::edge::check::EdgeProbe;
+use crate::edge::EdgeProbe;
 use crate::error::Result;
 use crate::job::TilesetJob;
 use crate::report::PurgeSummary;

@@ -2,7 +2,7 @@
 
 use crate::config::S3Config;
 use crate::coordination::outbox::{Backlog, Outbox, EVERYTHING};
-use crate::edge::price::StoredTiles;
+use crate::edge::StoredTiles;
 use crate::edge::{Client, PurgeTarget};
 use crate::error::Result;
 use crate::job::TilesetJob;

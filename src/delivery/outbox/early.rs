@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::coordination::changed_list::RecordedLines;
-use crate::edge::flight::Flights;
-use crate::edge::pace::accepted_cover;
+use crate::edge::accepted_cover;
+use crate::edge::Flights;
 use crate::edge::{Holds, Progress, PurgeReport, PurgeTarget};
 use crate::error::Result;
 use crate::schedule::Stop;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::coordination::outbox::Outbox;
-use crate::edge::pace::covers;
+use crate::edge::covers;
 use crate::edge::Progress;
 
 use super::RunOutbox;
