@@ -23,7 +23,6 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("seed/finalize.rs", "finalize_output"),
     ("seed/outbox.rs", "commit_and_deliver"),
     ("seed/outbox/early.rs", "purge_as_stored"),
-    ("seed/tileset.rs", "seed"),
     ("state/capture/log.rs", "changed_boxes"),
     ("state/capture/triggers/update.rs", "update_body"),
 ];
