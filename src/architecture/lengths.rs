@@ -17,7 +17,6 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("config/cdn.rs", "resolve_cdn"),
     ("db/conninfo.rs", "resolve"),
     ("edge/mod.rs", "target"),
-    ("job.rs", "resolve_with"),
     ("partition/edge.rs", "deliver"),
     ("render/tileset.rs", "run_statement"),
     ("seed/finalize.rs", "finalize_output"),
