@@ -15,7 +15,6 @@ const FUNCTION_LINES: usize = 100;
 /// may join it.
 const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("config/cdn.rs", "resolve_cdn"),
-    ("db/conninfo.rs", "resolve"),
     ("edge/mod.rs", "target"),
     ("partition/edge.rs", "deliver"),
     ("render/tileset.rs", "run_statement"),
