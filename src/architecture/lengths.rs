@@ -17,7 +17,6 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("config/cdn.rs", "resolve_cdn"),
     ("edge/mod.rs", "target"),
     ("partition/edge.rs", "deliver"),
-    ("seed/finalize.rs", "finalize_output"),
     ("seed/outbox.rs", "commit_and_deliver"),
     ("seed/outbox/early.rs", "purge_as_stored"),
     ("state/capture/log.rs", "changed_boxes"),
