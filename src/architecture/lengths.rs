@@ -19,7 +19,6 @@ const NOT_YET_SPLIT: &[(&str, &str)] = &[
     ("partition/edge.rs", "deliver"),
     ("seed/outbox.rs", "commit_and_deliver"),
     ("seed/outbox/early.rs", "purge_as_stored"),
-    ("state/capture/triggers/update.rs", "update_body"),
 ];
 
 /// Every `.rs` file under `src/`.
