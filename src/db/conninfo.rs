@@ -258,7 +258,7 @@ fn password(
             .map(PathBuf::from)
             .or_else(|| home(env).map(|h| h.join(".pgpass")))
         {
-            if let Some(password) = pgpass::lookup(&file, &config)? {
+            if let Some(password) = pgpass::lookup(&file, config)? {
                 config.password(password);
             }
         }
