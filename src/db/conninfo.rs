@@ -129,90 +129,9 @@ impl ConnInfo {
                 .map(|(_, v)| v.clone())
         };
         let setting = |key: &str, var: &str| ours(key).or_else(|| env(var));
-
-        if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
-            match env("PGHOST") {
-                Some(hosts) => hosts.split(',').for_each(|h| {
-                    config.host(h);
-                }),
-                None => {
-                    let port =
-                        config.get_ports().first().copied().or_else(|| {
-                            env("PGPORT").and_then(|p| p.split(',').next()?.parse().ok())
-                        });
-                    config.host(default_host(port.unwrap_or(5432)));
-                }
-            }
-        }
-        if config.get_ports().is_empty() {
-            if let Some(ports) = env("PGPORT") {
-                for port in ports.split(',') {
-                    let port = port.trim().parse().map_err(|_| {
-                        Error::setting("PGPORT", format!("PGPORT `{ports}` is not a port number"))
-                    })?;
-                    config.port(port);
-                }
-            }
-        }
-        if config.get_user().is_none() {
-            match env("PGUSER") {
-                Some(user) => config.user(user),
-                None => config.user(whoami::username().unwrap_or_else(|_| "postgres".into())),
-            };
-        }
-        if config.get_dbname().is_none() {
-            if let Some(dbname) = env("PGDATABASE") {
-                config.dbname(dbname);
-            }
-        }
-        if config.get_application_name().is_none() {
-            config.application_name(env("PGAPPNAME").unwrap_or_else(|| "oar-tiles".into()));
-        }
-        if config.get_options().is_none() {
-            if let Some(options) = env("PGOPTIONS") {
-                config.options(options);
-            }
-        }
-        if let Some(attrs) = setting("target_session_attrs", "PGTARGETSESSIONATTRS") {
-            config.target_session_attrs(match attrs.as_str() {
-                "any" => TargetSessionAttrs::Any,
-                "read-write" => TargetSessionAttrs::ReadWrite,
-                "read-only" => TargetSessionAttrs::ReadOnly,
-                other => {
-                    return Err(Error::setting(
-                        "target_session_attrs",
-                        format!(
-                        "target_session_attrs `{other}` is not one of any, read-write, read-only"
-                    ),
-                    ))
-                }
-            });
-        }
-        if let Some(seconds) = setting("connect_timeout", "PGCONNECT_TIMEOUT") {
-            let seconds: u64 = seconds.trim().parse().map_err(|_| {
-                Error::setting(
-                    "connect_timeout",
-                    format!("connect_timeout `{seconds}` is not a number of seconds"),
-                )
-            })?;
-            // As libpq: 0 means wait forever, which the config's own timeout then bounds.
-            if seconds > 0 {
-                config.connect_timeout(std::time::Duration::from_secs(seconds.max(2)));
-            }
-        }
-        if config.get_password().is_none() {
-            if let Some(password) = env("PGPASSWORD") {
-                config.password(password);
-            } else if let Some(file) = setting("passfile", "PGPASSFILE")
-                .map(PathBuf::from)
-                .or_else(|| home(env).map(|h| h.join(".pgpass")))
-            {
-                if let Some(password) = pgpass::lookup(&file, &config)? {
-                    config.password(password);
-                }
-            }
-        }
-
+        env_defaults(&mut config, env)?;
+        session_settings(&mut config, &setting)?;
+        password(&mut config, &setting, env)?;
         let tls = tls_settings(&setting, env)?;
         let all_sockets = config
             .get_hosts()
@@ -233,6 +152,118 @@ impl ConnInfo {
     pub fn target(&self) -> String {
         redacted_target(&self.config)
     }
+}
+
+/// Fills in what the connection string left out from the `PG*` variables, as libpq does: hosts
+/// (else the local socket), ports, user (else the login name), database, application name and
+/// server options.
+fn env_defaults(
+    config: &mut tokio_postgres::Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<()> {
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        match env("PGHOST") {
+            Some(hosts) => hosts.split(',').for_each(|h| {
+                config.host(h);
+            }),
+            None => {
+                let port = config
+                    .get_ports()
+                    .first()
+                    .copied()
+                    .or_else(|| env("PGPORT").and_then(|p| p.split(',').next()?.parse().ok()));
+                config.host(default_host(port.unwrap_or(5432)));
+            }
+        }
+    }
+    if config.get_ports().is_empty() {
+        if let Some(ports) = env("PGPORT") {
+            for port in ports.split(',') {
+                let port = port.trim().parse().map_err(|_| {
+                    Error::setting("PGPORT", format!("PGPORT `{ports}` is not a port number"))
+                })?;
+                config.port(port);
+            }
+        }
+    }
+    if config.get_user().is_none() {
+        match env("PGUSER") {
+            Some(user) => config.user(user),
+            None => config.user(whoami::username().unwrap_or_else(|_| "postgres".into())),
+        };
+    }
+    if config.get_dbname().is_none() {
+        if let Some(dbname) = env("PGDATABASE") {
+            config.dbname(dbname);
+        }
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(env("PGAPPNAME").unwrap_or_else(|| "oar-tiles".into()));
+    }
+    if config.get_options().is_none() {
+        if let Some(options) = env("PGOPTIONS") {
+            config.options(options);
+        }
+    }
+    Ok(())
+}
+
+/// `target_session_attrs` and `connect_timeout`, from the connection string or their `PG*`
+/// variables, as `setting` finds them.
+fn session_settings(
+    config: &mut tokio_postgres::Config,
+    setting: &dyn Fn(&str, &str) -> Option<String>,
+) -> Result<()> {
+    if let Some(attrs) = setting("target_session_attrs", "PGTARGETSESSIONATTRS") {
+        config.target_session_attrs(match attrs.as_str() {
+            "any" => TargetSessionAttrs::Any,
+            "read-write" => TargetSessionAttrs::ReadWrite,
+            "read-only" => TargetSessionAttrs::ReadOnly,
+            other => {
+                return Err(Error::setting(
+                    "target_session_attrs",
+                    format!(
+                        "target_session_attrs `{other}` is not one of any, read-write, read-only"
+                    ),
+                ))
+            }
+        });
+    }
+    if let Some(seconds) = setting("connect_timeout", "PGCONNECT_TIMEOUT") {
+        let seconds: u64 = seconds.trim().parse().map_err(|_| {
+            Error::setting(
+                "connect_timeout",
+                format!("connect_timeout `{seconds}` is not a number of seconds"),
+            )
+        })?;
+        // As libpq: 0 means wait forever, which the config's own timeout then bounds.
+        if seconds > 0 {
+            config.connect_timeout(std::time::Duration::from_secs(seconds.max(2)));
+        }
+    }
+    Ok(())
+}
+
+/// The password, where the connection string has none: `PGPASSWORD`, else the password file's
+/// entry for the connection (`passfile`, `PGPASSFILE` or `~/.pgpass`).
+fn password(
+    config: &mut tokio_postgres::Config,
+    setting: &dyn Fn(&str, &str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<()> {
+    if config.get_password().is_none() {
+        if let Some(password) = env("PGPASSWORD") {
+            config.password(password);
+        } else if let Some(file) = setting("passfile", "PGPASSFILE")
+            .map(PathBuf::from)
+            .or_else(|| home(env).map(|h| h.join(".pgpass")))
+        {
+            if let Some(password) = pgpass::lookup(&file, config)? {
+                config.password(password);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `user@host:port/database` of a config: everything but the password.

@@ -24,5 +24,5 @@ mod feed;
 mod outbox;
 mod partition;
 
-pub use outbox::{purge_plans, record_new_hash, RunOutbox};
+pub use outbox::{purge_plans, record_new_hash, Delivered, RunOutbox};
 pub use partition::{deliver_handed_over, purge_index, purge_vanished_feeds};

@@ -32,6 +32,29 @@ pub(super) struct Failed {
     lost_connection: Option<String>,
 }
 
+/// A tile statement's arguments for a batch of tiles of one zoom: the zoom, the tiles' x and y,
+/// and their envelopes, a column each.
+struct Arguments {
+    z: i32,
+    xs: Vec<i32>,
+    ys: Vec<i32>,
+    envelopes: Vec<Vec<f64>>,
+}
+
+impl Arguments {
+    /// The statement's parameters in order: the arguments, then `query`'s layer names and its
+    /// partition's value.
+    fn params<'a>(&'a self, query: &'a TileQuery) -> Vec<&'a (dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.z, &self.xs, &self.ys];
+        params.extend(self.envelopes.iter().map(|v| v as &(dyn ToSql + Sync)));
+        params.extend(query.layer_names.iter().map(|n| n as &(dyn ToSql + Sync)));
+        if let Some(value) = &query.partition_value {
+            params.push(value);
+        }
+        params
+    }
+}
+
 /// Renders the tiles of one tileset.
 pub struct TilesetRenderer {
     pool: Pool,
@@ -227,23 +250,8 @@ impl TilesetRenderer {
             Mode::Render => &self.render[usize::from(first.z())],
             Mode::Probe => &self.probe[usize::from(first.z())],
         };
-        let z = i32::from(first.z());
-        let xs: Vec<i32> = tiles.iter().map(|t| t.x() as i32).collect();
-        let ys: Vec<i32> = tiles.iter().map(|t| t.y() as i32).collect();
-        let mut envelopes: Vec<Vec<f64>> = (0..sql::ENVELOPES * 8)
-            .map(|_| Vec::with_capacity(tiles.len()))
-            .collect();
-        for tile in tiles {
-            for (column, value) in envelopes.iter_mut().zip(self.envelopes(*tile)) {
-                column.push(value);
-            }
-        }
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&z, &xs, &ys];
-        params.extend(envelopes.iter().map(|v| v as &(dyn ToSql + Sync)));
-        params.extend(query.layer_names.iter().map(|n| n as &(dyn ToSql + Sync)));
-        if let Some(value) = &query.partition_value {
-            params.push(value);
-        }
+        let arguments = self.arguments(tiles);
+        let params = arguments.params(query);
         let place = || {
             if tiles.len() == 1 {
                 format!("tile {first}")
@@ -291,6 +299,39 @@ impl TilesetRenderer {
             }
             Err(failed) => failed,
         };
+        Err(self
+            .failure(failed, (query, &params), first, batch, connections)
+            .await)
+    }
+
+    /// The statement's arguments for `tiles`, all of one zoom.
+    fn arguments(&self, tiles: &[TileCoord]) -> Arguments {
+        let mut envelopes: Vec<Vec<f64>> = (0..sql::ENVELOPES * 8)
+            .map(|_| Vec::with_capacity(tiles.len()))
+            .collect();
+        for tile in tiles {
+            for (column, value) in envelopes.iter_mut().zip(self.envelopes(*tile)) {
+                column.push(value);
+            }
+        }
+        Arguments {
+            z: i32::from(tiles[0].z()),
+            xs: tiles.iter().map(|t| t.x() as i32).collect(),
+            ys: tiles.iter().map(|t| t.y() as i32).collect(),
+            envelopes,
+        }
+    }
+
+    /// What a statement that failed after its retries reports: for a tile alone that a row's
+    /// data fails, the rows at fault; whether the connection was lost.
+    async fn failure(
+        &self,
+        failed: crate::retry::Failed<tokio_postgres::Error>,
+        (query, params): (&TileQuery, &[&(dyn ToSql + Sync)]),
+        first: TileCoord,
+        batch: bool,
+        connections: &Connections,
+    ) -> Failed {
         let mut message = pg_message(&failed.error);
         // No SQLSTATE (the socket closed), a connection exception, or the server going away.
         let lost = failed
@@ -315,14 +356,14 @@ impl TilesetRenderer {
             }
         }
         let message = format!("{message} (after {} attempt(s))", failed.attempts);
-        Err(Failed {
+        Failed {
             error: Error::Render {
                 tileset: self.tileset.clone(),
                 tile: first,
                 message: message.clone(),
             },
             lost_connection: lost.then_some(message),
-        })
+        }
     }
 
     /// The tiles of a statement's rows as they arrive (a tile's pieces are consecutive, the first

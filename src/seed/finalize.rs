@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::coordination::parts::{plan_id, PartRecord};
 use crate::coordination::shards::{Part, ShardStore};
-use crate::coordination::{lock, ChangedList};
+use crate::coordination::{lock, ChangedList, TilesetMetadata};
 use crate::db;
 use crate::delivery::RunOutbox;
 use crate::edge::Holds;
@@ -149,30 +149,8 @@ async fn finalize_output(
         }));
     }
     if target.sharding() == Sharding::PartFiles {
-        let parts: Vec<_> = specs
-            .iter()
-            .filter_map(|s| target.shard_part(s.index, s.count))
-            .filter_map(|part| part.local_path().map(Path::to_path_buf))
-            .collect();
-        let missing: Vec<String> = specs
-            .iter()
-            .zip(&parts)
-            .filter(|(_, part)| !part.is_file())
-            .map(|(spec, _)| spec.to_string())
-            .collect();
-        refuse_missing(&output, &missing)?;
-        let merged = {
-            let (owned, parts) = (target.clone(), parts.clone());
-            tokio::task::spawn_blocking(move || sink::kind_of(&owned).merge_parts(&parts))
-                .await
-                .map_err(|e| Error::output(path_of(target), format!("merging failed: {e}")))??
-        };
-        store.clear(0).await?;
-        for part in &parts {
-            std::fs::remove_file(part)
-                .map_err(|e| Error::output(part, format!("cannot remove the part: {e}")))?;
-        }
-        return Ok(Some(finalized(merged.tiles, 0, merged.snapshot)));
+        let (tiles, snapshot) = merge_part_files(target, &specs, &store).await?;
+        return Ok(Some(finalized(tiles, 0, snapshot)));
     }
     let mut parts = Vec::new();
     let mut missing = Vec::new();
@@ -185,14 +163,72 @@ async fn finalize_output(
     refuse_missing(&output, &missing)?;
     let (tiles, watermark) = combine(&output, &plan, &plan_id(&text), &parts)?;
     let metadata = parts[0].1.record.metadata.clone();
+    let count = tiles.len() as u64;
+    let (deleted, purges) = store_combined(
+        job,
+        tileset,
+        target,
+        &changed,
+        (tiles, metadata, &watermark),
+    )
+    .await?;
+    store.clear(plan.shards()).await?;
+    Ok(Some(Finalized {
+        purges,
+        ..finalized(count, deleted, watermark.snapshot)
+    }))
+}
+
+/// Merges the MBTiles part files of `specs` into the output, then removes them and the plan from
+/// `store`; returns the tiles the output holds and its snapshot. Refuses while a part is missing.
+async fn merge_part_files(
+    target: &OutputTarget,
+    specs: &[ShardSpec],
+    store: &ShardStore,
+) -> Result<(u64, String)> {
+    let parts: Vec<_> = specs
+        .iter()
+        .filter_map(|s| target.shard_part(s.index, s.count))
+        .filter_map(|part| part.local_path().map(Path::to_path_buf))
+        .collect();
+    let missing: Vec<String> = specs
+        .iter()
+        .zip(&parts)
+        .filter(|(_, part)| !part.is_file())
+        .map(|(spec, _)| spec.to_string())
+        .collect();
+    refuse_missing(&target.describe(), &missing)?;
+    let merged = {
+        let (owned, parts) = (target.clone(), parts.clone());
+        tokio::task::spawn_blocking(move || sink::kind_of(&owned).merge_parts(&parts))
+            .await
+            .map_err(|e| Error::output(path_of(target), format!("merging failed: {e}")))??
+    };
+    store.clear(0).await?;
+    for part in &parts {
+        std::fs::remove_file(part)
+            .map_err(|e| Error::output(part, format!("cannot remove the part: {e}")))?;
+    }
+    Ok((merged.tiles, merged.snapshot))
+}
+
+/// Finishes a tree, an S3 prefix or a PMTiles archive as one run would, with the `tiles` the parts
+/// combined, under their `metadata` and `watermark`, its sweep and documents going through the
+/// output's outbox; returns the tiles the sweep deleted and the purges.
+async fn store_combined(
+    job: &SeedJob,
+    tileset: &TilesetJob,
+    target: &OutputTarget,
+    changed: &ChangedList,
+    (tiles, metadata, watermark): (HashMap<u64, [u8; 16]>, TilesetMetadata, &Watermark),
+) -> Result<(u64, Vec<PurgeSummary>)> {
     let settings = &tileset.tileset.output_settings;
     // What the sweep deletes and the documents it rewrites go through the output's outbox, as a
     // seed's changes do, so the CDNs are purged of them and nothing is lost to a kill.
-    let mut outbox = RunOutbox::open(target, tileset, &job.s3, None, &changed, 0).await?;
+    let mut outbox = RunOutbox::open(target, tileset, &job.s3, None, changed, 0).await?;
     outbox.feed_reloads();
     let sink = sink::open(target, settings, &job.s3, outbox.recorder(), None, None).await?;
     let state = watermark.to_state();
-    let count = tiles.len() as u64;
     let intended = outbox.intend(sink.state().as_deref(), &Work::Pyramid).await;
     let finished = match intended {
         Ok(()) => tokio::task::spawn_blocking(move || {
@@ -214,15 +250,11 @@ async fn finalize_output(
         }
     };
     let delivered = outbox
-        .commit_and_deliver(&changed, finished.is_err(), &Holds::default(), None, &[])
+        .commit_and_deliver(changed, finished.is_err(), &Holds::default(), None, &[])
         .await;
     let report = finished?;
     let purges = delivered?.purges;
-    store.clear(plan.shards()).await?;
-    Ok(Some(Finalized {
-        purges,
-        ..finalized(count, report.deleted, watermark.snapshot)
-    }))
+    Ok((report.deleted, purges))
 }
 
 /// The shards' parts of an output written whole, kept in its shard store.

@@ -9,15 +9,17 @@ use deadpool_postgres::Pool;
 use super::freshness::{self, AfterRun};
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
-use crate::coordination::{lock, ChangedList, PartOf};
+use crate::coordination::lock::{self, OutputLock};
+use crate::coordination::shards::ShardStore;
+use crate::coordination::{ChangedList, PartOf};
 use crate::db::Replica;
 use crate::delivery::RunOutbox;
 use crate::edge::Holds;
 use crate::error::{Error, Result};
-use crate::job::{SeedJob, Selection};
-use crate::plan::{PyramidWalk, Work};
+use crate::job::{SeedJob, Selection, TilesetJob};
+use crate::plan::{PyramidWalk, Work, ZoomWay};
 use crate::render::Connections;
-use crate::report::{Progress, ProgressKind, SummaryHeader, Tally, TilesetSummary};
+use crate::report::{ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::schedule::Stop;
 use crate::sink::writer;
 use crate::sink::{self, Resume, Sharding, Sink, Sweep};
@@ -28,6 +30,7 @@ use crate::state::Watermark;
 use crate::tile::Subtrees;
 
 mod dry_run;
+mod ending;
 mod render;
 
 /// What one tileset's seed works with.
@@ -64,9 +67,71 @@ struct Opened {
     deferred: AfterRun,
 }
 
+/// A tileset's run once its output is open and its work decided: what its later steps share.
+struct Underway<'t> {
+    target: &'t OutputTarget,
+    outbox: RunOutbox,
+    /// The run's changed-tile list, narrowed to a partition's prefix.
+    changed: ChangedList,
+    /// What the output claims to reflect once the run is complete.
+    watermark: Option<Watermark>,
+    /// What becomes of the tiles `[tileset.freshness]` deferred once the run is complete.
+    deferred: AfterRun,
+    tally: Tally,
+    /// When the changes read were committed: applied only by a complete run.
+    committed: Vec<f64>,
+    changes_read: Option<u64>,
+    ways: Vec<ZoomWay>,
+}
+
+impl Todo {
+    /// What rendering `work` takes: a pyramid walks the shard's plan (else the whole pyramid),
+    /// skipping the tiles `done` by an interrupted run.
+    fn of(
+        work: Work,
+        walk: Option<PyramidWalk>,
+        done: HashMap<u64, [bool; 4]>,
+        tileset: &TilesetJob,
+    ) -> Todo {
+        match work {
+            Work::Pyramid => Todo::Walk(
+                Box::new(walk.unwrap_or_else(|| PyramidWalk::new(tileset.bbox, tileset.zooms))),
+                done,
+            ),
+            Work::Tiles(tiles) => Todo::Tiles(tiles),
+            Work::Subtrees { tiles, subtrees } => Todo::Subtrees(tiles, subtrees),
+        }
+    }
+}
+
+/// Where finishing a run of `work` deletes the stored tiles it did not write.
+fn sweep_of(work: &Work) -> Sweep {
+    match work {
+        Work::Pyramid => Sweep::Everything,
+        Work::Subtrees { subtrees, .. } => Sweep::Within(subtrees.clone()),
+        Work::Tiles(_) => Sweep::Nothing,
+    }
+}
+
+/// The watermark a run claims once complete: the decision's, or an interrupted run's it resumes,
+/// as the output must not claim more than the oldest tiles in it reflect.
+fn resumed_watermark(decided: Option<Watermark>, resume: &Resume) -> Option<Watermark> {
+    if resume.done.is_empty() {
+        return decided;
+    }
+    tracing::info!(
+        "resuming: {} tile(s) were finished by an interrupted run of this job",
+        resume.done.len()
+    );
+    match resume.watermark.as_deref().and_then(Watermark::from_state) {
+        Some(earlier) => Some(earlier),
+        None => decided,
+    }
+}
+
 impl TilesetRun<'_> {
     /// Seeds the tileset into its output and summarizes what happened: step 4 of a run, in the
-    /// sub-steps 4a-4h marked below.
+    /// sub-steps 4a-4i marked below.
     pub async fn seed(
         &self,
         progress_kind: ProgressKind,
@@ -74,7 +139,6 @@ impl TilesetRun<'_> {
     ) -> Result<TilesetSummary> {
         let started = Instant::now();
         let tileset = self.prepared.tileset;
-        let name = &tileset.tileset.name;
         if self.job.run.dry_run {
             return match (tileset.output.as_ref(), self.selection()) {
                 (Some(target), Selection::Dirty) => self.dry_run_dirty(target, started).await,
@@ -82,61 +146,17 @@ impl TilesetRun<'_> {
             };
         }
         let Some(target) = tileset.output.as_ref() else {
+            let name = &tileset.tileset.name;
             return Err(Error::Usage(format!("tileset `{name}` has no output")));
         };
-        tracing::info!(
-            "{} tileset `{name}` zoom {} bbox {} -> {}",
-            match self.selection() {
-                Selection::Pyramid => "seeding",
-                Selection::Dirty => "reseeding what changed in",
-                Selection::List(_) => "rendering listed tiles of",
-            },
-            tileset.zooms,
-            tileset.bbox,
-            target.describe()
-        );
+        self.announce(target);
         // 4a. A shard walks the run's plan, read (or made) before its output is opened: a tree or
         // S3 shard records in its part which plan it ran under.
-        let (walk, part) = match &tileset.shard {
-            Some(shard) => {
-                let store = sink::kind_of(&shard.output)
-                    .shard_store(&self.job.s3)
-                    .await?;
-                let (walk, plan) = super::shard::shard_walk(
-                    self.render_pool(),
-                    self.prepared,
-                    self.job.concurrency,
-                    shard,
-                    &store,
-                )
-                .await?;
-                let records_part = shard.output.sharding() != Sharding::PartFiles;
-                let part = records_part.then_some(PartOf {
-                    spec: shard.spec,
-                    plan,
-                });
-                (Some(walk), part.map(|part| (part, store)))
-            }
-            None => (None, None),
-        };
+        let (walk, part) = self.shard_walk().await?;
         // 4b. Lock the output (`watch` holds its locks already).
-        let _lock = match self.locks {
-            super::Locks::Take => Some(
-                lock::acquire(
-                    &match (&tileset.tileset_output, &tileset.list_prefix) {
-                        (Some(of), Some(segment)) => {
-                            sink::partition_lock_place(target, of, segment, &self.job.s3)
-                        }
-                        _ => sink::lock_place(target, &self.job.s3),
-                    },
-                    self.job.run.wait_lock,
-                    part.as_ref().map(|(part, _)| part.name("lock")).as_deref(),
-                    self.stop.stopped(),
-                )
-                .await?,
-            ),
-            super::Locks::Held => None,
-        };
+        let _lock = self
+            .lock(target, part.as_ref().map(|(part, _)| part))
+            .await?;
         let part = match part {
             Some((part, store)) => {
                 // A part record means the shard finished in this run: one left by an earlier run
@@ -155,7 +175,7 @@ impl TilesetRun<'_> {
         let part_tag = part
             .as_ref()
             .map(|part| format!("part-{}-of-{}", part.spec.index, part.spec.count));
-        let mut outbox = RunOutbox::open(
+        let outbox = RunOutbox::open(
             target,
             tileset,
             &self.job.s3,
@@ -171,170 +191,114 @@ impl TilesetRun<'_> {
             deferred,
         } = self.open(target, &outbox, part).await?;
         // 4d. Resume what an interrupted run of the same job finished.
-        let mut watermark = decision.watermark;
-        if !resume.done.is_empty() {
-            tracing::info!(
-                "resuming: {} tile(s) were finished by an interrupted run of this job",
-                resume.done.len()
-            );
-            // The output must not claim more than the oldest tiles in it reflect.
-            if let Some(earlier) = resume.watermark.as_deref().and_then(Watermark::from_state) {
-                watermark = Some(earlier);
-            }
-        }
+        let watermark = resumed_watermark(decision.watermark, &resume);
+        let mut run = Underway {
+            target,
+            outbox,
+            changed,
+            watermark,
+            deferred,
+            tally: Tally::default(),
+            committed: decision.committed,
+            changes_read: decision.changes_read,
+            ways: decision.ways,
+        };
         // 4e. Render, encode and store through the scheduler and the one writer.
-        let sweep = match &decision.work {
-            Work::Pyramid => Sweep::Everything,
-            Work::Subtrees { subtrees, .. } => Sweep::Within(subtrees.clone()),
-            Work::Tiles(_) => Sweep::Nothing,
-        };
-        let (writer, written) = writer::spawn(sink, name);
-        let mut tally = Tally::default();
-        let mut progress = Progress::start(progress_kind, name);
-        let todo = match decision.work {
-            Work::Pyramid => Todo::Walk(
-                Box::new(walk.unwrap_or_else(|| PyramidWalk::new(tileset.bbox, tileset.zooms))),
-                resume.done,
-            ),
-            Work::Tiles(tiles) => Todo::Tiles(tiles),
-            Work::Subtrees { tiles, subtrees } => Todo::Subtrees(tiles, subtrees),
-        };
-        // A list's tiles that the output serves as soon as they are stored are purged as they
-        // come, the deepest zoom first, while the heavy low zooms still render; a whole seed's
-        // too where a target would send their exact paths anyway.
-        let recorded = match &todo {
-            Todo::Tiles(tiles) if outbox.purges_as_stored(tiles) => outbox.recorder().tap(),
-            Todo::Walk(..) | Todo::Subtrees(..) if outbox.purges_whole_as_stored() => {
-                outbox.recorder().tap()
-            }
-            _ => None,
-        };
-        let render = async {
-            let rendered = self
-                .render(target, todo, writer, &mut tally, &mut progress)
-                .await;
-            if let Some(recorded) = &recorded {
-                recorded.close();
-            }
-            rendered
-        };
-        let purge = async {
-            if let Some(recorded) = &recorded {
-                outbox
-                    .purge_as_stored(recorded, self.holds, self.stop)
-                    .await;
-            }
-        };
-        let (rendered, ()) = tokio::join!(render, purge);
-        progress.finish();
-        tracing::debug!("tileset `{name}`: rendering done");
+        let sweep = sweep_of(&decision.work);
+        let todo = Todo::of(decision.work, walk, resume.done, tileset);
+        let (rendered, written) = self
+            .render_stored(&mut run, sink, todo, progress_kind)
+            .await;
         // 4f. Finish the output (sweep, metadata, state) or abort it; store what changed in the
         // outbox and hand it to the consumers.
         // A full seed reads every tile anyway and ends with its hash, as a shard's part must
         // (`finalize` merges it); a run that changed some tiles leaves the hash, which reads
         // every tile, until its purges are out.
-        let full = sweep == Sweep::Everything;
-        let defer_hash = !full && tileset.shard.is_none();
-        let complete = self
-            .complete(
-                written,
-                rendered,
-                &mut tally,
-                (sweep, defer_hash),
-                watermark.as_ref(),
-            )
-            .await;
-        if deferred == AfterRun::Remove && matches!(complete, Ok(true)) {
-            // Rendered and stored: the tiles the note held back are the output's now. A note
-            // left behind only renders them once more.
-            if let Err(e) = outbox.remove_note(freshness::DEFERRED_TILES).await {
-                tracing::warn!("{e}; its deferred tiles are rendered again by the next cycle");
-            }
-        }
-        if full && matches!(complete, Ok(true)) {
-            // A complete full seed left exactly its own tiles: what a wildcard would evict.
-            outbox.record_stored(tally.written_per_zoom()).await?;
-        }
-        // Only a complete run applied its changes (see 4h).
-        let applied: &[f64] = if matches!(complete, Ok(true)) {
-            &decision.committed
-        } else {
-            &[]
-        };
-        let delivered = outbox
-            .commit_and_deliver(
-                &changed,
-                complete.is_err(),
-                self.holds,
-                Some(self.stop),
-                applied,
-            )
-            .await;
-        let complete = complete?;
-        let mut delivered = delivered?;
+        let defer_hash = sweep != Sweep::Everything && tileset.shard.is_none();
+        let (complete, mut delivered) = self
+            .finish_and_deliver(&mut run, (written, rendered), (sweep, defer_hash))
+            .await?;
         // 4g. Advance the change log's consumer (watermark, pruning).
-        if tileset.shard.is_some() {
-            // A part is not a consumer of the change log: pruning what one shard saw could drop
-            // changes a shard with an earlier snapshot did not see, which the merged output's
-            // first `seed --dirty` must still read.
-        } else if tileset.list_prefix.is_some() {
-            // A partition: its partitioned tileset consumes the log for all of them
-            // (`crate::partition`), once every partition of the run is complete.
-        } else if self.job.run.scratch {
-            // A throwaway output: recording it as a consumer would hold back pruning for good.
-        } else if let (true, Some(next)) = (complete, &watermark) {
-            self.advance(target, next).await?;
-        } else if !complete && !tally.failed().is_empty() {
-            tracing::warn!(
-                "tileset `{name}`: {} tile(s) failed; the watermark was not advanced, so the next \
-                 run renders them again",
-                tally.failed().len()
-            );
-        } else if !complete {
-            tracing::warn!(
-                "tileset `{name}`: stopped after --max-duration; the rest is left for the next run"
-            );
-        }
+        self.advance_consumer(&run, complete).await?;
         // 4h. Bring the hash up to date, now that the purges are out, unless the caller
         // (`watch`, not for a partition it runs through its partitioned tileset) does it when
         // idle.
         // A run stopped while purging ends now; the hash stays pending, as the output says.
         let hash_now = !self.job.run.defer_agg_hash || tileset.list_prefix.is_some();
-        // The new hash is news to the edge too: `tiles.json` is delivered again.
-        if defer_hash
-            && hash_now
-            && delivered.stopped.is_none()
-            && self.refresh_hash(target).await?
-        {
-            let tilejson = sink::tilejson::TILEJSON_NAME;
-            if sink::kind_of(target).documents().contains(&tilejson) {
-                outbox.record_documents(&[tilejson]).await?;
-                let again =
-                    outbox.commit_and_deliver(&changed, false, self.holds, Some(self.stop), &[]);
-                delivered.absorb(again.await?);
-            }
+        if defer_hash && hash_now && delivered.stopped.is_none() {
+            self.deliver_new_hash(&mut run, &mut delivered).await?;
         }
         // 4i. Summarize.
-        let mut header = self.header(target.describe(), complete, decision.changes_read);
-        // Only a complete run applied its changes: the others are read again by the next one.
-        if complete {
-            header.committed = decision.committed;
+        self.summarize(run, complete, delivered, started).await
+    }
+
+    /// Logs what the run is about to do, and to which output.
+    fn announce(&self, target: &OutputTarget) {
+        let tileset = self.prepared.tileset;
+        tracing::info!(
+            "{} tileset `{}` zoom {} bbox {} -> {}",
+            match self.selection() {
+                Selection::Pyramid => "seeding",
+                Selection::Dirty => "reseeding what changed in",
+                Selection::List(_) => "rendering listed tiles of",
+            },
+            tileset.tileset.name,
+            tileset.zooms,
+            tileset.bbox,
+            target.describe()
+        );
+    }
+
+    /// Step 4a: a shard's walk of the run's plan, and the part it records with the store that
+    /// holds it (none where its output's parts are files of their own).
+    async fn shard_walk(&self) -> Result<(Option<PyramidWalk>, Option<(PartOf, ShardStore)>)> {
+        let Some(shard) = &self.prepared.tileset.shard else {
+            return Ok((None, None));
+        };
+        let store = sink::kind_of(&shard.output)
+            .shard_store(&self.job.s3)
+            .await?;
+        let (walk, plan) = super::shard::shard_walk(
+            self.render_pool(),
+            self.prepared,
+            self.job.concurrency,
+            shard,
+            &store,
+        )
+        .await?;
+        let records_part = shard.output.sharding() != Sharding::PartFiles;
+        let part = records_part.then_some(PartOf {
+            spec: shard.spec,
+            plan,
+        });
+        Ok((Some(walk), part.map(|part| (part, store))))
+    }
+
+    /// Step 4b: the output's lock (a partition's own, a part's named after it), unless the caller
+    /// holds it already.
+    async fn lock(
+        &self,
+        target: &OutputTarget,
+        part: Option<&PartOf>,
+    ) -> Result<Option<OutputLock>> {
+        if self.locks == super::Locks::Held {
+            return Ok(None);
         }
-        header.ways = decision.ways;
-        let mut summary = tally.summarize(header, started.elapsed());
-        summary.outbox = outbox.backlog(&changed).await?;
-        if let Some(signal) = delivered.stopped {
-            // The tiles are stored and the watermark moved on: only the purges were cut short,
-            // and their changes wait in the outbox.
-            tracing::warn!(
-                "tileset `{name}`: stopped by {signal} while purging; the output holds this run's tiles and its outbox the changes to purge"
-            );
-            return Err(Error::Stopped { signal });
-        }
-        summary.purges = delivered.purges;
-        summary.feed = delivered.feed;
-        summary.edge_probes = delivered.probes;
-        Ok(summary)
+        let tileset = self.prepared.tileset;
+        let place = match (&tileset.tileset_output, &tileset.list_prefix) {
+            (Some(of), Some(segment)) => {
+                sink::partition_lock_place(target, of, segment, &self.job.s3)
+            }
+            _ => sink::lock_place(target, &self.job.s3),
+        };
+        let lock = lock::acquire(
+            &place,
+            self.job.run.wait_lock,
+            part.map(|part| part.name("lock")).as_deref(),
+            self.stop.stopped(),
+        )
+        .await?;
+        Ok(Some(lock))
     }
 
     /// Finishes the output once rendering ended well (sweeping and recording the watermark only when

@@ -5,16 +5,16 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{TilesetRun, Todo};
+use super::{TilesetRun, Todo, Underway};
 use crate::config::OutputTarget;
 use crate::coordination::TilesetMetadata;
 use crate::encode::{Encoding, SizeBudget};
 use crate::error::{Error, Result};
 use crate::plan::PyramidWalk;
 use crate::render::Renderer;
-use crate::report::{Progress, Tally};
+use crate::report::{Progress, ProgressKind, Tally};
 use crate::schedule::{ListOrder, Scheduler};
-use crate::sink::writer::Writer;
+use crate::sink::writer::{self, Writer};
 use crate::sink::{self, Finish, Sink, Sweep};
 use crate::state::capture;
 use crate::state::Watermark;
@@ -24,6 +24,53 @@ use crate::state::Watermark;
 const WALK_FRONTIER: usize = 1 << 20;
 
 impl TilesetRun<'_> {
+    /// Step 4e: renders the work, encodes it and stores it through the one writer, purging the
+    /// tiles as they are stored where the output's targets allow; returns how rendering ended
+    /// and the writer's end.
+    pub(super) async fn render_stored(
+        &self,
+        run: &mut Underway<'_>,
+        sink: Box<dyn Sink>,
+        todo: Todo,
+        progress_kind: ProgressKind,
+    ) -> (Result<bool>, writer::Written) {
+        let name = &self.prepared.tileset.tileset.name;
+        let (writer, written) = writer::spawn(sink, name);
+        let mut progress = Progress::start(progress_kind, name);
+        let outbox = &mut run.outbox;
+        // A list's tiles that the output serves as soon as they are stored are purged as they
+        // come, the deepest zoom first, while the heavy low zooms still render; a whole seed's
+        // too where a target would send their exact paths anyway.
+        let recorded = match &todo {
+            Todo::Tiles(tiles) if outbox.purges_as_stored(tiles) => outbox.recorder().tap(),
+            Todo::Walk(..) | Todo::Subtrees(..) if outbox.purges_whole_as_stored() => {
+                outbox.recorder().tap()
+            }
+            _ => None,
+        };
+        let tally = &mut run.tally;
+        let render = async {
+            let rendered = self
+                .render(run.target, todo, writer, tally, &mut progress)
+                .await;
+            if let Some(recorded) = &recorded {
+                recorded.close();
+            }
+            rendered
+        };
+        let purge = async {
+            if let Some(recorded) = &recorded {
+                outbox
+                    .purge_as_stored(recorded, self.holds, self.stop)
+                    .await;
+            }
+        };
+        let (rendered, ()) = tokio::join!(render, purge);
+        progress.finish();
+        tracing::debug!("tileset `{name}`: rendering done");
+        (rendered, written)
+    }
+
     /// Renders the work through the scheduler into the writer; false when `--max-duration` ran out.
     pub(super) async fn render(
         &self,

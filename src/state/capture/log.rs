@@ -214,63 +214,10 @@ pub async fn changed_boxes(
     let value = layer.partition.as_ref().map(|p| p.value.as_str());
     // Most reads find nothing (a reseed or watch cycle with no change to this table). Asking first
     // without PostGIS spares such a run loading PostGIS into a fresh backend (about 15 ms).
-    let any = client
-        .query_typed_one(
-            &format!(
-                "SELECT EXISTS (SELECT 1 FROM {}.change_log c
-                 WHERE c.source = to_regclass($1)::oid
-                   AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot))",
-                quote_ident(schema)
-            ),
-            &[(&table, Type::TEXT), (&since, Type::TEXT)],
-        )
-        .await
-        .map_err(DbError::during("reading the change log"))?;
-    if !any.get::<_, bool>(0) {
+    if !any_changed(client, schema, &table, since).await? {
         return Ok((false, Vec::new()));
     }
-    // Logs installed by earlier versions have no pairs of geometry-only edits.
-    let pairs = client
-        .query_typed_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_attribute
-                            WHERE attrelid = to_regclass($1) AND attname = 'moved_to')",
-            &[(&format!("{}.change_log", quote_ident(schema)), Type::TEXT)],
-        )
-        .await
-        .map_err(DbError::during("reading the change log"))?
-        .get::<_, bool>(0);
-    let moved = if pairs {
-        " || coalesce(c.moved_from, '{}') || coalesce(c.moved_to, '{}')"
-    } else {
-        ""
-    };
-    // One row per logged geometry, numbered within its log row (`c.id`, `v.k`) so that one can be
-    // read again alone. The pairs of geometry-only edits come last: the one at `k` is a pair's
-    // (`pair` from 1) old (`side` 0) or new (1) shape.
-    //
-    // A bulk statement's log row holds its geometries in arrays stored out of line. Each mention
-    // of `c.old_geoms` reads and decompresses the whole array again, so the arrays and their
-    // counts are taken once per log row (`a`, kept from being inlined by `OFFSET 0`): mentioned
-    // per geometry, a 17,000-row UPDATE's read took 108 s, growing with the square of the rows.
-    let counts = if pairs {
-        "2 + coalesce(cardinality(c.old_geoms), 0) + coalesce(cardinality(c.new_geoms), 0),
-                                    greatest(coalesce(cardinality(c.moved_from), 0), 1)"
-    } else {
-        "NULL::int8, NULL::int8"
-    };
-    let geometries = Geometries {
-        from: format!(
-            "FROM {}.change_log c
-             CROSS JOIN LATERAL (SELECT ARRAY[c.old_geom, c.new_geom] || coalesce(c.old_geoms, '{{}}')
-                                        || coalesce(c.new_geoms, '{{}}'){moved},
-                                        {counts} OFFSET 0) AS a(geoms, unpaired, pairs)
-             CROSS JOIN LATERAL unnest(a.geoms) WITH ORDINALITY AS v(g, k)",
-            quote_ident(schema)
-        ),
-        pairs,
-        filter: format!("{LOG_FILTER} AND (c.everything OR v.g IS NOT NULL)"),
-        log: format!("{}.change_log c", quote_ident(schema)),
-    };
+    let geometries = logged_geometries(schema, has_pairs(client, schema).await?);
     let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] = [
         (&table, Type::TEXT),
         (&since, Type::TEXT),
@@ -310,6 +257,79 @@ pub async fn changed_boxes(
         pair_up(&mut boxes, &compared);
     }
     Ok((everything, boxes.into_iter().map(|(b, _)| b).collect()))
+}
+
+/// Whether the change log holds a change to `table` that the snapshot `since` did not see.
+async fn any_changed(
+    client: &impl GenericClient,
+    schema: &str,
+    table: &str,
+    since: &str,
+) -> Result<bool> {
+    let any = client
+        .query_typed_one(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM {}.change_log c
+                 WHERE c.source = to_regclass($1)::oid
+                   AND NOT pg_visible_in_snapshot(c.xid, $2::text::pg_snapshot))",
+                quote_ident(schema)
+            ),
+            &[(&table, Type::TEXT), (&since, Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("reading the change log"))?;
+    Ok(any.get::<_, bool>(0))
+}
+
+/// Whether the change log records the pairs of geometry-only edits: logs installed by earlier
+/// versions have none.
+async fn has_pairs(client: &impl GenericClient, schema: &str) -> Result<bool> {
+    Ok(client
+        .query_typed_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                            WHERE attrelid = to_regclass($1) AND attname = 'moved_to')",
+            &[(&format!("{}.change_log", quote_ident(schema)), Type::TEXT)],
+        )
+        .await
+        .map_err(DbError::during("reading the change log"))?
+        .get::<_, bool>(0))
+}
+
+/// What a read of the change log in `schema` selects from: every logged geometry, the pairs of
+/// geometry-only edits too where the log records them.
+fn logged_geometries(schema: &str, pairs: bool) -> Geometries {
+    let moved = if pairs {
+        " || coalesce(c.moved_from, '{}') || coalesce(c.moved_to, '{}')"
+    } else {
+        ""
+    };
+    // One row per logged geometry, numbered within its log row (`c.id`, `v.k`) so that one can be
+    // read again alone. The pairs of geometry-only edits come last: the one at `k` is a pair's
+    // (`pair` from 1) old (`side` 0) or new (1) shape.
+    //
+    // A bulk statement's log row holds its geometries in arrays stored out of line. Each mention
+    // of `c.old_geoms` reads and decompresses the whole array again, so the arrays and their
+    // counts are taken once per log row (`a`, kept from being inlined by `OFFSET 0`): mentioned
+    // per geometry, a 17,000-row UPDATE's read took 108 s, growing with the square of the rows.
+    let counts = if pairs {
+        "2 + coalesce(cardinality(c.old_geoms), 0) + coalesce(cardinality(c.new_geoms), 0),
+                                    greatest(coalesce(cardinality(c.moved_from), 0), 1)"
+    } else {
+        "NULL::int8, NULL::int8"
+    };
+    Geometries {
+        from: format!(
+            "FROM {}.change_log c
+             CROSS JOIN LATERAL (SELECT ARRAY[c.old_geom, c.new_geom] || coalesce(c.old_geoms, '{{}}')
+                                        || coalesce(c.new_geoms, '{{}}'){moved},
+                                        {counts} OFFSET 0) AS a(geoms, unpaired, pairs)
+             CROSS JOIN LATERAL unnest(a.geoms) WITH ORDINALITY AS v(g, k)",
+            quote_ident(schema)
+        ),
+        pairs,
+        filter: format!("{LOG_FILTER} AND (c.everything OR v.g IS NOT NULL)"),
+        log: format!("{}.change_log c", quote_ident(schema)),
+    }
 }
 
 /// Runs `statement` under a savepoint of `client`'s transaction: its rows, or, when the server

@@ -104,34 +104,7 @@ pub(super) fn update_body(schema: &str, watched: &Watched, notify: &str) -> Stri
         )
     };
     let moved_pair = "(d.same AND d.og IS NOT NULL AND d.ng IS NOT NULL)";
-    let partition_column = partition_column(watched);
-    let single_partitions = single_row_partitions(watched, |column, array| {
-        format!(
-            "{} UNION ALL SELECT {}",
-            value_sql(&format!("o.{column}"), array),
-            value_sql(&format!("n.{column}"), array)
-        )
-    });
-    // One row: its old and new version, whatever its id, are compared directly (a changed id is
-    // a changed watched column).
-    let moved = geometry_only(watched, "o", "n");
-    let single = format!(
-        "                         IF {} THEN
-                             IF {moved} THEN
-                                 INSERT INTO {schema}.change_log (source, moved_from, moved_to{partition_column})
-                                 VALUES (TG_RELID, ARRAY[o.{geometry}], ARRAY[n.{geometry}]{single_partitions});
-                             ELSE
-                                 INSERT INTO {schema}.change_log (source, old_geom, new_geom{partition_column})
-                                 VALUES (TG_RELID, o.{geometry}, n.{geometry}{single_partitions});
-                             END IF;
-                             {notify};
-                         END IF",
-        if watched.filtered {
-            "o IS DISTINCT FROM n".to_string()
-        } else {
-            changed(watched, "o", "n")
-        },
-    );
+    let single = single_row(schema, watched, notify);
     // Both arrays of moved pairs are aggregated in one pass over the same rows, under the same
     // filter, so their elements stay paired.
     let logged_arrays = |old: &str, new: &str, moved: &str| {
@@ -185,4 +158,37 @@ pub(super) fn update_body(schema: &str, watched: &Watched, notify: &str) -> Stri
         objects.join(" || ")
     );
     dispatch(&["oar_old", "oar_new"], &single, &bulk, notify)
+}
+
+/// The UPDATE trigger's statement for one row: its old and new version, whatever its id, are
+/// compared directly (a changed id is a changed watched column), and logged as moved when only
+/// its geometry changed; it runs `notify` when it logged.
+fn single_row(schema: &str, watched: &Watched, notify: &str) -> String {
+    let geometry = logged_geometry(watched);
+    let partition_column = partition_column(watched);
+    let single_partitions = single_row_partitions(watched, |column, array| {
+        format!(
+            "{} UNION ALL SELECT {}",
+            value_sql(&format!("o.{column}"), array),
+            value_sql(&format!("n.{column}"), array)
+        )
+    });
+    let moved = geometry_only(watched, "o", "n");
+    format!(
+        "                         IF {} THEN
+                             IF {moved} THEN
+                                 INSERT INTO {schema}.change_log (source, moved_from, moved_to{partition_column})
+                                 VALUES (TG_RELID, ARRAY[o.{geometry}], ARRAY[n.{geometry}]{single_partitions});
+                             ELSE
+                                 INSERT INTO {schema}.change_log (source, old_geom, new_geom{partition_column})
+                                 VALUES (TG_RELID, o.{geometry}, n.{geometry}{single_partitions});
+                             END IF;
+                             {notify};
+                         END IF",
+        if watched.filtered {
+            "o IS DISTINCT FROM n".to_string()
+        } else {
+            changed(watched, "o", "n")
+        },
+    )
 }

@@ -1,0 +1,148 @@
+//! Sub-steps 4f-4i of a tileset's seed, which `TilesetRun::seed` drives once its tiles are
+//! rendered: the output finished and its changes delivered, the change log's consumer advanced,
+//! the hash brought up to date and delivered, and the summary.
+
+use super::{TilesetRun, Underway};
+use crate::delivery::Delivered;
+use crate::error::{Error, Result};
+use crate::report::TilesetSummary;
+use crate::seed::freshness::{self, AfterRun};
+use crate::sink::{self, writer, Sweep};
+
+impl TilesetRun<'_> {
+    /// Step 4f: finishes the output (or aborts it), then stores what changed in the outbox and
+    /// hands it to the consumers, even after a failure; returns whether the run was complete and
+    /// what the delivery did.
+    pub(super) async fn finish_and_deliver(
+        &self,
+        run: &mut Underway<'_>,
+        (written, rendered): (writer::Written, Result<bool>),
+        (sweep, defer_hash): (Sweep, bool),
+    ) -> Result<(bool, Delivered)> {
+        let full = sweep == Sweep::Everything;
+        let complete = self
+            .complete(
+                written,
+                rendered,
+                &mut run.tally,
+                (sweep, defer_hash),
+                run.watermark.as_ref(),
+            )
+            .await;
+        let outbox = &mut run.outbox;
+        if run.deferred == AfterRun::Remove && matches!(complete, Ok(true)) {
+            // Rendered and stored: the tiles the note held back are the output's now. A note
+            // left behind only renders them once more.
+            if let Err(e) = outbox.remove_note(freshness::DEFERRED_TILES).await {
+                tracing::warn!("{e}; its deferred tiles are rendered again by the next cycle");
+            }
+        }
+        if full && matches!(complete, Ok(true)) {
+            // A complete full seed left exactly its own tiles: what a wildcard would evict.
+            outbox.record_stored(run.tally.written_per_zoom()).await?;
+        }
+        // Only a complete run applied its changes (see 4h).
+        let applied: &[f64] = if matches!(complete, Ok(true)) {
+            &run.committed
+        } else {
+            &[]
+        };
+        let delivered = outbox
+            .commit_and_deliver(
+                &run.changed,
+                complete.is_err(),
+                self.holds,
+                Some(self.stop),
+                applied,
+            )
+            .await;
+        Ok((complete?, delivered?))
+    }
+
+    /// Step 4g: advances the change log's consumer (watermark, pruning) after a complete run of
+    /// a tileset that consumes it; says why the next run renders again what this one left.
+    pub(super) async fn advance_consumer(&self, run: &Underway<'_>, complete: bool) -> Result<()> {
+        let tileset = self.prepared.tileset;
+        let name = &tileset.tileset.name;
+        if tileset.shard.is_some() {
+            // A part is not a consumer of the change log: pruning what one shard saw could drop
+            // changes a shard with an earlier snapshot did not see, which the merged output's
+            // first `seed --dirty` must still read.
+        } else if tileset.list_prefix.is_some() {
+            // A partition: its partitioned tileset consumes the log for all of them
+            // (`crate::partition`), once every partition of the run is complete.
+        } else if self.job.run.scratch {
+            // A throwaway output: recording it as a consumer would hold back pruning for good.
+        } else if let (true, Some(next)) = (complete, &run.watermark) {
+            self.advance(run.target, next).await?;
+        } else if !complete && !run.tally.failed().is_empty() {
+            tracing::warn!(
+                "tileset `{name}`: {} tile(s) failed; the watermark was not advanced, so the next \
+                 run renders them again",
+                run.tally.failed().len()
+            );
+        } else if !complete {
+            tracing::warn!(
+                "tileset `{name}`: stopped after --max-duration; the rest is left for the next run"
+            );
+        }
+        Ok(())
+    }
+
+    /// Step 4h: brings the hash up to date; the new hash is news to the edge too, so `tiles.json`
+    /// is delivered again.
+    pub(super) async fn deliver_new_hash(
+        &self,
+        run: &mut Underway<'_>,
+        delivered: &mut Delivered,
+    ) -> Result<()> {
+        if !self.refresh_hash(run.target).await? {
+            return Ok(());
+        }
+        let tilejson = sink::tilejson::TILEJSON_NAME;
+        if sink::kind_of(run.target).documents().contains(&tilejson) {
+            run.outbox.record_documents(&[tilejson]).await?;
+            let again = run.outbox.commit_and_deliver(
+                &run.changed,
+                false,
+                self.holds,
+                Some(self.stop),
+                &[],
+            );
+            delivered.absorb(again.await?);
+        }
+        Ok(())
+    }
+
+    /// Step 4i: the run's summary; a run stopped while purging is an error, after its tiles are
+    /// stored and its watermark moved on.
+    pub(super) async fn summarize(
+        &self,
+        run: Underway<'_>,
+        complete: bool,
+        delivered: Delivered,
+        started: std::time::Instant,
+    ) -> Result<TilesetSummary> {
+        let name = &self.prepared.tileset.tileset.name;
+        let mut header = self.header(run.target.describe(), complete, run.changes_read);
+        // Only a complete run applied its changes: the others are read again by the next one.
+        if complete {
+            header.committed = run.committed;
+        }
+        header.ways = run.ways;
+        let mut summary = run.tally.summarize(header, started.elapsed());
+        summary.outbox = run.outbox.backlog(&run.changed).await?;
+        if let Some(signal) = delivered.stopped {
+            // The tiles are stored and the watermark moved on: only the purges were cut short,
+            // and their changes wait in the outbox.
+            tracing::warn!(
+                "tileset `{name}`: stopped by {signal} while purging; the output holds this run's tiles and its outbox the changes to purge"
+            );
+            return Err(Error::Stopped { signal });
+        }
+        summary.purges = delivered.purges;
+        summary.feed = delivered.feed;
+        summary.edge_probes = delivered.probes;
+        Ok(summary)
+    }
+}
