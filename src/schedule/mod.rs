@@ -186,7 +186,7 @@ impl<R: Renderer> Scheduler<'_, R> {
                     (Some(writer), Some(data)) => {
                         let children = Some(rendered.children);
                         Some(
-                            self.store(writer, rendered.tile, data, tally, children)
+                            self.store_rendered(writer, rendered.tile, data, tally, children)
                                 .await?,
                         )
                     }
@@ -250,7 +250,10 @@ impl<R: Renderer> Scheduler<'_, R> {
                         writer.send(WriterCommand::Delete(rendered.tile)).await?;
                         None
                     }
-                    Some(data) => Some(self.store(writer, rendered.tile, data, tally, None).await?),
+                    Some(data) => Some(
+                        self.store_rendered(writer, rendered.tile, data, tally, None)
+                            .await?,
+                    ),
                 };
                 tally.record(rendered.tile, Mode::Render, rendered.elapsed, stored);
                 progress.tile_done(rendered.tile.z(), tally);
@@ -343,7 +346,7 @@ impl<R: Renderer> Scheduler<'_, R> {
     }
 
     /// Checks an encoded tile against the size budget and hands it to the writer.
-    async fn store(
+    async fn store_rendered(
         &self,
         writer: &Writer,
         tile: TileCoord,
