@@ -30,7 +30,10 @@ fn main() {
         api_limits::ApiLimits::cloudflare(1_200, Duration::from_secs(300)),
     );
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", api.port).and_then(|()| out.flush()).is_err() {
+    if writeln!(out, "{}", api.port)
+        .and_then(|()| out.flush())
+        .is_err()
+    {
         return;
     }
     for line in std::io::stdin().lock().lines() {
@@ -49,7 +52,9 @@ fn seen(api: &recorder::Recorder, (instant, wall): (Instant, SystemTime)) -> ser
     let epoch = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (admitted, refused) = match &api.limiter {
         Some(limiter) => {
-            let limiter = limiter.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let limiter = limiter
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let admitted: Vec<f64> = limiter
                 .admitted
                 .iter()
