@@ -343,7 +343,8 @@ Sections:
            UPDATE moving every facility and `seed --dirty` of each: the
            change-log read, the reseed against the full seed, when the last
            purge was taken, commit -> the feed's last segment; then the live
-           section's commit -> drawn (unclustered; IMPORT_LIVE=0 skips it).
+           section's commit -> drawn (unclustered, on the --reseed-rows
+           sample; IMPORT_LIVE=0 skips it).
            With --baseline-bin, all of it again with that binary. Not in the
            default list.
 

@@ -7,7 +7,7 @@ the tests' Cloudflare stand-in at Free's limits (examples/cloudflare_standin.rs)
 moving every facility a little, and `seed --dirty` of each output, the Varnish one first: the
 change-log read, each reseed against its output's full seed, the purge time (from the run's start
 to the last purge the target took), and commit -> the feed's last segment. Then the live section's
-commit -> drawn p95 (unclustered) with each binary.
+commit -> drawn p95 (unclustered, on the --reseed-rows sample) with each binary.
 """
 from __future__ import annotations
 
@@ -109,10 +109,12 @@ def seconds(value: float | None) -> str:
 
 
 def target_lines(target: str, full: Run, dirty: Run, purge_full: float | None,
-                 purge_dirty: float | None) -> list[str]:
-    """The report's lines for one output: the full seed, the reseed and their ratio."""
+                 purge_dirty: float | None, no_cdn: float) -> list[str]:
+    """The report's lines for one output: the full seed (against NO_CDN, the full seed's wall
+    time without a CDN), the reseed and their ratio."""
     ratio = dirty.wall / full.wall if full.wall else float("nan")
-    return [f"    {target:<10} full seed {full.wall:7.1f} s (purges done {seconds(purge_full)};"
+    against = f" = {full.wall / no_cdn:.2f} x no CDN" if no_cdn and target != "none" else ""
+    return [f"    {target:<10} full seed {full.wall:7.1f} s{against} (purges done {seconds(purge_full)};"
             f" {purge_label(full.summary)})",
             f"    {'':<10} seed --dirty {dirty.wall:5.1f} s = {ratio:.2f} x full"
             f" (change log read {read_seconds(dirty.log)} s; purges done {seconds(purge_dirty)};"
@@ -256,7 +258,8 @@ def one_binary(b: Bench, label: str, binary: str, setup: dict, sign: int) -> lis
     lines = [f"  {label} ({binary}): the UPDATE took {committed - started:.1f} s;"
              f" commit -> the feed's last segment (Varnish output, its reseed started at once) {seconds(feed)}"]
     for target in TARGETS:
-        lines += target_lines(target, full[target][0], dirty[target], full[target][1], done[target])
+        lines += target_lines(target, full[target][0], dirty[target], full[target][1], done[target],
+                              full["none"][0].wall)
     return lines
 
 

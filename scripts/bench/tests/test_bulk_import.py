@@ -81,8 +81,10 @@ class Report(unittest.TestCase):
             ways=[{"zoom": 7, "dirty": 9, "walk": 20, "walked": False},
                   {"zoom": 8, "dirty": 900, "walk": 800, "walked": True},
                   {"zoom": 9, "dirty": 3000, "walk": 2900, "walked": True}])
-        first, second = imp.target_lines("http", full, dirty, 61.5, None)
-        self.assertIn("full seed    60.0 s (purges done 61.5 s; 94611 req / 94611 paths)", first)
+        first, second = imp.target_lines("http", full, dirty, 61.5, None, 50.0)
+        self.assertIn("full seed    60.0 s = 1.20 x no CDN (purges done 61.5 s; 94611 req / 94611 paths)",
+                      first)
+        self.assertNotIn("no CDN", imp.target_lines("none", full, dirty, None, None, 60.0)[0])
         self.assertIn("seed --dirty  45.0 s = 0.75 x full", second)
         self.assertIn("change log read 1.34 s", second)
         self.assertIn("purges done -", second)
