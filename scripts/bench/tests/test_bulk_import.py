@@ -36,6 +36,12 @@ class Purges(unittest.TestCase):
         samples = [(5.0, 1), (8.0, 70), (10.5, 70), (11.0, 70)]
         self.assertIsNone(imp.last_change(samples, 10.0, 12.0))
 
+    def test_purges_done_by_the_first_sample_of_the_run_count(self):
+        # The count before the run is the reference: the run's purges all came before its first
+        # sample, which already shows them.
+        samples = [(8.0, 70), (10.1, 80), (11.0, 80)]
+        self.assertAlmostEqual(imp.last_change(samples, 10.0, 12.0), 0.1)
+
     def test_the_stand_ins_last_admitted_call_within_the_run(self):
         admitted = [1.0, 10.5, 11.25, 20.0]
         self.assertAlmostEqual(imp.last_admitted(admitted, 10.0, 12.0), 1.25)
