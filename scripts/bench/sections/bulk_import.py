@@ -319,26 +319,26 @@ def live_p95(b: Bench) -> None:
 
 
 def section_import(b: Bench) -> None:
-    """import: the full seeds, one bulk UPDATE and the reseeds per binary, then live's p95."""
+    """import: the full seeds, one bulk UPDATE and the reseeds per binary (each binary's lines
+    printed as soon as it is done: a run stopped later keeps them), then live's p95."""
     n = b.opts.import_rows
     ensure_sample(b, n)
     install_varnish(b)
     load_before = load_now()
     setup, unguard, origin = prepare(b, n)
-    lines = []
+    say(f"import: one UPDATE of all {n} facilities (moved {MOVE} degrees), clustered, z{b.opts.import_zoom}"
+        " tree with a changes feed; outputs: no CDN, Varnish (PURGE per tile), the Cloudflare stand-in"
+        " (plan = \"free\": 800 URLs/s; prefixes, the default)")
     for i, (label, binary) in enumerate(binaries(b)):
-        lines += one_binary(b, label, binary, {**setup, "configs": setup["configs"][label]}, 1 if i % 2 == 0 else -1)
+        lines = one_binary(b, label, binary, {**setup, "configs": setup["configs"][label]}, 1 if i % 2 == 0 else -1)
+        for line in lines:
+            say(line)
+        say(f"    load={load_before} / {load_now()}")
+        for path in b.work.glob(f"import-{label}-*"):
+            if path.is_dir():
+                subprocess.run(["rm", "-rf", str(path)], check=True)
     setup["counter"].stop()
     setup["standin"].stop()
     origin.stop()
     finish_sample(b, "import", n, setup["config"], unguard)
-    say(f"import: one UPDATE of all {n} facilities (moved {MOVE} degrees), clustered, z{b.opts.import_zoom}"
-        " tree with a changes feed; outputs: no CDN, Varnish (PURGE per tile), the Cloudflare stand-in"
-        " (plan = \"free\": 800 URLs/s; prefixes, the default)")
-    for line in lines:
-        say(line)
-    say(f"  load={load_before} / {load_now()}")
-    for path in b.work.glob("import-*"):
-        if path.is_dir():
-            subprocess.run(["rm", "-rf", str(path)], check=True)
     live_p95(b)
