@@ -62,7 +62,14 @@ def take_lock(sections: list[str]):
 
 def build() -> Path:
     """Builds the release binary; returns where cargo put it: CARGO_TARGET_DIR (relative to the
-    repository, as cargo takes it there) or target/."""
+    repository, as cargo takes it there) or target/. OAR_TILES_BENCH_BIN names a binary built
+    already instead (a copy out of a release target other builds share, which they would
+    overwrite during the run); nothing is built then."""
+    given = os.environ.get("OAR_TILES_BENCH_BIN")
+    if given:
+        if not os.access(given, os.X_OK):
+            raise SystemExit(f"bench: OAR_TILES_BENCH_BIN: {given} is not an executable")
+        return Path(given).resolve()
     log("building the release binary")
     subprocess.run(["cargo", "build", "--release", "--locked", "-q"], cwd=ROOT, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR") or "target")

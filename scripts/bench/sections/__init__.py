@@ -32,17 +32,18 @@ MODULES = {
     "moved": ("moved", "section_moved"),
     "subtrees": ("moved", "section_subtrees"),
     "changelog": ("changelog", "section_changelog"),
+    "import": ("bulk_import", "section_import"),
 }
 
 # The list bench.sh's "unknown section" message names, in its order.
 KNOWN_MESSAGE = ("main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, "
                  "edge-cloudfront, live, partitions, watch-partitions, shards, validate, capacity, "
-                 "polygons, generalise, moved, subtrees, changelog")
+                 "polygons, generalise, moved, subtrees, changelog, import")
 
 # Sections that rewrite a shared sample or install change capture on one: a run with any of them
 # takes the benchmark lock exclusively (others share it), as bench.sh did.
 EXCLUSIVE = frozenset({"reseed", "changelog", "growth", "watch", "edge", "edge-zooms",
-                       "edge-cloudfront", "watch-partitions", "live"})
+                       "edge-cloudfront", "watch-partitions", "live", "import"})
 
 
 def lazy(module: str, function: str) -> Callable:
