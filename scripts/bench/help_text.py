@@ -339,7 +339,7 @@ Sections:
            sample under change capture, clustered, --import-zoom, three trees
            with a changes feed: no CDN, behind Varnish (PURGE per tile) and
            behind the tests' Cloudflare stand-in at Free's limits
-           (examples/cloudflare_standin.rs). Each seeded in full, then one
+           (tests/standins/cloudflare.rs). Each seeded in full, then one
            UPDATE moving every facility and `seed --dirty` of each: the
            change-log read, the reseed against the full seed, when the last
            purge was taken, commit -> the feed's last segment; then the live

@@ -3,7 +3,7 @@
 On the --import-rows sample (clustered as the sample config, --import-zoom, a tree with a changes
 feed), per binary (this build, then --baseline-bin): three outputs seeded in full, one with no CDN,
 one behind Varnish purged per tile (an `http` target, at the pace Varnish answers) and one behind
-the tests' Cloudflare stand-in at Free's limits (examples/cloudflare_standin.rs); then one UPDATE
+the tests' Cloudflare stand-in at Free's limits (tests/standins/cloudflare.rs); then one UPDATE
 moving every facility a little, and `seed --dirty` of each output, the Varnish one first: the
 change-log read, each reseed against its output's full seed, the purge time (from the run's start
 to the last purge the target took), and commit -> the feed's last segment. Then the live section's
@@ -125,7 +125,7 @@ def target_lines(target: str, full: Run, dirty: Run, purge_full: float | None,
 # --- the targets ---------------------------------------------------------------------------------
 
 class Standin:
-    """The tests' Cloudflare stand-in (examples/cloudflare_standin.rs), stopped at exit."""
+    """The tests' Cloudflare stand-in (tests/standins/cloudflare.rs), stopped at exit."""
 
     def __init__(self, b: Bench, binary: Path):
         self.proc = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -186,14 +186,14 @@ def cdn_table(target: str, cache: str, cf_port: int) -> str:
 
 
 def standin_binary(b: Bench) -> Path:
-    """Builds examples/cloudflare_standin.rs beside the release binary; returns its path. Under
+    """Builds tests/standins/cloudflare.rs beside the release binary; returns its path. Under
     OAR_TILES_BENCH_BIN (nothing built), it is looked up beside that binary, in examples/."""
     if os.environ.get("OAR_TILES_BENCH_BIN"):
         found = b.bin.parent / "examples" / "cloudflare_standin"
         if not os.access(found, os.X_OK):
             b.die(f"import: OAR_TILES_BENCH_BIN is set but {found} is not an executable")
         return found
-    b.log("import: building the Cloudflare stand-in (examples/cloudflare_standin.rs)")
+    b.log("import: building the Cloudflare stand-in (tests/standins/cloudflare.rs)")
     subprocess.run(["cargo", "build", "--release", "--locked", "-q", "--example", "cloudflare_standin"],
                    cwd=b.root, check=True)
     return b.bin.parent / "examples" / "cloudflare_standin"

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 // Only the limited recorder is used here; the rest of the tests' helpers stay unused.
 #[allow(dead_code)]
-#[path = "../tests/common/api_limits.rs"]
+#[path = "../common/api_limits.rs"]
 mod api_limits;
 #[allow(dead_code)]
-#[path = "../tests/common/recorder.rs"]
+#[path = "../common/recorder.rs"]
 mod recorder;
 
 /// What Cloudflare answers a purge it takes.
