@@ -1,7 +1,8 @@
 //! A `{z}/{x}/{y}.ext` tree, as a web server or CDN origin serves it, with `tiles.json` beside it.
 //!
-//! Each tile is written to a temporary file in its own directory and renamed over the old one, so
-//! a reader or a crash never sees half a tile. The tiles written since the last sync, then the
+//! Each tile is written to a temporary file in its own directory and renamed into place, or, when
+//! it replaces a tile, atomically exchanged with the old file, which a thread beside the writer then
+//! removes (`reaper.rs`): a reader or a crash never sees half a tile, nor a missing one. The tiles written since the last sync, then the
 //! directories their renames changed, are synced together (every few thousand tiles, and before the
 //! journal or the state claims them), so after a power loss the state never claims a tile the disk
 //! lacks; a tile renamed since the last sync may then be empty until the next run, which redoes it.
