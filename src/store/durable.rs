@@ -68,6 +68,56 @@ fn write_and_rename(path: &Path, data: &[u8], sync: bool) -> io::Result<()> {
     result
 }
 
+/// What [`swap_unsynced`] did with the file it replaced.
+#[derive(Debug)]
+pub enum Swapped {
+    /// The old file now has this temporary name, for the caller to remove (off its hot path).
+    Old(PathBuf),
+    /// Nothing was there to keep, or the file system cannot exchange: a plain rename replaced it.
+    Renamed,
+}
+
+/// Replaces the regular file `path` with `data` as [`place_unsynced`] does, but atomically
+/// exchanges the new file with the old one (`renameat2(RENAME_EXCHANGE)`) instead of renaming
+/// over it: a reader sees the old file or the new one, never none, and the old file's blocks are
+/// not freed inside the call. On ext4 a rename over a file frees the old one and writes the new
+/// one's blocks first (`auto_da_alloc`), which made replacing 20,000 tiles take 8-9 s of renames
+/// here against 0.4 s of exchanges. `token` makes the temporary name unique within this process,
+/// so the old file waiting for removal never sits at the name a later write of the same tile
+/// uses; the name still ends `.PID.tmp`, so a killed writer's leftovers are found as before.
+pub fn swap_unsynced(path: &Path, data: &[u8], token: u64) -> io::Result<Swapped> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temporary = parent(path).join(format!(".{name}.{token}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = create_new(&temporary)?;
+        file.write_all(data)?;
+        drop(file);
+        match exchange(&temporary, path) {
+            Ok(()) => Ok(Swapped::Old(temporary.clone())),
+            // Gone meanwhile, or a file system (or system) without exchange: rename over it.
+            Err(_) => std::fs::rename(&temporary, path).map(|()| Swapped::Renamed),
+        }
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn exchange(from: &Path, to: &Path) -> io::Result<()> {
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, from, CWD, to, RenameFlags::EXCHANGE).map_err(io::Error::from)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn exchange(_from: &Path, _to: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no exchange here",
+    ))
+}
+
 /// Moves a finished file into place durably: syncs it, renames it over `to`, syncs `to`'s
 /// directory.
 pub fn rename(from: &Path, to: &Path) -> io::Result<()> {

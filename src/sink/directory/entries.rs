@@ -51,13 +51,43 @@ pub(super) fn remove_if_link(path: &Path) -> Result<()> {
     }
 }
 
+/// What is at a tile's name, against the bytes about to be written there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// A file (not a link) holding exactly those bytes.
+    Same,
+    /// A file with other bytes.
+    OtherFile,
+    /// Nothing, a link or something else.
+    NoFile,
+}
+
+/// What `path` holds against `data`. The old bytes are read only when the sizes match, in one
+/// read of the size the name's metadata gave (a file changing under the writer's lock is no
+/// concern), rather than `std::fs::read`'s extra metadata call and end-of-file read.
+pub(super) fn found(path: &Path, data: &[u8]) -> Found {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Found::NoFile;
+    };
+    if !meta.is_file() {
+        return Found::NoFile;
+    }
+    if meta.len() != data.len() as u64 {
+        return Found::OtherFile;
+    }
+    let mut existing = vec![0; data.len()];
+    let same = std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut existing))
+        .is_ok_and(|()| existing == data);
+    match same {
+        true => Found::Same,
+        false => Found::OtherFile,
+    }
+}
+
 /// Whether `path` is a file (not a link) holding exactly `data`.
 pub(super) fn holds(path: &Path, data: &[u8]) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|meta| {
-        meta.is_file()
-            && meta.len() == data.len() as u64
-            && std::fs::read(path).is_ok_and(|existing| existing == data)
-    })
+    found(path, data) == Found::Same
 }
 
 /// `name` without `suffix`, parsed: a zoom, column or row number.

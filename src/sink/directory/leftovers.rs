@@ -1,4 +1,5 @@
-//! Temporary tile files (`.Y.ext.PID.tmp`) that a killed writer left beside the tiles.
+//! Temporary tile files (`.Y.ext.PID.tmp`, or `.Y.ext.N.PID.tmp` holding a replaced tile's old
+//! bytes until they are removed) that a killed writer left beside the tiles.
 //!
 //! A temporary names its writer's process, not its host, and the lock a writer holds is the whole
 //! output's or, for a shard, only its part's: shards of one tree run side by side, on this machine

@@ -1,7 +1,8 @@
 //! A `{z}/{x}/{y}.ext` tree, as a web server or CDN origin serves it, with `tiles.json` beside it.
 //!
-//! Each tile is written to a temporary file in its own directory and renamed over the old one, so
-//! a reader or a crash never sees half a tile. The tiles written since the last sync, then the
+//! Each tile is written to a temporary file in its own directory and renamed into place, or, when
+//! it replaces a tile, atomically exchanged with the old file, which a thread beside the writer then
+//! removes (`reaper.rs`): a reader or a crash never sees half a tile, nor a missing one. The tiles written since the last sync, then the
 //! directories their renames changed, are synced together (every few thousand tiles, and before the
 //! journal or the state claims them), so after a power loss the state never claims a tile the disk
 //! lacks; a tile renamed since the last sync may then be empty until the next run, which redoes it.
@@ -22,9 +23,12 @@ mod entries;
 pub mod kind;
 mod leftovers;
 pub mod read;
+mod reaper;
 
 pub(crate) use agg::refresh_agg_hash;
-use entries::{holds, parse_name, read_dir_if_exists, remove_if_link, tree_dir, LINK_REFUSED};
+use entries::{
+    found, holds, parse_name, read_dir_if_exists, remove_if_link, tree_dir, Found, LINK_REFUSED,
+};
 pub(crate) use leftovers::remove_temporaries_of;
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
@@ -64,6 +68,10 @@ pub struct DirectorySink {
     hash_marked: bool,
     /// What the tiles this run stored with new bytes cover.
     written: Coverage,
+    /// Removes the old files of replaced tiles beside the writer; drained before the sink ends.
+    reaper: reaper::Reaper,
+    /// Tiles replaced so far, which numbers their temporary files.
+    swaps: u64,
     /// This writer's mark in the root, removed when the sink is dropped.
     _mark: leftovers::WriterMark,
 }
@@ -162,6 +170,8 @@ impl DirectorySink {
             unsynced_files: Vec::new(),
             hash_marked: false,
             written: Coverage::default(),
+            reaper: reaper::Reaper::default(),
+            swaps: 0,
             _mark: mark,
         })
     }
@@ -298,14 +308,25 @@ impl Sink for DirectorySink {
             .column_dir(tile, true)?
             .expect("a column directory is created when missing");
         let path = column.join(self.tile_name(tile));
-        if holds(&path, data) {
+        let found = found(&path, data);
+        if found == Found::Same {
             self.report.unchanged += 1;
             return Ok(());
         }
         self.mark_hash_stale()?;
-        // The rename replaces a link at the tile's name, never writing through it.
-        durable::place_unsynced(&path, data)
-            .map_err(|e| Error::output(&path, format!("cannot write tile {tile}: {e}")))?;
+        let failed =
+            |e: std::io::Error| Error::output(&path, format!("cannot write tile {tile}: {e}"));
+        if found == Found::OtherFile {
+            self.swaps += 1;
+            if let durable::Swapped::Old(old) =
+                durable::swap_unsynced(&path, data, self.swaps).map_err(failed)?
+            {
+                self.reaper.remove(old);
+            }
+        } else {
+            // The rename replaces a link at the tile's name, never writing through it.
+            durable::place_unsynced(&path, data).map_err(failed)?;
+        }
         self.unsynced.insert(column);
         self.unsynced_files.push(path);
         if self.unsynced_files.len() >= SYNC_BATCH {
@@ -362,6 +383,8 @@ impl Sink for DirectorySink {
     }
 
     fn finish(mut self: Box<Self>, end: Finish<'_>) -> Result<SinkReport> {
+        // No temporary holding a replaced tile outlives the run, nor goes unsynced.
+        self.reaper.drain();
         if let Some(part) = self.part.clone() {
             self.finish_part(&part, &end)?;
             if let Some(journal) = self.journal.take() {
@@ -450,6 +473,7 @@ impl Sink for DirectorySink {
     }
 
     fn abort(mut self: Box<Self>) {
+        self.reaper.drain();
         // Every tile already written is complete and correct; the tree stays readable as it is, and
         // the journal keeps what the next run of the same job can skip, once it is on disk.
         if self.sync_directories().is_ok() {

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::tile::{BBox, ZoomRange};
 
@@ -238,4 +240,102 @@ fn a_writer_elsewhere_is_gone_only_for_an_open_of_the_whole_output() {
         ours.display()
     );
     assert!(mark.exists(), "left for a later open to judge");
+}
+
+/// Every file of a tree's columns: the tiles with their bytes, and the names of anything else.
+fn tree_files(root: &Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
+    let (mut tiles, mut others) = (BTreeMap::new(), Vec::new());
+    for tile in super::read::tiles(root, "pbf").unwrap() {
+        let name = format!("{}/{}/{}.pbf", tile.z(), tile.x(), tile.y());
+        tiles.insert(name.clone(), std::fs::read(root.join(&name)).unwrap());
+    }
+    for zoom in std::fs::read_dir(root).unwrap().flatten() {
+        for column in std::fs::read_dir(zoom.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for entry in std::fs::read_dir(column.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    others.push(name);
+                }
+            }
+        }
+    }
+    (tiles, others)
+}
+
+/// Writes `tiles` into the tree at `root` in one run (twice the first, as a walk may), and
+/// returns the run's changed-tile list.
+fn run(root: &Path, tiles: &[(&str, &[u8])]) -> String {
+    let list = root.with_extension("changed.txt");
+    let changes = ChangedList::create(&list).unwrap();
+    let settings = OutputSettings::default();
+    let mut sink = Box::new(DirectorySink::create(root, &settings, changes, None, None).unwrap());
+    for (n, (tile, bytes)) in tiles.iter().enumerate() {
+        let tile: TileCoord = tile.parse().unwrap();
+        sink.write_tile(tile, bytes).unwrap();
+        if n == 0 {
+            sink.write_tile(tile, bytes).unwrap();
+        }
+    }
+    let metadata = metadata(ZoomRange::new(0, 3).unwrap());
+    sink.finish(Finish {
+        metadata: &metadata,
+        sweep: &crate::sink::Sweep::Nothing,
+        state: None,
+        defer_hash: false,
+    })
+    .unwrap();
+    std::fs::read_to_string(&list).unwrap()
+}
+
+#[test]
+fn a_reseed_replacing_tiles_leaves_a_fresh_seeds_bytes_lists_only_changes_and_no_temporaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, fresh) = (dir.path().join("old"), dir.path().join("fresh"));
+    let first: Vec<(&str, &[u8])> = vec![
+        ("3/1/1", b"same size A"),
+        ("3/1/2", b"kept"),
+        ("3/2/1", b"shorter"),
+        ("2/1/1", b"x"),
+    ];
+    run(&old, &first);
+    // A reader holding a tile open while it is replaced reads the old bytes to the end.
+    let mut open = std::fs::File::open(old.join("3/1/1.pbf")).unwrap();
+    let mut many = vec![("3/1/1", b"same size B".as_slice())];
+    many.extend([("3/1/2", b"kept".as_slice()), ("3/2/1", b"now longer")]);
+    many.extend([("2/1/1", b"y".as_slice()), ("3/3/3", b"new")]);
+    // Far more replacements than the reaper's queue holds, each tile of a column replaced.
+    let column: Vec<(String, Vec<u8>)> = (0..10_000)
+        .map(|y| (format!("3/4/{}", y % 8), format!("v{y}").into_bytes()))
+        .collect();
+    let mut second = many.clone();
+    second.extend(column.iter().map(|(t, b)| (t.as_str(), b.as_slice())));
+    let listed = run(&old, &second);
+    let mut read = Vec::new();
+    std::io::Read::read_to_end(&mut open, &mut read).unwrap();
+    assert_eq!(read, b"same size A");
+
+    let mut last: BTreeMap<&str, &[u8]> = BTreeMap::new();
+    last.extend(second.iter().map(|(t, b)| (*t, *b)));
+    run(&fresh, &last.into_iter().collect::<Vec<_>>());
+    let ((replaced, left), (seeded, _)) = (tree_files(&old), tree_files(&fresh));
+    assert_eq!(replaced, seeded, "the reseeded tree against a fresh seed");
+    assert!(
+        left.is_empty(),
+        "{} temporary file(s) left behind, as {:?}",
+        left.len(),
+        left.first()
+    );
+    let listed: BTreeSet<&str> = listed.lines().filter(|l| l.contains('/')).collect();
+    let mut expected = BTreeSet::from(["2/1/1", "3/1/1", "3/2/1", "3/3/3"]);
+    let column: Vec<String> = (0..8).map(|y| format!("3/4/{y}")).collect();
+    expected.extend(column.iter().map(String::as_str));
+    assert_eq!(listed, expected, "the changed-tile list");
 }
