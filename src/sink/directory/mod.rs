@@ -1,11 +1,12 @@
 //! A `{z}/{x}/{y}.ext` tree, as a web server or CDN origin serves it, with `tiles.json` beside it.
 //!
 //! Each tile is written to a temporary file in its own directory and renamed into place, or, when
-//! it replaces a tile, atomically exchanged with the old file, which a thread beside the writer then
-//! removes (`reaper.rs`): a reader or a crash never sees half a tile, nor a missing one. The tiles written since the last sync, then the
-//! directories their renames changed, are synced together (every few thousand tiles, and before the
-//! journal or the state claims them), so after a power loss the state never claims a tile the disk
-//! lacks; a tile renamed since the last sync may then be empty until the next run, which redoes it.
+//! it replaces a tile, atomically exchanged with the old file, which a thread beside the writer
+//! then removes (`reaper.rs`): a reader or a crash never sees half a tile, nor a missing one. The
+//! tiles written since the last sync, then the directories their renames changed, are synced
+//! together (every few thousand tiles, and before the journal or the state claims them), so
+//! after a power loss the state never claims a tile the disk lacks; a tile renamed or exchanged
+//! since the last sync may then be empty until the next run, which redoes it.
 //! Syncing in batches rather than each tile before its rename costs a full seed of the 100k-row
 //! sample (95k tiles) 1.4 times the wall time of no sync at all, against 2.0 times. A tile whose
 //! bytes are already on disk is not rewritten, which keeps modification times (and CDN caches) of
