@@ -13,7 +13,8 @@ use md5::{Digest, Md5};
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
-    oar_tiles, read_mbtiles_raw, read_metadata, read_tree, single_layer_config, Tiles,
+    oar_tiles, read_mbtiles_raw, read_metadata, read_tree, read_tree_after_a_kill,
+    single_layer_config, Tiles,
 };
 use crate::common::watcher::{Watcher, PACING};
 
@@ -68,8 +69,19 @@ impl Output {
         }
     }
 
-    /// The declared hash, whether it is declared pending, and the tiles' hash.
+    /// The declared hash, whether it is declared pending, and the tiles' hash; no writer is at
+    /// work, so a temporary file in a tree is one left behind.
     fn hash_state(&self) -> (Option<String>, bool, String) {
+        self.hash_state_at(true)
+    }
+
+    /// [`Output::hash_state`] while a writer is at work: a tree may hold the old files of tiles it
+    /// replaced, under temporary names, until the writer's removal thread gets to them.
+    fn hash_state_while_writing(&self) -> (Option<String>, bool, String) {
+        self.hash_state_at(false)
+    }
+
+    fn hash_state_at(&self, writer_done: bool) -> (Option<String>, bool, String) {
         match self {
             Output::Tree(root) => {
                 let document: serde_json::Value =
@@ -78,7 +90,10 @@ impl Output {
                 (
                     document["agg_tiles_hash"].as_str().map(str::to_string),
                     root.join(".oar-tiles-hash-stale").exists(),
-                    expected_hash(&read_tree(root, "pbf")),
+                    expected_hash(&match writer_done {
+                        true => read_tree(root, "pbf"),
+                        false => read_tree_after_a_kill(root, "pbf").0,
+                    }),
                 )
             }
             Output::Mbtiles(path) => {
@@ -140,7 +155,7 @@ impl PurgeWitness {
                             }
                             // One purge at a time, each looked at whole.
                             let mut all = shared.lock().unwrap();
-                            let (declared, pending, actual) = output.hash_state();
+                            let (declared, pending, actual) = output.hash_state_while_writing();
                             let validated = all.is_empty().then(|| {
                                 let (code, report, _) = validate(&url, &output);
                                 (code, report)
