@@ -214,3 +214,26 @@ fn gone_triggers_stop_the_reseed_with_the_fix() {
     seed(&fixture, config, &output, &["--dirty"]);
     assert_fresh(&fixture, config, &output, "the reseed after reinstalling");
 }
+
+/// `changes install` before the table exists (a config written before the data is loaded) says the
+/// table is missing; it named one of its columns before, which sent operators looking for a column.
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn install_on_a_missing_table_names_the_table_not_a_column() {
+    let (fixture, configs) = fixture("install_missing", &["cdc"]);
+    let config = &configs[0];
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, text.replace(".sites\"", ".not_loaded_yet\"")).unwrap();
+    let refused = run(&fixture, config, &["changes", "install"]);
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("not_loaded_yet") && refused.stderr.contains("does not exist"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stderr.contains("has no column"),
+        "{}",
+        refused.stderr
+    );
+}

@@ -208,6 +208,25 @@ async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<
     for watched in &mut tables {
         let table = watched.table.clone();
         let reading = || DbError::during(format!("reading the columns of {table}"));
+        // Checked first: every column of a missing table is missing too, and naming one of them
+        // would send the operator looking for a column instead of the table.
+        let exists = client
+            .query_typed_opt(
+                "SELECT 1 WHERE to_regclass($1) IS NOT NULL",
+                &[(&table, Type::TEXT)],
+            )
+            .await
+            .map_err(reading())?;
+        if exists.is_none() {
+            return Err(Error::setting(
+                "table",
+                format!(
+                    "table {table} does not exist (or is not on the search_path): change capture \
+                     watches the tables the layers render, so it is not installed; create or load \
+                     the table first, or fix the layer's `table`"
+                ),
+            ));
+        }
         let id = client
             .query_typed_opt(
                 &format!("SELECT a.attcollation <> 0 {COLUMN}"),
