@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::coordination::outbox::Outbox;
-use crate::edge::covers;
 use crate::edge::Progress;
+use crate::edge::{accepted_cover, covers};
 
 use super::RunOutbox;
 
@@ -33,6 +33,24 @@ pub(super) struct PurgeJournal {
     unwritten: Mutex<Vec<(usize, String)>>,
     /// Whether recording failed once (warned about once; the lines are then sent again).
     failed: AtomicBool,
+}
+
+/// The lines of each batch of `pending` that the paths a target `accepted` (as sent) cover, where
+/// `path_of` gives a line's purge path: what a purge that stopped took before it stopped, for the
+/// outbox to record so that the next run sends only the others.
+pub(in crate::delivery) fn accepted_lines<'a, P: AsRef<str>>(
+    pending: &'a [(String, Vec<String>)],
+    accepted: &[String],
+    path_of: impl Fn(&'a str) -> P,
+) -> Vec<(String, Vec<String>)> {
+    let covered = accepted_cover(accepted);
+    pending
+        .iter()
+        .map(|(batch, lines)| {
+            let took = lines.iter().filter(|line| covered(path_of(line).as_ref()));
+            (batch.clone(), took.cloned().collect())
+        })
+        .collect()
 }
 
 impl RunOutbox {
