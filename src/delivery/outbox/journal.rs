@@ -174,3 +174,31 @@ impl PurgeJournal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line is taken where what was accepted covers its purge path, by the same path or by a
+    /// folder over it; each batch keeps its own lines, and a batch none of whose lines were
+    /// accepted takes none.
+    #[test]
+    fn the_lines_taken_are_those_whose_purge_paths_were_accepted_or_lie_under_an_accepted_folder() {
+        let lines = |list: &[&str]| list.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        let pending = vec![
+            ("b1".to_string(), lines(&["3/1/1", "4/0/0", "2/0/0"])),
+            ("b2".to_string(), lines(&["3/2/2", "5/9/9"])),
+            ("b3".to_string(), lines(&["6/1/1"])),
+        ];
+        let accepted = lines(&["3/*", "2/0/0.pbf"]);
+        let took = accepted_lines(&pending, &accepted, |line| format!("{line}.pbf"));
+        assert_eq!(
+            took,
+            vec![
+                ("b1".to_string(), lines(&["3/1/1", "2/0/0"])),
+                ("b2".to_string(), lines(&["3/2/2"])),
+                ("b3".to_string(), Vec::new()),
+            ]
+        );
+    }
+}
