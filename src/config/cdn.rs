@@ -354,7 +354,7 @@ fn resolve_cdn(mut raw: RawCdn) -> Result<CdnConfig, Fault> {
         ));
     };
     let target = (kind.target)(&mut raw).map_err(context)?;
-    refuse_others_keys(&raw, kind).map_err(plain)?;
+    refuse_others_keys(&raw, kind).map_err(|key| plain(key.to_string()))?;
     let api = api::api_quota(kind.api_limit, raw.api_limit.take(), raw.api_share.take())
         .map_err(context)?;
     let spend = spend(&mut raw, kind.price_per_path).map_err(context)?;
@@ -404,21 +404,41 @@ fn timeouts(raw: &mut RawCdn) -> Result<(Duration, Duration), Fault> {
 
 /// Refuses the keys of other kinds that `kind` does not take, which a reader would otherwise
 /// believe acted.
-fn refuse_others_keys(raw: &RawCdn, kind: &CdnKind) -> Result<(), String> {
+fn refuse_others_keys(raw: &RawCdn, kind: &CdnKind) -> Result<(), OthersKey> {
     if raw.soft_purge && !kind.takes("soft_purge") {
-        return Err("soft_purge is Fastly's: only kind = \"fastly\" takes it".into());
+        return Err(OthersKey::SoftPurge);
     }
     if raw.only_this_output && !kind.takes("only_this_output") {
-        return Err(
-            "only_this_output is Cloudflare's and Fastly's (a zone or service purged whole): \
-             only kind = \"cloudflare\" or \"fastly\" takes it"
-                .into(),
-        );
+        return Err(OthersKey::OnlyThisOutput);
     }
     if raw.plan.is_some() && !kind.takes("plan") {
-        return Err("plan is Cloudflare's: only kind = \"cloudflare\" takes it".into());
+        return Err(OthersKey::Plan);
     }
     Ok(())
+}
+
+/// A key that only other kinds take, written in a table of a kind that does not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OthersKey {
+    /// `soft_purge`: Fastly's.
+    SoftPurge,
+    /// `only_this_output`: Cloudflare's and Fastly's.
+    OnlyThisOutput,
+    /// `plan`: Cloudflare's.
+    Plan,
+}
+
+impl std::fmt::Display for OthersKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OthersKey::SoftPurge => "soft_purge is Fastly's: only kind = \"fastly\" takes it",
+            OthersKey::OnlyThisOutput => {
+                "only_this_output is Cloudflare's and Fastly's (a zone or service purged whole): \
+                 only kind = \"cloudflare\" or \"fastly\" takes it"
+            }
+            OthersKey::Plan => "plan is Cloudflare's: only kind = \"cloudflare\" takes it",
+        })
+    }
 }
 
 /// What the target's purges cost and may spend, `price_per_path` defaulting to the kind's.

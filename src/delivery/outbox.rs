@@ -30,6 +30,7 @@ mod journal;
 
 pub use documents::{record_new_hash, Delivered};
 pub use dry_run::purge_plans;
+pub(super) use journal::accepted_lines;
 
 /// One output's outbox during a run.
 pub struct RunOutbox {

@@ -4,7 +4,7 @@
 
 use crate::config::{CdnConfig, IndexLocation, OutputTarget};
 use crate::coordination::outbox::Outbox;
-use crate::edge::accepted_cover;
+use crate::delivery::outbox::accepted_lines;
 use crate::edge::Budget;
 use crate::edge::Flights;
 use crate::edge::{Client, Holds, Progress, PurgeTarget};
@@ -53,17 +53,11 @@ pub async fn deliver_handed_over(
         }
     }
     outbox.prune(&consumers).await?;
-    let header = SummaryHeader {
-        tileset: name.to_string(),
-        output: target.describe(),
-        zooms: format!("{}-{}", zooms.min, zooms.max),
-        dry_run: false,
-        complete: true,
-        changes_read: None,
-        committed: Vec::new(),
-        settings: None,
-        ways: Vec::new(),
-    };
+    let header = SummaryHeader::complete(
+        name.to_string(),
+        target.describe(),
+        format!("{}-{}", zooms.min, zooms.max),
+    );
     let mut summary = Tally::default().summarize(header, std::time::Duration::ZERO);
     summary.purges = purges;
     summary.outbox = outbox.backlog_for(&consumers).await?;
@@ -159,15 +153,7 @@ impl HandedOver<'_> {
         pending: &[(String, Vec<String>)],
         progress: &Progress,
     ) -> Result<()> {
-        let accepted = progress.take();
-        let covered = accepted_cover(&accepted);
-        let took: Vec<(String, Vec<String>)> = pending
-            .iter()
-            .map(|(batch, lines)| {
-                let took = lines.iter().filter(|line| covered(line)).cloned();
-                (batch.clone(), took.collect())
-            })
-            .collect();
+        let took = accepted_lines(pending, &progress.take(), |line| line);
         self.outbox.took_lines(&target.consumer(), &took).await
     }
 }

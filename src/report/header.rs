@@ -32,3 +32,21 @@ pub struct SummaryHeader {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ways: Vec<ZoomWay>,
 }
+
+impl SummaryHeader {
+    /// The header of a complete run of `tileset` into `output` over `zooms` that read no changes
+    /// and weighed no ways: what a run that only delivers, or a test, starts from.
+    pub fn complete(tileset: String, output: String, zooms: String) -> SummaryHeader {
+        SummaryHeader {
+            tileset,
+            output,
+            zooms,
+            dry_run: false,
+            complete: true,
+            changes_read: None,
+            committed: Vec::new(),
+            settings: None,
+            ways: Vec::new(),
+        }
+    }
+}

@@ -21,17 +21,7 @@ fn the_tally_counts_per_zoom_and_keeps_the_slowest() {
         Duration::ZERO,
         None,
     );
-    let header = SummaryHeader {
-        tileset: "t".into(),
-        output: "o".into(),
-        zooms: "1-5".into(),
-        dry_run: false,
-        complete: true,
-        changes_read: None,
-        committed: Vec::new(),
-        settings: None,
-        ways: Vec::new(),
-    };
+    let header = SummaryHeader::complete("t".into(), "o".into(), "1-5".into());
     let summary = tally.summarize(header, Duration::from_secs(2));
     assert_eq!(summary.tiles_written, 10);
     assert_eq!(summary.tiles_probed, 1);

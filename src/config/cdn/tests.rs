@@ -1,7 +1,19 @@
 use super::*;
 
-fn parse(text: &str) -> Result<CdnConfig, String> {
-    resolve_cdn(toml::from_str(text).map_err(|e| e.to_string())?).map_err(|(_, m)| m)
+/// The target `text` resolves to, or the fault's message.
+fn parse(text: &str) -> Result<CdnConfig, Message> {
+    let raw = toml::from_str(text).map_err(|e| Message(e.to_string()))?;
+    resolve_cdn(raw).map_err(|(_, message)| Message(message))
+}
+
+/// A fault's message, which the tests read words of.
+#[derive(Debug, PartialEq)]
+struct Message(String);
+
+impl Message {
+    fn contains(&self, words: &str) -> bool {
+        self.0.contains(words)
+    }
 }
 
 #[test]
@@ -144,7 +156,42 @@ fn each_kind_resolves_to_a_target_of_its_own_name() {
         assert_eq!(parsed.target.kind(), kind);
     }
     assert_eq!(
-        parse("kind = \"akamai\"").unwrap_err(),
+        parse("kind = \"akamai\"").unwrap_err().0,
         "cdn kind `akamai` is not http, cloudfront, cloudflare or fastly"
     );
+}
+
+/// A key only other kinds take is refused, naming the kinds that take it, rather than read and
+/// left to do nothing; the kinds that take it take it.
+#[test]
+fn a_key_of_other_kinds_is_refused_naming_the_kinds_that_take_it() {
+    let http = "kind = \"http\"\nurl = \"http://cache/t/{path}\"";
+    let fastly = "kind = \"fastly\"\nservice_id = \"SU1Z0isxPaozGVKXdv0eY\"";
+    let cloudflare = "kind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"";
+    for (table, key, message) in [
+        (
+            http,
+            "soft_purge = true",
+            "cdn `http`: soft_purge is Fastly's: only kind = \"fastly\" takes it",
+        ),
+        (
+            http,
+            "only_this_output = true",
+            "cdn `http`: only_this_output is Cloudflare's and Fastly's (a zone or service purged \
+             whole): only kind = \"cloudflare\" or \"fastly\" takes it",
+        ),
+        (
+            fastly,
+            "plan = \"pro\"",
+            "cdn `fastly`: plan is Cloudflare's: only kind = \"cloudflare\" takes it",
+        ),
+    ] {
+        assert_eq!(parse(&format!("{table}\n{key}")).unwrap_err().0, message);
+    }
+    for taken in [
+        format!("{fastly}\nsoft_purge = true\nonly_this_output = true"),
+        format!("{cloudflare}\nplan = \"pro\"\nonly_this_output = true"),
+    ] {
+        assert!(parse(&taken).is_ok(), "{taken}");
+    }
 }

@@ -12,6 +12,7 @@ use crate::schedule::Stop;
 use crate::tile::TileCoord;
 use tokio::time::Instant;
 
+use super::journal::accepted_lines;
 use super::RunOutbox;
 
 /// What the purges as stored do next.
@@ -259,17 +260,7 @@ impl RunOutbox {
         if accepted.is_empty() {
             return Ok(());
         }
-        let accepted_covers = accepted_cover(&accepted);
-        let covered = |line: &String| accepted_covers(&self.purge_path(line));
-        let took: Vec<(String, Vec<String>)> = pending
-            .iter()
-            .map(|(batch, lines)| {
-                (
-                    batch.clone(),
-                    lines.iter().filter(|l| covered(l)).cloned().collect(),
-                )
-            })
-            .collect();
+        let took = accepted_lines(pending, &accepted, |line| self.purge_path(line));
         let count: usize = took.iter().map(|(_, lines)| lines.len()).sum();
         tracing::info!(
             "cdn `{}`: {count} change(s) purged before it stopped leave the outbox",

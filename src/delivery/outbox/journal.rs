@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::coordination::outbox::Outbox;
-use crate::edge::covers;
 use crate::edge::Progress;
+use crate::edge::{accepted_cover, covers};
 
 use super::RunOutbox;
 
@@ -33,6 +33,24 @@ pub(super) struct PurgeJournal {
     unwritten: Mutex<Vec<(usize, String)>>,
     /// Whether recording failed once (warned about once; the lines are then sent again).
     failed: AtomicBool,
+}
+
+/// The lines of each batch of `pending` that the paths a target `accepted` (as sent) cover, where
+/// `path_of` gives a line's purge path: what a purge that stopped took before it stopped, for the
+/// outbox to record so that the next run sends only the others.
+pub(in crate::delivery) fn accepted_lines<'a, P: AsRef<str>>(
+    pending: &'a [(String, Vec<String>)],
+    accepted: &[String],
+    path_of: impl Fn(&'a str) -> P,
+) -> Vec<(String, Vec<String>)> {
+    let covered = accepted_cover(accepted);
+    pending
+        .iter()
+        .map(|(batch, lines)| {
+            let took = lines.iter().filter(|line| covered(path_of(line).as_ref()));
+            (batch.clone(), took.cloned().collect())
+        })
+        .collect()
 }
 
 impl RunOutbox {
@@ -154,5 +172,33 @@ impl PurgeJournal {
                 self.consumer
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line is taken where what was accepted covers its purge path, by the same path or by a
+    /// folder over it; each batch keeps its own lines, and a batch none of whose lines were
+    /// accepted takes none.
+    #[test]
+    fn the_lines_taken_are_those_whose_purge_paths_were_accepted_or_lie_under_an_accepted_folder() {
+        let lines = |list: &[&str]| list.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        let pending = vec![
+            ("b1".to_string(), lines(&["3/1/1", "4/0/0", "2/0/0"])),
+            ("b2".to_string(), lines(&["3/2/2", "5/9/9"])),
+            ("b3".to_string(), lines(&["6/1/1"])),
+        ];
+        let accepted = lines(&["3/*", "2/0/0.pbf"]);
+        let took = accepted_lines(&pending, &accepted, |line| format!("{line}.pbf"));
+        assert_eq!(
+            took,
+            vec![
+                ("b1".to_string(), lines(&["3/1/1", "2/0/0"])),
+                ("b2".to_string(), lines(&["3/2/2"])),
+                ("b3".to_string(), Vec::new()),
+            ]
+        );
     }
 }

@@ -1,12 +1,15 @@
-//! What Cloudflare's and Fastly's purge APIs share: a call, and sending calls one after another
-//! at the pace the API's limits allow, each accepted call reported as progress.
+//! What Cloudflare's and Fastly's purge APIs share: a target's token, calls and public URL
+//! ([`Api`]), a call, and sending calls one after another at the pace the API's limits allow,
+//! each accepted call reported as progress.
 
 use std::time::Duration;
 
 use super::super::calls::ApiCalls;
 use super::super::send::{send_with_retries, Request};
-use super::{Client, Progress, PurgeError, PurgePlan, PurgeReport, Secrets};
+use super::{Build, Built, Cdn, Client, Progress, PurgeError, PurgePlan, PurgeReport, Secrets};
+use crate::config::CdnTarget;
 use crate::edge::secrets::excerpt;
+use crate::error::Result as RunResult;
 
 /// One API call: method, URL, body, the URLs, prefixes or keys it purges, and the paths as sent
 /// that it covers (a folder as `FOLDER*`), which its acceptance reports as progress.
@@ -29,19 +32,74 @@ pub(super) fn plan(calls: &[Call]) -> PurgePlan {
     }
 }
 
-/// How an API's calls are sent: its client, each call's timeout, the token kept out of messages,
-/// and the user's window of calls, which a rate limit's `Retry-After` closes.
-pub(super) struct Sender<'a> {
-    pub client: &'a Client,
+/// What a target of a purge API (Cloudflare's, Fastly's) sends its calls with.
+pub(super) struct Api {
+    /// The API token, which every call carries.
+    pub token: String,
+    /// The API's base URL.
+    pub url: String,
+    /// The output's public URL, whose absolute URLs the API purges.
+    pub public_url: String,
+    /// The calls of the user holding the token, where the config limits them; a rate limit's
+    /// `Retry-After` closes their window.
+    pub calls: Option<ApiCalls>,
+    pub client: Client,
+    /// How long each call may go unanswered.
     pub timeout: Duration,
-    pub secrets: &'a Secrets,
-    pub api: Option<&'a ApiCalls>,
+    /// The token, kept out of messages.
+    pub secrets: Secrets,
 }
 
-/// Sends `calls` in order, each after the wait `pace` gives (and the API reservation it made);
-/// a call the API refuses, or whose answer `check` does not take, fails the rest.
+impl Api {
+    /// The API of `build`'s target, of kind `kind` (`shown` in messages): its token, read from
+    /// the variable the config names, the calls of the user holding it, and the public URL.
+    pub fn of(build: &mut Build<'_>, kind: &str, shown: &str) -> RunResult<Api> {
+        let config = build.config;
+        let (CdnTarget::Cloudflare {
+            token_env, api_url, ..
+        }
+        | CdnTarget::Fastly {
+            token_env, api_url, ..
+        }) = &config.target
+        else {
+            return Err(build.not_of(kind));
+        };
+        let token = build.token(token_env)?;
+        let calls = build.api_calls(kind, &token);
+        Ok(Api {
+            token,
+            url: api_url.clone(),
+            public_url: build.public_url(shown)?,
+            calls,
+            client: build.client.clone(),
+            timeout: config.request_timeout,
+            secrets: Secrets::default(),
+        })
+    }
+
+    /// A target built on this API: what `cdn` makes of it, and the calls of its user, which the
+    /// edge counts across targets.
+    pub fn built<C: Cdn + 'static>(self, cdn: impl FnOnce(Api) -> C) -> Built {
+        let calls = self.calls.clone();
+        Built {
+            cdn: Box::new(cdn(self)),
+            api: calls,
+        }
+    }
+
+    /// The public URL without its scheme (`tiles.example.org/v1`), as prefixes and surrogate
+    /// keys are written.
+    pub fn host_path(&self) -> &str {
+        self.public_url
+            .split_once("://")
+            .map_or(self.public_url.as_str(), |p| p.1)
+    }
+}
+
+/// Sends `calls` to `api` in order, each after the wait `pace` gives (and the API reservation it
+/// made); a call the API refuses, or whose answer `check` does not take, fails the rest.
 pub(super) async fn send_all(
-    sender: Sender<'_>,
+    api: &Api,
     calls: Vec<Call>,
     check: fn(&str) -> bool,
     pace: impl Fn(&Call) -> (Duration, Option<u64>),
@@ -68,20 +126,14 @@ pub(super) async fn send_all(
         // the next, and the wait is its pace, not a stall.
         let limited = |after: Duration| {
             progress.paced(after);
-            if let Some(api) = sender.api {
-                api.blocked(after);
+            if let Some(user) = &api.calls {
+                user.blocked(after);
             }
         };
-        let answer = send_with_retries(
-            sender.client,
-            request,
-            sender.timeout,
-            sender.secrets,
-            &limited,
-        )
-        .await;
-        if let (Some(api), Some(reserved)) = (sender.api, reserved) {
-            api.settle(reserved);
+        let answer =
+            send_with_retries(&api.client, request, api.timeout, &api.secrets, &limited).await;
+        if let (Some(user), Some(reserved)) = (&api.calls, reserved) {
+            user.settle(reserved);
         }
         let answer = answer?;
         if !(200..300).contains(&answer.status) || !check(&answer.body) {
@@ -89,7 +141,7 @@ pub(super) async fn send_all(
                 method: call.method.to_string(),
                 url: call.url,
                 status: answer.status,
-                excerpt: excerpt(&answer.body, sender.secrets),
+                excerpt: excerpt(&answer.body, &api.secrets),
             });
         }
         report.requests += 1;
@@ -97,6 +149,22 @@ pub(super) async fn send_all(
         progress.accepted(call.paths);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+impl Api {
+    /// An API at `https://api.example` for the output at `public_url`, with no limit of calls.
+    pub fn for_test(public_url: &str) -> Api {
+        Api {
+            token: "token".into(),
+            url: "https://api.example".into(),
+            public_url: public_url.into(),
+            calls: None,
+            client: Client::new().unwrap(),
+            timeout: Duration::from_secs(10),
+            secrets: Secrets::default(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,19 +3,15 @@
 //! here: the tests check the requests against a local server that records them and answers as
 //! the API documents.
 
-use std::time::Duration;
-
-use futures::future::BoxFuture;
-
-use super::api::{plan, send_all, Call, Sender};
-use super::{Build, Built, Cdn, CdnKind};
+use super::api::{plan, send_all, Api, Call};
+use super::{Build, Builder, Built, CdnKind, Paced};
 use crate::config::cdn::CloudflarePlan;
 use crate::config::CdnTarget;
 use crate::edge::calls::ApiCalls;
 use crate::edge::fold::{fold, Purge};
 use crate::edge::pace::{Progress, Rate};
 use crate::edge::price::Forms;
-use crate::edge::{everything_under, Client, PurgeError, PurgePlan, PurgeReport, Secrets};
+use crate::edge::{everything_under, PurgeError, PurgePlan, PurgeReport, Secrets};
 use crate::error::Result;
 use crate::tile::BBox;
 
@@ -25,46 +21,31 @@ const CLOUDFLARE_PER_CALL: usize = 100;
 /// `kind = "cloudflare"`.
 pub(super) const KIND: CdnKind = CdnKind {
     name: "cloudflare",
-    build,
+    build: Builder::Now(build),
 };
 
-fn build(mut build: Build<'_>) -> BoxFuture<'_, Result<Built>> {
-    Box::pin(async move {
-        let config = build.config;
-        let CdnTarget::Cloudflare {
-            zone_id,
-            token_env,
-            api_url,
-            prefixes,
-            plan,
-        } = &config.target
-        else {
-            return Err(build.not_of(KIND.name));
-        };
-        let token = build.token(token_env)?;
-        let api = build.api_calls(KIND.name, &token);
-        let cdn = Cloudflare {
-            plan: *plan,
-            zone_id: zone_id.clone(),
-            token,
-            api: api.clone(),
-            api_url: api_url.clone(),
-            public_url: build.public_url("Cloudflare")?,
-            prefixes: *prefixes,
-            only_this_output: config.only_this_output,
-            bbox: build.bbox,
-            client: build.client.clone(),
-            timeout: config.request_timeout,
-            secrets: Secrets::default(),
-        };
-        Ok(Built {
-            cdn: Box::new(cdn),
-            api,
-        })
-    })
+fn build(mut build: Build<'_>) -> Result<Built> {
+    let api = Api::of(&mut build, KIND.name, "Cloudflare")?;
+    let CdnTarget::Cloudflare {
+        zone_id,
+        prefixes,
+        plan,
+        ..
+    } = &build.config.target
+    else {
+        return Err(build.not_of(KIND.name));
+    };
+    Ok(api.built(|api| Cloudflare {
+        plan: *plan,
+        zone_id: zone_id.clone(),
+        prefixes: *prefixes,
+        only_this_output: build.config.only_this_output,
+        bbox: build.bbox,
+        api,
+    }))
 }
 
-impl Cdn for Cloudflare {
+impl Paced for Cloudflare {
     /// The folders it purges whole: any, as prefixes, where it may purge by prefix; else the
     /// root alone, as everything, where the zone holds nothing but this output.
     fn forms(&self) -> Forms {
@@ -90,6 +71,7 @@ impl Cdn for Cloudflare {
             .sum();
         let api = self
             .api
+            .calls
             .as_ref()
             .map_or(0.0, |api| api.seconds(calls.len()));
         purges.max(api)
@@ -99,63 +81,54 @@ impl Cdn for Cloudflare {
         plan(&self.calls_for(paths))
     }
 
-    fn purge<'a>(
-        &'a self,
-        paths: &'a [String],
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, std::result::Result<PurgeReport, PurgeError>> {
-        Box::pin(self.send(paths, progress))
-    }
-
-    fn max_wildcards(&self) -> usize {
-        usize::MAX
-    }
-
-    fn invalidations(&self) -> Option<&super::cloudfront::CloudFront> {
-        None
-    }
-
-    fn check(&self) -> BoxFuture<'_, std::result::Result<(), PurgeError>> {
-        Box::pin(async { Ok(()) })
+    /// Sends the calls purging `paths`, each at the pace of its bucket and the user's calls.
+    async fn send(&self, paths: &[String], progress: &Progress) -> Result<PurgeReport, PurgeError> {
+        // The API answers 200 with `"success": false` when it refused part of a call.
+        fn succeeded(body: &str) -> bool {
+            serde_json::from_str::<serde_json::Value>(body)
+                .is_ok_and(|v| v["success"] == serde_json::Value::Bool(true))
+        }
+        let pace = |call: &Call| {
+            let (key, rate, tokens) = self.bucket(call);
+            let purges = rate.take(&key, tokens);
+            match self.api.calls.as_ref().map(ApiCalls::take) {
+                Some((api, reserved)) => (purges.max(api), Some(reserved)),
+                None => (purges, None),
+            }
+        };
+        send_all(&self.api, self.calls_for(paths), succeeded, pace, progress).await
     }
 
     fn gathers(&self) -> Option<usize> {
-        self.api.is_some().then(|| self.urls_per_call())
+        self.api.calls.is_some().then(|| self.urls_per_call())
     }
 
     fn set_secrets(&mut self, secrets: Secrets) {
-        self.secrets = secrets;
+        self.api.secrets = secrets;
     }
 }
 
 /// Cloudflare's purge-cache API for one zone.
 struct Cloudflare {
     pub zone_id: String,
-    pub token: String,
-    pub api_url: String,
-    pub public_url: String,
     pub prefixes: bool,
     /// The zone serves nothing but this output: purging everything purges nothing else.
     pub only_this_output: bool,
     /// The account's plan: its purge rate limits.
     pub plan: CloudflarePlan,
-    /// The user's calls: every call counts against the API's 1,200 per five minutes.
-    pub api: Option<ApiCalls>,
     pub bbox: BBox,
-    pub client: Client,
-    /// How long each call may go unanswered.
-    pub timeout: Duration,
-    /// The token, kept out of messages.
-    pub secrets: Secrets,
+    /// The token, the API and the public URL; the user's calls, every one of which counts
+    /// against the API's 1,200 per five minutes.
+    pub api: Api,
 }
 
 impl Cloudflare {
     fn call(&self, body: serde_json::Value, items: Vec<String>, paths: Vec<String>) -> Call {
         Call {
             method: "POST",
-            url: format!("{}/zones/{}/purge_cache", self.api_url, self.zone_id),
+            url: format!("{}/zones/{}/purge_cache", self.api.url, self.zone_id),
             headers: vec![
-                ("authorization".into(), format!("Bearer {}", self.token)),
+                ("authorization".into(), format!("Bearer {}", self.api.token)),
                 ("content-type".into(), "application/json".into()),
             ],
             body: body.to_string().into_bytes(),
@@ -168,7 +141,7 @@ impl Cloudflare {
         // Without prefix purges, everything (`*`) or a partition's (`VALUE/*`) is the zone's
         // everything: a killed run's changes have no narrower form.
         if !self.prefixes && paths.iter().any(|p| everything_under(p).is_some()) {
-            let everything = vec![format!("{}/*", self.public_url)];
+            let everything = vec![format!("{}/*", self.api.public_url)];
             return vec![self.call(
                 serde_json::json!({ "purge_everything": true }),
                 everything,
@@ -195,15 +168,12 @@ impl Cloudflare {
         let (mut files, mut prefixes) = (Vec::new(), Vec::new());
         for purge in purges {
             match purge {
-                Purge::Path(path) => files.push((format!("{}/{path}", self.public_url), path)),
+                Purge::Path(path) => {
+                    files.push((format!("{}/{path}", self.api.public_url), path));
+                }
                 // Prefixes are written without the scheme.
                 Purge::Folder(folder) => prefixes.push((
-                    format!(
-                        "{}/{folder}",
-                        self.public_url
-                            .split_once("://")
-                            .map_or(self.public_url.as_str(), |p| p.1)
-                    ),
+                    format!("{}/{folder}", self.api.host_path()),
                     format!("{folder}*"),
                 )),
             }
@@ -242,30 +212,6 @@ impl Cloudflare {
             };
             (key, rate, 1.0)
         }
-    }
-
-    /// Sends the calls purging `paths`, each at the pace of its bucket and the user's calls.
-    async fn send(&self, paths: &[String], progress: &Progress) -> Result<PurgeReport, PurgeError> {
-        // The API answers 200 with `"success": false` when it refused part of a call.
-        fn succeeded(body: &str) -> bool {
-            serde_json::from_str::<serde_json::Value>(body)
-                .is_ok_and(|v| v["success"] == serde_json::Value::Bool(true))
-        }
-        let sender = Sender {
-            client: &self.client,
-            timeout: self.timeout,
-            secrets: &self.secrets,
-            api: self.api.as_ref(),
-        };
-        let pace = |call: &Call| {
-            let (key, rate, tokens) = self.bucket(call);
-            let purges = rate.take(&key, tokens);
-            match self.api.as_ref().map(ApiCalls::take) {
-                Some((api, reserved)) => (purges.max(api), Some(reserved)),
-                None => (purges, None),
-            }
-        };
-        send_all(sender, self.calls_for(paths), succeeded, pace, progress).await
     }
 
     /// The URLs one call takes on the account's plan.
@@ -311,17 +257,11 @@ mod tests {
     fn cloudflare(prefixes: bool) -> Cloudflare {
         Cloudflare {
             zone_id: "zone".into(),
-            token: "token".into(),
-            api_url: "https://api.example".into(),
-            public_url: "https://tiles.example/t".into(),
             prefixes,
             only_this_output: false,
             plan: CloudflarePlan::Free,
-            api: None,
             bbox: BBox::WORLD,
-            client: Client::new().unwrap(),
-            timeout: Duration::from_secs(10),
-            secrets: Secrets::default(),
+            api: Api::for_test("https://tiles.example/t"),
         }
     }
 

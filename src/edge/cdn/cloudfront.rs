@@ -18,7 +18,7 @@ use aws_sdk_cloudfront::Client;
 
 use futures::future::BoxFuture;
 
-use super::{Build, Built, Cdn, CdnKind};
+use super::{Build, Builder, Built, Cdn, CdnKind};
 use crate::config::CdnTarget;
 use crate::edge::fold::Purge;
 use crate::edge::pace::Progress;
@@ -82,7 +82,7 @@ pub(in crate::edge) fn counts(paths: &[String]) -> (usize, usize) {
 /// `kind = "cloudfront"`.
 pub(super) const KIND: CdnKind = CdnKind {
     name: "cloudfront",
-    build,
+    build: Builder::Connect(build),
 };
 
 fn build(build: Build<'_>) -> BoxFuture<'_, RunResult<Built>> {

@@ -3,17 +3,12 @@
 //! the tests check the requests against a local server that records them and answers as the API
 //! documents.
 
-use std::time::Duration;
-
-use futures::future::BoxFuture;
-
-use super::api::{plan, send_all, Call, Sender};
-use super::{Build, Built, Cdn, CdnKind};
+use super::api::{plan, send_all, Api, Call};
+use super::{Build, Builder, Built, CdnKind, Paced};
 use crate::config::CdnTarget;
-use crate::edge::calls::ApiCalls;
 use crate::edge::pace::{Progress, Rate};
 use crate::edge::price::Forms;
-use crate::edge::{everything_under, Client, PurgeError, PurgePlan, PurgeReport, Secrets};
+use crate::edge::{everything_under, PurgeError, PurgePlan, PurgeReport, Secrets};
 use crate::error::Result;
 
 /// Fastly takes at most this many surrogate keys per batch purge.
@@ -28,45 +23,30 @@ const FASTLY_RATE: Rate = Rate {
 /// `kind = "fastly"`.
 pub(super) const KIND: CdnKind = CdnKind {
     name: "fastly",
-    build,
+    build: Builder::Now(build),
 };
 
-fn build(mut build: Build<'_>) -> BoxFuture<'_, Result<Built>> {
-    Box::pin(async move {
-        let config = build.config;
-        let CdnTarget::Fastly {
-            service_id,
-            token_env,
-            api_url,
-            surrogate_keys,
-            soft_purge,
-        } = &config.target
-        else {
-            return Err(build.not_of(KIND.name));
-        };
-        let token = build.token(token_env)?;
-        let api = build.api_calls(KIND.name, &token);
-        let cdn = Fastly {
-            soft_purge: *soft_purge,
-            service_id: service_id.clone(),
-            token,
-            api: api.clone(),
-            api_url: api_url.clone(),
-            public_url: build.public_url("Fastly")?,
-            surrogate_keys: *surrogate_keys,
-            only_this_output: config.only_this_output,
-            client: build.client.clone(),
-            timeout: config.request_timeout,
-            secrets: Secrets::default(),
-        };
-        Ok(Built {
-            cdn: Box::new(cdn),
-            api,
-        })
-    })
+fn build(mut build: Build<'_>) -> Result<Built> {
+    let api = Api::of(&mut build, KIND.name, "Fastly")?;
+    let CdnTarget::Fastly {
+        service_id,
+        surrogate_keys,
+        soft_purge,
+        ..
+    } = &build.config.target
+    else {
+        return Err(build.not_of(KIND.name));
+    };
+    Ok(api.built(|api| Fastly {
+        soft_purge: *soft_purge,
+        service_id: service_id.clone(),
+        surrogate_keys: *surrogate_keys,
+        only_this_output: build.config.only_this_output,
+        api,
+    }))
 }
 
-impl Cdn for Fastly {
+impl Paced for Fastly {
     /// The folders it purges whole: the output, its zooms and partitions by surrogate key
     /// (the origin tags each tile with them); else the root alone, as `purge_all`, where the
     /// service holds nothing but this output.
@@ -87,7 +67,11 @@ impl Cdn for Fastly {
         let calls = self.calls_for(paths);
         let purges: usize = calls.iter().map(|c| c.items.len()).sum();
         let counted = calls.iter().filter(|c| Fastly::counted(c)).count();
-        let api = self.api.as_ref().map_or(0.0, |api| api.seconds(counted));
+        let api = self
+            .api
+            .calls
+            .as_ref()
+            .map_or(0.0, |api| api.seconds(counted));
         FASTLY_RATE.seconds(&self.bucket(), purges as f64).max(api)
     }
 
@@ -95,24 +79,24 @@ impl Cdn for Fastly {
         plan(&self.calls_for(paths))
     }
 
-    fn purge<'a>(
-        &'a self,
-        paths: &'a [String],
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, std::result::Result<PurgeReport, PurgeError>> {
-        Box::pin(self.send(paths, progress))
-    }
-
-    fn max_wildcards(&self) -> usize {
-        usize::MAX
-    }
-
-    fn invalidations(&self) -> Option<&super::cloudfront::CloudFront> {
-        None
-    }
-
-    fn check(&self) -> BoxFuture<'_, std::result::Result<(), PurgeError>> {
-        Box::pin(async { Ok(()) })
+    /// Sends the calls purging `paths`, at Fastly's purge rate and the user's calls.
+    async fn send(&self, paths: &[String], progress: &Progress) -> Result<PurgeReport, PurgeError> {
+        fn succeeded(body: &str) -> bool {
+            // Single purges answer {"status": "ok", ...}; batch purges a map of keys to ids.
+            serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
+        }
+        let bucket = self.bucket();
+        let pace = |call: &Call| {
+            let purges = FASTLY_RATE.take(&bucket, call.items.len() as f64);
+            match &self.api.calls {
+                Some(api) if Fastly::counted(call) => {
+                    let (api, reserved) = api.take();
+                    (purges.max(api), Some(reserved))
+                }
+                _ => (purges, None),
+            }
+        };
+        send_all(&self.api, self.calls_for(paths), succeeded, pace, progress).await
     }
 
     fn gathers(&self) -> Option<usize> {
@@ -120,28 +104,21 @@ impl Cdn for Fastly {
     }
 
     fn set_secrets(&mut self, secrets: Secrets) {
-        self.secrets = secrets;
+        self.api.secrets = secrets;
     }
 }
 
 /// Fastly's purge API for one service.
 struct Fastly {
     pub service_id: String,
-    pub token: String,
-    pub api_url: String,
-    pub public_url: String,
     pub surrogate_keys: bool,
     /// The service serves nothing but this output: `purge_all` purges nothing else.
     pub only_this_output: bool,
     /// Sends `Fastly-Soft-Purge: 1`: content is marked stale, not removed.
     pub soft_purge: bool,
-    /// The user's calls: only `purge_all` counts against the API's 1,000 an hour.
-    pub api: Option<ApiCalls>,
-    pub client: Client,
-    /// How long each call may go unanswered.
-    pub timeout: Duration,
-    /// The token, kept out of messages.
-    pub secrets: Secrets,
+    /// The token, the API and the public URL; the user's calls, of which only `purge_all`
+    /// counts against the API's 1,000 an hour.
+    pub api: Api,
 }
 
 impl Fastly {
@@ -152,11 +129,7 @@ impl Fastly {
     /// public URL is the output's alone, so a key purges nothing of another output the service
     /// serves.
     fn surrogate_key(&self, path: &str) -> String {
-        let host_path = self
-            .public_url
-            .split_once("://")
-            .map_or(self.public_url.as_str(), |p| p.1);
-        format!("{host_path}/{path}")
+        format!("{}/{path}", self.api.host_path())
     }
 
     /// Whether a call counts against the user's API limit: only `purge_all` does.
@@ -166,7 +139,7 @@ impl Fastly {
 
     fn headers(&self) -> Vec<(String, String)> {
         let mut headers = vec![
-            ("fastly-key".into(), self.token.clone()),
+            ("fastly-key".into(), self.api.token.clone()),
             ("accept".into(), "application/json".into()),
         ];
         if self.soft_purge {
@@ -181,10 +154,10 @@ impl Fastly {
         if !self.surrogate_keys && paths.iter().any(|p| everything_under(p).is_some()) {
             return vec![Call {
                 method: "POST",
-                url: format!("{}/service/{}/purge_all", self.api_url, self.service_id),
+                url: format!("{}/service/{}/purge_all", self.api.url, self.service_id),
                 headers: self.headers(),
                 body: Vec::new(),
-                items: vec![format!("{}/*", self.public_url)],
+                items: vec![format!("{}/*", self.api.public_url)],
                 paths: vec!["*".to_string()],
             }];
         }
@@ -197,7 +170,7 @@ impl Fastly {
                     headers.push(("surrogate-key".into(), keys.join(" ")));
                     Call {
                         method: "POST",
-                        url: format!("{}/service/{}/purge", self.api_url, self.service_id),
+                        url: format!("{}/service/{}/purge", self.api.url, self.service_id),
                         headers,
                         body: Vec::new(),
                         items: keys,
@@ -206,18 +179,15 @@ impl Fastly {
                 })
                 .collect();
         }
-        let host_path = self
-            .public_url
-            .split_once("://")
-            .map_or(self.public_url.as_str(), |p| p.1);
+        let host_path = self.api.host_path();
         paths
             .iter()
             .map(|path| Call {
                 method: "POST",
-                url: format!("{}/purge/{host_path}/{path}", self.api_url),
+                url: format!("{}/purge/{host_path}/{path}", self.api.url),
                 headers: self.headers(),
                 body: Vec::new(),
-                items: vec![format!("{}/{path}", self.public_url)],
+                items: vec![format!("{}/{path}", self.api.public_url)],
                 paths: vec![path.clone()],
             })
             .collect()
@@ -225,32 +195,6 @@ impl Fastly {
 
     fn bucket(&self) -> String {
         format!("fastly {}", self.service_id)
-    }
-
-    /// Sends the calls purging `paths`, at Fastly's purge rate and the user's calls.
-    async fn send(&self, paths: &[String], progress: &Progress) -> Result<PurgeReport, PurgeError> {
-        fn succeeded(body: &str) -> bool {
-            // Single purges answer {"status": "ok", ...}; batch purges a map of keys to ids.
-            serde_json::from_str::<serde_json::Value>(body).is_ok_and(|v| v.is_object())
-        }
-        let sender = Sender {
-            client: &self.client,
-            timeout: self.timeout,
-            secrets: &self.secrets,
-            api: self.api.as_ref(),
-        };
-        let bucket = self.bucket();
-        let pace = |call: &Call| {
-            let purges = FASTLY_RATE.take(&bucket, call.items.len() as f64);
-            match &self.api {
-                Some(api) if Fastly::counted(call) => {
-                    let (api, reserved) = api.take();
-                    (purges.max(api), Some(reserved))
-                }
-                _ => (purges, None),
-            }
-        };
-        send_all(sender, self.calls_for(paths), succeeded, pace, progress).await
     }
 }
 
@@ -268,16 +212,10 @@ mod tests {
 
         let fastly = Fastly {
             service_id: "svc".into(),
-            token: "token".into(),
-            api_url: "https://api.example".into(),
-            public_url: "https://tiles.example/t".into(),
             surrogate_keys: false,
             only_this_output: false,
             soft_purge: false,
-            api: None,
-            client: Client::new().unwrap(),
-            timeout: Duration::from_secs(10),
-            secrets: Secrets::default(),
+            api: Api::for_test("https://tiles.example/t"),
         };
         let calls = fastly.calls_for(&changed);
         assert_eq!(calls.len(), 1);
@@ -295,7 +233,7 @@ mod tests {
             "tiles.example/t/CN/* tiles.example/t/3/* tiles.example/t/* tiles.example/t/US/1/1/0.pbf"
         );
         let other = Fastly {
-            public_url: "https://tiles.example/u".into(),
+            api: Api::for_test("https://tiles.example/u"),
             ..keyed
         };
         assert_eq!(

@@ -8,10 +8,9 @@
 
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use futures::StreamExt;
 
-use super::{Build, Built, Cdn, CdnKind};
+use super::{Build, Builder, Built, CdnKind, Paced};
 use crate::config::{CdnTarget, PurgeMethod};
 use crate::edge::pace::Progress;
 use crate::edge::price::Forms;
@@ -23,40 +22,38 @@ use crate::error::Result;
 /// `kind = "http"`.
 pub(super) const KIND: CdnKind = CdnKind {
     name: "http",
-    build,
+    build: Builder::Now(build),
 };
 
-fn build(build: Build<'_>) -> BoxFuture<'_, Result<Built>> {
-    Box::pin(async move {
-        let config = build.config;
-        let CdnTarget::Http {
-            url,
-            method,
-            concurrency,
-            rate_per_connection,
-            headers,
-        } = &config.target
-        else {
-            return Err(build.not_of(KIND.name));
-        };
-        let cdn = HttpCache {
-            url: url.clone(),
-            method: *method,
-            concurrency: *concurrency,
-            rate_per_connection: *rate_per_connection,
-            headers: header_values(config, headers, build.read_secrets, build.sent)?,
-            client: build.client.clone(),
-            timeout: config.request_timeout,
-            secrets: Secrets::default(),
-        };
-        Ok(Built {
-            cdn: Box::new(cdn),
-            api: None,
-        })
+fn build(build: Build<'_>) -> Result<Built> {
+    let config = build.config;
+    let CdnTarget::Http {
+        url,
+        method,
+        concurrency,
+        rate_per_connection,
+        headers,
+    } = &config.target
+    else {
+        return Err(build.not_of(KIND.name));
+    };
+    let cdn = HttpCache {
+        url: url.clone(),
+        method: *method,
+        concurrency: *concurrency,
+        rate_per_connection: *rate_per_connection,
+        headers: header_values(config, headers, build.read_secrets, build.sent)?,
+        client: build.client.clone(),
+        timeout: config.request_timeout,
+        secrets: Secrets::default(),
+    };
+    Ok(Built {
+        cdn: Box::new(cdn),
+        api: None,
     })
 }
 
-impl Cdn for HttpCache {
+impl Paced for HttpCache {
     /// The folders it purges whole: any, as a BAN of its prefix, where it takes BAN.
     fn forms(&self) -> Forms {
         match self.method {
@@ -83,24 +80,28 @@ impl Cdn for HttpCache {
         }
     }
 
-    fn purge<'a>(
-        &'a self,
-        paths: &'a [String],
-        progress: &'a Progress,
-    ) -> BoxFuture<'a, std::result::Result<PurgeReport, PurgeError>> {
-        Box::pin(self.send(paths, progress))
-    }
-
-    fn max_wildcards(&self) -> usize {
-        usize::MAX
-    }
-
-    fn invalidations(&self) -> Option<&super::cloudfront::CloudFront> {
-        None
-    }
-
-    fn check(&self) -> BoxFuture<'_, std::result::Result<(), PurgeError>> {
-        Box::pin(async { Ok(()) })
+    /// Sends one request per path (a folder: a BAN of its prefix), `concurrency` at once.
+    async fn send(&self, paths: &[String], progress: &Progress) -> Result<PurgeReport, PurgeError> {
+        let requests = self.sent(paths);
+        let count = requests.len() as u64;
+        // Each request's future made before the stream, not by a closure of it: a closure taking
+        // a `&'static str` makes a future the compiler cannot prove `Send` for every lifetime.
+        let sends: Vec<_> = requests
+            .into_iter()
+            .map(|(method, url, sent)| self.send_one(method, url, sent, progress))
+            .collect();
+        let mut answers = futures::stream::iter(sends).buffer_unordered(self.concurrency);
+        while let Some(answer) = answers.next().await {
+            answer?;
+        }
+        Ok(PurgeReport {
+            evicted: 0,
+            over_budget: false,
+            no_room: false,
+            requests: count,
+            paths: count,
+            price_usd: None,
+        })
     }
 
     fn gathers(&self) -> Option<usize> {
@@ -162,30 +163,6 @@ impl HttpCache {
                 }),
         );
         requests
-    }
-
-    /// Sends one request per path (a folder: a BAN of its prefix), `concurrency` at once.
-    async fn send(&self, paths: &[String], progress: &Progress) -> Result<PurgeReport, PurgeError> {
-        let requests = self.sent(paths);
-        let count = requests.len() as u64;
-        // Each request's future made before the stream, not by a closure of it: a closure taking
-        // a `&'static str` makes a future the compiler cannot prove `Send` for every lifetime.
-        let sends: Vec<_> = requests
-            .into_iter()
-            .map(|(method, url, sent)| self.send_one(method, url, sent, progress))
-            .collect();
-        let mut answers = futures::stream::iter(sends).buffer_unordered(self.concurrency);
-        while let Some(answer) = answers.next().await {
-            answer?;
-        }
-        Ok(PurgeReport {
-            evicted: 0,
-            over_budget: false,
-            no_room: false,
-            requests: count,
-            paths: count,
-            price_usd: None,
-        })
     }
 
     /// One request, noted in `progress` once the cache accepted it.

@@ -11,13 +11,18 @@
 //! lists to the schema's `kind` enum.
 //!
 //! What every kind shares (budgets, pricing, pace, the outbox's timeout, secrets and messages)
-//! stays in `PurgeTarget` (`edge/mod.rs`), which holds one `Box<dyn Cdn>`.
+//! stays in `PurgeTarget` (`edge/mod.rs`), which holds one `Box<dyn Cdn>`. The kinds that send
+//! their purges as they go, at their own pace (all but CloudFront), are a [`Cdn`] through
+//! [`Paced`], which holds what differs between them; Cloudflare and Fastly build what their APIs
+//! share (token, calls, public URL) with `api::Api::of`.
 
 mod api;
 mod cloudflare;
 pub(super) mod cloudfront;
 mod fastly;
 mod http;
+
+use std::future::Future;
 
 use futures::future::BoxFuture;
 
@@ -44,7 +49,15 @@ pub(super) struct CdnKind {
     pub name: &'static str,
     /// Builds a target of this kind; fails when a secret it sends is not set, or when the
     /// config's target is of another kind.
-    pub build: for<'a> fn(Build<'a>) -> BoxFuture<'a, Result<Built>>,
+    pub build: Builder,
+}
+
+/// How a kind builds a target: at once, or after connecting.
+pub(super) enum Builder {
+    /// From its config and secrets alone.
+    Now(fn(Build<'_>) -> Result<Built>),
+    /// After connecting (CloudFront loads the AWS credential chain).
+    Connect(for<'a> fn(Build<'a>) -> BoxFuture<'a, Result<Built>>),
 }
 
 /// What one kind of CDN does. No method has a default, so a kind that forgets a capability does
@@ -84,6 +97,77 @@ pub(super) trait Cdn: Send + Sync {
 
     /// Keeps the secrets it sends out of its messages (known once every secret was read).
     fn set_secrets(&mut self, secrets: Secrets);
+}
+
+/// A kind whose purges are requests it sends as it goes, at its own pace (an HTTP cache,
+/// Cloudflare, Fastly), not invalidations that complete later: it takes any number of wildcards
+/// and has nothing to check before its first request beyond its secrets, which is all that makes
+/// it a [`Cdn`]. As [`Cdn`]'s, no method has a default.
+pub(super) trait Paced: Send + Sync {
+    /// [`Cdn::forms`].
+    fn forms(&self) -> Forms;
+
+    /// [`Cdn::seconds`].
+    fn seconds(&self, paths: &[String]) -> f64;
+
+    /// [`Cdn::plan`].
+    fn plan(&self, paths: &[String]) -> PurgePlan;
+
+    /// Sends the purges of `paths` (as planned), noting each accepted request in `progress`:
+    /// [`Cdn::purge`].
+    fn send(
+        &self,
+        paths: &[String],
+        progress: &Progress,
+    ) -> impl Future<Output = std::result::Result<PurgeReport, PurgeError>> + Send;
+
+    /// [`Cdn::gathers`].
+    fn gathers(&self) -> Option<usize>;
+
+    /// [`Cdn::set_secrets`].
+    fn set_secrets(&mut self, secrets: Secrets);
+}
+
+impl<T: Paced> Cdn for T {
+    fn forms(&self) -> Forms {
+        Paced::forms(self)
+    }
+
+    fn seconds(&self, paths: &[String]) -> f64 {
+        Paced::seconds(self, paths)
+    }
+
+    fn plan(&self, paths: &[String]) -> PurgePlan {
+        Paced::plan(self, paths)
+    }
+
+    fn purge<'a>(
+        &'a self,
+        paths: &'a [String],
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, std::result::Result<PurgeReport, PurgeError>> {
+        Box::pin(self.send(paths, progress))
+    }
+
+    fn max_wildcards(&self) -> usize {
+        usize::MAX
+    }
+
+    fn invalidations(&self) -> Option<&cloudfront::CloudFront> {
+        None
+    }
+
+    fn check(&self) -> BoxFuture<'_, std::result::Result<(), PurgeError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn gathers(&self) -> Option<usize> {
+        Paced::gathers(self)
+    }
+
+    fn set_secrets(&mut self, secrets: Secrets) {
+        Paced::set_secrets(self, secrets);
+    }
 }
 
 /// What building a target of a kind takes.
@@ -157,7 +241,10 @@ pub(super) async fn build(build: Build<'_>) -> Result<Built> {
             build.config.name
         )));
     };
-    (registered.build)(build).await
+    match registered.build {
+        Builder::Now(build_now) => build_now(build),
+        Builder::Connect(connect) => connect(build).await,
+    }
 }
 
 #[cfg(test)]
