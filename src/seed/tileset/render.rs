@@ -65,6 +65,13 @@ impl TilesetRun<'_> {
                     .await;
             }
         };
+        // The purges share this task with the renders rather than a thread of their own: in a
+        // full seed of the 100k sample behind a cache that answers at once, this thread was busy
+        // about 3 s of 8-24 s with them (0.5 s without) and they kept up with the writer; what
+        // they cost is CPU, which 2 cores lack. The whole purger on a thread of its own took
+        // 1.23x the seed without a CDN against 1.26x here; its requests alone on a runtime of
+        // their own cost 1.5 s more CPU in hand-offs, and 1.20-1.32x
+        // (scripts/bench/results/2026-11-28-purge-beside.md).
         let (rendered, ()) = tokio::join!(render, purge);
         progress.finish();
         tracing::debug!("tileset `{name}`: rendering done");
