@@ -237,3 +237,63 @@ fn install_on_a_missing_table_names_the_table_not_a_column() {
         refused.stderr
     );
 }
+
+/// Two configs on one database share the default change schema, and both name their tileset and
+/// layer `sites`, over two tables. Each keeps its own cluster cell table: the other's run must not
+/// drop it as "an earlier config" (which failed a run using it at that moment with "relation …
+/// does not exist", and rebuilt the cells from scratch at every run of either).
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn two_configs_with_the_same_names_over_two_tables_keep_their_own_cluster_cells() {
+    let points = hub_with_scatter(120, 7, 4, [106.6, 10.7, 106.8, 10.9]);
+    let mut changes = String::new();
+    let mut fixture = Fixture::new("cells_owner", &points, "a.toml", |schema| {
+        changes = schema.companion("cdc");
+        String::new()
+    });
+    fixture.schema.execute(
+        "CREATE TABLE {schema}.other_sites AS SELECT * FROM {schema}.sites;
+         ALTER TABLE {schema}.other_sites ADD PRIMARY KEY (site_id);
+         CREATE INDEX ON {schema}.other_sites USING gist (pt);",
+    );
+    let configs: Vec<PathBuf> = ["sites", "other_sites"]
+        .iter()
+        .enumerate()
+        .map(|(i, table)| {
+            let path = fixture.path(&format!("{}.toml", (b'a' + i as u8) as char));
+            let text = format!(
+                "[changes]\nschema = \"{changes}\"\n{}",
+                single_layer_config(&fixture.schema.name, table, "", "cluster_maxzoom = 5")
+            );
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect();
+    for config in &configs {
+        run(&fixture, config, &["changes", "install"]).assert_success();
+    }
+    let outputs: Vec<PathBuf> = ["a.mbtiles", "b.mbtiles"]
+        .iter()
+        .map(|name| fixture.path(name))
+        .collect();
+    for _ in 0..2 {
+        for (config, output) in configs.iter().zip(&outputs) {
+            let done = seed(&fixture, config, output, &[]);
+            assert!(
+                !done.stderr.contains("earlier config"),
+                "a run dropped the other config's cluster cells:\n{}",
+                done.stderr
+            );
+        }
+    }
+    let tables: i64 = fixture
+        .schema
+        .client()
+        .query_one(
+            &format!("SELECT count(*) FROM \"{changes}\".cell_state"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 2, "one cluster cell table per config");
+}

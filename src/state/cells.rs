@@ -45,7 +45,8 @@ pub struct CellTable {
     pub name: String,
     /// Schema-qualified, quoted name.
     pub qualified: String,
-    /// `tileset/layer`: a table built for an earlier config of the same layer is dropped.
+    /// `tileset/layer on table`: a table built for an earlier config of the same layer over the
+    /// same source, and unused for [`STALE_AFTER`], is dropped.
     pub owner: String,
 }
 
@@ -116,7 +117,13 @@ pub async fn ensure(
         };
         let name = table_name(layer, extent);
         let qualified = format!("{quoted_schema}.{}", quote_ident(&name));
-        let owner = format!("{tileset}/{}", layer.config.name);
+        // The source is part of the owner: configs that share a change schema (its default is
+        // one per database) may give layers over different tables the same names.
+        let owner = format!(
+            "{tileset}/{} on {}",
+            layer.config.name,
+            quoted_table(&layer.config)
+        );
         if !usable(
             &**client,
             &quoted_schema,
@@ -203,13 +210,19 @@ async fn usable(
     Ok(true)
 }
 
-/// Drops the cell tables `owner` had under earlier configs, all but `current`; a failure only
-/// warns, as such tables merely hold back pruning.
+/// How long a cell table of an earlier config goes unused before a run of the same layer drops
+/// it: a second config of the layer (other attributes or grid) that runs beside this one, or
+/// daily, keeps its own table in use; one dropped mid-run would fail that run.
+const STALE_AFTER: &str = "1 day";
+
+/// Drops the cell tables `owner` had under earlier configs, all but `current`, once unused for
+/// [`STALE_AFTER`]; a failure only warns, as such tables merely hold back pruning.
 async fn drop_stale(client: &impl GenericClient, quoted_schema: &str, owner: &str, current: &str) {
     let stale = match client
         .query_typed(
             &format!(
-                "SELECT cells FROM {quoted_schema}.cell_state WHERE owner = $1 AND cells <> $2"
+                "SELECT cells FROM {quoted_schema}.cell_state WHERE owner = $1 AND cells <> $2
+                 AND updated_at < now() - interval '{STALE_AFTER}'"
             ),
             &[(&owner, Type::TEXT), (&current, Type::TEXT)],
         )
@@ -227,7 +240,8 @@ async fn drop_stale(client: &impl GenericClient, quoted_schema: &str, owner: &st
     for row in stale {
         let name: String = row.get(0);
         tracing::info!(
-            "dropping {quoted_schema}.{name}, the cluster cells of an earlier config of {owner}"
+            "dropping {quoted_schema}.{name}, the cluster cells of an earlier config of {owner}, \
+             unused for {STALE_AFTER}"
         );
         let dropped = async {
             client
