@@ -46,7 +46,7 @@ pub struct CellTable {
     /// Schema-qualified, quoted name.
     pub qualified: String,
     /// `tileset/layer on table`: a table built for an earlier config of the same layer over the
-    /// same source, and unused for [`STALE_AFTER`], is dropped.
+    /// same source is dropped.
     pub owner: String,
 }
 
@@ -210,19 +210,13 @@ async fn usable(
     Ok(true)
 }
 
-/// How long a cell table of an earlier config goes unused before a run of the same layer drops
-/// it: a second config of the layer (other attributes or grid) that runs beside this one, or
-/// daily, keeps its own table in use; one dropped mid-run would fail that run.
-const STALE_AFTER: &str = "1 day";
-
-/// Drops the cell tables `owner` had under earlier configs, all but `current`, once unused for
-/// [`STALE_AFTER`]; a failure only warns, as such tables merely hold back pruning.
+/// Drops the cell tables `owner` had under earlier configs, all but `current`; a failure only
+/// warns, as such tables merely hold back pruning.
 async fn drop_stale(client: &impl GenericClient, quoted_schema: &str, owner: &str, current: &str) {
     let stale = match client
         .query_typed(
             &format!(
-                "SELECT cells FROM {quoted_schema}.cell_state WHERE owner = $1 AND cells <> $2
-                 AND updated_at < now() - interval '{STALE_AFTER}'"
+                "SELECT cells FROM {quoted_schema}.cell_state WHERE owner = $1 AND cells <> $2"
             ),
             &[(&owner, Type::TEXT), (&current, Type::TEXT)],
         )
@@ -240,8 +234,7 @@ async fn drop_stale(client: &impl GenericClient, quoted_schema: &str, owner: &st
     for row in stale {
         let name: String = row.get(0);
         tracing::info!(
-            "dropping {quoted_schema}.{name}, the cluster cells of an earlier config of {owner}, \
-             unused for {STALE_AFTER}"
+            "dropping {quoted_schema}.{name}, the cluster cells of an earlier config of {owner}"
         );
         let dropped = async {
             client
