@@ -26,17 +26,27 @@ fn fixture(label: &str, schemas: &[&str]) -> (Fixture, Vec<PathBuf>) {
     let configs = names
         .iter()
         .enumerate()
-        .map(|(i, changes)| {
-            let path = fixture.path(&format!("{}.toml", (b'a' + i as u8) as char));
-            let text = format!(
-                "[changes]\nschema = \"{changes}\"\n{}",
-                single_layer_config(&fixture.schema.name, "sites", "", "")
-            );
-            std::fs::write(&path, text).unwrap();
-            path
-        })
+        .map(|(i, changes)| write_config(&fixture, i, changes, "sites", ""))
         .collect();
     (fixture, configs)
+}
+
+/// Writes the `i`-th config (`a.toml`, `b.toml`, …): one layer over `table`, logging into the
+/// change schema `changes`.
+fn write_config(
+    fixture: &Fixture,
+    i: usize,
+    changes: &str,
+    table: &str,
+    extra_layer: &str,
+) -> PathBuf {
+    let path = fixture.path(&format!("{}.toml", (b'a' + i as u8) as char));
+    let text = format!(
+        "[changes]\nschema = \"{changes}\"\n{}",
+        single_layer_config(&fixture.schema.name, table, "", extra_layer)
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 fn run(fixture: &Fixture, config: &Path, args: &[&str]) -> Run {
@@ -259,15 +269,7 @@ fn two_configs_with_the_same_names_over_two_tables_keep_their_own_cluster_cells(
     let configs: Vec<PathBuf> = ["sites", "other_sites"]
         .iter()
         .enumerate()
-        .map(|(i, table)| {
-            let path = fixture.path(&format!("{}.toml", (b'a' + i as u8) as char));
-            let text = format!(
-                "[changes]\nschema = \"{changes}\"\n{}",
-                single_layer_config(&fixture.schema.name, table, "", "cluster_maxzoom = 5")
-            );
-            std::fs::write(&path, text).unwrap();
-            path
-        })
+        .map(|(i, table)| write_config(&fixture, i, &changes, table, "cluster_maxzoom = 5"))
         .collect();
     for config in &configs {
         run(&fixture, config, &["changes", "install"]).assert_success();
