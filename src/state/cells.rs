@@ -443,8 +443,22 @@ async fn refresh_one(
         )
         .await?
         .map(|row| row.get(0));
+    // A gap in the capture of the source since the cells were summed (triggers disabled or
+    // re-created, a deleted record) leaves changes out of the log: sum every cell from the rows.
+    let gap = match &since {
+        Some(since) if !rebuild => {
+            let table = quoted_table(&layer.config);
+            let gap = capture::capture_gap(&*transaction, schema, &table, since).await;
+            gap.map_err(RefreshError::Changes)?
+        }
+        _ => None,
+    };
+    if let Some(why) = &gap {
+        let name = &layer.config.name;
+        tracing::info!("layer `{name}`: its cluster cells are summed from rows, since {why}");
+    }
     let dirty = match &since {
-        _ if rebuild => None,
+        _ if rebuild || gap.is_some() => None,
         None => None,
         Some(since) => {
             let (everything, boxes) =
