@@ -31,7 +31,7 @@ use crate::error::{pg_message, pool_message, DbError, Error, Result};
 use crate::render::source::{quoted_table, LayerSource};
 use crate::render::sql;
 use crate::state::capture;
-use changed::{cell_envelopes, cell_params, changed_cells, split};
+use changed::{cell_envelopes, cell_params, changed_cells, log_gap, split};
 
 /// Above this many changed geometries, summing every cell again is cheaper than finding them.
 const FULL_REBUILD_CHANGES: usize = 50_000;
@@ -443,20 +443,12 @@ async fn refresh_one(
         )
         .await?
         .map(|row| row.get(0));
-    // A gap in the capture of the source since the cells were summed (triggers disabled or
-    // re-created, a deleted record) leaves changes out of the log: sum every cell from the rows.
     let gap = match &since {
-        Some(since) if !rebuild => {
-            let table = quoted_table(&layer.config);
-            let gap = capture::capture_gap(&*transaction, schema, &table, since).await;
-            gap.map_err(RefreshError::Changes)?
-        }
+        Some(since) if !rebuild => log_gap(&*transaction, schema, layer, since)
+            .await
+            .map_err(RefreshError::Changes)?,
         _ => None,
     };
-    if let Some(why) = &gap {
-        let name = &layer.config.name;
-        tracing::info!("layer `{name}`: its cluster cells are summed from rows, since {why}");
-    }
     let dirty = match &since {
         _ if rebuild || gap.is_some() => None,
         None => None,
