@@ -123,7 +123,9 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
                 for table in &status.tables {
                     let since = table.since.as_deref().unwrap_or("a time not recorded");
                     let ours = format!("\"{}\"", schema.replace('"', "\"\""));
-                    let captured = if table.schemas.iter().any(|s| s == schema || *s == ours) {
+                    let captured = if let Some(trouble) = &table.trouble {
+                        trouble.clone()
+                    } else if table.schemas.iter().any(|s| s == schema || *s == ours) {
                         format!("captured since {since}")
                     } else {
                         "NOT captured (its triggers are gone: run `oar-tiles changes install`)".into()

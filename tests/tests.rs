@@ -10,6 +10,7 @@ mod agg_lag;
 mod bad_input;
 mod bulk_changes;
 mod capture_coverage;
+mod capture_gaps;
 mod cloudfront;
 mod clusters;
 mod dirty_shapes;

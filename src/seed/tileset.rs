@@ -23,10 +23,10 @@ use crate::report::{ProgressKind, SummaryHeader, Tally, TilesetSummary};
 use crate::schedule::Stop;
 use crate::sink::writer;
 use crate::sink::{self, Resume, Sharding, Sink, Sweep};
-use crate::state::cells;
 use crate::state::digest::job_fingerprint;
 use crate::state::reseed::{self, Decision};
 use crate::state::Watermark;
+use crate::state::{capture, cells};
 use crate::tile::Subtrees;
 
 mod dry_run;
@@ -439,6 +439,11 @@ impl TilesetRun<'_> {
         let schema = &self.job.change_schema;
         let layers = self.layer_configs();
         let selection = self.selection();
+        // A gap in capture is recorded before a full seed takes its watermark, which then sees
+        // it (a reseed records it as it reads the log).
+        if *selection == Selection::Pyramid {
+            capture::record_gaps(self.pool, schema, &layers).await?;
+        }
         let decision = reseed::decide(
             (self.pool, self.render_pool()),
             schema,
@@ -449,13 +454,16 @@ impl TilesetRun<'_> {
         )
         .await?;
         let extent = tileset.tileset.extent;
+        // A reseed rendering whole (a gap in capture, a truncate, new settings) sums the cells
+        // from rows too: whatever the log missed for the output, it missed for them.
+        let whole = *selection == Selection::Dirty && matches!(decision.work, Work::Pyramid);
         cells::refresh(
             self.pool,
             schema,
             &prepared.layers,
             &prepared.cell_tables,
             extent,
-            self.job.run.rebuild_cells,
+            self.job.run.rebuild_cells || whole,
         )
         .await?;
         if let Some(replica) = self.replica {

@@ -31,7 +31,7 @@ use crate::error::{pg_message, pool_message, DbError, Error, Result};
 use crate::render::source::{quoted_table, LayerSource};
 use crate::render::sql;
 use crate::state::capture;
-use changed::{cell_envelopes, cell_params, changed_cells, split};
+use changed::{cell_envelopes, cell_params, changed_cells, log_gap, split};
 
 /// Above this many changed geometries, summing every cell again is cheaper than finding them.
 const FULL_REBUILD_CHANGES: usize = 50_000;
@@ -443,8 +443,14 @@ async fn refresh_one(
         )
         .await?
         .map(|row| row.get(0));
+    let gap = match &since {
+        Some(since) if !rebuild => log_gap(&*transaction, schema, layer, since)
+            .await
+            .map_err(RefreshError::Changes)?,
+        _ => None,
+    };
     let dirty = match &since {
-        _ if rebuild => None,
+        _ if rebuild || gap.is_some() => None,
         None => None,
         Some(since) => {
             let (everything, boxes) =

@@ -5,6 +5,7 @@
 
 pub mod api_limits;
 pub mod azure;
+pub mod capture;
 pub mod cloudfront;
 pub mod disk;
 pub mod edge;

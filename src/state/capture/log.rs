@@ -43,6 +43,7 @@ pub struct ChangeSet {
 /// capture is known to be installed, and returns it with its snapshot (the next watermark).
 async fn read_under_one_snapshot<'a>(
     schema: &str,
+    tables: &[String],
     client: &'a mut deadpool_postgres::Object,
 ) -> Result<(deadpool_postgres::Transaction<'a>, String)> {
     if !super::installed_on(client, schema).await? {
@@ -51,6 +52,8 @@ async fn read_under_one_snapshot<'a>(
             message: "change capture is not installed: run `oar-tiles changes install` before `seed --dirty`".into(),
         });
     }
+    // A gap found is recorded before the snapshot is taken, so the next watermark sees it.
+    super::coverage::reconcile(&***client, schema, tables).await?;
     let transaction = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -73,10 +76,10 @@ pub async fn read_since(
     since: &Watermark,
     compare: Option<Compare>,
 ) -> Result<(ChangeSet, Watermark)> {
-    let mut client = crate::db::get(pool).await?;
-    let (transaction, snapshot) = read_under_one_snapshot(schema, &mut client).await?;
     let tables: std::collections::BTreeSet<String> = layers.iter().map(quoted_table).collect();
     let tables: Vec<String> = tables.into_iter().collect();
+    let mut client = crate::db::get(pool).await?;
+    let (transaction, snapshot) = read_under_one_snapshot(schema, &tables, &mut client).await?;
     let coverage = super::coverage::check(&*transaction, schema, &tables, &since.snapshot).await?;
     let mut changes = ChangeSet {
         uncaptured: coverage.reason(),
@@ -132,7 +135,7 @@ pub async fn read_touched(
     since: &Watermark,
 ) -> Result<(Touched, Watermark)> {
     let mut client = crate::db::get(pool).await?;
-    let (transaction, snapshot) = read_under_one_snapshot(schema, &mut client).await?;
+    let (transaction, snapshot) = read_under_one_snapshot(schema, tables, &mut client).await?;
     let coverage = super::coverage::check(&*transaction, schema, tables, &since.snapshot).await?;
     let row = transaction
         .query_typed_one(

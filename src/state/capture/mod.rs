@@ -36,11 +36,13 @@ use triggers::{install_sql, watched_tables, Watched};
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
 
 use super::watermark::Watermark;
-use crate::config::Config;
+use crate::config::{Config, LayerConfig};
 use crate::db::quote_ident;
 use crate::error::{DbError, Error, Result};
+use crate::render::source::quoted_table;
 
 /// Takes the snapshot a seed starting now reflects at least, on the server the seed renders from.
 ///
@@ -109,6 +111,32 @@ pub(crate) async fn installed_on(client: &tokio_postgres::Client, schema: &str) 
         )
         .await?;
     Ok(row.get(0))
+}
+
+/// Records, before a full seed takes its watermark, any gap in the capture of `layers`' tables
+/// (triggers disabled and enabled again, a deleted record), so the output's watermark sees the
+/// new start of capture and its next reseed trusts the log; does nothing where capture is not
+/// installed.
+pub async fn record_gaps(pool: &Pool, schema: &str, layers: &[LayerConfig]) -> Result<()> {
+    let client = crate::db::get(pool).await?;
+    if !installed_on(&client, schema).await? {
+        return Ok(());
+    }
+    let tables: std::collections::BTreeSet<String> = layers.iter().map(quoted_table).collect();
+    let tables: Vec<String> = tables.into_iter().collect();
+    coverage::reconcile(&**client, schema, &tables).await
+}
+
+/// Why the log of `schema` may miss a change to `table` (quoted) that `snapshot` did not see:
+/// its triggers are gone or disabled, its capture started later, or had a gap since. `None`:
+/// the log holds every such change. What a cluster cell table asks before it trusts the log.
+pub async fn capture_gap(
+    client: &impl GenericClient,
+    schema: &str,
+    table: &str,
+    snapshot: &str,
+) -> Result<Option<String>> {
+    coverage::gap_since(client, schema, table, snapshot).await
 }
 
 /// Runs DDL in one transaction, so a failure leaves nothing half-installed.
@@ -317,6 +345,9 @@ pub struct TableStatus {
     pub schemas: Vec<String>,
     /// When this schema's capture of the table started (`None`: not recorded, by an earlier version).
     pub since: Option<String>,
+    /// What is wrong with this schema's capture of the table (triggers disabled or partly gone,
+    /// not firing in replica sessions, a gap not yet recorded), and what to do.
+    pub trouble: Option<String>,
 }
 
 /// Pending changes per source table, and the outputs that consume them.
@@ -364,6 +395,7 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
             .await?;
         tables.push(TableStatus {
             schemas: coverage::capturing_schemas(&**client, &watched.table).await?,
+            trouble: coverage::trouble(&**client, &config.change_schema, &watched.table).await?,
             table: watched.table,
             changes: row.get(0),
             since: row.get(1),

@@ -169,6 +169,10 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
         sql.push_str(&table_triggers_sql(
             schema, watched, &function, notify, &names,
         ));
+        sql.push_str(&coverage::enable_always(
+            &config.change_schema,
+            &watched.table,
+        ));
     }
     // The earlier notify trigger's function, unless a table this config no longer names still
     // uses it (its next install or uninstall drops that trigger).

@@ -1,13 +1,34 @@
 //! The cells a refresh sums again: those holding a changed geometry's representative point, as
-//! the statements' array parameters.
+//! the statements' array parameters; all of them when the log may miss changes (a gap in capture).
 
 use std::collections::BTreeSet;
 
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::config::ClusterConfig;
+use crate::error::Result;
+use crate::render::source::{quoted_table, LayerSource};
 use crate::render::sql;
+use crate::state::capture;
 use crate::tile::{Envelope, MERCATOR_HALF_WORLD};
+
+/// Why the change log may miss changes to the layer's source since `since` (the cells' own
+/// watermark): triggers disabled, dropped or re-created, a deleted record. The cells are then
+/// summed from the rows instead, and the log line says why.
+pub(super) async fn log_gap(
+    client: &impl tokio_postgres::GenericClient,
+    schema: &str,
+    layer: &LayerSource,
+    since: &str,
+) -> Result<Option<String>> {
+    let table = quoted_table(&layer.config);
+    let gap = capture::capture_gap(client, schema, &table, since).await?;
+    if let Some(why) = &gap {
+        let name = &layer.config.name;
+        tracing::info!("layer `{name}`: its cluster cells are summed from rows, since {why}");
+    }
+    Ok(gap)
+}
 
 /// Above this many cells (counted per changed geometry, before any is listed), summing every cell
 /// again is cheaper than listing them, and keeps a refresh's memory from growing with the changes.
