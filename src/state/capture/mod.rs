@@ -31,11 +31,14 @@ pub use consumers::{
 };
 pub use log::{changed_boxes, read_since, read_touched, Compare, Touched};
 pub use triggers::channel;
-use triggers::{install_sql, watched_tables, Watched};
+use triggers::{
+    compared_columns, compared_table_sql, install_sql, recorded, watched_tables, widen, Watched,
+};
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use tokio_postgres::types::Type;
+use tokio_postgres::GenericClient;
 
 use super::watermark::Watermark;
 use crate::config::Config;
@@ -123,20 +126,42 @@ async fn run_ddl(pool: &Pool, sql: &str, what: &str) -> Result<()> {
     transaction.commit().await.map_err(Error::from)
 }
 
-/// Installs (or refreshes) change capture for every source table of the config.
+/// Installs (or refreshes) change capture for every source table of the config, comparing on
+/// UPDATE what this config renders and what every other config installed under the same change
+/// schema does (see `triggers/compared.rs`), in one transaction, so a failure leaves nothing
+/// half-installed.
 pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
+    const WHAT: &str = "install change capture (it needs rights to create a schema and ownership of the source tables)";
     within_name_limit(pool, &config.change_schema).await?;
-    let tables = with_column_types(pool, watched_tables(config)).await?;
-    run_ddl(
-        pool,
-        &install_sql(config, &tables),
-        "install change capture (it needs rights to create a schema and ownership of the source tables)",
-    )
-    .await?;
-    Ok(watched_tables(config)
-        .into_iter()
-        .map(|w| w.table)
-        .collect())
+    let schema = quote_ident(&config.change_schema);
+    let config_file = std::fs::canonicalize(&config.path)
+        .unwrap_or_else(|_| config.path.clone())
+        .display()
+        .to_string();
+    // One connection for all of it: `changes` connects a pool of one.
+    let mut client = crate::db::get(pool).await?;
+    let transaction = client.transaction().await?;
+    // `IF NOT EXISTS` and `IF EXISTS` each say they skipped something: noise for whoever installs.
+    transaction
+        .batch_execute(&format!(
+            "SET LOCAL client_min_messages = warning; {}",
+            compared_table_sql(&schema)
+        ))
+        .await
+        .map_err(DbError::during(format!("cannot {WHAT}")))?;
+    let mut tables = watched_tables(config);
+    let mut widenings = Vec::new();
+    for watched in &mut tables {
+        let entries = recorded(&*transaction, &schema, &watched.table).await?;
+        widenings.push(widen(watched, &entries, &config_file)?);
+    }
+    let tables = with_column_types(&*transaction, tables).await?;
+    transaction
+        .batch_execute(&install_sql(config, &tables, &widenings))
+        .await
+        .map_err(DbError::during(format!("cannot {WHAT}")))?;
+    transaction.commit().await?;
+    Ok(tables.into_iter().map(|w| w.table).collect())
 }
 
 /// Refuses, before any DDL, a change schema whose name the server would cut: the schema would be
@@ -201,10 +226,12 @@ const PLAIN_EQUALITY: [&str; 24] = [
 /// Every watched column must exist, or the triggers would fail every UPDATE of the table; and
 /// one whose type (a domain's base type, an array's element type) is not one whose equality the
 /// triggers can rely on is compared by its text form ([`PLAIN_EQUALITY`]).
-async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<Watched>> {
+async fn with_column_types(
+    client: &impl GenericClient,
+    mut tables: Vec<Watched>,
+) -> Result<Vec<Watched>> {
     const COLUMN: &str = "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                           WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped";
-    let client = crate::db::get(pool).await?;
     for watched in &mut tables {
         let table = watched.table.clone();
         let reading = || DbError::during(format!("reading the columns of {table}"));
@@ -257,6 +284,18 @@ async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<
                 .await
                 .map_err(reading())?;
             let Some(row) = row else {
+                if let Some((_, other)) = watched.borrowed.iter().find(|(c, _)| *c == column) {
+                    return Err(Error::setting(
+                        "[changes] schema",
+                        format!(
+                            "table {table} has no column `{column}`, which {other} renders and \
+                             installed under this change schema: a trigger comparing it would \
+                             fail every UPDATE of the table, so change capture is not installed; \
+                             fix that config, or run `oar-tiles changes uninstall` and install \
+                             the configs that remain"
+                        ),
+                    ));
+                }
                 return Err(Error::setting(
                     "attributes",
                     format!(
@@ -317,6 +356,10 @@ pub struct TableStatus {
     pub schemas: Vec<String>,
     /// When this schema's capture of the table started (`None`: not recorded, by an earlier version).
     pub since: Option<String>,
+    /// The columns its UPDATE trigger compares, for every config installed under the schema
+    /// (`["*"]`: a layer filters the table, so rows are compared whole; empty: not recorded, by an
+    /// earlier version).
+    pub compared: Vec<String>,
 }
 
 /// Pending changes per source table, and the outputs that consume them.
@@ -364,6 +407,7 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
             .await?;
         tables.push(TableStatus {
             schemas: coverage::capturing_schemas(&**client, &watched.table).await?,
+            compared: compared_columns(&**client, &config.change_schema, &watched.table).await?,
             table: watched.table,
             changes: row.get(0),
             since: row.get(1),
