@@ -284,26 +284,7 @@ async fn with_column_types(
                 .await
                 .map_err(reading())?;
             let Some(row) = row else {
-                if let Some((_, other)) = watched.borrowed.iter().find(|(c, _)| *c == column) {
-                    return Err(Error::setting(
-                        "[changes] schema",
-                        format!(
-                            "table {table} has no column `{column}`, which {other} renders and \
-                             installed under this change schema: a trigger comparing it would \
-                             fail every UPDATE of the table, so change capture is not installed; \
-                             fix that config, or run `oar-tiles changes uninstall` and install \
-                             the configs that remain"
-                        ),
-                    ));
-                }
-                return Err(Error::setting(
-                    "attributes",
-                    format!(
-                        "table {table} has no column `{column}`, which a layer renders (or names as \
-                         its id, geometry or partition column): a trigger watching it would fail \
-                         every UPDATE of the table, so change capture is not installed"
-                    ),
-                ));
+                return Err(missing_column(watched, &table, &column));
             };
             let type_name: String = row.get(0);
             let element = type_name.strip_prefix('_').unwrap_or(&type_name);
@@ -329,6 +310,30 @@ async fn with_column_types(
         }
     }
     Ok(tables)
+}
+
+/// The error of a watched column `column` that `table` lacks, naming the config whose layer
+/// renders it when that is another config installed under the schema.
+fn missing_column(watched: &Watched, table: &str, column: &str) -> Error {
+    if let Some((_, other)) = watched.borrowed.iter().find(|(c, _)| c == column) {
+        return Error::setting(
+            "[changes] schema",
+            format!(
+                "table {table} has no column `{column}`, which {other} renders and installed \
+                 under this change schema: a trigger comparing it would fail every UPDATE of the \
+                 table, so change capture is not installed; fix that config, or run `oar-tiles \
+                 changes uninstall` and install the configs that remain"
+            ),
+        );
+    }
+    Error::setting(
+        "attributes",
+        format!(
+            "table {table} has no column `{column}`, which a layer renders (or names as its id, \
+             geometry or partition column): a trigger watching it would fail every UPDATE of the \
+             table, so change capture is not installed"
+        ),
+    )
 }
 
 /// Removes the triggers and the change schema.
