@@ -284,7 +284,10 @@ async fn with_column_types(
                 .await
                 .map_err(reading())?;
             let Some(row) = row else {
-                return Err(missing_column(watched, &table, &column));
+                if watched.forget_borrowed(&column) {
+                    continue;
+                }
+                return Err(missing_column(&table, &column));
             };
             let type_name: String = row.get(0);
             let element = type_name.strip_prefix('_').unwrap_or(&type_name);
@@ -312,20 +315,8 @@ async fn with_column_types(
     Ok(tables)
 }
 
-/// The error of a watched column `column` that `table` lacks, naming the config whose layer
-/// renders it when that is another config installed under the schema.
-fn missing_column(watched: &Watched, table: &str, column: &str) -> Error {
-    if let Some((_, other)) = watched.borrowed.iter().find(|(c, _)| c == column) {
-        return Error::setting(
-            "[changes] schema",
-            format!(
-                "table {table} has no column `{column}`, which {other} renders and installed \
-                 under this change schema: a trigger comparing it would fail every UPDATE of the \
-                 table, so change capture is not installed; fix that config, or run `oar-tiles \
-                 changes uninstall` and install the configs that remain"
-            ),
-        );
-    }
+/// The error of a column `column` this config renders that `table` lacks.
+fn missing_column(table: &str, column: &str) -> Error {
     Error::setting(
         "attributes",
         format!(

@@ -52,6 +52,24 @@ impl Watched {
     pub(super) fn columns(&self) -> Vec<String> {
         self.columns.clone()
     }
+
+    /// Stops comparing `column`, which the table no longer has, if only another config's entry
+    /// named it (renamed or dropped since: that config's own runs fail on it, and comparing it
+    /// would fail every UPDATE of the table); says whether it did. The entry stays, so the column
+    /// is compared again once the table has it and capture is installed again.
+    pub(super) fn forget_borrowed(&mut self, column: &str) -> bool {
+        let Some(at) = self.borrowed.iter().position(|(c, _)| c == column) else {
+            return false;
+        };
+        let (_, other) = self.borrowed.remove(at);
+        self.columns.retain(|c| c != column);
+        tracing::warn!(
+            "table {} has no column `{column}`, which {other} rendered when it was installed under \
+             this change schema: it is no longer compared; install that config again once it is fixed",
+            self.table
+        );
+        true
+    }
 }
 
 /// The source tables of a config, each once, with the union of what its layers render.
