@@ -130,8 +130,13 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
                     } else {
                         "NOT captured (its triggers are gone: run `oar-tiles changes install`)".into()
                     };
+                    let compared = match table.compared.as_slice() {
+                        [] => "not recorded (installed by an earlier version)".to_string(),
+                        [all] if all == "*" => "every column (a layer filters the table)".to_string(),
+                        columns => columns.join(", "),
+                    };
                     println!(
-                        "{}: {} change(s) in the log of schema `{schema}`, {captured}; capturing schemas: {}",
+                        "{}: {} change(s) in the log of schema `{schema}`, {captured}; capturing schemas: {}; compared on UPDATE: {compared}",
                         table.table,
                         table.changes,
                         if table.schemas.is_empty() { "none".to_string() } else { table.schemas.join(", ") }

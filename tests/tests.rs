@@ -62,6 +62,7 @@ mod serve;
 mod setup_scripts;
 mod shard_outputs;
 mod shards;
+mod shared_schema;
 mod slurm;
 mod store_secrets;
 mod tile_bytes;

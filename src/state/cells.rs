@@ -19,6 +19,7 @@
 //! aggregated from rows as before.
 
 mod changed;
+mod owner;
 
 use deadpool_postgres::Pool;
 use md5::{Digest, Md5};
@@ -32,6 +33,7 @@ use crate::render::source::{quoted_table, LayerSource};
 use crate::render::sql;
 use crate::state::capture;
 use changed::{cell_envelopes, cell_params, changed_cells, log_gap, split};
+use owner::{consumer_name, drop_stale, owner};
 
 /// Above this many changed geometries, summing every cell again is cheaper than finding them.
 const FULL_REBUILD_CHANGES: usize = 50_000;
@@ -45,8 +47,8 @@ pub struct CellTable {
     pub name: String,
     /// Schema-qualified, quoted name.
     pub qualified: String,
-    /// `tileset/layer on table`: a table built for an earlier config of the same layer over the
-    /// same source is dropped.
+    /// `tileset/layer on table [digest of the rows' settings]` ([`owner`]): a table built for an
+    /// earlier config of the same owner is dropped.
     pub owner: String,
 }
 
@@ -86,8 +88,8 @@ fn table_name(layer: &LayerSource, extent: u32) -> String {
 /// fills them) and returns, per layer, the table its clustered zooms read. `None` everywhere when
 /// change capture is not installed in `schema` or its schema cannot be written.
 ///
-/// A table left by an earlier config of the same tileset and layer is dropped, with its watermark
-/// and its place among the change log's consumers, so it does not hold back pruning forever.
+/// A table left by an earlier config of the same owner is dropped, with its watermark and its
+/// place among the change log's consumers, so it does not hold back pruning forever.
 pub async fn ensure(
     pool: &Pool,
     schema: &str,
@@ -117,13 +119,7 @@ pub async fn ensure(
         };
         let name = table_name(layer, extent);
         let qualified = format!("{quoted_schema}.{}", quote_ident(&name));
-        // The source is part of the owner: configs that share a change schema (its default is
-        // one per database) may give layers over different tables the same names.
-        let owner = format!(
-            "{tileset}/{} on {}",
-            layer.config.name,
-            quoted_table(&layer.config)
-        );
+        let owner = owner(tileset, layer);
         if !usable(
             &**client,
             &quoted_schema,
@@ -208,63 +204,6 @@ async fn usable(
         return Ok(false);
     }
     Ok(true)
-}
-
-/// Drops the cell tables `owner` had under earlier configs, all but `current`; a failure only
-/// warns, as such tables merely hold back pruning.
-async fn drop_stale(client: &impl GenericClient, quoted_schema: &str, owner: &str, current: &str) {
-    let stale = match client
-        .query_typed(
-            &format!(
-                "SELECT cells FROM {quoted_schema}.cell_state WHERE owner = $1 AND cells <> $2"
-            ),
-            &[(&owner, Type::TEXT), (&current, Type::TEXT)],
-        )
-        .await
-    {
-        Ok(stale) => stale,
-        Err(err) => {
-            tracing::warn!(
-                "cannot look for cell tables of earlier configs: {}",
-                pg_message(&err)
-            );
-            return;
-        }
-    };
-    for row in stale {
-        let name: String = row.get(0);
-        tracing::info!(
-            "dropping {quoted_schema}.{name}, the cluster cells of an earlier config of {owner}"
-        );
-        let dropped = async {
-            client
-                .batch_execute(&format!(
-                    "DROP TABLE IF EXISTS {quoted_schema}.{}",
-                    quote_ident(&name)
-                ))
-                .await?;
-            client
-                .execute_typed(
-                    &format!("DELETE FROM {quoted_schema}.cell_state WHERE cells = $1"),
-                    &[(&name, Type::TEXT)],
-                )
-                .await?;
-            client
-                .execute_typed(
-                    &format!("DELETE FROM {quoted_schema}.consumers WHERE output = $1"),
-                    &[(&consumer_name(&name), Type::TEXT)],
-                )
-                .await
-        };
-        if let Err(err) = dropped.await {
-            tracing::warn!("cannot drop {quoted_schema}.{name}: {}", pg_message(&err));
-        }
-    }
-}
-
-/// How a cell table appears among the change log's consumers.
-fn consumer_name(table: &str) -> String {
-    format!("cluster cells {table}")
 }
 
 /// The cells of the deepest clustered zoom from the layer's rows; with `dirty`, only rows inside the

@@ -31,7 +31,9 @@ pub use consumers::{
 };
 pub use log::{changed_boxes, read_since, read_touched, Compare, Touched};
 pub use triggers::channel;
-use triggers::{install_sql, watched_tables, Watched};
+use triggers::{
+    compared_columns, compared_table_sql, install_sql, recorded, watched_tables, widen, Watched,
+};
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
@@ -151,20 +153,42 @@ async fn run_ddl(pool: &Pool, sql: &str, what: &str) -> Result<()> {
     transaction.commit().await.map_err(Error::from)
 }
 
-/// Installs (or refreshes) change capture for every source table of the config.
+/// Installs (or refreshes) change capture for every source table of the config, comparing on
+/// UPDATE what this config renders and what every other config installed under the same change
+/// schema does (see `triggers/compared.rs`), in one transaction, so a failure leaves nothing
+/// half-installed.
 pub async fn install(pool: &Pool, config: &Config) -> Result<Vec<String>> {
+    const WHAT: &str = "install change capture (it needs rights to create a schema and ownership of the source tables)";
     within_name_limit(pool, &config.change_schema).await?;
-    let tables = with_column_types(pool, watched_tables(config)).await?;
-    run_ddl(
-        pool,
-        &install_sql(config, &tables),
-        "install change capture (it needs rights to create a schema and ownership of the source tables)",
-    )
-    .await?;
-    Ok(watched_tables(config)
-        .into_iter()
-        .map(|w| w.table)
-        .collect())
+    let schema = quote_ident(&config.change_schema);
+    let config_file = std::fs::canonicalize(&config.path)
+        .unwrap_or_else(|_| config.path.clone())
+        .display()
+        .to_string();
+    // One connection for all of it: `changes` connects a pool of one.
+    let mut client = crate::db::get(pool).await?;
+    let transaction = client.transaction().await?;
+    // `IF NOT EXISTS` and `IF EXISTS` each say they skipped something: noise for whoever installs.
+    transaction
+        .batch_execute(&format!(
+            "SET LOCAL client_min_messages = warning; {}",
+            compared_table_sql(&schema)
+        ))
+        .await
+        .map_err(DbError::during(format!("cannot {WHAT}")))?;
+    let mut tables = watched_tables(config);
+    let mut widenings = Vec::new();
+    for watched in &mut tables {
+        let entries = recorded(&*transaction, &schema, &watched.table).await?;
+        widenings.push(widen(watched, &entries, &config_file)?);
+    }
+    let tables = with_column_types(&*transaction, tables).await?;
+    transaction
+        .batch_execute(&install_sql(config, &tables, &widenings))
+        .await
+        .map_err(DbError::during(format!("cannot {WHAT}")))?;
+    transaction.commit().await?;
+    Ok(tables.into_iter().map(|w| w.table).collect())
 }
 
 /// Refuses, before any DDL, a change schema whose name the server would cut: the schema would be
@@ -229,10 +253,12 @@ const PLAIN_EQUALITY: [&str; 24] = [
 /// Every watched column must exist, or the triggers would fail every UPDATE of the table; and
 /// one whose type (a domain's base type, an array's element type) is not one whose equality the
 /// triggers can rely on is compared by its text form ([`PLAIN_EQUALITY`]).
-async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<Watched>> {
+async fn with_column_types(
+    client: &impl GenericClient,
+    mut tables: Vec<Watched>,
+) -> Result<Vec<Watched>> {
     const COLUMN: &str = "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                           WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped";
-    let client = crate::db::get(pool).await?;
     for watched in &mut tables {
         let table = watched.table.clone();
         let reading = || DbError::during(format!("reading the columns of {table}"));
@@ -285,14 +311,10 @@ async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<
                 .await
                 .map_err(reading())?;
             let Some(row) = row else {
-                return Err(Error::setting(
-                    "attributes",
-                    format!(
-                        "table {table} has no column `{column}`, which a layer renders (or names as \
-                         its id, geometry or partition column): a trigger watching it would fail \
-                         every UPDATE of the table, so change capture is not installed"
-                    ),
-                ));
+                if watched.forget_borrowed(&column) {
+                    continue;
+                }
+                return Err(missing_column(&table, &column));
             };
             let type_name: String = row.get(0);
             let element = type_name.strip_prefix('_').unwrap_or(&type_name);
@@ -318,6 +340,18 @@ async fn with_column_types(pool: &Pool, mut tables: Vec<Watched>) -> Result<Vec<
         }
     }
     Ok(tables)
+}
+
+/// The error of a column `column` this config renders that `table` lacks.
+fn missing_column(table: &str, column: &str) -> Error {
+    Error::setting(
+        "attributes",
+        format!(
+            "table {table} has no column `{column}`, which a layer renders (or names as its id, \
+             geometry or partition column): a trigger watching it would fail every UPDATE of the \
+             table, so change capture is not installed"
+        ),
+    )
 }
 
 /// Removes the triggers and the change schema.
@@ -348,6 +382,10 @@ pub struct TableStatus {
     /// What is wrong with this schema's capture of the table (triggers disabled or partly gone,
     /// not firing in replica sessions, a gap not yet recorded), and what to do.
     pub trouble: Option<String>,
+    /// The columns its UPDATE trigger compares, for every config installed under the schema
+    /// (`["*"]`: a layer filters the table, so rows are compared whole; empty: not recorded, by an
+    /// earlier version).
+    pub compared: Vec<String>,
 }
 
 /// Pending changes per source table, and the outputs that consume them.
@@ -396,6 +434,7 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
         tables.push(TableStatus {
             schemas: coverage::capturing_schemas(&**client, &watched.table).await?,
             trouble: coverage::trouble(&**client, &config.change_schema, &watched.table).await?,
+            compared: compared_columns(&**client, &config.change_schema, &watched.table).await?,
             table: watched.table,
             changes: row.get(0),
             since: row.get(1),

@@ -9,9 +9,13 @@ use crate::config::Config;
 use crate::db::{dollar_quote, quote_ident, quote_literal};
 use crate::render::source::quoted_table;
 
+mod compared;
 mod update;
 
 use super::coverage;
+pub(super) use compared::{
+    compared_columns, recorded, table_sql as compared_table_sql, widen, Widening,
+};
 use update::update_body;
 
 /// A source table and what its trigger must watch.
@@ -33,6 +37,9 @@ pub(super) struct Watched {
     /// `xml`, a domain or array of one): compared by their text forms, since comparing them as
     /// they are would fail every UPDATE of the table (read at install).
     pub(super) text_compared: Vec<String>,
+    /// Columns compared because another config sharing the change schema renders them, each with
+    /// that config's file (read at install from `SCHEMA.compared`).
+    pub(super) borrowed: Vec<(String, String)>,
 }
 
 impl Watched {
@@ -44,6 +51,24 @@ impl Watched {
     /// Every watched column (rendered, id, geometry, partition).
     pub(super) fn columns(&self) -> Vec<String> {
         self.columns.clone()
+    }
+
+    /// Stops comparing `column`, which the table no longer has, if only another config's entry
+    /// named it (renamed or dropped since: that config's own runs fail on it, and comparing it
+    /// would fail every UPDATE of the table); says whether it did. The entry stays, so the column
+    /// is compared again once the table has it and capture is installed again.
+    pub(super) fn forget_borrowed(&mut self, column: &str) -> bool {
+        let Some(at) = self.borrowed.iter().position(|(c, _)| c == column) else {
+            return false;
+        };
+        let (_, other) = self.borrowed.remove(at);
+        self.columns.retain(|c| c != column);
+        tracing::warn!(
+            "table {} has no column `{column}`, which {other} rendered when it was installed under \
+             this change schema: it is no longer compared; install that config again once it is fixed",
+            self.table
+        );
+        true
     }
 }
 
@@ -67,6 +92,7 @@ pub(super) fn watched_tables(config: &Config) -> Vec<Watched> {
                 filtered: false,
                 partitions: Vec::new(),
                 text_compared: Vec::new(),
+                borrowed: Vec::new(),
             });
         for column in layer
             .attributes
@@ -103,8 +129,10 @@ fn function_name(schema: &str, table: &str) -> String {
     format!("{schema}.capture_{}", hex::encode(&digest[..8]))
 }
 
-/// The DDL that installs change capture; running it twice is harmless.
-pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
+/// The DDL that installs change capture, `tables` widened to what every config sharing the schema
+/// renders, each with what the install adds to the schema's entries (`widenings`, in the same
+/// order); running it twice is harmless.
+pub(super) fn install_sql(config: &Config, tables: &[Watched], widenings: &[Widening]) -> String {
     let schema = &quote_ident(&config.change_schema);
     // Sent by the trigger that logged, not by a trigger of its own: one trigger call fewer on
     // every statement (2,000 single-row UPDATEs: 115.7 against 119.1 ms of server CPU, median of
@@ -156,12 +184,13 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched]) -> String {
     );
     sql.push_str(&coverage::captured_table_sql(schema));
     let names = coverage::trigger_names(&config.change_schema);
-    for watched in tables {
+    for (watched, widening) in tables.iter().zip(widenings) {
         let function = function_name(schema, &watched.table);
         sql.push_str(&coverage::record_since(
             &config.change_schema,
             &watched.table,
         ));
+        sql.push_str(&compared::record_sql(schema, &watched.table, widening));
         sql.push_str(&coverage::drop_owned_triggers(
             &config.change_schema,
             &watched.table,

@@ -4,6 +4,15 @@ use super::*;
 use crate::state::watermark::Watermark;
 use std::path::Path;
 
+/// The DDL a first install of `config` runs for `tables`.
+fn installed(config: &Config, mut tables: Vec<Watched>) -> String {
+    let widenings: Vec<Widening> = tables
+        .iter_mut()
+        .map(|watched| widen(watched, &[], "c.toml").unwrap())
+        .collect();
+    install_sql(config, &tables, &widenings)
+}
+
 #[test]
 fn triggers_watch_each_table_once_with_every_rendered_column() {
     let text = r#"
@@ -17,7 +26,7 @@ name = "b"
 layer = [{ name = "f", table = "public.facilities", geometry_column = "location", attributes = ["country_code"] }]
 "#;
     let config = Config::parse(Path::new("c.toml"), text, None).unwrap();
-    let sql = install_sql(&config, &watched_tables(&config));
+    let sql = installed(&config, watched_tables(&config));
     assert_eq!(
         sql.matches("CREATE TRIGGER oar_tiles_capture_update AFTER UPDATE")
             .count(),
@@ -65,12 +74,12 @@ layer = [{ name = "f", table = "public.facilities", geometry_column = "location"
     assert!(!sql.contains("ST_Dimension"));
     let mut text_ids = watched_tables(&config);
     text_ids[0].id_collatable = true;
-    assert!(install_sql(&config, &text_ids)
+    assert!(installed(&config, text_ids)
         .contains("ON o.\"id\" COLLATE \"C\" = n.\"id\" COLLATE \"C\" OFFSET 0"));
     // A geography column is logged, and compared, as geometry.
     let mut geography = watched_tables(&config);
     geography[0].geography = true;
-    let sql = install_sql(&config, &geography);
+    let sql = installed(&config, geography);
     assert!(sql.contains("VALUES (TG_RELID, o.\"location\"::geometry, n.\"location\"::geometry"));
     assert!(sql.contains("array_agg(t.\"location\"::geometry)"));
     assert!(sql.contains("(o.\"name\", o.\"id\", o.\"location\"::geometry, o.\"country_code\")"));
