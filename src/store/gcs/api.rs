@@ -140,12 +140,15 @@ impl Api {
         what: &str,
         call: &Call,
     ) -> Result<Response<Incoming>, Failed<Failure>> {
+        // Each retry's warning is redacted as the final error is (`StoreError::new`): an answer
+        // may echo the request's headers, the access token among them.
+        let secrets = super::super::credentials();
         self.policy
             .run(
-                || what.to_string(),
+                || secrets.redact(what),
                 || self.attempt(call),
                 Failure::is_transient,
-                Failure::to_string,
+                |failure| secrets.redact(&failure.to_string()),
             )
             .await
     }
@@ -207,6 +210,9 @@ impl Api {
         if credential.bearer.is_empty() {
             return Ok(None);
         }
+        // Minted here (signed from a service account key, or fetched from the metadata server),
+        // never in the environment: it joins the redacted secrets before it is first sent.
+        super::super::credentials().add(&credential.bearer);
         let mut value = HeaderValue::from_str(&format!("Bearer {}", credential.bearer))
             .map_err(|e| Failure::Credentials(e.to_string()))?;
         value.set_sensitive(true);
