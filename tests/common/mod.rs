@@ -7,6 +7,7 @@ pub mod api_limits;
 pub mod azure;
 pub mod cloudfront;
 pub mod disk;
+pub mod echo;
 pub mod edge;
 pub mod env;
 pub mod fixture;

@@ -192,9 +192,12 @@ impl Api {
         let body = read_capped(answer.into_body(), ERROR_BODY_CAP)
             .await
             .unwrap_or_default();
+        // Redacted before `message_of` cuts it short: a cut through a secret would leave a part
+        // of it that no form of the whole matches.
+        let body = super::super::credentials().redact(&String::from_utf8_lossy(&body));
         Err(Failure::Status {
             status,
-            message: message_of(&body),
+            message: message_of(body.as_bytes()),
         })
     }
 
