@@ -230,3 +230,110 @@ fn an_s3_session_token_from_a_credentials_file_echoed_back_is_redacted_in_every_
         }
     }
 }
+
+/// A zone and a service id of the real shapes (32 hex digits; 22 letters and digits).
+const ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
+const SERVICE: &str = "SU1Z0isxPaozGVKXdv0eYz";
+
+/// A target of each CDN kind, each sending its requests to its own echoing server.
+fn every_cdn(cloudflare: &Echo, fastly: &Echo, http: &Echo) -> String {
+    format!(
+        "[[tileset.cdn]]\nkind = \"cloudfront\"\ndistribution_id = \"E2QWRUHAPOMQZL\"\n\n\
+         [[tileset.cdn]]\nkind = \"cloudflare\"\nzone_id = \"{ZONE}\"\napi_url = \"http://127.0.0.1:{}/client/v4\"\npublic_url = \"https://tiles.example.org/v1\"\ntoken_env = \"OAR_TEST_CF_TOKEN\"\n\n\
+         [[tileset.cdn]]\nkind = \"fastly\"\nservice_id = \"{SERVICE}\"\napi_url = \"http://127.0.0.1:{}\"\npublic_url = \"https://tiles.example.org\"\ntoken_env = \"OAR_TEST_FASTLY_TOKEN\"\n\n\
+         [[tileset.cdn]]\nkind = \"http\"\nname = \"shield\"\nurl = \"http://127.0.0.1:{}/t/{{path}}\"\nconcurrency = 1\nheaders = {{ \"Authorization\" = \"OAR_TEST_SHIELD_AUTH\" }}\n",
+        cloudflare.port, fastly.port, http.port
+    )
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn every_cdn_kinds_secrets_from_the_environment_or_the_aws_chain_echoed_back_leak_nowhere() {
+    let session = "IQoJb3JpZ2luX2VjECloudFrontFileSessionToken/echo+secrets=";
+    let secrets = [
+        ("OAR_TEST_CF_TOKEN", "cf-Echo-Secret-4b1d9e0a"),
+        ("OAR_TEST_FASTLY_TOKEN", "fastly-Echo-Secret-77aa21c3"),
+        ("OAR_TEST_SHIELD_AUTH", "Bearer shield-Echo-Secret-0c3f5e9d"),
+    ];
+    for (status, format) in [(403, "text"), (500, "json"), (429, "text"), (429, "json")] {
+        let echoes: Vec<Echo> = (0..4)
+            .map(|_| Echo::refusing(status, METADATA_TOKEN))
+            .collect();
+        let label = format!("echo_cdn_{status}_{format}");
+        let (fixture, tree) =
+            crate::common::edge::tree_world(&label, &every_cdn(&echoes[1], &echoes[2], &echoes[3]));
+        let credentials = fixture.path("aws-credentials");
+        std::fs::write(
+            &credentials,
+            format!(
+                "[default]\naws_access_key_id = AKIDOARTILESECHO\n\
+                 aws_secret_access_key = echoCloudFrontSecretKey/abc\naws_session_token = {session}\n"
+            ),
+        )
+        .unwrap();
+        let nowhere = fixture.path("no-aws-config");
+        let cloudfront = format!("http://127.0.0.1:{}", echoes[0].port);
+        let report = fixture.path("summary.json");
+        let report_arg = report.display().to_string();
+        let output = format!("dir:{}", tree.display());
+        let args = fixture.seed_args(&output, "0-9", &["--summary-json", &report_arg]);
+        let mut env = vec![
+            ("AWS_ENDPOINT_URL_CLOUDFRONT", cloudfront.as_str()),
+            ("AWS_SHARED_CREDENTIALS_FILE", credentials.to_str().unwrap()),
+            ("AWS_CONFIG_FILE", nowhere.to_str().unwrap()),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_REGION", "us-east-1"),
+            ("OAR_TILES_LOG_FORMAT", format),
+        ];
+        env.extend_from_slice(&secrets);
+        let mut command = oar_tiles_command(Some(&fixture.schema.url), &args, &env);
+        for variable in [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+        ] {
+            command.env_remove(variable);
+        }
+        let run = Run::from(command.output().expect("run oar-tiles"));
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        // Each server was sent its secret (CloudFront's session token, signed in).
+        assert_eq!(
+            echoes[0].first("x-amz-security-token"),
+            session,
+            "{}",
+            run.stderr
+        );
+        assert_eq!(
+            echoes[1].first("authorization"),
+            "Bearer cf-Echo-Secret-4b1d9e0a"
+        );
+        assert_eq!(echoes[2].first("fastly-key"), "fastly-Echo-Secret-77aa21c3");
+        assert_eq!(
+            echoes[3].first("authorization"),
+            "Bearer shield-Echo-Secret-0c3f5e9d"
+        );
+        let json = std::fs::read_to_string(&report).unwrap();
+        let values = secrets.iter().map(|(_, value)| *value);
+        for secret in values.chain([session, "shield-Echo-Secret-0c3f5e9d"]) {
+            for form in forms(secret) {
+                for (what, text) in [
+                    ("stderr", &run.stderr),
+                    ("stdout", &run.stdout),
+                    ("--summary-json", &json),
+                ] {
+                    assert!(
+                        !text.contains(&form),
+                        "{what} holds {form} ({status}):\n{text}"
+                    );
+                }
+            }
+        }
+        // What each target was answered is still said, less the secrets.
+        let purges = &crate::common::run::summary(&report)[0]["purges"];
+        for index in 0..4 {
+            let failed = purges[index]["failed"].as_str().unwrap_or_default();
+            assert!(failed.contains("[redacted]"), "{status}: {}", purges[index]);
+        }
+    }
+}

@@ -13,12 +13,15 @@ use axum::response::{IntoResponse, Response};
 /// Where a metadata server hands out the default service account's access token.
 const TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
 
+/// A request's headers, names lower-case.
+pub type Headers = Vec<(String, String)>;
+
 /// The server: its port, and the headers of each request it refused.
 pub struct Echo {
     /// Its port on 127.0.0.1.
     pub port: u16,
     /// The headers of every refused request (names lower-case), in arrival order.
-    pub refused: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    pub refused: Arc<Mutex<Vec<Headers>>>,
     _thread: std::thread::JoinHandle<()>,
 }
 
@@ -29,7 +32,7 @@ impl Echo {
         let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let refused: Arc<Mutex<Vec<Vec<(String, String)>>>> = Arc::default();
+        let refused: Arc<Mutex<Vec<Headers>>> = Arc::default();
         let shared = refused.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -98,9 +101,14 @@ fn echoed(status: u16, method: &Method, uri: &Uri, headers: &[(String, String)])
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
-    let body = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>Refused</Code><Message>{escaped}</Message></Error>"
-    );
+    let error = format!("<Error><Code>Refused</Code><Message>{escaped}</Message></Error>");
+    // CloudFront's API (its paths start with its version's date) wraps its errors; S3 does not.
+    let error = if uri.path().starts_with("/20") {
+        format!("<ErrorResponse>{error}</ErrorResponse>")
+    } else {
+        error
+    };
+    let body = format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>{error}");
     let mut response = (StatusCode::from_u16(status).unwrap(), body).into_response();
     let headers = response.headers_mut();
     headers.insert("content-type", "application/xml".parse().unwrap());

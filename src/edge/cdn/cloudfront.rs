@@ -242,6 +242,9 @@ impl CloudFront {
         &self,
         known: &BTreeMap<String, (usize, usize)>,
     ) -> Result<Survey, PurgeError> {
+        // The target that sends may not be the one checked before rendering: its secrets learn
+        // the chain's credentials here, before its first request.
+        let _ = self.check_credentials().await;
         let mut survey = Survey::default();
         let mut running = Vec::new();
         let mut marker: Option<String> = None;
