@@ -9,9 +9,14 @@
 //! whatever the secrets, the values of the query parameters and headers that carry a signed
 //! request's credentials (an Azure SAS `sig=`, `X-Amz-Security-Token`, `X-Amz-Signature`,
 //! `Authorization`) are replaced too. The CDN targets (`edge`) and the object stores (`store`)
-//! route every message they make through it.
+//! route every message they make through it, each retry's warning as well as the final error.
+//!
+//! A secret the tool comes to hold only while it runs (an access token minted from a service
+//! account key or fetched from a metadata server, credentials a provider chain read from a file)
+//! joins the [`Secrets`] the moment it is held ([`Secrets::add`]): the clones share one list, so
+//! every message made after that is redacted of it too.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 
@@ -68,28 +73,49 @@ const ENCODE_RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPH
     .remove(b'~');
 const ENCODE_PATH: &percent_encoding::AsciiSet = &ENCODE_RESERVED.remove(b'/');
 
-/// Secret values, each with every form a message must not hold it in.
+/// Secret values, each with every form a message must not hold it in. Clones share the list, so
+/// a secret one of them [adds](Secrets::add) is redacted by all.
 #[derive(Clone, Default)]
-pub struct Secrets(Arc<Vec<String>>);
+pub struct Secrets(Arc<RwLock<Vec<String>>>);
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secrets({} form(s))", self.0.len())
+        write!(f, "Secrets({} form(s))", self.forms().len())
     }
 }
 
 impl Secrets {
     /// The secrets `values` (empty ones ignored) in all their forms.
     pub fn new(values: impl IntoIterator<Item = String>) -> Secrets {
-        let mut all: Vec<String> = values
-            .into_iter()
-            .filter(|value| !value.is_empty())
-            .flat_map(|value| forms(&value))
-            .collect();
+        let secrets = Secrets::default();
+        for value in values {
+            secrets.add(&value);
+        }
+        secrets
+    }
+
+    /// Adds `value` (ignored when empty, or known already) in all its forms, for these secrets and
+    /// every clone of them: a token minted at run time is redacted from then on.
+    pub fn add(&self, value: &str) {
+        if value.is_empty() || self.forms().iter().any(|form| form == value) {
+            return;
+        }
+        // A lock poisoned by a panic elsewhere still holds a whole list: each change is one push
+        // and one sort of owned strings.
+        let mut all = self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        all.extend(forms(value));
         // A form that holds another is replaced whole first.
         all.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         all.dedup();
-        Secrets(Arc::new(all))
+    }
+
+    fn forms(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The values of the environment variables `names` that are set.
@@ -101,7 +127,7 @@ impl Secrets {
     /// its query or headers, replaced by `[redacted]`.
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_string();
-        for form in self.0.iter() {
+        for form in self.forms().iter() {
             if text.contains(form.as_str()) {
                 text = text.replace(form.as_str(), REDACTED);
             }
@@ -335,6 +361,20 @@ mod tests {
         }
         // A short word of it (`ü`) and the scheme word stay: they are no secret alone.
         assert_eq!(secrets.redact("Bearer ü"), "Bearer ü");
+    }
+
+    #[test]
+    fn a_secret_added_to_one_clone_is_redacted_by_every_clone() {
+        let secrets = Secrets::new(vec![TOKEN.to_string()]);
+        let held = secrets.clone();
+        let minted = "ya29.minted-at-run-time";
+        assert_eq!(held.redact(minted), minted);
+        secrets.add(minted);
+        secrets.add(minted);
+        assert_eq!(held.redact(&format!("echo {minted}!")), "echo [redacted]!");
+        assert_eq!(held.redact(&format!("and {TOKEN}")), "and [redacted]");
+        let encoded = STANDARD.encode(minted);
+        assert_eq!(held.redact(&encoded), REDACTED);
     }
 
     #[test]

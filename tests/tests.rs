@@ -16,6 +16,7 @@ mod clusters;
 mod dirty_shapes;
 mod dirty_subtrees;
 mod doc_snippets;
+mod echo_secrets;
 mod edge;
 mod edge_calls;
 mod edge_check;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+mod keys;
 mod settings;
 pub use settings::{
     default_keep_versions, OutputSettings, PmtilesVersions, DEFAULT_CACHE_CONTROL,
@@ -143,6 +144,7 @@ impl OutputTarget {
                 scheme,
                 name: name.to_string(),
             };
+            keys::check_object_path(output, prefix.trim_matches('/'))?;
             if archive || prefix.ends_with(".pmtiles") {
                 let key = prefix.trim_start_matches('/');
                 if key.is_empty() || key.ends_with('/') {

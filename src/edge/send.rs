@@ -56,9 +56,8 @@ pub(super) async fn send_with_retries(
             }) if waits < RATE_LIMITED_WAITS && after <= LONGEST_RETRY_AFTER => {
                 waits += 1;
                 tracing::warn!(
-                    "{} {}: the API's rate limit asks to wait {}: waiting",
-                    request.method,
-                    request.url,
+                    "{}: the API's rate limit asks to wait {}: waiting",
+                    secrets.redact(&format!("{} {}", request.method, request.url)),
                     humantime::format_duration(after)
                 );
                 limited(after);
@@ -82,7 +81,8 @@ async fn tries(
         headers,
         body,
     } = *request;
-    let what = || format!("{method} {url}");
+    // Each retry's warning is redacted as the final error is.
+    let what = || secrets.redact(&format!("{method} {url}"));
     let outcome = policy()
         .run(
             what,
@@ -103,7 +103,7 @@ async fn tries(
                 }
             },
             |e: &Attempt| !matches!(e, Attempt::Limited { .. }),
-            |e: &Attempt| e.to_string(),
+            |e: &Attempt| secrets.redact(&e.to_string()),
         )
         .await;
     outcome.map_err(|failed| PurgeError::Retried {

@@ -45,11 +45,37 @@ pub async fn client(config: &S3Config) -> Client {
         // Our own retry loop decides, so a tile's attempts and backoff are visible and bounded.
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
         .force_path_style(config.force_path_style)
-        .interceptor(super::error_body::CapErrorBodies);
+        .interceptor(super::error_body::CapErrorBodies)
+        .interceptor(RedactSessionTokens);
     if shared.region().is_none() {
         builder = builder.region(aws_config::Region::new("us-east-1"));
     }
     Client::from_conf(builder.build())
+}
+
+/// Adds the session token of each request, as signed, to the redacted secrets before it is sent:
+/// a token the credential chain read from a file, SSO or the instance's metadata is in no
+/// environment variable, and an answer may echo it without its header's name. (The secret key
+/// itself never leaves the machine, only signatures made with it.)
+#[derive(Debug)]
+struct RedactSessionTokens;
+
+impl aws_sdk_s3::config::Intercept for RedactSessionTokens {
+    fn name(&self) -> &'static str {
+        "RedactSessionTokens"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _config: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        if let Some(token) = context.request().headers().get("x-amz-security-token") {
+            super::credentials().add(token);
+        }
+        Ok(())
+    }
 }
 
 /// The HTTP client of every AWS request: hyper with rustls on ring, the build's only TLS stack, with
@@ -98,7 +124,12 @@ where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
     Policy::s3(attempts)
-        .run(|| what.to_string(), request, is_transient, describe)
+        .run(
+            || super::credentials().redact(what),
+            request,
+            is_transient,
+            describe,
+        )
         .await
         .map_err(|failed| {
             let message = describe(&failed.error);

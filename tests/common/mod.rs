@@ -8,6 +8,7 @@ pub mod azure;
 pub mod capture;
 pub mod cloudfront;
 pub mod disk;
+pub mod echo;
 pub mod edge;
 pub mod env;
 pub mod fixture;

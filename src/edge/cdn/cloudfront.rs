@@ -206,11 +206,16 @@ impl CloudFront {
     pub async fn check_credentials(&self) -> Result<(), PurgeError> {
         use aws_sdk_cloudfront::config::ProvideCredentials;
         let provider = self.credentials.as_ref().ok_or(PurgeError::NoCredentials)?;
-        provider
+        let credentials = provider
             .provide_credentials()
             .await
-            .map(|_| ())
-            .map_err(|e| PurgeError::Credentials(Box::new(e)))
+            .map_err(|e| PurgeError::Credentials(Box::new(e)))?;
+        // The chain may have read them from a file, SSO or the instance's metadata rather than
+        // the environment: from now on they are redacted as the environment's are.
+        self.secrets.add(credentials.secret_access_key());
+        self.secrets
+            .add(credentials.session_token().unwrap_or_default());
+        Ok(())
     }
 
     /// The paths as CloudFront takes them (under the path prefix, folders as `…/*`), in
@@ -237,6 +242,9 @@ impl CloudFront {
         &self,
         known: &BTreeMap<String, (usize, usize)>,
     ) -> Result<Survey, PurgeError> {
+        // The target that sends may not be the one checked before rendering: its secrets learn
+        // the chain's credentials here, before its first request.
+        let _ = self.check_credentials().await;
         let mut survey = Survey::default();
         let mut running = Vec::new();
         let mut marker: Option<String> = None;

@@ -140,12 +140,15 @@ impl Api {
         what: &str,
         call: &Call,
     ) -> Result<Response<Incoming>, Failed<Failure>> {
+        // Each retry's warning is redacted as the final error is (`StoreError::new`): an answer
+        // may echo the request's headers, the access token among them.
+        let secrets = super::super::credentials();
         self.policy
             .run(
-                || what.to_string(),
+                || secrets.redact(what),
                 || self.attempt(call),
                 Failure::is_transient,
-                Failure::to_string,
+                |failure| secrets.redact(&failure.to_string()),
             )
             .await
     }
@@ -189,9 +192,12 @@ impl Api {
         let body = read_capped(answer.into_body(), ERROR_BODY_CAP)
             .await
             .unwrap_or_default();
+        // Redacted before `message_of` cuts it short: a cut through a secret would leave a part
+        // of it that no form of the whole matches.
+        let body = super::super::credentials().redact(&String::from_utf8_lossy(&body));
         Err(Failure::Status {
             status,
-            message: message_of(&body),
+            message: message_of(body.as_bytes()),
         })
     }
 
@@ -207,6 +213,9 @@ impl Api {
         if credential.bearer.is_empty() {
             return Ok(None);
         }
+        // Minted here (signed from a service account key, or fetched from the metadata server),
+        // never in the environment: it joins the redacted secrets before it is first sent.
+        super::super::credentials().add(&credential.bearer);
         let mut value = HeaderValue::from_str(&format!("Bearer {}", credential.bearer))
             .map_err(|e| Failure::Credentials(e.to_string()))?;
         value.set_sensitive(true);

@@ -5,8 +5,9 @@
 //! providers: a service account file (`GOOGLE_SERVICE_ACCOUNT`, `GOOGLE_SERVICE_ACCOUNT_KEY`) or
 //! `GOOGLE_APPLICATION_CREDENTIALS` (a service account's or `gcloud auth application-default
 //! login`'s file, by default `~/.config/gcloud/application_default_credentials.json`), else the
-//! metadata server of the machine (GCE, GKE, Cloud Run). With `STORAGE_EMULATOR_HOST` set, as for
-//! Google's libraries, requests go to that emulator without credentials.
+//! metadata server of the machine (GCE, GKE, Cloud Run). `GOOGLE_BASE_URL` (object_store's
+//! setting) sends the authorized requests to another endpoint. With `STORAGE_EMULATOR_HOST` set,
+//! as for Google's libraries, requests go to that emulator without credentials.
 
 mod api;
 mod objects;
@@ -14,7 +15,7 @@ mod objects;
 use base64::Engine as _;
 use hyper::header::{CONTENT_TYPE, LOCATION};
 use hyper::Method;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 
 use self::api::{encoded, Api, Call, Failure};
 use super::{joined_base, Listed, ObjectHeaders, StoreError};
@@ -78,13 +79,19 @@ impl GcsStore {
                 if let Some(file) = env("GOOGLE_APPLICATION_CREDENTIALS") {
                     builder = builder.with_application_credentials(file);
                 }
+                let base = builder
+                    .get_config_value(&GoogleConfigKey::BaseUrl)
+                    .map_or_else(
+                        || GOOGLE.to_string(),
+                        |url| url.trim_end_matches('/').into(),
+                    );
                 let client = builder.build().map_err(|e| {
                     StoreError::local(
                         &format!("{what} (GOOGLE_APPLICATION_CREDENTIALS or GOOGLE_SERVICE_ACCOUNT in the environment)"),
                         e,
                     )
                 })?;
-                (GOOGLE.to_string(), Some(client.credentials().clone()))
+                (base, Some(client.credentials().clone()))
             }
         };
         let api = Api::new(&base, credentials, settings.max_attempts)
