@@ -288,15 +288,7 @@ async fn dirty(
             (work, ways) = (chosen, weighed);
         }
     }
-    if let Work::Subtrees { tiles, subtrees } = &work {
-        tracing::info!(
-            "tileset `{name}`: over {} dirty tiles (listed_tiles); {} listed and {} subtree(s) walked from zoom {}",
-            configured.listed_tiles,
-            tiles.len(),
-            subtrees.len(),
-            subtrees.top_zoom().unwrap_or(0),
-        );
-    }
+    say_subtrees(name, configured.listed_tiles, &work);
     Ok(Decision {
         work,
         watermark: Some(next),
@@ -305,6 +297,18 @@ async fn dirty(
         ways,
         area: (tileset.bbox, tileset.zooms),
     })
+}
+
+/// Says how a reseed past `listed_tiles` dirty tiles took them, when it walked subtrees.
+fn say_subtrees(name: &str, listed_tiles: usize, work: &Work) {
+    if let Work::Subtrees { tiles, subtrees } = work {
+        tracing::info!(
+            "tileset `{name}`: over {listed_tiles} dirty tiles (listed_tiles); {} listed and {} subtree(s) walked from zoom {}",
+            tiles.len(),
+            subtrees.len(),
+            subtrees.top_zoom().unwrap_or(0),
+        );
+    }
 }
 
 /// Whether a census of rows per tile can weigh a walk of `sources`: it counts a row in the one
