@@ -167,7 +167,8 @@ fn one_output_is_one_consumer_whatever_its_config_is_named_by() {
     fixture.schema.execute(&format!(
         "INSERT INTO \"{changes}\".consumers (output, snapshot) VALUES
            ('out.mbtiles (MBTiles)', pg_current_snapshot()),
-           ('{folder_name}/out.mbtiles (MBTiles)', pg_current_snapshot());
+           ('{folder_name}/out.mbtiles (MBTiles)', pg_current_snapshot())
+           ON CONFLICT (output) DO NOTHING;
          INSERT INTO \"{changes}\".consumers (output, snapshot, updated_at)
            VALUES ('/gone/old.mbtiles', pg_current_snapshot(), now() - interval '8 days')"
     ));
