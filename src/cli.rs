@@ -274,6 +274,14 @@ pub(crate) enum ChangesAction {
     Status,
     /// Remove the triggers and the oar_tiles schema with everything in it.
     Uninstall,
+    /// Drop an output from the change log's consumers (one that no longer exists, or that
+    /// `changes status` flags as not reading the log), so it no longer holds back pruning. A
+    /// later seed of the output records it again.
+    Forget {
+        /// The output, as `changes status` lists it or as a config names it.
+        #[arg(value_name = "OUTPUT")]
+        output: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -41,9 +41,9 @@ pub use report::ProgressKind;
 pub use sink::mbtiles::merge::merge_mbtiles;
 pub use tile::{BBox, TileError, ZoomRange};
 
-/// Change capture in the source database: `oar-tiles changes install|uninstall|status`.
+/// Change capture in the source database: `oar-tiles changes install|uninstall|status|forget`.
 pub mod changes {
-    pub use crate::state::capture::{install, status, uninstall};
+    pub use crate::state::capture::{forget, install, status, uninstall};
 }
 
 /// Connecting to PostgreSQL as libpq would.

@@ -151,6 +151,27 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
                 }
                 for (output, snapshot, updated) in &status.consumers {
                     println!("output {output}: watermark {snapshot} (updated {updated})");
+                    if status.stale.contains(output) {
+                        println!(
+                            "  STALE: it has not read the change log for over {} \
+                             ([changes] stale_consumer_after) and holds back its pruning; seed it, \
+                             or if it no longer exists: oar-tiles changes forget '{output}'",
+                            status.stale_after
+                        );
+                    }
+                }
+            }
+            ChangesAction::Forget { output } => {
+                let forgotten = changes::forget(&pool, &config.change_schema, &output).await?;
+                if forgotten.is_empty() {
+                    println!(
+                        "no consumer of the change log in schema `{}` is named {output}: \
+                         `oar-tiles changes status` lists them",
+                        config.change_schema
+                    );
+                }
+                for name in forgotten {
+                    println!("forgot output {name}: it no longer holds back pruning");
                 }
             }
         }

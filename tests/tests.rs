@@ -43,6 +43,7 @@ mod outbox;
 mod outbox_edge;
 mod outbox_notes;
 mod outputs;
+mod outputs_as_typed;
 mod partition_edge;
 mod partition_types;
 mod partitions;

@@ -44,6 +44,9 @@ pub const CONFIG_ENV: &str = "OAR_TILES_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "oar-tiles.toml";
 /// The schema change capture lives in unless the config's `[changes] schema` names another.
 pub const DEFAULT_CHANGE_SCHEMA: &str = "oar_tiles";
+/// How long an output may go without reading the change log before `changes status` flags it,
+/// unless `[changes] stale_consumer_after` says otherwise.
+pub const DEFAULT_STALE_CONSUMER_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest name a PostgreSQL server built with the default `NAMEDATALEN` keeps whole.
 const MAX_IDENTIFIER_BYTES: usize = 63;
 /// Environment variable that overrides `database.url`.
@@ -60,6 +63,9 @@ pub struct Config {
     pub s3: StoreConfig,
     /// Schema holding the change log and its triggers' functions (`[changes] schema`).
     pub change_schema: String,
+    /// How long an output may go without reading the change log before `changes status` flags it
+    /// (`[changes] stale_consumer_after`).
+    pub stale_consumer_after: Duration,
     /// The `[[tileset]]` tables, in file order.
     pub tilesets: Vec<TilesetConfig>,
     /// The `[watch]` table.
@@ -113,6 +119,11 @@ struct RawChanges {
     /// on.
     #[schemars(extend("default" = DEFAULT_CHANGE_SCHEMA))]
     schema: Option<String>,
+    /// `changes status` flags an output that has not read the change log for this long (a
+    /// duration like "7d"): it holds back pruning, so the log grows until it reads it again or
+    /// `changes forget` drops it.
+    #[schemars(with = "Option<String>", extend("default" = "7d"))]
+    stale_consumer_after: Option<Spanned<String>>,
 }
 
 impl Config {
@@ -168,6 +179,12 @@ impl Config {
         let base_dir = path.parent().unwrap_or(Path::new(""));
         let database = resolve_database(raw.database, env_url, &at)?;
         let watch = resolve_watch(raw.watch, &at)?;
+        let stale_consumer_after = duration_key(
+            raw.changes.stale_consumer_after,
+            "changes.stale_consumer_after",
+            DEFAULT_STALE_CONSUMER_AFTER,
+            &at,
+        )?;
         let mut warnings = Vec::new();
         let store = resolve_store(raw.store, raw.s3, &mut warnings, &at)?;
         let warnings = warnings
@@ -217,6 +234,7 @@ impl Config {
                 .schema
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or_else(|| DEFAULT_CHANGE_SCHEMA.to_string()),
+            stale_consumer_after,
             tilesets,
             watch,
             warnings,

@@ -199,6 +199,36 @@ impl OutputTarget {
     }
 }
 
+impl OutputTarget {
+    /// What the output is, whatever path or working folder it was named from: the canonical path
+    /// of a local output, the address of a remote one. The change log knows each of its consumers
+    /// by this name, so one output is one consumer however its config was given.
+    pub fn consumer_name(&self) -> String {
+        match self {
+            OutputTarget::Mbtiles(path)
+            | OutputTarget::Pmtiles(path)
+            | OutputTarget::Directory(path) => canonical(path).display().to_string(),
+            OutputTarget::ObjectPmtiles { bucket, key } => format!("{bucket}/{key}"),
+            OutputTarget::Objects { bucket, prefix } => format!("{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// `path` made absolute with its links resolved, as far as it exists (an output not written yet
+/// keeps its own name under its folder's canonical path).
+pub fn canonical(path: &Path) -> PathBuf {
+    if let Ok(found) = std::fs::canonicalize(path) {
+        return found;
+    }
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (absolute.parent(), absolute.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|p| p.join(name))
+            .unwrap_or(absolute),
+        _ => absolute,
+    }
+}
+
 /// How the shards of a sharded run write an output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sharding {

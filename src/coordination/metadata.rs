@@ -145,30 +145,21 @@ impl TilesetMetadata {
     }
 
     /// Records what the tiles cover when a run in place deleted none: what the output declared
-    /// (`zooms`, and `bounds`, the box of its deepest zoom's tiles), widened by the tiles this
-    /// run wrote, so a finish need not read the stored tiles. A deeper zoom's tiles replace the
-    /// box; the same zoom's join it.
+    /// (`zooms` and `bounds`), widened by the tiles this run wrote (see [`Coverage::widen`]), so a
+    /// finish need not read the stored tiles.
     pub fn cover_widened(&mut self, zooms: ZoomRange, bounds: BBox, written: &Coverage) {
-        let (Some(added), Some(added_bounds)) = (written.zooms(), written.bbox(&self.bounds))
-        else {
-            self.covered_zooms = Some(zooms);
-            self.covered = Some(bounds);
-            self.clamp_layers();
-            return;
-        };
-        self.covered = Some(match added.max.cmp(&zooms.max) {
-            std::cmp::Ordering::Greater => added_bounds,
-            std::cmp::Ordering::Equal => BBox::new(
-                bounds.west.min(added_bounds.west),
-                bounds.south.min(added_bounds.south),
-                bounds.east.max(added_bounds.east),
-                bounds.north.max(added_bounds.north),
-            )
-            .unwrap_or(bounds),
-            std::cmp::Ordering::Less => bounds,
-        });
-        let widened = ZoomRange::new(zooms.min.min(added.min), zooms.max.max(added.max));
-        self.covered_zooms = Some(widened.unwrap_or(zooms));
+        self.covered = Some(
+            written
+                .widen((zooms.max, bounds), &self.bounds)
+                .unwrap_or(bounds),
+        );
+        let widened = written
+            .zooms()
+            .and_then(|added| {
+                ZoomRange::new(zooms.min.min(added.min), zooms.max.max(added.max)).ok()
+            })
+            .unwrap_or(zooms);
+        self.covered_zooms = Some(widened);
         self.clamp_layers();
     }
 

@@ -77,8 +77,7 @@ impl Plan {
         }
         if let Some(watermark) = advanced {
             let schema = &job.change_schema;
-            let pruned =
-                capture::advance_and_prune(pool, schema, &target.describe(), watermark).await?;
+            let pruned = capture::advance_and_prune(pool, schema, target, watermark).await?;
             if pruned > 0 {
                 tracing::info!("pruned {pruned} applied change(s) from the change log");
             }
@@ -87,7 +86,8 @@ impl Plan {
                 let outputs: Vec<String> = index
                     .partitions
                     .iter()
-                    .map(|p| target.for_partition(&p.path).describe())
+                    .map(|p| target.for_partition(&p.path))
+                    .flat_map(|output| [output.describe(), output.consumer_name()])
                     .collect();
                 capture::forget_consumers(pool, schema, &outputs).await?;
             }
@@ -126,7 +126,9 @@ impl Plan {
             let output = target.for_partition(&segment);
             sink::remove_emptied(&output)?;
             removed.push(segment);
-            capture::forget_consumer(pool, &job.change_schema, &output.describe()).await?;
+            // By its name, or by the one an earlier version gave it.
+            let names = [output.consumer_name(), output.describe()];
+            capture::forget_consumers(pool, &job.change_schema, &names).await?;
             entries.remove(value);
             tracing::info!(
                 "tileset `{}`: partition {value:?} holds no rows any more; removed {}",

@@ -89,7 +89,7 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
             snapshot: finalized.snapshot.clone(),
             ..Watermark::default()
         };
-        capture::advance_and_prune(pool, &job.change_schema, &finalized.output, &watermark).await?;
+        capture::advance_and_prune(pool, &job.change_schema, target, &watermark).await?;
         done.push(finalized);
     }
     if done.is_empty() {

@@ -16,7 +16,7 @@ use crate::db::Replica;
 use crate::delivery::RunOutbox;
 use crate::edge::Holds;
 use crate::error::{Error, Result};
-use crate::job::{SeedJob, Selection, TilesetJob};
+use crate::job::{SeedJob, Selection};
 use crate::plan::{PyramidWalk, Work, ZoomWay};
 use crate::render::Connections;
 use crate::report::{ProgressKind, SummaryHeader, Tally, TilesetSummary};
@@ -27,7 +27,7 @@ use crate::state::digest::job_fingerprint;
 use crate::state::reseed::{self, Decision};
 use crate::state::Watermark;
 use crate::state::{capture, cells};
-use crate::tile::Subtrees;
+use crate::tile::{BBox, Subtrees, ZoomRange};
 
 mod dry_run;
 mod ending;
@@ -85,17 +85,18 @@ struct Underway<'t> {
 }
 
 impl Todo {
-    /// What rendering `work` takes: a pyramid walks the shard's plan (else the whole pyramid),
+    /// What rendering `work` takes: a pyramid walks the shard's plan (else the pyramid over `bbox`
+    /// and `zooms`, a reseed's those the output holds),
     /// skipping the tiles `done` by an interrupted run.
     fn of(
         work: Work,
         walk: Option<PyramidWalk>,
         done: HashMap<u64, [bool; 4]>,
-        tileset: &TilesetJob,
+        (bbox, zooms): (BBox, ZoomRange),
     ) -> Todo {
         match work {
             Work::Pyramid => Todo::Walk(
-                Box::new(walk.unwrap_or_else(|| PyramidWalk::new(tileset.bbox, tileset.zooms))),
+                Box::new(walk.unwrap_or_else(|| PyramidWalk::new(bbox, zooms))),
                 done,
             ),
             Work::Tiles(tiles) => Todo::Tiles(tiles),
@@ -205,7 +206,7 @@ impl TilesetRun<'_> {
         };
         // 4e. Render, encode and store through the scheduler and the one writer.
         let sweep = sweep_of(&decision.work);
-        let todo = Todo::of(decision.work, walk, resume.done, tileset);
+        let todo = Todo::of(decision.work, walk, resume.done, decision.area);
         let (rendered, written) = self
             .render_stored(&mut run, sink, todo, progress_kind)
             .await;

@@ -28,6 +28,8 @@ pub struct Decision {
     pub committed: Vec<f64>,
     /// How a reseed took each zoom, where it weighed a walk against its list.
     pub ways: Vec<ZoomWay>,
+    /// The area and zooms the run renders: a reseed's only those the output holds.
+    pub area: (BBox, ZoomRange),
 }
 
 /// Decides what to render for `selection` over the output whose recorded state is `state`; `settings`
@@ -55,6 +57,7 @@ pub async fn decide(
             changes_read: None,
             committed: Vec::new(),
             ways: Vec::new(),
+            area: (tileset.bbox, tileset.zooms),
         },
         Selection::List(tiles) => Decision {
             work: Work::Tiles(within_zooms(tiles, tileset)),
@@ -62,6 +65,7 @@ pub async fn decide(
             changes_read: None,
             committed: Vec::new(),
             ways: Vec::new(),
+            area: (tileset.bbox, tileset.zooms),
         },
         Selection::Dirty => {
             let since = previous.as_ref().ok_or_else(|| Error::State {
@@ -71,41 +75,132 @@ pub async fn decide(
                     configured.name
                 ),
             })?;
+            let Some(held) = held_part(tileset, since) else {
+                return Ok(Decision {
+                    work: Work::Tiles(Vec::new()),
+                    watermark: None,
+                    changes_read: None,
+                    committed: Vec::new(),
+                    ways: Vec::new(),
+                    area: (tileset.bbox, tileset.zooms),
+                });
+            };
             let census = (render, sources);
-            dirty(
-                pool,
-                change_schema,
-                tileset,
-                layers,
-                since,
-                &settings,
-                census,
-            )
-            .await?
+            dirty(pool, change_schema, &held, layers, since, &settings, census).await?
         }
     };
+    let (bbox, zooms) = decision.area;
+    let reseed = *selection == Selection::Dirty;
     decision.watermark = decision.watermark.map(|taken| {
         let next = Watermark {
             settings: Some(settings),
-            zooms: Some(tileset.zooms.to_string()),
-            bbox: Some(tileset.bbox.to_string()),
+            zooms: Some(zooms.to_string()),
+            bbox: Some(bbox.to_string()),
             ..taken
         };
         match previous {
-            Some(previous) if !covers(tileset.zooms, tileset.bbox, configured, &previous) => {
+            // What the output holds is what seeds gave it: a reseed neither adds nor drops any.
+            Some(previous) if reseed && covers(zooms, bbox, configured, &previous) => Watermark {
+                zooms: previous.zooms,
+                bbox: previous.bbox,
+                ..next
+            },
+            Some(previous) if !covers(zooms, bbox, configured, &previous) => {
                 tracing::info!(
-                    "tileset `{}`: zooms {} and bbox {} are part of what the output's watermark \
-                     covers; it stays, so the next run over all of it renders these changes again",
+                    "tileset `{}`: zooms {zooms} and bbox {bbox} are part of what the output's \
+                     watermark covers; it stays, so the next run over all of it renders these \
+                     changes again",
                     configured.name,
-                    tileset.zooms,
-                    tileset.bbox
                 );
-                previous
+                joined(previous, zooms, bbox, configured)
             }
             _ => next,
         }
     });
     Ok(decision)
+}
+
+/// The area and zooms a recorded watermark covers (one of an earlier version: the configured ones).
+fn recorded(configured: &crate::config::TilesetConfig, watermark: &Watermark) -> (BBox, ZoomRange) {
+    let zooms = watermark
+        .zooms
+        .as_deref()
+        .and_then(|z| z.parse::<ZoomRange>().ok())
+        .unwrap_or(configured.zooms);
+    let bbox = watermark
+        .bbox
+        .as_deref()
+        .and_then(|b| b.parse::<BBox>().ok())
+        .unwrap_or(configured.bbox);
+    (bbox, zooms)
+}
+
+/// The part of `tileset`'s run a reseed renders: the zooms and area the output holds, by its
+/// watermark `since`. Zooms asked for that it does not hold are left to a seed, and said to be;
+/// `None` when it holds none of them.
+fn held_part(tileset: &TilesetJob, since: &Watermark) -> Option<TilesetJob> {
+    let name = &tileset.tileset.name;
+    let (held_bbox, held) = recorded(&tileset.tileset, since);
+    let asked = tileset.zooms;
+    let zooms = ZoomRange::new(asked.min.max(held.min), asked.max.min(held.max)).ok();
+    if zooms != Some(asked) {
+        let below = ZoomRange::new(asked.min, asked.max.min(held.min.saturating_sub(1)));
+        let above = ZoomRange::new(asked.min.max(held.max.saturating_add(1)), asked.max);
+        let seeds: Vec<String> = [below.ok().filter(|_| asked.min < held.min), above.ok()]
+            .into_iter()
+            .flatten()
+            .map(|z| format!("`oar-tiles seed --tileset {name} --zoom {z}`"))
+            .collect();
+        tracing::warn!(
+            "tileset `{name}`: zooms {asked} asked for, but the output holds zooms {held} and a \
+             reseed renders only those; to add the others, seed them: {}",
+            seeds.join(" and ")
+        );
+    }
+    let bbox = BBox::new(
+        tileset.bbox.west.max(held_bbox.west),
+        tileset.bbox.south.max(held_bbox.south),
+        tileset.bbox.east.min(held_bbox.east),
+        tileset.bbox.north.min(held_bbox.north),
+    )
+    .ok();
+    let (Some(zooms), Some(bbox)) = (zooms, bbox) else {
+        tracing::warn!(
+            "tileset `{name}`: the output holds none of zooms {asked} over bbox {}: nothing to reseed",
+            tileset.bbox
+        );
+        return None;
+    };
+    Some(TilesetJob {
+        zooms,
+        bbox,
+        ..tileset.clone()
+    })
+}
+
+/// The watermark `previous` with a seed over `zooms` and `bbox` (which does not cover all it
+/// holds) counted in: zooms next to or overlapping the held ones join them when the seed covered
+/// the held area, so a seed of the zooms a reseed refused adds them.
+fn joined(
+    previous: Watermark,
+    zooms: ZoomRange,
+    bbox: BBox,
+    configured: &crate::config::TilesetConfig,
+) -> Watermark {
+    let (held_bbox, held) = recorded(configured, &previous);
+    let touching =
+        zooms.min <= held.max.saturating_add(1) && held.min <= zooms.max.saturating_add(1);
+    let whole_area = bbox.west <= held_bbox.west
+        && bbox.south <= held_bbox.south
+        && bbox.east >= held_bbox.east
+        && bbox.north >= held_bbox.north;
+    match ZoomRange::new(zooms.min.min(held.min), zooms.max.max(held.max)) {
+        Ok(union) if touching && whole_area && union != held => Watermark {
+            zooms: Some(union.to_string()),
+            ..previous
+        },
+        _ => previous,
+    }
 }
 
 /// A reseed: the tiles the changes since `since` touched (with subtrees past the tileset's `listed_tiles`), or
@@ -141,6 +236,7 @@ async fn dirty(
             changes_read: Some(changes.rows),
             committed: changes.committed.clone(),
             ways: Vec::new(),
+            area: (tileset.bbox, tileset.zooms),
         }
     };
     if let Some(why) = &changes.uncaptured {
@@ -192,22 +288,27 @@ async fn dirty(
             (work, ways) = (chosen, weighed);
         }
     }
-    if let Work::Subtrees { tiles, subtrees } = &work {
-        tracing::info!(
-            "tileset `{name}`: over {} dirty tiles (listed_tiles); {} listed and {} subtree(s) walked from zoom {}",
-            configured.listed_tiles,
-            tiles.len(),
-            subtrees.len(),
-            subtrees.top_zoom().unwrap_or(0),
-        );
-    }
+    say_subtrees(name, configured.listed_tiles, &work);
     Ok(Decision {
         work,
         watermark: Some(next),
         changes_read: Some(changes.rows),
         committed: changes.committed,
         ways,
+        area: (tileset.bbox, tileset.zooms),
     })
+}
+
+/// Says how a reseed past `listed_tiles` dirty tiles took them, when it walked subtrees.
+fn say_subtrees(name: &str, listed_tiles: usize, work: &Work) {
+    if let Work::Subtrees { tiles, subtrees } = work {
+        tracing::info!(
+            "tileset `{name}`: over {listed_tiles} dirty tiles (listed_tiles); {} listed and {} subtree(s) walked from zoom {}",
+            tiles.len(),
+            subtrees.len(),
+            subtrees.top_zoom().unwrap_or(0),
+        );
+    }
 }
 
 /// Whether a census of rows per tile can weigh a walk of `sources`: it counts a row in the one
@@ -225,16 +326,7 @@ fn covers(
     configured: &crate::config::TilesetConfig,
     watermark: &Watermark,
 ) -> bool {
-    let covered_zooms = watermark
-        .zooms
-        .as_deref()
-        .and_then(|z| z.parse::<ZoomRange>().ok())
-        .unwrap_or(configured.zooms);
-    let covered_bbox = watermark
-        .bbox
-        .as_deref()
-        .and_then(|b| b.parse::<BBox>().ok())
-        .unwrap_or(configured.bbox);
+    let (covered_bbox, covered_zooms) = recorded(configured, watermark);
     zooms.min <= covered_zooms.min
         && zooms.max >= covered_zooms.max
         && bbox.west <= covered_bbox.west

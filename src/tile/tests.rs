@@ -174,3 +174,25 @@ fn coverage_is_the_deepest_zooms_tiles_as_a_box_within_the_area() {
     let within = BBox::new(0.0, 0.0, 10.0, 10.0).unwrap();
     assert_eq!(coverage.bbox(&within), Some(within));
 }
+
+#[test]
+fn coverage_reaches_into_a_shallower_tile_beside_the_deepest_ones() {
+    // A regional seed's zoom-3 tile holds a row that no zoom-4 tile of the seed does.
+    let mut coverage = Coverage::default();
+    for tile in ["0/0/0", "3/6/3", "4/8/8"] {
+        coverage.add(tile.parse().unwrap());
+    }
+    let bbox = coverage.bbox(&BBox::WORLD).unwrap();
+    for (z, x, y) in [(0, 0, 0), (3, 6, 3), (4, 8, 8)] {
+        let tile = TileCoord::new(z, x, y).unwrap();
+        assert!(bbox.tile_range(z).contains(tile), "{tile} outside {bbox}");
+    }
+    // Into the tile, not over it: the bounds end just past its near edge.
+    assert!(bbox.east > 90.0 && bbox.east < 90.001, "{bbox}");
+    assert_eq!(bbox.west, 0.0);
+    // What was declared stays when a run writes nothing deeper.
+    let declared = BBox::new(-30.0, -30.0, 30.0, 30.0).unwrap();
+    let mut written = Coverage::default();
+    written.add("4/8/8".parse().unwrap());
+    assert_eq!(written.widen((4, declared), &BBox::WORLD), Some(declared));
+}

@@ -12,7 +12,7 @@ use super::{Problem, Problems};
 use crate::error::Result;
 use crate::sink::agg_hash::{hash_pending, AggHasher};
 use crate::sink::OutputReader;
-use crate::tile::{BBox, TileCoord};
+use crate::tile::{BBox, Coverage, TileCoord};
 
 /// Where a layer appears in the tiles, and the attributes it carries.
 #[derive(Debug, Default)]
@@ -187,7 +187,7 @@ impl TileScan {
         self.check_layers(declared.vector_layers, problems);
     }
 
-    /// Bounds must hold every tile, and claim no more than the deepest zoom's tiles cover.
+    /// Bounds must hold every tile, and claim no more than the tiles cover (see `Coverage`).
     fn check_bounds(&self, bounds: Option<[f64; 4]>, deepest: u8, problems: &mut Problems) {
         let Some([west, south, east, north]) = bounds else {
             problems.push(Problem::output("metadata", "no bounds"));
@@ -224,34 +224,28 @@ impl TileScan {
                 ),
             ));
         }
-        // Shrunk by a hair, so bounds on a tile edge (rounded outwards to 1e-7 degrees, as PMTiles
-        // keeps them) do not count the next tile as touched; a zoom-24 tile is 2e-5 degrees wide.
-        let hair = 1e-6;
-        let Ok(inner) = BBox::new(west + hair, south + hair, east - hair, north - hair) else {
+        // What the tiles cover by the rule every output declares its bounds by (the deepest
+        // zoom's tiles, reaching into every shallower one), less a hair: bounds on a tile edge
+        // are rounded outwards to 1e-7 degrees, as PMTiles keeps them.
+        let mut coverage = Coverage::default();
+        for tile in &self.stored {
+            coverage.add(*tile);
+        }
+        let Some(covered) = coverage.bbox(&BBox::WORLD) else {
             return;
         };
-        let claimed = inner.tile_range(deepest);
-        let deep: Vec<&TileCoord> = self.stored.iter().filter(|t| t.z() == deepest).collect();
-        let (min_x, max_x) = (
-            deep.iter().map(|t| t.x()).min().unwrap_or(0),
-            deep.iter().map(|t| t.x()).max().unwrap_or(0),
-        );
-        let (min_y, max_y) = (
-            deep.iter().map(|t| t.y()).min().unwrap_or(0),
-            deep.iter().map(|t| t.y()).max().unwrap_or(0),
-        );
-        if claimed.min_x < min_x
-            || claimed.max_x > max_x
-            || claimed.min_y < min_y
-            || claimed.max_y > max_y
+        let hair = 1e-6;
+        if west + hair < covered.west
+            || south + hair < covered.south
+            || east - hair > covered.east
+            || north - hair > covered.north
         {
             problems.push(Problem::output(
                 "metadata",
                 format!(
-                    "bounds {bbox} claim more than the tiles cover: at zoom {deepest} they span \
-                     columns {}-{} and rows {}-{}, the tiles only {min_x}-{max_x} and \
-                     {min_y}-{max_y}",
-                    claimed.min_x, claimed.max_x, claimed.min_y, claimed.max_y
+                    "bounds {bbox} claim more than the tiles cover ({covered}: the zoom-{deepest} \
+                     tiles' box, reaching into every shallower tile); write the bounds again with \
+                     a seed of the output"
                 ),
             ));
         }

@@ -78,7 +78,10 @@ impl Jobs {
 
 /// An output the watcher keeps fresh, and the tables its changes come from.
 struct Watched {
+    /// The output, described.
     output: String,
+    /// Its name in the change log's consumers.
+    consumer: String,
     tables: Vec<String>,
 }
 
@@ -98,6 +101,7 @@ pub async fn run(job: &WatchJob) -> Result<()> {
             tables.dedup();
             watched.push(Watched {
                 output: target.describe(),
+                consumer: target.consumer_name(),
                 tables,
             });
         }

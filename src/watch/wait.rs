@@ -170,7 +170,7 @@ async fn count_pending(
     let mut total = 0;
     for output in watched {
         let schema = &job.seed.change_schema;
-        let count = capture::pending(pool, schema, &output.output, &output.tables).await?;
+        let count = capture::pending(pool, schema, &output.consumer, &output.tables).await?;
         shared.metrics.set_pending(&output.output, count);
         total += count;
     }

@@ -215,8 +215,7 @@ impl TilesetRun<'_> {
     /// Records the output's new watermark in the change log and prunes what every consumer has.
     pub(super) async fn advance(&self, target: &OutputTarget, next: &Watermark) -> Result<()> {
         let schema = &self.job.change_schema;
-        let pruned =
-            capture::advance_and_prune(self.pool, schema, &target.describe(), next).await?;
+        let pruned = capture::advance_and_prune(self.pool, schema, target, next).await?;
         if pruned > 0 {
             tracing::info!("pruned {pruned} applied change(s) from the change log");
         }

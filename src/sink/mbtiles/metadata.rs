@@ -92,35 +92,30 @@ pub(crate) fn refresh_agg_hash(path: &Path, cancel: &AtomicBool) -> Result<HashR
     }
 }
 
-/// The zooms and box a file's tiles cover: its shallowest zoom, and the column and row ranges of
-/// its deepest (an index range scan of that zoom).
+/// The zooms and box a file's tiles cover: the column and row ranges of each zoom (an index
+/// range scan per zoom).
 pub(crate) fn tile_coverage(connection: &Connection) -> rusqlite::Result<Coverage> {
     let mut coverage = Coverage::default();
-    let zooms: (Option<i64>, Option<i64>) = connection.query_row(
-        "SELECT min(zoom_level), max(zoom_level) FROM tiles",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+    let mut select = connection.prepare(
+        "SELECT zoom_level, min(tile_column), max(tile_column), min(tile_row), max(tile_row)
+         FROM tiles GROUP BY zoom_level",
     )?;
-    let (Some(shallowest), Some(deepest)) = zooms else {
-        return Ok(coverage);
-    };
-    let corners: (i64, i64, i64, i64) = connection.query_row(
-        "SELECT min(tile_column), max(tile_column), min(tile_row), max(tile_row) FROM tiles
-         WHERE zoom_level = ?1",
-        [deepest],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )?;
-    let (min_x, max_x, min_row, max_row) = corners;
-    // Rows out of range are the container check's to report; they cover nothing here.
-    for (x, row) in [(min_x, max_row), (max_x, min_row)] {
-        if let Ok(tile) = TileCoord::from_tms(deepest, x, row) {
-            coverage.add(tile);
-        }
-    }
-    if shallowest < deepest {
-        // Only its zoom counts: the box is the deepest zoom's.
-        if let Ok(tile) = TileCoord::from_tms(shallowest, 0, 0) {
-            coverage.add(tile);
+    let zooms = select.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    for zoom in zooms {
+        let (z, min_x, max_x, min_row, max_row) = zoom?;
+        // Rows out of range are the container check's to report; they cover nothing here.
+        for (x, row) in [(min_x, max_row), (max_x, min_row)] {
+            if let Ok(tile) = TileCoord::from_tms(z, x, row) {
+                coverage.add(tile);
+            }
         }
     }
     Ok(coverage)

@@ -26,9 +26,7 @@ mod coverage;
 mod log;
 mod triggers;
 
-pub use consumers::{
-    advance_and_prune, forget_consumer, forget_consumers, pending, record_consumer,
-};
+pub use consumers::{advance_and_prune, forget, forget_consumers, pending, record_consumer};
 pub use log::{changed_boxes, read_since, read_touched, Compare, Touched};
 pub use triggers::channel;
 use triggers::{
@@ -397,6 +395,10 @@ pub struct Status {
     pub tables: Vec<TableStatus>,
     /// `output: snapshot, last update`.
     pub consumers: Vec<(String, String, String)>,
+    /// The outputs that have not read the log for longer than `[changes] stale_consumer_after`.
+    pub stale: Vec<String>,
+    /// That time, as the config wrote it.
+    pub stale_after: String,
 }
 
 /// What the change log holds.
@@ -440,20 +442,31 @@ pub async fn status(pool: &Pool, config: &Config) -> Result<Status> {
             since: row.get(1),
         });
     }
+    let stale_seconds = config.stale_consumer_after.as_secs_f64();
     let rows = client
         .query_typed(
-            &format!("SELECT output, snapshot::text, updated_at::text FROM {schema}.consumers ORDER BY output"),
-            &[],
+            &format!(
+                "SELECT output, snapshot::text, updated_at::text,
+                             updated_at < now() - make_interval(secs => $1)
+                      FROM {schema}.consumers ORDER BY output"
+            ),
+            &[(&stale_seconds, Type::FLOAT8)],
         )
-        .await
-        ?;
+        .await?;
     let consumers = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let stale = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(3))
+        .map(|r| r.get(0))
         .collect();
     Ok(Status {
         schema: config.change_schema.clone(),
         tables,
         consumers,
+        stale,
+        stale_after: humantime::format_duration(config.stale_consumer_after).to_string(),
     })
 }
