@@ -66,6 +66,7 @@ mod store_secrets;
 mod tile_bytes;
 mod toolbox;
 mod tree_safety;
+mod two_machines;
 mod untransformable;
 mod validate;
 mod validate_container;

@@ -64,7 +64,7 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
                 tileset.tileset.name
             )));
         };
-        let _lock = lock::acquire(
+        let lock = lock::acquire(
             &sink::lock_place(target, &job.s3),
             job.run.wait_lock,
             None,
@@ -72,6 +72,7 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
         )
         .await?;
         let Some(finalized) = finalize_output(job, tileset, target, changed.clone()).await? else {
+            lock.release().await;
             // A config's other tilesets need not have been sharded.
             tracing::info!(
                 "tileset `{}`: no shard plan in {}, nothing to finalize",
@@ -90,6 +91,7 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
             ..Watermark::default()
         };
         capture::advance_and_prune(pool, &job.change_schema, &finalized.output, &watermark).await?;
+        lock.release().await;
         done.push(finalized);
     }
     if done.is_empty() {
