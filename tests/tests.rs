@@ -48,6 +48,7 @@ mod pmtiles;
 mod pmtiles_s3;
 mod production;
 mod purge_journal;
+mod quiet_runs;
 mod remote_stores;
 mod replicas;
 mod reseed;
