@@ -19,11 +19,14 @@ const PREFIX: &str = "maps/sites";
 const ZOOMS: &str = "0-6";
 const LEASE: &str = ".oar-tiles/lock";
 
+/// Writes an object as another machine's client would.
+type PutObject = Box<dyn Fn(&str, &[u8])>;
+
 /// One store as the test reaches it, beside the tool.
 struct Shared {
     address: String,
     env: Vec<(&'static str, String)>,
-    put: Box<dyn Fn(&str, &[u8])>,
+    put: PutObject,
     names: Box<dyn Fn() -> Vec<String>>,
 }
 
