@@ -223,12 +223,25 @@ where
         .map_err(|e| Error::output_caused(place.location(), e))?;
     let run = run_id();
     let mut announced = false;
+    let mut vanished = 0;
     loop {
-        let holder = match attempt(store.as_ref(), &place, &run).await? {
-            Attempt::Taken => break,
-            Attempt::Again => continue,
-            Attempt::HeldBy(holder) => holder.describe(&place),
-        };
+        let holder =
+            match attempt(store.as_ref(), &place, &run).await? {
+                Attempt::Taken => break,
+                // A store that says a lease is there yet shows none (a missing bucket can) must not
+                // be asked again and again at once.
+                Attempt::Again if vanished < 5 => {
+                    vanished += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Attempt::Again => return Err(Error::output(
+                    place.location(),
+                    "the store refuses to create the lease yet shows none there: check that the \
+                     bucket or container exists and that the credentials may write it",
+                )),
+                Attempt::HeldBy(holder) => holder.describe(&place),
+            };
         if !wait {
             return Err(Error::Locked {
                 output: output.to_string(),
