@@ -257,6 +257,19 @@ fn the_books_nginx_block_serves_a_seeded_tree() {
         .find(|(z, _, _)| *z == 3)
         .expect("the seed wrote a z3 tile");
 
+    // What a killed run leaves beside the tree: its lock file (pid and host), a partition's lock.
+    std::fs::write(
+        www.join("tiles.oar-tiles.lock"),
+        "pid 1 on builder since 2026",
+    )
+    .unwrap();
+    std::fs::create_dir(www.join("tiles.oar-tiles-locks")).unwrap();
+    std::fs::write(
+        www.join("tiles.oar-tiles-locks/BD.lock"),
+        "pid 1 on builder",
+    )
+    .unwrap();
+
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -313,11 +326,15 @@ fn the_books_nginx_block_serves_a_seeded_tree() {
             get("/tiles/14/0/0.pbf"),
             get("/tiles/tiles.json"),
             get("/tiles/.oar-tiles-state.json"),
+            [
+                get("/tiles.oar-tiles.lock"),
+                get("/tiles.oar-tiles-locks/BD.lock"),
+            ],
         )
     });
     let _ = server.kill();
     let _ = server.wait();
-    let (found, missing, tilejson, state) =
+    let (found, missing, tilejson, state, locks) =
         answers.unwrap_or_else(|| panic!("nginx did not start:\n{conf}\n{}", log()));
     assert_eq!(found.status, 200, "{}", log());
     assert_eq!(found.header("content-encoding"), "gzip");
@@ -335,4 +352,12 @@ fn the_books_nginx_block_serves_a_seeded_tree() {
     assert_eq!(tilejson.status, 200);
     assert_eq!(tilejson.json()["tilejson"], "3.0.0");
     assert_eq!(state.status, 404, "the tool's own files are not served");
+    for lock in locks {
+        assert_eq!(
+            lock.status,
+            404,
+            "nor the locks beside the tree: {}",
+            lock.text()
+        );
+    }
 }

@@ -20,6 +20,12 @@ const PARTITION_LOCKS: &str = ".oar-tiles-locks";
 /// The outbox folder under a prefix.
 const PREFIX_OUTBOX: &str = ".oar-tiles/outbox";
 
+/// The lease under a prefix, beside its outbox.
+const PREFIX_LEASE: &str = ".oar-tiles/lock";
+
+/// The lease's suffix beside an archive object.
+const LEASE_SUFFIX: &str = ".oar-tiles-lock";
+
 /// Where an output lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Home {
@@ -75,6 +81,18 @@ impl Home {
             Home::Object { bucket, key } => {
                 crate::store::local_file(bucket, s3, key, "locks", "lock")
             }
+        }
+    }
+
+    /// Where a remote output's lease lives in its store (none for a local output, whose lock file
+    /// every job writing it sees).
+    pub fn lease_key(&self) -> Option<(Bucket, String)> {
+        match self {
+            Home::File(_) | Home::Tree(_) => None,
+            Home::Prefix { bucket, prefix } => {
+                Some((bucket.clone(), key_under(prefix, PREFIX_LEASE)))
+            }
+            Home::Object { bucket, key } => Some((bucket.clone(), format!("{key}{LEASE_SUFFIX}"))),
         }
     }
 

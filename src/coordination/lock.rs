@@ -1,6 +1,6 @@
 //! One job per output at a time: an exclusive lock on a file beside the output (for outputs in
-//! remote stores, in this machine's cache directory, so it guards against jobs on the same machine
-//! only).
+//! remote stores, in this machine's cache directory, which guards against jobs on the same machine
+//! only; such an output's lease in its store, [`super::lease`], guards against other machines').
 //!
 //! The lock file records who holds it, so a second job can say whom it is waiting for. The holder
 //! removes the file when it is done; a job that locked a file which was removed meanwhile notices (the
@@ -14,10 +14,24 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// A held lock; released (and its file removed) on drop.
+/// This machine's host name, as lock files and leases name their holders.
+pub use super::lease::hostname;
+
+/// A held lock; released (and its file removed) on drop. A remote output's lease is held with
+/// it: [`OutputLock::release`] removes it before the run ends, a drop as well as it can.
 pub struct OutputLock {
     path: PathBuf,
     _file: File,
+    lease: Option<super::lease::Lease>,
+}
+
+impl OutputLock {
+    /// Releases the lock and waits for the output's lease, if any, to be removed.
+    pub async fn release(mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release().await;
+        }
+    }
 }
 
 impl Drop for OutputLock {
@@ -40,6 +54,8 @@ pub struct LockPlace {
     /// the folder of a tree's partition locks), which is created; a local output's folder must
     /// exist.
     pub creates_folder: bool,
+    /// A remote output's lease in its store, held with the lock.
+    pub lease: Option<super::lease::LeasePlace>,
 }
 
 impl LockPlace {
@@ -49,6 +65,13 @@ impl LockPlace {
             path: home.lock_path(s3),
             output,
             creates_folder: home.is_remote(),
+            lease: home
+                .lease_key()
+                .map(|(bucket, key)| super::lease::LeasePlace {
+                    bucket,
+                    key,
+                    s3: s3.clone(),
+                }),
         }
     }
 
@@ -67,7 +90,8 @@ impl LockPlace {
     }
 }
 
-/// Takes the output's lock; without `wait`, fails at once naming the holder. With `part` (a
+/// Takes the output's lock, and then its lease when it has one; without `wait`, fails at once
+/// naming the holder. With `part` (a
 /// shard's part name), only that part of the output is locked: shards writing into one tree or
 /// prefix run side by side, but not twice each. A wait ends with `Error::Stopped` once `stopped`
 /// resolves with a signal's name (the run's stop request; the signal handler that made it keeps
@@ -118,7 +142,17 @@ pub async fn acquire(
                     continue;
                 }
                 record_holder(&mut file, &path, &output)?;
-                return Ok(OutputLock { path, _file: file });
+                // Held from here, so a lease refused or waited for in vain removes the file.
+                let mut lock = OutputLock {
+                    path,
+                    _file: file,
+                    lease: None,
+                };
+                if let Some(lease) = &place.lease {
+                    let taken = super::lease::take(lease, &output, part, wait, stopped.as_mut());
+                    lock.lease = Some(taken.await?);
+                }
+                return Ok(lock);
             }
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
@@ -184,13 +218,6 @@ fn record_holder(file: &mut File, path: &Path, output: &str) -> Result<()> {
         })
 }
 
-/// This machine's host name, as lock files name their holders.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "this host".into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +229,7 @@ mod tests {
             path: dir.path().join("out.mbtiles.oar-tiles.lock"),
             output: "out.mbtiles".into(),
             creates_folder: false,
+            lease: None,
         };
         let first = acquire(&place, false, None, std::future::pending())
             .await

@@ -4,7 +4,8 @@
 //!
 //! - `home.rs`: where an output lives, as its format says, and so where its lock, outbox and feed
 //!   are;
-//! - `lock.rs`: one job per output at a time;
+//! - `lock.rs`: one job per output at a time; `lease.rs`: the same across machines for an output
+//!   in a remote store;
 //! - `outbox.rs` and `changed_list.rs`: what runs changed, kept until every consumer took it, and
 //!   the recorder a writer notes each changed tile in;
 //! - `feed.rs`: the changes feed open maps follow;
@@ -16,6 +17,7 @@
 pub mod changed_list;
 pub mod feed;
 pub mod home;
+pub mod lease;
 pub mod lock;
 pub mod metadata;
 pub mod outbox;

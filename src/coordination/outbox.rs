@@ -509,22 +509,30 @@ fn lines_bytes(lines: &[String]) -> Vec<u8> {
     bytes
 }
 
-/// Cuts a partial record's last line when a crash left it without its newline.
+/// Cuts a partial record's last line when a crash left it without its newline. The file is read
+/// back from its end a block at a time up to its last newline, never whole: a partial record
+/// grows with every line its consumer took.
 fn cut_partial_line(file: &mut std::fs::File) -> std::io::Result<()> {
-    use std::io::Read;
     use std::os::unix::fs::FileExt;
+    const BLOCK: u64 = 64 * 1024;
     let len = file.metadata()?.len();
-    let mut last = [0u8; 1];
-    if len == 0 || (file.read_exact_at(&mut last, len - 1).is_ok() && last[0] == b'\n') {
-        return Ok(());
+    let mut block = vec![0u8; BLOCK as usize];
+    let mut end = len;
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let read = &mut block[..(end - start) as usize];
+        file.read_exact_at(read, start)?;
+        if let Some(at) = read.iter().rposition(|b| *b == b'\n') {
+            let keep = start + at as u64 + 1;
+            return if keep == len {
+                Ok(())
+            } else {
+                file.set_len(keep)
+            };
+        }
+        end = start;
     }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    let keep = bytes
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map_or(0, |at| at + 1);
-    file.set_len(keep as u64)
+    file.set_len(0)
 }
 
 /// Removes the files a killed run's recorder left for `batch` (`BATCH.PID.writing`).

@@ -64,33 +64,43 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
                 tileset.tileset.name
             )));
         };
-        let _lock = lock::acquire(
+        let lock = lock::acquire(
             &sink::lock_place(target, &job.s3),
             job.run.wait_lock,
             None,
             std::future::pending(),
         )
         .await?;
-        let Some(finalized) = finalize_output(job, tileset, target, changed.clone()).await? else {
+        // The lease is released however finalizing ends, so a retry need not wait for it.
+        let finalized: Result<Option<Finalized>> = async {
+            let Some(finalized) = finalize_output(job, tileset, target, changed.clone()).await?
+            else {
+                return Ok(None);
+            };
+            // Like a seed, the finished output holds back the change log's pruning at its
+            // watermark.
+            let pool = match &mut pool {
+                Some(pool) => pool,
+                None => pool.insert(db::connect(&job.database, 2).await?),
+            };
+            let watermark = Watermark {
+                snapshot: finalized.snapshot.clone(),
+                ..Watermark::default()
+            };
+            capture::advance_and_prune(pool, &job.change_schema, target, &watermark).await?;
+            Ok(Some(finalized))
+        }
+        .await;
+        lock.release().await;
+        match finalized? {
+            Some(finalized) => done.push(finalized),
             // A config's other tilesets need not have been sharded.
-            tracing::info!(
+            None => tracing::info!(
                 "tileset `{}`: no shard plan in {}, nothing to finalize",
                 tileset.tileset.name,
                 target.describe()
-            );
-            continue;
-        };
-        // Like a seed, the finished output holds back the change log's pruning at its watermark.
-        let pool = match &mut pool {
-            Some(pool) => pool,
-            None => pool.insert(db::connect(&job.database, 2).await?),
-        };
-        let watermark = Watermark {
-            snapshot: finalized.snapshot.clone(),
-            ..Watermark::default()
-        };
-        capture::advance_and_prune(pool, &job.change_schema, target, &watermark).await?;
-        done.push(finalized);
+            ),
+        }
     }
     if done.is_empty() {
         let outputs: Vec<String> = job

@@ -154,10 +154,30 @@ impl TilesetRun<'_> {
         // 4a. A shard walks the run's plan, read (or made) before its output is opened: a tree or
         // S3 shard records in its part which plan it ran under.
         let (walk, part) = self.shard_walk().await?;
-        // 4b. Lock the output (`watch` holds its locks already).
-        let _lock = self
+        // 4b. Lock the output (`watch` holds its locks already); a remote output's lease is
+        // released however the run ends, so another machine need not wait for it to expire.
+        let lock = self
             .lock(target, part.as_ref().map(|(part, _)| part))
             .await?;
+        let outcome = self
+            .seed_locked(target, (walk, part), changed, progress_kind, started)
+            .await;
+        if let Some(lock) = lock {
+            lock.release().await;
+        }
+        outcome
+    }
+
+    /// Steps 4c-4i, with the output locked.
+    async fn seed_locked(
+        &self,
+        target: &OutputTarget,
+        (walk, part): (Option<PyramidWalk>, Option<(PartOf, ShardStore)>),
+        changed: ChangedList,
+        progress_kind: ProgressKind,
+        started: Instant,
+    ) -> Result<TilesetSummary> {
+        let tileset = self.prepared.tileset;
         let part = match part {
             Some((part, store)) => {
                 // A part record means the shard finished in this run: one left by an earlier run

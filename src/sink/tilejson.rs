@@ -69,16 +69,43 @@ pub fn tilejson_with_tiles(metadata: &TilesetMetadata, url: &str) -> Value {
 /// `agg_tiles_hash` aside: what a finish that leaves the hash pending announces, as the hash it
 /// drops is named again, and announced then, once the hash is refreshed.
 pub fn changes_beyond_hash(previous: Option<&[u8]>, document: &Value) -> bool {
+    !says_the_same(previous, document, true)
+}
+
+/// Whether the stored document `previous` says what `document` says (with `hash_aside`, its
+/// `agg_tiles_hash` left out), compared as JSON, not as text: a number read back from the stored
+/// text (bounds a run keeps) and written again may differ in its last digit, and a document that
+/// says the same is neither written nor purged again.
+pub fn says_the_same(previous: Option<&[u8]>, document: &Value, hash_aside: bool) -> bool {
     let without_hash = |value: &Value| {
         let mut value = value.clone();
-        if let Some(object) = value.as_object_mut() {
+        if let (true, Some(object)) = (hash_aside, value.as_object_mut()) {
             object.remove(AGG_TILES_HASH_KEY);
         }
         value
     };
-    match previous.and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok()) {
-        Some(previous) => without_hash(&previous) != without_hash(document),
-        None => true,
+    previous
+        .and_then(|bytes| serde_json::from_slice::<Value>(bytes).ok())
+        .is_some_and(|previous| same_json(&without_hash(&previous), &without_hash(document)))
+}
+
+/// JSON equality where two numbers are one when they differ only in their last digits (a relative
+/// 1e-12: far below what a coordinate or zoom can mean).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(a), Value::Number(b)) => match (a.as_f64(), b.as_f64()) {
+            (Some(a), Some(b)) => a == b || (a - b).abs() <= 1e-12 * a.abs().max(b.abs()),
+            _ => a == b,
+        },
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_json(a, b))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(key, value)| b.get(key).is_some_and(|other| same_json(value, other)))
+        }
+        _ => a == b,
     }
 }
 

@@ -10,7 +10,7 @@ use super::remote::{blobs_of_lines, folder, script_output, unique_name, Blob};
 /// fake-gcs-server's URL, set by `scripts/test.sh` (`scripts/fake-gcs.sh start`).
 pub const GCS_ENV: &str = "OAR_TILES_TEST_GCS";
 
-/// The calls a test needs, one per run of the script: `create`, `drop`, `read PREFIX` (every
+/// The calls a test needs, one per run of the script: `create`, `drop`, `put NAME HEX`, `read PREFIX` (every
 /// object under it, as JSON lines of name, hex bytes and headers). An object is read as stored:
 /// `Accept-Encoding: gzip`, or the emulator (as GCS) would undo a gzip `Content-Encoding`.
 const SCRIPT: &str = r#"
@@ -38,6 +38,9 @@ elif op == "drop":
     for item in list(objects("")):
         call("DELETE", f"{base}/storage/v1/b/{bucket}/o/{quoted(item['name'])}")
     call("DELETE", f"{base}/storage/v1/b/{bucket}")
+elif op == "put":
+    call("POST", f"{base}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={quoted(sys.argv[4])}",
+         bytes.fromhex(sys.argv[5]), {"Content-Type": "application/octet-stream"})
 elif op == "read":
     prefix = sys.argv[4]
     for item in objects(prefix):
@@ -101,6 +104,12 @@ impl GcsBucket {
     /// The environment the binary reaches the emulator with, as Google's libraries do.
     pub fn env(&self) -> Vec<(&str, &str)> {
         vec![("STORAGE_EMULATOR_HOST", self.url.as_str())]
+    }
+
+    /// Stores `data` as the object `name`, as another machine's client would.
+    pub fn put(&self, name: &str, data: &[u8]) {
+        let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+        self.api(&["put", name, &hex]);
     }
 
     /// Every object under `prefix/` (all of them for `""`), named from there on, in name order.

@@ -225,3 +225,44 @@ fn lines_appended_as_taken_leave_the_pending_lines_and_a_line_cut_short_does_not
         );
     });
 }
+
+/// Bytes this process has read so far (`rchar` of `/proc/self/io`).
+fn bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|line| line.strip_prefix("rchar: "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_long_partial_record_is_cut_from_its_end_not_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::new(OutboxStore::Folder(dir.path().to_path_buf()), None);
+    let path = dir.path().join(format!("batch{DONE}cdn"));
+    // 256 MiB of taken lines (a hole reads as zeros), then a line a crash cut short.
+    const TAKEN: u64 = 256 << 20;
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(TAKEN).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"\n12/1/", TAKEN).unwrap();
+    drop(file);
+    let before = bytes_read();
+    outbox
+        .append_done("cdn", "batch", &lines(&["12/1/13"]))
+        .unwrap();
+    let read = bytes_read() - before;
+    assert!(read < 16 << 20, "{read} bytes read to append one line");
+    let len = std::fs::metadata(&path).unwrap().len();
+    let mut tail = vec![0u8; 9];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(&path).unwrap(),
+        &mut tail,
+        len - 9,
+    )
+    .unwrap();
+    assert_eq!(
+        tail, b"\n12/1/13\n",
+        "the cut line is gone, the new one whole"
+    );
+}

@@ -33,7 +33,9 @@ use entries::{
 pub(crate) use leftovers::remove_temporaries_of;
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
-use super::tilejson::{changes_beyond_hash, tilejson, warn_relative_once, TILEJSON_NAME};
+use super::tilejson::{
+    changes_beyond_hash, says_the_same, tilejson, warn_relative_once, TILEJSON_NAME,
+};
 use super::{
     ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
 };
@@ -427,8 +429,10 @@ impl Sink for DirectorySink {
         // A hash left pending is news once `refresh_agg_hash` names it, which records it then.
         let tilejson_changed = match defer {
             true => changes_beyond_hash(previous.as_deref(), &document),
-            false => previous.as_deref() != Some(tilejson.as_slice()),
+            false => !says_the_same(previous.as_deref(), &document, false),
         };
+        // A run that changes nothing leaves the document as it is, bytes and all.
+        let tilejson_kept = says_the_same(previous.as_deref(), &document, false);
         // tippecanoe's metadata.json beside it lets GDAL and tippecanoe's tools read the tree too.
         let rows: serde_json::Map<String, serde_json::Value> = metadata
             .mbtiles_rows()
@@ -453,6 +457,9 @@ impl Sink for DirectorySink {
             };
             if changed {
                 self.changes.record_object(name);
+            }
+            if name == TILEJSON_NAME && tilejson_kept {
+                continue;
             }
             durable::place(&path, &document)
                 .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))?;

@@ -24,7 +24,7 @@ pub use object::download;
 pub use store::{list_tiles, tile_object_key, ListedTile};
 
 use super::agg_hash::AGG_TILES_HASH_KEY;
-use super::tilejson::{tilejson, TILEJSON_NAME};
+use super::tilejson::{says_the_same, tilejson, TILEJSON_NAME};
 use super::{
     ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
 };
@@ -394,12 +394,13 @@ impl Sink for ObjectSink {
             .handle
             .block_on(self.store.get(&key, DOCUMENT_CAP))
             .map_err(|e| Error::output_caused(format!("{}/{key}", self.bucket), e))?;
-        // The TileJSON a CDN serves goes to the outbox when its bytes change, as tiles do (a
-        // new `agg_tiles_hash` too: the edge must not keep naming the old one).
-        if previous.as_deref() != Some(document.as_slice()) {
+        // The TileJSON a CDN serves goes to the outbox when what it says changes, as tiles do (a
+        // new `agg_tiles_hash` too: the edge must not keep naming the old one); one that says
+        // the same is not sent again.
+        if !says_the_same(previous.as_deref(), &tilejson_document, false) {
             self.changes.record_object(TILEJSON_NAME);
+            self.put(TILEJSON_NAME, document, "application/json")?;
         }
-        self.put(TILEJSON_NAME, document, "application/json")?;
         let manifest = encode_tiles(&self.hashes);
         self.put(MANIFEST_NAME, manifest, "application/octet-stream")?;
         if let Some(state) = state {

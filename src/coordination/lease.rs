@@ -1,0 +1,377 @@
+//! One job per remote output across machines: a lease object in the store beside the output's
+//! other documents (`PREFIX/.oar-tiles/lock`, `KEY.oar-tiles-lock` beside an archive), which a
+//! lock file in this machine's cache cannot be.
+//!
+//! A run creates the lease with the store's create-only write (S3 `If-None-Match: *`, GCS
+//! `ifGenerationMatch=0`, Azure's create mode), naming its host, process, run and an expiry;
+//! renews it while it runs; removes it at the end. A live lease of another run makes a job wait or
+//! fail naming the holder. An expired one (its holder crashed, or stalled longer than
+//! [`TERM`]) is taken over through a create-only marker named after the lease it replaces, so
+//! of two jobs taking it over one wins. Renewals and the release read the lease first and
+//! touch it only while it is still this run's: the stores' stand-ins do not all honour a
+//! conditional update (`If-Match`), so the tool does not rely on one. Cost: a create, a read and
+//! a write every [`RENEW_EVERY`], a read and a delete: a few requests a run, none per tile.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Bucket, S3Config};
+use crate::error::{Error, Result};
+use crate::store::{ObjectHeaders, ObjectStore, Put};
+
+/// How long a lease lasts without renewal: a holder that crashed keeps other machines waiting
+/// at most this long.
+pub const TERM: Duration = Duration::from_secs(180);
+
+/// How often a holder renews its lease: a few renewals fit in a term, so one slow request does
+/// not lose it.
+pub const RENEW_EVERY: Duration = Duration::from_secs(45);
+
+/// How often a waiting job looks at the lease again.
+const POLL_EVERY: Duration = Duration::from_secs(2);
+
+/// A lease is one short JSON object: no more of what is at its key is read.
+const LEASE_CAP: u64 = 4096;
+
+/// Where a remote output's lease lives.
+#[derive(Debug, Clone)]
+pub struct LeasePlace {
+    /// The store and bucket or container.
+    pub bucket: Bucket,
+    /// The lease object's key.
+    pub key: String,
+    /// The store settings to open it with.
+    pub s3: S3Config,
+}
+
+impl LeasePlace {
+    /// The lease of `part` (a shard's part name) of the output: shards of one output run side
+    /// by side, each part once.
+    fn for_part(&self, part: Option<&str>) -> LeasePlace {
+        let mut place = self.clone();
+        if let Some(part) = part {
+            place.key = format!("{}.{part}", self.key);
+        }
+        place
+    }
+
+    fn location(&self) -> String {
+        format!("{}/{}", self.bucket, self.key)
+    }
+}
+
+/// What a lease object holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// The holder's host name.
+    pub host: String,
+    /// The holder's process id.
+    pub pid: u32,
+    /// The holder's run, unique across machines and restarts.
+    pub run: String,
+    /// When the lease ends unless renewed, in seconds since 1970.
+    pub expires: u64,
+}
+
+impl LeaseRecord {
+    fn ours(run: &str) -> LeaseRecord {
+        LeaseRecord {
+            host: hostname(),
+            pid: std::process::id(),
+            run: run.to_string(),
+            expires: now_secs() + TERM.as_secs(),
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.expires <= now_secs()
+    }
+
+    /// The holder as messages name it.
+    fn describe(&self, place: &LeasePlace) -> String {
+        let until = UNIX_EPOCH + Duration::from_secs(self.expires);
+        format!(
+            "pid {} on {}, run {}, by its lease {} until {} unless renewed",
+            self.pid,
+            self.host,
+            self.run,
+            place.location(),
+            humantime::format_rfc3339_seconds(until)
+        )
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a lease serializes")
+    }
+}
+
+/// This machine's host name, as lock files and leases name their holders.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "this host".into())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A held lease, renewed until released. Released on drop too, as well as a task spawned then
+/// can; [`Lease::release`] waits for it.
+pub struct Lease {
+    store: Arc<dyn ObjectStore>,
+    place: LeasePlace,
+    run: String,
+    renewer: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+impl Lease {
+    /// Stops renewing and removes the lease if it is still this run's.
+    pub async fn release(mut self) {
+        self.released = true;
+        self.renewer.abort();
+        release(self.store.clone(), self.place.clone(), self.run.clone()).await;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        if !self.released {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(release(
+                    self.store.clone(),
+                    self.place.clone(),
+                    self.run.clone(),
+                ));
+            }
+        }
+    }
+}
+
+async fn release(store: Arc<dyn ObjectStore>, place: LeasePlace, run: String) {
+    // A lease another run took over after this one's expired is theirs to remove.
+    if let Ok(Some(record)) = read(store.as_ref(), &place).await {
+        if record.run == run {
+            if let Err(err) = store.delete(&place.key).await {
+                tracing::warn!(
+                    "cannot remove the lease {}: {err}; it expires by itself",
+                    place.location()
+                );
+            }
+        }
+    }
+}
+
+/// The lease at `place`: `None` when there is none, an error naming it when it cannot be read
+/// as one.
+async fn read(store: &dyn ObjectStore, place: &LeasePlace) -> Result<Option<LeaseRecord>> {
+    let Some(bytes) = store
+        .get(&place.key, LEASE_CAP)
+        .await
+        .map_err(|e| Error::output_caused(place.location(), e))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        Error::output(
+            place.location(),
+            format!(
+                "this is not an oar-tiles lease ({e}); remove it once no oar-tiles job writes \
+                 the output"
+            ),
+        )
+    })
+}
+
+/// A new run id: this process and the moment it asked, so two machines' runs never share one.
+fn run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos:x}", std::process::id())
+}
+
+/// What one attempt at the lease found.
+enum Attempt {
+    Taken,
+    HeldBy(LeaseRecord),
+    Again,
+}
+
+/// Takes the lease of `output` (of its `part`) at `place`, waiting for a live holder with `wait`,
+/// else failing naming it; a wait ends with `Error::Stopped` once `stopped` resolves.
+pub async fn take<F>(
+    place: &LeasePlace,
+    output: &str,
+    part: Option<&str>,
+    wait: bool,
+    mut stopped: Pin<&mut F>,
+) -> Result<Lease>
+where
+    F: std::future::Future<Output = &'static str>,
+{
+    let place = place.for_part(part);
+    let store = crate::store::open(&place.bucket, &place.s3)
+        .await
+        .map_err(|e| Error::output_caused(place.location(), e))?;
+    let run = run_id();
+    let mut announced = false;
+    let mut vanished = 0;
+    loop {
+        let holder =
+            match attempt(store.as_ref(), &place, &run).await? {
+                Attempt::Taken => break,
+                // A store that says a lease is there yet shows none (a missing bucket can) must not
+                // be asked again and again at once.
+                Attempt::Again if vanished < 5 => {
+                    vanished += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Attempt::Again => return Err(Error::output(
+                    place.location(),
+                    "the store refuses to create the lease yet shows none there: check that the \
+                     bucket or container exists and that the credentials may write it",
+                )),
+                Attempt::HeldBy(holder) => holder.describe(&place),
+            };
+        if !wait {
+            return Err(Error::Locked {
+                output: output.to_string(),
+                holder,
+            });
+        }
+        if !announced {
+            tracing::info!("waiting for {output}, locked by {holder}");
+            announced = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL_EVERY) => {}
+            signal = &mut stopped => {
+                tracing::warn!("{signal} received while waiting for {output}: stopping");
+                return Err(Error::Stopped { signal });
+            }
+        }
+    }
+    let renewer = tokio::spawn(renew(store.clone(), place.clone(), run.clone()));
+    Ok(Lease {
+        store,
+        place,
+        run,
+        renewer,
+        released: false,
+    })
+}
+
+/// Creates the lease, or finds whose it is and takes it over once expired.
+async fn attempt(store: &dyn ObjectStore, place: &LeasePlace, run: &str) -> Result<Attempt> {
+    let ours = LeaseRecord::ours(run);
+    let headers = ObjectHeaders {
+        content_type: "application/json",
+        ..ObjectHeaders::default()
+    };
+    let created = store
+        .put(&place.key, ours.bytes(), headers, true)
+        .await
+        .map_err(|e| Error::output_caused(place.location(), e))?;
+    if created != Put::Exists {
+        return Ok(Attempt::Taken);
+    }
+    // Released between the create and this read: try again.
+    let Some(held) = read(store, place).await? else {
+        return Ok(Attempt::Again);
+    };
+    if !held.expired() {
+        return Ok(Attempt::HeldBy(held));
+    }
+    // Of the jobs that found this expired lease, the one that creates its marker takes it over.
+    let marker = format!("{}.taken-over.{}-{}", place.key, held.run, held.expires);
+    let won = store
+        .put(&marker, run.as_bytes().to_vec(), headers, true)
+        .await
+        .map_err(|e| Error::output_caused(format!("{}/{marker}", place.bucket), e))?;
+    if won == Put::Exists {
+        return Ok(Attempt::Again);
+    }
+    let still = read(store, place).await?;
+    let outcome = if still.as_ref() == Some(&held) {
+        tracing::warn!("taking over the expired lease of {}", held.describe(place));
+        store
+            .put(&place.key, ours.bytes(), headers, false)
+            .await
+            .map_err(|e| Error::output_caused(place.location(), e))?;
+        Attempt::Taken
+    } else {
+        Attempt::Again
+    };
+    // The marker has done its work: a late taker's marker names a lease no longer there.
+    let _ = store.delete(&marker).await;
+    Ok(outcome)
+}
+
+/// Renews the lease until the task is aborted; a lease found taken over is left to its new
+/// holder, loudly.
+async fn renew(store: Arc<dyn ObjectStore>, place: LeasePlace, run: String) {
+    let headers = ObjectHeaders {
+        content_type: "application/json",
+        ..ObjectHeaders::default()
+    };
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        match read(store.as_ref(), &place).await {
+            Ok(Some(record)) if record.run == run => {}
+            Ok(found) => {
+                let holder = found.map_or("nobody".into(), |r| r.describe(&place));
+                tracing::error!(
+                    "the lease {} is no longer this run's (it is held by {holder}): another \
+                     machine may write the output at the same time; run `seed --dirty` again \
+                     once both are done",
+                    place.location()
+                );
+                return;
+            }
+            Err(err) => {
+                tracing::warn!("cannot renew {}: {err}; trying again", place.location());
+                continue;
+            }
+        }
+        let renewed = LeaseRecord::ours(&run).bytes();
+        if let Err(err) = store.put(&place.key, renewed, headers, false).await {
+            tracing::warn!("cannot renew {}: {err}; trying again", place.location());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_names_its_holder_and_where_it_lies() {
+        let place = LeasePlace {
+            bucket: Bucket {
+                scheme: crate::config::Scheme::Gcs,
+                name: "maps".into(),
+            },
+            key: "tiles/.oar-tiles/lock".into(),
+            s3: S3Config::default(),
+        };
+        let record = LeaseRecord {
+            host: "builder".into(),
+            pid: 42,
+            run: "42-1".into(),
+            expires: 0,
+        };
+        let said = record.describe(&place.for_part(Some("part-1-of-2")));
+        assert!(said.contains("pid 42 on builder"), "{said}");
+        assert!(said.contains("tiles/.oar-tiles/lock.part-1-of-2"), "{said}");
+        assert!(record.expired());
+    }
+}
