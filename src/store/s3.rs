@@ -44,6 +44,13 @@ pub async fn client(config: &S3Config) -> Client {
     let mut builder = aws_sdk_s3::config::Builder::from(&shared)
         // Our own retry loop decides, so a tile's attempts and backoff are visible and bounded.
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        // Per attempt: a hung store is asked again by that loop, then the object fails.
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(config.connect_timeout())
+                .read_timeout(config.request_timeout())
+                .build(),
+        )
         .force_path_style(config.force_path_style)
         .interceptor(super::error_body::CapErrorBodies);
     if shared.region().is_none() {

@@ -17,10 +17,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::super::error_body::ERROR_BODY_CAP;
 use super::super::http::{hyper_client, HyperClient};
+use crate::config::S3Config;
 use crate::retry::{Failed, Policy};
 
 /// Longest a request may wait for its answer's status and headers; the body then streams.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a path segment or query value keeps unencoded: RFC 3986's unreserved characters.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -116,20 +116,24 @@ pub(super) struct Api {
     /// Where tokens come from; `None` for an emulator, which takes requests without one.
     credentials: Option<GcpCredentialProvider>,
     policy: Policy,
+    /// Longest an attempt waits for the answer's status and headers (`[store] request_timeout`).
+    request_timeout: Duration,
 }
 
 impl Api {
-    /// The API at `base`, authorized by `credentials`, each request tried `attempts` times.
+    /// The API at `base`, authorized by `credentials`, each request tried as `settings`'s
+    /// `max_attempts`, `connect_timeout` and `request_timeout` say.
     pub fn new(
         base: &str,
         credentials: Option<GcpCredentialProvider>,
-        attempts: u32,
+        settings: &S3Config,
     ) -> Result<Api, rustls::Error> {
         Ok(Api {
-            client: hyper_client()?,
+            client: hyper_client(settings.connect_timeout())?,
             base: base.trim_end_matches('/').to_string(),
             credentials,
-            policy: Policy::s3(attempts),
+            policy: Policy::s3(settings.max_attempts),
+            request_timeout: settings.request_timeout(),
         })
     }
 
@@ -178,9 +182,14 @@ impl Api {
         let request = request
             .body(Full::new(call.body.clone()))
             .map_err(|e| Failure::Transport(e.to_string()))?;
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.client.request(request))
+        let answer = tokio::time::timeout(self.request_timeout, self.client.request(request))
             .await
-            .map_err(|_| Failure::Transport(format!("no answer within {ANSWER_TIMEOUT:?}")))?
+            .map_err(|_| {
+                Failure::Transport(format!(
+                    "no answer within {} (raise [store] request_timeout if the store is only slow)",
+                    humantime::format_duration(self.request_timeout)
+                ))
+            })?
             .map_err(|e| Failure::Transport(super::super::one_line(&e)))?;
         let status = answer.status();
         if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
