@@ -214,6 +214,31 @@ impl Error {
         }
     }
 
+    /// A layer's statement that PostgreSQL did not take: a configuration error when the server
+    /// refused it (a missing column, a syntax error), but a database one, which a later run may
+    /// not meet, when the failure was transient: a lock held past `statement_timeout` (a
+    /// migration's), a lost connection, a restarting server.
+    pub fn source_refused(
+        tileset: impl Into<String>,
+        layer: impl Into<String>,
+        what: &str,
+        err: &tokio_postgres::Error,
+    ) -> Self {
+        let (tileset, layer) = (tileset.into(), layer.into());
+        if pg_is_transient(err) {
+            return Error::Database(DbError::Unexpected(format!(
+                "tileset `{tileset}`, layer `{layer}`: {what}: {} (a transient failure: a lock \
+                 held past [database] statement_timeout, or a lost connection; run again)",
+                pg_message(err)
+            )));
+        }
+        Error::Source {
+            tileset,
+            layer,
+            message: format!("{what}: {}", pg_message(err)),
+        }
+    }
+
     /// Builds an output error from anything displayable.
     pub fn output(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         Error::Output {
@@ -287,6 +312,23 @@ pub fn pool_message(err: &deadpool_postgres::PoolError) -> String {
         deadpool_postgres::PoolError::Backend(err) => pg_message(err),
         deadpool_postgres::PoolError::Timeout(_) => "timed out while connecting".into(),
         other => other.to_string(),
+    }
+}
+
+/// Whether a failed statement may succeed when tried again: the connection broke, the server is
+/// restarting or overloaded, a lock was not had in time, or the statement ran out of time.
+pub fn pg_is_transient(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") // connection exception
+                || code.starts_with("57") // operator intervention: shutdown, query_canceled (timeout)
+                || code.starts_with("53") // insufficient resources, too many connections
+                || code == "55P03" // lock_not_available (lock_timeout)
+                || code == "40001"
+                || code == "40P01"
+        }
     }
 }
 
