@@ -185,6 +185,17 @@ fn location(path: &std::path::Path, line: Option<usize>, column: Option<usize>) 
 impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> ExitCode {
+        if let Error::Output {
+            source: Some(source),
+            ..
+        } = self
+        {
+            match abandoned_by(source.as_ref()) {
+                Some("SIGINT") => return ExitCode::Interrupted,
+                Some(_) => return ExitCode::Terminated,
+                None => {}
+            }
+        }
         match self {
             Error::Usage(_)
             | Error::Config { .. }
@@ -259,6 +270,52 @@ impl Error {
             source: Some(Box::new(cause)),
         }
     }
+}
+
+/// The signal that asked the process to stop, once one did: waits for a pooled connection
+/// (`db::get`) and store requests end with it, as render loops end with their `Stop`.
+pub fn stop_signal() -> &'static tokio::sync::watch::Sender<Option<&'static str>> {
+    static STOPPING: std::sync::OnceLock<tokio::sync::watch::Sender<Option<&'static str>>> =
+        std::sync::OnceLock::new();
+    STOPPING.get_or_init(|| tokio::sync::watch::channel(None).0)
+}
+
+/// Resolves with the signal's name once one asks the process to stop after this call; never
+/// otherwise. A request started after the signal (the lock's release, a resume journal) runs: the
+/// stop abandons only what was in flight when it came.
+pub async fn stop_requested() -> &'static str {
+    let mut receiver = stop_signal().subscribe();
+    receiver.borrow_and_update();
+    let signal = match receiver.changed().await {
+        Ok(()) => *receiver.borrow(),
+        // The sender lives for the process.
+        Err(_) => None,
+    };
+    match signal {
+        Some(signal) => signal,
+        None => std::future::pending().await,
+    }
+}
+
+/// A request abandoned because a signal asked the process to stop: under an output's error, it
+/// makes the process end with the signal's exit code rather than as a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("abandoned: stopped by {signal}")]
+pub struct Abandoned {
+    /// The signal's name.
+    pub signal: &'static str,
+}
+
+/// The signal that abandoned a request somewhere under `err`, if one did.
+fn abandoned_by(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(abandoned) = err.downcast_ref::<Abandoned>() {
+            return Some(abandoned.signal);
+        }
+        cause = err.source();
+    }
+    None
 }
 
 /// The result type of oar-tiles.

@@ -94,8 +94,15 @@ impl std::fmt::Debug for HyperService {
 #[async_trait]
 impl HttpService for HyperService {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let answer = tokio::time::timeout(self.request_timeout, self.client.request(request))
-            .await
+        let answer = tokio::time::timeout(self.request_timeout, self.client.request(request));
+        let answer = tokio::select! {
+            answer = answer => answer,
+            signal = crate::error::stop_requested() => {
+                let abandoned = crate::error::Abandoned { signal };
+                return Err(HttpError::new(HttpErrorKind::Unknown, abandoned));
+            }
+        };
+        let answer = answer
             .map_err(|elapsed| HttpError::new(HttpErrorKind::Timeout, elapsed))?
             .map_err(|e| {
                 let kind = if e.is_connect() {

@@ -104,13 +104,15 @@ where
     Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    Policy::s3(attempts)
-        .run(|| what.to_string(), request, is_transient, describe)
-        .await
-        .map_err(|failed| {
+    let policy = Policy::s3(attempts);
+    let run = policy.run(|| what.to_string(), request, is_transient, describe);
+    tokio::select! {
+        result = run => result.map_err(|failed| {
             let message = describe(&failed.error);
             StoreError::new(what, &message, failed.attempts, Box::new(failed.error))
-        })
+        }),
+        signal = crate::error::stop_requested() => Err(super::abandoned(what, signal)),
+    }
 }
 
 fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {

@@ -83,6 +83,9 @@ pub(super) enum Failure {
     /// No access token (a credentials file, or the metadata server, failed).
     #[error("getting a Google access token: {0}")]
     Credentials(String),
+    /// A signal asked the process to stop while the request was in flight.
+    #[error("{0}")]
+    Abandoned(#[source] crate::error::Abandoned),
 }
 
 impl Failure {
@@ -103,7 +106,7 @@ impl Failure {
                     || *status == StatusCode::REQUEST_TIMEOUT
             }
             // object_store retried the token request itself.
-            Failure::Credentials(_) => false,
+            Failure::Credentials(_) | Failure::Abandoned(_) => false,
         }
     }
 }
@@ -144,14 +147,19 @@ impl Api {
         what: &str,
         call: &Call,
     ) -> Result<Response<Incoming>, Failed<Failure>> {
-        self.policy
-            .run(
-                || what.to_string(),
-                || self.attempt(call),
-                Failure::is_transient,
-                Failure::to_string,
-            )
-            .await
+        let run = self.policy.run(
+            || what.to_string(),
+            || self.attempt(call),
+            Failure::is_transient,
+            Failure::to_string,
+        );
+        tokio::select! {
+            result = run => result,
+            signal = crate::error::stop_requested() => Err(Failed {
+                error: Failure::Abandoned(crate::error::Abandoned { signal }),
+                attempts: 0,
+            }),
+        }
     }
 
     /// [`Api::send`], and the answer's body read whole, refused past `cap` bytes.
