@@ -90,8 +90,8 @@ impl GcsStore {
                 (GOOGLE.to_string(), Some(client.credentials().clone()))
             }
         };
-        let api = Api::new(&base, credentials, settings)
-            .map_err(|e| StoreError::local(&what, e))?;
+        let api =
+            Api::new(&base, credentials, settings).map_err(|e| StoreError::local(&what, e))?;
         let own = format!("{base}/{}", bucket.name);
         Ok(GcsStore {
             api,
