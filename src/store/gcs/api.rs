@@ -20,8 +20,6 @@ use super::super::http::{hyper_client, HyperClient};
 use crate::config::S3Config;
 use crate::retry::{Failed, Policy};
 
-/// Longest a request may wait for its answer's status and headers; the body then streams.
-
 /// What a path segment or query value keeps unencoded: RFC 3986's unreserved characters.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
