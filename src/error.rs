@@ -185,6 +185,17 @@ fn location(path: &std::path::Path, line: Option<usize>, column: Option<usize>) 
 impl Error {
     /// The exit code this error ends the process with.
     pub fn exit_code(&self) -> ExitCode {
+        if let Error::Output {
+            source: Some(source),
+            ..
+        } = self
+        {
+            match abandoned_by(source.as_ref()) {
+                Some("SIGINT") => return ExitCode::Interrupted,
+                Some(_) => return ExitCode::Terminated,
+                None => {}
+            }
+        }
         match self {
             Error::Usage(_)
             | Error::Config { .. }
@@ -214,6 +225,31 @@ impl Error {
         }
     }
 
+    /// A layer's statement that PostgreSQL did not take: a configuration error when the server
+    /// refused it (a missing column, a syntax error), but a database one, which a later run may
+    /// not meet, when the failure was transient: a lock held past `statement_timeout` (a
+    /// migration's), a lost connection, a restarting server.
+    pub fn source_refused(
+        tileset: impl Into<String>,
+        layer: impl Into<String>,
+        what: &str,
+        err: &tokio_postgres::Error,
+    ) -> Self {
+        let (tileset, layer) = (tileset.into(), layer.into());
+        if pg_is_transient(err) {
+            return Error::Database(DbError::Unexpected(format!(
+                "tileset `{tileset}`, layer `{layer}`: {what}: {} (a transient failure: a lock \
+                 held past [database] statement_timeout, or a lost connection; run again)",
+                pg_message(err)
+            )));
+        }
+        Error::Source {
+            tileset,
+            layer,
+            message: format!("{what}: {}", pg_message(err)),
+        }
+    }
+
     /// Builds an output error from anything displayable.
     pub fn output(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
         Error::Output {
@@ -234,6 +270,52 @@ impl Error {
             source: Some(Box::new(cause)),
         }
     }
+}
+
+/// The signal that asked the process to stop, once one did: waits for a pooled connection
+/// (`db::get`) and store requests end with it, as render loops end with their `Stop`.
+pub fn stop_signal() -> &'static tokio::sync::watch::Sender<Option<&'static str>> {
+    static STOPPING: std::sync::OnceLock<tokio::sync::watch::Sender<Option<&'static str>>> =
+        std::sync::OnceLock::new();
+    STOPPING.get_or_init(|| tokio::sync::watch::channel(None).0)
+}
+
+/// Resolves with the signal's name once one asks the process to stop after this call; never
+/// otherwise. A request started after the signal (the lock's release, a resume journal) runs: the
+/// stop abandons only what was in flight when it came.
+pub async fn stop_requested() -> &'static str {
+    let mut receiver = stop_signal().subscribe();
+    receiver.borrow_and_update();
+    let signal = match receiver.changed().await {
+        Ok(()) => *receiver.borrow(),
+        // The sender lives for the process.
+        Err(_) => None,
+    };
+    match signal {
+        Some(signal) => signal,
+        None => std::future::pending().await,
+    }
+}
+
+/// A request abandoned because a signal asked the process to stop: under an output's error, it
+/// makes the process end with the signal's exit code rather than as a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("abandoned: stopped by {signal}")]
+pub struct Abandoned {
+    /// The signal's name.
+    pub signal: &'static str,
+}
+
+/// The signal that abandoned a request somewhere under `err`, if one did.
+fn abandoned_by(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(abandoned) = err.downcast_ref::<Abandoned>() {
+            return Some(abandoned.signal);
+        }
+        cause = err.source();
+    }
+    None
 }
 
 /// The result type of oar-tiles.
@@ -287,6 +369,23 @@ pub fn pool_message(err: &deadpool_postgres::PoolError) -> String {
         deadpool_postgres::PoolError::Backend(err) => pg_message(err),
         deadpool_postgres::PoolError::Timeout(_) => "timed out while connecting".into(),
         other => other.to_string(),
+    }
+}
+
+/// Whether a failed statement may succeed when tried again: the connection broke, the server is
+/// restarting or overloaded, a lock was not had in time, or the statement ran out of time.
+pub fn pg_is_transient(err: &tokio_postgres::Error) -> bool {
+    match err.code() {
+        None => true,
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") // connection exception
+                || code.starts_with("57") // operator intervention: shutdown, query_canceled (timeout)
+                || code.starts_with("53") // insufficient resources, too many connections
+                || code == "55P03" // lock_not_available (lock_timeout)
+                || code == "40001"
+                || code == "40P01"
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod common;
 mod agg_hash;
 mod agg_lag;
 mod bad_input;
+mod bounded_waits;
 mod bulk_changes;
 mod capture_coverage;
 mod capture_gaps;

@@ -38,6 +38,12 @@ pub(super) struct RawDatabase {
     /// fails with a message naming the pool's size, rather than hanging.
     #[schemars(with = "Option<String>", extend("default" = "5m"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
     pool_wait_timeout: Option<Spanned<String>>,
+    /// How much longer than `statement_timeout` the tool waits for the server to say anything
+    /// after a request (a duration). Past it the connection counts as broken (a hung server or
+    /// proxy, a partitioned network: TCP keepalives alone do not notice a proxy that answers them)
+    /// and the statements on it fail, naming the server. Idle connections are never cut.
+    #[schemars(with = "Option<String>", extend("default" = "10s"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
+    answer_margin: Option<Spanned<String>>,
     /// Attempts per tile before it counts as failed (1 to 20): dropped connections, a restarting
     /// server and statement timeouts are retried with exponential backoff.
     #[schemars(extend("default" = DEFAULT_MAX_ATTEMPTS), range(min = 1, max = 20))]
@@ -89,6 +95,9 @@ pub struct DatabaseConfig {
     pub pool_wait_timeout: Duration,
     /// Longest a connection attempt may take.
     pub connect_timeout: Duration,
+    /// How much longer than `statement_timeout` a server may stay silent after a request before
+    /// its connection counts as broken.
+    pub answer_margin: Duration,
     /// Attempts per tile before it is reported as failed (transient errors only).
     pub max_attempts: u32,
     /// Where `watch` holds its LISTEN session when `url` goes through a transaction pooler, which
@@ -156,6 +165,7 @@ pub(super) fn resolve_database(
             "pool_wait_timeout",
             Duration::from_secs(300),
         )?,
+        answer_margin: duration(raw.answer_margin, "answer_margin", Duration::from_secs(10))?,
         max_attempts,
         listen_url: raw.listen_url.filter(|u| !u.is_empty()),
         replicas,

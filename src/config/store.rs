@@ -2,6 +2,7 @@
 //! S3-compatible store, Azure Blob Storage) are reached and written.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -43,7 +44,32 @@ pub struct StoreConfig {
     /// one part is uploaded in parts of this size (S3 needs at least 5).
     #[schemars(range(min = 5, max = 5120))]
     pub part_size_mib: u64,
+    /// Longest one attempt may take to connect to the store (a duration: "500ms", "10s").
+    #[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+\s*$"))]
+    pub connect_timeout: String,
+    /// Longest one attempt may wait for the store's answer once its request is sent (a
+    /// duration). A store that stays silent past it (hung, or a proxy in between) is asked
+    /// again, up to `max_attempts`, and then the run fails naming the object.
+    #[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+\s*$"))]
+    pub request_timeout: String,
 }
+
+impl StoreConfig {
+    /// [`StoreConfig::connect_timeout`] as a duration (checked when the config was read).
+    pub fn connect_timeout(&self) -> Duration {
+        humantime::parse_duration(&self.connect_timeout).unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+    }
+
+    /// [`StoreConfig::request_timeout`] as a duration (checked when the config was read).
+    pub fn request_timeout(&self) -> Duration {
+        humantime::parse_duration(&self.request_timeout).unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+    }
+}
+
+/// How long an attempt may take to connect unless `connect_timeout` says.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an attempt may wait for its answer unless `request_timeout` says.
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The settings' old name, from when the table was `[s3]`; the code that passes them on to the
 /// stores still says `s3`.
@@ -59,6 +85,8 @@ impl Default for StoreConfig {
             max_concurrent_uploads: 16,
             max_attempts: 6,
             part_size_mib: 8,
+            connect_timeout: "10s".into(),
+            request_timeout: "60s".into(),
         }
     }
 }
@@ -105,6 +133,20 @@ pub(super) fn resolve_store(
             None,
             "store.part_size_mib must lie in 5..=5120 (S3 refuses smaller parts)".into(),
         ));
+    }
+    for (key, value) in [
+        ("connect_timeout", &store.connect_timeout),
+        ("request_timeout", &store.request_timeout),
+    ] {
+        match humantime::parse_duration(value) {
+            Ok(duration) if !duration.is_zero() => {}
+            _ => {
+                return Err(at(
+                    None,
+                    format!("store.{key} `{value}` is not a duration like \"30s\""),
+                ))
+            }
+        }
     }
     if let Some(url) = &store.public_url {
         if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains('{') {

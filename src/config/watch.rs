@@ -27,6 +27,9 @@ pub struct WatchConfig {
     /// `/health` answers 503 once a change has waited this long in an outbox for a consumer (a
     /// CDN that keeps failing).
     pub max_outbox_age: Duration,
+    /// `/health` answers 503 once a notified change has waited this long and no cycle has
+    /// covered it (a cycle that hangs, or never starts).
+    pub max_change_wait: Duration,
     /// After each cycle's purge, how many changed tiles are fetched through each CDN target's
     /// `public_url` (`check_edge`), and how long they may take to turn fresh (`check_edge_within`).
     pub check_edge: EdgeCheckSettings,
@@ -42,6 +45,7 @@ impl Default for WatchConfig {
             poll_interval: Duration::from_secs(60),
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9187)),
             max_outbox_age: Duration::from_secs(300),
+            max_change_wait: Duration::from_secs(300),
             check_edge: EdgeCheckSettings {
                 sample: 8,
                 ..EdgeCheckSettings::default()
@@ -79,6 +83,11 @@ pub(super) struct RawWatch {
     /// purge.
     #[schemars(with = "Option<String>", extend("default" = "5m"))]
     max_outbox_age: Option<Spanned<String>>,
+    /// `/health` answers 503, saying so, once a notified change has waited this long and no
+    /// cycle has finished since: a cycle hung on a silent database or store, or never started.
+    /// Longer than the longest cycle you expect.
+    #[schemars(with = "Option<String>", extend("default" = "5m"))]
+    max_change_wait: Option<Spanned<String>>,
     /// After each cycle's purge, this many of the purged tiles are fetched through each CDN
     /// target's `public_url` and compared with the output's, for the change-to-edge latency and
     /// stale answers in `/metrics` (0: off).
@@ -125,6 +134,12 @@ pub(super) fn resolve_watch(
             raw.max_outbox_age,
             "watch.max_outbox_age",
             default.max_outbox_age,
+            at,
+        )?,
+        max_change_wait: duration_key(
+            raw.max_change_wait,
+            "watch.max_change_wait",
+            default.max_change_wait,
             at,
         )?,
         check_edge: EdgeCheckSettings {

@@ -9,6 +9,7 @@ mod quote;
 mod replica;
 pub mod tls;
 mod wait;
+mod watchdog;
 pub use quote::{dollar_quote, quote_ident, quote_literal};
 pub use wait::{get, stop_waits};
 
@@ -84,10 +85,7 @@ pub async fn query_with_text_forms(
 /// Opens a pool of at most `size` connections and checks that one can be made.
 pub async fn connect(database: &DatabaseConfig, size: usize) -> Result<Pool> {
     let info = ConnInfo::resolve(&database.url, &conninfo::process_env)?;
-    let mut config = info.config.clone();
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(database.connect_timeout);
-    }
+    let mut config = connection_config(&info, database);
     if database.pool_mode == PoolMode::Session {
         // A transaction pooler refuses startup options; there they are set per transaction.
         let ours: Vec<String> = session_settings(database)
@@ -129,6 +127,8 @@ fn build(
     let connect = io::OffThreadConnect {
         tls: connector,
         runtime: io::connection_runtime()?,
+        silence: silence_bound(database),
+        settings: SILENCE_SETTINGS.into(),
     };
     let manager = Manager::from_connect(
         config,
@@ -147,6 +147,40 @@ fn build(
             target,
             message: err.to_string(),
         })
+}
+
+/// The settings that make up [`silence_bound`], as its error names them.
+const SILENCE_SETTINGS: &str = "[database] statement_timeout plus [database] answer_margin";
+
+/// How long a server may stay silent after a request: longer than any statement it runs, so a
+/// server that answers, even with its own timeout, always does so first.
+fn silence_bound(database: &DatabaseConfig) -> Duration {
+    database.statement_timeout + database.answer_margin
+}
+
+/// The target's settings with the tool's defaults where the connection string leaves them out:
+/// the connect timeout, and TCP keepalives that notice a vanished peer within about a minute
+/// rather than the kernel's two hours (libpq's keys `keepalives_idle`, `keepalives_interval`,
+/// `keepalives_retries` and `tcp_user_timeout` in the string win).
+fn connection_config(info: &ConnInfo, database: &DatabaseConfig) -> tokio_postgres::Config {
+    let mut config = info.config.clone();
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(database.connect_timeout);
+    }
+    // tokio-postgres's own default idle time, which a string cannot ask for by name.
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(Duration::from_secs(30));
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(10));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(60));
+    }
+    config
 }
 
 async fn check(pool: &Pool) -> std::result::Result<(), PoolError> {
@@ -204,14 +238,24 @@ impl Listener {
         use futures::StreamExt;
         let url = database.listen_url.as_deref().unwrap_or(&database.url);
         let info = ConnInfo::resolve(url, &conninfo::process_env)?;
-        let mut config = info.config.clone();
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(database.connect_timeout);
-        }
+        let config = connection_config(&info, database);
         let connector = tls::connector(&info.tls)?;
-        let (client, mut connection) = config
-            .connect(connector)
+        let opened = io::connect_watched(
+            &config,
+            connector,
+            silence_bound(database),
+            SILENCE_SETTINGS.into(),
+        );
+        let (client, mut connection) = tokio::time::timeout(database.connect_timeout, opened)
             .await
+            .map_err(|_| Error::Connect {
+                target: info.target(),
+                message: format!(
+                    "no answer within {}: raise [database] connect_timeout if the server is only \
+                     slow",
+                    humantime::format_duration(database.connect_timeout)
+                ),
+            })?
             .map_err(|err| connect_error(&info, database, &PoolError::Backend(err)))?;
         let (sender, notifications) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {

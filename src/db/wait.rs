@@ -2,29 +2,22 @@
 //! the first SIGINT or SIGTERM, so a run whose connections are all busy (or lost) neither hangs
 //! for ever nor ignores the operator's request to stop.
 
-use std::sync::OnceLock;
-
 use deadpool_postgres::{Object, Pool, PoolError, TimeoutType};
 use tokio::sync::watch;
 
 use crate::error::{DbError, Error, Result};
 
-/// The signal that asked the process to stop, once one did.
-fn stopping() -> &'static watch::Sender<Option<&'static str>> {
-    static STOPPING: OnceLock<watch::Sender<Option<&'static str>>> = OnceLock::new();
-    STOPPING.get_or_init(|| watch::channel(None).0)
-}
-
-/// Ends every wait for a pooled connection, now and later, with [`Error::Stopped`]: called when
-/// `signal` asks the process to stop.
+/// Ends every wait for a pooled connection and every store request, now and later (with
+/// [`Error::Stopped`], or an output error that exits as the signal): called when `signal` asks
+/// the process to stop.
 pub fn stop_waits(signal: &'static str) {
-    stopping().send_replace(Some(signal));
+    crate::error::stop_signal().send_replace(Some(signal));
 }
 
 /// A connection of `pool`, or why none came: the wait timed out (naming the pool's size and the
 /// setting that bounds it), the server refused, or a signal asked the run to stop.
 pub async fn get(pool: &Pool) -> Result<Object> {
-    get_unless(pool, stopping().subscribe()).await
+    get_unless(pool, crate::error::stop_signal().subscribe()).await
 }
 
 /// [`get`], ended by `stop` rather than the process's signals.

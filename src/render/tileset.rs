@@ -133,10 +133,13 @@ impl TilesetRenderer {
         }
         // Zooms that render alike share one statement text, and are checked (and planned) once.
         let mut seen = std::collections::HashSet::new();
-        let refused = |query: &TileQuery, err: tokio_postgres::Error| Error::Source {
-            tileset: self.tileset.clone(),
-            layer: query.layer_names.join(", "),
-            message: format!("the tile statement is refused: {}", pg_message(&err)),
+        let refused = |query: &TileQuery, err: tokio_postgres::Error| {
+            Error::source_refused(
+                &self.tileset,
+                query.layer_names.join(", "),
+                "the tile statement is refused",
+                &err,
+            )
         };
         let distinct: Vec<&TileQuery> = self
             .render

@@ -59,9 +59,11 @@ async fn run_expanded(
     progress: ProgressKind,
     holds: &Arc<Holds>,
 ) -> Result<Vec<TilesetSummary>> {
+    // Before the session opens: its first store requests (the output's state) may hang too, and a
+    // signal must end them as it ends the renders.
+    let stop = Stop::on_signals();
     let session = Session::open_sharing(job, holds.clone()).await?;
     check_cdns(job).await?;
-    let stop = Stop::on_signals();
     let changed = match (&job.run.changed_list, job.run.dry_run) {
         (Some(path), false) => ChangedList::create(path)?,
         _ => ChangedList::disabled(),

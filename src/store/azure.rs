@@ -107,7 +107,10 @@ impl AzureStore {
         };
         let inner = MicrosoftAzureBuilder::from_env()
             .with_container_name(&bucket.name)
-            .with_http_connector(HyperConnector)
+            .with_http_connector(HyperConnector {
+                connect_timeout: settings.connect_timeout(),
+                request_timeout: settings.request_timeout(),
+            })
             .with_retry(retry)
             .build()
             .map_err(|e| {
@@ -140,7 +143,10 @@ impl AzureStore {
             .with_endpoint(format!("{}/{EMULATOR_ACCOUNT}", url.trim_end_matches('/')))
             .with_allow_http(true)
             .with_container_name(name)
-            .with_http_connector(HyperConnector)
+            .with_http_connector(HyperConnector {
+                connect_timeout: S3Config::default().connect_timeout(),
+                request_timeout: S3Config::default().request_timeout(),
+            })
             .build()
             .map_err(|e| StoreError::local(&what, e))?;
         Ok(AzureStore {

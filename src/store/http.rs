@@ -18,9 +18,6 @@ use object_store::ClientOptions;
 
 use super::error_body::{Truncated, ERROR_BODY_CAP};
 
-/// Longest a request may wait for its answer's status and headers; the body then streams.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The TLS settings of every HTTPS request: rustls on ring, trusting the platform's roots.
 pub fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -41,35 +38,52 @@ pub type HyperClient<B> =
 
 type Client = HyperClient<HttpRequestBody>;
 
-/// A client sending bodies of type `B`, for stores that make their own requests.
-pub fn hyper_client<B>() -> Result<HyperClient<B>, rustls::Error>
+/// A client sending bodies of type `B`, for stores that make their own requests; a connection
+/// attempt gives up after `connect_timeout`.
+pub fn hyper_client<B>(connect_timeout: Duration) -> Result<HyperClient<B>, rustls::Error>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls_config()?)
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(http);
     Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector))
 }
 
-/// object_store's connector: every client it asks for is this hyper client.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct HyperConnector;
+/// object_store's connector: every client it asks for is this hyper client, each attempt bounded
+/// by the `[store]` timeouts (a hung store is asked again by object_store's retries).
+#[derive(Debug, Clone, Copy)]
+pub struct HyperConnector {
+    /// Longest an attempt may take to connect.
+    pub connect_timeout: Duration,
+    /// Longest an attempt may wait for the answer's status and headers; the body then streams.
+    pub request_timeout: Duration,
+}
 
 impl StoreConnector for HyperConnector {
     fn connect(&self, _options: &ClientOptions) -> object_store::Result<HttpClient> {
-        let client = hyper_client().map_err(|e| object_store::Error::Generic {
-            store: "HTTP",
-            source: Box::new(e),
-        })?;
-        Ok(HttpClient::new(HyperService(client)))
+        let client =
+            hyper_client(self.connect_timeout).map_err(|e| object_store::Error::Generic {
+                store: "HTTP",
+                source: Box::new(e),
+            })?;
+        Ok(HttpClient::new(HyperService {
+            client,
+            request_timeout: self.request_timeout,
+        }))
     }
 }
 
-struct HyperService(Client);
+struct HyperService {
+    client: Client,
+    request_timeout: Duration,
+}
 
 impl std::fmt::Debug for HyperService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,8 +94,15 @@ impl std::fmt::Debug for HyperService {
 #[async_trait]
 impl HttpService for HyperService {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.0.request(request))
-            .await
+        let answer = tokio::time::timeout(self.request_timeout, self.client.request(request));
+        let answer = tokio::select! {
+            answer = answer => answer,
+            signal = crate::error::stop_requested() => {
+                let abandoned = crate::error::Abandoned { signal };
+                return Err(HttpError::new(HttpErrorKind::Unknown, abandoned));
+            }
+        };
+        let answer = answer
             .map_err(|elapsed| HttpError::new(HttpErrorKind::Timeout, elapsed))?
             .map_err(|e| {
                 let kind = if e.is_connect() {

@@ -135,6 +135,12 @@ const CREDENTIAL_VARIABLES: &[&str] = &[
     "GOOGLE_SERVICE_ACCOUNT_KEY",
 ];
 
+/// `what`, abandoned because `signal` asked the process to stop while it was in flight.
+pub(crate) fn abandoned(what: &str, signal: &'static str) -> StoreError {
+    let abandoned = crate::error::Abandoned { signal };
+    StoreError::new(what, &abandoned.to_string(), 0, Box::new(abandoned))
+}
+
 /// The stores' credentials from the environment, in every form a message must not hold them
 /// (read once: the process does not change its environment).
 pub fn credentials() -> &'static Secrets {

@@ -44,6 +44,13 @@ pub async fn client(config: &S3Config) -> Client {
     let mut builder = aws_sdk_s3::config::Builder::from(&shared)
         // Our own retry loop decides, so a tile's attempts and backoff are visible and bounded.
         .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+        // Per attempt: a hung store is asked again by that loop, then the object fails.
+        .timeout_config(
+            aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                .connect_timeout(config.connect_timeout())
+                .read_timeout(config.request_timeout())
+                .build(),
+        )
         .force_path_style(config.force_path_style)
         .interceptor(super::error_body::CapErrorBodies)
         .interceptor(RedactSessionTokens);
@@ -123,18 +130,20 @@ where
     Fut: std::future::Future<Output = std::result::Result<T, SdkError<E, HttpResponse>>>,
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
-    Policy::s3(attempts)
-        .run(
-            || super::credentials().redact(what),
-            request,
-            is_transient,
-            describe,
-        )
-        .await
-        .map_err(|failed| {
+    let policy = Policy::s3(attempts);
+    let run = policy.run(
+        || super::credentials().redact(what),
+        request,
+        is_transient,
+        describe,
+    );
+    tokio::select! {
+        result = run => result.map_err(|failed| {
             let message = describe(&failed.error);
             StoreError::new(what, &message, failed.attempts, Box::new(failed.error))
-        })
+        }),
+        signal = crate::error::stop_requested() => Err(super::abandoned(what, signal)),
+    }
 }
 
 fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {

@@ -94,8 +94,9 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-/// 200 when the database is reachable, the last cycle succeeded and no change has waited in an
-/// outbox longer than `watch.max_outbox_age`; 503 otherwise.
+/// 200 when the database is reachable, the last cycle succeeded, no notified change has waited
+/// for a cycle longer than `watch.max_change_wait` and none in an outbox longer than
+/// `watch.max_outbox_age`; 503 otherwise, saying which.
 async fn health(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     let database = shared.database_up.load(Ordering::Relaxed);
     let cycle = shared.cycle_ok.load(Ordering::Relaxed);
@@ -110,18 +111,24 @@ async fn health(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
             (age > shared.max_outbox_age).then(|| format!("{output} ({} s)", age.as_secs()))
         })
         .collect();
-    if database && cycle && stale.is_empty() {
-        (StatusCode::OK, "ok\n".into())
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "database reachable: {database}, last cycle succeeded: {cycle}, changes waiting for a CDN longer than {} s: {}\n",
-                shared.max_outbox_age.as_secs(),
-                if stale.is_empty() { "none".to_string() } else { stale.join(", ") }
-            ),
-        )
+    let overdue = shared.change_overdue();
+    if database && cycle && stale.is_empty() && overdue.is_none() {
+        return (StatusCode::OK, "ok\n".into());
     }
+    let mut body = format!(
+        "database reachable: {database}, last cycle succeeded: {cycle}, changes waiting for a CDN longer than {} s: {}\n",
+        shared.max_outbox_age.as_secs(),
+        if stale.is_empty() { "none".to_string() } else { stale.join(", ") }
+    );
+    if let Some(waited) = overdue {
+        body.push_str(&format!(
+            "a change has waited {} s and no cycle has covered it (over watch.max_change_wait, {} s): \
+             a cycle hangs or cannot start; see the log\n",
+            waited.as_secs(),
+            shared.max_change_wait.as_secs()
+        ));
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 /// `Access-Control-Allow-Origin: *`: a page of any origin may read the answer (an `EventSource`

@@ -179,7 +179,9 @@ async fn watch_connected(
         watched.len()
     );
     loop {
+        let began = std::time::Instant::now();
         cycle::cycle(job, jobs, session.as_ref(), shared, stop).await?;
+        shared.cycle_finished(began);
         // A cycle that changed tiles left their outputs' hashes pending.
         let mut hash_due = true;
         wait::wait_for_changes(

@@ -22,6 +22,10 @@ pub(super) struct Shared {
     pub(super) outbox_oldest: std::sync::Mutex<std::collections::BTreeMap<String, SystemTime>>,
     /// How old that change may get before `/health` fails.
     pub(super) max_outbox_age: std::time::Duration,
+    /// When the oldest notified change that no finished cycle has covered arrived.
+    pub(super) change_waiting_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How long that change may wait before `/health` fails.
+    pub(super) max_change_wait: std::time::Duration,
     /// Edge checks in flight: a cycle's check that finds none free is skipped, so checks of a CDN
     /// that stays stale cannot pile up.
     pub(super) edge_checks: Arc<tokio::sync::Semaphore>,
@@ -59,6 +63,8 @@ impl Shared {
             cycle_ok: AtomicBool::default(),
             outbox_oldest: std::sync::Mutex::default(),
             max_outbox_age: job.settings.max_outbox_age,
+            change_waiting_since: std::sync::Mutex::default(),
+            max_change_wait: job.settings.max_change_wait,
             edge_checks: Arc::new(tokio::sync::Semaphore::new(EDGE_CHECKS_IN_FLIGHT)),
             edge_waiting: AtomicBool::default(),
             holds: Arc::default(),
@@ -80,6 +86,38 @@ impl Shared {
             event_clients: Arc::new(tokio::sync::Semaphore::new(event_clients)),
             listener,
         }
+    }
+}
+
+impl Shared {
+    /// Notes a change notified at `arrived`, unless an older one still waits.
+    pub(super) fn change_arrived(&self, arrived: std::time::Instant) {
+        let mut since = self
+            .change_waiting_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        since.get_or_insert(arrived);
+    }
+
+    /// A cycle finished: it covered every change notified before it began.
+    pub(super) fn cycle_finished(&self, began: std::time::Instant) {
+        let mut since = self
+            .change_waiting_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if since.is_some_and(|arrived| arrived <= began) {
+            *since = None;
+        }
+    }
+
+    /// How long the oldest uncovered change has waited, once past `max_change_wait`.
+    pub(super) fn change_overdue(&self) -> Option<std::time::Duration> {
+        let since = *self
+            .change_waiting_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let waited = since?.elapsed();
+        (waited > self.max_change_wait).then_some(waited)
     }
 }
 

@@ -121,6 +121,7 @@ pub(super) async fn wait_for_changes(
             signal = stop.stopped() => return Err(Error::Stopped { signal }),
         };
         if let Some(first) = first {
+            shared.change_arrived(first);
             debounce::gather_burst(listener, first, settings.debounce, stop).await?;
             // What is queued now arrived before the cycle reads the log, which covers it: left in
             // the queue, it would open the next window at once and count as waiting since then.

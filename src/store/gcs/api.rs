@@ -17,10 +17,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::super::error_body::ERROR_BODY_CAP;
 use super::super::http::{hyper_client, HyperClient};
+use crate::config::S3Config;
 use crate::retry::{Failed, Policy};
-
-/// Longest a request may wait for its answer's status and headers; the body then streams.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a path segment or query value keeps unencoded: RFC 3986's unreserved characters.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -83,6 +81,9 @@ pub(super) enum Failure {
     /// No access token (a credentials file, or the metadata server, failed).
     #[error("getting a Google access token: {0}")]
     Credentials(String),
+    /// A signal asked the process to stop while the request was in flight.
+    #[error("{0}")]
+    Abandoned(#[source] crate::error::Abandoned),
 }
 
 impl Failure {
@@ -103,7 +104,7 @@ impl Failure {
                     || *status == StatusCode::REQUEST_TIMEOUT
             }
             // object_store retried the token request itself.
-            Failure::Credentials(_) => false,
+            Failure::Credentials(_) | Failure::Abandoned(_) => false,
         }
     }
 }
@@ -116,20 +117,24 @@ pub(super) struct Api {
     /// Where tokens come from; `None` for an emulator, which takes requests without one.
     credentials: Option<GcpCredentialProvider>,
     policy: Policy,
+    /// Longest an attempt waits for the answer's status and headers (`[store] request_timeout`).
+    request_timeout: Duration,
 }
 
 impl Api {
-    /// The API at `base`, authorized by `credentials`, each request tried `attempts` times.
+    /// The API at `base`, authorized by `credentials`, each request tried as `settings`'s
+    /// `max_attempts`, `connect_timeout` and `request_timeout` say.
     pub fn new(
         base: &str,
         credentials: Option<GcpCredentialProvider>,
-        attempts: u32,
+        settings: &S3Config,
     ) -> Result<Api, rustls::Error> {
         Ok(Api {
-            client: hyper_client()?,
+            client: hyper_client(settings.connect_timeout())?,
             base: base.trim_end_matches('/').to_string(),
             credentials,
-            policy: Policy::s3(attempts),
+            policy: Policy::s3(settings.max_attempts),
+            request_timeout: settings.request_timeout(),
         })
     }
 
@@ -143,14 +148,19 @@ impl Api {
         // Each retry's warning is redacted as the final error is (`StoreError::new`): an answer
         // may echo the request's headers, the access token among them.
         let secrets = super::super::credentials();
-        self.policy
-            .run(
-                || secrets.redact(what),
-                || self.attempt(call),
-                Failure::is_transient,
-                |failure| secrets.redact(&failure.to_string()),
-            )
-            .await
+        let run = self.policy.run(
+            || secrets.redact(what),
+            || self.attempt(call),
+            Failure::is_transient,
+            |failure| secrets.redact(&failure.to_string()),
+        );
+        tokio::select! {
+            result = run => result,
+            signal = crate::error::stop_requested() => Err(Failed {
+                error: Failure::Abandoned(crate::error::Abandoned { signal }),
+                attempts: 0,
+            }),
+        }
     }
 
     /// [`Api::send`], and the answer's body read whole, refused past `cap` bytes.
@@ -181,9 +191,14 @@ impl Api {
         let request = request
             .body(Full::new(call.body.clone()))
             .map_err(|e| Failure::Transport(e.to_string()))?;
-        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.client.request(request))
+        let answer = tokio::time::timeout(self.request_timeout, self.client.request(request))
             .await
-            .map_err(|_| Failure::Transport(format!("no answer within {ANSWER_TIMEOUT:?}")))?
+            .map_err(|_| {
+                Failure::Transport(format!(
+                    "no answer within {} (raise [store] request_timeout if the store is only slow)",
+                    humantime::format_duration(self.request_timeout)
+                ))
+            })?
             .map_err(|e| Failure::Transport(super::super::one_line(&e)))?;
         let status = answer.status();
         if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {

@@ -75,7 +75,10 @@ impl GcsStore {
             None => {
                 let mut builder = GoogleCloudStorageBuilder::from_env()
                     .with_bucket_name(&bucket.name)
-                    .with_http_connector(super::http::HyperConnector);
+                    .with_http_connector(super::http::HyperConnector {
+                        connect_timeout: settings.connect_timeout(),
+                        request_timeout: settings.request_timeout(),
+                    });
                 if let Some(file) = env("GOOGLE_APPLICATION_CREDENTIALS") {
                     builder = builder.with_application_credentials(file);
                 }
@@ -94,8 +97,8 @@ impl GcsStore {
                 (base, Some(client.credentials().clone()))
             }
         };
-        let api = Api::new(&base, credentials, settings.max_attempts)
-            .map_err(|e| StoreError::local(&what, e))?;
+        let api =
+            Api::new(&base, credentials, settings).map_err(|e| StoreError::local(&what, e))?;
         let own = format!("{base}/{}", bucket.name);
         Ok(GcsStore {
             api,
@@ -111,7 +114,11 @@ impl GcsStore {
             scheme: Scheme::Gcs,
             name: name.to_string(),
         };
-        let api = Api::new(url, None, 3)
+        let settings = S3Config {
+            max_attempts: 3,
+            ..S3Config::default()
+        };
+        let api = Api::new(url, None, &settings)
             .map_err(|e| StoreError::local(&format!("opening {bucket} at {url}"), e))?;
         Ok(GcsStore {
             public: format!("{}/{name}", api.base),
