@@ -221,6 +221,12 @@ where
     let store = crate::store::open(&place.bucket, &place.s3)
         .await
         .map_err(|e| Error::output_caused(place.location(), e))?;
+    // A missing bucket must fail the run as it always did: some stores (s3s-fs) create a bucket
+    // on a PUT into it where the real service answers NoSuchBucket, and a listing refuses on all.
+    store
+        .holds_any(&place.key)
+        .await
+        .map_err(|e| Error::output_caused(place.location(), e))?;
     let run = run_id();
     let mut announced = false;
     let mut vanished = 0;
