@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
-use crate::common::run::{
-    assert_same_tiles, oar_tiles, read_mbtiles_raw, single_layer_config, Run,
-};
+use crate::common::run::{single_layer_config, Run};
 
 const ZOOMS: &str = "0-8";
 
@@ -50,35 +48,16 @@ fn write_config(
 }
 
 fn run(fixture: &Fixture, config: &Path, args: &[&str]) -> Run {
-    let mut full = vec![args[0], "--config", config.to_str().unwrap()];
-    full.extend_from_slice(&args[1..]);
-    oar_tiles(Some(&fixture.schema.url), &full)
+    fixture.run_with(config, args)
 }
 
 fn seed(fixture: &Fixture, config: &Path, output: &Path, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "seed",
-        "--zoom",
-        ZOOMS,
-        "--output",
-        output.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let done = run(fixture, config, &args);
-    done.assert_success();
-    done
+    fixture.seed_with(config, ZOOMS, output, extra)
 }
 
 /// Holds `output` against a full seed of the rows as they are now, byte for byte.
 fn assert_fresh(fixture: &Fixture, config: &Path, output: &Path, what: &str) {
-    let reference = fixture.path("reference.mbtiles");
-    let _ = std::fs::remove_file(&reference);
-    seed(fixture, config, &reference, &[]);
-    assert_same_tiles(
-        &read_mbtiles_raw(&reference),
-        &read_mbtiles_raw(output),
-        what,
-    );
+    fixture.assert_fresh_with(config, ZOOMS, output, what)
 }
 
 /// Moves site `id` across the world, so tiles at every zoom change.

@@ -2,9 +2,10 @@
 //! config file pointing at them. Test modules wrap it with what they add (an S3 server, change
 //! capture) and reach its fields through `Deref`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::pg::{Point, TestSchema};
+use super::run::{assert_same_tiles, oar_tiles, read_mbtiles_raw, Run};
 
 /// A schema, a directory and a config for one test.
 pub struct Fixture {
@@ -40,6 +41,42 @@ impl Fixture {
     /// A path in the test's directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Runs `oar-tiles COMMAND --config CONFIG ARGS…` against the test's database, for tests that
+    /// hold several configs beside the fixture's own.
+    pub fn run_with(&self, config: &Path, args: &[&str]) -> Run {
+        let mut full = vec![args[0], "--config", config.to_str().unwrap()];
+        full.extend_from_slice(&args[1..]);
+        oar_tiles(Some(&self.schema.url), &full)
+    }
+
+    /// `seed --zoom ZOOMS --output OUTPUT EXTRA…` with `config`, which must succeed.
+    pub fn seed_with(&self, config: &Path, zooms: &str, output: &Path, extra: &[&str]) -> Run {
+        let mut args = vec![
+            "seed",
+            "--zoom",
+            zooms,
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let done = self.run_with(config, &args);
+        done.assert_success();
+        done
+    }
+
+    /// Holds `output` against a full seed of `zooms` with `config` of the rows as they are now,
+    /// byte for byte.
+    pub fn assert_fresh_with(&self, config: &Path, zooms: &str, output: &Path, what: &str) {
+        let reference = self.path("reference.mbtiles");
+        let _ = std::fs::remove_file(&reference);
+        self.seed_with(config, zooms, &reference, &[]);
+        assert_same_tiles(
+            &read_mbtiles_raw(&reference),
+            &read_mbtiles_raw(output),
+            what,
+        );
     }
 
     /// `seed --config CONFIG --zoom ZOOM --output OUTPUT EXTRA…`.
