@@ -468,8 +468,10 @@ pub(crate) struct RunFlags {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
     pub(crate) check_edge_within: Duration,
 
-    /// Sum every cluster cell again from the rows before rendering: the repair after changes the
-    /// change log never saw (triggers disabled for a bulk load, a restore from backup).
+    /// Sum every cluster cell again from the rows before rendering. Gaps in capture the tool can
+    /// see (triggers dropped, disabled or re-created) rebuild the cells on their own; this is the
+    /// repair after what it cannot see, such as `validate --against-db` finding a clustered
+    /// tile wrong.
     #[arg(long)]
     pub(crate) rebuild_cells: bool,
 
