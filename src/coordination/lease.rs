@@ -190,8 +190,22 @@ async fn read(store: &dyn ObjectStore, place: &LeasePlace) -> Result<Option<Leas
     })
 }
 
+/// How a lock file's holder line ends: with the run that holds it, so the next holder of the lock
+/// knows whose lease was left behind.
+pub(super) fn holder_tag(run: &str) -> String {
+    format!(", run {run}")
+}
+
+/// The run a lock file's holder line names, if it names one.
+fn run_in(holder: &str) -> Option<&str> {
+    holder
+        .trim_end()
+        .rsplit_once(&holder_tag(""))
+        .map(|(_, run)| run)
+}
+
 /// A new run id: this process and the moment it asked, so two machines' runs never share one.
-fn run_id() -> String {
+pub(super) fn run_id() -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -205,12 +219,15 @@ enum Attempt {
     Again,
 }
 
-/// Takes the lease of `output` (of its `part`) at `place`, waiting for a live holder with `wait`,
-/// else failing naming it; a wait ends with `Error::Stopped` once `stopped` resolves.
+/// Takes the lease of `output` (of its `part`) at `place` for the run `run`, waiting for a live
+/// holder with `wait`, else failing naming it; a wait ends with `Error::Stopped` once `stopped`
+/// resolves. `previous` is what this machine's lock file said of its last holder: a lease of the
+/// run named there is stale whatever its expiry, since that run no longer holds the lock this one
+/// just took (it was killed), so a run started again at once need not wait out its term.
 pub async fn take<F>(
     place: &LeasePlace,
     output: &str,
-    part: Option<&str>,
+    (part, run, previous): (Option<&str>, &str, &str),
     wait: bool,
     mut stopped: Pin<&mut F>,
 ) -> Result<Lease>
@@ -227,12 +244,12 @@ where
         .holds_any(&place.key)
         .await
         .map_err(|e| Error::output_caused(place.location(), e))?;
-    let run = run_id();
+    let run = run.to_string();
     let mut announced = false;
     let mut vanished = 0;
     loop {
         let holder =
-            match attempt(store.as_ref(), &place, &run).await? {
+            match attempt(store.as_ref(), &place, &run, previous).await? {
                 Attempt::Taken => break,
                 // A store that says a lease is there yet shows none (a missing bucket can) must not
                 // be asked again and again at once.
@@ -277,7 +294,12 @@ where
 }
 
 /// Creates the lease, or finds whose it is and takes it over once expired.
-async fn attempt(store: &dyn ObjectStore, place: &LeasePlace, run: &str) -> Result<Attempt> {
+async fn attempt(
+    store: &dyn ObjectStore,
+    place: &LeasePlace,
+    run: &str,
+    previous: &str,
+) -> Result<Attempt> {
     let ours = LeaseRecord::ours(run);
     let headers = ObjectHeaders {
         content_type: "application/json",
@@ -294,7 +316,8 @@ async fn attempt(store: &dyn ObjectStore, place: &LeasePlace, run: &str) -> Resu
     let Some(held) = read(store, place).await? else {
         return Ok(Attempt::Again);
     };
-    if !held.expired() {
+    let left_by_killed_run = run_in(previous) == Some(held.run.as_str());
+    if !held.expired() && !left_by_killed_run {
         return Ok(Attempt::HeldBy(held));
     }
     // Of the jobs that found this expired lease, the one that creates its marker takes it over.
@@ -308,7 +331,12 @@ async fn attempt(store: &dyn ObjectStore, place: &LeasePlace, run: &str) -> Resu
     }
     let still = read(store, place).await?;
     let outcome = if still.as_ref() == Some(&held) {
-        tracing::warn!("taking over the expired lease of {}", held.describe(place));
+        let why = if left_by_killed_run {
+            "left by a run killed on this machine"
+        } else {
+            "expired"
+        };
+        tracing::warn!("taking over the {why} lease of {}", held.describe(place));
         store
             .put(&place.key, ours.bytes(), headers, false)
             .await

@@ -141,7 +141,13 @@ pub async fn acquire(
                 if !still_at(&path, &file) {
                     continue;
                 }
-                record_holder(&mut file, &path, &output)?;
+                // What the last holder wrote: a run killed while holding names its lease here.
+                let mut previous = String::new();
+                let _ = Read::by_ref(&mut file)
+                    .take(4096)
+                    .read_to_string(&mut previous);
+                let run = super::lease::run_id();
+                record_holder(&mut file, &path, &output, &run)?;
                 // Held from here, so a lease refused or waited for in vain removes the file.
                 let mut lock = OutputLock {
                     path,
@@ -149,7 +155,8 @@ pub async fn acquire(
                     lease: None,
                 };
                 if let Some(lease) = &place.lease {
-                    let taken = super::lease::take(lease, &output, part, wait, stopped.as_mut());
+                    let whose = (part, run.as_str(), previous.as_str());
+                    let taken = super::lease::take(lease, &output, whose, wait, stopped.as_mut());
                     lock.lease = Some(taken.await?);
                 }
                 return Ok(lock);
@@ -201,12 +208,13 @@ fn still_at(path: &Path, file: &File) -> bool {
 }
 
 /// Writes who holds the lock into its file, so a waiting job can say whom it waits for.
-fn record_holder(file: &mut File, path: &Path, output: &str) -> Result<()> {
+fn record_holder(file: &mut File, path: &Path, output: &str, run: &str) -> Result<()> {
     let holder = format!(
-        "pid {} on {} since {}",
+        "pid {} on {} since {}{}",
         std::process::id(),
         hostname(),
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        super::lease::holder_tag(run)
     );
     file.set_len(0)
         .and_then(|()| file.write_all(holder.as_bytes()))

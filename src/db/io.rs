@@ -126,8 +126,9 @@ pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
 
 /// A connection whose socket is watched, opened like tokio-postgres opens one: each host in turn
-/// (`hostaddr` before `host`), TCP keepalives and `tcp_user_timeout` as configured, and with
-/// `target_session_attrs=read-write` a read-only server skipped. When no socket opens at all,
+/// (`hostaddr` before `host`), TCP keepalives and `tcp_user_timeout` as configured, and a server
+/// skipped whose sessions are not what `target_session_attrs` asks for (`read-write` skips a
+/// read-only one, `read-only` a writable one). When no socket opens at all,
 /// tokio-postgres's own attempt reports why, in the words its errors always had.
 pub(super) async fn connect_watched(
     config: &Config,
@@ -156,10 +157,11 @@ pub(super) async fn connect_watched(
             Box::pin(config.connect_raw(Watchdog::new(socket, silence), tls));
         match raw.await {
             Ok((client, connection)) => {
-                if config.get_target_session_attrs() != TargetSessionAttrs::ReadWrite {
+                let wanted = config.get_target_session_attrs();
+                if wanted == TargetSessionAttrs::Any {
                     return Ok((client, connection));
                 }
-                let (client, connection) = match read_write(client, connection).await {
+                let (client, connection) = match session_fits(client, connection, wanted).await {
                     Ok(Some(pair)) => pair,
                     Ok(None) => continue,
                     Err(err) => {
@@ -347,10 +349,12 @@ fn tcp_settings(config: &Config, stream: &tokio::net::TcpStream) -> std::io::Res
     Ok(())
 }
 
-/// The connection, unless its server is read-only (`target_session_attrs=read-write` skips it).
-async fn read_write(
+/// The connection, if its server's sessions are `wanted` (read-write or read-only), as libpq's
+/// `target_session_attrs` asks.
+async fn session_fits(
     client: Client,
     mut connection: WatchedConnection,
+    wanted: TargetSessionAttrs,
 ) -> std::result::Result<Option<(Client, WatchedConnection)>, tokio_postgres::Error> {
     let answer = {
         // Boxed as `Send`: the compiler cannot prove it of the borrowing future by itself.
@@ -367,5 +371,6 @@ async fn read_write(
     let read_only = answer
         .iter()
         .any(|message| matches!(message, SimpleQueryMessage::Row(row) if row.get(0) == Some("on")));
-    Ok((!read_only).then_some((client, connection)))
+    let fits = read_only == (wanted == TargetSessionAttrs::ReadOnly);
+    Ok(fits.then_some((client, connection)))
 }
