@@ -114,7 +114,10 @@ impl Secrets {
     pub fn add(&self, value: &str) {
         let known = {
             let held = self.held();
-            held.forms.iter().chain(&held.short).any(|form| form == value)
+            held.forms
+                .iter()
+                .chain(&held.short)
+                .any(|form| form == value)
         };
         if value.is_empty() || known {
             return;
@@ -179,8 +182,14 @@ fn replace_word(text: &str, word: &str) -> String {
             continue;
         }
         let end = start + word.len();
-        let alone = !text[..start].chars().next_back().is_some_and(char::is_alphanumeric)
-            && !text[end..].chars().next().is_some_and(char::is_alphanumeric);
+        let alone = !text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric)
+            && !text[end..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric);
         if alone {
             out.push_str(&text[at..start]);
             out.push_str(REDACTED);
