@@ -261,6 +261,9 @@ const SAS_SIGNATURE: &str = "EchoSasSignature+azure/secret=";
 /// its tries): it says the status and the count, nothing of the request.
 const AZURE_RETRIED: &str = "retry 1 of 2";
 
+/// An Azure credential's environment, and the secrets no message may hold with it.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
 #[test]
 fn azure_keys_sas_tokens_and_minted_tokens_echoed_back_are_redacted_in_every_message() {
     let sas = format!(
@@ -284,7 +287,7 @@ fn azure_keys_sas_tokens_and_minted_tokens_echoed_back_are_redacted_in_every_mes
                 ("AZURE_TENANT_ID", "echo-tenant"),
                 ("AZURE_AUTHORITY_HOST", base.as_str()),
             ];
-            let cases: [(&[(&str, &str)], &[&str]); 3] = [
+            let cases: [Case; 3] = [
                 (
                     &[("AZURE_STORAGE_ACCOUNT_KEY", ACCOUNT_KEY)],
                     &[ACCOUNT_KEY],
