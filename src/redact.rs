@@ -40,6 +40,11 @@ const SCHEMES: &[&str] = &[
 /// and replacing every `a` would leave no message. The whole value is replaced at any length.
 const SHORTEST_PART: usize = 6;
 
+/// A whole value shorter than this is replaced only where it stands alone as a word: a secret of
+/// one or two characters (a test's `AZURE_STORAGE_ACCOUNT_KEY=x`) replaced wherever its letters
+/// appear would leave no message readable, and is no secret worth that.
+const SHORTEST_WHOLE: usize = 3;
+
 /// Query parameters whose value is a credential: `NAME=VALUE` has its value replaced.
 const CREDENTIAL_PARAMETERS: &[&str] = &[
     "sig",
@@ -76,11 +81,19 @@ const ENCODE_PATH: &percent_encoding::AsciiSet = &ENCODE_RESERVED.remove(b'/');
 /// Secret values, each with every form a message must not hold it in. Clones share the list, so
 /// a secret one of them [adds](Secrets::add) is redacted by all.
 #[derive(Clone, Default)]
-pub struct Secrets(Arc<RwLock<Vec<String>>>);
+pub struct Secrets(Arc<RwLock<Held>>);
+
+/// The forms replaced wherever they appear, longest first, and the values too short for that,
+/// replaced only as whole words.
+#[derive(Default)]
+struct Held {
+    forms: Vec<String>,
+    short: Vec<String>,
+}
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secrets({} form(s))", self.forms().len())
+        write!(f, "Secrets({} form(s))", self.held().forms.len())
     }
 }
 
@@ -96,23 +109,42 @@ impl Secrets {
 
     /// Adds `value` (ignored when empty, or known already) in all its forms, for these secrets and
     /// every clone of them: a token minted at run time is redacted from then on.
+    /// A value shorter than three characters is replaced only where it stands alone as a word,
+    /// with a warning that it is: replacing each of its letters would leave no message.
     pub fn add(&self, value: &str) {
-        if value.is_empty() || self.forms().iter().any(|form| form == value) {
+        let known = {
+            let held = self.held();
+            held.forms
+                .iter()
+                .chain(&held.short)
+                .any(|form| form == value)
+        };
+        if value.is_empty() || known {
             return;
         }
-        // A lock poisoned by a panic elsewhere still holds a whole list: each change is one push
+        // A lock poisoned by a panic elsewhere still holds whole lists: each change is one push
         // and one sort of owned strings.
-        let mut all = self
+        let mut held = self
             .0
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        all.extend(forms(value));
+        if value.chars().count() < SHORTEST_WHOLE {
+            tracing::warn!(
+                "a secret of {} character(s) is redacted only where it stands alone as a word: \
+                 a real credential is longer (check the environment's credential variables)",
+                value.chars().count()
+            );
+            held.short.push(value.to_string());
+            return;
+        }
+        held.forms.extend(forms(value));
         // A form that holds another is replaced whole first.
-        all.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        all.dedup();
+        held.forms
+            .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        held.forms.dedup();
     }
 
-    fn forms(&self) -> std::sync::RwLockReadGuard<'_, Vec<String>> {
+    fn held(&self) -> std::sync::RwLockReadGuard<'_, Held> {
         self.0
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -127,13 +159,45 @@ impl Secrets {
     /// its query or headers, replaced by `[redacted]`.
     pub fn redact(&self, text: &str) -> String {
         let mut text = text.to_string();
-        for form in self.forms().iter() {
+        let held = self.held();
+        for form in &held.forms {
             if text.contains(form.as_str()) {
                 text = text.replace(form.as_str(), REDACTED);
             }
         }
+        for word in &held.short {
+            text = replace_word(&text, word);
+        }
         scrub_credentials(&text)
     }
+}
+
+/// `text` with `word` replaced where neither the character before it nor the one after it is a
+/// letter or digit.
+fn replace_word(text: &str, word: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (start, _) in text.match_indices(word) {
+        if start < at {
+            continue;
+        }
+        let end = start + word.len();
+        let alone = !text[..start]
+            .chars()
+            .next_back()
+            .is_some_and(char::is_alphanumeric)
+            && !text[end..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric);
+        if alone {
+            out.push_str(&text[at..start]);
+            out.push_str(REDACTED);
+            at = end;
+        }
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// Every form of `value` a message may hold: the value, its words (split on whitespace, the scheme
@@ -375,6 +439,19 @@ mod tests {
         assert_eq!(held.redact(&format!("and {TOKEN}")), "and [redacted]");
         let encoded = STANDARD.encode(minted);
         assert_eq!(held.redact(&encoded), REDACTED);
+    }
+
+    #[test]
+    fn a_secret_of_one_or_two_characters_is_redacted_only_where_it_stands_alone() {
+        let secrets = Secrets::new(vec!["a".to_string(), "k9".to_string()]);
+        assert_eq!(
+            secrets.redact("a bad answer: key=a, then k9; ak9a stays"),
+            "[redacted] bad answer: key=[redacted], then [redacted]; ak9a stays"
+        );
+        assert_eq!(secrets.redact("nothing alone"), "nothing alone");
+        // Three characters and more are replaced wherever they appear.
+        let three = Secrets::new(vec!["x7z".to_string()]);
+        assert_eq!(three.redact("ax7zb"), "a[redacted]b");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! with a warning each time) puts none of them into stderr, text or JSON logs, or the JSON on
 //! stdout. Google Cloud Storage's access token, minted from the metadata server (one the echoing
 //! server chose) or signed from a service account key file; an S3 session token the AWS chain read
-//! from a credentials file. The store is the echoing server (`common/echo.rs`); `inspect` is the
+//! from a credentials file. Azure's account key, SAS token's signature, and a service principal's
+//! token, minted by the echoing server as the identity platform. The store is the echoing server (`common/echo.rs`); `inspect` is the
 //! command, as it reaches a remote output without a database.
 
 use std::path::Path;
@@ -58,6 +59,18 @@ fn inspect(dir: &Path, output: &str, store: &str, format: &str, env: &[(&str, &s
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
         "AWS_PROFILE",
+        "AZURE_STORAGE_USE_EMULATOR",
+        "AZURITE_BLOB_STORAGE_URL",
+        "AZURE_STORAGE_ACCOUNT_NAME",
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_SAS_TOKEN",
+        "AZURE_STORAGE_ENDPOINT",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_TENANT_ID",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "IDENTITY_ENDPOINT",
+        "MSI_ENDPOINT",
     ]
     .into_iter()
     .filter(|variable| !env.iter().any(|(set, _)| set == variable))
@@ -68,14 +81,18 @@ fn inspect(dir: &Path, output: &str, store: &str, format: &str, env: &[(&str, &s
     Run::from(command.output().expect("run oar-tiles"))
 }
 
-/// Asserts the run failed on `status`, retrying a retried status with warnings, and that neither
-/// stderr nor stdout holds `secret` in any form while the echo is still quoted, redacted.
-fn assert_refused_without(run: &Run, status: u16, secret: &str) {
+/// The tool's own warning of a retried request.
+const RETRIED: &str = "attempt 1 of 3 failed";
+
+/// Asserts the run failed on `status`, retrying a retried status with warnings (`retried` in the
+/// first), and that neither stderr nor stdout holds `secret` in any form while the echo is still
+/// quoted, redacted.
+fn assert_refused_without(run: &Run, status: u16, secret: &str, retried: &str) {
     assert_ne!(run.code, 0, "{}", run.stderr);
     assert!(run.stderr.contains(&status.to_string()), "{}", run.stderr);
     if status != 403 {
         assert!(
-            run.stderr.contains("attempt 1 of 3 failed"),
+            run.stderr.contains(retried),
             "each retry is logged: {}",
             run.stderr
         );
@@ -130,7 +147,7 @@ fn a_gcs_token_from_the_metadata_server_echoed_back_is_redacted_in_every_message
                 "{}",
                 run.stderr
             );
-            assert_refused_without(&run, status, METADATA_TOKEN);
+            assert_refused_without(&run, status, METADATA_TOKEN, RETRIED);
         }
     }
 }
@@ -188,7 +205,7 @@ fn a_gcs_token_signed_from_a_service_account_key_echoed_back_is_redacted_in_ever
                 "a JWT was sent: {sent:?}\n{}",
                 run.stderr
             );
-            assert_refused_without(&run, status, token);
+            assert_refused_without(&run, status, token, RETRIED);
         }
     }
 }
@@ -226,7 +243,72 @@ fn an_s3_session_token_from_a_credentials_file_echoed_back_is_redacted_in_every_
                 ],
             );
             assert_eq!(echo.first("x-amz-security-token"), token, "{}", run.stderr);
-            assert_refused_without(&run, status, token);
+            assert_refused_without(&run, status, token, RETRIED);
+        }
+    }
+}
+
+/// The token the echoing identity platform mints for the Azure service principal.
+const AZURE_TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOi.echo-secrets-azure-token.5f2c";
+
+/// A storage account key (base64, as Azure's are).
+const ACCOUNT_KEY: &str = "ZWNoby1zZWNyZXRzLWF6dXJlLWFjY291bnQta2V5LTAxMjM0NTY3ODk=";
+
+/// The signature of the SAS token: the part of it that is a secret.
+const SAS_SIGNATURE: &str = "EchoSasSignature+azure/secret=";
+
+/// object_store's own line for a retried Azure request (it retries inside, `max_attempts` bounding
+/// its tries): it says the status and the count, nothing of the request.
+const AZURE_RETRIED: &str = "retry 1 of 2";
+
+/// An Azure credential's environment, and the secrets no message may hold with it.
+type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
+#[test]
+fn azure_keys_sas_tokens_and_minted_tokens_echoed_back_are_redacted_in_every_message() {
+    let sas = format!(
+        "sv=2022-11-02&ss=b&srt=co&sp=rl&se=2030-01-01T00:00:00Z&sig={}",
+        percent_encoding::utf8_percent_encode(SAS_SIGNATURE, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let client_secret = "echo~Azure.Client-Secret_9d1f";
+    for status in STATUSES {
+        for format in ["text", "json"] {
+            let echo = Echo::refusing(status, AZURE_TOKEN);
+            let base = format!("http://127.0.0.1:{}", echo.port);
+            let endpoint = format!("{base}/echoaccount");
+            let common = [
+                ("AZURE_STORAGE_ACCOUNT_NAME", "echoaccount"),
+                ("AZURE_STORAGE_ENDPOINT", endpoint.as_str()),
+                ("AZURE_ALLOW_HTTP", "true"),
+            ];
+            let principal = [
+                ("AZURE_CLIENT_ID", "0e1c5e7a-echo-client"),
+                ("AZURE_CLIENT_SECRET", client_secret),
+                ("AZURE_TENANT_ID", "echo-tenant"),
+                ("AZURE_AUTHORITY_HOST", base.as_str()),
+            ];
+            let cases: [Case; 3] = [
+                (
+                    &[("AZURE_STORAGE_ACCOUNT_KEY", ACCOUNT_KEY)],
+                    &[ACCOUNT_KEY],
+                ),
+                (&[("AZURE_STORAGE_SAS_TOKEN", &sas)], &[SAS_SIGNATURE]),
+                (&principal, &[AZURE_TOKEN, client_secret]),
+            ];
+            for (credential, secrets) in cases {
+                let dir = tempfile::tempdir().unwrap();
+                let env: Vec<(&str, &str)> = common.iter().chain(credential).copied().collect();
+                let run = inspect(dir.path(), "az://tiles/facilities", "", format, &env);
+                assert!(!echo.refused.lock().unwrap().is_empty(), "{}", run.stderr);
+                for secret in secrets {
+                    assert_refused_without(&run, status, secret, AZURE_RETRIED);
+                }
+            }
+            // The service principal's token was minted by the echoing server and sent to it.
+            let sent = echo.refused.lock().unwrap().iter().any(|headers| {
+                headers.contains(&("authorization".into(), format!("Bearer {AZURE_TOKEN}")))
+            });
+            assert!(sent, "{status} {format}: the minted token was never sent");
         }
     }
 }

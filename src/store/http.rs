@@ -91,9 +91,26 @@ impl std::fmt::Debug for HyperService {
     }
 }
 
+/// Adds the bearer token `request` carries to the redacted secrets before it is sent: object_store
+/// mints Azure's (from a service principal, a managed or a workload identity) and GCS's inside its
+/// own credential code, where the tool never sees them otherwise, and a server may echo them.
+fn hold_bearer_token(request: &HttpRequest) {
+    let bearer = request
+        .headers()
+        .get_all(hyper::header::AUTHORIZATION)
+        .into_iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| value.trim().split_once(char::is_whitespace))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    for (_, token) in bearer {
+        super::credentials().add(token.trim());
+    }
+}
+
 #[async_trait]
 impl HttpService for HyperService {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        hold_bearer_token(&request);
         let answer = tokio::time::timeout(self.request_timeout, self.client.request(request));
         let answer = tokio::select! {
             answer = answer => answer,

@@ -2,13 +2,17 @@
 //! object store's XML error whose one-line message echoes the request: each header's value alone
 //! (as an error page quoting a value without its name does), then its URL, then each header as
 //! `name: value`. It also serves the metadata server's access token (GCE's
-//! `/computeMetadata/v1/instance/service-accounts/default/token`), so the tool mints a token the
+//! `/computeMetadata/v1/instance/service-accounts/default/token`) and Microsoft's identity platform's
+//! (`/TENANT/oauth2/v2.0/token`, for an Azure service principal), so the tool mints a token the
 //! test chose and can look for.
 
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+
+/// Where Microsoft's identity platform hands out a service principal's token, after the tenant.
+const OAUTH_TOKEN_PATH: &str = "/oauth2/v2.0/token";
 
 /// Where a metadata server hands out the default service account's access token.
 const TOKEN_PATH: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
@@ -45,7 +49,7 @@ impl Echo {
                     move |method: Method, uri: Uri, headers: HeaderMap| {
                         let shared = shared.clone();
                         async move {
-                            if uri.path() == TOKEN_PATH {
+                            if uri.path() == TOKEN_PATH || uri.path().ends_with(OAUTH_TOKEN_PATH) {
                                 return minted(token);
                             }
                             let headers: Vec<(String, String)> = headers
