@@ -26,8 +26,8 @@ fn main() -> ProcessExit {
     let cli = Cli::parse();
     raise_open_file_limit();
     // A watcher logs one line per cycle: the seed's own per-run lines would repeat every cycle.
-    let quiet_modules = matches!(cli.command, Command::Watch(_));
-    init_logging(cli.quiet, quiet_modules, cli.log_format);
+    let watching = matches!(cli.command, Command::Watch(_));
+    init_logging(cli.quiet, watching, cli.log_format);
     let outcome = match cli.command {
         Command::Seed(args) => run_seed(args, cli.quiet),
         Command::Inspect(args) => run_inspect(args),
@@ -42,6 +42,15 @@ fn main() -> ProcessExit {
     };
     let code = match outcome {
         Ok(()) => ExitCode::Success,
+        // A watcher runs until it is asked to stop: the signal is its end, not an error, and the
+        // seed's message (a run's tiles, a seed's progress) says nothing true about a watcher.
+        Err(err @ Error::Stopped { signal }) if watching => {
+            tracing::info!(
+                "stopped by {signal}: watch ends; a cycle it was running is rolled back and the \
+                 next start catches up from each output's watermark"
+            );
+            err.exit_code()
+        }
         Err(err) => {
             eprintln!("error: {err}");
             err.exit_code()
