@@ -68,3 +68,31 @@ fn a_tree_under_a_missing_folder_names_it() {
     );
     assert!(!missing.exists(), "nothing created");
 }
+
+/// An S3 output with no credentials anywhere: one line saying so and where the chain looked, at
+/// once (no retries of an answer that cannot change).
+#[test]
+fn s3_without_credentials_says_so_in_one_line_at_once() {
+    let home = tempfile::tempdir().unwrap();
+    let mut command = oar_tiles_command(None, &["inspect", "s3://no-credentials-here/v1/"], &[]);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env("HOME", home.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let began = std::time::Instant::now();
+    let output = command.output().unwrap();
+    let took = began.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no AWS credentials found"), "{stderr}");
+    assert!(
+        stderr.contains("~/.aws/credentials"),
+        "where it looked: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(took.as_secs() < 3, "at once, not after retries: {took:?}");
+}
