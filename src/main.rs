@@ -393,7 +393,9 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
             };
             say!(
                 "top: zooms above {}, weight {}, dearest tile {}, {who}",
-                plan.split_zoom, plan.top.weight, plan.top.dearest
+                plan.split_zoom,
+                plan.top.weight,
+                plan.top.dearest
             );
         }
         say!(

@@ -546,6 +546,10 @@ fn an_idle_watch_stopped_by_sigterm_prints_no_error() {
     watcher.wait_until("/health 200", |w| w.health() == Some(200));
     let run = watcher.stop(libc::SIGTERM);
     assert_eq!(run.code, 143, "{}", run.stderr);
-    assert!(!run.stderr.contains("error:"), "no error line: {}", run.stderr);
+    assert!(
+        !run.stderr.contains("error:"),
+        "no error line: {}",
+        run.stderr
+    );
     assert!(run.stderr.contains("stopped by SIGTERM"), "{}", run.stderr);
 }

@@ -19,7 +19,11 @@ pub(super) fn check_scheme_slashes(output: &str) -> Result<()> {
             continue;
         };
         if !rest.starts_with("//") {
-            let meant = format!("{archive}{}{}", scheme.prefix(), rest.trim_start_matches('/'));
+            let meant = format!(
+                "{archive}{}{}",
+                scheme.prefix(),
+                rest.trim_start_matches('/')
+            );
             return Err(Error::Usage(format!(
                 "output `{output}` has a slash missing: did you mean {meant}? (a store's address \
                  starts with {}; a local path cannot start with `{}:`)",
