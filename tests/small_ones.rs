@@ -46,29 +46,6 @@ fn a_reader_gone_from_changes_status_is_no_error() {
     assert_eq!(code, Some(0), "the documented exit code: {stderr}");
 }
 
-/// A tree under a folder that does not exist (usually a typo): refused, naming the folder and
-/// saying to create it; nothing is created.
-#[test]
-#[ignore = "needs PostGIS: run scripts/test.sh"]
-fn a_tree_under_a_missing_folder_names_it() {
-    let world = CaptureWorld::new("missing_parent");
-    let missing = world.path("no-such-folder");
-    let tree = format!("{}/tiles/", missing.display());
-    let run = world.run(&["seed", "--zoom", "0", "--output", &tree]);
-    assert_ne!(run.code, 0, "refused: {}", run.stderr);
-    let error = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("error:"))
-        .unwrap_or("");
-    assert!(
-        error.contains(&missing.display().to_string()) && error.contains("create it"),
-        "names the missing folder and says to create it: {}",
-        run.stderr
-    );
-    assert!(!missing.exists(), "nothing created");
-}
-
 /// An S3 output with no credentials anywhere: one line saying so and where the chain looked, at
 /// once (no retries of an answer that cannot change).
 #[test]

@@ -116,11 +116,7 @@ impl DirectorySink {
             if !parent.is_dir() {
                 return Err(Error::output(
                     root,
-                    format!(
-                        "its parent folder {0} does not exist: check the path for a typo, or \
-                         create it (mkdir -p {0}) and run again",
-                        parent.display()
-                    ),
+                    format!("directory {} does not exist", parent.display()),
                 ));
             }
         }
