@@ -1,6 +1,5 @@
 //! What a new user types and pipes, each answered right: a reader of stdout that goes away
-//! (`| head`), an idle `watch` stopped by a signal, an output URL with a slash missing, a tree
-//! under a folder that does not exist, and an S3 output without credentials.
+//! (`| head`), and an S3 output without credentials.
 
 use std::process::Stdio;
 
