@@ -3,6 +3,13 @@
 
 use std::process::ExitCode as ProcessExit;
 
+/// `println!` that never panics: a reader that went away (`| head`) is no error (see [`emit`]).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        emit(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod cli;
 
 use cli::*;
@@ -19,8 +26,8 @@ fn main() -> ProcessExit {
     let cli = Cli::parse();
     raise_open_file_limit();
     // A watcher logs one line per cycle: the seed's own per-run lines would repeat every cycle.
-    let quiet_modules = matches!(cli.command, Command::Watch(_));
-    init_logging(cli.quiet, quiet_modules, cli.log_format);
+    let watching = matches!(cli.command, Command::Watch(_));
+    init_logging(cli.quiet, watching, cli.log_format);
     let outcome = match cli.command {
         Command::Seed(args) => run_seed(args, cli.quiet),
         Command::Inspect(args) => run_inspect(args),
@@ -35,6 +42,15 @@ fn main() -> ProcessExit {
     };
     let code = match outcome {
         Ok(()) => ExitCode::Success,
+        // A watcher runs until it is asked to stop: the signal is its end, not an error, and the
+        // seed's message (a run's tiles, a seed's progress) says nothing true about a watcher.
+        Err(err @ Error::Stopped { signal }) if watching => {
+            tracing::info!(
+                "stopped by {signal}: watch ends; a cycle it was running is rolled back and the \
+                 next start catches up from each output's watermark"
+            );
+            err.exit_code()
+        }
         Err(err) => {
             eprintln!("error: {err}");
             err.exit_code()
@@ -93,14 +109,8 @@ fn run_config(action: ConfigAction) -> Result<(), Error> {
         }
         ConfigAction::Reference => commands::config_reference(),
     };
-    use std::io::Write;
-    std::io::stdout()
-        .lock()
-        .write_all(text.as_bytes())
-        .map_err(|source| Error::System {
-            what: "cannot write to stdout".into(),
-            source,
-        })
+    emit(&text);
+    Ok(())
 }
 
 fn run_changes(args: ChangesArgs) -> Result<(), Error> {
@@ -111,11 +121,11 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
         match args.action {
             ChangesAction::Install => {
                 let tables = changes::install(&pool, &config).await?;
-                println!("change capture installed on {}", tables.join(", "));
+                say!("change capture installed on {}", tables.join(", "));
             }
             ChangesAction::Uninstall => {
                 changes::uninstall(&pool, &config).await?;
-                println!("change capture removed");
+                say!("change capture removed");
             }
             ChangesAction::Status => {
                 let status = changes::status(&pool, &config).await?;
@@ -135,7 +145,7 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
                         [all] if all == "*" => "every column (a layer filters the table)".to_string(),
                         columns => columns.join(", "),
                     };
-                    println!(
+                    say!(
                         "{}: {} change(s) in the log of schema `{schema}`, {captured}; capturing schemas: {}; compared on UPDATE: {compared}",
                         table.table,
                         table.changes,
@@ -143,16 +153,16 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
                     );
                 }
                 if status.consumers.is_empty() {
-                    println!(
+                    say!(
                         "no output has recorded a watermark in schema `{schema}` yet: a seed records \
                          one once change capture is installed (an output seeded before that is \
                          reseeded whole by its next `seed --dirty`)"
                     );
                 }
                 for (output, snapshot, updated) in &status.consumers {
-                    println!("output {output}: watermark {snapshot} (updated {updated})");
+                    say!("output {output}: watermark {snapshot} (updated {updated})");
                     if status.stale.contains(output) {
-                        println!(
+                        say!(
                             "  STALE: it has not read the change log for over {} \
                              ([changes] stale_consumer_after) and holds back its pruning; seed it, \
                              or if it no longer exists: oar-tiles changes forget '{output}'",
@@ -164,14 +174,14 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
             ChangesAction::Forget { output } => {
                 let forgotten = changes::forget(&pool, &config.change_schema, &output).await?;
                 if forgotten.is_empty() {
-                    println!(
+                    say!(
                         "no consumer of the change log in schema `{}` is named {output}: \
                          `oar-tiles changes status` lists them",
                         config.change_schema
                     );
                 }
                 for name in forgotten {
-                    println!("forgot output {name}: it no longer holds back pruning");
+                    say!("forgot output {name}: it no longer holds back pruning");
                 }
             }
         }
@@ -278,10 +288,10 @@ fn run_serve(args: ServeArgs) -> Result<(), Error> {
             .local_addr()
             .map_err(|e| Error::Usage(format!("cannot read the listening address: {e}")))?;
         for line in server.describe() {
-            println!("{line}");
+            say!("{line}");
         }
         // The URL comes last, so a script that reads up to it has read everything printed.
-        println!("serving at http://{address}/");
+        say!("serving at http://{address}/");
         commands::serve(server, listener, &args.public_host).await
     })
 }
@@ -308,11 +318,11 @@ fn run_seed(args: SeedArgs, quiet: bool) -> Result<(), Error> {
         .iter()
         .filter(|summary| !quiet || summary.is_news())
     {
-        print!("{}", summary.to_text());
+        emit(&summary.to_text());
     }
     if !quiet || summaries.iter().any(|summary| summary.is_news()) {
         for line in commands::partition_totals(&job, &summaries) {
-            println!("{line}");
+            say!("{line}");
         }
     }
     commands::write_reports(&job, &summaries)
@@ -340,7 +350,7 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
     for tileset in &planned {
         let plan = &tileset.plan;
         let total: u64 = plan.ranges.iter().map(|r| r.weight).sum();
-        println!(
+        say!(
             "tileset {}: {} shards, split zoom {}, heaviest shard {:.3} x mean",
             tileset.tileset,
             plan.shards(),
@@ -367,7 +377,7 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
             } else {
                 String::new()
             };
-            println!("shard {index}: weight {} ({share:.1}%){top}", range.weight);
+            say!("shard {index}: weight {} ({share:.1}%){top}", range.weight);
         }
         // The top renders as leaves its shards' probes find, never as a chain before a subtree;
         // the dearest single tile is the floor no number of shards goes below.
@@ -381,17 +391,19 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
                 ),
                 None => "spread: each tile with the range holding its block".to_string(),
             };
-            println!(
+            say!(
                 "top: zooms above {}, weight {}, dearest tile {}, {who}",
-                plan.split_zoom, plan.top.weight, plan.top.dearest
+                plan.split_zoom,
+                plan.top.weight,
+                plan.top.dearest
             );
         }
-        println!(
+        say!(
             "floor: the dearest single tile, weight {} (µs of CPU)",
             plan.dearest
         );
         if let Some(stored) = &tileset.stored {
-            println!("plan stored in {stored}");
+            say!("plan stored in {stored}");
         }
     }
     Ok(())
@@ -399,7 +411,7 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
 
 fn run_merge(args: MergeArgs) -> Result<(), Error> {
     let report = oar_tiles::merge_mbtiles(&args.out, &args.parts)?;
-    println!(
+    say!(
         "merged {} part(s), {} tiles, into {} (watermark {})",
         args.parts.len(),
         report.tiles,
@@ -433,7 +445,7 @@ fn run_finalize(args: FinalizeArgs) -> Result<(), Error> {
         Ok::<_, Error>(done)
     })?;
     for output in &done {
-        println!(
+        say!(
             "finalized tileset {}: {} shard(s), {} tiles, {} stale tile(s) deleted, into {} \
              (watermark {})",
             output.tileset,
@@ -445,7 +457,7 @@ fn run_finalize(args: FinalizeArgs) -> Result<(), Error> {
         );
         for purge in &output.purges {
             match &purge.failed {
-                None => println!(
+                None => say!(
                     "  cdn `{}`: {} request(s), {} path(s)",
                     purge.target, purge.requests, purge.paths
                 ),

@@ -68,6 +68,7 @@ mod shard_outputs;
 mod shards;
 mod shared_schema;
 mod slurm;
+mod small_ones;
 mod store_secrets;
 mod tile_bytes;
 mod toolbox;

@@ -535,3 +535,21 @@ fn behind_pgbouncer_in_transaction_mode_the_watcher_listens_on_listen_url() {
         "the output watched through PgBouncer against a full seed",
     );
 }
+
+/// An idle watcher stopped by SIGTERM ends cleanly: the exit code the book promises (143) and no
+/// `error:` line (the seed's message about a run's tiles would be untrue of it).
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn an_idle_watch_stopped_by_sigterm_prints_no_error() {
+    let setup = Setup::new(TestSchema::create("idlestop"), &points(), "");
+    let mut watcher = Watcher::start(&setup);
+    watcher.wait_until("/health 200", |w| w.health() == Some(200));
+    let run = watcher.stop(libc::SIGTERM);
+    assert_eq!(run.code, 143, "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("error:"),
+        "no error line: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("stopped by SIGTERM"), "{}", run.stderr);
+}

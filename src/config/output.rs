@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 
 mod keys;
 mod settings;
+mod slashes;
 pub use settings::{
     default_keep_versions, OutputSettings, PmtilesVersions, DEFAULT_CACHE_CONTROL,
     DEFAULT_COMPRESSION_LEVEL, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
@@ -127,6 +128,7 @@ impl OutputTarget {
         if output.is_empty() {
             return Err(Error::Usage("the output is empty".into()));
         }
+        slashes::check_scheme_slashes(output)?;
         let (archive, output) = match output.strip_prefix("pmtiles:") {
             Some(rest) if Scheme::of(rest).is_some() => (true, rest),
             _ => (false, output),

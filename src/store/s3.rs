@@ -146,7 +146,14 @@ where
     }
 }
 
-fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool {
+fn is_transient<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: std::error::Error + 'static,
+{
+    // No retry finds credentials the chain did not: the answer is the same at once.
+    if missing_credentials(err) {
+        return false;
+    }
     match err {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             true
@@ -166,6 +173,7 @@ where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
     let line = match err {
+        _ if missing_credentials(err) => NO_CREDENTIALS.to_string(),
         SdkError::ServiceError(context) => {
             let (status, service) = (context.raw().status().as_u16(), context.err());
             let code = service.code().unwrap_or("error");
@@ -175,6 +183,32 @@ where
         _ => super::one_line(err),
     };
     super::credentials().redact(&line)
+}
+
+/// What to do when the SDK's credential chain found nothing, with every place it looked.
+const NO_CREDENTIALS: &str = "no AWS credentials found: the chain looked in AWS_ACCESS_KEY_ID and \
+    AWS_SECRET_ACCESS_KEY, the profile AWS_PROFILE names (else `default`) in ~/.aws/credentials and \
+    ~/.aws/config (or AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE), SSO, web identity \
+    (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS container endpoint and the EC2 instance metadata; set \
+    one of them";
+
+/// Whether the request failed because the credential chain found no credentials: the SDK says
+/// so in the error's chain of causes, in words of its own.
+fn missing_credentials<E>(err: &SdkError<E, HttpResponse>) -> bool
+where
+    E: std::error::Error + 'static,
+{
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(error) = cause {
+        if error
+            .to_string()
+            .contains("the credential provider was not enabled")
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// A bucket of an S3 or S3-compatible store.
