@@ -190,18 +190,25 @@ async fn read(store: &dyn ObjectStore, place: &LeasePlace) -> Result<Option<Leas
     })
 }
 
-/// How a lock file's holder line ends: with the run that holds it, so the next holder of the lock
-/// knows whose lease was left behind.
-pub(super) fn holder_tag(run: &str) -> String {
-    format!(", run {run}")
+/// How many runs a lock file's holder line names: its holder and the runs before it that were
+/// killed while holding the lock (a run killed while taking over a killed run's lease leaves that
+/// lease behind, under the earlier run's name).
+const RUNS_NAMED: usize = 8;
+
+/// How a lock file's holder line ends: with `run`, which holds it, and the runs its last holder's
+/// line (`previous`) named, so a later holder of the lock knows whose leases were left behind.
+pub(super) fn holder_tag(run: &str, previous: &str) -> String {
+    let mut runs = vec![run];
+    runs.extend(runs_in(previous).into_iter().take(RUNS_NAMED - 1));
+    format!(", runs {}", runs.join(" "))
 }
 
-/// The run a lock file's holder line names, if it names one.
-fn run_in(holder: &str) -> Option<&str> {
+/// The runs a lock file's holder line names.
+fn runs_in(holder: &str) -> Vec<&str> {
     holder
         .trim_end()
-        .rsplit_once(&holder_tag(""))
-        .map(|(_, run)| run)
+        .rsplit_once(", runs ")
+        .map_or_else(Vec::new, |(_, runs)| runs.split_whitespace().collect())
 }
 
 /// A new run id: this process and the moment it asked, so two machines' runs never share one.
@@ -221,7 +228,7 @@ enum Attempt {
 
 /// Takes the lease of `output` (of its `part`) at `place` for the run `run`, waiting for a live
 /// holder with `wait`, else failing naming it; a wait ends with `Error::Stopped` once `stopped`
-/// resolves. `previous` is what this machine's lock file said of its last holder: a lease of the
+/// resolves. `previous` is what this machine's lock file said of its last holder: a lease of a
 /// run named there is stale whatever its expiry, since that run no longer holds the lock this one
 /// just took (it was killed), so a run started again at once need not wait out its term.
 pub async fn take<F>(
@@ -316,7 +323,7 @@ async fn attempt(
     let Some(held) = read(store, place).await? else {
         return Ok(Attempt::Again);
     };
-    let left_by_killed_run = run_in(previous) == Some(held.run.as_str());
+    let left_by_killed_run = runs_in(previous).contains(&held.run.as_str());
     if !held.expired() && !left_by_killed_run {
         return Ok(Attempt::HeldBy(held));
     }
@@ -386,6 +393,20 @@ async fn renew(store: Arc<dyn ObjectStore>, place: LeasePlace, run: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lock_line_names_the_runs_killed_before_its_holder() {
+        let first = format!("pid 1 on a since then{}", holder_tag("r1", ""));
+        let second = format!("pid 2 on a since then{}", holder_tag("r2", &first));
+        assert_eq!(runs_in(&second), ["r2", "r1"]);
+        let mut line = second;
+        for n in 3..20 {
+            line = format!("pid {n} on a{}", holder_tag(&format!("r{n}"), &line));
+        }
+        assert_eq!(runs_in(&line).len(), RUNS_NAMED);
+        assert_eq!(runs_in(&line)[0], "r19");
+        assert!(runs_in("pid 7 on a since then").is_empty());
+    }
 
     #[test]
     fn a_lease_names_its_holder_and_where_it_lies() {

@@ -147,7 +147,8 @@ pub async fn acquire(
                     .take(4096)
                     .read_to_string(&mut previous);
                 let run = super::lease::run_id();
-                record_holder(&mut file, &path, &output, &run)?;
+                let tag = super::lease::holder_tag(&run, &previous);
+                record_holder(&mut file, &path, &output, &tag)?;
                 // Held from here, so a lease refused or waited for in vain removes the file.
                 let mut lock = OutputLock {
                     path,
@@ -208,13 +209,13 @@ fn still_at(path: &Path, file: &File) -> bool {
 }
 
 /// Writes who holds the lock into its file, so a waiting job can say whom it waits for.
-fn record_holder(file: &mut File, path: &Path, output: &str, run: &str) -> Result<()> {
+fn record_holder(file: &mut File, path: &Path, output: &str, runs: &str) -> Result<()> {
     let holder = format!(
         "pid {} on {} since {}{}",
         std::process::id(),
         hostname(),
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
-        super::lease::holder_tag(run)
+        runs
     );
     file.set_len(0)
         .and_then(|()| file.write_all(holder.as_bytes()))
