@@ -141,14 +141,7 @@ pub async fn acquire(
                 if !still_at(&path, &file) {
                     continue;
                 }
-                // What the last holder wrote: a run killed while holding names its lease here.
-                let mut previous = String::new();
-                let _ = Read::by_ref(&mut file)
-                    .take(4096)
-                    .read_to_string(&mut previous);
-                let run = super::lease::run_id();
-                let tag = super::lease::holder_tag(&run, &previous);
-                record_holder(&mut file, &path, &output, &tag)?;
+                let (run, previous) = take_over_holding(&mut file, &path, &output)?;
                 // Held from here, so a lease refused or waited for in vain removes the file.
                 let mut lock = OutputLock {
                     path,
@@ -206,6 +199,17 @@ fn still_at(path: &Path, file: &File) -> bool {
         .ok()
         .zip(file.metadata().ok())
         .is_some_and(|(on_disk, ours)| on_disk.ino() == ours.ino() && on_disk.dev() == ours.dev())
+}
+
+/// Makes this run the holder named in the lock's file: a new run id, and what the last holder
+/// wrote there, in which a run killed while holding names the lease it left behind.
+fn take_over_holding(file: &mut File, path: &Path, output: &str) -> Result<(String, String)> {
+    let mut previous = String::new();
+    let _ = Read::by_ref(file).take(4096).read_to_string(&mut previous);
+    let run = super::lease::run_id();
+    let tag = super::lease::holder_tag(&run, &previous);
+    record_holder(file, path, output, &tag)?;
+    Ok((run, previous))
 }
 
 /// Writes who holds the lock into its file, so a waiting job can say whom it waits for.

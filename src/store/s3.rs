@@ -17,7 +17,10 @@ use super::{etag_md5, joined_base, Listed, ObjectHeaders, ObjectStore, Put, Stor
 use crate::config::{Bucket, S3Config};
 use crate::retry::Policy;
 
+mod credentials;
 mod multipart;
+
+use credentials::{missing_credentials, RedactSessionTokens, NO_CREDENTIALS};
 
 /// What a copy source may hold as it is; every other byte of the key is percent-encoded.
 const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -58,31 +61,6 @@ pub async fn client(config: &S3Config) -> Client {
         builder = builder.region(aws_config::Region::new("us-east-1"));
     }
     Client::from_conf(builder.build())
-}
-
-/// Adds the session token of each request, as signed, to the redacted secrets before it is sent:
-/// a token the credential chain read from a file, SSO or the instance's metadata is in no
-/// environment variable, and an answer may echo it without its header's name. (The secret key
-/// itself never leaves the machine, only signatures made with it.)
-#[derive(Debug)]
-struct RedactSessionTokens;
-
-impl aws_sdk_s3::config::Intercept for RedactSessionTokens {
-    fn name(&self) -> &'static str {
-        "RedactSessionTokens"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _components: &aws_sdk_s3::config::RuntimeComponents,
-        _config: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        if let Some(token) = context.request().headers().get("x-amz-security-token") {
-            super::credentials().add(token);
-        }
-        Ok(())
-    }
 }
 
 /// The HTTP client of every AWS request: hyper with rustls on ring, the build's only TLS stack, with
@@ -183,32 +161,6 @@ where
         _ => super::one_line(err),
     };
     super::credentials().redact(&line)
-}
-
-/// What to do when the SDK's credential chain found nothing, with every place it looked.
-const NO_CREDENTIALS: &str = "no AWS credentials found: the chain looked in AWS_ACCESS_KEY_ID and \
-    AWS_SECRET_ACCESS_KEY, the profile AWS_PROFILE names (else `default`) in ~/.aws/credentials and \
-    ~/.aws/config (or AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE), SSO, web identity \
-    (AWS_WEB_IDENTITY_TOKEN_FILE), the ECS container endpoint and the EC2 instance metadata; set \
-    one of them";
-
-/// Whether the request failed because the credential chain found no credentials: the SDK says
-/// so in the error's chain of causes, in words of its own.
-fn missing_credentials<E>(err: &SdkError<E, HttpResponse>) -> bool
-where
-    E: std::error::Error + 'static,
-{
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(error) = cause {
-        if error
-            .to_string()
-            .contains("the credential provider was not enabled")
-        {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
 }
 
 /// A bucket of an S3 or S3-compatible store.
