@@ -259,6 +259,19 @@ impl Error {
         }
     }
 
+    /// The output's folder is missing: the tool never creates a parent folder it was not asked
+    /// for (a typo in `output` would otherwise scatter tiles), so it says how to make it.
+    pub fn missing_folder(output: impl Into<PathBuf>, folder: &std::path::Path) -> Self {
+        let folder = folder.display();
+        Error::output(
+            output,
+            format!(
+                "directory {folder} does not exist: create it (`mkdir -p {folder}`) or fix the \
+                 output path (`output` in the config, or --output)"
+            ),
+        )
+    }
+
     /// Builds an output error whose reason is another error, kept as its cause.
     pub fn output_caused(
         path: impl Into<PathBuf>,

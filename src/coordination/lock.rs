@@ -116,10 +116,7 @@ pub async fn acquire(
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::output(&path, format!("cannot create it: {e}")))?;
         } else if !dir.is_dir() {
-            return Err(Error::output(
-                &output,
-                format!("directory {} does not exist", dir.display()),
-            ));
+            return Err(Error::missing_folder(&output, dir));
         }
     }
     let mut announced = false;

@@ -94,7 +94,16 @@ fn eta(done: u64, total: u64, elapsed: Duration) -> Option<Duration> {
 
 /// What a tileset's progress line says after its counts. A pruned walk finds its tiles as it
 /// goes, so without a `total` it shows counts and a rate and no ETA, which it could not keep.
-fn tiles_text(zoom: u8, done: u64, total: Option<u64>, queued: u64, elapsed: Duration) -> String {
+/// Queried and written are named apart: the summary counts written tiles, and a walk queries
+/// many empty ones.
+fn tiles_text(
+    zoom: u8,
+    done: u64,
+    written: u64,
+    total: Option<u64>,
+    queued: u64,
+    elapsed: Duration,
+) -> String {
     let rate = rate_text(done as f64 / elapsed.as_secs_f64().max(f64::MIN_POSITIVE));
     match total {
         Some(total) => {
@@ -102,14 +111,16 @@ fn tiles_text(zoom: u8, done: u64, total: Option<u64>, queued: u64, elapsed: Dur
                 .map(|left| format!(", ETA {}", duration_text(left)))
                 .unwrap_or_default();
             format!(
-                "z{zoom:>2} {}/{} tiles, {rate} tiles/s{eta}",
+                "z{zoom:>2} {}/{} tiles queried, {} written, {rate} tiles/s{eta}",
                 HumanCount(done),
-                HumanCount(total)
+                HumanCount(total),
+                HumanCount(written)
             )
         }
         None => format!(
-            "z{zoom:>2} {} tiles done, {} queued, {rate} tiles/s, {} so far",
+            "z{zoom:>2} {} tiles queried, {} written, {} queued, {rate} tiles/s, {} so far",
             HumanCount(done),
+            HumanCount(written),
             HumanCount(queued),
             duration_text(elapsed)
         ),
@@ -125,6 +136,7 @@ pub struct Progress {
     last_log: Instant,
     last_draw: Option<Instant>,
     done: u64,
+    written: u64,
     found: u64,
     /// The tiles a list holds, known before the first is rendered; `None` for a walk.
     total: Option<u64>,
@@ -143,6 +155,7 @@ impl Progress {
             last_log: Instant::now(),
             last_draw: None,
             done: 0,
+            written: 0,
             found: 0,
             total: None,
             zoom: 0,
@@ -178,6 +191,7 @@ impl Progress {
     /// One tile is done.
     pub fn tile_done(&mut self, zoom: u8, tally: &Tally) {
         self.done += 1;
+        self.written = tally.written();
         self.zoom = zoom;
         if self.bar.is_some() {
             self.draw(false);
@@ -189,7 +203,7 @@ impl Progress {
                 .map(|total| format!(" of {}", HumanCount(total)))
                 .unwrap_or_default();
             tracing::info!(
-                "{}: zoom {}, {} tiles done{of}, {} written, {rate} tiles/s",
+                "{}: zoom {}, {} tiles queried{of}, {} written, {rate} tiles/s",
                 self.tileset,
                 self.zoom,
                 HumanCount(self.done),
@@ -217,7 +231,12 @@ impl Progress {
         let queued = self.found.saturating_sub(self.done);
         let elapsed = self.started.elapsed();
         bar.set_message(tiles_text(
-            self.zoom, self.done, self.total, queued, elapsed,
+            self.zoom,
+            self.done,
+            self.written,
+            self.total,
+            queued,
+            elapsed,
         ));
     }
 
@@ -363,19 +382,22 @@ mod tests {
     /// rate means something; nothing at 0/0 reads as a finished run.
     #[test]
     fn a_line_shows_an_eta_only_when_the_total_is_known_and_the_rate_has_settled() {
-        let walk = tiles_text(12, 2475, None, 21, Duration::from_secs(1));
+        let walk = tiles_text(12, 2475, 1900, None, 21, Duration::from_secs(1));
         assert_eq!(
             walk,
-            "z12 2,475 tiles done, 21 queued, 2,475 tiles/s, 1 s so far"
+            "z12 2,475 tiles queried, 1,900 written, 21 queued, 2,475 tiles/s, 1 s so far"
         );
-        let early = tiles_text(3, 10, Some(1000), 0, Duration::from_secs(1));
-        assert_eq!(early, "z 3 10/1,000 tiles, 10.0 tiles/s");
-        let settled = tiles_text(3, 250, Some(1000), 0, Duration::from_secs(10));
-        assert_eq!(settled, "z 3 250/1,000 tiles, 25.0 tiles/s, ETA 30 s");
-        let nothing = tiles_text(0, 0, None, 0, Duration::ZERO);
+        let early = tiles_text(3, 10, 4, Some(1000), 0, Duration::from_secs(1));
+        assert_eq!(early, "z 3 10/1,000 tiles queried, 4 written, 10.0 tiles/s");
+        let settled = tiles_text(3, 250, 200, Some(1000), 0, Duration::from_secs(10));
+        assert_eq!(
+            settled,
+            "z 3 250/1,000 tiles queried, 200 written, 25.0 tiles/s, ETA 30 s"
+        );
+        let nothing = tiles_text(0, 0, 0, None, 0, Duration::ZERO);
         assert_eq!(
             nothing,
-            "z 0 0 tiles done, 0 queued, 0.0 tiles/s, 0 s so far"
+            "z 0 0 tiles queried, 0 written, 0 queued, 0.0 tiles/s, 0 s so far"
         );
         assert_eq!(partitions_text(0, 42, Duration::ZERO), "0/42 partitions");
         assert_eq!(

@@ -219,8 +219,9 @@ impl TileScan {
                 *first,
                 "metadata",
                 format!(
-                    "{} tile(s) lie outside the bounds {bbox} (this one among them)",
-                    outside.len()
+                    "{} tile(s) lie outside the bounds {bbox} (this one among them){}",
+                    outside.len(),
+                    grafted_hint(&self.stored)
                 ),
             ));
         }
@@ -373,5 +374,73 @@ fn number(value: &Value) -> Option<f64> {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
+    }
+}
+
+/// Earlier builds let `seed --dirty` render a changed row's tiles at zooms the output was never
+/// seeded with, and took the bounds from those few deep tiles. Such grafted zooms hold fewer
+/// tiles than the zoom above them, which a seeded zoom of points, lines or polygons never does, so
+/// they name the repair: seeding them whole writes every tile and the bounds again.
+fn grafted_hint(stored: &BTreeSet<TileCoord>) -> String {
+    let mut per_zoom = BTreeMap::<u8, usize>::new();
+    for tile in stored {
+        *per_zoom.entry(tile.z()).or_default() += 1;
+    }
+    let counts: Vec<(u8, usize)> = per_zoom.into_iter().collect();
+    let Some(start) = counts
+        .windows(2)
+        .find(|pair| pair[1].1 < pair[0].1)
+        .map(|pair| pair[1].0)
+    else {
+        return String::new();
+    };
+    let (deepest, _) = counts[counts.len() - 1];
+    format!(
+        "; zooms {start}-{deepest} hold fewer tiles than zoom {}, as when a reseed rendered zooms \
+         the output was never seeded with: `oar-tiles seed --zoom {start}-{deepest}` renders them \
+         whole and writes the bounds again",
+        start - 1
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiles(list: &[(u8, u32, u32)]) -> BTreeSet<TileCoord> {
+        list.iter()
+            .map(|&(z, x, y)| TileCoord::new(z, x, y).unwrap())
+            .collect()
+    }
+
+    /// A zoom with fewer tiles than the one above is named with the seed that repairs it; a
+    /// pyramid whose counts never fall gets no hint.
+    #[test]
+    fn grafted_zooms_are_named_with_the_seed_that_repairs_them() {
+        let seeded = tiles(&[
+            (0, 0, 0),
+            (1, 0, 0),
+            (1, 1, 0),
+            (2, 0, 0),
+            (2, 1, 0),
+            (2, 3, 1),
+        ]);
+        assert_eq!(grafted_hint(&seeded), "");
+        let grafted = tiles(&[
+            (0, 0, 0),
+            (1, 0, 0),
+            (1, 1, 0),
+            (2, 0, 0),
+            (2, 1, 0),
+            (2, 3, 1),
+            (3, 0, 0),
+            (4, 0, 0),
+        ]);
+        let hint = grafted_hint(&grafted);
+        assert!(
+            hint.contains("zooms 3-4 hold fewer tiles than zoom 2"),
+            "{hint}"
+        );
+        assert!(hint.contains("`oar-tiles seed --zoom 3-4`"), "{hint}");
     }
 }

@@ -114,10 +114,7 @@ impl DirectorySink {
         }
         if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.is_dir() {
-                return Err(Error::output(
-                    root,
-                    format!("directory {} does not exist", parent.display()),
-                ));
+                return Err(Error::missing_folder(root, parent));
             }
         }
         std::fs::create_dir_all(root)

@@ -16,10 +16,7 @@ impl MbtilesSink {
         let partial = partial_path(target);
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.is_dir() {
-                return Err(Error::output(
-                    target,
-                    format!("directory {} does not exist", dir.display()),
-                ));
+                return Err(Error::missing_folder(target, dir));
             }
         }
         if target.is_dir() {
