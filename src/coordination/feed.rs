@@ -79,7 +79,7 @@ pub struct Segment {
     /// earlier bytes under its plain URL can answer. Unique to this segment, also across a feed
     /// started anew, whose sequences start from 1 again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    pub tile_version: Option<String>,
 }
 
 /// The version of segment `sequence` published at `published` (Unix seconds): the sequence
@@ -201,7 +201,7 @@ impl FeedStore {
 
     /// Publishes one segment of `tiles` (or a reload), then the head naming it, then removes the
     /// segments past the `retention` latest. `head_cache_control` is the head's `Cache-Control`;
-    /// a `versioned` feed's segment carries a version (`Segment::version`).
+    /// a `versioned` feed's segment carries a version (`Segment::tile_version`).
     pub async fn publish(
         &self,
         mut tiles: Vec<String>,
@@ -225,7 +225,7 @@ impl FeedStore {
             published,
             reload,
             tiles: if reload { Vec::new() } else { tiles },
-            version: versioned.then(|| segment_version(sequence, published)),
+            tile_version: versioned.then(|| segment_version(sequence, published)),
         };
         let bytes = serde_json::to_vec(&segment).unwrap_or_default();
         self.write(&segment_name(sequence), &bytes, SEGMENT_CACHE_CONTROL)
@@ -350,8 +350,8 @@ mod tests {
         assert_eq!((head.sequence, head.oldest), (3, 2));
         assert!(read_segment(&folder, 1).is_none(), "past the retention");
         let versioned = read_segment(&folder, 2).unwrap();
-        assert!(versioned.version.is_some_and(|v| v.starts_with("2-")));
-        assert_eq!(read_segment(&folder, 3).unwrap().version, None);
+        assert!(versioned.tile_version.is_some_and(|v| v.starts_with("2-")));
+        assert_eq!(read_segment(&folder, 3).unwrap().tile_version, None);
         let reload = read_segment(&folder, 3).unwrap();
         assert!(reload.reload && reload.tiles.is_empty());
     }

@@ -46,18 +46,18 @@ pub async fn check_keys_on_query(
         .unwrap_or_default()
         .as_nanos();
     let base = format!("{}/{tile_path}", public_url.trim_end_matches('/'));
-    let mut hit = false;
+    // The first asks the cache to keep the tile (under the plain URL, if it ignores the query).
     for attempt in ["a", "b"] {
         let url = format!("{base}?v=oar-tiles-check-{unique:x}{attempt}");
         match client.head_of(&url).await {
-            Ok(headers) => hit = from_cache(&headers),
+            Ok(headers) if attempt == "b" && from_cache(&headers) => {
+                return Err(refusal(target, &url));
+            }
+            Ok(_) => {}
             Err(err) => {
                 tracing::warn!("cdn `{target}`: {url}: {err}; its cache key is not checked");
                 return Ok(());
             }
-        }
-        if attempt == "b" && hit {
-            return Err(refusal(target, &url));
         }
     }
     Ok(())

@@ -21,7 +21,7 @@
 //   that lets browsers keep tiles for a day.
 // A segment that says `reload`, or a gap past the feed's retention, does this for every tile.
 // A versioned feed's segment (`versioned = true`, listed before the CDNs purged) carries a
-// `version`: its tiles are asked for with `?v=VERSION` from then on, a URL no cache has seen, so
+// `tile_version`: its tiles are asked for with `?v=VERSION` from then on, a URL no cache has seen, so
 // neither the browser's cache nor the CDN's can answer with the earlier bytes; tiles no segment
 // listed keep their plain URL.
 //
@@ -169,7 +169,7 @@ export function followChanges(map, options = {}) {
   }
 
   function applySegment(segment) {
-    const version = typeof segment.version === "string" ? segment.version : null;
+    const version = typeof segment.tile_version === "string" ? segment.tile_version : null;
     if (segment.reload ||
         listed.size + versions.size + segment.tiles.length > MAX_LISTED) {
       reloadAll(version);
