@@ -12,7 +12,7 @@
 
 use serde_json::{json, Value};
 
-use crate::common::cloudfront::{distribution, moto_env, moto_url, set_propagation};
+use crate::common::cloudfront::{distribution, moto_env, moto_url};
 use crate::common::fixture::Fixture;
 use crate::common::free_port;
 use crate::common::pg::{hub_with_scatter, Point};
@@ -125,8 +125,12 @@ fn world(label: &str, setting: &Setting) -> World {
     let cdn = match setting.versioned_behind_cloudfront {
         Some(propagation) => {
             let moto = moto_url();
-            let id = distribution(&moto, label);
-            set_propagation(&moto, &id, propagation);
+            // Named per process: moto keeps a distribution's caller reference for its lifetime.
+            let name = format!(
+                "oar-tiles-{label}-{} propagation={propagation}",
+                std::process::id()
+            );
+            let id = distribution(&moto, &name);
             env.extend(moto_env(&moto).map(|(key, value)| (key, value.to_string())));
             format!("kind = \"cloudfront\"\ndistribution_id = \"{id}\"")
         }
