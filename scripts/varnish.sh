@@ -24,6 +24,11 @@
 # Environment:
 #   VARNISH_WAIT_SECS   start timeout (default 30; the VCL is compiled with cc first)
 #   VARNISH_STORAGE     the cache's memory (default 64m; a benchmark's whole pyramid needs more)
+#   VARNISH_KEY_QUERY   yes: key objects on the path and the query string (a CDN set up for a
+#                       versioned changes feed, whose maps ask tiles with ?v=VERSION); by default
+#                       the path alone, as a CDN that ignores query strings
+#   VARNISH_PASS_HEAD   yes: never keep a changes feed's head.json (a CDN that honours its short
+#                       max-age), whatever TTL keeps the rest
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +50,9 @@ install() {
 
 vcl() {
     local s3_port=$1 ttl=${2:-} cache_control=${3:-}
-    local keep="" header=""
+    local keep="" header="" key='regsub(req.url, "\?.*$", "")' pass_head=""
+    [[ ${VARNISH_KEY_QUERY:-} == yes ]] && key='req.url'
+    [[ ${VARNISH_PASS_HEAD:-} == yes ]] && pass_head='if (bereq.url ~ "/changes/head\.json") { set beresp.ttl = 0s; set beresp.uncacheable = true; return (deliver); }' 
     # The header browsers get, as if the origin had sent it.
     [[ -n $cache_control ]] && header="set beresp.http.Cache-Control = \"$cache_control\";"
     # A CDN configured to keep an origin's answers for TTL, as one in front of a static origin is.
@@ -87,7 +94,7 @@ sub vcl_recv {
 }
 
 sub vcl_hash {
-    hash_data(regsub(req.url, "\?.*$", ""));
+    hash_data($key);
     return (lookup);
 }
 
@@ -103,6 +110,7 @@ sub vcl_backend_fetch {
 sub vcl_backend_response {
     set beresp.http.x-path = regsub(bereq.url, "\?.*$", "");
     $header
+    $pass_head
     $keep
 }
 

@@ -1,6 +1,7 @@
 //! An operator's first hour: what a cron line prints, what a served tree needs, and the messages
 //! that meet a first mistake.
 
+use crate::common::nginx::nginx_block_of_the_book;
 use crate::common::reseed::Setup;
 use crate::common::run::{oar_tiles, read_tree, single_layer_config};
 use crate::common::serve::get;
@@ -218,22 +219,6 @@ fn seed_and_validate_judge_a_tree_without_tiles_url_alike() {
         "{}",
         validated.stdout
     );
-}
-
-/// The nginx server block of the user guide, as the book gives it.
-fn nginx_block_of_the_book() -> String {
-    let book = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/outputs.md");
-    let text = std::fs::read_to_string(&book).unwrap();
-    let section = text
-        .split("## Serving a tree from nginx")
-        .nth(1)
-        .expect("outputs.md has a section serving a tree from nginx");
-    let block = section
-        .split("```nginx\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n```").next())
-        .expect("the section holds an nginx block");
-    block.to_string()
 }
 
 /// A tree seeded by the tool and served by Debian's nginx with the book's server block, changed

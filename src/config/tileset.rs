@@ -78,6 +78,9 @@ pub struct Feed {
     pub retention: u64,
     /// The head's `Cache-Control`.
     pub head_cache_control: String,
+    /// Tiles are listed as soon as the origin holds them, each segment with a version that
+    /// following maps ask the tiles with (`?v=`), rather than once every CDN purged them.
+    pub versioned: bool,
 }
 
 /// How long `watch` defers low-zoom tiles unless the tileset says (`defer_seconds`).
@@ -266,6 +269,7 @@ fn resolve_feed(raw: Option<&RawFeed>) -> Result<Option<Feed>, Problem> {
     Ok(Some(Feed {
         retention,
         head_cache_control: format!("public, max-age={max_age}"),
+        versioned: raw.versioned.unwrap_or(false),
     }))
 }
 

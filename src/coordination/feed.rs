@@ -74,6 +74,18 @@ pub struct Segment {
     pub reload: bool,
     /// The tiles stored anew or deleted, as `z/x/y`, sorted.
     pub tiles: Vec<String>,
+    /// A versioned feed's (`versioned = true`): what a following map puts in the query string
+    /// of each tile listed (`?v=`), every tile for a reload, so no cache holding the tile's
+    /// earlier bytes under its plain URL can answer. Unique to this segment, also across a feed
+    /// started anew, whose sequences start from 1 again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tile_version: Option<String>,
+}
+
+/// The version of segment `sequence` published at `published` (Unix seconds): the sequence
+/// and the publication's millisecond, so a feed removed and started anew never reuses one.
+fn segment_version(sequence: u64, published: f64) -> String {
+    format!("{sequence}-{:x}", (published * 1000.0) as u64)
 }
 
 /// The name of segment `sequence` in the feed's folder.
@@ -188,13 +200,15 @@ impl FeedStore {
     }
 
     /// Publishes one segment of `tiles` (or a reload), then the head naming it, then removes the
-    /// segments past the `retention` latest. `head_cache_control` is the head's `Cache-Control`.
+    /// segments past the `retention` latest. `head_cache_control` is the head's `Cache-Control`;
+    /// a `versioned` feed's segment carries a version (`Segment::tile_version`).
     pub async fn publish(
         &self,
         mut tiles: Vec<String>,
         reload: bool,
         retention: u64,
         head_cache_control: &str,
+        versioned: bool,
     ) -> Result<Published> {
         let last = self.head().await?;
         let sequence = last.as_ref().map_or(0, |h| h.sequence) + 1;
@@ -211,6 +225,7 @@ impl FeedStore {
             published,
             reload,
             tiles: if reload { Vec::new() } else { tiles },
+            tile_version: versioned.then(|| segment_version(sequence, published)),
         };
         let bytes = serde_json::to_vec(&segment).unwrap_or_default();
         self.write(&segment_name(sequence), &bytes, SEGMENT_CACHE_CONTROL)
@@ -317,22 +332,26 @@ mod tests {
                 false,
                 2,
                 "max-age=1",
+                false,
             )
             .await
             .unwrap();
         assert_eq!((first.sequence, first.tiles), (1, 2));
         assert_eq!(read_segment(&folder, 1).unwrap().tiles, ["1/0/0", "3/4/2"]);
-        feed.publish(vec!["2/1/1".into()], false, 2, "max-age=1")
+        feed.publish(vec!["2/1/1".into()], false, 2, "max-age=1", true)
             .await
             .unwrap();
         let third = feed
-            .publish(vec!["9/9/9".into()], true, 2, "max-age=1")
+            .publish(vec!["9/9/9".into()], true, 2, "max-age=1", false)
             .await
             .unwrap();
         assert_eq!(third.sequence, 3);
         let head = feed.head().await.unwrap().unwrap();
         assert_eq!((head.sequence, head.oldest), (3, 2));
         assert!(read_segment(&folder, 1).is_none(), "past the retention");
+        let versioned = read_segment(&folder, 2).unwrap();
+        assert!(versioned.tile_version.is_some_and(|v| v.starts_with("2-")));
+        assert_eq!(read_segment(&folder, 3).unwrap().tile_version, None);
         let reload = read_segment(&folder, 3).unwrap();
         assert!(reload.reload && reload.tiles.is_empty());
     }
@@ -364,7 +383,7 @@ mod tests {
         .unwrap();
         let feed = FeedStore::Folder(dir.path().join("changes"));
         let err = feed
-            .publish(vec![], false, 5, "")
+            .publish(vec![], false, 5, "", false)
             .await
             .unwrap_err()
             .to_string();

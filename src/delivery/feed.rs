@@ -2,7 +2,9 @@
 //! only once every CDN of the tileset took it, and, where CloudFront is one, once no invalidation
 //! is in flight, so an open map told "this tile changed" is served the new bytes by the edge.
 //! After each publication the head is purged from the CDNs whose purges are free (a priced CDN
-//! keeps the head for its short `max-age`, which costs nothing).
+//! keeps the head for its short `max-age`, which costs nothing). A versioned feed
+//! (`versioned = true`) waits for no CDN: its segments carry a version following maps ask the
+//! listed tiles with, past every cache, while the purges serve every other visitor.
 
 use std::collections::{BTreeSet, HashSet};
 use std::ops::Bound;
@@ -45,6 +47,8 @@ const EARLY_GATHERING: Duration = Duration::from_millis(200);
 pub(super) struct EarlyFeed {
     /// Whether a chunk purged by every CDN is served anew everywhere, so it may be listed.
     pub enabled: bool,
+    /// A versioned feed's: a chunk is listed as soon as it is stored, before its purges.
+    pub ahead_of_purges: bool,
     /// Tiles served anew everywhere and not listed yet.
     fresh: Vec<String>,
     /// Tiles the run's segments listed, which its delivery leaves out.
@@ -154,44 +158,13 @@ impl RunFeed {
         if pending.is_empty() {
             return Ok(None);
         }
-        for target in edge.targets.iter().filter(|t| t.tracks_invalidations()) {
-            if Flights::open(target, outbox).await?.in_flight() > 0 {
-                tracing::debug!(
-                    "changes feed of {}: waits for CloudFront `{}`'s invalidations to complete",
-                    self.store.describe(),
-                    target.name()
-                );
-                return Ok(None);
-            }
-        }
-        // A batch waits while a CDN has not taken it, and while a later version of one of its
-        // lines waits for a CDN here, or in the tileset's outbox where a partition handed its
-        // purges over: per path, not per batch, as the tileset's outbox merges what partitions
-        // handed over, so a batch's own name says nothing of whether its purges went out.
-        let mut waiting: HashSet<String> = HashSet::new();
-        let mut waiting_paths = BTreeSet::new();
-        for target in edge.targets {
-            for (name, lines) in outbox.pending(&target.consumer()).await? {
-                waiting.insert(name);
-                waiting_paths.extend(lines.iter().map(|line| (edge.path_of)(line)));
-            }
-        }
-        if let Some(tileset_outbox) = edge.handover {
-            let consumers: Vec<String> = edge.targets.iter().map(PurgeTarget::consumer).collect();
-            waiting_paths.extend(tileset_outbox.waiting_lines(&consumers).await?);
-        }
-        let waiting_paths = WaitingPaths::new(waiting_paths);
-        let mut ready = Vec::new();
-        for (name, lines) in pending {
-            if waiting.contains(&name)
-                || lines
-                    .iter()
-                    .any(|line| waiting_paths.meets(&(edge.path_of)(line)))
-            {
-                continue;
-            }
-            ready.push((name, lines));
-        }
+        let ready = if self.settings.versioned {
+            // The origin holds every batch's new bytes, which following maps ask for by version:
+            // no CDN's purge is waited for.
+            pending
+        } else {
+            self.served_anew(pending, outbox, &edge).await?
+        };
         if ready.is_empty() {
             return Ok(None);
         }
@@ -222,6 +195,55 @@ impl RunFeed {
         Ok(published)
     }
 
+    /// The batches of `pending` every CDN of `edge` serves anew: none while a CloudFront
+    /// invalidation is in flight; otherwise those no CDN still has to purge.
+    async fn served_anew(
+        &self,
+        pending: Vec<(String, Vec<String>)>,
+        outbox: &Outbox,
+        edge: &Edge<'_>,
+    ) -> Result<Vec<(String, Vec<String>)>> {
+        for target in edge.targets.iter().filter(|t| t.tracks_invalidations()) {
+            if Flights::open(target, outbox).await?.in_flight() > 0 {
+                tracing::debug!(
+                    "changes feed of {}: waits for CloudFront `{}`'s invalidations to complete",
+                    self.store.describe(),
+                    target.name()
+                );
+                return Ok(Vec::new());
+            }
+        }
+        // A batch waits while a CDN has not taken it, and while a later version of one of its
+        // lines waits for a CDN here, or in the tileset's outbox where a partition handed its
+        // purges over: per path, not per batch, as the tileset's outbox merges what partitions
+        // handed over, so a batch's own name says nothing of whether its purges went out.
+        let mut waiting: HashSet<String> = HashSet::new();
+        let mut waiting_paths = BTreeSet::new();
+        for target in edge.targets {
+            for (name, lines) in outbox.pending(&target.consumer()).await? {
+                waiting.insert(name);
+                waiting_paths.extend(lines.iter().map(|line| (edge.path_of)(line)));
+            }
+        }
+        if let Some(tileset_outbox) = edge.handover {
+            let consumers: Vec<String> = edge.targets.iter().map(PurgeTarget::consumer).collect();
+            waiting_paths.extend(tileset_outbox.waiting_lines(&consumers).await?);
+        }
+        let waiting_paths = WaitingPaths::new(waiting_paths);
+        let mut ready = Vec::new();
+        for (name, lines) in pending {
+            if waiting.contains(&name)
+                || lines
+                    .iter()
+                    .any(|line| waiting_paths.meets(&(edge.path_of)(line)))
+            {
+                continue;
+            }
+            ready.push((name, lines));
+        }
+        Ok(ready)
+    }
+
     /// Publishes a segment listing `tiles` (or asking maps to reload every tile) and purges the
     /// head from the CDNs whose purges are free.
     pub async fn publish(
@@ -238,6 +260,7 @@ impl RunFeed {
                 reload,
                 self.settings.retention,
                 &self.settings.head_cache_control,
+                self.settings.versioned,
             )
             .await?;
         tracing::info!(

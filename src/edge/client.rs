@@ -137,6 +137,22 @@ impl Client {
             .unwrap_or(Err(RequestError::FetchTimeout(GET_TIMEOUT)))
     }
 
+    /// `GET url`: the answer's headers, its body read and dropped.
+    pub async fn head_of(&self, url: &str) -> std::result::Result<hyper::HeaderMap, RequestError> {
+        let exchange = async {
+            let response = self.request("GET", url, &[], Vec::new()).await?;
+            let headers = response.headers().clone();
+            let mut incoming = response.into_body();
+            while let Some(frame) = incoming.frame().await {
+                frame.map_err(RequestError::Reading)?;
+            }
+            Ok(headers)
+        };
+        tokio::time::timeout(GET_TIMEOUT, exchange)
+            .await
+            .unwrap_or(Err(RequestError::FetchTimeout(GET_TIMEOUT)))
+    }
+
     /// Sends a request and waits for the answer's head; its body is left to the caller.
     async fn request(
         &self,

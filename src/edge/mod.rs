@@ -28,6 +28,7 @@ mod fold;
 mod hold;
 mod pace;
 mod price;
+mod query_key;
 mod secrets;
 mod send;
 
@@ -50,6 +51,7 @@ pub use flight::Flights;
 pub use hold::Holds;
 pub use pace::{accepted_cover, covers, Progress};
 pub use price::StoredTiles;
+pub use query_key::check_keys_on_query;
 pub use secrets::check;
 use secrets::Secrets;
 

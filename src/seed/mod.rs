@@ -393,6 +393,25 @@ pub async fn check_cdns(job: &SeedJob) -> Result<()> {
                 checked.push(cdn);
             }
         }
+        check_query_keys(tileset).await?;
+    }
+    Ok(())
+}
+
+/// A versioned feed's maps ask changed tiles with `?v=`: each CDN in front with a `public_url`
+/// must key its cache on the query string, or it answers them with the old bytes.
+async fn check_query_keys(tileset: &crate::job::TilesetJob) -> Result<()> {
+    if !tileset.tileset.feed.as_ref().is_some_and(|f| f.versioned) {
+        return Ok(());
+    }
+    let tile = format!("0/0/0.{}", tileset.tileset.output_settings.tile_extension);
+    for cdn in &tileset.tileset.cdn {
+        let Some(public_url) = &cdn.public_url else {
+            continue;
+        };
+        crate::edge::check_keys_on_query(&cdn.name, public_url, &tile)
+            .await
+            .map_err(|refusal| cdn.defined_at.error(refusal))?;
     }
     Ok(())
 }

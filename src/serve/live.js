@@ -20,6 +20,10 @@
 //   (a 304 when the tile did not change after all), so it works against any origin, even one
 //   that lets browsers keep tiles for a day.
 // A segment that says `reload`, or a gap past the feed's retention, does this for every tile.
+// A versioned feed's segment (`versioned = true`, listed before the CDNs purged) carries a
+// `tile_version`: its tiles are asked for with `?v=VERSION` from then on, a URL no cache has seen, so
+// neither the browser's cache nor the CDN's can answer with the earlier bytes; tiles no segment
+// listed keep their plain URL.
 //
 // Changes arrive by `oar-tiles watch`'s Server-Sent Events while `events` answers, and otherwise
 // by reading `feed`'s head.json every `interval` milliseconds (default 1000).
@@ -28,8 +32,9 @@
 // read before the map's tiles loaded: a change published meanwhile is then not missed; by
 // default the first head read), `transformRequest` (the map's own, which this one calls first).
 // Returns the follower's state (`sequence`, `transport`: "events" or "poll", counts of tiles
-// `refreshed`, `dropped` off screen and requests `bypassed`, `reloads`, the last `error`) with a
-// `stop()` method.
+// `refreshed`, `dropped` off screen, requests `bypassed` and `versioned`, `reloads`, the last
+// `error`, which says why the feed could not be read) with a `stop()` method. `onError`, if given,
+// is called with each such message.
 
 const TILE_IN_URL = /\/(\d+)\/(\d+)\/(\d+)(?:\.[A-Za-z0-9]+)?(?:[?#].*)?$/;
 // Tiles remembered one by one; past this many, a segment counts as a reload.
@@ -64,6 +69,14 @@ function tileKeyReader(template) {
   };
 }
 
+/// `url` with `v=version` added to its query string.
+function withVersion(url, version) {
+  const hash = url.indexOf("#");
+  const [base, fragment] = hash < 0 ? [url, ""] : [url.slice(0, hash), url.slice(hash)];
+  const separator = base.includes("?") ? "&" : "?";
+  return `${base}${separator}v=${encodeURIComponent(version)}${fragment}`;
+}
+
 export function followChanges(map, options = {}) {
   const sourceId = options.source ?? "tiles";
   const feed = options.feed ? String(options.feed).replace(/\/+$/, "") : null;
@@ -72,8 +85,13 @@ export function followChanges(map, options = {}) {
   const chained = options.transformRequest ?? null;
   const state = {
     sequence: options.since ?? null, transport: null, refreshed: 0, dropped: 0, bypassed: 0,
-    reloads: 0, polls: 0, error: null, stop,
+    reloads: 0, polls: 0, versioned: 0, error: null, stop,
   };
+  const onError = options.onError ?? null;
+  // A versioned feed's tiles: "z/x/y" → the version its next requests carry.
+  const versions = new Map();
+  // After a versioned reload, the version of every tile not listed since.
+  let reloadVersion = null;
   // Tiles whose next request bypasses the browser's cache: "z/x/y" → whether it was sent.
   const listed = new Map();
   // After a reload every tile is stale: the ones fetched anew since.
@@ -96,6 +114,11 @@ export function followChanges(map, options = {}) {
     if (type !== "Tile") return request;
     const key = tileKey(request.url ?? url);
     if (key === null) return request;
+    const version = versions.get(key) ?? reloadVersion;
+    if (version !== null && version !== undefined) {
+      state.versioned += 1;
+      return { ...request, url: withVersion(request.url ?? url, version) };
+    }
     const stale = listed.has(key) ||
       (fetchedSinceReload !== null && !fetchedSinceReload.has(key));
     if (!stale) return request;
@@ -135,8 +158,10 @@ export function followChanges(map, options = {}) {
     return true;
   }
 
-  function reloadAll() {
+  function reloadAll(version = null) {
     listed.clear();
+    versions.clear();
+    reloadVersion = version;
     fetchedSinceReload = new Set();
     // Every tile in view again, and MapLibre's off-screen cache emptied.
     map.refreshTiles(sourceId);
@@ -144,14 +169,22 @@ export function followChanges(map, options = {}) {
   }
 
   function applySegment(segment) {
-    if (segment.reload || listed.size + segment.tiles.length > MAX_LISTED) {
-      reloadAll();
+    const version = typeof segment.tile_version === "string" ? segment.tile_version : null;
+    if (segment.reload ||
+        listed.size + versions.size + segment.tiles.length > MAX_LISTED) {
+      reloadAll(version);
       return;
     }
     if (segment.tiles.length === 0) return;
     const keys = new Set(segment.tiles);
     for (const key of keys) {
-      listed.set(key, false);
+      if (version !== null) {
+        versions.set(key, version);
+        listed.delete(key);
+      } else {
+        versions.delete(key);
+        listed.set(key, false);
+      }
       fetchedSinceReload?.delete(key);
     }
     if (!dropOffScreen(keys)) {
@@ -188,25 +221,50 @@ export function followChanges(map, options = {}) {
   let queue = Promise.resolve();
   const serially = (step) => {
     queue = queue.then(step).then(() => { state.error = null; },
-      (error) => { state.error = String(error); });
+      (error) => {
+        state.error = error instanceof Error ? error.message : String(error);
+        if (onError) onError(state.error);
+      });
     return queue;
   };
 
   let pollTimer = null, pollRound = 0;
   async function poll() {
     state.polls += 1;
-    const response = await fetch(`${feed}/head.json`, { cache: "no-store" });
+    const where = `${feed}/head.json`;
+    let response;
+    try {
+      response = await fetch(where, { cache: "no-store" });
+    } catch (error) {
+      // The browser hides why; on another origin it is mostly a missing header.
+      throw new Error(`${where} could not be read (${error}): the server is down, or, on ` +
+        "another origin than the page, it does not send Access-Control-Allow-Origin " +
+        "(see the user guide, live-maps.md)");
+    }
     if (response.status === 404) {
       // The feed went away with its output (a partition whose rows all vanished): whatever the
-      // map shows of it is gone too.
+      // map shows of it is gone too. Before the first publication there is no head yet either.
       if (state.sequence) {
         reloadAll();
         state.sequence = 0;
       }
-      return;
+      throw new Error(`${where}: HTTP 404: no feed there (is \`feed\` the URL of the ` +
+        "output's changes/ folder, and has a run with [tileset.feed] published yet?)");
     }
-    if (!response.ok) throw new Error(`${feed}/head.json: HTTP ${response.status}`);
-    await catchUp(await response.json());
+    if (!response.ok) throw new Error(`${where}: HTTP ${response.status}`);
+    const text = await response.text();
+    let head;
+    try {
+      head = JSON.parse(text);
+    } catch (error) {
+      throw new Error(`${where}: not JSON (${error}): is \`feed\` the URL of the output's ` +
+        `changes/ folder? It answered ${JSON.stringify(text.slice(0, 60))}`);
+    }
+    if (!head || head.format !== "oar-tiles-changes" || !Number.isInteger(head.sequence)) {
+      throw new Error(`${where}: not a feed head (no "format": "oar-tiles-changes" and ` +
+        `"sequence"): it answered ${JSON.stringify(text.slice(0, 60))}`);
+    }
+    await catchUp(head);
   }
   function startPolling() {
     if (pollTimer !== null || !feed || stopped) return;

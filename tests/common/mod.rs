@@ -16,6 +16,7 @@ pub mod gcs;
 pub mod geodata;
 pub mod journal;
 pub mod mvt;
+pub mod nginx;
 pub mod pg;
 pub mod pmtiles;
 pub mod pmtiles_reader;

@@ -39,7 +39,27 @@ impl Varnish {
         Varnish::launch(origin_port, Some(ttl), Some(cache_control))
     }
 
+    /// [`Varnish::keeping`], set up for a versioned changes feed: objects keyed on the path and
+    /// the query string (`?v=VERSION`), and the feed's head never kept.
+    pub fn keeping_for_versioned_feed(origin_port: u16, ttl: &str) -> Varnish {
+        Varnish::launch_with(
+            origin_port,
+            Some(ttl),
+            None,
+            &[("VARNISH_KEY_QUERY", "yes"), ("VARNISH_PASS_HEAD", "yes")],
+        )
+    }
+
     fn launch(origin_port: u16, ttl: Option<&str>, cache_control: Option<&str>) -> Varnish {
+        Varnish::launch_with(origin_port, ttl, cache_control, &[])
+    }
+
+    fn launch_with(
+        origin_port: u16,
+        ttl: Option<&str>,
+        cache_control: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Varnish {
         match std::env::var(VARNISHD_ENV) {
             Ok(path) if Path::new(&path).exists() => {}
             _ => panic!(
@@ -61,6 +81,7 @@ impl Varnish {
         args.extend(cache_control.map(str::to_string));
         let output = Command::new(script())
             .args(&args)
+            .envs(env.iter().copied())
             .output()
             .expect("run scripts/varnish.sh");
         assert!(

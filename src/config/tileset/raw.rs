@@ -138,4 +138,9 @@ pub(super) struct RawFeed {
     /// Seconds browsers and CDNs may keep the feed's head.
     #[schemars(extend("default" = DEFAULT_FEED_HEAD_MAX_AGE))]
     pub(super) head_max_age: Option<u64>,
+    /// List each tile as soon as the origin holds its new bytes, with a version that maps
+    /// following the feed put in the tile's query string (`?v=`), instead of once every CDN
+    /// purged it; every CDN in front must key its cache on the query string.
+    #[schemars(extend("default" = false))]
+    pub(super) versioned: Option<bool>,
 }

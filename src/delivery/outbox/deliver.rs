@@ -67,6 +67,11 @@ impl RunOutbox {
     ) -> Result<Delivered> {
         self.end_entry(failed, changed.is_enabled()).await?;
         self.hand_to_changed_list(changed).await?;
+        // A versioned feed lists what the origin holds now, ahead of the CDNs' purges.
+        let listed_ahead = match &self.feed {
+            Some(feed) if feed.settings.versioned => Some(self.deliver_feed(holds).await?),
+            _ => None,
+        };
         let mut purges = Vec::new();
         let mut probes = Vec::new();
         let mut stopped = None;
@@ -97,9 +102,10 @@ impl RunOutbox {
         }
         // After the CDNs, and before a partition hands what they did not take over to its
         // tileset: the feed must still see those batches as waiting.
-        let feed = match stopped {
-            None => self.deliver_feed(holds).await?,
-            Some(_) => self.early_feed.total(None),
+        let feed = match (listed_ahead, stopped) {
+            (Some(listed), _) => listed,
+            (None, None) => self.deliver_feed(holds).await?,
+            (None, Some(_)) => self.early_feed.total(None),
         };
         self.outbox.prune(&self.consumers).await?;
         self.note_api_calls().await?;

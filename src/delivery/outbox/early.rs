@@ -42,7 +42,7 @@ impl RunOutbox {
     /// per path (CloudFront), or that would coarsen so many paths into folders, waits for the
     /// run's end, where its purge is one plan instead of one per chunk. When every target
     /// purges as stored (or there is none), the changes feed lists the chunks as they are
-    /// served anew everywhere ([`EarlyFeed`]).
+    /// served anew everywhere ([`EarlyFeed`]); a versioned feed lists them as they are stored.
     pub fn purges_as_stored(&mut self, tiles: &[TileCoord]) -> bool {
         let paths: Vec<String> = tiles
             .iter()
@@ -54,12 +54,15 @@ impl RunOutbox {
             .filter(|t| !t.is_priced() && !t.tracks_invalidations() && t.sends_in_time(&paths))
             .map(PurgeTarget::consumer)
             .collect();
+        let versioned = self.feed.as_ref().is_some_and(|f| f.settings.versioned);
         self.early_feed.enabled = self.records_when_visible
             && self.feed.is_some()
-            && self
-                .targets
-                .iter()
-                .all(|t| self.early_targets.contains(&t.consumer()));
+            && (versioned
+                || self
+                    .targets
+                    .iter()
+                    .all(|t| self.early_targets.contains(&t.consumer())));
+        self.early_feed.ahead_of_purges = versioned;
         self.records_when_visible && (!self.early_targets.is_empty() || self.early_feed.enabled)
     }
 
@@ -101,10 +104,16 @@ impl RunOutbox {
                 }
                 Step::Chunk(lines) => lines,
             };
+            if self.early_feed.ahead_of_purges {
+                // Stored, so the origin serves it: a versioned feed lists it before any purge.
+                self.early_feed.served_anew(&lines);
+            }
             match self.purge_chunk(&lines, &mut between, holds, stop).await {
                 None => break,
-                Some(true) => self.early_feed.served_anew(&lines),
-                Some(false) => {}
+                Some(true) if !self.early_feed.ahead_of_purges => {
+                    self.early_feed.served_anew(&lines);
+                }
+                Some(_) => {}
             }
         }
         let overflowed = recorded.overflowed();
