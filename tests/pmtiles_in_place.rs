@@ -281,7 +281,9 @@ fn a_pmtiles_changed_list_names_the_archive_alone() {
     let mut setup = crate::common::pmtiles::setup("pmipl");
     let archive = setup.path("sites.pmtiles");
     seed(&setup, &archive, &[]);
-    setup.schema.execute("UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = 1");
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = 1");
     let changed = setup.path("changed.txt");
     seed(
         &setup,

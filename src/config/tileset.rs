@@ -387,9 +387,9 @@ fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Probl
         )));
     }
     let pmtiles_versions = resolve_pmtiles_versions(raw)?;
-    let pmtiles_compact_above = raw.pmtiles_compact_above.unwrap_or(
-        f64::from(defaults.pmtiles_compact_above_per_mille) / 1000.0,
-    );
+    let pmtiles_compact_above = raw
+        .pmtiles_compact_above
+        .unwrap_or(f64::from(defaults.pmtiles_compact_above_per_mille) / 1000.0);
     if !(0.0..=1.0).contains(&pmtiles_compact_above) {
         return Err(Problem::Key(format!(
             "pmtiles_compact_above must be a share from 0 to 1 (0.3 compacts when 30 % of the \

@@ -340,7 +340,10 @@ impl Sink for RemotePmtilesSink {
     }
 
     fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport> {
-        let RemotePmtilesSink { mut local, mut remote } = *self;
+        let RemotePmtilesSink {
+            mut local,
+            mut remote,
+        } = *self;
         let kept = local.state();
         local.in_place = remote.in_place()?;
         let (report, _, appended) = local.finish_archive(finish)?;
