@@ -9,7 +9,8 @@ mod settings;
 mod slashes;
 pub use settings::{
     default_keep_versions, OutputSettings, PmtilesVersions, DEFAULT_CACHE_CONTROL,
-    DEFAULT_COMPRESSION_LEVEL, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
+    DEFAULT_COMPRESSION_LEVEL, DEFAULT_PMTILES_COMPACT_ABOVE, POINTER_CACHE_CONTROL,
+    VERSION_CACHE_CONTROL,
 };
 
 /// An output location as the operator wrote it, classified.

@@ -391,6 +391,15 @@ fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Probl
         )));
     }
     let pmtiles_versions = resolve_pmtiles_versions(raw)?;
+    let pmtiles_compact_above = raw
+        .pmtiles_compact_above
+        .unwrap_or(f64::from(defaults.pmtiles_compact_above_per_mille) / 1000.0);
+    if !(0.0..=1.0).contains(&pmtiles_compact_above) {
+        return Err(Problem::Key(format!(
+            "pmtiles_compact_above must be a share from 0 to 1 (0.3 compacts when 30 % of the \
+             archive's tile data is unreferenced), got {pmtiles_compact_above}"
+        )));
+    }
     match (&raw.tiles_url, pmtiles_versions) {
         (Some(url), None) => check_tiles_url(url)?,
         (Some(url), Some(_)) => check_folder_url(url)?,
@@ -404,6 +413,7 @@ fn resolve_output_settings(raw: &mut RawTileset) -> Result<OutputSettings, Probl
         cache_control_by_zoom: resolve_cache_control_by_zoom(raw.freshness.as_ref())?,
         tiles_url: raw.tiles_url.take(),
         pmtiles_versions,
+        pmtiles_compact_above_per_mille: (pmtiles_compact_above * 1000.0).round() as u32,
     })
 }
 

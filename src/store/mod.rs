@@ -269,6 +269,42 @@ pub trait ObjectStore: Send + Sync {
     /// The URL readers fetch the objects under `prefix` from: `public_url` (a CDN in front of the
     /// store) when configured, else the store's own address for them.
     fn public_base(&self, prefix: &str) -> String;
+
+    /// Whether, and under which rule, this store rebuilds an object from ranges it already holds
+    /// ([`ObjectStore::splice`]); `None` for a store (or a stand-in) that cannot, whose callers
+    /// upload the object whole.
+    fn splice_rule(&self) -> Option<SpliceRule> {
+        None
+    }
+
+    /// Replaces the object `key` at once by `new` bytes followed by the range `kept` of the object
+    /// as it is now, if its ETag is still `if_etag`; only `new` crosses the network. Returns the
+    /// new ETag. `new` is at least the rule's `min_first` bytes, unless it is all of the object.
+    fn splice<'a>(
+        &'a self,
+        key: &'a str,
+        if_etag: &'a str,
+        new: &'a [u8],
+        kept: Range<u64>,
+        headers: ObjectHeaders<'a>,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        let _ = (if_etag, new, kept, headers);
+        async move {
+            Err(StoreError::local(
+                &format!("rebuilding {}/{key} in place", self.bucket()),
+                std::io::Error::other("this store cannot rebuild an object from its ranges"),
+            ))
+        }
+        .boxed()
+    }
+}
+
+/// What a store's in-place rebuild ([`ObjectStore::splice`]) asks of its pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpliceRule {
+    /// The uploaded piece, which comes first, must be at least this many bytes (S3's 5 MiB part
+    /// minimum); a shorter one is padded by the caller with bytes it has.
+    pub min_first: u64,
 }
 
 /// Opens the store holding `bucket`, with the `[s3]` table's settings (attempts, the CDN in front,

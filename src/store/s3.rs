@@ -13,12 +13,15 @@ use aws_sdk_s3::Client;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{etag_md5, joined_base, Listed, ObjectHeaders, ObjectStore, Put, StoreError};
+use super::{
+    etag_md5, joined_base, Listed, ObjectHeaders, ObjectStore, Put, SpliceRule, StoreError,
+};
 use crate::config::{Bucket, S3Config};
 use crate::retry::Policy;
 
 mod credentials;
 mod multipart;
+mod splice;
 
 use credentials::{missing_credentials, RedactSessionTokens, NO_CREDENTIALS};
 
@@ -515,6 +518,22 @@ impl ObjectStore for S3Store {
 
     fn public_base(&self, prefix: &str) -> String {
         super::under(&self.public, prefix)
+    }
+
+    fn splice_rule(&self) -> Option<SpliceRule> {
+        let min_first = splice::MIN_PART;
+        Some(SpliceRule { min_first })
+    }
+
+    fn splice<'a>(
+        &'a self,
+        key: &'a str,
+        if_etag: &'a str,
+        new: &'a [u8],
+        kept: Range<u64>,
+        headers: ObjectHeaders<'a>,
+    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        (self.splice_parts(key, if_etag, new, kept, headers)).boxed()
     }
 }
 

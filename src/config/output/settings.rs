@@ -23,6 +23,10 @@ pub struct OutputSettings {
     /// A PMTiles archive is also published under content-derived names with a pointer to the
     /// current one (`pmtiles_versions = true`); `None` when it is not.
     pub pmtiles_versions: Option<PmtilesVersions>,
+    /// The share of a remote PMTiles archive's tile data that no directory references above which
+    /// a run writes it whole and clustered again, instead of updating it in place
+    /// (`pmtiles_compact_above`), in thousandths (a whole number, so settings compare exactly).
+    pub pmtiles_compact_above_per_mille: u32,
 }
 
 impl OutputSettings {
@@ -83,9 +87,15 @@ impl Default for OutputSettings {
             cache_control_by_zoom: Vec::new(),
             tiles_url: None,
             pmtiles_versions: None,
+            pmtiles_compact_above_per_mille: (DEFAULT_PMTILES_COMPACT_ABOVE * 1000.0) as u32,
         }
     }
 }
+
+/// The share of a remote PMTiles archive's tile data left unreferenced by updates in place above
+/// which the next run writes it whole and clustered again, unless the tileset sets
+/// `pmtiles_compact_above`.
+pub const DEFAULT_PMTILES_COMPACT_ABOVE: f64 = 0.3;
 
 /// Gzip level of stored tiles unless the tileset sets `compression_level`.
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;

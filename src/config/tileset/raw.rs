@@ -13,7 +13,9 @@ use super::{
     DEFAULT_SIZE_BUDGET,
 };
 use crate::config::cdn::RawCdn;
-use crate::config::output::{DEFAULT_CACHE_CONTROL, DEFAULT_COMPRESSION_LEVEL};
+use crate::config::output::{
+    DEFAULT_CACHE_CONTROL, DEFAULT_COMPRESSION_LEVEL, DEFAULT_PMTILES_COMPACT_ABOVE,
+};
 
 /// One pyramid of tiles written to one output; `oar-tiles seed --tileset NAME` picks one.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -80,6 +82,12 @@ pub(in crate::config) struct RawTileset {
     /// `pmtiles_versions`). Default: the pointer's max-age plus an hour.
     #[schemars(extend("default" = "1h 1m"))]
     pub(super) pmtiles_keep_versions: Option<String>,
+    /// PMTiles outputs in a store that rebuilds objects from their ranges (S3): a reseed writes
+    /// the changed tiles before the archive's tile data, kept where it is, and sends only them and
+    /// the directories; when the share of tile data no directory references passes this (0 to
+    /// 1), the next run writes the archive whole and clustered again.
+    #[schemars(extend("default" = DEFAULT_PMTILES_COMPACT_ABOVE))]
+    pub(super) pmtiles_compact_above: Option<f64>,
     /// Stored (compressed) bytes above which a tile is listed in the summary; `--strict-size`
     /// makes it an error.
     #[schemars(extend("default" = DEFAULT_SIZE_BUDGET))]

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use pmtiles::{Compression, PmTilesWriter, TileType};
 use rusqlite::{params, Connection, OpenFlags};
 
+mod append;
 pub mod check;
 pub mod kind;
 mod layout;
@@ -53,7 +54,12 @@ pub struct PmtilesSink {
     /// Whether each archive written is also published as a version (`pmtiles_versions`), with a
     /// pointer to it.
     versions: Option<versions::Publication>,
+    /// Whether a rewritten archive may keep its tile data and take the changed tiles before it
+    /// (an archive in a store that rebuilds objects from their ranges).
+    in_place: Option<append::InPlace>,
 }
+
+pub use append::{Appended, InPlace};
 
 impl PmtilesSink {
     /// Opens (or starts) the archive's store; the archive itself is written when the run finishes.
@@ -64,7 +70,9 @@ impl PmtilesSink {
         } else {
             None
         };
-        let store = MbtilesSink::create(&store_file, changes.clone(), journal)?;
+        // What changes for a reader is the archive, one object, never the store's tiles: only the
+        // archive goes into the changed list.
+        let store = MbtilesSink::create(&store_file, ChangedList::default(), journal)?;
         Ok(PmtilesSink {
             store: Box::new(store),
             archive: archive.to_path_buf(),
@@ -72,6 +80,7 @@ impl PmtilesSink {
             written_from,
             announce: true,
             versions: None,
+            in_place: None,
         })
     }
 
@@ -83,8 +92,12 @@ impl PmtilesSink {
         }
     }
 
-    /// Finishes the store and, unless it is current, writes the archive again; says whether it did.
-    pub fn finish_archive(self, finish: Finish<'_>) -> Result<(SinkReport, bool)> {
+    /// Finishes the store and, unless it is current, writes the archive again; says whether it did,
+    /// and what of it is new when it was written in place.
+    pub fn finish_archive(
+        self,
+        finish: Finish<'_>,
+    ) -> Result<(SinkReport, bool, Option<Appended>)> {
         let PmtilesSink {
             store,
             archive,
@@ -92,6 +105,7 @@ impl PmtilesSink {
             written_from,
             announce,
             versions,
+            in_place,
         } = self;
         let before = store.state();
         // The archive is written from every stored tile anyway: its hash costs little more.
@@ -110,14 +124,22 @@ impl PmtilesSink {
         let current = report.changed == 0
             && report.deleted == 0
             && written_from.as_deref() == Some(previous.as_str());
+        let mut appended = None;
         if !current {
-            export(
-                &store,
-                &archive,
-                finish.metadata,
-                finish.state,
-                hash.as_deref(),
-            )?;
+            if let Some(policy) = in_place {
+                let json = metadata_json(finish.metadata, finish.state, hash.as_deref());
+                appended =
+                    append::write_in_place(&store, &archive, finish.metadata, &json, policy)?;
+            }
+            if appended.is_none() {
+                export(
+                    &store,
+                    &archive,
+                    finish.metadata,
+                    finish.state,
+                    hash.as_deref(),
+                )?;
+            }
             if announce {
                 changes.record_object(&archive.display().to_string());
             }
@@ -129,7 +151,7 @@ impl PmtilesSink {
         }
         let marker = export_marker(finish.state, finish.metadata, hash.as_deref());
         record_export(&store, &marker)?;
-        Ok((report, !current))
+        Ok((report, !current, appended))
     }
 }
 
@@ -176,7 +198,7 @@ impl Sink for PmtilesSink {
     }
 
     fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport> {
-        self.finish_archive(finish).map(|(report, _)| report)
+        self.finish_archive(finish).map(|(report, _, _)| report)
     }
 
     fn adopt_parts(

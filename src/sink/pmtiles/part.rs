@@ -147,6 +147,7 @@ impl PmtilesSink {
             written_from: _,
             announce,
             versions,
+            in_place,
         } = self;
         // The store is replaced whole: let go of it first.
         store.abort();
@@ -168,7 +169,7 @@ impl PmtilesSink {
             remove_sqlite_files(file);
         }
         let merged = merged?;
-        let store = MbtilesSink::create(&store_file, changes.clone(), None)?;
+        let store = MbtilesSink::create(&store_file, ChangedList::default(), None)?;
         let sink = PmtilesSink {
             store: Box::new(store),
             archive,
@@ -177,6 +178,7 @@ impl PmtilesSink {
             written_from: None,
             announce,
             versions,
+            in_place,
         };
         Ok((sink, merged.tiles))
     }

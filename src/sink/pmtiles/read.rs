@@ -6,6 +6,7 @@
 //! metadata inflate under [`SECTION_CAP`], and an error names the archive, the part (the metadata,
 //! the root directory, the leaf directory at its offset) and the cap.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,9 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
 
-use super::layout::{decode_directory, inflate_section, Entry, Header, HEADER_LEN, SECTION_CAP};
+use super::layout::{
+    decode_directory, inflate_section, Entry, Header, Section, HEADER_LEN, SECTION_CAP,
+};
 use crate::config::{Bucket, S3Config};
 use crate::error::{Error, Result};
 use crate::sink::read::ReadTiles;
@@ -309,6 +312,20 @@ impl Archive {
         }
         Ok(())
     }
+}
+
+/// Where a local archive keeps its tiles: its tile data section and, by tile id, each tile's
+/// offset in that section and length; what an in-place update keeps of it.
+pub(super) fn placed_tiles(path: &Path) -> Result<(Section, HashMap<u64, (u64, u64)>)> {
+    let file = File::open(path)
+        .map_err(|e| Error::output(path, format!("cannot open the archive: {e}")))?;
+    let archive = Archive::open(file, path.to_path_buf())?;
+    let mut placed = HashMap::new();
+    archive.walk(&mut |tile, entry| {
+        placed.insert(super::pmtiles_id(tile)?, (entry.offset, entry.length));
+        Ok(())
+    })?;
+    Ok((archive.header.data, placed))
 }
 
 /// Downloads an archive on S3 into a private temporary file (a name no other user can guess or

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 use super::versions::{self, md5_of_file, Names, Publication, Shelf};
-use super::{rebuild_store, store_path, PmtilesSink};
+use super::{rebuild_store, store_path, Appended, InPlace, PmtilesSink};
 use crate::config::{Bucket, S3Config, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::{partial_path, remove_sqlite_files};
@@ -72,6 +72,8 @@ struct Remote {
     versions: Option<Publication>,
     /// Where the archive's prefix is served from, for the versions' URLs in TileJSON.
     public_base: String,
+    /// The unreferenced share of tile data above which the archive is written whole again.
+    compact_above: f64,
 }
 
 fn synced_path(working_copy: &Path) -> PathBuf {
@@ -189,6 +191,7 @@ impl RemotePmtilesSink {
                 synced,
                 versions: Publication::of(settings),
                 public_base,
+                compact_above: f64::from(settings.pmtiles_compact_above_per_mille) / 1000.0,
             },
         })
     }
@@ -199,8 +202,63 @@ impl Remote {
         format!("{}/{}", self.store.bucket(), self.key)
     }
 
-    /// Uploads the working copy unless the object already holds these bytes; returns the ETag.
-    fn upload_if_changed(&mut self) -> Result<Option<String>> {
+    /// How this run may write the archive in place: when the store rebuilds objects from their
+    /// ranges and the working copy is, byte for byte, the object whose ranges it would keep.
+    fn in_place(&self) -> Result<Option<InPlace>> {
+        let Some(rule) = self.store.splice_rule() else {
+            return Ok(None);
+        };
+        if self.etag.is_none() || self.synced.etag != self.etag || !self.working_copy.exists() {
+            return Ok(None);
+        }
+        let md5 = md5_of_file(&self.working_copy)?;
+        if self.synced.md5.as_deref() != Some(md5.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(InPlace {
+            min_first: rule.min_first,
+            compact_above: self.compact_above,
+        }))
+    }
+
+    /// Rebuilds the object in the store from the working copy's new first bytes and the ranges
+    /// of the object it keeps; `None` when the store refused, and the archive goes whole.
+    fn splice(&self, appended: &Appended, headers: ObjectHeaders<'_>) -> Result<Option<String>> {
+        let Some(etag) = &self.etag else {
+            return Ok(None);
+        };
+        let mut new = vec![0; usize::try_from(appended.sent).unwrap_or(usize::MAX)];
+        let file = std::fs::File::open(&self.working_copy)
+            .map_err(|e| Error::output(&self.working_copy, format!("cannot open it: {e}")))?;
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut new, 0)
+            .map_err(|e| Error::output(&self.working_copy, format!("cannot read it: {e}")))?;
+        let spliced = self.handle.block_on(self.store.splice(
+            &self.key,
+            etag,
+            &new,
+            appended.kept.clone(),
+            headers,
+        ));
+        match spliced {
+            Ok(etag) => {
+                tracing::info!(
+                    "{}: updated in place, {} bytes sent, {} kept in the store",
+                    self.target(),
+                    appended.sent,
+                    appended.kept.end - appended.kept.start
+                );
+                Ok(Some(etag))
+            }
+            Err(err) => {
+                tracing::info!("{err}; uploading the archive whole");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Uploads the working copy unless the object already holds these bytes (only what is new
+    /// when it was `appended` to); returns the ETag.
+    fn upload_if_changed(&mut self, appended: Option<Appended>) -> Result<Option<String>> {
         let md5 = md5_of_file(&self.working_copy)?;
         let current = self.etag.is_some()
             && self.synced.etag == self.etag
@@ -213,15 +271,24 @@ impl Remote {
             cache_control: &self.cache_control,
             content_encoding: None,
         };
-        let etag = self
-            .handle
-            .block_on(self.store.upload_file(
-                &self.key,
-                &self.working_copy,
-                headers,
-                self.part_size,
-            ))
-            .map_err(|e| Error::output_caused(self.target(), e))?;
+        let spliced = match &appended {
+            Some(appended) if appended.kept.end > appended.kept.start => {
+                self.splice(appended, headers)?
+            }
+            _ => None,
+        };
+        let etag = match spliced {
+            Some(etag) => etag,
+            None => self
+                .handle
+                .block_on(self.store.upload_file(
+                    &self.key,
+                    &self.working_copy,
+                    headers,
+                    self.part_size,
+                ))
+                .map_err(|e| Error::output_caused(self.target(), e))?,
+        };
         self.changes.record_object(&self.target());
         self.synced = Synced {
             etag: Some(etag.clone()),
@@ -273,10 +340,14 @@ impl Sink for RemotePmtilesSink {
     }
 
     fn finish(self: Box<Self>, finish: Finish<'_>) -> Result<SinkReport> {
-        let RemotePmtilesSink { local, mut remote } = *self;
+        let RemotePmtilesSink {
+            mut local,
+            mut remote,
+        } = *self;
         let kept = local.state();
-        let (report, _) = local.finish_archive(finish)?;
-        let etag = remote.upload_if_changed()?.unwrap_or_default();
+        local.in_place = remote.in_place()?;
+        let (report, _, appended) = local.finish_archive(finish)?;
+        let etag = remote.upload_if_changed(appended)?.unwrap_or_default();
         // The state names the archive version it describes, and follows it: a crash in between
         // leaves a state that a new machine does not trust, so it falls back on the archive's own.
         let state = RemoteState {

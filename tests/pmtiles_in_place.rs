@@ -1,0 +1,292 @@
+//! A PMTiles archive in S3 (moto) updated in place: a reseed sends the changed tiles, the
+//! directories and at most one part of padding, the store rebuilds the object from the ranges it
+//! holds, readers see a valid archive equal to a full seed, and an archive whose unreferenced bytes
+//! pass `pmtiles_compact_above` is written whole and clustered again. Bytes sent are counted by a
+//! proxy between the tool and the store. A PMTiles `--changed-list` names the archive only.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::common::cloudfront::moto_url;
+use crate::common::fixture::Fixture;
+use crate::common::pg::Point;
+use crate::common::pmtiles::seed;
+use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
+use crate::common::run::{lines, oar_tiles, oar_tiles_with, single_layer_config, Run};
+use crate::common::runtime;
+
+const KEY: &str = "maps/sites.pmtiles";
+
+/// S3's smallest part but the last: the most padding a reseed may send.
+const MIN_PART: u64 = 5 * 1024 * 1024;
+
+/// Facilities spread over a continent, with labels that do not compress, so that the archive is
+/// several S3 parts long while a tile holds a hundred of them.
+fn points() -> Vec<Point> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (1..=24_000)
+        .map(|id| {
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let lon = -50.0 + (next() % 100_000) as f64 / 1_000.0;
+            let lat = -30.0 + (next() % 60_000) as f64 / 1_000.0;
+            let mut point = Point::new(id, lon, lat);
+            point.label = (0..12).map(|_| format!("{:016x}", next())).collect();
+            point
+        })
+        .collect()
+}
+
+/// A TCP proxy to `upstream` counting the bytes clients send through it.
+struct CountingProxy {
+    port: u16,
+    sent: Arc<AtomicU64>,
+}
+
+impl CountingProxy {
+    fn start(upstream: &str) -> CountingProxy {
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (client_back, server_back) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let counter = counter.clone();
+                std::thread::spawn(move || pipe(client, server, Some(counter)));
+                std::thread::spawn(move || pipe(server_back, client_back, None));
+            }
+        });
+        CountingProxy { port, sent }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, counter: Option<Arc<AtomicU64>>) {
+    let mut buffer = vec![0; 64 * 1024];
+    while let Ok(read) = from.read(&mut buffer) {
+        if read == 0 || to.write_all(&buffer[..read]).is_err() {
+            break;
+        }
+        if let Some(counter) = &counter {
+            counter.fetch_add(read as u64, Ordering::SeqCst);
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// A fixture whose archive lives in a bucket of its own on moto, reached through a counting proxy.
+struct Setup {
+    base: Fixture,
+    proxy: CountingProxy,
+    bucket: String,
+    client: aws_sdk_s3::Client,
+}
+
+crate::common::fixture::wraps_fixture!(Setup, base);
+
+impl Setup {
+    fn new(label: &str, tileset: &str) -> Setup {
+        let moto = moto_url();
+        let proxy = CountingProxy::start(&moto);
+        let bucket = crate::common::remote::unique_name(label);
+        let store = format!(
+            "[store]\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\nregion = \"us-east-1\"\n",
+            proxy.port
+        );
+        let base = Fixture::new(label, &points(), "pmtiles.toml", |schema| {
+            let changes = schema.companion("cdc");
+            format!(
+                "[changes]\nschema = \"{changes}\"\n{store}\n{}",
+                single_layer_config(&schema.name, "sites", tileset, "cluster_maxzoom = 5")
+            )
+        });
+        let config = base.config.to_str().unwrap();
+        oar_tiles(
+            Some(&base.schema.url),
+            &["changes", "install", "--config", config],
+        )
+        .assert_success();
+        let client = moto_client(&moto);
+        runtime()
+            .block_on(client.create_bucket().bucket(&bucket).send())
+            .unwrap();
+        Setup {
+            base,
+            proxy,
+            bucket,
+            client,
+        }
+    }
+
+    fn env(&self, machine: &str) -> Vec<(&'static str, String)> {
+        let cache = self.path(machine);
+        std::fs::create_dir_all(&cache).unwrap();
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+            ("XDG_CACHE_HOME", cache.to_str().unwrap().into()),
+        ]
+    }
+
+    /// Seeds zooms 0-10 into the archive from `machine`; returns the run and the bytes sent.
+    fn seed_s3(&self, machine: &str, extra: &[&str]) -> (Run, u64) {
+        let target = format!("s3://{}/{KEY}", self.bucket);
+        let args = self.seed_args(&target, "0-10", extra);
+        let env = self.env(machine);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let before = self.proxy.sent();
+        let run = oar_tiles_with(Some(&self.schema.url), &args, &env);
+        run.assert_success();
+        (run, self.proxy.sent() - before)
+    }
+
+    /// Downloads the archive object to `name` in the test directory.
+    fn download(&self, name: &str) -> std::path::PathBuf {
+        let path = self.path(name);
+        let bytes = runtime().block_on(async {
+            let object = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(KEY)
+                .send()
+                .await
+                .unwrap();
+            object.body.collect().await.unwrap().into_bytes()
+        });
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Changes the labels of `rows` facilities.
+    fn change(&mut self, rows: u32, round: u32) {
+        self.schema.execute(&format!(
+            "UPDATE {{schema}}.sites SET label = md5(label || '{round}') WHERE site_id <= {rows}"
+        ));
+    }
+}
+
+fn moto_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .http_client(oar_tiles::testing::https_client())
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+#[test]
+#[ignore = "needs PostGIS, moto and the Python pmtiles reader: run scripts/test.sh"]
+fn a_reseed_of_an_s3_archive_sends_the_change_and_reads_as_a_full_seed() {
+    let mut setup = Setup::new("pmip", "");
+    let (_, first_sent) = setup.seed_s3("machine-a", &[]);
+    let first = std::fs::metadata(setup.download("first.pmtiles"))
+        .unwrap()
+        .len();
+    assert!(
+        first > 2 * MIN_PART,
+        "the archive is {first} bytes, too small to show what a reseed sends"
+    );
+    assert!(first_sent >= first, "a first seed sends the archive");
+
+    let mut previous = first;
+    for round in 1..=3 {
+        setup.change(10, round);
+        let (run, sent) = setup.seed_s3("machine-a", &["--dirty"]);
+        let reseeded = setup.download(&format!("round-{round}.pmtiles"));
+        let size = std::fs::metadata(&reseeded).unwrap().len();
+        assert!(
+            sent < MIN_PART + MIN_PART / 2,
+            "round {round}: a 10-row change sent {sent} bytes of a {size}-byte archive: {}",
+            run.stderr
+        );
+        assert!(
+            size < previous + MIN_PART,
+            "round {round}: the archive grew from {previous} to {size} bytes"
+        );
+        previous = size;
+        let archive = read_archive(&reseeded);
+        assert_eq!(archive.header["clustered"], false, "{}", archive.header);
+        let full = setup.path(&format!("full-{round}.pmtiles"));
+        seed(&setup, &full, &[]);
+        assert_same_digests(
+            &read_archive(&full).tiles,
+            &archive.tiles,
+            &format!("round {round}: the archive updated in place against a full seed"),
+        );
+        let checked = oar_tiles(None, &["validate", reseeded.to_str().unwrap()]);
+        checked.assert_success();
+    }
+}
+
+#[test]
+#[ignore = "needs PostGIS, moto and the Python pmtiles reader: run scripts/test.sh"]
+fn an_archive_whose_unreferenced_bytes_pass_the_share_is_written_whole_again() {
+    let mut setup = Setup::new("pmipc", "pmtiles_compact_above = 0.05");
+    setup.seed_s3("machine-a", &[]);
+    let first = std::fs::metadata(setup.download("first.pmtiles"))
+        .unwrap()
+        .len();
+    // The first change leaves fewer unreferenced bytes than the share: in place.
+    setup.change(1, 1);
+    let (_, sent) = setup.seed_s3("machine-a", &["--dirty"]);
+    assert!(sent < first / 2, "sent {sent} of {first}");
+    assert_eq!(
+        read_archive(&setup.download("appended.pmtiles")).header["clustered"],
+        false
+    );
+    // A large change passes it: the next run writes the archive whole and clustered.
+    setup.change(3000, 2);
+    let (_, sent) = setup.seed_s3("machine-a", &["--dirty"]);
+    let compacted = setup.download("compacted.pmtiles");
+    let archive = read_archive(&compacted);
+    assert_eq!(archive.header["clustered"], true, "{}", archive.header);
+    assert!(sent >= std::fs::metadata(&compacted).unwrap().len());
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_pmtiles_changed_list_names_the_archive_alone() {
+    let mut setup = crate::common::pmtiles::setup("pmipl");
+    let archive = setup.path("sites.pmtiles");
+    seed(&setup, &archive, &[]);
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = 1");
+    let changed = setup.path("changed.txt");
+    seed(
+        &setup,
+        &archive,
+        &["--dirty", "--changed-list", changed.to_str().unwrap()],
+    );
+    let listed = lines(&changed);
+    assert_eq!(
+        listed.into_iter().collect::<Vec<_>>(),
+        vec![archive.display().to_string()],
+        "only the archive changed for a reader"
+    );
+}
