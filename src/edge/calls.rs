@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::PurgeTarget;
 use crate::config::CdnConfig;
 
 /// The calls of the user holding `token` on `kind`'s API, as `config`'s share of its limit;
@@ -21,31 +20,6 @@ pub(super) fn of(config: &CdnConfig, kind: &str, token: &str) -> Option<ApiCalls
         };
         ApiCalls::of(kind, token, window)
     })
-}
-
-impl PurgeTarget {
-    /// The calls its API user made within the API's window (milliseconds since the Unix epoch,
-    /// some perhaps ahead, reserved behind a wait), for the outbox note a later process learns
-    /// them from; `None` where the API counts no calls per user.
-    pub fn recent_api_calls(&self) -> Option<Vec<u64>> {
-        let api = self.api.as_ref()?;
-        Some(recent_calls(&api.key, api.window.per))
-    }
-
-    /// Counts the calls a note says its API user made (another process: a cron run before this
-    /// one) against its window.
-    pub fn learn_api_calls(&self, noted: &[u64]) {
-        if let Some(api) = &self.api {
-            learn_calls(&api.key, api.window.per, noted);
-        }
-    }
-
-    /// How many paths a call of it takes, where every call counts against the API user's limit
-    /// (Cloudflare): a reseed's chunks are then gathered into calls that full before they are
-    /// sent, rather than a call per chunk. `None` where calls are not what is scarce.
-    pub fn gathers(&self) -> Option<usize> {
-        self.cdn.gathers()
-    }
 }
 
 /// An API's window of calls: at most `calls` within any `per`, counted by the wall clock so that

@@ -6,9 +6,12 @@
 use super::api::{plan, send_all, Api, Call};
 use super::{Build, Builder, Built, CdnKind, Paced};
 use crate::config::CdnTarget;
+use crate::edge::error::PurgeError;
+use crate::edge::fold::everything_under;
 use crate::edge::pace::{Progress, Rate};
 use crate::edge::price::Forms;
-use crate::edge::{everything_under, PurgeError, PurgePlan, PurgeReport, Secrets};
+use crate::edge::report::{PurgePlan, PurgeReport};
+use crate::edge::secrets::Secrets;
 use crate::error::Result;
 
 /// Fastly takes at most this many surrogate keys per batch purge.
