@@ -36,6 +36,7 @@ mod pace;
 mod price;
 mod purge;
 mod report;
+mod reported;
 mod secrets;
 mod send;
 mod target;
