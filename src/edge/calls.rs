@@ -192,8 +192,9 @@ impl Window {
             let sent: Vec<u64> = calls.sent.iter().copied().collect();
             let at = self.slots(&sent, calls.blocked_until, calls.left, now, 1)[0];
             calls.sent.push_back(at);
-            calls.left = calls.left.filter(|left| left.until > at).map(|left| Left {
-                calls: left.calls.saturating_sub(1),
+            // A call held for the reset is not one of those left before it.
+            calls.left = calls.left.map(|left| Left {
+                calls: left.calls.saturating_sub(u64::from(at < left.until)),
                 ..left
             });
             (Duration::from_millis(at - now), at)
