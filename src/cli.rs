@@ -394,13 +394,15 @@ pub(crate) struct SeedFlags {
 
     /// Run shard I of N (0-based) of a sharded seed (into an MBTiles part file, or straight into a
     /// tree or S3 prefix), rendering from replica I mod R of `[database] replicas` when it lists some
-    /// [default: the index from JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or
-    /// SLURM_ARRAY_TASK_ID counted from SLURM_ARRAY_TASK_MIN].
+    /// [default: the index from JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX,
+    /// CLOUD_RUN_TASK_INDEX, BATCH_TASK_INDEX or SLURM_ARRAY_TASK_ID counted from
+    /// SLURM_ARRAY_TASK_MIN].
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub(crate) shard: Option<ShardSpec>,
 
     /// The number of shards when the index comes from the environment [default: OAR_TILES_SHARDS,
-    /// else AWS_BATCH_JOB_ARRAY_SIZE, else SLURM_ARRAY_TASK_COUNT].
+    /// else AWS_BATCH_JOB_ARRAY_SIZE, CLOUD_RUN_TASK_COUNT, BATCH_TASK_COUNT or
+    /// SLURM_ARRAY_TASK_COUNT].
     #[arg(long, value_name = "N")]
     pub(crate) shards: Option<u32>,
 

@@ -47,12 +47,13 @@ pub struct SeedOptions {
 
     /// Run shard I of N (0-based) of a sharded seed (into an MBTiles part file, or straight into a
     /// tree or S3 prefix), rendering from replica I mod R of `[database] replicas` when it lists some
-    /// [default: the index from JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or
-    /// SLURM_ARRAY_TASK_ID].
+    /// [default: the index from JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX,
+    /// CLOUD_RUN_TASK_INDEX, BATCH_TASK_INDEX or SLURM_ARRAY_TASK_ID].
     pub shard: Option<ShardSpec>,
 
     /// The number of shards when the index comes from the environment [default: OAR_TILES_SHARDS,
-    /// else AWS_BATCH_JOB_ARRAY_SIZE, else SLURM_ARRAY_TASK_COUNT].
+    /// else AWS_BATCH_JOB_ARRAY_SIZE, CLOUD_RUN_TASK_COUNT, BATCH_TASK_COUNT or
+    /// SLURM_ARRAY_TASK_COUNT].
     pub shards: Option<u32>,
 
     /// How the run behaves, passed to the job as given.
@@ -85,11 +86,10 @@ impl ShardSpec {
     }
 
     /// The shard a process runs: `--shard I/N` if given; else the index from
-    /// `JOB_COMPLETION_INDEX` (Kubernetes Indexed Job), `AWS_BATCH_JOB_ARRAY_INDEX` (AWS Batch) or
-    /// `SLURM_ARRAY_TASK_ID` counted from `SLURM_ARRAY_TASK_MIN` by `SLURM_ARRAY_TASK_STEP` (SLURM),
-    /// with the count from `--shards`, `OAR_TILES_SHARDS`, `AWS_BATCH_JOB_ARRAY_SIZE` or
-    /// `SLURM_ARRAY_TASK_COUNT`. `None` when
-    /// nothing asks for sharding. `env` reads a variable, so tests need not touch the process's.
+    /// the first of [`ARRAY_INDICES`] set, else `SLURM_ARRAY_TASK_ID` counted from
+    /// `SLURM_ARRAY_TASK_MIN` by `SLURM_ARRAY_TASK_STEP` (SLURM), with the count from `--shards`,
+    /// else the first of [`ARRAY_COUNTS`] set. `None` when nothing asks for sharding. `env` reads
+    /// a variable, so tests need not touch the process's.
     pub fn resolve(
         flag: Option<ShardSpec>,
         shards: Option<u32>,
@@ -112,23 +112,21 @@ impl ShardSpec {
             }
             return Ok(Some(spec));
         }
-        let index = match number("JOB_COMPLETION_INDEX")? {
-            Some(index) => Some(index),
-            None => match number("AWS_BATCH_JOB_ARRAY_INDEX")? {
-                Some(index) => Some(index),
-                None => slurm_index(&number)?,
-            },
-        };
-        let count = match shards {
-            Some(count) => Some(count),
-            None => match number("OAR_TILES_SHARDS")? {
-                Some(count) => Some(count),
-                None => match number("AWS_BATCH_JOB_ARRAY_SIZE")? {
-                    Some(count) => Some(count),
-                    None => number("SLURM_ARRAY_TASK_COUNT")?,
-                },
-            },
-        };
+        let mut index = None;
+        for variable in ARRAY_INDICES {
+            if index.is_none() {
+                index = number(variable)?;
+            }
+        }
+        if index.is_none() {
+            index = slurm_index(&number)?;
+        }
+        let mut count = shards;
+        for variable in ARRAY_COUNTS {
+            if count.is_none() {
+                count = number(variable)?;
+            }
+        }
         match (index, count) {
             (None, None) => Ok(None),
             (Some(index), Some(count)) => ShardSpec::new(index, count).map(Some),
@@ -138,11 +136,33 @@ impl ShardSpec {
             ))),
             (None, Some(count)) => Err(Error::Usage(format!(
                 "{count} shards were asked for but not which one this is: pass --shard I/{count} \
-                 or set JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX or SLURM_ARRAY_TASK_ID"
+                 or set JOB_COMPLETION_INDEX, AWS_BATCH_JOB_ARRAY_INDEX, CLOUD_RUN_TASK_INDEX, \
+                 BATCH_TASK_INDEX or SLURM_ARRAY_TASK_ID"
             ))),
         }
     }
 }
+
+/// The variables a job array's engine gives each task its index in, 0-based: Kubernetes
+/// (an Indexed Job), AWS Batch, Google Cloud Run jobs, Google Cloud Batch. SLURM's, which may
+/// start at any number, is read apart ([`slurm_index`]). An index and a count set by two engines
+/// at once are taken from the first set, in this order.
+const ARRAY_INDICES: &[&str] = &[
+    "JOB_COMPLETION_INDEX",
+    "AWS_BATCH_JOB_ARRAY_INDEX",
+    "CLOUD_RUN_TASK_INDEX",
+    "BATCH_TASK_INDEX",
+];
+
+/// The variables a job array's size comes from, `OAR_TILES_SHARDS` first (Kubernetes sets none:
+/// its Indexed Job's `completions` is passed on by hand).
+const ARRAY_COUNTS: &[&str] = &[
+    "OAR_TILES_SHARDS",
+    "AWS_BATCH_JOB_ARRAY_SIZE",
+    "CLOUD_RUN_TASK_COUNT",
+    "BATCH_TASK_COUNT",
+    "SLURM_ARRAY_TASK_COUNT",
+];
 
 /// A SLURM array task's place in its array: an array may start at any number and step by any
 /// (`--array=10-16:2` runs tasks 10, 12, 14 and 16, the shards 0 to 3).

@@ -14,7 +14,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::PurgeTarget;
+use super::target::PurgeTarget;
 use crate::config::cdn::CdnSpend;
 use crate::coordination::outbox::Outbox;
 use crate::error::Result;

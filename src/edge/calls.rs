@@ -3,12 +3,17 @@
 //! of the calls it counts. Each target keeps to its share of that window (`api_share` of
 //! `api_limit`), counted per user by the wall clock across a `watch`'s cycles, and from the note
 //! a run leaves in the outbox, across the processes of cron runs.
+//!
+//! The share is a ceiling, not a promise: other tools on the same user may have left less. Each
+//! answer's count of the calls left in the window and its reset (Cloudflare's `Ratelimit`,
+//! Fastly's `Fastly-RateLimit-*`: [`super::reported`]) is honoured too: once the calls the API
+//! says are left are spent, the next call waits for the reset it named.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::PurgeTarget;
+use super::reported::Reported;
 use crate::config::CdnConfig;
 
 /// The calls of the user holding `token` on `kind`'s API, as `config`'s share of its limit;
@@ -21,31 +26,6 @@ pub(super) fn of(config: &CdnConfig, kind: &str, token: &str) -> Option<ApiCalls
         };
         ApiCalls::of(kind, token, window)
     })
-}
-
-impl PurgeTarget {
-    /// The calls its API user made within the API's window (milliseconds since the Unix epoch,
-    /// some perhaps ahead, reserved behind a wait), for the outbox note a later process learns
-    /// them from; `None` where the API counts no calls per user.
-    pub fn recent_api_calls(&self) -> Option<Vec<u64>> {
-        let api = self.api.as_ref()?;
-        Some(recent_calls(&api.key, api.window.per))
-    }
-
-    /// Counts the calls a note says its API user made (another process: a cron run before this
-    /// one) against its window.
-    pub fn learn_api_calls(&self, noted: &[u64]) {
-        if let Some(api) = &self.api {
-            learn_calls(&api.key, api.window.per, noted);
-        }
-    }
-
-    /// How many paths a call of it takes, where every call counts against the API user's limit
-    /// (Cloudflare): a reseed's chunks are then gathered into calls that full before they are
-    /// sent, rather than a call per chunk. `None` where calls are not what is scarce.
-    pub fn gathers(&self) -> Option<usize> {
-        self.cdn.gathers()
-    }
 }
 
 /// An API's window of calls: at most `calls` within any `per`, counted by the wall clock so that
@@ -109,6 +89,18 @@ impl ApiCalls {
     pub fn blocked(&self, wait: Duration) {
         blocked(&self.key, wait);
     }
+
+    /// An answer said how many calls the user has left and when its window resets: no more
+    /// than those go before the reset, whatever the share leaves.
+    pub fn reported(&self, reported: Reported) {
+        let now = now_ms();
+        with_calls(&self.key, |calls| {
+            calls.left = Some(Left {
+                calls: reported.remaining,
+                until: now + reported.reset.as_millis() as u64,
+            });
+        });
+    }
 }
 
 /// Per API user: when its calls went (or will go, once their wait is over), in milliseconds since
@@ -117,6 +109,17 @@ impl ApiCalls {
 struct Calls {
     sent: std::collections::VecDeque<u64>,
     blocked_until: u64,
+    /// What the API's last answer said is left of the user's window, counted down as calls are
+    /// reserved.
+    left: Option<Left>,
+}
+
+/// Calls the API said its user has left, every tool together, until its window resets then
+/// (milliseconds since the Unix epoch).
+#[derive(Debug, Clone, Copy)]
+struct Left {
+    calls: u64,
+    until: u64,
 }
 
 /// The process's windows of API calls, per user, shared by every run of a `watch`.
@@ -141,15 +144,32 @@ impl Window {
         self.per.as_millis() as u64
     }
 
-    /// When each of `more` calls could go from `now`, after the calls `sent` (oldest first) and
-    /// a block until `blocked_until`: the n-th call of a full window goes once the call `calls`
-    /// before it is `per` old.
-    fn slots(self, sent: &[u64], blocked_until: u64, now: u64, more: usize) -> Vec<u64> {
+    /// When each of `more` calls could go from `now`, after the calls `sent` (oldest first), a
+    /// block until `blocked_until` and what the API said is `left`: the n-th call of a full
+    /// window goes once the call `calls` before it is `per` old, and a call past those left
+    /// waits for the API's reset.
+    fn slots(
+        self,
+        sent: &[u64],
+        blocked_until: u64,
+        left: Option<Left>,
+        now: u64,
+        more: usize,
+    ) -> Vec<u64> {
         let calls = self.calls.max(1);
         let mut all: Vec<u64> = sent.to_vec();
         let mut slots = Vec::with_capacity(more);
-        for _ in 0..more {
-            let earliest = now.max(blocked_until);
+        let reset = left
+            .filter(|left| left.until > now)
+            .map_or(0, |left| left.until);
+        let left = left
+            .filter(|_| reset > 0)
+            .map_or(u64::MAX, |left| left.calls);
+        for n in 0..more {
+            let mut earliest = now.max(blocked_until);
+            if n as u64 >= left {
+                earliest = earliest.max(reset);
+            }
             let at = match all.len().checked_sub(calls) {
                 Some(i) => earliest.max(all[i] + self.per_ms()),
                 None => earliest,
@@ -170,8 +190,13 @@ impl Window {
                 calls.sent.pop_front();
             }
             let sent: Vec<u64> = calls.sent.iter().copied().collect();
-            let at = self.slots(&sent, calls.blocked_until, now, 1)[0];
+            let at = self.slots(&sent, calls.blocked_until, calls.left, now, 1)[0];
             calls.sent.push_back(at);
+            // A call held for the reset is not one of those left before it.
+            calls.left = calls.left.map(|left| Left {
+                calls: left.calls.saturating_sub(u64::from(at < left.until)),
+                ..left
+            });
             (Duration::from_millis(at - now), at)
         })
     }
@@ -184,7 +209,7 @@ impl Window {
         let now = now_ms();
         with_calls(key, |calls| {
             let sent: Vec<u64> = calls.sent.iter().copied().collect();
-            let last = self.slots(&sent, calls.blocked_until, now, more)[more - 1];
+            let last = self.slots(&sent, calls.blocked_until, calls.left, now, more)[more - 1];
             (last - now) as f64 / 1_000.0
         })
     }
@@ -289,5 +314,30 @@ mod tests {
         let blocked_key = "pace-test-blocked";
         blocked(blocked_key, Duration::from_secs(60));
         assert!(window.take(blocked_key).0 > Duration::from_secs(59));
+    }
+
+    #[test]
+    fn calls_the_api_says_are_left_go_at_once_and_the_next_waits_for_its_reset() {
+        let window = Window {
+            calls: 100,
+            per: Duration::from_secs(300),
+        };
+        let user = ApiCalls::of("test", "calls-left", window);
+        user.reported(Reported {
+            remaining: 2,
+            reset: Duration::from_secs(30),
+        });
+        assert!(user.take().0.is_zero());
+        assert!(user.take().0.is_zero());
+        // The share would allow 98 more; the API said two were left.
+        let (wait, _) = user.take();
+        assert!(wait > Duration::from_secs(29), "{wait:?}");
+        assert!(user.seconds(1) > 29.0);
+        // A later answer that says more are left again lets them go.
+        user.reported(Reported {
+            remaining: 10,
+            reset: Duration::from_secs(30),
+        });
+        assert!(user.take().0.is_zero());
     }
 }

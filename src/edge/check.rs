@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::join_all;
 
-use super::Client;
+use super::client::Client;
 use crate::config::S3Config;
 use crate::sink::{OutputReader, OutputTarget};
 use crate::tile::TileCoord;
@@ -308,7 +308,7 @@ mod tests {
                 }
             }
         });
-        let client = super::super::Client::new().unwrap();
+        let client = super::super::client::Client::new().unwrap();
         let answer = client
             .get(&format!("http://127.0.0.1:{port}/1/0/0.pbf"), &[], 1 << 20)
             .await;

@@ -10,6 +10,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::error::RequestError;
+use super::reported::{reported, Reported};
 use crate::error::{Error, Result};
 
 /// Longest an edge check's fetch may take.
@@ -39,6 +40,9 @@ pub struct Answer {
     /// How long the answer asks to wait before the next request (`Retry-After` in seconds, as
     /// Cloudflare and Fastly send it with a 429); `None` without one, or in another form.
     pub retry_after: Option<Duration>,
+    /// The calls its user has left and when the window resets, where the API says so
+    /// (Cloudflare's `Ratelimit`, Fastly's `Fastly-RateLimit-*`).
+    pub reported: Option<Reported>,
 }
 
 impl Client {
@@ -83,6 +87,12 @@ impl Client {
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
+            let reported = reported(
+                response
+                    .headers()
+                    .iter()
+                    .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
+            );
             let mut incoming = response.into_body();
             let mut kept = Vec::new();
             while kept.len() < ANSWER_CAP {
@@ -100,6 +110,7 @@ impl Client {
             Ok(Answer {
                 status,
                 retry_after,
+                reported,
                 body: String::from_utf8_lossy(&kept).into_owned(),
             })
         };

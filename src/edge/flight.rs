@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::cdn::cloudfront::Survey;
-use super::PurgeTarget;
+use super::target::PurgeTarget;
 use crate::coordination::outbox::Outbox;
 use crate::error::Result;
 

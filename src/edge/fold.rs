@@ -7,8 +7,20 @@
 
 use std::collections::BTreeMap;
 
-use super::everything_under;
 use crate::tile::BBox;
+
+/// The folder a path stands for as a whole: `""` for `*` (everything: a killed full seed),
+/// `VALUE/` for a partition's `VALUE/*` (a killed run of that partition); `None` for one path.
+/// Each kind of CDN purges such a folder in its own form (a BAN of the prefix, a wildcard, a
+/// prefix purge, or everything where it has no narrower one), never as a literal `*` URL.
+pub(crate) fn everything_under(path: &str) -> Option<&str> {
+    if path == "*" {
+        Some("")
+    } else {
+        path.strip_suffix('*')
+            .filter(|folder| folder.ends_with('/'))
+    }
+}
 
 /// Where a changed path goes in a purge.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

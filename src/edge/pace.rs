@@ -179,7 +179,7 @@ pub(super) async fn until_stalled<T, E>(
 pub fn accepted_cover(accepted: &[String]) -> impl Fn(&str) -> bool + '_ {
     let (folders, paths): (Vec<&String>, Vec<&String>) = accepted
         .iter()
-        .partition(|sent| super::everything_under(sent).is_some());
+        .partition(|sent| super::fold::everything_under(sent).is_some());
     let paths: std::collections::HashSet<&str> = paths.into_iter().map(String::as_str).collect();
     move |path: &str| paths.contains(path) || folders.iter().any(|f| covers(f, path))
 }
@@ -187,7 +187,7 @@ pub fn accepted_cover(accepted: &[String]) -> impl Fn(&str) -> bool + '_ {
 /// Whether a path as sent covers `path` (a line's purge path): the same path, or a folder
 /// (`FOLDER*`, `*` for the root) it lies under.
 pub fn covers(sent: &str, path: &str) -> bool {
-    match super::everything_under(sent) {
+    match super::fold::everything_under(sent) {
         Some(folder) => path.starts_with(folder),
         None => sent == path,
     }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use super::everything_under;
+use super::fold::everything_under;
 use super::fold::Purge;
 use crate::tile::BBox;
 

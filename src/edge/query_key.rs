@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::Client;
+use super::client::Client;
 
 /// What a versioned feed needs from the CDN named `target`, as the line that refuses it: the
 /// settings to change, per CDN (docs/src/cdn.md says more).

@@ -62,21 +62,6 @@ pub(super) fn header_value(
     Ok(value)
 }
 
-/// Checks what can fail a target before any request and any tile: its secrets (set, and fit for
-/// a header) and, for CloudFront, that the AWS credential chain yields credentials. `seed` and
-/// `watch` call it while preparing, before they render.
-pub async fn check(config: &CdnConfig) -> Result<()> {
-    let client = super::Client::new()?;
-    let target = super::PurgeTarget::build(config, crate::tile::BBox::WORLD, &client).await?;
-    target.cdn.check().await.map_err(|err| {
-        config.defined_at.error(format!(
-            "cdn `{}`: {}",
-            config.name,
-            target.secrets.redact(&err.to_string())
-        ))
-    })
-}
-
 /// The values of an `http` target's headers, read from their variables (none in a dry run).
 pub(super) fn header_values(
     config: &CdnConfig,

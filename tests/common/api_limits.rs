@@ -3,7 +3,11 @@
 //! Fastly: 1,000 an hour, `purge_all` only), past which every call is refused for a while
 //! (Cloudflare: five minutes) with 429 and `Retry-After`; and Cloudflare's per-plan purge buckets
 //! (Free: 800 URLs a second; 5 other purges a minute, 25 at once). The window and the block may be
-//! scaled down so a test runs quickly; the logic is the same.
+//! scaled down so a test runs quickly; the logic is the same. Every answer says what is left of
+//! the window, as the vendors' headers do (Cloudflare: `Ratelimit: "default";r=N;t=S` and
+//! `Ratelimit-Policy: "default";q=Q;w=W`; Fastly: `Fastly-RateLimit-Remaining` and
+//! `Fastly-RateLimit-Reset`), and calls another tool makes on the same user can be added
+//! ([`Limiter::taken_by_others`]).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -139,6 +143,44 @@ impl Limiter {
             self.admitted.push(now);
         }
         Ok(())
+    }
+
+    /// Another tool on the same user made `calls` calls just now: they count against the window
+    /// as the target's do.
+    pub fn taken_by_others(&mut self, calls: usize) {
+        let now = Instant::now();
+        self.counted.extend(std::iter::repeat_n(now, calls));
+    }
+
+    /// The headers an answer carries about the window now: what is left, and when it resets
+    /// (once its oldest counted call is `per` old).
+    pub fn headers(&mut self) -> Vec<(&'static str, String)> {
+        let now = Instant::now();
+        let per = self.limits.per;
+        self.counted.retain(|at| now.duration_since(*at) < per);
+        let remaining = self.limits.calls.saturating_sub(self.counted.len());
+        let reset = self.counted.front().map_or(per, |oldest| {
+            per.saturating_sub(now.duration_since(*oldest))
+        });
+        let reset = reset.as_secs_f64().ceil() as u64;
+        if self.limits.fastly {
+            let epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            vec![
+                ("fastly-ratelimit-remaining", remaining.to_string()),
+                ("fastly-ratelimit-reset", (epoch + reset).to_string()),
+            ]
+        } else {
+            vec![
+                ("ratelimit", format!("\"default\";r={remaining};t={reset}")),
+                (
+                    "ratelimit-policy",
+                    format!("\"default\";q={};w={}", self.limits.calls, per.as_secs()),
+                ),
+            ]
+        }
     }
 
     /// The most calls admitted within any window of `per`.

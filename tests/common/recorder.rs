@@ -160,7 +160,7 @@ impl Recorder {
                         let counted = counted.clone();
                         let limits = limits.clone();
                         async move {
-                            let refused = limits.and_then(|limiter| {
+                            let refused = limits.as_ref().and_then(|limiter| {
                                 limiter.lock().unwrap().admit(&uri.to_string(), &body).err()
                             });
                             let echoed: serde_json::Map<String, serde_json::Value> = headers
@@ -185,10 +185,17 @@ impl Recorder {
                                 all.len()
                             };
                             let target = uri.to_string();
-                            if let Some(seconds) = refused {
-                                return too_many(seconds);
+                            let mut response = match refused {
+                                Some(seconds) => too_many(seconds),
+                                None => respond(answer, count, echoed, counted, target).await,
+                            };
+                            if let Some(limiter) = limits {
+                                let window = limiter.lock().unwrap().headers();
+                                for (name, value) in window {
+                                    response.headers_mut().insert(name, value.parse().unwrap());
+                                }
                             }
-                            respond(answer, count, echoed, counted, target).await
+                            response
                         }
                     },
                 );

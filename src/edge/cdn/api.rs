@@ -41,7 +41,7 @@ pub(super) struct Api {
     /// The output's public URL, whose absolute URLs the API purges.
     pub public_url: String,
     /// The calls of the user holding the token, where the config limits them; a rate limit's
-    /// `Retry-After` closes their window.
+    /// `Retry-After` closes their window, and what an answer says is left of it narrows it.
     pub calls: Option<ApiCalls>,
     pub client: Client,
     /// How long each call may go unanswered.
@@ -136,6 +136,9 @@ pub(super) async fn send_all(
             user.settle(reserved);
         }
         let answer = answer?;
+        if let (Some(user), Some(reported)) = (&api.calls, answer.reported) {
+            user.reported(reported);
+        }
         if !(200..300).contains(&answer.status) || !check(&answer.body) {
             return Err(PurgeError::Refused {
                 method: call.method.to_string(),

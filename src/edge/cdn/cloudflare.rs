@@ -8,10 +8,13 @@ use super::{Build, Builder, Built, CdnKind, Paced};
 use crate::config::cdn::CloudflarePlan;
 use crate::config::CdnTarget;
 use crate::edge::calls::ApiCalls;
+use crate::edge::error::PurgeError;
+use crate::edge::fold::everything_under;
 use crate::edge::fold::{fold, Purge};
 use crate::edge::pace::{Progress, Rate};
 use crate::edge::price::Forms;
-use crate::edge::{everything_under, PurgeError, PurgePlan, PurgeReport, Secrets};
+use crate::edge::report::{PurgePlan, PurgeReport};
+use crate::edge::secrets::Secrets;
 use crate::error::Result;
 use crate::tile::BBox;
 

@@ -19,13 +19,15 @@ use aws_sdk_cloudfront::Client;
 use futures::future::BoxFuture;
 
 use super::{Build, Builder, Built, Cdn, CdnKind};
+use crate::config::cdn::CLOUDFRONT_PRICE_PER_PATH;
 use crate::config::CdnTarget;
+use crate::edge::error::PurgeError;
+use crate::edge::fold::everything_under;
 use crate::edge::fold::Purge;
 use crate::edge::pace::Progress;
 use crate::edge::price::Forms;
-use crate::edge::{
-    everything_under, PurgeError, PurgePlan, PurgeReport, Secrets, CLOUDFRONT_PRICE_PER_PATH,
-};
+use crate::edge::report::{PurgePlan, PurgeReport};
+use crate::edge::secrets::Secrets;
 use crate::error::Result as RunResult;
 
 /// File paths (not wildcards) in progress per distribution, and paths per invalidation.

@@ -6,15 +6,19 @@
 use super::api::{plan, send_all, Api, Call};
 use super::{Build, Builder, Built, CdnKind, Paced};
 use crate::config::CdnTarget;
+use crate::edge::error::PurgeError;
+use crate::edge::fold::everything_under;
 use crate::edge::pace::{Progress, Rate};
 use crate::edge::price::Forms;
-use crate::edge::{everything_under, PurgeError, PurgePlan, PurgeReport, Secrets};
+use crate::edge::report::{PurgePlan, PurgeReport};
+use crate::edge::secrets::Secrets;
 use crate::error::Result;
 
 /// Fastly takes at most this many surrogate keys per batch purge.
 const FASTLY_KEYS_PER_CALL: usize = 256;
-/// Fastly counts 100,000 URL and surrogate-key purges an hour per customer; they are paced as a
-/// bucket of 1,000 refilled at that rate.
+/// Fastly's API page says URL and surrogate-key purges are not rate-limited (only `purge_all`
+/// counts, against the 1,000 non-read calls an hour); they are still paced, as a bucket of 1,000
+/// refilled at 100,000 an hour, so a huge reseed neither floods the API nor plans on no limit.
 const FASTLY_RATE: Rate = Rate {
     per_second: 100_000.0 / 3_600.0,
     burst: 1_000.0,

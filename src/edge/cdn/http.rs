@@ -12,11 +12,15 @@ use futures::StreamExt;
 
 use super::{Build, Builder, Built, CdnKind, Paced};
 use crate::config::{CdnTarget, PurgeMethod};
+use crate::edge::client::Client;
+use crate::edge::error::PurgeError;
+use crate::edge::fold::everything_under;
 use crate::edge::pace::Progress;
 use crate::edge::price::Forms;
+use crate::edge::report::{PurgePlan, PurgeReport};
+use crate::edge::secrets::Secrets;
 use crate::edge::secrets::{excerpt, header_values};
 use crate::edge::send::{send_with_retries, Request};
-use crate::edge::{everything_under, Client, PurgeError, PurgePlan, PurgeReport, Secrets};
 use crate::error::Result;
 
 /// `kind = "http"`.

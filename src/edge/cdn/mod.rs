@@ -11,7 +11,7 @@
 //! lists to the schema's `kind` enum.
 //!
 //! What every kind shares (budgets, pricing, pace, the outbox's timeout, secrets and messages)
-//! stays in `PurgeTarget` (`edge/mod.rs`), which holds one `Box<dyn Cdn>`. The kinds that send
+//! stays in `PurgeTarget` (`edge/target.rs`), which holds one `Box<dyn Cdn>`. The kinds that send
 //! their purges as they go, at their own pace (all but CloudFront), are a [`Cdn`] through
 //! [`Paced`], which holds what differs between them; Cloudflare and Fastly build what their APIs
 //! share (token, calls, public URL) with `api::Api::of`.
@@ -27,9 +27,13 @@ use std::future::Future;
 use futures::future::BoxFuture;
 
 use super::calls::{self, ApiCalls};
+use super::client::Client;
+use super::error::PurgeError;
+use super::pace::Progress;
 use super::price::Forms;
+use super::report::{PurgePlan, PurgeReport};
 use super::secrets::secret;
-use super::{Client, Progress, PurgeError, PurgePlan, PurgeReport, Secrets};
+use super::secrets::Secrets;
 use crate::config::CdnConfig;
 use crate::error::{Error, Result};
 use crate::tile::BBox;

@@ -98,6 +98,33 @@ fn shard_specs_come_from_the_flag_or_the_batch_engines_environment() {
         ShardSpec::resolve(None, None, batch).unwrap(),
         Some(ShardSpec::new(1, 2).unwrap())
     );
+    // Google Cloud Run jobs and Google Cloud Batch give a 0-based index and the task count.
+    for (index, count) in [
+        ("CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_COUNT"),
+        ("BATCH_TASK_INDEX", "BATCH_TASK_COUNT"),
+    ] {
+        let google = |name: &str| match name {
+            _ if name == index => Some("2".to_string()),
+            _ if name == count => Some("3".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            ShardSpec::resolve(None, None, google).unwrap(),
+            Some(ShardSpec::new(2, 3).unwrap()),
+            "{index}"
+        );
+        let index_only = |name: &str| (name == index).then(|| "1".to_string());
+        let err = ShardSpec::resolve(None, None, index_only)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("OAR_TILES_SHARDS"), "{err}");
+        let past = |name: &str| match name {
+            _ if name == index => Some("3".to_string()),
+            _ if name == count => Some("3".to_string()),
+            _ => None,
+        };
+        assert!(ShardSpec::resolve(None, None, past).is_err(), "{index}");
+    }
     // SLURM counts from the array's first task, by its step: --array=10-16:2 is shards 0-3.
     let slurm = |id: &'static str| {
         move |name: &str| match name {
