@@ -13,8 +13,8 @@ use oar_tiles::{OutputTarget, S3Config};
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
-    expected_digest, oar_tiles_with, read_mbtiles_raw, read_metadata, read_tree, single_layer_config,
-    Run, Tiles,
+    expected_digest, oar_tiles_with, read_mbtiles_raw, read_metadata, read_tree,
+    single_layer_config, Run, Tiles,
 };
 use crate::common::runtime;
 use crate::common::s3::S3Server;

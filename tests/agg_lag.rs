@@ -14,8 +14,8 @@ use md5::{Digest, Md5};
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
-    expected_digest, oar_tiles, read_mbtiles_raw, read_metadata, read_tree,
-    read_tree_after_a_kill, single_layer_config, Tiles,
+    expected_digest, oar_tiles, read_mbtiles_raw, read_metadata, read_tree, read_tree_after_a_kill,
+    single_layer_config, Tiles,
 };
 use crate::common::watcher::{Watcher, PACING};
 
@@ -301,7 +301,11 @@ fn a_dirty_reseed_into_a_tree_names_its_digest_with_the_tiles_and_reads_no_other
     );
     let (code, report) = validated_at_purge(&seen);
     assert_eq!(code, 0, "the digest named is the tiles': {report}");
-    assert!(!run.stderr.contains("read from every tile"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("read from every tile"),
+        "{}",
+        run.stderr
+    );
 
     let Output::Tree(root) = &output else {
         unreachable!()

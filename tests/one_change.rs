@@ -47,7 +47,7 @@ fn a_one_change_reseed_of_a_tree_opens_only_the_touched_tiles_and_names_a_full_r
         "[changes]\nschema = \"{changes}\"\n{}",
         single_layer_config(&schema.name, "sites", "", "")
     );
-    let fixture = Fixture { schema, ..fixture };
+    let mut fixture = Fixture { schema, ..fixture };
     std::fs::write(&fixture.config, text).unwrap();
     let config = fixture.config.to_str().unwrap().to_string();
     let url = fixture.schema.url.clone();

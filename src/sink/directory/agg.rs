@@ -14,7 +14,9 @@ use super::entries::Found;
 use super::read::tiles;
 use super::{DirectorySink, STALE_NAME};
 use crate::error::{Error, Result};
-use crate::sink::agg_hash::{hash_order, AggHasher, TileDigest, AGG_TILES_HASH_KEY, TILE_DIGEST_KEY};
+use crate::sink::agg_hash::{
+    hash_order, AggHasher, TileDigest, AGG_TILES_HASH_KEY, TILE_DIGEST_KEY,
+};
 use crate::sink::tilejson::TILEJSON_NAME;
 use crate::sink::{HashRefresh, TilesetMetadata};
 use crate::store::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
@@ -64,7 +66,11 @@ impl DirectorySink {
     /// changed tiles, with `defer`, names the digest it kept from the tiles it changed (no other
     /// tile is read), or, when the digest was not known, leaves both pending for
     /// [`refresh_agg_hash`]; otherwise every tile is read back for both.
-    pub(super) fn finish_hashes(&self, metadata: &mut TilesetMetadata, defer: bool) -> Result<Named> {
+    pub(super) fn finish_hashes(
+        &self,
+        metadata: &mut TilesetMetadata,
+        defer: bool,
+    ) -> Result<Named> {
         let pending = self.hash_pending();
         if !pending {
             let (hash, digest) = named(&self.root);
@@ -87,8 +93,13 @@ impl DirectorySink {
         }
         let never = AtomicBool::new(false);
         let (hash, digest, coverage) =
-            hash_tree(&self.root, &self.settings.tile_extension, &never)?
-                .unwrap_or_else(|| (AggHasher::new().finish(), TileDigest::new(), Coverage::default()));
+            hash_tree(&self.root, &self.settings.tile_extension, &never)?.unwrap_or_else(|| {
+                (
+                    AggHasher::new().finish(),
+                    TileDigest::new(),
+                    Coverage::default(),
+                )
+            });
         metadata.cover(&coverage);
         Ok(Named {
             hash: Some(hash),
@@ -99,7 +110,13 @@ impl DirectorySink {
 
     /// Keeps the digest as `tile` goes from what `path` holds (`found`) to `data`; before the
     /// write, so the old bytes are still there.
-    pub(super) fn digest_replace(&mut self, tile: TileCoord, path: &Path, found: Found, data: &[u8]) {
+    pub(super) fn digest_replace(
+        &mut self,
+        tile: TileCoord,
+        path: &Path,
+        found: Found,
+        data: &[u8],
+    ) {
         let Some(digest) = self.digest.as_mut() else {
             return;
         };
@@ -212,7 +229,9 @@ fn named(root: &Path) -> (Option<String>, Option<TileDigest>) {
     };
     (
         document[AGG_TILES_HASH_KEY].as_str().map(str::to_string),
-        document[TILE_DIGEST_KEY].as_str().and_then(TileDigest::parse),
+        document[TILE_DIGEST_KEY]
+            .as_str()
+            .and_then(TileDigest::parse),
     )
 }
 
@@ -385,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deferred_finish_names_no_hash_and_declares_what_the_tiles_cover_without_reading_them() {
+    fn a_deferred_finish_names_the_digest_kept_from_the_changed_tiles_and_reads_no_other() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("tree");
         let tile = |text: &str| text.parse::<TileCoord>().unwrap();
@@ -393,19 +412,29 @@ mod tests {
         first.write_tile(tile("3/1/6"), b"a").unwrap();
         first.write_tile(tile("1/0/0"), b"b").unwrap();
         finish(first, 3, false);
+        // A tile no run touches again, changed behind the sink's back: a finish that read it
+        // would take the new bytes into the digest.
+        std::fs::write(root.join("3/1/6.pbf"), b"changed behind").unwrap();
 
-        // A deeper tile: the zooms widen and the box becomes the deeper zoom's.
+        // A deeper tile and a replaced one: the zooms widen, the digest follows.
         let mut next = sink(&root);
         next.write_tile(tile("4/2/12"), b"c").unwrap();
+        next.write_tile(tile("1/0/0"), b"bb").unwrap();
         finish(next, 5, true);
-        assert!(root.join(STALE_NAME).exists());
+        assert!(!root.join(STALE_NAME).exists());
         let document = declared(&root);
         assert!(document.get(AGG_TILES_HASH_KEY).is_none(), "{document}");
+        let mut expected = TileDigest::new();
+        expected.add(tile("3/1/6"), b"a");
+        // Not read: the digest keeps the term the first finish read.
+        expected.add(tile("1/0/0"), b"bb");
+        expected.add(tile("4/2/12"), b"c");
+        assert_eq!(document[TILE_DIGEST_KEY], expected.to_hex());
         assert_eq!(
             (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
             (Some(1), Some(4))
         );
-        let pending = document.clone();
+        let widened = document.clone();
 
         // A deletion may empty an edge: the names are listed again.
         let mut deleting = sink(&root);
@@ -416,7 +445,30 @@ mod tests {
             (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
             (Some(1), Some(3))
         );
-        assert_ne!(document["bounds"], pending["bounds"]);
+        assert_ne!(document["bounds"], widened["bounds"]);
+        expected.remove(tile("4/2/12"), b"c");
+        assert_eq!(document[TILE_DIGEST_KEY], expected.to_hex());
+    }
+
+    #[test]
+    fn after_a_stopped_run_a_deferred_finish_leaves_both_pending_for_the_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        let tile = |text: &str| text.parse::<TileCoord>().unwrap();
+        let mut first = sink(&root);
+        first.write_tile(tile("1/0/0"), b"b").unwrap();
+        finish(first, 3, false);
+        let mut stopped = sink(&root);
+        stopped.write_tile(tile("3/1/6"), b"a").unwrap();
+        Box::new(stopped).abort();
+
+        let mut next = sink(&root);
+        next.write_tile(tile("2/1/1"), b"c").unwrap();
+        finish(next, 3, true);
+        assert!(root.join(STALE_NAME).exists());
+        let document = declared(&root);
+        assert!(document.get(AGG_TILES_HASH_KEY).is_none(), "{document}");
+        assert!(document.get(TILE_DIGEST_KEY).is_none(), "{document}");
 
         let cancelled = AtomicBool::new(true);
         assert_eq!(
@@ -426,14 +478,18 @@ mod tests {
         assert!(root.join(STALE_NAME).exists());
         let go = AtomicBool::new(false);
         let mut expected = AggHasher::new();
-        expected.add(tile("1/0/0"), b"b");
-        expected.add(tile("3/1/6"), b"a");
+        let mut digest = TileDigest::new();
+        for (text, data) in [("1/0/0", b"b"), ("2/1/1", b"c"), ("3/1/6", b"a")] {
+            expected.add(tile(text), data);
+            digest.add(tile(text), data);
+        }
         let expected = expected.finish();
         assert_eq!(
             refresh_agg_hash(&root, "pbf", &go).unwrap(),
             HashRefresh::Computed(expected.clone())
         );
         assert_eq!(named_hash(&root), expected);
+        assert_eq!(declared(&root)[TILE_DIGEST_KEY], digest.to_hex());
         assert!(!root.join(STALE_NAME).exists());
         assert_eq!(
             refresh_agg_hash(&root, "pbf", &go).unwrap(),
