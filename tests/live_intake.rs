@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::edge::{metric, Watching};
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
-use crate::common::run::{oar_tiles, read_tree, Tiles};
+use crate::common::run::{oar_tiles, read_tree, read_tree_after_a_kill, Tiles};
 
 /// The tileset's deepest zoom: a change's own tile.
 const DEEPEST: u8 = 9;
@@ -92,6 +92,12 @@ fn seed_zooms(fixture: &Fixture, name: &str, zooms: &str) -> Tiles {
     read_tree(&fresh, "pbf")
 }
 
+/// The watched tree's tiles; a tile the watcher is writing meanwhile is a temporary file beside
+/// its old bytes, which are what a reader gets.
+fn tiles(tree: &Path) -> Tiles {
+    read_tree_after_a_kill(tree, "pbf").0
+}
+
 fn rename(fixture: &mut Fixture, nth: u32, label: &str) {
     fixture.schema.execute(&format!(
         "UPDATE {{schema}}.sites SET label = '{label}' WHERE site_id = \
@@ -111,10 +117,10 @@ fn idle(watching: &mut Watching) {
 fn warm_up(fixture: &mut Fixture, tree: &Path) -> Watching {
     let mut watching = Watching::start(fixture, &[]);
     idle(&mut watching);
-    let before = read_tree(tree, "pbf");
+    let before = tiles(tree);
     rename(fixture, 0, "warm");
     watching.wait_until("the warm-up's low zooms", |_| {
-        read_tree(tree, "pbf").get(&(0, 0, 0)) != before.get(&(0, 0, 0))
+        tiles(tree).get(&(0, 0, 0)) != before.get(&(0, 0, 0))
     });
     idle(&mut watching);
     watching
@@ -130,20 +136,20 @@ fn deep_changed(before: &Tiles, now: &Tiles) -> bool {
 fn a_commit_made_while_low_zooms_render_has_its_deep_tile_stored_before_they_finish() {
     let (mut fixture, tree) = slow_low_world("live_intake_front");
     let mut watching = warm_up(&mut fixture, &tree);
-    let before_a = read_tree(&tree, "pbf");
+    let before_a = tiles(&tree);
     rename(&mut fixture, 10, "commit-a");
     watching.wait_until("commit A's deep tile", |_| {
-        deep_changed(&before_a, &read_tree(&tree, "pbf"))
+        deep_changed(&before_a, &tiles(&tree))
     });
     // Commit A's low zooms (about 1.5 s a tile) are due now, or rendering: commit B comes.
-    let after_a = read_tree(&tree, "pbf");
+    let after_a = tiles(&tree);
     rename(&mut fixture, 200, "commit-b");
     let committed = Instant::now();
     watching.wait_until("commit B's deep tile", |_| {
-        deep_changed(&after_a, &read_tree(&tree, "pbf"))
+        deep_changed(&after_a, &tiles(&tree))
     });
     let took = committed.elapsed();
-    let now = read_tree(&tree, "pbf");
+    let now = tiles(&tree);
     assert_eq!(
         now.get(&(0, 0, 0)),
         before_a.get(&(0, 0, 0)),
@@ -151,9 +157,7 @@ fn a_commit_made_while_low_zooms_render_has_its_deep_tile_stored_before_they_fin
     );
     // And the low zooms come, both commits' together.
     let fresh = full_seed(&fixture, "fresh");
-    watching.wait_until("the output a full seed's", |_| {
-        read_tree(&tree, "pbf") == fresh
-    });
+    watching.wait_until("the output a full seed's", |_| tiles(&tree) == fresh);
 }
 
 #[test]
@@ -183,7 +187,7 @@ fn kill_9_while_the_low_lane_renders_loses_nothing() {
     idle(&mut watching);
     let fresh = full_seed(&fixture, "fresh");
     watching.wait_until("the output a full seed's after the restart", |_| {
-        read_tree(&tree, "pbf") == fresh
+        tiles(&tree) == fresh
     });
     watching.wait_until("the lane's notes gone", |_| {
         !rendering.exists()
@@ -206,7 +210,7 @@ fn after_a_stream_of_edits_deep_tiles_are_current_at_once_and_all_within_max_del
     let stopped = Instant::now();
     // The deep tiles of every commit, the last's included, without waiting for any low zoom.
     std::thread::sleep(Duration::from_millis(2500));
-    let deep: Tiles = read_tree(&tree, "pbf")
+    let deep: Tiles = tiles(&tree)
         .into_iter()
         .filter(|(key, _)| key.0 >= DEEP_FROM)
         .collect();
@@ -218,9 +222,7 @@ fn after_a_stream_of_edits_deep_tiles_are_current_at_once_and_all_within_max_del
     let fresh = full_seed(&fixture, "fresh");
     // Every tile within max_delay (2 s), the lane's render (4 tiles of 1.5 s on one connection)
     // and one cycle; the full seed to compare with takes as long as the lane.
-    watching.wait_until("the output a full seed's", |_| {
-        read_tree(&tree, "pbf") == fresh
-    });
+    watching.wait_until("the output a full seed's", |_| tiles(&tree) == fresh);
     let all_after = stopped.elapsed();
     assert!(
         all_after < Duration::from_secs(30),
