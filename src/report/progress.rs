@@ -116,6 +116,14 @@ fn tiles_text(zoom: u8, done: u64, total: Option<u64>, queued: u64, elapsed: Dur
     }
 }
 
+/// What the line adds while a store refuses writes as too fast: the rate it takes them at.
+fn throttled_text() -> String {
+    match crate::store::pace::pacing() {
+        Some(rate) => format!(", store throttled: writing {} a second", rate_text(rate)),
+        None => String::new(),
+    }
+}
+
 /// Live progress of one tileset.
 pub struct Progress {
     kind: ProgressKind,
@@ -189,11 +197,12 @@ impl Progress {
                 .map(|total| format!(" of {}", HumanCount(total)))
                 .unwrap_or_default();
             tracing::info!(
-                "{}: zoom {}, {} tiles done{of}, {} written, {rate} tiles/s",
+                "{}: zoom {}, {} tiles done{of}, {} written, {rate} tiles/s{}",
                 self.tileset,
                 self.zoom,
                 HumanCount(self.done),
                 HumanCount(tally.written()),
+                throttled_text(),
             );
         }
     }
@@ -216,9 +225,8 @@ impl Progress {
         }
         let queued = self.found.saturating_sub(self.done);
         let elapsed = self.started.elapsed();
-        bar.set_message(tiles_text(
-            self.zoom, self.done, self.total, queued, elapsed,
-        ));
+        let line = tiles_text(self.zoom, self.done, self.total, queued, elapsed);
+        bar.set_message(format!("{line}{}", throttled_text()));
     }
 
     /// Removes the bar.
