@@ -36,8 +36,9 @@ pub struct StoreConfig {
     /// Uploads in flight at once (1 to 256).
     #[schemars(range(min = 1, max = 256))]
     pub max_concurrent_uploads: usize,
-    /// Attempts per request (1 to 20): throttling, 5xx answers and connection failures are
+    /// Attempts per request (1 to 20): 5xx answers, connection failures and throttled reads are
     /// retried with exponential backoff; a tile that still fails fails the job, naming the tile.
+    /// Writes the store refuses as too fast are paced instead (`throttle_budget`).
     #[schemars(range(min = 1, max = 20))]
     pub max_attempts: u32,
     /// Size in MiB of the parts of a multipart upload (5 to 5120): a PMTiles archive larger than
