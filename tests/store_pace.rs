@@ -14,7 +14,7 @@ use crate::common::throttle::ThrottleFront;
 const PREFIX: &str = "paced/v1";
 const ZOOMS: &str = "0-9";
 /// Writes a second the front lets through.
-const RATE: u32 = 200;
+const RATE: u32 = 100;
 
 /// Seeds a few thousand tiles into `remote` behind a front of `kind`, and checks the run.
 fn a_first_seed_keeps_the_stores_pace(remote: Remote, kind: &str) {

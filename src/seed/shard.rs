@@ -81,7 +81,11 @@ const SHARD_TILES_PER_SECOND: u64 = 13_600;
 fn documented_rate(scheme: Scheme) -> (u64, &'static str, Option<u64>) {
     match scheme {
         Scheme::S3 => (3_500, "prefix (S3's documented floor)", None),
-        Scheme::Gcs => (1_000, "bucket at first, doubling at most every 20 min (GCS)", Some(1200)),
+        Scheme::Gcs => (
+            1_000,
+            "bucket at first, doubling at most every 20 min (GCS)",
+            Some(1200),
+        ),
         Scheme::Azure => (20_000, "storage account (Azure)", None),
     }
 }
@@ -202,7 +206,7 @@ pub(super) async fn shard_walk(
     let text = match store.read_plan().await? {
         Some(text) => text,
         None => {
-            let plan = plan_tileset(pool, prepared, connections, shard.spec.count).await?;
+            let (plan, _) = plan_tileset(pool, prepared, connections, shard.spec.count).await?;
             let text = plan.to_json();
             if store.store_plan_if_absent(&text).await? {
                 tracing::info!("shard plan stored in {location}");

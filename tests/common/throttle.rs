@@ -20,7 +20,14 @@ impl ThrottleFront {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/throttle-front.py");
         let mut child = Command::new("python3")
             .arg(script)
-            .args(["--kind", kind, "--rate", &rate.to_string(), "--upstream", upstream])
+            .args([
+                "--kind",
+                kind,
+                "--rate",
+                &rate.to_string(),
+                "--upstream",
+                upstream,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
