@@ -64,7 +64,7 @@ code=$?
 set -e
 end=$(date +%s.%N)
 stats=$(curl -s "$front/__throttle_front__/stats")
-tail -5 "$work/seed.out" "$work/seed.err" >&2
+tail -n 5 "$work/seed.out" "$work/seed.err" >&2 || true
 written=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[0]['tiles_written'])" "$work/summary.json" 2>/dev/null || echo 0)
 env "${env_args[@]}" "$binary" validate --json --config "$work/bench.toml" --against-db --all "$output" >"$work/validate.json" 2>"$work/validate.err"
 vcode=$?
