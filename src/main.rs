@@ -402,6 +402,9 @@ fn run_shard_plan(mut args: ShardPlanArgs) -> Result<(), Error> {
             "floor: the dearest single tile, weight {} (µs of CPU)",
             plan.dearest
         );
+        if let Some(note) = &tileset.store_rate {
+            say!("{note}");
+        }
         if let Some(stored) = &tileset.stored {
             say!("plan stored in {stored}");
         }

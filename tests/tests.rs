@@ -73,6 +73,7 @@ mod shards;
 mod shared_schema;
 mod slurm;
 mod small_ones;
+mod store_pace;
 mod store_secrets;
 mod tile_bytes;
 mod toolbox;

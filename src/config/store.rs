@@ -36,8 +36,9 @@ pub struct StoreConfig {
     /// Uploads in flight at once (1 to 256).
     #[schemars(range(min = 1, max = 256))]
     pub max_concurrent_uploads: usize,
-    /// Attempts per request (1 to 20): throttling, 5xx answers and connection failures are
+    /// Attempts per request (1 to 20): 5xx answers, connection failures and throttled reads are
     /// retried with exponential backoff; a tile that still fails fails the job, naming the tile.
+    /// Writes the store refuses as too fast are paced instead (`throttle_budget`).
     #[schemars(range(min = 1, max = 20))]
     pub max_attempts: u32,
     /// Size in MiB of the parts of a multipart upload (5 to 5120): a PMTiles archive larger than
@@ -52,6 +53,12 @@ pub struct StoreConfig {
     /// again, up to `max_attempts`, and then the run fails naming the object.
     #[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+\s*$"))]
     pub request_timeout: String,
+    /// How long one write the store refuses as too fast (S3's `503 SlowDown`, GCS's `429`,
+    /// Azure's `503 ServerBusy`) keeps being sent again, at the pace the store takes, before it
+    /// fails the run (a duration). Such refusals do not count against `max_attempts`: a first
+    /// seed into a new bucket meets them until the store scales.
+    #[schemars(regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+\s*$"))]
+    pub throttle_budget: String,
 }
 
 impl StoreConfig {
@@ -64,12 +71,19 @@ impl StoreConfig {
     pub fn request_timeout(&self) -> Duration {
         humantime::parse_duration(&self.request_timeout).unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
+
+    /// [`StoreConfig::throttle_budget`] as a duration (checked when the config was read).
+    pub fn throttle_budget(&self) -> Duration {
+        humantime::parse_duration(&self.throttle_budget).unwrap_or(DEFAULT_THROTTLE_BUDGET)
+    }
 }
 
 /// How long an attempt may take to connect unless `connect_timeout` says.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an attempt may wait for its answer unless `request_timeout` says.
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a write refused as too fast is sent again unless `throttle_budget` says.
+const DEFAULT_THROTTLE_BUDGET: Duration = Duration::from_secs(30 * 60);
 
 /// The settings' old name, from when the table was `[s3]`; the code that passes them on to the
 /// stores still says `s3`.
@@ -87,6 +101,7 @@ impl Default for StoreConfig {
             part_size_mib: 8,
             connect_timeout: "10s".into(),
             request_timeout: "60s".into(),
+            throttle_budget: "30m".into(),
         }
     }
 }
@@ -137,6 +152,7 @@ pub(super) fn resolve_store(
     for (key, value) in [
         ("connect_timeout", &store.connect_timeout),
         ("request_timeout", &store.request_timeout),
+        ("throttle_budget", &store.throttle_budget),
     ] {
         match humantime::parse_duration(value) {
             Ok(duration) if !duration.is_zero() => {}

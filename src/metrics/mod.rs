@@ -104,6 +104,16 @@ impl Metrics {
             .deleted
             .with_label_values(&[output])
             .inc_by(summary.stored.deleted);
+        if let Some(throttled) = &summary.stored.throttled {
+            self.runs
+                .store_refused
+                .with_label_values(&[output])
+                .inc_by(throttled.refused_writes);
+            self.runs
+                .store_write_rate
+                .with_label_values(&[output])
+                .set(i64::try_from(throttled.writes_per_second).unwrap_or(i64::MAX));
+        }
         self.runs
             .cycle_seconds
             .with_label_values(&[output])

@@ -486,6 +486,15 @@ impl TilesetSummary {
             "output: {} changed, {} unchanged (not rewritten), {} deleted\n",
             self.stored.changed, self.stored.unchanged, self.stored.deleted
         ));
+        if let Some(throttled) = &self.stored.throttled {
+            out.push_str(&format!(
+                "store throttled: {} write(s) refused as too fast and sent again; it took {} \
+                 writes a second over the last {}\n",
+                throttled.refused_writes,
+                throttled.writes_per_second,
+                humantime::format_duration(Duration::from_secs(throttled.throttled_ms / 1000))
+            ));
+        }
         if !self.header.ways.is_empty() {
             out.push_str(&format!("reseed: {}\n", ways_text(&self.header.ways)));
         }

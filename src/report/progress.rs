@@ -127,6 +127,14 @@ fn tiles_text(
     }
 }
 
+/// What the line adds while a store refuses writes as too fast: the rate it takes them at.
+fn throttled_text() -> String {
+    match crate::store::pace::pacing() {
+        Some(rate) => format!(", store throttled: writing {} a second", rate_text(rate)),
+        None => String::new(),
+    }
+}
+
 /// Live progress of one tileset.
 pub struct Progress {
     kind: ProgressKind,
@@ -203,11 +211,12 @@ impl Progress {
                 .map(|total| format!(" of {}", HumanCount(total)))
                 .unwrap_or_default();
             tracing::info!(
-                "{}: zoom {}, {} tiles queried{of}, {} written, {rate} tiles/s",
+                "{}: zoom {}, {} tiles queried{of}, {} written, {rate} tiles/s{}",
                 self.tileset,
                 self.zoom,
                 HumanCount(self.done),
                 HumanCount(tally.written()),
+                throttled_text(),
             );
         }
     }
@@ -230,14 +239,15 @@ impl Progress {
         }
         let queued = self.found.saturating_sub(self.done);
         let elapsed = self.started.elapsed();
-        bar.set_message(tiles_text(
+        let line = tiles_text(
             self.zoom,
             self.done,
             self.written,
             self.total,
             queued,
             elapsed,
-        ));
+        );
+        bar.set_message(format!("{line}{}", throttled_text()));
     }
 
     /// Removes the bar.

@@ -1,10 +1,13 @@
 //! `oar-tiles shard-plan`: weighs each tileset's data per tile and cuts it into shards, printing the
 //! cut and storing it in the output (beside an MBTiles file), where every shard of the run reads it.
 
+use std::time::Duration;
+
 use deadpool_postgres::Pool;
 
 use super::prepare::Prepared;
 use super::{Ready, Session};
+use crate::config::{OutputTarget, Scheme};
 use crate::coordination::parts::plan_id;
 use crate::coordination::shards::ShardStore;
 use crate::error::{Error, Result};
@@ -22,6 +25,9 @@ pub struct PlannedTileset {
     pub plan: ShardPlan,
     /// The plan's file or object, if it was stored.
     pub stored: Option<String>,
+    /// What the shards' writes ask of the output's store against its documented write rate, for
+    /// tile prefixes in a remote store.
+    pub store_rate: Option<String>,
 }
 
 impl Session<'_> {
@@ -30,7 +36,8 @@ impl Session<'_> {
     pub async fn shard_plans(&self, shards: u32) -> Result<Vec<PlannedTileset>> {
         let mut planned = Vec::new();
         for prepared in self.prepared.iter().filter_map(Ready::own) {
-            let plan = plan_tileset(&self.pool, prepared, self.job.concurrency, shards).await?;
+            let (plan, tiles) =
+                plan_tileset(&self.pool, prepared, self.job.concurrency, shards).await?;
             let tileset = prepared.tileset;
             // Under a batch engine's index an MBTiles output is already the shard's part file.
             let whole = tileset
@@ -48,23 +55,89 @@ impl Session<'_> {
                 }
                 _ => None,
             };
+            let store_rate = match whole {
+                Some(OutputTarget::Objects { bucket, .. }) => {
+                    Some(store_rate_note(bucket.scheme, shards, tiles))
+                }
+                _ => None,
+            };
             planned.push(PlannedTileset {
                 tileset: tileset.tileset.name.clone(),
                 plan,
                 stored,
+                store_rate,
             });
         }
         Ok(planned)
     }
 }
 
-/// The plan of one tileset for `shards` shards rendering on `connections` connections each.
+/// Tiles a second one shard writes, as one of the quickstart sample's did (13,600): what the
+/// shards are taken to ask of a store.
+const SHARD_TILES_PER_SECOND: u64 = 13_600;
+
+/// A store's documented write rate: writes a second, what it is per, and how often it doubles
+/// under sustained load (GCS's ramp for a new bucket).
+fn documented_rate(scheme: Scheme) -> (u64, &'static str, Option<u64>) {
+    match scheme {
+        Scheme::S3 => (3_500, "prefix (S3's documented floor)", None),
+        Scheme::Gcs => (
+            1_000,
+            "bucket at first, doubling at most every 20 min (GCS)",
+            Some(1200),
+        ),
+        Scheme::Azure => (20_000, "storage account (Azure)", None),
+    }
+}
+
+/// Seconds to write `tiles` at `rate` a second, the rate doubling every `ramp` seconds.
+fn seconds_to_write(tiles: u64, rate: u64, ramp: Option<u64>) -> u64 {
+    let Some(ramp) = ramp else {
+        return tiles.div_ceil(rate.max(1));
+    };
+    let (mut left, mut rate, mut seconds) = (tiles, rate.max(1), 0);
+    while left > rate * ramp {
+        left -= rate * ramp;
+        seconds += ramp;
+        rate *= 2;
+    }
+    seconds + left.div_ceil(rate)
+}
+
+/// What `shards` shards writing a prefix of a store of `scheme` ask of it against its documented
+/// write rate, and, past it, what the store's pace costs the run's at least `tiles` tiles.
+pub fn store_rate_note(scheme: Scheme, shards: u32, tiles: u64) -> String {
+    let (limit, per, ramp) = documented_rate(scheme);
+    let asked = u64::from(shards) * SHARD_TILES_PER_SECOND;
+    let human = |seconds: u64| humantime::format_duration(Duration::from_secs(seconds));
+    if asked <= limit {
+        return format!(
+            "store: {shards} shard(s) at about {SHARD_TILES_PER_SECOND} tiles/s each ask \
+             {asked} writes/s, within the {limit}/s documented per {per}"
+        );
+    }
+    let paced = seconds_to_write(tiles, limit, ramp);
+    let unpaced = tiles.div_ceil(asked);
+    format!(
+        "store: {shards} shard(s) at about {SHARD_TILES_PER_SECOND} tiles/s each ask {asked} \
+         writes/s, past the {limit}/s documented per {per}: the store will refuse the excess and \
+         the writers slow to its pace; the {tiles}+ tiles of the census take at least {} instead \
+         of {} (more shards add no speed past {} writing one prefix; a prefix per tileset or \
+         partition has a limit of its own on S3)",
+        human(paced),
+        human(unpaced),
+        limit.div_ceil(SHARD_TILES_PER_SECOND)
+    )
+}
+
+/// The plan of one tileset for `shards` shards rendering on `connections` connections each, and
+/// the tiles its census found (down to the census zoom).
 async fn plan_tileset(
     pool: &Pool,
     prepared: &Prepared<'_>,
     connections: usize,
     shards: u32,
-) -> Result<ShardPlan> {
+) -> Result<(ShardPlan, u64)> {
     let tileset = prepared.tileset;
     let layers = &prepared.layers;
     let extent = tileset.tileset.extent;
@@ -112,10 +185,11 @@ async fn plan_tileset(
         counted.as_secs_f64(),
         (started.elapsed() - counted).as_secs_f64()
     );
-    plan.map_err(|e| Error::Plan {
+    let plan = plan.map_err(|e| Error::Plan {
         location: "shard plan".into(),
         message: format!("tileset `{}`: {e}", tileset.tileset.name),
-    })
+    })?;
+    Ok((plan, pyramid.tiles()))
 }
 
 /// A shard's walk and the identity of its plan: the plan stored in the output, made now by the
@@ -132,7 +206,7 @@ pub(super) async fn shard_walk(
     let text = match store.read_plan().await? {
         Some(text) => text,
         None => {
-            let plan = plan_tileset(pool, prepared, connections, shard.spec.count).await?;
+            let (plan, _) = plan_tileset(pool, prepared, connections, shard.spec.count).await?;
             let text = plan.to_json();
             if store.store_plan_if_absent(&text).await? {
                 tracing::info!("shard plan stored in {location}");
@@ -154,4 +228,19 @@ pub(super) async fn shard_walk(
     let tileset = prepared.tileset;
     let walk = PyramidWalk::for_shard(tileset.bbox, tileset.zooms, plan, shard.spec)?;
     Ok((walk, plan_id(&text)))
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn shards_past_a_stores_documented_rate_are_told_what_it_costs() {
+        let note = store_rate_note(Scheme::S3, 4, 3_500_000);
+        assert!(note.contains("past the 3500/s"), "{note}");
+        assert!(note.contains("at least 16m 40s"), "{note}");
+        assert!(store_rate_note(Scheme::Azure, 1, 1000).contains("within"));
+        // GCS's ramp: 1,000/s for 20 minutes, then 2,000/s.
+        assert_eq!(seconds_to_write(1_200_000 + 2_000, 1_000, Some(1200)), 1201);
+    }
 }

@@ -40,6 +40,9 @@ pub struct SinkReport {
     pub unchanged: u64,
     /// Tiles removed: emptied, or (after a full seed) no longer produced.
     pub deleted: u64,
+    /// What the store's refusals of writes as too fast did, when it refused any during the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttled: Option<crate::store::pace::Throttled>,
 }
 
 /// How a run ends its output.

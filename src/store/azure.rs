@@ -110,6 +110,7 @@ impl AzureStore {
             .with_http_connector(HyperConnector {
                 connect_timeout: settings.connect_timeout(),
                 request_timeout: settings.request_timeout(),
+                pace: Some(super::shared_pace(bucket, settings)),
             })
             .with_retry(retry)
             .build()
@@ -146,6 +147,7 @@ impl AzureStore {
             .with_http_connector(HyperConnector {
                 connect_timeout: S3Config::default().connect_timeout(),
                 request_timeout: S3Config::default().request_timeout(),
+                pace: None,
             })
             .build()
             .map_err(|e| StoreError::local(&what, e))?;

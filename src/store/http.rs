@@ -17,6 +17,7 @@ use object_store::client::{
 use object_store::ClientOptions;
 
 use super::error_body::{Truncated, ERROR_BODY_CAP};
+use super::pace::Pace;
 
 /// The TLS settings of every HTTPS request: rustls on ring, trusting the platform's roots.
 pub fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
@@ -57,13 +58,17 @@ where
 }
 
 /// object_store's connector: every client it asks for is this hyper client, each attempt bounded
-/// by the `[store]` timeouts (a hung store is asked again by object_store's retries).
-#[derive(Debug, Clone, Copy)]
+/// by the `[store]` timeouts (a hung store is asked again by object_store's retries), writes at
+/// the bucket's pace.
+#[derive(Debug, Clone)]
 pub struct HyperConnector {
     /// Longest an attempt may take to connect.
     pub connect_timeout: Duration,
     /// Longest an attempt may wait for the answer's status and headers; the body then streams.
     pub request_timeout: Duration,
+    /// The pace of the bucket's writes: a write the store refuses as too fast is sent again
+    /// here, within the throttle budget, and object_store sees only the answer that ends it.
+    pub pace: Option<Arc<Pace>>,
 }
 
 impl StoreConnector for HyperConnector {
@@ -76,6 +81,7 @@ impl StoreConnector for HyperConnector {
         Ok(HttpClient::new(HyperService {
             client,
             request_timeout: self.request_timeout,
+            pace: self.pace.clone(),
         }))
     }
 }
@@ -83,6 +89,25 @@ impl StoreConnector for HyperConnector {
 struct HyperService {
     client: Client,
     request_timeout: Duration,
+    pace: Option<Arc<Pace>>,
+}
+
+/// How a paced write's sending ended other than in an answer to pass on.
+enum Sent {
+    /// No answer.
+    Failed(HttpError),
+    /// The store refused it as too fast (`503`, `429`), with its `Retry-After`.
+    TooFast(HttpResponse, Option<Duration>),
+}
+
+/// The same request again, for another sending.
+fn copy_of(parts: &hyper::http::request::Parts, body: &HttpRequestBody) -> HttpRequest {
+    let mut request = HttpRequest::new(body.clone());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
 }
 
 impl std::fmt::Debug for HyperService {
@@ -110,6 +135,47 @@ fn hold_bearer_token(request: &HttpRequest) {
 #[async_trait]
 impl HttpService for HyperService {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let reads = [hyper::Method::GET, hyper::Method::HEAD];
+        let pace = self.pace.as_deref();
+        let Some(pace) = pace.filter(|_| !reads.contains(request.method())) else {
+            return self.send(request).await;
+        };
+        let (parts, body) = request.into_parts();
+        let what = format!("{} {}", parts.method, parts.uri.path());
+        let once = || async {
+            let answer = self
+                .send(copy_of(&parts, &body))
+                .await
+                .map_err(Sent::Failed)?;
+            let status = answer.status().as_u16();
+            if status != 503 && status != 429 {
+                return Ok(answer);
+            }
+            let retry_after = answer
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            Err(Sent::TooFast(answer, retry_after))
+        };
+        let too_fast = |sent: &Sent| match sent {
+            Sent::TooFast(_, retry_after) => Some(*retry_after),
+            Sent::Failed(_) => None,
+        };
+        match pace.run(&what, once, too_fast).await {
+            Ok(answer) => Ok(answer),
+            Err(refused) => match refused.error {
+                Sent::Failed(error) => Err(error),
+                // Past the budget: object_store reads the refusal and fails the request with it.
+                Sent::TooFast(answer, _) => Ok(answer),
+            },
+        }
+    }
+}
+
+impl HyperService {
+    /// Sends `request` once.
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         hold_bearer_token(&request);
         let answer = tokio::time::timeout(self.request_timeout, self.client.request(request));
         let answer = tokio::select! {

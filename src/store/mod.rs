@@ -29,6 +29,7 @@ mod error_body;
 pub mod folder;
 pub mod gcs;
 pub mod http;
+pub mod pace;
 pub mod s3;
 
 /// The media type of Mapbox Vector Tiles.
@@ -335,6 +336,27 @@ pub fn identity(bucket: &Bucket, settings: &S3Config) -> String {
         Scheme::Azure => azure::identity(),
         Scheme::Gcs => gcs::identity(),
     }
+}
+
+/// The pace of `bucket`'s writes in this process ([`pace`]), with the `[store]` table's bounds.
+fn shared_pace(bucket: &Bucket, settings: &S3Config) -> Arc<pace::Pace> {
+    let key = format!(
+        "{:?} {} {bucket}",
+        bucket.scheme,
+        identity(bucket, settings)
+    );
+    pace::shared(
+        &key,
+        &bucket.to_string(),
+        settings.max_concurrent_uploads,
+        settings.throttle_budget(),
+    )
+}
+
+/// What the store's refusals as too fast did to the writes of `bucket` in this process so far;
+/// `None` when it refused none.
+pub fn throttled(bucket: &Bucket, settings: &S3Config) -> Option<pace::Throttled> {
+    shared_pace(bucket, settings).throttled()
 }
 
 /// Removes `keys` from `store` one request each, `in_flight` at once: for stores that have no

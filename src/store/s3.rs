@@ -21,9 +21,11 @@ use crate::retry::Policy;
 
 mod credentials;
 mod multipart;
+mod paced;
 mod splice;
 
 use credentials::{missing_credentials, RedactSessionTokens, NO_CREDENTIALS};
+use paced::paced;
 
 /// What a copy source may hold as it is; every other byte of the key is percent-encoded.
 const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -172,6 +174,8 @@ pub struct S3Store {
     bucket: Bucket,
     attempts: u32,
     public: String,
+    /// The pace of this bucket's writes, shared in the process.
+    pace: std::sync::Arc<super::pace::Pace>,
 }
 
 impl S3Store {
@@ -184,19 +188,22 @@ impl S3Store {
             client,
             bucket: bucket.clone(),
             attempts: settings.max_attempts,
+            pace: super::shared_pace(bucket, settings),
         }
     }
 
     /// A store on a client made elsewhere (a test's, with credentials of its own).
     pub fn with_client(client: Client, bucket: &str, settings: &S3Config) -> S3Store {
         let region = client.config().region().map(|r| r.to_string());
+        let bucket = Bucket {
+            scheme: crate::config::Scheme::S3,
+            name: bucket.to_string(),
+        };
         S3Store {
-            public: public_base(settings, region.as_deref(), bucket, ""),
+            public: public_base(settings, region.as_deref(), &bucket.name, ""),
             client,
-            bucket: Bucket {
-                scheme: crate::config::Scheme::S3,
-                name: bucket.to_string(),
-            },
+            pace: super::shared_pace(&bucket, settings),
+            bucket,
             attempts: settings.max_attempts,
         }
     }
@@ -221,7 +228,7 @@ impl ObjectStore for S3Store {
         async move {
             let what = format!("uploading {}", self.url(key));
             let (client, bucket) = (&self.client, &self.bucket.name);
-            with_retries(self.attempts, &what, || async {
+            paced(&self.pace, self.attempts, &what, || async {
                 let mut request = client
                     .put_object()
                     .bucket(bucket)
@@ -398,7 +405,7 @@ impl ObjectStore for S3Store {
         async move {
             let what = format!("removing {}", self.url(key));
             let (client, bucket) = (&self.client, &self.bucket.name);
-            with_retries(self.attempts, &what, || {
+            paced(&self.pace, self.attempts, &what, || {
                 client.delete_object().bucket(bucket).key(key).send()
             })
             .await
@@ -421,7 +428,7 @@ impl ObjectStore for S3Store {
                     .build()
                     .expect("objects are set");
                 let what = format!("deleting {} object(s) from {}", batch.len(), self.bucket);
-                let output = with_retries(self.attempts, &what, || {
+                let output = paced(&self.pace, self.attempts, &what, || {
                     client
                         .delete_objects()
                         .bucket(bucket)

@@ -27,6 +27,7 @@ pub mod run;
 pub mod s3;
 pub mod serve;
 pub mod slow;
+pub mod throttle;
 pub mod varnish;
 pub mod watcher;
 

@@ -333,6 +333,11 @@ impl Pyramid {
         weights
     }
 
+    /// The non-empty tiles of every zoom down to the census's: a floor of the run's tiles.
+    pub fn tiles(&self) -> u64 {
+        self.levels.iter().map(|level| level.len() as u64).sum()
+    }
+
     /// The deepest zoom of the census.
     pub fn census_zoom(&self) -> u8 {
         (self.levels.len() as u8).saturating_sub(1)

@@ -120,7 +120,8 @@ fn a_full_seed_sweeps_tiles_it_no_longer_produces_within_its_zooms() {
         SinkReport {
             changed: 0,
             unchanged: 1,
-            deleted: 1
+            deleted: 1,
+            throttled: None,
         }
     );
     assert!(!root.join("1/1/1.pbf").exists());

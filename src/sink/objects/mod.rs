@@ -33,6 +33,7 @@ use crate::coordination::parts::{decode_tiles, encode_tiles, PartOf, PartRecord,
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
 use crate::store::document::{DOCUMENT_CAP, LIST_CAP};
+use crate::store::pace::Throttled;
 use crate::store::{local_file, ObjectHeaders, ObjectStore, MVT_CONTENT_TYPE};
 use crate::tile::{tile_from_key, tile_key, TileCoord};
 
@@ -73,6 +74,10 @@ pub struct ObjectSink {
     cache: Option<agg::TileCache>,
     /// Whether some tile the prefix holds is missing from `hashes` (its MD5 is unknown).
     unhashed: bool,
+    /// The `[store]` table the store was opened with, which finds its pace again.
+    store_config: S3Config,
+    /// What the bucket's pace had counted before this sink wrote, so the report says only its own.
+    throttled_before: Throttled,
 }
 
 /// Where, under the prefix, the job state (change watermark) is kept.
@@ -167,6 +172,8 @@ impl ObjectSink {
             part,
             produced: HashSet::new(),
             unhashed: false,
+            throttled_before: crate::store::throttled(bucket, config).unwrap_or_default(),
+            store_config: config.clone(),
         })
     }
 
@@ -263,6 +270,9 @@ impl ObjectSink {
         while let Some(outcome) = self.handle.clone().block_on(self.uploads.join_next()) {
             self.reap(outcome)?;
         }
+        self.report.throttled = crate::store::throttled(&self.bucket, &self.store_config)
+            .map(|now| now.since(&self.throttled_before))
+            .filter(|run| run.refused_writes > 0);
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //! (fake-gcs-server) serve writes, preconditions and resumable uploads only through it, and it
 //! carries an object's headers as metadata rather than as request headers an emulator may act on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use super::super::error_body::ERROR_BODY_CAP;
 use super::super::http::{hyper_client, HyperClient};
 use crate::config::S3Config;
 use crate::retry::{Failed, Policy};
+use crate::store::pace::Pace;
 
 /// What a path segment or query value keeps unencoded: RFC 3986's unreserved characters.
 const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
@@ -77,6 +79,8 @@ pub(super) enum Failure {
         status: StatusCode,
         /// Its message.
         message: String,
+        /// Its `Retry-After`, in seconds.
+        retry_after: Option<Duration>,
     },
     /// No access token (a credentials file, or the metadata server, failed).
     #[error("getting a Google access token: {0}")]
@@ -91,6 +95,23 @@ impl Failure {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Failure::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether GCS refused the request as too fast (`429`, or `503` under load), and the
+    /// `Retry-After` it gave.
+    fn too_fast(&self) -> Option<Option<Duration>> {
+        match self {
+            Failure::Status {
+                status,
+                retry_after,
+                ..
+            } if *status == StatusCode::TOO_MANY_REQUESTS
+                || *status == StatusCode::SERVICE_UNAVAILABLE =>
+            {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -117,23 +138,27 @@ pub(super) struct Api {
     /// Where tokens come from; `None` for an emulator, which takes requests without one.
     credentials: Option<GcpCredentialProvider>,
     policy: Policy,
+    /// The pace of the bucket's writes, when they keep one.
+    pace: Option<Arc<Pace>>,
     /// Longest an attempt waits for the answer's status and headers (`[store] request_timeout`).
     request_timeout: Duration,
 }
 
 impl Api {
     /// The API at `base`, authorized by `credentials`, each request tried as `settings`'s
-    /// `max_attempts`, `connect_timeout` and `request_timeout` say.
+    /// `max_attempts`, `connect_timeout` and `request_timeout` say, writes at `pace`.
     pub fn new(
         base: &str,
         credentials: Option<GcpCredentialProvider>,
         settings: &S3Config,
+        pace: Option<Arc<Pace>>,
     ) -> Result<Api, rustls::Error> {
         Ok(Api {
             client: hyper_client(settings.connect_timeout())?,
             base: base.trim_end_matches('/').to_string(),
             credentials,
             policy: Policy::s3(settings.max_attempts),
+            pace,
             request_timeout: settings.request_timeout(),
         })
     }
@@ -148,12 +173,33 @@ impl Api {
         // Each retry's warning is redacted as the final error is (`StoreError::new`): an answer
         // may echo the request's headers, the access token among them.
         let secrets = super::super::credentials();
-        let run = self.policy.run(
-            || secrets.redact(what),
-            || self.attempt(call),
-            Failure::is_transient,
-            |failure| secrets.redact(&failure.to_string()),
-        );
+        let write = call.method != Method::GET && call.method != Method::HEAD;
+        let pace = self.pace.as_deref().filter(|_| write);
+        let once = || {
+            self.policy.run(
+                || secrets.redact(what),
+                || self.attempt(call),
+                |failure| {
+                    failure.is_transient() && (pace.is_none() || failure.too_fast().is_none())
+                },
+                |failure| secrets.redact(&failure.to_string()),
+            )
+        };
+        let run = async {
+            let Some(pace) = pace else {
+                return once().await;
+            };
+            pace.run(what, once, |failed| failed.error.too_fast())
+                .await
+                .map_err(|refused| {
+                    let note = refused.note();
+                    let mut failed = refused.error;
+                    if let Failure::Status { message, .. } = &mut failed.error {
+                        message.push_str(&note);
+                    }
+                    failed
+                })
+        };
         tokio::select! {
             result = run => result,
             signal = crate::error::stop_requested() => Err(Failed {
@@ -204,6 +250,11 @@ impl Api {
         if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
             return Ok(answer);
         }
+        let retry_after = answer
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let body = read_capped(answer.into_body(), ERROR_BODY_CAP)
             .await
             .unwrap_or_default();
@@ -213,6 +264,7 @@ impl Api {
         Err(Failure::Status {
             status,
             message: message_of(body.as_bytes()),
+            retry_after,
         })
     }
 

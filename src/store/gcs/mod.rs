@@ -78,6 +78,8 @@ impl GcsStore {
                     .with_http_connector(super::http::HyperConnector {
                         connect_timeout: settings.connect_timeout(),
                         request_timeout: settings.request_timeout(),
+                        // Only the credentials' requests go through object_store's client.
+                        pace: None,
                     });
                 if let Some(file) = env("GOOGLE_APPLICATION_CREDENTIALS") {
                     builder = builder.with_application_credentials(file);
@@ -97,8 +99,9 @@ impl GcsStore {
                 (base, Some(client.credentials().clone()))
             }
         };
-        let api =
-            Api::new(&base, credentials, settings).map_err(|e| StoreError::local(&what, e))?;
+        let pace = super::shared_pace(bucket, settings);
+        let api = Api::new(&base, credentials, settings, Some(pace))
+            .map_err(|e| StoreError::local(&what, e))?;
         let own = format!("{base}/{}", bucket.name);
         Ok(GcsStore {
             api,
@@ -118,7 +121,7 @@ impl GcsStore {
             max_attempts: 3,
             ..S3Config::default()
         };
-        let api = Api::new(url, None, &settings)
+        let api = Api::new(url, None, &settings, None)
             .map_err(|e| StoreError::local(&format!("opening {bucket} at {url}"), e))?;
         Ok(GcsStore {
             public: format!("{}/{name}", api.base),
