@@ -314,9 +314,12 @@ impl Archive {
     }
 }
 
-/// Where a local archive keeps its tiles: its tile data section and, by tile id, each tile's
-/// offset in that section and length; what an in-place update keeps of it.
-pub(super) fn placed_tiles(path: &Path) -> Result<(Section, HashMap<u64, (u64, u64)>)> {
+/// By tile id, each tile's offset in the archive's tile data section and its length.
+pub(super) type Placed = HashMap<u64, (u64, u64)>;
+
+/// Where a local archive keeps its tiles: its tile data section and each tile's place in it;
+/// what an in-place update keeps of it.
+pub(super) fn placed_tiles(path: &Path) -> Result<(Section, Placed)> {
     let file = File::open(path)
         .map_err(|e| Error::output(path, format!("cannot open the archive: {e}")))?;
     let archive = Archive::open(file, path.to_path_buf())?;
