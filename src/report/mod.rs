@@ -2,6 +2,7 @@
 //! elsewhere (cron, CI), and a per-zoom summary at the end, for people and, as JSON, for machines.
 
 mod cdn;
+mod failed;
 mod header;
 mod progress;
 mod times;
@@ -498,37 +499,7 @@ impl TilesetSummary {
         if !self.header.ways.is_empty() {
             out.push_str(&format!("reseed: {}\n", ways_text(&self.header.ways)));
         }
-        if !self.failed_tiles.is_empty() {
-            let listed: Vec<&str> = self
-                .failed_tiles
-                .iter()
-                .take(20)
-                .map(|t| t.tile.as_str())
-                .collect();
-            out.push_str(&format!(
-                "FAILED: {} tile(s) after retries: {}\n",
-                self.failed_tiles.len(),
-                listed.join(", ")
-            ));
-            // Tiles that one bad row fails share its message (layer, table, row ids): each
-            // cause once, so the summary says what to fix.
-            let mut causes: Vec<&str> = Vec::new();
-            for failed in &self.failed_tiles {
-                let cause = failed.error.as_str();
-                if !causes.contains(&cause) {
-                    causes.push(cause);
-                }
-            }
-            for cause in causes.iter().take(5) {
-                out.push_str(&format!("  because: {cause}\n"));
-            }
-            if causes.len() > 5 {
-                out.push_str(&format!(
-                    "  and {} other cause(s), in the log and --summary-json\n",
-                    causes.len() - 5
-                ));
-            }
-        }
+        out.push_str(&self.failed_text());
         if let Some(check) = &self.verified {
             let listed: Vec<&str> = check.wrong.iter().take(20).map(String::as_str).collect();
             out.push_str(&format!(
