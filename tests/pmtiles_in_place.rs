@@ -2,7 +2,7 @@
 //! directories and at most one part of padding, the store rebuilds the object from the ranges it
 //! holds, readers see a valid archive equal to a full seed, and an archive whose unreferenced bytes
 //! pass `pmtiles_compact_above` is written whole and clustered again. Bytes sent are counted by a
-//! proxy between the tool and the store. A PMTiles `--changed-list` names the archive only.
+//! proxy between the tool and the store.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,7 +14,7 @@ use crate::common::fixture::Fixture;
 use crate::common::pg::Point;
 use crate::common::pmtiles::seed;
 use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
-use crate::common::run::{lines, oar_tiles, oar_tiles_with, single_layer_config, Run};
+use crate::common::run::{oar_tiles, oar_tiles_with, single_layer_config, Run};
 use crate::common::runtime;
 
 const KEY: &str = "maps/sites.pmtiles";
@@ -266,27 +266,4 @@ fn an_archive_whose_unreferenced_bytes_pass_the_share_is_written_whole_again() {
     let archive = read_archive(&compacted);
     assert_eq!(archive.header["clustered"], true, "{}", archive.header);
     assert!(sent >= std::fs::metadata(&compacted).unwrap().len());
-}
-
-#[test]
-#[ignore = "needs PostGIS: run scripts/test.sh"]
-fn a_pmtiles_changed_list_names_the_archive_alone() {
-    let mut setup = crate::common::pmtiles::setup("pmipl");
-    let archive = setup.path("sites.pmtiles");
-    seed(&setup, &archive, &[]);
-    setup
-        .schema
-        .execute("UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = 1");
-    let changed = setup.path("changed.txt");
-    seed(
-        &setup,
-        &archive,
-        &["--dirty", "--changed-list", changed.to_str().unwrap()],
-    );
-    let listed = lines(&changed);
-    assert_eq!(
-        listed.into_iter().collect::<Vec<_>>(),
-        vec![archive.display().to_string()],
-        "only the archive changed for a reader"
-    );
 }

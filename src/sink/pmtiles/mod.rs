@@ -70,9 +70,7 @@ impl PmtilesSink {
         } else {
             None
         };
-        // What changes for a reader is the archive, one object, never the store's tiles: only the
-        // archive goes into the changed list.
-        let store = MbtilesSink::create(&store_file, ChangedList::default(), journal)?;
+        let store = MbtilesSink::create(&store_file, changes.clone(), journal)?;
         Ok(PmtilesSink {
             store: Box::new(store),
             archive: archive.to_path_buf(),
