@@ -42,7 +42,6 @@ mod live_intake;
 mod live_maps;
 mod moved_shapes;
 mod mvt_decoder;
-mod one_change;
 mod outbox;
 mod outbox_edge;
 mod outbox_notes;
