@@ -1,7 +1,7 @@
 //! An operator's first hour: what a cron line prints, what a served tree needs, and the messages
 //! that meet a first mistake.
 
-use crate::common::nginx::nginx_block_of_the_book;
+use crate::common::nginx::{nginx_block_of_the_book, Nginx};
 use crate::common::reseed::Setup;
 use crate::common::run::{oar_tiles, read_tree, single_layer_config};
 use crate::common::serve::get;
@@ -227,7 +227,8 @@ fn seed_and_validate_judge_a_tree_without_tiles_url_alike() {
 #[test]
 #[ignore = "needs PostGIS and nginx: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL and OAR_TILES_TEST_NGINX"]
 fn the_books_nginx_block_serves_a_seeded_tree() {
-    let nginx = crate::common::env::required_env("OAR_TILES_TEST_NGINX");
+    // Nginx::start below needs OAR_TILES_TEST_NGINX; asked first so a missing one fails at once.
+    crate::common::env::required_env("OAR_TILES_TEST_NGINX");
     let setup = Setup::new("nginxtree", "");
     let www = setup.path("www");
     let tree = www.join("tiles");
@@ -269,58 +270,20 @@ fn the_books_nginx_block_serves_a_seeded_tree() {
         block.contains(&format!("root {};", www.display())),
         "{book}"
     );
-    let prefix = setup.path("nginx");
-    std::fs::create_dir(&prefix).unwrap();
-    let temp = |name: &str| format!("{name}_temp_path {}/{name};", prefix.display());
-    let conf = format!(
-        "daemon off;\nmaster_process off;\npid {p}/nginx.pid;\nerror_log {p}/error.log;\n\
-         events {{}}\nhttp {{\naccess_log off;\n{}\n{}\n{}\n{}\n{}\n{block}\n}}\n",
-        temp("client_body"),
-        temp("proxy"),
-        temp("fastcgi"),
-        temp("uwsgi"),
-        temp("scgi"),
-        p = prefix.display()
+    let server = Nginx::start(&setup.path("nginx"), &block, port);
+    let log = || server.log();
+    let (z, x, y) = tile;
+    let get = |path: &str| get(port, path, "tiles.example.org");
+    let (found, missing, tilejson, state, locks) = (
+        get(&format!("/tiles/{z}/{x}/{y}.pbf")),
+        get("/tiles/14/0/0.pbf"),
+        get("/tiles/tiles.json"),
+        get("/tiles/.oar-tiles-state.json"),
+        [
+            get("/tiles.oar-tiles.lock"),
+            get("/tiles.oar-tiles-locks/BD.lock"),
+        ],
     );
-    let conf_path = prefix.join("nginx.conf");
-    std::fs::write(&conf_path, &conf).unwrap();
-    let mut server = std::process::Command::new(&nginx)
-        .args([
-            "-p",
-            prefix.to_str().unwrap(),
-            "-c",
-            conf_path.to_str().unwrap(),
-        ])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let mut up = false;
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            up = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let log = || std::fs::read_to_string(prefix.join("error.log")).unwrap_or_default();
-    let answers = up.then(|| {
-        let (z, x, y) = tile;
-        let get = |path: &str| get(port, path, "tiles.example.org");
-        (
-            get(&format!("/tiles/{z}/{x}/{y}.pbf")),
-            get("/tiles/14/0/0.pbf"),
-            get("/tiles/tiles.json"),
-            get("/tiles/.oar-tiles-state.json"),
-            [
-                get("/tiles.oar-tiles.lock"),
-                get("/tiles.oar-tiles-locks/BD.lock"),
-            ],
-        )
-    });
-    let _ = server.kill();
-    let _ = server.wait();
-    let (found, missing, tilejson, state, locks) =
-        answers.unwrap_or_else(|| panic!("nginx did not start:\n{conf}\n{}", log()));
     assert_eq!(found.status, 200, "{}", log());
     assert_eq!(found.header("content-encoding"), "gzip");
     assert_eq!(
