@@ -203,9 +203,13 @@ impl Cloudflare {
         let urls = call.body.starts_with(br#"{"files""#);
         let key = format!("cloudflare {}\n{urls}", self.zone_id);
         if urls {
+            // The bucket is counted here when a call is reserved and at Cloudflare when it
+            // arrives: a call that travelled faster than the one before it finds fewer tokens
+            // refilled than were counted here. Planning with one call less than the documented
+            // burst keeps that jitter from costing a 429 at the bottom of the bucket.
             let rate = Rate {
                 per_second: limits.urls_per_second,
-                burst: limits.urls_per_second,
+                burst: limits.urls_per_second - limits.urls_per_call as f64,
             };
             (key, rate, call.items.len() as f64)
         } else {
@@ -295,9 +299,9 @@ mod tests {
     fn a_free_plans_urls_cost_time_and_a_prefix_one_request() {
         let api = cloudflare(true);
         let many: Vec<String> = (0..40_000).map(|i| format!("14/{i}/0.pbf")).collect();
-        // 40,000 URLs at 800 a second, 800 of them at once: 49 s.
+        // 40,000 URLs at 800 a second, 700 of them at once (a call's worth kept in hand): 49.1 s.
         assert!(
-            (api.seconds(&many) - 49.0).abs() < 0.5,
+            (api.seconds(&many) - 49.125).abs() < 0.1,
             "{}",
             api.seconds(&many)
         );
