@@ -1,6 +1,7 @@
 //! `agg_tiles_hash`: every kind of output records the hash of its tiles, as martin's `mbtiles`
 //! crate computes it; outputs holding the same tiles record the same hash, a reseed keeps it
-//! current, and martin's own `mbtiles validate` agrees with ours.
+//! current (a tree or prefix names the digest it keeps from the tiles a reseed changed instead),
+//! and martin's own `mbtiles validate` agrees with ours.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +13,8 @@ use oar_tiles::{OutputTarget, S3Config};
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::pg::{hub_with_scatter, Point};
 use crate::common::run::{
-    oar_tiles_with, read_mbtiles_raw, read_metadata, read_tree, single_layer_config, Run, Tiles,
+    expected_digest, oar_tiles_with, read_mbtiles_raw, read_metadata, read_tree,
+    single_layer_config, Run, Tiles,
 };
 use crate::common::runtime;
 use crate::common::s3::S3Server;
@@ -163,7 +165,8 @@ impl Setup {
                     .unwrap();
                 let metadata = reader.metadata().await.unwrap();
                 let recorded = metadata["agg_tiles_hash"].as_str().map(str::to_string);
-                (recorded, agg_tiles_hash(&reader).await.unwrap())
+                let digest = metadata["oar_tiles_digest"].as_str().map(str::to_string);
+                (recorded, digest, agg_tiles_hash(&reader).await.unwrap())
             })
         };
         let mbtiles = outputs.mbtiles.to_str().unwrap();
@@ -180,22 +183,28 @@ impl Setup {
                 read_mbtiles_raw(&PathBuf::from(format!("{pmtiles}.store.mbtiles"))),
             ),
         ] {
-            let (stored, computed) = reader_hash(output);
+            let (stored, digest, computed) = reader_hash(output);
             recorded.push(Recorded {
                 name,
                 stored,
                 computed,
                 independent: expected_hash(&tiles),
+                digest: (name == "tree").then(|| (digest, expected_digest(&tiles))),
             });
         }
         let tilejson: serde_json::Value =
             serde_json::from_slice(&self.get(&format!("{PREFIX}/tiles.json"))).unwrap();
-        let s3 = expected_hash(&self.s3_tiles());
+        let s3_tiles = self.s3_tiles();
+        let s3 = expected_hash(&s3_tiles);
         recorded.push(Recorded {
             name: "s3",
             stored: tilejson["agg_tiles_hash"].as_str().map(str::to_string),
             computed: s3.clone(),
             independent: s3,
+            digest: Some((
+                tilejson["oar_tiles_digest"].as_str().map(str::to_string),
+                expected_digest(&s3_tiles),
+            )),
         });
         assert_eq!(
             read_metadata(&outputs.mbtiles).get("agg_tiles_hash"),
@@ -214,13 +223,35 @@ struct Recorded {
     stored: Option<String>,
     computed: String,
     independent: String,
+    /// A tree's or prefix's digest: named, and of the tiles it holds.
+    digest: Option<(Option<String>, String)>,
 }
 
-/// Asserts every output records the same, right hash, and returns it.
+/// Asserts every output records the same, right hash (a tree or prefix that a run changed
+/// without reading every tile names its right digest instead), and returns it.
 #[track_caller]
 fn assert_one_right_hash(recorded: &[Recorded], what: &str) -> String {
     let hash = recorded[0].independent.clone();
     for output in recorded {
+        if let Some((named, digest)) = &output.digest {
+            assert_eq!(
+                named.as_ref(),
+                Some(digest),
+                "{what}: {} names another digest than its tiles'",
+                output.name
+            );
+        }
+        let stored = match (&output.stored, &output.digest) {
+            (None, Some(_)) => Some(hash.clone()),
+            (stored, _) => stored.clone(),
+        };
+        let output = &Recorded {
+            stored,
+            digest: None,
+            name: output.name,
+            computed: output.computed.clone(),
+            independent: output.independent.clone(),
+        };
         assert_eq!(
             (
                 output.stored.as_deref(),

@@ -41,6 +41,7 @@ mod live_feed;
 mod live_maps;
 mod moved_shapes;
 mod mvt_decoder;
+mod one_change;
 mod outbox;
 mod outbox_edge;
 mod outbox_notes;

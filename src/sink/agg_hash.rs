@@ -73,6 +73,63 @@ pub fn hash_order(tile: &TileCoord) -> (u8, u32, u32) {
     (tile.z(), tile.x(), tile.tms_row())
 }
 
+/// The metadata key (a tree's or prefix's TileJSON) holding the [`TileDigest`].
+pub const TILE_DIGEST_KEY: &str = "oar_tiles_digest";
+
+/// A digest of every tile an output holds that a run keeps up to date from the tiles it changes
+/// alone, which `agg_tiles_hash` cannot be: that is one MD5 over every tile in order, so a change
+/// at zoom 0 means reading every tile after it again. This one is the sum (modulo 2^128) of one
+/// term per tile, the MD5 of its address (`z/x/y`, the XYZ row, then `:`) followed by the MD5 of its
+/// stored bytes, so a run takes an old tile's term out and puts the new one's in. No tiles digest
+/// as 32 zeros; upper-case hex, as the hash.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TileDigest(u128);
+
+impl TileDigest {
+    /// The digest of no tile.
+    pub fn new() -> TileDigest {
+        TileDigest::default()
+    }
+
+    fn term(tile: TileCoord, bytes_md5: &[u8; 16]) -> u128 {
+        let mut md5 = Md5::new();
+        md5.update(format!("{tile}:"));
+        md5.update(bytes_md5);
+        u128::from_be_bytes(md5.finalize().into())
+    }
+
+    /// Counts `tile` holding bytes whose MD5 is `bytes_md5`.
+    pub fn add_md5(&mut self, tile: TileCoord, bytes_md5: &[u8; 16]) {
+        self.0 = self.0.wrapping_add(Self::term(tile, bytes_md5));
+    }
+
+    /// Takes out `tile` holding bytes whose MD5 is `bytes_md5`.
+    pub fn remove_md5(&mut self, tile: TileCoord, bytes_md5: &[u8; 16]) {
+        self.0 = self.0.wrapping_sub(Self::term(tile, bytes_md5));
+    }
+
+    /// Counts `tile` holding `data`.
+    pub fn add(&mut self, tile: TileCoord, data: &[u8]) {
+        self.add_md5(tile, &Md5::digest(data).into());
+    }
+
+    /// Takes out `tile` holding `data`.
+    pub fn remove(&mut self, tile: TileCoord, data: &[u8]) {
+        self.remove_md5(tile, &Md5::digest(data).into());
+    }
+
+    /// The digest as metadata names it.
+    pub fn to_hex(self) -> String {
+        hex::encode_upper(self.0.to_be_bytes())
+    }
+
+    /// A digest as [`TileDigest::to_hex`] wrote it; `None` for other text.
+    pub fn parse(text: &str) -> Option<TileDigest> {
+        let bytes: [u8; 16] = hex::decode(text).ok()?.try_into().ok()?;
+        Some(TileDigest(u128::from_be_bytes(bytes)))
+    }
+}
+
 /// Recomputes an output's `agg_tiles_hash` from what its reader lists and reads (in order,
 /// through [`OutputReader::read_many`]); fails when a
 /// listed tile vanishes before it is read (the output changed meanwhile).
@@ -125,6 +182,23 @@ mod tests {
         hasher.add(tile("10/512/300"), b"c");
         let expected = hex::encode_upper(Md5::digest(b"311ab10512723c"));
         assert_eq!(hasher.finish(), expected);
+    }
+
+    #[test]
+    fn the_digest_takes_a_tile_out_as_it_put_it_in_whatever_the_order() {
+        let mut forwards = TileDigest::new();
+        forwards.add(tile("3/1/6"), b"ab");
+        forwards.add(tile("10/512/300"), b"c");
+        let mut backwards = TileDigest::new();
+        backwards.add(tile("10/512/300"), b"c");
+        backwards.add(tile("3/1/6"), b"old");
+        backwards.remove(tile("3/1/6"), b"old");
+        backwards.add(tile("3/1/6"), b"ab");
+        assert_eq!(forwards, backwards);
+        assert_ne!(forwards, TileDigest::new());
+        assert_eq!(TileDigest::parse(&forwards.to_hex()), Some(forwards));
+        assert_eq!(TileDigest::new().to_hex(), "0".repeat(32));
+        assert_eq!(TileDigest::parse("not hex"), None);
     }
 
     #[test]

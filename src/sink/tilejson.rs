@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::agg_hash::AGG_TILES_HASH_KEY;
+use super::agg_hash::{AGG_TILES_HASH_KEY, TILE_DIGEST_KEY};
 use super::check::{
     check_bounds, check_center, check_vector_layers, check_zooms, Finding, Findings, MAX_SPEC_ZOOM,
 };
@@ -81,6 +81,7 @@ pub fn says_the_same(previous: Option<&[u8]>, document: &Value, hash_aside: bool
         let mut value = value.clone();
         if let (true, Some(object)) = (hash_aside, value.as_object_mut()) {
             object.remove(AGG_TILES_HASH_KEY);
+            object.remove(TILE_DIGEST_KEY);
         }
         value
     };

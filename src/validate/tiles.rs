@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::mvt::{check_tile, MIXED};
 use super::{Problem, Problems};
 use crate::error::Result;
-use crate::sink::agg_hash::{hash_pending, AggHasher};
+use crate::sink::agg_hash::{hash_pending, AggHasher, TileDigest, TILE_DIGEST_KEY};
 use crate::sink::OutputReader;
 use crate::tile::{BBox, Coverage, TileCoord};
 
@@ -36,6 +36,9 @@ pub(super) struct TileScan {
     pub stored: BTreeSet<TileCoord>,
     /// The hash of the tiles as martin's `mbtiles` computes it.
     pub agg_tiles_hash: String,
+    /// The tiles' [`TileDigest`], which a tree or prefix names where a run that changed some
+    /// tiles kept it without reading the others.
+    pub digest: TileDigest,
     layers: BTreeMap<String, LayerSeen>,
     zooms: Option<(u8, u8)>,
     /// Tiles stored gzip-compressed and plain.
@@ -53,6 +56,7 @@ pub(super) async fn scan(reader: &OutputReader, problems: &mut Problems) -> Resu
     tiles.sort_by_key(|t| (t.z(), t.x(), t.tms_row()));
     let mut scan = TileScan::default();
     let mut hasher = AggHasher::new();
+    let mut digest = TileDigest::new();
     let mut read = reader.read_many(tiles);
     while let Some(next) = read.next().await {
         let (tile, bytes) = next?;
@@ -66,9 +70,11 @@ pub(super) async fn scan(reader: &OutputReader, problems: &mut Problems) -> Resu
             continue;
         };
         hasher.add(tile, &bytes);
+        digest.add(tile, &bytes);
         scan.add(tile, &bytes, problems);
     }
     scan.agg_tiles_hash = hasher.finish();
+    scan.digest = digest;
     Ok(scan)
 }
 
@@ -127,10 +133,25 @@ impl TileScan {
     /// [`OutputReader::metadata`] reads them) against what the tiles hold.
     pub(super) fn check_metadata(&self, metadata: &Value, problems: &mut Problems) {
         let declared = Declared::read(metadata);
+        if let (Some(digest), false) = (&declared.digest, hash_pending(metadata)) {
+            if !digest.eq_ignore_ascii_case(&self.digest.to_hex()) {
+                problems.push(Problem::output(
+                    "metadata",
+                    format!(
+                        "{TILE_DIGEST_KEY} {digest}, but the tiles digest to {}: tiles changed \
+                         without it; a full seed names it again",
+                        self.digest.to_hex()
+                    ),
+                ));
+            }
+        }
         match &declared.agg_tiles_hash {
             // Tiles changed since the hash was computed, and the output says so: the hash
             // declared, if any, is the old one, and the new one follows (`watch` when idle).
             _ if hash_pending(metadata) => {}
+            // A run that changed some tiles of a tree or prefix named the digest it could keep
+            // without reading the others, checked above; the hash is this scan's.
+            None if declared.digest.is_some() => {}
             None => problems.push(Problem::output(
                 "metadata",
                 "no agg_tiles_hash: two copies of the output cannot be compared",
@@ -340,6 +361,7 @@ struct Declared {
     bounds: Option<[f64; 4]>,
     vector_layers: Option<Vec<Value>>,
     agg_tiles_hash: Option<String>,
+    digest: Option<String>,
 }
 
 impl Declared {
@@ -364,6 +386,7 @@ impl Declared {
             bounds,
             vector_layers,
             agg_tiles_hash: metadata["agg_tiles_hash"].as_str().map(str::to_string),
+            digest: metadata[TILE_DIGEST_KEY].as_str().map(str::to_string),
         }
     }
 }

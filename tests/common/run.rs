@@ -399,6 +399,20 @@ pub fn candidate_tiles(point: &Point, z: u8) -> BTreeSet<(u32, u32)> {
 /// Stored tiles keyed by XYZ `(z, x, y)`.
 pub type Tiles = BTreeMap<(u8, u32, u32), Vec<u8>>;
 
+/// The `oar_tiles_digest` a tree or prefix names, written out here apart from the tool's own code:
+/// the sum modulo 2^128 of, per tile, the MD5 of `z/x/y:` (XYZ row) and the MD5 of its bytes; in
+/// upper-case hex.
+pub fn expected_digest(tiles: &Tiles) -> String {
+    use md5::{Digest, Md5};
+    let sum = tiles.iter().fold(0u128, |sum, ((z, x, y), data)| {
+        let mut term = Md5::new();
+        term.update(format!("{z}/{x}/{y}:"));
+        term.update(Md5::digest(data));
+        sum.wrapping_add(u128::from_be_bytes(term.finalize().into()))
+    });
+    hex::encode_upper(sum.to_be_bytes())
+}
+
 /// Asserts that two sets of tiles are the same tiles with the same bytes. Tile maps are too big to
 /// print, so a mismatch names the tiles only one side has and the first tiles whose bytes differ,
 /// with their sizes.

@@ -10,15 +10,18 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::entries::Found;
 use super::read::tiles;
 use super::{DirectorySink, STALE_NAME};
 use crate::error::{Error, Result};
-use crate::sink::agg_hash::{hash_order, AggHasher, AGG_TILES_HASH_KEY};
+use crate::sink::agg_hash::{
+    hash_order, AggHasher, TileDigest, AGG_TILES_HASH_KEY, TILE_DIGEST_KEY,
+};
 use crate::sink::tilejson::TILEJSON_NAME;
 use crate::sink::{HashRefresh, TilesetMetadata};
 use crate::store::document::{read_capped, DOCUMENT_CAP, TILE_FILE_CAP};
 use crate::store::durable;
-use crate::tile::Coverage;
+use crate::tile::{Coverage, TileCoord};
 
 impl DirectorySink {
     /// Marks the hash stale, durably, before the first tile this run changes.
@@ -48,7 +51,9 @@ impl DirectorySink {
         let Some(fields) = document.as_object_mut() else {
             return Ok(());
         };
-        if fields.remove(AGG_TILES_HASH_KEY).is_none() {
+        let hash = fields.remove(AGG_TILES_HASH_KEY);
+        let digest = fields.remove(TILE_DIGEST_KEY);
+        if hash.is_none() && digest.is_none() {
             return Ok(());
         }
         let text = serde_json::to_vec_pretty(&document).expect("JSON serializes");
@@ -56,20 +61,100 @@ impl DirectorySink {
             .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))
     }
 
-    /// The tree's hash once this run's tiles are all in place: the one `tiles.json` names when
-    /// no run changed a tile since, else computed from the tiles, with what they cover (`None`
-    /// when the hash was named: the zooms and bounds `tiles.json` declares then still hold, as
-    /// the run that wrote the hash wrote them from the same tiles).
-    pub(super) fn agg_tiles_hash(&self) -> Result<(String, Option<Coverage>)> {
-        if !self.hash_pending() {
-            if let Some(hash) = named_hash(&self.root) {
-                return Ok((hash, None));
+    /// What `tiles.json` names once this run's tiles are all in place, and what `metadata`
+    /// declares the tiles cover. A run that changed nothing keeps what is named; one that
+    /// changed tiles, with `defer`, names the digest it kept from the tiles it changed (no other
+    /// tile is read), or, when the digest was not known, leaves both pending for
+    /// [`refresh_agg_hash`]; otherwise every tile is read back for both.
+    pub(super) fn finish_hashes(
+        &self,
+        metadata: &mut TilesetMetadata,
+        defer: bool,
+    ) -> Result<Named> {
+        let pending = self.hash_pending();
+        if !pending {
+            let (hash, digest) = named(&self.root);
+            if hash.is_some() || digest.is_some() {
+                self.keep_coverage(metadata);
+                return Ok(Named {
+                    hash,
+                    digest,
+                    pending: false,
+                });
             }
         }
+        if pending && defer {
+            self.cover_without_hash(metadata)?;
+            return Ok(Named {
+                hash: None,
+                digest: self.digest,
+                pending: self.digest.is_none(),
+            });
+        }
         let never = AtomicBool::new(false);
-        let (hash, coverage) = hash_tree(&self.root, &self.settings.tile_extension, &never)?
-            .unwrap_or_else(|| (AggHasher::new().finish(), Coverage::default()));
-        Ok((hash, Some(coverage)))
+        let (hash, digest, coverage) =
+            hash_tree(&self.root, &self.settings.tile_extension, &never)?.unwrap_or_else(|| {
+                (
+                    AggHasher::new().finish(),
+                    TileDigest::new(),
+                    Coverage::default(),
+                )
+            });
+        metadata.cover(&coverage);
+        Ok(Named {
+            hash: Some(hash),
+            digest: Some(digest),
+            pending: false,
+        })
+    }
+
+    /// Keeps the digest as `tile` goes from what `path` holds (`found`) to `data`; before the
+    /// write, so the old bytes are still there.
+    pub(super) fn digest_replace(
+        &mut self,
+        tile: TileCoord,
+        path: &Path,
+        found: Found,
+        data: &[u8],
+    ) {
+        let Some(digest) = self.digest.as_mut() else {
+            return;
+        };
+        match found {
+            Found::Same => return,
+            Found::OtherFile => match read_capped(path, TILE_FILE_CAP) {
+                Ok(Some(old)) => digest.remove(tile, &old),
+                _ => {
+                    self.digest = None;
+                    return;
+                }
+            },
+            // A link (read through by a reader) or something else at the name: the next full read
+            // says what the tree holds.
+            Found::NoFile if std::fs::symlink_metadata(path).is_ok() => {
+                self.digest = None;
+                return;
+            }
+            Found::NoFile => {}
+        }
+        if let Some(digest) = self.digest.as_mut() {
+            digest.add(tile, data);
+        }
+    }
+
+    /// Keeps the digest as `tile`, at `path`, is deleted; before the deletion.
+    pub(super) fn digest_delete(&mut self, tile: TileCoord, path: &Path) {
+        let Some(digest) = self.digest.as_mut() else {
+            return;
+        };
+        match std::fs::symlink_metadata(path) {
+            Err(_) => {}
+            Ok(meta) if meta.is_file() => match read_capped(path, TILE_FILE_CAP) {
+                Ok(Some(old)) => digest.remove(tile, &old),
+                _ => self.digest = None,
+            },
+            Ok(_) => self.digest = None,
+        }
     }
 
     /// Whether tiles may have changed since `tiles.json` named their hash.
@@ -133,13 +218,37 @@ fn clear_stale(root: &Path) -> Result<()> {
     crate::store::durable::remove_file_if_there(&root.join(STALE_NAME))
 }
 
-/// The hash `tiles.json` names, if it names one.
-fn named_hash(root: &Path) -> Option<String> {
-    read_capped(&root.join(TILEJSON_NAME), DOCUMENT_CAP)
+/// What `tiles.json` names: the hash, the digest.
+fn named(root: &Path) -> (Option<String>, Option<TileDigest>) {
+    let Some(document) = read_capped(&root.join(TILEJSON_NAME), DOCUMENT_CAP)
         .ok()
         .flatten()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|document| document[AGG_TILES_HASH_KEY].as_str().map(str::to_string))
+    else {
+        return (None, None);
+    };
+    (
+        document[AGG_TILES_HASH_KEY].as_str().map(str::to_string),
+        document[TILE_DIGEST_KEY]
+            .as_str()
+            .and_then(TileDigest::parse),
+    )
+}
+
+/// The digest a run opening the tree starts from: the one `tiles.json` names, unless a run
+/// changed tiles since without naming it (the stale marker is there).
+pub(super) fn trusted_digest(root: &Path) -> Option<TileDigest> {
+    if root.join(STALE_NAME).exists() {
+        return None;
+    }
+    named(root).1
+}
+
+/// What a finish names in `tiles.json`; `pending` when tiles changed and neither is known yet.
+pub(super) struct Named {
+    pub(super) hash: Option<String>,
+    pub(super) digest: Option<TileDigest>,
+    pub(super) pending: bool,
 }
 
 /// Every tile read back in hash order: the hash and what the tiles cover; `None` once `cancel`
@@ -148,10 +257,11 @@ fn hash_tree(
     root: &Path,
     extension: &str,
     cancel: &AtomicBool,
-) -> Result<Option<(String, Coverage)>> {
+) -> Result<Option<(String, TileDigest, Coverage)>> {
     let mut listed = tiles(root, extension)?;
     listed.sort_unstable_by_key(hash_order);
     let mut hasher = AggHasher::new();
+    let mut digest = TileDigest::new();
     let mut coverage = Coverage::default();
     for tile in listed {
         if cancel.load(Ordering::Relaxed) {
@@ -165,8 +275,9 @@ fn hash_tree(
         let data = read_capped(&path, TILE_FILE_CAP)?
             .ok_or_else(|| Error::output(&path, "went while it was being hashed"))?;
         hasher.add(tile, &data);
+        digest.add(tile, &data);
     }
-    Ok(Some((hasher.finish(), coverage)))
+    Ok(Some((hasher.finish(), digest, coverage)))
 }
 
 /// Brings a tree's `agg_tiles_hash` up to date when a deferred finish left it pending (the stale
@@ -188,16 +299,19 @@ pub(crate) fn refresh_agg_hash(
     };
     let mut document: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::output(&tilejson_path, format!("is not JSON: {e}")))?;
-    let Some((hash, _)) = hash_tree(root, extension, cancel)? else {
+    let Some((hash, digest, _)) = hash_tree(root, extension, cancel)? else {
         return Ok(HashRefresh::Cancelled);
     };
     // The tiles may hash as they did (a run that rewrote them with the same bytes): `tiles.json` is
     // then left as it is, so nothing purges or lists a document that did not change.
-    if document.get(AGG_TILES_HASH_KEY).and_then(|v| v.as_str()) == Some(hash.as_str()) {
+    if document.get(AGG_TILES_HASH_KEY).and_then(|v| v.as_str()) == Some(hash.as_str())
+        && document.get(TILE_DIGEST_KEY).and_then(|v| v.as_str()) == Some(&digest.to_hex())
+    {
         clear_stale(root)?;
         return Ok(HashRefresh::Current);
     }
     document[AGG_TILES_HASH_KEY] = hash.clone().into();
+    document[TILE_DIGEST_KEY] = digest.to_hex().into();
     let text = serde_json::to_vec_pretty(&document).expect("JSON serializes");
     durable::place(&tilejson_path, &text)
         .map_err(|e| Error::output(&tilejson_path, format!("cannot write it: {e}")))?;
@@ -211,7 +325,6 @@ pub(crate) fn refresh_agg_hash(
 mod tests {
     use super::*;
     use crate::sink::{ChangedList, Finish, OutputSettings, Sink, TilesetMetadata};
-    use crate::tile::TileCoord;
     use crate::tile::{BBox, ZoomRange};
 
     /// Finishes a run that walked zooms 0 to `max_zoom`, its hash deferred or not.
@@ -291,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn a_deferred_finish_names_no_hash_and_declares_what_the_tiles_cover_without_reading_them() {
+    fn a_deferred_finish_names_the_digest_kept_from_the_changed_tiles_and_reads_no_other() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("tree");
         let tile = |text: &str| text.parse::<TileCoord>().unwrap();
@@ -299,19 +412,29 @@ mod tests {
         first.write_tile(tile("3/1/6"), b"a").unwrap();
         first.write_tile(tile("1/0/0"), b"b").unwrap();
         finish(first, 3, false);
+        // A tile no run touches again, changed behind the sink's back: a finish that read it
+        // would take the new bytes into the digest.
+        std::fs::write(root.join("3/1/6.pbf"), b"changed behind").unwrap();
 
-        // A deeper tile: the zooms widen and the box becomes the deeper zoom's.
+        // A deeper tile and a replaced one: the zooms widen, the digest follows.
         let mut next = sink(&root);
         next.write_tile(tile("4/2/12"), b"c").unwrap();
+        next.write_tile(tile("1/0/0"), b"bb").unwrap();
         finish(next, 5, true);
-        assert!(root.join(STALE_NAME).exists());
+        assert!(!root.join(STALE_NAME).exists());
         let document = declared(&root);
         assert!(document.get(AGG_TILES_HASH_KEY).is_none(), "{document}");
+        let mut expected = TileDigest::new();
+        expected.add(tile("3/1/6"), b"a");
+        // Not read: the digest keeps the term the first finish read.
+        expected.add(tile("1/0/0"), b"bb");
+        expected.add(tile("4/2/12"), b"c");
+        assert_eq!(document[TILE_DIGEST_KEY], expected.to_hex());
         assert_eq!(
             (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
             (Some(1), Some(4))
         );
-        let pending = document.clone();
+        let widened = document.clone();
 
         // A deletion may empty an edge: the names are listed again.
         let mut deleting = sink(&root);
@@ -322,7 +445,30 @@ mod tests {
             (document["minzoom"].as_u64(), document["maxzoom"].as_u64()),
             (Some(1), Some(3))
         );
-        assert_ne!(document["bounds"], pending["bounds"]);
+        assert_ne!(document["bounds"], widened["bounds"]);
+        expected.remove(tile("4/2/12"), b"c");
+        assert_eq!(document[TILE_DIGEST_KEY], expected.to_hex());
+    }
+
+    #[test]
+    fn after_a_stopped_run_a_deferred_finish_leaves_both_pending_for_the_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("tree");
+        let tile = |text: &str| text.parse::<TileCoord>().unwrap();
+        let mut first = sink(&root);
+        first.write_tile(tile("1/0/0"), b"b").unwrap();
+        finish(first, 3, false);
+        let mut stopped = sink(&root);
+        stopped.write_tile(tile("3/1/6"), b"a").unwrap();
+        Box::new(stopped).abort();
+
+        let mut next = sink(&root);
+        next.write_tile(tile("2/1/1"), b"c").unwrap();
+        finish(next, 3, true);
+        assert!(root.join(STALE_NAME).exists());
+        let document = declared(&root);
+        assert!(document.get(AGG_TILES_HASH_KEY).is_none(), "{document}");
+        assert!(document.get(TILE_DIGEST_KEY).is_none(), "{document}");
 
         let cancelled = AtomicBool::new(true);
         assert_eq!(
@@ -332,14 +478,18 @@ mod tests {
         assert!(root.join(STALE_NAME).exists());
         let go = AtomicBool::new(false);
         let mut expected = AggHasher::new();
-        expected.add(tile("1/0/0"), b"b");
-        expected.add(tile("3/1/6"), b"a");
+        let mut digest = TileDigest::new();
+        for (text, data) in [("1/0/0", b"b"), ("2/1/1", b"c"), ("3/1/6", b"a")] {
+            expected.add(tile(text), data);
+            digest.add(tile(text), data);
+        }
         let expected = expected.finish();
         assert_eq!(
             refresh_agg_hash(&root, "pbf", &go).unwrap(),
             HashRefresh::Computed(expected.clone())
         );
         assert_eq!(named_hash(&root), expected);
+        assert_eq!(declared(&root)[TILE_DIGEST_KEY], digest.to_hex());
         assert!(!root.join(STALE_NAME).exists());
         assert_eq!(
             refresh_agg_hash(&root, "pbf", &go).unwrap(),

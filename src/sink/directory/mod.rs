@@ -32,7 +32,7 @@ use entries::{
 };
 pub(crate) use leftovers::remove_temporaries_of;
 
-use super::agg_hash::AGG_TILES_HASH_KEY;
+use super::agg_hash::{TileDigest, AGG_TILES_HASH_KEY, TILE_DIGEST_KEY};
 use super::tilejson::{
     changes_beyond_hash, says_the_same, tilejson, warn_relative_once, TILEJSON_NAME,
 };
@@ -69,6 +69,8 @@ pub struct DirectorySink {
     unsynced_files: Vec<PathBuf>,
     /// Whether this run marked the tree's hash stale (it changed, or is changing, a tile).
     hash_marked: bool,
+    /// The tree's [`TileDigest`] as this run's changes leave it, when known.
+    digest: Option<TileDigest>,
     /// What the tiles this run stored with new bytes cover.
     written: Coverage,
     /// Removes the old files of replaced tiles beside the writer; drained before the sink ends.
@@ -169,6 +171,7 @@ impl DirectorySink {
             unsynced: BTreeSet::new(),
             unsynced_files: Vec::new(),
             hash_marked: false,
+            digest: agg::trusted_digest(root),
             written: Coverage::default(),
             reaper: reaper::Reaper::default(),
             swaps: 0,
@@ -314,6 +317,7 @@ impl Sink for DirectorySink {
             return Ok(());
         }
         self.mark_hash_stale()?;
+        self.digest_replace(tile, &path, found, data);
         let failed =
             |e: std::io::Error| Error::output(&path, format!("cannot write tile {tile}: {e}"));
         if found == Found::OtherFile {
@@ -345,6 +349,7 @@ impl Sink for DirectorySink {
         let path = column.join(self.tile_name(tile));
         if std::fs::symlink_metadata(&path).is_ok() {
             self.mark_hash_stale()?;
+            self.digest_delete(tile, &path);
         }
         // Removes a link at the tile's name itself, not its target.
         match std::fs::remove_file(&path) {
@@ -400,31 +405,21 @@ impl Sink for DirectorySink {
         self.sync_directories()?;
         self.changes.sync()?;
         let mut metadata = metadata.clone();
-        // Deferred, a hash that tiles changed stays pending, named nowhere, until
-        // `refresh_agg_hash` reads the tree; the marker says so meanwhile.
-        let defer = end.defer_hash && self.hash_pending();
-        let hash = if defer {
-            self.cover_without_hash(&mut metadata)?;
-            None
-        } else {
-            let (hash, coverage) = self.agg_tiles_hash()?;
-            match coverage {
-                Some(coverage) => metadata.cover(&coverage),
-                None => self.keep_coverage(&mut metadata),
-            }
-            Some(hash)
-        };
+        let named = self.finish_hashes(&mut metadata, end.defer_hash)?;
         let metadata = &metadata;
         let mut document = tilejson(metadata, &self.settings, None);
-        if let Some(hash) = hash {
+        if let Some(hash) = named.hash {
             document[AGG_TILES_HASH_KEY] = hash.into();
+        }
+        if let Some(digest) = named.digest {
+            document[TILE_DIGEST_KEY] = digest.to_hex().into();
         }
         let previous = read_capped(&self.root.join(TILEJSON_NAME), DOCUMENT_CAP)
             .ok()
             .flatten();
         let tilejson = serde_json::to_vec_pretty(&document).expect("JSON serializes");
         // A hash left pending is news once `refresh_agg_hash` names it, which records it then.
-        let tilejson_changed = match defer {
+        let tilejson_changed = match named.pending {
             true => changes_beyond_hash(previous.as_deref(), &document),
             false => !says_the_same(previous.as_deref(), &document, false),
         };
@@ -463,7 +458,7 @@ impl Sink for DirectorySink {
         }
         durable::sync_dir(&self.root)
             .map_err(|e| Error::output(&self.root, format!("cannot sync it to disk: {e}")))?;
-        if !defer {
+        if !named.pending {
             self.clear_hash_stale()?;
         }
         if let Some(journal) = self.journal.take() {

@@ -23,7 +23,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{tile_object_key, ObjectSink};
 use crate::error::{Error, Result};
-use crate::sink::agg_hash::{hash_order, AggHasher};
+use crate::sink::agg_hash::{hash_order, AggHasher, TileDigest};
 use crate::tile::{tile_from_key, tile_key, Coverage, TileCoord};
 
 /// Tiles cached between two commits of the cache.
@@ -158,10 +158,29 @@ fn inventory_digest(tiles: &[(TileCoord, [u8; 16])]) -> String {
     hex::encode(md5.finalize())
 }
 
+/// The [`TileDigest`] of tiles whose MD5s are all known, without reading one.
+fn digest_of(tiles: &[(TileCoord, [u8; 16])]) -> TileDigest {
+    let mut digest = TileDigest::new();
+    for (tile, md5) in tiles {
+        digest.add_md5(*tile, md5);
+    }
+    digest
+}
+
+/// What a prefix's TileJSON names once a run's uploads and deletions are done: the
+/// `agg_tiles_hash` unless a run that changed some tiles leaves it unnamed, and the digest.
+pub(super) struct Named {
+    pub(super) hash: Option<String>,
+    pub(super) digest: TileDigest,
+    pub(super) coverage: Coverage,
+}
+
 impl ObjectSink {
-    /// The prefix's `agg_tiles_hash` once this run's uploads and deletions are done, and what its
-    /// tiles cover.
-    pub(super) fn agg_tiles_hash(&mut self) -> Result<(String, Coverage)> {
+    /// The prefix's `agg_tiles_hash` and [`TileDigest`] once this run's uploads and deletions are
+    /// done, and what its tiles cover. With `defer` (a run that changed some tiles), a hash the
+    /// cache does not already hold for these very tiles is not computed: the digest, from the
+    /// MD5s the sink knows, says what the prefix holds without reading a tile.
+    pub(super) fn agg_tiles_hash(&mut self, defer: bool) -> Result<Named> {
         let mut tiles: Vec<(TileCoord, Option<[u8; 16]>)> = if self.unhashed {
             // Some tile's MD5 is unknown (a store without ETags, no manifest): only a listing
             // says which tiles there are.
@@ -186,13 +205,25 @@ impl ObjectSink {
             .map(|(tile, md5)| md5.map(|md5| (*tile, md5)))
             .collect();
         let inventory = known.as_deref().map(inventory_digest);
+        let known_digest = known.as_deref().map(digest_of);
         let cache = self.cache.as_ref();
-        if let (Some(cache), Some(inventory)) = (cache, &inventory) {
+        if let (Some(cache), Some(inventory), Some(digest)) = (cache, &inventory, known_digest) {
             if cache.remembered("inventory").as_ref() == Some(inventory) {
                 if let Some(hash) = cache.remembered("hash") {
-                    return Ok((hash, coverage));
+                    return Ok(Named {
+                        hash: Some(hash),
+                        digest,
+                        coverage,
+                    });
                 }
             }
+        }
+        if let (true, Some(digest)) = (defer, known_digest) {
+            return Ok(Named {
+                hash: None,
+                digest,
+                coverage,
+            });
         }
         let (store, bucket, prefix) = (self.store.as_ref(), &self.bucket, &self.prefix);
         let extension = &self.settings.tile_extension;
@@ -219,18 +250,25 @@ impl ObjectSink {
                 })
                 .buffered(concurrency);
             let mut hasher = AggHasher::new();
+            let mut digest = TileDigest::new();
             while let Some(read) = reads.next().await {
                 let (tile, data, fetched) = read?;
                 hasher.add(tile, &data);
+                digest.add(tile, &data);
                 if let (true, Some(cache)) = (fetched, cache) {
                     cache.put(tile, &Md5::digest(&data).into(), &data);
                 }
             }
-            Ok::<_, Error>(hasher.finish())
+            Ok::<_, Error>((hasher.finish(), digest))
         })?;
+        let (hash, digest) = hash;
         if let (Some(cache), Some(inventory)) = (cache, &inventory) {
             cache.remember(inventory, &hash);
         }
-        Ok((hash, coverage))
+        Ok(Named {
+            hash: Some(hash),
+            digest,
+            coverage,
+        })
     }
 }

@@ -23,7 +23,7 @@ mod store;
 pub use object::download;
 pub use store::{list_tiles, tile_object_key, ListedTile};
 
-use super::agg_hash::AGG_TILES_HASH_KEY;
+use super::agg_hash::{AGG_TILES_HASH_KEY, TILE_DIGEST_KEY};
 use super::tilejson::{says_the_same, tilejson, TILEJSON_NAME};
 use super::{
     ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
@@ -392,12 +392,15 @@ impl Sink for ObjectSink {
         if !sweep.is_nothing() {
             self.sweep(metadata, sweep)?;
         }
-        let (hash, coverage) = self.agg_tiles_hash()?;
+        let named = self.agg_tiles_hash(end.defer_hash)?;
         let mut metadata = metadata.clone();
-        metadata.cover(&coverage);
+        metadata.cover(&named.coverage);
         let metadata = &metadata;
         let mut tilejson_document = tilejson(metadata, &self.settings, Some(&self.public_base));
-        tilejson_document[AGG_TILES_HASH_KEY] = hash.into();
+        if let Some(hash) = named.hash {
+            tilejson_document[AGG_TILES_HASH_KEY] = hash.into();
+        }
+        tilejson_document[TILE_DIGEST_KEY] = named.digest.to_hex().into();
         let document = serde_json::to_vec_pretty(&tilejson_document).expect("JSON serializes");
         let key = object_key(&self.prefix, TILEJSON_NAME);
         let previous = self
