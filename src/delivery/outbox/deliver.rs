@@ -334,18 +334,23 @@ impl RunOutbox {
         probes: &mut Vec<EdgeProbe>,
     ) -> Result<()> {
         to.holds.succeeded(&to.key);
-        let purged = to.early.iter().flat_map(|(purged, _)| purged);
-        let pending_lines = pending.iter().flat_map(|(_, l)| l);
-        let probe = self
-            .probe(to.target, pending_lines)
-            .or(self.probe(to.target, purged));
-        probes.extend(probe);
+        probes.extend(self.probe_purged(to, &pending));
         let names: Vec<String> = pending.into_iter().map(|(n, _)| n).collect();
         self.outbox
             .taken(&to.consumer, &names, &self.consumers)
             .await?;
         flights.nothing_waits();
         flights.save().await
+    }
+
+    /// The edge check's probe of what `to`'s target purged for `pending`: its tiles, or where
+    /// it holds none (the tiles went while the run wrote, and only documents such as
+    /// `tiles.json` waited for the end) those purged while the run wrote.
+    fn probe_purged(&self, to: &ToTarget<'_>, pending: &Pending) -> Option<EdgeProbe> {
+        let purged = to.early.iter().flat_map(|(purged, _)| purged);
+        let pending_lines = pending.iter().flat_map(|(_, l)| l);
+        self.probe(to.target, pending_lines)
+            .or_else(|| self.probe(to.target, purged))
     }
 
     /// Records what a purge that ran to its end did: `sent` is its report, the number of paths
@@ -384,9 +389,7 @@ impl RunOutbox {
         budget.spent(report.price_usd.unwrap_or_default()).await?;
         to.summary.budget = budget.state();
         to.summary.evicted = report.evicted;
-        if let Some(probe) = self.probe(to.target, pending.iter().flat_map(|(_, l)| l)) {
-            probes.push(probe);
-        }
+        probes.extend(self.probe_purged(to, &pending));
         to.summary.requests += report.requests;
         to.summary.paths += report.paths;
         to.summary.price_usd = report.price_usd;
