@@ -1,5 +1,5 @@
 """`python3 -m bench [OPTIONS]`: the benchmark's run, as scripts/bench.sh ran it: options, the
-database, GNU time, the lock other benchmark runs share, the release build, a work directory,
+database, GNU time, the lock other benchmark runs share, the profiling build, a work directory,
 then the sections in order, one blank line apart; the exit status is the worst a section
 reported (3: a cross-check failed), 1 when the run stopped on an error."""
 from __future__ import annotations
@@ -61,21 +61,22 @@ def take_lock(sections: list[str]):
 
 
 def build() -> Path:
-    """Builds the release binary; returns where cargo put it: CARGO_TARGET_DIR (relative to the
+    """Builds the profiling binary (the release build with line tables, so `perf` can name where a
+    measured run spends its time); returns where cargo put it: CARGO_TARGET_DIR (relative to the
     repository, as cargo takes it there) or target/. OAR_TILES_BENCH_BIN names a binary built
-    already instead (a copy out of a release target other builds share, which they would
-    overwrite during the run); nothing is built then."""
+    already instead (a copy out of a target other builds share, which they would overwrite during
+    the run); nothing is built then."""
     given = os.environ.get("OAR_TILES_BENCH_BIN")
     if given:
         if not os.access(given, os.X_OK):
             raise SystemExit(f"bench: OAR_TILES_BENCH_BIN: {given} is not an executable")
         return Path(given).resolve()
-    log("building the release binary")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-q"], cwd=ROOT, check=True)
+    log("building the profiling binary (cargo build --profile profiling)")
+    subprocess.run(["cargo", "build", "--profile", "profiling", "--locked", "-q"], cwd=ROOT, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR") or "target")
     if not target.is_absolute():
         target = ROOT / target
-    return target / "release" / "oar-tiles"
+    return target / "profiling" / "oar-tiles"
 
 
 def exit_on(signum: int, code: int) -> None:

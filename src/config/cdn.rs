@@ -28,11 +28,13 @@ mod fastly;
 mod http;
 mod raw;
 mod url;
-pub use api::{ApiQuota, DEFAULT_API_SHARE};
+pub use api::ApiQuota;
 pub use cloudflare::CloudflarePlan;
 pub use cloudfront::CLOUDFRONT_PRICE_PER_PATH;
 pub use http::PurgeMethod;
 pub(super) use raw::RawCdn;
+use raw::SharedKeys;
+use schemars::JsonSchema;
 use url::http_url;
 
 /// How long one purge request may go unanswered by default: an API answers in well under a
@@ -270,27 +272,31 @@ pub(super) fn resolve_cdns(
     Ok(targets)
 }
 
-/// One kind of CDN as its table is written: its own keys read into its [`CdnTarget`], and what
+/// One kind of CDN as its table is written: its own keys, read into its [`CdnTarget`], and what
 /// the keys every kind shares default to for it. Each kind is a file of its own (`cdn/http.rs`,
-/// `cdn/cloudfront.rs`, `cdn/cloudflare.rs`, `cdn/fastly.rs`), registered in [`KINDS`].
+/// `cdn/cloudfront.rs`, `cdn/cloudflare.rs`, `cdn/fastly.rs`) that declares its keys in a struct
+/// beside the kind, registered in [`KINDS`]: a key a kind does not declare is refused on its
+/// table, naming the kinds that declare it.
 pub(super) struct CdnKind {
     /// Its `kind = "…"`, lower case.
     pub name: &'static str,
-    /// Its target from its own keys, which it takes out of the table; a fault does not yet name
-    /// the target.
-    pub target: fn(&mut RawCdn) -> Result<CdnTarget, Fault>,
+    /// What it purges through, in a few words, for the schema's list of kinds.
+    pub summary: &'static str,
+    /// The schema of its own keys (`KindKeys::json_schema`): the keys it takes, their types and
+    /// what each means.
+    pub keys: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    /// Its target from its own keys; a fault does not yet name the target.
+    pub target: fn(&RawCdn) -> Result<CdnTarget, Fault>,
     /// Its price per purged path unless `price_per_path` says otherwise.
     pub price_per_path: f64,
     /// Its API's documented limit of calls per user and the window they are counted in, where
-    /// an account-wide limit counts them (`api_limit` and `api_share` apply then only).
+    /// an account-wide limit counts them: such a kind's keys flatten in [`api::ApiKeys`].
     pub api_limit: Option<(u32, Duration)>,
-    /// The keys only some kinds take that it takes, of `rate_per_connection`, `soft_purge`,
-    /// `only_this_output` and `plan`: the others refuse them.
-    pub takes: &'static [&'static str],
 }
 
 /// The CDN kinds a `[[tileset.cdn]]` table may name, in the order messages list them. The edge
-/// registers the same kinds (`edge::cdn::KINDS`); a test holds both to the schema's `kind` enum.
+/// registers the same kinds (`edge::cdn::KINDS`); a test holds both to the schema's `kind` enum,
+/// which is generated from this list.
 pub(super) const KINDS: &[&CdnKind] = &[
     &http::KIND,
     &cloudfront::KIND,
@@ -315,49 +321,59 @@ impl CdnTarget {
     }
 }
 
-fn resolve_cdn(mut raw: RawCdn) -> Result<CdnConfig, Fault> {
-    let kind_name = raw.kind.trim().to_ascii_lowercase();
-    let name = raw.name.clone().unwrap_or_else(|| kind_name.clone());
+fn resolve_cdn(raw: RawCdn) -> Result<CdnConfig, Fault> {
+    let shared: SharedKeys = raw.read()?;
+    let Some(kind_name) = shared
+        .kind
+        .as_deref()
+        .map(|k| k.trim().to_ascii_lowercase())
+    else {
+        return Err((
+            None,
+            format!("`kind` is required: {}", kind_names().join(", ")),
+        ));
+    };
+    let name = shared.name.clone().unwrap_or_else(|| kind_name.clone());
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err((
-            None,
+            raw.span("name"),
             format!("cdn name `{name}` must be letters, digits, `-` and `_`"),
         ));
     }
     let context = |(span, message): Fault| (span, format!("cdn `{name}`: {message}"));
-    let plain = |message: String| context((None, message));
-    let public_url = raw
-        .public_url
-        .as_deref()
-        .map(|url| http_url("public_url", url).map_err(|e| plain(e.to_string())))
-        .transpose()?;
-    let (request_timeout, purge_timeout) = timeouts(&mut raw).map_err(context)?;
-    let kind = KINDS.iter().find(|kind| kind.name == kind_name);
-    if raw.rate_per_connection.is_some() && !kind.is_some_and(|k| k.takes("rate_per_connection")) {
-        return Err(plain(
-            "rate_per_connection is an HTTP cache's: only kind = \"http\" takes it".into(),
-        ));
-    }
-    let Some(kind) = kind else {
+    let Some(kind) = KINDS.iter().find(|kind| kind.name == kind_name) else {
         let names = kind_names();
         let (last, rest) = names.split_last().unwrap_or((&"", &[]));
         return Err((
-            None,
+            raw.span("kind"),
             format!(
                 "cdn kind `{kind_name}` is not {} or {last}",
                 rest.join(", ")
             ),
         ));
     };
-    let target = (kind.target)(&mut raw).map_err(context)?;
-    refuse_others_keys(&raw, kind).map_err(|key| plain(key.to_string()))?;
-    let api = api::api_quota(kind.api_limit, raw.api_limit.take(), raw.api_share.take())
+    refuse_others_keys(&raw, kind).map_err(context)?;
+    let public_url = shared
+        .public_url
+        .as_deref()
+        .map(|url| http_url("public_url", url).map_err(|e| (raw.span("public_url"), e.to_string())))
+        .transpose()
         .map_err(context)?;
-    let spend = spend(&mut raw, kind.price_per_path).map_err(context)?;
+    let (request_timeout, purge_timeout) = timeouts(&raw, &shared).map_err(context)?;
+    let target = (kind.target)(&raw).map_err(context)?;
+    let (api, only_this_output) = match kind.api_limit {
+        Some(limit) => {
+            let keys: api::ApiKeys = raw.read().map_err(context)?;
+            let quota = keys.quota(&raw, limit).map_err(context)?;
+            (Some(quota), keys.only_this_output)
+        }
+        None => (None, false),
+    };
+    let spend = spend(&raw, &shared, kind.price_per_path).map_err(context)?;
     Ok(CdnConfig {
         name,
         target,
@@ -365,33 +381,27 @@ fn resolve_cdn(mut raw: RawCdn) -> Result<CdnConfig, Fault> {
         request_timeout,
         purge_timeout,
         spend,
-        only_this_output: raw.only_this_output,
+        only_this_output,
         api,
         defined_at: ConfigLine::default(),
     })
 }
 
-impl CdnKind {
-    fn takes(&self, key: &str) -> bool {
-        self.takes.contains(&key)
-    }
-}
-
 /// `request_timeout` and `purge_timeout`, a purge long enough for one request at least.
-fn timeouts(raw: &mut RawCdn) -> Result<(Duration, Duration), Fault> {
+fn timeouts(raw: &RawCdn, shared: &SharedKeys) -> Result<(Duration, Duration), Fault> {
     let request_timeout = timeout(
-        raw.request_timeout.take(),
+        raw.spanned("request_timeout", shared.request_timeout.clone()),
         "request_timeout",
         DEFAULT_REQUEST_TIMEOUT,
     )?;
     let purge_timeout = timeout(
-        raw.purge_timeout.take(),
+        raw.spanned("purge_timeout", shared.purge_timeout.clone()),
         "purge_timeout",
         DEFAULT_PURGE_TIMEOUT,
     )?;
     if purge_timeout < request_timeout {
         return Err((
-            None,
+            raw.span("purge_timeout"),
             format!(
                 "purge_timeout {} is shorter than request_timeout {}: not one request could finish",
                 humantime::format_duration(purge_timeout),
@@ -402,54 +412,53 @@ fn timeouts(raw: &mut RawCdn) -> Result<(Duration, Duration), Fault> {
     Ok((request_timeout, purge_timeout))
 }
 
-/// Refuses the keys of other kinds that `kind` does not take, which a reader would otherwise
-/// believe acted.
-fn refuse_others_keys(raw: &RawCdn, kind: &CdnKind) -> Result<(), OthersKey> {
-    if raw.soft_purge && !kind.takes("soft_purge") {
-        return Err(OthersKey::SoftPurge);
-    }
-    if raw.only_this_output && !kind.takes("only_this_output") {
-        return Err(OthersKey::OnlyThisOutput);
-    }
-    if raw.plan.is_some() && !kind.takes("plan") {
-        return Err(OthersKey::Plan);
+/// Refuses, at its own line, a key `kind` does not take, which a reader would otherwise believe
+/// acted: a key of other kinds names them, any other key is unknown to every kind.
+fn refuse_others_keys(raw: &RawCdn, kind: &CdnKind) -> Result<(), Fault> {
+    let mut generator = schemars::SchemaGenerator::default();
+    let shared = raw::key_names(&SharedKeys::json_schema(&mut generator));
+    let own = raw::key_names(&(kind.keys)(&mut generator));
+    let key_names: Vec<(&str, Vec<String>)> = KINDS
+        .iter()
+        .map(|other| (other.name, raw::key_names(&(other.keys)(&mut generator))))
+        .collect();
+    for key in raw.keys() {
+        let written = key.get_ref().as_str();
+        if shared.iter().chain(&own).any(|name| name == written) {
+            continue;
+        }
+        let takers: Vec<String> = key_names
+            .iter()
+            .filter(|(_, names)| names.iter().any(|name| name == written))
+            .map(|(name, _)| format!("kind = \"{name}\""))
+            .collect();
+        let message = if takers.is_empty() {
+            format!(
+                "unknown field `{written}`: a [[tileset.cdn]] table takes {} and its kind's own \
+                 keys (see the configuration reference)",
+                shared.join(", ")
+            )
+        } else {
+            format!(
+                "{written} is not a key of kind = \"{}\": only {} takes it",
+                kind.name,
+                takers.join(" or ")
+            )
+        };
+        return Err((Some(key.span()), message));
     }
     Ok(())
 }
 
-/// A key that only other kinds take, written in a table of a kind that does not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OthersKey {
-    /// `soft_purge`: Fastly's.
-    SoftPurge,
-    /// `only_this_output`: Cloudflare's and Fastly's.
-    OnlyThisOutput,
-    /// `plan`: Cloudflare's.
-    Plan,
-}
-
-impl std::fmt::Display for OthersKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            OthersKey::SoftPurge => "soft_purge is Fastly's: only kind = \"fastly\" takes it",
-            OthersKey::OnlyThisOutput => {
-                "only_this_output is Cloudflare's and Fastly's (a zone or service purged whole): \
-                 only kind = \"cloudflare\" or \"fastly\" takes it"
-            }
-            OthersKey::Plan => "plan is Cloudflare's: only kind = \"cloudflare\" takes it",
-        })
-    }
-}
-
 /// What the target's purges cost and may spend, `price_per_path` defaulting to the kind's.
-fn spend(raw: &mut RawCdn, default_price: f64) -> Result<CdnSpend, Fault> {
+fn spend(raw: &RawCdn, shared: &SharedKeys, default_price: f64) -> Result<CdnSpend, Fault> {
+    let amount = |key: &str, value: Option<f64>| dollars(raw.spanned(key, value), key);
     Ok(CdnSpend {
-        price_per_path: dollars(raw.price_per_path.take(), "price_per_path")?
-            .unwrap_or(default_price),
-        refetch_price: dollars(raw.refetch_price.take(), "refetch_price")?
+        price_per_path: amount("price_per_path", shared.price_per_path)?.unwrap_or(default_price),
+        refetch_price: amount("refetch_price", shared.refetch_price)?
             .unwrap_or(DEFAULT_REFETCH_PRICE),
-        budget_per_day: dollars(raw.budget_per_day.take(), "budget_per_day")?,
-        budget_per_run: dollars(raw.budget_per_run.take(), "budget_per_run")?,
+        budget_per_day: amount("budget_per_day", shared.budget_per_day)?,
+        budget_per_run: amount("budget_per_run", shared.budget_per_run)?,
     })
 }
 
@@ -459,18 +468,6 @@ fn required(value: Option<String>, key: &str, kind: &str) -> Result<String, Faul
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .ok_or_else(|| (None, format!("`{key}` is required for kind = \"{kind}\"")))
-}
-
-/// `token_env`: the variable holding an API's token, `default` unless the table names one.
-fn token_env(raw: &RawCdn, default: &str) -> Result<String, Fault> {
-    let name = raw.token_env.clone().unwrap_or_else(|| default.to_string());
-    if !is_variable_name(&name) {
-        return Err((
-            None,
-            format!("token_env `{name}` is not an environment variable name"),
-        ));
-    }
-    Ok(name)
 }
 
 /// The default price of refetching one evicted tile from the origin: about two S3 GETs plus a

@@ -31,7 +31,9 @@ pub(super) struct RawDatabase {
     /// "30s", "2m").
     #[schemars(with = "Option<String>", extend("default" = "60s"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
     statement_timeout: Option<Spanned<String>>,
-    /// Longest a connection attempt may take (a duration).
+    /// Longest a connection attempt may take (a duration). A `connect_timeout` in the database
+    /// URL (or `PGCONNECT_TIMEOUT`) wins for the attempt itself, but the pool still gives up on a
+    /// new connection at this key plus 1 s, so a longer timeout in the URL is cut there.
     #[schemars(with = "Option<String>", extend("default" = "10s"), regex(pattern = r"^\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+(\s*[0-9]+(\.[0-9]+)?\s*[a-zA-Zµ]+)*\s*$"))]
     connect_timeout: Option<Spanned<String>>,
     /// Longest a task may wait for a free connection of the pool (a duration); past it the run

@@ -186,7 +186,7 @@ def cdn_table(target: str, cache: str, cf_port: int) -> str:
 
 
 def standin_binary(b: Bench) -> Path:
-    """Builds tests/standins/cloudflare.rs beside the release binary; returns its path. Under
+    """Builds tests/standins/cloudflare.rs beside the profiling binary; returns its path. Under
     OAR_TILES_BENCH_BIN (nothing built), it is looked up beside that binary, in examples/."""
     if os.environ.get("OAR_TILES_BENCH_BIN"):
         found = b.bin.parent / "examples" / "cloudflare_standin"
@@ -194,7 +194,7 @@ def standin_binary(b: Bench) -> Path:
             b.die(f"import: OAR_TILES_BENCH_BIN is set but {found} is not an executable")
         return found
     b.log("import: building the Cloudflare stand-in (tests/standins/cloudflare.rs)")
-    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "--example", "cloudflare_standin"],
+    subprocess.run(["cargo", "build", "--profile", "profiling", "--locked", "-q", "--example", "cloudflare_standin"],
                    cwd=b.root, check=True)
     return b.bin.parent / "examples" / "cloudflare_standin"
 

@@ -1,8 +1,35 @@
 //! `kind = "http"`: an HTTP cache (Varnish, nginx, a shield) sent one request per changed path.
 
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use toml::Spanned;
+
 use super::url::http_url;
 use super::DEFAULT_RATE_PER_CONNECTION;
 use super::{is_variable_name, required, CdnKind, CdnTarget, Fault, RawCdn};
+
+/// The keys only `kind = "http"` takes.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct HttpKeys {
+    /// The purge URL of a path, where `{path}` stands for the tile's `z/x/y.ext` or a document's
+    /// name. Required for `http`.
+    url: Option<String>,
+    /// The purge request's method, `PURGE` or `BAN`.
+    #[schemars(extend("default" = "PURGE"))]
+    method: Option<String>,
+    /// Purge requests in flight at once (at least 1).
+    #[schemars(extend("default" = 8))]
+    concurrency: Option<usize>,
+    /// Headers sent with each purge, as header name = the environment variable holding its
+    /// value.
+    headers: Option<BTreeMap<String, String>>,
+    /// Requests a second one connection is reckoned to carry (above 0): with `concurrency`, the
+    /// pace that decides when a `BAN` target purges folders instead.
+    #[schemars(extend("default" = DEFAULT_RATE_PER_CONNECTION))]
+    rate_per_connection: Option<f64>,
+}
 
 /// How a purge request is sent to an HTTP cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,22 +54,24 @@ impl PurgeMethod {
 /// free and no API counts its calls.
 pub(super) const KIND: CdnKind = CdnKind {
     name: "http",
+    summary: "Varnish, nginx: one request per path",
+    keys: HttpKeys::json_schema,
     target,
     price_per_path: 0.0,
     api_limit: None,
-    takes: &["rate_per_connection"],
 };
 
-fn target(raw: &mut RawCdn) -> Result<CdnTarget, Fault> {
-    let plain = |message: String| (None, message);
-    let url = http_url("url", &required(raw.url.take(), "url", "http")?)
-        .map_err(|e| plain(e.to_string()))?;
+fn target(raw: &RawCdn) -> Result<CdnTarget, Fault> {
+    let keys: HttpKeys = raw.read()?;
+    let at = |key: &'static str| move |message: String| (raw.span(key), message);
+    let url = http_url("url", &required(keys.url, "url", "http")?)
+        .map_err(|e| at("url")(e.to_string()))?;
     if !url.contains("{path}") {
-        return Err(plain(format!(
+        return Err(at("url")(format!(
             "url `{url}` has no {{path}}, which stands for each changed tile or document"
         )));
     }
-    let method = match raw
+    let method = match keys
         .method
         .as_deref()
         .map(str::to_ascii_uppercase)
@@ -50,25 +79,30 @@ fn target(raw: &mut RawCdn) -> Result<CdnTarget, Fault> {
     {
         None | Some("PURGE") => PurgeMethod::Purge,
         Some("BAN") => PurgeMethod::Ban,
-        Some(other) => return Err(plain(format!("method `{other}` is not PURGE or BAN"))),
+        Some(other) => {
+            return Err(at("method")(format!(
+                "method `{other}` is not PURGE or BAN"
+            )))
+        }
     };
-    let concurrency = raw.concurrency.unwrap_or(8);
+    let concurrency = keys.concurrency.unwrap_or(8);
     if concurrency == 0 {
-        return Err(plain("concurrency must be at least 1".into()));
+        return Err(at("concurrency")("concurrency must be at least 1".into()));
     }
-    let headers = headers(raw)?;
     Ok(CdnTarget::Http {
         url,
         method,
         concurrency,
-        rate_per_connection: rate_per_connection(raw)?,
-        headers,
+        rate_per_connection: rate_per_connection(
+            raw.spanned("rate_per_connection", keys.rate_per_connection),
+        )?,
+        headers: headers(raw.spanned("headers", keys.headers))?,
     })
 }
 
 /// `headers`: names HTTP takes, each valued from an environment variable named by its name.
-fn headers(raw: &mut RawCdn) -> Result<Vec<(String, String)>, Fault> {
-    let Some(spanned) = raw.headers.take() else {
+fn headers(raw: Option<Spanned<BTreeMap<String, String>>>) -> Result<Vec<(String, String)>, Fault> {
+    let Some(spanned) = raw else {
         return Ok(Vec::new());
     };
     let span = spanned.span();
@@ -96,8 +130,8 @@ fn headers(raw: &mut RawCdn) -> Result<Vec<(String, String)>, Fault> {
     Ok(headers.into_iter().collect())
 }
 
-fn rate_per_connection(raw: &mut RawCdn) -> Result<f64, Fault> {
-    match raw.rate_per_connection.take() {
+fn rate_per_connection(raw: Option<Spanned<f64>>) -> Result<f64, Fault> {
+    match raw {
         Some(spanned) if !(spanned.get_ref().is_finite() && *spanned.get_ref() > 0.0) => Err((
             Some(spanned.span()),
             format!(

@@ -161,37 +161,124 @@ fn each_kind_resolves_to_a_target_of_its_own_name() {
     );
 }
 
-/// A key only other kinds take is refused, naming the kinds that take it, rather than read and
-/// left to do nothing; the kinds that take it take it.
+/// Each kind's table with its required keys, and each key only some kinds take with a value of
+/// its type and the kinds that take it.
+const TABLES: [(&str, &str); 4] = [
+    ("http", "url = \"http://cache/t/{path}\""),
+    ("cloudfront", "distribution_id = \"E2QWRUHAPOMQZL\""),
+    (
+        "cloudflare",
+        "zone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"",
+    ),
+    ("fastly", "service_id = \"SU1Z0isxPaozGVKXdv0eY\""),
+];
+const KIND_ONLY_KEYS: [(&str, &[&str]); 18] = [
+    ("url = \"http://cache/t/{path}\"", &["http"]),
+    ("method = \"BAN\"", &["http"]),
+    ("concurrency = 4", &["http"]),
+    ("headers = { \"X-Purge-Key\" = \"PURGE_KEY\" }", &["http"]),
+    ("rate_per_connection = 10.0", &["http"]),
+    ("distribution_id = \"E2QWRUHAPOMQZL\"", &["cloudfront"]),
+    ("path_prefix = \"tiles\"", &["cloudfront"]),
+    (
+        "zone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"",
+        &["cloudflare"],
+    ),
+    ("prefixes = false", &["cloudflare"]),
+    ("plan = \"pro\"", &["cloudflare"]),
+    ("service_id = \"SU1Z0isxPaozGVKXdv0eY\"", &["fastly"]),
+    ("surrogate_keys = true", &["fastly"]),
+    ("soft_purge = true", &["fastly"]),
+    ("token_env = \"PURGE_TOKEN\"", &["cloudflare", "fastly"]),
+    (
+        "api_url = \"https://api.example.org\"",
+        &["cloudflare", "fastly"],
+    ),
+    ("only_this_output = true", &["cloudflare", "fastly"]),
+    ("api_limit = \"10/1m\"", &["cloudflare", "fastly"]),
+    ("api_share = 0.5", &["cloudflare", "fastly"]),
+];
+
+/// The error of a config file holding one `[[cdn]]` table, `text`.
+fn resolve_file(text: &str) -> crate::error::Result<Vec<CdnConfig>> {
+    let mut tables: std::collections::BTreeMap<String, Vec<Spanned<RawCdn>>> =
+        toml::from_str(text).unwrap();
+    let raw = tables.remove("cdn").unwrap();
+    resolve_cdns(raw, "t", Path::new("cdn.toml"), text)
+}
+
+/// A key only other kinds take is refused at its own line, naming the kinds that take it, rather
+/// than read and left to do nothing; the kinds that take it take it.
 #[test]
-fn a_key_of_other_kinds_is_refused_naming_the_kinds_that_take_it() {
-    let http = "kind = \"http\"\nurl = \"http://cache/t/{path}\"";
+fn a_key_of_other_kinds_is_refused_at_its_line_naming_the_kinds_that_take_it() {
+    for (key, takers) in KIND_ONLY_KEYS {
+        for (kind, required) in TABLES {
+            // The key on line 4, the table's header on line 1.
+            let text = format!("[[cdn]]\nkind = \"{kind}\"\n{required}\n{key}\n");
+            if takers.contains(&kind) {
+                if !required.starts_with(key.split(' ').next().unwrap()) {
+                    let resolved = resolve_file(&text);
+                    assert!(resolved.is_ok(), "{kind} takes {key}: {resolved:?}");
+                }
+                continue;
+            }
+            let resolved = resolve_file(&text);
+            let Err(Error::Config {
+                path,
+                line,
+                message,
+                ..
+            }) = resolved
+            else {
+                panic!("kind = \"{kind}\" took {key}: {resolved:?}");
+            };
+            assert_eq!(
+                (path.as_path(), line),
+                (Path::new("cdn.toml"), Some(4)),
+                "{kind}: {key}: {message}"
+            );
+            let name = key.split(' ').next().unwrap();
+            let only: Vec<String> = takers.iter().map(|t| format!("kind = \"{t}\"")).collect();
+            assert_eq!(
+                message,
+                format!(
+                    "tileset `t`: cdn `{kind}`: {name} is not a key of kind = \"{kind}\": only {} takes it",
+                    only.join(" or ")
+                ),
+            );
+        }
+    }
+}
+
+#[test]
+fn the_kinds_that_take_a_key_take_it() {
     let fastly = "kind = \"fastly\"\nservice_id = \"SU1Z0isxPaozGVKXdv0eY\"";
     let cloudflare = "kind = \"cloudflare\"\nzone_id = \"023e105f4ecef8ad9ca31a8372d0c353\"";
-    for (table, key, message) in [
-        (
-            http,
-            "soft_purge = true",
-            "cdn `http`: soft_purge is Fastly's: only kind = \"fastly\" takes it",
-        ),
-        (
-            http,
-            "only_this_output = true",
-            "cdn `http`: only_this_output is Cloudflare's and Fastly's (a zone or service purged \
-             whole): only kind = \"cloudflare\" or \"fastly\" takes it",
-        ),
-        (
-            fastly,
-            "plan = \"pro\"",
-            "cdn `fastly`: plan is Cloudflare's: only kind = \"cloudflare\" takes it",
-        ),
-    ] {
-        assert_eq!(parse(&format!("{table}\n{key}")).unwrap_err().0, message);
-    }
-    for taken in [
-        format!("{fastly}\nsoft_purge = true\nonly_this_output = true"),
-        format!("{cloudflare}\nplan = \"pro\"\nonly_this_output = true"),
-    ] {
-        assert!(parse(&taken).is_ok(), "{taken}");
-    }
+    let taken = parse(&format!(
+        "{fastly}\nsoft_purge = true\nonly_this_output = true"
+    ))
+    .unwrap();
+    assert!(taken.only_this_output);
+    assert!(matches!(
+        taken.target,
+        CdnTarget::Fastly {
+            soft_purge: true,
+            ..
+        }
+    ));
+    let taken = parse(&format!(
+        "{cloudflare}\nplan = \"pro\"\nonly_this_output = true"
+    ))
+    .unwrap();
+    assert!(taken.only_this_output);
+    assert!(matches!(
+        taken.target,
+        CdnTarget::Cloudflare {
+            plan: CloudflarePlan::Pro,
+            ..
+        }
+    ));
+    assert!(parse(&format!("{cloudflare}\nurll = \"x\""))
+        .unwrap_err()
+        .contains("unknown field `urll`"));
 }
