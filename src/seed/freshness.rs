@@ -97,6 +97,16 @@ pub(super) async fn apply(
     work: &mut Work,
     outbox: &RunOutbox,
 ) -> Result<AfterRun> {
+    if matches!(work, Work::Pyramid) {
+        // A full seed renders every tile, those the notes held back among them: it removes them
+        // unread, so it also clears a note that cannot be read.
+        for name in [DEFERRED_TILES, RENDERING_TILES] {
+            if outbox.note_bytes(name).await?.0.is_some() {
+                return Ok(AfterRun::Remove);
+            }
+        }
+        return Ok(AfterRun::Keep);
+    }
     let noted = read_note(outbox, DEFERRED_TILES).await?;
     if let (true, Work::Tiles(tiles), Selection::Dirty) = (deferring, &mut *work, selection) {
         // The notes are the low lane's: a cycle rendering them too could store bytes newer
@@ -117,8 +127,6 @@ pub(super) async fn apply(
         (Some(noted), None) | (None, Some(noted)) => noted,
     };
     match work {
-        // A full seed renders every tile, those the notes held back among them.
-        Work::Pyramid => Ok(AfterRun::Remove),
         Work::Tiles(tiles) if *selection == Selection::Dirty => {
             add_tiles(tiles, &noted, |_| false);
             Ok(AfterRun::Remove)
