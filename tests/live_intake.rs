@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::edge::{metric, Watching};
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
-use crate::common::run::{oar_tiles, read_tree, read_tree_after_a_kill, Tiles};
+use crate::common::run::{oar_tiles, read_tree, read_tree_being_written, Tiles};
 
 /// The tileset's deepest zoom: a change's own tile.
 const DEEPEST: u8 = 9;
@@ -92,10 +92,9 @@ fn seed_zooms(fixture: &Fixture, name: &str, zooms: &str) -> Tiles {
     read_tree(&fresh, "pbf")
 }
 
-/// The watched tree's tiles; a tile the watcher is writing meanwhile is a temporary file beside
-/// its old bytes, which are what a reader gets.
+/// The watched tree's tiles, as a reader gets them while the watcher writes.
 fn tiles(tree: &Path) -> Tiles {
-    read_tree_after_a_kill(tree, "pbf").0
+    read_tree_being_written(tree, "pbf")
 }
 
 fn rename(fixture: &mut Fixture, nth: u32, label: &str) {
