@@ -1,8 +1,8 @@
 //! `watch` under commits that keep coming while the low zooms of an unclustered layer render: a
 //! second layer on the same rows sleeps in PostgreSQL for each row at zooms 0-3, so each of those
 //! tiles takes over a second, as zooms 0-3 of a large unclustered layer do. A commit's deep tiles
-//! must not wait for them, `kill -9` while the low lane renders loses nothing, and once the
-//! commits stop the output is a full seed's.
+//! must not wait for them, `kill -9` while the low lane renders loses nothing, a lane that fails
+//! rests without running empty cycles, and once the commits stop the output is a full seed's.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,10 +21,17 @@ const DEEP_FROM: u8 = 6;
 
 /// A tree fixture of 300 rows whose layer `slow` costs about 1.5 s a tile at zooms 0-3.
 fn slow_low_world(label: &str) -> (Fixture, PathBuf) {
+    slow_low_world_with(label, "", "")
+}
+
+/// [`slow_low_world`], with `and` added to the slow layer's filter (`{schema}`: the fixture's
+/// schema) and `setup` run before the first seed.
+fn slow_low_world_with(label: &str, and: &str, setup: &str) -> (Fixture, PathBuf) {
     let points = hub_with_scatter(300, 31, 3, [2.2, 48.8, 2.5, 48.95]);
-    let fixture = Fixture::new(label, &points, "live.toml", |schema| {
+    let mut fixture = Fixture::new(label, &points, "live.toml", |schema| {
         let changes = schema.companion("cdc");
         let name = &schema.name;
+        let and = and.replace("{schema}", name);
         format!(
             r#"[changes]
 schema = "{changes}"
@@ -57,10 +64,13 @@ geometry_column = "pt"
 id_column = "site_id"
 attributes = ["label"]
 maxzoom = 3
-filter = "pg_sleep(0.005) IS NOT NULL"
+filter = "pg_sleep(0.005) IS NOT NULL{and}"
 "#
         )
     });
+    if !setup.is_empty() {
+        fixture.schema.execute(setup);
+    }
     let tree = fixture.path("tree");
     let text = std::fs::read_to_string(&fixture.config).unwrap();
     let text = text.replace("dir:TREE", &format!("dir:{}", tree.display()));
@@ -228,4 +238,36 @@ fn after_a_stream_of_edits_deep_tiles_are_current_at_once_and_all_within_max_del
         "the output equalled a full seed only {all_after:?} after the stream"
     );
     idle(&mut watching);
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_failing_low_lane_rests_without_running_empty_cycles_and_loses_nothing() {
+    // While `lane_ok` is empty, every tile of the slow layer (zooms 0-3) fails: a division by zero.
+    let (mut fixture, tree) = slow_low_world_with(
+        "live_intake_rest",
+        " AND 1 / (SELECT count(*)::int FROM {schema}.lane_ok) = 1",
+        "CREATE TABLE {schema}.lane_ok (); INSERT INTO {schema}.lane_ok DEFAULT VALUES",
+    );
+    let mut watching = warm_up(&mut fixture, &tree);
+    fixture.schema.execute("DELETE FROM {schema}.lane_ok");
+    rename(&mut fixture, 10, "while-the-lane-fails");
+    watching.wait_until("the low lane's failure", |w| {
+        w.log().contains("rendered again in")
+    });
+    // The lane rests 5 s; nothing is pending, so no cycle has anything to do meanwhile.
+    let cycles = |w: &Watching| w.log().matches(" cycle: ").count();
+    let before = cycles(&watching);
+    std::thread::sleep(Duration::from_secs(4));
+    let during = cycles(&watching) - before;
+    assert!(
+        during <= 5,
+        "{during} cycles ran in the 4 s the low lane rested after a failure"
+    );
+    // Once its tiles render again, the lane stores them: nothing was lost.
+    fixture
+        .schema
+        .execute("INSERT INTO {schema}.lane_ok DEFAULT VALUES");
+    let fresh = full_seed(&fixture, "fresh");
+    watching.wait_until("the output a full seed's", |_| tiles(&tree) == fresh);
 }

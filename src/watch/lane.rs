@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::job::{SeedJob, WatchJob};
@@ -34,6 +34,18 @@ impl<'s> Lane<'s> {
     /// Whether the lane renders now.
     pub(super) fn running(&self) -> bool {
         self.running.is_some()
+    }
+
+    /// `due`, or the end of the lane's rest after a failure if later: a note the resting lane
+    /// cannot take yet is not due, or `watch` would run empty cycles until the rest ends.
+    pub(super) fn not_before(&self, due: SystemTime) -> SystemTime {
+        let Some(rest) = self
+            .resting_until
+            .and_then(|until| until.checked_duration_since(Instant::now()))
+        else {
+            return due;
+        };
+        due.max(SystemTime::now() + rest)
     }
 
     /// Starts the lane over the first output whose note is due, unless it runs already, rests

@@ -94,11 +94,12 @@ pub(super) async fn wait_for_changes(
         }
         let edge_waiting = shared.edge_waiting.load(Ordering::Relaxed);
         // Low tiles the cycles noted get the low lane when due, though no change comes; while
-        // the lane renders, its own note is not due again.
+        // the lane renders, its own note is not due again, nor while it rests after a failure.
         let deferral = if lane.running() {
             None
         } else {
-            crate::seed::next_deferral(&job.seed, live.max_delay()).await?
+            let due = crate::seed::next_deferral(&job.seed, live.max_delay()).await?;
+            due.map(|due| lane.not_before(due))
         };
         let until_due = deferral.map(|due| {
             due.duration_since(std::time::SystemTime::now())
