@@ -38,6 +38,7 @@ mod idle_edge;
 mod image;
 mod listeners;
 mod live_feed;
+mod live_intake;
 mod live_maps;
 mod moved_shapes;
 mod mvt_decoder;

@@ -16,7 +16,9 @@ use postgres::NoTls;
 use crate::common::fixture::Fixture;
 use crate::common::pg::hub_with_scatter;
 use crate::common::recorder::Recorder;
-use crate::common::run::{oar_tiles, oar_tiles_command, oar_tiles_with, read_tree};
+use crate::common::run::{
+    oar_tiles, oar_tiles_command, oar_tiles_with, read_tree, read_tree_being_written,
+};
 use crate::common::s3::S3Server;
 
 const ZOOMS: &str = "0-9";
@@ -300,6 +302,13 @@ fn note(tree: &Path) -> PathBuf {
         .join("deferred-tiles.note.json")
 }
 
+/// The note holding the tiles `watch`'s low lane took from [`note`] to render, until a cycle
+/// stored them.
+fn lane_note(tree: &Path) -> PathBuf {
+    tree.join(".oar-tiles-outbox")
+        .join("deferred-tiles-rendering.note.json")
+}
+
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh"]
 fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
@@ -315,8 +324,9 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
     fixture.schema.execute(
         "UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = (SELECT min(site_id) FROM {schema}.sites)",
     );
+    // Read while the watcher writes: a tile it is replacing is a temporary file beside it.
     watching.wait_until("the change's deep tiles", |_| {
-        let now = read_tree(&tree, "pbf");
+        let now = read_tree_being_written(&tree, "pbf");
         now.iter()
             .any(|(key, bytes)| key.0 == 9 && before.get(key) != Some(bytes))
     });
@@ -381,9 +391,16 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
         serde_json::from_slice(&std::fs::read(note(&tree)).unwrap()).unwrap();
     due["due"] = 0.into();
     std::fs::write(note(&tree), serde_json::to_vec(&due).unwrap()).unwrap();
-    watching.wait_until("the deferred tiles rendered and the note gone", |_| {
-        !note(&tree).exists() && read_tree(&tree, "pbf").get(&(0, 0, 0)) != before.get(&(0, 0, 0))
-    });
+    // The lane takes the tiles from the note as it starts; its own note goes once they are stored.
+    watching.wait_until(
+        "the deferred tiles rendered, stored and the notes gone",
+        |_| {
+            let now = read_tree_being_written(&tree, "pbf");
+            !note(&tree).exists()
+                && !lane_note(&tree).exists()
+                && now.get(&(0, 0, 0)) != before.get(&(0, 0, 0))
+        },
+    );
     drop(watching);
 
     // Nothing was lost: the tree is what a full seed makes of the rows now.
@@ -414,7 +431,7 @@ fn a_deferral_note_due_at_the_end_of_time_is_rendered_now_not_a_panic_at_every_s
     std::fs::remove_file(tree.join("0/0/0.pbf")).unwrap();
     let mut watching = crate::common::edge::Watching::start(&fixture, &[]);
     watching.wait_until("the noted tile rendered and the note gone", |_| {
-        !note(&tree).exists() && tree.join("0/0/0.pbf").exists()
+        !note(&tree).exists() && !lane_note(&tree).exists() && tree.join("0/0/0.pbf").exists()
     });
     drop(watching);
     assert_eq!(read_tree(&tree, "pbf"), seeded);

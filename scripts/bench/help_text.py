@@ -179,6 +179,15 @@ Sections:
            "public, max-age=86400", an origin that lets browsers keep tiles a
            day) with every answer; LIVE_EVENTS=1 has the page
            follow watch's Server-Sent Events (serve --watch).
+  live-edge  (not in the default list) on the --reseed-rows sample,
+           unclustered then clustered (LIVE_EDGE_LAYOUTS): a full seed into a
+           tree, `serve` over it behind Varnish (every tile kept a day, PURGE
+           per tile), `watch` with its defaults; facilities renamed one at a
+           time at 2 and 10 commits a second (LIVE_EDGE_RATES) for 20 s
+           (LIVE_EDGE_SECONDS), each timed from its commit until both its z14
+           and z10 tiles at the edge hold the new name (target p95 <= 0.8 s at
+           2/s unclustered); with --baseline-bin the same renames again under
+           that binary's watcher, in the same run.
   edge     on the --reseed-rows sample, clustered: a full seed into a tree,
            `oar-tiles serve` over it as the origin and Debian's Varnish in
            front keeping every tile for a day (scripts/varnish.sh), warmed

@@ -17,8 +17,9 @@ pub struct WatchConfig {
     /// The longest a cycle waits after the first notification: it starts once the commits pause
     /// (see `watch::debounce`), at most this long after the first.
     pub debounce: Duration,
-    /// A change that waited longer than this for its cycle (cycles slower than the commits) is
-    /// warned about.
+    /// How long a change's tiles at slow low zooms may wait: the low lane renders them at most
+    /// this often, for every change meanwhile, so no cycle waits for them. A change that waited
+    /// longer than this for its cycle (cycles slower than the commits) is warned about.
     pub max_delay: Duration,
     /// A cycle runs at least this often, covering a notification that never arrived.
     pub poll_interval: Duration,
@@ -41,7 +42,7 @@ impl Default for WatchConfig {
     fn default() -> Self {
         Self {
             debounce: Duration::from_secs(1),
-            max_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(2),
             poll_interval: Duration::from_secs(60),
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9187)),
             max_outbox_age: Duration::from_secs(300),
@@ -67,9 +68,12 @@ pub(super) struct RawWatch {
     /// stream of commits waits at most this long. At most `max_delay`.
     #[schemars(with = "Option<String>", extend("default" = "1s"))]
     debounce: Option<Spanned<String>>,
-    /// A change that waits longer than this for its cycle to start (cycles slower than the
-    /// commits arrive) is logged as a warning.
-    #[schemars(with = "Option<String>", extend("default" = "10s"))]
+    /// How long a change's tiles at slow low zooms (a tile that took 250 ms or more, on an
+    /// unclustered layer zooms 0-3 or so) may wait: cycles leave them to a low lane that renders
+    /// them at most this often, together for every change meanwhile, on a connection of its own,
+    /// so no commit waits for them. A change that waits longer than this for its cycle to start
+    /// (cycles slower than the commits arrive) is logged as a warning.
+    #[schemars(with = "Option<String>", extend("default" = "2s"))]
     max_delay: Option<Spanned<String>>,
     /// A cycle runs at least this often when changes are pending, covering a lost notification
     /// (at least "1s").

@@ -104,6 +104,11 @@ impl Tally {
         self.over_budget.push((tile, bytes));
     }
 
+    /// The slowest tiles rendered so far, with how long each took.
+    pub fn slowest(&self) -> impl Iterator<Item = (Duration, TileCoord)> + '_ {
+        self.slowest.iter().map(|Reverse(slow)| *slow)
+    }
+
     /// Tiles written so far, per zoom.
     pub fn written_per_zoom(&self) -> BTreeMap<u8, u64> {
         self.zooms

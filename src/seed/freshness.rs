@@ -27,6 +27,10 @@ use crate::tile::TileCoord;
 /// The outbox note holding the tiles a deferral held back.
 pub(super) const DEFERRED_TILES: &str = "deferred-tiles";
 
+/// The outbox note holding the tiles `watch`'s low lane is rendering: removed once a complete
+/// cycle stored them, and rendered by any run that finds it (a watcher stopped meanwhile).
+pub(super) const RENDERING_TILES: &str = "deferred-tiles-rendering";
+
 /// What the note holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub(super) struct Deferred {
@@ -83,7 +87,9 @@ fn due_after(defer: Duration) -> u64 {
 }
 
 /// Applies the tileset's deferral to the run's `work`, before anything is recorded or written:
-/// `deferring` is true for a `watch` cycle of a tileset with a `[tileset.freshness]` deferral.
+/// `deferring` is true for a `watch` cycle of a plain tileset, whose low lane renders the noted
+/// tiles (`freshness` is then the tileset's, or the zooms its cycles found slow); any other run
+/// that reads the change log renders what the notes hold.
 pub(super) async fn apply(
     freshness: Option<Freshness>,
     deferring: bool,
@@ -91,86 +97,154 @@ pub(super) async fn apply(
     work: &mut Work,
     outbox: &RunOutbox,
 ) -> Result<AfterRun> {
-    let (bytes, place) = outbox.note_bytes(DEFERRED_TILES).await?;
-    if bytes.is_some() && matches!(work, Work::Pyramid) {
-        // A full seed renders every tile, those the note held back among them.
-        return Ok(AfterRun::Remove);
+    if matches!(work, Work::Pyramid) {
+        // A full seed renders every tile, those the notes held back among them: it removes them
+        // unread, so it also clears a note that cannot be read.
+        for name in [DEFERRED_TILES, RENDERING_TILES] {
+            if outbox.note_bytes(name).await?.0.is_some() {
+                return Ok(AfterRun::Remove);
+            }
+        }
+        return Ok(AfterRun::Keep);
     }
-    let noted: Option<Deferred> = match bytes.map(|b| serde_json::from_slice(&b)) {
-        None => None,
-        Some(Ok(noted)) => Some(noted),
-        // Taken as absent, it would lose the low-zoom tiles it holds back for good.
-        Some(Err(e)) => {
-            return Err(Error::output(
-                place,
-                format!(
-                    "cannot be read ({e}): the low-zoom tiles it holds back are unknown; a full \
-                     `oar-tiles seed` of the tileset renders them and removes it"
-                ),
-            ))
+    let noted = read_note(outbox, DEFERRED_TILES).await?;
+    if let (true, Work::Tiles(tiles), Selection::Dirty) = (deferring, &mut *work, selection) {
+        // The notes are the low lane's: a cycle rendering them too could store bytes newer
+        // than those the lane then stores over them.
+        if let Some(freshness) = freshness {
+            defer_low(freshness, tiles, noted, outbox).await?;
         }
+        return Ok(AfterRun::Keep);
+    }
+    // A lane's note left by a watcher that stopped before its tiles were stored.
+    let rendering = read_note(outbox, RENDERING_TILES).await?;
+    let noted = match (noted, rendering) {
+        (None, None) => return Ok(AfterRun::Keep),
+        (Some(mut noted), Some(rendering)) => {
+            noted.tiles.extend(rendering.tiles);
+            noted
+        }
+        (Some(noted), None) | (None, Some(noted)) => noted,
     };
-    let tiles = match work {
-        Work::Tiles(tiles) if *selection == Selection::Dirty => tiles,
-        // A reseed past `listed_tiles` holds nothing back: it renders the noted tiles too, those
-        // its subtrees do not already cover.
-        Work::Subtrees { tiles, subtrees } if *selection == Selection::Dirty => {
-            let Some(noted) = noted else {
-                return Ok(AfterRun::Keep);
-            };
-            add_tiles(tiles, &noted, |tile| subtrees.contains(tile));
-            return Ok(AfterRun::Remove);
-        }
-        _ => return Ok(AfterRun::Keep),
-    };
-    let defer = freshness.map_or(Duration::ZERO, |freshness| freshness.defer);
-    let due = noted
-        .as_ref()
-        .is_some_and(|noted| noted.due_within(defer) <= now());
-    match freshness {
-        Some(freshness) if deferring && !due => {
-            let below = freshness.defer_below_zoom;
-            let mut low: Vec<TileCoord> = Vec::new();
-            tiles.retain(|tile| {
-                let deep = tile.z() >= below;
-                if !deep {
-                    low.push(*tile);
-                }
-                deep
-            });
-            if low.is_empty() {
-                return Ok(AfterRun::Keep);
-            }
-            let mut note = noted.unwrap_or_else(|| Deferred {
-                due: due_after(freshness.defer),
-                tiles: Vec::new(),
-            });
-            let mut known: HashSet<String> = note.tiles.iter().cloned().collect();
-            for tile in low {
-                let line = tile.to_string();
-                if known.insert(line.clone()) {
-                    note.tiles.push(line);
-                }
-            }
-            tracing::info!(
-                "{} low-zoom tile(s) below zoom {below} wait for a cycle in {} s (freshness.defer_seconds)",
-                note.tiles.len(),
-                note.due.saturating_sub(now())
-            );
-            outbox.write_note(DEFERRED_TILES, &note).await?;
-            Ok(AfterRun::Keep)
-        }
-        _ => {
-            let Some(noted) = noted else {
-                return Ok(AfterRun::Keep);
-            };
+    match work {
+        Work::Tiles(tiles) if *selection == Selection::Dirty => {
             add_tiles(tiles, &noted, |_| false);
             Ok(AfterRun::Remove)
         }
+        // A reseed past `listed_tiles` holds nothing back: it renders the noted tiles too, those
+        // its subtrees do not already cover.
+        Work::Subtrees { tiles, subtrees } if *selection == Selection::Dirty => {
+            add_tiles(tiles, &noted, |tile| subtrees.contains(tile));
+            Ok(AfterRun::Remove)
+        }
+        _ => Ok(AfterRun::Keep),
     }
 }
 
-/// Adds to `tiles` those the output's deferral note holds, as a reseed would render them; reads
+/// Moves the low tiles out of `tiles` into the output's note, durably, before the watermark moves
+/// past the changes that dirtied them.
+async fn defer_low(
+    freshness: Freshness,
+    tiles: &mut Vec<TileCoord>,
+    noted: Option<Deferred>,
+    outbox: &RunOutbox,
+) -> Result<()> {
+    let below = freshness.defer_below_zoom;
+    let mut low: Vec<TileCoord> = Vec::new();
+    tiles.retain(|tile| {
+        let deep = tile.z() >= below;
+        if !deep {
+            low.push(*tile);
+        }
+        deep
+    });
+    if low.is_empty() {
+        return Ok(());
+    }
+    let mut note = noted.unwrap_or_else(|| Deferred {
+        due: due_after(freshness.defer),
+        tiles: Vec::new(),
+    });
+    let mut known: HashSet<String> = note.tiles.iter().cloned().collect();
+    for tile in low {
+        let line = tile.to_string();
+        if known.insert(line.clone()) {
+            note.tiles.push(line);
+        }
+    }
+    tracing::debug!(
+        "{} low-zoom tile(s) below zoom {below} wait for the low lane, in {} s at most",
+        note.tiles.len(),
+        note.due.saturating_sub(now())
+    );
+    outbox.write_note(DEFERRED_TILES, &note).await
+}
+
+/// The note `name` of the run's output; a note that cannot be read fails the run, as taken for
+/// absent it would lose the low-zoom tiles it holds back for good.
+async fn read_note(outbox: &RunOutbox, name: &str) -> Result<Option<Deferred>> {
+    let (bytes, place) = outbox.note_bytes(name).await?;
+    match bytes.map(|b| serde_json::from_slice(&b)) {
+        None => Ok(None),
+        Some(Ok(noted)) => Ok(Some(noted)),
+        Some(Err(e)) => Err(Error::output(
+            place,
+            format!(
+                "cannot be read ({e}): the low-zoom tiles it holds back are unknown; a full \
+                 `oar-tiles seed` of the tileset renders them and removes it"
+            ),
+        )),
+    }
+}
+
+/// The low lane's start: moves the tiles of `target`'s note (and of a lane's note a stopped
+/// watcher left) into the lane's note, durably, and returns them for the lane to render. A
+/// change that dirties one of them from now on notes it anew, so a render that started before
+/// that change cannot take its place.
+pub async fn begin_low_lane(
+    tileset: &crate::job::TilesetJob,
+    s3: &crate::config::S3Config,
+    max_delay: Duration,
+) -> Result<Vec<TileCoord>> {
+    let (Some(target), None) = (&tileset.output, &tileset.tileset.partition_by) else {
+        return Ok(Vec::new());
+    };
+    let defer = tileset.tileset.freshness.map_or(max_delay, |f| f.defer);
+    let outbox = Outbox::new(sink::kind_of(target).home().outbox(s3).await?, None);
+    let mut tiles: Vec<String> = Vec::new();
+    for name in [RENDERING_TILES, DEFERRED_TILES] {
+        if let Some(bytes) = outbox.read_note(name).await? {
+            let noted = serde_json::from_slice::<Deferred>(&bytes);
+            if let (DEFERRED_TILES, Ok(noted)) = (name, &noted) {
+                if tiles.is_empty() && noted.due_within(defer) > now() {
+                    return Ok(Vec::new());
+                }
+            }
+            let Ok(noted) = noted else {
+                return Err(Error::output(
+                    outbox.note_location(name),
+                    "cannot be read: the low-zoom tiles it holds back are unknown; a full \
+                     `oar-tiles seed` of the tileset renders them and removes it",
+                ));
+            };
+            tiles.extend(noted.tiles);
+        }
+    }
+    if tiles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seen = HashSet::new();
+    tiles.retain(|line| seen.insert(line.clone()));
+    let rendering = Deferred { due: 0, tiles };
+    let bytes = serde_json::to_vec(&rendering).expect("a note serializes");
+    outbox.write_note(RENDERING_TILES, &bytes).await?;
+    outbox.remove_note(DEFERRED_TILES).await?;
+    let mut tiles: Vec<TileCoord> = rendering.tiles().collect();
+    tiles.sort_by_key(|tile| std::cmp::Reverse(tile.z()));
+    Ok(tiles)
+}
+
+/// Adds to `tiles` those the output's deferral notes hold, as a reseed would render them; reads
 /// only (`seed --dirty --dry-run`).
 pub(super) async fn add_noted(
     target: &crate::config::OutputTarget,
@@ -178,13 +252,14 @@ pub(super) async fn add_noted(
     tiles: &mut Vec<TileCoord>,
 ) -> Result<()> {
     let outbox = Outbox::new(sink::kind_of(target).home().outbox(s3).await?, None);
-    let Some(bytes) = outbox.read_note(DEFERRED_TILES).await? else {
-        return Ok(());
-    };
-    let Ok(noted) = serde_json::from_slice::<Deferred>(&bytes) else {
-        return Ok(());
-    };
-    add_tiles(tiles, &noted, |_| false);
+    for name in [DEFERRED_TILES, RENDERING_TILES] {
+        let Some(bytes) = outbox.read_note(name).await? else {
+            continue;
+        };
+        if let Ok(noted) = serde_json::from_slice::<Deferred>(&bytes) {
+            add_tiles(tiles, &noted, |_| false);
+        }
+    }
     Ok(())
 }
 
@@ -200,23 +275,29 @@ fn add_tiles(tiles: &mut Vec<TileCoord>, noted: &Deferred, covered: impl Fn(Tile
     tiles.sort_by_key(|tile| tile.z());
 }
 
-/// When `watch` must run a cycle for the tiles some output's deferral holds back, though no
-/// change came: the earliest note's due time, `None` when nothing is deferred.
-pub async fn next_deferral(job: &SeedJob) -> Result<Option<SystemTime>> {
+/// When `watch`'s low lane must render the tiles some output's notes hold back, though no change
+/// came: the earliest note's due time (now for a lane's note a stopped watcher left), `None` when
+/// nothing is deferred. A tileset without `[tileset.freshness]` defers for `max_delay`.
+pub async fn next_deferral(job: &SeedJob, max_delay: Duration) -> Result<Option<SystemTime>> {
     let mut earliest: Option<u64> = None;
     for tileset in &job.tilesets {
-        let (Some(target), Some(freshness)) = (&tileset.output, tileset.tileset.freshness) else {
+        let Some(target) = &tileset.output else {
             continue;
         };
         if tileset.tileset.partition_by.is_some() {
             continue;
         }
+        let defer = tileset.tileset.freshness.map_or(max_delay, |f| f.defer);
         let outbox = Outbox::new(sink::kind_of(target).home().outbox(&job.s3).await?, None);
-        let Some(bytes) = outbox.read_note(DEFERRED_TILES).await? else {
-            continue;
-        };
-        if let Ok(noted) = serde_json::from_slice::<Deferred>(&bytes) {
-            let due = noted.due_within(freshness.defer);
+        let mut due = None;
+        if outbox.read_note(RENDERING_TILES).await?.is_some() {
+            due = Some(now());
+        } else if let Some(bytes) = outbox.read_note(DEFERRED_TILES).await? {
+            if let Ok(noted) = serde_json::from_slice::<Deferred>(&bytes) {
+                due = Some(noted.due_within(defer));
+            }
+        }
+        if let Some(due) = due {
             earliest = Some(earliest.map_or(due, |e| e.min(due)));
         }
     }

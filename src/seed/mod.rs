@@ -15,6 +15,7 @@
 
 mod finalize;
 mod freshness;
+mod live;
 mod prepare;
 mod shard;
 mod tileset;
@@ -35,7 +36,8 @@ use crate::render::Connections;
 use crate::report::{PartitionProgress, ProgressKind, TilesetSummary};
 use crate::schedule::Stop;
 pub use finalize::finalize;
-pub use freshness::next_deferral;
+pub use freshness::{begin_low_lane, next_deferral};
+pub use live::{AheadTiles, Live};
 use prepare::Prepared;
 use tileset::TilesetRun;
 
@@ -164,6 +166,8 @@ pub struct Session<'a> {
     /// CDN targets that failed, held back across the session's runs (`watch`'s cycles, which
     /// share them with their partitioned tilesets' cycles).
     holds: Arc<Holds>,
+    /// `watch`'s low lanes.
+    live: Option<Arc<Live>>,
 }
 
 impl<'a> Session<'a> {
@@ -213,7 +217,51 @@ impl<'a> Session<'a> {
             prepared,
             connections,
             holds,
+            live: None,
         })
+    }
+
+    /// The session of a `watch` whose cycles leave slow low zooms to its low lanes.
+    pub fn with_live(mut self, live: Arc<Live>) -> Session<'a> {
+        self.live = Some(live);
+        self
+    }
+
+    /// `watch`'s low lane: renders `tiles` of the tileset writing `output` into memory, on a
+    /// connection of its own so the cycles keep theirs for the deep tiles of new commits.
+    pub async fn render_ahead(
+        &self,
+        output: &str,
+        tiles: &[crate::tile::TileCoord],
+        stop: &Stop,
+    ) -> Result<AheadTiles> {
+        let Some(prepared) = self.prepared.iter().filter_map(Ready::own).find(|p| {
+            p.tileset
+                .output
+                .as_ref()
+                .is_some_and(|o| o.describe() == output)
+        }) else {
+            return Err(Error::output(output, "no tileset of the session writes it"));
+        };
+        let render_pool = self.replica.as_ref().map_or(&self.pool, |r| &r.pool);
+        let connections = Connections::open(render_pool, 1, &self.job.database).await?;
+        let run = TilesetRun {
+            job: self.job,
+            prepared,
+            pool: &self.pool,
+            replica: self.replica.as_ref(),
+            connections: &connections,
+            holds: &self.holds,
+            stop,
+            locks: Locks::Held,
+            live: self.live.as_deref(),
+        };
+        let target = prepared
+            .tileset
+            .output
+            .as_ref()
+            .expect("matched on its output");
+        run.render_ahead(target, tiles).await
     }
 
     /// The session's pool.
@@ -370,6 +418,7 @@ impl OneRun<'_> {
             holds: &session.holds,
             stop: self.stop,
             locks: self.locks,
+            live: session.live.as_deref(),
         };
         run.seed(self.progress, changed).await
     }

@@ -2,11 +2,13 @@
 //! finish → watermark, with every failure leaving the output as it was.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use deadpool_postgres::Pool;
 
 use super::freshness::{self, AfterRun};
+use super::live::{AheadTiles, Live};
 use super::prepare::Prepared;
 use crate::config::{LayerConfig, OutputTarget};
 use crate::coordination::lock::{self, OutputLock};
@@ -45,6 +47,15 @@ pub(super) struct TilesetRun<'a> {
     pub holds: &'a Holds,
     pub stop: &'a Stop,
     pub locks: super::Locks,
+    /// `watch`'s low lanes; `None` outside `watch`.
+    pub live: Option<&'a Live>,
+}
+
+/// Low tiles `watch`'s lane rendered ahead, stored by a cycle rather than rendered in it.
+struct Ahead {
+    tiles: Arc<AheadTiles>,
+    /// Those the run's own changes did not list, which it stores as the lane rendered them.
+    injected: std::collections::HashSet<crate::tile::TileCoord>,
 }
 
 /// What a tileset's run renders.
@@ -65,6 +76,8 @@ struct Opened {
     resume: Resume,
     /// What becomes of the tiles `[tileset.freshness]` deferred once the run is complete.
     deferred: AfterRun,
+    /// Low tiles `watch`'s lane rendered ahead, which the run stores.
+    ahead: Option<Ahead>,
 }
 
 /// A tileset's run once its output is open and its work decided: what its later steps share.
@@ -77,6 +90,8 @@ struct Underway<'t> {
     watermark: Option<Watermark>,
     /// What becomes of the tiles `[tileset.freshness]` deferred once the run is complete.
     deferred: AfterRun,
+    /// Low tiles `watch`'s lane rendered ahead, stored by the run.
+    ahead: Option<Ahead>,
     tally: Tally,
     /// When the changes read were committed: applied only by a complete run.
     committed: Vec<f64>,
@@ -210,6 +225,7 @@ impl TilesetRun<'_> {
             decision,
             resume,
             deferred,
+            ahead,
         } = self.open(target, &outbox, part).await?;
         // 4d. Resume what an interrupted run of the same job finished.
         let watermark = resumed_watermark(decision.watermark, &resume);
@@ -219,6 +235,7 @@ impl TilesetRun<'_> {
             changed,
             watermark,
             deferred,
+            ahead,
             tally: Tally::default(),
             committed: decision.committed,
             changes_read: decision.changes_read,
@@ -230,6 +247,9 @@ impl TilesetRun<'_> {
         let (rendered, written) = self
             .render_stored(&mut run, sink, todo, progress_kind)
             .await;
+        if let Some(live) = self.live {
+            live.learn(&target.describe(), run.tally.slowest(), tileset.zooms.max);
+        }
         // 4f. Finish the output (sweep, metadata, state) or abort it; store what changed in the
         // outbox and hand it to the consumers.
         // A full seed reads every tile anyway and ends with its hash, as a shard's part must
@@ -391,7 +411,7 @@ impl TilesetRun<'_> {
         let deferring = self.locks == super::Locks::Held
             && tileset.shard.is_none()
             && tileset.list_prefix.is_none();
-        let freshness = tileset.tileset.freshness;
+        let freshness = self.freshness(target);
         let decided = match self.decide(state.clone(), settings).await {
             Ok(mut decision) => {
                 match freshness::apply(
@@ -403,16 +423,19 @@ impl TilesetRun<'_> {
                 )
                 .await
                 {
-                    Ok(after) => outbox
-                        .intend(state.as_deref(), &decision.work)
-                        .await
-                        .map(|()| (decision, after)),
+                    Ok(after) => {
+                        let ahead = self.take_ahead(target, deferring, &mut decision.work);
+                        outbox
+                            .intend(state.as_deref(), &decision.work)
+                            .await
+                            .map(|()| (decision, (after, ahead)))
+                    }
                     Err(err) => Err(err),
                 }
             }
             Err(err) => Err(err),
         };
-        let (decision, deferred) = match decided {
+        let (decision, (deferred, ahead)) = match decided {
             Ok(decision) => decision,
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
@@ -444,12 +467,43 @@ impl TilesetRun<'_> {
                 decision,
                 resume: resume.unwrap_or_default(),
                 deferred,
+                ahead,
             }),
             Err(err) => {
                 let _ = tokio::task::spawn_blocking(move || sink.abort()).await;
                 Err(err)
             }
         }
+    }
+
+    /// The tileset's `[tileset.freshness]`, else in `watch` the zooms its cycles found slow.
+    fn freshness(&self, target: &OutputTarget) -> Option<crate::config::Freshness> {
+        let tileset = &self.prepared.tileset.tileset;
+        let live = || self.live?.freshness(&target.describe());
+        tileset.freshness.or_else(live)
+    }
+
+    /// In a `watch` cycle, what the low lane rendered ahead, added to a list of tiles so the run's
+    /// intent covers it; a run that renders whole or subtrees makes whatever the lane holds stale.
+    fn take_ahead(&self, target: &OutputTarget, deferring: bool, work: &mut Work) -> Option<Ahead> {
+        let live = self.live.filter(|_| deferring)?;
+        let output = target.describe();
+        let Work::Tiles(tiles) = work else {
+            live.invalidate(&output);
+            return None;
+        };
+        let ahead = live.ahead(&output)?;
+        let listed: std::collections::HashSet<_> = tiles.iter().copied().collect();
+        let injected: std::collections::HashSet<_> = ahead
+            .iter()
+            .map(|(tile, _)| *tile)
+            .filter(|tile| !listed.contains(tile))
+            .collect();
+        tiles.extend(injected.iter().copied());
+        Some(Ahead {
+            tiles: ahead,
+            injected,
+        })
     }
 
     /// Decides the work from the output's state, then brings the cluster cells up to date: after

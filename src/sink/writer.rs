@@ -42,6 +42,17 @@ impl Writer {
 /// closes without a value only when the thread died.
 pub type Written = tokio::sync::oneshot::Receiver<Result<Box<dyn Sink>>>;
 
+/// A writer whose commands the caller receives instead of a sink: `watch`'s low lane renders
+/// tiles into memory for a later cycle to store.
+pub fn in_memory(output: &str) -> (Writer, mpsc::Receiver<WriterCommand>) {
+    let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
+    let writer = Writer {
+        sender,
+        output: output.to_string(),
+    };
+    (writer, receiver)
+}
+
 /// Runs the sink on a thread of its own, named `oar-tiles-writer` (so a profile or the benchmark
 /// tells its CPU apart: it is one of the two threads a run cannot spread), and returns the sender
 /// that feeds it; [`Written`] yields the sink back once every sender is dropped, so the caller

@@ -23,6 +23,7 @@ mod cycle;
 mod debounce;
 mod feed;
 mod http;
+mod lane;
 mod shared;
 mod wait;
 
@@ -110,13 +111,22 @@ pub async fn run(job: &WatchJob) -> Result<()> {
     // Every CDN target's secrets and credentials, before the first cycle renders anything.
     crate::seed::check_cdns(seed).await?;
     let shared = Arc::new(Shared::new(job));
+    // What cycles learned of slow zooms outlives a reconnection.
+    let live = Arc::new(crate::seed::Live::new(job.settings.max_delay));
     let _server = http::serve(job.settings.listen, shared.clone()).await?;
     let stop = Stop::on_signals();
     let mut backoff = reconnect_backoff();
     loop {
         let mut connected_once = false;
-        let Err(err) =
-            watch_connected(job, &jobs, &watched, &shared, &stop, &mut connected_once).await;
+        let Err(err) = watch_connected(
+            job,
+            (&jobs, &live),
+            &watched,
+            &shared,
+            &stop,
+            &mut connected_once,
+        )
+        .await;
         shared.database_up.store(false, Ordering::Relaxed);
         if matches!(err, Error::Stopped { .. }) {
             return Err(err);
@@ -154,7 +164,7 @@ fn reconnect_backoff() -> impl Iterator<Item = std::time::Duration> {
 /// only with the error that ended it.
 async fn watch_connected(
     job: &WatchJob,
-    jobs: &Jobs,
+    (jobs, live): (&Jobs, &Arc<crate::seed::Live>),
     watched: &[Watched],
     shared: &Arc<Shared>,
     stop: &Stop,
@@ -165,7 +175,11 @@ async fn watch_connected(
     // Listening before the catch-up, so nothing committed during it goes unnoticed.
     let mut listener = Listener::connect(&seed.database, &channel).await?;
     let session = match &jobs.plain {
-        Some(plain) => Some(Session::open_sharing(plain, shared.holds.clone()).await?),
+        Some(plain) => Some(
+            Session::open_sharing(plain, shared.holds.clone())
+                .await?
+                .with_live(live.clone()),
+        ),
         None => None,
     };
     let pool = match &session {
@@ -178,17 +192,21 @@ async fn watch_connected(
         "watching {} output(s) on channel {channel}; catching up from their watermarks",
         watched.len()
     );
+    let plain = jobs.plain.as_ref().zip(session.as_ref());
+    let mut lane = lane::Lane::default();
     loop {
         let began = std::time::Instant::now();
-        cycle::cycle(job, jobs, session.as_ref(), shared, stop).await?;
+        let cycle = cycle::cycle(job, jobs, session.as_ref(), shared, stop);
+        lane.alongside(cycle, live).await?;
         shared.cycle_finished(began);
+        lane.start(job, plain, live, stop).await?;
         // A cycle that changed tiles left their outputs' hashes pending.
         let mut hash_due = true;
         wait::wait_for_changes(
             job,
             watched,
             (&mut listener, &mut hash_due),
-            &pool,
+            (&pool, &mut lane, live),
             shared,
             stop,
         )

@@ -5,12 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::lane::Lane;
 use super::shared::Shared;
 use super::{debounce, Watched, EDGE_POLL};
 use crate::db::Listener;
 use crate::error::{Error, Result};
 use crate::job::WatchJob;
 use crate::schedule::Stop;
+use crate::seed::Live;
 use crate::sink::HashRefresh;
 use crate::state::capture;
 
@@ -80,16 +82,25 @@ pub(super) async fn wait_for_changes(
     job: &WatchJob,
     watched: &[Watched],
     (listener, hash_due): (&mut Listener, &mut bool),
-    pool: &deadpool_postgres::Pool,
+    (pool, lane, live): (&deadpool_postgres::Pool, &mut Lane<'_>, &Live),
     shared: &Shared,
     stop: &Stop,
 ) -> Result<()> {
     let settings = &job.settings;
     loop {
+        // What the low lane rendered goes into the output with the next cycle, at once.
+        if live_waits(job, live) {
+            return Ok(());
+        }
         let edge_waiting = shared.edge_waiting.load(Ordering::Relaxed);
-        // Tiles a `[tileset.freshness]` deferral holds back get their cycle when due, though no
-        // change comes.
-        let deferral = crate::seed::next_deferral(&job.seed).await?;
+        // Low tiles the cycles noted get the low lane when due, though no change comes; while
+        // the lane renders, its own note is not due again, nor while it rests after a failure.
+        let deferral = if lane.running() {
+            None
+        } else {
+            let due = crate::seed::next_deferral(&job.seed, live.max_delay()).await?;
+            due.map(|due| lane.not_before(due))
+        };
         let until_due = deferral.map(|due| {
             due.duration_since(std::time::SystemTime::now())
                 .unwrap_or_default()
@@ -117,6 +128,10 @@ pub(super) async fn wait_for_changes(
                     }
                     None => continue,
                 }
+            }
+            ended = lane.ended(live), if lane.running() => {
+                ended?;
+                continue;
             }
             signal = stop.stopped() => return Err(Error::Stopped { signal }),
         };
@@ -150,6 +165,15 @@ pub(super) async fn wait_for_changes(
             return Ok(());
         }
     }
+}
+
+/// Whether the low lane rendered tiles that wait for a cycle to store them.
+fn live_waits(job: &WatchJob, live: &Live) -> bool {
+    job.seed
+        .tilesets
+        .iter()
+        .filter_map(|t| t.output.as_ref())
+        .any(|o| live.waits_for_store(&o.describe()))
 }
 
 /// Whether some output's outbox holds changes a consumer has not taken.

@@ -119,6 +119,11 @@ impl Watching {
         &mut self.child
     }
 
+    /// What the watcher has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Whether the watcher accepts connections on its port.
     pub fn listening(&self) -> bool {
         std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()

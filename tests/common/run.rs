@@ -468,6 +468,12 @@ pub fn read_tree(root: &Path, extension: &str) -> Tiles {
     tiles
 }
 
+/// Tiles of a tree a running writer (`watch`) may be writing meanwhile, as a reader gets them: a
+/// tile being replaced is a temporary file beside its old bytes, which are what it reads.
+pub fn read_tree_being_written(root: &Path, extension: &str) -> Tiles {
+    read_tree_after_a_kill(root, extension).0
+}
+
 /// Tiles of a tree whose writer may just have been killed, and the names of the temporary files
 /// it left beside them (`.Y.ext.PID.tmp`: never at a tile's name), which its next run removes.
 pub fn read_tree_after_a_kill(root: &Path, extension: &str) -> (Tiles, Vec<String>) {

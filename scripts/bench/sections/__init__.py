@@ -22,6 +22,7 @@ MODULES = {
     "edge-zooms": ("edge", "section_edge_zooms"),
     "edge-cloudfront": ("cloudfront", "section_edge_cloudfront"),
     "live": ("live", "section_live"),
+    "live-edge": ("live_edge", "section_live_edge"),
     "partitions": ("partitions", "section_partitions"),
     "watch-partitions": ("partitions", "section_watch_partitions"),
     "shards": ("shards", "section_shards"),
@@ -37,13 +38,13 @@ MODULES = {
 
 # The list bench.sh's "unknown section" message names, in its order.
 KNOWN_MESSAGE = ("main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, "
-                 "edge-cloudfront, live, partitions, watch-partitions, shards, validate, capacity, "
+                 "edge-cloudfront, live, live-edge, partitions, watch-partitions, shards, validate, capacity, "
                  "polygons, generalise, moved, subtrees, changelog, import")
 
 # Sections that rewrite a shared sample or install change capture on one: a run with any of them
 # takes the benchmark lock exclusively (others share it), as bench.sh did.
 EXCLUSIVE = frozenset({"reseed", "changelog", "growth", "watch", "edge", "edge-zooms",
-                       "edge-cloudfront", "watch-partitions", "live", "import"})
+                       "edge-cloudfront", "watch-partitions", "live", "live-edge", "import"})
 
 
 def lazy(module: str, function: str) -> Callable:

@@ -30,10 +30,21 @@ impl TilesetRun<'_> {
             )
             .await;
         let outbox = &mut run.outbox;
-        if run.deferred == AfterRun::Remove && matches!(complete, Ok(true)) {
-            // Rendered and stored: the tiles the note held back are the output's now. A note
-            // left behind only renders them once more.
-            if let Err(e) = outbox.remove_note(freshness::DEFERRED_TILES).await {
+        // Rendered (or rendered ahead) and stored: the tiles the notes held back are the
+        // output's now. A note left behind only renders them once more.
+        let mut done_with = Vec::new();
+        if matches!(complete, Ok(true)) {
+            if run.deferred == AfterRun::Remove {
+                done_with = vec![freshness::DEFERRED_TILES, freshness::RENDERING_TILES];
+            } else if let Some(ahead) = &run.ahead {
+                done_with = vec![freshness::RENDERING_TILES];
+                if let Some(live) = self.live {
+                    live.stored(&run.target.describe(), &ahead.tiles);
+                }
+            }
+        }
+        for note in done_with {
+            if let Err(e) = outbox.remove_note(note).await {
                 tracing::warn!("{e}; its deferred tiles are rendered again by the next cycle");
             }
         }

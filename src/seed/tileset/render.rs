@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{TilesetRun, Todo, Underway};
+use super::{Ahead, TilesetRun, Todo, Underway};
 use crate::config::OutputTarget;
 use crate::coordination::TilesetMetadata;
 use crate::encode::{Encoding, SizeBudget};
@@ -14,10 +14,26 @@ use crate::plan::PyramidWalk;
 use crate::render::Renderer;
 use crate::report::{Progress, ProgressKind, Tally};
 use crate::schedule::{ListOrder, Scheduler};
-use crate::sink::writer::{self, Writer};
+use crate::seed::live::AheadTiles;
+use crate::sink::writer::{self, Writer, WriterCommand};
 use crate::sink::{self, Finish, Sink, Sweep};
 use crate::state::capture;
 use crate::state::Watermark;
+
+/// Hands the writer what the low lane rendered ahead, as the lane rendered it.
+async fn store_ahead(ahead: &Ahead, writer: &Writer) -> Result<()> {
+    for (tile, bytes) in ahead.tiles.iter() {
+        if !ahead.injected.contains(tile) {
+            continue;
+        }
+        let command = match bytes {
+            Some(bytes) => WriterCommand::Write(*tile, bytes.clone(), None),
+            None => WriterCommand::Delete(*tile),
+        };
+        writer.send(command).await?;
+    }
+    Ok(())
+}
 
 /// Tiles a walk of subtrees may queue at most at their deepest zoom (8 bytes each): subtrees are
 /// walked in parts of as many roots as stay under it.
@@ -49,9 +65,10 @@ impl TilesetRun<'_> {
             _ => None,
         };
         let tally = &mut run.tally;
+        let ahead = run.ahead.as_ref();
         let render = async {
             let rendered = self
-                .render(run.target, todo, writer, tally, &mut progress)
+                .render(run.target, todo, (writer, ahead), tally, &mut progress)
                 .await;
             if let Some(recorded) = &recorded {
                 recorded.close();
@@ -83,7 +100,7 @@ impl TilesetRun<'_> {
         &self,
         target: &OutputTarget,
         todo: Todo,
-        writer: Writer,
+        (writer, ahead): (Writer, Option<&Ahead>),
         tally: &mut Tally,
         progress: &mut Progress,
     ) -> Result<bool> {
@@ -100,7 +117,11 @@ impl TilesetRun<'_> {
                 let walked = scheduler.walk(&walk, Some(&writer), done, tally, progress);
                 walked.await.map(|()| true)
             }
-            Todo::Tiles(tiles) => {
+            Todo::Tiles(mut tiles) => {
+                if let Some(ahead) = ahead {
+                    tiles.retain(|tile| !ahead.injected.contains(tile));
+                    store_ahead(ahead, &writer).await?;
+                }
                 let listed = self.render_list(&scheduler, &tiles, &writer, tally, progress);
                 listed.await
             }
@@ -124,6 +145,52 @@ impl TilesetRun<'_> {
                 Ok(true)
             }
         }
+    }
+
+    /// Renders `tiles` for `watch`'s low lane into memory, on `connections` of its own, for a
+    /// later cycle to store; fails unless every tile rendered.
+    pub(in crate::seed) async fn render_ahead(
+        &self,
+        target: &OutputTarget,
+        tiles: &[crate::tile::TileCoord],
+    ) -> Result<AheadTiles> {
+        let tileset = self.prepared.tileset;
+        let name = &tileset.tileset.name;
+        let settings = &tileset.tileset.output_settings;
+        let encoding = Encoding {
+            gzip: sink::kind_of(target).stores_gzip(settings),
+            level: settings.compression_level,
+        };
+        let renderer = self.prepared.renderer.on(self.connections);
+        let scheduler = self.scheduler(&renderer, encoding);
+        let (writer, mut received) = writer::in_memory(name);
+        let mut tally = Tally::default();
+        let mut progress = Progress::start(ProgressKind::Quiet, name);
+        let render = async {
+            let listed = self.render_list(&scheduler, tiles, &writer, &mut tally, &mut progress);
+            let finished = listed.await;
+            drop(writer);
+            finished
+        };
+        let collect = async {
+            let mut rendered = AheadTiles::new();
+            while let Some(command) = received.recv().await {
+                match command {
+                    WriterCommand::Write(tile, bytes, _) => rendered.push((tile, Some(bytes))),
+                    WriterCommand::Delete(tile) => rendered.push((tile, None)),
+                    WriterCommand::Visited(..) => {}
+                }
+            }
+            rendered
+        };
+        let (finished, rendered) = tokio::join!(render, collect);
+        if !finished? || !tally.failed().is_empty() {
+            return Err(Error::output(
+                name,
+                "the low lane could not render every noted tile; they stay noted for its next turn",
+            ));
+        }
+        Ok(rendered)
     }
 
     /// Renders listed tiles in the run's order; false when `--max-duration` ran out.

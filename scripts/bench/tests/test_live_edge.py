@@ -1,0 +1,32 @@
+"""Unit tests of bench.sections.live_edge: the tile a facility falls in, and the report line."""
+from __future__ import annotations
+
+import unittest
+
+from bench.sections import live_edge
+
+
+class TileOf(unittest.TestCase):
+    def test_known_tiles(self):
+        self.assertEqual(live_edge.tile_of(0.0, 0.0, 0), (0, 0))
+        # Paris at z10 and z14, as any slippy-map calculator gives them.
+        self.assertEqual(live_edge.tile_of(2.3522, 48.8566, 10), (518, 352))
+        self.assertEqual(live_edge.tile_of(2.3522, 48.8566, 14), (8299, 5636))
+
+    def test_edges_stay_in_the_grid(self):
+        self.assertEqual(live_edge.tile_of(180.0, -85.1, 2), (3, 3))
+
+
+class Summary(unittest.TestCase):
+    def test_percentiles_and_misses(self):
+        line = live_edge.summary("this build", 2, [0.5, 0.25, None, 1.0])
+        self.assertIn("p50 0.50 s", line)
+        self.assertIn("max 1.00 s", line)
+        self.assertIn("3 commits, 1 never fresh", line)
+
+    def test_nothing_fresh(self):
+        self.assertIn("nothing turned fresh", live_edge.summary("baseline-bin", 10, [None]))
+
+
+if __name__ == "__main__":
+    unittest.main()

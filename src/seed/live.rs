@@ -1,0 +1,179 @@
+//! What `watch` shares with its cycles' runs so that a commit never waits for low zooms. A cycle
+//! renders every zoom of its changes, and on an unclustered layer the low zooms hold most of the
+//! table: rendered in the cycle, they held back every commit that came meanwhile. So each output's
+//! cycles learn which zooms are slow (a tile that took [`SLOW_TILE`] or more), and from then on
+//! note those zooms' dirty tiles in the outbox (as `[tileset.freshness]` does by hand) instead of
+//! rendering them. The low lane (`watch`) renders the noted tiles on a connection of its own,
+//! at most once per `max_delay`, while cycles go on storing the deep tiles of new commits; the
+//! next cycle stores what the lane rendered ahead, and only then lets go of its note.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::Freshness;
+use crate::tile::TileCoord;
+
+/// A tile that took this long to render makes its zoom, and every zoom above it, low: rendered by
+/// the low lane rather than in the cycles. The deep tiles of a change take a few milliseconds.
+pub const SLOW_TILE: Duration = Duration::from_millis(250);
+
+/// Low tiles rendered ahead of the cycle that stores them; `None` for a tile that came out empty.
+pub type AheadTiles = Vec<(TileCoord, Option<Vec<u8>>)>;
+
+/// The low lanes of a watcher's plain outputs, keyed by the output's description.
+#[derive(Debug)]
+pub struct Live {
+    max_delay: Duration,
+    outputs: Mutex<HashMap<String, Lane>>,
+}
+
+/// One output's lane.
+#[derive(Debug, Default)]
+struct Lane {
+    /// Zooms below this are low; 0 while no slow tile was seen.
+    below: u8,
+    /// What the lane rendered, waiting for a cycle to store it.
+    ahead: Option<Arc<AheadTiles>>,
+    /// Bumped by a run that renders the whole output or subtrees of it: a lane's tiles rendered
+    /// before are older than what that run stores, and are dropped.
+    epoch: u64,
+}
+
+impl Live {
+    /// Lanes whose low tiles wait at most `max_delay` for their render.
+    pub fn new(max_delay: Duration) -> Live {
+        Live {
+            max_delay,
+            outputs: Mutex::default(),
+        }
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lane>> {
+        self.outputs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Learns from a run's slowest tiles which zooms of `output` are low; never the `deepest`,
+    /// which holds the change's own tile, and never fewer than before.
+    pub(super) fn learn(
+        &self,
+        output: &str,
+        slowest: impl Iterator<Item = (Duration, TileCoord)>,
+        deepest: u8,
+    ) {
+        let Some(slow) = slowest
+            .filter(|(took, _)| *took >= SLOW_TILE)
+            .map(|(_, tile)| tile.z())
+            .max()
+        else {
+            return;
+        };
+        let below = (slow + 1).min(deepest);
+        let mut lanes = self.lanes();
+        let lane = lanes.entry(output.to_string()).or_default();
+        if below > lane.below {
+            tracing::info!(
+                "{output}: zooms below {below} render slowly (a tile took {} ms or more); \
+                 their changes are rendered together at most every {:.1} s (watch.max_delay), \
+                 so no commit waits for them",
+                SLOW_TILE.as_millis(),
+                self.max_delay.as_secs_f64()
+            );
+            lane.below = below;
+        }
+    }
+
+    /// The deferral the output's cycles apply when its config sets none.
+    pub(super) fn freshness(&self, output: &str) -> Option<Freshness> {
+        let below = self.lanes().get(output).map_or(0, |lane| lane.below);
+        (below > 0).then_some(Freshness {
+            defer_below_zoom: below,
+            defer: self.max_delay,
+        })
+    }
+
+    /// How long a noted low tile may wait for its render.
+    pub fn max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
+    /// The output's epoch, taken when its lane starts rendering.
+    pub fn epoch(&self, output: &str) -> u64 {
+        self.lanes().get(output).map_or(0, |lane| lane.epoch)
+    }
+
+    /// A run renders the whole output, or subtrees of it, fresher than anything the lane has.
+    pub(super) fn invalidate(&self, output: &str) {
+        let mut lanes = self.lanes();
+        let lane = lanes.entry(output.to_string()).or_default();
+        lane.epoch += 1;
+        lane.ahead = None;
+    }
+
+    /// Keeps what the lane rendered since `epoch` for the next cycle to store; dropped if a run
+    /// made it stale meanwhile (whose complete end also removed the note it came from).
+    pub fn rendered_ahead(&self, output: &str, epoch: u64, tiles: AheadTiles) {
+        let mut lanes = self.lanes();
+        let lane = lanes.entry(output.to_string()).or_default();
+        if lane.epoch == epoch {
+            lane.ahead = Some(Arc::new(tiles));
+        }
+    }
+
+    /// What the lane rendered ahead for `output`, until a complete cycle stored it.
+    pub(super) fn ahead(&self, output: &str) -> Option<Arc<AheadTiles>> {
+        self.lanes().get(output).and_then(|lane| lane.ahead.clone())
+    }
+
+    /// Whether the lane's tiles of `output` wait for a cycle to store them.
+    pub fn waits_for_store(&self, output: &str) -> bool {
+        self.ahead(output).is_some()
+    }
+
+    /// A complete cycle stored `tiles`, what the lane rendered ahead.
+    pub(super) fn stored(&self, output: &str, tiles: &Arc<AheadTiles>) {
+        let mut lanes = self.lanes();
+        if let Some(lane) = lanes.get_mut(output) {
+            if lane.ahead.as_ref().is_some_and(|a| Arc::ptr_eq(a, tiles)) {
+                lane.ahead = None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_zooms_are_learned_below_the_deepest_and_never_forgotten() {
+        let live = Live::new(Duration::from_secs(2));
+        let tile = |z: u8| TileCoord::new(z, 0, 0).expect("a tile");
+        let fast = Duration::from_millis(5);
+        live.learn("out", [(fast, tile(0))].into_iter(), 14);
+        assert_eq!(live.freshness("out"), None);
+        live.learn(
+            "out",
+            [(SLOW_TILE, tile(3)), (fast, tile(9))].into_iter(),
+            14,
+        );
+        assert_eq!(live.freshness("out").map(|f| f.defer_below_zoom), Some(4));
+        live.learn("out", [(SLOW_TILE, tile(1))].into_iter(), 14);
+        assert_eq!(live.freshness("out").map(|f| f.defer_below_zoom), Some(4));
+        live.learn("out", [(SLOW_TILE, tile(14))].into_iter(), 14);
+        assert_eq!(live.freshness("out").map(|f| f.defer_below_zoom), Some(14));
+    }
+
+    #[test]
+    fn tiles_rendered_before_a_whole_run_are_dropped() {
+        let live = Live::new(Duration::from_secs(2));
+        let epoch = live.epoch("out");
+        live.invalidate("out");
+        live.rendered_ahead("out", epoch, Vec::new());
+        assert!(!live.waits_for_store("out"));
+        live.rendered_ahead("out", live.epoch("out"), Vec::new());
+        assert!(live.waits_for_store("out"));
+    }
+}
