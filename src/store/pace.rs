@@ -229,7 +229,14 @@ impl Pace {
         let calm = state
             .last_cut
             .is_none_or(|cut| now - cut >= Duration::from_secs(1));
-        if state.rate.is_finite() && calm && now - state.last_raise >= Duration::from_secs(1) {
+        // A rate that already lets every upload be in flight at once paces nothing: raised
+        // further through a long calm (a seed bound by rendering), it would grow without end.
+        let pacing = state.rate * state.round_trip.as_secs_f64() < state.most_in_flight as f64;
+        if state.rate.is_finite()
+            && pacing
+            && calm
+            && now - state.last_raise >= Duration::from_secs(1)
+        {
             // A few seconds without a refusal: the store has room (a limit that grew, or a cut
             // too deep), found faster by growing the rate by a share of itself.
             let long_calm = state
@@ -356,8 +363,9 @@ impl State {
         if self.rate.is_infinite() {
             return self.most_in_flight;
         }
-        let needed = (self.rate * self.round_trip.as_secs_f64() * 2.0).ceil() as usize + 1;
-        needed.clamp(1, self.most_in_flight)
+        // Clamped as a float: a cast of a rate too large for the bound would saturate and wrap.
+        let needed = (self.rate * self.round_trip.as_secs_f64() * 2.0).ceil() + 1.0;
+        needed.clamp(1.0, self.most_in_flight as f64) as usize
     }
 }
 
@@ -404,5 +412,32 @@ mod tests {
         assert!(failed.note().contains("throttle_budget"));
         assert!(pace.rate().is_some_and(|rate| rate >= SLOWEST));
         assert!(pace.throttled().unwrap().refused_writes > 0);
+    }
+
+    #[tokio::test]
+    async fn minutes_without_a_refusal_leave_every_upload_free_to_run_at_once() {
+        let most_in_flight = 64;
+        let round_trip = Duration::from_millis(50);
+        let pace = Pace::new("b", most_in_flight, Duration::from_secs(60));
+        pace.refused(Instant::now());
+        // A seed bound by rendering after one early refusal: ten minutes of writes, each a second
+        // after the last raise, long after the cut (the clock is set back rather than waited on).
+        for _ in 0..600 {
+            {
+                let mut state = pace.lock();
+                let now = Instant::now();
+                state.last_cut = Some(now - Duration::from_secs(60));
+                state.last_raise = now - Duration::from_secs(1);
+            }
+            let slot = pace.admit().await;
+            pace.stored(Instant::now() - round_trip);
+            drop(slot);
+        }
+        assert_eq!(pace.lock().limit(), most_in_flight);
+        let rate = pace.rate().unwrap();
+        assert!(
+            rate <= 2.0 * most_in_flight as f64 / round_trip.as_secs_f64(),
+            "the rate stops growing once it paces nothing: {rate}"
+        );
     }
 }
