@@ -249,7 +249,7 @@ fn a_watch_cycle_keeps_the_origin_fresh_while_cloudfront_has_no_room_and_purges_
         w.listening() && w.get("/health").status == 200
     });
 
-    let before = crate::common::run::read_tree(&tree, "pbf");
+    let before = crate::common::run::read_tree_being_written(&tree, "pbf");
     fixture.schema.execute(CHANGE);
     watching.wait_until("a cycle that found no room", |w| {
         let text = w.get("/metrics").text();
@@ -257,7 +257,10 @@ fn a_watch_cycle_keeps_the_origin_fresh_while_cloudfront_has_no_room_and_purges_
             && metric(&text, "oar_tiles_purge_no_room_total") >= 1.0
     });
     // The cycle stored the change at the origin and did not wait for CloudFront.
-    let changed = changed(&before, &crate::common::run::read_tree(&tree, "pbf"));
+    let changed = changed(
+        &before,
+        &crate::common::run::read_tree_being_written(&tree, "pbf"),
+    );
     assert!(!changed.is_empty());
     assert_eq!(ours(&client, &id).len(), 1);
     let text = watching.get("/metrics").text();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common::api_limits::ApiLimits;
 use crate::common::edge::{metric, seed_tree, tree_in_config, tree_world, Watching};
 use crate::common::recorder::Recorder;
-use crate::common::run::{differences, read_tree};
+use crate::common::run::{differences, read_tree, read_tree_being_written};
 
 const ZONE: &str = "023e105f4ecef8ad9ca31a8372d0c353";
 const PUBLIC: &str = "https://tiles.example.org/v1";
@@ -127,10 +127,11 @@ fn a_watcher_under_two_edits_a_second_keeps_to_its_share_of_cloudflares_calls_an
         {
             return false;
         }
-        let changed: BTreeSet<String> = differences(&before, &read_tree(&tree, "pbf"))
-            .into_iter()
-            .map(|tile| format!("{PUBLIC}/{tile}.pbf"))
-            .collect();
+        let changed: BTreeSet<String> =
+            differences(&before, &read_tree_being_written(&tree, "pbf"))
+                .into_iter()
+                .map(|tile| format!("{PUBLIC}/{tile}.pbf"))
+                .collect();
         let (urls, _) = purged(&api);
         !changed.is_empty() && changed.is_subset(&urls)
     });
@@ -184,10 +185,11 @@ fn a_watcher_keeps_to_the_calls_cloudflare_says_are_left_and_purges_every_change
         {
             return false;
         }
-        let changed: BTreeSet<String> = differences(&before, &read_tree(&tree, "pbf"))
-            .into_iter()
-            .map(|tile| format!("{PUBLIC}/{tile}.pbf"))
-            .collect();
+        let changed: BTreeSet<String> =
+            differences(&before, &read_tree_being_written(&tree, "pbf"))
+                .into_iter()
+                .map(|tile| format!("{PUBLIC}/{tile}.pbf"))
+                .collect();
         let (urls, _) = purged(&api);
         !changed.is_empty() && changed.is_subset(&urls)
     });

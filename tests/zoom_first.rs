@@ -191,7 +191,7 @@ fn a_dirty_run_purges_the_changes_deepest_tiles_before_its_low_zoom_tiles_are_re
         purged(&cache).iter().any(|p| p.starts_with("9/"))
     });
     let early = purged(&cache);
-    let now = read_tree(&tree, "pbf");
+    let now = read_tree_being_written(&tree, "pbf");
     for zoom in 0..GATED_BELOW {
         let low: Vec<_> = now.keys().filter(|(z, _, _)| *z == zoom).collect();
         assert!(
@@ -335,7 +335,7 @@ fn watch_defers_low_zooms_durably_and_renders_them_when_due_losing_nothing() {
         crate::common::edge::metric(&w.get("/metrics").text(), "oar_tiles_pending_changes") == 0.0
     });
     assert!(note(&tree).exists(), "the deferred tiles are noted");
-    let cycled = read_tree(&tree, "pbf");
+    let cycled = read_tree_being_written(&tree, "pbf");
     let noted: serde_json::Value =
         serde_json::from_slice(&std::fs::read(note(&tree)).unwrap()).unwrap();
     let noted: Vec<String> = noted["tiles"]
@@ -655,7 +655,7 @@ fn the_feed_lists_the_changes_deepest_tiles_once_purged_before_the_low_zooms_are
         || feed_sequence(&tree) > seeded,
     );
     let purged_then = purged(&cache);
-    let now = read_tree(&tree, "pbf");
+    let now = read_tree_being_written(&tree, "pbf");
     let early: std::collections::BTreeSet<String> = (seeded + 1..=feed_sequence(&tree))
         .flat_map(|sequence| feed_segment(&tree, sequence))
         .collect();
