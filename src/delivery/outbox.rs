@@ -281,6 +281,7 @@ impl RunOutbox {
     ) -> Option<EdgeProbe> {
         let public_url = target.public_url().filter(|_| self.check_sample > 0)?;
         let tiles = lines
+            .filter(|line| reaches_the_edge(&self.target, line))
             .filter_map(|line| Some((line.parse::<TileCoord>().ok()?, self.purge_path(line))))
             .collect();
         let tiles = sample_for_check(tiles, self.check_sample);
@@ -305,6 +306,14 @@ impl RunOutbox {
             .collect();
         self.outbox.backlog_for(&waiting).await
     }
+}
+
+/// Whether `line` of `target`'s outbox goes to its CDNs and `--changed-list`. A PMTiles archive's
+/// tiles are served from inside the archive: there is no URL of a tile to purge or list, only the
+/// archive's, which its writer records when it rewrites it. Its tiles still reach the changes feed,
+/// whose maps fetch them again from the new archive.
+fn reaches_the_edge(target: &OutputTarget, line: &str) -> bool {
+    !(target.is_pmtiles() && line.parse::<TileCoord>().is_ok())
 }
 
 /// The path a line of the outbox purges: a tile's `[PREFIX/]z/x/y.ext`, a document's or an

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::report::PurgeSummary;
 use crate::schedule::Stop;
 
-use super::{Delivered, RunOutbox};
+use super::{reaches_the_edge, Delivered, RunOutbox};
 
 /// Batches past which a run without `--changed-list` merges its outbox's waiting batches.
 const COALESCE_ABOVE: usize = 16;
@@ -152,8 +152,12 @@ impl RunOutbox {
         let (names, lines): (Vec<String>, Vec<Vec<String>>) = pending.into_iter().unzip();
         let outbox = self.outbox.clone();
         let consumers = self.consumers.clone();
+        let target = self.target.clone();
         changed.take_lines(
-            lines.into_iter().flatten(),
+            lines
+                .into_iter()
+                .flatten()
+                .filter(move |line| reaches_the_edge(&target, line)),
             Box::new(move || {
                 Box::pin(async move {
                     outbox
@@ -317,7 +321,7 @@ impl RunOutbox {
         let mut paths: Vec<String> = pending
             .iter()
             .flat_map(|(_, lines)| lines.iter())
-            .filter(|line| !purged_early(line))
+            .filter(|line| !purged_early(line) && reaches_the_edge(&self.target, line))
             .map(|line| self.purge_path(line))
             .collect();
         paths.sort();

@@ -46,9 +46,9 @@ pub async fn purge_plans(
     if !tileset.tileset.cdn.is_empty() {
         let client = Client::new()?;
         for cdn in &tileset.tileset.cdn {
-            let target = PurgeTarget::planner(cdn, tileset.bbox, &client).await?;
+            let planner = PurgeTarget::planner(cdn, tileset.bbox, &client).await?;
             let waiting: Vec<String> = outbox
-                .pending(&target.consumer())
+                .pending(&planner.consumer())
                 .await?
                 .into_iter()
                 .flat_map(|(_, lines)| lines)
@@ -61,10 +61,10 @@ pub async fn purge_plans(
             paths.sort();
             paths.dedup();
             plans.push(TargetPlan {
-                target: target.name().to_string(),
+                target: planner.name().to_string(),
                 waiting: waiting.len() as u64,
                 changed: paths.len() as u64,
-                plan: target.plan(&paths, stored.as_ref()),
+                plan: planner.plan(&paths, stored.as_ref()),
             });
         }
     }
