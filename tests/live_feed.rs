@@ -541,3 +541,48 @@ fn watch_streams_a_partitions_own_feed() {
     );
     watcher.stop(libc::SIGTERM);
 }
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_runs_purge_count_holds_the_feeds_head_with_the_tiles() {
+    let mut fixture = fixture("live_feed_count", "tree", "");
+    let cache = crate::common::recorder::Recorder::start("{}", 0);
+    let config = std::fs::read_to_string(&fixture.config).unwrap();
+    std::fs::write(
+        &fixture.config,
+        config
+            + &format!(
+                "\n[[tileset.cdn]]\nkind = \"http\"\nname = \"cache\"\nurl = \"http://127.0.0.1:{}/{{path}}\"\n",
+                cache.port
+            ),
+    )
+    .unwrap();
+    seed(&fixture, &[]).assert_success();
+    cache.requests.lock().unwrap().clear();
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = label || ' (renamed)' WHERE site_id % 7 = 0");
+    let report = fixture.path("summary.json");
+    seed(
+        &fixture,
+        &["--dirty", "--summary-json", report.to_str().unwrap()],
+    )
+    .assert_success();
+    let sent: Vec<String> = cache
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
+    assert!(
+        sent.iter().any(|path| path.ends_with("changes/head.json")),
+        "the feed's head is purged: {sent:?}"
+    );
+    let purges = &crate::common::run::summary(&report)[0]["purges"][0];
+    assert_eq!(
+        (purges["requests"].as_u64(), purges["paths"].as_u64()),
+        (Some(sent.len() as u64), Some(sent.len() as u64)),
+        "the summary counts every purge the cache took, the head's too: {purges} for {sent:?}"
+    );
+}

@@ -140,6 +140,34 @@ pub(super) struct Edge<'a> {
     pub holds: &'a Holds,
     /// The key each target is held back under.
     pub hold_key: &'a (dyn Fn(&PurgeTarget) -> String + Sync),
+    /// What the head's purges sent, per target, for the run's purge counts.
+    pub head_purges: &'a HeadPurges,
+}
+
+/// Requests and paths the feed's head purges sent per target (by name) since the run's last
+/// summary: they count with the target's other purges.
+#[derive(Default)]
+pub struct HeadPurges(std::sync::Mutex<std::collections::HashMap<String, (u64, u64)>>);
+
+impl HeadPurges {
+    fn add(&self, target: &str, report: &crate::edge::PurgeReport) {
+        let mut sent = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = sent.entry(target.to_string()).or_default();
+        entry.0 += report.requests;
+        entry.1 += report.paths;
+    }
+
+    /// The requests and paths sent to `target` since the last call, which it forgets.
+    pub fn take(&self, target: &str) -> (u64, u64) {
+        let mut sent = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sent.remove(target).unwrap_or_default()
+    }
 }
 
 impl RunFeed {
@@ -290,16 +318,19 @@ impl RunFeed {
                 continue;
             }
             let mut flights = Flights::open(target, outbox).await?;
-            if let Err(err) = target
+            match target
                 .purge(std::slice::from_ref(&head), None, None, &mut flights)
                 .await
             {
-                edge.holds.failed(&key);
-                tracing::warn!(
-                    "cdn `{}`: the changes feed's head was not purged ({err}); maps see the \
+                Ok(report) => edge.head_purges.add(target.name(), &report),
+                Err(err) => {
+                    edge.holds.failed(&key);
+                    tracing::warn!(
+                        "cdn `{}`: the changes feed's head was not purged ({err}); maps see the \
                      new segment once its max-age passes",
-                    target.name()
-                );
+                        target.name()
+                    );
+                }
             }
         }
         Ok(published)

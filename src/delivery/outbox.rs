@@ -19,7 +19,7 @@ use crate::plan::Work;
 use crate::sink::{self, OutputTarget};
 use crate::tile::TileCoord;
 
-use super::feed::{EarlyFeed, Edge, RunFeed, FEED_CONSUMER};
+use super::feed::{EarlyFeed, Edge, HeadPurges, RunFeed, FEED_CONSUMER};
 
 mod calls;
 mod deliver;
@@ -73,6 +73,8 @@ pub struct RunOutbox {
     early_feed: EarlyFeed,
     /// The batches this run's `--changed-list` took, which a second delivery leaves to it.
     listed: HashSet<String>,
+    /// What the feed's head purges sent since the last delivery.
+    head_purges: HeadPurges,
 }
 
 /// The outbox note that records the tiles an output stores per zoom.
@@ -157,6 +159,7 @@ impl RunOutbox {
             early_failed: HashMap::new(),
             early_feed: EarlyFeed::default(),
             listed: HashSet::new(),
+            head_purges: HeadPurges::default(),
             feed,
             outbox: Arc::new(outbox),
             run: Some(run),
@@ -260,6 +263,7 @@ impl RunOutbox {
             path_of,
             holds,
             hold_key,
+            head_purges: &self.head_purges,
         }
     }
 

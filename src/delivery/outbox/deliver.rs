@@ -107,6 +107,11 @@ impl RunOutbox {
             (None, None) => self.deliver_feed(holds).await?,
             (None, Some(_)) => self.early_feed.total(None),
         };
+        for summary in &mut purges {
+            let (requests, paths) = self.head_purges.take(&summary.target);
+            summary.requests += requests;
+            summary.paths += paths;
+        }
         self.outbox.prune(&self.consumers).await?;
         self.note_api_calls().await?;
         self.hand_over().await?;
