@@ -289,18 +289,38 @@ fn plan_tiles(paths: &[String], pricing: &Pricing, shadow: f64, penalty: f64) ->
         .filter_map(|p| tile_of(p))
         .all(|(prefix, _, _)| prefix.is_empty());
     if single_root {
-        root = cheaper(
-            pricing.forms.root,
-            String::new(),
-            estimate.all() + others.len() as f64,
-            root_changed,
-            root,
-            pricing,
-            shadow,
-            penalty,
-        );
+        let stored = estimate.all() + others.len() as f64;
+        root = if all_new(pricing, stored, root_changed) {
+            Part {
+                purges: vec![Purge::Folder(String::new())],
+                ..Part::default()
+            }
+        } else {
+            cheaper(
+                pricing.forms.root,
+                String::new(),
+                stored,
+                root_changed,
+                root,
+                pricing,
+                shadow,
+                penalty,
+            )
+        };
     }
     root
+}
+
+/// Whether free paths are better purged as the output's root: a wildcard over free paths only
+/// evicts, unless the census says every tile the output stores is among the `changed` (a first
+/// full seed, where all is new): then one purge stands for them all and evicts nothing, where
+/// their exact paths would take one API call per hundred.
+fn all_new(pricing: &Pricing, stored: f64, changed: usize) -> bool {
+    pricing.path_usd == 0.0
+        && pricing.forms.root
+        && pricing.stored.is_some()
+        && changed >= 2
+        && stored <= changed as f64
 }
 
 /// The cheapest plan of `paths` within the wildcard quota, paths priced at `shadow` times their
@@ -517,15 +537,31 @@ mod tests {
     }
 
     #[test]
-    fn free_paths_are_never_folded() {
+    fn free_paths_are_folded_only_where_nothing_unchanged_is_evicted() {
         let paths = full_seed();
-        let stored = census(&(0..=6u8).map(|z| (z, 1u64 << (2 * z))).collect::<Vec<_>>());
-        let pricing = Pricing {
+        let free = |zooms: &[(u8, u64)]| Pricing {
             path_usd: 0.0,
-            ..cloudfront(Some(stored))
+            ..cloudfront(Some(census(zooms)))
         };
-        let priced = plan(&paths, &pricing);
+        // A first full seed: the output stores nothing but the changed tiles.
+        let all_new: Vec<(u8, u64)> = (0..=6u8).map(|z| (z, 1u64 << (2 * z))).collect();
+        let priced = plan(&paths, &free(&all_new));
+        assert_eq!(priced.purges, vec![Purge::Folder(String::new())]);
+        assert_eq!(priced.evicted, 0);
+        // One tile more stored than changed: the root would evict it, so every path goes as it is.
+        let mut one_more = all_new.clone();
+        one_more[6].1 += 1;
+        let priced = plan(&paths, &free(&one_more));
         assert_eq!(priced.wildcards(), 0);
         assert_eq!(priced.purges.len(), paths.len());
+        // Without a census nothing says the output holds no other tile.
+        let priced = plan(
+            &paths,
+            &Pricing {
+                stored: None,
+                ..free(&all_new)
+            },
+        );
+        assert_eq!(priced.wildcards(), 0);
     }
 }
