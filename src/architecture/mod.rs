@@ -38,7 +38,8 @@ const LAYERS: &[&[&str]] = &[
     &["seed", "inspect"],
     // `validate` renders through `seed` (`--against-db`); `watch` runs its sample check.
     &["validate"],
-    // The HTTP listeners' connection cap and timeouts, which `serve` and `watch` share.
+    // The HTTP listeners' connection cap and timeouts, and the answers they give alike, which
+    // `serve` and `watch` share.
     &["listen"],
     // `serve` shows what `inspect` reads, through its reader and inventory; `watch` repeats `seed`.
     &["serve", "watch"],
