@@ -9,19 +9,28 @@ fn layer(cluster: Option<crate::config::ClusterConfig>) -> LayerConfig {
     }
 }
 
-/// The zoom-1 tiles one changed box dirties.
-fn at_zoom_1(layer: &LayerConfig, changed: ChangedBox) -> Vec<TileCoord> {
-    let zoom = ZoomRange::new(1, 1).unwrap();
+/// The tiles of `zooms` that `changed` dirties in `layer`, in a world-wide tileset of 4096-unit
+/// tiles with 64-unit buffers; `None` past `limit`.
+fn dirty_in(
+    layer: &LayerConfig,
+    changed: &[ChangedBox],
+    zooms: ZoomRange,
+    limit: usize,
+) -> Option<Vec<TileCoord>> {
     dirty_tiles(
-        &[(layer, &[changed][..])],
+        &[(layer, changed)],
         &[],
         BBox::WORLD,
-        zoom,
+        zooms,
         4096,
         64,
-        10,
+        limit,
     )
-    .unwrap()
+}
+
+/// The zoom-1 tiles one changed box dirties.
+fn at_zoom_1(layer: &LayerConfig, changed: ChangedBox) -> Vec<TileCoord> {
+    dirty_in(layer, &[changed], ZoomRange::new(1, 1).unwrap(), 10).unwrap()
 }
 
 #[test]
@@ -29,16 +38,7 @@ fn a_change_dirties_the_tiles_whose_buffer_covers_it_at_every_zoom() {
     let layer = layer(None);
     let boxes = [ChangedBox::point(90.4, 23.8)];
     let zooms = ZoomRange::new(0, 14).unwrap();
-    let dirty = dirty_tiles(
-        &[(&layer, &boxes[..])],
-        &[],
-        BBox::WORLD,
-        zooms,
-        4096,
-        64,
-        1000,
-    )
-    .unwrap();
+    let dirty = dirty_in(&layer, &boxes, zooms, 1000).unwrap();
     for z in 0..=14 {
         assert!(dirty.iter().filter(|t| t.z() == z).count() >= 1, "zoom {z}");
     }
@@ -50,16 +50,7 @@ fn a_change_dirties_the_tiles_whose_buffer_covers_it_at_every_zoom() {
     // Exactly on a tile corner at zoom 1, a point lies in the buffer of all four tiles.
     assert_eq!(at_zoom_1(&layer, ChangedBox::point(0.0, 0.0)).len(), 4);
     assert!(
-        dirty_tiles(
-            &[(&layer, &boxes[..])],
-            &[],
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            5
-        )
-        .is_none(),
+        dirty_in(&layer, &boxes, zooms, 5).is_none(),
         "over the limit"
     );
 }
@@ -72,17 +63,11 @@ fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
     let x = (64.0 / 4096.0 + 0.1 / 256.0) * tile_size;
     let (_, south) = crate::tile::mercator(0.0, 10.0);
     let (_, north) = crate::tile::mercator(0.0, 20.0);
-    let mut wkb = vec![1u8];
-    wkb.extend(2u32.to_le_bytes());
-    wkb.extend(2u32.to_le_bytes());
-    for v in [x, south, x, north] {
-        wkb.extend(f64::to_le_bytes(v));
-    }
     let middle = (south + north) / 2.0;
     let line = ChangedBox {
         whole: [x, south, x, north],
         point: [x, middle, x, middle],
-        shape: Some(Arc::new(Shape::from_wkb(&wkb, true).unwrap())),
+        shape: Some(line(&[(x, south), (x, north)])),
         source: None,
         moved: None,
     };
@@ -91,16 +76,7 @@ fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
     for (simplify, dirty) in [(0.25, true), (0.0, false)] {
         let mut layer = layer(None);
         layer.generalisation.simplify = simplify;
-        let tiles = dirty_tiles(
-            &[(&layer, &[line.clone()][..])],
-            &[],
-            BBox::WORLD,
-            zoom,
-            4096,
-            64,
-            100,
-        )
-        .unwrap();
+        let tiles = dirty_in(&layer, std::slice::from_ref(&line), zoom, 100).unwrap();
         assert_eq!(
             tiles.contains(&west_of_it),
             dirty,
@@ -112,16 +88,7 @@ fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
             shape: None,
             ..line.clone()
         };
-        let tiles = dirty_tiles(
-            &[(&layer, &[boxed][..])],
-            &[],
-            BBox::WORLD,
-            zoom,
-            4096,
-            64,
-            100,
-        )
-        .unwrap();
+        let tiles = dirty_in(&layer, &[boxed], zoom, 100).unwrap();
         assert!(
             !tiles.contains(&west_of_it),
             "simplify {simplify}: {tiles:?}"
@@ -161,16 +128,7 @@ fn a_wide_geometry_dirties_clustered_zooms_only_where_its_point_is() {
         moved: None,
     };
     let zooms = ZoomRange::new(3, 4).unwrap();
-    let dirty = dirty_tiles(
-        &[(&layer, &[line][..])],
-        &[],
-        BBox::WORLD,
-        zooms,
-        4096,
-        64,
-        1000,
-    )
-    .unwrap();
+    let dirty = dirty_in(&layer, &[line], zooms, 1000).unwrap();
     let at = |z: u8| dirty.iter().filter(|t| t.z() == z).count();
     // The point's cell and the buffer of the tile beside it, not the 8 × 7 tiles of the box.
     assert_eq!(at(3), 2, "clustered at zoom 3");
@@ -191,34 +149,16 @@ fn a_band_across_the_world_dirties_only_the_tiles_that_fetch_its_row() {
         (east, north),
         (east, south),
     ];
-    let mut wkb = vec![1u8];
-    wkb.extend(3u32.to_le_bytes());
-    wkb.extend(1u32.to_le_bytes());
-    wkb.extend((ring.len() as u32).to_le_bytes());
-    for (x, y) in ring {
-        wkb.extend(x.to_le_bytes());
-        wkb.extend(y.to_le_bytes());
-    }
+    let shape = polygon(&ring);
     let band = |source: Option<SourceBox>| ChangedBox {
         whole: [west, south, east, north],
         point: [east, south, east, south],
-        shape: Some(Arc::new(Shape::from_wkb(&wkb, true).unwrap())),
+        shape: Some(Arc::clone(&shape)),
         source,
         moved: None,
     };
     let zooms = ZoomRange::new(4, 4).unwrap();
-    let tiles = |changed: ChangedBox| {
-        dirty_tiles(
-            &[(&layer, &[changed][..])],
-            &[],
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            1000,
-        )
-        .unwrap()
-    };
+    let tiles = |changed: ChangedBox| dirty_in(&layer, &[changed], zooms, 1000).unwrap();
     assert_eq!(tiles(band(None)).len(), 16, "every column of its row");
     let fetched = tiles(band(SourceBox::new(4326, [179.0, -17.0, 180.5, -16.0])));
     let columns: Vec<u32> = fetched.iter().map(|t| t.x()).collect();
@@ -233,16 +173,7 @@ fn a_geometry_postgis_cannot_project_dirties_every_tile_that_may_fetch_it() {
     let zooms = ZoomRange::new(0, 3).unwrap();
     let tiles = |source: Option<SourceBox>| {
         let changed = ChangedBox::unprojected(source);
-        dirty_tiles(
-            &[(&layer, &[changed][..])],
-            &[],
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            1000,
-        )
-        .unwrap()
+        dirty_in(&layer, &[changed], zooms, 1000).unwrap()
     };
     assert_eq!(tiles(None).len(), 1 + 4 + 16 + 64, "anywhere");
     // Past the pole: no tile's fetch envelope reaches it, as none fetches it.
@@ -252,16 +183,24 @@ fn a_geometry_postgis_cannot_project_dirties_every_tile_that_may_fetch_it() {
     assert_eq!(near.iter().filter(|t| t.z() == 3).count(), 1, "{near:?}");
 }
 
-/// A line in WKB from `(x, y)` metres pairs.
-fn line(points: &[(f64, f64)]) -> Arc<Shape> {
+/// A shape from little-endian WKB: `head` (the geometry type, and a polygon's ring count), then
+/// the count of `points` and the `(x, y)` metres pairs themselves.
+fn shape(head: &[u32], points: &[(f64, f64)]) -> Arc<Shape> {
     let mut wkb = vec![1u8];
-    wkb.extend(2u32.to_le_bytes());
+    for word in head {
+        wkb.extend(word.to_le_bytes());
+    }
     wkb.extend(u32::try_from(points.len()).unwrap().to_le_bytes());
     for (x, y) in points {
         wkb.extend(x.to_le_bytes());
         wkb.extend(y.to_le_bytes());
     }
     Arc::new(Shape::from_wkb(&wkb, true).unwrap())
+}
+
+/// A line in WKB from `(x, y)` metres pairs.
+fn line(points: &[(f64, f64)]) -> Arc<Shape> {
+    shape(&[2], points)
 }
 
 #[test]
@@ -291,16 +230,7 @@ fn a_moved_shape_dirties_only_its_difference_where_the_zoom_was_compared() {
     };
     let layer = layer(None);
     let tiles = |boxes: &[ChangedBox]| {
-        dirty_tiles(
-            &[(&layer, boxes)],
-            &[],
-            BBox::WORLD,
-            ZoomRange::new(1, 3).unwrap(),
-            4096,
-            64,
-            1000,
-        )
-        .unwrap()
+        dirty_in(&layer, boxes, ZoomRange::new(1, 3).unwrap(), 1000).unwrap()
     };
     let both = tiles(&[side(true), side(false)]);
     let at = |z: u8| -> Vec<(u32, u32)> {
@@ -320,15 +250,7 @@ fn a_moved_shape_dirties_only_its_difference_where_the_zoom_was_compared() {
 
 /// A polygon in WKB from one ring of `(x, y)` metres pairs (closed by its last point).
 fn polygon(ring: &[(f64, f64)]) -> Arc<Shape> {
-    let mut wkb = vec![1u8];
-    wkb.extend(3u32.to_le_bytes());
-    wkb.extend(1u32.to_le_bytes());
-    wkb.extend(u32::try_from(ring.len()).unwrap().to_le_bytes());
-    for (x, y) in ring {
-        wkb.extend(x.to_le_bytes());
-        wkb.extend(y.to_le_bytes());
-    }
-    Arc::new(Shape::from_wkb(&wkb, true).unwrap())
+    shape(&[3, 1], ring)
 }
 
 #[test]
@@ -461,16 +383,7 @@ fn a_point_a_metre_past_a_tiles_buffer_dirties_the_tile_as_single_precision_boxe
     };
     let zooms = ZoomRange::new(14, 14).unwrap();
     for (how, changed) in [("its box", as_box), ("its shape", as_shape)] {
-        let dirty = dirty_tiles(
-            &[(&layer(None), &[changed][..])],
-            &[],
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            10,
-        )
-        .unwrap();
+        let dirty = dirty_in(&layer(None), &[changed], zooms, 10).unwrap();
         let holding_it = TileCoord::new(14, 13387, 7139).unwrap();
         let mut found = dirty.clone();
         found.sort();
