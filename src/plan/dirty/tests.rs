@@ -2,9 +2,18 @@
 
 use super::*;
 
-fn layer(cluster: Option<crate::config::ClusterConfig>) -> LayerConfig {
+fn layer() -> LayerConfig {
+    LayerConfig::plain()
+}
+
+/// A layer clustered up to `maxzoom` in cells of `cell` units, each cluster at its centroid.
+fn clustered(maxzoom: u8, cell: u32) -> LayerConfig {
     LayerConfig {
-        cluster,
+        cluster: Some(crate::config::ClusterConfig {
+            maxzoom,
+            cell,
+            position: crate::config::ClusterPosition::Centroid,
+        }),
         ..LayerConfig::plain()
     }
 }
@@ -35,7 +44,7 @@ fn at_zoom_1(layer: &LayerConfig, changed: ChangedBox) -> Vec<TileCoord> {
 
 #[test]
 fn a_change_dirties_the_tiles_whose_buffer_covers_it_at_every_zoom() {
-    let layer = layer(None);
+    let layer = layer();
     let boxes = [ChangedBox::point(90.4, 23.8)];
     let zooms = ZoomRange::new(0, 14).unwrap();
     let dirty = dirty_in(&layer, &boxes, zooms, 1000).unwrap();
@@ -74,7 +83,7 @@ fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
     let zoom = ZoomRange::new(2, 2).unwrap();
     let west_of_it = TileCoord::new(2, 1, 1).unwrap();
     for (simplify, dirty) in [(0.25, true), (0.0, false)] {
-        let mut layer = layer(None);
+        let mut layer = layer();
         layer.generalisation.simplify = simplify;
         let tiles = dirty_in(&layer, std::slice::from_ref(&line), zoom, 100).unwrap();
         assert_eq!(
@@ -98,12 +107,7 @@ fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
 
 #[test]
 fn clustered_zooms_dirty_every_tile_that_can_show_the_cell() {
-    let cluster = crate::config::ClusterConfig {
-        maxzoom: 5,
-        cell: 2048,
-        position: crate::config::ClusterPosition::Centroid,
-    };
-    let layer = layer(Some(cluster));
+    let layer = clustered(5, 2048);
     // In the north-western cell of tile 1/1/0, whose west edge is 1/0/0's east edge.
     let dirty = at_zoom_1(&layer, ChangedBox::point(0.5, 70.0));
     let names: Vec<String> = dirty.iter().map(|t| t.to_string()).collect();
@@ -112,12 +116,7 @@ fn clustered_zooms_dirty_every_tile_that_can_show_the_cell() {
 
 #[test]
 fn a_wide_geometry_dirties_clustered_zooms_only_where_its_point_is() {
-    let cluster = crate::config::ClusterConfig {
-        maxzoom: 3,
-        cell: 512,
-        position: crate::config::ClusterPosition::Centroid,
-    };
-    let layer = layer(Some(cluster));
+    let layer = clustered(3, 512);
     let (west, south) = crate::tile::mercator(-179.0, -80.0);
     let (east, north) = crate::tile::mercator(179.0, 80.0);
     let line = ChangedBox {
@@ -139,7 +138,7 @@ fn a_wide_geometry_dirties_clustered_zooms_only_where_its_point_is() {
 /// across the world; only tiles whose fetch envelope meets its box in degrees fetch the row.
 #[test]
 fn a_band_across_the_world_dirties_only_the_tiles_that_fetch_its_row() {
-    let layer = layer(None);
+    let layer = layer();
     let (west, south) = crate::tile::mercator(-179.5, -17.0);
     let (east, north) = crate::tile::mercator(179.0, -16.0);
     let ring = [
@@ -169,7 +168,7 @@ fn a_band_across_the_world_dirties_only_the_tiles_that_fetch_its_row() {
 
 #[test]
 fn a_geometry_postgis_cannot_project_dirties_every_tile_that_may_fetch_it() {
-    let layer = layer(None);
+    let layer = layer();
     let zooms = ZoomRange::new(0, 3).unwrap();
     let tiles = |source: Option<SourceBox>| {
         let changed = ChangedBox::unprojected(source);
@@ -228,7 +227,7 @@ fn a_moved_shape_dirties_only_its_difference_where_the_zoom_was_compared() {
             lead,
         }),
     };
-    let layer = layer(None);
+    let layer = layer();
     let tiles = |boxes: &[ChangedBox]| {
         dirty_in(&layer, boxes, ZoomRange::new(1, 3).unwrap(), 1000).unwrap()
     };
@@ -295,15 +294,11 @@ fn past_the_limit_every_dirty_tile_is_listed_or_below_a_subtree_root() {
         source: None,
         moved: None,
     };
-    let plain = layer(None);
-    let clustered = layer(Some(crate::config::ClusterConfig {
-        maxzoom: 5,
-        cell: 2048,
-        position: crate::config::ClusterPosition::Centroid,
-    }));
+    let plain = layer();
+    let clustered = clustered(5, 2048);
     let deep_only = LayerConfig {
         zooms: Some(ZoomRange::new(6, 9).unwrap()),
-        ..layer(None)
+        ..layer()
     };
     let changes = [
         shaped(polygon(&triangle), &triangle),
@@ -383,7 +378,7 @@ fn a_point_a_metre_past_a_tiles_buffer_dirties_the_tile_as_single_precision_boxe
     };
     let zooms = ZoomRange::new(14, 14).unwrap();
     for (how, changed) in [("its box", as_box), ("its shape", as_shape)] {
-        let dirty = dirty_in(&layer(None), &[changed], zooms, 10).unwrap();
+        let dirty = dirty_in(&layer(), &[changed], zooms, 10).unwrap();
         let holding_it = TileCoord::new(14, 13387, 7139).unwrap();
         let mut found = dirty.clone();
         found.sort();
