@@ -149,14 +149,34 @@ pub(crate) struct ServeArgs {
     pub(crate) watch: Option<url::Url>,
 }
 
+/// A command that reads a config file, and its own flags.
 #[derive(Debug, Args)]
-pub(crate) struct ShardPlanArgs {
+pub(crate) struct WithConfig<F: Args> {
     /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
     #[arg(short, long, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
 
     #[command(flatten)]
-    pub(crate) options: ShardPlanFlags,
+    pub(crate) options: F,
+}
+
+/// `oar-tiles seed`'s command line.
+pub(crate) type SeedArgs = WithConfig<SeedFlags>;
+/// `oar-tiles shard-plan`'s command line.
+pub(crate) type ShardPlanArgs = WithConfig<ShardPlanFlags>;
+/// `oar-tiles watch`'s command line.
+pub(crate) type WatchArgs = WithConfig<WatchFlags>;
+
+/// The part of the pyramid a seed or a shard plan covers.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct AreaFlags {
+    /// Zoom levels, `A-B` or `N`, within 0-24 [default: the tileset's minzoom-maxzoom].
+    #[arg(short, long = "zoom", value_name = "A-B|N", value_parser = parse_zoom)]
+    pub(crate) zooms: Option<ZoomRange>,
+
+    /// Area in degrees `W,S,E,N`, not crossing the antimeridian [default: the tileset's bbox].
+    #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
+    pub(crate) bbox: Option<BBox>,
 }
 
 /// What `shard-plan` reads of a seed's flags: only those that decide the plan and where it is
@@ -167,13 +187,8 @@ pub(crate) struct ShardPlanFlags {
     #[arg(short, long = "tileset", value_name = "NAME")]
     pub(crate) tilesets: Vec<String>,
 
-    /// Zoom levels, `A-B` or `N`, within 0-24 [default: the tileset's minzoom-maxzoom].
-    #[arg(short, long = "zoom", value_name = "A-B|N", value_parser = parse_zoom)]
-    pub(crate) zooms: Option<ZoomRange>,
-
-    /// Area in degrees `W,S,E,N`, not crossing the antimeridian [default: the tileset's bbox].
-    #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
-    pub(crate) bbox: Option<BBox>,
+    #[command(flatten)]
+    pub(crate) area: AreaFlags,
 
     #[arg(short, long, value_name = "PATH", help = outputs_help("The output the shards will write, beside which the plan is stored",
         " [default: the tileset's output]. Only with one tileset"))]
@@ -197,8 +212,8 @@ impl From<ShardPlanFlags> for SeedOptions {
     fn from(flags: ShardPlanFlags) -> SeedOptions {
         SeedOptions {
             tilesets: flags.tilesets,
-            zooms: flags.zooms,
-            bbox: flags.bbox,
+            zooms: flags.area.zooms,
+            bbox: flags.area.bbox,
             output: flags.output,
             concurrency: flags.concurrency,
             shards: flags.shards,
@@ -243,16 +258,6 @@ pub(crate) struct MergeArgs {
     /// The shards' MBTiles part files.
     #[arg(value_name = "PART", required = true)]
     pub(crate) parts: Vec<PathBuf>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct WatchArgs {
-    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
-    #[arg(short, long, value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub(crate) options: WatchFlags,
 }
 
 #[derive(Debug, Args)]
@@ -344,16 +349,6 @@ pub(crate) struct InspectArgs {
     pub(crate) json: bool,
 }
 
-#[derive(Debug, Args)]
-pub(crate) struct SeedArgs {
-    /// Config file [default: $OAR_TILES_CONFIG, else ./oar-tiles.toml].
-    #[arg(short, long, value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub(crate) options: SeedFlags,
-}
-
 /// `oar-tiles seed`'s flags, which become the library's `SeedOptions`.
 #[derive(Debug, Clone, Default, Args)]
 pub(crate) struct SeedFlags {
@@ -361,13 +356,8 @@ pub(crate) struct SeedFlags {
     #[arg(short, long = "tileset", value_name = "NAME")]
     pub(crate) tilesets: Vec<String>,
 
-    /// Zoom levels, `A-B` or `N`, within 0-24 [default: the tileset's minzoom-maxzoom].
-    #[arg(short, long = "zoom", value_name = "A-B|N", value_parser = parse_zoom)]
-    pub(crate) zooms: Option<ZoomRange>,
-
-    /// Area in degrees `W,S,E,N`, not crossing the antimeridian [default: the tileset's bbox].
-    #[arg(short, long, value_name = "W,S,E,N", value_parser = parse_bbox, allow_hyphen_values = true)]
-    pub(crate) bbox: Option<BBox>,
+    #[command(flatten)]
+    pub(crate) area: AreaFlags,
 
     #[arg(short, long, value_name = "PATH", help = outputs_help("Output",
         " [default: the tileset's output]. Only with one tileset"))]
@@ -512,8 +502,8 @@ impl From<SeedFlags> for SeedOptions {
     fn from(flags: SeedFlags) -> SeedOptions {
         SeedOptions {
             tilesets: flags.tilesets,
-            zooms: flags.zooms,
-            bbox: flags.bbox,
+            zooms: flags.area.zooms,
+            bbox: flags.area.bbox,
             output: flags.output,
             concurrency: flags.concurrency,
             dirty: flags.dirty,

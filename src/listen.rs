@@ -17,6 +17,9 @@
 //!   answered once, within a shorter timeout: the paths the caller names (`watch`'s `/health` and
 //!   `/metrics`), and 503 for anything else; past those, a connection is closed as soon as it is
 //!   accepted.
+//!
+//! Both listeners also answer alike here: a plain-text [`problem`], and a changes feed's document
+//! ([`feed_document`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -50,6 +53,41 @@ pub fn cannot_listen(
     crate::error::Error::System {
         what: format!("cannot listen on {address} for {serving} (choose another with {choose})"),
         source,
+    }
+}
+
+/// A plain-text answer of one line with `status`: how `serve` and `watch` alike say what a request
+/// cannot have.
+pub fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut message = message.into();
+    message.push('\n');
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
+}
+
+/// The answer to a request for a changes feed's document, which `serve` and `watch` both publish,
+/// from the feed's `read` of it: the JSON with `cache_control`; 404 saying `missing` where the
+/// feed has no such document; 500 with the error where it could not be read.
+pub fn feed_document(
+    read: crate::error::Result<Option<Vec<u8>>>,
+    cache_control: &'static str,
+    missing: String,
+) -> Response {
+    match read {
+        Ok(Some(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, cache_control),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(None) => problem(StatusCode::NOT_FOUND, missing),
+        Err(err) => problem(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
     }
 }
 

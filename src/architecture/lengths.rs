@@ -15,8 +15,8 @@ const FUNCTION_LINES: usize = 100;
 /// may join it.
 const NOT_YET_SPLIT: &[(&str, &str)] = &[];
 
-/// Every `.rs` file under `src/`.
-fn source_files() -> Vec<PathBuf> {
+/// Every `.rs` file under `src/`, sorted.
+pub(super) fn source_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut pending = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
     while let Some(dir) = pending.pop() {

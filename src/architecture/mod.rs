@@ -38,7 +38,8 @@ const LAYERS: &[&[&str]] = &[
     &["seed", "inspect"],
     // `validate` renders through `seed` (`--against-db`); `watch` runs its sample check.
     &["validate"],
-    // The HTTP listeners' connection cap and timeouts, which `serve` and `watch` share.
+    // The HTTP listeners' connection cap and timeouts, and the answers they give alike, which
+    // `serve` and `watch` share.
     &["listen"],
     // `serve` shows what `inspect` reads, through its reader and inventory; `watch` repeats `seed`.
     &["serve", "watch"],
@@ -104,26 +105,19 @@ fn every_module_imports_only_from_lower_layers() {
 fn module_files() -> BTreeMap<Vec<String>, PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = BTreeMap::new();
-    let mut pending = vec![root.clone()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "rs") {
-                let relative = path.strip_prefix(&root).unwrap().with_extension("");
-                let mut module: Vec<String> = relative
-                    .iter()
-                    .map(|part| part.to_string_lossy().into_owned())
-                    .collect();
-                if module.last().is_some_and(|last| last == "mod") {
-                    module.pop();
-                }
-                let root_file = matches!(module.as_slice(), [one] if ["main", "cli", "lib"].contains(&one.as_str()));
-                if !root_file && module[0] != "architecture" {
-                    files.insert(module, path);
-                }
-            }
+    for path in lengths::source_files() {
+        let relative = path.strip_prefix(&root).unwrap().with_extension("");
+        let mut module: Vec<String> = relative
+            .iter()
+            .map(|part| part.to_string_lossy().into_owned())
+            .collect();
+        if module.last().is_some_and(|last| last == "mod") {
+            module.pop();
+        }
+        let root_file =
+            matches!(module.as_slice(), [one] if ["main", "cli", "lib"].contains(&one.as_str()));
+        if !root_file && module[0] != "architecture" {
+            files.insert(module, path);
         }
     }
     files

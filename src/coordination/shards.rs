@@ -331,6 +331,21 @@ mod tests {
         ShardSpec::new(index, 2).unwrap()
     }
 
+    /// Shard `index` of two under the plan `plan`, and the metadata of the tileset its record
+    /// describes.
+    fn part_of(index: u32, plan: &str) -> (PartOf, TilesetMetadata) {
+        let part = PartOf {
+            spec: spec(index),
+            plan: plan_id(plan),
+        };
+        let metadata = TilesetMetadata::bare(
+            "t",
+            crate::tile::BBox::WORLD,
+            crate::tile::ZoomRange::new(0, 2).unwrap(),
+        );
+        (part, metadata)
+    }
+
     #[tokio::test]
     async fn a_tree_keeps_one_plan_and_reads_back_parts_refusing_damaged_ones() {
         let dir = tempfile::tempdir().unwrap();
@@ -343,15 +358,7 @@ mod tests {
         assert!(store.read_part(spec(1)).await.unwrap().is_none());
 
         let folder = root.join(TREE_FOLDER);
-        let part = PartOf {
-            spec: spec(1),
-            plan: plan_id("first"),
-        };
-        let metadata = TilesetMetadata::bare(
-            "t",
-            crate::tile::BBox::WORLD,
-            crate::tile::ZoomRange::new(0, 2).unwrap(),
-        );
+        let (part, metadata) = part_of(1, "first");
         let tiles: HashMap<u64, [u8; 16]> = [(5, [1; 16])].into_iter().collect();
         let record = PartRecord::new(&part, "{}", &metadata, 1);
         std::fs::write(folder.join(part.name("tiles")), encode_tiles(&tiles)).unwrap();
@@ -391,15 +398,7 @@ mod tests {
         store.keep_part_file(spec(0), &file, 0).await.unwrap();
         let elsewhere = dir.path().join("elsewhere.mbtiles");
         assert!(store.keep_part_file(spec(0), &elsewhere, 0).await.is_err());
-        let part = PartOf {
-            spec: spec(0),
-            plan: plan_id("p"),
-        };
-        let metadata = TilesetMetadata::bare(
-            "t",
-            crate::tile::BBox::WORLD,
-            crate::tile::ZoomRange::new(0, 2).unwrap(),
-        );
+        let (part, metadata) = part_of(0, "p");
         let record = PartRecord::new(&part, "{}", &metadata, 3);
         store.put_record(spec(0), &record).await.unwrap();
         let read = store.read_record(spec(0)).await.unwrap().unwrap();

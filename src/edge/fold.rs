@@ -33,7 +33,7 @@ pub enum Purge {
 }
 
 /// A changed path, read as a tile when it is one: `[PREFIX/]z/x/y.ext`.
-fn tile_of(path: &str) -> Option<(&str, u8, u32, u32)> {
+pub(super) fn tile_of(path: &str) -> Option<(&str, u8, u32, u32)> {
     let (rest, file) = path.rsplit_once('/')?;
     let (rest, x) = rest.rsplit_once('/').map_or(("", rest), |(p, x)| (p, x));
     let (prefix, z) = rest.rsplit_once('/').map_or(("", rest), |(p, z)| (p, z));
@@ -41,7 +41,31 @@ fn tile_of(path: &str) -> Option<(&str, u8, u32, u32)> {
     Some((prefix, z.parse().ok()?, x.parse().ok()?, y.parse().ok()?))
 }
 
-fn folder(prefix: &str, rest: &str) -> String {
+/// Changed tile paths by prefix, zoom and column, as folding and pricing weigh their folders.
+pub(super) type TileTree<'p> = BTreeMap<&'p str, BTreeMap<u8, BTreeMap<u32, Vec<&'p String>>>>;
+
+/// `paths` that are tiles in a [`TileTree`], and those that are not, in their order.
+pub(super) fn tile_tree(paths: &[String]) -> (TileTree<'_>, Vec<&String>) {
+    let mut tree = TileTree::new();
+    let mut others = Vec::new();
+    for path in paths {
+        match tile_of(path) {
+            Some((prefix, z, x, _)) => tree
+                .entry(prefix)
+                .or_default()
+                .entry(z)
+                .or_default()
+                .entry(x)
+                .or_default()
+                .push(path),
+            None => others.push(path),
+        }
+    }
+    (tree, others)
+}
+
+/// The folder `rest` (`z/`, `z/x/`) under `prefix`, or at the root where `prefix` is empty.
+pub(super) fn folder(prefix: &str, rest: &str) -> String {
     if prefix.is_empty() {
         rest.to_string()
     } else {
@@ -71,22 +95,7 @@ pub fn fold(paths: &[String], bbox: BBox, density: f64, wildcards: usize) -> Vec
         purges.extend(fold(&rest, bbox, density, left));
         return purges;
     }
-    let mut others = Vec::new();
-    // prefix → zoom → column → tile paths
-    let mut tree: BTreeMap<&str, BTreeMap<u8, BTreeMap<u32, Vec<&String>>>> = BTreeMap::new();
-    for path in paths {
-        match tile_of(path) {
-            Some((prefix, z, x, _)) => tree
-                .entry(prefix)
-                .or_default()
-                .entry(z)
-                .or_default()
-                .entry(x)
-                .or_default()
-                .push(path),
-            None => others.push(Purge::Path(path.clone())),
-        }
-    }
+    let (tree, others) = tile_tree(paths);
     // Candidate folds: the paths each saves, the wildcard, and the folder (prefix, zoom, column).
     type Candidate<'a> = (usize, Purge, (&'a str, u8, Option<u32>));
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -117,7 +126,7 @@ pub fn fold(paths: &[String], bbox: BBox, density: f64, wildcards: usize) -> Vec
     candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     let mut folded_zooms: Vec<(&str, u8)> = Vec::new();
     let mut folded_columns: Vec<(&str, u8, u32)> = Vec::new();
-    let mut out = others;
+    let mut out: Vec<Purge> = others.into_iter().cloned().map(Purge::Path).collect();
     for (_, purge, (prefix, z, column)) in candidates {
         if folded_zooms.len() + folded_columns.len() >= wildcards {
             break;

@@ -15,8 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use super::fold::everything_under;
-use super::fold::Purge;
+use super::fold::{everything_under, folder, tile_of, tile_tree, Purge};
 use crate::tile::BBox;
 
 /// How many tiles an output stores per zoom: what a wildcard would evict. Recorded by each
@@ -104,23 +103,6 @@ impl Priced {
             .iter()
             .filter(|p| matches!(p, Purge::Folder(_)))
             .count()
-    }
-}
-
-/// A changed path read as a tile: `([PREFIX/]z/x/y.ext)` → (prefix, z, x).
-fn tile_of(path: &str) -> Option<(&str, u8, u32)> {
-    let (rest, file) = path.rsplit_once('/')?;
-    let (rest, x) = rest.rsplit_once('/').map_or(("", rest), |(p, x)| (p, x));
-    let (prefix, z) = rest.rsplit_once('/').map_or(("", rest), |(p, z)| (p, z));
-    file.split('.').next()?.parse::<u32>().ok()?;
-    Some((prefix, z.parse().ok()?, x.parse().ok()?))
-}
-
-fn folder(prefix: &str, rest: &str) -> String {
-    if prefix.is_empty() {
-        rest.to_string()
-    } else {
-        format!("{prefix}/{rest}")
     }
 }
 
@@ -213,23 +195,8 @@ fn cheaper(
 /// wildcard costing `penalty` more.
 fn plan_tiles(paths: &[String], pricing: &Pricing, shadow: f64, penalty: f64) -> Part {
     let estimate = Estimate { pricing };
-    let mut others = Vec::new();
-    // prefix → zoom → column → tile paths
-    type Columns = BTreeMap<u32, Vec<String>>;
-    let mut tree: BTreeMap<&str, BTreeMap<u8, Columns>> = BTreeMap::new();
-    for path in paths {
-        match tile_of(path) {
-            Some((prefix, z, x)) => tree
-                .entry(prefix)
-                .or_default()
-                .entry(z)
-                .or_default()
-                .entry(x)
-                .or_default()
-                .push(path.clone()),
-            None => others.push(path.clone()),
-        }
-    }
+    let (tree, others) = tile_tree(paths);
+    let others: Vec<String> = others.into_iter().cloned().collect();
     let mut root = Part::paths(others.clone(), pricing, shadow);
     let mut root_changed = others.len();
     for (prefix, zooms) in tree {
@@ -246,7 +213,7 @@ fn plan_tiles(paths: &[String], pricing: &Pricing, shadow: f64, penalty: f64) ->
                     folder(prefix, &format!("{z}/{x}/")),
                     estimate.column(z),
                     changed,
-                    Part::paths(tiles, pricing, shadow),
+                    Part::paths(tiles.into_iter().cloned().collect(), pricing, shadow),
                     pricing,
                     shadow,
                     penalty,
@@ -287,7 +254,7 @@ fn plan_tiles(paths: &[String], pricing: &Pricing, shadow: f64, penalty: f64) ->
     let single_root = paths
         .iter()
         .filter_map(|p| tile_of(p))
-        .all(|(prefix, _, _)| prefix.is_empty());
+        .all(|(prefix, ..)| prefix.is_empty());
     if single_root {
         let stored = estimate.all() + others.len() as f64;
         root = if all_new(pricing, stored, root_changed) {

@@ -31,7 +31,7 @@ use crate::config::S3Config;
 use crate::coordination::feed::{self, FeedStore};
 use crate::error::{Error, Result};
 use crate::inspect;
-use crate::listen::Limits;
+use crate::listen::{self, problem, Limits};
 use crate::sink::{self, OutputReader, OutputTarget};
 use crate::tile::TileCoord;
 pub use host::{AllowedHosts, PublicHost};
@@ -279,17 +279,6 @@ async fn refuse_traversal(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-fn problem(status: StatusCode, message: impl Into<String>) -> Response {
-    let mut message = message.into();
-    message.push('\n');
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message,
-    )
-        .into_response()
-}
-
 fn json_response(value: &Value) -> Response {
     (
         [
@@ -439,21 +428,8 @@ async fn changes(
         Some(feed::Document::Segment) => feed::SEGMENT_CACHE_CONTROL,
         None => return problem(StatusCode::NOT_FOUND, format!("no feed document `{file}`")),
     };
-    match tileset.feed.read(&file).await {
-        Ok(Some(bytes)) => (
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (header::CACHE_CONTROL, cache_control),
-            ],
-            bytes,
-        )
-            .into_response(),
-        Ok(None) => problem(
-            StatusCode::NOT_FOUND,
-            format!("the changes feed of `{name}` has no `{file}`"),
-        ),
-        Err(err) => problem(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-    }
+    let missing = format!("the changes feed of `{name}` has no `{file}`");
+    listen::feed_document(tileset.feed.read(&file).await, cache_control, missing)
 }
 
 async fn stats(State(server): State<Arc<Server>>, Path(name): Path<String>) -> Response {

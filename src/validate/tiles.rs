@@ -440,25 +440,16 @@ mod tests {
     /// pyramid whose counts never fall gets no hint.
     #[test]
     fn grafted_zooms_are_named_with_the_seed_that_repairs_them() {
-        let seeded = tiles(&[
+        let seeded = [
             (0, 0, 0),
             (1, 0, 0),
             (1, 1, 0),
             (2, 0, 0),
             (2, 1, 0),
             (2, 3, 1),
-        ]);
-        assert_eq!(grafted_hint(&seeded), "");
-        let grafted = tiles(&[
-            (0, 0, 0),
-            (1, 0, 0),
-            (1, 1, 0),
-            (2, 0, 0),
-            (2, 1, 0),
-            (2, 3, 1),
-            (3, 0, 0),
-            (4, 0, 0),
-        ]);
+        ];
+        assert_eq!(grafted_hint(&tiles(&seeded)), "");
+        let grafted = tiles(&[&seeded[..], &[(3, 0, 0), (4, 0, 0)]].concat());
         let hint = grafted_hint(&grafted);
         assert!(
             hint.contains("zooms 3-4 hold fewer tiles than zoom 2"),

@@ -22,6 +22,7 @@ use futures::stream::{self, Stream, StreamExt};
 use super::shared::Shared;
 use crate::config::{partition_segment, S3Config};
 use crate::coordination::feed::{self, FeedStore, Head};
+use crate::listen::{self, problem};
 use crate::sink::kind_of;
 
 /// `?partition=VALUE`.
@@ -36,15 +37,6 @@ impl Which {
             .map(|(_, value)| value.into_owned());
         Which { partition }
     }
-}
-
-fn problem(status: StatusCode, message: String) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message + "\n",
-    )
-        .into_response()
 }
 
 /// The feed of `tileset` (or of its partition), or the answer that there is none.
@@ -101,21 +93,8 @@ pub(super) async fn document(
         Ok(store) => store,
         Err(response) => return response,
     };
-    match store.read(&file).await {
-        Ok(Some(bytes)) => (
-            [
-                (header::CONTENT_TYPE, "application/json"),
-                (header::CACHE_CONTROL, cache_control),
-            ],
-            bytes,
-        )
-            .into_response(),
-        Ok(None) => problem(
-            StatusCode::NOT_FOUND,
-            format!("the changes feed of `{tileset}` has no `{file}` yet"),
-        ),
-        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    let missing = format!("the changes feed of `{tileset}` has no `{file}` yet");
+    listen::feed_document(store.read(&file).await, cache_control, missing)
 }
 
 /// The feed as Server-Sent Events: `head` once (where the feed stands), then a `segment` per

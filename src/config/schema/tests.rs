@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::*;
-use crate::config::{Config, ConfigLine};
+use crate::config::{Config, ConfigLine, MINIMAL};
 
 /// A file of the repository.
 fn repository_file(path: &str) -> PathBuf {
@@ -37,20 +37,6 @@ fn the_schema_accepts_the_sample_config_the_parser_accepts() {
     let errors = schema_errors(&text);
     assert!(errors.is_empty(), "{errors:#?}");
 }
-
-const MINIMAL: &str = r#"
-[database]
-url = "postgresql://db/oar"
-
-[[tileset]]
-name = "facilities"
-output = "out.mbtiles"
-
-[[tileset.layer]]
-name = "facilities"
-table = "public.facilities"
-attributes = ["name"]
-"#;
 
 #[test]
 fn unknown_keys_are_refused_by_the_schema_and_the_parser_alike() {

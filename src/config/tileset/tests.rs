@@ -1,16 +1,7 @@
 use std::time::Duration;
 
 use super::PmtilesVersions;
-use crate::config::Config;
-
-const MINIMAL: &str = r#"
-[[tileset]]
-name = "facilities"
-output = "out.mbtiles"
-[[tileset.layer]]
-name = "facilities"
-table = "facilities"
-"#;
+use crate::config::{Config, MINIMAL};
 
 fn parse_config(text: &str) -> crate::error::Result<Config> {
     Config::parse(std::path::Path::new("conf/oar.toml"), text, None)

@@ -2,43 +2,52 @@
 
 use super::*;
 
-fn layer(cluster: Option<crate::config::ClusterConfig>) -> LayerConfig {
+fn layer() -> LayerConfig {
+    LayerConfig::plain()
+}
+
+/// A layer clustered up to `maxzoom` in cells of `cell` units, each cluster at its centroid.
+fn clustered(maxzoom: u8, cell: u32) -> LayerConfig {
     LayerConfig {
-        cluster,
+        cluster: Some(crate::config::ClusterConfig {
+            maxzoom,
+            cell,
+            position: crate::config::ClusterPosition::Centroid,
+        }),
         ..LayerConfig::plain()
     }
 }
 
-/// The zoom-1 tiles one changed box dirties.
-fn at_zoom_1(layer: &LayerConfig, changed: ChangedBox) -> Vec<TileCoord> {
-    let zoom = ZoomRange::new(1, 1).unwrap();
+/// The tiles of `zooms` that `changed` dirties in `layer`, in a world-wide tileset of 4096-unit
+/// tiles with 64-unit buffers; `None` past `limit`.
+fn dirty_in(
+    layer: &LayerConfig,
+    changed: &[ChangedBox],
+    zooms: ZoomRange,
+    limit: usize,
+) -> Option<Vec<TileCoord>> {
     dirty_tiles(
-        &[(layer, &[changed][..])],
-        &[],
-        BBox::WORLD,
-        zoom,
-        4096,
-        64,
-        10,
-    )
-    .unwrap()
-}
-
-#[test]
-fn a_change_dirties_the_tiles_whose_buffer_covers_it_at_every_zoom() {
-    let layer = layer(None);
-    let boxes = [ChangedBox::point(90.4, 23.8)];
-    let zooms = ZoomRange::new(0, 14).unwrap();
-    let dirty = dirty_tiles(
-        &[(&layer, &boxes[..])],
+        &[(layer, changed)],
         &[],
         BBox::WORLD,
         zooms,
         4096,
         64,
-        1000,
+        limit,
     )
-    .unwrap();
+}
+
+/// The zoom-1 tiles one changed box dirties.
+fn at_zoom_1(layer: &LayerConfig, changed: ChangedBox) -> Vec<TileCoord> {
+    dirty_in(layer, &[changed], ZoomRange::new(1, 1).unwrap(), 10).unwrap()
+}
+
+#[test]
+fn a_change_dirties_the_tiles_whose_buffer_covers_it_at_every_zoom() {
+    let layer = layer();
+    let boxes = [ChangedBox::point(90.4, 23.8)];
+    let zooms = ZoomRange::new(0, 14).unwrap();
+    let dirty = dirty_in(&layer, &boxes, zooms, 1000).unwrap();
     for z in 0..=14 {
         assert!(dirty.iter().filter(|t| t.z() == z).count() >= 1, "zoom {z}");
     }
@@ -50,16 +59,7 @@ fn a_change_dirties_the_tiles_whose_buffer_covers_it_at_every_zoom() {
     // Exactly on a tile corner at zoom 1, a point lies in the buffer of all four tiles.
     assert_eq!(at_zoom_1(&layer, ChangedBox::point(0.0, 0.0)).len(), 4);
     assert!(
-        dirty_tiles(
-            &[(&layer, &boxes[..])],
-            &[],
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            5
-        )
-        .is_none(),
+        dirty_in(&layer, &boxes, zooms, 5).is_none(),
         "over the limit"
     );
 }
@@ -72,35 +72,20 @@ fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
     let x = (64.0 / 4096.0 + 0.1 / 256.0) * tile_size;
     let (_, south) = crate::tile::mercator(0.0, 10.0);
     let (_, north) = crate::tile::mercator(0.0, 20.0);
-    let mut wkb = vec![1u8];
-    wkb.extend(2u32.to_le_bytes());
-    wkb.extend(2u32.to_le_bytes());
-    for v in [x, south, x, north] {
-        wkb.extend(f64::to_le_bytes(v));
-    }
     let middle = (south + north) / 2.0;
     let line = ChangedBox {
         whole: [x, south, x, north],
         point: [x, middle, x, middle],
-        shape: Some(Arc::new(Shape::from_wkb(&wkb, true).unwrap())),
+        shape: Some(line(&[(x, south), (x, north)])),
         source: None,
         moved: None,
     };
     let zoom = ZoomRange::new(2, 2).unwrap();
     let west_of_it = TileCoord::new(2, 1, 1).unwrap();
     for (simplify, dirty) in [(0.25, true), (0.0, false)] {
-        let mut layer = layer(None);
+        let mut layer = layer();
         layer.generalisation.simplify = simplify;
-        let tiles = dirty_tiles(
-            &[(&layer, &[line.clone()][..])],
-            &[],
-            BBox::WORLD,
-            zoom,
-            4096,
-            64,
-            100,
-        )
-        .unwrap();
+        let tiles = dirty_in(&layer, std::slice::from_ref(&line), zoom, 100).unwrap();
         assert_eq!(
             tiles.contains(&west_of_it),
             dirty,
@@ -112,16 +97,7 @@ fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
             shape: None,
             ..line.clone()
         };
-        let tiles = dirty_tiles(
-            &[(&layer, &[boxed][..])],
-            &[],
-            BBox::WORLD,
-            zoom,
-            4096,
-            64,
-            100,
-        )
-        .unwrap();
+        let tiles = dirty_in(&layer, &[boxed], zoom, 100).unwrap();
         assert!(
             !tiles.contains(&west_of_it),
             "simplify {simplify}: {tiles:?}"
@@ -131,12 +107,7 @@ fn a_simplified_shape_dirties_the_tiles_within_its_tolerance() {
 
 #[test]
 fn clustered_zooms_dirty_every_tile_that_can_show_the_cell() {
-    let cluster = crate::config::ClusterConfig {
-        maxzoom: 5,
-        cell: 2048,
-        position: crate::config::ClusterPosition::Centroid,
-    };
-    let layer = layer(Some(cluster));
+    let layer = clustered(5, 2048);
     // In the north-western cell of tile 1/1/0, whose west edge is 1/0/0's east edge.
     let dirty = at_zoom_1(&layer, ChangedBox::point(0.5, 70.0));
     let names: Vec<String> = dirty.iter().map(|t| t.to_string()).collect();
@@ -145,12 +116,7 @@ fn clustered_zooms_dirty_every_tile_that_can_show_the_cell() {
 
 #[test]
 fn a_wide_geometry_dirties_clustered_zooms_only_where_its_point_is() {
-    let cluster = crate::config::ClusterConfig {
-        maxzoom: 3,
-        cell: 512,
-        position: crate::config::ClusterPosition::Centroid,
-    };
-    let layer = layer(Some(cluster));
+    let layer = clustered(3, 512);
     let (west, south) = crate::tile::mercator(-179.0, -80.0);
     let (east, north) = crate::tile::mercator(179.0, 80.0);
     let line = ChangedBox {
@@ -161,16 +127,7 @@ fn a_wide_geometry_dirties_clustered_zooms_only_where_its_point_is() {
         moved: None,
     };
     let zooms = ZoomRange::new(3, 4).unwrap();
-    let dirty = dirty_tiles(
-        &[(&layer, &[line][..])],
-        &[],
-        BBox::WORLD,
-        zooms,
-        4096,
-        64,
-        1000,
-    )
-    .unwrap();
+    let dirty = dirty_in(&layer, &[line], zooms, 1000).unwrap();
     let at = |z: u8| dirty.iter().filter(|t| t.z() == z).count();
     // The point's cell and the buffer of the tile beside it, not the 8 × 7 tiles of the box.
     assert_eq!(at(3), 2, "clustered at zoom 3");
@@ -181,7 +138,7 @@ fn a_wide_geometry_dirties_clustered_zooms_only_where_its_point_is() {
 /// across the world; only tiles whose fetch envelope meets its box in degrees fetch the row.
 #[test]
 fn a_band_across_the_world_dirties_only_the_tiles_that_fetch_its_row() {
-    let layer = layer(None);
+    let layer = layer();
     let (west, south) = crate::tile::mercator(-179.5, -17.0);
     let (east, north) = crate::tile::mercator(179.0, -16.0);
     let ring = [
@@ -191,34 +148,16 @@ fn a_band_across_the_world_dirties_only_the_tiles_that_fetch_its_row() {
         (east, north),
         (east, south),
     ];
-    let mut wkb = vec![1u8];
-    wkb.extend(3u32.to_le_bytes());
-    wkb.extend(1u32.to_le_bytes());
-    wkb.extend((ring.len() as u32).to_le_bytes());
-    for (x, y) in ring {
-        wkb.extend(x.to_le_bytes());
-        wkb.extend(y.to_le_bytes());
-    }
+    let shape = polygon(&ring);
     let band = |source: Option<SourceBox>| ChangedBox {
         whole: [west, south, east, north],
         point: [east, south, east, south],
-        shape: Some(Arc::new(Shape::from_wkb(&wkb, true).unwrap())),
+        shape: Some(Arc::clone(&shape)),
         source,
         moved: None,
     };
     let zooms = ZoomRange::new(4, 4).unwrap();
-    let tiles = |changed: ChangedBox| {
-        dirty_tiles(
-            &[(&layer, &[changed][..])],
-            &[],
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            1000,
-        )
-        .unwrap()
-    };
+    let tiles = |changed: ChangedBox| dirty_in(&layer, &[changed], zooms, 1000).unwrap();
     assert_eq!(tiles(band(None)).len(), 16, "every column of its row");
     let fetched = tiles(band(SourceBox::new(4326, [179.0, -17.0, 180.5, -16.0])));
     let columns: Vec<u32> = fetched.iter().map(|t| t.x()).collect();
@@ -229,20 +168,11 @@ fn a_band_across_the_world_dirties_only_the_tiles_that_fetch_its_row() {
 
 #[test]
 fn a_geometry_postgis_cannot_project_dirties_every_tile_that_may_fetch_it() {
-    let layer = layer(None);
+    let layer = layer();
     let zooms = ZoomRange::new(0, 3).unwrap();
     let tiles = |source: Option<SourceBox>| {
         let changed = ChangedBox::unprojected(source);
-        dirty_tiles(
-            &[(&layer, &[changed][..])],
-            &[],
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            1000,
-        )
-        .unwrap()
+        dirty_in(&layer, &[changed], zooms, 1000).unwrap()
     };
     assert_eq!(tiles(None).len(), 1 + 4 + 16 + 64, "anywhere");
     // Past the pole: no tile's fetch envelope reaches it, as none fetches it.
@@ -252,16 +182,24 @@ fn a_geometry_postgis_cannot_project_dirties_every_tile_that_may_fetch_it() {
     assert_eq!(near.iter().filter(|t| t.z() == 3).count(), 1, "{near:?}");
 }
 
-/// A line in WKB from `(x, y)` metres pairs.
-fn line(points: &[(f64, f64)]) -> Arc<Shape> {
+/// A shape from little-endian WKB: `head` (the geometry type, and a polygon's ring count), then
+/// the count of `points` and the `(x, y)` metres pairs themselves.
+fn shape(head: &[u32], points: &[(f64, f64)]) -> Arc<Shape> {
     let mut wkb = vec![1u8];
-    wkb.extend(2u32.to_le_bytes());
+    for word in head {
+        wkb.extend(word.to_le_bytes());
+    }
     wkb.extend(u32::try_from(points.len()).unwrap().to_le_bytes());
     for (x, y) in points {
         wkb.extend(x.to_le_bytes());
         wkb.extend(y.to_le_bytes());
     }
     Arc::new(Shape::from_wkb(&wkb, true).unwrap())
+}
+
+/// A line in WKB from `(x, y)` metres pairs.
+fn line(points: &[(f64, f64)]) -> Arc<Shape> {
+    shape(&[2], points)
 }
 
 #[test]
@@ -289,18 +227,9 @@ fn a_moved_shape_dirties_only_its_difference_where_the_zoom_was_compared() {
             lead,
         }),
     };
-    let layer = layer(None);
+    let layer = layer();
     let tiles = |boxes: &[ChangedBox]| {
-        dirty_tiles(
-            &[(&layer, boxes)],
-            &[],
-            BBox::WORLD,
-            ZoomRange::new(1, 3).unwrap(),
-            4096,
-            64,
-            1000,
-        )
-        .unwrap()
+        dirty_in(&layer, boxes, ZoomRange::new(1, 3).unwrap(), 1000).unwrap()
     };
     let both = tiles(&[side(true), side(false)]);
     let at = |z: u8| -> Vec<(u32, u32)> {
@@ -320,15 +249,7 @@ fn a_moved_shape_dirties_only_its_difference_where_the_zoom_was_compared() {
 
 /// A polygon in WKB from one ring of `(x, y)` metres pairs (closed by its last point).
 fn polygon(ring: &[(f64, f64)]) -> Arc<Shape> {
-    let mut wkb = vec![1u8];
-    wkb.extend(3u32.to_le_bytes());
-    wkb.extend(1u32.to_le_bytes());
-    wkb.extend(u32::try_from(ring.len()).unwrap().to_le_bytes());
-    for (x, y) in ring {
-        wkb.extend(x.to_le_bytes());
-        wkb.extend(y.to_le_bytes());
-    }
-    Arc::new(Shape::from_wkb(&wkb, true).unwrap())
+    shape(&[3, 1], ring)
 }
 
 #[test]
@@ -373,15 +294,11 @@ fn past_the_limit_every_dirty_tile_is_listed_or_below_a_subtree_root() {
         source: None,
         moved: None,
     };
-    let plain = layer(None);
-    let clustered = layer(Some(crate::config::ClusterConfig {
-        maxzoom: 5,
-        cell: 2048,
-        position: crate::config::ClusterPosition::Centroid,
-    }));
+    let plain = layer();
+    let clustered = clustered(5, 2048);
     let deep_only = LayerConfig {
         zooms: Some(ZoomRange::new(6, 9).unwrap()),
-        ..layer(None)
+        ..layer()
     };
     let changes = [
         shaped(polygon(&triangle), &triangle),
@@ -461,16 +378,7 @@ fn a_point_a_metre_past_a_tiles_buffer_dirties_the_tile_as_single_precision_boxe
     };
     let zooms = ZoomRange::new(14, 14).unwrap();
     for (how, changed) in [("its box", as_box), ("its shape", as_shape)] {
-        let dirty = dirty_tiles(
-            &[(&layer(None), &[changed][..])],
-            &[],
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            10,
-        )
-        .unwrap();
+        let dirty = dirty_in(&layer(), &[changed], zooms, 10).unwrap();
         let holding_it = TileCoord::new(14, 13387, 7139).unwrap();
         let mut found = dirty.clone();
         found.sort();

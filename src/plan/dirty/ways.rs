@@ -183,9 +183,32 @@ mod tests {
         TileCoord::new(z, ((x + half) / size) as u32, ((half - y) / size) as u32).unwrap()
     }
 
+    /// The tiles `changed` dirties over `zooms` in a plain layer, and how `choose` takes them
+    /// with the rows of `census` left.
+    fn dirty_and_chosen(
+        changed: &[ChangedBox],
+        census: &[TileCoord],
+        zooms: ZoomRange,
+    ) -> (Vec<TileCoord>, (Work, Vec<ZoomWay>)) {
+        let layer = layer();
+        let boxes = [(&layer, changed)];
+        let (extent, buffer, limit) = (4096, 64, 1 << 20);
+        let layers = std::slice::from_ref(&layer);
+        let tiles =
+            super::super::dirty_tiles(&boxes, layers, BBox::WORLD, zooms, extent, buffer, limit)
+                .unwrap();
+        let chosen = choose(
+            tiles.clone(),
+            census,
+            (&boxes, BBox::WORLD, zooms),
+            (extent, buffer),
+            limit,
+        );
+        (tiles, chosen)
+    }
+
     #[test]
     fn a_zoom_mostly_dirty_where_rows_moved_away_is_walked_and_a_few_changes_are_listed() {
-        let layer = layer();
         let zooms = ZoomRange::new(0, 8).unwrap();
         // Sixty points moved along a parallel: each dirties its old and its new tiles.
         let moved: Vec<ChangedBox> = (0..60)
@@ -197,17 +220,6 @@ mod tests {
                 ]
             })
             .collect();
-        let boxes = [(&layer, moved.as_slice())];
-        let tiles = super::super::dirty_tiles(
-            &boxes,
-            std::slice::from_ref(&layer),
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            1 << 20,
-        )
-        .unwrap();
         // Rows are left only at the new places.
         let census: Vec<TileCoord> = (0..60)
             .map(|i| {
@@ -215,13 +227,7 @@ mod tests {
                 tile_at(lon, 10.0, 8)
             })
             .collect();
-        let (work, ways) = choose(
-            tiles.clone(),
-            &census,
-            (&boxes, BBox::WORLD, zooms),
-            (4096, 64),
-            1 << 20,
-        );
+        let (_, (work, ways)) = dirty_and_chosen(&moved, &census, zooms);
         let Work::Subtrees {
             tiles: listed,
             subtrees,
@@ -237,25 +243,8 @@ mod tests {
 
         // One point renamed in place: its own tiles, listed.
         let one = [ChangedBox::point(12.0, 45.0)];
-        let boxes = [(&layer, one.as_slice())];
-        let tiles = super::super::dirty_tiles(
-            &boxes,
-            std::slice::from_ref(&layer),
-            BBox::WORLD,
-            zooms,
-            4096,
-            64,
-            1 << 20,
-        )
-        .unwrap();
         let census = [tile_at(12.0, 45.0, 8)];
-        let (work, ways) = choose(
-            tiles.clone(),
-            &census,
-            (&boxes, BBox::WORLD, zooms),
-            (4096, 64),
-            1 << 20,
-        );
+        let (tiles, (work, ways)) = dirty_and_chosen(&one, &census, zooms);
         assert_eq!(work, Work::Tiles(tiles));
         assert!(ways.iter().all(|w| !w.walked));
     }

@@ -105,13 +105,8 @@ impl TilesetRun<'_> {
         progress: &mut Progress,
     ) -> Result<bool> {
         let tileset = self.prepared.tileset;
-        let settings = &tileset.tileset.output_settings;
-        let encoding = Encoding {
-            gzip: sink::kind_of(target).stores_gzip(settings),
-            level: settings.compression_level,
-        };
         let renderer = self.prepared.renderer.on(self.connections);
-        let scheduler = self.scheduler(&renderer, encoding);
+        let scheduler = self.scheduler(&renderer, self.encoding_for(target));
         match todo {
             Todo::Walk(walk, done) => {
                 let walked = scheduler.walk(&walk, Some(&writer), done, tally, progress);
@@ -154,15 +149,9 @@ impl TilesetRun<'_> {
         target: &OutputTarget,
         tiles: &[crate::tile::TileCoord],
     ) -> Result<AheadTiles> {
-        let tileset = self.prepared.tileset;
-        let name = &tileset.tileset.name;
-        let settings = &tileset.tileset.output_settings;
-        let encoding = Encoding {
-            gzip: sink::kind_of(target).stores_gzip(settings),
-            level: settings.compression_level,
-        };
+        let name = &self.prepared.tileset.tileset.name;
         let renderer = self.prepared.renderer.on(self.connections);
-        let scheduler = self.scheduler(&renderer, encoding);
+        let scheduler = self.scheduler(&renderer, self.encoding_for(target));
         let (writer, mut received) = writer::in_memory(name);
         let mut tally = Tally::default();
         let mut progress = Progress::start(ProgressKind::Quiet, name);
@@ -211,6 +200,15 @@ impl TilesetRun<'_> {
         scheduler
             .render_list(tiles, order, writer, deadline, tally, progress)
             .await
+    }
+
+    /// How tiles are encoded for `target`: gzipped where its kind stores them so.
+    fn encoding_for(&self, target: &OutputTarget) -> Encoding {
+        let settings = &self.prepared.tileset.tileset.output_settings;
+        Encoding {
+            gzip: sink::kind_of(target).stores_gzip(settings),
+            level: settings.compression_level,
+        }
     }
 
     pub(super) fn scheduler<'r, R>(
