@@ -85,10 +85,6 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a write refused as too fast is sent again unless `throttle_budget` says.
 const DEFAULT_THROTTLE_BUDGET: Duration = Duration::from_secs(30 * 60);
 
-/// The settings' old name, from when the table was `[s3]`; the code that passes them on to the
-/// stores still says `s3`.
-pub type S3Config = StoreConfig;
-
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {

@@ -23,7 +23,7 @@ use object_store::{
 
 use super::http::HyperConnector;
 use super::{joined_base, Listed, ObjectHeaders, ObjectStore, Put, StoreError};
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 
 /// The account Azurite serves, when no other is named.
 const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
@@ -97,9 +97,9 @@ pub struct AzureStore {
 }
 
 impl AzureStore {
-    /// Opens `bucket` (a container) with the environment's credentials; `[s3] max_attempts`
-    /// bounds each request's attempts and `[s3] public_url` names a CDN in front.
-    pub fn open(bucket: &Bucket, settings: &S3Config) -> Result<AzureStore, StoreError> {
+    /// Opens `bucket` (a container) with the environment's credentials; `[store] max_attempts`
+    /// bounds each request's attempts and `[store] public_url` names a CDN in front.
+    pub fn open(bucket: &Bucket, settings: &StoreConfig) -> Result<AzureStore, StoreError> {
         let retry = RetryConfig {
             max_retries: settings.max_attempts.saturating_sub(1) as usize,
             retry_timeout: Duration::from_secs(180),
@@ -145,8 +145,8 @@ impl AzureStore {
             .with_allow_http(true)
             .with_container_name(name)
             .with_http_connector(HyperConnector {
-                connect_timeout: S3Config::default().connect_timeout(),
-                request_timeout: S3Config::default().request_timeout(),
+                connect_timeout: StoreConfig::default().connect_timeout(),
+                request_timeout: StoreConfig::default().request_timeout(),
                 pace: None,
             })
             .build()

@@ -4,7 +4,7 @@
 //!
 //! A store is opened for one bucket (S3, GCS) or container (Azure) from its address
 //! ([`crate::config::Bucket`]) with [`open`]; everything above talks to `dyn ObjectStore`. Each
-//! request is retried by the store itself, with the attempts of `[s3] max_attempts`, and a request
+//! request is retried by the store itself, with the attempts of `[store] max_attempts`, and a request
 //! that fails for good is a [`StoreError`] naming what it was for and keeping the client's error as
 //! its source.
 //!
@@ -19,7 +19,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use md5::{Digest, Md5};
 
-use crate::config::{Bucket, S3Config, Scheme};
+use crate::config::{Bucket, Scheme, StoreConfig};
 use crate::redact::Secrets;
 
 pub mod azure;
@@ -308,14 +308,14 @@ pub struct SpliceRule {
     pub min_first: u64,
 }
 
-/// Opens the store holding `bucket`, with the `[s3]` table's settings (attempts, the CDN in front,
+/// Opens the store holding `bucket`, with the `[store]` table's settings (attempts, the CDN in front,
 /// and for S3 its endpoint) and the credentials each store's users keep in the environment.
 ///
 /// Boxed: the AWS SDK's configuration loading is a deep future, and every output's opening awaits
 /// this one.
 pub fn open<'a>(
     bucket: &'a Bucket,
-    settings: &'a S3Config,
+    settings: &'a StoreConfig,
 ) -> BoxFuture<'a, Result<Arc<dyn ObjectStore>, StoreError>> {
     async move {
         let store: Arc<dyn ObjectStore> = match bucket.scheme {
@@ -330,7 +330,7 @@ pub fn open<'a>(
 
 /// What tells this store apart from others holding a bucket of the same name: the S3 endpoint, the
 /// Azure account, or the GCS emulator.
-pub fn identity(bucket: &Bucket, settings: &S3Config) -> String {
+pub fn identity(bucket: &Bucket, settings: &StoreConfig) -> String {
     match bucket.scheme {
         Scheme::S3 => settings.endpoint.clone().unwrap_or_else(|| "aws".into()),
         Scheme::Azure => azure::identity(),
@@ -339,7 +339,7 @@ pub fn identity(bucket: &Bucket, settings: &S3Config) -> String {
 }
 
 /// The pace of `bucket`'s writes in this process ([`pace`]), with the `[store]` table's bounds.
-fn shared_pace(bucket: &Bucket, settings: &S3Config) -> Arc<pace::Pace> {
+fn shared_pace(bucket: &Bucket, settings: &StoreConfig) -> Arc<pace::Pace> {
     let key = format!(
         "{:?} {} {bucket}",
         bucket.scheme,
@@ -355,7 +355,7 @@ fn shared_pace(bucket: &Bucket, settings: &S3Config) -> Arc<pace::Pace> {
 
 /// What the store's refusals as too fast did to the writes of `bucket` in this process so far;
 /// `None` when it refused none.
-pub fn throttled(bucket: &Bucket, settings: &S3Config) -> Option<pace::Throttled> {
+pub fn throttled(bucket: &Bucket, settings: &StoreConfig) -> Option<pace::Throttled> {
     shared_pace(bucket, settings).throttled()
 }
 
@@ -425,7 +425,7 @@ pub fn key_under(prefix: &str, name: &str) -> String {
 /// `$XDG_CACHE_HOME/oar-tiles/KIND/`; prefixes of different stores get different files.
 pub fn local_file(
     bucket: &Bucket,
-    settings: &S3Config,
+    settings: &StoreConfig,
     prefix: &str,
     kind: &str,
     extension: &str,

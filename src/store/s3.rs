@@ -16,7 +16,7 @@ use futures::FutureExt;
 use super::{
     etag_md5, joined_base, Listed, ObjectHeaders, ObjectStore, Put, SpliceRule, StoreError,
 };
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::retry::Policy;
 
 mod credentials;
@@ -38,8 +38,8 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 /// Keys one DeleteObjects request may name.
 const DELETE_BATCH: usize = 1000;
 
-/// Builds an S3 client from the standard AWS chain and the `[s3]` settings.
-pub async fn client(config: &S3Config) -> Client {
+/// Builds an S3 client from the standard AWS chain and the `[store]` settings.
+pub async fn client(config: &StoreConfig) -> Client {
     let mut loader =
         aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
     if let Some(endpoint) = &config.endpoint {
@@ -82,7 +82,12 @@ pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
 /// The public URL of the objects under `bucket/prefix`: under `public_url` (a CDN in front of the
 /// bucket) when configured, else the bucket's own address at the endpoint (path style or virtual
 /// host, as the client addresses it) or at AWS in the bucket's region.
-pub fn public_base(config: &S3Config, region: Option<&str>, bucket: &str, prefix: &str) -> String {
+pub fn public_base(
+    config: &StoreConfig,
+    region: Option<&str>,
+    bucket: &str,
+    prefix: &str,
+) -> String {
     let own = match &config.endpoint {
         Some(endpoint) => {
             let endpoint = endpoint.trim_end_matches('/');
@@ -179,8 +184,8 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    /// Connects to `bucket` with the `[s3]` settings and the standard AWS credential chain.
-    pub async fn open(bucket: &Bucket, settings: &S3Config) -> S3Store {
+    /// Connects to `bucket` with the `[store]` settings and the standard AWS credential chain.
+    pub async fn open(bucket: &Bucket, settings: &StoreConfig) -> S3Store {
         let client = client(settings).await;
         let region = client.config().region().map(|r| r.to_string());
         S3Store {
@@ -193,7 +198,7 @@ impl S3Store {
     }
 
     /// A store on a client made elsewhere (a test's, with credentials of its own).
-    pub fn with_client(client: Client, bucket: &str, settings: &S3Config) -> S3Store {
+    pub fn with_client(client: Client, bucket: &str, settings: &StoreConfig) -> S3Store {
         let region = client.config().region().map(|r| r.to_string());
         let bucket = Bucket {
             scheme: crate::config::Scheme::S3,
@@ -558,17 +563,17 @@ mod tests {
 
     #[test]
     fn tilejson_points_at_the_bucket_or_the_cdn_in_front_of_it() {
-        let aws = S3Config::default();
-        let minio = S3Config {
+        let aws = StoreConfig::default();
+        let minio = StoreConfig {
             endpoint: Some("http://127.0.0.1:9000/".into()),
             force_path_style: true,
-            ..S3Config::default()
+            ..StoreConfig::default()
         };
-        let r2 = S3Config {
+        let r2 = StoreConfig {
             endpoint: Some("https://acct.r2.cloudflarestorage.com".into()),
-            ..S3Config::default()
+            ..StoreConfig::default()
         };
-        let cdn = S3Config {
+        let cdn = StoreConfig {
             public_url: Some("https://cdn.example.org/".into()),
             ..minio.clone()
         };

@@ -20,7 +20,7 @@ use tokio::runtime::Handle;
 
 use super::versions::{self, md5_of_file, Names, Publication, Shelf};
 use super::{rebuild_store, store_path, Appended, InPlace, PmtilesSink};
-use crate::config::{Bucket, S3Config, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
+use crate::config::{Bucket, StoreConfig, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::{partial_path, remove_sqlite_files};
 use crate::sink::objects::{download, object_key};
@@ -116,7 +116,7 @@ impl RemotePmtilesSink {
     pub async fn create(
         bucket: &Bucket,
         key: &str,
-        config: &S3Config,
+        config: &StoreConfig,
         settings: &OutputSettings,
         changes: ChangedList,
         journal: Option<&str>,

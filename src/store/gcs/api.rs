@@ -18,7 +18,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::super::error_body::ERROR_BODY_CAP;
 use super::super::http::{hyper_client, HyperClient};
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::retry::{Failed, Policy};
 use crate::store::pace::Pace;
 
@@ -150,7 +150,7 @@ impl Api {
     pub fn new(
         base: &str,
         credentials: Option<GcpCredentialProvider>,
-        settings: &S3Config,
+        settings: &StoreConfig,
         pace: Option<Arc<Pace>>,
     ) -> Result<Api, rustls::Error> {
         Ok(Api {
