@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use md5::{Digest, Md5};
@@ -31,6 +32,9 @@ pub mod gcs;
 pub mod http;
 pub mod pace;
 pub mod s3;
+
+/// Removals in flight at once where a store removes one object per request (Azure, GCS).
+const DELETES_IN_FLIGHT: usize = 8;
 
 /// The media type of Mapbox Vector Tiles.
 pub const MVT_CONTENT_TYPE: &str = "application/vnd.mapbox-vector-tile";
@@ -158,114 +162,109 @@ fn attempts_note(attempts: u32) -> String {
 }
 
 /// A bucket or container of a remote object store. Keys are full object keys (`prefix/3/1/2.pbf`);
-/// every method retries transient failures itself.
+/// every method retries transient failures itself. Written with `async_trait`, so each store
+/// writes plain `async fn`s and callers hold a `dyn ObjectStore`.
+#[async_trait]
 pub trait ObjectStore: Send + Sync {
     /// The bucket or container this store was opened for, which messages name.
     fn bucket(&self) -> &Bucket;
 
     /// Writes `body` as the object `key` with `headers`; with `only_new`, a write that finds an
     /// object there leaves it and answers [`Put::Exists`].
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
+    async fn put(
+        &self,
+        key: &str,
         body: Vec<u8>,
-        headers: ObjectHeaders<'a>,
+        headers: ObjectHeaders<'_>,
         only_new: bool,
-    ) -> BoxFuture<'a, Result<Put, StoreError>>;
+    ) -> Result<Put, StoreError>;
 
     /// The object's bytes, or `None` when there is no such key. An object of more than `cap`
     /// bytes is an error naming it, and its body is not read: whoever can write the bucket could
     /// leave a giant at a document's key.
-    fn get<'a>(
-        &'a self,
-        key: &'a str,
-        cap: u64,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+    async fn get(&self, key: &str, cap: u64) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// The bytes of `range` of the object.
-    fn get_range<'a>(
-        &'a self,
-        key: &'a str,
-        range: Range<u64>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, StoreError>>;
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError>;
 
     /// The object's ETag, or `None` when there is no such key.
-    fn etag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    async fn etag(&self, key: &str) -> Result<Option<String>, StoreError>;
 
     /// Every object whose key starts with `prefix`; with `direct_only`, only those with no further
     /// `/` after it (a folder's own files).
-    fn list<'a>(
-        &'a self,
-        prefix: &'a str,
-        direct_only: bool,
-    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>>;
+    async fn list(&self, prefix: &str, direct_only: bool) -> Result<Vec<Listed>, StoreError>;
 
     /// Whether any object's key starts with `prefix` (one short request, however many there are).
-    fn holds_any<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+    async fn holds_any(&self, prefix: &str) -> Result<bool, StoreError>;
 
     /// Removes the object; removing one that is not there succeeds.
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
-    /// Removes many objects, in as few requests as the store allows.
-    fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Removes many objects, in as few requests as the store allows. By default one request each,
+    /// [`DELETES_IN_FLIGHT`] at once, for stores that have no removal of many in one request.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        let deletes: Vec<_> = keys.iter().map(|key| self.delete(key)).collect();
+        futures::stream::iter(deletes)
+            .buffer_unordered(DELETES_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
 
     /// Copies `from` to `to` inside the store, giving the copy `headers`, if `from`'s ETag is still
     /// `if_etag`; an error when the store cannot (too large, replaced since, not supported), and
     /// the caller writes the bytes itself.
-    fn copy<'a>(
-        &'a self,
-        from: &'a str,
-        to: &'a str,
-        if_etag: &'a str,
-        headers: ObjectHeaders<'a>,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    async fn copy(
+        &self,
+        from: &str,
+        to: &str,
+        if_etag: &str,
+        headers: ObjectHeaders<'_>,
+    ) -> Result<(), StoreError>;
 
     /// Writes the object into `file` (the caller's open file) as it arrives; returns its ETag.
-    fn download_into<'a>(
-        &'a self,
-        key: &'a str,
-        file: &'a mut std::fs::File,
-    ) -> BoxFuture<'a, Result<String, StoreError>>;
+    async fn download_into(
+        &self,
+        key: &str,
+        file: &mut std::fs::File,
+    ) -> Result<String, StoreError>;
 
     /// Uploads the file at `path` as the object: in one request up to `part_size` bytes, in parts
     /// above it (an unfinished upload is abandoned, never left half visible); returns the ETag.
-    fn upload_file<'a>(
-        &'a self,
-        key: &'a str,
-        path: &'a Path,
-        headers: ObjectHeaders<'a>,
+    async fn upload_file(
+        &self,
+        key: &str,
+        path: &Path,
+        headers: ObjectHeaders<'_>,
         part_size: u64,
-    ) -> BoxFuture<'a, Result<String, StoreError>> {
-        async move {
-            let what = format!("uploading {} to {}/{key}", path.display(), self.bucket());
-            let size = std::fs::metadata(path)
-                .map_err(|e| StoreError::local(&what, e))?
-                .len();
-            if size > part_size {
-                return self
-                    .upload_parts(key, path, size, headers, part_size, &what)
-                    .await;
-            }
-            let body = std::fs::read(path).map_err(|e| StoreError::local(&what, e))?;
-            match self.put(key, body, headers, false).await? {
-                Put::Stored(etag) => Ok(etag),
-                Put::Exists => unreachable!("an unconditional write never finds one there"),
-            }
+    ) -> Result<String, StoreError> {
+        let what = format!("uploading {} to {}/{key}", path.display(), self.bucket());
+        let size = std::fs::metadata(path)
+            .map_err(|e| StoreError::local(&what, e))?
+            .len();
+        if size > part_size {
+            return self
+                .upload_parts(key, path, size, headers, part_size, &what)
+                .await;
         }
-        .boxed()
+        let body = std::fs::read(path).map_err(|e| StoreError::local(&what, e))?;
+        match self.put(key, body, headers, false).await? {
+            Put::Stored(etag) => Ok(etag),
+            Put::Exists => unreachable!("an unconditional write never finds one there"),
+        }
     }
 
     /// [`ObjectStore::upload_file`] of a file of `size` bytes, more than one part: `part_size`
     /// bytes a part, a few in flight; `what` names the upload in errors.
-    fn upload_parts<'a>(
-        &'a self,
-        key: &'a str,
-        path: &'a Path,
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &Path,
         size: u64,
-        headers: ObjectHeaders<'a>,
+        headers: ObjectHeaders<'_>,
         part_size: u64,
-        what: &'a str,
-    ) -> BoxFuture<'a, Result<String, StoreError>>;
+        what: &str,
+    ) -> Result<String, StoreError>;
 
     /// The URL readers fetch the objects under `prefix` from: `public_url` (a CDN in front of the
     /// store) when configured, else the store's own address for them.
@@ -281,22 +280,19 @@ pub trait ObjectStore: Send + Sync {
     /// Replaces the object `key` at once by `new` bytes followed by the range `kept` of the object
     /// as it is now, if its ETag is still `if_etag`; only `new` crosses the network. Returns the
     /// new ETag. `new` is at least the rule's `min_first` bytes, unless it is all of the object.
-    fn splice<'a>(
-        &'a self,
-        key: &'a str,
-        if_etag: &'a str,
-        new: &'a [u8],
+    async fn splice(
+        &self,
+        key: &str,
+        if_etag: &str,
+        new: &[u8],
         kept: Range<u64>,
-        headers: ObjectHeaders<'a>,
-    ) -> BoxFuture<'a, Result<String, StoreError>> {
+        headers: ObjectHeaders<'_>,
+    ) -> Result<String, StoreError> {
         let _ = (if_etag, new, kept, headers);
-        async move {
-            Err(StoreError::local(
-                &format!("rebuilding {}/{key} in place", self.bucket()),
-                std::io::Error::other("this store cannot rebuild an object from its ranges"),
-            ))
-        }
-        .boxed()
+        Err(StoreError::local(
+            &format!("rebuilding {}/{key} in place", self.bucket()),
+            std::io::Error::other("this store cannot rebuild an object from its ranges"),
+        ))
     }
 }
 
@@ -357,21 +353,6 @@ fn shared_pace(bucket: &Bucket, settings: &StoreConfig) -> Arc<pace::Pace> {
 /// `None` when it refused none.
 pub fn throttled(bucket: &Bucket, settings: &StoreConfig) -> Option<pace::Throttled> {
     shared_pace(bucket, settings).throttled()
-}
-
-/// Removes `keys` from `store` one request each, `in_flight` at once: for stores that have no
-/// removal of many in one request.
-fn delete_each<'a>(
-    store: &'a dyn ObjectStore,
-    keys: &'a [String],
-    in_flight: usize,
-) -> BoxFuture<'a, Result<(), StoreError>> {
-    use futures::{StreamExt, TryStreamExt};
-    let deletes: Vec<_> = keys.iter().map(|key| store.delete(key)).collect();
-    futures::stream::iter(deletes)
-        .buffer_unordered(in_flight)
-        .try_collect::<()>()
-        .boxed()
 }
 
 /// The refusal of a store that does not copy inside itself (`why`), after which the caller

@@ -25,9 +25,6 @@ use crate::retry::Failed;
 /// Google's endpoint for the JSON API and for public reads.
 const GOOGLE: &str = "https://storage.googleapis.com";
 
-/// Requests in flight at once for a removal of many objects (one object per request).
-const DELETES_IN_FLIGHT: usize = 8;
-
 /// A resumable upload's chunks are multiples of this, the last excepted (GCS's rule).
 const CHUNK_QUANTUM: u64 = 256 * 1024;
 
