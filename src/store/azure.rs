@@ -7,8 +7,8 @@
 //! `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (at `AZURITE_BLOB_STORAGE_URL`, by default
 //! `http://127.0.0.1:10000`). `AZURE_STORAGE_ENDPOINT` names another endpoint.
 
+use std::fs::File;
 use std::ops::Range;
-use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +22,10 @@ use object_store::{
 };
 
 use super::http::HyperConnector;
-use super::{joined_base, Listed, ObjectHeaders, ObjectStore, Put, StoreError};
+use super::{
+    joined_base, FileUpload, Listed, NewObject, ObjectCopy, ObjectHeaders, ObjectStore, Put,
+    StoreError,
+};
 use crate::config::{Bucket, StoreConfig};
 
 /// The account Azurite serves, when no other is named.
@@ -191,13 +194,8 @@ impl ObjectStore for AzureStore {
         &self.bucket
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        headers: ObjectHeaders<'_>,
-        only_new: bool,
-    ) -> Result<Put, StoreError> {
+    async fn write(&self, key: &str, object: NewObject<'_>) -> Result<Put, StoreError> {
+        let (body, headers, only_new) = (object.body, object.headers, object.only_new);
         let options = PutOptions {
             mode: if only_new {
                 PutMode::Create
@@ -300,22 +298,12 @@ impl ObjectStore for AzureStore {
 
     /// object_store's copy inside Azure keeps the source's headers and takes no condition, and a
     /// copy must carry its own: the caller uploads the bytes instead.
-    async fn copy(
-        &self,
-        from: &str,
-        to: &str,
-        _if_etag: &str,
-        _headers: ObjectHeaders<'_>,
-    ) -> Result<(), StoreError> {
+    async fn copy(&self, copy: ObjectCopy<'_>) -> Result<(), StoreError> {
         let why = "a copy inside Azure Blob Storage cannot be given its own headers";
-        Err(super::no_copy(&self.bucket, from, to, why))
+        Err(super::no_copy(&self.bucket, copy.from, copy.to, why))
     }
 
-    async fn download_into(
-        &self,
-        key: &str,
-        file: &mut std::fs::File,
-    ) -> Result<String, StoreError> {
+    async fn download_into(&self, key: &str, file: &mut File) -> Result<String, StoreError> {
         let what = format!("downloading {}", self.url(key));
         let object = self
             .inner
@@ -330,42 +318,34 @@ impl ObjectStore for AzureStore {
         Ok(etag)
     }
 
-    async fn upload_parts(
-        &self,
-        key: &str,
-        file_path: &Path,
-        size: u64,
-        headers: ObjectHeaders<'_>,
-        part_size: u64,
-        what: &str,
-    ) -> Result<String, StoreError> {
+    async fn upload_parts(&self, source: &FileUpload<'_>) -> Result<String, StoreError> {
         let options = PutMultipartOptions {
-            attributes: attributes(headers),
+            attributes: attributes(source.headers),
             ..PutMultipartOptions::default()
         };
         let mut upload = self
             .inner
-            .put_multipart_opts(&path(key), options)
+            .put_multipart_opts(&path(source.key), options)
             .await
-            .map_err(|e| self.failed(what, e))?;
+            .map_err(|e| self.failed(source.what, e))?;
         let sent = async {
             let mut file =
-                std::fs::File::open(file_path).map_err(|e| StoreError::local(what, e))?;
+                std::fs::File::open(source.path).map_err(|e| StoreError::local(source.what, e))?;
             let mut in_flight = futures::stream::FuturesUnordered::new();
             let mut offset = 0;
-            while offset < size {
-                let length = part_size.min(size - offset);
-                let bytes = super::read_part(&mut file, length, what)?;
+            while offset < source.size {
+                let length = source.part_size.min(source.size - offset);
+                let bytes = super::read_part(&mut file, length, source.what)?;
                 in_flight.push(upload.put_part(PutPayload::from(Bytes::from(bytes))));
                 offset += length;
                 if in_flight.len() >= PARTS_IN_FLIGHT {
                     if let Some(done) = in_flight.next().await {
-                        done.map_err(|e| self.failed(what, e))?;
+                        done.map_err(|e| self.failed(source.what, e))?;
                     }
                 }
             }
             while let Some(done) = in_flight.next().await {
-                done.map_err(|e| self.failed(what, e))?;
+                done.map_err(|e| self.failed(source.what, e))?;
             }
             Ok::<_, StoreError>(())
         }
@@ -375,7 +355,7 @@ impl ObjectStore for AzureStore {
                 .complete()
                 .await
                 .map(|put| put.e_tag.unwrap_or_default())
-                .map_err(|e| self.failed(what, e)),
+                .map_err(|e| self.failed(source.what, e)),
             Err(err) => {
                 // Uncommitted blocks are dropped by Azure after a week; nothing shows.
                 let _ = upload.abort().await;

@@ -11,6 +11,7 @@
 //! Adding a store: a module here implementing [`ObjectStore`], its scheme in
 //! [`crate::config::Scheme`] and its line in [`open`].
 
+use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -177,7 +178,17 @@ pub trait ObjectStore: Send + Sync {
         body: Vec<u8>,
         headers: ObjectHeaders<'_>,
         only_new: bool,
-    ) -> Result<Put, StoreError>;
+    ) -> Result<Put, StoreError> {
+        let object = NewObject {
+            body,
+            headers,
+            only_new,
+        };
+        self.write(key, object).await
+    }
+
+    /// [`ObjectStore::put`] as each store does it.
+    async fn write(&self, key: &str, object: NewObject<'_>) -> Result<Put, StoreError>;
 
     /// The object's bytes, or `None` when there is no such key. An object of more than `cap`
     /// bytes is an error naming it, and its body is not read: whoever can write the bucket could
@@ -211,23 +222,13 @@ pub trait ObjectStore: Send + Sync {
             .await
     }
 
-    /// Copies `from` to `to` inside the store, giving the copy `headers`, if `from`'s ETag is still
-    /// `if_etag`; an error when the store cannot (too large, replaced since, not supported), and
-    /// the caller writes the bytes itself.
-    async fn copy(
-        &self,
-        from: &str,
-        to: &str,
-        if_etag: &str,
-        headers: ObjectHeaders<'_>,
-    ) -> Result<(), StoreError>;
+    /// Copies one object to another key inside the store, if the source is still the one the copy
+    /// names; an error when the store cannot (too large, replaced since, not supported), and the
+    /// caller writes the bytes itself.
+    async fn copy(&self, copy: ObjectCopy<'_>) -> Result<(), StoreError>;
 
     /// Writes the object into `file` (the caller's open file) as it arrives; returns its ETag.
-    async fn download_into(
-        &self,
-        key: &str,
-        file: &mut std::fs::File,
-    ) -> Result<String, StoreError>;
+    async fn download_into(&self, key: &str, file: &mut File) -> Result<String, StoreError>;
 
     /// Uploads the file at `path` as the object: in one request up to `part_size` bytes, in parts
     /// above it (an unfinished upload is abandoned, never left half visible); returns the ETag.
@@ -243,9 +244,15 @@ pub trait ObjectStore: Send + Sync {
             .map_err(|e| StoreError::local(&what, e))?
             .len();
         if size > part_size {
-            return self
-                .upload_parts(key, path, size, headers, part_size, &what)
-                .await;
+            let upload = FileUpload {
+                key,
+                path,
+                size,
+                headers,
+                part_size,
+                what: &what,
+            };
+            return self.upload_parts(&upload).await;
         }
         let body = std::fs::read(path).map_err(|e| StoreError::local(&what, e))?;
         match self.put(key, body, headers, false).await? {
@@ -254,17 +261,9 @@ pub trait ObjectStore: Send + Sync {
         }
     }
 
-    /// [`ObjectStore::upload_file`] of a file of `size` bytes, more than one part: `part_size`
-    /// bytes a part, a few in flight; `what` names the upload in errors.
-    async fn upload_parts(
-        &self,
-        key: &str,
-        path: &Path,
-        size: u64,
-        headers: ObjectHeaders<'_>,
-        part_size: u64,
-        what: &str,
-    ) -> Result<String, StoreError>;
+    /// [`ObjectStore::upload_file`] of a file of more than one part: the upload's `part_size`
+    /// bytes a part, a few in flight.
+    async fn upload_parts(&self, upload: &FileUpload<'_>) -> Result<String, StoreError>;
 
     /// The URL readers fetch the objects under `prefix` from: `public_url` (a CDN in front of the
     /// store) when configured, else the store's own address for them.
@@ -277,23 +276,71 @@ pub trait ObjectStore: Send + Sync {
         None
     }
 
-    /// Replaces the object `key` at once by `new` bytes followed by the range `kept` of the object
-    /// as it is now, if its ETag is still `if_etag`; only `new` crosses the network. Returns the
-    /// new ETag. `new` is at least the rule's `min_first` bytes, unless it is all of the object.
-    async fn splice(
-        &self,
-        key: &str,
-        if_etag: &str,
-        new: &[u8],
-        kept: Range<u64>,
-        headers: ObjectHeaders<'_>,
-    ) -> Result<String, StoreError> {
-        let _ = (if_etag, new, kept, headers);
+    /// Replaces the object `key` at once by the splice's new bytes followed by the range it keeps
+    /// of the object as it is now, if its ETag is still the one the splice names; only the new
+    /// bytes cross the network. Returns the new ETag.
+    async fn splice(&self, key: &str, splice: Splice<'_>) -> Result<String, StoreError> {
+        let _ = splice;
         Err(StoreError::local(
             &format!("rebuilding {}/{key} in place", self.bucket()),
             std::io::Error::other("this store cannot rebuild an object from its ranges"),
         ))
     }
+}
+
+/// An object to write ([`ObjectStore::put`]).
+#[derive(Debug)]
+pub struct NewObject<'a> {
+    /// Its bytes.
+    pub body: Vec<u8>,
+    /// The headers it is served with.
+    pub headers: ObjectHeaders<'a>,
+    /// Only if no object has the key: a write that finds one leaves it ([`Put::Exists`]).
+    pub only_new: bool,
+}
+
+/// A local file uploaded in parts ([`ObjectStore::upload_parts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FileUpload<'a> {
+    /// The object's key.
+    pub key: &'a str,
+    /// The file.
+    pub path: &'a Path,
+    /// The file's size in bytes, more than one part.
+    pub size: u64,
+    /// The headers the object is served with.
+    pub headers: ObjectHeaders<'a>,
+    /// Bytes a part (the last may be shorter).
+    pub part_size: u64,
+    /// What errors call the upload.
+    pub what: &'a str,
+}
+
+/// A copy inside the store ([`ObjectStore::copy`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectCopy<'a> {
+    /// The source's key.
+    pub from: &'a str,
+    /// The copy's key.
+    pub to: &'a str,
+    /// The source's ETag the copy expects; another means it was replaced since.
+    pub if_etag: &'a str,
+    /// The headers the copy is served with.
+    pub headers: ObjectHeaders<'a>,
+}
+
+/// An object rebuilt in place ([`ObjectStore::splice`]).
+#[derive(Debug)]
+pub struct Splice<'a> {
+    /// The object's ETag the rebuild expects; another means it was replaced since.
+    pub if_etag: &'a str,
+    /// The bytes sent, which come first: at least the rule's `min_first`, unless they are all of
+    /// the object.
+    pub new: &'a [u8],
+    /// The range of the object as it is that follows them.
+    pub kept: Range<u64>,
+    /// The headers the rebuilt object is served with.
+    pub headers: ObjectHeaders<'a>,
 }
 
 /// What a store's in-place rebuild ([`ObjectStore::splice`]) asks of its pieces.
@@ -365,7 +412,7 @@ fn no_copy(bucket: &Bucket, from: &str, to: &str, why: &str) -> StoreError {
 }
 
 /// The next `length` bytes of `file`, a part of an upload `what` names.
-fn read_part(file: &mut std::fs::File, length: u64, what: &str) -> Result<Vec<u8>, StoreError> {
+fn read_part(file: &mut File, length: u64, what: &str) -> Result<Vec<u8>, StoreError> {
     use std::io::Read;
     let mut bytes = vec![0; usize::try_from(length).unwrap_or(usize::MAX)];
     file.read_exact(&mut bytes)
@@ -377,7 +424,7 @@ fn read_part(file: &mut std::fs::File, length: u64, what: &str) -> Result<Vec<u8
 /// flushes it.
 async fn write_chunks<S, E>(
     mut chunks: S,
-    file: &mut std::fs::File,
+    file: &mut File,
     what: &str,
     fail: impl Fn(E) -> StoreError,
 ) -> Result<(), StoreError>

@@ -1,9 +1,9 @@
 //! S3 and S3-compatible stores, on the AWS SDK: the client (one HTTPS stack), retries with the
 //! crate's policy, and the public address of a bucket's objects.
 
+use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
-use std::path::Path;
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -13,7 +13,8 @@ use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
 use aws_sdk_s3::Client;
 
 use super::{
-    etag_md5, joined_base, Listed, ObjectHeaders, ObjectStore, Put, SpliceRule, StoreError,
+    etag_md5, joined_base, FileUpload, Listed, NewObject, ObjectCopy, ObjectStore, Put, Splice,
+    SpliceRule, StoreError,
 };
 use crate::config::{Bucket, StoreConfig};
 use crate::retry::Policy;
@@ -223,14 +224,9 @@ impl ObjectStore for S3Store {
         &self.bucket
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        headers: ObjectHeaders<'_>,
-        only_new: bool,
-    ) -> Result<Put, StoreError> {
+    async fn write(&self, key: &str, object: NewObject<'_>) -> Result<Put, StoreError> {
         let what = format!("uploading {}", self.url(key));
+        let (body, headers, only_new) = (object.body, object.headers, object.only_new);
         let (client, bucket) = (&self.client, &self.bucket.name);
         paced(&self.pace, self.attempts, &what, || async {
             let mut request = client
@@ -413,13 +409,13 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn copy(
-        &self,
-        from: &str,
-        to: &str,
-        if_etag: &str,
-        headers: ObjectHeaders<'_>,
-    ) -> Result<(), StoreError> {
+    async fn copy(&self, copy: ObjectCopy<'_>) -> Result<(), StoreError> {
+        let ObjectCopy {
+            from,
+            to,
+            if_etag,
+            headers,
+        } = copy;
         let (client, bucket) = (&self.client, &self.bucket.name);
         let source = format!(
             "{bucket}/{}",
@@ -442,11 +438,7 @@ impl ObjectStore for S3Store {
         .map(|_| ())
     }
 
-    async fn download_into(
-        &self,
-        key: &str,
-        file: &mut std::fs::File,
-    ) -> Result<String, StoreError> {
+    async fn download_into(&self, key: &str, file: &mut File) -> Result<String, StoreError> {
         let what = format!("downloading {}", self.url(key));
         let (client, bucket) = (&self.client, &self.bucket.name);
         let object = with_retries(self.attempts, &what, || {
@@ -467,17 +459,8 @@ impl ObjectStore for S3Store {
         Ok(etag)
     }
 
-    async fn upload_parts(
-        &self,
-        key: &str,
-        path: &Path,
-        size: u64,
-        headers: ObjectHeaders<'_>,
-        part_size: u64,
-        what: &str,
-    ) -> Result<String, StoreError> {
-        self.multipart(key, path, size, headers, part_size, what)
-            .await
+    async fn upload_parts(&self, upload: &FileUpload<'_>) -> Result<String, StoreError> {
+        self.multipart(upload).await
     }
 
     fn public_base(&self, prefix: &str) -> String {
@@ -489,15 +472,8 @@ impl ObjectStore for S3Store {
         Some(SpliceRule { min_first })
     }
 
-    async fn splice(
-        &self,
-        key: &str,
-        if_etag: &str,
-        new: &[u8],
-        kept: Range<u64>,
-        headers: ObjectHeaders<'_>,
-    ) -> Result<String, StoreError> {
-        self.splice_parts(key, if_etag, new, kept, headers).await
+    async fn splice(&self, key: &str, splice: Splice<'_>) -> Result<String, StoreError> {
+        self.splice_parts(key, splice).await
     }
 }
 

@@ -17,7 +17,7 @@ use object_store::gcp::GcpCredentialProvider;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::super::error_body::ERROR_BODY_CAP;
-use super::super::http::{hyper_client, HyperClient};
+use super::super::http::{hyper_client, retry_after, HyperClient};
 use crate::config::StoreConfig;
 use crate::retry::{Failed, Policy};
 use crate::store::pace::Pace;
@@ -250,11 +250,7 @@ impl Api {
         if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
             return Ok(answer);
         }
-        let retry_after = answer
-            .headers()
-            .get(hyper::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(answer.headers());
         let body = read_capped(answer.into_body(), ERROR_BODY_CAP)
             .await
             .unwrap_or_default();

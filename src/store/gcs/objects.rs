@@ -1,7 +1,7 @@
 //! [`ObjectStore`] for a GCS bucket: each method as the JSON API's requests.
 
+use std::fs::File;
 use std::ops::Range;
-use std::path::Path;
 
 use async_trait::async_trait;
 use http_body_util::BodyDataStream;
@@ -11,7 +11,7 @@ use hyper::{Method, StatusCode};
 use super::api::{read_capped, Call};
 use super::{generation, json_of, metadata, multipart, GcsStore, CHUNK_QUANTUM, JSON_CAP};
 use crate::config::Bucket;
-use crate::store::{Listed, ObjectHeaders, ObjectStore, Put, StoreError};
+use crate::store::{FileUpload, Listed, NewObject, ObjectCopy, ObjectStore, Put, StoreError};
 
 /// The answer's generation header, which downloads carry.
 fn header_generation(headers: &hyper::HeaderMap) -> String {
@@ -28,16 +28,15 @@ impl ObjectStore for GcsStore {
         &self.bucket
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        headers: ObjectHeaders<'_>,
-        only_new: bool,
-    ) -> Result<Put, StoreError> {
-        let what = format!("uploading {}", self.url(key));
+    async fn write(&self, key: &str, object: NewObject<'_>) -> Result<Put, StoreError> {
+        let NewObject {
+            body,
+            headers,
+            only_new,
+        } = object;
         // A generation precondition of 0: only if no live object has the name.
         let condition = if only_new { "&ifGenerationMatch=0" } else { "" };
+        let what = format!("uploading {}", self.url(key));
         let (content_type, body) = multipart(&metadata(key, headers), headers.content_type, &body);
         let call = Call::new(
             Method::POST,
@@ -168,22 +167,12 @@ impl ObjectStore for GcsStore {
 
     /// Not done inside GCS: fake-gcs-server ignores a rewrite's source precondition, so a copy
     /// could not be tested to copy only the bytes the caller uploaded; the caller uploads them.
-    async fn copy(
-        &self,
-        from: &str,
-        to: &str,
-        _if_etag: &str,
-        _headers: ObjectHeaders<'_>,
-    ) -> Result<(), StoreError> {
+    async fn copy(&self, copy: ObjectCopy<'_>) -> Result<(), StoreError> {
         let why = "this build does not copy inside Google Cloud Storage";
-        Err(crate::store::no_copy(&self.bucket, from, to, why))
+        Err(crate::store::no_copy(&self.bucket, copy.from, copy.to, why))
     }
 
-    async fn download_into(
-        &self,
-        key: &str,
-        file: &mut std::fs::File,
-    ) -> Result<String, StoreError> {
+    async fn download_into(&self, key: &str, file: &mut File) -> Result<String, StoreError> {
         let what = format!("downloading {}", self.url(key));
         let answer = self
             .api
@@ -197,52 +186,47 @@ impl ObjectStore for GcsStore {
     }
 
     /// A resumable upload, one chunk in flight (GCS takes a session's chunks in order).
-    async fn upload_parts(
-        &self,
-        key: &str,
-        file_path: &Path,
-        size: u64,
-        headers: ObjectHeaders<'_>,
-        part_size: u64,
-        what: &str,
-    ) -> Result<String, StoreError> {
-        let session = self.start_upload(key, headers, what).await?;
-        let chunk = (part_size / CHUNK_QUANTUM).max(1) * CHUNK_QUANTUM;
-        let mut file = std::fs::File::open(file_path).map_err(|e| StoreError::local(what, e))?;
+    async fn upload_parts(&self, upload: &FileUpload<'_>) -> Result<String, StoreError> {
+        let session = self
+            .start_upload(upload.key, upload.headers, upload.what)
+            .await?;
+        let chunk = (upload.part_size / CHUNK_QUANTUM).max(1) * CHUNK_QUANTUM;
+        let mut file =
+            std::fs::File::open(upload.path).map_err(|e| StoreError::local(upload.what, e))?;
         let mut offset = 0;
-        while offset < size {
-            let length = chunk.min(size - offset);
-            let bytes = crate::store::read_part(&mut file, length, what)?;
+        while offset < upload.size {
+            let length = chunk.min(upload.size - offset);
+            let bytes = crate::store::read_part(&mut file, length, upload.what)?;
             let mut call = Call::new(Method::PUT, session.clone())
                 .header(
                     CONTENT_RANGE,
-                    format!("bytes {offset}-{}/{size}", offset + length - 1),
+                    format!("bytes {offset}-{}/{}", offset + length - 1, upload.size),
                 )
                 .body(bytes);
             // GCS types the object from the session's metadata; fake-gcs-server from the
             // last chunk's request.
-            if !headers.content_type.is_empty() {
-                call = call.header(CONTENT_TYPE, headers.content_type);
+            if !upload.headers.content_type.is_empty() {
+                call = call.header(CONTENT_TYPE, upload.headers.content_type);
             }
-            let sent = self.api.fetch(what, &call, JSON_CAP).await;
+            let sent = self.api.fetch(upload.what, &call, JSON_CAP).await;
             offset += length;
             match sent {
-                Ok((_, body)) if offset == size => {
-                    return Ok(generation(&json_of(what, &body)?));
+                Ok((_, body)) if offset == upload.size => {
+                    return Ok(generation(&json_of(upload.what, &body)?));
                 }
                 Ok(_) => {}
                 Err(failed) => {
                     // An unfinished session is dropped by GCS after a week; nothing shows.
                     let _ = self
                         .api
-                        .send(what, &Call::new(Method::DELETE, session))
+                        .send(upload.what, &Call::new(Method::DELETE, session))
                         .await;
-                    return Err(self.failed(what, failed));
+                    return Err(self.failed(upload.what, failed));
                 }
             }
         }
         Err(StoreError::local(
-            what,
+            upload.what,
             std::io::Error::other("an empty file is not uploaded in parts"),
         ))
     }
