@@ -90,7 +90,8 @@ pub(super) struct RawConfig {
     database: RawDatabase,
     /// How outputs in a remote object store (`s3://`, `az://`, `gs://`) are reached and written.
     /// Credentials come from the store's standard chain (for S3: the AWS environment variables, a
-    /// profile, an instance role), never from this file. Formerly `[s3]`.
+    /// profile, an instance role), never from this file. Formerly `[s3]`. A key marked S3 only is
+    /// refused at its line when every tileset's output is in another store.
     #[schemars(with = "Option<StoreConfig>")]
     store: Option<Spanned<StoreConfig>>,
     /// The old name of `[store]`: still read, with a warning. Rename it to `[store]`.
@@ -225,6 +226,8 @@ impl Config {
             }
             tilesets.push(tileset);
         }
+        let outputs = tilesets.iter().filter_map(|t| t.output.as_deref());
+        store::refuse_other_kinds_keys(text, outputs, &at)?;
         Ok(Config {
             path: path.to_path_buf(),
             database,
