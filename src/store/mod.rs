@@ -8,8 +8,9 @@
 //! that fails for good is a [`StoreError`] naming what it was for and keeping the client's error as
 //! its source.
 //!
-//! Adding a store: a module here implementing [`ObjectStore`], its scheme in
-//! [`crate::config::Scheme`] and its line in [`open`].
+//! Adding a store: a module here implementing [`ObjectStore`] (its `async fn`s, the trait gives
+//! the rest), its scheme in [`crate::config::Scheme`] and its lines in [`open`] and [`identity`];
+//! ARCHITECTURE.md lists every place and what it measured.
 
 use std::fs::File;
 use std::ops::Range;
