@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::error::Result;
 use crate::report::human_bytes;
 use crate::sink::{OutputReader, OutputTarget};
@@ -92,10 +92,10 @@ pub fn bounds(metadata: &Value) -> Option<Vec<f64>> {
 pub async fn inspect(
     output: &str,
     target: &OutputTarget,
-    s3_config: &S3Config,
+    store_settings: &StoreConfig,
     extension: &str,
 ) -> Result<Inventory> {
-    let reader = OutputReader::open(output, target, s3_config, extension).await?;
+    let reader = OutputReader::open(output, target, store_settings, extension).await?;
     let metadata = reader.metadata().await?;
     Ok(inventory(output, metadata, reader.tile_sizes().await?))
 }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::config::OutputTarget;
-use crate::config::{Config, DatabaseConfig, S3Config, TilesetConfig, WatchConfig};
+use crate::config::{Config, DatabaseConfig, StoreConfig, TilesetConfig, WatchConfig};
 use crate::error::{Error, Result};
 use crate::tile::{BBox, TileCoord, ZoomRange};
 
@@ -339,7 +339,7 @@ pub struct SeedJob {
     /// Database settings.
     pub database: DatabaseConfig,
     /// S3 settings.
-    pub s3: S3Config,
+    pub store_settings: StoreConfig,
     /// Schema of the change log.
     pub change_schema: String,
     /// Tiles rendered at once (also the pool size).
@@ -452,7 +452,7 @@ impl SeedJob {
             .collect::<Result<Vec<_>>>()?;
         Ok(SeedJob {
             database: config.database,
-            s3: config.s3,
+            store_settings: config.store,
             change_schema: config.change_schema,
             concurrency,
             tilesets,

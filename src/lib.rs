@@ -33,7 +33,7 @@ pub use error::{Error, ExitCode, Result};
 
 // What the command (`main.rs`) and the integration tests use; everything else is the crate's own.
 pub use config::{
-    Config, EdgeCheckSettings, OutputTarget, S3Config, DEFAULT_SIZE_BUDGET, OUTPUT_FORMS,
+    Config, EdgeCheckSettings, OutputTarget, StoreConfig, DEFAULT_SIZE_BUDGET, OUTPUT_FORMS,
 };
 pub use coordination::ChangedList;
 pub use job::{RunSettings, SeedJob, SeedOptions, ShardSpec, WatchJob, WatchOptions};
@@ -91,7 +91,7 @@ pub mod testing {
     /// The S3 bucket `bucket` through `client` (a test's, with credentials of its own), as
     /// outputs use a store.
     pub fn s3_store(client: aws_sdk_s3::Client, bucket: &str) -> std::sync::Arc<dyn ObjectStore> {
-        let settings = crate::config::S3Config::default();
+        let settings = crate::config::StoreConfig::default();
         std::sync::Arc::new(crate::store::s3::S3Store::with_client(
             client, bucket, &settings,
         ))

@@ -18,8 +18,8 @@ use clap::Parser;
 use oar_tiles::commands::{self, Server, Session};
 use oar_tiles::{changes, database};
 use oar_tiles::{
-    ChangedList, Config, Error, ExitCode, OutputTarget, ProgressKind, RunSettings, S3Config,
-    SeedJob, SeedOptions, WatchJob,
+    ChangedList, Config, Error, ExitCode, OutputTarget, ProgressKind, RunSettings, SeedJob,
+    SeedOptions, StoreConfig, WatchJob,
 };
 
 fn main() -> ProcessExit {
@@ -191,15 +191,15 @@ fn run_changes(args: ChangesArgs) -> Result<(), Error> {
 
 fn run_inspect(args: InspectArgs) -> Result<(), Error> {
     let inventory = json_on_error(args.json, || {
-        let s3 = match &args.config {
-            Some(path) => Config::load(path)?.s3,
-            None => S3Config::default(),
+        let store_settings = match &args.config {
+            Some(path) => Config::load(path)?.store,
+            None => StoreConfig::default(),
         };
         let target = OutputTarget::parse(&args.output)?;
         runtime()?.block_on(commands::inspect(
             &args.output,
             &target,
-            &s3,
+            &store_settings,
             &args.extension,
         ))
     })?;
@@ -275,14 +275,19 @@ fn emit(text: &str) {
 }
 
 fn run_serve(args: ServeArgs) -> Result<(), Error> {
-    let s3 = match &args.config {
-        Some(path) => Config::load(path)?.s3,
-        None => S3Config::default(),
+    let store_settings = match &args.config {
+        Some(path) => Config::load(path)?.store,
+        None => StoreConfig::default(),
     };
     runtime()?.block_on(async {
-        let server = Server::open(&args.outputs, &s3, &args.extension, args.size_budget)
-            .await?
-            .following_watch(args.watch.as_ref());
+        let server = Server::open(
+            &args.outputs,
+            &store_settings,
+            &args.extension,
+            args.size_budget,
+        )
+        .await?
+        .following_watch(args.watch.as_ref());
         let listener = commands::bind_server(args.listen).await?;
         let address = listener
             .local_addr()

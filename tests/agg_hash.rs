@@ -8,7 +8,7 @@ use std::process::Command;
 
 use md5::{Digest, Md5};
 use oar_tiles::testing::agg_tiles_hash;
-use oar_tiles::{OutputTarget, S3Config};
+use oar_tiles::{OutputTarget, StoreConfig};
 
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::pg::{hub_with_scatter, Point};
@@ -156,13 +156,14 @@ impl Setup {
     /// local ones, and the hash of the tiles as read independently.
     fn hashes(&self, outputs: &Outputs) -> Vec<Recorded> {
         // Only local outputs are read through the tool's reader here, so no S3 settings.
-        let s3 = S3Config::default();
+        let store_settings = StoreConfig::default();
         let reader_hash = |output: &str| {
             let target = OutputTarget::parse(output).unwrap();
             runtime().block_on(async {
-                let reader = oar_tiles::testing::OutputReader::open(output, &target, &s3, "pbf")
-                    .await
-                    .unwrap();
+                let reader =
+                    oar_tiles::testing::OutputReader::open(output, &target, &store_settings, "pbf")
+                        .await
+                        .unwrap();
                 let metadata = reader.metadata().await.unwrap();
                 let recorded = metadata["agg_tiles_hash"].as_str().map(str::to_string);
                 let digest = metadata["oar_tiles_digest"].as_str().map(str::to_string);

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use oar_tiles::testing::{check_container, Finding, TileCoord};
-use oar_tiles::{OutputTarget, S3Config};
+use oar_tiles::{OutputTarget, StoreConfig};
 
 use crate::common::fixture::Fixture;
 use crate::common::pg::{hub_with_scatter, Point};
@@ -38,14 +38,14 @@ fn seed(setup: &Fixture, output: &str, env: &[(&str, &str)]) {
 }
 
 /// What `validate` finds in the container of `output`.
-fn check_with(output: &str, s3: &S3Config) -> oar_tiles::Result<Vec<Finding>> {
+fn check_with(output: &str, store_settings: &StoreConfig) -> oar_tiles::Result<Vec<Finding>> {
     let target = OutputTarget::parse(output).unwrap();
-    runtime().block_on(check_container(output, &target, s3, "pbf"))
+    runtime().block_on(check_container(output, &target, store_settings, "pbf"))
 }
 
 fn check(output: &Path) -> Vec<Finding> {
     let output = output.to_str().unwrap();
-    check_with(output, &S3Config::default())
+    check_with(output, &StoreConfig::default())
         .unwrap_or_else(|e| panic!("{output} cannot be checked: {e}"))
 }
 
@@ -185,7 +185,7 @@ fn an_mbtiles_file_as_seeded_passes_and_each_damage_is_named() {
 
     let missing = check_with(
         setup.path("missing.mbtiles").to_str().unwrap(),
-        &S3Config::default(),
+        &StoreConfig::default(),
     );
     assert!(missing.is_err(), "no file to read is an error: {missing:?}");
 }
@@ -337,7 +337,7 @@ fn a_pmtiles_archive_as_seeded_passes_and_each_damage_is_named() {
     });
     let missing = check_with(
         setup.path("missing.pmtiles").to_str().unwrap(),
-        &S3Config::default(),
+        &StoreConfig::default(),
     );
     assert!(missing.is_err(), "no file to read is an error: {missing:?}");
 }
@@ -434,7 +434,7 @@ fn a_tree_as_seeded_passes_and_each_damage_to_its_tilejson_is_named() {
 
     let missing = check_with(
         &format!("dir:{}", setup.path("missing").display()),
-        &S3Config::default(),
+        &StoreConfig::default(),
     );
     assert!(missing.is_err(), "no tree to read is an error: {missing:?}");
 }
@@ -473,12 +473,12 @@ fn in_child_with_credentials(test: &str) -> bool {
     false
 }
 
-fn s3_config(server: &S3Server) -> S3Config {
-    S3Config {
+fn s3_config(server: &S3Server) -> StoreConfig {
+    StoreConfig {
         endpoint: Some(server.endpoint()),
         region: Some("us-east-1".into()),
         force_path_style: true,
-        ..S3Config::default()
+        ..StoreConfig::default()
     }
 }
 

@@ -22,7 +22,7 @@ use database::{resolve_database, RawDatabase};
 pub use database::{DatabaseConfig, PoolMode};
 pub use schema::{json_schema, reference};
 use store::resolve_store;
-pub use store::{S3Config, StoreConfig};
+pub use store::StoreConfig;
 
 pub use cdn::{CdnConfig, CdnTarget, ConfigLine, EdgeCheckSettings, PurgeMethod};
 pub use output::{
@@ -60,7 +60,7 @@ pub struct Config {
     /// The `[database]` table, with `DATABASE_URL` applied.
     pub database: DatabaseConfig,
     /// The `[store]` table (or `[s3]`, its old name).
-    pub s3: StoreConfig,
+    pub store: StoreConfig,
     /// Schema holding the change log and its triggers' functions (`[changes] schema`).
     pub change_schema: String,
     /// How long an output may go without reading the change log before `changes status` flags it
@@ -90,7 +90,8 @@ pub(super) struct RawConfig {
     database: RawDatabase,
     /// How outputs in a remote object store (`s3://`, `az://`, `gs://`) are reached and written.
     /// Credentials come from the store's standard chain (for S3: the AWS environment variables, a
-    /// profile, an instance role), never from this file. Formerly `[s3]`.
+    /// profile, an instance role), never from this file. Formerly `[s3]`. A key marked S3 only is
+    /// refused at its line when every tileset's output is in another store.
     #[schemars(with = "Option<StoreConfig>")]
     store: Option<Spanned<StoreConfig>>,
     /// The old name of `[store]`: still read, with a warning. Rename it to `[store]`.
@@ -225,10 +226,12 @@ impl Config {
             }
             tilesets.push(tileset);
         }
+        let outputs = tilesets.iter().filter_map(|t| t.output.as_deref());
+        store::refuse_other_kinds_keys(text, outputs, &at)?;
         Ok(Config {
             path: path.to_path_buf(),
             database,
-            s3: store,
+            store,
             change_schema: raw
                 .changes
                 .schema
@@ -390,8 +393,8 @@ mod tests {
             "[store]\nregion = \"eu-west-1\"\nmax_attempts = 3\n{MINIMAL}"
         ))
         .unwrap();
-        assert_eq!(config.s3.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(config.s3.max_attempts, 3);
+        assert_eq!(config.store.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(config.store.max_attempts, 3);
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
         let err = parse(&format!("[store]\nmax_attempts = 0\n{MINIMAL}")).unwrap_err();
         assert!(err.to_string().contains("store.max_attempts"), "{err}");
@@ -400,7 +403,7 @@ mod tests {
     #[test]
     fn the_old_s3_table_is_read_with_a_warning_naming_the_file() {
         let config = parse(&format!("[s3]\nregion = \"eu-west-1\"\n{MINIMAL}")).unwrap();
-        assert_eq!(config.s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(config.store.region.as_deref(), Some("eu-west-1"));
         assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
         let warning = &config.warnings[0];
         assert!(

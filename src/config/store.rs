@@ -1,6 +1,8 @@
 //! The `[store]` table (formerly `[s3]`): how outputs in a remote object store (S3, an
-//! S3-compatible store, Azure Blob Storage) are reached and written.
+//! S3-compatible store, Azure Blob Storage, Google Cloud Storage) are reached and written, and
+//! which of its keys only one kind of store takes.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -8,24 +10,29 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use super::Scheme;
 use crate::error::Error;
 
 /// How outputs in a remote object store are reached and written: S3, an S3-compatible store
-/// (MinIO, Ceph, R2) or Azure Blob Storage. Credentials always come from the store's standard
+/// (MinIO, Ceph, R2), Azure Blob Storage or Google Cloud Storage. Most keys apply to every store;
+/// those only one kind takes ([`STORE_KIND_KEYS`]) are refused where no output is of that kind. Credentials always come from the store's standard
 /// chain (for S3: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, an instance
 /// role), never from this file.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 #[schemars(rename = "Store")]
 pub struct StoreConfig {
-    /// Endpoint URL of an S3-compatible store (MinIO, Ceph, R2); leave out for AWS.
-    /// `AWS_ENDPOINT_URL` also works.
+    /// S3 only (`s3://` outputs): endpoint URL of an S3-compatible store (MinIO, Ceph, R2); leave
+    /// out for AWS. `AWS_ENDPOINT_URL` also works. Refused at its line when every output is in
+    /// another store (Azure's and GCS's endpoints come from their environment variables).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// S3 region. Default: from the AWS chain (`AWS_REGION`, the profile), else us-east-1.
+    /// S3 only (`s3://` outputs): the region. Default: from the AWS chain (`AWS_REGION`, the
+    /// profile), else us-east-1. Refused when every output is in another store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
-    /// Path-style addressing (`endpoint/bucket/key`), which most S3-compatible stores need.
+    /// S3 only (`s3://` outputs): path-style addressing (`endpoint/bucket/key`), which most
+    /// S3-compatible stores need. Refused when every output is in another store.
     pub force_path_style: bool,
     /// Public base URL that serves the bucket's objects, such as a CDN domain whose origin is the
     /// bucket: `tiles.json` names absolute tile URLs under it (`{public_url}/{prefix}/{z}/{x}/{y}.pbf`).
@@ -85,10 +92,6 @@ const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a write refused as too fast is sent again unless `throttle_budget` says.
 const DEFAULT_THROTTLE_BUDGET: Duration = Duration::from_secs(30 * 60);
 
-/// The settings' old name, from when the table was `[s3]`; the code that passes them on to the
-/// stores still says `s3`.
-pub type S3Config = StoreConfig;
-
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
@@ -104,6 +107,74 @@ impl Default for StoreConfig {
             throttle_budget: "30m".into(),
         }
     }
+}
+
+/// A kind of store and the `[store]` keys it alone takes: the other kinds read their own
+/// settings from the environment (Azure's `AZURE_STORAGE_*`, GCS's `STORAGE_EMULATOR_HOST` and
+/// service account), so such a key set in a config whose remote outputs are all of other kinds
+/// would do nothing, and is refused at its line.
+pub struct StoreKindKeys {
+    /// The kind, by its outputs' scheme.
+    pub scheme: Scheme,
+    /// Its own keys, as written in `[store]`.
+    pub keys: &'static [&'static str],
+}
+
+/// Each store kind that has keys of its own; a kind not listed takes only the shared keys.
+pub const STORE_KIND_KEYS: &[StoreKindKeys] = &[StoreKindKeys {
+    scheme: Scheme::S3,
+    keys: &["endpoint", "region", "force_path_style"],
+}];
+
+/// The keys of `[store]` (or `[s3]`) as written, each with where it is written.
+#[derive(Deserialize)]
+struct WrittenStoreKeys {
+    #[serde(default)]
+    store: BTreeMap<Spanned<String>, toml::Value>,
+    #[serde(default)]
+    s3: BTreeMap<Spanned<String>, toml::Value>,
+}
+
+/// Refuses, at its own line, a `[store]` key only other kinds of store take than those the
+/// `outputs` (the tilesets' addresses) are in, naming the kind that takes it. A config with no
+/// remote output keeps every key: its `[store]` serves the outputs named on the command line.
+pub(super) fn refuse_other_kinds_keys<'a>(
+    text: &str,
+    outputs: impl Iterator<Item = &'a str>,
+    at: &impl Fn(Option<Range<usize>>, String) -> Error,
+) -> Result<(), Error> {
+    let mut schemes: Vec<Scheme> = outputs
+        .filter_map(|output| Scheme::of(output.strip_prefix("pmtiles:").unwrap_or(output)))
+        .collect();
+    schemes.sort_by_key(|scheme| scheme.prefix());
+    schemes.dedup();
+    if schemes.is_empty() {
+        return Ok(());
+    }
+    let written: WrittenStoreKeys =
+        toml::from_str(text).map_err(|err| at(err.span(), err.message().into()))?;
+    let in_use: Vec<&str> = schemes.iter().map(|scheme| scheme.prefix()).collect();
+    for key in written.store.keys().chain(written.s3.keys()) {
+        let name = key.get_ref().as_str();
+        let Some(owner) = STORE_KIND_KEYS
+            .iter()
+            .find(|kind| kind.keys.contains(&name))
+        else {
+            continue;
+        };
+        if !schemes.contains(&owner.scheme) {
+            return Err(at(
+                Some(key.span()),
+                format!(
+                    "store.{name} is not a key of the outputs' store ({}): only {} outputs take it; \
+                     remove it (the other stores read their settings from the environment)",
+                    in_use.join(", "),
+                    owner.scheme.prefix()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `[store]` table, or the `[s3]` table of older config files (with a warning in
@@ -175,4 +246,61 @@ pub(super) fn resolve_store(
         }
     }
     Ok(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::STORE_KIND_KEYS;
+    use crate::config::{Config, Scheme};
+
+    /// A config whose one tileset writes to `output`, with `key_line` in `[store]` (line 2).
+    fn config(output: &str, key_line: &str) -> String {
+        format!(
+            "[store]\n{key_line}\n\n[database]\nurl = \"postgresql://u@db/oar\"\n\n\
+             [[tileset]]\nname = \"t\"\noutput = \"{output}\"\n\n[[tileset.layer]]\n\
+             name = \"l\"\ntable = \"public.t\"\ngeometry_column = \"geom\"\n"
+        )
+    }
+
+    fn value_of(key: &str) -> &'static str {
+        match key {
+            "force_path_style" => "true",
+            _ => "\"x\"",
+        }
+    }
+
+    #[test]
+    fn a_kinds_own_key_is_refused_at_its_line_where_no_output_is_of_that_kind() {
+        let s3_keys: Vec<&str> = STORE_KIND_KEYS
+            .iter()
+            .filter(|kind| kind.scheme == Scheme::S3)
+            .flat_map(|kind| kind.keys.iter().copied())
+            .collect();
+        assert!(s3_keys.contains(&"endpoint") && s3_keys.contains(&"region"));
+        for key in s3_keys {
+            for output in ["az://tiles/v1", "gs://tiles/v1", "gs://tiles/v1.pmtiles"] {
+                let text = config(output, &format!("{key} = {}", value_of(key)));
+                let err = Config::parse(Path::new("conf/oar.toml"), &text, None)
+                    .expect_err(&format!("{key} on {output} is refused"))
+                    .to_string();
+                let scheme = &output[..5];
+                assert_eq!(
+                    err,
+                    format!(
+                        "conf/oar.toml:2:1: store.{key} is not a key of the outputs' store \
+                         ({scheme}): only s3:// outputs take it; remove it (the other stores \
+                         read their settings from the environment)"
+                    ),
+                    "{key} on {output}"
+                );
+            }
+            for output in ["s3://tiles/v1", "out.mbtiles"] {
+                let text = config(output, &format!("{key} = {}", value_of(key)));
+                let parsed = Config::parse(Path::new("conf/oar.toml"), &text, None);
+                assert!(parsed.is_ok(), "{key} on {output}: {parsed:?}");
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::feed::{self, FeedStore};
 use super::outbox::OutboxStore;
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::error::Result;
 use crate::store::key_under;
 
@@ -68,7 +68,7 @@ impl Home {
 
     /// The file that locks the output against a second job: beside a local output; in this
     /// machine's state for a remote one, told apart by the store's endpoint or account too.
-    pub fn lock_path(&self, s3: &S3Config) -> PathBuf {
+    pub fn lock_path(&self, store_settings: &StoreConfig) -> PathBuf {
         match self {
             Home::File(path) => super::beside(path, super::lock::SUFFIX),
             // `out/` and `out` are one tree: the lock goes beside its normalised path.
@@ -76,10 +76,10 @@ impl Home {
                 super::beside(&root.components().collect::<PathBuf>(), super::lock::SUFFIX)
             }
             Home::Prefix { bucket, prefix } => {
-                crate::store::local_file(bucket, s3, prefix, "locks", "lock")
+                crate::store::local_file(bucket, store_settings, prefix, "locks", "lock")
             }
             Home::Object { bucket, key } => {
-                crate::store::local_file(bucket, s3, key, "locks", "lock")
+                crate::store::local_file(bucket, store_settings, key, "locks", "lock")
             }
         }
     }
@@ -110,7 +110,7 @@ impl Home {
     }
 
     /// Where the output keeps its outbox of changes for CDNs and `--changed-list`.
-    pub async fn outbox(&self, s3: &S3Config) -> Result<OutboxStore> {
+    pub async fn outbox(&self, store_settings: &StoreConfig) -> Result<OutboxStore> {
         let (bucket, folder) = match self {
             Home::File(path) => return Ok(OutboxStore::Folder(super::beside(path, OUTBOX_SUFFIX))),
             Home::Tree(root) => return Ok(OutboxStore::Folder(root.join(OUTBOX_SUFFIX))),
@@ -118,14 +118,14 @@ impl Home {
             Home::Object { bucket, key } => (bucket, format!("{key}{OUTBOX_SUFFIX}")),
         };
         Ok(OutboxStore::Objects {
-            folder: super::store_folder(s3, bucket, &folder).await?,
-            local: crate::store::local_file(bucket, s3, &folder, "outbox", "d"),
+            folder: super::store_folder(store_settings, bucket, &folder).await?,
+            local: crate::store::local_file(bucket, store_settings, &folder, "outbox", "d"),
         })
     }
 
     /// Where the output publishes its changes feed (`[tileset.feed]`): inside a tree or prefix,
     /// where its CDN serves it with the tiles, or beside a single file or archive.
-    pub async fn feed(&self, s3: &S3Config) -> Result<FeedStore> {
+    pub async fn feed(&self, store_settings: &StoreConfig) -> Result<FeedStore> {
         let (bucket, folder) = match self {
             Home::File(path) => return Ok(FeedStore::Folder(super::beside(path, feed::SUFFIX))),
             Home::Tree(root) => return Ok(FeedStore::Folder(root.join(feed::FOLDER))),
@@ -133,7 +133,7 @@ impl Home {
             Home::Object { bucket, key } => (bucket, format!("{key}{}", feed::SUFFIX)),
         };
         Ok(FeedStore::Objects(
-            super::store_folder(s3, bucket, &folder).await?,
+            super::store_folder(store_settings, bucket, &folder).await?,
         ))
     }
 
@@ -158,23 +158,32 @@ mod tests {
 
     #[test]
     fn state_lives_beside_a_file_and_inside_a_tree_or_prefix() {
-        let s3 = S3Config::default();
+        let store_settings = StoreConfig::default();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         let file = Home::File("/data/out.mbtiles".into());
         assert_eq!(
-            file.lock_path(&s3),
+            file.lock_path(&store_settings),
             Path::new("/data/out.mbtiles.oar-tiles.lock")
         );
         assert_eq!(
-            runtime.block_on(file.outbox(&s3)).unwrap().describe(),
+            runtime
+                .block_on(file.outbox(&store_settings))
+                .unwrap()
+                .describe(),
             "/data/out.mbtiles.oar-tiles-outbox"
         );
         let tree = Home::Tree("/data/tiles/".into());
-        assert_eq!(tree.lock_path(&s3), Path::new("/data/tiles.oar-tiles.lock"));
         assert_eq!(
-            runtime.block_on(tree.outbox(&s3)).unwrap().describe(),
+            tree.lock_path(&store_settings),
+            Path::new("/data/tiles.oar-tiles.lock")
+        );
+        assert_eq!(
+            runtime
+                .block_on(tree.outbox(&store_settings))
+                .unwrap()
+                .describe(),
             "/data/tiles/.oar-tiles-outbox"
         );
         assert!(!file.is_remote() && !tree.is_remote());

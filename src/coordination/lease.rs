@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::error::{Error, Result};
 use crate::store::{ObjectHeaders, ObjectStore, Put};
 
@@ -44,7 +44,7 @@ pub struct LeasePlace {
     /// The lease object's key.
     pub key: String,
     /// The store settings to open it with.
-    pub s3: S3Config,
+    pub store_settings: StoreConfig,
 }
 
 impl LeasePlace {
@@ -242,7 +242,7 @@ where
     F: std::future::Future<Output = &'static str>,
 {
     let place = place.for_part(part);
-    let store = crate::store::open(&place.bucket, &place.s3)
+    let store = crate::store::open(&place.bucket, &place.store_settings)
         .await
         .map_err(|e| Error::output_caused(place.location(), e))?;
     // A missing bucket must fail the run as it always did: some stores (s3s-fs) create a bucket
@@ -416,7 +416,7 @@ mod tests {
                 name: "maps".into(),
             },
             key: "tiles/.oar-tiles/lock".into(),
-            s3: S3Config::default(),
+            store_settings: StoreConfig::default(),
         };
         let record = LeaseRecord {
             host: "builder".into(),

@@ -60,9 +60,13 @@ pub struct LockPlace {
 
 impl LockPlace {
     /// The lock of the output `output` that lives at `home`.
-    pub fn of(home: &super::Home, output: String, s3: &crate::config::S3Config) -> LockPlace {
+    pub fn of(
+        home: &super::Home,
+        output: String,
+        store_settings: &crate::config::StoreConfig,
+    ) -> LockPlace {
         LockPlace {
-            path: home.lock_path(s3),
+            path: home.lock_path(store_settings),
             output,
             creates_folder: home.is_remote(),
             lease: home
@@ -70,7 +74,7 @@ impl LockPlace {
                 .map(|(bucket, key)| super::lease::LeasePlace {
                     bucket,
                     key,
-                    s3: s3.clone(),
+                    store_settings: store_settings.clone(),
                 }),
         }
     }

@@ -30,14 +30,18 @@ pub use home::Home;
 pub use metadata::TilesetMetadata;
 pub use parts::PartOf;
 
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::error::{Error, Result};
 use crate::store::folder::ObjectFolder;
 
 /// The objects under `folder` in the store holding `bucket`, where an outbox, a feed or shard
 /// parts live; the error of a store that cannot be opened names the folder.
-async fn store_folder(s3: &S3Config, bucket: &Bucket, folder: &str) -> Result<ObjectFolder> {
-    let store = crate::store::open(bucket, s3)
+async fn store_folder(
+    store_settings: &StoreConfig,
+    bucket: &Bucket,
+    folder: &str,
+) -> Result<ObjectFolder> {
+    let store = crate::store::open(bucket, store_settings)
         .await
         .map_err(|e| Error::output_caused(format!("{bucket}/{folder}"), e))?;
     Ok(ObjectFolder::new(store, folder))

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{is_partition_segment, IndexLocation, S3Config};
+use crate::config::{is_partition_segment, IndexLocation, StoreConfig};
 use crate::error::{Error, Result};
 use crate::store::document::{read_capped, DOCUMENT_CAP};
 use crate::store::durable;
@@ -47,12 +47,15 @@ pub struct PartitionEntry {
 /// Boxed, as every command that reads outputs awaits it before anything else.
 pub fn read_index<'a>(
     location: &'a IndexLocation,
-    s3: &'a S3Config,
+    store_settings: &'a StoreConfig,
 ) -> futures::future::BoxFuture<'a, Result<Option<PartitionIndex>>> {
-    Box::pin(read_index_now(location, s3))
+    Box::pin(read_index_now(location, store_settings))
 }
 
-async fn read_index_now(location: &IndexLocation, s3: &S3Config) -> Result<Option<PartitionIndex>> {
+async fn read_index_now(
+    location: &IndexLocation,
+    store_settings: &StoreConfig,
+) -> Result<Option<PartitionIndex>> {
     let (bytes, name) = match location {
         IndexLocation::File(path) => match read_capped(path, DOCUMENT_CAP)? {
             Some(bytes) => (bytes, path.display().to_string()),
@@ -60,7 +63,7 @@ async fn read_index_now(location: &IndexLocation, s3: &S3Config) -> Result<Optio
         },
         IndexLocation::Object { bucket, key } => {
             let name = format!("{bucket}/{key}");
-            let store = crate::store::open(bucket, s3)
+            let store = crate::store::open(bucket, store_settings)
                 .await
                 .map_err(|e| Error::output_caused(&name, e))?;
             match store
@@ -97,7 +100,7 @@ async fn read_index_now(location: &IndexLocation, s3: &S3Config) -> Result<Optio
 /// Writes the index to `location`, replacing it whole (by rename, or one PUT).
 pub async fn write_index(
     location: &IndexLocation,
-    s3: &S3Config,
+    store_settings: &StoreConfig,
     cache_control: &str,
     index: &PartitionIndex,
 ) -> Result<()> {
@@ -107,7 +110,7 @@ pub async fn write_index(
             .map_err(|e| Error::output(path, format!("cannot write it: {e}"))),
         IndexLocation::Object { bucket, key } => {
             let name = format!("{bucket}/{key}");
-            let store = crate::store::open(bucket, s3)
+            let store = crate::store::open(bucket, store_settings)
                 .await
                 .map_err(|e| Error::output_caused(&name, e))?;
             let headers = ObjectHeaders {

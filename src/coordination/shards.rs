@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::parts::{decode_tiles, part_name, PartRecord, PREFIX_FOLDER, TREE_FOLDER};
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::error::{Error, Result};
 use crate::job::ShardSpec;
 use crate::store::document::LIST_CAP;
@@ -75,19 +75,27 @@ impl ShardStore {
 
     /// The shard objects of the object `key` of a remote store: `PREFIX/.oar-tiles/NAME.shards/`
     /// beside it, apart from a prefix's own shards and other objects'.
-    pub async fn beside_object(s3: &S3Config, bucket: &Bucket, key: &str) -> Result<ShardStore> {
+    pub async fn beside_object(
+        store_settings: &StoreConfig,
+        bucket: &Bucket,
+        key: &str,
+    ) -> Result<ShardStore> {
         let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
         let folder = key_under(prefix, &format!(".oar-tiles/{name}.shards"));
         Ok(ShardStore::Objects(
-            super::store_folder(s3, bucket, &folder).await?,
+            super::store_folder(store_settings, bucket, &folder).await?,
         ))
     }
 
     /// The shard objects of a prefix of a remote store: `PREFIX/.oar-tiles/shards/`.
-    pub async fn on_store(s3: &S3Config, bucket: &Bucket, prefix: &str) -> Result<ShardStore> {
+    pub async fn on_store(
+        store_settings: &StoreConfig,
+        bucket: &Bucket,
+        prefix: &str,
+    ) -> Result<ShardStore> {
         let folder = key_under(prefix, PREFIX_FOLDER);
         Ok(ShardStore::Objects(
-            super::store_folder(s3, bucket, &folder).await?,
+            super::store_folder(store_settings, bucket, &folder).await?,
         ))
     }
 

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::coordination::changed_list::CHANGED_LIST_CONSUMER;
 use crate::coordination::outbox::{Backlog, Outbox, OutboxRun, Planned, EVERYTHING};
 use crate::coordination::ChangedList;
@@ -109,7 +109,7 @@ impl RunOutbox {
     pub async fn open(
         target: &OutputTarget,
         tileset: &TilesetJob,
-        s3: &S3Config,
+        store_settings: &StoreConfig,
         part: Option<String>,
         changed: &ChangedList,
         check_sample: usize,
@@ -124,17 +124,20 @@ impl RunOutbox {
         }
         let feed = match (&tileset.tileset.feed, &part) {
             (Some(settings), None) => Some(RunFeed {
-                store: kind.home().feed(s3).await?,
+                store: kind.home().feed(store_settings).await?,
                 settings: settings.clone(),
                 reload: false,
             }),
             _ => None,
         };
-        let outbox = Outbox::new(kind.home().outbox(s3).await?, part);
+        let outbox = Outbox::new(kind.home().outbox(store_settings).await?, part);
         let run = outbox.start()?;
         let handover = match (&tileset.tileset_output, &tileset.list_prefix) {
             (Some(root), Some(path)) if !targets.is_empty() => Some((
-                Outbox::new(sink::kind_of(root).home().outbox(s3).await?, None),
+                Outbox::new(
+                    sink::kind_of(root).home().outbox(store_settings).await?,
+                    None,
+                ),
                 path.clone(),
             )),
             _ => None,

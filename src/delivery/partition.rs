@@ -28,7 +28,13 @@ pub async fn deliver_handed_over(
     if cdn.is_empty() {
         return Ok(None);
     }
-    let outbox = Outbox::new(sink::kind_of(target).home().outbox(&job.s3).await?, None);
+    let outbox = Outbox::new(
+        sink::kind_of(target)
+            .home()
+            .outbox(&job.store_settings)
+            .await?,
+        None,
+    );
     if outbox.backlog().await?.batches == 0 {
         return Ok(None);
     }
@@ -175,7 +181,7 @@ pub async fn purge_vanished_feeds(
         .iter()
         .map(|segment| format!("{segment}/{}/*", crate::coordination::feed::FOLDER))
         .collect();
-    Outbox::new(kind.home().outbox(&job.s3).await?, None)
+    Outbox::new(kind.home().outbox(&job.store_settings).await?, None)
         .add_batch(&folders)
         .await
 }
@@ -192,9 +198,15 @@ pub async fn purge_index(
     };
     match name {
         Some(name) => {
-            Outbox::new(sink::kind_of(target).home().outbox(&job.s3).await?, None)
-                .add_batch(&[name])
-                .await
+            Outbox::new(
+                sink::kind_of(target)
+                    .home()
+                    .outbox(&job.store_settings)
+                    .await?,
+                None,
+            )
+            .add_batch(&[name])
+            .await
         }
         None => Ok(()),
     }

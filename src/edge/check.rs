@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::join_all;
 
 use super::client::Client;
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::sink::{OutputReader, OutputTarget};
 use crate::tile::TileCoord;
 
@@ -68,7 +68,7 @@ pub fn sample(mut tiles: Vec<(TileCoord, String)>, count: usize) -> Vec<(TileCoo
 
 /// Fetches each sampled tile through the edge until it is served as the output holds it, or
 /// `within` has passed since the check began.
-pub async fn check(probe: &EdgeProbe, s3: &S3Config, within: Duration) -> EdgeCheck {
+pub async fn check(probe: &EdgeProbe, store_settings: &StoreConfig, within: Duration) -> EdgeCheck {
     let mut result = EdgeCheck {
         target: probe.target.clone(),
         sampled: probe.tiles.len() as u64,
@@ -76,7 +76,7 @@ pub async fn check(probe: &EdgeProbe, s3: &S3Config, within: Duration) -> EdgeCh
     };
     let output = probe.output.describe();
     let opened = match Client::new() {
-        Ok(client) => OutputReader::open(&output, &probe.output, s3, &probe.extension)
+        Ok(client) => OutputReader::open(&output, &probe.output, store_settings, &probe.extension)
             .await
             .map(|origin| (client, origin)),
         Err(err) => Err(err),

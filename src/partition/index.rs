@@ -70,7 +70,7 @@ impl Plan {
                 .or(previous_watermark.clone()),
         };
         let location = target.partition_index();
-        write_index(&location, &job.s3, &self.cache_control, &index).await?;
+        write_index(&location, &job.store_settings, &self.cache_control, &index).await?;
         if !self.cdn.is_empty() && self.previous.as_ref() != Some(&index) {
             // Caches must not keep listing removed values, their counts and their bounds.
             delivery::purge_index(target, &location, job).await?;

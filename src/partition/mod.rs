@@ -95,7 +95,7 @@ pub async fn expand(job: &SeedJob, locks: TilesetLocks) -> Result<Expansion> {
                     held.push(
                         // Before any signal handler: SIGTERM and SIGINT end a wait here at once.
                         lock::acquire(
-                            &sink::lock_place(target, &job.s3),
+                            &sink::lock_place(target, &job.store_settings),
                             job.run.wait_lock,
                             None,
                             std::future::pending(),
@@ -252,7 +252,7 @@ impl Plan {
             sink::kind_of(target).prepare_partitions()?;
         }
         let previous = match &target {
-            Some(target) => read_index(&target.partition_index(), &job.s3).await?,
+            Some(target) => read_index(&target.partition_index(), &job.store_settings).await?,
             None => None,
         };
         let (mut scope, next_watermark) =
@@ -403,7 +403,8 @@ impl Plan {
 
 /// Tiles a partition's output holds, read back from it.
 async fn count_tiles(output: &OutputTarget, job: &SeedJob, extension: &str) -> Result<u64> {
-    let reader = OutputReader::open(&output.describe(), output, &job.s3, extension).await?;
+    let reader =
+        OutputReader::open(&output.describe(), output, &job.store_settings, extension).await?;
     Ok(reader.tile_sizes().await?.len() as u64)
 }
 

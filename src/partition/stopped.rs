@@ -35,7 +35,13 @@ impl RunRecord {
         job: &SeedJob,
         previous: &Option<PartitionIndex>,
     ) -> Result<RunRecord> {
-        let outbox = Outbox::new(sink::kind_of(target).home().outbox(&job.s3).await?, None);
+        let outbox = Outbox::new(
+            sink::kind_of(target)
+                .home()
+                .outbox(&job.store_settings)
+                .await?,
+            None,
+        );
         let records = outbox.partition_records().await?;
         let mut named = BTreeSet::new();
         for record in &records {
@@ -51,7 +57,13 @@ impl RunRecord {
         let mut unfinished = BTreeSet::new();
         for value in named {
             let output = target.for_partition(&partition_segment(&value)?);
-            let partition = Outbox::new(sink::kind_of(&output).home().outbox(&job.s3).await?, None);
+            let partition = Outbox::new(
+                sink::kind_of(&output)
+                    .home()
+                    .outbox(&job.store_settings)
+                    .await?,
+                None,
+            );
             if partition.holds_unfinished().await? {
                 unfinished.insert(value);
             }

@@ -65,7 +65,7 @@ pub async fn finalize(job: &SeedJob, changed: ChangedList) -> Result<Vec<Finaliz
             )));
         };
         let lock = lock::acquire(
-            &sink::lock_place(target, &job.s3),
+            &sink::lock_place(target, &job.store_settings),
             job.run.wait_lock,
             None,
             std::future::pending(),
@@ -125,7 +125,9 @@ async fn finalize_output(
     target: &OutputTarget,
     changed: ChangedList,
 ) -> Result<Option<Finalized>> {
-    let store = sink::kind_of(target).shard_store(&job.s3).await?;
+    let store = sink::kind_of(target)
+        .shard_store(&job.store_settings)
+        .await?;
     let location = store.plan_location();
     let Some(text) = store.read_plan().await? else {
         return Ok(None);
@@ -235,9 +237,18 @@ async fn store_combined(
     let settings = &tileset.tileset.output_settings;
     // What the sweep deletes and the documents it rewrites go through the output's outbox, as a
     // seed's changes do, so the CDNs are purged of them and nothing is lost to a kill.
-    let mut outbox = RunOutbox::open(target, tileset, &job.s3, None, changed, 0).await?;
+    let mut outbox =
+        RunOutbox::open(target, tileset, &job.store_settings, None, changed, 0).await?;
     outbox.feed_reloads();
-    let sink = sink::open(target, settings, &job.s3, outbox.recorder(), None, None).await?;
+    let sink = sink::open(
+        target,
+        settings,
+        &job.store_settings,
+        outbox.recorder(),
+        None,
+        None,
+    )
+    .await?;
     let state = watermark.to_state();
     let intended = outbox.intend(sink.state().as_deref(), &Work::Pyramid).await;
     let finished = match intended {
@@ -303,10 +314,19 @@ async fn join_parts(
     let watermark = merged_watermark(&output, &watermarks)?;
     let metadata = records[0].1.metadata.clone();
     let settings = &tileset.tileset.output_settings;
-    let mut outbox = RunOutbox::open(target, tileset, &job.s3, None, &changed, 0).await?;
+    let mut outbox =
+        RunOutbox::open(target, tileset, &job.store_settings, None, &changed, 0).await?;
     // Every tile may have changed: followers reload the whole source.
     outbox.feed_reloads();
-    let sink = sink::open(target, settings, &job.s3, outbox.recorder(), None, None).await?;
+    let sink = sink::open(
+        target,
+        settings,
+        &job.store_settings,
+        outbox.recorder(),
+        None,
+        None,
+    )
+    .await?;
     let state = watermark.to_state();
     let intended = outbox.intend(sink.state().as_deref(), &Work::Pyramid).await;
     let store = Arc::new(parts.store);

@@ -203,14 +203,17 @@ async fn read_note(outbox: &RunOutbox, name: &str) -> Result<Option<Deferred>> {
 /// that change cannot take its place.
 pub async fn begin_low_lane(
     tileset: &crate::job::TilesetJob,
-    s3: &crate::config::S3Config,
+    store_settings: &crate::config::StoreConfig,
     max_delay: Duration,
 ) -> Result<Vec<TileCoord>> {
     let (Some(target), None) = (&tileset.output, &tileset.tileset.partition_by) else {
         return Ok(Vec::new());
     };
     let defer = tileset.tileset.freshness.map_or(max_delay, |f| f.defer);
-    let outbox = Outbox::new(sink::kind_of(target).home().outbox(s3).await?, None);
+    let outbox = Outbox::new(
+        sink::kind_of(target).home().outbox(store_settings).await?,
+        None,
+    );
     let mut tiles: Vec<String> = Vec::new();
     for name in [RENDERING_TILES, DEFERRED_TILES] {
         if let Some(bytes) = outbox.read_note(name).await? {
@@ -248,10 +251,13 @@ pub async fn begin_low_lane(
 /// only (`seed --dirty --dry-run`).
 pub(super) async fn add_noted(
     target: &crate::config::OutputTarget,
-    s3: &crate::config::S3Config,
+    store_settings: &crate::config::StoreConfig,
     tiles: &mut Vec<TileCoord>,
 ) -> Result<()> {
-    let outbox = Outbox::new(sink::kind_of(target).home().outbox(s3).await?, None);
+    let outbox = Outbox::new(
+        sink::kind_of(target).home().outbox(store_settings).await?,
+        None,
+    );
     for name in [DEFERRED_TILES, RENDERING_TILES] {
         let Some(bytes) = outbox.read_note(name).await? else {
             continue;
@@ -288,7 +294,13 @@ pub async fn next_deferral(job: &SeedJob, max_delay: Duration) -> Result<Option<
             continue;
         }
         let defer = tileset.tileset.freshness.map_or(max_delay, |f| f.defer);
-        let outbox = Outbox::new(sink::kind_of(target).home().outbox(&job.s3).await?, None);
+        let outbox = Outbox::new(
+            sink::kind_of(target)
+                .home()
+                .outbox(&job.store_settings)
+                .await?,
+            None,
+        );
         let mut due = None;
         if outbox.read_note(RENDERING_TILES).await?.is_some() {
             due = Some(now());

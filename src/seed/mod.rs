@@ -112,7 +112,9 @@ pub async fn partitioned_cycle(
 async fn check_edges(job: &SeedJob, summaries: &mut [TilesetSummary]) {
     for summary in summaries {
         for probe in std::mem::take(&mut summary.edge_probes) {
-            let check = crate::edge::check_edge(&probe, &job.s3, job.run.check_edge.within).await;
+            let check =
+                crate::edge::check_edge(&probe, &job.store_settings, job.run.check_edge.within)
+                    .await;
             summary.edge.push(check);
         }
     }

@@ -48,7 +48,7 @@ impl Session<'_> {
             let stored = match (whole, self.job.run.dry_run) {
                 (Some(target), false) => {
                     let store = crate::sink::kind_of(target)
-                        .shard_store(&self.job.s3)
+                        .shard_store(&self.job.store_settings)
                         .await?;
                     store.replace_plan(&plan.to_json()).await?;
                     Some(store.plan_location())

@@ -214,7 +214,7 @@ impl TilesetRun<'_> {
         let outbox = RunOutbox::open(
             target,
             tileset,
-            &self.job.s3,
+            &self.job.store_settings,
             part_tag,
             &changed,
             self.job.run.check_edge.sample,
@@ -297,7 +297,7 @@ impl TilesetRun<'_> {
             return Ok((None, None));
         };
         let store = sink::kind_of(&shard.output)
-            .shard_store(&self.job.s3)
+            .shard_store(&self.job.store_settings)
             .await?;
         let (walk, plan) = super::shard::shard_walk(
             self.render_pool(),
@@ -328,9 +328,9 @@ impl TilesetRun<'_> {
         let tileset = self.prepared.tileset;
         let place = match (&tileset.tileset_output, &tileset.list_prefix) {
             (Some(of), Some(segment)) => {
-                sink::partition_lock_place(target, of, segment, &self.job.s3)
+                sink::partition_lock_place(target, of, segment, &self.job.store_settings)
             }
-            _ => sink::lock_place(target, &self.job.s3),
+            _ => sink::lock_place(target, &self.job.store_settings),
         };
         let lock = lock::acquire(
             &place,
@@ -399,7 +399,7 @@ impl TilesetRun<'_> {
         let mut sink = sink::open(
             target,
             stored_as,
-            &self.job.s3,
+            &self.job.store_settings,
             outbox.recorder(),
             fingerprint.as_deref(),
             part,

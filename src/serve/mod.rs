@@ -27,7 +27,7 @@ use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::coordination::feed::{self, FeedStore};
 use crate::error::{Error, Result};
 use crate::inspect;
@@ -81,16 +81,16 @@ impl Server {
     /// Opens every output read-only and reads its metadata; fails naming the output at fault.
     pub async fn open(
         outputs: &[String],
-        s3_config: &S3Config,
+        store_settings: &StoreConfig,
         extension: &str,
         size_budget: u64,
     ) -> Result<Server> {
         let mut tilesets: Vec<Tileset> = Vec::new();
         for output in outputs {
             let target = OutputTarget::parse(output)?;
-            let reader = OutputReader::open(output, &target, s3_config, extension).await?;
+            let reader = OutputReader::open(output, &target, store_settings, extension).await?;
             let metadata = reader.metadata().await?;
-            let feed = sink::kind_of(&target).home().feed(s3_config).await?;
+            let feed = sink::kind_of(&target).home().feed(store_settings).await?;
             let mut name = url_name(metadata["name"].as_str().unwrap_or_default(), &target);
             let base = name.clone();
             let mut n = 1;

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::kind_of;
 use super::read::ReaderOptions;
 use super::OutputTarget;
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::error::Result;
 use crate::tile::{BBox, TileCoord};
 
@@ -45,13 +45,13 @@ impl std::fmt::Display for Finding {
 pub async fn check_container(
     output: &str,
     target: &OutputTarget,
-    s3: &S3Config,
+    store_settings: &StoreConfig,
     extension: &str,
 ) -> Result<Vec<Finding>> {
     kind_of(target)
         .check_container(ReaderOptions {
             output,
-            s3,
+            store_settings,
             extension,
         })
         .await

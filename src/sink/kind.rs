@@ -15,7 +15,7 @@ use super::check::Finding;
 use super::mbtiles::merge::MergeReport;
 use super::read::{OutputReader, ReaderOptions};
 use super::{OutputSettings, Sink};
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::coordination::outbox::StoppedRun;
 use crate::coordination::shards::ShardStore;
 use crate::coordination::{ChangedList, Home, PartOf};
@@ -25,8 +25,8 @@ use crate::error::Result;
 pub struct WriterOptions<'a> {
     /// How tiles are stored.
     pub settings: &'a OutputSettings,
-    /// The remote stores' settings (the `[s3]` table), for outputs in one.
-    pub s3: &'a S3Config,
+    /// The remote stores' settings (the `[store]` table), for outputs in one.
+    pub store_settings: &'a StoreConfig,
     /// Where changed tiles are listed.
     pub changes: ChangedList,
     /// The journal of a full seed's pyramid walk, keyed by the job's settings digest.
@@ -44,7 +44,10 @@ pub trait OutputKind: Send + Sync {
     fn stores_gzip(&self, settings: &OutputSettings) -> bool;
 
     /// Where a sharded run keeps its plan and the shards' records.
-    fn shard_store<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>>;
+    fn shard_store<'a>(
+        &'a self,
+        store_settings: &'a StoreConfig,
+    ) -> BoxFuture<'a, Result<ShardStore>>;
 
     /// Merges finished shard part files into the output (`finalize` of kinds whose
     /// `OutputTarget::sharding` is `PartFiles`); returns the tiles merged and the parts' common

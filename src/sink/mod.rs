@@ -25,7 +25,7 @@ pub use read::OutputReader;
 
 use serde::Serialize;
 
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::coordination::lock::LockPlace;
 use crate::coordination::{ChangedList, PartOf, TilesetMetadata};
 use crate::error::Result;
@@ -191,8 +191,8 @@ pub fn kind_of(target: &OutputTarget) -> Box<dyn OutputKind + '_> {
 
 /// Where an output's lock lives (by [`OutputKind::home`]), for
 /// [`crate::coordination::lock::acquire`].
-pub fn lock_place(target: &OutputTarget, s3: &S3Config) -> LockPlace {
-    LockPlace::of(&kind_of(target).home(), target.describe(), s3)
+pub fn lock_place(target: &OutputTarget, store_settings: &StoreConfig) -> LockPlace {
+    LockPlace::of(&kind_of(target).home(), target.describe(), store_settings)
 }
 
 /// Where partition `segment`'s lock lives (output `partition` of the tileset at `tileset`):
@@ -201,9 +201,13 @@ pub fn partition_lock_place(
     partition: &OutputTarget,
     tileset: &OutputTarget,
     segment: &str,
-    s3: &S3Config,
+    store_settings: &StoreConfig,
 ) -> LockPlace {
-    LockPlace::of_partition(&kind_of(tileset).home(), segment, lock_place(partition, s3))
+    LockPlace::of_partition(
+        &kind_of(tileset).home(),
+        segment,
+        lock_place(partition, store_settings),
+    )
 }
 
 /// Removes the files a local partition output left once a full seed emptied it: the MBTiles or
@@ -237,7 +241,7 @@ pub async fn refresh_agg_hash(
 pub async fn open(
     target: &OutputTarget,
     settings: &OutputSettings,
-    s3: &S3Config,
+    store_settings: &StoreConfig,
     changes: ChangedList,
     journal: Option<&str>,
     part: Option<PartOf>,
@@ -245,7 +249,7 @@ pub async fn open(
     kind_of(target)
         .open_writer(kind::WriterOptions {
             settings,
-            s3,
+            store_settings,
             changes,
             journal,
             part,

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::kind_of;
 use super::OutputTarget;
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::error::Result;
 use crate::tile::TileCoord;
 
@@ -15,8 +15,8 @@ use crate::tile::TileCoord;
 pub struct ReaderOptions<'a> {
     /// The output as the user gave it, for messages.
     pub output: &'a str,
-    /// The remote stores' settings (the `[s3]` table), for outputs in one.
-    pub s3: &'a S3Config,
+    /// The remote stores' settings (the `[store]` table), for outputs in one.
+    pub store_settings: &'a StoreConfig,
     /// The tile file extension of trees and remote prefixes.
     pub extension: &'a str,
 }
@@ -69,13 +69,13 @@ impl OutputReader {
     pub async fn open(
         output: &str,
         target: &OutputTarget,
-        s3: &S3Config,
+        store_settings: &StoreConfig,
         extension: &str,
     ) -> Result<OutputReader> {
         kind_of(target)
             .open_reader(ReaderOptions {
                 output,
-                s3,
+                store_settings,
                 extension,
             })
             .await

@@ -7,13 +7,13 @@
 //! `AZURE_STORAGE_USE_EMULATOR=true` for Azurite (at `AZURITE_BLOB_STORAGE_URL`, by default
 //! `http://127.0.0.1:10000`). `AZURE_STORAGE_ENDPOINT` names another endpoint.
 
+use std::fs::File;
 use std::ops::Range;
-use std::path::Path;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use object_store::azure::{MicrosoftAzure, MicrosoftAzureBuilder};
 use object_store::path::Path as ObjectPath;
 use object_store::{
@@ -22,14 +22,14 @@ use object_store::{
 };
 
 use super::http::HyperConnector;
-use super::{joined_base, Listed, ObjectHeaders, ObjectStore, Put, StoreError};
-use crate::config::{Bucket, S3Config};
+use super::{
+    joined_base, FileUpload, Listed, NewObject, ObjectCopy, ObjectHeaders, ObjectStore, Put,
+    StoreError,
+};
+use crate::config::{Bucket, StoreConfig};
 
 /// The account Azurite serves, when no other is named.
 const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
-
-/// Requests in flight at once for a removal of many objects (Azure removes one per request).
-const DELETES_IN_FLIGHT: usize = 8;
 
 /// Parts of one block upload in flight at once; with the part size, this bounds the memory.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -97,9 +97,9 @@ pub struct AzureStore {
 }
 
 impl AzureStore {
-    /// Opens `bucket` (a container) with the environment's credentials; `[s3] max_attempts`
-    /// bounds each request's attempts and `[s3] public_url` names a CDN in front.
-    pub fn open(bucket: &Bucket, settings: &S3Config) -> Result<AzureStore, StoreError> {
+    /// Opens `bucket` (a container) with the environment's credentials; `[store] max_attempts`
+    /// bounds each request's attempts and `[store] public_url` names a CDN in front.
+    pub fn open(bucket: &Bucket, settings: &StoreConfig) -> Result<AzureStore, StoreError> {
         let retry = RetryConfig {
             max_retries: settings.max_attempts.saturating_sub(1) as usize,
             retry_timeout: Duration::from_secs(180),
@@ -145,8 +145,8 @@ impl AzureStore {
             .with_allow_http(true)
             .with_container_name(name)
             .with_http_connector(HyperConnector {
-                connect_timeout: S3Config::default().connect_timeout(),
-                request_timeout: S3Config::default().request_timeout(),
+                connect_timeout: StoreConfig::default().connect_timeout(),
+                request_timeout: StoreConfig::default().request_timeout(),
                 pace: None,
             })
             .build()
@@ -188,247 +188,180 @@ fn attributes(headers: ObjectHeaders<'_>) -> Attributes {
     attributes
 }
 
+#[async_trait]
 impl ObjectStore for AzureStore {
     fn bucket(&self) -> &Bucket {
         &self.bucket
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        body: Vec<u8>,
-        headers: ObjectHeaders<'a>,
-        only_new: bool,
-    ) -> BoxFuture<'a, Result<Put, StoreError>> {
-        async move {
-            let options = PutOptions {
-                mode: if only_new {
-                    PutMode::Create
-                } else {
-                    PutMode::Overwrite
-                },
-                attributes: attributes(headers),
-                ..PutOptions::default()
-            };
-            match self
-                .inner
-                .put_opts(&path(key), PutPayload::from(body), options)
-                .await
-            {
-                Ok(put) => Ok(Put::Stored(put.e_tag.unwrap_or_default())),
-                Err(object_store::Error::AlreadyExists { .. }) if only_new => Ok(Put::Exists),
-                Err(e) => Err(self.failed(format!("uploading {}", self.url(key)), e)),
-            }
-        }
-        .boxed()
-    }
-
-    fn get<'a>(
-        &'a self,
-        key: &'a str,
-        cap: u64,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
-        async move {
-            let what = format!("reading {}", self.url(key));
-            let object = match self.inner.get_opts(&path(key), GetOptions::default()).await {
-                Ok(object) => object,
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(self.failed(what, e)),
-            };
-            if object.meta.size > cap {
-                return Err(StoreError::local(
-                    &what,
-                    super::s3::too_large(object.meta.size, cap),
-                ));
-            }
-            let bytes = object.bytes().await.map_err(|e| self.failed(what, e))?;
-            Ok(Some(bytes.to_vec()))
-        }
-        .boxed()
-    }
-
-    fn get_range<'a>(
-        &'a self,
-        key: &'a str,
-        range: Range<u64>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
-        async move {
-            self.inner
-                .get_range(&path(key), range.clone())
-                .await
-                .map(|bytes| bytes.to_vec())
-                .map_err(|e| {
-                    self.failed(format!("reading bytes {range:?} of {}", self.url(key)), e)
-                })
-        }
-        .boxed()
-    }
-
-    fn etag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        async move {
-            match self.inner.head(&path(key)).await {
-                Ok(meta) => Ok(Some(meta.e_tag.unwrap_or_default())),
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.failed(format!("looking up {}", self.url(key)), e)),
-            }
-        }
-        .boxed()
-    }
-
-    fn list<'a>(
-        &'a self,
-        prefix: &'a str,
-        direct_only: bool,
-    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>> {
-        async move {
-            let what = format!("listing {}", self.url(prefix));
-            // object_store lists by whole path segments: a prefix names a folder.
-            let folder = path(prefix.trim_end_matches('/'));
-            let folder = (!prefix.trim_end_matches('/').is_empty()).then_some(&folder);
-            let metas = if direct_only {
-                self.inner
-                    .list_with_delimiter(folder)
-                    .await
-                    .map(|listing| listing.objects)
-                    .map_err(|e| self.failed(what.clone(), e))?
+    async fn write(&self, key: &str, object: NewObject<'_>) -> Result<Put, StoreError> {
+        let (body, headers, only_new) = (object.body, object.headers, object.only_new);
+        let options = PutOptions {
+            mode: if only_new {
+                PutMode::Create
             } else {
-                self.inner
-                    .list(folder)
-                    .try_collect::<Vec<_>>()
-                    .await
-                    .map_err(|e| self.failed(what.clone(), e))?
-            };
-            Ok(metas
-                .into_iter()
-                .map(|meta| Listed {
-                    key: meta.location.to_string(),
-                    size: meta.size,
-                    // Azure's ETags are not MD5s; readers fall back on the manifest's.
-                    md5: None,
-                })
-                .filter(|listed| listed.key.starts_with(prefix))
-                .collect())
+                PutMode::Overwrite
+            },
+            attributes: attributes(headers),
+            ..PutOptions::default()
+        };
+        match self
+            .inner
+            .put_opts(&path(key), PutPayload::from(body), options)
+            .await
+        {
+            Ok(put) => Ok(Put::Stored(put.e_tag.unwrap_or_default())),
+            Err(object_store::Error::AlreadyExists { .. }) if only_new => Ok(Put::Exists),
+            Err(e) => Err(self.failed(format!("uploading {}", self.url(key)), e)),
         }
-        .boxed()
     }
 
-    fn holds_any<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
-        async move {
-            let trimmed = prefix.trim_end_matches('/');
-            let folder = path(trimmed);
-            let mut listing = self.inner.list((!trimmed.is_empty()).then_some(&folder));
-            match listing.try_next().await {
-                Ok(first) => Ok(first.is_some()),
-                Err(e) => Err(self.failed(format!("listing {}", self.url(prefix)), e)),
-            }
+    async fn get(&self, key: &str, cap: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let what = format!("reading {}", self.url(key));
+        let object = match self.inner.get_opts(&path(key), GetOptions::default()).await {
+            Ok(object) => object,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.failed(what, e)),
+        };
+        if object.meta.size > cap {
+            return Err(StoreError::local(
+                &what,
+                super::s3::too_large(object.meta.size, cap),
+            ));
         }
-        .boxed()
+        let bytes = object.bytes().await.map_err(|e| self.failed(what, e))?;
+        Ok(Some(bytes.to_vec()))
     }
 
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            match self.inner.delete(&path(key)).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                Err(e) => Err(self.failed(format!("removing {}", self.url(key)), e)),
-            }
-        }
-        .boxed()
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        self.inner
+            .get_range(&path(key), range.clone())
+            .await
+            .map(|bytes| bytes.to_vec())
+            .map_err(|e| self.failed(format!("reading bytes {range:?} of {}", self.url(key)), e))
     }
 
-    fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
-        super::delete_each(self, keys, DELETES_IN_FLIGHT)
+    async fn etag(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self.inner.head(&path(key)).await {
+            Ok(meta) => Ok(Some(meta.e_tag.unwrap_or_default())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed(format!("looking up {}", self.url(key)), e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str, direct_only: bool) -> Result<Vec<Listed>, StoreError> {
+        let what = format!("listing {}", self.url(prefix));
+        // object_store lists by whole path segments: a prefix names a folder.
+        let folder = path(prefix.trim_end_matches('/'));
+        let folder = (!prefix.trim_end_matches('/').is_empty()).then_some(&folder);
+        let metas = if direct_only {
+            self.inner
+                .list_with_delimiter(folder)
+                .await
+                .map(|listing| listing.objects)
+                .map_err(|e| self.failed(what.clone(), e))?
+        } else {
+            self.inner
+                .list(folder)
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| self.failed(what.clone(), e))?
+        };
+        Ok(metas
+            .into_iter()
+            .map(|meta| Listed {
+                key: meta.location.to_string(),
+                size: meta.size,
+                // Azure's ETags are not MD5s; readers fall back on the manifest's.
+                md5: None,
+            })
+            .filter(|listed| listed.key.starts_with(prefix))
+            .collect())
+    }
+
+    async fn holds_any(&self, prefix: &str) -> Result<bool, StoreError> {
+        let trimmed = prefix.trim_end_matches('/');
+        let folder = path(trimmed);
+        let mut listing = self.inner.list((!trimmed.is_empty()).then_some(&folder));
+        match listing.try_next().await {
+            Ok(first) => Ok(first.is_some()),
+            Err(e) => Err(self.failed(format!("listing {}", self.url(prefix)), e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed(format!("removing {}", self.url(key)), e)),
+        }
     }
 
     /// object_store's copy inside Azure keeps the source's headers and takes no condition, and a
     /// copy must carry its own: the caller uploads the bytes instead.
-    fn copy<'a>(
-        &'a self,
-        from: &'a str,
-        to: &'a str,
-        _if_etag: &'a str,
-        _headers: ObjectHeaders<'a>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    async fn copy(&self, copy: ObjectCopy<'_>) -> Result<(), StoreError> {
         let why = "a copy inside Azure Blob Storage cannot be given its own headers";
-        futures::future::ready(Err(super::no_copy(&self.bucket, from, to, why))).boxed()
+        Err(super::no_copy(&self.bucket, copy.from, copy.to, why))
     }
 
-    fn download_into<'a>(
-        &'a self,
-        key: &'a str,
-        file: &'a mut std::fs::File,
-    ) -> BoxFuture<'a, Result<String, StoreError>> {
-        async move {
-            let what = format!("downloading {}", self.url(key));
-            let object = self
-                .inner
-                .get(&path(key))
-                .await
-                .map_err(|e| self.failed(what.clone(), e))?;
-            let etag = object.meta.e_tag.clone().unwrap_or_default();
-            super::write_chunks(object.into_stream(), file, &what, |e| {
-                self.failed(what.clone(), e)
-            })
-            .await?;
-            Ok(etag)
-        }
-        .boxed()
+    async fn download_into(&self, key: &str, file: &mut File) -> Result<String, StoreError> {
+        let what = format!("downloading {}", self.url(key));
+        let object = self
+            .inner
+            .get(&path(key))
+            .await
+            .map_err(|e| self.failed(what.clone(), e))?;
+        let etag = object.meta.e_tag.clone().unwrap_or_default();
+        super::write_chunks(object.into_stream(), file, &what, |e| {
+            self.failed(what.clone(), e)
+        })
+        .await?;
+        Ok(etag)
     }
 
-    fn upload_parts<'a>(
-        &'a self,
-        key: &'a str,
-        file_path: &'a Path,
-        size: u64,
-        headers: ObjectHeaders<'a>,
-        part_size: u64,
-        what: &'a str,
-    ) -> BoxFuture<'a, Result<String, StoreError>> {
-        async move {
-            let options = PutMultipartOptions {
-                attributes: attributes(headers),
-                ..PutMultipartOptions::default()
-            };
-            let mut upload = self
-                .inner
-                .put_multipart_opts(&path(key), options)
-                .await
-                .map_err(|e| self.failed(what, e))?;
-            let sent = async {
-                let mut file =
-                    std::fs::File::open(file_path).map_err(|e| StoreError::local(what, e))?;
-                let mut in_flight = futures::stream::FuturesUnordered::new();
-                let mut offset = 0;
-                while offset < size {
-                    let length = part_size.min(size - offset);
-                    let bytes = super::read_part(&mut file, length, what)?;
-                    in_flight.push(upload.put_part(PutPayload::from(Bytes::from(bytes))));
-                    offset += length;
-                    if in_flight.len() >= PARTS_IN_FLIGHT {
-                        if let Some(done) = in_flight.next().await {
-                            done.map_err(|e| self.failed(what, e))?;
-                        }
+    async fn upload_parts(&self, source: &FileUpload<'_>) -> Result<String, StoreError> {
+        let options = PutMultipartOptions {
+            attributes: attributes(source.headers),
+            ..PutMultipartOptions::default()
+        };
+        let mut upload = self
+            .inner
+            .put_multipart_opts(&path(source.key), options)
+            .await
+            .map_err(|e| self.failed(source.what, e))?;
+        let sent = async {
+            let mut file =
+                std::fs::File::open(source.path).map_err(|e| StoreError::local(source.what, e))?;
+            let mut in_flight = futures::stream::FuturesUnordered::new();
+            let mut offset = 0;
+            while offset < source.size {
+                let length = source.part_size.min(source.size - offset);
+                let bytes = super::read_part(&mut file, length, source.what)?;
+                in_flight.push(upload.put_part(PutPayload::from(Bytes::from(bytes))));
+                offset += length;
+                if in_flight.len() >= PARTS_IN_FLIGHT {
+                    if let Some(done) = in_flight.next().await {
+                        done.map_err(|e| self.failed(source.what, e))?;
                     }
                 }
-                while let Some(done) = in_flight.next().await {
-                    done.map_err(|e| self.failed(what, e))?;
-                }
-                Ok::<_, StoreError>(())
             }
-            .await;
-            match sent {
-                Ok(()) => upload
-                    .complete()
-                    .await
-                    .map(|put| put.e_tag.unwrap_or_default())
-                    .map_err(|e| self.failed(what, e)),
-                Err(err) => {
-                    // Uncommitted blocks are dropped by Azure after a week; nothing shows.
-                    let _ = upload.abort().await;
-                    Err(err)
-                }
+            while let Some(done) = in_flight.next().await {
+                done.map_err(|e| self.failed(source.what, e))?;
+            }
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        match sent {
+            Ok(()) => upload
+                .complete()
+                .await
+                .map(|put| put.e_tag.unwrap_or_default())
+                .map_err(|e| self.failed(source.what, e)),
+            Err(err) => {
+                // Uncommitted blocks are dropped by Azure after a week; nothing shows.
+                let _ = upload.abort().await;
+                Err(err)
             }
         }
-        .boxed()
     }
 
     fn public_base(&self, prefix: &str) -> String {

@@ -100,6 +100,14 @@ enum Sent {
     TooFast(HttpResponse, Option<Duration>),
 }
 
+/// The wait an answer's `Retry-After` asks for, when it gives one in seconds.
+pub fn retry_after(headers: &hyper::HeaderMap) -> Option<Duration> {
+    headers
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 /// The same request again, for another sending.
 fn copy_of(parts: &hyper::http::request::Parts, body: &HttpRequestBody) -> HttpRequest {
     let mut request = HttpRequest::new(body.clone());
@@ -151,11 +159,7 @@ impl HttpService for HyperService {
             if status != 503 && status != 429 {
                 return Ok(answer);
             }
-            let retry_after = answer
-                .headers()
-                .get(hyper::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+            let retry_after = retry_after(answer.headers());
             Err(Sent::TooFast(answer, retry_after))
         };
         let too_fast = |sent: &Sent| match sent {

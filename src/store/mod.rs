@@ -4,22 +4,25 @@
 //!
 //! A store is opened for one bucket (S3, GCS) or container (Azure) from its address
 //! ([`crate::config::Bucket`]) with [`open`]; everything above talks to `dyn ObjectStore`. Each
-//! request is retried by the store itself, with the attempts of `[s3] max_attempts`, and a request
+//! request is retried by the store itself, with the attempts of `[store] max_attempts`, and a request
 //! that fails for good is a [`StoreError`] naming what it was for and keeping the client's error as
 //! its source.
 //!
-//! Adding a store: a module here implementing [`ObjectStore`], its scheme in
-//! [`crate::config::Scheme`] and its line in [`open`].
+//! Adding a store: a module here implementing [`ObjectStore`] (its `async fn`s, the trait gives
+//! the rest), its scheme in [`crate::config::Scheme`] and its lines in [`open`] and [`identity`];
+//! ARCHITECTURE.md lists every place and what it measured.
 
+use std::fs::File;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use async_trait::async_trait;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use md5::{Digest, Md5};
 
-use crate::config::{Bucket, S3Config, Scheme};
+use crate::config::{Bucket, Scheme, StoreConfig};
 use crate::redact::Secrets;
 
 pub mod azure;
@@ -31,6 +34,9 @@ pub mod gcs;
 pub mod http;
 pub mod pace;
 pub mod s3;
+
+/// Removals in flight at once where a store removes one object per request (Azure, GCS).
+const DELETES_IN_FLIGHT: usize = 8;
 
 /// The media type of Mapbox Vector Tiles.
 pub const MVT_CONTENT_TYPE: &str = "application/vnd.mapbox-vector-tile";
@@ -158,114 +164,107 @@ fn attempts_note(attempts: u32) -> String {
 }
 
 /// A bucket or container of a remote object store. Keys are full object keys (`prefix/3/1/2.pbf`);
-/// every method retries transient failures itself.
+/// every method retries transient failures itself. Written with `async_trait`, so each store
+/// writes plain `async fn`s and callers hold a `dyn ObjectStore`.
+#[async_trait]
 pub trait ObjectStore: Send + Sync {
     /// The bucket or container this store was opened for, which messages name.
     fn bucket(&self) -> &Bucket;
 
     /// Writes `body` as the object `key` with `headers`; with `only_new`, a write that finds an
     /// object there leaves it and answers [`Put::Exists`].
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
+    async fn put(
+        &self,
+        key: &str,
         body: Vec<u8>,
-        headers: ObjectHeaders<'a>,
+        headers: ObjectHeaders<'_>,
         only_new: bool,
-    ) -> BoxFuture<'a, Result<Put, StoreError>>;
+    ) -> Result<Put, StoreError> {
+        let object = NewObject {
+            body,
+            headers,
+            only_new,
+        };
+        self.write(key, object).await
+    }
+
+    /// [`ObjectStore::put`] as each store does it.
+    async fn write(&self, key: &str, object: NewObject<'_>) -> Result<Put, StoreError>;
 
     /// The object's bytes, or `None` when there is no such key. An object of more than `cap`
     /// bytes is an error naming it, and its body is not read: whoever can write the bucket could
     /// leave a giant at a document's key.
-    fn get<'a>(
-        &'a self,
-        key: &'a str,
-        cap: u64,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+    async fn get(&self, key: &str, cap: u64) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// The bytes of `range` of the object.
-    fn get_range<'a>(
-        &'a self,
-        key: &'a str,
-        range: Range<u64>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, StoreError>>;
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError>;
 
     /// The object's ETag, or `None` when there is no such key.
-    fn etag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    async fn etag(&self, key: &str) -> Result<Option<String>, StoreError>;
 
     /// Every object whose key starts with `prefix`; with `direct_only`, only those with no further
     /// `/` after it (a folder's own files).
-    fn list<'a>(
-        &'a self,
-        prefix: &'a str,
-        direct_only: bool,
-    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>>;
+    async fn list(&self, prefix: &str, direct_only: bool) -> Result<Vec<Listed>, StoreError>;
 
     /// Whether any object's key starts with `prefix` (one short request, however many there are).
-    fn holds_any<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+    async fn holds_any(&self, prefix: &str) -> Result<bool, StoreError>;
 
     /// Removes the object; removing one that is not there succeeds.
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
 
-    /// Removes many objects, in as few requests as the store allows.
-    fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Removes many objects, in as few requests as the store allows. By default one request each,
+    /// [`DELETES_IN_FLIGHT`] at once, for stores that have no removal of many in one request.
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        let deletes: Vec<_> = keys.iter().map(|key| self.delete(key)).collect();
+        futures::stream::iter(deletes)
+            .buffer_unordered(DELETES_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+    }
 
-    /// Copies `from` to `to` inside the store, giving the copy `headers`, if `from`'s ETag is still
-    /// `if_etag`; an error when the store cannot (too large, replaced since, not supported), and
-    /// the caller writes the bytes itself.
-    fn copy<'a>(
-        &'a self,
-        from: &'a str,
-        to: &'a str,
-        if_etag: &'a str,
-        headers: ObjectHeaders<'a>,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Copies one object to another key inside the store, if the source is still the one the copy
+    /// names; an error when the store cannot (too large, replaced since, not supported), and the
+    /// caller writes the bytes itself.
+    async fn copy(&self, copy: ObjectCopy<'_>) -> Result<(), StoreError>;
 
     /// Writes the object into `file` (the caller's open file) as it arrives; returns its ETag.
-    fn download_into<'a>(
-        &'a self,
-        key: &'a str,
-        file: &'a mut std::fs::File,
-    ) -> BoxFuture<'a, Result<String, StoreError>>;
+    async fn download_into(&self, key: &str, file: &mut File) -> Result<String, StoreError>;
 
     /// Uploads the file at `path` as the object: in one request up to `part_size` bytes, in parts
     /// above it (an unfinished upload is abandoned, never left half visible); returns the ETag.
-    fn upload_file<'a>(
-        &'a self,
-        key: &'a str,
-        path: &'a Path,
-        headers: ObjectHeaders<'a>,
+    async fn upload_file(
+        &self,
+        key: &str,
+        path: &Path,
+        headers: ObjectHeaders<'_>,
         part_size: u64,
-    ) -> BoxFuture<'a, Result<String, StoreError>> {
-        async move {
-            let what = format!("uploading {} to {}/{key}", path.display(), self.bucket());
-            let size = std::fs::metadata(path)
-                .map_err(|e| StoreError::local(&what, e))?
-                .len();
-            if size > part_size {
-                return self
-                    .upload_parts(key, path, size, headers, part_size, &what)
-                    .await;
-            }
-            let body = std::fs::read(path).map_err(|e| StoreError::local(&what, e))?;
-            match self.put(key, body, headers, false).await? {
-                Put::Stored(etag) => Ok(etag),
-                Put::Exists => unreachable!("an unconditional write never finds one there"),
-            }
+    ) -> Result<String, StoreError> {
+        let what = format!("uploading {} to {}/{key}", path.display(), self.bucket());
+        let size = std::fs::metadata(path)
+            .map_err(|e| StoreError::local(&what, e))?
+            .len();
+        if size > part_size {
+            let upload = FileUpload {
+                key,
+                path,
+                size,
+                headers,
+                part_size,
+                what: &what,
+            };
+            return self.upload_parts(&upload).await;
         }
-        .boxed()
+        let body = std::fs::read(path).map_err(|e| StoreError::local(&what, e))?;
+        match self.put(key, body, headers, false).await? {
+            Put::Stored(etag) => Ok(etag),
+            Put::Exists => unreachable!("an unconditional write never finds one there"),
+        }
     }
 
-    /// [`ObjectStore::upload_file`] of a file of `size` bytes, more than one part: `part_size`
-    /// bytes a part, a few in flight; `what` names the upload in errors.
-    fn upload_parts<'a>(
-        &'a self,
-        key: &'a str,
-        path: &'a Path,
-        size: u64,
-        headers: ObjectHeaders<'a>,
-        part_size: u64,
-        what: &'a str,
-    ) -> BoxFuture<'a, Result<String, StoreError>>;
+    /// [`ObjectStore::upload_file`] of a file of more than one part: the upload's `part_size`
+    /// bytes a part, a few in flight.
+    async fn upload_parts(&self, upload: &FileUpload<'_>) -> Result<String, StoreError>;
 
     /// The URL readers fetch the objects under `prefix` from: `public_url` (a CDN in front of the
     /// store) when configured, else the store's own address for them.
@@ -278,26 +277,71 @@ pub trait ObjectStore: Send + Sync {
         None
     }
 
-    /// Replaces the object `key` at once by `new` bytes followed by the range `kept` of the object
-    /// as it is now, if its ETag is still `if_etag`; only `new` crosses the network. Returns the
-    /// new ETag. `new` is at least the rule's `min_first` bytes, unless it is all of the object.
-    fn splice<'a>(
-        &'a self,
-        key: &'a str,
-        if_etag: &'a str,
-        new: &'a [u8],
-        kept: Range<u64>,
-        headers: ObjectHeaders<'a>,
-    ) -> BoxFuture<'a, Result<String, StoreError>> {
-        let _ = (if_etag, new, kept, headers);
-        async move {
-            Err(StoreError::local(
-                &format!("rebuilding {}/{key} in place", self.bucket()),
-                std::io::Error::other("this store cannot rebuild an object from its ranges"),
-            ))
-        }
-        .boxed()
+    /// Replaces the object `key` at once by the splice's new bytes followed by the range it keeps
+    /// of the object as it is now, if its ETag is still the one the splice names; only the new
+    /// bytes cross the network. Returns the new ETag.
+    async fn splice(&self, key: &str, splice: Splice<'_>) -> Result<String, StoreError> {
+        let _ = splice;
+        Err(StoreError::local(
+            &format!("rebuilding {}/{key} in place", self.bucket()),
+            std::io::Error::other("this store cannot rebuild an object from its ranges"),
+        ))
     }
+}
+
+/// An object to write ([`ObjectStore::put`]).
+#[derive(Debug)]
+pub struct NewObject<'a> {
+    /// Its bytes.
+    pub body: Vec<u8>,
+    /// The headers it is served with.
+    pub headers: ObjectHeaders<'a>,
+    /// Only if no object has the key: a write that finds one leaves it ([`Put::Exists`]).
+    pub only_new: bool,
+}
+
+/// A local file uploaded in parts ([`ObjectStore::upload_parts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FileUpload<'a> {
+    /// The object's key.
+    pub key: &'a str,
+    /// The file.
+    pub path: &'a Path,
+    /// The file's size in bytes, more than one part.
+    pub size: u64,
+    /// The headers the object is served with.
+    pub headers: ObjectHeaders<'a>,
+    /// Bytes a part (the last may be shorter).
+    pub part_size: u64,
+    /// What errors call the upload.
+    pub what: &'a str,
+}
+
+/// A copy inside the store ([`ObjectStore::copy`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectCopy<'a> {
+    /// The source's key.
+    pub from: &'a str,
+    /// The copy's key.
+    pub to: &'a str,
+    /// The source's ETag the copy expects; another means it was replaced since.
+    pub if_etag: &'a str,
+    /// The headers the copy is served with.
+    pub headers: ObjectHeaders<'a>,
+}
+
+/// An object rebuilt in place ([`ObjectStore::splice`]).
+#[derive(Debug)]
+pub struct Splice<'a> {
+    /// The object's ETag the rebuild expects; another means it was replaced since.
+    pub if_etag: &'a str,
+    /// The bytes sent, which come first: at least the rule's `min_first`, unless they are all of
+    /// the object.
+    pub new: &'a [u8],
+    /// The range of the object as it is that follows them.
+    pub kept: Range<u64>,
+    /// The headers the rebuilt object is served with.
+    pub headers: ObjectHeaders<'a>,
 }
 
 /// What a store's in-place rebuild ([`ObjectStore::splice`]) asks of its pieces.
@@ -308,14 +352,14 @@ pub struct SpliceRule {
     pub min_first: u64,
 }
 
-/// Opens the store holding `bucket`, with the `[s3]` table's settings (attempts, the CDN in front,
+/// Opens the store holding `bucket`, with the `[store]` table's settings (attempts, the CDN in front,
 /// and for S3 its endpoint) and the credentials each store's users keep in the environment.
 ///
 /// Boxed: the AWS SDK's configuration loading is a deep future, and every output's opening awaits
 /// this one.
 pub fn open<'a>(
     bucket: &'a Bucket,
-    settings: &'a S3Config,
+    settings: &'a StoreConfig,
 ) -> BoxFuture<'a, Result<Arc<dyn ObjectStore>, StoreError>> {
     async move {
         let store: Arc<dyn ObjectStore> = match bucket.scheme {
@@ -330,7 +374,7 @@ pub fn open<'a>(
 
 /// What tells this store apart from others holding a bucket of the same name: the S3 endpoint, the
 /// Azure account, or the GCS emulator.
-pub fn identity(bucket: &Bucket, settings: &S3Config) -> String {
+pub fn identity(bucket: &Bucket, settings: &StoreConfig) -> String {
     match bucket.scheme {
         Scheme::S3 => settings.endpoint.clone().unwrap_or_else(|| "aws".into()),
         Scheme::Azure => azure::identity(),
@@ -339,7 +383,7 @@ pub fn identity(bucket: &Bucket, settings: &S3Config) -> String {
 }
 
 /// The pace of `bucket`'s writes in this process ([`pace`]), with the `[store]` table's bounds.
-fn shared_pace(bucket: &Bucket, settings: &S3Config) -> Arc<pace::Pace> {
+fn shared_pace(bucket: &Bucket, settings: &StoreConfig) -> Arc<pace::Pace> {
     let key = format!(
         "{:?} {} {bucket}",
         bucket.scheme,
@@ -355,23 +399,8 @@ fn shared_pace(bucket: &Bucket, settings: &S3Config) -> Arc<pace::Pace> {
 
 /// What the store's refusals as too fast did to the writes of `bucket` in this process so far;
 /// `None` when it refused none.
-pub fn throttled(bucket: &Bucket, settings: &S3Config) -> Option<pace::Throttled> {
+pub fn throttled(bucket: &Bucket, settings: &StoreConfig) -> Option<pace::Throttled> {
     shared_pace(bucket, settings).throttled()
-}
-
-/// Removes `keys` from `store` one request each, `in_flight` at once: for stores that have no
-/// removal of many in one request.
-fn delete_each<'a>(
-    store: &'a dyn ObjectStore,
-    keys: &'a [String],
-    in_flight: usize,
-) -> BoxFuture<'a, Result<(), StoreError>> {
-    use futures::{StreamExt, TryStreamExt};
-    let deletes: Vec<_> = keys.iter().map(|key| store.delete(key)).collect();
-    futures::stream::iter(deletes)
-        .buffer_unordered(in_flight)
-        .try_collect::<()>()
-        .boxed()
 }
 
 /// The refusal of a store that does not copy inside itself (`why`), after which the caller
@@ -384,7 +413,7 @@ fn no_copy(bucket: &Bucket, from: &str, to: &str, why: &str) -> StoreError {
 }
 
 /// The next `length` bytes of `file`, a part of an upload `what` names.
-fn read_part(file: &mut std::fs::File, length: u64, what: &str) -> Result<Vec<u8>, StoreError> {
+fn read_part(file: &mut File, length: u64, what: &str) -> Result<Vec<u8>, StoreError> {
     use std::io::Read;
     let mut bytes = vec![0; usize::try_from(length).unwrap_or(usize::MAX)];
     file.read_exact(&mut bytes)
@@ -396,7 +425,7 @@ fn read_part(file: &mut std::fs::File, length: u64, what: &str) -> Result<Vec<u8
 /// flushes it.
 async fn write_chunks<S, E>(
     mut chunks: S,
-    file: &mut std::fs::File,
+    file: &mut File,
     what: &str,
     fail: impl Fn(E) -> StoreError,
 ) -> Result<(), StoreError>
@@ -425,7 +454,7 @@ pub fn key_under(prefix: &str, name: &str) -> String {
 /// `$XDG_CACHE_HOME/oar-tiles/KIND/`; prefixes of different stores get different files.
 pub fn local_file(
     bucket: &Bucket,
-    settings: &S3Config,
+    settings: &StoreConfig,
     prefix: &str,
     kind: &str,
     extension: &str,

@@ -1,22 +1,22 @@
 //! S3 and S3-compatible stores, on the AWS SDK: the client (one HTTPS stack), retries with the
 //! crate's policy, and the public address of a bucket's objects.
 
+use std::fs::File;
 use std::io::Write;
 use std::ops::Range;
-use std::path::Path;
 
+use async_trait::async_trait;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
 use aws_sdk_s3::Client;
-use futures::future::BoxFuture;
-use futures::FutureExt;
 
 use super::{
-    etag_md5, joined_base, Listed, ObjectHeaders, ObjectStore, Put, SpliceRule, StoreError,
+    etag_md5, joined_base, FileUpload, Listed, NewObject, ObjectCopy, ObjectStore, Put, Splice,
+    SpliceRule, StoreError,
 };
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::retry::Policy;
 
 mod credentials;
@@ -38,8 +38,8 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 /// Keys one DeleteObjects request may name.
 const DELETE_BATCH: usize = 1000;
 
-/// Builds an S3 client from the standard AWS chain and the `[s3]` settings.
-pub async fn client(config: &S3Config) -> Client {
+/// Builds an S3 client from the standard AWS chain and the `[store]` settings.
+pub async fn client(config: &StoreConfig) -> Client {
     let mut loader =
         aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client());
     if let Some(endpoint) = &config.endpoint {
@@ -82,7 +82,12 @@ pub fn https_client() -> aws_sdk_s3::config::SharedHttpClient {
 /// The public URL of the objects under `bucket/prefix`: under `public_url` (a CDN in front of the
 /// bucket) when configured, else the bucket's own address at the endpoint (path style or virtual
 /// host, as the client addresses it) or at AWS in the bucket's region.
-pub fn public_base(config: &S3Config, region: Option<&str>, bucket: &str, prefix: &str) -> String {
+pub fn public_base(
+    config: &StoreConfig,
+    region: Option<&str>,
+    bucket: &str,
+    prefix: &str,
+) -> String {
     let own = match &config.endpoint {
         Some(endpoint) => {
             let endpoint = endpoint.trim_end_matches('/');
@@ -179,8 +184,8 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    /// Connects to `bucket` with the `[s3]` settings and the standard AWS credential chain.
-    pub async fn open(bucket: &Bucket, settings: &S3Config) -> S3Store {
+    /// Connects to `bucket` with the `[store]` settings and the standard AWS credential chain.
+    pub async fn open(bucket: &Bucket, settings: &StoreConfig) -> S3Store {
         let client = client(settings).await;
         let region = client.config().region().map(|r| r.to_string());
         S3Store {
@@ -193,7 +198,7 @@ impl S3Store {
     }
 
     /// A store on a client made elsewhere (a test's, with credentials of its own).
-    pub fn with_client(client: Client, bucket: &str, settings: &S3Config) -> S3Store {
+    pub fn with_client(client: Client, bucket: &str, settings: &StoreConfig) -> S3Store {
         let region = client.config().region().map(|r| r.to_string());
         let bucket = Bucket {
             scheme: crate::config::Scheme::S3,
@@ -213,314 +218,249 @@ impl S3Store {
     }
 }
 
+#[async_trait]
 impl ObjectStore for S3Store {
     fn bucket(&self) -> &Bucket {
         &self.bucket
     }
 
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        body: Vec<u8>,
-        headers: ObjectHeaders<'a>,
-        only_new: bool,
-    ) -> BoxFuture<'a, Result<Put, StoreError>> {
-        async move {
-            let what = format!("uploading {}", self.url(key));
-            let (client, bucket) = (&self.client, &self.bucket.name);
-            paced(&self.pace, self.attempts, &what, || async {
-                let mut request = client
-                    .put_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .body(ByteStream::from(body.clone()))
-                    .set_content_encoding(headers.content_encoding.map(str::to_string));
-                if !headers.content_type.is_empty() {
-                    request = request.content_type(headers.content_type);
-                }
-                if !headers.cache_control.is_empty() {
-                    request = request.cache_control(headers.cache_control);
-                }
-                if only_new {
-                    request = request.if_none_match("*");
-                }
-                match request.send().await {
-                    Ok(put) => Ok(Put::Stored(put.e_tag().unwrap_or_default().to_string())),
-                    Err(err)
-                        if only_new
-                            && err
-                                .raw_response()
-                                .is_some_and(|r| r.status().as_u16() == 412) =>
-                    {
-                        Ok(Put::Exists)
-                    }
-                    Err(err) => Err(err),
-                }
-            })
-            .await
-        }
-        .boxed()
-    }
-
-    fn get<'a>(
-        &'a self,
-        key: &'a str,
-        cap: u64,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
-        async move {
-            let what = format!("reading {}", self.url(key));
-            let (client, bucket) = (&self.client, &self.bucket.name);
-            let object = with_retries(self.attempts, &what, || async {
-                match client.get_object().bucket(bucket).key(key).send().await {
-                    Ok(object) => Ok(Some(object)),
-                    Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-                        Ok(None)
-                    }
-                    Err(err) => Err(err),
-                }
-            })
-            .await?;
-            let Some(object) = object else {
-                return Ok(None);
-            };
-            let size = object.content_length().unwrap_or(0).max(0) as u64;
-            if size > cap {
-                return Err(StoreError::local(&what, too_large(size, cap)));
+    async fn write(&self, key: &str, object: NewObject<'_>) -> Result<Put, StoreError> {
+        let what = format!("uploading {}", self.url(key));
+        let (body, headers, only_new) = (object.body, object.headers, object.only_new);
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        paced(&self.pace, self.attempts, &what, || async {
+            let mut request = client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(ByteStream::from(body.clone()))
+                .set_content_encoding(headers.content_encoding.map(str::to_string));
+            if !headers.content_type.is_empty() {
+                request = request.content_type(headers.content_type);
             }
-            let bytes = object
-                .body
-                .collect()
-                .await
-                .map_err(|e| StoreError::local(&what, e))?;
-            Ok(Some(bytes.into_bytes().to_vec()))
-        }
-        .boxed()
-    }
-
-    fn get_range<'a>(
-        &'a self,
-        key: &'a str,
-        range: Range<u64>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, StoreError>> {
-        async move {
-            let what = format!("reading bytes {range:?} of {}", self.url(key));
-            let (client, bucket) = (&self.client, &self.bucket.name);
-            let header = format!("bytes={}-{}", range.start, range.end.saturating_sub(1));
-            let object = with_retries(self.attempts, &what, || {
-                client
-                    .get_object()
-                    .bucket(bucket)
-                    .key(key)
-                    .range(&header)
-                    .send()
-            })
-            .await?;
-            let bytes = object
-                .body
-                .collect()
-                .await
-                .map_err(|e| StoreError::local(&what, e))?;
-            Ok(bytes.into_bytes().to_vec())
-        }
-        .boxed()
-    }
-
-    fn etag<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
-        async move {
-            let what = format!("looking up {}", self.url(key));
-            let (client, bucket) = (&self.client, &self.bucket.name);
-            with_retries(self.attempts, &what, || async {
-                match client.head_object().bucket(bucket).key(key).send().await {
-                    Ok(head) => Ok(Some(head.e_tag().unwrap_or_default().to_string())),
-                    Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => {
-                        Ok(None)
-                    }
-                    Err(err) => Err(err),
-                }
-            })
-            .await
-        }
-        .boxed()
-    }
-
-    fn list<'a>(
-        &'a self,
-        prefix: &'a str,
-        direct_only: bool,
-    ) -> BoxFuture<'a, Result<Vec<Listed>, StoreError>> {
-        async move {
-            let what = format!("listing {}", self.url(prefix));
-            let (client, bucket) = (&self.client, &self.bucket.name);
-            let mut listed = Vec::new();
-            let mut token: Option<String> = None;
-            loop {
-                let page = with_retries(self.attempts, &what, || {
-                    client
-                        .list_objects_v2()
-                        .bucket(bucket)
-                        .prefix(prefix)
-                        .set_delimiter(direct_only.then(|| "/".to_string()))
-                        .set_continuation_token(token.clone())
-                        .send()
-                })
-                .await?;
-                for object in page.contents() {
-                    let Some(key) = object.key() else { continue };
-                    listed.push(Listed {
-                        key: key.to_string(),
-                        size: object.size().unwrap_or(0).max(0) as u64,
-                        md5: object.e_tag().and_then(etag_md5),
-                    });
-                }
-                match page.next_continuation_token() {
-                    Some(next) if page.is_truncated() == Some(true) => {
-                        token = Some(next.to_string())
-                    }
-                    _ => return Ok(listed),
-                }
+            if !headers.cache_control.is_empty() {
+                request = request.cache_control(headers.cache_control);
             }
-        }
-        .boxed()
+            if only_new {
+                request = request.if_none_match("*");
+            }
+            match request.send().await {
+                Ok(put) => Ok(Put::Stored(put.e_tag().unwrap_or_default().to_string())),
+                Err(err)
+                    if only_new
+                        && err
+                            .raw_response()
+                            .is_some_and(|r| r.status().as_u16() == 412) =>
+                {
+                    Ok(Put::Exists)
+                }
+                Err(err) => Err(err),
+            }
+        })
+        .await
     }
 
-    fn holds_any<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
-        async move {
-            let what = format!("listing {}", self.url(prefix));
-            let (client, bucket) = (&self.client, &self.bucket.name);
+    async fn get(&self, key: &str, cap: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let what = format!("reading {}", self.url(key));
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        let object = with_retries(self.attempts, &what, || async {
+            match client.get_object().bucket(bucket).key(key).send().await {
+                Ok(object) => Ok(Some(object)),
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+                Err(err) => Err(err),
+            }
+        })
+        .await?;
+        let Some(object) = object else {
+            return Ok(None);
+        };
+        let size = object.content_length().unwrap_or(0).max(0) as u64;
+        if size > cap {
+            return Err(StoreError::local(&what, too_large(size, cap)));
+        }
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::local(&what, e))?;
+        Ok(Some(bytes.into_bytes().to_vec()))
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Vec<u8>, StoreError> {
+        let what = format!("reading bytes {range:?} of {}", self.url(key));
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        let header = format!("bytes={}-{}", range.start, range.end.saturating_sub(1));
+        let object = with_retries(self.attempts, &what, || {
+            client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .range(&header)
+                .send()
+        })
+        .await?;
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::local(&what, e))?;
+        Ok(bytes.into_bytes().to_vec())
+    }
+
+    async fn etag(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let what = format!("looking up {}", self.url(key));
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        with_retries(self.attempts, &what, || async {
+            match client.head_object().bucket(bucket).key(key).send().await {
+                Ok(head) => Ok(Some(head.e_tag().unwrap_or_default().to_string())),
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
+                Err(err) => Err(err),
+            }
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str, direct_only: bool) -> Result<Vec<Listed>, StoreError> {
+        let what = format!("listing {}", self.url(prefix));
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
             let page = with_retries(self.attempts, &what, || {
                 client
                     .list_objects_v2()
                     .bucket(bucket)
                     .prefix(prefix)
-                    .max_keys(1)
+                    .set_delimiter(direct_only.then(|| "/".to_string()))
+                    .set_continuation_token(token.clone())
                     .send()
             })
             .await?;
-            Ok(!page.contents().is_empty())
-        }
-        .boxed()
-    }
-
-    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let what = format!("removing {}", self.url(key));
-            let (client, bucket) = (&self.client, &self.bucket.name);
-            paced(&self.pace, self.attempts, &what, || {
-                client.delete_object().bucket(bucket).key(key).send()
-            })
-            .await
-            .map(|_| ())
-        }
-        .boxed()
-    }
-
-    fn delete_many<'a>(&'a self, keys: &'a [String]) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let (client, bucket) = (&self.client, &self.bucket.name);
-            for batch in keys.chunks(DELETE_BATCH) {
-                let objects: Vec<ObjectIdentifier> = batch
-                    .iter()
-                    .filter_map(|key| ObjectIdentifier::builder().key(key).build().ok())
-                    .collect();
-                let delete = Delete::builder()
-                    .set_objects(Some(objects))
-                    .quiet(true)
-                    .build()
-                    .expect("objects are set");
-                let what = format!("deleting {} object(s) from {}", batch.len(), self.bucket);
-                let output = paced(&self.pace, self.attempts, &what, || {
-                    client
-                        .delete_objects()
-                        .bucket(bucket)
-                        .delete(delete.clone())
-                        .send()
-                })
-                .await?;
-                if let Some(failed) = output.errors().first() {
-                    let message = format!(
-                        "cannot delete {}: {}",
-                        failed.key().unwrap_or("?"),
-                        failed.message().unwrap_or("unknown error")
-                    );
-                    return Err(StoreError::local(&what, std::io::Error::other(message)));
-                }
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                listed.push(Listed {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    md5: object.e_tag().and_then(etag_md5),
+                });
             }
-            Ok(())
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(listed),
+            }
         }
-        .boxed()
     }
 
-    fn copy<'a>(
-        &'a self,
-        from: &'a str,
-        to: &'a str,
-        if_etag: &'a str,
-        headers: ObjectHeaders<'a>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        async move {
-            let (client, bucket) = (&self.client, &self.bucket.name);
-            let source = format!(
-                "{bucket}/{}",
-                percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
-            );
-            let what = format!("copying {} to {}", self.url(from), self.url(to));
-            with_retries(self.attempts, &what, || {
+    async fn holds_any(&self, prefix: &str) -> Result<bool, StoreError> {
+        let what = format!("listing {}", self.url(prefix));
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        let page = with_retries(self.attempts, &what, || {
+            client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .max_keys(1)
+                .send()
+        })
+        .await?;
+        Ok(!page.contents().is_empty())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let what = format!("removing {}", self.url(key));
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        paced(&self.pace, self.attempts, &what, || {
+            client.delete_object().bucket(bucket).key(key).send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        for batch in keys.chunks(DELETE_BATCH) {
+            let objects: Vec<ObjectIdentifier> = batch
+                .iter()
+                .filter_map(|key| ObjectIdentifier::builder().key(key).build().ok())
+                .collect();
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .expect("objects are set");
+            let what = format!("deleting {} object(s) from {}", batch.len(), self.bucket);
+            let output = paced(&self.pace, self.attempts, &what, || {
                 client
-                    .copy_object()
+                    .delete_objects()
                     .bucket(bucket)
-                    .key(to)
-                    .copy_source(&source)
-                    .copy_source_if_match(if_etag)
-                    .metadata_directive(MetadataDirective::Replace)
-                    .content_type(headers.content_type)
-                    .cache_control(headers.cache_control)
+                    .delete(delete.clone())
                     .send()
             })
-            .await
-            .map(|_| ())
-        }
-        .boxed()
-    }
-
-    fn download_into<'a>(
-        &'a self,
-        key: &'a str,
-        file: &'a mut std::fs::File,
-    ) -> BoxFuture<'a, Result<String, StoreError>> {
-        async move {
-            let what = format!("downloading {}", self.url(key));
-            let (client, bucket) = (&self.client, &self.bucket.name);
-            let object = with_retries(self.attempts, &what, || {
-                client.get_object().bucket(bucket).key(key).send()
-            })
             .await?;
-            let etag = object.e_tag().unwrap_or_default().to_string();
-            let mut body = object.body;
-            while let Some(chunk) = body
-                .try_next()
-                .await
-                .map_err(|e| StoreError::local(&what, e))?
-            {
-                file.write_all(&chunk)
-                    .map_err(|e| StoreError::local(&what, e))?;
+            if let Some(failed) = output.errors().first() {
+                let message = format!(
+                    "cannot delete {}: {}",
+                    failed.key().unwrap_or("?"),
+                    failed.message().unwrap_or("unknown error")
+                );
+                return Err(StoreError::local(&what, std::io::Error::other(message)));
             }
-            file.flush().map_err(|e| StoreError::local(&what, e))?;
-            Ok(etag)
         }
-        .boxed()
+        Ok(())
     }
 
-    fn upload_parts<'a>(
-        &'a self,
-        key: &'a str,
-        path: &'a Path,
-        size: u64,
-        headers: ObjectHeaders<'a>,
-        part_size: u64,
-        what: &'a str,
-    ) -> BoxFuture<'a, Result<String, StoreError>> {
-        self.multipart(key, path, size, headers, part_size, what)
-            .boxed()
+    async fn copy(&self, copy: ObjectCopy<'_>) -> Result<(), StoreError> {
+        let ObjectCopy {
+            from,
+            to,
+            if_etag,
+            headers,
+        } = copy;
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        let source = format!(
+            "{bucket}/{}",
+            percent_encoding::utf8_percent_encode(from, COPY_SOURCE)
+        );
+        let what = format!("copying {} to {}", self.url(from), self.url(to));
+        with_retries(self.attempts, &what, || {
+            client
+                .copy_object()
+                .bucket(bucket)
+                .key(to)
+                .copy_source(&source)
+                .copy_source_if_match(if_etag)
+                .metadata_directive(MetadataDirective::Replace)
+                .content_type(headers.content_type)
+                .cache_control(headers.cache_control)
+                .send()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn download_into(&self, key: &str, file: &mut File) -> Result<String, StoreError> {
+        let what = format!("downloading {}", self.url(key));
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        let object = with_retries(self.attempts, &what, || {
+            client.get_object().bucket(bucket).key(key).send()
+        })
+        .await?;
+        let etag = object.e_tag().unwrap_or_default().to_string();
+        let mut body = object.body;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|e| StoreError::local(&what, e))?
+        {
+            file.write_all(&chunk)
+                .map_err(|e| StoreError::local(&what, e))?;
+        }
+        file.flush().map_err(|e| StoreError::local(&what, e))?;
+        Ok(etag)
+    }
+
+    async fn upload_parts(&self, upload: &FileUpload<'_>) -> Result<String, StoreError> {
+        self.multipart(upload).await
     }
 
     fn public_base(&self, prefix: &str) -> String {
@@ -532,15 +472,8 @@ impl ObjectStore for S3Store {
         Some(SpliceRule { min_first })
     }
 
-    fn splice<'a>(
-        &'a self,
-        key: &'a str,
-        if_etag: &'a str,
-        new: &'a [u8],
-        kept: Range<u64>,
-        headers: ObjectHeaders<'a>,
-    ) -> BoxFuture<'a, Result<String, StoreError>> {
-        (self.splice_parts(key, if_etag, new, kept, headers)).boxed()
+    async fn splice(&self, key: &str, splice: Splice<'_>) -> Result<String, StoreError> {
+        self.splice_parts(key, splice).await
     }
 }
 
@@ -558,17 +491,17 @@ mod tests {
 
     #[test]
     fn tilejson_points_at_the_bucket_or_the_cdn_in_front_of_it() {
-        let aws = S3Config::default();
-        let minio = S3Config {
+        let aws = StoreConfig::default();
+        let minio = StoreConfig {
             endpoint: Some("http://127.0.0.1:9000/".into()),
             force_path_style: true,
-            ..S3Config::default()
+            ..StoreConfig::default()
         };
-        let r2 = S3Config {
+        let r2 = StoreConfig {
             endpoint: Some("https://acct.r2.cloudflarestorage.com".into()),
-            ..S3Config::default()
+            ..StoreConfig::default()
         };
-        let cdn = S3Config {
+        let cdn = StoreConfig {
             public_url: Some("https://cdn.example.org/".into()),
             ..minio.clone()
         };

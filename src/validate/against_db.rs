@@ -261,7 +261,8 @@ impl Prepared {
         recorded: Option<&Watermark>,
         settings: Option<String>,
     ) -> Result<DbComparison> {
-        let fresh = OutputReader::open(&self.output, rendered, &self.job.s3, "pbf").await;
+        let fresh =
+            OutputReader::open(&self.output, rendered, &self.job.store_settings, "pbf").await;
         let fresh = match fresh {
             Ok(fresh) => Some(fresh),
             // A partition the database no longer holds renders nothing, so it has no output.

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{Config, IndexLocation, OutputTarget, S3Config};
+use crate::config::{Config, IndexLocation, OutputTarget, StoreConfig};
 use crate::coordination::partitions::{read_index, PartitionIndex};
 use crate::error::{Error, Result};
 use crate::sink::OutputReader;
@@ -130,8 +130,8 @@ pub async fn validate(
     options: &ValidateOptions,
     config: Option<&Config>,
 ) -> Result<ValidationReport> {
-    let default_s3 = S3Config::default();
-    let s3 = config.map_or(&default_s3, |c| &c.s3);
+    let default_store = StoreConfig::default();
+    let store_settings = config.map_or(&default_store, |c| &c.store);
     let mut outputs = Vec::new();
     let mut repairs = Vec::new();
     for output in &options.outputs {
@@ -148,8 +148,8 @@ pub async fn validate(
                 *check,
             )?),
         };
-        let Some(index) = read_index(&target.partition_index(), s3).await? else {
-            let mut validated = one(output, &target, s3, &options.extension).await?;
+        let Some(index) = read_index(&target.partition_index(), store_settings).await? else {
+            let mut validated = one(output, &target, store_settings, &options.extension).await?;
             if let Some(database) = &database {
                 let reader = validated
                     .reader
@@ -163,7 +163,9 @@ pub async fn validate(
             outputs.push(validated.validation);
             continue;
         };
-        outputs.extend(partitioned(&target, &index, database.as_ref(), s3, options).await?);
+        outputs.extend(
+            partitioned(&target, &index, database.as_ref(), store_settings, options).await?,
+        );
     }
     if let Some(path) = &options.repair_list {
         write_repair_list(path, repairs)?;
@@ -179,7 +181,7 @@ async fn partitioned(
     target: &OutputTarget,
     index: &PartitionIndex,
     database: Option<&against_db::Prepared>,
-    s3: &S3Config,
+    store_settings: &StoreConfig,
     options: &ValidateOptions,
 ) -> Result<Vec<OutputValidation>> {
     let mut outputs = Vec::new();
@@ -201,7 +203,7 @@ async fn partitioned(
             ));
             continue;
         }
-        let mut validated = match one(&name, &partition, s3, &options.extension).await {
+        let mut validated = match one(&name, &partition, store_settings, &options.extension).await {
             Ok(validated) => validated,
             Err(e) => {
                 index_problems.push(Problem::output(
@@ -305,12 +307,12 @@ struct Validated {
 async fn one(
     output: &str,
     target: &OutputTarget,
-    s3: &S3Config,
+    store_settings: &StoreConfig,
     extension: &str,
 ) -> Result<Validated> {
     let mut problems = Problems::default();
     let mut warnings = Vec::new();
-    for finding in crate::sink::check_container(output, target, s3, extension).await? {
+    for finding in crate::sink::check_container(output, target, store_settings, extension).await? {
         if finding.warning {
             warnings.push(finding.message);
             continue;
@@ -331,7 +333,7 @@ async fn one(
         warnings,
         database: None,
     };
-    let reader = match OutputReader::open(output, target, s3, extension).await {
+    let reader = match OutputReader::open(output, target, store_settings, extension).await {
         Ok(reader) => reader,
         Err(e) if problems.count > 0 => {
             // The container pass has said why; the tiles cannot be judged.
@@ -466,7 +468,7 @@ pub async fn verify_sample(
         let mut one = job.clone();
         one.tilesets = vec![tileset.clone()];
         let extension = &tileset.tileset.output_settings.tile_extension;
-        let reader = OutputReader::open(&output, target, &job.s3, extension).await?;
+        let reader = OutputReader::open(&output, target, &job.store_settings, extension).await?;
         let stored = reader
             .tile_sizes()
             .await?

@@ -158,12 +158,12 @@ fn check_edge(job: &WatchJob, shared: &Arc<Shared>, summary: &mut TilesetSummary
             continue;
         };
         let shared = shared.clone();
-        let s3 = job.seed.s3.clone();
+        let store_settings = job.seed.store_settings.clone();
         let within = job.settings.check_edge.within;
         let output = summary.header.output.clone();
         let committed = summary.header.committed.clone();
         tokio::spawn(async move {
-            let check = crate::edge::check_edge(&probe, &s3, within).await;
+            let check = crate::edge::check_edge(&probe, &store_settings, within).await;
             shared.metrics.record_edge(&output, &check, &committed);
             match check.fresh_at {
                 Some(fresh) => {

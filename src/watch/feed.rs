@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream, StreamExt};
 
 use super::shared::Shared;
-use crate::config::{partition_segment, S3Config};
+use crate::config::{partition_segment, StoreConfig};
 use crate::coordination::feed::{self, FeedStore, Head};
 use crate::listen::{self, problem};
 use crate::sink::kind_of;
@@ -42,7 +42,7 @@ impl Which {
 /// The feed of `tileset` (or of its partition), or the answer that there is none.
 async fn store(
     shared: &Shared,
-    s3: &S3Config,
+    store_settings: &StoreConfig,
     tileset: &str,
     which: &Which,
 ) -> Result<FeedStore, Response> {
@@ -73,7 +73,7 @@ async fn store(
             ))
         }
     };
-    let found = kind_of(&target).home().feed(s3).await;
+    let found = kind_of(&target).home().feed(store_settings).await;
     found.map_err(|e| problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
@@ -89,7 +89,7 @@ pub(super) async fn document(
         Some(feed::Document::Segment) => feed::SEGMENT_CACHE_CONTROL,
         None => return problem(StatusCode::NOT_FOUND, format!("no feed document `{file}`")),
     };
-    let store = match store(&shared, &shared.s3, &tileset, &which).await {
+    let store = match store(&shared, &shared.store_settings, &tileset, &which).await {
         Ok(store) => store,
         Err(response) => return response,
     };
@@ -123,7 +123,7 @@ pub(super) async fn events(
             .into_response();
     };
     let which = Which::from_query(query.as_deref());
-    let store = match store(&shared, &shared.s3, &tileset, &which).await {
+    let store = match store(&shared, &shared.store_settings, &tileset, &which).await {
         Ok(store) => store,
         Err(response) => return response,
     };

@@ -72,7 +72,8 @@ impl<'s> Lane<'s> {
                 continue;
             };
             let tiles =
-                crate::seed::begin_low_lane(tileset, &job.seed.s3, live.max_delay()).await?;
+                crate::seed::begin_low_lane(tileset, &job.seed.store_settings, live.max_delay())
+                    .await?;
             if tiles.is_empty() {
                 continue;
             }

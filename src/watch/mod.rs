@@ -94,7 +94,7 @@ pub async fn run(job: &WatchJob) -> Result<()> {
     let mut watched = Vec::new();
     for tileset in &seed.tilesets {
         if let Some(target) = &tileset.output {
-            let place = sink::lock_place(target, &seed.s3);
+            let place = sink::lock_place(target, &seed.store_settings);
             let lock = lock::acquire(&place, false, None, std::future::pending());
             _locks.push(lock.await?);
             let mut tables: Vec<String> = tileset.tileset.layers.iter().map(quoted_table).collect();

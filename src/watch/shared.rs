@@ -35,7 +35,7 @@ pub(super) struct Shared {
     /// The outputs whose changes feeds the listener answers for.
     pub(super) feeds: Vec<FeedOutput>,
     /// How to reach feeds on S3.
-    pub(super) s3: crate::config::S3Config,
+    pub(super) store_settings: crate::config::StoreConfig,
     /// Counts the cycles that ended, so the feed's event streams read its head again.
     pub(super) cycles: tokio::sync::watch::Sender<u64>,
     /// The changes feeds' event streams that may be open at once, and their seats.
@@ -80,7 +80,7 @@ impl Shared {
                     })
                 })
                 .collect(),
-            s3: seed.s3.clone(),
+            store_settings: seed.store_settings.clone(),
             cycles: tokio::sync::watch::Sender::new(0),
             max_event_clients: event_clients,
             event_clients: Arc::new(tokio::sync::Semaphore::new(event_clients)),

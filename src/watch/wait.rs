@@ -49,7 +49,8 @@ async fn refresh_hashes(
                     );
                     // The next cycle, which the outbox's batch wakes, delivers it.
                     if let Err(err) =
-                        crate::delivery::record_new_hash(tileset, target, &job.seed.s3).await
+                        crate::delivery::record_new_hash(tileset, target, &job.seed.store_settings)
+                            .await
                     {
                         tracing::warn!("{err}; the edge keeps the old agg_tiles_hash for now");
                     }

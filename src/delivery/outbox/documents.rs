@@ -1,7 +1,7 @@
 //! What a run delivered, and documents it rewrote after its delivery: a refreshed
 //! `agg_tiles_hash` in `tiles.json` is news to the edge, recorded in the outbox like any change.
 
-use crate::config::{OutputTarget, S3Config};
+use crate::config::{OutputTarget, StoreConfig};
 use crate::coordination::feed::Published;
 use crate::coordination::outbox::Outbox;
 use crate::edge::EdgeProbe;
@@ -77,7 +77,7 @@ impl RunOutbox {
 pub async fn record_new_hash(
     tileset: &TilesetJob,
     target: &OutputTarget,
-    s3: &S3Config,
+    store_settings: &StoreConfig,
 ) -> Result<()> {
     let tilejson = sink::tilejson::TILEJSON_NAME;
     let kind = sink::kind_of(target);
@@ -85,6 +85,6 @@ pub async fn record_new_hash(
     if !consumed || !kind.documents().contains(&tilejson) {
         return Ok(());
     }
-    let outbox = Outbox::new(kind.home().outbox(s3).await?, None);
+    let outbox = Outbox::new(kind.home().outbox(store_settings).await?, None);
     outbox.add_batch(&[tilejson.to_string()]).await
 }

@@ -1,6 +1,6 @@
 //! `seed --dirty --dry-run`'s side of the outbox: what each target would be sent, read only.
 
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::coordination::outbox::{Backlog, Outbox, EVERYTHING};
 use crate::edge::StoredTiles;
 use crate::edge::{Client, PurgeTarget};
@@ -18,10 +18,13 @@ use super::{purge_path, read_json, STORED_TILES};
 pub async fn purge_plans(
     target: &OutputTarget,
     tileset: &TilesetJob,
-    s3: &S3Config,
+    store_settings: &StoreConfig,
     work: &Work,
 ) -> Result<(Backlog, Vec<TargetPlan>)> {
-    let outbox = Outbox::new(sink::kind_of(target).home().outbox(s3).await?, None);
+    let outbox = Outbox::new(
+        sink::kind_of(target).home().outbox(store_settings).await?,
+        None,
+    );
     let stored: Option<StoredTiles> = read_json(&outbox, STORED_TILES).await?;
     let prefix = tileset.list_prefix.as_deref();
     let extension = &tileset.tileset.output_settings.tile_extension;

@@ -56,8 +56,13 @@ impl TilesetRun<'_> {
     ) -> Result<TilesetSummary> {
         let tileset = self.prepared.tileset;
         let extension = &tileset.tileset.output_settings.tile_extension;
-        let reader =
-            sink::OutputReader::open(&target.describe(), target, &self.job.s3, extension).await?;
+        let reader = sink::OutputReader::open(
+            &target.describe(),
+            target,
+            &self.job.store_settings,
+            extension,
+        )
+        .await?;
         let state = reader.state().await?;
         let mut decision = reseed::decide(
             (self.pool, self.render_pool()),
@@ -72,7 +77,7 @@ impl TilesetRun<'_> {
         if let (Work::Tiles(tiles) | Work::Subtrees { tiles, .. }, Selection::Dirty) =
             (&mut decision.work, self.selection())
         {
-            freshness::add_noted(target, &self.job.s3, tiles).await?;
+            freshness::add_noted(target, &self.job.store_settings, tiles).await?;
         }
         let per_zoom = |tiles: &mut dyn Iterator<Item = crate::tile::TileCoord>| {
             let mut per_zoom = std::collections::BTreeMap::<u8, u64>::new();
@@ -98,7 +103,8 @@ impl TilesetRun<'_> {
             ),
         };
         let (backlog, purges) =
-            crate::delivery::purge_plans(target, tileset, &self.job.s3, &decision.work).await?;
+            crate::delivery::purge_plans(target, tileset, &self.job.store_settings, &decision.work)
+                .await?;
         let mut header = self.header(target.describe(), true, decision.changes_read);
         header.dry_run = true;
         let mut summary = Tally::default().summarize(header, started.elapsed());

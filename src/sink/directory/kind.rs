@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::read::TreeReader;
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::coordination::shards::ShardStore;
 use crate::coordination::Home;
 use crate::error::{Error, Result};
@@ -29,7 +29,10 @@ impl OutputKind for Tree<'_> {
         settings.compress
     }
 
-    fn shard_store<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
+    fn shard_store<'a>(
+        &'a self,
+        _store_settings: &'a StoreConfig,
+    ) -> BoxFuture<'a, Result<ShardStore>> {
         std::future::ready(Ok(ShardStore::in_tree(self.0))).boxed()
     }
 

@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::read::MbtilesReader;
-use crate::config::S3Config;
+use crate::config::StoreConfig;
 use crate::coordination::shards::ShardStore;
 use crate::coordination::Home;
 use crate::coordination::PartOf;
@@ -29,7 +29,10 @@ impl OutputKind for MbtilesFile<'_> {
         true
     }
 
-    fn shard_store<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
+    fn shard_store<'a>(
+        &'a self,
+        _store_settings: &'a StoreConfig,
+    ) -> BoxFuture<'a, Result<ShardStore>> {
         let mut plan = self.0.as_os_str().to_os_string();
         plan.push(".shard-plan.json");
         let folder = self.0.parent().map(Path::to_path_buf).unwrap_or_default();

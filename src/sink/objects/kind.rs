@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::read::ObjectReader;
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::coordination::shards::ShardStore;
 use crate::coordination::Home;
 use crate::error::{Error, Result};
@@ -36,8 +36,11 @@ impl OutputKind for ObjectPrefix<'_> {
         settings.compress
     }
 
-    fn shard_store<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
-        async move { ShardStore::on_store(s3, self.bucket, self.prefix).await }.boxed()
+    fn shard_store<'a>(
+        &'a self,
+        store_settings: &'a StoreConfig,
+    ) -> BoxFuture<'a, Result<ShardStore>> {
+        async move { ShardStore::on_store(store_settings, self.bucket, self.prefix).await }.boxed()
     }
 
     fn merge_parts(&self, _parts: &[PathBuf]) -> Result<MergeReport> {
@@ -55,7 +58,7 @@ impl OutputKind for ObjectPrefix<'_> {
             let sink = super::ObjectSink::create(
                 self.bucket,
                 self.prefix,
-                options.s3,
+                options.store_settings,
                 options.settings,
                 options.changes,
                 options.journal,
@@ -72,7 +75,7 @@ impl OutputKind for ObjectPrefix<'_> {
         options: ReaderOptions<'a>,
     ) -> BoxFuture<'a, Result<OutputReader>> {
         async move {
-            let store = crate::store::open(self.bucket, options.s3)
+            let store = crate::store::open(self.bucket, options.store_settings)
                 .await
                 .map_err(|e| Error::output_caused(options.output, e))?;
             Ok(OutputReader::new(ObjectReader {
@@ -94,7 +97,7 @@ impl OutputKind for ObjectPrefix<'_> {
     ) -> BoxFuture<'a, Result<Vec<Finding>>> {
         async move {
             let fail = |e| Error::output_caused(options.output, e);
-            let store = crate::store::open(self.bucket, options.s3)
+            let store = crate::store::open(self.bucket, options.store_settings)
                 .await
                 .map_err(fail)?;
             let key = super::object_key(self.prefix, crate::sink::tilejson::TILEJSON_NAME);

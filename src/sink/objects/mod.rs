@@ -28,7 +28,7 @@ use super::tilejson::{says_the_same, tilejson, TILEJSON_NAME};
 use super::{
     ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, Sweep, TilesetMetadata,
 };
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::coordination::parts::{decode_tiles, encode_tiles, PartOf, PartRecord, PREFIX_FOLDER};
 use crate::error::{Error, Result};
 use crate::state::journal::FileJournal;
@@ -75,7 +75,7 @@ pub struct ObjectSink {
     /// Whether some tile the prefix holds is missing from `hashes` (its MD5 is unknown).
     unhashed: bool,
     /// The `[store]` table the store was opened with, which finds its pace again.
-    store_config: S3Config,
+    store_config: StoreConfig,
     /// What the bucket's pace had counted before this sink wrote, so the report says only its own.
     throttled_before: Throttled,
 }
@@ -94,7 +94,7 @@ impl ObjectSink {
     pub async fn create(
         bucket: &Bucket,
         prefix: &str,
-        config: &S3Config,
+        config: &StoreConfig,
         settings: &OutputSettings,
         changes: ChangedList,
         journal: Option<&str>,

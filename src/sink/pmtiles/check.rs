@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::error::{Error, Result};
 use crate::sink::check::{
     check_bounds, check_center, check_vector_layers, check_zooms, gzip_holds_mvt, Finding,
@@ -59,7 +59,7 @@ pub async fn check_on_s3(
     output: &str,
     bucket: &Bucket,
     key: &str,
-    config: &S3Config,
+    config: &StoreConfig,
 ) -> Result<Vec<Finding>> {
     let file = super::read::download_to_private_file(output, bucket, key, config).await?;
     let output = output.to_string();

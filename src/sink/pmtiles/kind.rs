@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::read::PmtilesReader;
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::coordination::shards::ShardStore;
 use crate::coordination::Home;
 use crate::error::{Error, Result};
@@ -46,7 +46,7 @@ fn part_sink(
     shards: ShardStore,
     file: PathBuf,
 ) -> Result<Box<dyn Sink>> {
-    let part_size = options.s3.part_size_mib * 1024 * 1024;
+    let part_size = options.store_settings.part_size_mib * 1024 * 1024;
     let sink =
         super::part::PartSink::create(shards, file, part.clone(), options.journal, part_size)?;
     Ok(Box::new(sink))
@@ -61,7 +61,10 @@ impl OutputKind for PmtilesFile<'_> {
         true
     }
 
-    fn shard_store<'a>(&'a self, _s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
+    fn shard_store<'a>(
+        &'a self,
+        _store_settings: &'a StoreConfig,
+    ) -> BoxFuture<'a, Result<ShardStore>> {
         std::future::ready(Ok(ShardStore::beside_file(self.0))).boxed()
     }
 
@@ -153,8 +156,11 @@ impl OutputKind for ObjectArchive<'_> {
         true
     }
 
-    fn shard_store<'a>(&'a self, s3: &'a S3Config) -> BoxFuture<'a, Result<ShardStore>> {
-        ShardStore::beside_object(s3, self.bucket, self.key).boxed()
+    fn shard_store<'a>(
+        &'a self,
+        store_settings: &'a StoreConfig,
+    ) -> BoxFuture<'a, Result<ShardStore>> {
+        ShardStore::beside_object(store_settings, self.bucket, self.key).boxed()
     }
 
     fn merge_parts(&self, _parts: &[PathBuf]) -> Result<MergeReport> {
@@ -167,16 +173,23 @@ impl OutputKind for ObjectArchive<'_> {
     ) -> BoxFuture<'a, Result<Box<dyn Sink>>> {
         async move {
             if let Some(part) = &options.part {
-                let shards = ShardStore::beside_object(options.s3, self.bucket, self.key).await?;
-                let working_copy =
-                    local_file(self.bucket, options.s3, self.key, "pmtiles", "pmtiles");
+                let shards =
+                    ShardStore::beside_object(options.store_settings, self.bucket, self.key)
+                        .await?;
+                let working_copy = local_file(
+                    self.bucket,
+                    options.store_settings,
+                    self.key,
+                    "pmtiles",
+                    "pmtiles",
+                );
                 let file = super::part::part_place(&working_copy, part.spec);
                 return part_sink(&options, part, shards, file);
             }
             let sink = super::remote::RemotePmtilesSink::create(
                 self.bucket,
                 self.key,
-                options.s3,
+                options.store_settings,
                 options.settings,
                 options.changes,
                 options.journal,
@@ -192,8 +205,13 @@ impl OutputKind for ObjectArchive<'_> {
         options: ReaderOptions<'a>,
     ) -> BoxFuture<'a, Result<OutputReader>> {
         async move {
-            let reader =
-                PmtilesReader::download(options.output, self.bucket, self.key, options.s3).await?;
+            let reader = PmtilesReader::download(
+                options.output,
+                self.bucket,
+                self.key,
+                options.store_settings,
+            )
+            .await?;
             Ok(OutputReader::new(reader))
         }
         .boxed()
@@ -203,13 +221,19 @@ impl OutputKind for ObjectArchive<'_> {
         &'a self,
         options: ReaderOptions<'a>,
     ) -> BoxFuture<'a, Result<Vec<Finding>>> {
-        super::check::check_on_s3(options.output, self.bucket, self.key, options.s3).boxed()
+        super::check::check_on_s3(
+            options.output,
+            self.bucket,
+            self.key,
+            options.store_settings,
+        )
+        .boxed()
     }
 
     fn expected_writes(&self, tiles: Option<u64>) -> String {
         let store = tiles.map_or("every tile".to_string(), |n| format!("at most {n} tile(s)"));
         format!(
-            "{store} in the working copy's store, then one upload of the archive (in parts above s3.part_size_mib) if any changed, and its state object"
+            "{store} in the working copy's store, then one upload of the archive (in parts above store.part_size_mib) if any changed, and its state object"
         )
     }
 

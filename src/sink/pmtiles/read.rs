@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::layout::{
     decode_directory, inflate_section, Entry, Header, Section, HEADER_LEN, SECTION_CAP,
 };
-use crate::config::{Bucket, S3Config};
+use crate::config::{Bucket, StoreConfig};
 use crate::error::{Error, Result};
 use crate::sink::read::ReadTiles;
 use crate::tile::TileCoord;
@@ -54,7 +54,7 @@ impl PmtilesReader {
         output: &str,
         bucket: &Bucket,
         key: &str,
-        config: &S3Config,
+        config: &StoreConfig,
     ) -> Result<PmtilesReader> {
         let downloaded = download_to_private_file(output, bucket, key, config).await?;
         let file = downloaded
@@ -337,7 +337,7 @@ pub(super) async fn download_to_private_file(
     output: &str,
     bucket: &Bucket,
     key: &str,
-    config: &S3Config,
+    config: &StoreConfig,
 ) -> Result<tempfile::NamedTempFile> {
     let store = crate::store::open(bucket, config)
         .await

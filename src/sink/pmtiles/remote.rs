@@ -20,13 +20,13 @@ use tokio::runtime::Handle;
 
 use super::versions::{self, md5_of_file, Names, Publication, Shelf};
 use super::{rebuild_store, store_path, Appended, InPlace, PmtilesSink};
-use crate::config::{Bucket, S3Config, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
+use crate::config::{Bucket, StoreConfig, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::{partial_path, remove_sqlite_files};
 use crate::sink::objects::{download, object_key};
 use crate::sink::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport};
 use crate::store::document::DOCUMENT_CAP;
-use crate::store::{local_file, ObjectHeaders, ObjectStore};
+use crate::store::{local_file, ObjectCopy, ObjectHeaders, ObjectStore, Splice};
 use crate::tile::TileCoord;
 
 /// The media type of PMTiles archives.
@@ -116,7 +116,7 @@ impl RemotePmtilesSink {
     pub async fn create(
         bucket: &Bucket,
         key: &str,
-        config: &S3Config,
+        config: &StoreConfig,
         settings: &OutputSettings,
         changes: ChangedList,
         journal: Option<&str>,
@@ -232,13 +232,13 @@ impl Remote {
             .map_err(|e| Error::output(&self.working_copy, format!("cannot open it: {e}")))?;
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut new, 0)
             .map_err(|e| Error::output(&self.working_copy, format!("cannot read it: {e}")))?;
-        let spliced = self.handle.block_on(self.store.splice(
-            &self.key,
-            etag,
-            &new,
-            appended.kept.clone(),
+        let splice = Splice {
+            if_etag: etag,
+            new: &new,
+            kept: appended.kept.clone(),
             headers,
-        ));
+        };
+        let spliced = self.handle.block_on(self.store.splice(&self.key, splice));
         match spliced {
             Ok(etag) => {
                 tracing::info!(
@@ -446,10 +446,13 @@ impl Shelf for ObjectShelf<'_> {
         };
         // A copy inside the store, of exactly the bytes this run uploaded (If-Match).
         if let Some(etag) = &remote.etag {
-            let copied =
-                remote
-                    .handle
-                    .block_on(remote.store.copy(&remote.key, &key, etag, headers));
+            let copy = ObjectCopy {
+                from: &remote.key,
+                to: &key,
+                if_etag: etag,
+                headers,
+            };
+            let copied = remote.handle.block_on(remote.store.copy(copy));
             match copied {
                 Ok(()) => return Ok(()),
                 // Over 5 GiB, an object replaced since, or a store that cannot: the working copy

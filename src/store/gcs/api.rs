@@ -17,8 +17,8 @@ use object_store::gcp::GcpCredentialProvider;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::super::error_body::ERROR_BODY_CAP;
-use super::super::http::{hyper_client, HyperClient};
-use crate::config::S3Config;
+use super::super::http::{hyper_client, retry_after, HyperClient};
+use crate::config::StoreConfig;
 use crate::retry::{Failed, Policy};
 use crate::store::pace::Pace;
 
@@ -150,7 +150,7 @@ impl Api {
     pub fn new(
         base: &str,
         credentials: Option<GcpCredentialProvider>,
-        settings: &S3Config,
+        settings: &StoreConfig,
         pace: Option<Arc<Pace>>,
     ) -> Result<Api, rustls::Error> {
         Ok(Api {
@@ -250,11 +250,7 @@ impl Api {
         if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
             return Ok(answer);
         }
-        let retry_after = answer
-            .headers()
-            .get(hyper::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(answer.headers());
         let body = read_capped(answer.into_body(), ERROR_BODY_CAP)
             .await
             .unwrap_or_default();

@@ -19,14 +19,11 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 
 use self::api::{encoded, Api, Call, Failure};
 use super::{joined_base, Listed, ObjectHeaders, StoreError};
-use crate::config::{Bucket, S3Config, Scheme};
+use crate::config::{Bucket, Scheme, StoreConfig};
 use crate::retry::Failed;
 
 /// Google's endpoint for the JSON API and for public reads.
 const GOOGLE: &str = "https://storage.googleapis.com";
-
-/// Requests in flight at once for a removal of many objects (one object per request).
-const DELETES_IN_FLIGHT: usize = 8;
 
 /// A resumable upload's chunks are multiples of this, the last excepted (GCS's rule).
 const CHUNK_QUANTUM: u64 = 256 * 1024;
@@ -66,9 +63,9 @@ pub struct GcsStore {
 
 impl GcsStore {
     /// Opens `bucket` with the environment's credentials, or on the emulator
-    /// `STORAGE_EMULATOR_HOST` names; `[s3] max_attempts` bounds each request's attempts and
-    /// `[s3] public_url` names a CDN in front.
-    pub fn open(bucket: &Bucket, settings: &S3Config) -> Result<GcsStore, StoreError> {
+    /// `STORAGE_EMULATOR_HOST` names; `[store] max_attempts` bounds each request's attempts and
+    /// `[store] public_url` names a CDN in front.
+    pub fn open(bucket: &Bucket, settings: &StoreConfig) -> Result<GcsStore, StoreError> {
         let what = format!("opening {bucket}");
         let (base, credentials) = match emulator() {
             Some(url) => (url, None),
@@ -117,9 +114,9 @@ impl GcsStore {
             scheme: Scheme::Gcs,
             name: name.to_string(),
         };
-        let settings = S3Config {
+        let settings = StoreConfig {
             max_attempts: 3,
-            ..S3Config::default()
+            ..StoreConfig::default()
         };
         let api = Api::new(url, None, &settings, None)
             .map_err(|e| StoreError::local(&format!("opening {bucket} at {url}"), e))?;

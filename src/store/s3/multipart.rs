@@ -2,43 +2,31 @@
 //! completed, or aborted when any part fails, since an abandoned upload's parts are billed.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{with_retries, S3Store};
-use crate::store::{ObjectHeaders, StoreError};
+use crate::store::{FileUpload, ObjectHeaders, StoreError};
 
 /// Parts of one multipart upload in flight at once; with the part size, this bounds the memory.
 const PARTS_IN_FLIGHT: usize = 4;
 
 impl S3Store {
-    /// Uploads the file at `path` (`size` bytes) to `key` in parts of `part_size` bytes, a few in
-    /// flight at once, and returns the object's ETag; an upload that fails is aborted.
-    pub(super) async fn multipart(
-        &self,
-        key: &str,
-        path: &Path,
-        size: u64,
-        headers: ObjectHeaders<'_>,
-        part_size: u64,
-        what: &str,
-    ) -> Result<String, StoreError> {
+    /// Uploads the file in parts, a few in flight at once, and returns the object's ETag; an
+    /// upload that fails is aborted.
+    pub(super) async fn multipart(&self, upload: &FileUpload<'_>) -> Result<String, StoreError> {
+        let FileUpload {
+            key,
+            path,
+            size,
+            headers,
+            part_size,
+            what,
+        } = *upload;
         let (client, bucket, attempts) = (&self.client, &self.bucket.name, self.attempts);
-        let started = with_retries(attempts, what, || {
-            client
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .content_type(headers.content_type)
-                .cache_control(headers.cache_control)
-                .set_content_encoding(headers.content_encoding.map(str::to_string))
-                .send()
-        })
-        .await?;
-        let upload_id = started.upload_id().unwrap_or_default().to_string();
+        let upload_id = self.start_multipart(key, headers, what).await?;
         let parts = size.div_ceil(part_size);
         let uploaded = futures::stream::iter(0..parts)
             .map(|index| {
@@ -75,17 +63,52 @@ impl S3Store {
             .buffered(PARTS_IN_FLIGHT)
             .try_collect::<Vec<_>>()
             .await;
-        let completed = match uploaded {
+        self.finish_multipart(key, &upload_id, uploaded, what).await
+    }
+
+    /// Starts a multipart upload of `key`, served with `headers` once complete; its upload id.
+    pub(super) async fn start_multipart(
+        &self,
+        key: &str,
+        headers: ObjectHeaders<'_>,
+        what: &str,
+    ) -> Result<String, StoreError> {
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        let started = with_retries(self.attempts, what, || {
+            client
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(key)
+                .content_type(headers.content_type)
+                .cache_control(headers.cache_control)
+                .set_content_encoding(headers.content_encoding.map(str::to_string))
+                .send()
+        })
+        .await?;
+        Ok(started.upload_id().unwrap_or_default().to_string())
+    }
+
+    /// Completes the upload `upload_id` of `key` from its `parts`, or aborts it when they or the
+    /// completion failed; the object's ETag.
+    pub(super) async fn finish_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Result<Vec<CompletedPart>, StoreError>,
+        what: &str,
+    ) -> Result<String, StoreError> {
+        let (client, bucket) = (&self.client, &self.bucket.name);
+        let completed = match parts {
             Ok(parts) => {
                 let done = CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build();
-                with_retries(attempts, what, || {
+                with_retries(self.attempts, what, || {
                     client
                         .complete_multipart_upload()
                         .bucket(bucket)
                         .key(key)
-                        .upload_id(&upload_id)
+                        .upload_id(upload_id)
                         .multipart_upload(done.clone())
                         .send()
                 })
@@ -101,7 +124,7 @@ impl S3Store {
                     .abort_multipart_upload()
                     .bucket(bucket)
                     .key(key)
-                    .upload_id(&upload_id)
+                    .upload_id(upload_id)
                     .send()
                     .await;
                 Err(err)

@@ -5,10 +5,10 @@
 use std::ops::Range;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::CompletedPart;
 
 use super::{with_retries, S3Store, COPY_SOURCE};
-use crate::store::{ObjectHeaders, StoreError};
+use crate::store::{Splice, StoreError};
 
 /// S3's smallest part but the last.
 pub(super) const MIN_PART: u64 = 5 * 1024 * 1024;
@@ -41,60 +41,20 @@ impl S3Store {
     pub(super) async fn splice_parts(
         &self,
         key: &str,
-        if_etag: &str,
-        new: &[u8],
-        kept: Range<u64>,
-        headers: ObjectHeaders<'_>,
+        splice: Splice<'_>,
     ) -> Result<String, StoreError> {
-        let (client, bucket, attempts) = (&self.client, &self.bucket.name, self.attempts);
+        let Splice {
+            if_etag,
+            new,
+            kept,
+            headers,
+        } = splice;
         let what = format!("rebuilding {} in place", self.url(key));
-        let started = with_retries(attempts, &what, || {
-            client
-                .create_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .content_type(headers.content_type)
-                .cache_control(headers.cache_control)
-                .set_content_encoding(headers.content_encoding.map(str::to_string))
-                .send()
-        })
-        .await?;
-        let upload_id = started.upload_id().unwrap_or_default().to_string();
+        let upload_id = self.start_multipart(key, headers, &what).await?;
         let parts = self
             .send_parts(key, if_etag, new, kept, &upload_id, &what)
             .await;
-        let completed = match parts {
-            Ok(parts) => {
-                let done = CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build();
-                with_retries(attempts, &what, || {
-                    client
-                        .complete_multipart_upload()
-                        .bucket(bucket)
-                        .key(key)
-                        .upload_id(&upload_id)
-                        .multipart_upload(done.clone())
-                        .send()
-                })
-                .await
-            }
-            Err(err) => Err(err),
-        };
-        match completed {
-            Ok(output) => Ok(output.e_tag().unwrap_or_default().to_string()),
-            Err(err) => {
-                // Parts of an abandoned upload are billed until aborted.
-                let _ = client
-                    .abort_multipart_upload()
-                    .bucket(bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .send()
-                    .await;
-                Err(err)
-            }
-        }
+        self.finish_multipart(key, &upload_id, parts, &what).await
     }
 
     /// The sent first part, then the copied ones, in order.
