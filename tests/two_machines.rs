@@ -222,3 +222,94 @@ fn two_machines_on_one_s3_prefix_take_turns_by_its_lease() {
     };
     two_machines_take_turns(&mut fixture, &shared);
 }
+
+#[test]
+#[ignore = "needs PostGIS and s3s-fs: run scripts/test.sh"]
+fn a_takeover_marker_left_by_a_run_killed_on_this_machine_does_not_hold_the_next_run_back() {
+    let server = S3Server::start("tiles");
+    let table = server.config_table("");
+    let mut fixture = Fixture::new("two_machines_marker", &points(), "s3.toml", config(&table));
+    let target = format!("s3://tiles/{PREFIX}");
+    let cache = fixture.path("a");
+    let mut env = server.env();
+    env.push(("XDG_CACHE_HOME", cache.to_str().unwrap()));
+    let config = fixture.config.to_str().unwrap().to_string();
+    oar_tiles_with(
+        Some(&fixture.schema.url),
+        &["changes", "install", "--config", &config],
+        &env,
+    )
+    .assert_success();
+    oar_tiles_with(
+        Some(&fixture.schema.url),
+        &fixture.seed_args(&target, ZOOMS, &[]),
+        &env,
+    )
+    .assert_success();
+    let put = |key: &str, body: &[u8]| {
+        let client = server.client();
+        runtime().block_on(async {
+            client
+                .put_object()
+                .bucket("tiles")
+                .key(key)
+                .body(body.to_vec().into())
+                .send()
+                .await
+                .unwrap();
+        });
+    };
+    let key = format!("{PREFIX}/{LEASE}");
+
+    // A run waiting for another machine's lease holds this machine's lock: killed there, it leaves
+    // the lock's file naming it.
+    put(&key, &foreign_lease(now() + 600));
+    let waiting = fixture.seed_args(&target, ZOOMS, &["--dirty", "--wait-lock"]);
+    let mut child = oar_tiles_command(Some(&fixture.schema.url), &waiting, &env)
+        .spawn()
+        .unwrap();
+    let locks = cache.join("oar-tiles").join("locks");
+    let started = std::time::Instant::now();
+    let lock_file = loop {
+        let named = std::fs::read_dir(&locks).ok().and_then(|entries| {
+            entries
+                .map(|e| e.unwrap().path())
+                .find(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(", runs ")))
+        });
+        if let Some(path) = named {
+            break path;
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no lock file in {locks:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    crate::common::run::send_signal(&child, libc::SIGKILL);
+    child.wait().unwrap();
+
+    // Two more runs of this machine were killed: the first held the lease, the second while it
+    // took it over, after its marker and before the lease was its own.
+    let held = "4242-dead1";
+    let lease = serde_json::json!({"host": "this-machine", "pid": 4242, "run": held, "expires": now() + 600});
+    put(&key, &serde_json::to_vec(&lease).unwrap());
+    let marker = format!("{key}.taken-over.{held}-{}", lease["expires"]);
+    put(&marker, b"4243-dead2");
+    let line = std::fs::read_to_string(&lock_file).unwrap();
+    std::fs::write(&lock_file, format!("{} {held} 4243-dead2", line.trim_end())).unwrap();
+
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = 7");
+    let run = oar_tiles_with(
+        Some(&fixture.schema.url),
+        &fixture.seed_args(&target, ZOOMS, &["--dirty"]),
+        &env,
+    );
+    run.assert_success();
+    assert!(
+        run.stderr.contains("left by a run killed on this machine"),
+        "{}",
+        run.stderr
+    );
+}

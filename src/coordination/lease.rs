@@ -329,11 +329,29 @@ async fn attempt(
     }
     // Of the jobs that found this expired lease, the one that creates its marker takes it over.
     let marker = format!("{}.taken-over.{}-{}", place.key, held.run, held.expires);
+    let marker_place = || format!("{}/{marker}", place.bucket);
     let won = store
         .put(&marker, run.as_bytes().to_vec(), headers, true)
         .await
-        .map_err(|e| Error::output_caused(format!("{}/{marker}", place.bucket), e))?;
+        .map_err(|e| Error::output_caused(marker_place(), e))?;
     if won == Put::Exists {
+        // A run killed on this machine between its marker and taking the lease left the marker
+        // behind, which would refuse every later taker: it is removed, and the race run again.
+        let taker = store
+            .get(&marker, LEASE_CAP)
+            .await
+            .map_err(|e| Error::output_caused(marker_place(), e))?;
+        let taker = taker.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+        if taker.is_some_and(|taker| runs_in(previous).contains(&taker.trim())) {
+            tracing::warn!(
+                "removing {}, left by a run killed on this machine while it took the lease over",
+                marker_place()
+            );
+            store
+                .delete(&marker)
+                .await
+                .map_err(|e| Error::output_caused(marker_place(), e))?;
+        }
         return Ok(Attempt::Again);
     }
     let still = read(store, place).await?;
