@@ -28,13 +28,7 @@ pub async fn deliver_handed_over(
     if cdn.is_empty() {
         return Ok(None);
     }
-    let outbox = Outbox::new(
-        sink::kind_of(target)
-            .home()
-            .outbox(&job.store_settings)
-            .await?,
-        None,
-    );
+    let outbox = sink::outbox_of(target, &job.store_settings).await?;
     if outbox.backlog().await?.batches == 0 {
         return Ok(None);
     }
@@ -198,15 +192,10 @@ pub async fn purge_index(
     };
     match name {
         Some(name) => {
-            Outbox::new(
-                sink::kind_of(target)
-                    .home()
-                    .outbox(&job.store_settings)
-                    .await?,
-                None,
-            )
-            .add_batch(&[name])
-            .await
+            sink::outbox_of(target, &job.store_settings)
+                .await?
+                .add_batch(&[name])
+                .await
         }
         None => Ok(()),
     }

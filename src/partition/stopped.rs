@@ -35,13 +35,7 @@ impl RunRecord {
         job: &SeedJob,
         previous: &Option<PartitionIndex>,
     ) -> Result<RunRecord> {
-        let outbox = Outbox::new(
-            sink::kind_of(target)
-                .home()
-                .outbox(&job.store_settings)
-                .await?,
-            None,
-        );
+        let outbox = sink::outbox_of(target, &job.store_settings).await?;
         let records = outbox.partition_records().await?;
         let mut named = BTreeSet::new();
         for record in &records {

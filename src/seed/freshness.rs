@@ -294,13 +294,7 @@ pub async fn next_deferral(job: &SeedJob, max_delay: Duration) -> Result<Option<
             continue;
         }
         let defer = tileset.tileset.freshness.map_or(max_delay, |f| f.defer);
-        let outbox = Outbox::new(
-            sink::kind_of(target)
-                .home()
-                .outbox(&job.store_settings)
-                .await?,
-            None,
-        );
+        let outbox = sink::outbox_of(target, &job.store_settings).await?;
         let mut due = None;
         if outbox.read_note(RENDERING_TILES).await?.is_some() {
             due = Some(now());

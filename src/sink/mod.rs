@@ -27,6 +27,7 @@ use serde::Serialize;
 
 use crate::config::StoreConfig;
 use crate::coordination::lock::LockPlace;
+use crate::coordination::outbox::Outbox;
 use crate::coordination::{ChangedList, PartOf, TilesetMetadata};
 use crate::error::Result;
 use crate::tile::{Subtrees, TileCoord};
@@ -255,4 +256,12 @@ pub async fn open(
             part,
         })
         .await
+}
+
+/// The outbox of `target` (not a shard part's), in the output's home.
+pub async fn outbox_of(target: &OutputTarget, store_settings: &StoreConfig) -> Result<Outbox> {
+    Ok(Outbox::new(
+        kind_of(target).home().outbox(store_settings).await?,
+        None,
+    ))
 }
