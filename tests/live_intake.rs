@@ -171,6 +171,36 @@ fn a_commit_made_while_low_zooms_render_has_its_deep_tile_stored_before_they_fin
 
 #[test]
 #[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_new_watchers_first_commits_do_not_wait_for_the_low_zooms_its_seed_found_slow() {
+    // The seed rendered zooms 0-3 at about 1.5 s a tile and recorded them as slow: the watcher's
+    // very first cycle already leaves them to the low lane, with no cycle spent learning it.
+    let (mut fixture, tree) = slow_low_world("live_intake_first");
+    let mut watching = Watching::start(&fixture, &[]);
+    idle(&mut watching);
+    let before = tiles(&tree);
+    rename(&mut fixture, 10, "first-a");
+    watching.wait_until("the first commit's deep tile", |_| {
+        deep_changed(&before, &tiles(&tree))
+    });
+    let after_a = tiles(&tree);
+    rename(&mut fixture, 200, "first-b");
+    let committed = Instant::now();
+    watching.wait_until("the second commit's deep tile", |_| {
+        deep_changed(&after_a, &tiles(&tree))
+    });
+    let took = committed.elapsed();
+    assert_eq!(
+        tiles(&tree).get(&(0, 0, 0)),
+        before.get(&(0, 0, 0)),
+        "the second commit's deep tile was stored {took:?} after it, once the first cycle had \
+         rendered the low zooms"
+    );
+    let fresh = full_seed(&fixture, "fresh");
+    watching.wait_until("the output a full seed's", |_| tiles(&tree) == fresh);
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
 fn kill_9_while_the_low_lane_renders_loses_nothing() {
     let (mut fixture, tree) = slow_low_world("live_intake_kill");
     let mut watching = warm_up(&mut fixture, &tree);

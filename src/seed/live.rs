@@ -3,7 +3,9 @@
 //! table: rendered in the cycle, they held back every commit that came meanwhile. So each output's
 //! cycles learn which zooms are slow (a tile that took [`SLOW_TILE`] or more), and from then on
 //! note those zooms' dirty tiles in the outbox (as `[tileset.freshness]` does by hand) instead of
-//! rendering them. The low lane (`watch`) renders the noted tiles on a connection of its own,
+//! rendering them; every run records what it found slow beside its change-log consumer, so a new
+//! watcher's first cycle starts from it instead of rendering the low zooms among its commits while
+//! it learns. The low lane (`watch`) renders the noted tiles on a connection of its own,
 //! at most once per `max_delay`, while cycles go on storing the deep tiles of new commits; the
 //! next cycle stores what the lane rendered ahead, and only then lets go of its note.
 
@@ -38,6 +40,18 @@ struct Lane {
     /// Bumped by a run that renders the whole output or subtrees of it: a lane's tiles rendered
     /// before are older than what that run stores, and are dropped.
     epoch: u64,
+    /// Whether the output's recorded slow zooms were read ([`Live::first_sight`]).
+    recalled: bool,
+}
+
+/// The zoom below which a run's tiles render slowly: one above the deepest zoom of a tile that
+/// took [`SLOW_TILE`] or more, and never the run's `deepest`, which holds a change's own tile.
+pub fn slow_below(slowest: impl Iterator<Item = (Duration, TileCoord)>, deepest: u8) -> Option<u8> {
+    let slow = slowest
+        .filter(|(took, _)| *took >= SLOW_TILE)
+        .map(|(_, tile)| tile.z())
+        .max()?;
+    Some((slow + 1).min(deepest))
 }
 
 impl Live {
@@ -55,34 +69,48 @@ impl Live {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Learns from a run's slowest tiles which zooms of `output` are low; never the `deepest`,
-    /// which holds the change's own tile, and never fewer than before.
+    /// Learns from a run's slowest tiles which zooms of `output` are low (see [`slow_below`]),
+    /// never fewer than before; returns the new bound when it grew.
     pub(super) fn learn(
         &self,
         output: &str,
         slowest: impl Iterator<Item = (Duration, TileCoord)>,
         deepest: u8,
-    ) {
-        let Some(slow) = slowest
-            .filter(|(took, _)| *took >= SLOW_TILE)
-            .map(|(_, tile)| tile.z())
-            .max()
-        else {
-            return;
-        };
-        let below = (slow + 1).min(deepest);
+    ) -> Option<u8> {
+        let below = slow_below(slowest, deepest)?;
+        self.raise(output, below, "a tile took").then_some(below)
+    }
+
+    /// Whether `output` is new to this watcher: true once, so its first cycle reads what earlier
+    /// runs recorded about its slow zooms ([`Live::recall`]) before it decides anything.
+    pub(super) fn first_sight(&self, output: &str) -> bool {
         let mut lanes = self.lanes();
         let lane = lanes.entry(output.to_string()).or_default();
-        if below > lane.below {
-            tracing::info!(
-                "{output}: zooms below {below} render slowly (a tile took {} ms or more); \
-                 their changes are rendered together at most every {:.1} s (watch.max_delay), \
-                 so no commit waits for them",
-                SLOW_TILE.as_millis(),
-                self.max_delay.as_secs_f64()
-            );
-            lane.below = below;
+        !std::mem::replace(&mut lane.recalled, true)
+    }
+
+    /// Takes what earlier runs recorded: zooms below `below` of `output` render slowly. Without
+    /// it the first cycle would render them among its commits, and every commit that came
+    /// meanwhile would wait for them.
+    pub(super) fn recall(&self, output: &str, below: u8) {
+        self.raise(output, below, "earlier runs recorded a tile that took");
+    }
+
+    fn raise(&self, output: &str, below: u8, why: &str) -> bool {
+        let mut lanes = self.lanes();
+        let lane = lanes.entry(output.to_string()).or_default();
+        if below <= lane.below {
+            return false;
         }
+        tracing::info!(
+            "{output}: zooms below {below} render slowly ({why} {} ms or more); their changes \
+             are rendered together at most every {:.1} s (watch.max_delay), so no commit waits \
+             for them",
+            SLOW_TILE.as_millis(),
+            self.max_delay.as_secs_f64()
+        );
+        lane.below = below;
+        true
     }
 
     /// The deferral the output's cycles apply when its config sets none.

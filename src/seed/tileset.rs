@@ -226,7 +226,10 @@ impl TilesetRun<'_> {
             resume,
             deferred,
             ahead,
-        } = self.open(target, &outbox, part).await?;
+        } = {
+            self.recall_slow_zooms(target).await;
+            self.open(target, &outbox, part).await?
+        };
         // 4d. Resume what an interrupted run of the same job finished.
         let watermark = resumed_watermark(decision.watermark, &resume);
         let mut run = Underway {
@@ -247,20 +250,20 @@ impl TilesetRun<'_> {
         let (rendered, written) = self
             .render_stored(&mut run, sink, todo, progress_kind)
             .await;
-        if let Some(live) = self.live {
-            live.learn(&target.describe(), run.tally.slowest(), tileset.zooms.max);
-        }
         // 4f. Finish the output (sweep, metadata, state) or abort it; store what changed in the
         // outbox and hand it to the consumers.
         // A full seed reads every tile anyway and ends with its hash, as a shard's part must
         // (`finalize` merges it); a run that changed some tiles leaves the hash, which reads
         // every tile, until its purges are out.
-        let defer_hash = sweep != Sweep::Everything && tileset.shard.is_none();
+        let whole = sweep == Sweep::Everything;
+        let defer_hash = !whole && tileset.shard.is_none();
         let (complete, mut delivered) = self
             .finish_and_deliver(&mut run, (written, rendered), (sweep, defer_hash))
             .await?;
-        // 4g. Advance the change log's consumer (watermark, pruning).
+        // 4g. Advance the change log's consumer (watermark, pruning), with what the run found
+        // slow for later watchers.
         self.advance_consumer(&run, complete).await?;
+        self.record_slow_zooms(&run, complete, whole).await;
         // 4h. Bring the hash up to date, now that the purges are out, unless the caller
         // (`watch`, not for a partition it runs through its partitioned tileset) does it when
         // idle.

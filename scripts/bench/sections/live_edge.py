@@ -50,16 +50,16 @@ def fetch(url: str) -> bytes:
     return gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
 
 
-def fresh_after(urls: list[str], marker: bytes, committed: float, out: list, lock) -> None:
-    """Polls URLS until every one holds MARKER; appends the seconds since COMMITTED (or None after
-    GIVE_UP_SECONDS) to OUT."""
+def fresh_after(urls: list[str], marker: bytes, committed: float, out: dict, lock) -> None:
+    """Polls URLS until every one holds MARKER; records under MARKER in OUT the seconds since
+    COMMITTED (or None after GIVE_UP_SECONDS)."""
     waiting = list(urls)
     while waiting and time.time() - committed < GIVE_UP_SECONDS:
         waiting = [u for u in waiting if marker not in fetch(u)]
         if waiting:
             time.sleep(POLL_SECONDS)
     with lock:
-        out.append(None if waiting else time.time() - committed)
+        out[marker] = None if waiting else time.time() - committed
 
 
 def facilities(b: Bench, schema: str, count: int) -> list[tuple[int, float, float]]:
@@ -75,8 +75,9 @@ def facilities(b: Bench, schema: str, count: int) -> list[tuple[int, float, floa
 
 def stream(b: Bench, schema: str, picked, rate: float, cache: str, tag: str) -> list:
     """Renames PICKED one at a time at RATE a second; returns each commit's latency to both of its
-    tiles fresh at CACHE (None: not within GIVE_UP_SECONDS)."""
-    out: list = []
+    tiles fresh at CACHE (None: not within GIVE_UP_SECONDS), in the order they were committed."""
+    out: dict = {}
+    names = []
     lock = threading.Lock()
     threads = []
     argv = b.psql_argv() + ["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
@@ -85,6 +86,7 @@ def stream(b: Bench, schema: str, picked, rate: float, cache: str, tag: str) -> 
     for i, (fid, lon, lat) in enumerate(picked):
         time.sleep(max(0.0, started + i / rate - time.monotonic()))
         name = f"LiveEdge{tag}{i:05d}"
+        names.append(name.encode())
         psql.stdin.write(f"UPDATE \"{schema}\".facilities SET name = '{name}' WHERE id = {fid};\n"
                          "SELECT extract(epoch FROM clock_timestamp());\n")
         psql.stdin.flush()
@@ -97,7 +99,10 @@ def stream(b: Bench, schema: str, picked, rate: float, cache: str, tag: str) -> 
     psql.wait()
     for t in threads:
         t.join()
-    return out
+    in_order = [out[name] for name in names]
+    b.log(f"live-edge {tag}: latencies in commit order: "
+          + " ".join("-" if v is None else f"{v:.2f}" for v in in_order))
+    return in_order
 
 
 def summary(label: str, rate: float, latencies: list) -> str:

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::report::TilesetSummary;
 use crate::seed::freshness::{self, AfterRun};
 use crate::sink::{self, writer, Sweep};
+use crate::state::capture;
 
 impl TilesetRun<'_> {
     /// Step 4f: finishes the output (or aborts it), then stores what changed in the outbox and
@@ -98,6 +99,43 @@ impl TilesetRun<'_> {
             );
         }
         Ok(())
+    }
+
+    /// Step 4g's second half: which zooms of the output rendered slowly, kept for `watch`'s low
+    /// lane ([`crate::seed::Live`]): learned by this watcher, and recorded beside the consumer
+    /// for the first cycle of later ones. A whole run states it; a run of some tiles only raises
+    /// it, and only where it grew.
+    pub(super) async fn record_slow_zooms(&self, run: &Underway<'_>, complete: bool, whole: bool) {
+        let tileset = self.prepared.tileset;
+        let deepest = tileset.zooms.max;
+        let output = run.target.describe();
+        let below = match self.live {
+            Some(live) => live.learn(&output, run.tally.slowest(), deepest),
+            None => crate::seed::live::slow_below(run.tally.slowest(), deepest),
+        };
+        let consumes = tileset.shard.is_none()
+            && tileset.list_prefix.is_none()
+            && !self.job.run.scratch
+            && complete;
+        if consumes && (below.is_some() || whole) {
+            let schema = &self.job.change_schema;
+            let below = below.unwrap_or(0);
+            capture::record_slow_zooms(self.pool, schema, run.target, below, whole).await;
+        }
+    }
+
+    /// Before a watcher's first cycle of an output decides anything: the slow zooms earlier runs
+    /// recorded for it, so that cycle already renders them apart from its commits.
+    pub(super) async fn recall_slow_zooms(&self, target: &crate::config::OutputTarget) {
+        let Some(live) = self.live else { return };
+        let output = target.describe();
+        if !live.first_sight(&output) {
+            return;
+        }
+        let schema = &self.job.change_schema;
+        if let Some(below) = capture::slow_zooms(self.pool, schema, target).await {
+            live.recall(&output, below.min(self.prepared.tileset.zooms.max));
+        }
     }
 
     /// Step 4h: brings the hash up to date; the new hash is news to the edge too, so `tiles.json`

@@ -138,6 +138,78 @@ pub async fn advance_and_prune(
     Ok(pruned)
 }
 
+/// The zoom below which `target`'s tiles rendered slowly, as its runs recorded it
+/// ([`record_slow_zooms`]); `None` when none did, or the change log was installed by a version
+/// that kept no such record (`changes install` adds it).
+pub async fn slow_zooms(pool: &Pool, schema: &str, target: &OutputTarget) -> Option<u8> {
+    let consumer = target.consumer_name();
+    let client = crate::db::get(pool).await.ok()?;
+    let read = client
+        .query_typed_opt(
+            &format!(
+                "SELECT slow_below FROM {}.consumers WHERE output = $1",
+                quote_ident(schema)
+            ),
+            &[(&consumer, Type::TEXT)],
+        )
+        .await;
+    match read {
+        Ok(row) => row
+            .and_then(|row| row.get::<_, Option<i16>>(0))
+            .and_then(|below| u8::try_from(below).ok())
+            .filter(|below| *below > 0),
+        Err(err) => {
+            tracing::debug!(
+                "{consumer}: no record of slow zooms ({}); `oar-tiles changes install` adds it",
+                pg_message(&err)
+            );
+            None
+        }
+    }
+}
+
+/// Records that `target`'s tiles below zoom `below` render slowly, for the first cycle of a later
+/// `watch`: a run over the whole output states it (`whole`), any other only raises it. Best
+/// effort: without the record a watcher learns it from its first cycles, as it did before.
+pub async fn record_slow_zooms(
+    pool: &Pool,
+    schema: &str,
+    target: &OutputTarget,
+    below: u8,
+    whole: bool,
+) {
+    if !installed(pool, schema).await.unwrap_or(false)
+        || read_only_standby(pool).await.unwrap_or(true)
+    {
+        return;
+    }
+    let consumer = target.consumer_name();
+    let Ok(client) = crate::db::get(pool).await else {
+        return;
+    };
+    let recorded = client
+        .execute_typed(
+            &format!(
+                "UPDATE {}.consumers SET slow_below = CASE WHEN $3 THEN $2
+                     ELSE greatest(coalesce(slow_below, 0), $2) END
+                 WHERE output = $1",
+                quote_ident(schema)
+            ),
+            &[
+                (&consumer, Type::TEXT),
+                (&i16::from(below), Type::INT2),
+                (&whole, Type::BOOL),
+            ],
+        )
+        .await;
+    if let Err(err) = recorded {
+        tracing::debug!(
+            "{consumer}: slow zooms not recorded ({}); `oar-tiles changes install` adds the record",
+            pg_message(&err)
+        );
+    }
+}
+
 /// Folds the consumers named by another path of the output `consumer` names (by an earlier
 /// version, which named an output as its config gave it) into `consumer`'s row, keeping the
 /// oldest watermark among them, so a stale name no longer holds back pruning.

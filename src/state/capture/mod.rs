@@ -26,7 +26,10 @@ mod coverage;
 mod log;
 mod triggers;
 
-pub use consumers::{advance_and_prune, forget, forget_consumers, pending, record_consumer};
+pub use consumers::{
+    advance_and_prune, forget, forget_consumers, pending, record_consumer, record_slow_zooms,
+    slow_zooms,
+};
 pub use log::{changed_boxes, read_since, read_touched, Compare, Touched};
 pub use triggers::channel;
 use triggers::{

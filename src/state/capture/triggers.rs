@@ -170,6 +170,9 @@ pub(super) fn install_sql(config: &Config, tables: &[Watched], widenings: &[Wide
              output text PRIMARY KEY,
              snapshot pg_snapshot NOT NULL,
              updated_at timestamptz NOT NULL DEFAULT now());
+         -- The zoom below which the output's tiles render slowly (a tile took 250 ms or more), as
+         -- its runs found: `watch` renders those zooms apart from commits from its first cycle.
+         ALTER TABLE {schema}.consumers ADD COLUMN IF NOT EXISTS slow_below smallint;
          CREATE OR REPLACE FUNCTION {schema}.capture_truncate() RETURNS trigger LANGUAGE plpgsql AS {truncate};
 ",
         compression = dollar_quote(&compression_sql(schema)),
