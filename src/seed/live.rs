@@ -82,7 +82,7 @@ impl Live {
     }
 
     /// Whether `output` is new to this watcher: true once, so its first cycle reads what earlier
-    /// runs recorded about its slow zooms ([`Live::recall`]) before it decides anything.
+    /// runs recorded about its slow zooms ([`Live::recall`]) for the cycles after it.
     pub(super) fn first_sight(&self, output: &str) -> bool {
         let mut lanes = self.lanes();
         let lane = lanes.entry(output.to_string()).or_default();

@@ -226,10 +226,7 @@ impl TilesetRun<'_> {
             resume,
             deferred,
             ahead,
-        } = {
-            self.recall_slow_zooms(target).await;
-            self.open(target, &outbox, part).await?
-        };
+        } = self.open(target, &outbox, part).await?;
         // 4d. Resume what an interrupted run of the same job finished.
         let watermark = resumed_watermark(decision.watermark, &resume);
         let mut run = Underway {

@@ -110,7 +110,10 @@ impl TilesetRun<'_> {
         let deepest = tileset.zooms.max;
         let output = run.target.describe();
         let below = match self.live {
-            Some(live) => live.learn(&output, run.tally.slowest(), deepest),
+            Some(live) => {
+                self.recall_slow_zooms(run.target).await;
+                live.learn(&output, run.tally.slowest(), deepest)
+            }
             None => crate::seed::live::slow_below(run.tally.slowest(), deepest),
         };
         let consumes = tileset.shard.is_none()
@@ -124,8 +127,9 @@ impl TilesetRun<'_> {
         }
     }
 
-    /// Before a watcher's first cycle of an output decides anything: the slow zooms earlier runs
-    /// recorded for it, so that cycle already renders them apart from its commits.
+    /// After a watcher's first cycle of an output (its catch-up, which renders every zoom of what
+    /// changed while no watcher ran, as before): the slow zooms earlier runs recorded for it, so
+    /// the cycles of the commits that follow render them apart, with no cycle spent learning.
     pub(super) async fn recall_slow_zooms(&self, target: &crate::config::OutputTarget) {
         let Some(live) = self.live else { return };
         let output = target.describe();
