@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 use crate::common::fixture::{wraps_fixture, Fixture};
 use crate::common::pg::{hub_with_scatter, Point};
-use crate::common::run::{oar_tiles, oar_tiles_with, read_mbtiles_raw, single_layer_config};
+use crate::common::run::{
+    oar_tiles, oar_tiles_with, read_mbtiles_raw, read_tree, single_layer_config,
+};
 use crate::common::s3::S3Server;
 use crate::common::serve::{get, Browser, Served};
 
@@ -306,6 +308,45 @@ fn serve_answers_tiles_tilejson_and_refusals_for_mbtiles_and_directory_outputs()
     // Serving never writes: the file is as the seed left it.
     assert_eq!(read_mbtiles_raw(std::path::Path::new(mbtiles)), stored);
     assert_eq!(served.terminate(), 0, "SIGTERM ends serve cleanly");
+}
+
+#[test]
+#[ignore = "needs PostGIS: run scripts/test.sh, which sets OAR_TILES_TEST_DATABASE_URL"]
+fn the_per_zoom_figures_follow_a_run_that_changed_the_output_while_served() {
+    let setup = Setup::new("servestats", 300, None);
+    let tree = setup.path("tree");
+    let output = format!("dir:{}", tree.display());
+    let seed = |zooms: &str| {
+        oar_tiles(
+            Some(&setup.schema.url),
+            &setup.seed_args(&output, zooms, &[]),
+        )
+        .assert_success();
+    };
+    seed("0-6");
+    let served = Served::start(&[&output], &[]);
+    let first = served.get("/sites/stats.json");
+    assert_eq!(
+        first.header("cache-control"),
+        "no-cache",
+        "the figures change with the output: no cache keeps them"
+    );
+    let tiles = |reply: &Value| reply["inventory"]["tiles"].as_u64().unwrap();
+    let before = tiles(&first.json());
+    assert_eq!(before, read_tree(&tree, "pbf").len() as u64);
+    // Read once more while nothing changed: the same figures.
+    assert_eq!(tiles(&served.get("/sites/stats.json").json()), before);
+
+    seed("0-12");
+    let stored = read_tree(&tree, "pbf").len() as u64;
+    assert!(stored > before, "the deeper seed added tiles");
+    let after = served.get("/sites/stats.json").json();
+    assert_eq!(
+        tiles(&after),
+        stored,
+        "stats.json after the output grew from {before} to {stored} tiles: {after}"
+    );
+    assert_eq!(served.terminate(), 0);
 }
 
 #[test]

@@ -34,7 +34,8 @@
 // Returns the follower's state (`sequence`, `transport`: "events" or "poll", counts of tiles
 // `refreshed`, `dropped` off screen, requests `bypassed` and `versioned`, `reloads`, the last
 // `error`, which says why the feed could not be read) with a `stop()` method. `onError`, if given,
-// is called with each such message.
+// is called with each such message, and `onChange` with the state each time the map was brought
+// to a later sequence (figures a page shows of the output can be read again then).
 
 const TILE_IN_URL = /\/(\d+)\/(\d+)\/(\d+)(?:\.[A-Za-z0-9]+)?(?:[?#].*)?$/;
 // Tiles remembered one by one; past this many, a segment counts as a reload.
@@ -88,6 +89,7 @@ export function followChanges(map, options = {}) {
     reloads: 0, polls: 0, versioned: 0, error: null, stop,
   };
   const onError = options.onError ?? null;
+  const onChange = options.onChange ?? null;
   // A versioned feed's tiles: "z/x/y" → the version its next requests carry.
   const versions = new Map();
   // After a versioned reload, the version of every tile not listed since.
@@ -220,7 +222,11 @@ export function followChanges(map, options = {}) {
   // One step at a time, whichever way the news came.
   let queue = Promise.resolve();
   const serially = (step) => {
-    queue = queue.then(step).then(() => { state.error = null; },
+    queue = queue.then(async () => {
+      const before = state.sequence;
+      await step();
+      if (onChange && before !== null && state.sequence !== before) onChange(state);
+    }).then(() => { state.error = null; },
       (error) => {
         state.error = error instanceof Error ? error.message : String(error);
         if (onError) onError(state.error);

@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 
 use crate::config::StoreConfig;
 use crate::coordination::feed::{self, FeedStore};
@@ -64,8 +64,10 @@ struct Tileset {
     /// Where the output publishes its changes feed (which may not exist).
     feed: FeedStore,
     metadata: Value,
-    /// The inventory, read on first request: listing a large S3 prefix must not delay start-up.
-    stats: OnceCell<Value>,
+    /// The figures `stats.json` answers, with the output's state and metadata they were read
+    /// under: read on first request (listing a large S3 prefix must not delay start-up), and again
+    /// once a run changed the output, so a page open beside `watch` follows it.
+    stats: Mutex<Option<(String, Value)>>,
 }
 
 /// The outputs being served and what the page needs to judge them.
@@ -104,7 +106,7 @@ impl Server {
                 reader,
                 feed,
                 metadata,
-                stats: OnceCell::new(),
+                stats: Mutex::default(),
             });
         }
         Ok(Server {
@@ -436,40 +438,51 @@ async fn stats(State(server): State<Arc<Server>>, Path(name): Path<String>) -> R
     let Some(tileset) = server.find(&name) else {
         return problem(StatusCode::NOT_FOUND, format!("no tileset `{name}`"));
     };
-    let budget = server.size_budget;
-    let stats = tileset
-        .stats
-        .get_or_try_init(|| async {
-            let sizes = tileset.reader.tile_sizes().await?;
-            let mut over: Vec<(TileCoord, u64)> = sizes
-                .iter()
-                .filter(|(_, bytes)| *bytes > budget)
-                .copied()
-                .collect();
-            let total = over.len();
-            over.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
-            let mut per_zoom: BTreeMap<u8, u64> = BTreeMap::new();
-            over.retain(|(tile, _)| {
-                let seen = per_zoom.entry(tile.z()).or_default();
-                *seen += 1;
-                *seen <= OVER_BUDGET_LISTED
-            });
-            let inventory = inspect::inventory(&tileset.output, tileset.metadata.clone(), sizes);
-            Ok::<_, Error>(json!({
-                "inventory": inventory,
-                "size_budget": budget,
-                "over_budget_total": total,
-                "over_budget_per_zoom": per_zoom,
-                "over_budget": over
-                    .iter()
-                    .map(|(tile, bytes)| json!({ "tile": tile.to_string(), "bytes": bytes }))
-                    .collect::<Vec<_>>(),
-            }))
-        })
-        .await;
-    match stats {
-        Ok(stats) => json_response(stats),
+    match tileset.current_stats(server.size_budget).await {
+        Ok(stats) => json_response(&stats),
         Err(e) => failed(&e),
+    }
+}
+
+impl Tileset {
+    /// The output's per-zoom figures and its tiles over `budget`, read again only when the
+    /// output's state or metadata changed since they were last read.
+    async fn current_stats(&self, budget: u64) -> Result<Value> {
+        let metadata = self.reader.metadata().await?;
+        let version = format!("{:?} {metadata}", self.reader.state().await?);
+        let mut cached = self.stats.lock().await;
+        if let Some((read_under, stats)) = cached.as_ref() {
+            if *read_under == version {
+                return Ok(stats.clone());
+            }
+        }
+        let sizes = self.reader.tile_sizes().await?;
+        let mut over: Vec<(TileCoord, u64)> = sizes
+            .iter()
+            .filter(|(_, bytes)| *bytes > budget)
+            .copied()
+            .collect();
+        let total = over.len();
+        over.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+        let mut per_zoom: BTreeMap<u8, u64> = BTreeMap::new();
+        over.retain(|(tile, _)| {
+            let seen = per_zoom.entry(tile.z()).or_default();
+            *seen += 1;
+            *seen <= OVER_BUDGET_LISTED
+        });
+        let inventory = inspect::inventory(&self.output, metadata, sizes);
+        let stats = json!({
+            "inventory": inventory,
+            "size_budget": budget,
+            "over_budget_total": total,
+            "over_budget_per_zoom": per_zoom,
+            "over_budget": over
+                .iter()
+                .map(|(tile, bytes)| json!({ "tile": tile.to_string(), "bytes": bytes }))
+                .collect::<Vec<_>>(),
+        });
+        *cached = Some((version, stats.clone()));
+        Ok(stats)
     }
 }
 
