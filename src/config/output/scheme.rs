@@ -199,7 +199,7 @@ mod tests {
     }
 
     #[test]
-    fn the_naming_rules_and_forms_read_as_they_did_before_the_table() {
+    fn the_naming_rules_read_as_they_did_before_the_table() {
         assert_eq!(
             Scheme::S3.naming_rule(),
             "S3 bucket name (3-63 lowercase letters, digits, `-`, `.`)"
@@ -212,11 +212,26 @@ mod tests {
             Scheme::Gcs.naming_rule(),
             "GCS bucket name (3-63 lowercase letters, digits, `-`, `_`, `.`)"
         );
-        assert_eq!(
-            supported_forms(),
-            "path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, \
-             s3://bucket/key.pmtiles, az://container/prefix, az://container/key.pmtiles, \
-             gs://bucket/prefix or gs://bucket/key.pmtiles"
-        );
+    }
+
+    #[test]
+    fn the_forms_name_the_local_ones_then_each_stores_prefix_and_archive() {
+        let forms = supported_forms();
+        assert!(forms.starts_with("path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, s3://bucket/key.pmtiles, az://container/prefix"), "{forms}");
+        for scheme in Scheme::ALL {
+            let holder = scheme.facts().holder;
+            assert!(
+                forms.contains(&format!("{}{holder}/prefix", scheme.prefix())),
+                "{forms}"
+            );
+            assert!(
+                forms.contains(&format!("{}{holder}/key.pmtiles", scheme.prefix())),
+                "{forms}"
+            );
+        }
+        if let Some(last) = Scheme::ALL.last() {
+            let archive = format!(" or {}{}/key.pmtiles", last.prefix(), last.facts().holder);
+            assert!(forms.ends_with(&archive), "{forms}");
+        }
     }
 }
