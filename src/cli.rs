@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use oar_tiles::commands::PublicHost;
 use oar_tiles::{
-    BBox, RunSettings, SeedOptions, ShardSpec, TileError, WatchOptions, ZoomRange, OUTPUT_FORMS,
+    output_forms, BBox, RunSettings, SeedOptions, ShardSpec, TileError, WatchOptions, ZoomRange,
 };
 
 pub(crate) const AFTER_HELP: &str = "\
@@ -554,7 +554,10 @@ impl From<WatchFlags> for WatchOptions {
 /// An argument's help naming every output form the address parser takes, from its own list, so
 /// the help never lags behind a new store or format.
 fn outputs_help(what: &str, after: &str) -> String {
-    format!("{what}: {OUTPUT_FORMS} (PATH/ and dir:PATH are z/x/y trees){after}.")
+    format!(
+        "{what}: {} (PATH/ and dir:PATH are z/x/y trees){after}.",
+        output_forms()
+    )
 }
 
 fn parse_zoom(text: &str) -> Result<ZoomRange, String> {

@@ -33,7 +33,7 @@ pub use error::{Error, ExitCode, Result};
 
 // What the command (`main.rs`) and the integration tests use; everything else is the crate's own.
 pub use config::{
-    Config, EdgeCheckSettings, OutputTarget, StoreConfig, DEFAULT_SIZE_BUDGET, OUTPUT_FORMS,
+    output_forms, Config, EdgeCheckSettings, OutputTarget, StoreConfig, DEFAULT_SIZE_BUDGET,
 };
 pub use coordination::ChangedList;
 pub use job::{RunSettings, SeedJob, SeedOptions, ShardSpec, WatchJob, WatchOptions};

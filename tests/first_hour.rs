@@ -35,7 +35,8 @@ fn a_quiet_reseed_with_nothing_to_do_prints_nothing() {
 /// list (`az://` was missing from all of them).
 #[test]
 fn every_output_argument_lists_every_output_form() {
-    let forms: Vec<&str> = oar_tiles::OUTPUT_FORMS
+    let forms = oar_tiles::output_forms();
+    let forms: Vec<&str> = forms
         .split(", ")
         .flat_map(|part| part.split(" or "))
         .collect();

@@ -185,6 +185,21 @@ fn two_machines_on_one_gcs_prefix_take_turns_by_its_lease() {
     two_machines_take_turns(&mut fixture, &shared);
 }
 
+/// Writes `body` at `key` of the bucket `tiles` as another machine's client would.
+fn put_s3(server: &S3Server, key: &str, body: &[u8]) {
+    let client = server.client();
+    runtime().block_on(async {
+        client
+            .put_object()
+            .bucket("tiles")
+            .key(key)
+            .body(body.to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    });
+}
+
 #[test]
 #[ignore = "needs PostGIS and s3s-fs: run scripts/test.sh"]
 fn two_machines_on_one_s3_prefix_take_turns_by_its_lease() {
@@ -199,19 +214,7 @@ fn two_machines_on_one_s3_prefix_take_turns_by_its_lease() {
             .into_iter()
             .map(|(k, v)| (k, v.to_string()))
             .collect(),
-        put: Box::new(move |key, data| {
-            let client = put.client();
-            runtime().block_on(async {
-                client
-                    .put_object()
-                    .bucket("tiles")
-                    .key(key)
-                    .body(data.to_vec().into())
-                    .send()
-                    .await
-                    .unwrap();
-            });
-        }),
+        put: Box::new(move |key, data| put_s3(&put, key, data)),
         names: Box::new(move || {
             names
                 .read_blobs("tiles", PREFIX)
@@ -246,19 +249,7 @@ fn a_takeover_marker_left_by_a_run_killed_on_this_machine_does_not_hold_the_next
         &env,
     )
     .assert_success();
-    let put = |key: &str, body: &[u8]| {
-        let client = server.client();
-        runtime().block_on(async {
-            client
-                .put_object()
-                .bucket("tiles")
-                .key(key)
-                .body(body.to_vec().into())
-                .send()
-                .await
-                .unwrap();
-        });
-    };
+    let put = |key: &str, body: &[u8]| put_s3(&server, key, body);
     let key = format!("{PREFIX}/{LEASE}");
 
     // A run waiting for another machine's lease holds this machine's lock: killed there, it leaves
@@ -311,5 +302,69 @@ fn a_takeover_marker_left_by_a_run_killed_on_this_machine_does_not_hold_the_next
         run.stderr.contains("left by a run killed on this machine"),
         "{}",
         run.stderr
+    );
+}
+
+#[test]
+#[ignore = "needs PostGIS and s3s-fs: run scripts/test.sh"]
+fn a_takeover_marker_left_by_a_run_killed_on_another_machine_holds_runs_back_one_term_at_most() {
+    let server = S3Server::start("tiles");
+    let table = server.config_table("");
+    let mut fixture = Fixture::new(
+        "two_machines_far_marker",
+        &points(),
+        "s3.toml",
+        config(&table),
+    );
+    let target = format!("s3://tiles/{PREFIX}");
+    let cache = fixture.path("a");
+    let mut env = server.env();
+    env.push(("XDG_CACHE_HOME", cache.to_str().unwrap()));
+    let config = fixture.config.to_str().unwrap().to_string();
+    let url = fixture.schema.url.clone();
+    let run = |args: &[&str]| oar_tiles_with(Some(&url), args, &env);
+    run(&["changes", "install", "--config", &config]).assert_success();
+    run(&fixture.seed_args(&target, ZOOMS, &[])).assert_success();
+    let key = format!("{PREFIX}/{LEASE}");
+    // Another machine's run began taking over another machine's expired lease, and was killed
+    // after its marker: this machine's lock file names neither.
+    let plant = |expires: u64| {
+        put_s3(&server, &key, &foreign_lease(expires));
+        let marker = format!("{key}.taken-over.4242-feed-{expires}");
+        put_s3(&server, &marker, b"5151-gone");
+        marker
+    };
+
+    // Expired less than a term (3 minutes) ago, the takeover may still be under way: the run
+    // refuses, naming the marker and how to clear it.
+    let marker = plant(now() - 10);
+    let refused = run(&fixture.seed_args(&target, ZOOMS, &["--dirty"]));
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    for said in [marker.as_str(), "run 5151-gone", "remove that object"] {
+        assert!(refused.stderr.contains(said), "{said}: {}", refused.stderr);
+    }
+
+    // Expired a further full term ago, its taker is taken for dead: the marker is removed and the
+    // lease taken over.
+    let stale = plant(now() - 200);
+    fixture
+        .schema
+        .execute("UPDATE {schema}.sites SET label = 'renamed' WHERE site_id = 7");
+    let taken = run(&fixture.seed_args(&target, ZOOMS, &["--dirty"]));
+    taken.assert_success();
+    assert!(
+        taken.stderr.contains("left by run 5151-gone") && taken.stderr.contains("taking over"),
+        "{}",
+        taken.stderr
+    );
+    let left: Vec<String> = server
+        .read_blobs("tiles", PREFIX)
+        .into_iter()
+        .map(|blob| blob.name)
+        .filter(|name| *name == LEASE || stale.ends_with(name.as_str()))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the lease and its marker are gone: {left:?}"
     );
 }

@@ -26,9 +26,9 @@ pub use store::StoreConfig;
 
 pub use cdn::{CdnConfig, CdnTarget, ConfigLine, EdgeCheckSettings, PurgeMethod};
 pub use output::{
-    is_partition_segment, partition_segment, Bucket, IndexLocation, OutputSettings, OutputTarget,
-    Scheme, Sharding, DEFAULT_CACHE_CONTROL, POINTER_CACHE_CONTROL, SUPPORTED as OUTPUT_FORMS,
-    VERSION_CACHE_CONTROL,
+    is_partition_segment, partition_segment, supported_forms as output_forms, Bucket,
+    IndexLocation, OutputSettings, OutputTarget, Scheme, Sharding, DEFAULT_CACHE_CONTROL,
+    POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL,
 };
 pub use tileset::{
     breakdown_property, fetch_margin, ClusterConfig, ClusterPosition, Feed, Freshness,

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 mod keys;
+mod scheme;
 mod settings;
 mod slashes;
+pub use scheme::{supported_forms, Scheme, WriteRate};
 pub use settings::{
     default_keep_versions, OutputSettings, PmtilesVersions, DEFAULT_CACHE_CONTROL,
     DEFAULT_COMPRESSION_LEVEL, DEFAULT_PMTILES_COMPACT_ABOVE, POINTER_CACHE_CONTROL,
@@ -37,72 +39,6 @@ pub enum OutputTarget {
         /// Key prefix without leading or trailing slash; may be empty.
         prefix: String,
     },
-}
-
-/// What [`OutputTarget::parse`] takes: every output form, for its messages and for the help of
-/// each command-line argument that names an output.
-pub const SUPPORTED: &str = "path.mbtiles, path.pmtiles, dir:PATH, PATH/, s3://bucket/prefix, s3://bucket/key.pmtiles, az://container/prefix, az://container/key.pmtiles, gs://bucket/prefix or gs://bucket/key.pmtiles";
-
-/// The remote object stores outputs can live in, told apart by their address's scheme. Each has
-/// its client in `store/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scheme {
-    /// S3 and S3-compatible stores: `s3://BUCKET/…`.
-    S3,
-    /// Azure Blob Storage: `az://CONTAINER/…`.
-    Azure,
-    /// Google Cloud Storage: `gs://BUCKET/…`.
-    Gcs,
-}
-
-impl Scheme {
-    /// Every scheme, in the order addresses are tried.
-    const ALL: [Scheme; 3] = [Scheme::S3, Scheme::Azure, Scheme::Gcs];
-
-    /// The scheme `address` starts with, if any.
-    pub fn of(address: &str) -> Option<Scheme> {
-        Scheme::ALL
-            .into_iter()
-            .find(|scheme| address.starts_with(scheme.prefix()))
-    }
-
-    /// How an address of this store starts.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Scheme::S3 => "s3://",
-            Scheme::Azure => "az://",
-            Scheme::Gcs => "gs://",
-        }
-    }
-
-    /// A short name for files this machine keeps about the store's outputs.
-    pub fn short_name(self) -> &'static str {
-        match self {
-            Scheme::S3 => "s3",
-            Scheme::Azure => "az",
-            Scheme::Gcs => "gs",
-        }
-    }
-
-    /// Whether `name` is a valid bucket (container) name of the store.
-    fn is_valid_name(self, name: &str) -> bool {
-        let allowed = |c: char| {
-            c.is_ascii_lowercase()
-                || c.is_ascii_digit()
-                || c == '-'
-                || (c == '.' && matches!(self, Scheme::S3 | Scheme::Gcs))
-                || (c == '_' && self == Scheme::Gcs)
-        };
-        (3..=63).contains(&name.len()) && name.chars().all(allowed)
-    }
-
-    fn naming_rule(self) -> &'static str {
-        match self {
-            Scheme::S3 => "S3 bucket name (3-63 lowercase letters, digits, `-`, `.`)",
-            Scheme::Azure => "Azure container name (3-63 lowercase letters, digits, `-`)",
-            Scheme::Gcs => "GCS bucket name (3-63 lowercase letters, digits, `-`, `_`, `.`)",
-        }
-    }
 }
 
 /// A bucket (S3) or container (Azure) of a remote store; prints as its address, `s3://NAME`.
@@ -167,7 +103,8 @@ impl OutputTarget {
         }
         if output.contains("://") {
             return Err(Error::Usage(format!(
-                "output `{output}` is not supported: expected {SUPPORTED}"
+                "output `{output}` is not supported: expected {}",
+                supported_forms()
             )));
         }
         if let Some(path) = output.strip_prefix("dir:") {
@@ -186,7 +123,8 @@ impl OutputTarget {
             return Ok(OutputTarget::Mbtiles(PathBuf::from(output)));
         }
         Err(Error::Usage(format!(
-            "output `{output}` is not supported: expected {SUPPORTED}"
+            "output `{output}` is not supported: expected {}",
+            supported_forms()
         )))
     }
 

@@ -15,7 +15,7 @@ use crate::error::Error;
 
 /// How outputs in a remote object store are reached and written: S3, an S3-compatible store
 /// (MinIO, Ceph, R2), Azure Blob Storage or Google Cloud Storage. Most keys apply to every store;
-/// those only one kind takes ([`STORE_KIND_KEYS`]) are refused where no output is of that kind. Credentials always come from the store's standard
+/// those only one kind takes (its `own_store_keys` in [`Scheme`]'s table) are refused where no output is of that kind. Credentials always come from the store's standard
 /// chain (for S3: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, an instance
 /// role), never from this file.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -109,23 +109,6 @@ impl Default for StoreConfig {
     }
 }
 
-/// A kind of store and the `[store]` keys it alone takes: the other kinds read their own
-/// settings from the environment (Azure's `AZURE_STORAGE_*`, GCS's `STORAGE_EMULATOR_HOST` and
-/// service account), so such a key set in a config whose remote outputs are all of other kinds
-/// would do nothing, and is refused at its line.
-pub struct StoreKindKeys {
-    /// The kind, by its outputs' scheme.
-    pub scheme: Scheme,
-    /// Its own keys, as written in `[store]`.
-    pub keys: &'static [&'static str],
-}
-
-/// Each store kind that has keys of its own; a kind not listed takes only the shared keys.
-pub const STORE_KIND_KEYS: &[StoreKindKeys] = &[StoreKindKeys {
-    scheme: Scheme::S3,
-    keys: &["endpoint", "region", "force_path_style"],
-}];
-
 /// The keys of `[store]` (or `[s3]`) as written, each with where it is written.
 #[derive(Deserialize)]
 struct WrittenStoreKeys {
@@ -156,20 +139,20 @@ pub(super) fn refuse_other_kinds_keys<'a>(
     let in_use: Vec<&str> = schemes.iter().map(|scheme| scheme.prefix()).collect();
     for key in written.store.keys().chain(written.s3.keys()) {
         let name = key.get_ref().as_str();
-        let Some(owner) = STORE_KIND_KEYS
+        let Some(owner) = Scheme::ALL
             .iter()
-            .find(|kind| kind.keys.contains(&name))
+            .find(|kind| kind.facts().own_store_keys.contains(&name))
         else {
             continue;
         };
-        if !schemes.contains(&owner.scheme) {
+        if !schemes.contains(owner) {
             return Err(at(
                 Some(key.span()),
                 format!(
                     "store.{name} is not a key of the outputs' store ({}): only {} outputs take it; \
                      remove it (the other stores read their settings from the environment)",
                     in_use.join(", "),
-                    owner.scheme.prefix()
+                    owner.prefix()
                 ),
             ));
         }
@@ -252,7 +235,6 @@ pub(super) fn resolve_store(
 mod tests {
     use std::path::Path;
 
-    use super::STORE_KIND_KEYS;
     use crate::config::{Config, Scheme};
 
     /// A config whose one tileset writes to `output`, with `key_line` in `[store]` (line 2).
@@ -273,13 +255,9 @@ mod tests {
 
     #[test]
     fn a_kinds_own_key_is_refused_at_its_line_where_no_output_is_of_that_kind() {
-        let s3_keys: Vec<&str> = STORE_KIND_KEYS
-            .iter()
-            .filter(|kind| kind.scheme == Scheme::S3)
-            .flat_map(|kind| kind.keys.iter().copied())
-            .collect();
+        let s3_keys = Scheme::S3.facts().own_store_keys;
         assert!(s3_keys.contains(&"endpoint") && s3_keys.contains(&"region"));
-        for key in s3_keys {
+        for &key in s3_keys {
             for output in ["az://tiles/v1", "gs://tiles/v1", "gs://tiles/v1.pmtiles"] {
                 let text = config(output, &format!("{key} = {}", value_of(key)));
                 let err = Config::parse(Path::new("conf/oar.toml"), &text, None)

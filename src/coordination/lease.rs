@@ -7,7 +7,8 @@
 //! renews it while it runs; removes it at the end. A live lease of another run makes a job wait or
 //! fail naming the holder. An expired one (its holder crashed, or stalled longer than
 //! [`TERM`]) is taken over through a create-only marker named after the lease it replaces, so
-//! of two jobs taking it over one wins. Renewals and the release read the lease first and
+//! of two jobs taking it over one wins; a marker whose run died before taking the lease is removed
+//! ([`marked`] says when). Renewals and the release read the lease first and
 //! touch it only while it is still this run's: the stores' stand-ins do not all honour a
 //! conditional update (`If-Match`), so the tool does not rely on one. Cost: a create, a read and
 //! a write every [`RENEW_EVERY`], a read and a delete: a few requests a run, none per tile.
@@ -223,6 +224,9 @@ pub(super) fn run_id() -> String {
 enum Attempt {
     Taken,
     HeldBy(LeaseRecord),
+    /// Another run's takeover of the expired lease is under way (or its taker died): what holds
+    /// it, as messages say it.
+    Marked(String),
     Again,
 }
 
@@ -254,6 +258,7 @@ where
     let run = run.to_string();
     let mut announced = false;
     let mut vanished = 0;
+    let mut marked = 0;
     loop {
         let holder =
             match attempt(store.as_ref(), &place, &run, previous).await? {
@@ -270,8 +275,18 @@ where
                     "the store refuses to create the lease yet shows none there: check that the \
                      bucket or container exists and that the credentials may write it",
                 )),
+                // Another run's takeover ends within a few requests: only one that outlasts a few
+                // looks holds the lease.
+                Attempt::Marked(_) if marked < 5 => {
+                    marked += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Attempt::Marked(holder) => holder,
                 Attempt::HeldBy(holder) => holder.describe(&place),
             };
+        // The store shows a holder: a lease that vanishes later is a release, not a missing bucket.
+        vanished = 0;
         if !wait {
             return Err(Error::Locked {
                 output: output.to_string(),
@@ -335,24 +350,7 @@ async fn attempt(
         .await
         .map_err(|e| Error::output_caused(marker_place(), e))?;
     if won == Put::Exists {
-        // A run killed on this machine between its marker and taking the lease left the marker
-        // behind, which would refuse every later taker: it is removed, and the race run again.
-        let taker = store
-            .get(&marker, LEASE_CAP)
-            .await
-            .map_err(|e| Error::output_caused(marker_place(), e))?;
-        let taker = taker.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
-        if taker.is_some_and(|taker| runs_in(previous).contains(&taker.trim())) {
-            tracing::warn!(
-                "removing {}, left by a run killed on this machine while it took the lease over",
-                marker_place()
-            );
-            store
-                .delete(&marker)
-                .await
-                .map_err(|e| Error::output_caused(marker_place(), e))?;
-        }
-        return Ok(Attempt::Again);
+        return marked(store, place, &marker, &held, previous).await;
     }
     let still = read(store, place).await?;
     let outcome = if still.as_ref() == Some(&held) {
@@ -373,6 +371,63 @@ async fn attempt(
     // The marker has done its work: a late taker's marker names a lease no longer there.
     let _ = store.delete(&marker).await;
     Ok(outcome)
+}
+
+/// What a takeover `marker` another run created for the expired lease `held` means for this one.
+/// A run killed between its marker and taking the lease left the marker behind, which would refuse
+/// every later taker; such a marker is removed and the race run again. Its taker is known dead when
+/// this machine's lock file (`previous`) names it; a taker of another machine is taken for dead
+/// once the lease has been expired for a further full [`TERM`]: a live taker takes the lease one
+/// read after its marker, and one stalled for a term would lose even a lease it held.
+async fn marked(
+    store: &dyn ObjectStore,
+    place: &LeasePlace,
+    marker: &str,
+    held: &LeaseRecord,
+    previous: &str,
+) -> Result<Attempt> {
+    let marker_place = format!("{}/{marker}", place.bucket);
+    let Some(taker) = store
+        .get(marker, LEASE_CAP)
+        .await
+        .map_err(|e| Error::output_caused(&marker_place, e))?
+    else {
+        // Its taker finished (or gave up) between the create and this read: race again.
+        return Ok(Attempt::Again);
+    };
+    let taker = String::from_utf8_lossy(&taker).trim().to_string();
+    let left_after = held.expires + TERM.as_secs();
+    let why = if runs_in(previous).contains(&taker.as_str()) {
+        "left by a run killed on this machine while it took the lease over".to_string()
+    } else if left_after <= now_secs() {
+        format!(
+            "left by run {taker}, which began taking over the lease of run {} (expired at {}) and \
+             had not taken it a full term ({}) later: it was killed or lost its machine",
+            held.run,
+            rfc3339(held.expires),
+            humantime::format_duration(TERM)
+        )
+    } else {
+        return Ok(Attempt::Marked(format!(
+            "run {taker} is taking over the expired lease {} of run {}, by its marker \
+             {marker_place}; if no run {taker} is alive on any machine, remove that object, or \
+             run again after {}, when it counts as left behind",
+            place.location(),
+            held.run,
+            rfc3339(left_after)
+        )));
+    };
+    tracing::warn!("removing {marker_place}, {why}");
+    store
+        .delete(marker)
+        .await
+        .map_err(|e| Error::output_caused(&marker_place, e))?;
+    Ok(Attempt::Again)
+}
+
+/// `secs` after 1970 as messages write a moment.
+fn rfc3339(secs: u64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 /// Renews the lease until the task is aborted; a lease found taken over is left to its new

@@ -7,6 +7,7 @@ use deadpool_postgres::Pool;
 
 use super::prepare::Prepared;
 use super::{Ready, Session};
+use crate::config::output::WriteRate;
 use crate::config::{OutputTarget, Scheme};
 use crate::coordination::parts::plan_id;
 use crate::coordination::shards::ShardStore;
@@ -76,20 +77,6 @@ impl Session<'_> {
 /// shards are taken to ask of a store.
 const SHARD_TILES_PER_SECOND: u64 = 13_600;
 
-/// A store's documented write rate: writes a second, what it is per, and how often it doubles
-/// under sustained load (GCS's ramp for a new bucket).
-fn documented_rate(scheme: Scheme) -> (u64, &'static str, Option<u64>) {
-    match scheme {
-        Scheme::S3 => (3_500, "prefix (S3's documented floor)", None),
-        Scheme::Gcs => (
-            1_000,
-            "bucket at first, doubling at most every 20 min (GCS)",
-            Some(1200),
-        ),
-        Scheme::Azure => (20_000, "storage account (Azure)", None),
-    }
-}
-
 /// Seconds to write `tiles` at `rate` a second, the rate doubling every `ramp` seconds.
 fn seconds_to_write(tiles: u64, rate: u64, ramp: Option<u64>) -> u64 {
     let Some(ramp) = ramp else {
@@ -107,7 +94,11 @@ fn seconds_to_write(tiles: u64, rate: u64, ramp: Option<u64>) -> u64 {
 /// What `shards` shards writing a prefix of a store of `scheme` ask of it against its documented
 /// write rate, and, past it, what the store's pace costs the run's at least `tiles` tiles.
 pub fn store_rate_note(scheme: Scheme, shards: u32, tiles: u64) -> String {
-    let (limit, per, ramp) = documented_rate(scheme);
+    let WriteRate {
+        per_second: limit,
+        per,
+        doubling_every: ramp,
+    } = scheme.facts().rate;
     let asked = u64::from(shards) * SHARD_TILES_PER_SECOND;
     let human = |seconds: u64| humantime::format_duration(Duration::from_secs(seconds));
     if asked <= limit {

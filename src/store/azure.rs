@@ -23,8 +23,8 @@ use object_store::{
 
 use super::http::HyperConnector;
 use super::{
-    joined_base, FileUpload, Listed, NewObject, ObjectCopy, ObjectHeaders, ObjectStore, Put,
-    StoreError,
+    joined_base, FileUpload, Listed, NewObject, ObjectCopy, ObjectHeaders, ObjectStore, OpenStore,
+    Put, StoreError,
 };
 use crate::config::{Bucket, StoreConfig};
 
@@ -61,16 +61,6 @@ fn account() -> String {
     })
 }
 
-/// The account (and for the emulator its address) that tells this machine's files about one
-/// container apart from another account's container of the same name.
-pub fn identity() -> String {
-    if uses_emulator() {
-        format!("{} at {}", account(), emulator_url())
-    } else {
-        account()
-    }
-}
-
 /// The container's own address, where readers fetch its blobs without a CDN in front.
 fn own_address(bucket: &Bucket) -> String {
     match env("AZURE_STORAGE_ENDPOINT") {
@@ -96,10 +86,11 @@ pub struct AzureStore {
     public: String,
 }
 
-impl AzureStore {
+#[async_trait]
+impl OpenStore for AzureStore {
     /// Opens `bucket` (a container) with the environment's credentials; `[store] max_attempts`
     /// bounds each request's attempts and `[store] public_url` names a CDN in front.
-    pub fn open(bucket: &Bucket, settings: &StoreConfig) -> Result<AzureStore, StoreError> {
+    async fn open(bucket: &Bucket, settings: &StoreConfig) -> Result<AzureStore, StoreError> {
         let retry = RetryConfig {
             max_retries: settings.max_attempts.saturating_sub(1) as usize,
             retry_timeout: Duration::from_secs(180),
@@ -128,6 +119,18 @@ impl AzureStore {
         })
     }
 
+    /// The account (and for the emulator its address) that tells this machine's files about one
+    /// container apart from another account's container of the same name.
+    fn identity(_: &StoreConfig) -> String {
+        if uses_emulator() {
+            format!("{} at {}", account(), emulator_url())
+        } else {
+            account()
+        }
+    }
+}
+
+impl AzureStore {
     /// The container `name` of the Azurite at `url` with its development account, whatever the
     /// environment says: for tests, which cannot change their process's environment safely.
     pub fn on_azurite(url: &str, name: &str) -> Result<AzureStore, StoreError> {

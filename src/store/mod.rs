@@ -9,7 +9,8 @@
 //! its source.
 //!
 //! Adding a store: a module here implementing [`ObjectStore`] (its `async fn`s, the trait gives
-//! the rest), its scheme in [`crate::config::Scheme`] and its lines in [`open`] and [`identity`];
+//! the rest) and [`OpenStore`], its entry in [`crate::config::Scheme`]'s table and its line in
+//! [`registered`];
 //! ARCHITECTURE.md lists every place and what it measured.
 
 use std::fs::File;
@@ -352,34 +353,66 @@ pub struct SpliceRule {
     pub min_first: u64,
 }
 
-/// Opens the store holding `bucket`, with the `[store]` table's settings (attempts, the CDN in front,
-/// and for S3 its endpoint) and the credentials each store's users keep in the environment.
-///
-/// Boxed: the AWS SDK's configuration loading is a deep future, and every output's opening awaits
-/// this one.
-pub fn open<'a>(
+/// The store of each scheme: the one place that names every store's client.
+fn registered(scheme: Scheme) -> Registered {
+    match scheme {
+        Scheme::S3 => Registered::of::<s3::S3Store>(),
+        Scheme::Azure => Registered::of::<azure::AzureStore>(),
+        Scheme::Gcs => Registered::of::<gcs::GcsStore>(),
+    }
+}
+
+/// What each store's client gives the registry besides its [`ObjectStore`] requests.
+#[async_trait]
+pub trait OpenStore: ObjectStore + Sized + 'static {
+    /// Opens `bucket` with the `[store]` table's settings (attempts, the CDN in front, and the
+    /// store's own keys) and the credentials the store's users keep in the environment.
+    async fn open(bucket: &Bucket, settings: &StoreConfig) -> Result<Self, StoreError>;
+
+    /// What tells this store apart from another of its kind holding a bucket of the same name
+    /// (an endpoint, an account, an emulator), for the files this machine keeps about it.
+    fn identity(settings: &StoreConfig) -> String;
+}
+
+/// A registered store's [`OpenStore`] functions, without its type.
+struct Registered {
+    open: for<'a> fn(&'a Bucket, &'a StoreConfig) -> BoxFuture<'a, Opened>,
+    identity: fn(&StoreConfig) -> String,
+}
+
+/// What opening a store gives.
+type Opened = Result<Arc<dyn ObjectStore>, StoreError>;
+
+impl Registered {
+    fn of<S: OpenStore>() -> Registered {
+        Registered {
+            open: open_as::<S>,
+            identity: S::identity,
+        }
+    }
+}
+
+fn open_as<'a, S: OpenStore>(
     bucket: &'a Bucket,
     settings: &'a StoreConfig,
-) -> BoxFuture<'a, Result<Arc<dyn ObjectStore>, StoreError>> {
+) -> BoxFuture<'a, Opened> {
     async move {
-        let store: Arc<dyn ObjectStore> = match bucket.scheme {
-            Scheme::S3 => Arc::new(s3::S3Store::open(bucket, settings).await),
-            Scheme::Azure => Arc::new(azure::AzureStore::open(bucket, settings)?),
-            Scheme::Gcs => Arc::new(gcs::GcsStore::open(bucket, settings)?),
-        };
+        let store: Arc<dyn ObjectStore> = Arc::new(S::open(bucket, settings).await?);
         Ok(store)
     }
     .boxed()
 }
 
+/// Opens the store holding `bucket`, with the `[store]` table's settings and the credentials each
+/// store's users keep in the environment.
+pub fn open<'a>(bucket: &'a Bucket, settings: &'a StoreConfig) -> BoxFuture<'a, Opened> {
+    (registered(bucket.scheme).open)(bucket, settings)
+}
+
 /// What tells this store apart from others holding a bucket of the same name: the S3 endpoint, the
 /// Azure account, or the GCS emulator.
 pub fn identity(bucket: &Bucket, settings: &StoreConfig) -> String {
-    match bucket.scheme {
-        Scheme::S3 => settings.endpoint.clone().unwrap_or_else(|| "aws".into()),
-        Scheme::Azure => azure::identity(),
-        Scheme::Gcs => gcs::identity(),
-    }
+    (registered(bucket.scheme).identity)(settings)
 }
 
 /// The pace of `bucket`'s writes in this process ([`pace`]), with the `[store]` table's bounds.
@@ -461,11 +494,10 @@ pub fn local_file(
 ) -> PathBuf {
     let store = identity(bucket, settings);
     let name = &bucket.name;
-    // S3's files keep the names they had before other stores came, so a lock or journal an older
-    // version left is still found.
-    let described = match bucket.scheme {
-        Scheme::S3 => format!("{store} {name}/{prefix}"),
-        scheme => format!("{scheme:?} {store} {name}/{prefix}"),
+    let described = if bucket.scheme.facts().names_scheme_in_local_files {
+        format!("{:?} {store} {name}/{prefix}", bucket.scheme)
+    } else {
+        format!("{store} {name}/{prefix}")
     };
     let digest = Md5::digest(described.as_bytes());
     let cache = std::env::var_os("XDG_CACHE_HOME")

@@ -13,8 +13,8 @@ use aws_sdk_s3::types::{Delete, MetadataDirective, ObjectIdentifier};
 use aws_sdk_s3::Client;
 
 use super::{
-    etag_md5, joined_base, FileUpload, Listed, NewObject, ObjectCopy, ObjectStore, Put, Splice,
-    SpliceRule, StoreError,
+    etag_md5, joined_base, FileUpload, Listed, NewObject, ObjectCopy, ObjectStore, OpenStore, Put,
+    Splice, SpliceRule, StoreError,
 };
 use crate::config::{Bucket, StoreConfig};
 use crate::retry::Policy;
@@ -183,20 +183,28 @@ pub struct S3Store {
     pace: std::sync::Arc<super::pace::Pace>,
 }
 
-impl S3Store {
+#[async_trait]
+impl OpenStore for S3Store {
     /// Connects to `bucket` with the `[store]` settings and the standard AWS credential chain.
-    pub async fn open(bucket: &Bucket, settings: &StoreConfig) -> S3Store {
+    async fn open(bucket: &Bucket, settings: &StoreConfig) -> Result<S3Store, StoreError> {
         let client = client(settings).await;
         let region = client.config().region().map(|r| r.to_string());
-        S3Store {
+        Ok(S3Store {
             public: public_base(settings, region.as_deref(), &bucket.name, ""),
             client,
             bucket: bucket.clone(),
             attempts: settings.max_attempts,
             pace: super::shared_pace(bucket, settings),
-        }
+        })
     }
 
+    /// The endpoint (`[store] endpoint`), or AWS's.
+    fn identity(settings: &StoreConfig) -> String {
+        settings.endpoint.clone().unwrap_or_else(|| "aws".into())
+    }
+}
+
+impl S3Store {
     /// A store on a client made elsewhere (a test's, with credentials of its own).
     pub fn with_client(client: Client, bucket: &str, settings: &StoreConfig) -> S3Store {
         let region = client.config().region().map(|r| r.to_string());

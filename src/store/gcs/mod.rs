@@ -18,7 +18,7 @@ use hyper::Method;
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 
 use self::api::{encoded, Api, Call, Failure};
-use super::{joined_base, Listed, ObjectHeaders, StoreError};
+use super::{joined_base, Listed, ObjectHeaders, OpenStore, StoreError};
 use crate::config::{Bucket, Scheme, StoreConfig};
 use crate::retry::Failed;
 
@@ -48,12 +48,6 @@ fn emulator() -> Option<String> {
     })
 }
 
-/// The endpoint (Google's, or the emulator's) that tells this machine's files about one bucket
-/// apart from an emulator's bucket of the same name.
-pub fn identity() -> String {
-    emulator().unwrap_or_else(|| "gcs".into())
-}
-
 /// A bucket of Google Cloud Storage.
 pub struct GcsStore {
     api: Api,
@@ -61,11 +55,12 @@ pub struct GcsStore {
     public: String,
 }
 
-impl GcsStore {
+#[async_trait::async_trait]
+impl OpenStore for GcsStore {
     /// Opens `bucket` with the environment's credentials, or on the emulator
     /// `STORAGE_EMULATOR_HOST` names; `[store] max_attempts` bounds each request's attempts and
     /// `[store] public_url` names a CDN in front.
-    pub fn open(bucket: &Bucket, settings: &StoreConfig) -> Result<GcsStore, StoreError> {
+    async fn open(bucket: &Bucket, settings: &StoreConfig) -> Result<GcsStore, StoreError> {
         let what = format!("opening {bucket}");
         let (base, credentials) = match emulator() {
             Some(url) => (url, None),
@@ -107,6 +102,14 @@ impl GcsStore {
         })
     }
 
+    /// The endpoint (Google's, or the emulator's) that tells this machine's files about one bucket
+    /// apart from an emulator's bucket of the same name.
+    fn identity(_: &StoreConfig) -> String {
+        emulator().unwrap_or_else(|| "gcs".into())
+    }
+}
+
+impl GcsStore {
     /// The bucket `name` of the emulator at `url`, whatever the environment says: for tests, which
     /// cannot change their process's environment safely.
     pub fn on_emulator(url: &str, name: &str) -> Result<GcsStore, StoreError> {
