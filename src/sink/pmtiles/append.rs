@@ -4,6 +4,10 @@
 //! from ranges it holds ([`crate::store::ObjectStore::splice`]) is then sent only the header, the
 //! directories, the changed tiles and what pads them to the store's smallest first part.
 //!
+//! A store that keeps only whole objects (GCS's compose concatenates objects, not ranges) keeps the
+//! whole old archive after the new bytes instead: its header and directories become bytes no
+//! directory references, counted against the share below like replaced tiles.
+//!
 //! Bytes no directory references pile up with each update: when they pass the tileset's
 //! `pmtiles_compact_above` share of the tile data, the archive is written whole and clustered
 //! again instead.
@@ -19,6 +23,7 @@ use md5::{Digest, Md5};
 use rusqlite::OpenFlags;
 
 use super::layout::{Section, HEADER_LEN};
+use super::read::Placed;
 use super::{open_store, pmtiles_id};
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::partial_path;
@@ -28,11 +33,14 @@ use crate::tile::{Coverage, TileCoord};
 /// The header and root directory together fit in the first 16 KiB, which readers fetch at once.
 const ROOT_ROOM: usize = 16_384 - HEADER_LEN;
 
-/// How an update in place may go: the store's smallest first piece and when to compact instead.
+/// How an update in place may go: the store's smallest first piece, whether it keeps only the
+/// whole old object, and when to compact instead.
 #[derive(Debug, Clone, Copy)]
 pub struct InPlace {
     /// The first piece sent must be at least this long (S3's part minimum).
     pub min_first: u64,
+    /// The store keeps the whole old object after the new bytes, never a range of it (GCS).
+    pub keeps_whole: bool,
     /// The unreferenced share of tile data above which the archive is written whole.
     pub compact_above: f64,
 }
@@ -80,6 +88,15 @@ pub(super) fn write_in_place(
     };
     let old = std::fs::File::open(archive)
         .map_err(|e| Error::output(archive, format!("cannot open it: {e}")))?;
+    let (data, placed) = if policy.keeps_whole {
+        let length = old
+            .metadata()
+            .map_err(|e| Error::output(archive, format!("cannot read its size: {e}")))?
+            .len();
+        whole_archive(data, placed, length)
+    } else {
+        (data, placed)
+    };
     let planned = plan(store, &old, data, &placed)?;
     let fresh_len = planned.fresh.len() as u64;
     let total = fresh_len + data.length;
@@ -112,14 +129,24 @@ pub(super) fn write_in_place(
     Ok(Some(Appended { sent, kept }))
 }
 
+/// The old archive's tile data taken as all of its `length` bytes, from its header on, with each
+/// tile's offset moved to count from there.
+fn whole_archive(data: Section, placed: Placed, length: u64) -> (Section, Placed) {
+    let placed = placed
+        .into_iter()
+        .map(|(id, (offset, tile_length))| (id, (data.offset + offset, tile_length)))
+        .collect();
+    let whole = Section {
+        name: "archive",
+        offset: 0,
+        length,
+    };
+    (whole, placed)
+}
+
 /// Every tile of the store against the old archive: the same bytes keep their place, others go
 /// into the new bytes.
-fn plan(
-    store: &Path,
-    old: &std::fs::File,
-    data: Section,
-    placed: &HashMap<u64, (u64, u64)>,
-) -> Result<Planned> {
+fn plan(store: &Path, old: &std::fs::File, data: Section, placed: &Placed) -> Result<Planned> {
     let fail = |e: &dyn std::fmt::Display| Error::output(store, e.to_string());
     let connection = open_store(store, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut statement = connection
