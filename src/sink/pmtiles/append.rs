@@ -362,6 +362,103 @@ fn write_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tile::{BBox, ZoomRange};
+
+    /// Four tiles of zoom 1, 1,000 distinct bytes each.
+    fn old_tiles() -> Vec<(TileCoord, Vec<u8>)> {
+        (0..4u8)
+            .map(|i| {
+                let tile = TileCoord::new(1, u32::from(i % 2), u32::from(i / 2)).unwrap();
+                (tile, (0..1000).map(|b| (b % 251) as u8 ^ i).collect())
+            })
+            .collect()
+    }
+
+    /// An archive of `tiles` in their order, unclustered as updates in place leave it.
+    fn write_archive(path: &Path, tiles: &[(TileCoord, Vec<u8>)], metadata: &TilesetMetadata) {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut data = Vec::new();
+        for (tile, bytes) in tiles {
+            runs.push(Run {
+                tile_id: pmtiles_id(*tile).unwrap(),
+                offset: data.len() as u64,
+                length: bytes.len() as u64,
+                run_length: 1,
+            });
+            data.extend_from_slice(bytes);
+        }
+        runs.sort_unstable_by_key(|run| run.tile_id);
+        let count = runs.len() as u64;
+        let mut archive = head_bytes(&runs, metadata, "{}", data.len() as u64, [count; 3]).unwrap();
+        archive.extend_from_slice(&data);
+        std::fs::write(path, archive).unwrap();
+    }
+
+    /// A tile store holding `tiles`, as the sink's working copy keeps it.
+    fn write_store(path: &Path, tiles: &[(TileCoord, Vec<u8>)]) {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER, \
+                 tile_data BLOB)",
+            )
+            .unwrap();
+        for (tile, bytes) in tiles {
+            connection
+                .execute(
+                    "INSERT INTO tiles VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![tile.z(), tile.x(), tile.tms_row(), bytes],
+                )
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn an_archive_kept_whole_counts_its_old_header_and_directories_as_unreferenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, store) = (dir.path().join("a.pmtiles"), dir.path().join("a.mbtiles"));
+        let metadata = TilesetMetadata::bare("a", BBox::WORLD, ZoomRange::new(0, 2).unwrap());
+        let old = old_tiles();
+        write_archive(&archive, &old, &metadata);
+        let old_bytes = std::fs::read(&archive).unwrap();
+        let (data, _) = super::super::read::placed_tiles(&archive).unwrap();
+        // One tile added, none replaced: the only bytes no directory would reference are the old
+        // header and directories, which only a store keeping the whole object keeps.
+        let mut tiles = old.clone();
+        tiles.push((TileCoord::new(2, 3, 3).unwrap(), vec![7; 100]));
+        write_store(&store, &tiles);
+        let total = (100 + old_bytes.len()) as f64;
+        let below_head = (data.offset as f64 - 1.0) / total;
+        let policy = |keeps_whole, compact_above| InPlace {
+            min_first: 0,
+            keeps_whole,
+            compact_above,
+        };
+        let write = |policy| write_in_place(&store, &archive, &metadata, "{}", policy).unwrap();
+        assert_eq!(
+            write(policy(true, below_head)),
+            None,
+            "the old head is counted"
+        );
+        let ranged = write(policy(false, 0.0)).expect("nothing unreferenced in a kept range");
+        assert_eq!(ranged.kept, data.offset..old_bytes.len() as u64);
+
+        write_archive(&archive, &old, &metadata);
+        let whole = write(policy(true, below_head + 0.01)).expect("the old head under the share");
+        assert_eq!(whole.kept, 0..old_bytes.len() as u64);
+        let new_bytes = std::fs::read(&archive).unwrap();
+        assert_eq!(new_bytes.len() as u64, whole.sent + old_bytes.len() as u64);
+        assert!(
+            new_bytes.ends_with(&old_bytes),
+            "the old archive follows the new bytes"
+        );
+        let (data, placed) = super::super::read::placed_tiles(&archive).unwrap();
+        for (tile, bytes) in &tiles {
+            let (offset, length) = placed[&pmtiles_id(*tile).unwrap()];
+            let at = (data.offset + offset) as usize;
+            assert_eq!(&new_bytes[at..at + length as usize], bytes, "{tile:?}");
+        }
+    }
 
     #[test]
     fn directories_decode_as_written() {
