@@ -71,7 +71,7 @@ pub mod testing {
     pub use crate::sink::agg_hash::{agg_tiles_hash, AggHasher};
     pub use crate::sink::OutputReader;
     pub use crate::store::s3::https_client;
-    pub use crate::store::{ObjectHeaders, ObjectStore, Put};
+    pub use crate::store::{ObjectHeaders, ObjectStore, Put, Splice};
 
     /// The container `name` of the Azurite at `url`, as outputs use a store.
     pub fn azurite_store(url: &str, name: &str) -> std::sync::Arc<dyn ObjectStore> {

@@ -4,16 +4,11 @@
 //! pass `pmtiles_compact_above` is written whole and clustered again. Bytes sent are counted by a
 //! proxy between the tool and the store.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use crate::common::cloudfront::moto_url;
 use crate::common::fixture::Fixture;
-use crate::common::pg::Point;
-use crate::common::pmtiles::seed;
+use crate::common::pmtiles::{continent_points, seed};
 use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
+use crate::common::proxy::CountingProxy;
 use crate::common::run::{oar_tiles, oar_tiles_with, single_layer_config, Run};
 use crate::common::runtime;
 
@@ -21,76 +16,6 @@ const KEY: &str = "maps/sites.pmtiles";
 
 /// S3's smallest part but the last: the most padding a reseed may send.
 const MIN_PART: u64 = 5 * 1024 * 1024;
-
-/// Facilities spread over a continent, with labels that do not compress, so that the archive is
-/// several S3 parts long while a tile holds a hundred of them.
-fn points() -> Vec<Point> {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    (1..=24_000)
-        .map(|id| {
-            let mut next = || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state
-            };
-            let lon = -50.0 + (next() % 100_000) as f64 / 1_000.0;
-            let lat = -30.0 + (next() % 60_000) as f64 / 1_000.0;
-            let mut point = Point::new(id, lon, lat);
-            point.label = (0..12).map(|_| format!("{:016x}", next())).collect();
-            point
-        })
-        .collect()
-}
-
-/// A TCP proxy to `upstream` counting the bytes clients send through it.
-struct CountingProxy {
-    port: u16,
-    sent: Arc<AtomicU64>,
-}
-
-impl CountingProxy {
-    fn start(upstream: &str) -> CountingProxy {
-        let upstream = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let sent = Arc::new(AtomicU64::new(0));
-        let counter = sent.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (client_back, server_back) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let counter = counter.clone();
-                std::thread::spawn(move || pipe(client, server, Some(counter)));
-                std::thread::spawn(move || pipe(server_back, client_back, None));
-            }
-        });
-        CountingProxy { port, sent }
-    }
-
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::SeqCst)
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream, counter: Option<Arc<AtomicU64>>) {
-    let mut buffer = vec![0; 64 * 1024];
-    while let Ok(read) = from.read(&mut buffer) {
-        if read == 0 || to.write_all(&buffer[..read]).is_err() {
-            break;
-        }
-        if let Some(counter) = &counter {
-            counter.fetch_add(read as u64, Ordering::SeqCst);
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Write);
-}
 
 /// A fixture whose archive lives in a bucket of its own on moto, reached through a counting proxy.
 struct Setup {
@@ -111,7 +36,7 @@ impl Setup {
             "[store]\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\nregion = \"us-east-1\"\n",
             proxy.port
         );
-        let base = Fixture::new(label, &points(), "pmtiles.toml", |schema| {
+        let base = Fixture::new(label, &continent_points(), "pmtiles.toml", |schema| {
             let changes = schema.companion("cdc");
             format!(
                 "[changes]\nschema = \"{changes}\"\n{store}\n{}",

@@ -279,8 +279,9 @@ pub trait ObjectStore: Send + Sync {
     }
 
     /// Replaces the object `key` at once by the splice's new bytes followed by the range it keeps
-    /// of the object as it is now, if its ETag is still the one the splice names; only the new
-    /// bytes cross the network. Returns the new ETag.
+    /// of the object as it is now (all of it, where the rule says the store keeps only whole
+    /// objects), if its ETag is still the one the splice names; only the new bytes cross the
+    /// network. Returns the new ETag.
     async fn splice(&self, key: &str, splice: Splice<'_>) -> Result<String, StoreError> {
         let _ = splice;
         Err(StoreError::local(
@@ -339,7 +340,8 @@ pub struct Splice<'a> {
     /// The bytes sent, which come first: at least the rule's `min_first`, unless they are all of
     /// the object.
     pub new: &'a [u8],
-    /// The range of the object as it is that follows them.
+    /// The range of the object as it is that follows them: from 0 to its length where the rule
+    /// says the store keeps only whole objects.
     pub kept: Range<u64>,
     /// The headers the rebuilt object is served with.
     pub headers: ObjectHeaders<'a>,
@@ -351,6 +353,9 @@ pub struct SpliceRule {
     /// The uploaded piece, which comes first, must be at least this many bytes (S3's 5 MiB part
     /// minimum); a shorter one is padded by the caller with bytes it has.
     pub min_first: u64,
+    /// The store keeps only the whole object after the new bytes, never a range of it (GCS's
+    /// compose concatenates whole objects).
+    pub keeps_whole: bool,
 }
 
 /// The store of each scheme: the one place that names every store's client.

@@ -476,8 +476,10 @@ impl ObjectStore for S3Store {
     }
 
     fn splice_rule(&self) -> Option<SpliceRule> {
-        let min_first = splice::MIN_PART;
-        Some(SpliceRule { min_first })
+        Some(SpliceRule {
+            min_first: splice::MIN_PART,
+            keeps_whole: false,
+        })
     }
 
     async fn splice(&self, key: &str, splice: Splice<'_>) -> Result<String, StoreError> {

@@ -11,7 +11,8 @@ use super::remote::{blobs_of_lines, folder, script_output, unique_name, Blob};
 pub const GCS_ENV: &str = "OAR_TILES_TEST_GCS";
 
 /// The calls a test needs, one per run of the script: `create`, `drop`, `put NAME HEX`, `read PREFIX` (every
-/// object under it, as JSON lines of name, hex bytes and headers). An object is read as stored:
+/// object under it, as JSON lines of name, hex bytes and headers), `get NAME PATH` (one object's
+/// bytes into a file) and `names PREFIX` (the names under it, a line each). An object is read as stored:
 /// `Accept-Encoding: gzip`, or the emulator (as GCS) would undo a gzip `Content-Encoding`.
 const SCRIPT: &str = r#"
 import json, sys, urllib.parse, urllib.request
@@ -41,6 +42,14 @@ elif op == "drop":
 elif op == "put":
     call("POST", f"{base}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={quoted(sys.argv[4])}",
          bytes.fromhex(sys.argv[5]), {"Content-Type": "application/octet-stream"})
+elif op == "get":
+    data, _ = call("GET", f"{base}/storage/v1/b/{bucket}/o/{quoted(sys.argv[4])}?alt=media",
+                   headers={"Accept-Encoding": "gzip"})
+    with open(sys.argv[5], "wb") as out:
+        out.write(data)
+elif op == "names":
+    for item in objects(sys.argv[4]):
+        print(item["name"])
 elif op == "read":
     prefix = sys.argv[4]
     for item in objects(prefix):
@@ -81,14 +90,7 @@ impl GcsBucket {
 
     /// The script run with `args` on this bucket.
     fn script(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("python3");
-        command
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg(&self.url)
-            .arg(&self.name)
-            .args(args);
-        command
+        script_on(&self.url, &self.name, args)
     }
 
     fn api(&self, args: &[&str]) -> String {
@@ -108,14 +110,47 @@ impl GcsBucket {
 
     /// Stores `data` as the object `name`, as another machine's client would.
     pub fn put(&self, name: &str, data: &[u8]) {
-        let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
-        self.api(&["put", name, &hex]);
+        put_object(&self.url, &self.name, name, data);
+    }
+
+    /// The bytes of the object `name`, written to `path` (an archive too large for
+    /// [`GcsBucket::read_prefix`]'s hex lines).
+    pub fn download(&self, name: &str, path: &std::path::Path) {
+        self.api(&["get", name, path.to_str().unwrap()]);
+    }
+
+    /// The names of the objects whose names start with `prefix`, in name order.
+    pub fn names(&self, prefix: &str) -> Vec<String> {
+        self.api(&["names", prefix])
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Every object under `prefix/` (all of them for `""`), named from there on, in name order.
     pub fn read_prefix(&self, prefix: &str) -> Vec<Blob> {
         blobs_of_lines(&self.api(&["read", &folder(prefix)]))
     }
+}
+
+/// The script run with `args` on the bucket `bucket` of the emulator at `url`.
+fn script_on(url: &str, bucket: &str, args: &[&str]) -> Command {
+    let mut command = Command::new("python3");
+    command
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(url)
+        .arg(bucket)
+        .args(args);
+    command
+}
+
+/// Stores `data` as the object `name` of the bucket `bucket` of the emulator at `url`, as another
+/// machine's client would: for a test acting where it holds no [`GcsBucket`] (another thread).
+pub fn put_object(url: &str, bucket: &str, name: &str, data: &[u8]) {
+    let hex: String = data.iter().map(|b| format!("{b:02x}")).collect();
+    let what = format!("the GCS JSON API put {name} on {bucket}");
+    script_output(&mut script_on(url, bucket, &["put", name, &hex]), &what);
 }
 
 impl Drop for GcsBucket {

@@ -20,6 +20,7 @@ pub mod nginx;
 pub mod pg;
 pub mod pmtiles;
 pub mod pmtiles_reader;
+pub mod proxy;
 pub mod recorder;
 pub mod remote;
 pub mod reseed;

@@ -42,3 +42,24 @@ pub fn seed(setup: &Fixture, output: &Path, extra: &[&str]) {
     let args = setup.seed_args(output.to_str().unwrap(), "0-10", extra);
     oar_tiles(Some(&setup.schema.url), &args).assert_success();
 }
+
+/// Facilities spread over a continent, with labels that do not compress, so that the archive is
+/// several S3 parts long while a tile holds a hundred of them.
+pub fn continent_points() -> Vec<Point> {
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    (1..=24_000)
+        .map(|id| {
+            let mut next = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state
+            };
+            let lon = -50.0 + (next() % 100_000) as f64 / 1_000.0;
+            let lat = -30.0 + (next() % 60_000) as f64 / 1_000.0;
+            let mut point = Point::new(id, lon, lat);
+            point.label = (0..12).map(|_| format!("{:016x}", next())).collect();
+            point
+        })
+        .collect()
+}

@@ -82,10 +82,11 @@ pub(in crate::config) struct RawTileset {
     /// `pmtiles_versions`). Default: the pointer's max-age plus an hour.
     #[schemars(extend("default" = "1h 1m"))]
     pub(super) pmtiles_keep_versions: Option<String>,
-    /// PMTiles outputs in a store that rebuilds objects from their ranges (S3): a reseed writes
-    /// the changed tiles before the archive's tile data, kept where it is, and sends only them and
-    /// the directories; when the share of tile data no directory references passes this (0 to
-    /// 1), the next run writes the archive whole and clustered again.
+    /// PMTiles outputs in a store that rebuilds objects from what it holds (S3, GCS): a reseed
+    /// writes the changed tiles before the archive's tile data (on GCS, before the whole old
+    /// archive), kept where it is, and sends only them and the directories; when the share of tile
+    /// data no directory references passes this (0 to 1), the next run writes the archive whole
+    /// and clustered again.
     #[schemars(extend("default" = DEFAULT_PMTILES_COMPACT_ABOVE))]
     pub(super) pmtiles_compact_above: Option<f64>,
     /// Stored (compressed) bytes above which a tile is listed in the summary; `--strict-size`

@@ -4,6 +4,10 @@
 //! from ranges it holds ([`crate::store::ObjectStore::splice`]) is then sent only the header, the
 //! directories, the changed tiles and what pads them to the store's smallest first part.
 //!
+//! A store that keeps only whole objects (GCS's compose concatenates objects, not ranges) keeps the
+//! whole old archive after the new bytes instead: its header and directories become bytes no
+//! directory references, counted against the share below like replaced tiles.
+//!
 //! Bytes no directory references pile up with each update: when they pass the tileset's
 //! `pmtiles_compact_above` share of the tile data, the archive is written whole and clustered
 //! again instead.
@@ -19,6 +23,7 @@ use md5::{Digest, Md5};
 use rusqlite::OpenFlags;
 
 use super::layout::{Section, HEADER_LEN};
+use super::read::Placed;
 use super::{open_store, pmtiles_id};
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::partial_path;
@@ -28,11 +33,14 @@ use crate::tile::{Coverage, TileCoord};
 /// The header and root directory together fit in the first 16 KiB, which readers fetch at once.
 const ROOT_ROOM: usize = 16_384 - HEADER_LEN;
 
-/// How an update in place may go: the store's smallest first piece and when to compact instead.
+/// How an update in place may go: the store's smallest first piece, whether it keeps only the
+/// whole old object, and when to compact instead.
 #[derive(Debug, Clone, Copy)]
 pub struct InPlace {
     /// The first piece sent must be at least this long (S3's part minimum).
     pub min_first: u64,
+    /// The store keeps the whole old object after the new bytes, never a range of it (GCS).
+    pub keeps_whole: bool,
     /// The unreferenced share of tile data above which the archive is written whole.
     pub compact_above: f64,
 }
@@ -80,6 +88,15 @@ pub(super) fn write_in_place(
     };
     let old = std::fs::File::open(archive)
         .map_err(|e| Error::output(archive, format!("cannot open it: {e}")))?;
+    let (data, placed) = if policy.keeps_whole {
+        let length = old
+            .metadata()
+            .map_err(|e| Error::output(archive, format!("cannot read its size: {e}")))?
+            .len();
+        whole_archive(data, placed, length)
+    } else {
+        (data, placed)
+    };
     let planned = plan(store, &old, data, &placed)?;
     let fresh_len = planned.fresh.len() as u64;
     let total = fresh_len + data.length;
@@ -112,14 +129,24 @@ pub(super) fn write_in_place(
     Ok(Some(Appended { sent, kept }))
 }
 
+/// The old archive's tile data taken as all of its `length` bytes, from its header on, with each
+/// tile's offset moved to count from there.
+fn whole_archive(data: Section, placed: Placed, length: u64) -> (Section, Placed) {
+    let placed = placed
+        .into_iter()
+        .map(|(id, (offset, tile_length))| (id, (data.offset + offset, tile_length)))
+        .collect();
+    let whole = Section {
+        name: "archive",
+        offset: 0,
+        length,
+    };
+    (whole, placed)
+}
+
 /// Every tile of the store against the old archive: the same bytes keep their place, others go
 /// into the new bytes.
-fn plan(
-    store: &Path,
-    old: &std::fs::File,
-    data: Section,
-    placed: &HashMap<u64, (u64, u64)>,
-) -> Result<Planned> {
+fn plan(store: &Path, old: &std::fs::File, data: Section, placed: &Placed) -> Result<Planned> {
     let fail = |e: &dyn std::fmt::Display| Error::output(store, e.to_string());
     let connection = open_store(store, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut statement = connection
@@ -335,6 +362,103 @@ fn write_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tile::{BBox, ZoomRange};
+
+    /// Four tiles of zoom 1, 1,000 distinct bytes each.
+    fn old_tiles() -> Vec<(TileCoord, Vec<u8>)> {
+        (0..4u8)
+            .map(|i| {
+                let tile = TileCoord::new(1, u32::from(i % 2), u32::from(i / 2)).unwrap();
+                (tile, (0..1000).map(|b| (b % 251) as u8 ^ i).collect())
+            })
+            .collect()
+    }
+
+    /// An archive of `tiles` in their order, unclustered as updates in place leave it.
+    fn write_archive(path: &Path, tiles: &[(TileCoord, Vec<u8>)], metadata: &TilesetMetadata) {
+        let mut runs: Vec<Run> = Vec::new();
+        let mut data = Vec::new();
+        for (tile, bytes) in tiles {
+            runs.push(Run {
+                tile_id: pmtiles_id(*tile).unwrap(),
+                offset: data.len() as u64,
+                length: bytes.len() as u64,
+                run_length: 1,
+            });
+            data.extend_from_slice(bytes);
+        }
+        runs.sort_unstable_by_key(|run| run.tile_id);
+        let count = runs.len() as u64;
+        let mut archive = head_bytes(&runs, metadata, "{}", data.len() as u64, [count; 3]).unwrap();
+        archive.extend_from_slice(&data);
+        std::fs::write(path, archive).unwrap();
+    }
+
+    /// A tile store holding `tiles`, as the sink's working copy keeps it.
+    fn write_store(path: &Path, tiles: &[(TileCoord, Vec<u8>)]) {
+        let connection = rusqlite::Connection::open(path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE tiles (zoom_level INTEGER, tile_column INTEGER, tile_row INTEGER, \
+                 tile_data BLOB)",
+            )
+            .unwrap();
+        for (tile, bytes) in tiles {
+            connection
+                .execute(
+                    "INSERT INTO tiles VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![tile.z(), tile.x(), tile.tms_row(), bytes],
+                )
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn an_archive_kept_whole_counts_its_old_header_and_directories_as_unreferenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, store) = (dir.path().join("a.pmtiles"), dir.path().join("a.mbtiles"));
+        let metadata = TilesetMetadata::bare("a", BBox::WORLD, ZoomRange::new(0, 2).unwrap());
+        let old = old_tiles();
+        write_archive(&archive, &old, &metadata);
+        let old_bytes = std::fs::read(&archive).unwrap();
+        let (data, _) = super::super::read::placed_tiles(&archive).unwrap();
+        // One tile added, none replaced: the only bytes no directory would reference are the old
+        // header and directories, which only a store keeping the whole object keeps.
+        let mut tiles = old.clone();
+        tiles.push((TileCoord::new(2, 3, 3).unwrap(), vec![7; 100]));
+        write_store(&store, &tiles);
+        let total = (100 + old_bytes.len()) as f64;
+        let below_head = (data.offset as f64 - 1.0) / total;
+        let policy = |keeps_whole, compact_above| InPlace {
+            min_first: 0,
+            keeps_whole,
+            compact_above,
+        };
+        let write = |policy| write_in_place(&store, &archive, &metadata, "{}", policy).unwrap();
+        assert_eq!(
+            write(policy(true, below_head)),
+            None,
+            "the old head is counted"
+        );
+        let ranged = write(policy(false, 0.0)).expect("nothing unreferenced in a kept range");
+        assert_eq!(ranged.kept, data.offset..old_bytes.len() as u64);
+
+        write_archive(&archive, &old, &metadata);
+        let whole = write(policy(true, below_head + 0.01)).expect("the old head under the share");
+        assert_eq!(whole.kept, 0..old_bytes.len() as u64);
+        let new_bytes = std::fs::read(&archive).unwrap();
+        assert_eq!(new_bytes.len() as u64, whole.sent + old_bytes.len() as u64);
+        assert!(
+            new_bytes.ends_with(&old_bytes),
+            "the old archive follows the new bytes"
+        );
+        let (data, placed) = super::super::read::placed_tiles(&archive).unwrap();
+        for (tile, bytes) in &tiles {
+            let (offset, length) = placed[&pmtiles_id(*tile).unwrap()];
+            let at = (data.offset + offset) as usize;
+            assert_eq!(&new_bytes[at..at + length as usize], bytes, "{tile:?}");
+        }
+    }
 
     #[test]
     fn directories_decode_as_written() {

@@ -217,6 +217,7 @@ impl Remote {
         }
         Ok(Some(InPlace {
             min_first: rule.min_first,
+            keeps_whole: rule.keeps_whole,
             compact_above: self.compact_above,
         }))
     }

@@ -10,6 +10,7 @@
 //! as for Google's libraries, requests go to that emulator without credentials.
 
 mod api;
+mod compose;
 mod objects;
 
 use base64::Engine as _;

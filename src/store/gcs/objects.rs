@@ -11,7 +11,9 @@ use hyper::{Method, StatusCode};
 use super::api::{read_capped, Call};
 use super::{generation, json_of, metadata, multipart, GcsStore, CHUNK_QUANTUM, JSON_CAP};
 use crate::config::Bucket;
-use crate::store::{FileUpload, Listed, NewObject, ObjectCopy, ObjectStore, Put, StoreError};
+use crate::store::{
+    FileUpload, Listed, NewObject, ObjectCopy, ObjectStore, Put, Splice, SpliceRule, StoreError,
+};
 
 /// The answer's generation header, which downloads carry.
 fn header_generation(headers: &hyper::HeaderMap) -> String {
@@ -233,5 +235,17 @@ impl ObjectStore for GcsStore {
 
     fn public_base(&self, prefix: &str) -> String {
         crate::store::under(&self.public, prefix)
+    }
+
+    /// Compose takes whole objects and no smallest size.
+    fn splice_rule(&self) -> Option<SpliceRule> {
+        Some(SpliceRule {
+            min_first: 0,
+            keeps_whole: true,
+        })
+    }
+
+    async fn splice(&self, key: &str, splice: Splice<'_>) -> Result<String, StoreError> {
+        self.compose_in_place(key, splice).await
     }
 }
