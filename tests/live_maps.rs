@@ -346,6 +346,26 @@ async fn assert_drawn(browser: &Browser, label: &str, gone: &[&str]) -> Value {
     feed
 }
 
+/// Waits until the page shows the per-zoom figures the origin has now (`origin`, its
+/// `stats.json`), read again after the map followed a change; panics after 20 s.
+async fn assert_figures_follow(browser: &Browser, origin: &Value) {
+    let start = std::time::Instant::now();
+    let shown = loop {
+        let shown = script(browser, "return [window.__statsReads, window.__stats]").await;
+        let current = shown[1]["inventory"]["zooms"] == origin["inventory"]["zooms"];
+        if current || start.elapsed() > std::time::Duration::from_secs(20) {
+            break shown;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        shown[0].as_u64() >= Some(2)
+            && shown[1]["inventory"]["zooms"] == origin["inventory"]["zooms"]
+            && shown[1]["inventory"]["tiles"] == origin["inventory"]["tiles"],
+        "the page read its figures again after the change: {shown} against the origin's {origin}"
+    );
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -538,6 +558,10 @@ fn a_versioned_feed_draws_a_change_within_two_seconds_though_no_cache_was_purged
     world.reseed();
     let reseeded = std::time::Instant::now();
     assert!(world.head_sequence() > first, "a segment published");
+    let figures = world
+        .origin
+        .get(&format!("/{}/stats.json", world.name))
+        .json();
     runtime.block_on(async {
         let gone = ["Mitte Garments", "Spree Knitwear"];
         let (labels, feed) =
@@ -562,6 +586,9 @@ fn a_versioned_feed_draws_a_change_within_two_seconds_though_no_cache_was_purged
             cached.contains("Spree Knitwear") && !cached.contains("Cooperative"),
             "the cache keeps the earlier tile at its plain URL: {cached:?}"
         );
+        // The page's figures follow too: read again (with the feed's sequence in the query,
+        // which this cache keys on) once the map followed the change.
+        assert_figures_follow(&browser, &figures).await;
         browser.close().await;
     });
 }

@@ -446,10 +446,16 @@ async fn stats(State(server): State<Arc<Server>>, Path(name): Path<String>) -> R
 
 impl Tileset {
     /// The output's per-zoom figures and its tiles over `budget`, read again only when the
-    /// output's state or metadata changed since they were last read.
+    /// output's state, metadata or feed head changed since they were last read: a run lists its
+    /// tiles in the feed as it stores them, before its end records the state.
     async fn current_stats(&self, budget: u64) -> Result<Value> {
         let metadata = self.reader.metadata().await?;
-        let version = format!("{:?} {metadata}", self.reader.state().await?);
+        let head = self.feed.read(feed::HEAD).await.ok().flatten();
+        let version = format!(
+            "{:?} {metadata} {}",
+            self.reader.state().await?,
+            String::from_utf8_lossy(head.as_deref().unwrap_or_default())
+        );
         let mut cached = self.stats.lock().await;
         if let Some((read_under, stats)) = cached.as_ref() {
             if *read_under == version {
