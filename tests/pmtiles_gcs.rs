@@ -9,10 +9,10 @@ use std::path::PathBuf;
 
 use crate::common::fixture::Fixture;
 use crate::common::gcs::{put_object, GcsBucket};
-use crate::common::pmtiles::{continent_points, seed};
+use crate::common::pmtiles::{continent_points, seed, setup_on};
 use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
 use crate::common::proxy::CountingProxy;
-use crate::common::run::{oar_tiles, oar_tiles_with, problems, single_layer_config, Run};
+use crate::common::run::{oar_tiles, oar_tiles_with, problems, Run};
 use crate::common::runtime;
 
 const KEY: &str = "maps/sites.pmtiles";
@@ -31,19 +31,7 @@ impl Setup {
     fn new(label: &str, tileset: &str) -> Setup {
         let bucket = GcsBucket::create(label);
         let proxy = CountingProxy::start(&bucket.url);
-        let base = Fixture::new(label, &continent_points(), "pmtiles.toml", |schema| {
-            let changes = schema.companion("cdc");
-            format!(
-                "[changes]\nschema = \"{changes}\"\n{}",
-                single_layer_config(&schema.name, "sites", tileset, "cluster_maxzoom = 5")
-            )
-        });
-        let config = base.config.to_str().unwrap();
-        oar_tiles(
-            Some(&base.schema.url),
-            &["changes", "install", "--config", config],
-        )
-        .assert_success();
+        let base = setup_on(label, &continent_points(), "", tileset);
         Setup {
             base,
             proxy,

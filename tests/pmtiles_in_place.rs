@@ -6,10 +6,10 @@
 
 use crate::common::cloudfront::moto_url;
 use crate::common::fixture::Fixture;
-use crate::common::pmtiles::{continent_points, seed};
+use crate::common::pmtiles::{continent_points, seed, setup_on};
 use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
 use crate::common::proxy::CountingProxy;
-use crate::common::run::{oar_tiles, oar_tiles_with, single_layer_config, Run};
+use crate::common::run::{oar_tiles, oar_tiles_with, Run};
 use crate::common::runtime;
 
 const KEY: &str = "maps/sites.pmtiles";
@@ -36,19 +36,7 @@ impl Setup {
             "[store]\nendpoint = \"http://127.0.0.1:{}\"\nforce_path_style = true\nregion = \"us-east-1\"\n",
             proxy.port
         );
-        let base = Fixture::new(label, &continent_points(), "pmtiles.toml", |schema| {
-            let changes = schema.companion("cdc");
-            format!(
-                "[changes]\nschema = \"{changes}\"\n{store}\n{}",
-                single_layer_config(&schema.name, "sites", tileset, "cluster_maxzoom = 5")
-            )
-        });
-        let config = base.config.to_str().unwrap();
-        oar_tiles(
-            Some(&base.schema.url),
-            &["changes", "install", "--config", config],
-        )
-        .assert_success();
+        let base = setup_on(label, &continent_points(), &store, tileset);
         let client = moto_client(&moto);
         runtime()
             .block_on(client.create_bucket().bucket(&bucket).send())

@@ -21,7 +21,12 @@ pub fn setup(label: &str) -> Fixture {
 
 /// [`setup`] with more top-level tables (`[store]`) and tileset keys.
 pub fn setup_with(label: &str, tables: &str, tileset: &str) -> Fixture {
-    let setup = Fixture::new(label, &points(), "pmtiles.toml", |schema| {
+    setup_on(label, &points(), tables, tileset)
+}
+
+/// [`setup_with`] over `points` of the test's own.
+pub fn setup_on(label: &str, points: &[Point], tables: &str, tileset: &str) -> Fixture {
+    let setup = Fixture::new(label, points, "pmtiles.toml", |schema| {
         let changes = schema.companion("cdc");
         format!(
             "[changes]\nschema = \"{changes}\"\n{tables}\n{}",
