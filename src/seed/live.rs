@@ -45,10 +45,15 @@ struct Lane {
 }
 
 /// The zoom below which a run's tiles render slowly: one above the deepest zoom of a tile that
-/// took [`SLOW_TILE`] or more, and never the run's `deepest`, which holds a change's own tile.
-pub fn slow_below(slowest: impl Iterator<Item = (Duration, TileCoord)>, deepest: u8) -> Option<u8> {
+/// took `threshold` or more ([`SLOW_TILE`] in a cycle), and never the run's `deepest`, which holds
+/// a change's own tile.
+pub fn slow_below(
+    slowest: impl Iterator<Item = (Duration, TileCoord)>,
+    deepest: u8,
+    threshold: Duration,
+) -> Option<u8> {
     let slow = slowest
-        .filter(|(took, _)| *took >= SLOW_TILE)
+        .filter(|(took, _)| *took >= threshold)
         .map(|(_, tile)| tile.z())
         .max()?;
     Some((slow + 1).min(deepest))
@@ -77,7 +82,7 @@ impl Live {
         slowest: impl Iterator<Item = (Duration, TileCoord)>,
         deepest: u8,
     ) -> Option<u8> {
-        let below = slow_below(slowest, deepest)?;
+        let below = slow_below(slowest, deepest, SLOW_TILE)?;
         self.raise(output, below, "a tile took").then_some(below)
     }
 

@@ -114,7 +114,14 @@ impl TilesetRun<'_> {
                 self.recall_slow_zooms(run.target).await;
                 live.learn(&output, run.tally.slowest(), deepest)
             }
-            None => crate::seed::live::slow_below(run.tally.slowest(), deepest),
+            None => {
+                // A run of many tiles renders them on every connection at once, so each tile's
+                // time holds its share of the cores' wait: a cycle's few tiles do not.
+                let cores = std::thread::available_parallelism().map_or(1, usize::from);
+                let shared = u32::try_from(self.connections.count().div_ceil(cores)).unwrap_or(1);
+                let threshold = crate::seed::live::SLOW_TILE * shared.max(1);
+                crate::seed::live::slow_below(run.tally.slowest(), deepest, threshold)
+            }
         };
         let consumes = tileset.shard.is_none()
             && tileset.list_prefix.is_none()
