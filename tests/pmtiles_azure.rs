@@ -179,7 +179,7 @@ fn an_azure_archive_replaced_before_its_block_list_is_committed_is_uploaded_whol
     setup.seed_azure("machine-a", &[]);
     setup.change(10, 1);
     // Another writer replaces the archive at the moment the run commits its block list: only
-    // Put Block List's If-Match stands between them.
+    // Put Block List's If-Match stands between them (its 412 says "no longer").
     let name = setup.container.name.clone();
     setup
         .proxy
@@ -192,7 +192,8 @@ fn an_azure_archive_replaced_before_its_block_list_is_committed_is_uploaded_whol
         "the run never committed a block list"
     );
     assert!(
-        run.stderr.contains("another writer replaced it")
+        run.stderr.contains("ETag is no longer")
+            && run.stderr.contains("another writer replaced it")
             && run.stderr.contains("uploading the archive whole"),
         "{}",
         run.stderr

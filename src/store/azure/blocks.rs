@@ -77,6 +77,14 @@ enum Failure {
 }
 
 impl Failure {
+    /// The answer's status, when there was one.
+    fn status(&self) -> Option<StatusCode> {
+        match self {
+            Failure::Status { status, .. } => Some(*status),
+            Failure::Transport(_) => None,
+        }
+    }
+
     fn is_transient(&self) -> bool {
         match self {
             Failure::Transport(_) => true,
@@ -121,19 +129,26 @@ impl Blocks {
 
     /// Sends `call` until it succeeds or fails for good; the answer's headers and body.
     async fn send(&self, what: &str, call: &Call<'_>) -> Result<(HeaderMap, Bytes), StoreError> {
+        self.try_send(what, call)
+            .await
+            .map_err(|failed| failed_for(what, failed))
+    }
+
+    /// [`Blocks::send`], its last failure kept for the caller to read.
+    async fn try_send(
+        &self,
+        what: &str,
+        call: &Call<'_>,
+    ) -> Result<(HeaderMap, Bytes), Failed<Failure>> {
         let secrets = crate::store::credentials();
-        let sent = self
-            .policy
+        self.policy
             .run(
                 || secrets.redact(what),
                 || self.attempt(call),
                 Failure::is_transient,
                 |failure| secrets.redact(&failure.to_string()),
             )
-            .await;
-        sent.map_err(|Failed { error, attempts }| {
-            StoreError::new(what, &error.to_string(), attempts, Box::new(error))
-        })
+            .await
     }
 
     async fn attempt(&self, call: &Call<'_>) -> Result<(HeaderMap, Bytes), Failure> {
@@ -430,21 +445,27 @@ impl AzureStore {
             headers,
             body: Bytes::from(block_list(&ids, &old)),
         };
-        match blocks.send(&what, &call).await {
+        match blocks.try_send(&what, &call).await {
             Ok((answer, _)) => Ok(etag_of(&answer)),
-            Err(err) if err.to_string().contains("HTTP 412") => Err(refused(
-                &what,
-                format!(
+            Err(failed) if failed.error.status() == Some(StatusCode::PRECONDITION_FAILED) => {
+                let why = format!(
                     "the blob's ETag is no longer {} as this run read it: another writer \
                      replaced it since",
                     splice.if_etag
-                ),
-            )),
-            Err(err) => Err(err),
+                );
+                Err(refused(&what, why))
+            }
+            Err(failed) => Err(failed_for(&what, failed)),
         }
     }
 }
 
+/// A request for `what` that failed for good.
+fn failed_for(what: &str, Failed { error, attempts }: Failed<Failure>) -> StoreError {
+    StoreError::new(what, &error.to_string(), attempts, Box::new(error))
+}
+
+/// The answer's `ETag`.
 fn etag_of(headers: &HeaderMap) -> String {
     headers
         .get(hyper::header::ETAG)
