@@ -52,6 +52,7 @@ mod partition_edge;
 mod partition_types;
 mod partitions;
 mod pmtiles;
+mod pmtiles_azure;
 mod pmtiles_gcs;
 mod pmtiles_in_place;
 mod pmtiles_s3;

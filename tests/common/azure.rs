@@ -17,8 +17,9 @@ const ACCOUNT: &str = "devstoreaccount1";
 const ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// The SDK calls a test needs, one per run of the script: `create`, `drop`, `read PREFIX` (every
-/// blob under it, as JSON lines of name, hex bytes and headers). A blob is read as stored: the SDK
+/// The SDK calls a test needs, one per run of the script: `create`, `drop`, `put NAME HEX` (one
+/// Put Blob, as another writer), `blocks NAME` (how many committed blocks it has), `read PREFIX`
+/// (every blob under it, as JSON lines of name, hex bytes and headers). A blob is read as stored: the SDK
 /// would otherwise undo a gzip `Content-Encoding` as a browser does.
 const SCRIPT: &str = r#"
 import json, sys
@@ -30,6 +31,11 @@ if op == "create":
     container.create_container()
 elif op == "drop":
     container.delete_container()
+elif op == "put":
+    container.upload_blob(sys.argv[4], bytes.fromhex(sys.argv[5]), overwrite=True)
+elif op == "blocks":
+    committed, _ = container.get_blob_client(sys.argv[4]).get_block_list("committed")
+    print(len(committed))
 elif op == "read":
     prefix = sys.argv[4]
     for blob in container.list_blobs(name_starts_with=prefix):
@@ -44,6 +50,36 @@ elif op == "read":
             "etag": blob.etag,
         }))
 "#;
+
+fn connection_string(url: &str) -> String {
+    format!(
+        "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};\
+         BlobEndpoint={}/{ACCOUNT};",
+        url.trim_end_matches('/')
+    )
+}
+
+/// The script run with `args` on the container `name` of the Azurite at `url`.
+fn sdk(python: &str, url: &str, name: &str, args: &[&str]) -> String {
+    let mut command = Command::new(python);
+    command
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(connection_string(url))
+        .arg(name)
+        .args(args);
+    script_output(
+        &mut command,
+        &format!("azure-storage-blob {args:?} on {name}"),
+    )
+}
+
+/// Writes `data` as the blob `blob` of the container `name` in one request (Put Blob), as
+/// another writer would: from a proxy's thread, which cannot hold the test's [`Container`].
+pub fn put_blob(name: &str, blob: &str, data: &[u8]) {
+    let (python, url) = (required(PYTHON_ENV), required(AZURITE_ENV));
+    sdk(&python, &url, name, &["put", blob, &hex::encode(data)]);
+}
 
 /// A container of its own on the shared Azurite, removed when dropped.
 pub struct Container {
@@ -76,25 +112,11 @@ impl Container {
     }
 
     fn connection_string(&self) -> String {
-        format!(
-            "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};\
-             BlobEndpoint={}/{ACCOUNT};",
-            self.url.trim_end_matches('/')
-        )
+        connection_string(&self.url)
     }
 
     fn sdk(&self, args: &[&str]) -> String {
-        let mut command = Command::new(&self.python);
-        command
-            .arg("-c")
-            .arg(SCRIPT)
-            .arg(self.connection_string())
-            .arg(&self.name)
-            .args(args);
-        script_output(
-            &mut command,
-            &format!("azure-storage-blob {args:?} on {}", self.name),
-        )
+        sdk(&self.python, &self.url, &self.name, args)
     }
 
     /// The output address of `prefix` in this container: `az://NAME/PREFIX`.
@@ -108,6 +130,11 @@ impl Container {
             ("AZURE_STORAGE_USE_EMULATOR", "true"),
             ("AZURITE_BLOB_STORAGE_URL", self.url.as_str()),
         ]
+    }
+
+    /// How many committed blocks the blob `name` has (none when one request wrote it).
+    pub fn committed_blocks(&self, name: &str) -> usize {
+        self.sdk(&["blocks", name]).trim().parse().unwrap()
     }
 
     /// Every blob under `prefix/` (all of them for `""`), named from there on, in name order.

@@ -4,9 +4,10 @@
 //! from ranges it holds ([`crate::store::ObjectStore::splice`]) is then sent only the header, the
 //! directories, the changed tiles and what pads them to the store's smallest first part.
 //!
-//! A store that keeps only whole objects (GCS's compose concatenates objects, not ranges) keeps the
-//! whole old archive after the new bytes instead: its header and directories become bytes no
-//! directory references, counted against the share below like replaced tiles.
+//! A store that keeps only whole objects (GCS's compose concatenates objects; Azure commits a new
+//! block before all of the blob's own) keeps the whole old archive after the new bytes instead: its
+//! header and directories become bytes no directory references, counted against the share below
+//! like replaced tiles.
 //!
 //! Bytes no directory references pile up with each update: when they pass the tileset's
 //! `pmtiles_compact_above` share of the tile data, the archive is written whole and clustered
@@ -39,7 +40,7 @@ const ROOT_ROOM: usize = 16_384 - HEADER_LEN;
 pub struct InPlace {
     /// The first piece sent must be at least this long (S3's part minimum).
     pub min_first: u64,
-    /// The store keeps the whole old object after the new bytes, never a range of it (GCS).
+    /// The store keeps the whole old object after the new bytes, never a range of it (GCS, Azure).
     pub keeps_whole: bool,
     /// The unreferenced share of tile data above which the archive is written whole.
     pub compact_above: f64,

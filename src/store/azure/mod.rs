@@ -24,12 +24,18 @@ use object_store::{
 use super::http::HyperConnector;
 use super::{
     joined_base, FileUpload, Listed, NewObject, ObjectCopy, ObjectHeaders, ObjectStore, OpenStore,
-    Put, StoreError,
+    Put, Splice, SpliceRule, StoreError,
 };
 use crate::config::{Bucket, StoreConfig};
 
+mod blocks;
+
 /// The account Azurite serves, when no other is named.
 const EMULATOR_ACCOUNT: &str = "devstoreaccount1";
+
+/// Azurite's published development key, the same in every installation.
+const EMULATOR_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 /// Parts of one block upload in flight at once; with the part size, this bounds the memory.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -79,11 +85,61 @@ fn own_address(bucket: &Bucket) -> String {
     }
 }
 
+/// The first of `names` set in the environment.
+fn first_env(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|name| env(name))
+}
+
+/// How the block requests object_store cannot make ([`blocks`]) are signed, from the credential
+/// object_store itself takes from the environment (in its order): the account key or a SAS
+/// token; `None` for the others (a bearer token, a service principal, a managed identity).
+fn signing_from_env() -> Option<blocks::Signing> {
+    let key = first_env(&[
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_ACCESS_KEY",
+        "AZURE_STORAGE_MASTER_KEY",
+    ]);
+    let sas = first_env(&["AZURE_STORAGE_SAS_KEY", "AZURE_STORAGE_SAS_TOKEN"]);
+    let bearer = env("AZURE_STORAGE_TOKEN");
+    let principal = first_env(&["AZURE_CLIENT_ID", "AZURE_STORAGE_CLIENT_ID"]).is_some()
+        && first_env(&["AZURE_TENANT_ID", "AZURE_STORAGE_TENANT_ID"]).is_some()
+        && first_env(&[
+            "AZURE_CLIENT_SECRET",
+            "AZURE_STORAGE_CLIENT_SECRET",
+            "AZURE_FEDERATED_TOKEN_FILE",
+        ])
+        .is_some();
+    let shared_key = |key: &str| {
+        let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key).ok()?;
+        Some(blocks::Signing::SharedKey(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &key,
+        )))
+    };
+    let sas_token = |token: String| blocks::Signing::Sas(token.trim_start_matches('?').to_string());
+    if uses_emulator() {
+        return match (key, bearer, sas) {
+            (Some(key), _, _) => shared_key(&key),
+            (None, Some(_), _) => None,
+            (None, None, Some(token)) => Some(sas_token(token)),
+            (None, None, None) => shared_key(EMULATOR_KEY),
+        };
+    }
+    match (bearer, key, principal, sas) {
+        (Some(_), _, _, _) => None,
+        (None, Some(key), _, _) => shared_key(&key),
+        (None, None, false, Some(token)) => Some(sas_token(token)),
+        _ => None,
+    }
+}
+
 /// A container of an Azure Blob Storage account.
 pub struct AzureStore {
     inner: MicrosoftAzure,
     bucket: Bucket,
     public: String,
+    /// The requests that rebuild a blob in place; `None` where the credential cannot sign them.
+    blocks: Option<blocks::Blocks>,
 }
 
 #[async_trait]
@@ -112,10 +168,24 @@ impl OpenStore for AzureStore {
                 )
             })?;
         let public = joined_base(settings.public_url.as_deref(), own_address(bucket), "");
+        let blocks = match signing_from_env() {
+            Some(signing) => Some(
+                blocks::Blocks::new(
+                    &own_address(bucket),
+                    &account(),
+                    signing,
+                    settings.max_attempts,
+                    (settings.connect_timeout(), settings.request_timeout()),
+                )
+                .map_err(|e| StoreError::local(&format!("opening {bucket}"), e))?,
+            ),
+            None => None,
+        };
         Ok(AzureStore {
             inner,
             bucket: bucket.clone(),
             public,
+            blocks,
         })
     }
 
@@ -139,11 +209,9 @@ impl AzureStore {
             name: name.to_string(),
         };
         let what = format!("opening {bucket} on Azurite at {url}");
-        // Azurite's published development key, the same in every installation.
-        let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
         let inner = MicrosoftAzureBuilder::new()
             .with_account(EMULATOR_ACCOUNT)
-            .with_access_key(key)
+            .with_access_key(EMULATOR_KEY)
             .with_endpoint(format!("{}/{EMULATOR_ACCOUNT}", url.trim_end_matches('/')))
             .with_allow_http(true)
             .with_container_name(name)
@@ -154,10 +222,23 @@ impl AzureStore {
             })
             .build()
             .map_err(|e| StoreError::local(&what, e))?;
+        let container = format!("{}/{EMULATOR_ACCOUNT}/{name}", url.trim_end_matches('/'));
+        let defaults = StoreConfig::default();
+        let key = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, EMULATOR_KEY)
+            .map_err(|e| StoreError::local(&what, e))?;
+        let blocks = blocks::Blocks::new(
+            &container,
+            EMULATOR_ACCOUNT,
+            blocks::Signing::SharedKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key)),
+            defaults.max_attempts,
+            (defaults.connect_timeout(), defaults.request_timeout()),
+        )
+        .map_err(|e| StoreError::local(&what, e))?;
         Ok(AzureStore {
             inner,
-            public: format!("{}/{EMULATOR_ACCOUNT}/{name}", url.trim_end_matches('/')),
+            public: container,
             bucket,
+            blocks: Some(blocks),
         })
     }
 
@@ -369,5 +450,18 @@ impl ObjectStore for AzureStore {
 
     fn public_base(&self, prefix: &str) -> String {
         super::under(&self.public, prefix)
+    }
+
+    /// Where the block requests can be signed: the new bytes are staged as blocks and the blob
+    /// committed again as them followed by all its own ([`blocks`]).
+    fn splice_rule(&self) -> Option<SpliceRule> {
+        self.blocks.as_ref().map(|_| SpliceRule {
+            min_first: 0,
+            keeps_whole: true,
+        })
+    }
+
+    async fn splice(&self, key: &str, splice: Splice<'_>) -> Result<String, StoreError> {
+        self.splice_blocks(key, splice).await
     }
 }
