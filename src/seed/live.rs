@@ -10,6 +10,7 @@
 //! next cycle stores what the lane rendered ahead, and only then lets go of its note.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +29,17 @@ pub type AheadTiles = Vec<(TileCoord, Option<Vec<u8>>)>;
 pub struct Live {
     max_delay: Duration,
     outputs: Mutex<HashMap<String, Lane>>,
+    /// The low lane's renders started so far, and whether one runs now: a cycle that overlapped
+    /// one shared the cores with the lane's heaviest tiles, so its own tiles' times say nothing
+    /// of their zoom (learning from them raised the low zooms to the deepest but one on a busy
+    /// machine, and the lane then held every commit's z10 tile).
+    lane_turns: AtomicU64,
+    lane_busy: AtomicBool,
 }
+
+/// The lane's state when a cycle began ([`Live::quiet_mark`]).
+#[derive(Debug, Clone, Copy)]
+pub struct QuietMark(Option<u64>);
 
 /// One output's lane.
 #[derive(Debug, Default)]
@@ -65,6 +76,8 @@ impl Live {
         Live {
             max_delay,
             outputs: Mutex::default(),
+            lane_turns: AtomicU64::new(0),
+            lane_busy: AtomicBool::new(false),
         }
     }
 
@@ -74,16 +87,39 @@ impl Live {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Learns from a run's slowest tiles which zooms of `output` are low (see [`slow_below`]),
-    /// never fewer than before; returns the new bound when it grew.
+    /// The low lane starts rendering.
+    pub fn lane_started(&self) {
+        self.lane_turns.fetch_add(1, Ordering::SeqCst);
+        self.lane_busy.store(true, Ordering::SeqCst);
+    }
+
+    /// The low lane's render ended.
+    pub fn lane_ended(&self) {
+        self.lane_busy.store(false, Ordering::SeqCst);
+    }
+
+    /// Where the lane stands as a cycle begins, for [`Live::learn`].
+    pub(super) fn quiet_mark(&self) -> QuietMark {
+        let busy = self.lane_busy.load(Ordering::SeqCst);
+        QuietMark((!busy).then(|| self.lane_turns.load(Ordering::SeqCst)))
+    }
+
+    /// Learns from a cycle's slowest tiles which zooms of `output` are low (see [`slow_below`]),
+    /// never fewer than before, unless the lane rendered at any time since `mark`.
     pub(super) fn learn(
         &self,
         output: &str,
         slowest: impl Iterator<Item = (Duration, TileCoord)>,
         deepest: u8,
-    ) -> Option<u8> {
-        let below = slow_below(slowest, deepest, SLOW_TILE)?;
-        self.raise(output, below, "a tile took").then_some(below)
+        mark: QuietMark,
+    ) {
+        let quiet = mark.0.is_some_and(|turns| {
+            !self.lane_busy.load(Ordering::SeqCst)
+                && self.lane_turns.load(Ordering::SeqCst) == turns
+        });
+        if let (true, Some(below)) = (quiet, slow_below(slowest, deepest, SLOW_TILE)) {
+            self.raise(output, below, "a tile took");
+        }
     }
 
     /// Whether `output` is new to this watcher: true once, so its first cycle reads what earlier
@@ -185,18 +221,37 @@ mod tests {
         let live = Live::new(Duration::from_secs(2));
         let tile = |z: u8| TileCoord::new(z, 0, 0).expect("a tile");
         let fast = Duration::from_millis(5);
-        live.learn("out", [(fast, tile(0))].into_iter(), 14);
+        let learn = |slowest: &[(Duration, TileCoord)]| {
+            live.learn("out", slowest.iter().copied(), 14, live.quiet_mark());
+        };
+        learn(&[(fast, tile(0))]);
         assert_eq!(live.freshness("out"), None);
-        live.learn(
-            "out",
-            [(SLOW_TILE, tile(3)), (fast, tile(9))].into_iter(),
-            14,
-        );
+        learn(&[(SLOW_TILE, tile(3)), (fast, tile(9))]);
         assert_eq!(live.freshness("out").map(|f| f.defer_below_zoom), Some(4));
-        live.learn("out", [(SLOW_TILE, tile(1))].into_iter(), 14);
+        learn(&[(SLOW_TILE, tile(1))]);
         assert_eq!(live.freshness("out").map(|f| f.defer_below_zoom), Some(4));
-        live.learn("out", [(SLOW_TILE, tile(14))].into_iter(), 14);
+        learn(&[(SLOW_TILE, tile(14))]);
         assert_eq!(live.freshness("out").map(|f| f.defer_below_zoom), Some(14));
+    }
+
+    #[test]
+    fn a_cycle_that_overlapped_a_lane_render_learns_nothing() {
+        let live = Live::new(Duration::from_secs(2));
+        let tile = |z: u8| TileCoord::new(z, 0, 0).expect("a tile");
+        let slow = [(SLOW_TILE, tile(12))];
+        // The lane rendered while the cycle ran, or was rendering when it began.
+        let mark = live.quiet_mark();
+        live.lane_started();
+        live.lane_ended();
+        live.learn("out", slow.iter().copied(), 14, mark);
+        live.lane_started();
+        let mark = live.quiet_mark();
+        live.lane_ended();
+        live.learn("out", slow.iter().copied(), 14, mark);
+        assert_eq!(live.freshness("out"), None);
+        // A quiet cycle learns.
+        live.learn("out", slow.iter().copied(), 14, live.quiet_mark());
+        assert_eq!(live.freshness("out").map(|f| f.defer_below_zoom), Some(13));
     }
 
     #[test]

@@ -220,6 +220,7 @@ impl TilesetRun<'_> {
             self.job.run.check_edge.sample,
         )
         .await?;
+        let quiet = self.live.map(crate::seed::Live::quiet_mark);
         let Opened {
             sink,
             decision,
@@ -260,7 +261,7 @@ impl TilesetRun<'_> {
         // 4g. Advance the change log's consumer (watermark, pruning), with what the run found
         // slow for later watchers.
         self.advance_consumer(&run, complete).await?;
-        self.record_slow_zooms(&run, complete, whole).await;
+        self.record_slow_zooms(&run, (complete, whole), quiet).await;
         // 4h. Bring the hash up to date, now that the purges are out, unless the caller
         // (`watch`, not for a partition it runs through its partitioned tileset) does it when
         // idle.

@@ -83,6 +83,7 @@ impl<'s> Lane<'s> {
                 "low lane: rendering {} noted tile(s) of {output}",
                 tiles.len()
             );
+            live.lane_started();
             self.running = Some(Box::pin(async move {
                 let started = Instant::now();
                 let rendered = session.render_ahead(&output, &tiles, stop).await;
@@ -107,6 +108,7 @@ impl<'s> Lane<'s> {
         };
         let done = running.await;
         self.running = None;
+        live.lane_ended();
         match done.rendered {
             Ok(tiles) => {
                 tracing::info!(

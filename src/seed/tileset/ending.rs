@@ -7,6 +7,7 @@ use crate::delivery::Delivered;
 use crate::error::{Error, Result};
 use crate::report::TilesetSummary;
 use crate::seed::freshness::{self, AfterRun};
+use crate::seed::live::QuietMark;
 use crate::sink::{self, writer, Sweep};
 use crate::state::capture;
 
@@ -102,19 +103,27 @@ impl TilesetRun<'_> {
     }
 
     /// Step 4g's second half: which zooms of the output rendered slowly, kept for `watch`'s low
-    /// lane ([`crate::seed::Live`]): learned by this watcher, and recorded beside the consumer
-    /// for the first cycle of later ones. A whole run states it; a run of some tiles only raises
-    /// it, and only where it grew.
-    pub(super) async fn record_slow_zooms(&self, run: &Underway<'_>, complete: bool, whole: bool) {
+    /// lane ([`crate::seed::Live`]): learned by this watcher from its quiet cycles (`mark`: where
+    /// the lane stood as the cycle began), and recorded by seeds beside the consumer for the
+    /// cycles of later watchers. A whole run states it; a run of some tiles only raises it.
+    pub(super) async fn record_slow_zooms(
+        &self,
+        run: &Underway<'_>,
+        (complete, whole): (bool, bool),
+        mark: Option<QuietMark>,
+    ) {
         let tileset = self.prepared.tileset;
         let deepest = tileset.zooms.max;
         let output = run.target.describe();
-        let below = match self.live {
-            Some(live) => {
+        let below = match (self.live, mark) {
+            // A cycle's times hold whatever else the machine did meanwhile: they serve this
+            // watcher, and are not recorded for the next.
+            (Some(live), Some(mark)) => {
                 self.recall_slow_zooms(run.target).await;
-                live.learn(&output, run.tally.slowest(), deepest)
+                live.learn(&output, run.tally.slowest(), deepest, mark);
+                return;
             }
-            None => {
+            _ => {
                 // A run of many tiles renders them on every connection at once, so each tile's
                 // time holds its share of the cores' wait: a cycle's few tiles do not.
                 let cores = std::thread::available_parallelism().map_or(1, usize::from);
