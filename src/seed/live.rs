@@ -30,9 +30,9 @@ pub struct Live {
     max_delay: Duration,
     outputs: Mutex<HashMap<String, Lane>>,
     /// The low lane's renders started so far, and whether one runs now: a cycle that overlapped
-    /// one shared the cores with the lane's heaviest tiles, so its own tiles' times say nothing
-    /// of their zoom (learning from them raised the low zooms to the deepest but one on a busy
-    /// machine, and the lane then held every commit's z10 tile).
+    /// one shared the cores with the lane's heaviest tiles, so its own tiles' times hold the
+    /// lane's share (counted at face value, they raised the low zooms to the deepest but one on a
+    /// busy machine, and the lane then held every commit's z10 tile).
     lane_turns: AtomicU64,
     lane_busy: AtomicBool,
 }
@@ -105,7 +105,8 @@ impl Live {
     }
 
     /// Learns from a cycle's slowest tiles which zooms of `output` are low (see [`slow_below`]),
-    /// never fewer than before, unless the lane rendered at any time since `mark`.
+    /// never fewer than before. A cycle during which the lane rendered (since `mark`) shared the
+    /// cores with it: its tiles count as slow only past twice [`SLOW_TILE`].
     pub(super) fn learn(
         &self,
         output: &str,
@@ -117,7 +118,8 @@ impl Live {
             !self.lane_busy.load(Ordering::SeqCst)
                 && self.lane_turns.load(Ordering::SeqCst) == turns
         });
-        if let (true, Some(below)) = (quiet, slow_below(slowest, deepest, SLOW_TILE)) {
+        let threshold = if quiet { SLOW_TILE } else { SLOW_TILE * 2 };
+        if let Some(below) = slow_below(slowest, deepest, threshold) {
             self.raise(output, below, "a tile took");
         }
     }
@@ -235,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cycle_that_overlapped_a_lane_render_learns_nothing() {
+    fn a_cycle_that_overlapped_a_lane_render_counts_only_twice_as_slow_tiles() {
         let live = Live::new(Duration::from_secs(2));
         let tile = |z: u8| TileCoord::new(z, 0, 0).expect("a tile");
         let slow = [(SLOW_TILE, tile(12))];
@@ -249,7 +251,12 @@ mod tests {
         live.lane_ended();
         live.learn("out", slow.iter().copied(), 14, mark);
         assert_eq!(live.freshness("out"), None);
-        // A quiet cycle learns.
+        // Twice as slow beside the lane, or as slow in a quiet cycle, counts.
+        let mark = live.quiet_mark();
+        live.lane_started();
+        live.learn("out", [(SLOW_TILE * 2, tile(5))].into_iter(), 14, mark);
+        live.lane_ended();
+        assert_eq!(live.freshness("out").map(|f| f.defer_below_zoom), Some(6));
         live.learn("out", slow.iter().copied(), 14, live.quiet_mark());
         assert_eq!(live.freshness("out").map(|f| f.defer_below_zoom), Some(13));
     }
