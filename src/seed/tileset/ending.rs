@@ -124,11 +124,7 @@ impl TilesetRun<'_> {
                 return;
             }
             _ => {
-                // A run of many tiles renders them on every connection at once, so each tile's
-                // time holds its share of the cores' wait: a cycle's few tiles do not.
-                let cores = std::thread::available_parallelism().map_or(1, usize::from);
-                let shared = u32::try_from(self.connections.count().div_ceil(cores)).unwrap_or(1);
-                let threshold = crate::seed::live::SLOW_TILE * shared.max(1);
+                let threshold = crate::seed::live::SLOW_TILE;
                 crate::seed::live::slow_below(run.tally.slowest(), deepest, threshold)
             }
         };
