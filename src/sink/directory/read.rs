@@ -43,7 +43,15 @@ impl ReadTiles for TreeReader {
     }
 
     fn tile_sizes(&self) -> BoxFuture<'_, Result<Vec<(TileCoord, u64)>>> {
-        std::future::ready(sizes(&self.root, &self.extension)).boxed()
+        async move {
+            // A walk of a large tree takes seconds; `serve` runs on one thread and keeps
+            // answering tiles meanwhile.
+            let (root, extension) = (self.root.clone(), self.extension.clone());
+            tokio::task::spawn_blocking(move || sizes(&root, &extension))
+                .await
+                .map_err(|e| Error::output(&self.root, format!("listing the tiles stopped: {e}")))?
+        }
+        .boxed()
     }
 
     fn tile(&self, tile: TileCoord) -> BoxFuture<'_, Result<Option<Vec<u8>>>> {

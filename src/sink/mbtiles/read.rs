@@ -21,7 +21,14 @@ impl ReadTiles for MbtilesReader {
     }
 
     fn tile_sizes(&self) -> BoxFuture<'_, Result<Vec<(TileCoord, u64)>>> {
-        std::future::ready(sizes(&self.0)).boxed()
+        async move {
+            let owned = self.0.clone();
+            // A scan of every row blocks; `serve` keeps answering tiles meanwhile.
+            tokio::task::spawn_blocking(move || sizes(&owned))
+                .await
+                .map_err(|e| Error::output(&self.0, format!("listing the tiles stopped: {e}")))?
+        }
+        .boxed()
     }
 
     fn tile(&self, tile: TileCoord) -> BoxFuture<'_, Result<Option<Vec<u8>>>> {
