@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -112,7 +112,13 @@ struct Archive {
     name: PathBuf,
     header: Header,
     root: Vec<Entry>,
+    /// Leaf directories decoded lately, the latest first: reading every tile of an archive
+    /// would otherwise inflate and decode a leaf of thousands of entries once per tile.
+    leaves: Mutex<Vec<(u64, Arc<Vec<Entry>>)>>,
 }
+
+/// How many decoded leaf directories an open archive keeps.
+const LEAVES_KEPT: usize = 8;
 
 impl Archive {
     fn open(file: File, name: PathBuf) -> Result<Archive> {
@@ -148,6 +154,7 @@ impl Archive {
             name,
             header,
             root: Vec::new(),
+            leaves: Mutex::new(Vec::new()),
         };
         let root = archive.header.root;
         archive.root = archive.directory(root.offset, root.length, "the root directory")?;
@@ -198,8 +205,28 @@ impl Archive {
         self.section(metadata.offset, metadata.length, "the metadata")
     }
 
-    /// The leaf directory an entry of `part` points at.
-    fn leaf(&self, entry: &Entry, part: &str) -> Result<Vec<Entry>> {
+    /// The leaf directory an entry of `part` points at, decoded once while it is among the
+    /// latest few read.
+    fn leaf(&self, entry: &Entry, part: &str) -> Result<Arc<Vec<Entry>>> {
+        let kept = |leaves: &mut Vec<(u64, Arc<Vec<Entry>>)>| {
+            let at = leaves
+                .iter()
+                .position(|(offset, _)| *offset == entry.offset)?;
+            let found = leaves.remove(at);
+            leaves.insert(0, found.clone());
+            Some(found.1)
+        };
+        if let Some(found) = kept(&mut self.leaves.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(found);
+        }
+        let decoded = Arc::new(self.decode_leaf(entry, part)?);
+        let mut leaves = self.leaves.lock().unwrap_or_else(|e| e.into_inner());
+        leaves.insert(0, (entry.offset, decoded.clone()));
+        leaves.truncate(LEAVES_KEPT);
+        Ok(decoded)
+    }
+
+    fn decode_leaf(&self, entry: &Entry, part: &str) -> Result<Vec<Entry>> {
         let leaves = self.header.leaves;
         let leaf = format!("the leaf directory at offset {}", entry.offset);
         if entry
@@ -235,7 +262,7 @@ impl Archive {
 
     /// The entry holding tile id `id`, if the archive addresses it.
     fn find(&self, id: u64) -> Result<Option<Entry>> {
-        let mut leaf;
+        let mut leaf: Arc<Vec<Entry>>;
         let mut entries = &self.root;
         let mut part = "the root directory".to_string();
         for _ in 0..MAX_DEPTH {
