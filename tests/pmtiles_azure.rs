@@ -8,10 +8,11 @@ use std::path::PathBuf;
 
 use crate::common::azure::{put_blob, Container};
 use crate::common::fixture::Fixture;
+use crate::common::in_place::{reseeds_append_the_change, ArchiveInStore};
 use crate::common::pmtiles::{continent_points, seed};
 use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
 use crate::common::proxy::CountingProxy;
-use crate::common::run::{oar_tiles, oar_tiles_with, problems, single_layer_config, Run};
+use crate::common::run::{oar_tiles, oar_tiles_with, single_layer_config, Run};
 use crate::common::runtime;
 
 const FOLDER: &str = "maps";
@@ -100,76 +101,38 @@ impl Setup {
     }
 }
 
-/// Whether the archive `bytes`'s header says its tiles are clustered.
-fn clustered(bytes: &[u8]) -> bool {
-    bytes[96] == 1
-}
-
 #[test]
 #[ignore = "needs PostGIS, Azurite with Azure's Python SDK and the Python pmtiles reader: run scripts/test.sh"]
 fn a_reseed_of_an_azure_archive_sends_the_change_and_keeps_the_old_blocks_in_the_store() {
     let mut setup = Setup::new("pmaz");
-    setup.seed_azure("machine-a", &[]);
-    let (_, mut previous) = setup.download("first.pmtiles");
-    let first = previous.len() as u64;
-    assert!(
-        first > 8 * 1024 * 1024,
-        "the archive is {first} bytes, one part of 8 MiB: it is not uploaded in blocks"
-    );
-    assert!(setup.container.committed_blocks(KEY) > 1);
-    for round in 1..=3 {
-        setup.change(10, round);
-        let (run, sent) = setup.seed_azure("machine-a", &["--dirty"]);
-        let (reseeded, bytes) = setup.download(&format!("round-{round}.pmtiles"));
-        let size = bytes.len() as u64;
-        eprintln!("round {round}: a 10-row change sent {sent} bytes; the archive is {size}");
-        assert!(
-            sent * 20 <= size,
-            "round {round}: a 10-row change sent {sent} bytes of a {size}-byte archive: {}",
-            run.stderr
-        );
-        // Put Block List keeps every old block after the new one.
-        assert!(
-            bytes.ends_with(&previous),
-            "round {round}: the {size}-byte archive does not end with the {}-byte one before it: {}",
-            previous.len(),
-            run.stderr
-        );
-        assert!(
-            !clustered(&bytes),
-            "round {round}: an update in place is not clustered"
-        );
-        oar_tiles(None, &["validate", reseeded.to_str().unwrap()]).assert_success();
-        previous = bytes;
+    // Put Block List keeps every old block after the new one. An archive of one 8 MiB part
+    // would be one block, which a reseed could not keep.
+    reseeds_append_the_change(&mut setup, 3, 8 * 1024 * 1024);
+}
+
+impl ArchiveInStore for Setup {
+    fn seed_archive(&self, extra: &[&str]) -> (Run, u64) {
+        self.seed_azure("machine-a", extra)
     }
-    let (last, _) = setup.download("last.pmtiles");
-    let full = setup.path("full.pmtiles");
-    seed(&setup, &full, &[]);
-    assert_same_digests(
-        &read_archive(&full).tiles,
-        &read_archive(&last).tiles,
-        "the archive rebuilt in place three times against a full seed",
-    );
-    let config = setup.config.to_str().unwrap().to_string();
-    let target = setup.address();
-    let checked = setup.run(
-        "machine-a",
-        &[
-            "validate",
-            "--json",
-            "--config",
-            &config,
-            "--tileset",
-            "sites",
-            "--against-db",
-            "--all",
-            &target,
-        ],
-    );
-    let report: serde_json::Value = serde_json::from_str(&checked.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", checked.stdout, checked.stderr));
-    assert_eq!(checked.code, 0, "{report:#}\n{}", checked.stderr);
-    assert_eq!(problems(&report), [], "{report:#}");
+
+    fn download(&self, name: &str) -> (PathBuf, Vec<u8>) {
+        Setup::download(self, name)
+    }
+
+    fn address(&self) -> String {
+        Setup::address(self)
+    }
+
+    fn run_on_store(&self, args: &[&str]) -> Run {
+        self.run("machine-a", args)
+    }
+
+    fn after_reseed(&self) {
+        assert!(
+            self.container.committed_blocks(KEY) > 1,
+            "the archive is committed in blocks"
+        );
+    }
 }
 
 #[test]

@@ -9,10 +9,11 @@ use std::path::PathBuf;
 
 use crate::common::fixture::Fixture;
 use crate::common::gcs::{put_object, GcsBucket};
+use crate::common::in_place::{reseeds_append_the_change, ArchiveInStore};
 use crate::common::pmtiles::{continent_points, seed, setup_on};
 use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
 use crate::common::proxy::CountingProxy;
-use crate::common::run::{oar_tiles, oar_tiles_with, problems, Run};
+use crate::common::run::{oar_tiles_with, Run};
 use crate::common::runtime;
 
 const KEY: &str = "maps/sites.pmtiles";
@@ -94,72 +95,30 @@ impl Setup {
 #[ignore = "needs PostGIS, fake-gcs-server and the Python pmtiles reader: run scripts/test.sh"]
 fn a_reseed_of_a_gcs_archive_uploads_the_change_and_composes_the_rest_in_the_store() {
     let mut setup = Setup::new("pmgcs", "");
-    setup.seed_gcs("machine-a", &[]);
-    let (_, mut previous) = setup.download("first.pmtiles");
-    let first = previous.len() as u64;
-    assert!(
-        first > 4 * 1024 * 1024,
-        "the archive is {first} bytes, too small to show what a reseed sends"
-    );
-    for round in 1..=3 {
-        setup.change(10, round);
-        let (run, sent) = setup.seed_gcs("machine-a", &["--dirty"]);
-        let (reseeded, bytes) = setup.download(&format!("round-{round}.pmtiles"));
-        let size = bytes.len() as u64;
-        eprintln!("round {round}: a 10-row change sent {sent} bytes; the archive is {size}");
-        assert!(
-            sent * 20 <= size,
-            "round {round}: a 10-row change sent {sent} bytes of a {size}-byte archive: {}",
-            run.stderr
-        );
-        // Compose keeps the whole old object after the new bytes.
-        assert!(
-            bytes.ends_with(&previous),
-            "round {round}: the {size}-byte archive does not end with the {}-byte one before it: {}",
-            previous.len(),
-            run.stderr
-        );
-        assert!(
-            !clustered(&bytes),
-            "round {round}: an update in place is not clustered"
-        );
-        oar_tiles(None, &["validate", reseeded.to_str().unwrap()]).assert_success();
-        setup.assert_no_pieces_left();
-        previous = bytes;
-    }
-    let (last, _) = setup.download("last.pmtiles");
-    let full = setup.path("full.pmtiles");
-    seed(&setup, &full, &[]);
-    assert_same_digests(
-        &read_archive(&full).tiles,
-        &read_archive(&last).tiles,
-        "the archive composed in place three times against a full seed",
-    );
-    let config = setup.config.to_str().unwrap().to_string();
-    let target = setup.address();
-    let checked = setup.run(
-        "machine-a",
-        &[
-            "validate",
-            "--json",
-            "--config",
-            &config,
-            "--tileset",
-            "sites",
-            "--against-db",
-            "--all",
-            &target,
-        ],
-    );
-    let report: serde_json::Value = serde_json::from_str(&checked.stdout)
-        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", checked.stdout, checked.stderr));
-    assert_eq!(checked.code, 0, "{report:#}\n{}", checked.stderr);
-    assert_eq!(problems(&report), [], "{report:#}");
+    // Compose keeps the whole old object after the new bytes.
+    reseeds_append_the_change(&mut setup, 3, 4 * 1024 * 1024);
 }
 
-/// Whether the archive `bytes`'s header says its tiles are clustered.
-fn clustered(bytes: &[u8]) -> bool {
-    bytes[96] == 1
+impl ArchiveInStore for Setup {
+    fn seed_archive(&self, extra: &[&str]) -> (Run, u64) {
+        self.seed_gcs("machine-a", extra)
+    }
+
+    fn download(&self, name: &str) -> (PathBuf, Vec<u8>) {
+        Setup::download(self, name)
+    }
+
+    fn address(&self) -> String {
+        Setup::address(self)
+    }
+
+    fn run_on_store(&self, args: &[&str]) -> Run {
+        self.run("machine-a", args)
+    }
+
+    fn after_reseed(&self) {
+        self.assert_no_pieces_left();
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod env;
 pub mod fixture;
 pub mod gcs;
 pub mod geodata;
+pub mod in_place;
 pub mod journal;
 pub mod mvt;
 pub mod nginx;

@@ -1,0 +1,116 @@
+//! The rounds every store's in-place PMTiles test drives: seed an archive into the store, change
+//! ten rows and reseed a few times, and check each time that the run sent a small share of the
+//! archive, that the object is the one before it with the change in front (the store kept the old
+//! bytes itself), that it validates, and at the end that a third-party reader finds the tiles of
+//! a full seed in it. Each store's module says how it seeds, reads the object back and what it
+//! must leave behind.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::common::fixture::Fixture;
+use crate::common::pmtiles::seed;
+use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
+use crate::common::run::{oar_tiles, problems, Run};
+
+/// A PMTiles archive held by a store, as one store's test module reaches it.
+pub trait ArchiveInStore: std::ops::DerefMut<Target = Fixture> {
+    /// Seeds the archive in the store with `extra` arguments (`--dirty`); the run, which
+    /// succeeded, and the bytes it sent to the store.
+    fn seed_archive(&self, extra: &[&str]) -> (Run, u64);
+
+    /// Reads the object back into `name` in the test directory; its path and bytes.
+    fn download(&self, name: &str) -> (PathBuf, Vec<u8>);
+
+    /// The archive's address as a command line names it (`gs://bucket/key`).
+    fn address(&self) -> String;
+
+    /// `args` run with the store's settings in the environment.
+    fn run_on_store(&self, args: &[&str]) -> Run;
+
+    /// Checks what the store holds beside the archive after a reseed (no piece left, say).
+    fn after_reseed(&self) {}
+}
+
+/// Seeds the archive, then `rounds` times changes ten rows and reseeds: each reseed sends at most
+/// a twentieth of the archive and leaves the old object whole at its end; the last archive
+/// holds a full seed's tiles as the Python reader reads them, and `validate --against-db --all`
+/// finds it equal to the database, read from the store. `at_least` is the size the first
+/// archive must pass for the share to mean something (the store's part size, say).
+pub fn reseeds_append_the_change(setup: &mut impl ArchiveInStore, rounds: u32, at_least: u64) {
+    let started = Instant::now();
+    setup.seed_archive(&[]);
+    eprintln!("seeded in {:?}", started.elapsed());
+    let (_, mut previous) = setup.download("first.pmtiles");
+    eprintln!("seeded and read back in {:?}", started.elapsed());
+    let first = previous.len() as u64;
+    assert!(
+        first > at_least,
+        "the archive is {first} bytes, too small to show what a reseed sends"
+    );
+    let mut last = PathBuf::new();
+    for round in 1..=rounds {
+        let started = Instant::now();
+        setup.schema.execute(&format!(
+            "UPDATE {{schema}}.sites SET label = md5(label || '{round}') WHERE site_id <= 10"
+        ));
+        let (run, sent) = setup.seed_archive(&["--dirty"]);
+        let reseeded = Instant::now();
+        let (path, bytes) = setup.download(&format!("round-{round}.pmtiles"));
+        let size = bytes.len() as u64;
+        eprintln!(
+            "round {round}: a 10-row change sent {sent} bytes in {:?}; the archive is {size}, read back in {:?}",
+            reseeded - started,
+            reseeded.elapsed()
+        );
+        assert!(
+            sent * 20 <= size,
+            "round {round}: a 10-row change sent {sent} bytes of a {size}-byte archive: {}",
+            run.stderr
+        );
+        assert!(
+            bytes.ends_with(&previous),
+            "round {round}: the {size}-byte archive does not end with the {}-byte one before it: {}",
+            previous.len(),
+            run.stderr
+        );
+        assert_eq!(
+            bytes[96], 0,
+            "round {round}: an update in place is not clustered"
+        );
+        let validating = Instant::now();
+        oar_tiles(None, &["validate", path.to_str().unwrap()]).assert_success();
+        eprintln!("round {round}: validated in {:?}", validating.elapsed());
+        setup.after_reseed();
+        previous = bytes;
+        last = path;
+    }
+    let started = Instant::now();
+    let full = setup.path("full.pmtiles");
+    seed(setup, &full, &[]);
+    assert_same_digests(
+        &read_archive(&full).tiles,
+        &read_archive(&last).tiles,
+        &format!("the archive rebuilt in place {rounds} times against a full seed"),
+    );
+    eprintln!("compared with a full seed in {:?}", started.elapsed());
+    let started = Instant::now();
+    let config = setup.config.to_str().unwrap().to_string();
+    let target = setup.address();
+    let checked = setup.run_on_store(&[
+        "validate",
+        "--json",
+        "--config",
+        &config,
+        "--tileset",
+        "sites",
+        "--against-db",
+        "--all",
+        &target,
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&checked.stdout)
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", checked.stdout, checked.stderr));
+    assert_eq!(checked.code, 0, "{report:#}\n{}", checked.stderr);
+    assert_eq!(problems(&report), [], "{report:#}");
+    eprintln!("validated against the database in {:?}", started.elapsed());
+}
