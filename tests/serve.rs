@@ -350,6 +350,51 @@ fn the_per_zoom_figures_follow_a_run_that_changed_the_output_while_served() {
 }
 
 #[test]
+#[ignore = "needs PostGIS: run scripts/test.sh"]
+fn a_pmtiles_archive_and_its_tilejson_follow_a_run_that_replaced_the_file_while_served() {
+    let setup = Setup::new("servepmnew", 300, None);
+    let archive = setup.path("out.pmtiles");
+    let output = archive.to_str().unwrap().to_string();
+    let seed = |zooms: &str| {
+        oar_tiles(
+            Some(&setup.schema.url),
+            &setup.seed_args(&output, zooms, &[]),
+        )
+        .assert_success();
+    };
+    seed("0-6");
+    let served = Served::start(&[&output], &[]);
+    let maxzoom = |served: &Served| served.get("/sites/tiles.json").json()["maxzoom"].clone();
+    assert_eq!(maxzoom(&served), json!(6));
+    assert_eq!(served.get("/sites/9/0/0.pbf").status, 204, "no zoom 9 yet");
+    // The run writes a new archive and renames it over the one `serve` opened.
+    seed("0-9");
+    let stored = crate::common::pmtiles_reader::read_archive(&archive).tiles;
+    let (&(z, x, y), bytes) = stored
+        .iter()
+        .find(|((z, _, _), _)| *z == 9)
+        .expect("the deeper seed stored zoom 9");
+    let reply = served.get(&format!("/sites/{z}/{x}/{y}.pbf"));
+    assert_eq!(
+        reply.status, 200,
+        "{z}/{x}/{y} after the archive was replaced"
+    );
+    assert_eq!(
+        maxzoom(&served),
+        json!(9),
+        "tiles.json after the archive was replaced"
+    );
+    let figures = served.get("/sites/stats.json").json();
+    assert_eq!(
+        figures["inventory"]["tiles"],
+        json!(stored.len()),
+        "{figures}"
+    );
+    assert!(!bytes.is_empty());
+    assert_eq!(served.terminate(), 0);
+}
+
+#[test]
 #[ignore = "needs PostGIS and the S3 test server: run scripts/test.sh"]
 fn serve_reads_pmtiles_and_s3_outputs_byte_for_byte() {
     let server = S3Server::start("tiles");

@@ -63,6 +63,7 @@ struct Tileset {
     reader: OutputReader,
     /// Where the output publishes its changes feed (which may not exist).
     feed: FeedStore,
+    /// The metadata as read at start, for the name the config gives the tileset.
     metadata: Value,
     /// The figures `stats.json` answers, with the output's state and metadata they were read
     /// under: read on first request (listing a large S3 prefix must not delay start-up), and again
@@ -354,7 +355,11 @@ async fn tilejson(
         );
     };
     let url = format!("http://{host}/{}/{{z}}/{{x}}/{{y}}.pbf", tileset.name);
-    json_response(&tilejson_document(&tileset.name, &tileset.metadata, &url))
+    // Read now, not at start: a run may have changed the zooms or bounds since.
+    match tileset.reader.metadata().await {
+        Ok(metadata) => json_response(&tilejson_document(&tileset.name, &metadata, &url)),
+        Err(e) => failed(&e),
+    }
 }
 
 /// A TileJSON 3.0 document from whatever metadata the output has (MBTiles rows, a TileJSON file,

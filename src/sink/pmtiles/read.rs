@@ -32,8 +32,38 @@ const MAX_DEPTH: usize = 4;
 pub struct PmtilesReader {
     /// The archive (or, downloaded from S3, its URL), for messages.
     path: PathBuf,
-    /// The open archive, shared by concurrent reads.
+    /// The open archive, shared by concurrent reads, and the file it was opened from.
+    opened: Mutex<Opened>,
+    /// A local archive's file, opened again once a run replaced it (a reseed renames a new
+    /// archive over the old one, which an open file would keep showing); none for a download.
+    follows: Option<PathBuf>,
+}
+
+/// An archive as opened, and which file it was.
+struct Opened {
     archive: Arc<Archive>,
+    file: Option<FileIdentity>,
+}
+
+/// What tells one version of a file from the next: a new file after a rename, or new bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileIdentity {
+    fn of(metadata: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+        }
+    }
 }
 
 impl PmtilesReader {
@@ -44,7 +74,9 @@ impl PmtilesReader {
         }
         let file =
             File::open(path).map_err(|e| Error::output(path, format!("cannot read it: {e}")))?;
-        Self::from_file(file, path).await
+        let mut reader = Self::from_file(file, path).await?;
+        reader.follows = Some(path.to_path_buf());
+        Ok(reader)
     }
 
     /// An archive on S3, downloaded to a private temporary file (a name no other user can guess
@@ -65,17 +97,52 @@ impl PmtilesReader {
     }
 
     async fn from_file(file: File, path: &Path) -> Result<PmtilesReader> {
+        let identity = file.metadata().ok().map(|m| FileIdentity::of(&m));
         let name = path.to_path_buf();
         let archive = blocking(move || Archive::open(file, name)).await?;
         Ok(PmtilesReader {
             path: path.to_path_buf(),
-            archive: Arc::new(archive),
+            opened: Mutex::new(Opened {
+                archive: Arc::new(archive),
+                file: identity,
+            }),
+            follows: None,
         })
+    }
+
+    /// The archive as the file holds it now: opened again when the file followed is no longer
+    /// the one opened (one `stat` a read, so `serve` answers a reseed's tiles at once).
+    async fn current(&self) -> Result<Arc<Archive>> {
+        let opened = || {
+            let opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+            (opened.archive.clone(), opened.file)
+        };
+        let (archive, identity) = opened();
+        let Some(path) = &self.follows else {
+            return Ok(archive);
+        };
+        let now = std::fs::metadata(path)
+            .map(|m| FileIdentity::of(&m))
+            .map_err(|e| Error::output(path, format!("cannot read it: {e}")))?;
+        if identity == Some(now) {
+            return Ok(archive);
+        }
+        let file =
+            File::open(path).map_err(|e| Error::output(path, format!("cannot read it: {e}")))?;
+        let identity = file.metadata().ok().map(|m| FileIdentity::of(&m));
+        let name = path.clone();
+        let archive = Arc::new(blocking(move || Archive::open(file, name)).await?);
+        let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        *opened = Opened {
+            archive: archive.clone(),
+            file: identity,
+        };
+        Ok(archive)
     }
 
     /// The archive's own JSON metadata, as written (an error when it is not JSON).
     pub(super) fn archive_metadata(&self) -> Result<Value> {
-        let bytes = self.archive.metadata()?;
+        let bytes = self.opened().metadata()?;
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::output(
                 &self.path,
@@ -89,8 +156,14 @@ impl PmtilesReader {
         &self,
         mut visit: impl FnMut(TileCoord, Vec<u8>) -> Result<()>,
     ) -> Result<()> {
-        let archive = &self.archive;
+        let archive = self.opened();
         archive.walk(&mut |tile, entry| visit(tile, archive.data(entry)?))
+    }
+
+    /// The archive as opened, for one pass over it that must see a single version.
+    fn opened(&self) -> Arc<Archive> {
+        let opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        opened.archive.clone()
     }
 }
 
@@ -392,13 +465,14 @@ impl ReadTiles for PmtilesReader {
     /// reports it); metadata that does not inflate, or inflates past the cap, is an error.
     fn metadata(&self) -> BoxFuture<'_, Result<Value>> {
         async move {
-            let archive = self.archive.clone();
-            let bytes = blocking(move || archive.metadata()).await?;
+            let archive = self.current().await?;
+            let reading = archive.clone();
+            let bytes = blocking(move || reading.metadata()).await?;
+            let header = &archive.header;
             let mut metadata: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if !metadata.is_object() {
                 metadata = serde_json::json!({});
             }
-            let header = &self.archive.header;
             metadata["bounds"] = serde_json::json!(header.bounds);
             metadata["pmtiles"] = serde_json::json!({
                 "clustered": header.clustered == 1,
@@ -415,21 +489,24 @@ impl ReadTiles for PmtilesReader {
     }
 
     fn tile_sizes(&self) -> BoxFuture<'_, Result<Vec<(TileCoord, u64)>>> {
-        let archive = self.archive.clone();
-        blocking(move || {
-            let mut sizes = Vec::new();
-            archive.walk(&mut |tile, entry| {
-                sizes.push((tile, entry.length));
-                Ok(())
-            })?;
-            Ok(sizes)
-        })
+        async move {
+            let archive = self.current().await?;
+            blocking(move || {
+                let mut sizes = Vec::new();
+                archive.walk(&mut |tile, entry| {
+                    sizes.push((tile, entry.length));
+                    Ok(())
+                })?;
+                Ok(sizes)
+            })
+            .await
+        }
         .boxed()
     }
 
     fn tile(&self, tile: TileCoord) -> BoxFuture<'_, Result<Option<Vec<u8>>>> {
-        let archive = self.archive.clone();
         async move {
+            let archive = self.current().await?;
             let id = pmtiles::TileCoord::new(tile.z(), tile.x(), tile.y())
                 .map(|coord| pmtiles::TileId::from(coord).value())
                 .map_err(|e| Error::output(&self.path, format!("tile {tile}: {e}")))?;
