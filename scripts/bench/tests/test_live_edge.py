@@ -17,7 +17,20 @@ class TileOf(unittest.TestCase):
         self.assertEqual(live_edge.tile_of(180.0, -85.1, 2), (3, 3))
 
 
+class ZoomsOf(unittest.TestCase):
+    def test_unclustered_times_z14_and_z10(self):
+        self.assertEqual(live_edge.zooms_of(None), (14, 10))
+
+    def test_clustered_times_the_first_zoom_past_the_clusters(self):
+        self.assertEqual(live_edge.zooms_of(11), (14, 12))
+        self.assertEqual(live_edge.zooms_of(5), (14, 10))
+        self.assertEqual(live_edge.zooms_of(16), (14, 14))
+
+
 class Summary(unittest.TestCase):
+    def test_names_the_zooms_it_timed(self):
+        self.assertIn("z14 and z12 fresh", live_edge.summary("this build", 2, [0.5], (14, 12)))
+
     def test_percentiles_and_misses(self):
         line = live_edge.summary("this build", 2, [0.5, 0.25, None, 1.0])
         self.assertIn("p50 0.50 s", line)
