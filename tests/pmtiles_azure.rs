@@ -8,7 +8,9 @@ use std::path::PathBuf;
 
 use crate::common::azure::{put_blob, Container};
 use crate::common::fixture::Fixture;
-use crate::common::in_place::{reseeds_append_the_change, ArchiveInStore};
+use crate::common::in_place::{
+    change_labels, reseeds_append_the_change, seed_in_store, ArchiveInStore,
+};
 use crate::common::pmtiles::{continent_points, seed};
 use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
 use crate::common::proxy::CountingProxy;
@@ -51,54 +53,6 @@ impl Setup {
             container,
         }
     }
-
-    fn address(&self) -> String {
-        self.container.address(KEY)
-    }
-
-    /// `args` run from `machine` (a cache of its own), reaching Azurite through the proxy.
-    fn run(&self, machine: &str, args: &[&str]) -> Run {
-        let cache = self.path(machine);
-        std::fs::create_dir_all(&cache).unwrap();
-        let emulator = format!("http://127.0.0.1:{}", self.proxy.port);
-        let env = [
-            ("AZURE_STORAGE_USE_EMULATOR", "true"),
-            ("AZURITE_BLOB_STORAGE_URL", emulator.as_str()),
-            ("XDG_CACHE_HOME", cache.to_str().unwrap()),
-        ];
-        oar_tiles_with(Some(&self.schema.url), args, &env)
-    }
-
-    /// Seeds zooms 0-10 into the archive from `machine`; returns the run and the bytes sent.
-    fn seed_azure(&self, machine: &str, extra: &[&str]) -> (Run, u64) {
-        let target = self.address();
-        let args = self.seed_args(&target, "0-10", extra);
-        let before = self.proxy.sent();
-        let run = self.run(machine, &args);
-        run.assert_success();
-        (run, self.proxy.sent() - before)
-    }
-
-    /// Reads the archive blob into `name` in the test directory with Azure's SDK; its path and
-    /// bytes.
-    fn download(&self, name: &str) -> (PathBuf, Vec<u8>) {
-        let blobs = self.container.read_prefix(FOLDER);
-        let bytes = blobs
-            .into_iter()
-            .find(|blob| blob.name == "sites.pmtiles")
-            .expect("the archive is in the container")
-            .data;
-        let path = self.path(name);
-        std::fs::write(&path, &bytes).unwrap();
-        (path, bytes)
-    }
-
-    /// Changes the labels of `rows` facilities.
-    fn change(&mut self, rows: u32, round: u32) {
-        self.schema.execute(&format!(
-            "UPDATE {{schema}}.sites SET label = md5(label || '{round}') WHERE site_id <= {rows}"
-        ));
-    }
 }
 
 #[test]
@@ -111,20 +65,37 @@ fn a_reseed_of_an_azure_archive_sends_the_change_and_keeps_the_old_blocks_in_the
 }
 
 impl ArchiveInStore for Setup {
-    fn seed_archive(&self, extra: &[&str]) -> (Run, u64) {
-        self.seed_azure("machine-a", extra)
-    }
-
+    /// Reads the archive blob with Azure's SDK.
     fn download(&self, name: &str) -> (PathBuf, Vec<u8>) {
-        Setup::download(self, name)
+        let blobs = self.container.read_prefix(FOLDER);
+        let bytes = blobs
+            .into_iter()
+            .find(|blob| blob.name == "sites.pmtiles")
+            .expect("the archive is in the container")
+            .data;
+        let path = self.path(name);
+        std::fs::write(&path, &bytes).unwrap();
+        (path, bytes)
     }
 
     fn address(&self) -> String {
-        Setup::address(self)
+        self.container.address(KEY)
     }
 
     fn run_on_store(&self, args: &[&str]) -> Run {
-        self.run("machine-a", args)
+        let cache = self.path("machine-a");
+        std::fs::create_dir_all(&cache).unwrap();
+        let emulator = format!("http://127.0.0.1:{}", self.proxy.port);
+        let env = [
+            ("AZURE_STORAGE_USE_EMULATOR", "true"),
+            ("AZURITE_BLOB_STORAGE_URL", emulator.as_str()),
+            ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+        ];
+        oar_tiles_with(Some(&self.schema.url), args, &env)
+    }
+
+    fn sent(&self) -> u64 {
+        self.proxy.sent()
     }
 
     fn after_reseed(&self) {
@@ -139,8 +110,8 @@ impl ArchiveInStore for Setup {
 #[ignore = "needs PostGIS, Azurite with Azure's Python SDK and the Python pmtiles reader: run scripts/test.sh"]
 fn an_azure_archive_replaced_before_its_block_list_is_committed_is_uploaded_whole() {
     let mut setup = Setup::new("pmazr");
-    setup.seed_azure("machine-a", &[]);
-    setup.change(10, 1);
+    seed_in_store(&setup, &[]);
+    change_labels(&mut setup, 10, 1);
     // Another writer replaces the archive at the moment the run commits its block list: only
     // Put Block List's If-Match stands between them (its 412 says "no longer").
     let name = setup.container.name.clone();
@@ -149,7 +120,7 @@ fn an_azure_archive_replaced_before_its_block_list_is_committed_is_uploaded_whol
         .on_request_holding("?comp=blocklist HTTP/1.1", move || {
             put_blob(&name, KEY, b"another writer's archive");
         });
-    let (run, _) = setup.seed_azure("machine-a", &["--dirty"]);
+    let (run, _) = seed_in_store(&setup, &["--dirty"]);
     assert!(
         setup.proxy.triggered(),
         "the run never committed a block list"

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use crate::common::fixture::Fixture;
 use crate::common::gcs::{put_object, GcsBucket};
-use crate::common::in_place::{reseeds_append_the_change, ArchiveInStore};
+use crate::common::in_place::{
+    change_labels, reseeds_append_the_change, seed_in_store, ArchiveInStore,
+};
 use crate::common::pmtiles::{continent_points, seed, setup_on};
 use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
 use crate::common::proxy::CountingProxy;
@@ -40,47 +42,6 @@ impl Setup {
         }
     }
 
-    fn address(&self) -> String {
-        format!("gs://{}/{KEY}", self.bucket.name)
-    }
-
-    /// `args` run from `machine` (a cache of its own), reaching the emulator through the proxy.
-    fn run(&self, machine: &str, args: &[&str]) -> Run {
-        let cache = self.path(machine);
-        std::fs::create_dir_all(&cache).unwrap();
-        let emulator = format!("http://127.0.0.1:{}", self.proxy.port);
-        let env = [
-            ("STORAGE_EMULATOR_HOST", emulator.as_str()),
-            ("XDG_CACHE_HOME", cache.to_str().unwrap()),
-        ];
-        oar_tiles_with(Some(&self.schema.url), args, &env)
-    }
-
-    /// Seeds zooms 0-10 into the archive from `machine`; returns the run and the bytes sent.
-    fn seed_gcs(&self, machine: &str, extra: &[&str]) -> (Run, u64) {
-        let target = self.address();
-        let args = self.seed_args(&target, "0-10", extra);
-        let before = self.proxy.sent();
-        let run = self.run(machine, &args);
-        run.assert_success();
-        (run, self.proxy.sent() - before)
-    }
-
-    /// Downloads the archive object to `name` in the test directory; its path and bytes.
-    fn download(&self, name: &str) -> (PathBuf, Vec<u8>) {
-        let path = self.path(name);
-        self.bucket.download(KEY, &path);
-        let bytes = std::fs::read(&path).unwrap();
-        (path, bytes)
-    }
-
-    /// Changes the labels of `rows` facilities.
-    fn change(&mut self, rows: u32, round: u32) {
-        self.schema.execute(&format!(
-            "UPDATE {{schema}}.sites SET label = md5(label || '{round}') WHERE site_id <= {rows}"
-        ));
-    }
-
     /// Fails if a piece a compose started with is still in the bucket.
     fn assert_no_pieces_left(&self) {
         let names = self.bucket.names("");
@@ -100,20 +61,30 @@ fn a_reseed_of_a_gcs_archive_uploads_the_change_and_composes_the_rest_in_the_sto
 }
 
 impl ArchiveInStore for Setup {
-    fn seed_archive(&self, extra: &[&str]) -> (Run, u64) {
-        self.seed_gcs("machine-a", extra)
-    }
-
     fn download(&self, name: &str) -> (PathBuf, Vec<u8>) {
-        Setup::download(self, name)
+        let path = self.path(name);
+        self.bucket.download(KEY, &path);
+        let bytes = std::fs::read(&path).unwrap();
+        (path, bytes)
     }
 
     fn address(&self) -> String {
-        Setup::address(self)
+        format!("gs://{}/{KEY}", self.bucket.name)
     }
 
     fn run_on_store(&self, args: &[&str]) -> Run {
-        self.run("machine-a", args)
+        let cache = self.path("machine-a");
+        std::fs::create_dir_all(&cache).unwrap();
+        let emulator = format!("http://127.0.0.1:{}", self.proxy.port);
+        let env = [
+            ("STORAGE_EMULATOR_HOST", emulator.as_str()),
+            ("XDG_CACHE_HOME", cache.to_str().unwrap()),
+        ];
+        oar_tiles_with(Some(&self.schema.url), args, &env)
+    }
+
+    fn sent(&self) -> u64 {
+        self.proxy.sent()
     }
 
     fn after_reseed(&self) {
@@ -125,8 +96,8 @@ impl ArchiveInStore for Setup {
 #[ignore = "needs PostGIS, fake-gcs-server and the Python pmtiles reader: run scripts/test.sh"]
 fn a_gcs_archive_replaced_while_a_reseed_runs_is_uploaded_whole_not_composed_onto() {
     let mut setup = Setup::new("pmgcsr", "");
-    setup.seed_gcs("machine-a", &[]);
-    setup.change(10, 1);
+    seed_in_store(&setup, &[]);
+    change_labels(&mut setup, 10, 1);
     // Another writer replaces the archive at the moment the run checks it before composing.
     let (bucket_url, bucket_name) = (setup.bucket.url.clone(), setup.bucket.name.clone());
     setup
@@ -134,7 +105,7 @@ fn a_gcs_archive_replaced_while_a_reseed_runs_is_uploaded_whole_not_composed_ont
         .on_request_holding("fields=generation,size", move || {
             put_object(&bucket_url, &bucket_name, KEY, b"another writer's archive");
         });
-    let (run, _) = setup.seed_gcs("machine-a", &["--dirty"]);
+    let (run, _) = seed_in_store(&setup, &["--dirty"]);
     assert!(setup.proxy.triggered(), "the run never checked the object");
     assert!(
         run.stderr.contains("another writer replaced it")

@@ -13,23 +13,41 @@ use crate::common::pmtiles::seed;
 use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
 use crate::common::run::{oar_tiles, problems, Run};
 
-/// A PMTiles archive held by a store, as one store's test module reaches it.
+/// A PMTiles archive held by a store, as one store's test module reaches it: through a
+/// counting proxy, from one machine (one cache folder) unless a test says otherwise.
 pub trait ArchiveInStore: std::ops::DerefMut<Target = Fixture> {
-    /// Seeds the archive in the store with `extra` arguments (`--dirty`); the run, which
-    /// succeeded, and the bytes it sent to the store.
-    fn seed_archive(&self, extra: &[&str]) -> (Run, u64);
-
     /// Reads the object back into `name` in the test directory; its path and bytes.
     fn download(&self, name: &str) -> (PathBuf, Vec<u8>);
 
     /// The archive's address as a command line names it (`gs://bucket/key`).
     fn address(&self) -> String;
 
-    /// `args` run with the store's settings in the environment.
+    /// `args` run with the store's settings in the environment, reaching it through the proxy.
     fn run_on_store(&self, args: &[&str]) -> Run;
+
+    /// The bytes sent to the store through the proxy so far.
+    fn sent(&self) -> u64;
 
     /// Checks what the store holds beside the archive after a reseed (no piece left, say).
     fn after_reseed(&self) {}
+}
+
+/// Seeds zooms 0-10 into the archive in the store with `extra` arguments (`--dirty`); the run,
+/// which must succeed, and the bytes it sent to the store.
+pub fn seed_in_store(setup: &impl ArchiveInStore, extra: &[&str]) -> (Run, u64) {
+    let target = setup.address();
+    let args = setup.seed_args(&target, "0-10", extra);
+    let before = setup.sent();
+    let run = setup.run_on_store(&args);
+    run.assert_success();
+    (run, setup.sent() - before)
+}
+
+/// Changes the labels of the first `rows` facilities, differently each `round`.
+pub fn change_labels(setup: &mut Fixture, rows: u32, round: u32) {
+    setup.schema.execute(&format!(
+        "UPDATE {{schema}}.sites SET label = md5(label || '{round}') WHERE site_id <= {rows}"
+    ));
 }
 
 /// Seeds the archive, then `rounds` times changes ten rows and reseeds: each reseed sends at most
@@ -39,7 +57,7 @@ pub trait ArchiveInStore: std::ops::DerefMut<Target = Fixture> {
 /// archive must pass for the share to mean something (the store's part size, say).
 pub fn reseeds_append_the_change(setup: &mut impl ArchiveInStore, rounds: u32, at_least: u64) {
     let started = Instant::now();
-    setup.seed_archive(&[]);
+    seed_in_store(setup, &[]);
     eprintln!("seeded in {:?}", started.elapsed());
     let (_, mut previous) = setup.download("first.pmtiles");
     eprintln!("seeded and read back in {:?}", started.elapsed());
@@ -51,10 +69,8 @@ pub fn reseeds_append_the_change(setup: &mut impl ArchiveInStore, rounds: u32, a
     let mut last = PathBuf::new();
     for round in 1..=rounds {
         let started = Instant::now();
-        setup.schema.execute(&format!(
-            "UPDATE {{schema}}.sites SET label = md5(label || '{round}') WHERE site_id <= 10"
-        ));
-        let (run, sent) = setup.seed_archive(&["--dirty"]);
+        change_labels(setup, 10, round);
+        let (run, sent) = seed_in_store(setup, &["--dirty"]);
         let reseeded = Instant::now();
         let (path, bytes) = setup.download(&format!("round-{round}.pmtiles"));
         let size = bytes.len() as u64;
