@@ -57,6 +57,25 @@ where
     Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector))
 }
 
+/// Sends `request` and waits at most `timeout` for the answer's head; a refusal, a dropped
+/// connection or the wait running out is one line saying which (and what to raise for a slow
+/// store), for the caller to retry.
+pub async fn send_within(
+    client: &HyperClient<http_body_util::Full<bytes::Bytes>>,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    timeout: Duration,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    tokio::time::timeout(timeout, client.request(request))
+        .await
+        .map_err(|_| {
+            format!(
+                "no answer within {} (raise [store] request_timeout if the store is only slow)",
+                humantime::format_duration(timeout)
+            )
+        })?
+        .map_err(|e| super::one_line(&e))
+}
+
 /// object_store's connector: every client it asks for is this hyper client, each attempt bounded
 /// by the `[store]` timeouts (a hung store is asked again by object_store's retries), writes at
 /// the bucket's pace.

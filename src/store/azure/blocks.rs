@@ -24,7 +24,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::AzureStore;
 use crate::retry::{Failed, Policy};
-use crate::store::http::{hyper_client, HyperClient};
+use crate::store::http::{hyper_client, send_within, HyperClient};
 use crate::store::{ObjectHeaders, Splice, StoreError};
 
 /// The REST API version the requests are signed for (the one object_store speaks).
@@ -184,15 +184,9 @@ impl Blocks {
         let request = request
             .body(Full::new(call.body.clone()))
             .map_err(|e| Failure::Transport(e.to_string()))?;
-        let answer = tokio::time::timeout(self.request_timeout, self.client.request(request))
+        let answer = send_within(&self.client, request, self.request_timeout)
             .await
-            .map_err(|_| {
-                Failure::Transport(format!(
-                    "no answer within {} (raise [store] request_timeout if the store is only slow)",
-                    humantime::format_duration(self.request_timeout)
-                ))
-            })?
-            .map_err(|e| Failure::Transport(crate::store::one_line(&e)))?;
+            .map_err(Failure::Transport)?;
         let (parts, body) = answer.into_parts();
         let cap = if parts.status.is_success() {
             BLOCK_LIST_CAP

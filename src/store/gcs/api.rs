@@ -17,7 +17,7 @@ use object_store::gcp::GcpCredentialProvider;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::super::error_body::ERROR_BODY_CAP;
-use super::super::http::{hyper_client, retry_after, HyperClient};
+use super::super::http::{hyper_client, retry_after, send_within, HyperClient};
 use crate::config::StoreConfig;
 use crate::retry::{Failed, Policy};
 use crate::store::pace::Pace;
@@ -237,15 +237,9 @@ impl Api {
         let request = request
             .body(Full::new(call.body.clone()))
             .map_err(|e| Failure::Transport(e.to_string()))?;
-        let answer = tokio::time::timeout(self.request_timeout, self.client.request(request))
+        let answer = send_within(&self.client, request, self.request_timeout)
             .await
-            .map_err(|_| {
-                Failure::Transport(format!(
-                    "no answer within {} (raise [store] request_timeout if the store is only slow)",
-                    humantime::format_duration(self.request_timeout)
-                ))
-            })?
-            .map_err(|e| Failure::Transport(super::super::one_line(&e)))?;
+            .map_err(Failure::Transport)?;
         let status = answer.status();
         if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
             return Ok(answer);
