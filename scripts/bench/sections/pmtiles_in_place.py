@@ -177,7 +177,7 @@ def section_pmtiles_in_place(b) -> None:
     this = builds[0]
     # The machine that wrote the archive last goes on with it.
     this.cache = b.work / f"inplace-{this.bucket}-new"
-    for round_ in range(1, SMALL_ROUNDS + 1):
+    for round_ in range(1, int(os.environ.get("INPLACE_ROUNDS") or SMALL_ROUNDS) + 1):
         change_rows(b, this.table, SMALL_ROWS, f"r{round_}")
         run_tool(b, store, this, f"round {round_}", "--dirty")
     b.log("pmtiles-in-place: a fresh seed of the changed data, from an empty cache")
