@@ -206,8 +206,30 @@ def prepare_build(b, store: Store, rows: int, i: int, name: str, binary: str) ->
         b.psql(f"SET client_min_messages = warning; DROP SCHEMA IF EXISTS {schema} CASCADE; DROP SCHEMA IF EXISTS {CHANGES_SCHEMA}_{i} CASCADE",
                check=False, out=subprocess.DEVNULL)
     b.on_cleanup(drop)
-    subprocess.run([binary, "-q", "changes", "install", "--config", str(config)], check=True, stdout=sys.stderr)
+    install_capture(b, binary, config)
     return Build(name, binary, table, config, bucket, b.work / f"inplace-{bucket}")
+
+
+UNKNOWN_FIELD = re.compile(r":(\d+):\d+: unknown field `([a-z_]+)`")
+
+
+def install_capture(b, binary: str, config: Path) -> None:
+    """`changes install` with BINARY; a setting an older binary does not know (a newer one's key
+    at its default in the sample config) is dropped from CONFIG, logged, and the install tried
+    again."""
+    while True:
+        done = subprocess.run([binary, "-q", "changes", "install", "--config", str(config)], text=True,
+                              stdout=sys.stderr, stderr=subprocess.PIPE)
+        unknown = UNKNOWN_FIELD.search(done.stderr)
+        if done.returncode == 0 or not unknown:
+            sys.stderr.write(done.stderr)
+            break
+        lines = config.read_text().splitlines(keepends=True)
+        b.log(f"pmtiles-in-place: {Path(binary).name} does not know `{unknown.group(2)}`: dropped from its config")
+        del lines[int(unknown.group(1)) - 1]
+        config.write_text("".join(lines))
+    if done.returncode:
+        raise subprocess.CalledProcessError(done.returncode, [binary, "changes", "install"])
 
 
 # --- the report ----------------------------------------------------------------------------------
