@@ -279,7 +279,8 @@ def growth_lines(runs: list[Run], fresh: Run) -> list[str]:
         f"    compacted (written whole and clustered again) by round(s): {', '.join(compacted) or 'none'}",
         f"    largest {human(largest)} = {ratio:.2f} x the fresh seed   (target <= {GROWTH_FACTOR} x, or"
         f" compacted once: {verdict(ratio <= GROWTH_FACTOR or bool(compacted))})",
-        f"    sent per reseed: median {human(int(statistics.median(r.sent for r in rounds)))}, max"
+        f"    sent per reseed: mean {human(int(statistics.mean(r.sent for r in rounds)))},"
+        f" median {human(int(statistics.median(r.sent for r in rounds)))}, max"
         f" {human(max(r.sent for r in rounds))} = at most {max(r.sent / r.size for r in rounds):.1%} of the archive"
         f"   (target <= {SMALL_SENT_SHARE:.0%}: {verdict(not over)}"
         + (f", over it in {over} of {len(rounds)} rounds)" if over else ")"),

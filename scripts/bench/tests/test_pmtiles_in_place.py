@@ -132,7 +132,7 @@ class Report(unittest.TestCase):
             "    1.01 1.00 1.00",
             "    compacted (written whole and clustered again) by round(s): 2",
             "    largest 10.14 MB = 1.01 x the fresh seed   (target <= 1.5 x, or compacted once: met)",
-            "    sent per reseed: median 40.0 kB, max 600.0 kB = at most 6.0% of the archive   (target <= 5%:"
+            "    sent per reseed: mean 223.3 kB, median 40.0 kB, max 600.0 kB = at most 6.0% of the archive   (target <= 5%:"
             " NOT met, over it in 1 of 3 rounds)",
             "    received per reseed: median 9.0 kB; wall median 1.00 s",
             "  load average at the start / end: 1 / 2",
