@@ -7,6 +7,7 @@ whether a run wrote it whole and clustered again."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import os
 import re
 import statistics
@@ -71,9 +72,26 @@ class Store:
         parsed = urllib.parse.urlsplit(self.url)
         self.proxy = CountingProxy(parsed.hostname, parsed.port or 80)
 
-    def create_bucket(self, bucket: str) -> None:
-        """Creates BUCKET (moto takes an unsigned request)."""
+    def create_bucket(self, b, bucket: str) -> None:
+        """Creates BUCKET (moto takes an unsigned request), removed at exit."""
         urllib.request.urlopen(urllib.request.Request(f"{self.url}/{bucket}", method="PUT"), timeout=30).close()
+        b.on_cleanup(lambda: self.remove_bucket(bucket))
+
+    def remove_bucket(self, bucket: str) -> None:
+        """Deletes BUCKET's objects and BUCKET (the moto server may be shared: what a run leaves
+        stays in its memory)."""
+        while True:
+            with urllib.request.urlopen(f"{self.url}/{bucket}?list-type=2", timeout=30) as r:
+                keys = re.findall(r"<Key>([^<]+)</Key>", r.read().decode())
+            if not keys:
+                break
+            for key in keys:
+                self._delete(f"{bucket}/{urllib.parse.quote(html.unescape(key))}")
+        self._delete(bucket)
+
+    def _delete(self, path: str) -> None:
+        request = urllib.request.Request(f"{self.url}/{path}", method="DELETE", headers=MOTO_AUTH)
+        urllib.request.urlopen(request, timeout=30).close()
 
     def size(self, bucket: str) -> int:
         """The archive object's size."""
@@ -182,7 +200,7 @@ def section_pmtiles_in_place(b) -> None:
         run_tool(b, store, this, f"round {round_}", "--dirty")
     b.log("pmtiles-in-place: a fresh seed of the changed data, from an empty cache")
     fresh_bucket = f"{this.bucket}-fresh"
-    store.create_bucket(fresh_bucket)
+    store.create_bucket(b, fresh_bucket)
     fresh = dataclasses.replace(this, bucket=fresh_bucket, runs=[])
     run_tool(b, store, fresh, "fresh seed", cache=b.work / f"inplace-{fresh_bucket}")
     info = {"rows": rows, "zoom": b.opts.zoom, "load": f"{load_before} / {b.load_average()}"}
@@ -198,7 +216,7 @@ def prepare_build(b, store: Store, rows: int, i: int, name: str, binary: str) ->
     samples.write_config(b, config, table, f"{CHANGES_SCHEMA}_{i}")
     config.write_text(with_store(config.read_text(), store.proxy.port))
     bucket = f"bench-inplace-{os.getpid()}-{i}"
-    store.create_bucket(bucket)
+    store.create_bucket(b, bucket)
 
     def drop() -> None:
         subprocess.run([binary, "-q", "changes", "uninstall", "--config", str(config)], check=False,
