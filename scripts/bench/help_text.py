@@ -25,7 +25,7 @@ clustered against unclustered low zooms.
                    all): main, reseed, cluster, tls, pmtiles, capture, growth,
                    watch, edge, partitions, watch-partitions, shards,
                    validate, capacity; polygons, generalise, moved, subtrees,
-                   changelog and import run only when listed
+                   changelog, import and pmtiles-in-place run only when listed
   --rows N         facilities in the sample of the main section (default
                    100000; 1000000 is the stress figure behind the 256 MB
                    peak RSS target); also the default of --cluster-rows
@@ -356,6 +356,20 @@ Sections:
            sample; IMPORT_LIVE=0 skips it).
            With --baseline-bin, all of it again with that binary. Not in the
            default list.
+  pmtiles-in-place
+           (issue 88; not in the default list) the main section's sample
+           (--rows, --zoom, unclustered), a copy per build under change
+           capture, seeded into a PMTiles object in S3 (moto:
+           OAR_TILES_TEST_MOTO, else one of its own) through a byte-counting
+           proxy; then renames of 1, 1,000 and 100,000 facilities (at most
+           --rows), each followed by `seed --dirty`: bytes sent to the store
+           and received from it, wall time, the archive's size and clustered
+           flag after; with --baseline-bin, the same for that binary on a
+           bucket of its own. Then a 1-row reseed from an empty cache (target:
+           receives <= 10% of the archive), and 50 successive 10-row reseeds
+           of this build's archive against a fresh seed of the same data
+           (targets: each sends <= 5% of the archive; the archive stays <= 1.5
+           x the fresh one, or was compacted); INPLACE_ROUNDS sets how many.
 
 Every config is derived from sample-config.toml, pointed at the benchmark
 schema, with clustering set explicitly per variant whatever the sample config

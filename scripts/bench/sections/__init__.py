@@ -15,6 +15,7 @@ MODULES = {
     "cluster": ("cluster", "section_cluster"),
     "tls": ("outputs", "section_tls"),
     "pmtiles": ("outputs", "section_pmtiles"),
+    "pmtiles-in-place": ("pmtiles_in_place", "section_pmtiles_in_place"),
     "capture": ("capture", "section_capture"),
     "growth": ("growth", "section_growth"),
     "watch": ("watch", "section_watch"),
@@ -37,9 +38,9 @@ MODULES = {
 }
 
 # The list bench.sh's "unknown section" message names, in its order.
-KNOWN_MESSAGE = ("main, reseed, cluster, tls, pmtiles, capture, growth, watch, edge, edge-zooms, "
-                 "edge-cloudfront, live, live-edge, partitions, watch-partitions, shards, validate, capacity, "
-                 "polygons, generalise, moved, subtrees, changelog, import")
+KNOWN_MESSAGE = ("main, reseed, cluster, tls, pmtiles, pmtiles-in-place, capture, growth, watch, edge, "
+                 "edge-zooms, edge-cloudfront, live, live-edge, partitions, watch-partitions, shards, validate, "
+                 "capacity, polygons, generalise, moved, subtrees, changelog, import")
 
 # Sections that rewrite a shared sample or install change capture on one: a run with any of them
 # takes the benchmark lock exclusively (others share it), as bench.sh did.
