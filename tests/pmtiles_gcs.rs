@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use crate::common::fixture::Fixture;
 use crate::common::gcs::{put_object, GcsBucket};
 use crate::common::in_place::{
-    change_labels, reseeds_append_the_change, seed_in_store, ArchiveInStore,
+    assert_equals_a_full_seed, change_labels, reseeds_append_the_change, seed_in_store,
+    ArchiveInStore,
 };
-use crate::common::pmtiles::{continent_points, seed, setup_on};
-use crate::common::pmtiles_reader::{assert_same_digests, read_archive};
+use crate::common::pmtiles::{continent_points, setup_on};
 use crate::common::proxy::CountingProxy;
 use crate::common::run::{oar_tiles_with, Run};
 use crate::common::runtime;
@@ -114,12 +114,10 @@ fn a_gcs_archive_replaced_while_a_reseed_runs_is_uploaded_whole_not_composed_ont
         run.stderr
     );
     let (reseeded, _) = setup.download("reseeded.pmtiles");
-    let full = setup.path("full.pmtiles");
-    seed(&setup, &full, &[]);
-    assert_same_digests(
-        &read_archive(&full).tiles,
-        &read_archive(&reseeded).tiles,
-        "the archive uploaded whole after the replacement against a full seed",
+    assert_equals_a_full_seed(
+        &setup,
+        &reseeded,
+        "the archive uploaded whole after the replacement",
     );
     setup.assert_no_pieces_left();
 }

@@ -5,7 +5,7 @@
 //! a full seed in it. Each store's module says how it seeds, reads the object back and what it
 //! must leave behind.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::common::fixture::Fixture;
@@ -102,13 +102,8 @@ pub fn reseeds_append_the_change(setup: &mut impl ArchiveInStore, rounds: u32, a
         last = path;
     }
     let started = Instant::now();
-    let full = setup.path("full.pmtiles");
-    seed(setup, &full, &[]);
-    assert_same_digests(
-        &read_archive(&full).tiles,
-        &read_archive(&last).tiles,
-        &format!("the archive rebuilt in place {rounds} times against a full seed"),
-    );
+    let what = format!("the archive rebuilt in place {rounds} times");
+    assert_equals_a_full_seed(setup, &last, &what);
     eprintln!("compared with a full seed in {:?}", started.elapsed());
     let started = Instant::now();
     let config = setup.config.to_str().unwrap().to_string();
@@ -129,4 +124,16 @@ pub fn reseeds_append_the_change(setup: &mut impl ArchiveInStore, rounds: u32, a
     assert_eq!(checked.code, 0, "{report:#}\n{}", checked.stderr);
     assert_eq!(problems(&report), [], "{report:#}");
     eprintln!("validated against the database in {:?}", started.elapsed());
+}
+
+/// Fails unless the archive at `archive` holds, as the Python reader reads it, the tiles of a full
+/// seed into a local file made now; `what` names the archive in the failure.
+pub fn assert_equals_a_full_seed(setup: &Fixture, archive: &Path, what: &str) {
+    let full = setup.path("full.pmtiles");
+    seed(setup, &full, &[]);
+    assert_same_digests(
+        &read_archive(&full).tiles,
+        &read_archive(archive).tiles,
+        &format!("{what} against a full seed"),
+    );
 }
