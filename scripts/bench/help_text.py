@@ -369,7 +369,8 @@ Sections:
            receives <= 10% of the archive), and 50 successive 10-row reseeds
            of this build's archive against a fresh seed of the same data
            (targets: each sends <= 5% of the archive; the archive stays <= 1.5
-           x the fresh one, or was compacted); INPLACE_ROUNDS sets how many.
+           x the fresh one, or was compacted); INPLACE_ROUNDS sets how many,
+           INPLACE_LAYOUT=clustered seeds the clustered variant instead.
 
 Every config is derived from sample-config.toml, pointed at the benchmark
 schema, with clustering set explicitly per variant whatever the sample config

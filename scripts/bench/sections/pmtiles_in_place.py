@@ -174,11 +174,16 @@ def run_tool(b, store: Store, build: Build, label: str, *extra: str, cache: Path
 def section_pmtiles_in_place(b) -> None:
     """The pmtiles-in-place section (see the help text)."""
     rows = b.opts.rows
+    layout = os.environ.get("INPLACE_LAYOUT") or "unclustered"
+    if layout not in ("clustered", "unclustered"):
+        b.die(f"INPLACE_LAYOUT: '{layout}' is not clustered or unclustered")
     samples.ensure_sample(b, rows)
     store = Store(moto_url(b))
     b.on_cleanup(store.proxy.close)
     binaries = [("this build", str(b.bin))] + ([("baseline-bin", b.opts.baseline_bin)] if b.opts.baseline_bin else [])
-    builds = [prepare_build(b, store, rows, i, name, binary) for i, (name, binary) in enumerate(binaries)]
+    cluster = b.cluster_spec if layout == "clustered" else None
+    builds = [prepare_build(b, store, rows, i, name, binary, cluster)
+              for i, (name, binary) in enumerate(binaries)]
     load_before = b.load_average()
     for build in builds:
         b.log(f"pmtiles-in-place: {build.name}, full seed")
@@ -203,17 +208,19 @@ def section_pmtiles_in_place(b) -> None:
     store.create_bucket(b, fresh_bucket)
     fresh = dataclasses.replace(this, bucket=fresh_bucket, runs=[])
     run_tool(b, store, fresh, "fresh seed", cache=b.work / f"inplace-{fresh_bucket}")
-    info = {"rows": rows, "zoom": b.opts.zoom, "load": f"{load_before} / {b.load_average()}"}
+    info = {"rows": rows, "zoom": b.opts.zoom, "layout": layout,
+            "load": f"{load_before} / {b.load_average()}"}
     measure.report(b, lambda: print_report(info, builds, fresh.runs[0]))
 
 
-def prepare_build(b, store: Store, rows: int, i: int, name: str, binary: str) -> Build:
+def prepare_build(b, store: Store, rows: int, i: int, name: str, binary: str,
+                  cluster: str | None = None) -> Build:
     """BUILD number I: its table copy and change capture (installed by its own binary, removed at
-    exit), its config and its bucket."""
+    exit), its config (clustered as CLUSTER, a cluster spec, or not) and its bucket."""
     schema = f"bench_{rows}_inplace_{i}"
     table = copy_sample(b, rows, schema)
     config = b.work / f"inplace-{i}.toml"
-    samples.write_config(b, config, table, f"{CHANGES_SCHEMA}_{i}")
+    samples.write_config(b, config, table, f"{CHANGES_SCHEMA}_{i}", cluster)
     config.write_text(with_store(config.read_text(), store.proxy.port))
     bucket = f"bench-inplace-{os.getpid()}-{i}"
     store.create_bucket(b, bucket)
@@ -309,7 +316,7 @@ def growth_lines(runs: list[Run], fresh: Run) -> list[str]:
 
 def print_report(info: dict, builds: list[Build], fresh: Run) -> int:
     """Prints the section's report."""
-    print(f"pmtiles-in-place: {info['rows']} facilities, zoom {info['zoom']}, unclustered, one PMTiles"
+    print(f"pmtiles-in-place: {info['rows']} facilities, zoom {info['zoom']}, {info.get('layout', 'unclustered')}, one PMTiles"
           f" object in S3 (moto) per build, through a byte-counting proxy")
     print(f"  {'run':<20} {'build':<13} {'sent':>11} {'received':>11} {'wall':>10} {'archive':>11}  clustered")
     labels = list(dict.fromkeys(r.label for r in builds[0].runs if not r.label.startswith("round ")))
