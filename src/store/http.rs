@@ -57,23 +57,39 @@ where
     Ok(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector))
 }
 
-/// Sends `request` and waits at most `timeout` for the answer's head; a refusal, a dropped
-/// connection or the wait running out is one line saying which (and what to raise for a slow
-/// store), for the caller to retry.
+/// Why a request sent with [`send_within`] got no answer.
+#[derive(Debug)]
+pub enum SendError {
+    /// No answer's head within the wait.
+    NoAnswerWithin(Duration),
+    /// The connection was refused or dropped: the error and its causes on one line.
+    Transport(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::NoAnswerWithin(timeout) => write!(
+                f,
+                "no answer within {} (raise [store] request_timeout if the store is only slow)",
+                humantime::format_duration(*timeout)
+            ),
+            SendError::Transport(line) => f.write_str(line),
+        }
+    }
+}
+
+/// Sends `request` and waits at most `timeout` for the answer's head; a failure says which kind,
+/// for the caller to retry.
 pub async fn send_within(
     client: &HyperClient<http_body_util::Full<bytes::Bytes>>,
     request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
     timeout: Duration,
-) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
     tokio::time::timeout(timeout, client.request(request))
         .await
-        .map_err(|_| {
-            format!(
-                "no answer within {} (raise [store] request_timeout if the store is only slow)",
-                humantime::format_duration(timeout)
-            )
-        })?
-        .map_err(|e| super::one_line(&e))
+        .map_err(|_| SendError::NoAnswerWithin(timeout))?
+        .map_err(|e| SendError::Transport(super::one_line(&e)))
 }
 
 /// object_store's connector: every client it asks for is this hyper client, each attempt bounded

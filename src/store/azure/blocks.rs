@@ -186,7 +186,7 @@ impl Blocks {
             .map_err(|e| Failure::Transport(e.to_string()))?;
         let answer = send_within(&self.client, request, self.request_timeout)
             .await
-            .map_err(Failure::Transport)?;
+            .map_err(|e| Failure::Transport(e.to_string()))?;
         let (parts, body) = answer.into_parts();
         let cap = if parts.status.is_success() {
             BLOCK_LIST_CAP

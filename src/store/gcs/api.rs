@@ -239,7 +239,7 @@ impl Api {
             .map_err(|e| Failure::Transport(e.to_string()))?;
         let answer = send_within(&self.client, request, self.request_timeout)
             .await
-            .map_err(Failure::Transport)?;
+            .map_err(|e| Failure::Transport(e.to_string()))?;
         let status = answer.status();
         if status.is_success() || status == StatusCode::PERMANENT_REDIRECT {
             return Ok(answer);
