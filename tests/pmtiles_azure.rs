@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use crate::common::azure::{put_blob, Container};
 use crate::common::fixture::Fixture;
 use crate::common::in_place::{
-    assert_equals_a_full_seed, change_labels, reseeds_append_the_change, seed_in_store,
-    ArchiveInStore,
+    assert_equals_a_full_seed, change_labels, reseeds_append_the_change,
+    reseeds_from_an_empty_cache_read_the_directories, seed_in_store, ArchiveInStore,
 };
 use crate::common::pmtiles::continent_points;
 use crate::common::proxy::CountingProxy;
@@ -64,6 +64,13 @@ fn a_reseed_of_an_azure_archive_sends_the_change_and_keeps_the_old_blocks_in_the
     reseeds_append_the_change(&mut setup, 3, 8 * 1024 * 1024);
 }
 
+#[test]
+#[ignore = "needs PostGIS, Azurite with Azure's Python SDK and the Python pmtiles reader: run scripts/test.sh"]
+fn a_reseed_of_an_azure_archive_from_an_empty_cache_reads_its_directories_not_its_tiles() {
+    let mut setup = Setup::new("pmaze");
+    reseeds_from_an_empty_cache_read_the_directories(&mut setup);
+}
+
 impl ArchiveInStore for Setup {
     /// Reads the archive blob with Azure's SDK.
     fn download(&self, name: &str) -> (PathBuf, Vec<u8>) {
@@ -82,8 +89,8 @@ impl ArchiveInStore for Setup {
         self.container.address(KEY)
     }
 
-    fn run_on_store(&self, args: &[&str]) -> Run {
-        let cache = self.path("machine-a");
+    fn run_on_store_as(&self, machine: &str, args: &[&str]) -> Run {
+        let cache = self.path(machine);
         std::fs::create_dir_all(&cache).unwrap();
         let emulator = format!("http://127.0.0.1:{}", self.proxy.port);
         let env = [
@@ -96,6 +103,10 @@ impl ArchiveInStore for Setup {
 
     fn sent(&self) -> u64 {
         self.proxy.sent()
+    }
+
+    fn received(&self) -> u64 {
+        self.proxy.received()
     }
 
     fn after_reseed(&self) {

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use crate::common::fixture::Fixture;
 use crate::common::gcs::{put_object, GcsBucket};
 use crate::common::in_place::{
-    assert_equals_a_full_seed, change_labels, reseeds_append_the_change, seed_in_store,
-    ArchiveInStore,
+    assert_equals_a_full_seed, change_labels, reseeds_append_the_change,
+    reseeds_from_an_empty_cache_read_the_directories, seed_in_store, ArchiveInStore,
 };
 use crate::common::pmtiles::{continent_points, setup_on};
 use crate::common::proxy::CountingProxy;
@@ -60,6 +60,13 @@ fn a_reseed_of_a_gcs_archive_uploads_the_change_and_composes_the_rest_in_the_sto
     reseeds_append_the_change(&mut setup, 3, 4 * 1024 * 1024);
 }
 
+#[test]
+#[ignore = "needs PostGIS, fake-gcs-server and the Python pmtiles reader: run scripts/test.sh"]
+fn a_reseed_of_a_gcs_archive_from_an_empty_cache_reads_its_directories_not_its_tiles() {
+    let mut setup = Setup::new("pmgcse", "");
+    reseeds_from_an_empty_cache_read_the_directories(&mut setup);
+}
+
 impl ArchiveInStore for Setup {
     fn download(&self, name: &str) -> (PathBuf, Vec<u8>) {
         let path = self.path(name);
@@ -72,8 +79,8 @@ impl ArchiveInStore for Setup {
         format!("gs://{}/{KEY}", self.bucket.name)
     }
 
-    fn run_on_store(&self, args: &[&str]) -> Run {
-        let cache = self.path("machine-a");
+    fn run_on_store_as(&self, machine: &str, args: &[&str]) -> Run {
+        let cache = self.path(machine);
         std::fs::create_dir_all(&cache).unwrap();
         let emulator = format!("http://127.0.0.1:{}", self.proxy.port);
         let env = [
@@ -85,6 +92,10 @@ impl ArchiveInStore for Setup {
 
     fn sent(&self) -> u64 {
         self.proxy.sent()
+    }
+
+    fn received(&self) -> u64 {
+        self.proxy.received()
     }
 
     fn after_reseed(&self) {

@@ -180,3 +180,100 @@ fn an_archive_whose_unreferenced_bytes_pass_the_share_is_written_whole_again() {
     assert_eq!(archive.header["clustered"], true, "{}", archive.header);
     assert!(sent >= std::fs::metadata(&compacted).unwrap().len());
 }
+
+#[test]
+#[ignore = "needs PostGIS, moto and the Python pmtiles reader: run scripts/test.sh"]
+fn a_reseed_from_an_empty_cache_reads_the_directories_not_the_archive() {
+    let mut setup = Setup::new("pmipe", "");
+    setup.seed_s3("machine-a", &[]);
+    let size = std::fs::metadata(setup.download("first.pmtiles"))
+        .unwrap()
+        .len();
+    // Twice from machines that never held the archive, then once more from the second one, whose
+    // working copy is now a skeleton.
+    for (round, machine) in [(1, "machine-b"), (2, "machine-c"), (3, "machine-c")] {
+        setup.change(10, round);
+        let before = setup.proxy.received();
+        let (run, sent) = setup.seed_s3(machine, &["--dirty"]);
+        let received = setup.proxy.received() - before;
+        // Its directories, and the old tile data's first bytes that pad the new ones to S3's
+        // smallest first part: they are sent again, so this machine needs them.
+        assert!(
+            received < MIN_PART + MIN_PART / 10,
+            "round {round}: a reseed from {machine} received {received} bytes of a {size}-byte \
+             archive: {}",
+            run.stderr
+        );
+        assert!(
+            sent < MIN_PART + MIN_PART / 2,
+            "round {round}: sent {sent} bytes: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("downloading the archive"),
+            "round {round}: {}",
+            run.stderr
+        );
+        let reseeded = setup.download(&format!("round-{round}.pmtiles"));
+        let archive = read_archive(&reseeded);
+        assert_eq!(archive.header["clustered"], false, "{}", archive.header);
+        let full = setup.path(&format!("full-{round}.pmtiles"));
+        seed(&setup, &full, &[]);
+        assert_same_digests(
+            &read_archive(&full).tiles,
+            &archive.tiles,
+            &format!("round {round}: the archive updated from {machine}'s skeleton"),
+        );
+        // Its hash cannot be known without every tile: the archive says it is pending.
+        assert!(
+            archive.metadata["oar_tiles_hash_pending"].is_string(),
+            "{}",
+            archive.metadata
+        );
+        oar_tiles(None, &["validate", reseeded.to_str().unwrap()]).assert_success();
+    }
+    // Nothing changed: nothing is sent, from a machine with or without a working copy.
+    for machine in ["machine-c", "machine-d"] {
+        let (run, sent) = setup.seed_s3(machine, &["--dirty"]);
+        assert!(
+            sent < 64 * 1024,
+            "{machine}: sent {sent} bytes for no change: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs PostGIS, moto and the Python pmtiles reader: run scripts/test.sh"]
+fn an_archive_written_whole_from_an_empty_cache_is_downloaded_first_and_hashed_again() {
+    // Any bytes left unreferenced pass the share.
+    let mut setup = Setup::new("pmipw", "pmtiles_compact_above = 0.001");
+    setup.seed_s3("machine-a", &[]);
+    // A change past the share, from a machine with no working copy: it reads the directories,
+    // then must write the archive whole, so it downloads the tiles it lacks.
+    setup.change(10, 1);
+    let (run, _) = setup.seed_s3("machine-b", &["--dirty"]);
+    assert!(
+        run.stderr.contains("downloading the archive to write it whole"),
+        "{}",
+        run.stderr
+    );
+    let compacted = setup.download("compacted.pmtiles");
+    let archive = read_archive(&compacted);
+    assert_eq!(archive.header["clustered"], true, "{}", archive.header);
+    assert!(
+        archive.metadata["agg_tiles_hash"].is_string()
+            && archive.metadata["oar_tiles_hash_pending"].is_null(),
+        "{}",
+        archive.metadata
+    );
+    let full = setup.path("full.pmtiles");
+    seed(&setup, &full, &[]);
+    assert_same_digests(
+        &read_archive(&full).tiles,
+        &archive.tiles,
+        "the archive written whole from a skeleton",
+    );
+    oar_tiles(None, &["validate", compacted.to_str().unwrap()]).assert_success();
+}
+

@@ -22,11 +22,20 @@ pub trait ArchiveInStore: std::ops::DerefMut<Target = Fixture> {
     /// The archive's address as a command line names it (`gs://bucket/key`).
     fn address(&self) -> String;
 
-    /// `args` run with the store's settings in the environment, reaching it through the proxy.
-    fn run_on_store(&self, args: &[&str]) -> Run;
+    /// `args` run with the store's settings in the environment, reaching it through the proxy,
+    /// from a machine whose cache is the test directory's folder `machine`.
+    fn run_on_store_as(&self, machine: &str, args: &[&str]) -> Run;
+
+    /// `args` run as [`ArchiveInStore::run_on_store_as`] from the one machine most tests use.
+    fn run_on_store(&self, args: &[&str]) -> Run {
+        self.run_on_store_as("machine-a", args)
+    }
 
     /// The bytes sent to the store through the proxy so far.
     fn sent(&self) -> u64;
+
+    /// The bytes the store answered through the proxy so far.
+    fn received(&self) -> u64;
 
     /// Checks what the store holds beside the archive after a reseed (no piece left, say).
     fn after_reseed(&self) {}
@@ -136,4 +145,47 @@ pub fn assert_equals_a_full_seed(setup: &Fixture, archive: &Path, what: &str) {
         &read_archive(archive).tiles,
         &format!("{what} against a full seed"),
     );
+}
+
+/// Seeds the archive from one machine, then twice changes ten rows and reseeds from another that
+/// never held it: each reseed reads at most a tenth of the archive (its header and directories,
+/// not its tiles), sends at most a twentieth, and leaves an archive that holds a full seed's
+/// tiles and validates, declaring its hash pending.
+pub fn reseeds_from_an_empty_cache_read_the_directories(setup: &mut impl ArchiveInStore) {
+    seed_in_store(setup, &[]);
+    let target = setup.address();
+    for round in 1..=2 {
+        change_labels(setup, 10, round);
+        let args = setup.seed_args(&target, "0-10", &["--dirty"]);
+        let (sent, received) = (setup.sent(), setup.received());
+        let run = setup.run_on_store_as("machine-b", &args);
+        run.assert_success();
+        let (sent, received) = (setup.sent() - sent, setup.received() - received);
+        let (path, bytes) = setup.download(&format!("round-{round}.pmtiles"));
+        let size = bytes.len() as u64;
+        eprintln!("round {round}: sent {sent}, received {received} of a {size}-byte archive");
+        assert!(
+            received * 10 <= size && sent * 20 <= size,
+            "round {round}: a reseed from an empty cache received {received} and sent {sent} \
+             bytes of a {size}-byte archive: {}",
+            run.stderr
+        );
+        // The first time from its directories; then from the working copy that left.
+        assert!(
+            !run.stderr.contains("downloading")
+                && (round > 1 || run.stderr.contains("read the archive's header and directories")),
+            "round {round}: {}",
+            run.stderr
+        );
+        let archive = read_archive(&path);
+        assert!(
+            archive.metadata["oar_tiles_hash_pending"].is_string(),
+            "{}",
+            archive.metadata
+        );
+        oar_tiles(None, &["validate", path.to_str().unwrap()]).assert_success();
+        setup.after_reseed();
+        let what = format!("round {round}: the archive updated from a skeleton");
+        assert_equals_a_full_seed(setup, &path, &what);
+    }
 }

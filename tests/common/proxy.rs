@@ -1,4 +1,5 @@
-//! A TCP proxy between the tool and a store's stand-in that counts the bytes the tool sends, and
+//! A TCP proxy between the tool and a store's stand-in that counts the bytes the tool sends and
+//! receives, and
 //! can act once when a request holding a given text passes, before the store sees it: so a test
 //! measures what a run uploads, or replaces an object at the exact moment a run checks it.
 
@@ -18,6 +19,7 @@ pub struct CountingProxy {
     /// Its port: the tool is sent to `http://127.0.0.1:PORT` instead of the stand-in.
     pub port: u16,
     sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
     trigger: Armed,
 }
 
@@ -31,8 +33,10 @@ impl CountingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let sent = Arc::new(AtomicU64::new(0));
+        let received = Arc::new(AtomicU64::new(0));
         let trigger: Armed = Arc::new(Mutex::new(None));
         let (counter, armed) = (sent.clone(), trigger.clone());
+        let back_counter = received.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&upstream) else {
@@ -41,13 +45,15 @@ impl CountingProxy {
                 let (client_back, server_back) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let (counter, armed) = (counter.clone(), armed.clone());
-                std::thread::spawn(move || pipe(client, server, Some((counter, armed))));
-                std::thread::spawn(move || pipe(server_back, client_back, None));
+                let back_counter = back_counter.clone();
+                std::thread::spawn(move || pipe(client, server, &counter, Some(armed)));
+                std::thread::spawn(move || pipe(server_back, client_back, &back_counter, None));
             }
         });
         CountingProxy {
             port,
             sent,
+            received,
             trigger,
         }
     }
@@ -55,6 +61,11 @@ impl CountingProxy {
     /// Bytes the clients sent through it so far.
     pub fn sent(&self) -> u64 {
         self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Bytes the store answered through it so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::SeqCst)
     }
 
     /// Runs `action` once, when bytes a client sends first hold `text` (within one read), before
@@ -69,14 +80,15 @@ impl CountingProxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, client_side: Option<(Arc<AtomicU64>, Armed)>) {
+/// Copies `from` to `to`, counting the bytes; on the client's side, firing the armed trigger.
+fn pipe(mut from: TcpStream, mut to: TcpStream, counter: &AtomicU64, client_side: Option<Armed>) {
     let mut buffer = vec![0; 64 * 1024];
     while let Ok(read) = from.read(&mut buffer) {
         if read == 0 {
             break;
         }
-        if let Some((counter, trigger)) = &client_side {
-            counter.fetch_add(read as u64, Ordering::SeqCst);
+        counter.fetch_add(read as u64, Ordering::SeqCst);
+        if let Some(trigger) = &client_side {
             let mut armed = trigger.lock().unwrap();
             let holds = armed.as_ref().is_some_and(|(text, _)| {
                 buffer[..read]

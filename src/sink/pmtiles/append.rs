@@ -54,6 +54,9 @@ pub struct Appended {
     pub sent: u64,
     /// Where the rest lies in the archive as it was.
     pub kept: Range<u64>,
+    /// How many of the `sent` bytes, the last ones, pad the new bytes to the store's smallest
+    /// first piece: the old tile data's first bytes, which `kept` then follows.
+    pub padding: u64,
 }
 
 /// One entry of a directory being written.
@@ -72,6 +75,9 @@ struct Planned {
     /// The changed tiles' bytes, each distinct content once.
     fresh: Vec<u8>,
     coverage: Coverage,
+    /// Whether the store held placeholders (`skeleton.rs`): tiles whose bytes only the old
+    /// archive in the store has.
+    placeholders: bool,
 }
 
 /// Writes `archive` again as its old tile data plus the tiles of `store` that differ from it,
@@ -126,8 +132,16 @@ pub(super) fn write_in_place(
     let first = head.len() as u64 + fresh_len;
     let sent = first.max(policy.min_first).min(first + data.length);
     let kept = data.offset + (sent - first)..data.offset + data.length;
+    if planned.placeholders && kept.is_empty() {
+        // All of it would be sent, and this machine lacks the old tiles' bytes: written whole.
+        return Ok(None);
+    }
     write_file(archive, &old, &head, &planned.fresh, data)?;
-    Ok(Some(Appended { sent, kept }))
+    Ok(Some(Appended {
+        sent,
+        kept,
+        padding: sent - first,
+    }))
 }
 
 /// The old archive's tile data taken as all of its `length` bytes, from its header on, with each
@@ -158,6 +172,7 @@ fn plan(store: &Path, old: &std::fs::File, data: Section, placed: &Placed) -> Re
         tiles: Vec::new(),
         fresh: Vec::new(),
         coverage: Coverage::default(),
+        placeholders: false,
     };
     let mut fresh_at: HashMap<[u8; 16], u64> = HashMap::new();
     let mut stored = Vec::new();
@@ -172,6 +187,18 @@ fn plan(store: &Path, old: &std::fs::File, data: Section, placed: &Placed) -> Re
         planned.coverage.add(tile);
         let id = pmtiles_id(tile)?;
         let length = bytes.len() as u64;
+        if bytes.is_empty() {
+            // A placeholder keeps its tile where the old archive holds it.
+            let &(offset, old_length) = placed.get(&id).ok_or_else(|| {
+                fail(&format!(
+                    "tile {tile} has no bytes here and the archive does not hold it: run \
+                     `seed --force`"
+                ))
+            })?;
+            planned.placeholders = true;
+            planned.tiles.push((id, Ok(offset), old_length));
+            continue;
+        }
         if let Some(&(offset, old_length)) = placed.get(&id) {
             if old_length == length && offset + length <= data.length {
                 stored.resize(bytes.len(), 0);

@@ -22,9 +22,10 @@ mod layout;
 pub mod part;
 pub mod read;
 pub mod remote;
+mod skeleton;
 pub mod versions;
 
-use super::agg_hash::AGG_TILES_HASH_KEY;
+use super::agg_hash::{AGG_TILES_HASH_KEY, HASH_PENDING_KEY};
 use super::mbtiles::{partial_path, stored_agg_hash, Import, MbtilesSink};
 use super::{ChangedList, Finish, OutputSettings, Resume, Sink, SinkReport, TilesetMetadata};
 use crate::error::{Error, Result};
@@ -57,9 +58,16 @@ pub struct PmtilesSink {
     /// Whether a rewritten archive may keep its tile data and take the changed tiles before it
     /// (an archive in a store that rebuilds objects from their ranges).
     in_place: Option<append::InPlace>,
+    /// Fills the store's placeholders from the archive's bytes (downloaded from the store that
+    /// holds them) when the archive must be written whole; see `skeleton.rs`.
+    fill: Option<Filler>,
 }
 
 pub use append::{Appended, InPlace};
+
+/// Fills the placeholders of the store at the path given (`skeleton.rs`) from the archive's
+/// bytes, wherever they are kept.
+pub type Filler = Box<dyn FnOnce(&Path) -> Result<()> + Send>;
 
 impl PmtilesSink {
     /// Opens (or starts) the archive's store; the archive itself is written when the run finishes.
@@ -79,6 +87,7 @@ impl PmtilesSink {
             announce: true,
             versions: None,
             in_place: None,
+            fill: None,
         })
     }
 
@@ -104,6 +113,7 @@ impl PmtilesSink {
             announce,
             versions,
             in_place,
+            fill,
         } = self;
         let before = store.state();
         // The archive is written from every stored tile anyway: its hash costs little more.
@@ -112,24 +122,54 @@ impl PmtilesSink {
             ..finish
         })?;
         let store = store_path(&archive);
+        let unchanged = report.changed == 0 && report.deleted == 0;
         // The store's hash as this run leaves it: an archive written before archives carried the
-        // hash has another marker, so it is written again, now with it.
-        let hash = stored_hash(&store)?;
-        let previous = export_marker(before.as_deref(), finish.metadata, hash.as_deref());
+        // hash has another marker, so it is written again, now with it. A store of placeholders
+        // cannot hash its tiles: the archive's declared hash stands while nothing changes, and
+        // is pending once something did.
+        let mut placeholders = skeleton::holds_placeholders(&store)?;
+        let mut hash = match (placeholders, unchanged) {
+            (false, _) => stored_hash(&store)?,
+            (true, true) => skeleton::declared_hash(&store)?,
+            (true, false) => None,
+        };
+        let pending = |placeholders: bool, hash: &Option<String>| placeholders && hash.is_none();
+        let previous = export_marker(
+            before.as_deref(),
+            finish.metadata,
+            hash.as_deref(),
+            pending(placeholders, &hash),
+        );
         // The archive is current when its last write saw the store as this run found it (a crash
         // between the store's commit and the archive's rename leaves another marker) and this run
         // changed no tile: then it is not written (nor, on a CDN, invalidated) again.
-        let current = report.changed == 0
-            && report.deleted == 0
-            && written_from.as_deref() == Some(previous.as_str());
+        let current = unchanged && written_from.as_deref() == Some(previous.as_str());
         let mut appended = None;
         if !current {
             if let Some(policy) = in_place {
-                let json = metadata_json(finish.metadata, finish.state, hash.as_deref());
+                let json = metadata_json(
+                    finish.metadata,
+                    finish.state,
+                    hash.as_deref(),
+                    pending(placeholders, &hash),
+                );
                 appended =
                     append::write_in_place(&store, &archive, finish.metadata, &json, policy)?;
             }
             if appended.is_none() {
+                if placeholders {
+                    // Written whole, the archive needs every tile's bytes.
+                    let fill = fill.ok_or_else(|| {
+                        Error::output(
+                            &archive,
+                            "its tile store holds only the directories of an archive kept \
+                             elsewhere, and it must be written whole: run `seed --force`",
+                        )
+                    })?;
+                    fill(&store)?;
+                    placeholders = false;
+                    hash = stored_hash(&store)?;
+                }
                 export(
                     &store,
                     &archive,
@@ -137,6 +177,8 @@ impl PmtilesSink {
                     finish.state,
                     hash.as_deref(),
                 )?;
+            } else if placeholders {
+                skeleton::record_declared_hash(&store, None)?;
             }
             if announce {
                 changes.record_object(&archive.display().to_string());
@@ -147,19 +189,29 @@ impl PmtilesSink {
         if let Some(publication) = &versions {
             versions::publish_local(&archive, publication, finish.metadata, &changes, !current)?;
         }
-        let marker = export_marker(finish.state, finish.metadata, hash.as_deref());
+        let marker = export_marker(
+            finish.state,
+            finish.metadata,
+            hash.as_deref(),
+            pending(placeholders, &hash),
+        );
         record_export(&store, &marker)?;
         Ok((report, !current, appended))
     }
 }
 
 /// The marker of an archive written from the store at `state` with `metadata` and tiles hashing
-/// to `hash`.
-fn export_marker(state: Option<&str>, metadata: &TilesetMetadata, hash: Option<&str>) -> String {
+/// to `hash` (or whose hash is `pending`).
+fn export_marker(
+    state: Option<&str>,
+    metadata: &TilesetMetadata,
+    hash: Option<&str>,
+    pending: bool,
+) -> String {
     format!(
         "{}\n{}",
         state.unwrap_or(""),
-        metadata_json(metadata, None, hash)
+        metadata_json(metadata, None, hash, pending)
     )
 }
 
@@ -244,10 +296,15 @@ fn record_export(store: &Path, state: &str) -> Result<()> {
 /// The JSON metadata key of the job state the archive was written at.
 pub(super) const ARCHIVE_STATE_KEY: &str = "oar_tiles_state";
 
-/// Builds the store of `archive` from the archive itself (downloaded from S3 onto a machine that
-/// has no store), so that a reseed renders only what changed. The store records `state` (the
+/// Builds the store of `archive` from the archive itself (downloaded from a bucket onto a machine
+/// that has no store), so that a reseed renders only what changed; from a skeleton
+/// (`skeleton.rs`, `placeholders`), each tile is a placeholder. The store records `state` (the
 /// archive's own when `None`) and that the archive is current. Returns the state recorded.
-pub async fn rebuild_store(archive: &Path, state: Option<String>) -> Result<Option<String>> {
+pub async fn rebuild_store(
+    archive: &Path,
+    state: Option<String>,
+    placeholders: bool,
+) -> Result<Option<String>> {
     // The reader inflates directories and metadata under its cap: an archive downloaded from a
     // bucket is as untrusted as one `inspect` is given.
     let reader = read::PmtilesReader::open(archive).await?;
@@ -259,17 +316,31 @@ pub async fn rebuild_store(archive: &Path, state: Option<String>) -> Result<Opti
     let state = state.or(own_state);
     let store = store_path(archive);
     let mut import = Import::create(&store)?;
-    reader.each_tile(|tile, data| import.add(tile, &data))?;
+    if placeholders {
+        reader.each_tile_id(|tile| import.add(tile, &[]))?;
+    } else {
+        reader.each_tile(|tile, data| import.add(tile, &data))?;
+    }
     // The marker `export_marker` would give for this archive's metadata, so that a run that
     // changes nothing leaves the archive (and its upload) alone.
     let marker = format!("{}\n{metadata}", state.as_deref().unwrap_or(""));
     import.finish(state.as_deref(), &[(EXPORTED_KEY, marker.as_str())])?;
+    if placeholders {
+        let declared = metadata[AGG_TILES_HASH_KEY].as_str();
+        skeleton::record_declared_hash(&store, declared)?;
+    }
     Ok(state)
 }
 
 /// The archive's JSON metadata: what TileJSON and MBTiles record, plus the job state and the
-/// tiles' `agg_tiles_hash` (the archive's tiles are the store's, byte for byte).
-fn metadata_json(metadata: &TilesetMetadata, state: Option<&str>, hash: Option<&str>) -> String {
+/// tiles' `agg_tiles_hash` (the archive's tiles are the store's, byte for byte), or that it is
+/// `pending` (an archive updated from a skeleton, `skeleton.rs`).
+fn metadata_json(
+    metadata: &TilesetMetadata,
+    state: Option<&str>,
+    hash: Option<&str>,
+    pending: bool,
+) -> String {
     let mut json = serde_json::json!({
         "name": metadata.name,
         "format": "pbf",
@@ -290,6 +361,9 @@ fn metadata_json(metadata: &TilesetMetadata, state: Option<&str>, hash: Option<&
     }
     if let Some(hash) = hash {
         json[AGG_TILES_HASH_KEY] = hash.into();
+    }
+    if pending {
+        json[HASH_PENDING_KEY] = skeleton::PENDING_REASON.into();
     }
     json.to_string()
 }
@@ -344,7 +418,7 @@ fn export(
             .bounds(bounds.west, bounds.south, bounds.east, bounds.north)
             .center(lon, lat)
             .center_zoom(zoom)
-            .metadata(metadata_json(metadata, state, hash))
+            .metadata(metadata_json(metadata, state, hash, false))
             .create(std::io::BufWriter::new(file))
             .map_err(|e| fail(&e))?;
         let mut read = connection
@@ -366,6 +440,12 @@ fn export(
                 })
                 .map_err(|e| fail(&e))?;
             let tile = TileCoord::from_tms(tile.0, tile.1, tile.2).map_err(|e| fail(&e))?;
+            if data.is_empty() {
+                // A placeholder (`skeleton.rs`): its bytes are only in the archive it stands for.
+                return Err(fail(&format!(
+                    "tile {tile} of the tile store has no bytes here: run `seed --force`"
+                )));
+            }
             let coord =
                 pmtiles::TileCoord::new(tile.z(), tile.x(), tile.y()).map_err(|e| fail(&e))?;
             writer.add_tile(coord, &data).map_err(|e| fail(&e))?;

@@ -148,6 +148,7 @@ impl PmtilesSink {
             announce,
             versions,
             in_place,
+            fill,
         } = self;
         // The store is replaced whole: let go of it first.
         store.abort();
@@ -179,6 +180,7 @@ impl PmtilesSink {
             announce,
             versions,
             in_place,
+            fill,
         };
         Ok((sink, merged.tiles))
     }

@@ -160,6 +160,12 @@ impl PmtilesReader {
         archive.walk(&mut |tile, entry| visit(tile, archive.data(entry)?))
     }
 
+    /// Every tile the directories address, in tile-id order, without reading its bytes: what a
+    /// skeleton (`skeleton.rs`), whose tile data is a hole, can give.
+    pub(super) fn each_tile_id(&self, mut visit: impl FnMut(TileCoord) -> Result<()>) -> Result<()> {
+        self.opened().walk(&mut |tile, _| visit(tile))
+    }
+
     /// The archive as opened, for one pass over it that must see a single version.
     fn opened(&self) -> Arc<Archive> {
         let opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
 use super::versions::{self, md5_of_file, Names, Publication, Shelf};
-use super::{rebuild_store, store_path, Appended, InPlace, PmtilesSink};
+use super::{rebuild_store, skeleton, store_path, Appended, Filler, InPlace, PmtilesSink};
 use crate::config::{Bucket, StoreConfig, POINTER_CACHE_CONTROL, VERSION_CACHE_CONTROL};
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::{partial_path, remove_sqlite_files};
@@ -144,20 +144,34 @@ impl RemotePmtilesSink {
             // The working copy is the object's current version (or a newer one whose upload did
             // not happen yet): use it as it is, with any journal it keeps.
             (Some(etag), Some(known)) if known.etag.as_ref() == Some(etag) => known,
-            (Some(_), _) => {
-                tracing::info!("{target}: downloading the archive to update it");
+            (Some(etag), _) => {
                 forget(&working_copy);
-                let downloaded = download(store.as_ref(), key, &working_copy)
-                    .await
-                    .map_err(|e| Error::output_caused(&target, e))?;
+                // Where the store rebuilds objects from their ranges, the directories are
+                // enough; without versions, whose names are the archive's MD5.
+                let skeletal = store.splice_rule().is_some() && settings.pmtiles_versions.is_none();
+                let skeleton = match skeletal {
+                    true => read_skeleton(store.as_ref(), key, etag, &working_copy).await,
+                    false => None,
+                };
+                let (placeholders, version) = match skeleton {
+                    Some(version) => (true, version),
+                    None => {
+                        tracing::info!("{target}: downloading the archive to update it");
+                        forget(&working_copy);
+                        let downloaded = download(store.as_ref(), key, &working_copy)
+                            .await
+                            .map_err(|e| Error::output_caused(&target, e))?;
+                        (false, downloaded)
+                    }
+                };
                 // A state written for another version of the object is not this archive's.
                 let state = remote_state
                     .as_ref()
-                    .filter(|remote| remote.archive_etag == downloaded)
+                    .filter(|remote| remote.archive_etag == version)
                     .and_then(|remote| remote.state.clone());
-                rebuild_store(&working_copy, state).await?;
+                rebuild_store(&working_copy, state, placeholders).await?;
                 let synced = Synced {
-                    etag: Some(downloaded),
+                    etag: Some(version),
                     md5: Some(md5_of_file(&working_copy)?),
                 };
                 write_synced(&working_copy, &synced)?;
@@ -197,6 +211,56 @@ impl RemotePmtilesSink {
     }
 }
 
+/// Reads the skeleton of object `key` (`skeleton.rs`) into `working_copy`; the object's version
+/// (its ETag, `etag` before the reads), or `None` when it cannot be read so (another writer
+/// replaced the object meanwhile, say), and the archive is downloaded instead.
+async fn read_skeleton(
+    store: &dyn ObjectStore,
+    key: &str,
+    etag: &str,
+    working_copy: &Path,
+) -> Option<String> {
+    let target = format!("{}/{key}", store.bucket());
+    let read = async {
+        let folder = match folder_of(key).0 {
+            "" => String::new(),
+            folder => format!("{folder}/"),
+        };
+        let listed = store
+            .list(&folder, true)
+            .await
+            .map_err(|e| Error::output_caused(&target, e))?;
+        let size = listed
+            .iter()
+            .find(|object| object.key == key)
+            .map(|object| object.size)
+            .ok_or_else(|| Error::output(&target, "the object is not listed"))?;
+        let read = skeleton::read_skeleton(store, key, size, working_copy).await?;
+        let after = store
+            .etag(key)
+            .await
+            .map_err(|e| Error::output_caused(&target, e))?;
+        if after.as_deref() != Some(etag) {
+            return Err(Error::output(&target, "another writer replaced it meanwhile"));
+        }
+        Ok((read, size))
+    };
+    match read.await {
+        Ok((read, size)) => {
+            tracing::info!(
+                "{target}: read the archive's header and directories ({read} of its {size} bytes) \
+                 to update it in place"
+            );
+            Some(etag.to_string())
+        }
+        Err(err) => {
+            tracing::info!("{err}; reading its directories alone did not work");
+            forget(working_copy);
+            None
+        }
+    }
+}
+
 impl Remote {
     fn target(&self) -> String {
         format!("{}/{}", self.store.bucket(), self.key)
@@ -229,10 +293,38 @@ impl Remote {
             return Ok(None);
         };
         let mut new = vec![0; usize::try_from(appended.sent).unwrap_or(usize::MAX)];
-        let file = std::fs::File::open(&self.working_copy)
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.working_copy)
             .map_err(|e| Error::output(&self.working_copy, format!("cannot open it: {e}")))?;
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut new, 0)
             .map_err(|e| Error::output(&self.working_copy, format!("cannot read it: {e}")))?;
+        if appended.padding > 0 && skeleton::holds_placeholders(&store_path(&self.working_copy))? {
+            // The padding is the old tile data's first bytes, which a skeleton may not hold:
+            // read from the object itself (the splice is conditional on its version), and kept
+            // in the working copy too.
+            let old = appended.kept.start - appended.padding..appended.kept.start;
+            let bytes = self
+                .handle
+                .block_on(self.store.get_range(&self.key, old))
+                .map_err(|e| Error::output_caused(self.target(), e))?;
+            let at = appended.sent - appended.padding;
+            if bytes.len() as u64 != appended.padding {
+                return Err(Error::output(
+                    self.target(),
+                    format!(
+                        "the store answered {} of the {} bytes asked for",
+                        bytes.len(),
+                        appended.padding
+                    ),
+                ));
+            }
+            new[at as usize..].copy_from_slice(&bytes);
+            std::os::unix::fs::FileExt::write_all_at(&file, &bytes, at)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::output(&self.working_copy, format!("cannot write it: {e}")))?;
+        }
         let splice = Splice {
             if_etag: etag,
             new: &new,
@@ -278,8 +370,26 @@ impl Remote {
             }
             _ => None,
         };
+        // A skeleton's padding was read from the store into the working copy meanwhile.
+        let md5 = match appended {
+            Some(appended) if spliced.is_some() && appended.padding > 0 => {
+                md5_of_file(&self.working_copy)?
+            }
+            _ => md5,
+        };
         let etag = match spliced {
             Some(etag) => etag,
+            None if skeleton::holds_placeholders(&store_path(&self.working_copy))? => {
+                // This machine holds the archive's directories and changed tiles, not the tiles
+                // the store kept: the working copy cannot go whole.
+                forget(&self.working_copy);
+                return Err(Error::output(
+                    self.target(),
+                    "the store did not take the update in place, and this machine has only the \
+                     archive's directories, not its tiles: nothing was written; the next run \
+                     downloads the archive and writes it",
+                ));
+            }
             None => self
                 .handle
                 .block_on(self.store.upload_file(
@@ -298,6 +408,38 @@ impl Remote {
         write_synced(&self.working_copy, &self.synced)?;
         self.etag = Some(etag.clone());
         Ok(Some(etag))
+    }
+
+    /// Downloads the object this working copy describes and fills the store's placeholders from
+    /// it, for an archive that must be written whole (`skeleton.rs`).
+    fn filler(&self) -> Filler {
+        let (store, key, handle) = (self.store.clone(), self.key.clone(), self.handle.clone());
+        let (target, expected) = (self.target(), self.etag.clone());
+        Box::new(move |tiles: &Path| {
+            tracing::info!("{target}: downloading the archive to write it whole");
+            let file = tempfile::Builder::new()
+                .prefix("oar-tiles-")
+                .suffix(".pmtiles")
+                .tempfile()
+                .map_err(|e| {
+                    Error::output(
+                        std::env::temp_dir(),
+                        format!("cannot create a temporary file to download {target} into: {e}"),
+                    )
+                })?;
+            let mut writing = file.reopen().map_err(|e| Error::output(file.path(), e))?;
+            let etag = handle
+                .block_on(store.download_into(&key, &mut writing))
+                .map_err(|e| Error::output_caused(&target, e))?;
+            if Some(&etag) != expected.as_ref() {
+                return Err(Error::output(
+                    &target,
+                    "another writer replaced it while this run worked: nothing was written; run \
+                     again",
+                ));
+            }
+            skeleton::fill_placeholders(tiles, file.path())
+        })
     }
 
     fn put_state(&self, state: &RemoteState) -> Result<()> {
@@ -347,6 +489,7 @@ impl Sink for RemotePmtilesSink {
         } = *self;
         let kept = local.state();
         local.in_place = remote.in_place()?;
+        local.fill = Some(remote.filler());
         let (report, _, appended) = local.finish_archive(finish)?;
         let etag = remote.upload_if_changed(appended)?.unwrap_or_default();
         // The state names the archive version it describes, and follows it: a crash in between
