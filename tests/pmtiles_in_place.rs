@@ -254,7 +254,8 @@ fn an_archive_written_whole_from_an_empty_cache_is_downloaded_first_and_hashed_a
     setup.change(10, 1);
     let (run, _) = setup.seed_s3("machine-b", &["--dirty"]);
     assert!(
-        run.stderr.contains("downloading the archive to write it whole"),
+        run.stderr
+            .contains("downloading the archive to write it whole"),
         "{}",
         run.stderr
     );
@@ -276,4 +277,3 @@ fn an_archive_written_whole_from_an_empty_cache_is_downloaded_first_and_hashed_a
     );
     oar_tiles(None, &["validate", compacted.to_str().unwrap()]).assert_success();
 }
-

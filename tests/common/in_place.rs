@@ -173,7 +173,10 @@ pub fn reseeds_from_an_empty_cache_read_the_directories(setup: &mut impl Archive
         // The first time from its directories; then from the working copy that left.
         assert!(
             !run.stderr.contains("downloading")
-                && (round > 1 || run.stderr.contains("read the archive's header and directories")),
+                && (round > 1
+                    || run
+                        .stderr
+                        .contains("read the archive's header and directories")),
             "round {round}: {}",
             run.stderr
         );

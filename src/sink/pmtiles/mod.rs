@@ -200,6 +200,27 @@ impl PmtilesSink {
     }
 }
 
+/// Writes `archive` whole from its store, first filling the store's placeholders with `fill`
+/// (`skeleton.rs`), and records that it did: for an archive written in place that its store did
+/// not take (`remote.rs`).
+pub(super) fn write_whole(
+    archive: &Path,
+    metadata: &TilesetMetadata,
+    state: Option<&str>,
+    fill: Filler,
+) -> Result<()> {
+    let store = store_path(archive);
+    if skeleton::holds_placeholders(&store)? {
+        fill(&store)?;
+    }
+    let hash = stored_hash(&store)?;
+    export(&store, archive, metadata, state, hash.as_deref())?;
+    record_export(
+        &store,
+        &export_marker(state, metadata, hash.as_deref(), false),
+    )
+}
+
 /// The marker of an archive written from the store at `state` with `metadata` and tiles hashing
 /// to `hash` (or whose hash is `pending`).
 fn export_marker(

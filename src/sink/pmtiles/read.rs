@@ -162,7 +162,10 @@ impl PmtilesReader {
 
     /// Every tile the directories address, in tile-id order, without reading its bytes: what a
     /// skeleton (`skeleton.rs`), whose tile data is a hole, can give.
-    pub(super) fn each_tile_id(&self, mut visit: impl FnMut(TileCoord) -> Result<()>) -> Result<()> {
+    pub(super) fn each_tile_id(
+        &self,
+        mut visit: impl FnMut(TileCoord) -> Result<()>,
+    ) -> Result<()> {
         self.opened().walk(&mut |tile, _| visit(tile))
     }
 

@@ -241,7 +241,10 @@ async fn read_skeleton(
             .await
             .map_err(|e| Error::output_caused(&target, e))?;
         if after.as_deref() != Some(etag) {
-            return Err(Error::output(&target, "another writer replaced it meanwhile"));
+            return Err(Error::output(
+                &target,
+                "another writer replaced it meanwhile",
+            ));
         }
         Ok((read, size))
     };
@@ -350,8 +353,13 @@ impl Remote {
     }
 
     /// Uploads the working copy unless the object already holds these bytes (only what is new
-    /// when it was `appended` to); returns the ETag.
-    fn upload_if_changed(&mut self, appended: Option<Appended>) -> Result<Option<String>> {
+    /// when it was `appended` to; after writing it `whole` when the store did not take that and the
+    /// working copy is a skeleton); returns the ETag.
+    fn upload_if_changed(
+        &mut self,
+        appended: Option<Appended>,
+        whole: impl FnOnce() -> Result<()>,
+    ) -> Result<Option<String>> {
         let md5 = md5_of_file(&self.working_copy)?;
         let current = self.etag.is_some()
             && self.synced.etag == self.etag
@@ -371,25 +379,20 @@ impl Remote {
             _ => None,
         };
         // A skeleton's padding was read from the store into the working copy meanwhile.
-        let md5 = match appended {
+        let mut md5 = match appended {
             Some(appended) if spliced.is_some() && appended.padding > 0 => {
                 md5_of_file(&self.working_copy)?
             }
             _ => md5,
         };
+        if spliced.is_none() && skeleton::holds_placeholders(&store_path(&self.working_copy))? {
+            // This machine holds the archive's directories and changed tiles, not the tiles the
+            // store kept: the archive is written whole from the object's bytes first.
+            whole()?;
+            md5 = md5_of_file(&self.working_copy)?;
+        }
         let etag = match spliced {
             Some(etag) => etag,
-            None if skeleton::holds_placeholders(&store_path(&self.working_copy))? => {
-                // This machine holds the archive's directories and changed tiles, not the tiles
-                // the store kept: the working copy cannot go whole.
-                forget(&self.working_copy);
-                return Err(Error::output(
-                    self.target(),
-                    "the store did not take the update in place, and this machine has only the \
-                     archive's directories, not its tiles: nothing was written; the next run \
-                     downloads the archive and writes it",
-                ));
-            }
             None => self
                 .handle
                 .block_on(self.store.upload_file(
@@ -491,7 +494,11 @@ impl Sink for RemotePmtilesSink {
         local.in_place = remote.in_place()?;
         local.fill = Some(remote.filler());
         let (report, _, appended) = local.finish_archive(finish)?;
-        let etag = remote.upload_if_changed(appended)?.unwrap_or_default();
+        let (working_copy, filler) = (remote.working_copy.clone(), remote.filler());
+        let whole = || super::write_whole(&working_copy, finish.metadata, finish.state, filler);
+        let etag = remote
+            .upload_if_changed(appended, whole)?
+            .unwrap_or_default();
         // The state names the archive version it describes, and follows it: a crash in between
         // leaves a state that a new machine does not trust, so it falls back on the archive's own.
         let state = RemoteState {
