@@ -57,6 +57,19 @@ pub struct Appended {
     /// How many of the `sent` bytes, the last ones, pad the new bytes to the store's smallest
     /// first piece: the old tile data's first bytes, which `kept` then follows.
     pub padding: u64,
+    /// Where the old archive's bytes the new one keeps went in the file.
+    pub moved: Moved,
+}
+
+/// Old bytes `from..from + len` of an archive, now at `to..to + len` of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Moved {
+    /// Where they were.
+    pub from: u64,
+    /// Where they are.
+    pub to: u64,
+    /// How many.
+    pub len: u64,
 }
 
 /// One entry of a directory being written.
@@ -141,6 +154,11 @@ pub(super) fn write_in_place(
         sent,
         kept,
         padding: sent - first,
+        moved: Moved {
+            from: data.offset,
+            to: first,
+            len: data.length,
+        },
     }))
 }
 

@@ -477,7 +477,11 @@ fn export(
                 "cannot move {} into place: {e}",
                 partial.display()
             ))
-        })
+        })?;
+        // Every byte of the archive is here now (listed holes left by a crash just before this
+        // only cost a read).
+        skeleton::forget_holes(archive);
+        Ok(())
     })();
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);

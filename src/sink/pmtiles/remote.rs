@@ -96,6 +96,7 @@ fn write_synced(working_copy: &Path, synced: &Synced) -> Result<()> {
 
 /// Removes the working copy, its store (with any journal) and what this machine knew of them.
 fn forget(working_copy: &Path) {
+    skeleton::forget_holes(working_copy);
     let store = store_path(working_copy);
     for path in [working_copy.to_path_buf(), synced_path(working_copy)] {
         let _ = std::fs::remove_file(path);
@@ -303,30 +304,43 @@ impl Remote {
             .map_err(|e| Error::output(&self.working_copy, format!("cannot open it: {e}")))?;
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut new, 0)
             .map_err(|e| Error::output(&self.working_copy, format!("cannot read it: {e}")))?;
-        if appended.padding > 0 && skeleton::holds_placeholders(&store_path(&self.working_copy))? {
-            // The padding is the old tile data's first bytes, which a skeleton may not hold:
-            // read from the object itself (the splice is conditional on its version), and kept
-            // in the working copy too.
-            let old = appended.kept.start - appended.padding..appended.kept.start;
-            let bytes = self
-                .handle
-                .block_on(self.store.get_range(&self.key, old))
-                .map_err(|e| Error::output_caused(self.target(), e))?;
-            let at = appended.sent - appended.padding;
-            if bytes.len() as u64 != appended.padding {
-                return Err(Error::output(
-                    self.target(),
-                    format!(
-                        "the store answered {} of the {} bytes asked for",
-                        bytes.len(),
-                        appended.padding
-                    ),
-                ));
+        // A skeleton's working copy lacks some of the old bytes (`skeleton.rs`), and the padding,
+        // the old tile data's first bytes, may lie among them: those are read from the object
+        // itself (the splice is conditional on its version) and kept in the working copy too.
+        let holes = match skeleton::read_holes(&self.working_copy)? {
+            Some(holes) => Some(skeleton::moved_holes(&holes, appended.moved)),
+            None if skeleton::holds_placeholders(&store_path(&self.working_copy))? => {
+                let moved = appended.moved;
+                Some(vec![moved.to..moved.to + moved.len])
             }
-            new[at as usize..].copy_from_slice(&bytes);
-            std::os::unix::fs::FileExt::write_all_at(&file, &bytes, at)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| Error::output(&self.working_copy, format!("cannot write it: {e}")))?;
+            None => None,
+        };
+        let padding = appended.sent - appended.padding..appended.sent;
+        if let Some(holes) = &holes {
+            for hole in skeleton::within(holes, padding.clone()) {
+                let moved = appended.moved;
+                let old = hole.start - moved.to + moved.from..hole.end - moved.to + moved.from;
+                let bytes = self
+                    .handle
+                    .block_on(self.store.get_range(&self.key, old))
+                    .map_err(|e| Error::output_caused(self.target(), e))?;
+                if bytes.len() as u64 != hole.end - hole.start {
+                    return Err(Error::output(
+                        self.target(),
+                        format!(
+                            "the store answered {} of the {} bytes asked for",
+                            bytes.len(),
+                            hole.end - hole.start
+                        ),
+                    ));
+                }
+                new[hole.start as usize..hole.end as usize].copy_from_slice(&bytes);
+                std::os::unix::fs::FileExt::write_all_at(&file, &bytes, hole.start)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| {
+                        Error::output(&self.working_copy, format!("cannot write it: {e}"))
+                    })?;
+            }
         }
         let splice = Splice {
             if_etag: etag,
@@ -337,6 +351,9 @@ impl Remote {
         let spliced = self.handle.block_on(self.store.splice(&self.key, splice));
         match spliced {
             Ok(etag) => {
+                if let Some(holes) = &holes {
+                    skeleton::write_holes(&self.working_copy, &skeleton::without(holes, padding))?;
+                }
                 tracing::info!(
                     "{}: updated in place, {} bytes sent, {} kept in the store",
                     self.target(),
@@ -378,14 +395,16 @@ impl Remote {
             }
             _ => None,
         };
-        // A skeleton's padding was read from the store into the working copy meanwhile.
+        // A skeleton's padding may have been read from the store into the working copy meanwhile.
         let mut md5 = match appended {
             Some(appended) if spliced.is_some() && appended.padding > 0 => {
                 md5_of_file(&self.working_copy)?
             }
             _ => md5,
         };
-        if spliced.is_none() && skeleton::holds_placeholders(&store_path(&self.working_copy))? {
+        let skeletal = skeleton::read_holes(&self.working_copy)?.is_some()
+            || skeleton::holds_placeholders(&store_path(&self.working_copy))?;
+        if spliced.is_none() && skeletal {
             // This machine holds the archive's directories and changed tiles, not the tiles the
             // store kept: the archive is written whole from the object's bytes first.
             whole()?;

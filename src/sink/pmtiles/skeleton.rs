@@ -11,11 +11,13 @@
 //! archive's `agg_tiles_hash`, one MD5 over every tile, cannot be computed: an archive updated from
 //! a skeleton declares it pending instead, and the next archive written whole declares it again.
 
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OpenFlags};
 
+use super::append::Moved;
 use super::layout::{Header, Section, HEADER_LEN, SECTION_CAP};
 use super::open_store;
 use crate::error::{Error, Result};
@@ -36,7 +38,7 @@ pub(super) const PENDING_REASON: &str = "the archive was updated in place from i
 
 /// Reads the header, directories and metadata of object `key`, `size` bytes long, by range, and
 /// writes them at their offsets into `working_copy`, a file of `size` bytes whose other bytes are
-/// a hole. Returns the bytes read.
+/// a hole, listed beside it ([`read_holes`]). Returns the bytes read.
 pub(super) async fn read_skeleton(
     store: &dyn ObjectStore,
     key: &str,
@@ -108,7 +110,80 @@ pub(super) async fn read_skeleton(
     }
     let read = pieces.iter().map(|(_, bytes)| bytes.len() as u64).sum();
     write_skeleton(working_copy, size, &pieces)?;
+    let mut holes = vec![0..size];
+    for (offset, bytes) in &pieces {
+        holes = without(&holes, *offset..offset + bytes.len() as u64);
+    }
+    write_holes(working_copy, &holes)?;
     Ok(read)
+}
+
+/// Where the byte ranges of a working copy that this machine does not hold are listed.
+fn holes_path(working_copy: &Path) -> PathBuf {
+    let mut name = working_copy.as_os_str().to_os_string();
+    name.push(".holes.json");
+    PathBuf::from(name)
+}
+
+/// The byte ranges of the working copy that stand for the object's bytes without holding them;
+/// `None` when it holds every byte (made from the whole object, or written whole since).
+pub(super) fn read_holes(working_copy: &Path) -> Result<Option<Vec<Range<u64>>>> {
+    let path = holes_path(working_copy);
+    match crate::store::document::read_capped(&path, crate::store::document::DOCUMENT_CAP) {
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| Error::output(&path, format!("cannot read it: {e}"))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(Error::output(&path, format!("cannot read it: {e}"))),
+    }
+}
+
+/// Lists `holes` as the working copy's ([`read_holes`]).
+pub(super) fn write_holes(working_copy: &Path, holes: &[Range<u64>]) -> Result<()> {
+    let path = holes_path(working_copy);
+    let json = serde_json::to_vec(holes).expect("JSON serializes");
+    crate::store::durable::replace(&path, &json)
+        .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))
+}
+
+/// Says the working copy holds every byte (it was written whole).
+pub(super) fn forget_holes(working_copy: &Path) {
+    let _ = std::fs::remove_file(holes_path(working_copy));
+}
+
+/// The holes of an archive updated in place, whose old bytes `moved` and whose bytes before them
+/// are new.
+pub(super) fn moved_holes(holes: &[Range<u64>], moved: Moved) -> Vec<Range<u64>> {
+    let kept = moved.from..moved.from + moved.len;
+    within(holes, kept)
+        .into_iter()
+        .map(|hole| hole.start - moved.from + moved.to..hole.end - moved.from + moved.to)
+        .collect()
+}
+
+/// The parts of `holes` inside `range`.
+pub(super) fn within(holes: &[Range<u64>], range: Range<u64>) -> Vec<Range<u64>> {
+    holes
+        .iter()
+        .map(|hole| hole.start.max(range.start)..hole.end.min(range.end))
+        .filter(|part| !part.is_empty())
+        .collect()
+}
+
+/// `holes` less `range`.
+pub(super) fn without(holes: &[Range<u64>], range: Range<u64>) -> Vec<Range<u64>> {
+    let mut left = Vec::new();
+    for hole in holes {
+        for part in [
+            hole.start..hole.end.min(range.start),
+            hole.start.max(range.end)..hole.end,
+        ] {
+            if !part.is_empty() {
+                left.push(part);
+            }
+        }
+    }
+    left
 }
 
 /// Writes `pieces` at their offsets into a new file of `size` bytes, moved into place at `path`.
@@ -210,4 +285,27 @@ pub(super) fn fill_placeholders(store: &Path, archive: &Path) -> Result<()> {
         .map_err(|e| fail(&e))?;
     record_agg_hash(&transaction).map_err(|e| fail(&e))?;
     transaction.commit().map_err(|e| fail(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holes_follow_the_bytes_an_update_moves_and_the_bytes_filled() {
+        // A skeleton of 100 bytes holding 0..20 and 50..60.
+        let holes = without(&without(&[0..100], 0..20), 50..60);
+        assert_eq!(holes, [20..50, 60..100]);
+        // An update keeps the old 10..100 after 30 new bytes: old 20 is new 40.
+        let moved = Moved {
+            from: 10,
+            to: 30,
+            len: 90,
+        };
+        let holes = moved_holes(&holes, moved);
+        assert_eq!(holes, [40..70, 80..120]);
+        // Its padding, new bytes 30..75, is read: what is left.
+        assert_eq!(within(&holes, 30..75), [40..70]);
+        assert_eq!(without(&holes, 30..75), [80..120]);
+    }
 }
