@@ -311,7 +311,7 @@ impl Remote {
             Some(holes) => Some(skeleton::moved_holes(&holes, appended.moved)),
             None if skeleton::holds_placeholders(&store_path(&self.working_copy))? => {
                 let moved = appended.moved;
-                Some(vec![moved.to..moved.to + moved.len])
+                Some(std::iter::once(moved.to..moved.to + moved.len).collect())
             }
             None => None,
         };
