@@ -144,6 +144,11 @@ impl PmtilesSink {
         // between the store's commit and the archive's rename leaves another marker) and this run
         // changed no tile: then it is not written (nor, on a CDN, invalidated) again.
         let current = unchanged && written_from.as_deref() == Some(previous.as_str());
+        if !current && placeholders {
+            // The declared hash vouches only for the archive as it was (an interrupted run may
+            // have changed tiles of the store since).
+            hash = None;
+        }
         let mut appended = None;
         if !current {
             if let Some(policy) = in_place {
