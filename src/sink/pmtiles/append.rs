@@ -23,9 +23,10 @@ use integer_encoding::VarInt;
 use md5::{Digest, Md5};
 use rusqlite::OpenFlags;
 
+use super::layout::pmtiles_id;
 use super::layout::{Section, HEADER_LEN};
 use super::read::Placed;
-use super::{open_store, pmtiles_id};
+use super::tile_store::open_store;
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::partial_path;
 use crate::sink::TilesetMetadata;

@@ -6,6 +6,7 @@
 
 use integer_encoding::VarInt;
 
+use crate::error::{Error, Result};
 use crate::tile::TileCoord;
 
 /// A v3 header's size.
@@ -219,4 +220,14 @@ pub(super) fn zoom_of(id: u64) -> Option<u8> {
     pmtiles::TileId::new(id)
         .ok()
         .map(|id| pmtiles::TileCoord::from(id).z())
+}
+
+/// The JSON metadata key of the job state the archive was written at.
+pub(super) const ARCHIVE_STATE_KEY: &str = "oar_tiles_state";
+
+/// The tile id the PMTiles spec gives `tile` (its Hilbert order within the zoom).
+pub(super) fn pmtiles_id(tile: TileCoord) -> Result<u64> {
+    let coord = pmtiles::TileCoord::new(tile.z(), tile.x(), tile.y())
+        .map_err(|e| Error::Usage(format!("tile {tile} cannot be stored in PMTiles: {e}")))?;
+    Ok(pmtiles::TileId::from(coord).value())
 }

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use pmtiles::{Compression, PmTilesWriter, TileType};
-use rusqlite::{params, Connection, OpenFlags};
+use rusqlite::{params, OpenFlags};
 
 mod append;
 pub mod check;
@@ -23,6 +23,7 @@ pub mod part;
 pub mod read;
 pub mod remote;
 mod skeleton;
+mod tile_store;
 pub mod versions;
 
 use super::agg_hash::{AGG_TILES_HASH_KEY, HASH_PENDING_KEY};
@@ -33,13 +34,6 @@ use crate::tile::{Coverage, TileCoord};
 
 /// Store metadata key naming the state the archive was last written at.
 const EXPORTED_KEY: &str = "oar_tiles_pmtiles_exported";
-
-/// The MBTiles store that backs an archive.
-pub fn store_path(archive: &Path) -> PathBuf {
-    let mut name = archive.file_name().unwrap_or_default().to_os_string();
-    name.push(".store.mbtiles");
-    archive.with_file_name(name)
-}
 
 /// Writes one PMTiles archive through its MBTiles store.
 pub struct PmtilesSink {
@@ -64,6 +58,9 @@ pub struct PmtilesSink {
 }
 
 pub use append::{Appended, InPlace};
+use layout::{pmtiles_id, ARCHIVE_STATE_KEY};
+use tile_store::open_store;
+pub use tile_store::store_path;
 
 /// Fills the placeholders of the store at the path given (`skeleton.rs`) from the archive's
 /// bytes, wherever they are kept.
@@ -123,16 +120,9 @@ impl PmtilesSink {
         })?;
         let store = store_path(&archive);
         let unchanged = report.changed == 0 && report.deleted == 0;
-        // The store's hash as this run leaves it: an archive written before archives carried the
-        // hash has another marker, so it is written again, now with it. A store of placeholders
-        // cannot hash its tiles: the archive's declared hash stands while nothing changes, and
-        // is pending once something did.
-        let mut placeholders = skeleton::holds_placeholders(&store)?;
-        let mut hash = match (placeholders, unchanged) {
-            (false, _) => stored_hash(&store)?,
-            (true, true) => skeleton::declared_hash(&store)?,
-            (true, false) => None,
-        };
+        // An archive written before archives carried the hash has another marker, so it is
+        // written again, now with it.
+        let (mut placeholders, mut hash) = hash_as_left(&store, unchanged)?;
         let pending = |placeholders: bool, hash: &Option<String>| placeholders && hash.is_none();
         let previous = export_marker(
             before.as_deref(),
@@ -241,6 +231,20 @@ fn export_marker(
     )
 }
 
+/// Whether the store holds placeholders (`skeleton.rs`), and the hash of its tiles as a run that
+/// changed tiles or not (`unchanged`) leaves them: the one the store recorded; for a store of
+/// placeholders, which cannot hash its tiles, the archive's declared hash while nothing changes,
+/// and none (pending) once something did.
+fn hash_as_left(store: &Path, unchanged: bool) -> Result<(bool, Option<String>)> {
+    let placeholders = skeleton::holds_placeholders(store)?;
+    let hash = match (placeholders, unchanged) {
+        (false, _) => stored_hash(store)?,
+        (true, true) => skeleton::declared_hash(store)?,
+        (true, false) => None,
+    };
+    Ok((placeholders, hash))
+}
+
 /// The `agg_tiles_hash` the store recorded when it finished.
 fn stored_hash(store: &Path) -> Result<Option<String>> {
     let connection = open_store(store, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -292,11 +296,6 @@ impl Sink for PmtilesSink {
     }
 }
 
-fn open_store(store: &Path, flags: OpenFlags) -> Result<Connection> {
-    Connection::open_with_flags(store, flags)
-        .map_err(|e| Error::output(store, format!("cannot open the tile store: {e}")))
-}
-
 fn exported_state(store: &Path) -> Result<Option<String>> {
     let connection = open_store(store, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let value = connection
@@ -318,9 +317,6 @@ fn record_export(store: &Path, state: &str) -> Result<()> {
         .map_err(|e| Error::output(store, e))?;
     Ok(())
 }
-
-/// The JSON metadata key of the job state the archive was written at.
-pub(super) const ARCHIVE_STATE_KEY: &str = "oar_tiles_state";
 
 /// Builds the store of `archive` from the archive itself (downloaded from a bucket onto a machine
 /// that has no store), so that a reseed renders only what changed; from a skeleton
@@ -492,10 +488,4 @@ fn export(
         let _ = std::fs::remove_file(&partial);
     }
     written
-}
-
-fn pmtiles_id(tile: TileCoord) -> Result<u64> {
-    let coord = pmtiles::TileCoord::new(tile.z(), tile.x(), tile.y())
-        .map_err(|e| Error::Usage(format!("tile {tile} cannot be stored in PMTiles: {e}")))?;
-    Ok(pmtiles::TileId::from(coord).value())
 }

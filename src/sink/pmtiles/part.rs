@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::OpenFlags;
 use tokio::runtime::Handle;
 
-use super::{open_store, store_path, PmtilesSink};
+use super::tile_store::{open_store, store_path};
+use super::PmtilesSink;
 use crate::coordination::parts::{part_name, PartRecord};
 use crate::coordination::shards::ShardStore;
 use crate::coordination::{ChangedList, PartOf};

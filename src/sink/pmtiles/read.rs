@@ -434,7 +434,10 @@ pub(super) fn placed_tiles(path: &Path) -> Result<(Section, Placed)> {
     let archive = Archive::open(file, path.to_path_buf())?;
     let mut placed = HashMap::new();
     archive.walk(&mut |tile, entry| {
-        placed.insert(super::pmtiles_id(tile)?, (entry.offset, entry.length));
+        placed.insert(
+            super::layout::pmtiles_id(tile)?,
+            (entry.offset, entry.length),
+        );
         Ok(())
     })?;
     Ok((archive.header.data, placed))
@@ -531,7 +534,7 @@ impl ReadTiles for PmtilesReader {
     fn state(&self) -> BoxFuture<'_, Result<Option<String>>> {
         async move {
             let metadata = self.metadata().await?;
-            Ok(metadata[super::ARCHIVE_STATE_KEY]
+            Ok(metadata[super::layout::ARCHIVE_STATE_KEY]
                 .as_str()
                 .map(str::to_string))
         }

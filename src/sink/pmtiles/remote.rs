@@ -151,7 +151,9 @@ impl RemotePmtilesSink {
                 // enough; without versions, whose names are the archive's MD5.
                 let skeletal = store.splice_rule().is_some() && settings.pmtiles_versions.is_none();
                 let skeleton = match skeletal {
-                    true => read_skeleton(store.as_ref(), key, etag, &working_copy).await,
+                    true => {
+                        skeleton::try_read_object(store.as_ref(), key, etag, &working_copy).await
+                    }
                     false => None,
                 };
                 let (placeholders, version) = match skeleton {
@@ -212,59 +214,6 @@ impl RemotePmtilesSink {
     }
 }
 
-/// Reads the skeleton of object `key` (`skeleton.rs`) into `working_copy`; the object's version
-/// (its ETag, `etag` before the reads), or `None` when it cannot be read so (another writer
-/// replaced the object meanwhile, say), and the archive is downloaded instead.
-async fn read_skeleton(
-    store: &dyn ObjectStore,
-    key: &str,
-    etag: &str,
-    working_copy: &Path,
-) -> Option<String> {
-    let target = format!("{}/{key}", store.bucket());
-    let read = async {
-        let folder = match folder_of(key).0 {
-            "" => String::new(),
-            folder => format!("{folder}/"),
-        };
-        let listed = store
-            .list(&folder, true)
-            .await
-            .map_err(|e| Error::output_caused(&target, e))?;
-        let size = listed
-            .iter()
-            .find(|object| object.key == key)
-            .map(|object| object.size)
-            .ok_or_else(|| Error::output(&target, "the object is not listed"))?;
-        let read = skeleton::read_skeleton(store, key, size, working_copy).await?;
-        let after = store
-            .etag(key)
-            .await
-            .map_err(|e| Error::output_caused(&target, e))?;
-        if after.as_deref() != Some(etag) {
-            return Err(Error::output(
-                &target,
-                "another writer replaced it meanwhile",
-            ));
-        }
-        Ok((read, size))
-    };
-    match read.await {
-        Ok((read, size)) => {
-            tracing::info!(
-                "{target}: read the archive's header and directories ({read} of its {size} bytes) \
-                 to update it in place"
-            );
-            Some(etag.to_string())
-        }
-        Err(err) => {
-            tracing::info!("{err}; reading its directories alone did not work");
-            forget(working_copy);
-            None
-        }
-    }
-}
-
 impl Remote {
     fn target(&self) -> String {
         format!("{}/{}", self.store.bucket(), self.key)
@@ -304,43 +253,13 @@ impl Remote {
             .map_err(|e| Error::output(&self.working_copy, format!("cannot open it: {e}")))?;
         std::os::unix::fs::FileExt::read_exact_at(&file, &mut new, 0)
             .map_err(|e| Error::output(&self.working_copy, format!("cannot read it: {e}")))?;
-        // A skeleton's working copy lacks some of the old bytes (`skeleton.rs`), and the padding,
-        // the old tile data's first bytes, may lie among them: those are read from the object
-        // itself (the splice is conditional on its version) and kept in the working copy too.
-        let holes = match skeleton::read_holes(&self.working_copy)? {
-            Some(holes) => Some(skeleton::moved_holes(&holes, appended.moved)),
-            None if skeleton::holds_placeholders(&store_path(&self.working_copy))? => {
-                let moved = appended.moved;
-                Some(std::iter::once(moved.to..moved.to + moved.len).collect())
-            }
-            None => None,
-        };
+        // A skeleton's working copy lacks some of the old bytes, the padding perhaps among them.
+        let holes = skeleton::holes_after(&self.working_copy, appended)?;
         let padding = appended.sent - appended.padding..appended.sent;
         if let Some(holes) = &holes {
-            for hole in skeleton::within(holes, padding.clone()) {
-                let moved = appended.moved;
-                let old = hole.start - moved.to + moved.from..hole.end - moved.to + moved.from;
-                let bytes = self
-                    .handle
-                    .block_on(self.store.get_range(&self.key, old))
-                    .map_err(|e| Error::output_caused(self.target(), e))?;
-                if bytes.len() as u64 != hole.end - hole.start {
-                    return Err(Error::output(
-                        self.target(),
-                        format!(
-                            "the store answered {} of the {} bytes asked for",
-                            bytes.len(),
-                            hole.end - hole.start
-                        ),
-                    ));
-                }
-                new[hole.start as usize..hole.end as usize].copy_from_slice(&bytes);
-                std::os::unix::fs::FileExt::write_all_at(&file, &bytes, hole.start)
-                    .and_then(|()| file.sync_all())
-                    .map_err(|e| {
-                        Error::output(&self.working_copy, format!("cannot write it: {e}"))
-                    })?;
-            }
+            let object = (self.store.as_ref(), self.key.as_str(), &self.handle);
+            let copy = (new.as_mut_slice(), &file, self.working_copy.as_path());
+            skeleton::read_padding(object, holes, appended, copy)?;
         }
         let splice = Splice {
             if_etag: etag,
@@ -435,33 +354,8 @@ impl Remote {
     /// Downloads the object this working copy describes and fills the store's placeholders from
     /// it, for an archive that must be written whole (`skeleton.rs`).
     fn filler(&self) -> Filler {
-        let (store, key, handle) = (self.store.clone(), self.key.clone(), self.handle.clone());
-        let (target, expected) = (self.target(), self.etag.clone());
-        Box::new(move |tiles: &Path| {
-            tracing::info!("{target}: downloading the archive to write it whole");
-            let file = tempfile::Builder::new()
-                .prefix("oar-tiles-")
-                .suffix(".pmtiles")
-                .tempfile()
-                .map_err(|e| {
-                    Error::output(
-                        std::env::temp_dir(),
-                        format!("cannot create a temporary file to download {target} into: {e}"),
-                    )
-                })?;
-            let mut writing = file.reopen().map_err(|e| Error::output(file.path(), e))?;
-            let etag = handle
-                .block_on(store.download_into(&key, &mut writing))
-                .map_err(|e| Error::output_caused(&target, e))?;
-            if Some(&etag) != expected.as_ref() {
-                return Err(Error::output(
-                    &target,
-                    "another writer replaced it while this run worked: nothing was written; run \
-                     again",
-                ));
-            }
-            skeleton::fill_placeholders(tiles, file.path())
-        })
+        let (store, key) = (self.store.clone(), self.key.clone());
+        skeleton::filler(store, key, self.handle.clone(), self.etag.clone())
     }
 
     fn put_state(&self, state: &RemoteState) -> Result<()> {

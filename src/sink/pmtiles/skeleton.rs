@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, OpenFlags};
 
-use super::append::Moved;
+use super::append::{Appended, Moved};
 use super::layout::{Header, Section, HEADER_LEN, SECTION_CAP};
-use super::open_store;
+use super::tile_store::open_store;
+use super::Filler;
 use crate::error::{Error, Result};
 use crate::sink::mbtiles::{partial_path, record_agg_hash};
 use crate::store::ObjectStore;
@@ -146,6 +147,55 @@ pub(super) fn write_holes(working_copy: &Path, holes: &[Range<u64>]) -> Result<(
         .map_err(|e| Error::output(&path, format!("cannot write it: {e}")))
 }
 
+/// The holes of the working copy once `appended` moved its old bytes: those listed, moved; all
+/// of the old bytes for a store of placeholders that lists none; `None` for a working copy that
+/// holds every byte.
+pub(super) fn holes_after(
+    working_copy: &Path,
+    appended: &Appended,
+) -> Result<Option<Vec<Range<u64>>>> {
+    let moved = appended.moved;
+    Ok(match read_holes(working_copy)? {
+        Some(holes) => Some(moved_holes(&holes, moved)),
+        None if holds_placeholders(&super::store_path(working_copy))? => {
+            Some(std::iter::once(moved.to..moved.to + moved.len).collect())
+        }
+        None => None,
+    })
+}
+
+/// Reads the parts of the padding (the last `appended.padding` of the `sent` bytes: the old tile
+/// data's first bytes) that lie in `holes` from the object, whose version the splice that sends
+/// them is conditional on, into the bytes to send and into the working copy.
+pub(super) fn read_padding(
+    (store, key, handle): (&dyn ObjectStore, &str, &tokio::runtime::Handle),
+    holes: &[Range<u64>],
+    appended: &Appended,
+    (new, file, working_copy): (&mut [u8], &std::fs::File, &Path),
+) -> Result<()> {
+    let target = format!("{}/{key}", store.bucket());
+    let moved = appended.moved;
+    for hole in within(holes, appended.sent - appended.padding..appended.sent) {
+        let old = hole.start - moved.to + moved.from..hole.end - moved.to + moved.from;
+        let bytes = handle
+            .block_on(store.get_range(key, old))
+            .map_err(|e| Error::output_caused(&target, e))?;
+        let wanted = hole.end - hole.start;
+        if bytes.len() as u64 != wanted {
+            let answered = bytes.len();
+            return Err(Error::output(
+                &target,
+                format!("the store answered {answered} of the {wanted} bytes asked for"),
+            ));
+        }
+        new[hole.start as usize..hole.end as usize].copy_from_slice(&bytes);
+        file.write_all_at(&bytes, hole.start)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::output(working_copy, format!("cannot write it: {e}")))?;
+    }
+    Ok(())
+}
+
 /// Says the working copy holds every byte (it was written whole).
 pub(super) fn forget_holes(working_copy: &Path) {
     let _ = std::fs::remove_file(holes_path(working_copy));
@@ -184,6 +234,104 @@ pub(super) fn without(holes: &[Range<u64>], range: Range<u64>) -> Vec<Range<u64>
         }
     }
     left
+}
+
+/// Reads the skeleton of object `key`, whose ETag was `etag`, into `working_copy`; that version,
+/// or `None` when it cannot be read so (another writer replaced the object meanwhile, say) and
+/// the archive is to be downloaded instead.
+pub(super) async fn try_read_object(
+    store: &dyn ObjectStore,
+    key: &str,
+    etag: &str,
+    working_copy: &Path,
+) -> Option<String> {
+    let target = format!("{}/{key}", store.bucket());
+    match read_object(store, key, etag, working_copy).await {
+        Ok((read, size)) => {
+            tracing::info!(
+                "{target}: read the archive's header and directories ({read} of its {size} bytes) \
+                 to update it in place"
+            );
+            Some(etag.to_string())
+        }
+        Err(err) => {
+            tracing::info!("{err}; reading its directories alone did not work");
+            None
+        }
+    }
+}
+
+/// [`try_read_object`]: the object's size from a listing of its folder, then [`read_skeleton`],
+/// then its ETag again, which must not have changed. Returns the bytes read and the size.
+async fn read_object(
+    store: &dyn ObjectStore,
+    key: &str,
+    etag: &str,
+    working_copy: &Path,
+) -> Result<(u64, u64)> {
+    let target = format!("{}/{key}", store.bucket());
+    let folder = match key.rsplit_once('/') {
+        Some((folder, _)) => format!("{folder}/"),
+        None => String::new(),
+    };
+    let listed = store
+        .list(&folder, true)
+        .await
+        .map_err(|e| Error::output_caused(&target, e))?;
+    let size = listed
+        .iter()
+        .find(|object| object.key == key)
+        .map(|object| object.size)
+        .ok_or_else(|| Error::output(&target, "the object is not listed"))?;
+    let read = read_skeleton(store, key, size, working_copy).await?;
+    let after = store
+        .etag(key)
+        .await
+        .map_err(|e| Error::output_caused(&target, e))?;
+    if after.as_deref() != Some(etag) {
+        return Err(Error::output(
+            &target,
+            "another writer replaced it meanwhile",
+        ));
+    }
+    Ok((read, size))
+}
+
+/// Downloads object `key` of `store` and fills the placeholders of the store it is given from
+/// it, unless the object is no longer version `expected`: for an archive updated from a skeleton
+/// that must be written whole.
+pub(super) fn filler(
+    store: std::sync::Arc<dyn ObjectStore>,
+    key: String,
+    handle: tokio::runtime::Handle,
+    expected: Option<String>,
+) -> Filler {
+    let target = format!("{}/{key}", store.bucket());
+    Box::new(move |tiles: &Path| {
+        tracing::info!("{target}: downloading the archive to write it whole");
+        let file = tempfile::Builder::new()
+            .prefix("oar-tiles-")
+            .suffix(".pmtiles")
+            .tempfile()
+            .map_err(|e| {
+                Error::output(
+                    std::env::temp_dir(),
+                    format!("cannot create a temporary file to download {target} into: {e}"),
+                )
+            })?;
+        let mut writing = file.reopen().map_err(|e| Error::output(file.path(), e))?;
+        let etag = handle
+            .block_on(store.download_into(&key, &mut writing))
+            .map_err(|e| Error::output_caused(&target, e))?;
+        if Some(&etag) != expected.as_ref() {
+            return Err(Error::output(
+                &target,
+                "another writer replaced it while this run worked: nothing was written; run \
+                 again",
+            ));
+        }
+        fill_placeholders(tiles, file.path())
+    })
 }
 
 /// Writes `pieces` at their offsets into a new file of `size` bytes, moved into place at `path`.
@@ -264,12 +412,14 @@ pub(super) fn fill_placeholders(store: &Path, archive: &Path) -> Result<()> {
     };
     for (z, x, tms) in placeholders {
         let tile = crate::tile::TileCoord::from_tms(z, x, tms).map_err(|e| fail(&e))?;
-        let (offset, length) = *placed.get(&super::pmtiles_id(tile)?).ok_or_else(|| {
-            Error::output(
-                archive,
-                format!("it does not hold tile {tile}, which its directories addressed before"),
-            )
-        })?;
+        let (offset, length) = *placed
+            .get(&super::layout::pmtiles_id(tile)?)
+            .ok_or_else(|| {
+                Error::output(
+                    archive,
+                    format!("it does not hold tile {tile}, which its directories addressed before"),
+                )
+            })?;
         let mut bytes = vec![0; usize::try_from(length).unwrap_or(usize::MAX)];
         file.read_exact_at(&mut bytes, data.offset + offset)
             .map_err(|e| Error::output(archive, format!("cannot read tile {tile}: {e}")))?;
