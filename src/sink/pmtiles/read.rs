@@ -454,6 +454,17 @@ pub(super) async fn download_to_private_file(
     let store = crate::store::open(bucket, config)
         .await
         .map_err(|e| Error::output_caused(output, e))?;
+    let (file, _) = download_privately(store.as_ref(), output, key).await?;
+    Ok(file)
+}
+
+/// Downloads object `key` of `store` (the archive `output`) as [`download_to_private_file`]
+/// does; the file and the ETag the object had.
+pub(super) async fn download_privately(
+    store: &dyn crate::store::ObjectStore,
+    output: &str,
+    key: &str,
+) -> Result<(tempfile::NamedTempFile, String)> {
     let mut file = tempfile::Builder::new()
         .prefix("oar-tiles-")
         .suffix(".pmtiles")
@@ -464,11 +475,11 @@ pub(super) async fn download_to_private_file(
                 format!("cannot create a temporary file to download {output} into: {e}"),
             )
         })?;
-    store
+    let etag = store
         .download_into(key, file.as_file_mut())
         .await
         .map_err(|e| Error::output_caused(output, e))?;
-    Ok(file)
+    Ok((file, etag))
 }
 
 impl ReadTiles for PmtilesReader {

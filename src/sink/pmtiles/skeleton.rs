@@ -309,20 +309,11 @@ pub(super) fn filler(
     let target = format!("{}/{key}", store.bucket());
     Box::new(move |tiles: &Path| {
         tracing::info!("{target}: downloading the archive to write it whole");
-        let file = tempfile::Builder::new()
-            .prefix("oar-tiles-")
-            .suffix(".pmtiles")
-            .tempfile()
-            .map_err(|e| {
-                Error::output(
-                    std::env::temp_dir(),
-                    format!("cannot create a temporary file to download {target} into: {e}"),
-                )
-            })?;
-        let mut writing = file.reopen().map_err(|e| Error::output(file.path(), e))?;
-        let etag = handle
-            .block_on(store.download_into(&key, &mut writing))
-            .map_err(|e| Error::output_caused(&target, e))?;
+        let (file, etag) = handle.block_on(super::read::download_privately(
+            store.as_ref(),
+            &target,
+            &key,
+        ))?;
         if Some(&etag) != expected.as_ref() {
             return Err(Error::output(
                 &target,
