@@ -173,12 +173,22 @@ Sections:
            preview page open through the cache in headless Chromium; 24
            facilities renamed one at a time (LIVE_CHANGES), each timed from its
            commit to the first frame drawing the new name at z14.5, without a
-           reload (target p95 <= 3 s); the feed's bytes per change, and the
+           reload (target p95 <= 1.5 s); the feed's bytes per change, and the
            requests an idle open map makes per minute (LIVE_IDLE_SECONDS).
            The cache hands browsers LIVE_BROWSER_CACHE_CONTROL (default
            "public, max-age=86400", an origin that lets browsers keep tiles a
            day) with every answer; LIVE_EVENTS=1 has the page
-           follow watch's Server-Sent Events (serve --watch).
+           follow watch's Server-Sent Events (serve --watch). LIVE_RATES
+           (say "2 10") times the renames again beside a stream of other
+           renames across the table at each rate, for LIVE_SECONDS (60) at
+           least, and reads watch's cycle lag per third of the stream
+           (flat, or growing: a backlog); targets p95 <= 1.5 s one at a
+           time, <= 2 s beside 10 commits a second (issue 85).
+           LIVE_CDN=cloudfront: Varnish keyed on the query string and
+           never purged, the purges going to moto's CloudFront whose
+           invalidations take LIVE_CF_PROPAGATION s (30), the feed
+           versioned. With --baseline-bin, that binary's watcher in the
+           same run, after this build's.
   live-edge  (not in the default list) on the --reseed-rows sample,
            unclustered then clustered (LIVE_EDGE_LAYOUTS): a full seed into a
            tree, `serve` over it behind Varnish (every tile kept a day, PURGE

@@ -1,17 +1,23 @@
 """The live section: commit -> drawn on a map that is already open, through Varnish, per layout
 of LIVE_LAYOUTS (unclustered, partition: unclustered, partitioned by country, the page on the
-largest country's partition and its own feed; clustered)."""
+largest country's partition and its own feed; clustered); per rate of LIVE_RATES beside a stream of
+other renames; behind Varnish purged per tile or (LIVE_CDN=cloudfront) a CloudFront stand-in whose
+invalidations take LIVE_CF_PROPAGATION s, the feed versioned; with --baseline-bin, that binary's
+watcher in the same run."""
 from __future__ import annotations
 
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.samples import ensure_sample, make_config
+from bench.sections.cloudfront import start_moto, stop_moto
+from bench.sections.live_edge import binaries
 from bench.sections.live_page import Case, chromium_paths, measure_page
+from bench.sections.live_stream import Stream, cycle_lag, lag_line
 from bench.sections.origin import Origin, install_varnish
 from bench.sections.watch import (RESEED_ZOOM, capture_changes, changes, edit_file, edit_lines,
                                   env_int, finish_sample, free_port, into_tree, load_now,
@@ -27,12 +33,18 @@ PUBLIC_HOST = "live-bench.test"
 @dataclass
 class Knobs:
     """The section's environment: LIVE_CHANGES, LIVE_IDLE_SECONDS, LIVE_BROWSER_CACHE_CONTROL
-    (unset: a day in browsers; empty: as serve sends it), LIVE_LAYOUTS and LIVE_EVENTS."""
+    (unset: a day in browsers; empty: as serve sends it), LIVE_LAYOUTS, LIVE_EVENTS, LIVE_RATES
+    (commits a second of other renames beside the timed ones; unset: none), LIVE_SECONDS (how long
+    each stream lasts at least), LIVE_CDN (varnish or cloudfront) and LIVE_CF_PROPAGATION."""
     changes: int
     idle_seconds: float
     cache_control: str
     layouts: list[str]
     events: bool
+    rates: list[float] = field(default_factory=list)
+    seconds: float = 60.0
+    cdn: str = "varnish"
+    propagation: int = 30
 
     @classmethod
     def from_env(cls, b: Bench) -> "Knobs":
@@ -44,9 +56,16 @@ class Knobs:
         for layout in layouts:
             if layout not in LAYOUTS:
                 b.die(f"LIVE_LAYOUTS: '{layout}' is not clustered, unclustered or partition")
+        rates = (os.environ.get("LIVE_RATES") or "").split()
+        if not all(re.fullmatch(r"[0-9]+(\.[0-9]+)?", r) and float(r) > 0 for r in rates):
+            b.die(f"LIVE_RATES must be positive commits a second, got '{' '.join(rates)}'")
+        cdn = os.environ.get("LIVE_CDN") or "varnish"
+        if cdn not in ("varnish", "cloudfront"):
+            b.die(f"LIVE_CDN: '{cdn}' is not varnish or cloudfront")
         return cls(env_int(b, "LIVE_CHANGES", 24), float(idle),
                    os.environ.get("LIVE_BROWSER_CACHE_CONTROL", "public, max-age=86400"),
-                   layouts, bool(os.environ.get("LIVE_EVENTS")))
+                   layouts, bool(os.environ.get("LIVE_EVENTS")), [float(r) for r in rates],
+                   float(env_int(b, "LIVE_SECONDS", 60)), cdn, env_int(b, "LIVE_CF_PROPAGATION", 30))
 
 
 def partitioned(text: str, column: str) -> str:
@@ -68,13 +87,23 @@ def feed_and_cdn(cache: str) -> str:
     return f'\n[[tileset.cdn]]\nkind = "http"\nname = "varnish"\nurl = "{cache}{{path}}"\n\n[tileset.feed]\n'
 
 
+def cloudfront_and_versioned_feed(distribution: str) -> str:
+    """The CDN purged is CloudFront (its stand-in), not the Varnish in front, and the feed is
+    versioned, so maps ask changed tiles by a version Varnish never kept."""
+    return (f'\n[[tileset.cdn]]\nkind = "cloudfront"\nname = "cloudfront"\ndistribution_id = "{distribution}"\n'
+            '\n[tileset.feed]\nversioned = true\n')
+
+
 def headline(n: int, layout: str, country: str, k: Knobs) -> str:
     """The case's first report line."""
     shows = f" (the page shows partition {country})" if country else ""
     follows = "the events of watch, else " if k.events else ""
     cache_control = k.cache_control or "as serve sends it"
-    return (f"live: {n} facilities {layout}{shows} ({RESEED_ZOOM}) into a tree behind Varnish (PURGE per tile, the feed's"
-            f" head purged too), watch with its default settings; serve's page open through the cache in headless"
+    edge = ("Varnish (PURGE per tile, the feed's head purged too)" if k.cdn == "varnish" else
+            f"Varnish keyed on the query string and never purged, the purges going to a CloudFront stand-in"
+            f" whose invalidations take {k.propagation} s; the feed versioned")
+    return (f"live: {n} facilities {layout}{shows} ({RESEED_ZOOM}) into a tree behind {edge},"
+            f" watch with its default settings; serve's page open through the cache in headless"
             f" Chromium, following {follows}the feed every second; {k.changes}"
             f" renames one at a time; browsers get Cache-Control: {cache_control}")
 
@@ -114,7 +143,22 @@ def live_case(b: Bench, layout: str, k: Knobs, chromium: str, chromedriver: str)
         b.die(f"live: {served} is not a folder after the seed")
     events = ("--watch", f"http://127.0.0.1:{port}") if k.events else ()
     origin = Origin(b, served, b.work / "live-serve.log", ("--public-host", PUBLIC_HOST, *events))
-    vport = origin.cache(k.cache_control)
+    env = dict(os.environ)
+    moto = None
+    if k.cdn == "cloudfront":
+        url, moto_pid, unmoto = start_moto(b, k.propagation)
+        moto = (moto_pid, unmoto)
+        distribution = subprocess.run(
+            [str(b.scripts("moto-server.sh")), "distribution", url,
+             f"bench-live-{os.getpid()} propagation={k.propagation}"],
+            check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+        env.update({"AWS_ENDPOINT_URL_CLOUDFRONT": url, "AWS_ACCESS_KEY_ID": "bench",
+                    "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+                    "AWS_EC2_METADATA_DISABLED": "true"})
+        vport = origin.cache(k.cache_control, {"VARNISH_KEY_QUERY": "yes", "VARNISH_PASS_HEAD": "yes"})
+        cdn_text = cloudfront_and_versioned_feed(distribution)
+    else:
+        vport = origin.cache(k.cache_control)
     cache = f"http://127.0.0.1:{vport}/{origin.name}/"
     if layout == "partition":
         # The partition's tiles and feed are purged as COUNTRY/...; serve names the partition's
@@ -123,21 +167,36 @@ def live_case(b: Bench, layout: str, k: Knobs, chromium: str, chromedriver: str)
             b.die(f"live: serve names {served} '{origin.name}', not '*-{country}'")
         cache = f"http://127.0.0.1:{vport}/{origin.name.removesuffix(country)}"
     with open(config, "a") as f:
-        f.write(feed_and_cdn(cache))
+        f.write(cdn_text if k.cdn == "cloudfront" else feed_and_cdn(cache))
     # A first feed segment (the seed's tiles) before the page opens.
-    b.tool("-q", "seed", "--dirty", *b.concurrency_args(), "--config", str(config), stdout=subprocess.DEVNULL)
-    watcher, unwatch = start_watch(b, config, port, b.work / "live-watch.log", json_log=False)
-    wait_for(b, f"http://127.0.0.1:{port}", "health")
-    load_before = load_now()
+    b.tool("-q", "seed", "--dirty", *b.concurrency_args(), "--config", str(config),
+           stdout=subprocess.DEVNULL, env=env)
     say(headline(n, layout, country, k))
     b.psql(f"COMMENT ON TABLE {schema}.facilities IS 'modified by the live benchmark'", out=subprocess.DEVNULL)
     case = Case(schema, "facilities", "location", lo, hi, k.changes, row_filter)
     page = f"http://{PUBLIC_HOST}:{vport}/?tileset={origin.name}"
-    print_report(b, lambda: measure_page(b, chromium, chromedriver, page, case, served / "changes",
-                                         k.idle_seconds))
-    say(f"  load={load_before} / {load_now()}")
-    stop_watch(b, "live", watcher, unwatch)
+    for label, binary in binaries(b):
+        for rate in k.rates or [0.0]:
+            say(f"  {label}{f', beside {rate:g} commits a second for {k.seconds:g} s' if rate else ''}:")
+            log = b.work / f"live-watch-{label[0]}{int(rate)}.log"
+            saved, b.bin = b.bin, Path(binary)
+            try:
+                watcher, unwatch = start_watch(b, config, port, log, json_log=False, env=env)
+            finally:
+                b.bin = saved
+            wait_for(b, f"http://127.0.0.1:{port}", "health", watcher=watcher)
+            load_before = load_now()
+            stream = Stream(b, schema, "facilities", lo, hi, rate) if rate else None
+            print_report(b, lambda: measure_page(b, chromium, chromedriver, page, case, served / "changes",
+                                                 k.idle_seconds, stream, k.seconds))
+            if stream is not None:
+                say(lag_line(cycle_lag(log, stream.started, stream.ended)))
+            say(f"  load={load_before} / {load_now()}")
+            stop_watch(b, "live", watcher, unwatch)
     origin.stop()
+    if moto is not None:
+        stop_moto(b, moto[0], check=True)
+        moto[1]()
     finish_sample(b, "live", n, config, unguard)
     subprocess.run(["rm", "-rf", str(tree)], check=True)
 

@@ -41,15 +41,16 @@ class Origin:
         """The origin's base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    def cache(self, cache_control: str = "") -> int:
+    def cache(self, cache_control: str = "", settings: dict[str, str] | None = None) -> int:
         """Starts Varnish in front of the origin, keeping every answer a day (and handing browsers
-        CACHE_CONTROL if not empty); returns its port."""
+        CACHE_CONTROL if not empty; SETTINGS are scripts/varnish.sh's variables, such as
+        VARNISH_KEY_QUERY); returns its port."""
         b = self.b
         vport = free_port()
         argv = [str(b.scripts("varnish.sh")), "start", str(vport), str(self.port), "1d"]
         if cache_control:
             argv.append(cache_control)
-        env = {**os.environ, "VARNISH_STORAGE": "1g"}
+        env = {**os.environ, "VARNISH_STORAGE": "1g", **(settings or {})}
         self.varnish_pid = subprocess.run(argv, env=env, check=True, stdout=subprocess.PIPE,
                                           text=True).stdout.strip()
         pid = self.varnish_pid

@@ -10,7 +10,7 @@ from pathlib import Path
 from unittest import mock
 
 from bench.context import BenchError
-from bench.sections import live, live_page
+from bench.sections import live, live_page, live_stream
 from bench.tests.test_watch import FakeBench
 
 LIVE_VARS = ("LIVE_CHANGES", "LIVE_IDLE_SECONDS", "LIVE_BROWSER_CACHE_CONTROL", "LIVE_LAYOUTS", "LIVE_EVENTS")
@@ -118,7 +118,7 @@ class Page(unittest.TestCase):
             "  commit -> the feed at the cache lists its z14 tile (baseline), 3 change(s): p50 0.60 s,"
             " p95 0.70 s, max 0.70 s",
             "  commit -> drawn on an open map at z14.5, 3 change(s): p50 2.00 s, p95 4.00 s, max 4.00 s"
-            " (target p95 <= 3 s: NOT met; the map follows the feed by polling its head every second)",
+            " (target p95 <= 1.5 s: NOT met; the map follows the feed by polling its head every second)",
             "  feed: 2 segment(s) for 3 change(s), 300 bytes (100 bytes per change, 1.5 tiles per segment);"
             " the map refreshed 5 tile id(s), reloaded 0 time(s)",
             "  an idle open map: 2.0 request(s) per minute (1 of 2 for head.json in 60 s; tiles load in"
@@ -129,6 +129,27 @@ class Page(unittest.TestCase):
         lines, status = live_page.page_lines(t, 1, [], 0, {"refreshed": 0, "reloads": 0, "transport": "events"},
                                              [], 10, True)
         self.assertEqual((status, lines[-1]), (3, "  FAILED: 1 change(s) never drawn; page kept: True"))
+
+
+class TestStream(unittest.TestCase):
+    LOG = ("2026-11-29T07:00:00.500000Z  INFO oar_tiles::watch::cycle: cycle: 2 change(s), 9 tile(s)"
+           " rendered (9 stored, 0 deleted) in 0.20 s; change-to-tile latency p50 0.30 s, max 0.40 s\n"
+           "2026-11-29T07:00:01.000000Z  INFO something else\n")
+
+    def cycles(self, lags):
+        return [(float(i), 1, lag) for i, lag in enumerate(lags)]
+
+    def test_cycle_lines_are_read_with_their_time(self):
+        d = Path(tempfile.mkdtemp())
+        (d / "w.log").write_text(self.LOG)
+        since = 1795935600.0  # 2026-11-29T07:00:00Z
+        self.assertEqual(live_stream.cycle_lag(d / "w.log", since, since + 10), [(0.5, 2, 0.4)])
+        self.assertEqual(live_stream.cycle_lag(d / "w.log", since + 1, since + 10), [])
+
+    def test_a_lag_that_climbs_is_growing_and_a_steady_one_flat(self):
+        self.assertIn(": flat", live_stream.lag_line(self.cycles([0.5, 0.6, 0.5, 0.7, 0.6, 0.6])))
+        self.assertIn(": GROWING", live_stream.lag_line(self.cycles([0.5, 0.6, 1.5, 2.0, 3.0, 4.0])))
+        self.assertIn("too few", live_stream.lag_line(self.cycles([0.5])))
 
 
 if __name__ == "__main__":
