@@ -187,8 +187,11 @@ def live_case(b: Bench, layout: str, k: Knobs, chromium: str, chromedriver: str)
             wait_for(b, f"http://127.0.0.1:{port}", "health", watcher=watcher)
             load_before = load_now()
             stream = Stream(b, schema, "facilities", lo, hi, rate) if rate else None
+            # Issue 85's targets: 1.5 s one at a time behind Varnish, 2 s beside 10 commits a
+            # second or behind CloudFront's slow invalidations.
+            target = 2.0 if rate >= 10 or k.cdn == "cloudfront" else 1.5
             print_report(b, lambda: measure_page(b, chromium, chromedriver, page, case, served / "changes",
-                                                 k.idle_seconds, stream, k.seconds))
+                                                 k.idle_seconds, stream, k.seconds, target))
             if stream is not None:
                 say(lag_line(cycle_lag(log, stream.started, stream.ended)))
             say(f"  load={load_before} / {load_now()}")
