@@ -11,7 +11,7 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from bench.samples import ensure_sample, make_config
 from bench.sections.cloudfront import start_moto, stop_moto
@@ -116,6 +116,57 @@ def largest_country(b: Bench, schema: str) -> str:
     return country
 
 
+def edge_in_front(b: Bench, origin: Origin, k: Knobs) -> tuple[int, dict[str, str], str, Callable[[], None]]:
+    """Varnish in front of ORIGIN and, with LIVE_CDN=cloudfront, moto's CloudFront: Varnish's
+    port, the tool's environment, the config's CloudFront and versioned feed tables (empty for
+    Varnish purged per tile) and what stops moto."""
+    if k.cdn != "cloudfront":
+        return origin.cache(k.cache_control), dict(os.environ), "", lambda: None
+    url, moto_pid, unmoto = start_moto(b, k.propagation)
+    distribution = subprocess.run(
+        [str(b.scripts("moto-server.sh")), "distribution", url,
+         f"bench-live-{os.getpid()} propagation={k.propagation}"],
+        check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
+    env = {**os.environ, "AWS_ENDPOINT_URL_CLOUDFRONT": url, "AWS_ACCESS_KEY_ID": "bench",
+           "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    vport = origin.cache(k.cache_control, {"VARNISH_KEY_QUERY": "yes", "VARNISH_PASS_HEAD": "yes"})
+
+    def stop() -> None:
+        """Stops moto as the section ends normally."""
+        stop_moto(b, moto_pid, check=True)
+        unmoto()
+    return vport, env, cloudfront_and_versioned_feed(distribution), stop
+
+
+def watched_round(b: Bench, watcher_bin: tuple[str, str], rate: float, k: Knobs, config: Path, port: int,
+                  env: dict[str, str], rows: tuple[str, int, int],
+                  measure: Callable[[Stream | None, float], tuple[list[str], int]]) -> None:
+    """One binary's watcher (WATCHER_BIN: label and path) on CONFIG, listening on PORT, while
+    MEASURE times the page's renames beside a stream at RATE (none when 0) over ROWS (the schema
+    and the ids of its facilities); its report, the cycle lag over the stream and the load."""
+    label, binary = watcher_bin
+    say(f"  {label}{f', beside {rate:g} commits a second for {k.seconds:g} s' if rate else ''}:")
+    log = b.work / f"live-watch-{label[0]}{int(rate)}.log"
+    saved, b.bin = b.bin, Path(binary)
+    try:
+        watcher, unwatch = start_watch(b, config, port, log, json_log=False, env=env)
+    finally:
+        b.bin = saved
+    wait_for(b, f"http://127.0.0.1:{port}", "health", watcher=watcher)
+    load_before = load_now()
+    schema, lo, hi = rows
+    stream = Stream(b, schema, "facilities", lo, hi, rate) if rate else None
+    # Issue 85's targets: 1.5 s one at a time behind Varnish, 2 s beside 10 commits a second or
+    # behind CloudFront's slow invalidations.
+    target = 2.0 if rate >= 10 or k.cdn == "cloudfront" else 1.5
+    print_report(b, lambda: measure(stream, target))
+    if stream is not None:
+        say(lag_line(cycle_lag(log, stream.started, stream.ended)))
+    say(f"  load={load_before} / {load_now()}")
+    stop_watch(b, "live", watcher, unwatch)
+
+
 def live_case(b: Bench, layout: str, k: Knobs, chromium: str, chromedriver: str) -> None:
     """One layout: a full seed into a tree with a feed, serve behind Varnish, watch purging it,
     and the page open in Chromium timing the renames."""
@@ -143,22 +194,7 @@ def live_case(b: Bench, layout: str, k: Knobs, chromium: str, chromedriver: str)
         b.die(f"live: {served} is not a folder after the seed")
     events = ("--watch", f"http://127.0.0.1:{port}") if k.events else ()
     origin = Origin(b, served, b.work / "live-serve.log", ("--public-host", PUBLIC_HOST, *events))
-    env = dict(os.environ)
-    moto = None
-    if k.cdn == "cloudfront":
-        url, moto_pid, unmoto = start_moto(b, k.propagation)
-        moto = (moto_pid, unmoto)
-        distribution = subprocess.run(
-            [str(b.scripts("moto-server.sh")), "distribution", url,
-             f"bench-live-{os.getpid()} propagation={k.propagation}"],
-            check=True, stdout=subprocess.PIPE, text=True).stdout.strip()
-        env.update({"AWS_ENDPOINT_URL_CLOUDFRONT": url, "AWS_ACCESS_KEY_ID": "bench",
-                    "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
-                    "AWS_EC2_METADATA_DISABLED": "true"})
-        vport = origin.cache(k.cache_control, {"VARNISH_KEY_QUERY": "yes", "VARNISH_PASS_HEAD": "yes"})
-        cdn_text = cloudfront_and_versioned_feed(distribution)
-    else:
-        vport = origin.cache(k.cache_control)
+    vport, env, cloudfront, stop_cloudfront = edge_in_front(b, origin, k)
     cache = f"http://127.0.0.1:{vport}/{origin.name}/"
     if layout == "partition":
         # The partition's tiles and feed are purged as COUNTRY/...; serve names the partition's
@@ -167,7 +203,7 @@ def live_case(b: Bench, layout: str, k: Knobs, chromium: str, chromedriver: str)
             b.die(f"live: serve names {served} '{origin.name}', not '*-{country}'")
         cache = f"http://127.0.0.1:{vport}/{origin.name.removesuffix(country)}"
     with open(config, "a") as f:
-        f.write(cdn_text if k.cdn == "cloudfront" else feed_and_cdn(cache))
+        f.write(cloudfront or feed_and_cdn(cache))
     # A first feed segment (the seed's tiles) before the page opens.
     b.tool("-q", "seed", "--dirty", *b.concurrency_args(), "--config", str(config),
            stdout=subprocess.DEVNULL, env=env)
@@ -177,29 +213,12 @@ def live_case(b: Bench, layout: str, k: Knobs, chromium: str, chromedriver: str)
     page = f"http://{PUBLIC_HOST}:{vport}/?tileset={origin.name}"
     for label, binary in binaries(b):
         for rate in k.rates or [0.0]:
-            say(f"  {label}{f', beside {rate:g} commits a second for {k.seconds:g} s' if rate else ''}:")
-            log = b.work / f"live-watch-{label[0]}{int(rate)}.log"
-            saved, b.bin = b.bin, Path(binary)
-            try:
-                watcher, unwatch = start_watch(b, config, port, log, json_log=False, env=env)
-            finally:
-                b.bin = saved
-            wait_for(b, f"http://127.0.0.1:{port}", "health", watcher=watcher)
-            load_before = load_now()
-            stream = Stream(b, schema, "facilities", lo, hi, rate) if rate else None
-            # Issue 85's targets: 1.5 s one at a time behind Varnish, 2 s beside 10 commits a
-            # second or behind CloudFront's slow invalidations.
-            target = 2.0 if rate >= 10 or k.cdn == "cloudfront" else 1.5
-            print_report(b, lambda: measure_page(b, chromium, chromedriver, page, case, served / "changes",
-                                                 k.idle_seconds, stream, k.seconds, target))
-            if stream is not None:
-                say(lag_line(cycle_lag(log, stream.started, stream.ended)))
-            say(f"  load={load_before} / {load_now()}")
-            stop_watch(b, "live", watcher, unwatch)
+            watched_round(b, (label, binary), rate, k, config, port, env, (schema, lo, hi),
+                          lambda stream, target: measure_page(b, chromium, chromedriver, page, case,
+                                                              served / "changes", k.idle_seconds,
+                                                              stream, k.seconds, target))
     origin.stop()
-    if moto is not None:
-        stop_moto(b, moto[0], check=True)
-        moto[1]()
+    stop_cloudfront()
     finish_sample(b, "live", n, config, unguard)
     subprocess.run(["rm", "-rf", str(tree)], check=True)
 
