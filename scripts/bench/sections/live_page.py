@@ -8,6 +8,7 @@ after COMMIT, the same clock as this process's) to the first frame whose rendere
 (queryRenderedFeatures) carry the new name is one sample. The page never reloads. Beside it, the
 baseline: commit -> the feed, read through the cache as the map reads it, lists the facility's
 zoom-14 tile. Then the map stays idle IDLE_SECONDS, and the requests it made meanwhile are counted.
+Given a stream (live_stream.Stream), the timed renames go on beside it until it has run its time.
 """
 from __future__ import annotations
 
