@@ -4,7 +4,8 @@
 #
 #   scripts/store-pace-bench.sh KIND RATE ZOOMS [BINARY [SHARDS]]
 #
-# KIND is s3 (a new s3s-fs from scripts/s3-server.sh), gcs (a new bucket on $OAR_TILES_TEST_GCS)
+# KIND is s3 (a new s3s-fs from scripts/s3-server.sh), gcs (a new fake-gcs-server keeping its
+# objects in files, from scripts/fake-gcs.sh: the tests' in-memory one slows past 20,000 objects)
 # or azure (a new container on $OAR_TILES_TEST_AZURITE, made with $OAR_TILES_TEST_AZURE_PYTHON's
 # azure-storage-blob). The sample (public.facilities, scripts/load-sample.sh) is seeded with
 # sample-config.toml's tileset at ZOOMS through the front at RATE writes a second, then
@@ -34,7 +35,9 @@ case $kind in
         output=s3://$name/facilities
         env_args=(AWS_ACCESS_KEY_ID=oar-tiles-test AWS_SECRET_ACCESS_KEY=oar-tiles-test-secret AWS_EC2_METADATA_DISABLED=true) ;;
     gcs)
-        upstream=${OAR_TILES_TEST_GCS:?}
+        mapfile -t started < <("$root/scripts/fake-gcs.sh" start "$work/gcs")
+        pids+=("${started[1]:?fake-gcs.sh start printed no PID}")
+        upstream=${started[0]}
         curl -sf -X POST "$upstream/storage/v1/b" -H 'Content-Type: application/json' -d "{\"name\":\"$name\"}" >/dev/null
         output=gs://$name/facilities ;;
     azure)
@@ -93,6 +96,8 @@ stats=$(curl -s "$front/__throttle_front__/stats")
 tail -n 5 "$work/seed.out" "$work/seed.err" >&2 || true
 env "${env_args[@]}" "$binary" validate --json --config "$work/bench.toml" --against-db --all "$output" >"$work/validate.json" 2>"$work/validate.err"
 vcode=$?
+# What validate found is gone with the work folder: shown here when it is not clean.
+[ "$vcode" = 0 ] || tail -n 20 "$work/validate.err" "$work/validate.json" >&2 || true
 reference_hash=""
 if [ "$shards" -gt 1 ]; then
     "$binary" --log-format text seed --config "$work/bench.toml" --zoom "$zooms" --output "$work/one.mbtiles" \
