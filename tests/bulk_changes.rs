@@ -172,3 +172,36 @@ fn a_bulk_statement_is_read_from_the_change_log_once_not_once_per_row() {
         "a reseed after bulk statements against a full seed",
     );
 }
+
+/// A statement of more changed geometries than the cluster cells find one by one (50,000: past it
+/// they sum every cell again from the rows), under change capture: the cells learn it from the
+/// first 50,001 geometries they read, and the reseed's clusters still equal a full seed's.
+#[test]
+#[ignore = "needs PostgreSQL + PostGIS (scripts/test.sh)"]
+fn a_statement_past_the_cells_limit_sums_every_cell_again_and_equals_a_full_seed() {
+    let setup = Setup::new("bulk_cells", "");
+    let reseeded = setup.path("reseeded.mbtiles");
+    setup.seed(&reseeded, &[]);
+    // 26,000 rows moved in one statement: 52,000 geometries, old and new sides.
+    setup.schema.execute(
+        "INSERT INTO {schema}.sites (site_id, label, kind, score, pt)
+           SELECT 300000 + i, 'moved ' || i, 'knit', i % 7,
+                  ST_SetSRID(ST_MakePoint(-20 + (i % 200) * 0.2, -10 + (i / 200) * 0.2), 4326)
+           FROM generate_series(1, 26000) i;",
+    );
+    setup.seed(&reseeded, &["--dirty"]);
+    setup.schema.execute(
+        "UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.03) WHERE site_id > 300000;",
+    );
+    let run = setup.seed(&reseeded, &["--dirty"]);
+    assert!(
+        run.stderr.contains("summing every cluster cell"),
+        "past 50,000 changed geometries the cells are summed again: {}",
+        run.stderr
+    );
+    assert_same_tiles(
+        &setup.full("full.mbtiles"),
+        &read_mbtiles_raw(&reseeded),
+        "a reseed after a statement past the cells' limit against a full seed",
+    );
+}

@@ -392,14 +392,20 @@ async fn refresh_one(
         _ if rebuild || gap.is_some() => None,
         None => None,
         Some(since) => {
-            let (everything, boxes) =
-                capture::changed_boxes(&*transaction, schema, &layer.config, since, None)
-                    .await
-                    .map_err(RefreshError::Changes)?;
+            let (everything, boxes) = capture::changed_boxes(
+                &*transaction,
+                schema,
+                &layer.config,
+                since,
+                (None, Some(FULL_REBUILD_CHANGES)),
+            )
+            .await
+            .map_err(RefreshError::Changes)?;
             // A row's cells are those of its old and new representative points, however wide
             // the geometry.
             let points: Vec<[f64; 4]> = boxes.iter().map(|b| b.point).collect();
-            if everything || points.len() > FULL_REBUILD_CHANGES {
+            // `everything`: a truncate, or more than FULL_REBUILD_CHANGES geometries changed.
+            if everything {
                 None
             } else {
                 changed_cells(&points, cluster, extent).map(|cells| (points.len(), cells))

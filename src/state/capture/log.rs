@@ -15,7 +15,7 @@ use crate::error::{pg_message, DbError, Error, Result};
 use crate::plan::{ChangedBox, Shape, SourceBox};
 use crate::render::source::quoted_table;
 use crate::render::sql;
-use crate::state::watermark::Watermark;
+use crate::state::watermark::{SnapshotTaken, Watermark};
 use crate::tile::ZoomRange;
 
 mod moved;
@@ -68,26 +68,37 @@ async fn read_under_one_snapshot<'a>(
 }
 
 /// Reads, under one snapshot, the changes to the layers' tables that `since` did not see, and
-/// returns them with the snapshot they were read under (the next watermark).
+/// returns them with the snapshot they were read under (the next watermark); `taken` is told once
+/// that snapshot is taken, before the changes are read.
 pub async fn read_since(
     pool: &Pool,
     schema: &str,
     layers: &[LayerConfig],
     since: &Watermark,
-    compare: Option<Compare>,
+    (compare, taken): (Option<Compare>, Option<SnapshotTaken>),
 ) -> Result<(ChangeSet, Watermark)> {
     let tables: std::collections::BTreeSet<String> = layers.iter().map(quoted_table).collect();
     let tables: Vec<String> = tables.into_iter().collect();
     let mut client = crate::db::get(pool).await?;
     let (transaction, snapshot) = read_under_one_snapshot(schema, &tables, &mut client).await?;
+    if let Some(taken) = taken {
+        // The receiver may have gone (its run failed); nothing waits then.
+        let _ = taken.send(());
+    }
     let coverage = super::coverage::check(&*transaction, schema, &tables, &since.snapshot).await?;
     let mut changes = ChangeSet {
         uncaptured: coverage.reason(),
         ..ChangeSet::default()
     };
     for layer in layers {
-        let (everything, boxes) =
-            changed_boxes(&*transaction, schema, layer, &since.snapshot, compare).await?;
+        let (everything, boxes) = changed_boxes(
+            &*transaction,
+            schema,
+            layer,
+            &since.snapshot,
+            (compare, None),
+        )
+        .await?;
         changes.rows += boxes.len() as u64 + u64::from(everything);
         changes.everything |= everything;
         changes
@@ -205,12 +216,16 @@ pub struct Compare {
 /// With `compare`, the two shapes of each geometry-only edit of a line or polygon are also drawn
 /// as each zoom draws them and compared there ([`compare_moved`]), so that the edit dirties only
 /// the tiles where they differ.
+///
+/// With `cap`, no more than `cap + 1` geometries are read, and past `cap` the answer is as for a
+/// truncate (every geometry may have changed): a caller that does something else past `cap` (the
+/// cluster cells sum every cell again) learns it without reading a bulk statement's every geometry.
 pub async fn changed_boxes(
     client: &impl GenericClient,
     schema: &str,
     layer: &LayerConfig,
     since: &str,
-    compare: Option<Compare>,
+    (compare, cap): (Option<Compare>, Option<usize>),
 ) -> Result<(bool, Vec<ChangedBox>)> {
     let table = quoted_table(layer);
     let column = layer.partition.as_ref().map(|p| p.column.as_str());
@@ -231,12 +246,17 @@ pub async fn changed_boxes(
     // took some 140 MB before the first was read.
     let mut everything = false;
     let mut boxes = Vec::new();
+    let mut read_rows = 0;
     let read = refused_or_each(
         client,
-        &projected_sql(&geometries, ""),
+        &projected_sql(
+            &geometries,
+            &cap.map_or(String::new(), |cap| format!(" LIMIT {}", cap + 1)),
+        ),
         &params,
         "reading the change log",
         |row| {
+            read_rows += 1;
             if row.get::<_, bool>(0) {
                 everything = true;
             } else if let Some(changed) = projected(row) {
@@ -245,6 +265,9 @@ pub async fn changed_boxes(
         },
     )
     .await?;
+    if cap.is_some_and(|cap| read_rows > cap) {
+        return Ok((true, Vec::new()));
+    }
     // The server refused (PROJ, GEOS): a geometry it cannot project; read in halves.
     if let Err(err) = read {
         tracing::warn!(
