@@ -507,8 +507,10 @@ impl TilesetRun<'_> {
         })
     }
 
-    /// Decides the work from the output's state, then brings the cluster cells up to date: after
-    /// the watermark is taken, so they hold at least every change the output will claim to reflect.
+    /// Decides the work from the output's state, and brings the cluster cells up to date beside
+    /// it: from the moment the watermark's snapshot is taken, so they hold at least every change
+    /// the output will claim to reflect. A bulk change's log read, its dirty tiles and its census
+    /// then run while the server sums the cells, where they used to wait for one another.
     async fn decide(&self, state: Option<String>, settings: String) -> Result<Decision> {
         let prepared = self.prepared;
         let tileset = prepared.tileset;
@@ -520,28 +522,41 @@ impl TilesetRun<'_> {
         if *selection == Selection::Pyramid {
             capture::record_gaps(self.pool, schema, &layers).await?;
         }
-        let decision = reseed::decide(
+        let extent = tileset.tileset.extent;
+        let refresh = |rebuild: bool| {
+            cells::refresh(
+                self.pool,
+                schema,
+                &prepared.layers,
+                &prepared.cell_tables,
+                extent,
+                rebuild,
+            )
+        };
+        let (taken, snapshot_taken) = tokio::sync::oneshot::channel();
+        let deciding = reseed::decide(
             (self.pool, self.render_pool()),
             schema,
             tileset,
             (&layers, &prepared.layers),
             selection,
-            (state.as_deref(), settings),
-        )
-        .await?;
-        let extent = tileset.tileset.extent;
+            (state.as_deref(), settings, Some(taken)),
+        );
+        let refreshing = async {
+            // Dropped unanswered where the run takes no watermark: nothing to wait for then.
+            let _ = snapshot_taken.await;
+            refresh(self.job.run.rebuild_cells).await
+        };
+        let (decision, refreshed) = tokio::join!(deciding, refreshing);
+        let decision = decision?;
+        refreshed?;
         // A reseed rendering whole (a gap in capture, a truncate, new settings) sums the cells
-        // from rows too: whatever the log missed for the output, it missed for them.
+        // from rows too: whatever the log missed for the output, it missed for them. Rare, so
+        // the refresh beside the decision is not held back for it.
         let whole = *selection == Selection::Dirty && matches!(decision.work, Work::Pyramid);
-        cells::refresh(
-            self.pool,
-            schema,
-            &prepared.layers,
-            &prepared.cell_tables,
-            extent,
-            self.job.run.rebuild_cells || whole,
-        )
-        .await?;
+        if whole && !self.job.run.rebuild_cells {
+            refresh(true).await?;
+        }
         if let Some(replica) = self.replica {
             // The cells just refreshed on the primary, and every commit the snapshot taken on the
             // replica counts as seen, must be visible to the replica's tile queries.

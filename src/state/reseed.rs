@@ -5,7 +5,7 @@
 use deadpool_postgres::Pool;
 
 use super::capture;
-use super::watermark::Watermark;
+use super::watermark::{SnapshotTaken, Watermark};
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
 use crate::job::{Selection, TilesetJob};
@@ -37,28 +37,35 @@ pub struct Decision {
 /// change log; `render` is the server the tiles are rendered from (a shard's replica, else `pool`),
 /// where a full seed's snapshot is taken, as the snapshot must be one its tile queries come after.
 /// `sources` are the layers' described sources, whose rows a bulk reseed counts to weigh walking
-/// its zooms against listing them (none: it lists).
+/// its zooms against listing them (none: it lists). `taken` is told once the next watermark's
+/// snapshot is taken, and dropped where the run takes none.
 pub async fn decide(
     (pool, render): (&Pool, &Pool),
     change_schema: &str,
     tileset: &TilesetJob,
     (layers, sources): (&[LayerConfig], &[LayerSource]),
     selection: &Selection,
-    (state, settings): (Option<&str>, String),
+    (state, settings, taken): (Option<&str>, String, Option<SnapshotTaken>),
 ) -> Result<Decision> {
     let configured = &tileset.tileset;
     let previous = state.and_then(Watermark::from_state);
     let mut decision = match selection {
         // Every tile query starts after this snapshot, so the output reflects at least every
         // change it saw.
-        Selection::Pyramid => Decision {
-            work: Work::Pyramid,
-            watermark: Some(capture::current_watermark(render).await?),
-            changes_read: None,
-            committed: Vec::new(),
-            ways: Vec::new(),
-            area: (tileset.bbox, tileset.zooms),
-        },
+        Selection::Pyramid => {
+            let watermark = capture::current_watermark(render).await?;
+            if let Some(taken) = taken {
+                let _ = taken.send(());
+            }
+            Decision {
+                work: Work::Pyramid,
+                watermark: Some(watermark),
+                changes_read: None,
+                committed: Vec::new(),
+                ways: Vec::new(),
+                area: (tileset.bbox, tileset.zooms),
+            }
+        }
         Selection::List(tiles) => Decision {
             work: Work::Tiles(within_zooms(tiles, tileset)),
             watermark: None,
@@ -86,7 +93,8 @@ pub async fn decide(
                 });
             };
             let census = (render, sources);
-            dirty(pool, change_schema, &held, layers, since, &settings, census).await?
+            let read = (since, &settings[..], taken);
+            dirty(pool, change_schema, &held, layers, read, census).await?
         }
     };
     let (bbox, zooms) = decision.area;
@@ -210,8 +218,7 @@ async fn dirty(
     change_schema: &str,
     tileset: &TilesetJob,
     layers: &[LayerConfig],
-    since: &Watermark,
-    settings: &str,
+    (since, settings, taken): (&Watermark, &str, Option<SnapshotTaken>),
     (render, sources): (&Pool, &[LayerSource]),
 ) -> Result<Decision> {
     let name = &tileset.tileset.name;
@@ -221,7 +228,7 @@ async fn dirty(
     };
     let reading = std::time::Instant::now();
     let (changes, next) =
-        capture::read_since(pool, change_schema, layers, since, Some(compare)).await?;
+        capture::read_since(pool, change_schema, layers, since, (Some(compare), taken)).await?;
     tracing::info!(
         "tileset `{name}`: {} geometries of rows changed since the last seed, old and new sides \
          (change log read in {:.2} s)",

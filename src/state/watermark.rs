@@ -3,6 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Told once the snapshot a run's next watermark records is taken, or dropped where the run takes
+/// none: work that must see at least every change the watermark will claim (the cluster cells'
+/// refresh) may start then, beside the rest of the run's decision.
+pub type SnapshotTaken = tokio::sync::oneshot::Sender<()>;
+
 /// What an output records about the data it reflects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {

@@ -372,6 +372,7 @@ impl Prepared {
             (
                 Some(&recorded.to_state()),
                 recorded.settings.clone().unwrap_or_default(),
+                None,
             ),
         )
         .await?;

@@ -70,7 +70,7 @@ impl TilesetRun<'_> {
             tileset,
             (&self.layer_configs(), &self.prepared.layers),
             self.selection(),
-            (state.as_deref(), self.settings_digest()),
+            (state.as_deref(), self.settings_digest(), None),
         )
         .await?;
         // The tiles a `watch` deferral holds back, which this reseed would render too.
