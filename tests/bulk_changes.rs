@@ -179,7 +179,7 @@ fn a_bulk_statement_is_read_from_the_change_log_once_not_once_per_row() {
 #[test]
 #[ignore = "needs PostgreSQL + PostGIS (scripts/test.sh)"]
 fn a_statement_past_the_cells_limit_sums_every_cell_again_and_equals_a_full_seed() {
-    let setup = Setup::new("bulk_cells", "");
+    let mut setup = Setup::new("bulk_cells", "cluster_maxzoom = 8\ncluster_cell = 256");
     let reseeded = setup.path("reseeded.mbtiles");
     setup.seed(&reseeded, &[]);
     // 26,000 rows moved in one statement: 52,000 geometries, old and new sides.
