@@ -81,24 +81,17 @@ pub async fn read_since(
     let tables: Vec<String> = tables.into_iter().collect();
     let mut client = crate::db::get(pool).await?;
     let (transaction, snapshot) = read_under_one_snapshot(schema, &tables, &mut client).await?;
-    if let Some(taken) = taken {
-        // The receiver may have gone (its run failed); nothing waits then.
-        let _ = taken.send(());
-    }
+    // A receiver gone (its run failed) waits for nothing.
+    let _ = taken.map(|taken| taken.send(()));
     let coverage = super::coverage::check(&*transaction, schema, &tables, &since.snapshot).await?;
     let mut changes = ChangeSet {
         uncaptured: coverage.reason(),
         ..ChangeSet::default()
     };
     for layer in layers {
-        let (everything, boxes) = changed_boxes(
-            &*transaction,
-            schema,
-            layer,
-            &since.snapshot,
-            (compare, None),
-        )
-        .await?;
+        let since = &since.snapshot;
+        let (everything, boxes) =
+            changed_boxes(&*transaction, schema, layer, since, (compare, None)).await?;
         changes.rows += boxes.len() as u64 + u64::from(everything);
         changes.everything |= everything;
         changes
@@ -216,10 +209,8 @@ pub struct Compare {
 /// With `compare`, the two shapes of each geometry-only edit of a line or polygon are also drawn
 /// as each zoom draws them and compared there ([`compare_moved`]), so that the edit dirties only
 /// the tiles where they differ.
-///
-/// With `cap`, no more than `cap + 1` geometries are read, and past `cap` the answer is as for a
-/// truncate (every geometry may have changed): a caller that does something else past `cap` (the
-/// cluster cells sum every cell again) learns it without reading a bulk statement's every geometry.
+/// With `cap`, past `cap` geometries the answer is as for a truncate, read from `cap + 1` of them
+/// (the cluster cells, summing every cell past their cap, need not read a bulk statement whole).
 pub async fn changed_boxes(
     client: &impl GenericClient,
     schema: &str,
