@@ -28,7 +28,6 @@ use crate::sink::{self, Resume, Sharding, Sink, Sweep};
 use crate::state::digest::job_fingerprint;
 use crate::state::reseed::Decision;
 use crate::state::Watermark;
-
 use crate::tile::{BBox, Subtrees, ZoomRange};
 
 mod decide;

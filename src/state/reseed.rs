@@ -5,7 +5,7 @@
 use deadpool_postgres::Pool;
 
 use super::capture;
-use super::watermark::{SnapshotTaken, Watermark};
+use super::watermark::{tell_taken, SnapshotTaken, Watermark};
 use crate::config::LayerConfig;
 use crate::error::{Error, Result};
 use crate::job::{Selection, TilesetJob};
@@ -54,9 +54,7 @@ pub async fn decide(
         // change it saw.
         Selection::Pyramid => {
             let watermark = capture::current_watermark(render).await?;
-            if let Some(taken) = taken {
-                let _ = taken.send(());
-            }
+            tell_taken(taken);
             Decision {
                 work: Work::Pyramid,
                 watermark: Some(watermark),

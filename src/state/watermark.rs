@@ -8,6 +8,14 @@ use serde::{Deserialize, Serialize};
 /// refresh) may start then, beside the rest of the run's decision.
 pub type SnapshotTaken = tokio::sync::oneshot::Sender<()>;
 
+/// Tells `taken`, if any, that the snapshot is taken; a receiver gone (its run failed) waits for
+/// nothing.
+pub fn tell_taken(taken: Option<SnapshotTaken>) {
+    if let Some(taken) = taken {
+        let _ = taken.send(());
+    }
+}
+
 /// What an output records about the data it reflects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {

@@ -15,7 +15,7 @@ use crate::error::{pg_message, DbError, Error, Result};
 use crate::plan::{ChangedBox, Shape, SourceBox};
 use crate::render::source::quoted_table;
 use crate::render::sql;
-use crate::state::watermark::{SnapshotTaken, Watermark};
+use crate::state::watermark::{tell_taken, SnapshotTaken, Watermark};
 use crate::tile::ZoomRange;
 
 mod moved;
@@ -81,8 +81,7 @@ pub async fn read_since(
     let tables: Vec<String> = tables.into_iter().collect();
     let mut client = crate::db::get(pool).await?;
     let (transaction, snapshot) = read_under_one_snapshot(schema, &tables, &mut client).await?;
-    // A receiver gone (its run failed) waits for nothing.
-    let _ = taken.map(|taken| taken.send(()));
+    tell_taken(taken);
     let coverage = super::coverage::check(&*transaction, schema, &tables, &since.snapshot).await?;
     let mut changes = ChangeSet {
         uncaptured: coverage.reason(),
