@@ -2,10 +2,11 @@
 //! lists: the reseed reads each statement's log row once, not once per row it logged, and its
 //! tiles equal a full seed's.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::reseed::Setup;
-use crate::common::run::{assert_same_tiles, oar_tiles_with, read_mbtiles_raw, summary};
+use crate::common::run::{assert_same_tiles, oar_tiles_with, read_mbtiles_raw, read_tree, summary};
 
 /// Rows of each bulk statement: enough that reading a log row's arrays once per logged geometry
 /// (6,000 × 2 geometries, each read of the arrays some 50 TOAST pages) would touch millions of
@@ -204,4 +205,62 @@ fn a_statement_past_the_cells_limit_sums_every_cell_again_and_equals_a_full_seed
         &read_mbtiles_raw(&reseeded),
         "a reseed after a statement past the cells' limit against a full seed",
     );
+}
+
+/// A statement that moves every row (an import replacing each facility's position): past the
+/// changes of an update of three rows in four, the reseed walks the whole pyramid as a seed does,
+/// without working out its dirty tiles, keeps the cluster cells it brought up to date from the log
+/// (no second sum from the rows), and leaves what a full seed leaves, on MBTiles and a tree.
+#[test]
+#[ignore = "needs PostgreSQL + PostGIS (scripts/test.sh)"]
+fn a_statement_moving_every_row_is_walked_whole_and_equals_a_full_seed() {
+    let mut setup = Setup::new("bulk_walk", "cluster_maxzoom = 6\ncluster_cell = 256");
+    // 8,000 rows more, so an update of all of them (16,000 geometries, old and new sides) is past
+    // the least a whole walk is taken for (10,000); analysed, as autovacuum would.
+    setup.schema.execute(
+        "INSERT INTO {schema}.sites (site_id, label, kind, score, pt)
+           SELECT 400000 + i, 'walked ' || i, 'knit', i % 7,
+                  ST_SetSRID(ST_MakePoint(95 + (i % 100) * 0.1, 5 + (i / 100) * 0.1), 4326)
+           FROM generate_series(1, 8000) i;
+         ANALYZE {schema}.sites;",
+    );
+    let outputs = [
+        setup.path("reseeded.mbtiles"),
+        PathBuf::from(format!("dir:{}", setup.path("tree").display())),
+    ];
+    for output in &outputs {
+        setup.seed(output, &[]);
+    }
+    setup
+        .schema
+        .execute("UPDATE {schema}.sites SET pt = ST_Translate(pt, 0.05, 0.03);");
+    let full = setup.full("full.mbtiles");
+    for output in &outputs {
+        let run = setup.seed(output, &["--dirty"]);
+        assert!(
+            run.stderr
+                .contains("the whole pyramid is walked as a seed walks it"),
+            "{}: a statement moving every row is walked whole: {}",
+            output.display(),
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("summing every cluster cell"),
+            "{}: the cells, up to date from the log, are not summed again: {}",
+            output.display(),
+            run.stderr
+        );
+        let tiles = match output.to_str().unwrap().strip_prefix("dir:") {
+            Some(root) => read_tree(Path::new(root), "pbf"),
+            None => read_mbtiles_raw(output),
+        };
+        assert_same_tiles(
+            &full,
+            &tiles,
+            &format!(
+                "{}: a reseed walked whole against a full seed",
+                output.display()
+            ),
+        );
+    }
 }

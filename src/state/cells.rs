@@ -392,7 +392,7 @@ async fn refresh_one(
         _ if rebuild || gap.is_some() => None,
         None => None,
         Some(since) => {
-            let (everything, boxes) = capture::changed_boxes(
+            let read = capture::changed_boxes(
                 &*transaction,
                 schema,
                 &layer.config,
@@ -403,9 +403,8 @@ async fn refresh_one(
             .map_err(RefreshError::Changes)?;
             // A row's cells are those of its old and new representative points, however wide
             // the geometry.
-            let points: Vec<[f64; 4]> = boxes.iter().map(|b| b.point).collect();
-            // `everything`: a truncate, or more than FULL_REBUILD_CHANGES geometries changed.
-            if everything {
+            let points: Vec<[f64; 4]> = read.boxes.iter().map(|b| b.point).collect();
+            if read.truncated || read.past_cap {
                 None
             } else {
                 changed_cells(&points, cluster, extent).map(|cells| (points.len(), cells))

@@ -55,7 +55,10 @@ impl TilesetRun<'_> {
         // A reseed rendering whole (a gap in capture, a truncate, new settings) sums the cells
         // from rows too: whatever the log missed for the output, it missed for them. Rare, so
         // the refresh beside the decision is not held back for it.
-        let whole = *selection == Selection::Dirty && matches!(decision.work, Work::Pyramid);
+        // A bulk change walked whole was read from a complete log, which the cells read too.
+        let whole = *selection == Selection::Dirty
+            && matches!(decision.work, Work::Pyramid)
+            && !decision.bulk;
         if whole && !self.job.run.rebuild_cells {
             refresh(true).await?;
         }

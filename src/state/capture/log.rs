@@ -18,8 +18,10 @@ use crate::render::sql;
 use crate::state::watermark::{tell_taken, SnapshotTaken, Watermark};
 use crate::tile::ZoomRange;
 
+mod halves;
 mod moved;
 
+use halves::in_halves;
 use moved::{compare_moved, pair_up, PairSide};
 
 /// The changes of a set of layers since a watermark, as boxes and shapes in Web-Mercator metres.
@@ -37,6 +39,20 @@ pub struct ChangeSet {
     /// Why the log cannot speak for every change since the watermark (a table captured only after
     /// it), so everything must be reseeded.
     pub uncaptured: Option<String>,
+    /// More geometries changed than the read's cap: `boxes` and `rows` hold only those read
+    /// before it was reached.
+    pub past_cap: bool,
+}
+
+/// What the log holds for one layer since a snapshot ([`changed_boxes`]).
+#[derive(Debug, Default)]
+pub struct LayerChanges {
+    /// A TRUNCATE of the layer's table: every tile must be rendered again.
+    pub truncated: bool,
+    /// More geometries changed than the read's cap; `boxes` is then empty.
+    pub past_cap: bool,
+    /// The boxes and shapes of the changed geometries.
+    pub boxes: Vec<ChangedBox>,
 }
 
 /// Starts the read-only, repeatable-read transaction a reseed reads the log in, once change
@@ -69,13 +85,14 @@ async fn read_under_one_snapshot<'a>(
 
 /// Reads, under one snapshot, the changes to the layers' tables that `since` did not see, and
 /// returns them with the snapshot they were read under (the next watermark); `taken` is told once
-/// that snapshot is taken, before the changes are read.
+/// that snapshot is taken, before the changes are read. Past `cap` geometries in all, the read
+/// stops and says so ([`ChangeSet::past_cap`]).
 pub async fn read_since(
     pool: &Pool,
     schema: &str,
     layers: &[LayerConfig],
     since: &Watermark,
-    (compare, taken): (Option<Compare>, Option<SnapshotTaken>),
+    (compare, taken, cap): (Option<Compare>, Option<SnapshotTaken>, Option<usize>),
 ) -> Result<(ChangeSet, Watermark)> {
     let tables: std::collections::BTreeSet<String> = layers.iter().map(quoted_table).collect();
     let tables: Vec<String> = tables.into_iter().collect();
@@ -89,15 +106,21 @@ pub async fn read_since(
     };
     for layer in layers {
         let since = &since.snapshot;
-        let (everything, boxes) =
-            changed_boxes(&*transaction, schema, layer, since, (compare, None)).await?;
-        changes.rows += boxes.len() as u64 + u64::from(everything);
-        changes.everything |= everything;
+        let left = cap.map(|cap| cap.saturating_sub(changes.rows as usize));
+        let read = changed_boxes(&*transaction, schema, layer, since, (compare, left)).await?;
+        changes.everything |= read.truncated;
+        if read.past_cap {
+            // Read in all: the cap's geometries and the one past it.
+            changes.rows = cap.map_or(changes.rows, |cap| cap as u64 + 1);
+            changes.past_cap = true;
+            break;
+        }
+        changes.rows += read.boxes.len() as u64 + u64::from(read.truncated);
         changes
             .boxes
             .entry(layer.name.clone())
             .or_default()
-            .extend(boxes);
+            .extend(read.boxes);
     }
     changes.committed = commit_times(&*transaction, schema, &tables, &since.snapshot).await?;
     transaction.commit().await?;
@@ -208,22 +231,23 @@ pub struct Compare {
 /// With `compare`, the two shapes of each geometry-only edit of a line or polygon are also drawn
 /// as each zoom draws them and compared there ([`compare_moved`]), so that the edit dirties only
 /// the tiles where they differ.
-/// With `cap`, past `cap` geometries the answer is as for a truncate, read from `cap + 1` of them
-/// (the cluster cells, summing every cell past their cap, need not read a bulk statement whole).
+/// With `cap`, past `cap` geometries the answer says so and holds no boxes, read from `cap + 1` of
+/// them: a caller that does the same work for any number past it (the cluster cells summing every
+/// cell, a reseed walking the whole pyramid) need not read a bulk statement whole.
 pub async fn changed_boxes(
     client: &impl GenericClient,
     schema: &str,
     layer: &LayerConfig,
     since: &str,
     (compare, cap): (Option<Compare>, Option<usize>),
-) -> Result<(bool, Vec<ChangedBox>)> {
+) -> Result<LayerChanges> {
     let table = quoted_table(layer);
     let column = layer.partition.as_ref().map(|p| p.column.as_str());
     let value = layer.partition.as_ref().map(|p| p.value.as_str());
     // Most reads find nothing (a reseed or watch cycle with no change to this table). Asking first
     // without PostGIS spares such a run loading PostGIS into a fresh backend (about 15 ms).
     if !any_changed(client, schema, &table, since).await? {
-        return Ok((false, Vec::new()));
+        return Ok(LayerChanges::default());
     }
     let geometries = logged_geometries(schema, has_pairs(client, schema).await?);
     let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4] = [
@@ -256,7 +280,11 @@ pub async fn changed_boxes(
     )
     .await?;
     if cap.is_some_and(|cap| read_rows > cap) {
-        return Ok((true, Vec::new()));
+        return Ok(LayerChanges {
+            truncated: everything,
+            past_cap: true,
+            boxes: Vec::new(),
+        });
     }
     // The server refused (PROJ, GEOS): a geometry it cannot project; read in halves.
     if let Err(err) = read {
@@ -266,13 +294,22 @@ pub async fn changed_boxes(
             layer.name,
             pg_message(&err)
         );
-        return in_halves(client, &geometries, &params).await;
+        let (truncated, boxes) = in_halves(client, &geometries, &params).await?;
+        return Ok(LayerChanges {
+            truncated,
+            past_cap: false,
+            boxes,
+        });
     }
     if let Some(compare) = compare.filter(|_| boxes.iter().any(|(_, pair)| pair.is_some())) {
         let compared = compare_moved(client, &geometries, &params, layer, compare).await?;
         pair_up(&mut boxes, &compared);
     }
-    Ok((everything, boxes.into_iter().map(|(b, _)| b).collect()))
+    Ok(LayerChanges {
+        truncated: everything,
+        past_cap: false,
+        boxes: boxes.into_iter().map(|(b, _)| b).collect(),
+    })
 }
 
 /// Whether the change log holds a change to `table` that the snapshot `since` did not see.
@@ -503,69 +540,6 @@ fn projected(row: &Row) -> Option<(ChangedBox, Option<PairSide>)> {
 /// The geometry's box in its own SRID, from columns 1 to 5.
 fn source_box(row: &Row) -> Option<SourceBox> {
     SourceBox::new(row.get::<_, Option<i32>>(1)?, corners(row, 2)?)
-}
-
-/// The changes of [`changed_boxes`] read in halves, each under a savepoint, down to the single
-/// geometries PostGIS cannot project, which dirty every tile that may fetch them
-/// ([`ChangedBox::unprojected`]): one such geometry among a bulk statement's 100,000 costs about
-/// 2 × log2(100,000) reads, not one per geometry.
-async fn in_halves(
-    client: &impl GenericClient,
-    geometries: &Geometries,
-    params: &[(&(dyn tokio_postgres::types::ToSql + Sync), Type); 4],
-) -> Result<(bool, Vec<ChangedBox>)> {
-    let during = || DbError::during("reading the change log");
-    let listed = client
-        .query_typed(
-            &format!(
-                "SELECT c.everything, ST_SRID(v.g), ST_XMin(v.g), ST_YMin(v.g), ST_XMax(v.g), \
-                 ST_YMax(v.g), c.id, v.k {} {} ORDER BY c.id, v.k",
-                geometries.from, geometries.filter
-            ),
-            params,
-        )
-        .await
-        .map_err(during())?;
-    let everything = listed.iter().any(|row| row.get::<_, bool>(0));
-    let listed: Vec<&Row> = listed.iter().filter(|row| !row.get::<_, bool>(0)).collect();
-    let chosen = projected_sql(
-        geometries,
-        " AND (c.id, v.k) IN (SELECT * FROM unnest($5::int8[], $6::int8[]))",
-    );
-    let mut boxes = Vec::with_capacity(listed.len());
-    let mut pending = vec![listed.as_slice()];
-    while let Some(part) = pending.pop() {
-        if part.is_empty() {
-            continue;
-        }
-        let ids: Vec<i64> = part.iter().map(|row| row.get(6)).collect();
-        let ks: Vec<i64> = part.iter().map(|row| row.get(7)).collect();
-        let mut with_part: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> =
-            params.to_vec();
-        with_part.push((&ids, Type::INT8_ARRAY));
-        with_part.push((&ks, Type::INT8_ARRAY));
-        match refused_or_rows(client, &chosen, &with_part, "reading the change log").await? {
-            Ok(rows) => boxes.extend(
-                rows.iter()
-                    .filter_map(projected)
-                    .map(|(changed, _)| changed),
-            ),
-            Err(_) => match part {
-                // An empty geometry has no box, and draws nothing.
-                [only] => {
-                    if corners(only, 2).is_some() {
-                        boxes.push(ChangedBox::unprojected(source_box(only)));
-                    }
-                }
-                _ => {
-                    let (first, second) = part.split_at(part.len() / 2);
-                    pending.push(second);
-                    pending.push(first);
-                }
-            },
-        }
-    }
-    Ok((everything, boxes))
 }
 
 /// When each change to `tables` (quoted) that `since` did not see was committed, in seconds since
