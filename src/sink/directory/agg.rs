@@ -108,38 +108,24 @@ impl DirectorySink {
         })
     }
 
-    /// Keeps the digest as `tile` goes from what `path` holds (`found`) to `data`; before the
-    /// write, so the old bytes are still there.
-    pub(super) fn digest_replace(
-        &mut self,
-        tile: TileCoord,
-        path: &Path,
-        found: Found,
-        data: &[u8],
-    ) {
+    /// Keeps the digest as `tile` goes from what its name held (`found`, with the old bytes of a
+    /// file) to `data`.
+    pub(super) fn digest_replace(&mut self, tile: TileCoord, found: &Found, data: &[u8]) {
         let Some(digest) = self.digest.as_mut() else {
             return;
         };
         match found {
             Found::Same => return,
-            Found::OtherFile => match read_capped(path, TILE_FILE_CAP) {
-                Ok(Some(old)) => digest.remove(tile, &old),
-                _ => {
-                    self.digest = None;
-                    return;
-                }
-            },
-            // A link (read through by a reader) or something else at the name: the next full read
-            // says what the tree holds.
-            Found::NoFile if std::fs::symlink_metadata(path).is_ok() => {
+            Found::OtherFile(Some(old)) => digest.remove(tile, old),
+            // Unreadable, or a link (read through by a reader) or something else at the name:
+            // the next full read says what the tree holds.
+            Found::OtherFile(None) | Found::NotAFile => {
                 self.digest = None;
                 return;
             }
             Found::NoFile => {}
         }
-        if let Some(digest) = self.digest.as_mut() {
-            digest.add(tile, data);
-        }
+        digest.add(tile, data);
     }
 
     /// Keeps the digest as `tile`, at `path`, is deleted; before the deletion.

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::store::document::TILE_FILE_CAP;
 
 /// What a link inside the tree is told.
 pub(super) const LINK_REFUSED: &str =
@@ -52,42 +53,47 @@ pub(super) fn remove_if_link(path: &Path) -> Result<()> {
 }
 
 /// What is at a tile's name, against the bytes about to be written there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Found {
     /// A file (not a link) holding exactly those bytes.
     Same,
-    /// A file with other bytes.
-    OtherFile,
-    /// Nothing, a link or something else.
+    /// A file with other bytes, and those bytes where they were asked for and could be read.
+    OtherFile(Option<Vec<u8>>),
+    /// Nothing.
     NoFile,
+    /// A link or something else that is not a regular file.
+    NotAFile,
 }
 
-/// What `path` holds against `data`. The old bytes are read only when the sizes match, in one
-/// read of the size the name's metadata gave (a file changing under the writer's lock is no
-/// concern), rather than `std::fs::read`'s extra metadata call and end-of-file read.
-pub(super) fn found(path: &Path, data: &[u8]) -> Found {
+/// What `path` holds against `data`; with `keep_old`, a file's other bytes too (the tree's digest
+/// takes them out), so a replaced tile is read once. The old bytes are read only when the sizes
+/// match or they are kept, in one read of the size the name's metadata gave (a file changing
+/// under the writer's lock is no concern), rather than `std::fs::read`'s extra metadata call and
+/// end-of-file read; a file past [`TILE_FILE_CAP`] is not read.
+pub(super) fn found(path: &Path, data: &[u8], keep_old: bool) -> Found {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Found::NoFile;
     };
     if !meta.is_file() {
-        return Found::NoFile;
+        return Found::NotAFile;
     }
-    if meta.len() != data.len() as u64 {
-        return Found::OtherFile;
+    let same_size = meta.len() == data.len() as u64;
+    if (!same_size && !keep_old) || meta.len() > TILE_FILE_CAP {
+        return Found::OtherFile(None);
     }
-    let mut existing = vec![0; data.len()];
-    let same = std::fs::File::open(path)
-        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut existing))
-        .is_ok_and(|()| existing == data);
-    match same {
-        true => Found::Same,
-        false => Found::OtherFile,
+    let mut existing = vec![0; meta.len() as usize];
+    let read = std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut existing));
+    match read {
+        Ok(()) if existing == data => Found::Same,
+        Ok(()) if keep_old => Found::OtherFile(Some(existing)),
+        _ => Found::OtherFile(None),
     }
 }
 
 /// Whether `path` is a file (not a link) holding exactly `data`.
 pub(super) fn holds(path: &Path, data: &[u8]) -> bool {
-    found(path, data) == Found::Same
+    found(path, data, false) == Found::Same
 }
 
 /// `name` without `suffix`, parsed: a zoom, column or row number.

@@ -311,16 +311,16 @@ impl Sink for DirectorySink {
             .column_dir(tile, true)?
             .expect("a column directory is created when missing");
         let path = column.join(self.tile_name(tile));
-        let found = found(&path, data);
+        let found = found(&path, data, self.digest.is_some());
         if found == Found::Same {
             self.report.unchanged += 1;
             return Ok(());
         }
         self.mark_hash_stale()?;
-        self.digest_replace(tile, &path, found, data);
+        self.digest_replace(tile, &found, data);
         let failed =
             |e: std::io::Error| Error::output(&path, format!("cannot write tile {tile}: {e}"));
-        if found == Found::OtherFile {
+        if matches!(found, Found::OtherFile(_)) {
             self.swaps += 1;
             if let durable::Swapped::Old(old) =
                 durable::swap_unsynced(&path, data, self.swaps).map_err(failed)?
