@@ -279,7 +279,7 @@ async fn dirty(
         .filter_map(|c| changes.boxes.get(&c.name).map(|b| (c, b.as_slice())))
         .collect();
     let configured = &tileset.tileset;
-    let mut work = dirty_work(
+    let work = dirty_work(
         &boxes,
         layers,
         tileset.bbox,
@@ -287,31 +287,7 @@ async fn dirty(
         (configured.extent, configured.buffer),
         configured.listed_tiles,
     );
-    let mut ways = Vec::new();
-    let rows: f64 = sources.iter().map(|s| s.estimated_rows).sum();
-    if let Work::Tiles(tiles) = &mut work {
-        if census_weighs_walks(sources) && census_pays(tiles.len(), rows) {
-            let counting = std::time::Instant::now();
-            let census: Vec<_> = rows_per_tile(render, sources, tileset.zooms.max)
-                .await?
-                .into_iter()
-                .map(|(tile, _)| tile)
-                .collect();
-            let (chosen, weighed) = choose(
-                std::mem::take(tiles),
-                &census,
-                (&boxes, tileset.bbox, tileset.zooms),
-                (configured.extent, configured.buffer),
-                configured.listed_tiles,
-            );
-            tracing::info!(
-                "tileset `{name}`: {} (rows counted per tile in {:.2} s)",
-                ways_text(&weighed),
-                counting.elapsed().as_secs_f64()
-            );
-            (work, ways) = (chosen, weighed);
-        }
-    }
+    let (work, ways) = weigh_walks(work, &boxes, tileset, (render, sources)).await?;
     say_subtrees(name, configured.listed_tiles, &work);
     Ok(Decision {
         work,
@@ -342,6 +318,44 @@ fn bulk_cap(sources: &[LayerSource]) -> Option<usize> {
 /// The least changed geometries a reseed walks the whole pyramid for: below it, working out the
 /// dirty tiles takes well under a second, and a small table's estimate may be stale.
 const MIN_BULK_GEOMETRIES: usize = 10_000;
+
+/// A bulk reseed's listed `work` weighed zoom by zoom against walking, from a census of the rows
+/// of `sources` (on `render`) where one pays; the work chosen and each zoom's way.
+async fn weigh_walks(
+    mut work: Work,
+    boxes: &[(&LayerConfig, &[ChangedBox])],
+    tileset: &TilesetJob,
+    (render, sources): (&Pool, &[LayerSource]),
+) -> Result<(Work, Vec<ZoomWay>)> {
+    let configured = &tileset.tileset;
+    let rows: f64 = sources.iter().map(|s| s.estimated_rows).sum();
+    let Work::Tiles(tiles) = &mut work else {
+        return Ok((work, Vec::new()));
+    };
+    if !census_weighs_walks(sources) || !census_pays(tiles.len(), rows) {
+        return Ok((work, Vec::new()));
+    }
+    let counting = std::time::Instant::now();
+    let census: Vec<_> = rows_per_tile(render, sources, tileset.zooms.max)
+        .await?
+        .into_iter()
+        .map(|(tile, _)| tile)
+        .collect();
+    let (chosen, weighed) = choose(
+        std::mem::take(tiles),
+        &census,
+        (boxes, tileset.bbox, tileset.zooms),
+        (configured.extent, configured.buffer),
+        configured.listed_tiles,
+    );
+    tracing::info!(
+        "tileset `{}`: {} (rows counted per tile in {:.2} s)",
+        configured.name,
+        ways_text(&weighed),
+        counting.elapsed().as_secs_f64()
+    );
+    Ok((chosen, weighed))
+}
 
 /// Says how a reseed past `listed_tiles` dirty tiles took them, when it walked subtrees.
 fn say_subtrees(name: &str, listed_tiles: usize, work: &Work) {
