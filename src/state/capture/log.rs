@@ -39,8 +39,8 @@ pub struct ChangeSet {
     /// Why the log cannot speak for every change since the watermark (a table captured only after
     /// it), so everything must be reseeded.
     pub uncaptured: Option<String>,
-    /// More geometries changed than the read's cap: `boxes` and `rows` hold only those read
-    /// before it was reached.
+    /// More geometries changed than the read's cap: `boxes` holds only the layers read before
+    /// it was reached, and `rows` is the cap plus one (the geometries read in all).
     pub past_cap: bool,
 }
 
